@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian package cnp needs to build, run and test. Idempotent: a second run only
+# checks that the packages are there. Both README commands call it.
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap bazel-bootstrap-source      # Bazel 4.2.3 and its offline rule repositories
+  g++ pkg-config
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev  # RPC and API
+  libabsl-dev          # Status, flags, strings, time, synchronization
+  libasio-dev          # the event loop and coroutines of the service's control plane
+  libyaml-cpp-dev      # config files and design-document YAML
+  rapidjson-dev        # JSON parsing and writing on the hot path
+  python3.11-dev       # the CPython embedded in every worker
+  libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads
+  libgtest-dev libgmock-dev  # tests
+  python3-grpcio       # a second-language gRPC client in tests
+  nodejs               # node + npm: pouchdb-server, the CouchDB stand-in of the upload tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,104 @@
+#include "service/common/framing.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace cnp {
+namespace {
+
+// Waits until `fd` is ready for `events` or `deadline` passes.
+absl::Status WaitFor(int fd, short events, absl::Time deadline) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline != absl::InfiniteFuture()) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError("deadline passed waiting for the worker");
+      }
+      timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
+    }
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n > 0) return absl::OkStatus();  // readable, writable, or HUP/ERR: the I/O call tells
+    if (n < 0 && errno != EINTR) {
+      return absl::UnavailableError(absl::StrCat("poll failed: ", std::strerror(errno)));
+    }
+  }
+}
+
+absl::Status WriteAll(int fd, const char* data, size_t size, absl::Time deadline) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n > 0) {
+      data += n;
+      size -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("write failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadAll(int fd, char* data, size_t size, absl::Time deadline) {
+  while (size > 0) {
+    ssize_t n = ::read(fd, data, size);
+    if (n > 0) {
+      data += n;
+      size -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return absl::UnavailableError("the peer closed the connection");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteFrame(int fd, std::string_view payload, absl::Time deadline) {
+  if (payload.size() > kMaxFrameBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("message of ", payload.size(), " bytes is over the 1 GiB frame limit"));
+  }
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  unsigned char header[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
+                             static_cast<unsigned char>(n >> 16),
+                             static_cast<unsigned char>(n >> 24)};
+  // One write for small frames keeps the common case to a single system call.
+  if (payload.size() <= 4096) {
+    char buf[4 + 4096];
+    std::memcpy(buf, header, 4);
+    std::memcpy(buf + 4, payload.data(), payload.size());
+    return WriteAll(fd, buf, 4 + payload.size(), deadline);
+  }
+  if (absl::Status s = WriteAll(fd, reinterpret_cast<char*>(header), 4, deadline); !s.ok()) return s;
+  return WriteAll(fd, payload.data(), payload.size(), deadline);
+}
+
+absl::Status ReadFrame(int fd, std::string& payload, absl::Time deadline) {
+  unsigned char header[4];
+  if (absl::Status s = ReadAll(fd, reinterpret_cast<char*>(header), 4, deadline); !s.ok()) return s;
+  uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
+  if (n > kMaxFrameBytes) {
+    return absl::DataLossError(absl::StrCat("frame length ", n, " is over the 1 GiB limit"));
+  }
+  payload.resize(n);
+  return ReadAll(fd, payload.data(), n, deadline);
+}
+
+}  // namespace cnp

@@ -1,0 +1,33 @@
+// Length-prefixed frames on a stream socket: the transport between cnp-server and its workers.
+//
+// A frame is a 4-byte little-endian payload length followed by the payload (a serialized
+// cnp.worker.v1.Task or Reply). Both ends use blocking I/O on their own socket; the server side
+// bounds every wait with a deadline.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace cnp {
+
+// Frames larger than this are refused: a worker or server that sends one is broken.
+inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
+
+// Writes one frame, retrying on EINTR and short writes. Blocks until written or failed; `fd`
+// may be non-blocking, in which case it waits with poll() until `deadline`.
+absl::Status WriteFrame(int fd, std::string_view payload,
+                        absl::Time deadline = absl::InfiniteFuture());
+
+// Reads one whole frame into `payload`. Returns:
+//   OK                  a frame was read
+//   UNAVAILABLE         the peer closed the socket or the read failed (message says which)
+//   DEADLINE_EXCEEDED   `deadline` passed first
+//   DATA_LOSS           a length above kMaxFrameBytes
+absl::Status ReadFrame(int fd, std::string& payload,
+                       absl::Time deadline = absl::InfiniteFuture());
+
+}  // namespace cnp

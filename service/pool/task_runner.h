@@ -1,0 +1,54 @@
+// What the request handlers need from the worker pool: run a task on some worker, or hold one
+// worker for a multi-step exchange. The pool implements it; tests may fake it.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "worker.pb.h"
+
+namespace cnp::pool {
+
+using worker::v1::Reply;
+using worker::v1::Task;
+
+// A worker held by one caller for a multi-step exchange (an interactive list function). The
+// worker goes back to the pool when the lease is destroyed; a lease whose exchange failed
+// half-way replaces its worker instead, so no other caller sees a worker in an unknown state.
+class WorkerLease {
+ public:
+  virtual ~WorkerLease() = default;
+  // Sends one task and waits for the next reply on the calling thread.
+  virtual absl::StatusOr<Reply> Exchange(const Task& task, absl::Time deadline) = 0;
+};
+
+class TaskRunner {
+ public:
+  virtual ~TaskRunner() = default;
+
+  // Runs `task` on a free worker and waits for its reply on the calling thread (no thread hop).
+  // A Failure reply is returned as a Reply, not as an error status: whole-task failures that
+  // are the user's (bad name, refused module, version mismatch after the retry) stay data. The
+  // status is an error only for infrastructure failures:
+  //   DEADLINE_EXCEEDED   the worker did not answer in time; it was killed and replaced
+  //   UNAVAILABLE         the worker crashed, or the pool is shutting down
+  //   RESOURCE_EXHAUSTED  the queue of callers waiting for a worker is full
+  // A VERSION_MISMATCH failure is retried once on a freshly started worker before it is
+  // returned, so code updated on disk is picked up without a restart.
+  virtual absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) = 0;
+
+  // Runs independent tasks concurrently on up to as many workers as there are tasks; the
+  // results are in task order.
+  virtual std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
+                                                    absl::Time deadline) = 0;
+
+  // Holds one worker for a multi-step exchange.
+  virtual absl::StatusOr<std::unique_ptr<WorkerLease>> Lease(absl::Time deadline) = 0;
+
+  // How many workers the pool runs; batch callers split work into this many parts.
+  virtual int size() const = 0;
+};
+
+}  // namespace cnp::pool
