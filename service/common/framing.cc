@@ -70,7 +70,7 @@ absl::Status ReadAll(int fd, char* data, size_t size, absl::Time deadline) {
 
 }  // namespace
 
-absl::Status WriteFrame(int fd, std::string_view payload, absl::Time deadline) {
+absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline) {
   if (payload.size() > kMaxFrameBytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("message of ", payload.size(), " bytes is over the 1 GiB frame limit"));

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -19,7 +19,7 @@ inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
 
 // Writes one frame, retrying on EINTR and short writes. Blocks until written or failed; `fd`
 // may be non-blocking, in which case it waits with poll() until `deadline`.
-absl::Status WriteFrame(int fd, std::string_view payload,
+absl::Status WriteFrame(int fd, absl::string_view payload,
                         absl::Time deadline = absl::InfiniteFuture());
 
 // Reads one whole frame into `payload`. Returns:
