@@ -1,0 +1,19 @@
+// Debian's abseil is built with its own absl::string_view rather than an alias of
+// std::string_view, so std::string_view arguments need an explicit hand-over.
+#pragma once
+
+#include <string_view>
+
+#include "absl/strings/string_view.h"
+
+namespace cnp::couchdb {
+
+inline absl::string_view AbslView(std::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
+
+inline std::string_view StdView(absl::string_view text) {
+  return std::string_view(text.data(), text.size());
+}
+
+}  // namespace cnp::couchdb

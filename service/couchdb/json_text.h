@@ -1,0 +1,40 @@
+// Small pieces of JSON text for the query-server protocol: escaped strings, CouchDB's control
+// lines, and the raw elements of an array line.
+//
+// The protocol forwards documents, keys and values untouched, so lines are taken apart as text
+// (slices of the line) rather than parsed into a tree and written out again.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cnp::couchdb {
+
+// Appends `text` as a quoted JSON string. Control characters are escaped; other bytes, including
+// UTF-8 sequences, are copied as they are.
+void AppendJsonString(std::string& out, std::string_view text);
+
+// ["log","<message>"]
+std::string LogLine(std::string_view message);
+
+// ["error","<id>","<reason>"]: CouchDB rethrows it as {id, reason} and keeps the process (map,
+// reduce) or stops it (any ddoc call).
+std::string ErrorLine(std::string_view id, std::string_view reason);
+
+// ["fatal","<id>","<reason>"]: CouchDB stops the process.
+std::string FatalLine(std::string_view id, std::string_view reason);
+
+// The raw text of each element of the JSON array `text` (surrounding whitespace removed), in
+// order. Structure only: strings and nesting are followed so that commas inside them do not
+// split, but scalars are not checked. INVALID_ARGUMENT when `text` is not an array or is cut
+// short.
+absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view text);
+
+// Strips the spaces, tabs and carriage returns CouchDB never sends but a hand-typed line may
+// carry at either end.
+std::string_view TrimJsonText(std::string_view text);
+
+}  // namespace cnp::couchdb

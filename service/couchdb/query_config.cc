@@ -1,0 +1,50 @@
+#include "service/couchdb/query_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/document.h"
+
+namespace cnp::couchdb {
+
+QueryConfig QueryConfig::FromJson(std::string_view json) {
+  QueryConfig config;
+  if (json.empty()) return config;
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) return config;
+
+  if (auto it = doc.FindMember("reduce_limit"); it != doc.MemberEnd()) {
+    const rapidjson::Value& v = it->value;
+    if (v.IsTrue()) {
+      config.reduce_limit = ReduceLimit::kOn;
+    } else if (v.IsString() && std::string_view(v.GetString(), v.GetStringLength()) == "log") {
+      config.reduce_limit = ReduceLimit::kLog;
+    }
+  }
+  if (auto it = doc.FindMember("reduce_limit_threshold");
+      it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() >= 0) {
+    config.reduce_limit_threshold = static_cast<size_t>(it->value.GetDouble());
+  }
+  if (auto it = doc.FindMember("reduce_limit_ratio");
+      it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() > 0) {
+    config.reduce_limit_ratio = it->value.GetDouble();
+  }
+  if (auto it = doc.FindMember("timeout");
+      it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() > 0) {
+    config.timeout = absl::Milliseconds(it->value.GetDouble());
+  }
+  return config;
+}
+
+std::optional<std::string> ReduceOverflow(const QueryConfig& config, size_t output_bytes,
+                                          size_t input_bytes) {
+  if (config.reduce_limit == QueryConfig::ReduceLimit::kOff) return std::nullopt;
+  if (output_bytes <= config.reduce_limit_threshold) return std::nullopt;
+  if (static_cast<double>(output_bytes) * config.reduce_limit_ratio <=
+      static_cast<double>(input_bytes)) {
+    return std::nullopt;
+  }
+  return absl::StrCat("Reduce output must shrink more rapidly: input size: ", input_bytes,
+                      " output size: ", output_bytes);
+}
+
+}  // namespace cnp::couchdb
