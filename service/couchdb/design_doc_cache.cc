@@ -19,8 +19,7 @@ void CollectStrings(const rapidjson::Value& value, const std::string& prefix, in
     if (!path.empty()) path += separator;
     path.append(it->name.GetString(), it->name.GetStringLength());
     if (it->value.IsString()) {
-      out.emplace(std::move(path),
-                  std::string(it->value.GetString(), it->value.GetStringLength()));
+      out.emplace(std::move(path), std::string(it->value.GetString(), it->value.GetStringLength()));
     } else if (it->value.IsObject() && depth + 1 < kMaxFunctionDepth) {
       CollectStrings(it->value, path, depth + 1, separator, out);
     }
@@ -33,10 +32,9 @@ absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
   rapidjson::Document doc;
   doc.Parse(json.data(), json.size());
   if (doc.HasParseError()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("design document ", AbslView(id), " is not valid JSON: ",
-                     rapidjson::GetParseError_En(doc.GetParseError()), " at byte ",
-                     doc.GetErrorOffset()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "design document ", AbslView(id), " is not valid JSON: ",
+        rapidjson::GetParseError_En(doc.GetParseError()), " at byte ", doc.GetErrorOffset()));
   }
   if (!doc.IsObject()) {
     return absl::InvalidArgumentError(

@@ -80,13 +80,27 @@ void AppendJsonString(std::string& out, std::string_view text) {
   for (const char c : text) {
     const auto byte = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (byte < 0x20) {
           out += "\\u00";
@@ -158,7 +172,8 @@ absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view te
     }
   }
   if (i != text.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("unexpected text after the JSON array at byte ", i));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected text after the JSON array at byte ", i));
   }
   return elements;
 }

@@ -51,10 +51,17 @@ std::string Describe(const v1::FunctionError& error) {
 std::string InfrastructureErrorLine(const absl::Status& status) {
   std::string_view id;
   switch (status.code()) {
-    case absl::StatusCode::kDeadlineExceeded: id = "timeout"; break;
-    case absl::StatusCode::kUnavailable: id = "unavailable"; break;
-    case absl::StatusCode::kResourceExhausted: id = "overloaded"; break;
-    default: id = "internal_error";
+    case absl::StatusCode::kDeadlineExceeded:
+      id = "timeout";
+      break;
+    case absl::StatusCode::kUnavailable:
+      id = "unavailable";
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      id = "overloaded";
+      break;
+    default:
+      id = "internal_error";
   }
   return ErrorLine(id, absl::StrCat("cnp-server: ", status.message()));
 }
@@ -64,19 +71,26 @@ std::string InfrastructureErrorLine(const absl::Status& status) {
 std::string FailureLine(const Failure& failure) {
   std::string_view id;
   switch (failure.code()) {
-    case Failure::BAD_NAME: id = "compile_func_name"; break;
+    case Failure::BAD_NAME:
+      id = "compile_func_name";
+      break;
     case Failure::NOT_FOUND:
     case Failure::PERMISSION_DENIED:
-    case Failure::VERSION_MISMATCH: id = "compile_load"; break;
-    case Failure::BAD_INPUT: id = "bad_input"; break;
-    default: id = "internal_error";
+    case Failure::VERSION_MISMATCH:
+      id = "compile_load";
+      break;
+    case Failure::BAD_INPUT:
+      id = "bad_input";
+      break;
+    default:
+      id = "internal_error";
   }
   return ErrorLine(id, failure.message());
 }
 
 std::string UnexpectedReplyLine(std::string_view expected) {
-  return ErrorLine("internal_error",
-                   absl::StrCat("cnp-server: the worker did not answer with a ", AbslView(expected)));
+  return ErrorLine("internal_error", absl::StrCat("cnp-server: the worker did not answer with a ",
+                                                  AbslView(expected)));
 }
 
 // Fatal for the session: a line that is not JSON cannot be trusted to be framed right either.
@@ -84,8 +98,7 @@ std::optional<std::string> CheckJson(std::string_view line) {
   rapidjson::MemoryStream stream(line.data(), line.size());
   rapidjson::BaseReaderHandler<> ignore;
   rapidjson::Reader reader;
-  rapidjson::ParseResult result =
-      reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
+  rapidjson::ParseResult result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
   if (result.IsError()) {
     return absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
                         rapidjson::GetParseError_En(result.Code()));
@@ -173,7 +186,8 @@ v1::SessionOutput QuerySession::Dispatch(std::string_view line) {
   }
 
   absl::StatusOr<Elements> command = ParseCommand(line);
-  if (!command.ok()) return Exit(FatalLine("query_protocol_error", StdView(command.status().message())));
+  if (!command.ok())
+    return Exit(FatalLine("query_protocol_error", StdView(command.status().message())));
   std::optional<std::string> name;
   if (!command->empty()) name = DecodeString(command->front());
   if (!name.has_value()) {
@@ -273,8 +287,7 @@ v1::SessionOutput QuerySession::MapDoc(std::string_view doc) {
   return out;
 }
 
-v1::SessionOutput QuerySession::Reduce(const Elements& command, bool rereduce,
-                                       size_t line_bytes) {
+v1::SessionOutput QuerySession::Reduce(const Elements& command, bool rereduce, size_t line_bytes) {
   const std::string_view name = rereduce ? "rereduce" : "reduce";
   // Arguments after the values (a context string on CouchDB main) are ignored.
   if (command.size() < 3) return Lines({MissingArgument(name)});
@@ -360,15 +373,20 @@ v1::SessionOutput QuerySession::DesignDoc(const Elements& command) {
   const std::string_view args = command.size() > 3 ? command[3] : std::string_view("[]");
 
   std::optional<v1::DesignFunctionKind> kind;
-  if (section == "filters") kind = v1::FILTER;
-  else if (section == "views") kind = v1::VIEW_FILTER;
-  else if (section == "shows") kind = v1::SHOW;
-  else if (section == "updates") kind = v1::UPDATE;
-  else if (section == "rewrites") kind = v1::REWRITE;
-  else if (section == "lists") kind = v1::LIST;
+  if (section == "filters")
+    kind = v1::FILTER;
+  else if (section == "views")
+    kind = v1::VIEW_FILTER;
+  else if (section == "shows")
+    kind = v1::SHOW;
+  else if (section == "updates")
+    kind = v1::UPDATE;
+  else if (section == "rewrites")
+    kind = v1::REWRITE;
+  else if (section == "lists")
+    kind = v1::LIST;
   else if (section != "validate_doc_update") {
-    return Exit(
-        FatalLine("unknown_command", absl::StrCat("unknown ddoc command '", section, "'")));
+    return Exit(FatalLine("unknown_command", absl::StrCat("unknown ddoc command '", section, "'")));
   }
 
   std::optional<std::string> function = design_docs_.FindFunction(*id, *path);
@@ -420,9 +438,9 @@ v1::SessionOutput QuerySession::Validate(std::string_view function, std::string_
       break;
     case v1::ValidateResponse::ERROR: {
       const std::string& type = response.error().type();
-      line = ErrorLine(type.empty() ? "validation_error" : type,
-                       response.error().message().empty() ? response.message()
-                                                          : response.error().message());
+      line = ErrorLine(type.empty() ? "validation_error" : type, response.error().message().empty()
+                                                                     ? response.message()
+                                                                     : response.error().message());
       break;
     }
     default:
@@ -488,7 +506,8 @@ v1::SessionOutput QuerySession::ContinueList(std::string_view line) {
     task.mutable_list_row();  // an empty row is the end of rows
   } else {
     list_.reset();
-    return Exit(FatalLine("list_error", absl::StrCat("not a row '", name.value_or(std::string(line)), "'")));
+    return Exit(FatalLine("list_error",
+                          absl::StrCat("not a row '", name.value_or(std::string(line)), "'")));
   }
   return StepList(task);
 }

@@ -1,0 +1,532 @@
+// QuerySession against a scripted TaskRunner: the CouchDB reply shapes, which failures end the
+// session, and that infrastructure failures never become empty results.
+#include "service/couchdb/query_session.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "gtest/gtest.h"
+
+namespace cnp::couchdb {
+namespace {
+
+using pool::Reply;
+using pool::Task;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+Reply ReplyFromText(const std::string& text) {
+  Reply reply;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &reply)) << text;
+  return reply;
+}
+
+// Runs tasks through `on_run` (and list steps through `on_exchange`), recording what it saw.
+class ScriptedRunner : public pool::TaskRunner {
+ public:
+  std::function<absl::StatusOr<Reply>(const Task&)> on_run;
+  std::function<absl::StatusOr<Reply>(const Task&)> on_exchange;
+  std::vector<Task> tasks;
+  std::vector<absl::Time> deadlines;
+  int leases_released = 0;
+
+  absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) override {
+    tasks.push_back(task);
+    deadlines.push_back(deadline);
+    if (!on_run) return absl::InternalError("the test did not expect a task");
+    return on_run(task);
+  }
+
+  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
+                                            absl::Time deadline) override {
+    std::vector<absl::StatusOr<Reply>> replies;
+    for (const Task& task : tasks) replies.push_back(Run(task, deadline));
+    return replies;
+  }
+
+  absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
+    return std::make_unique<ScriptedLease>(*this);
+  }
+
+  int size() const override { return 1; }
+
+ private:
+  class ScriptedLease : public pool::WorkerLease {
+   public:
+    explicit ScriptedLease(ScriptedRunner& runner) : runner_(runner) {}
+    ~ScriptedLease() override { ++runner_.leases_released; }
+    absl::StatusOr<Reply> Exchange(const Task& task, absl::Time) override {
+      runner_.tasks.push_back(task);
+      return runner_.on_exchange(task);
+    }
+
+   private:
+    ScriptedRunner& runner_;
+  };
+};
+
+std::vector<std::string> LinesOf(const std::optional<v1::SessionOutput>& output) {
+  if (!output.has_value()) return {"<no output>"};
+  return {output->lines().begin(), output->lines().end()};
+}
+
+bool Exits(const std::optional<v1::SessionOutput>& output) {
+  return output.has_value() && output->exit();
+}
+
+constexpr char kResolved[] = R"pb(resolve { functions { function: "f" } })pb";
+
+class QuerySessionTest : public ::testing::Test {
+ protected:
+  std::vector<std::string> Send(std::string_view line) { return LinesOf(session_.Handle(line)); }
+
+  void AddFun(std::string_view name) {
+    runner_.on_run = [](const Task&) { return ReplyFromText(kResolved); };
+    ASSERT_THAT(Send(absl::StrCat("[\"add_fun\",\"", std::string(name), "\"]")),
+                ElementsAre("true"));
+  }
+
+  ScriptedRunner runner_;
+  QuerySession session_{runner_};
+};
+
+TEST_F(QuerySessionTest, ResetIsNotAnsweredButApplied) {
+  AddFun("fns.by_town|1");
+  EXPECT_FALSE(session_.Handle(R"(["reset",{"reduce_limit":true,"timeout":5000}])").has_value());
+  runner_.tasks.clear();
+  // The map functions are gone: couchjs answers an empty list without running anything.
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre("[]"));
+  EXPECT_TRUE(runner_.tasks.empty());
+}
+
+TEST_F(QuerySessionTest, RecognisesResetOnlyAsTheCommand) {
+  EXPECT_TRUE(QuerySession::IsReset(R"(["reset"])"));
+  EXPECT_TRUE(QuerySession::IsReset(R"( [ "reset" , {"timeout":1}] )"));
+  EXPECT_FALSE(QuerySession::IsReset(R"(["resetx"])"));
+  EXPECT_FALSE(QuerySession::IsReset(R"(["map_doc",{"reset":1}])"));
+}
+
+TEST_F(QuerySessionTest, ResetKeepsDesignDocs) {
+  EXPECT_THAT(
+      Send(R"(["ddoc","new","_design/v",{"_id":"_design/v","validate_doc_update":"fns.vdu|2"}])"),
+      ElementsAre("true"));
+  session_.Handle(R"(["reset",{"reduce_limit":true,"timeout":5000}])");
+  runner_.on_run = [](const Task&) { return ReplyFromText(R"pb(validate { outcome: OK })pb"); };
+  EXPECT_THAT(
+      Send(R"(["ddoc","_design/v",["validate_doc_update"],[{"_id":"x"},null,{"name":"bob"},{}]])"),
+      ElementsAre("1"));
+  ASSERT_EQ(runner_.tasks.size(), 1u);
+  EXPECT_EQ(runner_.tasks[0].validate().function(), "fns.vdu|2");
+  EXPECT_EQ(runner_.tasks[0].validate().new_doc(), R"({"_id":"x"})");
+  EXPECT_EQ(runner_.tasks[0].validate().old_doc(), "null");
+  EXPECT_EQ(runner_.tasks[0].validate().user_ctx(), R"({"name":"bob"})");
+  EXPECT_EQ(runner_.tasks[0].validate().sec_obj(), "{}");
+}
+
+TEST_F(QuerySessionTest, AddFunResolvesAtOnce) {
+  runner_.on_run = [](const Task& task) {
+    EXPECT_THAT(task.resolve().functions(), ElementsAre("fns.missing|3"));
+    return ReplyFromText(
+        R"pb(resolve {
+               functions { function: "fns.missing|3" error: "ImportError: No module named fns" }
+             })pb");
+  };
+  EXPECT_THAT(Send(R"(["add_fun","fns.missing|3"])"),
+              ElementsAre(R"(["error","compilation_error","ImportError: No module named fns"])"));
+}
+
+TEST_F(QuerySessionTest, AddFunKeepsTheVersionMismatchText) {
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(failure {
+               code: VERSION_MISMATCH
+               message: "ValueError: Loaded version 556 did not match expected version 2"
+             })pb");
+  };
+  EXPECT_THAT(
+      Send(R"(["add_fun","fns.f|2"])"),
+      ElementsAre(
+          R"(["error","compilation_error","ValueError: Loaded version 556 did not match expected version 2"])"));
+}
+
+TEST_F(QuerySessionTest, MapDocForwardsTheDocumentBytesUntouched) {
+  AddFun("fns.a|1");
+  AddFun("fns.b");
+  const std::string doc = R"({"_id":"d1", "n":1.50,"u":"\u00e9\n"})";
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[[\"k\",1]],[]]" } })pb");
+  };
+  EXPECT_THAT(Send(absl::StrCat("[\"map_doc\",", doc, "]")), ElementsAre(R"([[["k",1]],[]])"));
+  const Task& task = runner_.tasks.back();
+  EXPECT_THAT(task.map().functions(), ElementsAre("fns.a|1", "fns.b"));
+  EXPECT_THAT(task.map().docs(), ElementsAre(doc));
+}
+
+TEST_F(QuerySessionTest, MapExceptionIsALogLineAndTheRowsGoOn) {
+  AddFun("fns.a");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(map {
+               results {
+                 rows: "[[]]"
+                 logs: "mapping doc-7"
+                 errors { function: "fns.a" doc_id: "doc-7" type: "KeyError" message: "'nope'" }
+               }
+             })pb");
+  };
+  EXPECT_THAT(
+      Send(R"(["map_doc",{"_id":"doc-7"}])"),
+      ElementsAre(R"(["log","mapping doc-7"])",
+                  R"(["log","function raised exception (KeyError: 'nope') with doc._id doc-7"])",
+                  "[[]]"));
+}
+
+TEST_F(QuerySessionTest, InfrastructureFailuresAreErrorsNeverEmptyResults) {
+  AddFun("fns.a");
+  for (const absl::Status& status :
+       {absl::UnavailableError("worker 3 crashed"), absl::DeadlineExceededError("no answer"),
+        absl::ResourceExhaustedError("queue full")}) {
+    runner_.on_run = [&](const Task&) { return status; };
+    std::optional<v1::SessionOutput> out = session_.Handle(R"(["map_doc",{"_id":"a"}])");
+    ASSERT_THAT(LinesOf(out), ElementsAre(StartsWith("[\"error\",")));
+    EXPECT_THAT(LinesOf(out)[0], HasSubstr(std::string(status.message())));
+    EXPECT_FALSE(Exits(out));
+  }
+  runner_.on_run = [](const Task&) { return absl::DeadlineExceededError("slow"); };
+  EXPECT_THAT(Send(R"(["reduce",["fns.r"],[[[1,"a"],2]]])"),
+              ElementsAre(StartsWith(R"(["error","timeout",)")));
+}
+
+TEST_F(QuerySessionTest, CallDeadlineFollowsCouchDBTimeoutLessAMargin) {
+  session_.Handle(R"(["reset",{"timeout":20000}])");
+  AddFun("fns.a");
+  const absl::Time before = absl::Now();
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[]]" } })pb");
+  };
+  Send(R"(["map_doc",{}])");
+  const absl::Duration budget = runner_.deadlines.back() - before;
+  EXPECT_GT(budget, absl::Seconds(19));
+  EXPECT_LT(budget, absl::Seconds(20));
+}
+
+TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
+  runner_.on_run = [](const Task& task) {
+    EXPECT_THAT(task.reduce().functions(), ElementsAre("fns.sum", "fns.bad"));
+    EXPECT_FALSE(task.reduce().rereduce());
+    EXPECT_EQ(task.reduce().kvs(), R"([[[1,"a"],2],[[2,"b"],3]])");
+    return ReplyFromText(
+        R"pb(reduce {
+               results: "5"
+               results: "null"
+               errors { function: "fns.bad" type: "ZeroDivisionError" message: "division by zero" }
+             })pb");
+  };
+  EXPECT_THAT(
+      Send(R"(["reduce",["fns.sum","fns.bad"],[[[1,"a"],2],[[2,"b"],3]]])"),
+      ElementsAre(R"j(["log","function raised exception (ZeroDivisionError: division by zero)"])j",
+                  "[true,[5,null]]"));
+}
+
+TEST_F(QuerySessionTest, RereduceIgnoresExtraTrailingArguments) {
+  runner_.on_run = [](const Task& task) {
+    EXPECT_TRUE(task.reduce().rereduce());
+    EXPECT_EQ(task.reduce().kvs(), "[1,2,3]");
+    return ReplyFromText(R"pb(reduce { results: "6" })pb");
+  };
+  EXPECT_THAT(Send(R"(["rereduce",["fns.sum"],[1,2,3],"shard 0 view v"])"),
+              ElementsAre("[true,[6]]"));
+}
+
+TEST_F(QuerySessionTest, ReduceLimitFollowsCouchDB) {
+  const std::string big = absl::StrCat("\"", std::string(5000, 'x'), "\"");
+  runner_.on_run = [&](const Task&) {
+    Reply reply;
+    reply.mutable_reduce()->add_results(big);
+    return reply;
+  };
+  const std::string small_input = R"(["reduce",["fns.echo"],[[[1,"a"],2]]])";
+
+  session_.Handle(R"(["reset",{"reduce_limit":true,"timeout":5000}])");
+  EXPECT_THAT(
+      Send(small_input),
+      ElementsAre(StartsWith(
+          R"(["error","reduce_overflow_error","Reduce output must shrink more rapidly: input size: )")));
+
+  session_.Handle(R"(["reset",{"reduce_limit":"log","timeout":5000}])");
+  EXPECT_THAT(Send(small_input),
+              ElementsAre(StartsWith(R"(["log","reduce_overflow_error: Reduce output must shrink)"),
+                          absl::StrCat("[true,[", big, "]]")));
+
+  session_.Handle(R"(["reset",{"reduce_limit":false,"timeout":5000}])");
+  EXPECT_THAT(Send(small_input), ElementsAre(absl::StrCat("[true,[", big, "]]")));
+
+  // An input large enough for the output is fine even with the limit on.
+  session_.Handle(R"(["reset",{"reduce_limit":true,"timeout":5000}])");
+  const std::string large_input =
+      absl::StrCat(R"(["reduce",["fns.echo"],[[[1,"a"],")", std::string(12000, 'y'), "\"]]]");
+  EXPECT_THAT(Send(large_input), ElementsAre(absl::StrCat("[true,[", big, "]]")));
+}
+
+class DesignDocTest : public QuerySessionTest {
+ protected:
+  void SetUp() override {
+    ASSERT_THAT(Send(R"(["ddoc","new","_design/d",{"_id":"_design/d","language":"python",)"
+                     R"("validate_doc_update":"fns.vdu","filters":{"by_town":"fns.by_town|1"},)"
+                     R"("views":{"oslo":{"map":"fns.oslo"}},"shows":{"hello":"fns.hello"},)"
+                     R"("lists":{"rows":"fns.rows"},"updates":{"bump":"fns.bump"},)"
+                     R"("rewrites":"fns.rewrite"}])"),
+                ElementsAre("true"));
+  }
+};
+
+TEST_F(DesignDocTest, ValidateReplies) {
+  const std::string call =
+      R"(["ddoc","_design/d",["validate_doc_update"],[{"_id":"x"},null,{"roles":[]},{}]])";
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(validate { outcome: FORBIDDEN message: "type is \"required\"" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"({"forbidden":"type is \"required\""})"));
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(validate { outcome: UNAUTHORIZED message: "admins only" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"({"unauthorized":"admins only"})"));
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(validate {
+               outcome: ERROR
+               error { type: "TypeError" message: "'NoneType' object is not callable" }
+               logs: "checking x"
+             })pb");
+  };
+  EXPECT_THAT(Send(call),
+              ElementsAre(R"(["log","checking x"])",
+                          R"(["error","TypeError","'NoneType' object is not callable"])"));
+}
+
+TEST_F(DesignDocTest, DesignFunctionsGetTheirKindAndRawArguments) {
+  struct Case {
+    std::string path;
+    v1::DesignFunctionKind kind;
+    std::string function;
+  };
+  for (const Case& c : {Case{R"(["filters","by_town"])", v1::FILTER, "fns.by_town|1"},
+                        Case{R"(["views","oslo","map"])", v1::VIEW_FILTER, "fns.oslo"},
+                        Case{R"(["shows","hello"])", v1::SHOW, "fns.hello"},
+                        Case{R"(["updates","bump"])", v1::UPDATE, "fns.bump"},
+                        Case{R"(["rewrites"])", v1::REWRITE, "fns.rewrite"}}) {
+    runner_.on_run = [](const Task&) {
+      return ReplyFromText(R"pb(design { reply: "[true,[true]]" logs: "hi" })pb");
+    };
+    EXPECT_THAT(Send(absl::StrCat(R"(["ddoc","_design/d",)", c.path, R"(,[[{"a": 1}],{"q":2}]])")),
+                ElementsAre(R"(["log","hi"])", "[true,[true]]"));
+    const Task& task = runner_.tasks.back();
+    EXPECT_EQ(task.design().kind(), c.kind) << c.path;
+    EXPECT_EQ(task.design().function(), c.function);
+    EXPECT_EQ(task.design().args(), R"([[{"a": 1}],{"q":2}])");
+  }
+}
+
+TEST_F(DesignDocTest, MissingFunctionIsNotFoundAndTheSessionGoesOn) {
+  std::optional<v1::SessionOutput> out =
+      session_.Handle(R"(["ddoc","_design/d",["shows","nope"],[null,{}]])");
+  EXPECT_THAT(
+      LinesOf(out),
+      ElementsAre(
+          R"(["error","not_found","missing shows function nope on design doc _design/d"])"));
+  EXPECT_FALSE(Exits(out));
+}
+
+TEST_F(DesignDocTest, UnknownSectionIsFatal) {
+  std::optional<v1::SessionOutput> out =
+      session_.Handle(R"(["ddoc","_design/d",["spells","x"],[]])");
+  EXPECT_THAT(LinesOf(out),
+              ElementsAre(R"(["fatal","unknown_command","unknown ddoc command 'spells'"])"));
+  EXPECT_TRUE(Exits(out));
+}
+
+TEST_F(DesignDocTest, NewerRevisionReplacesTheOld) {
+  Send(R"(["ddoc","new","_design/d",{"_id":"_design/d","shows":{"hello":"fns.hello2|2"}}])");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(design { reply: "[\"resp\",{}]" })pb");
+  };
+  Send(R"(["ddoc","_design/d",["shows","hello"],[null,{}]])");
+  EXPECT_EQ(runner_.tasks.back().design().function(), "fns.hello2|2");
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["filters","by_town"],[[],{}]])"),
+              ElementsAre(StartsWith(R"(["error","not_found",)")));
+}
+
+TEST_F(DesignDocTest, DesignCallFailureIsAnError) {
+  runner_.on_run = [](const Task&) { return absl::UnavailableError("worker crashed"); };
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["filters","by_town"],[[{}],{}]])"),
+              ElementsAre(R"(["error","unavailable","cnp-server: worker crashed"])"));
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(failure { code: NOT_FOUND message: "ImportError: No module named 'fns'" })pb");
+  };
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["filters","by_town"],[[{}],{}]])"),
+              ElementsAre(R"(["error","compile_load","ImportError: No module named 'fns'"])"));
+}
+
+TEST_F(DesignDocTest, ListExchangesRowsOnOneWorker) {
+  std::vector<std::string> steps = {R"(["start",["head"],{"headers":{}}])", R"(["chunks",["a"]])",
+                                    R"(["chunks",["b"]])", R"(["end",["tail"]])"};
+  size_t step = 0;
+  runner_.on_exchange = [&](const Task&) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(steps[step]);
+    reply.mutable_list_step()->set_done(step == steps.size() - 1);
+    ++step;
+    return reply;
+  };
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["lists","rows"],[{"total_rows":2},{"q":1}]])"),
+              ElementsAre(steps[0]));
+  EXPECT_EQ(runner_.tasks.back().list_start().function(), "fns.rows");
+  EXPECT_EQ(runner_.tasks.back().list_start().head(), R"({"total_rows":2})");
+  EXPECT_EQ(runner_.tasks.back().list_start().req(), R"({"q":1})");
+  EXPECT_THAT(Send(R"(["list_row",{"key":"a"}])"), ElementsAre(steps[1]));
+  EXPECT_EQ(runner_.tasks.back().list_row().row(), R"({"key":"a"})");
+  EXPECT_THAT(Send(R"(["list_row",{"key":"b"}])"), ElementsAre(steps[2]));
+  EXPECT_THAT(Send(R"(["list_end"])"), ElementsAre(steps[3]));
+  EXPECT_TRUE(runner_.tasks.back().list_row().row().empty());
+  EXPECT_EQ(runner_.leases_released, 1);
+}
+
+TEST_F(DesignDocTest, ListEndingEarlyThenAnotherRowExits) {
+  int step = 0;
+  runner_.on_exchange = [&](const Task&) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(step == 0 ? R"(["start",[],{"headers":{}}])"
+                                                   : R"(["end",["fooz","early"]])");
+    reply.mutable_list_step()->set_done(step++ > 0);
+    return reply;
+  };
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  EXPECT_THAT(Send(R"(["list_row",{"key":"fooz"}])"), ElementsAre(R"(["end",["fooz","early"]])"));
+  EXPECT_EQ(runner_.leases_released, 1);
+  std::optional<v1::SessionOutput> out = session_.Handle(R"(["list_row",{"key":"foox"}])");
+  EXPECT_THAT(LinesOf(out),
+              ElementsAre(R"(["error","unknown_command","unknown command 'list_row'"])"));
+  EXPECT_TRUE(Exits(out));
+}
+
+TEST_F(DesignDocTest, ListEndingEarlyThenResetGoesOn) {
+  int step = 0;
+  runner_.on_exchange = [&](const Task&) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(step == 0 ? R"(["start",[],{"headers":{}}])"
+                                                   : R"(["end",["early"]])");
+    reply.mutable_list_step()->set_done(step++ > 0);
+    return reply;
+  };
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  Send(R"(["list_row",{"key":"x"}])");
+  EXPECT_FALSE(session_.Handle(R"(["reset",{"timeout":5000}])").has_value());
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(design { reply: "[true,[false]]" })pb");
+  };
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["filters","by_town"],[[{}],{}]])"),
+              ElementsAre("[true,[false]]"));
+}
+
+TEST_F(DesignDocTest, NonRowDuringAListIsFatal) {
+  runner_.on_exchange = [&](const Task&) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(R"(["start",[],{"headers":{}}])");
+    return reply;
+  };
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  std::optional<v1::SessionOutput> out = session_.Handle(R"(["map_doc",{}])");
+  EXPECT_THAT(LinesOf(out), ElementsAre(R"(["fatal","list_error","not a row 'map_doc'"])"));
+  EXPECT_TRUE(Exits(out));
+  EXPECT_EQ(runner_.leases_released, 1);
+}
+
+TEST_F(DesignDocTest, WorkerLostDuringAListIsAnError) {
+  runner_.on_exchange = [&](const Task& task) -> absl::StatusOr<Reply> {
+    if (task.has_list_row()) return absl::UnavailableError("worker crashed");
+    Reply reply;
+    reply.mutable_list_step()->set_reply(R"(["start",[],{"headers":{}}])");
+    return reply;
+  };
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  EXPECT_THAT(Send(R"(["list_row",{"key":1}])"),
+              ElementsAre(StartsWith(R"(["error","unavailable",)")));
+  EXPECT_EQ(runner_.leases_released, 1);
+}
+
+TEST_F(QuerySessionTest, UncachedDesignDocIsFatal) {
+  std::optional<v1::SessionOutput> out =
+      session_.Handle(R"(["ddoc","_design/nope",["filters","f"],[[{}],{}]])");
+  EXPECT_THAT(
+      LinesOf(out),
+      ElementsAre(R"(["fatal","query_protocol_error","uncached design doc: _design/nope"])"));
+  EXPECT_TRUE(Exits(out));
+}
+
+TEST_F(QuerySessionTest, UnknownCommandExits) {
+  std::optional<v1::SessionOutput> out = session_.Handle(R"(["index_doc",{}])");
+  EXPECT_THAT(LinesOf(out),
+              ElementsAre(R"(["error","unknown_command","unknown command 'index_doc'"])"));
+  EXPECT_TRUE(Exits(out));
+}
+
+TEST_F(QuerySessionTest, LineThatIsNotJsonIsFatal) {
+  for (std::string_view line : {std::string_view("hello"), std::string_view(R"(["add_fun","x)"),
+                                std::string_view(R"(["ddoc","new","_design/x",{"a":)"),
+                                std::string_view(R"({"not":"an array"})"), std::string_view("[]"),
+                                std::string_view(R"(["add_lib",{}] trailing)")}) {
+    std::optional<v1::SessionOutput> out = session_.Handle(line);
+    EXPECT_THAT(LinesOf(out), ElementsAre(StartsWith(R"(["fatal","query_protocol_error",)")))
+        << line;
+    EXPECT_TRUE(Exits(out)) << line;
+  }
+  EXPECT_TRUE(runner_.tasks.empty());
+}
+
+TEST_F(QuerySessionTest, TruncatedMapDocIsNeverAnEmptyResult) {
+  AddFun("fns.a");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(failure { code: BAD_INPUT message: "document is not valid JSON" })pb");
+  };
+  // Cut inside the document but ending in ']': the worker rejects the bytes.
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a","tags":[1,2])"),
+              ElementsAre(R"(["error","bad_input","document is not valid JSON"])"));
+  // Cut elsewhere: not JSON at all.
+  EXPECT_TRUE(Exits(session_.Handle(R"(["map_doc",{"_id":"a")")));
+}
+
+TEST_F(QuerySessionTest, HugeDocumentPassesThroughWhole) {
+  AddFun("fns.a");
+  const std::string doc =
+      absl::StrCat(R"({"_id":"big","blob":")", std::string(8 << 20, 'z'), "\"}");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[]]" } })pb");
+  };
+  EXPECT_THAT(Send(absl::StrCat("[\"map_doc\",", doc, "]")), ElementsAre("[[]]"));
+  EXPECT_EQ(runner_.tasks.back().map().docs(0), doc);
+}
+
+TEST_F(QuerySessionTest, AddLibIsAccepted) {
+  EXPECT_THAT(Send(R"(["add_lib",{"utils":"exports.x = 1;"}])"), ElementsAre("true"));
+}
+
+TEST_F(QuerySessionTest, LogTextIsEscaped) {
+  AddFun("fns.a");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(map { results { rows: "[[]]" logs: "tab\there \"quoted\" \\ \001" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{}])"),
+              ElementsAre(R"(["log","tab\there \"quoted\" \\ \u0001"])", "[[]]"));
+}
+
+}  // namespace
+}  // namespace cnp::couchdb
