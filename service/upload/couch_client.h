@@ -1,0 +1,67 @@
+// A small blocking HTTP client for CouchDB's document API, over libcurl (TLS included).
+// Credentials go to curl as a user name and password, never into a URL, so no message built
+// from a URL or a curl error can contain them.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace cnp::upload {
+
+struct HttpResponse {
+  long status = 0;
+  std::string body;
+};
+
+class CouchClient {
+ public:
+  struct Options {
+    std::string base_url;  // without user info, e.g. "https://couch:6984"
+    std::string username;  // empty: no authentication
+    std::string password;
+    std::string ca_file;   // empty: the system's CA store
+    absl::Duration timeout = absl::Seconds(60);
+  };
+
+  explicit CouchClient(Options options);
+  ~CouchClient();
+  CouchClient(const CouchClient&) = delete;
+  CouchClient& operator=(const CouchClient&) = delete;
+
+  // `path` starts with "/" and is already escaped (see EscapeSegment). A status other than
+  // OK means no HTTP answer came back (refused, timed out, TLS failure): UNAVAILABLE with a
+  // message saying which server could not be reached.
+  absl::StatusOr<HttpResponse> Get(absl::string_view path);
+  absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json);
+  absl::StatusOr<HttpResponse> Delete(absl::string_view path);
+  // A GET that may take as long as the server needs (an index build).
+  absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
+
+  const std::string& base_url() const { return options_.base_url; }
+
+  // Percent-encodes one path segment ("a/b" -> "a%2Fb"): database names may contain '/'.
+  static std::string EscapeSegment(absl::string_view segment);
+
+ private:
+  absl::StatusOr<HttpResponse> Perform(const char* method, absl::string_view path,
+                                       const absl::string_view* body, bool with_timeout);
+
+  Options options_;
+  void* curl_;  // CURL*, reused so that requests share one keep-alive connection
+};
+
+// "/<db>" and "/<db>/_design/<name>", escaped.
+std::string DatabasePath(absl::string_view database);
+std::string DesignDocPath(absl::string_view database, absl::string_view name);
+
+// The status for an HTTP answer that was not the expected success, with a message a user can
+// act on: 401 wrong credentials, 403 not allowed, 404 missing, and so on. `what` says what
+// was being done, e.g. "reading _design/x from mydb".
+absl::Status HttpError(const HttpResponse& response, absl::string_view what,
+                       absl::string_view base_url);
+
+}  // namespace cnp::upload

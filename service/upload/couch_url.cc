@@ -1,0 +1,107 @@
+#include "service/upload/couch_url.h"
+
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace cnp::upload {
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = absl::ascii_tolower(c);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+std::string PercentDecode(absl::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 && HexValue(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// Splits "scheme://authority/rest" at the authority; npos when there is no "://".
+struct Parts {
+  absl::string_view scheme, userinfo, hostport, rest;
+  bool has_userinfo = false;
+};
+
+std::optional<Parts> Split(absl::string_view url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == absl::string_view::npos) return std::nullopt;
+  Parts parts;
+  parts.scheme = url.substr(0, scheme_end);
+  absl::string_view after = url.substr(scheme_end + 3);
+  size_t authority_end = after.find_first_of("/?#");
+  absl::string_view authority = after.substr(0, authority_end);
+  parts.rest = authority_end == absl::string_view::npos ? "" : after.substr(authority_end);
+  // The last '@' ends the user info: a password may itself contain '@' only percent-encoded,
+  // but be lenient with unencoded ones.
+  size_t at = authority.rfind('@');
+  if (at != absl::string_view::npos) {
+    parts.has_userinfo = true;
+    parts.userinfo = authority.substr(0, at);
+    parts.hostport = authority.substr(at + 1);
+  } else {
+    parts.hostport = authority;
+  }
+  return parts;
+}
+
+}  // namespace
+
+absl::StatusOr<CouchUrl> ParseCouchUrl(absl::string_view url) {
+  std::optional<Parts> parts = Split(url);
+  if (!parts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", RedactUrl(url), "\" is not a CouchDB URL such as http://localhost:5984"));
+  }
+  std::string scheme = absl::AsciiStrToLower(parts->scheme);
+  if (scheme != "http" && scheme != "https") {
+    return absl::InvalidArgumentError(absl::StrCat("CouchDB URL \"", RedactUrl(url),
+                                                   "\" must start with http:// or https://"));
+  }
+  if (parts->hostport.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CouchDB URL \"", RedactUrl(url), "\" has no host"));
+  }
+  if (absl::StrContains(parts->rest, '?') || absl::StrContains(parts->rest, '#')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CouchDB URL \"", RedactUrl(url), "\" must not have a query or fragment"));
+  }
+  CouchUrl out;
+  absl::string_view path = parts->rest;
+  while (absl::ConsumeSuffix(&path, "/")) {
+  }
+  out.base = absl::StrCat(scheme, "://", parts->hostport, path);
+  if (parts->has_userinfo) {
+    size_t colon = parts->userinfo.find(':');
+    out.username = PercentDecode(parts->userinfo.substr(0, colon));
+    if (colon != absl::string_view::npos) {
+      out.password = PercentDecode(parts->userinfo.substr(colon + 1));
+    }
+  }
+  return out;
+}
+
+std::string RedactUrl(absl::string_view url) {
+  std::optional<Parts> parts = Split(url);
+  if (!parts || !parts->has_userinfo) {
+    // Without "://" the text may still hide a password: keep only what is surely safe.
+    if (!parts && absl::StrContains(url, '@')) return "<URL hidden: it may hold a password>";
+    return std::string(url);
+  }
+  return absl::StrCat(parts->scheme, "://", parts->hostport, parts->rest);
+}
+
+}  // namespace cnp::upload

@@ -1,0 +1,37 @@
+// What writing a design document would change: the document to write (the YAML's, plus what
+// the stored one has that the YAML does not mention), the field-by-field diff against the
+// stored one, and whether CouchDB will rebuild the index.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cnp/v1/upload.pb.h"
+#include "rapidjson/document.h"
+
+namespace cnp::upload {
+
+struct DesignDocPlan {
+  rapidjson::Document document;  // to write; no "_rev"
+  std::vector<v1::FieldChange> changes;  // empty: identical to the stored one
+  std::vector<std::string> kept_fields;
+  std::vector<std::string> dropped_fields;
+  bool index_rebuild = false;
+  std::vector<std::string> rebuilt_views;
+};
+
+// `stored` is the document CouchDB has (its "_rev" is ignored), or nullptr when there is none.
+// Fields of `stored` missing from `desired` (top-level ones, and entries of views, filters,
+// shows, lists, updates) are kept unless `drop_unknown_fields`.
+DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Value* stored,
+                            bool drop_unknown_fields);
+
+// CouchDB rebuilds a design document's index when any of these differ: every view's
+// map/reduce/options (views.lib included), the "options" field and "language". Two documents
+// with equal index inputs share the index, which is what a staged deploy relies on.
+bool SameIndexInputs(const rapidjson::Value& a, const rapidjson::Value& b);
+
+// The view names of a design document, views.lib excluded.
+std::vector<std::string> ViewNames(const rapidjson::Value& doc);
+
+}  // namespace cnp::upload

@@ -1,0 +1,366 @@
+#include "service/upload/design_yaml.h"
+
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "yaml-cpp/yaml.h"
+
+namespace cnp::upload {
+namespace {
+
+using Allocator = rapidjson::Document::AllocatorType;
+
+constexpr absl::string_view kDdocKeys[] = {
+    "databases", "language", "views",   "validate_doc_update", "filters",
+    "shows",     "lists",    "updates", "rewrites",            "options",
+    "autoupdate"};
+constexpr absl::string_view kFunctionSections[] = {"filters", "shows", "lists", "updates"};
+constexpr absl::string_view kViewKeys[] = {"map", "reduce", "options"};
+
+template <size_t N>
+std::string Known(const absl::string_view (&keys)[N]) {
+  return absl::StrJoin(keys, ", ");
+}
+
+template <size_t N>
+bool OneOf(absl::string_view key, const absl::string_view (&keys)[N]) {
+  for (absl::string_view k : keys) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
+absl::string_view KindName(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Scalar: return "a string";
+    case YAML::NodeType::Null: return "empty";
+    default: return "undefined";
+  }
+}
+
+rapidjson::Value String(absl::string_view s, Allocator& alloc) {
+  return rapidjson::Value(s.data(), static_cast<rapidjson::SizeType>(s.size()), alloc);
+}
+
+// YAML's core schema for an unquoted scalar: null, booleans, integers and floats are JSON's
+// own types; anything else, and anything quoted, is a string.
+rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc) {
+  const std::string& s = node.Scalar();
+  if (node.Tag() == "!") return String(s, alloc);  // quoted
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") {
+    return rapidjson::Value(rapidjson::kNullType);
+  }
+  if (s == "true" || s == "True" || s == "TRUE") return rapidjson::Value(true);
+  if (s == "false" || s == "False" || s == "FALSE") return rapidjson::Value(false);
+  int64_t i;
+  if (absl::SimpleAtoi(s, &i) && s.find_first_of("xX") == std::string::npos) {
+    return rapidjson::Value(i);
+  }
+  double d;
+  bool looks_numeric = s.find_first_not_of("0123456789+-.eE") == std::string::npos;
+  if (looks_numeric && absl::SimpleAtod(s, &d)) return rapidjson::Value(d);
+  return String(s, alloc);
+}
+
+class Parser {
+ public:
+  Parser(const v1::UploadFile& file, absl::string_view default_language, ProblemList& problems)
+      : file_(file), default_language_(default_language), problems_(problems) {}
+
+  std::vector<DesignDocSpec> Parse() {
+    YAML::Node root;
+    try {
+      root = YAML::Load(file_.text());
+    } catch (const YAML::Exception& e) {
+      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg));
+      return {};
+    }
+    std::vector<DesignDocSpec> specs;
+    try {
+      if (root.IsNull()) {
+        problems_.Warning(At(YAML::Mark()), "no design documents in this file");
+        return specs;
+      }
+      if (!root.IsMap()) {
+        problems_.Error(At(root.Mark()),
+                        absl::StrCat("expected a mapping from design document names to their "
+                                     "contents, found ",
+                                     KindName(root)));
+        return specs;
+      }
+      std::set<std::string> seen;
+      for (const auto& entry : root) {
+        std::optional<std::string> name = Key(entry.first, seen);
+        if (!name) continue;
+        if (name->empty() || absl::StartsWith(*name, "_design/")) {
+          problems_.Error(At(entry.first.Mark()),
+                          "a design document's name is its id without \"_design/\", e.g. "
+                          "\"location\" for _design/location");
+          continue;
+        }
+        if (std::optional<DesignDocSpec> spec = DesignDoc(*name, entry.first, entry.second)) {
+          specs.push_back(std::move(*spec));
+        }
+      }
+    } catch (const YAML::Exception& e) {
+      // The accessors used above do not throw for well-formed trees; this is a backstop.
+      problems_.Error(At(e.mark), absl::StrCat("could not read the YAML: ", e.msg));
+    }
+    return specs;
+  }
+
+ private:
+  v1::SourceLocation At(const YAML::Mark& mark) const {
+    v1::SourceLocation at;
+    at.set_file(file_.name());
+    if (!mark.is_null()) {
+      at.set_line(mark.line + 1);
+      at.set_column(mark.column + 1);
+    }
+    return at;
+  }
+
+  // A mapping key as a string, or nothing (and an error) when it is not a scalar or repeats.
+  std::optional<std::string> Key(const YAML::Node& key, std::set<std::string>& seen) {
+    if (!key.IsScalar()) {
+      problems_.Error(At(key.Mark()), "a key must be a plain name");
+      return std::nullopt;
+    }
+    if (!seen.insert(key.Scalar()).second) {
+      problems_.Error(At(key.Mark()), absl::StrCat("\"", key.Scalar(), "\" is given twice"));
+      return std::nullopt;
+    }
+    return key.Scalar();
+  }
+
+  bool ExpectMap(const YAML::Node& node, absl::string_view what) {
+    if (node.IsMap()) return true;
+    problems_.Error(At(node.Mark()),
+                    absl::StrCat(what, " must be a mapping, found ", KindName(node)));
+    return false;
+  }
+
+  std::optional<DesignDocSpec> DesignDoc(const std::string& name, const YAML::Node& key,
+                                         const YAML::Node& value) {
+    DesignDocSpec spec;
+    spec.name = name;
+    spec.location = At(key.Mark());
+    if (!ExpectMap(value, absl::StrCat("design document \"", name, "\""))) return std::nullopt;
+
+    rapidjson::Document& body = spec.body;
+    body.SetObject();
+    Allocator& alloc = body.GetAllocator();
+    body.AddMember("_id", String(spec.id(), alloc), alloc);
+
+    bool has_language = false;
+    std::set<std::string> seen;
+    for (const auto& entry : value) {
+      std::optional<std::string> field = Key(entry.first, seen);
+      if (!field) continue;
+      const YAML::Node& node = entry.second;
+      if (!OneOf(*field, kDdocKeys)) {
+        problems_.Error(At(entry.first.Mark()),
+                        absl::StrCat("unknown key \"", *field, "\" in design document \"", name,
+                                     "\" (known: ", Known(kDdocKeys), ")"));
+      } else if (*field == "databases") {
+        Databases(node, spec);
+      } else if (*field == "language") {
+        if (ScalarString(node, "language")) {
+          body.AddMember("language", String(node.Scalar(), alloc), alloc);
+          has_language = true;
+        }
+      } else if (*field == "views") {
+        Views(node, spec);
+      } else if (*field == "validate_doc_update") {
+        FunctionAt(node, {"validate_doc_update"}, spec);
+      } else if (OneOf(*field, kFunctionSections)) {
+        FunctionSection(*field, node, spec);
+      } else if (*field == "rewrites") {
+        if (node.IsSequence()) {
+          body.AddMember("rewrites", Json(node, alloc), alloc);  // routing rules, kept as is
+        } else {
+          FunctionAt(node, {"rewrites"}, spec);
+        }
+      } else if (*field == "options") {
+        if (ExpectMap(node, "options")) body.AddMember("options", Json(node, alloc), alloc);
+      } else if (*field == "autoupdate") {
+        rapidjson::Value flag = Json(node, alloc);
+        if (!flag.IsBool()) {
+          problems_.Error(At(node.Mark()), "autoupdate must be true or false");
+        } else {
+          body.AddMember("autoupdate", flag, alloc);
+        }
+      }
+    }
+    if (!has_language) body.AddMember("language", String(default_language_, alloc), alloc);
+    return spec;
+  }
+
+  bool ScalarString(const YAML::Node& node, absl::string_view what) {
+    if (node.IsScalar() && !node.Scalar().empty()) return true;
+    problems_.Error(At(node.Mark()),
+                    absl::StrCat(what, " must be a non-empty string, found ", KindName(node)));
+    return false;
+  }
+
+  void Databases(const YAML::Node& node, DesignDocSpec& spec) {
+    auto add = [&](const YAML::Node& item) {
+      if (ScalarString(item, "a database name or pattern")) {
+        spec.databases.push_back({item.Scalar(), At(item.Mark())});
+      }
+    };
+    if (node.IsSequence()) {
+      if (node.size() == 0) problems_.Error(At(node.Mark()), "databases is an empty list");
+      for (const auto& item : node) add(item);
+    } else {
+      add(node);
+    }
+  }
+
+  void Views(const YAML::Node& node, DesignDocSpec& spec) {
+    if (!ExpectMap(node, "views")) return;
+    Allocator& alloc = spec.body.GetAllocator();
+    rapidjson::Value views(rapidjson::kObjectType);
+    // Functions are recorded by path and written in after all sections are built, so the
+    // object can be filled here without tracking member pointers.
+    std::set<std::string> seen;
+    for (const auto& entry : node) {
+      std::optional<std::string> view = Key(entry.first, seen);
+      if (!view) continue;
+      if (*view == "lib") {
+        problems_.Error(At(entry.first.Mark()),
+                        "views.lib holds CommonJS modules for JavaScript view servers; named "
+                        "Python functions import their helpers instead");
+        continue;
+      }
+      const YAML::Node& def = entry.second;
+      rapidjson::Value body(rapidjson::kObjectType);
+      if (def.IsScalar()) {
+        // The shorthand: a map-only view.
+        AddFunction(def, {"views", *view, "map"}, spec, body, "map", alloc);
+      } else if (ExpectMap(def, absl::StrCat("view \"", *view, "\""))) {
+        std::set<std::string> view_seen;
+        bool has_map = false;
+        for (const auto& item : def) {
+          std::optional<std::string> key = Key(item.first, view_seen);
+          if (!key) continue;
+          if (!OneOf(*key, kViewKeys)) {
+            problems_.Error(At(item.first.Mark()),
+                            absl::StrCat("unknown key \"", *key, "\" in view \"", *view,
+                                         "\" (known: ", Known(kViewKeys), ")"));
+          } else if (*key == "map") {
+            has_map = true;
+            AddFunction(item.second, {"views", *view, "map"}, spec, body, "map", alloc);
+          } else if (*key == "reduce") {
+            if (item.second.IsScalar() && absl::StartsWith(item.second.Scalar(), "_")) {
+              // A CouchDB built-in (_sum, _count, _stats, _approx_count_distinct, ...).
+              body.AddMember("reduce", String(item.second.Scalar(), alloc), alloc);
+            } else {
+              AddFunction(item.second, {"views", *view, "reduce"}, spec, body, "reduce", alloc);
+            }
+          } else if (*key == "options") {
+            if (ExpectMap(item.second, "a view's options")) {
+              body.AddMember("options", Json(item.second, alloc), alloc);
+            }
+          }
+        }
+        if (!has_map) {
+          problems_.Error(At(def.Mark()), absl::StrCat("view \"", *view, "\" has no map"));
+        }
+      }
+      views.AddMember(String(*view, alloc), body, alloc);
+    }
+    spec.body.AddMember("views", views, alloc);
+  }
+
+  void FunctionSection(const std::string& section, const YAML::Node& node,
+                       DesignDocSpec& spec) {
+    if (!ExpectMap(node, section)) return;
+    Allocator& alloc = spec.body.GetAllocator();
+    rapidjson::Value functions(rapidjson::kObjectType);
+    std::set<std::string> seen;
+    for (const auto& entry : node) {
+      std::optional<std::string> name = Key(entry.first, seen);
+      if (!name) continue;
+      AddFunction(entry.second, {section, *name}, spec, functions, *name, alloc);
+    }
+    spec.body.AddMember(String(section, alloc), functions, alloc);
+  }
+
+  // A top-level function such as validate_doc_update.
+  void FunctionAt(const YAML::Node& node, std::vector<std::string> path, DesignDocSpec& spec) {
+    std::string member = path.back();
+    AddFunction(node, std::move(path), spec, spec.body, member, spec.body.GetAllocator());
+  }
+
+  // Adds `member: "<name>"` to `object` and records the name for version resolution.
+  void AddFunction(const YAML::Node& node, std::vector<std::string> path, DesignDocSpec& spec,
+                   rapidjson::Value& object, const std::string& member, Allocator& alloc) {
+    std::string where = absl::StrJoin(path, ".");
+    if (!node.IsScalar() || node.Scalar().empty()) {
+      problems_.Error(At(node.Mark()),
+                      absl::StrCat(where, " must name a function as module.function, found ",
+                                   KindName(node)));
+      return;
+    }
+    const std::string& name = node.Scalar();
+    if (name.find('|') != std::string::npos) {
+      problems_.Error(At(node.Mark()),
+                      absl::StrCat(where, ": \"", name,
+                                   "\" already has a |version; write the name without it and "
+                                   "the version is read from the function's @version"));
+      return;
+    }
+    if (name.find_first_of(" \t") != std::string::npos || name.find('.') == std::string::npos) {
+      problems_.Error(At(node.Mark()),
+                      absl::StrCat(where, ": \"", name,
+                                   "\" is not a function name of the form module.function"));
+      return;
+    }
+    object.AddMember(String(member, alloc), String(name, alloc), alloc);
+    spec.functions.push_back({std::move(path), name, At(node.Mark())});
+  }
+
+  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc) {
+    switch (node.Type()) {
+      case YAML::NodeType::Scalar: return PlainScalarToJson(node, alloc);
+      case YAML::NodeType::Sequence: {
+        rapidjson::Value array(rapidjson::kArrayType);
+        for (const auto& item : node) array.PushBack(Json(item, alloc), alloc);
+        return array;
+      }
+      case YAML::NodeType::Map: {
+        rapidjson::Value object(rapidjson::kObjectType);
+        std::set<std::string> seen;
+        for (const auto& entry : node) {
+          std::optional<std::string> key = Key(entry.first, seen);
+          if (key) object.AddMember(String(*key, alloc), Json(entry.second, alloc), alloc);
+        }
+        return object;
+      }
+      default: return rapidjson::Value(rapidjson::kNullType);
+    }
+  }
+
+  const v1::UploadFile& file_;
+  absl::string_view default_language_;
+  ProblemList& problems_;
+};
+
+}  // namespace
+
+std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
+                                           absl::string_view default_language,
+                                           ProblemList& problems) {
+  return Parser(file, default_language, problems).Parse();
+}
+
+}  // namespace cnp::upload

@@ -1,0 +1,53 @@
+#include "service/upload/json.h"
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace cnp::upload {
+
+std::string ToJson(const rapidjson::Value& value) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  value.Accept(writer);
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text) {
+  rapidjson::Document doc;
+  doc.Parse(text.data(), text.size());
+  if (doc.HasParseError()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not valid JSON (", rapidjson::GetParseError_En(doc.GetParseError()),
+                     " at offset ", doc.GetErrorOffset(), ")"));
+  }
+  return doc;
+}
+
+bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b) {
+  if (a.IsNumber() && b.IsNumber()) {
+    // 1 and 1.0 are the same number to CouchDB.
+    if (a.IsDouble() || b.IsDouble()) return a.GetDouble() == b.GetDouble();
+    return a == b;
+  }
+  if (a.GetType() != b.GetType()) return false;
+  if (a.IsObject()) {
+    if (a.MemberCount() != b.MemberCount()) return false;
+    for (const auto& member : a.GetObject()) {
+      auto other = b.FindMember(member.name);
+      if (other == b.MemberEnd() || !JsonEqual(member.value, other->value)) return false;
+    }
+    return true;
+  }
+  if (a.IsArray()) {
+    if (a.Size() != b.Size()) return false;
+    for (rapidjson::SizeType i = 0; i < a.Size(); ++i) {
+      if (!JsonEqual(a[i], b[i])) return false;
+    }
+    return true;
+  }
+  return a == b;
+}
+
+}  // namespace cnp::upload

@@ -1,0 +1,427 @@
+#include "service/upload/uploader.h"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/couch_url.h"
+#include "service/upload/design_diff.h"
+#include "service/upload/design_yaml.h"
+#include "service/upload/json.h"
+#include "service/upload/problem_list.h"
+#include "service/upload/staged_index.h"
+#include "service/upload/target_databases.h"
+#include "service/upload/version_resolver.h"
+
+namespace cnp::upload {
+namespace {
+
+constexpr int kDefaultConflictRetries = 3;
+
+std::string Where(const v1::SourceLocation& at) {
+  return at.line() > 0 ? absl::StrCat(at.file(), ":", at.line()) : at.file();
+}
+
+// Stops the run after CouchDB as a whole failed, rather than repeating the same failure for
+// every design document.
+bool AffectsEverything(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsUnauthenticated(status) ||
+         absl::IsCancelled(status);
+}
+
+// The stored design document, or nothing when there is none.
+struct Stored {
+  std::optional<rapidjson::Document> doc;
+  std::string rev;
+};
+
+// One design document bound for one database.
+struct Target {
+  std::string database;
+  const DesignDocSpec* spec;
+};
+
+class UploadRun {
+ public:
+  UploadRun(pool::TaskRunner& runner, const Uploader::Options& options,
+            const v1::UploadRequest& request, const Uploader::Emit& emit)
+      : runner_(runner), options_(options), request_(request), emit_(emit) {}
+
+  absl::Status Execute() {
+    if (request_.files_size() == 0) {
+      return Fail(absl::InvalidArgumentError("no YAML files to upload"));
+    }
+    std::optional<CouchUrl> url;
+    if (!request_.check_only()) {
+      absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(request_.couchdb_url());
+      if (!parsed.ok()) return Fail(parsed.status());
+      url = std::move(*parsed);
+    }
+
+    ProblemList problems;
+    std::string language = request_.language().empty() ? "python" : request_.language();
+    for (const v1::UploadFile& file : request_.files()) {
+      for (DesignDocSpec& spec : ParseDesignYaml(file, language, problems)) {
+        specs_.push_back(std::move(spec));
+      }
+    }
+    absl::Status resolved = ResolveVersions(
+        runner_, absl::Now() + options_.resolve_timeout, specs_, problems);
+    if (!resolved.ok()) {
+      if (!SendProblems(problems)) return Cancelled();
+      return Fail(resolved);
+    }
+    CheckTargetsStatically(problems);
+    if (!SendProblems(problems)) return Cancelled();
+    if (problems.error_count() > 0) return YamlErrors(problems.error_count());
+
+    if (request_.check_only()) {
+      for (const DesignDocSpec& spec : specs_) {
+        v1::UploadEvent event;
+        v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+        outcome.set_id(spec.id());
+        outcome.set_action(v1::DesignDocOutcome::CHECKED);
+        outcome.set_document_json(ToJson(spec.body));
+        *outcome.mutable_location() = spec.location;
+        if (!Send(event)) return Cancelled();
+      }
+      return absl::OkStatus();
+    }
+
+    CouchClient::Options couch_options;
+    couch_options.base_url = url->base;
+    couch_options.username = url->username;
+    couch_options.password = url->password;
+    if (!request_.credentials().username().empty()) {
+      couch_options.username = request_.credentials().username();
+      couch_options.password = request_.credentials().password();
+    }
+    couch_options.ca_file = request_.ca_file();
+    couch_options.timeout = options_.http_timeout;
+    couch_ = std::make_unique<CouchClient>(std::move(couch_options));
+
+    absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
+    if (!targets.ok()) return Fail(targets.status());
+
+    absl::Status first_error;
+    std::map<std::string, absl::Status> database_status;
+    for (const Target& target : *targets) {
+      auto [known, inserted] = database_status.emplace(target.database, absl::OkStatus());
+      if (inserted) known->second = CheckDatabase(target.database);
+      absl::Status status = known->second;
+      if (status.ok()) {
+        status = UploadOne(target);
+      } else if (!inserted) {
+        continue;  // already reported for this database
+      }
+      if (status.ok()) continue;
+      if (absl::IsCancelled(status)) return status;
+      SendError(status, target);
+      if (first_error.ok()) first_error = status;
+      if (AffectsEverything(status)) return status;
+    }
+    return first_error;
+  }
+
+ private:
+  bool Send(const v1::UploadEvent& event) {
+    if (cancelled_) return false;
+    if (!emit_(event)) cancelled_ = true;
+    return !cancelled_;
+  }
+
+  absl::Status Cancelled() { return absl::CancelledError("the client went away"); }
+
+  bool SendProblems(const ProblemList& problems) {
+    for (const v1::UploadProblem& problem : problems.problems()) {
+      v1::UploadEvent event;
+      *event.mutable_problem() = problem;
+      if (!Send(event)) return false;
+    }
+    return true;
+  }
+
+  // Reports a failure that is not tied to a line of YAML and returns it.
+  absl::Status Fail(const absl::Status& status) {
+    v1::UploadEvent event;
+    v1::UploadProblem& problem = *event.mutable_problem();
+    problem.set_severity(v1::UploadProblem::ERROR);
+    problem.set_message(std::string(status.message()));
+    if (!Send(event)) return Cancelled();
+    return status;
+  }
+
+  void SendError(const absl::Status& status, const Target& target) {
+    v1::UploadEvent event;
+    v1::UploadProblem& problem = *event.mutable_problem();
+    problem.set_severity(v1::UploadProblem::ERROR);
+    problem.set_message(std::string(status.message()));
+    problem.set_database(target.database);
+    problem.set_design_doc(target.spec->id());
+    *problem.mutable_location() = target.spec->location;
+    Send(event);
+  }
+
+  void SendWarning(std::string message, const Target& target) {
+    v1::UploadEvent event;
+    v1::UploadProblem& problem = *event.mutable_problem();
+    problem.set_severity(v1::UploadProblem::WARNING);
+    problem.set_message(std::move(message));
+    problem.set_database(target.database);
+    problem.set_design_doc(target.spec->id());
+    *problem.mutable_location() = target.spec->location;
+    Send(event);
+  }
+
+  absl::Status YamlErrors(int count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(count, count == 1 ? " error" : " errors",
+                     " in the design documents; nothing was written"));
+  }
+
+  // Problems visible without asking CouchDB: a design document with nowhere to go, and two
+  // definitions of one design document for the same database (or the same pattern).
+  void CheckTargetsStatically(ProblemList& problems) {
+    std::map<std::pair<std::string, std::string>, const DesignDocSpec*> first;
+    for (const DesignDocSpec& spec : specs_) {
+      std::vector<std::string> keys;
+      if (spec.databases.empty()) {
+        if (request_.database().empty() && !request_.check_only()) {
+          problems.Error(spec.location,
+                         absl::StrCat("design document \"", spec.name,
+                                      "\" names no databases: and no database was given"));
+        }
+        keys.push_back(request_.database());
+      }
+      for (const DatabasePattern& db : spec.databases) keys.push_back(db.pattern);
+      for (const std::string& key : keys) {
+        auto [it, inserted] = first.emplace(std::make_pair(key, spec.name), &spec);
+        if (!inserted && it->second != &spec) {
+          problems.Error(spec.location, DuplicateMessage(spec, key, *it->second));
+        }
+      }
+    }
+  }
+
+  static std::string DuplicateMessage(const DesignDocSpec& spec, absl::string_view database,
+                                      const DesignDocSpec& other) {
+    return absl::StrCat("design document \"", spec.name, "\" is also defined at ",
+                        Where(other.location),
+                        database.empty() ? std::string()
+                                         : absl::StrCat(" for database \"", database, "\""));
+  }
+
+  absl::StatusOr<std::vector<Target>> ExpandTargets() {
+    std::optional<std::vector<std::string>> all_dbs;
+    std::vector<Target> targets;
+    std::map<std::pair<std::string, std::string>, const DesignDocSpec*> seen;
+    ProblemList problems;
+    auto add = [&](const std::string& db, const DesignDocSpec& spec) {
+      auto [it, inserted] = seen.emplace(std::make_pair(db, spec.name), &spec);
+      if (inserted) {
+        targets.push_back({db, &spec});
+      } else if (it->second != &spec) {
+        problems.Error(spec.location, DuplicateMessage(spec, db, *it->second));
+      }
+    };
+    for (const DesignDocSpec& spec : specs_) {
+      if (spec.databases.empty()) add(request_.database(), spec);
+      for (const DatabasePattern& db : spec.databases) {
+        if (!IsDatabasePattern(db.pattern)) {
+          add(db.pattern, spec);
+          continue;
+        }
+        if (!all_dbs) {
+          absl::StatusOr<std::vector<std::string>> listed = ListDatabases();
+          if (!listed.ok()) return listed.status();
+          all_dbs = std::move(*listed);
+        }
+        std::vector<std::string> matched = MatchDatabases(db.pattern, *all_dbs);
+        if (matched.empty()) {
+          problems.Warning(db.location,
+                           absl::StrCat("\"", db.pattern, "\" matches no database"));
+        }
+        for (const std::string& name : matched) add(name, spec);
+      }
+    }
+    if (!SendProblems(problems)) return Cancelled();
+    if (problems.error_count() > 0) return YamlErrors(problems.error_count());
+    return targets;
+  }
+
+  absl::StatusOr<std::vector<std::string>> ListDatabases() {
+    absl::StatusOr<HttpResponse> response = couch_->Get("/_all_dbs");
+    if (!response.ok()) return response.status();
+    if (response->status != 200) {
+      return HttpError(*response, "listing the databases", couch_->base_url());
+    }
+    absl::StatusOr<rapidjson::Document> list = ParseJson(response->body);
+    if (!list.ok() || !list->IsArray()) {
+      return absl::UnknownError(
+          absl::StrCat("CouchDB at ", couch_->base_url(), " sent a malformed _all_dbs"));
+    }
+    std::vector<std::string> names;
+    for (const auto& name : list->GetArray()) {
+      if (name.IsString()) names.emplace_back(name.GetString(), name.GetStringLength());
+    }
+    return names;
+  }
+
+  absl::Status CheckDatabase(const std::string& database) {
+    absl::StatusOr<HttpResponse> response = couch_->Get(DatabasePath(database));
+    if (!response.ok()) return response.status();
+    if (response->status == 200) return absl::OkStatus();
+    if (response->status == 404) {
+      return absl::NotFoundError(absl::StrCat("database \"", database, "\" does not exist at ",
+                                              couch_->base_url(),
+                                              "; create it first (PUT /", database, ")"));
+    }
+    return HttpError(*response, absl::StrCat("opening database \"", database, "\""),
+                     couch_->base_url());
+  }
+
+  absl::StatusOr<Stored> ReadStored(const Target& target) {
+    absl::StatusOr<HttpResponse> response =
+        couch_->Get(DesignDocPath(target.database, target.spec->name));
+    if (!response.ok()) return response.status();
+    Stored stored;
+    if (response->status == 404) return stored;
+    if (response->status != 200) {
+      return HttpError(*response,
+                       absl::StrCat("reading ", target.spec->id(), " from ", target.database),
+                       couch_->base_url());
+    }
+    absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+    if (!doc.ok() || !doc->IsObject()) {
+      return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", target.spec->id(),
+                                             " from ", target.database));
+    }
+    if (doc->HasMember("_rev") && (*doc)["_rev"].IsString()) stored.rev = (*doc)["_rev"].GetString();
+    stored.doc = std::move(*doc);
+    return stored;
+  }
+
+  absl::Status UploadOne(const Target& target) {
+    const int max_retries = request_.max_conflict_retries() > 0
+                                ? request_.max_conflict_retries()
+                                : kDefaultConflictRetries;
+    std::optional<StagedIndexBuild> staging;
+    std::optional<rapidjson::Document> staged_document;
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<Stored> stored = ReadStored(target);
+      if (!stored.ok()) return stored.status();
+      DesignDocPlan plan = PlanDesignDoc(
+          target.spec->body, stored->doc ? &*stored->doc : nullptr, request_.drop_unknown_fields());
+
+      v1::UploadEvent event;
+      v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+      Describe(target, plan, outcome);
+      outcome.set_conflict_retries(attempt);
+      bool exists = stored->doc.has_value();
+      if (plan.changes.empty()) {
+        outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+        outcome.set_rev(stored->rev);
+        return Send(event) ? absl::OkStatus() : Cancelled();
+      }
+      if (request_.dry_run()) {
+        outcome.set_action(exists ? v1::DesignDocOutcome::WOULD_UPDATE
+                                  : v1::DesignDocOutcome::WOULD_CREATE);
+        return Send(event) ? absl::OkStatus() : Cancelled();
+      }
+
+      if (request_.staged() && plan.index_rebuild &&
+          !(staged_document && SameIndexInputs(*staged_document, plan.document))) {
+        staging.emplace(*couch_, target.database, target.spec->name,
+                        options_.staged_poll_interval,
+                        [this](const v1::IndexBuildProgress& progress) {
+                          v1::UploadEvent e;
+                          *e.mutable_progress() = progress;
+                          return Send(e);
+                        });
+        if (absl::Status built = staging->Build(plan.document); !built.ok()) return built;
+        staged_document.emplace();
+        staged_document->CopyFrom(plan.document, staged_document->GetAllocator());
+      }
+
+      if (options_.before_write) options_.before_write(target.database, target.spec->id());
+      if (exists) {
+        auto& alloc = plan.document.GetAllocator();
+        plan.document.AddMember("_rev", rapidjson::Value(stored->rev.c_str(), alloc), alloc);
+      }
+      absl::StatusOr<HttpResponse> put = couch_->Put(
+          DesignDocPath(target.database, target.spec->name), ToJson(plan.document));
+      if (!put.ok()) return put.status();
+      if (put->status == 409) {
+        if (attempt >= max_retries) {
+          return absl::AbortedError(absl::StrCat(
+              target.spec->id(), " in ", target.database, " changed concurrently ",
+              attempt + 1, " times while uploading; gave up without overwriting it"));
+        }
+        SendWarning(absl::StrCat(target.spec->id(), " in ", target.database,
+                                 " was changed by someone else while uploading; re-reading "
+                                 "and comparing again"),
+                    target);
+        continue;
+      }
+      if (put->status != 201 && put->status != 202) {
+        return HttpError(*put, absl::StrCat("writing ", target.spec->id(), " to ", target.database),
+                         couch_->base_url());
+      }
+      absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+      if (written.ok() && written->IsObject() && written->HasMember("rev") &&
+          (*written)["rev"].IsString()) {
+        outcome.set_rev((*written)["rev"].GetString());
+      }
+      outcome.set_action(exists ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
+      if (!Send(event)) return Cancelled();
+      if (staging) {
+        if (absl::Status removed = staging->Remove(); !removed.ok()) {
+          SendWarning(absl::StrCat("the staging document could not be removed: ",
+                                   removed.message()),
+                      target);
+        }
+      }
+      return absl::OkStatus();
+    }
+  }
+
+  void Describe(const Target& target, const DesignDocPlan& plan,
+                v1::DesignDocOutcome& outcome) {
+    outcome.set_database(target.database);
+    outcome.set_id(target.spec->id());
+    *outcome.mutable_location() = target.spec->location;
+    for (const v1::FieldChange& change : plan.changes) *outcome.add_changes() = change;
+    outcome.set_index_rebuild(plan.index_rebuild);
+    for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
+    for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
+    for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
+    outcome.set_document_json(ToJson(plan.document));
+  }
+
+  pool::TaskRunner& runner_;
+  const Uploader::Options& options_;
+  const v1::UploadRequest& request_;
+  const Uploader::Emit& emit_;
+  std::vector<DesignDocSpec> specs_;
+  std::unique_ptr<CouchClient> couch_;
+  bool cancelled_ = false;
+};
+
+}  // namespace
+
+Uploader::Uploader(pool::TaskRunner& runner) : Uploader(runner, Options()) {}
+
+Uploader::Uploader(pool::TaskRunner& runner, Options options)
+    : runner_(runner), options_(std::move(options)) {}
+
+absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) {
+  return UploadRun(runner_, options_, request, emit).Execute();
+}
+
+}  // namespace cnp::upload

@@ -1,0 +1,60 @@
+// The Upload RPC's work: YAML files in, design documents in CouchDB out (cnp upload, cnp
+// check). Runs blocking on the calling thread and streams what it finds through `emit`.
+//
+//   cnp::upload::Uploader uploader(runner);
+//   absl::Status status = uploader.Run(request, [&](const cnp::v1::UploadEvent& e) {
+//     return writer->Write(e);  // false when the client went away: the upload stops
+//   });
+//
+// The steps: parse every file and resolve every function's |version in a worker, reporting
+// all problems with file:line; write nothing if there was any. Then, per design document and
+// target database: read the stored one, compute the diff (keeping fields the YAML does not
+// mention unless asked to drop them), and write it only when it changed, with the stored
+// _rev; a 409 is re-read, re-diffed and retried a bounded number of times. With `staged`, the
+// new views' index is built under a staging id first.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "cnp/v1/upload.pb.h"
+#include "service/pool/task_runner.h"
+
+namespace cnp::upload {
+
+class Uploader {
+ public:
+  using Emit = std::function<bool(const v1::UploadEvent&)>;
+
+  struct Options {
+    absl::Duration resolve_timeout = absl::Seconds(30);
+    absl::Duration http_timeout = absl::Seconds(60);
+    // How often a staged deploy polls CouchDB's _active_tasks for its index build's progress.
+    absl::Duration staged_poll_interval = absl::Seconds(2);
+    // Called right before each design document write; tests use it to race a concurrent edit.
+    std::function<void(const std::string& database, const std::string& id)> before_write;
+  };
+
+  explicit Uploader(pool::TaskRunner& runner);
+  Uploader(pool::TaskRunner& runner, Options options);
+
+  // OK when every design document reached its target state (or, with check_only/dry_run,
+  // everything was valid). Otherwise the first error's status, with a message that stands
+  // alone (the events hold every problem in detail):
+  //   INVALID_ARGUMENT   the request or the YAML is wrong; nothing was written
+  //   UNAVAILABLE        CouchDB or the workers could not be reached
+  //   UNAUTHENTICATED    CouchDB refused the credentials
+  //   PERMISSION_DENIED  CouchDB refused a write
+  //   NOT_FOUND          a target database does not exist
+  //   ABORTED            a design document kept changing concurrently (409s)
+  //   CANCELLED          `emit` returned false
+  absl::Status Run(const v1::UploadRequest& request, const Emit& emit);
+
+ private:
+  pool::TaskRunner& runner_;
+  Options options_;
+};
+
+}  // namespace cnp::upload

@@ -1,0 +1,87 @@
+#include "service/upload/version_resolver.h"
+
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/pointer.h"
+
+namespace cnp::upload {
+namespace {
+
+// google.rpc.Code values the worker reports in ResolvedFunction.error_code.
+constexpr int kPermissionDenied = 7;
+
+std::string Explain(const v1::ResolvedFunction& resolved) {
+  if (resolved.error_code() == kPermissionDenied) {
+    return absl::StrCat("\"", resolved.function(), "\" is refused: ", resolved.error());
+  }
+  return absl::StrCat("\"", resolved.function(), "\" cannot be used: ", resolved.error());
+}
+
+rapidjson::Pointer PointerTo(const std::vector<std::string>& path) {
+  rapidjson::Pointer pointer;
+  for (const std::string& token : path) {
+    pointer = pointer.Append(token.data(), static_cast<rapidjson::SizeType>(token.size()));
+  }
+  return pointer;
+}
+
+}  // namespace
+
+absl::Status ResolveVersions(pool::TaskRunner& runner, absl::Time deadline,
+                             std::vector<DesignDocSpec>& specs, ProblemList& problems) {
+  // Each distinct name is imported once, however many documents use it.
+  std::map<std::string, const v1::ResolvedFunction*> by_name;
+  pool::Task task;
+  v1::ResolveRequest& request = *task.mutable_resolve();
+  for (const DesignDocSpec& spec : specs) {
+    for (const FunctionRef& ref : spec.functions) {
+      if (by_name.emplace(ref.name, nullptr).second) request.add_functions(ref.name);
+    }
+  }
+  if (request.functions_size() == 0) return absl::OkStatus();
+
+  absl::StatusOr<pool::Reply> reply = runner.Run(task, deadline);
+  if (!reply.ok()) {
+    return absl::Status(reply.status().code(),
+                        absl::StrCat("could not resolve the functions' versions in a worker: ",
+                                     reply.status().message()));
+  }
+  if (reply->has_failure()) {
+    // The whole task failed: every function shares the reason.
+    for (const DesignDocSpec& spec : specs) {
+      for (const FunctionRef& ref : spec.functions) {
+        problems.Error(ref.location, absl::StrCat("\"", ref.name, "\" cannot be resolved: ",
+                                                  reply->failure().message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (!reply->has_resolve()) {
+    return absl::InternalError("the worker answered a resolve task with something else");
+  }
+  for (const v1::ResolvedFunction& resolved : reply->resolve().functions()) {
+    auto it = by_name.find(resolved.function());
+    if (it != by_name.end()) it->second = &resolved;
+  }
+
+  for (DesignDocSpec& spec : specs) {
+    for (const FunctionRef& ref : spec.functions) {
+      const v1::ResolvedFunction* resolved = by_name[ref.name];
+      if (resolved == nullptr) {
+        problems.Error(ref.location,
+                       absl::StrCat("\"", ref.name, "\" was not resolved by the worker"));
+      } else if (!resolved->error().empty()) {
+        problems.Error(ref.location, Explain(*resolved));
+      } else {
+        const std::string& versioned =
+            resolved->versioned_name().empty() ? ref.name : resolved->versioned_name();
+        PointerTo(ref.path).Set(spec.body, versioned.c_str(), spec.body.GetAllocator());
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cnp::upload
