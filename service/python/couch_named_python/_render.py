@@ -1,0 +1,102 @@
+"""The state behind start(), send() and get_row(), with couchjs's rules for list steps.
+
+These rules are those of CouchDB's share/server/render.js, which CouchDB 3.4.3 is built
+around:
+- the first get_row() sends ["start", chunks, response]; the response always has "headers";
+- each later get_row() sends ["chunks", chunks] (with the response if start() was called
+  again since);
+- after the last row (list_end) get_row() returns None without sending anything;
+- when the function returns, the tail it returned is added to the chunks and
+  ["end", chunks] is sent; a function that never called get_row() sends its start first.
+"""
+
+import inspect
+
+_current = None
+
+
+def current(helper):
+    if _current is None:
+        raise RuntimeError(f"{helper}() only works while cnp-worker runs a list or show function")
+    return _current
+
+
+class Rendering:
+    """One list or show call. `exchange(step)` sends a step and returns the next row or None."""
+
+    def __init__(self, exchange=None):
+        self._exchange = exchange
+        self.chunks = []
+        self.start_response = {}
+        self.new_header = False
+        self.got_row = False
+        self.last_row = False
+
+    def __enter__(self):
+        global _current
+        self._saved, _current = _current, self
+        return self
+
+    def __exit__(self, *exc_info):
+        global _current
+        _current = self._saved
+        return False
+
+    def start(self, response=None):
+        self.start_response = response or {}
+        self.new_header = True
+
+    def send(self, chunk):
+        self.chunks.append(chunk if isinstance(chunk, str) else str(chunk))
+
+    def take_chunks(self):
+        chunks, self.chunks = self.chunks, []
+        return chunks
+
+    def get_row(self):
+        if self._exchange is None:
+            raise RuntimeError("get_row() only works in list functions")
+        if self.last_row:
+            return None
+        if not self.got_row:
+            self.got_row = True
+            response = self.start_response
+            response.setdefault("headers", {})
+            step = ["start", self.take_chunks(), response]
+            self.start_response = {}
+            self.new_header = False
+        else:
+            step = self.step("chunks")
+        row = self._exchange(step)
+        if row is None:
+            self.last_row = True
+        return row
+
+    def step(self, label):
+        """A ["chunks"|"end", chunks] step, with the response if start() was called late."""
+        if self.new_header:
+            self.new_header = False
+            return [label, self.take_chunks(), self.start_response]
+        return [label, self.take_chunks()]
+
+    def run_list(self, function, head, req):
+        """Runs a list function to its end and returns the final ["end", chunks] step.
+
+        Two forms work: f(head, req) calling get_row()/send()/start() and maybe returning a
+        tail, and a generator f(head, req, rows) yielding dicts (for start) and strings.
+        """
+        with self:
+            if inspect.isgeneratorfunction(function):
+                for item in function(head, req, iter(self.get_row, None)):
+                    if isinstance(item, dict):
+                        self.start(item)
+                    else:
+                        self.send(item)
+                tail = None
+            else:
+                tail = function(head, req)
+            if not self.got_row:
+                self.get_row()
+            if tail is not None:
+                self.send(tail)
+            return self.step("end")

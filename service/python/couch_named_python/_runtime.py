@@ -1,0 +1,175 @@
+"""Design functions (filters, view filters, shows, updates, rewrites, lists) for cnp-worker.
+
+cnp-worker calls run_design() and run_interactive_list() with the function already resolved
+and checked, and the arguments CouchDB sent already turned into Python objects. Each returns
+(reply, error): the reply CouchDB expects, and for a function that raised, the error as
+(type name, message, doc id) next to a CouchDB error reply.
+"""
+
+from couch_named_python import _render
+from couch_named_python.errors import NotFound, Redirect
+from couch_named_python.helpers import log
+
+try:
+    import _cnp
+except ImportError:  # only the worker calls this module
+    _cnp = None
+
+FILTER, VIEW_FILTER, SHOW, UPDATE, REWRITE, LIST = 1, 2, 3, 4, 5, 6
+
+# How many arguments CouchDB sends for each kind; later ones are ignored.
+ARGUMENT_COUNTS = {FILTER: 2, VIEW_FILTER: 1, SHOW: 2, UPDATE: 2, REWRITE: 1, LIST: 3}
+
+
+class _Raised(Exception):
+    """A user function raised on a particular document."""
+
+    def __init__(self, cause, doc):
+        super().__init__()
+        self.cause = cause
+        self.doc = doc
+
+
+def _doc_id(doc):
+    if isinstance(doc, dict) and isinstance(doc.get("_id"), str):
+        return doc["_id"]
+    return ""
+
+
+def _as_response(value, kind):
+    if isinstance(value, Redirect):
+        return value.response()
+    if isinstance(value, str):
+        return {"body": value}
+    if isinstance(value, dict):
+        return value
+    raise TypeError(f"a {kind} function must return a dict or a str, not {type(value).__name__}")
+
+
+def _filter(function, docs, req):
+    results = []
+    for doc in docs:
+        try:
+            results.append(bool(function(doc, req)))
+        except Exception as exc:
+            raise _Raised(exc, doc) from exc
+    return [True, results]
+
+
+def _view_filter(function, docs):
+    # A map function that raises on a document just does not emit for it, as in a view.
+    results = []
+    for doc in docs:
+        try:
+            results.append(_cnp.map_emits(function, doc))
+        except MemoryError:
+            raise
+        except Exception as exc:
+            log(f"map function raised {type(exc).__name__}: {exc} for doc {_doc_id(doc)!r}")
+            results.append(False)
+    return [True, results]
+
+
+def _show(function, doc, req):
+    rendering = _render.Rendering()
+    with rendering:
+        try:
+            response = function(doc, req)
+        except Redirect as redirect:
+            response = redirect
+        except NotFound:
+            raise
+        except Exception as exc:
+            raise _Raised(exc, doc) from exc
+    response = {} if response is None else _as_response(response, "show")
+    if rendering.chunks:  # the function used send(): its chunks come before the body
+        response = dict(response)
+        response["body"] = "".join(rendering.chunks) + response.get("body", "")
+        headers = rendering.start_response.get("headers")
+        if headers:
+            response["headers"] = {**headers, **response.get("headers", {})}
+    return ["resp", response]
+
+
+def _update(function, doc, req):
+    if isinstance(req, dict) and req.get("method") == "GET":
+        return ["error", "method_not_allowed", "Update functions do not allow GET"]
+    try:
+        result = function(doc, req)
+    except Redirect as redirect:
+        return ["up", None, redirect.response()]
+    except NotFound:
+        raise
+    except Exception as exc:
+        raise _Raised(exc, doc) from exc
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(
+            f"an update function must return (doc, response), not {type(result).__name__}")
+    new_doc, response = result
+    return ["up", new_doc, _as_response(response, "update")]
+
+
+def _rewrite(function, req):
+    result = function(req)
+    if result is None:
+        return ["no_dispatch_rule"]
+    return ["ok", result]
+
+
+def _list(function, head, req, rows):
+    """The whole-list form: every row is given at once and all chunks come back together."""
+    chunks = []
+    response = {}
+    remaining = iter(rows)
+
+    def exchange(step):
+        nonlocal response
+        chunks.extend(step[1])
+        if len(step) > 2:
+            response = step[2]
+        return next(remaining, None)
+
+    end = _render.Rendering(exchange).run_list(function, head, req)
+    chunks.extend(end[1])
+    if len(end) > 2:
+        response = end[2]
+    return ["end", chunks, response]
+
+
+_RUNNERS = {
+    FILTER: _filter,
+    VIEW_FILTER: _view_filter,
+    SHOW: _show,
+    UPDATE: _update,
+    REWRITE: _rewrite,
+    LIST: _list,
+}
+
+
+def _error_reply(exc, doc=None):
+    name = type(exc).__name__
+    message = str(exc)
+    text = f"{name}: {message}" if message else name
+    return ["error", "render_error", text], (name, message, _doc_id(doc))
+
+
+def _guarded(run):
+    try:
+        return run(), None
+    except NotFound as exc:
+        return ["error", "not_found", str(exc) or "document not found"], None
+    except _Raised as raised:
+        return _error_reply(raised.cause, raised.doc)
+    except Exception as exc:
+        return _error_reply(exc)
+
+
+def run_design(kind, function, args):
+    """Runs one design function call; `args` is the argument array CouchDB sent."""
+    runner = _RUNNERS[kind]
+    return _guarded(lambda: runner(function, *args[: ARGUMENT_COUNTS[kind]]))
+
+
+def run_interactive_list(function, head, req):
+    """Runs a list function whose rows arrive one step at a time through _cnp.list_step."""
+    return _guarded(lambda: _render.Rendering(_cnp.list_step).run_list(function, head, req))

@@ -1,0 +1,32 @@
+"""Exceptions a function raises to give CouchDB a particular answer."""
+
+
+class Forbidden(Exception):
+    """Raised by validate_doc_update to refuse a write: HTTP 403 with this message."""
+
+
+class Unauthorized(Exception):
+    """Raised by validate_doc_update when the user must log in: HTTP 401 with this message."""
+
+
+class NotFound(Exception):
+    """Raised by a show (or list) function: HTTP 404, "document not found" if no message."""
+
+
+class Redirect(Exception):
+    """Raised (or returned) by a show or update function to redirect the client."""
+
+    def __init__(self, url, permanent=False):
+        super().__init__(url)
+        self.url = url
+        self.permanent = permanent
+
+    def response(self):
+        """The CouchDB response object for this redirect."""
+        return {"code": 301 if self.permanent else 302, "headers": {"Location": self.url}}
+
+
+# The names couch-named-python 0.2 defined; existing modules import them.
+ForbiddenError = Forbidden
+UnauthorizedError = Unauthorized
+NotFoundError = NotFound

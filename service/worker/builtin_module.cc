@@ -1,0 +1,82 @@
+#include "service/worker/builtin_module.h"
+
+#include <Python.h>
+
+#include "rapidjson/stringbuffer.h"
+#include "service/worker/call_context.h"
+#include "service/worker/map_call.h"
+#include "service/worker/py_ref.h"
+
+namespace cnp::worker {
+
+namespace {
+
+PyObject* Log(PyObject*, PyObject* message) {
+  PyRef text = PyRef::Steal(PyUnicode_Check(message) ? Py_NewRef(message) : PyObject_Str(message));
+  if (!text) return nullptr;
+  Py_ssize_t length;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(text.get(), &length);
+  if (utf8 == nullptr) return nullptr;
+  Context().logs.emplace_back(utf8, length);
+  Py_RETURN_NONE;
+}
+
+PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "emit() takes exactly 2 arguments (key, value), %zd given",
+                 nargs);
+    return nullptr;
+  }
+  RowSink* rows = Context().rows;
+  if (rows == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "emit() can only be called while a map function runs");
+    return nullptr;
+  }
+  if (!rows->Add(args[0], args[1])) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject* ListStep(PyObject*, PyObject* step) {
+  ListChannel* list = Context().list;
+  if (list == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "no interactive list is running");
+    return nullptr;
+  }
+  return list->Step(step);
+}
+
+// map_emits(function, doc) -> bool: whether the map function emitted at least one row, for
+// view filters. Exceptions propagate.
+PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "map_emits(function, doc)");
+    return nullptr;
+  }
+  rapidjson::StringBuffer scratch;
+  RowSink rows(scratch);
+  if (!RunMapFunction(args[0], args[1], rows)) return nullptr;
+  return PyBool_FromLong(rows.rows() > 0);
+}
+
+PyMethodDef kMethods[] = {
+    {"log", Log, METH_O, "log(message): send a log line to CouchDB with this call's reply."},
+    {"emit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Emit)), METH_FASTCALL,
+     "emit(key, value): add a row from a map function."},
+    {"list_step", ListStep, METH_O,
+     "list_step(step): send an interactive list step and wait for the next row."},
+    {"map_emits", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(MapEmits)),
+     METH_FASTCALL, "map_emits(function, doc): whether a map function emits for doc."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef kModule = {
+    PyModuleDef_HEAD_INIT, "_cnp", "Hooks into cnp-worker for couch_named_python.", -1, kMethods,
+};
+
+PyObject* InitModule() { return PyModule_Create(&kModule); }
+
+}  // namespace
+
+void RegisterBuiltinModule() { PyImport_AppendInittab("_cnp", &InitModule); }
+
+}  // namespace cnp::worker

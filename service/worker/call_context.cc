@@ -1,0 +1,10 @@
+#include "service/worker/call_context.h"
+
+namespace cnp::worker {
+
+CallContext& Context() {
+  static CallContext context;
+  return context;
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,47 @@
+#include "service/worker/document_mapper.h"
+
+#include "service/worker/json_to_python.h"
+#include "service/worker/map_call.h"
+#include "service/worker/row_sink.h"
+
+namespace cnp::worker {
+namespace {
+
+std::string IdOf(PyObject* doc) {
+  if (!PyDict_Check(doc)) return "";
+  PyObject* id = PyDict_GetItemString(doc, "_id");  // borrowed
+  const char* text = id && PyUnicode_Check(id) ? PyUnicode_AsUTF8(id) : nullptr;
+  if (text == nullptr) PyErr_Clear();
+  return text ? text : "";
+}
+
+}  // namespace
+
+absl::Status DocumentMapper::Map(std::string& doc_json) {
+  rows_.Clear();
+  failures_.clear();
+  doc_id_.clear();
+  absl::StatusOr<PyRef> doc = ParseJsonInPlace(doc_json);
+  if (!doc.ok()) return doc.status();
+
+  rows_.Put('[');
+  for (size_t i = 0; i < functions_.size(); ++i) {
+    if (i > 0) rows_.Put(',');
+    size_t mark = rows_.GetSize();
+    RowSink rows(rows_);
+    if (RunMapFunction(functions_[i], doc->get(), rows)) {
+      rows.Finish();
+      continue;
+    }
+    // Whatever the function emitted before it raised is dropped, as couchjs does.
+    rows_.Pop(rows_.GetSize() - mark);
+    rows_.Put('[');
+    rows_.Put(']');
+    failures_.push_back({i, TakeException()});
+  }
+  rows_.Put(']');
+  if (!failures_.empty()) doc_id_ = IdOf(doc->get());
+  return absl::OkStatus();
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,45 @@
+// The map hot path: one document's JSON -> a Python dict -> every map function -> the
+// CouchDB map_doc reply [[[k,v],...],...], written by C++ with no Python JSON on the way.
+// It knows nothing of protobuf, so the benchmark runs exactly this code.
+#pragma once
+
+#include <Python.h>
+
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "rapidjson/stringbuffer.h"
+#include "service/worker/user_exception.h"
+
+namespace cnp::worker {
+
+struct MapFailure {
+  size_t function_index;
+  UserException exception;
+};
+
+class DocumentMapper {
+ public:
+  // `functions` are borrowed and must outlive the mapper.
+  explicit DocumentMapper(std::vector<PyObject*> functions) : functions_(std::move(functions)) {}
+
+  // Maps one document, parsing `doc_json` in place. INVALID_ARGUMENT for malformed JSON;
+  // a function that raises is not an error (see failures()).
+  absl::Status Map(std::string& doc_json);
+
+  // The reply for the last document: one array of rows per function; [] where it raised.
+  absl::string_view rows() const { return {rows_.GetString(), rows_.GetSize()}; }
+  const std::vector<MapFailure>& failures() const { return failures_; }
+  // The last document's "_id", looked up only when a function failed.
+  const std::string& doc_id() const { return doc_id_; }
+
+ private:
+  std::vector<PyObject*> functions_;
+  rapidjson::StringBuffer rows_;
+  std::vector<MapFailure> failures_;
+  std::string doc_id_;
+};
+
+}  // namespace cnp::worker

@@ -1,0 +1,152 @@
+#include "service/worker/interpreter.h"
+
+#include <Python.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "service/worker/builtin_module.h"
+#include "service/worker/py_ref.h"
+#include "service/worker/user_exception.h"
+
+namespace cnp::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string RealPath(const std::string& path) {
+  std::error_code error;
+  fs::path real = fs::weakly_canonical(fs::absolute(path, error), error);
+  return error ? path : real.string();
+}
+
+bool HasPackage(const fs::path& dir) {
+  std::error_code error;
+  return fs::is_regular_file(dir / "couch_named_python" / "__init__.py", error);
+}
+
+absl::Status PythonError(absl::string_view doing) {
+  UserException e = TakeException();
+  return absl::InternalError(absl::StrCat(doing, ": ", e.Summary()));
+}
+
+absl::Status AppendToSysPath(const std::string& dir) {
+  PyObject* sys_path = PySys_GetObject("path");  // borrowed
+  PyRef entry = PyRef::Steal(PyUnicode_DecodeFSDefault(dir.c_str()));
+  if (!entry || sys_path == nullptr || PyList_Append(sys_path, entry.get()) != 0) {
+    return PythonError(absl::StrCat("adding ", dir, " to sys.path"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> SysPathFrom(size_t first) {
+  std::vector<std::string> entries;
+  PyObject* sys_path = PySys_GetObject("path");
+  for (Py_ssize_t i = first; sys_path != nullptr && i < PyList_GET_SIZE(sys_path); ++i) {
+    PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(PyList_GET_ITEM(sys_path, i)));
+    if (bytes) entries.push_back(PyBytes_AS_STRING(bytes.get()));
+  }
+  PyErr_Clear();
+  return entries;
+}
+
+// A virtualenv's site-packages go in the way site.py adds them, so .pth files (editable
+// installs) work; every directory that adds is the operator's.
+absl::Status AddVirtualenv(const std::string& virtualenv, CodeRoots& roots) {
+  std::string site_packages = absl::StrCat(virtualenv, "/lib/python", PY_MAJOR_VERSION, ".",
+                                           PY_MINOR_VERSION, "/site-packages");
+  std::error_code error;
+  if (!fs::is_directory(site_packages, error)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--virtualenv=", virtualenv, ": ", site_packages,
+        " is not a directory (is it a Python ", PY_MAJOR_VERSION, ".", PY_MINOR_VERSION,
+        " virtualenv?)"));
+  }
+  size_t before = PyList_GET_SIZE(PySys_GetObject("path"));
+  PyRef site = PyRef::Steal(PyImport_ImportModule("site"));
+  PyRef result = site ? PyRef::Steal(PyObject_CallMethod(site.get(), "addsitedir", "s",
+                                                         site_packages.c_str()))
+                      : PyRef();
+  if (!result) return PythonError(absl::StrCat("adding the virtualenv ", site_packages));
+  for (const std::string& dir : SysPathFrom(before)) roots.operator_dirs.push_back(RealPath(dir));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FindPackageDir() {
+  if (const char* dir = std::getenv("CNP_PYTHON_PACKAGE_DIR"); dir != nullptr && *dir) {
+    if (!HasPackage(dir)) {
+      return absl::NotFoundError(absl::StrCat("CNP_PYTHON_PACKAGE_DIR=", dir,
+                                              " has no couch_named_python/__init__.py"));
+    }
+    return std::string(dir);
+  }
+  std::error_code error;
+  fs::path exe = fs::read_symlink("/proc/self/exe", error);
+  std::vector<fs::path> candidates;
+  if (!error) candidates.push_back(fs::path(exe.string() + ".runfiles") / "cnp/service/python");
+  if (const char* runfiles = std::getenv("RUNFILES_DIR"); runfiles != nullptr && *runfiles) {
+    candidates.push_back(fs::path(runfiles) / "cnp/service/python");
+  }
+  if (!error) candidates.push_back(exe.parent_path() / "../share/cnp/python");
+  std::string tried;
+  for (const fs::path& dir : candidates) {
+    if (HasPackage(dir)) return fs::weakly_canonical(dir, error).string();
+    absl::StrAppend(&tried, tried.empty() ? "" : ", ", dir.string());
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "cannot find the couch_named_python package (looked in ", tried,
+      "); set CNP_PYTHON_PACKAGE_DIR to the directory that contains it"));
+}
+
+absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
+  if (Py_IsInitialized()) return absl::FailedPreconditionError("Python is already running");
+  RegisterBuiltinModule();
+
+  PyConfig config;
+  PyConfig_InitIsolatedConfig(&config);  // no PYTHON* variables, no user site, no cwd on path
+  config.site_import = 0;                // no dist-packages either: only what the operator names
+  config.write_bytecode = 0;             // never write into the operator's directories
+  config.install_signal_handlers = 0;    // the worker's signals keep their default meaning
+  config.parse_argv = 0;
+  PyStatus status = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(status)) {
+    return absl::InternalError(absl::StrCat("starting Python failed: ",
+                                            status.err_msg ? status.err_msg : "unknown error"));
+  }
+
+  CodeRoots roots;
+  for (const std::string& dir : SysPathFrom(0)) roots.stdlib_dirs.push_back(RealPath(dir));
+
+  if (absl::Status s = AppendToSysPath(options.package_dir); !s.ok()) return s;
+  std::vector<std::string> operator_paths = options.python_paths;
+  if (const char* env = std::getenv("PYTHONPATH"); env != nullptr) {
+    for (absl::string_view dir : absl::StrSplit(env, ':', absl::SkipEmpty())) {
+      operator_paths.emplace_back(dir);
+    }
+  }
+  for (const std::string& dir : operator_paths) {
+    if (absl::Status s = AppendToSysPath(dir); !s.ok()) return s;
+    roots.operator_dirs.push_back(RealPath(dir));
+  }
+  if (!options.virtualenv.empty()) {
+    if (absl::Status s = AddVirtualenv(options.virtualenv, roots); !s.ok()) return s;
+  }
+
+  if (PySys_SetObject("stdout", PySys_GetObject("stderr")) != 0) {
+    return PythonError("sending sys.stdout to stderr");
+  }
+  PyRef package = PyRef::Steal(PyImport_ImportModule("couch_named_python"));
+  if (!package) {
+    return PythonError(absl::StrCat("importing couch_named_python from ", options.package_dir));
+  }
+  return roots;
+}
+
+}  // namespace cnp::worker

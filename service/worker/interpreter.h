@@ -1,0 +1,39 @@
+// The embedded CPython: started once per worker process, isolated from the user's environment.
+//
+// sys.path is exactly: the standard library, the couch_named_python package directory, the
+// --python-path directories, PYTHONPATH, and the virtualenv's site-packages (with its .pth
+// files). Not the current directory, not the user's site-packages, not Debian's dist-packages.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace cnp::worker {
+
+struct InterpreterOptions {
+  std::string package_dir;                // holds couch_named_python/
+  std::vector<std::string> python_paths;  // --python-path, in order
+  std::string virtualenv;                 // --virtualenv, may be empty
+};
+
+// Where Python code may come from, for the module policy.
+struct CodeRoots {
+  std::vector<std::string> operator_dirs;  // what the operator put on the path (real paths)
+  std::vector<std::string> stdlib_dirs;    // the standard library (real paths)
+};
+
+// Starts the interpreter (at most once per process) and imports couch_named_python, so a
+// broken installation fails here rather than on the first call. The GIL stays held by the
+// calling thread. Also sends Python's sys.stdout to stderr: a stray print() in user code must
+// not end up anywhere it can corrupt.
+absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options);
+
+// Finds the couch_named_python package directory for the running executable:
+// $CNP_PYTHON_PACKAGE_DIR, then <exe>.runfiles/cnp/service/python (under Bazel), then
+// $RUNFILES_DIR/cnp/service/python, then <exe dir>/../share/cnp/python.
+absl::StatusOr<std::string> FindPackageDir();
+
+}  // namespace cnp::worker

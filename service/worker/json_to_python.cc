@@ -1,0 +1,160 @@
+#include "service/worker/json_to_python.h"
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/reader.h"
+
+namespace cnp::worker {
+namespace {
+
+// Builds Python values bottom-up on one stack: containers are created when they close, at their
+// final size, so no list is ever resized and no dict is ever looked up twice.
+class PythonBuilder {
+ public:
+  PythonBuilder() { stack_.reserve(64); }
+  ~PythonBuilder() {
+    for (PyObject* object : stack_) Py_XDECREF(object);
+  }
+
+  bool Null() { return Push(Py_NewRef(Py_None)); }
+  bool Bool(bool b) { return Push(Py_NewRef(b ? Py_True : Py_False)); }
+  // With kParseNumbersAsStringsFlag only RawNumber is called; these keep the interface whole.
+  bool Int(int i) { return Push(PyLong_FromLong(i)); }
+  bool Uint(unsigned u) { return Push(PyLong_FromUnsignedLong(u)); }
+  bool Int64(int64_t i) { return Push(PyLong_FromLongLong(i)); }
+  bool Uint64(uint64_t u) { return Push(PyLong_FromUnsignedLongLong(u)); }
+  bool Double(double d) { return Push(PyFloat_FromDouble(d)); }
+
+  bool RawNumber(const char* text, rapidjson::SizeType length, bool) {
+    return Push(NumberFromText(text, length));
+  }
+
+  bool String(const char* text, rapidjson::SizeType length, bool) {
+    return Push(PyUnicode_DecodeUTF8(text, length, "strict"));
+  }
+  bool Key(const char* text, rapidjson::SizeType length, bool copy) {
+    return String(text, length, copy);
+  }
+
+  bool StartObject() { return Enter(); }
+  bool EndObject(rapidjson::SizeType members) {
+    --depth_;
+    PyObject* dict = PyDict_New();
+    if (dict == nullptr) return false;
+    size_t first = stack_.size() - 2 * size_t{members};
+    for (size_t i = first; i < stack_.size(); i += 2) {
+      if (PyDict_SetItem(dict, stack_[i], stack_[i + 1]) != 0) {
+        Py_DECREF(dict);
+        return false;
+      }
+    }
+    PopFrom(first);
+    return Push(dict);
+  }
+
+  bool StartArray() { return Enter(); }
+  bool EndArray(rapidjson::SizeType elements) {
+    --depth_;
+    PyObject* list = PyList_New(elements);
+    if (list == nullptr) return false;
+    size_t first = stack_.size() - elements;
+    for (size_t i = 0; i < elements; ++i) {
+      PyList_SET_ITEM(list, i, stack_[first + i]);  // steals: the stack no longer owns them
+    }
+    stack_.resize(first);
+    return Push(list);
+  }
+
+  PyRef TakeRoot() {
+    PyRef root = PyRef::Steal(stack_.back());
+    stack_.pop_back();
+    return root;
+  }
+  bool too_deep() const { return too_deep_; }
+
+ private:
+  bool Push(PyObject* object) {
+    if (object == nullptr) return false;
+    stack_.push_back(object);
+    return true;
+  }
+  bool Enter() {
+    if (++depth_ > kMaxJsonDepth) {
+      too_deep_ = true;
+      return false;
+    }
+    return true;
+  }
+  void PopFrom(size_t first) {
+    for (size_t i = first; i < stack_.size(); ++i) Py_DECREF(stack_[i]);
+    stack_.resize(first);
+  }
+
+  // JSON numbers: integers stay exact at any size, the rest are parsed as float() would.
+  static PyObject* NumberFromText(const char* text, size_t length) {
+    bool is_integer = std::memchr(text, '.', length) == nullptr &&
+                      std::memchr(text, 'e', length) == nullptr &&
+                      std::memchr(text, 'E', length) == nullptr;
+    if (is_integer && length <= 18) {  // fits in int64 whatever the digits
+      bool negative = text[0] == '-';
+      long long value = 0;
+      for (size_t i = negative ? 1 : 0; i < length; ++i) value = value * 10 + (text[i] - '0');
+      return PyLong_FromLongLong(negative ? -value : value);
+    }
+    // The text is not NUL-terminated when parsing in place.
+    std::string terminated(text, length);
+    if (is_integer) return PyLong_FromString(terminated.c_str(), nullptr, 10);
+    double value = PyOS_string_to_double(terminated.c_str(), nullptr, nullptr);
+    if (value == -1.0 && PyErr_Occurred()) return nullptr;
+    return PyFloat_FromDouble(value);
+  }
+
+  std::vector<PyObject*> stack_;
+  int depth_ = 0;
+  bool too_deep_ = false;
+};
+
+constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
+                                 rapidjson::kParseNumbersAsStringsFlag |
+                                 rapidjson::kParseIterativeFlag;
+
+}  // namespace
+
+absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
+  PythonBuilder builder;
+  rapidjson::Reader reader;
+  rapidjson::InsituStringStream stream(json.data());
+  rapidjson::ParseResult result = reader.Parse<kParseFlags>(stream, builder);
+  if (!result) {
+    std::string why;
+    if (builder.too_deep()) {
+      why = absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels");
+    } else if (PyErr_Occurred()) {
+      // The parse was fine but Python refused a value (bytes that are not UTF-8, say).
+      PyObject *type, *value, *traceback;
+      PyErr_Fetch(&type, &value, &traceback);
+      PyRef text = PyRef::Steal(value ? PyObject_Str(value) : nullptr);
+      const char* message = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+      why = message ? message : "Python could not build a value";
+      Py_XDECREF(type);
+      Py_XDECREF(value);
+      Py_XDECREF(traceback);
+      PyErr_Clear();
+    } else {
+      why = rapidjson::GetParseError_En(result.Code());
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at byte ", result.Offset(), ": ", why));
+  }
+  return builder.TakeRoot();
+}
+
+absl::StatusOr<PyRef> ParseJson(absl::string_view json) {
+  std::string copy(json);
+  return ParseJsonInPlace(copy);
+}
+
+}  // namespace cnp::worker

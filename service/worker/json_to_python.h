@@ -1,0 +1,27 @@
+// JSON text -> Python objects, built straight from a rapidjson SAX parse (no intermediate DOM).
+//
+// Fidelity: integers of any size become exact ints, numbers with a fraction or exponent become
+// floats parsed exactly as float() would, strings are decoded exactly (astral-plane characters
+// and escapes included), objects become dicts (a repeated key keeps its last value, as
+// json.loads does).
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+#include "service/worker/py_ref.h"
+
+namespace cnp::worker {
+
+// Objects and arrays nested deeper than this are refused rather than risking the stack later.
+inline constexpr int kMaxJsonDepth = 4096;
+
+// Parses `json` in place (the buffer is overwritten, which saves copying every string).
+// Requires the GIL. INVALID_ARGUMENT names rapidjson's error and the byte offset.
+absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json);
+
+// Same, for text that must not be modified (copies it first).
+absl::StatusOr<PyRef> ParseJson(absl::string_view json);
+
+}  // namespace cnp::worker

@@ -1,0 +1,127 @@
+#include "absl/strings/str_cat.h"
+#include "service/common/framing.h"
+#include "service/worker/call_context.h"
+#include "service/worker/json_to_python.h"
+#include "service/worker/python_runtime.h"
+#include "service/worker/task_support.h"
+#include "service/worker/tasks.h"
+
+namespace cnp::worker {
+namespace {
+
+// Raised into the list function when the exchange cannot go on. It derives from BaseException
+// so that a function's `except Exception:` does not swallow it.
+PyObject* ListAbortedClass() {
+  static PyObject* cls = PyErr_NewException("_cnp.ListAborted", PyExc_BaseException, nullptr);
+  return cls;
+}
+
+// get_row() inside an interactive list: the step goes to the server as a ListStep reply and
+// the next Task must be its list_row, exactly like couchjs's readline() inside getRow().
+class SocketListChannel : public ListChannel {
+ public:
+  explicit SocketListChannel(int fd) : fd_(fd) {}
+
+  PyObject* Step(PyObject* step) override {
+    if (aborted()) return Abort();
+    std::optional<std::string> json = ToJson(step);
+    if (!json) return nullptr;  // the function sent something that is not JSON: its error
+    Reply reply;
+    reply.mutable_list_step()->set_reply(*std::move(json));
+    TakeLogs(*reply.mutable_logs());
+    if (absl::Status s = WriteFrame(fd_, reply.SerializeAsString()); !s.ok()) {
+      socket_error_ = s;
+      return Abort();
+    }
+    std::string frame;
+    if (absl::Status s = ReadFrame(fd_, frame); !s.ok()) {
+      socket_error_ = s;
+      return Abort();
+    }
+    Task task;
+    if (!task.ParseFromString(frame)) {
+      return Refuse("a list is running and the frame that came is not a Task");
+    }
+    if (!task.has_list_row()) {
+      return Refuse(absl::StrCat("a list is running: only list_row tasks may be sent until it "
+                                 "is done, got task kind ", task.kind_case()));
+    }
+    if (task.list_row().row().empty()) Py_RETURN_NONE;  // list_end
+    absl::StatusOr<PyRef> row = ParseJsonInPlace(*task.mutable_list_row()->mutable_row());
+    if (!row.ok()) return Refuse(absl::StrCat("list_row: ", row.status().message()));
+    return row->release();
+  }
+
+  bool aborted() const { return !socket_error_.ok() || refusal_.has_value(); }
+  const absl::Status& socket_error() const { return socket_error_; }
+  const std::optional<Reply>& refusal() const { return refusal_; }
+
+ private:
+  PyObject* Abort() {
+    PyErr_SetString(ListAbortedClass(), "the interactive list was aborted");
+    return nullptr;
+  }
+  PyObject* Refuse(absl::string_view message) {
+    refusal_ = FailureReply(Failure::BAD_INPUT, message);
+    return Abort();
+  }
+
+  int fd_;
+  absl::Status socket_error_;
+  std::optional<Reply> refusal_;  // the answer to the task that broke the list
+};
+
+class ScopedListChannel {
+ public:
+  explicit ScopedListChannel(ListChannel* channel) { Context().list = channel; }
+  ~ScopedListChannel() { Context().list = nullptr; }
+};
+
+}  // namespace
+
+absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
+                                             const v1::ListStart& start, int fd) {
+  absl::StatusOr<const LoadedFunction*> function = registry.Load(start.function());
+  if (!function.ok()) return LoadFailureReply(function.status(), start.function());
+  absl::StatusOr<PyRef> head = ParseOptionalJson(start.head(), WhenEmpty::kEmptyDict);
+  absl::StatusOr<PyRef> req = ParseOptionalJson(start.req(), WhenEmpty::kEmptyDict);
+  if (!head.ok() || !req.ok()) {
+    const absl::Status& bad = head.ok() ? req.status() : head.status();
+    return FailureReply(Failure::BAD_INPUT,
+                        absl::StrCat(head.ok() ? "req: " : "head: ", bad.message()),
+                        start.function());
+  }
+
+  SocketListChannel channel(fd);
+  PyRef outcome;
+  {
+    ScopedListChannel scope(&channel);
+    PyObject* runtime = RuntimeModule();
+    if (runtime) {
+      outcome = PyRef::Steal(PyObject_CallMethod(runtime, "run_interactive_list", "OOO",
+                                                 (*function)->callable.get(), head->get(),
+                                                 req->get()));
+    }
+  }
+  if (!channel.socket_error().ok()) {
+    PyErr_Clear();
+    return channel.socket_error();
+  }
+  if (channel.refusal()) {
+    PyErr_Clear();
+    return *channel.refusal();
+  }
+  if (!outcome) {
+    return FailureReply(Failure::INTERNAL, TakeException().Summary(), start.function());
+  }
+  Reply reply;
+  v1::ListStep* step = reply.mutable_list_step();
+  step->set_done(true);
+  cnp::v1::FunctionError error;
+  StoreRuntimeResult(outcome.get(), start.function(), step->mutable_reply(), &error);
+  if (!error.type().empty()) *step->mutable_error() = std::move(error);
+  TakeLogs(*reply.mutable_logs());
+  return reply;
+}
+
+}  // namespace cnp::worker

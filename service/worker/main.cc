@@ -1,0 +1,121 @@
+// cnp-worker: runs named Python functions for cnp-server over a socket (see worker.proto).
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "service/worker/function_registry.h"
+#include "service/worker/interpreter.h"
+#include "service/worker/module_policy.h"
+#include "service/worker/task_loop.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: cnp-worker --fd=N [options]
+
+Runs named Python functions for cnp-server: reads cnp.worker.v1.Task frames from the connected
+stream socket on fd N and answers each with Reply frames. Exits 0 when the server closes it.
+Started by cnp-server, not by hand.
+
+  --fd=N                 the socket to serve (required; cnp-server passes 3)
+  --python-path=DIR      a directory of modules with functions; repeatable
+  --virtualenv=DIR       a Python 3.11 virtualenv whose site-packages to use
+  --allow-module=PREFIX  only functions whose module is PREFIX or inside it may run;
+                         repeatable. Without it, only modules found under --python-path,
+                         PYTHONPATH or --virtualenv may run (never the standard library).
+  --memory-limit-mb=N    cap the worker's address space (RLIMIT_AS); a MemoryError then
+                         fails that item and asks the server to recycle the worker
+  --help                 this text
+
+The couch_named_python package is found in the binary's runfiles, or in
+<exe dir>/../share/cnp/python; CNP_PYTHON_PACKAGE_DIR overrides both.
+)";
+
+struct Flags {
+  int fd = -1;
+  cnp::worker::InterpreterOptions interpreter;
+  std::vector<std::string> allowed_modules;
+  long memory_limit_mb = 0;
+};
+
+bool TakeValue(const char* arg, const char* name, std::string& value) {
+  size_t n = std::strlen(name);
+  if (std::strncmp(arg, name, n) != 0 || arg[n] != '=') return false;
+  value = arg + n + 1;
+  return true;
+}
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "cnp-worker: %s\n(see cnp-worker --help)\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string value;
+    const char* arg = argv[i];
+    if (std::strcmp(arg, "--help") == 0) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (TakeValue(arg, "--fd", value)) {
+      if (!absl::SimpleAtoi(value, &flags.fd) || flags.fd < 0) return UsageError("bad --fd");
+    } else if (TakeValue(arg, "--python-path", value)) {
+      flags.interpreter.python_paths.push_back(value);
+    } else if (TakeValue(arg, "--virtualenv", value)) {
+      flags.interpreter.virtualenv = value;
+    } else if (TakeValue(arg, "--allow-module", value)) {
+      if (value.empty()) return UsageError("--allow-module needs a module name");
+      flags.allowed_modules.push_back(value);
+    } else if (TakeValue(arg, "--memory-limit-mb", value)) {
+      if (!absl::SimpleAtoi(value, &flags.memory_limit_mb) || flags.memory_limit_mb <= 0) {
+        return UsageError("bad --memory-limit-mb");
+      }
+    } else {
+      return UsageError(absl::StrCat("unknown argument ", arg));
+    }
+  }
+  if (flags.fd < 0) return UsageError("--fd is required");
+
+  // Nothing but the socket carries protocol; C-level writes to stdout go to stderr too.
+  ::dup2(STDERR_FILENO, STDOUT_FILENO);
+
+  absl::StatusOr<std::string> package_dir = cnp::worker::FindPackageDir();
+  if (!package_dir.ok()) {
+    std::fprintf(stderr, "cnp-worker: %s\n", std::string(package_dir.status().message()).c_str());
+    return 1;
+  }
+  flags.interpreter.package_dir = *package_dir;
+  absl::StatusOr<cnp::worker::CodeRoots> roots = cnp::worker::StartInterpreter(flags.interpreter);
+  if (!roots.ok()) {
+    std::fprintf(stderr, "cnp-worker: %s\n", std::string(roots.status().message()).c_str());
+    return 1;
+  }
+  // After the interpreter is up, so the limit is about user code, not about starting Python.
+  if (flags.memory_limit_mb > 0) {
+    rlim_t bytes = static_cast<rlim_t>(flags.memory_limit_mb) << 20;
+    rlimit limit{bytes, bytes};
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) {
+      std::fprintf(stderr, "cnp-worker: setting --memory-limit-mb failed: %s\n",
+                   std::strerror(errno));
+      return 1;
+    }
+  }
+
+  cnp::worker::FunctionRegistry registry(
+      cnp::worker::ModulePolicy(std::move(flags.allowed_modules), *std::move(roots)));
+  absl::Status served = cnp::worker::ServeTasks(flags.fd, registry);
+  if (!served.ok()) {
+    std::fprintf(stderr, "cnp-worker: %s\n", std::string(served.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,136 @@
+#include "service/worker/python_to_json.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "service/worker/json_to_python.h"
+#include "service/worker/py_ref.h"
+
+namespace cnp::worker {
+namespace {
+
+bool RaiseNotSerializable(PyObject* value) {
+  PyErr_Format(PyExc_TypeError, "Object of type %s is not JSON serializable",
+               Py_TYPE(value)->tp_name);
+  return false;
+}
+
+// repr() of a float, which is also what json.dumps writes.
+PyRef FloatRepr(double value) {
+  char* text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, nullptr);
+  if (text == nullptr) return PyRef();
+  PyRef result = PyRef::Steal(PyUnicode_FromString(text));
+  PyMem_Free(text);
+  return result;
+}
+
+}  // namespace
+
+bool PythonJsonWriter::Rollback(size_t mark) {
+  out_.Pop(out_.GetSize() - mark);
+  return false;
+}
+
+bool PythonJsonWriter::Write(PyObject* value) {
+  size_t mark = out_.GetSize();
+  writer_.Reset(out_);  // each call writes one complete root value
+  if (!WriteValue(value, 0)) return Rollback(mark);
+  return true;
+}
+
+bool PythonJsonWriter::WritePair(PyObject* first, PyObject* second) {
+  size_t mark = out_.GetSize();
+  writer_.Reset(out_);
+  writer_.StartArray();
+  if (!WriteValue(first, 1) || !WriteValue(second, 1)) return Rollback(mark);
+  writer_.EndArray();
+  return true;
+}
+
+bool PythonJsonWriter::WriteFloat(double value) {
+  if (!std::isfinite(value)) return writer_.Null();
+  char* text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, nullptr);
+  if (text == nullptr) return false;
+  writer_.RawValue(text, std::strlen(text), rapidjson::kNumberType);
+  PyMem_Free(text);
+  return true;
+}
+
+bool PythonJsonWriter::WriteKey(PyObject* key) {
+  Py_ssize_t length;
+  if (PyUnicode_Check(key)) {
+    const char* text = PyUnicode_AsUTF8AndSize(key, &length);
+    return text != nullptr && writer_.Key(text, static_cast<rapidjson::SizeType>(length));
+  }
+  // Other keys become strings the way json.dumps makes them.
+  PyRef converted;
+  if (key == Py_True) return writer_.Key("true", 4);
+  if (key == Py_False) return writer_.Key("false", 5);
+  if (key == Py_None) return writer_.Key("null", 4);
+  if (PyLong_Check(key)) {
+    converted = PyRef::Steal(PyObject_Str(key));
+  } else if (PyFloat_Check(key)) {
+    double d = PyFloat_AS_DOUBLE(key);
+    if (std::isnan(d)) return writer_.Key("NaN", 3);
+    if (std::isinf(d)) return d > 0 ? writer_.Key("Infinity", 8) : writer_.Key("-Infinity", 9);
+    converted = FloatRepr(d);
+  } else {
+    PyErr_Format(PyExc_TypeError, "keys must be str, int, float, bool or None, not %s",
+                 Py_TYPE(key)->tp_name);
+    return false;
+  }
+  if (!converted) return false;
+  const char* text = PyUnicode_AsUTF8AndSize(converted.get(), &length);
+  return text != nullptr && writer_.Key(text, static_cast<rapidjson::SizeType>(length));
+}
+
+bool PythonJsonWriter::WriteValue(PyObject* value, int depth) {
+  if (PyUnicode_Check(value)) {
+    Py_ssize_t length;
+    const char* text = PyUnicode_AsUTF8AndSize(value, &length);  // fails on lone surrogates
+    return text != nullptr && writer_.String(text, static_cast<rapidjson::SizeType>(length));
+  }
+  if (value == Py_None) return writer_.Null();
+  if (value == Py_True) return writer_.Bool(true);
+  if (value == Py_False) return writer_.Bool(false);
+  if (PyLong_Check(value)) {
+    int overflow = 0;
+    long long small = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow == 0) {
+      if (small == -1 && PyErr_Occurred()) return false;
+      return writer_.Int64(small);
+    }
+    PyRef digits = PyRef::Steal(PyLong_Type.tp_str(value));  // int's own str(), not a subclass's
+    Py_ssize_t length;
+    const char* text = digits ? PyUnicode_AsUTF8AndSize(digits.get(), &length) : nullptr;
+    if (text == nullptr) return false;
+    return writer_.RawValue(text, length, rapidjson::kNumberType);
+  }
+  if (PyFloat_Check(value)) return WriteFloat(PyFloat_AS_DOUBLE(value));
+
+  if (depth >= kMaxJsonDepth) {
+    PyErr_Format(PyExc_ValueError,
+                 "value nested deeper than %d levels (or it contains itself)", kMaxJsonDepth);
+    return false;
+  }
+  if (PyList_Check(value) || PyTuple_Check(value)) {
+    writer_.StartArray();
+    // A list may change size if a value's conversion runs user code; index it safely.
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(value); ++i) {
+      if (!WriteValue(PySequence_Fast_GET_ITEM(value, i), depth + 1)) return false;
+    }
+    return writer_.EndArray();
+  }
+  if (PyDict_Check(value)) {
+    writer_.StartObject();
+    Py_ssize_t position = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(value, &position, &key, &item)) {
+      if (!WriteKey(key) || !WriteValue(item, depth + 1)) return false;
+    }
+    return writer_.EndObject();
+  }
+  return RaiseNotSerializable(value);
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,39 @@
+// Python objects -> JSON text, with rapidjson's Writer doing the escaping.
+//
+// Matches what CouchDB and json.dumps expect: ints of any size exact, floats as repr() (0.1,
+// 1e+300, -0.0), NaN and infinities as null (like JavaScript's JSON.stringify), tuples as
+// arrays, dict keys that are str/int/float/bool/None converted as json.dumps converts them.
+// Anything else (a set, an arbitrary object, a key of another type) raises TypeError.
+#pragma once
+
+#include <Python.h>
+
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace cnp::worker {
+
+class PythonJsonWriter {
+ public:
+  explicit PythonJsonWriter(rapidjson::StringBuffer& out) : out_(out), writer_(out) {}
+
+  // Appends one JSON value. Returns false with a Python exception set; what was appended by
+  // the failed call is then removed, so `out` still ends where it did before the call.
+  bool Write(PyObject* value);
+
+  // Appends [first, second] (a map row) with the same all-or-nothing guarantee.
+  bool WritePair(PyObject* first, PyObject* second);
+
+  rapidjson::StringBuffer& buffer() { return out_; }
+
+ private:
+  bool WriteValue(PyObject* value, int depth);
+  bool WriteKey(PyObject* key);
+  bool WriteFloat(double value);
+  bool Rollback(size_t mark);
+
+  rapidjson::StringBuffer& out_;
+  rapidjson::Writer<rapidjson::StringBuffer> writer_;
+};
+
+}  // namespace cnp::worker

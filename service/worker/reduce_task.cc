@@ -1,0 +1,76 @@
+#include "absl/strings/str_cat.h"
+#include "service/worker/json_to_python.h"
+#include "service/worker/task_support.h"
+#include "service/worker/tasks.h"
+
+namespace cnp::worker {
+namespace {
+
+// Splits CouchDB's [[[key, id], value], ...] into keys [[key, id], ...] and values.
+absl::Status SplitKeyValues(PyObject* kvs, PyRef& keys, PyRef& values) {
+  Py_ssize_t n = PyList_GET_SIZE(kvs);
+  keys = PyRef::Steal(PyList_New(n));
+  values = PyRef::Steal(PyList_New(n));
+  if (!keys || !values) return absl::ResourceExhaustedError("out of memory");
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* pair = PyList_GET_ITEM(kvs, i);
+    if (!PyList_Check(pair) || PyList_GET_SIZE(pair) != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kvs[", i, "] is not a [[key, doc_id], value] pair"));
+    }
+    PyList_SET_ITEM(keys.get(), i, Py_NewRef(PyList_GET_ITEM(pair, 0)));
+    PyList_SET_ITEM(values.get(), i, Py_NewRef(PyList_GET_ITEM(pair, 1)));
+  }
+  return absl::OkStatus();
+}
+
+// A fresh copy per function, so one function changing its list cannot affect the next.
+PyRef CopyOf(PyObject* list) {
+  return list == Py_None ? PyRef::Borrow(Py_None)
+                         : PyRef::Steal(PyList_GetSlice(list, 0, PyList_GET_SIZE(list)));
+}
+
+}  // namespace
+
+v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request) {
+  Reply reply;
+  std::vector<const LoadedFunction*> loaded;
+  if (!LoadAll(registry, request.functions(), loaded, reply)) return reply;
+
+  absl::StatusOr<PyRef> kvs = ParseJson(request.kvs());
+  if (!kvs.ok()) return FailureReply(Failure::BAD_INPUT, absl::StrCat("kvs: ", kvs.status().message()));
+  if (!PyList_Check(kvs->get())) return FailureReply(Failure::BAD_INPUT, "kvs is not a JSON array");
+  PyRef keys = PyRef::Borrow(Py_None), values = *kvs;
+  if (!request.rereduce()) {
+    if (absl::Status s = SplitKeyValues(kvs->get(), keys, values); !s.ok()) {
+      return FailureReply(Failure::BAD_INPUT, s.message());
+    }
+  }
+
+  cnp::v1::ReduceResponse* response = reply.mutable_reduce();
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    const LoadedFunction& function = *loaded[i];
+    PyRef keys_arg = loaded.size() > 1 ? CopyOf(keys.get()) : keys;
+    PyRef values_arg = loaded.size() > 1 ? CopyOf(values.get()) : values;
+    PyRef result;
+    if (keys_arg && values_arg) {
+      result = function.max_positional_args == 2
+                   ? PyRef::Steal(PyObject_CallFunctionObjArgs(
+                         function.callable.get(), keys_arg.get(), values_arg.get(), nullptr))
+                   : PyRef::Steal(PyObject_CallFunctionObjArgs(
+                         function.callable.get(), keys_arg.get(), values_arg.get(),
+                         request.rereduce() ? Py_True : Py_False, nullptr));
+    }
+    std::optional<std::string> json = result ? ToJson(result.get()) : std::nullopt;
+    if (json) {
+      response->add_results(*std::move(json));
+    } else {
+      response->add_results("null");
+      FillFunctionError(*response->add_errors(), request.functions(i), "", TakeException());
+    }
+  }
+  TakeLogs(*response->mutable_logs());
+  return reply;
+}
+
+}  // namespace cnp::worker

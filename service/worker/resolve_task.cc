@@ -1,0 +1,37 @@
+#include "absl/strings/str_cat.h"
+#include "service/worker/task_support.h"
+#include "service/worker/tasks.h"
+
+namespace cnp::worker {
+
+// Resolve never runs a function: it reports what a name refers to. A name without "|version"
+// is not checked against @version (that is how upload learns the version to append); a name
+// with one must match.
+v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request) {
+  Reply reply;
+  cnp::v1::ResolveResponse* response = reply.mutable_resolve();
+  for (const std::string& text : request.functions()) {
+    cnp::v1::ResolvedFunction* resolved = response->add_functions();
+    resolved->set_function(text);
+    absl::StatusOr<FunctionName> name = ParseFunctionName(text);
+    absl::StatusOr<const LoadedFunction*> function =
+        name.ok() ? registry.Import(*name) : absl::StatusOr<const LoadedFunction*>(name.status());
+    if (function.ok() && name->version.has_value() && (*function)->version != name->version) {
+      function = absl::FailedPreconditionError(
+          VersionMismatchMessage((*function)->version, name->version));
+    }
+    if (!function.ok()) {
+      resolved->set_error(std::string(function.status().message()));
+      resolved->set_error_code(RpcCodeForLoadFailure(function.status()));
+      continue;
+    }
+    resolved->set_module((*function)->module);
+    resolved->set_has_version((*function)->version.has_value());
+    resolved->set_version((*function)->version.value_or(0));
+    resolved->set_versioned_name(
+        (*function)->version ? absl::StrCat(name->path, "|", *(*function)->version) : name->path);
+  }
+  return reply;
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,35 @@
+// Collects one map function's rows for one document as the JSON array CouchDB expects:
+// [[key, value], ...]. Rows arrive from emit() and from what the function yields or returns,
+// in the order they are produced.
+#pragma once
+
+#include <Python.h>
+
+#include "rapidjson/stringbuffer.h"
+#include "service/worker/python_to_json.h"
+
+namespace cnp::worker {
+
+class RowSink {
+ public:
+  // Appends to `out`, which must outlive the sink; "[" is written at once.
+  explicit RowSink(rapidjson::StringBuffer& out);
+
+  // Appends [key, value]. On failure (a value that is not JSON) nothing is appended and a
+  // Python exception is set, so a caller that catches it can go on emitting.
+  bool Add(PyObject* key, PyObject* value);
+  // A yielded item: a 2-tuple or 2-list is [key, value]; anything else is [item, null], which
+  // is how couch-named-python treated `yield doc["town"]`.
+  bool AddItem(PyObject* item);
+  // Writes the closing "]".
+  void Finish();
+
+  size_t rows() const { return rows_; }
+
+ private:
+  rapidjson::StringBuffer& out_;
+  PythonJsonWriter writer_;
+  size_t rows_ = 0;
+};
+
+}  // namespace cnp::worker

@@ -1,0 +1,104 @@
+#include "service/worker/task_support.h"
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/stringbuffer.h"
+#include "service/worker/call_context.h"
+#include "service/worker/py_ref.h"
+#include "service/worker/json_to_python.h"
+#include "service/worker/python_to_json.h"
+
+namespace cnp::worker {
+
+Reply FailureReply(Failure::Code code, absl::string_view message, absl::string_view function) {
+  Reply reply;
+  Failure* failure = reply.mutable_failure();
+  failure->set_code(code);
+  failure->set_message(std::string(message));
+  failure->set_function(std::string(function));
+  return reply;
+}
+
+Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
+  Failure::Code code = Failure::INTERNAL;
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument: code = Failure::BAD_NAME; break;
+    case absl::StatusCode::kNotFound: code = Failure::NOT_FOUND; break;
+    case absl::StatusCode::kPermissionDenied: code = Failure::PERMISSION_DENIED; break;
+    case absl::StatusCode::kFailedPrecondition: code = Failure::VERSION_MISMATCH; break;
+    default: break;
+  }
+  return FailureReply(code, status.message(), function);
+}
+
+int RpcCodeForLoadFailure(const absl::Status& status) {
+  // google.rpc.Code: a version mismatch is the caller's argument being wrong.
+  if (status.code() == absl::StatusCode::kFailedPrecondition) return 3;  // INVALID_ARGUMENT
+  return static_cast<int>(status.code());
+}
+
+bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
+             std::vector<const LoadedFunction*>& loaded, Reply& failure) {
+  loaded.clear();
+  for (const std::string& name : names) {
+    absl::StatusOr<const LoadedFunction*> function = registry.Load(name);
+    if (!function.ok()) {
+      failure = LoadFailureReply(function.status(), name);
+      return false;
+    }
+    loaded.push_back(*function);
+  }
+  return true;
+}
+
+void FillFunctionError(cnp::v1::FunctionError& error, absl::string_view function,
+                       absl::string_view doc_id, const UserException& exception) {
+  error.set_function(std::string(function));
+  error.set_doc_id(std::string(doc_id));
+  error.set_type(exception.type);
+  error.set_message(exception.message);
+}
+
+void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs) {
+  std::vector<std::string>& collected = Context().logs;
+  for (std::string& line : collected) logs.Add(std::move(line));
+  collected.clear();
+}
+
+absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_empty) {
+  if (json.empty()) {
+    return when_empty == WhenEmpty::kNone ? PyRef::Borrow(Py_None) : PyRef::Steal(PyDict_New());
+  }
+  return ParseJson(json);
+}
+
+std::optional<std::string> ToJson(PyObject* value) {
+  rapidjson::StringBuffer buffer;
+  PythonJsonWriter writer(buffer);
+  if (!writer.Write(value)) return std::nullopt;
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+void StoreRuntimeResult(PyObject* outcome, absl::string_view function, std::string* reply_json,
+                        cnp::v1::FunctionError* error) {
+  PyObject* reply = PyTuple_GET_ITEM(outcome, 0);
+  PyObject* raised = PyTuple_GET_ITEM(outcome, 1);
+  if (raised != Py_None) {
+    std::string type = PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 0));
+    if (type == "MemoryError") Context().memory_error = true;
+    error->set_function(std::string(function));
+    error->set_type(type);
+    error->set_message(PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 1)));
+    error->set_doc_id(PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 2)));
+  }
+  if (std::optional<std::string> json = ToJson(reply)) {
+    *reply_json = *std::move(json);
+    return;
+  }
+  // The function's answer is not JSON (a set in a response, say): that is its error.
+  UserException exception = TakeException();
+  FillFunctionError(*error, function, "", exception);
+  *reply_json = *ToJson(PyRef::Steal(Py_BuildValue("[sss]", "error", "render_error",
+                                                   exception.Summary().c_str())).get());
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,52 @@
+// Small pieces every task handler shares: failure replies, function errors, logs.
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "service/worker/function_registry.h"
+#include "service/worker/user_exception.h"
+#include "worker.pb.h"
+
+namespace cnp::worker {
+
+using ::cnp::worker::v1::Failure;
+using ::cnp::worker::v1::Reply;
+using ::cnp::worker::v1::Task;
+
+// A whole-task failure.
+Reply FailureReply(Failure::Code code, absl::string_view message, absl::string_view function = "");
+
+// The failure for a function the registry could not load.
+Reply LoadFailureReply(const absl::Status& status, absl::string_view function);
+
+// The google.rpc code a load failure carries in ResolvedFunction.
+int RpcCodeForLoadFailure(const absl::Status& status);
+
+// Loads each named function; on the first failure fills `failure` and returns false.
+bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
+             std::vector<const LoadedFunction*>& loaded, Reply& failure);
+
+void FillFunctionError(cnp::v1::FunctionError& error, absl::string_view function,
+                       absl::string_view doc_id, const UserException& exception);
+
+// Moves the log() lines collected so far into `logs`.
+void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs);
+
+// A JSON payload that may be empty: empty means `absent` (Py_None or a new {}).
+enum class WhenEmpty { kNone, kEmptyDict };
+absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_empty);
+
+// Stores what couch_named_python._runtime returned, (reply, error-or-None), as the reply JSON
+// and a FunctionError (left empty when nothing was raised).
+void StoreRuntimeResult(PyObject* outcome, absl::string_view function, std::string* reply_json,
+                        cnp::v1::FunctionError* error);
+
+// JSON text of a Python value, or nullopt with a Python exception set.
+std::optional<std::string> ToJson(PyObject* value);
+
+}  // namespace cnp::worker

@@ -1,0 +1,83 @@
+#include "absl/strings/str_cat.h"
+#include "service/worker/json_to_python.h"
+#include "service/worker/task_support.h"
+#include "service/worker/tasks.h"
+
+namespace cnp::worker {
+namespace {
+
+using cnp::v1::ValidateResponse;
+
+// The package's rejection classes (ForbiddenError and UnauthorizedError are the same classes).
+struct RejectionClasses {
+  PyRef forbidden;
+  PyRef unauthorized;
+};
+
+const RejectionClasses& Rejections() {
+  static const RejectionClasses classes = [] {
+    RejectionClasses found;
+    PyRef errors = PyRef::Steal(PyImport_ImportModule("couch_named_python.errors"));
+    if (errors) {
+      found.forbidden = PyRef::Steal(PyObject_GetAttrString(errors.get(), "Forbidden"));
+      found.unauthorized = PyRef::Steal(PyObject_GetAttrString(errors.get(), "Unauthorized"));
+    }
+    PyErr_Clear();
+    return found;
+  }();
+  return classes;
+}
+
+bool IsInstance(PyObject* value, const PyRef& cls) {
+  return cls && PyObject_IsInstance(value, cls.get()) == 1;
+}
+
+}  // namespace
+
+v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest& request) {
+  absl::StatusOr<const LoadedFunction*> function = registry.Load(request.function());
+  if (!function.ok()) return LoadFailureReply(function.status(), request.function());
+
+  absl::StatusOr<PyRef> new_doc = ParseJson(request.new_doc());
+  absl::StatusOr<PyRef> old_doc = ParseOptionalJson(request.old_doc(), WhenEmpty::kNone);
+  absl::StatusOr<PyRef> user_ctx = ParseOptionalJson(request.user_ctx(), WhenEmpty::kNone);
+  absl::StatusOr<PyRef> sec_obj = ParseOptionalJson(request.sec_obj(), WhenEmpty::kEmptyDict);
+  for (auto [field, parsed] : {std::pair{"new_doc", &new_doc}, std::pair{"old_doc", &old_doc},
+                               std::pair{"user_ctx", &user_ctx}, std::pair{"sec_obj", &sec_obj}}) {
+    if (!parsed->ok()) {
+      return FailureReply(Failure::BAD_INPUT,
+                          absl::StrCat(field, ": ", parsed->status().message()), request.function());
+    }
+  }
+
+  Reply reply;
+  ValidateResponse* response = reply.mutable_validate();
+  PyRef result = PyRef::Steal(PyObject_CallFunctionObjArgs(
+      (*function)->callable.get(), new_doc->get(), old_doc->get(), user_ctx->get(),
+      sec_obj->get(), nullptr));
+  if (result) {
+    response->set_outcome(ValidateResponse::OK);
+  } else {
+    UserException exception = TakeException();
+    if (IsInstance(exception.value.get(), Rejections().forbidden)) {
+      response->set_outcome(ValidateResponse::FORBIDDEN);
+      response->set_message(exception.message);
+    } else if (IsInstance(exception.value.get(), Rejections().unauthorized)) {
+      response->set_outcome(ValidateResponse::UNAUTHORIZED);
+      response->set_message(exception.message);
+    } else {
+      std::string doc_id;
+      if (PyDict_Check(new_doc->get())) {
+        PyObject* id = PyDict_GetItemString(new_doc->get(), "_id");
+        if (id && PyUnicode_Check(id)) doc_id = PyUnicode_AsUTF8(id);
+      }
+      response->set_outcome(ValidateResponse::ERROR);
+      response->set_message(exception.Summary());
+      FillFunctionError(*response->mutable_error(), request.function(), doc_id, exception);
+    }
+  }
+  TakeLogs(*response->mutable_logs());
+  return reply;
+}
+
+}  // namespace cnp::worker
