@@ -1,0 +1,110 @@
+// cnp-adapter: the query-server process CouchDB starts (COUCHDB_QUERY_SERVER_PYTHON). It frames
+// CouchDB's lines, answers "reset" itself, and forwards everything else over one Session stream
+// to cnp-server, where the protocol is implemented (service/couchdb/query_session.h).
+//
+// CouchDB splits the command on spaces without shell quoting, so every flag works as a single
+// --flag=value token.
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "adapter/line_io.h"
+#include "adapter/service_connection.h"
+#include "adapter/session_state.h"
+#include "client/lib/default_target.h"
+#include "service/couchdb/absl_view.h"
+#include "service/couchdb/json_text.h"
+
+ABSL_FLAG(std::string, target, "",
+          "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070. Default: $CNP_TARGET "
+          "or the host's unix socket, where the adapter starts a cnp-server if none answers.");
+ABSL_FLAG(std::string, server_binary, "",
+          "cnp-server to start when none answers at the default target. Default: next to this "
+          "executable, or ../service/cnp-server.");
+ABSL_FLAG(std::vector<std::string>, python_path, {},
+          "Comma-separated directories for the Python path of a cnp-server this adapter starts.");
+ABSL_FLAG(std::vector<std::string>, allow_module, {},
+          "Comma-separated module prefixes a cnp-server this adapter starts may import.");
+ABSL_FLAG(int, workers, 0, "Worker processes of a cnp-server this adapter starts (0: its default).");
+
+namespace cnp::adapter {
+namespace {
+
+constexpr int kStdin = 0;
+constexpr int kStdout = 1;
+
+bool IsAccepted(const v1::SessionOutput& reply) {
+  return reply.lines_size() > 0 && reply.lines(reply.lines_size() - 1) == "true";
+}
+
+int Run() {
+  ServiceConnection::Options options;
+  options.target = absl::GetFlag(FLAGS_target);
+  if (options.target.empty()) {
+    options.target = client::DefaultTarget();
+    options.may_launch = UnixSocketPath(options.target).has_value();
+  }
+  options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);
+  options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
+  options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);
+  options.launch.workers = absl::GetFlag(FLAGS_workers);
+
+  SessionState state;
+  ServiceConnection service(options, state);
+  LineReader reader(kStdin);
+  std::string out;
+  while (std::optional<std::string_view> line = reader.Next()) {
+    const Command command = ClassifyCommand(*line);
+    if (command == Command::kReset) {
+      // Answered at once: CouchDB sends a reset with every checkout of this process.
+      if (!WriteAll(kStdout, "true\n").ok()) return 1;
+      state.OnReset(*line);
+      service.Send(*line);
+      continue;
+    }
+
+    absl::StatusOr<const v1::SessionOutput*> reply =
+        service.Call(*line, /*retry=*/command != Command::kListStep);
+    out.clear();
+    if (!reply.ok()) {
+      std::cerr << "cnp-adapter: " << reply.status().message() << std::endl;
+      out = couchdb::ErrorLine("unavailable", couchdb::StdView(reply.status().message()));
+      out += '\n';
+      if (!WriteAll(kStdout, out).ok()) return 1;
+      // A list's rows cannot be replayed to another worker: CouchDB must start over.
+      if (command == Command::kListStep) return 1;
+      continue;
+    }
+    for (const std::string& reply_line : (*reply)->lines()) {
+      out += reply_line;
+      out += '\n';
+    }
+    if (!WriteAll(kStdout, out).ok()) return 1;
+    if ((command == Command::kAddLib || command == Command::kAddFun ||
+         command == Command::kDesignDocNew) &&
+        IsAccepted(**reply)) {
+      state.OnAccepted(command, *line);
+    }
+    if ((*reply)->exit()) return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace cnp::adapter
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "CouchDB query server for named Python functions: "
+      "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock\"");
+  absl::ParseCommandLine(argc, argv);
+  // CouchDB closing its end must end the adapter with an error, not a signal.
+  ::signal(SIGPIPE, SIG_IGN);
+  return cnp::adapter::Run();
+}

@@ -1,0 +1,129 @@
+#include "adapter/service_connection.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace cnp::adapter {
+namespace {
+
+// Answer CouchDB with our own error this long before its timeout would fire.
+constexpr double kShareOfCouchDBTimeout = 0.8;
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
+constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  // The adapter keeps its own backoff within CouchDB's timeout; gRPC's default (starting at
+  // 1 s) would eat most of it. A private subchannel pool makes a new channel really reconnect.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 10);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 10);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+}  // namespace
+
+ServiceConnection::ServiceConnection(Options options, const SessionState& state)
+    : options_(std::move(options)), state_(state) {}
+
+ServiceConnection::~ServiceConnection() {
+  if (stream_ != nullptr) Drop().IgnoreError();
+}
+
+void ServiceConnection::Send(std::string_view line) {
+  if (stream_ == nullptr) return;
+  input_.set_line(line.data(), line.size());
+  if (!stream_->Write(input_)) Drop().IgnoreError();
+}
+
+absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_view line,
+                                                                 bool retry) {
+  const absl::Time deadline = absl::Now() + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
+  absl::Duration backoff = kFirstBackoff;
+  absl::Status last;
+  while (true) {
+    if (stream_ != nullptr || (last = Connect(deadline)).ok()) {
+      if (Exchange(line)) return &output_;
+      last = Drop();
+      if (!retry) break;
+      continue;  // reconnect at once: the service may be back already
+    }
+    if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
+    std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+  return absl::UnavailableError(
+      absl::StrCat("cnp-server at ", options_.target, ": ",
+                   last.ok() ? "the session stream broke" : last.message()));
+}
+
+absl::Status ServiceConnection::Connect(absl::Time deadline) {
+  if (options_.may_launch) {
+    if (std::optional<std::string> path = UnixSocketPath(options_.target);
+        path.has_value() && !UnixSocketAccepts(*path)) {
+      if (absl::Status status = EnsureServiceRunning(*path, options_.launch, deadline);
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  channel_ = NewChannel(options_.target);
+  // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.
+  const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));
+  if (!channel_->WaitForConnected(absl::ToChronoTime(attempt))) {
+    channel_.reset();
+    return absl::UnavailableError("cannot connect");
+  }
+  stub_ = v1::Functions::NewStub(channel_);
+  context_ = std::make_unique<grpc::ClientContext>();
+  stream_ = stub_->Session(context_.get());
+  return Replay();
+}
+
+absl::Status ServiceConnection::Replay() {
+  for (const std::string& line : state_.ReplayLines()) {
+    const Command command = ClassifyCommand(line);
+    if (command == Command::kReset) {
+      input_.set_line(line);
+      if (!stream_->Write(input_)) return Drop();
+      continue;
+    }
+    if (!Exchange(line)) return Drop();
+    // The new stream must know exactly what the old one did: a map_doc answered with fewer
+    // functions would index documents wrongly.
+    if (output_.lines_size() == 0 || output_.lines(output_.lines_size() - 1) != "true") {
+      Drop().IgnoreError();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the restarted service refused the session state it is replayed (",
+          output_.lines_size() > 0 ? output_.lines(output_.lines_size() - 1) : "no reply", ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool ServiceConnection::Exchange(std::string_view line) {
+  input_.set_line(line.data(), line.size());
+  return stream_->Write(input_) && stream_->Read(&output_);
+}
+
+absl::Status ServiceConnection::Drop() {
+  if (stream_ == nullptr) return absl::UnavailableError("not connected");
+  context_->TryCancel();
+  grpc::Status status = stream_->Finish();
+  stream_.reset();
+  context_.reset();
+  stub_.reset();
+  channel_.reset();
+  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
+    return absl::UnavailableError("the session stream broke");
+  }
+  return absl::UnavailableError(absl::StrCat("the session stream broke: ", status.error_message()));
+}
+
+}  // namespace cnp::adapter

@@ -1,0 +1,61 @@
+// The adapter's one long-lived Session stream to cnp-server, used synchronously: each line is
+// written and its reply read on the calling thread, so the adapter adds no thread hop.
+//
+// When the stream breaks (the service restarted, a replica behind a load balancer died), the
+// connection reconnects with backoff, teaches the new stream the session state (SessionState),
+// and retries the command in flight: every command is pure, so running it twice is safe. It gives
+// up in time for CouchDB to read the error before its own timeout.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "adapter/service_launcher.h"
+#include "adapter/session_state.h"
+#include "cnp/v1/functions.grpc.pb.h"
+
+namespace cnp::adapter {
+
+class ServiceConnection {
+ public:
+  struct Options {
+    std::string target;
+    // Start a cnp-server when nothing answers at `target` (a unix socket).
+    bool may_launch = false;
+    LaunchOptions launch;
+  };
+
+  ServiceConnection(Options options, const SessionState& state);
+  ~ServiceConnection();
+
+  // Sends a line the service does not answer (reset). A send that fails is not retried here: the
+  // next Call() reconnects and replays the state, this reset included.
+  void Send(std::string_view line);
+
+  // Sends a line and waits for the service's reply. With `retry`, a broken stream is replaced
+  // and the line sent again until CouchDB's timeout is near; without it (a list row: the list's
+  // worker is gone with the stream) the first failure is returned. The reply stays valid until
+  // the next call.
+  absl::StatusOr<const v1::SessionOutput*> Call(std::string_view line, bool retry);
+
+ private:
+  absl::Status Connect(absl::Time deadline);
+  absl::Status Replay();
+  bool Exchange(std::string_view line);
+  absl::Status Drop();
+
+  const Options options_;
+  const SessionState& state_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Functions::Stub> stub_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
+  v1::SessionInput input_;
+  v1::SessionOutput output_;
+};
+
+}  // namespace cnp::adapter

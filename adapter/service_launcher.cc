@@ -1,0 +1,192 @@
+#include "adapter/service_launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace cnp::adapter {
+namespace {
+
+std::string ErrnoText() { return std::strerror(errno); }
+
+// Closes a descriptor when it goes out of scope (and with it any flock held on it).
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// The socket's directory holds the lock and the log. It must be ours and private: anyone who
+// could write there could put their own service in front of CouchDB.
+absl::Status PrepareRuntimeDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ErrnoText()));
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot stat ", dir, ": ", ErrnoText()));
+  }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::getuid() || (st.st_mode & 022) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(dir, " must be a directory owned by uid ", ::getuid(),
+                     " and writable by no one else; remove it or fix its permissions"));
+  }
+  return absl::OkStatus();
+}
+
+// Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
+// appended to `log_path`. Everything is prepared before fork(): the adapter may already run
+// gRPC threads, so the children only make async-signal-safe calls before exec.
+absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log_fd < 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot open ", log_path, ": ", ErrnoText()));
+  }
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  static constexpr char kExecFailed[] = "cnp-adapter: exec of cnp-server failed\n";
+
+  const pid_t child = ::fork();
+  if (child < 0) {
+    ::close(log_fd);
+    if (null_fd >= 0) ::close(null_fd);
+    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", ErrnoText()));
+  }
+  if (child == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);  // the daemon is the grandchild, adopted by init
+    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(log_fd, STDOUT_FILENO);
+    ::dup2(log_fd, STDERR_FILENO);
+    ::signal(SIGPIPE, SIG_DFL);
+    if (::chdir("/") != 0) ::_exit(126);
+    ::execv(args[0], args.data());
+    [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1);
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  if (null_fd >= 0) ::close(null_fd);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  return absl::OkStatus();
+}
+
+// Polls until the socket accepts connections. The service may take a while to start its
+// workers; backing off keeps the polling cheap.
+absl::Status WaitUntilAccepting(const std::string& socket_path, absl::Time deadline,
+                                const std::string& log_path) {
+  absl::Duration pause = absl::Milliseconds(5);
+  while (!UnixSocketAccepts(socket_path)) {
+    if (absl::Now() + pause > deadline) {
+      return absl::UnavailableError(absl::StrCat("started cnp-server, but nothing accepts on ",
+                                                 socket_path, " yet; see ", log_path));
+    }
+    std::this_thread::sleep_for(absl::ToChronoNanoseconds(pause));
+    pause = std::min(pause * 2, absl::Milliseconds(200));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::optional<std::string> UnixSocketPath(std::string_view target) {
+  if (target.substr(0, 7) == "unix://") return std::string(target.substr(7));
+  if (target.substr(0, 5) == "unix:") return std::string(target.substr(5));
+  return std::nullopt;
+}
+
+bool UnixSocketAccepts(const std::string& path) {
+  sockaddr_un address{};
+  if (path.size() >= sizeof(address.sun_path)) return false;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  ScopedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return false;
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+}
+
+absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options) {
+  if (!options.server_binary.empty()) return options.server_binary;
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) {
+    return absl::NotFoundError(absl::StrCat("cannot read /proc/self/exe: ", error.message(),
+                                            "; pass --server-binary"));
+  }
+  const std::filesystem::path dir = self.parent_path();
+  for (const std::filesystem::path& candidate :
+       {dir / "cnp-server", dir.parent_path() / "service" / "cnp-server"}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return absl::NotFoundError(absl::StrCat("no cnp-server next to ", self.string(),
+                                          " (nor in ../service); pass --server-binary"));
+}
+
+absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
+                                  absl::Time deadline) {
+  const std::string dir = std::filesystem::path(socket_path).parent_path().string();
+  if (absl::Status status = PrepareRuntimeDir(dir); !status.ok()) return status;
+  const std::string lock_path = dir + "/cnp-server.lock";
+  const std::string log_path = dir + "/cnp-server.log";
+
+  ScopedFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (lock.get() < 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot open ", lock_path, ": ", ErrnoText()));
+  }
+  while (::flock(lock.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      return absl::UnavailableError(absl::StrCat("cannot lock ", lock_path, ": ", ErrnoText()));
+    }
+  }
+  // Another adapter may have started it while this one waited for the lock.
+  if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
+
+  absl::StatusOr<std::string> binary = FindServerBinary(options);
+  if (!binary.ok()) return binary.status();
+  // A socket file left by a service that died would make the new one fail to bind.
+  ::unlink(socket_path.c_str());
+  std::vector<std::string> argv = {*binary, absl::StrCat("--listen=unix:", socket_path)};
+  for (const std::string& path : options.python_paths) {
+    argv.push_back(absl::StrCat("--python-path=", path));
+  }
+  for (const std::string& prefix : options.allowed_modules) {
+    argv.push_back(absl::StrCat("--allow-module=", prefix));
+  }
+  if (options.workers > 0) argv.push_back(absl::StrCat("--workers=", options.workers));
+
+  const std::string started = absl::StrCat("cnp-adapter (pid ", ::getpid(), ") starting ",
+                                           absl::StrJoin(argv, " "), "\n");
+  if (ScopedFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+      log.get() >= 0) {
+    [[maybe_unused]] ssize_t ignored = ::write(log.get(), started.data(), started.size());
+  }
+  if (absl::Status status = SpawnDaemon(argv, log_path); !status.ok()) return status;
+  return WaitUntilAccepting(socket_path, deadline, log_path);
+}
+
+}  // namespace cnp::adapter

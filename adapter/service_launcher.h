@@ -1,0 +1,42 @@
+// Starting the host's one cnp-server when no service answers at the default unix socket.
+//
+// Every query-server process CouchDB starts is an adapter, and they all share one service. The
+// first adapter to find the socket dead takes a lock next to it, starts cnp-server as a daemon
+// (detached from CouchDB's process tree, logging to cnp-server.log next to the socket) and waits
+// until it accepts connections; the others wait on the lock and then find it running.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace cnp::adapter {
+
+struct LaunchOptions {
+  std::string server_binary;  // empty: look next to this executable
+  // Passed on to the service the adapter starts.
+  std::vector<std::string> python_paths;
+  std::vector<std::string> allowed_modules;
+  int workers = 0;  // 0: the service's default
+};
+
+// "/path" for "unix:/path" or "unix:///path"; nothing for other targets.
+std::optional<std::string> UnixSocketPath(std::string_view target);
+
+// Whether something accepts connections on the unix socket at `path`.
+bool UnixSocketAccepts(const std::string& path);
+
+// cnp-server next to this executable (installed layout) or at ../service/cnp-server (Bazel's
+// bazel-bin/adapter → bazel-bin/service), unless `options` names one.
+absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options);
+
+// Makes sure a cnp-server listens on `socket_path`, starting one if needed, by `deadline`.
+absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
+                                  absl::Time deadline);
+
+}  // namespace cnp::adapter
