@@ -1,0 +1,29 @@
+// The command line of one cnp subcommand: --name=value options, bare --flags and positional
+// arguments. Unknown options are errors, so a typo never silently changes what runs.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cnp::cli {
+
+struct Arguments {
+  std::map<std::string, std::string> options;  // name without dashes -> value ("" for flags)
+  std::vector<std::string> positional;
+
+  bool Has(const std::string& name) const { return options.count(name) > 0; }
+  std::string Get(const std::string& name, const std::string& fallback = "") const {
+    auto it = options.find(name);
+    return it == options.end() ? fallback : it->second;
+  }
+};
+
+// `valued` options take a value (--name=value or --name value); `flags` take none.
+absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<std::string>& valued,
+                                         const std::set<std::string>& flags);
+
+}  // namespace cnp::cli

@@ -1,0 +1,260 @@
+#include "client/cli/function_commands.h"
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/cli/arguments.h"
+#include "client/cli/json_input.h"
+#include "client/lib/cnp_client.h"
+#include "client/lib/default_target.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace cnp::cli {
+namespace {
+
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+
+constexpr int kUsageError = 2;
+constexpr int kCallFailed = 1;
+
+const char kCommonOptions[] =
+    "  --target=ADDR     the service (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock)\n"
+    "  --timeout=DUR     give up after this long (default 60s; e.g. 500ms, 2m)\n";
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "cnp: %s\n", std::string(status.message()).c_str());
+  return absl::IsInvalidArgument(status) ? kUsageError : kCallFailed;
+}
+
+int Usage(const char* text, bool asked) {
+  std::fprintf(asked ? stdout : stderr, "%s\nOptions:\n%s", text, kCommonOptions);
+  return asked ? 0 : kUsageError;
+}
+
+struct Connection {
+  std::unique_ptr<client::Client> client;
+  absl::Duration timeout;
+};
+
+absl::StatusOr<Connection> Connect(const Arguments& args) {
+  absl::Duration timeout = absl::Seconds(60);
+  if (args.Has("timeout") && !absl::ParseDuration(args.Get("timeout"), &timeout)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--timeout=", args.Get("timeout"), " is not a duration like 500ms or 2m"));
+  }
+  auto client = client::Client::Connect(args.Get("target", client::DefaultTarget()));
+  if (!client.ok()) return client.status();
+  return Connection{std::move(*client), timeout};
+}
+
+std::vector<std::string> Functions(const std::string& list) {
+  return absl::StrSplit(list, ',', absl::SkipEmpty());
+}
+
+void WriteError(JsonWriter& w, const v1::FunctionError& e) {
+  w.StartObject();
+  w.Key("function"); w.String(e.function().c_str());
+  if (!e.doc_id().empty()) { w.Key("doc_id"); w.String(e.doc_id().c_str()); }
+  w.Key("type"); w.String(e.type().c_str());
+  w.Key("message"); w.String(e.message().c_str());
+  w.EndObject();
+}
+
+template <class Errors, class Logs>
+void WriteErrorsAndLogs(JsonWriter& w, const Errors& errors, const Logs& logs) {
+  if (!errors.empty()) {
+    w.Key("errors");
+    w.StartArray();
+    for (const auto& e : errors) WriteError(w, e);
+    w.EndArray();
+  }
+  if (!logs.empty()) {
+    w.Key("logs");
+    w.StartArray();
+    for (const auto& l : logs) w.String(l.c_str());
+    w.EndArray();
+  }
+}
+
+void PrintLine(const rapidjson::StringBuffer& buffer) {
+  std::fwrite(buffer.GetString(), 1, buffer.GetSize(), stdout);
+  std::fputc('\n', stdout);
+}
+
+// The _id of a raw document, for labelling its output; empty when it has none.
+std::string DocId(const std::string& doc) {
+  rapidjson::Document d;
+  d.Parse(doc.c_str());
+  if (d.IsObject() && d.HasMember("_id") && d["_id"].IsString()) return d["_id"].GetString();
+  return "";
+}
+
+}  // namespace
+
+int RunMapCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: cnp map FUNCTION[,FUNCTION...] [FILE|-]\n\n"
+      "Runs map functions (module.function or module.function|version) on documents read from\n"
+      "FILE or stdin: one JSON object, a JSON array of objects, or one object per line.\n"
+      "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
+      "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
+      "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
+  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) return Usage(usage, true);
+  if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
+  auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
+  if (!input.ok()) return Fail(input.status());
+  auto docs = SplitJsonValues(*input, /*spread_array=*/true);
+  if (!docs.ok()) return Fail(docs.status());
+  auto connection = Connect(*args);
+  if (!connection.ok()) return Fail(connection.status());
+  auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->timeout);
+  if (!response.ok()) return Fail(response.status());
+  int errors = 0;
+  for (int i = 0; i < response->results_size(); ++i) {
+    const v1::MapResult& result = response->results(i);
+    rapidjson::StringBuffer buffer;
+    JsonWriter w(buffer);
+    w.StartObject();
+    w.Key("id");
+    std::string id = DocId((*docs)[i]);
+    w.String(id.c_str());
+    w.Key("rows");
+    w.RawValue(result.rows().data(), result.rows().size(), rapidjson::kArrayType);
+    WriteErrorsAndLogs(w, result.errors(), result.logs());
+    w.EndObject();
+    PrintLine(buffer);
+    errors += result.errors_size();
+  }
+  if (errors > 0) std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", errors);
+  return 0;
+}
+
+int RunReduceCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: cnp reduce FUNCTION[,FUNCTION...] [--rereduce] [FILE|-]\n\n"
+      "Runs reduce functions on input read from FILE or stdin: for reduce, a JSON array of\n"
+      "[[key, doc_id], value] pairs (what CouchDB passes); with --rereduce, a JSON array of\n"
+      "values. Prints {\"results\": [one per function], \"errors\", \"logs\"}.\n"
+      "Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
+  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help", "rereduce"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) return Usage(usage, true);
+  if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
+  auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
+  if (!input.ok()) return Fail(input.status());
+  auto kvs = SingleJsonValue(*input);
+  if (!kvs.ok()) return Fail(kvs.status());
+  auto connection = Connect(*args);
+  if (!connection.ok()) return Fail(connection.status());
+  auto response = connection->client->Reduce(Functions(args->positional[0]), *kvs,
+                                             args->Has("rereduce"), connection->timeout);
+  if (!response.ok()) return Fail(response.status());
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("results");
+  w.StartArray();
+  for (const std::string& r : response->results()) w.RawValue(r.data(), r.size(), rapidjson::kNullType);
+  w.EndArray();
+  WriteErrorsAndLogs(w, response->errors(), response->logs());
+  w.EndObject();
+  PrintLine(buffer);
+  return 0;
+}
+
+int RunValidateCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: cnp validate FUNCTION NEW_DOC_FILE [--old=FILE] [--user=JSON] [--security=JSON]\n\n"
+      "Runs a validate_doc_update function as CouchDB would: f(new, old, userCtx, secObj).\n"
+      "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}.\n"
+      "Prints {\"outcome\": \"ok\"|\"forbidden\"|\"unauthorized\"|\"error\", \"message\", ...}.\n"
+      "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n";
+  auto args = ParseArguments(argc, argv, {"target", "timeout", "old", "user", "security"}, {"help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) return Usage(usage, true);
+  if (args->positional.size() != 2) return Usage(usage, false);
+  v1::ValidateRequest request;
+  request.set_function(args->positional[0]);
+  auto new_doc = ReadInput(args->positional[1]);
+  if (!new_doc.ok()) return Fail(new_doc.status());
+  auto new_json = SingleJsonValue(*new_doc);
+  if (!new_json.ok()) return Fail(new_json.status());
+  request.set_new_doc(*new_json);
+  if (args->Has("old")) {
+    auto old_doc = ReadInput(args->Get("old"));
+    if (!old_doc.ok()) return Fail(old_doc.status());
+    auto old_json = SingleJsonValue(*old_doc);
+    if (!old_json.ok()) return Fail(old_json.status());
+    request.set_old_doc(*old_json);
+  }
+  auto user = SingleJsonValue(args->Get("user", R"({"db":"db","name":null,"roles":[]})"));
+  if (!user.ok()) return Fail(user.status());
+  request.set_user_ctx(*user);
+  auto security = SingleJsonValue(args->Get("security", "{}"));
+  if (!security.ok()) return Fail(security.status());
+  request.set_sec_obj(*security);
+
+  auto connection = Connect(*args);
+  if (!connection.ok()) return Fail(connection.status());
+  auto response = connection->client->Validate(request, connection->timeout);
+  if (!response.ok()) return Fail(response.status());
+  rapidjson::StringBuffer buffer;
+  JsonWriter w(buffer);
+  w.StartObject();
+  w.Key("outcome");
+  std::string outcome = v1::ValidateResponse::Outcome_Name(response->outcome());
+  for (char& c : outcome) c = static_cast<char>(std::tolower(c));
+  w.String(outcome.c_str());
+  if (!response->message().empty()) {
+    w.Key("message");
+    w.String(response->message().c_str());
+  }
+  if (response->has_error()) {
+    w.Key("error");
+    WriteError(w, response->error());
+  }
+  if (!response->logs().empty()) {
+    w.Key("logs");
+    w.StartArray();
+    for (const auto& l : response->logs()) w.String(l.c_str());
+    w.EndArray();
+  }
+  w.EndObject();
+  PrintLine(buffer);
+  return response->outcome() == v1::ValidateResponse::OK ? 0 : 3;
+}
+
+int RunResolveCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: cnp resolve FUNCTION...\n\n"
+      "Imports functions in a worker, exactly where they would run, and prints each one's\n"
+      "versioned name (module.function|version) or why it cannot be used.\n"
+      "Exit status: 0 all resolved, 3 some did not, 1 the call failed, 2 bad usage.\n";
+  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) return Usage(usage, true);
+  if (args->positional.empty()) return Usage(usage, false);
+  auto connection = Connect(*args);
+  if (!connection.ok()) return Fail(connection.status());
+  auto response = connection->client->Resolve(args->positional, connection->timeout);
+  if (!response.ok()) return Fail(response.status());
+  int failed = 0;
+  for (const v1::ResolvedFunction& f : response->functions()) {
+    if (f.error().empty()) {
+      std::printf("%s\t%s\n", f.function().c_str(), f.versioned_name().c_str());
+    } else {
+      ++failed;
+      std::printf("%s\tERROR: %s\n", f.function().c_str(), f.error().c_str());
+    }
+  }
+  return failed == 0 ? 0 : 3;
+}
+
+}  // namespace cnp::cli

@@ -1,0 +1,49 @@
+// cnp: the command line of cnp-server.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "client/cli/function_commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"map", cnp::cli::RunMapCommand, "run map functions on documents"},
+    {"reduce", cnp::cli::RunReduceCommand, "run reduce functions (or rereduce)"},
+    {"validate", cnp::cli::RunValidateCommand, "run a validate_doc_update function"},
+    {"resolve", cnp::cli::RunResolveCommand, "import functions and show their |version"},
+};
+
+int Help(FILE* out) {
+  std::fprintf(out,
+               "usage: cnp COMMAND [ARGS...]   (cnp COMMAND --help for details)\n\n"
+               "Commands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(out,
+               "\nEvery command talks to a running cnp-server at --target (default: $CNP_TARGET\n"
+               "or unix:/tmp/cnp-<uid>/cnp.sock).\n");
+  return out == stdout ? 0 : 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return Help(stderr);
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") return Help(stdout);
+  for (const Command& c : kCommands) {
+    if (name == c.name) {
+      std::string program = std::string("cnp ") + c.name;
+      argv[1] = program.data();
+      return c.run(argc - 1, argv + 1);
+    }
+  }
+  std::fprintf(stderr, "cnp: unknown command '%s'\n\n", name.c_str());
+  return Help(stderr);
+}

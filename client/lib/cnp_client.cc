@@ -1,0 +1,105 @@
+#include "client/lib/cnp_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace cnp::client {
+namespace {
+
+void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+}  // namespace
+
+std::string ServerDownAdvice(const std::string& target) {
+  return absl::StrCat("no cnp-server answers at ", target,
+                      "; start one with `cnp-server --listen=", target,
+                      " --python-path=DIR` or point --target (or CNP_TARGET) at a running one");
+}
+
+Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel)
+    : target_(std::move(target)), channel_(std::move(channel)),
+      stub_(v1::Functions::NewStub(channel_)) {}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        absl::Duration connect_timeout) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
+    return absl::UnavailableError(ServerDownAdvice(target));
+  }
+  return std::unique_ptr<Client>(new Client(target, std::move(channel)));
+}
+
+absl::Status Client::FromGrpc(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      channel_->GetState(false) != GRPC_CHANNEL_READY) {
+    return absl::UnavailableError(
+        absl::StrCat(status.error_message(), " (", ServerDownAdvice(target_), ")"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& functions,
+                                            const std::vector<std::string>& docs,
+                                            absl::Duration timeout) {
+  v1::MapRequest request;
+  for (const std::string& f : functions) request.add_functions(f);
+  for (const std::string& d : docs) request.add_docs(d);
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  v1::MapResponse response;
+  if (absl::Status s = FromGrpc(stub_->Map(&context, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>& functions,
+                                                  const std::string& kvs, bool rereduce,
+                                                  absl::Duration timeout) {
+  v1::ReduceRequest request;
+  for (const std::string& f : functions) request.add_functions(f);
+  request.set_kvs(kvs);
+  request.set_rereduce(rereduce);
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  v1::ReduceResponse response;
+  if (absl::Status s = FromGrpc(stub_->Reduce(&context, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ValidateResponse> Client::Validate(const v1::ValidateRequest& request,
+                                                      absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  v1::ValidateResponse response;
+  if (absl::Status s = FromGrpc(stub_->Validate(&context, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::DesignFunctionResponse> Client::CallDesignFunction(
+    const v1::DesignFunctionRequest& request, absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  v1::DesignFunctionResponse response;
+  if (absl::Status s = FromGrpc(stub_->CallDesignFunction(&context, request, &response)); !s.ok()) {
+    return s;
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ResolveResponse> Client::Resolve(const std::vector<std::string>& functions,
+                                                    absl::Duration timeout) {
+  v1::ResolveRequest request;
+  for (const std::string& f : functions) request.add_functions(f);
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  v1::ResolveResponse response;
+  if (absl::Status s = FromGrpc(stub_->Resolve(&context, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+}  // namespace cnp::client

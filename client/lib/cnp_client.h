@@ -1,0 +1,57 @@
+// A small C++ client for cnp-server, for other services and for the cnp command line.
+//
+//   auto client = cnp::client::Client::Connect("unix:/tmp/cnp-1000/cnp.sock");
+//   auto rows = (*client)->Map({"myviews.townmap|123"}, {R"({"_id":"a","town":"Oslo"})"});
+//
+// Every call takes a timeout; errors are absl::Status values carrying the server's code and a
+// message that says what to do (an unreachable server names its address and how to start one).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cnp/v1/functions.grpc.pb.h"
+
+namespace cnp::client {
+
+class Client {
+ public:
+  // Connects, waiting up to `connect_timeout` for the server to answer.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const std::string& target, absl::Duration connect_timeout = absl::Seconds(5));
+
+  absl::StatusOr<v1::MapResponse> Map(const std::vector<std::string>& functions,
+                                      const std::vector<std::string>& docs,
+                                      absl::Duration timeout = absl::Seconds(60));
+  // reduce: `kvs` is a JSON array of [[key, doc_id], value]; rereduce: a JSON array of values.
+  absl::StatusOr<v1::ReduceResponse> Reduce(const std::vector<std::string>& functions,
+                                            const std::string& kvs, bool rereduce,
+                                            absl::Duration timeout = absl::Seconds(60));
+  absl::StatusOr<v1::ValidateResponse> Validate(const v1::ValidateRequest& request,
+                                                absl::Duration timeout = absl::Seconds(60));
+  absl::StatusOr<v1::DesignFunctionResponse> CallDesignFunction(
+      const v1::DesignFunctionRequest& request, absl::Duration timeout = absl::Seconds(60));
+  absl::StatusOr<v1::ResolveResponse> Resolve(const std::vector<std::string>& functions,
+                                              absl::Duration timeout = absl::Seconds(60));
+
+  v1::Functions::Stub& stub() { return *stub_; }
+  const std::string& target() const { return target_; }
+
+  // A failed RPC as an absl::Status, with advice when the server cannot be reached.
+  absl::Status FromGrpc(const grpc::Status& status) const;
+
+ private:
+  Client(std::string target, std::shared_ptr<grpc::Channel> channel);
+
+  std::string target_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Functions::Stub> stub_;
+};
+
+// The advice printed when nothing answers at `target`.
+std::string ServerDownAdvice(const std::string& target);
+
+}  // namespace cnp::client

@@ -1,0 +1,216 @@
+#include "service/config/server_config.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/lib/default_target.h"
+#include "yaml-cpp/yaml.h"
+
+ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (lists for the "
+          "repeatable ones); flags on the command line win");
+ABSL_FLAG(std::vector<std::string>, listen, {},
+          "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET or "
+          "unix:/tmp/cnp-<uid>/cnp.sock)");
+ABSL_FLAG(int, workers, 0, "worker processes, each with its own Python (default: CPU cores)");
+ABSL_FLAG(int, grpc_threads, 0,
+          "threads serving gRPC; a call holds one while its worker runs (default: 2 x workers + 2)");
+ABSL_FLAG(std::string, worker_binary, "",
+          "path of cnp-worker (default: next to cnp-server)");
+ABSL_FLAG(std::vector<std::string>, python_path, {},
+          "directory holding the users' Python modules; repeatable. PYTHONPATH is honoured too");
+ABSL_FLAG(std::string, virtualenv, "", "a virtualenv whose site-packages holds the modules");
+ABSL_FLAG(std::vector<std::string>, allow_module, {},
+          "module prefix whose functions may be called (e.g. myviews); repeatable. Without it, "
+          "any module found in --python-path, PYTHONPATH or --virtualenv is allowed, never the "
+          "standard library");
+ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
+          "longest a call may run; its worker is then killed and replaced");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
+          "on SIGTERM, how long calls in flight may take to finish");
+ABSL_FLAG(int, max_queue, 256, "calls that may wait for a busy worker; more are refused with "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_calls_per_worker, 0, "replace a worker after this many calls (0: never)");
+ABSL_FLAG(int64_t, worker_memory_mb, 2048,
+          "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
+          "and the worker is replaced (0: no cap)");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+namespace cnp::config {
+namespace {
+
+constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module"};
+
+std::string FlagName(absl::string_view arg) {
+  arg.remove_prefix(arg.size() > 1 && arg[1] == '-' ? 2 : 1);
+  std::string name(arg.substr(0, arg.find('=')));
+  for (char& c : name) if (c == '-') c = '_';
+  return name;
+}
+
+// absl keeps only the last value of a repeated flag; these flags add up instead, and may also
+// be spelled with dashes (--python-path), which absl does not accept.
+std::vector<char*> NormaliseArgs(int argc, char** argv, std::vector<std::string>& storage,
+                                 std::map<std::string, std::vector<std::string>>& repeated) {
+  std::vector<char*> out{argv[0]};
+  storage.reserve(argc * 2);
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") {
+      for (; i < argc; ++i) out.push_back(argv[i]);
+      break;
+    }
+    if (!absl::StartsWith(arg, "-") || arg.size() < 2) {
+      out.push_back(argv[i]);
+      continue;
+    }
+    std::string name = FlagName(arg);
+    size_t eq = arg.find('=');
+    bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
+                         std::end(kRepeatable);
+    if (is_repeatable) {
+      std::string value;
+      if (eq != absl::string_view::npos) {
+        value = std::string(arg.substr(eq + 1));
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      }
+      for (absl::string_view v : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        repeated[name].emplace_back(v);
+      }
+      continue;
+    }
+    storage.push_back(absl::StrCat("--", name,
+                                   eq == absl::string_view::npos ? "" : arg.substr(eq)));
+    out.push_back(storage.back().data());
+  }
+  return out;
+}
+
+absl::Status ApplyYaml(const std::string& path,
+                       std::map<std::string, std::vector<std::string>>& repeated) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", e.what()));
+  }
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping of flag names to values"));
+  }
+  for (const auto& entry : root) {
+    std::string name = entry.first.as<std::string>();
+    for (char& c : name) if (c == '-') c = '_';
+    const YAML::Node& value = entry.second;
+    std::string where = absl::StrCat(path, ":", entry.first.Mark().line + 1);
+    bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
+                         std::end(kRepeatable);
+    if (is_repeatable) {
+      if (repeated.count(name)) continue;  // the command line wins
+      if (value.IsSequence()) {
+        for (const auto& v : value) repeated[name].push_back(v.as<std::string>());
+      } else {
+        repeated[name].push_back(value.as<std::string>());
+      }
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr || name == "config") {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown setting '", name, "'"));
+    }
+    std::string error;
+    if (!value.IsScalar() || !flag->ParseFrom(value.as<std::string>(), &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": bad value for '", name, "': ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string DefaultWorkerBinary() {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  for (const char* candidate : {"worker/cnp-worker", "cnp-worker"}) {
+    std::filesystem::path p = self.parent_path() / candidate;
+    if (std::filesystem::exists(p, ec)) return p.string();
+  }
+  return (self.parent_path() / "cnp-worker").string();
+}
+
+}  // namespace
+
+std::vector<std::string> ServerConfig::WorkerArgs() const {
+  std::vector<std::string> args{"--fd=3"};
+  for (const std::string& p : python_path) args.push_back(absl::StrCat("--python-path=", p));
+  if (!virtualenv.empty()) args.push_back(absl::StrCat("--virtualenv=", virtualenv));
+  for (const std::string& m : allow_module) args.push_back(absl::StrCat("--allow-module=", m));
+  if (worker_memory_mb > 0) args.push_back(absl::StrCat("--memory-limit-mb=", worker_memory_mb));
+  return args;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "cnp-server: runs named Python functions for CouchDB (Map, Reduce, Validate, design "
+      "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
+      "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
+      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully.");
+  std::vector<std::string> storage;
+  std::map<std::string, std::vector<std::string>> repeated;
+  std::vector<char*> args = NormaliseArgs(argc, argv, storage, repeated);
+
+  // The config file comes first so that the command line overrides it.
+  for (char* arg : args) {
+    absl::string_view a = arg;
+    if (absl::StartsWith(a, "--config=")) {
+      if (absl::Status s = ApplyYaml(std::string(a.substr(9)), repeated); !s.ok()) return s;
+    }
+  }
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument '", positional[1], "'; every setting is a --flag (see --help)"));
+  }
+
+  ServerConfig c;
+  c.listen = repeated.count("listen") ? repeated["listen"] : absl::GetFlag(FLAGS_listen);
+  if (c.listen.empty()) c.listen.push_back(cnp::client::DefaultTarget());
+  c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
+  c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
+  c.workers = absl::GetFlag(FLAGS_workers);
+  if (c.workers <= 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
+  c.grpc_threads = absl::GetFlag(FLAGS_grpc_threads);
+  if (c.grpc_threads <= 0) c.grpc_threads = 2 * c.workers + 2;
+  c.worker_binary = absl::GetFlag(FLAGS_worker_binary);
+  if (c.worker_binary.empty()) c.worker_binary = DefaultWorkerBinary();
+  if (::access(c.worker_binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("the worker binary ", c.worker_binary,
+                                            " is missing or not executable; set --worker-binary"));
+  }
+  c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
+  c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
+  c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  c.max_queue = absl::GetFlag(FLAGS_max_queue);
+  c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
+  c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
+  c.log_level = absl::GetFlag(FLAGS_log_level);
+  if (c.call_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--call-timeout must be positive");
+  }
+  for (const std::string& dir : c.python_path) {
+    if (!std::filesystem::is_directory(dir)) {
+      return absl::NotFoundError(absl::StrCat("--python-path ", dir, " is not a directory"));
+    }
+  }
+  return c;
+}
+
+}  // namespace cnp::config

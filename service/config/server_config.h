@@ -1,0 +1,36 @@
+// cnp-server's configuration: command-line flags, optionally on top of a YAML file whose keys
+// are the flag names (--config=FILE). The command line wins over the file.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace cnp::config {
+
+struct ServerConfig {
+  std::vector<std::string> listen;
+  int workers = 0;
+  int grpc_threads = 0;
+  std::string worker_binary;
+  std::vector<std::string> python_path;
+  std::string virtualenv;
+  std::vector<std::string> allow_module;
+  absl::Duration call_timeout;
+  absl::Duration shutdown_grace;
+  int max_queue = 0;
+  int64_t max_calls_per_worker = 0;
+  int64_t worker_memory_mb = 0;
+  std::string log_level;
+
+  // The worker's command-line arguments that carry this configuration.
+  std::vector<std::string> WorkerArgs() const;
+};
+
+// Parses argv (and the --config file). Returns an error a user can act on for bad values;
+// --help and --version exit from inside.
+absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv);
+
+}  // namespace cnp::config

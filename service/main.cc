@@ -1,0 +1,105 @@
+// cnp-server: named Python functions for CouchDB over gRPC.
+//
+// Threads: the gRPC polling threads serve calls (each runs its call's worker round trip
+// itself); one control thread runs the asio loop (worker supervision and signals); the main
+// thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
+// the workers.
+#include <signal.h>
+
+#include <cstdio>
+#include <future>
+#include <thread>
+
+#include "absl/strings/str_join.h"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/executor_work_guard.hpp"
+#include "asio/io_context.hpp"
+#include "asio/signal_set.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/common/log.h"
+#include "service/config/server_config.h"
+#include "service/pool/worker_pool.h"
+#include "service/rpc/function_calls.h"
+#include "service/rpc/rpc_server.h"
+#include "service/service_wiring.h"
+
+namespace {
+
+asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerPool& pool,
+                                   std::promise<int>& stop) {
+  for (;;) {
+    int sig = co_await signals.async_wait(asio::use_awaitable);
+    if (sig == SIGHUP) {
+      cnp::LogInfo("SIGHUP: reloading the workers");
+      pool.ReloadAll();
+      continue;
+    }
+    stop.set_value(sig);
+    co_return;
+  }
+}
+
+int Run(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  absl::StatusOr<cnp::config::ServerConfig> config = cnp::config::LoadServerConfig(argc, argv);
+  if (!config.ok()) {
+    std::fprintf(stderr, "cnp-server: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  cnp::LogLevel level;
+  if (!cnp::ParseLogLevel(config->log_level, level)) {
+    std::fprintf(stderr, "cnp-server: --log-level must be debug, info, warning or error\n");
+    return 2;
+  }
+  cnp::SetLogLevel(level);
+
+  asio::io_context control(1);
+  cnp::pool::PoolOptions pool_options;
+  pool_options.command = {config->worker_binary, config->WorkerArgs()};
+  pool_options.workers = config->workers;
+  pool_options.max_queue = config->max_queue;
+  pool_options.max_calls_per_worker = config->max_calls_per_worker;
+  pool_options.max_resident_bytes = config->worker_memory_mb << 20;
+  cnp::pool::WorkerPool pool(pool_options, control);
+
+  asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
+  std::promise<int> stop;
+  asio::co_spawn(control, WatchSignals(signals, pool, stop), asio::detached);
+
+  cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
+               absl::StrJoin(config->WorkerArgs(), " "), ")");
+  if (absl::Status s = pool.Start(); !s.ok()) {
+    cnp::LogError(s.message());
+    return 1;
+  }
+  auto guard = asio::make_work_guard(control);
+  std::thread control_thread([&control] { control.run(); });
+
+  cnp::rpc::FunctionCalls calls(pool, {.call_timeout = config->call_timeout});
+  cnp::rpc::ServerOptions server_options{.listen = config->listen,
+                                         .threads = config->grpc_threads};
+  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
+                             cnp::MakeUploadHandler(pool));
+  int exit_code = 0;
+  if (absl::Status s = server.Start(); !s.ok()) {
+    cnp::LogError(s.message());
+    exit_code = 1;
+  } else {
+    cnp::LogInfo("ready");
+    int sig = stop.get_future().get();
+    cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
+                 absl::FormatDuration(config->shutdown_grace), " for calls in flight");
+    server.Shutdown(config->shutdown_grace);
+  }
+  pool.Shutdown();
+  guard.reset();
+  control.stop();
+  control_thread.join();
+  cnp::LogInfo("stopped");
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

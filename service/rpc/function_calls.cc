@@ -1,0 +1,125 @@
+#include "service/rpc/function_calls.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "service/rpc/status_mapping.h"
+
+namespace cnp::rpc {
+namespace {
+
+using pool::Reply;
+using pool::Task;
+
+// The reply of one task, checked: infrastructure errors and whole-task failures become
+// statuses, and a reply of the wrong kind is a bug worth saying so.
+absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
+  if (!reply.ok()) return reply.status();
+  if (reply->has_failure()) return FailureToStatus(reply->failure());
+  if (reply->kind_case() != expected) {
+    return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
+                                            reply->kind_case(), " instead of ", expected));
+  }
+  return reply;
+}
+
+absl::Status RequireFunctions(int count) {
+  if (count == 0) return absl::InvalidArgumentError("the request names no function");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FunctionCalls::Map(const v1::MapRequest& request, absl::Time deadline,
+                                v1::MapResponse& response) {
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
+  deadline = EffectiveDeadline(deadline);
+  const int docs = request.docs_size();
+  // Split large batches so every worker gets a share, in more parts than workers so that a
+  // worker that finishes early takes the next part.
+  const int parts = std::clamp(docs / std::max(1, options_.min_docs_per_task), 1,
+                               runner_.size() * 4);
+  if (parts == 1) {
+    Task task;
+    *task.mutable_map() = request;
+    absl::StatusOr<Reply> reply = Checked(runner_.Run(task, deadline), Reply::kMap);
+    if (!reply.ok()) return reply.status();
+    response = std::move(*reply->mutable_map());
+    return absl::OkStatus();
+  }
+  std::vector<Task> tasks(parts);
+  for (int p = 0; p < parts; ++p) {
+    v1::MapRequest& part = *tasks[p].mutable_map();
+    *part.mutable_functions() = request.functions();
+    const int begin = static_cast<int>(int64_t{docs} * p / parts);
+    const int end = static_cast<int>(int64_t{docs} * (p + 1) / parts);
+    part.mutable_docs()->Reserve(end - begin);
+    for (int d = begin; d < end; ++d) part.add_docs(request.docs(d));
+  }
+  std::vector<absl::StatusOr<Reply>> replies = runner_.RunAll(tasks, deadline);
+  response.mutable_results()->Reserve(docs);
+  for (absl::StatusOr<Reply>& r : replies) {
+    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
+    // Never a partial result: a document silently missing from a batch is lost data.
+    if (!reply.ok()) return reply.status();
+    for (v1::MapResult& result : *reply->mutable_map()->mutable_results()) {
+      *response.add_results() = std::move(result);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::Reduce(const v1::ReduceRequest& request, absl::Time deadline,
+                                   v1::ReduceResponse& response) {
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
+  Task task;
+  *task.mutable_reduce() = request;
+  absl::StatusOr<Reply> reply =
+      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kReduce);
+  if (!reply.ok()) return reply.status();
+  response = std::move(*reply->mutable_reduce());
+  return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::Validate(const v1::ValidateRequest& request, absl::Time deadline,
+                                     v1::ValidateResponse& response) {
+  if (request.function().empty()) return absl::InvalidArgumentError("the request names no function");
+  Task task;
+  *task.mutable_validate() = request;
+  absl::StatusOr<Reply> reply =
+      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kValidate);
+  if (!reply.ok()) return reply.status();
+  response = std::move(*reply->mutable_validate());
+  return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::CallDesignFunction(const v1::DesignFunctionRequest& request,
+                                               absl::Time deadline,
+                                               v1::DesignFunctionResponse& response) {
+  if (request.function().empty()) return absl::InvalidArgumentError("the request names no function");
+  if (request.kind() == v1::DESIGN_FUNCTION_KIND_UNSPECIFIED) {
+    return absl::InvalidArgumentError("the request does not say which kind of design function");
+  }
+  Task task;
+  *task.mutable_design() = request;
+  absl::StatusOr<Reply> reply =
+      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kDesign);
+  if (!reply.ok()) return reply.status();
+  response = std::move(*reply->mutable_design());
+  return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::Resolve(const v1::ResolveRequest& request, absl::Time deadline,
+                                    v1::ResolveResponse& response) {
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
+  Task task;
+  *task.mutable_resolve() = request;
+  absl::StatusOr<Reply> reply =
+      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kResolve);
+  if (!reply.ok()) return reply.status();
+  response = std::move(*reply->mutable_resolve());
+  return absl::OkStatus();
+}
+
+}  // namespace cnp::rpc

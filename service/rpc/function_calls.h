@@ -1,0 +1,44 @@
+// What each stateless RPC does, apart from gRPC: turn the request into worker tasks, run them
+// on the pool, and turn the replies into the response or a status a caller can act on.
+#pragma once
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "cnp/v1/functions.pb.h"
+#include "service/pool/task_runner.h"
+
+namespace cnp::rpc {
+
+struct CallOptions {
+  // The longest any call may run, whatever deadline the client set.
+  absl::Duration call_timeout = absl::Seconds(60);
+  // Batches are split into parts of at least this many documents, spread over the workers.
+  int min_docs_per_task = 64;
+};
+
+class FunctionCalls {
+ public:
+  FunctionCalls(pool::TaskRunner& runner, CallOptions options)
+      : runner_(runner), options_(options) {}
+
+  absl::Status Map(const v1::MapRequest& request, absl::Time deadline, v1::MapResponse& response);
+  absl::Status Reduce(const v1::ReduceRequest& request, absl::Time deadline,
+                      v1::ReduceResponse& response);
+  absl::Status Validate(const v1::ValidateRequest& request, absl::Time deadline,
+                        v1::ValidateResponse& response);
+  absl::Status CallDesignFunction(const v1::DesignFunctionRequest& request, absl::Time deadline,
+                                  v1::DesignFunctionResponse& response);
+  absl::Status Resolve(const v1::ResolveRequest& request, absl::Time deadline,
+                       v1::ResolveResponse& response);
+
+  // The earlier of the client's deadline and the server's own limit.
+  absl::Time EffectiveDeadline(absl::Time client_deadline) const {
+    return std::min(client_deadline, absl::Now() + options_.call_timeout);
+  }
+
+ private:
+  pool::TaskRunner& runner_;
+  const CallOptions options_;
+};
+
+}  // namespace cnp::rpc

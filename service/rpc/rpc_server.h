@@ -1,0 +1,55 @@
+// Where requests enter: the gRPC server, its completion-queue threads, and the table that
+// routes each RPC of cnp.v1.Functions to the code that serves it.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "cnp/v1/functions.grpc.pb.h"
+#include "service/rpc/function_calls.h"
+#include "service/rpc/server_stream_call.h"
+#include "service/rpc/stream_call.h"
+
+namespace cnp::rpc {
+
+using SessionHandler = StreamHandler<v1::SessionInput, v1::SessionOutput>;
+using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
+using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&)>;
+
+struct ServerOptions {
+  std::vector<std::string> listen;  // gRPC addresses: "unix:/path", "127.0.0.1:50051", ...
+  int threads = 4;                  // completion-queue polling threads
+  int max_message_bytes = 256 << 20;
+};
+
+class RpcServer {
+ public:
+  RpcServer(ServerOptions options, FunctionCalls& calls,
+            std::function<std::unique_ptr<SessionHandler>()> sessions, UploadHandler upload);
+  ~RpcServer();
+
+  // Binds every address and starts the polling threads.
+  absl::Status Start();
+  // Stops accepting calls, lets calls in flight finish for up to `grace`, then cancels the
+  // rest and joins the threads. Must not be called from a polling thread.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  void ListenAll(grpc::ServerCompletionQueue* cq);
+
+  const ServerOptions options_;
+  FunctionCalls& calls_;
+  std::function<std::unique_ptr<SessionHandler>()> sessions_;
+  UploadHandler upload_;
+  v1::Functions::AsyncService service_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cnp::rpc

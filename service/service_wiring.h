@@ -1,0 +1,16 @@
+// The parts of the service that other modules provide: the CouchDB session (service/couchdb)
+// and uploads (service/upload), bound to the worker pool.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "service/pool/task_runner.h"
+#include "service/rpc/rpc_server.h"
+
+namespace cnp {
+
+std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner);
+rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner);
+
+}  // namespace cnp
