@@ -52,7 +52,10 @@ std::string CouchClient::EscapeSegment(absl::string_view segment) {
         c == '(' || c == ')' || c == '+') {
       out.push_back(static_cast<char>(c));
     } else {
-      absl::StrAppend(&out, "%", absl::Hex(c, absl::kZeroPad2));
+      constexpr char kHex[] = "0123456789ABCDEF";
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
     }
   }
   return out;

@@ -1,0 +1,248 @@
+// YAML -> design document, through the whole Uploader in check mode with a fake worker: the
+// documents cnp-upload's README shows, every section, and errors reported all at once with
+// file:line.
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/json.h"
+#include "service/upload/uploader.h"
+#include "tests/upload/fake_task_runner.h"
+#include "tests/upload/upload_events.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+class DesignMappingTest : public ::testing::Test {
+ protected:
+  UploadResult Check(std::vector<v1::UploadFile> files, std::string language = "") {
+    v1::UploadRequest request;
+    request.set_check_only(true);
+    request.set_language(language);
+    for (auto& f : files) *request.add_files() = std::move(f);
+    return RunUpload(uploader_, request);
+  }
+
+  // Asserts that the checked document `id` is exactly `expected` (member order aside).
+  void ExpectDocument(const UploadResult& result, const std::string& id,
+                      const std::string& expected) {
+    v1::DesignDocOutcome outcome = result.Outcome(id);
+    ASSERT_EQ(outcome.action(), v1::DesignDocOutcome::CHECKED) << result.Dump();
+    absl::StatusOr<rapidjson::Document> actual = ParseJson(outcome.document_json());
+    absl::StatusOr<rapidjson::Document> wanted = ParseJson(expected);
+    ASSERT_TRUE(actual.ok() && wanted.ok());
+    EXPECT_TRUE(JsonEqual(*actual, *wanted))
+        << "got      " << outcome.document_json() << "\nexpected " << expected;
+  }
+
+  FakeTaskRunner runner_;
+  Uploader uploader_{runner_};
+};
+
+TEST_F(DesignMappingTest, ReadmeLocationExampleGivesTheReadmeDocument) {
+  runner_.Define("myviews.townmap", 123);
+  runner_.Define("myviews.validate", 21);
+  UploadResult result = Check({File("design.yml",
+                                    "location:\n"
+                                    "    views:\n"
+                                    "        towns:\n"
+                                    "            map: myviews.townmap\n"
+                                    "    validate_doc_update: myviews.validate\n")});
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  ExpectDocument(result, "_design/location",
+                 R"({"_id": "_design/location",
+                     "views": {"towns": {"map": "myviews.townmap|123"}},
+                     "validate_doc_update": "myviews.validate|21",
+                     "language": "python"})");
+  EXPECT_THAT(result.outcomes(), SizeIs(1));
+}
+
+TEST_F(DesignMappingTest, ReadmeShorthandExampleGivesOneDocumentPerName) {
+  runner_.Define("module.path", 1);
+  runner_.Define("module.other", std::nullopt);
+  runner_.Define("module.map", 7);
+  runner_.Define("module.reduce", 2);
+  UploadResult result = Check({File("design.yml",
+                                    "design_a:\n"
+                                    "    views:\n"
+                                    "        one: module.path\n"
+                                    "        two: module.other\n"
+                                    "design_b:\n"
+                                    "    views:\n"
+                                    "        stats:\n"
+                                    "            map: module.map\n"
+                                    "            reduce: module.reduce\n")});
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  ExpectDocument(result, "_design/design_a",
+                 R"({"_id": "_design/design_a", "language": "python",
+                     "views": {"one": {"map": "module.path|1"},
+                               "two": {"map": "module.other"}}})");
+  ExpectDocument(result, "_design/design_b",
+                 R"({"_id": "_design/design_b", "language": "python",
+                     "views": {"stats": {"map": "module.map|7", "reduce": "module.reduce|2"}}})");
+  // Each distinct name is imported once, all in one task.
+  EXPECT_EQ(runner_.resolve_tasks(), 1);
+}
+
+TEST_F(DesignMappingTest, BuiltInReducesAreLeftAsTheyAre) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("b.yml",
+                                    "d:\n"
+                                    "  views:\n"
+                                    "    a: {map: m.map, reduce: _sum}\n"
+                                    "    b: {map: m.map, reduce: _count}\n"
+                                    "    c: {map: m.map, reduce: _stats}\n"
+                                    "    e: {map: m.map, reduce: _approx_count_distinct}\n"
+                                    "    f: {map: m.map, reduce: _top_3}\n")});
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ExpectDocument(result, "_design/d",
+                 R"({"_id": "_design/d", "language": "python", "views": {
+                       "a": {"map": "m.map|1", "reduce": "_sum"},
+                       "b": {"map": "m.map|1", "reduce": "_count"},
+                       "c": {"map": "m.map|1", "reduce": "_stats"},
+                       "e": {"map": "m.map|1", "reduce": "_approx_count_distinct"},
+                       "f": {"map": "m.map|1", "reduce": "_top_3"}}})");
+}
+
+TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
+  for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
+                           "m.map"}) {
+    runner_.Define(name, 5);
+  }
+  UploadResult result = Check(
+      {File("all.yml",
+            "app:\n"
+            "  databases: [accounts, \"account%*\"]\n"
+            "  language: python3\n"
+            "  views:\n"
+            "    by_x:\n"
+            "      map: m.map\n"
+            "      options: {collation: raw}\n"
+            "  validate_doc_update: v.validate\n"
+            "  filters: {mine: f.filter}\n"
+            "  shows: {page: s.show}\n"
+            "  lists: {table: l.list}\n"
+            "  updates: {bump: u.update}\n"
+            "  rewrites: r.rw\n"
+            "  options: {local_seq: true, partitioned: false, limit: 3, ratio: 0.5, note: \"true\"}\n"
+            "  autoupdate: false\n")});
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ExpectDocument(result, "_design/app",
+                 R"({"_id": "_design/app", "language": "python3",
+                     "views": {"by_x": {"map": "m.map|5", "options": {"collation": "raw"}}},
+                     "validate_doc_update": "v.validate|5",
+                     "filters": {"mine": "f.filter|5"}, "shows": {"page": "s.show|5"},
+                     "lists": {"table": "l.list|5"}, "updates": {"bump": "u.update|5"},
+                     "rewrites": "r.rw|5",
+                     "options": {"local_seq": true, "partitioned": false, "limit": 3,
+                                 "ratio": 0.5, "note": "true"},
+                     "autoupdate": false})");
+}
+
+TEST_F(DesignMappingTest, ViewServerNameComesFromTheRequest) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("a.yml", "d:\n  views:\n    v: m.map\n")}, "cnp");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ExpectDocument(result, "_design/d",
+                 R"({"_id": "_design/d", "language": "cnp", "views": {"v": {"map": "m.map|1"}}})");
+}
+
+TEST_F(DesignMappingTest, RewriteRulesAreKeptAsJson) {
+  UploadResult result = Check({File("a.yml",
+                                    "d:\n"
+                                    "  rewrites:\n"
+                                    "    - {from: /a, to: _show/page}\n")});
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ExpectDocument(result, "_design/d",
+                 R"({"_id": "_design/d", "language": "python",
+                     "rewrites": [{"from": "/a", "to": "_show/page"}]})");
+  EXPECT_EQ(runner_.resolve_tasks(), 0);
+}
+
+TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
+  runner_.Define("good.map", 1);
+  runner_.Refuse("os.");
+  UploadResult result = Check({
+      File("one.yml",
+           "d1:\n"                                 // 1
+           "  views:\n"                            // 2
+           "    ok: good.map\n"                    // 3
+           "    missing: nowhere.map\n"            // 4
+           "    pinned: good.map|3\n"              // 5
+           "    odd: {map: good.map, sort: up}\n"  // 6
+           "  validate_doc_update: os.system\n"    // 7
+           "  colour: blue\n"),                    // 8
+      File("two.yml",
+           "d1:\n"                                 // 1: the same design doc again
+           "  views:\n"
+           "    v: good.map\n"),
+      File("three.yml", "d3:\n  views: [oops\n"),
+  });
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  EXPECT_THAT(result.outcomes(), IsEmpty());
+
+  std::vector<std::string> errors;
+  for (const v1::UploadProblem& p : result.errors()) {
+    errors.push_back(absl::StrCat(p.location().file(), ":", p.location().line(), ": ",
+                                  p.message()));
+  }
+  EXPECT_THAT(errors, ::testing::UnorderedElementsAre(
+                          HasSubstr("one.yml:4: \"nowhere.map\" cannot be used: "
+                                    "ModuleNotFoundError"),
+                          HasSubstr("one.yml:5: views.pinned.map: \"good.map|3\" already has "
+                                    "a |version"),
+                          HasSubstr("one.yml:6: unknown key \"sort\" in view \"odd\""),
+                          HasSubstr("one.yml:7: \"os.system\" is refused"),
+                          HasSubstr("one.yml:8: unknown key \"colour\""),
+                          HasSubstr("two.yml:1: design document \"d1\" is also defined at "
+                                    "one.yml:1"),
+                          HasSubstr("three.yml:3: not valid YAML")))
+      << result.Dump();
+}
+
+TEST_F(DesignMappingTest, ShapeErrorsNameWhatWasExpected) {
+  UploadResult result = Check({File("s.yml",
+                                    "- a list\n")});
+  ASSERT_THAT(result.errors(), SizeIs(1));
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("expected a mapping"));
+
+  result = Check({File("s.yml",
+                       "d:\n"
+                       "  views:\n"
+                       "    v: {reduce: _sum}\n"
+                       "  shows:\n"
+                       "    s: [a, b]\n"
+                       "  filters: nope\n")});
+  std::vector<std::string> messages;
+  for (const auto& p : result.errors()) {
+    messages.push_back(absl::StrCat(p.location().line(), ": ", p.message()));
+  }
+  EXPECT_THAT(messages, ElementsAre(HasSubstr("3: view \"v\" has no map"),
+                                    HasSubstr("5: shows.s must name a function"),
+                                    HasSubstr("6: filters must be a mapping")));
+}
+
+TEST_F(DesignMappingTest, SameDesignDocForDifferentDatabasesIsFine) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("a.yml", "d:\n  databases: one\n  views: {v: m.map}\n"),
+                               File("b.yml", "d:\n  databases: two\n  views: {v: m.map}\n")});
+  EXPECT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_THAT(result.outcomes(), SizeIs(2));
+}
+
+TEST_F(DesignMappingTest, WorkersThatCannotBeReachedFailTheCheck) {
+  runner_.Define("m.map", 1);
+  runner_.BreakWith(absl::UnavailableError("the pool is shutting down"));
+  UploadResult result = Check({File("a.yml", "d:\n  views: {v: m.map}\n")});
+  EXPECT_TRUE(absl::IsUnavailable(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1));
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("could not resolve"));
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing
