@@ -18,10 +18,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string RealPath(const std::string& path) {
+// A directory as written (made absolute) and as resolved: a module reached through either is
+// inside it. Bazel runfiles, for one, are symlinks into the source tree.
+void AddRoot(const std::string& dir, std::vector<std::string>& roots) {
   std::error_code error;
-  fs::path real = fs::weakly_canonical(fs::absolute(path, error), error);
-  return error ? path : real.string();
+  fs::path absolute = fs::absolute(dir, error).lexically_normal();
+  roots.push_back(absolute.string());
+  fs::path real = fs::weakly_canonical(absolute, error);
+  if (!error && real != absolute) roots.push_back(real.string());
 }
 
 bool HasPackage(const fs::path& dir) {
@@ -72,7 +76,7 @@ absl::Status AddVirtualenv(const std::string& virtualenv, CodeRoots& roots) {
                                                          site_packages.c_str()))
                       : PyRef();
   if (!result) return PythonError(absl::StrCat("adding the virtualenv ", site_packages));
-  for (const std::string& dir : SysPathFrom(before)) roots.operator_dirs.push_back(RealPath(dir));
+  for (const std::string& dir : SysPathFrom(before)) AddRoot(dir, roots.operator_dirs);
   return absl::OkStatus();
 }
 
@@ -122,7 +126,7 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   }
 
   CodeRoots roots;
-  for (const std::string& dir : SysPathFrom(0)) roots.stdlib_dirs.push_back(RealPath(dir));
+  for (const std::string& dir : SysPathFrom(0)) AddRoot(dir, roots.stdlib_dirs);
 
   if (absl::Status s = AppendToSysPath(options.package_dir); !s.ok()) return s;
   std::vector<std::string> operator_paths = options.python_paths;
@@ -133,7 +137,7 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   }
   for (const std::string& dir : operator_paths) {
     if (absl::Status s = AppendToSysPath(dir); !s.ok()) return s;
-    roots.operator_dirs.push_back(RealPath(dir));
+    AddRoot(dir, roots.operator_dirs);
   }
   if (!options.virtualenv.empty()) {
     if (absl::Status s = AddVirtualenv(options.virtualenv, roots); !s.ok()) return s;

@@ -20,24 +20,34 @@ bool IsInside(const std::string& path, const std::string& dir) {
                          (dir.back() == '/' || path[dir.size()] == '/'));
 }
 
-// The real path of the file a loaded module came from; empty for builtins and the like.
-std::string ModuleFile(const std::string& module) {
+// The file a loaded module came from, as Python found it and as resolved; empty for builtins.
+std::vector<std::string> ModuleFiles(const std::string& module) {
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject* loaded = PyDict_GetItemString(modules, module.c_str());  // borrowed
-  if (loaded == nullptr) return "";
+  if (loaded == nullptr) return {};
   PyRef file = PyRef::Steal(PyObject_GetAttrString(loaded, "__file__"));
-  if (!file || !PyUnicode_Check(file.get())) {
-    PyErr_Clear();
-    return "";
-  }
-  PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(file.get()));
+  PyRef bytes = file && PyUnicode_Check(file.get())
+                    ? PyRef::Steal(PyUnicode_EncodeFSDefault(file.get()))
+                    : PyRef();
   if (!bytes) {
     PyErr_Clear();
-    return "";
+    return {};
   }
   std::error_code error;
-  std::filesystem::path real = std::filesystem::weakly_canonical(PyBytes_AS_STRING(bytes.get()), error);
-  return error ? std::string(PyBytes_AS_STRING(bytes.get())) : real.string();
+  std::filesystem::path found =
+      std::filesystem::absolute(PyBytes_AS_STRING(bytes.get()), error).lexically_normal();
+  std::filesystem::path real = std::filesystem::weakly_canonical(found, error);
+  if (error || real == found) return {found.string()};
+  return {found.string(), real.string()};
+}
+
+// The length of the longest directory in `dirs` that holds `file`; 0 if none does.
+size_t LongestRoot(const std::string& file, const std::vector<std::string>& dirs) {
+  size_t best = 0;
+  for (const std::string& dir : dirs) {
+    if (IsInside(file, dir)) best = std::max(best, dir.size());
+  }
+  return best;
 }
 
 }  // namespace
@@ -53,20 +63,19 @@ bool ModulePolicy::AllowedByPrefix(const std::string& module) const {
 }
 
 std::string ModulePolicy::LocationProblem(const std::string& module) const {
-  std::string file = ModuleFile(module);
-  if (file.empty()) return "is built into Python (it has no file)";
+  std::vector<std::string> files = ModuleFiles(module);
+  if (files.empty()) return "is built into Python (it has no file)";
   // The most specific root wins, so an operator directory inside the standard library's tree
   // still counts, and the standard library never does.
-  size_t best_operator = 0, best_stdlib = 0;
-  for (const std::string& dir : roots_.operator_dirs) {
-    if (IsInside(file, dir)) best_operator = std::max(best_operator, dir.size());
+  bool in_stdlib = false;
+  for (const std::string& file : files) {
+    size_t best_operator = LongestRoot(file, roots_.operator_dirs);
+    size_t best_stdlib = LongestRoot(file, roots_.stdlib_dirs);
+    if (best_operator > best_stdlib) return "";
+    in_stdlib = in_stdlib || best_stdlib > 0;
   }
-  for (const std::string& dir : roots_.stdlib_dirs) {
-    if (IsInside(file, dir)) best_stdlib = std::max(best_stdlib, dir.size());
-  }
-  if (best_operator > best_stdlib) return "";
-  if (best_stdlib > 0) return absl::StrCat("is part of the standard library (", file, ")");
-  return absl::StrCat("is not under --python-path, PYTHONPATH or --virtualenv (", file, ")");
+  if (in_stdlib) return absl::StrCat("is part of the standard library (", files[0], ")");
+  return absl::StrCat("is not under --python-path, PYTHONPATH or --virtualenv (", files[0], ")");
 }
 
 absl::Status ModulePolicy::CheckNotOurs(const std::string& function_path,

@@ -1,0 +1,306 @@
+"""Python named-function equivalents of the JavaScript functions in the CouchDB 3.4.3 transcripts
+(tests/adapter/testdata/couchdb-3.4.3-js), and of the functions of CouchDB's own query-server
+spec (test/view_server/query_server_spec.rb).
+
+Each function's docstring quotes the JavaScript it replaces. The adapter tests map every
+JavaScript source in a transcript to the name of its equivalent here.
+"""
+
+import json
+
+from couch_named_python import (Forbidden, NotFound, Unauthorized, emit, get_row, log, send,
+                                start, version)
+
+
+class Boom(Exception):
+    """What `throw({boom: doc._id})` throws."""
+
+
+# ---- map.txt, list.txt -------------------------------------------------------------------------
+
+@version(1)
+def town_n(doc):
+    """function(doc){ if (doc.town) emit(doc.town, doc.n); }"""
+    if doc.get("town"):
+        yield doc["town"], doc.get("n")
+
+
+# ---- map_error.txt -----------------------------------------------------------------------------
+
+def map_error(doc):
+    """function(doc){ if (doc.n % 5 == 0) throw({boom: doc._id}); if (doc.n % 7 == 0)
+    { doc.nope.x = 1; } log('mapping ' + doc._id); emit(doc.n, null); }"""
+    if doc["n"] % 5 == 0:
+        raise Boom(doc["_id"])
+    if doc["n"] % 7 == 0:
+        doc["nope"]["x"] = 1
+    log("mapping " + doc["_id"])
+    emit(doc["n"], None)
+
+
+# ---- reduce.txt --------------------------------------------------------------------------------
+
+def town_mod3(doc):
+    """function(doc){ if (doc.town) emit([doc.town, doc.n % 3], doc.n); }"""
+    if doc.get("town"):
+        yield [doc["town"], doc["n"] % 3], doc["n"]
+
+
+@version(2)
+def count_total(keys, values, rereduce):
+    """function(keys, values, rereduce){ if (rereduce) { ... sum counts and totals ... }
+    return {count: values.length, total: sum(values)}; }"""
+    if rereduce:
+        return {"count": sum(v["count"] for v in values),
+                "total": sum(v["total"] for v in values)}
+    return {"count": len(values), "total": sum(values)}
+
+
+# ---- reduce_builtin.txt ------------------------------------------------------------------------
+
+def town_n_always(doc):
+    """function(doc){ emit(doc.town, doc.n); }"""
+    yield doc.get("town"), doc.get("n")
+
+
+# ---- filter.txt, filter_view.txt ---------------------------------------------------------------
+
+def by_town(doc, req):
+    """function(doc, req){ return doc.town === req.query.town; }"""
+    return doc.get("town") == req.get("query", {}).get("town")
+
+
+def oslo(doc):
+    """function(doc){ if (doc.town === 'Oslo') emit(doc._id, null); }"""
+    if doc.get("town") == "Oslo":
+        yield doc["_id"], None
+
+
+# ---- show.txt ----------------------------------------------------------------------------------
+
+def hello(doc, req):
+    """function(doc, req){ return {body: 'Hello ' + (doc ? doc.town : 'nobody') + ' x=' +
+    req.query.x, headers: {'Content-Type': 'text/plain', 'X-Acc': 'yes'}}; }"""
+    town = doc["town"] if doc else "nobody"
+    return {"body": f"Hello {town} x={req['query']['x']}",
+            "headers": {"Content-Type": "text/plain", "X-Acc": "yes"}}
+
+
+def show_json(doc, req):
+    """function(doc, req){ return {json: {id: doc && doc._id, method: req.method, q: req.query},
+    code: 202}; }"""
+    return {"json": {"id": doc and doc["_id"], "method": req["method"], "q": req["query"]},
+            "code": 202}
+
+
+def show_str(doc, req):
+    """function(doc, req){ return 'just a string for ' + (doc ? doc._id : 'null'); }"""
+    return "just a string for " + (doc["_id"] if doc else "null")
+
+
+def show_err(doc, req):
+    """function(doc, req){ throw(['error', 'not_found', 'custom missing']); }"""
+    raise NotFound("custom missing")
+
+
+# ---- list.txt ----------------------------------------------------------------------------------
+
+def list_rows(head, req):
+    """function(head, req){ start({headers: {'Content-Type': 'text/plain'}}); send('total_rows='
+    + head.total_rows + ' offset=' + head.offset + '\\n'); var row; while ((row = getRow())) {
+    send(row.id + ' ' + row.key + ' ' + row.value + '\\n'); } return 'END\\n'; }"""
+    start({"headers": {"Content-Type": "text/plain"}})
+    send(f"total_rows={head['total_rows']} offset={head['offset']}\n")
+    while (row := get_row()):
+        send(f"{row['id']} {row['key']} {row['value']}\n")
+    return "END\n"
+
+
+def list_json(head, req):
+    """function(head, req){ provides('json', function(){ var out = []; var row; while ((row =
+    getRow())) out.push(row.key); send(JSON.stringify(out)); }); }"""
+    start({"headers": {"Content-Type": "application/json"}})
+    keys = []
+    while (row := get_row()):
+        keys.append(row["key"])
+    send(json.dumps(keys, separators=(",", ":")))
+
+
+# ---- update.txt --------------------------------------------------------------------------------
+
+def bump(doc, req):
+    """function(doc, req){ if (!doc) { return [{_id: req.id || req.uuid, town: 'New', n: 0,
+    created: true}, 'created\\n']; } doc.n = (doc.n || 0) + 1; return [doc, {json: {ok: true,
+    n: doc.n, body: req.body}}]; }"""
+    if not doc:
+        return ({"_id": req.get("id") or req["uuid"], "town": "New", "n": 0, "created": True},
+                "created\n")
+    doc["n"] = (doc.get("n") or 0) + 1
+    return doc, {"json": {"ok": True, "n": doc["n"], "body": req["body"]}}
+
+
+def noop(doc, req):
+    """function(doc, req){ return [null, {code: 200, body: 'nothing to do for ' + (doc ?
+    doc._id : 'null')}]; }"""
+    return None, {"code": 200, "body": "nothing to do for " + (doc["_id"] if doc else "null")}
+
+
+# ---- validate.txt ------------------------------------------------------------------------------
+
+@version(3)
+def validate(new_doc, old_doc, user_ctx, sec_obj):
+    """function(newDoc, oldDoc, userCtx, secObj) { if (newDoc._id.indexOf('_design/') === 0)
+    return; if (newDoc.forbid) throw({forbidden: 'doc ' + newDoc._id + ' has forbid flag'});
+    if (newDoc.needs_admin && userCtx.roles.indexOf('_admin') === -1) throw({unauthorized:
+    'only admins may write needs_admin docs'}); if (newDoc.crash) { var x = null; x.boom(); }
+    if (!newDoc._deleted && !newDoc.type) throw({forbidden: 'type is required'}); }"""
+    if new_doc["_id"].startswith("_design/"):
+        return
+    if new_doc.get("forbid"):
+        raise Forbidden(f"doc {new_doc['_id']} has forbid flag")
+    if new_doc.get("needs_admin") and "_admin" not in user_ctx["roles"]:
+        raise Unauthorized("only admins may write needs_admin docs")
+    if new_doc.get("crash"):
+        crash = None
+        crash.boom()
+    if not new_doc.get("_deleted") and not new_doc.get("type"):
+        raise Forbidden("type is required")
+
+
+# ---- CouchDB's query_server_spec.rb ------------------------------------------------------------
+
+def emit_twice(doc):
+    """function(doc){emit("foo",doc.a); emit("bar",doc.a)}"""
+    emit("foo", doc["a"])
+    emit("bar", doc["a"])
+
+
+def emit_once(doc):
+    """function(doc){emit("baz",doc.a)}"""
+    yield "baz", doc["a"]
+
+
+def reduce_values_length(keys, values, rereduce):
+    """function(keys, values, rereduce) { return values.length; }"""
+    return len(values)
+
+
+def reduce_values_sum(keys, values, rereduce):
+    """function(keys, values, rereduce) { return sum(values); }"""
+    return sum(values)
+
+
+def validate_forbidden(new_doc, old_doc, user_ctx, sec_obj):
+    """function(newDoc, oldDoc, userCtx) { if(newDoc.bad) throw({forbidden:"bad doc"}); }"""
+    if new_doc.get("bad"):
+        raise Forbidden("bad doc")
+
+
+def show_simple(doc, req):
+    """function(doc, req) { log("ok"); return [doc.title, doc.body].join(' - '); }"""
+    log("ok")
+    return " - ".join([doc["title"], doc["body"]])
+
+
+def show_headers(doc, req):
+    """function(doc, req) { var resp = {"code":200, "headers":{"X-Plankton":"Rusty"}};
+    resp.body = [doc.title, doc.body].join(' - '); return resp; }"""
+    return {"code": 200, "headers": {"X-Plankton": "Rusty"},
+            "body": " - ".join([doc["title"], doc["body"]])}
+
+
+def show_sends(head, req):
+    """function(head, req) { start({headers:{"Content-Type" : "text/plain"}});
+    send("first chunk"); send('second "chunk"'); return "tail"; };"""
+    start({"headers": {"Content-Type": "text/plain"}})
+    send("first chunk")
+    send('second "chunk"')
+    return "tail"
+
+
+def show_while_get_rows(head, req):
+    """function(head, req) { send("first chunk"); send(req.q); var row; log("about to getRow " +
+    typeof(getRow)); while(row = getRow()) { send(row.key); }; return "tail"; };"""
+    send("first chunk")
+    send(req["q"])
+    log("about to get_row")
+    while (row := get_row()):
+        send(row["key"])
+    return "tail"
+
+
+def show_while_get_rows_multi_send(head, req):
+    """function(head, req) { send("bacon"); var row; log("about to getRow " + typeof(getRow));
+    while(row = getRow()) { send(row.key); send("eggs"); }; return "tail"; };"""
+    send("bacon")
+    while (row := get_row()):
+        send(row["key"])
+        send("eggs")
+    return "tail"
+
+
+def list_simple(head, req):
+    """function(head, req) { send("first chunk"); send(req.q); var row; while(row = getRow()) {
+    send(row.key); }; return "early"; };"""
+    send("first chunk")
+    send(req["q"])
+    while (row := get_row()):
+        send(row["key"])
+    return "early"
+
+
+def list_chunky(head, req):
+    """function(head, req) { send("first chunk"); send(req.q); var row, i=0; while(row =
+    getRow()) { send(row.key); i += 1; if (i > 2) { return('early tail'); } }; };"""
+    send("first chunk")
+    send(req["q"])
+    count = 0
+    while (row := get_row()):
+        send(row["key"])
+        count += 1
+        if count > 2:
+            return "early tail"
+
+
+def list_capped(head, req):
+    """function(head, req) { send("bacon"); var row, i = 0; while(row = getRow()) {
+    send(row.key); i += 1; if (i > 2) { return('early'); } }; }"""
+    send("bacon")
+    count = 0
+    while (row := get_row()):
+        send(row["key"])
+        count += 1
+        if count > 2:
+            return "early"
+
+
+def list_raw(head, req):
+    """function(head, req) { send("first chunk"); send(req.q); var row; while(row = getRow()) {
+    send(row.key); }; return "tail"; };"""
+    send("first chunk")
+    send(req["q"])
+    while (row := get_row()):
+        send(row["key"])
+    return "tail"
+
+
+def filter_basic(doc, req):
+    """function(doc, req) { if (doc.good) { return true; } }"""
+    return bool(doc.get("good"))
+
+
+def update_basic(doc, req):
+    """function(doc, req) { doc.world = "hello"; var resp = [doc, "hello doc"]; return resp; }"""
+    doc["world"] = "hello"
+    return doc, "hello doc"
+
+
+def rewrite_basic(req):
+    """The JavaScript rewrite form: function(req) { return {path: "_all_docs", query:
+    {limit: "1"}}; }"""
+    return {"path": "_all_docs", "query": {"limit": "1"}}
+
+
+def map_fails_for_the_test(doc):
+    """A map function that raises for every document (used by the failure tests)."""
+    raise ValueError("always")

@@ -1,0 +1,81 @@
+"""Filters, shows, updates, rewrites and lists for the cnp-worker tests."""
+
+from couch_named_python import NotFound, Redirect, get_row, log, send, start
+
+
+def by_town(doc, req):
+    return doc.get("town") == req["query"]["town"]
+
+
+def filter_crashes(doc, req):
+    return doc["town"] == "x"
+
+
+def hello(doc, req):
+    name = doc["town"] if doc else "nobody"
+    return {"body": f"Hello {name} x={req['query']['x']}", "headers": {"Content-Type": "text/plain"}}
+
+
+def plain_string(doc, req):
+    return "just a string for " + (doc["_id"] if doc else "null")
+
+
+def missing(doc, req):
+    raise NotFound("custom missing")
+
+
+def missing_default(doc, req):
+    raise NotFound()
+
+
+def go_away(doc, req):
+    raise Redirect("/elsewhere", permanent=True)
+
+
+def show_crashes(doc, req):
+    return doc["nope"]
+
+
+def bump(doc, req):
+    if doc is None:
+        return None, "nothing to bump"
+    doc["n"] = doc.get("n", 0) + 1
+    return doc, {"json": {"n": doc["n"]}}
+
+
+def rewrite(req):
+    if req["path"][-1] == "none":
+        return None
+    return {"path": "/db/_design/x/_view/v", "query": req["query"]}
+
+
+def rows(head, req):
+    start({"headers": {"Content-Type": "text/plain"}})
+    send(f"total_rows={head['total_rows']} offset={head['offset']}\n")
+    while (row := get_row()) is not None:
+        send(f"{row['id']} {row['key']} {row['value']}\n")
+    return "END\n"
+
+
+def generator_rows(head, req, rows):
+    yield {"headers": {"Content-Type": "text/csv"}}
+    yield "id,key\n"
+    for row in rows:
+        log("row " + row["id"])
+        yield f"{row['id']},{row['key']}\n"
+
+
+def no_rows(head, req):
+    send("head only")
+    return "tail"
+
+
+def first_only(head, req):
+    row = get_row()
+    send("first=" + row["id"])
+    return "stop"
+
+
+def list_crashes(head, req):
+    get_row()
+    raise KeyError("boom")

@@ -1,0 +1,26 @@
+"""validate_doc_update functions for the cnp-worker tests (the seed README's example)."""
+
+from couch_named_python import Forbidden, Unauthorized, version
+from couch_named_python import ForbiddenError, UnauthorizedError
+
+
+@version(21)
+def validate(new, old, userctx, secobj):
+    if userctx["name"] != "daniel":
+        raise Unauthorized("No")
+    elif "town" not in new:
+        raise Forbidden("No town in doc")
+
+
+def legacy(new, old, userctx, secobj):
+    # couch-named-python 0.2 only defined the *Error names.
+    if userctx is None:
+        raise UnauthorizedError("log in first")
+    if old is not None and old.get("locked"):
+        raise ForbiddenError("locked")
+    if secobj != {}:
+        raise ValueError(f"unexpected security object {secobj!r}")
+
+
+def crashes(new, old, userctx, secobj):
+    return new["no such field"]

@@ -1,0 +1,97 @@
+"""Map functions for the cnp-worker tests: every form couch-named-python users write."""
+
+from couch_named_python import emit, log, version
+
+
+def town(doc):
+    yield doc["town"], 1
+
+
+def bare_town(doc):
+    # The seed README's form: a single item is the key, the value is null.
+    yield doc["town"]
+
+
+def town_list(doc):
+    return [(doc["town"], doc["n"]), [doc["n"], None]]
+
+
+def town_emit(doc):
+    emit(doc["town"], doc["n"])
+    emit([doc["town"], doc["n"]], {"id": doc["_id"]})
+
+
+def emit_and_yield(doc):
+    emit("first", 1)
+    yield "second", 2
+    emit("third", 3)
+
+
+def chatty(doc):
+    log("mapping " + doc["_id"])
+    log({"n": doc["n"]})
+    yield doc["_id"], None
+
+
+def needs_missing(doc):
+    yield doc["missing"], 1
+
+
+def emits_then_raises(doc):
+    emit("lost", 1)
+    raise ValueError("broken after emitting")
+
+
+def emits_a_set(doc):
+    yield doc["_id"], {1, 2}
+
+
+def catches_bad_emit(doc):
+    try:
+        emit("bad", object())
+    except TypeError:
+        pass
+    emit("good", 1)
+
+
+def key_kinds(doc):
+    yield {2: "int", 1.5: "float", True: "bool", None: "none", "s": "str"}, None
+
+
+def tuple_key(doc):
+    yield {(1, 2): "tuple"}, None
+
+
+def echo(doc):
+    yield doc, None
+
+
+def numbers(doc):
+    yield [2**70, -(2**80), 0.1, 1e300, -0.0, float("nan"), float("inf"), 1.0], None
+
+
+def returns_str(doc):
+    return "not rows"
+
+
+def prints(doc):
+    print("hello from a map function")
+    yield "printed", True
+
+
+def size(doc):
+    yield doc["_id"], len(doc["blob"])
+
+
+def blow_memory(doc):
+    hog = bytearray(8 << 30)
+    yield "never", len(hog)
+
+
+@version(556)
+def versioned(doc):
+    yield doc["_id"], 556
+
+
+def unversioned(doc):
+    yield doc["_id"], None

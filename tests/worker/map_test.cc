@@ -1,0 +1,123 @@
+// Map over a real cnp-worker: every function form, per-item errors and logs.
+#include "gtest/gtest.h"
+#include "tests/worker/worker_process.h"
+
+namespace cnp::worker::testing {
+namespace {
+
+const char kOslo[] = R"({"_id":"doc-1","_rev":"1-abc","town":"Oslo","n":1})";
+const char kLima[] = R"({"_id":"doc-2","_rev":"1-def","town":"Lima","n":2})";
+
+class MapTest : public ::testing::Test {
+ protected:
+  void SetUp() override { worker_ = WorkerProcess::StartWithFunctions(); }
+
+  // Maps one document with one function and returns that function's rows.
+  std::string RowsOf(const std::string& function, const std::string& doc) {
+    Reply reply = worker_->Call(MapTask({function}, {doc}));
+    EXPECT_TRUE(reply.has_map()) << reply.DebugString();
+    if (!reply.has_map() || reply.map().results_size() != 1) return "";
+    return reply.map().results(0).rows();
+  }
+
+  std::unique_ptr<WorkerProcess> worker_;
+};
+
+TEST_F(MapTest, GeneratorYieldsPairsForEveryDocumentAndFunction) {
+  Reply reply = worker_->Call(MapTask({"worker_views.town", "worker_views.town_list"}, {kOslo, kLima}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  ASSERT_EQ(reply.map().results_size(), 2);
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[["Oslo",1]],[["Oslo",1],[1,null]]])");
+  EXPECT_EQ(reply.map().results(1).rows(), R"([[["Lima",1]],[["Lima",2],[2,null]]])");
+  EXPECT_EQ(reply.map().results(0).errors_size(), 0);
+  EXPECT_FALSE(reply.recycle());
+}
+
+TEST_F(MapTest, SingleYieldedItemIsKeyWithNullValue) {
+  EXPECT_EQ(RowsOf("worker_views.bare_town", kOslo), R"([[["Oslo",null]]])");
+}
+
+TEST_F(MapTest, EmitCollectsRowsWhenTheFunctionReturnsNone) {
+  EXPECT_EQ(RowsOf("worker_views.town_emit", kOslo),
+            R"([[["Oslo",1],[["Oslo",1],{"id":"doc-1"}]]])");
+}
+
+TEST_F(MapTest, EmitAndYieldKeepTheOrderRowsWereProduced) {
+  EXPECT_EQ(RowsOf("worker_views.emit_and_yield", kOslo),
+            R"([[["first",1],["second",2],["third",3]]])");
+}
+
+TEST_F(MapTest, RaisingFunctionGivesEmptyRowsAndAnErrorNamingTheDocument) {
+  Reply reply = worker_->Call(
+      MapTask({"worker_views.town", "worker_views.needs_missing", "worker_views.emits_then_raises"},
+              {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  const cnp::v1::MapResult& result = reply.map().results(0);
+  EXPECT_EQ(result.rows(), R"([[["Oslo",1]],[],[]])");
+  ASSERT_EQ(result.errors_size(), 2);
+  EXPECT_EQ(result.errors(0).function(), "worker_views.needs_missing");
+  EXPECT_EQ(result.errors(0).doc_id(), "doc-1");
+  EXPECT_EQ(result.errors(0).type(), "KeyError");
+  EXPECT_EQ(result.errors(0).message(), "'missing'");
+  EXPECT_EQ(result.errors(1).type(), "ValueError");
+  EXPECT_EQ(result.errors(1).message(), "broken after emitting");
+}
+
+TEST_F(MapTest, UnserialisableValueIsATypeErrorForThatDocument) {
+  Reply reply = worker_->Call(MapTask({"worker_views.emits_a_set"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map());
+  EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_EQ(reply.map().results(0).errors(0).message(), "Object of type set is not JSON serializable");
+}
+
+TEST_F(MapTest, CaughtEmitErrorLeavesNoHalfWrittenRow) {
+  EXPECT_EQ(RowsOf("worker_views.catches_bad_emit", kOslo), R"([[["good",1]]])");
+}
+
+TEST_F(MapTest, DictKeysAreConvertedLikeJsonDumps) {
+  EXPECT_EQ(RowsOf("worker_views.key_kinds", kOslo),
+            R"([[[{"2":"int","1.5":"float","true":"bool","null":"none","s":"str"},null]]])");
+  Reply reply = worker_->Call(MapTask({"worker_views.tuple_key"}, {kOslo}));
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+}
+
+TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
+  Reply reply = worker_->Call(MapTask({"worker_views.returns_str"}, {kOslo}));
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
+}
+
+TEST_F(MapTest, LogLinesBelongToTheDocumentThatMadeThem) {
+  Reply reply = worker_->Call(MapTask({"worker_views.chatty"}, {kOslo, kLima}));
+  ASSERT_TRUE(reply.has_map());
+  ASSERT_EQ(reply.map().results(0).logs_size(), 2);
+  EXPECT_EQ(reply.map().results(0).logs(0), "mapping doc-1");
+  EXPECT_EQ(reply.map().results(0).logs(1), "{'n': 1}");
+  ASSERT_EQ(reply.map().results(1).logs_size(), 2);
+  EXPECT_EQ(reply.map().results(1).logs(0), "mapping doc-2");
+}
+
+TEST_F(MapTest, MalformedDocumentFailsTheTaskNamingWhichDocument) {
+  Reply reply = worker_->Call(MapTask({"worker_views.town"}, {kOslo, R"({"_id": "x", "town": )"}));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
+  EXPECT_EQ(reply.failure().message(), "document 1: invalid JSON at byte 21: Invalid value.");
+}
+
+TEST_F(MapTest, NoDocumentsIsAnEmptyResult) {
+  Reply reply = worker_->Call(MapTask({"worker_views.town"}, {}));
+  ASSERT_TRUE(reply.has_map());
+  EXPECT_EQ(reply.map().results_size(), 0);
+}
+
+TEST_F(MapTest, WorkerExitsZeroWhenTheServerHangsUp) {
+  EXPECT_EQ(RowsOf("worker_views.town", kOslo), R"([[["Oslo",1]]])");
+  EXPECT_EQ(worker_->CloseAndWait(), 0);
+}
+
+}  // namespace
+}  // namespace cnp::worker::testing

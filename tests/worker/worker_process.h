@@ -1,0 +1,56 @@
+// A real cnp-worker, started over a socketpair the way cnp-server starts it, for tests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker.pb.h"
+
+namespace cnp::worker::testing {
+
+using ::cnp::worker::v1::Reply;
+using ::cnp::worker::v1::Task;
+
+// $TEST_SRCDIR/cnp/<path>
+std::string RunfilePath(const std::string& path);
+
+// The directory that holds the test modules (tests/functions), for --python-path.
+std::string FunctionsDir();
+
+class WorkerProcess {
+ public:
+  // Starts cnp-worker --fd=3 <args>. Its stderr goes to a file (see ReadStderr).
+  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(std::vector<std::string> args);
+  // Starts it with --python-path=FunctionsDir() plus `args`.
+  static std::unique_ptr<WorkerProcess> StartWithFunctions(std::vector<std::string> args = {});
+  ~WorkerProcess();
+
+  absl::Status Send(const Task& task);
+  absl::StatusOr<Reply> Receive();
+  // Send, then Receive; fails the test (and returns an empty Reply) on a socket error.
+  Reply Call(const Task& task);
+
+  // Closes the socket and waits for the worker to exit; returns its exit status.
+  int CloseAndWait();
+  std::string ReadStderr() const;
+
+ private:
+  WorkerProcess(pid_t pid, int fd, std::string stderr_path)
+      : pid_(pid), fd_(fd), stderr_path_(std::move(stderr_path)) {}
+
+  pid_t pid_;
+  int fd_;
+  std::string stderr_path_;
+};
+
+// Task builders.
+Task MapTask(std::vector<std::string> functions, std::vector<std::string> docs);
+Task ReduceTask(std::vector<std::string> functions, std::string kvs, bool rereduce);
+Task DesignTask(cnp::v1::DesignFunctionKind kind, std::string function, std::string args);
+Task ResolveTask(std::vector<std::string> functions);
+
+}  // namespace cnp::worker::testing
