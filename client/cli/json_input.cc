@@ -98,6 +98,7 @@ absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text
                        rapidjson::GetParseError_En(reader.GetParseErrorCode())));
     }
     values.push_back(text.substr(start, stream.Tell() - start));
+    while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
     if (spread_array && handler.top_is_array() && stream.Peek() == '\0' && values.size() == 1) {
       values.clear();
       size_t from = start + 1;  // after '['

@@ -136,9 +136,16 @@ absl::Status ApplyYaml(const std::string& path,
   return absl::OkStatus();
 }
 
+// Next to cnp-server, or in its Bazel runfiles. In the runfiles case the worker is told where
+// they are, since its own Python package sits beside it there.
 std::string DefaultWorkerBinary() {
   std::error_code ec;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::filesystem::path runfiles = self.string() + ".runfiles";
+  if (std::filesystem::exists(runfiles / "cnp/service/worker/cnp-worker", ec)) {
+    ::setenv("RUNFILES_DIR", runfiles.c_str(), /*overwrite=*/0);
+    return (runfiles / "cnp/service/worker/cnp-worker").string();
+  }
   for (const char* candidate : {"worker/cnp-worker", "cnp-worker"}) {
     std::filesystem::path p = self.parent_path() / candidate;
     if (std::filesystem::exists(p, ec)) return p.string();
