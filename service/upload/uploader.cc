@@ -107,7 +107,7 @@ class UploadRun {
     couch_ = std::make_unique<CouchClient>(std::move(couch_options));
 
     absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
-    if (!targets.ok()) return Fail(targets.status());
+    if (!targets.ok()) return targets.status();  // already reported
 
     absl::Status first_error;
     std::map<std::string, absl::Status> database_status;
@@ -239,7 +239,7 @@ class UploadRun {
         }
         if (!all_dbs) {
           absl::StatusOr<std::vector<std::string>> listed = ListDatabases();
-          if (!listed.ok()) return listed.status();
+          if (!listed.ok()) return Fail(listed.status());
           all_dbs = std::move(*listed);
         }
         std::vector<std::string> matched = MatchDatabases(db.pattern, *all_dbs);
