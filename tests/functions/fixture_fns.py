@@ -304,3 +304,13 @@ def rewrite_basic(req):
 def map_fails_for_the_test(doc):
     """A map function that raises for every document (used by the failure tests)."""
     raise ValueError("always")
+
+
+def reduce_blowup(keys, values, rereduce):
+    """A reduce whose output outgrows its input (CouchDB's reduce_limit must refuse it)."""
+    return "x" * 6000
+
+
+def show_raises(doc, req):
+    """A show function that fails: a recoverable render_error."""
+    raise ValueError("testing")

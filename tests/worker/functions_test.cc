@@ -1,0 +1,156 @@
+// Naming, @version checks, the module policy and Resolve, over a real cnp-worker.
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/worker/worker_process.h"
+
+namespace cnp::worker::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char kDoc[] = R"({"_id":"doc-1","town":"Oslo","n":1})";
+
+v1::Failure MapFailure(WorkerProcess& worker, const std::string& function) {
+  Reply reply = worker.Call(MapTask({function}, {kDoc}));
+  EXPECT_TRUE(reply.has_failure()) << reply.DebugString();
+  return reply.failure();
+}
+
+TEST(NamesTest, PathNeedsTwoNonEmptyParts) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  for (const char* name : {"town", "worker_views.", ".town", "worker_views..town", "|3"}) {
+    v1::Failure failure = MapFailure(*worker, name);
+    EXPECT_EQ(failure.code(), v1::Failure::BAD_NAME) << name;
+    EXPECT_EQ(failure.message(), "ValueError: Invalid function path") << name;
+    EXPECT_EQ(failure.function(), name);
+  }
+  v1::Failure bad_version = MapFailure(*worker, "worker_views.town|x");
+  EXPECT_EQ(bad_version.code(), v1::Failure::BAD_NAME);
+  EXPECT_EQ(bad_version.message(), "ValueError: invalid literal for int() with base 10: 'x'");
+}
+
+TEST(NamesTest, MissingModuleOrAttributeIsNotFound) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  v1::Failure module = MapFailure(*worker, "no_such_module.f");
+  EXPECT_EQ(module.code(), v1::Failure::NOT_FOUND);
+  EXPECT_EQ(module.message(), "ModuleNotFoundError: No module named 'no_such_module'");
+  v1::Failure attribute = MapFailure(*worker, "worker_views.nope");
+  EXPECT_EQ(attribute.code(), v1::Failure::NOT_FOUND);
+  EXPECT_EQ(attribute.message(), "AttributeError: module 'worker_views' has no attribute 'nope'");
+}
+
+TEST(VersionsTest, MatchingVersionRuns) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(MapTask({"worker_views.versioned|556", "worker_views.unversioned"}, {kDoc}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[["doc-1",556]],[["doc-1",null]]])");
+}
+
+TEST(VersionsTest, MismatchInEitherDirectionFails) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  struct Case {
+    const char* name;
+    const char* message;
+  } cases[] = {
+      {"worker_views.versioned|2", "ValueError: Loaded version 556 did not match expected version 2"},
+      {"worker_views.versioned", "ValueError: Loaded version 556 did not match expected version None"},
+      {"worker_views.unversioned|7", "ValueError: Loaded version None did not match expected version 7"},
+  };
+  for (const Case& c : cases) {
+    v1::Failure failure = MapFailure(*worker, c.name);
+    EXPECT_EQ(failure.code(), v1::Failure::VERSION_MISMATCH) << c.name;
+    EXPECT_EQ(failure.message(), c.message);
+  }
+}
+
+TEST(PolicyTest, StandardLibraryIsRefusedWithoutAllowList) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  v1::Failure system = MapFailure(*worker, "os.system");
+  EXPECT_EQ(system.code(), v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(system.message(), HasSubstr("module 'posix'"));
+  EXPECT_THAT(system.message(), HasSubstr("--allow-module=posix"));
+  v1::Failure json = MapFailure(*worker, "json.dumps");
+  EXPECT_EQ(json.code(), v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(json.message(), HasSubstr("standard library"));
+}
+
+TEST(PolicyTest, ReexportedStandardFunctionIsRefused) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  v1::Failure failure = MapFailure(*worker, "worker_reexport.system");
+  EXPECT_EQ(failure.code(), v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(failure.message(), HasSubstr("module 'posix'"));
+}
+
+TEST(PolicyTest, PackageHelpersAreNotCallable) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  for (const char* name : {"couch_named_python.log", "couch_named_python.helpers.emit", "_cnp.emit"}) {
+    EXPECT_EQ(MapFailure(*worker, name).code(), v1::Failure::PERMISSION_DENIED) << name;
+  }
+}
+
+TEST(PolicyTest, AllowListChecksTheFunctionsOwnModule) {
+  auto worker = WorkerProcess::StartWithFunctions(
+      {"--allow-module=worker_views", "--allow-module=worker_reexport"});
+  Reply allowed = worker->Call(MapTask({"worker_views.town"}, {kDoc}));
+  EXPECT_TRUE(allowed.has_map()) << allowed.DebugString();
+
+  v1::Failure reexport = MapFailure(*worker, "worker_reexport.system");
+  EXPECT_EQ(reexport.code(), v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(reexport.message(), HasSubstr("'posix' is not covered by --allow-module"));
+
+  v1::Failure other = MapFailure(*worker, "worker_reduce.total");
+  EXPECT_EQ(other.code(), v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(other.message(), HasSubstr("--allow-module=worker_reduce"));
+}
+
+TEST(PolicyTest, AllowListPrefixMatchesWholeModuleNames) {
+  auto worker = WorkerProcess::StartWithFunctions({"--allow-module=worker"});
+  EXPECT_EQ(MapFailure(*worker, "worker_views.town").code(), v1::Failure::PERMISSION_DENIED);
+}
+
+TEST(PolicyTest, AllowListCanAllowTheStandardLibraryExplicitly) {
+  auto worker = WorkerProcess::StartWithFunctions({"--allow-module=json"});
+  Reply reply = worker->Call(ResolveTask({"json.dumps"}));
+  ASSERT_EQ(reply.resolve().functions_size(), 1);
+  EXPECT_EQ(reply.resolve().functions(0).error(), "");
+  EXPECT_EQ(reply.resolve().functions(0).module(), "json");
+}
+
+TEST(ResolveTest, ReportsVersionsAndErrorsPerName) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(ResolveTask({"worker_views.versioned", "worker_views.unversioned",
+                                          "worker_views.versioned|556", "worker_views.versioned|3",
+                                          "bad", "nope.f", "os.system"}));
+  ASSERT_TRUE(reply.has_resolve()) << reply.DebugString();
+  ASSERT_EQ(reply.resolve().functions_size(), 7);
+  const auto& f = reply.resolve().functions();
+
+  EXPECT_EQ(f[0].function(), "worker_views.versioned");
+  EXPECT_EQ(f[0].module(), "worker_views");
+  EXPECT_TRUE(f[0].has_version());
+  EXPECT_EQ(f[0].version(), 556);
+  EXPECT_EQ(f[0].versioned_name(), "worker_views.versioned|556");
+  EXPECT_EQ(f[0].error(), "");
+
+  EXPECT_FALSE(f[1].has_version());
+  EXPECT_EQ(f[1].versioned_name(), "worker_views.unversioned");
+  EXPECT_EQ(f[2].versioned_name(), "worker_views.versioned|556");
+
+  EXPECT_EQ(f[3].error(), "ValueError: Loaded version 556 did not match expected version 3");
+  EXPECT_EQ(f[3].error_code(), 3);
+  EXPECT_EQ(f[4].error(), "ValueError: Invalid function path");
+  EXPECT_EQ(f[4].error_code(), 3);
+  EXPECT_EQ(f[5].error_code(), 5);
+  EXPECT_EQ(f[6].error_code(), 7);
+}
+
+TEST(StartupTest, HelpDescribesTheCommandLine) {
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = WorkerProcess::Start({"--no-such-flag"});
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ((*worker)->CloseAndWait(), 2);
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("unknown argument --no-such-flag"));
+}
+
+}  // namespace
+}  // namespace cnp::worker::testing

@@ -1,0 +1,48 @@
+// Big documents, the memory cap, and stdout: the worker's edges.
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/worker/worker_process.h"
+
+namespace cnp::worker::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(LimitsTest, TwentyMegabyteDocument) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  std::string blob(20 << 20, 'x');
+  std::string doc = R"({"_id":"huge","blob":")" + blob + R"("})";
+  Reply reply = worker->Call(MapTask({"worker_views.size", "worker_views.echo"}, {doc}));
+  ASSERT_TRUE(reply.has_map()) << reply.failure().DebugString();
+  // The echoed document comes back byte for byte.
+  EXPECT_TRUE(reply.map().results(0).rows() == R"([[["huge",20971520]],[[)" + doc + ",null]]]");
+}
+
+TEST(LimitsTest, MemoryErrorIsAPerItemErrorAndAsksForRecycling) {
+  auto worker = WorkerProcess::StartWithFunctions({"--memory-limit-mb=1024"});
+  Reply reply = worker->Call(MapTask({"worker_views.blow_memory", "worker_views.town"},
+                                     {R"({"_id":"m","town":"Oslo"})"}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[],[["Oslo",1]]])");
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "MemoryError");
+  EXPECT_TRUE(reply.recycle());
+
+  // Only that reply asks for recycling.
+  Reply next = worker->Call(MapTask({"worker_views.town"}, {R"({"_id":"m","town":"Oslo"})"}));
+  EXPECT_FALSE(next.recycle());
+}
+
+TEST(LimitsTest, PrintGoesToStderrNotTheSocket) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(MapTask({"worker_views.prints"}, {R"({"_id":"p"})"}));
+  ASSERT_TRUE(reply.has_map());
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[["printed",true]]])");
+  EXPECT_EQ(worker->CloseAndWait(), 0);  // flushes Python's buffered stderr
+  EXPECT_THAT(worker->ReadStderr(), HasSubstr("hello from a map function"));
+}
+
+}  // namespace
+}  // namespace cnp::worker::testing

@@ -1,0 +1,98 @@
+// The interactive list exchange (list_start / list_row / ListStep), step by step as CouchDB
+// 3.4.3 drives couchjs in /work/shared/fixtures/couchdb-3.4.3-js/list.txt.
+#include "gtest/gtest.h"
+#include "tests/worker/worker_process.h"
+
+namespace cnp::worker::testing {
+namespace {
+
+Task ListStartTask(const std::string& function) {
+  Task task;
+  task.mutable_list_start()->set_function(function);
+  task.mutable_list_start()->set_head(R"({"total_rows":20,"offset":0})");
+  task.mutable_list_start()->set_req(R"({"method":"GET","query":{"limit":"3"}})");
+  return task;
+}
+
+Task RowTask(const std::string& row) {
+  Task task;
+  task.mutable_list_row()->set_row(row);
+  return task;
+}
+
+Task EndTask() { return RowTask(""); }
+
+class ListTest : public ::testing::Test {
+ protected:
+  void SetUp() override { worker_ = WorkerProcess::StartWithFunctions(); }
+
+  // Sends a task and expects a ListStep; returns its reply line.
+  std::string Step(const Task& task, bool done) {
+    Reply reply = worker_->Call(task);
+    EXPECT_TRUE(reply.has_list_step()) << reply.DebugString();
+    EXPECT_EQ(reply.list_step().done(), done) << reply.DebugString();
+    last_ = reply;
+    return reply.list_step().reply();
+  }
+
+  std::unique_ptr<WorkerProcess> worker_;
+  Reply last_;
+};
+
+TEST_F(ListTest, MatchesTheCouchDbTranscript) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.rows"), false),
+            R"(["start",["total_rows=20 offset=0\n"],{"headers":{"Content-Type":"text/plain"}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"doc-0003","key":"Kyoto","value":3})"), false),
+            R"(["chunks",["doc-0003 Kyoto 3\n"]])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"doc-0007","key":"Kyoto","value":7})"), false),
+            R"(["chunks",["doc-0007 Kyoto 7\n"]])");
+  EXPECT_EQ(Step(EndTask(), true), R"(["end",["END\n"]])");
+
+  // The worker is free for the next task afterwards.
+  Reply reply = worker_->Call(ResolveTask({"worker_design.rows"}));
+  EXPECT_TRUE(reply.has_resolve());
+}
+
+TEST_F(ListTest, GeneratorFormWithLogsPerStep) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.generator_rows"), false),
+            R"(["start",["id,key\n"],{"headers":{"Content-Type":"text/csv"}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"a","key":"k"})"), false), R"(["chunks",["a,k\n"]])");
+  ASSERT_EQ(last_.logs_size(), 1);
+  EXPECT_EQ(last_.logs(0), "row a");
+  EXPECT_EQ(Step(EndTask(), true), R"(["end",[]])");
+}
+
+TEST_F(ListTest, FunctionThatNeverAsksForRowsStillSendsStartFirst) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.no_rows"), false),
+            R"(["start",["head only"],{"headers":{}}])");
+  EXPECT_EQ(Step(EndTask(), true), R"(["end",["tail"]])");
+}
+
+TEST_F(ListTest, FunctionMayStopEarly) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.first_only"), false), R"(["start",[],{"headers":{}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"a","key":1,"value":2})"), true), R"(["end",["first=a","stop"]])");
+}
+
+TEST_F(ListTest, RaisingFunctionEndsWithARenderError) {
+  Step(ListStartTask("worker_design.list_crashes"), false);
+  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["error","render_error","KeyError: 'boom'"])");
+  EXPECT_EQ(last_.list_step().error().type(), "KeyError");
+}
+
+TEST_F(ListTest, AnotherTaskDuringAListIsRefused) {
+  Step(ListStartTask("worker_design.rows"), false);
+  Reply reply = worker_->Call(ResolveTask({"worker_design.rows"}));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
+  // The list is over; the worker serves again.
+  EXPECT_TRUE(worker_->Call(ResolveTask({"worker_design.rows"})).has_resolve());
+}
+
+TEST_F(ListTest, RowWithoutAListIsRefused) {
+  Reply reply = worker_->Call(RowTask(R"({"id":"a"})"));
+  ASSERT_TRUE(reply.has_failure());
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
+}
+
+}  // namespace
+}  // namespace cnp::worker::testing

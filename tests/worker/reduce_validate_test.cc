@@ -1,0 +1,113 @@
+// Reduce, rereduce and validate_doc_update over a real cnp-worker.
+#include "gtest/gtest.h"
+#include "tests/worker/worker_process.h"
+
+namespace cnp::worker::testing {
+namespace {
+
+using cnp::v1::ValidateResponse;
+
+const char kKvs[] = R"([[["Oslo","doc-1"],1],[["Lima","doc-2"],2],[["Oslo","doc-3"],4]])";
+
+TEST(ReduceTest, ReduceGetsKeysWithIdsAndValues) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(
+      ReduceTask({"worker_reduce.total", "worker_reduce.describe", "worker_reduce.total_two_args"},
+                 kKvs, false));
+  ASSERT_TRUE(reply.has_reduce()) << reply.DebugString();
+  ASSERT_EQ(reply.reduce().results_size(), 3);
+  EXPECT_EQ(reply.reduce().results(0), "7");
+  EXPECT_EQ(reply.reduce().results(1),
+            R"({"keys":[["Oslo","doc-1"],["Lima","doc-2"],["Oslo","doc-3"]],"values":[1,2,4],"rereduce":false})");
+  EXPECT_EQ(reply.reduce().results(2), "7");
+  ASSERT_EQ(reply.reduce().logs_size(), 1);
+  EXPECT_EQ(reply.reduce().logs(0),
+            "rereduce=False keys=[['Oslo', 'doc-1'], ['Lima', 'doc-2'], ['Oslo', 'doc-3']]");
+}
+
+TEST(ReduceTest, RereduceGetsNoKeysAndTheValues) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(ReduceTask({"worker_reduce.describe"}, "[7,3]", true));
+  ASSERT_TRUE(reply.has_reduce()) << reply.DebugString();
+  EXPECT_EQ(reply.reduce().results(0), R"({"keys":null,"values":[7,3],"rereduce":true})");
+}
+
+TEST(ReduceTest, RaisingOrUnserialisableFunctionGivesNullAndAnError) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(
+      ReduceTask({"worker_reduce.fails", "worker_reduce.total", "worker_reduce.returns_set"}, kKvs, false));
+  ASSERT_TRUE(reply.has_reduce()) << reply.DebugString();
+  EXPECT_EQ(reply.reduce().results(0), "null");
+  EXPECT_EQ(reply.reduce().results(1), "7");
+  EXPECT_EQ(reply.reduce().results(2), "null");
+  ASSERT_EQ(reply.reduce().errors_size(), 2);
+  EXPECT_EQ(reply.reduce().errors(0).function(), "worker_reduce.fails");
+  EXPECT_EQ(reply.reduce().errors(0).type(), "ZeroDivisionError");
+  EXPECT_EQ(reply.reduce().errors(0).message(), "no reduction today");
+  EXPECT_EQ(reply.reduce().errors(1).type(), "TypeError");
+}
+
+TEST(ReduceTest, MalformedKvsIsBadInput) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(ReduceTask({"worker_reduce.total"}, "[[1,2,3]]", false));
+  ASSERT_TRUE(reply.has_failure());
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
+  EXPECT_EQ(reply.failure().message(), "kvs[0] is not a [[key, doc_id], value] pair");
+}
+
+Task ValidateTask(std::string function, std::string new_doc, std::string old_doc,
+                  std::string user_ctx, std::string sec_obj = "") {
+  Task task;
+  auto* v = task.mutable_validate();
+  v->set_function(std::move(function));
+  v->set_new_doc(std::move(new_doc));
+  v->set_old_doc(std::move(old_doc));
+  v->set_user_ctx(std::move(user_ctx));
+  v->set_sec_obj(std::move(sec_obj));
+  return task;
+}
+
+TEST(ValidateTest, TheFourOutcomes) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  const char daniel[] = R"({"db":"d","name":"daniel","roles":[]})";
+  const char bob[] = R"({"db":"d","name":"bob","roles":[]})";
+
+  Reply ok = worker->Call(ValidateTask("worker_validate.validate|21", R"({"_id":"a","town":"Oslo"})", "", daniel));
+  ASSERT_TRUE(ok.has_validate()) << ok.DebugString();
+  EXPECT_EQ(ok.validate().outcome(), ValidateResponse::OK);
+
+  Reply unauthorized = worker->Call(ValidateTask("worker_validate.validate|21", R"({"_id":"a"})", "null", bob));
+  EXPECT_EQ(unauthorized.validate().outcome(), ValidateResponse::UNAUTHORIZED);
+  EXPECT_EQ(unauthorized.validate().message(), "No");
+
+  Reply forbidden = worker->Call(ValidateTask("worker_validate.validate|21", R"({"_id":"a"})", "", daniel));
+  EXPECT_EQ(forbidden.validate().outcome(), ValidateResponse::FORBIDDEN);
+  EXPECT_EQ(forbidden.validate().message(), "No town in doc");
+
+  Reply error = worker->Call(ValidateTask("worker_validate.crashes", R"({"_id":"a"})", "", daniel));
+  EXPECT_EQ(error.validate().outcome(), ValidateResponse::ERROR);
+  EXPECT_EQ(error.validate().message(), "KeyError: 'no such field'");
+  EXPECT_EQ(error.validate().error().type(), "KeyError");
+  EXPECT_EQ(error.validate().error().doc_id(), "a");
+  EXPECT_EQ(error.validate().error().function(), "worker_validate.crashes");
+}
+
+TEST(ValidateTest, OldErrorNamesAndEmptyFieldsMeaningNull) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  // Empty user_ctx is None; empty sec_obj is {} (the function raises otherwise).
+  Reply unauthorized = worker->Call(ValidateTask("worker_validate.legacy", R"({"_id":"a"})", "", ""));
+  ASSERT_TRUE(unauthorized.has_validate()) << unauthorized.DebugString();
+  EXPECT_EQ(unauthorized.validate().outcome(), ValidateResponse::UNAUTHORIZED);
+  EXPECT_EQ(unauthorized.validate().message(), "log in first");
+
+  Reply forbidden = worker->Call(ValidateTask("worker_validate.legacy", R"({"_id":"a"})",
+                                              R"({"_id":"a","locked":true})", R"({"name":null})"));
+  EXPECT_EQ(forbidden.validate().outcome(), ValidateResponse::FORBIDDEN);
+  EXPECT_EQ(forbidden.validate().message(), "locked");
+
+  Reply ok = worker->Call(ValidateTask("worker_validate.legacy", R"({"_id":"a"})", "", R"({"name":null})"));
+  EXPECT_EQ(ok.validate().outcome(), ValidateResponse::OK) << ok.DebugString();
+}
+
+}  // namespace
+}  // namespace cnp::worker::testing
