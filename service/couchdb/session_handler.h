@@ -1,0 +1,34 @@
+// The Session RPC's per-stream handler: one QuerySession per stream, each SessionInput line
+// answered on the gRPC thread that read it. "reset" is answered by nothing (the adapter has
+// already written `true`); an output marked `exit` ends the stream after it is written.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "service/couchdb/query_session.h"
+#include "service/pool/task_runner.h"
+#include "service/rpc/rpc_server.h"
+
+namespace cnp::couchdb {
+
+class QuerySessionHandler final : public rpc::SessionHandler {
+ public:
+  explicit QuerySessionHandler(pool::TaskRunner& runner) : session_(runner) {}
+
+  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(const v1::SessionInput& input) override {
+    return session_.Handle(input.line());
+  }
+  bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }
+
+ private:
+  QuerySession session_;
+};
+
+// The factory RpcServer calls for each new Session stream.
+inline std::function<std::unique_ptr<rpc::SessionHandler>()> QuerySessionFactory(
+    pool::TaskRunner& runner) {
+  return [&runner] { return std::make_unique<QuerySessionHandler>(runner); };
+}
+
+}  // namespace cnp::couchdb

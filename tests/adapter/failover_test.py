@@ -1,0 +1,132 @@
+"""Failover: the service dies under a live CouchDB session. A restarted service is taught the
+session again (config, functions, design documents) and the command in flight is retried; a
+service gone for good gives an error line, never an empty result. Also: with no --target, the
+adapters of a host start one shared cnp-server."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import harness
+
+DOC_OSLO = {"_id": "d1", "town": "Oslo", "n": 1}
+DOC_PARIS = {"_id": "d2", "town": "Paris", "n": 2}
+DDOC = {"_id": "_design/f", "filters": {"by_town": "fixture_fns.by_town"},
+        "lists": {"rows": "fixture_fns.list_raw"}}
+
+
+class FailoverTest(unittest.TestCase):
+    binaries = None
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cnp-failover-")
+        self.socket_path = os.path.join(self.tmp.name, "cnp.sock")
+        self.server = harness.Server(self.binaries, self.socket_path)
+        self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
+
+    def tearDown(self):
+        if self.qs.process.poll() is None:
+            self.qs.close()
+        self.server.stop()
+        self.tmp.cleanup()
+
+    def start_session(self, timeout_ms):
+        self.assertIs(self.qs.reply(["reset", {"reduce_limit": True, "timeout": timeout_ms}]), True)
+        self.assertIs(self.qs.reply(["ddoc", "new", DDOC["_id"], DDOC]), True)
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+        self.assertEqual(self.qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+
+    def test_restarted_service_is_taught_the_session_again(self):
+        self.start_session(timeout_ms=20000)
+        self.server.kill()
+        self.server = harness.Server(self.binaries, self.socket_path)
+        # The command in flight is retried on the new service, with the function replayed.
+        self.assertEqual(self.qs.reply(["map_doc", DOC_PARIS]), [[["Paris", 2]]])
+        # And the design document taught before the restart is known there.
+        self.assertEqual(self.qs.reply(["ddoc", DDOC["_id"], ["filters", "by_town"],
+                                        [[DOC_OSLO, DOC_PARIS], {"query": {"town": "Paris"}}]]),
+                         [True, [False, True]])
+        self.assertEqual(self.qs.close(), 0, self.qs.diagnostics())
+
+    def test_service_gone_for_good_is_an_error_never_an_empty_result(self):
+        self.start_session(timeout_ms=1000)
+        self.server.kill()
+        for command in (["map_doc", DOC_PARIS],
+                        ["reduce", ["fixture_fns.reduce_values_sum"], [[[1, "a"], 2]]],
+                        ["rereduce", ["fixture_fns.reduce_values_sum"], [1, 2]]):
+            lines = self.qs.call(command)
+            self.assertEqual(len(lines), 1, lines)
+            reply = json.loads(lines[0])
+            self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+        self.assertIn("cnp-server", self.qs.diagnostics())
+        self.assertEqual(self.qs.close(), 0)
+
+    def test_list_cut_by_a_dead_service_ends_the_adapter(self):
+        self.start_session(timeout_ms=1000)
+        self.assertEqual(self.qs.reply(["ddoc", DDOC["_id"], ["lists", "rows"],
+                                        [{"total_rows": 2}, {"q": "ok"}]]),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.server.kill()
+        lines = self.qs.call(["list_row", {"key": "a"}])
+        self.assertEqual(json.loads(lines[0])[:2], ["error", "unavailable"])
+        self.assertNotEqual(self.qs.exited(), 0)
+
+
+class SharedServerTest(unittest.TestCase):
+    """No --target: the first adapter starts the host's cnp-server; the others use it."""
+
+    binaries = None
+
+    def test_adapters_start_one_shared_server(self):
+        with tempfile.TemporaryDirectory(prefix="cnp-shared-") as tmp:
+            runtime_dir = os.path.join(tmp, "run")
+            socket_path = os.path.join(runtime_dir, "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            args = [f"--server-binary={self.binaries.server}",
+                    f"--python-path={os.path.dirname(self.binaries.functions)}",
+                    "--allow-module=fixture_fns", "--workers=1"]
+            adapters = [harness.Adapter(self.binaries, args, env=env) for _ in range(3)]
+            try:
+                # All at once, as CouchDB starting several index builds would.
+                for adapter in adapters:
+                    adapter.send_line(json.dumps(["reset", {"timeout": 30000}]))
+                    adapter.send_line(json.dumps(["add_fun", "fixture_fns.town_n|1"]))
+                for adapter in adapters:
+                    self.assertEqual(adapter.read_line(60), "true")
+                    self.assertEqual(adapter.read_line(60), "true", adapter.diagnostics())
+                    self.assertEqual(adapter.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                for adapter in adapters:
+                    self.assertEqual(adapter.close(), 0)
+                with open(os.path.join(runtime_dir, "cnp-server.log"), encoding="utf-8") as log:
+                    starts = [line for line in log if "starting" in line and "cnp-adapter" in line]
+                self.assertEqual(len(starts), 1, starts)
+                self.assertEqual(os.stat(runtime_dir).st_mode & 0o777, 0o700)
+            finally:
+                for pid in daemon_pids(socket_path):
+                    os.kill(pid, 9)
+
+
+def daemon_pids(socket_path):
+    """The cnp-server processes listening on `socket_path` (started by the adapters, detached
+    from this test, so found by their command line)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if f"--listen=unix:{socket_path}".encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+if __name__ == "__main__":
+    binaries, rest = harness.parse_binaries(sys.argv[1:])
+    FailoverTest.binaries = SharedServerTest.binaries = binaries
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

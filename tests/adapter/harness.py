@@ -1,0 +1,164 @@
+"""Drives the real binaries for the adapter tests: a cnp-server on a unix socket in a temporary
+directory, and cnp-adapter processes spoken to exactly as CouchDB speaks to a query server (one
+line, then the reply lines, in lockstep)."""
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_FUNCTIONS = "tests/functions"
+
+
+def parse_binaries(argv):
+    """--adapter, --server, --worker and --python-package paths from the sh_test args."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--adapter", required=True)
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--functions", required=True, help="fixture_fns.py")
+    parser.add_argument("--testdata", default="")
+    args, rest = parser.parse_known_args(argv)
+    for name in ("adapter", "server", "worker", "functions"):
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+    if args.testdata:
+        args.testdata = os.path.abspath(args.testdata)
+    return args, rest
+
+
+def wait_until_accepting(path, process, timeout=60.0):
+    """Polls the server's socket until it accepts (the server has no other readiness signal),
+    failing early if the server exits."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cnp-server exited with {process.returncode} before listening")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+                return
+            except OSError:
+                pass
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    raise RuntimeError(f"cnp-server did not listen on {path} within {timeout} s")
+
+
+class Server:
+    """A cnp-server of our own on a unix socket, serving tests/functions."""
+
+    def __init__(self, binaries, socket_path, workers=2, extra=()):
+        self.socket_path = socket_path
+        self.log_path = socket_path + ".log"
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        self.argv = server_argv(binaries, socket_path, workers) + list(extra)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=self.log, start_new_session=True)
+        wait_until_accepting(socket_path, self.process)
+
+    @property
+    def target(self):
+        return "unix:" + self.socket_path
+
+    def kill(self):
+        """SIGKILL to the server and everything in its session (its workers)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def server_argv(binaries, socket_path, workers):
+    return [binaries.server, f"--listen=unix:{socket_path}",
+            f"--python-path={os.path.dirname(binaries.functions)}",
+            "--allow-module=fixture_fns", f"--workers={workers}",
+            f"--worker-binary={binaries.worker}"]
+
+
+class Adapter:
+    """One cnp-adapter process, spoken to as CouchDB does."""
+
+    def __init__(self, binaries, args, env=None):
+        self.stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([binaries.adapter] + list(args), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+        self._buffer = b""
+
+    def send_line(self, line):
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def read_line(self, timeout=30.0):
+        """The next line the adapter wrote, or None at end of output."""
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("cnp-adapter did not answer in time")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def call(self, command, timeout=30.0):
+        """Sends a command (a JSON value or a line) and returns every reply line: the log lines,
+        then the reply. [] when the adapter exited without replying."""
+        self.send_line(command if isinstance(command, str) else json.dumps(command))
+        lines = []
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return lines
+            lines.append(line)
+            value = json.loads(line)
+            if not (isinstance(value, list) and len(value) == 2 and value[0] == "log"
+                    and isinstance(value[1], str)):
+                return lines
+
+    def reply(self, command, timeout=30.0):
+        """The reply (the last line) as a JSON value; log lines are dropped."""
+        lines = self.call(command, timeout)
+        if not lines:
+            raise AssertionError(f"no reply to {command!r}: {self.diagnostics()}")
+        return json.loads(lines[-1])
+
+    def close(self, timeout=30.0):
+        """Closes stdin as CouchDB does and returns the exit status."""
+        if self.process.stdin and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+        return self.process.wait(timeout=timeout)
+
+    def exited(self, timeout=30.0):
+        return self.process.wait(timeout=timeout)
+
+    def diagnostics(self):
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")

@@ -1,0 +1,280 @@
+"""CouchDB's own query-server conformance cases (test/view_server/query_server_spec.rb), ported
+to named Python functions and run through cnp-adapter and cnp-server: map, reduce, rereduce,
+design documents kept across resets, validation, shows, lists (zero rows, several chunks per
+row, stopping early), filters, updates, rewrites, recoverable errors, and the cases where the
+query server must exit."""
+
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import harness
+
+DDOC_ID = "_design/spec"
+DDOC = {
+    "_id": DDOC_ID,
+    "language": "python",
+    "validate_doc_update": "fixture_fns.validate_forbidden",
+    "shows": {
+        "simple": "fixture_fns.show_simple",
+        "headers": "fixture_fns.show_headers",
+        "raises": "fixture_fns.show_raises",
+    },
+    "lists": {
+        "sends": "fixture_fns.show_sends",
+        "rows": "fixture_fns.show_while_get_rows",
+        "multi": "fixture_fns.show_while_get_rows_multi_send",
+        "simple": "fixture_fns.list_simple",
+        "chunky": "fixture_fns.list_chunky",
+        "capped": "fixture_fns.list_capped",
+        "raw": "fixture_fns.list_raw",
+    },
+    "filters": {"basic": "fixture_fns.filter_basic"},
+    "updates": {"basic": "fixture_fns.update_basic"},
+    "rewrites": "fixture_fns.rewrite_basic",
+}
+DOC = {"title": "Best ever", "body": "Doc body"}
+
+
+def ddoc_call(path, args):
+    return ["ddoc", DDOC_ID, path, args]
+
+
+class QueryServerSpecTest(unittest.TestCase):
+    binaries = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="cnp-spec-")
+        cls.server = harness.Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
+        self.assertIs(self.qs.reply(["reset", {"reduce_limit": True, "timeout": 10000}]), True)
+
+    def tearDown(self):
+        if self.qs.process.poll() is None:
+            self.assertEqual(self.qs.close(), 0, self.qs.diagnostics())
+
+    def teach_ddoc(self):
+        self.assertIs(self.qs.reply(["ddoc", "new", DDOC_ID, DDOC]), True)
+
+    def assert_exits_with(self, command, reply_prefix):
+        lines = self.qs.call(command)
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(json.loads(lines[0])[:len(reply_prefix)], reply_prefix)
+        self.assertNotEqual(self.qs.exited(), 0)
+
+    # ---- views ---------------------------------------------------------------------------------
+
+    def test_reset(self):
+        self.assertIs(self.qs.reply(["reset"]), True)
+
+    def test_map_funs(self):
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_twice"]), True)
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        rows = self.qs.reply(["map_doc", {"a": "b"}])
+        self.assertEqual(rows, [[["foo", "b"], ["bar", "b"]], [["baz", "b"]]])
+
+    def test_reset_forgets_map_funs(self):
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        self.assertIs(self.qs.reply(["reset"]), True)
+        self.assertEqual(self.qs.reply(["map_doc", {"a": "b"}]), [])
+
+    def test_map_exception_logs_and_indexing_goes_on(self):
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.map_fails_for_the_test"]), True)
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        lines = self.qs.call(["map_doc", {"_id": "d1", "a": 1}])
+        self.assertEqual(json.loads(lines[-1]), [[], [["baz", 1]]])
+        logs = [json.loads(line)[1] for line in lines[:-1]]
+        self.assertIn("function raised exception (ValueError: always) with doc._id d1", logs)
+
+    def test_reduce(self):
+        kvs = [[i, i * 2] for i in range(10)]
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_values_length"], kvs]),
+                         [True, [10]])
+
+    def test_rereduce(self):
+        self.assertEqual(
+            self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], list(range(10))]),
+            [True, [45]])
+
+    def test_rereduce_ignores_extra_arguments(self):
+        self.assertEqual(
+            self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], [1, 2], "ctx"]),
+            [True, [3]])
+
+    def test_reduce_overflow(self):
+        kvs = [[[i, f"d{i}"], i] for i in range(3)]
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_blowup"], kvs])[:2],
+                         ["error", "reduce_overflow_error"])
+        self.assertIs(self.qs.reply(["reset", {"reduce_limit": False}]), True)
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_blowup"], kvs]),
+                         [True, ["x" * 6000]])
+
+    def test_add_fun_refuses_unknown_and_mismatched_functions(self):
+        for name in ("fixture_fns.no_such_function", "no_such_module.f", "fixture_fns.town_n|7",
+                     "fixture_fns.by_town|1", "os.system"):
+            reply = self.qs.reply(["add_fun", name])
+            self.assertEqual(reply[:2], ["error", "compilation_error"], name)
+        reply = self.qs.reply(["add_fun", "fixture_fns.town_n|7"])
+        self.assertIn("did not match expected version", reply[2])
+
+    # ---- design documents ----------------------------------------------------------------------
+
+    def test_ddocs_survive_reset(self):
+        self.teach_ddoc()
+        self.assertIs(self.qs.reply(["reset"]), True)
+        self.assertEqual(self.qs.reply(ddoc_call(["shows", "simple"], [DOC, {}])),
+                         ["resp", {"body": "Best ever - Doc body"}])
+
+    def test_validate(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["validate_doc_update"], [{"good": True}, {}, {}])), 1)
+        self.assertEqual(self.qs.reply(ddoc_call(["validate_doc_update"], [{"bad": True}, {}, {}])),
+                         {"forbidden": "bad doc"})
+
+    def test_show(self):
+        self.teach_ddoc()
+        lines = self.qs.call(ddoc_call(["shows", "simple"], [DOC, {}]))
+        self.assertEqual([json.loads(line) for line in lines],
+                         [["log", "ok"], ["resp", {"body": "Best ever - Doc body"}]])
+
+    def test_show_with_headers(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["shows", "headers"], [DOC, {}])),
+                         ["resp", {"code": 200, "headers": {"X-Plankton": "Rusty"},
+                                   "body": "Best ever - Doc body"}])
+
+    def test_recoverable_error(self):
+        self.teach_ddoc()
+        reply = self.qs.reply(ddoc_call(["shows", "raises"], [DOC, {}]))
+        self.assertEqual(reply, ["error", "render_error", "ValueError: testing"])
+        self.assertIs(self.qs.reply(["reset"]), True)
+        self.assertEqual(self.qs.reply(ddoc_call(["shows", "headers"], [DOC, {}]))[0], "resp")
+
+    def test_missing_function_is_not_found(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["shows", "nope"], [DOC, {}])),
+                         ["error", "not_found", "missing shows function nope on design doc "
+                          + DDOC_ID])
+        self.assertIs(self.qs.reply(["reset"]), True)
+
+    def test_list_with_headers(self):
+        self.teach_ddoc()
+        self.assertEqual(
+            self.qs.reply(ddoc_call(["lists", "sends"], [{"total_rows": 1000}, {"q": "ok"}])),
+            ["start", ["first chunk", 'second "chunk"'],
+             {"headers": {"Content-Type": "text/plain"}}])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["tail"]])
+
+    def test_list_with_rows(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "rows"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "baz"}]), ["chunks", ["baz"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "bam"}]), ["chunks", ["bam"]])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["tail"]])
+
+    def test_list_with_zero_rows(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "rows"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["tail"]])
+
+    def test_list_buffers_chunks_per_row(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "multi"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["bacon"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "baz"}]), ["chunks", ["baz", "eggs"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "bam"}]), ["chunks", ["bam", "eggs"]])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["tail"]])
+
+    def test_example_list(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "simple"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        for key in ("baz", "bam", "foom", "fooz", "foox"):
+            self.assertEqual(self.qs.reply(["list_row", {"key": key}]), ["chunks", [key]])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["early"]])
+
+    def test_list_ends_early_and_the_session_goes_on(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "chunky"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "baz"}]), ["chunks", ["baz"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "bam"}]), ["chunks", ["bam"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "foom"}]),
+                         ["end", ["foom", "early tail"]])
+        self.assertIs(self.qs.reply(["reset"]), True)
+        self.assertEqual(self.qs.reply(ddoc_call(["filters", "basic"], [[{"good": True}], {}])),
+                         [True, [True]])
+
+    def test_changes_filter(self):
+        self.teach_ddoc()
+        docs = [{"key": "bam", "good": True}, {"foo": "bar"}, {"good": True}]
+        self.assertEqual(self.qs.reply(ddoc_call(["filters", "basic"], [docs, {"req": "foo"}])),
+                         [True, [True, False, True]])
+
+    def test_update(self):
+        self.teach_ddoc()
+        up, doc, resp = self.qs.reply(ddoc_call(["updates", "basic"],
+                                                [{"foo": "gnarly"}, {"method": "POST"}]))
+        self.assertEqual(up, "up")
+        self.assertEqual(doc, {"foo": "gnarly", "world": "hello"})
+        self.assertEqual(resp["body"], "hello doc")
+
+    def test_rewrite(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["rewrites"], [{"path": ["x"]}])),
+                         ["ok", {"path": "_all_docs", "query": {"limit": "1"}}])
+
+    # ---- the query server must exit --------------------------------------------------------------
+
+    def test_exits_when_sent_too_many_rows(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "capped"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["bacon"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "baz"}]), ["chunks", ["baz"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "foom"}]), ["chunks", ["foom"]])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "fooz"}]), ["end", ["fooz", "early"]])
+        self.assert_exits_with(["list_row", {"key": "foox"}], ["error", "unknown_command"])
+
+    def test_exits_on_a_non_row_in_a_list(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.reply(ddoc_call(["lists", "raw"], [{"foo": "bar"}, {"q": "ok"}])),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assert_exits_with(["map_doc", {}], ["fatal", "list_error"])
+
+    def test_exits_on_unknown_command(self):
+        self.assert_exits_with(["index_doc", {}], ["error", "unknown_command"])
+
+    def test_exits_on_uncached_ddoc(self):
+        self.assert_exits_with(ddoc_call(["shows", "simple"], [DOC, {}]),
+                               ["fatal", "query_protocol_error"])
+
+    def test_exits_on_a_line_that_is_not_json(self):
+        self.assert_exits_with("this is not json", ["fatal", "query_protocol_error"])
+
+    def test_truncated_last_line_ends_cleanly(self):
+        self.qs.process.stdin.write(b'["map_doc",{"_id":"cut')
+        self.assertEqual(self.qs.close(), 0)
+        self.assertIsNone(self.qs.read_line())
+
+    def test_huge_line(self):
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        big = "z" * (6 << 20)
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "big", "a": big}], timeout=60),
+                         [[["baz", big]]])
+
+
+if __name__ == "__main__":
+    QueryServerSpecTest.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
