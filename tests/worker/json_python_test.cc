@@ -1,0 +1,113 @@
+// Unit tests of the JSON <-> Python conversions the worker is built on.
+#include <Python.h>
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/worker/interpreter.h"
+#include "service/worker/json_to_python.h"
+#include "service/worker/python_to_json.h"
+#include "service/worker/user_exception.h"
+
+namespace cnp::worker {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PythonEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    absl::StatusOr<std::string> package = FindPackageDir();
+    ASSERT_TRUE(package.ok()) << package.status();
+    absl::StatusOr<CodeRoots> started = StartInterpreter({.package_dir = *package});
+    ASSERT_TRUE(started.ok()) << started.status();
+  }
+};
+
+const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new PythonEnvironment);
+
+PyRef Eval(const char* expression) {
+  PyObject* globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+  PyRef value = PyRef::Steal(PyRun_String(expression, Py_eval_input, globals, globals));
+  if (!value) PyErr_Print();
+  return value;
+}
+
+std::string Repr(PyObject* value) {
+  PyRef text = PyRef::Steal(PyObject_Repr(value));
+  return PyUnicode_AsUTF8(text.get());
+}
+
+// Parses `json` and returns repr() of the result.
+std::string ParsedRepr(const std::string& json) {
+  absl::StatusOr<PyRef> parsed = ParseJson(json);
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  return parsed.ok() ? Repr(parsed->get()) : "";
+}
+
+// Writes the value of a Python expression; "<Type: message>" when that raises.
+std::string Written(const char* expression) {
+  PyRef value = Eval(expression);
+  rapidjson::StringBuffer buffer;
+  buffer.Put('>');  // what was there before must survive a failed write
+  PythonJsonWriter writer(buffer);
+  if (!writer.Write(value.get())) {
+    UserException e = TakeException();
+    EXPECT_EQ(std::string(buffer.GetString(), buffer.GetSize()), ">");
+    return "<" + e.Summary() + ">";
+  }
+  return std::string(buffer.GetString() + 1, buffer.GetSize() - 1);
+}
+
+TEST(JsonToPythonTest, NumbersBecomeExactIntsAndFloats) {
+  EXPECT_EQ(ParsedRepr("[0,-0,17,-9223372036854775808,123456789012345678901234567890]"),
+            "[0, 0, 17, -9223372036854775808, 123456789012345678901234567890]");
+  EXPECT_EQ(ParsedRepr("[0.1,-0.0,1e300,2.5E-3]"), "[0.1, -0.0, 1e+300, 0.0025]");
+  // Beyond a double's range is refused, as CouchDB itself refuses it.
+  EXPECT_FALSE(ParseJson("1e400").ok());
+}
+
+TEST(JsonToPythonTest, StringsAndContainers) {
+  EXPECT_EQ(ParsedRepr(R"({"a":[true,false,null],"\u00e9":"\ud83d\ude00","a":{}})"),
+            "{'a': {}, '\xc3\xa9': '\xf0\x9f\x98\x80'}");
+}
+
+TEST(JsonToPythonTest, ErrorsNameTheOffsetAndTheReason) {
+  absl::StatusOr<PyRef> bad = ParseJson("[1, 2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "invalid JSON at byte 5: Missing a comma or ']' after an array element.");
+  std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  absl::StatusOr<PyRef> too_deep = ParseJson(deep);
+  ASSERT_FALSE(too_deep.ok());
+  EXPECT_THAT(too_deep.status().message(), HasSubstr("nested deeper than 4096 levels"));
+  EXPECT_FALSE(PyErr_Occurred());
+}
+
+TEST(PythonToJsonTest, ScalarsAsJsonDumpsAndJavaScriptWouldWriteThem) {
+  EXPECT_EQ(Written("[None, True, False, 0, -5, 2**64, -2**100]"),
+            "[null,true,false,0,-5,18446744073709551616,-1267650600228229401496703205376]");
+  EXPECT_EQ(Written("[0.1, 1e300, -0.0, 1.0, 1e-7, float('nan'), float('-inf')]"),
+            "[0.1,1e+300,-0.0,1.0,1e-07,null,null]");
+  EXPECT_EQ(Written("('tuple', ['nested', ()])"), R"(["tuple",["nested",[]]])");
+  EXPECT_EQ(Written("'\\u00e9\\U0001f600\"\\n\\x00'"),
+            "\"\xc3\xa9\xf0\x9f\x98\x80\\\"\\n\\u0000\"");
+}
+
+TEST(PythonToJsonTest, DictKeys) {
+  EXPECT_EQ(Written("{'s': 1, 2: 2, 0.5: 3, False: 4, None: 5, float('inf'): 6}"),
+            R"({"s":1,"2":2,"0.5":3,"false":4,"null":5,"Infinity":6})");
+  EXPECT_EQ(Written("{(1,): 1}"), "<TypeError: keys must be str, int, float, bool or None, not tuple>");
+}
+
+TEST(PythonToJsonTest, UnserialisableValuesFailWithoutLeavingAnything) {
+  EXPECT_EQ(Written("[1, {2, 3}]"), "<TypeError: Object of type set is not JSON serializable>");
+  EXPECT_EQ(Written("[1, object()]"), "<TypeError: Object of type object is not JSON serializable>");
+  EXPECT_THAT(Written("'\\ud800'"), HasSubstr("UnicodeEncodeError"));
+  EXPECT_THAT(Written("(lambda l: (l.append(l), l)[1])([])"),
+              HasSubstr("ValueError: value nested deeper than 4096 levels"));
+}
+
+}  // namespace
+}  // namespace cnp::worker
