@@ -1,0 +1,111 @@
+#include "client/upload/couch_credentials.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "service/upload/couch_url.h"
+
+namespace cnp::client::upload {
+namespace {
+
+// "https://host:6984/prefix" -> "host"
+std::string HostOf(absl::string_view base_url) {
+  absl::string_view rest = base_url.substr(base_url.find("://") + 3);
+  rest = rest.substr(0, rest.find('/'));
+  if (!rest.empty() && rest[0] == '[') return std::string(rest.substr(1, rest.find(']') - 1));
+  return std::string(rest.substr(0, rest.find(':')));
+}
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::optional<std::string> ProcessEnv(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+std::optional<NetrcEntry> FindNetrcEntry(absl::string_view netrc, absl::string_view host) {
+  std::vector<std::string> tokens =
+      absl::StrSplit(netrc, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
+  std::optional<NetrcEntry> found, fallback;
+  std::optional<NetrcEntry>* current = nullptr;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& token = tokens[i];
+    bool has_value = i + 1 < tokens.size();
+    if (token == "machine" && has_value) {
+      current = nullptr;
+      if (!found && tokens[++i] == host) {
+        found.emplace();
+        current = &found;
+      }
+    } else if (token == "default") {
+      current = nullptr;
+      if (!fallback) {
+        fallback.emplace();
+        current = &fallback;
+      }
+    } else if (token == "macdef") {
+      break;  // macros run to the end of a paragraph; nothing cnp needs follows reliably
+    } else if ((token == "login" || token == "password") && has_value) {
+      const std::string& value = tokens[++i];
+      if (current != nullptr) {
+        if (token == "login") {
+          (*current)->login = value;
+        } else {
+          (*current)->password = value;
+        }
+      }
+    }
+  }
+  return found ? found : fallback;
+}
+
+absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, const GetEnv& env) {
+  absl::StatusOr<cnp::upload::CouchUrl> parsed = cnp::upload::ParseCouchUrl(url);
+  if (!parsed.ok()) return parsed.status();
+  CouchCredentials out;
+  out.url = parsed->base;
+  if (!parsed->username.empty()) {
+    out.username = parsed->username;
+    out.password = parsed->password;
+    out.source = "the URL";
+    return out;
+  }
+  std::optional<std::string> user = env("CNP_COUCHDB_USER");
+  if (user && !user->empty()) {
+    out.username = *user;
+    out.password = env("CNP_COUCHDB_PASSWORD").value_or("");
+    out.source = "CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD";
+    return out;
+  }
+  std::string netrc_path;
+  if (std::optional<std::string> netrc = env("NETRC"); netrc && !netrc->empty()) {
+    netrc_path = *netrc;
+  } else if (std::optional<std::string> home = env("HOME"); home && !home->empty()) {
+    netrc_path = absl::StrCat(*home, "/.netrc");
+  }
+  if (!netrc_path.empty()) {
+    if (std::optional<std::string> text = ReadFile(netrc_path)) {
+      if (std::optional<NetrcEntry> entry = FindNetrcEntry(*text, HostOf(out.url))) {
+        out.username = entry->login;
+        out.password = entry->password;
+        out.source = netrc_path;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace cnp::client::upload

@@ -1,0 +1,148 @@
+#include "client/upload/event_printer.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace cnp::client::upload {
+namespace {
+
+std::string Where(const v1::SourceLocation& at) {
+  if (at.file().empty()) return "";
+  if (at.line() <= 0) return absl::StrCat(at.file(), ": ");
+  if (at.column() <= 0) return absl::StrCat(at.file(), ":", at.line(), ": ");
+  return absl::StrCat(at.file(), ":", at.line(), ":", at.column(), ": ");
+}
+
+std::string Target(const v1::DesignDocOutcome& o) {
+  return o.database().empty() ? o.id() : absl::StrCat(o.database(), "/", o.id());
+}
+
+const char* Verb(v1::DesignDocOutcome::Action action) {
+  switch (action) {
+    case v1::DesignDocOutcome::CREATED: return "created";
+    case v1::DesignDocOutcome::UPDATED: return "updated";
+    case v1::DesignDocOutcome::UNCHANGED: return "unchanged";
+    case v1::DesignDocOutcome::WOULD_CREATE: return "would create";
+    case v1::DesignDocOutcome::WOULD_UPDATE: return "would update";
+    case v1::DesignDocOutcome::CHECKED: return "ok";
+    default: return "?";
+  }
+}
+
+void Count(v1::DesignDocOutcome::Action action, UploadTally& tally) {
+  switch (action) {
+    case v1::DesignDocOutcome::CREATED: ++tally.created; break;
+    case v1::DesignDocOutcome::UPDATED: ++tally.updated; break;
+    case v1::DesignDocOutcome::UNCHANGED: ++tally.unchanged; break;
+    case v1::DesignDocOutcome::WOULD_CREATE:
+    case v1::DesignDocOutcome::WOULD_UPDATE: ++tally.would_change; break;
+    case v1::DesignDocOutcome::CHECKED: ++tally.checked; break;
+    default: break;
+  }
+}
+
+void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options,
+                  std::ostream& out) {
+  out << Where(o.location()) << Verb(o.action()) << " " << Target(o);
+  if (!o.rev().empty() && o.action() != v1::DesignDocOutcome::UNCHANGED) {
+    out << " (rev " << o.rev() << ")";
+  }
+  if (o.conflict_retries() > 0) {
+    out << " after " << o.conflict_retries() << " concurrent edit"
+        << (o.conflict_retries() == 1 ? "" : "s");
+  }
+  out << "\n";
+  bool is_update = o.action() == v1::DesignDocOutcome::UPDATED ||
+                   o.action() == v1::DesignDocOutcome::WOULD_UPDATE;
+  if (is_update) {
+    for (const v1::FieldChange& c : o.changes()) {
+      if (c.old_json().empty()) {
+        out << "    + " << c.path() << ": " << c.new_json() << "\n";
+      } else if (c.new_json().empty()) {
+        out << "    - " << c.path() << ": " << c.old_json() << "\n";
+      } else {
+        out << "    ~ " << c.path() << ": " << c.old_json() << " -> " << c.new_json() << "\n";
+      }
+    }
+  }
+  if (o.index_rebuild() && o.action() != v1::DesignDocOutcome::CHECKED) {
+    std::string views = absl::StrJoin(o.rebuilt_views(), ", ");
+    bool exists = is_update;
+    out << "    index: " << (exists ? "rebuilt" : "built") << " on the next query of any view: "
+        << views << "\n";
+  }
+  for (const std::string& field : o.kept_fields()) {
+    out << "    kept " << field
+        << " (in CouchDB but not in the YAML; --drop-unknown-fields removes it)\n";
+  }
+  for (const std::string& field : o.dropped_fields()) {
+    out << "    dropped " << field << " (in CouchDB but not in the YAML)\n";
+  }
+  if (options.show_documents || o.action() == v1::DesignDocOutcome::WOULD_CREATE ||
+      o.action() == v1::DesignDocOutcome::CHECKED) {
+    out << "    " << o.document_json() << "\n";
+  }
+}
+
+void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
+  out << "staged " << p.database() << "/" << p.id() << ": ";
+  if (p.phase() == "building") {
+    out << "building index";
+    if (p.total_changes() > 0) {
+      out << " " << p.changes_done() << "/" << p.total_changes() << " changes ("
+          << (100 * p.changes_done() / p.total_changes()) << "%)";
+    }
+  } else if (p.phase() == "staged") {
+    out << "written; starting its index build";
+  } else if (p.phase() == "built") {
+    out << "index built; moving into place";
+  } else if (p.phase() == "cleaned") {
+    out << "removed (the live design document uses its index)";
+  } else {
+    out << p.phase();
+  }
+  out << "\n";
+}
+
+}  // namespace
+
+void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::ostream& out,
+                std::ostream& err, UploadTally& tally) {
+  if (event.has_problem()) {
+    const v1::UploadProblem& p = event.problem();
+    bool error = p.severity() != v1::UploadProblem::WARNING;
+    ++(error ? tally.errors : tally.warnings);
+    err << Where(p.location()) << (error ? "error: " : "warning: ");
+    if (!p.database().empty()) err << "[" << p.database() << "/" << p.design_doc() << "] ";
+    err << p.message() << "\n";
+  } else if (event.has_outcome()) {
+    Count(event.outcome().action(), tally);
+    PrintOutcome(event.outcome(), options, out);
+  } else if (event.has_progress()) {
+    PrintProgress(event.progress(), out);
+  }
+  out.flush();
+}
+
+void PrintSummary(const UploadTally& tally, std::ostream& out) {
+  std::vector<std::string> parts;
+  auto add = [&](int n, const char* what) {
+    if (n > 0) parts.push_back(absl::StrCat(n, " ", what));
+  };
+  add(tally.created, "created");
+  add(tally.updated, "updated");
+  add(tally.unchanged, "unchanged");
+  add(tally.would_change, "would change");
+  add(tally.checked, "checked");
+  std::string summary = parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ");
+  if (tally.errors > 0) absl::StrAppend(&summary, "; ", tally.errors, tally.errors == 1 ? " error" : " errors");
+  if (tally.warnings > 0) {
+    absl::StrAppend(&summary, "; ", tally.warnings, tally.warnings == 1 ? " warning" : " warnings");
+  }
+  out << summary << "\n";
+}
+
+}  // namespace cnp::client::upload

@@ -1,0 +1,282 @@
+#include "client/upload/upload_command.h"
+
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/lib/cnp_client.h"
+#include "client/lib/default_target.h"
+#include "client/upload/event_printer.h"
+#include "cnp/v1/functions.grpc.pb.h"
+
+namespace cnp::client {
+namespace upload {
+namespace {
+
+constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE.yml [FILE.yml ...]
+
+Uploads the design documents described in the YAML files to DATABASE, through the cnp
+service (cnp-server), which resolves every function's |version by importing it in a worker.
+A design document that names its own `databases:` (names or glob patterns such as
+"account-*", matched against the server's databases) goes there instead of to DATABASE.
+
+Each design document is compared with the stored one, ignoring _rev: an identical one is not
+written; a changed one is written with the stored _rev, and the views whose index CouchDB will
+rebuild are named. Fields stored in CouchDB that the YAML does not mention are kept and
+reported. If someone else saves the document meanwhile (HTTP 409) it is re-read, compared
+again and retried a few times, never overwritten blindly. Any error in any file means nothing
+is written.
+
+Options:
+  --dry-run                 show what would change, with the diff; write nothing
+  --staged                  build changed views under _design/<name>__staging first, with
+                            progress, then write the live document (which finds the index
+                            already built) and delete the staging document
+  --drop-unknown-fields     remove stored fields (and views, shows, ...) the YAML does not
+                            mention instead of keeping them
+  --view-server=NAME        the design documents' "language", i.e. the query server's name in
+                            CouchDB's [query_servers] (default: python); a `language:` in the
+                            YAML wins
+  --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; the path is read by
+                            the service, on its host (default: the system's CA store)
+  --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
+  --show-documents          print every design document as written
+  --target=ADDRESS          the cnp service (default: $CNP_TARGET, else %s)
+  -h, --help                this text
+
+Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
+CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else
+~/.netrc. They are sent to the service in the request and never printed.
+
+Exit status: 0 when every design document is in place, 1 on any error, 2 on a usage error.
+)";
+
+constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]
+
+Reads the design documents described in the YAML files, resolves every function's |version
+through the cnp service (cnp-server) and prints the documents `cnp upload` would write. Every
+problem is reported with file:line. Nothing is written and CouchDB is not contacted.
+
+Options:
+  --view-server=NAME  the design documents' "language" (default: python)
+  --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
+  -h, --help          this text
+
+Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
+)";
+
+std::string Usage(const char* format, const std::string& program) {
+  std::string text = format;
+  text.replace(text.find("%s"), 2, program);
+  text.replace(text.find("%s"), 2, DefaultTarget());
+  return text;
+}
+
+struct Flags {
+  bool help = false;
+  bool dry_run = false;
+  bool staged = false;
+  bool drop_unknown_fields = false;
+  bool show_documents = false;
+  std::string view_server;
+  std::string ca_file;
+  int max_conflict_retries = 0;
+  std::string target;
+  std::vector<std::string> positional;
+};
+
+// Parses "--name", "--name=value" and "--name value". `upload` enables the upload-only flags.
+absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool upload) {
+  Flags flags;
+  bool options_done = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (options_done || arg.size() < 2 || arg[0] != '-') {
+      flags.positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    std::string name = arg;
+    std::optional<std::string> value;
+    if (size_t eq = arg.find('='); eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    auto take_value = [&]() -> absl::StatusOr<std::string> {
+      if (value) return *value;
+      if (i + 1 >= args.size()) return absl::InvalidArgumentError(name + " needs a value");
+      return args[++i];
+    };
+    auto no_value = [&]() -> absl::Status {
+      return value ? absl::InvalidArgumentError(name + " takes no value") : absl::OkStatus();
+    };
+    absl::Status status;
+    if (name == "-h" || name == "--help") {
+      flags.help = true;
+    } else if (name == "--target") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      flags.target = *v;
+    } else if (name == "--view-server") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      flags.view_server = *v;
+    } else if (upload && name == "--ca-file") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      flags.ca_file = *v;
+    } else if (upload && name == "--max-conflict-retries") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &flags.max_conflict_retries) || flags.max_conflict_retries < 1) {
+        return absl::InvalidArgumentError("--max-conflict-retries needs a number of at least 1");
+      }
+    } else if (upload && name == "--dry-run") {
+      status = no_value();
+      flags.dry_run = true;
+    } else if (upload && name == "--staged") {
+      status = no_value();
+      flags.staged = true;
+    } else if (upload && name == "--drop-unknown-fields") {
+      status = no_value();
+      flags.drop_unknown_fields = true;
+    } else if (upload && name == "--show-documents") {
+      status = no_value();
+      flags.show_documents = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown option ", name));
+    }
+    if (!status.ok()) return status;
+  }
+  return flags;
+}
+
+absl::Status AddFile(const std::string& path, v1::UploadRequest& request) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  v1::UploadFile& file = *request.add_files();
+  file.set_name(path);
+  file.set_text(text.str());
+  return absl::OkStatus();
+}
+
+int Send(const std::string& program, const std::string& target, const v1::UploadRequest& request,
+         const PrintOptions& print, CommandIo& io) {
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(target);
+  if (!client.ok()) {
+    io.err << program << ": " << client.status().message() << "\n";
+    return 1;
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader =
+      (*client)->stub().Upload(&context, request);
+  UploadTally tally;
+  v1::UploadEvent event;
+  std::string last_error;
+  while (reader->Read(&event)) {
+    PrintEvent(event, print, io.out, io.err, tally);
+    if (event.has_problem()) last_error = event.problem().message();
+  }
+  absl::Status status = (*client)->FromGrpc(reader->Finish());
+  PrintSummary(tally, io.out);
+  if (!status.ok()) {
+    if (status.message() != last_error) io.err << program << ": " << status.message() << "\n";
+    return 1;
+  }
+  return tally.errors > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int RunUpload(const std::vector<std::string>& args, CommandIo io) {
+  std::string program = args.empty() ? "cnp upload" : args[0];
+  absl::StatusOr<Flags> flags = ParseFlags(args, /*upload=*/true);
+  if (!flags.ok()) {
+    io.err << program << ": " << flags.status().message() << " (see --help)\n";
+    return 2;
+  }
+  if (flags->help) {
+    io.out << Usage(kUploadUsage, program);
+    return 0;
+  }
+  if (flags->positional.size() < 3) {
+    io.err << program << ": expected COUCHDB_URL DATABASE FILE.yml [FILE.yml ...] (see --help)\n";
+    return 2;
+  }
+  absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
+  if (!couch.ok()) {
+    io.err << program << ": " << couch.status().message() << "\n";
+    return 2;
+  }
+
+  v1::UploadRequest request;
+  request.set_couchdb_url(couch->url);
+  request.mutable_credentials()->set_username(couch->username);
+  request.mutable_credentials()->set_password(couch->password);
+  request.set_database(flags->positional[1]);
+  request.set_ca_file(flags->ca_file);
+  request.set_dry_run(flags->dry_run);
+  request.set_staged(flags->staged);
+  request.set_drop_unknown_fields(flags->drop_unknown_fields);
+  request.set_language(flags->view_server);
+  request.set_max_conflict_retries(flags->max_conflict_retries);
+  for (size_t i = 2; i < flags->positional.size(); ++i) {
+    if (absl::Status read = AddFile(flags->positional[i], request); !read.ok()) {
+      io.err << program << ": " << read.message() << "\n";
+      return 1;
+    }
+  }
+  std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
+  return Send(program, target, request, {.show_documents = flags->show_documents}, io);
+}
+
+int RunCheck(const std::vector<std::string>& args, CommandIo io) {
+  std::string program = args.empty() ? "cnp check" : args[0];
+  absl::StatusOr<Flags> flags = ParseFlags(args, /*upload=*/false);
+  if (!flags.ok()) {
+    io.err << program << ": " << flags.status().message() << " (see --help)\n";
+    return 2;
+  }
+  if (flags->help) {
+    io.out << Usage(kCheckUsage, program);
+    return 0;
+  }
+  if (flags->positional.empty()) {
+    io.err << program << ": expected FILE.yml [FILE.yml ...] (see --help)\n";
+    return 2;
+  }
+  v1::UploadRequest request;
+  request.set_check_only(true);
+  request.set_language(flags->view_server);
+  for (const std::string& path : flags->positional) {
+    if (absl::Status read = AddFile(path, request); !read.ok()) {
+      io.err << program << ": " << read.message() << "\n";
+      return 1;
+    }
+  }
+  std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
+  return Send(program, target, request, {}, io);
+}
+
+}  // namespace upload
+
+int RunUploadCommand(int argc, char** argv) {
+  return upload::RunUpload(std::vector<std::string>(argv, argv + argc),
+                           {.out = std::cout, .err = std::cerr});
+}
+
+int RunCheckCommand(int argc, char** argv) {
+  return upload::RunCheck(std::vector<std::string>(argv, argv + argc),
+                          {.out = std::cout, .err = std::cerr});
+}
+
+}  // namespace cnp::client
