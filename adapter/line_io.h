@@ -22,8 +22,8 @@ class LineReader {
  private:
   int fd_;
   std::string buffer_;
-  size_t start_ = 0;      // where the unread data begins in buffer_
-  size_t scanned_ = 0;    // bytes after start_ already known to hold no newline
+  size_t start_ = 0;    // where the unread data begins in buffer_
+  size_t scanned_ = 0;  // bytes after start_ already known to hold no newline
   bool eof_ = false;
 };
 

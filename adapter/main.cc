@@ -31,7 +31,8 @@ ABSL_FLAG(std::vector<std::string>, python_path, {},
           "Comma-separated directories for the Python path of a cnp-server this adapter starts.");
 ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "Comma-separated module prefixes a cnp-server this adapter starts may import.");
-ABSL_FLAG(int, workers, 0, "Worker processes of a cnp-server this adapter starts (0: its default).");
+ABSL_FLAG(int, workers, 0,
+          "Worker processes of a cnp-server this adapter starts (0: its default).");
 
 namespace cnp::adapter {
 namespace {
@@ -96,6 +97,20 @@ int Run() {
   return 0;
 }
 
+// The documented spelling is --python-path; absl only knows --python_path. Flag names are
+// rewritten in place (values are left alone) before absl parses them.
+void AcceptDashedFlagNames(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    char* arg = argv[i];
+    if (arg[0] != '-') continue;
+    if (arg[1] == '-' && arg[2] == '\0') break;  // "--": the rest are not flags
+    char* name = arg + (arg[1] == '-' ? 2 : 1);
+    for (char* c = name; *c != '\0' && *c != '='; ++c) {
+      if (*c == '-') *c = '_';
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cnp::adapter
 
@@ -103,6 +118,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
       "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock\"");
+  cnp::adapter::AcceptDashedFlagNames(argc, argv);
   absl::ParseCommandLine(argc, argv);
   // CouchDB closing its end must end the adapter with an error, not a signal.
   ::signal(SIGPIPE, SIG_IGN);

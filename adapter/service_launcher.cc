@@ -135,8 +135,8 @@ absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options) {
   std::error_code error;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
   if (error) {
-    return absl::NotFoundError(absl::StrCat("cannot read /proc/self/exe: ", error.message(),
-                                            "; pass --server-binary"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot read /proc/self/exe: ", error.message(), "; pass --server-binary"));
   }
   const std::filesystem::path dir = self.parent_path();
   for (const std::filesystem::path& candidate :
@@ -179,8 +179,8 @@ absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOp
   }
   if (options.workers > 0) argv.push_back(absl::StrCat("--workers=", options.workers));
 
-  const std::string started = absl::StrCat("cnp-adapter (pid ", ::getpid(), ") starting ",
-                                           absl::StrJoin(argv, " "), "\n");
+  const std::string started =
+      absl::StrCat("cnp-adapter (pid ", ::getpid(), ") starting ", absl::StrJoin(argv, " "), "\n");
   if (ScopedFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
       log.get() >= 0) {
     [[maybe_unused]] ssize_t ignored = ::write(log.get(), started.data(), started.size());

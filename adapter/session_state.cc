@@ -6,9 +6,8 @@ namespace cnp::adapter {
 namespace {
 
 void SkipSpace(std::string_view& text) {
-  while (!text.empty() &&
-         (text.front() == ' ' || text.front() == '\t' || text.front() == '\r' ||
-          text.front() == '\n')) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t' || text.front() == '\r' ||
+                           text.front() == '\n')) {
     text.remove_prefix(1);
   }
 }

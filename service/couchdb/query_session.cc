@@ -142,11 +142,32 @@ std::string MissingArgument(std::string_view command) {
 // A list function holding its worker between CouchDB's list_row/list_end lines.
 class QuerySession::ListInProgress {
  public:
-  explicit ListInProgress(std::unique_ptr<pool::WorkerLease> lease) : lease_(std::move(lease)) {}
-  pool::WorkerLease& lease() { return *lease_; }
+  ListInProgress(std::unique_ptr<pool::WorkerLease> lease, absl::Time finish_deadline)
+      : lease_(std::move(lease)), finish_deadline_(finish_deadline) {}
+
+  // A list abandoned half-way (a reset, a line that is not a row, the stream ending) is given
+  // the end of its rows, so that the function returns and its worker goes back to the pool
+  // ready for other work rather than stuck inside get_row().
+  ~ListInProgress() {
+    if (!open_) return;
+    Task end_of_rows;
+    end_of_rows.mutable_list_row();
+    lease_->Exchange(end_of_rows, std::max(finish_deadline_, absl::Now() + absl::Seconds(1)))
+        .IgnoreError();
+  }
+
+  absl::StatusOr<Reply> Exchange(const Task& task, absl::Time deadline) {
+    finish_deadline_ = deadline;
+    return lease_->Exchange(task, deadline);
+  }
+
+  // The function returned, or the exchange failed (and the lease replaces the worker).
+  void MarkFinished() { open_ = false; }
 
  private:
   std::unique_ptr<pool::WorkerLease> lease_;
+  absl::Time finish_deadline_;
+  bool open_ = true;
 };
 
 QuerySession::QuerySession(pool::TaskRunner& runner, Options options)
@@ -490,7 +511,7 @@ v1::SessionOutput QuerySession::StartList(std::string_view function, std::string
   }
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> lease = runner_.Lease(CallDeadline());
   if (!lease.ok()) return Lines({InfrastructureErrorLine(lease.status())});
-  list_ = std::make_unique<ListInProgress>(*std::move(lease));
+  list_ = std::make_unique<ListInProgress>(*std::move(lease), CallDeadline());
   return StepList(task);
 }
 
@@ -513,30 +534,29 @@ v1::SessionOutput QuerySession::ContinueList(std::string_view line) {
 }
 
 v1::SessionOutput QuerySession::StepList(const Task& task) {
-  absl::StatusOr<Reply> reply = list_->lease().Exchange(task, CallDeadline());
-  if (!reply.ok()) {
-    list_.reset();
-    return Lines({InfrastructureErrorLine(reply.status())});
-  }
+  absl::StatusOr<Reply> reply = list_->Exchange(task, CallDeadline());
   v1::SessionOutput out;
-  AddLogLines(reply->logs(), out);
-  if (reply->has_failure()) {
-    list_.reset();
-    out.add_lines(FailureLine(reply->failure()));
-    return out;
+  bool finished = true;
+  if (!reply.ok()) {
+    out.add_lines(InfrastructureErrorLine(reply.status()));
+  } else {
+    AddLogLines(reply->logs(), out);
+    if (reply->has_failure()) {
+      out.add_lines(FailureLine(reply->failure()));
+    } else if (!reply->has_list_step() || reply->list_step().reply().empty()) {
+      out.add_lines(UnexpectedReplyLine("list step"));
+    } else {
+      const worker::v1::ListStep& step = reply->list_step();
+      // The function returned (["end",..]) or raised (an error line): the list is over.
+      finished = step.done() || step.reply().starts_with("[\"error\"") ||
+                 step.reply().starts_with("[\"fatal\"");
+      out.add_lines(step.reply());
+    }
   }
-  if (!reply->has_list_step() || reply->list_step().reply().empty()) {
-    list_.reset();
-    out.add_lines(UnexpectedReplyLine("list step"));
-    return out;
-  }
-  const worker::v1::ListStep& step = reply->list_step();
-  // A raised exception ends the list with an error line; so does the function returning.
-  if (step.done() || step.reply().starts_with("[\"error\"") ||
-      step.reply().starts_with("[\"fatal\"")) {
+  if (finished) {
+    list_->MarkFinished();
     list_.reset();
   }
-  out.add_lines(step.reply());
   return out;
 }
 

@@ -445,6 +445,9 @@ TEST_F(DesignDocTest, NonRowDuringAListIsFatal) {
   std::optional<v1::SessionOutput> out = session_.Handle(R"(["map_doc",{}])");
   EXPECT_THAT(LinesOf(out), ElementsAre(R"(["fatal","list_error","not a row 'map_doc'"])"));
   EXPECT_TRUE(Exits(out));
+  // The abandoned function was given the end of its rows, so its worker is free again.
+  EXPECT_TRUE(runner_.tasks.back().has_list_row());
+  EXPECT_TRUE(runner_.tasks.back().list_row().row().empty());
   EXPECT_EQ(runner_.leases_released, 1);
 }
 
