@@ -1,4 +1,5 @@
 // cnp-worker: runs named Python functions for cnp-server over a socket (see worker.proto).
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -87,6 +88,8 @@ int main(int argc, char** argv) {
 
   // Nothing but the socket carries protocol; C-level writes to stdout go to stderr too.
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
+  // A server that hangs up mid-reply is a write error to report, not a signal to die of.
+  ::signal(SIGPIPE, SIG_IGN);
 
   absl::StatusOr<std::string> package_dir = cnp::worker::FindPackageDir();
   if (!package_dir.ok()) {

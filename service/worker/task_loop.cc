@@ -38,7 +38,8 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
                                       ? Run(registry, task, fd)
                                       : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
     if (!reply.ok()) return reply.status();
-    Context().logs.clear();  // logs a failed task left behind belong to no reply
+    // Logs no per-item result took (made before a Failure, say) still reach the server.
+    TakeLogs(*reply->mutable_logs());
     if (Context().memory_error) {
       reply->set_recycle(true);
       Context().memory_error = false;

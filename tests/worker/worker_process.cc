@@ -36,7 +36,8 @@ std::string RunfilePath(const std::string& path) {
 
 std::string FunctionsDir() { return RunfilePath("tests/functions"); }
 
-absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<std::string> args) {
+absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<std::string> args,
+                                                                   std::vector<std::string> env) {
   static std::atomic<int> started{0};
   std::string stderr_path =
       absl::StrCat(TestTmpDir(), "/worker-", getpid(), "-", started++, ".stderr");
@@ -57,6 +58,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<
     int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (err >= 0) ::dup2(err, STDERR_FILENO);
     ::dup2(fds[1], 3);  // dup2 clears close-on-exec on the copy
+    for (std::string& variable : env) ::putenv(variable.data());
     ::execv(binary.c_str(), argv.data());
     ::_exit(127);
   }

@@ -23,8 +23,10 @@ std::string FunctionsDir();
 
 class WorkerProcess {
  public:
-  // Starts cnp-worker --fd=3 <args>. Its stderr goes to a file (see ReadStderr).
-  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(std::vector<std::string> args);
+  // Starts cnp-worker --fd=3 <args>, with `env` ("NAME=value") added to the environment.
+  // Its stderr goes to a file (see ReadStderr).
+  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(std::vector<std::string> args,
+                                                              std::vector<std::string> env = {});
   // Starts it with --python-path=FunctionsDir() plus `args`.
   static std::unique_ptr<WorkerProcess> StartWithFunctions(std::vector<std::string> args = {});
   ~WorkerProcess();
