@@ -1,0 +1,62 @@
+#include "client/upload/couch_credentials.h"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "gtest/gtest.h"
+
+namespace cnp::client::upload {
+namespace {
+
+GetEnv EnvOf(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(CouchCredentialsTest, TheUrlWinsAndIsStripped) {
+  auto found = FindCouchCredentials("http://u:p%3Aw@host:5984/",
+                                    EnvOf({{"CNP_COUCHDB_USER", "env"}}));
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->url, "http://host:5984");
+  EXPECT_EQ(found->username, "u");
+  EXPECT_EQ(found->password, "p:w");
+  EXPECT_EQ(found->source, "the URL");
+}
+
+TEST(CouchCredentialsTest, TheEnvironmentComesNext) {
+  auto found = FindCouchCredentials(
+      "https://host", EnvOf({{"CNP_COUCHDB_USER", "env"}, {"CNP_COUCHDB_PASSWORD", "pw"}}));
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->username, "env");
+  EXPECT_EQ(found->password, "pw");
+}
+
+TEST(CouchCredentialsTest, ThenTheNetrcEntryForTheHost) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/netrc";
+  std::ofstream(path) << "machine other login x password y\n"
+                         "default login anon password none\n"
+                         "machine couch.example.com\n  login admin\n  password s3cret\n";
+  auto found = FindCouchCredentials("https://couch.example.com:6984/db",
+                                    EnvOf({{"NETRC", path}, {"HOME", "/nonexistent"}}));
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->username, "admin");
+  EXPECT_EQ(found->password, "s3cret");
+  EXPECT_EQ(found->source, path);
+
+  auto fallback = FindCouchCredentials("http://elsewhere", EnvOf({{"NETRC", path}}));
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback->username, "anon");
+}
+
+TEST(CouchCredentialsTest, NoneFoundMeansAnonymous) {
+  auto found = FindCouchCredentials("http://localhost:5984", EnvOf({}));
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->username, "");
+}
+
+}  // namespace
+}  // namespace cnp::client::upload

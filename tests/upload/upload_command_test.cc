@@ -1,0 +1,259 @@
+// cnp upload / cnp check end to end: the commands talk gRPC to an in-process Upload service
+// (the Uploader with a fake worker pool), which talks HTTP to pouchdb-server.
+#include "client/upload/upload_command.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "cnp/v1/functions.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/uploader.h"
+#include "tests/upload/fake_task_runner.h"
+#include "tests/upload/pouchdb_server.h"
+
+namespace cnp::client::upload {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kPassword[] = "pw-never-shown-42";
+
+class UploadOnlyService final : public v1::Functions::Service {
+ public:
+  explicit UploadOnlyService(cnp::upload::Uploader& uploader) : uploader_(uploader) {}
+
+  grpc::Status Upload(grpc::ServerContext*, const v1::UploadRequest* request,
+                      grpc::ServerWriter<v1::UploadEvent>* writer) override {
+    absl::Status status = uploader_.Run(
+        *request, [&](const v1::UploadEvent& event) { return writer->Write(event); });
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                        std::string(status.message()));
+  }
+
+ private:
+  cnp::upload::Uploader& uploader_;
+};
+
+struct CommandRun {
+  int exit_code;
+  std::string out, err;
+};
+
+class UploadCommandTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto started = cnp::upload::testing::PouchDbServer::Start();
+    ASSERT_TRUE(started.ok()) << started.status();
+    couch_ = started->release();
+    cnp::upload::CouchClient anonymous({.base_url = couch_->url()});
+    for (const char* db : {"cli", "cli-env", "cli-netrc"}) {
+      ASSERT_EQ(anonymous.Put(cnp::upload::DatabasePath(db), "")->status, 201);
+    }
+    ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
+              200);
+
+    runner_ = new cnp::upload::testing::FakeTaskRunner();
+    runner_->Define("myviews.townmap", 123);
+    runner_->Define("myviews.validate", 21);
+    uploader_ = new cnp::upload::Uploader(*runner_);
+    service_ = new UploadOnlyService(*uploader_);
+    // TEST_TMPDIR is too long for a unix socket path (108 bytes).
+    char dir[] = "/tmp/cnp-upload-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    socket_dir_ = dir;
+    target_ = absl::StrCat("unix:", socket_dir_, "/cnp.sock");
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(target_, grpc::InsecureServerCredentials());
+    builder.RegisterService(service_);
+    server_ = builder.BuildAndStart().release();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  static void TearDownTestSuite() {
+    server_->Shutdown();
+    delete server_;
+    delete service_;
+    delete uploader_;
+    delete runner_;
+    delete couch_;
+    std::filesystem::remove_all(socket_dir_);
+  }
+
+  static std::string WriteFile(const std::string& name, const std::string& text) {
+    std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  static std::string DesignYaml() {
+    return WriteFile("design.yml",
+                     "location:\n"
+                     "    views:\n"
+                     "        towns:\n"
+                     "            map: myviews.townmap\n"
+                     "    validate_doc_update: myviews.validate\n");
+  }
+
+  std::string UrlWithPassword() const {
+    return absl::StrCat("http://admin:", kPassword, "@127.0.0.1:", couch_->port());
+  }
+
+  CommandRun Upload(std::vector<std::string> args) { return Invoke(&RunUpload, "cnp upload", args); }
+  CommandRun Check(std::vector<std::string> args) { return Invoke(&RunCheck, "cnp check", args); }
+
+  CommandRun Invoke(int (*command)(const std::vector<std::string>&, CommandIo), const char* name,
+             std::vector<std::string> args) {
+    args.insert(args.begin(), name);
+    std::ostringstream out, err;
+    std::map<std::string, std::string> env = env_;
+    int code = command(args, {.out = out, .err = err,
+                              .env = [env](const char* var) -> std::optional<std::string> {
+                                auto it = env.find(var);
+                                if (it == env.end()) return std::nullopt;
+                                return it->second;
+                              }});
+    CommandRun run{code, out.str(), err.str()};
+    EXPECT_THAT(run.out, Not(HasSubstr(kPassword)));
+    EXPECT_THAT(run.err, Not(HasSubstr(kPassword)));
+    return run;
+  }
+
+  static cnp::upload::testing::PouchDbServer* couch_;
+  static cnp::upload::testing::FakeTaskRunner* runner_;
+  static cnp::upload::Uploader* uploader_;
+  static UploadOnlyService* service_;
+  static grpc::Server* server_;
+  static std::string target_;
+  static std::string socket_dir_;
+  std::map<std::string, std::string> env_ = {{"HOME", "/nonexistent"}};
+};
+
+cnp::upload::testing::PouchDbServer* UploadCommandTest::couch_ = nullptr;
+cnp::upload::testing::FakeTaskRunner* UploadCommandTest::runner_ = nullptr;
+cnp::upload::Uploader* UploadCommandTest::uploader_ = nullptr;
+UploadOnlyService* UploadCommandTest::service_ = nullptr;
+grpc::Server* UploadCommandTest::server_ = nullptr;
+std::string UploadCommandTest::target_;
+std::string UploadCommandTest::socket_dir_;
+
+TEST_F(UploadCommandTest, HelpDescribesTheCommands) {
+  CommandRun upload = Upload({"--help"});
+  EXPECT_EQ(upload.exit_code, 0);
+  EXPECT_THAT(upload.out, HasSubstr("Usage: cnp upload [options] COUCHDB_URL DATABASE FILE.yml"));
+  for (const char* flag : {"--dry-run", "--staged", "--drop-unknown-fields", "--view-server",
+                           "--ca-file", "--target", "CNP_COUCHDB_USER", ".netrc"}) {
+    EXPECT_THAT(upload.out, HasSubstr(flag));
+  }
+  CommandRun check = Check({"-h"});
+  EXPECT_EQ(check.exit_code, 0);
+  EXPECT_THAT(check.out, HasSubstr("Usage: cnp check [options] FILE.yml"));
+}
+
+TEST_F(UploadCommandTest, UsageErrorsExitWithTwo) {
+  EXPECT_EQ(Upload({}).exit_code, 2);
+  EXPECT_EQ(Upload({"http://localhost:5984", "db"}).exit_code, 2);
+  CommandRun unknown = Upload({"--force", "http://localhost:5984", "db", "a.yml"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("unknown option --force"));
+  EXPECT_EQ(Check({"--staged", "a.yml"}).exit_code, 2);  // upload-only
+  EXPECT_EQ(Check({}).exit_code, 2);
+}
+
+TEST_F(UploadCommandTest, UploadsThenReportsUnchanged) {
+  std::string file = DesignYaml();
+  CommandRun first = Upload({"--target", target_, UrlWithPassword(), "cli", file});
+  EXPECT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr(absl::StrCat(file, ":1:1: created cli/_design/location (rev 1-")));
+  EXPECT_THAT(first.out, HasSubstr("index: built on the next query of any view: towns"));
+
+  CommandRun second = Upload({"--target=" + target_, UrlWithPassword(), "cli", file});
+  EXPECT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_THAT(second.out, HasSubstr("unchanged cli/_design/location"));
+  EXPECT_THAT(second.out, HasSubstr("1 unchanged"));
+
+  runner_->Define("myviews.townmap", 124);
+  CommandRun dry = Upload({"--target=" + target_, "--dry-run", UrlWithPassword(), "cli", file});
+  runner_->Define("myviews.townmap", 123);
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_THAT(dry.out, HasSubstr("would update cli/_design/location"));
+  EXPECT_THAT(dry.out,
+              HasSubstr("~ views.towns.map: \"myviews.townmap|123\" -> \"myviews.townmap|124\""));
+  EXPECT_THAT(dry.out, HasSubstr("index: rebuilt on the next query of any view: towns"));
+}
+
+TEST_F(UploadCommandTest, CredentialsFromTheEnvironmentAndAWrongPassword) {
+  std::string file = DesignYaml();
+  std::string url = absl::StrCat("http://127.0.0.1:", couch_->port());
+  env_["CNP_COUCHDB_USER"] = "admin";
+  env_["CNP_COUCHDB_PASSWORD"] = kPassword;
+  CommandRun ok = Upload({"--target=" + target_, url, "cli-env", file});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_THAT(ok.out, HasSubstr("created cli-env/_design/location"));
+
+  env_["CNP_COUCHDB_PASSWORD"] = "not-the-password";
+  CommandRun refused = Upload({"--target=" + target_, url, "cli-env", file});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("refused the credentials"));
+  EXPECT_THAT(refused.err + refused.out, Not(HasSubstr("not-the-password")));
+}
+
+TEST_F(UploadCommandTest, CredentialsFromNetrc) {
+  std::string netrc = WriteFile(
+      "netrc", absl::StrCat("machine 127.0.0.1 login admin password ", kPassword, "\n"));
+  env_["NETRC"] = netrc;
+  CommandRun run = Upload({"--target=" + target_, absl::StrCat("http://127.0.0.1:", couch_->port()),
+                    "cli-netrc", DesignYaml()});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("created cli-netrc/_design/location"));
+}
+
+TEST_F(UploadCommandTest, MissingDatabaseAndDownCouchDbFail) {
+  CommandRun missing = Upload({"--target=" + target_, UrlWithPassword(), "absent", DesignYaml()});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("database \"absent\" does not exist"));
+
+  std::string down = absl::StrCat("http://admin:", kPassword, "@127.0.0.1:",
+                                  cnp::upload::testing::UnusedLoopbackPort());
+  CommandRun unreachable = Upload({"--target=" + target_, down, "cli", DesignYaml()});
+  EXPECT_EQ(unreachable.exit_code, 1);
+  EXPECT_THAT(unreachable.err, HasSubstr("cannot reach CouchDB at http://127.0.0.1:"));
+}
+
+TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
+  CommandRun good = Check({"--target=" + target_, DesignYaml()});
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_THAT(good.out, HasSubstr("ok _design/location"));
+  EXPECT_THAT(good.out, HasSubstr("\"map\":\"myviews.townmap|123\""));
+
+  std::string bad = WriteFile("bad.yml", "location:\n  colour: red\n  views: {t: nowhere.fn}\n");
+  CommandRun problems = Check({"--target=" + target_, bad});
+  EXPECT_EQ(problems.exit_code, 1);
+  EXPECT_THAT(problems.err, HasSubstr(absl::StrCat(bad, ":2:3: error: unknown key \"colour\"")));
+  EXPECT_THAT(problems.err, HasSubstr(absl::StrCat(bad, ":3:14: error: \"nowhere.fn\" cannot be used")));
+  EXPECT_THAT(problems.err, HasSubstr("2 errors in the design documents; nothing was written"));
+
+  CommandRun unreadable = Check({"--target=" + target_, "/nonexistent/x.yml"});
+  EXPECT_EQ(unreadable.exit_code, 1);
+  EXPECT_THAT(unreadable.err, HasSubstr("cannot read /nonexistent/x.yml"));
+}
+
+TEST_F(UploadCommandTest, AServiceThatIsDownIsExplained) {
+  std::string nowhere = absl::StrCat("unix:", socket_dir_, "/nobody.sock");
+  CommandRun run = Upload({"--target=" + nowhere, UrlWithPassword(), "cli", DesignYaml()});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.err, HasSubstr("no cnp-server answers at " + nowhere));
+  EXPECT_THAT(run.err, HasSubstr("cnp-server --listen="));
+}
+
+}  // namespace
+}  // namespace cnp::client::upload
