@@ -1,0 +1,29 @@
+"""Functions for the upload tests with the real worker: the seed README's myviews, plus the
+cases the upload must tell apart (undecorated, missing)."""
+
+from couch_named_python import Forbidden, Unauthorized, version
+
+
+@version(123)
+def townmap(doc):
+    yield doc["town"]
+
+
+@version(21)
+def validate(new, old, userctx, secobj):
+    if userctx["name"] != "daniel":
+        raise Unauthorized("No")
+    elif "town" not in new:
+        raise Forbidden("No town in doc")
+
+
+def plain_map(doc):
+    yield doc["_id"], None
+
+
+@version(4)
+def count_towns(keys, values, rereduce):
+    return len(values)
+
+
+not_a_function = 42
