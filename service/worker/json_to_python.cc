@@ -10,6 +10,37 @@
 namespace cnp::worker {
 namespace {
 
+// Object keys repeat from document to document ("_id", "_rev", "type", ...). Reusing one str
+// object per short ASCII key saves decoding it, and its hash is computed once instead of on
+// every dict insertion. The worker holds the GIL throughout, so a plain static table is safe.
+class KeyCache {
+ public:
+  static constexpr size_t kMaxKeyLength = 32;
+
+  // A new reference to the key's str, or nullptr when this key is not cacheable.
+  static PyObject* Lookup(const char* text, size_t length) {
+    if (length > kMaxKeyLength) return nullptr;
+    size_t hash = length;
+    for (size_t i = 0; i < length; ++i) {
+      if (static_cast<unsigned char>(text[i]) >= 0x80) return nullptr;
+      hash = hash * 31 + static_cast<unsigned char>(text[i]);
+    }
+    PyObject*& slot = slots_[hash % kSlots];
+    if (slot != nullptr && static_cast<size_t>(PyUnicode_GET_LENGTH(slot)) == length &&
+        std::memcmp(PyUnicode_1BYTE_DATA(slot), text, length) == 0) {
+      return Py_NewRef(slot);
+    }
+    PyObject* key = PyUnicode_DecodeASCII(text, length, "strict");
+    if (key == nullptr) return nullptr;
+    Py_XSETREF(slot, Py_NewRef(key));
+    return key;
+  }
+
+ private:
+  static constexpr size_t kSlots = 512;
+  static inline PyObject* slots_[kSlots] = {};
+};
+
 // Builds Python values bottom-up on one stack: containers are created when they close, at their
 // final size, so no list is ever resized and no dict is ever looked up twice.
 class PythonBuilder {
@@ -36,6 +67,8 @@ class PythonBuilder {
     return Push(PyUnicode_DecodeUTF8(text, length, "strict"));
   }
   bool Key(const char* text, rapidjson::SizeType length, bool copy) {
+    if (PyObject* cached = KeyCache::Lookup(text, length)) return Push(cached);
+    if (PyErr_Occurred()) return false;
     return String(text, length, copy);
   }
 
