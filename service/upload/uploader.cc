@@ -181,8 +181,8 @@ class UploadRun {
 
   absl::Status YamlErrors(int count) {
     return absl::InvalidArgumentError(
-        absl::StrCat(count, count == 1 ? " error" : " errors",
-                     " in the design documents; nothing was written"));
+        absl::StrCat(count, count == 1 ? " error" : " errors", " in the design documents",
+                     request_.check_only() ? "" : "; nothing was written"));
   }
 
   // Problems visible without asking CouchDB: a design document with nowhere to go, and two
@@ -420,7 +420,7 @@ Uploader::Uploader(pool::TaskRunner& runner) : Uploader(runner, Options()) {}
 Uploader::Uploader(pool::TaskRunner& runner, Options options)
     : runner_(runner), options_(std::move(options)) {}
 
-absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) {
+absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) const {
   return UploadRun(runner_, options_, request, emit).Execute();
 }
 

@@ -50,7 +50,8 @@ class Uploader {
   //   NOT_FOUND          a target database does not exist
   //   ABORTED            a design document kept changing concurrently (409s)
   //   CANCELLED          `emit` returned false
-  absl::Status Run(const v1::UploadRequest& request, const Emit& emit);
+  // Safe to call from several threads at once: each run has its own CouchDB connection.
+  absl::Status Run(const v1::UploadRequest& request, const Emit& emit) const;
 
  private:
   pool::TaskRunner& runner_;

@@ -240,7 +240,7 @@ TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
   EXPECT_EQ(problems.exit_code, 1);
   EXPECT_THAT(problems.err, HasSubstr(absl::StrCat(bad, ":2:3: error: unknown key \"colour\"")));
   EXPECT_THAT(problems.err, HasSubstr(absl::StrCat(bad, ":3:14: error: \"nowhere.fn\" cannot be used")));
-  EXPECT_THAT(problems.err, HasSubstr("2 errors in the design documents; nothing was written"));
+  EXPECT_THAT(problems.err, HasSubstr("cnp check: 2 errors in the design documents\n"));
 
   CommandRun unreadable = Check({"--target=" + target_, "/nonexistent/x.yml"});
   EXPECT_EQ(unreadable.exit_code, 1);
