@@ -5,6 +5,7 @@
 // thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
 // the workers.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <future>
@@ -87,6 +88,10 @@ int Run(int argc, char** argv) {
     exit_code = 1;
   } else {
     cnp::LogInfo("ready");
+    if (config->ready_fd >= 0) {
+      (void)!::write(config->ready_fd, "ready\n", 6);
+      ::close(config->ready_fd);
+    }
     int sig = stop.get_future().get();
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
                  absl::FormatDuration(config->shutdown_grace), " for calls in flight");

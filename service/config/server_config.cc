@@ -44,6 +44,9 @@ ABSL_FLAG(int64_t, worker_memory_mb, 2048,
           "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
           "and the worker is replaced (0: no cap)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(int, ready_fd, -1,
+          "write \"ready\\n\" to this file descriptor and close it once every address is "
+          "listening (for supervisors and tests that start the server)");
 
 namespace cnp::config {
 namespace {
@@ -209,6 +212,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
   c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);
+  c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");
   }

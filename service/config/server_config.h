@@ -24,6 +24,7 @@ struct ServerConfig {
   int64_t max_calls_per_worker = 0;
   int64_t worker_memory_mb = 0;
   std::string log_level;
+  int ready_fd = -1;
 
   // The worker's command-line arguments that carry this configuration.
   std::vector<std::string> WorkerArgs() const;

@@ -33,6 +33,12 @@ absl::Time ClientDeadline(const grpc::ServerContext& context) {
 // Gets a unix socket path ready for binding: its directory exists, and a socket file left by a
 // server that died is removed - but one that still answers is not stolen.
 absl::Status PrepareUnixSocket(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the socket path ", path, " is longer than the ", sizeof addr.sun_path - 1,
+        " bytes a unix socket address can hold; choose a shorter one"));
+  }
   std::string dir = path.substr(0, path.rfind('/'));
   if (!dir.empty() && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::FailedPreconditionError(
@@ -44,11 +50,7 @@ absl::Status PrepareUnixSocket(const std::string& path) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " exists and is not a socket; remove it or listen elsewhere"));
   }
-  sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path too long: ", path));
-  }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   bool alive = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;

@@ -1,0 +1,74 @@
+"""Named functions for the service tests: ordinary ones, and ones that misbehave on purpose."""
+import ctypes
+import os
+
+from couch_named_python import Forbidden, Unauthorized, log, version
+from os import system  # re-exported: must never be callable through this module
+
+__all__ = ["system"]
+
+
+@version(7)
+def by_town(doc):
+    if "town" in doc:
+        yield doc["town"], doc.get("n")
+
+
+def doubled(doc):
+    log("doubling %s" % doc["_id"])
+    return [(doc["_id"], doc["n"] * 2)]
+
+
+def picky(doc):
+    if doc["n"] % 3 == 0:
+        raise ValueError("no multiples of three: %d" % doc["n"])
+    yield doc["n"], None
+
+
+def total(keys, values, rereduce):
+    return sum(values)
+
+
+def broken_reduce(keys, values, rereduce):
+    raise RuntimeError("reduce is broken")
+
+
+@version(3)
+def guard(new, old, userctx, secobj):
+    if new.get("reject") == "forbidden":
+        raise Forbidden("not this one")
+    if new.get("reject") == "unauthorized":
+        raise Unauthorized("who are you")
+    if new.get("reject") == "error":
+        raise KeyError("oops")
+
+
+def exits(doc):
+    os._exit(3)
+
+
+def segfaults(doc):
+    ctypes.string_at(0)
+
+
+def spins(doc):
+    while True:
+        pass
+
+
+def hoards(doc):
+    hoard = bytearray(4 << 30)
+    yield len(hoard), None
+
+
+def size_of(doc):
+    yield doc["_id"], len(doc["blob"])
+
+
+def waits(doc):
+    """Opens doc["ready"] for writing (the test's open for reading returns: the call has reached
+    the worker), then blocks until the test writes to doc["release"]."""
+    open(doc["ready"], "w").close()
+    with open(doc["release"]) as f:
+        f.read()
+    yield "released", doc["_id"]

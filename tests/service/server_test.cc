@@ -1,0 +1,368 @@
+// cnp-server end to end: real server binary, real workers, real Python modules, real gRPC.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+std::string FunctionsDir() { return testing::Runfile("tests/service/pyfns"); }
+
+std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{"--python-path=" + FunctionsDir(), "--workers=2"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto server = ServerProcess::Start(args);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+std::string Doc(const std::string& id, const std::string& fields) {
+  return absl::StrCat(R"({"_id":")", id, R"(")", fields.empty() ? "" : ",", fields, "}");
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::trunc) << text;
+}
+
+TEST(ServerTest, MapsABatchAcrossWorkersInOrder) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  std::vector<std::string> docs;
+  const char* towns[] = {"Oslo", "Kyoto", "Lima"};
+  for (int i = 0; i < 1000; ++i) {
+    docs.push_back(Doc(absl::StrCat("d", i), absl::StrCat(R"("town":")", towns[i % 3], R"(","n":)", i)));
+  }
+  auto response = client->Map({"svc_fns.by_town|7"}, docs);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 1000);
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(response->results(i).rows(),
+              absl::StrCat(R"([[[")", towns[i % 3], R"(",)", i, "]]]"));
+  }
+}
+
+TEST(ServerTest, PerItemErrorsAndLogsAreData) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto response = client->Map({"svc_fns.picky", "svc_fns.doubled"},
+                              {Doc("a", R"("n":1)"), Doc("b", R"("n":3)")});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->results(0).rows(), R"([[[1,null]],[["a",2]]])");
+  EXPECT_EQ(response->results(0).errors_size(), 0);
+  EXPECT_THAT(response->results(0).logs(), ::testing::ElementsAre("doubling a"));
+  // The raising function contributes [] for that document only, and says why.
+  EXPECT_EQ(response->results(1).rows(), R"([[],[["b",6]]])");
+  ASSERT_EQ(response->results(1).errors_size(), 1);
+  const v1::FunctionError& e = response->results(1).errors(0);
+  EXPECT_EQ(e.function(), "svc_fns.picky");
+  EXPECT_EQ(e.doc_id(), "b");
+  EXPECT_EQ(e.type(), "ValueError");
+  EXPECT_EQ(e.message(), "no multiples of three: 3");
+}
+
+TEST(ServerTest, ReducesAndRereduces) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto reduced = client->Reduce({"svc_fns.total", "svc_fns.broken_reduce"},
+                                R"([[["a","d1"],2],[["b","d2"],5]])", false);
+  ASSERT_TRUE(reduced.ok()) << reduced.status();
+  EXPECT_THAT(reduced->results(), ::testing::ElementsAre("7", "null"));
+  ASSERT_EQ(reduced->errors_size(), 1);
+  EXPECT_EQ(reduced->errors(0).type(), "RuntimeError");
+  auto rereduced = client->Reduce({"svc_fns.total"}, "[7,8,9]", true);
+  ASSERT_TRUE(rereduced.ok()) << rereduced.status();
+  EXPECT_THAT(rereduced->results(), ::testing::ElementsAre("24"));
+}
+
+TEST(ServerTest, ValidateDistinguishesEveryOutcome) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto validate = [&](const std::string& reject) {
+    v1::ValidateRequest request;
+    request.set_function("svc_fns.guard|3");
+    request.set_new_doc(Doc("x", reject.empty() ? "" : absl::StrCat(R"("reject":")", reject, "\"")));
+    request.set_user_ctx(R"({"db":"db","name":"bob","roles":[]})");
+    auto response = client->Validate(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? *response : v1::ValidateResponse();
+  };
+  EXPECT_EQ(validate("").outcome(), v1::ValidateResponse::OK);
+  v1::ValidateResponse forbidden = validate("forbidden");
+  EXPECT_EQ(forbidden.outcome(), v1::ValidateResponse::FORBIDDEN);
+  EXPECT_EQ(forbidden.message(), "not this one");
+  v1::ValidateResponse unauthorized = validate("unauthorized");
+  EXPECT_EQ(unauthorized.outcome(), v1::ValidateResponse::UNAUTHORIZED);
+  EXPECT_EQ(unauthorized.message(), "who are you");
+  v1::ValidateResponse error = validate("error");
+  EXPECT_EQ(error.outcome(), v1::ValidateResponse::ERROR);
+  EXPECT_EQ(error.error().type(), "KeyError");
+}
+
+TEST(ServerTest, VersionMismatchFailsInBothDirectionsWithTheOldMessage) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto wrong = client->Map({"svc_fns.by_town|8"}, {Doc("a", "")});
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrong.status().message(),
+              HasSubstr("ValueError: Loaded version 7 did not match expected version 8"));
+  auto missing = client->Map({"svc_fns.by_town"}, {Doc("a", "")});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(missing.status().message(), HasSubstr("Loaded version 7 did not match expected version None"));
+  auto undecorated = client->Map({"svc_fns.doubled|1"}, {Doc("a", R"("n":1)")});
+  EXPECT_EQ(undecorated.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(undecorated.status().message(), HasSubstr("Loaded version None did not match expected version 1"));
+}
+
+TEST(ServerTest, CodeUpdatedOnDiskIsPickedUpByTheVersionRetry) {
+  std::string dir = testing::MakeTempDir("code");
+  WriteFile(dir + "/evolving.py",
+            "from couch_named_python import version\n"
+            "@version(1)\ndef f(doc):\n    yield 'old', 1\n");
+  auto server = StartServer({"--python-path=" + dir, "--workers=1"});
+  auto client = server->Connect();
+  auto first = client->Map({"evolving.f|1"}, {Doc("a", "")});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->results(0).rows(), R"([[["old",1]]])");
+  WriteFile(dir + "/evolving.py",
+            "from couch_named_python import version\n"
+            "@version(2)\ndef f(doc):\n    yield 'new code', 2\n");
+  auto second = client->Map({"evolving.f|2"}, {Doc("a", "")});
+  ASSERT_TRUE(second.ok()) << second.status() << server->Log();
+  EXPECT_EQ(second->results(0).rows(), R"([[["new code",2]]])");
+}
+
+TEST(ServerTest, SighupReloadsEveryWorkerWithoutFailingACall) {
+  std::string dir = testing::MakeTempDir("code");
+  WriteFile(dir + "/live.py", "def f(doc):\n    yield 'before', 1\n");
+  auto server = StartServer({"--python-path=" + dir});
+  auto client = server->Connect();
+  auto before = client->Map({"live.f"}, {Doc("a", "")});
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->results(0).rows(), R"([[["before",1]]])");
+  WriteFile(dir + "/live.py", "def f(doc):\n    yield 'after the reload', 2\n");
+  server->Signal(SIGHUP);
+  // Call continuously while the workers are replaced one by one: no call may fail, and both
+  // workers end up running the new code (two answers in a row come from both of them).
+  int after_in_a_row = 0;
+  absl::Time give_up = absl::Now() + absl::Seconds(30);
+  for (int i = 0; i < 100000 && after_in_a_row < 20 && absl::Now() < give_up; ++i) {
+    auto r = client->Map({"live.f"}, {Doc("a", "")});
+    ASSERT_TRUE(r.ok()) << "call " << i << " failed during the reload: " << r.status();
+    after_in_a_row = r->results(0).rows() == R"([[["after the reload",2]]])" ? after_in_a_row + 1 : 0;
+  }
+  EXPECT_EQ(after_in_a_row, 20) << server->Log();
+}
+
+TEST(ServerTest, ACrashFailsOnlyThatCallAndTheWorkerComesBack) {
+  auto server = StartServer({"--workers=1"});
+  auto client = server->Connect();
+  auto exited = client->Map({"svc_fns.exits"}, {Doc("a", "")});
+  EXPECT_EQ(exited.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(exited.status().message(), HasSubstr("exited with status 3"));
+  auto segfault = client->Map({"svc_fns.segfaults"}, {Doc("a", "")});
+  EXPECT_EQ(segfault.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(segfault.status().message(), HasSubstr("killed by signal 11"));
+  auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":2)")});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->results(0).rows(), R"([[["a",4]]])");
+}
+
+TEST(ServerTest, AnEndlessLoopHitsTheDeadlineAndTheWorkerIsReplaced) {
+  auto server = StartServer({"--workers=1", "--call-timeout=1s"});
+  auto client = server->Connect();
+  auto spun = client->Map({"svc_fns.spins"}, {Doc("a", "")});
+  EXPECT_EQ(spun.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(spun.status().message(), HasSubstr("did not finish before the deadline"));
+  auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":5)")});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->results(0).rows(), R"([[["a",10]]])");
+}
+
+TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
+  auto server = StartServer({"--workers=1", "--worker-memory-mb=400"});
+  auto client = server->Connect();
+  auto hoarded = client->Map({"svc_fns.hoards"}, {Doc("a", "")});
+  ASSERT_TRUE(hoarded.ok()) << hoarded.status();
+  ASSERT_EQ(hoarded->results(0).errors_size(), 1);
+  EXPECT_EQ(hoarded->results(0).errors(0).type(), "MemoryError");
+  EXPECT_EQ(hoarded->results(0).rows(), "[[]]");
+  auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
+}
+
+TEST(ServerTest, RefusesModulesTheOperatorDidNotAllow) {
+  auto server = StartServer({"--allow-module=svc_fns"});
+  auto client = server->Connect();
+  // os.system re-exported through an allowed module is still os.system.
+  auto reexported = client->Map({"svc_fns.system"}, {Doc("a", "")});
+  EXPECT_EQ(reexported.status().code(), absl::StatusCode::kPermissionDenied);
+  auto stdlib = client->Map({"os.system"}, {Doc("a", "")});
+  EXPECT_EQ(stdlib.status().code(), absl::StatusCode::kPermissionDenied);
+  auto allowed = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
+  EXPECT_TRUE(allowed.ok()) << allowed.status();
+}
+
+TEST(ServerTest, MalformedJsonAndBadNamesAreInvalidArguments) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto malformed = client->Map({"svc_fns.doubled"}, {R"({"_id":"a", "n": )"});
+  EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
+  auto bad_name = client->Map({"nodots"}, {Doc("a", "")});
+  EXPECT_EQ(bad_name.status().code(), absl::StatusCode::kInvalidArgument);
+  auto missing = client->Map({"no_such_module.f"}, {Doc("a", "")});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  auto none = client->Map({}, {Doc("a", "")});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServerTest, MapsAVeryLargeDocument) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  std::string blob(40 << 20, 'x');
+  auto response = client->Map({"svc_fns.size_of"}, {Doc("big", absl::StrCat(R"("blob":")", blob, "\""))});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->results(0).rows(), absl::StrCat(R"([[["big",)", blob.size(), "]]]"));
+}
+
+TEST(ServerTest, ServesConcurrentClients) {
+  auto server = StartServer();
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto client = server->Connect();
+      for (int i = 0; i < 100; ++i) {
+        int n = t * 1000 + i;
+        auto r = client->Map({"svc_fns.doubled"}, {Doc(absl::StrCat("t", t), absl::StrCat(R"("n":)", n))});
+        if (!r.ok() || r->results(0).rows() != absl::StrCat(R"([[["t)", t, R"(",)", 2 * n, "]]]")) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// A call parked inside a worker until the test lets it go.
+class ParkedCall {
+ public:
+  ParkedCall(client::Client& client, const std::string& id) {
+    std::string dir = testing::MakeTempDir("fifo");
+    ready_ = dir + "/ready";
+    release_ = dir + "/release";
+    ::mkfifo(ready_.c_str(), 0600);
+    ::mkfifo(release_.c_str(), 0600);
+    result_ = std::async(std::launch::async, [&client, id, this] {
+      return client.Map({"svc_fns.waits"},
+                        {Doc(id, absl::StrCat(R"("ready":")", ready_, R"(","release":")", release_, "\""))});
+    });
+    // Opening the read end returns once the function opened the write end: it is running.
+    int fd = ::open(ready_.c_str(), O_RDONLY);
+    ::close(fd);
+  }
+  absl::StatusOr<v1::MapResponse> Release() {
+    int fd = ::open(release_.c_str(), O_WRONLY);
+    ::close(fd);
+    return result_.get();
+  }
+
+ private:
+  std::string ready_, release_;
+  std::future<absl::StatusOr<v1::MapResponse>> result_;
+};
+
+TEST(ServerTest, AFullQueueIsResourceExhausted) {
+  auto server = StartServer({"--workers=1", "--max-queue=0"});
+  auto client = server->Connect();
+  ParkedCall parked(*client, "p");
+  auto refused = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--workers"));
+  auto released = parked.Release();
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->results(0).rows(), R"([[["released","p"]]])");
+}
+
+TEST(ServerTest, SigtermLetsTheCallInFlightFinish) {
+  auto server = StartServer({"--workers=1"});
+  auto client = server->Connect();
+  ParkedCall parked(*client, "p");
+  server->Signal(SIGTERM);
+  auto released = parked.Release();
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->results(0).rows(), R"([[["released","p"]]])");
+  int status = server->WaitForExit();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("stopped")) << server->Log();
+}
+
+TEST(ServerTest, AnswersHealthChecksAndStreams) {
+  auto server = StartServer();
+  auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
+  // grpc.health.v1.Health/Check, spoken as bytes: an empty HealthCheckRequest asks about the
+  // whole server, and a HealthCheckResponse of SERVING (1) encodes as field 1 = 1: 08 01.
+  grpc::GenericStub health(channel);
+  grpc::ClientContext context;
+  grpc::Slice nothing;
+  grpc::ByteBuffer request(&nothing, 1), response;
+  grpc::Status status;
+  grpc::CompletionQueue cq;
+  auto call = health.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &cq);
+  call->StartCall();
+  call->Finish(&response, &status, &cq);
+  void* tag;
+  bool ok;
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+
+  auto stub = v1::Functions::NewStub(channel);
+  grpc::ClientContext stream_context;
+  auto stream = stub->MapStream(&stream_context);
+  for (int i = 0; i < 5; ++i) {
+    v1::MapRequest map;
+    map.add_functions("svc_fns.doubled");
+    map.add_docs(Doc("s", absl::StrCat(R"("n":)", i)));
+    ASSERT_TRUE(stream->Write(map));
+    v1::MapResponse answer;
+    ASSERT_TRUE(stream->Read(&answer));
+    EXPECT_EQ(answer.results(0).rows(), absl::StrCat(R"([[["s",)", 2 * i, "]]]"));
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(ServerTest, RejectsBadFlagsWithAMessage) {
+  auto server = ServerProcess::Start({"--workers=1", "--python-path=/no/such/dir"});
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(server.status().message(), HasSubstr("/no/such/dir is not a directory"));
+}
+
+}  // namespace
+}  // namespace cnp

@@ -1,0 +1,45 @@
+// A real cnp-server started by a test on a unix socket in the test's temporary directory, with
+// real workers; stopped (SIGTERM) when the object goes away.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/lib/cnp_client.h"
+
+namespace cnp::testing {
+
+// A path inside the test's runfiles, e.g. Runfile("service/cnp-server").
+std::string Runfile(const std::string& path);
+// A fresh directory under TEST_TMPDIR.
+std::string MakeTempDir(const std::string& prefix);
+
+class ServerProcess {
+ public:
+  // Starts cnp-server with `args` (plus --listen on a fresh socket and the worker binary) and
+  // waits until it answers.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args);
+  ~ServerProcess();
+
+  const std::string& target() const { return target_; }
+  pid_t pid() const { return pid_; }
+  std::unique_ptr<client::Client> Connect() const;
+
+  // Sends `sig`; for SIGTERM, waits and returns the exit status.
+  void Signal(int sig) const;
+  int WaitForExit();
+  // The server's log so far.
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string target_;
+  std::string log_path_;
+  bool exited_ = false;
+};
+
+}  // namespace cnp::testing
