@@ -6,6 +6,7 @@
 #include "service/worker/call_context.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/py_text.h"
 
 namespace cnp::worker {
 
@@ -14,10 +15,7 @@ namespace {
 PyObject* Log(PyObject*, PyObject* message) {
   PyRef text = PyRef::Steal(PyUnicode_Check(message) ? Py_NewRef(message) : PyObject_Str(message));
   if (!text) return nullptr;
-  Py_ssize_t length;
-  const char* utf8 = PyUnicode_AsUTF8AndSize(text.get(), &length);
-  if (utf8 == nullptr) return nullptr;
-  Context().logs.emplace_back(utf8, length);
+  Context().logs.push_back(Utf8Text(text.get()));
   Py_RETURN_NONE;
 }
 

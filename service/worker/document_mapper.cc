@@ -2,6 +2,7 @@
 
 #include "service/worker/json_to_python.h"
 #include "service/worker/map_call.h"
+#include "service/worker/py_text.h"
 #include "service/worker/row_sink.h"
 
 namespace cnp::worker {
@@ -9,10 +10,7 @@ namespace {
 
 std::string IdOf(PyObject* doc) {
   if (!PyDict_Check(doc)) return "";
-  PyObject* id = PyDict_GetItemString(doc, "_id");  // borrowed
-  const char* text = id && PyUnicode_Check(id) ? PyUnicode_AsUTF8(id) : nullptr;
-  if (text == nullptr) PyErr_Clear();
-  return text ? text : "";
+  return Utf8Text(PyDict_GetItemString(doc, "_id"));  // borrowed
 }
 
 }  // namespace

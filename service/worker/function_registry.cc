@@ -1,6 +1,7 @@
 #include "service/worker/function_registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "service/worker/py_text.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
@@ -22,10 +23,8 @@ std::optional<int64_t> DeclaredVersion(PyObject* function) {
 
 std::string OwnModule(PyObject* function) {
   PyRef module = PyRef::Steal(PyObject_GetAttrString(function, "__module__"));
-  const char* text = module && PyUnicode_Check(module.get()) ? PyUnicode_AsUTF8(module.get())
-                                                             : nullptr;
   PyErr_Clear();
-  return text ? text : "";
+  return Utf8Text(module.get());
 }
 
 // How many positional arguments a plain function or method accepts; -1 when unknown.

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
+#include "service/worker/py_text.h"
 
 namespace cnp::worker {
 namespace {
@@ -170,8 +171,7 @@ absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
       PyObject *type, *value, *traceback;
       PyErr_Fetch(&type, &value, &traceback);
       PyRef text = PyRef::Steal(value ? PyObject_Str(value) : nullptr);
-      const char* message = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
-      why = message ? message : "Python could not build a value";
+      why = text ? Utf8Text(text.get()) : "Python could not build a value";
       Py_XDECREF(type);
       Py_XDECREF(value);
       Py_XDECREF(traceback);

@@ -68,7 +68,7 @@ bool PythonJsonWriter::WriteKey(PyObject* key) {
   if (key == Py_False) return writer_.Key("false", 5);
   if (key == Py_None) return writer_.Key("null", 4);
   if (PyLong_Check(key)) {
-    converted = PyRef::Steal(PyObject_Str(key));
+    converted = PyRef::Steal(PyLong_Type.tp_repr(key));  // an IntEnum key is its number
   } else if (PyFloat_Check(key)) {
     double d = PyFloat_AS_DOUBLE(key);
     if (std::isnan(d)) return writer_.Key("NaN", 3);
@@ -115,7 +115,7 @@ bool PythonJsonWriter::WriteValue(PyObject* value, int depth) {
   }
   if (PyList_Check(value) || PyTuple_Check(value)) {
     writer_.StartArray();
-    // A list may change size if a value's conversion runs user code; index it safely.
+    // Writing runs no Python code, so the sequence cannot change under the loop.
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(value); ++i) {
       if (!WriteValue(PySequence_Fast_GET_ITEM(value, i), depth + 1)) return false;
     }

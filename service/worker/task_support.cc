@@ -4,6 +4,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "service/worker/call_context.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/py_text.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/python_to_json.h"
 
@@ -83,12 +84,12 @@ void StoreRuntimeResult(PyObject* outcome, absl::string_view function, std::stri
   PyObject* reply = PyTuple_GET_ITEM(outcome, 0);
   PyObject* raised = PyTuple_GET_ITEM(outcome, 1);
   if (raised != Py_None) {
-    std::string type = PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 0));
+    std::string type = Utf8Text(PyTuple_GET_ITEM(raised, 0));
     if (type == "MemoryError") Context().memory_error = true;
     error->set_function(std::string(function));
     error->set_type(type);
-    error->set_message(PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 1)));
-    error->set_doc_id(PyUnicode_AsUTF8(PyTuple_GET_ITEM(raised, 2)));
+    error->set_message(Utf8Text(PyTuple_GET_ITEM(raised, 1)));
+    error->set_doc_id(Utf8Text(PyTuple_GET_ITEM(raised, 2)));
   }
   if (std::optional<std::string> json = ToJson(reply)) {
     *reply_json = *std::move(json);

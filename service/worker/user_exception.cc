@@ -1,22 +1,17 @@
 #include "service/worker/user_exception.h"
 
 #include "service/worker/call_context.h"
+#include "service/worker/py_text.h"
 
 namespace cnp::worker {
 namespace {
 
-std::string Utf8OrPlaceholder(PyObject* text, const char* placeholder) {
+std::string TextOr(PyObject* text, const char* placeholder) {
   if (text == nullptr) {
     PyErr_Clear();
     return placeholder;
   }
-  Py_ssize_t length;
-  const char* utf8 = PyUnicode_AsUTF8AndSize(text, &length);
-  if (utf8 == nullptr) {
-    PyErr_Clear();
-    return placeholder;
-  }
-  return std::string(utf8, length);
+  return Utf8Text(text);
 }
 
 }  // namespace
@@ -34,12 +29,12 @@ UserException TakeException() {
     if (PyType_IsSubtype(cls, reinterpret_cast<PyTypeObject*>(PyExc_MemoryError))) {
       Context().memory_error = true;
     }
-    result.type = Utf8OrPlaceholder(PyRef::Steal(PyType_GetName(cls)).get(), "Exception");
+    result.type = TextOr(PyRef::Steal(PyType_GetName(cls)).get(), "Exception");
   } else {
     result.type = "Exception";
   }
   if (result.value) {
-    result.message = Utf8OrPlaceholder(PyRef::Steal(PyObject_Str(result.value.get())).get(),
+    result.message = TextOr(PyRef::Steal(PyObject_Str(result.value.get())).get(),
                                        "<exception str() failed>");
   }
   return result;

@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "service/worker/json_to_python.h"
+#include "service/worker/py_text.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -66,11 +67,8 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
       response->set_outcome(ValidateResponse::UNAUTHORIZED);
       response->set_message(exception.message);
     } else {
-      std::string doc_id;
-      if (PyDict_Check(new_doc->get())) {
-        PyObject* id = PyDict_GetItemString(new_doc->get(), "_id");
-        if (id && PyUnicode_Check(id)) doc_id = PyUnicode_AsUTF8(id);
-      }
+      std::string doc_id =
+          PyDict_Check(new_doc->get()) ? Utf8Text(PyDict_GetItemString(new_doc->get(), "_id")) : "";
       response->set_outcome(ValidateResponse::ERROR);
       response->set_message(exception.Summary());
       FillFunctionError(*response->mutable_error(), request.function(), doc_id, exception);

@@ -95,3 +95,17 @@ def versioned(doc):
 
 def unversioned(doc):
     yield doc["_id"], None
+
+
+def surrogate_error(doc):
+    log("half a pair: \ud800")
+    raise ValueError("bad \udc80 text")
+
+
+def int_enum_key(doc):
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    yield {Color.RED: "red"}, Color.RED

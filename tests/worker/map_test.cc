@@ -84,6 +84,19 @@ TEST_F(MapTest, DictKeysAreConvertedLikeJsonDumps) {
   EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
 }
 
+TEST_F(MapTest, TextThatIsNotUtf8StillReachesTheServerEscaped) {
+  Reply reply = worker_->Call(MapTask({"worker_views.surrogate_error"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).message(), "bad \\udc80 text");
+  ASSERT_EQ(reply.map().results(0).logs_size(), 1);
+  EXPECT_EQ(reply.map().results(0).logs(0), "half a pair: \\ud800");
+}
+
+TEST_F(MapTest, IntSubclassKeysAndValuesAreTheirNumbers) {
+  EXPECT_EQ(RowsOf("worker_views.int_enum_key", kOslo), R"([[[{"1":"red"},1]]])");
+}
+
 TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
   Reply reply = worker_->Call(MapTask({"worker_views.returns_str"}, {kOslo}));
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);
