@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,29 +15,34 @@ constexpr size_t kReadChunk = 64 * 1024;
 
 std::optional<std::string_view> LineReader::Next() {
   while (true) {
-    const size_t newline = buffer_.find('\n', start_ + scanned_);
-    if (newline != std::string::npos) {
-      std::string_view line(buffer_.data() + start_, newline - start_);
-      start_ = newline + 1;
+    const char* from = buffer_.data() + start_ + scanned_;
+    if (const void* newline = std::memchr(from, '\n', end_ - start_ - scanned_)) {
+      const size_t at = static_cast<const char*>(newline) - buffer_.data();
+      std::string_view line(buffer_.data() + start_, at - start_);
+      start_ = at + 1;
       scanned_ = 0;
       return line;
     }
-    scanned_ = buffer_.size() - start_;
+    scanned_ = end_ - start_;
     if (eof_) return std::nullopt;
 
-    // Drop the lines already handed out before growing the buffer.
+    // Move the unfinished line to the front, and grow only when a line outgrows the buffer.
     if (start_ > 0) {
-      buffer_.erase(0, start_);
+      std::memmove(buffer_.data(), buffer_.data() + start_, end_ - start_);
+      end_ -= start_;
       start_ = 0;
     }
-    const size_t old_size = buffer_.size();
-    buffer_.resize(old_size + kReadChunk);
+    if (buffer_.size() - end_ < kReadChunk)
+      buffer_.resize(std::max(2 * buffer_.size(), end_ + kReadChunk));
     ssize_t n;
     do {
-      n = ::read(fd_, buffer_.data() + old_size, kReadChunk);
+      n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
     } while (n < 0 && errno == EINTR);
-    buffer_.resize(old_size + (n > 0 ? static_cast<size_t>(n) : 0));
-    if (n <= 0) eof_ = true;
+    if (n <= 0) {
+      eof_ = true;
+    } else {
+      end_ += static_cast<size_t>(n);
+    }
   }
 }
 

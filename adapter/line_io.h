@@ -21,8 +21,11 @@ class LineReader {
 
  private:
   int fd_;
+  // buffer_[start_, end_) is read but not yet handed out; the rest is spare room, kept so that
+  // each read() does not first zero-fill a fresh chunk.
   std::string buffer_;
-  size_t start_ = 0;    // where the unread data begins in buffer_
+  size_t start_ = 0;
+  size_t end_ = 0;
   size_t scanned_ = 0;  // bytes after start_ already known to hold no newline
   bool eof_ = false;
 };

@@ -1,0 +1,122 @@
+// The adapter's own small pieces: line framing, command classification and the session state
+// it replays to a new stream.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "adapter/line_io.h"
+#include "adapter/service_launcher.h"
+#include "adapter/session_state.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace cnp::adapter {
+namespace {
+
+using ::testing::ElementsAre;
+
+// A file holding `contents`, opened for reading.
+int FileWith(const std::string& contents) {
+  std::FILE* file = std::tmpfile();
+  EXPECT_NE(file, nullptr);
+  EXPECT_EQ(std::fwrite(contents.data(), 1, contents.size(), file), contents.size());
+  std::fflush(file);
+  const int fd = ::dup(::fileno(file));
+  std::fclose(file);
+  ::lseek(fd, 0, SEEK_SET);
+  return fd;
+}
+
+TEST(LineReaderTest, SplitsLinesOfAnyLengthAndDropsACutLastLine) {
+  const std::string huge(3 << 20, 'h');
+  const int fd =
+      FileWith("[\"reset\"]\n" + huge + "\n\n[\"map_doc\",{}]\n[\"map_doc\",{\"_id\":\"cu");
+  LineReader reader(fd);
+  EXPECT_EQ(reader.Next(), "[\"reset\"]");
+  EXPECT_EQ(reader.Next(), huge);
+  EXPECT_EQ(reader.Next(), "");
+  EXPECT_EQ(reader.Next(), "[\"map_doc\",{}]");
+  EXPECT_EQ(reader.Next(), std::nullopt);
+  EXPECT_EQ(reader.Next(), std::nullopt);
+  ::close(fd);
+}
+
+TEST(LineReaderTest, EmptyInputIsEndOfInput) {
+  const int fd = FileWith("");
+  LineReader reader(fd);
+  EXPECT_EQ(reader.Next(), std::nullopt);
+  ::close(fd);
+}
+
+TEST(WriteAllTest, WritesEverything) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_TRUE(WriteAll(fds[1], "true\n").ok());
+  ::close(fds[1]);
+  char buffer[16] = {};
+  EXPECT_EQ(::read(fds[0], buffer, sizeof(buffer)), 5);
+  EXPECT_STREQ(buffer, "true\n");
+  ::close(fds[0]);
+  EXPECT_FALSE(WriteAll(-1, "x").ok());
+}
+
+TEST(ClassifyCommandTest, ReadsTheCommandName) {
+  EXPECT_EQ(ClassifyCommand(R"(["reset",{"timeout":5000}])"), Command::kReset);
+  EXPECT_EQ(ClassifyCommand(R"(["reset"])"), Command::kReset);
+  EXPECT_EQ(ClassifyCommand(R"( [ "reset" ] )"), Command::kReset);
+  EXPECT_EQ(ClassifyCommand(R"(["resets"])"), Command::kOther);
+  EXPECT_EQ(ClassifyCommand(R"(["add_lib",{}])"), Command::kAddLib);
+  EXPECT_EQ(ClassifyCommand(R"(["add_fun","m.f|1"])"), Command::kAddFun);
+  EXPECT_EQ(ClassifyCommand(R"(["ddoc","new","_design/x",{}])"), Command::kDesignDocNew);
+  EXPECT_EQ(ClassifyCommand(R"(["ddoc","_design/x",["filters","f"],[]])"), Command::kOther);
+  EXPECT_EQ(ClassifyCommand(R"(["list_row",{}])"), Command::kListStep);
+  EXPECT_EQ(ClassifyCommand(R"(["list_end"])"), Command::kListStep);
+  EXPECT_EQ(ClassifyCommand(R"(["map_doc",{"reset":1}])"), Command::kOther);
+  EXPECT_EQ(ClassifyCommand("not json"), Command::kOther);
+  EXPECT_EQ(ClassifyCommand(R"(["unterminated)"), Command::kOther);
+}
+
+TEST(SessionStateTest, ReplaysDesignDocsThenResetLibAndFunctions) {
+  SessionState state;
+  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":1}])");
+  state.OnReset(R"(["reset",{"reduce_limit":true,"timeout":12000}])");
+  state.OnAccepted(Command::kAddLib, R"(["add_lib",{"x":1}])");
+  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.f|1"])");
+  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.g"])");
+  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/b",{}])");
+  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":2}])");
+  EXPECT_THAT(
+      state.ReplayLines(),
+      ElementsAre(R"(["ddoc","new","_design/a",{"rev":2}])", R"(["ddoc","new","_design/b",{}])",
+                  R"(["reset",{"reduce_limit":true,"timeout":12000}])", R"(["add_lib",{"x":1}])",
+                  R"(["add_fun","m.f|1"])", R"(["add_fun","m.g"])"));
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(12));
+}
+
+TEST(SessionStateTest, ResetForgetsFunctionsAndLibButKeepsDesignDocs) {
+  SessionState state;
+  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{}])");
+  state.OnAccepted(Command::kAddLib, R"(["add_lib",{}])");
+  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.f"])");
+  state.OnReset(R"(["reset"])");
+  EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["ddoc","new","_design/a",{}])", R"(["reset"])"));
+  // A reset without a timeout keeps the last one known.
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+}
+
+TEST(UnixSocketPathTest, AcceptsBothSpellings) {
+  EXPECT_EQ(UnixSocketPath("unix:/tmp/cnp-0/cnp.sock"), "/tmp/cnp-0/cnp.sock");
+  EXPECT_EQ(UnixSocketPath("unix:///run/cnp.sock"), "/run/cnp.sock");
+  EXPECT_EQ(UnixSocketPath("127.0.0.1:7070"), std::nullopt);
+}
+
+TEST(FindServerBinaryTest, AnExplicitBinaryWins) {
+  LaunchOptions options;
+  options.server_binary = "/opt/cnp/bin/cnp-server";
+  EXPECT_EQ(FindServerBinary(options).value(), "/opt/cnp/bin/cnp-server");
+}
+
+}  // namespace
+}  // namespace cnp::adapter
