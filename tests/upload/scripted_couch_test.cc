@@ -1,0 +1,201 @@
+// The Uploader against a scripted CouchDB 3 for what pouchdb-server cannot show: a staged
+// deploy's index build progress from _active_tasks (sharded databases), refusals and server
+// errors.
+#include <map>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/design_diff.h"
+#include "service/upload/json.h"
+#include "service/upload/uploader.h"
+#include "tests/upload/fake_task_runner.h"
+#include "tests/upload/scripted_http_server.h"
+#include "tests/upload/upload_events.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+constexpr char kYaml[] =
+    "location:\n"
+    "    views:\n"
+    "        towns:\n"
+    "            map: myviews.townmap\n"
+    "    validate_doc_update: myviews.validate\n";
+
+constexpr char kStored[] =
+    R"({"_id": "_design/location", "_rev": "1-live", "language": "python",
+        "views": {"towns": {"map": "myviews.townmap|122"}},
+        "validate_doc_update": "myviews.validate|21"})";
+
+std::string IndexerTask(const std::string& database, const std::string& ddoc, int done,
+                        int total) {
+  return absl::StrCat(R"({"type": "indexer", "database": ")", database,
+                      R"(", "design_document": ")", ddoc, R"(", "changes_done": )", done,
+                      R"(, "total_changes": )", total, "}");
+}
+
+class ScriptedCouchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runner_.Define("myviews.townmap", 123);
+    runner_.Define("myviews.validate", 21);
+    options_.staged_poll_interval = absl::ZeroDuration();
+  }
+
+  v1::UploadRequest Request(const std::string& url) {
+    v1::UploadRequest request;
+    request.set_couchdb_url(url);
+    request.set_database("big");
+    request.mutable_credentials()->set_username("admin");
+    request.mutable_credentials()->set_password("pw");
+    *request.add_files() = File("design.yml", kYaml);
+    return request;
+  }
+
+  FakeTaskRunner runner_;
+  Uploader::Options options_;
+};
+
+TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
+  int polls = 0;
+  std::string staging_body, live_body;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big") return {200, R"({"db_name": "big"})"};
+    if (call == "GET /big/_design/location") return {200, kStored};
+    if (call == "GET /big/_design/location__staging") return {404, R"({"error":"not_found"})"};
+    if (call == "PUT /big/_design/location__staging") {
+      staging_body = r.body;
+      return {201, R"({"ok": true, "id": "_design/location__staging", "rev": "1-stage"})"};
+    }
+    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/towns?limit=0")) {
+      return {200, R"({"total_rows": 0, "offset": 0, "rows": []})"};
+    }
+    if (call == "GET /_active_tasks") {
+      const std::string shard_a = "shards/00000000-7fffffff/big.1700000000";
+      const std::string shard_b = "shards/80000000-ffffffff/big.1700000000";
+      switch (polls++) {
+        case 0:
+          return {200, absl::StrCat(
+                           "[", IndexerTask(shard_a, "_design/location__staging", 10, 100), ",",
+                           IndexerTask(shard_b, "_design/location__staging", 30, 100), ",",
+                           IndexerTask("shards/00000000-7fffffff/bigger.1", "_design/location__staging", 1, 1), ",",
+                           IndexerTask(shard_a, "_design/other", 5, 5), ",",
+                           R"({"type": "replication"}])")};
+        case 1:
+          return {200, absl::StrCat("[", IndexerTask(shard_b, "_design/location__staging", 90, 100), "]")};
+        default:
+          return {200, "[]"};
+      }
+    }
+    if (call == "PUT /big/_design/location") {
+      live_body = r.body;
+      return {201, R"({"ok": true, "id": "_design/location", "rev": "2-live"})"};
+    }
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") {
+      return {200, R"({"ok": true})"};
+    }
+    return {500, absl::StrCat(R"({"error": "unexpected request", "reason": ")", call, "\"}")};
+  });
+
+  v1::UploadRequest request = Request(couch.url());
+  request.set_staged(true);
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+
+  std::vector<std::string> progress;
+  for (const auto& e : result.events) {
+    if (!e.has_progress()) continue;
+    progress.push_back(absl::StrCat(e.progress().phase(), " ", e.progress().changes_done(), "/",
+                                    e.progress().total_changes()));
+  }
+  EXPECT_THAT(progress,
+              ElementsAre("staged 0/0", "building 40/200", "building 90/100", "built 0/0",
+                          "cleaned 0/0"));
+  v1::DesignDocOutcome outcome = result.Outcome("_design/location", "big");
+  EXPECT_EQ(outcome.action(), v1::DesignDocOutcome::UPDATED);
+  EXPECT_EQ(outcome.rev(), "2-live");
+
+  // The staging document carries exactly the live document's index inputs, and nothing that
+  // would run on writes.
+  absl::StatusOr<rapidjson::Document> staging = ParseJson(staging_body);
+  absl::StatusOr<rapidjson::Document> live = ParseJson(live_body);
+  ASSERT_TRUE(staging.ok() && live.ok());
+  EXPECT_TRUE(SameIndexInputs(*staging, *live));
+  EXPECT_FALSE(staging->HasMember("validate_doc_update"));
+  EXPECT_EQ(std::string((*live)["_rev"].GetString()), "1-live");
+  EXPECT_EQ(std::string((*live)["views"]["towns"]["map"].GetString()), "myviews.townmap|123");
+
+  EXPECT_THAT(couch.requests(),
+              ElementsAre("GET /big", "GET /big/_design/location",
+                          "GET /big/_design/location__staging",
+                          "PUT /big/_design/location__staging",
+                          "GET /big/_design/location__staging/_view/towns?limit=0&update=lazy",
+                          "GET /_active_tasks", "GET /_active_tasks", "GET /_active_tasks",
+                          "GET /big/_design/location__staging/_view/towns?limit=0",
+                          "PUT /big/_design/location",
+                          "DELETE /big/_design/location__staging?rev=1-stage"));
+}
+
+TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big") return {200, "{}"};
+    if (call == "GET /big/_design/location") {
+      return {200, R"({"_id": "_design/location", "_rev": "1-live", "language": "python",
+                       "views": {"towns": {"map": "myviews.townmap|123"}},
+                       "validate_doc_update": "myviews.validate|20"})"};
+    }
+    if (call == "PUT /big/_design/location") return {201, R"({"ok": true, "rev": "2-live"})"};
+    return {500, "{}"};
+  });
+  v1::UploadRequest request = Request(couch.url());
+  request.set_staged(true);
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_THAT(couch.requests(), ElementsAre("GET /big", "GET /big/_design/location",
+                                            "PUT /big/_design/location"));
+}
+
+TEST_F(ScriptedCouchTest, BasicAuthIsSentAndARefusedWriteIsExplained) {
+  std::string authorization;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    authorization = r.authorization;
+    if (r.method == "GET" && r.target == "/big") return {200, "{}"};
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    return {403, R"({"error": "forbidden", "reason": "You are not a db or server admin."})"};
+  });
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_TRUE(absl::IsPermissionDenied(result.status)) << result.status;
+  EXPECT_EQ(authorization, "Basic YWRtaW46cHc=");  // admin:pw
+  ASSERT_THAT(result.errors(), SizeIs(1));
+  EXPECT_THAT(result.errors()[0].message(),
+              HasSubstr("not allowed (forbidden: You are not a db or server admin.)"));
+  EXPECT_EQ(result.errors()[0].design_doc(), "_design/location");
+  EXPECT_EQ(result.errors()[0].database(), "big");
+}
+
+TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    return {500, R"({"error": "unknown_error", "reason": "function_clause"})"};
+  });
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_FALSE(result.status.ok());
+  ASSERT_THAT(result.errors(), SizeIs(1));
+  EXPECT_THAT(result.errors()[0].message(),
+              HasSubstr("CouchDB answered HTTP 500 (unknown_error: function_clause)"));
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing

@@ -1,0 +1,50 @@
+// A minimal HTTP/1.1 server on loopback whose answers a test scripts, for CouchDB behaviour
+// pouchdb-server does not have (an indexer in _active_tasks, odd status codes). It serves one
+// connection at a time, which is all a single upload uses.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace cnp::upload::testing {
+
+struct HttpRequest {
+  std::string method;
+  std::string target;  // path and query, as sent
+  std::string body;
+  std::string authorization;
+};
+
+struct ScriptedResponse {
+  int status = 200;
+  std::string body;
+};
+
+class ScriptedHttpServer {
+ public:
+  using Handler = std::function<ScriptedResponse(const HttpRequest&)>;
+
+  explicit ScriptedHttpServer(Handler handler);
+  ~ScriptedHttpServer();
+
+  std::string url() const;
+  // "METHOD target" of every request so far, in order.
+  std::vector<std::string> requests() const;
+
+ private:
+  void Serve();
+  void ServeConnection(int fd);
+
+  Handler handler_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cnp::upload::testing
