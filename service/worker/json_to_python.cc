@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
-#include "service/worker/py_text.h"
+#include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 namespace {
@@ -167,15 +167,14 @@ absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
     if (builder.too_deep()) {
       why = absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels");
     } else if (PyErr_Occurred()) {
-      // The parse was fine but Python refused a value (bytes that are not UTF-8, say).
-      PyObject *type, *value, *traceback;
-      PyErr_Fetch(&type, &value, &traceback);
-      PyRef text = PyRef::Steal(value ? PyObject_Str(value) : nullptr);
-      why = text ? Utf8Text(text.get()) : "Python could not build a value";
-      Py_XDECREF(type);
-      Py_XDECREF(value);
-      Py_XDECREF(traceback);
-      PyErr_Clear();
+      // The text parsed but Python refused a value (bytes that are not UTF-8), or memory ran
+      // out (TakeException then marks the worker for recycling).
+      bool out_of_memory = PyErr_ExceptionMatches(PyExc_MemoryError);
+      why = TakeException().Summary();
+      if (out_of_memory) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("out of memory at byte ", result.Offset(), " building the value"));
+      }
     } else {
       why = rapidjson::GetParseError_En(result.Code());
     }

@@ -18,7 +18,8 @@ namespace cnp::worker {
 inline constexpr int kMaxJsonDepth = 4096;
 
 // Parses `json` in place (the buffer is overwritten, which saves copying every string).
-// Requires the GIL. INVALID_ARGUMENT names rapidjson's error and the byte offset.
+// Requires the GIL. INVALID_ARGUMENT names rapidjson's error and the byte offset;
+// RESOURCE_EXHAUSTED means a MemoryError (the worker is then marked for recycling).
 absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json);
 
 // Same, for text that must not be modified (copies it first).

@@ -17,7 +17,8 @@ v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request) {
   cnp::v1::MapResponse* response = reply.mutable_map();
   for (int i = 0; i < request.docs_size(); ++i) {
     if (absl::Status s = mapper.Map(*request.mutable_docs(i)); !s.ok()) {
-      return FailureReply(Failure::BAD_INPUT, absl::StrCat("document ", i, ": ", s.message()));
+      return FailureReply(absl::IsResourceExhausted(s) ? Failure::INTERNAL : Failure::BAD_INPUT,
+                          absl::StrCat("document ", i, ": ", s.message()));
     }
     cnp::v1::MapResult* result = response->add_results();
     result->set_rows(mapper.rows().data(), mapper.rows().size());
