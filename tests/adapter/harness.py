@@ -7,7 +7,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,23 +31,14 @@ def parse_binaries(argv):
     return args, rest
 
 
-def wait_until_accepting(path, process, timeout=60.0):
-    """Polls the server's socket until it accepts (the server has no other readiness signal),
-    failing early if the server exits."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cnp-server exited with {process.returncode} before listening")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-                return
-            except OSError:
-                pass
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-    raise RuntimeError(f"cnp-server did not listen on {path} within {timeout} s")
+def wait_until_ready(ready_fd, process, timeout=60.0):
+    """Waits for the server's "ready" line on its --ready-fd pipe (written once it listens)."""
+    ready, _, _ = select.select([ready_fd], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"cnp-server was not ready within {timeout} s")
+    if os.read(ready_fd, 64) != b"ready\n":
+        process.wait(timeout=10)
+        raise RuntimeError(f"cnp-server exited with {process.returncode} before it was ready")
 
 
 class Server:
@@ -61,9 +51,15 @@ class Server:
             os.unlink(socket_path)
         self.argv = server_argv(binaries, socket_path, workers) + list(extra)
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                        stderr=self.log, start_new_session=True)
-        wait_until_accepting(socket_path, self.process)
+        ready_read, ready_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                self.argv + [f"--ready-fd={ready_write}"], stdin=subprocess.DEVNULL,
+                stdout=self.log, stderr=self.log, start_new_session=True, pass_fds=(ready_write,))
+            os.close(ready_write)
+            wait_until_ready(ready_read, self.process)
+        finally:
+            os.close(ready_read)
 
     @property
     def target(self):
