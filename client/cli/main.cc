@@ -4,6 +4,7 @@
 #include <string>
 
 #include "client/cli/function_commands.h"
+#include "client/upload/upload_command.h"
 
 namespace {
 
@@ -18,6 +19,8 @@ constexpr Command kCommands[] = {
     {"reduce", cnp::cli::RunReduceCommand, "run reduce functions (or rereduce)"},
     {"validate", cnp::cli::RunValidateCommand, "run a validate_doc_update function"},
     {"resolve", cnp::cli::RunResolveCommand, "import functions and show their |version"},
+    {"upload", cnp::client::RunUploadCommand, "upload design documents from YAML to CouchDB"},
+    {"check", cnp::client::RunCheckCommand, "check design-document YAML without writing"},
 };
 
 int Help(FILE* out) {
