@@ -82,7 +82,7 @@ absl::Status AddVirtualenv(const std::string& virtualenv, CodeRoots& roots) {
 
 }  // namespace
 
-absl::StatusOr<std::string> FindPackageDir() {
+absl::StatusOr<std::string> FindPackageDir(const char* argv0) {
   if (const char* dir = std::getenv("CNP_PYTHON_PACKAGE_DIR"); dir != nullptr && *dir) {
     if (!HasPackage(dir)) {
       return absl::NotFoundError(absl::StrCat("CNP_PYTHON_PACKAGE_DIR=", dir,
@@ -94,6 +94,12 @@ absl::StatusOr<std::string> FindPackageDir() {
   fs::path exe = fs::read_symlink("/proc/self/exe", error);
   std::vector<fs::path> candidates;
   if (!error) candidates.push_back(fs::path(exe.string() + ".runfiles") / "cnp/service/python");
+  if (argv0 != nullptr) {
+    std::string invoked = argv0;
+    if (size_t at = invoked.rfind(".runfiles/"); at != std::string::npos) {
+      candidates.push_back(fs::path(invoked.substr(0, at + 9)) / "cnp/service/python");
+    }
+  }
   if (const char* runfiles = std::getenv("RUNFILES_DIR"); runfiles != nullptr && *runfiles) {
     candidates.push_back(fs::path(runfiles) / "cnp/service/python");
   }

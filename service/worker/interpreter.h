@@ -32,8 +32,9 @@ struct CodeRoots {
 absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options);
 
 // Finds the couch_named_python package directory for the running executable:
-// $CNP_PYTHON_PACKAGE_DIR, then <exe>.runfiles/cnp/service/python (under Bazel), then
-// $RUNFILES_DIR/cnp/service/python, then <exe dir>/../share/cnp/python.
-absl::StatusOr<std::string> FindPackageDir();
+// $CNP_PYTHON_PACKAGE_DIR, then the Bazel runfiles the executable runs from
+// (<exe>.runfiles/cnp/service/python, or the runfiles tree `argv0` lies in when another
+// binary runs it from its own runfiles, or $RUNFILES_DIR), then <exe dir>/../share/cnp/python.
+absl::StatusOr<std::string> FindPackageDir(const char* argv0 = nullptr);
 
 }  // namespace cnp::worker

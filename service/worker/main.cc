@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   // A server that hangs up mid-reply is a write error to report, not a signal to die of.
   ::signal(SIGPIPE, SIG_IGN);
 
-  absl::StatusOr<std::string> package_dir = cnp::worker::FindPackageDir();
+  absl::StatusOr<std::string> package_dir = cnp::worker::FindPackageDir(argv[0]);
   if (!package_dir.ok()) {
     std::fprintf(stderr, "cnp-worker: %s\n", std::string(package_dir.status().message()).c_str());
     return 1;
