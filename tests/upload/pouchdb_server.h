@@ -3,15 +3,12 @@
 // queries on databases with documents do not work (upload tests need none).
 #pragma once
 
-#include <sys/types.h>
-
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "tests/upload/child_process.h"
 
 namespace cnp::upload::testing {
 
@@ -25,23 +22,19 @@ class PouchDbServer {
   std::string url() const;  // "http://127.0.0.1:<port>"
   int port() const { return port_; }
   // Everything it printed so far (its request log).
-  std::string output() const;
+  std::string output() const { return process_->output(); }
   // Waits until its output contains `text` (it logs a request after answering it, so a test
   // that wants the log of its requests sends a marker request and waits for it).
-  bool WaitForOutput(const std::string& text, absl::Duration timeout);
+  bool WaitForOutput(const std::string& text, absl::Duration timeout) {
+    return process_->WaitForOutput(text, timeout);
+  }
 
  private:
   PouchDbServer() = default;
-  void Drain(int fd);
 
-  pid_t pid_ = -1;
   int port_ = 0;
   std::string work_dir_;
-  std::thread drainer_;
-  mutable absl::Mutex mu_;
-  std::string output_ ABSL_GUARDED_BY(mu_);
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool exited_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<ChildProcess> process_;
 };
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
