@@ -2,18 +2,24 @@
 
 #include <curl/curl.h>
 
-#include <cctype>
 #include <mutex>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 
 namespace cnp::upload {
 namespace {
 
-size_t AppendToString(char* data, size_t size, size_t count, void* target) {
-  static_cast<std::string*>(target)->append(data, size * count);
-  return size * count;
+// Called by libcurl (C): nothing may escape. Returning less than it was given makes curl fail
+// the transfer, which is the right outcome when the body does not fit in memory.
+size_t AppendToString(char* data, size_t size, size_t count, void* target) noexcept {
+  try {
+    static_cast<std::string*>(target)->append(data, size * count);
+    return size * count;
+  } catch (...) {
+    return 0;
+  }
 }
 
 void InitCurlOnce() {
@@ -48,7 +54,7 @@ CouchClient::~CouchClient() { curl_easy_cleanup(static_cast<CURL*>(curl_)); }
 std::string CouchClient::EscapeSegment(absl::string_view segment) {
   std::string out;
   for (unsigned char c : segment) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '$' ||
+    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '$' ||
         c == '(' || c == ')' || c == '+') {
       out.push_back(static_cast<char>(c));
     } else {

@@ -227,6 +227,24 @@ TEST_F(DesignMappingTest, ShapeErrorsNameWhatWasExpected) {
                                     HasSubstr("6: filters must be a mapping")));
 }
 
+TEST_F(DesignMappingTest, ANameGivenTwiceInOneFileIsAnError) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("twice.yml",
+                                    "d:\n"
+                                    "  views: {v: m.map}\n"
+                                    "d:\n"
+                                    "  views: {}\n"
+                                    "e:\n"
+                                    "  views: {w: m.map, w: m.map}\n")});
+  std::vector<std::string> messages;
+  for (const auto& p : result.errors()) {
+    messages.push_back(absl::StrCat(p.location().line(), ":", p.location().column(), ": ",
+                                    p.message()));
+  }
+  EXPECT_THAT(messages, ElementsAre("3:1: \"d\" is given twice", "6:21: \"w\" is given twice"))
+      << result.Dump();
+}
+
 TEST_F(DesignMappingTest, SameDesignDocForDifferentDatabasesIsFine) {
   runner_.Define("m.map", 1);
   UploadResult result = Check({File("a.yml", "d:\n  databases: one\n  views: {v: m.map}\n"),
