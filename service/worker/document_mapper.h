@@ -6,10 +6,10 @@
 #include <Python.h>
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "rapidjson/stringbuffer.h"
 #include "service/worker/user_exception.h"
 

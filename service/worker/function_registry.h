@@ -10,10 +10,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <unordered_map>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
 #include "service/worker/py_ref.h"

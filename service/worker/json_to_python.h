@@ -7,9 +7,9 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "service/worker/py_ref.h"
 
 namespace cnp::worker {

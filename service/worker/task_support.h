@@ -1,14 +1,15 @@
 // Small pieces every task handler shares: failure replies, function errors, logs.
 #pragma once
 
-#include <string>
-#include "absl/strings/string_view.h"
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "service/worker/function_registry.h"
+#include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"
 #include "worker.pb.h"
 
