@@ -97,6 +97,8 @@ def measure(name, process, parts, warmup, lines):
     process.stdin.close()
     process.wait(timeout=30)
     docs = len(lines)
+    if name is None:
+        return None
     result = {"name": name, "docs_per_s": docs / wall, "us_per_doc": wall / docs * 1e6,
               "cpu_us_per_doc": cpu / docs * 1e6}
     print(f"{name:<34} {result['docs_per_s']:>10,.0f} docs/s {result['us_per_doc']:>8.1f} µs/doc "
@@ -110,13 +112,17 @@ def measure(name, process, parts, warmup, lines):
 def run_cnp(binaries, workdir, warmup, lines, workers):
     server = harness.Server(binaries, os.path.join(workdir, "cnp.sock"), workers=workers)
     try:
+        # Warm the server and its worker with an adapter of its own, so that the measured
+        # adapter's --stats (a mean over everything it forwarded) covers the measured docs only.
+        warmer = subprocess.Popen([binaries.adapter, f"--target={server.target}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        measure(None, warmer, lambda: {}, warmup, [])
         adapter = subprocess.Popen([binaries.adapter, f"--target={server.target}", "--stats"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, bufsize=0)
         result = measure("cnp-adapter + cnp-server + worker", adapter,
                          lambda: {"adapter": [adapter.pid], "server": [server.process.pid],
-                                  "workers": children(server.process.pid)}, warmup, lines)
-        # The adapter's own count includes the warm-up, so this is a mean over both.
+                                  "workers": children(server.process.pid)}, [], lines)
         stats = adapter.stderr.read().decode()
         service_us = float(stats.split("mean_service_us=")[1].split()[0])
         print(f"    wall µs/doc: {service_us:.1f} waiting for cnp-server (gRPC stream → server "
