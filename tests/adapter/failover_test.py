@@ -75,6 +75,30 @@ class FailoverTest(unittest.TestCase):
         self.assertNotEqual(self.qs.exited(), 0)
 
 
+class AbandonedListTest(unittest.TestCase):
+    """CouchDB closing the pipe in the middle of a list must not leave the worker stuck in it."""
+
+    binaries = None
+
+    def test_eof_in_a_list_frees_the_worker(self):
+        with tempfile.TemporaryDirectory(prefix="cnp-eof-") as tmp:
+            server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), workers=1)
+            try:
+                qs = harness.Adapter(self.binaries, [f"--target={server.target}"])
+                self.assertIs(qs.reply(["ddoc", "new", DDOC["_id"], DDOC]), True)
+                self.assertEqual(qs.reply(["ddoc", DDOC["_id"], ["lists", "rows"],
+                                           [{"total_rows": 9}, {"q": "ok"}]])[0], "start")
+                self.assertEqual(qs.reply(["list_row", {"key": "a"}]), ["chunks", ["a"]])
+                self.assertEqual(qs.close(), 0)
+                # The only worker serves the next session.
+                other = harness.Adapter(self.binaries, [f"--target={server.target}"])
+                self.assertIs(other.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(other.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                self.assertEqual(other.close(), 0)
+            finally:
+                server.stop()
+
+
 class SharedServerTest(unittest.TestCase):
     """No --target: the first adapter starts the host's cnp-server; the others use it."""
 
@@ -128,5 +152,5 @@ def daemon_pids(socket_path):
 
 if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])
-    FailoverTest.binaries = SharedServerTest.binaries = binaries
+    FailoverTest.binaries = SharedServerTest.binaries = AbandonedListTest.binaries = binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -98,6 +98,7 @@ class Adapter:
         self.process = subprocess.Popen([binaries.adapter] + list(args), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         self._buffer = b""
+        self._diagnostics = ""
 
     def send_line(self, line):
         self.process.stdin.write(line.encode() + b"\n")
@@ -150,11 +151,23 @@ class Adapter:
                 self.process.stdin.close()
             except BrokenPipeError:
                 pass
-        return self.process.wait(timeout=timeout)
+        return self.exited(timeout)
 
     def exited(self, timeout=30.0):
-        return self.process.wait(timeout=timeout)
+        """Waits for the adapter to exit and returns its status."""
+        status = self.process.wait(timeout=timeout)
+        self.diagnostics()
+        for stream in (self.process.stdin, self.process.stdout, self.stderr):
+            if stream and not stream.closed:
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+        return status
 
     def diagnostics(self):
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
+        """What the adapter wrote to stderr so far."""
+        if not self.stderr.closed:
+            self.stderr.seek(0)
+            self._diagnostics = self.stderr.read().decode(errors="replace")
+        return self._diagnostics
