@@ -16,7 +16,7 @@ class QuerySessionHandler final : public rpc::SessionHandler {
  public:
   explicit QuerySessionHandler(pool::TaskRunner& runner) : session_(runner) {}
 
-  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(const v1::SessionInput& input) override {
+  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput& input) override {
     return session_.Handle(input.line());
   }
   bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }

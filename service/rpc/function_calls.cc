@@ -31,7 +31,7 @@ absl::Status RequireFunctions(int count) {
 
 }  // namespace
 
-absl::Status FunctionCalls::Map(const v1::MapRequest& request, absl::Time deadline,
+absl::Status FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
                                 v1::MapResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
   deadline = EffectiveDeadline(deadline);
@@ -42,7 +42,7 @@ absl::Status FunctionCalls::Map(const v1::MapRequest& request, absl::Time deadli
                                runner_.size() * 4);
   if (parts == 1) {
     Task task;
-    *task.mutable_map() = request;
+    task.mutable_map()->Swap(&request);
     absl::StatusOr<Reply> reply = Checked(runner_.Run(task, deadline), Reply::kMap);
     if (!reply.ok()) return reply.status();
     response = std::move(*reply->mutable_map());
@@ -55,7 +55,7 @@ absl::Status FunctionCalls::Map(const v1::MapRequest& request, absl::Time deadli
     const int begin = static_cast<int>(int64_t{docs} * p / parts);
     const int end = static_cast<int>(int64_t{docs} * (p + 1) / parts);
     part.mutable_docs()->Reserve(end - begin);
-    for (int d = begin; d < end; ++d) part.add_docs(request.docs(d));
+    for (int d = begin; d < end; ++d) part.add_docs(std::move(*request.mutable_docs(d)));
   }
   std::vector<absl::StatusOr<Reply>> replies = runner_.RunAll(tasks, deadline);
   response.mutable_results()->Reserve(docs);
@@ -70,11 +70,11 @@ absl::Status FunctionCalls::Map(const v1::MapRequest& request, absl::Time deadli
   return absl::OkStatus();
 }
 
-absl::Status FunctionCalls::Reduce(const v1::ReduceRequest& request, absl::Time deadline,
+absl::Status FunctionCalls::Reduce(v1::ReduceRequest& request, absl::Time deadline,
                                    v1::ReduceResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
   Task task;
-  *task.mutable_reduce() = request;
+  task.mutable_reduce()->Swap(&request);
   absl::StatusOr<Reply> reply =
       Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kReduce);
   if (!reply.ok()) return reply.status();
@@ -82,11 +82,11 @@ absl::Status FunctionCalls::Reduce(const v1::ReduceRequest& request, absl::Time 
   return absl::OkStatus();
 }
 
-absl::Status FunctionCalls::Validate(const v1::ValidateRequest& request, absl::Time deadline,
+absl::Status FunctionCalls::Validate(v1::ValidateRequest& request, absl::Time deadline,
                                      v1::ValidateResponse& response) {
   if (request.function().empty()) return absl::InvalidArgumentError("the request names no function");
   Task task;
-  *task.mutable_validate() = request;
+  task.mutable_validate()->Swap(&request);
   absl::StatusOr<Reply> reply =
       Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kValidate);
   if (!reply.ok()) return reply.status();
@@ -94,7 +94,7 @@ absl::Status FunctionCalls::Validate(const v1::ValidateRequest& request, absl::T
   return absl::OkStatus();
 }
 
-absl::Status FunctionCalls::CallDesignFunction(const v1::DesignFunctionRequest& request,
+absl::Status FunctionCalls::CallDesignFunction(v1::DesignFunctionRequest& request,
                                                absl::Time deadline,
                                                v1::DesignFunctionResponse& response) {
   if (request.function().empty()) return absl::InvalidArgumentError("the request names no function");
@@ -102,7 +102,7 @@ absl::Status FunctionCalls::CallDesignFunction(const v1::DesignFunctionRequest& 
     return absl::InvalidArgumentError("the request does not say which kind of design function");
   }
   Task task;
-  *task.mutable_design() = request;
+  task.mutable_design()->Swap(&request);
   absl::StatusOr<Reply> reply =
       Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kDesign);
   if (!reply.ok()) return reply.status();
@@ -110,11 +110,11 @@ absl::Status FunctionCalls::CallDesignFunction(const v1::DesignFunctionRequest& 
   return absl::OkStatus();
 }
 
-absl::Status FunctionCalls::Resolve(const v1::ResolveRequest& request, absl::Time deadline,
+absl::Status FunctionCalls::Resolve(v1::ResolveRequest& request, absl::Time deadline,
                                     v1::ResolveResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
   Task task;
-  *task.mutable_resolve() = request;
+  task.mutable_resolve()->Swap(&request);
   absl::StatusOr<Reply> reply =
       Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kResolve);
   if (!reply.ok()) return reply.status();

@@ -16,19 +16,21 @@ struct CallOptions {
   int min_docs_per_task = 64;
 };
 
+// Each call consumes its request: documents move into worker tasks instead of being copied.
 class FunctionCalls {
  public:
   FunctionCalls(pool::TaskRunner& runner, CallOptions options)
       : runner_(runner), options_(options) {}
 
-  absl::Status Map(const v1::MapRequest& request, absl::Time deadline, v1::MapResponse& response);
-  absl::Status Reduce(const v1::ReduceRequest& request, absl::Time deadline,
+  // Takes the documents out of `request` rather than copying them.
+  absl::Status Map(v1::MapRequest& request, absl::Time deadline, v1::MapResponse& response);
+  absl::Status Reduce(v1::ReduceRequest& request, absl::Time deadline,
                       v1::ReduceResponse& response);
-  absl::Status Validate(const v1::ValidateRequest& request, absl::Time deadline,
+  absl::Status Validate(v1::ValidateRequest& request, absl::Time deadline,
                         v1::ValidateResponse& response);
-  absl::Status CallDesignFunction(const v1::DesignFunctionRequest& request, absl::Time deadline,
+  absl::Status CallDesignFunction(v1::DesignFunctionRequest& request, absl::Time deadline,
                                   v1::DesignFunctionResponse& response);
-  absl::Status Resolve(const v1::ResolveRequest& request, absl::Time deadline,
+  absl::Status Resolve(v1::ResolveRequest& request, absl::Time deadline,
                        v1::ResolveResponse& response);
 
   // The earlier of the client's deadline and the server's own limit.

@@ -67,7 +67,7 @@ template <class Request, class Response>
 class MapStreamHandler final : public StreamHandler<Request, Response> {
  public:
   explicit MapStreamHandler(FunctionCalls& calls) : calls_(calls) {}
-  absl::StatusOr<std::optional<Response>> Handle(const Request& request) override {
+  absl::StatusOr<std::optional<Response>> Handle(Request& request) override {
     Response response;
     if (absl::Status s = calls_.Map(request, absl::InfiniteFuture(), response); !s.ok()) return s;
     return response;
@@ -79,7 +79,7 @@ class MapStreamHandler final : public StreamHandler<Request, Response> {
 
 class UnavailableSession final : public SessionHandler {
  public:
-  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(const v1::SessionInput&) override {
+  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput&) override {
     return absl::UnimplementedError("this server does not serve CouchDB sessions");
   }
 };
@@ -143,10 +143,10 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
   FunctionCalls& calls = calls_;
   auto unary = [&]<class Request, class Response>(
                    auto requester,
-                   absl::Status (FunctionCalls::*method)(const Request&, absl::Time, Response&)) {
+                   absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&)) {
     using C = UnaryCall<Service, Request, Response>;
     auto handler = std::make_shared<const typename C::Handler>(
-        [&calls, method](grpc::ServerContext& context, const Request& request, Response& response) {
+        [&calls, method](grpc::ServerContext& context, Request& request, Response& response) {
           return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
         });
     C::Listen(&service_, cq, requester, std::move(handler));

@@ -21,7 +21,8 @@ class StreamHandler {
   virtual ~StreamHandler() = default;
   // The answer to one request: a response to write, nothing (no answer for this request), or
   // an error that ends the stream with that status.
-  virtual absl::StatusOr<std::optional<Response>> Handle(const Request& request) = 0;
+  // The request may be consumed.
+  virtual absl::StatusOr<std::optional<Response>> Handle(Request& request) = 0;
   // After writing this response the stream ends (OK).
   virtual bool EndsStream(const Response&) { return false; }
 };

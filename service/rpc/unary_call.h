@@ -15,7 +15,7 @@ class UnaryCall final : public Call {
                                       grpc::ServerAsyncResponseWriter<Response>*,
                                       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
   // Runs on the polling thread; the returned status finishes the call.
-  using Handler = std::function<grpc::Status(grpc::ServerContext&, const Request&, Response&)>;
+  using Handler = std::function<grpc::Status(grpc::ServerContext&, Request&, Response&)>;
 
   // Starts accepting calls of this method on `cq`. Each accepted call arms the next one.
   static void Listen(Service* service, grpc::ServerCompletionQueue* cq, Requester requester,

@@ -14,8 +14,15 @@
 namespace cnp::testing {
 
 std::string Runfile(const std::string& path) {
-  const char* dir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(dir != nullptr ? dir : ".", "/cnp/", path);
+  // Tests get TEST_SRCDIR; `bazel run` gets RUNFILES_DIR; otherwise the binary's own tree.
+  for (const char* name : {"TEST_SRCDIR", "RUNFILES_DIR"}) {
+    if (const char* dir = std::getenv(name); dir != nullptr && *dir != '\0') {
+      return absl::StrCat(dir, "/cnp/", path);
+    }
+  }
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  return absl::StrCat(std::string(self, n > 0 ? n : 0), ".runfiles/cnp/", path);
 }
 
 std::string MakeTempDir(const std::string& prefix) {
@@ -39,7 +46,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::string runfiles = absl::StrCat("RUNFILES_DIR=", std::getenv("TEST_SRCDIR"), "");
+  std::string runfiles = absl::StrCat("RUNFILES_DIR=", Runfile(""));
+  runfiles.resize(runfiles.size() - 5);  // without the trailing "/cnp/"
   int log = ::open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return absl::InternalError("pipe");
