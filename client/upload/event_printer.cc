@@ -70,9 +70,8 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options,
   }
   if (o.index_rebuild() && o.action() != v1::DesignDocOutcome::CHECKED) {
     std::string views = absl::StrJoin(o.rebuilt_views(), ", ");
-    bool exists = is_update;
-    out << "    index: " << (exists ? "rebuilt" : "built") << " on the next query of any view: "
-        << views << "\n";
+    out << "    index: " << (is_update ? "rebuilt on the next" : "built on the first")
+        << " query of any view: " << views << "\n";
   }
   for (const std::string& field : o.kept_fields()) {
     out << "    kept " << field
@@ -137,12 +136,9 @@ void PrintSummary(const UploadTally& tally, std::ostream& out) {
   add(tally.unchanged, "unchanged");
   add(tally.would_change, "would change");
   add(tally.checked, "checked");
-  std::string summary = parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ");
-  if (tally.errors > 0) absl::StrAppend(&summary, "; ", tally.errors, tally.errors == 1 ? " error" : " errors");
-  if (tally.warnings > 0) {
-    absl::StrAppend(&summary, "; ", tally.warnings, tally.warnings == 1 ? " warning" : " warnings");
-  }
-  out << summary << "\n";
+  add(tally.errors, tally.errors == 1 ? "error" : "errors");
+  add(tally.warnings, tally.warnings == 1 ? "warning" : "warnings");
+  out << (parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ")) << "\n";
 }
 
 }  // namespace cnp::client::upload

@@ -1,5 +1,7 @@
 #include "service/upload/problem_list.h"
 
+#include <algorithm>
+#include <tuple>
 #include <utility>
 
 namespace cnp::upload {
@@ -11,6 +13,17 @@ void ProblemList::Error(const v1::SourceLocation& at, std::string message) {
 
 void ProblemList::Warning(const v1::SourceLocation& at, std::string message) {
   Add(v1::UploadProblem::WARNING, at, std::move(message));
+}
+
+void ProblemList::SortByLocation(const std::vector<std::string>& files) {
+  auto key = [&](const v1::UploadProblem& p) {
+    auto file = std::find(files.begin(), files.end(), p.location().file());
+    return std::make_tuple(file - files.begin(), p.location().line(), p.location().column());
+  };
+  std::stable_sort(problems_.begin(), problems_.end(),
+                   [&](const v1::UploadProblem& a, const v1::UploadProblem& b) {
+                     return key(a) < key(b);
+                   });
 }
 
 void ProblemList::Add(v1::UploadProblem::Severity severity, const v1::SourceLocation& at,

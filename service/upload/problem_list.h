@@ -14,6 +14,9 @@ class ProblemList {
   void Error(const v1::SourceLocation& at, std::string message);
   void Warning(const v1::SourceLocation& at, std::string message);
 
+  // Orders the problems as a reader meets them: by file (in `files` order), line, column.
+  void SortByLocation(const std::vector<std::string>& files);
+
   const std::vector<v1::UploadProblem>& problems() const { return problems_; }
   int error_count() const { return error_count_; }
 

@@ -78,6 +78,7 @@ class UploadRun {
       return Fail(resolved);
     }
     CheckTargetsStatically(problems);
+    problems.SortByLocation(FileOrder());
     if (!SendProblems(problems)) return Cancelled();
     if (problems.error_count() > 0) return YamlErrors(problems.error_count());
 
@@ -137,6 +138,12 @@ class UploadRun {
   }
 
   absl::Status Cancelled() { return absl::CancelledError("the client went away"); }
+
+  std::vector<std::string> FileOrder() const {
+    std::vector<std::string> names;
+    for (const v1::UploadFile& file : request_.files()) names.push_back(file.name());
+    return names;
+  }
 
   bool SendProblems(const ProblemList& problems) {
     for (const v1::UploadProblem& problem : problems.problems()) {

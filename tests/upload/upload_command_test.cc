@@ -174,7 +174,7 @@ TEST_F(UploadCommandTest, UploadsThenReportsUnchanged) {
   CommandRun first = Upload({"--target", target_, UrlWithPassword(), "cli", file});
   EXPECT_EQ(first.exit_code, 0) << first.err;
   EXPECT_THAT(first.out, HasSubstr(absl::StrCat(file, ":1:1: created cli/_design/location (rev 1-")));
-  EXPECT_THAT(first.out, HasSubstr("index: built on the next query of any view: towns"));
+  EXPECT_THAT(first.out, HasSubstr("index: built on the first query of any view: towns"));
 
   CommandRun second = Upload({"--target=" + target_, UrlWithPassword(), "cli", file});
   EXPECT_EQ(second.exit_code, 0) << second.err;
