@@ -132,6 +132,7 @@ int RunMapCommand(int argc, char** argv) {
     PrintLine(buffer);
     errors += result.errors_size();
   }
+  std::fflush(stdout);
   if (errors > 0) std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", errors);
   return 0;
 }
