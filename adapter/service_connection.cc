@@ -55,12 +55,14 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
   absl::Duration backoff = kFirstBackoff;
   absl::Status last;
   while (true) {
-    if (stream_ != nullptr || (last = Connect(deadline)).ok()) {
+    if (stream_ == nullptr) last = Connect(deadline);
+    if (stream_ != nullptr) {
       if (Exchange(line)) return &output_;
       last = Drop();
       if (!retry) break;
       continue;  // reconnect at once: the service may be back already
     }
+    // A replay the service refused, or a service that cannot start, fails the same way again.
     if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
     std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
     backoff = std::min(backoff * 2, kMaxBackoff);
@@ -107,7 +109,7 @@ absl::Status ServiceConnection::Replay() {
     if (output_.lines_size() == 0 || output_.lines(output_.lines_size() - 1) != "true") {
       Drop().IgnoreError();
       return absl::FailedPreconditionError(absl::StrCat(
-          "the restarted service refused the session state it is replayed (",
+          "the service refused the replayed session state (",
           output_.lines_size() > 0 ? output_.lines(output_.lines_size() - 1) : "no reply", ")"));
     }
   }

@@ -1,6 +1,7 @@
 #include "adapter/service_launcher.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -13,7 +14,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -57,9 +57,11 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
 }
 
 // Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
-// appended to `log_path`. Everything is prepared before fork(): the adapter may already run
-// gRPC threads, so the children only make async-signal-safe calls before exec.
-absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path) {
+// appended to `log_path`, and `ready_fd` (the write end of a pipe) kept open across exec for
+// --ready-fd. Everything is prepared before fork(): the adapter may already run gRPC threads, so
+// the children only make async-signal-safe calls before exec.
+absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path,
+                         int ready_fd) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
@@ -82,6 +84,7 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
     if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
     ::dup2(log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
+    ::fcntl(ready_fd, F_SETFD, 0);
     ::signal(SIGPIPE, SIG_DFL);
     if (::chdir("/") != 0) ::_exit(126);
     ::execv(args[0], args.data());
@@ -96,20 +99,26 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   return absl::OkStatus();
 }
 
-// Polls until the socket accepts connections. The service may take a while to start its
-// workers; backing off keeps the polling cheap.
-absl::Status WaitUntilAccepting(const std::string& socket_path, absl::Time deadline,
-                                const std::string& log_path) {
-  absl::Duration pause = absl::Milliseconds(5);
-  while (!UnixSocketAccepts(socket_path)) {
-    if (absl::Now() + pause > deadline) {
-      return absl::UnavailableError(absl::StrCat("started cnp-server, but nothing accepts on ",
-                                                 socket_path, " yet; see ", log_path));
+// Waits for the service's "ready" line on the --ready-fd pipe (written once it listens). End
+// of file first means it exited during start-up.
+absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string& log_path) {
+  char buffer[16];
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    pollfd entry{.fd = ready_fd, .events = POLLIN, .revents = 0};
+    const int polled = ::poll(&entry, 1, std::max<int64_t>(0, absl::ToInt64Milliseconds(left)));
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled <= 0) {
+      return absl::UnavailableError(
+          absl::StrCat("started cnp-server, but it was not ready in time; see ", log_path));
     }
-    std::this_thread::sleep_for(absl::ToChronoNanoseconds(pause));
-    pause = std::min(pause * 2, absl::Milliseconds(200));
+    const ssize_t n = ::read(ready_fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) return absl::OkStatus();
+    // Not worth retrying at once: the same start-up would fail the same way.
+    return absl::FailedPreconditionError(
+        absl::StrCat("cnp-server exited while starting; see ", log_path));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -185,8 +194,16 @@ absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOp
       log.get() >= 0) {
     [[maybe_unused]] ssize_t ignored = ::write(log.get(), started.data(), started.size());
   }
-  if (absl::Status status = SpawnDaemon(argv, log_path); !status.ok()) return status;
-  return WaitUntilAccepting(socket_path, deadline, log_path);
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("pipe failed: ", ErrnoText()));
+  }
+  ScopedFd ready_read(ready[0]);
+  argv.push_back(absl::StrCat("--ready-fd=", ready[1]));
+  absl::Status spawned = SpawnDaemon(argv, log_path, ready[1]);
+  ::close(ready[1]);  // only the daemon holds the write end now: its exit reads as end of file
+  if (!spawned.ok()) return spawned;
+  return WaitUntilReady(ready_read.get(), deadline, log_path);
 }
 
 }  // namespace cnp::adapter

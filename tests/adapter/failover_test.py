@@ -133,6 +133,18 @@ class SharedServerTest(unittest.TestCase):
                     os.kill(pid, 9)
 
 
+    def test_a_service_that_cannot_start_is_an_error(self):
+        with tempfile.TemporaryDirectory(prefix="cnp-nostart-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            adapter = harness.Adapter(self.binaries, ["--server-binary=/bin/false"], env=env)
+            self.assertIs(adapter.reply(["reset", {"timeout": 30000}]), True)
+            reply = adapter.reply(["add_fun", "fixture_fns.town_n|1"], timeout=20)
+            self.assertEqual(reply[:2], ["error", "unavailable"])
+            self.assertIn("cnp-server exited while starting", reply[2])
+            self.assertEqual(adapter.close(), 0)
+
+
 def daemon_pids(socket_path):
     """The cnp-server processes listening on `socket_path` (started by the adapters, detached
     from this test, so found by their command line)."""
