@@ -63,7 +63,18 @@ class UploadRun {
       if (!parsed.ok()) return Fail(parsed.status());
       url = std::move(*parsed);
     }
+    // Nothing is written unless every file reads and every function resolves.
+    if (absl::Status read = ReadAndResolve(); !read.ok()) return read;
+    if (request_.check_only()) return ReportChecked();
 
+    Connect(*url);
+    absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
+    if (!targets.ok()) return targets.status();  // already reported
+    return UploadAll(*targets);
+  }
+
+ private:
+  absl::Status ReadAndResolve() {
     ProblemList problems;
     std::string language = request_.language().empty() ? "python" : request_.language();
     for (const v1::UploadFile& file : request_.files()) {
@@ -81,38 +92,42 @@ class UploadRun {
     problems.SortByLocation(FileOrder());
     if (!SendProblems(problems)) return Cancelled();
     if (problems.error_count() > 0) return YamlErrors(problems.error_count());
+    return absl::OkStatus();
+  }
 
-    if (request_.check_only()) {
-      for (const DesignDocSpec& spec : specs_) {
-        v1::UploadEvent event;
-        v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-        outcome.set_id(spec.id());
-        outcome.set_action(v1::DesignDocOutcome::CHECKED);
-        outcome.set_document_json(ToJson(spec.body));
-        *outcome.mutable_location() = spec.location;
-        if (!Send(event)) return Cancelled();
-      }
-      return absl::OkStatus();
+  absl::Status ReportChecked() {
+    for (const DesignDocSpec& spec : specs_) {
+      v1::UploadEvent event;
+      v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+      outcome.set_id(spec.id());
+      outcome.set_action(v1::DesignDocOutcome::CHECKED);
+      outcome.set_document_json(ToJson(spec.body));
+      *outcome.mutable_location() = spec.location;
+      if (!Send(event)) return Cancelled();
     }
+    return absl::OkStatus();
+  }
 
-    CouchClient::Options couch_options;
-    couch_options.base_url = url->base;
-    couch_options.username = url->username;
-    couch_options.password = url->password;
+  // Credentials given apart from the URL win over the URL's own.
+  void Connect(const CouchUrl& url) {
+    CouchClient::Options options;
+    options.base_url = url.base;
+    options.username = url.username;
+    options.password = url.password;
     if (!request_.credentials().username().empty()) {
-      couch_options.username = request_.credentials().username();
-      couch_options.password = request_.credentials().password();
+      options.username = request_.credentials().username();
+      options.password = request_.credentials().password();
     }
-    couch_options.ca_file = request_.ca_file();
-    couch_options.timeout = options_.http_timeout;
-    couch_ = std::make_unique<CouchClient>(std::move(couch_options));
+    options.ca_file = request_.ca_file();
+    options.timeout = options_.http_timeout;
+    couch_ = std::make_unique<CouchClient>(std::move(options));
+  }
 
-    absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
-    if (!targets.ok()) return targets.status();  // already reported
-
+  // Goes on past a failed design document or database, except when CouchDB as a whole failed.
+  absl::Status UploadAll(const std::vector<Target>& targets) {
     absl::Status first_error;
     std::map<std::string, absl::Status> database_status;
-    for (const Target& target : *targets) {
+    for (const Target& target : targets) {
       auto [known, inserted] = database_status.emplace(target.database, absl::OkStatus());
       if (inserted) known->second = CheckDatabase(target.database);
       absl::Status status = known->second;
@@ -130,7 +145,6 @@ class UploadRun {
     return first_error;
   }
 
- private:
   bool Send(const v1::UploadEvent& event) {
     if (cancelled_) return false;
     if (!emit_(event)) cancelled_ = true;
