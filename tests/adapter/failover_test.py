@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import harness
@@ -22,7 +21,7 @@ class FailoverTest(unittest.TestCase):
     binaries = None
 
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory(prefix="cnp-failover-")
+        self.tmp = harness.socket_dir("cnp-failover-")
         self.socket_path = os.path.join(self.tmp.name, "cnp.sock")
         self.server = harness.Server(self.binaries, self.socket_path)
         self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
@@ -81,7 +80,7 @@ class AbandonedListTest(unittest.TestCase):
     binaries = None
 
     def test_eof_in_a_list_frees_the_worker(self):
-        with tempfile.TemporaryDirectory(prefix="cnp-eof-") as tmp:
+        with harness.socket_dir("cnp-eof-") as tmp:
             server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), workers=1)
             try:
                 qs = harness.Adapter(self.binaries, [f"--target={server.target}"])
@@ -105,7 +104,7 @@ class SharedServerTest(unittest.TestCase):
     binaries = None
 
     def test_adapters_start_one_shared_server(self):
-        with tempfile.TemporaryDirectory(prefix="cnp-shared-") as tmp:
+        with harness.socket_dir("cnp-shared-") as tmp:
             runtime_dir = os.path.join(tmp, "run")
             socket_path = os.path.join(runtime_dir, "cnp.sock")
             env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
@@ -134,7 +133,7 @@ class SharedServerTest(unittest.TestCase):
 
 
     def test_a_service_that_cannot_start_is_an_error(self):
-        with tempfile.TemporaryDirectory(prefix="cnp-nostart-") as tmp:
+        with harness.socket_dir("cnp-nostart-") as tmp:
             socket_path = os.path.join(tmp, "run", "cnp.sock")
             env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
             adapter = harness.Adapter(self.binaries, ["--server-binary=/bin/false"], env=env)

@@ -31,6 +31,12 @@ def parse_binaries(argv):
     return args, rest
 
 
+def socket_dir(prefix):
+    """A temporary directory for unix sockets. Under /tmp because a socket path must fit in 108
+    bytes, which the test sandbox's own temporary directory may not."""
+    return tempfile.TemporaryDirectory(dir="/tmp", prefix=prefix)
+
+
 def wait_until_ready(ready_fd, process, timeout=60.0):
     """Waits for the server's "ready" line on its --ready-fd pipe (written once it listens)."""
     ready, _, _ = select.select([ready_fd], [], [], timeout)

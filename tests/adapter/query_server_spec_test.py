@@ -7,7 +7,6 @@ query server must exit."""
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import harness
@@ -47,7 +46,7 @@ class QueryServerSpecTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory(prefix="cnp-spec-")
+        cls.tmp = harness.socket_dir("cnp-spec-")
         cls.server = harness.Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
 
     @classmethod

@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import harness
@@ -99,7 +98,7 @@ class ReplayTranscriptsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory(prefix="cnp-replay-")
+        cls.tmp = harness.socket_dir("cnp-replay-")
         cls.server = harness.Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
 
     @classmethod

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "adapter"))
@@ -160,7 +159,7 @@ def main():
     print(f"lockstep map_doc, {options.docs:,} small docs, map emitting (doc.town, doc.n); "
           f"{os.cpu_count()} CPUs", flush=True)
     cnp, pure = [], []
-    with tempfile.TemporaryDirectory(prefix="cnp-bench-") as workdir:
+    with harness.socket_dir("cnp-bench-") as workdir:
         for _ in range(options.rounds):
             cnp.append(run_cnp(binaries, workdir, warmup, lines, options.workers))
             pure.append(run_pure_python(binaries, warmup, lines))
