@@ -527,8 +527,9 @@ v1::SessionOutput QuerySession::ContinueList(std::string_view line) {
     task.mutable_list_row();  // an empty row is the end of rows
   } else {
     list_.reset();
-    return Exit(FatalLine("list_error",
-                          absl::StrCat("not a row '", name.value_or(std::string(line)), "'")));
+    // couchjs names the command; a line that is not even a command is quoted, shortened.
+    const std::string what = name.value_or(std::string(line.substr(0, 100)));
+    return Exit(FatalLine("list_error", absl::StrCat("not a row '", what, "'")));
   }
   return StepList(task);
 }
