@@ -77,6 +77,14 @@ TEST_F(ServerUploadTest, UploadsWithVersionsFromTheWorkersThenLeavesAlone) {
   CommandRun second = Run(&cnp::client::upload::RunUpload, args);
   EXPECT_EQ(second.exit_code, 0) << second.err;
   EXPECT_THAT(second.out, HasSubstr("unchanged towns/_design/location"));
+
+  // A failing run too, then the service's own log: no password anywhere.
+  std::string wrong = absl::StrCat("http://admin:", kPassword, "-typo@127.0.0.1:", couch_->port());
+  CommandRun refused = Run(&cnp::client::upload::RunUpload,
+                           {"cnp upload", "--target=" + server_->target(), wrong, "towns", yaml_});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("refused the credentials"));
+  EXPECT_THAT(server_->Log(), Not(HasSubstr(kPassword)));
 }
 
 TEST_F(ServerUploadTest, CheckReportsTheWorkersImportErrorsAtTheirLines) {
