@@ -49,6 +49,7 @@ class Uploader {
   //   PERMISSION_DENIED  CouchDB refused a write
   //   NOT_FOUND          a target database does not exist
   //   ABORTED            a design document kept changing concurrently (409s)
+  //   UNKNOWN            CouchDB answered something else (a 5xx, malformed JSON)
   //   CANCELLED          `emit` returned false
   // Safe to call from several threads at once: each run has its own CouchDB connection.
   absl::Status Run(const v1::UploadRequest& request, const Emit& emit) const;
