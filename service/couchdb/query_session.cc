@@ -207,8 +207,9 @@ v1::SessionOutput QuerySession::Dispatch(std::string_view line) {
   }
 
   absl::StatusOr<Elements> command = ParseCommand(line);
-  if (!command.ok())
+  if (!command.ok()) {
     return Exit(FatalLine("query_protocol_error", StdView(command.status().message())));
+  }
   std::optional<std::string> name;
   if (!command->empty()) name = DecodeString(command->front());
   if (!name.has_value()) {
@@ -234,11 +235,9 @@ v1::SessionOutput QuerySession::Dispatch(std::string_view line) {
 
 void QuerySession::Reset(const Elements& command) {
   config_ = QueryConfig::FromJson(command.size() > 1 ? command[1] : std::string_view());
-  map_functions_.clear();
   map_task_.mutable_map()->clear_functions();
   lib_.clear();
-  // CouchDB never resets in the middle of a list; if it does, the list is abandoned (the lease
-  // replaces its worker).
+  // CouchDB never resets in the middle of a list; if it does, the list is abandoned.
   list_.reset();
 }
 
@@ -274,14 +273,13 @@ v1::SessionOutput QuerySession::AddFun(const Elements& command) {
     out.add_lines(ErrorLine("compilation_error", resolved.error()));
     return out;
   }
-  map_functions_.push_back(*function);
   map_task_.mutable_map()->add_functions(*function);
   out.add_lines("true");
   return out;
 }
 
 v1::SessionOutput QuerySession::MapDoc(std::string_view doc) {
-  if (map_functions_.empty()) return Lines({"[]"});
+  if (map_task_.map().functions().empty()) return Lines({"[]"});
   map_task_.mutable_map()->mutable_docs(0)->assign(doc.data(), doc.size());
   absl::StatusOr<Reply> reply = runner_.Run(map_task_, CallDeadline());
   if (!reply.ok()) return Lines({InfrastructureErrorLine(reply.status())});

@@ -84,8 +84,8 @@ class QuerySession {
   pool::TaskRunner& runner_;
   const Options options_;
   QueryConfig config_;
-  std::vector<std::string> map_functions_;
-  // A map task naming map_functions_ with one document slot, reused for every map_doc.
+  // The map functions added since the last reset, as a map task with one document slot that
+  // every map_doc reuses.
   pool::Task map_task_;
   std::string lib_;  // the views.lib object from add_lib; named functions do not read it
   DesignDocCache design_docs_;
