@@ -10,7 +10,7 @@ namespace {
 
 using cnp::v1::DesignFunctionKind;
 
-// How many arguments CouchDB sends for each kind, and whether the first is a list of docs.
+// How many arguments CouchDB sends for each kind, and which of them must be arrays.
 struct KindShape {
   int arguments;
   bool first_is_list;

@@ -78,6 +78,8 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionNam
 }
 
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::Load(absl::string_view text) {
+  std::string key(text);
+  if (auto it = by_name_.find(key); it != by_name_.end()) return it->second;
   absl::StatusOr<FunctionName> name = ParseFunctionName(text);
   if (!name.ok()) return name.status();
   absl::StatusOr<const LoadedFunction*> loaded = Import(*name);
@@ -85,6 +87,7 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Load(absl::string_view t
   if ((*loaded)->version != name->version) {
     return absl::FailedPreconditionError(VersionMismatchMessage((*loaded)->version, name->version));
   }
+  by_name_.emplace(std::move(key), *loaded);
   return loaded;
 }
 

@@ -42,6 +42,9 @@ class FunctionRegistry {
 
   ModulePolicy policy_;
   std::unordered_map<std::string, LoadedFunction> by_path_;
+  // Full names ("path|version") that loaded and matched: CouchDB sends one document per task,
+  // so this lookup is all a repeated name costs. Points into by_path_, whose nodes never move.
+  std::unordered_map<std::string, const LoadedFunction*> by_name_;
 };
 
 }  // namespace cnp::worker
