@@ -108,8 +108,9 @@ class SharedServerTest(unittest.TestCase):
             runtime_dir = os.path.join(tmp, "run")
             socket_path = os.path.join(runtime_dir, "cnp.sock")
             env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
-            args = [f"--server-binary={self.binaries.server}",
-                    f"--python-path={os.path.dirname(self.binaries.functions)}",
+            # No --server-binary: the adapter finds cnp-server in Bazel's layout
+            # (bazel-bin/adapter/cnp-adapter → bazel-bin/service/cnp-server).
+            args = [f"--python-path={os.path.dirname(self.binaries.functions)}",
                     "--allow-module=fixture_fns", "--workers=1"]
             adapters = [harness.Adapter(self.binaries, args, env=env) for _ in range(3)]
             try:
