@@ -145,6 +145,34 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
                           "DELETE /big/_design/location__staging?rev=1-stage"));
 }
 
+TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big") return {200, "{}"};
+    if (call == "GET /big/_design/location") return {200, kStored};
+    if (call == "GET /big/_design/location__staging") return {404, "{}"};
+    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
+    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
+    if (call == "GET /_active_tasks") {
+      return {401, R"({"error": "unauthorized", "reason": "You are not a server admin."})"};
+    }
+    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
+    return {500, "{}"};
+  });
+  v1::UploadRequest request = Request(couch.url());
+  request.set_staged(true);
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  std::vector<std::string> phases;
+  for (const auto& e : result.events) {
+    if (e.has_progress()) phases.push_back(e.progress().phase());
+  }
+  EXPECT_THAT(phases, ElementsAre("staged", "building", "built", "cleaned"));
+  EXPECT_EQ(result.Outcome("_design/location", "big").action(), v1::DesignDocOutcome::UPDATED);
+}
+
 TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
