@@ -20,7 +20,7 @@ PyObject* ListAbortedClass() {
 // the next Task must be its list_row, exactly like couchjs's readline() inside getRow().
 class SocketListChannel : public ListChannel {
  public:
-  explicit SocketListChannel(int fd) : fd_(fd) {}
+  SocketListChannel(FrameReader& reader, int fd) : reader_(reader), fd_(fd) {}
 
   PyObject* Step(PyObject* step) override {
     if (aborted()) return Abort();
@@ -34,7 +34,7 @@ class SocketListChannel : public ListChannel {
       return Abort();
     }
     std::string frame;
-    if (absl::Status s = ReadFrame(fd_, frame); !s.ok()) {
+    if (absl::Status s = reader_.Read(frame); !s.ok()) {
       socket_error_ = s;
       return Abort();
     }
@@ -66,6 +66,7 @@ class SocketListChannel : public ListChannel {
     return Abort();
   }
 
+  FrameReader& reader_;
   int fd_;
   absl::Status socket_error_;
   std::optional<Reply> refusal_;  // the answer to the task that broke the list
@@ -80,7 +81,8 @@ class ScopedListChannel {
 }  // namespace
 
 absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
-                                             const v1::ListStart& start, int fd) {
+                                             const v1::ListStart& start, FrameReader& reader,
+                                             int fd) {
   absl::StatusOr<const LoadedFunction*> function = registry.Load(start.function());
   if (!function.ok()) return LoadFailureReply(function.status(), start.function());
   absl::StatusOr<PyRef> head = ParseOptionalJson(start.head(), WhenEmpty::kEmptyDict);
@@ -92,7 +94,7 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
                         start.function());
   }
 
-  SocketListChannel channel(fd);
+  SocketListChannel channel(reader, fd);
   PyRef outcome;
   {
     ScopedListChannel scope(&channel);

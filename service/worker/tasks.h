@@ -3,6 +3,7 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "service/worker/frame_reader.h"
 #include "service/worker/function_registry.h"
 #include "worker.pb.h"
 
@@ -15,9 +16,11 @@ v1::Reply RunDesignFunction(FunctionRegistry& registry,
                             const cnp::v1::DesignFunctionRequest& request);
 v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request);
 
-// Runs an interactive list to its end, exchanging its intermediate steps over `fd` itself.
-// Returns the final reply, or an error when the socket failed (the worker should exit).
+// Runs an interactive list to its end, exchanging its intermediate steps itself: replies go
+// to `fd`, the following list_row tasks come from `reader`. Returns the final reply, or an
+// error when the socket failed (the worker should exit).
 absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
-                                             const v1::ListStart& start, int fd);
+                                             const v1::ListStart& start, FrameReader& reader,
+                                             int fd);
 
 }  // namespace cnp::worker
