@@ -79,3 +79,7 @@ def first_only(head, req):
 def list_crashes(head, req):
     get_row()
     raise KeyError("boom")
+
+
+def exits(doc, req):
+    raise SystemExit(3)

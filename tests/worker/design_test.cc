@@ -67,6 +67,14 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
   EXPECT_EQ(crash.error().doc_id(), "doc-1");
 }
 
+TEST_F(DesignTest, SysExitInAShowIsARenderErrorAndTheWorkerCarriesOn) {
+  std::string args = std::string("[") + kOslo + "," + kReq + "]";
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.exits", args).reply(),
+            R"(["error","render_error","SystemExit: 3"])");
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.plain_string", args).reply(),
+            R"(["resp",{"body":"just a string for doc-1"}])");
+}
+
 TEST_F(DesignTest, UpdateReturnsTheDocAndTheResponse) {
   const char post[] = R"({"method":"POST","query":{}})";
   EXPECT_EQ(Run(cnp::v1::UPDATE, "worker_design.bump", std::string("[") + kOslo + "," + post + "]").reply(),

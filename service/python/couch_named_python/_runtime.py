@@ -51,7 +51,7 @@ def _filter(function, docs, req):
     for doc in docs:
         try:
             results.append(bool(function(doc, req)))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise _Raised(exc, doc) from exc
     return [True, results]
 
@@ -160,7 +160,7 @@ def _guarded(run):
         return ["error", "not_found", str(exc) or "document not found"], None
     except _Raised as raised:
         return _error_reply(raised.cause, raised.doc)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a show must not end the worker
         return _error_reply(exc)
 
 
