@@ -83,3 +83,11 @@ def list_crashes(head, req):
 
 def exits(doc, req):
     raise SystemExit(3)
+
+
+def late_start(head, req):
+    get_row()
+    start({"code": 201, "headers": {"X-Late": "yes"}})
+    send("after start")
+    get_row()
+    return "done"

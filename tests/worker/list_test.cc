@@ -73,6 +73,21 @@ TEST_F(ListTest, FunctionMayStopEarly) {
   EXPECT_EQ(Step(RowTask(R"({"id":"a","key":1,"value":2})"), true), R"(["end",["first=a","stop"]])");
 }
 
+TEST_F(ListTest, StartCalledLateRidesOnTheNextStep) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.late_start"), false), R"(["start",[],{"headers":{}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), false),
+            R"(["chunks",["after start"],{"code":201,"headers":{"X-Late":"yes"}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"b"})"), true), R"(["end",["done"]])");
+}
+
+TEST_F(ListTest, MalformedRowAbortsTheListWithBadInput) {
+  Step(ListStartTask("worker_design.rows"), false);
+  Reply reply = worker_->Call(RowTask("{not json"));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
+  EXPECT_EQ(reply.failure().message(), "list_row: invalid JSON at byte 1: Missing a name for object member.");
+}
+
 TEST_F(ListTest, RaisingFunctionEndsWithARenderError) {
   Step(ListStartTask("worker_design.list_crashes"), false);
   EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["error","render_error","KeyError: 'boom'"])");
