@@ -4,6 +4,7 @@
 //
 // CouchDB splits the command on spaces without shell quoting, so every flag works as a single
 // --flag=value token.
+#include <cstdlib>
 #include <signal.h>
 #include <unistd.h>
 
@@ -132,6 +133,10 @@ void AcceptDashedFlagNames(int argc, char** argv) {
 }  // namespace cnp::adapter
 
 int main(int argc, char** argv) {
+  // With gRPC's default poller a blocking Read may be completed by one of gRPC's own threads
+  // and handed over: an extra wake-up per document. With "poll" the calling thread polls its
+  // own call (measured: 3 -> 2 context switches per map_doc). An explicit setting still wins.
+  ::setenv("GRPC_POLL_STRATEGY", "poll", /*overwrite=*/0);
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
       "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock\"");

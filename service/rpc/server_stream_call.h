@@ -1,10 +1,11 @@
-// One server-streaming RPC on the async API (Upload). The handler runs on the polling thread
-// that accepted the call and may take long; each emitted message waits for its write to
-// complete, which another polling thread reports.
+// One server-streaming RPC on the async API (Upload). The handler may take hours (a staged
+// index build), so it runs on a thread of its own rather than holding a polling thread; each
+// emitted message waits for its write to complete, which a polling thread reports.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
@@ -31,11 +32,13 @@ class ServerStreamCall final : public Call {
   void Proceed(bool ok) override {
     if (!ok || finished_) return delete this;
     Listen(service_, cq_, requester_, handler_);
-    grpc::Status status = (*handler_)(context_, request_, [this](const Response& r) {
-      return Write(r);
-    });
     finished_ = true;
-    writer_.Finish(status, this);
+    std::thread([this] {
+      grpc::Status status = (*handler_)(context_, request_, [this](const Response& r) {
+        return Write(r);
+      });
+      writer_.Finish(status, this);
+    }).detach();
   }
 
  private:
