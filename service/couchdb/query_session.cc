@@ -247,6 +247,20 @@ absl::Time QuerySession::CallDeadline() const {
   return absl::Now() + timeout - margin;
 }
 
+std::optional<Reply> QuerySession::RunTask(const Task& task, v1::SessionOutput& out) {
+  absl::StatusOr<Reply> reply = runner_.Run(task, CallDeadline());
+  if (!reply.ok()) {
+    out.add_lines(InfrastructureErrorLine(reply.status()));
+    return std::nullopt;
+  }
+  AddLogLines(reply->logs(), out);
+  if (reply->has_failure()) {
+    out.add_lines(FailureLine(reply->failure()));
+    return std::nullopt;
+  }
+  return std::move(*reply);
+}
+
 v1::SessionOutput QuerySession::AddFun(const Elements& command) {
   std::optional<std::string> function;
   if (command.size() > 1) function = DecodeString(command[1]);
@@ -281,15 +295,9 @@ v1::SessionOutput QuerySession::AddFun(const Elements& command) {
 v1::SessionOutput QuerySession::MapDoc(std::string_view doc) {
   if (map_task_.map().functions().empty()) return Lines({"[]"});
   map_task_.mutable_map()->mutable_docs(0)->assign(doc.data(), doc.size());
-  absl::StatusOr<Reply> reply = runner_.Run(map_task_, CallDeadline());
-  if (!reply.ok()) return Lines({InfrastructureErrorLine(reply.status())});
-
   v1::SessionOutput out;
-  AddLogLines(reply->logs(), out);
-  if (reply->has_failure()) {
-    out.add_lines(FailureLine(reply->failure()));
-    return out;
-  }
+  std::optional<Reply> reply = RunTask(map_task_, out);
+  if (!reply.has_value()) return out;
   if (!reply->has_map() || reply->map().results_size() != 1 ||
       reply->map().results(0).rows().empty()) {
     out.add_lines(UnexpectedReplyLine("map result"));
@@ -325,14 +333,9 @@ v1::SessionOutput QuerySession::Reduce(const Elements& command, bool rereduce, s
   request.set_rereduce(rereduce);
   request.set_kvs(command[2].data(), command[2].size());
 
-  absl::StatusOr<Reply> reply = runner_.Run(task, CallDeadline());
-  if (!reply.ok()) return Lines({InfrastructureErrorLine(reply.status())});
   v1::SessionOutput out;
-  AddLogLines(reply->logs(), out);
-  if (reply->has_failure()) {
-    out.add_lines(FailureLine(reply->failure()));
-    return out;
-  }
+  std::optional<Reply> reply = RunTask(task, out);
+  if (!reply.has_value()) return out;
   if (!reply->has_reduce() ||
       reply->reduce().results_size() != static_cast<int>(functions->size())) {
     out.add_lines(UnexpectedReplyLine("reduce result per function"));
@@ -429,14 +432,9 @@ v1::SessionOutput QuerySession::Validate(std::string_view function, std::string_
   if (parts->size() > 2) request.set_user_ctx((*parts)[2].data(), (*parts)[2].size());
   if (parts->size() > 3) request.set_sec_obj((*parts)[3].data(), (*parts)[3].size());
 
-  absl::StatusOr<Reply> reply = runner_.Run(task, CallDeadline());
-  if (!reply.ok()) return Lines({InfrastructureErrorLine(reply.status())});
   v1::SessionOutput out;
-  AddLogLines(reply->logs(), out);
-  if (reply->has_failure()) {
-    out.add_lines(FailureLine(reply->failure()));
-    return out;
-  }
+  std::optional<Reply> reply = RunTask(task, out);
+  if (!reply.has_value()) return out;
   if (!reply->has_validate()) {
     out.add_lines(UnexpectedReplyLine("validate result"));
     return out;
@@ -478,14 +476,9 @@ v1::SessionOutput QuerySession::CallDesignFunction(v1::DesignFunctionKind kind,
   request.set_function(std::string(function));
   request.set_args(args.data(), args.size());
 
-  absl::StatusOr<Reply> reply = runner_.Run(task, CallDeadline());
-  if (!reply.ok()) return Lines({InfrastructureErrorLine(reply.status())});
   v1::SessionOutput out;
-  AddLogLines(reply->logs(), out);
-  if (reply->has_failure()) {
-    out.add_lines(FailureLine(reply->failure()));
-    return out;
-  }
+  std::optional<Reply> reply = RunTask(task, out);
+  if (!reply.has_value()) return out;
   if (!reply->has_design() || reply->design().reply().empty()) {
     out.add_lines(UnexpectedReplyLine("design function reply"));
     return out;

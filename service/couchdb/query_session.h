@@ -80,6 +80,9 @@ class QuerySession {
 
   // The deadline for a call starting now, from CouchDB's timeout.
   absl::Time CallDeadline() const;
+  // Runs `task` before the deadline and adds its log lines to `out`. On an infrastructure
+  // failure or a whole-task Failure, `out` holds the error line to send and there is no reply.
+  std::optional<pool::Reply> RunTask(const pool::Task& task, v1::SessionOutput& out);
 
   pool::TaskRunner& runner_;
   const Options options_;

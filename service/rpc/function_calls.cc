@@ -31,6 +31,18 @@ absl::Status RequireFunctions(int count) {
 
 }  // namespace
 
+template <class Request, class Response>
+absl::Status FunctionCalls::RunOne(Request& request, Request* (Task::*slot)(),
+                                   Response* (Reply::*answer)(), Reply::KindCase kind,
+                                   absl::Time deadline, Response& response) {
+  Task task;
+  (task.*slot)()->Swap(&request);
+  absl::StatusOr<Reply> reply = Checked(runner_.Run(task, EffectiveDeadline(deadline)), kind);
+  if (!reply.ok()) return reply.status();
+  response.Swap(((*reply).*answer)());
+  return absl::OkStatus();
+}
+
 absl::Status FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
                                 v1::MapResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
@@ -73,25 +85,15 @@ absl::Status FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
 absl::Status FunctionCalls::Reduce(v1::ReduceRequest& request, absl::Time deadline,
                                    v1::ReduceResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
-  Task task;
-  task.mutable_reduce()->Swap(&request);
-  absl::StatusOr<Reply> reply =
-      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kReduce);
-  if (!reply.ok()) return reply.status();
-  response = std::move(*reply->mutable_reduce());
-  return absl::OkStatus();
+  return RunOne(request, &Task::mutable_reduce, &Reply::mutable_reduce, Reply::kReduce, deadline,
+                response);
 }
 
 absl::Status FunctionCalls::Validate(v1::ValidateRequest& request, absl::Time deadline,
                                      v1::ValidateResponse& response) {
   if (request.function().empty()) return absl::InvalidArgumentError("the request names no function");
-  Task task;
-  task.mutable_validate()->Swap(&request);
-  absl::StatusOr<Reply> reply =
-      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kValidate);
-  if (!reply.ok()) return reply.status();
-  response = std::move(*reply->mutable_validate());
-  return absl::OkStatus();
+  return RunOne(request, &Task::mutable_validate, &Reply::mutable_validate, Reply::kValidate,
+                deadline, response);
 }
 
 absl::Status FunctionCalls::CallDesignFunction(v1::DesignFunctionRequest& request,
@@ -101,25 +103,15 @@ absl::Status FunctionCalls::CallDesignFunction(v1::DesignFunctionRequest& reques
   if (request.kind() == v1::DESIGN_FUNCTION_KIND_UNSPECIFIED) {
     return absl::InvalidArgumentError("the request does not say which kind of design function");
   }
-  Task task;
-  task.mutable_design()->Swap(&request);
-  absl::StatusOr<Reply> reply =
-      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kDesign);
-  if (!reply.ok()) return reply.status();
-  response = std::move(*reply->mutable_design());
-  return absl::OkStatus();
+  return RunOne(request, &Task::mutable_design, &Reply::mutable_design, Reply::kDesign, deadline,
+                response);
 }
 
 absl::Status FunctionCalls::Resolve(v1::ResolveRequest& request, absl::Time deadline,
                                     v1::ResolveResponse& response) {
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) return s;
-  Task task;
-  task.mutable_resolve()->Swap(&request);
-  absl::StatusOr<Reply> reply =
-      Checked(runner_.Run(task, EffectiveDeadline(deadline)), Reply::kResolve);
-  if (!reply.ok()) return reply.status();
-  response = std::move(*reply->mutable_resolve());
-  return absl::OkStatus();
+  return RunOne(request, &Task::mutable_resolve, &Reply::mutable_resolve, Reply::kResolve,
+                deadline, response);
 }
 
 }  // namespace cnp::rpc

@@ -39,6 +39,13 @@ class FunctionCalls {
   }
 
  private:
+  // A request that is one task on one worker: it moves into the task's `slot`, and the
+  // response out of the reply's `answer`.
+  template <class Request, class Response>
+  absl::Status RunOne(Request& request, Request* (pool::Task::*slot)(),
+                      Response* (pool::Reply::*answer)(), pool::Reply::KindCase kind,
+                      absl::Time deadline, Response& response);
+
   pool::TaskRunner& runner_;
   const CallOptions options_;
 };
