@@ -358,6 +358,40 @@ TEST(ServerTest, AnswersHealthChecksAndStreams) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+TEST(ServerTest, ReadsItsSettingsFromAYamlFile) {
+  std::string dir = testing::MakeTempDir("config");
+  WriteFile(dir + "/cnp.yml", absl::StrCat("python-path:\n  - ", FunctionsDir(),
+                                           "\nallow-module: [svc_fns]\nworkers: 1\n"
+                                           "call-timeout: 1s\n"));
+  auto server = ServerProcess::Start({"--config=" + dir + "/cnp.yml"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = (*server)->Connect();
+  auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(client->Map({"svc_fns.spins"}, {Doc("a", "")}).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(client->Map({"svc_fns.system"}, {Doc("a", "")}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+
+  WriteFile(dir + "/typo.yml", "workers: 1\nwokers: 2\n");
+  auto typo = ServerProcess::Start({"--config=" + dir + "/typo.yml"});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_THAT(typo.status().message(), HasSubstr("typo.yml:2: unknown setting 'wokers'"));
+}
+
+TEST(ServerTest, ListensOnTcpToo) {
+  auto server = StartServer({"--listen=127.0.0.1:0"});
+  std::string log = server->Log();
+  size_t at = log.find("listening on 127.0.0.1:0 (port ");
+  ASSERT_NE(at, std::string::npos) << log;
+  std::string port = log.substr(at + 31, log.find(')', at) - at - 31);
+  auto client = client::Client::Connect("127.0.0.1:" + port);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto r = (*client)->Map({"svc_fns.doubled"}, {Doc("t", R"("n":21)")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->results(0).rows(), R"([[["t",42]]])");
+}
+
 TEST(ServerTest, RejectsBadFlagsWithAMessage) {
   auto server = ServerProcess::Start({"--workers=1", "--python-path=/no/such/dir"});
   ASSERT_FALSE(server.ok());

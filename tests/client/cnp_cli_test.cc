@@ -1,0 +1,112 @@
+// The cnp command line against a real cnp-server: what a user types and what they see.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct CliRun {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+CliRun Cnp(const std::string& args, const std::string& input = "") {
+  std::string dir = testing::MakeTempDir("cli");
+  std::ofstream(dir + "/input") << input;
+  std::string command = absl::StrCat(testing::Runfile("client/cli/cnp"), " ", args, " < ", dir,
+                                     "/input 2>&1");
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class CnpCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = testing::ServerProcess::Start(
+        {"--python-path=" + testing::Runfile("tests/service/pyfns"), "--workers=1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    target_ = "--target=" + server_->target();
+  }
+  std::unique_ptr<testing::ServerProcess> server_;
+  std::string target_;
+};
+
+TEST_F(CnpCliTest, MapsNdjsonAndKeepsNumbersExactlyAsWritten) {
+  CliRun run = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled,svc_fns.picky"),
+                "{\"_id\":\"a\",\"n\":1}\n{\"_id\":\"b\",\"n\":3}\n");
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_THAT(run.out, HasSubstr(R"({"id":"a","rows":[[["a",2]],[[1,null]]],"logs":["doubling a"]})"));
+  EXPECT_THAT(run.out, HasSubstr(R"("errors":[{"function":"svc_fns.picky","doc_id":"b","type":"ValueError")"));
+  EXPECT_THAT(run.out, HasSubstr("1 function error(s)"));
+
+  // A JSON array is spread into documents; a number beyond 64 bits reaches Python intact.
+  CliRun big = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled -"),
+                R"([{"_id":"big","n":123456789012345678901234567890}])");
+  EXPECT_EQ(big.exit_code, 0) << big.out;
+  EXPECT_THAT(big.out, HasSubstr(R"([["big",246913578024691357802469135780]])"));
+}
+
+TEST_F(CnpCliTest, ReducesValidatesAndResolves) {
+  CliRun reduce = Cnp(absl::StrCat("reduce ", target_, " svc_fns.total"), R"([[["k","d1"],4],[["k","d2"],5]])");
+  EXPECT_EQ(reduce.exit_code, 0) << reduce.out;
+  EXPECT_THAT(reduce.out, HasSubstr(R"({"results":[9]})"));
+  CliRun rereduce = Cnp(absl::StrCat("reduce --rereduce ", target_, " svc_fns.total"), "[1,2,3]");
+  EXPECT_THAT(rereduce.out, HasSubstr(R"({"results":[6]})"));
+
+  CliRun ok = Cnp(absl::StrCat("validate ", target_, " 'svc_fns.guard|3' -"), R"({"_id":"x"})");
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_THAT(ok.out, HasSubstr(R"({"outcome":"ok"})"));
+  CliRun rejected = Cnp(absl::StrCat("validate ", target_, " 'svc_fns.guard|3' -"),
+                     R"({"_id":"x","reject":"forbidden"})");
+  EXPECT_EQ(rejected.exit_code, 3);
+  EXPECT_THAT(rejected.out, HasSubstr(R"({"outcome":"forbidden","message":"not this one"})"));
+
+  CliRun resolve = Cnp(absl::StrCat("resolve ", target_, " svc_fns.by_town svc_fns.nothing"));
+  EXPECT_EQ(resolve.exit_code, 3);
+  EXPECT_THAT(resolve.out, HasSubstr("svc_fns.by_town\tsvc_fns.by_town|7"));
+  EXPECT_THAT(resolve.out, HasSubstr("svc_fns.nothing\tERROR: AttributeError"));
+}
+
+TEST_F(CnpCliTest, SaysWhatIsWrong) {
+  CliRun version = Cnp(absl::StrCat("map ", target_, " 'svc_fns.by_town|6'"), R"({"_id":"a"})");
+  EXPECT_EQ(version.exit_code, 1);
+  EXPECT_THAT(version.out, HasSubstr("Loaded version 7 did not match expected version 6"));
+
+  CliRun bad_json = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled"), "{\"_id\":\n \"a\",,}");
+  EXPECT_EQ(bad_json.exit_code, 2);
+  EXPECT_THAT(bad_json.out, HasSubstr("invalid JSON at line 2"));
+
+  CliRun typo = Cnp(absl::StrCat("map --tagret=x svc_fns.doubled"));
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.out, HasSubstr("unknown option --tagret"));
+
+  CliRun down = Cnp("map --target=unix:/tmp/cnp-no-such-dir/cnp.sock svc_fns.doubled", R"({"_id":"a"})");
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_THAT(down.out, HasSubstr("no cnp-server answers at unix:/tmp/cnp-no-such-dir/cnp.sock"));
+
+  CliRun help = Cnp("map --help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("usage: cnp map FUNCTION"));
+  CliRun unknown = Cnp("mapp");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.out, HasSubstr("unknown command 'mapp'"));
+}
+
+}  // namespace
+}  // namespace cnp
