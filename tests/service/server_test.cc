@@ -213,6 +213,24 @@ TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
   EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
 }
 
+TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {
+  auto server = StartServer({"--workers=1", "--max-calls-per-worker=2"});
+  auto client = server->Connect();
+  std::vector<std::string> pids;
+  for (int i = 0; i < 6; ++i) {
+    auto r = client->Map({"svc_fns.pid"}, {Doc("a", "")});
+    ASSERT_TRUE(r.ok()) << "call " << i << ": " << r.status();
+    pids.push_back(r->results(0).rows());
+  }
+  // Two calls per process: three processes served the six calls, none of them failed.
+  EXPECT_EQ(pids[0], pids[1]);
+  EXPECT_NE(pids[1], pids[2]);
+  EXPECT_EQ(pids[2], pids[3]);
+  EXPECT_NE(pids[3], pids[4]);
+  EXPECT_EQ(pids[4], pids[5]);
+  EXPECT_THAT(server->Log(), HasSubstr("reached --max-calls-per-worker"));
+}
+
 TEST(ServerTest, RefusesModulesTheOperatorDidNotAllow) {
   auto server = StartServer({"--allow-module=svc_fns"});
   auto client = server->Connect();

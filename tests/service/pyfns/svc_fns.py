@@ -72,3 +72,7 @@ def waits(doc):
     with open(doc["release"]) as f:
         f.read()
     yield "released", doc["_id"]
+
+
+def pid(doc):
+    yield "pid", os.getpid()
