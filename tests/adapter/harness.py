@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 REPO_FUNCTIONS = "tests/functions"
 
@@ -177,3 +178,20 @@ class Adapter:
             self.stderr.seek(0)
             self._diagnostics = self.stderr.read().decode(errors="replace")
         return self._diagnostics
+
+
+class ServerTestCase(unittest.TestCase):
+    """A test case with one cnp-server for the whole class, on a socket in a fresh directory."""
+
+    binaries = None
+    socket_prefix = "cnp-test-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = socket_dir(cls.socket_prefix)
+        cls.server = Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.tmp.cleanup()

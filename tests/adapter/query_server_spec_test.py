@@ -41,18 +41,8 @@ def ddoc_call(path, args):
     return ["ddoc", DDOC_ID, path, args]
 
 
-class QueryServerSpecTest(unittest.TestCase):
-    binaries = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = harness.socket_dir("cnp-spec-")
-        cls.server = harness.Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.tmp.cleanup()
+class QueryServerSpecTest(harness.ServerTestCase):
+    socket_prefix = "cnp-spec-"
 
     def setUp(self):
         self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])

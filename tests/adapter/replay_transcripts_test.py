@@ -93,18 +93,8 @@ def javascript_specific(expected, actual):
     return False
 
 
-class ReplayTranscriptsTest(unittest.TestCase):
-    binaries = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = harness.socket_dir("cnp-replay-")
-        cls.server = harness.Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.tmp.cleanup()
+class ReplayTranscriptsTest(harness.ServerTestCase):
+    socket_prefix = "cnp-replay-"
 
     def replay(self, name):
         path = os.path.join(self.binaries.testdata, name)
