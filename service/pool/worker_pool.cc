@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,7 @@
 #include "asio/use_awaitable.hpp"
 #include "service/common/framing.h"
 #include "service/common/log.h"
+#include "service/common/long_wait.h"
 #include "service/pool/task_description.h"
 
 namespace cnp::pool {
@@ -270,7 +272,11 @@ absl::StatusOr<WorkerPool::Slot*> WorkerPool::Acquire(absl::Time deadline, bool 
           " calls are already queued; retry later or run more workers (--workers)"));
     }
     ++waiting_;
-    bool timed_out = cv_.WaitWithDeadline(&mu_, deadline);
+    bool timed_out;
+    {
+      LongWait long_wait;
+      timed_out = cv_.WaitWithDeadline(&mu_, deadline);
+    }
     --waiting_;
     if (timed_out && idle_.empty()) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -431,6 +437,7 @@ std::vector<absl::StatusOr<Reply>> WorkerPool::RunAll(const std::vector<Task>& t
   for (Slot* slot : slots) feed(slot, nullptr);
 
   std::vector<pollfd> fds;
+  std::optional<LongWait> long_wait;
   while (!in_flight.empty()) {
     fds.clear();
     for (const InFlight& f : in_flight) fds.push_back({f.slot->process->fd(), POLLIN, 0});
@@ -438,6 +445,13 @@ std::vector<absl::StatusOr<Reply>> WorkerPool::RunAll(const std::vector<Task>& t
     if (deadline != absl::InfiniteFuture()) {
       absl::Duration left = absl::Ceil(deadline - absl::Now(), absl::Milliseconds(1));
       timeout_ms = static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(left)));
+    }
+    if (!long_wait.has_value() && timeout_ms != 0) {
+      // Answers usually come within microseconds; after a millisecond this is a long wait.
+      if (::poll(fds.data(), fds.size(), 1) == 0) {
+        long_wait.emplace();
+        continue;
+      }
     }
     int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno == EINTR) continue;

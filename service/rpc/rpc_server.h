@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "service/rpc/function_calls.h"
+#include "service/rpc/queue_thread.h"
 #include "service/rpc/server_stream_call.h"
 #include "service/rpc/stream_call.h"
 
@@ -23,7 +24,8 @@ using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const
 
 struct ServerOptions {
   std::vector<std::string> listen;  // gRPC addresses: "unix:/path", "127.0.0.1:50051", ...
-  int threads = 4;                  // completion-queue polling threads
+  // Completion queues, each served by its own thread (see queue_thread.h).
+  int threads = 4;
   int max_message_bytes = 256 << 20;
 };
 
@@ -47,9 +49,9 @@ class RpcServer {
   std::function<std::unique_ptr<SessionHandler>()> sessions_;
   UploadHandler upload_;
   v1::Functions::AsyncService service_;
-  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;
-  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<QueueThread>> threads_;
 };
 
 }  // namespace cnp::rpc

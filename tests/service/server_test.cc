@@ -323,6 +323,20 @@ TEST(ServerTest, AFullQueueIsResourceExhausted) {
   EXPECT_EQ(released->results(0).rows(), R"([[["released","p"]]])");
 }
 
+TEST(ServerTest, ASlowCallDoesNotHoldUpOtherCallsOnItsConnection) {
+  auto server = StartServer();  // two workers: one for the parked call, one for the rest
+  auto client = server->Connect();
+  ParkedCall parked(*client, "p");
+  for (int i = 0; i < 20; ++i) {
+    auto other = client->Map({"svc_fns.doubled"}, {Doc("a", absl::StrCat(R"("n":)", i))},
+                             absl::Seconds(10));
+    ASSERT_TRUE(other.ok()) << "call " << i << " waited behind the parked one: " << other.status();
+    EXPECT_EQ(other->results(0).rows(), absl::StrCat(R"([[["a",)", 2 * i, "]]]"));
+  }
+  auto released = parked.Release();
+  ASSERT_TRUE(released.ok()) << released.status();
+}
+
 TEST(ServerTest, SigtermLetsTheCallInFlightFinish) {
   auto server = StartServer({"--workers=1"});
   auto client = server->Connect();
