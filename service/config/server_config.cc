@@ -23,7 +23,8 @@ ABSL_FLAG(std::vector<std::string>, listen, {},
           "unix:/tmp/cnp-<uid>/cnp.sock)");
 ABSL_FLAG(int, workers, 0, "worker processes, each with its own Python (default: CPU cores)");
 ABSL_FLAG(int, grpc_threads, 0,
-          "threads serving gRPC; a call holds one while its worker runs (default: 2 x workers + 2)");
+          "gRPC threads, each polling its own completion queue and running its calls, with a "
+          "standby thread for its long waits (default: 2 x workers + 2)");
 ABSL_FLAG(std::string, worker_binary, "",
           "path of cnp-worker (default: next to cnp-server)");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
