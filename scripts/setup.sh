@@ -15,8 +15,10 @@ packages=(
   libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads
   libgtest-dev libgmock-dev  # tests
   python3-grpcio       # a second-language gRPC client in tests
-  nodejs               # node + npm: pouchdb-server, the CouchDB stand-in of the upload tests
+  nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
 )
+# npm comes with the machine's Node.js build; Debian's own nodejs needs its npm package.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
