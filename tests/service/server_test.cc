@@ -390,6 +390,42 @@ TEST(ServerTest, AnswersHealthChecksAndStreams) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+TEST(ServerTest, ListsItsServicesThroughReflection) {
+  auto server = StartServer();
+  auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
+  // grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo, spoken as bytes: a
+  // ServerReflectionRequest with list_services = "" (field 7) encodes as 3a 00.
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(&context,
+                               "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok;
+  auto step = [&](void* expected) {
+    return cq.Next(&tag, &ok) && ok && tag == expected;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(1)));
+  grpc::Slice request_bytes(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&request_bytes, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(2)));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(3)));
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  EXPECT_THAT(bytes, HasSubstr("cnp.v1.Functions"));
+  EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+  context.TryCancel();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+}
+
 TEST(ServerTest, ReadsItsSettingsFromAYamlFile) {
   std::string dir = testing::MakeTempDir("config");
   WriteFile(dir + "/cnp.yml", absl::StrCat("python-path:\n  - ", FunctionsDir(),
