@@ -23,7 +23,5 @@ template <typename... Parts>
 void LogWarning(const Parts&... parts) { LogLine(LogLevel::kWarning, absl::StrCat(parts...)); }
 template <typename... Parts>
 void LogError(const Parts&... parts) { LogLine(LogLevel::kError, absl::StrCat(parts...)); }
-template <typename... Parts>
-void LogDebug(const Parts&... parts) { LogLine(LogLevel::kDebug, absl::StrCat(parts...)); }
 
 }  // namespace cnp

@@ -152,7 +152,6 @@ asio::awaitable<void> WorkerPool::Maintain() {
             LogWarning("worker ", slot->index, " (pid ", slot->process->pid(), ") holds ",
                        rss >> 20, " MiB, over the ", options_.max_resident_bytes >> 20,
                        " MiB cap: replacing it");
-            ++counters_.recycled;
             doomed.push_back(std::move(slot->process));
             MarkDown(slot, absl::ZeroDuration(), "over its memory cap");
             next_due = now;
@@ -291,15 +290,9 @@ void WorkerPool::Release(Slot* slot, const Reply* reply, const absl::Status& fai
   bool went_down = false;
   {
     absl::MutexLock lock(&mu_);
-    ++counters_.calls;
     if (!failure.ok()) {
       bool crashed = !absl::IsDeadlineExceeded(failure);
-      if (crashed) {
-        ++counters_.crashes;
-        ++slot->consecutive_failures;
-      } else {
-        ++counters_.deadlines;
-      }
+      if (crashed) ++slot->consecutive_failures;
       doomed = std::move(slot->process);
       MarkDown(slot, crashed ? Backoff(options_, slot->consecutive_failures) : absl::ZeroDuration(),
                std::string(failure.message()));
@@ -315,7 +308,6 @@ void WorkerPool::Release(Slot* slot, const Reply* reply, const absl::Status& fai
       else if (slot->generation < generation_) why = "of a reload";
       if (why != nullptr) {
         LogInfo("replacing worker ", slot->index, " (pid ", slot->process->pid(), ") because ", why);
-        ++counters_.recycled;
         doomed = std::move(slot->process);
         MarkDown(slot, absl::ZeroDuration(), why);
         went_down = true;
@@ -520,21 +512,6 @@ void WorkerPool::Shutdown() {
   }
   doomed.clear();
   Kick();
-}
-
-WorkerPool::Stats WorkerPool::stats() const {
-  absl::MutexLock lock(&mu_);
-  Stats s = counters_;
-  for (const auto& slot : slots_) {
-    switch (slot->state) {
-      case State::kIdle: ++s.idle; break;
-      case State::kBusy: ++s.busy; break;
-      case State::kStarting: ++s.starting; break;
-      case State::kDown:
-      case State::kStopped: ++s.down; break;
-    }
-  }
-  return s;
 }
 
 }  // namespace cnp::pool

@@ -59,11 +59,6 @@ class WorkerPool final : public TaskRunner {
   // Fails waiting callers and kills every worker. Calls in flight fail with UNAVAILABLE.
   void Shutdown();
 
-  struct Stats {
-    int idle = 0, busy = 0, starting = 0, down = 0;
-    int64_t calls = 0, crashes = 0, deadlines = 0, recycled = 0;
-  };
-  Stats stats() const;
 
  private:
   enum class State { kStarting, kIdle, kBusy, kDown, kStopped };
@@ -109,7 +104,6 @@ class WorkerPool final : public TaskRunner {
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-  Stats counters_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cnp::pool

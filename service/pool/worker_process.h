@@ -48,16 +48,14 @@ class WorkerProcess {
   int fd() const { return fd_; }
   pid_t pid() const { return pid_; }
   int id() const { return id_; }
-  absl::Time started() const { return started_; }
 
  private:
-  WorkerProcess(int id, pid_t pid, int fd) : id_(id), pid_(pid), fd_(fd), started_(absl::Now()) {}
+  WorkerProcess(int id, pid_t pid, int fd) : id_(id), pid_(pid), fd_(fd) {}
   std::string Reap(bool block);
 
   int id_;
   pid_t pid_;
   int fd_;
-  absl::Time started_;
   bool reaped_ = false;
   std::string frame_;  // reused receive buffer
   std::string out_;    // reused send buffer
