@@ -30,6 +30,8 @@ std::string DescribeTask(const worker::v1::Task& task) {
       return absl::StrCat("List function ", task.list_start().function());
     case worker::v1::Task::kListRow:
       return "a list function's next row";
+    case worker::v1::Task::kDirectSession:
+      return absl::StrCat("direct CouchDB session ", task.direct_session().id());
     case worker::v1::Task::KIND_NOT_SET:
       break;
   }

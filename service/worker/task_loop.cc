@@ -20,6 +20,8 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
     case Task::kListStart: return RunInteractiveList(registry, task.list_start(), reader, fd);
     case Task::kListRow:
       return FailureReply(Failure::BAD_INPUT, "list_row without a running list (send list_start first)");
+    case Task::kDirectSession:
+      return FailureReply(Failure::BAD_INPUT, "this worker does not serve direct sessions yet");
     case Task::KIND_NOT_SET: break;
   }
   return FailureReply(Failure::BAD_INPUT, "the task has no kind set");
