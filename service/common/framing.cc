@@ -1,6 +1,7 @@
 #include "service/common/framing.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -88,6 +89,61 @@ absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline) 
   }
   if (absl::Status s = WriteAll(fd, reinterpret_cast<char*>(header), 4, deadline); !s.ok()) return s;
   return WriteAll(fd, payload.data(), payload.size(), deadline);
+}
+
+absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
+                                       const std::vector<int>& descriptors, absl::Time deadline) {
+  if (descriptors.empty()) return WriteFrame(fd, payload, deadline);
+  if (descriptors.size() > kMaxFrameDescriptors) {
+    return absl::InvalidArgumentError(absl::StrCat("a frame carries at most ",
+                                                   kMaxFrameDescriptors, " descriptors, not ",
+                                                   descriptors.size()));
+  }
+  if (payload.size() > kMaxFrameBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("message of ", payload.size(), " bytes is over the 1 GiB frame limit"));
+  }
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  unsigned char header[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
+                             static_cast<unsigned char>(n >> 16),
+                             static_cast<unsigned char>(n >> 24)};
+  iovec parts[2] = {{header, sizeof header},
+                    {const_cast<char*>(payload.data()), payload.size()}};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameDescriptors)] = {};
+  msghdr message{};
+  message.msg_iov = parts;
+  message.msg_iovlen = 2;
+  message.msg_control = control;
+  message.msg_controllen = CMSG_SPACE(sizeof(int) * descriptors.size());
+  cmsghdr* rights = CMSG_FIRSTHDR(&message);
+  rights->cmsg_level = SOL_SOCKET;
+  rights->cmsg_type = SCM_RIGHTS;
+  rights->cmsg_len = CMSG_LEN(sizeof(int) * descriptors.size());
+  std::memcpy(CMSG_DATA(rights), descriptors.data(), sizeof(int) * descriptors.size());
+
+  // The descriptors go with the first byte; whatever a short send leaves goes as plain bytes.
+  ssize_t sent;
+  for (;;) {
+    sent = ::sendmsg(fd, &message, MSG_NOSIGNAL);
+    if (sent >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("sendmsg failed: ", std::strerror(errno)));
+  }
+  size_t done = static_cast<size_t>(sent);
+  if (done < sizeof header) {
+    if (absl::Status s = WriteAll(fd, reinterpret_cast<char*>(header) + done,
+                                  sizeof header - done, deadline);
+        !s.ok()) {
+      return s;
+    }
+    done = sizeof header;
+  }
+  done -= sizeof header;
+  return WriteAll(fd, payload.data() + done, payload.size() - done, deadline);
 }
 
 absl::Status ReadFrame(int fd, std::string& payload, absl::Time deadline) {

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -21,6 +23,16 @@ inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
 // may be non-blocking, in which case it waits with poll() until `deadline`.
 absl::Status WriteFrame(int fd, absl::string_view payload,
                         absl::Time deadline = absl::InfiniteFuture());
+
+// Writes one frame with file descriptors attached (SCM_RIGHTS), on the same sendmsg() as the
+// frame's first byte, so that a reader that collects descriptors per byte read (the worker's
+// FrameReader) knows which frame they came with. `fd` must be a unix stream socket. The
+// descriptors stay open here (the receiver gets duplicates); close them after a successful send.
+// At most kMaxFrameDescriptors; INVALID_ARGUMENT for more.
+inline constexpr size_t kMaxFrameDescriptors = 16;
+absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
+                                       const std::vector<int>& descriptors,
+                                       absl::Time deadline = absl::InfiniteFuture());
 
 // Reads one whole frame into `payload`. Returns:
 //   OK                  a frame was read

@@ -1,6 +1,8 @@
 // FrameReader: frames however the bytes arrive (together, split, big), and a clean EOF.
 #include "service/worker/frame_reader.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,6 +95,95 @@ TEST_F(FrameReaderTest, OversizedLengthIsDataLoss) {
   FrameReader reader(fds_[0]);
   std::string payload;
   EXPECT_TRUE(absl::IsDataLoss(reader.Read(payload)));
+}
+
+// A pipe whose write end `sent` stands for: what is written to it comes out of `read_end`.
+void ExpectSamePipe(int sent_write_end, int read_end) {
+  ASSERT_EQ(::write(sent_write_end, "x", 1), 1);
+  char c = 0;
+  ASSERT_EQ(::read(read_end, &c, 1), 1);
+  EXPECT_EQ(c, 'x');
+}
+
+struct Pipe {
+  Pipe() { EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0); }
+  ~Pipe() {
+    for (int fd : fds) if (fd >= 0) ::close(fd);
+  }
+  int fds[2] = {-1, -1};
+};
+
+TEST_F(FrameReaderTest, DescriptorsComeWithTheirFrame) {
+  Pipe a, b;
+  ASSERT_TRUE(WriteFrameWithDescriptors(fds_[1], "with two", {a.fds[1], b.fds[1]}).ok());
+  FrameReader reader(fds_[0]);
+  std::string payload;
+  std::vector<int> received;
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "with two");
+  ASSERT_EQ(received.size(), 2u);
+  ExpectSamePipe(received[0], a.fds[0]);
+  ExpectSamePipe(received[1], b.fds[0]);
+  for (int fd : received) ::close(fd);
+}
+
+TEST_F(FrameReaderTest, DescriptorsOfALaterFrameReadInTheSameCallWaitForIt) {
+  Pipe pipe;
+  // Both frames are queued before the first read, so one receive call takes them both.
+  WriteRaw(Frame("plain"));
+  ASSERT_TRUE(WriteFrameWithDescriptors(fds_[1], "carrier", {pipe.fds[1]}).ok());
+  WriteRaw(Frame("plain again"));
+  FrameReader reader(fds_[0]);
+  std::string payload;
+  std::vector<int> received;
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "plain");
+  EXPECT_TRUE(received.empty());
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "carrier");
+  ASSERT_EQ(received.size(), 1u);
+  ExpectSamePipe(received[0], pipe.fds[0]);
+  ::close(received[0]);
+  received.clear();
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "plain again");
+  EXPECT_TRUE(received.empty());
+}
+
+TEST_F(FrameReaderTest, DescriptorsOnAFrameLargerThanTheBuffer) {
+  Pipe pipe;
+  std::string big(1 << 20, 'q');
+  std::thread writer([&] {
+    ASSERT_TRUE(WriteFrame(fds_[1], "small first").ok());
+    ASSERT_TRUE(WriteFrameWithDescriptors(fds_[1], big, {pipe.fds[1]}).ok());
+  });
+  FrameReader reader(fds_[0]);
+  std::string payload;
+  std::vector<int> received;
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "small first");
+  EXPECT_TRUE(received.empty());
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  writer.join();
+  EXPECT_TRUE(payload == big);
+  ASSERT_EQ(received.size(), 1u);
+  ExpectSamePipe(received[0], pipe.fds[0]);
+  ::close(received[0]);
+}
+
+TEST_F(FrameReaderTest, DescriptorsNobodyAskedForAreClosed) {
+  ::signal(SIGPIPE, SIG_IGN);
+  Pipe pipe;
+  ASSERT_TRUE(WriteFrameWithDescriptors(fds_[1], "stray", {pipe.fds[0]}).ok());
+  ::close(pipe.fds[0]);
+  pipe.fds[0] = -1;
+  FrameReader reader(fds_[0]);
+  std::string payload;
+  ASSERT_TRUE(reader.Read(payload).ok());
+  EXPECT_EQ(payload, "stray");
+  // The only read end left was the one the frame carried: once closed, writing fails.
+  EXPECT_EQ(::write(pipe.fds[1], "x", 1), -1);
+  EXPECT_EQ(errno, EPIPE);
 }
 
 }  // namespace
