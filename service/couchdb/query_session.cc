@@ -241,11 +241,13 @@ void QuerySession::Reset(const Elements& command) {
   list_.reset();
 }
 
-absl::Time QuerySession::CallDeadline() const {
+absl::Duration QuerySession::CallBudget() const {
   const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
   const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
-  return absl::Now() + timeout - margin;
+  return timeout - margin;
 }
+
+absl::Time QuerySession::CallDeadline() const { return absl::Now() + CallBudget(); }
 
 std::optional<Reply> QuerySession::RunTask(const Task& task, v1::SessionOutput& out) {
   absl::StatusOr<Reply> reply = runner_.Run(task, CallDeadline());

@@ -61,6 +61,11 @@ class QuerySession {
   // callers that must decide whether to wait for an answer.
   static bool IsReset(std::string_view line);
 
+  // How long a command may run from now on: CouchDB's timeout (from the last reset, else the
+  // default) less the margin. A caller that cannot bound its calls with deadlines (a direct
+  // session in the worker) enforces this itself.
+  absl::Duration CallBudget() const;
+
  private:
   class ListInProgress;
   using Elements = std::vector<std::string_view>;

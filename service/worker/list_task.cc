@@ -16,11 +16,11 @@ PyObject* ListAbortedClass() {
   return cls;
 }
 
-// get_row() inside an interactive list: the step goes to the server as a ListStep reply and
-// the next Task must be its list_row, exactly like couchjs's readline() inside getRow().
-class SocketListChannel : public ListChannel {
+// get_row() inside an interactive list: the step goes out through the exchange and the next
+// Task must be its list_row, exactly like couchjs's readline() inside getRow().
+class ExchangeListChannel : public ListChannel {
  public:
-  SocketListChannel(FrameReader& reader, int fd) : reader_(reader), fd_(fd) {}
+  explicit ExchangeListChannel(ListExchange& exchange) : exchange_(exchange) {}
 
   PyObject* Step(PyObject* step) override {
     if (aborted()) return Abort();
@@ -29,31 +29,23 @@ class SocketListChannel : public ListChannel {
     Reply reply;
     reply.mutable_list_step()->set_reply(*std::move(json));
     TakeLogs(*reply.mutable_logs());
-    if (absl::Status s = WriteFrame(fd_, reply.SerializeAsString()); !s.ok()) {
-      socket_error_ = s;
+    absl::StatusOr<Task> task = exchange_.SendStep(std::move(reply));
+    if (!task.ok()) {
+      exchange_error_ = task.status();
       return Abort();
     }
-    std::string frame;
-    if (absl::Status s = reader_.Read(frame); !s.ok()) {
-      socket_error_ = s;
-      return Abort();
-    }
-    Task task;
-    if (!task.ParseFromString(frame)) {
-      return Refuse("a list is running and the frame that came is not a Task");
-    }
-    if (!task.has_list_row()) {
+    if (!task->has_list_row()) {
       return Refuse(absl::StrCat("a list is running: only list_row tasks may be sent until it "
-                                 "is done, got task kind ", task.kind_case()));
+                                 "is done, got task kind ", task->kind_case()));
     }
-    if (task.list_row().row().empty()) Py_RETURN_NONE;  // list_end
-    absl::StatusOr<PyRef> row = ParseJsonInPlace(*task.mutable_list_row()->mutable_row());
+    if (task->list_row().row().empty()) Py_RETURN_NONE;  // list_end
+    absl::StatusOr<PyRef> row = ParseJsonInPlace(*task->mutable_list_row()->mutable_row());
     if (!row.ok()) return Refuse(absl::StrCat("list_row: ", row.status().message()));
     return row->release();
   }
 
-  bool aborted() const { return !socket_error_.ok() || refusal_.has_value(); }
-  const absl::Status& socket_error() const { return socket_error_; }
+  bool aborted() const { return !exchange_error_.ok() || refusal_.has_value(); }
+  const absl::Status& exchange_error() const { return exchange_error_; }
   const std::optional<Reply>& refusal() const { return refusal_; }
 
  private:
@@ -66,10 +58,29 @@ class SocketListChannel : public ListChannel {
     return Abort();
   }
 
+  ListExchange& exchange_;
+  absl::Status exchange_error_;
+  std::optional<Reply> refusal_;  // the answer to the task that broke the list
+};
+
+// Steps as frames on the server's socket.
+class SocketListExchange : public ListExchange {
+ public:
+  SocketListExchange(FrameReader& reader, int fd) : reader_(reader), fd_(fd) {}
+
+  absl::StatusOr<Task> SendStep(Reply step) override {
+    if (absl::Status s = WriteFrame(fd_, step.SerializeAsString()); !s.ok()) return s;
+    std::string frame;
+    if (absl::Status s = reader_.Read(frame); !s.ok()) return s;
+    Task task;
+    // Not a Task at all: answered like any task that is not a list_row.
+    if (!task.ParseFromString(frame)) task.Clear();
+    return task;
+  }
+
+ private:
   FrameReader& reader_;
   int fd_;
-  absl::Status socket_error_;
-  std::optional<Reply> refusal_;  // the answer to the task that broke the list
 };
 
 class ScopedListChannel {
@@ -83,6 +94,12 @@ class ScopedListChannel {
 absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
                                              const v1::ListStart& start, FrameReader& reader,
                                              int fd) {
+  SocketListExchange exchange(reader, fd);
+  return RunInteractiveList(registry, start, exchange);
+}
+
+absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
+                                             const v1::ListStart& start, ListExchange& exchange) {
   absl::StatusOr<const LoadedFunction*> function = registry.Load(start.function());
   if (!function.ok()) return LoadFailureReply(function.status(), start.function());
   absl::StatusOr<PyRef> head = ParseOptionalJson(start.head(), WhenEmpty::kEmptyDict);
@@ -94,7 +111,7 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
                         start.function());
   }
 
-  SocketListChannel channel(reader, fd);
+  ExchangeListChannel channel(exchange);
   PyRef outcome;
   {
     ScopedListChannel scope(&channel);
@@ -105,9 +122,9 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
                                                  req->get()));
     }
   }
-  if (!channel.socket_error().ok()) {
+  if (!channel.exchange_error().ok()) {
     PyErr_Clear();
-    return channel.socket_error();
+    return channel.exchange_error();
   }
   if (channel.refusal()) {
     PyErr_Clear();

@@ -5,30 +5,51 @@
 #include "service/worker/tasks.h"
 
 namespace cnp::worker {
+namespace {
 
-v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request) {
+// `doc_at(i)` is document i's JSON, which the mapper parses in place (and so overwrites).
+template <typename DocAt>
+v1::Reply MapDocs(FunctionRegistry& registry,
+                  const google::protobuf::RepeatedPtrField<std::string>& functions, int count,
+                  DocAt doc_at) {
   Reply reply;
   std::vector<const LoadedFunction*> loaded;
-  if (!LoadAll(registry, request.functions(), loaded, reply)) return reply;
+  if (!LoadAll(registry, functions, loaded, reply)) return reply;
   std::vector<PyObject*> callables;
   for (const LoadedFunction* function : loaded) callables.push_back(function->callable.get());
 
   DocumentMapper mapper(std::move(callables));
   cnp::v1::MapResponse* response = reply.mutable_map();
-  for (int i = 0; i < request.docs_size(); ++i) {
-    if (absl::Status s = mapper.Map(*request.mutable_docs(i)); !s.ok()) {
+  for (int i = 0; i < count; ++i) {
+    if (absl::Status s = mapper.Map(doc_at(i)); !s.ok()) {
       return FailureReply(absl::IsResourceExhausted(s) ? Failure::INTERNAL : Failure::BAD_INPUT,
                           absl::StrCat("document ", i, ": ", s.message()));
     }
     cnp::v1::MapResult* result = response->add_results();
     result->set_rows(mapper.rows().data(), mapper.rows().size());
     for (const MapFailure& failure : mapper.failures()) {
-      FillFunctionError(*result->add_errors(), request.functions(failure.function_index),
+      FillFunctionError(*result->add_errors(), functions.Get(failure.function_index),
                         mapper.doc_id(), failure.exception);
     }
     TakeLogs(*result->mutable_logs());
   }
   return reply;
+}
+
+}  // namespace
+
+v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request) {
+  return MapDocs(registry, request.functions(), request.docs_size(),
+                 [&](int i) -> std::string& { return *request.mutable_docs(i); });
+}
+
+v1::Reply RunMapOnCopies(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
+                         std::string& scratch) {
+  return MapDocs(registry, request.functions(), request.docs_size(),
+                 [&](int i) -> std::string& {
+                   scratch.assign(request.docs(i));
+                   return scratch;
+                 });
 }
 
 }  // namespace cnp::worker

@@ -1,8 +1,13 @@
 #include "service/worker/task_loop.h"
 
+#include <unistd.h>
+
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "service/common/framing.h"
 #include "service/worker/call_context.h"
+#include "service/worker/direct_session.h"
 #include "service/worker/frame_reader.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
@@ -10,7 +15,27 @@
 namespace cnp::worker {
 namespace {
 
-absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd) {
+void CloseAll(const std::vector<int>& descriptors) {
+  for (int descriptor : descriptors) ::close(descriptor);
+}
+
+// Takes ownership of `descriptors`: CouchDB's input and output pipes.
+Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
+                       std::vector<int>& descriptors) {
+  if (descriptors.size() != 2) {
+    CloseAll(descriptors);
+    return FailureReply(Failure::BAD_INPUT,
+                        absl::StrCat("a direct_session task carries two descriptors (CouchDB's "
+                                     "input and output), not ",
+                                     descriptors.size()));
+  }
+  const int input = descriptors[0], output = descriptors[1];
+  descriptors.clear();
+  return ServeDirectSession(registry, session, input, output);
+}
+
+absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,
+                          std::vector<int>& descriptors) {
   switch (task.kind_case()) {
     case Task::kMap: return RunMap(registry, *task.mutable_map());
     case Task::kReduce: return RunReduce(registry, task.reduce());
@@ -20,8 +45,7 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
     case Task::kListStart: return RunInteractiveList(registry, task.list_start(), reader, fd);
     case Task::kListRow:
       return FailureReply(Failure::BAD_INPUT, "list_row without a running list (send list_start first)");
-    case Task::kDirectSession:
-      return FailureReply(Failure::BAD_INPUT, "this worker does not serve direct sessions yet");
+    case Task::kDirectSession: return RunDirectSession(registry, task.direct_session(), descriptors);
     case Task::KIND_NOT_SET: break;
   }
   return FailureReply(Failure::BAD_INPUT, "the task has no kind set");
@@ -32,15 +56,18 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
 absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
   FrameReader reader(fd);
   std::string frame;
+  std::vector<int> descriptors;
   for (;;) {
-    if (absl::Status s = reader.Read(frame); !s.ok()) {
+    descriptors.clear();
+    if (absl::Status s = reader.Read(frame, &descriptors); !s.ok()) {
       // The server closing the socket is how a worker is told to stop.
       return absl::IsUnavailable(s) ? absl::OkStatus() : s;
     }
     Task task;
     absl::StatusOr<Reply> reply = task.ParseFromString(frame)
-                                      ? Run(registry, task, reader, fd)
+                                      ? Run(registry, task, reader, fd, descriptors)
                                       : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
+    CloseAll(descriptors);  // what a task did not take must not leak
     if (!reply.ok()) return reply.status();
     // Logs no per-item result took (made before a Failure, say) still reach the server.
     TakeLogs(*reply->mutable_logs());

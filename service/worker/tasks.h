@@ -2,6 +2,8 @@
 // become per-item errors inside it, whole-task problems a Failure.
 #pragma once
 
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "service/worker/frame_reader.h"
 #include "service/worker/function_registry.h"
@@ -10,15 +12,34 @@
 namespace cnp::worker {
 
 v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request);
+// RunMap for a request that must stay as it is: each document is parsed from a copy in
+// `scratch` (a buffer the caller reuses, so the copy allocates nothing once it is big enough).
+v1::Reply RunMapOnCopies(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
+                         std::string& scratch);
 v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request);
 v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest& request);
 v1::Reply RunDesignFunction(FunctionRegistry& registry,
                             const cnp::v1::DesignFunctionRequest& request);
 v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request);
 
-// Runs an interactive list to its end, exchanging its intermediate steps itself: replies go
-// to `fd`, the following list_row tasks come from `reader`. Returns the final reply, or an
-// error when the socket failed (the worker should exit).
+// Where an interactive list's intermediate steps go and its next rows come from, while the
+// function waits inside get_row().
+class ListExchange {
+ public:
+  virtual ~ListExchange() = default;
+  // Delivers one step (a Reply with a ListStep, done=false) and returns the next task, which
+  // should be a list_row. An error ends the list: the function is unwound (ListAborted) and
+  // RunInteractiveList returns that error.
+  virtual absl::StatusOr<v1::Task> SendStep(v1::Reply step) = 0;
+};
+
+// Runs an interactive list to its end, exchanging its intermediate steps through `exchange`.
+// Returns the final reply (a done ListStep or a Failure), or the exchange's error.
+absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
+                                             const v1::ListStart& start, ListExchange& exchange);
+
+// The same over the server's socket: steps go to `fd` as frames, the following list_row tasks
+// come from `reader`. An error means the socket failed (the worker should exit).
 absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
                                              const v1::ListStart& start, FrameReader& reader,
                                              int fd);

@@ -1,0 +1,299 @@
+#include "service/worker/direct_session.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "service/couchdb/absl_view.h"
+#include "service/couchdb/json_text.h"
+#include "service/couchdb/query_session.h"
+#include "service/worker/call_context.h"
+#include "service/worker/in_process_runner.h"
+
+namespace cnp::worker {
+namespace {
+
+using v1::SessionEnd;
+
+absl::Status WriteAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return absl::UnavailableError(
+          absl::StrCat("writing to CouchDB failed: ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// CouchDB's lines, read in large chunks: a burst of small commands costs one read().
+class LineReader {
+ public:
+  LineReader(int fd, size_t max_line) : fd_(fd), max_line_(max_line), buffer_(kChunk, '\0') {}
+
+  // The next line without its newline, valid until the next call; nullopt at the end of input
+  // (a last line without a newline is dropped: CouchDB always ends its lines). Errors:
+  // RESOURCE_EXHAUSTED for a line over the cap, UNAVAILABLE when the read failed.
+  absl::StatusOr<std::optional<std::string_view>> Next() {
+    for (;;) {
+      if (const void* newline = std::memchr(buffer_.data() + scanned_, '\n', end_ - scanned_)) {
+        const size_t at = static_cast<const char*>(newline) - buffer_.data();
+        std::string_view line(buffer_.data() + begin_, at - begin_);
+        begin_ = scanned_ = at + 1;
+        return line;
+      }
+      scanned_ = end_;
+      if (end_ - begin_ > max_line_) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "a line from CouchDB is longer than the ", max_line_ >> 20, " MiB limit"));
+      }
+      if (begin_ > 0) {  // keep the partial line at the front
+        std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        scanned_ -= begin_;
+        begin_ = 0;
+      }
+      if (buffer_.size() - end_ < kChunk / 2) buffer_.resize(buffer_.size() * 2);
+      ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
+      if (n > 0) {
+        end_ += static_cast<size_t>(n);
+      } else if (n == 0) {
+        return std::nullopt;
+      } else if (errno != EINTR) {
+        return absl::UnavailableError(
+            absl::StrCat("reading from CouchDB failed: ", std::strerror(errno)));
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kChunk = 64 * 1024;
+
+  int fd_;
+  size_t max_line_;
+  std::string buffer_;
+  size_t begin_ = 0;    // the unread bytes are buffer_[begin_, end_)
+  size_t scanned_ = 0;  // buffer_[begin_, scanned_) holds no newline
+  size_t end_ = 0;
+};
+
+int64_t CoarseNowNs() {
+  timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);  // vDSO: no system call
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+// Ends the worker when a command outlives its budget. The session thread marks each command's
+// start and end with a clock read (vDSO) and two atomic operations, so the hot path makes no
+// system call for it; the watchdog sleeps until the running command would be due and looks.
+// Whoever of the two first moves the command's sequence number on owns its answer: the session
+// thread finishing it, or the watchdog declaring it timed out.
+class CommandWatchdog {
+ public:
+  CommandWatchdog(int output, std::string session_id, absl::Duration budget)
+      : output_(output), session_id_(std::move(session_id)) {
+    SetBudget(budget);
+    thread_ = std::thread([this] { Watch(); });
+  }
+
+  ~CommandWatchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  // After a reset: rare, so it may wake the watchdog to re-plan with the new budget.
+  void SetBudget(absl::Duration budget) {
+    {
+      std::lock_guard lock(mutex_);
+      budget_ns_.store(absl::ToInt64Nanoseconds(budget), std::memory_order_relaxed);
+    }
+    wake_.notify_all();
+  }
+
+  void Begin() {
+    started_ns_.store(CoarseNowNs(), std::memory_order_relaxed);
+    seq_.store(++local_seq_, std::memory_order_release);  // odd: a command runs
+  }
+
+  // False when the watchdog has claimed the command: it writes the timeout line and ends the
+  // process, so the caller must write nothing more.
+  bool End() {
+    uint64_t running = local_seq_;
+    if (!seq_.compare_exchange_strong(running, local_seq_ + 1, std::memory_order_acq_rel)) {
+      return false;
+    }
+    ++local_seq_;
+    return true;
+  }
+
+ private:
+  static constexpr uint64_t kFired = ~uint64_t{0};
+  // CLOCK_MONOTONIC_COARSE advances in ticks; waking a tick late is better than a tick early.
+  static constexpr int64_t kClockSlackNs = 10'000'000;
+
+  void Watch() {
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+      const int64_t budget = budget_ns_.load(std::memory_order_relaxed);
+      uint64_t seq = seq_.load(std::memory_order_acquire);
+      int64_t wait_ns = budget;  // idle: nothing can be due sooner than a full budget from now
+      if (seq % 2 == 1) {
+        const int64_t started = started_ns_.load(std::memory_order_acquire);
+        if (seq_.load(std::memory_order_acquire) != seq) continue;  // moved on: look again
+        const int64_t late_ns = CoarseNowNs() - (started + budget);
+        if (late_ns >= 0) {
+          if (seq_.compare_exchange_strong(seq, kFired, std::memory_order_acq_rel)) {
+            Fire(budget);
+          }
+          continue;
+        }
+        wait_ns = -late_ns;
+      }
+      wake_.wait_for(lock, std::chrono::nanoseconds(wait_ns + kClockSlackNs));
+    }
+  }
+
+  [[noreturn]] void Fire(int64_t budget_ns) {
+    const std::string reason = absl::StrCat(
+        "cnp-worker: the command ran longer than CouchDB's timeout allows (",
+        budget_ns / 1'000'000, " ms); the worker running it was stopped and is being replaced");
+    const std::string line = couchdb::ErrorLine("timeout", reason) + "\n";
+    // Best effort: the process ends either way, and CouchDB sees its pipe close.
+    WriteAll(output_, line).IgnoreError();
+    std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session_id_.c_str(),
+                 reason.c_str());
+    std::fflush(stderr);
+    ::_exit(v1::SESSION_TIMEOUT_EXIT);
+  }
+
+  const int output_;
+  const std::string session_id_;
+  std::atomic<uint64_t> seq_{0};
+  std::atomic<int64_t> started_ns_{0};
+  std::atomic<int64_t> budget_ns_{0};
+  uint64_t local_seq_ = 0;  // the session thread's copy of seq_
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // guarded by mutex_
+  std::thread thread_;
+};
+
+// The bytes of one answer: every line, each with its newline, for a single write().
+void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
+  for (const std::string& line : output.lines()) {
+    out += line;
+    out += '\n';
+  }
+}
+
+}  // namespace
+
+v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
+                             int input, int output) {
+  couchdb::QuerySession::Options options;
+  if (session.default_timeout_ms() > 0) {
+    options.default_timeout = absl::Milliseconds(session.default_timeout_ms());
+  }
+  InProcessRunner runner(registry);
+  auto protocol = std::make_unique<couchdb::QuerySession>(runner, options);
+  CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
+  LineReader lines(input, kMaxSessionLineBytes);
+
+  v1::Reply reply;
+  SessionEnd& end = *reply.mutable_session_end();
+  std::string answer;
+  int64_t commands = 0;
+  for (;;) {
+    absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
+    if (!line.ok() && absl::IsResourceExhausted(line.status())) {
+      // The rest of the line cannot be skipped safely; couchjs would die here too.
+      WriteAll(output, couchdb::FatalLine("query_protocol_error", couchdb::StdView(line.status().message())) + "\n")
+          .IgnoreError();
+      end.set_reason(SessionEnd::PROTOCOL_EXIT);
+      end.set_message(std::string(line.status().message()));
+      break;
+    }
+    if (!line.ok()) {
+      end.set_reason(SessionEnd::IO_ERROR);
+      end.set_message(std::string(line.status().message()));
+      break;
+    }
+    if (!line->has_value()) {
+      end.set_reason(SessionEnd::INPUT_CLOSED);
+      end.set_message("CouchDB closed the session");
+      break;
+    }
+
+    answer.clear();
+    watchdog.Begin();
+    std::optional<cnp::v1::SessionOutput> out = protocol->Handle(**line);
+    if (!watchdog.End()) {
+      for (;;) ::pause();  // the watchdog has answered and is ending the process
+    }
+    ++commands;
+    bool exit = false;
+    if (!out.has_value()) {
+      // A reset: over gRPC the adapter answers it; here nobody else does.
+      answer = "true\n";
+      watchdog.SetBudget(protocol->CallBudget());
+    } else {
+      if (Context().memory_error && out->lines_size() > 0) {
+        out->mutable_lines()->RemoveLast();
+        out->add_lines(couchdb::ErrorLine(
+            "memory_error",
+            "cnp-worker: MemoryError: the command ran out of the worker's memory cap "
+            "(--worker-memory-mb); the worker is being replaced"));
+        out->set_exit(true);
+      }
+      AppendLines(*out, answer);
+      exit = out->exit();
+    }
+    if (absl::Status written = WriteAll(output, answer); !written.ok()) {
+      end.set_reason(SessionEnd::IO_ERROR);
+      end.set_message(std::string(written.message()));
+      break;
+    }
+    if (exit) {
+      end.set_reason(SessionEnd::PROTOCOL_EXIT);
+      end.set_message(Context().memory_error
+                          ? std::string("a command raised MemoryError; recycle the worker")
+                          : absl::StrCat("the protocol ended the session with ",
+                                         out->lines(out->lines_size() - 1)));
+      break;
+    }
+  }
+  end.set_commands(commands);
+  // An open list is unwound while the watchdog still guards it.
+  watchdog.Begin();
+  protocol.reset();
+  if (!watchdog.End()) {
+    for (;;) ::pause();
+  }
+  ::close(input);
+  ::close(output);
+  return reply;
+}
+
+}  // namespace cnp::worker

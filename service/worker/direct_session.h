@@ -1,0 +1,40 @@
+// A direct session: CouchDB's own stdin/stdout pipes, handed to this worker in a DirectSession
+// task (worker.proto), served here with the CouchDB line protocol (service/couchdb's
+// QuerySession) over an InProcessRunner, so that a document goes from CouchDB's pipe to Python
+// and back with no other process on the way.
+//
+// The loop reads a line, answers it with one write() (log lines first, then the reply), and
+// ends when:
+//   - CouchDB closes its end (SessionEnd INPUT_CLOSED, the normal end);
+//   - the protocol ends the session where couchjs would exit (an output marked exit: a line
+//     that is not JSON, an unknown command, a line over the length cap) (PROTOCOL_EXIT);
+//   - a command raised MemoryError: its reply is replaced by ["error","memory_error",..] (never
+//     an empty result for a document that did not get its rows), and the session ends with
+//     PROTOCOL_EXIT and the reply asks for the worker to be recycled, because a worker that ran
+//     out of memory under its cap is not one to keep feeding (PROTOCOL_EXIT);
+//   - reading or writing the pipes failed (IO_ERROR).
+// Then both descriptors are closed and the worker goes back to serving tasks.
+//
+// A command that runs longer than CouchDB's timeout (from its reset, less QuerySession's
+// margin) is answered by a watchdog thread with ["error","timeout",..], after which the worker
+// exits at once with SESSION_TIMEOUT_EXIT: Python code stuck in a loop or in C cannot be
+// interrupted safely, and the server replaces the worker.
+#pragma once
+
+#include <cstddef>
+
+#include "service/worker/function_registry.h"
+#include "worker.pb.h"
+
+namespace cnp::worker {
+
+// The longest line accepted from CouchDB; a longer one is a fatal protocol error.
+inline constexpr size_t kMaxSessionLineBytes = size_t{64} << 20;
+
+// Serves the session on `input` (CouchDB's commands) and `output` (the answers), which it
+// closes, and returns the Reply for the task: a session_end (recycle set after a MemoryError).
+// May not return: see the watchdog above.
+v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
+                             int input, int output);
+
+}  // namespace cnp::worker

@@ -1,0 +1,146 @@
+#include "service/worker/in_process_runner.h"
+
+#include <Python.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "service/worker/task_support.h"
+#include "service/worker/tasks.h"
+
+namespace cnp::worker {
+namespace {
+
+// Releases the GIL for the scope (the other thread runs Python meanwhile).
+class WithoutGil {
+ public:
+  WithoutGil() : state_(PyEval_SaveThread()) {}
+  ~WithoutGil() { PyEval_RestoreThread(state_); }
+  WithoutGil(const WithoutGil&) = delete;
+  WithoutGil& operator=(const WithoutGil&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
+// One interactive list on its own thread. The session thread calls Exchange() with list_start,
+// then with each list_row; each call hands the task over, releases the GIL and waits for the
+// function's next step (or its end). The list thread's get_row() does the mirror image.
+class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
+ public:
+  explicit ThreadedListLease(FunctionRegistry& registry) : registry_(registry) {}
+
+  // A list still running (the session ended half-way) is unwound: get_row() raises ListAborted.
+  ~ThreadedListLease() override {
+    if (!thread_.joinable()) return;
+    if (!finished_) {
+      Hand({absl::CancelledError("the session ended while the list was running")});
+      Await().IgnoreError();
+    }
+    WithoutGil unlocked;
+    thread_.join();
+  }
+
+  absl::StatusOr<pool::Reply> Exchange(const pool::Task& task, absl::Time) override {
+    if (finished_) {
+      return FailureReply(Failure::BAD_INPUT, "the list has already finished");
+    }
+    if (!thread_.joinable()) {
+      if (!task.has_list_start()) {
+        return FailureReply(Failure::BAD_INPUT, "a list lease starts with a list_start task");
+      }
+      thread_ = std::thread([this, start = task.list_start()] { RunList(start); });
+    } else {
+      Hand(task);
+    }
+    return Await();
+  }
+
+ private:
+  // On the list thread.
+  void RunList(const v1::ListStart& start) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    absl::StatusOr<pool::Reply> reply = RunInteractiveList(registry_, start, *this);
+    {
+      std::lock_guard lock(mutex_);
+      to_session_ = std::move(reply);
+      finished_ = true;
+    }
+    changed_.notify_all();
+    PyGILState_Release(gil);
+  }
+
+  // get_row() on the list thread: the step goes to the session thread, which answers with the
+  // next task.
+  absl::StatusOr<pool::Task> SendStep(pool::Reply step) override {
+    {
+      std::lock_guard lock(mutex_);
+      to_session_ = std::move(step);
+    }
+    changed_.notify_all();
+    WithoutGil unlocked;
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return to_list_.has_value(); });
+    absl::StatusOr<pool::Task> task = *std::move(to_list_);
+    to_list_.reset();
+    return task;
+  }
+
+  // On the session thread.
+  void Hand(absl::StatusOr<pool::Task> task) {
+    {
+      std::lock_guard lock(mutex_);
+      to_list_ = std::move(task);
+    }
+    changed_.notify_all();
+  }
+
+  absl::StatusOr<pool::Reply> Await() {
+    WithoutGil unlocked;
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return to_session_.has_value(); });
+    absl::StatusOr<pool::Reply> reply = *std::move(to_session_);
+    to_session_.reset();
+    return reply;
+  }
+
+  FunctionRegistry& registry_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<absl::StatusOr<pool::Task>> to_list_;      // guarded by mutex_
+  std::optional<absl::StatusOr<pool::Reply>> to_session_;  // guarded by mutex_
+  bool finished_ = false;  // written by the list thread under mutex_ before its last hand-over
+};
+
+}  // namespace
+
+absl::StatusOr<pool::Reply> InProcessRunner::Run(const pool::Task& task, absl::Time) {
+  switch (task.kind_case()) {
+    case pool::Task::kMap: return RunMapOnCopies(registry_, task.map(), doc_scratch_);
+    case pool::Task::kReduce: return RunReduce(registry_, task.reduce());
+    case pool::Task::kValidate: return RunValidate(registry_, task.validate());
+    case pool::Task::kDesign: return RunDesignFunction(registry_, task.design());
+    case pool::Task::kResolve: return RunResolve(registry_, task.resolve());
+    default:
+      return FailureReply(Failure::BAD_INPUT,
+                          "only map, reduce, validate, design and resolve tasks run in process");
+  }
+}
+
+std::vector<absl::StatusOr<pool::Reply>> InProcessRunner::RunAll(
+    const std::vector<pool::Task>& tasks, absl::Time deadline) {
+  std::vector<absl::StatusOr<pool::Reply>> replies;
+  replies.reserve(tasks.size());
+  for (const pool::Task& task : tasks) replies.push_back(Run(task, deadline));
+  return replies;
+}
+
+absl::StatusOr<std::unique_ptr<pool::WorkerLease>> InProcessRunner::Lease(absl::Time) {
+  return std::make_unique<ThreadedListLease>(registry_);
+}
+
+}  // namespace cnp::worker

@@ -1,0 +1,399 @@
+"""Direct sessions: a real cnp-worker is handed CouchDB's two pipes in a DirectSession task
+(SCM_RIGHTS, as cnp-server hands them) and serves CouchDB's line protocol on them itself.
+
+Every real CouchDB 3.4.3 transcript is replayed through one worker, a session per query-server
+process, with the same rewriting and comparison as the adapter's replay through cnp-server
+(tests/adapter/replay_transcripts_test.py), so both transports must give couchjs's answers."""
+
+import argparse
+import json
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ARGS = None
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--functions", required=True, help="a file in tests/functions")
+    parser.add_argument("--session-functions", required=True, help="a file in session_fns")
+    parser.add_argument("--testdata", required=True)
+    parser.add_argument("--replay", required=True, help="tests/adapter/replay_transcripts_test.py")
+    parser.add_argument("--pb2", required=True, help="the generated worker_pb2.py")
+    return parser.parse_known_args(argv)
+
+
+class Session:
+    """CouchDB's side of the two pipes."""
+
+    def __init__(self, commands, answers):
+        self.commands, self.answers = commands, answers
+        self.buffer = b""
+
+    def send_line(self, line):
+        data = line.encode() + b"\n"
+        while data:
+            data = data[os.write(self.commands, data):]
+
+    def read_line(self, timeout=30.0):
+        """The next answer line, or None when the worker closed the pipe."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the worker did not answer in time")
+            ready, _, _ = select.select([self.answers], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self.answers, 1 << 16)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def call(self, command, timeout=30.0):
+        """Every answer line to one command: the log lines, then the reply."""
+        self.send_line(command if isinstance(command, str) else json.dumps(command))
+        lines = []
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return lines
+            lines.append(line)
+            value = json.loads(line)
+            if not (isinstance(value, list) and len(value) == 2 and value[0] == "log"):
+                return lines
+
+    def close_input(self):
+        if self.commands >= 0:
+            os.close(self.commands)
+            self.commands = -1
+
+    def at_end_of_output(self, timeout=30.0):
+        return self.read_line(timeout) is None
+
+    def close(self):
+        self.close_input()
+        os.close(self.answers)
+
+
+class Worker:
+    """A cnp-worker on a socketpair, as cnp-server starts one."""
+
+    def __init__(self, extra_args=(), python_paths=None):
+        self.sock, child = socket.socketpair()
+        self.stderr = tempfile.TemporaryFile()
+        self._diagnostics = ""
+        paths = python_paths or [os.path.dirname(ARGS.functions),
+                                 os.path.dirname(ARGS.session_functions)]
+        argv = ([ARGS.worker, f"--fd={child.fileno()}"] +
+                [f"--python-path={path}" for path in paths] + list(extra_args))
+        self.process = subprocess.Popen(argv, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+                                        stderr=self.stderr)
+        child.close()
+
+    def send(self, task, fds=()):
+        data = task.SerializeToString()
+        frame = struct.pack("<I", len(data)) + data
+        if fds:
+            socket.send_fds(self.sock, [frame], list(fds))
+        else:
+            self.sock.sendall(frame)
+
+    def receive(self, timeout=30.0):
+        self.sock.settimeout(timeout)
+        try:
+            header = self._exactly(4)
+            reply = worker_pb2.Reply()
+            reply.ParseFromString(self._exactly(struct.unpack("<I", header)[0]))
+            return reply
+        finally:
+            self.sock.settimeout(None)
+
+    def _exactly(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("the worker closed its socket")
+            data += chunk
+        return data
+
+    def start_session(self, timeout_ms=5000, session_id="test"):
+        """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
+        commands_read, commands_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        task = worker_pb2.Task()
+        task.direct_session.id = session_id
+        task.direct_session.default_timeout_ms = timeout_ms
+        self.send(task, [commands_read, answers_write])
+        # The worker holds the only other ends now, so its closing them is seen here.
+        os.close(commands_read)
+        os.close(answers_write)
+        return Session(commands_write, answers_read)
+
+    def map_task(self, functions, docs):
+        task = worker_pb2.Task()
+        task.map.functions.extend(functions)
+        task.map.docs.extend(doc.encode() for doc in docs)
+        self.send(task)
+        return self.receive()
+
+    def stop(self, timeout=30.0):
+        self.sock.close()
+        return self.wait(timeout)
+
+    def wait(self, timeout=30.0):
+        status = self.process.wait(timeout=timeout)
+        self.diagnostics()
+        self.stderr.close()
+        return status
+
+    def diagnostics(self):
+        if not self.stderr.closed:
+            self.stderr.seek(0)
+            self._diagnostics = self.stderr.read().decode(errors="replace")
+        return self._diagnostics
+
+
+class ReplayTranscriptsTest(unittest.TestCase):
+    """couchjs's answers, through a direct session."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.worker = Worker()
+
+    @classmethod
+    def tearDownClass(cls):
+        status = cls.worker.stop()
+        assert status == 0, cls.worker.diagnostics()
+
+    def replay(self, name):
+        path = os.path.join(ARGS.testdata, name)
+        compared = 0
+        for title, exchanges in replay.sections(path):
+            session = self.worker.start_session()
+            try:
+                for command_line, expected_lines in exchanges:
+                    command = replay.rewrite_command(json.loads(command_line))
+                    actual_lines = session.call(command)
+                    where = f"{name} {title}\n> {command_line[:300]}"
+                    self.assertEqual(len(actual_lines), len(expected_lines),
+                                     f"{where}\nexpected {expected_lines}\nactual {actual_lines}"
+                                     f"\n{self.worker.diagnostics()}")
+                    for expected_line, actual_line in zip(expected_lines, actual_lines):
+                        expected, actual = json.loads(expected_line), json.loads(actual_line)
+                        if expected != actual and not replay.javascript_specific(expected, actual):
+                            self.fail(f"{where}\nexpected {expected_line}\nactual   {actual_line}")
+                        compared += 1
+                session.close_input()
+                reply = self.worker.receive()
+                self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.INPUT_CLOSED,
+                                 str(reply))
+                self.assertEqual(reply.session_end.commands, len(exchanges))
+                self.assertTrue(session.at_end_of_output())
+            finally:
+                session.close()
+        self.assertGreater(compared, 0)
+
+    def test_map(self):
+        self.replay("map.txt")
+
+    def test_map_error(self):
+        self.replay("map_error.txt")
+
+    def test_reduce(self):
+        self.replay("reduce.txt")
+
+    def test_reduce_builtin(self):
+        self.replay("reduce_builtin.txt")
+
+    def test_validate(self):
+        self.replay("validate.txt")
+
+    def test_filter(self):
+        self.replay("filter.txt")
+
+    def test_filter_view(self):
+        self.replay("filter_view.txt")
+
+    def test_show(self):
+        self.replay("show.txt")
+
+    def test_list(self):
+        self.replay("list.txt")
+
+    def test_update(self):
+        self.replay("update.txt")
+
+    def test_every_transcript_is_replayed(self):
+        replayed = {name[len("test_"):] + ".txt" for name in dir(self) if name.startswith("test_")}
+        present = {name for name in os.listdir(ARGS.testdata) if name.endswith(".txt")}
+        self.assertTrue(present)
+        self.assertLessEqual(present, replayed)
+
+
+class SessionLifecycleTest(unittest.TestCase):
+    """How sessions end, and what the worker does after."""
+
+    def setUp(self):
+        self.worker = Worker()
+
+    def tearDown(self):
+        if self.worker.process.poll() is None:
+            self.worker.stop()
+
+    def test_input_closed_ends_the_session_and_the_worker_takes_the_next_task(self):
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset", {"timeout": 5000}]), ["true"])
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 3}]),
+                         ['[[["Oslo",3]]]'])
+        session.close_input()
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(end.commands, 3)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+
+        reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
+        self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
+        # And a second session on the same worker starts clean (no map functions).
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "c"}]), ["[]"])
+        session.close()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def test_a_line_that_is_not_json_exits_as_couchjs_would(self):
+        session = self.worker.start_session()
+        lines = session.call("this is not json")
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(json.loads(lines[0])[:2], ["fatal", "query_protocol_error"])
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertIn("query_protocol_error", end.message)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+        # The worker is fine and serves on.
+        reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
+        self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
+
+    def test_a_line_over_the_cap_is_fatal(self):
+        session = self.worker.start_session()
+        # 64 MiB and one byte with no newline: the worker must give up without the rest.
+        payload = b"[" + b"1," * (32 << 20)
+        written = 0
+        while written < len(payload):
+            readable, writable, _ = select.select([session.answers], [session.commands], [], 30)
+            if readable:
+                break
+            try:
+                written += os.write(session.commands, payload[written:written + (1 << 16)])
+            except BrokenPipeError:
+                break
+        line = session.read_line()
+        self.assertEqual(json.loads(line)[:2], ["fatal", "query_protocol_error"])
+        self.assertIn("64 MiB", line)
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        session.close()
+
+    def test_an_abandoned_list_is_unwound_and_the_worker_serves_on(self):
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        ddoc = {"_id": "_design/l", "lists": {"rows": "fixture_fns.list_rows"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/l", ddoc]), ["true"])
+        start = json.loads(session.call(
+            ["ddoc", "_design/l", ["lists", "rows"], [{"total_rows": 3, "offset": 0}, {}]])[-1])
+        self.assertEqual(start[0], "start")
+        chunks = json.loads(session.call(["list_row", {"id": "a", "key": "k", "value": 1}])[-1])
+        self.assertEqual(chunks[0], "chunks")
+        session.close_input()  # CouchDB went away with the list waiting in get_row()
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(end.commands, 4)
+        session.close()
+        reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
+        self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
+
+    def test_a_task_without_the_two_pipes_is_refused(self):
+        read_end, write_end = os.pipe()
+        task = worker_pb2.Task()
+        task.direct_session.id = "one-pipe"
+        self.worker.send(task, [read_end])
+        os.close(read_end)
+        reply = self.worker.receive()
+        self.assertEqual(reply.failure.code, worker_pb2.Failure.BAD_INPUT)
+        self.assertIn("two descriptors", reply.failure.message)
+        os.close(write_end)
+
+    def test_memory_error_ends_the_session_and_asks_for_recycling(self):
+        self.worker.stop()
+        self.worker = Worker(["--memory-limit-mb=1024"])
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.assertEqual(session.call(["add_fun", "worker_views.blow_memory"]), ["true"])
+        lines = session.call(["map_doc", {"_id": "m"}])
+        # Never an empty result: the document did not get its rows.
+        self.assertEqual(json.loads(lines[-1])[:2], ["error", "memory_error"])
+        reply = self.worker.receive()
+        self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertTrue(reply.recycle)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+
+
+class TimeoutTest(unittest.TestCase):
+    """A command that outlives CouchDB's timeout: the error line, then exit 124."""
+
+    def stuck(self, function):
+        worker = Worker()
+        session = worker.start_session()
+        # 1000 ms less QuerySession's margin (at most half): 500 ms.
+        self.assertEqual(session.call(["reset", {"timeout": 1000}]), ["true"])
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.naps"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "fine"}]), ['[[["fine","rested"]]]'])
+        self.assertEqual(session.call(["reset", {"timeout": 1000}]), ["true"])
+        self.assertEqual(session.call(["add_fun", function]), ["true"])
+        started = time.monotonic()
+        lines = session.call(["map_doc", {"_id": "stuck"}], timeout=30)
+        elapsed = time.monotonic() - started
+        self.assertEqual(len(lines), 1, lines)
+        error = json.loads(lines[0])
+        self.assertEqual(error[:2], ["error", "timeout"])
+        self.assertIn("500 ms", error[2])
+        # Answered before CouchDB's own timeout would have fired.
+        self.assertLess(elapsed, 1.0)
+        self.assertGreaterEqual(elapsed, 0.45)
+        self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+        worker.sock.close()
+
+    def test_endless_python_loop(self):
+        self.stuck("direct_session_fns.spins")
+
+    def test_stuck_in_c(self):
+        self.stuck("direct_session_fns.sleeps_in_c")
+
+
+if __name__ == "__main__":
+    ARGS, rest = parse_args(sys.argv[1:])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(ARGS.pb2)))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(ARGS.replay)))
+    import worker_pb2  # noqa: E402
+    import replay_transcripts_test as replay  # noqa: E402
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
