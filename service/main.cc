@@ -91,7 +91,7 @@ int Run(int argc, char** argv) {
   cnp::rpc::ServerOptions server_options{.listen = config->listen,
                                          .threads = config->grpc_threads};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
-                             cnp::MakeUploadHandler(pool));
+                             cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;
   if (absl::Status s = server.Start(); !s.ok()) {
     cnp::LogError(s.message());

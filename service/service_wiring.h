@@ -5,12 +5,14 @@
 #include <functional>
 #include <memory>
 
+#include "service/config/server_config.h"
 #include "service/pool/task_runner.h"
 #include "service/rpc/rpc_server.h"
 
 namespace cnp {
 
 std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner);
-rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner);
+// With the upload limits and the --couchdb-allow list of `config` (already validated).
+rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
 
 }  // namespace cnp

@@ -3,7 +3,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -12,6 +11,7 @@
 #include "client/lib/default_target.h"
 #include "client/upload/event_printer.h"
 #include "cnp/v1/functions.grpc.pb.h"
+#include "service/upload/couch_url.h"
 
 namespace cnp::client {
 namespace upload {
@@ -44,6 +44,8 @@ Options:
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; the path is read by
                             the service, on its host (default: the system's CA store)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
+  --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
+                            (default: 4194304, cnp-server's own default limit)
   --show-documents          print every design document as written
   --target=ADDRESS          the cnp service (default: $CNP_TARGET, else %s)
   -h, --help                this text
@@ -63,6 +65,8 @@ problem is reported with file:line. Nothing is written and CouchDB is not contac
 
 Options:
   --view-server=NAME  the design documents' "language" (default: python)
+  --max-yaml-bytes=N  refuse a YAML file larger than N bytes before sending it
+                      (default: 4194304, cnp-server's own default limit)
   --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
   -h, --help          this text
 
@@ -76,6 +80,9 @@ std::string Usage(const char* format, const std::string& program) {
   return text;
 }
 
+// cnp-server's default --max-yaml-bytes: a larger file would be refused there anyway.
+constexpr int64_t kDefaultMaxYamlBytes = int64_t{4} << 20;
+
 struct Flags {
   bool help = false;
   bool dry_run = false;
@@ -85,6 +92,7 @@ struct Flags {
   std::string view_server;
   std::string ca_file;
   int max_conflict_retries = 0;
+  int64_t max_yaml_bytes = kDefaultMaxYamlBytes;
   std::string target;
   std::vector<std::string> positional;
 };
@@ -132,6 +140,12 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
       flags.ca_file = *v;
+    } else if (name == "--max-yaml-bytes") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &flags.max_yaml_bytes) || flags.max_yaml_bytes < 1) {
+        return absl::InvalidArgumentError("--max-yaml-bytes needs a number of bytes");
+      }
     } else if (upload && name == "--max-conflict-retries") {
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
@@ -158,14 +172,26 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
   return flags;
 }
 
-absl::Status AddFile(const std::string& path, v1::UploadRequest& request) {
+absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
+  // Read in chunks and stop past the limit: a huge file or a device is not read into memory.
+  std::string text;
+  char chunk[64 * 1024];
+  while (in && static_cast<int64_t>(text.size()) <= max_bytes) {
+    in.read(chunk, sizeof(chunk));
+    text.append(chunk, static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  if (static_cast<int64_t>(text.size()) > max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        path, " is larger than ", max_bytes,
+        " bytes, the limit for one YAML file (raise it with --max-yaml-bytes; cnp-server has "
+        "its own limit, its --max-yaml-bytes)"));
+  }
   v1::UploadFile& file = *request.add_files();
   file.set_name(path);
-  file.set_text(text.str());
+  file.set_text(std::move(text));
   return absl::OkStatus();
 }
 
@@ -189,7 +215,9 @@ int Send(const std::string& program, const std::string& target, const v1::Upload
   absl::Status status = (*client)->FromGrpc(reader->Finish());
   PrintSummary(tally, io.out);
   if (!status.ok()) {
-    if (status.message() != last_error) io.err << program << ": " << status.message() << "\n";
+    if (status.message() != last_error) {
+      io.err << program << ": " << cnp::upload::RedactCredentials(status.message()) << "\n";
+    }
     return 1;
   }
   return tally.errors > 0 ? 1 : 0;
@@ -214,7 +242,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   }
   absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
   if (!couch.ok()) {
-    io.err << program << ": " << couch.status().message() << "\n";
+    io.err << program << ": " << cnp::upload::RedactCredentials(couch.status().message()) << "\n";
     return 2;
   }
 
@@ -230,7 +258,8 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   request.set_language(flags->view_server);
   request.set_max_conflict_retries(flags->max_conflict_retries);
   for (size_t i = 2; i < flags->positional.size(); ++i) {
-    if (absl::Status read = AddFile(flags->positional[i], request); !read.ok()) {
+    if (absl::Status read = AddFile(flags->positional[i], flags->max_yaml_bytes, request);
+        !read.ok()) {
       io.err << program << ": " << read.message() << "\n";
       return 1;
     }
@@ -258,7 +287,7 @@ int RunCheck(const std::vector<std::string>& args, CommandIo io) {
   request.set_check_only(true);
   request.set_language(flags->view_server);
   for (const std::string& path : flags->positional) {
-    if (absl::Status read = AddFile(path, request); !read.ok()) {
+    if (absl::Status read = AddFile(path, flags->max_yaml_bytes, request); !read.ok()) {
       io.err << program << ": " << read.message() << "\n";
       return 1;
     }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/lib/default_target.h"
+#include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 
 ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (lists for the "
@@ -49,10 +50,24 @@ ABSL_FLAG(int, ready_fd, -1,
           "write \"ready\\n\" to this file descriptor and close it once every address is "
           "listening (for supervisors and tests that start the server)");
 
+ABSL_FLAG(std::vector<std::string>, couchdb_allow, {},
+          "URL prefix of a CouchDB that Upload may write to, e.g. https://couch:6984; "
+          "repeatable; * allows any http(s) URL (default: CouchDB on this host only: "
+          "localhost, 127.0.0.0/8, [::1])");
+ABSL_FLAG(int64_t, max_yaml_bytes, int64_t{4} << 20,
+          "Upload: the largest YAML file accepted, in bytes");
+ABSL_FLAG(int64_t, max_yaml_nodes, 1000000,
+          "Upload: YAML nodes one request may expand to, each use of an alias counted anew "
+          "(stops alias bombs)");
+ABSL_FLAG(int64_t, max_design_bytes, int64_t{64} << 20,
+          "Upload: bytes of JSON one request's YAML may expand to");
+ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
+          "Upload: the longest answer read from CouchDB, in bytes");
+
 namespace cnp::config {
 namespace {
 
-constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module"};
+constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow"};
 
 std::string FlagName(absl::string_view arg) {
   arg.remove_prefix(arg.size() > 1 && arg[1] == '-' ? 2 : 1);
@@ -214,6 +229,24 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
+  c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
+                                                    : absl::GetFlag(FLAGS_couchdb_allow);
+  if (absl::StatusOr<upload::CouchAllowList> allow =
+          upload::CouchAllowList::FromPrefixes(c.couchdb_allow);
+      !allow.ok()) {
+    return allow.status();
+  }
+  c.max_yaml_bytes = absl::GetFlag(FLAGS_max_yaml_bytes);
+  c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
+  c.max_design_bytes = absl::GetFlag(FLAGS_max_design_bytes);
+  c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
+  for (auto [name, value] : {std::pair{"--max-yaml-bytes", c.max_yaml_bytes},
+                             std::pair{"--max-yaml-nodes", c.max_yaml_nodes},
+                             std::pair{"--max-design-bytes", c.max_design_bytes},
+                             std::pair{"--max-couchdb-response-bytes",
+                                       c.max_couchdb_response_bytes}}) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
+  }
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");
   }

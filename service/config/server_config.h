@@ -25,6 +25,12 @@ struct ServerConfig {
   int64_t worker_memory_mb = 0;
   std::string log_level;
   int ready_fd = -1;
+  // Upload: where it may go and what a request may cost.
+  std::vector<std::string> couchdb_allow;
+  int64_t max_yaml_bytes = 0;
+  int64_t max_yaml_nodes = 0;
+  int64_t max_design_bytes = 0;
+  int64_t max_couchdb_response_bytes = 0;
 
   // The worker's command-line arguments that carry this configuration.
   std::vector<std::string> WorkerArgs() const;

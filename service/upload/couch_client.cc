@@ -2,24 +2,56 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
+#include "service/upload/json.h"
 
 namespace cnp::upload {
 namespace {
 
+constexpr size_t kMaxReasonBytes = 200;
+
+struct BodySink {
+  std::string* body;
+  size_t max_bytes;
+  bool too_long = false;
+};
+
 // Called by libcurl (C): nothing may escape. Returning less than it was given makes curl fail
-// the transfer, which is the right outcome when the body does not fit in memory.
-size_t AppendToString(char* data, size_t size, size_t count, void* target) noexcept {
+// the transfer, which is the right outcome for a body over the limit or one that does not fit
+// in memory.
+size_t AppendToBody(char* data, size_t size, size_t count, void* target) noexcept {
+  auto* sink = static_cast<BodySink*>(target);
+  const size_t bytes = size * count;
+  if (bytes > sink->max_bytes - sink->body->size()) {
+    sink->too_long = true;
+    return 0;
+  }
   try {
-    static_cast<std::string*>(target)->append(data, size * count);
-    return size * count;
+    sink->body->append(data, bytes);
+    return bytes;
   } catch (...) {
     return 0;
   }
+}
+
+// At most `max` bytes of `text`, cut at a UTF-8 character boundary, with control characters
+// (a terminal's escape sequences) replaced by spaces.
+std::string Trimmed(absl::string_view text, size_t max) {
+  std::string out;
+  size_t end = std::min(text.size(), max);
+  if (end < text.size()) {
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  }
+  for (char c : text.substr(0, end)) {
+    out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7F ? ' ' : c);
+  }
+  if (end < text.size()) out += "...";
+  return out;
 }
 
 void InitCurlOnce() {
@@ -27,19 +59,26 @@ void InitCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// CouchDB's {"error": ..., "reason": ...}, or the start of whatever else came back.
+// CouchDB's {"error": ..., "reason": ...}, each trimmed; never anything else of the body, which
+// may come from a server that is not CouchDB at all.
 std::string Reason(const HttpResponse& response) {
-  rapidjson::Document doc;
-  doc.Parse(response.body.c_str());
-  if (!doc.HasParseError() && doc.IsObject()) {
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(response.body);
+  if (doc.ok() && doc->IsObject()) {
     std::string out;
-    if (doc.HasMember("error") && doc["error"].IsString()) out = doc["error"].GetString();
-    if (doc.HasMember("reason") && doc["reason"].IsString()) {
-      absl::StrAppend(&out, out.empty() ? "" : ": ", doc["reason"].GetString());
+    auto field = [&](const char* name) -> absl::string_view {
+      auto it = doc->FindMember(name);
+      if (it == doc->MemberEnd() || !it->value.IsString()) return "";
+      return absl::string_view(it->value.GetString(), it->value.GetStringLength());
+    };
+    out = Trimmed(field("error"), kMaxReasonBytes);
+    absl::string_view reason = field("reason");
+    if (!reason.empty()) {
+      absl::StrAppend(&out, out.empty() ? "" : ": ", Trimmed(reason, kMaxReasonBytes));
     }
     if (!out.empty()) return out;
   }
-  return response.body.substr(0, 200);
+  return absl::StrCat("an answer of ", response.body.size(),
+                      " bytes without CouchDB's error and reason, not shown");
 }
 
 }  // namespace
@@ -101,10 +140,13 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendToString);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+  BodySink sink{&response.body, static_cast<size_t>(std::max<int64_t>(0, options_.max_response_bytes))};
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendToBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // safe in a multi-threaded server
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  // A redirect could lead anywhere, past the operator's --couchdb-allow: CouchDB sends none.
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
   if (with_timeout) {
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
@@ -123,6 +165,12 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
 
   CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(headers);
+  if (sink.too_long) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "CouchDB's answer from ", options_.base_url, " exceeded ", sink.max_bytes,
+        " bytes and was cut off (is the URL really CouchDB's? the operator can raise "
+        "cnp-server's --max-couchdb-response-bytes)"));
+  }
   if (code != CURLE_OK) {
     std::string detail = error[0] != '\0' ? error : curl_easy_strerror(code);
     return absl::UnavailableError(absl::StrCat("cannot reach CouchDB at ", options_.base_url,

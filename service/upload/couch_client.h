@@ -3,6 +3,7 @@
 // from a URL or a curl error can contain them.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,9 @@ class CouchClient {
     std::string password;
     std::string ca_file;   // empty: the system's CA store
     absl::Duration timeout = absl::Seconds(60);
+    // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
+    // is not CouchDB must not be able to fill the service's memory.
+    int64_t max_response_bytes = int64_t{64} << 20;
   };
 
   explicit CouchClient(Options options);
@@ -34,7 +38,8 @@ class CouchClient {
 
   // `path` starts with "/" and is already escaped (see EscapeSegment). A status other than
   // OK means no HTTP answer came back (refused, timed out, TLS failure): UNAVAILABLE with a
-  // message saying which server could not be reached.
+  // message saying which server could not be reached; or an answer longer than
+  // max_response_bytes: RESOURCE_EXHAUSTED. Redirects are not followed.
   absl::StatusOr<HttpResponse> Get(absl::string_view path);
   absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json);
   absl::StatusOr<HttpResponse> Delete(absl::string_view path);
@@ -60,7 +65,9 @@ std::string DesignDocPath(absl::string_view database, absl::string_view name);
 
 // The status for an HTTP answer that was not the expected success, with a message a user can
 // act on: 401 wrong credentials, 403 not allowed, 404 missing, and so on. `what` says what
-// was being done, e.g. "reading _design/x from mydb".
+// was being done, e.g. "reading _design/x from mydb". Of the body only CouchDB's own "error"
+// and "reason" are shown, trimmed and stripped of control characters: whatever else a server
+// answered is not passed on to the caller.
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,
                        absl::string_view base_url);
 

@@ -42,19 +42,18 @@ std::optional<Parts> Split(absl::string_view url) {
   Parts parts;
   parts.scheme = url.substr(0, scheme_end);
   absl::string_view after = url.substr(scheme_end + 3);
-  size_t authority_end = after.find_first_of("/?#");
-  absl::string_view authority = after.substr(0, authority_end);
-  parts.rest = authority_end == absl::string_view::npos ? "" : after.substr(authority_end);
-  // The last '@' ends the user info: a password may itself contain '@' only percent-encoded,
-  // but be lenient with unencoded ones.
-  size_t at = authority.rfind('@');
+  // The last '@' of the URL ends the user info, even one in what looks like the path: a
+  // password with an unencoded '/', '?', '#' or '@' must never end up in the host or the path,
+  // where every message would show it. A CouchDB URL has no '@' of its own after the host.
+  size_t at = after.rfind('@');
   if (at != absl::string_view::npos) {
     parts.has_userinfo = true;
-    parts.userinfo = authority.substr(0, at);
-    parts.hostport = authority.substr(at + 1);
-  } else {
-    parts.hostport = authority;
+    parts.userinfo = after.substr(0, at);
+    after.remove_prefix(at + 1);
   }
+  size_t authority_end = after.find_first_of("/?#");
+  parts.hostport = after.substr(0, authority_end);
+  parts.rest = authority_end == absl::string_view::npos ? "" : after.substr(authority_end);
   return parts;
 }
 
@@ -102,6 +101,23 @@ std::string RedactUrl(absl::string_view url) {
     return std::string(url);
   }
   return absl::StrCat(parts->scheme, "://", parts->hostport, parts->rest);
+}
+
+std::string RedactCredentials(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  while (true) {
+    size_t scheme_end = text.find("://");
+    if (scheme_end == absl::string_view::npos) break;
+    size_t authority = scheme_end + 3;
+    absl::StrAppend(&out, text.substr(0, authority));
+    text.remove_prefix(authority);
+    size_t token_end = text.find_first_of(" \t\r\n");
+    size_t at = text.substr(0, token_end).rfind('@');
+    if (at != absl::string_view::npos) text.remove_prefix(at + 1);
+  }
+  absl::StrAppend(&out, text);
+  return out;
 }
 
 }  // namespace cnp::upload

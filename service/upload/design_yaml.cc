@@ -72,10 +72,23 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc) {
 
 class Parser {
  public:
-  Parser(const v1::UploadFile& file, absl::string_view default_language, ProblemList& problems)
-      : file_(file), default_language_(default_language), problems_(problems) {}
+  Parser(const v1::UploadFile& file, absl::string_view default_language,
+         const YamlLimits& limits, YamlBudget& budget, ProblemList& problems)
+      : file_(file),
+        default_language_(default_language),
+        limits_(limits),
+        budget_(budget),
+        problems_(problems) {}
 
   std::vector<DesignDocSpec> Parse() {
+    if (static_cast<int64_t>(file_.text().size()) > limits_.max_file_bytes) {
+      problems_.Error(At(YAML::Mark()),
+                      absl::StrCat("the file is ", file_.text().size(), " bytes, more than the ",
+                                   limits_.max_file_bytes,
+                                   " bytes cnp-server accepts for one YAML file (the operator "
+                                   "can raise cnp-server's --max-yaml-bytes)"));
+      return {};
+    }
     YAML::Node root;
     try {
       root = YAML::Load(file_.text());
@@ -130,6 +143,7 @@ class Parser {
 
   // A mapping key as a string, or nothing (and an error) when it is not a scalar or repeats.
   std::optional<std::string> Key(const YAML::Node& key, std::set<std::string>& seen) {
+    if (!Spend(key)) return std::nullopt;
     if (!key.IsScalar()) {
       problems_.Error(At(key.Mark()), "a key must be a plain name");
       return std::nullopt;
@@ -213,6 +227,7 @@ class Parser {
 
   void Databases(const YAML::Node& node, DesignDocSpec& spec) {
     auto add = [&](const YAML::Node& item) {
+      if (!Spend(item)) return;
       if (ScalarString(item, "a database name or pattern")) {
         spec.databases.push_back({item.Scalar(), At(item.Mark())});
       }
@@ -329,20 +344,33 @@ class Parser {
     spec.functions.push_back({std::move(path), name, At(node.Mark())});
   }
 
-  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc) {
+  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc, int depth = 0) {
+    if (!Spend(node)) return rapidjson::Value(rapidjson::kNullType);
+    if (depth >= limits_.max_depth) {
+      // Aliases can also form a cycle (&a [*a]); this is where it ends.
+      Exhausted(node.Mark(), absl::StrCat("is nested deeper than ", limits_.max_depth,
+                                          " levels (aliases included)"));
+      return rapidjson::Value(rapidjson::kNullType);
+    }
     switch (node.Type()) {
       case YAML::NodeType::Scalar: return PlainScalarToJson(node, alloc);
       case YAML::NodeType::Sequence: {
         rapidjson::Value array(rapidjson::kArrayType);
-        for (const auto& item : node) array.PushBack(Json(item, alloc), alloc);
+        for (const auto& item : node) {
+          if (exhausted_) break;
+          array.PushBack(Json(item, alloc, depth + 1), alloc);
+        }
         return array;
       }
       case YAML::NodeType::Map: {
         rapidjson::Value object(rapidjson::kObjectType);
         std::set<std::string> seen;
         for (const auto& entry : node) {
+          if (exhausted_) break;
           std::optional<std::string> key = Key(entry.first, seen);
-          if (key) object.AddMember(String(*key, alloc), Json(entry.second, alloc), alloc);
+          if (key) {
+            object.AddMember(String(*key, alloc), Json(entry.second, alloc, depth + 1), alloc);
+          }
         }
         return object;
       }
@@ -350,17 +378,58 @@ class Parser {
     }
   }
 
+  // Charges one visited node (and its text) to the request's budget. False once the budget is
+  // spent: every walk then stops descending, so the work done stays bounded by the budget.
+  bool Spend(const YAML::Node& node) {
+    if (exhausted_) return false;
+    ++budget_.nodes;
+    if (node.IsScalar()) budget_.json_bytes += static_cast<int64_t>(node.Scalar().size()) + 3;
+    else budget_.json_bytes += 2;
+    if (budget_.nodes > limits_.max_nodes) {
+      Exhausted(node.Mark(),
+                absl::StrCat("expands to more than ", limits_.max_nodes,
+                             " YAML nodes, counting an alias each time it is used (the "
+                             "operator can raise cnp-server's --max-yaml-nodes)"));
+      return false;
+    }
+    if (budget_.json_bytes > limits_.max_json_bytes) {
+      Exhausted(node.Mark(),
+                absl::StrCat("expands to more than ", limits_.max_json_bytes,
+                             " bytes of JSON, counting an alias each time it is used (the "
+                             "operator can raise cnp-server's --max-design-bytes)"));
+      return false;
+    }
+    return true;
+  }
+
+  void Exhausted(const YAML::Mark& mark, absl::string_view why) {
+    if (exhausted_) return;
+    exhausted_ = true;
+    problems_.Error(At(mark), absl::StrCat("the YAML ", why, "; it was not read further"));
+  }
+
   const v1::UploadFile& file_;
   absl::string_view default_language_;
+  const YamlLimits& limits_;
+  YamlBudget& budget_;
   ProblemList& problems_;
+  bool exhausted_ = false;
 };
 
 }  // namespace
 
 std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
                                            absl::string_view default_language,
+                                           const YamlLimits& limits, YamlBudget& budget,
                                            ProblemList& problems) {
-  return Parser(file, default_language, problems).Parse();
+  return Parser(file, default_language, limits, budget, problems).Parse();
+}
+
+std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
+                                           absl::string_view default_language,
+                                           ProblemList& problems) {
+  YamlBudget budget;
+  return Parser(file, default_language, YamlLimits(), budget, problems).Parse();
 }
 
 }  // namespace cnp::upload

@@ -13,8 +13,15 @@
 //     autoupdate: true|false
 //
 // Every problem is collected with its file:line, so one run reports them all.
+//
+// YAML aliases let a few hundred bytes name the same node billions of times (an "alias bomb"),
+// and yaml-cpp hands every use out as the shared node, so the cost appears when the tree is
+// walked. Every node visited, each use of an alias counted anew, is charged to a budget shared by
+// all the files of one request, and so is every byte of JSON produced; an exhausted budget is an
+// error naming the limit and cnp-server's flag.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -24,6 +31,25 @@
 
 namespace cnp::upload {
 
+struct YamlLimits {
+  int64_t max_file_bytes = int64_t{4} << 20;   // one YAML file's text (--max-yaml-bytes)
+  int64_t max_nodes = 1'000'000;               // nodes visited (--max-yaml-nodes)
+  int64_t max_json_bytes = int64_t{64} << 20;  // JSON text produced (--max-design-bytes)
+  int max_depth = 1000;                        // nesting, aliases included (a cycle ends here)
+};
+
+// What one request has spent of its YamlLimits so far, across all its files.
+struct YamlBudget {
+  int64_t nodes = 0;
+  int64_t json_bytes = 0;
+};
+
+std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
+                                           absl::string_view default_language,
+                                           const YamlLimits& limits, YamlBudget& budget,
+                                           ProblemList& problems);
+
+// With the default limits and a budget of its own.
 std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
                                            absl::string_view default_language,
                                            ProblemList& problems);

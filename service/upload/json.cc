@@ -14,9 +14,43 @@ std::string ToJson(const rapidjson::Value& value) {
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
+namespace {
+
+// Whether arrays and objects in `text` nest deeper than `max` (strings skipped). Checked before
+// parsing because the tree would be walked recursively afterwards (diff, writer, equality).
+bool NestsDeeperThan(absl::string_view text, int max) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text) {
+  if (NestsDeeperThan(text, kMaxJsonDepth)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
   rapidjson::Document doc;
-  doc.Parse(text.data(), text.size());
+  // Iterative: the parser's own recursion is not bounded by the check above for every input.
+  doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(text.data(),
+                                                                                    text.size());
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(
         absl::StrCat("not valid JSON (", rapidjson::GetParseError_En(doc.GetParseError()),

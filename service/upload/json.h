@@ -13,6 +13,10 @@ namespace cnp::upload {
 
 std::string ToJson(const rapidjson::Value& value);
 
+// As deep as the service's other JSON parsers go (the worker's and the CouchDB session's).
+inline constexpr int kMaxJsonDepth = 4096;
+
+// Refuses text nested deeper than kMaxJsonDepth and text that is not valid UTF-8.
 absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text);
 
 bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b);

@@ -32,7 +32,7 @@ std::string Where(const v1::SourceLocation& at) {
 // every design document.
 bool AffectsEverything(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsUnauthenticated(status) ||
-         absl::IsCancelled(status);
+         absl::IsCancelled(status) || absl::IsResourceExhausted(status);
 }
 
 // The stored design document, or nothing when there is none.
@@ -61,6 +61,9 @@ class UploadRun {
     if (!request_.check_only()) {
       absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(request_.couchdb_url());
       if (!parsed.ok()) return Fail(parsed.status());
+      if (absl::Status allowed = options_.couchdb_allow.Check(*parsed); !allowed.ok()) {
+        return Fail(allowed);
+      }
       url = std::move(*parsed);
     }
     // Nothing is written unless every file reads and every function resolves.
@@ -77,8 +80,10 @@ class UploadRun {
   absl::Status ReadAndResolve() {
     ProblemList problems;
     std::string language = request_.language().empty() ? "python" : request_.language();
+    YamlBudget budget;  // shared by all the files: many small bombs are one big one
     for (const v1::UploadFile& file : request_.files()) {
-      for (DesignDocSpec& spec : ParseDesignYaml(file, language, problems)) {
+      for (DesignDocSpec& spec :
+           ParseDesignYaml(file, language, options_.yaml_limits, budget, problems)) {
         specs_.push_back(std::move(spec));
       }
     }
@@ -120,6 +125,7 @@ class UploadRun {
     }
     options.ca_file = request_.ca_file();
     options.timeout = options_.http_timeout;
+    options.max_response_bytes = options_.max_couchdb_response_bytes;
     couch_ = std::make_unique<CouchClient>(std::move(options));
   }
 
@@ -442,7 +448,17 @@ Uploader::Uploader(pool::TaskRunner& runner, Options options)
     : runner_(runner), options_(std::move(options)) {}
 
 absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) const {
-  return UploadRun(runner_, options_, request, emit).Execute();
+  // The one place every message leaves through: whatever built it (a curl error, a URL that
+  // did not parse, CouchDB's reason), a password in it does not get out.
+  Emit redacting = [&emit](const v1::UploadEvent& event) {
+    if (!event.has_problem()) return emit(event);
+    v1::UploadEvent copy = event;
+    copy.mutable_problem()->set_message(RedactCredentials(event.problem().message()));
+    return emit(copy);
+  };
+  absl::Status status = UploadRun(runner_, options_, request, redacting).Execute();
+  if (status.ok()) return status;
+  return absl::Status(status.code(), RedactCredentials(status.message()));
 }
 
 }  // namespace cnp::upload

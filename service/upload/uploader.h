@@ -21,6 +21,8 @@
 #include "absl/time/time.h"
 #include "cnp/v1/upload.pb.h"
 #include "service/pool/task_runner.h"
+#include "service/upload/couch_allow_list.h"
+#include "service/upload/design_yaml.h"
 
 namespace cnp::upload {
 
@@ -33,6 +35,13 @@ class Uploader {
     absl::Duration http_timeout = absl::Seconds(60);
     // How often a staged deploy polls CouchDB's _active_tasks for its index build's progress.
     absl::Duration staged_poll_interval = absl::Seconds(2);
+    // What one request's YAML may cost (cnp-server's --max-yaml-bytes, --max-yaml-nodes,
+    // --max-design-bytes).
+    YamlLimits yaml_limits;
+    // The longest answer read from CouchDB (--max-couchdb-response-bytes).
+    int64_t max_couchdb_response_bytes = int64_t{64} << 20;
+    // Where uploads may go (--couchdb-allow); by default CouchDB on this host only.
+    CouchAllowList couchdb_allow;
     // Called right before each design document write; tests use it to race a concurrent edit.
     std::function<void(const std::string& database, const std::string& id)> before_write;
   };
@@ -46,11 +55,13 @@ class Uploader {
   //   INVALID_ARGUMENT   the request or the YAML is wrong; nothing was written
   //   UNAVAILABLE        CouchDB or the workers could not be reached
   //   UNAUTHENTICATED    CouchDB refused the credentials
-  //   PERMISSION_DENIED  CouchDB refused a write
+  //   PERMISSION_DENIED  CouchDB refused a write, or the URL is not allowed (--couchdb-allow)
+  //   RESOURCE_EXHAUSTED the YAML or an answer from CouchDB went over a limit
   //   NOT_FOUND          a target database does not exist
   //   ABORTED            a design document kept changing concurrently (409s)
   //   UNKNOWN            CouchDB answered something else (a 5xx, malformed JSON)
   //   CANCELLED          `emit` returned false
+  // No message, in an event or the status, holds a credential (see RedactCredentials).
   // Safe to call from several threads at once: each run has its own CouchDB connection.
   absl::Status Run(const v1::UploadRequest& request, const Emit& emit) const;
 

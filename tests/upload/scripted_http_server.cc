@@ -26,6 +26,26 @@ bool WriteAll(int fd, const std::string& data) {
   return true;
 }
 
+bool WriteChunked(int fd, const ScriptedResponse& response) {
+  std::string head = absl::StrCat("HTTP/1.1 ", response.status, " Scripted\r\n",
+                                  "Content-Type: application/json\r\n",
+                                  "Transfer-Encoding: chunked\r\n\r\n");
+  if (!response.body.empty()) {
+    absl::StrAppend(&head, absl::Hex(response.body.size()), "\r\n", response.body, "\r\n");
+  }
+  if (!WriteAll(fd, head)) return false;
+  const std::string filler(64 * 1024, 'x');
+  for (int64_t left = response.streamed_filler_bytes; left > 0;) {
+    const size_t n = static_cast<size_t>(std::min<int64_t>(left, filler.size()));
+    if (!WriteAll(fd, absl::StrCat(absl::Hex(n), "\r\n", absl::string_view(filler).substr(0, n),
+                                   "\r\n"))) {
+      return false;
+    }
+    left -= static_cast<int64_t>(n);
+  }
+  return WriteAll(fd, "0\r\n\r\n");
+}
+
 }  // namespace
 
 ScriptedHttpServer::ScriptedHttpServer(Handler handler) : handler_(std::move(handler)) {
@@ -102,6 +122,10 @@ void ScriptedHttpServer::ServeConnection(int fd) {
       requests_.push_back(absl::StrCat(request.method, " ", request.target));
     }
     ScriptedResponse response = handler_(request);
+    if (response.streamed_filler_bytes > 0) {
+      if (!WriteChunked(fd, response)) return;
+      continue;
+    }
     std::string reply = absl::StrCat("HTTP/1.1 ", response.status, " Scripted\r\n",
                                      "Content-Type: application/json\r\n",
                                      "Content-Length: ", response.body.size(), "\r\n\r\n",

@@ -22,6 +22,9 @@ struct HttpRequest {
 struct ScriptedResponse {
   int status = 200;
   std::string body;
+  // When set, `body` is followed by this many bytes of filler, sent chunked as they are made,
+  // so that a test can send more than it holds in memory. Stops when the client hangs up.
+  int64_t streamed_filler_bytes = 0;
 };
 
 class ScriptedHttpServer {

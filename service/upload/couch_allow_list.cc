@@ -1,0 +1,87 @@
+#include "service/upload/couch_allow_list.h"
+
+#include <arpa/inet.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace cnp::upload {
+namespace {
+
+// "http://Host:5984/Path" -> "http://host:5984/Path": scheme and host compare without case.
+std::string Normalised(const std::string& base) {
+  size_t host = base.find("://") + 3;
+  size_t path = base.find('/', host);
+  if (path == std::string::npos) path = base.size();
+  return absl::StrCat(absl::AsciiStrToLower(absl::string_view(base).substr(0, path)),
+                      absl::string_view(base).substr(path));
+}
+
+// The host of "scheme://host[:port][/path]", without brackets for IPv6.
+std::string HostOf(const std::string& base) {
+  absl::string_view rest = base;
+  rest.remove_prefix(base.find("://") + 3);
+  rest = rest.substr(0, rest.find('/'));
+  if (absl::StartsWith(rest, "[")) return std::string(rest.substr(1, rest.find(']') - 1));
+  return absl::AsciiStrToLower(rest.substr(0, rest.find(':')));
+}
+
+}  // namespace
+
+bool IsLoopbackUrl(const CouchUrl& url) {
+  std::string host = HostOf(url.base);
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+absl::StatusOr<CouchAllowList> CouchAllowList::FromPrefixes(
+    const std::vector<std::string>& prefixes) {
+  CouchAllowList list;
+  for (const std::string& prefix : prefixes) {
+    if (prefix == "*") {
+      list.any_ = true;
+      continue;
+    }
+    absl::StatusOr<CouchUrl> url = ParseCouchUrl(prefix);
+    if (!url.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--couchdb-allow: ", url.status().message()));
+    }
+    if (!url->username.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--couchdb-allow=", RedactUrl(prefix),
+          ": give the URL without user:password@ (callers bring their own credentials)"));
+    }
+    list.prefixes_.push_back(Normalised(url->base));
+  }
+  return list;
+}
+
+absl::Status CouchAllowList::Check(const CouchUrl& url) const {
+  if (any_) return absl::OkStatus();
+  const std::string base = Normalised(url.base);
+  if (prefixes_.empty()) {
+    if (IsLoopbackUrl(url)) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrCat(
+        "this cnp-server uploads only to CouchDB on its own host (localhost, 127.0.0.0/8, "
+        "[::1]), not to ", url.base,
+        "; its operator can allow more with --couchdb-allow=URL_PREFIX"));
+  }
+  for (const std::string& prefix : prefixes_) {
+    // A prefix ends at a path boundary: http://couch must not allow http://couch.evil.com.
+    if (base == prefix || absl::StartsWith(base, absl::StrCat(prefix, "/"))) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("this cnp-server does not upload to ", url.base,
+                   ": it is not under any URL its operator allowed with --couchdb-allow"));
+}
+
+}  // namespace cnp::upload

@@ -1,0 +1,38 @@
+// Which CouchDB servers an Upload may talk to: the operator's --couchdb-allow URL prefixes, or,
+// without any, CouchDB on this host only (loopback addresses). Whoever can call the service
+// must not be able to make it send requests to any host and port it can reach.
+//
+//   --couchdb-allow=https://couch.example.com:6984   that server, any path under it
+//   --couchdb-allow=http://10.0.0.5:5984/couch       only under /couch
+//   --couchdb-allow=*                                any http(s) URL (the old behaviour)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "service/upload/couch_url.h"
+
+namespace cnp::upload {
+
+class CouchAllowList {
+ public:
+  // Loopback only.
+  CouchAllowList() = default;
+
+  // INVALID_ARGUMENT naming the flag when a prefix is not an http(s) URL.
+  static absl::StatusOr<CouchAllowList> FromPrefixes(const std::vector<std::string>& prefixes);
+
+  // OK, or PERMISSION_DENIED saying which flag allows the URL.
+  absl::Status Check(const CouchUrl& url) const;
+
+ private:
+  bool any_ = false;
+  std::vector<std::string> prefixes_;  // normalised CouchUrl::base values
+};
+
+// Whether the URL's host is a loopback address: localhost, 127.0.0.0/8 or [::1].
+bool IsLoopbackUrl(const CouchUrl& url);
+
+}  // namespace cnp::upload

@@ -1,0 +1,162 @@
+// Issue 7, item 3: Upload talks HTTP only to the CouchDB servers the operator allowed, reads
+// no more than a bounded answer, and passes on nothing of a foreign answer but CouchDB's own
+// "error" and "reason", trimmed.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/couch_allow_list.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/uploader.h"
+#include "tests/upload/fake_task_runner.h"
+#include "tests/upload/scripted_http_server.h"
+#include "tests/upload/upload_events.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+constexpr char kYaml[] = "location:\n  views:\n    towns: myviews.townmap\n";
+
+class CouchHttpLimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { runner_.Define("myviews.townmap", 1); }
+
+  static v1::UploadRequest Request(const std::string& url) {
+    v1::UploadRequest request;
+    request.set_couchdb_url(url);
+    request.set_database("db");
+    *request.add_files() = File("design.yml", kYaml);
+    return request;
+  }
+
+  // Every message the caller would see: the problems and the final status.
+  static std::string Messages(const UploadResult& result) {
+    std::string all(result.status.message());
+    for (const auto& e : result.errors()) absl::StrAppend(&all, "\n", e.message());
+    return all;
+  }
+
+  FakeTaskRunner runner_;
+};
+
+TEST_F(CouchHttpLimitsTest, AnAnswerOverTheLimitIsCutOff) {
+  ScriptedHttpServer couch([](const HttpRequest&) {
+    ScriptedResponse response;
+    response.body = "{\"db_name\": \"";
+    response.streamed_filler_bytes = int64_t{256} << 20;  // far more than the limit
+    return response;
+  });
+  Uploader::Options options;
+  options.max_couchdb_response_bytes = 1 << 20;
+  Uploader uploader(runner_, options);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_TRUE(absl::IsResourceExhausted(result.status)) << result.status;
+  EXPECT_THAT(result.status.message(), HasSubstr("exceeded 1048576 bytes"));
+  EXPECT_THAT(result.status.message(), HasSubstr("--max-couchdb-response-bytes"));
+}
+
+TEST_F(CouchHttpLimitsTest, AForeignBodyIsNotPassedOn) {
+  ScriptedHttpServer couch([](const HttpRequest&) {
+    return ScriptedResponse{500, "<html>internal admin page: SECRET-TOKEN-123</html>"};
+  });
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_FALSE(result.status.ok());
+  EXPECT_THAT(Messages(result), Not(HasSubstr("SECRET-TOKEN")));
+  EXPECT_THAT(Messages(result), HasSubstr("HTTP 500"));
+  EXPECT_THAT(Messages(result), HasSubstr("not shown"));
+}
+
+TEST_F(CouchHttpLimitsTest, CouchDBsReasonIsTrimmedAndStrippedOfControlCharacters) {
+  const std::string long_reason = absl::StrCat("\\u001b[2Jstart-", std::string(5000, 'r'), "-END");
+  ScriptedHttpServer couch([&](const HttpRequest&) {
+    return ScriptedResponse{
+        500, absl::StrCat(R"({"error": "internal_server_error", "reason": ")", long_reason,
+                          R"(", "extra": "NOT-SHOWN"})")};
+  });
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  const std::string message(result.status.message());
+  EXPECT_THAT(message, HasSubstr("internal_server_error: "));
+  EXPECT_THAT(message, HasSubstr("start-rrr"));
+  EXPECT_THAT(message, Not(HasSubstr("-END")));
+  EXPECT_THAT(message, Not(HasSubstr("NOT-SHOWN")));
+  EXPECT_THAT(message, Not(HasSubstr("\x1b")));
+  EXPECT_LT(message.size(), 600u);
+}
+
+TEST_F(CouchHttpLimitsTest, AnAnswerNestedTooDeepIsRefusedNotRecursedInto) {
+  ScriptedHttpServer couch([](const HttpRequest& r) {
+    if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
+    return ScriptedResponse{200, absl::StrCat("{\"a\":", std::string(200000, '['),
+                                              std::string(200000, ']'), "}")};
+  });
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_FALSE(result.status.ok());
+  EXPECT_THAT(Messages(result), HasSubstr("malformed"));
+}
+
+TEST_F(CouchHttpLimitsTest, WithoutAllowListOnlyLoopbackIsAllowed) {
+  Uploader uploader(runner_);
+  for (const char* url : {"http://couch.example.invalid:5984", "https://10.0.0.5:6984",
+                          "http://127.0.0.1.example.invalid:5984", "http://[::2]:5984"}) {
+    UploadResult result = RunUpload(uploader, Request(url));
+    EXPECT_TRUE(absl::IsPermissionDenied(result.status)) << url << ": " << result.status;
+    EXPECT_THAT(result.status.message(), HasSubstr("--couchdb-allow")) << url;
+  }
+  // Refused before anything else happens: no function was resolved.
+  EXPECT_EQ(runner_.resolve_tasks(), 0);
+  for (const char* url : {"http://localhost:5984", "http://127.0.0.2:1", "http://[::1]:5984"}) {
+    absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(url);
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_TRUE(CouchAllowList().Check(*parsed).ok()) << url;
+  }
+}
+
+TEST_F(CouchHttpLimitsTest, TheAllowListDecidesWhereUploadsGo) {
+  ScriptedHttpServer couch([](const HttpRequest& r) {
+    if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
+    if (r.method == "GET") return ScriptedResponse{404, R"({"error": "not_found"})"};
+    return ScriptedResponse{201, R"({"ok": true, "rev": "1-a"})"};
+  });
+  // A prefix ends at a path boundary: port 1 does not allow port 1xxxx.
+  Uploader::Options other;
+  other.couchdb_allow = CouchAllowList::FromPrefixes({"http://127.0.0.1:1"}).value();
+  Uploader refusing(runner_, other);
+  UploadResult refused = RunUpload(refusing, Request(couch.url()));
+  EXPECT_TRUE(absl::IsPermissionDenied(refused.status)) << refused.status;
+  EXPECT_THAT(refused.status.message(), HasSubstr("--couchdb-allow"));
+  EXPECT_THAT(couch.requests(), IsEmpty());
+
+  Uploader::Options allowed_options;
+  allowed_options.couchdb_allow = CouchAllowList::FromPrefixes({couch.url()}).value();
+  Uploader allowed(runner_, allowed_options);
+  UploadResult result = RunUpload(allowed, Request(couch.url()));
+  EXPECT_TRUE(result.status.ok()) << result.status << result.Dump();
+
+  absl::StatusOr<CouchUrl> remote = ParseCouchUrl("https://COUCH.example.com:6984/base/x");
+  ASSERT_TRUE(remote.ok());
+  EXPECT_TRUE(CouchAllowList::FromPrefixes({"https://couch.example.com:6984/base"})
+                  ->Check(*remote).ok());
+  EXPECT_FALSE(CouchAllowList::FromPrefixes({"https://couch.example.com:6984/ba"})
+                   ->Check(*remote).ok());
+  EXPECT_TRUE(CouchAllowList::FromPrefixes({"*"})->Check(*remote).ok());
+}
+
+TEST_F(CouchHttpLimitsTest, BadAllowListEntriesAreRefused) {
+  for (const char* bad : {"ftp://couch", "couch:5984", "http://admin:pw@couch:5984"}) {
+    absl::StatusOr<CouchAllowList> list = CouchAllowList::FromPrefixes({bad});
+    EXPECT_TRUE(absl::IsInvalidArgument(list.status())) << bad;
+    EXPECT_THAT(list.status().message(), HasSubstr("--couchdb-allow")) << bad;
+    EXPECT_THAT(list.status().message(), Not(HasSubstr("pw@"))) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing
