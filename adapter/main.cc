@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/line_io.h"
 #include "adapter/service_connection.h"
@@ -35,6 +36,10 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "Comma-separated module prefixes a cnp-server this adapter starts may import.");
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default).");
+ABSL_FLAG(int64_t, max_line_bytes, cnp::adapter::kDefaultMaxLineBytes,
+          "Longest line accepted from CouchDB, in bytes (at most 268369920, what one gRPC message "
+          "to cnp-server may carry). A longer line is answered with [\"error\",\"too_large\",...] "
+          "and skipped.");
 ABSL_FLAG(bool, stats, false,
           "At exit, print to stderr how many commands were forwarded and the mean time spent "
           "waiting for the service (for benchmarks: the rest of a round trip is the adapter).");
@@ -45,11 +50,31 @@ namespace {
 constexpr int kStdin = 0;
 constexpr int kStdout = 1;
 
+// A line over --max-line-bytes was read to its end and dropped: CouchDB gets an error in its own
+// shape instead, and the stream stays framed. False when the adapter must exit.
+bool AnswerLineTooLong(std::string_view start, size_t limit) {
+  const std::string message = absl::StrCat(
+      "cnp-adapter: a line from CouchDB was longer than ", limit,
+      " bytes and was not processed (cnp-adapter --max-line-bytes raises the limit)");
+  std::cerr << message << std::endl;
+  std::string out = couchdb::ErrorLine("too_large", message);
+  out += '\n';
+  if (!WriteAll(kStdout, out).ok()) return false;
+  // A list's row went missing; as when the service is gone, CouchDB must start over.
+  return ClassifyCommand(start) != Command::kListStep;
+}
+
 bool IsAccepted(const v1::SessionOutput& reply) {
   return reply.lines_size() > 0 && reply.lines(reply.lines_size() - 1) == "true";
 }
 
 int Run() {
+  const int64_t max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
+  if (max_line_bytes < 1 || static_cast<uint64_t>(max_line_bytes) > kMaxLineBytesLimit) {
+    std::cerr << "cnp-adapter: --max-line-bytes must be between 1 and " << kMaxLineBytesLimit
+              << std::endl;
+    return 2;
+  }
   ServiceConnection::Options options;
   options.target = absl::GetFlag(FLAGS_target);
   if (options.target.empty()) {
@@ -66,9 +91,13 @@ int Run() {
   const bool stats = absl::GetFlag(FLAGS_stats);
   int64_t forwarded = 0;
   absl::Duration in_service;
-  LineReader reader(kStdin);
+  LineReader reader(kStdin, static_cast<size_t>(max_line_bytes));
   std::string out;
   while (std::optional<std::string_view> line = reader.Next()) {
+    if (reader.too_long()) {
+      if (!AnswerLineTooLong(*line, reader.max_line_bytes())) return 1;
+      continue;
+    }
     const Command command = ClassifyCommand(*line);
     if (command == Command::kReset) {
       // Answered at once: CouchDB sends a reset with every checkout of this process.
@@ -88,7 +117,9 @@ int Run() {
     out.clear();
     if (!reply.ok()) {
       std::cerr << "cnp-adapter: " << reply.status().message() << std::endl;
-      out = couchdb::ErrorLine("unavailable", couchdb::StdView(reply.status().message()));
+      // A line the service refused as too large is not a service that is down.
+      out = couchdb::ErrorLine(absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
+                               couchdb::StdView(reply.status().message()));
       out += '\n';
       if (!WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.

@@ -59,13 +59,19 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     if (stream_ != nullptr) {
       if (Exchange(line)) return &output_;
       last = Drop();
-      if (!retry) break;
+      // The service refused the message as too large: sending it again cannot help.
+      if (!retry || absl::IsResourceExhausted(last)) break;
       continue;  // reconnect at once: the service may be back already
     }
     // A replay the service refused, or a service that cannot start, fails the same way again.
     if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
     std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
     backoff = std::min(backoff * 2, kMaxBackoff);
+  }
+  if (absl::IsResourceExhausted(last)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cnp-server at ", options_.target, " refused the line as too large (", line.size(),
+        " bytes): ", last.message()));
   }
   return absl::UnavailableError(
       absl::StrCat("cnp-server at ", options_.target, ": ",
@@ -129,6 +135,9 @@ absl::Status ServiceConnection::Drop() {
   context_.reset();
   stub_.reset();
   channel_.reset();
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    return absl::ResourceExhaustedError(status.error_message());
+  }
   if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
     return absl::UnavailableError("the session stream broke");
   }

@@ -38,8 +38,9 @@ class ServiceConnection {
 
   // Sends a line and waits for the service's reply. With `retry`, a broken stream is replaced
   // and the line sent again until CouchDB's timeout is near; without it (a list row: the list's
-  // worker is gone with the stream) the first failure is returned. The reply stays valid until
-  // the next call.
+  // worker is gone with the stream) the first failure is returned: UNAVAILABLE, or
+  // RESOURCE_EXHAUSTED (never retried) when the service refused the line as too large. The reply
+  // stays valid until the next call.
   absl::StatusOr<const v1::SessionOutput*> Call(std::string_view line, bool retry);
 
  private:

@@ -252,10 +252,18 @@ class QueryServerSpecTest(harness.ServerTestCase):
     def test_exits_on_a_line_that_is_not_json(self):
         self.assert_exits_with("this is not json", ["fatal", "query_protocol_error"])
 
-    def test_truncated_last_line_ends_cleanly(self):
+    def test_truncated_last_line_is_answered(self):
+        # Never dropped in silence: half a line is not JSON, which is fatal as on any line.
         self.qs.process.stdin.write(b'["map_doc",{"_id":"cut')
         self.qs.process.stdin.close()
-        self.assertIsNone(self.qs.read_line())  # no answer to half a line, just the end
+        self.assertEqual(json.loads(self.qs.read_line())[:2], ["fatal", "query_protocol_error"])
+        self.assertNotEqual(self.qs.exited(), 0)
+
+    def test_unterminated_last_line_is_answered(self):
+        self.qs.process.stdin.write(b'["reset"]\n["add_fun","fixture_fns.emit_once"]')
+        self.qs.process.stdin.close()
+        self.assertIs(json.loads(self.qs.read_line()), True)
+        self.assertIs(json.loads(self.qs.read_line()), True)
         self.assertEqual(self.qs.exited(), 0)
 
     def test_huge_line(self):
