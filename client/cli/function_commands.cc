@@ -89,7 +89,7 @@ void PrintLine(const rapidjson::StringBuffer& buffer) {
 // The _id of a raw document, for labelling its output; empty when it has none.
 std::string DocId(const std::string& doc) {
   rapidjson::Document d;
-  d.Parse(doc.c_str());
+  d.Parse<rapidjson::kParseIterativeFlag>(doc.c_str());
   if (d.IsObject() && d.HasMember("_id") && d["_id"].IsString()) return d["_id"].GetString();
   return "";
 }

@@ -32,6 +32,7 @@ class ElementEnds : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Eleme
   ElementEnds(rapidjson::StringStream& stream, std::vector<size_t>& ends)
       : stream_(stream), ends_(ends) {}
   bool top_is_array() const { return top_is_array_; }
+  bool too_deep() const { return too_deep_; }
 
   bool Default() { return Scalar(); }
   bool RawNumber(const char*, rapidjson::SizeType, bool) { return Scalar(); }
@@ -49,7 +50,10 @@ class ElementEnds : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Eleme
   }
   bool Open(bool array) {
     if (depth_ == 0) top_is_array_ = array;
-    ++depth_;
+    if (++depth_ > kMaxJsonDepth) {
+      too_deep_ = true;
+      return false;  // stops the parse
+    }
     return true;
   }
   bool Close() {
@@ -61,6 +65,7 @@ class ElementEnds : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Eleme
   std::vector<size_t>& ends_;
   int depth_ = 0;
   bool top_is_array_ = false;
+  bool too_deep_ = false;
 };
 
 }  // namespace
@@ -90,8 +95,16 @@ absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text
     ElementEnds handler(stream, element_ends);
     element_ends.clear();
     rapidjson::Reader reader;
+    // The parser recurses once per level, but the handler stops it past kMaxJsonDepth, before
+    // the stack could run out. (The iterative parser would report a closing bracket before
+    // taking it, and the element ends would come out one byte short.)
     reader.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseNumbersAsStringsFlag>(
         stream, handler);
+    if (handler.too_deep()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid JSON at ", Position(text, reader.GetErrorOffset()), ": nested deeper than ",
+          kMaxJsonDepth, " levels, which cnp-server refuses too"));
+    }
     if (reader.HasParseError()) {
       return absl::InvalidArgumentError(
           absl::StrCat("invalid JSON at ", Position(text, reader.GetErrorOffset()), ": ",
