@@ -52,7 +52,11 @@ Options:
 
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
 CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else
-~/.netrc. They are sent to the service in the request and never printed.
+~/.netrc. They are sent to the service in the request and never printed. In the URL, the
+password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded.
+
+The service, not this command, talks to CouchDB: cnp-server writes only to the CouchDB URLs its
+operator allowed with --couchdb-allow (by default, CouchDB on the service's own host).
 
 Exit status: 0 when every design document is in place, 1 on any error, 2 on a usage error.
 )";
