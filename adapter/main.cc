@@ -1,6 +1,10 @@
-// cnp-adapter: the query-server process CouchDB starts (COUCHDB_QUERY_SERVER_PYTHON). It frames
-// CouchDB's lines, answers "reset" itself, and forwards everything else over one Session stream
-// to cnp-server, where the protocol is implemented (service/couchdb/query_session.h).
+// cnp-adapter: the query-server process CouchDB starts (COUCHDB_QUERY_SERVER_PYTHON).
+//
+// With a cnp-server on this host (a unix target) it hands CouchDB's pipes to the server, whose
+// worker then serves CouchDB directly (adapter/direct_session.h), and waits for that session to
+// end. Otherwise - a remote target, a server at its --max-sessions cap, an older server - it
+// frames CouchDB's lines, answers "reset" itself, and forwards everything else over one Session
+// stream to cnp-server, where the protocol is implemented (service/couchdb/query_session.h).
 //
 // CouchDB splits the command on spaces without shell quoting, so every flag works as a single
 // --flag=value token.
@@ -17,12 +21,14 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "adapter/direct_session.h"
 #include "adapter/line_io.h"
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/default_target.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
+#include "service/session/launch_settings.h"
 
 ABSL_FLAG(std::string, target, "",
           "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070. Default: $CNP_TARGET "
@@ -40,6 +46,10 @@ ABSL_FLAG(int64_t, max_line_bytes, cnp::adapter::kDefaultMaxLineBytes,
           "Longest line accepted from CouchDB, in bytes (at most 268369920, what one gRPC message "
           "to cnp-server may carry). A longer line is answered with [\"error\",\"too_large\",...] "
           "and skipped.");
+ABSL_FLAG(std::string, session, "auto",
+          "direct: hand CouchDB's pipes to a worker of a cnp-server on this host (fail if it "
+          "cannot); stream: forward every line over the gRPC Session stream; auto: direct when "
+          "the server offers it, else stream");
 ABSL_FLAG(bool, stats, false,
           "At exit, print to stderr how many commands were forwarded and the mean time spent "
           "waiting for the service (for benchmarks: the rest of a round trip is the adapter).");
@@ -68,6 +78,71 @@ bool IsAccepted(const v1::SessionOutput& reply) {
   return reply.lines_size() > 0 && reply.lines(reply.lines_size() - 1) == "true";
 }
 
+// How long the adapter waits for the server to take CouchDB's pipes (it may have to start a
+// worker), and to replace a server with other settings: within CouchDB's default 5 s timeout
+// for the first command.
+constexpr absl::Duration kDirectStartWait = absl::Milliseconds(4500);
+
+constexpr int kUseStream = -1;
+
+// The direct session, if the server takes it: returns the adapter's exit code, or kUseStream
+// when CouchDB's pipes are still this process's to serve over the stream.
+int RunDirect(const ServiceConnection::Options& options, bool required) {
+  const std::optional<std::string> grpc_path = UnixSocketPath(options.target);
+  const std::string socket_path = session::DirectSocketPath(*grpc_path);
+  const std::string settings = options.may_launch ? LaunchSettings(options.launch) : "";
+  const absl::Time deadline = absl::Now() + kDirectStartWait;
+  auto fail = [](absl::string_view why) {
+    std::cerr << "cnp-adapter: " << why << std::endl;
+    return 1;
+  };
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (options.may_launch && !UnixSocketAccepts(*grpc_path)) {
+      if (absl::Status s = EnsureServiceRunning(*grpc_path, options.launch, deadline); !s.ok()) {
+        if (required) return fail(s.message());
+        return kUseStream;  // the stream path reports it to CouchDB as an error line
+      }
+    }
+    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, deadline);
+    // The server's state is unknown (it may own the pipes): never read stdin after this.
+    if (!offer.ok()) return fail(offer.status().message());
+    if (offer->report_settings_mismatch) {
+      std::cerr << "cnp-adapter: the cnp-server at " << options.target
+                << " was started by the operator; it keeps its own settings, not this "
+                   "adapter's (" << settings << ")" << std::endl;
+    }
+    switch (offer->outcome) {
+      case DirectOffer::Outcome::kAccepted: {
+        SessionEnd end = WaitForSessionEnd(offer->socket);
+        if (end.pipes_untouched && !required) return kUseStream;
+        return end.exit_code;
+      }
+      case DirectOffer::Outcome::kNoSocket:
+        if (required) {
+          return fail(absl::StrCat("no direct-session socket at ", socket_path,
+                                   " (an older cnp-server, or none)"));
+        }
+        return kUseStream;
+      case DirectOffer::Outcome::kUseStream:
+        if (required) return fail(absl::StrCat("no direct session: ", offer->reason));
+        return kUseStream;
+      case DirectOffer::Outcome::kRefused:
+        return fail(absl::StrCat("cnp-server refused this adapter: ", offer->reason));
+      case DirectOffer::Outcome::kSettingsDiffer:
+        std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << offer->server_pid
+                  << ") runs with other settings (" << offer->server_settings
+                  << "); replacing it with " << settings << std::endl;
+        if (absl::Status s = ReplaceService(*grpc_path, options.launch, offer->server_pid,
+                                            deadline);
+            !s.ok()) {
+          return fail(s.message());
+        }
+        break;  // offer again, to the new server
+    }
+  }
+  return fail("the cnp-server kept other settings after it was replaced");
+}
+
 int Run() {
   const int64_t max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
   if (max_line_bytes < 1 || static_cast<uint64_t>(max_line_bytes) > kMaxLineBytesLimit) {
@@ -85,6 +160,21 @@ int Run() {
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);
   options.launch.workers = absl::GetFlag(FLAGS_workers);
+
+  const std::string mode = absl::GetFlag(FLAGS_session);
+  if (mode != "auto" && mode != "direct" && mode != "stream") {
+    std::cerr << "cnp-adapter: --session must be auto, direct or stream" << std::endl;
+    return 2;
+  }
+  if (mode != "stream") {
+    if (UnixSocketPath(options.target).has_value()) {
+      if (int code = RunDirect(options, mode == "direct"); code != kUseStream) return code;
+    } else if (mode == "direct") {
+      std::cerr << "cnp-adapter: --session=direct needs a unix target on this host, not "
+                << options.target << std::endl;
+      return 1;
+    }
+  }
 
   SessionState state;
   ServiceConnection service(options, state);

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "service/session/launch_settings.h"
 
 namespace cnp::adapter {
 namespace {
@@ -156,25 +158,31 @@ absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options) {
                                           " (nor in ../service); pass --server-binary"));
 }
 
-absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
-                                  absl::Time deadline) {
+namespace {
+
+// Takes the launch lock next to the socket (released when the returned descriptor closes).
+absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path) {
   const std::string dir = std::filesystem::path(socket_path).parent_path().string();
   if (absl::Status status = PrepareRuntimeDir(dir); !status.ok()) return status;
   const std::string lock_path = dir + "/cnp-server.lock";
-  const std::string log_path = dir + "/cnp-server.log";
-
-  ScopedFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (lock.get() < 0) {
+  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot open ", lock_path, ": ", ErrnoText()));
   }
-  while (::flock(lock.get(), LOCK_EX) != 0) {
+  while (::flock(lock, LOCK_EX) != 0) {
     if (errno != EINTR) {
+      ::close(lock);
       return absl::UnavailableError(absl::StrCat("cannot lock ", lock_path, ": ", ErrnoText()));
     }
   }
-  // Another adapter may have started it while this one waited for the lock.
-  if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
+  return lock;
+}
 
+// Starts cnp-server on `socket_path`; the caller holds the launch lock.
+absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& options,
+                         absl::Time deadline) {
+  const std::string dir = std::filesystem::path(socket_path).parent_path().string();
+  const std::string log_path = dir + "/cnp-server.log";
   absl::StatusOr<std::string> binary = FindServerBinary(options);
   if (!binary.ok()) return binary.status();
   // A socket file left by a service that died would make the new one fail to bind.
@@ -187,6 +195,10 @@ absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOp
     argv.push_back(absl::StrCat("--allow-module=", prefix));
   }
   if (options.workers > 0) argv.push_back(absl::StrCat("--workers=", options.workers));
+  // Marks the server as the adapters' own, replaceable when their settings change. A short
+  // drain: a replacing adapter waits for it, and stream sessions reconnect and replay anyway.
+  argv.push_back(absl::StrCat("--adapter-settings=", LaunchSettings(options)));
+  argv.push_back("--shutdown-grace=2s");
 
   const std::string started =
       absl::StrCat("cnp-adapter (pid ", ::getpid(), ") starting ", absl::StrJoin(argv, " "), "\n");
@@ -204,6 +216,65 @@ absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOp
   ::close(ready[1]);  // only the daemon holds the write end now: its exit reads as end of file
   if (!spawned.ok()) return spawned;
   return WaitUntilReady(ready_read.get(), deadline, log_path);
+}
+
+// Waits until process `pid` (not our child) has exited, or `deadline`.
+bool WaitForExit(pid_t pid, absl::Time deadline) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return errno == ESRCH;
+  ScopedFd closer(pidfd);
+  for (;;) {
+    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left <= 0) return false;
+    pollfd entry{.fd = pidfd, .events = POLLIN, .revents = 0};
+    const int polled = ::poll(&entry, 1, static_cast<int>(left));
+    if (polled > 0) return true;
+    if (polled < 0 && errno != EINTR) return false;
+  }
+}
+
+}  // namespace
+
+std::string LaunchSettings(const LaunchOptions& options) {
+  return session::LaunchSettingsText(options.python_paths, options.allowed_modules,
+                                     options.workers);
+}
+
+absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
+                                  absl::Time deadline) {
+  absl::StatusOr<int> lock = TakeLaunchLock(socket_path);
+  if (!lock.ok()) return lock.status();
+  ScopedFd held(*lock);
+  // Another adapter may have started it while this one waited for the lock.
+  if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
+  return StartLocked(socket_path, options, deadline);
+}
+
+absl::Status ReplaceService(const std::string& socket_path, const LaunchOptions& options,
+                            pid_t old_server, absl::Time deadline) {
+  absl::StatusOr<int> lock = TakeLaunchLock(socket_path);
+  if (!lock.ok()) return lock.status();
+  ScopedFd held(*lock);
+  // Another adapter with the same new settings may have replaced it while this one waited.
+  if (::kill(old_server, 0) == 0) {
+    const std::string log_path =
+        std::filesystem::path(socket_path).parent_path().string() + "/cnp-server.log";
+    if (ScopedFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+        log.get() >= 0) {
+      const std::string line = absl::StrCat(
+          "cnp-adapter (pid ", ::getpid(), ") replacing cnp-server (pid ", old_server,
+          "): its settings differ from ", LaunchSettings(options), "\n");
+      [[maybe_unused]] ssize_t ignored = ::write(log.get(), line.data(), line.size());
+    }
+    ::kill(old_server, SIGTERM);  // it drains (--shutdown-grace) and exits
+    if (!WaitForExit(old_server, deadline)) {
+      return absl::UnavailableError(absl::StrCat(
+          "cnp-server (pid ", old_server, ") was started with other settings and is still "
+          "draining; CouchDB's next query server will use its replacement"));
+    }
+  }
+  if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
+  return StartLocked(socket_path, options, deadline);
 }
 
 }  // namespace cnp::adapter

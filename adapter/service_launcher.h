@@ -6,6 +6,8 @@
 // until it accepts connections; the others wait on the lock and then find it running.
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,8 +37,19 @@ bool UnixSocketAccepts(const std::string& path);
 // bazel-bin/adapter → bazel-bin/service), unless `options` names one.
 absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options);
 
+// The launch-settings text of `options` (service/session/launch_settings.h), which a server
+// the adapter starts is given with --adapter-settings.
+std::string LaunchSettings(const LaunchOptions& options);
+
 // Makes sure a cnp-server listens on `socket_path`, starting one if needed, by `deadline`.
 absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
                                   absl::Time deadline);
+
+// Replaces the adapter-started cnp-server `old_server` (its settings differ from `options`):
+// under the launch lock, unless another adapter already did, sends it SIGTERM, waits until it
+// has drained and exited, and starts one with `options`. Fails when it is still draining at
+// `deadline`.
+absl::Status ReplaceService(const std::string& socket_path, const LaunchOptions& options,
+                            pid_t old_server, absl::Time deadline);
 
 }  // namespace cnp::adapter

@@ -29,12 +29,14 @@
 namespace {
 
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerPool& pool,
+                                   cnp::session::SessionWorkerPool& sessions,
                                    std::promise<int>& stop) {
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
       cnp::LogInfo("SIGHUP: reloading the workers");
       pool.ReloadAll();
+      sessions.Reload();
       continue;
     }
     stop.set_value(sig);
@@ -73,10 +75,13 @@ int Run(int argc, char** argv) {
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
   pool_options.max_resident_bytes = config->worker_memory_mb << 20;
   cnp::pool::WorkerPool pool(pool_options, control);
+  cnp::session::SessionWorkerPool sessions(cnp::SessionPoolOptionsFor(*config), control);
+  cnp::session::SessionListener session_listener(cnp::SessionListenerOptionsFor(*config),
+                                                 sessions, control);
 
   asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
   std::promise<int> stop;
-  asio::co_spawn(control, WatchSignals(signals, pool, stop), asio::detached);
+  asio::co_spawn(control, WatchSignals(signals, pool, sessions, stop), asio::detached);
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
                absl::StrJoin(config->WorkerArgs(), " "), ")");
@@ -84,6 +89,7 @@ int Run(int argc, char** argv) {
     cnp::LogError(s.message());
     return 1;
   }
+  sessions.Start();
   auto guard = asio::make_work_guard(control);
   std::thread control_thread([&control] { control.run(); });
 
@@ -93,8 +99,13 @@ int Run(int argc, char** argv) {
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;
-  if (absl::Status s = server.Start(); !s.ok()) {
-    cnp::LogError(s.message());
+  absl::Status started = server.Start();
+  if (started.ok() && config->max_sessions > 0) {
+    started = session_listener.Start();
+    if (!started.ok()) server.Shutdown(absl::ZeroDuration());
+  }
+  if (!started.ok()) {
+    cnp::LogError(started.message());
     exit_code = 1;
   } else {
     cnp::LogInfo("ready");
@@ -105,8 +116,10 @@ int Run(int argc, char** argv) {
     int sig = stop.get_future().get();
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
                  absl::FormatDuration(config->shutdown_grace), " for calls in flight");
+    session_listener.Stop();
     server.Shutdown(config->shutdown_grace);
   }
+  sessions.Shutdown();
   pool.Shutdown();
   guard.reset();
   control.stop();

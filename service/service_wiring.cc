@@ -1,6 +1,9 @@
 #include "service/service_wiring.h"
 
+#include <cstring>
+
 #include "service/couchdb/session_handler.h"
+#include "service/session/launch_settings.h"
 #include "service/upload/uploader.h"
 
 namespace cnp {
@@ -20,6 +23,32 @@ rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::Ser
   return [uploader](const v1::UploadRequest& request, const rpc::UploadEmit& emit) {
     return uploader->Run(request, emit);
   };
+}
+
+session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config) {
+  session::SessionPoolOptions options;
+  options.command = {config.worker_binary, config.WorkerArgs()};
+  options.max_sessions = config.max_sessions;
+  options.spare_workers = config.spare_session_workers;
+  options.max_resident_bytes = config.worker_memory_mb << 20;
+  return options;
+}
+
+session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& config) {
+  session::ListenerOptions options;
+  for (const std::string& listen : config.listen) {
+    for (const char* prefix : {"unix://", "unix:"}) {
+      if (listen.rfind(prefix, 0) == 0) {
+        options.paths.push_back(session::DirectSocketPath(listen.substr(std::strlen(prefix))));
+        break;
+      }
+    }
+  }
+  options.allowed_uids = config.allow_uid;
+  options.adapter_settings = config.adapter_settings;
+  options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
+                                                     config.requested_workers);
+  return options;
 }
 
 }  // namespace cnp

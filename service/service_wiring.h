@@ -8,11 +8,18 @@
 #include "service/config/server_config.h"
 #include "service/pool/task_runner.h"
 #include "service/rpc/rpc_server.h"
+#include "service/session/session_listener.h"
+#include "service/session/session_worker_pool.h"
 
 namespace cnp {
 
 std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner);
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
+
+// Direct CouchDB sessions: the session workers run the same command as the batch workers, and
+// every unix --listen path P gets its session socket P.direct.
+session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config);
+session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& config);
 
 }  // namespace cnp

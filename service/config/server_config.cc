@@ -10,6 +10,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -49,6 +50,16 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(int, ready_fd, -1,
           "write \"ready\\n\" to this file descriptor and close it once every address is "
           "listening (for supervisors and tests that start the server)");
+ABSL_FLAG(int, max_sessions, 64,
+          "direct CouchDB sessions served at once, each by its own worker (an adapter on this "
+          "host hands CouchDB's pipes to it); more use the gRPC Session stream. 0: none");
+ABSL_FLAG(int, spare_session_workers, 1,
+          "started workers kept ready so a new direct session does not wait for Python");
+ABSL_FLAG(std::vector<std::string>, allow_uid, {},
+          "uid allowed to use this server's unix sockets besides its own; repeatable");
+ABSL_FLAG(std::string, adapter_settings, "",
+          "set by cnp-adapter when it starts the server: the settings it started it with, so "
+          "an adapter with other settings replaces it (operators leave this empty)");
 
 ABSL_FLAG(std::vector<std::string>, couchdb_allow, {},
           "URL prefix of a CouchDB that Upload may write to, e.g. https://couch:6984; "
@@ -67,7 +78,8 @@ ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
 namespace cnp::config {
 namespace {
 
-constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow"};
+constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow",
+                                       "allow_uid"};
 
 std::string FlagName(absl::string_view arg) {
   arg.remove_prefix(arg.size() > 1 && arg[1] == '-' ? 2 : 1);
@@ -212,6 +224,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
   c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
   c.workers = absl::GetFlag(FLAGS_workers);
+  c.requested_workers = c.workers;
   if (c.workers <= 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
   c.grpc_threads = absl::GetFlag(FLAGS_grpc_threads);
   if (c.grpc_threads <= 0) c.grpc_threads = 2 * c.workers + 2;
@@ -246,6 +259,17 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                              std::pair{"--max-couchdb-response-bytes",
                                        c.max_couchdb_response_bytes}}) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
+  }
+  c.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  c.spare_session_workers = absl::GetFlag(FLAGS_spare_session_workers);
+  c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
+  for (const std::string& uid : repeated.count("allow_uid") ? repeated["allow_uid"]
+                                                            : absl::GetFlag(FLAGS_allow_uid)) {
+    int value = 0;
+    if (!absl::SimpleAtoi(uid, &value) || value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--allow-uid ", uid, " is not a uid"));
+    }
+    c.allow_uid.push_back(static_cast<uid_t>(value));
   }
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");

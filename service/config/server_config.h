@@ -2,6 +2,8 @@
 // are the flag names (--config=FILE). The command line wins over the file.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -31,6 +33,12 @@ struct ServerConfig {
   int64_t max_yaml_nodes = 0;
   int64_t max_design_bytes = 0;
   int64_t max_couchdb_response_bytes = 0;
+  // Direct CouchDB sessions (service/session).
+  int max_sessions = 0;
+  int spare_session_workers = 0;
+  std::vector<uid_t> allow_uid;
+  std::string adapter_settings;  // non-empty: started by cnp-adapter with these settings
+  int requested_workers = 0;     // --workers as given (0: defaulted)
 
   // The worker's command-line arguments that carry this configuration.
   std::vector<std::string> WorkerArgs() const;

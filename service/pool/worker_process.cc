@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "service/common/long_wait.h"
 
@@ -83,6 +84,13 @@ absl::Status WorkerProcess::Send(const worker::v1::Task& task, absl::Time deadli
   return WriteFrame(fd_, out_, deadline);
 }
 
+absl::Status WorkerProcess::SendWithDescriptors(const worker::v1::Task& task,
+                                                absl::Span<const int> fds, absl::Time deadline) {
+  out_.clear();
+  if (!task.SerializeToString(&out_)) return absl::InternalError("cannot serialize the task");
+  return WriteFrameWithDescriptors(fd_, out_, fds, deadline);
+}
+
 absl::StatusOr<worker::v1::Reply> WorkerProcess::Receive(absl::Time deadline) {
   // Most answers come within microseconds. A worker still busy after a millisecond makes this
   // a long wait, which the calling thread announces (see long_wait.h).
@@ -109,6 +117,7 @@ std::string WorkerProcess::Reap(bool block) {
     pid_t r = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
     if (r == pid_) {
       reaped_ = true;
+      wait_status_ = status;
       return DescribeWaitStatus(status);
     }
     if (r == 0) return "";  // still running

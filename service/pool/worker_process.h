@@ -5,11 +5,13 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "worker.pb.h"
 
 namespace cnp::pool {
@@ -33,6 +35,10 @@ class WorkerProcess {
   // well-formed Reply, a closed socket and a missed deadline are errors; after any error the
   // worker is unusable and must be replaced.
   absl::Status Send(const worker::v1::Task& task, absl::Time deadline);
+  // Sends a task with open descriptors attached (a direct session's pipes); the worker gets
+  // its own copies, the caller still owns `fds`.
+  absl::Status SendWithDescriptors(const worker::v1::Task& task, absl::Span<const int> fds,
+                                   absl::Time deadline);
   absl::StatusOr<worker::v1::Reply> Receive(absl::Time deadline);
   absl::StatusOr<worker::v1::Reply> Exchange(const worker::v1::Task& task, absl::Time deadline);
 
@@ -41,6 +47,9 @@ class WorkerProcess {
   // After a failed exchange: reaps the worker if it died, and describes why (e.g. "killed by
   // signal 11 (Segmentation fault)"), else kills it.
   std::string ReapAfterFailure();
+
+  // The wait status once the process has been reaped (after Kill or ReapAfterFailure).
+  std::optional<int> WaitStatus() const { return wait_status_; }
 
   // Resident memory in bytes, or 0 when unknown.
   int64_t ResidentBytes() const;
@@ -57,6 +66,7 @@ class WorkerProcess {
   pid_t pid_;
   int fd_;
   bool reaped_ = false;
+  std::optional<int> wait_status_;
   std::string frame_;  // reused receive buffer
   std::string out_;    // reused send buffer
 };

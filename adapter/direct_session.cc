@@ -1,0 +1,107 @@
+#include "adapter/direct_session.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "adapter/line_io.h"
+#include "service/common/fd_passing.h"
+#include "service/common/framing.h"
+#include "session.pb.h"
+
+namespace cnp::adapter {
+namespace {
+
+constexpr int kStdin = 0;
+constexpr int kStdout = 1;
+
+using session::v1::Answer;
+
+}  // namespace
+
+absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
+                                               const std::string& settings,
+                                               absl::Time deadline) {
+  DirectOffer offer;
+  sockaddr_un address{};
+  if (socket_path.size() >= sizeof(address.sun_path)) return offer;  // kNoSocket
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return offer;  // kNoSocket: no server with direct sessions there
+  }
+  ucred peer{};
+  socklen_t peer_size = sizeof peer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) == 0) offer.server_pid = peer.pid;
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+
+  session::v1::Hello hello;
+  hello.set_settings(settings);
+  hello.set_adapter_pid(::getpid());
+  const int pipes[2] = {kStdin, kStdout};
+  std::string frame;
+  absl::Status status = WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
+  if (status.ok()) status = ReadFrame(fd, frame, deadline);
+  Answer answer;
+  if (status.ok() && !answer.ParseFromString(frame)) {
+    status = absl::DataLossError("a malformed answer");
+  }
+  if (!status.ok()) {
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("the direct session at ", socket_path,
+                                               " did not answer: ", status.message()));
+  }
+  offer.reason = answer.reason();
+  offer.report_settings_mismatch = answer.report_settings_mismatch();
+  offer.server_settings = answer.settings();
+  switch (answer.outcome()) {
+    case Answer::ACCEPTED:
+      offer.outcome = DirectOffer::Outcome::kAccepted;
+      offer.socket = fd;
+      return offer;
+    case Answer::AT_CAPACITY:
+    case Answer::UNAVAILABLE:
+      offer.outcome = DirectOffer::Outcome::kUseStream;
+      break;
+    case Answer::SETTINGS_DIFFER:
+      offer.outcome = DirectOffer::Outcome::kSettingsDiffer;
+      break;
+    default:
+      offer.outcome = DirectOffer::Outcome::kRefused;
+      break;
+  }
+  ::close(fd);
+  return offer;
+}
+
+SessionEnd WaitForSessionEnd(int socket) {
+  std::string frame;
+  session::v1::Ended ended;
+  absl::Status status = ReadFrame(socket, frame);
+  ::close(socket);
+  SessionEnd end;
+  if (!status.ok() || !ended.ParseFromString(frame)) {
+    std::cerr << "cnp-adapter: the connection to cnp-server broke during a direct session ("
+              << (status.ok() ? "a malformed message" : status.message())
+              << "); the server stopped or was killed, so this query server ends" << std::endl;
+    return end;
+  }
+  if (!ended.error_line().empty()) {
+    WriteAll(kStdout, ended.error_line() + "\n").IgnoreError();
+  }
+  if (!ended.message().empty()) std::cerr << "cnp-adapter: " << ended.message() << std::endl;
+  end.exit_code = ended.exit_code();
+  end.pipes_untouched = ended.pipes_untouched();
+  return end;
+}
+
+}  // namespace cnp::adapter

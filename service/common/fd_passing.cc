@@ -1,0 +1,156 @@
+#include "service/common/fd_passing.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "service/common/framing.h"
+
+namespace cnp {
+namespace {
+
+absl::Status WaitFor(int fd, short events, absl::Time deadline) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline != absl::InfiniteFuture()) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError("deadline passed waiting for the peer");
+      }
+      timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
+    }
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n > 0) return absl::OkStatus();
+    if (n < 0 && errno != EINTR) {
+      return absl::UnavailableError(absl::StrCat("poll failed: ", std::strerror(errno)));
+    }
+  }
+}
+
+// The control buffer for up to kMaxFramedDescriptors descriptors, aligned for cmsghdr.
+union ControlBuffer {
+  char bytes[CMSG_SPACE(sizeof(int) * kMaxFramedDescriptors)];
+  cmsghdr align;
+};
+
+std::string Header(size_t size) {
+  uint32_t n = static_cast<uint32_t>(size);
+  return std::string{static_cast<char>(n), static_cast<char>(n >> 8),
+                     static_cast<char>(n >> 16), static_cast<char>(n >> 24)};
+}
+
+}  // namespace
+
+absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
+                                       absl::Span<const int> fds, absl::Time deadline) {
+  if (fds.size() > kMaxFramedDescriptors) {
+    return absl::InvalidArgumentError("too many descriptors for one frame");
+  }
+  if (payload.size() > kMaxFrameBytes) {
+    return absl::ResourceExhaustedError("message over the 1 GiB frame limit");
+  }
+  std::string frame = Header(payload.size());
+  frame.append(payload.data(), payload.size());
+  size_t sent = 0;
+  // The descriptors go with the first sendmsg; once a byte has gone, they have too.
+  while (sent < frame.size()) {
+    iovec iov{frame.data() + sent, frame.size() - sent};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ControlBuffer control;
+    if (sent == 0 && !fds.empty()) {
+      std::memset(&control, 0, sizeof control);
+      msg.msg_control = control.bytes;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("sendmsg failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
+                                      absl::Time deadline) {
+  fds.clear();
+  unsigned char header[4];
+  size_t got = 0;
+  bool truncated = false;
+  while (got < sizeof header) {
+    iovec iov{header + got, sizeof header - got};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ControlBuffer control;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n > 0) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+          int received;
+          std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+          fds.push_back(received);
+        }
+      }
+      if (msg.msg_flags & MSG_CTRUNC) truncated = true;
+      got += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) return absl::UnavailableError("the peer closed the connection");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("recvmsg failed: ", std::strerror(errno)));
+  }
+  if (truncated) {
+    return absl::DataLossError(absl::StrCat("more than ", kMaxFramedDescriptors,
+                                            " descriptors came with one frame"));
+  }
+  uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
+  if (n > kMaxFrameBytes) {
+    return absl::DataLossError(absl::StrCat("frame length ", n, " is over the 1 GiB limit"));
+  }
+  payload.resize(n);
+  size_t have = 0;
+  while (have < n) {
+    ssize_t r = ::read(fd, payload.data() + have, n - have);
+    if (r > 0) {
+      have += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) return absl::UnavailableError("the peer closed the connection mid-frame");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      continue;
+    }
+    return absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cnp

@@ -1,0 +1,292 @@
+#include "service/session/session_listener.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <future>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/experimental/as_tuple.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/posix/stream_descriptor.hpp"
+#include "asio/post.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/common/fd_passing.h"
+#include "service/common/framing.h"
+#include "service/common/log.h"
+#include "service/pool/worker_process.h"
+#include "session.pb.h"
+
+namespace cnp::session {
+namespace {
+
+using asio::local::stream_protocol;
+using v1::Answer;
+using v1::Ended;
+
+// How long a connected adapter may take to send its hello, and the server to write a small
+// frame to an adapter: both are a few hundred bytes on a local socket.
+constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
+
+// Worker exit status for a command that outran CouchDB's timeout (worker.proto).
+constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
+
+// Closes the descriptors received with the hello when the connection's coroutine is done with
+// them (the worker has its own copies by then).
+class ReceivedDescriptors {
+ public:
+  explicit ReceivedDescriptors(std::vector<int> fds) : fds_(std::move(fds)) {}
+  ~ReceivedDescriptors() {
+    for (int fd : fds_) ::close(fd);
+  }
+  ReceivedDescriptors(const ReceivedDescriptors&) = delete;
+  ReceivedDescriptors& operator=(const ReceivedDescriptors&) = delete;
+  const std::vector<int>& get() const { return fds_; }
+
+ private:
+  std::vector<int> fds_;
+};
+
+void Send(int fd, const google::protobuf::MessageLite& message) {
+  std::string bytes;
+  message.SerializeToString(&bytes);
+  // The adapter may be gone already; nothing to do about it then.
+  WriteFrame(fd, bytes, absl::Now() + kSmallFrameWait).IgnoreError();
+}
+
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& pool,
+                                 asio::io_context& control)
+    : options_(std::move(options)), pool_(pool), control_(control) {}
+
+SessionListener::~SessionListener() = default;
+
+absl::Status SessionListener::Start() {
+  for (const std::string& path : options_.paths) {
+    ::unlink(path.c_str());  // a socket file left by a server that died
+    auto acceptor = std::make_unique<stream_protocol::acceptor>(control_);
+    asio::error_code ec;
+    acceptor->open(stream_protocol(), ec);
+    if (!ec) acceptor->bind(stream_protocol::endpoint(path), ec);
+    // Before listen(): no one can connect while the mode is still the umask's.
+    if (!ec && ::chmod(path.c_str(), 0600) != 0) ec = asio::error_code(errno, asio::system_category());
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen for direct sessions on ", path, ": ", ec.message()));
+    }
+    LogInfo("direct sessions on unix:", path, " (up to ", pool_.max_sessions(), ")");
+    asio::co_spawn(control_, Accept(*acceptor), asio::detached);
+    acceptors_.push_back(std::move(acceptor));
+  }
+  return absl::OkStatus();
+}
+
+void SessionListener::Stop() {
+  std::promise<void> done;
+  asio::post(control_, [this, &done] {
+    for (auto& acceptor : acceptors_) {
+      asio::error_code ignored;
+      acceptor->close(ignored);
+    }
+    for (const std::string& path : options_.paths) ::unlink(path.c_str());
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+bool SessionListener::Allowed(uid_t uid) const {
+  return uid == ::getuid() || std::find(options_.allowed_uids.begin(),
+                                        options_.allowed_uids.end(),
+                                        uid) != options_.allowed_uids.end();
+}
+
+asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& acceptor) {
+  for (;;) {
+    auto [ec, socket] =
+        co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      LogWarning("direct-session accept failed: ", ec.message());
+      continue;
+    }
+    asio::co_spawn(control_, Serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::error_code ec;
+  socket.native_non_blocking(true, ec);
+  const int fd = socket.native_handle();
+  Answer answer;
+  answer.set_server_pid(::getpid());
+  answer.set_started_by_adapter(!options_.adapter_settings.empty());
+  answer.set_settings(options_.adapter_settings);
+
+  ucred peer{};
+  socklen_t peer_size = sizeof peer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0 || !Allowed(peer.uid)) {
+    std::string why = absl::StrCat("uid ", peer.uid, " (pid ", peer.pid,
+                                   ") may not use this cnp-server, which runs as uid ", ::getuid(),
+                                   "; run the adapter as that user or allow it with --allow-uid");
+    LogWarning("direct session refused: ", why);
+    answer.set_outcome(Answer::REFUSED);
+    answer.set_reason(why);
+    Send(fd, answer);
+    co_return;
+  }
+
+  co_await socket.async_wait(stream_protocol::socket::wait_read,
+                             asio::redirect_error(asio::use_awaitable, ec));
+  std::string payload;
+  std::vector<int> fds;
+  absl::Status read = ReadFrameWithDescriptors(fd, payload, fds, absl::Now() + kSmallFrameWait);
+  ReceivedDescriptors pipes(std::move(fds));
+  v1::Hello hello;
+  if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {
+    LogWarning("direct session from pid ", peer.pid, " dropped: ",
+               read.ok() ? "a malformed hello (it must carry two descriptors)" : read.message());
+    co_return;
+  }
+
+  // Settings: an adapter-started server with other settings than this adapter's is replaced by
+  // the adapter; an operator's server is never replaced, and the difference is reported once.
+  if (!hello.settings().empty()) {
+    if (answer.started_by_adapter() && hello.settings() != options_.adapter_settings) {
+      if (reported_settings_.insert(hello.settings()).second) {
+        LogWarning("an adapter (pid ", hello.adapter_pid(), ") wants other settings (",
+                   hello.settings(), ") than this server was started with (",
+                   options_.adapter_settings, "): it will replace this server");
+      }
+      answer.set_outcome(Answer::SETTINGS_DIFFER);
+      answer.set_reason("this server was started by an adapter with other settings");
+      Send(fd, answer);
+      co_return;
+    }
+    if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
+        reported_settings_.insert(hello.settings()).second) {
+      LogWarning("adapters ask for settings (", hello.settings(), ") other than this server's (",
+                 options_.own_settings, "); it was started by the operator, so it keeps its own");
+      answer.set_report_settings_mismatch(true);
+    }
+  }
+
+  absl::StatusOr<SessionWorker> taken = co_await pool_.Take();
+  if (!taken.ok()) {
+    answer.set_outcome(absl::IsResourceExhausted(taken.status()) ? Answer::AT_CAPACITY
+                                                                  : Answer::UNAVAILABLE);
+    answer.set_reason(std::string(taken.status().message()));
+    LogInfo("direct session for adapter pid ", hello.adapter_pid(),
+            " not started: ", taken.status().message(), "; it uses the Session stream");
+    Send(fd, answer);
+    co_return;
+  }
+  SessionWorker worker = std::move(*taken);
+  pool::WorkerProcess& process = *worker.process;
+  const std::string id = absl::StrCat(hello.adapter_pid(), "/", process.id());
+
+  worker::v1::Task task;
+  task.mutable_direct_session()->set_id(id);
+  task.mutable_direct_session()->set_default_timeout_ms(
+      absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
+  absl::Status handed = process.SendWithDescriptors(task, pipes.get(), absl::Now() + kSmallFrameWait);
+  if (!handed.ok()) {
+    std::string how = process.ReapAfterFailure();
+    LogError("session worker ", process.id(), " (pid ", process.pid(), ") ", how,
+             " before it took a direct session (", handed.message(), ")");
+    pool_.Return(std::move(worker), /*reusable=*/false);
+    answer.set_outcome(Answer::UNAVAILABLE);
+    answer.set_reason(absl::StrCat("the session worker ", how));
+    Send(fd, answer);
+    co_return;
+  }
+  answer.set_outcome(Answer::ACCEPTED);
+  Send(fd, answer);
+  LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
+          process.pid());
+
+  // Now wait for whichever ends first: the worker's session or the adapter.
+  asio::posix::stream_descriptor worker_socket(control_, ::dup(process.fd()));
+  auto ended = co_await (
+      worker_socket.async_wait(asio::posix::stream_descriptor::wait_read,
+                               asio::experimental::as_tuple(asio::use_awaitable)) ||
+      socket.async_wait(stream_protocol::socket::wait_read,
+                        asio::experimental::as_tuple(asio::use_awaitable)));
+
+  Ended end;
+  bool reusable = false;
+  if (ended.index() == 1) {
+    // The adapter's connection closed while the worker still served: CouchDB killed the
+    // adapter. The worker may be in the middle of a command nobody will read; it is killed.
+    std::string how = process.Kill();
+    LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
+               ") went away; its worker (pid ", process.pid(), ") was ", how);
+    pool_.Return(std::move(worker), /*reusable=*/false);
+    co_return;
+  }
+  absl::StatusOr<worker::v1::Reply> reply = process.Receive(absl::Now() + kSmallFrameWait);
+  if (reply.ok() && reply->has_session_end()) {
+    const worker::v1::SessionEnd& session_end = reply->session_end();
+    end.set_exit_code(session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED ? 0 : 1);
+    end.set_message(session_end.message());
+    reusable = !reply->recycle();
+    LogInfo("direct session ", id, " ended after ", session_end.commands(), " commands: ",
+            worker::v1::SessionEnd::Reason_Name(session_end.reason()),
+            session_end.message().empty() ? "" : " (", session_end.message(),
+            session_end.message().empty() ? "" : ")");
+  } else if (reply.ok()) {
+    // The worker refused the task without touching CouchDB's pipes (e.g. a worker that does
+    // not serve direct sessions): the adapter may still serve CouchDB over the stream.
+    end.set_exit_code(1);
+    end.set_pipes_untouched(true);
+    end.set_message(absl::StrCat("the worker did not take the session: ",
+                                 reply->has_failure() ? reply->failure().message()
+                                                      : reply->ShortDebugString()));
+    reusable = !reply->recycle();
+    LogWarning("direct session ", id, ": ", end.message());
+  } else {
+    std::string how = process.ReapAfterFailure();
+    std::optional<int> status = process.WaitStatus();
+    end.set_exit_code(1);
+    if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {
+      // The worker answered CouchDB's timeout error itself before it exited.
+      end.set_message("a command ran past CouchDB's timeout; its worker was ended");
+    } else {
+      end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
+      end.set_error_line(absl::StrCat(
+          "[\"error\",\"worker_crashed\",",
+          JsonString(absl::StrCat("cnp-worker ", how,
+                                  "; this query server ends and CouchDB starts a new one")),
+          "]"));
+    }
+    LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
+  }
+  Send(fd, end);
+  pool_.Return(std::move(worker), reusable);
+}
+
+}  // namespace cnp::session

@@ -1,0 +1,66 @@
+// The direct-session socket of cnp-server (see session.proto): accepts cnp-adapter
+// connections, checks the peer's uid, takes CouchDB's pipes from the adapter and gives them to
+// a session worker, then mirrors the session's end back to the adapter.
+//
+// One coroutine per connection on the control loop. The hot path never comes here: once the
+// worker has the pipes, CouchDB and the worker talk with no process in between, and this
+// coroutine only waits for one of two things:
+//   - the worker answers SessionEnd (CouchDB closed the pipe, or the protocol ended it), or
+//     its socket closes (it crashed, or ended a command that outran CouchDB's timeout): the
+//     adapter is told how to exit, and what to write to CouchDB first if the worker could not;
+//   - the adapter's connection closes first: CouchDB killed the adapter (os_process_timeout),
+//     so the worker is killed too - it may be in the middle of a command whose answer nobody
+//     will read - and replaced.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "asio/awaitable.hpp"
+#include "asio/io_context.hpp"
+#include "asio/local/stream_protocol.hpp"
+#include "service/session/session_worker_pool.h"
+
+namespace cnp::session {
+
+struct ListenerOptions {
+  std::vector<std::string> paths;   // socket paths to listen on (each P.direct)
+  std::vector<uid_t> allowed_uids;  // besides the server's own uid
+  // Non-empty when an adapter started this server: the launch settings it was started with.
+  std::string adapter_settings;
+  // This server's own settings in the same form, for an operator-started server's one-time
+  // report that an adapter asked for others.
+  std::string own_settings;
+  // CouchDB's timeout for a command until its first reset says otherwise (its default).
+  absl::Duration default_couchdb_timeout = absl::Seconds(5);
+};
+
+class SessionListener {
+ public:
+  SessionListener(ListenerOptions options, SessionWorkerPool& pool, asio::io_context& control);
+  ~SessionListener();
+
+  // Binds every path (mode 0600, replacing a stale socket file) and starts accepting.
+  absl::Status Start();
+  // Stops accepting and removes the socket files; sessions in progress go on.
+  void Stop();
+
+ private:
+  asio::awaitable<void> Accept(asio::local::stream_protocol::acceptor& acceptor);
+  asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket);
+  bool Allowed(uid_t uid) const;
+
+  const ListenerOptions options_;
+  SessionWorkerPool& pool_;
+  asio::io_context& control_;
+  std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
+  std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
+};
+
+}  // namespace cnp::session

@@ -1,0 +1,195 @@
+#include "service/session/session_worker_pool.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <future>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/posix/stream_descriptor.hpp"
+#include "asio/post.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/common/log.h"
+
+namespace cnp::session {
+namespace {
+
+// Resolving nothing proves Python is up and the package imported, without running user code
+// (the batch pool's first frame too).
+const worker::v1::Task& HandshakeTask() {
+  static const worker::v1::Task* task = [] {
+    auto* t = new worker::v1::Task;
+    t->mutable_resolve();
+    return t;
+  }();
+  return *task;
+}
+
+// A spare never speaks unprompted: if its socket is readable, it has died.
+bool HasDied(const pool::WorkerProcess& process) {
+  pollfd p{process.fd(), POLLIN, 0};
+  return ::poll(&p, 1, 0) != 0;
+}
+
+constexpr absl::Duration kMaxBackoff = absl::Seconds(30);
+
+}  // namespace
+
+SessionWorkerPool::SessionWorkerPool(SessionPoolOptions options, asio::io_context& control)
+    : options_(std::move(options)), control_(control), wake_(control) {}
+
+SessionWorkerPool::~SessionWorkerPool() = default;
+
+void SessionWorkerPool::Start() {
+  if (options_.max_sessions <= 0) return;
+  asio::co_spawn(control_, KeepSpares(), asio::detached);
+}
+
+void SessionWorkerPool::Kick() { wake_.cancel(); }
+
+asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
+  const uint64_t generation = generation_;
+  const int id = next_id_++;
+  auto spawned = pool::WorkerProcess::Spawn(options_.command, id);
+  if (!spawned.ok()) co_return spawned.status();
+  pool::WorkerProcess& process = **spawned;
+  absl::Status status = process.Send(HandshakeTask(), absl::Now() + options_.startup_timeout);
+  if (status.ok()) {
+    // Wait on the loop, not by blocking it: Python takes tens of milliseconds to start.
+    asio::posix::stream_descriptor readable(control_, ::dup(process.fd()));
+    asio::steady_timer timeout(control_, absl::ToChronoNanoseconds(options_.startup_timeout));
+    timeout.async_wait([&readable](asio::error_code ec) {
+      if (!ec) readable.cancel();
+    });
+    asio::error_code ec;
+    co_await readable.async_wait(asio::posix::stream_descriptor::wait_read,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    timeout.cancel();
+    if (ec) {
+      status = absl::DeadlineExceededError(absl::StrCat(
+          "it did not answer within ", absl::FormatDuration(options_.startup_timeout)));
+    } else {
+      absl::StatusOr<worker::v1::Reply> reply = process.Receive(absl::Now() + absl::Seconds(5));
+      status = reply.status();
+      if (reply.ok() && !reply->has_resolve()) {
+        status = absl::InternalError("its first answer was unexpected");
+      }
+    }
+  }
+  if (!status.ok()) {
+    std::string how = process.ReapAfterFailure();
+    co_return absl::UnavailableError(
+        absl::StrCat("a session worker failed to start: ", status.message(), "; it ", how));
+  }
+  LogInfo("session worker ", id, " started (pid ", process.pid(), ")");
+  co_return SessionWorker{std::move(*spawned), generation};
+}
+
+asio::awaitable<void> SessionWorkerPool::KeepSpares() {
+  while (!stopped_) {
+    // Spares count against the cap: a worker process is a Python interpreter either way.
+    const int wanted = std::min<int>(options_.spare_workers,
+                                     options_.max_sessions - sessions_);
+    absl::Duration wait = absl::Hours(1);
+    if (static_cast<int>(spares_.size()) + starting_spares_ < wanted) {
+      ++starting_spares_;
+      absl::StatusOr<SessionWorker> started = co_await StartOne();
+      --starting_spares_;
+      if (stopped_) co_return;
+      if (started.ok()) {
+        consecutive_failures_ = 0;
+        if (started->generation == generation_) spares_.push_back(std::move(*started));
+        continue;
+      }
+      ++consecutive_failures_;
+      wait = std::min(kMaxBackoff, absl::Milliseconds(100) * (1 << std::min(consecutive_failures_, 9)));
+      LogError(started.status().message(), "; retrying in ", absl::FormatDuration(wait));
+    }
+    wake_.expires_after(absl::ToChronoNanoseconds(wait));
+    asio::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
+  if (stopped_) co_return absl::UnavailableError("the server is stopping");
+  if (sessions_ >= options_.max_sessions) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("all ", options_.max_sessions, " direct sessions are taken (--max-sessions)"));
+  }
+  ++sessions_;
+  while (!spares_.empty()) {
+    SessionWorker worker = std::move(spares_.back());
+    spares_.pop_back();
+    if (HasDied(*worker.process)) {
+      LogWarning("spare session worker ", worker.process->id(), " (pid ", worker.process->pid(),
+                 ") ", worker.process->ReapAfterFailure(), "; starting another");
+      continue;
+    }
+    in_session_[worker.process->id()] = worker.process->pid();
+    Kick();  // start the next spare
+    co_return worker;
+  }
+  absl::StatusOr<SessionWorker> started = co_await StartOne();
+  if (!started.ok() || stopped_) {
+    --sessions_;
+    if (started.ok()) co_return absl::UnavailableError("the server is stopping");
+    co_return started.status();
+  }
+  in_session_[started->process->id()] = started->process->pid();
+  Kick();
+  co_return started;
+}
+
+void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
+  --sessions_;
+  pool::WorkerProcess& process = *worker.process;
+  in_session_.erase(process.id());
+  const char* why = nullptr;
+  if (!reusable) {
+    why = "its session ended abnormally";
+  } else if (stopped_) {
+    why = "the server is stopping";
+  } else if (worker.generation < generation_) {
+    why = "of a reload";
+  } else if (options_.max_resident_bytes > 0 &&
+             process.ResidentBytes() > options_.max_resident_bytes) {
+    why = "it is over its memory cap";
+  } else if (static_cast<int>(spares_.size()) >= options_.spare_workers) {
+    why = "enough spares are waiting";
+  }
+  if (why == nullptr) {
+    spares_.push_back(std::move(worker));
+  } else {
+    LogInfo("ending session worker ", process.id(), " (pid ", process.pid(), ") because ", why);
+    worker.process.reset();  // kills and reaps
+  }
+  Kick();
+}
+
+void SessionWorkerPool::Reload() {
+  ++generation_;
+  LogInfo("reloading the spare session workers; workers in a session follow when it ends");
+  spares_.clear();
+  Kick();
+}
+
+void SessionWorkerPool::Shutdown() {
+  std::promise<void> done;
+  asio::post(control_, [this, &done] {
+    stopped_ = true;
+    spares_.clear();
+    for (const auto& [id, pid] : in_session_) ::kill(pid, SIGKILL);
+    wake_.cancel();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+}  // namespace cnp::session

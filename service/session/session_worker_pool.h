@@ -1,0 +1,89 @@
+// The workers that serve direct sessions, one session each for the session's life.
+//
+// Separate from the batch WorkerPool: a session holds its worker for minutes or hours (CouchDB
+// keeps its query-server processes and reuses them with "reset"), so these workers must not
+// starve the stateless calls. Spare workers are started ahead (--spare-session-workers) so a
+// new session does not wait for Python to start and import; the number of sessions is capped
+// (--max-sessions), and a session beyond it uses the gRPC Session stream instead.
+//
+// Everything here runs on the control loop (one thread), so there is no locking; Shutdown() is
+// the one call made from another thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio/awaitable.hpp"
+#include "asio/io_context.hpp"
+#include "asio/steady_timer.hpp"
+#include "service/pool/worker_process.h"
+
+namespace cnp::session {
+
+struct SessionPoolOptions {
+  pool::WorkerCommand command;
+  // Direct sessions served at once; 0 turns direct sessions off.
+  int max_sessions = 64;
+  // Started workers kept waiting for the next session.
+  int spare_workers = 1;
+  // A worker above this resident size after its session is replaced (0: never).
+  int64_t max_resident_bytes = 0;
+  absl::Duration startup_timeout = absl::Seconds(30);
+};
+
+// A worker lent to one session.
+struct SessionWorker {
+  std::unique_ptr<pool::WorkerProcess> process;
+  uint64_t generation = 0;  // the reload generation it was started in
+};
+
+class SessionWorkerPool {
+ public:
+  SessionWorkerPool(SessionPoolOptions options, asio::io_context& control);
+  ~SessionWorkerPool();
+
+  // Starts keeping spares (on the control loop).
+  void Start();
+
+  // A started worker for a new session: a spare, else a new one. RESOURCE_EXHAUSTED at the
+  // session cap, UNAVAILABLE when no worker could start or the server is stopping.
+  asio::awaitable<absl::StatusOr<SessionWorker>> Take();
+
+  // Gives back the worker of an ended session. `reusable` is false when it crashed, was
+  // killed or asked to be recycled; it is also replaced when over its memory cap or started
+  // before the last reload.
+  void Return(SessionWorker worker, bool reusable);
+
+  // SIGHUP: spares are replaced at once, session workers when their session ends.
+  void Reload();
+
+  // Kills every worker, spare or in a session (their adapters then exit, and CouchDB starts
+  // new query servers). Safe from any thread; returns once done.
+  void Shutdown();
+
+  int sessions() const { return sessions_; }
+  int max_sessions() const { return options_.max_sessions; }
+
+ private:
+  asio::awaitable<absl::StatusOr<SessionWorker>> StartOne();
+  asio::awaitable<void> KeepSpares();
+  void Kick();
+
+  const SessionPoolOptions options_;
+  asio::io_context& control_;
+  asio::steady_timer wake_;
+  std::vector<SessionWorker> spares_;
+  std::map<int, pid_t> in_session_;  // worker id -> pid, to kill them at shutdown
+  int sessions_ = 0;                 // sessions holding (or about to hold) a worker
+  int starting_spares_ = 0;
+  int next_id_ = 0;
+  uint64_t generation_ = 0;
+  int consecutive_failures_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace cnp::session
