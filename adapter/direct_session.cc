@@ -11,7 +11,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "adapter/line_io.h"
-#include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "session.pb.h"
 
@@ -47,7 +46,7 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   session::v1::Hello hello;
   hello.set_settings(settings);
   hello.set_adapter_pid(::getpid());
-  const int pipes[2] = {kStdin, kStdout};
+  const std::vector<int> pipes = {kStdin, kStdout};
   std::string frame;
   absl::Status status = WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
   if (status.ok()) status = ReadFrame(fd, frame, deadline);

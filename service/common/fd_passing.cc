@@ -38,56 +38,7 @@ union ControlBuffer {
   cmsghdr align;
 };
 
-std::string Header(size_t size) {
-  uint32_t n = static_cast<uint32_t>(size);
-  return std::string{static_cast<char>(n), static_cast<char>(n >> 8),
-                     static_cast<char>(n >> 16), static_cast<char>(n >> 24)};
-}
-
 }  // namespace
-
-absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
-                                       absl::Span<const int> fds, absl::Time deadline) {
-  if (fds.size() > kMaxFramedDescriptors) {
-    return absl::InvalidArgumentError("too many descriptors for one frame");
-  }
-  if (payload.size() > kMaxFrameBytes) {
-    return absl::ResourceExhaustedError("message over the 1 GiB frame limit");
-  }
-  std::string frame = Header(payload.size());
-  frame.append(payload.data(), payload.size());
-  size_t sent = 0;
-  // The descriptors go with the first sendmsg; once a byte has gone, they have too.
-  while (sent < frame.size()) {
-    iovec iov{frame.data() + sent, frame.size() - sent};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ControlBuffer control;
-    if (sent == 0 && !fds.empty()) {
-      std::memset(&control, 0, sizeof control);
-      msg.msg_control = control.bytes;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
-      continue;
-    }
-    return absl::UnavailableError(absl::StrCat("sendmsg failed: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
                                       absl::Time deadline) {

@@ -15,7 +15,6 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "service/common/long_wait.h"
 
@@ -85,7 +84,7 @@ absl::Status WorkerProcess::Send(const worker::v1::Task& task, absl::Time deadli
 }
 
 absl::Status WorkerProcess::SendWithDescriptors(const worker::v1::Task& task,
-                                                absl::Span<const int> fds, absl::Time deadline) {
+                                                const std::vector<int>& fds, absl::Time deadline) {
   out_.clear();
   if (!task.SerializeToString(&out_)) return absl::InternalError("cannot serialize the task");
   return WriteFrameWithDescriptors(fd_, out_, fds, deadline);

@@ -11,7 +11,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "absl/types/span.h"
 #include "worker.pb.h"
 
 namespace cnp::pool {
@@ -37,7 +36,7 @@ class WorkerProcess {
   absl::Status Send(const worker::v1::Task& task, absl::Time deadline);
   // Sends a task with open descriptors attached (a direct session's pipes); the worker gets
   // its own copies, the caller still owns `fds`.
-  absl::Status SendWithDescriptors(const worker::v1::Task& task, absl::Span<const int> fds,
+  absl::Status SendWithDescriptors(const worker::v1::Task& task, const std::vector<int>& fds,
                                    absl::Time deadline);
   absl::StatusOr<worker::v1::Reply> Receive(absl::Time deadline);
   absl::StatusOr<worker::v1::Reply> Exchange(const worker::v1::Task& task, absl::Time deadline);
