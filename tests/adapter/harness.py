@@ -180,16 +180,39 @@ class Adapter:
         return self._diagnostics
 
 
+# The two ways an adapter serves CouchDB: "direct" hands CouchDB's pipes to a session worker of
+# the server (no process in between), "stream" forwards each line over the gRPC Session stream.
+SESSION_PATHS = ("direct", "stream")
+
+
+def through_each_path(test_class, namespace):
+    """Replaces `test_class` in `namespace` (a test module's globals()) by one subclass per
+    session path, named e.g. QueryServerSpecTest_direct, so that every test runs through both."""
+    for path in SESSION_PATHS:
+        name = f"{test_class.__name__}_{path}"
+        namespace[name] = type(name, (test_class,), {"session": path})
+    del namespace[test_class.__name__]
+
+
 class ServerTestCase(unittest.TestCase):
     """A test case with one cnp-server for the whole class, on a socket in a fresh directory."""
 
     binaries = None
     socket_prefix = "cnp-test-"
+    session = "auto"     # the adapter's --session; through_each_path sets it per subclass
+    server_extra = ()    # more cnp-server flags
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = socket_dir(cls.socket_prefix)
-        cls.server = Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"))
+        cls.server = Server(cls.binaries, os.path.join(cls.tmp.name, "cnp.sock"),
+                            extra=cls.server_extra)
+
+    def adapter(self, *extra, server=None):
+        """A cnp-adapter for this class's server (or `server`), on this class's session path."""
+        server = server or self.server
+        return Adapter(self.binaries,
+                       [f"--target={server.target}", f"--session={self.session}", *extra])
 
     @classmethod
     def tearDownClass(cls):

@@ -45,7 +45,7 @@ class QueryServerSpecTest(harness.ServerTestCase):
     socket_prefix = "cnp-spec-"
 
     def setUp(self):
-        self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
+        self.qs = self.adapter()
         self.assertIs(self.qs.reply(["reset", {"reduce_limit": True, "timeout": 10000}]), True)
 
     def tearDown(self):
@@ -273,6 +273,8 @@ class QueryServerSpecTest(harness.ServerTestCase):
                          [[["baz", big]]])
 
 
+harness.through_each_path(QueryServerSpecTest, globals())
+
 if __name__ == "__main__":
-    QueryServerSpecTest.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -100,7 +100,7 @@ class ReplayTranscriptsTest(harness.ServerTestCase):
         path = os.path.join(self.binaries.testdata, name)
         compared = 0
         for title, exchanges in sections(path):
-            adapter = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
+            adapter = self.adapter()
             try:
                 for command_line, expected_lines in exchanges:
                     command = rewrite_command(json.loads(command_line))
@@ -156,6 +156,8 @@ class ReplayTranscriptsTest(harness.ServerTestCase):
         self.assertLessEqual(present, replayed)
 
 
+harness.through_each_path(ReplayTranscriptsTest, globals())
+
 if __name__ == "__main__":
-    ReplayTranscriptsTest.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
