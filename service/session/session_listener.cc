@@ -224,10 +224,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     Send(fd, answer);
     co_return;
   }
-  answer.set_outcome(Answer::ACCEPTED);
-  Send(fd, answer);
+  // Logged before the answer, so the line is there by the time CouchDB sees a reply.
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
           process.pid());
+  answer.set_outcome(Answer::ACCEPTED);
+  Send(fd, answer);
 
   // Now wait for whichever ends first: the worker's session or the adapter.
   asio::posix::stream_descriptor worker_socket(control_, ::dup(process.fd()));
@@ -242,9 +243,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   if (ended.index() == 1) {
     // The adapter's connection closed while the worker still served: CouchDB killed the
     // adapter. The worker may be in the middle of a command nobody will read; it is killed.
-    std::string how = process.Kill();
     LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
-               ") went away; its worker (pid ", process.pid(), ") was ", how);
+               ") went away; killing its worker (pid ", process.pid(), ")");
+    std::string how = process.Kill();
+    LogInfo("direct session ", id, ": its worker ", how);
     pool_.Return(std::move(worker), /*reusable=*/false);
     co_return;
   }

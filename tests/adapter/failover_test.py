@@ -24,7 +24,9 @@ class FailoverTest(unittest.TestCase):
         self.tmp = harness.socket_dir("cnp-failover-")
         self.socket_path = os.path.join(self.tmp.name, "cnp.sock")
         self.server = harness.Server(self.binaries, self.socket_path)
-        self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}"])
+        # The stream path's failover; a direct session ends with its server (direct_session_test).
+        self.qs = harness.Adapter(self.binaries, [f"--target={self.server.target}",
+                                                  "--session=stream"])
 
     def tearDown(self):
         if self.qs.process.poll() is None:
@@ -83,14 +85,16 @@ class AbandonedListTest(unittest.TestCase):
         with harness.socket_dir("cnp-eof-") as tmp:
             server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), workers=1)
             try:
-                qs = harness.Adapter(self.binaries, [f"--target={server.target}"])
+                qs = harness.Adapter(self.binaries, [f"--target={server.target}",
+                                                     "--session=stream"])
                 self.assertIs(qs.reply(["ddoc", "new", DDOC["_id"], DDOC]), True)
                 self.assertEqual(qs.reply(["ddoc", DDOC["_id"], ["lists", "rows"],
                                            [{"total_rows": 9}, {"q": "ok"}]])[0], "start")
                 self.assertEqual(qs.reply(["list_row", {"key": "a"}]), ["chunks", ["a"]])
                 self.assertEqual(qs.close(), 0)
                 # The only worker serves the next session.
-                other = harness.Adapter(self.binaries, [f"--target={server.target}"])
+                other = harness.Adapter(self.binaries, [f"--target={server.target}",
+                                                        "--session=stream"])
                 self.assertIs(other.reply(["add_fun", "fixture_fns.town_n|1"]), True)
                 self.assertEqual(other.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
                 self.assertEqual(other.close(), 0)

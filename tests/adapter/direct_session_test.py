@@ -1,0 +1,378 @@
+"""Direct sessions (issue 8): cnp-adapter hands CouchDB's pipes to a worker of cnp-server over
+the session socket next to the server's unix socket, and mirrors the session's end.
+
+Covers: a foreign uid refused; the --max-sessions cap reached -> the stream path; the adapter
+killed mid-command -> its worker killed; a worker crash mid-command -> an error line and the
+exact result after CouchDB's retry; a command past the reset timeout; a killed cnp-server ending
+its sessions (and its workers); a version bump on disk picked up by both session kinds; a
+settings change replacing the adapter-started server, and an operator's server kept. The cases
+that apply to both paths run through each."""
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import unittest
+
+import harness
+
+DOC = {"_id": "d1", "town": "Oslo", "n": 1}
+RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
+
+# Functions written to a directory of their own on the server's --python-path.
+SESSION_FNS = '''
+import os
+import time
+
+from couch_named_python import version
+
+
+def slow(doc):
+    """Tells the test it runs (through a FIFO), then outlasts any timeout of the test."""
+    with open(doc["fifo"], "w") as fifo:
+        fifo.write("started\\n")
+    time.sleep(60)
+    yield doc["_id"], 1
+
+
+def crash_once(doc):
+    """Kills its own worker the first time it sees a document, as a segfault would."""
+    if not os.path.exists(doc["marker"]):
+        open(doc["marker"], "w").close()
+        os.kill(os.getpid(), 9)
+    yield doc["_id"], 1
+'''
+
+# The padding changes the file's size with its version: Python's bytecode cache would take a
+# same-sized file rewritten within the same second for unchanged.
+BUMP_FNS = '''
+from couch_named_python import version
+# {padding}
+
+
+@version({version})
+def which(doc):
+    yield "version", {version}
+'''
+
+
+def wait_for_fifo(path, timeout=30.0):
+    """Blocks until a function has opened the FIFO and written its line."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data = b""
+        while b"\n" not in data:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                raise TimeoutError("the function did not start")
+            chunk = os.read(fd, 64)
+            if not chunk:
+                raise AssertionError("the function closed the FIFO without a word")
+            data += chunk
+    finally:
+        os.close(fd)
+
+
+def wait_for_exit(pid, timeout=30.0):
+    """Waits until process `pid` (not a child of ours) has exited; False on timeout."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def read_log(server):
+    with open(server.log_path, encoding="utf-8", errors="replace") as log:
+        return log.read()
+
+
+def session_worker_pid(server, adapter_pid):
+    """The worker pid the server logged for the direct session of `adapter_pid`."""
+    for line in read_log(server).splitlines():
+        marker = f"started: adapter pid {adapter_pid}, worker pid "
+        if marker in line:
+            return int(line.split(marker, 1)[1].split()[0])
+    raise AssertionError(f"no direct session logged for adapter pid {adapter_pid}")
+
+
+class SessionTestCase(harness.ServerTestCase):
+    """A server that also serves session_fns from a directory of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.functions_dir = tempfile.TemporaryDirectory(prefix="cnp-session-fns-")
+        with open(os.path.join(cls.functions_dir.name, "session_fns.py"), "w") as module:
+            module.write(SESSION_FNS)
+        cls.server_extra = (f"--python-path={cls.functions_dir.name}",
+                            "--allow-module=session_fns") + tuple(cls.server_extra)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.functions_dir.cleanup()
+
+    def started(self, *functions):
+        qs = self.adapter()
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        for function in functions:
+            self.assertIs(qs.reply(["add_fun", function]), True, qs.diagnostics())
+        return qs
+
+
+class BothPathsTest(SessionTestCase):
+    """Faults and timeouts, through the direct and the stream path."""
+
+    socket_prefix = "cnp-both-"
+
+    def test_eof_is_a_clean_exit(self):
+        qs = self.started("fixture_fns.town_n|1")
+        self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+
+    def test_worker_crash_mid_command_is_an_error_then_exact_after_retry(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = dict(DOC, marker=os.path.join(tmp, "crashed"))
+            qs = self.started("session_fns.crash_once")
+            reply = qs.reply(["map_doc", doc])
+            self.assertEqual(reply[0], "error", reply)  # never an empty result
+            self.assertIn("cnp-worker", reply[2])
+            qs.close()
+            # CouchDB retries the document with a query server that works.
+            again = self.started("session_fns.crash_once")
+            self.assertEqual(again.reply(["map_doc", doc]), [[["d1", 1]]])
+            self.assertEqual(again.close(), 0, again.diagnostics())
+
+    def test_command_past_the_reset_timeout_fails_with_couchdbs_error(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            fifo = os.path.join(tmp, "fifo")
+            os.mkfifo(fifo)
+            qs = self.adapter()
+            self.assertIs(qs.reply(["reset", {"timeout": 1000}]), True)
+            self.assertIs(qs.reply(["add_fun", "session_fns.slow"]), True)
+            reply = qs.reply(["map_doc", dict(DOC, fifo=fifo)], timeout=20)
+            self.assertEqual(reply[0], "error", reply)
+            qs.close()
+            # The worker that ran it is replaced: a new session works.
+            again = self.started("fixture_fns.town_n|1")
+            self.assertEqual(again.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+            self.assertEqual(again.close(), 0)
+
+    def test_version_bump_on_disk_is_picked_up(self):
+        module = os.path.join(self.functions_dir.name, "bump_fns.py")
+        with open(module, "w") as source:
+            source.write(BUMP_FNS.format(version=1, padding="x"))
+        qs = self.started("bump_fns.which|1")
+        self.assertEqual(qs.reply(["map_doc", DOC]), [[["version", 1]]])
+        self.assertEqual(qs.close(), 0)
+        with open(module, "w") as source:
+            source.write(BUMP_FNS.format(version=2, padding="xx"))
+        # A new session (CouchDB after the design document changed) asks for the new version.
+        qs = self.started("bump_fns.which|2")
+        self.assertEqual(qs.reply(["map_doc", DOC]), [[["version", 2]]])
+        self.assertEqual(qs.close(), 0)
+
+
+harness.through_each_path(BothPathsTest, globals())
+
+
+class DirectOnlyTest(SessionTestCase):
+    """What only a direct session has: the adapter mirrors a worker it does not talk to."""
+
+    socket_prefix = "cnp-direct-"
+    session = "direct"
+
+    def test_adapter_killed_mid_command_ends_its_worker(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            fifo = os.path.join(tmp, "fifo")
+            os.mkfifo(fifo)
+            qs = self.started("session_fns.slow")
+            worker = session_worker_pid(self.server, qs.process.pid)
+            qs.send_line(json.dumps(["map_doc", dict(DOC, fifo=fifo)]))
+            wait_for_fifo(fifo)
+            qs.process.kill()  # CouchDB's os_process_timeout
+            qs.exited()
+            self.assertTrue(wait_for_exit(worker), "the worker outlived its adapter")
+            self.assertIn("went away; killing its worker", read_log(self.server))
+        # The pool replaced it.
+        again = self.started("fixture_fns.town_n|1")
+        self.assertEqual(again.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(again.close(), 0)
+
+    def test_foreign_uid_is_refused(self):
+        # Even if the operator loosens the socket's mode, the peer's uid is checked.
+        direct = self.server.socket_path + ".direct"
+        os.chmod(self.tmp.name, 0o711)
+        os.chmod(direct, 0o666)
+        try:
+            outcome, reason = hello_as_uid(direct, 65534)
+        finally:
+            os.chmod(direct, 0o600)
+            os.chmod(self.tmp.name, 0o700)
+        self.assertEqual(outcome, REFUSED)
+        self.assertIn("uid 65534", reason)
+        self.assertIn("uid 65534", read_log(self.server))
+
+
+class KilledServerTest(SessionTestCase):
+    """cnp-server killed in the middle of a session: the adapter exits (CouchDB starts a new
+    query server and retries) and the session's worker dies with the server."""
+
+    socket_prefix = "cnp-killed-"
+    session = "direct"
+
+    def test_killed_server_ends_the_session_and_its_worker(self):
+        qs = self.started("fixture_fns.town_n|1")
+        worker = session_worker_pid(self.server, qs.process.pid)
+        os.kill(self.server.process.pid, signal.SIGKILL)  # the server alone, not its group
+        self.assertEqual(qs.exited(), 1)
+        self.assertIn("connection to cnp-server broke", qs.diagnostics())
+        self.assertTrue(wait_for_exit(worker), "the session worker outlived its server")
+
+
+class CapacityTest(SessionTestCase):
+    """Beyond --max-sessions an adapter uses the Session stream."""
+
+    socket_prefix = "cnp-cap-"
+    server_extra = ("--max-sessions=1", "--spare-session-workers=1")
+    session = "auto"
+
+    def test_cap_reached_uses_the_stream(self):
+        first = self.started("fixture_fns.town_n|1")
+        second = self.started("fixture_fns.town_n|1")
+        self.assertEqual(first.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(second.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        log = read_log(self.server)
+        self.assertIn(f"started: adapter pid {first.process.pid},", log)
+        self.assertIn(f"for adapter pid {second.process.pid} not started: all 1 direct sessions "
+                      "are taken", log)
+        # --session=direct does not fall back: it fails loudly.
+        forced = harness.Adapter(self.binaries, [f"--target={self.server.target}",
+                                                 "--session=direct"])
+        self.assertEqual(forced.exited(), 1)
+        self.assertIn("no direct session", forced.diagnostics())
+        self.assertEqual(first.close(), 0)
+        self.assertEqual(second.close(), 0)
+        # The freed session slot serves the next direct session.
+        third = harness.Adapter(self.binaries, [f"--target={self.server.target}",
+                                                "--session=direct"])
+        self.assertIs(third.reply(RESET), True, third.diagnostics())
+        self.assertEqual(third.close(), 0)
+
+
+# Answer.Outcome values of service/session/session.proto.
+REFUSED = 5
+
+
+def hello_as_uid(path, uid):
+    """Offers two pipes on the session socket from a child running as `uid`; returns the
+    server's (outcome, reason)."""
+    result_read, result_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(result_read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            pipe_read, pipe_write = os.pipe()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(path)
+                hello = encode_fields([(1, b""), (2, 1)])
+                socket.send_fds(conn, [struct.pack("<I", len(hello)) + hello],
+                                [pipe_read, pipe_write])
+                answer = read_frame(conn)
+            os.write(result_write, answer)
+        finally:
+            os._exit(0)
+    os.close(result_write)
+    data = b""
+    while True:
+        ready, _, _ = select.select([result_read], [], [], 30)
+        if not ready:
+            raise TimeoutError("no answer to the foreign hello")
+        chunk = os.read(result_read, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(result_read)
+    os.waitpid(pid, 0)
+    fields = decode_fields(data)
+    return fields.get(1, 0), fields.get(2, b"").decode()
+
+
+def read_frame(conn):
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+    (length,) = struct.unpack("<I", exactly(4))
+    return exactly(length)
+
+
+def varint(value):
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def encode_fields(fields):
+    """Protobuf wire format for (number, int or bytes) pairs: enough for a Hello."""
+    out = b""
+    for number, value in fields:
+        if isinstance(value, int):
+            out += varint(number << 3) + varint(value)
+        else:
+            out += varint(number << 3 | 2) + varint(len(value)) + value
+    return out
+
+
+def decode_fields(data):
+    """The varint and length-delimited fields of a message, by number (last one wins)."""
+    fields, i = {}, 0
+
+    def read_varint():
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+    while i < len(data):
+        key = read_varint()
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            fields[number] = read_varint()
+        elif kind == 2:
+            length = read_varint()
+            fields[number] = data[i:i + length]
+            i += length
+        else:
+            raise ValueError(f"unexpected wire type {kind}")
+    return fields
+
+
+if __name__ == "__main__":
+    harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
