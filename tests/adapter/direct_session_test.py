@@ -113,7 +113,7 @@ class SessionTestCase(harness.ServerTestCase):
         with open(os.path.join(cls.functions_dir.name, "session_fns.py"), "w") as module:
             module.write(SESSION_FNS)
         cls.server_extra = (f"--python-path={cls.functions_dir.name}",
-                            "--allow-module=session_fns") + tuple(cls.server_extra)
+                            "--allow-module=session_fns,bump_fns") + tuple(cls.server_extra)
         super().setUpClass()
 
     @classmethod
@@ -145,7 +145,7 @@ class BothPathsTest(SessionTestCase):
             qs = self.started("session_fns.crash_once")
             reply = qs.reply(["map_doc", doc])
             self.assertEqual(reply[0], "error", reply)  # never an empty result
-            self.assertIn("cnp-worker", reply[2])
+            self.assertIn("killed by signal 9", reply[2])
             qs.close()
             # CouchDB retries the document with a query server that works.
             again = self.started("session_fns.crash_once")
@@ -292,6 +292,8 @@ def hello_as_uid(path, uid):
                                 [pipe_read, pipe_write])
                 answer = read_frame(conn)
             os.write(result_write, answer)
+        except BaseException as error:  # the parent reports it
+            os.write(result_write, encode_fields([(2, f"child failed: {error!r}".encode())]))
         finally:
             os._exit(0)
     os.close(result_write)
