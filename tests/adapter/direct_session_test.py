@@ -218,7 +218,7 @@ class DirectOnlyTest(SessionTestCase):
         finally:
             os.chmod(direct, 0o600)
             os.chmod(self.tmp.name, 0o700)
-        self.assertEqual(outcome, REFUSED)
+        self.assertEqual(outcome, REFUSED, reason)
         self.assertIn("uid 65534", reason)
         self.assertIn("uid 65534", read_log(self.server))
 
