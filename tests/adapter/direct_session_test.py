@@ -273,6 +273,74 @@ class CapacityTest(SessionTestCase):
         self.assertEqual(third.close(), 0)
 
 
+class SettingsTest(unittest.TestCase):
+    """The host-wide server an adapter started keeps the settings it was started with: an
+    adapter with other settings replaces it; an operator's server is kept, and the difference
+    is logged once."""
+
+    def launch_args(self, workers):
+        functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+        return [f"--python-path={functions}", "--allow-module=fixture_fns",
+                f"--workers={workers}"]
+
+    def adapter(self, workers, env):
+        return harness.Adapter(harness.ServerTestCase.binaries, self.launch_args(workers), env=env)
+
+    def test_settings_change_replaces_the_adapter_started_server(self):
+        with harness.socket_dir("cnp-settings-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            try:
+                first = self.adapter(1, env)
+                self.assertIs(first.reply(RESET, timeout=60), True, first.diagnostics())
+                [old] = harness.daemon_pids(socket_path)
+                self.assertEqual(first.close(), 0)
+
+                # CouchDB's configuration changed (--workers) and CouchDB restarted.
+                second = self.adapter(2, env)
+                self.assertIs(second.reply(RESET, timeout=60), True, second.diagnostics())
+                self.assertIn("replacing it", second.diagnostics())
+                self.assertTrue(wait_for_exit(old), "the old server is still running")
+                [new] = harness.daemon_pids(socket_path)
+                self.assertNotEqual(new, old)
+                with open(f"/proc/{new}/cmdline", "rb") as cmdline:
+                    self.assertIn(b"--workers=2", cmdline.read().split(b"\0"))
+                self.assertIs(second.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(second.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+                self.assertEqual(second.close(), 0)
+
+                # The same settings again: the server stays.
+                third = self.adapter(2, env)
+                self.assertIs(third.reply(RESET, timeout=60), True, third.diagnostics())
+                with open(os.path.join(tmp, "run", "cnp-server.log"), errors="replace") as log:
+                    self.assertEqual(harness.daemon_pids(socket_path), [new],
+                                     third.diagnostics() + log.read())
+                self.assertNotIn("replacing", third.diagnostics())
+                self.assertEqual(third.close(), 0)
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_an_operators_server_is_kept_and_the_difference_logged_once(self):
+        with harness.socket_dir("cnp-operator-") as tmp:
+            server = harness.Server(harness.ServerTestCase.binaries,
+                                    os.path.join(tmp, "cnp.sock"), workers=1)
+            env = dict(os.environ, CNP_TARGET=server.target)
+            try:
+                first = self.adapter(3, env)
+                self.assertIs(first.reply(RESET), True, first.diagnostics())
+                self.assertIn("was started by the operator", first.diagnostics(),
+                              read_log(server))
+                second = self.adapter(3, env)
+                self.assertIs(second.reply(RESET), True, second.diagnostics())
+                self.assertNotIn("started by the operator", second.diagnostics())
+                self.assertEqual(first.close(), 0)
+                self.assertEqual(second.close(), 0)
+                self.assertIsNone(server.process.poll(), "the operator's server was stopped")
+            finally:
+                server.stop()
+
+
 # Answer.Outcome values of service/session/session.proto.
 REFUSED = 5
 CANNOT_CHANGE_UID = "cannot change uid"
@@ -297,8 +365,11 @@ def hello_as_uid(path, uid):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.connect(path)
                 hello = encode_fields([(1, b""), (2, 1)])
-                socket.send_fds(conn, [struct.pack("<I", len(hello)) + hello],
-                                [pipe_read, pipe_write])
+                try:
+                    socket.send_fds(conn, [struct.pack("<I", len(hello)) + hello],
+                                    [pipe_read, pipe_write])
+                except BrokenPipeError:
+                    pass  # refused at once: the answer is already waiting
                 answer = read_frame(conn)
             os.write(result_write, answer)
         except PermissionError:

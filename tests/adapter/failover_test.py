@@ -133,7 +133,7 @@ class SharedServerTest(unittest.TestCase):
                 self.assertEqual(len(starts), 1, starts)
                 self.assertEqual(os.stat(runtime_dir).st_mode & 0o777, 0o700)
             finally:
-                for pid in daemon_pids(socket_path):
+                for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, 9)
 
 
@@ -147,23 +147,6 @@ class SharedServerTest(unittest.TestCase):
             self.assertEqual(reply[:2], ["error", "unavailable"])
             self.assertIn("cnp-server exited while starting", reply[2])
             self.assertEqual(adapter.close(), 0)
-
-
-def daemon_pids(socket_path):
-    """The cnp-server processes listening on `socket_path` (started by the adapters, detached
-    from this test, so found by their command line)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-        except OSError:
-            continue
-        if f"--listen=unix:{socket_path}".encode() in argv:
-            pids.append(int(entry))
-    return pids
 
 
 if __name__ == "__main__":

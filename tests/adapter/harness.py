@@ -194,6 +194,32 @@ def through_each_path(test_class, namespace):
     del namespace[test_class.__name__]
 
 
+def daemon_pids(socket_path):
+    """The cnp-server processes listening on `socket_path` (started by the adapters, detached
+    from the test, so found by their command line)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if f"--listen=unix:{socket_path}".encode() in argv:
+            pids.append(int(entry))
+    # A server forking a worker shows a child with its command line until the exec: not a server.
+    return [pid for pid in pids if parent_pid(pid) not in pids]
+
+
+def parent_pid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
 class ServerTestCase(unittest.TestCase):
     """A test case with one cnp-server for the whole class, on a socket in a fresh directory."""
 
