@@ -213,6 +213,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   task.mutable_direct_session()->set_id(id);
   task.mutable_direct_session()->set_default_timeout_ms(
       absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
+  // Logged before the worker has the pipes, so the line is there by the time CouchDB sees a
+  // reply (tests rely on it; so does an operator reading the log after a failure).
+  LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
+          process.pid());
   absl::Status handed = process.SendWithDescriptors(task, pipes.get(), absl::Now() + kSmallFrameWait);
   if (!handed.ok()) {
     std::string how = process.ReapAfterFailure();
@@ -224,9 +228,6 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     Send(fd, answer);
     co_return;
   }
-  // Logged before the answer, so the line is there by the time CouchDB sees a reply.
-  LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
-          process.pid());
   answer.set_outcome(Answer::ACCEPTED);
   Send(fd, answer);
 
