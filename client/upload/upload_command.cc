@@ -41,8 +41,8 @@ Options:
   --view-server=NAME        the design documents' "language", i.e. the query server's name in
                             CouchDB's [query_servers] (default: python); a `language:` in the
                             YAML wins
-  --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; the path is read by
-                            the service, on its host (default: the system's CA store)
+  --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; read here and sent
+                            with the request (default: the service host's CA store)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)
@@ -176,10 +176,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
   return flags;
 }
 
-absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
+// Reads at most max_bytes + 1 bytes of `path`, in chunks, so a huge file or a device is not
+// read into memory; the caller tells a file over the limit by its size.
+absl::StatusOr<std::string> ReadBounded(const std::string& path, int64_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  // Read in chunks and stop past the limit: a huge file or a device is not read into memory.
   std::string text;
   char chunk[64 * 1024];
   while (in && static_cast<int64_t>(text.size()) <= max_bytes) {
@@ -187,7 +188,13 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
     text.append(chunk, static_cast<size_t>(in.gcount()));
   }
   if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  if (static_cast<int64_t>(text.size()) > max_bytes) {
+  return text;
+}
+
+absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
+  absl::StatusOr<std::string> text = ReadBounded(path, max_bytes);
+  if (!text.ok()) return text.status();
+  if (static_cast<int64_t>(text->size()) > max_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         path, " is larger than ", max_bytes,
         " bytes, the limit for one YAML file (raise it with --max-yaml-bytes; cnp-server has "
@@ -195,8 +202,24 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
   }
   v1::UploadFile& file = *request.add_files();
   file.set_name(path);
-  file.set_text(std::move(text));
+  file.set_text(*std::move(text));
   return absl::OkStatus();
+}
+
+// The CA certificates travel as text: the service never reads a path a caller names.
+absl::StatusOr<std::string> ReadCaCertificates(const std::string& path) {
+  constexpr int64_t kMaxCaBytes = 1 << 20;
+  absl::StatusOr<std::string> pem = ReadBounded(path, kMaxCaBytes);
+  if (!pem.ok()) return absl::NotFoundError(absl::StrCat("--ca-file: ", pem.status().message()));
+  if (static_cast<int64_t>(pem->size()) > kMaxCaBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ca-file: ", path, " is larger than 1 MiB; is it a PEM certificate file?"));
+  }
+  if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ca-file: ", path, " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  return pem;
 }
 
 int Send(const std::string& program, const std::string& target, const v1::UploadRequest& request,
@@ -255,7 +278,14 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   request.mutable_credentials()->set_username(couch->username);
   request.mutable_credentials()->set_password(couch->password);
   request.set_database(flags->positional[1]);
-  request.set_ca_file(flags->ca_file);
+  if (!flags->ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadCaCertificates(flags->ca_file);
+    if (!pem.ok()) {
+      io.err << program << ": " << pem.status().message() << "\n";
+      return 2;
+    }
+    request.set_ca_pem(*std::move(pem));
+  }
   request.set_dry_run(flags->dry_run);
   request.set_staged(flags->staged);
   request.set_drop_unknown_fields(flags->drop_unknown_fields);

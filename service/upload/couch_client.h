@@ -24,7 +24,7 @@ class CouchClient {
     std::string base_url;  // without user info, e.g. "https://couch:6984"
     std::string username;  // empty: no authentication
     std::string password;
-    std::string ca_file;   // empty: the system's CA store
+    std::string ca_pem;    // CA certificates as PEM text; empty: the system's CA store
     absl::Duration timeout = absl::Seconds(60);
     // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
     // is not CouchDB must not be able to fill the service's memory.

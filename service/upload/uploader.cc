@@ -123,7 +123,7 @@ class UploadRun {
       options.username = request_.credentials().username();
       options.password = request_.credentials().password();
     }
-    options.ca_file = request_.ca_file();
+    options.ca_pem = request_.ca_pem();
     options.timeout = options_.http_timeout;
     options.max_response_bytes = options_.max_couchdb_response_bytes;
     couch_ = std::make_unique<CouchClient>(std::move(options));

@@ -1,6 +1,8 @@
 // HTTPS to CouchDB: a server whose certificate the CA file vouches for is reached; without the
 // CA file the same server is refused. openssl s_server stands in for CouchDB: it answers every
 // GET with a status page, so a run that got through TLS ends at "malformed design document".
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -47,7 +49,8 @@ TEST(TlsTest, TheCaFileDecidesWhetherTheServerIsTrusted) {
   ASSERT_THAT(untrusted.errors(), SizeIs(1));
   EXPECT_THAT(untrusted.errors()[0].message(), HasSubstr("certificate"));
 
-  request.set_ca_file(absl::StrCat(dir, "/cert.pem"));
+  std::ifstream pem(absl::StrCat(dir, "/cert.pem"));
+  request.set_ca_pem(std::string(std::istreambuf_iterator<char>(pem), {}));
   UploadResult trusted = RunUpload(uploader, request);
   ASSERT_THAT(trusted.errors(), SizeIs(1)) << trusted.Dump();
   EXPECT_THAT(trusted.errors()[0].message(), Not(HasSubstr("certificate")));

@@ -169,6 +169,20 @@ TEST_F(UploadCommandTest, UsageErrorsExitWithTwo) {
   EXPECT_EQ(Check({}).exit_code, 2);
 }
 
+// The CA file is read by the command and its text sent: the service never opens a path a
+// caller names, so a file that is not a certificate is refused here, before any call.
+TEST_F(UploadCommandTest, TheCaFileIsReadHereAndMustHoldACertificate) {
+  std::string not_pem = WriteFile("not-a-cert.pem", "root:x:0:0:root:/root:/bin/bash\n");
+  CommandRun bad = Upload({"--target", target_, "--ca-file", not_pem, "https://localhost:6984",
+                           "db", DesignYaml()});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("holds no PEM certificate"));
+  CommandRun missing = Upload({"--target", target_, "--ca-file", "/nonexistent/ca.pem",
+                               "https://localhost:6984", "db", DesignYaml()});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("--ca-file: cannot read /nonexistent/ca.pem"));
+}
+
 TEST_F(UploadCommandTest, UploadsThenReportsUnchanged) {
   std::string file = DesignYaml();
   CommandRun first = Upload({"--target", target_, UrlWithPassword(), "cli", file});
