@@ -84,9 +84,30 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 
 SessionListener::~SessionListener() = default;
 
+// Removes a socket file left by a server that died; refuses to steal one that still answers or
+// a path that is not a socket (the gRPC socket's rules, service/rpc/rpc_server.cc).
+static absl::Status ClearStaleSocket(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " exists and is not a socket; remove it or listen elsewhere"));
+  }
+  asio::io_context probe_context;
+  stream_protocol::socket probe(probe_context);
+  asio::error_code ec;
+  probe.connect(stream_protocol::endpoint(path), ec);
+  if (!ec) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "another server already takes direct sessions on ", path, "; stop it or listen elsewhere"));
+  }
+  ::unlink(path.c_str());
+  return absl::OkStatus();
+}
+
 absl::Status SessionListener::Start() {
   for (const std::string& path : options_.paths) {
-    ::unlink(path.c_str());  // a socket file left by a server that died
+    if (absl::Status s = ClearStaleSocket(path); !s.ok()) return s;
     auto acceptor = std::make_unique<stream_protocol::acceptor>(control_);
     asio::error_code ec;
     acceptor->open(stream_protocol(), ec);
