@@ -1,5 +1,6 @@
 #include "service/session/session_listener.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -181,6 +182,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     co_return;
   }
 
+  // The adapter sends its hello in one sendmsg() right after connecting, so once the socket is
+  // readable the frame is there; the short deadline only bounds a broken peer of our own uid.
   co_await socket.async_wait(stream_protocol::socket::wait_read,
                              asio::redirect_error(asio::use_awaitable, ec));
   std::string payload;
@@ -228,6 +231,14 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   }
   SessionWorker worker = std::move(*taken);
   pool::WorkerProcess& process = *worker.process;
+  // Starting a worker may have taken longer than the adapter would wait: if it gave up (and
+  // CouchDB with it), the pipes must not go to a worker.
+  if (pollfd gone{fd, POLLIN, 0}; ::poll(&gone, 1, 0) != 0) {
+    LogWarning("direct session for adapter pid ", hello.adapter_pid(),
+               " abandoned: the adapter left while its worker started");
+    pool_.Return(std::move(worker), /*reusable=*/true);
+    co_return;
+  }
   const std::string id = absl::StrCat(hello.adapter_pid(), "/", process.id());
 
   worker::v1::Task task;
