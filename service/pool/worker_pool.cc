@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
@@ -35,9 +36,24 @@ const Task& HandshakeTask() {
 
 constexpr absl::string_view kNotRun = "task was not run";
 
+// A whole task that failed on a version mismatch, or a Resolve (the Resolve RPC, and add_fun on
+// the CouchDB session) one of whose functions did: the code on disk may be newer than the
+// worker's import. Resolve reports per function, as INVALID_ARGUMENT with couch-named-python's
+// message (service/worker/function_name.cc, VersionMismatchMessage).
 bool IsVersionMismatch(const Reply& reply) {
-  return reply.has_failure() &&
-         reply.failure().code() == worker::v1::Failure::VERSION_MISMATCH;
+  if (reply.has_failure()) {
+    return reply.failure().code() == worker::v1::Failure::VERSION_MISMATCH;
+  }
+  if (reply.has_resolve()) {
+    constexpr int kInvalidArgument = 3;  // google.rpc.Code
+    for (const auto& function : reply.resolve().functions()) {
+      if (function.error_code() == kInvalidArgument &&
+          absl::StrContains(function.error(), "did not match expected version")) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 absl::Duration Backoff(const PoolOptions& options, int failures) {

@@ -24,11 +24,14 @@ def parse_binaries(argv):
     parser.add_argument("--worker", required=True)
     parser.add_argument("--functions", required=True, help="fixture_fns.py")
     parser.add_argument("--testdata", default="")
+    parser.add_argument("--cli", default="", help="the cnp command line, for tests that use it")
     args, rest = parser.parse_known_args(argv)
     for name in ("adapter", "server", "worker", "functions"):
         setattr(args, name, os.path.abspath(getattr(args, name)))
     if args.testdata:
         args.testdata = os.path.abspath(args.testdata)
+    if args.cli:
+        args.cli = os.path.abspath(args.cli)
     return args, rest
 
 
