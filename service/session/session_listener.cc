@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <future>
 #include <utility>
 
@@ -18,6 +21,7 @@
 #include "asio/posix/stream_descriptor.hpp"
 #include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/fd_passing.h"
 #include "service/common/framing.h"
@@ -152,7 +156,10 @@ asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& accepto
         co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
-      LogWarning("direct-session accept failed: ", ec.message());
+      // Out of descriptors, most likely: back off instead of spinning until some are freed.
+      LogWarning("direct-session accept failed: ", ec.message(), "; retrying in 100 ms");
+      asio::steady_timer pause(control_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
       continue;
     }
     asio::co_spawn(control_, Serve(std::move(socket)), asio::detached);
@@ -264,7 +271,20 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   Send(fd, answer);
 
   // Now wait for whichever ends first: the worker's session or the adapter.
-  asio::posix::stream_descriptor worker_socket(control_, ::dup(process.fd()));
+  const int worker_fd = ::dup(process.fd());
+  if (worker_fd < 0) {
+    // Out of descriptors: the session cannot be watched, so it is ended at once.
+    LogError("direct session ", id, ": cannot watch its worker (", std::strerror(errno),
+             "); ending it");
+    process.Kill();
+    Ended end;
+    end.set_exit_code(1);
+    end.set_message("cnp-server could not watch the session (out of descriptors); it was ended");
+    Send(fd, end);
+    pool_.Return(std::move(worker), /*reusable=*/false);
+    co_return;
+  }
+  asio::posix::stream_descriptor worker_socket(control_, worker_fd);
   auto ended = co_await (
       worker_socket.async_wait(asio::posix::stream_descriptor::wait_read,
                                asio::experimental::as_tuple(asio::use_awaitable)) ||

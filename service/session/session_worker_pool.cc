@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <future>
 #include <utility>
 
@@ -62,7 +64,13 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   absl::Status status = process.Send(HandshakeTask(), absl::Now() + options_.startup_timeout);
   if (status.ok()) {
     // Wait on the loop, not by blocking it: Python takes tens of milliseconds to start.
-    asio::posix::stream_descriptor readable(control_, ::dup(process.fd()));
+    const int watched = ::dup(process.fd());
+    if (watched < 0) {
+      process.Kill();
+      co_return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot watch a starting session worker: ", std::strerror(errno)));
+    }
+    asio::posix::stream_descriptor readable(control_, watched);
     asio::steady_timer timeout(control_, absl::ToChronoNanoseconds(options_.startup_timeout));
     timeout.async_wait([&readable](asio::error_code ec) {
       if (!ec) readable.cancel();
@@ -173,6 +181,12 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   Kick();
 }
 
+std::vector<pid_t> SessionWorkerPool::spare_pids() const {
+  std::vector<pid_t> pids;
+  for (const SessionWorker& spare : spares_) pids.push_back(spare.process->pid());
+  return pids;
+}
+
 void SessionWorkerPool::Reload() {
   ++generation_;
   LogInfo("reloading the spare session workers; workers in a session follow when it ends");
@@ -181,12 +195,20 @@ void SessionWorkerPool::Reload() {
 }
 
 void SessionWorkerPool::Shutdown() {
-  std::promise<void> done;
-  asio::post(control_, [this, &done] {
+  auto stop = [this] {
     stopped_ = true;
     spares_.clear();
     for (const auto& [id, pid] : in_session_) ::kill(pid, SIGKILL);
     wake_.cancel();
+  };
+  // On the loop's own thread, or with no loop running, nothing else can touch the pool.
+  if (control_.get_executor().running_in_this_thread() || control_.stopped()) {
+    stop();
+    return;
+  }
+  std::promise<void> done;
+  asio::post(control_, [&stop, &done] {
+    stop();
     done.set_value();
   });
   done.get_future().wait();

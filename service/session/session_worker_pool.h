@@ -66,6 +66,8 @@ class SessionWorkerPool {
   void Shutdown();
 
   int sessions() const { return sessions_; }
+  // The started spares' pids (for tests and logs).
+  std::vector<pid_t> spare_pids() const;
   int max_sessions() const { return options_.max_sessions; }
 
  private:
