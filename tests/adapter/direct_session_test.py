@@ -352,6 +352,45 @@ class SettingsTest(unittest.TestCase):
                 server.stop()
 
 
+class KilledHostServerTest(unittest.TestCase):
+    """The host's adapter-started cnp-server killed in the middle of an index build: the query
+    server exits (CouchDB restarts it and retries), the next adapter starts a new server, and
+    every document is mapped exactly."""
+
+    def test_index_completes_exactly_after_the_server_is_killed(self):
+        binaries = harness.ServerTestCase.binaries
+        args = [f"--python-path={os.path.dirname(binaries.functions)}",
+                "--allow-module=fixture_fns", "--workers=1"]
+        docs = [{"_id": f"d{i}", "town": "Oslo", "n": i} for i in range(20)]
+        with harness.socket_dir("cnp-killhost-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            try:
+                rows = {}
+                pending = list(docs)
+                for attempt in range(2):
+                    qs = harness.Adapter(binaries, args, env=env)
+                    self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
+                    self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                    while pending:
+                        if attempt == 0 and len(rows) == 10:
+                            [server] = harness.daemon_pids(socket_path)
+                            os.kill(server, signal.SIGKILL)
+                            self.assertEqual(qs.exited(), 1)  # CouchDB sees the process end
+                            break
+                        doc = pending[0]
+                        reply = qs.reply(["map_doc", doc])
+                        self.assertEqual(reply, [[["Oslo", doc["n"]]]])  # never a wrong row
+                        rows[doc["_id"]] = reply
+                        pending.pop(0)
+                    else:
+                        self.assertEqual(qs.close(), 0)
+                self.assertEqual(sorted(rows), sorted(doc["_id"] for doc in docs))
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
+
 # Answer.Outcome values of service/session/session.proto.
 REFUSED = 5
 CANNOT_CHANGE_UID = "cannot change uid"
