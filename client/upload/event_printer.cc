@@ -99,6 +99,11 @@ void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
     out << "written; starting its index build";
   } else if (p.phase() == "built") {
     out << "index built; moving into place";
+  } else if (p.phase() == "settling") {
+    out << "waiting for CouchDB to commit the live index (update_seq " << p.changes_done()
+        << " of " << p.total_changes() << ") before removing it";
+  } else if (p.phase() == "settled") {
+    out << "the live index is committed at update_seq " << p.changes_done();
   } else if (p.phase() == "cleaned") {
     out << "removed (the live design document uses its index)";
   } else {

@@ -35,7 +35,11 @@ Options:
   --dry-run                 show what would change, with the diff; write nothing
   --staged                  build changed views under _design/<name>__staging first, with
                             progress, then write the live document (which finds the index
-                            already built) and delete the staging document
+                            already built) and delete the staging document once CouchDB
+                            has committed the live index
+  --staged-settle-timeout=SECONDS
+                            with --staged: how long to wait for that commit before keeping
+                            the staging document and saying so (default: 60)
   --drop-unknown-fields     remove stored fields (and views, shows, ...) the YAML does not
                             mention instead of keeping them
   --view-server=NAME        the design documents' "language", i.e. the query server's name in
@@ -96,6 +100,7 @@ struct Flags {
   std::string view_server;
   std::string ca_file;
   int max_conflict_retries = 0;
+  int staged_settle_seconds = 0;
   int64_t max_yaml_bytes = kDefaultMaxYamlBytes;
   std::string target;
   std::vector<std::string> positional;
@@ -155,6 +160,13 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
       if (!v.ok()) return v.status();
       if (!absl::SimpleAtoi(*v, &flags.max_conflict_retries) || flags.max_conflict_retries < 1) {
         return absl::InvalidArgumentError("--max-conflict-retries needs a number of at least 1");
+      }
+    } else if (upload && name == "--staged-settle-timeout") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (!absl::SimpleAtoi(*v, &flags.staged_settle_seconds) ||
+          flags.staged_settle_seconds < 1) {
+        return absl::InvalidArgumentError("--staged-settle-timeout needs a number of seconds");
       }
     } else if (upload && name == "--dry-run") {
       status = no_value();
@@ -288,6 +300,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   }
   request.set_dry_run(flags->dry_run);
   request.set_staged(flags->staged);
+  request.set_staged_settle_seconds(flags->staged_settle_seconds);
   request.set_drop_unknown_fields(flags->drop_unknown_fields);
   request.set_language(flags->view_server);
   request.set_max_conflict_retries(flags->max_conflict_retries);

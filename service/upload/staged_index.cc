@@ -1,6 +1,10 @@
 #include "service/upload/staged_index.h"
 
+#include <optional>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -19,6 +23,19 @@ bool SameDatabase(absl::string_view task_database, absl::string_view database) {
   task_database.remove_prefix(slash + 1);
   size_t dot = task_database.rfind('.');
   return task_database.substr(0, dot) == database;
+}
+
+// An update_seq as _info reports it: a number, or (some CouchDB versions) a string that
+// starts with one ("12-g1AAAA...").
+std::optional<int64_t> SequenceNumber(const rapidjson::Value& seq) {
+  if (seq.IsInt64()) return seq.GetInt64();
+  if (!seq.IsString()) return std::nullopt;
+  absl::string_view text(seq.GetString(), seq.GetStringLength());
+  size_t digits = 0;
+  while (digits < text.size() && absl::ascii_isdigit(text[digits])) ++digits;
+  int64_t number;
+  if (digits == 0 || !absl::SimpleAtoi(text.substr(0, digits), &number)) return std::nullopt;
+  return number;
 }
 
 }  // namespace
@@ -111,8 +128,89 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
     return HttpError(*built, absl::StrCat("building the index of ", staging_id),
                      couch_.base_url());
   }
+  built_index_ = true;
+  // Where the build got to: the live document's index must reach it before the staging
+  // document may go. A failure here is not the build's; it only means the staging document
+  // will be kept (see AwaitLiveIndex).
+  absl::StatusOr<IndexInfo> info = ReadIndexInfo(StagingName(name_));
+  if (info.ok()) {
+    built_seq_ = info->update_seq;
+  } else {
+    built_seq_ = info.status();
+  }
   if (!Report("built")) return absl::CancelledError("the client went away");
   return absl::OkStatus();
+}
+
+absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
+    absl::string_view design_name) {
+  const std::string what = absl::StrCat("reading the index state of _design/", design_name,
+                                        " in ", database_);
+  absl::StatusOr<HttpResponse> response =
+      couch_.Get(absl::StrCat(DesignDocPath(database_, design_name), "/_info"));
+  if (!response.ok()) return response.status();
+  if (response->status != 200) return HttpError(*response, what, couch_.base_url());
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+  const rapidjson::Value* index = nullptr;
+  if (doc.ok() && doc->IsObject()) {
+    auto it = doc->FindMember("view_index");
+    if (it != doc->MemberEnd() && it->value.IsObject()) index = &it->value;
+  }
+  std::optional<int64_t> seq;
+  if (index != nullptr) {
+    auto it = index->FindMember("update_seq");
+    if (it != index->MemberEnd()) seq = SequenceNumber(it->value);
+  }
+  if (!seq) {
+    return absl::UnknownError(absl::StrCat(what, " at ", couch_.base_url(),
+                                           ": its _info has no view_index.update_seq"));
+  }
+  IndexInfo info;
+  info.update_seq = *seq;
+  auto waiting = index->FindMember("waiting_commit");
+  info.waiting_commit = waiting != index->MemberEnd() && waiting->value.IsBool() &&
+                        waiting->value.GetBool();
+  return info;
+}
+
+absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
+  if (!built_index_) return absl::OkStatus();  // no views: no index to lose
+  const std::string live = absl::StrCat("_design/", name_);
+  const std::string staging = absl::StrCat("_design/", StagingName(name_));
+  if (!built_seq_.ok()) {
+    return absl::Status(
+        built_seq_.status().code(),
+        absl::StrCat("could not tell how far the index of ", staging, " was built (",
+                     built_seq_.status().message(), "); ", staging, " was kept in ", database_,
+                     " so that the index ", live, " now uses is not lost; delete it once GET /",
+                     database_, "/", live, "/_info shows \"waiting_commit\": false"));
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    absl::StatusOr<IndexInfo> info = ReadIndexInfo(name_);
+    if (!info.ok()) {
+      return absl::Status(info.status().code(),
+                          absl::StrCat(info.status().message(), "; ", staging,
+                                       " was kept so that its index is not lost"));
+    }
+    if (info->update_seq >= *built_seq_ && !info->waiting_commit) {
+      Report("settled", info->update_seq, *built_seq_);
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the index of ", live, " in ", database_, " did not settle within ",
+          absl::FormatDuration(timeout), " (update_seq ", info->update_seq, " of ", *built_seq_,
+          info->waiting_commit ? ", still waiting_commit" : "", "); ", staging,
+          " was kept so that CouchDB does not drop the built index: delete it once GET /",
+          database_, "/", live, "/_info shows update_seq ", *built_seq_,
+          " and \"waiting_commit\": false (or raise --staged-settle-timeout)"));
+    }
+    if (!Report("settling", info->update_seq, *built_seq_)) {
+      return absl::CancelledError("the client went away");
+    }
+    absl::SleepFor(poll_interval_);
+  }
 }
 
 absl::StatusOr<bool> StagedIndexBuild::IndexerRunning(int64_t& done, int64_t& total) {

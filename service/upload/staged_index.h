@@ -2,8 +2,15 @@
 // ("_design/<name>__staging") holding only the index inputs (views, options, language), so
 // its index signature is the one the live document will have. Its index is built and waited
 // for with progress reports; once the live document is written with the same index inputs,
-// CouchDB finds that index already built and queries switch over without a rebuild. The
-// staging document is removed last; the index stays, referenced by the live document.
+// CouchDB finds that index already built and queries switch over without a rebuild.
+//
+// The staging document is removed last, and only once the live document's index has caught
+// up and been committed. The two documents share one index process; right after a build
+// CouchDB 3 holds its work uncommitted for a few seconds (_info: "waiting_commit": true), and
+// deleting the staging document then shuts the shared index down and loses that work: the
+// live view's first query rebuilds it from scratch (seen on CouchDB 3.4.3). So AwaitLiveIndex
+// polls the live document's _info until its update_seq reaches the staging build's and
+// waiting_commit is false; if that never happens in time, the staging document is kept.
 #pragma once
 
 #include <functional>
@@ -11,6 +18,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cnp/v1/upload.pb.h"
 #include "rapidjson/document.h"
@@ -32,6 +40,12 @@ class StagedIndexBuild {
   // returns once CouchDB reports the index up to date.
   absl::Status Build(const rapidjson::Value& document);
 
+  // Waits, up to `timeout`, until the live design document's index (read from its _info) is
+  // at the update_seq the staging build reached and CouchDB has committed it. Call it after
+  // writing the live document and before Remove. DEADLINE_EXCEEDED (or the _info read's
+  // error) means the staging document must stay: removing it could lose the built index.
+  absl::Status AwaitLiveIndex(absl::Duration timeout);
+
   // Deletes the staging document written by Build.
   absl::Status Remove();
 
@@ -41,12 +55,22 @@ class StagedIndexBuild {
   // when there is none (not started yet, or finished).
   absl::StatusOr<bool> IndexerRunning(int64_t& done, int64_t& total);
 
+  // What GET /<db>/_design/<name>/_info says of the index.
+  struct IndexInfo {
+    int64_t update_seq = 0;
+    bool waiting_commit = false;
+  };
+  absl::StatusOr<IndexInfo> ReadIndexInfo(absl::string_view design_name);
+
   CouchClient& couch_;
   std::string database_;
   std::string name_;
   absl::Duration poll_interval_;
   std::function<bool(const v1::IndexBuildProgress&)> report_;
   std::string staging_rev_;
+  bool built_index_ = false;
+  // The staging index's update_seq right after its build, or why it could not be read.
+  absl::StatusOr<int64_t> built_seq_ = absl::UnknownError("the index was not built");
 };
 
 }  // namespace cnp::upload

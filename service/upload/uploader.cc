@@ -408,6 +408,15 @@ class UploadRun {
       outcome.set_action(exists ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
       if (!Send(event)) return Cancelled();
       if (staging) {
+        absl::Duration settle = request_.staged_settle_seconds() > 0
+                                    ? absl::Seconds(request_.staged_settle_seconds())
+                                    : options_.staged_settle_timeout;
+        if (absl::Status settled = staging->AwaitLiveIndex(settle); !settled.ok()) {
+          // The live document is in place; only the clean-up waits for a later run.
+          if (absl::IsCancelled(settled)) return settled;
+          SendWarning(std::string(settled.message()), target);
+          return absl::OkStatus();
+        }
         if (absl::Status removed = staging->Remove(); !removed.ok()) {
           SendWarning(absl::StrCat("the staging document could not be removed: ",
                                    removed.message()),

@@ -35,6 +35,9 @@ class Uploader {
     absl::Duration http_timeout = absl::Seconds(60);
     // How often a staged deploy polls CouchDB's _active_tasks for its index build's progress.
     absl::Duration staged_poll_interval = absl::Seconds(2);
+    // How long a staged deploy waits for the live document's index to be committed before it
+    // gives up and keeps the staging document (a request's staged_settle_seconds wins).
+    absl::Duration staged_settle_timeout = absl::Seconds(60);
     // What one request's YAML may cost (cnp-server's --max-yaml-bytes, --max-yaml-nodes,
     // --max-design-bytes).
     YamlLimits yaml_limits;
