@@ -320,6 +320,15 @@ class Parser {
   void AddFunction(const YAML::Node& node, std::vector<std::string> path, DesignDocSpec& spec,
                    rapidjson::Value& object, const std::string& member, Allocator& alloc) {
     std::string where = absl::StrJoin(path, ".");
+    if (node.IsSequence()) {
+      // Kazoo's multi-line JavaScript: a function's source as a list of lines.
+      problems_.Error(At(node.Mark()),
+                      absl::StrCat(where,
+                                   " is a list of lines (a function's source, as Kazoo writes "
+                                   "multi-line JavaScript); named functions are names: write "
+                                   "module.function and keep the code in a Python module"));
+      return;
+    }
     if (!node.IsScalar() || node.Scalar().empty()) {
       problems_.Error(At(node.Mark()),
                       absl::StrCat(where, " must name a function as module.function, found ",

@@ -224,8 +224,29 @@ TEST_F(DesignMappingTest, ShapeErrorsNameWhatWasExpected) {
     messages.push_back(absl::StrCat(p.location().line(), ": ", p.message()));
   }
   EXPECT_THAT(messages, ElementsAre(HasSubstr("3: view \"v\" has no map"),
-                                    HasSubstr("5: shows.s must name a function"),
+                                    HasSubstr("5: shows.s is a list of lines"),
                                     HasSubstr("6: filters must be a mapping")));
+}
+
+// Kazoo writes a JavaScript function as an array of its lines; here a function is a name.
+TEST_F(DesignMappingTest, AFunctionGivenAsLinesIsRefusedAtItsLine) {
+  runner_.Define("faxes.listing", 1);
+  UploadResult result = Check({File("faxes.yml",
+                                    "faxes:\n"
+                                    "  views:\n"
+                                    "    crossbar_listing:\n"
+                                    "      map:\n"
+                                    "        - \"function(doc) {\"\n"
+                                    "        - \"  emit(doc._id, null);\"\n"
+                                    "        - \"}\"\n"
+                                    "    by_id: faxes.listing\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  const v1::UploadProblem error = result.errors()[0];
+  EXPECT_EQ(error.location().file(), "faxes.yml");
+  EXPECT_EQ(error.location().line(), 5);
+  EXPECT_THAT(error.message(), HasSubstr("views.crossbar_listing.map is a list of lines"));
+  EXPECT_THAT(error.message(), HasSubstr("named functions are names: write module.function"));
 }
 
 TEST_F(DesignMappingTest, ANameGivenTwiceInOneFileIsAnError) {
