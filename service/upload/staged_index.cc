@@ -151,13 +151,23 @@ absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
   if (!response.ok()) return response.status();
   if (response->status != 200) return HttpError(*response, what, couch_.base_url());
   absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+  if (!doc.ok() || !doc->IsObject()) {
+    return absl::UnknownError(
+        absl::StrCat(what, " at ", couch_.base_url(), ": CouchDB sent a malformed _info"));
+  }
   const rapidjson::Value* index = nullptr;
-  if (doc.ok() && doc->IsObject()) {
+  {
     auto it = doc->FindMember("view_index");
     if (it != doc->MemberEnd() && it->value.IsObject()) index = &it->value;
   }
+  if (index == nullptr) {
+    // pouchdb-server answers {"view_index": "Not implemented."}: a server that keeps no
+    // CouchDB index state has none to lose either.
+    return absl::UnimplementedError(
+        absl::StrCat(what, " at ", couch_.base_url(), ": the server reports no view_index"));
+  }
   std::optional<int64_t> seq;
-  if (index != nullptr) {
+  {
     auto it = index->FindMember("update_seq");
     if (it != index->MemberEnd()) seq = SequenceNumber(it->value);
   }
@@ -175,6 +185,7 @@ absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
 
 absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
   if (!built_index_) return absl::OkStatus();  // no views: no index to lose
+  if (absl::IsUnimplemented(built_seq_.status())) return absl::OkStatus();
   const std::string live = absl::StrCat("_design/", name_);
   const std::string staging = absl::StrCat("_design/", StagingName(name_));
   if (!built_seq_.ok()) {

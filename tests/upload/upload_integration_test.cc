@@ -426,6 +426,7 @@ TEST_F(UploadIntegrationTest, StagedDeployBuildsUnderAStagingIdThenMovesIntoPlac
                           "GET /staged/_design/location__staging/_view/towns?limit=0&update=lazy",
                           "GET /_active_tasks",
                           "GET /staged/_design/location__staging/_view/towns?limit=0",
+                          "GET /staged/_design/location__staging/_info",
                           "PUT /staged/_design/location",
                           ::testing::StartsWith("DELETE /staged/_design/location__staging?rev=")))
       << log;
