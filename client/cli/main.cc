@@ -4,6 +4,7 @@
 #include <string>
 
 #include "client/cli/function_commands.h"
+#include "client/derive/derive_command.h"
 #include "client/upload/upload_command.h"
 
 namespace {
@@ -21,6 +22,7 @@ constexpr Command kCommands[] = {
     {"resolve", cnp::cli::RunResolveCommand, "import functions and show their |version"},
     {"upload", cnp::client::RunUploadCommand, "upload design documents from YAML to CouchDB"},
     {"check", cnp::client::RunCheckCommand, "check design-document YAML without writing"},
+    {"derive", cnp::derive::RunDeriveCommand, "keep map/reduce results as documents (qvarn-mr)"},
 };
 
 int Help(FILE* out) {

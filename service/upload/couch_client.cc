@@ -107,24 +107,33 @@ std::string CouchClient::EscapeSegment(absl::string_view segment) {
 }
 
 absl::StatusOr<HttpResponse> CouchClient::Get(absl::string_view path) {
-  return Perform("GET", path, nullptr, true);
+  return Perform("GET", path, nullptr, true, options_.timeout);
+}
+
+absl::StatusOr<HttpResponse> CouchClient::Get(absl::string_view path, absl::Duration timeout) {
+  return Perform("GET", path, nullptr, true, timeout);
 }
 
 absl::StatusOr<HttpResponse> CouchClient::GetWithoutTimeout(absl::string_view path) {
-  return Perform("GET", path, nullptr, false);
+  return Perform("GET", path, nullptr, false, options_.timeout);
 }
 
 absl::StatusOr<HttpResponse> CouchClient::Put(absl::string_view path, absl::string_view json) {
-  return Perform("PUT", path, &json, true);
+  return Perform("PUT", path, &json, true, options_.timeout);
+}
+
+absl::StatusOr<HttpResponse> CouchClient::Post(absl::string_view path, absl::string_view json) {
+  return Perform("POST", path, &json, true, options_.timeout);
 }
 
 absl::StatusOr<HttpResponse> CouchClient::Delete(absl::string_view path) {
-  return Perform("DELETE", path, nullptr, true);
+  return Perform("DELETE", path, nullptr, true, options_.timeout);
 }
 
 absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::string_view path,
                                                   const absl::string_view* body,
-                                                  bool with_timeout) {
+                                                  bool with_timeout,
+                                                  absl::Duration timeout) {
   CURL* curl = static_cast<CURL*>(curl_);
   if (curl == nullptr) return absl::InternalError("libcurl could not be initialised");
   curl_easy_reset(curl);  // keeps the connection cache
@@ -150,7 +159,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
   if (with_timeout) {
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(absl::ToInt64Milliseconds(options_.timeout)));
+                     static_cast<long>(absl::ToInt64Milliseconds(timeout)));
   }
   if (!options_.username.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);

@@ -43,6 +43,9 @@ class CouchClient {
   absl::StatusOr<HttpResponse> Get(absl::string_view path);
   absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json);
   absl::StatusOr<HttpResponse> Delete(absl::string_view path);
+  absl::StatusOr<HttpResponse> Post(absl::string_view path, absl::string_view json);
+  // A GET bounded by `timeout` instead of Options::timeout (a _changes longpoll).
+  absl::StatusOr<HttpResponse> Get(absl::string_view path, absl::Duration timeout);
   // A GET that may take as long as the server needs (an index build).
   absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
 
@@ -53,7 +56,8 @@ class CouchClient {
 
  private:
   absl::StatusOr<HttpResponse> Perform(const char* method, absl::string_view path,
-                                       const absl::string_view* body, bool with_timeout);
+                                       const absl::string_view* body, bool with_timeout,
+                                       absl::Duration timeout);
 
   Options options_;
   void* curl_;  // CURL*, reused so that requests share one keep-alive connection

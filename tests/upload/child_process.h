@@ -28,6 +28,7 @@ class ChildProcess {
   ~ChildProcess();
 
   std::string output() const;
+  pid_t pid() const { return pid_; }
   // Waits until the output contains `text`; false if the process ended or time ran out first.
   bool WaitForOutput(const std::string& text, absl::Duration timeout);
 

@@ -1,0 +1,52 @@
+// JSON requests to one CouchDB server for cnp derive, over the upload's CouchClient (libcurl,
+// bounded answers, credentials never in a URL or a message). An answer that is not a success
+// becomes a status naming what was being done; of its body only CouchDB's error and reason.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "rapidjson/document.h"
+#include "service/upload/couch_client.h"
+
+namespace cnp::derive {
+
+class CouchDb {
+ public:
+  explicit CouchDb(upload::CouchClient& http) : http_(http) {}
+
+  absl::StatusOr<rapidjson::Document> Get(const std::string& path, absl::string_view what);
+  // NOT_FOUND (the document or database is missing) is nullopt.
+  absl::StatusOr<std::optional<rapidjson::Document>> GetIfExists(const std::string& path,
+                                                                 absl::string_view what);
+  // A GET that may end in a transport timeout, which is then nullopt (a quiet longpoll).
+  absl::StatusOr<std::optional<rapidjson::Document>> GetOrTimeOut(const std::string& path,
+                                                                  absl::Duration timeout);
+  absl::StatusOr<rapidjson::Document> Post(const std::string& path, absl::string_view json,
+                                           absl::string_view what);
+  // HTTP 409 is ABORTED, so a caller can tell a lost race from a failure.
+  absl::StatusOr<rapidjson::Document> Put(const std::string& path, absl::string_view json,
+                                          absl::string_view what);
+  // Creates the database unless it exists.
+  absl::Status EnsureDatabase(absl::string_view database);
+
+  const std::string& base_url() const { return http_.base_url(); }
+
+ private:
+  absl::StatusOr<rapidjson::Document> Parse(const absl::StatusOr<upload::HttpResponse>& response,
+                                            absl::string_view what);
+
+  upload::CouchClient& http_;
+};
+
+// "/<db>", "/<db>/_local/<id>" and "/<db>/<id>", escaped.
+std::string DbPath(absl::string_view database);
+std::string LocalDocPath(absl::string_view database, absl::string_view id);
+// A JSON value as a URL query parameter value (startkey="...").
+std::string QueryJson(const rapidjson::Value& value);
+std::string QueryString(absl::string_view text);
+
+}  // namespace cnp::derive

@@ -1,0 +1,245 @@
+#include "client/derive/derive_command.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "client/cli/arguments.h"
+#include "client/derive/couch_db.h"
+#include "client/derive/declaration.h"
+#include "client/derive/deriver.h"
+#include "client/derive/lease.h"
+#include "client/lib/cnp_client.h"
+#include "client/lib/default_target.h"
+#include "client/upload/couch_credentials.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/couch_url.h"
+
+namespace cnp::derive {
+namespace {
+
+constexpr char kUsage[] = R"(Usage: cnp derive [options] COUCHDB_URL DECLARATION.yml
+
+Keeps derived databases: map/reduce results stored as ordinary documents that clients read,
+replicate and filter like any other data (qvarn-mr's idea, on CouchDB's _changes).
+
+DECLARATION.yml (YAML or JSON) mirrors qvarn-mr's `handlers` dict, naming the handlers:
+
+  name: company_reports                  # this instance: lease, checkpoints, status, errors
+  handlers:
+    company_reports__map:                # target database <- source databases
+      orgs:    {type: map, version: 1, handler: myhandlers.org_key}
+      reports: {type: map, version: 1, handler: myhandlers.report_org}
+    company_reports:                     # a reduce target: one source, a map target above
+      company_reports__map: {type: reduce, version: 1, handler: myhandlers.company_report,
+                             sources: true}
+
+Handlers are named functions (module.function or module.function|N) that cnp-server runs on
+its --python-path, never this process; couch_named_python.mr has the helpers item, value,
+count, join and handler. A map handler gets a source document and yields (key, value) pairs;
+a reduce handler is called f(keys, rows, rereduce) with all rows of one key of its map target
+(with `sources: true` each row also has mr_source, its source document).
+
+For each stage (target <- source) this command reads the source's _changes in batches
+(include_docs, seq_interval), sends the changed documents to the service's Map RPC, and writes
+the rows to the target with _bulk_docs, writing only documents that changed. Derived documents
+have deterministic ids and carry mr_source_id, mr_source_type, mr_key, mr_value, mr_version
+(CouchDB refuses unknown top-level fields that start with '_'). A deleted source document
+deletes its rows. A reduce stage follows its map target's _changes and re-reduces each changed
+key from all of that key's rows (Reduce RPC; _find on an mr_key index it creates). The last
+sequence is checkpointed in _local/cnp-derive:NAME:SOURCE of the target, and a run resumes from
+it; the first run is the initial synchronization. A changed `version` re-runs its stage from the
+start and then removes the derived documents of other versions.
+
+Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in the first
+target database, by name) lets one write; it renews the lease every --lease-renew, and another
+takes over once the holder has not renewed for --lease-timeout (at once if it stopped cleanly).
+Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
+document is logged and recorded (document id, handler, exception) in
+_local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
+
+Options:
+  --once                  catch up with every source, then exit (default: follow forever)
+  --batch-size=N          changes per batch and per Map call (default: 500)
+  --poll-interval=DUR     longest quiet wait on a source's longpoll _changes (default: 1s)
+  --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
+  --lease-renew=DUR       how often the holder renews (default: 10s)
+  --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
+  --timeout=DUR           per Map/Reduce call (default: 60s)
+  --target=ADDRESS        the cnp service (default: $CNP_TARGET, else %s)
+  -h, --help              this text
+
+Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
+CNP_COUCHDB_PASSWORD; the URL's host in $NETRC, else ~/.netrc. No message shows them. Unlike
+`cnp upload`, this command talks to CouchDB itself (it follows feeds for as long as it runs).
+
+Exit status: 0 caught up (--once) or stopped by SIGINT/SIGTERM, 1 an error, 2 a usage error.
+)";
+
+std::atomic<bool> stop_requested{false};
+
+void OnStopSignal(int) { stop_requested = true; }
+
+int Fail(const absl::Status& status) {
+  std::cerr << "cnp derive: " << upload::RedactCredentials(status.message()) << "\n";
+  return absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+absl::Status ParseDurationFlag(const cli::Arguments& args, const char* name, absl::Duration& out) {
+  if (!args.Has(name)) return absl::OkStatus();
+  if (!absl::ParseDuration(args.Get(name), &out) || out <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, "=", args.Get(name),
+                                                   " is not a positive duration like 500ms or 2m"));
+  }
+  return absl::OkStatus();
+}
+
+std::string HolderId() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::random_device random;
+  return absl::StrFormat("%s:%d:%08x", host, getpid(), random());
+}
+
+}  // namespace
+
+int RunDeriveCommand(int argc, char** argv) {
+  std::string usage = kUsage;
+  usage.replace(usage.find("%s"), 2, client::DefaultTarget());
+  auto args = cli::ParseArguments(
+      argc, argv,
+      {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout", "target"},
+      {"help", "once"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->Has("help")) {
+    std::cout << usage;
+    return 0;
+  }
+  if (args->positional.size() != 2) {
+    std::cerr << usage;
+    return 2;
+  }
+  DeriverOptions options;
+  if (args->Has("batch-size") &&
+      (!absl::SimpleAtoi(args->Get("batch-size"), &options.batch_size) || options.batch_size < 1 ||
+       options.batch_size > 100000)) {
+    return Fail(absl::InvalidArgumentError("--batch-size must be a number from 1 to 100000"));
+  }
+  absl::Duration poll = absl::Seconds(1), lease_timeout = absl::Seconds(60), lease_renew = absl::Seconds(10);
+  for (auto [name, value] : {std::pair<const char*, absl::Duration*>{"poll-interval", &poll},
+                             {"lease-timeout", &lease_timeout},
+                             {"lease-renew", &lease_renew},
+                             {"timeout", &options.rpc_timeout}}) {
+    if (absl::Status s = ParseDurationFlag(*args, name, *value); !s.ok()) return Fail(s);
+  }
+  if (lease_renew >= lease_timeout) {
+    return Fail(absl::InvalidArgumentError("--lease-renew must be shorter than --lease-timeout"));
+  }
+  absl::StatusOr<Declaration> declaration = ReadDeclaration(args->positional[1]);
+  if (!declaration.ok()) return Fail(declaration.status());
+
+  absl::StatusOr<client::upload::CouchCredentials> credentials =
+      client::upload::FindCouchCredentials(args->positional[0], client::upload::ProcessEnv);
+  if (!credentials.ok()) return Fail(credentials.status());
+  upload::CouchClient::Options http_options;
+  http_options.base_url = credentials->url;
+  http_options.username = credentials->username;
+  http_options.password = credentials->password;
+  if (args->Has("ca-file")) {
+    std::ifstream in(args->Get("ca-file"), std::ios::binary);
+    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read --ca-file=", args->Get("ca-file"))));
+    std::ostringstream pem;
+    pem << in.rdbuf();
+    http_options.ca_pem = pem.str();
+  }
+  upload::CouchClient http(http_options);
+  CouchDb couch(http);
+  auto cnp = client::Client::Connect(args->Get("target", client::DefaultTarget()));
+  if (!cnp.ok()) return Fail(cnp.status());
+
+  std::signal(SIGINT, OnStopSignal);
+  std::signal(SIGTERM, OnStopSignal);
+  const bool once = args->Has("once");
+  const std::string holder = HolderId();
+  std::string home = declaration->stages.front().target;
+  for (const Stage& s : declaration->stages) home = std::min(home, s.target);
+  if (absl::Status s = couch.EnsureDatabase(home); !s.ok()) return Fail(s);
+  Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew);
+
+  while (!stop_requested) {
+    // Wait for the lease.
+    bool said_waiting = false;
+    while (!stop_requested) {
+      absl::StatusOr<bool> acquired = lease.TryAcquire();
+      if (!acquired.ok()) return Fail(acquired.status());
+      if (*acquired) break;
+      if (!said_waiting) {
+        std::cerr << "cnp derive: " << declaration->name << ": waiting for the lease held by "
+                  << lease.other_holder() << "\n";
+        said_waiting = true;
+      }
+      absl::SleepFor(std::min(poll, lease.wait_hint() + absl::Milliseconds(20)));
+    }
+    if (stop_requested) break;
+    std::cerr << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
+
+    Deriver deriver(*declaration, couch, **cnp, options, std::cerr, [&]() -> absl::StatusOr<bool> {
+      if (stop_requested) return false;
+      return lease.RenewIfDue();
+    });
+    if (absl::Status s = deriver.Start(); !s.ok()) {
+      lease.Release();
+      return Fail(s);
+    }
+    bool lost = false;
+    while (!stop_requested) {
+      absl::StatusOr<int64_t> handled = deriver.CatchUp();
+      if (absl::IsFailedPrecondition(handled.status())) {
+        lost = true;
+        break;
+      }
+      if (!handled.ok()) {
+        (void)deriver.WriteStatus(holder);
+        lease.Release();
+        return Fail(handled.status());
+      }
+      if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
+        lease.Release();
+        return Fail(s);
+      }
+      if (once) {
+        lease.Release();
+        std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
+        return 0;
+      }
+      absl::StatusOr<bool> renewed = lease.RenewIfDue();
+      if (!renewed.ok()) return Fail(renewed.status());
+      if (!*renewed) {
+        lost = true;
+        break;
+      }
+      if (absl::Status s = deriver.WaitForChanges(std::min(poll, lease_renew)); !s.ok()) {
+        lease.Release();
+        return Fail(s);
+      }
+    }
+    if (lost && !stop_requested) {
+      std::cerr << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";
+    }
+  }
+  lease.Release();
+  std::cerr << "cnp derive: " << declaration->name << ": stopped\n";
+  return 0;
+}
+
+}  // namespace cnp::derive

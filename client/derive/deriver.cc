@@ -1,0 +1,759 @@
+#include "client/derive/deriver.h"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+#include "service/upload/json.h"
+
+namespace cnp::derive {
+namespace {
+
+using rapidjson::Document;
+using rapidjson::Value;
+
+constexpr int kLookupPage = 1000;
+
+std::string ShaHex(absl::string_view text, size_t hex_chars) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  std::string hex;
+  for (unsigned char c : digest) absl::StrAppendFormat(&hex, "%02x", c);
+  return hex.substr(0, hex_chars);
+}
+
+std::string Text(const Value& object, const char* field) {
+  if (!object.IsObject()) return "";
+  auto it = object.FindMember(field);
+  return it != object.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+}
+
+const Value* Member(const Value& object, const char* field) {
+  if (!object.IsObject()) return nullptr;
+  auto it = object.FindMember(field);
+  return it == object.MemberEnd() ? nullptr : &it->value;
+}
+
+// A sequence as text for ?since=: CouchDB 2+ answers strings, pouchdb-server and CouchDB 1 numbers.
+std::string SeqText(const Value& seq) {
+  if (seq.IsString()) return seq.GetString();
+  if (seq.IsNull()) return "0";
+  return upload::ToJson(seq);
+}
+
+// The leading number of a sequence ("1234-g1AA..." or "1234"): comparable enough for a backlog.
+int64_t SeqNumber(absl::string_view seq) {
+  size_t end = 0;
+  while (end < seq.size() && seq[end] >= '0' && seq[end] <= '9') ++end;
+  int64_t n = -1;
+  if (!absl::SimpleAtoi(seq.substr(0, end), &n)) return -1;
+  return n;
+}
+
+bool IsDesign(absl::string_view id) { return absl::StartsWith(id, "_design/"); }
+
+int64_t Generation(absl::string_view rev) {
+  int64_t n = 0;
+  size_t dash = rev.find('-');
+  if (dash == absl::string_view::npos || !absl::SimpleAtoi(rev.substr(0, dash), &n)) return 0;
+  return n;
+}
+
+std::string RangeQuery(const std::string& prefix) {
+  return absl::StrCat("startkey=", QueryString(prefix), "&endkey=",
+                      QueryString(absl::StrCat(prefix, "\xef\xbf\xb0")));  // U+FFF0
+}
+
+// The fields of a derived document. An object value becomes the document's fields (those
+// starting with '_' are CouchDB's and are left out); anything else is mr_value.
+void FillDerived(Document& doc, const Value& key, const Value& value, int64_t version,
+                 const std::string& source_type) {
+  auto& a = doc.GetAllocator();
+  if (value.IsObject()) {
+    for (auto it = value.MemberBegin(); it != value.MemberEnd(); ++it) {
+      absl::string_view name(it->name.GetString(), it->name.GetStringLength());
+      if (absl::StartsWith(name, "_") || absl::StartsWith(name, "mr_")) continue;
+      doc.AddMember(Value(it->name, a), Value(it->value, a), a);
+    }
+    doc.AddMember("mr_value", Value(rapidjson::kNullType), a);
+  } else {
+    doc.AddMember("mr_value", Value(value, a), a);
+  }
+  doc.AddMember("mr_key", Value(key, a), a);
+  doc.AddMember("mr_source_type", Value(source_type.c_str(), a), a);
+  doc.AddMember("mr_version", version, a);
+}
+
+// {_id, _rev, _deleted, mr_key, ...}: the tombstone keeps the key for the reduce stage.
+std::string Tombstone(const Value& existing) {
+  Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  for (const char* field : {"_id", "_rev", "mr_key", "mr_source_id", "mr_source_type", "mr_version"}) {
+    if (const Value* v = Member(existing, field)) doc.AddMember(Value(field, a), Value(*v, a), a);
+  }
+  doc.AddMember("_deleted", true, a);
+  return upload::ToJson(doc);
+}
+
+// The derived document to write, or "" when `existing` already says the same.
+std::string Desired(Document& desired, Value* existing) {
+  if (existing != nullptr && existing->IsObject()) {
+    std::string rev = Text(*existing, "_rev");
+    existing->RemoveMember("_rev");
+    if (upload::JsonEqual(*existing, desired)) return "";
+    desired.AddMember("_rev", Value(rev.c_str(), desired.GetAllocator()), desired.GetAllocator());
+  }
+  return upload::ToJson(desired);
+}
+
+}  // namespace
+
+std::string MapRowPrefix(const std::string& source, const std::string& source_id) {
+  return absl::StrCat(source, ":", ShaHex(source_id, 32), ":");
+}
+
+std::string MapRowId(const std::string& source, const std::string& source_id,
+                     const std::string& key_json, size_t index) {
+  return absl::StrCat(MapRowPrefix(source, source_id), ShaHex(key_json, 16), ":", index);
+}
+
+std::string ReduceRowId(const std::string& map_target, const std::string& key_json) {
+  return absl::StrCat(map_target, ":", ShaHex(key_json, 32));
+}
+
+struct Deriver::Batch {
+  Document changes;
+  std::vector<const Value*> results;  // without design documents
+};
+
+Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
+                 DeriverOptions options, std::ostream& log,
+                 std::function<absl::StatusOr<bool>()> may_write)
+    : declaration_(std::move(declaration)),
+      couch_(couch),
+      cnp_(cnp),
+      options_(options),
+      log_(log),
+      may_write_(std::move(may_write)) {
+  home_ = declaration_.stages.front().target;
+  for (const Stage& s : declaration_.stages) home_ = std::min(home_, s.target);
+  progress_.resize(declaration_.stages.size());
+  checkpoints_.resize(declaration_.stages.size());
+  stage_started_.assign(declaration_.stages.size(), absl::Now());
+  last_report_.assign(declaration_.stages.size(), absl::InfinitePast());
+  reported_processed_.assign(declaration_.stages.size(), 0);
+}
+
+static std::string CheckpointId(const std::string& name, const Stage& s) {
+  return absl::StrCat("cnp-derive:", name, ":", s.source);
+}
+
+absl::Status Deriver::Start() {
+  std::set<std::string> targets, sources;
+  for (const Stage& s : declaration_.stages) {
+    targets.insert(s.target);
+    if (!s.reduce) sources.insert(s.source);
+  }
+  for (const std::string& source : sources) {
+    absl::StatusOr<std::optional<Document>> info =
+        couch_.GetIfExists(DbPath(source), absl::StrCat("reading source database ", source));
+    if (!info.ok()) return info.status();
+    if (!info->has_value()) {
+      return absl::NotFoundError(absl::StrCat("source database ", source, " does not exist at ",
+                                              couch_.base_url()));
+    }
+  }
+  for (const std::string& target : targets) {
+    if (absl::Status s = couch_.EnsureDatabase(target); !s.ok()) return s;
+  }
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& s = declaration_.stages[i];
+    if (s.reduce) {
+      // Reduce stages read a key's rows of the map target with _find; CouchDB needs an index
+      // on mr_key for that not to scan the whole database.
+      absl::StatusOr<Document> index = couch_.Post(
+          absl::StrCat(DbPath(s.source), "/_index"),
+          R"({"index":{"fields":["mr_key"]},"ddoc":"cnp-derive-mr-key","name":"mr-key","type":"json"})",
+          absl::StrCat("creating the mr_key index of ", s.source));
+      if (!index.ok()) return index.status();
+    }
+    absl::StatusOr<std::optional<Document>> doc = couch_.GetIfExists(
+        LocalDocPath(s.target, CheckpointId(declaration_.name, s)), "reading a checkpoint");
+    if (!doc.ok()) return doc.status();
+    StageProgress& p = progress_[i];
+    Checkpoint& c = checkpoints_[i];
+    if (!doc->has_value()) {
+      p.seq = "0";
+      c.sweep = true;  // derived documents left by an earlier run without its checkpoint
+    } else {
+      const Document& d = **doc;
+      c.rev = Text(d, "_rev");
+      const Value* version = Member(d, "version");
+      const Value* seq = Member(d, "seq");
+      const Value* sweep = Member(d, "sweep");
+      int64_t old_version = version && version->IsInt64() ? version->GetInt64() : -1;
+      if (old_version != s.version) {
+        log_ << "cnp derive: " << s.source << " -> " << s.target << ": version " << old_version
+             << " -> " << s.version << ", re-running over " << s.source
+             << " from the start; documents of other versions will be removed\n";
+        p.seq = "0";
+        c.sweep = true;
+        p.rerun = true;
+      } else {
+        p.seq = seq ? SeqText(*seq) : "0";
+        c.sweep = sweep && sweep->IsBool() && sweep->GetBool();
+      }
+    }
+    p.seq_before = p.seq;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Deriver::CatchUp() {
+  int64_t total = 0;
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    stage_started_[i] = absl::Now();
+    while (true) {
+      absl::StatusOr<int64_t> n = RunBatch(i);
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      total += *n;
+    }
+    Report(i, /*force=*/true);
+  }
+  return total;
+}
+
+absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
+  const Stage& s = declaration_.stages[i];
+  StageProgress& p = progress_[i];
+  absl::StatusOr<bool> allowed = may_write_();
+  if (!allowed.ok()) return allowed.status();
+  if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
+  Batch batch;
+  {
+    absl::StatusOr<Document> changes = couch_.Get(
+        absl::StrCat(DbPath(s.source), "/_changes?since=", upload::CouchClient::EscapeSegment(p.seq),
+                     "&limit=", options_.batch_size, "&include_docs=true&seq_interval=",
+                     options_.batch_size),
+        absl::StrCat("reading the changes of ", s.source));
+    if (!changes.ok()) return changes.status();
+    batch.changes = *std::move(changes);
+  }
+  const Value* results = Member(batch.changes, "results");
+  const Value* last_seq = Member(batch.changes, "last_seq");
+  if (results == nullptr || !results->IsArray() || last_seq == nullptr) {
+    return absl::UnknownError(absl::StrCat("the _changes answer of ", s.source, " has no results or last_seq"));
+  }
+  if (const Value* pending = Member(batch.changes, "pending"); pending && pending->IsInt64()) {
+    p.backlog = pending->GetInt64();
+  }
+  if (results->Empty()) {
+    p.backlog = 0;
+    if (checkpoints_[i].sweep) {
+      if (absl::Status st = Sweep(i); !st.ok()) return st;
+      checkpoints_[i].sweep = false;
+      if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+    }
+    return 0;
+  }
+  for (const Value& change : results->GetArray()) {
+    if (!IsDesign(Text(change, "id"))) batch.results.push_back(&change);
+  }
+  absl::StatusOr<int64_t> written = s.reduce ? ReduceBatch(i, batch) : MapBatch(i, batch);
+  if (!written.ok()) return written.status();
+  p.written += *written;
+  p.processed += results->Size();
+  p.seq = SeqText(*last_seq);
+  if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+  if (absl::Status st = FlushErrors(); !st.ok()) return st;
+  Report(i, false);
+  return static_cast<int64_t>(results->Size());
+}
+
+absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
+  const Stage& s = declaration_.stages[i];
+  std::vector<std::string> docs;
+  std::vector<const Value*> mapped;  // the changes whose documents were mapped
+  for (const Value* change : batch.results) {
+    const Value* deleted = Member(*change, "deleted");
+    const Value* doc = Member(*change, "doc");
+    if ((deleted && deleted->IsBool() && deleted->GetBool()) || doc == nullptr || !doc->IsObject()) continue;
+    docs.push_back(upload::ToJson(*doc));
+    mapped.push_back(change);
+  }
+  v1::MapResponse response;
+  if (!docs.empty()) {
+    absl::StatusOr<v1::MapResponse> r = cnp_.Map({s.handler}, docs, options_.rpc_timeout);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
+                                                          " -> ", s.target, "): ", r.status().message()));
+    }
+    response = *std::move(r);
+    if (response.results_size() != static_cast<int>(docs.size())) {
+      return absl::InternalError("the service answered a different number of map results");
+    }
+  }
+  // The rows each document yields now, as documents to write.
+  std::map<std::string, std::vector<Document>> desired;  // source id -> rows
+  std::set<std::string> failed;                          // handler raised: rows left as they are
+  for (size_t d = 0; d < mapped.size(); ++d) {
+    std::string id = Text(*mapped[d], "id");
+    const v1::MapResult& result = response.results(static_cast<int>(d));
+    if (result.errors_size() > 0) {
+      for (const v1::FunctionError& e : result.errors()) RecordError(s, id, e.type(), e.message());
+      failed.insert(id);
+      continue;
+    }
+    absl::StatusOr<Document> rows = upload::ParseJson(result.rows());
+    if (!rows.ok() || !rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
+      return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
+    }
+    std::vector<Document>& out = desired[id];
+    size_t n = 0;
+    for (const Value& pair : (*rows)[0].GetArray()) {
+      if (!pair.IsArray() || pair.Size() != 2) continue;
+      Document doc(rapidjson::kObjectType);
+      auto& a = doc.GetAllocator();
+      std::string key_json = upload::ToJson(pair[0]);
+      doc.AddMember("_id", Value(MapRowId(s.source, id, key_json, n++).c_str(), a), a);
+      doc.AddMember("mr_source_id", Value(id.c_str(), a), a);
+      FillDerived(doc, pair[0], pair[1], s.version, s.source);
+      out.push_back(std::move(doc));
+    }
+  }
+  // What the target holds now. A document at its first revision, never changed, can only have
+  // produced the rows it produces now (or rows of another version, which the sweep after a
+  // re-run removes): those are looked up by id in one request. Anything else may have yielded
+  // other keys before: its rows are found by their id prefix.
+  Document existing_docs(rapidjson::kObjectType);
+  std::map<std::string, Value*> existing;
+  std::vector<std::string> ranged;  // source ids whose every current row must be found
+  Value keys(rapidjson::kArrayType);
+  auto& ea = existing_docs.GetAllocator();
+  for (const Value* change : batch.results) {
+    std::string id = Text(*change, "id");
+    if (failed.count(id) > 0) continue;
+    const Value* changes = Member(*change, "changes");
+    std::string rev = changes && changes->IsArray() && !changes->Empty() ? Text((*changes)[0], "rev") : "";
+    const Value* deleted = Member(*change, "deleted");
+    bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
+    if (!is_deleted && Generation(rev) == 1) {
+      for (const Document& doc : desired[id]) keys.PushBack(Value(Text(doc, "_id").c_str(), ea), ea);
+    } else {
+      ranged.push_back(id);
+    }
+  }
+  std::vector<Document> answers;
+  if (!keys.Empty()) {
+    Document body(rapidjson::kObjectType);
+    body.AddMember("keys", Value(keys, body.GetAllocator()), body.GetAllocator());
+    absl::StatusOr<Document> found =
+        couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"),
+                    upload::ToJson(body), absl::StrCat("reading derived documents of ", s.target));
+    if (!found.ok()) return found.status();
+    answers.push_back(*std::move(found));
+  }
+  std::map<std::string, std::vector<std::string>> current_ids;  // ranged source id -> row ids
+  for (const std::string& id : ranged) {
+    absl::StatusOr<Document> found = couch_.Get(
+        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&", RangeQuery(MapRowPrefix(s.source, id))),
+        absl::StrCat("reading derived documents of ", s.target));
+    if (!found.ok()) return found.status();
+    std::vector<std::string>& ids = current_ids[id];
+    if (const Value* rows = Member(*found, "rows"); rows && rows->IsArray()) {
+      for (const Value& row : rows->GetArray()) ids.push_back(Text(row, "id"));
+    }
+    answers.push_back(*std::move(found));
+  }
+  for (Document& answer : answers) {
+    Value* rows = const_cast<Value*>(Member(answer, "rows"));
+    if (rows == nullptr || !rows->IsArray()) continue;
+    for (Value& row : rows->GetArray()) {
+      Value* doc = const_cast<Value*>(Member(row, "doc"));
+      if (doc != nullptr && doc->IsObject()) existing[Text(row, "id")] = doc;
+    }
+  }
+  std::vector<std::string> writes;
+  for (auto& [id, rows] : desired) {
+    for (Document& doc : rows) {
+      auto it = existing.find(Text(doc, "_id"));
+      std::string json = Desired(doc, it == existing.end() ? nullptr : it->second);
+      if (!json.empty()) writes.push_back(std::move(json));
+    }
+  }
+  for (const auto& [id, row_ids] : current_ids) {
+    std::set<std::string> keep;
+    for (const Document& doc : desired[id]) keep.insert(Text(doc, "_id"));
+    for (const std::string& row_id : row_ids) {
+      auto it = existing.find(row_id);
+      if (keep.count(row_id) == 0 && it != existing.end()) writes.push_back(Tombstone(*it->second));
+    }
+  }
+  int64_t count = static_cast<int64_t>(writes.size());
+  if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
+  return count;
+}
+
+absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
+  const Stage& s = declaration_.stages[i];
+  Document keys_doc(rapidjson::kObjectType);
+  std::map<std::string, Value> keys;  // key JSON -> key
+  for (const Value* change : batch.results) {
+    const Value* doc = Member(*change, "doc");
+    const Value* key = doc ? Member(*doc, "mr_key") : nullptr;
+    if (key != nullptr) keys.emplace(upload::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
+  }
+  if (keys.empty()) return 0;
+  // Every row of each changed key, from the map target.
+  std::map<std::string, std::vector<Value*>> groups;
+  std::vector<Document> pages;
+  for (auto& [key_json, key] : keys) {
+    std::string bookmark;
+    int64_t skip = 0;
+    while (true) {
+      Document query(rapidjson::kObjectType);
+      auto& a = query.GetAllocator();
+      Value eq(rapidjson::kObjectType);
+      eq.AddMember("$eq", Value(key, a), a);
+      Value selector(rapidjson::kObjectType);
+      selector.AddMember("mr_key", eq, a);
+      query.AddMember("selector", selector, a);
+      query.AddMember("limit", kLookupPage, a);
+      if (!bookmark.empty()) query.AddMember("bookmark", Value(bookmark.c_str(), a), a);
+      else if (skip > 0) query.AddMember("skip", skip, a);
+      absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), upload::ToJson(query),
+                                                  absl::StrCat("reading the rows of a key in ", s.source));
+      if (!page.ok()) return page.status();
+      Value* docs = const_cast<Value*>(Member(*page, "docs"));
+      size_t n = docs && docs->IsArray() ? docs->Size() : 0;
+      for (size_t d = 0; d < n; ++d) groups[key_json].push_back(&(*docs)[d]);
+      bookmark = Text(*page, "bookmark");
+      skip += static_cast<int64_t>(n);
+      pages.push_back(*std::move(page));
+      if (n < static_cast<size_t>(kLookupPage)) break;
+    }
+    auto& rows = groups[key_json];
+    std::sort(rows.begin(), rows.end(),
+              [](const Value* a, const Value* b) { return Text(*a, "_id") < Text(*b, "_id"); });
+  }
+  std::vector<Document> source_answers;
+  if (s.with_sources) {
+    std::map<std::string, std::set<std::string>> wanted;  // source database -> ids
+    for (auto& [key_json, rows] : groups) {
+      for (Value* row : rows) wanted[Text(*row, "mr_source_type")].insert(Text(*row, "mr_source_id"));
+    }
+    std::map<std::pair<std::string, std::string>, const Value*> found_docs;
+    for (const auto& [database, ids] : wanted) {
+      if (database.empty()) continue;
+      Document body(rapidjson::kObjectType);
+      auto& a = body.GetAllocator();
+      Value list(rapidjson::kArrayType);
+      for (const std::string& id : ids) list.PushBack(Value(id.c_str(), a), a);
+      body.AddMember("keys", list, a);
+      absl::StatusOr<Document> answer =
+          couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"), upload::ToJson(body),
+                      absl::StrCat("reading source documents of ", database));
+      if (!answer.ok()) return answer.status();
+      source_answers.push_back(*std::move(answer));
+      if (const Value* rows = Member(source_answers.back(), "rows"); rows && rows->IsArray()) {
+        for (const Value& row : rows->GetArray()) {
+          const Value* doc = Member(row, "doc");
+          if (doc && doc->IsObject()) found_docs[{database, Text(row, "key")}] = doc;
+        }
+      }
+    }
+    for (Document& page : pages) {
+      Value* docs = const_cast<Value*>(Member(page, "docs"));
+      if (docs == nullptr || !docs->IsArray()) continue;
+      for (Value& row : docs->GetArray()) {
+        auto it = found_docs.find({Text(row, "mr_source_type"), Text(row, "mr_source_id")});
+        Value copy = it == found_docs.end() ? Value(rapidjson::kNullType) : Value(*it->second, page.GetAllocator());
+        row.AddMember("mr_source", copy, page.GetAllocator());
+      }
+    }
+  }
+  // The reduce documents as they are.
+  Document ids_body(rapidjson::kObjectType);
+  Value ids(rapidjson::kArrayType);
+  for (const auto& [key_json, key] : keys) {
+    ids.PushBack(Value(ReduceRowId(s.source, key_json).c_str(), ids_body.GetAllocator()), ids_body.GetAllocator());
+  }
+  ids_body.AddMember("keys", ids, ids_body.GetAllocator());
+  absl::StatusOr<Document> found =
+      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), upload::ToJson(ids_body),
+                  absl::StrCat("reading derived documents of ", s.target));
+  if (!found.ok()) return found.status();
+  std::map<std::string, Value*> existing;
+  if (Value* rows = const_cast<Value*>(Member(*found, "rows")); rows && rows->IsArray()) {
+    for (Value& row : rows->GetArray()) {
+      Value* doc = const_cast<Value*>(Member(row, "doc"));
+      if (doc && doc->IsObject()) existing[Text(row, "key")] = doc;
+    }
+  }
+  std::vector<std::string> writes;
+  for (auto& [key_json, key] : keys) {
+    std::string id = ReduceRowId(s.source, key_json);
+    auto it = existing.find(id);
+    const std::vector<Value*>& rows = groups[key_json];
+    if (rows.empty()) {
+      if (it != existing.end()) writes.push_back(Tombstone(*it->second));
+      continue;
+    }
+    rapidjson::StringBuffer kvs;
+    rapidjson::Writer<rapidjson::StringBuffer> w(kvs);
+    w.StartArray();
+    for (const Value* row : rows) {
+      w.StartArray();
+      w.StartArray();
+      key.Accept(w);
+      std::string row_id = Text(*row, "_id");
+      w.String(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()));
+      w.EndArray();
+      row->Accept(w);
+      w.EndArray();
+    }
+    w.EndArray();
+    absl::StatusOr<v1::ReduceResponse> r =
+        cnp_.Reduce({s.handler}, std::string(kvs.GetString(), kvs.GetSize()), false, options_.rpc_timeout);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(), absl::StrCat("reduce handler ", s.handler, " (", s.source,
+                                                          " -> ", s.target, "): ", r.status().message()));
+    }
+    if (r->errors_size() > 0) {
+      for (const v1::FunctionError& e : r->errors()) RecordError(s, absl::StrCat("key ", key_json), e.type(), e.message());
+      continue;
+    }
+    if (r->results_size() != 1) return absl::InternalError("the service answered no reduce result");
+    absl::StatusOr<Document> value = upload::ParseJson(r->results(0));
+    if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
+    Document doc(rapidjson::kObjectType);
+    doc.AddMember("_id", Value(id.c_str(), doc.GetAllocator()), doc.GetAllocator());
+    FillDerived(doc, key, *value, s.version, s.source);
+    std::string json = Desired(doc, it == existing.end() ? nullptr : it->second);
+    if (!json.empty()) writes.push_back(std::move(json));
+  }
+  int64_t count = static_cast<int64_t>(writes.size());
+  if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
+  return count;
+}
+
+absl::Status Deriver::Sweep(size_t i) {
+  const Stage& s = declaration_.stages[i];
+  std::string prefix = absl::StrCat(s.source, ":");
+  std::string start = prefix;
+  bool skip_first = false;
+  int64_t removed = 0;
+  while (true) {
+    absl::StatusOr<Document> page = couch_.Get(
+        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", kLookupPage,
+                     skip_first ? "&skip=1" : "", "&startkey=", QueryString(start),
+                     "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
+        absl::StrCat("reading derived documents of ", s.target));
+    if (!page.ok()) return page.status();
+    const Value* rows = Member(*page, "rows");
+    size_t n = rows && rows->IsArray() ? rows->Size() : 0;
+    std::vector<std::string> writes;
+    for (size_t r = 0; r < n; ++r) {
+      const Value& row = (*rows)[r];
+      start = Text(row, "id");
+      const Value* doc = Member(row, "doc");
+      if (doc == nullptr || !doc->IsObject()) continue;
+      const Value* version = Member(*doc, "mr_version");
+      if (version && version->IsInt64() && version->GetInt64() == s.version) continue;
+      writes.push_back(Tombstone(*doc));
+    }
+    removed += static_cast<int64_t>(writes.size());
+    if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
+    if (n < static_cast<size_t>(kLookupPage)) break;
+    skip_first = true;
+  }
+  if (removed > 0) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed
+         << " derived document(s) of other versions\n";
+  }
+  progress_[i].written += removed;
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::string>& docs,
+                                const Stage& stage) {
+  if (docs.empty()) return absl::OkStatus();
+  absl::StatusOr<bool> allowed = may_write_();
+  if (!allowed.ok()) return allowed.status();
+  if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
+  std::string body = "{\"docs\":[";
+  for (size_t d = 0; d < docs.size(); ++d) absl::StrAppend(&body, d ? "," : "", docs[d]);
+  body += "]}";
+  absl::StatusOr<Document> answer = couch_.Post(absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+                                                absl::StrCat("writing derived documents to ", database));
+  if (!answer.ok()) return answer.status();
+  if (answer->IsArray()) {
+    for (const Value& result : answer->GetArray()) {
+      std::string error = Text(result, "error");
+      if (!error.empty()) RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::SaveCheckpoint(size_t i) {
+  const Stage& s = declaration_.stages[i];
+  Checkpoint& c = checkpoints_[i];
+  Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  if (!c.rev.empty()) doc.AddMember("_rev", Value(c.rev.c_str(), a), a);
+  doc.AddMember("seq", Value(progress_[i].seq.c_str(), a), a);
+  doc.AddMember("version", s.version, a);
+  doc.AddMember("handler", Value(s.handler.c_str(), a), a);
+  doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
+  doc.AddMember("sweep", c.sweep, a);
+  doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
+  absl::StatusOr<Document> answer = couch_.Put(LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
+                                               upload::ToJson(doc), "writing a checkpoint");
+  if (!answer.ok()) return answer.status();
+  c.rev = Text(*answer, "rev");
+  return absl::OkStatus();
+}
+
+void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
+                          const std::string& message) {
+  log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
+       << " failed on " << doc_id << ": " << type << ": " << message << "\n";
+  ++progress_[&stage - declaration_.stages.data()].errors;
+  Document e(rapidjson::kObjectType);
+  auto& a = e.GetAllocator();
+  e.AddMember("doc_id", Value(doc_id.c_str(), a), a);
+  e.AddMember("source", Value(stage.source.c_str(), a), a);
+  e.AddMember("target", Value(stage.target.c_str(), a), a);
+  e.AddMember("handler", Value(stage.handler.c_str(), a), a);
+  e.AddMember("type", Value(type.c_str(), a), a);
+  e.AddMember("message", Value(message.c_str(), a), a);
+  e.AddMember("at_ms", absl::ToUnixMillis(absl::Now()), a);
+  new_errors_.push_back(upload::ToJson(e));
+}
+
+absl::Status Deriver::FlushErrors() {
+  if (new_errors_.empty()) return absl::OkStatus();
+  std::string path = LocalDocPath(home_, absl::StrCat("cnp-derive:", declaration_.name, ":errors"));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<std::optional<Document>> current = couch_.GetIfExists(path, "reading the errors document");
+    if (!current.ok()) return current.status();
+    Document doc(rapidjson::kObjectType);
+    auto& a = doc.GetAllocator();
+    Value errors(rapidjson::kArrayType);
+    if (current->has_value()) {
+      if (std::string rev = Text(**current, "_rev"); !rev.empty()) doc.AddMember("_rev", Value(rev.c_str(), a), a);
+      if (const Value* old = Member(**current, "errors"); old && old->IsArray()) {
+        for (const Value& e : old->GetArray()) errors.PushBack(Value(e, a), a);
+      }
+    }
+    for (const std::string& json : new_errors_) {
+      absl::StatusOr<Document> e = upload::ParseJson(json);
+      if (e.ok()) errors.PushBack(Value(*e, a), a);
+    }
+    while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
+    doc.AddMember("errors", errors, a);
+    absl::StatusOr<Document> answer = couch_.Put(path, upload::ToJson(doc), "writing the errors document");
+    if (absl::IsAborted(answer.status())) continue;
+    if (!answer.ok()) return answer.status();
+    new_errors_.clear();
+    return absl::OkStatus();
+  }
+  return absl::AbortedError("the errors document kept changing while it was written");
+}
+
+void Deriver::Report(size_t i, bool force) {
+  absl::Time now = absl::Now();
+  StageProgress& p = progress_[i];
+  if (p.processed == reported_processed_[i]) return;
+  if (!force && now - last_report_[i] < absl::Seconds(1)) return;
+  last_report_[i] = now;
+  reported_processed_[i] = p.processed;
+  const Stage& s = declaration_.stages[i];
+  if (p.backlog != 0) {
+    absl::StatusOr<Document> info = couch_.Get(DbPath(s.source), "reading a source's update_seq");
+    if (info.ok()) {
+      if (const Value* update_seq = Member(*info, "update_seq")) {
+        int64_t end = SeqNumber(SeqText(*update_seq)), at = SeqNumber(p.seq);
+        if (end >= 0 && at >= 0) p.backlog = std::max<int64_t>(0, end - at);
+      }
+    }
+  }
+  double seconds = absl::ToDoubleSeconds(now - stage_started_[i]);
+  log_ << absl::StrFormat("cnp derive: %s -> %s: seq %s, %d change(s) (%.0f/s), %d written, backlog %s%s\n",
+                          s.source, s.target, p.seq.substr(0, 24), p.processed,
+                          seconds > 0 ? p.processed / seconds : 0.0, p.written,
+                          p.backlog < 0 ? "unknown" : absl::StrCat(p.backlog),
+                          p.errors > 0 ? absl::StrCat(", ", p.errors, " handler error(s)") : "");
+  log_.flush();
+}
+
+absl::Status Deriver::WriteStatus(const std::string& holder) {
+  std::string path = LocalDocPath(home_, absl::StrCat("cnp-derive:", declaration_.name, ":status"));
+  Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  if (status_rev_.empty()) {
+    absl::StatusOr<std::optional<Document>> current = couch_.GetIfExists(path, "reading the status document");
+    if (!current.ok()) return current.status();
+    if (current->has_value()) status_rev_ = Text(**current, "_rev");
+  }
+  if (!status_rev_.empty()) doc.AddMember("_rev", Value(status_rev_.c_str(), a), a);
+  doc.AddMember("holder", Value(holder.c_str(), a), a);
+  doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
+  Value stages(rapidjson::kArrayType);
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& s = declaration_.stages[i];
+    const StageProgress& p = progress_[i];
+    double seconds = absl::ToDoubleSeconds(absl::Now() - stage_started_[i]);
+    Value st(rapidjson::kObjectType);
+    st.AddMember("target", Value(s.target.c_str(), a), a);
+    st.AddMember("source", Value(s.source.c_str(), a), a);
+    st.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
+    st.AddMember("version", s.version, a);
+    st.AddMember("seq", Value(p.seq.c_str(), a), a);
+    st.AddMember("backlog", p.backlog, a);
+    st.AddMember("processed", p.processed, a);
+    st.AddMember("written", p.written, a);
+    st.AddMember("errors", p.errors, a);
+    st.AddMember("docs_per_s", seconds > 0 ? p.processed / seconds : 0.0, a);
+    stages.PushBack(st, a);
+  }
+  doc.AddMember("stages", stages, a);
+  absl::StatusOr<Document> answer = couch_.Put(path, upload::ToJson(doc), "writing the status document");
+  if (absl::IsAborted(answer.status())) {
+    status_rev_.clear();  // another instance wrote it; next time we read its revision
+    return absl::OkStatus();
+  }
+  if (!answer.ok()) return answer.status();
+  status_rev_ = Text(*answer, "rev");
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {
+  std::vector<size_t> stages;
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) stages.push_back(i);
+  absl::Duration each = max_wait / std::max<size_t>(1, stages.size());
+  for (size_t i : stages) {
+    const Stage& s = declaration_.stages[i];
+    absl::StatusOr<std::optional<Document>> answer = couch_.GetOrTimeOut(
+        absl::StrCat(DbPath(s.source), "/_changes?feed=longpoll&limit=1&since=",
+                     upload::CouchClient::EscapeSegment(progress_[i].seq),
+                     "&timeout=", absl::ToInt64Milliseconds(each)),
+        each + absl::Milliseconds(250));
+    if (!answer.ok()) return answer.status();
+    if (!answer->has_value()) continue;
+    const Value* results = Member(**answer, "results");
+    if (results && results->IsArray() && !results->Empty()) return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cnp::derive

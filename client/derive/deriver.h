@@ -1,0 +1,114 @@
+// The work of `cnp derive`: each stage (target <- source, map or reduce) follows its source's
+// _changes from a checkpoint kept in a _local document of the target, runs its handler in
+// cnp-server and writes the derived documents with _bulk_docs, writing only what changed.
+//
+// Derived documents (field names are qvarn-mr's without the leading underscore, which CouchDB
+// reserves: it refuses a document with an unknown top-level "_" field):
+//   map row     _id "<source>:<sha(source id)>:<sha(key)>:<n>"   (n: the row's place among the
+//               rows the document yielded), mr_source_id, mr_source_type (the source database),
+//               mr_key, mr_value (null when the value was an object: its fields are the
+//               document's), mr_version
+//   reduce row  _id "<map target>:<sha(key)>", mr_key, mr_value (or the object's fields),
+//               mr_source_type (the map target), mr_version
+// A deleted map row keeps its mr_key in its tombstone, so that the reduce stage following the
+// map target's _changes knows which key to re-reduce.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/derive/couch_db.h"
+#include "client/derive/declaration.h"
+#include "client/lib/cnp_client.h"
+
+namespace cnp::derive {
+
+struct DeriverOptions {
+  int batch_size = 500;                     // changes per batch (and per Map call)
+  absl::Duration rpc_timeout = absl::Seconds(60);
+  int max_recorded_errors = 100;            // kept in the errors document, newest last
+};
+
+struct StageProgress {
+  std::string seq = "0";
+  std::string seq_before;   // at the start of this run
+  int64_t processed = 0;    // changes handled in this run
+  int64_t written = 0;      // documents written (created, updated or deleted) in this run
+  int64_t errors = 0;       // handler errors in this run
+  int64_t backlog = -1;     // changes still to read; -1 unknown
+  bool rerun = false;       // re-running from scratch after a version change
+};
+
+class Deriver {
+ public:
+  // `may_write` is asked before each write; false stops the pass (the lease was lost).
+  Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp, DeriverOptions options,
+          std::ostream& log, std::function<absl::StatusOr<bool>()> may_write);
+
+  // Creates missing target databases and the index reduce stages query; reads the checkpoints
+  // and notices changed handler versions.
+  absl::Status Start();
+  // Runs every stage until it has caught up with its source. Returns how many changes were
+  // handled; FAILED_PRECONDITION when may_write said no.
+  absl::StatusOr<int64_t> CatchUp();
+  // Waits for a change in any source, at most about `max_wait`.
+  absl::Status WaitForChanges(absl::Duration max_wait);
+  // Writes the status document (the database is the first target's).
+  absl::Status WriteStatus(const std::string& holder);
+
+  const std::vector<StageProgress>& progress() const { return progress_; }
+  const Declaration& declaration() const { return declaration_; }
+  // The database holding the lease, the status and the errors: the first target, by name.
+  const std::string& home() const { return home_; }
+
+ private:
+  struct Checkpoint {
+    std::string rev;
+    bool sweep = false;  // derived documents of other versions are to be removed once caught up
+  };
+  struct Batch;
+
+  absl::StatusOr<int64_t> RunBatch(size_t stage);
+  absl::StatusOr<int64_t> MapBatch(size_t stage, Batch& batch);
+  absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
+  absl::Status Sweep(size_t stage);
+  absl::Status SaveCheckpoint(size_t stage);
+  absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
+                         const Stage& stage);
+  void RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
+                   const std::string& message);
+  absl::Status FlushErrors();
+  // A progress line on the log, if anything happened since the last; at most one a second
+  // unless `force`.
+  void Report(size_t stage, bool force);
+
+  Declaration declaration_;
+  CouchDb& couch_;
+  client::Client& cnp_;
+  DeriverOptions options_;
+  std::ostream& log_;
+  std::function<absl::StatusOr<bool>()> may_write_;
+  std::string home_;
+  std::vector<StageProgress> progress_;
+  std::vector<Checkpoint> checkpoints_;
+  std::vector<absl::Time> stage_started_;
+  std::vector<absl::Time> last_report_;
+  std::vector<int64_t> reported_processed_;
+  std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
+  std::string status_rev_;
+};
+
+// The deterministic ids of derived documents.
+std::string MapRowId(const std::string& source, const std::string& source_id,
+                     const std::string& key_json, size_t index);
+std::string ReduceRowId(const std::string& map_target, const std::string& key_json);
+std::string MapRowPrefix(const std::string& source, const std::string& source_id);
+
+}  // namespace cnp::derive

@@ -1,0 +1,80 @@
+#include "client/derive/lease.h"
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/document.h"
+#include "service/upload/json.h"
+
+namespace cnp::derive {
+
+Lease::Lease(CouchDb& couch, std::string database, std::string name, std::string holder,
+             absl::Duration timeout, absl::Duration renew_every)
+    : couch_(couch),
+      database_(std::move(database)),
+      doc_id_(absl::StrCat("cnp-derive:", name, ":lease")),
+      holder_(std::move(holder)),
+      timeout_(timeout),
+      renew_every_(renew_every) {}
+
+absl::StatusOr<bool> Lease::Write(const std::string& rev) {
+  absl::Time now = absl::Now();
+  rapidjson::Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  if (!rev.empty()) doc.AddMember("_rev", rapidjson::Value(rev.c_str(), a), a);
+  doc.AddMember("holder", rapidjson::Value(holder_.c_str(), a), a);
+  doc.AddMember("renewed_at_ms", absl::ToUnixMillis(now), a);
+  doc.AddMember("expires_at_ms", absl::ToUnixMillis(now + timeout_), a);
+  absl::StatusOr<rapidjson::Document> answer =
+      couch_.Put(LocalDocPath(database_, doc_id_), upload::ToJson(doc), "writing the lease");
+  if (absl::IsAborted(answer.status())) {  // 409: another instance wrote it first
+    held_ = false;
+    return false;
+  }
+  if (!answer.ok()) return answer.status();
+  auto it = answer->FindMember("rev");
+  rev_ = it != answer->MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  last_write_ = now;
+  held_ = true;
+  return true;
+}
+
+absl::StatusOr<bool> Lease::TryAcquire() {
+  absl::StatusOr<std::optional<rapidjson::Document>> current =
+      couch_.GetIfExists(LocalDocPath(database_, doc_id_), "reading the lease");
+  if (!current.ok()) return current.status();
+  if (!current->has_value()) return Write("");
+  const rapidjson::Document& doc = **current;
+  auto text = [&](const char* field) -> std::string {
+    auto it = doc.FindMember(field);
+    return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  };
+  auto it = doc.FindMember("expires_at_ms");
+  int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
+  absl::Time expires = absl::FromUnixMillis(expires_ms);
+  std::string holder = text("holder");
+  if (holder == holder_ || holder.empty() || expires <= absl::Now()) return Write(text("_rev"));
+  other_holder_ = holder;
+  wait_hint_ = expires - absl::Now();
+  return false;
+}
+
+absl::StatusOr<bool> Lease::RenewIfDue() {
+  if (!held_) return false;
+  if (absl::Now() - last_write_ < renew_every_) return true;
+  return Write(rev_);
+}
+
+void Lease::Release() {
+  if (!held_) return;
+  held_ = false;
+  // An expired hold is what the others look for: write one rather than delete, so the
+  // release is also checked against our revision.
+  rapidjson::Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  doc.AddMember("_rev", rapidjson::Value(rev_.c_str(), a), a);
+  doc.AddMember("holder", "", a);
+  doc.AddMember("released_by", rapidjson::Value(holder_.c_str(), a), a);
+  doc.AddMember("expires_at_ms", 0, a);
+  (void)couch_.Put(LocalDocPath(database_, doc_id_), upload::ToJson(doc), "releasing the lease");
+}
+
+}  // namespace cnp::derive

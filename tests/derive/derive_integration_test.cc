@@ -1,0 +1,308 @@
+// cnp derive end to end: the cnp command line against pouchdb-server (CouchDB's _changes,
+// _local documents, _bulk_docs, _find) with a real cnp-server running the handlers of
+// tests/derive/pyfns/derive_fns.py, built with couch_named_python.mr's helpers.
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/json.h"
+#include "tests/support/server_process.h"
+#include "tests/upload/child_process.h"
+#include "tests/upload/pouchdb_server.h"
+
+namespace cnp::derive {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using upload::testing::ChildProcess;
+using upload::testing::PouchDbServer;
+
+constexpr absl::Duration kRunTimeout = absl::Seconds(60);
+
+class DeriveTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto couch = PouchDbServer::Start();
+    ASSERT_TRUE(couch.ok()) << couch.status();
+    couch_ = couch->release();
+    auto server = testing::ServerProcess::Start(
+        {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete couch_;
+  }
+
+  void SetUp() override { dir_ = testing::MakeTempDir("derive"); }
+
+  upload::CouchClient Http() { return upload::CouchClient({.base_url = couch_->url()}); }
+
+  // Creates `db` with the documents of the JSON array `docs`.
+  void Fill(const std::string& db, const std::string& docs) {
+    upload::CouchClient http = Http();
+    ASSERT_TRUE(http.Put(upload::DatabasePath(db), "").ok());
+    Write(db, docs);
+  }
+  void Write(const std::string& db, const std::string& docs) {
+    upload::CouchClient http = Http();
+    auto r = http.Post(absl::StrCat(upload::DatabasePath(db), "/_bulk_docs"),
+                       absl::StrCat("{\"docs\":", docs, "}"));
+    ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
+  }
+  rapidjson::Document Get(const std::string& path) {
+    upload::CouchClient http = Http();
+    auto r = http.Get(path);
+    EXPECT_TRUE(r.ok()) << r.status();
+    auto doc = upload::ParseJson(r.ok() ? r->body : "null");
+    EXPECT_TRUE(doc.ok());
+    return std::move(*doc);
+  }
+  std::string Rev(const std::string& db, const std::string& id) {
+    rapidjson::Document d = Get(absl::StrCat("/", db, "/", id));
+    return d.IsObject() && d.HasMember("_rev") ? d["_rev"].GetString() : "";
+  }
+  // The derived documents of `db` (no design documents), by id.
+  std::map<std::string, rapidjson::Document> Derived(const std::string& db) {
+    rapidjson::Document all = Get(absl::StrCat("/", db, "/_all_docs?include_docs=true"));
+    std::map<std::string, rapidjson::Document> out;
+    for (const auto& row : all["rows"].GetArray()) {
+      std::string id = row["id"].GetString();
+      if (id.rfind("_design/", 0) == 0) continue;
+      rapidjson::Document d;
+      d.CopyFrom(row["doc"], d.GetAllocator());
+      out.emplace(id, std::move(d));
+    }
+    return out;
+  }
+  // mr_key (as JSON) -> the derived document's JSON without _id and _rev.
+  std::multimap<std::string, std::string> ByKey(const std::string& db) {
+    std::multimap<std::string, std::string> out;
+    for (auto& [id, doc] : Derived(db)) {
+      doc.RemoveMember("_id");
+      doc.RemoveMember("_rev");
+      out.emplace(upload::ToJson(doc["mr_key"]), upload::ToJson(doc));
+    }
+    return out;
+  }
+
+  std::string Declare(const std::string& yaml) {
+    std::string path = absl::StrCat(dir_, "/derive.yml");
+    std::ofstream(path) << yaml;
+    return path;
+  }
+  std::vector<std::string> Command(const std::string& declaration, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {testing::Runfile("client/cli/cnp"), "derive",
+                                     "--target=" + server_->target()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(couch_->url());
+    argv.push_back(declaration);
+    return argv;
+  }
+  // `cnp derive --once`; its output, once it has said it caught up.
+  std::string RunOnce(const std::string& yaml, std::vector<std::string> extra = {}) {
+    extra.push_back("--once");
+    auto run = ChildProcess::Start(Command(Declare(yaml), extra), dir_, ": caught up", kRunTimeout);
+    EXPECT_TRUE(run.ok()) << run.status();
+    return run.ok() ? (*run)->output() : "";
+  }
+
+  static PouchDbServer* couch_;
+  static testing::ServerProcess* server_;
+  std::string dir_;
+};
+
+PouchDbServer* DeriveTest::couch_ = nullptr;
+testing::ServerProcess* DeriveTest::server_ = nullptr;
+
+std::string TownsDeclaration(const std::string& name, const std::string& source,
+                             const std::string& target, const std::string& handler = "derive_fns.town",
+                             int version = 1) {
+  return absl::StrCat("name: ", name, "\nhandlers:\n  ", target, ":\n    ", source,
+                      ": {type: map, version: ", version, ", handler: ", handler, "}\n");
+}
+
+TEST_F(DeriveTest, InitialSyncWritesOneDerivedDocumentPerRowWithItsProvenance) {
+  Fill("init_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"},
+                       {"_id":"d","name":"no town: no row"}])");
+  std::string out = RunOnce(TownsDeclaration("init", "init_src", "init_map"));
+  EXPECT_THAT(out, HasSubstr("init_src -> init_map: seq 4, 4 change(s)"));
+  std::map<std::string, rapidjson::Document> derived = Derived("init_map");
+  ASSERT_EQ(derived.size(), 3u);
+  std::multimap<std::string, std::string> sources;
+  for (auto& [id, doc] : derived) {
+    EXPECT_EQ(id.rfind("init_src:", 0), 0u) << id;
+    EXPECT_EQ(std::string(doc["mr_source_type"].GetString()), "init_src");
+    EXPECT_EQ(doc["mr_version"].GetInt(), 1);
+    EXPECT_TRUE(doc["mr_value"].IsNull());
+    sources.emplace(doc["mr_key"].GetString(), doc["mr_source_id"].GetString());
+  }
+  EXPECT_THAT(sources, ::testing::UnorderedElementsAre(::testing::Pair("Oslo", "a"), ::testing::Pair("Bergen", "b"),
+                                                       ::testing::Pair("Oslo", "c")));
+  rapidjson::Document checkpoint = Get("/init_map/_local/cnp-derive%3Ainit%3Ainit_src");
+  EXPECT_EQ(upload::ToJson(checkpoint["seq"]), "\"4\"");
+  rapidjson::Document status = Get("/init_map/_local/cnp-derive%3Ainit%3Astatus");
+  EXPECT_EQ(status["stages"][0]["processed"].GetInt(), 4);
+  EXPECT_EQ(status["stages"][0]["backlog"].GetInt(), 0);
+}
+
+TEST_F(DeriveTest, RestartResumesFromTheCheckpointAndRewritesNothingUnchanged) {
+  Fill("inc_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
+  std::string declaration = TownsDeclaration("inc", "inc_src", "inc_map");
+  RunOnce(declaration);
+  std::map<std::string, std::string> revs;
+  for (auto& [id, doc] : Derived("inc_map")) revs[doc["mr_source_id"].GetString()] = doc["_rev"].GetString();
+  ASSERT_EQ(revs.size(), 3u);
+
+  // b moves town, c is saved again unchanged, d is new: three changes after the checkpoint.
+  Write("inc_src", absl::StrCat(R"([{"_id":"b","_rev":")", Rev("inc_src", "b"), R"(","town":"Tromso"},)",
+                                R"({"_id":"c","_rev":")", Rev("inc_src", "c"), R"(","town":"Oslo"},)",
+                                R"({"_id":"d","town":"Oslo"}])"));
+  std::string out = RunOnce(declaration);
+  EXPECT_THAT(out, HasSubstr("seq 6, 3 change(s)"));
+  // b's old row is deleted and its new one written, d's written; c's row is untouched.
+  EXPECT_THAT(out, HasSubstr("3 written"));
+  std::map<std::string, std::string> keys;
+  for (auto& [id, doc] : Derived("inc_map")) {
+    std::string source = doc["mr_source_id"].GetString();
+    keys[source] = doc["mr_key"].GetString();
+    if (source == "a" || source == "c") {
+      EXPECT_EQ(std::string(doc["_rev"].GetString()), revs[source]) << source;
+    }
+  }
+  EXPECT_EQ(keys, (std::map<std::string, std::string>{{"a", "Oslo"}, {"b", "Tromso"}, {"c", "Oslo"}, {"d", "Oslo"}}));
+
+  // Nothing new: nothing read, nothing written.
+  out = RunOnce(declaration);
+  EXPECT_THAT(out, Not(HasSubstr("change(s)")));
+}
+
+TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
+  Fill("del_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  std::string declaration = TownsDeclaration("del", "del_src", "del_map");
+  RunOnce(declaration);
+  ASSERT_EQ(Derived("del_map").size(), 2u);
+  Write("del_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("del_src", "a"), R"(","_deleted":true}])"));
+  RunOnce(declaration);
+  std::map<std::string, rapidjson::Document> derived = Derived("del_map");
+  ASSERT_EQ(derived.size(), 1u);
+  EXPECT_EQ(std::string(derived.begin()->second["mr_source_id"].GetString()), "b");
+}
+
+TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
+  Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
+  RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));
+  ASSERT_EQ(Derived("ver_map").size(), 2u);
+  std::string out = RunOnce(TownsDeclaration("ver", "ver_src", "ver_map", "derive_fns.town_upper", 2));
+  EXPECT_THAT(out, HasSubstr("version 1 -> 2, re-running over ver_src from the start"));
+  EXPECT_THAT(out, HasSubstr("removed 2 derived document(s) of other versions"));
+  EXPECT_THAT(ByKey("ver_map"),
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair("\"OSLO\"", HasSubstr(R"("size":3)")),
+                  ::testing::Pair("\"BERGEN\"", HasSubstr(R"("size":5)"))));
+  for (auto& [id, doc] : Derived("ver_map")) EXPECT_EQ(doc["mr_version"].GetInt(), 2);
+}
+
+TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
+  Fill("err_src", R"([{"_id":"a","town":"Oslo"},{"_id":"bad1","town":"X","bad":true},{"_id":"c","town":"Bergen"}])");
+  std::string out = RunOnce(TownsDeclaration("err", "err_src", "err_map", "derive_fns.fragile"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.fragile failed on bad1: ValueError: bad document bad1"));
+  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  std::multimap<std::string, std::string> rows = ByKey("err_map");
+  EXPECT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows.count("\"X\""), 0u);
+  rapidjson::Document errors = Get("/err_map/_local/cnp-derive%3Aerr%3Aerrors");
+  ASSERT_TRUE(errors.HasMember("errors")) << upload::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  const auto& e = errors["errors"][0];
+  EXPECT_EQ(std::string(e["doc_id"].GetString()), "bad1");
+  EXPECT_EQ(std::string(e["handler"].GetString()), "derive_fns.fragile");
+  EXPECT_EQ(std::string(e["type"].GetString()), "ValueError");
+  EXPECT_EQ(std::string(e["message"].GetString()), "bad document bad1");
+}
+
+TEST_F(DeriveTest, JoinMergesTheRowsOfTwoSourcesByKey) {
+  Fill("orgs", R"([{"_id":"o1","name":"Acme"},{"_id":"o2","name":"Beta"}])");
+  Fill("reports", R"([{"_id":"r1","org":"o1","title":"Q1"},{"_id":"r2","org":"o2","title":"Q2"}])");
+  std::string yaml = R"(name: join
+handlers:
+  company_reports__map:
+    orgs: {type: map, version: 1, handler: derive_fns.org_key}
+    reports: {type: map, version: 1, handler: derive_fns.report_org}
+  company_reports:
+    company_reports__map: {type: reduce, version: 1, handler: derive_fns.company, sources: true}
+)";
+  RunOnce(yaml);
+  EXPECT_THAT(ByKey("company_reports"),
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair("\"o1\"", HasSubstr(R"("org_id":"o1","name":"Acme","report_id":"r1","title":"Q1")")),
+                  ::testing::Pair("\"o2\"", HasSubstr(R"("org_id":"o2","name":"Beta","report_id":"r2","title":"Q2")"))));
+  // A report moves to another org: both orgs' joins are redone.
+  Write("reports", absl::StrCat(R"([{"_id":"r2","_rev":")", Rev("reports", "r2"), R"(","org":"o1","title":"Q2b"}])"));
+  RunOnce(yaml);
+  std::multimap<std::string, std::string> joined = ByKey("company_reports");
+  ASSERT_EQ(joined.count("\"o1\""), 1u);
+  ASSERT_EQ(joined.count("\"o2\""), 1u);
+  EXPECT_THAT(joined.find("\"o1\"")->second, HasSubstr(R"("report_id":"r2","title":"Q2b")"));
+  EXPECT_THAT(joined.find("\"o2\"")->second, Not(HasSubstr("report_id")));
+}
+
+TEST_F(DeriveTest, AReduceTargetIsKeptRightIncrementally) {
+  Fill("red_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
+  std::string yaml = R"(name: red
+handlers:
+  red_map:
+    red_src: {type: map, version: 1, handler: derive_fns.town}
+  red_count:
+    red_map: {type: reduce, version: 1, handler: derive_fns.per_town}
+)";
+  RunOnce(yaml);
+  auto counts = [&] {
+    std::map<std::string, int> out;
+    for (auto& [id, doc] : Derived("red_count")) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+    return out;
+  };
+  EXPECT_EQ(counts(), (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
+  // b leaves Bergen (its group goes away), c moves to Tromso, a new Oslo document arrives.
+  Write("red_src", absl::StrCat(R"([{"_id":"b","_rev":")", Rev("red_src", "b"), R"(","_deleted":true},)",
+                                R"({"_id":"c","_rev":")", Rev("red_src", "c"), R"(","town":"Tromso"},)",
+                                R"({"_id":"d","town":"Oslo"},{"_id":"e","town":"Oslo"}])"));
+  RunOnce(yaml);
+  EXPECT_EQ(counts(), (std::map<std::string, int>{{"Oslo", 3}, {"Tromso", 1}}));
+}
+
+TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstStopsRenewing) {
+  Fill("lease_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(TownsDeclaration("lease", "lease_src", "lease_map"));
+  std::vector<std::string> follow = {"--lease-timeout=3s", "--lease-renew=500ms", "--poll-interval=500ms"};
+  auto first = ChildProcess::Start(Command(declaration, follow), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*first)->output();
+  auto second = ChildProcess::Start(Command(declaration, follow), dir_, "waiting for the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  Write("lease_src", R"([{"_id":"b","town":"Bergen"}])");
+  ASSERT_TRUE((*first)->WaitForOutput("seq 2, 2 change(s)", kRunTimeout)) << (*first)->output();
+  EXPECT_THAT((*second)->output(), Not(HasSubstr("holding the lease")));
+
+  // The holder dies without a word: the other takes over once the lease has expired, and goes
+  // on from the checkpoint (one new change, not three).
+  ASSERT_EQ(kill((*first)->pid(), SIGKILL), 0);
+  ASSERT_TRUE((*second)->WaitForOutput("holding the lease", kRunTimeout)) << (*second)->output();
+  Write("lease_src", R"([{"_id":"c","town":"Tromso"}])");
+  ASSERT_TRUE((*second)->WaitForOutput("seq 3, 1 change(s)", kRunTimeout)) << (*second)->output();
+  EXPECT_EQ(Derived("lease_map").size(), 3u);
+}
+
+}  // namespace
+}  // namespace cnp::derive
