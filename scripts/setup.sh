@@ -12,7 +12,8 @@ packages=(
   libyaml-cpp-dev      # config files and design-document YAML
   rapidjson-dev        # JSON parsing and writing on the hot path
   python3.11-dev       # the CPython embedded in every worker
-  libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads
+  libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads and cnp derive
+  libssl-dev           # libcrypto: SHA-256 for the ids of cnp derive's documents
   libgtest-dev libgmock-dev  # tests
   python3-grpcio       # a second-language gRPC client in tests
   nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
