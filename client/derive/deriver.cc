@@ -146,7 +146,6 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   for (const Stage& s : declaration_.stages) home_ = std::min(home_, s.target);
   progress_.resize(declaration_.stages.size());
   checkpoints_.resize(declaration_.stages.size());
-  stage_started_.assign(declaration_.stages.size(), absl::Now());
   last_report_.assign(declaration_.stages.size(), absl::InfinitePast());
   reported_processed_.assign(declaration_.stages.size(), 0);
 }
@@ -191,7 +190,15 @@ absl::Status Deriver::Start() {
     Checkpoint& c = checkpoints_[i];
     if (!doc->has_value()) {
       p.seq = "0";
-      c.sweep = true;  // derived documents left by an earlier run without its checkpoint
+      // Derived documents left by an earlier run that lost its checkpoint are swept once
+      // caught up; an empty prefix (the usual first run) needs no sweep.
+      std::string prefix = absl::StrCat(s.source, ":");
+      absl::StatusOr<Document> any = couch_.Get(
+          absl::StrCat(DbPath(s.target), "/_all_docs?limit=1&", RangeQuery(prefix)),
+          absl::StrCat("reading derived documents of ", s.target));
+      if (!any.ok()) return any.status();
+      const Value* rows = Member(*any, "rows");
+      c.sweep = rows != nullptr && rows->IsArray() && !rows->Empty();
     } else {
       const Document& d = **doc;
       c.rev = Text(d, "_rev");
@@ -219,7 +226,6 @@ absl::Status Deriver::Start() {
 absl::StatusOr<int64_t> Deriver::CatchUp() {
   int64_t total = 0;
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
-    stage_started_[i] = absl::Now();
     while (true) {
       absl::StatusOr<int64_t> n = RunBatch(i);
       if (!n.ok()) return n.status();
@@ -237,6 +243,7 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
   if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
+  const absl::Time started = absl::Now();
   Batch batch;
   {
     absl::StatusOr<Document> changes = couch_.Get(
@@ -274,6 +281,7 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   p.seq = SeqText(*last_seq);
   if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
   if (absl::Status st = FlushErrors(); !st.ok()) return st;
+  p.busy += absl::Now() - started;
   Report(i, false);
   return static_cast<int64_t>(results->Size());
 }
@@ -687,7 +695,7 @@ void Deriver::Report(size_t i, bool force) {
       }
     }
   }
-  double seconds = absl::ToDoubleSeconds(now - stage_started_[i]);
+  double seconds = absl::ToDoubleSeconds(p.busy);
   log_ << absl::StrFormat("cnp derive: %s -> %s: seq %s, %d change(s) (%.0f/s), %d written, backlog %s%s\n",
                           s.source, s.target, p.seq.substr(0, 24), p.processed,
                           seconds > 0 ? p.processed / seconds : 0.0, p.written,
@@ -712,7 +720,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
     const StageProgress& p = progress_[i];
-    double seconds = absl::ToDoubleSeconds(absl::Now() - stage_started_[i]);
+    double seconds = absl::ToDoubleSeconds(p.busy);
     Value st(rapidjson::kObjectType);
     st.AddMember("target", Value(s.target.c_str(), a), a);
     st.AddMember("source", Value(s.source.c_str(), a), a);

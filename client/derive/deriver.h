@@ -44,6 +44,7 @@ struct StageProgress {
   int64_t errors = 0;       // handler errors in this run
   int64_t backlog = -1;     // changes still to read; -1 unknown
   bool rerun = false;       // re-running from scratch after a version change
+  absl::Duration busy;      // time spent on this stage's batches in this run
 };
 
 class Deriver {
@@ -98,7 +99,6 @@ class Deriver {
   std::string home_;
   std::vector<StageProgress> progress_;
   std::vector<Checkpoint> checkpoints_;
-  std::vector<absl::Time> stage_started_;
   std::vector<absl::Time> last_report_;
   std::vector<int64_t> reported_processed_;
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
