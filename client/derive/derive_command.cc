@@ -164,6 +164,8 @@ int RunDeriveCommand(int argc, char** argv) {
   }
   upload::CouchClient http(http_options);
   CouchDb couch(http);
+  upload::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
+  CouchDb prefetch(prefetch_http);
   auto cnp = client::Client::Connect(args->Get("target", client::DefaultTarget()));
   if (!cnp.ok()) return Fail(cnp.status());
 
@@ -196,7 +198,7 @@ int RunDeriveCommand(int argc, char** argv) {
     Deriver deriver(*declaration, couch, **cnp, options, std::cerr, [&]() -> absl::StatusOr<bool> {
       if (stop_requested) return false;
       return lease.RenewIfDue();
-    });
+    }, &prefetch);
     if (absl::Status s = deriver.Start(); !s.ok()) {
       lease.Release();
       return Fail(s);

@@ -24,9 +24,10 @@ constexpr int kLookupPage = 1000;
 std::string ShaHex(absl::string_view text, size_t hex_chars) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  std::string hex;
-  for (unsigned char c : digest) absl::StrAppendFormat(&hex, "%02x", c);
-  return hex.substr(0, hex_chars);
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string hex(hex_chars, '0');
+  for (size_t i = 0; i < hex_chars; ++i) hex[i] = kHex[(digest[i / 2] >> (i % 2 ? 0 : 4)) & 0xF];
+  return hex;
 }
 
 std::string Text(const Value& object, const char* field) {
@@ -73,9 +74,8 @@ std::string RangeQuery(const std::string& prefix) {
 
 // The fields of a derived document. An object value becomes the document's fields (those
 // starting with '_' are CouchDB's and are left out); anything else is mr_value.
-void FillDerived(Document& doc, const Value& key, const Value& value, int64_t version,
-                 const std::string& source_type) {
-  auto& a = doc.GetAllocator();
+void FillDerived(Value& doc, Document::AllocatorType& a, const Value& key, const Value& value,
+                 int64_t version, const std::string& source_type) {
   if (value.IsObject()) {
     for (auto it = value.MemberBegin(); it != value.MemberEnd(); ++it) {
       absl::string_view name(it->name.GetString(), it->name.GetStringLength());
@@ -103,12 +103,12 @@ std::string Tombstone(const Value& existing) {
 }
 
 // The derived document to write, or "" when `existing` already says the same.
-std::string Desired(Document& desired, Value* existing) {
+std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing) {
   if (existing != nullptr && existing->IsObject()) {
     std::string rev = Text(*existing, "_rev");
     existing->RemoveMember("_rev");
     if (upload::JsonEqual(*existing, desired)) return "";
-    desired.AddMember("_rev", Value(rev.c_str(), desired.GetAllocator()), desired.GetAllocator());
+    desired.AddMember("_rev", Value(rev.c_str(), a), a);
   }
   return upload::ToJson(desired);
 }
@@ -135,13 +135,14 @@ struct Deriver::Batch {
 
 Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
                  DeriverOptions options, std::ostream& log,
-                 std::function<absl::StatusOr<bool>()> may_write)
+                 std::function<absl::StatusOr<bool>()> may_write, CouchDb* prefetch)
     : declaration_(std::move(declaration)),
       couch_(couch),
       cnp_(cnp),
       options_(options),
       log_(log),
-      may_write_(std::move(may_write)) {
+      may_write_(std::move(may_write)),
+      prefetch_(prefetch) {
   home_ = declaration_.stages.front().target;
   for (const Stage& s : declaration_.stages) home_ = std::min(home_, s.target);
   progress_.resize(declaration_.stages.size());
@@ -246,11 +247,13 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   const absl::Time started = absl::Now();
   Batch batch;
   {
-    absl::StatusOr<Document> changes = couch_.Get(
-        absl::StrCat(DbPath(s.source), "/_changes?since=", upload::CouchClient::EscapeSegment(p.seq),
-                     "&limit=", options_.batch_size, "&include_docs=true&seq_interval=",
-                     options_.batch_size),
-        absl::StrCat("reading the changes of ", s.source));
+    absl::StatusOr<Document> changes;
+    if (next_changes_.valid() && next_stage_ == i && next_since_ == p.seq) {
+      changes = next_changes_.get();
+    } else {
+      if (next_changes_.valid()) next_changes_.wait();  // a stale read; its connection is needed
+      changes = couch_.Get(ChangesPath(i, p.seq), absl::StrCat("reading the changes of ", s.source));
+    }
     if (!changes.ok()) return changes.status();
     batch.changes = *std::move(changes);
   }
@@ -274,6 +277,15 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   for (const Value& change : results->GetArray()) {
     if (!IsDesign(Text(change, "id"))) batch.results.push_back(&change);
   }
+  if (prefetch_ != nullptr && results->Size() >= static_cast<rapidjson::SizeType>(options_.batch_size)) {
+    // A full batch: there is probably more. Read it while this one is mapped and written.
+    next_stage_ = i;
+    next_since_ = SeqText(*last_seq);
+    next_changes_ = std::async(std::launch::async, [this, path = ChangesPath(i, next_since_),
+                                                    what = absl::StrCat("reading the changes of ", s.source)] {
+      return prefetch_->Get(path, what);
+    });
+  }
   absl::StatusOr<int64_t> written = s.reduce ? ReduceBatch(i, batch) : MapBatch(i, batch);
   if (!written.ok()) return written.status();
   p.written += *written;
@@ -284,6 +296,12 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   p.busy += absl::Now() - started;
   Report(i, false);
   return static_cast<int64_t>(results->Size());
+}
+
+std::string Deriver::ChangesPath(size_t i, const std::string& since) const {
+  return absl::StrCat(DbPath(declaration_.stages[i].source), "/_changes?since=",
+                      upload::CouchClient::EscapeSegment(since), "&limit=", options_.batch_size,
+                      "&include_docs=true&seq_interval=", options_.batch_size);
 }
 
 absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
@@ -309,9 +327,12 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
       return absl::InternalError("the service answered a different number of map results");
     }
   }
-  // The rows each document yields now, as documents to write.
-  std::map<std::string, std::vector<Document>> desired;  // source id -> rows
-  std::set<std::string> failed;                          // handler raised: rows left as they are
+  // The rows each document yields now, as documents to write, all in one arena.
+  Document arena(rapidjson::kObjectType);
+  auto& ra = arena.GetAllocator();
+  std::map<std::string, std::vector<Value>> desired;  // source id -> rows
+  std::set<std::string> failed;                       // handler raised: rows left as they are
+  Document rows(&ra);
   for (size_t d = 0; d < mapped.size(); ++d) {
     std::string id = Text(*mapped[d], "id");
     const v1::MapResult& result = response.results(static_cast<int>(d));
@@ -320,20 +341,21 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
       failed.insert(id);
       continue;
     }
-    absl::StatusOr<Document> rows = upload::ParseJson(result.rows());
-    if (!rows.ok() || !rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
+    // The service's own output: CouchDB's map_doc reply, [[[key, value], ...]].
+    rows.Parse<rapidjson::kParseIterativeFlag>(result.rows().data(), result.rows().size());
+    if (rows.HasParseError() || !rows.IsArray() || rows.Size() != 1 || !rows[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
-    std::vector<Document>& out = desired[id];
+    std::vector<Value>& out = desired[id];
+    const std::string prefix = MapRowPrefix(s.source, id);
     size_t n = 0;
-    for (const Value& pair : (*rows)[0].GetArray()) {
+    for (const Value& pair : rows[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
-      Document doc(rapidjson::kObjectType);
-      auto& a = doc.GetAllocator();
-      std::string key_json = upload::ToJson(pair[0]);
-      doc.AddMember("_id", Value(MapRowId(s.source, id, key_json, n++).c_str(), a), a);
-      doc.AddMember("mr_source_id", Value(id.c_str(), a), a);
-      FillDerived(doc, pair[0], pair[1], s.version, s.source);
+      Value doc(rapidjson::kObjectType);
+      std::string row_id = absl::StrCat(prefix, ShaHex(upload::ToJson(pair[0]), 16), ":", n++);
+      doc.AddMember("_id", Value(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()), ra), ra);
+      doc.AddMember("mr_source_id", Value(id.c_str(), static_cast<rapidjson::SizeType>(id.size()), ra), ra);
+      FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
       out.push_back(std::move(doc));
     }
   }
@@ -354,7 +376,7 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     const Value* deleted = Member(*change, "deleted");
     bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
     if (!is_deleted && Generation(rev) == 1) {
-      for (const Document& doc : desired[id]) keys.PushBack(Value(Text(doc, "_id").c_str(), ea), ea);
+      for (const Value& doc : desired[id]) keys.PushBack(Value(doc["_id"], ea), ea);
     } else {
       ranged.push_back(id);
     }
@@ -390,16 +412,16 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     }
   }
   std::vector<std::string> writes;
-  for (auto& [id, rows] : desired) {
-    for (Document& doc : rows) {
-      auto it = existing.find(Text(doc, "_id"));
-      std::string json = Desired(doc, it == existing.end() ? nullptr : it->second);
+  for (auto& [id, docs] : desired) {
+    for (Value& doc : docs) {
+      auto it = existing.empty() ? existing.end() : existing.find(Text(doc, "_id"));
+      std::string json = Desired(doc, ra, it == existing.end() ? nullptr : it->second);
       if (!json.empty()) writes.push_back(std::move(json));
     }
   }
   for (const auto& [id, row_ids] : current_ids) {
     std::set<std::string> keep;
-    for (const Document& doc : desired[id]) keep.insert(Text(doc, "_id"));
+    for (const Value& doc : desired[id]) keep.insert(Text(doc, "_id"));
     for (const std::string& row_id : row_ids) {
       auto it = existing.find(row_id);
       if (keep.count(row_id) == 0 && it != existing.end()) writes.push_back(Tombstone(*it->second));
@@ -544,8 +566,8 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
     Document doc(rapidjson::kObjectType);
     doc.AddMember("_id", Value(id.c_str(), doc.GetAllocator()), doc.GetAllocator());
-    FillDerived(doc, key, *value, s.version, s.source);
-    std::string json = Desired(doc, it == existing.end() ? nullptr : it->second);
+    FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source);
+    std::string json = Desired(doc, doc.GetAllocator(), it == existing.end() ? nullptr : it->second);
     if (!json.empty()) writes.push_back(std::move(json));
   }
   int64_t count = static_cast<int64_t>(writes.size());

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <ostream>
@@ -50,8 +51,11 @@ struct StageProgress {
 class Deriver {
  public:
   // `may_write` is asked before each write; false stops the pass (the lease was lost).
+  // `prefetch`, a second connection to the same CouchDB, if given, reads a source's next
+  // batch of changes while the current one is mapped and written.
   Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp, DeriverOptions options,
-          std::ostream& log, std::function<absl::StatusOr<bool>()> may_write);
+          std::ostream& log, std::function<absl::StatusOr<bool>()> may_write,
+          CouchDb* prefetch = nullptr);
 
   // Creates missing target databases and the index reduce stages query; reads the checkpoints
   // and notices changed handler versions.
@@ -77,6 +81,7 @@ class Deriver {
   struct Batch;
 
   absl::StatusOr<int64_t> RunBatch(size_t stage);
+  std::string ChangesPath(size_t stage, const std::string& since) const;
   absl::StatusOr<int64_t> MapBatch(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
   absl::Status Sweep(size_t stage);
@@ -103,6 +108,11 @@ class Deriver {
   std::vector<int64_t> reported_processed_;
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
+  CouchDb* prefetch_;
+  // The next batch being read, and the sequence it was read from.
+  std::future<absl::StatusOr<rapidjson::Document>> next_changes_;
+  size_t next_stage_ = 0;
+  std::string next_since_;
 };
 
 // The deterministic ids of derived documents.

@@ -135,7 +135,8 @@ std::string TownsDeclaration(const std::string& name, const std::string& source,
 TEST_F(DeriveTest, InitialSyncWritesOneDerivedDocumentPerRowWithItsProvenance) {
   Fill("init_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"},
                        {"_id":"d","name":"no town: no row"}])");
-  std::string out = RunOnce(TownsDeclaration("init", "init_src", "init_map"));
+  // Batches of two: the next batch is read while one is written.
+  std::string out = RunOnce(TownsDeclaration("init", "init_src", "init_map"), {"--batch-size=2"});
   EXPECT_THAT(out, HasSubstr("init_src -> init_map: seq 4, 4 change(s)"));
   std::map<std::string, rapidjson::Document> derived = Derived("init_map");
   ASSERT_EQ(derived.size(), 3u);
