@@ -5,6 +5,7 @@
 // thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
 // the workers.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -44,8 +45,19 @@ asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerP
   }
 }
 
+// Every connection holds a descriptor: take all the operating system allows. The listener caps
+// connections below this limit (service/rpc/connection_acceptor.h).
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
 int Run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  RaiseOpenFileLimit();
   // Debian's abseil checks every lock for deadlock cycles, which showed up in profiles of the
   // per-document path; the pool's locking is simple enough not to need it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -94,8 +106,17 @@ int Run(int argc, char** argv) {
   std::thread control_thread([&control] { control.run(); });
 
   cnp::rpc::FunctionCalls calls(pool, {.call_timeout = config->call_timeout});
-  cnp::rpc::ServerOptions server_options{.listen = config->listen,
-                                         .threads = config->grpc_threads};
+  cnp::rpc::ServerOptions server_options{
+      .listen = config->listen,
+      .security = {.tls_cert_file = config->tls_cert,
+                   .tls_key_file = config->tls_key,
+                   .tls_client_ca_file = config->tls_client_ca,
+                   .auth_token_file = config->auth_token_file,
+                   .insecure = config->insecure,
+                   .socket_gid = config->socket_gid,
+                   .allowed_uids = config->allow_uids,
+                   .access_log = config->access_log},
+      .threads = config->grpc_threads};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;

@@ -1,16 +1,13 @@
 #include "client/lib/cnp_client.h"
 
+#include <sys/stat.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::client {
-namespace {
-
-void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-}
-
-}  // namespace
 
 std::string ServerDownAdvice(const std::string& target) {
   return absl::StrCat("no cnp-server answers at ", target,
@@ -18,20 +15,48 @@ std::string ServerDownAdvice(const std::string& target) {
                       " --python-path=DIR` or point --target (or CNP_TARGET) at a running one");
 }
 
-Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel)
-    : target_(std::move(target)), channel_(std::move(channel)),
-      stub_(v1::Functions::NewStub(channel_)) {}
+Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel,
+               std::string authorization)
+    : target_(std::move(target)), authorization_(std::move(authorization)),
+      channel_(std::move(channel)), stub_(v1::Functions::NewStub(channel_)) {}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
                                                         absl::Duration connect_timeout) {
+  return Connect(target, ChannelSecurity{}, connect_timeout);
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        const ChannelSecurity& security,
+                                                        absl::Duration connect_timeout) {
+  if (absl::StartsWith(target, "unix:")) {
+    std::string path = target.substr(absl::StartsWith(target, "unix://") ? 7 : 5);
+    std::string dir = SocketDirectory(path);
+    // A directory that does not exist holds no server: the connection attempt says so.
+    if (struct stat st {}; ::lstat(dir.c_str(), &st) == 0) {
+      if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kAnyone); !s.ok()) return s;
+    }
+  }
+  absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
+  if (!loaded.ok()) return loaded.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
-  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(target, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
-    return absl::UnavailableError(ServerDownAdvice(target));
+    return absl::UnavailableError(
+        security.UsesTls() ? absl::StrCat(ServerDownAdvice(target),
+                                          " (or the TLS handshake failed: check --tls-ca, and "
+                                          "--tls-cert/--tls-key if the server requires a client "
+                                          "certificate)")
+                           : ServerDownAdvice(target));
   }
-  return std::unique_ptr<Client>(new Client(target, std::move(channel)));
+  return std::unique_ptr<Client>(
+      new Client(target, std::move(channel), std::move(loaded->authorization)));
+}
+
+void Client::PrepareContext(grpc::ClientContext& context, absl::Duration timeout) const {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
 }
 
 absl::Status Client::FromGrpc(const grpc::Status& status) const {
@@ -51,7 +76,7 @@ absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& func
   for (const std::string& f : functions) request.add_functions(f);
   for (const std::string& d : docs) request.add_docs(d);
   grpc::ClientContext context;
-  SetDeadline(context, timeout);
+  PrepareContext(context, timeout);
   v1::MapResponse response;
   if (absl::Status s = FromGrpc(stub_->Map(&context, request, &response)); !s.ok()) return s;
   return response;
@@ -65,7 +90,7 @@ absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>
   request.set_kvs(kvs);
   request.set_rereduce(rereduce);
   grpc::ClientContext context;
-  SetDeadline(context, timeout);
+  PrepareContext(context, timeout);
   v1::ReduceResponse response;
   if (absl::Status s = FromGrpc(stub_->Reduce(&context, request, &response)); !s.ok()) return s;
   return response;
@@ -74,7 +99,7 @@ absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>
 absl::StatusOr<v1::ValidateResponse> Client::Validate(const v1::ValidateRequest& request,
                                                       absl::Duration timeout) {
   grpc::ClientContext context;
-  SetDeadline(context, timeout);
+  PrepareContext(context, timeout);
   v1::ValidateResponse response;
   if (absl::Status s = FromGrpc(stub_->Validate(&context, request, &response)); !s.ok()) return s;
   return response;
@@ -83,7 +108,7 @@ absl::StatusOr<v1::ValidateResponse> Client::Validate(const v1::ValidateRequest&
 absl::StatusOr<v1::DesignFunctionResponse> Client::CallDesignFunction(
     const v1::DesignFunctionRequest& request, absl::Duration timeout) {
   grpc::ClientContext context;
-  SetDeadline(context, timeout);
+  PrepareContext(context, timeout);
   v1::DesignFunctionResponse response;
   if (absl::Status s = FromGrpc(stub_->CallDesignFunction(&context, request, &response)); !s.ok()) {
     return s;
@@ -96,7 +121,7 @@ absl::StatusOr<v1::ResolveResponse> Client::Resolve(const std::vector<std::strin
   v1::ResolveRequest request;
   for (const std::string& f : functions) request.add_functions(f);
   grpc::ClientContext context;
-  SetDeadline(context, timeout);
+  PrepareContext(context, timeout);
   v1::ResolveResponse response;
   if (absl::Status s = FromGrpc(stub_->Resolve(&context, request, &response)); !s.ok()) return s;
   return response;

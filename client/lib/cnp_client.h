@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/lib/channel_security.h"
 #include "cnp/v1/functions.grpc.pb.h"
 
 namespace cnp::client {
@@ -22,6 +23,11 @@ class Client {
   // Connects, waiting up to `connect_timeout` for the server to answer.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& target, absl::Duration connect_timeout = absl::Seconds(5));
+  // The same with TLS and/or a bearer token (channel_security.h). A unix socket whose
+  // directory other users could write to is refused before connecting.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const std::string& target, const ChannelSecurity& security,
+      absl::Duration connect_timeout = absl::Seconds(5));
 
   absl::StatusOr<v1::MapResponse> Map(const std::vector<std::string>& functions,
                                       const std::vector<std::string>& docs,
@@ -38,15 +44,18 @@ class Client {
                                               absl::Duration timeout = absl::Seconds(60));
 
   v1::Functions::Stub& stub() { return *stub_; }
+  // Prepares a context for a call on stub(): the deadline and the bearer token, if any.
+  void PrepareContext(grpc::ClientContext& context, absl::Duration timeout) const;
   const std::string& target() const { return target_; }
 
   // A failed RPC as an absl::Status, with advice when the server cannot be reached.
   absl::Status FromGrpc(const grpc::Status& status) const;
 
  private:
-  Client(std::string target, std::shared_ptr<grpc::Channel> channel);
+  Client(std::string target, std::shared_ptr<grpc::Channel> channel, std::string authorization);
 
   std::string target_;
+  std::string authorization_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Functions::Stub> stub_;
 };

@@ -1,8 +1,13 @@
 #include "service/config/server_config.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -56,7 +61,8 @@ ABSL_FLAG(int, max_sessions, 64,
 ABSL_FLAG(int, spare_session_workers, 1,
           "started workers kept ready so a new direct session does not wait for Python");
 ABSL_FLAG(std::vector<std::string>, allow_uid, {},
-          "uid allowed to use this server's unix sockets besides its own; repeatable");
+          "user (uid or name) whose processes may use this server's unix sockets besides its own "
+          "user and root, checked with SO_PEERCRED on every connection; repeatable");
 ABSL_FLAG(std::string, adapter_settings, "",
           "set by cnp-adapter when it starts the server: the settings it started it with, so "
           "an adapter with other settings replaces it (operators leave this empty)");
@@ -75,11 +81,57 @@ ABSL_FLAG(int64_t, max_design_bytes, int64_t{64} << 20,
 ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
           "Upload: the longest answer read from CouchDB, in bytes");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600 or stricter)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM certificate authorities: TCP clients must present a certificate one of them "
+          "signed (mutual TLS); needs --tls-cert");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file holding a bearer token (mode 0600 or stricter): calls over TCP must send "
+          "'authorization: Bearer <token>'");
+ABSL_FLAG(bool, insecure, false,
+          "allow a plaintext TCP listener on an address other than loopback (refused without it)");
+ABSL_FLAG(std::string, socket_group, "",
+          "group allowed to use the unix sockets: sockets are created 0660 and their directory "
+          "0750 with this group (default: 0600 and 0700, the server's user only)");
+ABSL_FLAG(std::string, access_log, "",
+          "file the access log (refused connections and calls, every Upload, with the peer) is "
+          "appended to (default: the server's log on stderr)");
+
 namespace cnp::config {
 namespace {
 
 constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow",
                                        "allow_uid"};
+
+absl::StatusOr<uint32_t> ResolveUser(const std::string& name) {
+  uint32_t uid = 0;
+  if (absl::SimpleAtoi(name, &uid)) return uid;
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--allow-uid: no user named '", name, "' (give a user name or a number)"));
+  }
+  return found->pw_uid;
+}
+
+absl::StatusOr<int> ResolveGroup(const std::string& name) {
+  uint32_t gid = 0;
+  if (absl::SimpleAtoi(name, &gid)) return static_cast<int>(gid);
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--socket-group: no group named '", name, "' (give a group name or a number)"));
+  }
+  return static_cast<int>(found->gr_gid);
+}
 
 std::string FlagName(absl::string_view arg) {
   arg.remove_prefix(arg.size() > 1 && arg[1] == '-' ? 2 : 1);
@@ -127,42 +179,106 @@ std::vector<char*> NormaliseArgs(int argc, char** argv, std::vector<std::string>
   return out;
 }
 
+// What a YAML node holds, in the words of an error message: "a map", "a list", "'abc'".
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Null: return "nothing";
+    case YAML::NodeType::Scalar: return absl::StrCat("'", node.Scalar(), "'");
+    default: return "nothing";
+  }
+}
+
+// What a flag's value must look like, for the same messages.
+std::string Expected(const absl::CommandLineFlag& flag) {
+  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
+  if (flag.IsOfType<bool>()) return "true or false";
+  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
+  return "a single value";
+}
+
+absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::string_view key,
+                         absl::string_view problem) {
+  std::string where = mark.is_null() ? path : absl::StrCat(path, ":", mark.line + 1);
+  if (key.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", problem));
+  return absl::InvalidArgumentError(absl::StrCat(where, ": key '", key, "': ", problem));
+}
+
+absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
+                            const YAML::Node& value,
+                            std::map<std::string, std::vector<std::string>>& repeated) {
+  if (!key_node.IsScalar()) {
+    return ConfigError(path, key_node.Mark(), "",
+                       absl::StrCat("expected a setting name, found ", Describe(key_node)));
+  }
+  std::string name = key_node.Scalar();
+  const std::string key = name;
+  for (char& c : name) if (c == '-') c = '_';
+  bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
+                       std::end(kRepeatable);
+  if (is_repeatable) {
+    if (repeated.count(name)) return absl::OkStatus();  // the command line wins
+    std::vector<std::string> values;
+    if (value.IsScalar()) {
+      values.push_back(value.Scalar());
+    } else if (value.IsSequence()) {
+      for (const YAML::Node& item : value) {
+        if (!item.IsScalar()) {
+          return ConfigError(path, item.Mark(), key,
+                             absl::StrCat("expected a list of strings, found ", Describe(item),
+                                          " in the list"));
+        }
+        values.push_back(item.Scalar());
+      }
+    } else {
+      return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
+                         absl::StrCat("expected a list of strings (or one string), found ",
+                                      Describe(value)));
+    }
+    repeated[name] = std::move(values);
+    return absl::OkStatus();
+  }
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr || name == "config") {
+    return ConfigError(path, key_node.Mark(), "",
+                       absl::StrCat("unknown setting '", key, "'"));
+  }
+  if (!value.IsScalar()) {
+    return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
+                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value)));
+  }
+  std::string error;
+  if (!flag->ParseFrom(value.Scalar(), &error)) {
+    return ConfigError(path, value.Mark(), key,
+                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
+                                    error.empty() ? "" : absl::StrCat(" (", error, ")")));
+  }
+  return absl::OkStatus();
+}
+
+// Every error names the file, the line, the key, what was found and what was expected.
 absl::Status ApplyYaml(const std::string& path,
                        std::map<std::string, std::vector<std::string>>& repeated) {
-  YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", e.what()));
-  }
-  if (!root.IsMap()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping of flag names to values"));
-  }
-  for (const auto& entry : root) {
-    std::string name = entry.first.as<std::string>();
-    for (char& c : name) if (c == '-') c = '_';
-    const YAML::Node& value = entry.second;
-    std::string where = absl::StrCat(path, ":", entry.first.Mark().line + 1);
-    bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
-                         std::end(kRepeatable);
-    if (is_repeatable) {
-      if (repeated.count(name)) continue;  // the command line wins
-      if (value.IsSequence()) {
-        for (const auto& v : value) repeated[name].push_back(v.as<std::string>());
-      } else {
-        repeated[name].push_back(value.as<std::string>());
+    YAML::Node root = YAML::LoadFile(path);
+    if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
+    if (!root.IsMap()) {
+      return ConfigError(path, root.Mark(), "",
+                         absl::StrCat("expected a map of setting names to values, found ",
+                                      Describe(root)));
+    }
+    for (const auto& entry : root) {
+      if (absl::Status s = ApplyYamlEntry(path, entry.first, entry.second, repeated); !s.ok()) {
+        return s;
       }
-      continue;
     }
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr || name == "config") {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown setting '", name, "'"));
-    }
-    std::string error;
-    if (!value.IsScalar() || !flag->ParseFrom(value.as<std::string>(), &error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": bad value for '", name, "': ", error));
-    }
+  } catch (const YAML::BadFile& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read config file ", path, ": ", std::strerror(errno)));
+  } catch (const YAML::Exception& e) {
+    // Syntax errors, and anything the checks above did not foresee.
+    return ConfigError(path, e.mark, "", e.msg);
   }
   return absl::OkStatus();
 }
@@ -263,13 +379,30 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   c.spare_session_workers = absl::GetFlag(FLAGS_spare_session_workers);
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
-  for (const std::string& uid : repeated.count("allow_uid") ? repeated["allow_uid"]
-                                                            : absl::GetFlag(FLAGS_allow_uid)) {
-    int value = 0;
-    if (!absl::SimpleAtoi(uid, &value) || value < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--allow-uid ", uid, " is not a uid"));
-    }
-    c.allow_uid.push_back(static_cast<uid_t>(value));
+  c.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  c.tls_key = absl::GetFlag(FLAGS_tls_key);
+  c.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  c.insecure = absl::GetFlag(FLAGS_insecure);
+  c.access_log = absl::GetFlag(FLAGS_access_log);
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only "
+        "over TLS");
+  }
+  if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {
+    absl::StatusOr<int> gid = ResolveGroup(group);
+    if (!gid.ok()) return gid.status();
+    c.socket_gid = *gid;
+  }
+  for (const std::string& user : repeated.count("allow_uid") ? repeated["allow_uid"]
+                                                              : absl::GetFlag(FLAGS_allow_uid)) {
+    absl::StatusOr<uint32_t> uid = ResolveUser(user);
+    if (!uid.ok()) return uid.status();
+    c.allow_uid.push_back(static_cast<uid_t>(*uid));
   }
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");

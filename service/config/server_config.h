@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,15 @@ struct ServerConfig {
   std::vector<uid_t> allow_uid;
   std::string adapter_settings;  // non-empty: started by cnp-adapter with these settings
   int requested_workers = 0;     // --workers as given (0: defaulted)
+
+  // Who may connect (README "Security").
+  std::string tls_cert;       // PEM certificate chain: TCP listeners speak TLS
+  std::string tls_key;        // its private key
+  std::string tls_client_ca;  // PEM CAs: TCP clients must present a certificate they signed
+  std::string auth_token_file;  // TCP calls must carry "authorization: Bearer <its content>"
+  bool insecure = false;      // allow plaintext TCP on non-loopback addresses
+  int socket_gid = -1;        // --socket-group: unix sockets 0660 and directories 0750
+  std::string access_log;     // empty: the server's own log (stderr)
 
   // The worker's command-line arguments that carry this configuration.
   std::vector<std::string> WorkerArgs() const;

@@ -1,18 +1,14 @@
 #include "service/rpc/rpc_server.h"
 
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "client/lib/secret_file.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
 #include "service/rpc/unary_call.h"
@@ -30,39 +26,6 @@ absl::Time ClientDeadline(const grpc::ServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
-// Gets a unix socket path ready for binding: its directory exists, and a socket file left by a
-// server that died is removed - but one that still answers is not stolen.
-absl::Status PrepareUnixSocket(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the socket path ", path, " is longer than the ", sizeof addr.sun_path - 1,
-        " bytes a unix socket address can hold; choose a shorter one"));
-  }
-  std::string dir = path.substr(0, path.rfind('/'));
-  if (!dir.empty() && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the socket directory ", dir, ": ", std::strerror(errno)));
-  }
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " exists and is not a socket; remove it or listen elsewhere"));
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  bool alive = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  if (alive) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("another server already listens on ", path, "; stop it or listen elsewhere"));
-  }
-  ::unlink(path.c_str());
-  return absl::OkStatus();
-}
-
 template <class Request, class Response>
 class MapStreamHandler final : public StreamHandler<Request, Response> {
  public:
@@ -76,6 +39,23 @@ class MapStreamHandler final : public StreamHandler<Request, Response> {
  private:
   FunctionCalls& calls_;
 };
+
+// What an Upload does, for the access log: never the CouchDB URL's user:password part nor
+// the credentials.
+std::string UploadSummary(const v1::UploadRequest& request) {
+  std::string couchdb = request.couchdb_url();
+  if (size_t scheme = couchdb.find("://"); scheme != std::string::npos) {
+    if (size_t at = couchdb.find('@', scheme + 3);
+        at != std::string::npos && at < couchdb.find('/', scheme + 3)) {
+      couchdb.erase(scheme + 3, at + 1 - (scheme + 3));
+    }
+  }
+  std::string mode = request.check_only() ? "check" : request.dry_run() ? "dry-run"
+                     : request.staged() ? "staged" : "write";
+  return absl::StrCat("call=Upload couchdb=", couchdb.empty() ? "-" : couchdb,
+                      " database=", request.database().empty() ? "-" : request.database(),
+                      " files=", request.files_size(), " mode=", mode);
+}
 
 class UnavailableSession final : public SessionHandler {
  public:
@@ -96,20 +76,78 @@ RpcServer::~RpcServer() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
 }
 
+absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
+  const TransportSecurity& security = options_.security;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials =
+      TcpServerCredentials(security);
+  if (!tcp_credentials.ok()) return tcp_credentials.status();
+  std::vector<ListeningSocket> sockets;
+  absl::Cleanup close_on_error = [&sockets] {
+    for (ListeningSocket& socket : sockets) {
+      ::close(socket.fd);
+      RemoveOwnSocketFile(socket);
+    }
+  };
+  for (const std::string& address : options_.listen) {
+    absl::StatusOr<std::vector<ListeningSocket>> opened =
+        OpenListeningSockets(address, {.gid = security.socket_gid});
+    if (!opened.ok()) return opened.status();
+    for (ListeningSocket& socket : *opened) sockets.push_back(std::move(socket));
+  }
+  for (const ListeningSocket& socket : sockets) {
+    if (socket.is_unix || socket.loopback) continue;
+    if (!security.UsesTls() && !security.insecure) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to listen on ", socket.address, " in plaintext: anyone who can reach it "
+          "could run functions and read what they return. Give --tls-cert and --tls-key "
+          "(and --tls-client-ca or --auth-token-file to say who may call), listen on "
+          "127.0.0.1 or a unix socket, or pass --insecure if the network is trusted"));
+    }
+    if (!security.UsesTls() && !security.auth_token_file.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to accept a bearer token in plaintext on ", socket.address,
+          ": it would cross the network readable by anyone on the way; add --tls-cert and "
+          "--tls-key"));
+    }
+  }
+  for (const ListeningSocket& socket : sockets) {
+    grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(
+        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+        socket.is_unix ? grpc::InsecureServerCredentials() : *tcp_credentials));
+  }
+  AcceptPolicy policy{.allowed_uids = {::geteuid(), 0}, .descriptor_cap = DescriptorCapForLimit()};
+  policy.allowed_uids.insert(security.allowed_uids.begin(), security.allowed_uids.end());
+  std::move(close_on_error).Cancel();
+  std::vector<int> listener_fds;
+  for (const ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);
+  acceptor_ = std::make_unique<ConnectionAcceptor>(
+      std::move(sockets), std::move(policy), *access_log_,
+      [this, listener_fds](size_t index, int fd) {
+        grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters connection;
+        connection.listener_fd = listener_fds[index];
+        connection.fd = fd;
+        grpc_acceptors_[index]->HandleNewConnection(&connection);
+      });
+  return absl::OkStatus();
+}
+
 absl::Status RpcServer::Start() {
+  absl::StatusOr<std::unique_ptr<AccessLog>> access_log =
+      AccessLog::Open(options_.security.access_log);
+  if (!access_log.ok()) return access_log.status();
+  access_log_ = std::move(*access_log);
+  std::string token;
+  if (!options_.security.auth_token_file.empty()) {
+    absl::StatusOr<std::string> read = client::ReadAuthToken(options_.security.auth_token_file);
+    if (!read.ok()) return read.status();
+    token = std::move(*read);
+  }
+  gate_ = std::make_unique<CallGate>(std::move(token), *access_log_);
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  std::vector<std::unique_ptr<int>> ports;
-  for (const std::string& address : options_.listen) {
-    if (absl::StartsWith(address, "unix:")) {
-      std::string path = address.substr(5);
-      if (absl::StartsWith(path, "//")) path = path.substr(2);
-      if (absl::Status s = PrepareUnixSocket(path); !s.ok()) return s;
-    }
-    ports.push_back(std::make_unique<int>(0));
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), ports.back().get());
-  }
+  if (absl::Status s = OpenListeners(builder); !s.ok()) return s;
   // The reflection service runs on gRPC's own synchronous threads; their default poll timeout
   // made every shutdown take 5 s longer than the calls in flight needed.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
@@ -119,65 +157,91 @@ absl::Status RpcServer::Start() {
   for (int i = 0; i < options_.threads; ++i) queues_.push_back(builder.AddCompletionQueue());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
+    acceptor_.reset();
     return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", absl::StrJoin(options_.listen, ", "),
-        " (address in use, bad address, or no permission)"));
+        "cannot start serving on ", absl::StrJoin(options_.listen, ", "),
+        " (see gRPC's message above; a bad TLS certificate or key?)"));
   }
-  for (size_t i = 0; i < options_.listen.size(); ++i) {
-    if (!absl::StartsWith(options_.listen[i], "unix:") && *ports[i] == 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen[i]));
-    }
-    LogInfo("listening on ", options_.listen[i],
-            absl::StartsWith(options_.listen[i], "unix:") ? "" : absl::StrCat(" (port ", *ports[i], ")"));
+  for (const ListeningSocket& socket : acceptor_->sockets()) {
+    LogInfo("listening on ", socket.address,
+            socket.is_unix ? "" : absl::StrCat(" (port ", socket.port, ")"),
+            socket.is_unix || !options_.security.UsesTls() ? ""
+            : options_.security.tls_client_ca_file.empty() ? " with TLS"
+                                                            : " with mutual TLS",
+            socket.is_unix || options_.security.auth_token_file.empty() ? ""
+                                                                       : ", bearer token required");
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
   for (auto& queue : queues_) {
     ListenAll(queue.get());
     threads_.push_back(std::make_unique<QueueThread>(queue.get()));
   }
+  acceptor_->Start();
   return absl::OkStatus();
 }
 
 void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
   FunctionCalls& calls = calls_;
+  const CallGate& gate = *gate_;
   auto unary = [&]<class Request, class Response>(
                    auto requester,
-                   absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&)) {
+                   absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&),
+                   const char* name) {
     using C = UnaryCall<Service, Request, Response>;
     auto handler = std::make_shared<const typename C::Handler>(
-        [&calls, method](grpc::ServerContext& context, Request& request, Response& response) {
+        [&calls, &gate, method, name](grpc::ServerContext& context, Request& request,
+                                      Response& response) {
+          if (absl::Status admitted = gate.Admit(context, name); !admitted.ok()) {
+            return ToGrpcStatus(admitted);
+          }
           return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
         });
     C::Listen(&service_, cq, requester, std::move(handler));
   };
-  unary(&Service::RequestMap, &FunctionCalls::Map);
-  unary(&Service::RequestReduce, &FunctionCalls::Reduce);
-  unary(&Service::RequestValidate, &FunctionCalls::Validate);
-  unary(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction);
-  unary(&Service::RequestResolve, &FunctionCalls::Resolve);
+  unary(&Service::RequestMap, &FunctionCalls::Map, "Map");
+  unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
+  unary(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");
+  unary(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction,
+        "CallDesignFunction");
+  unary(&Service::RequestResolve, &FunctionCalls::Resolve, "Resolve");
 
   using MapStream = StreamCall<Service, v1::MapRequest, v1::MapResponse>;
-  MapStream::Listen(&service_, cq, &Service::RequestMapStream,
-                    std::make_shared<const MapStream::Factory>([&calls] {
-                      return std::make_unique<MapStreamHandler<v1::MapRequest, v1::MapResponse>>(
-                          calls);
-                    }));
+  MapStream::Listen(
+      &service_, cq, &Service::RequestMapStream,
+      std::make_shared<const MapStream::Factory>(
+          [&calls, &gate](grpc::ServerContext& context) -> MapStream::FactoryResult {
+            if (absl::Status admitted = gate.Admit(context, "MapStream"); !admitted.ok()) {
+              return admitted;
+            }
+            return std::make_unique<MapStreamHandler<v1::MapRequest, v1::MapResponse>>(calls);
+          }));
 
   using Session = StreamCall<Service, v1::SessionInput, v1::SessionOutput>;
   auto sessions = sessions_;
   Session::Listen(&service_, cq, &Service::RequestSession,
                   std::make_shared<const Session::Factory>(
-                      [sessions]() -> std::unique_ptr<SessionHandler> {
+                      [sessions, &gate](grpc::ServerContext& context) -> Session::FactoryResult {
+                        if (absl::Status admitted = gate.Admit(context, "Session");
+                            !admitted.ok()) {
+                          return admitted;
+                        }
                         if (sessions) return sessions();
                         return std::make_unique<UnavailableSession>();
                       }));
 
   using Upload = ServerStreamCall<Service, v1::UploadRequest, v1::UploadEvent>;
   auto upload = upload_;
+  const AccessLog& access_log = *access_log_;
   Upload::Listen(&service_, cq, &Service::RequestUpload,
                  std::make_shared<const Upload::Handler>(
-                     [upload](grpc::ServerContext&, const v1::UploadRequest& request,
-                              const Upload::Emit& emit) {
+                     [upload, &gate, &access_log](grpc::ServerContext& context,
+                                                  const v1::UploadRequest& request,
+                                                  const Upload::Emit& emit) {
+                       if (absl::Status admitted = gate.Admit(context, "Upload"); !admitted.ok()) {
+                         return ToGrpcStatus(admitted);
+                       }
+                       access_log.Write("upload", CallGate::PeerIdentity(context),
+                                        UploadSummary(request));
                        if (!upload) {
                          return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                              "this server does not serve uploads yet");
@@ -188,6 +252,8 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
 
 void RpcServer::Shutdown(absl::Duration grace) {
   if (server_ == nullptr) return;
+  // First: no new connections (gRPC would drop the ones handed to it from now on).
+  acceptor_.reset();
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   for (auto& queue : queues_) queue->Shutdown();

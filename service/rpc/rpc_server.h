@@ -10,10 +10,15 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cnp/v1/functions.grpc.pb.h"
+#include "grpcpp/server_builder.h"
+#include "service/rpc/access_log.h"
+#include "service/rpc/call_gate.h"
+#include "service/rpc/connection_acceptor.h"
 #include "service/rpc/function_calls.h"
 #include "service/rpc/queue_thread.h"
 #include "service/rpc/server_stream_call.h"
 #include "service/rpc/stream_call.h"
+#include "service/rpc/transport_security.h"
 
 namespace cnp::rpc {
 
@@ -22,7 +27,8 @@ using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
 using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&)>;
 
 struct ServerOptions {
-  std::vector<std::string> listen;  // gRPC addresses: "unix:/path", "127.0.0.1:50051", ...
+  std::vector<std::string> listen;  // "unix:/path", "127.0.0.1:50051", "[::1]:7070", ...
+  TransportSecurity security;
   // Completion queues, each served by its own thread (see queue_thread.h).
   int threads = 4;
   int max_message_bytes = 256 << 20;
@@ -34,7 +40,8 @@ class RpcServer {
             std::function<std::unique_ptr<SessionHandler>()> sessions, UploadHandler upload);
   ~RpcServer();
 
-  // Binds every address and starts the polling threads.
+  // Binds every address and starts the polling threads. Refuses a plaintext TCP listener on
+  // an address other than loopback unless `security.insecure`.
   absl::Status Start();
   // Stops accepting calls, lets calls in flight finish for up to `grace`, then cancels the
   // rest and joins the threads. Must not be called from a polling thread.
@@ -42,8 +49,14 @@ class RpcServer {
 
  private:
   void ListenAll(grpc::ServerCompletionQueue* cq);
+  // Opens the listening sockets and registers one gRPC acceptor for each.
+  absl::Status OpenListeners(grpc::ServerBuilder& builder);
 
   const ServerOptions options_;
+  std::unique_ptr<AccessLog> access_log_;
+  std::unique_ptr<CallGate> gate_;
+  std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
+  std::unique_ptr<ConnectionAcceptor> acceptor_;
   FunctionCalls& calls_;
   std::function<std::unique_ptr<SessionHandler>()> sessions_;
   UploadHandler upload_;

@@ -33,7 +33,9 @@ class StreamCall final : public Call {
   using Stream = grpc::ServerAsyncReaderWriter<Response, Request>;
   using Requester = void (Service::*)(grpc::ServerContext*, Stream*, grpc::CompletionQueue*,
                                       grpc::ServerCompletionQueue*, void*);
-  using Factory = std::function<std::unique_ptr<StreamHandler<Request, Response>>()>;
+  // Makes the stream's handler when a stream starts, or refuses the stream with a status.
+  using FactoryResult = absl::StatusOr<std::unique_ptr<StreamHandler<Request, Response>>>;
+  using Factory = std::function<FactoryResult(grpc::ServerContext&)>;
 
   static void Listen(Service* service, grpc::ServerCompletionQueue* cq, Requester requester,
                      std::shared_ptr<const Factory> factory) {
@@ -45,7 +47,11 @@ class StreamCall final : public Call {
       case State::kAccepting:
         if (!ok) return delete this;
         Listen(service_, cq_, requester_, factory_);
-        handler_ = (*factory_)();
+        if (FactoryResult handler = (*factory_)(context_); handler.ok()) {
+          handler_ = std::move(*handler);
+        } else {
+          return Finish(ToGrpcStatus(handler.status()));
+        }
         return ReadNext();
       case State::kReading: {
         if (!ok) return Finish(grpc::Status::OK);  // the client closed its side

@@ -1,0 +1,57 @@
+#include "client/lib/secret_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace cnp::client {
+
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  std::string content;
+  absl::Status status;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    status = absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is not a regular file"));
+  } else if ((st.st_mode & 077) != 0) {
+    status = absl::PermissionDeniedError(absl::StrFormat(
+        "%s %s has mode %04o: others on this host could read or change it; run chmod 600 %s",
+        what, path, st.st_mode & 07777, path));
+  } else {
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR)) {
+      if (n > 0) content.append(buffer, n);
+    }
+    if (n < 0) {
+      status = absl::UnavailableError(
+          absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(errno)));
+    }
+  }
+  ::close(fd);
+  if (!status.ok()) return status;
+  return content;
+}
+
+absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadSecretFile(path, "the token file");
+  if (!content.ok()) return content.status();
+  std::string token(absl::StripAsciiWhitespace(*content));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
+  }
+  return token;
+}
+
+}  // namespace cnp::client

@@ -1,0 +1,41 @@
+#include "service/rpc/access_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace cnp::rpc {
+
+absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& path) {
+  if (path.empty()) return std::unique_ptr<AccessLog>(new AccessLog(STDERR_FILENO));
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--access-log: cannot open ", path, ": ", std::strerror(errno)));
+  }
+  return std::unique_ptr<AccessLog>(new AccessLog(fd));
+}
+
+AccessLog::~AccessLog() {
+  if (fd_ != STDERR_FILENO) ::close(fd_);
+}
+
+void AccessLog::Write(absl::string_view event, absl::string_view peer,
+                      absl::string_view details) const {
+  std::string line = absl::StrCat(
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      " ACCESS cnp-server[", ::getpid(), "] ", event, " peer=", peer.empty() ? "-" : peer, " ",
+      details);
+  line = absl::StrReplaceAll(line, {{"\n", " "}, {"\r", " "}});
+  line += '\n';
+  (void)!::write(fd_, line.data(), line.size());
+}
+
+}  // namespace cnp::rpc

@@ -1,0 +1,30 @@
+// The access log: one line for every refused connection or call and every Upload, naming the
+// peer, so an operator can see who tried what. Lines go to a file of their own
+// (--access-log) or to the server's log on stderr, whatever the log level. Secrets (tokens,
+// CouchDB passwords) never appear in it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace cnp::rpc {
+
+class AccessLog {
+ public:
+  // Appends to `path` (created 0600), or writes to stderr when `path` is empty.
+  static absl::StatusOr<std::unique_ptr<AccessLog>> Open(const std::string& path);
+  ~AccessLog();
+
+  // "<time> ACCESS cnp-server[pid] <event> peer=<peer> <details>": one write per line, so
+  // lines from several threads never interleave. Newlines in the parts are replaced.
+  void Write(absl::string_view event, absl::string_view peer, absl::string_view details) const;
+
+ private:
+  explicit AccessLog(int fd) : fd_(fd) {}
+  const int fd_;
+};
+
+}  // namespace cnp::rpc

@@ -1,0 +1,59 @@
+// Accepts the connections of the server's listening sockets and hands each one to gRPC
+// (ServerBuilder's external connection acceptors, which add TLS where configured).
+//
+// Accepting ourselves lets the server decide who gets in before gRPC sees a byte:
+// - a unix-socket peer's uid (SO_PEERCRED) must be in the allowed set, else the connection is
+//   closed and the access log says who it was;
+// - connections are capped below the descriptor limit: one whose descriptor number reaches the
+//   cap is closed at once, so calls in flight, workers and uploads always find descriptors;
+// - when accept() itself fails for want of descriptors or memory, it is retried shortly after.
+//   gRPC 1.51's own listener stopped for good on EMFILE, and every later call failed until a
+//   restart.
+// The accept loops are coroutines on an Asio loop of their own, off the calls' threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "service/rpc/access_log.h"
+#include "service/rpc/listening_socket.h"
+
+namespace cnp::rpc {
+
+struct AcceptPolicy {
+  std::set<uid_t> allowed_uids;  // unix sockets only
+  int descriptor_cap = 0;        // accepted descriptors numbered at or above this are closed
+};
+
+// The descriptor cap for the current RLIMIT_NOFILE: a headroom below the soft limit is kept
+// for everything that is not a connection.
+int DescriptorCapForLimit();
+
+class ConnectionAcceptor {
+ public:
+  // `hand_over(i, fd)` gives connection `fd`, accepted on sockets[i], to gRPC.
+  using HandOver = std::function<void(size_t socket_index, int fd)>;
+
+  ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
+                     const AccessLog& log, HandOver hand_over);
+  ~ConnectionAcceptor();  // Stop()
+
+  const std::vector<ListeningSocket>& sockets() const { return sockets_; }
+
+  void Start();
+  // Stops accepting, closes the listening sockets and removes the socket files we created.
+  // Idempotent; must be called before gRPC is shut down (it closes what it is then handed).
+  void Stop();
+
+ private:
+  class Loop;
+
+  std::vector<ListeningSocket> sockets_;
+  std::unique_ptr<Loop> loop_;
+};
+
+}  // namespace cnp::rpc

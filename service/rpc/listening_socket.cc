@@ -1,0 +1,283 @@
+#include "service/rpc/listening_socket.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/lib/socket_directory.h"
+
+namespace cnp::rpc {
+namespace {
+
+std::string ErrnoText(int error) { return std::strerror(error); }
+
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// The directory is created private (0700, or 0750 for a --socket-group); one that exists must
+// be ours and writable by no one else.
+absl::Status PrepareSocketDirectory(const std::string& dir, int gid) {
+  const mode_t mode = gid >= 0 ? 0750 : 0700;
+  if (::mkdir(dir.c_str(), mode) == 0) {
+    // mkdir applies the umask; the mode must be exactly this.
+    if (::chmod(dir.c_str(), mode) != 0 || (gid >= 0 && ::chown(dir.c_str(), -1, gid) != 0)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot set the permissions of the socket directory ", dir, ": ", ErrnoText(errno)));
+    }
+    return absl::OkStatus();
+  }
+  if (errno != EEXIST) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create the socket directory ", dir, ": ", ErrnoText(errno)));
+  }
+  return client::CheckSocketDirectory(dir, client::DirectoryOwner::kMe);
+}
+
+absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std::string& path,
+                                           const UnixSocketOptions& options) {
+  sockaddr_un addr{};
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the socket path '", path, "' must be 1 to ", sizeof addr.sun_path - 1,
+        " bytes long (a unix socket address holds no more); choose a shorter one"));
+  }
+  if (absl::Status s = PrepareSocketDirectory(client::SocketDirectory(path), options.gid);
+      !s.ok()) {
+    return s;
+  }
+  int error = 0;
+  switch (ProbeUnixSocket(path, &error)) {
+    case SocketLiveness::kAbsent:
+      break;
+    case SocketLiveness::kStale:
+      // Left by a server that died: nothing accepts on it any more.
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot remove the stale socket ", path, ": ", ErrnoText(errno)));
+      }
+      break;
+    case SocketLiveness::kAlive:
+      return absl::AlreadyExistsError(absl::StrCat(
+          "another server already listens on ", path, "; stop it or listen elsewhere"));
+    case SocketLiveness::kUnknown:
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, " exists and cannot be probed (", error == 0 ? "not a socket" : ErrnoText(error),
+          "); remove it if no server uses it, or listen elsewhere"));
+  }
+
+  ScopedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return absl::ResourceExhaustedError(absl::StrCat("socket: ", ErrnoText(errno)));
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot bind ", path, ": ", ErrnoText(errno)));
+  }
+  // The file got its mode from the umask (0777 under umask 000). Nobody can connect before
+  // listen(), so setting the mode now leaves no window.
+  const mode_t mode = options.gid >= 0 ? 0660 : 0600;
+  if (::chmod(path.c_str(), mode) != 0 ||
+      (options.gid >= 0 && ::chown(path.c_str(), -1, options.gid) != 0)) {
+    const int chmod_error = errno;
+    ::unlink(path.c_str());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot set the permissions of ", path, ": ", ErrnoText(chmod_error)));
+  }
+  ListeningSocket socket;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    socket.unix_dev = st.st_dev;
+    socket.unix_ino = st.st_ino;
+  }
+  if (::listen(fd.get(), SOMAXCONN) != 0) {
+    ::unlink(path.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ", ErrnoText(errno)));
+  }
+  socket.fd = fd.release();
+  socket.address = address;
+  socket.is_unix = true;
+  socket.unix_path = path;
+  return socket;
+}
+
+bool IsLoopback(const sockaddr* addr) {
+  if (addr->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (addr->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+void SetPort(sockaddr* addr, int port) {
+  if (addr->sa_family == AF_INET) reinterpret_cast<sockaddr_in*>(addr)->sin_port = htons(port);
+  if (addr->sa_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(addr)->sin6_port = htons(port);
+}
+
+int GetPort(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return 0;
+}
+
+absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& address) {
+  std::string host;
+  std::string port_text;
+  if (absl::StartsWith(address, "[")) {
+    const size_t close = address.find("]:");
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("bad address '", address, "': use [v6]:port"));
+    }
+    host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad address '", address, "': use unix:/path or host:port"));
+    }
+    host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+  }
+  int port = 0;
+  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in '", address, "'"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
+      rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve '", host, "' in --listen=", address, ": ", gai_strerror(rc)));
+  }
+  std::vector<ListeningSocket> sockets;
+  std::string last_error;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    ScopedFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) {
+      last_error = ErrnoText(errno);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) {
+      // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately.
+      const int v6only = host.empty() || host == "::" ? 0 : 1;
+      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+    }
+    // Port 0 picks one port, shared by every address of the host name.
+    if (!sockets.empty()) SetPort(ai->ai_addr, sockets.front().port);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
+      last_error = ErrnoText(errno);
+      continue;
+    }
+    ListeningSocket socket;
+    socket.port = GetPort(fd.get());
+    socket.loopback = IsLoopback(ai->ai_addr);
+    socket.fd = fd.release();
+    socket.address = address;
+    sockets.push_back(std::move(socket));
+  }
+  ::freeaddrinfo(found);
+  if (sockets.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error));
+  }
+  return sockets;
+}
+
+}  // namespace
+
+SocketLiveness ProbeUnixSocket(const std::string& path, int* error) {
+  *error = 0;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return SocketLiveness::kAbsent;
+    *error = errno;
+    return SocketLiveness::kUnknown;
+  }
+  if (!S_ISSOCK(st.st_mode)) return SocketLiveness::kUnknown;
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return SocketLiveness::kUnknown;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // Non-blocking: a blocking connect to a server whose backlog is full waits (15 s was seen)
+  // and then fails, which made a live server look dead.
+  ScopedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) {
+    *error = errno;
+    return SocketLiveness::kUnknown;
+  }
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    return SocketLiveness::kAlive;
+  }
+  *error = errno;
+  switch (errno) {
+    case EAGAIN:       // listening, backlog full
+    case EINPROGRESS:
+      return SocketLiveness::kAlive;
+    case ECONNREFUSED:  // nobody listens: left by a server that is gone
+      return SocketLiveness::kStale;
+    case ENOENT:
+      return SocketLiveness::kAbsent;
+    default:
+      return SocketLiveness::kUnknown;
+  }
+}
+
+absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,
+                                                                  const UnixSocketOptions& unix) {
+  if (absl::StartsWith(address, "unix:")) {
+    std::string path = address.substr(absl::StartsWith(address, "unix://") ? 7 : 5);
+    absl::StatusOr<ListeningSocket> socket = ListenUnix(address, path, unix);
+    if (!socket.ok()) return socket.status();
+    std::vector<ListeningSocket> sockets;
+    sockets.push_back(std::move(*socket));
+    return sockets;
+  }
+  std::string host_port = address;
+  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
+    if (absl::StartsWith(host_port, scheme)) host_port = host_port.substr(std::strlen(scheme));
+  }
+  return ListenTcp(host_port);
+}
+
+void RemoveOwnSocketFile(const ListeningSocket& socket) {
+  if (!socket.is_unix) return;
+  struct stat st {};
+  if (::lstat(socket.unix_path.c_str(), &st) == 0 && st.st_dev == socket.unix_dev &&
+      st.st_ino == socket.unix_ino) {
+    ::unlink(socket.unix_path.c_str());
+  }
+}
+
+}  // namespace cnp::rpc

@@ -1,0 +1,47 @@
+// The server's listening sockets, bound by cnp-server itself rather than by gRPC, so that it
+// decides who gets in (connection_acceptor.h) and never loses its listener to a full
+// descriptor table.
+//
+// A unix socket is created 0600 (0660 with a group) whatever the umask, in a directory that
+// must be ours and writable by no one else; a socket file already there is removed only when
+// nothing listens on it any more (checked without blocking), never when a server still does.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cnp::rpc {
+
+struct ListeningSocket {
+  int fd = -1;
+  std::string address;  // as configured: "unix:/run/cnp/cnp.sock", "127.0.0.1:7070", ...
+  bool is_unix = false;
+  std::string unix_path;
+  dev_t unix_dev = 0;  // the socket file we created: only that one is ever removed
+  ino_t unix_ino = 0;
+  int port = 0;          // TCP: the bound port (useful with port 0)
+  bool loopback = true;  // TCP: every bound address is a loopback address
+};
+
+struct UnixSocketOptions {
+  int gid = -1;  // >= 0: the socket is 0660 and a directory we create 0750, with this group
+};
+
+// Binds and listens on `address` ("unix:/path", "unix:///path", "host:port", "[v6]:port").
+// A host name may bind several sockets (localhost: 127.0.0.1 and ::1), all on one port.
+absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,
+                                                                  const UnixSocketOptions& unix);
+
+// Removes the socket file of a unix listener if it is still the one we created.
+void RemoveOwnSocketFile(const ListeningSocket& socket);
+
+// Whether a unix socket at `path` accepts connections, without blocking: a server whose
+// backlog is full still counts as alive.
+enum class SocketLiveness { kAbsent, kStale, kAlive, kUnknown };
+SocketLiveness ProbeUnixSocket(const std::string& path, int* error);
+
+}  // namespace cnp::rpc
