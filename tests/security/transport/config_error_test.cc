@@ -1,0 +1,74 @@
+// --config errors: every one names the file, the line, the key, what was found and what was
+// expected, and the server exits 2 (a map where a list is expected once aborted it, exit 134;
+// a map where a number is expected said "bad value for 'workers': " and nothing more).
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/security/transport/launched_server.h"
+
+namespace cnp::security_testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Case {
+  std::string yaml;
+  std::string message;  // after "<file>:"
+};
+
+class ConfigErrorTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ConfigErrorTest, NamesFileLineKeyFoundAndExpectedAndExitsTwo) {
+  const std::string dir = ShortTempDir();
+  const std::string file = dir + "/cnp.yml";
+  WriteFile(file, GetParam().yaml, 0644);
+  auto server = LaunchedServer::Start(
+      {.args = {"--listen=unix:" + dir + "/s/cnp.sock", "--config=" + file}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_EQ(server->ExitCode(), 2) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat(file, ":", GetParam().message)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Yaml, ConfigErrorTest,
+    ::testing::Values(
+        Case{"listen: {x: 1}\n",
+             "1: key 'listen': expected a list of strings (or one string), found a map"},
+        Case{"workers: 1\ngrpc-threads:\n  a: 1\n",
+             "3: key 'grpc-threads': expected a whole number, found a map"},
+        Case{"workers: lots\n", "1: key 'workers': expected a whole number, found 'lots'"},
+        Case{"call-timeout: [1, 2]\n",
+             "1: key 'call-timeout': expected a duration such as 30s or 2m, found a list"},
+        Case{"insecure: maybe\n", "1: key 'insecure': expected true or false, found 'maybe'"},
+        Case{"python-path:\n  - /srv\n  - {a: 1}\n",
+             "3: key 'python-path': expected a list of strings, found a map in the list"},
+        Case{"workers: 1\nwokers: 2\n", "2: unknown setting 'wokers'"},
+        Case{"- workers\n", "1: expected a map of setting names to values, found a list"},
+        Case{"? [a]\n: 1\n", "1: expected a setting name, found a list"},
+        Case{"workers: [1\n", "2: "}));
+
+TEST(ConfigFileTest, AMissingFileIsAnErrorThatNamesIt) {
+  const std::string dir = ShortTempDir();
+  auto server = LaunchedServer::Start(
+      {.args = {"--listen=unix:" + dir + "/s/cnp.sock", "--config=" + dir + "/none.yml"}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_EQ(server->ExitCode(), 2);
+  EXPECT_THAT(server->Log(), HasSubstr("cannot read config file " + dir + "/none.yml"));
+}
+
+TEST(ConfigFileTest, SecuritySettingsComeFromTheFileToo) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/cnp.yml", "listen: 0.0.0.0:0\n", 0644);
+  auto refused = LaunchedServer::Start({.args = {"--config=" + dir + "/cnp.yml"}});
+  ASSERT_FALSE(refused->ready());
+  EXPECT_THAT(refused->Log(), HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"));
+
+  WriteFile(dir + "/insecure.yml", "listen: [0.0.0.0:0]\ninsecure: true\n", 0644);
+  auto allowed = LaunchedServer::Start({.args = {"--config=" + dir + "/insecure.yml"}});
+  EXPECT_TRUE(allowed->ready()) << allowed->Log();
+}
+
+}  // namespace
+}  // namespace cnp::security_testing

@@ -1,0 +1,234 @@
+// Who may call over TCP: TLS (plaintext clients and clients that do not trust the server's CA
+// get nowhere), mutual TLS (no client certificate, no connection), the bearer token (missing
+// or wrong: UNAUTHENTICATED, with an access-log line that never shows the token), and the
+// refusal of a plaintext listener on a non-loopback address without --insecure.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "client/lib/cnp_client.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/security/transport/launched_server.h"
+
+namespace cnp::security_testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kDoc[] = R"({"_id":"a","n":21})";
+
+absl::StatusOr<std::unique_ptr<client::Client>> ConnectTo(
+    int port, const client::ChannelSecurity& security, absl::Duration timeout = absl::Seconds(10)) {
+  return client::Client::Connect(absl::StrCat("127.0.0.1:", port), security, timeout);
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<Certificates> certs = MakeCertificates();
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = *certs;
+  }
+  Certificates certs_;
+};
+
+TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
+  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+                                                "--tls-cert=" + certs_.server_cert,
+                                                "--tls-key=" + certs_.server_key}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("with TLS"));
+  const int port = server->Port();
+
+  auto trusted = ConnectTo(port, {.tls_ca_file = certs_.ca});
+  ASSERT_TRUE(trusted.ok()) << trusted.status();
+  auto mapped = (*trusted)->Map({"svc_fns.doubled"}, {kDoc});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_EQ(mapped->results(0).rows(), R"([[["a",42]]])");
+
+  auto plaintext = ConnectTo(port, {}, absl::Seconds(2));
+  EXPECT_FALSE(plaintext.ok());
+  auto untrusted = ConnectTo(port, {.tls_ca_file = certs_.other_ca}, absl::Seconds(2));
+  EXPECT_FALSE(untrusted.ok());
+  EXPECT_THAT(untrusted.status().message(), HasSubstr("TLS handshake"));
+}
+
+TEST_F(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
+  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+                                                "--tls-cert=" + certs_.server_cert,
+                                                "--tls-key=" + certs_.server_key,
+                                                "--tls-client-ca=" + certs_.ca}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("with mutual TLS"));
+  const int port = server->Port();
+
+  auto anonymous = ConnectTo(port, {.tls_ca_file = certs_.ca}, absl::Seconds(2));
+  if (anonymous.ok()) {
+    // TLS 1.3 finishes the client's side of the handshake before the server has checked the
+    // certificate: then the first call is where the refusal shows.
+    EXPECT_FALSE((*anonymous)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+  }
+
+  auto known = ConnectTo(port, {.tls_ca_file = certs_.ca,
+                                .tls_cert_file = certs_.client_cert,
+                                .tls_key_file = certs_.client_key});
+  ASSERT_TRUE(known.ok()) << known.status();
+  auto mapped = (*known)->Map({"svc_fns.doubled"}, {kDoc});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+
+  // Every Upload is logged with the peer's verified certificate name.
+  grpc::ClientContext context;
+  (*known)->PrepareContext(context, absl::Seconds(30));
+  v1::UploadRequest request;
+  request.set_check_only(true);
+  auto upload = (*known)->stub().Upload(&context, request);
+  v1::UploadEvent event;
+  while (upload->Read(&event)) {
+  }
+  upload->Finish().ok();
+  EXPECT_THAT(server->Log(),
+              AllOf(HasSubstr("ACCESS"), HasSubstr("upload peer=ipv4:127.0.0.1:"),
+                    HasSubstr("cert=couchdb-node-1"), HasSubstr("call=Upload")));
+}
+
+TEST_F(TlsTest, AKeyOthersCanReadIsRefused) {
+  ::chmod(certs_.server_key.c_str(), 0644);
+  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+                                                "--tls-cert=" + certs_.server_cert,
+                                                "--tls-key=" + certs_.server_key}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_NE(server->ExitCode(), 0);
+  EXPECT_THAT(server->Log(), HasSubstr("chmod 600"));
+}
+
+TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
+  const std::string dir = ShortTempDir();
+  const std::string token = "s3cret-token-7c1f";
+  WriteFile(dir + "/token", token + "\n");
+  WriteFile(dir + "/wrong", "not-the-token\n");
+  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+                                                "--listen=unix:" + dir + "/s/cnp.sock",
+                                                "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  const int port = server->Port();
+
+  auto without = ConnectTo(port, {});
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ((*without)->Map({"svc_fns.doubled"}, {kDoc}).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // The stream CouchDB's adapter uses is refused the same way.
+  grpc::ClientContext context;
+  auto session = (*without)->stub().Session(&context);
+  v1::SessionInput input;
+  input.set_line(R"(["reset"])");
+  session->Write(input);
+  session->WritesDone();
+  v1::SessionOutput output;
+  EXPECT_FALSE(session->Read(&output));
+  EXPECT_EQ(session->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  auto wrong = ConnectTo(port, {.auth_token_file = dir + "/wrong"});
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  auto refused = (*wrong)->Map({"svc_fns.doubled"}, {kDoc});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--auth-token-file"));
+
+  auto right = ConnectTo(port, {.auth_token_file = dir + "/token"});
+  ASSERT_TRUE(right.ok()) << right.status();
+  EXPECT_TRUE((*right)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+
+  // The unix socket is protected by its permissions and the peer's uid, not the token.
+  auto local = client::Client::Connect("unix:" + dir + "/s/cnp.sock");
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_TRUE((*local)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+
+  const std::string log = server->Log();
+  EXPECT_THAT(log, HasSubstr("refused peer=ipv4:127.0.0.1:"));
+  EXPECT_THAT(log, HasSubstr("call=Map code=UNAUTHENTICATED reason=\"no bearer token\""));
+  EXPECT_THAT(log, HasSubstr("call=Session code=UNAUTHENTICATED reason=\"no bearer token\""));
+  EXPECT_THAT(log, HasSubstr("call=Map code=UNAUTHENTICATED reason=\"wrong bearer token\""));
+  EXPECT_THAT(log, Not(HasSubstr(token)));
+  EXPECT_THAT(log, Not(HasSubstr("not-the-token")));
+}
+
+TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "abc\n", 0644);
+  auto server = LaunchedServer::Start(
+      {.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_NE(server->ExitCode(), 0);
+  EXPECT_THAT(server->Log(), AllOf(HasSubstr("mode 0644"), HasSubstr("chmod 600")));
+}
+
+TEST(UploadLogTest, EveryUploadIsLoggedWithoutCouchDbCredentials) {
+  const std::string dir = ShortTempDir();
+  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/s/cnp.sock",
+                                                "--access-log=" + dir + "/access.log"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto local = client::Client::Connect("unix:" + dir + "/s/cnp.sock");
+  ASSERT_TRUE(local.ok()) << local.status();
+  grpc::ClientContext context;
+  (*local)->PrepareContext(context, absl::Seconds(30));
+  v1::UploadRequest request;
+  request.set_couchdb_url("http://admin:hunter2@127.0.0.1:9/");
+  request.set_database("recipes");
+  request.set_check_only(true);
+  auto upload = (*local)->stub().Upload(&context, request);
+  v1::UploadEvent event;
+  while (upload->Read(&event)) {
+  }
+  upload->Finish().ok();
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/access.log").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  std::ifstream in(dir + "/access.log");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_THAT(line, AllOf(HasSubstr("ACCESS"), HasSubstr("upload peer=unix:"),
+                          HasSubstr("couchdb=http://127.0.0.1:9/"), HasSubstr("database=recipes"),
+                          HasSubstr("mode=check")));
+  EXPECT_THAT(line, Not(HasSubstr("hunter2")));
+}
+
+TEST(ListenerTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
+  auto refused = LaunchedServer::Start({.args = {"--listen=0.0.0.0:0"}});
+  ASSERT_FALSE(refused->ready());
+  EXPECT_EQ(refused->ExitCode(), 1);
+  EXPECT_THAT(refused->Log(),
+              AllOf(HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"),
+                    HasSubstr("--insecure")));
+
+  auto allowed = LaunchedServer::Start({.args = {"--listen=0.0.0.0:0", "--insecure"}});
+  ASSERT_TRUE(allowed->ready()) << allowed->Log();
+  // Reached over loopback only: no test traffic leaves the host.
+  auto client = ConnectTo(allowed->Port(), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+}
+
+TEST(ListenerTest, ATokenIsNeverAcceptedInPlaintextOffLoopback) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "abc\n");
+  auto refused = LaunchedServer::Start(
+      {.args = {"--listen=0.0.0.0:0", "--insecure", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_FALSE(refused->ready());
+  EXPECT_THAT(refused->Log(), HasSubstr("refusing to accept a bearer token in plaintext"));
+}
+
+TEST(ListenerTest, LoopbackPlaintextStaysAllowed) {
+  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = ConnectTo(server->Port(), {});
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+}
+
+}  // namespace
+}  // namespace cnp::security_testing

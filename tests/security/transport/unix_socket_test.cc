@@ -1,0 +1,229 @@
+// Unix sockets: private whatever the umask, group-shared only when asked, in a directory no one
+// else controls; the peer's uid is checked on every connection; a second server never takes
+// over (or removes) a live server's socket, while a stale one is replaced.
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/lib/cnp_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/security/transport/launched_server.h"
+
+namespace cnp::security_testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+constexpr char kDoc[] = R"({"_id":"a","n":1})";
+
+struct stat Stat(const std::string& path) {
+  struct stat st {};
+  ::lstat(path.c_str(), &st);
+  return st;
+}
+
+bool Answers(const std::string& target) {
+  auto client = client::Client::Connect(target, absl::Seconds(10));
+  return client.ok() && (*client)->Map({"svc_fns.doubled"}, {kDoc}).ok();
+}
+
+int ConnectUnix(const std::string& path, bool nonblocking) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(UnixSocketTest, TheSocketIsPrivateEvenUnderUmask000) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/run/cnp.sock";
+  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}, .umask = 0});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_EQ(Stat(socket).st_mode & 07777, 0600);
+  EXPECT_EQ(Stat(dir + "/run").st_mode & 07777, 0700);
+  EXPECT_TRUE(Answers("unix:" + socket));
+}
+
+TEST(UnixSocketTest, ASocketGroupGetsReadAndWriteAndNothingMore) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/run/cnp.sock";
+  auto server = LaunchedServer::Start(
+      {.args = {"--listen=unix:" + socket, absl::StrCat("--socket-group=", kNogroup)},
+       .umask = 0});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_EQ(Stat(socket).st_mode & 07777, 0660);
+  EXPECT_EQ(Stat(socket).st_gid, kNogroup);
+  EXPECT_EQ(Stat(dir + "/run").st_mode & 07777, 0750);
+  EXPECT_EQ(Stat(dir + "/run").st_gid, kNogroup);
+}
+
+TEST(UnixSocketTest, ADirectoryAnotherUserOwnsOrOthersMayWriteIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a directory to another user";
+  const std::string dir = ShortTempDir();
+  ASSERT_EQ(::mkdir((dir + "/theirs").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod((dir + "/theirs").c_str(), 0777), 0);
+  ASSERT_EQ(::chown((dir + "/theirs").c_str(), kNobody, kNogroup), 0);
+  auto theirs = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/theirs/cnp.sock"}});
+  ASSERT_FALSE(theirs->ready());
+  EXPECT_EQ(theirs->ExitCode(), 1);
+  EXPECT_THAT(theirs->Log(), AllOf(HasSubstr(dir + "/theirs belongs to uid 65534"),
+                                   HasSubstr("could replace the socket")));
+  EXPECT_NE(Stat(dir + "/theirs/cnp.sock").st_mode & S_IFMT, S_IFSOCK);
+
+  ASSERT_EQ(::mkdir((dir + "/open").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod((dir + "/open").c_str(), 0777), 0);
+  auto open = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/open/cnp.sock"}});
+  ASSERT_FALSE(open->ready());
+  EXPECT_THAT(open->Log(), HasSubstr(dir + "/open has mode 0777"));
+
+  // Clients refuse such a directory too, before sending anything.
+  auto client = client::Client::Connect("unix:" + dir + "/theirs/cnp.sock", absl::Seconds(1));
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A child process that connects as `uid` and speaks the first bytes of HTTP/2: it exits 0 if
+// the server answered, 1 if the connection was closed on it, 2 if it could not connect.
+pid_t ConnectAs(uid_t uid, gid_t gid, const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  static constexpr char kPreface[] =
+      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) ::_exit(3);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(2);
+  if (::write(fd, kPreface, sizeof kPreface - 1) < 0) ::_exit(1);
+  char reply[64];
+  ::_exit(::read(fd, reply, sizeof reply) > 0 ? 0 : 1);
+}
+
+int ExitCodeOf(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  const std::string dir = ShortTempDir();
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);  // nobody may reach the socket's directory
+  const std::string socket = dir + "/run/cnp.sock";
+  auto server = LaunchedServer::Start(
+      {.args = {"--listen=unix:" + socket, absl::StrCat("--socket-group=", kNogroup)}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_EQ(ExitCodeOf(ConnectAs(kNobody, kNogroup, socket)), 1);
+  EXPECT_THAT(server->Log(),
+              AllOf(HasSubstr(absl::StrCat("refused peer=unix:", socket, " uid=65534 pid=")),
+                    HasSubstr("uid not allowed")));
+  // The server's own user is still served.
+  EXPECT_TRUE(Answers("unix:" + socket));
+
+  const std::string other = dir + "/run2/cnp.sock";
+  auto allowing = LaunchedServer::Start(
+      {.args = {"--listen=unix:" + other, absl::StrCat("--socket-group=", kNogroup),
+                "--allow-uid=nobody"}});
+  ASSERT_TRUE(allowing->ready()) << allowing->Log();
+  EXPECT_EQ(ExitCodeOf(ConnectAs(kNobody, kNogroup, other)), 0);
+}
+
+TEST(UnixSocketTest, ASecondServerLeavesTheFirstServing) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/cnp.sock";
+  auto first = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_TRUE(first->ready()) << first->Log();
+  const ino_t inode = Stat(socket).st_ino;
+
+  auto second = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_FALSE(second->ready());
+  EXPECT_EQ(second->ExitCode(), 1);
+  EXPECT_THAT(second->Log(), HasSubstr("another server already listens on " + socket));
+  EXPECT_EQ(Stat(socket).st_ino, inode);
+  EXPECT_TRUE(Answers("unix:" + socket));
+}
+
+// The first server is stopped and its backlog full: a connect() to it would block. The second
+// must still see it is alive, at once, and leave its socket alone.
+TEST(UnixSocketTest, ALiveServerWithAFullBacklogIsNotMistakenForADeadOne) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/cnp.sock";
+  auto first = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_TRUE(first->ready()) << first->Log();
+  const ino_t inode = Stat(socket).st_ino;
+  ASSERT_EQ(::kill(first->pid(), SIGSTOP), 0);
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &files);
+  std::vector<int> queued;
+  for (int i = 0; i < 70000; ++i) {  // the backlog is at most SOMAXCONN (4096 here)
+    const int fd = ConnectUnix(socket, /*nonblocking=*/true);
+    if (fd < 0) break;
+    queued.push_back(fd);
+  }
+  ASSERT_LT(queued.size(), 70000u) << "the backlog never filled";
+
+  const absl::Time started = absl::Now();
+  auto second = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_FALSE(second->ready());
+  EXPECT_THAT(second->Log(), HasSubstr("another server already listens"));
+  EXPECT_LT(absl::Now() - started, absl::Seconds(10));
+  EXPECT_EQ(Stat(socket).st_ino, inode);
+
+  for (int fd : queued) ::close(fd);
+  ASSERT_EQ(::kill(first->pid(), SIGCONT), 0);
+  EXPECT_TRUE(Answers("unix:" + socket));
+}
+
+TEST(UnixSocketTest, ASocketLeftByADeadServerIsReplaced) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/cnp.sock";
+  {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::close(fd);  // bound, never listening: what a crashed server leaves
+  }
+  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_TRUE(Answers("unix:" + socket));
+}
+
+TEST(UnixSocketTest, AStoppedServerRemovesOnlyItsOwnSocket) {
+  const std::string dir = ShortTempDir();
+  const std::string socket = dir + "/cnp.sock";
+  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  ::kill(server->pid(), SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+  EXPECT_NE(::access(socket.c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace cnp::security_testing
