@@ -218,7 +218,6 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
                        std::end(kRepeatable);
   if (is_repeatable) {
-    if (repeated.count(name)) return absl::OkStatus();  // the command line wins
     std::vector<std::string> values;
     if (value.IsScalar()) {
       values.push_back(value.Scalar());
@@ -236,7 +235,7 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                          absl::StrCat("expected a list of strings (or one string), found ",
                                       Describe(value)));
     }
-    repeated[name] = std::move(values);
+    if (!repeated.count(name)) repeated[name] = std::move(values);  // the command line wins
     return absl::OkStatus();
   }
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
