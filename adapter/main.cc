@@ -50,6 +50,16 @@ ABSL_FLAG(std::string, session, "auto",
           "direct: hand CouchDB's pipes to a worker of a cnp-server on this host (fail if it "
           "cannot); stream: forward every line over the gRPC Session stream; auto: direct when "
           "the server offers it, else stream");
+ABSL_FLAG(bool, tls, false,
+          "TLS to a --target on TCP, trusting the system's CAs (implied by --tls-ca, --tls-cert).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the CAs that signed the service's TLS certificate (TCP targets).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate, for a service that requires one (mutual TLS); with --tls-key.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding the bearer token the service requires (mode 0600); re-read on every "
+          "reconnect.");
 ABSL_FLAG(bool, stats, false,
           "At exit, print to stderr how many commands were forwarded and the mean time spent "
           "waiting for the service (for benchmarks: the rest of a round trip is the adapter).");
@@ -156,6 +166,11 @@ int Run() {
     options.target = client::DefaultTarget();
     options.may_launch = UnixSocketPath(options.target).has_value();
   }
+  options.security = {.tls = absl::GetFlag(FLAGS_tls),
+                      .tls_ca_file = absl::GetFlag(FLAGS_tls_ca),
+                      .tls_cert_file = absl::GetFlag(FLAGS_tls_cert),
+                      .tls_key_file = absl::GetFlag(FLAGS_tls_key),
+                      .auth_token_file = absl::GetFlag(FLAGS_auth_token_file)};
   options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);

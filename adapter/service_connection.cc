@@ -1,9 +1,12 @@
 #include "adapter/service_connection.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "client/lib/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::adapter {
@@ -14,7 +17,8 @@ constexpr double kShareOfCouchDBTimeout = 0.8;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
 
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+std::shared_ptr<grpc::Channel> NewChannel(
+    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
@@ -31,7 +35,7 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // No per-call deadline or census filters: the stream has no deadline and no tracing.
   args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(target, credentials, args);
 }
 
 }  // namespace
@@ -59,8 +63,9 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     if (stream_ != nullptr) {
       if (Exchange(line)) return &output_;
       last = Drop();
-      // The service refused the message as too large: sending it again cannot help.
-      if (!retry || absl::IsResourceExhausted(last)) break;
+      // The service refused the message as too large, or the token: sending it again cannot
+      // help.
+      if (!retry || absl::IsResourceExhausted(last) || absl::IsFailedPrecondition(last)) break;
       continue;  // reconnect at once: the service may be back already
     }
     // A replay the service refused, or a service that cannot start, fails the same way again.
@@ -79,6 +84,24 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
 }
 
 absl::Status ServiceConnection::Connect(absl::Time deadline) {
+  if (std::optional<std::string> path = UnixSocketPath(options_.target); path.has_value()) {
+    // Whoever may write to the socket's directory could put their own service there and
+    // receive CouchDB's documents. The default directory (where the adapter may start a
+    // service) must be ours; an operator's may belong to the service's user.
+    const std::string dir = client::SocketDirectory(*path);
+    if (struct stat st {}; ::lstat(dir.c_str(), &st) == 0) {
+      if (absl::Status status = client::CheckSocketDirectory(
+              dir, options_.may_launch ? client::DirectoryOwner::kMe
+                                       : client::DirectoryOwner::kAnyone);
+          !status.ok()) {
+        return status;  // FAILED_PRECONDITION: not retried
+      }
+    }
+  }
+  // Read on every connection, so a rotated token is picked up by the next reconnect.
+  absl::StatusOr<client::LoadedChannelSecurity> security =
+      client::LoadChannelSecurity(options_.security, options_.target);
+  if (!security.ok()) return absl::FailedPreconditionError(security.status().message());
   if (options_.may_launch) {
     if (std::optional<std::string> path = UnixSocketPath(options_.target);
         path.has_value() && !UnixSocketAccepts(*path)) {
@@ -88,7 +111,7 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
       }
     }
   }
-  channel_ = NewChannel(options_.target);
+  channel_ = NewChannel(options_.target, security->credentials);
   // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.
   const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));
   if (!channel_->WaitForConnected(absl::ToChronoTime(attempt))) {
@@ -97,6 +120,9 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
   }
   stub_ = v1::Functions::NewStub(channel_);
   context_ = std::make_unique<grpc::ClientContext>();
+  if (!security->authorization.empty()) {
+    context_->AddMetadata("authorization", security->authorization);
+  }
   stream_ = stub_->Session(context_.get());
   return Replay();
 }
@@ -140,6 +166,10 @@ absl::Status ServiceConnection::Drop() {
   }
   if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
     return absl::UnavailableError("the session stream broke");
+  }
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    // A wrong or missing token stays wrong: retrying until CouchDB's timeout helps no one.
+    return absl::FailedPreconditionError(status.error_message());
   }
   return absl::UnavailableError(absl::StrCat("the session stream broke: ", status.error_message()));
 }

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "adapter/service_launcher.h"
 #include "adapter/session_state.h"
+#include "client/lib/channel_security.h"
 #include "cnp/v1/functions.grpc.pb.h"
 
 namespace cnp::adapter {
@@ -24,6 +25,8 @@ class ServiceConnection {
  public:
   struct Options {
     std::string target;
+    // TLS and the bearer token, for a service on TCP that requires them.
+    client::ChannelSecurity security;
     // Start a cnp-server when nothing answers at `target` (a unix socket).
     bool may_launch = false;
     LaunchOptions launch;

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/lib/socket_directory.h"
 #include "service/session/launch_settings.h"
 
 namespace cnp::adapter {
@@ -46,16 +47,7 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ErrnoText()));
   }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot stat ", dir, ": ", ErrnoText()));
-  }
-  if (!S_ISDIR(st.st_mode) || st.st_uid != ::getuid() || (st.st_mode & 022) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(dir, " must be a directory owned by uid ", ::getuid(),
-                     " and writable by no one else; remove it or fix its permissions"));
-  }
-  return absl::OkStatus();
+  return client::CheckSocketDirectory(dir, client::DirectoryOwner::kMe);
 }
 
 // Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
@@ -136,9 +128,12 @@ bool UnixSocketAccepts(const std::string& path) {
   if (path.size() >= sizeof(address.sun_path)) return false;
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  ScopedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Without blocking: a live service whose backlog is full would block connect() for long,
+  // and then look dead. It counts as accepting (it is there, only busy).
+  ScopedFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return false;
-  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 ||
+         errno == EAGAIN;
 }
 
 absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options) {
@@ -185,8 +180,8 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
   const std::string log_path = dir + "/cnp-server.log";
   absl::StatusOr<std::string> binary = FindServerBinary(options);
   if (!binary.ok()) return binary.status();
-  // A socket file left by a service that died would make the new one fail to bind.
-  ::unlink(socket_path.c_str());
+  // A socket file left by a service that died is removed by the new service itself, which
+  // first makes sure nothing listens on it any more.
   std::vector<std::string> argv = {*binary, absl::StrCat("--listen=unix:", socket_path)};
   for (const std::string& path : options.python_paths) {
     argv.push_back(absl::StrCat("--python-path=", path));

@@ -114,7 +114,7 @@ int Run(int argc, char** argv) {
                    .auth_token_file = config->auth_token_file,
                    .insecure = config->insecure,
                    .socket_gid = config->socket_gid,
-                   .allowed_uids = config->allow_uids,
+                   .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
       .threads = config->grpc_threads};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),

@@ -42,4 +42,30 @@ absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<s
   return args;
 }
 
+const char kConnectionHelp[] =
+    "  --target=ADDR     the service (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock)\n"
+    "  --tls             TLS to a TCP target, trusting the system's CAs\n"
+    "  --tls-ca=PEM      TLS, trusting these CAs to have signed the service's certificate\n"
+    "  --tls-cert=PEM    client certificate, for a service that requires one (with --tls-key)\n"
+    "  --tls-key=PEM     its private key (mode 0600)\n"
+    "  --auth-token-file=FILE  bearer token the service requires (mode 0600)\n";
+
+std::set<std::string> WithConnectionOptions(std::set<std::string> valued) {
+  valued.insert({"target", "tls-ca", "tls-cert", "tls-key", "auth-token-file"});
+  return valued;
+}
+
+std::set<std::string> WithConnectionFlags(std::set<std::string> flags) {
+  flags.insert("tls");
+  return flags;
+}
+
+client::ChannelSecurity ConnectionSecurity(const Arguments& args) {
+  return {.tls = args.Has("tls"),
+          .tls_ca_file = args.Get("tls-ca"),
+          .tls_cert_file = args.Get("tls-cert"),
+          .tls_key_file = args.Get("tls-key"),
+          .auth_token_file = args.Get("auth-token-file")};
+}
+
 }  // namespace cnp::cli

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/lib/channel_security.h"
 
 namespace cnp::cli {
 
@@ -25,5 +26,13 @@ struct Arguments {
 // `valued` options take a value (--name=value or --name value); `flags` take none.
 absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<std::string>& valued,
                                          const std::set<std::string>& flags);
+
+// How every subcommand reaches the service: --target, and the TLS and token options of
+// client/lib/channel_security.h (valued ones, and the bare --tls).
+std::set<std::string> WithConnectionOptions(std::set<std::string> valued);
+std::set<std::string> WithConnectionFlags(std::set<std::string> flags);
+client::ChannelSecurity ConnectionSecurity(const Arguments& args);
+// Their help lines.
+extern const char kConnectionHelp[];
 
 }  // namespace cnp::cli

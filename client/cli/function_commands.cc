@@ -22,8 +22,8 @@ using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr int kUsageError = 2;
 constexpr int kCallFailed = 1;
 
-const char kCommonOptions[] =
-    "  --target=ADDR     the service (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock)\n"
+const std::string kCommonOptions =
+    std::string(kConnectionHelp) +
     "  --timeout=DUR     give up after this long (default 60s; e.g. 500ms, 2m)\n";
 
 int Fail(const absl::Status& status) {
@@ -32,7 +32,7 @@ int Fail(const absl::Status& status) {
 }
 
 int Usage(const char* text, bool asked) {
-  std::fprintf(asked ? stdout : stderr, "%s\nOptions:\n%s", text, kCommonOptions);
+  std::fprintf(asked ? stdout : stderr, "%s\nOptions:\n%s", text, kCommonOptions.c_str());
   return asked ? 0 : kUsageError;
 }
 
@@ -47,7 +47,8 @@ absl::StatusOr<Connection> Connect(const Arguments& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--timeout=", args.Get("timeout"), " is not a duration like 500ms or 2m"));
   }
-  auto client = client::Client::Connect(args.Get("target", client::DefaultTarget()));
+  auto client = client::Client::Connect(args.Get("target", client::DefaultTarget()),
+                                        ConnectionSecurity(args));
   if (!client.ok()) return client.status();
   return Connection{std::move(*client), timeout};
 }
@@ -104,7 +105,8 @@ int RunMapCommand(int argc, char** argv) {
       "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
       "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
       "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
-  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help"});
+  auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
+                             WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
@@ -144,7 +146,8 @@ int RunReduceCommand(int argc, char** argv) {
       "[[key, doc_id], value] pairs (what CouchDB passes); with --rereduce, a JSON array of\n"
       "values. Prints {\"results\": [one per function], \"errors\", \"logs\"}.\n"
       "Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
-  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help", "rereduce"});
+  auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
+                             WithConnectionFlags({"help", "rereduce"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
@@ -177,7 +180,9 @@ int RunValidateCommand(int argc, char** argv) {
       "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}.\n"
       "Prints {\"outcome\": \"ok\"|\"forbidden\"|\"unauthorized\"|\"error\", \"message\", ...}.\n"
       "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n";
-  auto args = ParseArguments(argc, argv, {"target", "timeout", "old", "user", "security"}, {"help"});
+  auto args =
+      ParseArguments(argc, argv, WithConnectionOptions({"timeout", "old", "user", "security"}),
+                     WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.size() != 2) return Usage(usage, false);
@@ -238,7 +243,8 @@ int RunResolveCommand(int argc, char** argv) {
       "Imports functions in a worker, exactly where they would run, and prints each one's\n"
       "versioned name (module.function|version) or why it cannot be used.\n"
       "Exit status: 0 all resolved, 3 some did not, 1 the call failed, 2 bad usage.\n";
-  auto args = ParseArguments(argc, argv, {"target", "timeout"}, {"help"});
+  auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
+                             WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty()) return Usage(usage, false);

@@ -55,7 +55,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
 }
 
 void Client::PrepareContext(grpc::ClientContext& context, absl::Duration timeout) const {
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (timeout != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
   if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
 }
 

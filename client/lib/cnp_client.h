@@ -44,8 +44,10 @@ class Client {
                                               absl::Duration timeout = absl::Seconds(60));
 
   v1::Functions::Stub& stub() { return *stub_; }
-  // Prepares a context for a call on stub(): the deadline and the bearer token, if any.
-  void PrepareContext(grpc::ClientContext& context, absl::Duration timeout) const;
+  // Prepares a context for a call on stub(): the deadline (none when infinite) and the bearer
+  // token, if any.
+  void PrepareContext(grpc::ClientContext& context,
+                      absl::Duration timeout = absl::InfiniteDuration()) const;
   const std::string& target() const { return target_; }
 
   // A failed RPC as an absl::Status, with advice when the server cannot be reached.

@@ -52,6 +52,10 @@ Options:
                             (default: 4194304, cnp-server's own default limit)
   --show-documents          print every design document as written
   --target=ADDRESS          the cnp service (default: $CNP_TARGET, else %s)
+  --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
+                            TLS and the bearer token for a cnp service on TCP that requires
+                            them (--tls-ca: the CAs of the cnp service's certificate, not
+                            CouchDB's; see cnp map --help)
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
@@ -76,6 +80,8 @@ Options:
   --max-yaml-bytes=N  refuse a YAML file larger than N bytes before sending it
                       (default: 4194304, cnp-server's own default limit)
   --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
+  --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
+                      TLS and the bearer token of the cnp service, as for cnp upload
   -h, --help          this text
 
 Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
@@ -103,6 +109,7 @@ struct Flags {
   int staged_settle_seconds = 0;
   int64_t max_yaml_bytes = kDefaultMaxYamlBytes;
   std::string target;
+  ChannelSecurity security;
   std::vector<std::string> positional;
 };
 
@@ -141,6 +148,18 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
       flags.target = *v;
+    } else if (name == "--tls") {
+      if (absl::Status s = no_value(); !s.ok()) return s;
+      flags.security.tls = true;
+    } else if (name == "--tls-ca" || name == "--tls-cert" || name == "--tls-key" ||
+               name == "--auth-token-file") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      std::string& field = name == "--tls-ca"     ? flags.security.tls_ca_file
+                           : name == "--tls-cert" ? flags.security.tls_cert_file
+                           : name == "--tls-key"  ? flags.security.tls_key_file
+                                                  : flags.security.auth_token_file;
+      field = *v;
     } else if (name == "--view-server") {
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
@@ -234,14 +253,15 @@ absl::StatusOr<std::string> ReadCaCertificates(const std::string& path) {
   return pem;
 }
 
-int Send(const std::string& program, const std::string& target, const v1::UploadRequest& request,
-         const PrintOptions& print, CommandIo& io) {
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(target);
+int Send(const std::string& program, const std::string& target, const ChannelSecurity& security,
+         const v1::UploadRequest& request, const PrintOptions& print, CommandIo& io) {
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(target, security);
   if (!client.ok()) {
     io.err << program << ": " << client.status().message() << "\n";
     return 1;
   }
   grpc::ClientContext context;
+  (*client)->PrepareContext(context);
   std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader =
       (*client)->stub().Upload(&context, request);
   UploadTally tally;
@@ -312,7 +332,8 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     }
   }
   std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
-  return Send(program, target, request, {.show_documents = flags->show_documents}, io);
+  return Send(program, target, flags->security, request,
+              {.show_documents = flags->show_documents}, io);
 }
 
 int RunCheck(const std::vector<std::string>& args, CommandIo io) {
@@ -340,7 +361,7 @@ int RunCheck(const std::vector<std::string>& args, CommandIo io) {
     }
   }
   std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
-  return Send(program, target, request, {}, io);
+  return Send(program, target, flags->security, request, {}, io);
 }
 
 }  // namespace upload

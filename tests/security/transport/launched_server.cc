@@ -167,4 +167,41 @@ absl::StatusOr<Certificates> MakeCertificates() {
   return c;
 }
 
+ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input) {
+  ProcessResult result;
+  const std::string dir = MakeTempDir("run");
+  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout", err_path = dir + "/stderr";
+  WriteFile(in_path, input);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const int in = ::open(in_path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in, STDIN_FILENO);
+    ::dup2(out, STDOUT_FILENO);
+    ::dup2(err, STDERR_FILENO);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(in);
+  ::close(out);
+  ::close(err);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const std::string& path) {
+    std::ifstream file(path);
+    std::stringstream s;
+    s << file.rdbuf();
+    return s.str();
+  };
+  result.out = slurp(out_path);
+  result.err = slurp(err_path);
+  return result;
+}
+
 }  // namespace cnp::security_testing

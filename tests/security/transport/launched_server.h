@@ -58,6 +58,14 @@ struct Certificates {
 };
 absl::StatusOr<Certificates> MakeCertificates();
 
+// A program run to completion with `input` on its stdin.
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input);
+
 void WriteFile(const std::string& path, const std::string& text, mode_t mode = 0600);
 std::string FunctionsDir();
 
