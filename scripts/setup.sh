@@ -15,6 +15,7 @@ packages=(
   libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads and cnp derive
   libssl-dev           # libcrypto: SHA-256 for the ids of cnp derive's documents
   libgtest-dev libgmock-dev  # tests
+  openssl              # test certificates, made at test time
   python3-grpcio       # a second-language gRPC client in tests
   nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
 )
