@@ -106,6 +106,11 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
     std::cerr << "cnp-adapter: " << why << std::endl;
     return 1;
   };
+  // CouchDB's pipes must never go to a socket someone else could have put there.
+  if (absl::Status s = CheckTargetDirectory(options); !s.ok()) {
+    if (required) return fail(s.message());
+    return kUseStream;  // the stream path refuses it too, and tells CouchDB
+  }
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (options.may_launch && !UnixSocketAccepts(*grpc_path)) {
       if (absl::Status s = EnsureServiceRunning(*grpc_path, options.launch, deadline); !s.ok()) {

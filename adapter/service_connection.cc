@@ -40,6 +40,16 @@ std::shared_ptr<grpc::Channel> NewChannel(
 
 }  // namespace
 
+absl::Status CheckTargetDirectory(const ServiceConnection::Options& options) {
+  std::optional<std::string> path = UnixSocketPath(options.target);
+  if (!path.has_value()) return absl::OkStatus();
+  const std::string dir = client::SocketDirectory(*path);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
+  return client::CheckSocketDirectory(
+      dir, options.may_launch ? client::DirectoryOwner::kMe : client::DirectoryOwner::kAnyone);
+}
+
 ServiceConnection::ServiceConnection(Options options, const SessionState& state)
     : options_(std::move(options)), state_(state) {}
 
@@ -84,19 +94,8 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
 }
 
 absl::Status ServiceConnection::Connect(absl::Time deadline) {
-  if (std::optional<std::string> path = UnixSocketPath(options_.target); path.has_value()) {
-    // Whoever may write to the socket's directory could put their own service there and
-    // receive CouchDB's documents. The default directory (where the adapter may start a
-    // service) must be ours; an operator's may belong to the service's user.
-    const std::string dir = client::SocketDirectory(*path);
-    if (struct stat st {}; ::lstat(dir.c_str(), &st) == 0) {
-      if (absl::Status status = client::CheckSocketDirectory(
-              dir, options_.may_launch ? client::DirectoryOwner::kMe
-                                       : client::DirectoryOwner::kAnyone);
-          !status.ok()) {
-        return status;  // FAILED_PRECONDITION: not retried
-      }
-    }
+  if (absl::Status status = CheckTargetDirectory(options_); !status.ok()) {
+    return status;  // FAILED_PRECONDITION: not retried
   }
   // Read on every connection, so a rotated token is picked up by the next reconnect.
   absl::StatusOr<client::LoadedChannelSecurity> security =

@@ -62,4 +62,11 @@ class ServiceConnection {
   v1::SessionOutput output_;
 };
 
+// For a unix-socket target: OK when its directory is missing (nothing listens there) or safe.
+// Whoever may write to it could put their own service there and receive CouchDB's documents
+// (or, on the direct path, CouchDB's pipes). The default directory, where the adapter may
+// start a service, must be ours; an operator's may belong to the service's user but must not
+// be writable by others. FAILED_PRECONDITION otherwise.
+absl::Status CheckTargetDirectory(const ServiceConnection::Options& options);
+
 }  // namespace cnp::adapter

@@ -77,6 +77,9 @@ Options:
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
   --timeout=DUR           per Map/Reduce call (default: 60s)
   --target=ADDRESS        the cnp service (default: $CNP_TARGET, else %s)
+  --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
+                          TLS and the bearer token of a cnp service on TCP that requires them
+                          (see cnp map --help)
   -h, --help              this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
@@ -118,8 +121,9 @@ int RunDeriveCommand(int argc, char** argv) {
   usage.replace(usage.find("%s"), 2, client::DefaultTarget());
   auto args = cli::ParseArguments(
       argc, argv,
-      {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout", "target"},
-      {"help", "once"});
+      cli::WithConnectionOptions(
+          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout"}),
+      cli::WithConnectionFlags({"help", "once"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << usage;
@@ -166,7 +170,8 @@ int RunDeriveCommand(int argc, char** argv) {
   CouchDb couch(http);
   upload::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
   CouchDb prefetch(prefetch_http);
-  auto cnp = client::Client::Connect(args->Get("target", client::DefaultTarget()));
+  auto cnp = client::Client::Connect(args->Get("target", client::DefaultTarget()),
+                                     cli::ConnectionSecurity(*args));
   if (!cnp.ok()) return Fail(cnp.status());
 
   std::signal(SIGINT, OnStopSignal);

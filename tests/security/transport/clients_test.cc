@@ -100,6 +100,12 @@ TEST(SocketDirectoryTest, ClientsRefuseASocketInADirectoryOthersMayWrite) {
       {Runfile("adapter/cnp-adapter"), "--target=unix:" + dir + "/cnp.sock"},
       "[\"add_fun\",\"svc_fns.doubled\"]\n");
   EXPECT_THAT(adapter.out, HasSubstr("has mode 0777"));
+  // CouchDB's pipes are never offered to a session socket there either.
+  ProcessResult direct = RunWithInput({Runfile("adapter/cnp-adapter"), "--session=direct",
+                                       "--target=unix:" + dir + "/cnp.sock"},
+                                      "[\"reset\"]\n");
+  EXPECT_EQ(direct.exit_code, 1);
+  EXPECT_THAT(direct.err, HasSubstr("has mode 0777"));
   ProcessResult cli = RunWithInput(
       {Runfile("client/cli/cnp"), "map", "--target=unix:" + dir + "/cnp.sock", "svc_fns.doubled"},
       R"({"_id":"a"})");
