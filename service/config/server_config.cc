@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -311,11 +312,20 @@ std::vector<std::string> ServerConfig::WorkerArgs() const {
 }
 
 absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
+  // absl's --help lists only flags defined in a file named like the program's main; ours are
+  // defined here, so --help would say "No flags matched".
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "service/config/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
-      "cnp-server: runs named Python functions for CouchDB (Map, Reduce, Validate, design "
+      "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
-      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully.");
+      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully. Flags are listed below "
+      "with underscores; --python-path and --python_path are the same flag.");
   std::vector<std::string> storage;
   std::map<std::string, std::vector<std::string>> repeated;
   std::vector<char*> args = NormaliseArgs(argc, argv, storage, repeated);

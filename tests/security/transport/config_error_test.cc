@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/launched_server.h"
+#include "tests/support/server_process.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -68,6 +69,26 @@ TEST(ConfigFileTest, SecuritySettingsComeFromTheFileToo) {
   WriteFile(dir + "/insecure.yml", "listen: [0.0.0.0:0]\ninsecure: true\n", 0644);
   auto allowed = LaunchedServer::Start({.args = {"--config=" + dir + "/insecure.yml"}});
   EXPECT_TRUE(allowed->ready()) << allowed->Log();
+}
+
+}  // namespace
+}  // namespace cnp::security_testing
+
+namespace cnp::security_testing {
+namespace {
+
+// --help tells the truth: every setting is listed (absl shows only the flags of the program's
+// main file unless told where ours live). It exits without starting anything (with absl's
+// exit code for help, 1).
+TEST(ConfigFileTest, HelpListsEverySetting) {
+  ProcessResult help = RunWithInput({::cnp::testing::Runfile("service/cnp-server"), "--help"}, "");
+  EXPECT_EQ(help.exit_code, 1) << help.err;
+  const std::string text = help.out + help.err;
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("No flags matched")));
+  for (const char* flag : {"--python_path", "--allow_module", "--listen", "--workers",
+                           "--tls_cert", "--auth_token_file", "--max_sessions", "--config"}) {
+    EXPECT_THAT(text, HasSubstr(flag));
+  }
 }
 
 }  // namespace
