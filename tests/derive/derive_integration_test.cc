@@ -285,7 +285,9 @@ handlers:
 TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstStopsRenewing) {
   Fill("lease_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("lease", "lease_src", "lease_map"));
-  std::vector<std::string> follow = {"--lease-timeout=3s", "--lease-renew=500ms", "--poll-interval=500ms"};
+  // A lease timeout far above the renewal interval: a loaded machine must not let a live
+  // holder's lease expire.
+  std::vector<std::string> follow = {"--lease-timeout=10s", "--lease-renew=500ms", "--poll-interval=500ms"};
   auto first = ChildProcess::Start(Command(declaration, follow), dir_, "holding the lease", kRunTimeout);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE((*first)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*first)->output();
@@ -303,6 +305,20 @@ TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstSto
   Write("lease_src", R"([{"_id":"c","town":"Tromso"}])");
   ASSERT_TRUE((*second)->WaitForOutput("seq 3, 1 change(s)", kRunTimeout)) << (*second)->output();
   EXPECT_EQ(Derived("lease_map").size(), 3u);
+}
+
+TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
+  Fill("handover_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(TownsDeclaration("handover", "handover_src", "handover_map"));
+  std::vector<std::string> follow = {"--lease-timeout=60s", "--lease-renew=500ms", "--poll-interval=500ms"};
+  auto first = ChildProcess::Start(Command(declaration, follow), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = ChildProcess::Start(Command(declaration, follow), dir_, "waiting for the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(kill((*first)->pid(), SIGTERM), 0);
+  ASSERT_TRUE((*first)->WaitForOutput("handover: stopped", kRunTimeout)) << (*first)->output();
+  // Well before the 60s timeout: the lease was released, not left to expire.
+  EXPECT_TRUE((*second)->WaitForOutput("holding the lease", absl::Seconds(30))) << (*second)->output();
 }
 
 }  // namespace
