@@ -768,8 +768,14 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
 }
 
 absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {
+  // One longpoll per source database. Reduce stages are left out: their map targets change
+  // only through this instance's own map stages, which the next CatchUp runs first.
   std::vector<size_t> stages;
-  for (size_t i = 0; i < declaration_.stages.size(); ++i) stages.push_back(i);
+  std::set<std::string> sources;
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& s = declaration_.stages[i];
+    if (!s.reduce && sources.insert(s.source).second) stages.push_back(i);
+  }
   absl::Duration each = max_wait / std::max<size_t>(1, stages.size());
   for (size_t i : stages) {
     const Stage& s = declaration_.stages[i];
