@@ -307,6 +307,22 @@ TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstSto
   EXPECT_EQ(Derived("lease_map").size(), 3u);
 }
 
+TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
+  Fill("missing_src", R"([{"_id":"a","town":"Oslo"}])");
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("missing", "missing_src", "missing_map", "derive_fns.no_such")), {"--once"}),
+      dir_, "map handler derive_fns.no_such (missing_src -> missing_map)", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_TRUE((*run)->WaitForOutput("no_such", kRunTimeout)) << (*run)->output();
+  EXPECT_THAT((*run)->output(), Not(HasSubstr("caught up")));
+  EXPECT_TRUE(Derived("missing_map").empty());
+  // No checkpoint: the next run starts over.
+  upload::CouchClient http = Http();
+  auto checkpoint = http.Get("/missing_map/_local/cnp-derive%3Amissing%3Amissing_src");
+  ASSERT_TRUE(checkpoint.ok());
+  EXPECT_EQ(checkpoint->status, 404);
+}
+
 TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
   Fill("handover_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("handover", "handover_src", "handover_map"));
