@@ -45,6 +45,7 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
     }
   }
   options.allowed_uids = config.allow_uid;
+  options.socket_gid = config.socket_gid;
   options.adapter_settings = config.adapter_settings;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
                                                      config.requested_workers);

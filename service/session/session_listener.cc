@@ -117,8 +117,13 @@ absl::Status SessionListener::Start() {
     asio::error_code ec;
     acceptor->open(stream_protocol(), ec);
     if (!ec) acceptor->bind(stream_protocol::endpoint(path), ec);
-    // Before listen(): no one can connect while the mode is still the umask's.
-    if (!ec && ::chmod(path.c_str(), 0600) != 0) ec = asio::error_code(errno, asio::system_category());
+    // Before listen(): no one can connect while the mode is still the umask's. The same mode
+    // and group as the gRPC socket next to it (service/rpc/listening_socket.cc).
+    const mode_t mode = options_.socket_gid >= 0 ? 0660 : 0600;
+    if (!ec && (::chmod(path.c_str(), mode) != 0 ||
+                (options_.socket_gid >= 0 && ::chown(path.c_str(), -1, options_.socket_gid) != 0))) {
+      ec = asio::error_code(errno, asio::system_category());
+    }
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
       return absl::UnavailableError(

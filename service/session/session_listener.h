@@ -32,6 +32,8 @@ namespace cnp::session {
 struct ListenerOptions {
   std::vector<std::string> paths;   // socket paths to listen on (each P.direct)
   std::vector<uid_t> allowed_uids;  // besides the server's own uid
+  // --socket-group: the socket is 0660 and owned by this group (as the gRPC socket), else 0600.
+  int socket_gid = -1;
   // Non-empty when an adapter started this server: the launch settings it was started with.
   std::string adapter_settings;
   // This server's own settings in the same form, for an operator-started server's one-time

@@ -237,6 +237,32 @@ class DirectOnlyTest(SessionTestCase):
         self.assertIn("uid 65534", read_log(self.server))
 
 
+class SocketGroupTest(SessionTestCase):
+    """--socket-group and --allow-uid apply to the session socket as to the gRPC one."""
+
+    socket_prefix = "cnp-group-"
+    session = "direct"
+    server_extra = ("--socket-group=65534", "--allow-uid=65534")
+
+    def test_the_session_socket_follows_the_grpc_sockets_mode_and_group(self):
+        direct = os.stat(self.server.socket_path + ".direct")
+        grpc = os.stat(self.server.socket_path)
+        self.assertEqual(direct.st_mode & 0o777, 0o660)
+        self.assertEqual((direct.st_mode & 0o777, direct.st_gid), (grpc.st_mode & 0o777, grpc.st_gid))
+        self.assertEqual(direct.st_gid, 65534)
+
+    def test_an_allowed_uid_is_accepted(self):
+        os.chown(self.tmp.name, -1, 65534)
+        os.chmod(self.tmp.name, 0o750)
+        try:
+            outcome, reason = hello_as_uid(self.server.socket_path + ".direct", 65534)
+        finally:
+            os.chmod(self.tmp.name, 0o700)
+        if reason == CANNOT_CHANGE_UID:
+            self.skipTest("this test runs as root outside a user namespace (tags: no-sandbox)")
+        self.assertEqual(outcome, ACCEPTED, reason)
+
+
 class KilledServerTest(SessionTestCase):
     """cnp-server killed in the middle of a session: the adapter exits (CouchDB starts a new
     query server and retries) and the session's worker dies with the server."""
@@ -392,6 +418,7 @@ class KilledHostServerTest(unittest.TestCase):
 
 
 # Answer.Outcome values of service/session/session.proto.
+ACCEPTED = 1
 REFUSED = 5
 CANNOT_CHANGE_UID = "cannot change uid"
 
