@@ -1,7 +1,5 @@
 #include "client/derive/deriver.h"
 
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <set>
 
@@ -9,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "client/derive/derived_ids.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "service/upload/json.h"
@@ -20,15 +19,6 @@ using rapidjson::Document;
 using rapidjson::Value;
 
 constexpr int kLookupPage = 1000;
-
-std::string ShaHex(absl::string_view text, size_t hex_chars) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  constexpr char kHex[] = "0123456789abcdef";
-  std::string hex(hex_chars, '0');
-  for (size_t i = 0; i < hex_chars; ++i) hex[i] = kHex[(digest[i / 2] >> (i % 2 ? 0 : 4)) & 0xF];
-  return hex;
-}
 
 std::string Text(const Value& object, const char* field) {
   if (!object.IsObject()) return "";
@@ -114,19 +104,6 @@ std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing)
 }
 
 }  // namespace
-
-std::string MapRowPrefix(const std::string& source, const std::string& source_id) {
-  return absl::StrCat(source, ":", ShaHex(source_id, 32), ":");
-}
-
-std::string MapRowId(const std::string& source, const std::string& source_id,
-                     const std::string& key_json, size_t index) {
-  return absl::StrCat(MapRowPrefix(source, source_id), ShaHex(key_json, 16), ":", index);
-}
-
-std::string ReduceRowId(const std::string& map_target, const std::string& key_json) {
-  return absl::StrCat(map_target, ":", ShaHex(key_json, 32));
-}
 
 struct Deriver::Batch {
   Document changes;
@@ -347,12 +324,11 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
     std::vector<Value>& out = desired[id];
-    const std::string prefix = MapRowPrefix(s.source, id);
     size_t n = 0;
     for (const Value& pair : rows[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
       Value doc(rapidjson::kObjectType);
-      std::string row_id = absl::StrCat(prefix, ShaHex(upload::ToJson(pair[0]), 16), ":", n++);
+      std::string row_id = MapRowId(s.source, id, upload::ToJson(pair[0]), n++);
       doc.AddMember("_id", Value(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()), ra), ra);
       doc.AddMember("mr_source_id", Value(id.c_str(), static_cast<rapidjson::SizeType>(id.size()), ra), ra);
       FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);

@@ -115,10 +115,4 @@ class Deriver {
   std::string next_since_;
 };
 
-// The deterministic ids of derived documents.
-std::string MapRowId(const std::string& source, const std::string& source_id,
-                     const std::string& key_json, size_t index);
-std::string ReduceRowId(const std::string& map_target, const std::string& key_json);
-std::string MapRowPrefix(const std::string& source, const std::string& source_id);
-
 }  // namespace cnp::derive
