@@ -1,14 +1,20 @@
 // "module.sub.function" or "module.sub.function|version", as design documents name functions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace cnp::worker {
+
+// Longer names are refused before anything else looks at them: no real module path comes
+// close, and every cache and message that holds a name stays small.
+inline constexpr size_t kMaxFunctionNameBytes = 512;
 
 struct FunctionName {
   std::string path;       // "module.sub.function"
@@ -17,9 +23,20 @@ struct FunctionName {
   std::optional<int64_t> version;  // after "|"; none when absent or empty
 };
 
-// Splits on the first "|". The path needs at least two non-empty dot-separated parts.
-// INVALID_ARGUMENT carries couch-named-python's message, e.g. "ValueError: Invalid function path".
+// Splits on the first "|". The path needs at least two dot-separated parts, each a Python
+// identifier. INVALID_ARGUMENT carries couch-named-python's message where it had one
+// ("ValueError: Invalid function path"); a name that is too long or holds a NUL or another
+// control character is refused whole, never truncated. Needs the interpreter only for names
+// with non-ASCII letters (Python decides what an identifier is).
 absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name);
+
+// The dotted parts of `path` that are dunder names ("__setattr__", "__main__"); they reach the
+// machinery of modules rather than the operator's functions.
+std::vector<std::string> DunderParts(absl::string_view path);
+
+// `name` fit for a message, a reply field or a log line: control characters escaped, cut
+// after `max_bytes` with its full length said. A valid name comes back unchanged.
+std::string NameForMessage(absl::string_view name, size_t max_bytes = kMaxFunctionNameBytes);
 
 // couch-named-python's message for a version that does not match, in either direction.
 std::string VersionMismatchMessage(std::optional<int64_t> loaded, std::optional<int64_t> expected);

@@ -28,8 +28,9 @@ Started by cnp-server, not by hand.
   --python-path=DIR      a directory of modules with functions; repeatable
   --virtualenv=DIR       a Python 3.11 virtualenv whose site-packages to use
   --allow-module=PREFIX  only functions whose module is PREFIX or inside it may run;
-                         repeatable. Without it, only modules found under --python-path,
-                         PYTHONPATH or --virtualenv may run (never the standard library).
+                         repeatable. Either way, only Python functions defined in files
+                         under --python-path, PYTHONPATH or --virtualenv may run (never
+                         the standard library, a class, a builtin or a bound method).
   --memory-limit-mb=N    cap the worker's address space (RLIMIT_AS); a MemoryError then
                          fails that item and asks the server to recycle the worker
   --help                 this text

@@ -1,44 +1,35 @@
 #include "service/worker/module_policy.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "service/worker/py_ref.h"
+#include "absl/strings/str_split.h"
+#include "service/worker/py_text.h"
+#include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 namespace {
+
+constexpr absl::string_view kPutItOnThePath =
+    "put its file in a directory given to cnp-server --python-path (or --virtualenv)";
+constexpr absl::string_view kNeverStandardLibrary =
+    "cnp-server never runs functions of the standard library";
 
 bool IsModuleOrSubmodule(const std::string& module, const std::string& prefix) {
   return module == prefix || absl::StartsWith(module, absl::StrCat(prefix, "."));
 }
 
+bool IsOurs(const std::string& module) {
+  return IsModuleOrSubmodule(module, "couch_named_python") || module == "_cnp";
+}
+
 bool IsInside(const std::string& path, const std::string& dir) {
   return path == dir || (absl::StartsWith(path, dir) &&
                          (dir.back() == '/' || path[dir.size()] == '/'));
-}
-
-// The file a loaded module came from, as Python found it and as resolved; empty for builtins.
-std::vector<std::string> ModuleFiles(const std::string& module) {
-  PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  PyObject* loaded = PyDict_GetItemString(modules, module.c_str());  // borrowed
-  if (loaded == nullptr) return {};
-  PyRef file = PyRef::Steal(PyObject_GetAttrString(loaded, "__file__"));
-  PyRef bytes = file && PyUnicode_Check(file.get())
-                    ? PyRef::Steal(PyUnicode_EncodeFSDefault(file.get()))
-                    : PyRef();
-  if (!bytes) {
-    PyErr_Clear();
-    return {};
-  }
-  std::error_code error;
-  std::filesystem::path found =
-      std::filesystem::absolute(PyBytes_AS_STRING(bytes.get()), error).lexically_normal();
-  std::filesystem::path real = std::filesystem::weakly_canonical(found, error);
-  if (error || real == found) return {found.string()};
-  return {found.string(), real.string()};
 }
 
 // The length of the longest directory in `dirs` that holds `file`; 0 if none does.
@@ -50,66 +41,210 @@ size_t LongestRoot(const std::string& file, const std::vector<std::string>& dirs
   return best;
 }
 
+// `file` made absolute, as written and as resolved (symlinks, such as Bazel runfiles).
+std::vector<std::string> Spellings(const std::string& file) {
+  std::error_code error;
+  std::filesystem::path found = std::filesystem::absolute(file, error).lexically_normal();
+  std::filesystem::path real = std::filesystem::weakly_canonical(found, error);
+  if (error || real == found) return {found.string()};
+  return {found.string(), real.string()};
+}
+
+// An attribute of a spec or code object; empty when missing or not a str.
+std::string StrAttribute(PyObject* object, const char* attribute) {
+  PyRef value = PyRef::Steal(PyObject_GetAttrString(object, attribute));
+  if (!value || !PyUnicode_Check(value.get())) {
+    PyErr_Clear();
+    return "";
+  }
+  PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(value.get()));
+  if (!bytes) {
+    PyErr_Clear();
+    return "";
+  }
+  return std::string(PyBytes_AS_STRING(bytes.get()), PyBytes_GET_SIZE(bytes.get()));
+}
+
+absl::Status Denied(const FunctionName& name, absl::string_view why, absl::string_view advice) {
+  return absl::PermissionDeniedError(absl::StrCat("PermissionError: ", name.path,
+                                                  " is not allowed: ", why,
+                                                  advice.empty() ? "" : "; ", advice));
+}
+
 }  // namespace
+
+bool IsStandardLibrary(const std::string& module) {
+  std::string top = module.substr(0, module.find('.'));
+  PyRef name = PyRef::Steal(PyUnicode_FromStringAndSize(top.data(), top.size()));
+  if (!name) {
+    PyErr_Clear();
+    return false;
+  }
+  for (const char* list : {"stdlib_module_names", "builtin_module_names"}) {
+    PyObject* names = PySys_GetObject(list);  // borrowed
+    if (names != nullptr && PySequence_Contains(names, name.get()) == 1) return true;
+  }
+  PyErr_Clear();
+  return false;
+}
 
 ModulePolicy::ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots)
     : allowed_prefixes_(std::move(allowed_prefixes)), roots_(std::move(roots)) {}
 
 bool ModulePolicy::AllowedByPrefix(const std::string& module) const {
+  if (allowed_prefixes_.empty()) return true;
   for (const std::string& prefix : allowed_prefixes_) {
     if (IsModuleOrSubmodule(module, prefix)) return true;
   }
   return false;
 }
 
-std::string ModulePolicy::LocationProblem(const std::string& module) const {
-  std::vector<std::string> files = ModuleFiles(module);
-  if (files.empty()) return "is built into Python (it has no file)";
-  // The most specific root wins, so an operator directory inside the standard library's tree
-  // still counts, and the standard library never does.
+bool ModulePolicy::IsOperatorFile(const std::string& file) const {
+  return FileProblem(file).empty();
+}
+
+std::string ModulePolicy::FileProblem(const std::string& file) const {
+  if (file.empty() || file[0] == '<') return "has no source file";
+  // The most specific root wins, so an operator directory inside the standard library's
+  // tree still counts, and the standard library never does.
+  std::vector<std::string> spellings = Spellings(file);
   bool in_stdlib = false;
-  for (const std::string& file : files) {
-    size_t best_operator = LongestRoot(file, roots_.operator_dirs);
-    size_t best_stdlib = LongestRoot(file, roots_.stdlib_dirs);
+  for (const std::string& spelling : spellings) {
+    size_t best_operator = LongestRoot(spelling, roots_.operator_dirs);
+    size_t best_stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
     if (best_operator > best_stdlib) return "";
     in_stdlib = in_stdlib || best_stdlib > 0;
   }
-  if (in_stdlib) return absl::StrCat("is part of the standard library (", files[0], ")");
-  return absl::StrCat("is not under --python-path, PYTHONPATH or --virtualenv (", files[0], ")");
+  if (in_stdlib) return absl::StrCat("is part of Python's standard library (", file, ")");
+  return absl::StrCat("is not under cnp-server's --python-path, PYTHONPATH or --virtualenv (",
+                      file, ")");
 }
 
-absl::Status ModulePolicy::CheckNotOurs(const std::string& function_path,
-                                        const std::string& module) const {
-  if (IsModuleOrSubmodule(module, "couch_named_python") || module == "_cnp") {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "PermissionError: ", function_path, " belongs to couch_named_python, whose helpers "
-        "are not functions CouchDB may call"));
+std::string ModulePolicy::SpecProblem(PyObject* spec) const {
+  if (spec == nullptr || spec == Py_None) return "has no import spec";
+  PyRef has_location = PyRef::Steal(PyObject_GetAttrString(spec, "has_location"));
+  PyErr_Clear();
+  std::string origin = StrAttribute(spec, "origin");
+  if (has_location && PyObject_IsTrue(has_location.get()) == 1) return FileProblem(origin);
+  PyErr_Clear();
+  // A namespace package: no file of its own, only directories its submodules come from.
+  PyRef locations = PyRef::Steal(PyObject_GetAttrString(spec, "submodule_search_locations"));
+  PyRef list = locations && locations.get() != Py_None
+                   ? PyRef::Steal(PySequence_List(locations.get()))
+                   : PyRef();
+  PyErr_Clear();
+  if (origin.empty() && list && PyList_GET_SIZE(list.get()) > 0) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list.get()); ++i) {
+      PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(PyList_GET_ITEM(list.get(), i)));
+      if (!bytes) {
+        PyErr_Clear();
+        return "has a search location that is not a path";
+      }
+      if (std::string problem = FileProblem(PyBytes_AS_STRING(bytes.get())); !problem.empty()) {
+        return problem;
+      }
+    }
+    return "";
+  }
+  return "is built into Python (it has no source file)";
+}
+
+absl::Status ModulePolicy::NotAllowedByPrefix(const FunctionName& name, const std::string& module,
+                                              const std::string& whose) const {
+  if (IsStandardLibrary(module)) {
+    return Denied(name, absl::StrCat(whose, " '", module, "' is part of Python's standard library"),
+                  kNeverStandardLibrary);
+  }
+  return Denied(name,
+                absl::StrCat(whose, " '", module, "' is not covered by --allow-module (",
+                             absl::StrJoin(allowed_prefixes_, ", "), ")"),
+                absl::StrCat("start cnp-server with --allow-module=", module, " to allow it"));
+}
+
+absl::Status ModulePolicy::CheckLocation(const FunctionName& name, const std::string& module) const {
+  PyRef spec;
+  PyObject* loaded = PyDict_GetItemString(PyImport_GetModuleDict(), module.c_str());  // borrowed
+  if (loaded != nullptr) {
+    if (!PyModule_Check(loaded)) {
+      return Denied(name, absl::StrCat("'", module, "' in sys.modules is not a module"), "");
+    }
+    spec = PyRef::Borrow(PyDict_GetItemString(PyModule_GetDict(loaded), "__spec__"));
+  } else {
+    if (!find_spec_) {
+      PyRef util = PyRef::Steal(PyImport_ImportModule("importlib.util"));
+      if (util) find_spec_ = PyRef::Steal(PyObject_GetAttrString(util.get(), "find_spec"));
+      if (!find_spec_) return absl::InternalError(TakeException().Summary());
+    }
+    // Finds where `import` would load the module from without running it. For a submodule
+    // this imports the packages above it, each of which has passed this check already.
+    spec = PyRef::Steal(PyObject_CallOneArg(find_spec_.get(),
+                                            PyRef::Steal(PyUnicode_FromString(module.c_str())).get()));
+    if (!spec) return absl::NotFoundError(TakeException().Summary());
+    if (spec.get() == Py_None) {
+      return absl::NotFoundError(
+          absl::StrCat("ModuleNotFoundError: No module named '", module, "'"));
+    }
+  }
+  std::string problem = SpecProblem(spec.get());
+  if (problem.empty()) return absl::OkStatus();
+  if (IsStandardLibrary(module)) {
+    return Denied(name, absl::StrCat("module '", module, "' is part of Python's standard library"),
+                  kNeverStandardLibrary);
+  }
+  if (absl::StrContains(problem, "standard library")) {
+    return Denied(name, absl::StrCat("module '", module, "' ", problem), kNeverStandardLibrary);
+  }
+  return Denied(name, absl::StrCat("module '", module, "' ", problem), kPutItOnThePath);
+}
+
+absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
+  if (std::vector<std::string> dunders = DunderParts(name.path); !dunders.empty()) {
+    return Denied(name,
+                  absl::StrCat("'", dunders.front(), "' is a dunder name, which reaches Python's "
+                               "machinery rather than a function"),
+                  "cnp-server calls only functions defined in the operator's modules");
+  }
+  if (IsOurs(name.module)) {
+    return Denied(name, "it belongs to couch_named_python, whose helpers are not functions "
+                  "CouchDB may call", "");
+  }
+  if (!AllowedByPrefix(name.module)) return NotAllowedByPrefix(name, name.module, "module");
+  std::string package;
+  for (absl::string_view part : absl::StrSplit(name.module, '.')) {
+    absl::StrAppend(&package, package.empty() ? "" : ".", part);
+    if (absl::Status s = CheckLocation(name, package); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
-absl::Status ModulePolicy::Check(const std::string& function_path,
-                                 const std::string& requested_module,
-                                 const std::string& own_module) const {
-  for (const std::string* module : {&requested_module, &own_module}) {
-    if (absl::Status s = CheckNotOurs(function_path, *module); !s.ok()) return s;
+absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* attribute) const {
+  if (!PyCallable_Check(attribute)) {
+    return absl::NotFoundError(absl::StrCat("TypeError: ", name.path, " is a ",
+                                            Py_TYPE(attribute)->tp_name, ", not a function"));
   }
-  for (const std::string* module : {&own_module, &requested_module}) {
-    if (!allowed_prefixes_.empty()) {
-      if (!AllowedByPrefix(*module)) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "PermissionError: ", function_path, " is not allowed: module '", *module,
-            "' is not covered by --allow-module (", absl::StrJoin(allowed_prefixes_, ", "),
-            "); start cnp-worker with --allow-module=", *module, " to allow it"));
-      }
-      continue;
+  if (!PyFunction_Check(attribute)) {
+    return Denied(name,
+                  absl::StrCat("it is a ", Py_TYPE(attribute)->tp_name,
+                               ", not a Python function"),
+                  "cnp-server calls only functions defined with def or lambda in the operator's "
+                  "modules, never classes, builtins or bound methods");
+  }
+  PyObject* own = PyFunction_GetModule(attribute);  // borrowed
+  if (own == nullptr || !PyUnicode_CheckExact(own)) {
+    return Denied(name, "its __module__ is not a module name", "");
+  }
+  std::string own_module = Utf8Text(own);
+  if (IsOurs(own_module)) {
+    return Denied(name, "it is couch_named_python's own helper, not a function CouchDB may call",
+                  "");
+  }
+  if (!AllowedByPrefix(own_module)) return NotAllowedByPrefix(name, own_module, "its own module");
+  std::string file = StrAttribute(PyFunction_GetCode(attribute), "co_filename");
+  if (std::string problem = FileProblem(file); !problem.empty()) {
+    if (absl::StrContains(problem, "standard library")) {
+      return Denied(name, absl::StrCat("its code ", problem), kNeverStandardLibrary);
     }
-    if (std::string problem = LocationProblem(*module); !problem.empty()) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "PermissionError: ", function_path, " is not allowed: module '", *module, "' ",
-          problem, "; put it in a --python-path directory or allow it with --allow-module=",
-          *module));
-    }
+    return Denied(name, absl::StrCat("its code ", problem), kPutItOnThePath);
   }
   return absl::OkStatus();
 }

@@ -1,11 +1,20 @@
-// Which functions the operator allows to be called.
+// Which functions the operator allows to be called, checked in two steps.
 //
-// With --allow-module prefixes: the function's own __module__ (where it was defined, so a
-// re-export like `from os import system` does not launder it) and the module path asked for
-// must each equal a prefix or start with prefix + ".".
-// Without any: both modules' files must live under a directory the operator put on the path
-// (--python-path, PYTHONPATH, the virtualenv); the standard library and builtins never do.
-// couch_named_python itself is never callable.
+// Before anything is imported (CheckBeforeImport): no dotted part is a dunder name
+// (`myviews.__setattr__`, `unittest.__main__`), the module is not couch_named_python's, the
+// module is covered by an --allow-module prefix (dot boundary) when any is given, and the
+// module and each package above it would be loaded from a file under the operator's
+// directories (--python-path, PYTHONPATH, the virtualenv) - found the way `import` finds it,
+// without running its code, and never the standard library or a module built into Python.
+//
+// After the import (CheckFunction): the attribute is a Python function (types.FunctionType:
+// no class, builtin, bound method or method wrapper), its own __module__ (where it was
+// defined, so `from os import system` does not launder it) is a str covered by the prefixes
+// and not couch_named_python's, and its code comes from a file under the operator's
+// directories.
+//
+// Refusals are PERMISSION_DENIED saying which cnp-server flag would allow the function; the
+// standard library is never offered.
 #pragma once
 
 #include <Python.h>
@@ -14,7 +23,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "service/worker/function_name.h"
 #include "service/worker/interpreter.h"
+#include "service/worker/py_ref.h"
 
 namespace cnp::worker {
 
@@ -22,20 +33,35 @@ class ModulePolicy {
  public:
   ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots);
 
-  // OK, or PERMISSION_DENIED with a message that names the module and how to allow it.
-  absl::Status Check(const std::string& function_path, const std::string& requested_module,
-                     const std::string& own_module) const;
+  // OK, PERMISSION_DENIED, or NOT_FOUND when the module (or a package above it) does not
+  // exist. May import the packages above `name.module` once each has passed, never the
+  // module itself.
+  absl::Status CheckBeforeImport(const FunctionName& name) const;
 
-  // The part of Check that needs no import: couch_named_python's own modules are refused.
-  absl::Status CheckNotOurs(const std::string& function_path, const std::string& module) const;
+  // OK or PERMISSION_DENIED (NOT_FOUND for something that is not callable at all).
+  absl::Status CheckFunction(const FunctionName& name, PyObject* attribute) const;
+
+  // Whether `file` lies under the operator's directories, more specifically than under the
+  // standard library's (an operator directory inside the standard library's tree counts).
+  bool IsOperatorFile(const std::string& file) const;
 
  private:
   bool AllowedByPrefix(const std::string& module) const;
-  // Why `module` is not allowed by location, or empty when it is.
-  std::string LocationProblem(const std::string& module) const;
+  // Why a module loaded from `spec` may not run, or empty when it may.
+  std::string SpecProblem(PyObject* spec) const;
+  // Why code in `file` may not run, or empty when it may.
+  std::string FileProblem(const std::string& file) const;
+  absl::Status CheckLocation(const FunctionName& name, const std::string& module) const;
+  absl::Status NotAllowedByPrefix(const FunctionName& name, const std::string& module,
+                                  const std::string& whose) const;
 
   std::vector<std::string> allowed_prefixes_;
   CodeRoots roots_;
+  mutable PyRef find_spec_;  // importlib.util.find_spec, imported on first use
 };
+
+// Whether `module` (or its top-level package) is part of Python's standard library or built
+// into the interpreter, by sys.stdlib_module_names and sys.builtin_module_names.
+bool IsStandardLibrary(const std::string& module);
 
 }  // namespace cnp::worker
