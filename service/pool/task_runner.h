@@ -30,13 +30,13 @@ class TaskRunner {
 
   // Runs `task` on a free worker and waits for its reply on the calling thread (no thread hop).
   // A Failure reply is returned as a Reply, not as an error status: whole-task failures that
-  // are the user's (bad name, refused module, version mismatch after the retry) stay data. The
-  // status is an error only for infrastructure failures:
+  // are the user's (bad name, refused module, version mismatch) stay data. The status is an
+  // error only for infrastructure failures:
   //   DEADLINE_EXCEEDED   the worker did not answer in time; it was killed and replaced
   //   UNAVAILABLE         the worker crashed, or the pool is shutting down
   //   RESOURCE_EXHAUSTED  the queue of callers waiting for a worker is full
-  // A VERSION_MISMATCH failure is retried once on a freshly started worker before it is
-  // returned, so code updated on disk is picked up without a restart.
+  // Code updated on disk needs no retry here: a worker asked for a version it has not loaded
+  // imports the module anew itself when its files changed (see FunctionRegistry).
   virtual absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) = 0;
 
   // Runs independent tasks concurrently on up to as many workers as there are tasks; the

@@ -7,7 +7,6 @@
 #include <optional>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
@@ -35,26 +34,6 @@ const Task& HandshakeTask() {
 }
 
 constexpr absl::string_view kNotRun = "task was not run";
-
-// A whole task that failed on a version mismatch, or a Resolve (the Resolve RPC, and add_fun on
-// the CouchDB session) one of whose functions did: the code on disk may be newer than the
-// worker's import. Resolve reports per function, as INVALID_ARGUMENT with couch-named-python's
-// message (service/worker/function_name.cc, VersionMismatchMessage).
-bool IsVersionMismatch(const Reply& reply) {
-  if (reply.has_failure()) {
-    return reply.failure().code() == worker::v1::Failure::VERSION_MISMATCH;
-  }
-  if (reply.has_resolve()) {
-    constexpr int kInvalidArgument = 3;  // google.rpc.Code
-    for (const auto& function : reply.resolve().functions()) {
-      if (function.error_code() == kInvalidArgument &&
-          absl::StrContains(function.error(), "did not match expected version")) {
-        return true;
-      }
-    }
-  }
-  return false;
-}
 
 absl::Duration Backoff(const PoolOptions& options, int failures) {
   if (failures <= 0) return absl::ZeroDuration();
@@ -360,44 +339,10 @@ absl::Status WorkerPool::Explain(Slot* slot, const Task& task, const absl::Statu
                                              how, "; it is being replaced"));
 }
 
-absl::Status WorkerPool::Handshake(WorkerProcess& process, absl::Time deadline) {
-  absl::StatusOr<Reply> reply = process.Exchange(HandshakeTask(), deadline);
-  if (!reply.ok()) {
-    return absl::UnavailableError(absl::StrCat("a fresh worker did not start: ",
-                                               reply.status().message(), "; it ",
-                                               process.ReapAfterFailure()));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WorkerPool::RestartNow(Slot* slot, absl::Time deadline) {
-  slot->process.reset();
-  auto spawned = WorkerProcess::Spawn(options_.command, slot->index);
-  if (!spawned.ok()) return spawned.status();
-  if (absl::Status s = Handshake(**spawned, deadline); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
-  slot->process = std::move(*spawned);
-  slot->generation = generation_;
-  slot->calls = 0;
-  return absl::OkStatus();
-}
-
 absl::StatusOr<Reply> WorkerPool::Run(const Task& task, absl::Time deadline) {
   absl::StatusOr<Slot*> slot = Acquire(deadline, /*wait=*/true);
   if (!slot.ok()) return slot.status();
   absl::StatusOr<Reply> reply = ExchangeOn(*slot, task, deadline);
-  if (reply.ok() && IsVersionMismatch(*reply)) {
-    // The code on disk may have changed since this worker imported it: retry once on a
-    // process that imports it anew, and if that settles it, refresh the other workers too.
-    LogInfo("version mismatch for ", DescribeTask(task), " on worker ", (*slot)->index,
-            ": retrying on a fresh worker");
-    if (absl::Status s = RestartNow(*slot, deadline); !s.ok()) {
-      Release(*slot, nullptr, s);
-      return s;
-    }
-    reply = ExchangeOn(*slot, task, deadline);
-    if (reply.ok() && !IsVersionMismatch(*reply)) ReloadAll();
-  }
   Release(*slot, reply.ok() ? &*reply : nullptr, reply.status());
   return reply;
 }
@@ -487,11 +432,9 @@ std::vector<absl::StatusOr<Reply>> WorkerPool::RunAll(const std::vector<Task>& t
       feed(f.slot, &*results[f.task]);
     }
   }
-  // Tasks never sent because workers failed, and version mismatches: run them one by one,
-  // which retries a mismatch on a fresh worker.
+  // Tasks never sent because workers failed: run them one by one on whichever worker is free.
   for (size_t i = 0; i < tasks.size(); ++i) {
-    bool unsent = !results[i].ok() && results[i].status().message() == kNotRun;
-    if (unsent || (results[i].ok() && IsVersionMismatch(*results[i]))) {
+    if (!results[i].ok() && results[i].status().message() == kNotRun) {
       results[i] = Run(tasks[i], deadline);
     }
   }

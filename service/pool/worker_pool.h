@@ -80,12 +80,8 @@ class WorkerPool final : public TaskRunner {
   void Release(Slot* slot, const Reply* reply, const absl::Status& failure);
   // One exchange on an acquired slot, with the errors turned into messages a user can act on.
   absl::StatusOr<Reply> ExchangeOn(Slot* slot, const Task& task, absl::Time deadline);
-  // Replaces the worker of an acquired slot with a fresh one on the calling thread (used to
-  // retry a version mismatch on code imported anew).
   // Turns a failed exchange into the status the caller sees, saying what happened to the worker.
   absl::Status Explain(Slot* slot, const Task& task, const absl::Status& failure);
-  absl::Status RestartNow(Slot* slot, absl::Time deadline);
-  absl::Status Handshake(WorkerProcess& process, absl::Time deadline);
 
   void Kick();
   asio::awaitable<void> Maintain();

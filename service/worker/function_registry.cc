@@ -1,11 +1,18 @@
 #include "service/worker/function_registry.h"
 
+#include <set>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "service/worker/py_text.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 namespace {
+
+constexpr size_t kMaxCachedNames = 4096;
+constexpr absl::Duration kChangeCheckInterval = absl::Seconds(1);
 
 std::optional<int64_t> DeclaredVersion(PyObject* function) {
   PyRef version = PyRef::Steal(PyObject_GetAttrString(function, "_cnp_version"));
@@ -21,74 +28,124 @@ std::optional<int64_t> DeclaredVersion(PyObject* function) {
   return value;
 }
 
-std::string OwnModule(PyObject* function) {
-  PyRef module = PyRef::Steal(PyObject_GetAttrString(function, "__module__"));
-  PyErr_Clear();
-  return Utf8Text(module.get());
+// How many positional arguments a Python function accepts; -1 for *args.
+int MaxPositionalArgs(PyObject* function) {
+  auto* code = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(function));
+  if (code->co_flags & CO_VARARGS) return -1;
+  return code->co_argcount;
 }
 
-// How many positional arguments a plain function or method accepts; -1 when unknown.
-int MaxPositionalArgs(PyObject* function) {
-  int bound = 0;
-  PyRef code = PyRef::Steal(PyObject_GetAttrString(function, "__code__"));
-  if (!code) {
-    PyErr_Clear();
-    PyRef underlying = PyRef::Steal(PyObject_GetAttrString(function, "__func__"));
-    if (underlying) code = PyRef::Steal(PyObject_GetAttrString(underlying.get(), "__code__"));
-    bound = 1;
+// The module's attribute, read from its dict: neither a module-level __getattr__ nor a
+// ModuleType subclass's __getattribute__ gets a say in what a request reaches.
+absl::StatusOr<PyRef> ModuleAttribute(PyObject* module, const FunctionName& name) {
+  if (!PyModule_Check(module)) {
+    return absl::NotFoundError(absl::StrCat("TypeError: '", name.module, "' is a ",
+                                            Py_TYPE(module)->tp_name, ", not a module"));
   }
-  if (!code || !PyCode_Check(code.get())) {
+  PyObject* found = PyDict_GetItemString(PyModule_GetDict(module), name.attribute.c_str());
+  if (found == nullptr) {
     PyErr_Clear();
-    return -1;
+    return absl::NotFoundError(absl::StrCat("AttributeError: module '", name.module,
+                                            "' has no attribute '", name.attribute, "'"));
   }
-  auto* co = reinterpret_cast<PyCodeObject*>(code.get());
-  if (co->co_flags & CO_VARARGS) return -1;
-  return co->co_argcount - bound;
+  return PyRef::Borrow(found);
 }
 
 }  // namespace
 
+FunctionRegistry::FunctionRegistry(ModulePolicy policy)
+    : policy_(std::move(policy)), stamps_(policy_) {}
+
 absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionName& name) {
-  // Refuse the package before importing anything on its behalf.
-  if (absl::Status s = policy_.CheckNotOurs(name.path, name.module); !s.ok()) return s;
-  PyRef module = PyRef::Steal(PyImport_ImportModule(name.module.c_str()));
-  if (!module) return absl::NotFoundError(TakeException().Summary());
-  PyRef callable = PyRef::Steal(PyObject_GetAttrString(module.get(), name.attribute.c_str()));
-  if (!callable) return absl::NotFoundError(TakeException().Summary());
-  if (!PyCallable_Check(callable.get())) {
-    return absl::NotFoundError(absl::StrCat("TypeError: ", name.path, " is a ",
-                                            Py_TYPE(callable.get())->tp_name,
-                                            ", not a function"));
+  // Nothing is imported on behalf of a name the policy refuses.
+  if (absl::Status s = policy_.CheckBeforeImport(name); !s.ok()) {
+    stamps_.RecordNewModules();  // packages above the module may have been imported
+    return s;
   }
+  PyRef module = PyRef::Steal(PyImport_ImportModule(name.module.c_str()));
+  stamps_.RecordNewModules();
+  if (!module) return absl::NotFoundError(TakeException().Summary());
+  absl::StatusOr<PyRef> callable = ModuleAttribute(module.get(), name);
+  if (!callable.ok()) return callable.status();
+  if (absl::Status s = policy_.CheckFunction(name, callable->get()); !s.ok()) return s;
   LoadedFunction loaded;
-  loaded.module = OwnModule(callable.get());
-  if (loaded.module.empty()) loaded.module = name.module;
-  if (absl::Status s = policy_.Check(name.path, name.module, loaded.module); !s.ok()) return s;
-  loaded.version = DeclaredVersion(callable.get());
-  loaded.max_positional_args = MaxPositionalArgs(callable.get());
-  loaded.callable = std::move(callable);
+  loaded.module = Utf8Text(PyFunction_GetModule(callable->get()));
+  loaded.version = DeclaredVersion(callable->get());
+  loaded.max_positional_args = MaxPositionalArgs(callable->get());
+  loaded.callable = *std::move(callable);
   return loaded;
 }
 
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionName& name) {
-  if (auto it = by_path_.find(name.path); it != by_path_.end()) return &it->second;
+  if (auto it = by_path_.find(name.path); it != by_path_.end()) return it->second.get();
   absl::StatusOr<LoadedFunction> loaded = ImportUncached(name);
   if (!loaded.ok()) return loaded.status();
-  return &by_path_.emplace(name.path, *std::move(loaded)).first->second;
+  auto stored = std::make_unique<LoadedFunction>(*std::move(loaded));
+  return by_path_.emplace(name.path, std::move(stored)).first->second.get();
+}
+
+bool FunctionRegistry::ForgetIfChanged(const FunctionName& name, std::string own_module,
+                                       bool rate_limited) {
+  absl::Time now = absl::Now();
+  if (rate_limited) {
+    auto [it, first] = last_change_check_.try_emplace(name.module, now);
+    if (!first) {
+      if (now - it->second < kChangeCheckInterval) return false;
+      it->second = now;
+    }
+  }
+  std::set<std::string> tops{TopLevelPackage(name.module), TopLevelPackage(own_module)};
+  if (!stamps_.AnyChanged(tops)) return false;
+  stamps_.Forget(tops);
+  for (auto it = by_path_.begin(); it != by_path_.end();) {
+    bool from_changed = tops.count(TopLevelPackage(it->first)) != 0 ||
+                        tops.count(TopLevelPackage(it->second->module)) != 0;
+    it = from_changed ? by_path_.erase(it) : std::next(it);
+  }
+  by_name_.clear();
+  ++generation_;
+  return true;
+}
+
+absl::StatusOr<const LoadedFunction*> FunctionRegistry::CheckVersion(
+    const FunctionName& name, const LoadedFunction* loaded) {
+  if (loaded->version == name.version) return loaded;
+  if (ForgetIfChanged(name, loaded->module, /*rate_limited=*/true)) {
+    absl::StatusOr<const LoadedFunction*> fresh = Import(name);
+    if (!fresh.ok()) return fresh.status();
+    loaded = *fresh;
+    if (loaded->version == name.version) return loaded;
+  }
+  return absl::FailedPreconditionError(VersionMismatchMessage(loaded->version, name.version));
 }
 
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::Load(absl::string_view text) {
-  std::string key(text);
-  if (auto it = by_name_.find(key); it != by_name_.end()) return it->second;
+  if (text.size() <= kMaxFunctionNameBytes) {
+    if (auto it = by_name_.find(std::string(text)); it != by_name_.end()) return it->second;
+  }
   absl::StatusOr<FunctionName> name = ParseFunctionName(text);
   if (!name.ok()) return name.status();
   absl::StatusOr<const LoadedFunction*> loaded = Import(*name);
   if (!loaded.ok()) return loaded;
-  if ((*loaded)->version != name->version) {
-    return absl::FailedPreconditionError(VersionMismatchMessage((*loaded)->version, name->version));
-  }
-  by_name_.emplace(std::move(key), *loaded);
+  loaded = CheckVersion(*name, *loaded);
+  if (!loaded.ok()) return loaded;
+  if (by_name_.size() >= kMaxCachedNames) by_name_.clear();
+  by_name_.emplace(std::string(text), *loaded);
   return loaded;
+}
+
+absl::StatusOr<const LoadedFunction*> FunctionRegistry::Resolve(const FunctionName& name) {
+  if (!name.version.has_value()) {
+    // No version to compare: ask the disk directly, so upload appends the version of the
+    // code as it is now. Resolve is rare (uploads, add_fun), never on the hot path.
+    if (auto it = by_path_.find(name.path); it != by_path_.end()) {
+      ForgetIfChanged(name, it->second->module, /*rate_limited=*/false);
+    }
+    return Import(name);
+  }
+  absl::StatusOr<const LoadedFunction*> loaded = Import(name);
+  if (!loaded.ok()) return loaded;
+  return CheckVersion(name, *loaded);
 }
 
 }  // namespace cnp::worker

@@ -1,22 +1,30 @@
 // Imports named functions once per worker and hands them out by name.
 //
 // Status codes say what went wrong, with couch-named-python's messages:
-//   INVALID_ARGUMENT     not "module.function[|version]"
+//   INVALID_ARGUMENT     not "module.function[|version]" (or too long, or control characters)
 //   NOT_FOUND            the import or the attribute lookup failed ("ModuleNotFoundError: ...")
-//   PERMISSION_DENIED    the module policy refuses the function
+//   PERMISSION_DENIED    the module policy refuses the function (checked before any import)
 //   FAILED_PRECONDITION  @version differs from the requested version
+//
+// A version that differs from the loaded function's is checked once more against the code on
+// disk: if a file of the function's package changed since it was imported, the package is
+// imported anew (at most once a second per module), so an edited module with a bumped
+// @version is picked up by every long-lived worker without a restart.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/source_stamps.h"
 
 namespace cnp::worker {
 
@@ -29,22 +37,47 @@ struct LoadedFunction {
 
 class FunctionRegistry {
  public:
-  explicit FunctionRegistry(ModulePolicy policy) : policy_(std::move(policy)) {}
+  explicit FunctionRegistry(ModulePolicy policy);
+  FunctionRegistry(const FunctionRegistry&) = delete;  // stamps_ refers to policy_
+  FunctionRegistry& operator=(const FunctionRegistry&) = delete;
 
-  // Imports the function (cached by path) and applies the policy; ignores any version.
-  absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name);
-
-  // What running a function needs: parse, Import, and check the requested version.
+  // What running a function needs: parse, import, and check the requested version (a name
+  // without one requires a function without @version).
   absl::StatusOr<const LoadedFunction*> Load(absl::string_view name);
 
+  // What Resolve reports: like Load, but a name without "|version" is not checked against
+  // @version (that is how upload learns the version to append); its module is still
+  // imported anew if its files changed, so the answer is the code on disk.
+  absl::StatusOr<const LoadedFunction*> Resolve(const FunctionName& name);
+
+  // Changes whenever functions loaded before were dropped because their code changed on disk:
+  // pointers returned before are then dangling, and a caller holding several must load again.
+  uint64_t generation() const { return generation_; }
+
  private:
+  // Imports the function (cached by path) and applies the policy; ignores any version.
+  absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name);
   absl::StatusOr<LoadedFunction> ImportUncached(const FunctionName& name);
+  // Checks the requested version against the loaded one, importing the package anew first
+  // when they differ and its files changed.
+  absl::StatusOr<const LoadedFunction*> CheckVersion(const FunctionName& name,
+                                                     const LoadedFunction* loaded);
+  // If a file of the function's package changed since import, drops the package and every
+  // function loaded from it, and returns true. At most once a second per module, so a stale
+  // name sent again and again costs nothing.
+  bool ForgetIfChanged(const FunctionName& name, std::string own_module,
+                       bool rate_limited);
 
   ModulePolicy policy_;
-  std::unordered_map<std::string, LoadedFunction> by_path_;
+  SourceStamps stamps_;
+  uint64_t generation_ = 0;
+  std::unordered_map<std::string, std::unique_ptr<LoadedFunction>> by_path_;
   // Full names ("path|version") that loaded and matched: CouchDB sends one document per task,
-  // so this lookup is all a repeated name costs. Points into by_path_, whose nodes never move.
+  // so this lookup is all a repeated name costs. Bounded: names differ in spelling
+  // ("|1", "| 1", "|01"), so it is cleared when full.
   std::unordered_map<std::string, const LoadedFunction*> by_name_;
+  // When each module was last looked at for changes after a version mismatch.
+  std::unordered_map<std::string, absl::Time> last_change_check_;
 };
 
 }  // namespace cnp::worker

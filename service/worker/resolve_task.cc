@@ -12,14 +12,10 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
   cnp::v1::ResolveResponse* response = reply.mutable_resolve();
   for (const std::string& text : request.functions()) {
     cnp::v1::ResolvedFunction* resolved = response->add_functions();
-    resolved->set_function(text);
+    resolved->set_function(NameForMessage(text));
     absl::StatusOr<FunctionName> name = ParseFunctionName(text);
     absl::StatusOr<const LoadedFunction*> function =
-        name.ok() ? registry.Import(*name) : absl::StatusOr<const LoadedFunction*>(name.status());
-    if (function.ok() && name->version.has_value() && (*function)->version != name->version) {
-      function = absl::FailedPreconditionError(
-          VersionMismatchMessage((*function)->version, name->version));
-    }
+        name.ok() ? registry.Resolve(*name) : absl::StatusOr<const LoadedFunction*>(name.status());
     if (!function.ok()) {
       resolved->set_error(std::string(function.status().message()));
       resolved->set_error_code(RpcCodeForLoadFailure(function.status()));

@@ -28,7 +28,7 @@ Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
     case absl::StatusCode::kFailedPrecondition: code = Failure::VERSION_MISMATCH; break;
     default: break;
   }
-  return FailureReply(code, status.message(), function);
+  return FailureReply(code, status.message(), NameForMessage(function));
 }
 
 int RpcCodeForLoadFailure(const absl::Status& status) {
@@ -39,16 +39,25 @@ int RpcCodeForLoadFailure(const absl::Status& status) {
 
 bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
              std::vector<const LoadedFunction*>& loaded, Reply& failure) {
-  loaded.clear();
-  for (const std::string& name : names) {
-    absl::StatusOr<const LoadedFunction*> function = registry.Load(name);
-    if (!function.ok()) {
-      failure = LoadFailureReply(function.status(), name);
-      return false;
+  // Loading one function may import its package anew (its code changed on disk), which
+  // drops what was loaded from that package before: then load the whole list again.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    uint64_t generation = registry.generation();
+    loaded.clear();
+    for (const std::string& name : names) {
+      absl::StatusOr<const LoadedFunction*> function = registry.Load(name);
+      if (!function.ok()) {
+        failure = LoadFailureReply(function.status(), name);
+        return false;
+      }
+      loaded.push_back(*function);
     }
-    loaded.push_back(*function);
+    if (registry.generation() == generation) return true;
   }
-  return true;
+  failure = FailureReply(Failure::INTERNAL,
+                         "the functions' modules kept changing on disk while they were loaded; "
+                         "retry when the files are written");
+  return false;
 }
 
 void FillFunctionError(cnp::v1::FunctionError& error, absl::string_view function,

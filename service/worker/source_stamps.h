@@ -1,0 +1,57 @@
+// What the operator's modules looked like on disk when they were imported, so that a worker
+// can tell whether a module's source has changed since, and import it anew.
+//
+// cnp-server keeps workers for a long time, and couch-named-python users update a function by
+// editing its module and bumping @version: a worker asked for the new version must notice the
+// edit itself (a direct session cannot move to a fresh worker).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "service/worker/module_policy.h"
+
+namespace cnp::worker {
+
+class SourceStamps {
+ public:
+  explicit SourceStamps(const ModulePolicy& policy) : policy_(policy) {}
+
+  // Stamps every module in sys.modules not seen before whose file is the operator's. Called
+  // right after each import, so a stamp is the file as that import read it.
+  void RecordNewModules();
+
+  // Whether any stamped module in one of the top-level packages `tops` has a different file
+  // on disk now (edited, replaced, removed). Costs one stat() per such module.
+  bool AnyChanged(const std::set<std::string>& tops) const;
+
+  // Takes the stamped modules of `tops` out of sys.modules (and out of this record), so the
+  // next import runs their code as it is on disk now, in the order the code imports it.
+  void Forget(const std::set<std::string>& tops);
+
+ private:
+  struct Stamp {
+    std::string file;
+    bool exists = false;
+    dev_t device = 0;
+    ino_t inode = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const Stamp&) const = default;
+  };
+  static Stamp StampOf(const std::string& file);
+
+  const ModulePolicy& policy_;
+  std::unordered_map<std::string, Stamp> stamps_;   // module name -> its file at import
+  std::unordered_set<std::string> seen_;            // every module name looked at
+};
+
+// "a" for "a.b.c".
+std::string TopLevelPackage(const std::string& module);
+
+}  // namespace cnp::worker
