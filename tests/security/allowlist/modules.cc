@@ -1,0 +1,151 @@
+#include "tests/security/allowlist/modules.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gtest/gtest.h"
+
+namespace cnp::security::testing {
+
+std::string FreshDir(const std::string& prefix) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/", prefix, "-XXXXXX");
+  char* made = ::mkdtemp(pattern.data());
+  EXPECT_NE(made, nullptr) << pattern;
+  return pattern;
+}
+
+void WriteModule(const std::string& path, const std::string& text) {
+  std::string temporary = path + ".new";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << text;
+    ASSERT_TRUE(out.good()) << temporary;
+  }
+  ASSERT_EQ(std::rename(temporary.c_str(), path.c_str()), 0) << path;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void WriteAttackModules(const std::string& dir) {
+  WriteModule(dir + "/myviews.py", R"PY(
+import functools
+import json
+import subprocess
+import sys
+import types
+
+from couch_named_python import Forbidden, emit, log, start, version
+
+SECRET = "s3cr3t-value"
+COLLECTED = []
+
+
+@version(1)
+def f(doc, req=None):
+    return {"body": "f ran"}
+
+
+def show(doc, req):
+    return {"body": "show ran"}
+
+
+def state(doc, req):
+    me = sys.modules[__name__]
+    watched = ("unittest.__main__", "this", "venv.__main__", "lib2to3.__main__",
+               "myviews_evil", "myviews.subprocess", "pkg.other", "pkg.subversive")
+    imported = [m for m in watched if m in sys.modules]
+    present = [n for n in ("f", "show", "state", "names", "lam") if hasattr(me, n)]
+    return {"body": f"secret={SECRET} path={hasattr(me, '__path__')} "
+                    f"present={','.join(present)} imported={','.join(imported)} "
+                    f"collected={len(COLLECTED)}"}
+
+
+def names(doc, req):
+    # Every name a request could put after "myviews.": the module's globals, what its type
+    # offers, and what a function offers.
+    me = sys.modules[__name__]
+    found = set(dir(me)) | set(dir(type(me))) | set(dir(f)) | set(dir(object))
+    return {"body": " ".join(sorted(found))}
+
+
+lam = lambda doc, req: {"body": "lambda ran"}  # noqa: E731
+
+
+class Klass:
+    def method(self, doc, req):
+        return {"body": "method ran"}
+
+    @staticmethod
+    def static(doc, req):
+        return {"body": "static ran"}
+
+
+class CallableThing:
+    def __call__(self, doc, req):
+        return {"body": "instance ran"}
+
+
+instance = CallableThing()
+bound = Klass().method
+appender = COLLECTED.append
+wrapper = (1).__add__
+partial = functools.partial(show, None)
+static = staticmethod(show)
+length = len
+setter = setattr
+getter = getattr
+evaluate = eval
+module_setattr = types.ModuleType.__setattr__
+dumps = json.dumps
+getoutput = subprocess.getoutput
+# A function object with this module's name but the standard library's code.
+laundered = types.FunctionType(json.dumps.__code__, json.dumps.__globals__, "laundered")
+laundered.__module__ = __name__
+)PY");
+  std::string marker = dir + "/marker";
+  WriteModule(dir + "/myviews_evil.py",
+              absl::StrCat("open(", "'", marker, "', 'w').write('ran')\n\n"
+                           "def f(doc, req):\n    return {'body': 'evil ran'}\n"));
+  std::filesystem::create_directories(dir + "/pkg");
+  WriteModule(dir + "/pkg/__init__.py", "");
+  WriteModule(dir + "/pkg/sub.py", "def f(doc, req):\n    return {'body': 'sub ran'}\n");
+  for (const char* name : {"other", "subversive"}) {
+    WriteModule(absl::StrCat(dir, "/pkg/", name, ".py"),
+                absl::StrCat("open('", marker, ".", name, "', 'w').write('ran')\n\n"
+                             "def f(doc, req):\n    return {'body': 'ran'}\n"));
+  }
+}
+
+std::string VersionedModule(const std::string& dir, const std::string& name, int version,
+                            const std::string& label) {
+  return absl::StrCat("from couch_named_python import version\n",
+                      "open('", dir, "/", name, ".imports', 'a').write('import\\n')\n\n",
+                      "@version(", version, ")\n",
+                      "def f(doc):\n",
+                      "    yield '", label, "', ", version, "\n\n",
+                      "@version(", version, ")\n",
+                      "def show(doc, req):\n",
+                      "    return {'body': '", label, "'}\n\n",
+                      "def plain(doc):\n",
+                      "    yield '", label, "', 'plain'\n");
+}
+
+}  // namespace cnp::security::testing

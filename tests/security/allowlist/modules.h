@@ -1,0 +1,37 @@
+// The Python modules the allowlist tests attack, written into a fresh directory per test so
+// that each test starts from files nobody has imported or edited yet.
+#pragma once
+
+#include <string>
+
+namespace cnp::security::testing {
+
+// A fresh directory under TEST_TMPDIR.
+std::string FreshDir(const std::string& prefix);
+
+// Writes `text` to `path` through a new file renamed into place, the way editors save: the
+// module's file gets a new inode, so a change is visible however fast it follows the last.
+void WriteModule(const std::string& path, const std::string& text);
+
+bool Exists(const std::string& path);
+std::string ReadFile(const std::string& path);
+
+// Writes the modules below into `dir`:
+//   myviews.py       the operator's module: functions, a SECRET, and every kind of callable
+//                    that is not a function (classes, builtins, bound methods, wrappers...)
+//   myviews_evil.py  top-level code that writes `dir`/marker when it runs
+//   pkg/             a package whose submodules `sub` (allowed in tests) and `subversive`,
+//                    `other` (top-level code writes `dir`/marker.<name>)
+void WriteAttackModules(const std::string& dir);
+
+// The names in myviews that are the operator's Python functions, i.e. the only ones callable.
+inline constexpr const char* kMyviewsFunctions[] = {"f", "show", "state", "names", "lam"};
+
+// A module `name` with two functions carrying @version(`version`): the map function f, which
+// yields [label, version], and the show function show, whose body is label; and plain, a
+// map function without @version yielding [label, "plain"]. Its top-level
+// code appends a line to `dir`/`name`.imports each time it runs.
+std::string VersionedModule(const std::string& dir, const std::string& name, int version,
+                            const std::string& label);
+
+}  // namespace cnp::security::testing
