@@ -85,6 +85,10 @@ absl::Status WorkerProcess::Send(const Task& task) {
   return WriteFrame(fd_, task.SerializeAsString(), absl::Now() + kReplyTimeout);
 }
 
+absl::Status WorkerProcess::SendWithDescriptors(const Task& task, const std::vector<int>& fds) {
+  return WriteFrameWithDescriptors(fd_, task.SerializeAsString(), fds, absl::Now() + kReplyTimeout);
+}
+
 absl::StatusOr<Reply> WorkerProcess::Receive() {
   std::string frame;
   if (absl::Status s = ReadFrame(fd_, frame, absl::Now() + kReplyTimeout); !s.ok()) {

@@ -32,6 +32,8 @@ class WorkerProcess {
   ~WorkerProcess();
 
   absl::Status Send(const Task& task);
+  // Send with descriptors attached to the frame (a DirectSession's pipes); they stay open here.
+  absl::Status SendWithDescriptors(const Task& task, const std::vector<int>& fds);
   absl::StatusOr<Reply> Receive();
   // Send, then Receive; fails the test (and returns an empty Reply) on a socket error.
   Reply Call(const Task& task);

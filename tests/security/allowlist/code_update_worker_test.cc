@@ -1,7 +1,9 @@
 // Issue 8 inside one long-lived worker: a module edited on disk with a bumped @version is
 // imported anew when a caller asks for the new version - by every kind of task - and a stale
 // version asked for again and again costs no import at all.
+#include <poll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -148,6 +150,84 @@ TEST(CodeUpdateTest, ABrokenEditFailsWithItsErrorAndTheFixIsPickedUp) {
   Reply fixed = t.worker->Call(MapTask({"evolving.f|2"}, {"{}"}));
   ASSERT_TRUE(fixed.has_map()) << fixed.DebugString();
   EXPECT_EQ(fixed.map().results(0).rows(), R"([[["fixed",2]]])");
+}
+
+// CouchDB's side of a direct session: the worker serves CouchDB's line protocol on two pipes
+// itself, so it cannot move to a fresh worker - the worker must import the module anew.
+class DirectSession {
+ public:
+  explicit DirectSession(WorkerProcess& worker) {
+    int commands[2], answers[2];
+    EXPECT_EQ(::pipe(commands), 0);
+    EXPECT_EQ(::pipe(answers), 0);
+    cnp::worker::testing::Task task;
+    task.mutable_direct_session()->set_id("code-update");
+    task.mutable_direct_session()->set_default_timeout_ms(30000);
+    EXPECT_TRUE(worker.SendWithDescriptors(task, {commands[0], answers[1]}).ok());
+    ::close(commands[0]);
+    ::close(answers[1]);
+    commands_ = commands[1];
+    answers_ = answers[0];
+  }
+  ~DirectSession() {
+    if (commands_ >= 0) ::close(commands_);
+    ::close(answers_);
+  }
+
+  // Writes one command and returns the answer line (without log lines).
+  std::string Call(const std::string& line) {
+    std::string data = line + "\n";
+    EXPECT_EQ(::write(commands_, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    for (;;) {
+      std::string answer = ReadLine();
+      if (answer.rfind(R"(["log")", 0) != 0) return answer;
+    }
+  }
+  void CloseInput() {
+    ::close(commands_);
+    commands_ = -1;
+  }
+
+ private:
+  std::string ReadLine() {
+    while (buffer_.find('\n') == std::string::npos) {
+      pollfd ready{answers_, POLLIN, 0};
+      if (::poll(&ready, 1, 30000) != 1) {
+        ADD_FAILURE() << "the worker did not answer";
+        return "";
+      }
+      char chunk[4096];
+      ssize_t n = ::read(answers_, chunk, sizeof chunk);
+      if (n <= 0) return "";
+      buffer_.append(chunk, n);
+    }
+    size_t end = buffer_.find('\n');
+    std::string line = buffer_.substr(0, end);
+    buffer_.erase(0, end + 1);
+    return line;
+  }
+
+  int commands_ = -1;
+  int answers_ = -1;
+  std::string buffer_;
+};
+
+TEST(CodeUpdateTest, ADirectSessionPicksUpABumpedVersion) {
+  Fixture t = StartWith("evolving", 1, "old");
+  {
+    DirectSession session(*t.worker);
+    EXPECT_EQ(session.Call(R"(["reset",{"timeout":30000}])"), "true");
+    EXPECT_EQ(session.Call(R"(["add_fun","evolving.f|1"])"), "true");
+    EXPECT_EQ(session.Call(R"(["map_doc",{"_id":"a"}])"), R"([[["old",1]]])");
+    Bump(t, "evolving", 2, "new");
+    EXPECT_EQ(session.Call(R"(["reset",{"timeout":30000}])"), "true");
+    EXPECT_EQ(session.Call(R"(["add_fun","evolving.f|2"])"), "true");
+    EXPECT_EQ(session.Call(R"(["map_doc",{"_id":"a"}])"), R"([[["new",2]]])");
+    session.CloseInput();
+    absl::StatusOr<Reply> end = t.worker->Receive();
+    ASSERT_TRUE(end.ok()) << end.status();
+    EXPECT_TRUE(end->has_session_end()) << end->DebugString();
+  }
 }
 
 }  // namespace
