@@ -169,9 +169,6 @@ class BothPathsTest(SessionTestCase):
             self.assertEqual(again.close(), 0)
 
     def test_version_bump_on_disk_is_picked_up(self):
-        if self.session == "direct":
-            self.skipTest("the direct-session worker does not yet import anew on a version "
-                          "mismatch (service/worker: add_fun runs in process)")
         module = os.path.join(self.functions_dir.name, "bump_fns.py")
         with open(module, "w") as source:
             source.write(BUMP_FNS.format(version=1, padding="x"))
