@@ -88,7 +88,11 @@ bool FunctionRegistry::ForgetIfChanged(const FunctionName& name, std::string own
                                        bool rate_limited) {
   absl::Time now = absl::Now();
   if (rate_limited) {
-    auto [it, first] = last_change_check_.try_emplace(name.module, now);
+    // Per function and requested version: a stale name sent again and again is looked at
+    // once a second, while a new version (the operator just bumped it) is looked at at once.
+    if (last_change_check_.size() >= kMaxCachedNames) last_change_check_.clear();
+    std::string key = absl::StrCat(name.path, "|", name.version ? absl::StrCat(*name.version) : "");
+    auto [it, first] = last_change_check_.try_emplace(std::move(key), now);
     if (!first) {
       if (now - it->second < kChangeCheckInterval) return false;
       it->second = now;

@@ -8,8 +8,8 @@
 //
 // A version that differs from the loaded function's is checked once more against the code on
 // disk: if a file of the function's package changed since it was imported, the package is
-// imported anew (at most once a second per module), so an edited module with a bumped
-// @version is picked up by every long-lived worker without a restart.
+// imported anew, so an edited module with a bumped @version is picked up by every long-lived
+// worker without a restart. The same stale name is looked at no more than once a second.
 #pragma once
 
 #include <cstdint>
@@ -63,8 +63,8 @@ class FunctionRegistry {
   absl::StatusOr<const LoadedFunction*> CheckVersion(const FunctionName& name,
                                                      const LoadedFunction* loaded);
   // If a file of the function's package changed since import, drops the package and every
-  // function loaded from it, and returns true. At most once a second per module, so a stale
-  // name sent again and again costs nothing.
+  // function loaded from it, and returns true. When `rate_limited`, at most once a second per
+  // function and requested version, so a stale name sent again and again costs nothing.
   bool ForgetIfChanged(const FunctionName& name, std::string own_module,
                        bool rate_limited);
 
@@ -76,7 +76,7 @@ class FunctionRegistry {
   // so this lookup is all a repeated name costs. Bounded: names differ in spelling
   // ("|1", "| 1", "|01"), so it is cleared when full.
   std::unordered_map<std::string, const LoadedFunction*> by_name_;
-  // When each module was last looked at for changes after a version mismatch.
+  // When each "path|version" was last looked at for changes after a version mismatch.
   std::unordered_map<std::string, absl::Time> last_change_check_;
 };
 

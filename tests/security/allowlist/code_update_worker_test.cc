@@ -65,6 +65,20 @@ TEST(CodeUpdateTest, MapPicksUpABumpedVersion) {
   EXPECT_EQ(t.Imports("evolving"), 2);
 }
 
+TEST(CodeUpdateTest, BumpsInQuickSuccessionAreEachPickedUpAtOnce) {
+  Fixture t = StartWith("evolving", 1, "v");
+  ASSERT_TRUE(t.worker->Call(MapTask({"evolving.f|1"}, {"{}"})).has_map());
+  for (int version = 2; version <= 5; ++version) {
+    // A stale name in between must not delay the next version.
+    Reply stale = t.worker->Call(MapTask({"evolving.f|1"}, {"{}"}));
+    EXPECT_EQ(stale.has_failure(), version > 2) << stale.DebugString();
+    Bump(t, "evolving", version, "v");
+    Reply reply = t.worker->Call(MapTask({absl::StrCat("evolving.f|", version)}, {"{}"}));
+    ASSERT_TRUE(reply.has_map()) << version << ": " << reply.DebugString();
+    EXPECT_EQ(reply.map().results(0).rows(), absl::StrCat(R"([[["v",)", version, "]]]"));
+  }
+}
+
 TEST(CodeUpdateTest, ResolvePicksUpABumpedVersionWithOrWithoutOne) {
   Fixture t = StartWith("evolving", 1, "old");
   EXPECT_EQ(t.worker->Call(ResolveTask({"evolving.f"})).resolve().functions(0).versioned_name(),
