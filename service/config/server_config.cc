@@ -83,7 +83,8 @@ ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
           "Upload: the longest answer read from CouchDB, in bytes");
 
 ABSL_FLAG(std::string, tls_cert, "",
-          "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks TLS");
+          "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks "
+          "TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600 or stricter)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM certificate authorities: TCP clients must present a certificate one of them "
@@ -129,7 +130,8 @@ absl::StatusOr<int> ResolveGroup(const std::string& name) {
   if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
       found == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--socket-group: no group named '", name, "' (give a group name or a number)"));
+        absl::StrCat("--socket-group: no group named '", name,
+                     "' (give a group name or a number)"));
   }
   return static_cast<int>(found->gr_gid);
 }

@@ -175,8 +175,8 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& addres
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
-  if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
-      rc != 0) {
+  const char* node = host.empty() ? nullptr : host.c_str();
+  if (int rc = ::getaddrinfo(node, service.c_str(), &hints, &found); rc != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot resolve '", host, "' in --listen=", address, ": ", gai_strerror(rc)));
   }

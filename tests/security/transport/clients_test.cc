@@ -76,8 +76,9 @@ TEST_F(SecuredServerTest, TheCliTakesTheSameOptions) {
 TEST_F(SecuredServerTest, TheAdapterServesCouchDbOverMutualTlsWithAToken) {
   std::vector<std::string> argv = {Runfile("adapter/cnp-adapter"), "--target=" + target_};
   for (const std::string& flag : Security(true)) argv.push_back(flag);
-  ProcessResult run = RunWithInput(
-      argv, "[\"reset\"]\n[\"add_fun\",\"svc_fns.doubled\"]\n[\"map_doc\",{\"_id\":\"a\",\"n\":21}]\n");
+  ProcessResult run = RunWithInput(argv,
+                                   "[\"reset\"]\n[\"add_fun\",\"svc_fns.doubled\"]\n"
+                                   "[\"map_doc\",{\"_id\":\"a\",\"n\":21}]\n");
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.out, "true\ntrue\n[\"log\",\"doubling a\"]\n[[[\"a\",42]]]\n") << run.err;
 }

@@ -170,7 +170,9 @@ absl::StatusOr<Certificates> MakeCertificates() {
 ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input) {
   ProcessResult result;
   const std::string dir = MakeTempDir("run");
-  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout", err_path = dir + "/stderr";
+  const std::string in_path = dir + "/stdin";
+  const std::string out_path = dir + "/stdout";
+  const std::string err_path = dir + "/stderr";
   WriteFile(in_path, input);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
