@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -21,9 +23,31 @@ using ::cnp::testing::Runfile;
 
 std::string FunctionsDir() { return Runfile("tests/service/pyfns"); }
 
+namespace {
+
+// The short directories live outside TEST_TMPDIR, which Bazel would clean: removed at exit.
+class ShortDirs {
+ public:
+  ~ShortDirs() {
+    std::error_code ignored;
+    for (const std::string& dir : dirs_) std::filesystem::remove_all(dir, ignored);
+  }
+  void Add(const std::string& dir) { dirs_.push_back(dir); }
+
+ private:
+  std::vector<std::string> dirs_;
+};
+
+}  // namespace
+
 std::string ShortTempDir() {
+  static ShortDirs* const dirs = new ShortDirs;
+  static const int registered = std::atexit([] { delete dirs; });
+  (void)registered;
   char dir[] = "/tmp/cnp-sec-XXXXXX";
-  return ::mkdtemp(dir) != nullptr ? std::string(dir) : std::string();
+  if (::mkdtemp(dir) == nullptr) return std::string();
+  dirs->Add(dir);
+  return dir;
 }
 
 void WriteFile(const std::string& path, const std::string& text, mode_t mode) {
