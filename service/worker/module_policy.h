@@ -11,7 +11,8 @@
 // no class, builtin, bound method or method wrapper), its own __module__ (where it was
 // defined, so `from os import system` does not launder it) is a str covered by the prefixes
 // and not couch_named_python's, and its code comes from a file under the operator's
-// directories.
+// directories - or it is what one of couch_named_python's handler factories made
+// (`couch_named_python.mr.item("town")`), bound in the very module the request named.
 //
 // Refusals are PERMISSION_DENIED saying which cnp-server flag would allow the function; the
 // standard library is never offered.
@@ -54,10 +55,16 @@ class ModulePolicy {
   absl::Status CheckLocation(const FunctionName& name, const std::string& module) const;
   absl::Status NotAllowedByPrefix(const FunctionName& name, const std::string& module,
                                   const std::string& whose) const;
+  // Whether `function` is what one of couch_named_python's handler factories made (its code
+  // object is registered in couch_named_python._factory) and now belongs to the module it was
+  // found in: then its code may live in the package rather than in the operator's files.
+  bool IsFactoryProductOf(const FunctionName& name, PyObject* function,
+                          const std::string& own_module) const;
 
   std::vector<std::string> allowed_prefixes_;
   CodeRoots roots_;
   mutable PyRef find_spec_;  // importlib.util.find_spec, imported on first use
+  mutable PyRef product_codes_;  // couch_named_python._factory.PRODUCT_CODES, on first use
 };
 
 // Whether `module` (or its top-level package) is part of Python's standard library or built

@@ -27,30 +27,17 @@ handler of *your* module: the factories (``item``, ``join``, ``handler``) return
 belong to the module that called them.
 """
 
-import sys
+from couch_named_python._factory import owned_by_caller
 
 __all__ = ["count", "handler", "item", "join", "value"]
 
 
-def _caller_module(depth):
-    return sys._getframe(depth + 1).f_globals.get("__name__", "__main__")
-
-
-def _owned(function, module, name):
-    function.__module__ = module
-    function.__name__ = name
-    function.__qualname__ = name
-    return function
-
-
 def handler(function):
     """Makes ``function`` (e.g. ``count``) a handler that belongs to the calling module."""
-    module = _caller_module(1)
-
     def call(*args):
         return function(*args)
 
-    return _owned(call, module, getattr(function, "__name__", "handler"))
+    return owned_by_caller(call, getattr(function, "__name__", "handler"))
 
 
 def item(key, value=None):
@@ -63,14 +50,12 @@ def item(key, value=None):
 
     A document without ``key`` yields no row (``value`` missing gives ``None``).
     """
-    module = _caller_module(1)
-
     def map_item(doc):
         if key not in doc:
             return []
         return [(doc[key], doc.get(value) if value is not None else None)]
 
-    return _owned(map_item, module, "item_{}".format(key))
+    return owned_by_caller(map_item, "item_{}".format(key))
 
 
 def value(field=None):
@@ -116,7 +101,6 @@ def join(mapping):
     not name are ignored, and of several rows of one source the last (in row id order) wins.
     It needs the source documents: declare the reduce handler with ``sources: true``.
     """
-    module = _caller_module(1)
     fields = {source: dict(names) for source, names in mapping.items()}
 
     def join_rows(keys, rows, rereduce=False):
@@ -137,4 +121,4 @@ def join(mapping):
                     result[alias or field] = source[field]
         return result
 
-    return _owned(join_rows, module, "join")
+    return owned_by_caller(join_rows, "join")

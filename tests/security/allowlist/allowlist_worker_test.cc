@@ -194,6 +194,29 @@ TEST_P(BothModes, FunctionsFromTheStandardLibraryOrThePackageAreRefusedEvenWhenR
   }
 }
 
+// The one kind of function whose code lives in couch_named_python and still runs: what a
+// handler factory made (mr.item("town")), bound in the operator's module that asked for it.
+// The factories themselves, other package functions and a product re-exported by another
+// module stay refused.
+TEST(FactoryProductTest, OnlyAFactorysProductBoundInItsOwnModuleRuns) {
+  Fixture t = Start({"--allow-module=handlers", "--allow-module=relay"});
+  WriteModule(t.dir + "/handlers.py",
+              "from couch_named_python.mr import count, handler, item\n"
+              "town = item('town')\n"
+              "counted = handler(count)\n"
+              "count_itself = count\n"
+              "item_itself = item\n");
+  WriteModule(t.dir + "/relay.py", "from handlers import town\n");
+  Reply mapped = t.worker->Call(MapTask({"handlers.town"}, {R"({"_id":"a","town":"Oslo"})"}));
+  ASSERT_TRUE(mapped.has_map()) << mapped.DebugString();
+  EXPECT_THAT(mapped.map().DebugString(), HasSubstr("Oslo"));
+  EXPECT_THAT(mapped.map().DebugString(), Not(HasSubstr("error")));
+  for (const char* function : {"handlers.count_itself", "handlers.item_itself", "relay.town"}) {
+    ExpectRefused(t.worker->Call(MapTask({function}, {R"({"_id":"a","town":"Oslo"})"})),
+                  function);
+  }
+}
+
 // Issue 7: modules were imported (their top-level code run) before they were checked.
 TEST(PreImportTest, ARefusedModulesCodeNeverRuns) {
   Fixture t = Start({"--allow-module=myviews", "--allow-module=pkg.sub"});
