@@ -138,7 +138,8 @@ int Run(int argc, char** argv) {
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
                  absl::FormatDuration(config->shutdown_grace), " for calls in flight");
     session_listener.Stop();
-    server.Shutdown(config->shutdown_grace);
+    // Past the grace the pool kills the workers still computing, so their calls end at once.
+    server.Shutdown(config->shutdown_grace, [&pool] { pool.Shutdown(); });
   }
   sessions.Shutdown();
   pool.Shutdown();

@@ -1,6 +1,7 @@
 #include "service/pool/worker_pool.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +35,9 @@ const Task& HandshakeTask() {
 }
 
 constexpr absl::string_view kNotRun = "task was not run";
+
+// How long reload requests must stop coming before the merged follow-up reload starts.
+constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
 
 absl::Duration Backoff(const PoolOptions& options, int failures) {
   if (failures <= 0) return absl::ZeroDuration();
@@ -123,6 +127,19 @@ asio::awaitable<void> WorkerPool::Maintain() {
           due.push_back(slot.get());
         } else {
           next_due = std::min(next_due, slot->restart_at);
+        }
+      }
+      if (!ReloadRunning()) {
+        if (reload_pending_ && now < last_reload_request_ + kReloadQuiet) {
+          next_due = std::min(next_due, last_reload_request_ + kReloadQuiet);
+        } else if (reload_pending_) {
+          reload_pending_ = false;
+          ++generation_;
+          reload_announced_ = false;
+          LogInfo("reloading every worker again, for the reloads asked for meanwhile");
+        } else if (!reload_announced_) {
+          reload_announced_ = true;
+          if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
         }
       }
       // Rolling reload: replace one stale idle worker at a time so the others keep serving.
@@ -333,6 +350,10 @@ absl::Status WorkerPool::Explain(Slot* slot, const Task& task, const absl::Statu
         "is being replaced"));
   }
   std::string how = process.ReapAfterFailure();
+  if (ShuttingDown()) {
+    return absl::UnavailableError(absl::StrCat("the server shut down before ", DescribeTask(task),
+                                               " finished; retry on another server"));
+  }
   LogError("worker ", slot->index, " (pid ", process.pid(), ") ", how, " while running ",
            DescribeTask(task), " (", failure.message(), "); replacing it");
   return absl::UnavailableError(absl::StrCat("the worker running ", DescribeTask(task), " ",
@@ -448,12 +469,26 @@ absl::StatusOr<std::unique_ptr<WorkerLease>> WorkerPool::Lease(absl::Time deadli
 }
 
 void WorkerPool::ReloadAll() {
-  {
-    absl::MutexLock lock(&mu_);
-    ++generation_;
+  absl::MutexLock lock(&mu_);
+  // A reload asked for while one runs is merged into one more that starts when it has ended
+  // and no request came for kReloadQuiet: the code may have changed again since the running
+  // one began, but a storm of SIGHUPs must not restart the workers once per signal.
+  last_reload_request_ = absl::Now();
+  if (ReloadRunning() || reload_pending_) {
+    if (!reload_pending_) LogInfo("a reload is running: one more will follow it");
+    reload_pending_ = true;
+    return;
   }
+  ++generation_;
+  reload_announced_ = false;
   LogInfo("reloading every worker, one at a time");
   Kick();
+}
+
+bool WorkerPool::ReloadRunning() const {
+  return std::any_of(slots_.begin(), slots_.end(), [this](const auto& slot) {
+    return slot->state != State::kStopped && slot->generation < generation_;
+  });
 }
 
 void WorkerPool::Shutdown() {
@@ -467,6 +502,14 @@ void WorkerPool::Shutdown() {
       slot->state = State::kStopped;
     }
     idle_.clear();
+    // A busy worker's caller is waiting for its answer: killing the process makes that
+    // exchange fail at once (and the caller then destroys and reaps it), so that no shutdown
+    // waits for a function that takes its time.
+    for (auto& slot : slots_) {
+      if (slot->state == State::kBusy && slot->process != nullptr) {
+        ::kill(slot->process->pid(), SIGKILL);
+      }
+    }
     cv_.SignalAll();
   }
   doomed.clear();

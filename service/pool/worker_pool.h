@@ -54,9 +54,11 @@ class WorkerPool final : public TaskRunner {
   int size() const override { return options_.workers; }
 
   // Replaces every worker with a fresh process, one at a time, so code changed on disk is
-  // imported anew without failing a call (SIGHUP).
+  // imported anew without failing a call (SIGHUP). Reloads asked for while one runs are merged
+  // into one more after it.
   void ReloadAll();
-  // Fails waiting callers and kills every worker. Calls in flight fail with UNAVAILABLE.
+  // Fails waiting callers and kills every worker, busy ones included: calls in flight fail at
+  // once with UNAVAILABLE. Idempotent, callable from any thread.
   void Shutdown();
 
 
@@ -84,6 +86,12 @@ class WorkerPool final : public TaskRunner {
   absl::Status Explain(Slot* slot, const Task& task, const absl::Status& failure);
 
   void Kick();
+  // Some worker still runs code imported before the last reload began.
+  bool ReloadRunning() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ShuttingDown() const {
+    absl::MutexLock lock(&mu_);
+    return shutting_down_;
+  }
   asio::awaitable<void> Maintain();
   asio::awaitable<void> StartWorker(Slot* slot);
   void MarkDown(Slot* slot, absl::Duration delay, std::string why)
@@ -100,6 +108,9 @@ class WorkerPool final : public TaskRunner {
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool reload_pending_ ABSL_GUARDED_BY(mu_) = false;   // asked for while one was running
+  absl::Time last_reload_request_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool reload_announced_ ABSL_GUARDED_BY(mu_) = true;  // "reload finished" was logged
 };
 
 }  // namespace cnp::pool

@@ -2,11 +2,14 @@
 
 #include <unistd.h>
 
+#include <thread>
+
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "client/lib/secret_file.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -196,7 +199,7 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
           }
           return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
         });
-    C::Listen(&service_, cq, requester, std::move(handler));
+    C::Listen(&service_, cq, &shutdown_, requester, std::move(handler));
   };
   unary(&Service::RequestMap, &FunctionCalls::Map, "Map");
   unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
@@ -207,7 +210,7 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
 
   using MapStream = StreamCall<Service, v1::MapRequest, v1::MapResponse>;
   MapStream::Listen(
-      &service_, cq, &Service::RequestMapStream,
+      &service_, cq, &shutdown_, &Service::RequestMapStream,
       std::make_shared<const MapStream::Factory>(
           [&calls, &gate](grpc::ServerContext& context) -> MapStream::FactoryResult {
             if (absl::Status admitted = gate.Admit(context, "MapStream"); !admitted.ok()) {
@@ -218,7 +221,7 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
 
   using Session = StreamCall<Service, v1::SessionInput, v1::SessionOutput>;
   auto sessions = sessions_;
-  Session::Listen(&service_, cq, &Service::RequestSession,
+  Session::Listen(&service_, cq, &shutdown_, &Service::RequestSession,
                   std::make_shared<const Session::Factory>(
                       [sessions, &gate](grpc::ServerContext& context) -> Session::FactoryResult {
                         if (absl::Status admitted = gate.Admit(context, "Session");
@@ -232,7 +235,7 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
   using Upload = ServerStreamCall<Service, v1::UploadRequest, v1::UploadEvent>;
   auto upload = upload_;
   const AccessLog& access_log = *access_log_;
-  Upload::Listen(&service_, cq, &Service::RequestUpload,
+  Upload::Listen(&service_, cq, &shutdown_, &Service::RequestUpload,
                  std::make_shared<const Upload::Handler>(
                      [upload, &gate, &access_log](grpc::ServerContext& context,
                                                   const v1::UploadRequest& request,
@@ -250,12 +253,31 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
                      }));
 }
 
-void RpcServer::Shutdown(absl::Duration grace) {
+void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
   if (server_ == nullptr) return;
   // First: no new connections (gRPC would drop the ones handed to it from now on).
   acceptor_.reset();
   server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  shutdown_.DrainStreams();
+  const absl::Time deadline = absl::Now() + grace;
+  // gRPC stops accepting calls at once and waits for those in flight until the deadline.
+  std::thread shutter([this, deadline] { server_->Shutdown(absl::ToChronoTime(deadline)); });
+  // But gRPC alone ends late both ways: a handler still running (its worker computing) holds
+  // its call past the deadline, and with no call left gRPC still waits for every client to
+  // acknowledge its GOAWAY - which an idle synchronous client (an adapter waiting for CouchDB)
+  // does only when its backup poller wakes, 5 s later. So wait for the calls here.
+  if (!shutdown_.AwaitNoCalls(deadline)) {
+    LogWarning("calls still running after the ", absl::FormatDuration(grace),
+               " grace: stopping them");
+    if (stop_work) stop_work();
+  }
+  // Every call has ended, or is cancelled now: close the connections without waiting.
+  grpc_server_cancel_all_calls(server_->c_server());
+  shutter.join();
+  if (stop_work) stop_work();
+  // From here no call starts an operation, so the queues may be shut down (gRPC aborts the
+  // process on an operation started on a queue that is shut down).
+  shutdown_.Close();
   for (auto& queue : queues_) queue->Shutdown();
   threads_.clear();  // joins, once each queue is shut down and drained
   server_.reset();

@@ -14,6 +14,7 @@
 #include "service/rpc/access_log.h"
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
+#include "service/rpc/shutdown_gate.h"
 #include "service/rpc/function_calls.h"
 #include "service/rpc/queue_thread.h"
 #include "service/rpc/server_stream_call.h"
@@ -43,9 +44,12 @@ class RpcServer {
   // Binds every address and starts the polling threads. Refuses a plaintext TCP listener on
   // an address other than loopback unless `security.insecure`.
   absl::Status Start();
-  // Stops accepting calls, lets calls in flight finish for up to `grace`, then cancels the
-  // rest and joins the threads. Must not be called from a polling thread.
-  void Shutdown(absl::Duration grace);
+  // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
+  // then cancels the rest and joins the threads. `stop_work` runs once the grace is over, or
+  // once gRPC has let go of every call, whichever comes first: it must make handlers still
+  // running return soon (the pool kills the workers they wait for). Must not be called from a
+  // polling thread.
+  void Shutdown(absl::Duration grace, const std::function<void()>& stop_work = nullptr);
 
  private:
   void ListenAll(grpc::ServerCompletionQueue* cq);
@@ -61,6 +65,7 @@ class RpcServer {
   std::function<std::unique_ptr<SessionHandler>()> sessions_;
   UploadHandler upload_;
   v1::Functions::AsyncService service_;
+  ShutdownGate shutdown_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<QueueThread>> threads_;

@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "service/rpc/call.h"
+#include "service/rpc/shutdown_gate.h"
 
 namespace cnp::rpc {
 
@@ -24,20 +25,32 @@ class ServerStreamCall final : public Call {
   using Handler =
       std::function<grpc::Status(grpc::ServerContext&, const Request&, const Emit&)>;
 
-  static void Listen(Service* service, grpc::ServerCompletionQueue* cq, Requester requester,
-                     std::shared_ptr<const Handler> handler) {
-    new ServerStreamCall(service, cq, requester, std::move(handler));
+  static void Listen(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
+                     Requester requester, std::shared_ptr<const Handler> handler) {
+    auto* call = new ServerStreamCall(service, cq, gate, requester, std::move(handler));
+    if (!gate->Open([call] {
+          (call->service_->*call->requester_)(&call->context_, &call->request_, &call->writer_,
+                                              call->cq_, call->cq_, call);
+        })) {
+      delete call;
+    }
+  }
+
+  ~ServerStreamCall() override {
+    if (begun_) gate_->CallEnds();
   }
 
   void Proceed(bool ok) override {
     if (!ok || finished_) return delete this;
-    Listen(service_, cq_, requester_, handler_);
+    Listen(service_, cq_, gate_, requester_, handler_);
+    gate_->CallBegins();
+    begun_ = true;
     finished_ = true;
     std::thread([this] {
       grpc::Status status = (*handler_)(context_, request_, [this](const Response& r) {
         return Write(r);
       });
-      writer_.Finish(status, this);
+      if (!gate_->Open([&] { writer_.Finish(status, this); })) delete this;
     }).detach();
   }
 
@@ -63,22 +76,22 @@ class ServerStreamCall final : public Call {
     bool ok_ = false;
   };
 
-  ServerStreamCall(Service* service, grpc::ServerCompletionQueue* cq, Requester requester,
-                   std::shared_ptr<const Handler> handler)
-      : service_(service), cq_(cq), requester_(requester), handler_(std::move(handler)),
-        writer_(&context_) {
-    (service_->*requester_)(&context_, &request_, &writer_, cq_, cq_, this);
-  }
+  ServerStreamCall(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
+                   Requester requester, std::shared_ptr<const Handler> handler)
+      : service_(service), cq_(cq), gate_(gate), requester_(requester),
+        handler_(std::move(handler)), writer_(&context_) {}
 
   bool Write(const Response& response) {
     if (client_gone_) return false;
-    writer_.Write(response, &write_done_);
-    client_gone_ = !write_done_.Wait();
+    // A closed gate means the server has shut down: as good as a client gone.
+    client_gone_ = !gate_->Open([&] { writer_.Write(response, &write_done_); }) ||
+                   !write_done_.Wait();
     return !client_gone_;
   }
 
   Service* service_;
   grpc::ServerCompletionQueue* cq_;
+  ShutdownGate* gate_;
   Requester requester_;
   std::shared_ptr<const Handler> handler_;
   grpc::ServerContext context_;
@@ -87,6 +100,7 @@ class ServerStreamCall final : public Call {
   WriteDone write_done_;
   bool client_gone_ = false;
   bool finished_ = false;
+  bool begun_ = false;
 };
 
 }  // namespace cnp::rpc

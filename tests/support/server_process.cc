@@ -1,6 +1,8 @@
 #include "tests/support/server_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -9,7 +11,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace cnp::testing {
 
@@ -102,6 +106,27 @@ std::string ServerProcess::Log() const {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+}  // namespace cnp::testing
+
+namespace cnp::testing {
+
+bool ServerProcess::WaitForLog(const std::string& needle, absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  int watch = ::inotify_init1(IN_CLOEXEC);
+  ::inotify_add_watch(watch, log_path_.c_str(), IN_MODIFY);
+  bool found = false;
+  // Watch first, then read: a line written in between still wakes the poll.
+  while (!(found = absl::StrContains(Log(), needle))) {
+    int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd fd{watch, POLLIN, 0};
+    if (left <= 0 || ::poll(&fd, 1, left) <= 0) break;
+    char events[4096];
+    (void)!::read(watch, events, sizeof events);
+  }
+  ::close(watch);
+  return found || absl::StrContains(Log(), needle);
 }
 
 }  // namespace cnp::testing

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "client/lib/cnp_client.h"
 
 namespace cnp::testing {
@@ -34,6 +35,8 @@ class ServerProcess {
   int WaitForExit();
   // The server's log so far.
   std::string Log() const;
+  // Waits until the log holds `needle` (woken by inotify as the log grows); false on timeout.
+  bool WaitForLog(const std::string& needle, absl::Duration timeout) const;
 
  private:
   pid_t pid_ = -1;

@@ -1,0 +1,94 @@
+// What the calls of one server share so that it can shut down safely and promptly.
+//
+// gRPC aborts the process (grpc_cq_begin_op assertion) when an operation is started on a
+// completion queue that has been shut down - and a call whose handler was still running when
+// shutdown began would do just that when it finished. So every call starts its operations
+// through the gate, and the server closes the gate before it shuts the queues down: a call that
+// finds it closed drops the operation and deletes itself.
+//
+// Streams (the CouchDB session, MapStream) wait for their client's next message for as long as
+// the client likes; one idle stream would hold every shutdown for the whole grace. They register
+// here, and Drain() ends the idle ones at once and has the busy ones end after their current
+// message.
+#pragma once
+
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace cnp::rpc {
+
+class DrainableStream {
+ public:
+  // Ends the stream now if it waits for its client, else after the message it is handling.
+  virtual void Drain() = 0;
+
+ protected:
+  ~DrainableStream() = default;
+};
+
+class ShutdownGate {
+ public:
+  // Runs `start`, which starts one gRPC operation, unless the gate is closed. False when closed:
+  // the operation was not started and no event will come for it.
+  template <class Start>
+  bool Open(Start&& start) {
+    absl::ReaderMutexLock lock(&mu_);
+    if (closed_) return false;
+    start();
+    return true;
+  }
+  // After this no call starts an operation; operations already started still complete.
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+  // A call accepted and not yet deleted: the ones shutdown waits for.
+  void CallBegins() {
+    absl::MutexLock lock(&calls_mu_);
+    ++calls_;
+  }
+  void CallEnds() {
+    absl::MutexLock lock(&calls_mu_);
+    --calls_;
+  }
+  // Waits until no call is left; false when the deadline came first.
+  bool AwaitNoCalls(absl::Time deadline) {
+    absl::MutexLock lock(&calls_mu_);
+    auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(calls_mu_) { return calls_ == 0; };
+    return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
+  }
+
+  // A live stream. False when draining has begun: the stream should end at once.
+  bool AddStream(DrainableStream* stream) {
+    absl::MutexLock lock(&streams_mu_);
+    if (draining_) return false;
+    streams_.insert(stream);
+    return true;
+  }
+  void RemoveStream(DrainableStream* stream) {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.erase(stream);
+  }
+  // Drains every live stream, and every stream that registers from now on.
+  void DrainStreams() {
+    absl::MutexLock lock(&streams_mu_);
+    draining_ = true;
+    // Under the lock, so that no stream is deleted while it is told.
+    for (DrainableStream* stream : streams_) stream->Drain();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex calls_mu_;
+  int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
+  absl::Mutex streams_mu_;
+  bool draining_ ABSL_GUARDED_BY(streams_mu_) = false;
+  std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
+};
+
+}  // namespace cnp::rpc

@@ -1,0 +1,215 @@
+// cnp-server's lifecycle under pressure, end to end (issue 7, item 4): SIGTERM with a call that
+// outlives the grace, an idle CouchDB session at shutdown, and a storm of SIGHUPs.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <iostream>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/service/pyfns")};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto server = ServerProcess::Start(args);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+std::string Doc(const std::string& id, const std::string& fields) {
+  return absl::StrCat(R"({"_id":")", id, R"(")", fields.empty() ? "" : ",", fields, "}");
+}
+
+// The pid of the worker that answers the next call (svc_fns.pid emits [["pid", <pid>]]).
+pid_t WorkerPid(client::Client& client) {
+  auto r = client.Map({"svc_fns.pid"}, {Doc("a", "")});
+  if (!r.ok()) return -1;
+  std::string rows = r->results(0).rows();  // [[["pid",1234]]]
+  std::string digits;
+  for (char c : rows) {
+    if (c >= '0' && c <= '9') digits += c;
+  }
+  int pid = -1;
+  return absl::SimpleAtoi(digits, &pid) ? pid : -1;
+}
+
+bool ExitedZero(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+std::string DescribeStatus(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  return "still running";
+}
+
+int CountLines(const std::string& log, const std::string& needle) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) n += absl::StrContains(line, needle);
+  return n;
+}
+
+// A Map call that blocks inside its worker until the worker dies: the function opens a fifo
+// that nobody ever writes to. Returns once the call is known to be running in the worker.
+class StuckCall {
+ public:
+  explicit StuckCall(client::Client& client) {
+    std::string dir = testing::MakeTempDir("fifo");
+    std::string ready = dir + "/ready", release = dir + "/release";
+    ::mkfifo(ready.c_str(), 0600);
+    ::mkfifo(release.c_str(), 0600);
+    result_ = std::async(std::launch::async, [&client, ready, release] {
+      return client.Map({"svc_fns.waits"},
+                        {Doc("stuck", absl::StrCat(R"("ready":")", ready, R"(","release":")",
+                                                   release, "\""))},
+                        absl::Seconds(120));
+    });
+    // Opening the read end returns once the function opened the write end: it is running.
+    ::close(::open(ready.c_str(), O_RDONLY));
+  }
+  absl::Status Wait() { return result_.get().status(); }
+
+ private:
+  std::future<absl::StatusOr<v1::MapResponse>> result_;
+};
+
+// Issue 7: "SIGTERM with calls running past --shutdown-grace aborts the server
+// (call.cc:1732 assertion failed: grpc_cq_begin_op(cq_, notify_tag), exit 134). It must exit 0
+// within the grace, workers stopped."
+TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceExitsZeroWithinTheGrace) {
+  auto server = StartServer({"--workers=1", "--shutdown-grace=1s"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  const pid_t worker = WorkerPid(*client);
+  ASSERT_GT(worker, 0);
+  StuckCall stuck(*client);
+
+  const absl::Time sent = absl::Now();
+  server->Signal(SIGTERM);
+  const int status = server->WaitForExit();
+  const absl::Duration took = absl::Now() - sent;
+
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
+  EXPECT_LT(took, absl::Seconds(1) + absl::Seconds(4)) << server->Log();
+  // The server reaped its worker before exiting: the pid is gone, not even a zombie.
+  EXPECT_EQ(::kill(worker, 0), -1) << "worker " << worker << " outlived the server";
+  EXPECT_EQ(errno, ESRCH);
+  // The stuck call was told, not left hanging.
+  absl::Status call = stuck.Wait();
+  EXPECT_FALSE(call.ok());
+  EXPECT_THAT(server->Log(), HasSubstr("stopped"));
+}
+
+// Issue 7: "An idle adapter Session makes every SIGTERM wait the whole grace: idle streams end
+// at once."
+TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
+  auto server = StartServer({"--workers=1", "--shutdown-grace=60s"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  grpc::ClientContext context;
+  auto session = client->stub().Session(&context);
+  // One exchange proves the server holds the stream; then it sits idle, as an adapter whose
+  // CouchDB has nothing to index does.
+  v1::SessionInput input;
+  input.set_line(R"(["add_fun","svc_fns.doubled"])");
+  ASSERT_TRUE(session->Write(input));
+  v1::SessionOutput output;
+  ASSERT_TRUE(session->Read(&output));
+  ASSERT_EQ(output.lines(output.lines_size() - 1), "true");
+
+  const absl::Time sent = absl::Now();
+  server->Signal(SIGTERM);
+  const int status = server->WaitForExit();
+  const absl::Duration took = absl::Now() - sent;
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
+  EXPECT_LT(took, absl::Seconds(5)) << "an idle session held the shutdown\n" << server->Log();
+  std::cerr << "SIGTERM to exit with an idle session: " << took << "\n";
+  // The stream ended rather than hanging: the adapter reconnects elsewhere and replays.
+  EXPECT_FALSE(session->Read(&output));
+  EXPECT_FALSE(session->Finish().ok());
+}
+
+// A stream busy with a message when SIGTERM comes still gets its answer.
+TEST(LifecycleTest, ABusySessionFinishesItsMessageBeforeShutdown) {
+  auto server = StartServer({"--workers=1", "--shutdown-grace=60s"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  std::string dir = testing::MakeTempDir("fifo");
+  std::string ready = dir + "/ready", release = dir + "/release";
+  ::mkfifo(ready.c_str(), 0600);
+  ::mkfifo(release.c_str(), 0600);
+  grpc::ClientContext context;
+  auto session = client->stub().Session(&context);
+  v1::SessionInput input;
+  v1::SessionOutput output;
+  input.set_line(R"(["add_fun","svc_fns.waits"])");
+  ASSERT_TRUE(session->Write(input));
+  ASSERT_TRUE(session->Read(&output));
+  input.set_line(absl::StrCat(R"(["map_doc",{"_id":"x","ready":")", ready, R"(","release":")",
+                              release, R"("}])"));
+  ASSERT_TRUE(session->Write(input));
+  ::close(::open(ready.c_str(), O_RDONLY));  // the map_doc is running in the worker
+  server->Signal(SIGTERM);
+  // Let the function go only once the server is shutting down (it logs that first).
+  ASSERT_TRUE(server->WaitForLog("no new calls", absl::Seconds(10))) << server->Log();
+  ::close(::open(release.c_str(), O_WRONLY));
+  ASSERT_TRUE(session->Read(&output)) << server->Log();
+  EXPECT_EQ(output.lines(output.lines_size() - 1), R"([[["released","x"]]])");
+  EXPECT_FALSE(session->Read(&output));  // then the stream ends
+  const int status = server->WaitForExit();
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
+}
+
+// Issue 7: "200 SIGHUPs start 204 workers: merge reloads that arrive while one is running."
+TEST(LifecycleTest, TwoHundredSighupsStartABoundedNumberOfWorkers) {
+  constexpr int kWorkers = 2;
+  std::string dir = testing::MakeTempDir("code");
+  std::ofstream(dir + "/live.py") << "def f(doc):\n    yield 'old', 1\n";
+  auto server = StartServer({absl::StrCat("--workers=", kWorkers), "--python-path=" + dir});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  for (int i = 0; i < 200; ++i) {
+    if (i == 199) std::ofstream(dir + "/live.py", std::ios::trunc) << "def f(doc):\n    yield 'new', 2\n";
+    server->Signal(SIGHUP);
+    // A call between signals: the server handles them while it serves, as in real life.
+    auto r = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
+    ASSERT_TRUE(r.ok()) << "call " << i << " failed during the reloads: " << r.status();
+  }
+  // The last SIGHUP came after the code changed: merging must not lose it. Both workers end up
+  // answering with the new code (20 answers in a row).
+  int new_in_a_row = 0;
+  for (int i = 0; i < 100000 && new_in_a_row < 20; ++i) {
+    auto r = client->Map({"live.f"}, {Doc("a", "")}, absl::Seconds(30));
+    ASSERT_TRUE(r.ok()) << r.status();
+    new_in_a_row = r->results(0).rows() == R"([[["new",2]]])" ? new_in_a_row + 1 : 0;
+  }
+  EXPECT_EQ(new_in_a_row, 20) << server->Log();
+  server->Signal(SIGTERM);
+  EXPECT_TRUE(ExitedZero(server->WaitForExit())) << server->Log();
+  // Starting workers: kWorkers at start, then at most two rolling reloads (the one running
+  // and one merged follow-up), plus slack for one crash-restart.
+  const int starts = CountLines(server->Log(), "started (pid");
+  EXPECT_LE(starts, kWorkers + 2 * kWorkers + 1) << server->Log();
+}
+
+}  // namespace
+}  // namespace cnp
