@@ -1,5 +1,7 @@
 #include "service/couchdb/design_doc_cache.h"
 
+#include <array>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "rapidjson/document.h"
@@ -12,16 +14,34 @@ namespace {
 // Function paths are at most three keys deep (views.<name>.map); anything deeper is data.
 constexpr int kMaxFunctionDepth = 3;
 
+// The top-level members that name functions (the sections a ddoc call can address).
+constexpr std::array<std::string_view, 7> kFunctionSections = {
+    "filters", "lists", "rewrites", "shows", "updates", "validate_doc_update", "views"};
+
+// What a kept string costs beyond its characters: the map node and the string headers.
+constexpr size_t kEntryOverhead = 128;
+
+bool IsFunctionSection(std::string_view name) {
+  for (std::string_view section : kFunctionSections) {
+    if (name == section) return true;
+  }
+  return false;
+}
+
 void CollectStrings(const rapidjson::Value& value, const std::string& prefix, int depth,
-                    char separator, std::map<std::string, std::string, std::less<>>& out) {
+                    char separator, std::map<std::string, std::string, std::less<>>& out,
+                    size_t& bytes) {
   for (auto it = value.MemberBegin(); it != value.MemberEnd(); ++it) {
+    std::string_view name(it->name.GetString(), it->name.GetStringLength());
+    if (depth == 0 && !IsFunctionSection(name)) continue;
     std::string path = prefix;
     if (!path.empty()) path += separator;
-    path.append(it->name.GetString(), it->name.GetStringLength());
+    path.append(name);
     if (it->value.IsString()) {
+      bytes += path.size() + it->value.GetStringLength() + kEntryOverhead;
       out.emplace(std::move(path), std::string(it->value.GetString(), it->value.GetStringLength()));
     } else if (it->value.IsObject() && depth + 1 < kMaxFunctionDepth) {
-      CollectStrings(it->value, path, depth + 1, separator, out);
+      CollectStrings(it->value, path, depth + 1, separator, out, bytes);
     }
   }
 }
@@ -40,20 +60,47 @@ absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
     return absl::InvalidArgumentError(
         absl::StrCat("design document ", AbslView(id), " is not a JSON object"));
   }
-  Functions functions;
-  CollectStrings(doc, "", 0, kPathSeparator, functions);
-  docs_.insert_or_assign(std::string(id), std::move(functions));
+  Entry entry{.id = std::string(id), .bytes = id.size() + kEntryOverhead};
+  CollectStrings(doc, "", 0, kPathSeparator, entry.functions, entry.bytes);
+  if (entry.bytes > limits_.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "design document ", AbslView(id), " names ", entry.bytes,
+        " bytes of functions, more than the ", limits_.max_bytes,
+        " bytes a query-server session keeps for all its design documents; use shorter "
+        "function names or fewer functions per design document"));
+  }
+  if (auto old = index_.find(id); old != index_.end()) {
+    bytes_ -= old->second->bytes;
+    recency_.erase(old->second);
+    index_.erase(old);
+  }
+  bytes_ += entry.bytes;
+  recency_.push_front(std::move(entry));
+  index_.emplace(recency_.front().id, recency_.begin());
+  while (index_.size() > limits_.max_docs || bytes_ > limits_.max_bytes) {
+    const Entry& oldest = recency_.back();
+    bytes_ -= oldest.bytes;
+    index_.erase(oldest.id);
+    recency_.pop_back();
+  }
   return absl::OkStatus();
 }
 
-bool DesignDocCache::Contains(std::string_view id) const { return docs_.find(id) != docs_.end(); }
+const DesignDocCache::Entry* DesignDocCache::Touch(std::string_view id) const {
+  auto it = index_.find(id);
+  if (it == index_.end()) return nullptr;
+  recency_.splice(recency_.begin(), recency_, it->second);
+  return &*it->second;
+}
+
+bool DesignDocCache::Contains(std::string_view id) const { return Touch(id) != nullptr; }
 
 std::optional<std::string> DesignDocCache::FindFunction(
     std::string_view id, const std::vector<std::string>& path) const {
-  auto doc = docs_.find(id);
-  if (doc == docs_.end()) return std::nullopt;
-  auto function = doc->second.find(absl::StrJoin(path, absl::string_view(&kPathSeparator, 1)));
-  if (function == doc->second.end()) return std::nullopt;
+  const Entry* doc = Touch(id);
+  if (doc == nullptr) return std::nullopt;
+  auto function = doc->functions.find(absl::StrJoin(path, absl::string_view(&kPathSeparator, 1)));
+  if (function == doc->functions.end()) return std::nullopt;
   return function->second;
 }
 

@@ -3,9 +3,20 @@
 // CouchDB teaches a process a design document once and expects it to be remembered until the
 // process exits, across every "reset". Only the function names matter to the service, so a
 // design document is kept as the map from function path (["filters","by_town"],
-// ["views","v","map"], ["validate_doc_update"], ...) to the function's name.
+// ["views","v","map"], ["validate_doc_update"], ...) to the function's name, and only the
+// sections that name functions are read: the rest of a design document (attachments, options,
+// data) costs nothing.
+//
+// The cache is bounded (entries and bytes), least recently used first out, so that one session
+// cannot hold the server's memory. CouchDB never teaches a design document twice to the same
+// process, so a call on an evicted one is answered as couchjs answers an uncached one
+// (["fatal","query_protocol_error","uncached design doc: <id>"], see query_session.h): CouchDB
+// then stops that process and teaches a fresh one what it needs. A design document that alone
+// exceeds the byte bound is refused when taught, with an error CouchDB reports for that call.
 #pragma once
 
+#include <cstddef>
+#include <list>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,8 +29,19 @@ namespace cnp::couchdb {
 
 class DesignDocCache {
  public:
-  // Learns (or relearns, for a newer revision) design document `id` from its JSON text.
-  // INVALID_ARGUMENT when `json` is not a JSON object.
+  struct Limits {
+    // A CouchDB process is normally taught the design documents of one database.
+    size_t max_docs = 256;
+    // Bytes of function paths and names (plus bookkeeping) kept for all of them.
+    size_t max_bytes = 4 << 20;
+  };
+
+  DesignDocCache() : DesignDocCache(Limits()) {}
+  explicit DesignDocCache(Limits limits) : limits_(limits) {}
+
+  // Learns (or relearns, for a newer revision) design document `id` from its JSON text,
+  // evicting the least recently used ones beyond the limits. INVALID_ARGUMENT when `json` is
+  // not a JSON object; RESOURCE_EXHAUSTED when this document alone exceeds the byte limit.
   absl::Status Put(std::string_view id, std::string_view json);
 
   bool Contains(std::string_view id) const;
@@ -29,12 +51,28 @@ class DesignDocCache {
   std::optional<std::string> FindFunction(std::string_view id,
                                           const std::vector<std::string>& path) const;
 
+  size_t size() const { return index_.size(); }
+  size_t bytes() const { return bytes_; }
+  const Limits& limits() const { return limits_; }
+
  private:
   // Function path (elements joined by kPathSeparator) → function name.
   using Functions = std::map<std::string, std::string, std::less<>>;
   static constexpr char kPathSeparator = '\x1f';
+  struct Entry {
+    std::string id;
+    Functions functions;
+    size_t bytes = 0;
+  };
+  using Recency = std::list<Entry>;  // most recently used first
 
-  std::map<std::string, Functions, std::less<>> docs_;
+  // Marks `id` used; its entry, or nullptr.
+  const Entry* Touch(std::string_view id) const;
+
+  const Limits limits_;
+  mutable Recency recency_;
+  std::map<std::string, Recency::iterator, std::less<>> index_;
+  size_t bytes_ = 0;
 };
 
 }  // namespace cnp::couchdb

@@ -1,0 +1,131 @@
+// A CouchDB session's design-document cache is bounded (issue 7, item 3: "one Session caches
+// any number of design documents (3,000 x 100 KB = 290 MB)"), and what it forgets stays
+// correct for CouchDB.
+#include "service/couchdb/design_doc_cache.h"
+
+#include <fstream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/couchdb/query_session.h"
+
+namespace cnp::couchdb {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// This process's resident memory, from /proc/self/status.
+int64_t ResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      int64_t kb = 0;
+      status >> kb;
+      return kb << 10;
+    }
+  }
+  return -1;
+}
+
+// A design document of about `bytes` bytes, all of them in function sections (a filter with
+// a long name), so that a cache that keeps only function names still has to keep them.
+std::string BigDesignDoc(int n, size_t bytes) {
+  return absl::StrCat(R"({"_id":"_design/d)", n, R"(","language":"python","filters":{"f":"m.)",
+                      std::string(bytes, 'x'), R"("},"views":{"v":{"map":"m.map"}}})");
+}
+
+TEST(DesignDocCacheTest, ThreeThousandLargeDesignDocumentsStayWithinTheBound) {
+  DesignDocCache cache;
+  const int64_t before = ResidentBytes();
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_TRUE(cache.Put(absl::StrCat("_design/d", i), BigDesignDoc(i, 100 << 10)).ok());
+  }
+  const int64_t grown = ResidentBytes() - before;
+  // Unbounded, this held 3,000 x 100 KB = 293 MiB.
+  EXPECT_LT(grown, 64 << 20) << "the cache grew the process by " << (grown >> 20) << " MiB";
+  EXPECT_LE(cache.bytes(), cache.limits().max_bytes);
+  // The newest are kept, the oldest gone.
+  EXPECT_TRUE(cache.Contains("_design/d2999"));
+  EXPECT_FALSE(cache.Contains("_design/d0"));
+}
+
+TEST(DesignDocCacheTest, KeepsTheDocumentsInUseAndBoundsTheirCount) {
+  DesignDocCache cache({.max_docs = 10, .max_bytes = 1 << 20});
+  ASSERT_TRUE(cache.Put("_design/hot", BigDesignDoc(0, 10)).ok());
+  for (int i = 1; i <= 100; ++i) {
+    ASSERT_TRUE(cache.Put(absl::StrCat("_design/d", i), BigDesignDoc(i, 10)).ok());
+    ASSERT_EQ(cache.FindFunction("_design/hot", {"views", "v", "map"}), "m.map") << i;
+  }
+  EXPECT_EQ(cache.size(), 10u);
+  EXPECT_TRUE(cache.Contains("_design/d100"));
+  EXPECT_FALSE(cache.Contains("_design/d1"));
+}
+
+TEST(DesignDocCacheTest, DataOutsideFunctionSectionsCostsNothing) {
+  DesignDocCache cache;
+  std::string ddoc = absl::StrCat(
+      R"({"_id":"_design/a","views":{"v":{"map":"m.map"}},"_attachments":{"blob":{"data":")",
+      std::string(1 << 20, 'A'), R"("}},"notes":")", std::string(1 << 20, 'n'), R"("})");
+  ASSERT_TRUE(cache.Put("_design/a", ddoc).ok());
+  EXPECT_LT(cache.bytes(), 1024u);
+  EXPECT_EQ(cache.FindFunction("_design/a", {"views", "v", "map"}), "m.map");
+}
+
+TEST(DesignDocCacheTest, ADocumentAloneOverTheBoundIsRefusedAndTheRestKept) {
+  DesignDocCache cache({.max_docs = 10, .max_bytes = 64 << 10});
+  ASSERT_TRUE(cache.Put("_design/small", BigDesignDoc(0, 10)).ok());
+  absl::Status refused = cache.Put("_design/huge", BigDesignDoc(1, 100 << 10));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.message(), HasSubstr("_design/huge"));
+  EXPECT_FALSE(cache.Contains("_design/huge"));
+  EXPECT_TRUE(cache.Contains("_design/small"));
+}
+
+// No task is ever run here: teaching and forgetting design documents needs no worker.
+class NoWorkers : public pool::TaskRunner {
+ public:
+  absl::StatusOr<pool::Reply> Run(const pool::Task&, absl::Time) override {
+    return absl::UnavailableError("no workers in this test");
+  }
+  std::vector<absl::StatusOr<pool::Reply>> RunAll(const std::vector<pool::Task>& tasks,
+                                                  absl::Time) override {
+    return std::vector<absl::StatusOr<pool::Reply>>(tasks.size(),
+                                                    absl::UnavailableError("no workers"));
+  }
+  absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
+    return absl::UnavailableError("no workers in this test");
+  }
+  int size() const override { return 1; }
+};
+
+// What CouchDB sees: a ddoc too big is an error for the call that taught it (CouchDB fails that
+// request and stops the process), and a call on an evicted ddoc is couchjs's answer for an
+// uncached one, after which the session ends, so CouchDB starts a fresh process and teaches it.
+TEST(DesignDocCacheTest, CouchDbSeesAnErrorForATooBigDocumentAndAnUncachedOneOnceEvicted) {
+  NoWorkers runner;
+  QuerySession session(runner);
+  const std::string huge = BigDesignDoc(0, 8 << 20);
+  auto refused = session.Handle(absl::StrCat(R"(["ddoc","new","_design/huge",)", huge, "]"));
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_THAT(refused->lines(0), StartsWith(R"(["error","query_protocol_error",)"));
+  EXPECT_FALSE(refused->exit());
+
+  for (int i = 0; i < 300; ++i) {  // more than a session keeps
+    auto taught = session.Handle(
+        absl::StrCat(R"(["ddoc","new","_design/d)", i, R"(",)", BigDesignDoc(i, 10), "]"));
+    ASSERT_TRUE(taught.has_value());
+    ASSERT_EQ(taught->lines(0), "true");
+  }
+  auto evicted = session.Handle(R"(["ddoc","_design/d0",["filters","f"],[[{}],{}]])");
+  ASSERT_TRUE(evicted.has_value());
+  EXPECT_THAT(evicted->lines(0), HasSubstr("uncached design doc: _design/d0"));
+  EXPECT_TRUE(evicted->exit());
+}
+
+}  // namespace
+}  // namespace cnp::couchdb
