@@ -4,6 +4,7 @@
 // itself); one control thread runs the asio loop (worker supervision and signals); the main
 // thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
 // the workers.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "asio/signal_set.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
 #include "service/config/server_config.h"
@@ -29,17 +32,45 @@
 
 namespace {
 
+// How long SIGHUPs must stop coming before the reload that merges them starts.
+constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
+
+// SIGHUP reloads every worker; a SIGHUP that comes while earlier ones are still settling is
+// merged with them into one more reload, started once they stop for kReloadQuiet - so that a
+// storm of 200 SIGHUPs restarts the workers twice, not 200 times, and code changed during the
+// storm is still loaded after it.
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
                                    std::promise<int>& stop) {
+  asio::steady_timer settle(co_await asio::this_coro::executor);
+  bool settling = false;  // a reload began less than kReloadQuiet after the last SIGHUP
+  bool pending = false;   // SIGHUPs came since it began
+  auto reload = [&pool, &sessions] {
+    cnp::LogInfo("SIGHUP: reloading the workers");
+    pool.ReloadAll();
+    sessions.Reload();
+  };
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
-      cnp::LogInfo("SIGHUP: reloading the workers");
-      pool.ReloadAll();
-      sessions.Reload();
+      if (settling) {
+        pending = true;
+      } else {
+        reload();
+        settling = true;
+      }
+      settle.expires_after(absl::ToChronoNanoseconds(kReloadQuiet));  // cancels the last wait
+      settle.async_wait([&settling, &pending, reload](asio::error_code ec) {
+        if (ec) return;  // a later SIGHUP rearmed it, or the server stops
+        settling = false;
+        if (pending) {
+          pending = false;
+          reload();
+        }
+      });
       continue;
     }
+    settle.cancel();
     stop.set_value(sig);
     co_return;
   }
@@ -58,6 +89,10 @@ void RaiseOpenFileLimit() {
 int Run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   RaiseOpenFileLimit();
+  // Blocks of 1 MiB and more (a big call's request and response) are mapped apart from the heap
+  // and go back to the system when freed. Left to itself, glibc raises this threshold to the
+  // size of the last big block freed, and the next big call's memory stays with the process.
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
   // Debian's abseil checks every lock for deadlock cycles, which showed up in profiles of the
   // per-document path; the pool's locking is simple enough not to need it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -105,7 +140,9 @@ int Run(int argc, char** argv) {
   auto guard = asio::make_work_guard(control);
   std::thread control_thread([&control] { control.run(); });
 
-  cnp::rpc::FunctionCalls calls(pool, {.call_timeout = config->call_timeout});
+  cnp::rpc::FunctionCalls calls(pool, {.call_timeout = config->call_timeout,
+                                      .max_docs_per_call = config->max_docs_per_call,
+                                      .max_call_bytes = config->max_call_bytes});
   cnp::rpc::ServerOptions server_options{
       .listen = config->listen,
       .security = {.tls_cert_file = config->tls_cert,
@@ -116,7 +153,8 @@ int Run(int argc, char** argv) {
                    .socket_gid = config->socket_gid,
                    .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
-      .threads = config->grpc_threads};
+      .threads = config->grpc_threads,
+      .max_message_bytes = static_cast<int>(config->max_call_bytes)};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;
