@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -47,6 +48,14 @@ ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "on SIGTERM, how long calls in flight may take to finish");
 ABSL_FLAG(int, max_queue, 256, "calls that may wait for a busy worker; more are refused with "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_docs_per_call, 1000000,
+          "the most documents one Map call (or MapStream message) may carry; more are refused "
+          "with RESOURCE_EXHAUSTED");
+// 64 MiB of payload and room for a message's framing, so that a line of cnp-adapter's largest
+// default (--max-line-bytes, 64 MiB) fits in one Session message.
+ABSL_FLAG(int64_t, max_call_bytes, (int64_t{64} << 20) + (int64_t{64} << 10),
+          "the largest request or response of one call, in bytes; larger ones are refused with "
           "RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_calls_per_worker, 0, "replace a worker after this many calls (0: never)");
 ABSL_FLAG(int64_t, worker_memory_mb, 2048,
@@ -366,6 +375,16 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   c.max_queue = absl::GetFlag(FLAGS_max_queue);
   c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
+  c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
+  c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
+  if (c.max_docs_per_call <= 0) {
+    return absl::InvalidArgumentError("--max-docs-per-call must be positive");
+  }
+  // gRPC counts message sizes in an int.
+  if (c.max_call_bytes <= 0 || c.max_call_bytes > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-call-bytes must be between 1 and ", std::numeric_limits<int>::max()));
+  }
   c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);

@@ -24,6 +24,8 @@ struct ServerConfig {
   absl::Duration call_timeout;
   absl::Duration shutdown_grace;
   int max_queue = 0;
+  int64_t max_docs_per_call = 0;
+  int64_t max_call_bytes = 0;
   int64_t max_calls_per_worker = 0;
   int64_t worker_memory_mb = 0;
   std::string log_level;

@@ -2,6 +2,11 @@
 // on the pool, and turn the replies into the response or a status a caller can act on.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cnp/v1/functions.pb.h"
@@ -14,6 +19,14 @@ struct CallOptions {
   absl::Duration call_timeout = absl::Seconds(60);
   // Batches are split into parts of at least this many documents, spread over the workers.
   int min_docs_per_task = 64;
+  // ...and of at most this many documents and about kMaxTaskBytes, run a few per worker at a
+  // time: a document exists as an object only while its part is in flight.
+  int max_docs_per_task = 4096;
+  // The most documents one call may carry (--max-docs-per-call).
+  int64_t max_docs_per_call = 1'000'000;
+  // The most bytes a request or a response may have (--max-call-bytes; gRPC refuses larger
+  // requests before they reach us).
+  int64_t max_call_bytes = 64 << 20;
 };
 
 // Each call consumes its request: documents move into worker tasks instead of being copied.
@@ -22,6 +35,12 @@ class FunctionCalls {
   FunctionCalls(pool::TaskRunner& runner, CallOptions options)
       : runner_(runner), options_(options) {}
 
+  // Map on the wire forms of request and response, as gRPC carries them: the documents are
+  // read in place and copied into worker tasks a few parts at a time, and each part's answer is
+  // appended to `response` as a serialized MapResponse (they concatenate into one; the chunks
+  // are a few MiB each), so memory follows the call's bytes rather than its document count.
+  absl::Status MapEncoded(std::string_view request, absl::Time deadline,
+                          std::vector<std::string>& response);
   // Takes the documents out of `request` rather than copying them.
   absl::Status Map(v1::MapRequest& request, absl::Time deadline, v1::MapResponse& response);
   absl::Status Reduce(v1::ReduceRequest& request, absl::Time deadline,
@@ -38,6 +57,8 @@ class FunctionCalls {
     return std::min(client_deadline, absl::Now() + options_.call_timeout);
   }
 
+  const CallOptions& options() const { return options_; }
+
  private:
   // A request that is one task on one worker: it moves into the task's `slot`, and the
   // response out of the reply's `answer`.
@@ -45,6 +66,9 @@ class FunctionCalls {
   absl::Status RunOne(Request& request, Request* (pool::Task::*slot)(),
                       Response* (pool::Reply::*answer)(), pool::Reply::KindCase kind,
                       absl::Time deadline, Response& response);
+  absl::Status CheckDocCount(int64_t docs) const;
+  // How many parts a batch of `docs` documents holding `bytes` bytes is cut into.
+  int64_t Parts(int64_t docs, int64_t bytes) const;
 
   pool::TaskRunner& runner_;
   const CallOptions options_;

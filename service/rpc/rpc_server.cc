@@ -14,12 +14,13 @@
 #include "client/lib/secret_file.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
+#include "service/rpc/encoded_map_call.h"
 #include "service/rpc/unary_call.h"
 
 namespace cnp::rpc {
 namespace {
 
-using Service = v1::Functions::AsyncService;
+using Service = FunctionsService;
 
 absl::Time ClientDeadline(const grpc::ServerContext& context) {
   auto deadline = context.deadline();
@@ -201,7 +202,18 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
         });
     C::Listen(&service_, cq, &shutdown_, requester, std::move(handler));
   };
-  unary(&Service::RequestMap, &FunctionCalls::Map, "Map");
+  using EncodedMap = UnaryCall<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
+  EncodedMap::Listen(&service_, cq, &shutdown_, &Service::RequestMap,
+                     std::make_shared<const EncodedMap::Handler>(
+                         [&calls, &gate](grpc::ServerContext& context, grpc::ByteBuffer& request,
+                                         grpc::ByteBuffer& response) {
+                           if (absl::Status admitted = gate.Admit(context, "Map");
+                               !admitted.ok()) {
+                             return ToGrpcStatus(admitted);
+                           }
+                           return ServeEncodedMap(calls, ClientDeadline(context), request,
+                                                  response);
+                         }));
   unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
   unary(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");
   unary(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction,

@@ -27,12 +27,20 @@ using SessionHandler = StreamHandler<v1::SessionInput, v1::SessionOutput>;
 using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
 using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&)>;
 
+// cnp.v1.Functions on the async API, with Map served on its wire form (encoded_map_call.h).
+using FunctionsService = v1::Functions::WithRawMethod_Map<
+    v1::Functions::WithAsyncMethod_MapStream<v1::Functions::WithAsyncMethod_Reduce<
+        v1::Functions::WithAsyncMethod_Validate<v1::Functions::WithAsyncMethod_CallDesignFunction<
+            v1::Functions::WithAsyncMethod_Resolve<v1::Functions::WithAsyncMethod_Upload<
+                v1::Functions::WithAsyncMethod_Session<v1::Functions::Service>>>>>>>>;
+
 struct ServerOptions {
   std::vector<std::string> listen;  // "unix:/path", "127.0.0.1:50051", "[::1]:7070", ...
   TransportSecurity security;
   // Completion queues, each served by its own thread (see queue_thread.h).
   int threads = 4;
-  int max_message_bytes = 256 << 20;
+  // The largest request or response (--max-call-bytes).
+  int max_message_bytes = 64 << 20;
 };
 
 class RpcServer {
@@ -64,7 +72,7 @@ class RpcServer {
   FunctionCalls& calls_;
   std::function<std::unique_ptr<SessionHandler>()> sessions_;
   UploadHandler upload_;
-  v1::Functions::AsyncService service_;
+  FunctionsService service_;
   ShutdownGate shutdown_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,0 +1,20 @@
+// Map as gRPC carries it: the request arrives as bytes and the answer leaves as bytes (see
+// FunctionCalls::MapEncoded), so that a call of ten million tiny documents costs memory in
+// proportion to its bytes, not ten million request and result objects.
+#pragma once
+
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "service/rpc/function_calls.h"
+
+namespace cnp::rpc {
+
+// After a call that moved at least this many bytes, the heap is trimmed, so that the memory of
+// a big call goes back to the system rather than staying with the process.
+constexpr size_t kGiveBackAfterBytes = 8 << 20;
+
+// Serves one Map call. `request` is consumed (cleared as soon as it has been read).
+grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
+                             grpc::ByteBuffer& response);
+
+}  // namespace cnp::rpc
