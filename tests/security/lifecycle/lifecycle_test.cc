@@ -112,7 +112,8 @@ TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceExitsZeroWithinTheGrace) 
   const absl::Duration took = absl::Now() - sent;
 
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
-  EXPECT_LT(took, absl::Seconds(1) + absl::Seconds(4)) << server->Log();
+  // Generous for a loaded machine; before, it took 60 s (the call deadline) and then aborted.
+  EXPECT_LT(took, absl::Seconds(1) + absl::Seconds(9)) << server->Log();
   // The server reaped its worker before exiting: the pid is gone, not even a zombie.
   EXPECT_EQ(::kill(worker, 0), -1) << "worker " << worker << " outlived the server";
   EXPECT_EQ(errno, ESRCH);
@@ -144,7 +145,8 @@ TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
   const int status = server->WaitForExit();
   const absl::Duration took = absl::Now() - sent;
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
-  EXPECT_LT(took, absl::Seconds(5)) << "an idle session held the shutdown\n" << server->Log();
+  // Before, it took the whole 60 s grace.
+  EXPECT_LT(took, absl::Seconds(15)) << "an idle session held the shutdown\n" << server->Log();
   std::cerr << "SIGTERM to exit with an idle session: " << took << "\n";
   // The stream ended rather than hanging: the adapter reconnects elsewhere and replays.
   EXPECT_FALSE(session->Read(&output));
