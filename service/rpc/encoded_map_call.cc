@@ -2,9 +2,11 @@
 
 #include <malloc.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
+#include "service/common/log.h"
 #include "service/rpc/status_mapping.h"
 
 namespace cnp::rpc {
@@ -22,16 +24,40 @@ bool Flatten(grpc::ByteBuffer& buffer, std::string& bytes) {
   return true;
 }
 
-// The parts as one message, without a copy: each slice owns its part's string.
-grpc::ByteBuffer ToByteBuffer(std::vector<std::string>& parts) {
+void GiveMemoryBack(size_t moved) {
+  if (moved < kGiveBackAfterBytes) return;
+  ::malloc_trim(0);
+  LogInfo("gave the memory of a ", moved >> 20, " MiB Map call back to the system");
+}
+
+// A response's parts, owned by the slices gRPC sends: the last one released gives the call's
+// memory back (only then is all of it free).
+struct SentParts {
+  std::vector<std::string> parts;
+  std::atomic<size_t> slices_left{0};
+  size_t moved = 0;
+
+  static void Release(void* self) {
+    auto* sent = static_cast<SentParts*>(self);
+    if (--sent->slices_left > 0) return;
+    const size_t moved = sent->moved;
+    delete sent;
+    GiveMemoryBack(moved);
+  }
+};
+
+// The parts as one message, without a copy.
+grpc::ByteBuffer ToByteBuffer(std::vector<std::string> parts, size_t moved) {
+  auto* sent = new SentParts{.parts = std::move(parts), .moved = moved};
   std::vector<grpc::Slice> slices;
-  slices.reserve(parts.size());
-  for (std::string& part : parts) {
-    if (part.empty()) continue;
-    auto* owned = new std::string(std::move(part));
-    slices.emplace_back(
-        owned->data(), owned->size(), [](void* p) { delete static_cast<std::string*>(p); },
-        owned);
+  for (std::string& part : sent->parts) {
+    if (!part.empty()) slices.emplace_back(part.data(), part.size(), &SentParts::Release, sent);
+  }
+  sent->slices_left = slices.size();
+  if (slices.empty()) {
+    delete sent;
+    GiveMemoryBack(moved);
+    return grpc::ByteBuffer();
   }
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
@@ -41,6 +67,7 @@ grpc::ByteBuffer ToByteBuffer(std::vector<std::string>& parts) {
 grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
                              grpc::ByteBuffer& response) {
   size_t moved = request.Length();
+  std::vector<std::string> parts;
   absl::Status status;
   {
     std::string bytes;
@@ -48,17 +75,16 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
       return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
     }
     request.Clear();
-    std::vector<std::string> parts;
     status = calls.MapEncoded(bytes, deadline, parts);
-    if (status.ok()) {
-      for (const std::string& part : parts) moved += part.size();
-      response = ToByteBuffer(parts);
-    }
   }
-  // The request's copy and every task and reply of the call are gone by now; the response
-  // is one block per part, freed when gRPC has sent it.
-  if (moved >= kGiveBackAfterBytes) ::malloc_trim(0);
-  return ToGrpcStatus(status);
+  if (!status.ok()) {
+    parts.clear();
+    GiveMemoryBack(moved);
+    return ToGrpcStatus(status);
+  }
+  for (const std::string& part : parts) moved += part.size();
+  response = ToByteBuffer(std::move(parts), moved);
+  return grpc::Status::OK;
 }
 
 }  // namespace cnp::rpc

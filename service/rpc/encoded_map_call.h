@@ -9,8 +9,9 @@
 
 namespace cnp::rpc {
 
-// After a call that moved at least this many bytes, the heap is trimmed, so that the memory of
-// a big call goes back to the system rather than staying with the process.
+// After a call that moved at least this many bytes, the heap is trimmed once gRPC has sent its
+// response, so that the memory of a big call goes back to the system rather than staying with
+// the process (and the log says so).
 constexpr size_t kGiveBackAfterBytes = 8 << 20;
 
 // Serves one Map call. `request` is consumed (cleared as soon as it has been read).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -113,6 +114,9 @@ TEST(MemoryTest, TenMillionEmptyDocumentsAreRefusedNamingTheFlag) {
   }
   Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
   grpc::Status status = CallMap(server->target(), request, nullptr);
+  // The server gives the memory back once gRPC has let go of the response, just after the
+  // client has it, and says so.
+  EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
   m.peak = StatusBytes(server->pid(), "VmHWM");
   m.after = StatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request refused: " << m << "\n";
@@ -135,6 +139,9 @@ TEST(MemoryTest, TenMillionEmptyDocumentsWithTheBoundsRaisedPeakInProportionToTh
   Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
   std::string response;
   grpc::Status status = CallMap(server->target(), request, &response);
+  // The server gives the memory back once gRPC has let go of the response, just after the
+  // client has it, and says so.
+  EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
   m.peak = StatusBytes(server->pid(), "VmHWM");
   m.after = StatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request, " << response.size() << "-byte response: " << m
@@ -161,6 +168,9 @@ TEST(MemoryTest, AMillionDocumentsAreServedAndTheMemoryGoesBack) {
   Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
   std::string response;
   grpc::Status status = CallMap(server->target(), request, &response);
+  // The server gives the memory back once gRPC has let go of the response, just after the
+  // client has it, and says so.
+  EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
   m.peak = StatusBytes(server->pid(), "VmHWM");
   m.after = StatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request, " << response.size() << "-byte response: " << m
