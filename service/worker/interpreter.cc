@@ -107,16 +107,19 @@ absl::StatusOr<std::string> FindPackageDir(const char* argv0) {
   std::error_code error;
   fs::path exe = fs::read_symlink("/proc/self/exe", error);
   std::vector<fs::path> candidates;
-  if (!error) candidates.push_back(fs::path(exe.string() + ".runfiles") / "cnp/service/python");
+  // The runfiles tree we were started from comes first: a test's own tree is complete when the
+  // test starts, while the binary's own tree (exe.runfiles) may still be being laid out by a
+  // concurrent build, with __init__.py there and a newer module not yet.
+  if (const char* runfiles = std::getenv("RUNFILES_DIR"); runfiles != nullptr && *runfiles) {
+    candidates.push_back(fs::path(runfiles) / "cnp/service/python");
+  }
   if (argv0 != nullptr) {
     std::string invoked = argv0;
     if (size_t at = invoked.rfind(".runfiles/"); at != std::string::npos) {
       candidates.push_back(fs::path(invoked.substr(0, at + 9)) / "cnp/service/python");
     }
   }
-  if (const char* runfiles = std::getenv("RUNFILES_DIR"); runfiles != nullptr && *runfiles) {
-    candidates.push_back(fs::path(runfiles) / "cnp/service/python");
-  }
+  if (!error) candidates.push_back(fs::path(exe.string() + ".runfiles") / "cnp/service/python");
   if (!error) candidates.push_back(exe.parent_path() / "../share/cnp/python");
   std::string tried;
   for (const fs::path& dir : candidates) {
