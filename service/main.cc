@@ -19,6 +19,7 @@
 #include "asio/detached.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
+#include "asio/redirect_error.hpp"
 #include "asio/signal_set.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/this_coro.hpp"
@@ -86,6 +87,19 @@ void RaiseOpenFileLimit() {
   }
 }
 
+// Memory freed when connections and sessions end stays with the process until the heap is
+// trimmed (a big Map call trims when it is sent): trim it every 10 s, off the hot path.
+asio::awaitable<void> TrimHeapPeriodically() {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    timer.expires_after(std::chrono::seconds(10));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    ::malloc_trim(0);
+  }
+}
+
 int Run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   RaiseOpenFileLimit();
@@ -129,6 +143,7 @@ int Run(int argc, char** argv) {
   asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
   std::promise<int> stop;
   asio::co_spawn(control, WatchSignals(signals, pool, sessions, stop), asio::detached);
+  asio::co_spawn(control, TrimHeapPeriodically(), asio::detached);
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
                absl::StrJoin(config->WorkerArgs(), " "), ")");

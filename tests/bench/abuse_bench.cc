@@ -350,6 +350,9 @@ int main(int argc, char** argv) {
     after = Measure(pid);
   }
   Print("after everything is let go", after);
+  // The server trims its heap every 10 s: measure again after the next trim.
+  absl::SleepFor(absl::Seconds(11));
+  Print("after the server's next heap trim", Measure(pid));
   const auto later = Probe(target, probe);
   PrintLatency("after", later);
   std::printf("\nratio during/idle: Validate p50 %.2fx p99 %.2fx | Map p50 %.2fx p99 %.2fx; "
