@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs cnp from a Bazel build: `bazel run //:install -- --prefix=/usr/local`.
+#
+#   <prefix>/bin/{cnp-server,cnp-worker,cnp-adapter,cnp}
+#   <prefix>/share/cnp/python/couch_named_python   (cnp-worker looks in <exe dir>/../share/cnp/python)
+#   <prefix>/share/doc/cnp/*.txt                   (each program's --help, man-style)
+#   <prefix>/share/cnp/systemd/cnp-server.{socket,service}, <prefix>/share/cnp/cnp-server.yaml
+#
+# cnp-server finds cnp-worker next to itself and cnp-adapter finds cnp-server next to itself,
+# so the binaries stay together in bin/. With --systemd the units also go to
+# /etc/systemd/system, the example config to /etc/cnp/cnp-server.yaml (never over an existing
+# one), and the `cnp` system user is created.
+set -euo pipefail
+
+prefix=/usr/local
+systemd=0
+for arg in "$@"; do
+  case "$arg" in
+    --prefix=*) prefix=${arg#--prefix=} ;;
+    --systemd) systemd=1 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install: unknown argument '$arg' (use --prefix=DIR and --systemd)" >&2; exit 2 ;;
+  esac
+done
+# `bazel run` starts us in the runfiles tree: a relative prefix means the caller's directory.
+if [[ "$prefix" != /* ]]; then prefix="${BUILD_WORKING_DIRECTORY:-$PWD}/$prefix"; fi
+
+# The files come from our runfiles: beside us under `bazel run`, or the test's tree when a test
+# runs us.
+runfiles=""
+for candidate in "$0.runfiles/cnp" "${RUNFILES_DIR:-/nonexistent}/cnp" "${TEST_SRCDIR:-/nonexistent}/cnp"; do
+  if [ -x "$candidate/service/cnp-server" ]; then runfiles=$candidate; break; fi
+done
+if [ -z "$runfiles" ]; then
+  echo "install: cannot find the built binaries; run it as: bazel run //:install -- --prefix=DIR" >&2
+  exit 1
+fi
+
+bin="$prefix/bin"
+python_dir="$prefix/share/cnp/python"
+doc="$prefix/share/doc/cnp"
+install -d "$bin" "$python_dir" "$doc" "$prefix/share/cnp/systemd"
+install -m 0755 "$runfiles/service/cnp-server" "$runfiles/service/worker/cnp-worker" \
+  "$runfiles/adapter/cnp-adapter" "$runfiles/client/cli/cnp" "$bin/"
+# A fresh copy: a module removed since the last install must not linger.
+rm -rf "$python_dir/couch_named_python"
+(cd "$runfiles/service/python" && find couch_named_python -name '*.py' -print0 |
+  while IFS= read -r -d '' file; do install -D -m 0644 "$file" "$python_dir/$file"; done)
+
+# Each program's --help, from the installed binaries themselves.
+"$bin/cnp-server" --help > "$doc/cnp-server.txt" 2>&1 || true
+"$bin/cnp-adapter" --help=main.cc > "$doc/cnp-adapter.txt" 2>&1 || true
+"$bin/cnp" --help > "$doc/cnp.txt" 2>&1 || true
+
+# The units name the installed cnp-server.
+for unit in cnp-server.socket cnp-server.service; do
+  sed "s|/usr/local/bin/|$bin/|g" "$runfiles/packaging/systemd/$unit" > "$prefix/share/cnp/systemd/$unit"
+  chmod 0644 "$prefix/share/cnp/systemd/$unit"
+done
+install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$prefix/share/cnp/cnp-server.yaml"
+
+if ((systemd)); then
+  if ! getent passwd cnp >/dev/null; then
+    useradd --system --user-group --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin --comment "cnp named Python functions" cnp
+  fi
+  install -m 0644 "$prefix/share/cnp/systemd/cnp-server.socket" \
+    "$prefix/share/cnp/systemd/cnp-server.service" /etc/systemd/system/
+  install -d -m 0755 /etc/cnp
+  [ -e /etc/cnp/cnp-server.yaml ] || install -m 0644 "$prefix/share/cnp/cnp-server.yaml" /etc/cnp/
+  echo "install: units in /etc/systemd/system; now: systemctl daemon-reload &&" \
+    "systemctl enable --now cnp-server.socket" >&2
+fi
+echo "install: cnp installed in $prefix" >&2

@@ -1,0 +1,133 @@
+"""The installed layout works on its own: `//:install` into a temporary prefix, then the
+installed cnp-server (finding its installed cnp-worker and Python package, no runfiles) serves
+the installed `cnp map`; the example config is one cnp-server accepts; the units verify."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+INSTALL = sys.argv.pop(1)
+# Nothing of Bazel's may leak into the installed programs: they must find everything by the
+# installed layout alone.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if not k.startswith(("RUNFILES", "TEST_", "BUILD_", "JAVA_RUNFILES", "PYTHON"))}
+
+
+def functions_dir(root):
+    path = os.path.join(root, "functions")
+    os.makedirs(path)
+    with open(os.path.join(path, "pkgfns.py"), "w") as f:
+        f.write("def by_n(doc):\n    yield doc['n'], doc['_id']\n")
+    return path
+
+
+class InstalledServer:
+    """The installed cnp-server on a unix socket under /tmp, waited for through --ready-fd."""
+
+    def __init__(self, prefix, args, env=CLEAN_ENV):
+        self.dir = tempfile.mkdtemp(prefix="cnp-pkg-", dir="/tmp")
+        self.target = "unix:" + os.path.join(self.dir, "s", "cnp.sock")
+        read, write = os.pipe()
+        self.log = open(os.path.join(self.dir, "server.log"), "w+")
+        self.process = subprocess.Popen(
+            [os.path.join(prefix, "bin", "cnp-server"), "--listen=" + self.target,
+             "--ready-fd=%d" % write] + args,
+            env=env, pass_fds=[write], stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
+        os.close(write)
+        with os.fdopen(read) as ready:
+            self.ready = ready.read() == "ready\n"  # EOF without it: the server exited
+
+    def output(self):
+        with open(self.log.name) as log:
+            return log.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+        status = self.process.wait(timeout=60)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return status
+
+
+class InstallTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.root = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
+        cls.prefix = os.path.join(cls.root, "prefix")
+        run = subprocess.run([INSTALL, "--prefix=" + cls.prefix], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        cls.functions = functions_dir(cls.root)
+
+    def path(self, *parts):
+        return os.path.join(self.prefix, *parts)
+
+    def test_lays_out_binaries_package_help_units_and_config(self):
+        for program in ("cnp-server", "cnp-worker", "cnp-adapter", "cnp"):
+            self.assertTrue(os.access(self.path("bin", program), os.X_OK), program)
+            # Real files, not links back into the build tree.
+            self.assertFalse(os.path.islink(self.path("bin", program)), program)
+        self.assertTrue(os.path.isfile(
+            self.path("share", "cnp", "python", "couch_named_python", "__init__.py")))
+        with open(self.path("share", "doc", "cnp", "cnp-server.txt")) as f:
+            self.assertIn("--shutdown_grace", f.read())
+        with open(self.path("share", "doc", "cnp", "cnp-adapter.txt")) as f:
+            self.assertIn("--target", f.read())
+        with open(self.path("share", "doc", "cnp", "cnp.txt")) as f:
+            self.assertIn("map", f.read())
+        with open(self.path("share", "cnp", "systemd", "cnp-server.service")) as f:
+            self.assertIn("ExecStart=%s --config=" % self.path("bin", "cnp-server"), f.read())
+
+    def test_installed_server_serves_installed_cli(self):
+        server = InstalledServer(self.prefix, ["--workers=1", "--python-path=" + self.functions])
+        try:
+            self.assertTrue(server.ready, server.output())
+            run = subprocess.run(
+                [self.path("bin", "cnp"), "map", "--target=" + server.target, "pkgfns.by_n", "-"],
+                input='{"_id":"a","n":1}\n{"_id":"b","n":2}\n', capture_output=True, text=True,
+                env=CLEAN_ENV, timeout=60)
+            self.assertEqual(run.returncode, 0, run.stderr + server.output())
+            lines = run.stdout.splitlines()
+            self.assertEqual(len(lines), 2, run.stdout)
+            self.assertIn('[[[1,"a"]]]', lines[0])
+            self.assertIn('[[[2,"b"]]]', lines[1])
+        finally:
+            self.assertEqual(server.stop(), 0, server.output())
+
+    def test_example_config_is_accepted(self):
+        # Every key of the example is one cnp-server knows. The lines naming the production
+        # host's user, group and directories are left out: they do not exist here.
+        config = os.path.join(self.root, "cnp-server.yaml")
+        with open(self.path("share", "cnp", "cnp-server.yaml")) as f:
+            text = f.read()
+        for line in ("socket-group: cnp", "allow-uid:\n  - couchdb",
+                     "python-path:\n  - /srv/cnp/functions"):
+            self.assertIn(line, text)
+            text = text.replace(line, "")
+        with open(config, "w") as f:
+            f.write(text)
+        server = InstalledServer(self.prefix, ["--config=" + config, "--workers=1",
+                                               "--python-path=" + self.functions])
+        try:
+            self.assertTrue(server.ready, server.output())
+        finally:
+            self.assertEqual(server.stop(), 0, server.output())
+
+    def test_units_verify(self):
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            self.skipTest("systemd-analyze is not installed (Debian's systemd package)")
+        units = self.path("share", "cnp", "systemd")
+        run = subprocess.run(
+            [analyze, "verify", "--man=no", os.path.join(units, "cnp-server.socket"),
+             os.path.join(units, "cnp-server.service")], capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        # Unknown or misspelt settings are only warnings: there must be none.
+        self.assertNotIn("Unknown", run.stderr)
+        self.assertNotIn("cnp-server.s", run.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
