@@ -48,8 +48,9 @@ class InstalledServer:
             self.process.terminate()
         status = self.process.wait(timeout=60)
         self.log.close()
+        output = self.output()
         shutil.rmtree(self.dir, ignore_errors=True)
-        return status
+        return status, output
 
 
 class InstallTest(unittest.TestCase):
@@ -94,7 +95,8 @@ class InstallTest(unittest.TestCase):
             self.assertIn('[[[1,"a"]]]', lines[0])
             self.assertIn('[[[2,"b"]]]', lines[1])
         finally:
-            self.assertEqual(server.stop(), 0, server.output())
+            status, output = server.stop()
+            self.assertEqual(status, 0, output)
 
     def test_example_config_is_accepted(self):
         # Every key of the example is one cnp-server knows. The lines naming the production
@@ -113,7 +115,8 @@ class InstallTest(unittest.TestCase):
         try:
             self.assertTrue(server.ready, server.output())
         finally:
-            self.assertEqual(server.stop(), 0, server.output())
+            status, output = server.stop()
+            self.assertEqual(status, 0, output)
 
     def test_units_verify(self):
         analyze = shutil.which("systemd-analyze")
