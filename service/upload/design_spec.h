@@ -2,6 +2,7 @@
 // resolved, together with where each part came from.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,9 +18,25 @@ struct FunctionRef {
   v1::SourceLocation location;
 };
 
-// One entry of a design document's `databases:`: a database name or a glob pattern.
+// One entry of a design document's `databases:`: a database name or a glob pattern; or one
+// pattern of a classification it names.
 struct DatabasePattern {
   std::string pattern;
+  v1::SourceLocation location;
+  std::string classification;  // the classification it came from; empty for `databases:`
+};
+
+// A name the design document's `classification:` gives, resolved against the `classifications:`
+// of the request's files once they are all read.
+struct ClassificationRef {
+  std::string name;
+  v1::SourceLocation location;
+};
+
+// A file's top-level `classifications:` entry: a name for a set of database patterns, e.g.
+// `account: "account/*"` (Kazoo's database classifications).
+struct Classification {
+  std::vector<std::string> patterns;
   v1::SourceLocation location;
 };
 
@@ -28,6 +45,7 @@ struct DesignDocSpec {
   v1::SourceLocation location;
   // Where the document belongs; empty means the database given with the request.
   std::vector<DatabasePattern> databases;
+  std::vector<ClassificationRef> classifications;
   // The design document with "_id" and "language", without "_rev". Function names are as
   // written until ApplyResolvedVersions rewrites them.
   rapidjson::Document body;
@@ -35,5 +53,7 @@ struct DesignDocSpec {
 
   std::string id() const { return "_design/" + name; }
 };
+
+using Classifications = std::map<std::string, Classification>;
 
 }  // namespace cnp::upload

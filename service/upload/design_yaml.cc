@@ -17,9 +17,9 @@ namespace {
 using Allocator = rapidjson::Document::AllocatorType;
 
 constexpr absl::string_view kDdocKeys[] = {
-    "databases", "language", "views",   "validate_doc_update", "filters",
-    "shows",     "lists",    "updates", "rewrites",            "options",
-    "autoupdate"};
+    "databases", "classification", "language", "views",   "validate_doc_update",
+    "filters",   "shows",          "lists",    "updates", "rewrites",
+    "options",   "autoupdate"};
 constexpr absl::string_view kFunctionSections[] = {"filters", "shows", "lists", "updates"};
 constexpr absl::string_view kViewKeys[] = {"map", "reduce", "options"};
 
@@ -73,12 +73,14 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc) {
 class Parser {
  public:
   Parser(const v1::UploadFile& file, absl::string_view default_language,
-         const YamlLimits& limits, YamlBudget& budget, ProblemList& problems)
+         const YamlLimits& limits, YamlBudget& budget, ProblemList& problems,
+         Classifications* classifications)
       : file_(file),
         default_language_(default_language),
         limits_(limits),
         budget_(budget),
-        problems_(problems) {}
+        problems_(problems),
+        classifications_(classifications) {}
 
   std::vector<DesignDocSpec> Parse() {
     if (static_cast<int64_t>(file_.text().size()) > limits_.max_file_bytes) {
@@ -113,6 +115,10 @@ class Parser {
       for (const auto& entry : root) {
         std::optional<std::string> name = Key(entry.first, seen);
         if (!name) continue;
+        if (*name == "classifications") {
+          ClassificationsEntry(entry.second);
+          continue;
+        }
         if (name->empty() || absl::StartsWith(*name, "_design/")) {
           problems_.Error(At(entry.first.Mark()),
                           "a design document's name is its id without \"_design/\", e.g. "
@@ -186,6 +192,8 @@ class Parser {
                                      "\" (known: ", Known(kDdocKeys), ")"));
       } else if (*field == "databases") {
         Databases(node, spec);
+      } else if (*field == "classification") {
+        ClassificationNames(node, spec);
       } else if (*field == "language") {
         if (ScalarString(node, "language")) {
           body.AddMember("language", String(node.Scalar(), alloc), alloc);
@@ -237,6 +245,56 @@ class Parser {
       for (const auto& item : node) add(item);
     } else {
       add(node);
+    }
+  }
+
+  // A scalar or a list of scalars, each a non-empty string.
+  std::vector<std::pair<std::string, v1::SourceLocation>> Names(const YAML::Node& node,
+                                                                absl::string_view what,
+                                                                absl::string_view list) {
+    std::vector<std::pair<std::string, v1::SourceLocation>> names;
+    auto add = [&](const YAML::Node& item) {
+      if (!Spend(item)) return;
+      if (ScalarString(item, what)) names.emplace_back(item.Scalar(), At(item.Mark()));
+    };
+    if (node.IsSequence()) {
+      if (node.size() == 0) {
+        problems_.Error(At(node.Mark()), absl::StrCat(list, " is an empty list"));
+      }
+      for (const auto& item : node) add(item);
+    } else {
+      add(node);
+    }
+    return names;
+  }
+
+  void ClassificationNames(const YAML::Node& node, DesignDocSpec& spec) {
+    for (auto& [name, at] : Names(node, "a classification's name", "classification")) {
+      spec.classifications.push_back({std::move(name), std::move(at)});
+    }
+  }
+
+  // The top-level `classifications:` mapping: name -> pattern or list of patterns.
+  void ClassificationsEntry(const YAML::Node& node) {
+    if (!ExpectMap(node, "classifications")) return;
+    std::set<std::string> seen;
+    for (const auto& entry : node) {
+      std::optional<std::string> name = Key(entry.first, seen);
+      if (!name) continue;
+      Classification classification;
+      classification.location = At(entry.first.Mark());
+      const std::string what = absl::StrCat("classification \"", *name, "\"");
+      for (auto& [pattern, at] : Names(entry.second, "a database name or pattern", what)) {
+        classification.patterns.push_back(std::move(pattern));
+      }
+      if (classifications_ == nullptr) continue;
+      auto [it, inserted] = classifications_->emplace(*name, classification);
+      if (!inserted && it->second.patterns != classification.patterns) {
+        const v1::SourceLocation& other = it->second.location;
+        problems_.Error(classification.location,
+                        absl::StrCat("classification \"", *name, "\" is also defined, with other "
+                                     "patterns, at ", other.file(), ":", other.line()));
+      }
     }
   }
 
@@ -422,6 +480,7 @@ class Parser {
   const YamlLimits& limits_;
   YamlBudget& budget_;
   ProblemList& problems_;
+  Classifications* classifications_;  // may be null: the caller does not want them
   bool exhausted_ = false;
 };
 
@@ -431,14 +490,46 @@ std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
                                            absl::string_view default_language,
                                            const YamlLimits& limits, YamlBudget& budget,
                                            ProblemList& problems) {
-  return Parser(file, default_language, limits, budget, problems).Parse();
+  return Parser(file, default_language, limits, budget, problems, nullptr).Parse();
+}
+
+std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
+                                           absl::string_view default_language,
+                                           const YamlLimits& limits, YamlBudget& budget,
+                                           ProblemList& problems,
+                                           Classifications& classifications) {
+  return Parser(file, default_language, limits, budget, problems, &classifications).Parse();
+}
+
+void ResolveClassifications(const Classifications& classifications,
+                            std::vector<DesignDocSpec>& specs, ProblemList& problems) {
+  for (DesignDocSpec& spec : specs) {
+    for (const ClassificationRef& ref : spec.classifications) {
+      auto it = classifications.find(ref.name);
+      if (it == classifications.end()) {
+        std::vector<std::string> known;
+        for (const auto& [name, unused] : classifications) known.push_back(name);
+        problems.Error(ref.location,
+                       absl::StrCat("classification \"", ref.name,
+                                    "\" is not defined: give it under a top-level "
+                                    "classifications: in one of the files",
+                                    known.empty() ? std::string()
+                                                  : absl::StrCat(" (defined: ",
+                                                                 absl::StrJoin(known, ", "), ")")));
+        continue;
+      }
+      for (const std::string& pattern : it->second.patterns) {
+        spec.databases.push_back({pattern, ref.location, ref.name});
+      }
+    }
+  }
 }
 
 std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
                                            absl::string_view default_language,
                                            ProblemList& problems) {
   YamlBudget budget;
-  return Parser(file, default_language, YamlLimits(), budget, problems).Parse();
+  return Parser(file, default_language, YamlLimits(), budget, problems, nullptr).Parse();
 }
 
 }  // namespace cnp::upload

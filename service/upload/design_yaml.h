@@ -1,7 +1,11 @@
 // Reads the YAML format of cnp-upload into design documents.
 //
+//   classifications:                  # optional: names for sets of databases
+//     account: "account/*"            # a pattern, or a list of them
+//     modb: ["account/*-??????"]
 //   <design doc name>:
 //     databases: [name, "glob*"]      # optional; not stored in the document
+//     classification: account         # optional, or a list; not stored either
 //     language: python                # optional; defaults to the request's language
 //     views:
 //       <view>: module.map_fn         # shorthand for {map: module.map_fn}
@@ -48,6 +52,19 @@ std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
                                            absl::string_view default_language,
                                            const YamlLimits& limits, YamlBudget& budget,
                                            ProblemList& problems);
+
+// The same, also collecting the file's `classifications:` into `classifications` (a name given
+// in two files is an error unless both give the same patterns).
+std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,
+                                           absl::string_view default_language,
+                                           const YamlLimits& limits, YamlBudget& budget,
+                                           ProblemList& problems,
+                                           Classifications& classifications);
+
+// Adds the patterns of every classification a spec names to its `databases`; an undefined
+// name is an error at the line that names it.
+void ResolveClassifications(const Classifications& classifications,
+                            std::vector<DesignDocSpec>& specs, ProblemList& problems);
 
 // With the default limits and a budget of its own.
 std::vector<DesignDocSpec> ParseDesignYaml(const v1::UploadFile& file,

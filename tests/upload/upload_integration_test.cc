@@ -305,6 +305,28 @@ TEST_F(UploadIntegrationTest, DatabasesNamedAndMatchedByPatterns) {
   EXPECT_EQ(result.warnings()[0].location().line(), 2);
 }
 
+// A classification defined in one file and used in another, as Kazoo's "account" is.
+TEST_F(UploadIntegrationTest, AClassificationTargetsTheDatabasesItsPatternsMatch) {
+  runner_.Define("acct.by_owner", 5);
+  UploadResult result = Upload(Request(
+      "", {File("classes.yml", "classifications:\n  account: [\"acct-*\"]\n"),
+           File("owners.yml",
+                "owners:\n"
+                "  classification: account\n"
+                "  views: {by_owner: acct.by_owner}\n")}));
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  std::vector<std::string> written;
+  for (const auto& o : result.outcomes()) {
+    EXPECT_EQ(o.action(), v1::DesignDocOutcome::CREATED);
+    written.push_back(o.database());
+  }
+  EXPECT_THAT(written, UnorderedElementsAre("acct-1", "acct-2"));
+  rapidjson::Document stored = Stored("acct-2", "owners");
+  EXPECT_EQ(String(stored, "/views/by_owner/map"), "acct.by_owner|5");
+  EXPECT_FALSE(stored.HasMember("classification"));
+  EXPECT_TRUE(Stored("other", "owners").IsNull());
+}
+
 TEST_F(UploadIntegrationTest, TwoFilesTargetingOneDatabaseThroughAPatternWriteNothing) {
   runner_.Define("acct.by_name", 2);
   UploadResult result = Upload(Request(
