@@ -5,6 +5,7 @@
 
 #include "client/cli/function_commands.h"
 #include "client/derive/derive_command.h"
+#include "client/sync/sync_command.h"
 #include "client/upload/upload_command.h"
 
 namespace {
@@ -23,6 +24,7 @@ constexpr Command kCommands[] = {
     {"upload", cnp::client::RunUploadCommand, "upload design documents from YAML to CouchDB"},
     {"check", cnp::client::RunCheckCommand, "check design-document YAML without writing"},
     {"derive", cnp::derive::RunDeriveCommand, "keep map/reduce results as documents (qvarn-mr)"},
+    {"sync", cnp::client::RunSyncCommand, "keep registered design documents in every database"},
 };
 
 int Help(FILE* out) {
@@ -31,8 +33,8 @@ int Help(FILE* out) {
                "Commands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out,
-               "\nEvery command talks to a running cnp-server at --target (default: $CNP_TARGET\n"
-               "or unix:/tmp/cnp-<uid>/cnp.sock).\n");
+               "\nEvery command but sync talks to a running cnp-server at --target (default:\n"
+               "$CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock); sync talks to CouchDB itself.\n");
   return out == stdout ? 0 : 2;
 }
 

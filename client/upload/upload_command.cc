@@ -18,6 +18,7 @@ namespace upload {
 namespace {
 
 constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE.yml [FILE.yml ...]
+       %s --register REGISTRY_DB [options] COUCHDB_URL FILE.yml [FILE.yml ...]
 
 Uploads the design documents described in the YAML files to DATABASE, through the cnp
 service (cnp-server), which resolves every function's |version by importing it in a worker.
@@ -31,7 +32,18 @@ reported. If someone else saves the document meanwhile (HTTP 409) it is re-read,
 again and retried a few times, never overwritten blindly. Any error in any file means nothing
 is written.
 
+A design document may also name a `classification:` (or a list of them), defined in any of
+the files under a top-level `classifications:` mapping of names to patterns, e.g.
+`account: "account/*"`.
+
+With --register, nothing is written in place: each design document, versions resolved, is
+stored in REGISTRY_DB, one entry per target (a `databases:` entry or a classification), and
+`cnp sync COUCHDB_URL REGISTRY_DB` puts it in every database it targets, including databases
+created later (see cnp sync --help).
+
 Options:
+  --register=REGISTRY_DB    store the design documents in this registry database for
+                            cnp sync instead of writing them in place
   --dry-run                 show what would change, with the diff; write nothing
   --staged                  build changed views under _design/<name>__staging first, with
                             progress, then write the live document (which finds the index
@@ -90,6 +102,9 @@ Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
 std::string Usage(const char* format, const std::string& program) {
   std::string text = format;
   text.replace(text.find("%s"), 2, program);
+  if (size_t second = text.find("%s --register"); second != std::string::npos) {
+    text.replace(second, 2, program);
+  }
   text.replace(text.find("%s"), 2, DefaultTarget());
   return text;
 }
@@ -105,6 +120,7 @@ struct Flags {
   bool show_documents = false;
   std::string view_server;
   std::string ca_file;
+  std::string register_database;
   int max_conflict_retries = 0;
   int staged_settle_seconds = 0;
   int64_t max_yaml_bytes = kDefaultMaxYamlBytes;
@@ -174,6 +190,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool uplo
       if (!absl::SimpleAtoi(*v, &flags.max_yaml_bytes) || flags.max_yaml_bytes < 1) {
         return absl::InvalidArgumentError("--max-yaml-bytes needs a number of bytes");
       }
+    } else if (upload && name == "--register") {
+      absl::StatusOr<std::string> v = take_value();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return absl::InvalidArgumentError("--register needs a database name");
+      flags.register_database = *v;
     } else if (upload && name == "--max-conflict-retries") {
       absl::StatusOr<std::string> v = take_value();
       if (!v.ok()) return v.status();
@@ -295,8 +316,20 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     io.out << Usage(kUploadUsage, program);
     return 0;
   }
-  if (flags->positional.size() < 3) {
-    io.err << program << ": expected COUCHDB_URL DATABASE FILE.yml [FILE.yml ...] (see --help)\n";
+  const bool registering = !flags->register_database.empty();
+  // With --register the registry stands where DATABASE would: there is no default database.
+  const size_t first_file = registering ? 1 : 2;
+  if (flags->positional.size() < first_file + 1) {
+    io.err << program
+           << (registering ? ": expected COUCHDB_URL FILE.yml [FILE.yml ...] after --register "
+                             "REGISTRY_DB (see --help)\n"
+                           : ": expected COUCHDB_URL DATABASE FILE.yml [FILE.yml ...] (see "
+                             "--help)\n");
+    return 2;
+  }
+  if (registering && flags->staged) {
+    io.err << program << ": --staged and --register do not go together: cnp sync writes the "
+                         "registered design documents (see --help)\n";
     return 2;
   }
   absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
@@ -309,7 +342,11 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   request.set_couchdb_url(couch->url);
   request.mutable_credentials()->set_username(couch->username);
   request.mutable_credentials()->set_password(couch->password);
-  request.set_database(flags->positional[1]);
+  if (registering) {
+    request.set_register_database(flags->register_database);
+  } else {
+    request.set_database(flags->positional[1]);
+  }
   if (!flags->ca_file.empty()) {
     absl::StatusOr<std::string> pem = ReadCaCertificates(flags->ca_file);
     if (!pem.ok()) {
@@ -324,7 +361,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   request.set_drop_unknown_fields(flags->drop_unknown_fields);
   request.set_language(flags->view_server);
   request.set_max_conflict_retries(flags->max_conflict_retries);
-  for (size_t i = 2; i < flags->positional.size(); ++i) {
+  for (size_t i = first_file; i < flags->positional.size(); ++i) {
     if (absl::Status read = AddFile(flags->positional[i], flags->max_yaml_bytes, request);
         !read.ok()) {
       io.err << program << ": " << read.message() << "\n";

@@ -1,5 +1,6 @@
 #include "service/upload/uploader.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "service/upload/design_yaml.h"
 #include "service/upload/json.h"
 #include "service/upload/problem_list.h"
+#include "service/upload/registry_entry.h"
 #include "service/upload/staged_index.h"
 #include "service/upload/target_databases.h"
 #include "service/upload/version_resolver.h"
@@ -57,6 +59,11 @@ class UploadRun {
     if (request_.files_size() == 0) {
       return Fail(absl::InvalidArgumentError("no YAML files to upload"));
     }
+    if (registering() && request_.staged()) {
+      return Fail(absl::InvalidArgumentError(
+          "staged applies to design documents written in place, not to a registry: "
+          "cnp sync writes the registered ones"));
+    }
     std::optional<CouchUrl> url;
     if (!request_.check_only()) {
       absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(request_.couchdb_url());
@@ -71,6 +78,7 @@ class UploadRun {
     if (request_.check_only()) return ReportChecked();
 
     Connect(*url);
+    if (registering()) return RegisterAll();
     absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
     if (!targets.ok()) return targets.status();  // already reported
     return UploadAll(*targets);
@@ -81,12 +89,14 @@ class UploadRun {
     ProblemList problems;
     std::string language = request_.language().empty() ? "python" : request_.language();
     YamlBudget budget;  // shared by all the files: many small bombs are one big one
+    Classifications classifications;  // likewise: one file may name another's
     for (const v1::UploadFile& file : request_.files()) {
-      for (DesignDocSpec& spec :
-           ParseDesignYaml(file, language, options_.yaml_limits, budget, problems)) {
+      for (DesignDocSpec& spec : ParseDesignYaml(file, language, options_.yaml_limits, budget,
+                                                 problems, classifications)) {
         specs_.push_back(std::move(spec));
       }
     }
+    ResolveClassifications(classifications, specs_, problems);
     absl::Status resolved = ResolveVersions(
         runner_, absl::Now() + options_.resolve_timeout, specs_, problems);
     if (!resolved.ok()) {
@@ -218,6 +228,15 @@ class UploadRun {
     std::map<std::pair<std::string, std::string>, const DesignDocSpec*> first;
     for (const DesignDocSpec& spec : specs_) {
       std::vector<std::string> keys;
+      // Its classifications are all undefined, which is reported already.
+      if (spec.databases.empty() && !spec.classifications.empty()) continue;
+      if (spec.databases.empty() && registering()) {
+        problems.Error(spec.location,
+                       absl::StrCat("design document \"", spec.name,
+                                    "\" names no databases: or classification:; a registered "
+                                    "design document needs them to tell cnp sync where it goes"));
+        continue;
+      }
       if (spec.databases.empty()) {
         if (request_.database().empty() && !request_.check_only()) {
           problems.Error(spec.location,
@@ -424,6 +443,155 @@ class UploadRun {
         }
       }
       return absl::OkStatus();
+    }
+  }
+
+  bool registering() const { return !request_.register_database().empty(); }
+
+  // Registration: each design document goes, versions resolved, into the registry database
+  // as one document per target rule (a `databases:` entry, or a classification with its
+  // patterns), for cnp sync to put in place in every database the rule matches.
+  absl::Status RegisterAll() {
+    const std::string& registry = request_.register_database();
+    if (absl::Status status = CheckDatabase(registry); !status.ok()) return Fail(status);
+    absl::Status first_error;
+    for (const DesignDocSpec& spec : specs_) {
+      // Rules in the order the YAML gives them; a classification's patterns stay together.
+      std::vector<std::pair<std::string, std::vector<const DatabasePattern*>>> rules;
+      for (const DatabasePattern& db : spec.databases) {
+        std::string key = db.classification.empty() ? absl::StrCat("database:", db.pattern)
+                                                    : absl::StrCat("classification:",
+                                                                   db.classification);
+        auto it = std::find_if(rules.begin(), rules.end(),
+                               [&](const auto& rule) { return rule.first == key; });
+        if (it == rules.end()) {
+          rules.push_back({key, {&db}});
+        } else {
+          it->second.push_back(&db);
+        }
+      }
+      for (const auto& [key, patterns] : rules) {
+        absl::Status status = RegisterOne(spec, key, patterns);
+        if (status.ok()) continue;
+        if (absl::IsCancelled(status)) return status;
+        SendError(status, {registry, &spec});
+        if (first_error.ok()) first_error = status;
+        if (AffectsEverything(status)) return status;
+      }
+    }
+    return first_error;
+  }
+
+  absl::Status RegisterOne(const DesignDocSpec& spec, const std::string& rule,
+                           const std::vector<const DatabasePattern*>& patterns) {
+    const std::string& registry = request_.register_database();
+    const std::string id = absl::StrCat(spec.name, "@", rule);
+    const std::string path =
+        absl::StrCat(DatabasePath(registry), "/", CouchClient::EscapeSegment(id));
+    rapidjson::Document entry(rapidjson::kObjectType);
+    auto& alloc = entry.GetAllocator();
+    entry.AddMember("_id", rapidjson::Value(id.c_str(), alloc), alloc);
+    entry.AddMember("type", rapidjson::StringRef(kRegistryEntryType), alloc);
+    entry.AddMember("name", rapidjson::Value(spec.name.c_str(), alloc), alloc);
+    rapidjson::Value target(rapidjson::kObjectType);
+    if (!patterns.front()->classification.empty()) {
+      target.AddMember("classification",
+                       rapidjson::Value(patterns.front()->classification.c_str(), alloc), alloc);
+    }
+    rapidjson::Value databases(rapidjson::kArrayType);
+    for (const DatabasePattern* db : patterns) {
+      databases.PushBack(rapidjson::Value(db->pattern.c_str(), alloc), alloc);
+    }
+    target.AddMember("databases", databases, alloc);
+    entry.AddMember("target", target, alloc);
+    entry.AddMember("design_document", rapidjson::Value(spec.body, alloc), alloc);
+
+    const int max_retries = request_.max_conflict_retries() > 0
+                                ? request_.max_conflict_retries()
+                                : kDefaultConflictRetries;
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<HttpResponse> got = couch_->Get(path);
+      if (!got.ok()) return got.status();
+      if (got->status != 200 && got->status != 404) {
+        return HttpError(*got, absl::StrCat("reading ", id, " from ", registry),
+                         couch_->base_url());
+      }
+      std::optional<rapidjson::Document> stored;
+      std::string rev;
+      if (got->status == 200) {
+        absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+        if (!doc.ok() || !doc->IsObject()) {
+          return absl::UnknownError(
+              absl::StrCat("CouchDB sent a malformed ", id, " from ", registry));
+        }
+        if (doc->HasMember("_rev") && (*doc)["_rev"].IsString()) rev = (*doc)["_rev"].GetString();
+        doc->RemoveMember("_rev");
+        stored = std::move(*doc);
+      }
+
+      v1::UploadEvent event;
+      v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+      outcome.set_database(registry);
+      outcome.set_id(id);
+      *outcome.mutable_location() = spec.location;
+      outcome.set_document_json(ToJson(entry));
+      outcome.set_conflict_retries(attempt);
+      if (stored && JsonEqual(*stored, entry)) {
+        outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+        outcome.set_rev(rev);
+        return Send(event) ? absl::OkStatus() : Cancelled();
+      }
+      // The diff a user cares about is the design document's, field by field.
+      const rapidjson::Value* stored_design = nullptr;
+      if (stored && stored->HasMember("design_document")) {
+        stored_design = &(*stored)["design_document"];
+      }
+      for (v1::FieldChange& change :
+           PlanDesignDoc(spec.body, stored_design, /*drop_unknown_fields=*/true).changes) {
+        change.set_path(absl::StrCat("design_document.", change.path()));
+        *outcome.add_changes() = std::move(change);
+      }
+      if (stored && (!stored->HasMember("target") ||
+                     !JsonEqual((*stored)["target"], entry["target"]))) {
+        v1::FieldChange& change = *outcome.add_changes();
+        change.set_path("target");
+        if (stored->HasMember("target")) change.set_old_json(ToJson((*stored)["target"]));
+        change.set_new_json(ToJson(entry["target"]));
+      }
+      if (request_.dry_run()) {
+        outcome.set_action(stored ? v1::DesignDocOutcome::WOULD_UPDATE
+                                  : v1::DesignDocOutcome::WOULD_CREATE);
+        return Send(event) ? absl::OkStatus() : Cancelled();
+      }
+      rapidjson::Document to_write;
+      to_write.CopyFrom(entry, to_write.GetAllocator());
+      if (stored) {
+        to_write.AddMember("_rev", rapidjson::Value(rev.c_str(), to_write.GetAllocator()),
+                           to_write.GetAllocator());
+      }
+      if (options_.before_write) options_.before_write(registry, id);
+      absl::StatusOr<HttpResponse> put = couch_->Put(path, ToJson(to_write));
+      if (!put.ok()) return put.status();
+      if (put->status == 409) {
+        if (attempt >= max_retries) {
+          return absl::AbortedError(absl::StrCat(id, " in ", registry, " changed concurrently ",
+                                                 attempt + 1,
+                                                 " times while registering; gave up without "
+                                                 "overwriting it"));
+        }
+        continue;
+      }
+      if (put->status != 201 && put->status != 202) {
+        return HttpError(*put, absl::StrCat("writing ", id, " to ", registry),
+                         couch_->base_url());
+      }
+      absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+      if (written.ok() && written->IsObject() && written->HasMember("rev") &&
+          (*written)["rev"].IsString()) {
+        outcome.set_rev((*written)["rev"].GetString());
+      }
+      outcome.set_action(stored ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
+      return Send(event) ? absl::OkStatus() : Cancelled();
     }
   }
 

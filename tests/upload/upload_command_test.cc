@@ -2,6 +2,8 @@
 // (the Uploader with a fake worker pool), which talks HTTP to pouchdb-server.
 #include "client/upload/upload_command.h"
 
+#include "client/sync/sync_command.h"
+
 #include <stdlib.h>
 
 #include <filesystem>
@@ -56,7 +58,7 @@ class UploadCommandTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started.status();
     couch_ = started->release();
     cnp::upload::CouchClient anonymous({.base_url = couch_->url()});
-    for (const char* db : {"cli", "cli-env", "cli-netrc"}) {
+    for (const char* db : {"cli", "cli-env", "cli-netrc", "cli-registry", "cli-acct-1"}) {
       ASSERT_EQ(anonymous.Put(cnp::upload::DatabasePath(db), "")->status, 201);
     }
     ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
@@ -110,6 +112,9 @@ class UploadCommandTest : public ::testing::Test {
 
   CommandRun Upload(std::vector<std::string> args) { return Invoke(&RunUpload, "cnp upload", args); }
   CommandRun Check(std::vector<std::string> args) { return Invoke(&RunCheck, "cnp check", args); }
+  CommandRun Sync(std::vector<std::string> args) {
+    return Invoke(&cnp::client::sync::RunSync, "cnp sync", args);
+  }
 
   CommandRun Invoke(int (*command)(const std::vector<std::string>&, CommandIo), const char* name,
              std::vector<std::string> args) {
@@ -203,6 +208,36 @@ TEST_F(UploadCommandTest, UploadsThenReportsUnchanged) {
   EXPECT_THAT(dry.out,
               HasSubstr("~ views.towns.map: \"myviews.townmap|123\" -> \"myviews.townmap|124\""));
   EXPECT_THAT(dry.out, HasSubstr("index: rebuilt on the next query of any view: towns"));
+}
+
+// The two halves of cnp sync through the commands: register (versions resolved by the
+// service), then one sync pass that puts the design document where its classification says.
+TEST_F(UploadCommandTest, RegisterThenSyncPutsTheDesignDocumentInPlace) {
+  std::string file = WriteFile("registered.yml",
+                               "classifications:\n"
+                               "  account: \"cli-acct-*\"\n"
+                               "location:\n"
+                               "  classification: account\n"
+                               "  views:\n"
+                               "    towns: myviews.townmap\n");
+  CommandRun registered =
+      Upload({"--target", target_, "--register", "cli-registry", UrlWithPassword(), file});
+  EXPECT_EQ(registered.exit_code, 0) << registered.err;
+  EXPECT_THAT(registered.out,
+              HasSubstr("created cli-registry/location@classification:account (rev 1-"));
+
+  CommandRun synced = Sync({"--once", UrlWithPassword(), "cli-registry"});
+  EXPECT_EQ(synced.exit_code, 0) << synced.err;
+  EXPECT_THAT(synced.out, HasSubstr("created cli-acct-1/_design/location (rev 1-"));
+  cnp::upload::CouchClient admin(
+      {.base_url = couch_->url(), .username = "admin", .password = kPassword});
+  EXPECT_THAT(admin.Get("/cli-acct-1/_design/location")->body,
+              HasSubstr("\"myviews.townmap|123\""));
+
+  CommandRun staged = Upload({"--target", target_, "--register", "cli-registry", "--staged",
+                              UrlWithPassword(), file});
+  EXPECT_EQ(staged.exit_code, 2);
+  EXPECT_THAT(staged.err, HasSubstr("--staged and --register do not go together"));
 }
 
 TEST_F(UploadCommandTest, CredentialsFromTheEnvironmentAndAWrongPassword) {

@@ -1,0 +1,367 @@
+#include "client/sync/registry_sync.h"
+
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "service/upload/design_diff.h"
+#include "service/upload/couch_url.h"
+#include "service/upload/json.h"
+#include "service/upload/registry_entry.h"
+#include "service/upload/target_databases.h"
+
+namespace cnp::client::sync {
+namespace {
+
+using ::cnp::upload::CouchClient;
+using ::cnp::upload::HttpError;
+using ::cnp::upload::HttpResponse;
+using ::cnp::upload::ParseJson;
+using ::cnp::upload::ToJson;
+
+// CouchDB as a whole failed: trying the next database would only repeat it.
+bool AffectsEverything(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsUnauthenticated(status) ||
+         absl::IsResourceExhausted(status);
+}
+
+absl::string_view StringField(const rapidjson::Value& object, const char* name) {
+  if (!object.IsObject()) return {};
+  auto it = object.FindMember(name);
+  if (it == object.MemberEnd() || !it->value.IsString()) return {};
+  return absl::string_view(it->value.GetString(), it->value.GetStringLength());
+}
+
+// A registry entry, or why it is not one cnp sync can use.
+absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
+  RegisteredDesignDoc entry;
+  entry.entry_id = std::string(StringField(doc, "_id"));
+  entry.name = std::string(StringField(doc, "name"));
+  auto target = doc.FindMember("target");
+  auto design = doc.FindMember("design_document");
+  if (entry.name.empty() || target == doc.MemberEnd() || !target->value.IsObject() ||
+      design == doc.MemberEnd() || !design->value.IsObject() ||
+      StringField(design->value, "_id") != absl::StrCat("_design/", entry.name)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry entry \"", entry.entry_id,
+        "\" lacks a name, a target or a design_document with the matching _id; skipped "
+        "(register it again with cnp upload --register)"));
+  }
+  auto databases = target->value.FindMember("databases");
+  if (databases != target->value.MemberEnd() && databases->value.IsArray()) {
+    for (const auto& db : databases->value.GetArray()) {
+      if (db.IsString()) entry.databases.emplace_back(db.GetString(), db.GetStringLength());
+    }
+  }
+  entry.design_document.CopyFrom(design->value, entry.design_document.GetAllocator());
+  entry.design_document.RemoveMember("_rev");
+  return entry;
+}
+
+bool Targets(const RegisteredDesignDoc& entry, const std::string& database) {
+  for (const std::string& pattern : entry.databases) {
+    if (::cnp::upload::IsDatabasePattern(pattern)) {
+      if (!::cnp::upload::MatchDatabases(pattern, {database}).empty()) return true;
+    } else if (pattern == database) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+RegistrySync::RegistrySync(CouchClient& couch, std::string registry, Options options, Emit emit)
+    : couch_(couch),
+      registry_(std::move(registry)),
+      options_(std::move(options)),
+      emit_(std::move(emit)) {}
+
+void RegistrySync::EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
+                               const std::string& database, const std::string& design_doc) {
+  v1::UploadEvent event;
+  v1::UploadProblem& problem = *event.mutable_problem();
+  problem.set_severity(severity);
+  problem.set_message(::cnp::upload::RedactCredentials(status.message()));
+  problem.set_database(database);
+  problem.set_design_doc(design_doc);
+  emit_(event);
+}
+
+absl::Status RegistrySync::LoadRegistry() {
+  absl::StatusOr<HttpResponse> response = couch_.Get(
+      absl::StrCat(::cnp::upload::DatabasePath(registry_), "/_all_docs?include_docs=true"));
+  if (!response.ok()) return response.status();
+  if (response->status == 404) {
+    return absl::NotFoundError(absl::StrCat(
+        "the registry database \"", registry_, "\" does not exist at ", couch_.base_url(),
+        "; register design documents first: cnp upload --register ", registry_,
+        " COUCHDB_URL FILE.yml"));
+  }
+  if (response->status != 200) {
+    return HttpError(*response, absl::StrCat("reading the registry \"", registry_, "\""),
+                     couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> all = ParseJson(response->body);
+  if (!all.ok() || !all->IsObject() || !all->HasMember("rows") || !(*all)["rows"].IsArray()) {
+    return absl::UnknownError(absl::StrCat("CouchDB at ", couch_.base_url(),
+                                           " sent a malformed _all_docs of ", registry_));
+  }
+  entries_.clear();
+  for (const auto& row : (*all)["rows"].GetArray()) {
+    if (!row.IsObject() || !row.HasMember("doc")) continue;
+    const rapidjson::Value& doc = row["doc"];
+    if (StringField(doc, "type") != ::cnp::upload::kRegistryEntryType) continue;
+    absl::StatusOr<RegisteredDesignDoc> entry = ReadEntry(doc);
+    if (!entry.ok()) {
+      EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");
+      continue;
+    }
+    entries_.push_back(*std::move(entry));
+  }
+  if (entries_.empty()) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::NotFoundError(absl::StrCat("the registry \"", registry_,
+                                                 "\" holds no registered design documents")),
+                registry_, "");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> RegistrySync::ListDatabases() {
+  absl::StatusOr<HttpResponse> response = couch_.Get("/_all_dbs");
+  if (!response.ok()) return response.status();
+  if (response->status != 200) {
+    return HttpError(*response, "listing the databases", couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> list = ParseJson(response->body);
+  if (!list.ok() || !list->IsArray()) {
+    return absl::UnknownError(
+        absl::StrCat("CouchDB at ", couch_.base_url(), " sent a malformed _all_dbs"));
+  }
+  std::vector<std::string> names;
+  for (const auto& name : list->GetArray()) {
+    if (name.IsString()) names.emplace_back(name.GetString(), name.GetStringLength());
+  }
+  return names;
+}
+
+std::vector<const RegisteredDesignDoc*> RegistrySync::Matching(
+    const std::string& database) const {
+  std::vector<const RegisteredDesignDoc*> matching;
+  if (database == registry_) return matching;  // the registry holds entries, not the designs
+  for (const RegisteredDesignDoc& entry : entries_) {
+    if (Targets(entry, database)) matching.push_back(&entry);
+  }
+  return matching;
+}
+
+absl::Status RegistrySync::SyncAll() {
+  if (absl::Status loaded = LoadRegistry(); !loaded.ok()) {
+    EmitProblem(v1::UploadProblem::ERROR, loaded, registry_, "");
+    return loaded;
+  }
+  absl::StatusOr<std::vector<std::string>> databases = ListDatabases();
+  if (!databases.ok()) {
+    EmitProblem(v1::UploadProblem::ERROR, databases.status(), "", "");
+    return databases.status();
+  }
+  absl::Status first_error;
+  for (const std::string& database : *databases) {
+    absl::Status status = SyncDatabase(database);
+    if (status.ok()) continue;
+    if (first_error.ok()) first_error = status;
+    if (AffectsEverything(status)) return status;
+  }
+  return first_error;
+}
+
+absl::Status RegistrySync::SyncDatabase(const std::string& database) {
+  // Two entries may put the same design document in one database (a name and a glob that
+  // both match); the same content is fine, different content is the registry's conflict.
+  std::map<std::string, std::vector<const RegisteredDesignDoc*>> by_name;
+  for (const RegisteredDesignDoc* entry : Matching(database)) by_name[entry->name].push_back(entry);
+  absl::Status first_error;
+  for (const auto& [name, entries] : by_name) {
+    const RegisteredDesignDoc* conflicting = nullptr;
+    for (const RegisteredDesignDoc* other : entries) {
+      if (!::cnp::upload::JsonEqual(other->design_document, entries.front()->design_document)) {
+        conflicting = other;
+        break;
+      }
+    }
+    absl::Status status;
+    if (conflicting != nullptr) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          "the registry entries \"", entries.front()->entry_id, "\" and \"",
+          conflicting->entry_id, "\" both target ", database, " with different _design/", name,
+          "; left as it is (make their targets disjoint and register again)"));
+    } else {
+      status = WriteDesignDoc(database, *entries.front());
+    }
+    if (status.ok()) continue;
+    EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
+    if (first_error.ok()) first_error = status;
+    if (AffectsEverything(status)) return status;
+  }
+  return first_error;
+}
+
+absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
+                                          const RegisteredDesignDoc& entry) {
+  const std::string id = absl::StrCat("_design/", entry.name);
+  const std::string path = ::cnp::upload::DesignDocPath(database, entry.name);
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<HttpResponse> got = couch_.Get(path);
+    if (!got.ok()) return got.status();
+    std::optional<rapidjson::Document> stored;
+    std::string rev;
+    if (got->status == 200) {
+      absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+      if (!doc.ok() || !doc->IsObject()) {
+        return absl::UnknownError(
+            absl::StrCat("CouchDB sent a malformed ", id, " from ", database));
+      }
+      rev = std::string(StringField(*doc, "_rev"));
+      stored = std::move(*doc);
+    } else if (got->status != 404) {
+      return HttpError(*got, absl::StrCat("reading ", id, " from ", database), couch_.base_url());
+    }
+    ::cnp::upload::DesignDocPlan plan = ::cnp::upload::PlanDesignDoc(
+        entry.design_document, stored ? &*stored : nullptr, options_.drop_unknown_fields);
+
+    v1::UploadEvent event;
+    v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+    outcome.set_database(database);
+    outcome.set_id(id);
+    for (const v1::FieldChange& change : plan.changes) *outcome.add_changes() = change;
+    outcome.set_index_rebuild(plan.index_rebuild);
+    for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
+    for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
+    for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
+    outcome.set_document_json(ToJson(plan.document));
+    outcome.set_conflict_retries(attempt);
+    if (plan.changes.empty()) {
+      outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+      outcome.set_rev(rev);
+      emit_(event);
+      return absl::OkStatus();
+    }
+    if (options_.dry_run) {
+      outcome.set_action(stored ? v1::DesignDocOutcome::WOULD_UPDATE
+                                : v1::DesignDocOutcome::WOULD_CREATE);
+      emit_(event);
+      return absl::OkStatus();
+    }
+    if (stored) {
+      auto& alloc = plan.document.GetAllocator();
+      plan.document.AddMember("_rev", rapidjson::Value(rev.c_str(), alloc), alloc);
+    }
+    absl::StatusOr<HttpResponse> put = couch_.Put(path, ToJson(plan.document));
+    if (!put.ok()) return put.status();
+    if (put->status == 409) {
+      if (attempt >= options_.max_conflict_retries) {
+        return absl::AbortedError(absl::StrCat(id, " in ", database, " changed concurrently ",
+                                               attempt + 1,
+                                               " times while syncing; gave up without "
+                                               "overwriting it"));
+      }
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::AbortedError(absl::StrCat(id, " in ", database,
+                                                  " was changed by someone else while syncing; "
+                                                  "re-reading and comparing again")),
+                  database, id);
+      continue;
+    }
+    if (put->status != 201 && put->status != 202) {
+      return HttpError(*put, absl::StrCat("writing ", id, " to ", database), couch_.base_url());
+    }
+    absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+    if (written.ok()) outcome.set_rev(std::string(StringField(*written, "rev")));
+    outcome.set_action(stored ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
+    emit_(event);
+    return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {
+  absl::StatusOr<HttpResponse> response = couch_.Get("/_db_updates?since=now");
+  if (!response.ok()) return response.status();
+  if (response->status == 400 || response->status == 404 || response->status == 405) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CouchDB at ", couch_.base_url(), " offers no _db_updates (HTTP ", response->status,
+        "), so databases created later cannot be followed; run cnp sync --once (from cron, "
+        "say) instead"));
+  }
+  if (response->status != 200) {
+    return HttpError(*response, "reading _db_updates (following it needs a server admin)",
+                     couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+  if (!doc.ok() || !doc->IsObject() || !doc->HasMember("last_seq")) {
+    return absl::UnknownError(
+        absl::StrCat("CouchDB at ", couch_.base_url(), " sent a malformed _db_updates"));
+  }
+  const rapidjson::Value& seq = (*doc)["last_seq"];
+  return seq.IsString() ? std::string(seq.GetString(), seq.GetStringLength()) : ToJson(seq);
+}
+
+absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
+  // Taken before the first pass: a database created during it is then seen twice at worst,
+  // never missed.
+  absl::StatusOr<std::string> since = CurrentUpdateSeq();
+  if (!since.ok()) {
+    EmitProblem(v1::UploadProblem::ERROR, since.status(), "", "");
+    return since.status();
+  }
+  if (absl::Status first = SyncAll(); !first.ok() && AffectsEverything(first)) return first;
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
+  while (keep_going()) {
+    absl::StatusOr<HttpResponse> response = couch_.Get(
+        absl::StrCat("/_db_updates?feed=longpoll&timeout=", timeout_ms,
+                     "&since=", CouchClient::EscapeSegment(*since)));
+    absl::Status failed;
+    if (!response.ok()) {
+      failed = response.status();
+    } else if (response->status != 200) {
+      failed = HttpError(*response, "following _db_updates", couch_.base_url());
+    }
+    absl::StatusOr<rapidjson::Document> updates =
+        failed.ok() ? ParseJson(response->body) : absl::StatusOr<rapidjson::Document>(failed);
+    if (failed.ok() && (!updates.ok() || !updates->IsObject() ||
+                        !updates->HasMember("results") || !(*updates)["results"].IsArray())) {
+      failed = absl::UnknownError(
+          absl::StrCat("CouchDB at ", couch_.base_url(), " sent a malformed _db_updates"));
+    }
+    if (!failed.ok()) {
+      EmitProblem(v1::UploadProblem::ERROR, failed, "", "");
+      return failed;
+    }
+    bool registry_changed = false;
+    for (const auto& update : (*updates)["results"].GetArray()) {
+      std::string database(StringField(update, "db_name"));
+      absl::string_view type = StringField(update, "type");
+      if (database == registry_) {
+        registry_changed = registry_changed || type == "created" || type == "updated";
+      } else if (type == "created") {
+        if (absl::Status status = SyncDatabase(database);
+            !status.ok() && AffectsEverything(status)) {
+          return status;
+        }
+      }
+    }
+    if (registry_changed) {
+      if (absl::Status status = SyncAll(); !status.ok() && AffectsEverything(status)) {
+        return status;
+      }
+    }
+    if (updates->HasMember("last_seq")) {
+      const rapidjson::Value& seq = (*updates)["last_seq"];
+      *since = seq.IsString() ? std::string(seq.GetString(), seq.GetStringLength()) : ToJson(seq);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cnp::client::sync

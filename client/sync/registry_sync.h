@@ -1,0 +1,84 @@
+// cnp sync's work: make every database that a registered design document targets hold it
+// (see service/upload/registry_entry.h), then keep it so as databases are created.
+//
+//   cnp::upload::CouchClient couch({.base_url = "http://127.0.0.1:5984", ...});
+//   cnp::client::sync::RegistrySync sync(couch, "cnp_registry", {}, print_event);
+//   absl::Status status = sync.SyncAll();               // every existing database
+//   status = sync.Follow([] { return true; });          // then databases created later
+//
+// A design document is written with the rules of `cnp upload`: compared with the stored one
+// ignoring _rev and written only when it changed, fields the registry's copy does not mention
+// kept (and reported) unless drop_unknown_fields, a concurrent edit (HTTP 409) re-read,
+// compared again and retried a bounded number of times, never overwritten blindly.
+//
+// The registry's design documents already carry their resolved |versions, so this runs
+// without the cnp service: it talks to CouchDB directly, with the caller's credentials.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cnp/v1/upload.pb.h"
+#include "rapidjson/document.h"
+#include "service/upload/couch_client.h"
+
+namespace cnp::client::sync {
+
+// One registry entry as read from the registry database.
+struct RegisteredDesignDoc {
+  std::string entry_id;              // the registry document's _id, e.g. "towns@database:a*"
+  std::string name;                  // the design document's name, without "_design/"
+  std::vector<std::string> databases;  // names and glob patterns
+  rapidjson::Document design_document;
+};
+
+class RegistrySync {
+ public:
+  struct Options {
+    bool dry_run = false;
+    bool drop_unknown_fields = false;
+    int max_conflict_retries = 3;
+    // How long one _db_updates long poll may wait for news before it is asked again.
+    absl::Duration poll_timeout = absl::Seconds(30);
+  };
+  // Gets every outcome and problem, in the shapes `cnp upload` reports them.
+  using Emit = std::function<void(const v1::UploadEvent&)>;
+
+  RegistrySync(::cnp::upload::CouchClient& couch, std::string registry, Options options,
+               Emit emit);
+
+  // Reads the registry, then brings every existing database it targets up to date. OK when
+  // every design document is in place; otherwise the first error (each one is also emitted).
+  absl::Status SyncAll();
+
+  // Follows CouchDB's _db_updates from before SyncAll's pass so nothing created meanwhile is
+  // missed, gives each created database the design documents it should have, and re-reads
+  // the registry (and syncs again) when the registry database changes. Returns when
+  // `keep_going` says false after a poll, or on an error reaching CouchDB (a failure in one
+  // database is reported and following goes on).
+  absl::Status Follow(const std::function<bool()>& keep_going);
+
+  // The registered design documents that target `database`.
+  std::vector<const RegisteredDesignDoc*> Matching(const std::string& database) const;
+
+ private:
+  absl::Status LoadRegistry();
+  absl::StatusOr<std::vector<std::string>> ListDatabases();
+  absl::Status SyncDatabase(const std::string& database);
+  absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
+  absl::StatusOr<std::string> CurrentUpdateSeq();
+  void EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
+                   const std::string& database, const std::string& design_doc);
+
+  ::cnp::upload::CouchClient& couch_;
+  std::string registry_;
+  Options options_;
+  Emit emit_;
+  std::vector<RegisteredDesignDoc> entries_;
+};
+
+}  // namespace cnp::client::sync

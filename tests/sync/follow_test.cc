@@ -1,0 +1,148 @@
+// cnp sync following CouchDB's _db_updates, against a scripted CouchDB 3 (pouchdb-server has
+// no _db_updates): a database created after the first pass gets its design documents, and a
+// change to the registry is synced everywhere again.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "client/sync/registry_sync.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/json.h"
+#include "tests/upload/scripted_http_server.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+std::string RegistryAllDocs(int version) {
+  return absl::StrCat(
+      R"({"total_rows": 1, "offset": 0, "rows": [{"id": "towns@classification:account", "doc": {)",
+      R"("_id": "towns@classification:account", "_rev": "1-r", "type": "cnp_design_document", )",
+      R"("name": "towns", "target": {"classification": "account", "databases": ["account/*"]}, )",
+      R"("design_document": {"_id": "_design/towns", "language": "python", )",
+      R"("views": {"by_town": {"map": "myviews.townmap|)", version, R"("}}}}}]})");
+}
+
+// A CouchDB 3 whose _db_updates reports, one long poll at a time, what `updates` holds.
+class ScriptedCouch {
+ public:
+  ScriptedCouch()
+      : server_([this](const HttpRequest& r) { return Answer(r); }) {}
+
+  std::string url() const { return server_.url(); }
+  std::vector<std::string> requests() const { return server_.requests(); }
+
+  std::vector<std::string> PutsOf(const std::string& path) {
+    absl::MutexLock lock(&mu_);
+    return puts_[path];
+  }
+  int polls() {
+    absl::MutexLock lock(&mu_);
+    return polls_;
+  }
+
+ private:
+  ScriptedResponse Answer(const HttpRequest& r) {
+    absl::MutexLock lock(&mu_);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "7-a"})"};
+    if (call == "GET /_all_dbs") {
+      return {200, absl::StrCat(R"(["_users", "cnp_registry", "account/a1", "other")",
+                                polls_ >= 1 ? R"(, "account/new"])" : "]")};
+    }
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+      return {200, RegistryAllDocs(polls_ >= 2 ? 124 : 123)};
+    }
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll&timeout=30000&since=")) {
+      ++polls_;
+      if (polls_ == 1 && absl::EndsWith(call, "since=7-a")) {
+        // A database created after the first pass.
+        return {200, R"({"results": [{"db_name": "account/new", "type": "created", "seq": "8-b"},
+                                     {"db_name": "other", "type": "updated", "seq": "8-c"}],
+                         "last_seq": "8-c"})"};
+      }
+      if (polls_ == 2 && absl::EndsWith(call, "since=8-c")) {
+        // Someone registered a new version.
+        return {200, R"({"results": [{"db_name": "cnp_registry", "type": "updated", "seq": "9-d"}],
+                         "last_seq": "9-d"})"};
+      }
+      return {200, R"({"results": [], "last_seq": "9-d"})"};
+    }
+    if (r.method == "GET" && absl::StrContains(r.target, "/_design/towns")) {
+      auto it = stored_.find(r.target);
+      if (it == stored_.end()) return {404, R"({"error": "not_found", "reason": "missing"})"};
+      return {200, it->second};
+    }
+    if (r.method == "PUT" && absl::StrContains(r.target, "/_design/towns")) {
+      puts_[r.target].push_back(r.body);
+      absl::StatusOr<rapidjson::Document> doc = ParseJson(r.body);
+      std::string rev = absl::StrCat(puts_[r.target].size(), "-x");
+      if (doc.ok()) {
+        doc->RemoveMember("_rev");
+        doc->AddMember("_rev", rapidjson::Value(rev.c_str(), doc->GetAllocator()),
+                       doc->GetAllocator());
+        stored_[r.target] = ToJson(*doc);
+      }
+      return {201, absl::StrCat(R"({"ok": true, "rev": ")", rev, "\"}")};
+    }
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  }
+
+  absl::Mutex mu_;
+  int polls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::string> stored_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::string>> puts_ ABSL_GUARDED_BY(mu_);
+  ScriptedHttpServer server_;
+};
+
+std::string MapOf(const std::string& body) {
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(body);
+  if (!doc.ok() || !doc->HasMember("views")) return "";
+  return (*doc)["views"]["by_town"]["map"].GetString();
+}
+
+TEST(FollowTest, ADatabaseCreatedLaterGetsItsDesignDocumentsAndARegistryChangeIsSynced) {
+  ScriptedCouch couch;
+  CouchClient client({.base_url = couch.url()});
+  std::vector<v1::UploadEvent> events;
+  client::sync::RegistrySync sync(client, "cnp_registry", {},
+                                  [&](const v1::UploadEvent& e) { events.push_back(e); });
+  // Stops after the poll that followed the registry change.
+  absl::Status status = sync.Follow([&] { return couch.polls() < 2; });
+  ASSERT_TRUE(status.ok()) << status;
+
+  std::vector<std::string> outcomes;
+  for (const auto& e : events) {
+    ASSERT_FALSE(e.has_problem()) << e.ShortDebugString();
+    if (e.has_outcome()) {
+      outcomes.push_back(absl::StrCat(e.outcome().database(), " ",
+                                      v1::DesignDocOutcome::Action_Name(e.outcome().action())));
+    }
+  }
+  EXPECT_THAT(outcomes, ElementsAre("account/a1 CREATED",    // the first pass
+                                    "account/new CREATED",   // created later
+                                    "account/a1 UPDATED",    // the registry changed
+                                    "account/new UPDATED"));
+  std::vector<std::string> maps;
+  for (const std::string& body : couch.PutsOf("/account%2Fnew/_design/towns")) {
+    maps.push_back(MapOf(body));
+  }
+  EXPECT_THAT(maps, ElementsAre("myviews.townmap|123", "myviews.townmap|124"));
+  EXPECT_THAT(couch.PutsOf("/other/_design/towns"), IsEmpty());
+  EXPECT_THAT(couch.PutsOf("/cnp_registry/_design/towns"), IsEmpty());
+
+  // The position was taken before the first pass, so nothing created during it is missed.
+  std::vector<std::string> requests = couch.requests();
+  ASSERT_FALSE(requests.empty());
+  EXPECT_EQ(requests.front(), "GET /_db_updates?since=now");
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing

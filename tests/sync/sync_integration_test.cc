@@ -1,0 +1,265 @@
+// cnp upload --register and cnp sync against pouchdb-server (a real CouchDB API on loopback):
+// registration stores resolved design documents per target rule; a sync pass puts them in
+// every existing matching database (names, globs, classifications) with upload's diff and
+// keep-unknown-fields rules; a database created later gets them on the next pass (--once, as
+// from cron). pouchdb-server has no _db_updates: following is in follow_test.cc.
+//
+// No admin is configured: pouchdb-server cannot create databases once one exists.
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/sync/registry_sync.h"
+#include "client/sync/sync_command.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/upload/couch_client.h"
+#include "service/upload/json.h"
+#include "service/upload/uploader.h"
+#include "tests/upload/fake_task_runner.h"
+#include "tests/upload/pouchdb_server.h"
+#include "tests/upload/upload_events.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
+
+constexpr char kRegistry[] = "cnp_registry";
+
+// Kazoo's account databases are "account/..", their MODBs "account/..-YYYYMM"; pouchdb-server
+// drops '/' from database names, so here they are "account-..".
+constexpr char kYaml[] =
+    "classifications:\n"
+    "  account: \"account-*\"\n"
+    "  modb: \"account-*-??????\"\n"
+    "towns:\n"
+    "  classification: account\n"
+    "  views:\n"
+    "    by_town: myviews.townmap\n"
+    "billing:\n"
+    "  classification: modb\n"
+    "  views:\n"
+    "    by_month: {map: myviews.townmap, reduce: _count}\n"
+    "config:\n"
+    "  databases: system_config\n"
+    "  validate_doc_update: myviews.validate\n";
+
+class SyncIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<PouchDbServer>> started = PouchDbServer::Start();
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = started->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr);
+    runner_.Define("myviews.townmap", 123);
+    runner_.Define("myviews.validate", 21);
+    couch_ = std::make_unique<CouchClient>(CouchClient::Options{.base_url = server_->url()});
+  }
+
+  // Each test has databases of its own: "<prefix>..." names and a registry.
+  void CreateDatabase(const std::string& name) {
+    absl::StatusOr<HttpResponse> created = couch_->Put(DatabasePath(name), "");
+    ASSERT_TRUE(created.ok() && created->status == 201) << name;
+  }
+
+  UploadResult Register(const std::string& registry, const std::string& yaml) {
+    v1::UploadRequest request;
+    request.set_couchdb_url(server_->url());
+    request.set_register_database(registry);
+    *request.add_files() = File("kazoo.yml", yaml);
+    Uploader uploader(runner_);
+    return RunUpload(uploader, request);
+  }
+
+  // The stored document, or an empty object when there is none.
+  rapidjson::Document Read(const std::string& path) {
+    absl::StatusOr<HttpResponse> got = couch_->Get(path);
+    rapidjson::Document doc(rapidjson::kObjectType);
+    if (got.ok() && got->status == 200) {
+      absl::StatusOr<rapidjson::Document> parsed = ParseJson(got->body);
+      if (parsed.ok()) doc = std::move(*parsed);
+    }
+    return doc;
+  }
+
+  // Runs one sync pass and returns what it reported.
+  UploadResult SyncOnce(const std::string& registry) {
+    UploadResult result;
+    client::sync::RegistrySync sync(*couch_, registry, {},
+                                    [&](const v1::UploadEvent& e) { result.events.push_back(e); });
+    result.status = sync.SyncAll();
+    return result;
+  }
+
+  static PouchDbServer* server_;
+  FakeTaskRunner runner_;
+  std::unique_ptr<CouchClient> couch_;
+};
+
+PouchDbServer* SyncIntegrationTest::server_ = nullptr;
+
+TEST_F(SyncIntegrationTest, RegisterStoresResolvedDesignDocumentsPerTargetRule) {
+  CreateDatabase("reg1");
+  CreateDatabase("account-r1");
+  UploadResult result = Register("reg1", kYaml);
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  std::vector<std::string> created;
+  for (const auto& o : result.outcomes()) {
+    EXPECT_EQ(o.database(), "reg1");
+    if (o.action() == v1::DesignDocOutcome::CREATED) created.push_back(o.id());
+  }
+  EXPECT_THAT(created, UnorderedElementsAre("towns@classification:account",
+                                            "billing@classification:modb",
+                                            "config@database:system_config"));
+
+  rapidjson::Document towns = Read("/reg1/towns%40classification%3Aaccount");
+  ASSERT_TRUE(towns.HasMember("design_document")) << ToJson(towns);
+  EXPECT_EQ(std::string(towns["type"].GetString()), "cnp_design_document");
+  EXPECT_EQ(ToJson(towns["target"]), R"({"classification":"account","databases":["account-*"]})");
+  EXPECT_EQ(std::string(towns["design_document"]["views"]["by_town"]["map"].GetString()),
+            "myviews.townmap|123");
+  // Registering writes nothing in place.
+  EXPECT_FALSE(Read("/account-r1/_design/towns").HasMember("_id"));
+
+  // Registering the same again changes nothing; a new version is an update with its diff.
+  result = Register("reg1", kYaml);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  for (const auto& o : result.outcomes()) EXPECT_EQ(o.action(), v1::DesignDocOutcome::UNCHANGED);
+  runner_.Define("myviews.townmap", 124);
+  result = Register("reg1", kYaml);
+  v1::DesignDocOutcome updated = result.Outcome("towns@classification:account", "reg1");
+  EXPECT_EQ(updated.action(), v1::DesignDocOutcome::UPDATED) << result.Dump();
+  ASSERT_THAT(updated.changes(), SizeIs(1));
+  EXPECT_EQ(updated.changes(0).path(), "design_document.views.by_town.map");
+}
+
+TEST_F(SyncIntegrationTest, RegisteringNeedsTargetsAndKnownClassifications) {
+  CreateDatabase("reg2");
+  UploadResult result = Register("reg2",
+                                 "loose:\n"
+                                 "  views: {v: myviews.townmap}\n"
+                                 "typo:\n"
+                                 "  classification: acount\n"
+                                 "  views: {v: myviews.townmap}\n");
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  std::vector<std::string> errors;
+  for (const auto& p : result.errors()) {
+    errors.push_back(absl::StrCat(p.location().file(), ":", p.location().line(), ": ",
+                                  p.message()));
+  }
+  EXPECT_THAT(errors, ElementsAre(HasSubstr("kazoo.yml:1: design document \"loose\" names no "
+                                            "databases: or classification:"),
+                                  HasSubstr("kazoo.yml:4: classification \"acount\" is not "
+                                            "defined")));
+  rapidjson::Document all = Read("/reg2/_all_docs");
+  ASSERT_TRUE(all.HasMember("rows")) << ToJson(all);
+  EXPECT_EQ(all["rows"].Size(), 0u) << ToJson(all);
+}
+
+TEST_F(SyncIntegrationTest, SyncPutsThemInEveryMatchingDatabaseThenInANewOne) {
+  for (const char* db : {"reg3", "account-s1", "account-s1-202611", "account-s2", "other3"}) {
+    CreateDatabase(db);
+  }
+  ASSERT_TRUE(Register("reg3", kYaml).status.ok());
+  // A field CouchDB has that the registry does not mention is kept, as by cnp upload.
+  absl::StatusOr<HttpResponse> legacy = couch_->Put(
+      "/account-s2/_design/towns",
+      R"({"language": "python", "views": {"legacy": {"map": "old.map|1"}}})");
+  ASSERT_TRUE(legacy.ok() && legacy->status == 201);
+
+  UploadResult result = SyncOnce("reg3");
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-s1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-s1-202611").action(),
+            v1::DesignDocOutcome::CREATED);
+  EXPECT_EQ(result.Outcome("_design/billing", "account-s1-202611").action(),
+            v1::DesignDocOutcome::CREATED);
+  v1::DesignDocOutcome kept = result.Outcome("_design/towns", "account-s2");
+  EXPECT_EQ(kept.action(), v1::DesignDocOutcome::UPDATED);
+  EXPECT_THAT(kept.kept_fields(), ElementsAre("views.legacy"));
+  EXPECT_EQ(result.Outcome("_design/billing", "account-s2").id(), "");  // not a MODB
+  EXPECT_EQ(result.Outcome("_design/towns", "other3").id(), "");
+  // "system_config" does not exist here: nothing is created for it.
+  EXPECT_THAT(result.errors(), IsEmpty()) << result.Dump();
+
+  rapidjson::Document towns = Read("/account-s1/_design/towns");
+  ASSERT_TRUE(towns.HasMember("views")) << ToJson(towns);
+  EXPECT_EQ(std::string(towns["views"]["by_town"]["map"].GetString()), "myviews.townmap|123");
+  EXPECT_TRUE(Read("/account-s2/_design/towns")["views"].HasMember("legacy"));
+  EXPECT_FALSE(Read("/reg3/_design/towns").HasMember("_id"));
+
+  // A database created later gets its design documents on the next pass; the others are
+  // left alone.
+  CreateDatabase("account-s3");
+  result = SyncOnce("reg3");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-s3").action(), v1::DesignDocOutcome::CREATED);
+  EXPECT_EQ(result.Outcome("_design/towns", "account-s1").action(),
+            v1::DesignDocOutcome::UNCHANGED);
+  EXPECT_EQ(std::string(Read("/account-s3/_design/towns")["views"]["by_town"]["map"].GetString()),
+            "myviews.townmap|123");
+}
+
+TEST_F(SyncIntegrationTest, EntriesThatDisagreeOnOneDatabaseAreAConflictNotAFlipFlop) {
+  for (const char* db : {"reg4", "account-c1"}) CreateDatabase(db);
+  ASSERT_TRUE(Register("reg4",
+                       "classifications: {account: \"account-*\"}\n"
+                       "towns:\n"
+                       "  classification: account\n"
+                       "  views: {by_town: myviews.townmap}\n")
+                  .status.ok());
+  runner_.Define("myviews.townmap", 200);
+  ASSERT_TRUE(Register("reg4",
+                       "towns:\n"
+                       "  databases: account-c1\n"
+                       "  views: {by_town: myviews.townmap}\n")
+                  .status.ok());
+  UploadResult result = SyncOnce("reg4");
+  EXPECT_TRUE(absl::IsFailedPrecondition(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(),
+              HasSubstr("both target account-c1 with different _design/towns"));
+  EXPECT_FALSE(Read("/account-c1/_design/towns").HasMember("_id"));
+}
+
+TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere) {
+  for (const char* db : {"reg5", "account-k1"}) CreateDatabase(db);
+  ASSERT_TRUE(Register("reg5", kYaml).status.ok());
+  std::ostringstream out, err;
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  int status = client::sync::RunSync({"cnp sync", "--once", server_->url(), "reg5"},
+                                     {.out = out, .err = err, .env = no_env});
+  EXPECT_EQ(status, 0) << out.str() << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("created account-k1/_design/towns"));
+
+  // pouchdb-server has no _db_updates: without --once, the first pass is not even started.
+  std::ostringstream out2, err2;
+  status = client::sync::RunSync({"cnp sync", server_->url(), "reg5"},
+                                 {.out = out2, .err = err2, .env = no_env});
+  EXPECT_EQ(status, 1);
+  EXPECT_THAT(err2.str(), HasSubstr("offers no _db_updates"));
+  EXPECT_THAT(err2.str(), HasSubstr("cnp sync --once"));
+
+  std::ostringstream help, none;
+  EXPECT_EQ(client::sync::RunSync({"cnp sync", "--help"}, {.out = help, .err = none}), 0);
+  EXPECT_THAT(help.str(), HasSubstr("Usage: cnp sync [options] COUCHDB_URL REGISTRY_DB"));
+  EXPECT_THAT(help.str(), HasSubstr("--once"));
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing
