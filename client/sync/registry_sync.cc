@@ -318,9 +318,11 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
   if (absl::Status first = SyncAll(); !first.ok() && AffectsEverything(first)) return first;
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   while (keep_going()) {
+    // CouchDB answers by timeout_ms at the latest; the margin covers a slow answer.
     absl::StatusOr<HttpResponse> response = couch_.Get(
         absl::StrCat("/_db_updates?feed=longpoll&timeout=", timeout_ms,
-                     "&since=", CouchClient::EscapeSegment(*since)));
+                     "&since=", CouchClient::EscapeSegment(*since)),
+        options_.poll_timeout + absl::Seconds(30));
     absl::Status failed;
     if (!response.ok()) {
       failed = response.status();
