@@ -135,6 +135,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
   absl::StatusOr<IndexInfo> info = ReadIndexInfo(StagingName(name_));
   if (info.ok()) {
     built_seq_ = info->update_seq;
+    built_signature_ = info->signature;
   } else {
     built_seq_ = info.status();
   }
@@ -177,6 +178,10 @@ absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
   }
   IndexInfo info;
   info.update_seq = *seq;
+  auto signature = index->FindMember("signature");
+  if (signature != index->MemberEnd() && signature->value.IsString()) {
+    info.signature = signature->value.GetString();
+  }
   auto waiting = index->FindMember("waiting_commit");
   info.waiting_commit = waiting != index->MemberEnd() && waiting->value.IsBool() &&
                         waiting->value.GetBool();
@@ -203,6 +208,14 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
       return absl::Status(info.status().code(),
                           absl::StrCat(info.status().message(), "; ", staging,
                                        " was kept so that its index is not lost"));
+    }
+    if (!built_signature_.empty() && !info->signature.empty() &&
+        info->signature != built_signature_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the index signature of ", live, " in ", database_, " (", info->signature,
+          ") is not the one built under ", staging, " (", built_signature_,
+          "): the live document was changed meanwhile, and its views will be built anew on "
+          "their first query"));
     }
     if (info->update_seq >= *built_seq_ && !info->waiting_commit) {
       Report("settled", info->update_seq, *built_seq_);

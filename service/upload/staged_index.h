@@ -44,6 +44,9 @@ class StagedIndexBuild {
   // at the update_seq the staging build reached and CouchDB has committed it. Call it after
   // writing the live document and before Remove. DEADLINE_EXCEEDED (or the _info read's
   // error) means the staging document must stay: removing it could lose the built index.
+  // FAILED_PRECONDITION means the live document's index signature is not the staging one's
+  // (the live document was changed meanwhile): it does not use the built index, so there is
+  // nothing to wait for and the staging document may go.
   absl::Status AwaitLiveIndex(absl::Duration timeout);
 
   // Deletes the staging document written by Build.
@@ -57,6 +60,7 @@ class StagedIndexBuild {
 
   // What GET /<db>/_design/<name>/_info says of the index.
   struct IndexInfo {
+    std::string signature;  // the index's identity: equal inputs, equal signature
     int64_t update_seq = 0;
     bool waiting_commit = false;
   };
@@ -71,6 +75,7 @@ class StagedIndexBuild {
   bool built_index_ = false;
   // The staging index's update_seq right after its build, or why it could not be read.
   absl::StatusOr<int64_t> built_seq_ = absl::UnknownError("the index was not built");
+  std::string built_signature_;
 };
 
 }  // namespace cnp::upload

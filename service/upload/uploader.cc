@@ -431,10 +431,11 @@ class UploadRun {
                                     ? absl::Seconds(request_.staged_settle_seconds())
                                     : options_.staged_settle_timeout;
         if (absl::Status settled = staging->AwaitLiveIndex(settle); !settled.ok()) {
-          // The live document is in place; only the clean-up waits for a later run.
           if (absl::IsCancelled(settled)) return settled;
           SendWarning(std::string(settled.message()), target);
-          return absl::OkStatus();
+          // The live document is in place. Unless its index is another one (then the staging
+          // document serves nothing), the clean-up waits for a later run.
+          if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
         }
         if (absl::Status removed = staging->Remove(); !removed.ok()) {
           SendWarning(absl::StrCat("the staging document could not be removed: ",

@@ -43,8 +43,10 @@ std::string IndexerTask(const std::string& database, const std::string& ddoc, in
 }
 
 // GET /db/_design/x/_info's answer, as CouchDB 3.4 gives it (trimmed to what matters).
-std::string IndexInfo(int update_seq, bool waiting_commit) {
-  return absl::StrCat(R"({"name": "location", "view_index": {"signature": "5f1e", "language": )",
+std::string IndexInfo(int update_seq, bool waiting_commit,
+                      const std::string& signature = "5f1e") {
+  return absl::StrCat(R"({"name": "location", "view_index": {"signature": ")", signature,
+                      R"(", "language": )",
                       R"("python", "update_seq": )", update_seq, R"(, "waiting_commit": )",
                       waiting_commit ? "true" : "false", R"(, "updater_running": false}})");
 }
@@ -244,6 +246,41 @@ TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysW
   for (const std::string& call : couch.requests()) {
     EXPECT_FALSE(absl::StartsWith(call, "DELETE")) << call;
   }
+}
+
+// The signature check: the live document's _info names another index than the one built
+// (someone changed the live views between the build and the switch). Waiting could never
+// succeed; the upload says so and removes the staging document, which serves nothing.
+TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big") return {200, "{}"};
+    if (call == "GET /big/_design/location") return {200, kStored};
+    if (call == "GET /big/_design/location__staging") return {404, "{}"};
+    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
+    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
+    if (call == "GET /_active_tasks") return {200, "[]"};
+    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
+    if (call == "GET /big/_design/location__staging/_info") {
+      return {200, IndexInfo(3000, true, "aaaa")};
+    }
+    if (call == "GET /big/_design/location/_info") return {200, IndexInfo(0, false, "bbbb")};
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
+    return {500, "{}"};
+  });
+  options_.staged_settle_timeout = absl::Hours(1);  // a wait would hang the test
+  v1::UploadRequest request = Request(couch.url());
+  request.set_staged(true);
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ASSERT_THAT(result.warnings(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.warnings()[0].message(),
+              HasSubstr("the index signature of _design/location in big (bbbb) is not the one "
+                        "built under _design/location__staging (aaaa)"));
+  std::vector<std::string> requests = couch.requests();
+  ASSERT_FALSE(requests.empty());
+  EXPECT_EQ(requests.back(), "DELETE /big/_design/location__staging?rev=1-stage");
 }
 
 TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers) {
