@@ -256,13 +256,27 @@ bool ModulePolicy::IsFactoryProductOf(const FunctionName& name, PyObject* functi
   if (own_module != name.module) return false;
   if (!product_codes_) {
     PyRef factory = PyRef::Steal(PyImport_ImportModule("couch_named_python._factory"));
-    if (factory) product_codes_ = PyRef::Steal(PyObject_GetAttrString(factory.get(), "PRODUCT_CODES"));
-    if (!product_codes_ || !PySet_Check(product_codes_.get())) {
+    if (factory) {
+      product_codes_ = PyRef::Steal(PyObject_GetAttrString(factory.get(), "PRODUCT_CODES"));
+      package_dir_ =
+          std::filesystem::path(StrAttribute(factory.get(), "__file__")).parent_path().string();
+    }
+    if (!product_codes_ || !PySet_Check(product_codes_.get()) || package_dir_.empty()) {
       PyErr_Clear();
       product_codes_ = PyRef();
       return false;
     }
   }
+  // Registered code that is not the package's own (the registration applied to a copy of
+  // a standard-library function, say) is no factory's product.
+  std::string file = StrAttribute(PyFunction_GetCode(function), "co_filename");
+  bool in_package = false;
+  for (const std::string& spelling : Spellings(file)) {
+    for (const std::string& dir : Spellings(package_dir_)) {
+      in_package = in_package || IsInside(spelling, dir);
+    }
+  }
+  if (!in_package) return false;
   int found = PySet_Contains(product_codes_.get(), PyFunction_GetCode(function));
   if (found < 0) PyErr_Clear();
   return found == 1;

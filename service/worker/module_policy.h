@@ -65,6 +65,7 @@ class ModulePolicy {
   CodeRoots roots_;
   mutable PyRef find_spec_;  // importlib.util.find_spec, imported on first use
   mutable PyRef product_codes_;  // couch_named_python._factory.PRODUCT_CODES, on first use
+  mutable std::string package_dir_;  // the directory of couch_named_python's files, likewise
 };
 
 // Whether `module` (or its top-level package) is part of Python's standard library or built

@@ -47,7 +47,10 @@ void ExpectRefusedNamingTheServerFlag(const absl::Status& status) {
 int WorkersStarted(const ServerProcess& server) {
   std::vector<std::string> lines = absl::StrSplit(server.Log(), '\n');
   int started = 0;
-  for (const std::string& line : lines) started += absl::StrContains(line, " started (pid ");
+  // The pool's workers ("worker 1 started"), not the spare workers of direct sessions.
+  for (const std::string& line : lines) {
+    started += absl::StrContains(line, "] worker ") && absl::StrContains(line, " started (pid ");
+  }
   return started;
 }
 

@@ -217,6 +217,27 @@ TEST(FactoryProductTest, OnlyAFactorysProductBoundInItsOwnModuleRuns) {
   }
 }
 
+// couch_named_python's helper factories (couch_named_python.mr) make functions whose code is
+// the package's: callable only as what they were made for, a name in the module that made them.
+TEST_P(BothModes, FactoryProductsRunOnlyUnderTheModuleThatMadeThem) {
+  Fixture t = Start(GetParam() ? std::vector<std::string>{"--allow-module=myviews",
+                                                          "--allow-module=reexporter"}
+                               : std::vector<std::string>{});
+  Reply map = t.worker->Call(MapTask({"myviews.by_town"}, {R"({"town":"Oslo"})"}));
+  ASSERT_TRUE(map.has_map()) << map.DebugString();
+  EXPECT_EQ(map.map().results(0).rows(), R"([[["Oslo",null]]])");
+  Reply resolved = t.worker->Call(ResolveTask({"myviews.counted"}));
+  EXPECT_EQ(resolved.resolve().functions(0).error(), "");
+  // Re-exported elsewhere, a product is refused; a plain function is not.
+  ExpectRefused(t.worker->Call(MapTask({"reexporter.by_town"}, {"{}"})), "reexporter.by_town");
+  EXPECT_TRUE(Show(*t.worker, "reexporter.show", "[null, {}]").has_design());
+  // The package's own function, and the registration used to launder standard-library code.
+  ExpectRefused(Show(*t.worker, "myviews.raw_count", "[null, {}]"), "myviews.raw_count");
+  Reply laundered = Show(*t.worker, "myviews.product_of_stdlib", R"(["id"])");
+  ExpectRefused(laundered, "myviews.product_of_stdlib");
+  EXPECT_THAT(laundered.failure().message(), HasSubstr("standard library"));
+}
+
 // Issue 7: modules were imported (their top-level code run) before they were checked.
 TEST(PreImportTest, ARefusedModulesCodeNeverRuns) {
   Fixture t = Start({"--allow-module=myviews", "--allow-module=pkg.sub"});

@@ -52,7 +52,8 @@ import subprocess
 import sys
 import types
 
-from couch_named_python import Forbidden, emit, log, start, version
+from couch_named_python import Forbidden, _factory, emit, log, start, version
+from couch_named_python.mr import count, handler, item
 
 SECRET = "s3cr3t-value"
 COLLECTED = []
@@ -116,10 +117,18 @@ evaluate = eval
 module_setattr = types.ModuleType.__setattr__
 dumps = json.dumps
 getoutput = subprocess.getoutput
+# What couch_named_python's factories make for this module: callable from here.
+by_town = item("town")
+counted = handler(count)
+# The package's own function, and the factory's registration used on standard-library code.
+raw_count = count
+product_of_stdlib = _factory.owned_by_caller(
+    types.FunctionType(json.dumps.__code__, json.dumps.__globals__, "p"), "product_of_stdlib")
 # A function object with this module's name but the standard library's code.
 laundered = types.FunctionType(json.dumps.__code__, json.dumps.__globals__, "laundered")
 laundered.__module__ = __name__
 )PY");
+  WriteModule(dir + "/reexporter.py", "from myviews import by_town, show  # noqa: F401\n");
   std::string marker = dir + "/marker";
   WriteModule(dir + "/myviews_evil.py",
               absl::StrCat("open(", "'", marker, "', 'w').write('ran')\n\n"

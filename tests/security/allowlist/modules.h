@@ -19,13 +19,15 @@ std::string ReadFile(const std::string& path);
 // Writes the modules below into `dir`:
 //   myviews.py       the operator's module: functions, a SECRET, and every kind of callable
 //                    that is not a function (classes, builtins, bound methods, wrappers...)
+//   reexporter.py    `from myviews import by_town, show`
 //   myviews_evil.py  top-level code that writes `dir`/marker when it runs
 //   pkg/             a package whose submodules `sub` (allowed in tests) and `subversive`,
 //                    `other` (top-level code writes `dir`/marker.<name>)
 void WriteAttackModules(const std::string& dir);
 
 // The names in myviews that are the operator's Python functions, i.e. the only ones callable.
-inline constexpr const char* kMyviewsFunctions[] = {"f", "show", "state", "names", "lam"};
+inline constexpr const char* kMyviewsFunctions[] = {"f",   "show",    "state",  "names",
+                                                     "lam", "by_town", "counted"};
 
 // A module `name` with two functions carrying @version(`version`): the map function f, which
 // yields [label, version], and the show function show, whose body is label; and plain, a

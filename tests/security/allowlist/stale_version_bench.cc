@@ -99,7 +99,8 @@ Run Measure(const std::string& dir) {
   run.contended_p50_us = Percentile(contended, 0.5);
   run.contended_p99_us = Percentile(contended, 0.99);
   for (absl::string_view line : absl::StrSplit((*server)->Log(), '\n')) {
-    run.workers_started += absl::StrContains(line, " started (pid ");
+    run.workers_started +=
+        absl::StrContains(line, "] worker ") && absl::StrContains(line, " started (pid ");
   }
   return run;
 }
