@@ -41,6 +41,7 @@ class WorkerProcess {
   // Closes the socket and waits for the worker to exit; returns its exit status.
   int CloseAndWait();
   std::string ReadStderr() const;
+  pid_t pid() const { return pid_; }
 
  private:
   WorkerProcess(pid_t pid, int fd, std::string stderr_path)
