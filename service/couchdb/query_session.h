@@ -66,6 +66,9 @@ class QuerySession {
   // session in the worker) enforces this itself.
   absl::Duration CallBudget() const;
 
+  // A list function is waiting for CouchDB's next list_row or list_end.
+  bool list_in_progress() const { return list_ != nullptr; }
+
  private:
   class ListInProgress;
   using Elements = std::vector<std::string_view>;

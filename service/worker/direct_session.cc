@@ -49,23 +49,38 @@ class LineReader {
  public:
   LineReader(int fd, size_t max_line) : fd_(fd), max_line_(max_line), buffer_(kChunk, '\0') {}
 
-  // The next line without its newline, valid until the next call; nullopt at the end of input
-  // (a last line without a newline is dropped: CouchDB always ends its lines). Errors:
-  // RESOURCE_EXHAUSTED for a line over the cap, UNAVAILABLE when the read failed.
+  // The next line without its newline, valid until the next call; nullopt at the end of input.
+  // A last line without a newline is still a line (answered, never dropped in silence).
+  // Errors: RESOURCE_EXHAUSTED for a line over the cap, which has then been read to its end
+  // and dropped, so the next call reads the line after it; UNAVAILABLE when a read failed.
   absl::StatusOr<std::optional<std::string_view>> Next() {
     for (;;) {
       if (const void* newline = std::memchr(buffer_.data() + scanned_, '\n', end_ - scanned_)) {
         const size_t at = static_cast<const char*>(newline) - buffer_.data();
         std::string_view line(buffer_.data() + begin_, at - begin_);
         begin_ = scanned_ = at + 1;
+        if (dropping_ || line.size() > max_line_) {
+          dropping_ = false;
+          return TooLong();
+        }
         return line;
       }
       scanned_ = end_;
-      if (end_ - begin_ > max_line_) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "a line from CouchDB is longer than the ", max_line_ >> 20, " MiB limit"));
+      if (at_end_) {
+        if (dropping_) {
+          dropping_ = false;
+          return TooLong();
+        }
+        if (begin_ == end_) return std::nullopt;
+        std::string_view last(buffer_.data() + begin_, end_ - begin_);
+        begin_ = scanned_ = end_;
+        if (last.size() > max_line_) return TooLong();
+        return last;
       }
-      if (begin_ > 0) {  // keep the partial line at the front
+      if (dropping_ || end_ - begin_ > max_line_) {
+        dropping_ = true;  // keep reading to the newline, keeping nothing
+        begin_ = scanned_ = end_ = 0;
+      } else if (begin_ > 0) {  // keep the partial line at the front
         std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
         end_ -= begin_;
         scanned_ -= begin_;
@@ -76,7 +91,7 @@ class LineReader {
       if (n > 0) {
         end_ += static_cast<size_t>(n);
       } else if (n == 0) {
-        return std::nullopt;
+        at_end_ = true;
       } else if (errno != EINTR) {
         return absl::UnavailableError(
             absl::StrCat("reading from CouchDB failed: ", std::strerror(errno)));
@@ -87,12 +102,20 @@ class LineReader {
  private:
   static constexpr size_t kChunk = 64 * 1024;
 
+  absl::Status TooLong() const {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cnp-worker: a line from CouchDB was longer than ", max_line_,
+                     " bytes and was not processed"));
+  }
+
   int fd_;
   size_t max_line_;
   std::string buffer_;
   size_t begin_ = 0;    // the unread bytes are buffer_[begin_, end_)
   size_t scanned_ = 0;  // buffer_[begin_, scanned_) holds no newline
   size_t end_ = 0;
+  bool at_end_ = false;    // the input is closed: what is buffered is all there is
+  bool dropping_ = false;  // inside a line over the cap, reading on to its newline
 };
 
 int64_t CoarseNowNs() {
@@ -228,12 +251,24 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   for (;;) {
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
     if (!line.ok() && absl::IsResourceExhausted(line.status())) {
-      // The rest of the line cannot be skipped safely; couchjs would die here too.
-      WriteAll(output, couchdb::FatalLine("query_protocol_error", couchdb::StdView(line.status().message())) + "\n")
-          .IgnoreError();
-      end.set_reason(SessionEnd::PROTOCOL_EXIT);
-      end.set_message(std::string(line.status().message()));
-      break;
+      // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
+      // frame the input, so the session goes on, except inside a list whose row went missing.
+      ++commands;
+      const std::string_view message = couchdb::StdView(line.status().message());
+      std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
+                   std::string(message).c_str());
+      if (absl::Status written = WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
+          !written.ok()) {
+        end.set_reason(SessionEnd::IO_ERROR);
+        end.set_message(std::string(written.message()));
+        break;
+      }
+      if (protocol->list_in_progress()) {
+        end.set_reason(SessionEnd::PROTOCOL_EXIT);
+        end.set_message(absl::StrCat(line.status().message(), " (a list row: the list cannot go on)"));
+        break;
+      }
+      continue;
     }
     if (!line.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);

@@ -7,13 +7,18 @@
 // ends when:
 //   - CouchDB closes its end (SessionEnd INPUT_CLOSED, the normal end);
 //   - the protocol ends the session where couchjs would exit (an output marked exit: a line
-//     that is not JSON, an unknown command, a line over the length cap) (PROTOCOL_EXIT);
+//     that is not JSON, an unknown command) (PROTOCOL_EXIT);
 //   - a command raised MemoryError: its reply is replaced by ["error","memory_error",..] (never
 //     an empty result for a document that did not get its rows), and the session ends with
 //     PROTOCOL_EXIT and the reply asks for the worker to be recycled, because a worker that ran
 //     out of memory under its cap is not one to keep feeding (PROTOCOL_EXIT);
 //   - reading or writing the pipes failed (IO_ERROR).
 // Then both descriptors are closed and the worker goes back to serving tasks.
+//
+// A line over kMaxSessionLineBytes is read to its end and dropped, and answered
+// ["error","too_large",..] as cnp-adapter answers one over its --max-line-bytes; the session
+// goes on, except inside a list (its row is lost: PROTOCOL_EXIT). A last line without its
+// newline is answered like any other.
 //
 // A command that runs longer than CouchDB's timeout (from its reset, less QuerySession's
 // margin) is answered by a watchdog thread with ["error","timeout",..], after which the worker
@@ -28,7 +33,7 @@
 
 namespace cnp::worker {
 
-// The longest line accepted from CouchDB; a longer one is a fatal protocol error.
+// The longest line accepted from CouchDB: cnp-adapter's default --max-line-bytes.
 inline constexpr size_t kMaxSessionLineBytes = size_t{64} << 20;
 
 // Serves the session on `input` (CouchDB's commands) and `output` (the answers), which it

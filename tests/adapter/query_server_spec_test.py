@@ -39,12 +39,7 @@ DOC = {"title": "Best ever", "body": "Doc body"}
 
 # Cases the worker's own line reader (service/worker/direct_session.cc) does not pass yet on the
 # direct path, with why. Each is a known gap to close, not a difference to keep.
-DIRECT_PATH_GAPS = {
-    "test_truncated_last_line_is_answered":
-        "the direct-session worker does not yet answer a last line without its newline",
-    "test_unterminated_last_line_is_answered":
-        "the direct-session worker does not yet answer a last line without its newline",
-}
+DIRECT_PATH_GAPS = {}
 
 
 def ddoc_call(path, args):

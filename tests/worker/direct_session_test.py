@@ -291,24 +291,65 @@ class SessionLifecycleTest(unittest.TestCase):
         reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
         self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
 
-    def test_a_line_over_the_cap_is_fatal(self):
+    def send_over_the_cap(self, session, prefix):
+        """A line of 64 MiB and one byte, then its newline."""
+        data = prefix + b" " * ((64 << 20) + 1 - len(prefix)) + b"\n"
+        while data:
+            data = data[os.write(session.commands, data[:1 << 20]):]
+
+    def test_a_line_over_the_cap_is_dropped_and_answered_too_large(self):
         session = self.worker.start_session()
-        # 64 MiB and one byte with no newline: the worker must give up without the rest.
-        payload = b"[" + b"1," * (32 << 20)
-        written = 0
-        while written < len(payload):
-            readable, writable, _ = select.select([session.answers], [session.commands], [], 30)
-            if readable:
-                break
-            try:
-                written += os.write(session.commands, payload[written:written + (1 << 16)])
-            except BrokenPipeError:
-                break
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.send_over_the_cap(session, b'["map_doc",{"_id":"huge","pad":"')
         line = session.read_line()
-        self.assertEqual(json.loads(line)[:2], ["fatal", "query_protocol_error"])
-        self.assertIn("64 MiB", line)
+        self.assertEqual(json.loads(line)[:2], ["error", "too_large"])
+        self.assertIn("67108864 bytes", line)
+        # The stream is still framed: the session goes on.
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 1}]),
+                         ['[[["Oslo",1]]]'])
+        session.close_input()
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(end.commands, 4)
+        session.close()
+
+    def test_a_list_row_over_the_cap_ends_the_session(self):
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        ddoc = {"_id": "_design/l", "lists": {"rows": "fixture_fns.list_rows"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/l", ddoc]), ["true"])
+        start = json.loads(session.call(
+            ["ddoc", "_design/l", ["lists", "rows"], [{"total_rows": 3, "offset": 0}, {}]])[-1])
+        self.assertEqual(start[0], "start")
+        self.send_over_the_cap(session, b'["list_row",{"id":"a","key":"')
+        self.assertEqual(json.loads(session.read_line())[:2], ["error", "too_large"])
         end = self.worker.receive().session_end
         self.assertEqual(end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+        reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
+        self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
+
+    def test_a_last_line_without_its_newline_is_answered(self):
+        session = self.worker.start_session()
+        os.write(session.commands, b'["reset"]\n["add_fun","fixture_fns.town_n|1"]')
+        session.close_input()
+        self.assertEqual(session.read_line(), "true")
+        self.assertEqual(session.read_line(), "true")
+        self.assertTrue(session.at_end_of_output())
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(end.commands, 2)
+        session.close()
+
+    def test_half_a_last_line_is_fatal_not_dropped(self):
+        session = self.worker.start_session()
+        os.write(session.commands, b'["map_doc",{"_id":"cut')
+        session.close_input()
+        self.assertEqual(json.loads(session.read_line())[:2], ["fatal", "query_protocol_error"])
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.PROTOCOL_EXIT)
         session.close()
 
     def test_an_abandoned_list_is_unwound_and_the_worker_serves_on(self):
