@@ -1,5 +1,6 @@
 #include "service/worker/direct_session.h"
 
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -203,7 +204,9 @@ class CommandWatchdog {
         "cnp-worker: the command ran longer than CouchDB's timeout allows (",
         budget_ns / 1'000'000, " ms); the worker running it was stopped and is being replaced");
     const std::string line = couchdb::ErrorLine("timeout", reason) + "\n";
-    // Best effort: the process ends either way, and CouchDB sees its pipe close.
+    // Best effort, never blocking (CouchDB may not be reading): the process ends either way,
+    // and CouchDB sees its pipe close.
+    ::fcntl(output_, F_SETFL, ::fcntl(output_, F_GETFL) | O_NONBLOCK);
     WriteAll(output_, line).IgnoreError();
     std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session_id_.c_str(),
                  reason.c_str());
@@ -239,6 +242,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.default_timeout_ms() > 0) {
     options.default_timeout = absl::Milliseconds(session.default_timeout_ms());
   }
+  Context().memory_error = false;  // a worker that had one was recycled before it got here
   InProcessRunner runner(registry);
   auto protocol = std::make_unique<couchdb::QuerySession>(runner, options);
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
