@@ -416,8 +416,6 @@ class VersionBumpTest(unittest.TestCase):
     """A direct session's add_fun picks up a module whose @version was bumped on disk: the
     session runs in the worker, so no fresh worker can be asked for; the registry imports anew."""
 
-    @unittest.skip("waits for the function registry to import anew a module whose file changed "
-                   "on a version mismatch (another change of issue 8)")
     def test_add_fun_picks_up_a_bumped_version(self):
         directory = tempfile.mkdtemp(prefix="cnp-bump-")
         self.addCleanup(shutil.rmtree, directory)
