@@ -14,6 +14,7 @@ packages=(
   python3.11-dev       # the CPython embedded in every worker
   libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads and cnp derive
   libssl-dev           # libcrypto: SHA-256 for the ids of cnp derive's documents
+  libsystemd-dev       # sd_listen_fds: the sockets systemd passes (socket activation)
   libgtest-dev libgmock-dev  # tests
   openssl              # test certificates, made at test time
   python3-grpcio       # a second-language gRPC client in tests

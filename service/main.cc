@@ -28,6 +28,7 @@
 #include "service/config/server_config.h"
 #include "service/pool/worker_pool.h"
 #include "service/rpc/function_calls.h"
+#include "service/rpc/inherited_sockets.h"
 #include "service/rpc/rpc_server.h"
 #include "service/service_wiring.h"
 
@@ -42,7 +43,7 @@ constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
 // storm is still loaded after it.
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
-                                   std::promise<int>& stop) {
+                                   std::promise<int>& stop, std::promise<void>& cut_drain) {
   asio::steady_timer settle(co_await asio::this_coro::executor);
   bool settling = false;  // a reload began less than kReloadQuiet after the last SIGHUP
   bool pending = false;   // SIGHUPs came since it began
@@ -73,8 +74,12 @@ asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerP
     }
     settle.cancel();
     stop.set_value(sig);
-    co_return;
+    break;
   }
+  // Stopping: a second SIGTERM (or SIGINT) ends the drain at once.
+  while (co_await signals.async_wait(asio::use_awaitable) == SIGHUP) {
+  }
+  cut_drain.set_value();
 }
 
 // Every connection holds a descriptor: take all the operating system allows. The listener caps
@@ -102,6 +107,8 @@ asio::awaitable<void> TrimHeapPeriodically() {
 
 int Run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  // Sockets systemd bound for us (cnp-server.socket), taken before any thread or worker starts.
+  cnp::rpc::AdoptInheritedSockets();
   RaiseOpenFileLimit();
   // Blocks of 1 MiB and more (a big call's request and response) are mapped apart from the heap
   // and go back to the system when freed. Left to itself, glibc raises this threshold to the
@@ -142,7 +149,8 @@ int Run(int argc, char** argv) {
 
   asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
   std::promise<int> stop;
-  asio::co_spawn(control, WatchSignals(signals, pool, sessions, stop), asio::detached);
+  std::promise<void> cut_drain;
+  asio::co_spawn(control, WatchSignals(signals, pool, sessions, stop, cut_drain), asio::detached);
   asio::co_spawn(control, TrimHeapPeriodically(), asio::detached);
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
@@ -174,9 +182,12 @@ int Run(int argc, char** argv) {
                              cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;
   absl::Status started = server.Start();
-  if (started.ok() && config->max_sessions > 0) {
-    started = session_listener.Start();
-    if (!started.ok()) server.Shutdown(absl::ZeroDuration());
+  if (started.ok() && config->max_sessions > 0) started = session_listener.Start();
+  // A socket systemd passed that no address took would hold its clients for ever.
+  if (started.ok()) started = cnp::rpc::CheckEveryInheritedSocketTaken();
+  if (!started.ok()) {
+    session_listener.Stop();
+    server.Shutdown(absl::ZeroDuration());
   }
   if (!started.ok()) {
     cnp::LogError(started.message());
@@ -188,6 +199,14 @@ int Run(int argc, char** argv) {
       ::close(config->ready_fd);
     }
     int sig = stop.get_future().get();
+    if (config->drain_delay > absl::ZeroDuration()) {
+      // Health first: balancers stop sending new calls while the ones they sent are served.
+      server.SetServing(false);
+      cnp::LogInfo(strsignal(sig), ": draining - health reports NOT_SERVING, calls are still "
+                   "served for ", absl::FormatDuration(config->drain_delay),
+                   " (another SIGTERM ends the drain)");
+      cut_drain.get_future().wait_for(absl::ToChronoNanoseconds(config->drain_delay));
+    }
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
                  absl::FormatDuration(config->shutdown_grace), " for calls in flight");
     session_listener.Stop();

@@ -47,6 +47,10 @@ ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
           "longest a call may run; its worker is then killed and replaced");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "on SIGTERM, how long calls in flight may take to finish");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "on SIGTERM, how long to keep serving while the health service already reports "
+          "NOT_SERVING, so that load balancers stop sending first; a second SIGTERM ends it "
+          "early. Then calls in flight get --shutdown-grace");
 ABSL_FLAG(int, max_queue, 256, "calls that may wait for a busy worker; more are refused with "
           "RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_docs_per_call, 1000000,
@@ -373,6 +377,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
   c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
   c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  c.drain_delay = absl::GetFlag(FLAGS_drain_delay);
   c.max_queue = absl::GetFlag(FLAGS_max_queue);
   c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
   c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);

@@ -23,6 +23,7 @@ struct ServerConfig {
   std::vector<std::string> allow_module;
   absl::Duration call_timeout;
   absl::Duration shutdown_grace;
+  absl::Duration drain_delay;  // NOT_SERVING on health, still serving, before the shutdown
   int max_queue = 0;
   int64_t max_docs_per_call = 0;
   int64_t max_call_bytes = 0;

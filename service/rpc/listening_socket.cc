@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/socket_directory.h"
+#include "service/rpc/inherited_sockets.h"
 
 namespace cnp::rpc {
 namespace {
@@ -169,6 +170,22 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& addres
   if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("bad port in '", address, "'"));
   }
+  if (std::vector<int> inherited = TakeInheritedTcpSockets(port); !inherited.empty()) {
+    std::vector<ListeningSocket> sockets;
+    for (int fd : inherited) {
+      sockaddr_storage bound{};
+      socklen_t len = sizeof bound;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+      ListeningSocket socket;
+      socket.fd = fd;
+      socket.address = address;
+      socket.port = port;
+      // What systemd bound, not what --listen says, decides whether TLS is required.
+      socket.loopback = IsLoopback(reinterpret_cast<sockaddr*>(&bound));
+      sockets.push_back(std::move(socket));
+    }
+    return sockets;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -258,9 +275,20 @@ absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::str
                                                                   const UnixSocketOptions& unix) {
   if (absl::StartsWith(address, "unix:")) {
     std::string path = address.substr(absl::StartsWith(address, "unix://") ? 7 : 5);
+    std::vector<ListeningSocket> sockets;
+    if (int fd = TakeInheritedUnixSocket(path); fd >= 0) {
+      // systemd's socket: its file, mode and owner are the .socket unit's, and it stays when
+      // we stop (unix_dev/unix_ino left 0: RemoveOwnSocketFile never removes it).
+      ListeningSocket socket;
+      socket.fd = fd;
+      socket.address = address;
+      socket.is_unix = true;
+      socket.unix_path = path;
+      sockets.push_back(std::move(socket));
+      return sockets;
+    }
     absl::StatusOr<ListeningSocket> socket = ListenUnix(address, path, unix);
     if (!socket.ok()) return socket.status();
-    std::vector<ListeningSocket> sockets;
     sockets.push_back(std::move(*socket));
     return sockets;
   }

@@ -5,6 +5,7 @@
 // A unix socket is created 0600 (0660 with a group) whatever the umask, in a directory that
 // must be ours and writable by no one else; a socket file already there is removed only when
 // nothing listens on it any more (checked without blocking), never when a server still does.
+// An address systemd already bound and passed (inherited_sockets.h) is taken as it is.
 #pragma once
 
 #include <sys/types.h>

@@ -265,6 +265,10 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
                      }));
 }
 
+void RpcServer::SetServing(bool serving) {
+  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(serving);
+}
+
 void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
   if (server_ == nullptr) return;
   // First: no new connections (gRPC would drop the ones handed to it from now on).

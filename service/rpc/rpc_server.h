@@ -52,6 +52,10 @@ class RpcServer {
   // Binds every address and starts the polling threads. Refuses a plaintext TCP listener on
   // an address other than loopback unless `security.insecure`.
   absl::Status Start();
+  // What the gRPC health service reports for the whole server and each service: false turns
+  // it NOT_SERVING (watchers are told at once) while calls are still served - the drain before
+  // a shutdown, so that load balancers stop sending first.
+  void SetServing(bool serving);
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then cancels the rest and joins the threads. `stop_work` runs once the grace is over, or
   // once gRPC has let go of every call, whichever comes first: it must make handlers still

@@ -27,6 +27,7 @@
 #include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/pool/worker_process.h"
+#include "service/rpc/inherited_sockets.h"
 #include "session.pb.h"
 
 namespace cnp::session {
@@ -112,9 +113,22 @@ static absl::Status ClearStaleSocket(const std::string& path) {
 
 absl::Status SessionListener::Start() {
   for (const std::string& path : options_.paths) {
-    if (absl::Status s = ClearStaleSocket(path); !s.ok()) return s;
     auto acceptor = std::make_unique<stream_protocol::acceptor>(control_);
     asio::error_code ec;
+    if (int fd = rpc::TakeInheritedUnixSocket(path); fd >= 0) {
+      // systemd bound it (cnp-server.socket): its file and mode are the unit's, and stay.
+      acceptor->assign(stream_protocol(), fd, ec);
+      if (ec) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot take the direct-session socket ", path, " systemd passed: ", ec.message()));
+      }
+      LogInfo("direct sessions on unix:", path, " (passed by systemd; up to ",
+              pool_.max_sessions(), ")");
+      asio::co_spawn(control_, Accept(*acceptor), asio::detached);
+      acceptors_.push_back(std::move(acceptor));
+      continue;
+    }
+    if (absl::Status s = ClearStaleSocket(path); !s.ok()) return s;
     acceptor->open(stream_protocol(), ec);
     if (!ec) acceptor->bind(stream_protocol::endpoint(path), ec);
     // Before listen(): no one can connect while the mode is still the umask's. The same mode
@@ -130,6 +144,7 @@ absl::Status SessionListener::Start() {
           absl::StrCat("cannot listen for direct sessions on ", path, ": ", ec.message()));
     }
     LogInfo("direct sessions on unix:", path, " (up to ", pool_.max_sessions(), ")");
+    bound_paths_.push_back(path);
     asio::co_spawn(control_, Accept(*acceptor), asio::detached);
     acceptors_.push_back(std::move(acceptor));
   }
@@ -143,7 +158,7 @@ void SessionListener::Stop() {
       asio::error_code ignored;
       acceptor->close(ignored);
     }
-    for (const std::string& path : options_.paths) ::unlink(path.c_str());
+    for (const std::string& path : bound_paths_) ::unlink(path.c_str());
     done.set_value();
   });
   done.get_future().wait();

@@ -48,9 +48,10 @@ class SessionListener {
   SessionListener(ListenerOptions options, SessionWorkerPool& pool, asio::io_context& control);
   ~SessionListener();
 
-  // Binds every path (mode 0600, replacing a stale socket file) and starts accepting.
+  // Binds every path (mode 0600, replacing a stale socket file), or takes the socket systemd
+  // passed for it, and starts accepting.
   absl::Status Start();
-  // Stops accepting and removes the socket files; sessions in progress go on.
+  // Stops accepting and removes the socket files it bound; sessions in progress go on.
   void Stop();
 
  private:
@@ -62,6 +63,7 @@ class SessionListener {
   SessionWorkerPool& pool_;
   asio::io_context& control_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
+  std::vector<std::string> bound_paths_;  // the socket files we created (not systemd's)
   std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
 };
 

@@ -1,0 +1,32 @@
+// Listening sockets a service manager bound for us and passed at exec: systemd's socket
+// activation (sd_listen_fds(3)), so that clients can connect - and wait - before cnp-server has
+// started, and the sockets outlive a restart.
+//
+// cnp-server keeps its configuration as it is: a passed socket is matched to a --listen
+// address (a unix path, or a TCP port) or to a direct-session path P.direct, and used instead
+// of binding that address. A passed socket that no address claims is an error at start-up: its
+// clients would wait for ever.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace cnp::rpc {
+
+// Takes the descriptors passed through LISTEN_FDS/LISTEN_PID, once, before any thread or
+// worker starts: the variables are removed from the environment and the descriptors marked
+// close-on-exec, so that workers neither see nor inherit them.
+void AdoptInheritedSockets();
+
+// The passed socket listening on the unix socket `path`, made non-blocking, or -1. Each is
+// handed out once.
+int TakeInheritedUnixSocket(const std::string& path);
+// The passed TCP sockets listening on `port` (any address), made non-blocking.
+std::vector<int> TakeInheritedTcpSockets(int port);
+
+// Fails, naming them, if passed sockets remain that no address took (and closes them).
+absl::Status CheckEveryInheritedSocketTaken();
+
+}  // namespace cnp::rpc

@@ -1,0 +1,114 @@
+"""Socket activation as systemd does it (sd_listen_fds(3)): the test binds the sockets, then
+starts cnp-server with them as descriptors 3.. and LISTEN_FDS/LISTEN_PID set. The server serves
+on them - a client that connected before it started included - leaves the socket files alone,
+and refuses to start when passed a socket that no --listen names."""
+import os
+import signal
+import socket
+import sys
+import unittest
+
+import harness
+
+SERVER, WORKER, CNP, FUNCTIONS = sys.argv[1:5]
+del sys.argv[1:5]
+
+
+def unix_listener(test, path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    test.addCleanup(s.close)
+    s.bind(path)
+    s.listen(16)
+    return s
+
+
+class ActivatedServer:
+    """cnp-server started the way systemd starts a socket-activated service."""
+
+    def __init__(self, sockets, args, directory):
+        self.log_path = os.path.join(directory, "server.log")
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        read, write = os.pipe()
+        argv = [SERVER, "--worker-binary=" + WORKER,
+                "--python-path=" + os.path.dirname(os.path.abspath(FUNCTIONS)), "--workers=1",
+                "--ready-fd=%d" % (3 + len(sockets))] + args
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                # Out of the way first, so that moving them to 3.. overwrites none of them.
+                high = [os.dup2(fd, 100 + i) for i, fd in
+                        enumerate([s.fileno() for s in sockets] + [write, log])]
+                os.dup2(high[-1], 1)
+                os.dup2(high[-1], 2)
+                for i, fd in enumerate(high[:-1]):
+                    os.dup2(fd, 3 + i)  # inheritable
+                for fd in high:
+                    os.close(fd)
+                env = dict(os.environ, LISTEN_FDS=str(len(sockets)), LISTEN_PID=str(os.getpid()))
+                os.execve(SERVER, argv, env)
+            finally:
+                os._exit(127)
+        os.close(write)
+        os.close(log)
+        with os.fdopen(read) as ready:
+            self.ready = ready.read() == "ready\n"  # EOF without it: the server exited
+
+    def log(self):
+        return harness.read_log(self.log_path)
+
+    def stop(self):
+        """SIGTERM, then the exit status."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+class SocketActivationTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = harness.short_temp_dir()
+        self.path = os.path.join(self.dir, "cnp.sock")
+        self.target = "unix:" + self.path
+
+    def test_serves_on_passed_sockets_and_leaves_them(self):
+        grpc_socket = unix_listener(self, self.path)
+        direct_socket = unix_listener(self, self.path + ".direct")
+        tcp_socket = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(tcp_socket.close)
+        port = tcp_socket.getsockname()[1]
+        inodes = {p: os.stat(p).st_ino for p in (self.path, self.path + ".direct")}
+        # CouchDB may start first: its call connects to systemd's socket and waits.
+        early = harness.cnp_map(CNP, self.target, "pkgfns.by_n", [{"_id": "early", "n": 1}])
+
+        server = ActivatedServer([grpc_socket, direct_socket, tcp_socket],
+                                 ["--listen=" + self.target, "--listen=127.0.0.1:%d" % port],
+                                 self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            self.assertEqual(harness.rows(early), [[[[1, "early"]]]])
+            over_tcp = harness.cnp_map(CNP, "127.0.0.1:%d" % port, "pkgfns.by_n",
+                                       [{"_id": "tcp", "n": 2}])
+            self.assertEqual(harness.rows(over_tcp), [[[[2, "tcp"]]]])
+            self.assertIn("direct sessions on unix:%s.direct (passed by systemd" % self.path,
+                          server.log())
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+        # systemd's socket files: neither replaced while serving nor removed on stopping.
+        for path, inode in inodes.items():
+            self.assertEqual(os.stat(path).st_ino, inode, path)
+
+    def test_refuses_a_passed_socket_no_address_names(self):
+        grpc_socket = unix_listener(self, self.path)
+        stray_path = os.path.join(self.dir, "stray.sock")
+        stray = unix_listener(self, stray_path)
+        server = ActivatedServer([grpc_socket, stray],
+                                 ["--listen=" + self.target, "--max-sessions=0"], self.dir)
+        self.assertFalse(server.ready)
+        self.assertEqual(server.stop(), 1, server.log())
+        self.assertIn("unix:" + stray_path, server.log())
+        self.assertIn("no --listen address names", server.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
