@@ -52,9 +52,9 @@ rm -rf "$python_dir/couch_named_python"
 "$bin/cnp-adapter" --help=main.cc > "$doc/cnp-adapter.txt" 2>&1 || true
 "$bin/cnp" --help > "$doc/cnp.txt" 2>&1 || true
 
-# The units name the installed cnp-server.
+# The units name the installed cnp-server and its help text.
 for unit in cnp-server.socket cnp-server.service; do
-  sed "s|/usr/local/bin/|$bin/|g" "$runfiles/packaging/systemd/$unit" > "$prefix/share/cnp/systemd/$unit"
+  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$prefix/share/cnp/systemd/$unit"
   chmod 0644 "$prefix/share/cnp/systemd/$unit"
 done
 install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$prefix/share/cnp/cnp-server.yaml"

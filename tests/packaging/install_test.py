@@ -79,7 +79,9 @@ class InstallTest(unittest.TestCase):
         with open(self.path("share", "doc", "cnp", "cnp.txt")) as f:
             self.assertIn("map", f.read())
         with open(self.path("share", "cnp", "systemd", "cnp-server.service")) as f:
-            self.assertIn("ExecStart=%s --config=" % self.path("bin", "cnp-server"), f.read())
+            unit = f.read()
+        self.assertIn("ExecStart=%s --config=" % self.path("bin", "cnp-server"), unit)
+        self.assertNotIn("/usr/local/", unit)
 
     def test_installed_server_serves_installed_cli(self):
         server = InstalledServer(self.prefix, ["--workers=1", "--python-path=" + self.functions])
