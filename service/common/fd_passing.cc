@@ -13,25 +13,6 @@
 namespace cnp {
 namespace {
 
-absl::Status WaitFor(int fd, short events, absl::Time deadline) {
-  for (;;) {
-    int timeout_ms = -1;
-    if (deadline != absl::InfiniteFuture()) {
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError("deadline passed waiting for the peer");
-      }
-      timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
-    }
-    pollfd p{fd, events, 0};
-    int n = ::poll(&p, 1, timeout_ms);
-    if (n > 0) return absl::OkStatus();
-    if (n < 0 && errno != EINTR) {
-      return absl::UnavailableError(absl::StrCat("poll failed: ", std::strerror(errno)));
-    }
-  }
-}
-
 // The control buffer for up to kMaxFramedDescriptors descriptors, aligned for cmsghdr.
 union ControlBuffer {
   char bytes[CMSG_SPACE(sizeof(int) * kMaxFramedDescriptors)];
@@ -72,7 +53,7 @@ absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<
     if (n == 0) return absl::UnavailableError("the peer closed the connection");
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
       continue;
     }
     return absl::UnavailableError(absl::StrCat("recvmsg failed: ", std::strerror(errno)));
@@ -96,7 +77,7 @@ absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<
     if (r == 0) return absl::UnavailableError("the peer closed the connection mid-frame");
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
       continue;
     }
     return absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno)));

@@ -12,26 +12,6 @@
 namespace cnp {
 namespace {
 
-// Waits until `fd` is ready for `events` or `deadline` passes.
-absl::Status WaitFor(int fd, short events, absl::Time deadline) {
-  for (;;) {
-    int timeout_ms = -1;
-    if (deadline != absl::InfiniteFuture()) {
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError("deadline passed waiting for the worker");
-      }
-      timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
-    }
-    pollfd p{fd, events, 0};
-    int n = ::poll(&p, 1, timeout_ms);
-    if (n > 0) return absl::OkStatus();  // readable, writable, or HUP/ERR: the I/O call tells
-    if (n < 0 && errno != EINTR) {
-      return absl::UnavailableError(absl::StrCat("poll failed: ", std::strerror(errno)));
-    }
-  }
-}
-
 absl::Status WriteAll(int fd, const char* data, size_t size, absl::Time deadline) {
   while (size > 0) {
     ssize_t n = ::write(fd, data, size);
@@ -42,7 +22,7 @@ absl::Status WriteAll(int fd, const char* data, size_t size, absl::Time deadline
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
+      if (absl::Status s = WaitForFd(fd, POLLOUT, deadline); !s.ok()) return s;
       continue;
     }
     return absl::UnavailableError(absl::StrCat("write failed: ", std::strerror(errno)));
@@ -61,7 +41,7 @@ absl::Status ReadAll(int fd, char* data, size_t size, absl::Time deadline) {
     if (n == 0) return absl::UnavailableError("the peer closed the connection");
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (absl::Status s = WaitFor(fd, POLLIN, deadline); !s.ok()) return s;
+      if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
       continue;
     }
     return absl::UnavailableError(absl::StrCat("read failed: ", std::strerror(errno)));
@@ -70,6 +50,25 @@ absl::Status ReadAll(int fd, char* data, size_t size, absl::Time deadline) {
 }
 
 }  // namespace
+
+absl::Status WaitForFd(int fd, short events, absl::Time deadline) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline != absl::InfiniteFuture()) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError("deadline passed waiting for the peer");
+      }
+      timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
+    }
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n > 0) return absl::OkStatus();  // readable, writable, or HUP/ERR: the I/O call tells
+    if (n < 0 && errno != EINTR) {
+      return absl::UnavailableError(absl::StrCat("poll failed: ", std::strerror(errno)));
+    }
+  }
+}
 
 absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline) {
   if (payload.size() > kMaxFrameBytes) {
@@ -128,7 +127,7 @@ absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
     if (sent >= 0) break;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (absl::Status s = WaitFor(fd, POLLOUT, deadline); !s.ok()) return s;
+      if (absl::Status s = WaitForFd(fd, POLLOUT, deadline); !s.ok()) return s;
       continue;
     }
     return absl::UnavailableError(absl::StrCat("sendmsg failed: ", std::strerror(errno)));

@@ -19,6 +19,10 @@ namespace cnp {
 // Frames larger than this are refused: a worker or server that sends one is broken.
 inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
 
+// Waits until `fd` is ready for `events` (poll(2) flags) or `deadline` passes: OK (ready, or
+// hung up: the next I/O call tells), DEADLINE_EXCEEDED, or UNAVAILABLE when poll fails.
+absl::Status WaitForFd(int fd, short events, absl::Time deadline);
+
 // Writes one frame, retrying on EINTR and short writes. Blocks until written or failed; `fd`
 // may be non-blocking, in which case it waits with poll() until `deadline`.
 absl::Status WriteFrame(int fd, absl::string_view payload,
