@@ -19,20 +19,10 @@
 #include "service/common/log.h"
 #include "service/common/long_wait.h"
 #include "service/pool/task_description.h"
+#include "service/pool/worker_startup.h"
 
 namespace cnp::pool {
 namespace {
-
-// The first frame every new worker answers: resolving nothing proves Python is up and the
-// package imported, without running user code.
-const Task& HandshakeTask() {
-  static const Task* task = [] {
-    auto* t = new Task;
-    t->mutable_resolve();
-    return t;
-  }();
-  return *task;
-}
 
 constexpr absl::string_view kNotRun = "task was not run";
 
@@ -197,34 +187,10 @@ asio::awaitable<void> WorkerPool::StartWorker(Slot* slot) {
   absl::Status status = spawned.status();
   if (status.ok()) {
     WorkerProcess& process = **spawned;
-    status = process.Send(HandshakeTask(), absl::Now() + options_.startup_timeout);
-    if (status.ok()) {
-      // Wait for the answer on the control loop, not by blocking it: starting Python takes
-      // tens of milliseconds and other workers may need attention meanwhile.
-      asio::posix::stream_descriptor readable(control_, ::dup(process.fd()));
-      asio::steady_timer timeout(control_, absl::ToChronoNanoseconds(options_.startup_timeout));
-      timeout.async_wait([&readable](asio::error_code ec) {
-        if (!ec) readable.cancel();
-      });
-      asio::error_code ec;
-      co_await readable.async_wait(asio::posix::stream_descriptor::wait_read,
-                                   asio::redirect_error(asio::use_awaitable, ec));
-      timeout.cancel();
-      if (ec) {
-        status = absl::DeadlineExceededError(absl::StrCat(
-            "it did not answer within ", absl::FormatDuration(options_.startup_timeout)));
-      } else {
-        absl::StatusOr<Reply> reply = process.Receive(absl::Now() + absl::Seconds(5));
-        status = reply.status();
-        if (reply.ok() && !reply->has_resolve()) {
-          status = absl::InternalError(absl::StrCat("its first answer was unexpected: ",
-                                                    reply->ShortDebugString()));
-        }
-      }
-      if (!status.ok() && !absl::IsDeadlineExceeded(status)) {
-        status = absl::UnavailableError(
-            absl::StrCat(status.message(), "; the worker ", process.ReapAfterFailure()));
-      }
+    status = co_await AwaitWorkerStartup(process, control_, options_.startup_timeout);
+    if (!status.ok() && !absl::IsDeadlineExceeded(status)) {
+      status = absl::UnavailableError(
+          absl::StrCat(status.message(), "; the worker ", process.ReapAfterFailure()));
     }
   }
 

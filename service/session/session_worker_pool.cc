@@ -18,20 +18,10 @@
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/pool/worker_startup.h"
 
 namespace cnp::session {
 namespace {
-
-// Resolving nothing proves Python is up and the package imported, without running user code
-// (the batch pool's first frame too).
-const worker::v1::Task& HandshakeTask() {
-  static const worker::v1::Task* task = [] {
-    auto* t = new worker::v1::Task;
-    t->mutable_resolve();
-    return t;
-  }();
-  return *task;
-}
 
 // A spare never speaks unprompted: if its socket is readable, it has died.
 bool HasDied(const pool::WorkerProcess& process) {
@@ -61,35 +51,8 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   auto spawned = pool::WorkerProcess::Spawn(options_.command, id);
   if (!spawned.ok()) co_return spawned.status();
   pool::WorkerProcess& process = **spawned;
-  absl::Status status = process.Send(HandshakeTask(), absl::Now() + options_.startup_timeout);
-  if (status.ok()) {
-    // Wait on the loop, not by blocking it: Python takes tens of milliseconds to start.
-    const int watched = ::dup(process.fd());
-    if (watched < 0) {
-      process.Kill();
-      co_return absl::ResourceExhaustedError(absl::StrCat(
-          "cannot watch a starting session worker: ", std::strerror(errno)));
-    }
-    asio::posix::stream_descriptor readable(control_, watched);
-    asio::steady_timer timeout(control_, absl::ToChronoNanoseconds(options_.startup_timeout));
-    timeout.async_wait([&readable](asio::error_code ec) {
-      if (!ec) readable.cancel();
-    });
-    asio::error_code ec;
-    co_await readable.async_wait(asio::posix::stream_descriptor::wait_read,
-                                 asio::redirect_error(asio::use_awaitable, ec));
-    timeout.cancel();
-    if (ec) {
-      status = absl::DeadlineExceededError(absl::StrCat(
-          "it did not answer within ", absl::FormatDuration(options_.startup_timeout)));
-    } else {
-      absl::StatusOr<worker::v1::Reply> reply = process.Receive(absl::Now() + absl::Seconds(5));
-      status = reply.status();
-      if (reply.ok() && !reply->has_resolve()) {
-        status = absl::InternalError("its first answer was unexpected");
-      }
-    }
-  }
+  absl::Status status =
+      co_await pool::AwaitWorkerStartup(process, control_, options_.startup_timeout);
   if (!status.ok()) {
     std::string how = process.ReapAfterFailure();
     co_return absl::UnavailableError(
