@@ -13,6 +13,7 @@ packages=(
   rapidjson-dev        # JSON parsing and writing on the hot path
   python3.11-dev       # the CPython embedded in every worker
   libcurl4-openssl-dev # HTTP(S) to CouchDB for uploads and cnp derive
+  libmicrohttpd-dev    # the HTTP server of --metrics-listen (/metrics)
   libssl-dev           # libcrypto: SHA-256 for the ids of cnp derive's documents
   libsystemd-dev       # sd_listen_fds: the sockets systemd passes (socket activation)
   libgtest-dev libgmock-dev  # tests

@@ -26,6 +26,7 @@
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
 #include "service/config/server_config.h"
+#include "service/metrics/metrics_server.h"
 #include "service/pool/worker_pool.h"
 #include "service/rpc/function_calls.h"
 #include "service/rpc/inherited_sockets.h"
@@ -134,6 +135,12 @@ int Run(int argc, char** argv) {
     return 2;
   }
   cnp::SetLogLevel(level);
+  cnp::LogFormat format;
+  if (!cnp::ParseLogFormat(config->log_format, format)) {
+    std::fprintf(stderr, "cnp-server: --log-format must be text or json\n");
+    return 2;
+  }
+  cnp::SetLogFormat(format);
 
   asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;
@@ -182,6 +189,14 @@ int Run(int argc, char** argv) {
                              cnp::MakeUploadHandler(pool, *config));
   int exit_code = 0;
   absl::Status started = server.Start();
+  cnp::metrics::MetricsServer metrics_server;
+  if (started.ok() && !config->metrics_listen.empty()) {
+    started = metrics_server.Start(config->metrics_listen, config->insecure);
+    if (started.ok()) {
+      cnp::LogInfo("metrics on http://", config->metrics_listen, "/metrics (port ",
+                   metrics_server.port(), ")");
+    }
+  }
   if (started.ok() && config->max_sessions > 0) started = session_listener.Start();
   // A socket systemd passed that no address took would hold its clients for ever.
   if (started.ok()) started = cnp::rpc::CheckEveryInheritedSocketTaken();

@@ -4,13 +4,18 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace cnp {
 namespace {
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
+std::atomic<LogFormat> g_format{LogFormat::kText};
+thread_local const CallLogScope* t_call = nullptr;
 
 constexpr absl::string_view Name(LogLevel level) {
   switch (level) {
@@ -21,9 +26,40 @@ constexpr absl::string_view Name(LogLevel level) {
   }
   return "?";
 }
+
+// A JSON string literal: quotes, backslashes and control characters escaped, so that a message
+// holding a newline stays on its line. Other bytes pass through (messages are UTF-8).
+void AppendJsonString(absl::string_view text, std::string& out) {
+  out += '"';
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
+void SetLogFormat(LogFormat format) { g_format.store(format); }
+
+bool ParseLogFormat(absl::string_view name, LogFormat& format) {
+  if (name == "text") format = LogFormat::kText;
+  else if (name == "json") format = LogFormat::kJson;
+  else return false;
+  return true;
+}
 
 bool ParseLogLevel(absl::string_view name, LogLevel& level) {
   if (name == "debug") level = LogLevel::kDebug;
@@ -34,11 +70,57 @@ bool ParseLogLevel(absl::string_view name, LogLevel& level) {
   return true;
 }
 
-void LogLine(LogLevel level, absl::string_view message) {
+CallLogScope::CallLogScope(const char* rpc, const void* call, PeerOf peer_of)
+    : rpc_(rpc), call_(call), peer_of_(peer_of), previous_(t_call) {
+  t_call = this;
+}
+
+CallLogScope::~CallLogScope() { t_call = previous_; }
+
+const CallLogScope* CallLogScope::Current() { return t_call; }
+
+void LogLine(LogLevel level, absl::string_view message) { LogEvent(level, message, {}); }
+
+void LogEvent(LogLevel level, absl::string_view message,
+              std::initializer_list<LogField> event_fields) {
   if (level < g_level.load(std::memory_order_relaxed)) return;
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-      Name(level), " cnp-server[", ::getpid(), "] ", message, "\n");
+  // Lines that carry fields are about a request: name its RPC and peer too. Plain lines keep
+  // their text unchanged.
+  std::vector<LogField> fields(event_fields);
+  std::string peer;
+  if (!fields.empty() && t_call != nullptr) {
+    peer = t_call->peer();
+    fields.push_back({"rpc", t_call->rpc()});
+    fields.push_back({"peer", peer});
+  }
+  const std::string time =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  std::string line;
+  if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
+    absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", Name(level),
+                    "\",\"pid\":", ::getpid(), ",\"msg\":");
+    AppendJsonString(message, line);
+    for (const LogField& field : fields) {
+      if (field.value.empty()) continue;
+      line += ',';
+      AppendJsonString(field.key, line);
+      line += ':';
+      AppendJsonString(field.value, line);
+    }
+    line += "}\n";
+  } else {
+    absl::StrAppend(&line, time, " ", Name(level), " cnp-server[", ::getpid(), "] ", message);
+    for (const LogField& field : fields) {
+      if (field.value.empty()) continue;
+      absl::StrAppend(&line, " ", field.key, "=");
+      if (absl::StrContains(field.value, ' ') || field.value.find('"') != absl::string_view::npos) {
+        AppendJsonString(field.value, line);
+      } else {
+        absl::StrAppend(&line, field.value);
+      }
+    }
+    line += '\n';
+  }
   // One write per line so that lines from several threads never interleave.
   (void)!::write(STDERR_FILENO, line.data(), line.size());
 }

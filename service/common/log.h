@@ -1,7 +1,12 @@
 // The service's log: one line per event on stderr, with time, severity and what happened.
 // Operators read these to learn why a call failed or a worker was replaced, so every line
-// should say what happened and why in words.
+// should say what happened and why in words. With --log-format=json each line is one JSON
+// object instead ({"ts","level","pid","msg"} and the event's fields), for a log collector.
 #pragma once
+
+#include <initializer_list>
+
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -15,7 +20,42 @@ enum class LogLevel { kDebug, kInfo, kWarning, kError };
 void SetLogLevel(LogLevel level);
 bool ParseLogLevel(absl::string_view name, LogLevel& level);
 
+enum class LogFormat { kText, kJson };
+void SetLogFormat(LogFormat format);
+bool ParseLogFormat(absl::string_view name, LogFormat& format);
+
 void LogLine(LogLevel level, absl::string_view message);
+
+// A field of an event that a collector may filter on: function, doc_id, peer, rpc...
+struct LogField {
+  absl::string_view key;
+  absl::string_view value;
+};
+// An event with fields: in text, " key=value" after the message (values quoted when they hold
+// spaces); in JSON, members of the line's object. Fields with empty values are left out.
+void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
+
+// The call this thread serves (a gRPC handler runs its call on its thread to the end): events
+// logged with fields meanwhile also name its RPC and peer. The peer is worked out only when such
+// a line is written, so a call that logs nothing pays two pointer stores.
+class CallLogScope {
+ public:
+  using PeerOf = std::string (*)(const void* call);
+  CallLogScope(const char* rpc, const void* call, PeerOf peer_of);
+  ~CallLogScope();
+  CallLogScope(const CallLogScope&) = delete;
+  CallLogScope& operator=(const CallLogScope&) = delete;
+
+  static const CallLogScope* Current();
+  const char* rpc() const { return rpc_; }
+  std::string peer() const { return peer_of_(call_); }
+
+ private:
+  const char* rpc_;
+  const void* call_;
+  PeerOf peer_of_;
+  const CallLogScope* previous_;
+};
 
 template <typename... Parts>
 void LogInfo(const Parts&... parts) { LogLine(LogLevel::kInfo, absl::StrCat(parts...)); }

@@ -66,6 +66,12 @@ ABSL_FLAG(int64_t, worker_memory_mb, 2048,
           "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
           "and the worker is replaced (0: no cap)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_format, "text",
+          "text (one readable line per event) or json (one JSON object per line, for a log "
+          "collector)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port to serve Prometheus metrics on at GET /metrics, e.g. 127.0.0.1:9464 "
+          "(default: off; an address other than loopback needs --insecure)");
 ABSL_FLAG(int, ready_fd, -1,
           "write \"ready\\n\" to this file descriptor and close it once every address is "
           "listening (for supervisors and tests that start the server)");
@@ -392,6 +398,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   }
   c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);
+  c.log_format = absl::GetFlag(FLAGS_log_format);
+  c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
   c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
                                                     : absl::GetFlag(FLAGS_couchdb_allow);

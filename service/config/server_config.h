@@ -30,6 +30,8 @@ struct ServerConfig {
   int64_t max_calls_per_worker = 0;
   int64_t worker_memory_mb = 0;
   std::string log_level;
+  std::string log_format;      // text or json
+  std::string metrics_listen;  // empty: no metrics endpoint
   int ready_fd = -1;
   // Upload: where it may go and what a request may cost.
   std::vector<std::string> couchdb_allow;

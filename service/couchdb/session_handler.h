@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "service/couchdb/query_session.h"
+#include "service/metrics/service_metrics.h"
 #include "service/pool/task_runner.h"
 #include "service/rpc/rpc_server.h"
 
@@ -23,6 +24,7 @@ class QuerySessionHandler final : public rpc::SessionHandler {
 
  private:
   QuerySession session_;
+  metrics::ActiveSession active_{"stream"};
 };
 
 // The factory RpcServer calls for each new Session stream.

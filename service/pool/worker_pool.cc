@@ -18,6 +18,7 @@
 #include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/common/long_wait.h"
+#include "service/metrics/service_metrics.h"
 #include "service/pool/task_description.h"
 #include "service/pool/worker_startup.h"
 
@@ -138,6 +139,7 @@ asio::awaitable<void> WorkerPool::Maintain() {
           if ((*it)->generation < generation_) {
             Slot* slot = *it;
             idle_.erase(it);
+            metrics::WorkerExited("reload");
             slot->state = State::kStarting;
             doomed.push_back(std::move(slot->process));
             due.push_back(slot);
@@ -150,11 +152,13 @@ asio::awaitable<void> WorkerPool::Maintain() {
         for (auto it = idle_.begin(); it != idle_.end();) {
           Slot* slot = *it;
           int64_t rss = slot->process->ResidentBytes();
+          metrics::WorkerResident(slot->index, rss);
           if (rss > options_.max_resident_bytes) {
             LogWarning("worker ", slot->index, " (pid ", slot->process->pid(), ") holds ",
                        rss >> 20, " MiB, over the ", options_.max_resident_bytes >> 20,
                        " MiB cap: replacing it");
             doomed.push_back(std::move(slot->process));
+            metrics::WorkerExited("memory");
             MarkDown(slot, absl::ZeroDuration(), "over its memory cap");
             next_due = now;
             it = idle_.erase(it);
@@ -204,6 +208,7 @@ asio::awaitable<void> WorkerPool::StartWorker(Slot* slot) {
       slot->state = State::kIdle;
       idle_.push_back(slot);
       LogInfo("worker ", index, " started (pid ", slot->process->pid(), ")");
+      metrics::WorkerStarted();
       cv_.Signal();
     } else if (!status.ok()) {
       if (spawned.ok()) doomed = std::move(*spawned);
@@ -249,12 +254,16 @@ absl::StatusOr<WorkerPool::Slot*> WorkerPool::Acquire(absl::Time deadline, bool 
           " calls are already queued; retry later or run more workers (--workers)"));
     }
     ++waiting_;
+    metrics::QueueDepth().Add(1);
+    const absl::Time queued = absl::Now();
     bool timed_out;
     {
       LongWait long_wait;
       timed_out = cv_.WaitWithDeadline(&mu_, deadline);
     }
     --waiting_;
+    metrics::QueueDepth().Add(-1);
+    metrics::QueueWaited(absl::Now() - queued);
     if (timed_out && idle_.empty()) {
       return absl::DeadlineExceededError(absl::StrCat(
           "the deadline passed while waiting for one of the ", options_.workers,
@@ -271,6 +280,7 @@ void WorkerPool::Release(Slot* slot, const Reply* reply, const absl::Status& fai
     if (!failure.ok()) {
       bool crashed = !absl::IsDeadlineExceeded(failure);
       if (crashed) ++slot->consecutive_failures;
+      metrics::WorkerExited(crashed ? "crash" : "deadline");
       doomed = std::move(slot->process);
       MarkDown(slot, crashed ? Backoff(options_, slot->consecutive_failures) : absl::ZeroDuration(),
                std::string(failure.message()));
@@ -279,11 +289,13 @@ void WorkerPool::Release(Slot* slot, const Reply* reply, const absl::Status& fai
       ++slot->calls;
       slot->consecutive_failures = 0;
       const char* why = nullptr;
+      const char* cause = nullptr;  // for cnp_worker_exits_total
       if (shutting_down_) why = "the server is shutting down";
-      else if (reply != nullptr && reply->recycle()) why = "it ran out of memory";
+      else if (reply != nullptr && reply->recycle()) why = "it ran out of memory", cause = "memory";
       else if (options_.max_calls_per_worker > 0 && slot->calls >= options_.max_calls_per_worker)
-        why = "it reached --max-calls-per-worker";
-      else if (slot->generation < generation_) why = "of a reload";
+        why = "it reached --max-calls-per-worker", cause = "recycle";
+      else if (slot->generation < generation_) why = "of a reload", cause = "reload";
+      if (cause != nullptr) metrics::WorkerExited(cause);
       if (why != nullptr) {
         LogInfo("replacing worker ", slot->index, " (pid ", slot->process->pid(), ") because ", why);
         doomed = std::move(slot->process);

@@ -1,12 +1,16 @@
 #include "service/rpc/function_calls.h"
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "service/common/log.h"
+#include "service/metrics/service_metrics.h"
 #include "service/rpc/status_mapping.h"
 
 namespace cnp::rpc {
@@ -23,11 +27,56 @@ constexpr int64_t kMaxTaskBytes = 4 << 20;
 // heap (and so returned to the system when freed), small enough not to be copied as it grows.
 constexpr size_t kResponseChunkBytes = 4 << 20;
 
+// At most this many lines a second about functions that raised: a broken view function over
+// a large database raises on every document, and the counter already says how many.
+constexpr int64_t kFunctionErrorLinesPerSecond = 20;
+
+void LogFunctionError(const v1::FunctionError& e) {
+  static std::atomic<int64_t> second{0};
+  static std::atomic<int64_t> lines{0};
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  if (int64_t was = second.load(std::memory_order_relaxed); was != now &&
+      second.compare_exchange_strong(was, now, std::memory_order_relaxed)) {
+    lines.store(0, std::memory_order_relaxed);
+  }
+  if (lines.fetch_add(1, std::memory_order_relaxed) >= kFunctionErrorLinesPerSecond) return;
+  LogEvent(LogLevel::kWarning, absl::StrCat("function raised ", e.type(), ": ", e.message()),
+           {{"function", e.function()}, {"doc_id", e.doc_id()}, {"error", e.type()}});
+}
+
+// Counts, for cnp_function_errors_total, the documents or items on which a function raised,
+// and logs them (a few a second).
+void CountFunctionErrors(const Reply& reply) {
+  auto count = [](const v1::FunctionError& e) {
+    metrics::FunctionError(e.function());
+    LogFunctionError(e);
+  };
+  switch (reply.kind_case()) {
+    case Reply::kMap:
+      for (const v1::MapResult& result : reply.map().results()) {
+        for (const v1::FunctionError& e : result.errors()) count(e);
+      }
+      break;
+    case Reply::kReduce:
+      for (const v1::FunctionError& e : reply.reduce().errors()) count(e);
+      break;
+    case Reply::kValidate:
+      if (reply.validate().has_error()) count(reply.validate().error());
+      break;
+    case Reply::kDesign:
+      if (reply.design().has_error()) count(reply.design().error());
+      break;
+    default:
+      break;
+  }
+}
+
 // The reply of one task, checked: infrastructure errors and whole-task failures become
 // statuses, and a reply of the wrong kind is a bug worth saying so.
 absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
   if (!reply.ok()) return reply.status();
   if (reply->has_failure()) return FailureToStatus(reply->failure());
+  CountFunctionErrors(*reply);
   if (reply->kind_case() != expected) {
     return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
                                             reply->kind_case(), " instead of ", expected));

@@ -14,6 +14,7 @@
 #include "client/lib/secret_file.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
+#include "service/metrics/service_metrics.h"
 #include "service/rpc/encoded_map_call.h"
 #include "service/rpc/unary_call.h"
 
@@ -28,6 +29,11 @@ absl::Time ClientDeadline(const grpc::ServerContext& context) {
     return absl::InfiniteFuture();
   }
   return absl::FromChrono(deadline);
+}
+
+// For the log lines of a call (CallLogScope).
+std::string PeerOf(const void* context) {
+  return CallGate::PeerIdentity(*static_cast<const grpc::ServerContext*>(context));
 }
 
 template <class Request, class Response>
@@ -193,26 +199,33 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
                    const char* name) {
     using C = UnaryCall<Service, Request, Response>;
     auto handler = std::make_shared<const typename C::Handler>(
-        [&calls, &gate, method, name](grpc::ServerContext& context, Request& request,
-                                      Response& response) {
-          if (absl::Status admitted = gate.Admit(context, name); !admitted.ok()) {
-            return ToGrpcStatus(admitted);
-          }
-          return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
+        [&calls, &gate, method, name, rpc = std::make_shared<metrics::RpcMetrics>(name)](
+            grpc::ServerContext& context, Request& request, Response& response) {
+          return metrics::Measured(*rpc, [&] {
+            CallLogScope scope(name, &context, &PeerOf);
+            if (absl::Status admitted = gate.Admit(context, name); !admitted.ok()) {
+              return ToGrpcStatus(admitted);
+            }
+            return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
+          });
         });
     C::Listen(&service_, cq, &shutdown_, requester, std::move(handler));
   };
   using EncodedMap = UnaryCall<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   EncodedMap::Listen(&service_, cq, &shutdown_, &Service::RequestMap,
                      std::make_shared<const EncodedMap::Handler>(
-                         [&calls, &gate](grpc::ServerContext& context, grpc::ByteBuffer& request,
-                                         grpc::ByteBuffer& response) {
-                           if (absl::Status admitted = gate.Admit(context, "Map");
-                               !admitted.ok()) {
-                             return ToGrpcStatus(admitted);
-                           }
-                           return ServeEncodedMap(calls, ClientDeadline(context), request,
-                                                  response);
+                         [&calls, &gate, rpc = std::make_shared<metrics::RpcMetrics>("Map")](
+                             grpc::ServerContext& context, grpc::ByteBuffer& request,
+                             grpc::ByteBuffer& response) {
+                           return metrics::Measured(*rpc, [&] {
+                             CallLogScope scope("Map", &context, &PeerOf);
+                             if (absl::Status admitted = gate.Admit(context, "Map");
+                                 !admitted.ok()) {
+                               return ToGrpcStatus(admitted);
+                             }
+                             return ServeEncodedMap(calls, ClientDeadline(context), request,
+                                                    response);
+                           });
                          }));
   unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
   unary(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");

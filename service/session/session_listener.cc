@@ -26,6 +26,7 @@
 #include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "service/common/log.h"
+#include "service/metrics/service_metrics.h"
 #include "service/pool/worker_process.h"
 #include "service/rpc/inherited_sockets.h"
 #include "session.pb.h"
@@ -289,6 +290,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   }
   answer.set_outcome(Answer::ACCEPTED);
   Send(fd, answer);
+  metrics::ActiveSession active("direct");
 
   // Now wait for whichever ends first: the worker's session or the adapter.
   const int worker_fd = ::dup(process.fd());

@@ -1,0 +1,97 @@
+#include "service/metrics/metrics_server.h"
+
+#include <microhttpd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "service/metrics/registry.h"
+#include "service/metrics/service_metrics.h"
+#include "service/rpc/listening_socket.h"
+
+namespace cnp::metrics {
+namespace {
+
+// Scrapers are few: a handful of connections, dropped when idle, is all this port needs.
+constexpr unsigned kMaxConnections = 16;
+constexpr unsigned kIdleTimeoutSeconds = 10;
+
+MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
+                 const char* content_type) {
+  MHD_Response* response =
+      MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
+  if (response == nullptr) return MHD_NO;
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  const MHD_Result queued = MHD_queue_response(connection, status, response);
+  MHD_destroy_response(response);
+  return queued;
+}
+
+MHD_Result Answer(void*, MHD_Connection* connection, const char* url, const char* method,
+                  const char*, const char*, size_t* upload_size, void**) {
+  if (*upload_size != 0) {
+    *upload_size = 0;  // a body is ignored: only GET and HEAD are served
+    return MHD_YES;
+  }
+  if (std::strcmp(url, "/metrics") != 0) {
+    return Reply(connection, MHD_HTTP_NOT_FOUND, "only /metrics is served here\n", "text/plain");
+  }
+  if (std::strcmp(method, "GET") != 0 && std::strcmp(method, "HEAD") != 0) {
+    return Reply(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n", "text/plain");
+  }
+  return Reply(connection, MHD_HTTP_OK, Registry::Default().Render(),
+               "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace
+
+absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
+  if (absl::StartsWith(address, "unix:")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--metrics-listen=", address, ": give host:port; Prometheus scrapes over TCP"));
+  }
+  absl::StatusOr<std::vector<rpc::ListeningSocket>> sockets =
+      rpc::OpenListeningSockets(address, {});
+  if (!sockets.ok()) {
+    return absl::Status(sockets.status().code(),
+                        absl::StrCat("--metrics-listen: ", sockets.status().message()));
+  }
+  for (const rpc::ListeningSocket& socket : *sockets) {
+    if (!socket.loopback && !insecure) {
+      for (const rpc::ListeningSocket& s : *sockets) ::close(s.fd);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--metrics-listen=", address, " is not a loopback address, and the metrics name "
+          "functions: listen on 127.0.0.1 behind a scraper on the same host, or pass --insecure"));
+    }
+  }
+  port_ = sockets->front().port;
+  DeclareAll();
+  for (const rpc::ListeningSocket& socket : *sockets) {
+    MHD_Daemon* daemon = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &Answer, nullptr,
+        MHD_OPTION_LISTEN_SOCKET, socket.fd, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
+        MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_END);
+    if (daemon == nullptr) {
+      ::close(socket.fd);
+      Stop();
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", address, ": libmicrohttpd did not start"));
+    }
+    daemons_.push_back(daemon);
+  }
+  return absl::OkStatus();
+}
+
+void MetricsServer::Stop() {
+  for (MHD_Daemon* daemon : daemons_) {
+    // MHD_stop_daemon leaves the listening socket open: it is ours to close.
+    const MHD_socket fd = MHD_quiesce_daemon(daemon);
+    MHD_stop_daemon(daemon);
+    if (fd != MHD_INVALID_SOCKET) ::close(fd);
+  }
+  daemons_.clear();
+}
+
+}  // namespace cnp::metrics

@@ -1,0 +1,34 @@
+// Serves GET /metrics (the Prometheus text format) on --metrics-listen, with libmicrohttpd on a
+// thread of its own, so that a scrape never waits for calls and calls never wait for a scrape.
+// Like the gRPC listener it refuses an address other than loopback unless told --insecure: the
+// metrics name functions and document counts.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+struct MHD_Daemon;
+
+namespace cnp::metrics {
+
+class MetricsServer {
+ public:
+  MetricsServer() = default;
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+  ~MetricsServer() { Stop(); }
+
+  // Binds `address` ("host:port"; port 0 picks one) and starts serving.
+  absl::Status Start(const std::string& address, bool insecure);
+  void Stop();
+  // The bound port (useful with port 0).
+  int port() const { return port_; }
+
+ private:
+  std::vector<MHD_Daemon*> daemons_;  // one per bound address (localhost: 127.0.0.1 and ::1)
+  int port_ = 0;
+};
+
+}  // namespace cnp::metrics

@@ -1,0 +1,122 @@
+#include "service/metrics/service_metrics.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace cnp::metrics {
+namespace {
+
+// Families are made on first use and live as long as the process: hooks may run from any
+// thread until exit.
+Family<Counter>& Calls() {
+  static auto* f = new Family<Counter>("cnp_calls_total", "RPCs served, by RPC and gRPC status code.",
+                                       {"rpc", "code"});
+  return *f;
+}
+Family<Histogram>& CallDuration() {
+  static auto* f = new Family<Histogram>("cnp_call_duration_seconds",
+                                         "How long RPCs took, from admission to their status.",
+                                         {"rpc"}, LatencyBuckets());
+  return *f;
+}
+Family<Counter>& FunctionErrors() {
+  static auto* f = new Family<Counter>(
+      "cnp_function_errors_total",
+      "Documents or items on which a user function raised, by function (past 1000 functions: "
+      "\"other\").",
+      {"function"});
+  return *f;
+}
+Family<Counter>& WorkerStarts() {
+  static auto* f = new Family<Counter>("cnp_worker_starts_total",
+                                       "Worker processes started, first starts and restarts.", {});
+  return *f;
+}
+Family<Counter>& WorkerExits() {
+  static auto* f = new Family<Counter>(
+      "cnp_worker_exits_total",
+      "Worker processes that ended, by cause: crash, deadline, recycle, reload, memory.",
+      {"cause"});
+  return *f;
+}
+Family<Gauge>& QueueDepthFamily() {
+  static auto* f = new Family<Gauge>("cnp_queue_depth", "Tasks waiting for a free worker.", {});
+  return *f;
+}
+Family<Histogram>& QueueWait() {
+  static auto* f = new Family<Histogram>("cnp_queue_wait_seconds",
+                                         "How long tasks waited for a free worker.", {},
+                                         LatencyBuckets());
+  return *f;
+}
+Family<Gauge>& Sessions() {
+  static auto* f = new Family<Gauge>(
+      "cnp_sessions_active", "CouchDB sessions open on the server side, by kind (direct, stream).",
+      {"kind"});
+  return *f;
+}
+Family<Gauge>& Resident() {
+  static auto* f = new Family<Gauge>("cnp_worker_resident_bytes",
+                                     "Resident memory of each worker slot, from the memory watch.",
+                                     {"worker"});
+  return *f;
+}
+
+}  // namespace
+
+void DeclareAll() {
+  Calls();
+  CallDuration();
+  FunctionErrors();
+  WorkerStarts().Get({});
+  WorkerExits();
+  QueueDepthFamily().Get({});
+  QueueWait().Get({});
+  Sessions().Get({"direct"});
+  Sessions().Get({"stream"});
+  Resident();
+}
+
+RpcMetrics::RpcMetrics(absl::string_view rpc) {
+  const std::string name(rpc);
+  for (int code = 0; code < kCodes; ++code) calls_[code] = nullptr;
+  // Series for codes a call never ended with stay absent from the scrape until they occur.
+  duration_ = &CallDuration().Get({name});
+  rpc_ = name;
+}
+
+void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
+  if (code < 0 || code >= kCodes) code = 2;  // UNKNOWN
+  Counter* counter = calls_[code].load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    counter = &Calls().Get({rpc_, absl::StrCat(code)});
+    calls_[code].store(counter, std::memory_order_release);
+  }
+  counter->Add();
+  duration_->Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+void FunctionError(absl::string_view function) { FunctionErrors().Get({std::string(function)}).Add(); }
+
+void WorkerStarted() {
+  static Counter& starts = WorkerStarts().Get({});
+  starts.Add();
+}
+
+void WorkerExited(absl::string_view cause) { WorkerExits().Get({std::string(cause)}).Add(); }
+
+Gauge& QueueDepth() {
+  static Gauge& depth = QueueDepthFamily().Get({});
+  return depth;
+}
+
+void QueueWaited(absl::Duration wait) {
+  static Histogram& h = QueueWait().Get({});
+  h.Observe(absl::ToDoubleSeconds(wait));
+}
+
+void WorkerResident(int slot, int64_t bytes) { Resident().Get({absl::StrCat(slot)}).Set(bytes); }
+
+void SessionStarted(absl::string_view kind) { Sessions().Get({std::string(kind)}).Add(1); }
+void SessionEnded(absl::string_view kind) { Sessions().Get({std::string(kind)}).Add(-1); }
+
+}  // namespace cnp::metrics

@@ -1,0 +1,71 @@
+// cnp-server's metrics (README "Metrics and logs"). The request paths call these one-line
+// hooks; each looks its series up once where it can, so a call costs a few relaxed atomics.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "service/metrics/registry.h"
+
+namespace cnp::metrics {
+
+// Makes every family, so that a scrape lists them all (HELP and TYPE, and zero for the series
+// without labels) before anything happened. Called when the metrics endpoint starts.
+void DeclareAll();
+
+// The series of one RPC, found once when the server starts listening for it.
+class RpcMetrics {
+ public:
+  explicit RpcMetrics(absl::string_view rpc);
+  // A call of this RPC ended with gRPC status `code` after `elapsed`.
+  void CallEnded(int code, absl::Duration elapsed);
+
+ private:
+  static constexpr int kCodes = 17;  // grpc::StatusCode values 0..16
+  std::string rpc_;
+  // Made when a code first occurs, so the scrape lists only codes that happened.
+  std::atomic<Counter*> calls_[kCodes];
+  Histogram* duration_;
+};
+
+// A user function raised on one document (or item) of a call.
+void FunctionError(absl::string_view function);
+
+// The worker pool's life.
+void WorkerStarted();
+// `cause`: crash, deadline, recycle, reload or memory.
+void WorkerExited(absl::string_view cause);
+Gauge& QueueDepth();
+void QueueWaited(absl::Duration wait);
+// The resident memory of worker slot `slot`, as the pool's memory watch last read it.
+void WorkerResident(int slot, int64_t bytes);
+
+// Sessions the server serves or hands off: kind is "direct" or "stream".
+void SessionStarted(absl::string_view kind);
+void SessionEnded(absl::string_view kind);
+
+// Counts a session as active for as long as it lives.
+class ActiveSession {
+ public:
+  explicit ActiveSession(const char* kind) : kind_(kind) { SessionStarted(kind_); }
+  ~ActiveSession() { SessionEnded(kind_); }
+  ActiveSession(const ActiveSession&) = delete;
+  ActiveSession& operator=(const ActiveSession&) = delete;
+
+ private:
+  const char* kind_;
+};
+
+// Runs `call` (returning a grpc::Status) and counts it against `rpc`.
+template <class Call>
+auto Measured(RpcMetrics& rpc, Call&& call) {
+  const absl::Time start = absl::Now();
+  auto status = call();
+  rpc.CallEnded(static_cast<int>(status.error_code()), absl::Now() - start);
+  return status;
+}
+
+}  // namespace cnp::metrics

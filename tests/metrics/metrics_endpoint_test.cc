@@ -1,0 +1,179 @@
+// cnp-server's /metrics and its JSON log, end to end: a real server and workers, calls that
+// succeed, raise on a document, and crash a worker; then a scrape over loopback with a plain
+// socket, and the log parsed line by line.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rapidjson/document.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/service/pyfns"),
+                                "--workers=2"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto server = ServerProcess::Start(args);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+// The port the server logged for --metrics-listen=127.0.0.1:0 (it logs before "ready").
+int MetricsPort(const ServerProcess& server) {
+  const std::string log = server.Log();
+  const size_t at = log.find("/metrics (port ");
+  if (at == std::string::npos) return -1;
+  int port = -1;
+  const size_t digits = at + std::string("/metrics (port ").size();
+  if (!absl::SimpleAtoi(log.substr(digits, log.find(')', digits) - digits), &port)) return -1;
+  return port;
+}
+
+// A whole HTTP/1.0 exchange over loopback: the server closes the connection after its answer.
+std::string Http(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) response.append(buffer, n);
+  ::close(fd);
+  return response;
+}
+
+std::string Scrape(int port) { return Http(port, "GET /metrics HTTP/1.0\r\n\r\n"); }
+
+// The value of one series in a scrape, or -1 when the scrape does not have it.
+double Value(const std::string& scrape, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      double value = -1;
+      if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
+    }
+  }
+  return -1;
+}
+
+std::string Doc(const std::string& id, int n) {
+  return absl::StrCat(R"({"_id":")", id, R"(","n":)", n, "}");
+}
+
+TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0) << server->Log();
+  ASSERT_TRUE(server->WaitForLog("worker 1 started", absl::Seconds(30)));
+  ASSERT_TRUE(server->WaitForLog("worker 0 started", absl::Seconds(30)));
+
+  const std::string before = Scrape(port);
+  EXPECT_THAT(before, HasSubstr(" 200 OK\r\n"));
+  EXPECT_THAT(before, HasSubstr("text/plain; version=0.0.4"));
+  EXPECT_THAT(before, HasSubstr("# TYPE cnp_calls_total counter\n"));
+  EXPECT_THAT(before, HasSubstr("# TYPE cnp_call_duration_seconds histogram\n"));
+  EXPECT_EQ(Value(before, "cnp_worker_starts_total"), 2);
+  EXPECT_EQ(Value(before, "cnp_queue_depth"), 0);
+  EXPECT_EQ(Value(before, R"(cnp_sessions_active{kind="stream"})"), 0);
+  EXPECT_EQ(Value(before, R"(cnp_calls_total{rpc="Map",code="0"})"), -1);
+
+  auto client = server->Connect();
+  // picky raises on multiples of three: one document of two.
+  auto mapped = client->Map({"svc_fns.picky"}, {Doc("a", 1), Doc("b", 3)});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  v1::ValidateRequest validate;
+  validate.set_function("svc_fns.guard|3");
+  validate.set_new_doc(R"({"_id":"x"})");
+  ASSERT_TRUE(client->Validate(validate).ok());
+  auto crashed = client->Map({"svc_fns.exits"}, {Doc("c", 1)});
+  EXPECT_EQ(crashed.status().code(), absl::StatusCode::kUnavailable);
+
+  const std::string after = Scrape(port);
+  EXPECT_EQ(Value(after, R"(cnp_calls_total{rpc="Map",code="0"})"), 1) << after;
+  EXPECT_EQ(Value(after, R"(cnp_calls_total{rpc="Map",code="14"})"), 1) << after;
+  EXPECT_EQ(Value(after, R"(cnp_calls_total{rpc="Validate",code="0"})"), 1) << after;
+  EXPECT_EQ(Value(after, R"(cnp_call_duration_seconds_count{rpc="Map"})"), 2) << after;
+  EXPECT_EQ(Value(after, R"(cnp_call_duration_seconds_bucket{rpc="Validate",le="+Inf"})"), 1);
+  EXPECT_EQ(Value(after, R"(cnp_function_errors_total{function="svc_fns.picky"})"), 1) << after;
+  EXPECT_EQ(Value(after, R"(cnp_worker_exits_total{cause="crash"})"), 1) << after;
+}
+
+TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0);
+  EXPECT_THAT(Http(port, "GET / HTTP/1.0\r\n\r\n"), HasSubstr(" 404 Not Found\r\n"));
+  EXPECT_THAT(Http(port, "DELETE /metrics HTTP/1.0\r\n\r\n"), HasSubstr(" 405 Method Not Allowed\r\n"));
+}
+
+TEST(MetricsEndpointTest, ANonLoopbackAddressIsRefusedWithoutInsecure) {
+  auto server = ServerProcess::Start(
+      {"--python-path=" + testing::Runfile("tests/service/pyfns"), "--workers=1",
+       "--metrics-listen=0.0.0.0:0"});
+  ASSERT_FALSE(server.ok());
+  EXPECT_THAT(server.status().message(), HasSubstr("not a loopback address"));
+}
+
+TEST(MetricsEndpointTest, JsonLogLinesParseAndNameTheFunctionDocumentAndPeer) {
+  auto server = StartServer({"--log-format=json"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  auto mapped = client->Map({"svc_fns.picky"}, {Doc("a", 1), Doc("b", 3)});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  ASSERT_TRUE(server->WaitForLog("function raised", absl::Seconds(10))) << server->Log();
+
+  int server_lines = 0;
+  bool found_error = false;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+    // Workers share the server's stderr (Python's own output); the server's lines are JSON.
+    EXPECT_THAT(std::string(line), ::testing::Not(HasSubstr("cnp-server[")));
+    if (!absl::StartsWith(line, "{")) continue;
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << line;
+    ASSERT_TRUE(json.IsObject()) << line;
+    ASSERT_TRUE(json.HasMember("ts") && json.HasMember("level") && json.HasMember("msg")) << line;
+    ++server_lines;
+    if (json.HasMember("function") &&
+        std::string(json["function"].GetString()) == "svc_fns.picky") {
+      found_error = true;
+      EXPECT_STREQ(json["level"].GetString(), "WARN");
+      ASSERT_TRUE(json.HasMember("doc_id")) << line;
+      EXPECT_STREQ(json["doc_id"].GetString(), "b");
+      ASSERT_TRUE(json.HasMember("rpc")) << line;
+      EXPECT_STREQ(json["rpc"].GetString(), "Map");
+      ASSERT_TRUE(json.HasMember("peer")) << line;
+      EXPECT_THAT(json["peer"].GetString(), HasSubstr("unix:"));
+      EXPECT_THAT(json["msg"].GetString(), HasSubstr("ValueError: no multiples of three: 3"));
+    }
+  }
+  EXPECT_GT(server_lines, 3);
+  EXPECT_TRUE(found_error) << server->Log();
+}
+
+}  // namespace
+}  // namespace cnp

@@ -1,0 +1,60 @@
+// The registry's text exposition: labels escaped, histograms cumulative, cardinality capped.
+#include "service/metrics/registry.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace cnp::metrics {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(RegistryTest, CountersRenderWithHelpTypeAndEscapedLabels) {
+  Family<Counter> family("test_escaped_total", "Things counted.", {"name"});
+  family.Get({"a \"quoted\"\\name\nline"}).Add(3);
+  const std::string text = Registry::Default().Render();
+  EXPECT_THAT(text, HasSubstr("# HELP test_escaped_total Things counted.\n"
+                              "# TYPE test_escaped_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("test_escaped_total{name=\"a \\\"quoted\\\"\\\\name\\nline\"} 3\n"));
+}
+
+TEST(RegistryTest, TheSameLabelsFindTheSameSeries) {
+  Family<Gauge> family("test_gauge", "A level.", {"kind"});
+  Gauge& first = family.Get({"x"});
+  first.Add(5);
+  family.Get({"x"}).Add(-2);
+  EXPECT_EQ(&first, &family.Get({"x"}));
+  EXPECT_THAT(Registry::Default().Render(), HasSubstr("test_gauge{kind=\"x\"} 3\n"));
+}
+
+TEST(RegistryTest, HistogramBucketsAreCumulativeWithSumAndCount) {
+  Family<Histogram> family("test_seconds", "Durations.", {"rpc"}, {0.1, 1});
+  Histogram& h = family.Get({"Map"});
+  h.Observe(0.0625);
+  h.Observe(0.5);
+  h.Observe(0.5);
+  h.Observe(7);
+  const std::string text = Registry::Default().Render();
+  EXPECT_THAT(text, HasSubstr("# TYPE test_seconds histogram\n"));
+  EXPECT_THAT(text, HasSubstr("test_seconds_bucket{rpc=\"Map\",le=\"0.1\"} 1\n"
+                              "test_seconds_bucket{rpc=\"Map\",le=\"1\"} 3\n"
+                              "test_seconds_bucket{rpc=\"Map\",le=\"+Inf\"} 4\n"
+                              "test_seconds_sum{rpc=\"Map\"} 8.0625\n"
+                              "test_seconds_count{rpc=\"Map\"} 4\n"));
+}
+
+TEST(RegistryTest, LabelValuesPastTheCapShareOneOtherSeries) {
+  Family<Counter> family("test_capped_total", "Capped.", {"function"}, {}, /*max_series=*/3);
+  for (int i = 0; i < 10; ++i) family.Get({"f" + std::to_string(i)}).Add();
+  const std::string text = Registry::Default().Render();
+  EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"f0\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"f2\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("function=\"f3\"")));
+  EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"other\"} 7\n"));
+}
+
+}  // namespace
+}  // namespace cnp::metrics
