@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -173,6 +175,39 @@ TEST(MetricsEndpointTest, JsonLogLinesParseAndNameTheFunctionDocumentAndPeer) {
   }
   EXPECT_GT(server_lines, 3);
   EXPECT_TRUE(found_error) << server->Log();
+}
+
+// Every series the dashboard queries is one the server exports (a renamed metric would leave a
+// panel silently empty).
+TEST(MetricsEndpointTest, TheDashboardQueriesOnlyExportedMetrics) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0);
+  const std::string scrape = Scrape(port);
+  std::ifstream file(testing::Runfile("packaging/grafana/cnp.json"));
+  std::stringstream text;
+  text << file.rdbuf();
+  rapidjson::Document dashboard;
+  dashboard.Parse(text.str().c_str());
+  ASSERT_FALSE(dashboard.HasParseError());
+  ASSERT_TRUE(dashboard["panels"].IsArray());
+  int queried = 0;
+  for (const auto& panel : dashboard["panels"].GetArray()) {
+    for (const auto& target : panel["targets"].GetArray()) {
+      const std::string expr = target["expr"].GetString();
+      for (size_t at = expr.find("cnp_"); at != std::string::npos; at = expr.find("cnp_", at)) {
+        size_t end = at;
+        while (end < expr.size() && (std::isalnum(expr[end]) || expr[end] == '_')) ++end;
+        std::string name = expr.substr(at, end - at);
+        if (absl::EndsWith(name, "_bucket")) name.resize(name.size() - 7);
+        EXPECT_THAT(scrape, HasSubstr("# TYPE " + name + " ")) << expr;
+        ++queried;
+        at = end;
+      }
+    }
+  }
+  EXPECT_GE(queried, 8);
 }
 
 }  // namespace
