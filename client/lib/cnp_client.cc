@@ -68,6 +68,14 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
     return absl::UnavailableError(
         absl::StrCat(status.error_message(), " (", ServerDownAdvice(target_), ")"));
   }
+  // gRPC itself refuses a request over the server's receive limit, in its own words; say which
+  // setting that limit is.
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      absl::StrContains(status.error_message(), "larger than max")) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        status.error_message(), " (the request is over cnp-server's --max-call-bytes: send fewer "
+        "or smaller documents per call, or raise that flag)"));
+  }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 

@@ -110,3 +110,21 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
 
 }  // namespace
 }  // namespace cnp
+
+namespace cnp {
+namespace {
+
+// A request over the server's --max-call-bytes is refused by gRPC in its own words; the command
+// line says which setting that is.
+TEST(CnpCliLimitsTest, ARequestOverTheServersByteLimitNamesTheFlag) {
+  auto server = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/service/pyfns"),
+                                               "--workers=1", "--max-call-bytes=65536"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string doc = absl::StrCat(R"({"_id":"big","pad":")", std::string(100'000, 'x'), R"("})");
+  CliRun run = Cnp(absl::StrCat("map --target=", (*server)->target(), " svc_fns.doubled -"), doc);
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_THAT(run.out, HasSubstr("--max-call-bytes"));
+}
+
+}  // namespace
+}  // namespace cnp
