@@ -5,7 +5,6 @@ tests/functions/fixture_fns.py, and checks every reply against the one couchjs g
 Replies are compared as JSON values. Where the text is JavaScript's own (an exception's
 description, a JS error class as the error id), the shape is compared instead."""
 
-import glob
 import json
 import os
 import sys
@@ -119,43 +118,28 @@ class ReplayTranscriptsTest(harness.ServerTestCase):
             self.assertEqual(status, 0, adapter.diagnostics())
         self.assertGreater(compared, 0)
 
-    def test_map(self):
-        self.replay("map.txt")
 
-    def test_map_error(self):
-        self.replay("map_error.txt")
+# The CouchDB 3.4.3 transcripts in testdata/couchdb-3.4.3-js, one test each.
+TRANSCRIPTS = ("map", "map_error", "reduce", "reduce_builtin", "validate", "filter", "filter_view",
+               "show", "list", "update")
 
-    def test_reduce(self):
-        self.replay("reduce.txt")
 
-    def test_reduce_builtin(self):
-        self.replay("reduce_builtin.txt")
-
-    def test_validate(self):
-        self.replay("validate.txt")
-
-    def test_filter(self):
-        self.replay("filter.txt")
-
-    def test_filter_view(self):
-        self.replay("filter_view.txt")
-
-    def test_show(self):
-        self.replay("show.txt")
-
-    def test_list(self):
-        self.replay("list.txt")
-
-    def test_update(self):
-        self.replay("update.txt")
+def add_transcript_tests(test_class, transcript_dir):
+    """Gives `test_class` a test_<name> per transcript, each calling its replay("<name>.txt"),
+    and a test that no transcript in transcript_dir(self) is left out. The direct-session test
+    of the worker (tests/worker/direct_session_test.py) replays them the same way."""
+    for name in TRANSCRIPTS:
+        setattr(test_class, f"test_{name}", lambda self, name=name: self.replay(f"{name}.txt"))
 
     def test_every_transcript_is_replayed(self):
-        replayed = {name[len("test_"):] + ".txt" for name in dir(self) if name.startswith("test_")}
-        present = {os.path.basename(p) for p in glob.glob(os.path.join(self.binaries.testdata, "*.txt"))}
+        present = {name for name in os.listdir(transcript_dir(self)) if name.endswith(".txt")}
         self.assertTrue(present)
-        self.assertLessEqual(present, replayed)
+        self.assertLessEqual(present, {f"{name}.txt" for name in TRANSCRIPTS})
+
+    test_class.test_every_transcript_is_replayed = test_every_transcript_is_replayed
 
 
+add_transcript_tests(ReplayTranscriptsTest, lambda self: self.binaries.testdata)
 harness.through_each_path(ReplayTranscriptsTest, globals())
 
 if __name__ == "__main__":

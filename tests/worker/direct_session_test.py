@@ -208,42 +208,6 @@ class ReplayTranscriptsTest(unittest.TestCase):
                 session.close()
         self.assertGreater(compared, 0)
 
-    def test_map(self):
-        self.replay("map.txt")
-
-    def test_map_error(self):
-        self.replay("map_error.txt")
-
-    def test_reduce(self):
-        self.replay("reduce.txt")
-
-    def test_reduce_builtin(self):
-        self.replay("reduce_builtin.txt")
-
-    def test_validate(self):
-        self.replay("validate.txt")
-
-    def test_filter(self):
-        self.replay("filter.txt")
-
-    def test_filter_view(self):
-        self.replay("filter_view.txt")
-
-    def test_show(self):
-        self.replay("show.txt")
-
-    def test_list(self):
-        self.replay("list.txt")
-
-    def test_update(self):
-        self.replay("update.txt")
-
-    def test_every_transcript_is_replayed(self):
-        replayed = {name[len("test_"):] + ".txt" for name in dir(self) if name.startswith("test_")}
-        present = {name for name in os.listdir(ARGS.testdata) if name.endswith(".txt")}
-        self.assertTrue(present)
-        self.assertLessEqual(present, replayed)
-
 
 class SessionLifecycleTest(unittest.TestCase):
     """How sessions end, and what the worker does after."""
@@ -486,4 +450,5 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(ARGS.replay)))
     import worker_pb2  # noqa: E402
     import replay_transcripts_test as replay  # noqa: E402
+    replay.add_transcript_tests(ReplayTranscriptsTest, lambda self: ARGS.testdata)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
