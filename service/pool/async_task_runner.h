@@ -1,0 +1,67 @@
+// What the server's request handlers (coroutines on the gRPC threads' execution contexts) need
+// from the worker pool: run a task on some worker, run many at once, or hold one worker for a
+// multi-step exchange, all awaited, never blocking the thread that awaits.
+//
+// Every operation resumes the awaiting coroutine on that coroutine's own executor, whatever
+// executor the pool does its I/O on. Every operation honours the awaiting coroutine's
+// cancellation (terminal cancellation through its cancellation slot, e.g. when the client of
+// an RPC cancels or goes away): a task still waiting for a worker is dropped and never runs; a
+// task a worker is running has that worker killed and replaced (its state is unknown); the
+// operation then completes with CANCELLED. A deadline that passes does the same and completes
+// with DEADLINE_EXCEEDED.
+//
+// The synchronous TaskRunner (task_runner.h) stays for code that runs where blocking is right:
+// a worker running its own tasks in process (direct sessions), and Upload on its own executor.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio/awaitable.hpp"
+#include "worker.pb.h"
+
+namespace cnp::pool {
+
+using worker::v1::Reply;
+using worker::v1::Task;
+
+// A worker held by one caller for a multi-step exchange (an interactive list function). The
+// worker goes back to the pool when the lease is destroyed; a lease whose exchange failed or
+// was cancelled half-way replaces its worker instead, so no other caller sees a worker in an
+// unknown state.
+class AsyncWorkerLease {
+ public:
+  virtual ~AsyncWorkerLease() = default;
+  virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) = 0;
+};
+
+class AsyncTaskRunner {
+ public:
+  virtual ~AsyncTaskRunner() = default;
+
+  // Runs `task` on a free worker. A Failure reply is a Reply, not an error status: whole-task
+  // failures that are the user's (bad name, refused module, version mismatch) stay data. The
+  // status is an error only for infrastructure failures and for the caller's own end:
+  //   DEADLINE_EXCEEDED   `deadline` passed (waiting, or running: the worker was replaced)
+  //   CANCELLED           the awaiting coroutine was cancelled (same consequences)
+  //   UNAVAILABLE         the worker crashed, no worker can start, or the pool is shutting down
+  //   RESOURCE_EXHAUSTED  the queue of callers waiting for a worker (--max-queue) is full
+  virtual asio::awaitable<absl::StatusOr<Reply>> Run(Task task, absl::Time deadline) = 0;
+
+  // Runs independent tasks concurrently on up to as many workers as there are tasks, each
+  // worker taking the next task as soon as it answers; the results are in task order.
+  // Cancelling it cancels every task still queued or running.
+  virtual asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAll(std::vector<Task> tasks,
+                                                                     absl::Time deadline) = 0;
+
+  // Holds one worker for a multi-step exchange.
+  virtual asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
+      absl::Time deadline) = 0;
+
+  // How many workers the pool runs; batch callers split work into this many parts.
+  virtual int size() const = 0;
+};
+
+}  // namespace cnp::pool
