@@ -25,7 +25,7 @@
 #include "adapter/line_io.h"
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
-#include "client/lib/default_target.h"
+#include "common/default_target.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/launch_settings.h"
@@ -168,7 +168,7 @@ int Run() {
   ServiceConnection::Options options;
   options.target = absl::GetFlag(FLAGS_target);
   if (options.target.empty()) {
-    options.target = client::DefaultTarget();
+    options.target = DefaultTarget();
     options.may_launch = UnixSocketPath(options.target).has_value();
   }
   options.security = {.tls = absl::GetFlag(FLAGS_tls),

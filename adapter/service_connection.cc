@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client/lib/socket_directory.h"
+#include "common/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::adapter {
@@ -43,11 +43,11 @@ std::shared_ptr<grpc::Channel> NewChannel(
 absl::Status CheckTargetDirectory(const ServiceConnection::Options& options) {
   std::optional<std::string> path = UnixSocketPath(options.target);
   if (!path.has_value()) return absl::OkStatus();
-  const std::string dir = client::SocketDirectory(*path);
+  const std::string dir = SocketDirectory(*path);
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
-  return client::CheckSocketDirectory(
-      dir, options.may_launch ? client::DirectoryOwner::kMe : client::DirectoryOwner::kAnyone);
+  return CheckSocketDirectory(
+      dir, options.may_launch ? DirectoryOwner::kMe : DirectoryOwner::kAnyone);
 }
 
 ServiceConnection::ServiceConnection(Options options, const SessionState& state)

@@ -18,7 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "client/lib/socket_directory.h"
+#include "common/socket_directory.h"
 #include "service/session/launch_settings.h"
 
 namespace cnp::adapter {
@@ -47,7 +47,7 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ErrnoText()));
   }
-  return client::CheckSocketDirectory(dir, client::DirectoryOwner::kMe);
+  return CheckSocketDirectory(dir, DirectoryOwner::kMe);
 }
 
 // Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output

@@ -9,7 +9,7 @@
 #include "client/cli/arguments.h"
 #include "client/cli/json_input.h"
 #include "client/lib/cnp_client.h"
-#include "client/lib/default_target.h"
+#include "common/default_target.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -47,7 +47,7 @@ absl::StatusOr<Connection> Connect(const Arguments& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--timeout=", args.Get("timeout"), " is not a duration like 500ms or 2m"));
   }
-  auto client = client::Client::Connect(args.Get("target", client::DefaultTarget()),
+  auto client = client::Client::Connect(args.Get("target", DefaultTarget()),
                                         ConnectionSecurity(args));
   if (!client.ok()) return client.status();
   return Connection{std::move(*client), timeout};

@@ -20,8 +20,8 @@
 #include "client/derive/deriver.h"
 #include "client/derive/lease.h"
 #include "client/lib/cnp_client.h"
-#include "client/lib/default_target.h"
 #include "client/upload/couch_credentials.h"
+#include "common/default_target.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/couch_url.h"
 
@@ -118,7 +118,7 @@ std::string HolderId() {
 
 int RunDeriveCommand(int argc, char** argv) {
   std::string usage = kUsage;
-  usage.replace(usage.find("%s"), 2, client::DefaultTarget());
+  usage.replace(usage.find("%s"), 2, DefaultTarget());
   auto args = cli::ParseArguments(
       argc, argv,
       cli::WithConnectionOptions(
@@ -170,7 +170,7 @@ int RunDeriveCommand(int argc, char** argv) {
   CouchDb couch(http);
   upload::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
   CouchDb prefetch(prefetch_http);
-  auto cnp = client::Client::Connect(args->Get("target", client::DefaultTarget()),
+  auto cnp = client::Client::Connect(args->Get("target", DefaultTarget()),
                                      cli::ConnectionSecurity(*args));
   if (!cnp.ok()) return Fail(cnp.status());
 

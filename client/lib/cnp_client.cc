@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "client/lib/socket_directory.h"
+#include "common/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::client {

@@ -8,9 +8,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/cnp_client.h"
-#include "client/lib/default_target.h"
 #include "client/upload/event_printer.h"
 #include "cnp/v1/functions.grpc.pb.h"
+#include "common/default_target.h"
 #include "service/upload/couch_url.h"
 
 namespace cnp::client {

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "client/lib/default_target.h"
+#include "common/default_target.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 
@@ -366,7 +366,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
 
   ServerConfig c;
   c.listen = repeated.count("listen") ? repeated["listen"] : absl::GetFlag(FLAGS_listen);
-  if (c.listen.empty()) c.listen.push_back(cnp::client::DefaultTarget());
+  if (c.listen.empty()) c.listen.push_back(cnp::DefaultTarget());
   c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
   c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
   c.workers = absl::GetFlag(FLAGS_workers);

@@ -14,7 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "client/lib/socket_directory.h"
+#include "common/socket_directory.h"
 #include "service/rpc/inherited_sockets.h"
 
 namespace cnp::rpc {
@@ -51,7 +51,7 @@ absl::Status PrepareSocketDirectory(const std::string& dir, int gid) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot create the socket directory ", dir, ": ", ErrnoText(errno)));
   }
-  return client::CheckSocketDirectory(dir, client::DirectoryOwner::kMe);
+  return CheckSocketDirectory(dir, DirectoryOwner::kMe);
 }
 
 absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std::string& path,
@@ -62,7 +62,7 @@ absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std
         "the socket path '", path, "' must be 1 to ", sizeof addr.sun_path - 1,
         " bytes long (a unix socket address holds no more); choose a shorter one"));
   }
-  if (absl::Status s = PrepareSocketDirectory(client::SocketDirectory(path), options.gid);
+  if (absl::Status s = PrepareSocketDirectory(SocketDirectory(path), options.gid);
       !s.ok()) {
     return s;
   }

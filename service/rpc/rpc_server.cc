@@ -9,9 +9,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/secret_file.h"
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "client/lib/secret_file.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
 #include "service/metrics/service_metrics.h"
@@ -148,7 +148,7 @@ absl::Status RpcServer::Start() {
   access_log_ = std::move(*access_log);
   std::string token;
   if (!options_.security.auth_token_file.empty()) {
-    absl::StatusOr<std::string> read = client::ReadAuthToken(options_.security.auth_token_file);
+    absl::StatusOr<std::string> read = ReadAuthToken(options_.security.auth_token_file);
     if (!read.ok()) return read.status();
     token = std::move(*read);
   }

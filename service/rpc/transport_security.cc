@@ -1,22 +1,22 @@
 #include "service/rpc/transport_security.h"
 
 #include "absl/strings/str_cat.h"
-#include "client/lib/secret_file.h"
+#include "common/secret_file.h"
 
 namespace cnp::rpc {
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpServerCredentials(
     const TransportSecurity& security) {
   if (!security.UsesTls()) return grpc::InsecureServerCredentials();
-  absl::StatusOr<std::string> cert = client::ReadPemFile("tls-cert", security.tls_cert_file);
+  absl::StatusOr<std::string> cert = ReadPemFile("tls-cert", security.tls_cert_file);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key =
-      client::ReadSecretFile(security.tls_key_file, "the private key (--tls-key)");
+      ReadSecretFile(security.tls_key_file, "the private key (--tls-key)");
   if (!key.ok()) return key.status();
   grpc::SslServerCredentialsOptions options;
   options.pem_key_cert_pairs.push_back({*key, *cert});
   if (!security.tls_client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = client::ReadPemFile("tls-client-ca", security.tls_client_ca_file);
+    absl::StatusOr<std::string> ca = ReadPemFile("tls-client-ca", security.tls_client_ca_file);
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *ca;
     options.client_certificate_request =

@@ -3,7 +3,7 @@
 
 #include <string>
 
-namespace cnp::client {
+namespace cnp {
 
 // $CNP_TARGET if set; otherwise the host's default unix socket, "unix:/tmp/cnp-<uid>/cnp.sock",
 // one per user so that every CouchDB query-server process of that user shares one service.
@@ -13,4 +13,4 @@ std::string DefaultTarget();
 // demand: "/tmp/cnp-<uid>".
 std::string DefaultRuntimeDir();
 
-}  // namespace cnp::client
+}  // namespace cnp

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 
-namespace cnp::client {
+namespace cnp {
 
 enum class DirectoryOwner {
   kMe,      // owned by this process's effective user: where we create sockets or start a server
@@ -21,4 +21,4 @@ absl::Status CheckSocketDirectory(const std::string& dir, DirectoryOwner owner);
 // The directory part of a socket path ("/tmp/cnp-0" for "/tmp/cnp-0/cnp.sock").
 std::string SocketDirectory(const std::string& socket_path);
 
-}  // namespace cnp::client
+}  // namespace cnp

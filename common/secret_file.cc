@@ -1,4 +1,4 @@
-#include "client/lib/secret_file.h"
+#include "common/secret_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace cnp::client {
+namespace cnp {
 
 absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path) {
   std::ifstream in(path);
@@ -66,4 +66,4 @@ absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
   return token;
 }
 
-}  // namespace cnp::client
+}  // namespace cnp

@@ -1,4 +1,4 @@
-#include "client/lib/socket_directory.h"
+#include "common/socket_directory.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace cnp::client {
+namespace cnp {
 
 std::string SocketDirectory(const std::string& socket_path) {
   const size_t slash = socket_path.rfind('/');
@@ -44,4 +44,4 @@ absl::Status CheckSocketDirectory(const std::string& dir, DirectoryOwner owner) 
   return absl::OkStatus();
 }
 
-}  // namespace cnp::client
+}  // namespace cnp

@@ -6,7 +6,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace cnp::client {
+namespace cnp {
 
 // The content of a file only its owner may read, e.g. a TLS private key; `what` names it in
 // messages ("the private key"). Refused when the file is not a regular file or can be read or
@@ -20,4 +20,4 @@ absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::strin
 // A bearer token: such a file's content without surrounding whitespace, not empty.
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path);
 
-}  // namespace cnp::client
+}  // namespace cnp

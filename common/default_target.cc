@@ -1,4 +1,4 @@
-#include "client/lib/default_target.h"
+#include "common/default_target.h"
 
 #include <unistd.h>
 
@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace cnp::client {
+namespace cnp {
 
 std::string DefaultRuntimeDir() { return absl::StrCat("/tmp/cnp-", ::getuid()); }
 
@@ -15,4 +15,4 @@ std::string DefaultTarget() {
   return absl::StrCat("unix:", DefaultRuntimeDir(), "/cnp.sock");
 }
 
-}  // namespace cnp::client
+}  // namespace cnp
