@@ -1,15 +1,27 @@
 #include "client/cli/arguments.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace cnp::cli {
 
 absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<std::string>& valued,
                                          const std::set<std::string>& flags) {
+  return ParseArguments(std::vector<std::string>(argv, argv + argc), valued, flags);
+}
+
+absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
+                                         const std::set<std::string>& valued,
+                                         const std::set<std::string>& flags) {
   Arguments args;
+  const int argc = static_cast<int>(argv.size());
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "-h" && flags.count("help")) {
+      args.options["help"] = "";
+      continue;
+    }
     if (arg == "-" || !absl::StartsWith(arg, "--")) {
       args.positional.push_back(arg);
       continue;
@@ -40,6 +52,16 @@ absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<s
     }
   }
   return args;
+}
+
+absl::StatusOr<int64_t> NumberOption(const Arguments& args, const std::string& name,
+                                     int64_t fallback, int64_t minimum, const std::string& what) {
+  if (!args.Has(name)) return fallback;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(args.Get(name), &value) || value < minimum) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " needs ", what));
+  }
+  return value;
 }
 
 const char kConnectionHelp[] =

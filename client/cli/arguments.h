@@ -2,6 +2,7 @@
 // arguments. Unknown options are errors, so a typo never silently changes what runs.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -23,9 +24,18 @@ struct Arguments {
   }
 };
 
-// `valued` options take a value (--name=value or --name value); `flags` take none.
+// `valued` options take a value (--name=value or --name value); `flags` take none. When "help"
+// is a flag, -h means --help. Everything after "--" is positional.
 absl::StatusOr<Arguments> ParseArguments(int argc, char** argv, const std::set<std::string>& valued,
                                          const std::set<std::string>& flags);
+absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
+                                         const std::set<std::string>& valued,
+                                         const std::set<std::string>& flags);
+
+// The value of the numeric option --`name`, `fallback` when it is absent; an error naming the
+// option and `what` it needs when the value is not a whole number of at least `minimum`.
+absl::StatusOr<int64_t> NumberOption(const Arguments& args, const std::string& name,
+                                     int64_t fallback, int64_t minimum, const std::string& what);
 
 // How every subcommand reaches the service: --target, and the TLS and token options of
 // client/lib/channel_security.h (valued ones, and the bare --tls).

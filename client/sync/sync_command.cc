@@ -1,14 +1,14 @@
 #include "client/sync/sync_command.h"
 
-#include <fstream>
+#include <algorithm>
 #include <iostream>
-#include <optional>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/cli/arguments.h"
 #include "client/sync/registry_sync.h"
 #include "client/upload/couch_credentials.h"
 #include "client/upload/event_printer.h"
+#include "client/upload/local_files.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/couch_url.h"
 
@@ -67,74 +67,22 @@ struct Flags {
   std::vector<std::string> positional;
 };
 
-absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args) {
-  Flags flags;
-  bool options_done = false;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (options_done || arg.size() < 2 || arg[0] != '-') {
-      flags.positional.push_back(arg);
-      continue;
-    }
-    if (arg == "--") {
-      options_done = true;
-      continue;
-    }
-    std::string name = arg;
-    std::optional<std::string> value;
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    auto take_value = [&]() -> absl::StatusOr<std::string> {
-      if (value) return *value;
-      if (i + 1 >= args.size()) return absl::InvalidArgumentError(name + " needs a value");
-      return args[++i];
-    };
-    bool* toggle = nullptr;
-    if (name == "-h" || name == "--help") {
-      toggle = &flags.help;
-    } else if (name == "--once") {
-      toggle = &flags.once;
-    } else if (name == "--dry-run") {
-      toggle = &flags.dry_run;
-    } else if (name == "--drop-unknown-fields") {
-      toggle = &flags.drop_unknown_fields;
-    } else if (name == "--show-documents") {
-      toggle = &flags.show_documents;
-    } else if (name == "--ca-file") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      flags.ca_file = *v;
-    } else if (name == "--max-conflict-retries") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      if (!absl::SimpleAtoi(*v, &flags.max_conflict_retries) || flags.max_conflict_retries < 1) {
-        return absl::InvalidArgumentError("--max-conflict-retries needs a number of at least 1");
-      }
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown option ", name));
-    }
-    if (toggle != nullptr) {
-      if (value) return absl::InvalidArgumentError(name + " takes no value");
-      *toggle = true;
-    }
-  }
-  return flags;
-}
-
-absl::StatusOr<std::string> ReadCaFile(const std::string& path) {
-  constexpr size_t kMaxCaBytes = 1 << 20;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--ca-file: cannot read ", path));
-  std::string pem(kMaxCaBytes + 1, '\0');
-  in.read(pem.data(), static_cast<std::streamsize>(pem.size()));
-  pem.resize(static_cast<size_t>(in.gcount()));
-  if (pem.size() > kMaxCaBytes || pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ca-file: ", path, " is not a PEM certificate file"));
-  }
-  return pem;
+absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
+  absl::StatusOr<cli::Arguments> args = cli::ParseArguments(
+      argv, {"ca-file", "max-conflict-retries"},
+      {"help", "once", "dry-run", "drop-unknown-fields", "show-documents"});
+  if (!args.ok()) return args.status();
+  absl::StatusOr<int64_t> retries =
+      cli::NumberOption(*args, "max-conflict-retries", 3, 1, "a number of at least 1");
+  if (!retries.ok()) return retries.status();
+  return Flags{.help = args->Has("help"),
+               .once = args->Has("once"),
+               .dry_run = args->Has("dry-run"),
+               .drop_unknown_fields = args->Has("drop-unknown-fields"),
+               .show_documents = args->Has("show-documents"),
+               .ca_file = args->Get("ca-file"),
+               .max_conflict_retries = static_cast<int>(std::min<int64_t>(*retries, 1'000'000)),
+               .positional = args->positional};
 }
 
 }  // namespace
@@ -173,7 +121,7 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
   options.username = credentials->username;
   options.password = credentials->password;
   if (!flags->ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadCaFile(flags->ca_file);
+    absl::StatusOr<std::string> pem = upload::ReadCaCertificates(flags->ca_file);
     if (!pem.ok()) {
       io.err << program << ": " << pem.status().message() << "\n";
       return 2;

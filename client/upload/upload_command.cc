@@ -1,14 +1,14 @@
 #include "client/upload/upload_command.h"
 
-#include <fstream>
+#include <algorithm>
 #include <iostream>
-#include <optional>
+#include <set>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/cli/arguments.h"
 #include "client/lib/cnp_client.h"
 #include "client/upload/event_printer.h"
+#include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
 #include "service/upload/couch_url.h"
@@ -129,118 +129,44 @@ struct Flags {
   std::vector<std::string> positional;
 };
 
-// Parses "--name", "--name=value" and "--name value". `upload` enables the upload-only flags.
-absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, bool upload) {
+// `upload` enables the options only cnp upload has (cnp check has the others).
+absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool upload) {
+  std::set<std::string> valued = cli::WithConnectionOptions({"view-server", "max-yaml-bytes"});
+  std::set<std::string> toggles = cli::WithConnectionFlags({"help"});
+  if (upload) {
+    valued.insert({"ca-file", "register", "max-conflict-retries", "staged-settle-timeout"});
+    toggles.insert({"dry-run", "staged", "drop-unknown-fields", "show-documents"});
+  }
+  absl::StatusOr<cli::Arguments> args = cli::ParseArguments(argv, valued, toggles);
+  if (!args.ok()) return args.status();
   Flags flags;
-  bool options_done = false;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    if (options_done || arg.size() < 2 || arg[0] != '-') {
-      flags.positional.push_back(arg);
-      continue;
-    }
-    if (arg == "--") {
-      options_done = true;
-      continue;
-    }
-    std::string name = arg;
-    std::optional<std::string> value;
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    auto take_value = [&]() -> absl::StatusOr<std::string> {
-      if (value) return *value;
-      if (i + 1 >= args.size()) return absl::InvalidArgumentError(name + " needs a value");
-      return args[++i];
-    };
-    auto no_value = [&]() -> absl::Status {
-      return value ? absl::InvalidArgumentError(name + " takes no value") : absl::OkStatus();
-    };
-    absl::Status status;
-    if (name == "-h" || name == "--help") {
-      flags.help = true;
-    } else if (name == "--target") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      flags.target = *v;
-    } else if (name == "--tls") {
-      if (absl::Status s = no_value(); !s.ok()) return s;
-      flags.security.tls = true;
-    } else if (name == "--tls-ca" || name == "--tls-cert" || name == "--tls-key" ||
-               name == "--auth-token-file") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      std::string& field = name == "--tls-ca"     ? flags.security.tls_ca_file
-                           : name == "--tls-cert" ? flags.security.tls_cert_file
-                           : name == "--tls-key"  ? flags.security.tls_key_file
-                                                  : flags.security.auth_token_file;
-      field = *v;
-    } else if (name == "--view-server") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      flags.view_server = *v;
-    } else if (upload && name == "--ca-file") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      flags.ca_file = *v;
-    } else if (name == "--max-yaml-bytes") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      if (!absl::SimpleAtoi(*v, &flags.max_yaml_bytes) || flags.max_yaml_bytes < 1) {
-        return absl::InvalidArgumentError("--max-yaml-bytes needs a number of bytes");
-      }
-    } else if (upload && name == "--register") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      if (v->empty()) return absl::InvalidArgumentError("--register needs a database name");
-      flags.register_database = *v;
-    } else if (upload && name == "--max-conflict-retries") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      if (!absl::SimpleAtoi(*v, &flags.max_conflict_retries) || flags.max_conflict_retries < 1) {
-        return absl::InvalidArgumentError("--max-conflict-retries needs a number of at least 1");
-      }
-    } else if (upload && name == "--staged-settle-timeout") {
-      absl::StatusOr<std::string> v = take_value();
-      if (!v.ok()) return v.status();
-      if (!absl::SimpleAtoi(*v, &flags.staged_settle_seconds) ||
-          flags.staged_settle_seconds < 1) {
-        return absl::InvalidArgumentError("--staged-settle-timeout needs a number of seconds");
-      }
-    } else if (upload && name == "--dry-run") {
-      status = no_value();
-      flags.dry_run = true;
-    } else if (upload && name == "--staged") {
-      status = no_value();
-      flags.staged = true;
-    } else if (upload && name == "--drop-unknown-fields") {
-      status = no_value();
-      flags.drop_unknown_fields = true;
-    } else if (upload && name == "--show-documents") {
-      status = no_value();
-      flags.show_documents = true;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown option ", name));
-    }
-    if (!status.ok()) return status;
+  flags.help = args->Has("help");
+  flags.dry_run = args->Has("dry-run");
+  flags.staged = args->Has("staged");
+  flags.drop_unknown_fields = args->Has("drop-unknown-fields");
+  flags.show_documents = args->Has("show-documents");
+  flags.view_server = args->Get("view-server");
+  flags.ca_file = args->Get("ca-file");
+  flags.register_database = args->Get("register");
+  if (args->Has("register") && flags.register_database.empty()) {
+    return absl::InvalidArgumentError("--register needs a database name");
   }
+  flags.target = args->Get("target");
+  flags.security = cli::ConnectionSecurity(*args);
+  flags.positional = args->positional;
+  absl::StatusOr<int64_t> yaml_bytes =
+      cli::NumberOption(*args, "max-yaml-bytes", kDefaultMaxYamlBytes, 1, "a number of bytes");
+  absl::StatusOr<int64_t> retries =
+      cli::NumberOption(*args, "max-conflict-retries", 0, 1, "a number of at least 1");
+  absl::StatusOr<int64_t> settle =
+      cli::NumberOption(*args, "staged-settle-timeout", 0, 1, "a number of seconds");
+  for (const absl::StatusOr<int64_t>* number : {&yaml_bytes, &retries, &settle}) {
+    if (!number->ok()) return number->status();
+  }
+  flags.max_yaml_bytes = *yaml_bytes;
+  flags.max_conflict_retries = static_cast<int>(std::min<int64_t>(*retries, 1'000'000));
+  flags.staged_settle_seconds = static_cast<int>(std::min<int64_t>(*settle, 1'000'000));
   return flags;
-}
-
-// Reads at most max_bytes + 1 bytes of `path`, in chunks, so a huge file or a device is not
-// read into memory; the caller tells a file over the limit by its size.
-absl::StatusOr<std::string> ReadBounded(const std::string& path, int64_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::string text;
-  char chunk[64 * 1024];
-  while (in && static_cast<int64_t>(text.size()) <= max_bytes) {
-    in.read(chunk, sizeof(chunk));
-    text.append(chunk, static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  return text;
 }
 
 absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
@@ -256,22 +182,6 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
   file.set_name(path);
   file.set_text(*std::move(text));
   return absl::OkStatus();
-}
-
-// The CA certificates travel as text: the service never reads a path a caller names.
-absl::StatusOr<std::string> ReadCaCertificates(const std::string& path) {
-  constexpr int64_t kMaxCaBytes = 1 << 20;
-  absl::StatusOr<std::string> pem = ReadBounded(path, kMaxCaBytes);
-  if (!pem.ok()) return absl::NotFoundError(absl::StrCat("--ca-file: ", pem.status().message()));
-  if (static_cast<int64_t>(pem->size()) > kMaxCaBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ca-file: ", path, " is larger than 1 MiB; is it a PEM certificate file?"));
-  }
-  if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ca-file: ", path, " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
-  }
-  return pem;
 }
 
 int Send(const std::string& program, const std::string& target, const ChannelSecurity& security,

@@ -174,6 +174,26 @@ TEST_F(UploadCommandTest, UsageErrorsExitWithTwo) {
   EXPECT_EQ(Check({}).exit_code, 2);
 }
 
+// cnp upload and cnp sync read their options the same way: numbers checked, -h for --help, the
+// same CA file rules.
+TEST_F(UploadCommandTest, UploadAndSyncShareTheirOptionRules) {
+  for (CommandRun run : {Upload({"--max-conflict-retries=0", "http://h:5984", "db", "a.yml"}),
+                         Sync({"--max-conflict-retries=lots", "http://h:5984", "reg"})}) {
+    EXPECT_EQ(run.exit_code, 2);
+    EXPECT_THAT(run.err, HasSubstr("--max-conflict-retries needs a number of at least 1"));
+  }
+  CommandRun flag_with_value = Sync({"--once=yes", "http://h:5984", "reg"});
+  EXPECT_EQ(flag_with_value.exit_code, 2);
+  EXPECT_THAT(flag_with_value.err, HasSubstr("--once takes no value"));
+  CommandRun help = Sync({"-h"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("Usage: cnp sync [options] COUCHDB_URL REGISTRY_DB"));
+  std::string not_pem = WriteFile("sync-not-a-cert.pem", "hello\n");
+  CommandRun bad_ca = Sync({"--once", "--ca-file", not_pem, "https://localhost:6984", "reg"});
+  EXPECT_EQ(bad_ca.exit_code, 2);
+  EXPECT_THAT(bad_ca.err, HasSubstr("holds no PEM certificate"));
+}
+
 // The CA file is read by the command and its text sent: the service never opens a path a
 // caller names, so a file that is not a certificate is refused here, before any call.
 TEST_F(UploadCommandTest, TheCaFileIsReadHereAndMustHoldACertificate) {

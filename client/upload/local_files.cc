@@ -1,0 +1,37 @@
+#include "client/upload/local_files.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace cnp::client::upload {
+
+absl::StatusOr<std::string> ReadBounded(const std::string& path, int64_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::string text;
+  char chunk[64 * 1024];
+  while (in && static_cast<int64_t>(text.size()) <= max_bytes) {
+    in.read(chunk, sizeof(chunk));
+    text.append(chunk, static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  return text;
+}
+
+absl::StatusOr<std::string> ReadCaCertificates(const std::string& path) {
+  constexpr int64_t kMaxCaBytes = 1 << 20;
+  absl::StatusOr<std::string> pem = ReadBounded(path, kMaxCaBytes);
+  if (!pem.ok()) return absl::NotFoundError(absl::StrCat("--ca-file: ", pem.status().message()));
+  if (static_cast<int64_t>(pem->size()) > kMaxCaBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ca-file: ", path, " is larger than 1 MiB; is it a PEM certificate file?"));
+  }
+  if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--ca-file: ", path, " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  return pem;
+}
+
+}  // namespace cnp::client::upload
