@@ -1,8 +1,9 @@
-// What each stateless RPC does, apart from gRPC: turn the request into worker tasks, run them
-// on the pool, and turn the replies into the response or a status a caller can act on.
+// The stateless calls (service/calls) for the gRPC threads that still block, until the RPC
+// handlers are coroutines themselves: each call runs its coroutine to completion on the
+// calling thread, over the synchronous pool, which blocks that thread as it always has.
 #pragma once
 
-#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -10,38 +11,21 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cnp/v1/functions.pb.h"
+#include "service/calls/function_calls.h"
 #include "service/pool/task_runner.h"
 
 namespace cnp::rpc {
 
-struct CallOptions {
-  // The longest any call may run, whatever deadline the client set.
-  absl::Duration call_timeout = absl::Seconds(60);
-  // Batches are split into parts of at least this many documents, spread over the workers.
-  int min_docs_per_task = 64;
-  // ...and of at most this many documents and about kMaxTaskBytes, run a few per worker at a
-  // time: a document exists as an object only while its part is in flight.
-  int max_docs_per_task = 4096;
-  // The most documents one call may carry (--max-docs-per-call).
-  int64_t max_docs_per_call = 1'000'000;
-  // The most bytes a request or a response may have (--max-call-bytes; gRPC refuses larger
-  // requests before they reach us).
-  int64_t max_call_bytes = 64 << 20;
-};
+using CallOptions = calls::CallOptions;
 
-// Each call consumes its request: documents move into worker tasks instead of being copied.
+// Each call consumes its request, as calls::FunctionCalls does; see there for what each does.
 class FunctionCalls {
  public:
-  FunctionCalls(pool::TaskRunner& runner, CallOptions options)
-      : runner_(runner), options_(options) {}
+  FunctionCalls(pool::TaskRunner& runner, CallOptions options);
+  ~FunctionCalls();
 
-  // Map on the wire forms of request and response, as gRPC carries them: the documents are
-  // read in place and copied into worker tasks a few parts at a time, and each part's answer is
-  // appended to `response` as a serialized MapResponse (they concatenate into one; the chunks
-  // are a few MiB each), so memory follows the call's bytes rather than its document count.
   absl::Status MapEncoded(std::string_view request, absl::Time deadline,
                           std::vector<std::string>& response);
-  // Takes the documents out of `request` rather than copying them.
   absl::Status Map(v1::MapRequest& request, absl::Time deadline, v1::MapResponse& response);
   absl::Status Reduce(v1::ReduceRequest& request, absl::Time deadline,
                       v1::ReduceResponse& response);
@@ -52,26 +36,16 @@ class FunctionCalls {
   absl::Status Resolve(v1::ResolveRequest& request, absl::Time deadline,
                        v1::ResolveResponse& response);
 
-  // The earlier of the client's deadline and the server's own limit.
   absl::Time EffectiveDeadline(absl::Time client_deadline) const {
-    return std::min(client_deadline, absl::Now() + options_.call_timeout);
+    return calls_.EffectiveDeadline(client_deadline);
   }
-
-  const CallOptions& options() const { return options_; }
+  const CallOptions& options() const { return calls_.options(); }
 
  private:
-  // A request that is one task on one worker: it moves into the task's `slot`, and the
-  // response out of the reply's `answer`.
-  template <class Request, class Response>
-  absl::Status RunOne(Request& request, Request* (pool::Task::*slot)(),
-                      Response* (pool::Reply::*answer)(), pool::Reply::KindCase kind,
-                      absl::Time deadline, Response& response);
-  absl::Status CheckDocCount(int64_t docs) const;
-  // How many parts a batch of `docs` documents holding `bytes` bytes is cut into.
-  int64_t Parts(int64_t docs, int64_t bytes) const;
+  class BlockingRunner;
 
-  pool::TaskRunner& runner_;
-  const CallOptions options_;
+  std::unique_ptr<BlockingRunner> runner_;
+  calls::FunctionCalls calls_;
 };
 
 }  // namespace cnp::rpc

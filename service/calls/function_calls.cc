@@ -1,0 +1,254 @@
+#include "service/calls/function_calls.h"
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "asio/this_coro.hpp"
+#include "service/calls/encoded_map_request.h"
+#include "service/calls/failure_status.h"
+#include "service/calls/function_errors.h"
+
+namespace cnp::calls {
+namespace {
+
+using pool::Reply;
+using pool::Task;
+
+// A part's documents are cut at about this many bytes, so that the parts in flight hold a
+// bounded share of a call with large documents.
+constexpr int64_t kMaxTaskBytes = 4 << 20;
+// The response is built in chunks of about this size: large enough to be mapped apart from the
+// heap (and so returned to the system when freed), small enough not to be copied as it grows.
+constexpr size_t kResponseChunkBytes = 4 << 20;
+
+// Asked before every co_await on the pool: a cancelled coroutine that co_awaits again has
+// asio's operation_aborted thrown at it, and a cancelled call should start nothing new anyway.
+// (The state is fetched once per call, into a variable: GCC 12 miscompiles a co_await inside
+// an if's condition.)
+bool IsCancelled(const asio::cancellation_state& state) {
+  return state.cancelled() != asio::cancellation_type::none;
+}
+
+absl::Status CancelledStatus() {
+  return absl::CancelledError("the call was cancelled by its client before it finished");
+}
+
+// The reply of one task, checked: infrastructure errors and whole-task failures become
+// statuses, and a reply of the wrong kind is a bug worth saying so.
+absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
+  if (!reply.ok()) return reply.status();
+  if (reply->has_failure()) return FailureToStatus(reply->failure());
+  CountFunctionErrors(*reply);
+  if (reply->kind_case() != expected) {
+    return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
+                                            reply->kind_case(), " instead of ", expected));
+  }
+  return reply;
+}
+
+absl::Status RequireFunctions(int count) {
+  if (count == 0) return absl::InvalidArgumentError("the request names no function");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+template <class Request, class Response>
+asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (Task::*slot)(),
+                                                    Response* (Reply::*answer)(),
+                                                    Reply::KindCase kind, absl::Time deadline,
+                                                    Response& response) {
+  Task task;
+  (task.*slot)()->Swap(&request);
+  absl::StatusOr<Reply> reply =
+      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind);
+  if (!reply.ok()) co_return reply.status();
+  response.Swap(((*reply).*answer)());
+  co_return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::CheckDocCount(int64_t docs) const {
+  if (docs <= options_.max_docs_per_call) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the request holds ", docs, " documents, more than the ", options_.max_docs_per_call,
+      " one call may carry; split the batch, or raise cnp-server's --max-docs-per-call"));
+}
+
+int64_t FunctionCalls::Parts(int64_t docs, int64_t bytes) const {
+  // Split large batches so every worker gets a share, in more parts than workers so that a
+  // worker that finishes early takes the next part; and very large ones into parts of bounded
+  // size.
+  int64_t parts = std::clamp<int64_t>(docs / std::max(1, options_.min_docs_per_task), 1,
+                                      runner_.size() * 4);
+  parts = std::max(parts, (docs + options_.max_docs_per_task - 1) /
+                              std::max(1, options_.max_docs_per_task));
+  parts = std::max(parts, (bytes + kMaxTaskBytes - 1) / kMaxTaskBytes);
+  return std::clamp<int64_t>(parts, 1, std::max<int64_t>(docs, 1));
+}
+
+asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request,
+                                                        absl::Time deadline,
+                                                        std::vector<std::string>& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  // A first pass learns the function names and how many documents of how many bytes.
+  std::vector<std::string> functions;
+  int64_t docs = 0;
+  int64_t doc_bytes = 0;
+  {
+    EncodedMapRequest scan(request);
+    while (std::optional<std::string_view> doc = scan.Next(&functions)) {
+      ++docs;
+      doc_bytes += doc->size();
+    }
+    if (scan.failed()) {
+      co_return absl::InvalidArgumentError("the request is not a valid cnp.v1.MapRequest");
+    }
+  }
+  if (absl::Status s = RequireFunctions(functions.size()); !s.ok()) co_return s;
+  if (absl::Status s = CheckDocCount(docs); !s.ok()) co_return s;
+  deadline = EffectiveDeadline(deadline);
+
+  // Then the parts, a wave of a few per worker at a time, each answer appended as it comes.
+  const int64_t parts = Parts(docs, doc_bytes);
+  const int64_t wave = std::max(1, runner_.size() * 4);
+  EncodedMapRequest reader(request);
+  int64_t response_bytes = 0;
+  // Never a partial result: a document silently missing from a batch is lost data.
+  auto fail = [&response](absl::Status status) {
+    response.clear();
+    return status;
+  };
+  std::vector<Task> tasks;
+  for (int64_t first = 0; first < parts; first += wave) {
+    // A cancelled call starts no further wave: its remaining documents never reach a worker.
+    if (IsCancelled(cancellation)) co_return fail(CancelledStatus());
+    const int64_t last = std::min(parts, first + wave);
+    tasks.clear();
+    tasks.resize(last - first);
+    for (int64_t p = first; p < last; ++p) {
+      v1::MapRequest& part = *tasks[p - first].mutable_map();
+      for (const std::string& f : functions) part.add_functions(f);
+      const int64_t begin = docs * p / parts;
+      const int64_t end = docs * (p + 1) / parts;
+      part.mutable_docs()->Reserve(static_cast<int>(end - begin));
+      for (int64_t d = begin; d < end; ++d) {
+        std::optional<std::string_view> doc = reader.Next(nullptr);
+        part.add_docs(doc->data(), doc->size());
+      }
+    }
+    std::vector<absl::StatusOr<Reply>> replies =
+        co_await runner_.RunAll(std::move(tasks), deadline);
+    for (absl::StatusOr<Reply>& r : replies) {
+      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
+      if (!reply.ok()) co_return fail(reply.status());
+      if (response.empty() || response.back().size() >= kResponseChunkBytes) {
+        response.emplace_back();
+      }
+      const size_t before = response.back().size();
+      reply->map().AppendToString(&response.back());
+      response_bytes += response.back().size() - before;
+      if (response_bytes > options_.max_call_bytes) {
+        co_return fail(absl::ResourceExhaustedError(absl::StrCat(
+            "the response to this call would be larger than the ", options_.max_call_bytes,
+            " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes")));
+      }
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
+                                                 v1::MapResponse& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  if (absl::Status s = CheckDocCount(request.docs_size()); !s.ok()) co_return s;
+  if (IsCancelled(cancellation)) co_return CancelledStatus();
+  deadline = EffectiveDeadline(deadline);
+  const int docs = request.docs_size();
+  // Split large batches so every worker gets a share, in more parts than workers so that a
+  // worker that finishes early takes the next part.
+  const int parts = std::clamp(docs / std::max(1, options_.min_docs_per_task), 1,
+                               runner_.size() * 4);
+  if (parts == 1) {
+    Task task;
+    task.mutable_map()->Swap(&request);
+    absl::StatusOr<Reply> reply =
+        Checked(co_await runner_.Run(std::move(task), deadline), Reply::kMap);
+    if (!reply.ok()) co_return reply.status();
+    response = std::move(*reply->mutable_map());
+    co_return absl::OkStatus();
+  }
+  std::vector<Task> tasks(parts);
+  for (int p = 0; p < parts; ++p) {
+    v1::MapRequest& part = *tasks[p].mutable_map();
+    *part.mutable_functions() = request.functions();
+    const int begin = static_cast<int>(int64_t{docs} * p / parts);
+    const int end = static_cast<int>(int64_t{docs} * (p + 1) / parts);
+    part.mutable_docs()->Reserve(end - begin);
+    for (int d = begin; d < end; ++d) part.add_docs(std::move(*request.mutable_docs(d)));
+  }
+  std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
+  response.mutable_results()->Reserve(docs);
+  for (absl::StatusOr<Reply>& r : replies) {
+    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
+    // Never a partial result: a document silently missing from a batch is lost data.
+    if (!reply.ok()) {
+      response.Clear();
+      co_return reply.status();
+    }
+    for (v1::MapResult& result : *reply->mutable_map()->mutable_results()) {
+      *response.add_results() = std::move(result);
+    }
+  }
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> FunctionCalls::Reduce(v1::ReduceRequest& request,
+                                                    absl::Time deadline,
+                                                    v1::ReduceResponse& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  if (IsCancelled(cancellation)) co_return CancelledStatus();
+  co_return co_await RunOne(request, &Task::mutable_reduce, &Reply::mutable_reduce,
+                            Reply::kReduce, deadline, response);
+}
+
+asio::awaitable<absl::Status> FunctionCalls::Validate(v1::ValidateRequest& request,
+                                                      absl::Time deadline,
+                                                      v1::ValidateResponse& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  if (request.function().empty()) {
+    co_return absl::InvalidArgumentError("the request names no function");
+  }
+  if (IsCancelled(cancellation)) co_return CancelledStatus();
+  co_return co_await RunOne(request, &Task::mutable_validate, &Reply::mutable_validate,
+                            Reply::kValidate, deadline, response);
+}
+
+asio::awaitable<absl::Status> FunctionCalls::CallDesignFunction(
+    v1::DesignFunctionRequest& request, absl::Time deadline,
+    v1::DesignFunctionResponse& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  if (request.function().empty()) {
+    co_return absl::InvalidArgumentError("the request names no function");
+  }
+  if (request.kind() == v1::DESIGN_FUNCTION_KIND_UNSPECIFIED) {
+    co_return absl::InvalidArgumentError("the request does not say which kind of design function");
+  }
+  if (IsCancelled(cancellation)) co_return CancelledStatus();
+  co_return co_await RunOne(request, &Task::mutable_design, &Reply::mutable_design,
+                            Reply::kDesign, deadline, response);
+}
+
+asio::awaitable<absl::Status> FunctionCalls::Resolve(v1::ResolveRequest& request,
+                                                     absl::Time deadline,
+                                                     v1::ResolveResponse& response) {
+  const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  if (IsCancelled(cancellation)) co_return CancelledStatus();
+  co_return co_await RunOne(request, &Task::mutable_resolve, &Reply::mutable_resolve,
+                            Reply::kResolve, deadline, response);
+}
+
+}  // namespace cnp::calls

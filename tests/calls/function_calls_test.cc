@@ -1,0 +1,591 @@
+// The stateless calls' request logic, over a scripted pool (FakeTaskRunner): what each call
+// refuses before any task runs, how a large Map is cut into parts and waves and put back in
+// document order, that a call never answers with part of a result, the response size cap,
+// cancellation (a cancelled Map starts no further wave), deadlines, and function-error counts.
+#include "service/calls/function_calls.h"
+
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/cancellation_signal.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/io_context.hpp"
+#include "asio/post.hpp"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/metrics/registry.h"
+#include "tests/support/fake_task_runner.h"
+
+namespace cnp::calls {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using pool::Reply;
+using pool::Task;
+using testing::FakeAnswer;
+using testing::FakeTaskRunner;
+using testing::FailureReply;
+
+// A document whose bytes say which it is; every tenth one is not even UTF-8, since documents
+// are bytes and must reach the worker as they came.
+std::string Doc(int i) {
+  if (i % 10 == 9) return absl::StrCat("\xff\xfe", i, std::string("\0raw", 4));
+  return absl::StrCat(R"({"_id":"d)", i, R"("})");
+}
+
+// A worker that maps every document to a result holding the document's own bytes.
+FakeAnswer EchoMap(const Task& task) {
+  Reply reply;
+  for (const std::string& doc : task.map().docs()) reply.mutable_map()->add_results()->set_rows(doc);
+  return {reply};
+}
+
+v1::MapRequest MapRequestOf(int docs) {
+  v1::MapRequest request;
+  request.add_functions("views.by_id");
+  for (int i = 0; i < docs; ++i) request.add_docs(Doc(i));
+  return request;
+}
+
+// The chunks MapEncoded appends, read back as the one MapResponse they concatenate into.
+v1::MapResponse Parsed(const std::vector<std::string>& chunks) {
+  std::string bytes;
+  for (const std::string& chunk : chunks) bytes += chunk;
+  v1::MapResponse response;
+  EXPECT_TRUE(response.ParseFromString(bytes));
+  return response;
+}
+
+void ExpectEchoedInOrder(const v1::MapResponse& response, int docs) {
+  ASSERT_EQ(response.results_size(), docs);
+  for (int i = 0; i < docs; ++i) EXPECT_EQ(response.results(i).rows(), Doc(i)) << "document " << i;
+}
+
+class FunctionCallsTest : public ::testing::Test {
+ protected:
+  // Awaits `call` on the test's io_context, as a handler would; cancel_ cancels it.
+  absl::Status Await(asio::awaitable<absl::Status> call) {
+    std::optional<absl::Status> result;
+    std::exception_ptr thrown;
+    asio::co_spawn(io_, std::move(call),
+                   asio::bind_cancellation_slot(
+                       cancel_.slot(), [&](std::exception_ptr error, absl::Status status) {
+                         thrown = error;
+                         result = std::move(status);
+                       }));
+    io_.run();
+    io_.restart();
+    if (thrown) std::rethrow_exception(thrown);
+    EXPECT_TRUE(result.has_value());
+    return result.value_or(absl::UnknownError("the call never completed"));
+  }
+
+  void CancelLater() {
+    asio::post(io_, [this] { cancel_.emit(asio::cancellation_type::terminal); });
+  }
+
+  asio::io_context io_;
+  asio::cancellation_signal cancel_;
+};
+
+// --- what each call refuses before any task runs -----------------------------------------
+
+TEST_F(FunctionCallsTest, EveryCallRefusesARequestNamingNoFunction) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {});
+  const absl::Time deadline = absl::InfiniteFuture();
+
+  v1::MapRequest no_functions;
+  no_functions.add_docs(Doc(0));
+  std::vector<std::string> chunks;
+  v1::MapResponse map;
+  v1::MapRequest map_request = no_functions;
+  v1::ReduceRequest reduce_request;
+  v1::ReduceResponse reduce;
+  v1::ValidateRequest validate_request;
+  v1::ValidateResponse validate;
+  v1::DesignFunctionRequest design_request;
+  design_request.set_kind(v1::UPDATE);
+  v1::DesignFunctionResponse design;
+  v1::ResolveRequest resolve_request;
+  v1::ResolveResponse resolve;
+
+  for (const absl::Status& status : {
+           Await(calls.MapEncoded(no_functions.SerializeAsString(), deadline, chunks)),
+           Await(calls.Map(map_request, deadline, map)),
+           Await(calls.Reduce(reduce_request, deadline, reduce)),
+           Await(calls.Validate(validate_request, deadline, validate)),
+           Await(calls.CallDesignFunction(design_request, deadline, design)),
+           Await(calls.Resolve(resolve_request, deadline, resolve)),
+       }) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message(), "the request names no function");
+  }
+  EXPECT_THAT(runner.started(), IsEmpty());
+}
+
+TEST_F(FunctionCallsTest, DesignFunctionMustSayItsKind) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {});
+  v1::DesignFunctionRequest request;
+  request.set_function("design.update");
+  v1::DesignFunctionResponse response;
+  const absl::Status status = Await(calls.CallDesignFunction(request, absl::InfiniteFuture(), response));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("which kind of design function"));
+  EXPECT_THAT(runner.started(), IsEmpty());
+}
+
+TEST_F(FunctionCallsTest, MapEncodedRefusesBytesThatAreNoMapRequest) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {});
+  std::vector<std::string> chunks;
+  // A truncated request: the last document's length says more bytes than there are.
+  std::string truncated = MapRequestOf(3).SerializeAsString();
+  truncated.pop_back();
+  // A function name that is not UTF-8 (the field is a string).
+  v1::MapRequest bad_name;
+  bad_name.add_docs(Doc(0));
+  std::string bad_name_bytes = bad_name.SerializeAsString();
+  bad_name_bytes += std::string("\x0a\x02\xff\xfe", 4);  // field 1 (functions), 2 bytes
+
+  for (const std::string& bytes : {truncated, bad_name_bytes}) {
+    const absl::Status status = Await(calls.MapEncoded(bytes, absl::InfiniteFuture(), chunks));
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message(), "the request is not a valid cnp.v1.MapRequest");
+  }
+  EXPECT_THAT(runner.started(), IsEmpty());
+}
+
+TEST_F(FunctionCallsTest, MapRefusesMoreDocumentsThanACallMayCarry) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {.max_docs_per_call = 5});
+  std::vector<std::string> chunks;
+  v1::MapRequest request = MapRequestOf(6);
+  v1::MapResponse response;
+
+  for (const absl::Status& status : {
+           Await(calls.MapEncoded(MapRequestOf(6).SerializeAsString(), absl::InfiniteFuture(),
+                                  chunks)),
+           Await(calls.Map(request, absl::InfiniteFuture(), response)),
+       }) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(status.message(),
+              "the request holds 6 documents, more than the 5 one call may carry; split the "
+              "batch, or raise cnp-server's --max-docs-per-call");
+  }
+  EXPECT_THAT(runner.started(), IsEmpty());
+
+  // Five is allowed.
+  EXPECT_TRUE(Await(calls.MapEncoded(MapRequestOf(5).SerializeAsString(), absl::InfiniteFuture(),
+                                     chunks))
+                  .ok());
+}
+
+// --- splitting, waves and order ------------------------------------------------------------
+
+TEST_F(FunctionCallsTest, MapEncodedCutsALargeBatchIntoWavesAndKeepsDocumentOrder) {
+  FakeTaskRunner runner(2, EchoMap);
+  const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10};
+  FunctionCalls calls(runner, options);
+  constexpr int kDocs = 1001;
+  std::vector<std::string> chunks;
+  ASSERT_TRUE(Await(calls.MapEncoded(MapRequestOf(kDocs).SerializeAsString(),
+                                     absl::InfiniteFuture(), chunks))
+                  .ok());
+  ExpectEchoedInOrder(Parsed(chunks), kDocs);
+
+  // Parts of at most max_docs_per_task documents, each naming the functions; the parts run a
+  // wave of at most four per worker at a time, every wave but the last a full one.
+  int docs = 0;
+  for (const Task& task : runner.started()) {
+    EXPECT_THAT(task.map().functions(), ElementsAre("views.by_id"));
+    EXPECT_GE(task.map().docs_size(), 1);
+    EXPECT_LE(task.map().docs_size(), options.max_docs_per_task);
+    docs += task.map().docs_size();
+  }
+  EXPECT_EQ(docs, kDocs);
+  const size_t wave = 4 * runner.size();
+  ASSERT_GT(runner.batches().size(), 1u);
+  for (size_t i = 0; i + 1 < runner.batches().size(); ++i) EXPECT_EQ(runner.batches()[i], wave);
+  EXPECT_LE(runner.batches().back(), wave);
+}
+
+TEST_F(FunctionCallsTest, MapEncodedCutsLargeDocumentsByBytes) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {});
+  v1::MapRequest request;
+  request.add_functions("views.by_id");
+  for (char c : {'a', 'b', 'c'}) request.add_docs(std::string(3 << 20, c));  // 3 MiB each
+  std::vector<std::string> chunks;
+  ASSERT_TRUE(
+      Await(calls.MapEncoded(request.SerializeAsString(), absl::InfiniteFuture(), chunks)).ok());
+
+  // Three documents of 3 MiB make three parts (parts stay near 4 MiB), not one.
+  ASSERT_EQ(runner.started().size(), 3u);
+  for (const Task& task : runner.started()) EXPECT_EQ(task.map().docs_size(), 1);
+  const v1::MapResponse response = Parsed(chunks);
+  ASSERT_EQ(response.results_size(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(response.results(i).rows(), request.docs(i));
+  // The response comes in chunks of a few MiB rather than one growing string.
+  EXPECT_GT(chunks.size(), 1u);
+}
+
+TEST_F(FunctionCallsTest, MapSplitsOverTheWorkersAndKeepsDocumentOrder) {
+  // Later parts answer first: the results are still in document order.
+  FakeTaskRunner runner(2, [](const Task& task) {
+    FakeAnswer answer = EchoMap(task);
+    answer.delay = absl::Milliseconds(task.map().docs_size() > 0 && task.map().docs(0) == Doc(0)
+                                          ? 20
+                                          : 0);
+    return answer;
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4});
+  constexpr int kDocs = 100;
+  v1::MapRequest request = MapRequestOf(kDocs);
+  v1::MapResponse response;
+  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  ExpectEchoedInOrder(response, kDocs);
+  // One RunAll of four parts per worker.
+  EXPECT_THAT(runner.batches(), ElementsAre(8u));
+}
+
+TEST_F(FunctionCallsTest, SmallMapIsOneTask) {
+  FakeTaskRunner runner(2, EchoMap);
+  FunctionCalls calls(runner, {});
+  v1::MapRequest request = MapRequestOf(3);
+  v1::MapResponse response;
+  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  ExpectEchoedInOrder(response, 3);
+  EXPECT_THAT(runner.batches(), ElementsAre(1u));
+}
+
+// --- never a partial result ------------------------------------------------------------------
+
+// A worker that fails the part holding document `failing`, with `reply`.
+FakeTaskRunner::Script FailingPart(int failing, absl::StatusOr<Reply> reply) {
+  return [failing, reply](const Task& task) {
+    for (const std::string& doc : task.map().docs()) {
+      if (doc == Doc(failing)) return FakeAnswer{reply};
+    }
+    return EchoMap(task);
+  };
+}
+
+TEST_F(FunctionCallsTest, MapEncodedNeverAnswersWithPartOfAResult) {
+  const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10};
+  struct Case {
+    absl::StatusOr<Reply> reply;
+    absl::StatusCode code;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {absl::UnavailableError("the worker crashed"), absl::StatusCode::kUnavailable,
+            "the worker crashed"},
+           {FailureReply(worker::v1::Failure::VERSION_MISMATCH,
+                         "ValueError: Loaded version 556 did not match expected version 2"),
+            absl::StatusCode::kFailedPrecondition,
+            "ValueError: Loaded version 556 did not match expected version 2"},
+           {FailureReply(worker::v1::Failure::PERMISSION_DENIED, "module refused"),
+            absl::StatusCode::kPermissionDenied, "module refused"},
+       }) {
+    // The failing part is in the second wave, after the first one's results were appended.
+    FakeTaskRunner runner(2, FailingPart(150, c.reply));
+    FunctionCalls calls(runner, options);
+    std::vector<std::string> chunks;
+    const absl::Status status = Await(
+        calls.MapEncoded(MapRequestOf(300).SerializeAsString(), absl::InfiniteFuture(), chunks));
+    EXPECT_EQ(status.code(), c.code);
+    EXPECT_EQ(status.message(), c.message);
+    EXPECT_THAT(chunks, IsEmpty());
+    EXPECT_GT(runner.batches().size(), 1u);
+  }
+}
+
+TEST_F(FunctionCallsTest, MapNeverAnswersWithPartOfAResult) {
+  FakeTaskRunner runner(2, FailingPart(90, absl::UnavailableError("the worker crashed")));
+  FunctionCalls calls(runner, {.min_docs_per_task = 4});
+  v1::MapRequest request = MapRequestOf(100);
+  v1::MapResponse response;
+  const absl::Status status = Await(calls.Map(request, absl::InfiniteFuture(), response));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(response.results_size(), 0);
+}
+
+TEST_F(FunctionCallsTest, AReplyOfTheWrongKindIsAnInternalError) {
+  FakeTaskRunner runner(2, [](const Task&) {
+    Reply reply;
+    reply.mutable_validate();
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {});
+  v1::ReduceRequest request;
+  request.add_functions("views.total");
+  v1::ReduceResponse response;
+  const absl::Status status = Await(calls.Reduce(request, absl::InfiniteFuture(), response));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(status.message(), HasSubstr("reply kind"));
+}
+
+// --- the response size cap -------------------------------------------------------------------
+
+TEST_F(FunctionCallsTest, MapEncodedRefusesAResponseLargerThanACallMayCarry) {
+  // Every document maps to 1 KiB of rows: 200 documents answer with over 200 KiB.
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    for (int i = 0; i < task.map().docs_size(); ++i) {
+      reply.mutable_map()->add_results()->set_rows(std::string(1024, 'r'));
+    }
+    return FakeAnswer{reply};
+  });
+  const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10,
+                            .max_call_bytes = 100 << 10};
+  FunctionCalls calls(runner, options);
+  std::vector<std::string> chunks;
+  absl::Status status = Await(
+      calls.MapEncoded(MapRequestOf(200).SerializeAsString(), absl::InfiniteFuture(), chunks));
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(status.message(),
+            "the response to this call would be larger than the 102400 bytes a call may carry; "
+            "split the batch, or raise cnp-server's --max-call-bytes");
+  EXPECT_THAT(chunks, IsEmpty());
+  // It stopped at the wave that crossed the cap.
+  EXPECT_LT(runner.started().size(), 20u);
+
+  // 90 documents fit.
+  status = Await(
+      calls.MapEncoded(MapRequestOf(90).SerializeAsString(), absl::InfiniteFuture(), chunks));
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(Parsed(chunks).results_size(), 90);
+}
+
+// --- one-task calls --------------------------------------------------------------------------
+
+TEST_F(FunctionCallsTest, OneTaskCallsMoveTheRequestInAndTheAnswerOut) {
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    switch (task.kind_case()) {
+      case Task::kReduce:
+        reply.mutable_reduce()->add_results(task.reduce().kvs());
+        break;
+      case Task::kValidate:
+        reply.mutable_validate();
+        break;
+      case Task::kDesign:
+        reply.mutable_design()->set_reply(task.design().function());
+        break;
+      case Task::kResolve:
+        for (const std::string& f : task.resolve().functions()) {
+          reply.mutable_resolve()->add_functions()->set_function(f);
+        }
+        break;
+      default:
+        return FakeAnswer{absl::InternalError("unexpected task")};
+    }
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {});
+  const absl::Time deadline = absl::InfiniteFuture();
+
+  v1::ReduceRequest reduce_request;
+  reduce_request.add_functions("views.total");
+  reduce_request.set_kvs("[[[1,\"a\"],2]]");
+  v1::ReduceResponse reduce;
+  ASSERT_TRUE(Await(calls.Reduce(reduce_request, deadline, reduce)).ok());
+  EXPECT_THAT(reduce.results(), ElementsAre("[[[1,\"a\"],2]]"));
+
+  v1::ValidateRequest validate_request;
+  validate_request.set_function("checks.author");
+  v1::ValidateResponse validate;
+  ASSERT_TRUE(Await(calls.Validate(validate_request, deadline, validate)).ok());
+
+  v1::DesignFunctionRequest design_request;
+  design_request.set_function("design.update");
+  design_request.set_kind(v1::UPDATE);
+  v1::DesignFunctionResponse design;
+  ASSERT_TRUE(Await(calls.CallDesignFunction(design_request, deadline, design)).ok());
+  EXPECT_EQ(design.reply(), "design.update");
+
+  v1::ResolveRequest resolve_request;
+  resolve_request.add_functions("views.by_id");
+  v1::ResolveResponse resolve;
+  ASSERT_TRUE(Await(calls.Resolve(resolve_request, deadline, resolve)).ok());
+  ASSERT_EQ(resolve.functions_size(), 1);
+  EXPECT_EQ(resolve.functions(0).function(), "views.by_id");
+
+  EXPECT_THAT(runner.batches(), ElementsAre(1u, 1u, 1u, 1u));
+}
+
+// --- function errors -------------------------------------------------------------------------
+
+// The value of cnp_function_errors_total for `function`, as a scrape shows it.
+std::string FunctionErrorsLine(const std::string& function) {
+  const std::string text = metrics::Registry::Default().Render();
+  const std::string prefix = absl::StrCat("cnp_function_errors_total{function=\"", function, "\"} ");
+  const size_t at = text.find(prefix);
+  if (at == std::string::npos) return "";
+  return text.substr(at, text.find('\n', at) - at);
+}
+
+TEST_F(FunctionCallsTest, FunctionErrorsAreCounted) {
+  // Every other document raises in the map function.
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    for (int i = 0; i < task.map().docs_size(); ++i) {
+      v1::MapResult& result = *reply.mutable_map()->add_results();
+      result.set_rows("[[]]");
+      if (i % 2 == 0) {
+        v1::FunctionError& error = *result.add_errors();
+        error.set_function("tests.raises_on_even");
+        error.set_type("KeyError");
+      }
+    }
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4});
+  v1::MapRequest request = MapRequestOf(8);  // two parts of four: two errors each
+  v1::MapResponse response;
+  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  EXPECT_EQ(FunctionErrorsLine("tests.raises_on_even"),
+            "cnp_function_errors_total{function=\"tests.raises_on_even\"} 4");
+  EXPECT_EQ(response.results(0).errors(0).type(), "KeyError");
+}
+
+// --- cancellation ----------------------------------------------------------------------------
+
+TEST_F(FunctionCallsTest, CancellingABigMapStartsNoFurtherWave) {
+  // Each part takes a minute; the client goes away as soon as the first wave has started.
+  FakeTaskRunner runner(2, [](const Task& task) {
+    FakeAnswer answer = EchoMap(task);
+    answer.delay = absl::Minutes(1);
+    return answer;
+  });
+  runner.set_on_start([this, first = true](const Task&) mutable {
+    if (std::exchange(first, false)) CancelLater();
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4, .max_docs_per_task = 10});
+  std::vector<std::string> chunks;
+  const absl::Time start = absl::Now();
+  const absl::Status status = Await(
+      calls.MapEncoded(MapRequestOf(10'000).SerializeAsString(), absl::InfiniteFuture(), chunks));
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  // One wave started and was cancelled in flight; no task was started after the cancel.
+  EXPECT_THAT(runner.batches(), ElementsAre(8u));
+  EXPECT_EQ(runner.cancelled(), 8);
+  EXPECT_THAT(chunks, IsEmpty());
+}
+
+TEST_F(FunctionCallsTest, AMapCancelledAsAWaveFinishesStartsNoFurtherWave) {
+  // The first wave's parts are answered at once, but the client cancels while they run: the
+  // next wave must not start even though nothing was left in flight to cancel.
+  FakeTaskRunner runner(2, EchoMap);
+  runner.set_on_start([this, first = true](const Task&) mutable {
+    if (std::exchange(first, false)) cancel_.emit(asio::cancellation_type::terminal);
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4, .max_docs_per_task = 10});
+  std::vector<std::string> chunks;
+  const absl::Status status = Await(
+      calls.MapEncoded(MapRequestOf(1'000).SerializeAsString(), absl::InfiniteFuture(), chunks));
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(runner.batches(), ElementsAre(8u));
+  EXPECT_THAT(chunks, IsEmpty());
+}
+
+TEST_F(FunctionCallsTest, CancellingAMapOrAValidateEndsItAtOnce) {
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    if (task.has_map()) return FakeAnswer{EchoMap(task).reply, absl::Minutes(1)};
+    reply.mutable_validate();
+    return FakeAnswer{reply, absl::Minutes(1)};
+  });
+  bool armed = true;  // cancels once per call, as its first task starts
+  runner.set_on_start([this, &armed](const Task&) {
+    if (std::exchange(armed, false)) CancelLater();
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4});
+
+  v1::MapRequest map_request = MapRequestOf(100);
+  v1::MapResponse map;
+  EXPECT_EQ(Await(calls.Map(map_request, absl::InfiniteFuture(), map)).code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(map.results_size(), 0);
+  EXPECT_EQ(runner.cancelled(), 8);
+
+  armed = true;
+  v1::ValidateRequest validate_request;
+  validate_request.set_function("checks.author");
+  v1::ValidateResponse validate;
+  EXPECT_EQ(Await(calls.Validate(validate_request, absl::InfiniteFuture(), validate)).code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_EQ(runner.cancelled(), 9);
+}
+
+// --- deadlines -------------------------------------------------------------------------------
+
+TEST_F(FunctionCallsTest, TheServersCallTimeoutBoundsTheClientsDeadline) {
+  FakeTaskRunner runner(2, [](const Task&) {
+    Reply reply;
+    reply.mutable_validate();
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {.call_timeout = absl::Seconds(5)});
+  v1::ValidateRequest request;
+  request.set_function("checks.author");
+  v1::ValidateResponse response;
+
+  // No client deadline: the server's limit applies.
+  const absl::Time before = absl::Now();
+  ASSERT_TRUE(Await(calls.Validate(request, absl::InfiniteFuture(), response)).ok());
+  const absl::Time after = absl::Now();
+  ASSERT_EQ(runner.deadlines().size(), 1u);
+  EXPECT_GE(runner.deadlines()[0], before + absl::Seconds(5));
+  EXPECT_LE(runner.deadlines()[0], after + absl::Seconds(5));
+
+  // An earlier client deadline is kept as it is.
+  const absl::Time soon = absl::Now() + absl::Seconds(1);
+  request.set_function("checks.author");
+  ASSERT_TRUE(Await(calls.Validate(request, soon, response)).ok());
+  EXPECT_EQ(runner.deadlines()[1], soon);
+}
+
+TEST_F(FunctionCallsTest, ADeadlinePassingMidTaskEndsTheCall) {
+  // The tasks would take a minute; the client allows 50 ms.
+  FakeTaskRunner runner(2, [](const Task& task) {
+    if (task.has_map()) return FakeAnswer{EchoMap(task).reply, absl::Minutes(1)};
+    Reply reply;
+    reply.mutable_validate();
+    return FakeAnswer{reply, absl::Minutes(1)};
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4, .max_docs_per_task = 10});
+
+  v1::ValidateRequest request;
+  request.set_function("checks.author");
+  v1::ValidateResponse response;
+  absl::Time start = absl::Now();
+  EXPECT_EQ(Await(calls.Validate(request, start + absl::Milliseconds(50), response)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+
+  // A Map's first wave runs out of time: no later wave starts, and nothing is answered.
+  std::vector<std::string> chunks;
+  start = absl::Now();
+  EXPECT_EQ(Await(calls.MapEncoded(MapRequestOf(1'000).SerializeAsString(),
+                                   start + absl::Milliseconds(50), chunks))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_THAT(runner.batches(), ElementsAre(1u, 8u));
+  EXPECT_THAT(chunks, IsEmpty());
+}
+
+}  // namespace
+}  // namespace cnp::calls
