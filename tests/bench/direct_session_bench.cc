@@ -30,13 +30,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace {
 
 using cnp::worker::testing::FunctionsDir;
 using cnp::worker::testing::Reply;
-using cnp::worker::testing::RunfilePath;
+using cnp::testing::Runfile;
 using cnp::worker::testing::Task;
 using cnp::worker::testing::WorkerProcess;
 using Clock = std::chrono::steady_clock;
@@ -207,9 +207,9 @@ bool RunPurePython(const std::vector<std::string>& functions,
                    const std::vector<std::string>& lines, int warmup, Figures& figures) {
   int commands[2], answers[2];
   if (::pipe2(commands, O_CLOEXEC) != 0 || ::pipe2(answers, O_CLOEXEC) != 0) return false;
-  const std::string script = RunfilePath("tests/bench/pure_python_query_server.py");
+  const std::string script = Runfile("tests/bench/pure_python_query_server.py");
   const std::string pythonpath = absl::StrCat("PYTHONPATH=", FunctionsDir(), ":",
-                                              RunfilePath("service/python"));
+                                              Runfile("service/python"));
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(commands[0], STDIN_FILENO);
@@ -287,12 +287,6 @@ struct Row {
 int main(int argc, char** argv) {
   const int docs = IntFlag(argc, argv, "--docs", 50000, 100, 2000000);
   const int runs = IntFlag(argc, argv, "--runs", 3, 1, 15);
-  // The support library finds runfiles through TEST_SRCDIR, which only `bazel test` sets.
-  if (std::getenv("TEST_SRCDIR") == nullptr) {
-    std::error_code error;
-    std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
-    ::setenv("TEST_SRCDIR", (exe.string() + ".runfiles").c_str(), 1);
-  }
   ::signal(SIGPIPE, SIG_IGN);
   const std::vector<std::string> lines = DocLines(docs);
   const int warmup = std::min(docs, 2000);

@@ -15,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace {
 
@@ -41,12 +41,6 @@ int DocsFlag(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const int docs = DocsFlag(argc, argv);
-  // The test support finds runfiles through TEST_SRCDIR, which only `bazel test` sets.
-  if (std::getenv("TEST_SRCDIR") == nullptr) {
-    std::error_code error;
-    std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
-    ::setenv("TEST_SRCDIR", (exe.string() + ".runfiles").c_str(), 1);
-  }
   std::unique_ptr<WorkerProcess> worker = WorkerProcess::StartWithFunctions();
   if (worker == nullptr) return 1;
 

@@ -10,16 +10,16 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/couch_client.h"
+#include "tests/support/scripted_http_server.h"
 #include "tests/support/server_process.h"
-#include "tests/upload/scripted_http_server.h"
 
 namespace cnp::derive {
 namespace {
 
 using ::testing::HasSubstr;
-using upload::testing::HttpRequest;
-using upload::testing::ScriptedHttpServer;
-using upload::testing::ScriptedResponse;
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
 
 constexpr char kSeq[] = "2-g1AAAABXeJzLYWBg4MhgTmHgz8tPSTV0MDQy";
 

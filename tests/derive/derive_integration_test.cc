@@ -14,17 +14,17 @@
 #include "gtest/gtest.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/json.h"
+#include "tests/support/child_process.h"
+#include "tests/support/pouchdb_server.h"
 #include "tests/support/server_process.h"
-#include "tests/upload/child_process.h"
-#include "tests/upload/pouchdb_server.h"
 
 namespace cnp::derive {
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using upload::testing::ChildProcess;
-using upload::testing::PouchDbServer;
+using ::cnp::testing::ChildProcess;
+using ::cnp::testing::PouchDbServer;
 
 constexpr absl::Duration kRunTimeout = absl::Seconds(60);
 

@@ -19,7 +19,7 @@ namespace {
 
 SessionPoolOptions Options(int max_sessions, int spares) {
   SessionPoolOptions options;
-  options.command = {"/usr/bin/python3.11", {"tests/session/fake_worker.py"}};
+  options.command = {"/usr/bin/python3.11", {"tests/support/fake_worker.py"}};
   options.max_sessions = max_sessions;
   options.spare_workers = spares;
   options.startup_timeout = absl::Seconds(30);

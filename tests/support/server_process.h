@@ -11,13 +11,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/lib/cnp_client.h"
+#include "tests/support/files.h"
+#include "tests/support/runfiles.h"
 
 namespace cnp::testing {
-
-// A path inside the test's runfiles, e.g. Runfile("service/cnp-server").
-std::string Runfile(const std::string& path);
-// A fresh directory under TEST_TMPDIR.
-std::string MakeTempDir(const std::string& prefix);
 
 class ServerProcess {
  public:
@@ -43,6 +40,7 @@ class ServerProcess {
   std::string target_;
   std::string log_path_;
   bool exited_ = false;
+  int status_ = 0;
 };
 
 }  // namespace cnp::testing

@@ -13,9 +13,14 @@
 #include "gtest/gtest.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/json.h"
-#include "tests/upload/scripted_http_server.h"
+#include "tests/support/scripted_http_server.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
+
 namespace {
 
 using ::testing::ElementsAre;

@@ -13,19 +13,20 @@
 #include "service/upload/couch_client.h"
 #include "service/upload/json.h"
 #include "service/upload/uploader.h"
-#include "tests/upload/pouchdb_server.h"
+#include "tests/support/pouchdb_server.h"
+#include "tests/support/runfiles.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::PouchDbServer;
+using ::cnp::testing::Runfile;
+
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
-
-std::string Runfile(const std::string& path) {
-  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/", std::getenv("TEST_WORKSPACE"), "/", path);
-}
 
 class RealPoolUploadTest : public ::testing::Test {
  protected:

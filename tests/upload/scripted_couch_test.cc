@@ -12,11 +12,16 @@
 #include "service/upload/design_diff.h"
 #include "service/upload/json.h"
 #include "service/upload/uploader.h"
+#include "tests/support/scripted_http_server.h"
 #include "tests/upload/fake_task_runner.h"
-#include "tests/upload/scripted_http_server.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
+
 namespace {
 
 using ::testing::ElementsAre;

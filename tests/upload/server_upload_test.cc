@@ -8,10 +8,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/couch_client.h"
+#include "tests/support/pouchdb_server.h"
 #include "tests/support/server_process.h"
-#include "tests/upload/pouchdb_server.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::PouchDbServer;
+
 namespace {
 
 using ::testing::HasSubstr;

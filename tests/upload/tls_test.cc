@@ -9,12 +9,18 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/uploader.h"
-#include "tests/upload/child_process.h"
+#include "tests/support/child_process.h"
+#include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
-#include "tests/upload/pouchdb_server.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::ChildProcess;
+using ::cnp::testing::MakeTempDir;
+using ::cnp::testing::RunToCompletion;
+using ::cnp::testing::UnusedLoopbackPort;
+
 namespace {
 
 using ::testing::HasSubstr;

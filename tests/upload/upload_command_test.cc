@@ -19,8 +19,8 @@
 #include "gtest/gtest.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/uploader.h"
+#include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
-#include "tests/upload/pouchdb_server.h"
 
 namespace cnp::client::upload {
 namespace {
@@ -54,7 +54,7 @@ struct CommandRun {
 class UploadCommandTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto started = cnp::upload::testing::PouchDbServer::Start();
+    auto started = cnp::testing::PouchDbServer::Start();
     ASSERT_TRUE(started.ok()) << started.status();
     couch_ = started->release();
     cnp::upload::CouchClient anonymous({.base_url = couch_->url()});
@@ -133,7 +133,7 @@ class UploadCommandTest : public ::testing::Test {
     return run;
   }
 
-  static cnp::upload::testing::PouchDbServer* couch_;
+  static cnp::testing::PouchDbServer* couch_;
   static cnp::upload::testing::FakeTaskRunner* runner_;
   static cnp::upload::Uploader* uploader_;
   static UploadOnlyService* service_;
@@ -143,7 +143,7 @@ class UploadCommandTest : public ::testing::Test {
   std::map<std::string, std::string> env_ = {{"HOME", "/nonexistent"}};
 };
 
-cnp::upload::testing::PouchDbServer* UploadCommandTest::couch_ = nullptr;
+cnp::testing::PouchDbServer* UploadCommandTest::couch_ = nullptr;
 cnp::upload::testing::FakeTaskRunner* UploadCommandTest::runner_ = nullptr;
 cnp::upload::Uploader* UploadCommandTest::uploader_ = nullptr;
 UploadOnlyService* UploadCommandTest::service_ = nullptr;
@@ -292,7 +292,7 @@ TEST_F(UploadCommandTest, MissingDatabaseAndDownCouchDbFail) {
   EXPECT_THAT(missing.err, HasSubstr("database \"absent\" does not exist"));
 
   std::string down = absl::StrCat("http://admin:", kPassword, "@127.0.0.1:",
-                                  cnp::upload::testing::UnusedLoopbackPort());
+                                  cnp::testing::UnusedLoopbackPort());
   CommandRun unreachable = Upload({"--target=" + target_, down, "cli", DesignYaml()});
   EXPECT_EQ(unreachable.exit_code, 1);
   EXPECT_THAT(unreachable.err, HasSubstr("cannot reach CouchDB at http://127.0.0.1:"));

@@ -14,11 +14,15 @@
 #include "service/upload/couch_client.h"
 #include "service/upload/json.h"
 #include "service/upload/uploader.h"
+#include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
-#include "tests/upload/pouchdb_server.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::PouchDbServer;
+using ::cnp::testing::UnusedLoopbackPort;
+
 namespace {
 
 using ::testing::ElementsAre;

@@ -1,6 +1,6 @@
 // Filters, view filters, shows, updates, rewrites and whole lists over a real cnp-worker.
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

@@ -2,7 +2,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

@@ -1,6 +1,6 @@
 // JSON in and out of the worker: exact numbers, exact unicode, NaN as null.
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

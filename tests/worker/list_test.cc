@@ -1,7 +1,7 @@
 // The interactive list exchange (list_start / list_row / ListStep), step by step as CouchDB
 // 3.4.3 drives couchjs in /work/shared/fixtures/couchdb-3.4.3-js/list.txt.
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

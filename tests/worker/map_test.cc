@@ -1,6 +1,6 @@
 // Map over a real cnp-worker: every function form, per-item errors and logs.
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

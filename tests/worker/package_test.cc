@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {
@@ -15,7 +15,7 @@ namespace {
 std::string RunPython(const std::string& script) {
   std::string command = absl::StrCat("/usr/bin/python3.11 -I -c '",
                                      "import sys; sys.path.insert(0, \"",
-                                     RunfilePath("service/python"), "\")\n", script, "' 2>&1");
+                                     Runfile("service/python"), "\")\n", script, "' 2>&1");
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return "popen failed";
   std::string output;

@@ -1,6 +1,6 @@
 // Reduce, rereduce and validate_doc_update over a real cnp-worker.
 #include "gtest/gtest.h"
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {

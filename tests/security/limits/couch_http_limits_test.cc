@@ -9,11 +9,16 @@
 #include "service/upload/couch_allow_list.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/uploader.h"
+#include "tests/support/scripted_http_server.h"
 #include "tests/upload/fake_task_runner.h"
-#include "tests/upload/scripted_http_server.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
+
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
+
 namespace {
 
 using ::testing::HasSubstr;

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/support/files.h"
+#include "tests/support/spawn.h"
 
 namespace cnp::security_testing {
 
@@ -44,12 +46,6 @@ class LaunchedServer {
   std::string log_path_;
 };
 
-// A fresh directory directly under /tmp (unix socket paths must stay short), mode 0700.
-std::string ShortTempDir();
-
-// Runs a command to completion in `dir`; its exit code (-1 if it could not run).
-int Run(const std::vector<std::string>& argv, const std::string& dir = "");
-
 // ca.pem; server.pem/server.key for 127.0.0.1 and localhost; client.pem/client.key; all
 // signed by ca. other-ca.pem: a CA that signed nothing here.
 struct Certificates {
@@ -58,15 +54,12 @@ struct Certificates {
 };
 absl::StatusOr<Certificates> MakeCertificates();
 
-// A program run to completion with `input` on its stdin.
-struct ProcessResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input);
-
-void WriteFile(const std::string& path, const std::string& text, mode_t mode = 0600);
 std::string FunctionsDir();
+
+// The shared test support these tests use with the helpers above.
+using ::cnp::testing::ProcessResult;
+using ::cnp::testing::RunWithInput;
+using ::cnp::testing::ShortTempDir;
+using ::cnp::testing::WriteFile;
 
 }  // namespace cnp::security_testing

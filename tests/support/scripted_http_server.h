@@ -10,7 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 
 struct HttpRequest {
   std::string method;
@@ -50,4 +50,4 @@ class ScriptedHttpServer {
   std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

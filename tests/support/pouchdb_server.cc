@@ -1,4 +1,4 @@
-#include "tests/upload/pouchdb_server.h"
+#include "tests/support/pouchdb_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,8 +9,9 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/runfiles.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 namespace {
 
 std::string Env(const char* name) {
@@ -22,8 +23,7 @@ std::string Env(const char* name) {
 // this test has in its runfiles (a symlink into the source tree).
 absl::StatusOr<std::string> FindServerScript() {
   if (std::string env = Env("CNP_POUCHDB_SERVER"); !env.empty()) return env;
-  std::string runfile = absl::StrCat(Env("TEST_SRCDIR"), "/", Env("TEST_WORKSPACE"),
-                                     "/tests/upload/package.json");
+  const std::string runfile = Runfile("tests/upload/package.json");
   std::error_code error;
   std::filesystem::path source = std::filesystem::canonical(runfile, error);
   if (!error) {
@@ -76,4 +76,4 @@ PouchDbServer::~PouchDbServer() {
 
 std::string PouchDbServer::url() const { return absl::StrCat("http://127.0.0.1:", port_); }
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

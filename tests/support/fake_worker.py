@@ -1,6 +1,6 @@
-"""A stand-in for cnp-worker in the session pool tests: answers every task on fd 3 with a Reply
-whose resolve is set (what the pool's start-up handshake waits for), with no Python start-up
-cost to make the tests slow."""
+"""A stand-in for the cnp-worker process (the session pool tests use it): answers every task on
+fd 3 with a Reply whose resolve is set (what a pool's start-up handshake waits for), with no
+Python start-up cost to make the tests slow."""
 
 import os
 import struct

@@ -1,4 +1,4 @@
-#include "tests/worker/worker_process.h"
+#include "tests/support/worker_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "service/common/framing.h"
+#include "tests/support/spawn.h"
 
 namespace cnp::worker::testing {
 namespace {
@@ -29,12 +30,7 @@ std::string TestTmpDir() {
 
 }  // namespace
 
-std::string RunfilePath(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir ? srcdir : ".", "/cnp/", path);
-}
-
-std::string FunctionsDir() { return RunfilePath("tests/functions"); }
+std::string FunctionsDir() { return Runfile("tests/functions"); }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<std::string> args,
                                                                    std::vector<std::string> env) {
@@ -45,26 +41,19 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     return absl::InternalError("socketpair failed");
   }
-  std::string binary = RunfilePath("service/worker/cnp-worker");
-  std::vector<std::string> argv_strings = {binary, "--fd=3"};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (err >= 0) ::dup2(err, STDERR_FILENO);
-    ::dup2(fds[1], 3);  // dup2 clears close-on-exec on the copy
-    for (std::string& variable : env) ::putenv(variable.data());
-    ::execv(binary.c_str(), argv.data());
-    ::_exit(127);
-  }
+  std::vector<std::string> argv = {Runfile("service/worker/cnp-worker"), "--fd=3"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  absl::StatusOr<pid_t> pid = ::cnp::testing::Spawn(
+      {.argv = std::move(argv), .env = std::move(env), .fds = {{STDERR_FILENO, err}, {3, fds[1]}}});
+  if (err >= 0) ::close(err);
   ::close(fds[1]);
+  if (!pid.ok()) {
+    ::close(fds[0]);
+    return pid.status();
+  }
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);  // so reads honour deadlines
-  return std::unique_ptr<WorkerProcess>(new WorkerProcess(pid, fds[0], stderr_path));
+  return std::unique_ptr<WorkerProcess>(new WorkerProcess(*pid, fds[0], stderr_path));
 }
 
 std::unique_ptr<WorkerProcess> WorkerProcess::StartWithFunctions(std::vector<std::string> args) {

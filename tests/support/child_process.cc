@@ -1,9 +1,8 @@
-#include "tests/upload/child_process.h"
+#include "tests/support/child_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,44 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace cnp::upload::testing {
-namespace {
-
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& work_dir, int output_fd) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (output_fd >= 0) {
-      ::dup2(output_fd, STDOUT_FILENO);
-      ::dup2(output_fd, STDERR_FILENO);
-    }
-    if (::chdir(work_dir.c_str()) != 0) ::_exit(126);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-}  // namespace
-
-std::string MakeTempDir(const std::string& prefix) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", prefix, ".XXXXXX");
-  if (::mkdtemp(pattern.data()) == nullptr) return "";
-  return pattern;
-}
-
-int RunToCompletion(const std::vector<std::string>& argv, const std::string& work_dir) {
-  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  pid_t pid = Spawn(argv, work_dir, devnull);
-  ::close(devnull);
-  if (pid < 0) return -1;
-  int status = 0;
-  if (::waitpid(pid, &status, 0) < 0) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+namespace cnp::testing {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
     const std::vector<std::string>& argv, const std::string& work_dir,
@@ -56,12 +18,15 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   std::unique_ptr<ChildProcess> child(new ChildProcess());
-  child->pid_ = Spawn(argv, work_dir, out[1]);
+  absl::StatusOr<pid_t> pid = Spawn({.argv = argv,
+                                     .fds = {{STDOUT_FILENO, out[1]}, {STDERR_FILENO, out[1]}},
+                                     .work_dir = work_dir});
   ::close(out[1]);
-  if (child->pid_ < 0) {
+  if (!pid.ok()) {
     ::close(out[0]);
-    return absl::InternalError("fork failed");
+    return pid.status();
   }
+  child->pid_ = *pid;
   child->drainer_ = std::thread([c = child.get(), fd = out[0]] { c->Drain(fd); });
   if (!child->WaitForOutput(ready_text, timeout)) {
     return absl::UnavailableError(
@@ -102,10 +67,9 @@ std::string ChildProcess::output() const {
 ChildProcess::~ChildProcess() {
   if (pid_ > 0) {
     ::kill(pid_, SIGTERM);
-    int status;
-    ::waitpid(pid_, &status, 0);
+    WaitForExit(pid_);
   }
   if (drainer_.joinable()) drainer_.join();
 }
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

@@ -8,9 +8,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "tests/upload/child_process.h"
+#include "tests/support/child_process.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 
 class PouchDbServer {
  public:
@@ -40,4 +40,4 @@ class PouchDbServer {
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 int UnusedLoopbackPort();
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

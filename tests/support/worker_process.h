@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/support/runfiles.h"
 #include "worker.pb.h"
 
 namespace cnp::worker::testing {
 
+using ::cnp::testing::Runfile;
+
 using ::cnp::worker::v1::Reply;
 using ::cnp::worker::v1::Task;
-
-// $TEST_SRCDIR/cnp/<path>
-std::string RunfilePath(const std::string& path);
 
 // The directory that holds the test modules (tests/functions), for --python-path.
 std::string FunctionsDir();

@@ -1,4 +1,4 @@
-#include "tests/upload/scripted_http_server.h"
+#include "tests/support/scripted_http_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 namespace {
 
 bool WriteAll(int fd, const std::string& data) {
@@ -134,4 +134,4 @@ void ScriptedHttpServer::ServeConnection(int fd) {
   }
 }
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

@@ -12,8 +12,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "tests/support/files.h"
+#include "tests/support/spawn.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 
 class ChildProcess {
  public:
@@ -43,10 +45,4 @@ class ChildProcess {
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// A fresh directory under $TEST_TMPDIR.
-std::string MakeTempDir(const std::string& prefix);
-
-// Runs a command to completion; its exit status, or -1 when it could not run.
-int RunToCompletion(const std::vector<std::string>& argv, const std::string& work_dir);
-
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing

@@ -1,3 +1,0 @@
-#!/bin/sh
-# Runs a Python test of the adapter with Debian's interpreter (the one the workers embed).
-exec /usr/bin/python3.11 "$@"
