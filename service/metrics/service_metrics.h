@@ -36,7 +36,7 @@ void FunctionError(absl::string_view function);
 
 // The worker pool's life.
 void WorkerStarted();
-// `cause`: crash, deadline, recycle, reload or memory.
+// `cause`: crash, deadline, cancel, recycle, reload or memory.
 void WorkerExited(absl::string_view cause);
 Gauge& QueueDepth();
 void QueueWaited(absl::Duration wait);

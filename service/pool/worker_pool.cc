@@ -30,12 +30,6 @@ constexpr absl::string_view kNotRun = "task was not run";
 // How long reload requests must stop coming before the merged follow-up reload starts.
 constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
 
-absl::Duration Backoff(const PoolOptions& options, int failures) {
-  if (failures <= 0) return absl::ZeroDuration();
-  absl::Duration d = options.min_backoff;
-  for (int i = 1; i < failures && d < options.max_backoff; ++i) d *= 2;
-  return std::min(d, options.max_backoff);
-}
 
 }  // namespace
 
@@ -213,7 +207,7 @@ asio::awaitable<void> WorkerPool::StartWorker(Slot* slot) {
     } else if (!status.ok()) {
       if (spawned.ok()) doomed = std::move(*spawned);
       ++slot->consecutive_failures;
-      absl::Duration delay = Backoff(options_, slot->consecutive_failures);
+      absl::Duration delay = RestartBackoff(options_, slot->consecutive_failures);
       LogError("worker ", index, " failed to start: ", status.message(), "; retrying in ",
                absl::FormatDuration(delay));
       MarkDown(slot, delay, std::string(status.message()));
@@ -282,7 +276,7 @@ void WorkerPool::Release(Slot* slot, const Reply* reply, const absl::Status& fai
       if (crashed) ++slot->consecutive_failures;
       metrics::WorkerExited(crashed ? "crash" : "deadline");
       doomed = std::move(slot->process);
-      MarkDown(slot, crashed ? Backoff(options_, slot->consecutive_failures) : absl::ZeroDuration(),
+      MarkDown(slot, crashed ? RestartBackoff(options_, slot->consecutive_failures) : absl::ZeroDuration(),
                std::string(failure.message()));
       went_down = true;
     } else {

@@ -17,26 +17,11 @@
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
+#include "service/pool/pool_options.h"
 #include "service/pool/task_runner.h"
 #include "service/pool/worker_process.h"
 
 namespace cnp::pool {
-
-struct PoolOptions {
-  WorkerCommand command;
-  int workers = 2;
-  // Callers allowed to wait for a busy pool; one more gets RESOURCE_EXHAUSTED.
-  int max_queue = 256;
-  // A worker is replaced after this many calls (0: never).
-  int64_t max_calls_per_worker = 0;
-  // A worker whose resident memory is above this (checked while idle) is replaced (0: never).
-  int64_t max_resident_bytes = 0;
-  // How long a new worker may take to start Python and answer its first frame.
-  absl::Duration startup_timeout = absl::Seconds(30);
-  // Restart delays after a crash or a failed start: doubling from min to max.
-  absl::Duration min_backoff = absl::Milliseconds(100);
-  absl::Duration max_backoff = absl::Seconds(30);
-};
 
 class WorkerPool final : public TaskRunner {
  public:

@@ -31,6 +31,12 @@ std::string DescribeWaitStatus(int status) {
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Spawn(const WorkerCommand& command,
                                                                     int id) {
+  absl::StatusOr<SpawnedWorker> child = SpawnWorkerChild(command);
+  if (!child.ok()) return child.status();
+  return std::unique_ptr<WorkerProcess>(new WorkerProcess(id, child->pid, child->fd));
+}
+
+absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
@@ -69,7 +75,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Spawn(const Worker
   }
   ::close(fds[1]);
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
-  return std::unique_ptr<WorkerProcess>(new WorkerProcess(id, pid, fds[0]));
+  return SpawnedWorker{pid, fds[0]};
 }
 
 WorkerProcess::~WorkerProcess() {

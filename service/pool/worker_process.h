@@ -20,6 +20,14 @@ struct WorkerCommand {
   std::vector<std::string> args;  // after argv[0]; the socket is always fd 3
 };
 
+// A started cnp-worker child: its pid and the parent's end of its socketpair (non-blocking,
+// close-on-exec). The caller owns both: it must close the socket and reap the child.
+struct SpawnedWorker {
+  pid_t pid = -1;
+  int fd = -1;
+};
+absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command);
+
 class WorkerProcess {
  public:
   // Starts a worker. Only fails when the process cannot be created at all; a worker that

@@ -1,0 +1,605 @@
+#include "service/pool/async_worker_pool.h"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <utility>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/cancellation_signal.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/dispatch.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/post.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/common/log.h"
+#include "service/metrics/service_metrics.h"
+#include "service/pool/await_on.h"
+#include "service/pool/task_description.h"
+
+namespace cnp::pool {
+namespace {
+
+// How long a worker whose socket closed mid-exchange is given to finish dying, so that the
+// log can say how it ended (a segfault, an exit status) before it is killed.
+constexpr absl::Duration kDeathGrace = absl::Milliseconds(200);
+
+bool Cancelled(asio::cancellation_state state) {
+  return state.cancelled() != asio::cancellation_type::none;
+}
+
+// Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
+// zombie; nobody waits for this.
+asio::awaitable<void> KillAndReap(std::unique_ptr<Worker> worker) {
+  worker->Kill();
+  co_await worker->Ended();
+}
+
+}  // namespace
+
+// The state of one RunAll, shared by its feeders (one per worker it holds).
+struct AsyncWorkerPool::Batch {
+  Batch(std::vector<Task> tasks, absl::Time deadline, asio::io_context& context)
+      : tasks(std::move(tasks)), deadline(deadline), results(this->tasks.size()),
+        all_done(context) {}
+  std::vector<Task> tasks;
+  absl::Time deadline;
+  std::vector<absl::StatusOr<Reply>> results;
+  size_t next = 0;        // the next task a feeder takes
+  absl::Status stopped;   // set when the tasks left will not run: why
+  int feeding = 0;        // feeders still running
+  asio::steady_timer all_done;  // cancelled when the last feeder ends
+};
+
+class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
+ public:
+  LeaseImpl(AsyncWorkerPool& pool, Slot* slot) : pool_(pool), slot_(slot) {}
+  ~LeaseImpl() override {
+    if (worker_lost_) return;  // it was already replaced
+    AsyncWorkerPool* pool = &pool_;
+    Slot* slot = slot_;
+    asio::post(pool_.context_, [pool, slot] { pool->FinishCall(slot, nullptr); });
+  }
+
+  asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
+    if (!failure_.ok()) co_return failure_;
+    absl::StatusOr<Reply> reply = co_await AwaitOn(
+        pool_.executor(), pool_.LeaseExchangeHere(slot_, std::move(task), deadline, &worker_lost_));
+    if (!reply.ok()) failure_ = reply.status();
+    co_return reply;
+  }
+
+ private:
+  AsyncWorkerPool& pool_;
+  Slot* const slot_;
+  // After a failed exchange the lease only reports that failure (its worker's state is unknown
+  // or it is gone); `worker_lost_` says whether the worker was replaced (written on the pool's
+  // context, read after the exchange returned).
+  absl::Status failure_;
+  bool worker_lost_ = false;
+};
+
+AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
+                                 asio::io_context& context)
+    : options_(std::move(options)), factory_(std::move(factory)), context_(context),
+      wake_(context) {
+  for (int i = 0; i < options_.workers; ++i) {
+    auto slot = std::make_unique<Slot>();
+    slot->index = i;
+    slots_.push_back(std::move(slot));
+  }
+}
+
+AsyncWorkerPool::~AsyncWorkerPool() {
+  // The context no longer runs: kill what is left here (a Worker reaps on destruction).
+  shutting_down_ = true;
+  for (auto& slot : slots_) {
+    if (slot->worker != nullptr) slot->worker->Kill();
+    slot->worker.reset();
+  }
+}
+
+absl::Status AsyncWorkerPool::Start() {
+  started_ = true;
+  asio::co_spawn(context_, Maintain(), asio::detached);
+  // Run the context here until every worker has either come up or failed once.
+  for (;;) {
+    bool settled = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
+      return s->state == State::kIdle || s->state == State::kBusy ||
+             s->consecutive_failures > 0;
+    });
+    if (settled) {
+      if (!idle_.empty()) return absl::OkStatus();
+      return absl::UnavailableError(absl::StrCat(
+          "no worker could start: ", slots_.front()->last_failure,
+          ". Check --worker-binary and --python-path; the worker's own message is above."));
+    }
+    context_.run_one();
+  }
+}
+
+// ---- The awaitable interface: hop to the pool's context and back. ----
+
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::Run(Task task, absl::Time deadline) {
+  co_return co_await AwaitOn(executor(), RunHere(std::move(task), deadline));
+}
+
+asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAll(
+    std::vector<Task> tasks, absl::Time deadline) {
+  co_return co_await AwaitOn(executor(), RunAllHere(std::move(tasks), deadline));
+}
+
+asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPool::Lease(
+    absl::Time deadline) {
+  co_return co_await AwaitOn(executor(), LeaseHere(deadline));
+}
+
+// ---- On the pool's context. ----
+
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::RunHere(Task task, absl::Time deadline) {
+  // A cancelled call still has things to await (a worker's end); it must not throw instead.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
+  if (!slot.ok()) co_return slot.status();
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
+  if (reply.ok()) {
+    FinishCall(*slot, &*reply);
+  } else if (Held(*slot)) {
+    MakeIdle(*slot);
+  }
+  co_return reply;
+}
+
+asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
+    std::vector<Task> tasks, absl::Time deadline) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  if (tasks.size() <= 1) {
+    std::vector<absl::StatusOr<Reply>> results;
+    if (tasks.size() == 1) results.push_back(co_await RunHere(std::move(tasks[0]), deadline));
+    co_return results;
+  }
+  Batch batch(std::move(tasks), deadline, context_);
+  const size_t n = batch.tasks.size();
+  absl::StatusOr<Slot*> first = co_await Acquire(deadline);
+  if (!first.ok()) {
+    for (auto& r : batch.results) r = first.status();
+    co_return std::move(batch.results);
+  }
+  std::vector<Slot*> held{*first};
+  while (held.size() < n) {
+    Slot* more = TryAcquire();
+    if (more == nullptr) break;
+    held.push_back(more);
+  }
+
+  // One feeder per worker, each taking the next task as soon as its worker answers. Each has
+  // its own cancellation signal: cancelling the batch cancels them all.
+  auto signals = std::make_unique<asio::cancellation_signal[]>(held.size());
+  batch.feeding = static_cast<int>(held.size());
+  batch.all_done.expires_at(asio::steady_timer::time_point::max());
+  for (size_t k = 0; k < held.size(); ++k) {
+    asio::co_spawn(context_, Feed(batch, held[k]),
+                   asio::bind_cancellation_slot(signals[k].slot(), [&batch](std::exception_ptr) {
+                     if (--batch.feeding == 0) batch.all_done.cancel();
+                   }));
+  }
+  bool cancelled = false;
+  while (batch.feeding > 0) {
+    asio::error_code ec;
+    co_await batch.all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!cancelled && Cancelled(co_await asio::this_coro::cancellation_state)) {
+      cancelled = true;
+      for (size_t k = 0; k < held.size(); ++k) signals[k].emit(asio::cancellation_type::terminal);
+    }
+  }
+  // Tasks no feeder took: the reason they will not run.
+  for (size_t i = batch.next; i < n; ++i) batch.results[i] = batch.stopped;
+  co_return std::move(batch.results);
+}
+
+asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const size_t n = batch.tasks.size();
+  while (batch.stopped.ok() && batch.next < n) {
+    if (slot == nullptr) {
+      // This feeder's worker crashed: carry on with another one.
+      absl::StatusOr<Slot*> acquired = co_await Acquire(batch.deadline);
+      if (!acquired.ok()) {
+        if (batch.stopped.ok()) batch.stopped = acquired.status();
+        break;
+      }
+      slot = *acquired;
+      if (!batch.stopped.ok() || batch.next == n) break;
+    }
+    const size_t i = batch.next++;
+    batch.results[i] = co_await ExchangeOn(slot, batch.tasks[i], batch.deadline);
+    const absl::StatusOr<Reply>& result = batch.results[i];
+    if (!result.ok()) {
+      if (!Held(slot)) slot = nullptr;  // replaced by ExchangeOn
+      // The caller's own end stops the batch; a crash costs only the task it was running.
+      if (absl::IsCancelled(result.status()) || absl::IsDeadlineExceeded(result.status())) {
+        if (batch.stopped.ok()) batch.stopped = result.status();
+      }
+      continue;
+    }
+    if (!CountCall(slot, &*result)) slot = nullptr;
+  }
+  if (slot != nullptr) MakeIdle(slot);
+}
+
+asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPool::LeaseHere(
+    absl::Time deadline) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
+  if (!slot.ok()) co_return slot.status();
+  co_return std::make_unique<LeaseImpl>(*this, *slot);
+}
+
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* slot, Task task,
+                                                                          absl::Time deadline,
+                                                                          bool* lost) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline);
+  *lost = !Held(slot);
+  co_return reply;
+}
+
+AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
+  if (shutting_down_ || idle_.empty()) return nullptr;
+  Slot* slot = idle_.back();
+  idle_.pop_back();
+  slot->state = State::kBusy;
+  return slot;
+}
+
+asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire(
+    absl::Time deadline) {
+  if (Cancelled(co_await asio::this_coro::cancellation_state)) {
+    co_return absl::CancelledError("the call was cancelled before it was given a worker");
+  }
+  if (shutting_down_) co_return absl::UnavailableError("the server is shutting down");
+  if (Slot* slot = TryAcquire()) co_return slot;
+  // Fail fast rather than wait out the deadline when no worker can come up.
+  if (!AnyCanServe()) co_return NoWorkerRunning();
+  const absl::Status too_late = absl::DeadlineExceededError(absl::StrCat(
+      "the deadline passed while waiting for one of the ", options_.workers,
+      " busy workers; retry later or run more workers (--workers)"));
+  if (static_cast<int>(waiters_.size()) >= options_.max_queue) {
+    co_return absl::ResourceExhaustedError(absl::StrCat(
+        "all ", options_.workers, " workers are busy and ", waiters_.size(),
+        " calls are already queued; retry later or run more workers (--workers)"));
+  }
+  const absl::Time queued = absl::Now();
+  if (deadline <= queued) co_return too_late;
+
+  Waiter waiter(context_);
+  if (deadline == absl::InfiniteFuture()) {
+    waiter.wakeup.expires_at(asio::steady_timer::time_point::max());
+  } else {
+    waiter.wakeup.expires_after(absl::ToChronoNanoseconds(deadline - queued));
+  }
+  auto position = waiters_.insert(waiters_.end(), &waiter);
+  metrics::QueueDepth().Add(1);
+  asio::error_code ec;
+  co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  metrics::QueueDepth().Add(-1);
+  metrics::QueueWaited(absl::Now() - queued);
+  if (waiter.queued) waiters_.erase(position);
+
+  const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
+  if (waiter.slot != nullptr) {
+    if (!cancelled) co_return waiter.slot;
+    MakeIdle(waiter.slot);  // handed over just as the caller went away: the next one takes it
+  }
+  if (cancelled) {
+    co_return absl::CancelledError("the call was cancelled while waiting for a worker");
+  }
+  if (!waiter.failure.ok()) co_return waiter.failure;
+  co_return too_late;
+}
+
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
+                                                                   absl::Time deadline) {
+  using asio::experimental::awaitable_operators::operator||;
+  Worker& worker = *slot->worker;
+  const absl::Time now = absl::Now();
+  if (Cancelled(co_await asio::this_coro::cancellation_state) || deadline <= now) {
+    // Not sent: the worker is as good as it was, and still the caller's.
+    if (deadline <= now) {
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
+    }
+    co_return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
+  }
+
+  absl::StatusOr<Reply> reply;
+  bool timed_out = false;
+  if (deadline == absl::InfiniteFuture()) {
+    reply = co_await worker.Exchange(task);
+  } else {
+    asio::steady_timer timer(context_, absl::ToChronoNanoseconds(deadline - now));
+    try {
+      std::variant<absl::StatusOr<Reply>, std::monostate> raced =
+          co_await (worker.Exchange(task) || timer.async_wait(asio::use_awaitable));
+      if (raced.index() == 0) {
+        reply = std::move(std::get<0>(raced));
+      } else {
+        timed_out = true;
+      }
+    } catch (const std::exception& e) {
+      reply = absl::InternalError(absl::StrCat("the exchange failed: ", e.what()));
+    }
+  }
+  if (reply.ok()) co_return reply;
+
+  // The worker's state is unknown from here: it is killed and replaced.
+  const pid_t pid = worker.pid();
+  if (timed_out) {
+    LogWarning("worker ", slot->index, " (pid ", pid, ") did not finish ", DescribeTask(task),
+               " before the deadline: killing and replacing it");
+    metrics::WorkerExited("deadline");
+    Retire(slot, absl::ZeroDuration(), "it missed a deadline");
+    co_return absl::DeadlineExceededError(absl::StrCat(
+        DescribeTask(task), " did not finish before the deadline; its worker was killed and "
+        "is being replaced"));
+  }
+  if (absl::IsCancelled(reply.status())) {
+    LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),
+            " for a call that was cancelled: killing and replacing it");
+    metrics::WorkerExited("cancel");
+    Retire(slot, absl::ZeroDuration(), "its call was cancelled");
+    co_return absl::CancelledError(absl::StrCat(
+        DescribeTask(task), " was cancelled; its worker was killed and is being replaced"));
+  }
+  const std::string how = co_await HowItEnded(worker, kDeathGrace);
+  if (shutting_down_) {
+    Retire(slot, absl::ZeroDuration(), "the server is shutting down");
+    co_return absl::UnavailableError(absl::StrCat("the server shut down before ",
+                                                  DescribeTask(task),
+                                                  " finished; retry on another server"));
+  }
+  LogError("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
+           DescribeTask(task), " (", reply.status().message(), "); replacing it");
+  metrics::WorkerExited("crash");
+  ++slot->consecutive_failures;
+  Retire(slot, RestartBackoff(options_, slot->consecutive_failures),
+         std::string(reply.status().message()));
+  co_return absl::UnavailableError(
+      absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced"));
+}
+
+bool AsyncWorkerPool::CountCall(Slot* slot, const Reply* last) {
+  ++slot->calls;
+  slot->consecutive_failures = 0;
+  const char* why = nullptr;
+  const char* cause = nullptr;  // for cnp_worker_exits_total
+  if (shutting_down_) {
+    why = "the server is shutting down";
+  } else if (last != nullptr && last->recycle()) {
+    why = "it ran out of memory", cause = "memory";
+  } else if (options_.max_calls_per_worker > 0 &&
+             slot->calls >= options_.max_calls_per_worker) {
+    why = "it reached --max-calls-per-worker", cause = "recycle";
+  } else if (slot->generation < generation_) {
+    why = "of a reload", cause = "reload";
+  }
+  if (why == nullptr) return true;
+  if (cause != nullptr) metrics::WorkerExited(cause);
+  LogInfo("replacing worker ", slot->index, " (pid ", slot->worker->pid(), ") because ", why);
+  Retire(slot, absl::ZeroDuration(), why);
+  return false;
+}
+
+void AsyncWorkerPool::FinishCall(Slot* slot, const Reply* last) {
+  if (CountCall(slot, last)) MakeIdle(slot);
+}
+
+void AsyncWorkerPool::MakeIdle(Slot* slot) {
+  if (shutting_down_) {
+    Retire(slot, absl::ZeroDuration(), "the server is shutting down");
+    return;
+  }
+  if (!waiters_.empty()) {
+    Waiter* waiter = waiters_.front();
+    waiters_.pop_front();
+    waiter->queued = false;
+    waiter->slot = slot;
+    slot->state = State::kBusy;
+    waiter->wakeup.cancel();
+    return;
+  }
+  slot->state = State::kIdle;
+  idle_.push_back(slot);
+}
+
+void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::string why) {
+  if (slot->worker != nullptr) {
+    asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
+  }
+  slot->state = shutting_down_ ? State::kStopped : State::kDown;
+  slot->restart_at = absl::Now() + restart_delay;
+  slot->last_failure = std::move(why);
+  Kick();
+}
+
+bool AsyncWorkerPool::AnyCanServe() const {
+  return std::any_of(slots_.begin(), slots_.end(), [this](const auto& s) {
+    return s->state == State::kBusy || s->state == State::kIdle ||
+           s->state == State::kStarting ||
+           (s->state == State::kDown &&
+            s->consecutive_failures < options_.failures_before_fail_fast);
+  });
+}
+
+absl::Status AsyncWorkerPool::NoWorkerRunning() const {
+  return absl::UnavailableError(absl::StrCat(
+      "no worker is running: the last start failed (", slots_.front()->last_failure,
+      "); the server keeps retrying, see its log"));
+}
+
+void AsyncWorkerPool::FailWaiters(const absl::Status& status) {
+  for (Waiter* waiter : waiters_) {
+    waiter->queued = false;
+    waiter->failure = status;
+    waiter->wakeup.cancel();
+  }
+  waiters_.clear();
+}
+
+void AsyncWorkerPool::Kick() { wake_.cancel(); }
+
+asio::awaitable<void> AsyncWorkerPool::Maintain() {
+  absl::Time next_memory_check = absl::Now();
+  for (;;) {
+    if (shutting_down_) co_return;
+    const absl::Time now = absl::Now();
+    absl::Time next_due = now + absl::Seconds(2);
+    bool starting = false;
+    std::vector<Slot*> due;
+    for (auto& slot : slots_) {
+      if (slot->state == State::kStarting) starting = true;
+      if (slot->state != State::kDown) continue;
+      if (slot->restart_at <= now) {
+        slot->state = State::kStarting;
+        due.push_back(slot.get());
+      } else {
+        next_due = std::min(next_due, slot->restart_at);
+      }
+    }
+    if (!ReloadRunning()) {
+      if (reload_pending_ && now < last_reload_request_ + options_.reload_quiet) {
+        next_due = std::min(next_due, last_reload_request_ + options_.reload_quiet);
+      } else if (reload_pending_) {
+        reload_pending_ = false;
+        ++generation_;
+        reload_announced_ = false;
+        LogInfo("reloading every worker again, for the reloads asked for meanwhile");
+      } else if (!reload_announced_) {
+        reload_announced_ = true;
+        if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
+      }
+    }
+    // Rolling reload: replace one stale idle worker at a time so the others keep serving.
+    if (!starting && due.empty()) {
+      for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+        if ((*it)->generation < generation_) {
+          Slot* slot = *it;
+          idle_.erase(it);
+          metrics::WorkerExited("reload");
+          asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
+          slot->state = State::kStarting;
+          due.push_back(slot);
+          break;
+        }
+      }
+    }
+    if (options_.max_resident_bytes > 0 && now >= next_memory_check) {
+      next_memory_check = now + options_.memory_check_interval;
+      std::vector<Slot*> over;
+      for (Slot* slot : idle_) {
+        int64_t rss = slot->worker->ResidentBytes();
+        metrics::WorkerResident(slot->index, rss);
+        if (rss > options_.max_resident_bytes) {
+          LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ",
+                     rss >> 20, " MiB, over the ", options_.max_resident_bytes >> 20,
+                     " MiB cap: replacing it");
+          over.push_back(slot);
+        }
+      }
+      for (Slot* slot : over) {
+        idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+        metrics::WorkerExited("memory");
+        Retire(slot, absl::ZeroDuration(), "over its memory cap");
+      }
+      if (!over.empty()) continue;
+    }
+    if (options_.max_resident_bytes > 0) next_due = std::min(next_due, next_memory_check);
+    for (Slot* slot : due) asio::co_spawn(context_, StartWorker(slot), asio::detached);
+    if (!due.empty()) continue;
+
+    absl::Duration wait = std::max(next_due - absl::Now(), absl::ZeroDuration());
+    wake_.expires_after(absl::ToChronoNanoseconds(wait));
+    asio::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
+  const uint64_t generation = generation_;
+  absl::StatusOr<std::unique_ptr<Worker>> started =
+      co_await factory_->Start(slot->index, options_.startup_timeout);
+  if (started.ok() && !shutting_down_) {
+    slot->worker = std::move(*started);
+    slot->generation = generation;
+    slot->calls = 0;
+    LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
+    metrics::WorkerStarted();
+    MakeIdle(slot);
+  } else if (!started.ok()) {
+    ++slot->consecutive_failures;
+    absl::Duration delay = RestartBackoff(options_, slot->consecutive_failures);
+    LogError("worker ", slot->index, " failed to start: ", started.status().message(),
+             "; retrying in ", absl::FormatDuration(delay));
+    slot->state = shutting_down_ ? State::kStopped : State::kDown;
+    slot->restart_at = absl::Now() + delay;
+    slot->last_failure = std::string(started.status().message());
+    // Callers waiting may now fail fast.
+    if (!AnyCanServe()) FailWaiters(NoWorkerRunning());
+  } else {
+    asio::co_spawn(context_, KillAndReap(std::move(*started)), asio::detached);
+    slot->state = State::kStopped;
+  }
+  Kick();
+}
+
+void AsyncWorkerPool::ReloadAll() {
+  asio::dispatch(context_, [this] { ReloadHere(); });
+}
+
+void AsyncWorkerPool::ReloadHere() {
+  // A reload asked for while one runs is merged into one more that starts when it has ended
+  // and no request came for reload_quiet: the code may have changed again since the running
+  // one began, but a storm of SIGHUPs must not restart the workers once per signal.
+  last_reload_request_ = absl::Now();
+  if (ReloadRunning() || reload_pending_) {
+    if (!reload_pending_) LogInfo("a reload is running: one more will follow it");
+    reload_pending_ = true;
+    return;
+  }
+  ++generation_;
+  reload_announced_ = false;
+  LogInfo("reloading every worker, one at a time");
+  Kick();
+}
+
+bool AsyncWorkerPool::ReloadRunning() const {
+  return std::any_of(slots_.begin(), slots_.end(), [this](const auto& slot) {
+    return slot->state != State::kStopped && slot->generation < generation_;
+  });
+}
+
+void AsyncWorkerPool::Shutdown() {
+  asio::dispatch(context_, [this] { ShutdownHere(); });
+}
+
+void AsyncWorkerPool::ShutdownHere() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  for (Slot* slot : idle_) Retire(slot, absl::ZeroDuration(), "the server is shutting down");
+  idle_.clear();
+  // A busy worker's caller is waiting for its answer: killing the process makes that exchange
+  // fail at once (its caller then replaces it), so that no shutdown waits for a function that
+  // takes its time.
+  for (auto& slot : slots_) {
+    if (slot->state == State::kBusy && slot->worker != nullptr) slot->worker->Kill();
+  }
+  FailWaiters(absl::UnavailableError("the server is shutting down"));
+  Kick();
+}
+
+}  // namespace cnp::pool

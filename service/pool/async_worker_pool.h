@@ -1,0 +1,148 @@
+// The supervised pool of workers, as coroutines on one asio::io_context (the server's control
+// context, run by one thread).
+//
+// Every piece of the pool's state - the slots, the idle list, the admission queue - is touched
+// only on that context, so there is no lock. Callers are coroutines on other executors (the gRPC
+// threads, tests' contexts): each operation hops to the pool's context (AwaitOn), carrying the
+// caller's cancellation with it, and resumes the caller on its own executor.
+//
+// What it does, all awaited, nothing polled or blocked on:
+//   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
+//   exchange    a task is written to the worker and its reply awaited, raced against the deadline
+//   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
+//               killed, reaped from its pidfd, and its slot restarted (after a doubling
+//               backoff when it crashed); callers fail fast when no worker can start
+//   recycling   after max_calls_per_worker calls, when a reply asks for it, when idle above
+//               max_resident_bytes, and one at a time on a reload (SIGHUP)
+// The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio/awaitable.hpp"
+#include "asio/io_context.hpp"
+#include "asio/steady_timer.hpp"
+#include "service/pool/async_task_runner.h"
+#include "service/pool/pool_options.h"
+#include "service/pool/worker.h"
+
+namespace cnp::pool {
+
+class AsyncWorkerPool final : public AsyncTaskRunner {
+ public:
+  AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
+                  asio::io_context& context);
+  // Kills whatever workers are left. Destroy the pool only when `context` no longer runs
+  // (its thread joined) or from that thread once Shutdown has run.
+  ~AsyncWorkerPool() override;
+
+  // Starts every worker and waits, running `context` on the calling thread until each has
+  // answered or failed. Fails when no worker at all could start, with the reason. Call it
+  // before any other thread runs the context.
+  absl::Status Start();
+
+  asio::awaitable<absl::StatusOr<Reply>> Run(Task task, absl::Time deadline) override;
+  asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAll(std::vector<Task> tasks,
+                                                             absl::Time deadline) override;
+  asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
+      absl::Time deadline) override;
+  int size() const override { return options_.workers; }
+
+  // Replaces every worker with a fresh process, one at a time, so code changed on disk is
+  // imported anew without failing a call (SIGHUP). Reloads asked for while one runs are merged
+  // into one more after it. Callable from any thread.
+  void ReloadAll();
+  // Fails waiting callers and kills every worker, busy ones included: calls in flight fail at
+  // once with UNAVAILABLE. Idempotent, callable from any thread (it is done on the context).
+  void Shutdown();
+
+  asio::io_context::executor_type executor() { return context_.get_executor(); }
+
+ private:
+  enum class State { kStarting, kIdle, kBusy, kDown, kStopped };
+  struct Slot {
+    int index = 0;
+    State state = State::kDown;
+    std::unique_ptr<Worker> worker;
+    int64_t calls = 0;
+    uint64_t generation = 0;  // reload generation the worker was started in
+    int consecutive_failures = 0;
+    absl::Time restart_at = absl::InfinitePast();
+    std::string last_failure;
+  };
+  // A caller queued for a worker. Woken by cancelling `wakeup`, whose expiry is the deadline.
+  struct Waiter {
+    explicit Waiter(asio::io_context& context) : wakeup(context) {}
+    asio::steady_timer wakeup;
+    Slot* slot = nullptr;  // the worker handed over
+    absl::Status failure;  // or why none will come
+    bool queued = true;
+  };
+  struct Batch;
+  class LeaseImpl;
+
+  // The operations, on the pool's context.
+  asio::awaitable<absl::StatusOr<Reply>> RunHere(Task task, absl::Time deadline);
+  asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAllHere(std::vector<Task> tasks,
+                                                                 absl::Time deadline);
+  asio::awaitable<void> Feed(Batch& batch, Slot* slot);
+  asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> LeaseHere(
+      absl::Time deadline);
+  asio::awaitable<absl::StatusOr<Reply>> LeaseExchangeHere(Slot* slot, Task task,
+                                                           absl::Time deadline, bool* lost);
+
+  // A worker for the caller: an idle one, else one handed over in queue order.
+  asio::awaitable<absl::StatusOr<Slot*>> Acquire(absl::Time deadline);
+  Slot* TryAcquire();
+  // One exchange on a held worker. On an error the status says what happened, in words for
+  // the user; the worker is then gone (killed and being replaced) unless the task was never
+  // sent (the deadline had passed or the caller had cancelled): Held() tells.
+  asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(Slot* slot, const Task& task,
+                                                    absl::Time deadline);
+  // Counts a call that ended well on a held worker; true if the worker may take another,
+  // false if it was replaced (recycling, reload, shutdown).
+  bool CountCall(Slot* slot, const Reply* last);
+  // Gives a held worker back after its call (counted here).
+  void FinishCall(Slot* slot, const Reply* last);
+  // Hands a usable worker to the first waiting caller, or makes it idle.
+  void MakeIdle(Slot* slot);
+  // Kills the slot's worker (reaped in the background) and schedules its restart.
+  void Retire(Slot* slot, absl::Duration restart_delay, std::string why);
+  // Some slot serves, or may still come up: waiting for a worker makes sense.
+  bool AnyCanServe() const;
+  static bool Held(const Slot* slot) {
+    return slot->state == State::kBusy && slot->worker != nullptr;
+  }
+  absl::Status NoWorkerRunning() const;
+  void FailWaiters(const absl::Status& status);
+
+  void Kick();
+  bool ReloadRunning() const;
+  asio::awaitable<void> Maintain();
+  asio::awaitable<void> StartWorker(Slot* slot);
+  void ReloadHere();
+  void ShutdownHere();
+
+  const PoolOptions options_;
+  const std::unique_ptr<WorkerFactory> factory_;
+  asio::io_context& context_;
+  asio::steady_timer wake_;  // Maintain's sleep, cancelled to wake it
+
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> idle_;
+  std::list<Waiter*> waiters_;
+  bool started_ = false;
+  bool shutting_down_ = false;
+  uint64_t generation_ = 0;
+  bool reload_pending_ = false;  // asked for while one was running
+  absl::Time last_reload_request_ = absl::InfinitePast();
+  bool reload_announced_ = true;  // "reload finished" was logged
+};
+
+}  // namespace cnp::pool

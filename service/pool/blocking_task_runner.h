@@ -1,0 +1,44 @@
+// The synchronous TaskRunner over an AsyncTaskRunner, for callers that must block until the
+// answer is there: Upload (on its own executor), the RPC code not yet written as coroutines,
+// and the CouchDB stream session. Each call is spawned onto the pool's context and the calling
+// thread waits for its future.
+//
+// A call made on the pool's own thread would wait for work only that thread can do: it is
+// refused with FAILED_PRECONDITION instead of deadlocking.
+//
+// A wait longer than a millisecond is announced as a long wait (service/common/long_wait.h),
+// as the pool's own blocking waits used to, so a gRPC thread's standby serves its queue
+// meanwhile.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "asio/io_context.hpp"
+#include "service/pool/async_task_runner.h"
+#include "service/pool/task_runner.h"
+
+namespace cnp::pool {
+
+class BlockingTaskRunner final : public TaskRunner {
+ public:
+  // `runner`'s operations are started on `pool_context` (its own context), which another
+  // thread must be running.
+  BlockingTaskRunner(AsyncTaskRunner& runner, asio::io_context& pool_context)
+      : runner_(runner), pool_context_(pool_context) {}
+
+  absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) override;
+  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
+                                            absl::Time deadline) override;
+  absl::StatusOr<std::unique_ptr<WorkerLease>> Lease(absl::Time deadline) override;
+  int size() const override { return runner_.size(); }
+
+ private:
+  class BlockingLease;
+  bool OnPoolThread() const;
+
+  AsyncTaskRunner& runner_;
+  asio::io_context& pool_context_;
+};
+
+}  // namespace cnp::pool

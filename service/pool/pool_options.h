@@ -1,0 +1,46 @@
+// How the worker pool runs its workers (flags of cnp-server, see service/config).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "service/pool/worker_process.h"
+
+namespace cnp::pool {
+
+struct PoolOptions {
+  // The worker process (the old synchronous WorkerPool reads it; AsyncWorkerPool takes a
+  // WorkerFactory instead).
+  WorkerCommand command;
+  int workers = 2;
+  // Callers allowed to wait for a busy pool; one more gets RESOURCE_EXHAUSTED.
+  int max_queue = 256;
+  // A worker is replaced after this many calls (0: never).
+  int64_t max_calls_per_worker = 0;
+  // A worker whose resident memory is above this (checked while idle) is replaced (0: never).
+  int64_t max_resident_bytes = 0;
+  // How long a new worker may take to start Python and answer its first frame.
+  absl::Duration startup_timeout = absl::Seconds(30);
+  // Restart delays after a crash or a failed start: doubling from min to max.
+  absl::Duration min_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(30);
+  // A slot whose start failed this many times in a row no longer counts as coming up: callers
+  // fail at once instead of waiting out their deadline (the pool keeps retrying).
+  int failures_before_fail_fast = 3;
+  // How long reload requests must stop coming before the merged follow-up reload starts.
+  absl::Duration reload_quiet = absl::Milliseconds(500);
+  // How often idle workers' resident memory is read (with max_resident_bytes).
+  absl::Duration memory_check_interval = absl::Seconds(2);
+};
+
+// The delay before restarting a slot after `failures` failures in a row: none for the first
+// start, then min_backoff doubling up to max_backoff.
+inline absl::Duration RestartBackoff(const PoolOptions& options, int failures) {
+  if (failures <= 0) return absl::ZeroDuration();
+  absl::Duration d = options.min_backoff;
+  for (int i = 1; i < failures && d < options.max_backoff; ++i) d *= 2;
+  return std::min(d, options.max_backoff);
+}
+
+}  // namespace cnp::pool

@@ -1,0 +1,174 @@
+#include "service/pool/process_worker.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <variant>
+
+#include "absl/base/internal/endian.h"
+#include "absl/strings/str_cat.h"
+#include "asio/buffer.hpp"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/read.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+#include "asio/write.hpp"
+#include "service/common/framing.h"
+
+namespace cnp::pool {
+namespace {
+
+absl::Status IoFailure(const asio::error_code& ec, const char* what) {
+  if (ec == asio::error::operation_aborted) {
+    return absl::CancelledError(absl::StrCat("the exchange was cancelled while ", what));
+  }
+  if (ec == asio::error::eof || ec == asio::error::broken_pipe ||
+      ec == asio::error::connection_reset) {
+    return absl::UnavailableError("the peer closed the connection");
+  }
+  return absl::UnavailableError(absl::StrCat(what, " failed: ", ec.message()));
+}
+
+const Task& HandshakeTask() {
+  static const Task* task = [] {
+    auto* t = new Task;
+    t->mutable_resolve();
+    return t;
+  }();
+  return *task;
+}
+
+}  // namespace
+
+ProcessWorker::ProcessWorker(const asio::any_io_executor& executor, SpawnedWorker child,
+                             int pidfd)
+    : pid_(child.pid), socket_(executor, asio::local::stream_protocol(), child.fd),
+      pidfd_(executor, pidfd) {}
+
+ProcessWorker::~ProcessWorker() {
+  if (reaped_) return;
+  ::kill(pid_, SIGKILL);
+  int status;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task) {
+  out_.assign(4, '\0');
+  if (!task.AppendToString(&out_)) co_return absl::InternalError("cannot serialize the task");
+  const size_t payload = out_.size() - 4;
+  if (payload > kMaxFrameBytes) {
+    co_return absl::ResourceExhaustedError(
+        absl::StrCat("a task of ", payload, " bytes is over the frame limit"));
+  }
+  absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
+  asio::error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(out_),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return IoFailure(ec, "writing the task");
+
+  char prefix[4];
+  co_await asio::async_read(socket_, asio::buffer(prefix),
+                            asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return IoFailure(ec, "reading the reply");
+  const uint32_t length = absl::little_endian::Load32(prefix);
+  if (length > kMaxFrameBytes) {
+    co_return absl::DataLossError(
+        absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
+  }
+  frame_.resize(length);
+  co_await asio::async_read(socket_, asio::buffer(frame_),
+                            asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return IoFailure(ec, "reading the reply");
+  Reply reply;
+  if (!reply.ParseFromString(frame_)) {
+    co_return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
+  }
+  co_return reply;
+}
+
+void ProcessWorker::Kill() {
+  if (!reaped_) ::kill(pid_, SIGKILL);
+}
+
+bool ProcessWorker::TryReap() {
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      reaped_ = true;
+      how_ended_ = DescribeWaitStatus(status);
+      return true;
+    }
+    if (r == 0) return false;
+    if (errno == EINTR) continue;
+    reaped_ = true;  // ECHILD: someone else reaped it
+    how_ended_ = "ended (status unknown)";
+    return true;
+  }
+}
+
+asio::awaitable<std::string> ProcessWorker::Ended() {
+  while (!reaped_ && !TryReap()) {
+    asio::error_code ec;
+    co_await pidfd_.async_wait(asio::posix::stream_descriptor::wait_read,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return "";
+  }
+  co_return how_ended_;
+}
+
+int64_t ProcessWorker::ResidentBytes() const {
+  std::ifstream statm(absl::StrCat("/proc/", pid_, "/statm"));
+  int64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> ProcessWorkerFactory::Start(
+    int /*index*/, absl::Duration timeout) {
+  using asio::experimental::awaitable_operators::operator||;
+  absl::StatusOr<SpawnedWorker> child = SpawnWorkerChild(command_);
+  if (!child.ok()) co_return child.status();
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child->pid, 0));
+  if (pidfd < 0) {
+    const int err = errno;
+    ::kill(child->pid, SIGKILL);
+    ::close(child->fd);
+    int status;
+    while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    co_return absl::UnavailableError(
+        absl::StrCat("pidfd_open: ", std::strerror(err), " (Linux 5.3 or later is needed)"));
+  }
+  const asio::any_io_executor executor = co_await asio::this_coro::executor;
+  auto worker = std::make_unique<ProcessWorker>(executor, *child, pidfd);
+
+  asio::steady_timer timer(executor, absl::ToChronoNanoseconds(timeout));
+  std::variant<absl::StatusOr<Reply>, std::monostate> answer =
+      co_await (worker->Exchange(HandshakeTask()) || timer.async_wait(asio::use_awaitable));
+  absl::Status status;
+  if (answer.index() == 1) {
+    status = absl::DeadlineExceededError(
+        absl::StrCat("it did not answer within ", absl::FormatDuration(timeout)));
+  } else if (const absl::StatusOr<Reply>& reply = std::get<0>(answer); !reply.ok()) {
+    status = absl::UnavailableError(absl::StrCat(reply.status().message(), "; the worker ",
+                                                 co_await HowItEnded(*worker, absl::Milliseconds(200))));
+  } else if (!reply->has_resolve()) {
+    status = absl::InternalError(
+        absl::StrCat("its first answer was unexpected: ", reply->ShortDebugString()));
+  }
+  if (status.ok()) co_return std::unique_ptr<Worker>(std::move(worker));
+  worker->Kill();
+  co_await worker->Ended();
+  co_return status;
+}
+
+}  // namespace cnp::pool

@@ -1,0 +1,23 @@
+#include "service/pool/worker.h"
+
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+
+namespace cnp::pool {
+
+asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace) {
+  using asio::experimental::awaitable_operators::operator||;
+  asio::steady_timer timer(co_await asio::this_coro::executor, absl::ToChronoNanoseconds(grace));
+  std::variant<std::string, std::monostate> ended =
+      co_await (worker.Ended() || timer.async_wait(asio::use_awaitable));
+  if (ended.index() == 0 && !std::get<0>(ended).empty()) co_return std::get<0>(ended);
+  worker.Kill();
+  co_return absl::StrCat(co_await worker.Ended(), " after it stopped answering");
+}
+
+}  // namespace cnp::pool

@@ -1,0 +1,69 @@
+// One worker as the pool sees it: something that answers Tasks with Replies, one at a time,
+// and can be killed. The real one is a cnp-worker process (process_worker.h); tests use fakes
+// that answer from a script, so the pool's policies are tested without processes.
+//
+// Everything here is awaited on the pool's executor and touched only from it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio/any_io_executor.hpp"
+#include "asio/awaitable.hpp"
+#include "worker.pb.h"
+
+namespace cnp::pool {
+
+using worker::v1::Reply;
+using worker::v1::Task;
+
+class Worker {
+ public:
+  virtual ~Worker() = default;
+
+  // Sends `task` and awaits its reply. Not a reply:
+  //   CANCELLED    the awaiting coroutine was cancelled (terminal cancellation) mid-exchange
+  //   UNAVAILABLE  the worker closed its end: it crashed or exited
+  //   DATA_LOSS    the worker sent something that is not a Reply
+  // After any of these the worker's state is unknown and it must be killed; the pool does so.
+  // Deadlines are the caller's: it races the exchange against a timer and cancels it.
+  virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
+
+  // Asks the process to end now (SIGKILL). Never blocks; await Ended() to know it has.
+  virtual void Kill() = 0;
+
+  // Completes once the worker has ended (the process was reaped), saying how: "exited with
+  // status 1", "killed by signal 11 (Segmentation fault)". Cancellable; then it returns "".
+  virtual asio::awaitable<std::string> Ended() = 0;
+
+  virtual pid_t pid() const = 0;
+  // Resident memory in bytes, or 0 when unknown.
+  virtual int64_t ResidentBytes() const = 0;
+};
+
+// Starts workers: spawns one and awaits its startup handshake.
+class WorkerFactory {
+ public:
+  virtual ~WorkerFactory() = default;
+
+  // A worker that answered its first frame within `timeout`, or why none did: the message says
+  // what happened to the process ("it did not answer within 30s", "...; the worker exited with
+  // status 1"). A worker that failed to start has already been killed and reaped.
+  virtual asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> Start(
+      int index, absl::Duration timeout) = 0;
+};
+
+}  // namespace cnp::pool
+
+namespace cnp::pool {
+
+// How a worker whose exchange failed has ended: awaited for up to `grace` (a crashing process
+// closes its socket a moment before it can be reaped), else it is killed and that is said.
+asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace);
+
+}  // namespace cnp::pool

@@ -1,0 +1,557 @@
+// The pool's policies with fake workers (no processes): admission and its queue limit,
+// deadlines and cancellation (queued and running), crashes and their restart backoff, failing
+// fast when no worker can start, recycling, rolling reloads, RunAll, leases and shutdown.
+//
+// Everything runs on one io_context driven by the test thread; waits are bounded by the
+// event loop (RunUntil), never by sleeps. Timings use small real durations (milliseconds).
+#include "service/pool/async_worker_pool.h"
+
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/cancellation_signal.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/post.hpp"
+#include "asio/executor_work_guard.hpp"
+#include "asio/io_context.hpp"
+#include "asio/use_awaitable.hpp"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/pool/fake_worker.h"
+
+namespace cnp::pool::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class AsyncWorkerPoolTest : public ::testing::Test {
+ protected:
+  static PoolOptions Options(int workers) {
+    PoolOptions options;
+    options.workers = workers;
+    options.min_backoff = absl::Milliseconds(10);
+    options.max_backoff = absl::Milliseconds(40);
+    options.reload_quiet = absl::Milliseconds(20);
+    options.startup_timeout = absl::Seconds(1);
+    return options;
+  }
+
+  absl::Status StartPool(PoolOptions options) {
+    pool_ = std::make_unique<AsyncWorkerPool>(options, std::make_unique<FakeWorkerFactory>(world_),
+                                              io_);
+    return pool_->Start();
+  }
+
+  void TearDown() override {
+    if (pool_ != nullptr) {
+      pool_->Shutdown();
+      // Let the killed workers be reaped before the pool goes.
+      RunUntil([this] { return world_.Alive() == 0; });
+    }
+  }
+
+  // Runs the context until `done` holds; fails the test after 10 s without it.
+  bool RunUntil(const std::function<bool()>& done) {
+    const absl::Time limit = absl::Now() + absl::Seconds(10);
+    while (!done()) {
+      // A context that ran out of work stops; new work (a call) needs it restarted.
+      if (io_.stopped()) io_.restart();
+      io_.run_one_for(std::chrono::milliseconds(50));
+      if (absl::Now() > limit) {
+        ADD_FAILURE() << "the condition did not hold within 10 s";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  template <class T>
+  std::shared_ptr<std::optional<T>> Spawn(asio::awaitable<T> call,
+                                          asio::cancellation_slot slot = {}) {
+    auto result = std::make_shared<std::optional<T>>();
+    asio::co_spawn(io_, std::move(call),
+                   asio::bind_cancellation_slot(slot, [result](std::exception_ptr e, T value) {
+                     if (e) std::rethrow_exception(e);
+                     *result = std::move(value);
+                   }));
+    return result;
+  }
+
+  template <class T>
+  T Await(asio::awaitable<T> call) {
+    auto result = Spawn(std::move(call));
+    if (!RunUntil([&] { return result->has_value(); })) throw std::runtime_error("timed out");
+    return std::move(**result);
+  }
+
+  absl::StatusOr<Reply> Run(const std::string& name,
+                            absl::Time deadline = absl::InfiniteFuture()) {
+    return Await(pool_->Run(TaskNamed(name), deadline));
+  }
+
+  std::set<pid_t> LivePids() const {
+    std::set<pid_t> pids;
+    for (const FakeWorker* w : world_.live) {
+      if (!w->ended()) pids.insert(w->pid());
+    }
+    return pids;
+  }
+
+  asio::io_context io_;
+  FakeWorld world_;
+  std::unique_ptr<AsyncWorkerPool> pool_;
+};
+
+FakeStep StepFor(const Task& task) {
+  FakeStep step;
+  const std::string& name = NameOf(task);
+  if (name == "crash") step.kind = FakeStep::kCrash;
+  if (name == "hang") step.kind = FakeStep::kHang;
+  if (name == "garbage") step.kind = FakeStep::kGarbage;
+  if (name == "slow") step.delay = absl::Milliseconds(30);
+  if (name == "recycle") step.reply.set_recycle(true);
+  if (name == "stale") {
+    step.reply.mutable_failure()->set_code(worker::v1::Failure::VERSION_MISMATCH);
+  } else {
+    step.reply.mutable_validate();
+  }
+  return step;
+}
+
+TEST(RestartBackoffTest, DoublesFromTheMinimumAndStopsAtTheMaximum) {
+  PoolOptions options;
+  options.min_backoff = absl::Milliseconds(100);
+  options.max_backoff = absl::Milliseconds(500);
+  EXPECT_EQ(RestartBackoff(options, 0), absl::ZeroDuration());
+  EXPECT_EQ(RestartBackoff(options, 1), absl::Milliseconds(100));
+  EXPECT_EQ(RestartBackoff(options, 2), absl::Milliseconds(200));
+  EXPECT_EQ(RestartBackoff(options, 3), absl::Milliseconds(400));
+  EXPECT_EQ(RestartBackoff(options, 4), absl::Milliseconds(500));
+  EXPECT_EQ(RestartBackoff(options, 60), absl::Milliseconds(500));
+}
+
+TEST_F(AsyncWorkerPoolTest, RunsATaskAndReusesTheWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const std::set<pid_t> before = LivePids();
+  absl::StatusOr<Reply> reply = Run("a");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(reply->has_validate());
+  ASSERT_TRUE(Run("b").ok());
+  EXPECT_EQ(LivePids(), before);
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("a", "b"));
+}
+
+TEST_F(AsyncWorkerPoolTest, ACrashMidTaskIsUnavailableSaysHowAndTheWorkerIsReplaced) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<Reply> reply = Run("crash");
+  EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("killed by signal 11"));
+  EXPECT_THAT(reply.status().message(), HasSubstr("Validate of crash"));
+  // The next call waits for the replacement and is served by it.
+  absl::StatusOr<Reply> next = Run("a");
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AMalformedReplyReplacesTheWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const std::set<pid_t> before = LivePids();
+  absl::StatusOr<Reply> reply = Run("garbage");
+  EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
+  // It did not end by itself: it was killed, and said so.
+  EXPECT_THAT(reply.status().message(), HasSubstr("after it stopped answering"));
+  EXPECT_TRUE(world_.killed.count(*before.begin()));
+  EXPECT_TRUE(Run("a").ok());
+}
+
+TEST_F(AsyncWorkerPoolTest, RestartsAfterFailedStartsBackOffDoublingUpToTheCap) {
+  // Slot 0 starts once, then every restart fails: the delays between attempts double from
+  // min_backoff (10 ms) and stop at max_backoff (40 ms).
+  world_.starts = [](int, int attempt) {
+    return attempt == 0 ? FakeStart{} : FakeStart{FakeStart::kRefuse, "no python"};
+  };
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.failures_before_fail_fast = 100;
+  ASSERT_TRUE(StartPool(options).ok());
+  EXPECT_FALSE(Run("crash").ok());  // failure 1: restart after 10 ms, which fails (2), ...
+  RunUntil([&] { return world_.start_attempts >= 6; });
+  const std::vector<absl::Duration> expected = {
+      absl::Milliseconds(20), absl::Milliseconds(40), absl::Milliseconds(40),
+      absl::Milliseconds(40)};
+  for (size_t k = 0; k < expected.size(); ++k) {
+    absl::Duration gap = world_.start_times[k + 2] - world_.start_times[k + 1];
+    EXPECT_GE(gap, expected[k]) << "between attempts " << k + 1 << " and " << k + 2;
+  }
+  // Capped: without the cap the last gap would be 160 ms.
+  EXPECT_LT(world_.start_times[5] - world_.start_times[4], absl::Milliseconds(150));
+}
+
+TEST_F(AsyncWorkerPoolTest, StartFailsWithTheReasonWhenNoWorkerCanStart) {
+  world_.starts = [](int, int) { return FakeStart{FakeStart::kRefuse, "cannot import site"}; };
+  absl::Status status = StartPool(Options(2));
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("no worker could start: cannot import site"));
+}
+
+TEST_F(AsyncWorkerPoolTest, CallersFailFastOnceNoWorkerCanStart) {
+  world_.starts = [](int, int) { return FakeStart{FakeStart::kRefuse, "cannot import site"}; };
+  ASSERT_FALSE(StartPool(Options(1)).ok());
+  // A caller with an hour to wait is failed when the third start fails, not in an hour.
+  const absl::Time begin = absl::Now();
+  absl::StatusOr<Reply> reply = Run("a", absl::Now() + absl::Hours(1));
+  EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("no worker is running"));
+  EXPECT_THAT(reply.status().message(), HasSubstr("cannot import site"));
+  EXPECT_LT(absl::Now() - begin, absl::Seconds(5));
+  EXPECT_EQ(world_.start_attempts, 3);
+  // Later callers fail at once; the pool keeps trying.
+  EXPECT_TRUE(absl::IsUnavailable(Run("b", absl::Now() + absl::Hours(1)).status()));
+  EXPECT_TRUE(world_.tasks_seen.empty());
+}
+
+TEST_F(AsyncWorkerPoolTest, AWorkerThatNeverFinishesStartingTimesOutAndIsRetried) {
+  world_.starts = [](int, int attempt) {
+    return attempt == 0 ? FakeStart{FakeStart::kHang, ""} : FakeStart{};
+  };
+  PoolOptions options = Options(1);
+  options.startup_timeout = absl::Milliseconds(20);
+  // The first start timed out; Start() reports the failure, and the retry comes up.
+  EXPECT_THAT(StartPool(options).message(), HasSubstr("did not answer within 20ms"));
+  EXPECT_TRUE(Run("a", absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, ADeadlineMidTaskKillsAndReplacesTheWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  absl::StatusOr<Reply> reply = Run("hang", absl::Now() + absl::Milliseconds(30));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("did not finish before the deadline"));
+  EXPECT_TRUE(world_.killed.count(first));
+  RunUntil([&] { return world_.reaped.count(first) > 0; });
+  EXPECT_TRUE(Run("a").ok());
+  EXPECT_NE(*LivePids().begin(), first);
+}
+
+TEST_F(AsyncWorkerPoolTest, CancellingARunningTaskKillsItsWorkerAtOnce) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  asio::cancellation_signal cancel;
+  auto result = Spawn(pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()), cancel.slot());
+  RunUntil([&] { return world_.running.count(first) > 0; });
+  cancel.emit(asio::cancellation_type::terminal);
+  RunUntil([&] { return result->has_value(); });
+  EXPECT_TRUE(absl::IsCancelled((*result)->status())) << (*result)->status();
+  EXPECT_TRUE(world_.killed.count(first));
+  RunUntil([&] { return world_.reaped.count(first) > 0; });
+  EXPECT_TRUE(Run("a").ok());
+}
+
+TEST_F(AsyncWorkerPoolTest, ACancelledQueuedTaskNeverRuns) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  auto busy = Spawn(pool_->Run(TaskNamed("slow"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  asio::cancellation_signal cancel;
+  auto queued = Spawn(pool_->Run(TaskNamed("queued"), absl::InfiniteFuture()), cancel.slot());
+  io_.poll();  // let it join the queue
+  cancel.emit(asio::cancellation_type::terminal);
+  RunUntil([&] { return queued->has_value() && busy->has_value(); });
+  EXPECT_TRUE(absl::IsCancelled((*queued)->status())) << (*queued)->status();
+  EXPECT_TRUE((*busy)->ok());
+  EXPECT_TRUE(Run("after").ok());
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("slow", "after"));
+  EXPECT_TRUE(world_.killed.empty());  // nobody was killed for it
+}
+
+TEST_F(AsyncWorkerPoolTest, AQueuedCallerWhoseDeadlinePassesGetsDeadlineExceeded) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  auto busy = Spawn(pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  absl::StatusOr<Reply> queued = Run("queued", absl::Now() + absl::Milliseconds(20));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(queued.status())) << queued.status();
+  EXPECT_THAT(queued.status().message(), HasSubstr("waiting for one of the 1 busy workers"));
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("hang"));
+}
+
+TEST_F(AsyncWorkerPoolTest, AFullQueueIsResourceExhausted) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.max_queue = 2;
+  ASSERT_TRUE(StartPool(options).ok());
+  auto busy = Spawn(pool_->Run(TaskNamed("slow"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  auto second = Spawn(pool_->Run(TaskNamed("second"), absl::InfiniteFuture()));
+  auto third = Spawn(pool_->Run(TaskNamed("third"), absl::InfiniteFuture()));
+  io_.poll();
+  absl::StatusOr<Reply> fourth = Run("fourth");
+  EXPECT_TRUE(absl::IsResourceExhausted(fourth.status())) << fourth.status();
+  EXPECT_THAT(fourth.status().message(), HasSubstr("2 calls are already queued"));
+  // The queued ones are served in order.
+  RunUntil([&] { return third->has_value(); });
+  EXPECT_TRUE((*second)->ok());
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("slow", "second", "third"));
+}
+
+TEST_F(AsyncWorkerPoolTest, AVersionMismatchIsTheCallersDataAndKeepsTheWorker) {
+  // The pool does not retry a stale version: the worker re-imports changed code itself
+  // (FunctionRegistry), and a mismatch that remains is the caller's answer.
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const std::set<pid_t> before = LivePids();
+  absl::StatusOr<Reply> reply = Run("stale");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->failure().code(), worker::v1::Failure::VERSION_MISMATCH);
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("stale"));
+  EXPECT_EQ(LivePids(), before);
+}
+
+TEST_F(AsyncWorkerPoolTest, RecyclesAfterMaxCalls) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.max_calls_per_worker = 2;
+  ASSERT_TRUE(StartPool(options).ok());
+  const pid_t first = *LivePids().begin();
+  ASSERT_TRUE(Run("a").ok());
+  EXPECT_EQ(*LivePids().begin(), first);
+  ASSERT_TRUE(Run("b").ok());
+  EXPECT_TRUE(world_.killed.count(first));
+  ASSERT_TRUE(Run("c").ok());
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AReplyAskingForRecyclingReplacesTheWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  absl::StatusOr<Reply> reply = Run("recycle");
+  ASSERT_TRUE(reply.ok());  // the caller still gets its answer
+  EXPECT_TRUE(world_.killed.count(first));
+  ASSERT_TRUE(Run("a").ok());
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AnIdleWorkerOverTheMemoryCapIsReplaced) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.max_resident_bytes = 100 << 20;
+  options.memory_check_interval = absl::Milliseconds(5);
+  ASSERT_TRUE(StartPool(options).ok());
+  const pid_t first = *LivePids().begin();
+  RunUntil([&] { return world_.start_attempts == 1 && !world_.killed.count(first); });
+  world_.resident_bytes = 200 << 20;
+  RunUntil([&] { return world_.killed.count(first) > 0; });
+  world_.resident_bytes = 1 << 20;
+  ASSERT_TRUE(Run("a").ok());
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AReloadReplacesOneWorkerAtATimeAndMergesAStorm) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(3)).ok());
+  const std::set<pid_t> before = LivePids();
+  pool_->ReloadAll();
+  // A storm while the first reload runs: merged into one more reload after it.
+  for (int i = 0; i < 20; ++i) {
+    io_.run_one();
+    pool_->ReloadAll();
+  }
+  RunUntil([&] { return world_.start_attempts >= 9; });
+  // Let any further (wrong) reload show itself: ten quiet periods with nothing due.
+  io_.run_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(world_.start_attempts, 9);  // 3 at start, 3 per reload, 2 reloads
+  // Never more than one worker missing while reloading.
+  for (size_t k = 3; k < world_.alive_at_start.size(); ++k) {
+    EXPECT_GE(world_.alive_at_start[k], 2) << "start " << k;
+  }
+  for (pid_t pid : before) EXPECT_TRUE(world_.killed.count(pid));
+  EXPECT_TRUE(Run("a").ok());
+}
+
+TEST_F(AsyncWorkerPoolTest, ABusyWorkerIsReplacedAfterItsCallWhenAReloadCame) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  auto busy = Spawn(pool_->Run(TaskNamed("slow"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  pool_->ReloadAll();
+  RunUntil([&] { return busy->has_value(); });
+  EXPECT_TRUE((*busy)->ok());  // not failed by the reload
+  EXPECT_TRUE(world_.killed.count(first));
+  EXPECT_TRUE(Run("a").ok());
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, RunAllAnswersInTaskOrderOnEveryWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(3)).ok());
+  std::vector<Task> tasks;
+  for (int i = 0; i < 12; ++i) tasks.push_back(TaskNamed(i == 5 ? "slow" : absl::StrCat(i)));
+  std::vector<absl::StatusOr<Reply>> results =
+      Await(pool_->RunAll(tasks, absl::InfiniteFuture()));
+  ASSERT_EQ(results.size(), 12u);
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(world_.tasks_seen.size(), 12u);
+  EXPECT_TRUE(world_.killed.empty());
+}
+
+TEST_F(AsyncWorkerPoolTest, RunAllLosesOnlyTheTaskWhoseWorkerCrashed) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(2)).ok());
+  std::vector<Task> tasks;
+  for (int i = 0; i < 8; ++i) tasks.push_back(TaskNamed(i == 2 ? "crash" : absl::StrCat(i)));
+  std::vector<absl::StatusOr<Reply>> results =
+      Await(pool_->RunAll(tasks, absl::InfiniteFuture()));
+  ASSERT_EQ(results.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
+    if (i == 2) {
+      EXPECT_TRUE(absl::IsUnavailable(results[i].status())) << results[i].status();
+    } else {
+      EXPECT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+    }
+  }
+}
+
+TEST_F(AsyncWorkerPoolTest, CancellingRunAllFreesEveryWorkerAtOnce) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(2)).ok());
+  const std::set<pid_t> before = LivePids();
+  std::vector<Task> tasks(10, TaskNamed("hang"));
+  asio::cancellation_signal cancel;
+  auto results = Spawn(pool_->RunAll(tasks, absl::InfiniteFuture()), cancel.slot());
+  RunUntil([&] { return world_.running.size() == 2; });
+  cancel.emit(asio::cancellation_type::terminal);
+  RunUntil([&] { return results->has_value(); });
+  ASSERT_EQ((*results)->size(), 10u);
+  for (const auto& r : **results) EXPECT_TRUE(absl::IsCancelled(r.status())) << r.status();
+  for (pid_t pid : before) EXPECT_TRUE(world_.killed.count(pid));
+  EXPECT_EQ(world_.tasks_seen.size(), 2u);  // the other 8 never ran
+  // Both replaced and serving.
+  EXPECT_TRUE(Await(pool_->RunAll({TaskNamed("a"), TaskNamed("b")}, absl::InfiniteFuture()))[1].ok());
+}
+
+TEST_F(AsyncWorkerPoolTest, ALeaseKeepsOneWorkerAndGivesItBack) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  // While it is held, another caller waits.
+  auto other = Spawn(pool_->Run(TaskNamed("other"), absl::InfiniteFuture()));
+  EXPECT_TRUE(Await((*lease)->Exchange(TaskNamed("one"), absl::InfiniteFuture())).ok());
+  EXPECT_TRUE(Await((*lease)->Exchange(TaskNamed("two"), absl::InfiniteFuture())).ok());
+  EXPECT_FALSE(other->has_value());
+  lease->reset();
+  RunUntil([&] { return other->has_value(); });
+  EXPECT_TRUE((*other)->ok());
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("one", "two", "other"));
+  EXPECT_EQ(world_.start_attempts, 1);
+}
+
+TEST_F(AsyncWorkerPoolTest, ShutdownFailsWaitingCallersAndKillsBusyWorkers) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  auto busy = Spawn(pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  auto queued = Spawn(pool_->Run(TaskNamed("queued"), absl::InfiniteFuture()));
+  io_.poll();
+  pool_->Shutdown();
+  RunUntil([&] { return busy->has_value() && queued->has_value(); });
+  EXPECT_TRUE(absl::IsUnavailable((*busy)->status()));
+  EXPECT_THAT((*busy)->status().message(), HasSubstr("shut down before Validate of hang"));
+  EXPECT_TRUE(absl::IsUnavailable((*queued)->status()));
+  EXPECT_THAT((*queued)->status().message(), HasSubstr("shutting down"));
+  EXPECT_TRUE(world_.killed.count(first));
+  RunUntil([&] { return world_.reaped.count(first) > 0; });
+  EXPECT_TRUE(absl::IsUnavailable(Run("late").status()));
+  EXPECT_EQ(world_.start_attempts, 1);  // nothing restarted
+}
+
+// The callers of the server are coroutines on other threads: the call resumes on the caller's
+// own executor, and its cancellation crosses over to the pool's thread.
+TEST_F(AsyncWorkerPoolTest, ACallerOnAnotherThreadResumesThereAndCanCancel) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  asio::io_context caller;
+  auto work = asio::make_work_guard(caller);
+  std::thread caller_thread([&caller] { caller.run(); });
+  auto pool_thread_work = asio::make_work_guard(io_);
+  std::thread pool_thread([this] { io_.run(); });
+
+  std::promise<bool> resumed_on_caller;
+  asio::co_spawn(
+      caller,
+      [&]() -> asio::awaitable<void> {
+        absl::StatusOr<Reply> reply = co_await pool_->Run(TaskNamed("a"), absl::InfiniteFuture());
+        resumed_on_caller.set_value(reply.ok() && caller.get_executor().running_in_this_thread());
+      },
+      asio::detached);
+  EXPECT_TRUE(resumed_on_caller.get_future().get());
+
+  asio::cancellation_signal cancel;
+  std::promise<absl::Status> cancelled;
+  asio::co_spawn(caller, pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()),
+                 asio::bind_cancellation_slot(
+                     cancel.slot(), [&](std::exception_ptr, absl::StatusOr<Reply> reply) {
+                       cancelled.set_value(reply.status());
+                     }));
+  // Emit on the caller's thread once the task has reached the worker.
+  std::promise<void> running;
+  asio::post(io_, [&] {
+    // Checked on the pool's thread, which owns the world.
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [&, check] {
+      if (!world_.running.empty()) {
+        running.set_value();
+      } else {
+        asio::post(io_, *check);
+      }
+    };
+    (*check)();
+  });
+  running.get_future().wait();
+  asio::post(caller, [&] { cancel.emit(asio::cancellation_type::terminal); });
+  absl::Status status = cancelled.get_future().get();
+  EXPECT_TRUE(absl::IsCancelled(status)) << status;
+
+  work.reset();
+  caller_thread.join();
+  // Shut down on the pool's thread and stop it once the killed workers are reaped, so
+  // TearDown finds the pool quiet.
+  std::promise<void> quiet;
+  asio::post(io_, [&] {
+    pool_->Shutdown();
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [&, check] {
+      if (world_.Alive() == 0) {
+        quiet.set_value();
+      } else {
+        asio::post(io_, *check);
+      }
+    };
+    (*check)();
+  });
+  quiet.get_future().wait();
+  pool_thread_work.reset();
+  io_.stop();
+  pool_thread.join();
+  io_.restart();
+}
+
+}  // namespace
+}  // namespace cnp::pool::testing

@@ -1,0 +1,106 @@
+#include "tests/pool/fake_worker.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "asio/redirect_error.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+
+namespace cnp::pool::testing {
+
+int FakeWorld::Alive() const {
+  return static_cast<int>(std::count_if(live.begin(), live.end(),
+                                        [](const FakeWorker* w) { return !w->ended(); }));
+}
+
+Task TaskNamed(const std::string& name) {
+  Task task;
+  task.mutable_validate()->set_function(name);
+  return task;
+}
+
+const std::string& NameOf(const Task& task) { return task.validate().function(); }
+
+FakeWorker::FakeWorker(FakeWorld& world, const asio::any_io_executor& executor)
+    : world_(world), pid_(world.next_pid++), answer_(executor), ended_(executor) {
+  ended_.expires_at(asio::steady_timer::time_point::max());
+  world_.live.push_back(this);
+}
+
+FakeWorker::~FakeWorker() {
+  world_.live.erase(std::find(world_.live.begin(), world_.live.end(), this));
+}
+
+void FakeWorker::End(std::string how) {
+  if (ended()) return;
+  how_ended_ = std::move(how);
+  answer_.cancel();
+  ended_.cancel();
+}
+
+asio::awaitable<absl::StatusOr<Reply>> FakeWorker::Exchange(const Task& task) {
+  if (ended()) co_return absl::UnavailableError("the peer closed the connection");
+  world_.tasks_seen.push_back(NameOf(task));
+  FakeStep step = world_.script(task);
+  world_.running.insert(pid_);
+  absl::StatusOr<Reply> result;
+  if (step.kind == FakeStep::kCrash) {
+    End(step.how);
+    result = absl::UnavailableError("the peer closed the connection");
+  } else if (step.kind == FakeStep::kGarbage) {
+    result = absl::DataLossError("the worker sent a malformed reply");
+  } else {
+    if (step.kind == FakeStep::kHang) {
+      answer_.expires_at(asio::steady_timer::time_point::max());
+    } else {
+      answer_.expires_after(absl::ToChronoNanoseconds(step.delay));
+    }
+    asio::error_code ec;
+    co_await answer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ended()) {
+      result = absl::UnavailableError("the peer closed the connection");
+    } else if (ec) {
+      result = absl::CancelledError("the exchange was cancelled");
+    } else {
+      result = std::move(step.reply);
+    }
+  }
+  world_.running.erase(pid_);
+  co_return result;
+}
+
+void FakeWorker::Kill() {
+  world_.killed.insert(pid_);
+  End("killed by signal 9 (Killed)");
+}
+
+asio::awaitable<std::string> FakeWorker::Ended() {
+  if (!ended()) {
+    asio::error_code ec;
+    co_await ended_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ended()) co_return "";  // cancelled
+  }
+  world_.reaped.insert(pid_);
+  co_return how_ended_;
+}
+
+asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> FakeWorkerFactory::Start(
+    int index, absl::Duration timeout) {
+  const int attempt = world_.start_attempts++;
+  world_.start_times.push_back(absl::Now());
+  world_.alive_at_start.push_back(world_.Alive());
+  const FakeStart plan = world_.starts(index, attempt);
+  auto executor = co_await asio::this_coro::executor;
+  if (plan.kind == FakeStart::kRefuse) co_return absl::UnavailableError(plan.why);
+  if (plan.kind == FakeStart::kHang) {
+    asio::steady_timer timer(executor, absl::ToChronoNanoseconds(timeout));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_return absl::DeadlineExceededError(
+        absl::StrCat("it did not answer within ", absl::FormatDuration(timeout)));
+  }
+  co_return std::unique_ptr<Worker>(std::make_unique<FakeWorker>(world_, executor));
+}
+
+}  // namespace cnp::pool::testing

@@ -1,0 +1,114 @@
+// Workers scripted in C++ for the pool's policy tests: they answer, crash, hang, answer slowly,
+// send garbage, ask to be recycled, refuse to start or never finish starting - as the test's
+// script says - without any process. A FakeWorld records what happened (starts, tasks seen,
+// kills, reaps) for the test to check.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "asio/steady_timer.hpp"
+#include "service/pool/worker.h"
+
+namespace cnp::pool::testing {
+
+// What a fake worker does with one task.
+struct FakeStep {
+  enum Kind {
+    kReply,    // answers `reply`, after `delay` if any (a slow function)
+    kCrash,    // its process dies: the socket closes and it ended as `how`
+    kHang,     // never answers (until killed or cancelled)
+    kGarbage,  // sends something that is not a Reply
+  };
+  Kind kind = kReply;
+  Reply reply;
+  absl::Duration delay = absl::ZeroDuration();
+  std::string how = "killed by signal 11 (Segmentation fault)";
+};
+
+// What a start attempt does.
+struct FakeStart {
+  enum Kind { kUp, kRefuse, kHang };
+  Kind kind = kUp;
+  std::string why = "the worker exited with status 1";  // for kRefuse
+};
+
+class FakeWorker;
+
+class FakeWorld {
+ public:
+  // The script every worker follows; by default, a validate task named "x" answers an empty
+  // Validate reply. Tasks are told apart by Validate's function name (TaskNamed).
+  std::function<FakeStep(const Task&)> script = [](const Task&) {
+    FakeStep step;
+    step.reply.mutable_validate();
+    return step;
+  };
+  // What start attempt `attempt` (counted from 0 over the whole world) of slot `index` does.
+  std::function<FakeStart(int index, int attempt)> starts = [](int, int) { return FakeStart{}; };
+  // Resident bytes every worker reports.
+  int64_t resident_bytes = 1 << 20;
+
+  // What happened.
+  int start_attempts = 0;
+  std::vector<absl::Time> start_times;
+  // Live workers (not yet destroyed) when each start attempt began.
+  std::vector<int> alive_at_start;
+  std::vector<std::string> tasks_seen;  // names of the tasks that reached a worker
+  std::set<pid_t> killed;               // Kill() called on it
+  std::set<pid_t> reaped;               // Ended() reported its end
+  std::set<pid_t> running;              // workers in the middle of an exchange
+  std::vector<FakeWorker*> live;        // created and not destroyed
+  pid_t next_pid = 1000;
+
+  // Workers that have not been killed or crashed.
+  int Alive() const;
+};
+
+// A Validate task whose function is `name`; the default script and tests key on it.
+Task TaskNamed(const std::string& name);
+const std::string& NameOf(const Task& task);
+
+class FakeWorker final : public Worker {
+ public:
+  FakeWorker(FakeWorld& world, const asio::any_io_executor& executor);
+  ~FakeWorker() override;
+
+  asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override;
+  void Kill() override;
+  asio::awaitable<std::string> Ended() override;
+  pid_t pid() const override { return pid_; }
+  int64_t ResidentBytes() const override { return world_.resident_bytes; }
+
+  bool ended() const { return !how_ended_.empty(); }
+
+ private:
+  void End(std::string how);
+
+  FakeWorld& world_;
+  const pid_t pid_;
+  std::string how_ended_;
+  asio::steady_timer answer_;  // a slow or hung answer waits on it; Kill cancels it
+  asio::steady_timer ended_;   // Ended() waits on it; cancelled when the worker ends
+};
+
+class FakeWorkerFactory final : public WorkerFactory {
+ public:
+  explicit FakeWorkerFactory(FakeWorld& world) : world_(world) {}
+  asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> Start(int index,
+                                                                 absl::Duration timeout) override;
+
+ private:
+  FakeWorld& world_;
+};
+
+}  // namespace cnp::pool::testing

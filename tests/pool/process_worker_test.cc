@@ -1,0 +1,245 @@
+// The pool with real cnp-worker processes (ProcessWorker): an exchange, a crash mid-task, a
+// deadline mid-task, cancellation of a running and of a queued task, and a cancelled
+// 100,000-document batch that frees its workers at once.
+//
+// The pool's context runs on its own thread, as in the server; the test thread waits on FIFOs
+// that svc_fns.waits opens when the call has reached Python (no sleeps).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/cancellation_signal.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/executor_work_guard.hpp"
+#include "asio/io_context.hpp"
+#include "asio/post.hpp"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/pool/async_worker_pool.h"
+#include "service/pool/blocking_task_runner.h"
+#include "service/pool/process_worker.h"
+
+namespace cnp::pool {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Runfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir ? srcdir : ".", "/cnp/", path);
+}
+
+std::string TempDir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir ? dir : "/tmp";
+}
+
+Task MapTask(const std::string& function, const std::vector<std::string>& docs) {
+  Task task;
+  task.mutable_map()->add_functions(function);
+  for (const std::string& doc : docs) task.mutable_map()->add_docs(doc);
+  return task;
+}
+
+// A call that blocks in Python until released: svc_fns.waits opens `ready` (a FIFO the test
+// opens for reading, which returns once the call is in Python) and reads `release`.
+struct Gate {
+  explicit Gate(const std::string& name)
+      : ready(absl::StrCat(TempDir(), "/", name, ".ready")),
+        release(absl::StrCat(TempDir(), "/", name, ".release")) {
+    ::unlink(ready.c_str());
+    ::unlink(release.c_str());
+    EXPECT_EQ(::mkfifo(ready.c_str(), 0600), 0);
+    EXPECT_EQ(::mkfifo(release.c_str(), 0600), 0);
+  }
+  std::string Doc(const std::string& id) const {
+    return absl::StrCat(R"({"_id":")", id, R"(","ready":")", ready, R"(","release":")", release,
+                        R"("})");
+  }
+  // Returns once the worker has opened `ready`.
+  void AwaitReached() const {
+    int fd = ::open(ready.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+  }
+  void Open() const {
+    int fd = ::open(release.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+  }
+  std::string ready, release;
+};
+
+bool ProcessGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+class ProcessWorkerPoolTest : public ::testing::Test {
+ protected:
+  void StartPool(int workers) {
+    PoolOptions options;
+    options.workers = workers;
+    WorkerCommand command{Runfile("service/worker/cnp-worker"),
+                          {"--fd=3", absl::StrCat("--python-path=", Runfile("tests/service/pyfns"))}};
+    pool_ = std::make_unique<AsyncWorkerPool>(
+        options, std::make_unique<ProcessWorkerFactory>(command), io_);
+    ASSERT_TRUE(pool_->Start().ok());
+    thread_ = std::thread([this] { io_.run(); });
+    blocking_ = std::make_unique<BlockingTaskRunner>(*pool_, io_);
+  }
+
+  void TearDown() override {
+    if (pool_ == nullptr) return;
+    pool_->Shutdown();
+    work_.reset();
+    io_.stop();
+    thread_.join();
+    pool_.reset();
+  }
+
+  // Starts `call` on the pool's context with a cancellation signal the test can emit.
+  template <class T>
+  std::future<T> Spawn(asio::awaitable<T> call, asio::cancellation_signal& cancel) {
+    auto promise = std::make_shared<std::promise<T>>();
+    std::future<T> future = promise->get_future();
+    asio::co_spawn(io_, std::move(call),
+                   asio::bind_cancellation_slot(cancel.slot(),
+                                                [promise](std::exception_ptr, T value) {
+                                                  promise->set_value(std::move(value));
+                                                }));
+    return future;
+  }
+  void Cancel(asio::cancellation_signal& cancel) {
+    asio::post(io_, [&cancel] { cancel.emit(asio::cancellation_type::terminal); });
+  }
+
+  pid_t WorkerPid() {
+    absl::StatusOr<Reply> reply =
+        blocking_->Run(MapTask("svc_fns.pid", {R"({"_id":"p"})"}), absl::Now() + absl::Seconds(30));
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    if (!reply.ok()) return -1;
+    std::string rows = reply->map().results(0).rows();  // [[["pid",1234]]]
+    return std::atoi(rows.substr(rows.find(',') + 1).c_str());
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  std::unique_ptr<AsyncWorkerPool> pool_;
+  std::unique_ptr<BlockingTaskRunner> blocking_;
+  std::thread thread_;
+};
+
+TEST_F(ProcessWorkerPoolTest, ExchangesATaskWithAWorkerProcess) {
+  StartPool(1);
+  absl::StatusOr<Reply> reply = blocking_->Run(
+      MapTask("svc_fns.doubled", {R"({"_id":"a","n":21})"}), absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->map().results(0).rows(), R"([[["a",42]]])");
+}
+
+TEST_F(ProcessWorkerPoolTest, ACrashMidTaskIsUnavailableAndTheWorkerIsReplaced) {
+  StartPool(1);
+  const pid_t before = WorkerPid();
+  absl::StatusOr<Reply> reply = blocking_->Run(MapTask("svc_fns.segfaults", {R"({"_id":"a"})"}),
+                                               absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("killed by signal 11"));
+  const pid_t after = WorkerPid();
+  EXPECT_NE(after, before);
+  EXPECT_TRUE(ProcessGone(before));
+}
+
+TEST_F(ProcessWorkerPoolTest, ADeadlineMidTaskKillsAndReplacesTheWorker) {
+  StartPool(1);
+  const pid_t before = WorkerPid();
+  absl::StatusOr<Reply> reply = blocking_->Run(MapTask("svc_fns.spins", {R"({"_id":"a"})"}),
+                                               absl::Now() + absl::Milliseconds(300));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("did not finish before the deadline"));
+  EXPECT_NE(WorkerPid(), before);
+  EXPECT_TRUE(ProcessGone(before));
+}
+
+TEST_F(ProcessWorkerPoolTest, CancellingARunningTaskKillsItsWorkerWithinASecond) {
+  StartPool(1);
+  const pid_t before = WorkerPid();
+  Gate gate("running");
+  asio::cancellation_signal cancel;
+  auto result = Spawn(pool_->Run(MapTask("svc_fns.waits", {gate.Doc("a")}), absl::InfiniteFuture()),
+                      cancel);
+  gate.AwaitReached();
+  const absl::Time cancelled_at = absl::Now();
+  Cancel(cancel);
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(1));
+  absl::StatusOr<Reply> reply = result.get();
+  EXPECT_TRUE(absl::IsCancelled(reply.status())) << reply.status();
+  EXPECT_NE(WorkerPid(), before);
+  EXPECT_TRUE(ProcessGone(before));
+}
+
+TEST_F(ProcessWorkerPoolTest, ACancelledQueuedTaskIsDroppedAndTheBusyWorkerKept) {
+  StartPool(1);
+  const pid_t before = WorkerPid();
+  Gate gate("queued");
+  asio::cancellation_signal busy_cancel, queued_cancel;
+  auto busy = Spawn(pool_->Run(MapTask("svc_fns.waits", {gate.Doc("a")}), absl::InfiniteFuture()),
+                    busy_cancel);
+  gate.AwaitReached();
+  auto queued = Spawn(pool_->Run(MapTask("svc_fns.pid", {R"({"_id":"q"})"}), absl::InfiniteFuture()),
+                      queued_cancel);
+  Cancel(queued_cancel);
+  ASSERT_EQ(queued.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(absl::IsCancelled(queued.get().status()));
+  gate.Open();
+  absl::StatusOr<Reply> released = busy.get();
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->map().results(0).rows(), R"([[["released","a"]]])");
+  EXPECT_EQ(WorkerPid(), before);
+}
+
+TEST_F(ProcessWorkerPoolTest, ACancelledHundredThousandDocumentMapFreesItsWorkersAtOnce) {
+  StartPool(2);
+  Gate first("batch0"), second("batch1");
+  std::vector<Task> tasks;
+  for (const Gate* gate : {&first, &second}) {
+    std::vector<std::string> docs;
+    for (int i = 0; i < 50000; ++i) docs.push_back(gate->Doc(absl::StrCat("d", i)));
+    tasks.push_back(MapTask("svc_fns.waits", docs));
+  }
+  asio::cancellation_signal cancel;
+  auto results = Spawn(pool_->RunAll(std::move(tasks), absl::InfiniteFuture()), cancel);
+  first.AwaitReached();
+  second.AwaitReached();
+  const absl::Time cancelled_at = absl::Now();
+  Cancel(cancel);
+  ASSERT_EQ(results.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(1));
+  for (const auto& r : results.get()) EXPECT_TRUE(absl::IsCancelled(r.status())) << r.status();
+  // Both workers were replaced and serve again.
+  absl::StatusOr<Reply> after = blocking_->Run(
+      MapTask("svc_fns.doubled", {R"({"_id":"a","n":1})"}), absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(after.ok()) << after.status();
+}
+
+TEST_F(ProcessWorkerPoolTest, TheBlockingFacadeRefusesToBlockThePoolsOwnThread) {
+  StartPool(1);
+  std::promise<absl::Status> refused;
+  asio::post(io_, [&] {
+    refused.set_value(blocking_->Run(MapTask("svc_fns.pid", {R"({"_id":"p"})"}),
+                                     absl::InfiniteFuture())
+                          .status());
+  });
+  absl::Status status = refused.get_future().get();
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+}
+
+}  // namespace
+}  // namespace cnp::pool
