@@ -1,7 +1,7 @@
 // cnp-server: named Python functions for CouchDB over gRPC.
 //
-// Threads: the gRPC polling threads serve calls (each runs its call's worker round trip
-// itself); one control thread runs the asio loop (worker supervision and signals); the main
+// Threads: the gRPC polling threads serve calls; one control thread runs the asio loop: the
+// worker pool (every worker exchange, supervision), direct sessions and signals; the main
 // thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
 // the workers.
 #include <malloc.h>
@@ -27,7 +27,9 @@
 #include "service/common/log.h"
 #include "service/config/server_config.h"
 #include "service/metrics/metrics_server.h"
-#include "service/pool/worker_pool.h"
+#include "service/pool/async_worker_pool.h"
+#include "service/pool/blocking_task_runner.h"
+#include "service/pool/process_worker.h"
 #include "service/rpc/function_calls.h"
 #include "service/rpc/inherited_sockets.h"
 #include "service/rpc/rpc_server.h"
@@ -42,7 +44,7 @@ constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
 // merged with them into one more reload, started once they stop for kReloadQuiet - so that a
 // storm of 200 SIGHUPs restarts the workers twice, not 200 times, and code changed during the
 // storm is still loaded after it.
-asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::WorkerPool& pool,
+asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
                                    std::promise<int>& stop, std::promise<void>& cut_drain) {
   asio::steady_timer settle(co_await asio::this_coro::executor);
@@ -144,12 +146,18 @@ int Run(int argc, char** argv) {
 
   asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;
-  pool_options.command = {config->worker_binary, config->WorkerArgs()};
   pool_options.workers = config->workers;
   pool_options.max_queue = config->max_queue;
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
   pool_options.max_resident_bytes = config->worker_memory_mb << 20;
-  cnp::pool::WorkerPool pool(pool_options, control);
+  // The pool lives on the control context; the code that still blocks (the RPC handlers,
+  // Upload, the CouchDB stream session) reaches it through the blocking facade.
+  cnp::pool::AsyncWorkerPool pool(
+      pool_options,
+      std::make_unique<cnp::pool::ProcessWorkerFactory>(
+          cnp::pool::WorkerCommand{config->worker_binary, config->WorkerArgs()}),
+      control);
+  cnp::pool::BlockingTaskRunner blocking_pool(pool, control);
   cnp::session::SessionWorkerPool sessions(cnp::SessionPoolOptionsFor(*config), control);
   cnp::session::SessionListener session_listener(cnp::SessionListenerOptionsFor(*config),
                                                  sessions, control);
@@ -170,7 +178,7 @@ int Run(int argc, char** argv) {
   auto guard = asio::make_work_guard(control);
   std::thread control_thread([&control] { control.run(); });
 
-  cnp::rpc::FunctionCalls calls(pool, {.call_timeout = config->call_timeout,
+  cnp::rpc::FunctionCalls calls(blocking_pool, {.call_timeout = config->call_timeout,
                                       .max_docs_per_call = config->max_docs_per_call,
                                       .max_call_bytes = config->max_call_bytes});
   cnp::rpc::ServerOptions server_options{
@@ -185,8 +193,8 @@ int Run(int argc, char** argv) {
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
       .max_message_bytes = static_cast<int>(config->max_call_bytes)};
-  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
-                             cnp::MakeUploadHandler(pool, *config));
+  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(blocking_pool),
+                             cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;
   absl::Status started = server.Start();
   cnp::metrics::MetricsServer metrics_server;
