@@ -5,14 +5,10 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
-#include "service/pool/worker_process.h"
 
 namespace cnp::pool {
 
 struct PoolOptions {
-  // The worker process (the old synchronous WorkerPool reads it; AsyncWorkerPool takes a
-  // WorkerFactory instead).
-  WorkerCommand command;
   int workers = 2;
   // Callers allowed to wait for a busy pool; one more gets RESOURCE_EXHAUSTED.
   int max_queue = 256;

@@ -9,7 +9,9 @@
 #include "asio/io_context.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/pool/worker_pool.h"
+#include "service/pool/async_worker_pool.h"
+#include "service/pool/blocking_task_runner.h"
+#include "service/pool/process_worker.h"
 #include "service/upload/couch_client.h"
 #include "service/upload/json.h"
 #include "service/upload/uploader.h"
@@ -32,16 +34,20 @@ class RealPoolUploadTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     pool::PoolOptions options;
-    options.command = {Runfile("service/worker/cnp-worker"),
-                       {"--fd=3", absl::StrCat("--python-path=", Runfile("tests/upload/pyfns"))}};
     options.workers = 1;
     control_ = new asio::io_context(1);
-    pool_ = new pool::WorkerPool(options, *control_);
+    pool_ = new pool::AsyncWorkerPool(
+        options,
+        std::make_unique<pool::ProcessWorkerFactory>(pool::WorkerCommand{
+            Runfile("service/worker/cnp-worker"),
+            {"--fd=3", absl::StrCat("--python-path=", Runfile("tests/upload/pyfns"))}}),
+        *control_);
     absl::Status started = pool_->Start();
     ASSERT_TRUE(started.ok()) << started;
     guard_ = new asio::executor_work_guard<asio::io_context::executor_type>(
         control_->get_executor());
     control_thread_ = new std::thread([] { control_->run(); });
+    runner_ = new pool::BlockingTaskRunner(*pool_, *control_);
   }
 
   static void TearDownTestSuite() {
@@ -52,6 +58,7 @@ class RealPoolUploadTest : public ::testing::Test {
       control_thread_->join();
     }
     delete control_thread_;
+    delete runner_;
     delete pool_;
     delete control_;
   }
@@ -60,18 +67,20 @@ class RealPoolUploadTest : public ::testing::Test {
     v1::UploadRequest request;
     request.set_check_only(true);
     *request.add_files() = File("design.yml", yaml);
-    Uploader uploader(*pool_);
+    Uploader uploader(*runner_);
     return RunUpload(uploader, request);
   }
 
   static asio::io_context* control_;
-  static pool::WorkerPool* pool_;
+  static pool::AsyncWorkerPool* pool_;
+  static pool::BlockingTaskRunner* runner_;
   static asio::executor_work_guard<asio::io_context::executor_type>* guard_;
   static std::thread* control_thread_;
 };
 
 asio::io_context* RealPoolUploadTest::control_ = nullptr;
-pool::WorkerPool* RealPoolUploadTest::pool_ = nullptr;
+pool::AsyncWorkerPool* RealPoolUploadTest::pool_ = nullptr;
+pool::BlockingTaskRunner* RealPoolUploadTest::runner_ = nullptr;
 asio::executor_work_guard<asio::io_context::executor_type>* RealPoolUploadTest::guard_ = nullptr;
 std::thread* RealPoolUploadTest::control_thread_ = nullptr;
 
@@ -137,7 +146,7 @@ TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {
                               "        towns:\n"
                               "            map: uploadfns.townmap\n"
                               "    validate_doc_update: uploadfns.validate\n");
-  Uploader uploader(*pool_);
+  Uploader uploader(*runner_);
   UploadResult first = RunUpload(uploader, request);
   ASSERT_TRUE(first.status.ok()) << first.status << "\n" << first.Dump();
   EXPECT_EQ(first.Outcome("_design/location", "real").action(), v1::DesignDocOutcome::CREATED);
