@@ -62,21 +62,9 @@ grpc::ByteBuffer ToByteBuffer(std::vector<std::string> parts, size_t moved) {
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-}  // namespace
-
-grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
-                             grpc::ByteBuffer& response) {
-  size_t moved = request.Length();
-  std::vector<std::string> parts;
-  absl::Status status;
-  {
-    std::string bytes;
-    if (!Flatten(request, bytes)) {
-      return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
-    }
-    request.Clear();
-    status = calls.MapEncoded(bytes, deadline, parts);
-  }
+// The answer of a Map whose request moved `moved` bytes: its parts as one message, or the error.
+grpc::Status Answer(const absl::Status& status, std::vector<std::string> parts, size_t moved,
+                    grpc::ByteBuffer& response) {
   if (!status.ok()) {
     parts.clear();
     GiveMemoryBack(moved);
@@ -85,6 +73,41 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
   for (const std::string& part : parts) moved += part.size();
   response = ToByteBuffer(std::move(parts), moved);
   return grpc::Status::OK;
+}
+
+grpc::Status Unreadable() {
+  return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
+}
+
+}  // namespace
+
+grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
+                             grpc::ByteBuffer& response) {
+  const size_t moved = request.Length();
+  std::vector<std::string> parts;
+  absl::Status status;
+  {
+    std::string bytes;
+    if (!Flatten(request, bytes)) return Unreadable();
+    request.Clear();
+    status = calls.MapEncoded(bytes, deadline, parts);
+  }
+  return Answer(status, std::move(parts), moved, response);
+}
+
+asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
+                                              grpc::ByteBuffer& request,
+                                              grpc::ByteBuffer& response) {
+  const size_t moved = request.Length();
+  std::vector<std::string> parts;
+  absl::Status status;
+  {
+    std::string bytes;
+    if (!Flatten(request, bytes)) co_return Unreadable();
+    request.Clear();
+    status = co_await calls.MapEncoded(bytes, deadline, parts);
+  }
+  co_return Answer(status, std::move(parts), moved, response);
 }
 
 }  // namespace cnp::rpc

@@ -4,7 +4,9 @@
 #pragma once
 
 #include "absl/time/time.h"
+#include "asio/awaitable.hpp"
 #include "grpcpp/grpcpp.h"
+#include "service/calls/function_calls.h"
 #include "service/rpc/function_calls.h"
 
 namespace cnp::rpc {
@@ -17,5 +19,11 @@ constexpr size_t kGiveBackAfterBytes = 8 << 20;
 // Serves one Map call. `request` is consumed (cleared as soon as it has been read).
 grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
                              grpc::ByteBuffer& response);
+
+// The same for a handler that is a coroutine: the Map is awaited, and cancelling the await
+// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it.
+asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
+                                              grpc::ByteBuffer& request,
+                                              grpc::ByteBuffer& response);
 
 }  // namespace cnp::rpc
