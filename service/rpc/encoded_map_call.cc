@@ -97,7 +97,8 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
 
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response) {
+                                              grpc::ByteBuffer& response,
+                                              calls::CallIdentity caller) {
   const size_t moved = request.Length();
   std::vector<std::string> parts;
   absl::Status status;
@@ -105,7 +106,7 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
     std::string bytes;
     if (!Flatten(request, bytes)) co_return Unreadable();
     request.Clear();
-    status = co_await calls.MapEncoded(bytes, deadline, parts);
+    status = co_await calls.MapEncoded(bytes, deadline, parts, caller);
   }
   co_return Answer(status, std::move(parts), moved, response);
 }

@@ -21,9 +21,11 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
                              grpc::ByteBuffer& response);
 
 // The same for a handler that is a coroutine: the Map is awaited, and cancelling the await
-// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it.
+// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it;
+// `caller` names the call in its log lines.
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response);
+                                              grpc::ByteBuffer& response,
+                                              calls::CallIdentity caller = {});
 
 }  // namespace cnp::rpc
