@@ -36,15 +36,10 @@ absl::Status CancelledStatus() {
 
 // The reply of one task, checked: infrastructure errors and whole-task failures become
 // statuses, and a reply of the wrong kind is a bug worth saying so.
-absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected,
-                              const CallIdentity& caller) {
+absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
   if (!reply.ok()) return reply.status();
   if (reply->has_failure()) return FailureToStatus(reply->failure());
-  {
-    std::optional<CallLogScope> scope;
-    if (caller.rpc != nullptr) scope.emplace(caller.rpc, caller.call, caller.peer_of);
-    CountFunctionErrors(*reply);
-  }
+  CountFunctionErrors(*reply);
   if (reply->kind_case() != expected) {
     return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
                                             reply->kind_case(), " instead of ", expected));
@@ -63,11 +58,11 @@ template <class Request, class Response>
 asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (Task::*slot)(),
                                                     Response* (Reply::*answer)(),
                                                     Reply::KindCase kind, absl::Time deadline,
-                                                    Response& response, CallIdentity caller) {
+                                                    Response& response) {
   Task task;
   (task.*slot)()->Swap(&request);
   absl::StatusOr<Reply> reply =
-      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind, caller);
+      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind);
   if (!reply.ok()) co_return reply.status();
   response.Swap(((*reply).*answer)());
   co_return absl::OkStatus();
@@ -94,8 +89,7 @@ int64_t FunctionCalls::Parts(int64_t docs, int64_t bytes) const {
 
 asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request,
                                                         absl::Time deadline,
-                                                        std::vector<std::string>& response,
-                                                        CallIdentity caller) {
+                                                        std::vector<std::string>& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   // A first pass learns the function names and how many documents of how many bytes.
   std::vector<std::string> functions;
@@ -146,7 +140,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     std::vector<absl::StatusOr<Reply>> replies =
         co_await runner_.RunAll(std::move(tasks), deadline);
     for (absl::StatusOr<Reply>& r : replies) {
-      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, caller);
+      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
       if (!reply.ok()) co_return fail(reply.status());
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
         response.emplace_back();
@@ -165,8 +159,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
-                                                 v1::MapResponse& response,
-                                                 CallIdentity caller) {
+                                                 v1::MapResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
   if (absl::Status s = CheckDocCount(request.docs_size()); !s.ok()) co_return s;
@@ -181,7 +174,7 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
     Task task;
     task.mutable_map()->Swap(&request);
     absl::StatusOr<Reply> reply =
-        Checked(co_await runner_.Run(std::move(task), deadline), Reply::kMap, caller);
+        Checked(co_await runner_.Run(std::move(task), deadline), Reply::kMap);
     if (!reply.ok()) co_return reply.status();
     response = std::move(*reply->mutable_map());
     co_return absl::OkStatus();
@@ -198,7 +191,7 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
   std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
   response.mutable_results()->Reserve(docs);
   for (absl::StatusOr<Reply>& r : replies) {
-    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, caller);
+    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
     // Never a partial result: a document silently missing from a batch is lost data.
     if (!reply.ok()) {
       response.Clear();
@@ -213,31 +206,29 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
 
 asio::awaitable<absl::Status> FunctionCalls::Reduce(v1::ReduceRequest& request,
                                                     absl::Time deadline,
-                                                    v1::ReduceResponse& response,
-                                                    CallIdentity caller) {
+                                                    v1::ReduceResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_reduce, &Reply::mutable_reduce,
-                            Reply::kReduce, deadline, response, caller);
+                            Reply::kReduce, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Validate(v1::ValidateRequest& request,
                                                       absl::Time deadline,
-                                                      v1::ValidateResponse& response,
-                                                      CallIdentity caller) {
+                                                      v1::ValidateResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (request.function().empty()) {
     co_return absl::InvalidArgumentError("the request names no function");
   }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_validate, &Reply::mutable_validate,
-                            Reply::kValidate, deadline, response, caller);
+                            Reply::kValidate, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::CallDesignFunction(
     v1::DesignFunctionRequest& request, absl::Time deadline,
-    v1::DesignFunctionResponse& response, CallIdentity caller) {
+    v1::DesignFunctionResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (request.function().empty()) {
     co_return absl::InvalidArgumentError("the request names no function");
@@ -247,18 +238,17 @@ asio::awaitable<absl::Status> FunctionCalls::CallDesignFunction(
   }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_design, &Reply::mutable_design,
-                            Reply::kDesign, deadline, response, caller);
+                            Reply::kDesign, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Resolve(v1::ResolveRequest& request,
                                                      absl::Time deadline,
-                                                     v1::ResolveResponse& response,
-                                                     CallIdentity caller) {
+                                                     v1::ResolveResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_resolve, &Reply::mutable_resolve,
-                            Reply::kResolve, deadline, response, caller);
+                            Reply::kResolve, deadline, response);
 }
 
 }  // namespace cnp::calls

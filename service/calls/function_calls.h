@@ -20,7 +20,6 @@
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
-#include "service/common/log.h"
 #include "service/pool/async_task_runner.h"
 
 namespace cnp::calls {
@@ -40,16 +39,6 @@ struct CallOptions {
   int64_t max_call_bytes = 64 << 20;
 };
 
-// Who a call serves, named in the lines it logs (a function that raised: its RPC and peer).
-// A coroutine handler cannot leave that to a CallLogScope of its own, which belongs to its
-// thread: other calls run on that thread while it waits. The calls set one around each line.
-// Left empty, the lines name whatever the thread's scope says (a caller that blocks).
-struct CallIdentity {
-  const char* rpc = nullptr;
-  const void* call = nullptr;
-  CallLogScope::PeerOf peer_of = nullptr;
-};
-
 // Each call consumes its request: documents move into worker tasks instead of being copied.
 // Every argument passed by reference must outlive the awaited call.
 class FunctionCalls {
@@ -63,25 +52,20 @@ class FunctionCalls {
   // (they concatenate into one; the chunks are a few MiB each), so memory follows the call's
   // bytes rather than its document count. On an error `response` is left empty.
   asio::awaitable<absl::Status> MapEncoded(std::string_view request, absl::Time deadline,
-                                           std::vector<std::string>& response,
-                                           CallIdentity caller = {});
+                                           std::vector<std::string>& response);
   // Takes the documents out of `request` rather than copying them. On an error `response`
   // holds no result.
   asio::awaitable<absl::Status> Map(v1::MapRequest& request, absl::Time deadline,
-                                    v1::MapResponse& response, CallIdentity caller = {});
+                                    v1::MapResponse& response);
   asio::awaitable<absl::Status> Reduce(v1::ReduceRequest& request, absl::Time deadline,
-                                       v1::ReduceResponse& response,
-                                       CallIdentity caller = {});
+                                       v1::ReduceResponse& response);
   asio::awaitable<absl::Status> Validate(v1::ValidateRequest& request, absl::Time deadline,
-                                         v1::ValidateResponse& response,
-                                         CallIdentity caller = {});
+                                         v1::ValidateResponse& response);
   asio::awaitable<absl::Status> CallDesignFunction(v1::DesignFunctionRequest& request,
                                                    absl::Time deadline,
-                                                   v1::DesignFunctionResponse& response,
-                                                   CallIdentity caller = {});
+                                                   v1::DesignFunctionResponse& response);
   asio::awaitable<absl::Status> Resolve(v1::ResolveRequest& request, absl::Time deadline,
-                                        v1::ResolveResponse& response,
-                                        CallIdentity caller = {});
+                                        v1::ResolveResponse& response);
 
   // The earlier of the client's deadline and the server's own limit.
   absl::Time EffectiveDeadline(absl::Time client_deadline) const {
@@ -97,7 +81,7 @@ class FunctionCalls {
   asio::awaitable<absl::Status> RunOne(Request& request, Request* (pool::Task::*slot)(),
                                        Response* (pool::Reply::*answer)(),
                                        pool::Reply::KindCase kind, absl::Time deadline,
-                                       Response& response, CallIdentity caller);
+                                       Response& response);
   absl::Status CheckDocCount(int64_t docs) const;
   // How many parts a batch of `docs` documents holding `bytes` bytes is cut into.
   int64_t Parts(int64_t docs, int64_t bytes) const;

@@ -97,8 +97,7 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
 
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response,
-                                              calls::CallIdentity caller) {
+                                              grpc::ByteBuffer& response) {
   const size_t moved = request.Length();
   std::vector<std::string> parts;
   absl::Status status;
@@ -106,7 +105,7 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
     std::string bytes;
     if (!Flatten(request, bytes)) co_return Unreadable();
     request.Clear();
-    status = co_await calls.MapEncoded(bytes, deadline, parts, caller);
+    status = co_await calls.MapEncoded(bytes, deadline, parts);
   }
   co_return Answer(status, std::move(parts), moved, response);
 }

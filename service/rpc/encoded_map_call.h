@@ -21,11 +21,9 @@ grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::By
                              grpc::ByteBuffer& response);
 
 // The same for a handler that is a coroutine: the Map is awaited, and cancelling the await
-// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it;
-// `caller` names the call in its log lines.
+// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it.
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response,
-                                              calls::CallIdentity caller = {});
+                                              grpc::ByteBuffer& response);
 
 }  // namespace cnp::rpc

@@ -459,34 +459,6 @@ TEST_F(FunctionCallsTest, FunctionErrorsAreCounted) {
   EXPECT_EQ(response.results(0).errors(0).type(), "KeyError");
 }
 
-TEST_F(FunctionCallsTest, FunctionErrorLinesNameTheCallTheyBelongTo) {
-  FakeTaskRunner runner(2, [](const Task&) {
-    Reply reply;
-    v1::FunctionError& error = *reply.mutable_validate()->mutable_error();
-    error.set_function("checks.raises");
-    error.set_type("ZeroDivisionError");
-    return FakeAnswer{reply};
-  });
-  FunctionCalls calls(runner, {});
-  v1::ValidateRequest request;
-  request.set_function("checks.raises");
-  v1::ValidateResponse response;
-  const int call = 0;
-  auto peer_of = [](const void*) -> std::string { return "unix:/the-callers-peer"; };
-  auto other_peer = [](const void*) -> std::string { return "unix:/another-peer"; };
-
-  // Another call's scope is the thread's, as when coroutines of several calls share a thread.
-  CallLogScope other("Resolve", &call, other_peer);
-  ::testing::internal::CaptureStderr();
-  const absl::Status status = Await(calls.Validate(request, absl::InfiniteFuture(), response,
-                                                   {"Validate", &call, peer_of}));
-  const std::string log = ::testing::internal::GetCapturedStderr();
-  ASSERT_TRUE(status.ok()) << status;
-  EXPECT_THAT(log, HasSubstr("function raised ZeroDivisionError"));
-  EXPECT_THAT(log, HasSubstr("rpc=Validate peer=unix:/the-callers-peer"));
-  EXPECT_THAT(log, ::testing::Not(HasSubstr("another-peer")));
-}
-
 // --- cancellation ----------------------------------------------------------------------------
 
 TEST_F(FunctionCallsTest, CancellingABigMapStartsNoFurtherWave) {
