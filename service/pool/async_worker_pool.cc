@@ -35,7 +35,7 @@ bool Cancelled(asio::cancellation_state state) {
 
 // Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
 // zombie; nobody waits for this.
-asio::awaitable<void> KillAndReap(std::unique_ptr<Worker> worker) {
+asio::awaitable<void> KillAndReap(std::shared_ptr<Worker> worker) {
   worker->Kill();
   co_await worker->Ended();
 }
@@ -539,6 +539,7 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     slot->calls = 0;
     LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
     metrics::WorkerStarted();
+    asio::co_spawn(context_, WatchForEnd(slot, slot->worker), asio::detached);
     MakeIdle(slot);
   } else if (!started.ok()) {
     ++slot->consecutive_failures;
@@ -555,6 +556,17 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     slot->state = State::kStopped;
   }
   Kick();
+}
+
+asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker) {
+  const std::string how = co_await worker->Ended();
+  // Ended on purpose (retired), or mid-exchange: its caller sees that and replaces it.
+  if (how.empty() || slot->worker != worker || slot->state != State::kIdle) co_return;
+  idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+  LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
+  metrics::WorkerExited("crash");
+  ++slot->consecutive_failures;
+  Retire(slot, RestartBackoff(options_, slot->consecutive_failures), how);
 }
 
 void AsyncWorkerPool::ReloadAll() {

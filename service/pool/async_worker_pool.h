@@ -69,7 +69,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   struct Slot {
     int index = 0;
     State state = State::kDown;
-    std::unique_ptr<Worker> worker;
+    // Shared with the watch that awaits its end (WatchWhileIdle).
+    std::shared_ptr<Worker> worker;
     int64_t calls = 0;
     uint64_t generation = 0;  // reload generation the worker was started in
     int consecutive_failures = 0;
@@ -126,6 +127,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   bool ReloadRunning() const;
   asio::awaitable<void> Maintain();
   asio::awaitable<void> StartWorker(Slot* slot);
+  // Awaits the end of `worker`: one that dies while idle (killed by the OOM killer, say) is
+  // replaced before a caller is handed a dead worker.
+  asio::awaitable<void> WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker);
   void ReloadHere();
   void ShutdownHere();
 

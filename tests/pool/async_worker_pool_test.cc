@@ -104,8 +104,9 @@ class AsyncWorkerPoolTest : public ::testing::Test {
     return pids;
   }
 
-  asio::io_context io_;
+  // The world outlives the context: coroutines the context still holds own fake workers.
   FakeWorld world_;
+  asio::io_context io_;
   std::unique_ptr<AsyncWorkerPool> pool_;
 };
 
@@ -160,6 +161,16 @@ TEST_F(AsyncWorkerPoolTest, ACrashMidTaskIsUnavailableSaysHowAndTheWorkerIsRepla
   absl::StatusOr<Reply> next = Run("a");
   EXPECT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AWorkerThatDiesWhileIdleIsReplacedBeforeACallerGetsIt) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  world_.live.front()->DieNow("killed by signal 9 (Killed)");
+  RunUntil([&] { return world_.start_attempts == 2 && world_.Alive() == 1; });
+  absl::StatusOr<Reply> reply = Run("a");
+  EXPECT_TRUE(reply.ok()) << reply.status();
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("a"));
 }
 
 TEST_F(AsyncWorkerPoolTest, AMalformedReplyReplacesTheWorker) {

@@ -90,6 +90,8 @@ class FakeWorker final : public Worker {
   int64_t ResidentBytes() const override { return world_.resident_bytes; }
 
   bool ended() const { return !how_ended_.empty(); }
+  // The process dies on its own, between tasks.
+  void DieNow(std::string how) { End(std::move(how)); }
 
  private:
   void End(std::string how);
