@@ -7,7 +7,11 @@ what differs is the cnp-server (and cnp-worker) it starts. Rounds alternate befo
 machine that gets busier or quieter affects both alike; each figure is the median of the rounds
 and the ratio is after / before.
 
-  tests/bench/pool_switch_bench.py BEFORE_DIR AFTER_DIR [--rounds=3] [-- server_bench flags]
+  tests/bench/pool_switch_bench.py BEFORE_DIR AFTER_DIR [--rounds=3] [--callers=1,256]
+      [-- server_bench flags]
+
+--callers adds, per round and build, a Validate-only run (few Map documents) for each number
+of concurrent callers listed, 4800 calls in all.
 """
 import os
 import re
@@ -17,6 +21,15 @@ import sys
 
 MAP_ROW = re.compile(r"^cnp-server, 2 workers\s+([\d.]+)\s+([\d.]+)")
 VALIDATE = re.compile(r"Validate, (\d+) concurrent callers.*p50 ([\d.]+) us, p99 ([\d.]+) us, ([\d.]+) calls/s")
+
+
+def run_all(directory, flags, extra_callers):
+    figures = run(directory, flags)
+    for callers in extra_callers:
+        validate = run(directory, flags + ["--docs=5000", f"--callers={callers}",
+                                           f"--validate_calls={max(1, 4800 // callers)}"])
+        figures.update({k: v for k, v in validate.items() if k.startswith("Validate")})
+    return figures
 
 
 def run(directory, flags):
@@ -43,15 +56,19 @@ def main():
         flags = args[args.index("--") + 1:]
         args = args[:args.index("--")]
     rounds = 3
+    extra_callers = []
     for a in list(args):
         if a.startswith("--rounds="):
             rounds = int(a.split("=", 1)[1])
             args.remove(a)
+        elif a.startswith("--callers="):
+            extra_callers = [int(c) for c in a.split("=", 1)[1].split(",") if c]
+            args.remove(a)
     before_dir, after_dir = args
     before, after = [], []
     for r in range(rounds):
-        before.append(run(before_dir, flags))
-        after.append(run(after_dir, flags))
+        before.append(run_all(before_dir, flags, extra_callers))
+        after.append(run_all(after_dir, flags, extra_callers))
         print(f"round {r + 1}: before {before[-1]}\n         after  {after[-1]}", flush=True)
     print(f"\nmedian of {rounds} rounds      before       after   after/before")
     for key in before[0]:
