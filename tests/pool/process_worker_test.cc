@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <future>
 #include <memory>
 #include <string>
@@ -27,21 +26,16 @@
 #include "service/pool/async_worker_pool.h"
 #include "service/pool/blocking_task_runner.h"
 #include "service/pool/process_worker.h"
+#include "tests/support/files.h"
+#include "tests/support/runfiles.h"
 
 namespace cnp::pool {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string Runfile(const std::string& path) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  return absl::StrCat(srcdir ? srcdir : ".", "/cnp/", path);
-}
-
-std::string TempDir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir ? dir : "/tmp";
-}
+using ::cnp::testing::MakeTempDir;
+using ::cnp::testing::Runfile;
 
 Task MapTask(const std::string& function, const std::vector<std::string>& docs) {
   Task task;
@@ -54,10 +48,7 @@ Task MapTask(const std::string& function, const std::vector<std::string>& docs) 
 // opens for reading, which returns once the call is in Python) and reads `release`.
 struct Gate {
   explicit Gate(const std::string& name)
-      : ready(absl::StrCat(TempDir(), "/", name, ".ready")),
-        release(absl::StrCat(TempDir(), "/", name, ".release")) {
-    ::unlink(ready.c_str());
-    ::unlink(release.c_str());
+      : dir(MakeTempDir(name)), ready(dir + "/ready"), release(dir + "/release") {
     EXPECT_EQ(::mkfifo(ready.c_str(), 0600), 0);
     EXPECT_EQ(::mkfifo(release.c_str(), 0600), 0);
   }
@@ -76,7 +67,7 @@ struct Gate {
     ASSERT_GE(fd, 0);
     ::close(fd);
   }
-  std::string ready, release;
+  std::string dir, ready, release;
 };
 
 bool ProcessGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
