@@ -17,16 +17,24 @@
 namespace cnp::testing {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> args) {
+  return Start(std::move(args), Runfile("service/cnp-server"),
+               Runfile("service/worker/cnp-worker"));
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    std::vector<std::string> args, const std::string& server_binary,
+    const std::string& worker_binary) {
   auto server = std::unique_ptr<ServerProcess>(new ServerProcess);
   std::string dir = MakeTempDir("server");
   // Unix socket paths are limited to 107 bytes, which Bazel's TEST_TMPDIR already nears.
   server->target_ = absl::StrCat("unix:", ShortTempDir(), "/cnp.sock");
   server->log_path_ = dir + "/server.log";
   constexpr int kReadyFd = 5;
-  args.insert(args.begin(), {Runfile("service/cnp-server"), "--listen=" + server->target_,
-                             "--worker-binary=" + Runfile("service/worker/cnp-worker"),
+  args.insert(args.begin(), {server_binary, "--listen=" + server->target_,
+                             "--worker-binary=" + worker_binary,
                              absl::StrCat("--ready-fd=", kReadyFd)});
-  const int log = ::open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int log =
+      ::open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return absl::InternalError("pipe");
   absl::StatusOr<pid_t> pid =

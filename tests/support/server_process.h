@@ -21,6 +21,10 @@ class ServerProcess {
   // Starts cnp-server with `args` (plus --listen on a fresh socket and the worker binary) and
   // waits until it answers.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args);
+  // The same with other builds of the two programs (a benchmark's baseline build).
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args,
+                                                              const std::string& server_binary,
+                                                              const std::string& worker_binary);
   ~ServerProcess();
 
   const std::string& target() const { return target_; }
