@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
   }
   const int64_t big = absl::GetFlag(FLAGS_big_call_bytes);
   auto server = ServerProcess::Start(
-      {"--python-path=" + cnp::testing::Runfile("tests/service/pyfns"), "--workers=2",
+      {"--python-path=" + cnp::testing::Runfile("tests/functions/server"), "--workers=2",
        absl::StrCat("--max-call-bytes=", big + (16 << 20)), "--shutdown-grace=10s"});
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());

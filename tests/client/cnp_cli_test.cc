@@ -38,7 +38,7 @@ class CnpCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto server = testing::ServerProcess::Start(
-        {"--python-path=" + testing::Runfile("tests/service/pyfns"), "--workers=1"});
+        {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     target_ = "--target=" + server_->target();
@@ -117,7 +117,7 @@ namespace {
 // A request over the server's --max-call-bytes is refused by gRPC in its own words; the command
 // line says which setting that is.
 TEST(CnpCliLimitsTest, ARequestOverTheServersByteLimitNamesTheFlag) {
-  auto server = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/service/pyfns"),
+  auto server = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/functions/server"),
                                                "--workers=1", "--max-call-bytes=65536"});
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string doc = absl::StrCat(R"({"_id":"big","pad":")", std::string(100'000, 'x'), R"("})");

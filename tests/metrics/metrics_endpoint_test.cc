@@ -28,7 +28,7 @@ using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 
 std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/service/pyfns"),
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server"),
                                 "--workers=2"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto server = ServerProcess::Start(args);
@@ -134,7 +134,7 @@ TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
 
 TEST(MetricsEndpointTest, ANonLoopbackAddressIsRefusedWithoutInsecure) {
   auto server = ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/service/pyfns"), "--workers=1",
+      {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1",
        "--metrics-listen=0.0.0.0:0"});
   ASSERT_FALSE(server.ok());
   EXPECT_THAT(server.status().message(), HasSubstr("not a loopback address"));

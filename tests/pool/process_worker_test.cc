@@ -78,7 +78,7 @@ class ProcessWorkerPoolTest : public ::testing::Test {
     PoolOptions options;
     options.workers = workers;
     WorkerCommand command{Runfile("service/worker/cnp-worker"),
-                          {"--fd=3", absl::StrCat("--python-path=", Runfile("tests/service/pyfns"))}};
+                          {"--fd=3", "--python-path=" + Runfile("tests/functions/server")}};
     pool_ = std::make_unique<AsyncWorkerPool>(
         options, std::make_unique<ProcessWorkerFactory>(command), io_);
     ASSERT_TRUE(pool_->Start().ok());

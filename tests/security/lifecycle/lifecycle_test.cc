@@ -30,7 +30,7 @@ using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 
 std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/service/pyfns")};
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server")};
   args.insert(args.end(), extra.begin(), extra.end());
   auto server = ServerProcess::Start(args);
   EXPECT_TRUE(server.ok()) << server.status();

@@ -24,7 +24,7 @@ using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 
 std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/service/pyfns"),
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server"),
                                 "--workers=2"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto server = ServerProcess::Start(args);

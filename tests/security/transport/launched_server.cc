@@ -16,7 +16,7 @@ namespace cnp::security_testing {
 using ::cnp::testing::MakeTempDir;
 using ::cnp::testing::Runfile;
 
-std::string FunctionsDir() { return Runfile("tests/service/pyfns"); }
+std::string FunctionsDir() { return Runfile("tests/functions/server"); }
 
 std::unique_ptr<LaunchedServer> LaunchedServer::Start(const LaunchOptions& options) {
   auto server = std::unique_ptr<LaunchedServer>(new LaunchedServer);

@@ -28,7 +28,7 @@ namespace {
 using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 
-std::string FunctionsDir() { return testing::Runfile("tests/service/pyfns"); }
+std::string FunctionsDir() { return testing::Runfile("tests/functions/server"); }
 
 std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"--python-path=" + FunctionsDir(), "--workers=2"};
