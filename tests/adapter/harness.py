@@ -13,6 +13,8 @@ import tempfile
 import time
 import unittest
 
+import cnp_testing
+
 REPO_FUNCTIONS = "tests/functions"
 
 
@@ -35,20 +37,8 @@ def parse_binaries(argv):
     return args, rest
 
 
-def socket_dir(prefix):
-    """A temporary directory for unix sockets. Under /tmp because a socket path must fit in 108
-    bytes, which the test sandbox's own temporary directory may not."""
-    return tempfile.TemporaryDirectory(dir="/tmp", prefix=prefix)
-
-
-def wait_until_ready(ready_fd, process, timeout=60.0):
-    """Waits for the server's "ready" line on its --ready-fd pipe (written once it listens)."""
-    ready, _, _ = select.select([ready_fd], [], [], timeout)
-    if not ready:
-        raise RuntimeError(f"cnp-server was not ready within {timeout} s")
-    if os.read(ready_fd, 64) != b"ready\n":
-        process.wait(timeout=10)
-        raise RuntimeError(f"cnp-server exited with {process.returncode} before it was ready")
+# A temporary directory for unix sockets (a context manager), under /tmp.
+socket_dir = cnp_testing.short_temp_directory
 
 
 class Server:
@@ -61,15 +51,13 @@ class Server:
             os.unlink(socket_path)
         self.argv = server_argv(binaries, socket_path, workers) + list(extra)
         self.log = open(self.log_path, "ab")
-        ready_read, ready_write = os.pipe()
-        try:
-            self.process = subprocess.Popen(
-                self.argv + [f"--ready-fd={ready_write}"], stdin=subprocess.DEVNULL,
-                stdout=self.log, stderr=self.log, start_new_session=True, pass_fds=(ready_write,))
-            os.close(ready_write)
-            wait_until_ready(ready_read, self.process)
-        finally:
-            os.close(ready_read)
+        self.process, ready = cnp_testing.start_server(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            start_new_session=True)
+        if not ready:
+            self.process.wait(timeout=10)
+            raise RuntimeError(
+                f"cnp-server exited with {self.process.returncode} before it was ready")
 
     @property
     def target(self):

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "adapter"))
+for helpers in ("adapter", "support"):  # harness.py, and the cnp_testing.py it imports
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", helpers))
 import harness  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -9,6 +9,7 @@ import unittest
 
 import grpc
 
+import cnp_testing
 import harness
 
 SERVER, WORKER, CNP, FUNCTIONS = sys.argv[1:5]
@@ -24,16 +25,13 @@ class DrainTest(unittest.TestCase):
         self.dir = harness.short_temp_dir()
         self.target = "unix:" + os.path.join(self.dir, "s", "cnp.sock")
         self.log_path = os.path.join(self.dir, "server.log")
-        read, write = os.pipe()
         with open(self.log_path, "w") as log:
-            self.server = subprocess.Popen(
+            self.server, ready = cnp_testing.start_server(
                 [SERVER, "--listen=" + self.target, "--worker-binary=" + WORKER,
                  "--python-path=" + os.path.dirname(os.path.abspath(FUNCTIONS)), "--workers=2",
-                 "--drain-delay=10m", "--ready-fd=%d" % write],
-                pass_fds=[write], stdout=log, stderr=subprocess.STDOUT)
-        os.close(write)
-        with os.fdopen(read) as ready:
-            self.assertEqual(ready.read(), "ready\n", self.log())
+                 "--drain-delay=10m"],
+                stdout=log, stderr=subprocess.STDOUT)
+        self.assertTrue(ready, self.log())
         self.channel = grpc.insecure_channel(self.target)
 
     def tearDown(self):

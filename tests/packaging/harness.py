@@ -3,7 +3,8 @@ process whose log is kept, and a call parked in a worker until the test lets it 
 import json
 import os
 import subprocess
-import tempfile
+
+import cnp_testing
 
 # For installed programs: Bazel's runfiles variables must not reach them, so that they find
 # their files by the installed layout alone. (Programs run from the build need them.)
@@ -15,8 +16,8 @@ HEALTH_NOT_SERVING = b"\x08\x02"  # ... NOT_SERVING
 
 
 def short_temp_dir():
-    """A directory under /tmp: a unix socket path must fit in 108 bytes, TEST_TMPDIR's may not."""
-    return tempfile.mkdtemp(prefix="cnp-pkg-", dir="/tmp")
+    """A directory under /tmp, for unix sockets."""
+    return cnp_testing.short_temp_dir("cnp-pkg-")
 
 
 def read_log(path):

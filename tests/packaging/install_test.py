@@ -8,6 +8,8 @@ import sys
 import tempfile
 import unittest
 
+import cnp_testing
+
 INSTALL = sys.argv.pop(1)
 # Nothing of Bazel's may leak into the installed programs: they must find everything by the
 # installed layout alone.
@@ -27,17 +29,12 @@ class InstalledServer:
     """The installed cnp-server on a unix socket under /tmp, waited for through --ready-fd."""
 
     def __init__(self, prefix, args, env=CLEAN_ENV):
-        self.dir = tempfile.mkdtemp(prefix="cnp-pkg-", dir="/tmp")
+        self.dir = cnp_testing.short_temp_dir("cnp-pkg-")
         self.target = "unix:" + os.path.join(self.dir, "s", "cnp.sock")
-        read, write = os.pipe()
         self.log = open(os.path.join(self.dir, "server.log"), "w+")
-        self.process = subprocess.Popen(
-            [os.path.join(prefix, "bin", "cnp-server"), "--listen=" + self.target,
-             "--ready-fd=%d" % write] + args,
-            env=env, pass_fds=[write], stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
-        os.close(write)
-        with os.fdopen(read) as ready:
-            self.ready = ready.read() == "ready\n"  # EOF without it: the server exited
+        self.process, self.ready = cnp_testing.start_server(
+            [os.path.join(prefix, "bin", "cnp-server"), "--listen=" + self.target] + args,
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
 
     def output(self):
         with open(self.log.name) as log:

@@ -8,6 +8,7 @@ import socket
 import sys
 import unittest
 
+import cnp_testing
 import harness
 
 SERVER, WORKER, CNP, FUNCTIONS = sys.argv[1:5]
@@ -50,8 +51,7 @@ class ActivatedServer:
                 os._exit(127)
         os.close(write)
         os.close(log)
-        with os.fdopen(read) as ready:
-            self.ready = ready.read() == "ready\n"  # EOF without it: the server exited
+        self.ready = cnp_testing.wait_for_ready(read)
 
     def log(self):
         return harness.read_log(self.log_path)

@@ -11,12 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import unittest
 from concurrent import futures
 
 import grpc
+
+import cnp_testing
 
 ADAPTER = None
 SMALL = b'["map_doc",{"_id":"small"}]'
@@ -99,7 +100,7 @@ def vm_peak_kib(pid):
 class AdapterLimitsTest(unittest.TestCase):
     def setUp(self):
         # Under /tmp: a unix socket path must fit in 108 bytes.
-        self.dir = tempfile.mkdtemp(dir="/tmp", prefix="cnp-adapter-limits-")
+        self.dir = cnp_testing.short_temp_dir("cnp-adapter-limits-")
         self.service = None
 
     def tearDown(self):
