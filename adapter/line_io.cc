@@ -11,7 +11,7 @@
 namespace cnp::adapter {
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
-// What is kept of a line over the limit: enough for ClassifyCommand and a message.
+// What is kept of a line over the limit: enough for couchdb::PeekCommand and a message.
 constexpr size_t kKeptOfLongLine = 256;
 }  // namespace
 

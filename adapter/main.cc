@@ -81,11 +81,7 @@ bool AnswerLineTooLong(std::string_view start, size_t limit) {
   out += '\n';
   if (!WriteAll(kStdout, out).ok()) return false;
   // A list's row went missing; as when the service is gone, CouchDB must start over.
-  return ClassifyCommand(start) != Command::kListStep;
-}
-
-bool IsAccepted(const v1::SessionOutput& reply) {
-  return reply.lines_size() > 0 && reply.lines(reply.lines_size() - 1) == "true";
+  return !IsListStep(couchdb::PeekCommand(start));
 }
 
 // How long the adapter waits for the server to take CouchDB's pipes (it may have to start a
@@ -208,8 +204,8 @@ int Run() {
       if (!AnswerLineTooLong(*line, reader.max_line_bytes())) return 1;
       continue;
     }
-    const Command command = ClassifyCommand(*line);
-    if (command == Command::kReset) {
+    const couchdb::CommandKind command = couchdb::PeekCommand(*line);
+    if (command == couchdb::CommandKind::kReset) {
       // Answered at once: CouchDB sends a reset with every checkout of this process.
       if (!WriteAll(kStdout, "true\n").ok()) return 1;
       state.OnReset(*line);
@@ -219,7 +215,7 @@ int Run() {
 
     const absl::Time sent = stats ? absl::Now() : absl::InfinitePast();
     absl::StatusOr<const v1::SessionOutput*> reply =
-        service.Call(*line, /*retry=*/command != Command::kListStep);
+        service.Call(*line, /*retry=*/!IsListStep(command));
     if (stats) {
       in_service += absl::Now() - sent;
       ++forwarded;
@@ -233,7 +229,7 @@ int Run() {
       out += '\n';
       if (!WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.
-      if (command == Command::kListStep) return 1;
+      if (IsListStep(command)) return 1;
       continue;
     }
     for (const std::string& reply_line : (*reply)->lines()) {
@@ -241,11 +237,7 @@ int Run() {
       out += '\n';
     }
     if (!WriteAll(kStdout, out).ok()) return 1;
-    if ((command == Command::kAddLib || command == Command::kAddFun ||
-         command == Command::kDesignDocNew) &&
-        IsAccepted(**reply)) {
-      state.OnAccepted(command, *line);
-    }
+    if ((*reply)->accepted()) state.OnAccepted(command, *line);
     if ((*reply)->exit()) return 1;
   }
   if (stats && forwarded > 0) {

@@ -128,8 +128,7 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
 
 absl::Status ServiceConnection::Replay() {
   for (const std::string& line : state_.ReplayLines()) {
-    const Command command = ClassifyCommand(line);
-    if (command == Command::kReset) {
+    if (couchdb::PeekCommand(line) == couchdb::CommandKind::kReset) {
       input_.set_line(line);
       if (!stream_->Write(input_)) return Drop();
       continue;
@@ -137,7 +136,7 @@ absl::Status ServiceConnection::Replay() {
     if (!Exchange(line)) return Drop();
     // The new stream must know exactly what the old one did: a map_doc answered with fewer
     // functions would index documents wrongly.
-    if (output_.lines_size() == 0 || output_.lines(output_.lines_size() - 1) != "true") {
+    if (!output_.accepted()) {
       Drop().IgnoreError();
       return absl::FailedPreconditionError(absl::StrCat(
           "the service refused the replayed session state (",

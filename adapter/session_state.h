@@ -1,6 +1,7 @@
 // What a CouchDB session has taught the service, kept by the adapter so that a new stream (after
 // the service restarted, or a replica died) can be taught the same before the command in flight
 // is retried: the last reset, add_lib, the add_fun lines since, and every design document.
+// Lines are read with the protocol library the service uses (service/couchdb/command.h).
 #pragma once
 
 #include <map>
@@ -10,35 +11,36 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "service/couchdb/command.h"
 
 namespace cnp::adapter {
 
-// The commands the adapter must tell apart; everything else it only forwards.
-enum class Command { kReset, kAddLib, kAddFun, kDesignDocNew, kListStep, kOther };
-
-// Reads the command name from the start of a line, allowing the whitespace a hand-written line
-// may have. Does not validate the rest of the line.
-Command ClassifyCommand(std::string_view line);
+// A list_row or list_end: a step of the list a worker holds, which cannot be replayed elsewhere.
+inline bool IsListStep(couchdb::CommandKind kind) {
+  return kind == couchdb::CommandKind::kListRow || kind == couchdb::CommandKind::kListEnd;
+}
 
 class SessionState {
  public:
   // A reset replaces the configuration and forgets the map functions and library; design
   // documents stay (CouchDB does not resend them).
   void OnReset(std::string_view line);
-  // Records an add_lib, add_fun or ddoc new line once the service accepted it.
-  void OnAccepted(Command command, std::string_view line);
+  // Records an add_lib, add_fun or ddoc new line once the service accepted it (the answer's
+  // `accepted`); other kinds are not kept.
+  void OnAccepted(couchdb::CommandKind kind, std::string_view line);
 
   // The lines to send to a fresh stream, in order. None of them but the reset expects no reply.
   std::vector<std::string> ReplayLines() const;
 
-  // CouchDB's per-read timeout from the last reset (5 s, CouchDB's default, before one).
+  // CouchDB's per-read timeout from the last reset that gave one (5 s, CouchDB's default,
+  // before one).
   absl::Duration couchdb_timeout() const { return couchdb_timeout_; }
 
  private:
   std::optional<std::string> reset_;
   std::optional<std::string> lib_;
   std::vector<std::string> functions_;
-  std::map<std::string, std::string> design_docs_;  // by the id's JSON text
+  std::map<std::string, std::string> design_docs_;  // by id
   std::vector<std::string> design_doc_order_;
   absl::Duration couchdb_timeout_ = absl::Seconds(5);
 };

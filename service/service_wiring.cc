@@ -2,14 +2,14 @@
 
 #include <cstring>
 
-#include "service/couchdb/session_handler.h"
+#include "service/rpc/query_session_handler.h"
 #include "service/session/launch_settings.h"
 #include "service/upload/uploader.h"
 
 namespace cnp {
 
 std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner) {
-  return couchdb::QuerySessionFactory(runner);
+  return rpc::QuerySessionFactory(runner);
 }
 
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config) {

@@ -287,13 +287,13 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
 
     answer.clear();
     watchdog.Begin();
-    std::optional<cnp::v1::SessionOutput> out = protocol->Handle(**line);
+    cnp::v1::SessionOutput* out = protocol->HandleInPlace(**line);
     if (!watchdog.End()) {
       for (;;) ::pause();  // the watchdog has answered and is ending the process
     }
     ++commands;
     bool exit = false;
-    if (!out.has_value()) {
+    if (out == nullptr) {
       // A reset: over gRPC the adapter answers it; here nobody else does.
       answer = "true\n";
       watchdog.SetBudget(protocol->CallBudget());

@@ -1,5 +1,5 @@
-// The adapter's own small pieces: line framing, command classification and the session state
-// it replays to a new stream.
+// The adapter's own small pieces: line framing and the session state it replays to a new stream
+// (commands are read by the protocol library: tests/couchdb/command_test.cc).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -16,6 +16,7 @@ namespace cnp::adapter {
 namespace {
 
 using ::testing::ElementsAre;
+using couchdb::CommandKind;
 
 // A file holding `contents`, opened for reading.
 int FileWith(const std::string& contents) {
@@ -65,31 +66,15 @@ TEST(WriteAllTest, WritesEverything) {
   EXPECT_FALSE(WriteAll(-1, "x").ok());
 }
 
-TEST(ClassifyCommandTest, ReadsTheCommandName) {
-  EXPECT_EQ(ClassifyCommand(R"(["reset",{"timeout":5000}])"), Command::kReset);
-  EXPECT_EQ(ClassifyCommand(R"(["reset"])"), Command::kReset);
-  EXPECT_EQ(ClassifyCommand(R"( [ "reset" ] )"), Command::kReset);
-  EXPECT_EQ(ClassifyCommand(R"(["resets"])"), Command::kOther);
-  EXPECT_EQ(ClassifyCommand(R"(["add_lib",{}])"), Command::kAddLib);
-  EXPECT_EQ(ClassifyCommand(R"(["add_fun","m.f|1"])"), Command::kAddFun);
-  EXPECT_EQ(ClassifyCommand(R"(["ddoc","new","_design/x",{}])"), Command::kDesignDocNew);
-  EXPECT_EQ(ClassifyCommand(R"(["ddoc","_design/x",["filters","f"],[]])"), Command::kOther);
-  EXPECT_EQ(ClassifyCommand(R"(["list_row",{}])"), Command::kListStep);
-  EXPECT_EQ(ClassifyCommand(R"(["list_end"])"), Command::kListStep);
-  EXPECT_EQ(ClassifyCommand(R"(["map_doc",{"reset":1}])"), Command::kOther);
-  EXPECT_EQ(ClassifyCommand("not json"), Command::kOther);
-  EXPECT_EQ(ClassifyCommand(R"(["unterminated)"), Command::kOther);
-}
-
 TEST(SessionStateTest, ReplaysDesignDocsThenResetLibAndFunctions) {
   SessionState state;
-  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":1}])");
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":1}])");
   state.OnReset(R"(["reset",{"reduce_limit":true,"timeout":12000}])");
-  state.OnAccepted(Command::kAddLib, R"(["add_lib",{"x":1}])");
-  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.f|1"])");
-  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.g"])");
-  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/b",{}])");
-  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":2}])");
+  state.OnAccepted(CommandKind::kAddLib, R"(["add_lib",{"x":1}])");
+  state.OnAccepted(CommandKind::kAddFun, R"(["add_fun","m.f|1"])");
+  state.OnAccepted(CommandKind::kAddFun, R"(["add_fun","m.g"])");
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design/b",{}])");
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":2}])");
   EXPECT_THAT(
       state.ReplayLines(),
       ElementsAre(R"(["ddoc","new","_design/a",{"rev":2}])", R"(["ddoc","new","_design/b",{}])",
@@ -100,13 +85,27 @@ TEST(SessionStateTest, ReplaysDesignDocsThenResetLibAndFunctions) {
 
 TEST(SessionStateTest, ResetForgetsFunctionsAndLibButKeepsDesignDocs) {
   SessionState state;
-  state.OnAccepted(Command::kDesignDocNew, R"(["ddoc","new","_design/a",{}])");
-  state.OnAccepted(Command::kAddLib, R"(["add_lib",{}])");
-  state.OnAccepted(Command::kAddFun, R"(["add_fun","m.f"])");
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design/a",{}])");
+  state.OnAccepted(CommandKind::kAddLib, R"(["add_lib",{}])");
+  state.OnAccepted(CommandKind::kAddFun, R"(["add_fun","m.f"])");
   state.OnReset(R"(["reset"])");
   EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["ddoc","new","_design/a",{}])", R"(["reset"])"));
   // A reset without a timeout keeps the last one known.
   EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+}
+
+TEST(SessionStateTest, ReadsTheResetAndDesignDocIdsAsTheServiceDoes) {
+  SessionState state;
+  // Only the configuration's own "timeout" counts, not a key of that name deeper in it.
+  state.OnReset(R"(["reset",{"reduce_limit":{"timeout":1}}])");
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+  state.OnReset(R"(["reset",{"timeout":2500.0}])");
+  EXPECT_EQ(state.couchdb_timeout(), absl::Milliseconds(2500));
+  // One design document, however its id is escaped: the newer line replaces the older.
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design/a",{"rev":1}])");
+  state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design\/a",{"rev":2}])");
+  EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["ddoc","new","_design\/a",{"rev":2}])",
+                                               R"(["reset",{"timeout":2500.0}])"));
 }
 
 TEST(UnixSocketPathTest, AcceptsBothSpellings) {

@@ -1,6 +1,8 @@
-// The Session RPC's per-stream handler: one QuerySession per stream, each SessionInput line
-// answered on the gRPC thread that read it. "reset" is answered by nothing (the adapter has
-// already written `true`); an output marked `exit` ends the stream after it is written.
+// The Session RPC's per-stream handler, the glue between the transport (service/rpc) and
+// CouchDB's protocol (service/couchdb, which knows nothing of gRPC): one QuerySession per
+// stream, each SessionInput line answered on the gRPC thread that read it. "reset" is answered
+// by nothing (the adapter has already written `true`); an output marked `exit` ends the stream
+// after it is written.
 #pragma once
 
 #include <functional>
@@ -11,9 +13,9 @@
 #include "service/pool/task_runner.h"
 #include "service/rpc/rpc_server.h"
 
-namespace cnp::couchdb {
+namespace cnp::rpc {
 
-class QuerySessionHandler final : public rpc::SessionHandler {
+class QuerySessionHandler final : public SessionHandler {
  public:
   explicit QuerySessionHandler(pool::TaskRunner& runner) : session_(runner) {}
 
@@ -23,14 +25,14 @@ class QuerySessionHandler final : public rpc::SessionHandler {
   bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }
 
  private:
-  QuerySession session_;
+  couchdb::QuerySession session_;
   metrics::ActiveSession active_{"stream"};
 };
 
 // The factory RpcServer calls for each new Session stream.
-inline std::function<std::unique_ptr<rpc::SessionHandler>()> QuerySessionFactory(
+inline std::function<std::unique_ptr<SessionHandler>()> QuerySessionFactory(
     pool::TaskRunner& runner) {
   return [&runner] { return std::make_unique<QuerySessionHandler>(runner); };
 }
 
-}  // namespace cnp::couchdb
+}  // namespace cnp::rpc

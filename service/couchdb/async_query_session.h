@@ -1,0 +1,59 @@
+// One CouchDB query-server session answered by a coroutine: QueryProtocol (the protocol,
+// query_protocol.h) driven over the pool's awaitable AsyncTaskRunner, so that the thread that
+// awaits an answer is never blocked. It gives the answers QuerySession (the blocking driver)
+// gives, line for line. The server's Session stream handler awaits it; during a list it holds
+// an AsyncWorkerLease.
+//
+// Lines are answered one at a time: await each Handle() before the next. Cancelling the
+// awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
+// answered with an error, as for any other infrastructure failure.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "asio/awaitable.hpp"
+#include "cnp/v1/functions.pb.h"
+#include "service/couchdb/query_protocol.h"
+#include "service/pool/async_task_runner.h"
+
+namespace cnp::couchdb {
+
+class AsyncQuerySession {
+ public:
+  using Options = QueryProtocol::Options;
+
+  explicit AsyncQuerySession(pool::AsyncTaskRunner& runner) : AsyncQuerySession(runner, {}) {}
+  AsyncQuerySession(pool::AsyncTaskRunner& runner, Options options)
+      : runner_(runner), protocol_(options) {}
+
+  AsyncQuerySession(const AsyncQuerySession&) = delete;
+  AsyncQuerySession& operator=(const AsyncQuerySession&) = delete;
+
+  // Answers one line CouchDB wrote (without its newline), which must stay valid until the
+  // answer: nothing for "reset" (see QueryProtocol::Answer), else exactly one SessionOutput;
+  // when its `exit` is set the session is over.
+  asio::awaitable<std::optional<v1::SessionOutput>> Handle(std::string_view line);
+
+  // Await before destroying the session when it may be in a list: the list's function is given
+  // the end of its rows, so its worker goes back to the pool ready. (A destructor cannot await;
+  // without Close the lease is only dropped.)
+  asio::awaitable<void> Close();
+
+  absl::Duration CallBudget() const { return protocol_.CallBudget(); }
+  bool list_in_progress() const { return protocol_.list_in_progress(); }
+
+ private:
+  // Runs steps until the line is answered; false when the answer is nothing (a reset).
+  asio::awaitable<bool> Drive(QueryProtocol::Step step);
+  asio::awaitable<absl::StatusOr<worker::v1::Reply>> Run(QueryProtocol::RunTask run);
+
+  pool::AsyncTaskRunner& runner_;
+  QueryProtocol protocol_;
+  std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
+};
+
+}  // namespace cnp::couchdb

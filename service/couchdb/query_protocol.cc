@@ -1,0 +1,469 @@
+#include "service/couchdb/query_protocol.h"
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "service/couchdb/absl_view.h"
+#include "service/couchdb/json_text.h"
+
+namespace cnp::couchdb {
+namespace {
+
+using worker::v1::Failure;
+using worker::v1::Reply;
+using worker::v1::Task;
+using Step = QueryProtocol::Step;
+using Answer = QueryProtocol::Answer;
+
+template <typename Strings>
+void AddLogLines(const Strings& logs, v1::SessionOutput& out) {
+  for (const std::string& message : logs) out.add_lines(LogLine(message));
+}
+
+// "KeyError: 'town'", the way couchjs shows a thrown value.
+std::string Describe(const v1::FunctionError& error) {
+  if (error.message().empty()) return error.type();
+  if (error.type().empty()) return error.message();
+  return absl::StrCat(error.type(), ": ", error.message());
+}
+
+// An infrastructure failure as an error line. Never an empty result: CouchDB must fail the
+// request (and retry the index update later) rather than take "nothing emitted" for an answer.
+std::string InfrastructureErrorLine(const absl::Status& status) {
+  std::string_view id;
+  switch (status.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+      id = "timeout";
+      break;
+    case absl::StatusCode::kUnavailable:
+      id = "unavailable";
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      id = "overloaded";
+      break;
+    default:
+      id = "internal_error";
+  }
+  return ErrorLine(id, absl::StrCat("cnp-server: ", status.message()));
+}
+
+// A whole-task failure that is the user's (bad name, refused module, version mismatch), with
+// couch-named-python's error ids.
+std::string FailureLine(const Failure& failure) {
+  std::string_view id;
+  switch (failure.code()) {
+    case Failure::BAD_NAME:
+      id = "compile_func_name";
+      break;
+    case Failure::NOT_FOUND:
+    case Failure::PERMISSION_DENIED:
+    case Failure::VERSION_MISMATCH:
+      id = "compile_load";
+      break;
+    case Failure::BAD_INPUT:
+      id = "bad_input";
+      break;
+    default:
+      id = "internal_error";
+  }
+  return ErrorLine(id, failure.message());
+}
+
+std::string UnexpectedReplyLine(std::string_view expected) {
+  return ErrorLine("internal_error", absl::StrCat("cnp-server: the worker did not answer with a ",
+                                                  AbslView(expected)));
+}
+
+std::string MissingArgument(std::string_view what) {
+  return ErrorLine("query_protocol_error",
+                   absl::StrCat("'", AbslView(what), "' is missing arguments"));
+}
+
+// A task's reply the way most commands take it: an infrastructure failure or a whole-task
+// Failure becomes the error line to send, and there is nothing else to read (nullptr);
+// otherwise the reply's own log lines are in `out` and the reply is returned.
+const Reply* Usable(const absl::StatusOr<Reply>& reply, v1::SessionOutput& out) {
+  if (!reply.ok()) {
+    out.add_lines(InfrastructureErrorLine(reply.status()));
+    return nullptr;
+  }
+  AddLogLines(reply->logs(), out);
+  if (reply->has_failure()) {
+    out.add_lines(FailureLine(reply->failure()));
+    return nullptr;
+  }
+  return &*reply;
+}
+
+std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
+  switch (section) {
+    case DesignSection::kFilters:
+      return v1::FILTER;
+    case DesignSection::kViews:
+      return v1::VIEW_FILTER;
+    case DesignSection::kShows:
+      return v1::SHOW;
+    case DesignSection::kUpdates:
+      return v1::UPDATE;
+    case DesignSection::kRewrites:
+      return v1::REWRITE;
+    case DesignSection::kLists:
+      return v1::LIST;
+    case DesignSection::kValidateDocUpdate:
+    case DesignSection::kUnknown:
+      break;
+  }
+  return std::nullopt;
+}
+
+
+}  // namespace
+
+QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
+  output_.Clear();  // keeps its strings' buffers for this answer
+  Command command = ParseCommand(line);
+  // A reset is applied even in the middle of a list (CouchDB never sends one there; if it does,
+  // the list is abandoned).
+  if (const auto* reset = std::get_if<command::Reset>(&command)) return Reset(*reset);
+  if (list_open_) return ContinueList(command, line);
+  return Dispatch(command);
+}
+
+QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
+  // Taken out first: the continuation may ask for another task, and so set then_ again.
+  Continuation then = std::move(then_);
+  return then(reply);
+}
+
+QueryProtocol::Step QueryProtocol::Close() {
+  output_.Clear();
+  if (list_open_) return AbandonList(Answer{.output = false});
+  return Answer{.output = false};
+}
+
+QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation then) {
+  then_ = std::move(then);
+  const absl::Time deadline = CallDeadline();
+  if (on != On::kAnyWorker) list_deadline_ = deadline;
+  return RunTask{&task, on, deadline};
+}
+
+QueryProtocol::Step QueryProtocol::Say(std::string line) {
+  output_.add_lines(std::move(line));
+  return Answer{};
+}
+
+QueryProtocol::Step QueryProtocol::SayAndExit(std::string line) {
+  output_.add_lines(std::move(line));
+  output_.set_exit(true);
+  return Answer{};
+}
+
+QueryProtocol::Step QueryProtocol::Accept() {
+  output_.add_lines("true");
+  output_.set_accepted(true);
+  return Answer{};
+}
+
+QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
+  return std::visit(
+      [this](auto& c) -> Step {
+        using C = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<C, command::MapDoc>) {
+          return MapDoc(c.doc);
+        } else if constexpr (std::is_same_v<C, command::Reset>) {
+          return Reset(c);
+        } else if constexpr (std::is_same_v<C, command::AddLib>) {
+          lib_ = std::string(c.lib);
+          return Accept();
+        } else if constexpr (std::is_same_v<C, command::AddFun>) {
+          return AddFun(c);
+        } else if constexpr (std::is_same_v<C, command::Reduce>) {
+          return Reduce(c);
+        } else if constexpr (std::is_same_v<C, command::DesignDocNew>) {
+          return DesignDocNew(c);
+        } else if constexpr (std::is_same_v<C, command::DesignDocCall>) {
+          return DesignDocCall(c);
+        } else if constexpr (std::is_same_v<C, command::Unknown>) {
+          return SayAndExit(
+              ErrorLine("unknown_command", absl::StrCat("unknown command '", c.name, "'")));
+        } else if constexpr (std::is_same_v<C, command::NotACommand>) {
+          return SayAndExit(FatalLine("query_protocol_error", c.reason));
+        } else if constexpr (std::is_same_v<C, command::BadArguments>) {
+          if (c.kind != CommandKind::kListRow) return Say(ErrorLine(c.error_id, c.message));
+          return SayAndExit(ErrorLine("unknown_command", "unknown command 'list_row'"));
+        } else {
+          // list_row or list_end with no list running: commands couchjs does not know then.
+          static_assert(std::is_same_v<C, command::ListRow> || std::is_same_v<C, command::ListEnd>);
+          constexpr bool kRow = std::is_same_v<C, command::ListRow>;
+          return SayAndExit(ErrorLine("unknown_command", kRow ? "unknown command 'list_row'"
+                                                              : "unknown command 'list_end'"));
+        }
+      },
+      command);
+}
+
+QueryProtocol::Step QueryProtocol::Reset(const command::Reset& reset) {
+  config_ = reset.config;
+  map_task_.mutable_map()->clear_functions();
+  lib_.clear();
+  if (list_open_) return AbandonList(Answer{.output = false});
+  return Answer{.output = false};
+}
+
+absl::Duration QueryProtocol::CallBudget() const {
+  const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
+  const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
+  return timeout - margin;
+}
+
+absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }
+
+QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
+  task_.Clear();
+  task_.mutable_resolve()->add_functions(add_fun.function);
+  return Run(task_, On::kAnyWorker, [this](const absl::StatusOr<Reply>& reply) -> Step {
+    if (!reply.ok()) return Say(InfrastructureErrorLine(reply.status()));
+    AddLogLines(reply->logs(), output_);
+    if (reply->has_failure()) {
+      return Say(ErrorLine("compilation_error", reply->failure().message()));
+    }
+    if (!reply->has_resolve() || reply->resolve().functions_size() != 1) {
+      return Say(UnexpectedReplyLine("resolve reply"));
+    }
+    const v1::ResolvedFunction& resolved = reply->resolve().functions(0);
+    if (!resolved.error().empty()) return Say(ErrorLine("compilation_error", resolved.error()));
+    map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
+    return Accept();
+  });
+}
+
+QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
+  if (map_task_.map().functions().empty()) return Say("[]");
+  map_task_.mutable_map()->mutable_docs(0)->assign(doc.data(), doc.size());
+  return Run(map_task_, On::kAnyWorker, [this](const absl::StatusOr<Reply>& reply) -> Step {
+    const Reply* usable = Usable(reply, output_);
+    if (usable == nullptr) return Answer{};
+    if (!usable->has_map() || usable->map().results_size() != 1 ||
+        usable->map().results(0).rows().empty()) {
+      return Say(UnexpectedReplyLine("map result"));
+    }
+    const v1::MapResult& result = usable->map().results(0);
+    AddLogLines(result.logs(), output_);
+    for (const v1::FunctionError& error : result.errors()) {
+      std::string message = absl::StrCat("function raised exception (", Describe(error), ")");
+      if (!error.doc_id().empty()) absl::StrAppend(&message, " with doc._id ", error.doc_id());
+      output_.add_lines(LogLine(message));
+    }
+    // Into a line's buffer kept from earlier answers: no allocation per document.
+    output_.add_lines()->assign(result.rows());
+    return Answer{};
+  });
+}
+
+QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
+  task_.Clear();
+  v1::ReduceRequest& request = *task_.mutable_reduce();
+  const int functions = static_cast<int>(reduce.functions.size());
+  for (std::string& function : reduce.functions) request.add_functions(std::move(function));
+  request.set_rereduce(reduce.rereduce);
+  request.set_kvs(reduce.kvs.data(), reduce.kvs.size());
+  const size_t input_bytes =
+      reduce.line_bytes > reduce.names_bytes ? reduce.line_bytes - reduce.names_bytes : 0;
+
+  return Run(task_, On::kAnyWorker,
+             [this, functions, input_bytes](const absl::StatusOr<Reply>& reply) -> Step {
+    const Reply* usable = Usable(reply, output_);
+    if (usable == nullptr) return Answer{};
+    if (!usable->has_reduce() || usable->reduce().results_size() != functions) {
+      return Say(UnexpectedReplyLine("reduce result per function"));
+    }
+    const v1::ReduceResponse& response = usable->reduce();
+    AddLogLines(response.logs(), output_);
+    for (const v1::FunctionError& error : response.errors()) {
+      output_.add_lines(
+          LogLine(absl::StrCat("function raised exception (", Describe(error), ")")));
+    }
+
+    std::string reductions = "[";
+    for (int i = 0; i < response.results_size(); ++i) {
+      if (i > 0) reductions += ',';
+      const std::string& result = response.results(i);
+      reductions += result.empty() ? std::string_view("null") : std::string_view(result);
+    }
+    reductions += ']';
+    if (std::optional<std::string> overflow =
+            ReduceOverflow(config_, reductions.size(), input_bytes)) {
+      if (config_.reduce_limit == QueryConfig::ReduceLimit::kOn) {
+        return Say(ErrorLine("reduce_overflow_error", *overflow));
+      }
+      output_.add_lines(LogLine(absl::StrCat("reduce_overflow_error: ", *overflow)));
+    }
+    return Say(absl::StrCat("[true,", reductions, "]"));
+  });
+}
+
+QueryProtocol::Step QueryProtocol::DesignDocNew(const command::DesignDocNew& ddoc) {
+  if (absl::Status status = design_docs_.Put(ddoc.id, ddoc.doc); !status.ok()) {
+    return Say(ErrorLine("query_protocol_error", StdView(status.message())));
+  }
+  return Accept();
+}
+
+QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& call) {
+  if (!design_docs_.Contains(call.id)) {
+    return SayAndExit(
+        FatalLine("query_protocol_error", absl::StrCat("uncached design doc: ", call.id)));
+  }
+  if (call.path.empty()) {
+    return SayAndExit(FatalLine(
+        "query_protocol_error", "a ddoc call needs a function path such as [\"filters\",\"name\"]"));
+  }
+  const std::string& section = call.path.front();
+  if (call.section == DesignSection::kUnknown) {
+    return SayAndExit(
+        FatalLine("unknown_command", absl::StrCat("unknown ddoc command '", section, "'")));
+  }
+  std::optional<std::string> function = design_docs_.FindFunction(call.id, call.path);
+  if (!function.has_value()) {
+    return Say(ErrorLine("not_found", absl::StrCat("missing ", section, " function ",
+                                                   call.path.back(), " on design doc ", call.id)));
+  }
+  if (call.section == DesignSection::kValidateDocUpdate) return Validate(*function, call.args);
+  if (call.section == DesignSection::kLists) return StartList(*function, call.args);
+  return CallDesignFunction(*FunctionKindOf(call.section), *function, call.args);
+}
+
+QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::string_view args) {
+  absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
+  if (!parts.ok() || parts->empty()) return Say(MissingArgument("validate_doc_update"));
+  task_.Clear();
+  v1::ValidateRequest& request = *task_.mutable_validate();
+  request.set_function(std::string(function));
+  request.set_new_doc((*parts)[0].data(), (*parts)[0].size());
+  if (parts->size() > 1) request.set_old_doc((*parts)[1].data(), (*parts)[1].size());
+  if (parts->size() > 2) request.set_user_ctx((*parts)[2].data(), (*parts)[2].size());
+  if (parts->size() > 3) request.set_sec_obj((*parts)[3].data(), (*parts)[3].size());
+
+  return Run(task_, On::kAnyWorker, [this](const absl::StatusOr<Reply>& reply) -> Step {
+    const Reply* usable = Usable(reply, output_);
+    if (usable == nullptr) return Answer{};
+    if (!usable->has_validate()) return Say(UnexpectedReplyLine("validate result"));
+    const v1::ValidateResponse& response = usable->validate();
+    AddLogLines(response.logs(), output_);
+    std::string line;
+    switch (response.outcome()) {
+      case v1::ValidateResponse::OK:
+        line = "1";
+        break;
+      case v1::ValidateResponse::FORBIDDEN:
+      case v1::ValidateResponse::UNAUTHORIZED:
+        line = response.outcome() == v1::ValidateResponse::FORBIDDEN ? "{\"forbidden\":"
+                                                                     : "{\"unauthorized\":";
+        AppendJsonString(line, response.message());
+        line += '}';
+        break;
+      case v1::ValidateResponse::ERROR: {
+        const std::string& type = response.error().type();
+        line = ErrorLine(type.empty() ? "validation_error" : type,
+                         response.error().message().empty() ? response.message()
+                                                            : response.error().message());
+        break;
+      }
+      default:
+        line = UnexpectedReplyLine("validate outcome");
+    }
+    return Say(std::move(line));
+  });
+}
+
+QueryProtocol::Step QueryProtocol::CallDesignFunction(v1::DesignFunctionKind kind,
+                                                      std::string_view function,
+                                                      std::string_view args) {
+  task_.Clear();
+  v1::DesignFunctionRequest& request = *task_.mutable_design();
+  request.set_kind(kind);
+  request.set_function(std::string(function));
+  request.set_args(args.data(), args.size());
+
+  return Run(task_, On::kAnyWorker, [this](const absl::StatusOr<Reply>& reply) -> Step {
+    const Reply* usable = Usable(reply, output_);
+    if (usable == nullptr) return Answer{};
+    if (!usable->has_design() || usable->design().reply().empty()) {
+      return Say(UnexpectedReplyLine("design function reply"));
+    }
+    AddLogLines(usable->design().logs(), output_);
+    return Say(usable->design().reply());
+  });
+}
+
+QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::string_view args) {
+  absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
+  if (!parts.ok() || parts->empty()) return Say(MissingArgument("lists"));
+  task_.Clear();
+  worker::v1::ListStart& start = *task_.mutable_list_start();
+  start.set_function(std::string(function));
+  start.set_head((*parts)[0].data(), (*parts)[0].size());
+  if (parts->size() > 1) {
+    start.set_req((*parts)[1].data(), (*parts)[1].size());
+  } else {
+    start.set_req("{}");
+  }
+  // Open from here: a lease that cannot be had is the list's first (and last) step failing.
+  list_open_ = true;
+  return Run(task_, On::kNewLease,
+             [this](const absl::StatusOr<Reply>& reply) { return StepList(reply); });
+}
+
+QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::string_view line) {
+  task_.Clear();
+  if (const auto* row = std::get_if<command::ListRow>(&command)) {
+    task_.mutable_list_row()->set_row(row->row.data(), row->row.size());
+  } else if (std::holds_alternative<command::ListEnd>(command)) {
+    task_.mutable_list_row();  // an empty row is the end of rows
+  } else {
+    // couchjs names the command; a line that is not even a command is quoted, shortened.
+    std::string what;
+    if (const auto* unknown = std::get_if<command::Unknown>(&command)) {
+      what = unknown->name;
+    } else if (std::holds_alternative<command::NotACommand>(command)) {
+      what = std::string(TrimJsonText(line).substr(0, 100));
+    } else {
+      what = std::string(CommandName(KindOf(command)));
+    }
+    SayAndExit(FatalLine("list_error", absl::StrCat("not a row '", what, "'")));
+    return AbandonList(Answer{});
+  }
+  return Run(task_, On::kLease,
+             [this](const absl::StatusOr<Reply>& reply) { return StepList(reply); });
+}
+
+QueryProtocol::Step QueryProtocol::StepList(const absl::StatusOr<Reply>& reply) {
+  bool finished = true;
+  if (const Reply* usable = Usable(reply, output_); usable != nullptr) {
+    if (!usable->has_list_step() || usable->list_step().reply().empty()) {
+      output_.add_lines(UnexpectedReplyLine("list step"));
+    } else {
+      // The function returned or raised (its error is then the reply): the list is over.
+      finished = usable->list_step().done();
+      output_.add_lines(usable->list_step().reply());
+    }
+  }
+  // Over after a failed exchange too: the lease replaces its worker.
+  if (finished) list_open_ = false;
+  return Answer{};
+}
+
+QueryProtocol::Step QueryProtocol::AbandonList(Answer then) {
+  list_open_ = false;
+  task_.Clear();
+  task_.mutable_list_row();  // the end of rows
+  then_ = [then](const absl::StatusOr<Reply>&) -> Step { return then; };
+  return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1))};
+}
+
+}  // namespace cnp::couchdb

@@ -1,0 +1,160 @@
+// One CouchDB query-server session, without I/O: the protocol CouchDB speaks to a query-server
+// process (reset, add_lib, add_fun, map_doc, reduce, rereduce, ddoc new and the ddoc calls,
+// lists with their row exchange), deciding which worker task answers each line and how its
+// reply becomes CouchDB's lines. Running the tasks is the caller's: a driver runs each task the
+// protocol asks for and hands back the reply, so the same protocol is served by blocking calls
+// (QuerySession: the worker's direct session, over its InProcessRunner) and by coroutines
+// (AsyncQuerySession: the server's Session stream, over the pool's AsyncTaskRunner).
+//
+//   Step step = protocol.Handle(line);
+//   while (auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
+//     step = protocol.Resume(<run *run->task where run->on says, before run->deadline>);
+//   }
+//   if (std::get<QueryProtocol::Answer>(step).output) <write protocol.output()>;
+//
+// The session keeps what couchjs keeps: the configuration from the last reset, the map functions
+// added since, the view library, every design document taught to it, and an open list. An
+// answer holds any ["log",..] lines first, then the reply.
+//
+// Failures are told apart the way CouchDB needs:
+//  - a user function that raises is data: a log line and [] (map) or null (reduce), or the
+//    error CouchDB expects for that call (validate, shows, ...);
+//  - an infrastructure failure (worker crashed, deadline passed, pool unavailable) is never an
+//    empty result: it is an ["error",..] line, so CouchDB fails the request and retries later
+//    instead of indexing a document as if its functions emitted nothing;
+//  - a broken protocol (not JSON, an unknown command, an uncached design document) is answered
+//    the way couchjs answers it, and marks the output `exit`.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cnp/v1/functions.pb.h"
+#include "service/couchdb/command.h"
+#include "service/couchdb/design_doc_cache.h"
+#include "service/couchdb/query_config.h"
+#include "worker.pb.h"
+
+namespace cnp::couchdb {
+
+class QueryProtocol {
+ public:
+  struct Options {
+    // The call deadline before CouchDB's first reset tells its timeout.
+    absl::Duration default_timeout = absl::Seconds(5);
+    // Every call must be answered this much before CouchDB's own timeout would fire, so that
+    // CouchDB reads our error rather than timing out and killing the process. Never more than
+    // half the timeout.
+    absl::Duration deadline_margin = absl::Milliseconds(500);
+  };
+
+  // The line is answered: output() holds the lines to write back, unless `output` is false.
+  // No output for "reset": whoever read it has answered it with `true` already (cnp-adapter, a
+  // direct session), but the reset is applied (new configuration, map functions and library
+  // cleared, design documents kept). Every other line gets exactly one SessionOutput; when its
+  // `exit` is set the session is over (couchjs would exit here).
+  struct Answer {
+    bool output = true;
+  };
+
+  // Where a task must run.
+  enum class On {
+    kAnyWorker,  // a free worker of the pool
+    kNewLease,   // a worker leased now for a list, held while list_in_progress()
+    kLease,      // the worker leased for the list in progress
+  };
+  // The line needs a task's reply: run `*task` and pass the reply (or the infrastructure
+  // failure: DEADLINE_EXCEEDED, UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED) to Resume(). The task
+  // belongs to the protocol and stays valid until then.
+  struct RunTask {
+    const worker::v1::Task* task;
+    On on;
+    absl::Time deadline;
+  };
+
+  using Step = std::variant<Answer, RunTask>;
+
+  explicit QueryProtocol(Options options) : options_(options) {
+    map_task_.mutable_map()->add_docs();
+  }
+
+  QueryProtocol(const QueryProtocol&) = delete;
+  QueryProtocol& operator=(const QueryProtocol&) = delete;
+
+  // Starts answering one line CouchDB wrote (without its newline). Nothing of `line` is kept.
+  Step Handle(std::string_view line);
+  // Continues with the reply to the last RunTask.
+  Step Resume(const absl::StatusOr<worker::v1::Reply>& reply);
+  // The answer to the last line, once Handle or Resume returned an Answer with output; valid
+  // (and the caller's to change) until the next Handle. Its buffers are reused from line to
+  // line, so a driver that writes it out in place allocates nothing per document.
+  v1::SessionOutput& output() { return output_; }
+  // Before the session ends: an open list is given the end of its rows (a RunTask on the lease
+  // whose reply does not matter), so that its function returns and its worker is ready for
+  // other work rather than stuck in get_row(). Then an empty Answer.
+  Step Close();
+
+  // How long a command may run from now on: CouchDB's timeout (from the last reset, else the
+  // default) less the margin. A caller that cannot bound its calls with deadlines (a direct
+  // session in the worker) enforces this itself.
+  absl::Duration CallBudget() const;
+
+  // A list function is waiting for CouchDB's next list_row or list_end, on the leased worker.
+  // When it is false after an Answer, the driver lets its lease go.
+  bool list_in_progress() const { return list_open_; }
+
+ private:
+  using Reply = worker::v1::Reply;
+  using Task = worker::v1::Task;
+  // What to make of a task's reply.
+  using Continuation = absl::AnyInvocable<Step(const absl::StatusOr<Reply>&)>;
+
+  Step Run(const Task& task, On on, Continuation then);
+  // Adds a line to the answer and answers with it (and the session's end).
+  Step Say(std::string line);
+  Step SayAndExit(std::string line);
+  // `true`, for a command that taught the session something (add_lib, add_fun, ddoc new):
+  // marked accepted, so that cnp-adapter knows what a new stream must be taught again without
+  // reading the line.
+  Step Accept();
+  Step Dispatch(Command& command);
+  Step Reset(const command::Reset& reset);
+  Step AddFun(const command::AddFun& add_fun);
+  Step MapDoc(std::string_view doc);
+  Step Reduce(command::Reduce& reduce);
+  Step DesignDocNew(const command::DesignDocNew& ddoc);
+  Step DesignDocCall(const command::DesignDocCall& call);
+  Step Validate(std::string_view function, std::string_view args);
+  Step CallDesignFunction(v1::DesignFunctionKind kind, std::string_view function,
+                          std::string_view args);
+  Step StartList(std::string_view function, std::string_view args);
+  Step ContinueList(const Command& command, std::string_view line);
+  Step StepList(const absl::StatusOr<Reply>& reply);
+  // Gives an open list the end of its rows, then answers `then` (output() as it is).
+  Step AbandonList(Answer then);
+
+  // The deadline for a call starting now, from CouchDB's timeout.
+  absl::Time CallDeadline() const;
+
+  const Options options_;
+  QueryConfig config_;
+  // The map functions added since the last reset, as a map task with one document slot that
+  // every map_doc reuses.
+  Task map_task_;
+  // The task of any other command in flight (one line is answered at a time).
+  Task task_;
+  Continuation then_;
+  v1::SessionOutput output_;
+  std::string lib_;  // the views.lib object from add_lib; named functions do not read it
+  DesignDocCache design_docs_;
+  bool list_open_ = false;
+  absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
+};
+
+}  // namespace cnp::couchdb
