@@ -15,6 +15,12 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "asio/experimental/awaitable_operators.hpp"
+#include "asio/posix/stream_descriptor.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
 #include "service/common/framing.h"
 #include "service/common/long_wait.h"
 
@@ -152,6 +158,28 @@ std::string WorkerProcess::ReapAfterFailure() {
   std::string how = Reap(/*block=*/false);
   if (!how.empty()) return how;
   return Kill() + " after it stopped answering";
+}
+
+asio::awaitable<std::string> WorkerProcess::AwaitEndAfterFailure() {
+  using asio::experimental::awaitable_operators::operator||;
+  if (reaped_) co_return "already ended";
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  if (pidfd < 0) co_return ReapAfterFailure();
+  const auto executor = co_await asio::this_coro::executor;
+  asio::posix::stream_descriptor ended(executor, pidfd);
+  asio::steady_timer grace(executor, std::chrono::milliseconds(200));
+  // A crashing process closes its socket a moment before it can be reaped: give it that moment
+  // so the log can say how it ended.
+  co_await (ended.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable) ||
+            grace.async_wait(asio::use_awaitable));
+  if (std::string how = Reap(/*block=*/false); !how.empty()) co_return how;
+  ::kill(pid_, SIGKILL);
+  asio::error_code ec;
+  co_await ended.async_wait(asio::posix::stream_descriptor::wait_read,
+                            asio::redirect_error(asio::use_awaitable, ec));
+  std::string how = Reap(/*block=*/false);
+  if (how.empty()) how = Reap(/*block=*/true);
+  co_return how + " after it stopped answering";
 }
 
 int64_t WorkerProcess::ResidentBytes() const {

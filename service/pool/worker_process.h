@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "asio/awaitable.hpp"
 #include "worker.pb.h"
 
 namespace cnp::pool {
@@ -54,6 +55,9 @@ class WorkerProcess {
   // After a failed exchange: reaps the worker if it died, and describes why (e.g. "killed by
   // signal 11 (Segmentation fault)"), else kills it.
   std::string ReapAfterFailure();
+  // The same, awaited on the calling coroutine's executor instead of blocking its thread (the
+  // control loop, which also runs the batch pool's exchanges): the end is awaited on a pidfd.
+  asio::awaitable<std::string> AwaitEndAfterFailure();
 
   // The wait status once the process has been reaped (after Kill or ReapAfterFailure).
   std::optional<int> WaitStatus() const { return wait_status_; }

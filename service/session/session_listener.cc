@@ -279,7 +279,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
           process.pid());
   absl::Status handed = process.SendWithDescriptors(task, pipes.get(), absl::Now() + kSmallFrameWait);
   if (!handed.ok()) {
-    std::string how = process.ReapAfterFailure();
+    std::string how = co_await process.AwaitEndAfterFailure();
     LogError("session worker ", process.id(), " (pid ", process.pid(), ") ", how,
              " before it took a direct session (", handed.message(), ")");
     pool_.Return(std::move(worker), /*reusable=*/false);
@@ -346,7 +346,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     reusable = !reply->recycle();
     LogWarning("direct session ", id, ": ", end.message());
   } else {
-    std::string how = process.ReapAfterFailure();
+    std::string how = co_await process.AwaitEndAfterFailure();
     std::optional<int> status = process.WaitStatus();
     end.set_exit_code(1);
     if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {

@@ -54,7 +54,7 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   absl::Status status =
       co_await pool::AwaitWorkerStartup(process, control_, options_.startup_timeout);
   if (!status.ok()) {
-    std::string how = process.ReapAfterFailure();
+    std::string how = co_await process.AwaitEndAfterFailure();
     co_return absl::UnavailableError(
         absl::StrCat("a session worker failed to start: ", status.message(), "; it ", how));
   }
@@ -100,7 +100,7 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
     spares_.pop_back();
     if (HasDied(*worker.process)) {
       LogWarning("spare session worker ", worker.process->id(), " (pid ", worker.process->pid(),
-                 ") ", worker.process->ReapAfterFailure(), "; starting another");
+                 ") ", co_await worker.process->AwaitEndAfterFailure(), "; starting another");
       continue;
     }
     in_session_[worker.process->id()] = worker.process->pid();
