@@ -25,14 +25,17 @@
 #include "adapter/line_io.h"
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
+#include "client/lib/channel_target.h"
 #include "common/default_target.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/launch_settings.h"
 
 ABSL_FLAG(std::string, target, "",
-          "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070. Default: $CNP_TARGET "
-          "or the host's unix socket, where the adapter starts a cnp-server if none answers.");
+          "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070; replicas as a list "
+          "(10.0.0.5:7070,10.0.0.6:7070) or dns:///NAME:PORT, each session on one of them, "
+          "round robin, replayed on another if its replica goes away. Default: $CNP_TARGET or the "
+          "host's unix socket, where the adapter starts a cnp-server if none answers.");
 ABSL_FLAG(std::string, server_binary, "",
           "cnp-server to start when none answers at the default target. Default: next to this "
           "executable, or ../service/cnp-server.");
@@ -166,6 +169,10 @@ int Run() {
   if (options.target.empty()) {
     options.target = DefaultTarget();
     options.may_launch = UnixSocketPath(options.target).has_value();
+  }
+  if (absl::StatusOr<std::string> uri = client::ChannelTargetUri(options.target); !uri.ok()) {
+    std::cerr << "cnp-adapter: " << uri.status().message() << std::endl;
+    return 2;
   }
   options.security = {.tls = absl::GetFlag(FLAGS_tls),
                       .tls_ca_file = absl::GetFlag(FLAGS_tls_ca),

@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "client/lib/channel_target.h"
+#include "client/lib/service_config.h"
 #include "common/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
@@ -18,8 +20,11 @@ constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
 
 std::shared_ptr<grpc::Channel> NewChannel(
-    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    const std::string& uri, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
+  // Several replicas (a list or a dns:/// name): each new stream goes to one that is up, round
+  // robin, so a session whose replica died is replayed on another.
+  args.SetServiceConfigJSON(client::ClientServiceConfig(client::RetryPolicy::kNone));
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // The adapter keeps its own backoff within CouchDB's timeout; gRPC's default (starting at
@@ -35,7 +40,7 @@ std::shared_ptr<grpc::Channel> NewChannel(
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // No per-call deadline or census filters: the stream has no deadline and no tracing.
   args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-  return grpc::CreateCustomChannel(target, credentials, args);
+  return grpc::CreateCustomChannel(uri, credentials, args);
 }
 
 }  // namespace
@@ -110,7 +115,9 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
       }
     }
   }
-  channel_ = NewChannel(options_.target, security->credentials);
+  absl::StatusOr<std::string> uri = client::ChannelTargetUri(options_.target);
+  if (!uri.ok()) return absl::FailedPreconditionError(uri.status().message());
+  channel_ = NewChannel(*uri, security->credentials);
   // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.
   const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));
   if (!channel_->WaitForConnected(absl::ToChronoTime(attempt))) {

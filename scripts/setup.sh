@@ -19,6 +19,7 @@ packages=(
   libgtest-dev libgmock-dev  # tests
   openssl              # test certificates, made at test time
   python3-grpcio       # a second-language gRPC client in tests
+  nginx                # the load balancer of the scale-out test and load benchmark (grpc_pass)
   nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
 )
 # npm comes with the machine's Node.js build; Debian's own nodejs needs its npm package.

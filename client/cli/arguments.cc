@@ -65,7 +65,9 @@ absl::StatusOr<int64_t> NumberOption(const Arguments& args, const std::string& n
 }
 
 const char kConnectionHelp[] =
-    "  --target=ADDR     the service (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock)\n"
+    "  --target=ADDR     the service (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock);\n"
+    "                    replicas as ADDR,ADDR,... (IP:port) or dns:///NAME:PORT, round robin,\n"
+    "                    a call whose replica goes away retried on another\n"
     "  --tls             TLS to a TCP target, trusting the system's CAs\n"
     "  --tls-ca=PEM      TLS, trusting these CAs to have signed the service's certificate\n"
     "  --tls-cert=PEM    client certificate, for a service that requires one (with --tls-key)\n"

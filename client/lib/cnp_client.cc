@@ -4,10 +4,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/channel_target.h"
 #include "common/socket_directory.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::client {
+namespace {
+
+constexpr int kMaxMessageBytes = 256 << 20;
+
+}  // namespace
 
 std::string ServerDownAdvice(const std::string& target) {
   return absl::StrCat("no cnp-server answers at ", target,
@@ -27,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
                                                         const ChannelSecurity& security,
-                                                        absl::Duration connect_timeout) {
+                                                        absl::Duration connect_timeout,
+                                                        RetryPolicy retry) {
   if (absl::StartsWith(target, "unix:")) {
     std::string path = target.substr(absl::StartsWith(target, "unix://") ? 7 : 5);
     std::string dir = SocketDirectory(path);
@@ -36,12 +43,19 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
       if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kAnyone); !s.ok()) return s;
     }
   }
+  absl::StatusOr<std::string> uri = ChannelTargetUri(target);
+  if (!uri.ok()) return uri.status();
   absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
   if (!loaded.ok()) return loaded.status();
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  args.SetMaxSendMessageSize(256 << 20);
-  auto channel = grpc::CreateCustomChannel(target, loaded->credentials, args);
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  args.SetServiceConfigJSON(ClientServiceConfig(retry));
+  if (retry == RetryPolicy::kNone) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  // gRPC keeps a call's request for a retry only up to this many bytes (default 256 KiB, past
+  // which a call is no longer retried): every request this client may send stays retryable.
+  args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, kMaxMessageBytes);
+  auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
     return absl::UnavailableError(
         security.UsesTls() ? absl::StrCat(ServerDownAdvice(target),

@@ -5,6 +5,11 @@
 //
 // Every call takes a timeout; errors are absl::Status values carrying the server's code and a
 // message that says what to do (an unreachable server names its address and how to start one).
+//
+// The target may name several replicas (channel_target.h: "10.0.0.5:7070,10.0.0.6:7070",
+// "dns:///cnp.internal:7070"): calls are spread over them round robin, and the idempotent
+// calls (all but Upload and Session) are retried by gRPC on another replica when one goes away
+// mid-call (service_config.h).
 #pragma once
 
 #include <memory>
@@ -14,20 +19,23 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/lib/channel_security.h"
+#include "client/lib/service_config.h"
 #include "cnp/v1/functions.grpc.pb.h"
 
 namespace cnp::client {
 
 class Client {
  public:
-  // Connects, waiting up to `connect_timeout` for the server to answer.
+  // Connects, waiting up to `connect_timeout` for the server (with several, any one) to answer.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& target, absl::Duration connect_timeout = absl::Seconds(5));
   // The same with TLS and/or a bearer token (channel_security.h). A unix socket whose
-  // directory other users could write to is refused before connecting.
+  // directory other users could write to is refused before connecting. `retry` kNone turns
+  // gRPC's retries off (for callers that retry themselves, and to show what the policy does).
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& target, const ChannelSecurity& security,
-      absl::Duration connect_timeout = absl::Seconds(5));
+      absl::Duration connect_timeout = absl::Seconds(5),
+      RetryPolicy retry = RetryPolicy::kIdempotentCalls);
 
   absl::StatusOr<v1::MapResponse> Map(const std::vector<std::string>& functions,
                                       const std::vector<std::string>& docs,

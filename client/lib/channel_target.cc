@@ -1,0 +1,78 @@
+#include "client/lib/channel_target.h"
+
+#include <arpa/inet.h>
+
+#include <optional>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace cnp::client {
+namespace {
+
+enum class Family { kIpv4, kIpv6 };
+
+// "10.0.0.5:7070" or "[fd00::5]:7070" -> its family; anything else (a name, no port) is not an
+// address gRPC's ipv4:/ipv6: lists accept.
+absl::StatusOr<Family> AddressFamily(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  uint32_t port = 0;
+  if (colon == absl::string_view::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port == 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "' in the --target list has no port (write host:port)"));
+  }
+  std::string host(address.substr(0, colon));
+  unsigned char buffer[16];
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+    if (::inet_pton(AF_INET6, host.c_str(), buffer) == 1) return Family::kIpv6;
+  } else if (::inet_pton(AF_INET, host.c_str(), buffer) == 1) {
+    return Family::kIpv4;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "'", address, "' in the --target list is not an IP address with a port; a list takes "
+      "addresses (10.0.0.5:7070,10.0.0.6:7070 or [fd00::5]:7070,[fd00::6]:7070), and "
+      "dns:///NAME:PORT balances over every address a name resolves to"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target) {
+  target = absl::StripAsciiWhitespace(target);
+  if (!absl::StrContains(target, ',') || absl::StartsWith(target, "ipv4:") ||
+      absl::StartsWith(target, "ipv6:") || absl::StartsWith(target, "dns:")) {
+    return std::string(target);
+  }
+  if (absl::StartsWith(target, "unix:")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--target=", target, ": a list of servers takes TCP addresses, not unix sockets"));
+  }
+  std::vector<absl::string_view> addresses =
+      absl::StrSplit(target, ',', absl::SkipWhitespace());
+  std::vector<std::string> stripped;
+  std::optional<Family> family;
+  for (absl::string_view address : addresses) {
+    address = absl::StripAsciiWhitespace(address);
+    absl::StatusOr<Family> this_family = AddressFamily(address);
+    if (!this_family.ok()) return this_family.status();
+    if (family.has_value() && *family != *this_family) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--target=", target, " mixes IPv4 and IPv6 addresses; gRPC takes one family per list "
+          "(or use dns:///NAME:PORT)"));
+    }
+    family = *this_family;
+    stripped.emplace_back(address);
+  }
+  if (stripped.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--target=", target, " names no address"));
+  }
+  return absl::StrCat(*family == Family::kIpv4 ? "ipv4:" : "ipv6:", absl::StrJoin(stripped, ","));
+}
+
+}  // namespace cnp::client

@@ -1,0 +1,23 @@
+// What a client's --target may name, and the gRPC target URI it becomes: one server, or several
+// replicas the client balances over itself (gRPC's round_robin, set by service_config.h).
+//
+//   unix:/run/cnp/cnp.sock               one server on this host
+//   10.0.0.5:7070, [::1]:7070, host:7070 one server (or a load balancer such as nginx)
+//   10.0.0.5:7070,10.0.0.6:7070          replicas: every address, round robin
+//   dns:///cnp.internal:7070             replicas: every address the name resolves to, round robin
+//   ipv4:..., ipv6:...                   gRPC's own address lists, passed as they are
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace cnp::client {
+
+// The URI to hand gRPC for `target`. A comma-separated list must hold IP addresses with ports,
+// all of one family (gRPC's ipv4:/ipv6: lists take no names); INVALID_ARGUMENT, saying what to
+// write instead, otherwise.
+absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target);
+
+}  // namespace cnp::client

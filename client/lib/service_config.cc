@@ -1,0 +1,28 @@
+#include "client/lib/service_config.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace cnp::client {
+
+std::string ClientServiceConfig(RetryPolicy retry) {
+  std::string config = R"({"loadBalancingConfig":[{"round_robin":{}}])";
+  if (retry == RetryPolicy::kIdempotentCalls) {
+    // Backoff: the first retry waits up to 50 ms (gRPC draws the wait at random below the
+    // bound), enough for a balancer to see the replica gone; later ones up to 0.1 s, 0.2 s...
+    absl::StrAppend(
+        &config, R"(,"methodConfig":[{"name":[)",
+        R"({"service":"cnp.v1.Functions","method":"Map"},)",
+        R"({"service":"cnp.v1.Functions","method":"MapStream"},)",
+        R"({"service":"cnp.v1.Functions","method":"Reduce"},)",
+        R"({"service":"cnp.v1.Functions","method":"Validate"},)",
+        R"({"service":"cnp.v1.Functions","method":"CallDesignFunction"},)",
+        R"({"service":"cnp.v1.Functions","method":"Resolve"}],)",
+        R"("retryPolicy":{"maxAttempts":)", kMaxAttempts,
+        R"(,"initialBackoff":"0.05s","maxBackoff":"1s","backoffMultiplier":2,)",
+        R"("retryableStatusCodes":["UNAVAILABLE"]}}])");
+  }
+  config += "}";
+  return config;
+}
+
+}  // namespace cnp::client

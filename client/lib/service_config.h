@@ -1,0 +1,35 @@
+// The gRPC service config every client channel carries: how it spreads calls over the
+// addresses its target resolves to, and which calls gRPC itself retries when a server goes away.
+//
+// Balancing: round_robin over every address (channel_target.h), so a list or a dns:/// name of
+// several replicas spreads calls over all of them and stops picking one that is down. With one
+// address it behaves as gRPC's default.
+//
+// Retries: the calls that are pure functions of their request - Map, MapStream, Reduce,
+// Validate, CallDesignFunction, Resolve - are retried by gRPC on UNAVAILABLE (a replica that
+// died, was killed or shut down while the call ran, or a balancer such as nginx whose upstream
+// died: HTTP 502), up to kMaxAttempts attempts with jittered backoff, each attempt picked
+// afresh (so on another replica). Upload writes to CouchDB and Session holds state the adapter
+// replays itself: neither is retried here. gRPC retries a call only until the server has sent
+// response headers, so a MapStream whose first answer arrived is not retried (the caller must
+// resend what was unanswered); the unary calls always can be.
+#pragma once
+
+#include <string>
+
+namespace cnp::client {
+
+enum class RetryPolicy {
+  kIdempotentCalls,  // the calls listed above are retried on UNAVAILABLE
+  kNone,             // no call is retried (the adapter, which replays sessions itself)
+};
+
+// gRPC 1.51 caps maxAttempts at 5. Three is enough to move off a dead replica twice (the first
+// retry may still be routed to it while the balancer notices) and bounds what a request that
+// crashes every worker it reaches costs: three worker restarts, not five.
+inline constexpr int kMaxAttempts = 3;
+
+// The service config JSON (grpc::ChannelArguments::SetServiceConfigJSON).
+std::string ClientServiceConfig(RetryPolicy retry);
+
+}  // namespace cnp::client

@@ -1,0 +1,63 @@
+// What --target may name: one server as it is, a list of replicas as gRPC's ipv4:/ipv6: list,
+// and a list gRPC could not take refused with what to write instead.
+#include "client/lib/channel_target.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "client/lib/service_config.h"
+#include "gtest/gtest.h"
+
+namespace cnp::client {
+namespace {
+
+TEST(ChannelTargetUri, OneServerIsPassedAsItIs) {
+  for (const char* target : {"unix:/run/cnp/cnp.sock", "127.0.0.1:7070", "cnp.internal:7070",
+                             "dns:///cnp.internal:7070", "ipv4:10.0.0.5:1,10.0.0.6:1",
+                             "[::1]:7070"}) {
+    absl::StatusOr<std::string> uri = ChannelTargetUri(target);
+    ASSERT_TRUE(uri.ok()) << target << ": " << uri.status();
+    EXPECT_EQ(*uri, target);
+  }
+}
+
+TEST(ChannelTargetUri, ListOfAddressesBecomesAnAddressList) {
+  EXPECT_EQ(*ChannelTargetUri("127.0.0.1:7071,127.0.0.1:7072"), "ipv4:127.0.0.1:7071,127.0.0.1:7072");
+  EXPECT_EQ(*ChannelTargetUri(" 10.0.0.5:7070, 10.0.0.6:7070 "), "ipv4:10.0.0.5:7070,10.0.0.6:7070");
+  EXPECT_EQ(*ChannelTargetUri("[::1]:7071,[fd00::6]:7072"), "ipv6:[::1]:7071,[fd00::6]:7072");
+}
+
+TEST(ChannelTargetUri, ListsGrpcCannotTakeAreRefusedWithAdvice) {
+  absl::StatusOr<std::string> names = ChannelTargetUri("a.example:7070,b.example:7070");
+  ASSERT_FALSE(names.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(names.status()));
+  EXPECT_TRUE(absl::StrContains(names.status().message(), "dns:///")) << names.status();
+
+  absl::StatusOr<std::string> mixed = ChannelTargetUri("127.0.0.1:7071,[::1]:7072");
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_TRUE(absl::StrContains(mixed.status().message(), "mixes IPv4 and IPv6")) << mixed.status();
+
+  EXPECT_FALSE(ChannelTargetUri("127.0.0.1,127.0.0.2:7070").ok());      // no port
+  EXPECT_FALSE(ChannelTargetUri("127.0.0.1:0,127.0.0.2:7070").ok());    // port 0
+  EXPECT_FALSE(ChannelTargetUri("unix:/a.sock,unix:/b.sock").ok());
+  EXPECT_FALSE(ChannelTargetUri(",").ok());
+}
+
+TEST(ClientServiceConfig, RetriesOnlyTheIdempotentCallsOnUnavailable) {
+  const std::string config = ClientServiceConfig(RetryPolicy::kIdempotentCalls);
+  EXPECT_TRUE(absl::StrContains(config, R"({"round_robin":{}})"));
+  for (const char* method :
+       {"Map", "MapStream", "Reduce", "Validate", "CallDesignFunction", "Resolve"}) {
+    EXPECT_TRUE(absl::StrContains(config, absl::StrCat(R"("method":")", method, R"(")")))
+        << method;
+  }
+  EXPECT_FALSE(absl::StrContains(config, "Upload"));
+  EXPECT_FALSE(absl::StrContains(config, "Session"));
+  EXPECT_TRUE(absl::StrContains(config, R"("retryableStatusCodes":["UNAVAILABLE"])"));
+
+  const std::string none = ClientServiceConfig(RetryPolicy::kNone);
+  EXPECT_TRUE(absl::StrContains(none, "round_robin"));
+  EXPECT_FALSE(absl::StrContains(none, "retryPolicy"));
+}
+
+}  // namespace
+}  // namespace cnp::client
