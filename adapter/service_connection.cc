@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -115,7 +116,10 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
       }
     }
   }
-  absl::StatusOr<std::string> uri = client::ChannelTargetUri(options_.target);
+  // Each adapter starts a list of replicas at a random one: its session's stream goes to the
+  // first that connects, and CouchDB starts many adapters at once.
+  absl::StatusOr<std::string> uri =
+      client::ChannelTargetUri(options_.target, std::random_device{}());
   if (!uri.ok()) return absl::FailedPreconditionError(uri.status().message());
   channel_ = NewChannel(*uri, security->credentials);
   // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -43,7 +44,7 @@ absl::StatusOr<Family> AddressFamily(absl::string_view address) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target) {
+absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate) {
   target = absl::StripAsciiWhitespace(target);
   if (!absl::StrContains(target, ',') || absl::StartsWith(target, "ipv4:") ||
       absl::StartsWith(target, "ipv6:") || absl::StartsWith(target, "dns:")) {
@@ -72,6 +73,7 @@ absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target) {
   if (stripped.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--target=", target, " names no address"));
   }
+  std::rotate(stripped.begin(), stripped.begin() + rotate % stripped.size(), stripped.end());
   return absl::StrCat(*family == Family::kIpv4 ? "ipv4:" : "ipv6:", absl::StrJoin(stripped, ","));
 }
 

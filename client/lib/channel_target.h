@@ -17,7 +17,10 @@ namespace cnp::client {
 
 // The URI to hand gRPC for `target`. A comma-separated list must hold IP addresses with ports,
 // all of one family (gRPC's ipv4:/ipv6: lists take no names); INVALID_ARGUMENT, saying what to
-// write instead, otherwise.
-absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target);
+// write instead, otherwise. `rotate` starts the list at its (rotate % size)th address: a fresh
+// channel's first call goes to whichever address connects first, usually the list's first, so
+// clients that open a channel for one long stream (the adapter) pass a random number to spread
+// over the replicas.
+absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate = 0);
 
 }  // namespace cnp::client

@@ -25,8 +25,9 @@ enum class RetryPolicy {
 };
 
 // gRPC 1.51 caps maxAttempts at 5. Three is enough to move off a dead replica twice (the first
-// retry may still be routed to it while the balancer notices) and bounds what a request that
-// crashes every worker it reaches costs: three worker restarts, not five.
+// retry may still be routed to it while the balancer notices). A worker crash is UNAVAILABLE
+// too, but the server answers it with "grpc-retry-pushback-ms: -1" (service/common/
+// retry_advice.h), which gRPC obeys: a request that crashes workers is not sent again.
 inline constexpr int kMaxAttempts = 3;
 
 // The service config JSON (grpc::ChannelArguments::SetServiceConfigJSON).

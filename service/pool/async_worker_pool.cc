@@ -18,6 +18,7 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/common/retry_advice.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/await_on.h"
 #include "service/pool/task_description.h"
@@ -369,8 +370,9 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   ++slot->consecutive_failures;
   Retire(slot, RestartBackoff(options_, slot->consecutive_failures),
          std::string(reply.status().message()));
-  co_return absl::UnavailableError(
-      absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced"));
+  // The request itself may be what crashes workers: clients must not send it again elsewhere.
+  co_return NotRetryable(absl::UnavailableError(
+      absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced")));
 }
 
 bool AsyncWorkerPool::CountCall(Slot* slot, const Reply* last) {

@@ -206,7 +206,9 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
             if (absl::Status admitted = gate.Admit(context, name); !admitted.ok()) {
               return ToGrpcStatus(admitted);
             }
-            return ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response));
+            return WithRetryAdvice(
+                ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response)),
+                context);
           });
         });
     C::Listen(&service_, cq, &shutdown_, requester, std::move(handler));
@@ -223,8 +225,10 @@ void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
                                  !admitted.ok()) {
                                return ToGrpcStatus(admitted);
                              }
-                             return ServeEncodedMap(calls, ClientDeadline(context), request,
-                                                    response);
+                             return WithRetryAdvice(
+                                 ServeEncodedMap(calls, ClientDeadline(context), request,
+                                                 response),
+                                 context);
                            });
                          }));
   unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");

@@ -79,7 +79,7 @@ class StreamCall final : public Call, public DrainableStream {
         }
         if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
         absl::StatusOr<std::optional<Response>> answer = handler_->Handle(request_);
-        if (!answer.ok()) return Finish(ToGrpcStatus(answer.status()));
+        if (!answer.ok()) return Finish(WithRetryAdvice(ToGrpcStatus(answer.status()), context_));
         if (!answer->has_value()) return ReadNext();
         response_ = std::move(**answer);
         ending_ = handler_->EndsStream(response_);

@@ -26,6 +26,14 @@ TEST(ChannelTargetUri, ListOfAddressesBecomesAnAddressList) {
   EXPECT_EQ(*ChannelTargetUri("[::1]:7071,[fd00::6]:7072"), "ipv6:[::1]:7071,[fd00::6]:7072");
 }
 
+TEST(ChannelTargetUri, RotatesAListToStartWhereAsked) {
+  EXPECT_EQ(*ChannelTargetUri("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 1),
+            "ipv4:127.0.0.1:2,127.0.0.1:3,127.0.0.1:1");
+  EXPECT_EQ(*ChannelTargetUri("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 5),
+            "ipv4:127.0.0.1:3,127.0.0.1:1,127.0.0.1:2");
+  EXPECT_EQ(*ChannelTargetUri("127.0.0.1:1", 7), "127.0.0.1:1");
+}
+
 TEST(ChannelTargetUri, ListsGrpcCannotTakeAreRefusedWithAdvice) {
   absl::StatusOr<std::string> names = ChannelTargetUri("a.example:7070,b.example:7070");
   ASSERT_FALSE(names.ok());

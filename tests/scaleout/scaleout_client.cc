@@ -31,9 +31,13 @@ ABSL_FLAG(int, docs_per_call, 100, "documents in each Map call");
 ABSL_FLAG(int, validate_calls, 400, "Validate calls to make");
 ABSL_FLAG(int, concurrency, 8, "calls in flight at once (one thread each)");
 ABSL_FLAG(std::string, park_dir, "",
-          "if set, every call asks to park (scalefns parks the first of each kind on r1)");
+          "if set, the calls after the first --park-after ask to park (scalefns parks the first "
+          "of each kind that reaches r1)");
+ABSL_FLAG(int, park_after, 0, "calls made before any asks to park");
 ABSL_FLAG(bool, retry, true, "the client library's retry policy (false: gRPC retries nothing)");
 ABSL_FLAG(int, timeout_s, 60, "deadline of each call");
+ABSL_FLAG(bool, crash, false,
+          "instead: one Map call of scalefns.crashes (its worker exits); print its status");
 
 namespace cnp::scaleout {
 namespace {
@@ -69,15 +73,13 @@ std::string Doc(const std::string& id, int64_t n, bool park, const std::string& 
   return doc + "}";
 }
 
-bool Parks(int) { return !absl::GetFlag(FLAGS_park_dir).empty(); }
-
-Outcome RunMap(client::Client& client, int index) {
+Outcome RunMap(client::Client& client, int index, bool park) {
   const int per_call = absl::GetFlag(FLAGS_docs_per_call);
   Outcome o{.call = absl::StrCat("m", index), .kind = "map"};
   std::vector<std::string> docs;
   for (int j = 0; j < per_call; ++j) {
     docs.push_back(Doc(absl::StrCat("m", index, "-", j), int64_t{index} * per_call + j,
-                       j == 0 && Parks(index), "map"));
+                       j == 0 && park, "map"));
   }
   absl::StatusOr<v1::MapResponse> response =
       client.Map({"scalefns.triple"}, docs, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
@@ -134,11 +136,11 @@ Outcome RunMap(client::Client& client, int index) {
   return o;
 }
 
-Outcome RunValidate(client::Client& client, int index) {
+Outcome RunValidate(client::Client& client, int index, bool park) {
   Outcome o{.call = absl::StrCat("v", index), .kind = "validate"};
   v1::ValidateRequest request;
   request.set_function("scalefns.check");
-  request.set_new_doc(Doc(o.call, index, Parks(index), "validate"));
+  request.set_new_doc(Doc(o.call, index, park, "validate"));
   absl::StatusOr<v1::ValidateResponse> response =
       client.Validate(request, absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
   if (!response.ok()) {
@@ -180,6 +182,12 @@ int Run() {
     std::cerr << "scaleout_client: " << client.status() << std::endl;
     return 1;
   }
+  if (absl::GetFlag(FLAGS_crash)) {
+    absl::StatusOr<v1::MapResponse> crashed =
+        (*client)->Map({"scalefns.crashes"}, {R"({"_id":"boom"})"});
+    std::cout << crashed.status() << std::endl;
+    return 0;
+  }
   // Map and Validate calls mixed in a shuffled order, so both kinds are in flight when a
   // replica dies, and a balancer's strict alternation does not send every call of one kind to
   // the same replica (as a fixed m, v, m, v order would).
@@ -194,8 +202,10 @@ int Run() {
   for (int t = 0; t < absl::GetFlag(FLAGS_concurrency); ++t) {
     threads.emplace_back([&] {
       for (size_t j = next++; j < jobs.size(); j = next++) {
-        Outcome o = jobs[j].first ? RunMap(**client, jobs[j].second)
-                                  : RunValidate(**client, jobs[j].second);
+        const bool park = !absl::GetFlag(FLAGS_park_dir).empty() &&
+                          j >= static_cast<size_t>(absl::GetFlag(FLAGS_park_after));
+        Outcome o = jobs[j].first ? RunMap(**client, jobs[j].second, park)
+                                  : RunValidate(**client, jobs[j].second, park);
         std::lock_guard lock(out_mu);
         ++counts[o.outcome];
         if (o.outcome == "ok") ++counts["by_" + o.replica];

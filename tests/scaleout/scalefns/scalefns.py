@@ -41,3 +41,8 @@ def check(new_doc, old_doc, user_ctx, sec_obj):
     log("served by " + REPLICA)
     if new_doc["n"] % 5 == 0:
         raise Forbidden("n=%d is a multiple of 5" % new_doc["n"])
+
+
+def crashes(doc):
+    """Map: the worker exits at once, as a request that crashes workers would make it."""
+    os._exit(3)
