@@ -5,8 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
+import socket
 import tempfile
 import unittest
+import urllib.request
 
 import cnp_testing
 
@@ -99,7 +101,8 @@ class InstallTest(unittest.TestCase):
 
     def test_example_config_is_accepted(self):
         # Every key of the example is one cnp-server knows. The lines naming the production
-        # host's user, group and directories are left out: they do not exist here.
+        # host's user, group and directories are left out: they do not exist here. The metrics
+        # endpoint moves to a free port and must answer.
         config = os.path.join(self.root, "cnp-server.yaml")
         with open(self.path("share", "cnp", "cnp-server.yaml")) as f:
             text = f.read()
@@ -107,12 +110,19 @@ class InstallTest(unittest.TestCase):
                      "python-path:\n  - /srv/cnp/functions"):
             self.assertIn(line, text)
             text = text.replace(line, "")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            metrics = "127.0.0.1:%d" % s.getsockname()[1]
+        self.assertIn("metrics-listen: 127.0.0.1:9464", text)
+        text = text.replace("metrics-listen: 127.0.0.1:9464", "metrics-listen: " + metrics)
         with open(config, "w") as f:
             f.write(text)
         server = InstalledServer(self.prefix, ["--config=" + config, "--workers=1",
                                                "--python-path=" + self.functions])
         try:
             self.assertTrue(server.ready, server.output())
+            with urllib.request.urlopen("http://%s/metrics" % metrics, timeout=30) as answer:
+                self.assertIn("cnp_worker_starts_total", answer.read().decode())
         finally:
             status, output = server.stop()
             self.assertEqual(status, 0, output)
