@@ -1,12 +1,40 @@
 #include "service/couchdb/async_query_session.h"
 
+#include <algorithm>
 #include <utility>
 #include <variant>
 
+#include "asio/co_spawn.hpp"
+#include "asio/detached.hpp"
+#include "asio/this_coro.hpp"
+
 namespace cnp::couchdb {
+
+namespace {
+
+// The end of rows for a list nobody will finish, sent on the lease it owns.
+asio::awaitable<void> EndAbandonedList(std::unique_ptr<pool::AsyncWorkerLease> lease,
+                                       absl::Time deadline) {
+  worker::v1::Task end_of_rows;
+  end_of_rows.mutable_list_row();
+  absl::StatusOr<worker::v1::Reply> ignored =
+      co_await lease->Exchange(std::move(end_of_rows), deadline);
+  (void)ignored;  // the worker was replaced if it failed; nobody waits for the list
+}
+
+}  // namespace
+
+AsyncQuerySession::~AsyncQuerySession() {
+  if (lease_ == nullptr || !executor_.has_value()) return;
+  asio::co_spawn(*executor_,
+                 EndAbandonedList(std::move(lease_), absl::Now() + std::max(CallBudget(),
+                                                                           absl::Seconds(1))),
+                 asio::detached);
+}
 
 asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
+  executor_ = co_await asio::this_coro::executor;
   // Not awaited inside the if's condition: g++ 12's coroutine crashed there.
   const bool answered = co_await Drive(protocol_.Handle(line));
   if (!answered) co_return std::nullopt;

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "asio/any_io_executor.hpp"
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
 #include "service/couchdb/query_protocol.h"
@@ -39,9 +40,13 @@ class AsyncQuerySession {
   asio::awaitable<std::optional<v1::SessionOutput>> Handle(std::string_view line);
 
   // Await before destroying the session when it may be in a list: the list's function is given
-  // the end of its rows, so its worker goes back to the pool ready. (A destructor cannot await;
-  // without Close the lease is only dropped.)
+  // the end of its rows, so its worker goes back to the pool ready.
   asio::awaitable<void> Close();
+
+  // A session destroyed in a list without Close (its stream's coroutine was cancelled, say)
+  // hands the lease to a detached coroutine on the executor that last awaited Handle, which
+  // sends the end of rows and then lets the worker go: a destructor cannot await.
+  ~AsyncQuerySession();
 
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
@@ -54,6 +59,7 @@ class AsyncQuerySession {
   pool::AsyncTaskRunner& runner_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
+  std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
 };
 
 }  // namespace cnp::couchdb

@@ -377,5 +377,40 @@ TEST_P(DriversTest, AWorkerLostInAListEndsIt) {
   EXPECT_EQ(script_.leases_released, 1);
 }
 
+// A stream whose coroutine is cancelled destroys its session without Close: the list still gets
+// its end of rows, from a coroutine of its own on the session's executor.
+TEST(AsyncQuerySessionTest, DestroyedInAListStillEndsIt) {
+  Script script;
+  script.on_exchange = [](const Task& task) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(R"(["start",[],{"headers":{}}])");
+    reply.mutable_list_step()->set_done(task.has_list_row());
+    return reply;
+  };
+  asio::io_context io;
+  AwaitableRunner runner(script);
+  auto session = std::make_unique<AsyncQuerySession>(runner);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await session->Handle(kDesignDoc);
+        co_await session->Handle(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+      },
+      [](std::exception_ptr error) {
+        if (error) std::rethrow_exception(error);
+      });
+  io.run();
+  ASSERT_TRUE(session->list_in_progress());
+  const size_t tasks = script.tasks.size();
+  session.reset();
+  EXPECT_EQ(script.tasks.size(), tasks);  // nothing ran inside the destructor
+  io.restart();
+  io.run();
+  ASSERT_EQ(script.tasks.size(), tasks + 1);
+  EXPECT_TRUE(script.tasks.back().has_list_row());
+  EXPECT_TRUE(script.tasks.back().list_row().row().empty());
+  EXPECT_EQ(script.leases_released, 1);
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
