@@ -69,7 +69,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   struct Slot {
     int index = 0;
     State state = State::kDown;
-    // Shared with the watch that awaits its end (WatchWhileIdle).
+    // Shared with the watch that awaits its end (WatchForEnd).
     std::shared_ptr<Worker> worker;
     int64_t calls = 0;
     uint64_t generation = 0;  // reload generation the worker was started in
