@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   bazel-bootstrap bazel-bootstrap-source      # Bazel 4.2.3 and its offline rule repositories
   g++ pkg-config
+  clang                # clang 14: the thread-safety analysis of scripts/thread_safety_check.sh
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev  # RPC and API
   libabsl-dev          # Status, flags, strings, time, synchronization
   libasio-dev          # the event loop and coroutines of the service's control plane

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test: unit tests, the worker against real
 # Python, cnp-server end to end, the CouchDB transcripts replayed through cnp-adapter, and the
-# upload tests against pouchdb-server. Ends with one line "tests: N passed, M failed".
+# upload tests against pouchdb-server, then clang's thread-safety analysis
+# (scripts/thread_safety_check.sh). Ends with one line "tests: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -18,9 +19,18 @@ bazel shutdown >/dev/null 2>&1
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
 failed=$(( $(grep -cE '^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD)' "$log") + layering ))
 rm -f "$log"
+bazel_status=$status bazel_failed=$failed
+
+# Clang's thread-safety analysis of all our C++ counts as one more test.
+if scripts/thread_safety_check.sh; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  [ "$status" -ne 0 ] || status=1
+fi
 echo "tests: $passed passed, $failed failed"
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-  echo "bazel test failed before running the tests (exit $status)" >&2
+if [ "$bazel_status" -ne 0 ] && [ "$bazel_failed" -eq 0 ]; then
+  echo "bazel test failed before running the tests (exit $bazel_status)" >&2
 fi
 [ "$layering" -ne 0 ] && echo "scripts/check_layering.sh failed (above)" >&2 && status=1
 exit "$status"
