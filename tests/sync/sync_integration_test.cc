@@ -34,8 +34,6 @@ using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
 
-constexpr char kRegistry[] = "cnp_registry";
-
 // Kazoo's account databases are "account/..", their MODBs "account/..-YYYYMM"; pouchdb-server
 // drops '/' from database names, so here they are "account-..".
 constexpr char kYaml[] =
