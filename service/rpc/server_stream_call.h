@@ -7,6 +7,7 @@
 #include <memory>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "service/rpc/call.h"
@@ -72,8 +73,8 @@ class ServerStreamCall final : public Call {
 
    private:
     absl::Mutex mu_;
-    bool done_ = false;
-    bool ok_ = false;
+    bool done_ ABSL_GUARDED_BY(mu_) = false;
+    bool ok_ ABSL_GUARDED_BY(mu_) = false;
   };
 
   ServerStreamCall(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,

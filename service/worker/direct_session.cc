@@ -6,19 +6,18 @@
 
 #include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/couchdb/query_session.h"
@@ -140,20 +139,20 @@ class CommandWatchdog {
 
   ~CommandWatchdog() {
     {
-      std::lock_guard lock(mutex_);
+      absl::MutexLock lock(&mutex_);
       stop_ = true;
     }
-    wake_.notify_all();
+    wake_.SignalAll();
     thread_.join();
   }
 
   // After a reset: rare, so it may wake the watchdog to re-plan with the new budget.
   void SetBudget(absl::Duration budget) {
     {
-      std::lock_guard lock(mutex_);
+      absl::MutexLock lock(&mutex_);
       budget_ns_.store(absl::ToInt64Nanoseconds(budget), std::memory_order_relaxed);
     }
-    wake_.notify_all();
+    wake_.SignalAll();
   }
 
   void Begin() {
@@ -177,8 +176,8 @@ class CommandWatchdog {
   // CLOCK_MONOTONIC_COARSE advances in ticks; waking a tick late is better than a tick early.
   static constexpr int64_t kClockSlackNs = 10'000'000;
 
-  void Watch() {
-    std::unique_lock lock(mutex_);
+  void Watch() ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
     while (!stop_) {
       const int64_t budget = budget_ns_.load(std::memory_order_relaxed);
       uint64_t seq = seq_.load(std::memory_order_acquire);
@@ -195,7 +194,7 @@ class CommandWatchdog {
         }
         wait_ns = -late_ns;
       }
-      wake_.wait_for(lock, std::chrono::nanoseconds(wait_ns + kClockSlackNs));
+      wake_.WaitWithTimeout(&mutex_, absl::Nanoseconds(wait_ns + kClockSlackNs));
     }
   }
 
@@ -220,9 +219,9 @@ class CommandWatchdog {
   std::atomic<int64_t> started_ns_{0};
   std::atomic<int64_t> budget_ns_{0};
   uint64_t local_seq_ = 0;  // the session thread's copy of seq_
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;  // guarded by mutex_
+  absl::Mutex mutex_;
+  absl::CondVar wake_;  // stop_ or the budget changed
+  bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
 

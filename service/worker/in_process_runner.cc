@@ -2,12 +2,12 @@
 
 #include <Python.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -36,7 +36,7 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
   // A list still running (the session ended half-way) is unwound: get_row() raises ListAborted.
   ~ThreadedListLease() override {
     if (!thread_.joinable()) return;
-    if (!finished_) {
+    if (!Finished()) {
       Hand({absl::CancelledError("the session ended while the list was running")});
       Await().IgnoreError();
     }
@@ -45,7 +45,7 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
   }
 
   absl::StatusOr<pool::Reply> Exchange(const pool::Task& task, absl::Time) override {
-    if (finished_) {
+    if (Finished()) {
       return FailureReply(Failure::BAD_INPUT, "the list has already finished");
     }
     if (!thread_.joinable()) {
@@ -61,59 +61,64 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
 
  private:
   // On the list thread.
-  void RunList(const v1::ListStart& start) {
+  void RunList(const v1::ListStart& start) ABSL_LOCKS_EXCLUDED(mutex_) {
     PyGILState_STATE gil = PyGILState_Ensure();
     absl::StatusOr<pool::Reply> reply = RunInteractiveList(registry_, start, *this);
     {
-      std::lock_guard lock(mutex_);
+      absl::MutexLock lock(&mutex_);
       to_session_ = std::move(reply);
       finished_ = true;
     }
-    changed_.notify_all();
     PyGILState_Release(gil);
   }
 
   // get_row() on the list thread: the step goes to the session thread, which answers with the
   // next task.
-  absl::StatusOr<pool::Task> SendStep(pool::Reply step) override {
+  absl::StatusOr<pool::Task> SendStep(pool::Reply step) override ABSL_LOCKS_EXCLUDED(mutex_) {
     {
-      std::lock_guard lock(mutex_);
+      absl::MutexLock lock(&mutex_);
       to_session_ = std::move(step);
     }
-    changed_.notify_all();
     WithoutGil unlocked;
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return to_list_.has_value(); });
+    absl::MutexLock lock(&mutex_);
+    mutex_.Await(absl::Condition(
+        +[](std::optional<absl::StatusOr<pool::Task>>* task) { return task->has_value(); },
+        &to_list_));
     absl::StatusOr<pool::Task> task = *std::move(to_list_);
     to_list_.reset();
     return task;
   }
 
   // On the session thread.
-  void Hand(absl::StatusOr<pool::Task> task) {
-    {
-      std::lock_guard lock(mutex_);
-      to_list_ = std::move(task);
-    }
-    changed_.notify_all();
+  void Hand(absl::StatusOr<pool::Task> task) ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
+    to_list_ = std::move(task);
   }
 
-  absl::StatusOr<pool::Reply> Await() {
+  absl::StatusOr<pool::Reply> Await() ABSL_LOCKS_EXCLUDED(mutex_) {
     WithoutGil unlocked;
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [this] { return to_session_.has_value(); });
+    absl::MutexLock lock(&mutex_);
+    mutex_.Await(absl::Condition(
+        +[](std::optional<absl::StatusOr<pool::Reply>>* reply) { return reply->has_value(); },
+        &to_session_));
     absl::StatusOr<pool::Reply> reply = *std::move(to_session_);
     to_session_.reset();
     return reply;
   }
 
+  bool Finished() ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
+    return finished_;
+  }
+
   FunctionRegistry& registry_;
   std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::optional<absl::StatusOr<pool::Task>> to_list_;      // guarded by mutex_
-  std::optional<absl::StatusOr<pool::Reply>> to_session_;  // guarded by mutex_
-  bool finished_ = false;  // written by the list thread under mutex_ before its last hand-over
+  // A hand-over in either direction is a value put in an empty slot; the waiting side's
+  // Await() wakes when its slot fills.
+  absl::Mutex mutex_;
+  std::optional<absl::StatusOr<pool::Task>> to_list_ ABSL_GUARDED_BY(mutex_);
+  std::optional<absl::StatusOr<pool::Reply>> to_session_ ABSL_GUARDED_BY(mutex_);
+  bool finished_ ABSL_GUARDED_BY(mutex_) = false;  // the list thread's last hand-over is done
 };
 
 }  // namespace
