@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Clang's thread-safety analysis over every C++ target of service/, adapter/, client/ and tests/
+# Clang's thread-safety analysis over every C++ target of common/, service/, adapter/, client/, tests/
 # (--config=thread-safety in .bazelrc: Debian's clang, -Wthread-safety, -Werror on our sources).
 # It compiles only (nothing is linked or run). First it builds tests/thread_safety, a file that
 # breaks the locking rules on purpose, and requires clang to refuse it for those reasons: a check
@@ -48,7 +48,7 @@ done
 
 # Our code, every target; --keep_going so that one run lists every finding.
 if [ "$#" -eq 0 ]; then
-  set -- //service/... //adapter/... //client/... //tests/...
+  set -- //common/... //service/... //adapter/... //client/... //tests/...
 fi
 if ! bazel_clang build --keep_going "$@"; then
   echo "thread_safety_check: FAILED: clang's errors above (the analysis' own end in" \
