@@ -1,14 +1,13 @@
 // The cnp command line against a real cnp-server: what a user types and what they see.
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/server_process.h"
+#include "tests/support/spawn.h"
 
 namespace cnp {
 namespace {
@@ -20,18 +19,12 @@ struct CliRun {
   std::string out;  // stdout and stderr together
 };
 
+// Runs cnp with `args` (split at spaces, no shell) and `input` on its stdin.
 CliRun Cnp(const std::string& args, const std::string& input = "") {
-  std::string dir = testing::MakeTempDir("cli");
-  std::ofstream(dir + "/input") << input;
-  std::string command = absl::StrCat(testing::Runfile("client/cli/cnp"), " ", args, " < ", dir,
-                                     "/input 2>&1");
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string out;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-  int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  std::vector<std::string> argv = {testing::Runfile("client/cli/cnp")};
+  for (absl::string_view arg : absl::StrSplit(args, ' ', absl::SkipEmpty())) argv.emplace_back(arg);
+  testing::ProcessResult run = testing::RunWithInput(argv, input, testing::Output::kTogether);
+  return {run.exit_code, run.out};
 }
 
 class CnpCliTest : public ::testing::Test {
@@ -69,10 +62,10 @@ TEST_F(CnpCliTest, ReducesValidatesAndResolves) {
   CliRun rereduce = Cnp(absl::StrCat("reduce --rereduce ", target_, " svc_fns.total"), "[1,2,3]");
   EXPECT_THAT(rereduce.out, HasSubstr(R"({"results":[6]})"));
 
-  CliRun ok = Cnp(absl::StrCat("validate ", target_, " 'svc_fns.guard|3' -"), R"({"_id":"x"})");
+  CliRun ok = Cnp(absl::StrCat("validate ", target_, " svc_fns.guard|3 -"), R"({"_id":"x"})");
   EXPECT_EQ(ok.exit_code, 0) << ok.out;
   EXPECT_THAT(ok.out, HasSubstr(R"({"outcome":"ok"})"));
-  CliRun rejected = Cnp(absl::StrCat("validate ", target_, " 'svc_fns.guard|3' -"),
+  CliRun rejected = Cnp(absl::StrCat("validate ", target_, " svc_fns.guard|3 -"),
                      R"({"_id":"x","reject":"forbidden"})");
   EXPECT_EQ(rejected.exit_code, 3);
   EXPECT_THAT(rejected.out, HasSubstr(R"({"outcome":"forbidden","message":"not this one"})"));
@@ -84,7 +77,7 @@ TEST_F(CnpCliTest, ReducesValidatesAndResolves) {
 }
 
 TEST_F(CnpCliTest, SaysWhatIsWrong) {
-  CliRun version = Cnp(absl::StrCat("map ", target_, " 'svc_fns.by_town|6'"), R"({"_id":"a"})");
+  CliRun version = Cnp(absl::StrCat("map ", target_, " svc_fns.by_town|6"), R"({"_id":"a"})");
   EXPECT_EQ(version.exit_code, 1);
   EXPECT_THAT(version.out, HasSubstr("Loaded version 7 did not match expected version 6"));
 

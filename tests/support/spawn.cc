@@ -98,7 +98,8 @@ int RunToCompletion(const std::vector<std::string>& argv, const std::string& wor
   return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input) {
+ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input,
+                           Output output) {
   ProcessResult result;
   // Files, not pipes: no thread needed to keep a chatty program from blocking on a full pipe.
   const std::string dir = MakeTempDir("run");
@@ -109,8 +110,11 @@ ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::stri
   const int in = ::open(in_path.c_str(), O_RDONLY | O_CLOEXEC);
   const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  absl::StatusOr<pid_t> pid = Spawn(
-      {.argv = argv, .fds = {{STDIN_FILENO, in}, {STDOUT_FILENO, out}, {STDERR_FILENO, err}}});
+  absl::StatusOr<pid_t> pid =
+      Spawn({.argv = argv,
+             .fds = {{STDIN_FILENO, in},
+                     {STDOUT_FILENO, out},
+                     {STDERR_FILENO, output == Output::kTogether ? out : err}}});
   ::close(in);
   ::close(out);
   ::close(err);

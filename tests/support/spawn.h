@@ -45,10 +45,15 @@ int RunToCompletion(const std::vector<std::string>& argv, const std::string& wor
 
 // A program run to completion with `input` on its stdin and its output collected.
 struct ProcessResult {
-  int exit_code = -1;
+  int exit_code = -1;  // -1 also when it could not start or a signal ended it
   std::string out;
   std::string err;
 };
-ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input);
+enum class Output {
+  kSeparate,  // stdout in `out`, stderr in `err`
+  kTogether,  // both in `out`, in the order written (as a terminal shows them)
+};
+ProcessResult RunWithInput(const std::vector<std::string>& argv, const std::string& input,
+                           Output output = Output::kSeparate);
 
 }  // namespace cnp::testing

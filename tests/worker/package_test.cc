@@ -1,10 +1,10 @@
 // couch_named_python outside the worker: user modules must import it (to be unit-tested by
 // their authors, or resolved by tools), and the helpers that need the worker must say so.
-#include <cstdio>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/support/spawn.h"
 #include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
@@ -13,16 +13,12 @@ namespace {
 // Runs Debian's Python 3.11 (isolated) on `script` with the package on its path; returns
 // everything it printed, stderr included.
 std::string RunPython(const std::string& script) {
-  std::string command = absl::StrCat("/usr/bin/python3.11 -I -c '",
-                                     "import sys; sys.path.insert(0, \"",
-                                     Runfile("service/python"), "\")\n", script, "' 2>&1");
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return "popen failed";
-  std::string output;
-  char chunk[4096];
-  while (size_t n = std::fread(chunk, 1, sizeof chunk, pipe)) output.append(chunk, n);
-  ::pclose(pipe);
-  return output;
+  return ::cnp::testing::RunWithInput(
+             {"/usr/bin/python3.11", "-I", "-c",
+              absl::StrCat("import sys; sys.path.insert(0, \"", Runfile("service/python"), "\")\n",
+                           script)},
+             "", ::cnp::testing::Output::kTogether)
+      .out;
 }
 
 TEST(PackageTest, OldAndNewNamesImport) {

@@ -1,8 +1,5 @@
 // Issue 7, item 3: `cnp map` crashed (stack overflow) on a document nested 100,000 deep; like
 // cnp-server and cnp-adapter it must refuse anything deeper than 4,096 levels, with a message.
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <fstream>
 #include <string>
 
@@ -11,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/server_process.h"
+#include "tests/support/spawn.h"
 
 namespace cnp {
 namespace {
@@ -41,19 +39,12 @@ TEST(JsonInputDepthTest, UpToTheLimitIsAccepted) {
 TEST(CnpMapDepthTest, TheCommandRefusesADeepDocumentAndExits) {
   const std::string dir = testing::MakeTempDir("cli-depth");
   std::ofstream(dir + "/deep.json") << Nested(100000);
-  const std::string command =
-      absl::StrCat(testing::Runfile("client/cli/cnp"), " map --target=unix:", dir,
-                   "/nobody.sock myviews.f ", dir, "/deep.json 2>&1");
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-  const int status = ::pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by a signal: " << out;
-  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
-  EXPECT_THAT(out, HasSubstr("nested deeper than 4096 levels"));
+  const testing::ProcessResult run = testing::RunWithInput(
+      {testing::Runfile("client/cli/cnp"), "map",
+       absl::StrCat("--target=unix:", dir, "/nobody.sock"), "myviews.f", dir + "/deep.json"},
+      "", testing::Output::kTogether);
+  EXPECT_EQ(run.exit_code, 2) << "(-1: killed by a signal) " << run.out;
+  EXPECT_THAT(run.out, HasSubstr("nested deeper than 4096 levels"));
 }
 
 }  // namespace
