@@ -1,9 +1,10 @@
 // cnp-server: named Python functions for CouchDB over gRPC.
 //
-// Threads: the gRPC polling threads serve calls; one control thread runs the asio loop: the
-// worker pool (every worker exchange, supervision), direct sessions and signals; the main
-// thread waits for SIGTERM and then shuts down in order: stop accepting, let calls finish, stop
-// the workers.
+// Threads: the gRPC threads each run one completion queue as an Asio execution context, on
+// which every call is a coroutine; one control thread runs the asio loop: the worker pool
+// (every worker exchange, supervision), direct sessions and signals; Uploads run on the RPC
+// server's own small thread pool; the main thread waits for SIGTERM and then shuts down in
+// order: stop accepting, let calls finish, stop the workers.
 #include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -192,6 +193,8 @@ int Run(int argc, char** argv) {
                    .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
+      // As many calls may compute at once as the old blocking gRPC threads could hold.
+      .blocking_threads = 2 * config->workers + 2,
       .max_message_bytes = static_cast<int>(config->max_call_bytes)};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(blocking_pool),
                              cnp::MakeUploadHandler(blocking_pool, *config));

@@ -8,7 +8,7 @@
 
 namespace cnp {
 
-std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner) {
+rpc::SessionFactory MakeSessionFactory(pool::TaskRunner& runner) {
   return rpc::QuerySessionFactory(runner);
 }
 
@@ -20,9 +20,8 @@ rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::Ser
   options.max_couchdb_response_bytes = config.max_couchdb_response_bytes;
   options.couchdb_allow = upload::CouchAllowList::FromPrefixes(config.couchdb_allow).value();
   auto uploader = std::make_shared<const upload::Uploader>(runner, std::move(options));
-  return [uploader](const v1::UploadRequest& request, const rpc::UploadEmit& emit) {
-    return uploader->Run(request, emit);
-  };
+  return [uploader](const v1::UploadRequest& request, const rpc::UploadEmit& emit,
+                    std::stop_token stop) { return uploader->Run(request, emit, stop); };
 }
 
 session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config) {

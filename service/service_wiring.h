@@ -13,7 +13,7 @@
 
 namespace cnp {
 
-std::function<std::unique_ptr<rpc::SessionHandler>()> MakeSessionFactory(pool::TaskRunner& runner);
+rpc::SessionFactory MakeSessionFactory(pool::TaskRunner& runner);
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
 

@@ -4,6 +4,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -32,8 +33,8 @@ ABSL_FLAG(std::vector<std::string>, listen, {},
           "unix:/tmp/cnp-<uid>/cnp.sock)");
 ABSL_FLAG(int, workers, 0, "worker processes, each with its own Python (default: CPU cores)");
 ABSL_FLAG(int, grpc_threads, 0,
-          "gRPC threads, each polling its own completion queue and running its calls, with a "
-          "standby thread for its long waits (default: 2 x workers + 2)");
+          "gRPC threads, each running its own completion queue as the event loop of its calls' "
+          "coroutines (default: CPU cores, at most 4)");
 ABSL_FLAG(std::string, worker_binary, "",
           "path of cnp-worker (default: next to cnp-server)");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
@@ -373,7 +374,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.requested_workers = c.workers;
   if (c.workers <= 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
   c.grpc_threads = absl::GetFlag(FLAGS_grpc_threads);
-  if (c.grpc_threads <= 0) c.grpc_threads = 2 * c.workers + 2;
+  if (c.grpc_threads <= 0) {
+    c.grpc_threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+  }
   c.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   if (c.worker_binary.empty()) c.worker_binary = DefaultWorkerBinary();
   if (::access(c.worker_binary.c_str(), X_OK) != 0) {

@@ -30,7 +30,11 @@ bool GrpcContext::RunningInThisThread() const { return t_running == this; }
 
 void GrpcContext::Post(absl::AnyInvocable<void() &&> work) {
   const bool here = RunningInThisThread();
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
+  if (finished_) {
+    lock.Release();
+    return;  // `work` is destroyed here, outside the lock
+  }
   posted_.push_back(std::move(work));
   // The loop looks at the posted work before it waits on the queue again, so its own thread
   // needs no alarm; nor does anyone once the queue is shut down (the loop then drains it).
@@ -56,13 +60,16 @@ void GrpcContext::Shutdown() {
   });
 }
 
-bool GrpcContext::RunPosted() {
+bool GrpcContext::RunPosted(bool last) {
   bool ran = false;
   std::vector<absl::AnyInvocable<void() &&>> batch;
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (posted_.empty()) return ran;
+      if (posted_.empty()) {
+        finished_ = last;
+        return ran;
+      }
       batch.swap(posted_);
     }
     for (auto& work : batch) std::move(work)();
@@ -81,7 +88,7 @@ void GrpcContext::Run() {
     if (!queue_->Next(&tag, &ok)) break;
     static_cast<Operation*>(tag)->Complete(ok);
   }
-  RunPosted();
+  RunPosted(/*last=*/true);
   t_running = outer;
 }
 

@@ -90,8 +90,8 @@ class GrpcContext : public asio::execution_context {
   using executor_type = GrpcExecutor;
 
   explicit GrpcContext(std::unique_ptr<grpc::ServerCompletionQueue> queue);
-  // Work never run (posted after the loop ended) is destroyed, and with it the coroutine
-  // frames it holds. The queue must have been shut down and drained by Run().
+  // Work never run is destroyed, and with it the coroutine frames it holds. The queue must
+  // have been shut down and drained by Run() (or never been used).
   ~GrpcContext();
   GrpcContext(const GrpcContext&) = delete;
   GrpcContext& operator=(const GrpcContext&) = delete;
@@ -120,6 +120,8 @@ class GrpcContext : public asio::execution_context {
   bool closed() const { return closed_; }
 
   // Queues `work` to run on the context's thread, waking the loop if called from elsewhere.
+  // Once the loop has ended, `work` is destroyed at once instead: nothing would ever run it
+  // (a coroutine frame it holds goes with it).
   void Post(absl::AnyInvocable<void() &&> work);
   // True on the thread that runs this context's loop.
   bool RunningInThisThread() const;
@@ -135,8 +137,9 @@ class GrpcContext : public asio::execution_context {
     GrpcContext& context_;
   };
 
-  // Runs posted work until there is none; true if it ran any.
-  bool RunPosted();
+  // Runs posted work until there is none; true if it ran any. `last`: the loop ends, and work
+  // posted from now on is dropped.
+  bool RunPosted(bool last = false);
 
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;
   // Only the context's thread reads or writes it; Post() from elsewhere checks `shut_down_`.
@@ -147,6 +150,7 @@ class GrpcContext : public asio::execution_context {
   grpc::Alarm alarm_ ABSL_GUARDED_BY(mu_);
   bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Run() has returned
 };
 
 template <class Function>

@@ -1,8 +1,8 @@
 // The Session RPC's per-stream handler, the glue between the transport (service/rpc) and
 // CouchDB's protocol (service/couchdb, which knows nothing of gRPC): one QuerySession per
-// stream, each SessionInput line answered on the gRPC thread that read it. "reset" is answered
-// by nothing (the adapter has already written `true`); an output marked `exit` ends the stream
-// after it is written.
+// stream, each SessionInput line answered on the server's threads for blocking work. "reset"
+// is answered by nothing (the adapter has already written `true`); an output marked `exit`
+// ends the stream after it is written.
 #pragma once
 
 #include <functional>
@@ -15,7 +15,7 @@
 
 namespace cnp::rpc {
 
-class QuerySessionHandler final : public SessionHandler {
+class QuerySessionHandler final : public BlockingSessionHandler {
  public:
   explicit QuerySessionHandler(pool::TaskRunner& runner) : session_(runner) {}
 
@@ -30,8 +30,7 @@ class QuerySessionHandler final : public SessionHandler {
 };
 
 // The factory RpcServer calls for each new Session stream.
-inline std::function<std::unique_ptr<SessionHandler>()> QuerySessionFactory(
-    pool::TaskRunner& runner) {
+inline SessionFactory QuerySessionFactory(pool::TaskRunner& runner) {
   return [&runner] { return std::make_unique<QuerySessionHandler>(runner); };
 }
 

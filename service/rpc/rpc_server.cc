@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -15,7 +16,10 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
 #include "service/metrics/service_metrics.h"
+#include "asio/post.hpp"
+#include "service/common/run_blocking.h"
 #include "service/rpc/encoded_map_call.h"
+#include "service/rpc/server_stream_call.h"
 #include "service/rpc/unary_call.h"
 
 namespace cnp::rpc {
@@ -36,18 +40,52 @@ std::string PeerOf(const void* context) {
   return CallGate::PeerIdentity(*static_cast<const grpc::ServerContext*>(context));
 }
 
-template <class Request, class Response>
-class MapStreamHandler final : public StreamHandler<Request, Response> {
+// MapStream: each message is one Map call, run where calls may block.
+class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapResponse> {
  public:
-  explicit MapStreamHandler(FunctionCalls& calls) : calls_(calls) {}
-  absl::StatusOr<std::optional<Response>> Handle(Request& request) override {
-    Response response;
-    if (absl::Status s = calls_.Map(request, absl::InfiniteFuture(), response); !s.ok()) return s;
-    return response;
+  MapStreamHandler(FunctionCalls& calls, asio::any_io_executor blocking)
+      : calls_(calls), blocking_(std::move(blocking)) {}
+  asio::awaitable<absl::StatusOr<std::optional<v1::MapResponse>>> Handle(
+      v1::MapRequest& request) override {
+    co_return co_await RunBlocking(
+        blocking_, [&](std::stop_token) -> absl::StatusOr<std::optional<v1::MapResponse>> {
+          v1::MapResponse response;
+          if (absl::Status s = calls_.Map(request, absl::InfiniteFuture(), response); !s.ok()) {
+            return s;
+          }
+          return response;
+        });
   }
 
  private:
   FunctionCalls& calls_;
+  asio::any_io_executor blocking_;
+};
+
+// A Session stream: each line is answered by the blocking session handler, run where calls
+// may block; the handler is destroyed there too (ending a session may finish a list on its
+// worker).
+class BlockingSession final : public StreamHandler<v1::SessionInput, v1::SessionOutput> {
+ public:
+  BlockingSession(std::unique_ptr<BlockingSessionHandler> session,
+                  asio::any_io_executor blocking)
+      : session_(std::move(session)), blocking_(std::move(blocking)) {}
+  ~BlockingSession() override {
+    asio::post(blocking_, [session = std::shared_ptr<BlockingSessionHandler>(
+                               std::move(session_))] {});
+  }
+  asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
+      v1::SessionInput& input) override {
+    co_return co_await RunBlocking(blocking_,
+                                   [&](std::stop_token) { return session_->Handle(input); });
+  }
+  bool EndsStream(const v1::SessionOutput& output) override {
+    return session_->EndsStream(output);
+  }
+
+ private:
+  std::unique_ptr<BlockingSessionHandler> session_;
+  asio::any_io_executor blocking_;
 };
 
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
@@ -67,17 +105,21 @@ std::string UploadSummary(const v1::UploadRequest& request) {
                       " files=", request.files_size(), " mode=", mode);
 }
 
-class UnavailableSession final : public SessionHandler {
+class UnavailableSession final : public BlockingSessionHandler {
  public:
   absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput&) override {
     return absl::UnimplementedError("this server does not serve CouchDB sessions");
   }
 };
 
+// How long cancelled calls get to end before the server's threads stop anyway: their handlers
+// were cancelled and their uploads told to stop, so this is only reached by a call stuck in
+// code that does not look (a handler's own blocking call).
+constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
+
 }  // namespace
 
-RpcServer::RpcServer(ServerOptions options, FunctionCalls& calls,
-                     std::function<std::unique_ptr<SessionHandler>()> sessions,
+RpcServer::RpcServer(ServerOptions options, FunctionCalls& calls, SessionFactory sessions,
                      UploadHandler upload)
     : options_(std::move(options)), calls_(calls), sessions_(std::move(sessions)),
       upload_(std::move(upload)) {}
@@ -164,7 +206,9 @@ absl::Status RpcServer::Start() {
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   builder.RegisterService(&service_);
-  for (int i = 0; i < options_.threads; ++i) queues_.push_back(builder.AddCompletionQueue());
+  for (int i = 0; i < options_.threads; ++i) {
+    contexts_.push_back(std::make_unique<grpc_asio::GrpcContext>(builder.AddCompletionQueue()));
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
     acceptor_.reset();
@@ -182,104 +226,108 @@ absl::Status RpcServer::Start() {
                                                                        : ", bearer token required");
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
-  for (auto& queue : queues_) {
-    ListenAll(queue.get());
-    threads_.push_back(std::make_unique<QueueThread>(queue.get()));
+  blocking_.emplace(std::max(1, options_.blocking_threads));
+  uploads_.emplace(std::max(1, options_.upload_threads));
+  for (auto& context : contexts_) {
+    ListenAll(*context);
+    threads_.emplace_back([context = context.get()] { context->Run(); });
   }
   acceptor_->Start();
   return absl::OkStatus();
 }
 
-void RpcServer::ListenAll(grpc::ServerCompletionQueue* cq) {
+void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
+  asio::any_io_executor blocking = blocking_->get_executor();
+  // A unary call: admitted on the context's thread, computed where calls may block, answered
+  // by the context's thread; measured from admission to answer.
   auto unary = [&]<class Request, class Response>(
-                   auto requester,
-                   absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&),
-                   const char* name) {
-    using C = UnaryCall<Service, Request, Response>;
-    auto handler = std::make_shared<const typename C::Handler>(
-        [&calls, &gate, method, name, rpc = std::make_shared<metrics::RpcMetrics>(name)](
-            grpc::ServerContext& context, Request& request, Response& response) {
-          return metrics::Measured(*rpc, [&] {
-            CallLogScope scope(name, &context, &PeerOf);
-            if (absl::Status admitted = gate.Admit(context, name); !admitted.ok()) {
-              return ToGrpcStatus(admitted);
-            }
-            return WithRetryAdvice(
-                ToGrpcStatus((calls.*method)(request, ClientDeadline(context), response)),
-                context);
-          });
+                   typename UnaryMethod<Service, Request, Response>::Requester requester,
+                   const char* name, auto compute) {
+    UnaryMethod<Service, Request, Response>::Listen(
+        context, service_, shutdown_, requester,
+        [&gate, blocking, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
+            grpc::ServerContext& server_context, Request& request,
+            Response& response) -> asio::awaitable<grpc::Status> {
+          const absl::Time start = absl::Now();
+          grpc::Status status;
+          if (absl::Status admitted = gate.Admit(server_context, name); !admitted.ok()) {
+            status = ToGrpcStatus(admitted);
+          } else {
+            status = co_await RunBlocking(blocking, [&](std::stop_token) {
+              CallLogScope scope(name, &server_context, &PeerOf);
+              return WithRetryAdvice(compute(ClientDeadline(server_context), request, response),
+                                     server_context);
+            });
+          }
+          rpc->CallEnded(static_cast<int>(status.error_code()), absl::Now() - start);
+          co_return status;
         });
-    C::Listen(&service_, cq, &shutdown_, requester, std::move(handler));
   };
-  using EncodedMap = UnaryCall<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
-  EncodedMap::Listen(&service_, cq, &shutdown_, &Service::RequestMap,
-                     std::make_shared<const EncodedMap::Handler>(
-                         [&calls, &gate, rpc = std::make_shared<metrics::RpcMetrics>("Map")](
-                             grpc::ServerContext& context, grpc::ByteBuffer& request,
-                             grpc::ByteBuffer& response) {
-                           return metrics::Measured(*rpc, [&] {
-                             CallLogScope scope("Map", &context, &PeerOf);
-                             if (absl::Status admitted = gate.Admit(context, "Map");
-                                 !admitted.ok()) {
-                               return ToGrpcStatus(admitted);
-                             }
-                             return WithRetryAdvice(
-                                 ServeEncodedMap(calls, ClientDeadline(context), request,
-                                                 response),
-                                 context);
-                           });
-                         }));
-  unary(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
-  unary(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");
-  unary(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction,
-        "CallDesignFunction");
-  unary(&Service::RequestResolve, &FunctionCalls::Resolve, "Resolve");
+  auto unary_call = [&]<class Request, class Response>(
+                        typename UnaryMethod<Service, Request, Response>::Requester requester,
+                        absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&),
+                        const char* name) {
+    unary.template operator()<Request, Response>(
+        requester, name,
+        [&calls, method](absl::Time deadline, Request& request, Response& response) {
+          return ToGrpcStatus((calls.*method)(request, deadline, response));
+        });
+  };
+  unary.template operator()<grpc::ByteBuffer, grpc::ByteBuffer>(
+      &Service::RequestMap, "Map",
+      [&calls](absl::Time deadline, grpc::ByteBuffer& request, grpc::ByteBuffer& response) {
+        return ServeEncodedMap(calls, deadline, request, response);
+      });
+  unary_call(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
+  unary_call(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");
+  unary_call(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction,
+             "CallDesignFunction");
+  unary_call(&Service::RequestResolve, &FunctionCalls::Resolve, "Resolve");
 
-  using MapStream = StreamCall<Service, v1::MapRequest, v1::MapResponse>;
+  using MapStream = StreamMethod<Service, v1::MapRequest, v1::MapResponse>;
   MapStream::Listen(
-      &service_, cq, &shutdown_, &Service::RequestMapStream,
-      std::make_shared<const MapStream::Factory>(
-          [&calls, &gate](grpc::ServerContext& context) -> MapStream::FactoryResult {
-            if (absl::Status admitted = gate.Admit(context, "MapStream"); !admitted.ok()) {
-              return admitted;
-            }
-            return std::make_unique<MapStreamHandler<v1::MapRequest, v1::MapResponse>>(calls);
-          }));
+      context, service_, shutdown_, &Service::RequestMapStream,
+      [&calls, &gate, blocking](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
+        if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
+          return admitted;
+        }
+        return std::make_unique<MapStreamHandler>(calls, blocking);
+      });
 
-  using Session = StreamCall<Service, v1::SessionInput, v1::SessionOutput>;
-  auto sessions = sessions_;
-  Session::Listen(&service_, cq, &shutdown_, &Service::RequestSession,
-                  std::make_shared<const Session::Factory>(
-                      [sessions, &gate](grpc::ServerContext& context) -> Session::FactoryResult {
-                        if (absl::Status admitted = gate.Admit(context, "Session");
-                            !admitted.ok()) {
-                          return admitted;
-                        }
-                        if (sessions) return sessions();
-                        return std::make_unique<UnavailableSession>();
-                      }));
+  using Session = StreamMethod<Service, v1::SessionInput, v1::SessionOutput>;
+  Session::Listen(
+      context, service_, shutdown_, &Service::RequestSession,
+      [sessions = sessions_, &gate,
+       blocking](grpc::ServerContext& server_context) -> Session::FactoryResult {
+        if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {
+          return admitted;
+        }
+        std::unique_ptr<BlockingSessionHandler> session;
+        if (sessions) session = sessions();
+        if (session == nullptr) session = std::make_unique<UnavailableSession>();
+        return std::make_unique<BlockingSession>(std::move(session), blocking);
+      });
 
-  using Upload = ServerStreamCall<Service, v1::UploadRequest, v1::UploadEvent>;
-  auto upload = upload_;
+  using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;
   const AccessLog& access_log = *access_log_;
-  Upload::Listen(&service_, cq, &shutdown_, &Service::RequestUpload,
-                 std::make_shared<const Upload::Handler>(
-                     [upload, &gate, &access_log](grpc::ServerContext& context,
-                                                  const v1::UploadRequest& request,
-                                                  const Upload::Emit& emit) {
-                       if (absl::Status admitted = gate.Admit(context, "Upload"); !admitted.ok()) {
-                         return ToGrpcStatus(admitted);
-                       }
-                       access_log.Write("upload", CallGate::PeerIdentity(context),
-                                        UploadSummary(request));
-                       if (!upload) {
-                         return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                             "this server does not serve uploads yet");
-                       }
-                       return ToGrpcStatus(upload(request, emit));
-                     }));
+  Upload::Listen(context, service_, shutdown_, &Service::RequestUpload, uploads_->get_executor(),
+                 [upload = upload_, &gate, &access_log](
+                     grpc::ServerContext& server_context, const v1::UploadRequest& request,
+                     const Upload::Emit& emit, std::stop_token stop) {
+                   if (absl::Status admitted = gate.Admit(server_context, "Upload");
+                       !admitted.ok()) {
+                     return ToGrpcStatus(admitted);
+                   }
+                   access_log.Write("upload", CallGate::PeerIdentity(server_context),
+                                    UploadSummary(request));
+                   if (!upload) {
+                     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                         "this server does not serve uploads yet");
+                   }
+                   return ToGrpcStatus(upload(request, emit, stop));
+                 });
 }
 
 void RpcServer::SetServing(bool serving) {
@@ -304,15 +352,25 @@ void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
                " grace: stopping them");
     if (stop_work) stop_work();
   }
-  // Every call has ended, or is cancelled now: close the connections without waiting.
+  // Every call has ended, or is cancelled now (which cancels what its handler awaits and asks
+  // an upload to stop): close the connections without waiting.
   grpc_server_cancel_all_calls(server_->c_server());
   shutter.join();
   if (stop_work) stop_work();
-  // From here no call starts an operation, so the queues may be shut down (gRPC aborts the
-  // process on an operation started on a queue that is shut down).
-  shutdown_.Close();
-  for (auto& queue : queues_) queue->Shutdown();
-  threads_.clear();  // joins, once each queue is shut down and drained
+  // The cancelled calls' coroutines need their contexts running to end.
+  if (!shutdown_.AwaitNoCalls(absl::Now() + kCancelledCallsEnd)) {
+    LogWarning("calls still running ", absl::FormatDuration(kCancelledCallsEnd),
+               " after they were cancelled: stopping without them");
+  }
+  // Each context shuts its queue down on its own thread, where every operation starts, so no
+  // operation is ever started on a queue that is shut down (gRPC would abort the process).
+  for (auto& context : contexts_) context->Shutdown();
+  for (std::thread& thread : threads_) thread.join();
+  threads_.clear();
+  // Work still running there finishes on its own; what it hands back to a context is dropped.
+  blocking_->join();
+  uploads_->join();
+  contexts_.clear();
   server_.reset();
 }
 

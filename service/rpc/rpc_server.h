@@ -1,31 +1,50 @@
-// Where requests enter: the gRPC server, its completion-queue threads, and the table that
-// routes each RPC of cnp.v1.Functions to the code that serves it.
+// Where requests enter: the gRPC server, its threads (each running one completion queue as an
+// Asio execution context, grpc_asio/grpc_context.h), and the table that routes each RPC of
+// cnp.v1.Functions to the coroutine that serves it.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "asio/thread_pool.hpp"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "grpcpp/server_builder.h"
+#include "service/grpc_asio/grpc_context.h"
 #include "service/rpc/access_log.h"
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/function_calls.h"
-#include "service/rpc/queue_thread.h"
-#include "service/rpc/server_stream_call.h"
 #include "service/rpc/stream_call.h"
 #include "service/rpc/transport_security.h"
 
 namespace cnp::rpc {
 
-using SessionHandler = StreamHandler<v1::SessionInput, v1::SessionOutput>;
+// One CouchDB session (the Session stream), answered with blocking calls: run on the server's
+// executor for blocking work, one line at a time, never on a gRPC thread.
+class BlockingSessionHandler {
+ public:
+  virtual ~BlockingSessionHandler() = default;
+  // The answer to one line: an output, nothing (reset), or an error that ends the stream.
+  virtual absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput& input) = 0;
+  // After writing this output the stream ends.
+  virtual bool EndsStream(const v1::SessionOutput&) { return false; }
+};
+using SessionFactory = std::function<std::unique_ptr<BlockingSessionHandler>()>;
+
 using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
-using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&)>;
+// Runs on the server's upload executor. `stop` is requested when the call is cancelled (client
+// gone, deadline, shutdown): the upload should end between its steps.
+using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&,
+                                                 std::stop_token stop)>;
 
 // cnp.v1.Functions on the async API, with Map served on its wire form (encoded_map_call.h).
 using FunctionsService = v1::Functions::WithRawMethod_Map<
@@ -37,16 +56,21 @@ using FunctionsService = v1::Functions::WithRawMethod_Map<
 struct ServerOptions {
   std::vector<std::string> listen;  // "unix:/path", "127.0.0.1:50051", "[::1]:7070", ...
   TransportSecurity security;
-  // Completion queues, each served by its own thread (see queue_thread.h).
-  int threads = 4;
+  // Completion queues, each an execution context run by its own thread.
+  int threads = 2;
+  // Threads that run the synchronous work of calls (function calls, sessions) while their
+  // coroutines wait: the most calls computing at once.
+  int blocking_threads = 8;
+  // Threads that run uploads (each holds one for its whole run; more wait their turn).
+  int upload_threads = 2;
   // The largest request or response (--max-call-bytes).
   int max_message_bytes = 64 << 20;
 };
 
 class RpcServer {
  public:
-  RpcServer(ServerOptions options, FunctionCalls& calls,
-            std::function<std::unique_ptr<SessionHandler>()> sessions, UploadHandler upload);
+  RpcServer(ServerOptions options, FunctionCalls& calls, SessionFactory sessions,
+            UploadHandler upload);
   ~RpcServer();
 
   // Binds every address and starts the polling threads. Refuses a plaintext TCP listener on
@@ -57,14 +81,14 @@ class RpcServer {
   // a shutdown, so that load balancers stop sending first.
   void SetServing(bool serving);
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
-  // then cancels the rest and joins the threads. `stop_work` runs once the grace is over, or
-  // once gRPC has let go of every call, whichever comes first: it must make handlers still
-  // running return soon (the pool kills the workers they wait for). Must not be called from a
-  // polling thread.
+  // then cancels the rest (their handlers are cancelled, uploads told to stop) and joins the
+  // threads. `stop_work` runs once the grace is over, or once gRPC has let go of every call,
+  // whichever comes first: it must make handlers still running return soon (the pool kills the
+  // workers they wait for). Must not be called from a server thread.
   void Shutdown(absl::Duration grace, const std::function<void()>& stop_work = nullptr);
 
  private:
-  void ListenAll(grpc::ServerCompletionQueue* cq);
+  void ListenAll(grpc_asio::GrpcContext& context);
   // Opens the listening sockets and registers one gRPC acceptor for each.
   absl::Status OpenListeners(grpc::ServerBuilder& builder);
 
@@ -74,13 +98,16 @@ class RpcServer {
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   FunctionCalls& calls_;
-  std::function<std::unique_ptr<SessionHandler>()> sessions_;
+  SessionFactory sessions_;
   UploadHandler upload_;
   FunctionsService service_;
+  // Declared before what may hold calls, so that it outlives them.
   ShutdownGate shutdown_;
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::optional<asio::thread_pool> blocking_;
+  std::optional<asio::thread_pool> uploads_;
+  std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;
   std::unique_ptr<grpc::Server> server_;
-  std::vector<std::unique_ptr<QueueThread>> threads_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace cnp::rpc

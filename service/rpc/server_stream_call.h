@@ -1,107 +1,119 @@
-// One server-streaming RPC on the async API (Upload). The handler may take hours (a staged
-// index build), so it runs on a thread of its own rather than holding a polling thread; each
-// emitted message waits for its write to complete, which a polling thread reports.
+// One server-streaming RPC (Upload) on a GrpcContext. Its handler is synchronous code that may
+// take hours (a staged index build) and blocks on HTTP, so it runs on an executor the server
+// owns for such work (`blocking`, an asio::thread_pool joined at shutdown) while the call's
+// coroutine awaits it; each message it emits is written by the context's thread, the handler
+// waiting for that write.
+//
+// When the call is cancelled (the client cancels or goes away, its deadline passes, the server
+// shuts down) the handler's std::stop_token is told, and emitting fails from then on: the
+// handler is expected to stop between its steps.
 #pragma once
 
+#include <exception>
 #include <functional>
+#include <future>
 #include <memory>
-#include <thread>
+#include <stop_token>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "asio/any_io_executor.hpp"
+#include "asio/awaitable.hpp"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/this_coro.hpp"
 #include "grpcpp/grpcpp.h"
-#include "service/rpc/call.h"
+#include "service/common/log.h"
+#include "service/common/run_blocking.h"
+#include "service/grpc_asio/call_done.h"
+#include "service/grpc_asio/grpc_context.h"
+#include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/shutdown_gate.h"
 
 namespace cnp::rpc {
 
 template <class Service, class Request, class Response>
-class ServerStreamCall final : public Call {
+class ServerStreamMethod
+    : public std::enable_shared_from_this<ServerStreamMethod<Service, Request, Response>> {
  public:
   using Writer = grpc::ServerAsyncWriter<Response>;
   using Requester = void (Service::*)(grpc::ServerContext*, Request*, Writer*,
                                       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
-  // Sends one message; false when the client has gone away.
+  // Sends one message; false when the call is over (client gone, cancelled).
   using Emit = std::function<bool(const Response&)>;
-  using Handler =
-      std::function<grpc::Status(grpc::ServerContext&, const Request&, const Emit&)>;
+  using Handler = std::function<grpc::Status(grpc::ServerContext&, const Request&, const Emit&,
+                                             std::stop_token)>;
 
-  static void Listen(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-                     Requester requester, std::shared_ptr<const Handler> handler) {
-    auto* call = new ServerStreamCall(service, cq, gate, requester, std::move(handler));
-    if (!gate->Open([call] {
-          (call->service_->*call->requester_)(&call->context_, &call->request_, &call->writer_,
-                                              call->cq_, call->cq_, call);
-        })) {
-      delete call;
-    }
+  static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+                     Requester requester, asio::any_io_executor blocking, Handler handler) {
+    std::make_shared<ServerStreamMethod>(context, service, gate, requester, std::move(blocking),
+                                         std::move(handler))
+        ->AwaitNextCall();
   }
 
-  ~ServerStreamCall() override {
-    if (begun_) gate_->CallEnds();
-  }
-
-  void Proceed(bool ok) override {
-    if (!ok || finished_) return delete this;
-    Listen(service_, cq_, gate_, requester_, handler_);
-    gate_->CallBegins();
-    begun_ = true;
-    finished_ = true;
-    std::thread([this] {
-      grpc::Status status = (*handler_)(context_, request_, [this](const Response& r) {
-        return Write(r);
-      });
-      if (!gate_->Open([&] { writer_.Finish(status, this); })) delete this;
-    }).detach();
-  }
+  ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+                     Requester requester, asio::any_io_executor blocking, Handler handler)
+      : context_(context), service_(service), gate_(gate), requester_(requester),
+        blocking_(std::move(blocking)), handler_(std::move(handler)) {}
 
  private:
-  // Completion of one write, waited for by the handler's thread.
-  class WriteDone final : public Call {
-   public:
-    void Proceed(bool ok) override {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-      ok_ = ok;
-    }
-    bool Wait() {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(&done_));
-      done_ = false;
-      return ok_;
-    }
-
-   private:
-    absl::Mutex mu_;
-    bool done_ ABSL_GUARDED_BY(mu_) = false;
-    bool ok_ ABSL_GUARDED_BY(mu_) = false;
+  struct Call {
+    explicit Call(grpc_asio::GrpcContext& context) : done(context, server_context) {}
+    grpc::ServerContext server_context;
+    grpc_asio::CallDone done;
+    Request request;
+    Writer writer{&server_context};
   };
 
-  ServerStreamCall(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-                   Requester requester, std::shared_ptr<const Handler> handler)
-      : service_(service), cq_(cq), gate_(gate), requester_(requester),
-        handler_(std::move(handler)), writer_(&context_) {}
-
-  bool Write(const Response& response) {
-    if (client_gone_) return false;
-    // A closed gate means the server has shut down: as good as a client gone.
-    client_gone_ = !gate_->Open([&] { writer_.Write(response, &write_done_); }) ||
-                   !write_done_.Wait();
-    return !client_gone_;
+  void AwaitNextCall() {
+    auto call = std::make_shared<Call>(context_);
+    asio::co_spawn(context_, Serve(this->shared_from_this(), call),
+                   asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
+                     if (e) LogError("a server-streaming call's coroutine failed unexpectedly");
+                   }));
   }
 
-  Service* service_;
-  grpc::ServerCompletionQueue* cq_;
-  ShutdownGate* gate_;
-  Requester requester_;
-  std::shared_ptr<const Handler> handler_;
-  grpc::ServerContext context_;
-  Request request_;
-  Writer writer_;
-  WriteDone write_done_;
-  bool client_gone_ = false;
-  bool finished_ = false;
-  bool begun_ = false;
+  static asio::awaitable<void> Serve(std::shared_ptr<ServerStreamMethod> self,
+                                     std::shared_ptr<Call> call) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    grpc_asio::GrpcContext& context = self->context_;
+    if (!co_await grpc_asio::RequestCall(context, self->service_, self->requester_,
+                                         call->server_context, call->request, call->writer)) {
+      co_return;
+    }
+    self->AwaitNextCall();
+    CountedCall counted(self->gate_);
+    // The handler's thread waits for each write, which only this context's thread may start.
+    auto write = [&context, &call = *call](const Response& response, std::stop_token stop) {
+      if (stop.stop_requested()) return false;
+      std::promise<bool> written;
+      context.Post([&] {
+        grpc_asio::Write(context, call.writer, response,
+                         [&written](bool ok) { written.set_value(ok); });
+      });
+      return written.get_future().get();
+    };
+    grpc::Status status = co_await RunBlocking(
+        self->blocking_, [&](std::stop_token stop) {
+          bool gone = false;
+          Emit emit = [&](const Response& response) {
+            gone = gone || !write(response, stop);
+            return !gone;
+          };
+          try {
+            return self->handler_(call->server_context, call->request, emit, stop);
+          } catch (const std::exception& e) {
+            return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+          }
+        });
+    co_await grpc_asio::Finish(context, call->writer, status);
+    co_await call->done.Wait();
+  }
+
+  grpc_asio::GrpcContext& context_;
+  Service& service_;
+  ShutdownGate& gate_;
+  const Requester requester_;
+  const asio::any_io_executor blocking_;
+  const Handler handler_;
 };
 
 }  // namespace cnp::rpc

@@ -1,10 +1,8 @@
-// What the calls of one server share so that it can shut down safely and promptly.
+// What the calls of one server share so that it can shut down promptly: how many calls are
+// still running, and which streams to end.
 //
-// gRPC aborts the process (grpc_cq_begin_op assertion) when an operation is started on a
-// completion queue that has been shut down - and a call whose handler was still running when
-// shutdown began would do just that when it finished. So every call starts its operations
-// through the gate, and the server closes the gate before it shuts the queues down: a call that
-// finds it closed drops the operation and deletes itself.
+// (That no operation is started on a completion queue that has been shut down, which gRPC
+// answers by aborting the process, is the GrpcContext's part: see grpc_asio/grpc_context.h.)
 //
 // Streams (the CouchDB session, MapStream) wait for their client's next message for as long as
 // the client likes; one idle stream would hold every shutdown for the whole grace. They register
@@ -23,6 +21,7 @@ namespace cnp::rpc {
 class DrainableStream {
  public:
   // Ends the stream now if it waits for its client, else after the message it is handling.
+  // Called from the thread that shuts the server down.
   virtual void Drain() = 0;
 
  protected:
@@ -31,22 +30,7 @@ class DrainableStream {
 
 class ShutdownGate {
  public:
-  // Runs `start`, which starts one gRPC operation, unless the gate is closed. False when closed:
-  // the operation was not started and no event will come for it.
-  template <class Start>
-  bool Open(Start&& start) {
-    absl::ReaderMutexLock lock(&mu_);
-    if (closed_) return false;
-    start();
-    return true;
-  }
-  // After this no call starts an operation; operations already started still complete.
-  void Close() {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-  }
-
-  // A call accepted and not yet deleted: the ones shutdown waits for.
+  // A call accepted and not yet over: the ones shutdown waits for.
   void CallBegins() {
     absl::MutexLock lock(&calls_mu_);
     ++calls_;
@@ -82,13 +66,23 @@ class ShutdownGate {
   }
 
  private:
-  absl::Mutex mu_;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Mutex calls_mu_;
   int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
   absl::Mutex streams_mu_;
   bool draining_ ABSL_GUARDED_BY(streams_mu_) = false;
   std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
+};
+
+// Counts one call for as long as it lives.
+class CountedCall {
+ public:
+  explicit CountedCall(ShutdownGate& gate) : gate_(gate) { gate_.CallBegins(); }
+  ~CountedCall() { gate_.CallEnds(); }
+  CountedCall(const CountedCall&) = delete;
+  CountedCall& operator=(const CountedCall&) = delete;
+
+ private:
+  ShutdownGate& gate_;
 };
 
 }  // namespace cnp::rpc

@@ -1,20 +1,32 @@
-// One bidirectional stream on the async API, in lockstep: read a request, run the stream's
-// handler on this thread, write its answer (if any), read the next. Long-lived streams (the
-// adapter's session, MapStream) therefore cost no thread hop per message.
+// One bidirectional stream on a GrpcContext, in lockstep, as one coroutine: read a request,
+// await the stream's handler, write its answer (if any), read the next. Long-lived streams (the
+// adapter's session, MapStream) cost no thread hop per message.
+//
+// The handler's awaits are bound to the stream's cancellation: a client that cancels or goes
+// away mid-message cancels the work it was waiting for.
 //
 // At shutdown (ShutdownGate::DrainStreams) a stream waiting for its client ends at once, and one
 // handling a message writes that answer and then ends: the client (cnp-adapter) reconnects to
 // another server and replays its session there.
 #pragma once
 
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "asio/awaitable.hpp"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/this_coro.hpp"
 #include "grpcpp/grpcpp.h"
-#include "service/rpc/call.h"
+#include "service/common/log.h"
+#include "service/grpc_asio/call_done.h"
+#include "service/grpc_asio/grpc_context.h"
+#include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/status_mapping.h"
 
@@ -26,15 +38,15 @@ class StreamHandler {
  public:
   virtual ~StreamHandler() = default;
   // The answer to one request: a response to write, nothing (no answer for this request), or
-  // an error that ends the stream with that status.
-  // The request may be consumed.
-  virtual absl::StatusOr<std::optional<Response>> Handle(Request& request) = 0;
+  // an error that ends the stream with that status. The request may be consumed.
+  virtual asio::awaitable<absl::StatusOr<std::optional<Response>>> Handle(Request& request) = 0;
   // After writing this response the stream ends (OK).
   virtual bool EndsStream(const Response&) { return false; }
 };
 
 template <class Service, class Request, class Response>
-class StreamCall final : public Call, public DrainableStream {
+class StreamMethod
+    : public std::enable_shared_from_this<StreamMethod<Service, Request, Response>> {
  public:
   using Stream = grpc::ServerAsyncReaderWriter<Response, Request>;
   using Requester = void (Service::*)(grpc::ServerContext*, Stream*, grpc::CompletionQueue*,
@@ -43,117 +55,129 @@ class StreamCall final : public Call, public DrainableStream {
   using FactoryResult = absl::StatusOr<std::unique_ptr<StreamHandler<Request, Response>>>;
   using Factory = std::function<FactoryResult(grpc::ServerContext&)>;
 
-  static void Listen(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-                     Requester requester, std::shared_ptr<const Factory> factory) {
-    auto* call = new StreamCall(service, cq, gate, requester, std::move(factory));
-    call->Start([call] {
-      (call->service_->*call->requester_)(&call->context_, &call->stream_, call->cq_, call->cq_,
-                                          call);
-    });
+  static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+                     Requester requester, Factory factory) {
+    std::make_shared<StreamMethod>(context, service, gate, requester, std::move(factory))
+        ->AwaitNextStream();
   }
 
-  ~StreamCall() override {
-    if (registered_) gate_->RemoveStream(this);
-    if (begun_) gate_->CallEnds();
-  }
-
-  void Proceed(bool ok) override {
-    switch (state_) {
-      case State::kAccepting:
-        if (!ok) return delete this;
-        Listen(service_, cq_, gate_, requester_, factory_);
-        gate_->CallBegins();
-        begun_ = true;
-        registered_ = gate_->AddStream(this);
-        if (!registered_) return Finish(ShuttingDown());
-        if (FactoryResult handler = (*factory_)(context_); handler.ok()) {
-          handler_ = std::move(*handler);
-        } else {
-          return Finish(ToGrpcStatus(handler.status()));
-        }
-        return ReadNext();
-      case State::kReading: {
-        {
-          absl::MutexLock lock(&mu_);
-          waiting_for_client_ = false;
-        }
-        if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
-        absl::StatusOr<std::optional<Response>> answer = handler_->Handle(request_);
-        if (!answer.ok()) return Finish(WithRetryAdvice(ToGrpcStatus(answer.status()), context_));
-        if (!answer->has_value()) return ReadNext();
-        response_ = std::move(**answer);
-        ending_ = handler_->EndsStream(response_);
-        state_ = State::kWriting;
-        return Start([this] { stream_.Write(response_, this); });
-      }
-      case State::kWriting:
-        if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
-        if (ending_) return Finish(grpc::Status::OK);
-        return ReadNext();
-      case State::kFinishing:
-        return delete this;
-    }
-  }
-
-  void Drain() override {
-    absl::MutexLock lock(&mu_);
-    draining_ = true;
-    // The pending read completes with ok=false, which finishes the stream.
-    if (waiting_for_client_) context_.TryCancel();
-  }
+  StreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+               Requester requester, Factory factory)
+      : context_(context), service_(service), gate_(gate), requester_(requester),
+        factory_(std::move(factory)) {}
 
  private:
-  enum class State { kAccepting, kReading, kWriting, kFinishing };
+  struct Call final : DrainableStream {
+    explicit Call(grpc_asio::GrpcContext& context) : done(context, server_context) {}
 
-  StreamCall(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-             Requester requester, std::shared_ptr<const Factory> factory)
-      : service_(service), cq_(cq), gate_(gate), requester_(requester),
-        factory_(std::move(factory)), stream_(&context_) {}
+    void Drain() override {
+      absl::MutexLock lock(&mu);
+      draining = true;
+      // The pending read completes with ok=false, which ends the stream.
+      if (waiting_for_client) server_context.TryCancel();
+    }
+    // Before reading: false when the stream is to end instead.
+    bool BeginWaiting() {
+      absl::MutexLock lock(&mu);
+      waiting_for_client = !draining;
+      return !draining;
+    }
+    void EndWaiting() {
+      absl::MutexLock lock(&mu);
+      waiting_for_client = false;
+    }
+
+    grpc::ServerContext server_context;
+    grpc_asio::CallDone done;
+    Stream stream{&server_context};
+    absl::Mutex mu;  // Drain() comes from the thread that shuts the server down
+    bool draining ABSL_GUARDED_BY(mu) = false;
+    bool waiting_for_client ABSL_GUARDED_BY(mu) = false;
+  };
+
+  // Registered for draining while it lives.
+  class Registration {
+   public:
+    Registration(ShutdownGate& gate, Call& call) : gate_(gate), call_(call) {
+      registered_ = gate.AddStream(&call);
+    }
+    ~Registration() {
+      if (registered_) gate_.RemoveStream(&call_);
+    }
+    bool registered() const { return registered_; }
+
+   private:
+    ShutdownGate& gate_;
+    Call& call_;
+    bool registered_;
+  };
 
   static grpc::Status ShuttingDown() {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is shutting down; reconnect to another one");
   }
 
-  // Starts one operation, or deletes this call when the server no longer takes any.
-  template <class Op>
-  void Start(Op&& op) {
-    if (!gate_->Open(std::forward<Op>(op))) delete this;
+  void AwaitNextStream() {
+    auto call = std::make_shared<Call>(context_);
+    asio::co_spawn(context_, Serve(this->shared_from_this(), call),
+                   asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
+                     if (e) LogError("a stream's coroutine failed unexpectedly");
+                   }));
   }
 
-  void ReadNext() {
-    bool draining;
-    {
-      absl::MutexLock lock(&mu_);
-      draining = draining_;
-      waiting_for_client_ = !draining;
+  static asio::awaitable<void> Serve(std::shared_ptr<StreamMethod> self,
+                                     std::shared_ptr<Call> call) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    grpc_asio::GrpcContext& context = self->context_;
+    if (!co_await grpc_asio::RequestStream(context, self->service_, self->requester_,
+                                           call->server_context, call->stream)) {
+      co_return;
     }
-    if (draining) return Finish(ShuttingDown());
-    state_ = State::kReading;
-    Start([this] { stream_.Read(&request_, this); });
-  }
-  void Finish(const grpc::Status& status) {
-    state_ = State::kFinishing;
-    Start([&] { stream_.Finish(status, this); });
+    self->AwaitNextStream();
+    CountedCall counted(self->gate_);
+    grpc::Status status = ShuttingDown();
+    {
+      Registration registration(self->gate_, *call);
+      // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
+      if (registration.registered()) {
+        try {
+          status = co_await self->Converse(*call);
+        } catch (const std::exception& e) {
+          status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+        }
+      }
+    }
+    co_await grpc_asio::Finish(context, call->stream, status);
+    co_await call->done.Wait();
   }
 
-  Service* service_;
-  grpc::ServerCompletionQueue* cq_;
-  ShutdownGate* gate_;
-  Requester requester_;
-  std::shared_ptr<const Factory> factory_;
-  grpc::ServerContext context_;
-  Stream stream_;
-  std::unique_ptr<StreamHandler<Request, Response>> handler_;
-  Request request_;
-  Response response_;
-  State state_ = State::kAccepting;
-  bool ending_ = false;
-  bool registered_ = false;
-  bool begun_ = false;
-  absl::Mutex mu_;  // Drain() comes from the thread that shuts the server down
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  bool waiting_for_client_ ABSL_GUARDED_BY(mu_) = false;
+  asio::awaitable<grpc::Status> Converse(Call& call) {
+    FactoryResult made = factory_(call.server_context);
+    if (!made.ok()) co_return ToGrpcStatus(made.status());
+    std::unique_ptr<StreamHandler<Request, Response>> handler = std::move(*made);
+    Request request;
+    for (;;) {
+      if (!call.BeginWaiting()) co_return ShuttingDown();
+      const bool read = co_await grpc_asio::Read(context_, call.stream, request);
+      call.EndWaiting();
+      if (!read) co_return grpc::Status::OK;  // the client closed its side
+      absl::StatusOr<std::optional<Response>> answer = co_await handler->Handle(request);
+      if (!answer.ok()) co_return WithRetryAdvice(ToGrpcStatus(answer.status()), call.server_context);
+      if (!answer->has_value()) continue;
+      const Response response = std::move(**answer);
+      const bool ending = handler->EndsStream(response);
+      if (!co_await grpc_asio::Write(context_, call.stream, response)) {
+        co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      if (ending) co_return grpc::Status::OK;
+    }
+  }
+
+  grpc_asio::GrpcContext& context_;
+  Service& service_;
+  ShutdownGate& gate_;
+  const Requester requester_;
+  const Factory factory_;
 };
 
 }  // namespace cnp::rpc

@@ -1,78 +1,97 @@
-// One unary RPC on the async API: wait for a request, run the handler on this thread, finish.
+// One unary RPC on a GrpcContext: each call is one coroutine that waits for a request, arms the
+// next call, awaits its handler and answers.
+//
+// The handler runs bound to the call's cancellation (grpc_asio/call_done.h): when the client
+// cancels, goes away or its deadline passes, whatever the handler awaits from the worker pool
+// is cancelled at once (a queued task dropped, a running one's worker replaced).
 #pragma once
 
+#include <exception>
+#include <functional>
 #include <memory>
 
+#include "asio/awaitable.hpp"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/this_coro.hpp"
 #include "grpcpp/grpcpp.h"
-#include "service/rpc/call.h"
+#include "service/common/log.h"
+#include "service/grpc_asio/call_done.h"
+#include "service/grpc_asio/grpc_context.h"
+#include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/shutdown_gate.h"
 
 namespace cnp::rpc {
 
 template <class Service, class Request, class Response>
-class UnaryCall final : public Call {
+class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Request, Response>> {
  public:
   using Requester = void (Service::*)(grpc::ServerContext*, Request*,
                                       grpc::ServerAsyncResponseWriter<Response>*,
                                       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
-  // Runs on the polling thread; the returned status finishes the call.
-  using Handler = std::function<grpc::Status(grpc::ServerContext&, Request&, Response&)>;
+  // Runs on the context's thread; the returned status finishes the call.
+  using Handler =
+      std::function<asio::awaitable<grpc::Status>(grpc::ServerContext&, Request&, Response&)>;
 
-  // Starts accepting calls of this method on `cq`. Each accepted call arms the next one.
-  static void Listen(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-                     Requester requester, std::shared_ptr<const Handler> handler) {
-    auto* call = new UnaryCall(service, cq, gate, requester, std::move(handler));
-    if (!gate->Open([call] {
-          (call->service_->*call->requester_)(&call->context_, &call->request_,
-                                              &call->responder_, call->cq_, call->cq_, call);
-        })) {
-      delete call;
-    }
+  // Starts serving calls of this method on `context` until the server shuts down.
+  static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+                     Requester requester, Handler handler) {
+    std::make_shared<UnaryMethod>(context, service, gate, requester, std::move(handler))
+        ->AwaitNextCall();
   }
 
-  ~UnaryCall() override {
-    if (begun_) gate_->CallEnds();
-  }
-
-  void Proceed(bool ok) override {
-    if (!ok || finished_) {
-      delete this;
-      return;
-    }
-    Listen(service_, cq_, gate_, requester_, handler_);
-    gate_->CallBegins();
-    begun_ = true;
-    grpc::Status status = (*handler_)(context_, request_, response_);
-    finished_ = true;
-    // Closed when the server shut down while the handler ran: there is no one left to answer.
-    if (!gate_->Open([&] {
-          if (status.ok()) {
-            responder_.Finish(response_, status, this);
-          } else {
-            responder_.FinishWithError(status, this);
-          }
-        })) {
-      delete this;
-    }
-  }
+  UnaryMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
+              Requester requester, Handler handler)
+      : context_(context), service_(service), gate_(gate), requester_(requester),
+        handler_(std::move(handler)) {}
 
  private:
-  UnaryCall(Service* service, grpc::ServerCompletionQueue* cq, ShutdownGate* gate,
-            Requester requester, std::shared_ptr<const Handler> handler)
-      : service_(service), cq_(cq), gate_(gate), requester_(requester),
-        handler_(std::move(handler)), responder_(&context_) {}
+  // What one call holds; kept alive by its coroutine's completion handler, which outlives the
+  // coroutine and so the cancellation slot bound to it.
+  struct Call {
+    explicit Call(grpc_asio::GrpcContext& context) : done(context, server_context) {}
+    grpc::ServerContext server_context;
+    grpc_asio::CallDone done;
+    Request request;
+    Response response;
+    grpc::ServerAsyncResponseWriter<Response> responder{&server_context};
+  };
 
-  Service* service_;
-  grpc::ServerCompletionQueue* cq_;
-  ShutdownGate* gate_;
-  Requester requester_;
-  std::shared_ptr<const Handler> handler_;
-  grpc::ServerContext context_;
-  Request request_;
-  Response response_;
-  grpc::ServerAsyncResponseWriter<Response> responder_;
-  bool finished_ = false;
-  bool begun_ = false;
+  void AwaitNextCall() {
+    auto call = std::make_shared<Call>(context_);
+    asio::co_spawn(context_, Serve(this->shared_from_this(), call),
+                   asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
+                     if (e) LogError("a unary call's coroutine failed unexpectedly");
+                   }));
+  }
+
+  static asio::awaitable<void> Serve(std::shared_ptr<UnaryMethod> self,
+                                     std::shared_ptr<Call> call) {
+    // The call's cancellation reaches the handler's awaits; answering it must still work.
+    co_await asio::this_coro::throw_if_cancelled(false);
+    grpc_asio::GrpcContext& context = self->context_;
+    if (!co_await grpc_asio::RequestCall(context, self->service_, self->requester_,
+                                         call->server_context, call->request,
+                                         call->responder)) {
+      co_return;  // the server is shutting down; no done event comes for a call never started
+    }
+    self->AwaitNextCall();
+    CountedCall counted(self->gate_);
+    grpc::Status status;
+    try {
+      status = co_await self->handler_(call->server_context, call->request, call->response);
+    } catch (const std::exception& e) {
+      status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+    }
+    co_await grpc_asio::FinishUnary(context, call->responder, call->response, status);
+    co_await call->done.Wait();
+  }
+
+  grpc_asio::GrpcContext& context_;
+  Service& service_;
+  ShutdownGate& gate_;
+  const Requester requester_;
+  const Handler handler_;
 };
 
 }  // namespace cnp::rpc

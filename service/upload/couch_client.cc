@@ -24,6 +24,17 @@ struct BodySink {
 // Called by libcurl (C): nothing may escape. Returning less than it was given makes curl fail
 // the transfer, which is the right outcome for a body over the limit or one that does not fit
 // in memory.
+// libcurl asks about once a second, and more often while data flows.
+int AbortWhenStopped(void* stop, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+  return static_cast<const std::stop_token*>(stop)->stop_requested() ? 1 : 0;
+}
+
+absl::Status Stopped() {
+  return absl::CancelledError(
+      "the upload was cancelled (the client went away, its deadline passed, or the server is "
+      "shutting down)");
+}
+
 size_t AppendToBody(char* data, size_t size, size_t count, void* target) noexcept {
   auto* sink = static_cast<BodySink*>(target);
   const size_t bytes = size * count;
@@ -136,6 +147,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
                                                   absl::Duration timeout) {
   CURL* curl = static_cast<CURL*>(curl_);
   if (curl == nullptr) return absl::InternalError("libcurl could not be initialised");
+  if (options_.stop.stop_requested()) return Stopped();
   curl_easy_reset(curl);  // keeps the connection cache
 
   std::string url = absl::StrCat(options_.base_url, path);
@@ -176,8 +188,15 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
   }
 
+  if (options_.stop.stop_possible()) {
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortWhenStopped);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &options_.stop);
+  }
+
   CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(headers);
+  if (code == CURLE_ABORTED_BY_CALLBACK) return Stopped();
   if (sink.too_long) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "CouchDB's answer from ", options_.base_url, " exceeded ", sink.max_bytes,

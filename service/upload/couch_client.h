@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <stop_token>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -29,6 +30,9 @@ class CouchClient {
     // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
     // is not CouchDB must not be able to fill the service's memory.
     int64_t max_response_bytes = int64_t{64} << 20;
+    // Once a stop is requested (the Upload call was cancelled), a request in progress is
+    // aborted within about a second and every request fails CANCELLED.
+    std::stop_token stop;
   };
 
   explicit CouchClient(Options options);
@@ -39,7 +43,8 @@ class CouchClient {
   // `path` starts with "/" and is already escaped (see EscapeSegment). A status other than
   // OK means no HTTP answer came back (refused, timed out, TLS failure): UNAVAILABLE with a
   // message saying which server could not be reached; or an answer longer than
-  // max_response_bytes: RESOURCE_EXHAUSTED. Redirects are not followed.
+  // max_response_bytes: RESOURCE_EXHAUSTED; or a stop was requested: CANCELLED. Redirects are
+  // not followed.
   absl::StatusOr<HttpResponse> Get(absl::string_view path);
   absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json);
   absl::StatusOr<HttpResponse> Delete(absl::string_view path);
@@ -50,6 +55,7 @@ class CouchClient {
   absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
 
   const std::string& base_url() const { return options_.base_url; }
+  const std::stop_token& stop() const { return options_.stop; }
 
   // Percent-encodes one path segment ("a/b" -> "a%2Fb"): database names may contain '/'.
   static std::string EscapeSegment(absl::string_view segment);

@@ -1,6 +1,9 @@
 #include "service/upload/staged_index.h"
 
+#include <condition_variable>
+#include <mutex>
 #include <optional>
+#include <stop_token>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -13,6 +16,21 @@
 
 namespace cnp::upload {
 namespace {
+
+// Waits `pause`, or less when a stop is requested (the Upload was cancelled): false then.
+bool PauseUnlessStopped(const std::stop_token& stop, absl::Duration pause) {
+  std::mutex mu;
+  std::condition_variable_any never_notified;
+  std::unique_lock lock(mu);
+  never_notified.wait_for(lock, stop, absl::ToChronoNanoseconds(pause), [] { return false; });
+  return !stop.stop_requested();
+}
+
+absl::Status StoppedWhileWaiting() {
+  return absl::CancelledError(
+      "the upload was cancelled while it waited for CouchDB's index build; the staging "
+      "document was left in place");
+}
 
 // CouchDB 3 names a shard's database "shards/<range>/<db>.<suffix>"; 1.x names the database.
 bool SameDatabase(absl::string_view task_database, absl::string_view database) {
@@ -118,7 +136,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
     if (!running.ok()) return running.status();
     if (!*running) break;
     if (!Report("building", done, total)) return absl::CancelledError("the client went away");
-    absl::SleepFor(poll_interval_);
+    if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();
   }
   // The task list may not show a build that has not started yet or was missed between polls;
   // a plain query waits until the index is up to date, so it is the proof.
@@ -233,7 +251,7 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
     if (!Report("settling", info->update_seq, *built_seq_)) {
       return absl::CancelledError("the client went away");
     }
-    absl::SleepFor(poll_interval_);
+    if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();
   }
 }
 

@@ -52,8 +52,9 @@ struct Target {
 class UploadRun {
  public:
   UploadRun(pool::TaskRunner& runner, const Uploader::Options& options,
-            const v1::UploadRequest& request, const Uploader::Emit& emit)
-      : runner_(runner), options_(options), request_(request), emit_(emit) {}
+            const v1::UploadRequest& request, const Uploader::Emit& emit, std::stop_token stop)
+      : runner_(runner), options_(options), request_(request), emit_(emit),
+        stop_(std::move(stop)) {}
 
   absl::Status Execute() {
     if (request_.files_size() == 0) {
@@ -136,6 +137,7 @@ class UploadRun {
     options.ca_pem = request_.ca_pem();
     options.timeout = options_.http_timeout;
     options.max_response_bytes = options_.max_couchdb_response_bytes;
+    options.stop = stop_;
     couch_ = std::make_unique<CouchClient>(std::move(options));
   }
 
@@ -144,6 +146,7 @@ class UploadRun {
     absl::Status first_error;
     std::map<std::string, absl::Status> database_status;
     for (const Target& target : targets) {
+      if (stop_.stop_requested()) return Cancelled();
       auto [known, inserted] = database_status.emplace(target.database, absl::OkStatus());
       if (inserted) known->second = CheckDatabase(target.database);
       absl::Status status = known->second;
@@ -162,12 +165,17 @@ class UploadRun {
   }
 
   bool Send(const v1::UploadEvent& event) {
+    if (stop_.stop_requested()) cancelled_ = true;
     if (cancelled_) return false;
     if (!emit_(event)) cancelled_ = true;
     return !cancelled_;
   }
 
-  absl::Status Cancelled() { return absl::CancelledError("the client went away"); }
+  absl::Status Cancelled() {
+    return absl::CancelledError(
+        "the upload was cancelled (the client went away, its deadline passed, or the server "
+        "is shutting down)");
+  }
 
   std::vector<std::string> FileOrder() const {
     std::vector<std::string> names;
@@ -613,6 +621,7 @@ class UploadRun {
   const Uploader::Options& options_;
   const v1::UploadRequest& request_;
   const Uploader::Emit& emit_;
+  const std::stop_token stop_;
   std::vector<DesignDocSpec> specs_;
   std::unique_ptr<CouchClient> couch_;
   bool cancelled_ = false;
@@ -625,7 +634,8 @@ Uploader::Uploader(pool::TaskRunner& runner) : Uploader(runner, Options()) {}
 Uploader::Uploader(pool::TaskRunner& runner, Options options)
     : runner_(runner), options_(std::move(options)) {}
 
-absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) const {
+absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit,
+                           std::stop_token stop) const {
   // The one place every message leaves through: whatever built it (a curl error, a URL that
   // did not parse, CouchDB's reason), a password in it does not get out.
   Emit redacting = [&emit](const v1::UploadEvent& event) {
@@ -634,7 +644,8 @@ absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit) c
     copy.mutable_problem()->set_message(RedactCredentials(event.problem().message()));
     return emit(copy);
   };
-  absl::Status status = UploadRun(runner_, options_, request, redacting).Execute();
+  absl::Status status =
+      UploadRun(runner_, options_, request, redacting, std::move(stop)).Execute();
   if (status.ok()) return status;
   return absl::Status(status.code(), RedactCredentials(status.message()));
 }

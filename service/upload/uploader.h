@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <stop_token>
 #include <string>
 
 #include "absl/status/status.h"
@@ -63,10 +64,13 @@ class Uploader {
   //   NOT_FOUND          a target database does not exist
   //   ABORTED            a design document kept changing concurrently (409s)
   //   UNKNOWN            CouchDB answered something else (a 5xx, malformed JSON)
-  //   CANCELLED          `emit` returned false
+  //   CANCELLED          `emit` returned false, or `stop` was requested
   // No message, in an event or the status, holds a credential (see RedactCredentials).
   // Safe to call from several threads at once: each run has its own CouchDB connection.
-  absl::Status Run(const v1::UploadRequest& request, const Emit& emit) const;
+  // `stop` (the Upload call was cancelled) ends the run between its steps, aborts a CouchDB
+  // request in progress within about a second, and cuts a staged build's waits short.
+  absl::Status Run(const v1::UploadRequest& request, const Emit& emit,
+                   std::stop_token stop = {}) const;
 
  private:
   pool::TaskRunner& runner_;

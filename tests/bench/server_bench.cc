@@ -4,6 +4,12 @@
 // ratios are what to compare across machines.
 //
 //   bazel run -c opt //tests/bench:server_bench [-- --docs=200000 --batch=5000]
+//
+// With --baseline_server and --baseline_worker (another build of cnp-server and cnp-worker,
+// e.g. of an older commit), it instead compares the two builds side by side, interleaved,
+// --runs times, and prints the median of each figure: batch Map (2 workers), Validate at
+// --callers and --many_callers concurrent callers, the Session stream in lockstep (CouchDB's
+// remote path), and the threads of the idle server.
 #include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -22,6 +28,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "cnp/v1/functions.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "tests/support/server_process.h"
 
 ABSL_FLAG(int, docs, 200000, "documents mapped per measurement");
@@ -31,6 +39,12 @@ ABSL_FLAG(int, concurrency, 2,
           "service works");
 ABSL_FLAG(int, validate_calls, 300, "Validate calls per concurrent caller");
 ABSL_FLAG(int, callers, 16, "concurrent Validate callers");
+ABSL_FLAG(int, many_callers, 256, "concurrent Validate callers of the second latency figure");
+ABSL_FLAG(int, many_callers_calls, 20, "Validate calls per caller of the second figure");
+ABSL_FLAG(int, session_docs, 20000, "map_doc lines sent in lockstep over one Session stream");
+ABSL_FLAG(std::string, baseline_server, "", "a cnp-server build to compare with");
+ABSL_FLAG(std::string, baseline_worker, "", "the cnp-worker of that build");
+ABSL_FLAG(int, runs, 3, "comparison runs (each measures both builds); medians are printed");
 
 namespace {
 
@@ -108,23 +122,36 @@ struct Figures {
   double client_us = 0, server_us = 0, workers_us = 0;
 };
 
-Figures MeasureMap(const std::string& module_dir, int workers, const std::vector<std::string>& docs,
-                   int batch) {
-  auto server = ServerProcess::Start({"--python-path=" + module_dir,
-                                      absl::StrCat("--workers=", workers), "--log-level=warning"});
+// Which build of the programs to run.
+struct Build {
+  std::string name;
+  std::string server;  // empty: this build's own
+  std::string worker;
+};
+
+std::unique_ptr<ServerProcess> StartServer(const Build& build, const std::string& module_dir,
+                                           int workers) {
+  std::vector<std::string> args{"--python-path=" + module_dir,
+                                absl::StrCat("--workers=", workers), "--log-level=warning"};
+  auto server = build.server.empty() ? ServerProcess::Start(args)
+                                     : ServerProcess::Start(args, build.server, build.worker);
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
     std::exit(1);
   }
+  return std::move(*server);
+}
+
+Figures MeasureMap(ServerProcess* server, const std::vector<std::string>& docs, int batch) {
   std::vector<std::vector<std::string>> batches;
   for (size_t i = 0; i < docs.size(); i += batch) {
     batches.emplace_back(docs.begin() + i, docs.begin() + std::min(docs.size(), i + batch));
   }
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   std::vector<std::unique_ptr<cnp::client::Client>> clients;
-  for (int i = 0; i < concurrency; ++i) clients.push_back((*server)->Connect());
+  for (int i = 0; i < concurrency; ++i) clients.push_back(server->Connect());
   (void)clients[0]->Map({"benchfns.town|1"}, batches.front());  // warm up the workers
-  const pid_t pid = (*server)->pid();
+  const pid_t pid = server->pid();
   double client_before = SelfCpuSeconds(), server_before = CpuSeconds(pid),
          workers_before = ChildrenCpuSeconds(pid);
   absl::Time start = absl::Now();
@@ -153,6 +180,173 @@ Figures MeasureMap(const std::string& module_dir, int workers, const std::vector
   return f;
 }
 
+struct Latency {
+  double p50_us = 0, p99_us = 0, calls_per_second = 0;
+};
+
+Latency MeasureValidate(ServerProcess* server, const std::vector<std::string>& docs, int callers,
+                        int calls) {
+  std::vector<std::vector<double>> latencies(callers);
+  std::vector<std::unique_ptr<cnp::client::Client>> clients;
+  for (int c = 0; c < callers; ++c) clients.push_back(server->Connect());
+  std::vector<std::thread> threads;
+  absl::Time start = absl::Now();
+  for (int c = 0; c < callers; ++c) {
+    threads.emplace_back([&, c] {
+      cnp::v1::ValidateRequest request;
+      request.set_function("benchfns.guard");
+      request.set_new_doc(docs[c]);
+      request.set_user_ctx(R"({"db":"bench","name":"bob","roles":[]})");
+      for (int i = 0; i < calls; ++i) {
+        absl::Time t = absl::Now();
+        auto r = clients[c]->Validate(request);
+        if (!r.ok() || r->outcome() != cnp::v1::ValidateResponse::OK) {
+          std::fprintf(stderr, "Validate failed: %s\n", std::string(r.status().message()).c_str());
+          std::exit(1);
+        }
+        latencies[c].push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::vector<double> all;
+  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  return {all[all.size() / 2], all[all.size() * 99 / 100], all.size() / seconds};
+}
+
+// CouchDB's remote path: map_doc lines over one Session stream, each answered before the next
+// is sent (as CouchDB waits for every answer).
+struct Lockstep {
+  double docs_per_second = 0, server_us = 0, workers_us = 0;
+};
+
+Lockstep MeasureSession(ServerProcess* server, const std::vector<std::string>& docs, int n) {
+  auto stub = cnp::v1::Functions::NewStub(
+      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  auto stream = stub->Session(&context);
+  auto exchange = [&](const std::string& line, bool answered) {
+    cnp::v1::SessionInput input;
+    input.set_line(line);
+    cnp::v1::SessionOutput output;
+    if (!stream->Write(input) || (answered && !stream->Read(&output))) {
+      std::fprintf(stderr, "the Session stream failed\n");
+      std::exit(1);
+    }
+  };
+  exchange(R"(["reset",{"reduce_limit":true,"timeout":5000}])", false);
+  exchange(R"(["add_fun","benchfns.town|1"])", true);
+  std::vector<std::string> lines;
+  for (int i = 0; i < n; ++i) {
+    lines.push_back(absl::StrCat(R"(["map_doc",)", docs[i % docs.size()], "]"));
+  }
+  for (int i = 0; i < 1000; ++i) exchange(lines[i % lines.size()], true);  // warm up
+  const pid_t pid = server->pid();
+  const double server_before = CpuSeconds(pid), workers_before = ChildrenCpuSeconds(pid);
+  const absl::Time start = absl::Now();
+  for (const std::string& line : lines) exchange(line, true);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  stream->WritesDone();
+  (void)stream->Finish();
+  return {n / seconds, (CpuSeconds(pid) - server_before) * 1e6 / n,
+          (ChildrenCpuSeconds(pid) - workers_before) * 1e6 / n};
+}
+
+int CountThreads(pid_t pid) {
+  int threads = 0;
+  DIR* tasks = ::opendir(absl::StrCat("/proc/", pid, "/task").c_str());
+  if (tasks == nullptr) return -1;
+  while (dirent* entry = ::readdir(tasks)) threads += entry->d_name[0] != '.';
+  ::closedir(tasks);
+  return threads;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Both builds side by side, interleaved, each figure the median of --runs.
+int Compare(const std::string& dir, const std::vector<std::string>& docs) {
+  const std::vector<Build> builds = {
+      {"baseline", absl::GetFlag(FLAGS_baseline_server), absl::GetFlag(FLAGS_baseline_worker)},
+      {"this build", "", ""}};
+  const int runs = absl::GetFlag(FLAGS_runs);
+  const int callers = absl::GetFlag(FLAGS_callers);
+  const int many = absl::GetFlag(FLAGS_many_callers);
+  enum Figure {
+    kThreads, kMapDocs, kMapCpu, kMapServer, kV16p50, kV16p99, kV16rate, kVManyp50, kVManyp99,
+    kVManyrate, kSessionDocs, kSessionServer, kSessionWorkers, kFigures
+  };
+  const char* names[kFigures] = {
+      "threads of the idle server (2 workers)",
+      "batch Map, 2 workers: docs/s",
+      "batch Map: CPU us/doc (all processes)",
+      "batch Map: server CPU us/doc",
+      "Validate p50 us, 16 callers",
+      "Validate p99 us, 16 callers",
+      "Validate calls/s, 16 callers",
+      "Validate p50 us, many callers",
+      "Validate p99 us, many callers",
+      "Validate calls/s, many callers",
+      "Session lockstep map_doc: docs/s",
+      "Session lockstep: server CPU us/doc",
+      "Session lockstep: worker CPU us/doc"};
+  std::vector<std::vector<std::vector<double>>> figures(
+      builds.size(), std::vector<std::vector<double>>(kFigures));
+  for (int run = 0; run < runs; ++run) {
+    for (size_t b = 0; b < builds.size(); ++b) {
+      std::fprintf(stderr, "run %d of %d: %s\n", run + 1, runs, builds[b].name.c_str());
+      auto server = StartServer(builds[b], dir, 2);
+      auto& f = figures[b];
+      {
+        // Idle: up, nothing asked yet beyond the start-up check.
+        auto client = server->Connect();
+        f[kThreads].push_back(CountThreads(server->pid()));
+      }
+      Figures map = MeasureMap(server.get(), docs, absl::GetFlag(FLAGS_batch));
+      f[kMapDocs].push_back(map.docs_per_second);
+      f[kMapCpu].push_back(map.cpu_us_per_doc);
+      f[kMapServer].push_back(map.server_us);
+      Latency v16 = MeasureValidate(server.get(), docs, callers,
+                                    absl::GetFlag(FLAGS_validate_calls));
+      f[kV16p50].push_back(v16.p50_us);
+      f[kV16p99].push_back(v16.p99_us);
+      f[kV16rate].push_back(v16.calls_per_second);
+      Latency vmany = MeasureValidate(server.get(), docs, many,
+                                      absl::GetFlag(FLAGS_many_callers_calls));
+      f[kVManyp50].push_back(vmany.p50_us);
+      f[kVManyp99].push_back(vmany.p99_us);
+      f[kVManyrate].push_back(vmany.calls_per_second);
+      Lockstep session = MeasureSession(server.get(), docs, absl::GetFlag(FLAGS_session_docs));
+      f[kSessionDocs].push_back(session.docs_per_second);
+      f[kSessionServer].push_back(session.server_us);
+      f[kSessionWorkers].push_back(session.workers_us);
+    }
+  }
+  std::printf("cnp-server, two builds side by side: median of %d interleaved runs; %d docs in "
+              "%d-doc Map calls (%d in flight), Validate %d and %d callers, %d lockstep lines\n\n",
+              runs, static_cast<int>(docs.size()), absl::GetFlag(FLAGS_batch),
+              absl::GetFlag(FLAGS_concurrency), callers, many, absl::GetFlag(FLAGS_session_docs));
+  std::printf("%-42s %12s %12s %8s\n", "", "baseline", "this build", "ratio");
+  for (int i = 0; i < kFigures; ++i) {
+    const double before = Median(figures[0][i]), after = Median(figures[1][i]);
+    std::printf("%-42s %12.2f %12.2f %7.2fx\n", names[i], before, after,
+                before != 0 ? after / before : 0.0);
+  }
+  std::printf("\nruns (baseline | this build):\n");
+  for (int i = 0; i < kFigures; ++i) {
+    std::printf("  %-40s", names[i]);
+    for (size_t b = 0; b < builds.size(); ++b) {
+      for (double v : figures[b][i]) std::printf(" %.1f", v);
+      std::printf(b == 0 ? " |" : "\n");
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,6 +368,7 @@ int main(int argc, char** argv) {
     for (const std::string& d : docs) out << d << "\n";
   }
   std::ofstream(dir + "/pure.py") << kPurePython;
+  if (!absl::GetFlag(FLAGS_baseline_server).empty()) return Compare(dir, docs);
 
   std::printf("cnp-server batch Map: %d small documents, %d per call, %d calls in flight, "
               "map `yield doc[\"town\"], 1`\n\n",
@@ -187,8 +382,9 @@ int main(int argc, char** argv) {
   }
   ::pclose(py);
   Figures baseline{n / py_wall, py_cpu * 1e6 / n};
-  Figures one = MeasureMap(dir, 1, docs, absl::GetFlag(FLAGS_batch));
-  Figures two = MeasureMap(dir, 2, docs, absl::GetFlag(FLAGS_batch));
+  const Build self{"this build", "", ""};
+  Figures one = MeasureMap(StartServer(self, dir, 1).get(), docs, absl::GetFlag(FLAGS_batch));
+  Figures two = MeasureMap(StartServer(self, dir, 2).get(), docs, absl::GetFlag(FLAGS_batch));
 
   std::printf("%-40s %10s %11s %10s   %s\n", "", "docs/s", "CPU us/doc", "x baseline",
               "CPU us/doc: client / server / workers");
@@ -205,34 +401,11 @@ int main(int argc, char** argv) {
               two.docs_per_second / baseline.docs_per_second);
 
   // Validate latency under concurrency.
-  auto server = ServerProcess::Start({"--python-path=" + dir, "--workers=2", "--log-level=warning"});
-  if (!server.ok()) return 1;
+  auto server = StartServer(self, dir, 2);
   const int callers = absl::GetFlag(FLAGS_callers);
-  const int calls = absl::GetFlag(FLAGS_validate_calls);
-  std::vector<std::vector<double>> latencies(callers);
-  std::vector<std::thread> threads;
-  absl::Time start = absl::Now();
-  for (int c = 0; c < callers; ++c) {
-    threads.emplace_back([&, c] {
-      auto client = (*server)->Connect();
-      cnp::v1::ValidateRequest request;
-      request.set_function("benchfns.guard");
-      request.set_new_doc(docs[c]);
-      request.set_user_ctx(R"({"db":"bench","name":"bob","roles":[]})");
-      for (int i = 0; i < calls; ++i) {
-        absl::Time t = absl::Now();
-        auto r = client->Validate(request);
-        if (!r.ok() || r->outcome() != cnp::v1::ValidateResponse::OK) std::exit(1);
-        latencies[c].push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  std::vector<double> all;
-  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
-  std::sort(all.begin(), all.end());
-  std::printf("Validate, %d concurrent callers, 2 workers, %zu calls: p50 %.0f us, p99 %.0f us, %.0f calls/s\n",
-              callers, all.size(), all[all.size() / 2], all[all.size() * 99 / 100], all.size() / seconds);
+  Latency v = MeasureValidate(server.get(), docs, callers, absl::GetFlag(FLAGS_validate_calls));
+  std::printf("Validate, %d concurrent callers, 2 workers, %d calls: p50 %.0f us, p99 %.0f us, %.0f calls/s\n",
+              callers, callers * absl::GetFlag(FLAGS_validate_calls), v.p50_us, v.p99_us,
+              v.calls_per_second);
   return 0;
 }
