@@ -31,7 +31,7 @@
 #include "service/pool/async_worker_pool.h"
 #include "service/pool/blocking_task_runner.h"
 #include "service/pool/process_worker.h"
-#include "service/rpc/function_calls.h"
+#include "service/calls/function_calls.h"
 #include "service/rpc/inherited_sockets.h"
 #include "service/rpc/rpc_server.h"
 #include "service/service_wiring.h"
@@ -151,8 +151,9 @@ int Run(int argc, char** argv) {
   pool_options.max_queue = config->max_queue;
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
   pool_options.max_resident_bytes = config->worker_memory_mb << 20;
-  // The pool lives on the control context; the code that still blocks (the RPC handlers,
-  // Upload, the CouchDB stream session) reaches it through the blocking facade.
+  // The pool lives on the control context; the RPC handlers await it, and the code that still
+  // blocks (Upload on the server's upload threads, the CouchDB stream session) reaches it
+  // through the blocking facade.
   cnp::pool::AsyncWorkerPool pool(
       pool_options,
       std::make_unique<cnp::pool::ProcessWorkerFactory>(
@@ -179,9 +180,9 @@ int Run(int argc, char** argv) {
   auto guard = asio::make_work_guard(control);
   std::thread control_thread([&control] { control.run(); });
 
-  cnp::rpc::FunctionCalls calls(blocking_pool, {.call_timeout = config->call_timeout,
-                                      .max_docs_per_call = config->max_docs_per_call,
-                                      .max_call_bytes = config->max_call_bytes});
+  cnp::calls::FunctionCalls calls(pool, {.call_timeout = config->call_timeout,
+                                         .max_docs_per_call = config->max_docs_per_call,
+                                         .max_call_bytes = config->max_call_bytes});
   cnp::rpc::ServerOptions server_options{
       .listen = config->listen,
       .security = {.tls_cert_file = config->tls_cert,
@@ -193,7 +194,7 @@ int Run(int argc, char** argv) {
                    .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
-      // As many calls may compute at once as the old blocking gRPC threads could hold.
+      // As many Session lines may be answered at once as the old gRPC threads could hold.
       .blocking_threads = 2 * config->workers + 2,
       .max_message_bytes = static_cast<int>(config->max_call_bytes)};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(blocking_pool),

@@ -40,26 +40,20 @@ std::string PeerOf(const void* context) {
   return CallGate::PeerIdentity(*static_cast<const grpc::ServerContext*>(context));
 }
 
-// MapStream: each message is one Map call, run where calls may block.
+// MapStream: each message is one Map call, awaited.
 class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapResponse> {
  public:
-  MapStreamHandler(FunctionCalls& calls, asio::any_io_executor blocking)
-      : calls_(calls), blocking_(std::move(blocking)) {}
+  explicit MapStreamHandler(calls::FunctionCalls& calls) : calls_(calls) {}
   asio::awaitable<absl::StatusOr<std::optional<v1::MapResponse>>> Handle(
       v1::MapRequest& request) override {
-    co_return co_await RunBlocking(
-        blocking_, [&](std::stop_token) -> absl::StatusOr<std::optional<v1::MapResponse>> {
-          v1::MapResponse response;
-          if (absl::Status s = calls_.Map(request, absl::InfiniteFuture(), response); !s.ok()) {
-            return s;
-          }
-          return response;
-        });
+    v1::MapResponse response;
+    absl::Status status = co_await calls_.Map(request, absl::InfiniteFuture(), response);
+    if (!status.ok()) co_return status;
+    co_return response;
   }
 
  private:
-  FunctionCalls& calls_;
-  asio::any_io_executor blocking_;
+  calls::FunctionCalls& calls_;
 };
 
 // A Session stream: each line is answered by the blocking session handler, run where calls
@@ -119,7 +113,7 @@ constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
 
 }  // namespace
 
-RpcServer::RpcServer(ServerOptions options, FunctionCalls& calls, SessionFactory sessions,
+RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, SessionFactory sessions,
                      UploadHandler upload)
     : options_(std::move(options)), calls_(calls), sessions_(std::move(sessions)),
       upload_(std::move(upload)) {}
@@ -237,17 +231,17 @@ absl::Status RpcServer::Start() {
 }
 
 void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
-  FunctionCalls& calls = calls_;
+  calls::FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
   asio::any_io_executor blocking = blocking_->get_executor();
-  // A unary call: admitted on the context's thread, computed where calls may block, answered
-  // by the context's thread; measured from admission to answer.
+  // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
+  // thread; measured from admission to answer.
   auto unary = [&]<class Request, class Response>(
                    typename UnaryMethod<Service, Request, Response>::Requester requester,
                    const char* name, auto compute) {
     UnaryMethod<Service, Request, Response>::Listen(
-        context, service_, shutdown_, requester,
-        [&gate, blocking, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
+        context, service_, shutdown_, requester, name, &PeerOf,
+        [&gate, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
             grpc::ServerContext& server_context, Request& request,
             Response& response) -> asio::awaitable<grpc::Status> {
           const absl::Time start = absl::Now();
@@ -255,11 +249,9 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           if (absl::Status admitted = gate.Admit(server_context, name); !admitted.ok()) {
             status = ToGrpcStatus(admitted);
           } else {
-            status = co_await RunBlocking(blocking, [&](std::stop_token) {
-              CallLogScope scope(name, &server_context, &PeerOf);
-              return WithRetryAdvice(compute(ClientDeadline(server_context), request, response),
-                                     server_context);
-            });
+            status = WithRetryAdvice(
+                co_await compute(ClientDeadline(server_context), request, response),
+                server_context);
           }
           rpc->CallEnded(static_cast<int>(status.error_code()), absl::Now() - start);
           co_return status;
@@ -267,33 +259,36 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   };
   auto unary_call = [&]<class Request, class Response>(
                         typename UnaryMethod<Service, Request, Response>::Requester requester,
-                        absl::Status (FunctionCalls::*method)(Request&, absl::Time, Response&),
+                        asio::awaitable<absl::Status> (calls::FunctionCalls::*method)(
+                            Request&, absl::Time, Response&),
                         const char* name) {
     unary.template operator()<Request, Response>(
         requester, name,
-        [&calls, method](absl::Time deadline, Request& request, Response& response) {
-          return ToGrpcStatus((calls.*method)(request, deadline, response));
+        [&calls, method](absl::Time deadline, Request& request,
+                         Response& response) -> asio::awaitable<grpc::Status> {
+          co_return ToGrpcStatus(co_await (calls.*method)(request, deadline, response));
         });
   };
   unary.template operator()<grpc::ByteBuffer, grpc::ByteBuffer>(
       &Service::RequestMap, "Map",
-      [&calls](absl::Time deadline, grpc::ByteBuffer& request, grpc::ByteBuffer& response) {
+      [&calls](absl::Time deadline, grpc::ByteBuffer& request,
+               grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
         return ServeEncodedMap(calls, deadline, request, response);
       });
-  unary_call(&Service::RequestReduce, &FunctionCalls::Reduce, "Reduce");
-  unary_call(&Service::RequestValidate, &FunctionCalls::Validate, "Validate");
-  unary_call(&Service::RequestCallDesignFunction, &FunctionCalls::CallDesignFunction,
+  unary_call(&Service::RequestReduce, &calls::FunctionCalls::Reduce, "Reduce");
+  unary_call(&Service::RequestValidate, &calls::FunctionCalls::Validate, "Validate");
+  unary_call(&Service::RequestCallDesignFunction, &calls::FunctionCalls::CallDesignFunction,
              "CallDesignFunction");
-  unary_call(&Service::RequestResolve, &FunctionCalls::Resolve, "Resolve");
+  unary_call(&Service::RequestResolve, &calls::FunctionCalls::Resolve, "Resolve");
 
   using MapStream = StreamMethod<Service, v1::MapRequest, v1::MapResponse>;
   MapStream::Listen(
       context, service_, shutdown_, &Service::RequestMapStream,
-      [&calls, &gate, blocking](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
+      [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
         }
-        return std::make_unique<MapStreamHandler>(calls, blocking);
+        return std::make_unique<MapStreamHandler>(calls);
       });
 
   using Session = StreamMethod<Service, v1::SessionInput, v1::SessionOutput>;

@@ -22,14 +22,15 @@
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
 #include "service/rpc/shutdown_gate.h"
-#include "service/rpc/function_calls.h"
+#include "service/calls/function_calls.h"
 #include "service/rpc/stream_call.h"
 #include "service/rpc/transport_security.h"
 
 namespace cnp::rpc {
 
 // One CouchDB session (the Session stream), answered with blocking calls: run on the server's
-// executor for blocking work, one line at a time, never on a gRPC thread.
+// executor for blocking work, one line at a time, never on a gRPC thread. (Until the session is
+// driven by a coroutine, couchdb::AsyncQuerySession.)
 class BlockingSessionHandler {
  public:
   virtual ~BlockingSessionHandler() = default;
@@ -58,8 +59,8 @@ struct ServerOptions {
   TransportSecurity security;
   // Completion queues, each an execution context run by its own thread.
   int threads = 2;
-  // Threads that run the synchronous work of calls (function calls, sessions) while their
-  // coroutines wait: the most calls computing at once.
+  // Threads that answer the Session stream's lines (blocking) while their coroutines wait: the
+  // most lines answered at once.
   int blocking_threads = 8;
   // Threads that run uploads (each holds one for its whole run; more wait their turn).
   int upload_threads = 2;
@@ -69,7 +70,7 @@ struct ServerOptions {
 
 class RpcServer {
  public:
-  RpcServer(ServerOptions options, FunctionCalls& calls, SessionFactory sessions,
+  RpcServer(ServerOptions options, calls::FunctionCalls& calls, SessionFactory sessions,
             UploadHandler upload);
   ~RpcServer();
 
@@ -97,7 +98,7 @@ class RpcServer {
   std::unique_ptr<CallGate> gate_;
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
-  FunctionCalls& calls_;
+  calls::FunctionCalls& calls_;
   SessionFactory sessions_;
   UploadHandler upload_;
   FunctionsService service_;

@@ -19,6 +19,7 @@
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/rpc/call_executor.h"
 #include "service/rpc/shutdown_gate.h"
 
 namespace cnp::rpc {
@@ -33,17 +34,21 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
   using Handler =
       std::function<asio::awaitable<grpc::Status>(grpc::ServerContext&, Request&, Response&)>;
 
-  // Starts serving calls of this method on `context` until the server shuts down.
+  // Starts serving calls of this method on `context` until the server shuts down. Lines logged
+  // about a call name `rpc` and, through `peer_of(&server_context)`, its peer (call_executor.h).
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, Handler handler) {
-    std::make_shared<UnaryMethod>(context, service, gate, requester, std::move(handler))
+                     Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
+                     Handler handler) {
+    std::make_shared<UnaryMethod>(context, service, gate, requester, rpc, peer_of,
+                                  std::move(handler))
         ->AwaitNextCall();
   }
 
   UnaryMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-              Requester requester, Handler handler)
-      : context_(context), service_(service), gate_(gate), requester_(requester),
-        handler_(std::move(handler)) {}
+              Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
+              Handler handler)
+      : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
+        peer_of_(peer_of), handler_(std::move(handler)) {}
 
  private:
   // What one call holds; kept alive by its coroutine's completion handler, which outlives the
@@ -59,7 +64,8 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
 
   void AwaitNextCall() {
     auto call = std::make_shared<Call>(context_);
-    asio::co_spawn(context_, Serve(this->shared_from_this(), call),
+    CallExecutor executor(context_.get_executor(), rpc_, &call->server_context, peer_of_);
+    asio::co_spawn(executor, Serve(this->shared_from_this(), call),
                    asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
                      if (e) LogError("a unary call's coroutine failed unexpectedly");
                    }));
@@ -91,6 +97,8 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
   Service& service_;
   ShutdownGate& gate_;
   const Requester requester_;
+  const char* const rpc_;
+  const CallLogScope::PeerOf peer_of_;
   const Handler handler_;
 };
 

@@ -1,0 +1,188 @@
+// Cancellation end to end, through a real cnp-server with real workers: what a call held is let
+// go as soon as its client cancels, its deadline passes or it disconnects, so that the next
+// call is served at once instead of after the abandoned work. Each test occupies every worker
+// with a function that runs for minutes, makes sure it is running (the function writes to a
+// FIFO the test reads), ends the call from the client's side, and then needs a new call served
+// within a bound far below what the abandoned work would take.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cnp/v1/functions.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+
+// How long the next call may take once the abandoned work is let go: a worker restart at most.
+// The abandoned work itself would take minutes.
+constexpr absl::Duration kPrompt = absl::Seconds(15);
+
+std::unique_ptr<ServerProcess> StartServer(int workers, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/rpc/pyfns"),
+                                absl::StrCat("--workers=", workers)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto server = ServerProcess::Start(args);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+std::unique_ptr<v1::Functions::Stub> Stub(const ServerProcess& server) {
+  return v1::Functions::NewStub(
+      grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
+}
+
+// A FIFO the slow functions write one byte to when they start.
+class StartSignal {
+ public:
+  StartSignal() {
+    path_ = testing::MakeTempDir("signal") + "/started";
+    EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+    // Open for reading first (non-blocking), so the function's open for writing succeeds.
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    EXPECT_GE(fd_, 0);
+  }
+  ~StartSignal() { ::close(fd_); }
+  const std::string& path() const { return path_; }
+
+  // True once a function has started, within `timeout`.
+  bool Wait(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    for (;;) {
+      char byte;
+      if (::read(fd_, &byte, 1) == 1) return true;
+      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (left <= 0) return false;
+      pollfd ready{fd_, POLLIN, 0};
+      ::poll(&ready, 1, static_cast<int>(left));
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+std::string DocWithSignal(const std::string& id, const std::string& signal) {
+  return absl::StrCat(R"({"_id":")", id, R"(","signal":")", signal, R"("})");
+}
+
+// A quick Validate; true when it was answered (FORBIDDEN: the document has no town) within
+// kPrompt.
+bool QuickValidateServedPromptly(v1::Functions::Stub& stub, absl::Duration* took) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kPrompt));
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.quick_validate");
+  request.set_new_doc(R"({"_id":"x"})");
+  v1::ValidateResponse response;
+  const absl::Time start = absl::Now();
+  grpc::Status status = stub.Validate(&context, request, &response);
+  *took = absl::Now() - start;
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return status.ok() && response.outcome() == v1::ValidateResponse::FORBIDDEN;
+}
+
+TEST(CancellationTest, CancelledMapOfManyDocumentsFreesItsWorkersAtOnce) {
+  auto server = StartServer(2);
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  StartSignal started;
+  // 100,000 documents at 10 ms each: over eight minutes of work for two workers.
+  v1::MapRequest request;
+  request.add_functions("rpc_fns.slow_map");
+  for (int i = 0; i < 100000; ++i) {
+    request.add_docs(i == 0 ? DocWithSignal("d0", started.path())
+                            : absl::StrCat(R"({"_id":"d)", i, R"("})"));
+  }
+  grpc::ClientContext map_context;
+  v1::MapResponse map_response;
+  grpc::Status map_status;
+  std::thread map_call([&] { map_status = stub->Map(&map_context, request, &map_response); });
+  ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
+  map_context.TryCancel();
+  map_call.join();
+  EXPECT_EQ(map_status.error_code(), grpc::StatusCode::CANCELLED);
+  absl::Duration took;
+  EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+  EXPECT_LT(took, kPrompt);
+}
+
+TEST(CancellationTest, CancelledValidateFreesItsWorker) {
+  auto server = StartServer(1);
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  StartSignal started;
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.slow_validate");
+  request.set_new_doc(DocWithSignal("slow", started.path()));
+  grpc::ClientContext slow_context;
+  v1::ValidateResponse slow_response;
+  grpc::Status slow_status;
+  std::thread slow_call(
+      [&] { slow_status = stub->Validate(&slow_context, request, &slow_response); });
+  ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
+  slow_context.TryCancel();
+  slow_call.join();
+  EXPECT_EQ(slow_status.error_code(), grpc::StatusCode::CANCELLED);
+  absl::Duration took;
+  EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+}
+
+TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {
+  auto server = StartServer(1);
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  StartSignal started;
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.slow_validate");
+  request.set_new_doc(DocWithSignal("slow", started.path()));
+  grpc::ClientContext slow_context;
+  slow_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
+  v1::ValidateResponse slow_response;
+  grpc::Status slow_status = stub->Validate(&slow_context, request, &slow_response);
+  EXPECT_EQ(slow_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(started.Wait(absl::ZeroDuration())) << "the function never ran";
+  absl::Duration took;
+  EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+}
+
+TEST(CancellationTest, ClientDisconnectingMidStreamFreesTheWorker) {
+  auto server = StartServer(1);
+  ASSERT_NE(server, nullptr);
+  StartSignal started;
+  {
+    // A channel of its own, dropped with the stream: the client is gone, not just cancelling.
+    auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
+    auto stream_stub = v1::Functions::NewStub(channel);
+    grpc::ClientContext context;
+    auto stream = stream_stub->MapStream(&context);
+    v1::MapRequest request;
+    request.add_functions("rpc_fns.slow_map");
+    for (int i = 0; i < 20000; ++i) {
+      request.add_docs(i == 0 ? DocWithSignal("d0", started.path())
+                              : absl::StrCat(R"({"_id":"d)", i, R"("})"));
+    }
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
+    context.TryCancel();
+  }
+  auto stub = Stub(*server);
+  absl::Duration took;
+  EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+}
+
+}  // namespace
+}  // namespace cnp
