@@ -151,8 +151,8 @@ int Run(int argc, char** argv) {
   pool_options.max_queue = config->max_queue;
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
   pool_options.max_resident_bytes = config->worker_memory_mb << 20;
-  // The pool lives on the control context; the RPC handlers await it, and the code that still
-  // blocks (Upload on the server's upload threads, the CouchDB stream session) reaches it
+  // The pool lives on the control context; the RPC handlers (the CouchDB stream session
+  // included) await it, and Upload, which blocks on the server's upload threads, reaches it
   // through the blocking facade.
   cnp::pool::AsyncWorkerPool pool(
       pool_options,
@@ -194,10 +194,8 @@ int Run(int argc, char** argv) {
                    .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
-      // As many Session lines may be answered at once as the old gRPC threads could hold.
-      .blocking_threads = 2 * config->workers + 2,
       .max_message_bytes = static_cast<int>(config->max_call_bytes)};
-  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(blocking_pool),
+  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;
   absl::Status started = server.Start();

@@ -8,7 +8,7 @@
 
 namespace cnp {
 
-rpc::SessionFactory MakeSessionFactory(pool::TaskRunner& runner) {
+rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner) {
   return rpc::QuerySessionFactory(runner);
 }
 

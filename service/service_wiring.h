@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "service/config/server_config.h"
+#include "service/pool/async_task_runner.h"
 #include "service/pool/task_runner.h"
 #include "service/rpc/rpc_server.h"
 #include "service/session/session_listener.h"
@@ -13,7 +14,7 @@
 
 namespace cnp {
 
-rpc::SessionFactory MakeSessionFactory(pool::TaskRunner& runner);
+rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner);
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
 

@@ -38,7 +38,7 @@ void GrpcContext::Post(absl::AnyInvocable<void() &&> work) {
   posted_.push_back(std::move(work));
   // The loop looks at the posted work before it waits on the queue again, so its own thread
   // needs no alarm; nor does anyone once the queue is shut down (the loop then drains it).
-  if (here || alarm_set_ || shut_down_) return;
+  if (here || !sleeping_ || alarm_set_ || shut_down_) return;
   alarm_set_ = true;
   alarm_.Set(queue_.get(), std::chrono::system_clock::time_point(), &wakeup_);
 }
@@ -68,6 +68,7 @@ bool GrpcContext::RunPosted(bool last) {
       absl::MutexLock lock(&mu_);
       if (posted_.empty()) {
         finished_ = last;
+        sleeping_ = !last;  // decided with the queue seen empty, under the same lock
         return ran;
       }
       batch.swap(posted_);
@@ -85,7 +86,12 @@ void GrpcContext::Run() {
   bool ok;
   for (;;) {
     RunPosted();
-    if (!queue_->Next(&tag, &ok)) break;
+    const bool got = queue_->Next(&tag, &ok);
+    {
+      absl::MutexLock lock(&mu_);
+      sleeping_ = false;
+    }
+    if (!got) break;
     static_cast<Operation*>(tag)->Complete(ok);
   }
   RunPosted(/*last=*/true);

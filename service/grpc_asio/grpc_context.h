@@ -5,7 +5,8 @@
 // The thread that calls Run() takes every event of the queue and resumes the coroutine that
 // waits for it, inline: a call's steps never wait for another thread to be woken. Work posted
 // from other threads (a worker pool's answer, a shutdown) goes into a queue of its own and
-// wakes the loop with a grpc::Alarm set in the past, one alarm in flight at a time.
+// wakes the loop with a grpc::Alarm set in the past, one alarm in flight at a time, and only
+// when the loop is blocked in the queue (a busy loop looks at the posted work before it blocks).
 //
 //   GrpcContext context(builder.AddCompletionQueue());
 //   asio::co_spawn(context, Serve(context), asio::detached);
@@ -151,6 +152,8 @@ class GrpcContext : public asio::execution_context {
   bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Run() has returned
+  // The loop is (about to be) blocked in the queue: only then does posted work need the alarm.
+  bool sleeping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 template <class Function>

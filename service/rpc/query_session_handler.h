@@ -1,36 +1,41 @@
 // The Session RPC's per-stream handler, the glue between the transport (service/rpc) and
-// CouchDB's protocol (service/couchdb, which knows nothing of gRPC): one QuerySession per
-// stream, each SessionInput line answered on the server's threads for blocking work. "reset"
-// is answered by nothing (the adapter has already written `true`); an output marked `exit`
-// ends the stream after it is written.
+// CouchDB's protocol (service/couchdb, which knows nothing of gRPC): one AsyncQuerySession per
+// stream, each SessionInput line awaited by the stream's coroutine (cancelled with the stream).
+// "reset" is answered by nothing (the adapter has already written `true`); an output marked
+// `exit` ends the stream after it is written.
 #pragma once
 
 #include <functional>
 #include <memory>
 
-#include "service/couchdb/query_session.h"
+#include "asio/awaitable.hpp"
+#include "service/couchdb/async_query_session.h"
 #include "service/metrics/service_metrics.h"
-#include "service/pool/task_runner.h"
+#include "service/pool/async_task_runner.h"
 #include "service/rpc/rpc_server.h"
 
 namespace cnp::rpc {
 
-class QuerySessionHandler final : public BlockingSessionHandler {
+class QuerySessionHandler final : public SessionHandler {
  public:
-  explicit QuerySessionHandler(pool::TaskRunner& runner) : session_(runner) {}
+  explicit QuerySessionHandler(pool::AsyncTaskRunner& runner) : session_(runner) {}
 
-  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput& input) override {
-    return session_.Handle(input.line());
+  asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
+      v1::SessionInput& input) override {
+    std::optional<v1::SessionOutput> output = co_await session_.Handle(input.line());
+    co_return output;
   }
   bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }
+  // An open list is given the end of its rows, so its worker goes back to the pool ready.
+  asio::awaitable<void> Close() override { co_await session_.Close(); }
 
  private:
-  couchdb::QuerySession session_;
+  couchdb::AsyncQuerySession session_;
   metrics::ActiveSession active_{"stream"};
 };
 
 // The factory RpcServer calls for each new Session stream.
-inline SessionFactory QuerySessionFactory(pool::TaskRunner& runner) {
+inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner) {
   return [&runner] { return std::make_unique<QuerySessionHandler>(runner); };
 }
 

@@ -16,8 +16,6 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "service/common/log.h"
 #include "service/metrics/service_metrics.h"
-#include "asio/post.hpp"
-#include "service/common/run_blocking.h"
 #include "service/rpc/encoded_map_call.h"
 #include "service/rpc/server_stream_call.h"
 #include "service/rpc/unary_call.h"
@@ -56,32 +54,6 @@ class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapRespo
   calls::FunctionCalls& calls_;
 };
 
-// A Session stream: each line is answered by the blocking session handler, run where calls
-// may block; the handler is destroyed there too (ending a session may finish a list on its
-// worker).
-class BlockingSession final : public StreamHandler<v1::SessionInput, v1::SessionOutput> {
- public:
-  BlockingSession(std::unique_ptr<BlockingSessionHandler> session,
-                  asio::any_io_executor blocking)
-      : session_(std::move(session)), blocking_(std::move(blocking)) {}
-  ~BlockingSession() override {
-    asio::post(blocking_, [session = std::shared_ptr<BlockingSessionHandler>(
-                               std::move(session_))] {});
-  }
-  asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
-      v1::SessionInput& input) override {
-    co_return co_await RunBlocking(blocking_,
-                                   [&](std::stop_token) { return session_->Handle(input); });
-  }
-  bool EndsStream(const v1::SessionOutput& output) override {
-    return session_->EndsStream(output);
-  }
-
- private:
-  std::unique_ptr<BlockingSessionHandler> session_;
-  asio::any_io_executor blocking_;
-};
-
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
 // the credentials.
 std::string UploadSummary(const v1::UploadRequest& request) {
@@ -99,10 +71,11 @@ std::string UploadSummary(const v1::UploadRequest& request) {
                       " files=", request.files_size(), " mode=", mode);
 }
 
-class UnavailableSession final : public BlockingSessionHandler {
+class UnavailableSession final : public SessionHandler {
  public:
-  absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput&) override {
-    return absl::UnimplementedError("this server does not serve CouchDB sessions");
+  asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
+      v1::SessionInput&) override {
+    co_return absl::UnimplementedError("this server does not serve CouchDB sessions");
   }
 };
 
@@ -220,7 +193,6 @@ absl::Status RpcServer::Start() {
                                                                        : ", bearer token required");
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
-  blocking_.emplace(std::max(1, options_.blocking_threads));
   uploads_.emplace(std::max(1, options_.upload_threads));
   for (auto& context : contexts_) {
     ListenAll(*context);
@@ -233,7 +205,6 @@ absl::Status RpcServer::Start() {
 void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   calls::FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
-  asio::any_io_executor blocking = blocking_->get_executor();
   // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
   // thread; measured from admission to answer.
   auto unary = [&]<class Request, class Response>(
@@ -294,15 +265,14 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   using Session = StreamMethod<Service, v1::SessionInput, v1::SessionOutput>;
   Session::Listen(
       context, service_, shutdown_, &Service::RequestSession,
-      [sessions = sessions_, &gate,
-       blocking](grpc::ServerContext& server_context) -> Session::FactoryResult {
+      [sessions = sessions_, &gate](grpc::ServerContext& server_context) -> Session::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {
           return admitted;
         }
-        std::unique_ptr<BlockingSessionHandler> session;
+        std::unique_ptr<SessionHandler> session;
         if (sessions) session = sessions();
         if (session == nullptr) session = std::make_unique<UnavailableSession>();
-        return std::make_unique<BlockingSession>(std::move(session), blocking);
+        return session;
       });
 
   using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;
@@ -362,8 +332,7 @@ void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   for (auto& context : contexts_) context->Shutdown();
   for (std::thread& thread : threads_) thread.join();
   threads_.clear();
-  // Work still running there finishes on its own; what it hands back to a context is dropped.
-  blocking_->join();
+  // An upload still running finishes on its own; what it hands back to a context is dropped.
   uploads_->join();
   contexts_.clear();
   server_.reset();

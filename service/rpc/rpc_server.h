@@ -28,18 +28,9 @@
 
 namespace cnp::rpc {
 
-// One CouchDB session (the Session stream), answered with blocking calls: run on the server's
-// executor for blocking work, one line at a time, never on a gRPC thread. (Until the session is
-// driven by a coroutine, couchdb::AsyncQuerySession.)
-class BlockingSessionHandler {
- public:
-  virtual ~BlockingSessionHandler() = default;
-  // The answer to one line: an output, nothing (reset), or an error that ends the stream.
-  virtual absl::StatusOr<std::optional<v1::SessionOutput>> Handle(v1::SessionInput& input) = 0;
-  // After writing this output the stream ends.
-  virtual bool EndsStream(const v1::SessionOutput&) { return false; }
-};
-using SessionFactory = std::function<std::unique_ptr<BlockingSessionHandler>()>;
+// One CouchDB session (the Session stream): its lines awaited one at a time.
+using SessionHandler = StreamHandler<v1::SessionInput, v1::SessionOutput>;
+using SessionFactory = std::function<std::unique_ptr<SessionHandler>()>;
 
 using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
 // Runs on the server's upload executor. `stop` is requested when the call is cancelled (client
@@ -59,9 +50,6 @@ struct ServerOptions {
   TransportSecurity security;
   // Completion queues, each an execution context run by its own thread.
   int threads = 2;
-  // Threads that answer the Session stream's lines (blocking) while their coroutines wait: the
-  // most lines answered at once.
-  int blocking_threads = 8;
   // Threads that run uploads (each holds one for its whole run; more wait their turn).
   int upload_threads = 2;
   // The largest request or response (--max-call-bytes).
@@ -104,7 +92,6 @@ class RpcServer {
   FunctionsService service_;
   // Declared before what may hold calls, so that it outlives them.
   ShutdownGate shutdown_;
-  std::optional<asio::thread_pool> blocking_;
   std::optional<asio::thread_pool> uploads_;
   std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;
   std::unique_ptr<grpc::Server> server_;

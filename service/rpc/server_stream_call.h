@@ -82,14 +82,21 @@ class ServerStreamMethod
     self->AwaitNextCall();
     CountedCall counted(self->gate_);
     // The handler's thread waits for each write, which only this context's thread may start.
+    // (A write posted once the context's loop has ended is dropped with its promise: the
+    // handler then sees a broken promise, as good as a client gone, rather than waiting.)
     auto write = [&context, &call = *call](const Response& response, std::stop_token stop) {
       if (stop.stop_requested()) return false;
-      std::promise<bool> written;
-      context.Post([&] {
+      auto written = std::make_shared<std::promise<bool>>();
+      std::future<bool> done = written->get_future();
+      context.Post([&context, &call, &response, written] {
         grpc_asio::Write(context, call.writer, response,
-                         [&written](bool ok) { written.set_value(ok); });
+                         [written](bool ok) { written->set_value(ok); });
       });
-      return written.get_future().get();
+      try {
+        return done.get();
+      } catch (const std::future_error&) {
+        return false;
+      }
     };
     grpc::Status status = co_await RunBlocking(
         self->blocking_, [&](std::stop_token stop) {

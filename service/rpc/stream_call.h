@@ -42,6 +42,9 @@ class StreamHandler {
   virtual asio::awaitable<absl::StatusOr<std::optional<Response>>> Handle(Request& request) = 0;
   // After writing this response the stream ends (OK).
   virtual bool EndsStream(const Response&) { return false; }
+  // Awaited once the stream's conversation is over, before the handler is destroyed (a
+  // destructor cannot await).
+  virtual asio::awaitable<void> Close() { co_return; }
 };
 
 template <class Service, class Request, class Response>
@@ -155,17 +158,26 @@ class StreamMethod
     FactoryResult made = factory_(call.server_context);
     if (!made.ok()) co_return ToGrpcStatus(made.status());
     std::unique_ptr<StreamHandler<Request, Response>> handler = std::move(*made);
+    grpc::Status status = co_await Exchange(call, *handler);
+    co_await handler->Close();
+    co_return status;
+  }
+
+  // Requests and answers, in lockstep, until the stream ends.
+  asio::awaitable<grpc::Status> Exchange(Call& call, StreamHandler<Request, Response>& handler) {
     Request request;
     for (;;) {
       if (!call.BeginWaiting()) co_return ShuttingDown();
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
       call.EndWaiting();
       if (!read) co_return grpc::Status::OK;  // the client closed its side
-      absl::StatusOr<std::optional<Response>> answer = co_await handler->Handle(request);
-      if (!answer.ok()) co_return WithRetryAdvice(ToGrpcStatus(answer.status()), call.server_context);
+      absl::StatusOr<std::optional<Response>> answer = co_await handler.Handle(request);
+      if (!answer.ok()) {
+        co_return WithRetryAdvice(ToGrpcStatus(answer.status()), call.server_context);
+      }
       if (!answer->has_value()) continue;
       const Response response = std::move(**answer);
-      const bool ending = handler->EndsStream(response);
+      const bool ending = handler.EndsStream(response);
       if (!co_await grpc_asio::Write(context_, call.stream, response)) {
         co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
