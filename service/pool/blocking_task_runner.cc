@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "asio/co_spawn.hpp"
-#include "service/common/long_wait.h"
 
 namespace cnp::pool {
 namespace {
@@ -29,11 +28,6 @@ T Wait(asio::io_context& context, asio::awaitable<T> op) {
       promise->set_value(std::move(value));
     }
   });
-  // Answers usually come within microseconds; after a millisecond this is a long wait.
-  if (future.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) {
-    LongWait long_wait;
-    future.wait();
-  }
   return future.get();
 }
 

@@ -1,14 +1,9 @@
 // The synchronous TaskRunner over an AsyncTaskRunner, for callers that must block until the
-// answer is there: Upload (on its own executor), the RPC code not yet written as coroutines,
-// and the CouchDB stream session. Each call is spawned onto the pool's context and the calling
-// thread waits for its future.
+// answer is there: Upload (on the RPC server's upload threads). Each call is spawned onto the
+// pool's context and the calling thread waits for its future.
 //
 // A call made on the pool's own thread would wait for work only that thread can do: it is
 // refused with FAILED_PRECONDITION instead of deadlocking.
-//
-// A wait longer than a millisecond is announced as a long wait (service/common/long_wait.h),
-// as the pool's own blocking waits used to, so a gRPC thread's standby serves its queue
-// meanwhile.
 #pragma once
 
 #include <memory>

@@ -22,7 +22,6 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/framing.h"
-#include "service/common/long_wait.h"
 
 namespace cnp::pool {
 
@@ -103,11 +102,6 @@ absl::Status WorkerProcess::SendWithDescriptors(const worker::v1::Task& task,
 }
 
 absl::StatusOr<worker::v1::Reply> WorkerProcess::Receive(absl::Time deadline) {
-  // Most answers come within microseconds. A worker still busy after a millisecond makes this
-  // a long wait, which the calling thread announces (see long_wait.h).
-  std::optional<LongWait> long_wait;
-  pollfd ready{fd_, POLLIN, 0};
-  if (::poll(&ready, 1, 1) == 0) long_wait.emplace();
   if (absl::Status s = ReadFrame(fd_, frame_, deadline); !s.ok()) return s;
   worker::v1::Reply reply;
   if (!reply.ParseFromString(frame_)) {
