@@ -75,25 +75,7 @@ grpc::Status Answer(const absl::Status& status, std::vector<std::string> parts, 
   return grpc::Status::OK;
 }
 
-grpc::Status Unreadable() {
-  return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
-}
-
 }  // namespace
-
-grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
-                             grpc::ByteBuffer& response) {
-  const size_t moved = request.Length();
-  std::vector<std::string> parts;
-  absl::Status status;
-  {
-    std::string bytes;
-    if (!Flatten(request, bytes)) return Unreadable();
-    request.Clear();
-    status = calls.MapEncoded(bytes, deadline, parts);
-  }
-  return Answer(status, std::move(parts), moved, response);
-}
 
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
@@ -103,7 +85,9 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
   absl::Status status;
   {
     std::string bytes;
-    if (!Flatten(request, bytes)) co_return Unreadable();
+    if (!Flatten(request, bytes)) {
+      co_return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
+    }
     request.Clear();
     status = co_await calls.MapEncoded(bytes, deadline, parts);
   }

@@ -1,5 +1,5 @@
 // Map as gRPC carries it: the request arrives as bytes and the answer leaves as bytes (see
-// FunctionCalls::MapEncoded), so that a call of ten million tiny documents costs memory in
+// calls::FunctionCalls::MapEncoded), so that a call of ten million tiny documents costs memory in
 // proportion to its bytes, not ten million request and result objects.
 #pragma once
 
@@ -7,7 +7,6 @@
 #include "asio/awaitable.hpp"
 #include "grpcpp/grpcpp.h"
 #include "service/calls/function_calls.h"
-#include "service/rpc/function_calls.h"
 
 namespace cnp::rpc {
 
@@ -16,12 +15,9 @@ namespace cnp::rpc {
 // the process (and the log says so).
 constexpr size_t kGiveBackAfterBytes = 8 << 20;
 
-// Serves one Map call. `request` is consumed (cleared as soon as it has been read).
-grpc::Status ServeEncodedMap(FunctionCalls& calls, absl::Time deadline, grpc::ByteBuffer& request,
-                             grpc::ByteBuffer& response);
-
-// The same for a handler that is a coroutine: the Map is awaited, and cancelling the await
-// cancels the call (calls::FunctionCalls says how). `request` and `response` must outlive it.
+// Serves one Map call, awaited by its handler; cancelling the await cancels the Map
+// (calls::FunctionCalls says how). `request` is consumed (cleared as soon as it has been read);
+// `request` and `response` must outlive the call.
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
                                               grpc::ByteBuffer& response);
