@@ -4,7 +4,6 @@
 #include <exception>
 #include <optional>
 #include <utility>
-#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "asio/bind_cancellation_slot.hpp"
@@ -12,7 +11,6 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/dispatch.hpp"
-#include "asio/experimental/awaitable_operators.hpp"
 #include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
@@ -306,7 +304,6 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
                                                                    absl::Time deadline) {
-  using asio::experimental::awaitable_operators::operator||;
   Worker& worker = *slot->worker;
   const absl::Time now = absl::Now();
   if (Cancelled(co_await asio::this_coro::cancellation_state) || deadline <= now) {
@@ -323,20 +320,27 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   if (deadline == absl::InfiniteFuture()) {
     reply = co_await worker.Exchange(task);
   } else {
+    // The deadline kills the worker, which ends the exchange: one timer with a plain handler,
+    // no second coroutine racing the exchange. `watch` outlives this frame if the handler has
+    // not run yet; `done` keeps a late expiry from killing a worker that answered in time.
+    struct Watch {
+      bool done = false;
+      bool fired = false;
+    };
+    auto watch = std::make_shared<Watch>();
     asio::steady_timer timer(context_, absl::ToChronoNanoseconds(deadline - now));
-    try {
-      std::variant<absl::StatusOr<Reply>, std::monostate> raced =
-          co_await (worker.Exchange(task) || timer.async_wait(asio::use_awaitable));
-      if (raced.index() == 0) {
-        reply = std::move(std::get<0>(raced));
-      } else {
-        timed_out = true;
-      }
-    } catch (const std::exception& e) {
-      reply = absl::InternalError(absl::StrCat("the exchange failed: ", e.what()));
-    }
+    timer.async_wait([watch, target = std::weak_ptr<Worker>(slot->worker)](
+                         const asio::error_code& ec) {
+      if (ec || watch->done) return;
+      watch->fired = true;
+      if (std::shared_ptr<Worker> worker = target.lock()) worker->Kill();
+    });
+    reply = co_await worker.Exchange(task);
+    watch->done = true;
+    timer.cancel();
+    timed_out = watch->fired;
   }
-  if (reply.ok()) co_return reply;
+  if (reply.ok() && !timed_out) co_return reply;
 
   // The worker's state is unknown from here: it is killed and replaced.
   const pid_t pid = worker.pid();

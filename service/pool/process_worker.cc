@@ -8,13 +8,13 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <variant>
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
 #include "asio/buffer.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
-#include "asio/read.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/this_coro.hpp"
@@ -50,7 +50,10 @@ const Task& HandshakeTask() {
 ProcessWorker::ProcessWorker(const asio::any_io_executor& executor, SpawnedWorker child,
                              int pidfd)
     : pid_(child.pid), socket_(executor, asio::local::stream_protocol(), child.fd),
-      pidfd_(executor, pidfd) {}
+      pidfd_(executor, pidfd) {
+  // Reads and writes are tried at once and awaited only when they would block.
+  socket_.non_blocking(true);
+}
 
 ProcessWorker::~ProcessWorker() {
   if (reaped_) return;
@@ -61,6 +64,7 @@ ProcessWorker::~ProcessWorker() {
 }
 
 asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task) {
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
   out_.assign(4, '\0');
   if (!task.AppendToString(&out_)) co_return absl::InternalError("cannot serialize the task");
   const size_t payload = out_.size() - 4;
@@ -69,33 +73,69 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task)
         absl::StrCat("a task of ", payload, " bytes is over the frame limit"));
   }
   absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
+
+  // The socket is idle between exchanges, so a task almost always fits into its buffer at once:
+  // written here, with no trip through the context's queue; only what does not fit is awaited.
   asio::error_code ec;
-  co_await asio::async_write(socket_, asio::buffer(out_),
-                             asio::redirect_error(asio::use_awaitable, ec));
+  size_t written = socket_.write_some(asio::buffer(out_), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) written = 0, ec = {};
+  if (!ec && written < out_.size()) {
+    co_await asio::async_write(socket_, asio::buffer(out_) + written,
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
   if (ec) co_return IoFailure(ec, "writing the task");
 
-  char prefix[4];
-  co_await asio::async_read(socket_, asio::buffer(prefix),
-                            asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return IoFailure(ec, "reading the reply");
-  const uint32_t length = absl::little_endian::Load32(prefix);
-  if (length > kMaxFrameBytes) {
-    co_return absl::DataLossError(
-        absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
+  // One wait for the reply to become readable, then everything that has arrived is taken in
+  // one read (prefix and frame together, for all but large replies). frame_ only grows:
+  // value-initializing it anew would cost more than the read.
+  constexpr size_t kFirstRead = 64 * 1024;
+  if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
+  size_t have = 0;
+  size_t need = 4;
+  bool prefixed = false;
+  for (;;) {
+    if (prefixed && frame_.size() < need) frame_.resize(need);
+    const size_t room = (prefixed ? need : frame_.size()) - have;
+    const size_t got = socket_.read_some(asio::buffer(frame_.data() + have, room), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      co_await socket_.async_wait(asio::local::stream_protocol::socket::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+      if (killed_) co_return absl::UnavailableError("the worker was killed");
+      if (ec) co_return IoFailure(ec, "reading the reply");
+      continue;
+    }
+    if (ec) co_return IoFailure(ec, "reading the reply");
+    have += got;
+    if (!prefixed && have >= 4) {
+      const uint32_t length = absl::little_endian::Load32(frame_.data());
+      if (length > kMaxFrameBytes) {
+        co_return absl::DataLossError(
+            absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
+      }
+      prefixed = true;
+      need = 4 + static_cast<size_t>(length);
+    }
+    if (prefixed && have >= need) break;
   }
-  frame_.resize(length);
-  co_await asio::async_read(socket_, asio::buffer(frame_),
-                            asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return IoFailure(ec, "reading the reply");
+  if (have > need) {
+    co_return absl::DataLossError(
+        absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
+  }
   Reply reply;
-  if (!reply.ParseFromString(frame_)) {
+  if (!reply.ParseFromArray(frame_.data() + 4, static_cast<int>(need - 4))) {
     co_return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
   }
   co_return reply;
 }
 
 void ProcessWorker::Kill() {
+  killed_ = true;
   if (!reaped_) ::kill(pid_, SIGKILL);
+  // An exchange in progress ends now, not when the kernel closes the socket: a child the
+  // function forked may hold the socket open past the worker's death.
+  asio::error_code ignored;
+  socket_.cancel(ignored);
 }
 
 bool ProcessWorker::TryReap() {

@@ -1,8 +1,8 @@
 // The real Worker: a cnp-worker process reached over a socketpair, on the pool's context.
 //
-// The socket is an asio::local::stream_protocol::socket, so an exchange is two awaited writes
-// and reads of length-prefixed frames (service/common/framing.h) that a cancellation or a
-// deadline interrupts. The process's end is awaited on a pidfd (readable once it has exited)
+// The socket is an asio::local::stream_protocol::socket in non-blocking mode: an exchange writes
+// a length-prefixed frame (service/common/framing.h) at once and awaits only the reply's
+// arrival, which a cancellation or Kill() interrupts. The process's end is awaited on a pidfd (readable once it has exited)
 // and reaped then with a waitpid that does not block.
 #pragma once
 
@@ -41,6 +41,7 @@ class ProcessWorker final : public Worker {
   asio::local::stream_protocol::socket socket_;
   asio::posix::stream_descriptor pidfd_;
   bool reaped_ = false;
+  bool killed_ = false;
   std::string how_ended_;
   std::string out_;    // reused send buffer: length prefix and payload
   std::string frame_;  // reused receive buffer

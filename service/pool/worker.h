@@ -31,10 +31,11 @@ class Worker {
   //   UNAVAILABLE  the worker closed its end: it crashed or exited
   //   DATA_LOSS    the worker sent something that is not a Reply
   // After any of these the worker's state is unknown and it must be killed; the pool does so.
-  // Deadlines are the caller's: it races the exchange against a timer and cancels it.
+  // Deadlines are the caller's: when one passes, it kills the worker, which ends the exchange.
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
 
-  // Asks the process to end now (SIGKILL). Never blocks; await Ended() to know it has.
+  // Asks the process to end now (SIGKILL) and ends an exchange in progress at once, with
+  // UNAVAILABLE. Never blocks; await Ended() to know the process has ended.
   virtual void Kill() = 0;
 
   // Completes once the worker has ended (the process was reaped), saying how: "exited with
