@@ -86,25 +86,21 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task)
   if (killed_) co_return absl::UnavailableError("the worker was killed");
   if (ec) co_return IoFailure(ec, "writing the task");
 
-  // One wait for the reply to become readable, then everything that has arrived is taken in
-  // one read (prefix and frame together, for all but large replies). frame_ only grows:
+  // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
+  // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
+  // readable; prefix and frame come in one read for all but large replies. frame_ only grows:
   // value-initializing it anew would cost more than the read.
   constexpr size_t kFirstRead = 64 * 1024;
   if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
   size_t have = 0;
   size_t need = 4;
   bool prefixed = false;
-  for (;;) {
+  while (!prefixed || have < need) {
     if (prefixed && frame_.size() < need) frame_.resize(need);
     const size_t room = (prefixed ? need : frame_.size()) - have;
-    const size_t got = socket_.read_some(asio::buffer(frame_.data() + have, room), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      co_await socket_.async_wait(asio::local::stream_protocol::socket::wait_read,
-                                  asio::redirect_error(asio::use_awaitable, ec));
-      if (killed_) co_return absl::UnavailableError("the worker was killed");
-      if (ec) co_return IoFailure(ec, "reading the reply");
-      continue;
-    }
+    const size_t got = co_await socket_.async_read_some(
+        asio::buffer(frame_.data() + have, room), asio::redirect_error(asio::use_awaitable, ec));
+    if (killed_) co_return absl::UnavailableError("the worker was killed");
     if (ec) co_return IoFailure(ec, "reading the reply");
     have += got;
     if (!prefixed && have >= 4) {
@@ -116,7 +112,6 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task)
       prefixed = true;
       need = 4 + static_cast<size_t>(length);
     }
-    if (prefixed && have >= need) break;
   }
   if (have > need) {
     co_return absl::DataLossError(
