@@ -10,6 +10,9 @@ tests/upload/install_pouchdb_server.sh || exit 1
 
 layering=0
 scripts/check_layering.sh || layering=1
+# ...and that it refuses a client or adapter that reaches into the service (a probe package
+# added for the moment it runs).
+scripts/check_layering.sh --self-test >/dev/null || layering=1
 
 log=$(mktemp)
 bazel test --disk_cache="$HOME/.cache/cnp-bazel-disk" --jobs=2 --local_test_jobs=1 //proto/... //common/... //service/... //adapter/... //client/... //tests/... "$@" 2>&1 | tee "$log"

@@ -3,17 +3,17 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
 namespace cnp::derive {
 
 absl::StatusOr<rapidjson::Document> CouchDb::Parse(
-    const absl::StatusOr<upload::HttpResponse>& response, absl::string_view what) {
+    const absl::StatusOr<couchdb::HttpResponse>& response, absl::string_view what) {
   if (!response.ok()) return response.status();
   if (response->status < 200 || response->status > 299) {
-    return upload::HttpError(*response, what, http_.base_url());
+    return couchdb::HttpError(*response, what, http_.base_url());
   }
-  absl::StatusOr<rapidjson::Document> doc = upload::ParseJson(response->body);
+  absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(response->body);
   if (!doc.ok()) {
     return absl::UnknownError(absl::StrCat(what, " at ", http_.base_url(),
                                            ": the answer is not JSON (", doc.status().message(), ")"));
@@ -27,7 +27,7 @@ absl::StatusOr<rapidjson::Document> CouchDb::Get(const std::string& path, absl::
 
 absl::StatusOr<std::optional<rapidjson::Document>> CouchDb::GetIfExists(const std::string& path,
                                                                         absl::string_view what) {
-  absl::StatusOr<upload::HttpResponse> response = http_.Get(path);
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Get(path);
   if (response.ok() && response->status == 404) return std::nullopt;
   absl::StatusOr<rapidjson::Document> doc = Parse(response, what);
   if (!doc.ok()) return doc.status();
@@ -36,7 +36,7 @@ absl::StatusOr<std::optional<rapidjson::Document>> CouchDb::GetIfExists(const st
 
 absl::StatusOr<std::optional<rapidjson::Document>> CouchDb::GetOrTimeOut(const std::string& path,
                                                                          absl::Duration timeout) {
-  absl::StatusOr<upload::HttpResponse> response = http_.Get(path, timeout);
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Get(path, timeout);
   // A server that keeps a quiet longpoll open past its own timeout (pouchdb-server does) ends
   // in our transport timeout: nothing changed.
   if (absl::IsUnavailable(response.status())) return std::nullopt;
@@ -57,20 +57,20 @@ absl::StatusOr<rapidjson::Document> CouchDb::Put(const std::string& path, absl::
 
 absl::Status CouchDb::EnsureDatabase(absl::string_view database) {
   std::string what = absl::StrCat("creating database ", database);
-  absl::StatusOr<upload::HttpResponse> response = http_.Put(DbPath(database), "");
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Put(DbPath(database), "");
   if (!response.ok()) return response.status();
   if (response->status == 412) return absl::OkStatus();  // it exists
   return Parse(response, what).status();
 }
 
-std::string DbPath(absl::string_view database) { return upload::DatabasePath(database); }
+std::string DbPath(absl::string_view database) { return couchdb::DatabasePath(database); }
 
 std::string LocalDocPath(absl::string_view database, absl::string_view id) {
-  return absl::StrCat(DbPath(database), "/_local/", upload::CouchClient::EscapeSegment(id));
+  return absl::StrCat(DbPath(database), "/_local/", couchdb::CouchClient::EscapeSegment(id));
 }
 
 std::string QueryJson(const rapidjson::Value& value) {
-  return upload::CouchClient::EscapeSegment(upload::ToJson(value));
+  return couchdb::CouchClient::EscapeSegment(couchdb::ToJson(value));
 }
 
 std::string QueryString(absl::string_view text) {

@@ -10,13 +10,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "rapidjson/document.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 
 namespace cnp::derive {
 
 class CouchDb {
  public:
-  explicit CouchDb(upload::CouchClient& http) : http_(http) {}
+  explicit CouchDb(couchdb::CouchClient& http) : http_(http) {}
 
   absl::StatusOr<rapidjson::Document> Get(const std::string& path, absl::string_view what);
   // NOT_FOUND (the document or database is missing) is nullopt.
@@ -36,10 +36,10 @@ class CouchDb {
   const std::string& base_url() const { return http_.base_url(); }
 
  private:
-  absl::StatusOr<rapidjson::Document> Parse(const absl::StatusOr<upload::HttpResponse>& response,
+  absl::StatusOr<rapidjson::Document> Parse(const absl::StatusOr<couchdb::HttpResponse>& response,
                                             absl::string_view what);
 
-  upload::CouchClient& http_;
+  couchdb::CouchClient& http_;
 };
 
 // "/<db>", "/<db>/_local/<id>" and "/<db>/<id>", escaped.

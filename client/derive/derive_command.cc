@@ -22,8 +22,8 @@
 #include "client/lib/cnp_client.h"
 #include "client/upload/couch_credentials.h"
 #include "common/default_target.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::derive {
 namespace {
@@ -94,7 +94,7 @@ std::atomic<bool> stop_requested{false};
 void OnStopSignal(int) { stop_requested = true; }
 
 int Fail(const absl::Status& status) {
-  std::cerr << "cnp derive: " << upload::RedactCredentials(status.message()) << "\n";
+  std::cerr << "cnp derive: " << couchdb::RedactCredentials(status.message()) << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
 }
 
@@ -155,7 +155,7 @@ int RunDeriveCommand(int argc, char** argv) {
   absl::StatusOr<client::upload::CouchCredentials> credentials =
       client::upload::FindCouchCredentials(args->positional[0], client::upload::ProcessEnv);
   if (!credentials.ok()) return Fail(credentials.status());
-  upload::CouchClient::Options http_options;
+  couchdb::CouchClient::Options http_options;
   http_options.base_url = credentials->url;
   http_options.username = credentials->username;
   http_options.password = credentials->password;
@@ -166,9 +166,9 @@ int RunDeriveCommand(int argc, char** argv) {
     pem << in.rdbuf();
     http_options.ca_pem = pem.str();
   }
-  upload::CouchClient http(http_options);
+  couchdb::CouchClient http(http_options);
   CouchDb couch(http);
-  upload::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
+  couchdb::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
   CouchDb prefetch(prefetch_http);
   auto cnp = client::Client::Connect(args->Get("target", DefaultTarget()),
                                      cli::ConnectionSecurity(*args));

@@ -10,7 +10,7 @@
 #include "client/derive/derived_ids.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
 namespace cnp::derive {
 namespace {
@@ -36,7 +36,7 @@ const Value* Member(const Value& object, const char* field) {
 std::string SeqText(const Value& seq) {
   if (seq.IsString()) return seq.GetString();
   if (seq.IsNull()) return "0";
-  return upload::ToJson(seq);
+  return couchdb::ToJson(seq);
 }
 
 // The leading number of a sequence ("1234-g1AA..." or "1234"): comparable enough for a backlog.
@@ -89,7 +89,7 @@ std::string Tombstone(const Value& existing) {
     if (const Value* v = Member(existing, field)) doc.AddMember(Value(field, a), Value(*v, a), a);
   }
   doc.AddMember("_deleted", true, a);
-  return upload::ToJson(doc);
+  return couchdb::ToJson(doc);
 }
 
 // The derived document to write, or "" when `existing` already says the same.
@@ -97,10 +97,10 @@ std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing)
   if (existing != nullptr && existing->IsObject()) {
     std::string rev = Text(*existing, "_rev");
     existing->RemoveMember("_rev");
-    if (upload::JsonEqual(*existing, desired)) return "";
+    if (couchdb::JsonEqual(*existing, desired)) return "";
     desired.AddMember("_rev", Value(rev.c_str(), a), a);
   }
-  return upload::ToJson(desired);
+  return couchdb::ToJson(desired);
 }
 
 }  // namespace
@@ -277,7 +277,7 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
 
 std::string Deriver::ChangesPath(size_t i, const std::string& since) const {
   return absl::StrCat(DbPath(declaration_.stages[i].source), "/_changes?since=",
-                      upload::CouchClient::EscapeSegment(since), "&limit=", options_.batch_size,
+                      couchdb::CouchClient::EscapeSegment(since), "&limit=", options_.batch_size,
                       "&include_docs=true&seq_interval=", options_.batch_size);
 }
 
@@ -289,7 +289,7 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     const Value* deleted = Member(*change, "deleted");
     const Value* doc = Member(*change, "doc");
     if ((deleted && deleted->IsBool() && deleted->GetBool()) || doc == nullptr || !doc->IsObject()) continue;
-    docs.push_back(upload::ToJson(*doc));
+    docs.push_back(couchdb::ToJson(*doc));
     mapped.push_back(change);
   }
   v1::MapResponse response;
@@ -328,7 +328,7 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     for (const Value& pair : rows[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
       Value doc(rapidjson::kObjectType);
-      std::string row_id = MapRowId(s.source, id, upload::ToJson(pair[0]), n++);
+      std::string row_id = MapRowId(s.source, id, couchdb::ToJson(pair[0]), n++);
       doc.AddMember("_id", Value(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()), ra), ra);
       doc.AddMember("mr_source_id", Value(id.c_str(), static_cast<rapidjson::SizeType>(id.size()), ra), ra);
       FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
@@ -363,7 +363,7 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     body.AddMember("keys", Value(keys, body.GetAllocator()), body.GetAllocator());
     absl::StatusOr<Document> found =
         couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"),
-                    upload::ToJson(body), absl::StrCat("reading derived documents of ", s.target));
+                    couchdb::ToJson(body), absl::StrCat("reading derived documents of ", s.target));
     if (!found.ok()) return found.status();
     answers.push_back(*std::move(found));
   }
@@ -415,7 +415,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   for (const Value* change : batch.results) {
     const Value* doc = Member(*change, "doc");
     const Value* key = doc ? Member(*doc, "mr_key") : nullptr;
-    if (key != nullptr) keys.emplace(upload::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
+    if (key != nullptr) keys.emplace(couchdb::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
   }
   if (keys.empty()) return 0;
   // Every row of each changed key, from the map target.
@@ -435,7 +435,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       query.AddMember("limit", kLookupPage, a);
       if (!bookmark.empty()) query.AddMember("bookmark", Value(bookmark.c_str(), a), a);
       else if (skip > 0) query.AddMember("skip", skip, a);
-      absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), upload::ToJson(query),
+      absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
                                                   absl::StrCat("reading the rows of a key in ", s.source));
       if (!page.ok()) return page.status();
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
@@ -465,7 +465,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       for (const std::string& id : ids) list.PushBack(Value(id.c_str(), a), a);
       body.AddMember("keys", list, a);
       absl::StatusOr<Document> answer =
-          couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"), upload::ToJson(body),
+          couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"), couchdb::ToJson(body),
                       absl::StrCat("reading source documents of ", database));
       if (!answer.ok()) return answer.status();
       source_answers.push_back(*std::move(answer));
@@ -494,7 +494,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   }
   ids_body.AddMember("keys", ids, ids_body.GetAllocator());
   absl::StatusOr<Document> found =
-      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), upload::ToJson(ids_body),
+      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), couchdb::ToJson(ids_body),
                   absl::StrCat("reading derived documents of ", s.target));
   if (!found.ok()) return found.status();
   std::map<std::string, Value*> existing;
@@ -538,7 +538,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       continue;
     }
     if (r->results_size() != 1) return absl::InternalError("the service answered no reduce result");
-    absl::StatusOr<Document> value = upload::ParseJson(r->results(0));
+    absl::StatusOr<Document> value = couchdb::ParseJson(r->results(0));
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
     Document doc(rapidjson::kObjectType);
     doc.AddMember("_id", Value(id.c_str(), doc.GetAllocator()), doc.GetAllocator());
@@ -623,7 +623,7 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   doc.AddMember("sweep", c.sweep, a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
   absl::StatusOr<Document> answer = couch_.Put(LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
-                                               upload::ToJson(doc), "writing a checkpoint");
+                                               couchdb::ToJson(doc), "writing a checkpoint");
   if (!answer.ok()) return answer.status();
   c.rev = Text(*answer, "rev");
   return absl::OkStatus();
@@ -643,7 +643,7 @@ void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const s
   e.AddMember("type", Value(type.c_str(), a), a);
   e.AddMember("message", Value(message.c_str(), a), a);
   e.AddMember("at_ms", absl::ToUnixMillis(absl::Now()), a);
-  new_errors_.push_back(upload::ToJson(e));
+  new_errors_.push_back(couchdb::ToJson(e));
 }
 
 absl::Status Deriver::FlushErrors() {
@@ -662,12 +662,12 @@ absl::Status Deriver::FlushErrors() {
       }
     }
     for (const std::string& json : new_errors_) {
-      absl::StatusOr<Document> e = upload::ParseJson(json);
+      absl::StatusOr<Document> e = couchdb::ParseJson(json);
       if (e.ok()) errors.PushBack(Value(*e, a), a);
     }
     while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
     doc.AddMember("errors", errors, a);
-    absl::StatusOr<Document> answer = couch_.Put(path, upload::ToJson(doc), "writing the errors document");
+    absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the errors document");
     if (absl::IsAborted(answer.status())) continue;
     if (!answer.ok()) return answer.status();
     new_errors_.clear();
@@ -733,7 +733,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     stages.PushBack(st, a);
   }
   doc.AddMember("stages", stages, a);
-  absl::StatusOr<Document> answer = couch_.Put(path, upload::ToJson(doc), "writing the status document");
+  absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the status document");
   if (absl::IsAborted(answer.status())) {
     status_rev_.clear();  // another instance wrote it; next time we read its revision
     return absl::OkStatus();
@@ -757,7 +757,7 @@ absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {
     const Stage& s = declaration_.stages[i];
     absl::StatusOr<std::optional<Document>> answer = couch_.GetOrTimeOut(
         absl::StrCat(DbPath(s.source), "/_changes?feed=longpoll&limit=1&since=",
-                     upload::CouchClient::EscapeSegment(progress_[i].seq),
+                     couchdb::CouchClient::EscapeSegment(progress_[i].seq),
                      "&timeout=", absl::ToInt64Milliseconds(each)),
         each + absl::Milliseconds(250));
     if (!answer.ok()) return answer.status();

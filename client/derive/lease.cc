@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
 namespace cnp::derive {
 
@@ -24,7 +24,7 @@ absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   doc.AddMember("renewed_at_ms", absl::ToUnixMillis(now), a);
   doc.AddMember("expires_at_ms", absl::ToUnixMillis(now + timeout_), a);
   absl::StatusOr<rapidjson::Document> answer =
-      couch_.Put(LocalDocPath(database_, doc_id_), upload::ToJson(doc), "writing the lease");
+      couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease");
   if (absl::IsAborted(answer.status())) {  // 409: another instance wrote it first
     held_ = false;
     return false;
@@ -74,7 +74,7 @@ void Lease::Release() {
   doc.AddMember("holder", "", a);
   doc.AddMember("released_by", rapidjson::Value(holder_.c_str(), a), a);
   doc.AddMember("expires_at_ms", 0, a);
-  (void)couch_.Put(LocalDocPath(database_, doc_id_), upload::ToJson(doc), "releasing the lease");
+  (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease");
 }
 
 }  // namespace cnp::derive

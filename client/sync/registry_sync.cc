@@ -5,20 +5,20 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "service/upload/design_diff.h"
-#include "service/upload/couch_url.h"
-#include "service/upload/json.h"
-#include "service/upload/registry_entry.h"
-#include "service/upload/target_databases.h"
+#include "common/couchdb/design_diff.h"
+#include "common/couchdb/couch_url.h"
+#include "common/couchdb/json.h"
+#include "common/couchdb/registry_entry.h"
+#include "common/couchdb/target_databases.h"
 
 namespace cnp::client::sync {
 namespace {
 
-using ::cnp::upload::CouchClient;
-using ::cnp::upload::HttpError;
-using ::cnp::upload::HttpResponse;
-using ::cnp::upload::ParseJson;
-using ::cnp::upload::ToJson;
+using ::cnp::couchdb::CouchClient;
+using ::cnp::couchdb::HttpError;
+using ::cnp::couchdb::HttpResponse;
+using ::cnp::couchdb::ParseJson;
+using ::cnp::couchdb::ToJson;
 
 // CouchDB as a whole failed: trying the next database would only repeat it.
 bool AffectsEverything(const absl::Status& status) {
@@ -61,8 +61,8 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
 
 bool Targets(const RegisteredDesignDoc& entry, const std::string& database) {
   for (const std::string& pattern : entry.databases) {
-    if (::cnp::upload::IsDatabasePattern(pattern)) {
-      if (!::cnp::upload::MatchDatabases(pattern, {database}).empty()) return true;
+    if (::cnp::couchdb::IsDatabasePattern(pattern)) {
+      if (!::cnp::couchdb::MatchDatabases(pattern, {database}).empty()) return true;
     } else if (pattern == database) {
       return true;
     }
@@ -83,7 +83,7 @@ void RegistrySync::EmitProblem(v1::UploadProblem::Severity severity, const absl:
   v1::UploadEvent event;
   v1::UploadProblem& problem = *event.mutable_problem();
   problem.set_severity(severity);
-  problem.set_message(::cnp::upload::RedactCredentials(status.message()));
+  problem.set_message(::cnp::couchdb::RedactCredentials(status.message()));
   problem.set_database(database);
   problem.set_design_doc(design_doc);
   emit_(event);
@@ -91,7 +91,7 @@ void RegistrySync::EmitProblem(v1::UploadProblem::Severity severity, const absl:
 
 absl::Status RegistrySync::LoadRegistry() {
   absl::StatusOr<HttpResponse> response = couch_.Get(
-      absl::StrCat(::cnp::upload::DatabasePath(registry_), "/_all_docs?include_docs=true"));
+      absl::StrCat(::cnp::couchdb::DatabasePath(registry_), "/_all_docs?include_docs=true"));
   if (!response.ok()) return response.status();
   if (response->status == 404) {
     return absl::NotFoundError(absl::StrCat(
@@ -112,7 +112,7 @@ absl::Status RegistrySync::LoadRegistry() {
   for (const auto& row : (*all)["rows"].GetArray()) {
     if (!row.IsObject() || !row.HasMember("doc")) continue;
     const rapidjson::Value& doc = row["doc"];
-    if (StringField(doc, "type") != ::cnp::upload::kRegistryEntryType) continue;
+    if (StringField(doc, "type") != ::cnp::couchdb::kRegistryEntryType) continue;
     absl::StatusOr<RegisteredDesignDoc> entry = ReadEntry(doc);
     if (!entry.ok()) {
       EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");
@@ -186,7 +186,7 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database) {
   for (const auto& [name, entries] : by_name) {
     const RegisteredDesignDoc* conflicting = nullptr;
     for (const RegisteredDesignDoc* other : entries) {
-      if (!::cnp::upload::JsonEqual(other->design_document, entries.front()->design_document)) {
+      if (!::cnp::couchdb::JsonEqual(other->design_document, entries.front()->design_document)) {
         conflicting = other;
         break;
       }
@@ -211,7 +211,7 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database) {
 absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
                                           const RegisteredDesignDoc& entry) {
   const std::string id = absl::StrCat("_design/", entry.name);
-  const std::string path = ::cnp::upload::DesignDocPath(database, entry.name);
+  const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
   for (int attempt = 0;; ++attempt) {
     absl::StatusOr<HttpResponse> got = couch_.Get(path);
     if (!got.ok()) return got.status();
@@ -228,7 +228,7 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
     } else if (got->status != 404) {
       return HttpError(*got, absl::StrCat("reading ", id, " from ", database), couch_.base_url());
     }
-    ::cnp::upload::DesignDocPlan plan = ::cnp::upload::PlanDesignDoc(
+    ::cnp::couchdb::DesignDocPlan plan = ::cnp::couchdb::PlanDesignDoc(
         entry.design_document, stored ? &*stored : nullptr, options_.drop_unknown_fields);
 
     v1::UploadEvent event;

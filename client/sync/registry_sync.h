@@ -1,7 +1,7 @@
 // cnp sync's work: make every database that a registered design document targets hold it
-// (see service/upload/registry_entry.h), then keep it so as databases are created.
+// (see common/couchdb/registry_entry.h), then keep it so as databases are created.
 //
-//   cnp::upload::CouchClient couch({.base_url = "http://127.0.0.1:5984", ...});
+//   cnp::couchdb::CouchClient couch({.base_url = "http://127.0.0.1:5984", ...});
 //   cnp::client::sync::RegistrySync sync(couch, "cnp_registry", {}, print_event);
 //   absl::Status status = sync.SyncAll();               // every existing database
 //   status = sync.Follow([] { return true; });          // then databases created later
@@ -24,7 +24,7 @@
 #include "absl/time/time.h"
 #include "cnp/v1/upload.pb.h"
 #include "rapidjson/document.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 
 namespace cnp::client::sync {
 
@@ -48,7 +48,7 @@ class RegistrySync {
   // Gets every outcome and problem, in the shapes `cnp upload` reports them.
   using Emit = std::function<void(const v1::UploadEvent&)>;
 
-  RegistrySync(::cnp::upload::CouchClient& couch, std::string registry, Options options,
+  RegistrySync(::cnp::couchdb::CouchClient& couch, std::string registry, Options options,
                Emit emit);
 
   // Reads the registry, then brings every existing database it targets up to date. OK when
@@ -74,7 +74,7 @@ class RegistrySync {
   void EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
                    const std::string& database, const std::string& design_doc);
 
-  ::cnp::upload::CouchClient& couch_;
+  ::cnp::couchdb::CouchClient& couch_;
   std::string registry_;
   Options options_;
   Emit emit_;

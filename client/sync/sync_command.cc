@@ -9,8 +9,8 @@
 #include "client/upload/couch_credentials.h"
 #include "client/upload/event_printer.h"
 #include "client/upload/local_files.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::client {
 namespace sync {
@@ -107,16 +107,16 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
   absl::StatusOr<upload::CouchCredentials> credentials =
       upload::FindCouchCredentials(flags->positional[0], io.env);
   if (!credentials.ok()) {
-    io.err << program << ": " << cnp::upload::RedactCredentials(credentials.status().message())
+    io.err << program << ": " << cnp::couchdb::RedactCredentials(credentials.status().message())
            << "\n";
     return 2;
   }
-  absl::StatusOr<cnp::upload::CouchUrl> url = cnp::upload::ParseCouchUrl(credentials->url);
+  absl::StatusOr<cnp::couchdb::CouchUrl> url = cnp::couchdb::ParseCouchUrl(credentials->url);
   if (!url.ok()) {
-    io.err << program << ": " << cnp::upload::RedactCredentials(url.status().message()) << "\n";
+    io.err << program << ": " << cnp::couchdb::RedactCredentials(url.status().message()) << "\n";
     return 2;
   }
-  cnp::upload::CouchClient::Options options;
+  cnp::couchdb::CouchClient::Options options;
   options.base_url = url->base;
   options.username = credentials->username;
   options.password = credentials->password;
@@ -128,7 +128,7 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
     }
     options.ca_pem = *std::move(pem);
   }
-  cnp::upload::CouchClient couch(std::move(options));
+  cnp::couchdb::CouchClient couch(std::move(options));
 
   upload::UploadTally tally;
   const upload::PrintOptions print{.show_documents = flags->show_documents};

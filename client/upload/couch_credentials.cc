@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::client::upload {
 namespace {
@@ -73,7 +73,7 @@ std::optional<NetrcEntry> FindNetrcEntry(absl::string_view netrc, absl::string_v
 }
 
 absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, const GetEnv& env) {
-  absl::StatusOr<cnp::upload::CouchUrl> parsed = cnp::upload::ParseCouchUrl(url);
+  absl::StatusOr<cnp::couchdb::CouchUrl> parsed = cnp::couchdb::ParseCouchUrl(url);
   if (!parsed.ok()) return parsed.status();
   CouchCredentials out;
   out.url = parsed->base;

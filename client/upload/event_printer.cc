@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::client::upload {
 namespace {
@@ -123,7 +123,7 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
     err << Where(p.location()) << (error ? "error: " : "warning: ");
     if (!p.database().empty()) err << "[" << p.database() << "/" << p.design_doc() << "] ";
     // The service redacts too; an older one may not have.
-    err << cnp::upload::RedactCredentials(p.message()) << "\n";
+    err << cnp::couchdb::RedactCredentials(p.message()) << "\n";
   } else if (event.has_outcome()) {
     Count(event.outcome().action(), tally);
     PrintOutcome(event.outcome(), options, out);

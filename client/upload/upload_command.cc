@@ -11,7 +11,7 @@
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::client {
 namespace upload {
@@ -206,7 +206,7 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
   PrintSummary(tally, io.out);
   if (!status.ok()) {
     if (status.message() != last_error) {
-      io.err << program << ": " << cnp::upload::RedactCredentials(status.message()) << "\n";
+      io.err << program << ": " << cnp::couchdb::RedactCredentials(status.message()) << "\n";
     }
     return 1;
   }
@@ -244,7 +244,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   }
   absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
   if (!couch.ok()) {
-    io.err << program << ": " << cnp::upload::RedactCredentials(couch.status().message()) << "\n";
+    io.err << program << ": " << cnp::couchdb::RedactCredentials(couch.status().message()) << "\n";
     return 2;
   }
 

@@ -29,7 +29,7 @@ std::string HostOf(const std::string& base) {
 
 }  // namespace
 
-bool IsLoopbackUrl(const CouchUrl& url) {
+bool IsLoopbackUrl(const couchdb::CouchUrl& url) {
   std::string host = HostOf(url.base);
   if (host == "localhost") return true;
   in_addr v4;
@@ -48,14 +48,14 @@ absl::StatusOr<CouchAllowList> CouchAllowList::FromPrefixes(
       list.any_ = true;
       continue;
     }
-    absl::StatusOr<CouchUrl> url = ParseCouchUrl(prefix);
+    absl::StatusOr<couchdb::CouchUrl> url = couchdb::ParseCouchUrl(prefix);
     if (!url.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--couchdb-allow: ", url.status().message()));
     }
     if (!url->username.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--couchdb-allow=", RedactUrl(prefix),
+          "--couchdb-allow=", couchdb::RedactUrl(prefix),
           ": give the URL without user:password@ (callers bring their own credentials)"));
     }
     list.prefixes_.push_back(Normalised(url->base));
@@ -63,7 +63,7 @@ absl::StatusOr<CouchAllowList> CouchAllowList::FromPrefixes(
   return list;
 }
 
-absl::Status CouchAllowList::Check(const CouchUrl& url) const {
+absl::Status CouchAllowList::Check(const couchdb::CouchUrl& url) const {
   if (any_) return absl::OkStatus();
   const std::string base = Normalised(url.base);
   if (prefixes_.empty()) {

@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 namespace cnp::upload {
 
@@ -25,7 +25,7 @@ class CouchAllowList {
   static absl::StatusOr<CouchAllowList> FromPrefixes(const std::vector<std::string>& prefixes);
 
   // OK, or PERMISSION_DENIED saying which flag allows the URL.
-  absl::Status Check(const CouchUrl& url) const;
+  absl::Status Check(const couchdb::CouchUrl& url) const;
 
  private:
   bool any_ = false;
@@ -33,6 +33,6 @@ class CouchAllowList {
 };
 
 // Whether the URL's host is a loopback address: localhost, 127.0.0.0/8 or [::1].
-bool IsLoopbackUrl(const CouchUrl& url);
+bool IsLoopbackUrl(const couchdb::CouchUrl& url);
 
 }  // namespace cnp::upload

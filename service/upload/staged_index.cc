@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "service/upload/design_diff.h"
-#include "service/upload/json.h"
+#include "common/couchdb/design_diff.h"
+#include "common/couchdb/json.h"
 
 namespace cnp::upload {
 namespace {
@@ -60,7 +60,7 @@ std::optional<int64_t> SequenceNumber(const rapidjson::Value& seq) {
 
 std::string StagingName(absl::string_view name) { return absl::StrCat(name, "__staging"); }
 
-StagedIndexBuild::StagedIndexBuild(CouchClient& couch, std::string database, std::string name,
+StagedIndexBuild::StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
                                    absl::Duration poll_interval,
                                    std::function<bool(const v1::IndexBuildProgress&)> report)
     : couch_(couch),
@@ -81,7 +81,7 @@ bool StagedIndexBuild::Report(absl::string_view phase, int64_t done, int64_t tot
 
 absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
   const std::string staging_id = absl::StrCat("_design/", StagingName(name_));
-  const std::string path = DesignDocPath(database_, StagingName(name_));
+  const std::string path = couchdb::DesignDocPath(database_, StagingName(name_));
 
   // Only the index inputs: a staged validate_doc_update would check every write twice.
   rapidjson::Document staging(rapidjson::kObjectType);
@@ -96,37 +96,37 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
 
   // A staging document left by an interrupted run is overwritten (its index is reused when
   // the views are the same).
-  absl::StatusOr<HttpResponse> existing = couch_.Get(path);
+  absl::StatusOr<couchdb::HttpResponse> existing = couch_.Get(path);
   if (!existing.ok()) return existing.status();
   if (existing->status == 200) {
-    absl::StatusOr<rapidjson::Document> old = ParseJson(existing->body);
+    absl::StatusOr<rapidjson::Document> old = couchdb::ParseJson(existing->body);
     if (old.ok() && old->IsObject() && old->HasMember("_rev") && (*old)["_rev"].IsString()) {
       staging.AddMember("_rev", rapidjson::Value((*old)["_rev"], alloc), alloc);
     }
   }
-  absl::StatusOr<HttpResponse> put = couch_.Put(path, ToJson(staging));
+  absl::StatusOr<couchdb::HttpResponse> put = couch_.Put(path, couchdb::ToJson(staging));
   if (!put.ok()) return put.status();
   if (put->status != 201 && put->status != 202) {
-    return HttpError(*put, absl::StrCat("writing ", staging_id, " in ", database_),
+    return couchdb::HttpError(*put, absl::StrCat("writing ", staging_id, " in ", database_),
                      couch_.base_url());
   }
-  absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+  absl::StatusOr<rapidjson::Document> written = couchdb::ParseJson(put->body);
   if (written.ok() && written->IsObject() && written->HasMember("rev") &&
       (*written)["rev"].IsString()) {
     staging_rev_ = (*written)["rev"].GetString();
   }
   if (!Report("staged")) return absl::CancelledError("the client went away");
 
-  std::vector<std::string> views = ViewNames(staging);
+  std::vector<std::string> views = couchdb::ViewNames(staging);
   if (views.empty()) return absl::OkStatus();
   const std::string view_path =
-      absl::StrCat(path, "/_view/", CouchClient::EscapeSegment(views.front()), "?limit=0");
+      absl::StrCat(path, "/_view/", couchdb::CouchClient::EscapeSegment(views.front()), "?limit=0");
 
   // update=lazy answers at once and starts the build in the background.
-  absl::StatusOr<HttpResponse> trigger = couch_.Get(absl::StrCat(view_path, "&update=lazy"));
+  absl::StatusOr<couchdb::HttpResponse> trigger = couch_.Get(absl::StrCat(view_path, "&update=lazy"));
   if (!trigger.ok()) return trigger.status();
   if (trigger->status != 200) {
-    return HttpError(*trigger, absl::StrCat("starting the index build of ", staging_id),
+    return couchdb::HttpError(*trigger, absl::StrCat("starting the index build of ", staging_id),
                      couch_.base_url());
   }
 
@@ -140,10 +140,10 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
   }
   // The task list may not show a build that has not started yet or was missed between polls;
   // a plain query waits until the index is up to date, so it is the proof.
-  absl::StatusOr<HttpResponse> built = couch_.GetWithoutTimeout(view_path);
+  absl::StatusOr<couchdb::HttpResponse> built = couch_.GetWithoutTimeout(view_path);
   if (!built.ok()) return built.status();
   if (built->status != 200) {
-    return HttpError(*built, absl::StrCat("building the index of ", staging_id),
+    return couchdb::HttpError(*built, absl::StrCat("building the index of ", staging_id),
                      couch_.base_url());
   }
   built_index_ = true;
@@ -165,11 +165,11 @@ absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
     absl::string_view design_name) {
   const std::string what = absl::StrCat("reading the index state of _design/", design_name,
                                         " in ", database_);
-  absl::StatusOr<HttpResponse> response =
-      couch_.Get(absl::StrCat(DesignDocPath(database_, design_name), "/_info"));
+  absl::StatusOr<couchdb::HttpResponse> response =
+      couch_.Get(absl::StrCat(couchdb::DesignDocPath(database_, design_name), "/_info"));
   if (!response.ok()) return response.status();
-  if (response->status != 200) return HttpError(*response, what, couch_.base_url());
-  absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+  if (response->status != 200) return couchdb::HttpError(*response, what, couch_.base_url());
+  absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(response->body);
   if (!doc.ok() || !doc->IsObject()) {
     return absl::UnknownError(
         absl::StrCat(what, " at ", couch_.base_url(), ": CouchDB sent a malformed _info"));
@@ -256,7 +256,7 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
 }
 
 absl::StatusOr<bool> StagedIndexBuild::IndexerRunning(int64_t& done, int64_t& total) {
-  absl::StatusOr<HttpResponse> tasks = couch_.Get("/_active_tasks");
+  absl::StatusOr<couchdb::HttpResponse> tasks = couch_.Get("/_active_tasks");
   if (!tasks.ok()) return tasks.status();
   if (tasks->status == 401 || tasks->status == 403) {
     // Only server admins may read _active_tasks; a database admin still gets the build, just
@@ -265,9 +265,9 @@ absl::StatusOr<bool> StagedIndexBuild::IndexerRunning(int64_t& done, int64_t& to
     return false;
   }
   if (tasks->status != 200) {
-    return HttpError(*tasks, "reading _active_tasks", couch_.base_url());
+    return couchdb::HttpError(*tasks, "reading _active_tasks", couch_.base_url());
   }
-  absl::StatusOr<rapidjson::Document> list = ParseJson(tasks->body);
+  absl::StatusOr<rapidjson::Document> list = couchdb::ParseJson(tasks->body);
   if (!list.ok() || !list->IsArray()) return false;
   const std::string staging_id = absl::StrCat("_design/", StagingName(name_));
   bool running = false;
@@ -295,12 +295,12 @@ absl::StatusOr<bool> StagedIndexBuild::IndexerRunning(int64_t& done, int64_t& to
 
 absl::Status StagedIndexBuild::Remove() {
   if (staging_rev_.empty()) return absl::OkStatus();
-  const std::string path = DesignDocPath(database_, StagingName(name_));
-  absl::StatusOr<HttpResponse> deleted =
-      couch_.Delete(absl::StrCat(path, "?rev=", CouchClient::EscapeSegment(staging_rev_)));
+  const std::string path = couchdb::DesignDocPath(database_, StagingName(name_));
+  absl::StatusOr<couchdb::HttpResponse> deleted =
+      couch_.Delete(absl::StrCat(path, "?rev=", couchdb::CouchClient::EscapeSegment(staging_rev_)));
   if (!deleted.ok()) return deleted.status();
   if (deleted->status != 200 && deleted->status != 202) {
-    return HttpError(*deleted,
+    return couchdb::HttpError(*deleted,
                      absl::StrCat("removing _design/", StagingName(name_), " from ", database_),
                      couch_.base_url());
   }

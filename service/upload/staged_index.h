@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "cnp/v1/upload.pb.h"
 #include "rapidjson/document.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 
 namespace cnp::upload {
 
@@ -32,7 +32,7 @@ class StagedIndexBuild {
  public:
   // `report` gets each progress step; it returns false when nobody listens any more, which
   // ends the wait (the staging document is left for the next run to reuse).
-  StagedIndexBuild(CouchClient& couch, std::string database, std::string name,
+  StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
                    absl::Duration poll_interval,
                    std::function<bool(const v1::IndexBuildProgress&)> report);
 
@@ -66,7 +66,7 @@ class StagedIndexBuild {
   };
   absl::StatusOr<IndexInfo> ReadIndexInfo(absl::string_view design_name);
 
-  CouchClient& couch_;
+  couchdb::CouchClient& couch_;
   std::string database_;
   std::string name_;
   absl::Duration poll_interval_;

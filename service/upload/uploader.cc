@@ -10,15 +10,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/couch_url.h"
-#include "service/upload/design_diff.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/couch_url.h"
+#include "common/couchdb/design_diff.h"
 #include "service/upload/design_yaml.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 #include "service/upload/problem_list.h"
-#include "service/upload/registry_entry.h"
+#include "common/couchdb/registry_entry.h"
 #include "service/upload/staged_index.h"
-#include "service/upload/target_databases.h"
+#include "common/couchdb/target_databases.h"
 #include "service/upload/version_resolver.h"
 
 namespace cnp::upload {
@@ -65,9 +65,9 @@ class UploadRun {
           "staged applies to design documents written in place, not to a registry: "
           "cnp sync writes the registered ones"));
     }
-    std::optional<CouchUrl> url;
+    std::optional<couchdb::CouchUrl> url;
     if (!request_.check_only()) {
-      absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(request_.couchdb_url());
+      absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(request_.couchdb_url());
       if (!parsed.ok()) return Fail(parsed.status());
       if (absl::Status allowed = options_.couchdb_allow.Check(*parsed); !allowed.ok()) {
         return Fail(allowed);
@@ -117,7 +117,7 @@ class UploadRun {
       v1::DesignDocOutcome& outcome = *event.mutable_outcome();
       outcome.set_id(spec.id());
       outcome.set_action(v1::DesignDocOutcome::CHECKED);
-      outcome.set_document_json(ToJson(spec.body));
+      outcome.set_document_json(couchdb::ToJson(spec.body));
       *outcome.mutable_location() = spec.location;
       if (!Send(event)) return Cancelled();
     }
@@ -125,8 +125,8 @@ class UploadRun {
   }
 
   // Credentials given apart from the URL win over the URL's own.
-  void Connect(const CouchUrl& url) {
-    CouchClient::Options options;
+  void Connect(const couchdb::CouchUrl& url) {
+    couchdb::CouchClient::Options options;
     options.base_url = url.base;
     options.username = url.username;
     options.password = url.password;
@@ -138,7 +138,7 @@ class UploadRun {
     options.timeout = options_.http_timeout;
     options.max_response_bytes = options_.max_couchdb_response_bytes;
     options.stop = stop_;
-    couch_ = std::make_unique<CouchClient>(std::move(options));
+    couch_ = std::make_unique<couchdb::CouchClient>(std::move(options));
   }
 
   // Goes on past a failed design document or database, except when CouchDB as a whole failed.
@@ -287,7 +287,7 @@ class UploadRun {
     for (const DesignDocSpec& spec : specs_) {
       if (spec.databases.empty()) add(request_.database(), spec);
       for (const DatabasePattern& db : spec.databases) {
-        if (!IsDatabasePattern(db.pattern)) {
+        if (!couchdb::IsDatabasePattern(db.pattern)) {
           add(db.pattern, spec);
           continue;
         }
@@ -296,7 +296,7 @@ class UploadRun {
           if (!listed.ok()) return Fail(listed.status());
           all_dbs = std::move(*listed);
         }
-        std::vector<std::string> matched = MatchDatabases(db.pattern, *all_dbs);
+        std::vector<std::string> matched = couchdb::MatchDatabases(db.pattern, *all_dbs);
         if (matched.empty()) {
           problems.Warning(db.location,
                            absl::StrCat("\"", db.pattern, "\" matches no database"));
@@ -310,12 +310,12 @@ class UploadRun {
   }
 
   absl::StatusOr<std::vector<std::string>> ListDatabases() {
-    absl::StatusOr<HttpResponse> response = couch_->Get("/_all_dbs");
+    absl::StatusOr<couchdb::HttpResponse> response = couch_->Get("/_all_dbs");
     if (!response.ok()) return response.status();
     if (response->status != 200) {
-      return HttpError(*response, "listing the databases", couch_->base_url());
+      return couchdb::HttpError(*response, "listing the databases", couch_->base_url());
     }
-    absl::StatusOr<rapidjson::Document> list = ParseJson(response->body);
+    absl::StatusOr<rapidjson::Document> list = couchdb::ParseJson(response->body);
     if (!list.ok() || !list->IsArray()) {
       return absl::UnknownError(
           absl::StrCat("CouchDB at ", couch_->base_url(), " sent a malformed _all_dbs"));
@@ -328,7 +328,7 @@ class UploadRun {
   }
 
   absl::Status CheckDatabase(const std::string& database) {
-    absl::StatusOr<HttpResponse> response = couch_->Get(DatabasePath(database));
+    absl::StatusOr<couchdb::HttpResponse> response = couch_->Get(couchdb::DatabasePath(database));
     if (!response.ok()) return response.status();
     if (response->status == 200) return absl::OkStatus();
     if (response->status == 404) {
@@ -336,22 +336,22 @@ class UploadRun {
                                               couch_->base_url(),
                                               "; create it first (PUT /", database, ")"));
     }
-    return HttpError(*response, absl::StrCat("opening database \"", database, "\""),
+    return couchdb::HttpError(*response, absl::StrCat("opening database \"", database, "\""),
                      couch_->base_url());
   }
 
   absl::StatusOr<Stored> ReadStored(const Target& target) {
-    absl::StatusOr<HttpResponse> response =
-        couch_->Get(DesignDocPath(target.database, target.spec->name));
+    absl::StatusOr<couchdb::HttpResponse> response =
+        couch_->Get(couchdb::DesignDocPath(target.database, target.spec->name));
     if (!response.ok()) return response.status();
     Stored stored;
     if (response->status == 404) return stored;
     if (response->status != 200) {
-      return HttpError(*response,
+      return couchdb::HttpError(*response,
                        absl::StrCat("reading ", target.spec->id(), " from ", target.database),
                        couch_->base_url());
     }
-    absl::StatusOr<rapidjson::Document> doc = ParseJson(response->body);
+    absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(response->body);
     if (!doc.ok() || !doc->IsObject()) {
       return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", target.spec->id(),
                                              " from ", target.database));
@@ -370,7 +370,7 @@ class UploadRun {
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<Stored> stored = ReadStored(target);
       if (!stored.ok()) return stored.status();
-      DesignDocPlan plan = PlanDesignDoc(
+      couchdb::DesignDocPlan plan = couchdb::PlanDesignDoc(
           target.spec->body, stored->doc ? &*stored->doc : nullptr, request_.drop_unknown_fields());
 
       v1::UploadEvent event;
@@ -390,7 +390,7 @@ class UploadRun {
       }
 
       if (request_.staged() && plan.index_rebuild &&
-          !(staged_document && SameIndexInputs(*staged_document, plan.document))) {
+          !(staged_document && couchdb::SameIndexInputs(*staged_document, plan.document))) {
         staging.emplace(*couch_, target.database, target.spec->name,
                         options_.staged_poll_interval,
                         [this](const v1::IndexBuildProgress& progress) {
@@ -408,8 +408,8 @@ class UploadRun {
         auto& alloc = plan.document.GetAllocator();
         plan.document.AddMember("_rev", rapidjson::Value(stored->rev.c_str(), alloc), alloc);
       }
-      absl::StatusOr<HttpResponse> put = couch_->Put(
-          DesignDocPath(target.database, target.spec->name), ToJson(plan.document));
+      absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+          couchdb::DesignDocPath(target.database, target.spec->name), couchdb::ToJson(plan.document));
       if (!put.ok()) return put.status();
       if (put->status == 409) {
         if (attempt >= max_retries) {
@@ -424,10 +424,10 @@ class UploadRun {
         continue;
       }
       if (put->status != 201 && put->status != 202) {
-        return HttpError(*put, absl::StrCat("writing ", target.spec->id(), " to ", target.database),
+        return couchdb::HttpError(*put, absl::StrCat("writing ", target.spec->id(), " to ", target.database),
                          couch_->base_url());
       }
-      absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+      absl::StatusOr<rapidjson::Document> written = couchdb::ParseJson(put->body);
       if (written.ok() && written->IsObject() && written->HasMember("rev") &&
           (*written)["rev"].IsString()) {
         outcome.set_rev((*written)["rev"].GetString());
@@ -496,11 +496,11 @@ class UploadRun {
     const std::string& registry = request_.register_database();
     const std::string id = absl::StrCat(spec.name, "@", rule);
     const std::string path =
-        absl::StrCat(DatabasePath(registry), "/", CouchClient::EscapeSegment(id));
+        absl::StrCat(couchdb::DatabasePath(registry), "/", couchdb::CouchClient::EscapeSegment(id));
     rapidjson::Document entry(rapidjson::kObjectType);
     auto& alloc = entry.GetAllocator();
     entry.AddMember("_id", rapidjson::Value(id.c_str(), alloc), alloc);
-    entry.AddMember("type", rapidjson::StringRef(kRegistryEntryType), alloc);
+    entry.AddMember("type", rapidjson::StringRef(couchdb::kRegistryEntryType), alloc);
     entry.AddMember("name", rapidjson::Value(spec.name.c_str(), alloc), alloc);
     rapidjson::Value target(rapidjson::kObjectType);
     if (!patterns.front()->classification.empty()) {
@@ -519,16 +519,16 @@ class UploadRun {
                                 ? request_.max_conflict_retries()
                                 : kDefaultConflictRetries;
     for (int attempt = 0;; ++attempt) {
-      absl::StatusOr<HttpResponse> got = couch_->Get(path);
+      absl::StatusOr<couchdb::HttpResponse> got = couch_->Get(path);
       if (!got.ok()) return got.status();
       if (got->status != 200 && got->status != 404) {
-        return HttpError(*got, absl::StrCat("reading ", id, " from ", registry),
+        return couchdb::HttpError(*got, absl::StrCat("reading ", id, " from ", registry),
                          couch_->base_url());
       }
       std::optional<rapidjson::Document> stored;
       std::string rev;
       if (got->status == 200) {
-        absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+        absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(got->body);
         if (!doc.ok() || !doc->IsObject()) {
           return absl::UnknownError(
               absl::StrCat("CouchDB sent a malformed ", id, " from ", registry));
@@ -543,9 +543,9 @@ class UploadRun {
       outcome.set_database(registry);
       outcome.set_id(id);
       *outcome.mutable_location() = spec.location;
-      outcome.set_document_json(ToJson(entry));
+      outcome.set_document_json(couchdb::ToJson(entry));
       outcome.set_conflict_retries(attempt);
-      if (stored && JsonEqual(*stored, entry)) {
+      if (stored && couchdb::JsonEqual(*stored, entry)) {
         outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
         outcome.set_rev(rev);
         return Send(event) ? absl::OkStatus() : Cancelled();
@@ -556,16 +556,16 @@ class UploadRun {
         stored_design = &(*stored)["design_document"];
       }
       for (v1::FieldChange& change :
-           PlanDesignDoc(spec.body, stored_design, /*drop_unknown_fields=*/true).changes) {
+           couchdb::PlanDesignDoc(spec.body, stored_design, /*drop_unknown_fields=*/true).changes) {
         change.set_path(absl::StrCat("design_document.", change.path()));
         *outcome.add_changes() = std::move(change);
       }
       if (stored && (!stored->HasMember("target") ||
-                     !JsonEqual((*stored)["target"], entry["target"]))) {
+                     !couchdb::JsonEqual((*stored)["target"], entry["target"]))) {
         v1::FieldChange& change = *outcome.add_changes();
         change.set_path("target");
-        if (stored->HasMember("target")) change.set_old_json(ToJson((*stored)["target"]));
-        change.set_new_json(ToJson(entry["target"]));
+        if (stored->HasMember("target")) change.set_old_json(couchdb::ToJson((*stored)["target"]));
+        change.set_new_json(couchdb::ToJson(entry["target"]));
       }
       if (request_.dry_run()) {
         outcome.set_action(stored ? v1::DesignDocOutcome::WOULD_UPDATE
@@ -579,7 +579,7 @@ class UploadRun {
                            to_write.GetAllocator());
       }
       if (options_.before_write) options_.before_write(registry, id);
-      absl::StatusOr<HttpResponse> put = couch_->Put(path, ToJson(to_write));
+      absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(path, couchdb::ToJson(to_write));
       if (!put.ok()) return put.status();
       if (put->status == 409) {
         if (attempt >= max_retries) {
@@ -591,10 +591,10 @@ class UploadRun {
         continue;
       }
       if (put->status != 201 && put->status != 202) {
-        return HttpError(*put, absl::StrCat("writing ", id, " to ", registry),
+        return couchdb::HttpError(*put, absl::StrCat("writing ", id, " to ", registry),
                          couch_->base_url());
       }
-      absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+      absl::StatusOr<rapidjson::Document> written = couchdb::ParseJson(put->body);
       if (written.ok() && written->IsObject() && written->HasMember("rev") &&
           (*written)["rev"].IsString()) {
         outcome.set_rev((*written)["rev"].GetString());
@@ -604,7 +604,7 @@ class UploadRun {
     }
   }
 
-  void Describe(const Target& target, const DesignDocPlan& plan,
+  void Describe(const Target& target, const couchdb::DesignDocPlan& plan,
                 v1::DesignDocOutcome& outcome) {
     outcome.set_database(target.database);
     outcome.set_id(target.spec->id());
@@ -614,7 +614,7 @@ class UploadRun {
     for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
     for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
     for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
-    outcome.set_document_json(ToJson(plan.document));
+    outcome.set_document_json(couchdb::ToJson(plan.document));
   }
 
   pool::TaskRunner& runner_;
@@ -623,7 +623,7 @@ class UploadRun {
   const Uploader::Emit& emit_;
   const std::stop_token stop_;
   std::vector<DesignDocSpec> specs_;
-  std::unique_ptr<CouchClient> couch_;
+  std::unique_ptr<couchdb::CouchClient> couch_;
   bool cancelled_ = false;
 };
 
@@ -641,13 +641,13 @@ absl::Status Uploader::Run(const v1::UploadRequest& request, const Emit& emit,
   Emit redacting = [&emit](const v1::UploadEvent& event) {
     if (!event.has_problem()) return emit(event);
     v1::UploadEvent copy = event;
-    copy.mutable_problem()->set_message(RedactCredentials(event.problem().message()));
+    copy.mutable_problem()->set_message(couchdb::RedactCredentials(event.problem().message()));
     return emit(copy);
   };
   absl::Status status =
       UploadRun(runner_, options_, request, redacting, std::move(stop)).Execute();
   if (status.ok()) return status;
-  return absl::Status(status.code(), RedactCredentials(status.message()));
+  return absl::Status(status.code(), couchdb::RedactCredentials(status.message()));
 }
 
 }  // namespace cnp::upload

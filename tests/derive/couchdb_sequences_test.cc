@@ -9,7 +9,7 @@
 #include "client/derive/deriver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 #include "tests/support/scripted_http_server.h"
 #include "tests/support/server_process.h"
 
@@ -64,7 +64,7 @@ TEST(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame) 
   std::unique_ptr<client::Client> cnp = (*server)->Connect();
   ASSERT_NE(cnp, nullptr);
 
-  upload::CouchClient http({.base_url = couch.url()});
+  couchdb::CouchClient http({.base_url = couch.url()});
   CouchDb db(http);
   Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
   std::ostringstream log;

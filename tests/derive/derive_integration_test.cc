@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/json.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
 #include "tests/support/child_process.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/support/server_process.h"
@@ -46,25 +46,25 @@ class DeriveTest : public ::testing::Test {
 
   void SetUp() override { dir_ = testing::MakeTempDir("derive"); }
 
-  upload::CouchClient Http() { return upload::CouchClient({.base_url = couch_->url()}); }
+  couchdb::CouchClient Http() { return couchdb::CouchClient({.base_url = couch_->url()}); }
 
   // Creates `db` with the documents of the JSON array `docs`.
   void Fill(const std::string& db, const std::string& docs) {
-    upload::CouchClient http = Http();
-    ASSERT_TRUE(http.Put(upload::DatabasePath(db), "").ok());
+    couchdb::CouchClient http = Http();
+    ASSERT_TRUE(http.Put(couchdb::DatabasePath(db), "").ok());
     Write(db, docs);
   }
   void Write(const std::string& db, const std::string& docs) {
-    upload::CouchClient http = Http();
-    auto r = http.Post(absl::StrCat(upload::DatabasePath(db), "/_bulk_docs"),
+    couchdb::CouchClient http = Http();
+    auto r = http.Post(absl::StrCat(couchdb::DatabasePath(db), "/_bulk_docs"),
                        absl::StrCat("{\"docs\":", docs, "}"));
     ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
   }
   rapidjson::Document Get(const std::string& path) {
-    upload::CouchClient http = Http();
+    couchdb::CouchClient http = Http();
     auto r = http.Get(path);
     EXPECT_TRUE(r.ok()) << r.status();
-    auto doc = upload::ParseJson(r.ok() ? r->body : "null");
+    auto doc = couchdb::ParseJson(r.ok() ? r->body : "null");
     EXPECT_TRUE(doc.ok());
     return std::move(*doc);
   }
@@ -91,7 +91,7 @@ class DeriveTest : public ::testing::Test {
     for (auto& [id, doc] : Derived(db)) {
       doc.RemoveMember("_id");
       doc.RemoveMember("_rev");
-      out.emplace(upload::ToJson(doc["mr_key"]), upload::ToJson(doc));
+      out.emplace(couchdb::ToJson(doc["mr_key"]), couchdb::ToJson(doc));
     }
     return out;
   }
@@ -151,7 +151,7 @@ TEST_F(DeriveTest, InitialSyncWritesOneDerivedDocumentPerRowWithItsProvenance) {
   EXPECT_THAT(sources, ::testing::UnorderedElementsAre(::testing::Pair("Oslo", "a"), ::testing::Pair("Bergen", "b"),
                                                        ::testing::Pair("Oslo", "c")));
   rapidjson::Document checkpoint = Get("/init_map/_local/cnp-derive%3Ainit%3Ainit_src");
-  EXPECT_EQ(upload::ToJson(checkpoint["seq"]), "\"4\"");
+  EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"4\"");
   rapidjson::Document status = Get("/init_map/_local/cnp-derive%3Ainit%3Astatus");
   EXPECT_EQ(status["stages"][0]["processed"].GetInt(), 4);
   EXPECT_EQ(status["stages"][0]["backlog"].GetInt(), 0);
@@ -223,7 +223,7 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
   EXPECT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows.count("\"X\""), 0u);
   rapidjson::Document errors = Get("/err_map/_local/cnp-derive%3Aerr%3Aerrors");
-  ASSERT_TRUE(errors.HasMember("errors")) << upload::ToJson(errors);
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
   ASSERT_EQ(errors["errors"].Size(), 1u);
   const auto& e = errors["errors"][0];
   EXPECT_EQ(std::string(e["doc_id"].GetString()), "bad1");
@@ -317,7 +317,7 @@ TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   EXPECT_THAT((*run)->output(), Not(HasSubstr("caught up")));
   EXPECT_TRUE(Derived("missing_map").empty());
   // No checkpoint: the next run starts over.
-  upload::CouchClient http = Http();
+  couchdb::CouchClient http = Http();
   auto checkpoint = http.Get("/missing_map/_local/cnp-derive%3Amissing%3Amissing_src");
   ASSERT_TRUE(checkpoint.ok());
   EXPECT_EQ(checkpoint->status, 404);

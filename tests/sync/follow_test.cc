@@ -11,8 +11,8 @@
 #include "client/sync/registry_sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/json.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
 #include "tests/support/scripted_http_server.h"
 
 namespace cnp::upload::testing {
@@ -87,13 +87,13 @@ class ScriptedCouch {
     }
     if (r.method == "PUT" && absl::StrContains(r.target, "/_design/towns")) {
       puts_[r.target].push_back(r.body);
-      absl::StatusOr<rapidjson::Document> doc = ParseJson(r.body);
+      absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(r.body);
       std::string rev = absl::StrCat(puts_[r.target].size(), "-x");
       if (doc.ok()) {
         doc->RemoveMember("_rev");
         doc->AddMember("_rev", rapidjson::Value(rev.c_str(), doc->GetAllocator()),
                        doc->GetAllocator());
-        stored_[r.target] = ToJson(*doc);
+        stored_[r.target] = couchdb::ToJson(*doc);
       }
       return {201, absl::StrCat(R"({"ok": true, "rev": ")", rev, "\"}")};
     }
@@ -108,14 +108,14 @@ class ScriptedCouch {
 };
 
 std::string MapOf(const std::string& body) {
-  absl::StatusOr<rapidjson::Document> doc = ParseJson(body);
+  absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(body);
   if (!doc.ok() || !doc->HasMember("views")) return "";
   return (*doc)["views"]["by_town"]["map"].GetString();
 }
 
 TEST(FollowTest, ADatabaseCreatedLaterGetsItsDesignDocumentsAndARegistryChangeIsSynced) {
   ScriptedCouch couch;
-  CouchClient client({.base_url = couch.url()});
+  couchdb::CouchClient client({.base_url = couch.url()});
   std::vector<v1::UploadEvent> events;
   client::sync::RegistrySync sync(client, "cnp_registry", {},
                                   [&](const v1::UploadEvent& e) { events.push_back(e); });

@@ -15,8 +15,8 @@
 #include "client/sync/sync_command.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/json.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
@@ -68,12 +68,12 @@ class SyncIntegrationTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
     runner_.Define("myviews.townmap", 123);
     runner_.Define("myviews.validate", 21);
-    couch_ = std::make_unique<CouchClient>(CouchClient::Options{.base_url = server_->url()});
+    couch_ = std::make_unique<couchdb::CouchClient>(couchdb::CouchClient::Options{.base_url = server_->url()});
   }
 
   // Each test has databases of its own: "<prefix>..." names and a registry.
   void CreateDatabase(const std::string& name) {
-    absl::StatusOr<HttpResponse> created = couch_->Put(DatabasePath(name), "");
+    absl::StatusOr<couchdb::HttpResponse> created = couch_->Put(couchdb::DatabasePath(name), "");
     ASSERT_TRUE(created.ok() && created->status == 201) << name;
   }
 
@@ -88,10 +88,10 @@ class SyncIntegrationTest : public ::testing::Test {
 
   // The stored document, or an empty object when there is none.
   rapidjson::Document Read(const std::string& path) {
-    absl::StatusOr<HttpResponse> got = couch_->Get(path);
+    absl::StatusOr<couchdb::HttpResponse> got = couch_->Get(path);
     rapidjson::Document doc(rapidjson::kObjectType);
     if (got.ok() && got->status == 200) {
-      absl::StatusOr<rapidjson::Document> parsed = ParseJson(got->body);
+      absl::StatusOr<rapidjson::Document> parsed = couchdb::ParseJson(got->body);
       if (parsed.ok()) doc = std::move(*parsed);
     }
     return doc;
@@ -108,7 +108,7 @@ class SyncIntegrationTest : public ::testing::Test {
 
   static PouchDbServer* server_;
   FakeTaskRunner runner_;
-  std::unique_ptr<CouchClient> couch_;
+  std::unique_ptr<couchdb::CouchClient> couch_;
 };
 
 PouchDbServer* SyncIntegrationTest::server_ = nullptr;
@@ -128,9 +128,9 @@ TEST_F(SyncIntegrationTest, RegisterStoresResolvedDesignDocumentsPerTargetRule) 
                                             "config@database:system_config"));
 
   rapidjson::Document towns = Read("/reg1/towns%40classification%3Aaccount");
-  ASSERT_TRUE(towns.HasMember("design_document")) << ToJson(towns);
+  ASSERT_TRUE(towns.HasMember("design_document")) << couchdb::ToJson(towns);
   EXPECT_EQ(std::string(towns["type"].GetString()), "cnp_design_document");
-  EXPECT_EQ(ToJson(towns["target"]), R"({"classification":"account","databases":["account-*"]})");
+  EXPECT_EQ(couchdb::ToJson(towns["target"]), R"({"classification":"account","databases":["account-*"]})");
   EXPECT_EQ(std::string(towns["design_document"]["views"]["by_town"]["map"].GetString()),
             "myviews.townmap|123");
   // Registering writes nothing in place.
@@ -167,8 +167,8 @@ TEST_F(SyncIntegrationTest, RegisteringNeedsTargetsAndKnownClassifications) {
                                   HasSubstr("kazoo.yml:4: classification \"acount\" is not "
                                             "defined")));
   rapidjson::Document all = Read("/reg2/_all_docs");
-  ASSERT_TRUE(all.HasMember("rows")) << ToJson(all);
-  EXPECT_EQ(all["rows"].Size(), 0u) << ToJson(all);
+  ASSERT_TRUE(all.HasMember("rows")) << couchdb::ToJson(all);
+  EXPECT_EQ(all["rows"].Size(), 0u) << couchdb::ToJson(all);
 }
 
 TEST_F(SyncIntegrationTest, SyncPutsThemInEveryMatchingDatabaseThenInANewOne) {
@@ -177,7 +177,7 @@ TEST_F(SyncIntegrationTest, SyncPutsThemInEveryMatchingDatabaseThenInANewOne) {
   }
   ASSERT_TRUE(Register("reg3", kYaml).status.ok());
   // A field CouchDB has that the registry does not mention is kept, as by cnp upload.
-  absl::StatusOr<HttpResponse> legacy = couch_->Put(
+  absl::StatusOr<couchdb::HttpResponse> legacy = couch_->Put(
       "/account-s2/_design/towns",
       R"({"language": "python", "views": {"legacy": {"map": "old.map|1"}}})");
   ASSERT_TRUE(legacy.ok() && legacy->status == 201);
@@ -199,7 +199,7 @@ TEST_F(SyncIntegrationTest, SyncPutsThemInEveryMatchingDatabaseThenInANewOne) {
   EXPECT_THAT(result.errors(), IsEmpty()) << result.Dump();
 
   rapidjson::Document towns = Read("/account-s1/_design/towns");
-  ASSERT_TRUE(towns.HasMember("views")) << ToJson(towns);
+  ASSERT_TRUE(towns.HasMember("views")) << couchdb::ToJson(towns);
   EXPECT_EQ(std::string(towns["views"]["by_town"]["map"].GetString()), "myviews.townmap|123");
   EXPECT_TRUE(Read("/account-s2/_design/towns")["views"].HasMember("legacy"));
   EXPECT_FALSE(Read("/reg3/_design/towns").HasMember("_id"));

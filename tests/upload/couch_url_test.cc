@@ -1,10 +1,10 @@
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 namespace {
 
 TEST(CouchUrlTest, CredentialsAreTakenOutOfTheUrl) {
@@ -43,4 +43,4 @@ TEST(CouchUrlTest, PathSegmentsAreEscaped) {
 }
 
 }  // namespace
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

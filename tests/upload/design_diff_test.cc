@@ -1,11 +1,11 @@
 // The plan for one design document: what is kept, what changes, and when the index rebuilds.
-#include "service/upload/design_diff.h"
+#include "common/couchdb/design_diff.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 namespace {
 
 using ::testing::ElementsAre;
@@ -105,4 +105,4 @@ TEST(DesignDiffTest, IndexInputsAreViewsOptionsAndLanguage) {
 }
 
 }  // namespace
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

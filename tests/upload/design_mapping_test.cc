@@ -5,7 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/upload/fake_task_runner.h"
 #include "tests/upload/upload_events.h"
@@ -33,10 +33,10 @@ class DesignMappingTest : public ::testing::Test {
                       const std::string& expected) {
     v1::DesignDocOutcome outcome = result.Outcome(id);
     ASSERT_EQ(outcome.action(), v1::DesignDocOutcome::CHECKED) << result.Dump();
-    absl::StatusOr<rapidjson::Document> actual = ParseJson(outcome.document_json());
-    absl::StatusOr<rapidjson::Document> wanted = ParseJson(expected);
+    absl::StatusOr<rapidjson::Document> actual = couchdb::ParseJson(outcome.document_json());
+    absl::StatusOr<rapidjson::Document> wanted = couchdb::ParseJson(expected);
     ASSERT_TRUE(actual.ok() && wanted.ok());
-    EXPECT_TRUE(JsonEqual(*actual, *wanted))
+    EXPECT_TRUE(couchdb::JsonEqual(*actual, *wanted))
         << "got      " << outcome.document_json() << "\nexpected " << expected;
   }
 

@@ -12,8 +12,8 @@
 #include "service/pool/async_worker_pool.h"
 #include "service/pool/blocking_task_runner.h"
 #include "service/pool/process_worker.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/json.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/support/runfiles.h"
@@ -96,8 +96,8 @@ TEST_F(RealPoolUploadTest, TheReadmeExampleGetsTheFunctionsOwnVersions) {
       "    validate_doc_update: uploadfns.validate\n");
   ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
   absl::StatusOr<rapidjson::Document> doc =
-      ParseJson(result.Outcome("_design/location").document_json());
-  absl::StatusOr<rapidjson::Document> expected = ParseJson(
+      couchdb::ParseJson(result.Outcome("_design/location").document_json());
+  absl::StatusOr<rapidjson::Document> expected = couchdb::ParseJson(
       R"({"_id": "_design/location", "language": "python",
           "views": {"towns": {"map": "uploadfns.townmap|123"},
                     "ids": {"map": "uploadfns.plain_map"},
@@ -105,7 +105,7 @@ TEST_F(RealPoolUploadTest, TheReadmeExampleGetsTheFunctionsOwnVersions) {
                     "summed": {"map": "uploadfns.townmap|123", "reduce": "_sum"}},
           "validate_doc_update": "uploadfns.validate|21"})");
   ASSERT_TRUE(doc.ok() && expected.ok());
-  EXPECT_TRUE(JsonEqual(*doc, *expected)) << result.Outcome("_design/location").document_json();
+  EXPECT_TRUE(couchdb::JsonEqual(*doc, *expected)) << result.Outcome("_design/location").document_json();
 }
 
 TEST_F(RealPoolUploadTest, ImportProblemsAreReportedAtTheirLines) {
@@ -134,7 +134,7 @@ TEST_F(RealPoolUploadTest, ImportProblemsAreReportedAtTheirLines) {
 TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {
   absl::StatusOr<std::unique_ptr<PouchDbServer>> couch = PouchDbServer::Start();
   ASSERT_TRUE(couch.ok()) << couch.status();
-  CouchClient client({.base_url = (*couch)->url()});
+  couchdb::CouchClient client({.base_url = (*couch)->url()});
   ASSERT_EQ(client.Put("/real", "")->status, 201);
 
   v1::UploadRequest request;
@@ -150,7 +150,7 @@ TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {
   UploadResult first = RunUpload(uploader, request);
   ASSERT_TRUE(first.status.ok()) << first.status << "\n" << first.Dump();
   EXPECT_EQ(first.Outcome("_design/location", "real").action(), v1::DesignDocOutcome::CREATED);
-  absl::StatusOr<HttpResponse> stored = client.Get("/real/_design/location");
+  absl::StatusOr<couchdb::HttpResponse> stored = client.Get("/real/_design/location");
   ASSERT_TRUE(stored.ok());
   EXPECT_THAT(stored->body, HasSubstr("\"uploadfns.townmap|123\""));
   EXPECT_THAT(stored->body, HasSubstr("\"uploadfns.validate|21\""));

@@ -9,8 +9,8 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/design_diff.h"
-#include "service/upload/json.h"
+#include "common/couchdb/design_diff.h"
+#include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/scripted_http_server.h"
 #include "tests/upload/fake_task_runner.h"
@@ -145,10 +145,10 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
 
   // The staging document carries exactly the live document's index inputs, and nothing that
   // would run on writes.
-  absl::StatusOr<rapidjson::Document> staging = ParseJson(staging_body);
-  absl::StatusOr<rapidjson::Document> live = ParseJson(live_body);
+  absl::StatusOr<rapidjson::Document> staging = couchdb::ParseJson(staging_body);
+  absl::StatusOr<rapidjson::Document> live = couchdb::ParseJson(live_body);
   ASSERT_TRUE(staging.ok() && live.ok());
-  EXPECT_TRUE(SameIndexInputs(*staging, *live));
+  EXPECT_TRUE(couchdb::SameIndexInputs(*staging, *live));
   EXPECT_FALSE(staging->HasMember("validate_doc_update"));
   EXPECT_EQ(std::string((*live)["_rev"].GetString()), "1-live");
   EXPECT_EQ(std::string((*live)["views"]["towns"]["map"].GetString()), "myviews.townmap|123");

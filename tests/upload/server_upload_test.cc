@@ -7,7 +7,7 @@
 #include "client/upload/upload_command.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/support/server_process.h"
 
@@ -37,7 +37,7 @@ class ServerUploadTest : public ::testing::Test {
     auto couch = PouchDbServer::Start();
     ASSERT_TRUE(couch.ok()) << couch.status();
     couch_ = std::move(*couch);
-    CouchClient anonymous({.base_url = couch_->url()});
+    couchdb::CouchClient anonymous({.base_url = couch_->url()});
     ASSERT_EQ(anonymous.Put("/towns", "")->status, 201);
     ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
               200);
@@ -71,8 +71,8 @@ TEST_F(ServerUploadTest, UploadsWithVersionsFromTheWorkersThenLeavesAlone) {
   ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
   EXPECT_THAT(first.out, HasSubstr("created towns/_design/location"));
 
-  CouchClient admin({.base_url = couch_->url(), .username = "admin", .password = kPassword});
-  absl::StatusOr<HttpResponse> stored = admin.Get("/towns/_design/location");
+  couchdb::CouchClient admin({.base_url = couch_->url(), .username = "admin", .password = kPassword});
+  absl::StatusOr<couchdb::HttpResponse> stored = admin.Get("/towns/_design/location");
   ASSERT_TRUE(stored.ok());
   EXPECT_THAT(stored->body, HasSubstr("\"uploadfns.townmap|123\""));
   EXPECT_THAT(stored->body, HasSubstr("\"uploadfns.validate|21\""));

@@ -17,7 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
@@ -57,9 +57,9 @@ class UploadCommandTest : public ::testing::Test {
     auto started = cnp::testing::PouchDbServer::Start();
     ASSERT_TRUE(started.ok()) << started.status();
     couch_ = started->release();
-    cnp::upload::CouchClient anonymous({.base_url = couch_->url()});
+    cnp::couchdb::CouchClient anonymous({.base_url = couch_->url()});
     for (const char* db : {"cli", "cli-env", "cli-netrc", "cli-registry", "cli-acct-1"}) {
-      ASSERT_EQ(anonymous.Put(cnp::upload::DatabasePath(db), "")->status, 201);
+      ASSERT_EQ(anonymous.Put(cnp::couchdb::DatabasePath(db), "")->status, 201);
     }
     ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
               200);
@@ -249,7 +249,7 @@ TEST_F(UploadCommandTest, RegisterThenSyncPutsTheDesignDocumentInPlace) {
   CommandRun synced = Sync({"--once", UrlWithPassword(), "cli-registry"});
   EXPECT_EQ(synced.exit_code, 0) << synced.err;
   EXPECT_THAT(synced.out, HasSubstr("created cli-acct-1/_design/location (rev 1-"));
-  cnp::upload::CouchClient admin(
+  cnp::couchdb::CouchClient admin(
       {.base_url = couch_->url(), .username = "admin", .password = kPassword});
   EXPECT_THAT(admin.Get("/cli-acct-1/_design/location")->body,
               HasSubstr("\"myviews.townmap|123\""));

@@ -11,8 +11,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/pointer.h"
-#include "service/upload/couch_client.h"
-#include "service/upload/json.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
 #include "tests/upload/fake_task_runner.h"
@@ -54,12 +54,12 @@ class UploadIntegrationTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<PouchDbServer>> started = PouchDbServer::Start();
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = started->release();
-    CouchClient anonymous({.base_url = server_->url()});
+    couchdb::CouchClient anonymous({.base_url = server_->url()});
     for (const char* db : kDatabases) {
-      absl::StatusOr<HttpResponse> created = anonymous.Put(DatabasePath(db), "");
+      absl::StatusOr<couchdb::HttpResponse> created = anonymous.Put(couchdb::DatabasePath(db), "");
       ASSERT_TRUE(created.ok() && created->status == 201) << db;
     }
-    absl::StatusOr<HttpResponse> admin =
+    absl::StatusOr<couchdb::HttpResponse> admin =
         anonymous.Put(absl::StrCat("/_config/admins/", kUser), absl::StrCat("\"", kPassword, "\""));
     ASSERT_TRUE(admin.ok() && admin->status == 200);
   }
@@ -92,7 +92,7 @@ class UploadIntegrationTest : public ::testing::Test {
 
   // The stored document, or a null value when there is none.
   rapidjson::Document Stored(const std::string& database, const std::string& name) {
-    absl::StatusOr<HttpResponse> got = couch_.Get(DesignDocPath(database, name));
+    absl::StatusOr<couchdb::HttpResponse> got = couch_.Get(couchdb::DesignDocPath(database, name));
     EXPECT_TRUE(got.ok()) << got.status();
     rapidjson::Document doc;
     if (got.ok() && got->status == 200) doc.Parse(got->body.c_str());
@@ -100,7 +100,7 @@ class UploadIntegrationTest : public ::testing::Test {
   }
 
   void Put(const std::string& database, const std::string& name, const std::string& json) {
-    absl::StatusOr<HttpResponse> put = couch_.Put(DesignDocPath(database, name), json);
+    absl::StatusOr<couchdb::HttpResponse> put = couch_.Put(couchdb::DesignDocPath(database, name), json);
     ASSERT_TRUE(put.ok() && put->status == 201) << (put.ok() ? put->body : "unreachable");
   }
 
@@ -128,7 +128,7 @@ class UploadIntegrationTest : public ::testing::Test {
   static PouchDbServer* server_;
   FakeTaskRunner runner_;
   Uploader::Options options_;
-  CouchClient couch_{{.base_url = server_->url(), .username = kUser, .password = kPassword}};
+  couchdb::CouchClient couch_{{.base_url = server_->url(), .username = kUser, .password = kPassword}};
 };
 
 PouchDbServer* UploadIntegrationTest::server_ = nullptr;
@@ -248,7 +248,7 @@ TEST_F(UploadIntegrationTest, AConcurrentEditIsReReadAndKeptNotOverwritten) {
     // Someone else saves the document between our read and our write.
     rapidjson::Document theirs = Stored(db, "location");
     theirs.AddMember("note", "edited by hand", theirs.GetAllocator());
-    Put(db, "location", ToJson(theirs));
+    Put(db, "location", couchdb::ToJson(theirs));
   };
   UploadResult result = Upload(Request("conflict", {File("design.yml", kLocationYaml)}));
   ASSERT_TRUE(result.status.ok()) << result.Dump();
@@ -270,7 +270,7 @@ TEST_F(UploadIntegrationTest, EndlessConflictsGiveUpWithoutOverwriting) {
   options_.before_write = [&](const std::string& db, const std::string&) {
     rapidjson::Document theirs = Stored(db, "location");
     theirs["n"].SetInt(++edits);
-    Put(db, "location", ToJson(theirs));
+    Put(db, "location", couchdb::ToJson(theirs));
   };
   v1::UploadRequest request = Request("giveup", {File("design.yml", kLocationYaml)});
   request.set_max_conflict_retries(2);

@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/couch_allow_list.h"
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 #include "service/upload/uploader.h"
 #include "tests/support/scripted_http_server.h"
 #include "tests/upload/fake_task_runner.h"
@@ -118,7 +118,7 @@ TEST_F(CouchHttpLimitsTest, WithoutAllowListOnlyLoopbackIsAllowed) {
   // Refused before anything else happens: no function was resolved.
   EXPECT_EQ(runner_.resolve_tasks(), 0);
   for (const char* url : {"http://localhost:5984", "http://127.0.0.2:1", "http://[::1]:5984"}) {
-    absl::StatusOr<CouchUrl> parsed = ParseCouchUrl(url);
+    absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(url);
     ASSERT_TRUE(parsed.ok());
     EXPECT_TRUE(CouchAllowList().Check(*parsed).ok()) << url;
   }
@@ -145,7 +145,7 @@ TEST_F(CouchHttpLimitsTest, TheAllowListDecidesWhereUploadsGo) {
   UploadResult result = RunUpload(allowed, Request(couch.url()));
   EXPECT_TRUE(result.status.ok()) << result.status << result.Dump();
 
-  absl::StatusOr<CouchUrl> remote = ParseCouchUrl("https://COUCH.example.com:6984/base/x");
+  absl::StatusOr<couchdb::CouchUrl> remote = couchdb::ParseCouchUrl("https://COUCH.example.com:6984/base/x");
   ASSERT_TRUE(remote.ok());
   EXPECT_TRUE(CouchAllowList::FromPrefixes({"https://couch.example.com:6984/base"})
                   ->Check(*remote).ok());

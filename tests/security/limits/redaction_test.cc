@@ -17,7 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 #include "service/upload/uploader.h"
 #include "tests/upload/fake_task_runner.h"
 #include "tests/upload/upload_events.h"
@@ -29,7 +29,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 TEST(RedactCredentialsTest, TheIssuesExample) {
-  EXPECT_EQ(RedactCredentials("cannot reach CouchDB at http://admin:se/cret@db.example:5984: "
+  EXPECT_EQ(couchdb::RedactCredentials("cannot reach CouchDB at http://admin:se/cret@db.example:5984: "
                               "Connection refused"),
             "cannot reach CouchDB at http://db.example:5984: Connection refused");
 }
@@ -38,26 +38,26 @@ TEST(RedactCredentialsTest, EveryUnencodedSeparatorInThePassword) {
   for (const char* password : {"se/cret", "se?cret", "se#cret", "se@cret", "a/b?c#d@e:f",
                                "p%40ss"}) {
     const std::string text = absl::StrCat("at https://admin:", password, "@h:6984/x and more");
-    EXPECT_EQ(RedactCredentials(text), "at https://h:6984/x and more") << password;
+    EXPECT_EQ(couchdb::RedactCredentials(text), "at https://h:6984/x and more") << password;
   }
 }
 
 TEST(RedactCredentialsTest, EveryUrlInTheTextAndNothingElse) {
-  EXPECT_EQ(RedactCredentials("from http://u:p@a:1 to https://v:q/r@b:2/db (ok)"),
+  EXPECT_EQ(couchdb::RedactCredentials("from http://u:p@a:1 to https://v:q/r@b:2/db (ok)"),
             "from http://a:1 to https://b:2/db (ok)");
-  EXPECT_EQ(RedactCredentials("no URL, mail me at someone@example.com"),
+  EXPECT_EQ(couchdb::RedactCredentials("no URL, mail me at someone@example.com"),
             "no URL, mail me at someone@example.com");
-  EXPECT_EQ(RedactCredentials("http://h:5984/db"), "http://h:5984/db");
-  EXPECT_EQ(RedactCredentials(""), "");
+  EXPECT_EQ(couchdb::RedactCredentials("http://h:5984/db"), "http://h:5984/db");
+  EXPECT_EQ(couchdb::RedactCredentials(""), "");
 }
 
 TEST(ParseCouchUrlTest, APasswordWithASlashIsAPasswordNotAPath) {
-  absl::StatusOr<CouchUrl> url = ParseCouchUrl("http://admin:se/cret@localhost:5984");
+  absl::StatusOr<couchdb::CouchUrl> url = couchdb::ParseCouchUrl("http://admin:se/cret@localhost:5984");
   ASSERT_TRUE(url.ok()) << url.status();
   EXPECT_EQ(url->base, "http://localhost:5984");
   EXPECT_EQ(url->username, "admin");
   EXPECT_EQ(url->password, "se/cret");
-  EXPECT_EQ(RedactUrl("http://admin:se?cr#et@localhost:5984/db"), "http://localhost:5984/db");
+  EXPECT_EQ(couchdb::RedactUrl("http://admin:se?cr#et@localhost:5984/db"), "http://localhost:5984/db");
 }
 
 // A loopback port nothing listens on.

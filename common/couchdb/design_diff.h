@@ -9,7 +9,7 @@
 #include "cnp/v1/upload.pb.h"
 #include "rapidjson/document.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 struct DesignDocPlan {
   rapidjson::Document document;  // to write; no "_rev"
@@ -34,4 +34,4 @@ bool SameIndexInputs(const rapidjson::Value& a, const rapidjson::Value& b);
 // The view names of a design document, views.lib excluded.
 std::vector<std::string> ViewNames(const rapidjson::Value& doc);
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -1,9 +1,9 @@
-#include "service/upload/design_diff.h"
+#include "common/couchdb/design_diff.h"
 
 #include "absl/strings/str_cat.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 namespace {
 
 using Allocator = rapidjson::Document::AllocatorType;
@@ -117,4 +117,4 @@ DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Va
   return plan;
 }
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -1,11 +1,11 @@
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 std::string ToJson(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
@@ -84,4 +84,4 @@ bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b) {
   return a == b;
 }
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "rapidjson/document.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 std::string ToJson(const rapidjson::Value& value);
 
@@ -21,4 +21,4 @@ absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text);
 
 bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b);
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -7,7 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 struct CouchUrl {
   std::string base;      // "scheme://host[:port][/prefix]", no user info, no trailing slash
@@ -28,4 +28,4 @@ std::string RedactUrl(absl::string_view url);
 //   "cannot reach http://admin:se/cret@db:5984: refused" -> "cannot reach http://db:5984: refused"
 std::string RedactCredentials(absl::string_view text);
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -1,4 +1,4 @@
-#include "service/upload/couch_url.h"
+#include "common/couchdb/couch_url.h"
 
 #include <optional>
 
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 namespace {
 
 int HexValue(char c) {
@@ -120,4 +120,4 @@ std::string RedactCredentials(absl::string_view text) {
   return out;
 }
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

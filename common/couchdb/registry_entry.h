@@ -15,8 +15,8 @@
 // the functions run, so whoever puts it in place needs no Python.
 #pragma once
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 inline constexpr char kRegistryEntryType[] = "cnp_design_document";
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -1,4 +1,4 @@
-#include "service/upload/couch_client.h"
+#include "common/couchdb/couch_client.h"
 
 #include <curl/curl.h>
 
@@ -8,9 +8,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
-#include "service/upload/json.h"
+#include "common/couchdb/json.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 namespace {
 
 constexpr size_t kMaxReasonBytes = 200;
@@ -245,4 +245,4 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
   }
 }
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 struct HttpResponse {
   long status = 0;
@@ -81,4 +81,4 @@ std::string DesignDocPath(absl::string_view database, absl::string_view name);
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,
                        absl::string_view base_url);
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

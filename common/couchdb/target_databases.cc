@@ -1,10 +1,10 @@
-#include "service/upload/target_databases.h"
+#include "common/couchdb/target_databases.h"
 
 #include <fnmatch.h>
 
 #include <string>
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 bool IsDatabasePattern(absl::string_view entry) {
   return entry.find_first_of("*?[") != absl::string_view::npos;
@@ -22,4 +22,4 @@ std::vector<std::string> MatchDatabases(absl::string_view pattern,
   return matched;
 }
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb

@@ -7,7 +7,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace cnp::upload {
+namespace cnp::couchdb {
 
 bool IsDatabasePattern(absl::string_view entry);
 
@@ -17,4 +17,4 @@ bool IsDatabasePattern(absl::string_view entry);
 std::vector<std::string> MatchDatabases(absl::string_view pattern,
                                         const std::vector<std::string>& all_dbs);
 
-}  // namespace cnp::upload
+}  // namespace cnp::couchdb
