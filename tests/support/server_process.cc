@@ -8,53 +8,77 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <iterator>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/support/spawn.h"
 
 namespace cnp::testing {
 
-absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> args) {
-  return Start(std::move(args), Runfile("service/cnp-server"),
-               Runfile("service/worker/cnp-worker"));
-}
-
-absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    std::vector<std::string> args, const std::string& server_binary,
-    const std::string& worker_binary) {
+std::unique_ptr<ServerProcess> ServerProcess::Launch(ServerOptions options) {
   auto server = std::unique_ptr<ServerProcess>(new ServerProcess);
-  std::string dir = MakeTempDir("server");
-  // Unix socket paths are limited to 107 bytes, which Bazel's TEST_TMPDIR already nears.
-  server->target_ = absl::StrCat("unix:", ShortTempDir(), "/cnp.sock");
-  server->log_path_ = dir + "/server.log";
+  server->log_path_ = MakeTempDir("server") + "/server.log";
   constexpr int kReadyFd = 5;
-  args.insert(args.begin(), {server_binary, "--listen=" + server->target_,
-                             "--worker-binary=" + worker_binary,
-                             absl::StrCat("--ready-fd=", kReadyFd)});
+  std::vector<std::string> args = {
+      options.server_binary.empty() ? Runfile("service/cnp-server") : options.server_binary,
+      "--worker-binary=" + (options.worker_binary.empty() ? Runfile("service/worker/cnp-worker")
+                                                          : options.worker_binary),
+      absl::StrCat("--ready-fd=", kReadyFd)};
+  if (options.fresh_socket) {
+    // Unix socket paths are limited to 107 bytes, which Bazel's TEST_TMPDIR already nears.
+    server->target_ = absl::StrCat("unix:", ShortTempDir(), "/cnp.sock");
+    args.push_back("--listen=" + server->target_);
+  }
+  args.insert(args.end(), std::make_move_iterator(options.args.begin()),
+              std::make_move_iterator(options.args.end()));
   const int log =
       ::open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int ready[2];
-  if (::pipe2(ready, O_CLOEXEC) != 0) return absl::InternalError("pipe");
-  absl::StatusOr<pid_t> pid =
-      Spawn({.argv = std::move(args),
-             .env = {"RUNFILES_DIR=" + RunfilesDir()},
-             .fds = {{STDERR_FILENO, log}, {kReadyFd, ready[1]}}});
+  // A server that could not even be spawned counts as one that exited 127, as in a shell.
+  server->exited_ = true;
+  server->status_ = 127 << 8;
+  if (::pipe2(ready, O_CLOEXEC) != 0) {
+    ::close(log);
+    return server;
+  }
+  absl::StatusOr<pid_t> pid = Spawn({.argv = std::move(args),
+                                     .env = {"RUNFILES_DIR=" + RunfilesDir()},
+                                     .fds = {{STDERR_FILENO, log}, {kReadyFd, ready[1]}},
+                                     .umask = options.umask,
+                                     .open_files = options.open_files});
   ::close(log);
   ::close(ready[1]);
   if (!pid.ok()) {
     ::close(ready[0]);
-    return pid.status();
+    return server;
   }
   server->pid_ = *pid;
+  server->exited_ = false;
   // The server writes "ready" once it listens; end of file first means it gave up.
   char buffer[16];
   ssize_t n;
   while ((n = ::read(ready[0], buffer, sizeof buffer)) < 0 && errno == EINTR) {
   }
   ::close(ready[0]);
-  if (n <= 0) {
+  server->ready_ = n > 0;
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> args) {
+  return Start(std::move(args), "", "");
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    std::vector<std::string> args, const std::string& server_binary,
+    const std::string& worker_binary) {
+  std::unique_ptr<ServerProcess> server = Launch({.args = std::move(args),
+                                                  .server_binary = server_binary,
+                                                  .worker_binary = worker_binary});
+  if (server->pid_ < 0) return absl::InternalError("cnp-server could not be started");
+  if (!server->ready_) {
     return absl::UnavailableError(absl::StrCat("cnp-server did not come up: ", server->Log()));
   }
   return server;
@@ -78,6 +102,20 @@ int ServerProcess::WaitForExit() {
   if (!exited_) status_ = ::cnp::testing::WaitForExit(pid_);
   exited_ = true;
   return status_;
+}
+
+int ServerProcess::ExitCode() { return ::cnp::testing::ExitCode(WaitForExit()); }
+
+int ServerProcess::Port(int n) const {
+  const std::string log = Log();
+  size_t at = 0;
+  for (int i = 0; i <= n; ++i) {
+    at = log.find("(port ", at);
+    if (at == std::string::npos) return 0;
+    at += 6;
+  }
+  int port = 0;
+  return absl::SimpleAtoi(log.substr(at, log.find(')', at) - at), &port) ? port : 0;
 }
 
 std::string ServerProcess::Log() const { return ReadFile(log_path_); }

@@ -1,7 +1,10 @@
-// A real cnp-server started by a test on a unix socket in the test's temporary directory, with
-// real workers; stopped (SIGTERM) when the object goes away.
+// A real cnp-server started by a test, with real workers: by default on a fresh unix socket in
+// the test's temporary directory; or as a security test needs it, with its own listen addresses
+// and flags, a chosen umask or open-files limit, and a start that may fail (then its exit code
+// and log say why). Killed (SIGKILL) when the object goes away, unless it has exited.
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -16,10 +19,25 @@
 
 namespace cnp::testing {
 
+struct ServerOptions {
+  std::vector<std::string> args;  // besides --worker-binary and --ready-fd
+  // Adds --listen on a fresh unix socket (target()). False when `args`, or a --config file
+  // they name, say where the server listens.
+  bool fresh_socket = true;
+  mode_t umask = 022;
+  rlim_t open_files = 0;  // > 0: the server's RLIMIT_NOFILE, soft and hard
+  std::string server_binary;  // empty: this build's cnp-server
+  std::string worker_binary;  // empty: this build's cnp-worker
+};
+
 class ServerProcess {
  public:
+  // Starts cnp-server and waits until it is ready (--ready-fd) or has exited. A server that
+  // refuses to start is no failure here: ready() is false, and ExitCode() and Log() say why.
+  static std::unique_ptr<ServerProcess> Launch(ServerOptions options);
+
   // Starts cnp-server with `args` (plus --listen on a fresh socket and the worker binary) and
-  // waits until it answers.
+  // waits until it answers; an error, with its log, if it does not come up.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args);
   // The same with other builds of the two programs (a benchmark's baseline build).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args,
@@ -27,13 +45,21 @@ class ServerProcess {
                                                               const std::string& worker_binary);
   ~ServerProcess();
 
+  bool ready() const { return ready_; }
+  // The fresh socket's target ("unix:/..."); empty when the options said where to listen.
   const std::string& target() const { return target_; }
   pid_t pid() const { return pid_; }
   std::unique_ptr<client::Client> Connect() const;
 
   // Sends `sig`; for SIGTERM, waits and returns the exit status.
   void Signal(int sig) const;
+  // The exit status (waitpid's); waits for the exit.
   int WaitForExit();
+  // The exit code of a server that exits by itself; waits for it.
+  int ExitCode();
+  // The port of the n-th "listening on ... (port N)" line of the log (a --listen=HOST:0); 0
+  // when there is none.
+  int Port(int n = 0) const;
   // The server's log so far.
   std::string Log() const;
   // Waits until the log holds `needle` (woken by inotify as the log grows); false on timeout.
@@ -41,6 +67,7 @@ class ServerProcess {
 
  private:
   pid_t pid_ = -1;
+  bool ready_ = false;
   std::string target_;
   std::string log_path_;
   bool exited_ = false;

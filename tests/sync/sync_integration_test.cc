@@ -19,7 +19,7 @@
 #include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -107,7 +107,7 @@ class SyncIntegrationTest : public ::testing::Test {
   }
 
   static PouchDbServer* server_;
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
   std::unique_ptr<couchdb::CouchClient> couch_;
 };
 

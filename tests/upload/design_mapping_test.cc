@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -40,7 +40,7 @@ class DesignMappingTest : public ::testing::Test {
         << "got      " << outcome.document_json() << "\nexpected " << expected;
   }
 
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
   Uploader uploader_{runner_};
 };
 

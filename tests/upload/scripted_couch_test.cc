@@ -13,7 +13,7 @@
 #include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/scripted_http_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -74,7 +74,7 @@ class ScriptedCouchTest : public ::testing::Test {
     return request;
   }
 
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
   Uploader::Options options_;
 };
 

@@ -11,7 +11,7 @@
 #include "service/upload/uploader.h"
 #include "tests/support/child_process.h"
 #include "tests/support/pouchdb_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -42,7 +42,7 @@ TEST(TlsTest, TheCaFileDecidesWhetherTheServerIsTrusted) {
       dir, "ACCEPT", absl::Seconds(30));
   ASSERT_TRUE(server.ok()) << server.status();
 
-  FakeTaskRunner runner;
+  ::cnp::testing::FakeBlockingTaskRunner runner;
   runner.Define("m.map", 1);
   Uploader uploader(runner);
   v1::UploadRequest request;

@@ -20,7 +20,7 @@
 #include "common/couchdb/couch_client.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 
 namespace cnp::client::upload {
 namespace {
@@ -64,7 +64,7 @@ class UploadCommandTest : public ::testing::Test {
     ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
               200);
 
-    runner_ = new cnp::upload::testing::FakeTaskRunner();
+    runner_ = new cnp::testing::FakeBlockingTaskRunner();
     runner_->Define("myviews.townmap", 123);
     runner_->Define("myviews.validate", 21);
     uploader_ = new cnp::upload::Uploader(*runner_);
@@ -134,7 +134,7 @@ class UploadCommandTest : public ::testing::Test {
   }
 
   static cnp::testing::PouchDbServer* couch_;
-  static cnp::upload::testing::FakeTaskRunner* runner_;
+  static cnp::testing::FakeBlockingTaskRunner* runner_;
   static cnp::upload::Uploader* uploader_;
   static UploadOnlyService* service_;
   static grpc::Server* server_;
@@ -144,7 +144,7 @@ class UploadCommandTest : public ::testing::Test {
 };
 
 cnp::testing::PouchDbServer* UploadCommandTest::couch_ = nullptr;
-cnp::upload::testing::FakeTaskRunner* UploadCommandTest::runner_ = nullptr;
+cnp::testing::FakeBlockingTaskRunner* UploadCommandTest::runner_ = nullptr;
 cnp::upload::Uploader* UploadCommandTest::uploader_ = nullptr;
 UploadOnlyService* UploadCommandTest::service_ = nullptr;
 grpc::Server* UploadCommandTest::server_ = nullptr;

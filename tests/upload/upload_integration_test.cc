@@ -15,7 +15,7 @@
 #include "common/couchdb/json.h"
 #include "service/upload/uploader.h"
 #include "tests/support/pouchdb_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -126,7 +126,7 @@ class UploadIntegrationTest : public ::testing::Test {
   }
 
   static PouchDbServer* server_;
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
   Uploader::Options options_;
   couchdb::CouchClient couch_{{.base_url = server_->url(), .username = kUser, .password = kPassword}};
 };

@@ -10,7 +10,7 @@
 #include "common/couchdb/couch_client.h"
 #include "service/upload/uploader.h"
 #include "tests/support/scripted_http_server.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -46,7 +46,7 @@ class CouchHttpLimitsTest : public ::testing::Test {
     return all;
   }
 
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
 };
 
 TEST_F(CouchHttpLimitsTest, AnAnswerOverTheLimitIsCutOff) {

@@ -19,7 +19,7 @@
 #include "gtest/gtest.h"
 #include "common/couchdb/couch_url.h"
 #include "service/upload/uploader.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -74,7 +74,7 @@ int ClosedPort() {
 }
 
 TEST(UploadRedactionTest, AnUnreachableCouchDBIsReportedWithoutThePassword) {
-  FakeTaskRunner runner;
+  ::cnp::testing::FakeBlockingTaskRunner runner;
   runner.Define("myviews.townmap", 1);
   Uploader uploader(runner);
   v1::UploadRequest request;

@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/uploader.h"
-#include "tests/upload/fake_task_runner.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/upload/upload_events.h"
 
 namespace cnp::upload::testing {
@@ -43,7 +43,7 @@ v1::UploadRequest Check(const std::string& text, const std::string& name = "bomb
 class YamlLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override { runner_.Define("myviews.townmap", 1); }
-  FakeTaskRunner runner_;
+  ::cnp::testing::FakeBlockingTaskRunner runner_;
 };
 
 TEST_F(YamlLimitsTest, AnAliasBombIsRefusedByTheNodeBudget) {

@@ -10,7 +10,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/security/transport/launched_server.h"
+#include "tests/security/transport/transport_testing.h"
 #include "tests/support/server_process.h"
 
 namespace cnp::security_testing {
@@ -27,7 +27,7 @@ class SecuredServerTest : public ::testing::Test {
     certs_ = *certs;
     token_file_ = certs_.dir + "/token";
     WriteFile(token_file_, "adapter-token-42\n");
-    server_ = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+    server_ = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                               "--tls-cert=" + certs_.server_cert,
                                               "--tls-key=" + certs_.server_key,
                                               "--tls-client-ca=" + certs_.ca,
@@ -45,7 +45,7 @@ class SecuredServerTest : public ::testing::Test {
 
   Certificates certs_;
   std::string token_file_;
-  std::unique_ptr<LaunchedServer> server_;
+  std::unique_ptr<ServerProcess> server_;
   std::string target_;
 };
 

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/security/transport/launched_server.h"
+#include "tests/security/transport/transport_testing.h"
 #include "tests/support/server_process.h"
 
 namespace cnp::security_testing {
@@ -25,7 +25,7 @@ TEST_P(ConfigErrorTest, NamesFileLineKeyFoundAndExpectedAndExitsTwo) {
   const std::string dir = ShortTempDir();
   const std::string file = dir + "/cnp.yml";
   WriteFile(file, GetParam().yaml, 0644);
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=unix:" + dir + "/s/cnp.sock", "--config=" + file}});
   ASSERT_FALSE(server->ready());
   EXPECT_EQ(server->ExitCode(), 2) << server->Log();
@@ -52,7 +52,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(ConfigFileTest, AMissingFileIsAnErrorThatNamesIt) {
   const std::string dir = ShortTempDir();
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=unix:" + dir + "/s/cnp.sock", "--config=" + dir + "/none.yml"}});
   ASSERT_FALSE(server->ready());
   EXPECT_EQ(server->ExitCode(), 2);
@@ -62,12 +62,12 @@ TEST(ConfigFileTest, AMissingFileIsAnErrorThatNamesIt) {
 TEST(ConfigFileTest, SecuritySettingsComeFromTheFileToo) {
   const std::string dir = ShortTempDir();
   WriteFile(dir + "/cnp.yml", "listen: 0.0.0.0:0\n", 0644);
-  auto refused = LaunchedServer::Start({.args = {"--config=" + dir + "/cnp.yml"}});
+  auto refused = LaunchServer({.args = {"--config=" + dir + "/cnp.yml"}});
   ASSERT_FALSE(refused->ready());
   EXPECT_THAT(refused->Log(), HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"));
 
   WriteFile(dir + "/insecure.yml", "listen: [0.0.0.0:0]\ninsecure: true\n", 0644);
-  auto allowed = LaunchedServer::Start({.args = {"--config=" + dir + "/insecure.yml"}});
+  auto allowed = LaunchServer({.args = {"--config=" + dir + "/insecure.yml"}});
   EXPECT_TRUE(allowed->ready()) << allowed->Log();
 }
 

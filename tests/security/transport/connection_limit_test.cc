@@ -17,7 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/security/transport/launched_server.h"
+#include "tests/security/transport/transport_testing.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -69,7 +69,7 @@ bool AnyClosedByServer(const std::vector<int>& fds, absl::Duration timeout) {
 TEST(ConnectionLimitTest, AFloodIsCappedAndTheServerRecoversWhenItEnds) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/cnp.sock";
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=unix:" + socket}, .open_files = kServerOpenFiles});
   ASSERT_TRUE(server->ready()) << server->Log();
   auto before = client::Client::Connect("unix:" + socket, absl::Seconds(10));

@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/security/transport/launched_server.h"
+#include "tests/security/transport/transport_testing.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -39,7 +39,7 @@ class TlsTest : public ::testing::Test {
 };
 
 TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
-  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                                 "--tls-cert=" + certs_.server_cert,
                                                 "--tls-key=" + certs_.server_key}});
   ASSERT_TRUE(server->ready()) << server->Log();
@@ -60,7 +60,7 @@ TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
 }
 
 TEST_F(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
-  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                                 "--tls-cert=" + certs_.server_cert,
                                                 "--tls-key=" + certs_.server_key,
                                                 "--tls-client-ca=" + certs_.ca}});
@@ -99,7 +99,7 @@ TEST_F(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
 
 TEST_F(TlsTest, AKeyOthersCanReadIsRefused) {
   ::chmod(certs_.server_key.c_str(), 0644);
-  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                                 "--tls-cert=" + certs_.server_cert,
                                                 "--tls-key=" + certs_.server_key}});
   ASSERT_FALSE(server->ready());
@@ -112,7 +112,7 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
   const std::string token = "s3cret-token-7c1f";
   WriteFile(dir + "/token", token + "\n");
   WriteFile(dir + "/wrong", "not-the-token\n");
-  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0",
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                                 "--listen=unix:" + dir + "/s/cnp.sock",
                                                 "--auth-token-file=" + dir + "/token"}});
   ASSERT_TRUE(server->ready()) << server->Log();
@@ -160,7 +160,7 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
   const std::string dir = ShortTempDir();
   WriteFile(dir + "/token", "abc\n", 0644);
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
   ASSERT_FALSE(server->ready());
   EXPECT_NE(server->ExitCode(), 0);
@@ -169,7 +169,7 @@ TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
 
 TEST(UploadLogTest, EveryUploadIsLoggedWithoutCouchDbCredentials) {
   const std::string dir = ShortTempDir();
-  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/s/cnp.sock",
+  auto server = LaunchServer({.args = {"--listen=unix:" + dir + "/s/cnp.sock",
                                                 "--access-log=" + dir + "/access.log"}});
   ASSERT_TRUE(server->ready()) << server->Log();
   auto local = client::Client::Connect("unix:" + dir + "/s/cnp.sock");
@@ -198,14 +198,14 @@ TEST(UploadLogTest, EveryUploadIsLoggedWithoutCouchDbCredentials) {
 }
 
 TEST(ListenerTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
-  auto refused = LaunchedServer::Start({.args = {"--listen=0.0.0.0:0"}});
+  auto refused = LaunchServer({.args = {"--listen=0.0.0.0:0"}});
   ASSERT_FALSE(refused->ready());
   EXPECT_EQ(refused->ExitCode(), 1);
   EXPECT_THAT(refused->Log(),
               AllOf(HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"),
                     HasSubstr("--insecure")));
 
-  auto allowed = LaunchedServer::Start({.args = {"--listen=0.0.0.0:0", "--insecure"}});
+  auto allowed = LaunchServer({.args = {"--listen=0.0.0.0:0", "--insecure"}});
   ASSERT_TRUE(allowed->ready()) << allowed->Log();
   // Reached over loopback only: no test traffic leaves the host.
   auto client = ConnectTo(allowed->Port(), {});
@@ -216,14 +216,14 @@ TEST(ListenerTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
 TEST(ListenerTest, ATokenIsNeverAcceptedInPlaintextOffLoopback) {
   const std::string dir = ShortTempDir();
   WriteFile(dir + "/token", "abc\n");
-  auto refused = LaunchedServer::Start(
+  auto refused = LaunchServer(
       {.args = {"--listen=0.0.0.0:0", "--insecure", "--auth-token-file=" + dir + "/token"}});
   ASSERT_FALSE(refused->ready());
   EXPECT_THAT(refused->Log(), HasSubstr("refusing to accept a bearer token in plaintext"));
 }
 
 TEST(ListenerTest, LoopbackPlaintextStaysAllowed) {
-  auto server = LaunchedServer::Start({.args = {"--listen=127.0.0.1:0"}});
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0"}});
   ASSERT_TRUE(server->ready()) << server->Log();
   auto client = ConnectTo(server->Port(), {});
   ASSERT_TRUE(client.ok()) << client.status();

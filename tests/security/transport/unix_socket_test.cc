@@ -21,7 +21,7 @@
 #include "client/lib/cnp_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/security/transport/launched_server.h"
+#include "tests/security/transport/transport_testing.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -59,7 +59,7 @@ int ConnectUnix(const std::string& path, bool nonblocking) {
 TEST(UnixSocketTest, TheSocketIsPrivateEvenUnderUmask000) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/run/cnp.sock";
-  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}, .umask = 0});
+  auto server = LaunchServer({.args = {"--listen=unix:" + socket}, .umask = 0});
   ASSERT_TRUE(server->ready()) << server->Log();
   EXPECT_EQ(Stat(socket).st_mode & 07777, 0600);
   EXPECT_EQ(Stat(dir + "/run").st_mode & 07777, 0700);
@@ -69,7 +69,7 @@ TEST(UnixSocketTest, TheSocketIsPrivateEvenUnderUmask000) {
 TEST(UnixSocketTest, ASocketGroupGetsReadAndWriteAndNothingMore) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/run/cnp.sock";
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=unix:" + socket, absl::StrCat("--socket-group=", kNogroup)},
        .umask = 0});
   ASSERT_TRUE(server->ready()) << server->Log();
@@ -85,7 +85,7 @@ TEST(UnixSocketTest, ADirectoryAnotherUserOwnsOrOthersMayWriteIsRefused) {
   ASSERT_EQ(::mkdir((dir + "/theirs").c_str(), 0777), 0);
   ASSERT_EQ(::chmod((dir + "/theirs").c_str(), 0777), 0);
   ASSERT_EQ(::chown((dir + "/theirs").c_str(), kNobody, kNogroup), 0);
-  auto theirs = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/theirs/cnp.sock"}});
+  auto theirs = LaunchServer({.args = {"--listen=unix:" + dir + "/theirs/cnp.sock"}});
   ASSERT_FALSE(theirs->ready());
   EXPECT_EQ(theirs->ExitCode(), 1);
   EXPECT_THAT(theirs->Log(), AllOf(HasSubstr(dir + "/theirs belongs to uid 65534"),
@@ -94,7 +94,7 @@ TEST(UnixSocketTest, ADirectoryAnotherUserOwnsOrOthersMayWriteIsRefused) {
 
   ASSERT_EQ(::mkdir((dir + "/open").c_str(), 0777), 0);
   ASSERT_EQ(::chmod((dir + "/open").c_str(), 0777), 0);
-  auto open = LaunchedServer::Start({.args = {"--listen=unix:" + dir + "/open/cnp.sock"}});
+  auto open = LaunchServer({.args = {"--listen=unix:" + dir + "/open/cnp.sock"}});
   ASSERT_FALSE(open->ready());
   EXPECT_THAT(open->Log(), HasSubstr(dir + "/open has mode 0777"));
 
@@ -134,7 +134,7 @@ TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
   const std::string dir = ShortTempDir();
   ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);  // nobody may reach the socket's directory
   const std::string socket = dir + "/run/cnp.sock";
-  auto server = LaunchedServer::Start(
+  auto server = LaunchServer(
       {.args = {"--listen=unix:" + socket, absl::StrCat("--socket-group=", kNogroup)}});
   ASSERT_TRUE(server->ready()) << server->Log();
   EXPECT_EQ(ExitCodeOf(ConnectAs(kNobody, kNogroup, socket)), 1);
@@ -145,7 +145,7 @@ TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
   EXPECT_TRUE(Answers("unix:" + socket));
 
   const std::string other = dir + "/run2/cnp.sock";
-  auto allowing = LaunchedServer::Start(
+  auto allowing = LaunchServer(
       {.args = {"--listen=unix:" + other, absl::StrCat("--socket-group=", kNogroup),
                 "--allow-uid=nobody"}});
   ASSERT_TRUE(allowing->ready()) << allowing->Log();
@@ -155,11 +155,11 @@ TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
 TEST(UnixSocketTest, ASecondServerLeavesTheFirstServing) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/cnp.sock";
-  auto first = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto first = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_TRUE(first->ready()) << first->Log();
   const ino_t inode = Stat(socket).st_ino;
 
-  auto second = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto second = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_FALSE(second->ready());
   EXPECT_EQ(second->ExitCode(), 1);
   EXPECT_THAT(second->Log(), HasSubstr("another server already listens on " + socket));
@@ -172,7 +172,7 @@ TEST(UnixSocketTest, ASecondServerLeavesTheFirstServing) {
 TEST(UnixSocketTest, ALiveServerWithAFullBacklogIsNotMistakenForADeadOne) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/cnp.sock";
-  auto first = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto first = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_TRUE(first->ready()) << first->Log();
   const ino_t inode = Stat(socket).st_ino;
   ASSERT_EQ(::kill(first->pid(), SIGSTOP), 0);
@@ -189,7 +189,7 @@ TEST(UnixSocketTest, ALiveServerWithAFullBacklogIsNotMistakenForADeadOne) {
   ASSERT_LT(queued.size(), 70000u) << "the backlog never filled";
 
   const absl::Time started = absl::Now();
-  auto second = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto second = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_FALSE(second->ready());
   EXPECT_THAT(second->Log(), HasSubstr("another server already listens"));
   EXPECT_LT(absl::Now() - started, absl::Seconds(10));
@@ -211,7 +211,7 @@ TEST(UnixSocketTest, ASocketLeftByADeadServerIsReplaced) {
     ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
     ::close(fd);  // bound, never listening: what a crashed server leaves
   }
-  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto server = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_TRUE(server->ready()) << server->Log();
   EXPECT_TRUE(Answers("unix:" + socket));
 }
@@ -219,7 +219,7 @@ TEST(UnixSocketTest, ASocketLeftByADeadServerIsReplaced) {
 TEST(UnixSocketTest, AStoppedServerRemovesOnlyItsOwnSocket) {
   const std::string dir = ShortTempDir();
   const std::string socket = dir + "/cnp.sock";
-  auto server = LaunchedServer::Start({.args = {"--listen=unix:" + socket}});
+  auto server = LaunchServer({.args = {"--listen=unix:" + socket}});
   ASSERT_TRUE(server->ready()) << server->Log();
   ::kill(server->pid(), SIGTERM);
   EXPECT_EQ(server->ExitCode(), 0) << server->Log();

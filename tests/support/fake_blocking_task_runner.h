@@ -1,6 +1,8 @@
-// A TaskRunner that answers resolve tasks from a table, the way a worker would after
+// A stand-in for the pool's blocking interface (pool::TaskRunner, what the uploader calls from
+// its own thread): it answers resolve tasks at once, from a table, the way a worker would after
 // importing the functions: decorated ones get "|version", undecorated ones none, unknown ones
-// NOT_FOUND and those of refused modules PERMISSION_DENIED.
+// NOT_FOUND and those of refused modules PERMISSION_DENIED. (The awaitable interface's fake is
+// FakeTaskRunner, fake_task_runner.h.)
 #pragma once
 
 #include <map>
@@ -14,9 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "service/pool/task_runner.h"
 
-namespace cnp::upload::testing {
+namespace cnp::testing {
 
-class FakeTaskRunner : public pool::TaskRunner {
+class FakeBlockingTaskRunner final : public pool::TaskRunner {
  public:
   // A function that imports; `version` is its @version, or none when undecorated.
   void Define(const std::string& name, std::optional<int64_t> version) {
@@ -87,4 +89,4 @@ class FakeTaskRunner : public pool::TaskRunner {
   int resolve_tasks_ = 0;
 };
 
-}  // namespace cnp::upload::testing
+}  // namespace cnp::testing
