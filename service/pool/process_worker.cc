@@ -1,5 +1,6 @@
 #include "service/pool/process_worker.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "asio/buffer.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "asio/redirect_error.hpp"
@@ -63,28 +65,31 @@ ProcessWorker::~ProcessWorker() {
   }
 }
 
-asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task) {
+asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task) {
   if (killed_) co_return absl::UnavailableError("the worker was killed");
-  out_.assign(4, '\0');
-  if (!task.AppendToString(&out_)) co_return absl::InternalError("cannot serialize the task");
-  const size_t payload = out_.size() - 4;
-  if (payload > kMaxFrameBytes) {
-    co_return absl::ResourceExhaustedError(
-        absl::StrCat("a task of ", payload, " bytes is over the frame limit"));
-  }
-  absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
-
-  // The socket is idle between exchanges, so a task almost always fits into its buffer at once:
-  // written here, with no trip through the context's queue; only what does not fit is awaited.
   asio::error_code ec;
-  size_t written = socket_.write_some(asio::buffer(out_), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) written = 0, ec = {};
-  if (!ec && written < out_.size()) {
-    co_await asio::async_write(socket_, asio::buffer(out_) + written,
-                               asio::redirect_error(asio::use_awaitable, ec));
+  if (task != nullptr) {
+    out_.assign(4, '\0');
+    if (!task->AppendToString(&out_)) co_return absl::InternalError("cannot serialize the task");
+    const size_t payload = out_.size() - 4;
+    if (payload > kMaxFrameBytes) {
+      co_return absl::ResourceExhaustedError(
+          absl::StrCat("a task of ", payload, " bytes is over the frame limit"));
+    }
+    absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
+
+    // The socket is idle between exchanges, so a task almost always fits into its buffer at
+    // once: written here, with no trip through the context's queue; only what does not fit is
+    // awaited.
+    size_t written = socket_.write_some(asio::buffer(out_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) written = 0, ec = {};
+    if (!ec && written < out_.size()) {
+      co_await asio::async_write(socket_, asio::buffer(out_) + written,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (killed_) co_return absl::UnavailableError("the worker was killed");
+    if (ec) co_return IoFailure(ec, "writing the task");
   }
-  if (killed_) co_return absl::UnavailableError("the worker was killed");
-  if (ec) co_return IoFailure(ec, "writing the task");
 
   // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
   // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
@@ -124,6 +129,25 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Exchange(const Task& task)
   co_return reply;
 }
 
+asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& task,
+                                                                const std::vector<int>& fds) {
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
+  if (!task.SerializeToString(&out_)) co_return absl::InternalError("cannot serialize the task");
+  // Writable is awaited first; then the frame (tens of bytes) goes out in one sendmsg that does
+  // not wait: the deadline "now" turns a full socket into an error instead of a blocked loop.
+  asio::error_code ec;
+  co_await socket_.async_wait(asio::local::stream_protocol::socket::wait_write,
+                              asio::redirect_error(asio::use_awaitable, ec));
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
+  if (ec) co_return IoFailure(ec, "writing the task");
+  co_return WriteFrameWithDescriptors(socket_.native_handle(), out_, fds, absl::Now());
+}
+
+bool ProcessWorker::SpokeUnprompted() {
+  pollfd p{socket_.native_handle(), POLLIN, 0};
+  return ::poll(&p, 1, 0) != 0;
+}
+
 void ProcessWorker::Kill() {
   killed_ = true;
   if (!reaped_) ::kill(pid_, SIGKILL);
@@ -139,6 +163,7 @@ bool ProcessWorker::TryReap() {
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       reaped_ = true;
+      wait_status_ = status;
       how_ended_ = DescribeWaitStatus(status);
       return true;
     }
@@ -169,6 +194,13 @@ int64_t ProcessWorker::ResidentBytes() const {
 
 asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> ProcessWorkerFactory::Start(
     int /*index*/, absl::Duration timeout) {
+  absl::StatusOr<std::unique_ptr<ProcessWorker>> worker = co_await StartProcess(timeout);
+  if (!worker.ok()) co_return worker.status();
+  co_return std::unique_ptr<Worker>(std::move(*worker));
+}
+
+asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFactory::StartProcess(
+    absl::Duration timeout) {
   using asio::experimental::awaitable_operators::operator||;
   absl::StatusOr<SpawnedWorker> child = SpawnWorkerChild(command_);
   if (!child.ok()) co_return child.status();
@@ -200,7 +232,7 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> ProcessWorkerFactory::S
     status = absl::InternalError(
         absl::StrCat("its first answer was unexpected: ", reply->ShortDebugString()));
   }
-  if (status.ok()) co_return std::unique_ptr<Worker>(std::move(worker));
+  if (status.ok()) co_return std::move(worker);
   worker->Kill();
   co_await worker->Ended();
   co_return status;

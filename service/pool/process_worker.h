@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "asio/any_io_executor.hpp"
 #include "asio/local/stream_protocol.hpp"
@@ -28,13 +30,29 @@ class ProcessWorker final : public Worker {
   // the pool avoids this by awaiting Ended() first.
   ~ProcessWorker() override;
 
-  asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override;
+  asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override {
+    return Transact(&task);
+  }
   void Kill() override;
   asio::awaitable<std::string> Ended() override;
   pid_t pid() const override { return pid_; }
   int64_t ResidentBytes() const override;
 
+  // What a direct session (service/session) needs besides an exchange: the task that hands the
+  // worker CouchDB's pipes, sent with the descriptors attached (the worker gets its own copies;
+  // the caller still owns `fds`), and, apart from it, the one reply the worker sends when the
+  // session ends, which may be hours later. Errors as Exchange's.
+  asio::awaitable<absl::Status> SendWithDescriptors(const Task& task, const std::vector<int>& fds);
+  asio::awaitable<absl::StatusOr<Reply>> Receive() { return Transact(nullptr); }
+  // True once the worker has written something or closed its end. A worker waiting for its next
+  // task never does, so a waiting spare for which this is true has died.
+  bool SpokeUnprompted();
+  // The wait status once the process has been reaped (Ended() completed).
+  std::optional<int> wait_status() const { return wait_status_; }
+
  private:
+  // Writes `task` unless it is null, then awaits the reply.
+  asio::awaitable<absl::StatusOr<Reply>> Transact(const Task* task);
   bool TryReap();
 
   const pid_t pid_;
@@ -43,6 +61,7 @@ class ProcessWorker final : public Worker {
   bool reaped_ = false;
   bool killed_ = false;
   std::string how_ended_;
+  std::optional<int> wait_status_;
   std::string out_;    // reused send buffer: length prefix and payload
   std::string frame_;  // reused receive buffer
 };
@@ -54,6 +73,9 @@ class ProcessWorkerFactory final : public WorkerFactory {
   explicit ProcessWorkerFactory(WorkerCommand command) : command_(std::move(command)) {}
   asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> Start(int index,
                                                                  absl::Duration timeout) override;
+  // The same, for a caller that needs the process itself (direct sessions hand it descriptors).
+  asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> StartProcess(
+      absl::Duration timeout);
 
  private:
   const WorkerCommand command_;

@@ -27,7 +27,8 @@
 #include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/metrics/service_metrics.h"
-#include "service/pool/worker_process.h"
+#include "service/pool/process_worker.h"
+#include "service/pool/worker.h"
 #include "service/rpc/inherited_sockets.h"
 #include "session.pb.h"
 
@@ -41,6 +42,10 @@ using v1::Ended;
 // How long a connected adapter may take to send its hello, and the server to write a small
 // frame to an adapter: both are a few hundred bytes on a local socket.
 constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
+
+// How long a worker whose session failed is given to finish dying, so the log and the adapter
+// can say how it ended (a crashing process closes its socket a moment before it can be reaped).
+constexpr absl::Duration kWorkerEndGrace = absl::Milliseconds(200);
 
 // Worker exit status for a command that outran CouchDB's timeout (worker.proto).
 constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
@@ -258,7 +263,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     co_return;
   }
   SessionWorker worker = std::move(*taken);
-  pool::WorkerProcess& process = *worker.process;
+  pool::ProcessWorker& process = *worker.process;
   // Starting a worker may have taken longer than the adapter would wait: if it gave up (and
   // CouchDB with it), the pipes must not go to a worker.
   if (pollfd gone{fd, POLLIN, 0}; ::poll(&gone, 1, 0) != 0) {
@@ -267,7 +272,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     pool_.Return(std::move(worker), /*reusable=*/true);
     co_return;
   }
-  const std::string id = absl::StrCat(hello.adapter_pid(), "/", process.id());
+  const std::string id = absl::StrCat(hello.adapter_pid(), "/", worker.id);
 
   worker::v1::Task task;
   task.mutable_direct_session()->set_id(id);
@@ -277,10 +282,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   // reply (tests rely on it; so does an operator reading the log after a failure).
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
           process.pid());
-  absl::Status handed = process.SendWithDescriptors(task, pipes.get(), absl::Now() + kSmallFrameWait);
+  absl::Status handed = co_await process.SendWithDescriptors(task, pipes.get());
   if (!handed.ok()) {
-    std::string how = co_await process.AwaitEndAfterFailure();
-    LogError("session worker ", process.id(), " (pid ", process.pid(), ") ", how,
+    std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
+    LogError("session worker ", worker.id, " (pid ", process.pid(), ") ", how,
              " before it took a direct session (", handed.message(), ")");
     pool_.Return(std::move(worker), /*reusable=*/false);
     answer.set_outcome(Answer::UNAVAILABLE);
@@ -292,24 +297,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   Send(fd, answer);
   metrics::ActiveSession active("direct");
 
-  // Now wait for whichever ends first: the worker's session or the adapter.
-  const int worker_fd = ::dup(process.fd());
-  if (worker_fd < 0) {
-    // Out of descriptors: the session cannot be watched, so it is ended at once.
-    LogError("direct session ", id, ": cannot watch its worker (", std::strerror(errno),
-             "); ending it");
-    process.Kill();
-    Ended end;
-    end.set_exit_code(1);
-    end.set_message("cnp-server could not watch the session (out of descriptors); it was ended");
-    Send(fd, end);
-    pool_.Return(std::move(worker), /*reusable=*/false);
-    co_return;
-  }
-  asio::posix::stream_descriptor worker_socket(control_, worker_fd);
+  // Now wait for whichever ends first: the worker's session (its one reply, or its socket
+  // closing) or the adapter. The loser is cancelled.
   auto ended = co_await (
-      worker_socket.async_wait(asio::posix::stream_descriptor::wait_read,
-                               asio::experimental::as_tuple(asio::use_awaitable)) ||
+      process.Receive() ||
       socket.async_wait(stream_protocol::socket::wait_read,
                         asio::experimental::as_tuple(asio::use_awaitable)));
 
@@ -320,12 +311,12 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     // adapter. The worker may be in the middle of a command nobody will read; it is killed.
     LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
                ") went away; killing its worker (pid ", process.pid(), ")");
-    std::string how = process.Kill();
-    LogInfo("direct session ", id, ": its worker ", how);
+    process.Kill();
+    LogInfo("direct session ", id, ": its worker ", co_await process.Ended());
     pool_.Return(std::move(worker), /*reusable=*/false);
     co_return;
   }
-  absl::StatusOr<worker::v1::Reply> reply = process.Receive(absl::Now() + kSmallFrameWait);
+  const absl::StatusOr<worker::v1::Reply>& reply = std::get<0>(ended);
   if (reply.ok() && reply->has_session_end()) {
     const worker::v1::SessionEnd& session_end = reply->session_end();
     end.set_exit_code(session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED ? 0 : 1);
@@ -346,8 +337,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     reusable = !reply->recycle();
     LogWarning("direct session ", id, ": ", end.message());
   } else {
-    std::string how = co_await process.AwaitEndAfterFailure();
-    std::optional<int> status = process.WaitStatus();
+    std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
+    std::optional<int> status = process.wait_status();
     end.set_exit_code(1);
     if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {
       // The worker answered CouchDB's timeout error itself before it exited.

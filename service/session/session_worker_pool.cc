@@ -1,8 +1,6 @@
 #include "service/session/session_worker_pool.h"
 
-#include <poll.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,28 +11,29 @@
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
-#include "asio/posix/stream_descriptor.hpp"
 #include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
-#include "service/pool/worker_startup.h"
+#include "service/pool/worker.h"
 
 namespace cnp::session {
 namespace {
 
-// A spare never speaks unprompted: if its socket is readable, it has died.
-bool HasDied(const pool::WorkerProcess& process) {
-  pollfd p{process.fd(), POLLIN, 0};
-  return ::poll(&p, 1, 0) != 0;
-}
-
 constexpr absl::Duration kMaxBackoff = absl::Seconds(30);
+// How long a worker that failed is given to finish dying, so the log can say how it ended.
+constexpr absl::Duration kEndGrace = absl::Milliseconds(200);
+
+// Owns a killed worker until its end has been awaited (the process reaped).
+asio::awaitable<void> Reap(std::unique_ptr<pool::ProcessWorker> process) {
+  co_await process->Ended();
+}
 
 }  // namespace
 
 SessionWorkerPool::SessionWorkerPool(SessionPoolOptions options, asio::io_context& control)
-    : options_(std::move(options)), control_(control), wake_(control) {}
+    : options_(std::move(options)), control_(control), factory_(options_.command),
+      wake_(control) {}
 
 SessionWorkerPool::~SessionWorkerPool() = default;
 
@@ -48,18 +47,20 @@ void SessionWorkerPool::Kick() { wake_.cancel(); }
 asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   const uint64_t generation = generation_;
   const int id = next_id_++;
-  auto spawned = pool::WorkerProcess::Spawn(options_.command, id);
-  if (!spawned.ok()) co_return spawned.status();
-  pool::WorkerProcess& process = **spawned;
-  absl::Status status =
-      co_await pool::AwaitWorkerStartup(process, control_, options_.startup_timeout);
-  if (!status.ok()) {
-    std::string how = co_await process.AwaitEndAfterFailure();
+  absl::StatusOr<std::unique_ptr<pool::ProcessWorker>> started =
+      co_await factory_.StartProcess(options_.startup_timeout);
+  if (!started.ok()) {
     co_return absl::UnavailableError(
-        absl::StrCat("a session worker failed to start: ", status.message(), "; it ", how));
+        absl::StrCat("a session worker failed to start: ", started.status().message()));
   }
-  LogInfo("session worker ", id, " started (pid ", process.pid(), ")");
-  co_return SessionWorker{std::move(*spawned), generation};
+  LogInfo("session worker ", id, " started (pid ", (*started)->pid(), ")");
+  co_return SessionWorker{std::move(*started), id, generation};
+}
+
+void SessionWorkerPool::End(SessionWorker worker, const char* why) {
+  LogInfo("ending session worker ", worker.id, " (pid ", worker.process->pid(), ") because ", why);
+  worker.process->Kill();
+  asio::co_spawn(control_, Reap(std::move(worker.process)), asio::detached);
 }
 
 asio::awaitable<void> SessionWorkerPool::KeepSpares() {
@@ -98,12 +99,12 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
   while (!spares_.empty()) {
     SessionWorker worker = std::move(spares_.back());
     spares_.pop_back();
-    if (HasDied(*worker.process)) {
-      LogWarning("spare session worker ", worker.process->id(), " (pid ", worker.process->pid(),
-                 ") ", co_await worker.process->AwaitEndAfterFailure(), "; starting another");
+    if (worker.process->SpokeUnprompted()) {
+      LogWarning("spare session worker ", worker.id, " (pid ", worker.process->pid(), ") ",
+                 co_await pool::HowItEnded(*worker.process, kEndGrace), "; starting another");
       continue;
     }
-    in_session_[worker.process->id()] = worker.process->pid();
+    in_session_[worker.id] = worker.process->pid();
     Kick();  // start the next spare
     co_return worker;
   }
@@ -113,15 +114,15 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
     if (started.ok()) co_return absl::UnavailableError("the server is stopping");
     co_return started.status();
   }
-  in_session_[started->process->id()] = started->process->pid();
+  in_session_[started->id] = started->process->pid();
   Kick();
   co_return started;
 }
 
 void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   --sessions_;
-  pool::WorkerProcess& process = *worker.process;
-  in_session_.erase(process.id());
+  pool::ProcessWorker& process = *worker.process;
+  in_session_.erase(worker.id);
   const char* why = nullptr;
   if (!reusable) {
     why = "its session ended abnormally";
@@ -138,8 +139,7 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   if (why == nullptr) {
     spares_.push_back(std::move(worker));
   } else {
-    LogInfo("ending session worker ", process.id(), " (pid ", process.pid(), ") because ", why);
-    worker.process.reset();  // kills and reaps
+    End(std::move(worker), why);
   }
   Kick();
 }
@@ -153,7 +153,9 @@ std::vector<pid_t> SessionWorkerPool::spare_pids() const {
 void SessionWorkerPool::Reload() {
   ++generation_;
   LogInfo("reloading the spare session workers; workers in a session follow when it ends");
+  std::vector<SessionWorker> old = std::move(spares_);
   spares_.clear();
+  for (SessionWorker& spare : old) End(std::move(spare), "of a reload");
   Kick();
 }
 

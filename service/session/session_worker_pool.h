@@ -6,8 +6,9 @@
 // new session does not wait for Python to start and import; the number of sessions is capped
 // (--max-sessions), and a session beyond it uses the gRPC Session stream instead.
 //
-// Everything here runs on the control loop (one thread), so there is no locking; Shutdown() is
-// the one call made from another thread.
+// Workers start as the batch pool's do (pool::ProcessWorkerFactory): spawned, and their startup
+// handshake awaited on the control loop, never blocking it. Everything here runs on the control
+// loop (one thread), so there is no locking; Shutdown() is the one call made from another thread.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
+#include "service/pool/process_worker.h"
 #include "service/pool/worker_process.h"
 
 namespace cnp::session {
@@ -37,7 +39,8 @@ struct SessionPoolOptions {
 
 // A worker lent to one session.
 struct SessionWorker {
-  std::unique_ptr<pool::WorkerProcess> process;
+  std::unique_ptr<pool::ProcessWorker> process;
+  int id = 0;               // for logs: "session worker 3"
   uint64_t generation = 0;  // the reload generation it was started in
 };
 
@@ -55,10 +58,11 @@ class SessionWorkerPool {
 
   // Gives back the worker of an ended session. `reusable` is false when it crashed, was
   // killed or asked to be recycled; it is also replaced when over its memory cap or started
-  // before the last reload.
+  // before the last reload. A worker not kept is killed here and reaped on the loop.
   void Return(SessionWorker worker, bool reusable);
 
-  // SIGHUP: spares are replaced at once, session workers when their session ends.
+  // SIGHUP: spares are replaced at once (killed now, reaped on the loop), session workers when
+  // their session ends.
   void Reload();
 
   // Kills every worker, spare or in a session (their adapters then exit, and CouchDB starts
@@ -74,9 +78,12 @@ class SessionWorkerPool {
   asio::awaitable<absl::StatusOr<SessionWorker>> StartOne();
   asio::awaitable<void> KeepSpares();
   void Kick();
+  // Kills `worker` and awaits its end on the loop, logging how it ended.
+  void End(SessionWorker worker, const char* why);
 
   const SessionPoolOptions options_;
   asio::io_context& control_;
+  pool::ProcessWorkerFactory factory_;
   asio::steady_timer wake_;
   std::vector<SessionWorker> spares_;
   std::map<int, pid_t> in_session_;  // worker id -> pid, to kill them at shutdown

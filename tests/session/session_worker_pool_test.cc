@@ -1,6 +1,7 @@
 // The session worker pool's rules, with a stand-in worker (fake_worker.py): spares kept ready,
 // the --max-sessions cap, reuse after a clean session, replacement after a bad one, and SIGHUP
-// (Reload): spares replaced at once, a worker in a session when its session ends.
+// (Reload): spares replaced at once, a worker in a session when its session ends; and a worker's
+// start that never holds the control loop.
 #include "service/session/session_worker_pool.h"
 
 #include <signal.h>
@@ -12,6 +13,8 @@
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
+#include "asio/steady_timer.hpp"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace cnp::session {
@@ -33,6 +36,12 @@ class SessionWorkerPoolTest : public ::testing::Test {
   // Runs the loop until the pool holds `count` spares.
   void WaitForSpares(SessionWorkerPool& pool, size_t count) {
     while (pool.spare_pids().size() < count) io_.run_one();
+  }
+
+  // Runs the loop until the pool has killed and reaped `pid` (it awaits the end on a pidfd);
+  // a worker the pool never ends keeps this waiting until the test times out.
+  void WaitUntilEnded(pid_t pid) {
+    while (Alive(pid)) io_.run_one();
   }
 
   // Take() run to completion on the loop.
@@ -87,7 +96,7 @@ TEST_F(SessionWorkerPoolTest, AWorkerWhoseSessionEndedBadlyIsReplaced) {
   ASSERT_TRUE(taken.ok()) << taken.status();
   const pid_t used = taken->process->pid();
   pool.Return(std::move(*taken), /*reusable=*/false);
-  EXPECT_FALSE(Alive(used));
+  WaitUntilEnded(used);
   WaitForSpares(pool, 1);
   EXPECT_NE(pool.spare_pids()[0], used);
   Shutdown(pool);
@@ -103,7 +112,7 @@ TEST_F(SessionWorkerPoolTest, ReloadReplacesSparesAtOnceAndSessionWorkersAfterTh
   const pid_t old_spare = pool.spare_pids()[0];
 
   pool.Reload();
-  EXPECT_FALSE(Alive(old_spare));
+  WaitUntilEnded(old_spare);
   EXPECT_TRUE(Alive(busy->process->pid()));  // its session goes on
   WaitForSpares(pool, 1);
   const pid_t new_spare = pool.spare_pids()[0];
@@ -111,9 +120,35 @@ TEST_F(SessionWorkerPoolTest, ReloadReplacesSparesAtOnceAndSessionWorkersAfterTh
 
   const pid_t busy_pid = busy->process->pid();
   pool.Return(std::move(*busy), /*reusable=*/true);
-  EXPECT_FALSE(Alive(busy_pid));  // started before the reload: not kept
+  WaitUntilEnded(busy_pid);  // started before the reload: not kept
   EXPECT_EQ(pool.spare_pids(), std::vector<pid_t>{new_spare});
   Shutdown(pool);
+}
+
+// A worker is started as the batch pool starts one: its handshake is awaited, so the control
+// loop goes on serving everything else meanwhile, even when the worker stalls in the middle of
+// its answer (before, the rest of the answer was read with a blocking receive that held the
+// loop for up to 5 s).
+TEST_F(SessionWorkerPoolTest, AStallingWorkerStartDoesNotHoldTheLoop) {
+  SessionPoolOptions options = Options(/*max_sessions=*/1, /*spares=*/0);
+  // Announces a 16-byte answer on its socket (fd 3), then never sends it.
+  options.command = {"/usr/bin/python3.11",
+                     {"-c", "import os, time; os.write(3, b'\\x10\\0\\0\\0'); time.sleep(600)"}};
+  options.startup_timeout = absl::Seconds(3);
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+
+  std::optional<absl::Duration> timer_late;
+  asio::steady_timer timer(io_, std::chrono::milliseconds(200));
+  const absl::Time due = absl::Now() + absl::Milliseconds(200);
+  timer.async_wait([&timer_late, due](asio::error_code) { timer_late = absl::Now() - due; });
+
+  absl::StatusOr<SessionWorker> taken = Take(pool);
+  EXPECT_TRUE(absl::IsUnavailable(taken.status())) << taken.status();
+  EXPECT_THAT(std::string(taken.status().message()), ::testing::HasSubstr("did not answer within 3s"));
+  ASSERT_TRUE(timer_late.has_value());
+  EXPECT_LT(*timer_late, absl::Seconds(1)) << "the loop was held while the worker started";
+  EXPECT_EQ(pool.sessions(), 0);
 }
 
 TEST_F(SessionWorkerPoolTest, NoSessionsWhenTheCapIsZero) {
