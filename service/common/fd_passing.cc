@@ -21,21 +21,17 @@ union ControlBuffer {
 
 }  // namespace
 
-absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
-                                      absl::Time deadline) {
-  fds.clear();
-  unsigned char header[4];
-  size_t got = 0;
-  bool truncated = false;
-  while (got < sizeof header) {
-    iovec iov{header + got, sizeof header - got};
+absl::StatusOr<size_t> ReceiveWithDescriptors(int fd, void* buffer, size_t size,
+                                              std::vector<int>& fds) {
+  for (;;) {
+    iovec iov{buffer, size};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     ControlBuffer control;
     msg.msg_control = control.bytes;
     msg.msg_controllen = sizeof control.bytes;
-    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n > 0) {
       for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -46,21 +42,31 @@ absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<
           fds.push_back(received);
         }
       }
-      if (msg.msg_flags & MSG_CTRUNC) truncated = true;
-      got += static_cast<size_t>(n);
-      continue;
+      if (msg.msg_flags & MSG_CTRUNC) {
+        return absl::DataLossError(absl::StrCat("more than ", kMaxFramedDescriptors,
+                                                " descriptors came with one frame"));
+      }
+      return static_cast<size_t>(n);
     }
     if (n == 0) return absl::UnavailableError("the peer closed the connection");
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
-      continue;
-    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     return absl::UnavailableError(absl::StrCat("recvmsg failed: ", std::strerror(errno)));
   }
-  if (truncated) {
-    return absl::DataLossError(absl::StrCat("more than ", kMaxFramedDescriptors,
-                                            " descriptors came with one frame"));
+}
+
+absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
+                                      absl::Time deadline) {
+  fds.clear();
+  unsigned char header[4];
+  size_t got = 0;
+  while (got < sizeof header) {
+    absl::StatusOr<size_t> n = ReceiveWithDescriptors(fd, header + got, sizeof header - got, fds);
+    if (!n.ok()) return n.status();
+    got += *n;
+    if (*n == 0) {
+      if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
+    }
   }
   uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
   if (n > kMaxFrameBytes) {

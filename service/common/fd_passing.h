@@ -2,13 +2,15 @@
 // (service/common/framing.h) sends it: how cnp-server receives CouchDB's pipes from cnp-adapter.
 //
 // The descriptors ride on the frame's first byte, so the first read of the frame is a recvmsg()
-// that collects them; the rest is an ordinary frame.
+// that collects them; the rest is an ordinary frame. ReadFrameWithDescriptors waits with poll()
+// (a blocking caller); an event loop awaits readiness itself and calls ReceiveWithDescriptors.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -22,5 +24,13 @@ inline constexpr int kMaxFramedDescriptors = 4;
 // kMaxFramedDescriptors descriptors is DATA_LOSS.
 absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
                                       absl::Time deadline = absl::InfiniteFuture());
+
+// One recvmsg() of up to `size` bytes that never waits (MSG_DONTWAIT): the bytes read, 0 when
+// none have arrived yet. The descriptors that came with them are appended to `fds` (opened
+// close-on-exec; the caller owns them, also when an error is returned). UNAVAILABLE when the
+// peer closed the connection or the read failed; DATA_LOSS when more than kMaxFramedDescriptors
+// came (the kernel dropped the rest).
+absl::StatusOr<size_t> ReceiveWithDescriptors(int fd, void* buffer, size_t size,
+                                              std::vector<int>& fds);
 
 }  // namespace cnp

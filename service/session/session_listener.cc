@@ -12,17 +12,23 @@
 #include <cstring>
 #include <future>
 #include <utility>
+#include <variant>
 
+#include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
+#include "asio/buffer.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/experimental/as_tuple.hpp"
 #include "asio/experimental/awaitable_operators.hpp"
 #include "asio/posix/stream_descriptor.hpp"
 #include "asio/post.hpp"
+#include "asio/read.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
+#include "asio/write.hpp"
 #include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "service/common/log.h"
@@ -40,8 +46,13 @@ using v1::Answer;
 using v1::Ended;
 
 // How long a connected adapter may take to send its hello, and the server to write a small
-// frame to an adapter: both are a few hundred bytes on a local socket.
+// frame to an adapter: both are a few hundred bytes on a local socket. Both are awaited on the
+// control loop, each connection with its own timer, so a stalled adapter holds only its own
+// connection that long.
 constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
+
+// A hello is well under a kilobyte; a longer one is a broken peer, not worth the memory.
+constexpr uint32_t kMaxHelloBytes = 1 << 20;
 
 // How long a worker whose session failed is given to finish dying, so the log and the adapter
 // can say how it ended (a crashing process closes its socket a moment before it can be reaped).
@@ -66,11 +77,65 @@ class ReceivedDescriptors {
   std::vector<int> fds_;
 };
 
-void Send(int fd, const google::protobuf::MessageLite& message) {
-  std::string bytes;
-  message.SerializeToString(&bytes);
-  // The adapter may be gone already; nothing to do about it then.
-  WriteFrame(fd, bytes, absl::Now() + kSmallFrameWait).IgnoreError();
+// Reads the adapter's hello frame, awaiting each part's arrival: its first bytes come with
+// CouchDB's pipes (a recvmsg that collects them into `fds`, which the caller owns), the rest is
+// an ordinary read. Unbounded here: the caller races it against the connection's timer.
+asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::string& payload,
+                                        std::vector<int>& fds) {
+  char header[4];
+  size_t got = 0;
+  asio::error_code ec;
+  while (got < sizeof header) {
+    absl::StatusOr<size_t> n =
+        ReceiveWithDescriptors(socket.native_handle(), header + got, sizeof header - got, fds);
+    if (!n.ok()) co_return n.status();
+    got += *n;
+    if (*n == 0) {
+      co_await socket.async_wait(stream_protocol::socket::wait_read,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return absl::UnavailableError(absl::StrCat("waiting for it: ", ec.message()));
+    }
+  }
+  const uint32_t length = absl::little_endian::Load32(header);
+  if (length > kMaxHelloBytes) {
+    co_return absl::DataLossError(absl::StrCat("a hello of ", length, " bytes announced"));
+  }
+  payload.resize(length);
+  co_await asio::async_read(socket, asio::buffer(payload),
+                            asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return absl::UnavailableError(absl::StrCat("reading it: ", ec.message()));
+  co_return absl::OkStatus();
+}
+
+// The hello, or why there is none: a peer that has not sent it within kSmallFrameWait loses its
+// connection (its timer, not the loop, does the waiting).
+asio::awaitable<absl::Status> ReadHelloInTime(stream_protocol::socket& socket,
+                                              std::string& payload, std::vector<int>& fds) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor,
+                              absl::ToChronoNanoseconds(kSmallFrameWait));
+  std::variant<absl::Status, std::monostate> read = co_await (
+      ReadHello(socket, payload, fds) || deadline.async_wait(asio::use_awaitable));
+  if (read.index() == 1) {
+    co_return absl::DeadlineExceededError(
+        absl::StrCat("no whole hello within ", absl::FormatDuration(kSmallFrameWait)));
+  }
+  co_return std::get<0>(read);
+}
+
+// Writes one frame to the adapter, awaited on the loop for at most kSmallFrameWait. The adapter
+// may be gone, or stalled with its socket full; either way there is nothing to do about it.
+asio::awaitable<void> Send(stream_protocol::socket& socket,
+                           const google::protobuf::MessageLite& message) {
+  using namespace asio::experimental::awaitable_operators;
+  std::string frame(4, '\0');
+  message.AppendToString(&frame);
+  absl::little_endian::Store32(frame.data(), static_cast<uint32_t>(frame.size() - 4));
+  asio::steady_timer deadline(co_await asio::this_coro::executor,
+                              absl::ToChronoNanoseconds(kSmallFrameWait));
+  co_await (asio::async_write(socket, asio::buffer(frame),
+                              asio::experimental::as_tuple(asio::use_awaitable)) ||
+            deadline.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
 }
 
 std::string JsonString(absl::string_view text) {
@@ -211,17 +276,15 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     LogWarning("direct session refused: ", why);
     answer.set_outcome(Answer::REFUSED);
     answer.set_reason(why);
-    Send(fd, answer);
+    co_await Send(socket, answer);
     co_return;
   }
 
-  // The adapter sends its hello in one sendmsg() right after connecting, so once the socket is
-  // readable the frame is there; the short deadline only bounds a broken peer of our own uid.
-  co_await socket.async_wait(stream_protocol::socket::wait_read,
-                             asio::redirect_error(asio::use_awaitable, ec));
+  // The adapter sends its hello in one sendmsg() right after connecting, so it is all there at
+  // once; the deadline only bounds a broken or stalled peer of an allowed uid.
   std::string payload;
   std::vector<int> fds;
-  absl::Status read = ReadFrameWithDescriptors(fd, payload, fds, absl::Now() + kSmallFrameWait);
+  absl::Status read = co_await ReadHelloInTime(socket, payload, fds);
   ReceivedDescriptors pipes(std::move(fds));
   v1::Hello hello;
   if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {
@@ -241,7 +304,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
       }
       answer.set_outcome(Answer::SETTINGS_DIFFER);
       answer.set_reason("this server was started by an adapter with other settings");
-      Send(fd, answer);
+      co_await Send(socket, answer);
       co_return;
     }
     if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
@@ -259,7 +322,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     answer.set_reason(std::string(taken.status().message()));
     LogInfo("direct session for adapter pid ", hello.adapter_pid(),
             " not started: ", taken.status().message(), "; it uses the Session stream");
-    Send(fd, answer);
+    co_await Send(socket, answer);
     co_return;
   }
   SessionWorker worker = std::move(*taken);
@@ -290,11 +353,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     pool_.Return(std::move(worker), /*reusable=*/false);
     answer.set_outcome(Answer::UNAVAILABLE);
     answer.set_reason(absl::StrCat("the session worker ", how));
-    Send(fd, answer);
+    co_await Send(socket, answer);
     co_return;
   }
   answer.set_outcome(Answer::ACCEPTED);
-  Send(fd, answer);
+  co_await Send(socket, answer);
   metrics::ActiveSession active("direct");
 
   // Now wait for whichever ends first: the worker's session (its one reply, or its socket
@@ -353,8 +416,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     }
     LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
   }
-  Send(fd, end);
   pool_.Return(std::move(worker), reusable);
+  co_await Send(socket, end);
 }
 
 }  // namespace cnp::session

@@ -2,9 +2,10 @@
 // connections, checks the peer's uid, takes CouchDB's pipes from the adapter and gives them to
 // a session worker, then mirrors the session's end back to the adapter.
 //
-// One coroutine per connection on the control loop. The hot path never comes here: once the
-// worker has the pipes, CouchDB and the worker talk with no process in between, and this
-// coroutine only waits for one of two things:
+// One coroutine per connection on the control loop; every wait on the adapter (its hello, our
+// answers) is awaited there with a timer of its own, so a stalled adapter holds only its own
+// connection. The hot path never comes here: once the worker has the pipes, CouchDB and the
+// worker talk with no process in between, and this coroutine only waits for one of two things:
 //   - the worker answers SessionEnd (CouchDB closed the pipe, or the protocol ended it), or
 //     its socket closes (it crashed, or ended a command that outran CouchDB's timeout): the
 //     adapter is told how to exit, and what to write to CouchDB first if the worker could not;

@@ -1,0 +1,180 @@
+// The direct-session listener with a stand-in worker (fake_worker.py): an adapter that connects
+// and then stalls in the middle of its hello costs only its own connection, never the control
+// loop the listener shares with the worker pool, signals and every other session's start.
+#include "service/session/session_listener.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "asio/executor_work_guard.hpp"
+#include "asio/io_context.hpp"
+#include "asio/post.hpp"
+#include "asio/steady_timer.hpp"
+#include "gtest/gtest.h"
+#include "service/common/framing.h"
+#include "service/session/session_worker_pool.h"
+#include "session.pb.h"
+#include "tests/support/files.h"
+
+namespace cnp::session {
+namespace {
+
+// A client end of the direct-session socket, as cnp-adapter opens it.
+int Connect(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends the first bytes of a hello frame that announces 100 bytes of payload, with `pipes`
+// attached as the adapter attaches CouchDB's, and never the rest.
+void SendHalfAHello(int fd, const std::vector<int>& pipes) {
+  const char bytes[] = {100, 0, 0, 0, 0x0a, 0x05};  // the length, then the settings field begun
+  iovec iov{const_cast<char*>(bytes), sizeof bytes};
+  union {
+    char buffer[CMSG_SPACE(2 * sizeof(int))];
+    cmsghdr align;
+  } control{};
+  msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control.buffer;
+  message.msg_controllen = CMSG_SPACE(pipes.size() * sizeof(int));
+  cmsghdr* rights = CMSG_FIRSTHDR(&message);
+  rights->cmsg_level = SOL_SOCKET;
+  rights->cmsg_type = SCM_RIGHTS;
+  rights->cmsg_len = CMSG_LEN(pipes.size() * sizeof(int));
+  std::memcpy(CMSG_DATA(rights), pipes.data(), pipes.size() * sizeof(int));
+  ASSERT_EQ(::sendmsg(fd, &message, 0), static_cast<ssize_t>(sizeof bytes)) << std::strerror(errno);
+}
+
+// True once `fd` reads end of file, within `bound`.
+bool ReadsEndOfFile(int fd, absl::Duration bound) {
+  pollfd ready{fd, POLLIN, 0};
+  if (::poll(&ready, 1, static_cast<int>(absl::ToInt64Milliseconds(bound))) != 1) return false;
+  char byte;
+  return ::read(fd, &byte, 1) == 0;
+}
+
+class SessionListenerTest : public ::testing::Test {
+ protected:
+  SessionListenerTest() : work_(asio::make_work_guard(io_)) {
+    SessionPoolOptions pool_options;
+    pool_options.command = {"/usr/bin/python3.11", {"tests/support/fake_worker.py"}};
+    pool_options.max_sessions = 4;
+    pool_options.spare_workers = 1;
+    pool_ = std::make_unique<SessionWorkerPool>(std::move(pool_options), io_);
+    path_ = testing::ShortTempDir() + "/cnp.sock.direct";
+    ListenerOptions options;
+    options.paths = {path_};
+    listener_ = std::make_unique<SessionListener>(std::move(options), *pool_, io_);
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(listener_->Start().ok());
+    pool_->Start();
+    loop_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    listener_->Stop();
+    pool_->Shutdown();
+    work_.reset();
+    io_.stop();
+    loop_.join();
+  }
+
+  // A timer on the control loop due in `after`: the future says how late it fired.
+  std::future<absl::Duration> TimerLateness(absl::Duration after) {
+    auto lateness = std::make_shared<std::promise<absl::Duration>>();
+    std::future<absl::Duration> result = lateness->get_future();
+    asio::post(io_, [this, after, lateness] {
+      auto timer = std::make_shared<asio::steady_timer>(io_, absl::ToChronoNanoseconds(after));
+      const absl::Time due = absl::Now() + after;
+      timer->async_wait([timer, due, lateness](asio::error_code) {
+        lateness->set_value(absl::Now() - due);
+      });
+    });
+    return result;
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::unique_ptr<SessionWorkerPool> pool_;
+  std::unique_ptr<SessionListener> listener_;
+  std::string path_;
+  std::thread loop_;
+};
+
+// Before, the listener read the hello with a blocking read bounded at 2 s: two stalling adapters
+// held the loop about 4 s, the timer fired that late and the other adapter waited as long.
+TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
+  // Two adapters of our own uid connect, send the start of a hello with their pipes, and stall.
+  int couchdb_pipe[2];
+  ASSERT_EQ(::pipe2(couchdb_pipe, O_CLOEXEC), 0);
+  std::vector<int> stalled;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = Connect(path_);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    SendHalfAHello(fd, {couchdb_pipe[0], couchdb_pipe[1]});
+    stalled.push_back(fd);
+  }
+  ::close(couchdb_pipe[1]);  // from now on only the server's copies keep the pipe open
+
+  const absl::Time start = absl::Now();
+  std::future<absl::Duration> timer_late = TimerLateness(absl::Milliseconds(300));
+
+  // A third adapter starts a session meanwhile.
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  const int adapter = Connect(path_);
+  ASSERT_GE(adapter, 0) << std::strerror(errno);
+  v1::Hello hello;
+  hello.set_adapter_pid(::getpid());
+  ASSERT_TRUE(WriteFrameWithDescriptors(adapter, hello.SerializeAsString(), {pipes[0], pipes[1]},
+                                        absl::Now() + absl::Seconds(5))
+                  .ok());
+  std::string payload;
+  ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(20)).ok());
+  const absl::Duration answered_after = absl::Now() - start;
+  v1::Answer answer;
+  ASSERT_TRUE(answer.ParseFromString(payload));
+  EXPECT_EQ(answer.outcome(), v1::Answer::ACCEPTED) << answer.ShortDebugString();
+  EXPECT_LT(answered_after, absl::Seconds(2)) << "the session waited for the stalled adapters";
+
+  ASSERT_EQ(timer_late.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_LT(timer_late.get(), absl::Seconds(1)) << "the loop was held by the stalled adapters";
+
+  // Each stalled connection is dropped in its own time (2 s to send a hello), and the pipes it
+  // sent are closed with it.
+  for (int fd : stalled) {
+    EXPECT_TRUE(ReadsEndOfFile(fd, absl::Seconds(20))) << "the stalled connection stayed open";
+    ::close(fd);
+  }
+  EXPECT_TRUE(ReadsEndOfFile(couchdb_pipe[0], absl::Seconds(20)))
+      << "the stalled adapters' pipes stayed open in the server";
+  ::close(couchdb_pipe[0]);
+  ::close(adapter);
+  ::close(pipes[0]);
+  ::close(pipes[1]);
+}
+
+}  // namespace
+}  // namespace cnp::session
