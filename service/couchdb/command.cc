@@ -1,11 +1,11 @@
 #include "service/couchdb/command.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
@@ -24,23 +24,54 @@ void SkipSpace(std::string_view& text) {
   }
 }
 
+// One JSON string, read without building a document.
+class StringReader : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, StringReader> {
+ public:
+  bool Default() { return false; }  // anything but a string
+  bool String(const char* text, rapidjson::SizeType length, bool) {
+    value_.assign(text, length);
+    return true;
+  }
+  std::string& value() { return value_; }
+
+ private:
+  std::string value_;
+};
+
 std::optional<std::string> DecodeString(std::string_view json) {
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsString()) return std::nullopt;
-  return std::string(doc.GetString(), doc.GetStringLength());
+  rapidjson::MemoryStream stream(json.data(), json.size());
+  StringReader string;
+  rapidjson::Reader reader;
+  if (reader.Parse(stream, string).IsError()) return std::nullopt;
+  return std::move(string.value());
 }
 
-std::optional<std::vector<std::string>> DecodeStrings(std::string_view json) {
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsArray()) return std::nullopt;
-  std::vector<std::string> strings;
-  for (const rapidjson::Value& value : doc.GetArray()) {
-    if (!value.IsString()) return std::nullopt;
-    strings.emplace_back(value.GetString(), value.GetStringLength());
+// A JSON array of strings, read without building a document (a reduce line names its functions
+// in one).
+class StringsCollector
+    : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, StringsCollector> {
+ public:
+  bool Default() { return false; }  // anything but the array and its strings
+  bool StartArray() { return ++depth_ == 1; }
+  bool EndArray(rapidjson::SizeType) { return --depth_ == 0; }
+  bool String(const char* text, rapidjson::SizeType length, bool) {
+    if (depth_ != 1) return false;
+    strings_.emplace_back(text, length);
+    return true;
   }
-  return strings;
+  std::vector<std::string>& strings() { return strings_; }
+
+ private:
+  int depth_ = 0;
+  std::vector<std::string> strings_;
+};
+
+std::optional<std::vector<std::string>> DecodeStrings(std::string_view json) {
+  rapidjson::MemoryStream stream(json.data(), json.size());
+  StringsCollector collector;
+  rapidjson::Reader reader;
+  if (reader.Parse(stream, collector).IsError()) return std::nullopt;
+  return std::move(collector.strings());
 }
 
 // Takes a JSON string off the front of `text` and decodes it (escapes included, so that
@@ -91,24 +122,113 @@ DesignSection SectionOf(std::string_view name) {
   return DesignSection::kUnknown;
 }
 
-std::optional<std::string> CheckJson(std::string_view line) {
-  rapidjson::MemoryStream stream(line.data(), line.size());
-  rapidjson::BaseReaderHandler<> ignore;
-  rapidjson::Reader reader;
-  rapidjson::ParseResult result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
-  if (result.IsError()) {
-    return absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
-                        rapidjson::GetParseError_En(result.Code()));
+std::string InvalidJson(size_t offset, rapidjson::ParseErrorCode code) {
+  return absl::StrCat("invalid JSON at byte ", offset, ": ", rapidjson::GetParseError_En(code));
+}
+
+constexpr std::string_view kNotACommandReason =
+    "expected a command: a JSON array starting with a string";
+
+using Elements = std::vector<std::string_view>;
+
+// Finds the elements of a line's top-level array while rapidjson checks that the line is JSON:
+// one walk over the line does both. The elements are slices of the text (found from the
+// stream's position at each event), never copied. With `stop_at_third`, the walk ends where
+// the third element starts as an array or object, unread (a reduce's values, left to the
+// worker).
+class ElementFinder
+    : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ElementFinder> {
+ public:
+  ElementFinder(std::string_view text, const rapidjson::MemoryStream& stream, bool stop_at_third)
+      : text_(text), stream_(stream), stop_at_third_(stop_at_third) {}
+
+  // Every scalar (and every object key: a key never sits at the root array's level).
+  bool Default() {
+    if (InRootArray()) EndElement();
+    return true;
   }
-  return std::nullopt;
+  bool StartObject() { return Open(); }
+  bool StartArray() {
+    if (depth_ == 0) {
+      root_is_array_ = true;
+      next_ = stream_.Tell();
+    }
+    return Open();
+  }
+  bool EndObject(rapidjson::SizeType) { return Close(); }
+  bool EndArray(rapidjson::SizeType) { return Close(); }
+
+  bool root_is_array() const { return root_is_array_; }
+  Elements& elements() { return elements_; }
+  // Where the walk stopped (stop_at_third): the first byte of the third element.
+  std::optional<size_t> stopped_at() const { return stopped_at_; }
+
+ private:
+  bool InRootArray() const { return root_is_array_ && depth_ == 1; }
+  bool Open() {
+    if (InRootArray() && stop_at_third_ && elements_.size() == 2) {
+      stopped_at_ = stream_.Tell() - 1;  // the bracket or brace was just read
+      return false;
+    }
+    ++depth_;
+    return true;
+  }
+  bool Close() {
+    --depth_;
+    if (InRootArray()) EndElement();
+    return true;
+  }
+  // The element that just ended began after the previous one's comma (the text in between is
+  // JSON's, so nothing but the comma and whitespace).
+  void EndElement() {
+    const size_t end = stream_.Tell();
+    size_t start = next_;
+    while (start < end && (text_[start] == ',' || text_[start] == ' ' || text_[start] == '\t' ||
+                           text_[start] == '\r' || text_[start] == '\n')) {
+      ++start;
+    }
+    elements_.push_back(text_.substr(start, end - start));
+    next_ = end;
+  }
+
+  const std::string_view text_;
+  const rapidjson::MemoryStream& stream_;
+  const bool stop_at_third_;
+  int depth_ = 0;
+  bool root_is_array_ = false;
+  size_t next_ = 0;  // where the root array's next element may start
+  Elements elements_;
+  std::optional<size_t> stopped_at_;
+};
+
+// One walk over a (trimmed) line: is it JSON, and what are its top-level array's elements.
+struct LineScan {
+  rapidjson::ParseResult result;  // rapidjson's verdict on the line's first JSON value
+  bool one_array = false;         // that value is an array and nothing follows it
+  Elements elements;
+  std::optional<size_t> values_at;  // stop_at_third: where the walk stopped
+};
+
+LineScan ScanLine(std::string_view line, bool stop_at_third) {
+  rapidjson::MemoryStream stream(line.data(), line.size());
+  ElementFinder finder(line, stream, stop_at_third);
+  rapidjson::Reader reader;
+  LineScan scan;
+  // What follows the first value is not read as JSON: text after a command makes the line no
+  // command, whatever the text.
+  scan.result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, finder);
+  scan.values_at = finder.stopped_at();
+  if (!scan.result.IsError()) {
+    scan.one_array = finder.root_is_array() && stream.Tell() == line.size();
+  }
+  scan.elements = std::move(finder.elements());
+  return scan;
 }
 
 command::BadArguments MissingArguments(CommandKind kind, std::string_view what) {
   return {kind, "query_protocol_error",
           absl::StrCat("'", absl::string_view(what.data(), what.size()), "' is missing arguments")};
 }
-
-using Elements = std::vector<std::string_view>;
 
 Command ParseReset(std::string_view line) {
   absl::StatusOr<Elements> elements = SplitJsonArray(line);
@@ -117,10 +237,15 @@ Command ParseReset(std::string_view line) {
   return command::Reset{QueryConfig::FromJson(config)};
 }
 
-Command ParseReduce(const Elements& elements, bool rereduce, size_t line_bytes) {
+// When the values were left unread, `elements` holds the name and the function names only, and
+// the values start `values_at` bytes into the line.
+Command ParseReduce(const Elements& elements, bool rereduce, std::string_view line,
+                    std::optional<size_t> values_at) {
   const CommandKind kind = rereduce ? CommandKind::kRereduce : CommandKind::kReduce;
   // Arguments after the values (a context string on CouchDB main) are ignored.
-  if (elements.size() < 3) return MissingArguments(kind, CommandName(kind));
+  if (elements.size() < (values_at.has_value() ? 2 : 3)) {
+    return MissingArguments(kind, CommandName(kind));
+  }
   std::optional<std::vector<std::string>> functions = DecodeStrings(elements[1]);
   if (!functions.has_value() || functions->empty()) {
     return command::BadArguments{
@@ -132,8 +257,26 @@ Command ParseReduce(const Elements& elements, bool rereduce, size_t line_bytes) 
   reduce.rereduce = rereduce;
   for (const std::string& function : *functions) reduce.names_bytes += function.size();
   reduce.functions = *std::move(functions);
-  reduce.kvs = elements[2];
-  reduce.line_bytes = line_bytes;
+  if (values_at.has_value()) {
+    reduce.kvs = line.substr(*values_at);
+    reduce.values_unchecked = true;
+    reduce.values_offset = *values_at;
+  } else {
+    reduce.kvs = elements[2];
+  }
+  reduce.line_bytes = line.size();
+  return reduce;
+}
+
+// A reduce line read up to its values (ReduceValues::kLeftToTheWorker); nullopt when its
+// values cannot be left unread (the line is then read whole, as any line).
+std::optional<Command> ParseReduceHead(std::string_view line, bool rereduce) {
+  LineScan scan = ScanLine(line, /*stop_at_third=*/true);
+  if (!scan.values_at.has_value()) return std::nullopt;
+  Command reduce = ParseReduce(scan.elements, rereduce, line, scan.values_at);
+  // A broken function list is an error line only on a line that is JSON, which takes the whole
+  // walk to know.
+  if (!std::holds_alternative<command::Reduce>(reduce)) return std::nullopt;
   return reduce;
 }
 
@@ -204,25 +347,30 @@ CommandKind PeekCommand(std::string_view line) {
   return CommandKind::kDesignDocCall;
 }
 
-Command ParseCommand(std::string_view line) {
+Command ParseCommand(std::string_view line, ReduceValues values) {
   line = TrimJsonText(line);
   // The hot path: the document goes to the worker as the very bytes CouchDB wrote.
   if (line.starts_with(kMapDocPrefix) && line.ends_with(']')) {
     return command::MapDoc{
         TrimJsonText(line.substr(kMapDocPrefix.size(), line.size() - kMapDocPrefix.size() - 1))};
   }
-  if (PeekCommand(line) == CommandKind::kReset) return ParseReset(line);
+  const CommandKind peeked = PeekCommand(line);
+  if (peeked == CommandKind::kReset) return ParseReset(line);
+  if (values == ReduceValues::kLeftToTheWorker &&
+      (peeked == CommandKind::kReduce || peeked == CommandKind::kRereduce)) {
+    if (std::optional<Command> reduce = ParseReduceHead(line, peeked == CommandKind::kRereduce)) {
+      return *std::move(reduce);
+    }
+  }
 
-  if (std::optional<std::string> error = CheckJson(line)) {
-    return command::NotACommand{*std::move(error), line};
+  LineScan scan = ScanLine(line, /*stop_at_third=*/false);
+  if (scan.result.IsError()) {
+    return command::NotACommand{InvalidJson(scan.result.Offset(), scan.result.Code()), line};
   }
-  absl::StatusOr<Elements> elements = SplitJsonArray(line);
   std::optional<std::string> name;
-  if (elements.ok() && !elements->empty()) name = DecodeString(elements->front());
-  if (!name.has_value()) {
-    return command::NotACommand{"expected a command: a JSON array starting with a string", line};
-  }
-  const Elements& args = *elements;
+  if (scan.one_array && !scan.elements.empty()) name = DecodeString(scan.elements.front());
+  if (!name.has_value()) return command::NotACommand{std::string(kNotACommandReason), line};
+  const Elements& args = scan.elements;
   switch (KindOfName(*name)) {
     case CommandKind::kMapDoc:
       if (args.size() < 2) return MissingArguments(CommandKind::kMapDoc, *name);
@@ -239,9 +387,9 @@ Command ParseCommand(std::string_view line) {
       return command::AddFun{*std::move(function)};
     }
     case CommandKind::kReduce:
-      return ParseReduce(args, /*rereduce=*/false, line.size());
+      return ParseReduce(args, /*rereduce=*/false, line, std::nullopt);
     case CommandKind::kRereduce:
-      return ParseReduce(args, /*rereduce=*/true, line.size());
+      return ParseReduce(args, /*rereduce=*/true, line, std::nullopt);
     case CommandKind::kDesignDocCall:
       return ParseDesignDoc(args);
     case CommandKind::kListRow:
@@ -256,6 +404,25 @@ Command ParseCommand(std::string_view line) {
       break;
   }
   return command::Unknown{*std::move(name)};
+}
+
+std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
+                                           bool after_comma) {
+  // The reader is put where it was on the line by a head of the same shape (inside the
+  // top-level array, after a comma or after an element), so that every verdict, the error's
+  // kind and byte included, is the one the whole line gets.
+  const std::string_view head = after_comma ? "[0," : "[0";
+  std::string text;
+  text.reserve(head.size() + rest.size());
+  text.append(head);
+  text.append(rest);
+  LineScan scan = ScanLine(text, /*stop_at_third=*/false);
+  if (scan.result.IsError()) {
+    const size_t at = std::max(scan.result.Offset(), head.size()) - head.size() + offset;
+    return InvalidJson(at, scan.result.Code());
+  }
+  if (!scan.one_array) return std::string(kNotACommandReason);
+  return std::nullopt;
 }
 
 CommandKind KindOf(const Command& command) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -75,9 +76,15 @@ struct MapDoc {
 struct Reduce {
   bool rereduce = false;
   std::vector<std::string> functions;  // never empty
-  std::string_view kvs;                // the raw key/value (or values) array
-  size_t names_bytes = 0;              // the functions' names, which the overflow rule leaves out
-  size_t line_bytes = 0;               // the whole (trimmed) line
+  // The raw key/value (or values) array. With ReduceValues::kLeftToTheWorker it is the rest of
+  // the line from the array's first byte (its closing bracket, and any arguments after the
+  // array, included), not checked as JSON: `values_unchecked` is then set, and `values_offset`
+  // says where it starts in the (trimmed) line.
+  std::string_view kvs;
+  bool values_unchecked = false;
+  size_t values_offset = 0;
+  size_t names_bytes = 0;  // the functions' names, which the overflow rule leaves out
+  size_t line_bytes = 0;   // the whole (trimmed) line
 };
 struct DesignDocNew {
   std::string id;
@@ -118,10 +125,31 @@ using Command =
                  command::Reduce, command::DesignDocNew, command::DesignDocCall, command::ListRow,
                  command::ListEnd, command::Unknown, command::BadArguments, command::NotACommand>;
 
+// How much of a reduce or rereduce line ParseCommand checks as JSON.
+enum class ReduceValues : uint8_t {
+  // The whole line, as every other line: a line that is not JSON is NotACommand.
+  kChecked,
+  // The line up to the first byte of its values, when that much is a well-formed reduce head
+  // (a name, a non-empty list of function names, then an array or object): the values and the
+  // rest of the line are left to the worker that builds Python from them, which checks them in
+  // that same walk and reports a broken line with ParseCommand's own reason (LineRestProblem).
+  // Any other line is read as with kChecked.
+  kLeftToTheWorker,
+};
+
 // Reads a whole line. A map_doc's document is taken as the bytes between the name and the
 // closing bracket, unchecked (the hot path: the worker's JSON parser checks it); every other
-// line is checked to be JSON first.
-Command ParseCommand(std::string_view line);
+// line is checked to be JSON first (a reduce's values: see ReduceValues), in the same walk that
+// finds its elements.
+Command ParseCommand(std::string_view line, ReduceValues values = ReduceValues::kChecked);
+
+// Where a reduce line's values were left unchecked (ReduceValues::kLeftToTheWorker): the reason
+// ParseCommand(line) would give for the line being NotACommand, judged from `rest`, the part of
+// the line that starts `offset` bytes into it, right after a well-formed head that ends in a
+// comma (`after_comma`: `rest` starts with the values) or in an element (`rest` is what follows
+// the values). nullopt when the line is a command. Offsets in the reason are the line's.
+std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
+                                           bool after_comma);
 
 // The kind of a parsed command (a BadArguments' own kind; kNotACommand, kUnknown as they are).
 CommandKind KindOf(const Command& command);

@@ -125,7 +125,12 @@ std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
 
 QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
   output_.Clear();  // keeps its strings' buffers for this answer
-  Command command = ParseCommand(line);
+  // In a list, any line but a row ends it with a reason that names what the line is, so the line
+  // is read whole.
+  Command command =
+      ParseCommand(line, options_.reduce_values_checked_by_worker && !list_open_
+                             ? ReduceValues::kLeftToTheWorker
+                             : ReduceValues::kChecked);
   // A reset is applied even in the middle of a list (CouchDB never sends one there; if it does,
   // the list is abandoned).
   if (const auto* reset = std::get_if<command::Reset>(&command)) return Reset(*reset);
@@ -272,11 +277,15 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
   for (std::string& function : reduce.functions) request.add_functions(std::move(function));
   request.set_rereduce(reduce.rereduce);
   request.set_kvs(reduce.kvs.data(), reduce.kvs.size());
+  if (reduce.values_unchecked) task_.mutable_session_line()->set_offset(reduce.values_offset);
   const size_t input_bytes =
       reduce.line_bytes > reduce.names_bytes ? reduce.line_bytes - reduce.names_bytes : 0;
 
   return Run(task_, On::kAnyWorker,
              [this, functions, input_bytes](const absl::StatusOr<Reply>& reply) -> Step {
+    if (reply.ok() && reply->failure().code() == Failure::BAD_LINE) {
+      return SayAndExit(FatalLine("query_protocol_error", reply->failure().message()));
+    }
     const Reply* usable = Usable(reply, output_);
     if (usable == nullptr) return Answer{};
     if (!usable->has_reduce() || usable->reduce().results_size() != functions) {

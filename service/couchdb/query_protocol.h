@@ -52,6 +52,13 @@ class QueryProtocol {
     // CouchDB reads our error rather than timing out and killing the process. Never more than
     // half the timeout.
     absl::Duration deadline_margin = absl::Milliseconds(500);
+    // A reduce line's values are not checked as JSON here but by the worker that builds Python
+    // from them, in that same walk (ReduceValues::kLeftToTheWorker, worker.proto's
+    // SessionLine), and a broken line comes back as Failure BAD_LINE, answered as a line that
+    // is not JSON. Only for a driver whose tasks always reach that worker and come back (a
+    // direct session's InProcessRunner): over the pool, a busy or failing pool would answer a
+    // broken line with an error line, where it must end the session.
+    bool reduce_values_checked_by_worker = false;
   };
 
   // The line is answered: output() holds the lines to write back, unless `output` is false.

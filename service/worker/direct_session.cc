@@ -238,6 +238,9 @@ void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
                              int input, int output) {
   couchdb::QuerySession::Options options;
+  // Every task runs here, in this process: a reduce's values are walked once, by the parse that
+  // builds them for Python.
+  options.reduce_values_checked_by_worker = true;
   if (session.default_timeout_ms() > 0) {
     options.default_timeout = absl::Milliseconds(session.default_timeout_ms());
   }

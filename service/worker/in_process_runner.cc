@@ -126,7 +126,11 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
 absl::StatusOr<pool::Reply> InProcessRunner::Run(const pool::Task& task, absl::Time) {
   switch (task.kind_case()) {
     case pool::Task::kMap: return RunMapOnCopies(registry_, task.map(), doc_scratch_);
-    case pool::Task::kReduce: return RunReduce(registry_, task.reduce());
+    case pool::Task::kReduce:
+      if (task.has_session_line()) {
+        return RunReduceOfLine(registry_, task.reduce(), task.session_line(), doc_scratch_);
+      }
+      return RunReduce(registry_, task.reduce());
     case pool::Task::kValidate: return RunValidate(registry_, task.validate());
     case pool::Task::kDesign: return RunDesignFunction(registry_, task.design());
     case pool::Task::kResolve: return RunResolve(registry_, task.resolve());

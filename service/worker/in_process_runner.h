@@ -38,7 +38,8 @@ class InProcessRunner final : public pool::TaskRunner {
 
  private:
   FunctionRegistry& registry_;
-  std::string doc_scratch_;  // map documents are parsed in place from a copy here
+  // Map documents and a session line's reduce values are parsed in place from a copy here.
+  std::string doc_scratch_;
 };
 
 }  // namespace cnp::worker

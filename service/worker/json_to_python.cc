@@ -155,13 +155,14 @@ constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
                                  rapidjson::kParseNumbersAsStringsFlag |
                                  rapidjson::kParseIterativeFlag;
 
-}  // namespace
-
-absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
+// Parses with `kParseFlags | extra_flags`; `end` is where the reader stopped.
+template <unsigned extra_flags>
+absl::StatusOr<PyRef> Parse(std::string& json, size_t& end) {
   PythonBuilder builder;
   rapidjson::Reader reader;
   rapidjson::InsituStringStream stream(json.data());
-  rapidjson::ParseResult result = reader.Parse<kParseFlags>(stream, builder);
+  rapidjson::ParseResult result = reader.Parse<kParseFlags | extra_flags>(stream, builder);
+  end = stream.Tell();
   if (!result) {
     std::string why;
     if (builder.too_deep()) {
@@ -182,6 +183,17 @@ absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
         absl::StrCat("invalid JSON at byte ", result.Offset(), ": ", why));
   }
   return builder.TakeRoot();
+}
+
+}  // namespace
+
+absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
+  size_t end = 0;
+  return Parse<0>(json, end);
+}
+
+absl::StatusOr<PyRef> ParseJsonValueInPlace(std::string& json, size_t& end) {
+  return Parse<rapidjson::kParseStopWhenDoneFlag>(json, end);
 }
 
 absl::StatusOr<PyRef> ParseJson(absl::string_view json) {

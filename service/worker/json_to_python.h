@@ -6,6 +6,7 @@
 // json.loads does).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,7 +23,12 @@ inline constexpr int kMaxJsonDepth = 4096;
 // RESOURCE_EXHAUSTED means a MemoryError (the worker is then marked for recycling).
 absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json);
 
-// Same, for text that must not be modified (copies it first).
+// The first JSON value of `json`, parsed in place as ParseJsonInPlace does; `end` is set to the
+// byte after it. What follows the value is not read (the caller's: a CouchDB line's closing
+// bracket). On a failure `end` is where the reader stopped.
+absl::StatusOr<PyRef> ParseJsonValueInPlace(std::string& json, size_t& end);
+
+// Same as ParseJsonInPlace, for text that must not be modified (copies it first).
 absl::StatusOr<PyRef> ParseJson(absl::string_view json);
 
 }  // namespace cnp::worker

@@ -1,4 +1,9 @@
+#include <optional>
+#include <string>
+#include <string_view>
+
 #include "absl/strings/str_cat.h"
+#include "service/couchdb/command.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
@@ -30,14 +35,10 @@ PyRef CopyOf(PyObject* list) {
                          : PyRef::Steal(PyList_GetSlice(list, 0, PyList_GET_SIZE(list)));
 }
 
-}  // namespace
-
-v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request) {
-  Reply reply;
-  std::vector<const LoadedFunction*> loaded;
-  if (!LoadAll(registry, request.functions(), loaded, reply)) return reply;
-
-  absl::StatusOr<PyRef> kvs = ParseJson(request.kvs());
+// The reduce once its functions are loaded and its values parsed (or not: `kvs`'s failure).
+v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
+                 const std::vector<const LoadedFunction*>& loaded,
+                 const absl::StatusOr<PyRef>& kvs, Reply reply) {
   if (!kvs.ok()) return FailureReply(Failure::BAD_INPUT, absl::StrCat("kvs: ", kvs.status().message()));
   if (!PyList_Check(kvs->get())) return FailureReply(Failure::BAD_INPUT, "kvs is not a JSON array");
   PyRef keys = PyRef::Borrow(Py_None), values = *kvs;
@@ -71,6 +72,50 @@ v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& re
   }
   TakeLogs(*response->mutable_logs());
   return reply;
+}
+
+// Whether `after` (what follows the values on a trimmed line) is the line's closing bracket
+// alone, the one ending CouchDB writes.
+bool IsClosingBracket(std::string_view after) {
+  while (!after.empty() && (after.front() == ' ' || after.front() == '\t' ||
+                            after.front() == '\r' || after.front() == '\n')) {
+    after.remove_prefix(1);
+  }
+  return after == "]";
+}
+
+}  // namespace
+
+v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request) {
+  Reply reply;
+  std::vector<const LoadedFunction*> loaded;
+  if (!LoadAll(registry, request.functions(), loaded, reply)) return reply;
+  return Reduce(request, loaded, ParseJson(request.kvs()), std::move(reply));
+}
+
+v1::Reply RunReduceOfLine(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request,
+                          const v1::SessionLine& line, std::string& scratch) {
+  // The one walk over the values: rapidjson checks them as it builds the Python objects.
+  const std::string_view rest = request.kvs();
+  scratch.assign(rest);
+  size_t end = 0;
+  absl::StatusOr<PyRef> kvs = ParseJsonValueInPlace(scratch, end);
+  // Anything but values that parsed followed by the closing bracket takes the slow road: the
+  // line is judged as the session would judge it whole, and a broken line is the answer before
+  // anything else is (it was when the session checked every line before running anything).
+  if (!kvs.ok() || !IsClosingBracket(rest.substr(end))) {
+    std::optional<std::string> problem =
+        kvs.ok() ? couchdb::LineRestProblem(rest.substr(end), line.offset() + end,
+                                            /*after_comma=*/false)
+                 : couchdb::LineRestProblem(rest, line.offset(), /*after_comma=*/true);
+    if (problem.has_value()) return FailureReply(Failure::BAD_LINE, *problem);
+    // JSON that Python would not take (bytes that are not UTF-8, nesting too deep, memory):
+    // the same error a checked line's values get, after the functions are loaded.
+  }
+  Reply reply;
+  std::vector<const LoadedFunction*> loaded;
+  if (!LoadAll(registry, request.functions(), loaded, reply)) return reply;
+  return Reduce(request, loaded, kvs, std::move(reply));
 }
 
 }  // namespace cnp::worker

@@ -38,7 +38,11 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
                           std::vector<int>& descriptors) {
   switch (task.kind_case()) {
     case Task::kMap: return RunMap(registry, *task.mutable_map());
-    case Task::kReduce: return RunReduce(registry, task.reduce());
+    case Task::kReduce: {
+      if (!task.has_session_line()) return RunReduce(registry, task.reduce());
+      std::string scratch;
+      return RunReduceOfLine(registry, task.reduce(), task.session_line(), scratch);
+    }
     case Task::kValidate: return RunValidate(registry, task.validate());
     case Task::kDesign: return RunDesignFunction(registry, task.design());
     case Task::kResolve: return RunResolve(registry, task.resolve());

@@ -17,6 +17,11 @@ v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request);
 v1::Reply RunMapOnCopies(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
                          std::string& scratch);
 v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request);
+// RunReduce for values that are the unchecked rest of a CouchDB session line (worker.proto's
+// SessionLine): checked in the walk that builds them, a broken line answered Failure BAD_LINE
+// before anything else. They are parsed from a copy in `scratch`, as RunMapOnCopies does.
+v1::Reply RunReduceOfLine(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request,
+                          const v1::SessionLine& line, std::string& scratch);
 v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest& request);
 v1::Reply RunDesignFunction(FunctionRegistry& registry,
                             const cnp::v1::DesignFunctionRequest& request);

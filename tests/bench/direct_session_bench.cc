@@ -1,10 +1,17 @@
-// CouchDB's lockstep map_doc straight into a cnp-worker's direct session (the pipes handed over
-// as cnp-server hands them), next to the pure-Python line server (pure_python_query_server.py)
-// driven the same way in the same run. Where the worker's microseconds go is told by three
-// worker rows: map_doc with no map function (the pipes, the line reader and QuerySession's
-// dispatch, no Python), one function, two functions.
+// CouchDB's lockstep map_doc and reduce lines straight into a cnp-worker's direct session (the
+// pipes handed over as cnp-server hands them), next to the pure-Python line server
+// (pure_python_query_server.py) driven the same way in the same run. Where the worker's
+// microseconds go is told by three map worker rows: map_doc with no map function (the pipes,
+// the line reader and QuerySession's dispatch, no Python), one function, two functions. The
+// reduce rows send lines of --reduce-rows rows each to one custom reduce function
+// (fixture_fns.count_total, adapter_lockstep_bench's), figures per line.
 //
-//   bazel run -c opt //tests/bench:direct_session_bench [-- --docs=N --runs=R]
+//   bazel run -c opt //tests/bench:direct_session_bench [-- --docs=N --runs=R --reduce-rows=N]
+//       [--baseline_worker=/path/to/another/build/cnp-worker]
+//
+// --baseline_worker adds the map (1 function) and reduce rows for another build of cnp-worker
+// (its runfiles directory next to it, as `cp -rL bazel-bin/service/worker/cnp-worker{,.runfiles}`
+// leaves it), interleaved with this build's, and prints this build's CPU per line against it.
 //
 // docs/s is wall time of the lockstep loop; CPU µs/doc is the serving process's own CPU time
 // (/proc/<pid>/schedstat, ns) over the loop, start-up excluded; the driver's is shown apart.
@@ -121,6 +128,35 @@ class LineChannel {
   std::string buffer_;
 };
 
+const char* StringFlag(int argc, char** argv, const char* name) {
+  const size_t n = std::strlen(name);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
+  }
+  return "";
+}
+
+constexpr char kReduceFunction[] = "fixture_fns.count_total|2";
+
+// Reduce lines as CouchDB sends them for a custom reduce, `rows` rows each (the shape of
+// adapter_lockstep_bench's).
+std::vector<std::string> ReduceLines(int count, int rows) {
+  const char* towns[] = {"Oslo", "Lima", "Kyoto", "Paris"};
+  std::vector<std::string> lines;
+  lines.reserve(count);
+  for (int i = 0; i < count; ++i) {
+    std::string kvs;
+    for (int r = 0; r < rows; ++r) {
+      absl::StrAppend(&kvs, r > 0 ? "," : "",
+                      absl::StrFormat(R"([[["%s",%d],"doc-%06d-%d"],%d])", towns[(i + r) % 4],
+                                      (i + r) % 3, i, r, i + r));
+    }
+    lines.push_back(
+        absl::StrCat("[\"reduce\",[\"", kReduceFunction, "\"],[", kvs, "]]\n"));
+  }
+  return lines;
+}
+
 std::vector<std::string> DocLines(int count) {
   const char* towns[] = {"Oslo", "Lima", "Kyoto", "Paris"};
   std::vector<std::string> lines;
@@ -166,7 +202,7 @@ bool Drive(LineChannel& channel, pid_t server, const std::vector<std::string>& f
   const Clock::time_point begin = Clock::now();
   for (const std::string& line : lines) {
     if (!channel.Exchange(line, answer) || answer.empty() || answer[0] != '[') {
-      std::fprintf(stderr, "map_doc answered '%s'\n", answer.c_str());
+      std::fprintf(stderr, "%.40s answered '%s'\n", line.c_str(), answer.c_str());
       return false;
     }
   }
@@ -181,9 +217,9 @@ bool Drive(LineChannel& channel, pid_t server, const std::vector<std::string>& f
 }
 
 bool RunWorker(const std::vector<std::string>& functions, const std::vector<std::string>& lines,
-               int warmup, Figures& figures) {
+               int warmup, Figures& figures, const std::string& binary = "") {
   absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
-      WorkerProcess::Start({absl::StrCat("--python-path=", FunctionsDir())});
+      WorkerProcess::Start({absl::StrCat("--python-path=", FunctionsDir())}, {}, binary);
   if (!worker.ok()) return false;
   int commands[2], answers[2];
   if (::pipe2(commands, O_CLOEXEC) != 0 || ::pipe2(answers, O_CLOEXEC) != 0) return false;
@@ -289,8 +325,11 @@ struct Row {
 int main(int argc, char** argv) {
   const int docs = IntFlag(argc, argv, "--docs", 50000, 100, 2000000);
   const int runs = IntFlag(argc, argv, "--runs", 3, 1, 15);
+  const int reduce_rows = IntFlag(argc, argv, "--reduce-rows", 10, 1, 1000);
+  const std::string baseline = StringFlag(argc, argv, "--baseline_worker");
   ::signal(SIGPIPE, SIG_IGN);
   const std::vector<std::string> lines = DocLines(docs);
+  const std::vector<std::string> reduce_lines = ReduceLines(docs, reduce_rows);
   const int warmup = std::min(docs, 2000);
   const std::string function = "fixture_fns.town_n|1";
 
@@ -305,7 +344,17 @@ int main(int argc, char** argv) {
        [&](Figures& f) { return RunWorker({function, "fixture_fns.town_mod3"}, lines, warmup, f); }},
       {"a process answering without parsing",
        [&](Figures& f) { return RunCeiling(lines, warmup, f); }},
+      {"pure-Python line server, reduce",
+       [&](Figures& f) { return RunPurePython({}, reduce_lines, warmup, f); }},
+      {"cnp-worker direct session, reduce",
+       [&](Figures& f) { return RunWorker({}, reduce_lines, warmup, f); }},
   };
+  if (!baseline.empty()) {
+    rows.push_back({"baseline cnp-worker direct session, 1 function",
+                    [&](Figures& f) { return RunWorker({function}, lines, warmup, f, baseline); }});
+    rows.push_back({"baseline cnp-worker direct session, reduce",
+                    [&](Figures& f) { return RunWorker({}, reduce_lines, warmup, f, baseline); }});
+  }
   // Interleaved, so that a slow stretch of the machine hits every row alike.
   for (int run = 0; run < runs; ++run) {
     for (Row& row : rows) {
@@ -318,8 +367,9 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("lockstep map_doc over pipes, %d small docs per run, median of %d runs\n", docs,
-              runs);
+  std::printf("lockstep map_doc and reduce lines over pipes, %d small docs (map) and %d reduce "
+              "lines of %d rows per run, figures per line, median of %d runs\n",
+              docs, docs, reduce_rows, runs);
   std::printf("%-52s %9s %14s %11s %11s %14s\n", "", "docs/s", "server CPU us", "of it user",
               "of it sys", "driver CPU us");
   std::vector<double> rates, cpus;
@@ -344,5 +394,13 @@ int main(int argc, char** argv) {
   std::printf("a process answering without parsing vs pure Python: %.2fx docs/s; the direct "
               "session's docs/s are %.0f%% of it, pure Python's %.0f%%\n",
               rates[4] / rates[0], 100 * rates[1] / rates[4], 100 * rates[0] / rates[4]);
+  std::printf("reduce, direct session vs pure Python: %.2fx lines/s, %.2fx less CPU per line\n",
+              rates[6] / rates[5], cpus[5] / cpus[6]);
+  if (!baseline.empty()) {
+    std::printf("this build vs --baseline_worker, server CPU us per line: map %.2f vs %.2f "
+                "(%.2fx), reduce %.2f vs %.2f (%.2fx); lines/s map %.2fx, reduce %.2fx\n",
+                cpus[1], cpus[7], cpus[7] / cpus[1], cpus[6], cpus[8], cpus[8] / cpus[6],
+                rates[1] / rates[7], rates[6] / rates[8]);
+  }
   return 0;
 }

@@ -2,12 +2,22 @@
 // cnp-adapter uses agreeing with it.
 #include "service/couchdb/command.h"
 
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
+#include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -16,8 +26,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 template <typename T>
-T As(std::string_view line) {
-  Command command = ParseCommand(line);
+T As(std::string_view line, ReduceValues values = ReduceValues::kChecked) {
+  Command command = ParseCommand(line, values);
   EXPECT_TRUE(std::holds_alternative<T>(command)) << line << " is kind "
                                                   << static_cast<int>(KindOf(command));
   if (!std::holds_alternative<T>(command)) return T{};
@@ -142,6 +152,177 @@ TEST(ParseCommandTest, WhatIsNotACommand) {
   EXPECT_EQ(As<command::MapDoc>(R"(["map_doc",{"_id":"a","tags":[1,2])").doc,
             R"({"_id":"a","tags":[1,2)");
   As<command::NotACommand>(R"(["map_doc",{"_id":"a")");
+}
+
+// Lines of every command, and broken versions of them: cut at every byte, and with a bad
+// escape, a stray byte or bracket, trailing text, a byte that is not UTF-8, a number too big
+// for a double, spliced in at every byte.
+std::vector<std::string> Corpus() {
+  const std::vector<std::string> lines = {
+      R"(["reduce",["m.sum","m.count|1"],[[["a","d1"],1],[["b","d2"],2.5e3]]])",
+      R"(["rereduce",["m.sum"],[1,-2,{"x":[true,false,null]}],"ctx"])",
+      R"([ "reduce" , [ "m.f" ] , [ [ [ "k\u00e9\n" , "id" ] , "v\"" ] ] ])",
+      R"(["reduce",["m.f"],{"not":"an array"}])",
+      R"(["reduce",[1],[[["a","d1"],1]]])",
+      R"(["ddoc","_design/v",["shows","s"],[{"a":1},{"q":"x"}]])",
+      R"(["ddoc","new","_design/v",{"_id":"_design/v","shows":{"s":"m.f"}}])",
+      R"(["list_row",{"key":"a","value":[1,2]}])",
+      R"(["add_lib",{"x":"y"}])",
+      R"(["add_fun","m.f|2"])",
+      R"([ "map_doc", {"_id":"a"}])",
+      R"(["list_end"])",
+  };
+  const std::vector<std::string> splices = {"\\q", "\"", ",", "]", "}", "[", "x", " ",
+                                            "\xff", "1e400", "-", ":", "\\u12"};
+  std::vector<std::string> corpus;
+  for (const std::string& line : lines) {
+    corpus.push_back(line);
+    for (size_t at = 0; at < line.size(); ++at) {
+      corpus.push_back(line.substr(0, at));
+      for (const std::string& splice : splices) {
+        corpus.push_back(absl::StrCat(line.substr(0, at), splice, line.substr(at)));
+      }
+    }
+    for (const std::string& splice : splices) corpus.push_back(line + splice);
+  }
+  return corpus;
+}
+
+// What ParseCommand said of a line before it found a line's elements in the walk that checks
+// it: rapidjson's check of the first value, then a split of the array. The reason for a line
+// that is no command, or the line's elements.
+std::variant<std::string, std::vector<std::string_view>> CheckThenSplit(std::string_view line) {
+  line = TrimJsonText(line);
+  rapidjson::MemoryStream stream(line.data(), line.size());
+  rapidjson::BaseReaderHandler<> ignore;
+  rapidjson::Reader reader;
+  rapidjson::ParseResult result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
+  if (result.IsError()) {
+    return absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
+                        rapidjson::GetParseError_En(result.Code()));
+  }
+  absl::StatusOr<std::vector<std::string_view>> elements = SplitJsonArray(line);
+  if (!elements.ok() || elements->empty() || !elements->front().starts_with('"')) {
+    return std::string("expected a command: a JSON array starting with a string");
+  }
+  return *std::move(elements);
+}
+
+// The raw slice a command carries, and which element of the line it must be.
+std::optional<std::pair<std::string_view, size_t>> Slice(const Command& command) {
+  if (const auto* c = std::get_if<command::MapDoc>(&command)) return {{c->doc, 1}};
+  if (const auto* c = std::get_if<command::Reduce>(&command)) return {{c->kvs, 2}};
+  if (const auto* c = std::get_if<command::DesignDocNew>(&command)) return {{c->doc, 3}};
+  if (const auto* c = std::get_if<command::ListRow>(&command)) return {{c->row, 1}};
+  return std::nullopt;
+}
+
+TEST(ParseCommandTest, OneWalkReadsEveryLineAsTheCheckThenTheSplitDid) {
+  size_t broken = 0;
+  for (const std::string& line : Corpus()) {
+    if (PeekCommand(line) == CommandKind::kReset) continue;  // read as before, by its own rule
+    const std::string_view trimmed = TrimJsonText(line);
+    if (trimmed.starts_with(R"(["map_doc",)") && trimmed.ends_with(']')) continue;  // unread
+    const Command command = ParseCommand(line);
+    auto before = CheckThenSplit(line);
+    if (const auto* reason = std::get_if<std::string>(&before)) {
+      ++broken;
+      ASSERT_TRUE(std::holds_alternative<command::NotACommand>(command)) << line;
+      EXPECT_EQ(std::get<command::NotACommand>(command).reason, *reason) << line;
+      continue;
+    }
+    const auto& elements = std::get<std::vector<std::string_view>>(before);
+    ASSERT_FALSE(std::holds_alternative<command::NotACommand>(command))
+        << line << ": " << std::get<command::NotACommand>(command).reason;
+    if (auto slice = Slice(command)) {
+      ASSERT_LT(slice->second, elements.size()) << line;
+      EXPECT_EQ(slice->first, elements[slice->second]) << line;
+    }
+  }
+  EXPECT_GT(broken, 1000u);  // the corpus does break lines
+}
+
+TEST(ParseCommandTest, LeavesAReducesValuesToTheWorker) {
+  const std::string line = R"(["rereduce",["m.sum","m.count|1"],[1, 2,3],"ctx"] )";
+  command::Reduce reduce = As<command::Reduce>(line, ReduceValues::kLeftToTheWorker);
+  EXPECT_TRUE(reduce.rereduce);
+  EXPECT_THAT(reduce.functions, ElementsAre("m.sum", "m.count|1"));
+  EXPECT_TRUE(reduce.values_unchecked);
+  EXPECT_EQ(reduce.kvs, R"([1, 2,3],"ctx"])");
+  EXPECT_EQ(reduce.values_offset, line.find("[1"));
+  EXPECT_EQ(reduce.names_bytes, 5u + 9u);
+  EXPECT_EQ(reduce.line_bytes, line.size() - 1);
+  // The values are not read: broken ones are the worker's to find.
+  EXPECT_EQ(As<command::Reduce>(R"(["reduce",["m.f"],[[["a" "d1"],1]])",
+                                ReduceValues::kLeftToTheWorker)
+                .kvs,
+            R"([[["a" "d1"],1]])");
+  // A head that is not a reduce's is read whole, as ever.
+  EXPECT_THAT(As<command::NotACommand>(R"(["reduce",[1],[}])", ReduceValues::kLeftToTheWorker)
+                  .reason,
+              HasSubstr("invalid JSON at byte 15"));
+  EXPECT_EQ(As<command::BadArguments>(R"(["reduce",[],[]])", ReduceValues::kLeftToTheWorker)
+                .kind,
+            CommandKind::kReduce);
+  EXPECT_FALSE(As<command::Reduce>(R"(["reduce",["m.f"],1])", ReduceValues::kLeftToTheWorker)
+                   .values_unchecked);
+  EXPECT_FALSE(
+      As<command::Reduce>(R"(["rereduce",["m.f"],[1]])", ReduceValues::kChecked).values_unchecked);
+}
+
+// Where the first JSON value of `text` ends, as the worker's parser finds it; nullopt when it
+// is not JSON.
+std::optional<size_t> EndOfValue(std::string_view text) {
+  rapidjson::MemoryStream stream(text.data(), text.size());
+  rapidjson::BaseReaderHandler<> ignore;
+  rapidjson::Reader reader;
+  if (reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore).IsError()) {
+    return std::nullopt;
+  }
+  return stream.Tell();
+}
+
+// The worker's verdict on a line whose values it was left (reduce_task.cc), which must be the
+// session's on the whole line, to the byte.
+TEST(LineRestProblemTest, JudgesTheRestOfALineAsTheWholeLineIsJudged) {
+  size_t judged = 0, broken = 0;
+  for (const std::string& line : Corpus()) {
+    const Command head = ParseCommand(line, ReduceValues::kLeftToTheWorker);
+    const auto* reduce = std::get_if<command::Reduce>(&head);
+    if (reduce == nullptr || !reduce->values_unchecked) {
+      // Read whole: the same command as a checked read.
+      EXPECT_EQ(KindOf(head), KindOf(ParseCommand(line))) << line;
+      continue;
+    }
+    ++judged;
+    const Command whole = ParseCommand(line);
+    std::optional<std::string> expected;
+    if (const auto* not_a_command = std::get_if<command::NotACommand>(&whole)) {
+      expected = not_a_command->reason;
+      ++broken;
+    }
+    // The values did not parse: the rest is judged from them on.
+    std::optional<size_t> end = EndOfValue(reduce->kvs);
+    if (!end.has_value()) {
+      EXPECT_EQ(LineRestProblem(reduce->kvs, reduce->values_offset, /*after_comma=*/true),
+                expected)
+          << line;
+      continue;
+    }
+    // They did: what follows them is.
+    EXPECT_EQ(LineRestProblem(reduce->kvs.substr(*end), reduce->values_offset + *end,
+                              /*after_comma=*/false),
+              expected)
+        << line;
+    // And either way gives the same verdict.
+    EXPECT_EQ(LineRestProblem(reduce->kvs, reduce->values_offset, /*after_comma=*/true), expected)
+        << line;
+    if (!expected.has_value()) {
+      EXPECT_EQ(reduce->kvs.substr(0, *end), std::get<command::Reduce>(whole).kvs) << line;
+    }
+  }
+  EXPECT_GT(judged, 500u);
+  EXPECT_GT(broken, 200u);
 }
 
 }  // namespace

@@ -33,7 +33,8 @@ std::string TestTmpDir() {
 std::string FunctionsDir() { return Runfile("tests/functions"); }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<std::string> args,
-                                                                   std::vector<std::string> env) {
+                                                                   std::vector<std::string> env,
+                                                                   std::string binary) {
   static std::atomic<int> started{0};
   std::string stderr_path =
       absl::StrCat(TestTmpDir(), "/worker-", getpid(), "-", started++, ".stderr");
@@ -41,7 +42,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     return absl::InternalError("socketpair failed");
   }
-  std::vector<std::string> argv = {Runfile("service/worker/cnp-worker"), "--fd=3"};
+  if (binary.empty()) binary = Runfile("service/worker/cnp-worker");
+  std::vector<std::string> argv = {std::move(binary), "--fd=3"};
   argv.insert(argv.end(), args.begin(), args.end());
   const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   absl::StatusOr<pid_t> pid = ::cnp::testing::Spawn(

@@ -24,9 +24,11 @@ std::string FunctionsDir();
 class WorkerProcess {
  public:
   // Starts cnp-worker --fd=3 <args>, with `env` ("NAME=value") added to the environment.
-  // Its stderr goes to a file (see ReadStderr).
+  // Its stderr goes to a file (see ReadStderr). `binary`: another build's cnp-worker (with its
+  // runfiles next to it), for a benchmark's baseline; empty for this build's.
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(std::vector<std::string> args,
-                                                              std::vector<std::string> env = {});
+                                                              std::vector<std::string> env = {},
+                                                              std::string binary = "");
   // Starts it with --python-path=FunctionsDir() plus `args`.
   static std::unique_ptr<WorkerProcess> StartWithFunctions(std::vector<std::string> args = {});
   ~WorkerProcess();
