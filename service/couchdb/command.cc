@@ -129,6 +129,13 @@ std::string InvalidJson(size_t offset, rapidjson::ParseErrorCode code) {
 constexpr std::string_view kNotACommandReason =
     "expected a command: a JSON array starting with a string";
 
+// rapidjson's reader recurses once per level of nesting, on the stack of the thread that reads
+// the line (a gRPC thread for a Session stream's client, the adapter's, a session worker's):
+// a line nested a million deep would overflow it. The walk stops far below that; no CouchDB
+// document or design document comes near it, and the worker refuses values nested deeper than
+// 4096 on its own (a bad_input error) long before.
+constexpr int kMaxLineDepth = 10'000;
+
 using Elements = std::vector<std::string_view>;
 
 // Finds the elements of a line's top-level array while rapidjson checks that the line is JSON:
@@ -159,6 +166,7 @@ class ElementFinder
   bool EndArray(rapidjson::SizeType) { return Close(); }
 
   bool root_is_array() const { return root_is_array_; }
+  bool too_deep() const { return too_deep_; }
   Elements& elements() { return elements_; }
   // Where the walk stopped (stop_at_third): the first byte of the third element.
   std::optional<size_t> stopped_at() const { return stopped_at_; }
@@ -168,6 +176,10 @@ class ElementFinder
   bool Open() {
     if (InRootArray() && stop_at_third_ && elements_.size() == 2) {
       stopped_at_ = stream_.Tell() - 1;  // the bracket or brace was just read
+      return false;
+    }
+    if (depth_ >= kMaxLineDepth) {
+      too_deep_ = true;
       return false;
     }
     ++depth_;
@@ -196,6 +208,7 @@ class ElementFinder
   const bool stop_at_third_;
   int depth_ = 0;
   bool root_is_array_ = false;
+  bool too_deep_ = false;
   size_t next_ = 0;  // where the root array's next element may start
   Elements elements_;
   std::optional<size_t> stopped_at_;
@@ -207,7 +220,16 @@ struct LineScan {
   bool one_array = false;         // that value is an array and nothing follows it
   Elements elements;
   std::optional<size_t> values_at;  // stop_at_third: where the walk stopped
+  bool too_deep = false;            // the walk stopped at kMaxLineDepth
 };
+
+// Why a line whose walk failed is no command; `at` is the byte in the line's own terms.
+std::string ScanProblem(const LineScan& scan, size_t at) {
+  if (scan.too_deep) {
+    return absl::StrCat("JSON nested deeper than ", kMaxLineDepth, " levels at byte ", at);
+  }
+  return InvalidJson(at, scan.result.Code());
+}
 
 LineScan ScanLine(std::string_view line, bool stop_at_third) {
   rapidjson::MemoryStream stream(line.data(), line.size());
@@ -218,6 +240,7 @@ LineScan ScanLine(std::string_view line, bool stop_at_third) {
   // command, whatever the text.
   scan.result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, finder);
   scan.values_at = finder.stopped_at();
+  scan.too_deep = finder.too_deep();
   if (!scan.result.IsError()) {
     scan.one_array = finder.root_is_array() && stream.Tell() == line.size();
   }
@@ -365,7 +388,7 @@ Command ParseCommand(std::string_view line, ReduceValues values) {
 
   LineScan scan = ScanLine(line, /*stop_at_third=*/false);
   if (scan.result.IsError()) {
-    return command::NotACommand{InvalidJson(scan.result.Offset(), scan.result.Code()), line};
+    return command::NotACommand{ScanProblem(scan, scan.result.Offset()), line};
   }
   std::optional<std::string> name;
   if (scan.one_array && !scan.elements.empty()) name = DecodeString(scan.elements.front());
@@ -419,7 +442,7 @@ std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
   LineScan scan = ScanLine(text, /*stop_at_third=*/false);
   if (scan.result.IsError()) {
     const size_t at = std::max(scan.result.Offset(), head.size()) - head.size() + offset;
-    return InvalidJson(at, scan.result.Code());
+    return ScanProblem(scan, at);
   }
   if (!scan.one_array) return std::string(kNotACommandReason);
   return std::nullopt;

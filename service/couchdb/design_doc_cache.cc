@@ -50,7 +50,8 @@ void CollectStrings(const rapidjson::Value& value, const std::string& prefix, in
 
 absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  // Iterative: no recursion per level of nesting on the thread's stack.
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "design document ", AbslView(id), " is not valid JSON: ",

@@ -9,7 +9,8 @@ QueryConfig QueryConfig::FromJson(std::string_view json) {
   QueryConfig config;
   if (json.empty()) return config;
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  // Iterative: no recursion per level of nesting on the thread's stack.
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError() || !doc.IsObject()) return config;
 
   if (auto it = doc.FindMember("reduce_limit"); it != doc.MemberEnd()) {

@@ -325,5 +325,25 @@ TEST(LineRestProblemTest, JudgesTheRestOfALineAsTheWholeLineIsJudged) {
   EXPECT_GT(broken, 200u);
 }
 
+
+// A line nested a million deep (any client of the Session stream can send one) is read without
+// recursing a million times on the reading thread's stack, and a broken one is refused.
+TEST(ParseCommandTest, ALineNestedAMillionDeepIsReadWithoutRecursion) {
+  constexpr size_t kDepth = 1'000'000;
+  for (const std::string& head : {std::string(R"(["map_doc",)"), std::string(R"(["reduce",["f"],)"),
+                                  std::string(R"(["ddoc","_design/x",["validate_doc_update"],)")}) {
+    std::string deep = head + std::string(kDepth, '[') + std::string(kDepth, ']') + "]";
+    std::string broken = head + std::string(kDepth, '[') + "x";
+    // Well formed: whatever it is taken for, it is read without recursion (the worker's own
+    // parse then refuses values nested too deep, as a bad_input error).
+    (void)ParseCommand(deep);
+    (void)ParseCommand(deep, ReduceValues::kLeftToTheWorker);
+    const Command command = ParseCommand(broken);
+    ASSERT_EQ(KindOf(command), CommandKind::kNotACommand) << head;
+    EXPECT_THAT(std::get<command::NotACommand>(command).reason, HasSubstr("nested deeper than"))
+        << head;
+  }
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
