@@ -1,5 +1,6 @@
 #include "service/pool/process_worker.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -146,6 +147,10 @@ asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& tas
 bool ProcessWorker::SpokeUnprompted() {
   pollfd p{socket_.native_handle(), POLLIN, 0};
   return ::poll(&p, 1, 0) != 0;
+}
+
+int ProcessWorker::DuplicatePidfd() {
+  return ::fcntl(pidfd_.native_handle(), F_DUPFD_CLOEXEC, 0);
 }
 
 void ProcessWorker::Kill() {

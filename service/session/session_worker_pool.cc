@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/posix/stream_descriptor.hpp"
 #include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
@@ -21,6 +22,13 @@ namespace cnp::session {
 namespace {
 
 constexpr absl::Duration kMaxBackoff = absl::Seconds(30);
+
+// The wait before the next start after `failures` failures in a row: 200 ms, doubling, up to
+// kMaxBackoff.
+absl::Duration Backoff(int failures) {
+  return std::min(kMaxBackoff, absl::Milliseconds(100) * (1 << std::min(failures, 9)));
+}
+
 // How long a worker that failed is given to finish dying, so the log can say how it ended.
 constexpr absl::Duration kEndGrace = absl::Milliseconds(200);
 
@@ -54,13 +62,56 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
         absl::StrCat("a session worker failed to start: ", started.status().message()));
   }
   LogInfo("session worker ", id, " started (pid ", (*started)->pid(), ")");
-  co_return SessionWorker{std::move(*started), id, generation};
+  co_return SessionWorker{std::move(*started), id, generation, absl::Now()};
 }
 
 void SessionWorkerPool::End(SessionWorker worker, const char* why) {
   LogInfo("ending session worker ", worker.id, " (pid ", worker.process->pid(), ") because ", why);
   worker.process->Kill();
   asio::co_spawn(control_, Reap(std::move(worker.process)), asio::detached);
+}
+
+void SessionWorkerPool::AddSpare(SessionWorker worker) {
+  if (!worker.watched) {
+    const int pidfd = worker.process->DuplicatePidfd();
+    if (pidfd >= 0) {
+      worker.watched = true;
+      asio::co_spawn(control_, WatchSpare(worker.id, pidfd), asio::detached);
+    } else {
+      // Out of descriptors: it is found dead when a session takes it, as a last resort.
+      LogWarning("cannot watch spare session worker ", worker.id, ": ", std::strerror(errno));
+    }
+  }
+  spares_.push_back(std::move(worker));
+}
+
+asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
+  asio::posix::stream_descriptor exited(control_, pidfd);
+  asio::error_code ec;
+  co_await exited.async_wait(asio::posix::stream_descriptor::wait_read,
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec || stopped_) co_return;
+  auto spare = std::find_if(spares_.begin(), spares_.end(),
+                            [id](const SessionWorker& worker) { return worker.id == id; });
+  if (spare == spares_.end()) co_return;  // it ended in a session, or a reload ended it
+  SessionWorker dead = std::move(*spare);
+  spares_.erase(spare);
+  // One that had lived a while just died (once is no pattern); one that keeps dying soon after
+  // its start would otherwise be restarted in a loop.
+  const absl::Time now = absl::Now();
+  young_spare_deaths_ = now - dead.started_at < kMaxBackoff ? young_spare_deaths_ + 1 : 0;
+  absl::Duration wait = absl::ZeroDuration();
+  if (young_spare_deaths_ > 0) {
+    wait = Backoff(young_spare_deaths_);
+    next_start_ = std::max(next_start_, now + wait);
+  }
+  Kick();
+  // Awaited apart from the log line: GCC mishandles a co_await among temporaries.
+  const std::string how = co_await dead.process->Ended();
+  const std::string when =
+      wait > absl::ZeroDuration() ? absl::StrCat(" in ", absl::FormatDuration(wait)) : "";
+  LogWarning("spare session worker ", id, " (pid ", dead.process->pid(), ") ", how,
+             " while it waited; starting another", when);
 }
 
 asio::awaitable<void> SessionWorkerPool::KeepSpares() {
@@ -70,18 +121,23 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
                                      options_.max_sessions - sessions_);
     absl::Duration wait = absl::Hours(1);
     if (static_cast<int>(spares_.size()) + starting_spares_ < wanted) {
-      ++starting_spares_;
-      absl::StatusOr<SessionWorker> started = co_await StartOne();
-      --starting_spares_;
-      if (stopped_) co_return;
-      if (started.ok()) {
-        consecutive_failures_ = 0;
-        if (started->generation == generation_) spares_.push_back(std::move(*started));
-        continue;
+      if (const absl::Duration backoff = next_start_ - absl::Now(); backoff > absl::ZeroDuration()) {
+        wait = backoff;
+      } else {
+        ++starting_spares_;
+        absl::StatusOr<SessionWorker> started = co_await StartOne();
+        --starting_spares_;
+        if (stopped_) co_return;
+        if (started.ok()) {
+          consecutive_failures_ = 0;
+          if (started->generation == generation_) AddSpare(std::move(*started));
+          continue;
+        }
+        ++consecutive_failures_;
+        wait = Backoff(consecutive_failures_);
+        next_start_ = absl::Now() + wait;
+        LogError(started.status().message(), "; retrying in ", absl::FormatDuration(wait));
       }
-      ++consecutive_failures_;
-      wait = std::min(kMaxBackoff, absl::Milliseconds(100) * (1 << std::min(consecutive_failures_, 9)));
-      LogError(started.status().message(), "; retrying in ", absl::FormatDuration(wait));
     }
     wake_.expires_after(absl::ToChronoNanoseconds(wait));
     asio::error_code ec;
@@ -105,6 +161,7 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
       continue;
     }
     in_session_[worker.id] = worker.process->pid();
+    young_spare_deaths_ = 0;  // it lived to serve
     Kick();  // start the next spare
     co_return worker;
   }
@@ -137,7 +194,7 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
     why = "enough spares are waiting";
   }
   if (why == nullptr) {
-    spares_.push_back(std::move(worker));
+    AddSpare(std::move(worker));
   } else {
     End(std::move(worker), why);
   }

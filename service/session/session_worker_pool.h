@@ -7,7 +7,10 @@
 // (--max-sessions), and a session beyond it uses the gRPC Session stream instead.
 //
 // Workers start as the batch pool's do (pool::ProcessWorkerFactory): spawned, and their startup
-// handshake awaited on the control loop, never blocking it. Everything here runs on the control
+// handshake awaited on the control loop, never blocking it. Every spare is watched while it
+// waits: one that dies (the OOM killer, an operator's kill) is reaped and replaced at once, not
+// found dead by the next session; spares that keep dying young are replaced with the same
+// growing backoff as starts that fail. Everything here runs on the control
 // loop (one thread), so there is no locking; Shutdown() is the one call made from another thread.
 #pragma once
 
@@ -42,6 +45,8 @@ struct SessionWorker {
   std::unique_ptr<pool::ProcessWorker> process;
   int id = 0;               // for logs: "session worker 3"
   uint64_t generation = 0;  // the reload generation it was started in
+  absl::Time started_at;
+  bool watched = false;     // a WatchSpare awaits its end (from when it first became a spare)
 };
 
 class SessionWorkerPool {
@@ -78,6 +83,12 @@ class SessionWorkerPool {
   asio::awaitable<absl::StatusOr<SessionWorker>> StartOne();
   asio::awaitable<void> KeepSpares();
   void Kick();
+  // Adds a spare, and starts watching it if it is not watched yet.
+  void AddSpare(SessionWorker worker);
+  // Awaits the end of worker `id` on `pidfd` (a duplicate of its pidfd: the worker itself may
+  // go to a session or be destroyed meanwhile); if it is a spare then, it is removed, reaped and
+  // replaced. Lasts the worker's life, spare or not.
+  asio::awaitable<void> WatchSpare(int id, int pidfd);
   // Kills `worker` and awaits its end on the loop, logging how it ended.
   void End(SessionWorker worker, const char* why);
 
@@ -91,7 +102,9 @@ class SessionWorkerPool {
   int starting_spares_ = 0;
   int next_id_ = 0;
   uint64_t generation_ = 0;
-  int consecutive_failures_ = 0;
+  int consecutive_failures_ = 0;  // starts that failed in a row
+  int young_spare_deaths_ = 0;    // spares that died soon after their start, in a row
+  absl::Time next_start_ = absl::InfinitePast();  // the backoff: no spare starts before
   bool stopped_ = false;
 };
 

@@ -1,7 +1,7 @@
 // The session worker pool's rules, with a stand-in worker (fake_worker.py): spares kept ready,
 // the --max-sessions cap, reuse after a clean session, replacement after a bad one, and SIGHUP
-// (Reload): spares replaced at once, a worker in a session when its session ends; and a worker's
-// start that never holds the control loop.
+// (Reload): spares replaced at once, a worker in a session when its session ends; a spare that
+// dies replaced without a session asking; and a worker's start that never holds the control loop.
 #include "service/session/session_worker_pool.h"
 
 #include <signal.h>
@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <optional>
 
+#include "absl/time/clock.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/io_context.hpp"
@@ -42,6 +43,17 @@ class SessionWorkerPoolTest : public ::testing::Test {
   // a worker the pool never ends keeps this waiting until the test times out.
   void WaitUntilEnded(pid_t pid) {
     while (Alive(pid)) io_.run_one();
+  }
+
+  // Runs the loop until `done()` or `bound` has passed; false then.
+  template <typename Done>
+  bool RunUntil(Done done, absl::Duration bound) {
+    const absl::Time give_up = absl::Now() + bound;
+    while (!done()) {
+      if (absl::Now() > give_up) return false;
+      io_.run_one_for(std::chrono::milliseconds(100));
+    }
+    return true;
   }
 
   // Take() run to completion on the loop.
@@ -122,6 +134,34 @@ TEST_F(SessionWorkerPoolTest, ReloadReplacesSparesAtOnceAndSessionWorkersAfterTh
   pool.Return(std::move(*busy), /*reusable=*/true);
   WaitUntilEnded(busy_pid);  // started before the reload: not kept
   EXPECT_EQ(pool.spare_pids(), std::vector<pid_t>{new_spare});
+  Shutdown(pool);
+}
+
+// A spare that dies while it waits (the OOM killer, an operator's kill) is reaped and replaced
+// at once; before, it lay dead (a zombie) among the spares until a session took it.
+TEST_F(SessionWorkerPoolTest, ASpareThatDiesIsReplacedWithoutASessionAsking) {
+  SessionWorkerPool pool(Options(/*max_sessions=*/2, /*spares=*/1), io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  const pid_t dead = pool.spare_pids()[0];
+  ASSERT_EQ(::kill(dead, SIGKILL), 0);
+
+  // Alive() holds for a zombie too: this waits for the pool to reap it.
+  ASSERT_TRUE(RunUntil([&] { return !Alive(dead); }, absl::Seconds(20)))
+      << "the dead spare was not noticed";
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        std::vector<pid_t> spares = pool.spare_pids();
+        return spares.size() == 1 && spares[0] != dead;
+      },
+      absl::Seconds(20)))
+      << "the dead spare was not replaced";
+  const pid_t replacement = pool.spare_pids()[0];
+
+  absl::StatusOr<SessionWorker> taken = Take(pool);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->process->pid(), replacement);
+  pool.Return(std::move(*taken), /*reusable=*/true);
   Shutdown(pool);
 }
 
