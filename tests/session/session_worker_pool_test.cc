@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <optional>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
@@ -17,6 +19,7 @@
 #include "asio/steady_timer.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/files.h"
 
 namespace cnp::session {
 namespace {
@@ -162,6 +165,43 @@ TEST_F(SessionWorkerPoolTest, ASpareThatDiesIsReplacedWithoutASessionAsking) {
   ASSERT_TRUE(taken.ok()) << taken.status();
   EXPECT_EQ(taken->process->pid(), replacement);
   pool.Return(std::move(*taken), /*reusable=*/true);
+  Shutdown(pool);
+}
+
+// Spares that keep dying soon after their start are replaced, each later than the last (200 ms,
+// 400 ms, 800 ms after the death), not restarted in a loop.
+TEST_F(SessionWorkerPoolTest, SparesThatKeepDyingAreReplacedWithAGrowingBackoff) {
+  const std::string starts = testing::MakeTempDir("starts") + "/starts";
+  SessionPoolOptions options = Options(/*max_sessions=*/1, /*spares=*/1);
+  // Notes when it started, answers the startup handshake, and exits.
+  options.command = {
+      "/usr/bin/python3.11",
+      {"-c",
+       "import os, struct, sys, time\n"
+       "open(sys.argv[1], 'a').write('%f\\n' % time.monotonic())\n"
+       "(n,) = struct.unpack('<I', os.read(3, 4)); os.read(3, n)\n"
+       "os.write(3, b'\\x02\\0\\0\\0\\x2a\\0')\n",
+       starts}};
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+
+  std::vector<double> started;
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        started.clear();
+        for (absl::string_view line : absl::StrSplit(testing::ReadFile(starts), '\n',
+                                                      absl::SkipEmpty())) {
+          double at = 0;
+          if (absl::SimpleAtod(line, &at)) started.push_back(at);
+        }
+        return started.size() >= 4;
+      },
+      absl::Seconds(30)))
+      << "the dying spares were not replaced: " << started.size() << " started";
+  // The gap between two starts is the backoff plus a start and a death.
+  EXPECT_GE(started[1] - started[0], 0.2);
+  EXPECT_GE(started[2] - started[1], 0.4);
+  EXPECT_GE(started[3] - started[2], 0.8);
   Shutdown(pool);
 }
 
