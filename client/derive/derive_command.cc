@@ -68,10 +68,20 @@ Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that rai
 document is logged and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
 
+Following: once caught up (without --once), each map stage follows its source's
+_changes?feed=continuous (include_docs, heartbeat) on a connection of its own and takes its
+batches (at most --batch-size) from what the feed brought; a feed the server ends, or that
+stays silent for three heartbeats, is reopened from the last sequence it read.
+
 Options:
   --once                  catch up with every source, then exit (default: follow forever)
   --batch-size=N          changes per batch and per Map call (default: 500)
-  --poll-interval=DUR     longest quiet wait on a source's longpoll _changes (default: 1s)
+  --feed=continuous|longpoll
+                          how to follow the sources once caught up (default: continuous;
+                          longpoll asks each source in turn)
+  --heartbeat=DUR         the continuous feeds' heartbeat (default: 10s)
+  --poll-interval=DUR     longest quiet wait before the lease and the stop signal are looked
+                          at again, and per longpoll (default: 1s)
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
   --lease-renew=DUR       how often the holder renews (default: 10s)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
@@ -122,7 +132,8 @@ int RunDeriveCommand(int argc, char** argv) {
   auto args = cli::ParseArguments(
       argc, argv,
       cli::WithConnectionOptions(
-          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout"}),
+          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout",
+           "feed", "heartbeat"}),
       cli::WithConnectionFlags({"help", "once"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
@@ -143,8 +154,13 @@ int RunDeriveCommand(int argc, char** argv) {
   for (auto [name, value] : {std::pair<const char*, absl::Duration*>{"poll-interval", &poll},
                              {"lease-timeout", &lease_timeout},
                              {"lease-renew", &lease_renew},
-                             {"timeout", &options.rpc_timeout}}) {
+                             {"timeout", &options.rpc_timeout},
+                             {"heartbeat", &options.heartbeat}}) {
     if (absl::Status s = ParseDurationFlag(*args, name, *value); !s.ok()) return Fail(s);
+  }
+  const std::string feed = args->Get("feed", "continuous");
+  if (feed != "continuous" && feed != "longpoll") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--feed=", feed, " is neither continuous nor longpoll")));
   }
   if (lease_renew >= lease_timeout) {
     return Fail(absl::InvalidArgumentError("--lease-renew must be shorter than --lease-timeout"));
@@ -166,6 +182,7 @@ int RunDeriveCommand(int argc, char** argv) {
     pem << in.rdbuf();
     http_options.ca_pem = pem.str();
   }
+  if (feed == "continuous") options.continuous_feed = http_options;
   couchdb::CouchClient http(http_options);
   CouchDb couch(http);
   couchdb::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
@@ -209,6 +226,7 @@ int RunDeriveCommand(int argc, char** argv) {
       return Fail(s);
     }
     bool lost = false;
+    absl::Time status_written = absl::InfinitePast();
     while (!stop_requested) {
       absl::StatusOr<int64_t> handled = deriver.CatchUp();
       if (absl::IsFailedPrecondition(handled.status())) {
@@ -220,9 +238,13 @@ int RunDeriveCommand(int argc, char** argv) {
         lease.Release();
         return Fail(handled.status());
       }
-      if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
-        lease.Release();
-        return Fail(s);
+      // The status document says what changed, and that someone is alive.
+      if (*handled > 0 || absl::Now() - status_written >= lease_renew) {
+        if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
+          lease.Release();
+          return Fail(s);
+        }
+        status_written = absl::Now();
       }
       if (once) {
         lease.Release();

@@ -128,6 +128,12 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   reported_processed_.assign(declaration_.stages.size(), 0);
 }
 
+Deriver::~Deriver() {
+  for (auto& feed : feeds_) {
+    if (feed) feed->RequestStop();  // all at once, then each joined
+  }
+}
+
 static std::string CheckpointId(const std::string& name, const Stage& s) {
   return absl::StrCat("cnp-derive:", name, ":", s.source);
 }
@@ -204,7 +210,10 @@ absl::Status Deriver::Start() {
 absl::StatusOr<int64_t> Deriver::CatchUp() {
   int64_t total = 0;
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
-    while (true) {
+    // A stage fed by a continuous feed takes what is queued, not what keeps arriving: a source
+    // that never stops changing must not starve the stages after it.
+    const bool fed = i < feeds_.size() && feeds_[i] != nullptr;
+    for (int batches = 0; !fed || batches < 4; ++batches) {
       absl::StatusOr<int64_t> n = RunBatch(i);
       if (!n.ok()) return n.status();
       if (*n == 0) break;
@@ -225,7 +234,10 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   Batch batch;
   {
     absl::StatusOr<Document> changes;
-    if (next_changes_.valid() && next_stage_ == i && next_since_ == p.seq) {
+    if (i < feeds_.size() && feeds_[i] != nullptr) {
+      changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size));
+      p.backlog = static_cast<int64_t>(feeds_[i]->queued());
+    } else if (next_changes_.valid() && next_stage_ == i && next_since_ == p.seq) {
       changes = next_changes_.get();
     } else {
       if (next_changes_.valid()) next_changes_.wait();  // a stale read; its connection is needed
@@ -743,7 +755,56 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   return absl::OkStatus();
 }
 
+std::vector<int64_t> Deriver::FeedReconnections() const {
+  std::vector<int64_t> out(declaration_.stages.size(), 0);
+  for (size_t i = 0; i < feeds_.size(); ++i) {
+    if (feeds_[i]) out[i] = feeds_[i]->reconnections();
+  }
+  return out;
+}
+
+void Deriver::StartFeeds() {
+  feeds_.resize(declaration_.stages.size());
+  ChangesFeed::Options options;
+  options.heartbeat = options_.heartbeat;
+  // Two batches' worth: one being taken while the next arrives.
+  options.max_queued = static_cast<size_t>(options_.batch_size) * 2;
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& s = declaration_.stages[i];
+    // Reduce stages read their map target, which changes only through this instance's map
+    // stages: the batch reads after those are enough.
+    if (s.reduce) continue;
+    feeds_[i] = std::make_unique<ChangesFeed>(*options_.continuous_feed, s.source, progress_[i].seq,
+                                              options, feed_signal_);
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": following the changes from seq "
+         << progress_[i].seq.substr(0, 24) << " (feed=continuous, heartbeat "
+         << absl::FormatDuration(options_.heartbeat) << ")\n";
+  }
+  log_.flush();
+}
+
+void Deriver::PrintFeedNotes() {
+  for (auto& feed : feeds_) {
+    if (!feed) continue;
+    for (const std::string& note : feed->TakeNotes()) log_ << "cnp derive: " << note << "\n";
+  }
+  log_.flush();
+}
+
 absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {
+  if (!options_.continuous_feed.has_value()) return WaitOnLongpolls(max_wait);
+  if (feeds_.empty()) StartFeeds();
+  const int64_t seen = feed_signal_.count();
+  PrintFeedNotes();
+  for (auto& feed : feeds_) {
+    if (feed && feed->queued() > 0) return absl::OkStatus();
+  }
+  feed_signal_.WaitPast(seen, max_wait);
+  PrintFeedNotes();
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::WaitOnLongpolls(absl::Duration max_wait) {
   // One longpoll per source database. Reduce stages are left out: their map targets change
   // only through this instance's own map stages, which the next CatchUp runs first.
   std::vector<size_t> stages;

@@ -19,12 +19,14 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/derive/changes_feed.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/declaration.h"
 #include "client/lib/cnp_client.h"
@@ -35,6 +37,11 @@ struct DeriverOptions {
   int batch_size = 500;                     // changes per batch (and per Map call)
   absl::Duration rpc_timeout = absl::Seconds(60);
   int max_recorded_errors = 100;            // kept in the errors document, newest last
+  // When set, WaitForChanges follows each map stage's source with a continuous _changes feed
+  // on a connection of its own (these options), and later batches come from that feed;
+  // otherwise it waits on a longpoll _changes of each source in turn.
+  std::optional<couchdb::CouchClient::Options> continuous_feed;
+  absl::Duration heartbeat = absl::Seconds(10);
 };
 
 struct StageProgress {
@@ -56,6 +63,7 @@ class Deriver {
   Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp, DeriverOptions options,
           std::ostream& log, std::function<absl::StatusOr<bool>()> may_write,
           CouchDb* prefetch = nullptr);
+  ~Deriver();
 
   // Creates missing target databases and the index reduce stages query; reads the checkpoints
   // and notices changed handler versions.
@@ -63,8 +71,11 @@ class Deriver {
   // Runs every stage until it has caught up with its source. Returns how many changes were
   // handled; FAILED_PRECONDITION when may_write said no.
   absl::StatusOr<int64_t> CatchUp();
-  // Waits for a change in any source, at most about `max_wait`.
+  // Waits for a change in any source, at most about `max_wait`. With continuous_feed, the
+  // first call opens the feeds from where each stage has caught up to.
   absl::Status WaitForChanges(absl::Duration max_wait);
+  // How often the continuous feeds have reconnected (stage order, 0 for a stage without one).
+  std::vector<int64_t> FeedReconnections() const;
   // Writes the status document (the database is the first target's).
   absl::Status WriteStatus(const std::string& holder);
 
@@ -85,6 +96,9 @@ class Deriver {
   absl::StatusOr<int64_t> MapBatch(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
   absl::Status Sweep(size_t stage);
+  void StartFeeds();
+  void PrintFeedNotes();
+  absl::Status WaitOnLongpolls(absl::Duration max_wait);
   absl::Status SaveCheckpoint(size_t stage);
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
                          const Stage& stage);
@@ -113,6 +127,9 @@ class Deriver {
   std::future<absl::StatusOr<rapidjson::Document>> next_changes_;
   size_t next_stage_ = 0;
   std::string next_since_;
+  // With continuous_feed, once caught up: one feed per map stage (null for reduce stages).
+  ChangeSignal feed_signal_;
+  std::vector<std::unique_ptr<ChangesFeed>> feeds_;
 };
 
 }  // namespace cnp::derive

@@ -21,12 +21,28 @@ struct BodySink {
   bool too_long = false;
 };
 
-// Called by libcurl (C): nothing may escape. Returning less than it was given makes curl fail
-// the transfer, which is the right outcome for a body over the limit or one that does not fit
-// in memory.
 // libcurl asks about once a second, and more often while data flows.
 int AbortWhenStopped(void* stop, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
   return static_cast<const std::stop_token*>(stop)->stop_requested() ? 1 : 0;
+}
+
+// A streamed answer: a success's body goes to the reader, an error's is kept (bounded).
+struct StreamSink {
+  CURL* curl;
+  const std::function<bool(absl::string_view)>* on_data;
+  const std::function<bool()>* keep_going;
+  const std::stop_token* stop;
+  BodySink error_body;
+};
+
+int AbortStreamWhenDone(void* target, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+  auto* sink = static_cast<StreamSink*>(target);
+  if (sink->stop->stop_requested()) return 1;
+  try {
+    return (*sink->keep_going)() ? 0 : 1;
+  } catch (...) {
+    return 1;
+  }
 }
 
 absl::Status Stopped() {
@@ -92,6 +108,21 @@ std::string Reason(const HttpResponse& response) {
                       " bytes without CouchDB's error and reason, not shown");
 }
 
+// Called by libcurl (C): nothing may escape, as with AppendToBody.
+size_t StreamToReader(char* data, size_t size, size_t count, void* target) noexcept {
+  auto* sink = static_cast<StreamSink*>(target);
+  long status = 0;
+  curl_easy_getinfo(sink->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status > 299) return AppendToBody(data, size, count, &sink->error_body);
+  const size_t bytes = size * count;
+  try {
+    if (!(*sink->on_data)(absl::string_view(data, bytes))) return 0;
+    return (*sink->keep_going)() ? bytes : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
 }  // namespace
 
 CouchClient::CouchClient(Options options) : options_(std::move(options)) {
@@ -129,6 +160,13 @@ absl::StatusOr<HttpResponse> CouchClient::GetWithoutTimeout(absl::string_view pa
   return Perform("GET", path, nullptr, false, options_.timeout);
 }
 
+absl::StatusOr<HttpResponse> CouchClient::GetStreaming(
+    absl::string_view path, const std::function<bool(absl::string_view)>& on_data,
+    const std::function<bool()>& keep_going) {
+  Streaming streaming{&on_data, &keep_going};
+  return Perform("GET", path, nullptr, false, options_.timeout, &streaming);
+}
+
 absl::StatusOr<HttpResponse> CouchClient::Put(absl::string_view path, absl::string_view json) {
   return Perform("PUT", path, &json, true, options_.timeout);
 }
@@ -144,7 +182,8 @@ absl::StatusOr<HttpResponse> CouchClient::Delete(absl::string_view path) {
 absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::string_view path,
                                                   const absl::string_view* body,
                                                   bool with_timeout,
-                                                  absl::Duration timeout) {
+                                                  absl::Duration timeout,
+                                                  const Streaming* streaming) {
   CURL* curl = static_cast<CURL*>(curl_);
   if (curl == nullptr) return absl::InternalError("libcurl could not be initialised");
   if (options_.stop.stop_requested()) return Stopped();
@@ -162,8 +201,16 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
   BodySink sink{&response.body, static_cast<size_t>(std::max<int64_t>(0, options_.max_response_bytes))};
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendToBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  StreamSink stream{curl, nullptr, nullptr, &options_.stop, sink};
+  if (streaming != nullptr) {
+    stream.on_data = streaming->on_data;
+    stream.keep_going = streaming->keep_going;
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, StreamToReader);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
+  } else {
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendToBody);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  }
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // safe in a multi-threaded server
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
   // A redirect could lead anywhere, past the operator's --couchdb-allow: CouchDB sends none.
@@ -188,7 +235,11 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
   }
 
-  if (options_.stop.stop_possible()) {
+  if (streaming != nullptr) {
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortStreamWhenDone);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &stream);
+  } else if (options_.stop.stop_possible()) {
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, AbortWhenStopped);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &options_.stop);
@@ -196,6 +247,13 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
 
   CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(headers);
+  if (streaming != nullptr) {
+    sink.too_long = stream.error_body.too_long;
+    if (!sink.too_long && (code == CURLE_ABORTED_BY_CALLBACK || code == CURLE_WRITE_ERROR)) {
+      if (options_.stop.stop_requested()) return Stopped();
+      return absl::CancelledError("the reader ended the stream");
+    }
+  }
   if (code == CURLE_ABORTED_BY_CALLBACK) return Stopped();
   if (sink.too_long) {
     return absl::ResourceExhaustedError(absl::StrCat(

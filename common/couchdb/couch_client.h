@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stop_token>
 #include <string>
@@ -53,6 +54,14 @@ class CouchClient {
   absl::StatusOr<HttpResponse> Get(absl::string_view path, absl::Duration timeout);
   // A GET that may take as long as the server needs (an index build).
   absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
+  // A GET whose body, if the answer is a success, goes to `on_data` as it arrives instead of
+  // into the response (a continuous _changes feed, which never ends by itself); an error
+  // answer's body is kept in the response as usual. There is no overall timeout: the transfer
+  // ends when the server ends it, or CANCELLED when `on_data` returns false or `keep_going`
+  // does (it is asked whenever data arrives, and about once a second while none does).
+  absl::StatusOr<HttpResponse> GetStreaming(absl::string_view path,
+                                            const std::function<bool(absl::string_view)>& on_data,
+                                            const std::function<bool()>& keep_going);
 
   const std::string& base_url() const { return options_.base_url; }
   const std::stop_token& stop() const { return options_.stop; }
@@ -61,9 +70,14 @@ class CouchClient {
   static std::string EscapeSegment(absl::string_view segment);
 
  private:
+  struct Streaming {
+    const std::function<bool(absl::string_view)>* on_data;
+    const std::function<bool()>* keep_going;
+  };
   absl::StatusOr<HttpResponse> Perform(const char* method, absl::string_view path,
                                        const absl::string_view* body, bool with_timeout,
-                                       absl::Duration timeout);
+                                       absl::Duration timeout,
+                                       const Streaming* streaming = nullptr);
 
   Options options_;
   void* curl_;  // CURL*, reused so that requests share one keep-alive connection

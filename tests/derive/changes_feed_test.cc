@@ -1,0 +1,151 @@
+// cnp derive's continuous _changes feed against a scripted server that drops it, ends it with
+// a last_seq, and falls silent: each time the feed reconnects from the last sequence it read,
+// and nothing is lost or read twice.
+#include "client/derive/changes_feed.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "common/couchdb/json.h"
+#include "tests/support/scripted_http_server.h"
+
+namespace cnp::derive {
+namespace {
+
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+std::string Change(const std::string& seq, const std::string& id) {
+  return absl::StrCat(R"({"seq":)", seq, R"(,"id":")", id, R"(","changes":[{"rev":"1-x"}],"doc":{"_id":")", id,
+                      R"(","_rev":"1-x"}})", "\n");
+}
+
+// Collects what the feed hands out until `done` says enough, waiting on its signal.
+class Reader {
+ public:
+  Reader(ChangesFeed& feed, ChangeSignal& signal) : feed_(feed), signal_(signal) {}
+  bool WaitFor(const std::function<bool()>& done) {
+    absl::Time deadline = absl::Now() + kWait;
+    while (true) {
+      int64_t seen = signal_.count();
+      Drain();
+      if (done()) return true;
+      if (absl::Now() > deadline) return false;
+      signal_.WaitPast(seen, deadline - absl::Now());
+    }
+  }
+  void Drain() {
+    rapidjson::Document batch = feed_.Take(100);
+    for (const auto& change : batch["results"].GetArray()) ids.push_back(change["id"].GetString());
+    if (!batch["results"].Empty()) last_seq = couchdb::ToJson(batch["last_seq"]);
+    for (std::string& note : feed_.TakeNotes()) notes.push_back(std::move(note));
+  }
+  bool Noted(const std::string& text) const {
+    for (const std::string& note : notes) {
+      if (absl::StrContains(note, text)) return true;
+    }
+    return false;
+  }
+
+  std::vector<std::string> ids;
+  std::vector<std::string> notes;
+  std::string last_seq;
+
+ private:
+  ChangesFeed& feed_;
+  ChangeSignal& signal_;
+};
+
+TEST(ChangesFeedTest, ReconnectsFromTheLastSequenceAfterADropAnEndAndSilence) {
+  absl::Mutex mu;
+  bool released = false;
+  int calls = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    ++calls;
+    if (!absl::StartsWith(r.target, "/src/_changes?")) return {500, R"({"error":"unscripted"})"};
+    if (calls == 1) {
+      // Two changes and a heartbeat, then the connection's answer ends without a last_seq:
+      // the server dropped the feed.
+      return {200, absl::StrCat(Change("1", "a"), "\n", Change("2", "b"))};
+    }
+    if (calls == 2) {
+      // An opaque CouchDB 3 sequence, then the feed's own end (CouchDB's timeout).
+      return {200, absl::StrCat("\n", Change(R"("3-g1AAAA")", "c"), R"({"last_seq":"3-g1AAAA","pending":0})", "\n")};
+    }
+    // Then silence: not even a heartbeat, until the test is done.
+    mu.Await(absl::Condition(&released));
+    return {200, ""};
+  });
+  ChangeSignal signal;
+  {
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Milliseconds(100)}, signal);
+    Reader reader(feed, signal);
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 3; })) << reader.ids.size();
+    EXPECT_THAT(reader.ids, ElementsAre("a", "b", "c"));
+    EXPECT_EQ(reader.last_seq, R"("3-g1AAAA")");
+    // The third connection is silent: the feed gives up on it after three heartbeats.
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.Noted("not even a heartbeat"); }))
+        << ::testing::PrintToString(reader.notes);
+    EXPECT_TRUE(reader.Noted("the changes feed of src ended (the server closed the feed); reconnecting from seq 2"))
+        << ::testing::PrintToString(reader.notes);
+    EXPECT_GE(feed.reconnections(), 2);
+    EXPECT_EQ(feed.queued(), 0u);
+  }
+  {
+    absl::MutexLock lock(&mu);
+    released = true;
+  }
+  std::vector<std::string> requests = couch.requests();
+  ASSERT_GE(requests.size(), 3u);
+  // Each connection asked for what followed the last change (or last_seq) it had read.
+  EXPECT_THAT(requests[0], StartsWith("GET /src/_changes?feed=continuous&include_docs=true&heartbeat=100&since=0"));
+  EXPECT_THAT(requests[1], HasSubstr("&since=2"));
+  EXPECT_THAT(requests[2], HasSubstr("&since=3-g1AAAA"));
+}
+
+TEST(ChangesFeedTest, AFullQueueStopsTheReaderUntilChangesAreTaken) {
+  std::string many;
+  for (int i = 1; i <= 50; ++i) many += Change(absl::StrCat(i), absl::StrCat("d", i));
+  absl::Mutex mu;
+  bool released = false;
+  int calls = 0;
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    if (++calls == 1) return {200, many + R"({"last_seq":50})" "\n"};
+    mu.Await(absl::Condition(&released));
+    return {200, ""};
+  });
+  ChangeSignal signal;
+  {
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0",
+                     {.heartbeat = absl::Seconds(10), .max_queued = 8}, signal);
+    // The reader fills the queue, then waits for room.
+    absl::Time deadline = absl::Now() + kWait;
+    for (int64_t seen = signal.count(); feed.queued() < 8 && absl::Now() < deadline; seen = signal.count()) {
+      signal.WaitPast(seen, deadline - absl::Now());
+    }
+    EXPECT_EQ(feed.queued(), 8u);
+    Reader reader(feed, signal);
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 50; })) << reader.ids.size();
+    EXPECT_EQ(reader.ids.front(), "d1");
+    EXPECT_EQ(reader.ids.back(), "d50");
+    EXPECT_EQ(reader.last_seq, "50");
+  }
+  absl::MutexLock lock(&mu);
+  released = true;
+}
+
+}  // namespace
+}  // namespace cnp::derive
