@@ -56,6 +56,8 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
   }
   entry.design_document.CopyFrom(design->value, entry.design_document.GetAllocator());
   entry.design_document.RemoveMember("_rev");
+  auto removed = doc.FindMember("removed");
+  entry.removed = removed != doc.MemberEnd() && removed->value.IsBool() && removed->value.GetBool();
   return entry;
 }
 
@@ -147,12 +149,12 @@ absl::StatusOr<std::vector<std::string>> RegistrySync::ListDatabases() {
   return names;
 }
 
-std::vector<const RegisteredDesignDoc*> RegistrySync::Matching(
-    const std::string& database) const {
+std::vector<const RegisteredDesignDoc*> RegistrySync::Matching(const std::string& database,
+                                                               bool removed) const {
   std::vector<const RegisteredDesignDoc*> matching;
   if (database == registry_) return matching;  // the registry holds entries, not the designs
   for (const RegisteredDesignDoc& entry : entries_) {
-    if (Targets(entry, database)) matching.push_back(&entry);
+    if (entry.removed == removed && Targets(entry, database)) matching.push_back(&entry);
   }
   return matching;
 }
@@ -205,7 +207,135 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database) {
     if (first_error.ok()) first_error = status;
     if (AffectsEverything(status)) return status;
   }
+  // Removed entries take their design document out, unless a live entry still puts it here.
+  std::map<std::string, const RegisteredDesignDoc*> removed;
+  for (const RegisteredDesignDoc* entry : Matching(database, /*removed=*/true)) {
+    if (by_name.count(entry->name) == 0) removed.emplace(entry->name, entry);
+  }
+  for (const auto& [name, entry] : removed) {
+    absl::Status status = RemoveDesignDoc(database, *entry);
+    if (status.ok()) continue;
+    EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
+    if (first_error.ok()) first_error = status;
+    if (AffectsEverything(status)) return status;
+  }
   return first_error;
+}
+
+namespace {
+
+std::string OwnershipPath(const std::string& database, const std::string& name) {
+  return absl::StrCat(::cnp::couchdb::DatabasePath(database), "/_local/",
+                      CouchClient::EscapeSegment(absl::StrCat("cnp-sync:", name)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<RegistrySync::Ownership>> RegistrySync::ReadOwnership(
+    const std::string& database, const std::string& name) {
+  absl::StatusOr<HttpResponse> got = couch_.Get(OwnershipPath(database, name));
+  if (!got.ok()) return got.status();
+  if (got->status == 404) return std::nullopt;
+  if (got->status != 200) {
+    return HttpError(*got, absl::StrCat("reading _local/cnp-sync:", name, " from ", database),
+                     couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+  if (!doc.ok() || !doc->IsObject()) return std::nullopt;  // not ours to make sense of
+  return Ownership{.record_rev = std::string(StringField(*doc, "_rev")),
+                   .registry = std::string(StringField(*doc, "registry")),
+                   .design_rev = std::string(StringField(*doc, "design_rev"))};
+}
+
+absl::Status RegistrySync::WriteOwnership(const std::string& database,
+                                          const RegisteredDesignDoc& entry,
+                                          const std::string& design_rev,
+                                          const std::string& record_rev) {
+  rapidjson::Document record(rapidjson::kObjectType);
+  auto& a = record.GetAllocator();
+  if (!record_rev.empty()) record.AddMember("_rev", rapidjson::Value(record_rev.c_str(), a), a);
+  record.AddMember("registry", rapidjson::Value(registry_.c_str(), a), a);
+  record.AddMember("entry", rapidjson::Value(entry.entry_id.c_str(), a), a);
+  std::string id = absl::StrCat("_design/", entry.name);
+  record.AddMember("design_doc", rapidjson::Value(id.c_str(), a), a);
+  record.AddMember("design_rev", rapidjson::Value(design_rev.c_str(), a), a);
+  absl::StatusOr<HttpResponse> put = couch_.Put(OwnershipPath(database, entry.name), ToJson(record));
+  if (!put.ok()) return put.status();
+  if (put->status != 201 && put->status != 200 && put->status != 202) {
+    return HttpError(*put, absl::StrCat("recording that cnp sync wrote ", id, " in ", database),
+                     couch_.base_url());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
+                                           const RegisteredDesignDoc& entry) {
+  const std::string id = absl::StrCat("_design/", entry.name);
+  const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
+  absl::StatusOr<HttpResponse> got = couch_.Get(path);
+  if (!got.ok()) return got.status();
+  if (got->status == 404) return absl::OkStatus();  // not there (any more)
+  if (got->status != 200) {
+    return HttpError(*got, absl::StrCat("reading ", id, " from ", database), couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+  if (!doc.ok() || !doc->IsObject()) {
+    return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", id, " from ", database));
+  }
+  const std::string rev(StringField(*doc, "_rev"));
+  absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
+  if (!owner.ok()) return owner.status();
+  if (!owner->has_value() || (*owner)->registry != registry_) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::FailedPreconditionError(absl::StrCat(
+                    "the registry entry \"", entry.entry_id, "\" is removed, but ", id, " in ",
+                    database, " was not put there by cnp sync from ", registry_,
+                    " (no _local/cnp-sync:", entry.name,
+                    " record): left in place; delete it yourself if it should go")),
+                database, id);
+    return absl::OkStatus();
+  }
+  if ((*owner)->design_rev != rev) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::FailedPreconditionError(absl::StrCat(
+                    "the registry entry \"", entry.entry_id, "\" is removed, but ", id, " in ",
+                    database, " was changed after cnp sync wrote it (rev ", (*owner)->design_rev,
+                    ", now ", rev, "): left in place; delete it yourself if it should go")),
+                database, id);
+    return absl::OkStatus();
+  }
+  v1::UploadEvent event;
+  v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+  outcome.set_database(database);
+  outcome.set_id(id);
+  if (options_.dry_run) {
+    outcome.set_action(v1::DesignDocOutcome::WOULD_REMOVE);
+    emit_(event);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<HttpResponse> deleted =
+      couch_.Delete(absl::StrCat(path, "?rev=", CouchClient::EscapeSegment(rev)));
+  if (!deleted.ok()) return deleted.status();
+  if (deleted->status == 409) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::AbortedError(absl::StrCat(id, " in ", database,
+                                                " was changed while cnp sync was removing it; "
+                                                "left in place")),
+                database, id);
+    return absl::OkStatus();
+  }
+  if (deleted->status != 200 && deleted->status != 202) {
+    return HttpError(*deleted, absl::StrCat("deleting ", id, " from ", database),
+                     couch_.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> answer = ParseJson(deleted->body);
+  if (answer.ok()) outcome.set_rev(std::string(StringField(*answer, "rev")));
+  outcome.set_action(v1::DesignDocOutcome::REMOVED);
+  emit_(event);
+  // The record has done its work; a failure to delete it only leaves a stale record behind.
+  (void)couch_.Delete(absl::StrCat(OwnershipPath(database, entry.name),
+                                   "?rev=", CouchClient::EscapeSegment((*owner)->record_rev)));
+  return absl::OkStatus();
 }
 
 absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
@@ -281,6 +411,26 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
     if (written.ok()) outcome.set_rev(std::string(StringField(*written, "rev")));
     outcome.set_action(stored ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
     emit_(event);
+    // Ownership: a design document cnp sync created is its own, and stays so while cnp sync
+    // is the only one to change it; one it merely updated (hand-made before) never becomes so.
+    absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
+    absl::Status recorded = owner.status();
+    if (owner.ok()) {
+      const bool ours = owner->has_value() && (*owner)->registry == registry_ &&
+                        (*owner)->design_rev == rev;
+      if (!stored || ours) {
+        recorded = WriteOwnership(database, entry, outcome.rev(),
+                                  owner->has_value() ? (*owner)->record_rev : "");
+      }
+    }
+    if (!recorded.ok()) {
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::Status(recorded.code(),
+                               absl::StrCat(recorded.message(),
+                                            "; if its registry entry is removed, cnp sync "
+                                            "will leave it in place")),
+                  database, id);
+    }
     return absl::OkStatus();
   }
 }

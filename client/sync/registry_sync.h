@@ -13,9 +13,20 @@
 //
 // The registry's design documents already carry their resolved |versions, so this runs
 // without the cnp service: it talks to CouchDB directly, with the caller's credentials.
+//
+// Removal. An entry marked removed (`cnp upload --register REGISTRY --remove NAME`, see
+// registry_removal.h) takes its design document out of every database it targets, unless a
+// live entry still puts it there: but only a design document cnp sync put there itself and
+// nobody has changed since. When this class creates a design document it records that in the
+// database, in _local/cnp-sync:<name> (registry, entry, the revision it wrote; a _local
+// document, so it is never replicated), and it keeps the record's revision current as long as
+// it is the only writer. A design document without that record (hand-made, or from before
+// this record existed), or whose revision is no longer the recorded one, is left in place with
+// a warning naming it.
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +45,7 @@ struct RegisteredDesignDoc {
   std::string name;                  // the design document's name, without "_design/"
   std::vector<std::string> databases;  // names and glob patterns
   rapidjson::Document design_document;
+  bool removed = false;              // a tombstone: take the design document out
 };
 
 class RegistrySync {
@@ -62,14 +74,27 @@ class RegistrySync {
   // database is reported and following goes on).
   absl::Status Follow(const std::function<bool()>& keep_going);
 
-  // The registered design documents that target `database`.
-  std::vector<const RegisteredDesignDoc*> Matching(const std::string& database) const;
+  // The registered design documents that target `database` (with `removed`, the entries
+  // marked removed instead).
+  std::vector<const RegisteredDesignDoc*> Matching(const std::string& database,
+                                                   bool removed = false) const;
 
  private:
   absl::Status LoadRegistry();
   absl::StatusOr<std::vector<std::string>> ListDatabases();
   absl::Status SyncDatabase(const std::string& database);
   absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
+  absl::Status RemoveDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
+  // The record of a design document this class wrote (_local/cnp-sync:<name>).
+  struct Ownership {
+    std::string record_rev;  // the _local document's own revision
+    std::string registry;
+    std::string design_rev;  // the design document's revision cnp sync wrote
+  };
+  absl::StatusOr<std::optional<Ownership>> ReadOwnership(const std::string& database,
+                                                         const std::string& name);
+  absl::Status WriteOwnership(const std::string& database, const RegisteredDesignDoc& entry,
+                              const std::string& design_rev, const std::string& record_rev);
   absl::StatusOr<std::string> CurrentUpdateSeq();
   void EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
                    const std::string& database, const std::string& design_doc);

@@ -29,6 +29,8 @@ const char* Verb(v1::DesignDocOutcome::Action action) {
     case v1::DesignDocOutcome::WOULD_CREATE: return "would create";
     case v1::DesignDocOutcome::WOULD_UPDATE: return "would update";
     case v1::DesignDocOutcome::CHECKED: return "ok";
+    case v1::DesignDocOutcome::REMOVED: return "removed";
+    case v1::DesignDocOutcome::WOULD_REMOVE: return "would remove";
     default: return "?";
   }
 }
@@ -38,8 +40,10 @@ void Count(v1::DesignDocOutcome::Action action, UploadTally& tally) {
     case v1::DesignDocOutcome::CREATED: ++tally.created; break;
     case v1::DesignDocOutcome::UPDATED: ++tally.updated; break;
     case v1::DesignDocOutcome::UNCHANGED: ++tally.unchanged; break;
+    case v1::DesignDocOutcome::REMOVED: ++tally.removed; break;
     case v1::DesignDocOutcome::WOULD_CREATE:
-    case v1::DesignDocOutcome::WOULD_UPDATE: ++tally.would_change; break;
+    case v1::DesignDocOutcome::WOULD_UPDATE:
+    case v1::DesignDocOutcome::WOULD_REMOVE: ++tally.would_change; break;
     case v1::DesignDocOutcome::CHECKED: ++tally.checked; break;
     default: break;
   }
@@ -140,6 +144,7 @@ void PrintSummary(const UploadTally& tally, std::ostream& out) {
   };
   add(tally.created, "created");
   add(tally.updated, "updated");
+  add(tally.removed, "removed");
   add(tally.unchanged, "unchanged");
   add(tally.would_change, "would change");
   add(tally.checked, "checked");

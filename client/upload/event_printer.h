@@ -14,7 +14,7 @@ struct PrintOptions {
 
 // Tallies what was printed, for the closing summary.
 struct UploadTally {
-  int created = 0, updated = 0, unchanged = 0, would_change = 0, checked = 0;
+  int created = 0, updated = 0, removed = 0, unchanged = 0, would_change = 0, checked = 0;
   int errors = 0, warnings = 0;
 };
 

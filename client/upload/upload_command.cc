@@ -7,10 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/arguments.h"
 #include "client/lib/cnp_client.h"
+#include "client/sync/registry_removal.h"
 #include "client/upload/event_printer.h"
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
+#include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 
 namespace cnp::client {
@@ -19,6 +21,7 @@ namespace {
 
 constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE.yml [FILE.yml ...]
        %s --register REGISTRY_DB [options] COUCHDB_URL FILE.yml [FILE.yml ...]
+       %s --register REGISTRY_DB --remove [--dry-run] COUCHDB_URL NAME [NAME ...]
 
 Uploads the design documents described in the YAML files to DATABASE, through the cnp
 service (cnp-server), which resolves every function's |version by importing it in a worker.
@@ -41,9 +44,18 @@ stored in REGISTRY_DB, one entry per target (a `databases:` entry or a classific
 `cnp sync COUCHDB_URL REGISTRY_DB` puts it in every database it targets, including databases
 created later (see cnp sync --help).
 
+With --register and --remove, the design documents NAME (e.g. towns, or one target rule's
+entry such as towns@classification:account) are taken out of the registry: their entries are
+marked removed, and cnp sync then deletes each such design document from the databases where
+cnp sync itself put it and nobody has changed it since (never a hand-made one; those are left
+and named). A design document dropped from the YAML keeps its entry until it is removed this
+way. Registering it again brings it back. This talks to CouchDB directly, not through the
+service: nothing needs resolving.
+
 Options:
   --register=REGISTRY_DB    store the design documents in this registry database for
                             cnp sync instead of writing them in place
+  --remove                  with --register: mark the named design documents' entries removed
   --dry-run                 show what would change, with the diff; write nothing
   --staged                  build changed views under _design/<name>__staging first, with
                             progress, then write the live document (which finds the index
@@ -102,8 +114,8 @@ Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
 std::string Usage(const char* format, const std::string& program) {
   std::string text = format;
   text.replace(text.find("%s"), 2, program);
-  if (size_t second = text.find("%s --register"); second != std::string::npos) {
-    text.replace(second, 2, program);
+  for (size_t more; (more = text.find("%s --register")) != std::string::npos;) {
+    text.replace(more, 2, program);
   }
   text.replace(text.find("%s"), 2, DefaultTarget());
   return text;
@@ -118,6 +130,7 @@ struct Flags {
   bool staged = false;
   bool drop_unknown_fields = false;
   bool show_documents = false;
+  bool remove = false;
   std::string view_server;
   std::string ca_file;
   std::string register_database;
@@ -135,7 +148,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   std::set<std::string> toggles = cli::WithConnectionFlags({"help"});
   if (upload) {
     valued.insert({"ca-file", "register", "max-conflict-retries", "staged-settle-timeout"});
-    toggles.insert({"dry-run", "staged", "drop-unknown-fields", "show-documents"});
+    toggles.insert({"dry-run", "staged", "drop-unknown-fields", "show-documents", "remove"});
   }
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(argv, valued, toggles);
   if (!args.ok()) return args.status();
@@ -145,6 +158,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.staged = args->Has("staged");
   flags.drop_unknown_fields = args->Has("drop-unknown-fields");
   flags.show_documents = args->Has("show-documents");
+  flags.remove = args->Has("remove");
   flags.view_server = args->Get("view-server");
   flags.ca_file = args->Get("ca-file");
   flags.register_database = args->Get("register");
@@ -213,6 +227,46 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
   return tally.errors > 0 ? 1 : 0;
 }
 
+// --register REGISTRY --remove: the registry's entries, marked removed here, in CouchDB.
+int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo& io) {
+  if (flags.positional.size() < 2) {
+    io.err << program << ": expected COUCHDB_URL NAME [NAME ...] after --register REGISTRY_DB "
+                         "--remove (see --help)\n";
+    return 2;
+  }
+  absl::StatusOr<CouchCredentials> credentials = FindCouchCredentials(flags.positional[0], io.env);
+  if (!credentials.ok()) {
+    io.err << program << ": " << cnp::couchdb::RedactCredentials(credentials.status().message()) << "\n";
+    return 2;
+  }
+  absl::StatusOr<cnp::couchdb::CouchUrl> url = cnp::couchdb::ParseCouchUrl(credentials->url);
+  if (!url.ok()) {
+    io.err << program << ": " << cnp::couchdb::RedactCredentials(url.status().message()) << "\n";
+    return 2;
+  }
+  cnp::couchdb::CouchClient::Options options;
+  options.base_url = url->base;
+  options.username = credentials->username;
+  options.password = credentials->password;
+  if (!flags.ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadCaCertificates(flags.ca_file);
+    if (!pem.ok()) {
+      io.err << program << ": " << pem.status().message() << "\n";
+      return 2;
+    }
+    options.ca_pem = *std::move(pem);
+  }
+  cnp::couchdb::CouchClient couch(std::move(options));
+  UploadTally tally;
+  const PrintOptions print{.show_documents = flags.show_documents};
+  std::vector<std::string> names(flags.positional.begin() + 1, flags.positional.end());
+  absl::Status status = client::sync::RemoveRegistered(
+      couch, flags.register_database, names, flags.dry_run,
+      [&](const v1::UploadEvent& event) { PrintEvent(event, print, io.out, io.err, tally); });
+  PrintSummary(tally, io.out);
+  return status.ok() && tally.errors == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int RunUpload(const std::vector<std::string>& args, CommandIo io) {
@@ -227,6 +281,14 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     return 0;
   }
   const bool registering = !flags->register_database.empty();
+  if (flags->remove) {
+    if (!registering) {
+      io.err << program << ": --remove takes design documents out of a registry: it needs "
+                           "--register REGISTRY_DB (see --help)\n";
+      return 2;
+    }
+    return RemoveFromRegistry(program, *flags, io);
+  }
   // With --register the registry stands where DATABASE would: there is no default database.
   const size_t first_file = registering ? 1 : 2;
   if (flags->positional.size() < first_file + 1) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/sync/registry_sync.h"
 #include "client/sync/sync_command.h"
+#include "client/upload/upload_command.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/couchdb/couch_client.h"
@@ -236,6 +237,81 @@ TEST_F(SyncIntegrationTest, EntriesThatDisagreeOnOneDatabaseAreAConflictNotAFlip
   EXPECT_THAT(result.errors()[0].message(),
               HasSubstr("both target account-c1 with different _design/towns"));
   EXPECT_FALSE(Read("/account-c1/_design/towns").HasMember("_id"));
+}
+
+TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutThereUnchanged) {
+  for (const char* db : {"reg6", "account-m1", "account-m2", "account-m3"}) CreateDatabase(db);
+  // account-m2's towns is hand-made before cnp sync ever runs: sync updates it, keeping its
+  // own view, but it never becomes cnp sync's.
+  absl::StatusOr<couchdb::HttpResponse> hand_made = couch_->Put(
+      "/account-m2/_design/towns", R"({"language": "python", "views": {"mine": {"map": "hand.made|1"}}})");
+  ASSERT_TRUE(hand_made.ok() && hand_made->status == 201);
+  const std::string yaml =
+      "classifications: {account: \"account-m*\"}\n"
+      "towns:\n"
+      "  classification: account\n"
+      "  views: {by_town: myviews.townmap}\n";
+  ASSERT_TRUE(Register("reg6", yaml).status.ok());
+  UploadResult result = SyncOnce("reg6");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-m1").action(), v1::DesignDocOutcome::CREATED);
+  EXPECT_EQ(result.Outcome("_design/towns", "account-m2").action(), v1::DesignDocOutcome::UPDATED);
+  EXPECT_EQ(result.Outcome("_design/towns", "account-m3").action(), v1::DesignDocOutcome::CREATED);
+  // Someone edits account-m3's copy by hand after cnp sync wrote it.
+  rapidjson::Document m3 = Read("/account-m3/_design/towns");
+  m3.AddMember("note", "edited by hand", m3.GetAllocator());
+  absl::StatusOr<couchdb::HttpResponse> edited = couch_->Put("/account-m3/_design/towns", couchdb::ToJson(m3));
+  ASSERT_TRUE(edited.ok() && edited->status == 201);
+
+  // The operator removes it from the registry: the entry becomes a tombstone.
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  std::ostringstream out, err;
+  int status = client::upload::RunUpload({"cnp upload", "--register=reg6", "--remove", server_->url(), "towns"},
+                                         {.out = out, .err = err, .env = no_env});
+  EXPECT_EQ(status, 0) << out.str() << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("removed reg6/towns@classification:account"));
+  rapidjson::Document entry = Read("/reg6/towns%40classification%3Aaccount");
+  ASSERT_TRUE(entry.HasMember("removed")) << couchdb::ToJson(entry);
+  EXPECT_TRUE(entry["removed"].GetBool());
+  EXPECT_TRUE(Read("/account-m1/_design/towns").HasMember("_id"));  // registering writes nothing in place
+
+  // A dry run says what it would take out, and takes nothing.
+  UploadResult dry;
+  client::sync::RegistrySync dry_sync(*couch_, "reg6", {.dry_run = true},
+                                      [&](const v1::UploadEvent& e) { dry.events.push_back(e); });
+  ASSERT_TRUE(dry_sync.SyncAll().ok()) << dry.Dump();
+  EXPECT_EQ(dry.Outcome("_design/towns", "account-m1").action(), v1::DesignDocOutcome::WOULD_REMOVE);
+  EXPECT_TRUE(Read("/account-m1/_design/towns").HasMember("_id"));
+
+  result = SyncOnce("reg6");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-m1").action(), v1::DesignDocOutcome::REMOVED)
+      << result.Dump();
+  EXPECT_FALSE(Read("/account-m1/_design/towns").HasMember("_id"));
+  EXPECT_FALSE(Read("/account-m1/_local/cnp-sync%3Atowns").HasMember("_id"));
+  // The hand-made one and the hand-edited one stay, and the warnings name them.
+  EXPECT_TRUE(Read("/account-m2/_design/towns")["views"].HasMember("mine"));
+  EXPECT_EQ(std::string(Read("/account-m3/_design/towns")["note"].GetString()), "edited by hand");
+  std::vector<std::string> warnings;
+  for (const v1::UploadEvent& e : result.events) {
+    if (e.has_problem()) warnings.push_back(e.problem().message());
+  }
+  EXPECT_THAT(warnings, UnorderedElementsAre(
+                            HasSubstr("_design/towns in account-m2 was not put there by cnp sync from reg6"),
+                            HasSubstr("_design/towns in account-m3 was changed after cnp sync wrote it")));
+
+  // Registering it again brings it back everywhere.
+  ASSERT_TRUE(Register("reg6", yaml).status.ok());
+  result = SyncOnce("reg6");
+  EXPECT_EQ(result.Outcome("_design/towns", "account-m1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+
+  // A name the registry does not have is an error that says so.
+  std::ostringstream out2, err2;
+  status = client::upload::RunUpload({"cnp upload", "--register=reg6", "--remove", server_->url(), "townz"},
+                                     {.out = out2, .err = err2, .env = no_env});
+  EXPECT_EQ(status, 1);
+  EXPECT_THAT(err2.str(), HasSubstr("the registry \"reg6\" has no entry for \"townz\""));
 }
 
 TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere) {

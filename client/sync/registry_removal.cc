@@ -1,0 +1,153 @@
+#include "client/sync/registry_removal.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/couchdb/couch_url.h"
+#include "common/couchdb/json.h"
+#include "common/couchdb/registry_entry.h"
+
+namespace cnp::client::sync {
+namespace {
+
+using ::cnp::couchdb::CouchClient;
+using ::cnp::couchdb::HttpError;
+using ::cnp::couchdb::HttpResponse;
+using ::cnp::couchdb::ParseJson;
+using ::cnp::couchdb::ToJson;
+
+constexpr int kMaxConflictRetries = 3;
+
+std::string Field(const rapidjson::Value& doc, const char* name) {
+  if (!doc.IsObject()) return "";
+  auto it = doc.FindMember(name);
+  return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+}
+
+bool IsRemoved(const rapidjson::Value& doc) {
+  auto it = doc.FindMember("removed");
+  return it != doc.MemberEnd() && it->value.IsBool() && it->value.GetBool();
+}
+
+void EmitError(const RegistrySync::Emit& emit, const absl::Status& status,
+               const std::string& registry, const std::string& entry) {
+  v1::UploadEvent event;
+  v1::UploadProblem& problem = *event.mutable_problem();
+  problem.set_severity(v1::UploadProblem::ERROR);
+  problem.set_message(::cnp::couchdb::RedactCredentials(status.message()));
+  problem.set_database(registry);
+  problem.set_design_doc(entry);
+  emit(event);
+}
+
+// Marks one entry removed, re-reading it after a concurrent edit.
+absl::Status MarkEntry(CouchClient& couch, const std::string& registry, const std::string& id,
+                       bool dry_run, const RegistrySync::Emit& emit) {
+  const std::string path =
+      absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/", CouchClient::EscapeSegment(id));
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<HttpResponse> got = couch.Get(path);
+    if (!got.ok()) return got.status();
+    if (got->status != 200) {
+      return HttpError(*got, absl::StrCat("reading ", id, " from ", registry), couch.base_url());
+    }
+    absl::StatusOr<rapidjson::Document> entry = ParseJson(got->body);
+    if (!entry.ok() || !entry->IsObject()) {
+      return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", id, " from ", registry));
+    }
+    v1::UploadEvent event;
+    v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+    outcome.set_database(registry);
+    outcome.set_id(id);
+    outcome.set_conflict_retries(attempt);
+    if (IsRemoved(*entry)) {
+      outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+      outcome.set_rev(Field(*entry, "_rev"));
+      emit(event);
+      return absl::OkStatus();
+    }
+    v1::FieldChange& change = *outcome.add_changes();
+    change.set_path("removed");
+    change.set_new_json("true");
+    if (dry_run) {
+      outcome.set_action(v1::DesignDocOutcome::WOULD_REMOVE);
+      emit(event);
+      return absl::OkStatus();
+    }
+    auto& a = entry->GetAllocator();
+    entry->RemoveMember("removed");
+    entry->RemoveMember("removed_at_ms");
+    entry->AddMember("removed", true, a);
+    entry->AddMember("removed_at_ms", absl::ToUnixMillis(absl::Now()), a);
+    absl::StatusOr<HttpResponse> put = couch.Put(path, ToJson(*entry));
+    if (!put.ok()) return put.status();
+    if (put->status == 409 && attempt < kMaxConflictRetries) continue;
+    if (put->status != 201 && put->status != 202) {
+      return HttpError(*put, absl::StrCat("marking ", id, " removed in ", registry),
+                       couch.base_url());
+    }
+    absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
+    if (written.ok()) outcome.set_rev(Field(*written, "rev"));
+    outcome.set_action(v1::DesignDocOutcome::REMOVED);
+    emit(event);
+    return absl::OkStatus();
+  }
+}
+
+}  // namespace
+
+absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
+                              const std::vector<std::string>& names, bool dry_run,
+                              const RegistrySync::Emit& emit) {
+  absl::StatusOr<HttpResponse> response = couch.Get(
+      absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/_all_docs?include_docs=true"));
+  absl::Status failed;
+  if (!response.ok()) {
+    failed = response.status();
+  } else if (response->status != 200) {
+    failed = HttpError(*response, absl::StrCat("reading the registry \"", registry, "\""),
+                       couch.base_url());
+  }
+  absl::StatusOr<rapidjson::Document> all =
+      failed.ok() ? ParseJson(response->body) : absl::StatusOr<rapidjson::Document>(failed);
+  if (failed.ok() && (!all.ok() || !all->IsObject() || !all->HasMember("rows") ||
+                      !(*all)["rows"].IsArray())) {
+    failed = absl::UnknownError(absl::StrCat("CouchDB at ", couch.base_url(),
+                                             " sent a malformed _all_docs of ", registry));
+  }
+  if (!failed.ok()) {
+    EmitError(emit, failed, registry, "");
+    return failed;
+  }
+  absl::Status first_error;
+  for (std::string name : names) {
+    if (absl::StartsWith(name, "_design/")) name = name.substr(8);
+    std::set<std::string> ids;  // sorted: the same order on every run
+    for (const auto& row : (*all)["rows"].GetArray()) {
+      if (!row.IsObject() || !row.HasMember("doc")) continue;
+      const rapidjson::Value& doc = row["doc"];
+      if (Field(doc, "type") != ::cnp::couchdb::kRegistryEntryType) continue;
+      if (Field(doc, "_id") == name || Field(doc, "name") == name) ids.insert(Field(doc, "_id"));
+    }
+    if (ids.empty()) {
+      absl::Status missing = absl::NotFoundError(absl::StrCat(
+          "the registry \"", registry, "\" has no entry for \"", name,
+          "\" (a design document's name, or an entry's id such as towns@classification:account)"));
+      EmitError(emit, missing, registry, name);
+      if (first_error.ok()) first_error = missing;
+      continue;
+    }
+    for (const std::string& id : ids) {
+      absl::Status status = MarkEntry(couch, registry, id, dry_run, emit);
+      if (status.ok()) continue;
+      EmitError(emit, status, registry, id);
+      if (first_error.ok()) first_error = status;
+    }
+  }
+  return first_error;
+}
+
+}  // namespace cnp::client::sync
