@@ -108,6 +108,18 @@ std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing)
 struct Deriver::Batch {
   Document changes;
   std::vector<const Value*> results;  // without design documents
+  size_t size = 0;                    // changes read, design documents included
+  std::string last_seq;
+  int64_t pending = -1;               // CouchDB's count of changes after this batch
+  // A map stage's rows as the service computed them (MapRows), before CouchDB is asked what
+  // it holds: source id -> the derived documents, all allocated in `arena`.
+  Document arena{rapidjson::kObjectType};
+  std::map<std::string, std::vector<Value>> desired;
+  std::set<std::string> failed;  // the handler raised: that document's rows are left as they are
+  struct Failure {
+    std::string doc_id, type, message;
+  };
+  std::vector<Failure> failures;
 };
 
 Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
@@ -183,6 +195,7 @@ absl::Status Deriver::Start() {
       if (!any.ok()) return any.status();
       const Value* rows = Member(*any, "rows");
       c.sweep = rows != nullptr && rows->IsArray() && !rows->Empty();
+      c.fresh = !c.sweep;
     } else {
       const Document& d = **doc;
       c.rev = Text(d, "_rev");
@@ -213,15 +226,77 @@ absl::StatusOr<int64_t> Deriver::CatchUp() {
     // A stage fed by a continuous feed takes what is queued, not what keeps arriving: a source
     // that never stops changing must not starve the stages after it.
     const bool fed = i < feeds_.size() && feeds_[i] != nullptr;
-    for (int batches = 0; !fed || batches < 4; ++batches) {
-      absl::StatusOr<int64_t> n = RunBatch(i);
+    if (!fed && !declaration_.stages[i].reduce && prefetch_ != nullptr) {
+      absl::StatusOr<int64_t> n = RunPipelined(i);
       if (!n.ok()) return n.status();
-      if (*n == 0) break;
       total += *n;
+    } else {
+      for (int batches = 0; !fed || batches < 4; ++batches) {
+        absl::StatusOr<int64_t> n = RunBatch(i);
+        if (!n.ok()) return n.status();
+        if (*n == 0) break;
+        total += *n;
+      }
     }
     Report(i, /*force=*/true);
   }
   return total;
+}
+
+absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, const std::string& since,
+                                                                   CouchDb& couch) const {
+  const Stage& s = declaration_.stages[i];
+  auto batch = std::make_unique<Batch>();
+  if (i < feeds_.size() && feeds_[i] != nullptr) {
+    batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size));
+  } else {
+    absl::StatusOr<Document> changes =
+        couch.Get(ChangesPath(i, since), absl::StrCat("reading the changes of ", s.source));
+    if (!changes.ok()) return changes.status();
+    batch->changes = *std::move(changes);
+  }
+  const Value* results = Member(batch->changes, "results");
+  const Value* last_seq = Member(batch->changes, "last_seq");
+  if (results == nullptr || !results->IsArray() || last_seq == nullptr) {
+    return absl::UnknownError(absl::StrCat("the _changes answer of ", s.source, " has no results or last_seq"));
+  }
+  if (const Value* pending = Member(batch->changes, "pending"); pending && pending->IsInt64()) {
+    batch->pending = pending->GetInt64();
+  }
+  batch->size = results->Size();
+  batch->last_seq = SeqText(*last_seq);
+  for (const Value& change : results->GetArray()) {
+    if (!IsDesign(Text(change, "id"))) batch->results.push_back(&change);
+  }
+  return batch;
+}
+
+absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
+  StageProgress& p = progress_[i];
+  if (i < feeds_.size() && feeds_[i] != nullptr) {
+    p.backlog = static_cast<int64_t>(feeds_[i]->queued());
+  } else if (batch.pending >= 0) {
+    p.backlog = batch.pending;
+  }
+  if (batch.size > 0) return false;
+  p.backlog = 0;
+  if (checkpoints_[i].sweep) {
+    if (absl::Status st = Sweep(i); !st.ok()) return st;
+    checkpoints_[i].sweep = false;
+    if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+  }
+  return true;
+}
+
+absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
+  StageProgress& p = progress_[i];
+  p.written += written;
+  p.processed += static_cast<int64_t>(batch.size);
+  p.seq = batch.last_seq;
+  if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+  if (absl::Status st = FlushErrors(); !st.ok()) return st;
+  Report(i, false);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
@@ -231,60 +306,75 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   if (!allowed.ok()) return allowed.status();
   if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
   const absl::Time started = absl::Now();
-  Batch batch;
-  {
-    absl::StatusOr<Document> changes;
-    if (i < feeds_.size() && feeds_[i] != nullptr) {
-      changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size));
-      p.backlog = static_cast<int64_t>(feeds_[i]->queued());
-    } else if (next_changes_.valid() && next_stage_ == i && next_since_ == p.seq) {
-      changes = next_changes_.get();
-    } else {
-      if (next_changes_.valid()) next_changes_.wait();  // a stale read; its connection is needed
-      changes = couch_.Get(ChangesPath(i, p.seq), absl::StrCat("reading the changes of ", s.source));
-    }
-    if (!changes.ok()) return changes.status();
-    batch.changes = *std::move(changes);
+  absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, p.seq, couch_);
+  if (!batch.ok()) return batch.status();
+  absl::StatusOr<bool> done = CaughtUp(i, **batch);
+  if (!done.ok()) return done.status();
+  if (*done) return 0;
+  absl::StatusOr<int64_t> written;
+  if (s.reduce) {
+    written = ReduceBatch(i, **batch);
+  } else if (absl::Status mapped = MapRows(i, **batch); !mapped.ok()) {
+    written = mapped;
+  } else {
+    written = WriteMapRows(i, **batch);
   }
-  const Value* results = Member(batch.changes, "results");
-  const Value* last_seq = Member(batch.changes, "last_seq");
-  if (results == nullptr || !results->IsArray() || last_seq == nullptr) {
-    return absl::UnknownError(absl::StrCat("the _changes answer of ", s.source, " has no results or last_seq"));
-  }
-  if (const Value* pending = Member(batch.changes, "pending"); pending && pending->IsInt64()) {
-    p.backlog = pending->GetInt64();
-  }
-  if (results->Empty()) {
-    p.backlog = 0;
-    if (checkpoints_[i].sweep) {
-      if (absl::Status st = Sweep(i); !st.ok()) return st;
-      checkpoints_[i].sweep = false;
-      if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
-    }
-    return 0;
-  }
-  for (const Value& change : results->GetArray()) {
-    if (!IsDesign(Text(change, "id"))) batch.results.push_back(&change);
-  }
-  if (prefetch_ != nullptr && results->Size() >= static_cast<rapidjson::SizeType>(options_.batch_size)) {
-    // A full batch: there is probably more. Read it while this one is mapped and written.
-    next_stage_ = i;
-    next_since_ = SeqText(*last_seq);
-    next_changes_ = std::async(std::launch::async, [this, path = ChangesPath(i, next_since_),
-                                                    what = absl::StrCat("reading the changes of ", s.source)] {
-      return prefetch_->Get(path, what);
-    });
-  }
-  absl::StatusOr<int64_t> written = s.reduce ? ReduceBatch(i, batch) : MapBatch(i, batch);
   if (!written.ok()) return written.status();
-  p.written += *written;
-  p.processed += results->Size();
-  p.seq = SeqText(*last_seq);
-  if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
-  if (absl::Status st = FlushErrors(); !st.ok()) return st;
+  if (absl::Status st = Complete(i, **batch, *written); !st.ok()) return st;
   p.busy += absl::Now() - started;
-  Report(i, false);
-  return static_cast<int64_t>(results->Size());
+  return static_cast<int64_t>((*batch)->size);
+}
+
+absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
+  // Three things overlap: the next batch is read (on the second connection) and mapped by the
+  // service on a helper thread while this one's rows are looked up, written and checkpointed
+  // here. Writes stay in order: a batch is written only after the one before it, so a
+  // document that changed again later is seen by its second batch as the first one left it.
+  StageProgress& p = progress_[i];
+  auto read_and_map = [this, i](std::string since, CouchDb* couch) -> absl::StatusOr<std::unique_ptr<Batch>> {
+    absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, since, *couch);
+    if (batch.ok() && (*batch)->size > 0) {
+      if (absl::Status mapped = MapRows(i, **batch); !mapped.ok()) return mapped;
+    }
+    return batch;
+  };
+  const absl::Time started = absl::Now();
+  int64_t total = 0;
+  absl::StatusOr<std::unique_ptr<Batch>> current = read_and_map(p.seq, &couch_);
+  absl::Status failed;
+  while (true) {
+    if (!current.ok()) {
+      failed = current.status();
+      break;
+    }
+    Batch& batch = **current;
+    absl::StatusOr<bool> done = CaughtUp(i, batch);
+    if (!done.ok() || *done) {
+      failed = done.status();
+      break;
+    }
+    absl::StatusOr<bool> allowed = may_write_();
+    if (!allowed.ok() || !*allowed) {
+      failed = allowed.ok() ? absl::FailedPreconditionError("the lease was lost") : allowed.status();
+      break;
+    }
+    std::future<absl::StatusOr<std::unique_ptr<Batch>>> next;
+    if (batch.size >= static_cast<size_t>(options_.batch_size)) {
+      next = std::async(std::launch::async, read_and_map, batch.last_seq, prefetch_);
+    }
+    absl::StatusOr<int64_t> written = WriteMapRows(i, batch);
+    absl::Status completed = written.ok() ? Complete(i, batch, *written) : written.status();
+    if (!completed.ok()) {
+      if (next.valid()) next.wait();  // it uses this object; let it finish first
+      failed = completed;
+      break;
+    }
+    total += static_cast<int64_t>(batch.size);
+    current = next.valid() ? next.get() : read_and_map(p.seq, &couch_);
+  }
+  p.busy += absl::Now() - started;
+  if (!failed.ok()) return failed;
+  return total;
 }
 
 std::string Deriver::ChangesPath(size_t i, const std::string& since) const {
@@ -293,7 +383,7 @@ std::string Deriver::ChangesPath(size_t i, const std::string& since) const {
                       "&include_docs=true&seq_interval=", options_.batch_size);
 }
 
-absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
+absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
   const Stage& s = declaration_.stages[i];
   std::vector<std::string> docs;
   std::vector<const Value*> mapped;  // the changes whose documents were mapped
@@ -304,30 +394,24 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     docs.push_back(couchdb::ToJson(*doc));
     mapped.push_back(change);
   }
-  v1::MapResponse response;
-  if (!docs.empty()) {
-    absl::StatusOr<v1::MapResponse> r = cnp_.Map({s.handler}, docs, options_.rpc_timeout);
-    if (!r.ok()) {
-      return absl::Status(r.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
-                                                          " -> ", s.target, "): ", r.status().message()));
-    }
-    response = *std::move(r);
-    if (response.results_size() != static_cast<int>(docs.size())) {
-      return absl::InternalError("the service answered a different number of map results");
-    }
+  if (docs.empty()) return absl::OkStatus();
+  absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, docs, options_.rpc_timeout);
+  if (!response.ok()) {
+    return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
+                                                               " -> ", s.target, "): ", response.status().message()));
+  }
+  if (response->results_size() != static_cast<int>(docs.size())) {
+    return absl::InternalError("the service answered a different number of map results");
   }
   // The rows each document yields now, as documents to write, all in one arena.
-  Document arena(rapidjson::kObjectType);
-  auto& ra = arena.GetAllocator();
-  std::map<std::string, std::vector<Value>> desired;  // source id -> rows
-  std::set<std::string> failed;                       // handler raised: rows left as they are
+  auto& ra = batch.arena.GetAllocator();
   Document rows(&ra);
   for (size_t d = 0; d < mapped.size(); ++d) {
     std::string id = Text(*mapped[d], "id");
-    const v1::MapResult& result = response.results(static_cast<int>(d));
+    const v1::MapResult& result = response->results(static_cast<int>(d));
     if (result.errors_size() > 0) {
-      for (const v1::FunctionError& e : result.errors()) RecordError(s, id, e.type(), e.message());
-      failed.insert(id);
+      for (const v1::FunctionError& e : result.errors()) batch.failures.push_back({id, e.type(), e.message()});
+      batch.failed.insert(id);
       continue;
     }
     // The service's own output: CouchDB's map_doc reply, [[[key, value], ...]].
@@ -335,7 +419,7 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     if (rows.HasParseError() || !rows.IsArray() || rows.Size() != 1 || !rows[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
-    std::vector<Value>& out = desired[id];
+    std::vector<Value>& out = batch.desired[id];
     size_t n = 0;
     for (const Value& pair : rows[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
@@ -347,6 +431,16 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
       out.push_back(std::move(doc));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
+  const Stage& s = declaration_.stages[i];
+  for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
+  auto& ra = batch.arena.GetAllocator();
+  std::map<std::string, std::vector<Value>>& desired = batch.desired;
+  const std::set<std::string>& failed = batch.failed;
+  const bool fresh = checkpoints_[i].fresh;
   // What the target holds now. A document at its first revision, never changed, can only have
   // produced the rows it produces now (or rows of another version, which the sweep after a
   // re-run removes): those are looked up by id in one request. Anything else may have yielded
@@ -364,7 +458,12 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     const Value* deleted = Member(*change, "deleted");
     bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
     if (!is_deleted && Generation(rev) == 1) {
-      for (const Value& doc : desired[id]) keys.PushBack(Value(doc["_id"], ea), ea);
+      // In a fresh initial synchronization nothing derived from this source existed, and a
+      // document at its first revision appears once: its rows are new, so they are written
+      // without asking (a conflict, should one exist after all, is looked up and redone).
+      if (!fresh) {
+        for (const Value& doc : desired[id]) keys.PushBack(Value(doc["_id"], ea), ea);
+      }
     } else {
       ranged.push_back(id);
     }
@@ -416,7 +515,35 @@ absl::StatusOr<int64_t> Deriver::MapBatch(size_t i, Batch& batch) {
     }
   }
   int64_t count = static_cast<int64_t>(writes.size());
-  if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
+  std::vector<std::string> conflicts;
+  if (absl::Status st = BulkWrite(s.target, writes, s, fresh ? &conflicts : nullptr); !st.ok()) return st;
+  if (conflicts.empty()) return count;
+  // Rows that existed after all (say, written by an earlier run that died before its first
+  // checkpoint): compared with what is there, and written again only if they differ.
+  std::map<std::string, Value*> by_id;
+  for (auto& [id, docs] : desired) {
+    for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
+  }
+  Document body(rapidjson::kObjectType);
+  Value ids(rapidjson::kArrayType);
+  for (const std::string& id : conflicts) ids.PushBack(Value(id.c_str(), body.GetAllocator()), body.GetAllocator());
+  body.AddMember("keys", ids, body.GetAllocator());
+  absl::StatusOr<Document> found =
+      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), couchdb::ToJson(body),
+                  absl::StrCat("reading derived documents of ", s.target));
+  if (!found.ok()) return found.status();
+  std::vector<std::string> again;
+  if (Value* rows = const_cast<Value*>(Member(*found, "rows")); rows && rows->IsArray()) {
+    for (Value& row : rows->GetArray()) {
+      Value* doc = const_cast<Value*>(Member(row, "doc"));
+      auto it = by_id.find(Text(row, "key"));
+      if (doc == nullptr || !doc->IsObject() || it == by_id.end()) continue;
+      std::string json = Desired(*it->second, ra, doc);
+      if (!json.empty()) again.push_back(std::move(json));
+    }
+  }
+  count += static_cast<int64_t>(again.size()) - static_cast<int64_t>(conflicts.size());
+  if (absl::Status st = BulkWrite(s.target, again, s); !st.ok()) return st;
   return count;
 }
 
@@ -602,7 +729,7 @@ absl::Status Deriver::Sweep(size_t i) {
 }
 
 absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::string>& docs,
-                                const Stage& stage) {
+                                const Stage& stage, std::vector<std::string>* conflicts) {
   if (docs.empty()) return absl::OkStatus();
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
@@ -616,7 +743,11 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
   if (answer->IsArray()) {
     for (const Value& result : answer->GetArray()) {
       std::string error = Text(result, "error");
-      if (!error.empty()) RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
+      if (error == "conflict" && conflicts != nullptr) {
+        conflicts->push_back(Text(result, "id"));
+      } else if (!error.empty()) {
+        RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
+      }
     }
   }
   return absl::OkStatus();

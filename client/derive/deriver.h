@@ -58,8 +58,8 @@ struct StageProgress {
 class Deriver {
  public:
   // `may_write` is asked before each write; false stops the pass (the lease was lost).
-  // `prefetch`, a second connection to the same CouchDB, if given, reads a source's next
-  // batch of changes while the current one is mapped and written.
+  // `prefetch`, a second connection to the same CouchDB, if given, reads a map stage's next
+  // batch of changes (and has it mapped) while the current one is written.
   Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp, DeriverOptions options,
           std::ostream& log, std::function<absl::StatusOr<bool>()> may_write,
           CouchDb* prefetch = nullptr);
@@ -88,20 +88,38 @@ class Deriver {
   struct Checkpoint {
     std::string rev;
     bool sweep = false;  // derived documents of other versions are to be removed once caught up
+    bool fresh = false;  // no checkpoint and nothing derived from this source: a first sync
   };
   struct Batch;
 
+  // One batch read, handled and checkpointed; 0 when the stage has caught up.
   absl::StatusOr<int64_t> RunBatch(size_t stage);
+  // A map stage's batches until it has caught up, the next one read and mapped while the
+  // current one is written.
+  absl::StatusOr<int64_t> RunPipelined(size_t stage);
+  // Reads the changes after `since` (from the stage's feed if it has one). Touches nothing
+  // but `couch` and the feed, so a helper thread can read ahead.
+  absl::StatusOr<std::unique_ptr<Batch>> ReadBatch(size_t stage, const std::string& since,
+                                                   CouchDb& couch) const;
+  // True when `batch` is empty: the stage has caught up (and its sweep, if due, is done).
+  absl::StatusOr<bool> CaughtUp(size_t stage, const Batch& batch);
+  // Counts a handled batch and checkpoints it.
+  absl::Status Complete(size_t stage, const Batch& batch, int64_t written);
   std::string ChangesPath(size_t stage, const std::string& since) const;
-  absl::StatusOr<int64_t> MapBatch(size_t stage, Batch& batch);
+  // The Map call: the rows each changed document yields now. No CouchDB, no shared state.
+  absl::Status MapRows(size_t stage, Batch& batch) const;
+  // Compares the rows with what the target holds and writes the differences.
+  absl::StatusOr<int64_t> WriteMapRows(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
   absl::Status Sweep(size_t stage);
   void StartFeeds();
   void PrintFeedNotes();
   absl::Status WaitOnLongpolls(absl::Duration max_wait);
   absl::Status SaveCheckpoint(size_t stage);
+  // With `conflicts`, documents CouchDB refused as conflicts are listed there instead of
+  // being recorded as errors.
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
-                         const Stage& stage);
+                         const Stage& stage, std::vector<std::string>* conflicts = nullptr);
   void RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
                    const std::string& message);
   absl::Status FlushErrors();
@@ -123,10 +141,6 @@ class Deriver {
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
   CouchDb* prefetch_;
-  // The next batch being read, and the sequence it was read from.
-  std::future<absl::StatusOr<rapidjson::Document>> next_changes_;
-  size_t next_stage_ = 0;
-  std::string next_since_;
   // With continuous_feed, once caught up: one feed per map stage (null for reduce stages).
   ChangeSignal feed_signal_;
   std::vector<std::unique_ptr<ChangesFeed>> feeds_;
