@@ -2,7 +2,9 @@
 same work, against the same pouchdb-server in the same run:
 
   cnp derive   `cnp derive --once`: _changes batches -> Map RPC (cnp-server, --workers) ->
-               _all_docs lookup -> _bulk_docs -> checkpoint, all in C++ but the handler
+               _bulk_docs -> checkpoint, all in C++ but the handler; the next batch is read
+               and mapped while one is written, and a fresh initial sync does not look up rows
+               of first revisions (nothing derived exists yet)
   python       one Python process: _changes batches -> the same handler, called in-process ->
                the same derived documents (same ids, sha256) -> _all_docs lookup -> _bulk_docs
                -> checkpoint; http.client with a kept-alive connection, json from the stdlib
