@@ -8,6 +8,7 @@
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
 #include "service/calls/function_errors.h"
+#include "service/common/function_log.h"
 
 namespace cnp::calls {
 namespace {
@@ -38,6 +39,9 @@ absl::Status CancelledStatus() {
 // statuses, and a reply of the wrong kind is a bug worth saying so.
 absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
   if (!reply.ok()) return reply.status();
+  // Lines logged before a whole-task failure count too. Here, on the call's own coroutine, the
+  // log scope names its RPC and peer.
+  LogFunctionLines(reply->function_logs());
   if (reply->has_failure()) return FailureToStatus(reply->failure());
   CountFunctionErrors(*reply);
   if (reply->kind_case() != expected) {

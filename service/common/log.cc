@@ -15,6 +15,7 @@ namespace cnp {
 namespace {
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
 std::atomic<LogFormat> g_format{LogFormat::kText};
+std::atomic<const char*> g_program{"cnp-server"};
 thread_local const CallLogScope* t_call = nullptr;
 
 constexpr absl::string_view Name(LogLevel level) {
@@ -53,6 +54,7 @@ void AppendJsonString(absl::string_view text, std::string& out) {
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
 void SetLogFormat(LogFormat format) { g_format.store(format); }
+void SetLogProgram(const char* name) { g_program.store(name); }
 
 bool ParseLogFormat(absl::string_view name, LogFormat& format) {
   if (name == "text") format = LogFormat::kText;
@@ -109,7 +111,8 @@ void LogEvent(LogLevel level, absl::string_view message,
     }
     line += "}\n";
   } else {
-    absl::StrAppend(&line, time, " ", Name(level), " cnp-server[", ::getpid(), "] ", message);
+    absl::StrAppend(&line, time, " ", Name(level), " ", g_program.load(std::memory_order_relaxed),
+                    "[", ::getpid(), "] ", message);
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       absl::StrAppend(&line, " ", field.key, "=");

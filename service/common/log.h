@@ -24,6 +24,10 @@ enum class LogFormat { kText, kJson };
 void SetLogFormat(LogFormat format);
 bool ParseLogFormat(absl::string_view name, LogFormat& format);
 
+// The program named in text lines ("cnp-server" unless set; workers say "cnp-worker"). Set once
+// at start-up; `name` must live as long as the process.
+void SetLogProgram(const char* name);
+
 void LogLine(LogLevel level, absl::string_view message);
 
 // A field of an event that a collector may filter on: function, doc_id, peer, rpc...

@@ -330,6 +330,9 @@ std::vector<std::string> ServerConfig::WorkerArgs() const {
   if (!virtualenv.empty()) args.push_back(absl::StrCat("--virtualenv=", virtualenv));
   for (const std::string& m : allow_module) args.push_back(absl::StrCat("--allow-module=", m));
   if (worker_memory_mb > 0) args.push_back(absl::StrCat("--memory-limit-mb=", worker_memory_mb));
+  // A worker in a direct session writes its functions' log() lines to the server's log itself.
+  if (log_format != "text") args.push_back(absl::StrCat("--log-format=", log_format));
+  if (log_level != "info") args.push_back(absl::StrCat("--log-level=", log_level));
   return args;
 }
 

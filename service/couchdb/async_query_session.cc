@@ -7,6 +7,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/this_coro.hpp"
+#include "service/common/function_log.h"
 
 namespace cnp::couchdb {
 
@@ -46,6 +47,8 @@ asio::awaitable<void> AsyncQuerySession::Close() { co_await Drive(protocol_.Clos
 asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
     const absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
+    // On the stream's coroutine: the log scope names the Session RPC and its peer.
+    if (reply.ok()) LogFunctionLines(reply->function_logs());
     step = protocol_.Resume(reply);
   }
   if (!protocol_.list_in_progress()) lease_.reset();

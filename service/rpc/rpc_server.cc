@@ -254,7 +254,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 
   using MapStream = StreamMethod<Service, v1::MapRequest, v1::MapResponse>;
   MapStream::Listen(
-      context, service_, shutdown_, &Service::RequestMapStream,
+      context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
       [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
@@ -264,7 +264,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 
   using Session = StreamMethod<Service, v1::SessionInput, v1::SessionOutput>;
   Session::Listen(
-      context, service_, shutdown_, &Service::RequestSession,
+      context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf,
       [sessions = sessions_, &gate](grpc::ServerContext& server_context) -> Session::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {
           return admitted;

@@ -27,6 +27,7 @@
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/rpc/call_executor.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/status_mapping.h"
 
@@ -58,16 +59,21 @@ class StreamMethod
   using FactoryResult = absl::StatusOr<std::unique_ptr<StreamHandler<Request, Response>>>;
   using Factory = std::function<FactoryResult(grpc::ServerContext&)>;
 
+  // `rpc` and `peer_of` name the stream in the log lines of its work (CallLogScope), as for a
+  // unary call.
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, Factory factory) {
-    std::make_shared<StreamMethod>(context, service, gate, requester, std::move(factory))
+                     Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
+                     Factory factory) {
+    std::make_shared<StreamMethod>(context, service, gate, requester, rpc, peer_of,
+                                   std::move(factory))
         ->AwaitNextStream();
   }
 
   StreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-               Requester requester, Factory factory)
-      : context_(context), service_(service), gate_(gate), requester_(requester),
-        factory_(std::move(factory)) {}
+               Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
+               Factory factory)
+      : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
+        peer_of_(peer_of), factory_(std::move(factory)) {}
 
  private:
   struct Call final : DrainableStream {
@@ -122,7 +128,8 @@ class StreamMethod
 
   void AwaitNextStream() {
     auto call = std::make_shared<Call>(context_);
-    asio::co_spawn(context_, Serve(this->shared_from_this(), call),
+    CallExecutor executor(context_.get_executor(), rpc_, &call->server_context, peer_of_);
+    asio::co_spawn(executor, Serve(this->shared_from_this(), call),
                    asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
                      if (e) LogError("a stream's coroutine failed unexpectedly");
                    }));
@@ -189,6 +196,8 @@ class StreamMethod
   Service& service_;
   ShutdownGate& gate_;
   const Requester requester_;
+  const char* const rpc_;
+  const CallLogScope::PeerOf peer_of_;
   const Factory factory_;
 };
 

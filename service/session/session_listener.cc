@@ -339,6 +339,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
 
   worker::v1::Task task;
   task.mutable_direct_session()->set_id(id);
+  task.mutable_direct_session()->set_peer(
+      absl::StrCat("unix uid=", peer.uid, " pid=", peer.pid));
   task.mutable_direct_session()->set_default_timeout_ms(
       absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
   // Logged before the worker has the pipes, so the line is there by the time CouchDB sees a

@@ -15,7 +15,15 @@ namespace {
 PyObject* Log(PyObject*, PyObject* message) {
   PyRef text = PyRef::Steal(PyUnicode_Check(message) ? Py_NewRef(message) : PyObject_Str(message));
   if (!text) return nullptr;
-  Context().logs.push_back(Utf8Text(text.get()));
+  CallContext& context = Context();
+  std::string line = Utf8Text(text.get());
+  const LogOrigin& origin = context.origin;
+  std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
+                           ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))  // borrowed
+                           : std::string();
+  context.attributed_logs.push_back({line, std::string(origin.function),
+                                     std::string(origin.kind), std::move(doc_id)});
+  context.logs.push_back(std::move(line));
   Py_RETURN_NONE;
 }
 

@@ -6,6 +6,7 @@
 #include <Python.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "service/worker/py_ref.h"
@@ -21,8 +22,28 @@ class ListChannel {
   virtual PyObject* Step(PyObject* step) = 0;
 };
 
+// Which user function is running, so that its log() lines can be attributed in the service's
+// log. Handlers set it around each call into Python; it costs a few pointer stores per call, and
+// the document's _id is looked up only when a line is logged.
+struct LogOrigin {
+  std::string_view kind;      // "map", "validate", ... (static strings)
+  std::string_view function;  // the name as asked for; must outlive the call
+  PyObject* doc = nullptr;    // borrowed: the document the call is about, if one
+};
+
+// A log() line with its origin, for the service's log (worker.proto's FunctionLog).
+struct AttributedLog {
+  std::string message;
+  std::string function;
+  std::string kind;
+  std::string doc_id;
+};
+
 struct CallContext {
   std::vector<std::string> logs;  // log() messages since the handler last took them
+  // The same lines with their origin, since the task loop or direct session last took them.
+  std::vector<AttributedLog> attributed_logs;
+  LogOrigin origin;
   RowSink* rows = nullptr;        // where emit() writes; set only while a map function runs
   ListChannel* list = nullptr;    // set only while an interactive list runs
   bool memory_error = false;      // a MemoryError was seen: the worker should be recycled
@@ -40,6 +61,20 @@ class ScopedRowSink {
 
  private:
   RowSink* saved_;
+};
+
+// Sets `origin` for the lifetime of the scope.
+class ScopedLogOrigin {
+ public:
+  explicit ScopedLogOrigin(LogOrigin origin) : saved_(Context().origin) {
+    Context().origin = origin;
+  }
+  ~ScopedLogOrigin() { Context().origin = saved_; }
+  ScopedLogOrigin(const ScopedLogOrigin&) = delete;
+  ScopedLogOrigin& operator=(const ScopedLogOrigin&) = delete;
+
+ private:
+  LogOrigin saved_;
 };
 
 }  // namespace cnp::worker

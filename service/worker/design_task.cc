@@ -29,6 +29,19 @@ std::optional<KindShape> ShapeOf(DesignFunctionKind kind) {
   }
 }
 
+// The kind's name in the service's log, next to a log() line the function made.
+std::string_view KindName(DesignFunctionKind kind) {
+  switch (kind) {
+    case cnp::v1::FILTER: return "filter";
+    case cnp::v1::VIEW_FILTER: return "view_filter";
+    case cnp::v1::SHOW: return "show";
+    case cnp::v1::UPDATE: return "update";
+    case cnp::v1::REWRITE: return "rewrite";
+    case cnp::v1::LIST: return "list";
+    default: return "design";
+  }
+}
+
 std::string CheckArguments(PyObject* args, const KindShape& shape) {
   if (!PyList_Check(args)) return "args is not a JSON array";
   Py_ssize_t n = PyList_GET_SIZE(args);
@@ -65,6 +78,10 @@ v1::Reply RunDesignFunction(FunctionRegistry& registry,
     return FailureReply(Failure::BAD_INPUT, problem, request.function());
   }
 
+  // A show or an update is about one document (or none: null), its first argument.
+  const bool about_one_doc = request.kind() == cnp::v1::SHOW || request.kind() == cnp::v1::UPDATE;
+  ScopedLogOrigin origin({KindName(request.kind()), request.function(),
+                          about_one_doc ? PyList_GET_ITEM(args->get(), 0) : nullptr});
   PyObject* runtime = RuntimeModule();
   PyRef outcome = runtime ? PyRef::Steal(PyObject_CallMethod(
                                 runtime, "run_design", "iOO", static_cast<int>(request.kind()),

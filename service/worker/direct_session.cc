@@ -20,9 +20,11 @@
 #include "absl/synchronization/mutex.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
+#include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
 #include "service/worker/call_context.h"
 #include "service/worker/in_process_runner.h"
+#include "service/worker/task_support.h"
 
 namespace cnp::worker {
 namespace {
@@ -225,6 +227,17 @@ class CommandWatchdog {
   std::thread thread_;
 };
 
+// The log() lines the last command's functions made, written to the service's log by this
+// worker (its stderr is the server's): CouchDB got them in the answer; this is the operator's
+// attributed copy, the same event the server writes for calls it serves.
+void LogCommandLines(const v1::DirectSession& session,
+                     google::protobuf::RepeatedPtrField<v1::FunctionLog>& scratch) {
+  if (Context().attributed_logs.empty()) return;
+  TakeAttributedLogs(scratch);
+  LogFunctionLines(scratch, session.id(), session.peer());
+  scratch.Clear();
+}
+
 // The bytes of one answer: every line, each with its newline, for a single write().
 void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
   for (const std::string& line : output.lines()) {
@@ -253,6 +266,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   v1::Reply reply;
   SessionEnd& end = *reply.mutable_session_end();
   std::string answer;
+  google::protobuf::RepeatedPtrField<v1::FunctionLog> function_logs;
   int64_t commands = 0;
   for (;;) {
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
@@ -294,6 +308,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       for (;;) ::pause();  // the watchdog has answered and is ending the process
     }
     ++commands;
+    LogCommandLines(session, function_logs);
     bool exit = false;
     if (out == nullptr) {
       // A reset: over gRPC the adapter answers it; here nobody else does.
@@ -332,6 +347,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (!watchdog.End()) {
     for (;;) ::pause();
   }
+  LogCommandLines(session, function_logs);
   ::close(input);
   ::close(output);
   return reply;

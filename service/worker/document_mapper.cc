@@ -1,5 +1,6 @@
 #include "service/worker/document_mapper.h"
 
+#include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_text.h"
@@ -27,6 +28,7 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
     if (i > 0) rows_.Put(',');
     size_t mark = rows_.GetSize();
     RowSink rows(rows_);
+    ScopedLogOrigin origin({"map", i < names_.size() ? names_[i] : std::string_view(), doc->get()});
     if (RunMapFunction(functions_[i], doc->get(), rows)) {
       rows.Finish();
       continue;

@@ -6,6 +6,7 @@
 #include <Python.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,8 +23,11 @@ struct MapFailure {
 
 class DocumentMapper {
  public:
-  // `functions` are borrowed and must outlive the mapper.
-  explicit DocumentMapper(std::vector<PyObject*> functions) : functions_(std::move(functions)) {}
+  // `functions` are borrowed and must outlive the mapper; `names` (the same order, or empty)
+  // attribute their log() lines, and must outlive it too.
+  explicit DocumentMapper(std::vector<PyObject*> functions,
+                          std::vector<std::string_view> names = {})
+      : functions_(std::move(functions)), names_(std::move(names)) {}
 
   // Maps one document, parsing `doc_json` in place. INVALID_ARGUMENT for malformed JSON;
   // a function that raises is not an error (see failures()).
@@ -37,6 +41,7 @@ class DocumentMapper {
 
  private:
   std::vector<PyObject*> functions_;
+  std::vector<std::string_view> names_;
   rapidjson::StringBuffer rows_;
   std::vector<MapFailure> failures_;
   std::string doc_id_;

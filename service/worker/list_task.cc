@@ -69,6 +69,7 @@ class SocketListExchange : public ListExchange {
   SocketListExchange(FrameReader& reader, int fd) : reader_(reader), fd_(fd) {}
 
   absl::StatusOr<Task> SendStep(Reply step) override {
+    TakeAttributedLogs(*step.mutable_function_logs());
     if (absl::Status s = WriteFrame(fd_, step.SerializeAsString()); !s.ok()) return s;
     std::string frame;
     if (absl::Status s = reader_.Read(frame); !s.ok()) return s;
@@ -115,6 +116,7 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
   PyRef outcome;
   {
     ScopedListChannel scope(&channel);
+    ScopedLogOrigin origin({"list", start.function()});
     PyObject* runtime = RuntimeModule();
     if (runtime) {
       outcome = PyRef::Steal(PyObject_CallMethod(runtime, "run_interactive_list", "OOO",

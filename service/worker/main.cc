@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "service/common/log.h"
 #include "service/worker/function_registry.h"
 #include "service/worker/interpreter.h"
 #include "service/worker/module_policy.h"
@@ -33,6 +34,9 @@ Started by cnp-server, not by hand.
                          the standard library, a class, a builtin or a bound method).
   --memory-limit-mb=N    cap the worker's address space (RLIMIT_AS); a MemoryError then
                          fails that item and asks the server to recycle the worker
+  --log-format=text|json the format of the lines this worker writes to the server's log
+                         itself (a direct session's functions' log() lines), as cnp-server's
+  --log-level=LEVEL      debug, info (default), warning or error, as cnp-server's
   --help                 this text
 
 The couch_named_python package is found in the binary's runfiles, or in
@@ -61,6 +65,7 @@ int UsageError(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cnp::SetLogProgram("cnp-worker");
   Flags flags;
   for (int i = 1; i < argc; ++i) {
     std::string value;
@@ -77,6 +82,14 @@ int main(int argc, char** argv) {
     } else if (TakeValue(arg, "--allow-module", value)) {
       if (value.empty()) return UsageError("--allow-module needs a module name");
       flags.allowed_modules.push_back(value);
+    } else if (TakeValue(arg, "--log-format", value)) {
+      cnp::LogFormat format;
+      if (!cnp::ParseLogFormat(value, format)) return UsageError("--log-format must be text or json");
+      cnp::SetLogFormat(format);
+    } else if (TakeValue(arg, "--log-level", value)) {
+      cnp::LogLevel level;
+      if (!cnp::ParseLogLevel(value, level)) return UsageError("bad --log-level");
+      cnp::SetLogLevel(level);
     } else if (TakeValue(arg, "--memory-limit-mb", value)) {
       if (!absl::SimpleAtoi(value, &flags.memory_limit_mb) || flags.memory_limit_mb <= 0) {
         return UsageError("bad --memory-limit-mb");

@@ -17,8 +17,9 @@ v1::Reply MapDocs(FunctionRegistry& registry,
   if (!LoadAll(registry, functions, loaded, reply)) return reply;
   std::vector<PyObject*> callables;
   for (const LoadedFunction* function : loaded) callables.push_back(function->callable.get());
+  std::vector<std::string_view> names(functions.begin(), functions.end());
 
-  DocumentMapper mapper(std::move(callables));
+  DocumentMapper mapper(std::move(callables), std::move(names));
   cnp::v1::MapResponse* response = reply.mutable_map();
   for (int i = 0; i < count; ++i) {
     if (absl::Status s = mapper.Map(doc_at(i)); !s.ok()) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "service/couchdb/command.h"
+#include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
@@ -54,6 +55,7 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
     PyRef keys_arg = loaded.size() > 1 ? CopyOf(keys.get()) : keys;
     PyRef values_arg = loaded.size() > 1 ? CopyOf(values.get()) : values;
     PyRef result;
+    ScopedLogOrigin origin({request.rereduce() ? "rereduce" : "reduce", request.functions(i)});
     if (keys_arg && values_arg) {
       result = function.max_positional_args == 2
                    ? PyRef::Steal(PyObject_CallFunctionObjArgs(

@@ -75,6 +75,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     if (!reply.ok()) return reply.status();
     // Logs no per-item result took (made before a Failure, say) still reach the server.
     TakeLogs(*reply->mutable_logs());
+    TakeAttributedLogs(*reply->mutable_function_logs());
     if (Context().memory_error) {
       reply->set_recycle(true);
       Context().memory_error = false;

@@ -74,6 +74,18 @@ void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs) {
   collected.clear();
 }
 
+void TakeAttributedLogs(google::protobuf::RepeatedPtrField<v1::FunctionLog>& logs) {
+  std::vector<AttributedLog>& collected = Context().attributed_logs;
+  for (AttributedLog& line : collected) {
+    v1::FunctionLog& log = *logs.Add();
+    log.set_message(std::move(line.message));
+    log.set_function(std::move(line.function));
+    log.set_kind(std::move(line.kind));
+    log.set_doc_id(std::move(line.doc_id));
+  }
+  collected.clear();
+}
+
 absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_empty) {
   if (json.empty()) {
     return when_empty == WhenEmpty::kNone ? PyRef::Borrow(Py_None) : PyRef::Steal(PyDict_New());

@@ -38,6 +38,10 @@ void FillFunctionError(cnp::v1::FunctionError& error, absl::string_view function
 // Moves the log() lines collected so far into `logs`.
 void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs);
 
+// Moves the attributed copies of the log() lines collected so far into `logs`, for the server's
+// log (every reply that goes back over the server's socket carries them).
+void TakeAttributedLogs(google::protobuf::RepeatedPtrField<v1::FunctionLog>& logs);
+
 // A JSON payload that may be empty: empty means `absent` (Py_None or a new {}).
 enum class WhenEmpty { kNone, kEmptyDict };
 absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_empty);

@@ -1,4 +1,5 @@
 #include "absl/strings/str_cat.h"
+#include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/py_text.h"
 #include "service/worker/task_support.h"
@@ -53,6 +54,7 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
 
   Reply reply;
   ValidateResponse* response = reply.mutable_validate();
+  ScopedLogOrigin origin({"validate", request.function(), new_doc->get()});
   PyRef result = PyRef::Steal(PyObject_CallFunctionObjArgs(
       (*function)->callable.get(), new_doc->get(), old_doc->get(), user_ctx->get(),
       sec_obj->get(), nullptr));

@@ -314,3 +314,14 @@ def reduce_blowup(keys, values, rereduce):
 def show_raises(doc, req):
     """A show function that fails: a recoverable render_error."""
     raise ValueError("testing")
+
+
+# ---- the service's own log (tests/adapter/function_log_test.py) --------------------------------
+
+@version(2)
+def validate_logs(new_doc, old_doc, user_ctx, sec_obj):
+    """A validate_doc_update that logs, as CouchDB's `log` inside one: the line must reach the
+    caller and, attributed, the service's log."""
+    log("validating " + new_doc["_id"])
+    if new_doc.get("bad"):
+        raise Forbidden("bad doc")

@@ -1,0 +1,22 @@
+// log() lines of users' functions in the service's own log, attributed to what made them.
+// couch_named_python's log() (CouchDB's `log` in map, validate, show...) reaches the caller
+// in the call's results and CouchDB as ["log", ...] lines; operators also see each line in the
+// service's log, one INFO event per line: the function's message, with `function`, `kind` and
+// `doc_id` (where the call is about one document), and the call's `rpc` and `peer` (from the
+// thread's CallLogScope) or, in a direct session, its `session` and `peer`.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include "google/protobuf/repeated_field.h"
+#include "worker.pb.h"
+
+namespace cnp {
+
+// At most this many function log lines a second per process; beyond it they are counted, and
+// the next second's first line says how many were left out (the caller still got them all).
+inline constexpr int kFunctionLogLinesPerSecond = 200;
+
+void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
+                      absl::string_view session = "", absl::string_view peer = "");
+
+}  // namespace cnp
