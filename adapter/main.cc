@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
@@ -27,6 +29,7 @@
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
 #include "common/default_target.h"
+#include "common/flag_help.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/launch_settings.h"
@@ -280,6 +283,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
       "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock\"");
+  if (cnp::HelpAsked(argc, argv)) {
+    const std::string help =
+        cnp::FlagHelp(absl::StrCat("cnp-adapter: ", absl::ProgramUsageMessage()),
+                      [](absl::string_view file) { return absl::StrContains(file, "adapter/"); });
+    std::fputs(help.c_str(), stdout);
+    return 0;
+  }
   cnp::adapter::AcceptDashedFlagNames(argc, argv);
   absl::ParseCommandLine(argc, argv);
   // CouchDB closing its end must end the adapter with an error, not a signal.

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -23,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/default_target.h"
+#include "common/flag_help.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 
@@ -349,8 +352,14 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
-      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully. Flags are listed below "
-      "with underscores; --python-path and --python_path are the same flag.");
+      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully.");
+  if (HelpAsked(argc, argv)) {
+    const std::string help =
+        FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()),
+                 [](absl::string_view file) { return absl::StrContains(file, "service/config/"); });
+    std::fputs(help.c_str(), stdout);
+    std::exit(0);
+  }
   std::vector<std::string> storage;
   std::map<std::string, std::vector<std::string>> repeated;
   std::vector<char*> args = NormaliseArgs(argc, argv, storage, repeated);

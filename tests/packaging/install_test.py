@@ -72,7 +72,7 @@ class InstallTest(unittest.TestCase):
         self.assertTrue(os.path.isfile(
             self.path("share", "cnp", "python", "couch_named_python", "__init__.py")))
         with open(self.path("share", "doc", "cnp", "cnp-server.txt")) as f:
-            self.assertIn("--shutdown_grace", f.read())
+            self.assertIn("--shutdown-grace", f.read())
         with open(self.path("share", "doc", "cnp", "cnp-adapter.txt")) as f:
             self.assertIn("--target", f.read())
         with open(self.path("share", "doc", "cnp", "cnp.txt")) as f:
