@@ -110,7 +110,10 @@ class Replica:
 
 class Nginx:
     """nginx as an unprivileged-style foreground process with its own prefix directory, serving
-    the example configuration (packaging/nginx/cnp.conf) with our ports."""
+    the example configuration (packaging/nginx/cnp.conf) with our ports, in an nginx.conf that
+    adds only what a test's prefix needs (temp paths, no pid file of Debian's). The replicas
+    replace the example's two upstream addresses in order (name one replica twice for nginx in
+    front of a single replica)."""
 
     def __init__(self, example_conf, replicas, worker_processes=1, nginx="/usr/sbin/nginx"):
         self.port = free_port()
@@ -132,7 +135,7 @@ class Nginx:
             f.write(("user root;\n" if os.geteuid() == 0 else "") +
                     "worker_processes %s;\n"
                     "events { worker_connections 8192; }\n"
-                    "http {\n    access_log off;\n    %sinclude %s/cnp.conf;\n}\n"
+                    "http {\n    %sinclude %s/cnp.conf;\n}\n"
                     % (worker_processes, temp, self.dir))
         self.process = subprocess.Popen(
             [nginx, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf"), "-e", "stderr",
