@@ -1,10 +1,12 @@
 """Load figures: how much one replica holds, and what nginx in front of two costs.
 
 Setups, up at once and measured interleaved in every round:
-  one    one cnp-server (--workers=2), clients connect to it directly
-  nginx  two cnp-servers (--workers=2 each) behind nginx (packaging/nginx/cnp.conf, one nginx
-         worker process); the two replicas share the machine's cores, so their figures are not a
-         speed-up: the ratio nginx/one is the balancer's cost
+  one     one cnp-server (--workers=2), clients connect to it directly
+  nginx1  nginx (packaging/nginx/cnp.conf as shipped, --nginx-workers worker processes) in front
+          of one cnp-server (--workers=2): nginx's own cost, everything else equal
+  nginx2  nginx in front of two cnp-servers (--workers=1 each: the same two Python workers in
+          all, as two replicas on this machine's cores would share them); the ratio nginx2/one
+          is the balancer's cost plus a second server process, not a speed-up
 Loads (load_client): Map calls of 100 documents, Validate calls, Session streams in lockstep
 (what a remote cnp-adapter sends), at 1, 16, 64 and 256 concurrent clients, each client with a
 connection of its own. Every cell is the median of --rounds rounds. Goals (issue 10): nginx adds
@@ -53,22 +55,30 @@ def median_cell(samples):
     return cell
 
 
+SETUPS = ("one", "nginx1", "nginx2")
+
+
 def start_setups(args):
     one = cluster.Replica(args.server, args.worker, args.functions_dir, "r0", workers=2)
-    pair = [cluster.Replica(args.server, args.worker, args.functions_dir, name, workers=2)
-            for name in ("r1", "r2")]
-    nginx = cluster.Nginx(args.nginx_conf, pair, nginx=args.nginx)
-    return {"one": one.address, "nginx": nginx.address}, [one] + pair, nginx
+    behind = cluster.Replica(args.server, args.worker, args.functions_dir, "r1", workers=2)
+    pair = [cluster.Replica(args.server, args.worker, args.functions_dir, name, workers=1)
+            for name in ("r2", "r3")]
+    nginx1 = cluster.Nginx(args.nginx_conf, [behind, behind], nginx=args.nginx,
+                           worker_processes=args.nginx_workers)
+    nginx2 = cluster.Nginx(args.nginx_conf, pair, nginx=args.nginx,
+                           worker_processes=args.nginx_workers)
+    targets = {"one": one.address, "nginx1": nginx1.address, "nginx2": nginx2.address}
+    return targets, [one, behind] + pair, [nginx1, nginx2]
 
 
 def table(args):
-    targets, replicas, nginx = start_setups(args)
+    targets, replicas, nginxes = start_setups(args)
     samples = {}
     try:
         for round_number in range(args.rounds):
             for clients in args.clients:
                 for kind in KINDS:
-                    for setup in ("one", "nginx"):
+                    for setup in SETUPS:
                         result = run_load(args, targets[setup], kind, clients, args.duration_ms)
                         samples.setdefault((kind, clients, setup), []).append(result)
                         print("round %d %-8s %3d clients %-5s %8.0f/s p50 %8.0f us p99 %8.0f us "
@@ -77,38 +87,41 @@ def table(args):
                                              result["p99_us"], result["errors"]),
                               file=sys.stderr)
     finally:
-        nginx.stop()
+        for nginx in nginxes:
+            nginx.stop()
         for replica in replicas:
             replica.stop()
 
     cells = {key: median_cell(value) for key, value in samples.items()}
     print("\nmedian of %d rounds, %d ms each; Map calls of 100 documents; calls/s and latency "
-          "per call (µs)" % (args.rounds, args.duration_ms))
-    print("| load | clients | one replica: calls/s | p50 | p99 | p99.9 | errors | "
-          "2 behind nginx: calls/s | p50 | p99 | p99.9 | errors | nginx/one p50 | nginx/one calls/s |")
-    print("| --- " * 14 + "|")
+          "per call (µs); nginx with %s worker process(es)"
+          % (args.rounds, args.duration_ms, args.nginx_workers))
+    print("| load | clients | setup | calls/s | p50 | p99 | p99.9 | errors | p50 / one's | "
+          "calls/s / one's |")
+    print("| --- " * 10 + "|")
     for kind in KINDS:
         for clients in args.clients:
-            one, via = cells[(kind, clients, "one")], cells[(kind, clients, "nginx")]
-            print("| %s | %d | %.0f | %.0f | %.0f | %.0f | %d | %.0f | %.0f | %.0f | %.0f | %d | "
-                  "%.2fx | %.2fx |"
-                  % (kind, clients, one["per_second"], one["p50_us"], one["p99_us"],
-                     one["p999_us"], one["errors"], via["per_second"], via["p50_us"],
-                     via["p99_us"], via["p999_us"], via["errors"],
-                     via["p50_us"] / max(one["p50_us"], 1e-9),
-                     via["per_second"] / max(one["per_second"], 1e-9)))
+            one = cells[(kind, clients, "one")]
+            for setup in SETUPS:
+                cell = cells[(kind, clients, setup)]
+                print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %d | %.2fx | %.2fx |"
+                      % (kind, clients, setup, cell["per_second"], cell["p50_us"],
+                         cell["p99_us"], cell["p999_us"], cell["errors"],
+                         cell["p50_us"] / max(one["p50_us"], 1e-9),
+                         cell["per_second"] / max(one["per_second"], 1e-9)))
     print("\ngoals:")
     for kind in KINDS:
         if 16 in args.clients:
-            one, via = cells[(kind, 16, "one")], cells[(kind, 16, "nginx")]
-            added = via["p50_us"] / one["p50_us"] - 1
-            print("  %-8s nginx adds %+.0f%% to p50 at 16 clients (goal <= 15%%): %s"
-                  % (kind, 100 * added, "met" if added <= 0.15 else "NOT met"))
+            one = cells[(kind, 16, "one")]
+            for setup in ("nginx1", "nginx2"):
+                added = cells[(kind, 16, setup)]["p50_us"] / one["p50_us"] - 1
+                print("  %-8s %-6s adds %+.0f%% to p50 at 16 clients (goal <= 15%%): %s"
+                      % (kind, setup, 100 * added, "met" if added <= 0.15 else "NOT met"))
         if 64 in args.clients:
-            for setup in ("one", "nginx"):
+            for setup in SETUPS:
                 cell = cells[(kind, 64, setup)]
                 ratio = cell["p99_us"] / cell["p50_us"]
-                print("  %-8s %-5s p99 = %.1fx p50 at 64 clients (goal <= 3x): %s"
+                print("  %-8s %-6s p99 = %.1fx p50 at 64 clients (goal <= 3x): %s"
                       % (kind, setup, ratio, "met" if ratio <= 3 else "NOT met"))
     errors = {key: cell["first_error"] for key, cell in cells.items() if cell["errors"]}
     if errors:
@@ -188,6 +201,8 @@ def main():
     parser.add_argument("--scalefns", required=True)
     parser.add_argument("--nginx-conf", required=True)
     parser.add_argument("--nginx", default="/usr/sbin/nginx")
+    parser.add_argument("--nginx-workers", default="auto",
+                        help="nginx's worker_processes (Debian's nginx.conf says auto)")
     parser.add_argument("--clients", default="1,16,64,256")
     parser.add_argument("--duration-ms", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
