@@ -1,6 +1,7 @@
 #include "service/grpc_asio/grpc_context.h"
 
 #include <chrono>
+#include <thread>
 
 namespace cnp::grpc_asio {
 namespace {
@@ -38,14 +39,33 @@ void GrpcContext::Post(absl::AnyInvocable<void() &&> work) {
   posted_.push_back(std::move(work));
   // The loop looks at the posted work before it waits on the queue again, so its own thread
   // needs no alarm; nor does anyone once the queue is shut down (the loop then drains it).
-  if (here || !sleeping_ || alarm_set_ || shut_down_) return;
-  alarm_set_ = true;
-  alarm_.Set(queue_.get(), std::chrono::system_clock::time_point(), &wakeup_);
+  if (here || !sleeping_ || shut_down_) return;
+  int idle = kIdle;
+  if (!alarm_state_.compare_exchange_strong(idle, kSetting)) return;  // one is in flight
+  lock.Release();
+  SetAlarm();
+}
+
+void GrpcContext::SetAlarm() {
+  for (;;) {
+    alarm_.Set(queue_.get(), std::chrono::system_clock::time_point(), &wakeup_);
+    int setting = kSetting;
+    if (alarm_state_.compare_exchange_strong(setting, kSet)) return;  // Complete frees it
+    // It fired before Set returned, so it is ours to free. Work posted meanwhile by someone who
+    // saw it in flight may find the loop asleep again: then it is set once more.
+    alarm_state_ = kIdle;
+    absl::MutexLock lock(&mu_);
+    if (posted_.empty() || !sleeping_ || shut_down_) return;
+    int idle = kIdle;
+    if (!alarm_state_.compare_exchange_strong(idle, kSetting)) return;  // another poster has it
+  }
 }
 
 void GrpcContext::Wakeup::Complete(bool) {
-  absl::MutexLock lock(&context_.mu_);
-  context_.alarm_set_ = false;
+  int set = kSet;
+  if (context_.alarm_state_.compare_exchange_strong(set, kIdle)) return;
+  int setting = kSetting;
+  context_.alarm_state_.compare_exchange_strong(setting, kFiredEarly);
 }
 
 void GrpcContext::Shutdown() {
@@ -54,8 +74,11 @@ void GrpcContext::Shutdown() {
     closed_ = true;
     {
       absl::MutexLock lock(&mu_);
-      shut_down_ = true;
+      shut_down_ = true;  // no poster claims the alarm from now on
     }
+    // An alarm set on a queue already shut down aborts the process: a poster inside Set is let
+    // finish first (microseconds; it sets no further one once it sees shut_down_).
+    while (alarm_state_ == kSetting) std::this_thread::yield();
     queue_->Shutdown();
   });
 }
@@ -87,10 +110,7 @@ void GrpcContext::Run() {
   for (;;) {
     RunPosted();
     const bool got = queue_->Next(&tag, &ok);
-    {
-      absl::MutexLock lock(&mu_);
-      sleeping_ = false;
-    }
+    sleeping_ = false;
     if (!got) break;
     static_cast<Operation*>(tag)->Complete(ok);
   }

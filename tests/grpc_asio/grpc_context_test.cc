@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/co_spawn.hpp"
@@ -93,6 +94,51 @@ TEST_F(Fixture, WorkPostedFromAnotherThreadWakesTheLoop) {
     ASSERT_EQ(future.wait_for(kBound), std::future_status::ready) << "post " << i;
     EXPECT_EQ(future.get(), thread_.get_id());
   }
+}
+
+// Many posters at once: the wake-up alarm is claimed, set outside the lock, and freed by
+// whichever side sees it fire; no post may be left unrun with the loop asleep.
+TEST_F(Fixture, PostsFromManyThreadsAtOnceAllRunOnTheLoop) {
+  constexpr int kThreads = 4;
+  constexpr int kPosts = 20000;
+  std::atomic<int> ran{0};
+  std::atomic<int> elsewhere{0};
+  std::promise<void> all_ran;
+  std::vector<std::thread> posters;
+  for (int t = 0; t < kThreads; ++t) {
+    posters.emplace_back([&] {
+      for (int i = 0; i < kPosts; ++i) {
+        context_->Post([&] {
+          if (!context_->RunningInThisThread()) elsewhere.fetch_add(1);
+          if (ran.fetch_add(1) + 1 == kThreads * kPosts) all_ran.set_value();
+        });
+        // Now and then let the loop fall asleep, so that alarms are set and fire mid-stream.
+        if (i % 1000 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+  }
+  for (auto& poster : posters) poster.join();
+  ASSERT_EQ(all_ran.get_future().wait_for(kBound), std::future_status::ready)
+      << "ran " << ran.load() << " of " << kThreads * kPosts;
+  EXPECT_EQ(elsewhere.load(), 0);
+}
+
+// Shutting the queue down while other threads keep posting: an alarm set on a queue that is
+// shut down would abort the process.
+TEST_F(Fixture, ShutdownWhileOthersKeepPostingDoesNotAbort) {
+  std::atomic<bool> stop{false};
+  std::atomic<int> ran{0};
+  std::vector<std::thread> posters;
+  for (int t = 0; t < 3; ++t) {
+    posters.emplace_back([&] {
+      while (!stop) context_->Post([&] { ran.fetch_add(1); });
+    });
+  }
+  while (ran.load() < 1000) std::this_thread::yield();
+  StopLoop();  // returns once the loop has ended
+  stop = true;
+  for (auto& poster : posters) poster.join();
+  EXPECT_GE(ran.load(), 1000);
 }
 
 TEST_F(Fixture, AsioPostThroughTheExecutorRunsOnTheContextThread) {
