@@ -4,6 +4,9 @@ never pipelines), through the three ways of serving CouchDB in the same run:
   direct   cnp-adapter hands CouchDB's pipes to a session worker of cnp-server (one hop)
   stream   cnp-adapter -> gRPC Session stream -> cnp-server -> worker -> back
   python   a pure-Python line-protocol query server (/usr/bin/python3.11), the baseline
+  ceiling  a one-process server that answers without parsing JSON or running Python
+           (ceiling_query_server.cc): what the pipe round trip alone allows on this machine,
+           the bound for every real server (the issue's "throw-away" row on a real CouchDB)
 
 for map (map_doc of small documents) and reduce (reduce lines of --reduce-rows rows; figures per
 row). Prints docs/s and CPU µs per document (user+sys from /proc) for each process of each setup
@@ -177,6 +180,12 @@ def run_pure_python(binaries, function, warmup, lines, per_line):
                    per_line)
 
 
+def run_ceiling(ceiling, function, warmup, lines, per_line):
+    process = subprocess.Popen([ceiling], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    return measure("ceiling", process, lambda: {"ceiling": [process.pid]}, function, warmup, lines,
+                   per_line)
+
+
 def bare_python_memory():
     """(RSS, PSS) of /usr/bin/python3.11 doing nothing but wait, for scale."""
     process = subprocess.Popen(["/usr/bin/python3.11", "-c", "import sys; print(1, flush=True); sys.stdin.read()"],
@@ -202,6 +211,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="runs of each setup; the median counts")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--python-package", required=True, help="dir holding couch_named_python")
+    parser.add_argument("--ceiling", required=True, help="the ceiling_query_server binary")
     binaries, rest = harness.parse_binaries(sys.argv[1:])
     options = parser.parse_args(rest)
     binaries.python_package = os.path.abspath(options.python_package)
@@ -222,13 +232,15 @@ def main():
         server = harness.Server(binaries, os.path.join(workdir, "cnp.sock"), workers=options.workers)
         try:
             for title, function, warmup, lines, per_line in workloads:
-                runs = {"direct": [], "stream": [], "python": []}
+                runs = {"direct": [], "stream": [], "python": [], "ceiling": []}
                 for _ in range(options.rounds):
                     for session in ("direct", "stream"):
                         runs[session].append(run_cnp(binaries, server, session, function, warmup,
                                                      lines, per_line))
                     runs["python"].append(run_pure_python(binaries, function, warmup, lines,
                                                           per_line))
+                    runs["ceiling"].append(run_ceiling(options.ceiling, function, warmup, lines,
+                                                       per_line))
                 print(f"\n{title}:")
                 base = median_of(runs["python"])
                 for name, results in runs.items():
@@ -240,6 +252,10 @@ def main():
                               f"{part} {us:.1f}" for part, us in r["split"].items())
                           + f"; the driver itself {r['driver_cpu_us_per_doc']:.1f}", flush=True)
                     memory.update({part: kib for part, kib in r["memory"].items() if kib})
+                ceiling = median_of(runs["ceiling"])["docs_per_s"]
+                print(f"  no query server can pass the ceiling's {ceiling / base['docs_per_s']:.2f}x "
+                      f"here; the direct session reaches "
+                      f"{median_of(runs['direct'])['docs_per_s'] / ceiling:.0%} of it", flush=True)
         finally:
             server.stop()
     bare = bare_python_memory()
