@@ -62,10 +62,17 @@ void GrpcContext::SetAlarm() {
 }
 
 void GrpcContext::Wakeup::Complete(bool) {
-  int set = kSet;
-  if (context_.alarm_state_.compare_exchange_strong(set, kIdle)) return;
-  int setting = kSetting;
-  context_.alarm_state_.compare_exchange_strong(setting, kFiredEarly);
+  // Its setter may move kSetting to kSet between two looks here, so look until one holds.
+  int state = context_.alarm_state_;
+  for (;;) {
+    if (state == kSet) {
+      if (context_.alarm_state_.compare_exchange_weak(state, kIdle)) return;
+    } else if (state == kSetting) {
+      if (context_.alarm_state_.compare_exchange_weak(state, kFiredEarly)) return;
+    } else {
+      return;  // not in flight: nothing of ours fired
+    }
+  }
 }
 
 void GrpcContext::Shutdown() {
