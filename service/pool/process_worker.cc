@@ -94,8 +94,9 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
 
   // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
   // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
-  // readable; prefix and frame come in one read for all but large replies. frame_ only grows:
-  // value-initializing it anew would cost more than the read.
+  // readable; prefix and frame come in one read for all but large replies. frame_ keeps its
+  // size from one exchange to the next (value-initializing it anew would cost more than the
+  // read), unless a large reply grew it (ReleaseLargeBuffers).
   constexpr size_t kFirstRead = 64 * 1024;
   if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
   size_t have = 0;
@@ -124,10 +125,19 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
         absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
   }
   Reply reply;
-  if (!reply.ParseFromArray(frame_.data() + 4, static_cast<int>(need - 4))) {
+  const bool parsed = reply.ParseFromArray(frame_.data() + 4, static_cast<int>(need - 4));
+  ReleaseLargeBuffers();
+  if (!parsed) {
     co_return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
   }
   co_return reply;
+}
+
+void ProcessWorker::ReleaseLargeBuffers() {
+  // One large call must not leave every worker's buffers holding its size for good.
+  constexpr size_t kKeepBytes = 1 << 20;
+  if (frame_.capacity() > kKeepBytes) std::string().swap(frame_);
+  if (out_.capacity() > kKeepBytes) std::string().swap(out_);
 }
 
 asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& task,

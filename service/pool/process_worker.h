@@ -51,6 +51,8 @@ class ProcessWorker final : public Worker {
   // becomes readable once the process has exited, for a watcher that must not hold the worker
   // (whoever owns the worker may hand it on or destroy it meanwhile). Reaping stays Ended()'s.
   int DuplicatePidfd();
+  // What the send and receive buffers hold between exchanges, in bytes.
+  size_t BufferBytes() const { return frame_.capacity() + out_.capacity(); }
   // The wait status once the process has been reaped (Ended() completed).
   std::optional<int> wait_status() const { return wait_status_; }
 
@@ -58,6 +60,8 @@ class ProcessWorker final : public Worker {
   // Writes `task` unless it is null, then awaits the reply.
   asio::awaitable<absl::StatusOr<Reply>> Transact(const Task* task);
   bool TryReap();
+  // Frees the send and receive buffers when a large task or reply has grown them.
+  void ReleaseLargeBuffers();
 
   const pid_t pid_;
   asio::local::stream_protocol::socket socket_;
