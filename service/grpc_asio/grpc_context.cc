@@ -42,23 +42,26 @@ void GrpcContext::Post(absl::AnyInvocable<void() &&> work) {
   if (here || !sleeping_ || shut_down_) return;
   int idle = kIdle;
   if (!alarm_state_.compare_exchange_strong(idle, kSetting)) return;  // one is in flight
+  setters_.fetch_add(1);
   lock.Release();
   SetAlarm();
 }
 
 void GrpcContext::SetAlarm() {
-  for (;;) {
+  for (bool again = true; again;) {
     alarm_.Set(queue_.get(), std::chrono::system_clock::time_point(), &wakeup_);
     int setting = kSetting;
-    if (alarm_state_.compare_exchange_strong(setting, kSet)) return;  // Complete frees it
+    if (alarm_state_.compare_exchange_strong(setting, kSet)) break;  // Complete frees it
     // It fired before Set returned, so it is ours to free. Work posted meanwhile by someone who
     // saw it in flight may find the loop asleep again: then it is set once more.
     alarm_state_ = kIdle;
     absl::MutexLock lock(&mu_);
-    if (posted_.empty() || !sleeping_ || shut_down_) return;
     int idle = kIdle;
-    if (!alarm_state_.compare_exchange_strong(idle, kSetting)) return;  // another poster has it
+    again = !posted_.empty() && sleeping_ && !shut_down_ &&
+            alarm_state_.compare_exchange_strong(idle, kSetting);
   }
+  // The last touch of the context: Shutdown waits for it, so the context may go after.
+  setters_.fetch_sub(1);
 }
 
 void GrpcContext::Wakeup::Complete(bool) {
@@ -83,9 +86,10 @@ void GrpcContext::Shutdown() {
       absl::MutexLock lock(&mu_);
       shut_down_ = true;  // no poster claims the alarm from now on
     }
-    // An alarm set on a queue already shut down aborts the process: a poster inside Set is let
-    // finish first (microseconds; it sets no further one once it sees shut_down_).
-    while (alarm_state_ == kSetting) std::this_thread::yield();
+    // An alarm set on a queue already shut down aborts the process, and a poster still in
+    // SetAlarm would touch the context after Run returned: each is let finish first
+    // (microseconds; none sets a further alarm once it sees shut_down_).
+    while (setters_ != 0) std::this_thread::yield();
     queue_->Shutdown();
   });
 }

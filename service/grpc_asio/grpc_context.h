@@ -159,6 +159,8 @@ class GrpcContext : public asio::execution_context {
   enum AlarmState : int { kIdle, kSetting, kSet, kFiredEarly };
   grpc::Alarm alarm_;  // used only by the poster that moved alarm_state_ to kSetting
   std::atomic<int> alarm_state_{kIdle};
+  // Posters between claiming the alarm and their last touch of the context (in SetAlarm).
+  std::atomic<int> setters_{0};
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Run() has returned
   // The loop is (about to be) blocked in the queue: only then does posted work need the alarm.

@@ -4,11 +4,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
 #include <cstdlib>
+#include <utility>
 
 #include "asio/buffer.hpp"
-#include "asio/post.hpp"
 #include "service/common/log.h"
 
 namespace cnp::pool {
@@ -33,19 +32,31 @@ ContextInbox::ContextInbox(asio::io_context& context)
 }
 
 ContextInbox::~ContextInbox() {
-  // The armed wait ends with operation_aborted (or is destroyed with the context unrun); its
-  // handler does not touch the inbox then.
+  *alive_ = false;
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;  // posts from here on (a dropped work's destructor may post) are dropped
+  }
   asio::error_code ignored;
   wakeup_.close(ignored);
+  // Destroying the work destroys what it holds (coroutine frames), outside the lock.
+  for (;;) {
+    std::vector<absl::AnyInvocable<void() &&>> left;
+    {
+      absl::MutexLock lock(&mu_);
+      left.swap(posted_);
+    }
+    if (left.empty()) break;
+  }
 }
 
 void ContextInbox::Post(absl::AnyInvocable<void() &&> work) {
-  if (context_.get_executor().running_in_this_thread()) {
-    asio::post(context_, [work = std::move(work)]() mutable { std::move(work)(); });
-    return;
-  }
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
+    if (closed_) {
+      lock.Release();
+      return;  // `work` is destroyed here, outside the lock
+    }
     posted_.push_back(std::move(work));
     if (signalled_) return;
     signalled_ = true;
@@ -56,13 +67,12 @@ void ContextInbox::Post(absl::AnyInvocable<void() &&> work) {
 }
 
 void ContextInbox::AwaitWakeup() {
-  // A read, not an async_wait: asio tries a read at once, so a write that came while no wait
+  // A read, not an async_wait: asio tries a read at once, so a write that came while no read
   // was armed (its edge seen with nothing queued) is found now rather than lost.
   wakeup_.async_read_some(asio::buffer(&count_, sizeof count_),
-                          [this](const asio::error_code& ec, std::size_t) {
-                            if (ec) return;  // closed: the inbox is going
+                          [this, alive = alive_](const asio::error_code& ec, std::size_t) {
+                            if (ec || !*alive) return;  // closed: the inbox is going or gone
                             RunPosted();
-                            AwaitWakeup();
                           });
 }
 
@@ -73,6 +83,8 @@ void ContextInbox::RunPosted() {
     batch.swap(posted_);
     signalled_ = false;  // the eventfd was read: the next poster writes it again
   }
+  // Armed again before the work runs, so that work which throws does not leave posts unread.
+  AwaitWakeup();
   for (auto& work : batch) std::move(work)();
 }
 

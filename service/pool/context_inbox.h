@@ -12,10 +12,12 @@
 //   inbox.Post([] { ... });             // from any thread; runs on the context's thread
 //
 // The eventfd is awaited all the time, which is outstanding work for the context: run() returns
-// only when stopped. Destroy the inbox only once its context no longer runs (or from its thread).
+// only when stopped. Destroy the inbox once its context no longer runs; work never run is
+// destroyed with it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -33,8 +35,8 @@ class ContextInbox {
   ContextInbox(const ContextInbox&) = delete;
   ContextInbox& operator=(const ContextInbox&) = delete;
 
-  // Runs `work` on the context's thread, after the work posted before it from the same thread.
-  // On that thread itself it is an asio::post.
+  // Runs `work` on the context's thread, never inline, after the work posted before it from
+  // the same thread (the context's own included). Once the inbox is closed, `work` is dropped.
   void Post(absl::AnyInvocable<void() &&> work);
 
   asio::io_context::executor_type executor() { return context_.get_executor(); }
@@ -44,15 +46,19 @@ class ContextInbox {
   void RunPosted();
 
   asio::io_context& context_;
-  // The eventfd; touched only on the context's thread once the first wait is armed.
+  // The eventfd; touched only on the context's thread once the first read is armed.
   asio::posix::stream_descriptor wakeup_;
   int wakeup_fd_;  // the same descriptor, written to by posters (a write(2) needs no asio)
   uint64_t count_ = 0;  // what the eventfd read gives; unused
+  // False once the inbox is gone: a read completion still queued in the context must not
+  // touch it if the context is ever run again.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   absl::Mutex mu_;
   std::vector<absl::AnyInvocable<void() &&>> posted_ ABSL_GUARDED_BY(mu_);
   // The eventfd has been written and the loop has not yet taken the list: later posters need
   // not write it again.
   bool signalled_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace cnp::pool

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <future>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "asio/executor_work_guard.hpp"
@@ -87,22 +88,54 @@ TEST(ContextInbox, WorkPostedBeforeTheContextRunsWaitsForIt) {
   EXPECT_EQ(ran.load(), 10);
 }
 
-// On the context's own thread a post is an ordinary asio post: queued behind what is already
-// queued, never run inline.
-TEST(ContextInbox, APostOnTheContextThreadIsQueuedNotRunInline) {
+// On the context's own thread too a post is queued, never run inline, and behind the posts
+// made before it from other threads.
+TEST(ContextInbox, APostOnTheContextThreadIsQueuedBehindEarlierPosts) {
   asio::io_context context(1);
   ContextInbox inbox(context);
   std::vector<int> order;
-  asio::post(context, [&] {
-    inbox.Post([&] { order.push_back(2); });
-    order.push_back(1);
+  std::thread other([&] { inbox.Post([&] { order.push_back(1); }); });
+  other.join();
+  inbox.Post([&] {
+    inbox.Post([&] { order.push_back(4); });
+    order.push_back(2);
   });
   const auto limit = std::chrono::steady_clock::now() + kBound;
-  while (order.size() < 2 && std::chrono::steady_clock::now() < limit) {
+  while (order.size() < 3 && std::chrono::steady_clock::now() < limit) {
     context.run_one_for(std::chrono::milliseconds(50));
   }
-  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  inbox.Post([&] { order.push_back(5); });
+  while (order.size() < 4 && std::chrono::steady_clock::now() < limit) {
+    context.run_one_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 4, 5}));
 }
 
+// Work never run goes with the inbox; work that posts from its destructor does not bring the
+// inbox back to life.
+TEST(ContextInbox, WorkNeverRunIsDroppedWithTheInbox) {
+  struct PostsWhenDropped {
+    ContextInbox* inbox;
+    int* dropped;
+    PostsWhenDropped(ContextInbox* i, int* d) : inbox(i), dropped(d) {}
+    PostsWhenDropped(PostsWhenDropped&& other) noexcept
+        : inbox(std::exchange(other.inbox, nullptr)), dropped(other.dropped) {}
+    ~PostsWhenDropped() {
+      if (inbox == nullptr) return;
+      ++*dropped;
+      inbox->Post([] { ADD_FAILURE() << "ran after the inbox was gone"; });
+    }
+  };
+  asio::io_context context(1);
+  int dropped = 0;
+  {
+    ContextInbox inbox(context);
+    for (int i = 0; i < 3; ++i) {
+      inbox.Post([guard = PostsWhenDropped(&inbox, &dropped)] { ADD_FAILURE() << "ran"; });
+    }
+  }
+  EXPECT_EQ(dropped, 3);
+  context.run_for(std::chrono::milliseconds(50));  // a queued read completion stays harmless
+}
 }  // namespace
 }  // namespace cnp::pool
