@@ -12,7 +12,6 @@
 
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
-#include "asio/post.hpp"
 #include "gtest/gtest.h"
 
 namespace cnp::pool {
