@@ -20,7 +20,6 @@
 // completes with ok=false without touching the queue.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -142,10 +141,6 @@ class GrpcContext : public asio::execution_context {
   // Runs posted work until there is none; true if it ran any. `last`: the loop ends, and work
   // posted from now on is dropped.
   bool RunPosted(bool last = false);
-  // Sets the alarm, outside the lock: the loop it wakes takes the lock at once, and would
-  // otherwise sleep on it until the poster returned from gRPC. Called by the one poster that
-  // claimed the alarm (alarm_state_ kSetting).
-  void SetAlarm();
 
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;
   // Only the context's thread reads or writes it; Post() from elsewhere checks `shut_down_`.
@@ -153,20 +148,12 @@ class GrpcContext : public asio::execution_context {
   Wakeup wakeup_{*this};
   absl::Mutex mu_;
   std::vector<absl::AnyInvocable<void() &&>> posted_ ABSL_GUARDED_BY(mu_);
-  // The alarm is claimed by one poster at a time (kIdle -> kSetting), set outside the lock, and
-  // freed without the lock by the loop when it fires (kSet -> kIdle), or by its setter when it
-  // fired before Set returned (kFiredEarly). Neither side waits for the other's lock.
-  enum AlarmState : int { kIdle, kSetting, kSet, kFiredEarly };
-  grpc::Alarm alarm_;  // used only by the poster that moved alarm_state_ to kSetting
-  std::atomic<int> alarm_state_{kIdle};
-  // Posters between claiming the alarm and their last touch of the context (in SetAlarm).
-  std::atomic<int> setters_{0};
+  grpc::Alarm alarm_ ABSL_GUARDED_BY(mu_);
+  bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Run() has returned
   // The loop is (about to be) blocked in the queue: only then does posted work need the alarm.
-  // Set under mu_ when the loop saw no posted work; cleared without it when the loop wakes, so
-  // that waking never waits for a poster's lock (a stale `true` costs one spare alarm).
-  std::atomic<bool> sleeping_{false};
+  bool sleeping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 template <class Function>

@@ -10,6 +10,7 @@
 #include "asio/cancellation_signal.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/dispatch.hpp"
 #include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
@@ -61,13 +62,13 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     if (worker_lost_) return;  // it was already replaced
     AsyncWorkerPool* pool = &pool_;
     Slot* slot = slot_;
-    pool_.inbox_.Post([pool, slot] { pool->FinishCall(slot, nullptr); });
+    asio::post(pool_.context_, [pool, slot] { pool->FinishCall(slot, nullptr); });
   }
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
     if (!failure_.ok()) co_return failure_;
     absl::StatusOr<Reply> reply = co_await AwaitOn(
-        pool_.inbox_, pool_.LeaseExchangeHere(slot_, std::move(task), deadline, &worker_lost_));
+        pool_.executor(), pool_.LeaseExchangeHere(slot_, std::move(task), deadline, &worker_lost_));
     if (!reply.ok()) failure_ = reply.status();
     co_return reply;
   }
@@ -85,7 +86,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
 AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
                                  asio::io_context& context)
     : options_(std::move(options)), factory_(std::move(factory)), context_(context),
-      inbox_(context), wake_(context) {
+      wake_(context) {
   for (int i = 0; i < options_.workers; ++i) {
     auto slot = std::make_unique<Slot>();
     slot->index = i;
@@ -124,17 +125,17 @@ absl::Status AsyncWorkerPool::Start() {
 // ---- The awaitable interface: hop to the pool's context and back. ----
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::Run(Task task, absl::Time deadline) {
-  co_return co_await AwaitOn(inbox_, RunHere(std::move(task), deadline));
+  co_return co_await AwaitOn(executor(), RunHere(std::move(task), deadline));
 }
 
 asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAll(
     std::vector<Task> tasks, absl::Time deadline) {
-  co_return co_await AwaitOn(inbox_, RunAllHere(std::move(tasks), deadline));
+  co_return co_await AwaitOn(executor(), RunAllHere(std::move(tasks), deadline));
 }
 
 asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPool::Lease(
     absl::Time deadline) {
-  co_return co_await AwaitOn(inbox_, LeaseHere(deadline));
+  co_return co_await AwaitOn(executor(), LeaseHere(deadline));
 }
 
 // ---- On the pool's context. ----
@@ -575,11 +576,7 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
 }
 
 void AsyncWorkerPool::ReloadAll() {
-  if (context_.get_executor().running_in_this_thread()) {
-    ReloadHere();
-  } else {
-    inbox_.Post([this] { ReloadHere(); });
-  }
+  asio::dispatch(context_, [this] { ReloadHere(); });
 }
 
 void AsyncWorkerPool::ReloadHere() {
@@ -605,11 +602,7 @@ bool AsyncWorkerPool::ReloadRunning() const {
 }
 
 void AsyncWorkerPool::Shutdown() {
-  if (context_.get_executor().running_in_this_thread()) {
-    ShutdownHere();
-  } else {
-    inbox_.Post([this] { ShutdownHere(); });
-  }
+  asio::dispatch(context_, [this] { ShutdownHere(); });
 }
 
 void AsyncWorkerPool::ShutdownHere() {

@@ -3,9 +3,8 @@
 //
 // Every piece of the pool's state - the slots, the idle list, the admission queue - is touched
 // only on that context, so there is no lock. Callers are coroutines on other executors (the gRPC
-// threads, tests' contexts): each operation hops to the pool's context (AwaitOn, through a
-// ContextInbox), carrying the caller's cancellation with it, and resumes the caller on its own
-// executor.
+// threads, tests' contexts): each operation hops to the pool's context (AwaitOn), carrying the
+// caller's cancellation with it, and resumes the caller on its own executor.
 //
 // What it does, all awaited, nothing polled or blocked on:
 //   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
@@ -30,7 +29,6 @@
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "service/pool/async_task_runner.h"
-#include "service/pool/context_inbox.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/worker.h"
 
@@ -138,7 +136,6 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   const PoolOptions options_;
   const std::unique_ptr<WorkerFactory> factory_;
   asio::io_context& context_;
-  ContextInbox inbox_;  // how calls from other threads reach the context
   asio::steady_timer wake_;  // Maintain's sleep, cancelled to wake it
 
   std::vector<std::unique_ptr<Slot>> slots_;

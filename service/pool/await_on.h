@@ -1,12 +1,11 @@
-// Awaiting a coroutine that must run on another context (the pool's), with the awaiting
+// Awaiting a coroutine that must run on another executor (the pool's), with the awaiting
 // coroutine resumed on its own executor and its cancellation carried across.
 //
 // Asio 1.22's co_spawn connects the awaiting coroutine's cancellation slot straight to the
 // spawned coroutine: a cancellation emitted on the caller's thread would then run the spawned
 // side's cancellation handlers (closing a timer wait, a socket read) on that thread, racing
-// the thread that runs the target context. Here a cancellation is handed to the target context
-// and emitted there. Both the start and the cancellation go through the target's ContextInbox,
-// so that handing them over costs the two threads no sleep on a lock.
+// the thread that runs the target executor. Here a cancellation is posted to the target
+// executor and emitted there.
 #pragma once
 
 #include <exception>
@@ -23,16 +22,15 @@
 #include "asio/co_spawn.hpp"
 #include "asio/post.hpp"
 #include "asio/use_awaitable.hpp"
-#include "service/pool/context_inbox.h"
 
 namespace cnp::pool {
 namespace await_on_internal {
 
 // Lives until both sides are done with it. `signal` is emitted, and `done` read and written,
-// only on the target context.
+// only on the target executor.
 struct Crossing {
-  explicit Crossing(ContextInbox& target) : target(target) {}
-  ContextInbox& target;
+  explicit Crossing(asio::any_io_executor target) : target(std::move(target)) {}
+  asio::any_io_executor target;
   asio::cancellation_signal signal;
   bool done = false;
 };
@@ -46,37 +44,33 @@ struct Initiate {
     auto caller_executor = asio::get_associated_executor(handler);
     if (caller_slot.is_connected()) {
       caller_slot.assign([crossing](asio::cancellation_type type) {
-        crossing->target.Post([crossing, type] {
+        asio::post(crossing->target, [crossing, type] {
           if (!crossing->done) crossing->signal.emit(type);
         });
       });
     }
-    crossing->target.Post([crossing, caller_slot, caller_executor, op = std::move(op),
-                           handler = std::forward<Handler>(handler)]() mutable {
-      asio::co_spawn(
-          crossing->target.executor(), std::move(op),
-          asio::bind_cancellation_slot(
-              crossing->signal.slot(),
-              [crossing, caller_slot, caller_executor,
-               handler = std::move(handler)](std::exception_ptr e, T value) mutable {
-                crossing->done = true;
-                asio::post(caller_executor, [caller_slot, handler = std::move(handler), e,
-                                             value = std::move(value)]() mutable {
-                  caller_slot.clear();
-                  std::move(handler)(e, std::move(value));
-                });
-              }));
-    });
+    asio::co_spawn(
+        crossing->target, std::move(op),
+        asio::bind_cancellation_slot(
+            crossing->signal.slot(),
+            [crossing, caller_slot, caller_executor,
+             handler = std::forward<Handler>(handler)](std::exception_ptr e, T value) mutable {
+              crossing->done = true;
+              asio::post(caller_executor, [caller_slot, handler = std::move(handler), e,
+                                           value = std::move(value)]() mutable {
+                caller_slot.clear();
+                std::move(handler)(e, std::move(value));
+              });
+            }));
   }
 };
 
 }  // namespace await_on_internal
 
-// Runs `op` on the context of `target` and returns its result to the awaiting coroutine, on that
-// coroutine's executor. A terminal cancellation of the awaiting coroutine is delivered to `op`
-// on the target's context.
+// Runs `op` on `target` and returns its result to the awaiting coroutine, on that coroutine's
+// executor. A terminal cancellation of the awaiting coroutine is delivered to `op` on `target`.
 template <typename T>
-asio::awaitable<T> AwaitOn(ContextInbox& target, asio::awaitable<T> op) {
+asio::awaitable<T> AwaitOn(asio::any_io_executor target, asio::awaitable<T> op) {
   auto crossing = std::make_shared<await_on_internal::Crossing>(target);
   co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&,
                                           void(std::exception_ptr, T)>(
