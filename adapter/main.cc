@@ -4,7 +4,7 @@
 // worker then serves CouchDB directly (adapter/direct_session.h), and waits for that session to
 // end. Otherwise - a remote target, a server at its --max-sessions cap, an older server - it
 // frames CouchDB's lines, answers "reset" itself, and forwards everything else over one Session
-// stream to cnp-server, where the protocol is implemented (service/couchdb/query_session.h).
+// stream to cnp-server, where the protocol is implemented (service/couchdb/query_protocol.h).
 //
 // CouchDB splits the command on spaces without shell quoting, so every flag works as a single
 // --flag=value token.
@@ -247,7 +247,7 @@ int Run() {
       out += '\n';
     }
     if (!WriteAll(kStdout, out).ok()) return 1;
-    if ((*reply)->accepted()) state.OnAccepted(command, *line);
+    if (ReplyTaughtSession(command, **reply)) state.OnAccepted(command, *line);
     if ((*reply)->exit()) return 1;
   }
   if (stats && forwarded > 0) {

@@ -46,6 +46,14 @@ std::shared_ptr<grpc::Channel> NewChannel(
 
 }  // namespace
 
+bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& reply) {
+  if (reply.accepted()) return true;
+  const bool teaches = kind == couchdb::CommandKind::kAddLib ||
+                       kind == couchdb::CommandKind::kAddFun ||
+                       kind == couchdb::CommandKind::kDesignDocNew;
+  return teaches && !reply.exit() && reply.lines_size() == 1 && reply.lines(0) == "true";
+}
+
 absl::Status CheckTargetDirectory(const ServiceConnection::Options& options) {
   std::optional<std::string> path = UnixSocketPath(options.target);
   if (!path.has_value()) return absl::OkStatus();
@@ -139,7 +147,8 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
 
 absl::Status ServiceConnection::Replay() {
   for (const std::string& line : state_.ReplayLines()) {
-    if (couchdb::PeekCommand(line) == couchdb::CommandKind::kReset) {
+    const couchdb::CommandKind kind = couchdb::PeekCommand(line);
+    if (kind == couchdb::CommandKind::kReset) {
       input_.set_line(line);
       if (!stream_->Write(input_)) return Drop();
       continue;
@@ -147,7 +156,7 @@ absl::Status ServiceConnection::Replay() {
     if (!Exchange(line)) return Drop();
     // The new stream must know exactly what the old one did: a map_doc answered with fewer
     // functions would index documents wrongly.
-    if (!output_.accepted()) {
+    if (!ReplyTaughtSession(kind, output_)) {
       Drop().IgnoreError();
       return absl::FailedPreconditionError(absl::StrCat(
           "the service refused the replayed session state (",

@@ -62,6 +62,14 @@ class ServiceConnection {
   v1::SessionOutput output_;
 };
 
+// Whether the service's reply to `line` (of kind `kind`) means it learnt what the line teaches
+// (add_lib, add_fun, ddoc new), so that a new stream must be taught it again after a failover.
+// The typed signal is the reply's `accepted`. A server older than that field (an old cnp-server,
+// or a replica mid-upgrade) never sets it but answers such a line with exactly `true`; without
+// the old rule its sessions would replay no functions, and map_doc on the new stream would
+// silently return no rows. `true` to any other kind of line teaches nothing.
+bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& reply);
+
 // For a unix-socket target: OK when its directory is missing (nothing listens there) or safe.
 // Whoever may write to it could put their own service there and receive CouchDB's documents
 // (or, on the direct path, CouchDB's pipes). The default directory, where the adapter may

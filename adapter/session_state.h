@@ -25,8 +25,8 @@ class SessionState {
   // A reset replaces the configuration and forgets the map functions and library; design
   // documents stay (CouchDB does not resend them).
   void OnReset(std::string_view line);
-  // Records an add_lib, add_fun or ddoc new line once the service accepted it (the answer's
-  // `accepted`); other kinds are not kept.
+  // Records an add_lib, add_fun or ddoc new line once the service accepted it
+  // (ReplyTaughtSession in service_connection.h); other kinds are not kept.
   void OnAccepted(couchdb::CommandKind kind, std::string_view line);
 
   // The lines to send to a fresh stream, in order. None of them but the reset expects no reply.

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "adapter/line_io.h"
+#include "adapter/service_connection.h"
 #include "adapter/service_launcher.h"
 #include "adapter/session_state.h"
 #include "gmock/gmock.h"
@@ -106,6 +107,31 @@ TEST(SessionStateTest, ReadsTheResetAndDesignDocIdsAsTheServiceDoes) {
   state.OnAccepted(CommandKind::kDesignDocNew, R"(["ddoc","new","_design\/a",{"rev":2}])");
   EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["ddoc","new","_design\/a",{"rev":2}])",
                                                R"(["reset",{"timeout":2500.0}])"));
+}
+
+// The typed `accepted` first; from a server older than it, the old rule: exactly `true` to a line
+// that teaches the session. (The failover this feeds: old_server_failover_test.py.)
+TEST(ReplyTaughtSessionTest, AcceptedOrATrueFromAServerWithoutTheField) {
+  v1::SessionOutput accepted;
+  accepted.add_lines("true");
+  accepted.set_accepted(true);
+  v1::SessionOutput old_true;
+  old_true.add_lines("true");
+  v1::SessionOutput refused;
+  refused.add_lines(R"(["error","compilation_error","no such function"])");
+  EXPECT_TRUE(ReplyTaughtSession(CommandKind::kAddFun, accepted));
+  for (CommandKind kind : {CommandKind::kAddLib, CommandKind::kAddFun, CommandKind::kDesignDocNew}) {
+    EXPECT_TRUE(ReplyTaughtSession(kind, old_true));
+    EXPECT_FALSE(ReplyTaughtSession(kind, refused));
+  }
+  // `true` answers other commands too (a filter, a validate): those teach nothing.
+  EXPECT_FALSE(ReplyTaughtSession(CommandKind::kMapDoc, old_true));
+  v1::SessionOutput ending = old_true;
+  ending.set_exit(true);
+  EXPECT_FALSE(ReplyTaughtSession(CommandKind::kAddFun, ending));
+  v1::SessionOutput two_lines = old_true;
+  two_lines.add_lines("true");
+  EXPECT_FALSE(ReplyTaughtSession(CommandKind::kAddFun, two_lines));
 }
 
 TEST(UnixSocketPathTest, AcceptsBothSpellings) {
