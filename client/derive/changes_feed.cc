@@ -20,6 +20,33 @@ std::string SinceText(const rapidjson::Value& seq) {
   return couchdb::ToJson(seq);
 }
 
+// 4xx answers other than 408 (request timeout) and 429 (too many requests) say the request
+// itself is refused: a deleted database (404), revoked credentials (401, 403).
+bool IsPermanent(long status) { return status >= 400 && status <= 499 && status != 408 && status != 429; }
+
+// What a refusal means, with CouchDB's own error and reason when it sent them.
+std::string Refusal(const couchdb::HttpResponse& response) {
+  std::string meaning;
+  switch (response.status) {
+    case 401: meaning = "the credentials are refused"; break;
+    case 403: meaning = "the user may not read this database"; break;
+    case 404: meaning = "the database does not exist, or no longer"; break;
+    default: meaning = "the request is refused"; break;
+  }
+  absl::StatusOr<rapidjson::Document> body = couchdb::ParseJson(response.body);
+  if (body.ok() && body->IsObject()) {
+    std::string said;
+    for (const char* field : {"error", "reason"}) {
+      auto it = body->FindMember(field);
+      if (it == body->MemberEnd() || !it->value.IsString()) continue;
+      absl::StrAppend(&said, said.empty() ? "" : ": ", absl::string_view(it->value.GetString(),
+                                                                       std::min<size_t>(200, it->value.GetStringLength())));
+    }
+    if (!said.empty()) absl::StrAppend(&meaning, "; CouchDB said ", said);
+  }
+  return meaning;
+}
+
 }  // namespace
 
 void ChangeSignal::Notify() {
@@ -66,6 +93,11 @@ void ChangesFeed::RequestStop() {
 size_t ChangesFeed::queued() const {
   absl::MutexLock lock(&mu_);
   return queue_.size();
+}
+
+absl::Status ChangesFeed::failure() const {
+  absl::MutexLock lock(&mu_);
+  return failure_status_;
 }
 
 int64_t ChangesFeed::reconnections() const {
@@ -122,6 +154,7 @@ void ChangesFeed::Run() {
     partial_line_.clear();
     last_byte_ = absl::Now();
     received_ = false;
+    brought_change_ = false;
     ended_ = Ended::kDropped;
     failure_.clear();
     absl::StatusOr<couchdb::HttpResponse> answer = http.GetStreaming(
@@ -151,17 +184,39 @@ void ChangesFeed::Run() {
     } else if (!answer.ok()) {
       why = std::string(answer.status().message());
     } else if (answer->status < 200 || answer->status > 299) {
-      why = std::string(couchdb::HttpError(*answer, absl::StrCat("following the changes of ", database_),
-                                          http.base_url())
-                            .message());
-    } else if (ended_ == Ended::kFinished) {
-      // The server ended the feed itself with its last_seq (CouchDB's timeout): carry on.
+      absl::Status error = couchdb::HttpError(*answer, absl::StrCat("following the changes of ", database_),
+                                              http.base_url());
+      if (IsPermanent(answer->status)) {
+        // Asking again cannot help: the database is gone, or the credentials no longer do.
+        // Not INVALID_ARGUMENT (a usage error) nor FAILED_PRECONDITION (a lost lease).
+        absl::StatusCode code = error.code();
+        if (code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kFailedPrecondition) {
+          code = absl::StatusCode::kUnknown;
+        }
+        {
+          absl::MutexLock lock(&mu_);
+          failure_status_ = absl::Status(
+              code, absl::StrCat("the changes feed of ", database_, " at ", http.base_url(),
+                                 " was refused with HTTP ", answer->status, " (", Refusal(*answer),
+                                 "), which retrying will not change"));
+        }
+        Note(absl::StrCat("the changes feed of ", database_, " stopped: HTTP ", answer->status));
+        break;
+      }
+      why = std::string(error.message());
+    } else if (ended_ == Ended::kFinished && brought_change_) {
+      // The server ended the feed itself with its last_seq (CouchDB's timeout) after changes:
+      // carry on at once.
       delay = kFirstReconnectDelay;
       continue;
+    } else if (ended_ == Ended::kFinished) {
+      // Ended at once with nothing new: reopening at once would be a busy loop against
+      // whatever answers like this (a proxy, say), so it waits as after an error.
+      why = "the server ended it without a change";
     } else {
       why = "the server closed the feed";
     }
-    if (received_) delay = kFirstReconnectDelay;
+    if (brought_change_) delay = kFirstReconnectDelay;
     {
       absl::MutexLock lock(&mu_);
       ++reconnections_;
@@ -230,6 +285,7 @@ bool ChangesFeed::OnLine(absl::string_view line) {
   Change queued{couchdb::ToJson(seq->value), std::string(line)};
   since_ = SinceText(seq->value);
   received_ = true;
+  brought_change_ = true;
   {
     absl::MutexLock lock(&mu_);
     auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

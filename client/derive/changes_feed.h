@@ -5,8 +5,11 @@
 // A server may end a continuous feed at any time (a restart, a proxy's idle timeout, CouchDB's
 // own `timeout`): the feed then reconnects from the last sequence it queued, so nothing is
 // skipped and nothing queued is read twice; while reconnecting fails it waits a growing delay
-// (up to max_reconnect_delay). A connection on which not even a heartbeat arrived for three
-// heartbeats is taken as dead and replaced. When the queue holds max_queued changes the reader
+// (up to max_reconnect_delay), and so it does when a connection ended without bringing a
+// single change (a proxy answering at once must not make a busy loop against CouchDB). A
+// connection on which not even a heartbeat arrived for three heartbeats is taken as dead and
+// replaced. An HTTP answer that retrying cannot change (4xx other than 408 and 429: the
+// database was deleted, the credentials were revoked) ends the feed: failure() says why. When the queue holds max_queued changes the reader
 // stops reading, and TCP makes the server wait: memory stays bounded however fast the source
 // changes.
 //
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "rapidjson/document.h"
@@ -72,6 +76,8 @@ class ChangesFeed {
   // What happened to the connection since the last call (drops, reconnections), one line each.
   std::vector<std::string> TakeNotes();
   int64_t reconnections() const;
+  // OK while the feed runs; why it gave up once the server refused it for good.
+  absl::Status failure() const;
 
  private:
   struct Change {
@@ -98,12 +104,14 @@ class ChangesFeed {
   std::string taken_seq_json_ ABSL_GUARDED_BY(mu_);  // the last change handed out, or the start
   std::vector<std::string> notes_ ABSL_GUARDED_BY(mu_);
   int64_t reconnections_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status failure_status_ ABSL_GUARDED_BY(mu_);
 
   // The reader thread's own: where to resume, and the connection being read.
   std::string since_;
   std::string partial_line_;
   absl::Time last_byte_;
   bool received_ = false;  // this connection brought a change or the feed's end
+  bool brought_change_ = false;  // this connection brought a change
   Ended ended_ = Ended::kDropped;
   std::string failure_;
 

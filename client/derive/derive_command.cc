@@ -71,7 +71,10 @@ _local/cnp-derive:NAME:errors, that document's rows are left as they were, and t
 Following: once caught up (without --once), each map stage follows its source's
 _changes?feed=continuous (include_docs, heartbeat) on a connection of its own and takes its
 batches (at most --batch-size) from what the feed brought; a feed the server ends, or that
-stays silent for three heartbeats, is reopened from the last sequence it read.
+stays silent for three heartbeats, is reopened from the last sequence it read (after a growing
+delay, up to 5s, when it brought no change). An answer retrying cannot change (HTTP 4xx other
+than 408 and 429: the source database deleted, the credentials revoked) ends the run with
+exit status 1, with either --feed.
 
 Options:
   --once                  catch up with every source, then exit (default: follow forever)

@@ -248,6 +248,10 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
   const Stage& s = declaration_.stages[i];
   auto batch = std::make_unique<Batch>();
   if (i < feeds_.size() && feeds_[i] != nullptr) {
+    if (feeds_[i]->queued() == 0) {
+      // What was queued before a refusal is handled first; then the refusal ends the run.
+      if (absl::Status failure = feeds_[i]->failure(); !failure.ok()) return failure;
+    }
     batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size));
   } else {
     absl::StatusOr<Document> changes =
@@ -280,6 +284,9 @@ absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
   }
   if (batch.size > 0) return false;
   p.backlog = 0;
+  // The initial synchronization is over: from now on a document at its first revision may
+  // come after rows of it were written (a document listed twice), so rows are looked up.
+  checkpoints_[i].fresh = false;
   if (checkpoints_[i].sweep) {
     if (absl::Status st = Sweep(i); !st.ok()) return st;
     checkpoints_[i].sweep = false;
@@ -458,9 +465,10 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
     const Value* deleted = Member(*change, "deleted");
     bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
     if (!is_deleted && Generation(rev) == 1) {
-      // In a fresh initial synchronization nothing derived from this source existed, and a
-      // document at its first revision appears once: its rows are new, so they are written
-      // without asking (a conflict, should one exist after all, is looked up and redone).
+      // In a fresh initial synchronization nothing derived from this source existed: the rows
+      // of a document at its first revision are new, so they are written without asking. A
+      // document CouchDB lists twice in _changes (a clustered database may, after a shard
+      // moved) finds its rows written the first time: that conflict is looked up and redone.
       if (!fresh) {
         for (const Value& doc : desired[id]) keys.PushBack(Value(doc["_id"], ea), ea);
       }
@@ -518,8 +526,10 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   std::vector<std::string> conflicts;
   if (absl::Status st = BulkWrite(s.target, writes, s, fresh ? &conflicts : nullptr); !st.ok()) return st;
   if (conflicts.empty()) return count;
-  // Rows that existed after all (say, written by an earlier run that died before its first
-  // checkpoint): compared with what is there, and written again only if they differ.
+  // Rows that existed after all (a document listed twice in _changes, whose rows an earlier
+  // batch wrote; or a row changed since it was looked up): compared with what is there, and
+  // written again only if they differ. A conflict that cannot be redone so (a tombstone, a
+  // row gone meanwhile) is recorded as an error, not dropped.
   std::map<std::string, Value*> by_id;
   for (auto& [id, docs] : desired) {
     for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
@@ -533,13 +543,22 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
                   absl::StrCat("reading derived documents of ", s.target));
   if (!found.ok()) return found.status();
   std::vector<std::string> again;
+  std::set<std::string> redone;
   if (Value* rows = const_cast<Value*>(Member(*found, "rows")); rows && rows->IsArray()) {
     for (Value& row : rows->GetArray()) {
       Value* doc = const_cast<Value*>(Member(row, "doc"));
       auto it = by_id.find(Text(row, "key"));
       if (doc == nullptr || !doc->IsObject() || it == by_id.end()) continue;
+      redone.insert(it->first);
+      // The first pass may have given it the revision it looked up: compare without it.
+      it->second->RemoveMember("_rev");
       std::string json = Desired(*it->second, ra, doc);
       if (!json.empty()) again.push_back(std::move(json));
+    }
+  }
+  for (const std::string& id : conflicts) {
+    if (redone.count(id) == 0) {
+      RecordError(s, id, "conflict", "CouchDB refused the write as a conflict and it could not be redone");
     }
   }
   count += static_cast<int64_t>(again.size()) - static_cast<int64_t>(conflicts.size());
@@ -873,6 +892,10 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     st.AddMember("written", p.written, a);
     st.AddMember("errors", p.errors, a);
     st.AddMember("docs_per_s", seconds > 0 ? p.processed / seconds : 0.0, a);
+    if (i < feeds_.size() && feeds_[i] != nullptr) {
+      // A count that keeps growing says the feed is unstable (a proxy's timeout, a flaky link).
+      st.AddMember("feed_reconnections", feeds_[i]->reconnections(), a);
+    }
     stages.PushBack(st, a);
   }
   doc.AddMember("stages", stages, a);
@@ -884,14 +907,6 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   if (!answer.ok()) return answer.status();
   status_rev_ = Text(*answer, "rev");
   return absl::OkStatus();
-}
-
-std::vector<int64_t> Deriver::FeedReconnections() const {
-  std::vector<int64_t> out(declaration_.stages.size(), 0);
-  for (size_t i = 0; i < feeds_.size(); ++i) {
-    if (feeds_[i]) out[i] = feeds_[i]->reconnections();
-  }
-  return out;
 }
 
 void Deriver::StartFeeds() {
@@ -925,14 +940,24 @@ void Deriver::PrintFeedNotes() {
 absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {
   if (!options_.continuous_feed.has_value()) return WaitOnLongpolls(max_wait);
   if (feeds_.empty()) StartFeeds();
+  // A feed the server refused for good ends the run once what it queued has been handled.
+  auto refused = [this]() -> absl::Status {
+    for (auto& feed : feeds_) {
+      if (feed && feed->queued() == 0) {
+        if (absl::Status failure = feed->failure(); !failure.ok()) return failure;
+      }
+    }
+    return absl::OkStatus();
+  };
   const int64_t seen = feed_signal_.count();
   PrintFeedNotes();
   for (auto& feed : feeds_) {
     if (feed && feed->queued() > 0) return absl::OkStatus();
   }
+  if (absl::Status st = refused(); !st.ok()) return st;
   feed_signal_.WaitPast(seen, max_wait);
   PrintFeedNotes();
-  return absl::OkStatus();
+  return refused();
 }
 
 absl::Status Deriver::WaitOnLongpolls(absl::Duration max_wait) {

@@ -72,11 +72,11 @@ class Deriver {
   // handled; FAILED_PRECONDITION when may_write said no.
   absl::StatusOr<int64_t> CatchUp();
   // Waits for a change in any source, at most about `max_wait`. With continuous_feed, the
-  // first call opens the feeds from where each stage has caught up to.
+  // first call opens the feeds from where each stage has caught up to; a feed the server
+  // refused for good (HTTP 401, 403, 404...) makes it (or the next batch read) fail.
   absl::Status WaitForChanges(absl::Duration max_wait);
-  // How often the continuous feeds have reconnected (stage order, 0 for a stage without one).
-  std::vector<int64_t> FeedReconnections() const;
-  // Writes the status document (the database is the first target's).
+  // Writes the status document (the database is the first target's), with each followed
+  // stage's feed reconnections.
   absl::Status WriteStatus(const std::string& holder);
 
   const std::vector<StageProgress>& progress() const { return progress_; }

@@ -147,5 +147,66 @@ TEST(ChangesFeedTest, AFullQueueStopsTheReaderUntilChangesAreTaken) {
   released = true;
 }
 
+// A deleted database (404) or revoked credentials (401, 403) do not heal by asking again: the
+// feed stops at the first such answer and says why. A 429 (too many requests) is retried.
+TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
+  for (int refusal : {404, 401, 403}) {
+    SCOPED_TRACE(refusal);
+    absl::Mutex mu;
+    int calls = 0;
+    ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+      absl::MutexLock lock(&mu);
+      if (++calls == 1) return {429, R"({"error":"too_many_requests","reason":"slow down"})"};
+      return {refusal, R"({"error":"refused","reason":"Database does not exist."})"};
+    });
+    ChangeSignal signal;
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Seconds(10)}, signal);
+    Reader reader(feed, signal);
+    ASSERT_TRUE(reader.WaitFor([&] { return !feed.failure().ok(); })) << ::testing::PrintToString(reader.notes);
+    const absl::Status failure = feed.failure();
+    EXPECT_THAT(failure.message(), HasSubstr("the changes feed of src"));
+    EXPECT_THAT(failure.message(), HasSubstr(absl::StrCat("HTTP ", refusal)));
+    EXPECT_THAT(failure.message(), HasSubstr("Database does not exist."));
+    EXPECT_FALSE(absl::IsInvalidArgument(failure) || absl::IsFailedPrecondition(failure)) << failure;
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.Noted(absl::StrCat("stopped: HTTP ", refusal)); }))
+        << ::testing::PrintToString(reader.notes);
+    // The 429 was retried; the refusal was not.
+    EXPECT_TRUE(reader.Noted("HTTP 429")) << ::testing::PrintToString(reader.notes);
+    EXPECT_EQ(couch.requests().size(), 2u);
+  }
+}
+
+// A server (or a proxy) that ends every feed at once with only its last_seq must not be asked
+// again at once: each reopening waits the reconnect delay, which doubles.
+TEST(ChangesFeedTest, AFeedEndedAtOnceWithoutAChangeIsReopenedAfterADelay) {
+  absl::Mutex mu;
+  std::vector<absl::Time> asked;
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    asked.push_back(absl::Now());
+    return {200, R"({"last_seq":"5-g1AAAA","pending":0})" "\n"};
+  });
+  ChangeSignal signal;
+  std::vector<std::string> notes;
+  std::vector<absl::Time> first_five;
+  {
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Seconds(10)}, signal);
+    {
+      absl::MutexLock lock(&mu);  // released before the feed stops: its request may need it
+      auto five = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return asked.size() >= 5; };
+      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&five), kWait)) << asked.size();
+      first_five.assign(asked.begin(), asked.begin() + 5);
+    }
+    notes = feed.TakeNotes();
+  }
+  // Delays of 100, 200, 400 and 800 ms lie between the first request and the fifth; without
+  // them the five come within milliseconds.
+  EXPECT_GE(first_five[4] - first_five[0], absl::Milliseconds(1500));
+  ASSERT_FALSE(notes.empty());
+  EXPECT_THAT(notes[0], HasSubstr("the changes feed of src ended (the server ended it without a change); "
+                                  "reconnecting from seq 5-g1AAAA in 100ms"));
+  EXPECT_THAT(couch.requests().back(), HasSubstr("&since=5-g1AAAA"));
+}
+
 }  // namespace
 }  // namespace cnp::derive

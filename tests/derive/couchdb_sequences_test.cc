@@ -2,11 +2,14 @@
 // back as they came, and `pending` gives the backlog. pouchdb-server has numbers only.
 #include <algorithm>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "client/derive/derived_ids.h"
 #include "client/derive/deriver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -91,80 +94,332 @@ TEST(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame) 
   EXPECT_TRUE(resumed);
 }
 
-// A first synchronization (no checkpoint, nothing derived yet) writes its rows without looking
-// them up first; a row that turns out to exist (a conflict) is read, compared and written again
-// with its revision.
-TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
-  absl::Mutex mu;
-  std::vector<std::string> bulks;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+// A target database in memory, CouchDB's way in what the deriver uses: _bulk_docs refuses a
+// write whose _rev is not the document's current one (a conflict), _all_docs answers keys and
+// id ranges with the documents, _local documents are kept.
+class FakeTarget {
+ public:
+  // Answers a request to /tgt..., or nullopt for any other.
+  std::optional<ScriptedResponse> Answer(const HttpRequest& r) {
     const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, R"({"results":[{"seq":1,"id":"a","changes":[{"rev":"1-x"}],"doc":{"_id":"a","_rev":"1-x","town":"Oslo"}},
-                                  {"seq":2,"id":"b","changes":[{"rev":"1-y"}],"doc":{"_id":"b","_rev":"1-y","town":"Lima"}}],
-                     "last_seq":2})"};
-    }
-    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
-    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
-    if (t == "/tgt" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
+    if (t == "/tgt" && r.method == "PUT") return ScriptedResponse{412, R"({"error":"file_exists"})"};
     if (absl::StartsWith(t, "/tgt/_local/")) {
-      return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
-                               : ScriptedResponse{404, R"({"error":"not_found"})"};
+      if (r.method == "PUT") {
+        local[t] = r.body;
+        return ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"};
+      }
+      auto it = local.find(t);
+      return it == local.end() ? ScriptedResponse{404, R"({"error":"not_found"})"} : ScriptedResponse{200, it->second};
     }
-    if (absl::StartsWith(t, "/tgt/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};
     if (t == "/tgt/_bulk_docs") {
       bulks.push_back(r.body);
       absl::StatusOr<rapidjson::Document> body = couchdb::ParseJson(r.body);
       std::string answer = "[";
-      for (const auto& doc : (*body)["docs"].GetArray()) {
+      for (auto& doc : (*body)["docs"].GetArray()) {
         std::string id = doc["_id"].GetString();
-        bool conflict = bulks.size() == 1 && std::string(doc["mr_source_id"].GetString()) == "a";
+        std::string rev = doc.HasMember("_rev") && doc["_rev"].IsString() ? doc["_rev"].GetString() : "";
+        auto it = docs.find(id);
+        std::string current = it == docs.end() ? "" : Rev(it->second);
+        bool conflict = conflict_always.count(id) > 0 || rev != current;
+        std::string new_rev = absl::StrCat(++revisions, "-n");
+        if (!conflict) {
+          if (doc.HasMember("_rev")) doc.RemoveMember("_rev");
+          doc.AddMember("_rev", rapidjson::Value(new_rev.c_str(), body->GetAllocator()), body->GetAllocator());
+          docs[id] = couchdb::ToJson(doc);
+        }
         absl::StrAppend(&answer, answer.size() > 1 ? "," : "", R"({"id":")", id,
-                        conflict ? R"(","error":"conflict","reason":"Document update conflict."})" : R"(","ok":true,"rev":"1-n"})");
+                        conflict ? R"(","error":"conflict","reason":"Document update conflict."})"
+                                 : absl::StrCat(R"(","ok":true,"rev":")", new_rev, R"("})"));
       }
-      return {201, answer + "]"};
+      return ScriptedResponse{201, answer + "]"};
     }
     if (t == "/tgt/_all_docs?include_docs=true" && r.method == "POST") {
-      // a's row exists, from a run that died before its first checkpoint, with another key.
       absl::StatusOr<rapidjson::Document> body = couchdb::ParseJson(r.body);
-      std::string id = (*body)["keys"][0].GetString();
-      return {200, absl::StrCat(R"({"rows":[{"id":")", id, R"(","key":")", id, R"(","value":{"rev":"1-old"},)",
-                                R"("doc":{"_id":")", id, R"(","_rev":"1-old","mr_source_id":"a","mr_value":null,)",
-                                R"("mr_key":"Bergen","mr_source_type":"src","mr_version":1}}]})")};
+      std::vector<std::string> ids;
+      for (const auto& id : (*body)["keys"].GetArray()) ids.push_back(id.GetString());
+      return ScriptedResponse{200, Rows(ids)};
     }
+    if (absl::StartsWith(t, "/tgt/_all_docs?")) {
+      // A range lookup (startkey...endkey, by id prefix); limit=1 is Start()'s probe.
+      std::vector<std::string> ids;
+      std::string prefix = Unescape(t.substr(t.find("startkey=") + 9, t.find('&', t.find("startkey=")) - t.find("startkey=") - 9));
+      for (const auto& [id, doc] : docs) {
+        if (absl::StartsWith(id, prefix)) ids.push_back(id);
+      }
+      if (absl::StrContains(t, "limit=1&") && ids.size() > 1) ids.resize(1);
+      return ScriptedResponse{200, Rows(ids)};
+    }
+    return std::nullopt;
+  }
+
+  std::map<std::string, std::string> docs;   // id -> JSON with _rev
+  std::map<std::string, std::string> local;  // _local documents by path
+  std::set<std::string> conflict_always;     // ids whose every write is refused as a conflict
+  std::vector<std::string> bulks;
+  int revisions = 0;
+
+ private:
+  static std::string Rev(const std::string& json) {
+    absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(json);
+    return (*doc)["_rev"].GetString();
+  }
+  // A JSON string in a query ("%22src%3A...%22") back to its text.
+  static std::string Unescape(std::string_view query) {
+    std::string out;
+    for (size_t i = 0; i < query.size(); ++i) {
+      if (query[i] == '%' && i + 2 < query.size()) {
+        out.push_back(static_cast<char>(std::stoi(std::string(query.substr(i + 1, 2)), nullptr, 16)));
+        i += 2;
+      } else {
+        out.push_back(query[i]);
+      }
+    }
+    absl::StatusOr<rapidjson::Document> text = couchdb::ParseJson(out);
+    return text.ok() && text->IsString() ? text->GetString() : out;
+  }
+  std::string Rows(const std::vector<std::string>& ids) const {
+    std::string rows;
+    for (const std::string& id : ids) {
+      auto it = docs.find(id);
+      absl::StrAppend(&rows, rows.empty() ? "" : ",",
+                      it == docs.end()
+                          ? absl::StrCat(R"({"key":")", id, R"(","error":"not_found"})")
+                          : absl::StrCat(R"({"id":")", id, R"(","key":")", id, R"(","value":{"rev":")",
+                                         Rev(it->second), R"("},"doc":)", it->second, "}"));
+    }
+    return absl::StrCat(R"({"rows":[)", rows, "]}");
+  }
+};
+
+std::string ChangeLine(int seq, const std::string& id, const std::string& rev, const std::string& town) {
+  return absl::StrCat(R"({"seq":)", seq, R"(,"id":")", id, R"(","changes":[{"rev":")", rev, R"("}],"doc":{"_id":")",
+                      id, R"(","_rev":")", rev, R"(","town":")", town, R"("}})");
+}
+
+struct Harness {
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
+      {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
+  std::unique_ptr<client::Client> cnp = server.ok() ? (*server)->Connect() : nullptr;
+};
+
+size_t CountOf(const std::vector<std::string>& requests, const std::string& request) {
+  return static_cast<size_t>(std::count(requests.begin(), requests.end(), request));
+}
+
+// A first synchronization (no checkpoint, nothing derived yet) writes its rows without looking
+// them up first. A document listed twice in _changes (as a clustered CouchDB may) finds its rows
+// written the first time: that conflict is read and compared, and, as nothing differs, not
+// written again nor counted as an error.
+TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
+  absl::Mutex mu;
+  FakeTarget target;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {  // batches of two
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
+                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=2&")) {  // a again
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(3, "a", "1-x", "Oslo"), R"(],"last_seq":3})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":3})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":3})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
     return {500, R"({"error":"unscripted"})"};
   });
-  auto server = testing::ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
-  ASSERT_TRUE(server.ok()) << server.status();
-  std::unique_ptr<client::Client> cnp = (*server)->Connect();
-  ASSERT_NE(cnp, nullptr);
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
   couchdb::CouchClient http({.base_url = couch.url()});
   CouchDb db(http);
   Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
   std::ostringstream log;
-  Deriver deriver(declaration, db, *cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Deriver deriver(declaration, db, *h.cnp, {.batch_size = 2}, log, [] { return absl::StatusOr<bool>(true); });
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
   ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
-  EXPECT_EQ(*handled, 2);
+  EXPECT_EQ(*handled, 3);
   EXPECT_EQ(deriver.progress()[0].written, 2) << log.str();
   EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
 
   absl::MutexLock lock(&mu);
-  ASSERT_EQ(bulks.size(), 2u);
-  EXPECT_THAT(bulks[0], HasSubstr(R"("mr_key":"Oslo")"));
-  EXPECT_THAT(bulks[0], HasSubstr(R"("mr_key":"Lima")"));
-  EXPECT_THAT(bulks[0], Not(HasSubstr("_rev")));
-  // Only a's row again, now with the revision it has.
-  EXPECT_THAT(bulks[1], HasSubstr(R"("mr_key":"Oslo")"));
-  EXPECT_THAT(bulks[1], HasSubstr(R"("_rev":"1-old")"));
-  EXPECT_THAT(bulks[1], Not(HasSubstr("Lima")));
-  // No lookup before the first write.
+  ASSERT_EQ(target.bulks.size(), 2u);
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Oslo")"));
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
+  EXPECT_THAT(target.bulks[0], Not(HasSubstr("_rev")));
+  // a's row once more, without asking; refused as a conflict, looked up, found the same.
+  EXPECT_THAT(target.bulks[1], HasSubstr(R"("mr_key":"Oslo")"));
+  EXPECT_THAT(target.bulks[1], Not(HasSubstr("_rev")));
   std::vector<std::string> requests = couch.requests();
-  auto first_bulk = std::find(requests.begin(), requests.end(), "POST /tgt/_bulk_docs");
-  EXPECT_EQ(std::find(requests.begin(), first_bulk, "POST /tgt/_all_docs?include_docs=true"), first_bulk);
+  auto second_bulk = std::find(requests.begin(), requests.end(), "POST /tgt/_bulk_docs") + 1;
+  second_bulk = std::find(second_bulk, requests.end(), "POST /tgt/_bulk_docs");
+  EXPECT_EQ(CountOf({requests.begin(), second_bulk}, "POST /tgt/_all_docs?include_docs=true"), 0u);
+  EXPECT_EQ(CountOf({second_bulk, requests.end()}, "POST /tgt/_all_docs?include_docs=true"), 1u);
+}
+
+// Once caught up, the initial synchronization is over: a new document's rows are looked up
+// before they are written, not written as first revisions.
+TEST(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
+  absl::Mutex mu;
+  FakeTarget target;
+  bool more = false;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), R"(],"last_seq":1})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=1&") && more) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(2, "d", "1-z", "Rome"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) {
+      return {200, absl::StrCat(R"({"results":[],"last_seq":)", more ? 2 : 1, "}")};
+    }
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  couchdb::CouchClient http({.base_url = couch.url()});
+  CouchDb db(http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  std::ostringstream log;
+  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  size_t before;
+  {
+    absl::MutexLock lock(&mu);
+    more = true;
+    before = couch.requests().size();
+  }
+  handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  EXPECT_EQ(*handled, 1);
+  std::vector<std::string> requests = couch.requests();
+  std::vector<std::string> following(requests.begin() + before, requests.end());
+  auto bulk = std::find(following.begin(), following.end(), "POST /tgt/_bulk_docs");
+  ASSERT_NE(bulk, following.end());
+  // The first sync wrote without asking; this write was preceded by a lookup of d's row.
+  EXPECT_EQ(CountOf({requests.begin(), requests.begin() + before}, "POST /tgt/_all_docs?include_docs=true"), 0u);
+  EXPECT_EQ(CountOf({following.begin(), bulk}, "POST /tgt/_all_docs?include_docs=true"), 1u);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(target.bulks.back(), HasSubstr(R"("mr_key":"Rome")"));
+}
+
+// A conflict in a fresh sync is redone from what the target holds: a row that got its
+// revision in the first pass is compared without it (so an unchanged row is not written
+// again), and a tombstone that cannot be redone is recorded as an error, not dropped.
+TEST(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecorded) {
+  absl::Mutex mu;
+  FakeTarget target;
+  const std::string a_row = MapRowId("src", "a", R"("Oslo")", 0);
+  const std::string c_row = MapRowId("src", "c", R"("Lima")", 0);
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "2-x", "Oslo"), ",",
+                                R"({"seq":2,"id":"c","deleted":true,"changes":[{"rev":"3-d"}],)",
+                                R"("doc":{"_id":"c","_rev":"3-d","_deleted":true}}],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (absl::StartsWith(t, "/tgt/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};  // a fresh sync
+    if (t == "/tgt/_bulk_docs" && target.bulks.empty()) {
+      // Between the lookup and the write, a's row was rewritten as it is wanted (say, by a
+      // batch listing a again) and c's row changed: both writes conflict.
+      target.docs[a_row] = absl::StrCat(R"({"_id":")", a_row, R"(","_rev":"2-new","mr_source_id":"a","mr_value":null,)",
+                                        R"("mr_key":"Oslo","mr_source_type":"src","mr_version":1})");
+      target.docs[c_row] = absl::StrCat(R"({"_id":")", c_row, R"(","_rev":"2-c","mr_source_id":"c","mr_value":null,)",
+                                        R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
+    }
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  {
+    absl::MutexLock lock(&mu);
+    // What the target held when a's and c's rows were looked up.
+    target.docs[a_row] = absl::StrCat(R"({"_id":")", a_row, R"(","_rev":"1-old","mr_source_id":"a","mr_value":null,)",
+                                      R"("mr_key":"Oslo","mr_source_type":"src","mr_version":0})");
+    target.docs[c_row] = absl::StrCat(R"({"_id":")", c_row, R"(","_rev":"1-c","mr_source_id":"c","mr_value":null,)",
+                                      R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
+  }
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  couchdb::CouchClient http({.base_url = couch.url()});
+  CouchDb db(http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  std::ostringstream log;
+  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  EXPECT_EQ(*handled, 2);
+  absl::MutexLock lock(&mu);
+  ASSERT_GE(target.bulks.size(), 1u);
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_rev":"1-old")"));
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_deleted":true)"));
+  // a's row is as wanted now: nothing is written again.
+  EXPECT_EQ(target.bulks.size(), 1u) << target.bulks.back();
+  EXPECT_EQ(deriver.progress()[0].written, 0) << log.str();
+  // c's tombstone conflicted and was not redone: an error, with the row named.
+  EXPECT_EQ(deriver.progress()[0].errors, 1) << log.str();
+  EXPECT_THAT(log.str(), HasSubstr(c_row));
+  EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(c_row));
+}
+
+// With --feed=continuous, a feed the server refuses for good (the source database deleted)
+// ends the wait with an error naming the database and the status, instead of reconnecting
+// forever; the status document counts the feed's reconnections before that.
+TEST(CouchDbSequencesTest, ARefusedFeedEndsTheWaitAndReconnectionsAreInTheStatus) {
+  absl::Mutex mu;
+  FakeTarget target;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?")) return {200, R"({"results":[],"last_seq":"7-g1AA"})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":"7-g1AA"})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  // The feed's own connection: twice ended without a change, then the database is gone.
+  int feed_calls = 0;
+  ScriptedHttpServer feed_couch([&](const HttpRequest&) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    if (++feed_calls <= 2) return {200, R"({"last_seq":"7-g1AA","pending":0})" "\n"};
+    return {404, R"({"error":"not_found","reason":"Database does not exist."})"};
+  });
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  couchdb::CouchClient http({.base_url = couch.url()});
+  CouchDb db(http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  std::ostringstream log;
+  DeriverOptions options;
+  options.continuous_feed = couchdb::CouchClient::Options{.base_url = feed_couch.url()};
+  Deriver deriver(declaration, db, *h.cnp, options, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok());
+  ASSERT_TRUE(deriver.CatchUp().ok()) << log.str();
+  absl::Status waited;
+  for (absl::Time deadline = absl::Now() + absl::Seconds(30); waited.ok() && absl::Now() < deadline;) {
+    waited = deriver.WaitForChanges(absl::Seconds(1));
+  }
+  ASSERT_FALSE(waited.ok()) << log.str();
+  EXPECT_THAT(waited.message(), HasSubstr("the changes feed of src"));
+  EXPECT_THAT(waited.message(), HasSubstr("HTTP 404"));
+  EXPECT_TRUE(absl::IsNotFound(waited)) << waited;
+  EXPECT_THAT(log.str(), HasSubstr("stopped: HTTP 404"));
+  // The next batch read says the same.
+  EXPECT_THAT(deriver.CatchUp().status().message(), HasSubstr("HTTP 404"));
+  ASSERT_TRUE(deriver.WriteStatus("me").ok());
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(feed_calls, 3);
+  absl::StatusOr<rapidjson::Document> status = couchdb::ParseJson(target.local["/tgt/_local/cnp-derive%3As%3Astatus"]);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ((*status)["stages"][0]["feed_reconnections"].GetInt64(), 2);
 }
 
 }  // namespace
