@@ -19,8 +19,6 @@ using ::cnp::couchdb::HttpResponse;
 using ::cnp::couchdb::ParseJson;
 using ::cnp::couchdb::ToJson;
 
-constexpr int kMaxConflictRetries = 3;
-
 std::string Field(const rapidjson::Value& doc, const char* name) {
   if (!doc.IsObject()) return "";
   auto it = doc.FindMember(name);
@@ -45,7 +43,7 @@ void EmitError(const RegistrySync::Emit& emit, const absl::Status& status,
 
 // Marks one entry removed, re-reading it after a concurrent edit.
 absl::Status MarkEntry(CouchClient& couch, const std::string& registry, const std::string& id,
-                       bool dry_run, const RegistrySync::Emit& emit) {
+                       bool dry_run, int max_conflict_retries, const RegistrySync::Emit& emit) {
   const std::string path =
       absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/", CouchClient::EscapeSegment(id));
   for (int attempt = 0;; ++attempt) {
@@ -84,7 +82,7 @@ absl::Status MarkEntry(CouchClient& couch, const std::string& registry, const st
     entry->AddMember("removed_at_ms", absl::ToUnixMillis(absl::Now()), a);
     absl::StatusOr<HttpResponse> put = couch.Put(path, ToJson(*entry));
     if (!put.ok()) return put.status();
-    if (put->status == 409 && attempt < kMaxConflictRetries) continue;
+    if (put->status == 409 && attempt < max_conflict_retries) continue;
     if (put->status != 201 && put->status != 202) {
       return HttpError(*put, absl::StrCat("marking ", id, " removed in ", registry),
                        couch.base_url());
@@ -101,7 +99,8 @@ absl::Status MarkEntry(CouchClient& couch, const std::string& registry, const st
 
 absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
                               const std::vector<std::string>& names, bool dry_run,
-                              const RegistrySync::Emit& emit) {
+                              int max_conflict_retries, const RegistrySync::Emit& emit) {
+  if (max_conflict_retries <= 0) max_conflict_retries = kDefaultMaxConflictRetries;
   absl::StatusOr<HttpResponse> response = couch.Get(
       absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/_all_docs?include_docs=true"));
   absl::Status failed;
@@ -141,7 +140,7 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
       continue;
     }
     for (const std::string& id : ids) {
-      absl::Status status = MarkEntry(couch, registry, id, dry_run, emit);
+      absl::Status status = MarkEntry(couch, registry, id, dry_run, max_conflict_retries, emit);
       if (status.ok()) continue;
       EmitError(emit, status, registry, id);
       if (first_error.ok()) first_error = status;

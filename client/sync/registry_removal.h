@@ -4,7 +4,7 @@
 // design document out of the databases it put it in (see registry_sync.h); registering the
 // design document again brings the entry back.
 //
-//   absl::Status status = RemoveRegistered(couch, "cnp_registry", {"towns"}, false, emit);
+//   absl::Status status = RemoveRegistered(couch, "cnp_registry", {"towns"}, false, 0, emit);
 #pragma once
 
 #include <string>
@@ -19,9 +19,12 @@ namespace cnp::client::sync {
 // Marks removed every entry of each of `names`: a design document's name ("towns" or
 // "_design/towns") means all of its entries, an entry's id ("towns@classification:account")
 // that one. A name with no entry is an error (NOT_FOUND), reported like the others through
-// `emit`; an entry already removed is UNCHANGED. With `dry_run` nothing is written.
+// `emit`; an entry already removed is UNCHANGED. With `dry_run` nothing is written. An entry
+// edited meanwhile (HTTP 409) is re-read and retried up to `max_conflict_retries` times (0:
+// kDefaultMaxConflictRetries), as --max-conflict-retries says.
+inline constexpr int kDefaultMaxConflictRetries = 3;
 absl::Status RemoveRegistered(::cnp::couchdb::CouchClient& couch, const std::string& registry,
                               const std::vector<std::string>& names, bool dry_run,
-                              const RegistrySync::Emit& emit);
+                              int max_conflict_retries, const RegistrySync::Emit& emit);
 
 }  // namespace cnp::client::sync

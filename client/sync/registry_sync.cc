@@ -286,12 +286,17 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
   absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
   if (!owner.ok()) return owner.status();
   if (!owner->has_value() || (*owner)->registry != registry_) {
+    // Two different stories: nobody recorded writing it, or cnp sync from another registry did.
+    const std::string why =
+        !owner->has_value()
+            ? absl::StrCat("no _local/cnp-sync:", entry.name, " record")
+            : absl::StrCat("its _local/cnp-sync:", entry.name, " record says cnp sync from ",
+                           (*owner)->registry, " wrote it");
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::FailedPreconditionError(absl::StrCat(
                     "the registry entry \"", entry.entry_id, "\" is removed, but ", id, " in ",
-                    database, " was not put there by cnp sync from ", registry_,
-                    " (no _local/cnp-sync:", entry.name,
-                    " record): left in place; delete it yourself if it should go")),
+                    database, " was not put there by cnp sync from ", registry_, " (", why,
+                    "): left in place; delete it yourself if it should go")),
                 database, id);
     return absl::OkStatus();
   }

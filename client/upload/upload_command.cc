@@ -21,7 +21,8 @@ namespace {
 
 constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE.yml [FILE.yml ...]
        %s --register REGISTRY_DB [options] COUCHDB_URL FILE.yml [FILE.yml ...]
-       %s --register REGISTRY_DB --remove [--dry-run] COUCHDB_URL NAME [NAME ...]
+       %s --register REGISTRY_DB --remove [--dry-run] [--max-conflict-retries=N]
+          COUCHDB_URL NAME [NAME ...]
 
 Uploads the design documents described in the YAML files to DATABASE, through the cnp
 service (cnp-server), which resolves every function's |version by importing it in a worker.
@@ -261,7 +262,7 @@ int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo
   const PrintOptions print{.show_documents = flags.show_documents};
   std::vector<std::string> names(flags.positional.begin() + 1, flags.positional.end());
   absl::Status status = client::sync::RemoveRegistered(
-      couch, flags.register_database, names, flags.dry_run,
+      couch, flags.register_database, names, flags.dry_run, flags.max_conflict_retries,
       [&](const v1::UploadEvent& event) { PrintEvent(event, print, io.out, io.err, tally); });
   PrintSummary(tally, io.out);
   return status.ok() && tally.errors == 0 ? 0 : 1;
@@ -285,6 +286,11 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     if (!registering) {
       io.err << program << ": --remove takes design documents out of a registry: it needs "
                            "--register REGISTRY_DB (see --help)\n";
+      return 2;
+    }
+    if (flags->staged) {
+      io.err << program << ": --staged and --remove do not go together: --remove only marks "
+                           "registry entries removed, it builds no views (see --help)\n";
       return 2;
     }
     return RemoveFromRegistry(program, *flags, io);

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/sync/registry_removal.h"
 #include "client/sync/registry_sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -150,6 +151,38 @@ TEST(FollowTest, ADatabaseCreatedLaterGetsItsDesignDocumentsAndARegistryChangeIs
   std::vector<std::string> requests = couch.requests();
   ASSERT_FALSE(requests.empty());
   EXPECT_EQ(requests.front(), "GET /_db_updates?since=now");
+}
+
+// cnp upload --register R --remove NAME retries an entry edited meanwhile (HTTP 409) as often
+// as --max-conflict-retries says (0: the default, 3), then reports the conflict.
+TEST(RemovalTest, AConflictIsRetriedAsOftenAsMaxConflictRetriesSays) {
+  for (int retries : {1, 5, 0}) {
+    SCOPED_TRACE(retries);
+    absl::Mutex mu;
+    int puts = 0;
+    ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+      absl::MutexLock lock(&mu);
+      if (r.target == "/reg/_all_docs?include_docs=true") return {200, RegistryAllDocs(1)};
+      if (r.target != "/reg/towns%40classification%3Aaccount") return {500, R"({"error":"unscripted"})"};
+      if (r.method == "GET") {
+        absl::StatusOr<rapidjson::Document> all = couchdb::ParseJson(RegistryAllDocs(1));
+        return {200, couchdb::ToJson((*all)["rows"][0]["doc"])};
+      }
+      ++puts;
+      return {409, R"({"error":"conflict","reason":"Document update conflict."})"};
+    });
+    couchdb::CouchClient http({.base_url = couch.url()});
+    std::vector<std::string> problems;
+    absl::Status status = client::sync::RemoveRegistered(http, "reg", {"towns"}, false, retries,
+                                                         [&](const v1::UploadEvent& e) {
+                                                           if (e.has_problem()) problems.push_back(e.problem().message());
+                                                         });
+    EXPECT_TRUE(absl::IsAborted(status)) << status;
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(puts, 1 + (retries > 0 ? retries : client::sync::kDefaultMaxConflictRetries));
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_THAT(problems[0], ::testing::HasSubstr("conflict"));
+  }
 }
 
 }  // namespace

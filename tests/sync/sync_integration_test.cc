@@ -29,9 +29,11 @@ using ::cnp::testing::PouchDbServer;
 
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
 
@@ -312,6 +314,87 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
                                      {.out = out2, .err = err2, .env = no_env});
   EXPECT_EQ(status, 1);
   EXPECT_THAT(err2.str(), HasSubstr("the registry \"reg6\" has no entry for \"townz\""));
+}
+
+// A design document cnp sync put there from another registry is not this registry's to
+// remove, and the warning says so (not that there is no record at all).
+TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWhose) {
+  for (const char* db : {"reg7", "account-p1", "account-p2"}) CreateDatabase(db);
+  const std::string yaml =
+      "classifications: {account: \"account-p*\"}\n"
+      "towns:\n"
+      "  classification: account\n"
+      "  views: {by_town: myviews.townmap}\n";
+  ASSERT_TRUE(Register("reg7", yaml).status.ok());
+  UploadResult result = SyncOnce("reg7");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  // account-p1's record now names another registry (its sync wrote the same document there).
+  rapidjson::Document record = Read("/account-p1/_local/cnp-sync%3Atowns");
+  ASSERT_TRUE(record.HasMember("registry")) << couchdb::ToJson(record);
+  record["registry"].SetString("reg-other", record.GetAllocator());
+  absl::StatusOr<couchdb::HttpResponse> put =
+      couch_->Put("/account-p1/_local/cnp-sync%3Atowns", couchdb::ToJson(record));
+  ASSERT_TRUE(put.ok() && (put->status == 201 || put->status == 200)) << put.status();
+  // account-p2 lost its record altogether.
+  rapidjson::Document p2 = Read("/account-p2/_local/cnp-sync%3Atowns");
+  absl::StatusOr<couchdb::HttpResponse> gone = couch_->Delete(
+      absl::StrCat("/account-p2/_local/cnp-sync%3Atowns?rev=", p2["_rev"].GetString()));
+  ASSERT_TRUE(gone.ok() && gone->status == 200) << gone.status();
+
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  std::ostringstream out, err;
+  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=reg7", "--remove", server_->url(), "towns"},
+                                      {.out = out, .err = err, .env = no_env}),
+            0)
+      << out.str() << err.str();
+  result = SyncOnce("reg7");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_TRUE(Read("/account-p1/_design/towns").HasMember("_id"));
+  EXPECT_TRUE(Read("/account-p2/_design/towns").HasMember("_id"));
+  std::vector<std::string> warnings;
+  for (const v1::UploadEvent& e : result.events) {
+    if (e.has_problem()) warnings.push_back(e.problem().message());
+  }
+  EXPECT_THAT(warnings,
+              UnorderedElementsAre(
+                  AllOf(HasSubstr("_design/towns in account-p1 was not put there by cnp sync from reg7"),
+                        HasSubstr("its _local/cnp-sync:towns record says cnp sync from reg-other wrote it"),
+                        Not(HasSubstr("no _local/cnp-sync:towns record"))),
+                  AllOf(HasSubstr("_design/towns in account-p2 was not put there by cnp sync from reg7"),
+                        HasSubstr("(no _local/cnp-sync:towns record)"))));
+}
+
+// --remove only marks entries: --staged makes no sense with it and is refused; --dry-run says
+// what it would mark and writes nothing; without --register there is no registry to mark in.
+TEST_F(SyncIntegrationTest, RemoveRefusesStagedNeedsRegisterAndDryRunWritesNothing) {
+  for (const char* db : {"reg8"}) CreateDatabase(db);
+  const std::string yaml =
+      "classifications: {account: \"account-q*\"}\n"
+      "towns:\n"
+      "  classification: account\n"
+      "  views: {by_town: myviews.townmap}\n";
+  ASSERT_TRUE(Register("reg8", yaml).status.ok());
+  const std::string entry_path = "/reg8/towns%40classification%3Aaccount";
+  const std::string rev_before = Read(entry_path)["_rev"].GetString();
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  auto run = [&](std::vector<std::string> args, std::string* out_text, std::string* err_text) {
+    std::ostringstream out, err;
+    int status = client::upload::RunUpload(args, {.out = out, .err = err, .env = no_env});
+    *out_text = out.str();
+    *err_text = err.str();
+    return status;
+  };
+  std::string out, err;
+  EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", "--staged", server_->url(), "towns"}, &out, &err), 2);
+  EXPECT_THAT(err, HasSubstr("--staged and --remove do not go together"));
+  EXPECT_EQ(run({"cnp upload", "--remove", server_->url(), "towns"}, &out, &err), 2);
+  EXPECT_THAT(err, HasSubstr("--remove takes design documents out of a registry: it needs --register"));
+  EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", "--dry-run", server_->url(), "towns"}, &out, &err), 0)
+      << out << err;
+  EXPECT_THAT(out, HasSubstr("would remove reg8/towns@classification:account"));
+  rapidjson::Document entry = Read(entry_path);
+  EXPECT_EQ(std::string(entry["_rev"].GetString()), rev_before);
+  EXPECT_FALSE(entry.HasMember("removed")) << couchdb::ToJson(entry);
 }
 
 TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere) {
