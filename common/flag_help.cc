@@ -58,9 +58,14 @@ bool HelpAsked(int argc, char* const* argv) {
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
     if (arg == "--") return false;
-    if (arg == "-h" || arg == "--help" || arg == "-help" || arg == "--helpfull" ||
-        absl::StartsWith(arg, "--help=")) {
-      return true;
+    if (arg == "-h") return true;
+    // absl takes flags with one dash or two, and has a family of help flags (--helpfull,
+    // --helpshort, --helpon=FILE, --helpmatch=TEXT, --helppackage, ...). Any of them reaching absl
+    // would print absl's listing, which knows our flags by other names or finds none of them
+    // ("No flags matched"): every spelling gets ours.
+    if (absl::StartsWith(arg, "-")) {
+      absl::string_view name = arg.substr(absl::StartsWith(arg, "--") ? 2 : 1);
+      if (absl::StartsWith(name, "help")) return true;
     }
   }
   return false;

@@ -11,8 +11,9 @@
 
 namespace cnp {
 
-// Whether the command line asks for help the way absl's programs are asked: --help, -h,
-// --helpfull, --help=... (anything after it, or after "--", is not looked at).
+// Whether the command line asks for help the way absl's programs are asked: -h, or any of absl's
+// help flags with one dash or two (--help, --helpfull, --helpshort, --helpon=..., --helpmatch=...,
+// --help=...). Arguments after "--" are not looked at.
 bool HelpAsked(int argc, char* const* argv);
 
 // `usage`, then every flag defined in a source file for which `ours(file)` holds, sorted by
