@@ -182,6 +182,10 @@ int Run() {
                       .tls_cert_file = absl::GetFlag(FLAGS_tls_cert),
                       .tls_key_file = absl::GetFlag(FLAGS_tls_key),
                       .auth_token_file = absl::GetFlag(FLAGS_auth_token_file)};
+  if (absl::Status s = client::CheckTlsTarget(options.security, options.target); !s.ok()) {
+    std::cerr << "cnp-adapter: " << s.message() << std::endl;
+    return 2;
+  }
   options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);

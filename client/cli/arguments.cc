@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/default_target.h"
 
 namespace cnp::cli {
 
@@ -49,6 +50,15 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
       args.options[name] = value;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown option --", name, " (see --help)"));
+    }
+  }
+  // Connection options that can never work together are refused here, before any input is read
+  // or any connection tried (which would end in a generic "no cnp-server answers").
+  if (valued.count("target") && !args.Has("help")) {
+    if (absl::Status s = client::CheckTlsTarget(ConnectionSecurity(args),
+                                                args.Get("target", DefaultTarget()));
+        !s.ok()) {
+      return s;
     }
   }
   return args;

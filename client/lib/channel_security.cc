@@ -5,8 +5,22 @@
 #include "common/secret_file.h"
 
 namespace cnp::client {
+
+absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target) {
+  if (!security.UsesTls() || absl::StartsWith(target, "unix:") ||
+      !absl::StrContains(target, ',')) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "TLS (--tls, --tls-ca, --tls-cert) cannot be used with a list of addresses (--target=",
+      target, "): each replica's certificate would be checked against the whole list as one "
+      "name; give the replicas one DNS name their certificates carry and use "
+      "--target=dns:///NAME:PORT"));
+}
+
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target) {
+  if (absl::Status s = CheckTlsTarget(security, target); !s.ok()) return s;
   LoadedChannelSecurity loaded;
   if (!security.auth_token_file.empty()) {
     absl::StatusOr<std::string> token = ReadAuthToken(security.auth_token_file);

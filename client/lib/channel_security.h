@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/security/credentials.h"
 
@@ -30,7 +31,14 @@ struct LoadedChannelSecurity {
   std::string authorization;
 };
 
-// Reads the files `security` names. Unix-socket targets never use TLS (the socket's
+// INVALID_ARGUMENT when `security` asks for TLS to a comma-separated list of addresses: gRPC
+// then checks every replica's certificate against the whole list as one name ("a:1,b:2"), which
+// no certificate carries, so every connection would fail as if no server answered. The message
+// says to name the replicas with dns:///NAME:PORT instead. Clients check this as they read their
+// flags, so the user hears it before anything is sent.
+absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target);
+
+// Reads the files `security` names (after CheckTlsTarget). Unix-socket targets never use TLS (the socket's
 // permissions and the server's peer check protect them), but still send the token.
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target);

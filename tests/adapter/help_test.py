@@ -1,7 +1,10 @@
-"""cnp-adapter --help tells the truth: every flag as it is written in COUCHDB_QUERY_SERVER_PYTHON
-(--max-line-bytes, not absl's --max_line_bytes), on stdout, exit 0. Before, it printed "No
-flags matched" (absl lists only flags of a file named like the program)."""
+"""cnp-adapter's command line. --help tells the truth: every flag as it is written in
+COUCHDB_QUERY_SERVER_PYTHON (--max-line-bytes, not absl's --max_line_bytes), on stdout, exit 0,
+however help is asked for (absl's --helpshort, --helpon=, --helpmatch= printed "No flags
+matched": absl lists only flags of a file named like the program). And flags that can never work
+together are refused at once with the reason: TLS with a list of addresses."""
 
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +15,30 @@ ADAPTER = None
 
 class HelpTest(unittest.TestCase):
     def test_help_lists_every_flag_with_dashes(self):
-        out = subprocess.run([ADAPTER, "--help"], capture_output=True, text=True, timeout=30)
+        self.check_help("--help")
+
+    def test_every_help_spelling_gets_the_same_listing(self):
+        for spelling in ("--helpfull", "--helpshort", "-helpshort", "--helpon=main",
+                         "--helpmatch=target", "-h"):
+            with self.subTest(spelling=spelling):
+                self.check_help(spelling)
+
+    def test_tls_with_an_address_list_is_refused_at_once(self):
+        for tls in ("--tls", "--tls-ca=/nonexistent/ca.pem"):
+            with self.subTest(tls=tls):
+                # A command waiting on stdin: without the check the adapter would try to connect
+                # and answer it with a generic "unavailable" after its retries.
+                out = subprocess.run(
+                    [ADAPTER, tls, "--target=127.0.0.1:1,127.0.0.2:1", "--session=stream"],
+                    input=json.dumps(["map_doc", {"_id": "a"}]) + "\n",
+                    capture_output=True, text=True, timeout=30)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertEqual(out.stdout, "")
+                self.assertIn("list of addresses", out.stderr)
+                self.assertIn("--target=dns:///NAME:PORT", out.stderr)
+
+    def check_help(self, spelling):
+        out = subprocess.run([ADAPTER, spelling], capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertNotIn("No flags matched", out.stdout)
         listed = re.findall(r"^  --([a-z0-9_-]+)", out.stdout, re.M)

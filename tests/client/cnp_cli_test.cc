@@ -119,5 +119,23 @@ TEST(CnpCliLimitsTest, ARequestOverTheServersByteLimitNamesTheFlag) {
   EXPECT_THAT(run.out, HasSubstr("--max-call-bytes"));
 }
 
+// TLS checks a certificate against the target's name, and a comma-separated list is not one:
+// every connection would fail, reported as "no cnp-server answers". Refused as a usage error
+// with the way out, before the input is read or a connection tried; with dns:/// the same
+// options go on to connect (and fail there, with nothing listening).
+TEST(CnpCliLimitsTest, TlsWithAnAddressListIsRefusedAsUsage) {
+  for (const char* tls : {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=c.pem"}) {
+    for (const char* command : {"map", "reduce", "upload"}) {
+      CliRun run = Cnp(absl::StrCat(command, " ", tls, " --target=127.0.0.1:1,127.0.0.2:1 m.f"),
+                       R"({"_id":"a"})");
+      EXPECT_EQ(run.exit_code, 2) << command << " " << tls << ": " << run.out;
+      EXPECT_THAT(run.out, HasSubstr("list of addresses")) << command;
+      EXPECT_THAT(run.out, HasSubstr("--target=dns:///NAME:PORT")) << command;
+    }
+  }
+  CliRun one_name = Cnp("map --tls --target=dns:///localhost:1 --timeout=1s m.f", R"({"_id":"a"})");
+  EXPECT_THAT(one_name.out, ::testing::Not(HasSubstr("list of addresses"))) << one_name.out;
+}
+
 }  // namespace
 }  // namespace cnp
