@@ -201,7 +201,11 @@ TEST_F(ProcessWorkerPoolTest, ADeadlineMidTaskKillsAndReplacesTheWorker) {
   EXPECT_TRUE(ProcessGone(before));
 }
 
-TEST_F(ProcessWorkerPoolTest, CancellingARunningTaskKillsItsWorkerWithinASecond) {
+// "At once" below is a bound of 5 s, against a task that would never end (it waits on its gate):
+// wide enough for a shared, loaded CI machine, and still far from the slow path.
+constexpr absl::Duration kAtOnce = absl::Seconds(5);
+
+TEST_F(ProcessWorkerPoolTest, CancellingARunningTaskKillsItsWorkerAtOnce) {
   StartPool(1);
   const pid_t before = WorkerPid();
   Gate gate("running");
@@ -211,8 +215,8 @@ TEST_F(ProcessWorkerPoolTest, CancellingARunningTaskKillsItsWorkerWithinASecond)
   gate.AwaitReached();
   const absl::Time cancelled_at = absl::Now();
   Cancel(cancel);
-  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
-  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(1));
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_LT(absl::Now() - cancelled_at, kAtOnce);
   absl::StatusOr<Reply> reply = result.get();
   EXPECT_TRUE(absl::IsCancelled(reply.status())) << reply.status();
   EXPECT_NE(WorkerPid(), before);
@@ -254,8 +258,8 @@ TEST_F(ProcessWorkerPoolTest, ACancelledHundredThousandDocumentMapFreesItsWorker
   second.AwaitReached();
   const absl::Time cancelled_at = absl::Now();
   Cancel(cancel);
-  ASSERT_EQ(results.wait_for(std::chrono::seconds(10)), std::future_status::ready);
-  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(1));
+  ASSERT_EQ(results.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_LT(absl::Now() - cancelled_at, kAtOnce);
   for (const auto& r : results.get()) EXPECT_TRUE(absl::IsCancelled(r.status())) << r.status();
   // Both workers were replaced and serve again.
   absl::StatusOr<Reply> after = blocking_->Run(
