@@ -1,15 +1,19 @@
 """cnp-server replicas and nginx on loopback, for the scale-out test and the load benchmark.
 
 Every port is a free loopback port; each process is waited for by what it says when it is ready
-(the server's --ready-fd line, nginx's "start worker process" notice), never by a sleep."""
+(the server's --ready-fd line, nginx's "start worker process" notice), never by a sleep. Each
+keeps its files in a directory of its own under /tmp, removed by its stop()."""
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+
+import cnp_testing
 
 # The addresses packaging/nginx/cnp.conf is written with: nginx's, then the two replicas'.
 EXAMPLE_LISTEN = "127.0.0.1:7070"
@@ -20,11 +24,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def short_temp_dir(prefix):
-    """Under /tmp: a unix socket path must fit in 108 bytes, TEST_TMPDIR's may not."""
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
 
 
 def _read_until(stream_fd, needle, deadline, what, collected):
@@ -48,28 +47,27 @@ class Replica:
     def __init__(self, server, worker, functions_dir, name, workers=2, extra=()):
         self.name = name
         self.port = free_port()
-        self.dir = short_temp_dir("cnp-%s-" % name)
+        self.dir = cnp_testing.short_temp_dir("cnp-%s-" % name)
         os.makedirs(os.path.join(self.dir, "py"))
         with open(os.path.join(self.dir, "py", "replica_name.py"), "w") as f:
             f.write("NAME = %r\n" % name)
         self.log_path = os.path.join(self.dir, "server.log")
-        read, write = os.pipe()
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                [server, "--listen=127.0.0.1:%d" % self.port,
-                 "--listen=unix:" + os.path.join(self.dir, "cnp.sock"),
-                 "--worker-binary=" + worker, "--python-path=" + functions_dir,
-                 "--python-path=" + os.path.join(self.dir, "py"), "--workers=%d" % workers,
-                 "--ready-fd=%d" % write] + list(extra),
-                pass_fds=[write], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        os.close(write)
-        with os.fdopen(read) as ready:
-            ready_fd = ready.fileno()
-            got, _, _ = select.select([ready_fd], [], [], 60)
-            line = os.read(ready_fd, 64) if got else b""
-        if line != b"ready\n":
-            self.kill()
-            raise RuntimeError("replica %s did not start: %s" % (name, self.log()))
+            try:
+                self.process, ready = cnp_testing.start_server(
+                    [server, "--listen=127.0.0.1:%d" % self.port,
+                     "--listen=unix:" + os.path.join(self.dir, "cnp.sock"),
+                     "--worker-binary=" + worker, "--python-path=" + functions_dir,
+                     "--python-path=" + os.path.join(self.dir, "py"),
+                     "--workers=%d" % workers] + list(extra),
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+        if not ready:
+            why = self.log()
+            self.stop()
+            raise RuntimeError("replica %s did not start: %s" % (name, why))
 
     @property
     def address(self):
@@ -100,12 +98,14 @@ class Replica:
         self.process.wait()
 
     def stop(self):
+        """SIGTERM (a drain), SIGKILL if it is not gone in 30 s; then its directory is removed."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Nginx:
@@ -117,7 +117,7 @@ class Nginx:
 
     def __init__(self, example_conf, replicas, worker_processes=1, nginx="/usr/sbin/nginx"):
         self.port = free_port()
-        self.dir = short_temp_dir("cnp-nginx-")
+        self.dir = cnp_testing.short_temp_dir("cnp-nginx-")
         with open(example_conf) as f:
             conf = f.read()
         for old, new in zip((EXAMPLE_LISTEN,) + EXAMPLE_REPLICAS,
@@ -144,8 +144,12 @@ class Nginx:
             start_new_session=True)
         self.stderr = bytearray()
         # The master binds the listening socket before it starts any worker.
-        _read_until(self.process.stderr.fileno(), b"start worker process",
-                    time.monotonic() + 30, "nginx", self.stderr)
+        try:
+            _read_until(self.process.stderr.fileno(), b"start worker process",
+                        time.monotonic() + 30, "nginx", self.stderr)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def address(self):
@@ -170,6 +174,7 @@ class Nginx:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Adapter:

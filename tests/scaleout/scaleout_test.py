@@ -13,10 +13,10 @@ the client library's retry policy can have done (the client never retries; the c
 without the policy shows them failing); and every session that r1 served went on, replayed, on
 r2 with every answer right.
 
-(Why no call waits in r1 while others are served there: the server, until its RPC layer runs on
-coroutines, serves each connection's calls on one queue thread plus one standby thread, so two
-parked calls on one connection hold up the rest of that connection. The kill follows the second
-park at once, and what was held up is in flight on r1 when it dies.)"""
+(The parked calls hold two of r1's workers and nothing else: every call is a coroutine of the
+server's (service/rpc/), so r1 goes on serving the rest of the load with its other workers until
+the kill, which follows the second park at once; whatever r1 holds then is in flight when it
+dies.)"""
 import json
 import os
 import select
@@ -30,6 +30,7 @@ import unittest
 import grpc
 
 import cluster
+import cnp_testing
 
 SERVER, WORKER, ADAPTER, CLIENT, SCALEFNS, NGINX_CONF = (os.path.abspath(a) for a in sys.argv[1:7])
 del sys.argv[1:7]
@@ -158,7 +159,7 @@ class ScaleOutTest(unittest.TestCase):
                          for name in ("r1", "r2")]
         self.nginx = None
         self.adapters = []
-        self.park_dir = cluster.short_temp_dir("cnp-park-")
+        self.park_dir = cnp_testing.short_temp_dir("cnp-park-")
         for kind in ("map", "validate"):
             os.mkfifo(os.path.join(self.park_dir, kind + ".fifo"))
         # Parked workers open their FIFO for writing: readers must exist before they block.
@@ -171,6 +172,7 @@ class ScaleOutTest(unittest.TestCase):
             self.nginx.stop()
         for replica in self.replicas:
             replica.stop()
+        shutil.rmtree(self.park_dir, ignore_errors=True)
 
     def start_nginx(self):
         self.nginx = cluster.Nginx(NGINX_CONF, self.replicas, nginx=NGINX)

@@ -46,4 +46,9 @@ def start_server(argv, timeout=60.0, **popen_args):
         raise
     finally:
         os.close(ready_write)
-    return process, wait_for_ready(ready_read, timeout)
+    try:
+        return process, wait_for_ready(ready_read, timeout)
+    except TimeoutError:
+        process.kill()  # a server stuck in its start must not outlive the test
+        process.wait()
+        raise
