@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scaleout"))
+for helpers in ("scaleout", "support"):  # cluster.py, and the cnp_testing.py it imports
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", helpers))
 import cluster  # noqa: E402
 
 KINDS = ("map", "validate", "session")
@@ -148,6 +149,11 @@ def slope_per_hour(points):
     return 3600 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var
 
 
+# How long past --soak the load clients may take to finish their last calls and report. Their
+# calls and streams carry deadlines within this (60 s past the run); past it something hangs.
+SOAK_MARGIN_S = 120
+
+
 def soak(args):
     """Steady load on one replica (16 Map, 16 Validate and 16 Session clients at once) for
     --soak; every --sample-every seconds the RSS and open descriptors of the server and of its
@@ -163,6 +169,12 @@ def soak(args):
     try:
         while any(load.poll() is None for load in loads):
             t = time.monotonic() - start
+            if t > seconds + SOAK_MARGIN_S:
+                hung = [kind for kind, load in zip(KINDS, loads) if load.poll() is None]
+                raise RuntimeError(
+                    "soak: the %s load client(s) still ran %.0f s after the soak's %.0f s "
+                    "(a call or stream that never returns); killed them" %
+                    (", ".join(hung), t - seconds, seconds))
             server = memory_and_fds(replica.process.pid)
             workers = [m for m in (memory_and_fds(p) for p in replica.pids()
                                    if p != replica.process.pid) if m]

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <barrier>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/lib/channel_target.h"
 #include "client/lib/service_config.h"
 #include "cnp/v1/functions.grpc.pb.h"
@@ -108,8 +110,12 @@ class ValidateCaller final : public Caller {
 
 class SessionCaller final : public Caller {
  public:
-  SessionCaller(std::shared_ptr<grpc::Channel> channel, int client)
-      : stub_(v1::Functions::NewStub(channel)), stream_(stub_->Session(&context_)),
+  // The stream lives for the whole run: its deadline is the run's length plus a margin, so a
+  // stream the server never answers ends the run with an error instead of hanging it.
+  SessionCaller(std::shared_ptr<grpc::Channel> channel, int client, absl::Duration run)
+      : stub_(v1::Functions::NewStub(channel)),
+        context_(DeadlineContext(run + kStreamDeadlineMargin)),
+        stream_(stub_->Session(context_.get())),
         doc_(absl::StrFormat(R"(["map_doc",{"_id":"c%d","n":%d,"town":"Oslo"}])", client, client)) {
     input_.set_line(R"(["reset",{"reduce_limit":true,"timeout":60000}])");
     ok_ = stream_->Write(input_);
@@ -122,6 +128,7 @@ class SessionCaller final : public Caller {
     stream_->WritesDone();
     stream_->Finish().IgnoreError();
   }
+  static constexpr absl::Duration kStreamDeadlineMargin = absl::Seconds(60);
   bool Call(std::string& error) override {
     if (!ok_ || !stream_->Write(input_) || !stream_->Read(&output_)) {
       ok_ = false;
@@ -136,8 +143,14 @@ class SessionCaller final : public Caller {
   }
 
  private:
+  static std::unique_ptr<grpc::ClientContext> DeadlineContext(absl::Duration timeout) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return context;
+  }
+
   std::unique_ptr<v1::Functions::Stub> stub_;
-  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
   std::string doc_;
   v1::SessionInput input_;
@@ -146,9 +159,10 @@ class SessionCaller final : public Caller {
 };
 
 std::unique_ptr<Caller> MakeCaller(const std::string& kind,
-                                   std::shared_ptr<grpc::Channel> channel, int client) {
+                                   std::shared_ptr<grpc::Channel> channel, int client,
+                                   absl::Duration run) {
   if (kind == "validate") return std::make_unique<ValidateCaller>(channel, client);
-  if (kind == "session") return std::make_unique<SessionCaller>(channel, client);
+  if (kind == "session") return std::make_unique<SessionCaller>(channel, client, run);
   return std::make_unique<MapCaller>(channel, client);
 }
 
@@ -177,7 +191,9 @@ int Run() {
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       ClientResult& result = results[c];
-      std::unique_ptr<Caller> caller = MakeCaller(kind, OwnChannel(*uri, c), c);
+      std::unique_ptr<Caller> caller =
+          MakeCaller(kind, OwnChannel(*uri, c), c,
+                     absl::Milliseconds(absl::GetFlag(FLAGS_duration_ms)));
       std::string error;
       caller->Call(error);  // warm-up: connection, imports, first-call costs
       ready.arrive_and_wait();
