@@ -45,10 +45,13 @@ int AbortStreamWhenDone(void* target, curl_off_t, curl_off_t, curl_off_t, curl_o
   }
 }
 
+// The client serves cnp-server's uploads as well as cnp sync and derive: the message names
+// neither alone.
 absl::Status Stopped() {
   return absl::CancelledError(
-      "the upload was cancelled (the client went away, its deadline passed, or the server is "
-      "shutting down)");
+      "the request to CouchDB was stopped because the work it was for was cancelled (an upload "
+      "whose client went away, whose deadline passed or whose server is shutting down, or a cnp "
+      "sync or derive that is stopping)");
 }
 
 size_t AppendToBody(char* data, size_t size, size_t count, void* target) noexcept {

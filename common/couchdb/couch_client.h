@@ -31,7 +31,8 @@ class CouchClient {
     // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
     // is not CouchDB must not be able to fill the service's memory.
     int64_t max_response_bytes = int64_t{64} << 20;
-    // Once a stop is requested (the Upload call was cancelled), a request in progress is
+    // Once a stop is requested (by cnp-server's uploader: its Upload call was cancelled), a
+    // request in progress is
     // aborted within about a second and every request fails CANCELLED.
     std::stop_token stop;
   };
