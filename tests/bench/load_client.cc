@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, kind, "map", "map, validate or session");
 ABSL_FLAG(int, clients, 1, "concurrent clients, each with its own connection");
 ABSL_FLAG(int, duration_ms, 2000, "how long to measure");
 ABSL_FLAG(int, docs, 100, "documents per Map call");
+ABSL_FLAG(int, stream_margin_ms, 60000,
+          "a Session stream's deadline is this long past --duration_ms: a server that never "
+          "answers ends the run with errors instead of hanging it");
 
 namespace cnp::bench {
 namespace {
@@ -110,11 +113,11 @@ class ValidateCaller final : public Caller {
 
 class SessionCaller final : public Caller {
  public:
-  // The stream lives for the whole run: its deadline is the run's length plus a margin, so a
-  // stream the server never answers ends the run with an error instead of hanging it.
-  SessionCaller(std::shared_ptr<grpc::Channel> channel, int client, absl::Duration run)
+  // The stream lives for the whole run: its deadline (`lifetime`: the run's length plus a
+  // margin) ends a stream the server never answers with an error instead of hanging the run.
+  SessionCaller(std::shared_ptr<grpc::Channel> channel, int client, absl::Duration lifetime)
       : stub_(v1::Functions::NewStub(channel)),
-        context_(DeadlineContext(run + kStreamDeadlineMargin)),
+        context_(DeadlineContext(lifetime)),
         stream_(stub_->Session(context_.get())),
         doc_(absl::StrFormat(R"(["map_doc",{"_id":"c%d","n":%d,"town":"Oslo"}])", client, client)) {
     input_.set_line(R"(["reset",{"reduce_limit":true,"timeout":60000}])");
@@ -128,7 +131,6 @@ class SessionCaller final : public Caller {
     stream_->WritesDone();
     stream_->Finish().IgnoreError();
   }
-  static constexpr absl::Duration kStreamDeadlineMargin = absl::Seconds(60);
   bool Call(std::string& error) override {
     if (!ok_ || !stream_->Write(input_) || !stream_->Read(&output_)) {
       ok_ = false;
@@ -160,9 +162,9 @@ class SessionCaller final : public Caller {
 
 std::unique_ptr<Caller> MakeCaller(const std::string& kind,
                                    std::shared_ptr<grpc::Channel> channel, int client,
-                                   absl::Duration run) {
+                                   absl::Duration stream_lifetime) {
   if (kind == "validate") return std::make_unique<ValidateCaller>(channel, client);
-  if (kind == "session") return std::make_unique<SessionCaller>(channel, client, run);
+  if (kind == "session") return std::make_unique<SessionCaller>(channel, client, stream_lifetime);
   return std::make_unique<MapCaller>(channel, client);
 }
 
@@ -193,7 +195,8 @@ int Run() {
       ClientResult& result = results[c];
       std::unique_ptr<Caller> caller =
           MakeCaller(kind, OwnChannel(*uri, c), c,
-                     absl::Milliseconds(absl::GetFlag(FLAGS_duration_ms)));
+                     absl::Milliseconds(absl::GetFlag(FLAGS_duration_ms) +
+                                        absl::GetFlag(FLAGS_stream_margin_ms)));
       std::string error;
       caller->Call(error);  // warm-up: connection, imports, first-call costs
       ready.arrive_and_wait();
