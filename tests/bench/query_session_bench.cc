@@ -2,7 +2,7 @@
 // small document against a TaskRunner that answers at once with a fixed map result. This is the
 // part of cnp-server's per-document time that service/couchdb adds (a benchmark, not a test).
 //
-//   bazel run -c opt //tests/adapter:query_session_bench -- 1000000
+//   bazel run -c opt //tests/bench:query_session_bench -- 1000000
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
