@@ -194,6 +194,7 @@ int Run(int argc, char** argv) {
                    .allowed_uids = config->allow_uid,
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
+      .max_waiting_uploads = config->max_waiting_uploads,
       .max_message_bytes = static_cast<int>(config->max_call_bytes)};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(blocking_pool, *config));

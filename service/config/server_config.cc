@@ -95,6 +95,9 @@ ABSL_FLAG(std::vector<std::string>, couchdb_allow, {},
           "URL prefix of a CouchDB that Upload may write to, e.g. https://couch:6984; "
           "repeatable; * allows any http(s) URL (default: CouchDB on this host only: "
           "localhost, 127.0.0.0/8, [::1])");
+ABSL_FLAG(int, max_waiting_uploads, 8,
+          "Upload: calls that may wait while every upload thread is busy (a staged build may "
+          "hold one for hours); more are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_yaml_bytes, int64_t{4} << 20,
           "Upload: the largest YAML file accepted, in bytes");
 ABSL_FLAG(int64_t, max_yaml_nodes, 1000000,
@@ -422,6 +425,10 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
           upload::CouchAllowList::FromPrefixes(c.couchdb_allow);
       !allow.ok()) {
     return allow.status();
+  }
+  c.max_waiting_uploads = absl::GetFlag(FLAGS_max_waiting_uploads);
+  if (c.max_waiting_uploads < 0) {
+    return absl::InvalidArgumentError("--max-waiting-uploads must be 0 or more");
   }
   c.max_yaml_bytes = absl::GetFlag(FLAGS_max_yaml_bytes);
   c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);

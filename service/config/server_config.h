@@ -35,6 +35,7 @@ struct ServerConfig {
   int ready_fd = -1;
   // Upload: where it may go and what a request may cost.
   std::vector<std::string> couchdb_allow;
+  int max_waiting_uploads = 0;  // admitted uploads that may wait for an upload thread
   int64_t max_yaml_bytes = 0;
   int64_t max_yaml_nodes = 0;
   int64_t max_design_bytes = 0;

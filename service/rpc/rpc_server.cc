@@ -199,7 +199,14 @@ absl::Status RpcServer::Start() {
                                                                        : ", bearer token required");
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
-  uploads_.emplace(std::max(1, options_.upload_threads));
+  const int upload_threads = std::max(1, options_.upload_threads);
+  const int waiting_uploads = std::max(0, options_.max_waiting_uploads);
+  uploads_.emplace(upload_threads);
+  upload_limit_.emplace(
+      upload_threads + waiting_uploads,
+      absl::StrCat("the server is busy with ", upload_threads, " uploads and ", waiting_uploads,
+                   " more waiting for them (--max-waiting-uploads); try again once one has "
+                   "finished"));
   for (auto& context : contexts_) {
     ListenAll(*context);
     threads_.emplace_back([context = context.get()] { context->Run(); });
@@ -283,22 +290,27 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 
   using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;
   const AccessLog& access_log = *access_log_;
-  Upload::Listen(context, service_, shutdown_, &Service::RequestUpload, uploads_->get_executor(),
-                 [upload = upload_, &gate, &access_log](
-                     grpc::ServerContext& server_context, const v1::UploadRequest& request,
-                     const Upload::Emit& emit, std::stop_token stop) {
-                   if (absl::Status admitted = gate.Admit(server_context, "Upload");
-                       !admitted.ok()) {
-                     return ToGrpcStatus(admitted);
-                   }
-                   access_log.Write("upload", CallGate::PeerIdentity(server_context),
-                                    UploadSummary(request));
-                   if (!upload) {
-                     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                         "this server does not serve uploads yet");
-                   }
-                   return ToGrpcStatus(upload(request, emit, stop));
-                 });
+  // Admitted on the context's thread, before the call waits for an upload thread: a call
+  // without the token is refused at once, and every Upload let in is in the access log even
+  // while it waits.
+  Upload::Listen(
+      context, service_, shutdown_, &Service::RequestUpload,
+      [&gate](grpc::ServerContext& server_context, const v1::UploadRequest&) -> grpc::Status {
+        return ToGrpcStatus(gate.Admit(server_context, "Upload"));
+      },
+      *upload_limit_,
+      [&access_log](grpc::ServerContext& server_context, const v1::UploadRequest& request) {
+        access_log.Write("upload", CallGate::PeerIdentity(server_context), UploadSummary(request));
+      },
+      uploads_->get_executor(),
+      [upload = upload_](grpc::ServerContext&, const v1::UploadRequest& request,
+                         const Upload::Emit& emit, std::stop_token stop) {
+        if (!upload) {
+          return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                              "this server does not serve uploads yet");
+        }
+        return ToGrpcStatus(upload(request, emit, stop));
+      });
 }
 
 void RpcServer::SetServing(bool serving) {

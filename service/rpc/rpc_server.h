@@ -19,6 +19,7 @@
 #include "grpcpp/server_builder.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/rpc/access_log.h"
+#include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
 #include "service/rpc/shutdown_gate.h"
@@ -52,6 +53,8 @@ struct ServerOptions {
   int threads = 2;
   // Threads that run uploads (each holds one for its whole run; more wait their turn).
   int upload_threads = 2;
+  // Uploads admitted that may wait for an upload thread; more are refused RESOURCE_EXHAUSTED.
+  int max_waiting_uploads = 8;
   // The largest request or response (--max-call-bytes).
   int max_message_bytes = 64 << 20;
 };
@@ -93,6 +96,7 @@ class RpcServer {
   // Declared before what may hold calls, so that it outlives them.
   ShutdownGate shutdown_;
   std::optional<asio::thread_pool> uploads_;
+  std::optional<BlockingCallLimit> upload_limit_;  // the uploads running or waiting for uploads_
   std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;

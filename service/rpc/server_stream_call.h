@@ -4,6 +4,11 @@
 // coroutine awaits it; each message it emits is written by the context's thread, the handler
 // waiting for that write.
 //
+// Before a call gets near that executor it is admitted on the context's thread (`admit`: the
+// token check) and takes a slot of `limit` (the calls running or waiting for a blocking
+// thread): a call refused by either is answered at once, never queued behind the uploads
+// running. Then `accepted` runs (the access log), still on the context's thread.
+//
 // When the call is cancelled (the client cancels or goes away, its deadline passes, the server
 // shuts down) the handler's std::stop_token is told, and emitting fails from then on: the
 // handler is expected to stop between its steps.
@@ -13,6 +18,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <stop_token>
 
 #include "asio/any_io_executor.hpp"
@@ -26,6 +32,7 @@
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/shutdown_gate.h"
 
 namespace cnp::rpc {
@@ -41,17 +48,26 @@ class ServerStreamMethod
   using Emit = std::function<bool(const Response&)>;
   using Handler = std::function<grpc::Status(grpc::ServerContext&, const Request&, const Emit&,
                                              std::stop_token)>;
+  // Runs on the context's thread as the call arrives: OK lets it go on, anything else is its
+  // answer. Must not block.
+  using Admit = std::function<grpc::Status(grpc::ServerContext&, const Request&)>;
+  // Runs on the context's thread once the call holds its slot, before it waits for a thread.
+  using Accepted = std::function<void(grpc::ServerContext&, const Request&)>;
 
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, asio::any_io_executor blocking, Handler handler) {
-    std::make_shared<ServerStreamMethod>(context, service, gate, requester, std::move(blocking),
+                     Requester requester, Admit admit, BlockingCallLimit& limit,
+                     Accepted accepted, asio::any_io_executor blocking, Handler handler) {
+    std::make_shared<ServerStreamMethod>(context, service, gate, requester, std::move(admit),
+                                         limit, std::move(accepted), std::move(blocking),
                                          std::move(handler))
         ->AwaitNextCall();
   }
 
   ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, asio::any_io_executor blocking, Handler handler)
+                     Requester requester, Admit admit, BlockingCallLimit& limit,
+                     Accepted accepted, asio::any_io_executor blocking, Handler handler)
       : context_(context), service_(service), gate_(gate), requester_(requester),
+        admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
         blocking_(std::move(blocking)), handler_(std::move(handler)) {}
 
  private:
@@ -98,8 +114,15 @@ class ServerStreamMethod
         return false;
       }
     };
-    grpc::Status status = co_await RunBlocking(
-        self->blocking_, [&](std::stop_token stop) {
+    grpc::Status status = self->admit_(call->server_context, call->request);
+    if (status.ok()) {
+      // Held until the handler has returned: the calls running and waiting stay bounded.
+      std::optional<BlockingCallLimit::Slot> slot = self->limit_.TryEnter();
+      if (!slot) {
+        status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, self->limit_.refusal());
+      } else {
+        self->accepted_(call->server_context, call->request);
+        status = co_await RunBlocking(self->blocking_, [&](std::stop_token stop) {
           bool gone = false;
           Emit emit = [&](const Response& response) {
             gone = gone || !write(response, stop);
@@ -111,6 +134,8 @@ class ServerStreamMethod
             return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
           }
         });
+      }
+    }
     co_await grpc_asio::Finish(context, call->writer, status);
     co_await call->done.Wait();
   }
@@ -119,6 +144,9 @@ class ServerStreamMethod
   Service& service_;
   ShutdownGate& gate_;
   const Requester requester_;
+  const Admit admit_;
+  BlockingCallLimit& limit_;
+  const Accepted accepted_;
   const asio::any_io_executor blocking_;
   const Handler handler_;
 };

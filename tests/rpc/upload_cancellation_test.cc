@@ -1,7 +1,9 @@
 // Uploads are cancelled with their call: a fake CouchDB accepts the upload's connection and
 // never answers, and cancelling the call (or shutting the server down) must close that
 // connection promptly - the upload would otherwise wait out its 60 s HTTP timeout, on a thread
-// nobody joins.
+// nobody joins. And while every upload thread is held that way, an Upload without the token is
+// refused at once and one past the waiting room is refused RESOURCE_EXHAUSTED: neither waits
+// for a thread holding its request.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,7 +20,9 @@
 #include "absl/time/clock.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/files.h"
 #include "tests/support/server_process.h"
 
 namespace cnp {
@@ -93,13 +97,13 @@ class SilentCouchDb {
   int port_ = 0;
 };
 
-v1::UploadRequest UploadTo(const SilentCouchDb& couchdb) {
+v1::UploadRequest UploadTo(const SilentCouchDb& couchdb, const std::string& database = "db") {
   v1::UploadRequest request;
   v1::UploadFile* file = request.add_files();
   file->set_name("design.yml");
   file->set_text("towns:\n  validate_doc_update: rpc_fns.quick_validate\n");
   request.set_couchdb_url(couchdb.url());
-  request.set_database("db");
+  request.set_database(database);
   return request;
 }
 
@@ -142,6 +146,75 @@ TEST(CancellationTest, ShutdownWithAnUploadInFlightEndsPromptly) {
   while (reader->Read(&event)) {
   }
   EXPECT_FALSE(reader->Finish().ok());
+}
+
+// One Upload left running: cancelled and finished when the test ends.
+struct RunningUpload {
+  RunningUpload(v1::Functions::Stub& stub, const v1::UploadRequest& request) {
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
+    reader = stub.Upload(&context, request);
+  }
+  ~RunningUpload() {
+    context.TryCancel();
+    v1::UploadEvent event;
+    while (reader->Read(&event)) {
+    }
+    reader->Finish();
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader;
+};
+
+// An Upload that must be answered at once: its status, within a 10 s deadline.
+grpc::Status UploadAnsweredAtOnce(v1::Functions::Stub& stub, const v1::UploadRequest& request) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto reader = stub.Upload(&context, request);
+  v1::UploadEvent event;
+  while (reader->Read(&event)) {
+  }
+  return reader->Finish();
+}
+
+TEST(UploadAdmissionTest, WhileEveryUploadThreadIsHeldRefusalsComeAtOnce) {
+  const std::string dir = testing::ShortTempDir();
+  testing::WriteFile(dir + "/token", "upload-admission-token\n");
+  auto server = StartServer({"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
+                             "--max-waiting-uploads=1"});
+  ASSERT_NE(server, nullptr);
+  // Over the unix socket no token is needed; over TCP it is.
+  auto local = Stub(*server);
+  auto tcp = v1::Functions::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server->Port()), grpc::InsecureChannelCredentials()));
+
+  // Both upload threads held by uploads to CouchDBs that never answer.
+  SilentCouchDb first_couchdb, second_couchdb, waiting_couchdb;
+  RunningUpload first(*local, UploadTo(first_couchdb));
+  ASSERT_TRUE(first_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+  RunningUpload second(*local, UploadTo(second_couchdb));
+  ASSERT_TRUE(second_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+  // A third takes the one place to wait (its access-log line is written once it holds it).
+  auto waiting = std::make_unique<RunningUpload>(*local, UploadTo(waiting_couchdb, "waiting"));
+  EXPECT_TRUE(server->WaitForLog("database=waiting", absl::Seconds(30))) << server->Log();
+
+  // Without the token: refused by the gate, not queued behind the uploads.
+  SilentCouchDb unused;
+  const grpc::Status unauthenticated = UploadAnsweredAtOnce(*tcp, UploadTo(unused, "nobody"));
+  EXPECT_EQ(unauthenticated.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << unauthenticated.error_message();
+  EXPECT_TRUE(server->WaitForLog("call=Upload code=UNAUTHENTICATED", absl::Seconds(10)))
+      << server->Log();
+  EXPECT_EQ(server->Log().find("database=nobody"), std::string::npos) << server->Log();
+
+  // Allowed, but with no place left to wait: told so at once, with the flag to raise.
+  const grpc::Status full = UploadAnsweredAtOnce(*local, UploadTo(unused, "one-too-many"));
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << full.error_message() << "\n" << server->Log();
+  EXPECT_THAT(full.error_message(), ::testing::HasSubstr("--max-waiting-uploads"));
+
+  // The waiting upload still runs once a thread is free.
+  first.context.TryCancel();
+  EXPECT_TRUE(waiting_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
 }
 
 }  // namespace
