@@ -26,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "service/common/framing.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 
@@ -129,6 +130,10 @@ ABSL_FLAG(std::string, access_log, "",
 
 namespace cnp::config {
 namespace {
+
+// The largest --max-call-bytes: a worker's frame less 1 MiB for the task's other fields.
+constexpr int64_t kLargestMaxCallBytes = int64_t{kMaxFrameBytes} - (int64_t{1} << 20);
+static_assert(kLargestMaxCallBytes < std::numeric_limits<int>::max());
 
 constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow",
                                        "allow_uid"};
@@ -409,10 +414,13 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (c.max_docs_per_call <= 0) {
     return absl::InvalidArgumentError("--max-docs-per-call must be positive");
   }
-  // gRPC counts message sizes in an int.
-  if (c.max_call_bytes <= 0 || c.max_call_bytes > std::numeric_limits<int>::max()) {
+  // A call's request goes to a worker in one frame, with the task's own fields around it: a
+  // request the server accepts must fit (gRPC's own limit, an int, is higher).
+  if (c.max_call_bytes <= 0 || c.max_call_bytes > kLargestMaxCallBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--max-call-bytes must be between 1 and ", std::numeric_limits<int>::max()));
+        "--max-call-bytes must be between 1 and ", kLargestMaxCallBytes,
+        " (a worker's frame holds at most ", kMaxFrameBytes, " bytes, with room kept for the "
+        "task around the request); got ", c.max_call_bytes));
   }
   c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);

@@ -341,6 +341,9 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
     timed_out = watch->fired;
   }
   if (reply.ok() && !timed_out) co_return reply;
+  // Refused before a byte was written (too large, cannot be serialized): the worker is as it
+  // was and still the caller's, the error the caller's own.
+  if (!timed_out && TaskWasNotSent(reply.status())) co_return reply;
 
   // The worker's state is unknown from here: it is killed and replaced.
   const pid_t pid = worker.pid();

@@ -71,11 +71,16 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
   asio::error_code ec;
   if (task != nullptr) {
     out_.assign(4, '\0');
-    if (!task->AppendToString(&out_)) co_return absl::InternalError("cannot serialize the task");
+    if (!task->AppendToString(&out_)) {
+      ReleaseLargeBuffers();
+      co_return absl::InternalError("cannot serialize the task");
+    }
     const size_t payload = out_.size() - 4;
     if (payload > kMaxFrameBytes) {
-      co_return absl::ResourceExhaustedError(
-          absl::StrCat("a task of ", payload, " bytes is over the frame limit"));
+      ReleaseLargeBuffers();
+      co_return absl::ResourceExhaustedError(absl::StrCat(
+          "a task of ", payload, " bytes is over the ", kMaxFrameBytes,
+          "-byte limit of a worker's frame; send fewer or smaller documents per call"));
     }
     absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
 

@@ -26,11 +26,16 @@ class Worker {
  public:
   virtual ~Worker() = default;
 
-  // Sends `task` and awaits its reply. Not a reply:
+  // Sends `task` and awaits its reply. Not a reply, the task never written (the worker is as
+  // it was and is kept; TaskWasNotSent):
+  //   RESOURCE_EXHAUSTED  the task is larger than a frame may be (kMaxFrameBytes)
+  //   INTERNAL            the task could not be serialized
+  // Not a reply, the task written or partly written:
   //   CANCELLED    the awaiting coroutine was cancelled (terminal cancellation) mid-exchange
   //   UNAVAILABLE  the worker closed its end: it crashed or exited
   //   DATA_LOSS    the worker sent something that is not a Reply
   // After any of these the worker's state is unknown and it must be killed; the pool does so.
+  // No other code is returned.
   // Deadlines are the caller's: when one passes, it kills the worker, which ends the exchange.
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
 
@@ -46,6 +51,12 @@ class Worker {
   // Resident memory in bytes, or 0 when unknown.
   virtual int64_t ResidentBytes() const = 0;
 };
+
+// Whether an error from Worker::Exchange came before anything was written (see there): the
+// caller's to answer as it is, the worker unharmed.
+inline bool TaskWasNotSent(const absl::Status& status) {
+  return absl::IsResourceExhausted(status) || absl::IsInternal(status);
+}
 
 // Starts workers: spawns one and awaits its startup handshake.
 class WorkerFactory {

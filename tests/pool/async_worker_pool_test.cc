@@ -116,6 +116,7 @@ FakeStep StepFor(const Task& task) {
   if (name == "crash") step.kind = FakeStep::kCrash;
   if (name == "hang") step.kind = FakeStep::kHang;
   if (name == "garbage") step.kind = FakeStep::kGarbage;
+  if (name == "too-large") step.kind = FakeStep::kTooLarge;
   if (name == "slow") step.delay = absl::Milliseconds(30);
   if (name == "recycle") step.reply.set_recycle(true);
   if (name == "stale") {
@@ -183,6 +184,22 @@ TEST_F(AsyncWorkerPoolTest, AMalformedReplyReplacesTheWorker) {
   EXPECT_THAT(reply.status().message(), HasSubstr("after it stopped answering"));
   EXPECT_TRUE(world_.killed.count(*before.begin()));
   EXPECT_TRUE(Run("a").ok());
+}
+
+TEST_F(AsyncWorkerPoolTest, ATaskNeverSentIsTheCallersErrorAndKeepsTheWorker) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const std::set<pid_t> before = LivePids();
+  for (absl::Time deadline : {absl::InfiniteFuture(), absl::Now() + absl::Hours(1)}) {
+    absl::StatusOr<Reply> reply = Run("too-large", deadline);
+    EXPECT_TRUE(absl::IsResourceExhausted(reply.status())) << reply.status();
+    EXPECT_THAT(reply.status().message(), HasSubstr("over the limit"));
+  }
+  // Not a crash: the same worker, never killed, serves the next call; no restart was counted.
+  EXPECT_TRUE(world_.killed.empty());
+  EXPECT_EQ(LivePids(), before);
+  EXPECT_TRUE(Run("a").ok());
+  EXPECT_EQ(world_.start_attempts, 1);
 }
 
 TEST_F(AsyncWorkerPoolTest, RestartsAfterFailedStartsBackOffDoublingUpToTheCap) {

@@ -41,8 +41,11 @@ void FakeWorker::End(std::string how) {
 
 asio::awaitable<absl::StatusOr<Reply>> FakeWorker::Exchange(const Task& task) {
   if (ended()) co_return absl::UnavailableError("the peer closed the connection");
-  world_.tasks_seen.push_back(NameOf(task));
   FakeStep step = world_.script(task);
+  if (step.kind == FakeStep::kTooLarge) {
+    co_return absl::ResourceExhaustedError("a task of 2000000000 bytes is over the limit");
+  }
+  world_.tasks_seen.push_back(NameOf(task));
   world_.running.insert(pid_);
   absl::StatusOr<Reply> result;
   if (step.kind == FakeStep::kCrash) {

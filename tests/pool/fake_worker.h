@@ -28,6 +28,7 @@ struct FakeStep {
     kCrash,    // its process dies: the socket closes and it ended as `how`
     kHang,     // never answers (until killed or cancelled)
     kGarbage,  // sends something that is not a Reply
+    kTooLarge,  // refuses the task before writing it: over the frame limit
   };
   Kind kind = kReply;
   Reply reply;

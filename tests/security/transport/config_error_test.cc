@@ -52,6 +52,18 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"? [a]\n: 1\n", "1: expected a setting name, found a list"},
         Case{"workers: [1\n", "2: "}));
 
+// A request the server accepts must fit into the one frame that takes it to a worker: a limit
+// above that once let a call through that the worker's frame then refused.
+TEST(ConfigFlagTest, AMaxCallBytesOverTheWorkersFrameIsRefused) {
+  const std::string dir = ShortTempDir();
+  auto server = LaunchServer({.args = {"--listen=unix:" + dir + "/s/cnp.sock",
+                                       "--max-call-bytes=2000000000"}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_NE(server->ExitCode(), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("--max-call-bytes must be between 1 and"));
+  EXPECT_THAT(server->Log(), HasSubstr("a worker's frame holds at most 1073741824 bytes"));
+}
+
 TEST(ConfigFileTest, AMissingFileIsAnErrorThatNamesIt) {
   const std::string dir = ShortTempDir();
   auto server = LaunchServer(
