@@ -110,7 +110,7 @@ absl::Status AsyncWorkerPool::Start() {
   for (;;) {
     bool settled = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
       return s->state == State::kIdle || s->state == State::kBusy ||
-             s->consecutive_failures > 0;
+             s->failed_starts > 0;
     });
     if (settled) {
       if (!idle_.empty()) return absl::OkStatus();
@@ -374,8 +374,8 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   LogError("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
            DescribeTask(task), " (", reply.status().message(), "); replacing it");
   metrics::WorkerExited("crash");
-  ++slot->consecutive_failures;
-  Retire(slot, RestartBackoff(options_, slot->consecutive_failures),
+  ++slot->crashes;
+  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes),
          std::string(reply.status().message()));
   // The request itself may be what crashes workers: clients must not send it again elsewhere.
   co_return NotRetryable(absl::UnavailableError(
@@ -384,7 +384,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
 
 bool AsyncWorkerPool::CountCall(Slot* slot, const Reply* last) {
   ++slot->calls;
-  slot->consecutive_failures = 0;
+  slot->crashes = 0;
   const char* why = nullptr;
   const char* cause = nullptr;  // for cnp_worker_exits_total
   if (shutting_down_) {
@@ -441,7 +441,7 @@ bool AsyncWorkerPool::AnyCanServe() const {
     return s->state == State::kBusy || s->state == State::kIdle ||
            s->state == State::kStarting ||
            (s->state == State::kDown &&
-            s->consecutive_failures < options_.failures_before_fail_fast);
+            s->failed_starts < options_.failures_before_fail_fast);
   });
 }
 
@@ -546,13 +546,14 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     slot->worker = std::move(*started);
     slot->generation = generation;
     slot->calls = 0;
+    slot->failed_starts = 0;
     LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
     metrics::WorkerStarted();
     asio::co_spawn(context_, WatchForEnd(slot, slot->worker), asio::detached);
     MakeIdle(slot);
   } else if (!started.ok()) {
-    ++slot->consecutive_failures;
-    absl::Duration delay = RestartBackoff(options_, slot->consecutive_failures);
+    ++slot->failed_starts;
+    absl::Duration delay = RestartBackoff(options_, slot->failed_starts + slot->crashes);
     LogError("worker ", slot->index, " failed to start: ", started.status().message(),
              "; retrying in ", absl::FormatDuration(delay));
     slot->state = shutting_down_ ? State::kStopped : State::kDown;
@@ -574,8 +575,8 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
   LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
   metrics::WorkerExited("crash");
-  ++slot->consecutive_failures;
-  Retire(slot, RestartBackoff(options_, slot->consecutive_failures), how);
+  ++slot->crashes;
+  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
 }
 
 void AsyncWorkerPool::ReloadAll() {

@@ -73,7 +73,11 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     std::shared_ptr<Worker> worker;
     int64_t calls = 0;
     uint64_t generation = 0;  // reload generation the worker was started in
-    int consecutive_failures = 0;
+    // In a row: starts that failed (reset by a start that succeeds; they alone make callers
+    // fail fast) and crashes of a started worker, mid-call or idle (reset by a call that ends
+    // well). Both together set the restart backoff.
+    int failed_starts = 0;
+    int crashes = 0;
     absl::Time restart_at = absl::InfinitePast();
     std::string last_failure;
   };

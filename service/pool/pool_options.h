@@ -18,11 +18,14 @@ struct PoolOptions {
   int64_t max_resident_bytes = 0;
   // How long a new worker may take to start Python and answer its first frame.
   absl::Duration startup_timeout = absl::Seconds(30);
-  // Restart delays after a crash or a failed start: doubling from min to max.
+  // Restart delays after crashes and failed starts in a row (a call that ends well, or for
+  // failed starts a start that succeeds, resets them): doubling from min to max.
   absl::Duration min_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(30);
   // A slot whose start failed this many times in a row no longer counts as coming up: callers
-  // fail at once instead of waiting out their deadline (the pool keeps retrying).
+  // fail at once instead of waiting out their deadline (the pool keeps retrying). Only failed
+  // starts count: a worker that crashes on a call (or while idle) started, and callers wait
+  // for its replacement through the restart backoff.
   int failures_before_fail_fast = 3;
   // How long reload requests must stop coming before the merged follow-up reload starts.
   absl::Duration reload_quiet = absl::Milliseconds(500);

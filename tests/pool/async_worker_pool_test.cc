@@ -248,6 +248,23 @@ TEST_F(AsyncWorkerPoolTest, CallersFailFastOnceNoWorkerCanStart) {
   EXPECT_TRUE(world_.tasks_seen.empty());
 }
 
+TEST_F(AsyncWorkerPoolTest, CrashesOnCallsAreNotFailedStartsAndCallersWaitForTheReplacement) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.min_backoff = absl::Milliseconds(20);
+  ASSERT_TRUE(StartPool(options).ok());
+  // More crashes in a row than failures_before_fail_fast; every start succeeds.
+  for (int i = 0; i < options.failures_before_fail_fast + 1; ++i) {
+    absl::StatusOr<Reply> crashed = Run("crash");
+    EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << crashed.status();
+  }
+  // The slot is in its restart backoff now: a caller waits for the replacement rather than
+  // being told that a start failed.
+  absl::StatusOr<Reply> reply = Run("a", absl::Now() + absl::Seconds(5));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(world_.start_attempts, options.failures_before_fail_fast + 2);
+}
+
 TEST_F(AsyncWorkerPoolTest, AWorkerThatNeverFinishesStartingTimesOutAndIsRetried) {
   world_.starts = [](int, int attempt) {
     return attempt == 0 ? FakeStart{FakeStart::kHang, ""} : FakeStart{};
