@@ -51,6 +51,14 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
   return reply;
 }
 
+// A response a call may not carry: refused here in words rather than failing its write, which
+// the client would see as a call cancelled.
+absl::Status ResponseTooLarge(int64_t max_call_bytes) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the response to this call would be larger than the ", max_call_bytes,
+      " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes"));
+}
+
 absl::Status RequireFunctions(int count) {
   if (count == 0) return absl::InvalidArgumentError("the request names no function");
   return absl::OkStatus();
@@ -153,9 +161,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
       reply->map().AppendToString(&response.back());
       response_bytes += response.back().size() - before;
       if (response_bytes > options_.max_call_bytes) {
-        co_return fail(absl::ResourceExhaustedError(absl::StrCat(
-            "the response to this call would be larger than the ", options_.max_call_bytes,
-            " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes")));
+        co_return fail(ResponseTooLarge(options_.max_call_bytes));
       }
     }
   }
@@ -181,7 +187,7 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
         Checked(co_await runner_.Run(std::move(task), deadline), Reply::kMap);
     if (!reply.ok()) co_return reply.status();
     response = std::move(*reply->mutable_map());
-    co_return absl::OkStatus();
+    co_return CheckMapResponseSize(response);
   }
   std::vector<Task> tasks(parts);
   for (int p = 0; p < parts; ++p) {
@@ -205,7 +211,15 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
       *response.add_results() = std::move(result);
     }
   }
-  co_return absl::OkStatus();
+  co_return CheckMapResponseSize(response);
+}
+
+absl::Status FunctionCalls::CheckMapResponseSize(v1::MapResponse& response) const {
+  if (static_cast<int64_t>(response.ByteSizeLong()) <= options_.max_call_bytes) {
+    return absl::OkStatus();
+  }
+  response.Clear();
+  return ResponseTooLarge(options_.max_call_bytes);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Reduce(v1::ReduceRequest& request,

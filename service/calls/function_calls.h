@@ -54,7 +54,8 @@ class FunctionCalls {
   asio::awaitable<absl::Status> MapEncoded(std::string_view request, absl::Time deadline,
                                            std::vector<std::string>& response);
   // Takes the documents out of `request` rather than copying them. On an error `response`
-  // holds no result.
+  // holds no result; a response over max_call_bytes is refused RESOURCE_EXHAUSTED, as
+  // MapEncoded's is.
   asio::awaitable<absl::Status> Map(v1::MapRequest& request, absl::Time deadline,
                                     v1::MapResponse& response);
   asio::awaitable<absl::Status> Reduce(v1::ReduceRequest& request, absl::Time deadline,
@@ -83,6 +84,8 @@ class FunctionCalls {
                                        pool::Reply::KindCase kind, absl::Time deadline,
                                        Response& response);
   absl::Status CheckDocCount(int64_t docs) const;
+  // OK, or RESOURCE_EXHAUSTED with `response` cleared when it is over max_call_bytes.
+  absl::Status CheckMapResponseSize(v1::MapResponse& response) const;
   // How many parts a batch of `docs` documents holding `bytes` bytes is cut into.
   int64_t Parts(int64_t docs, int64_t bytes) const;
 

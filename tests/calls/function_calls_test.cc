@@ -367,6 +367,43 @@ TEST_F(FunctionCallsTest, MapEncodedRefusesAResponseLargerThanACallMayCarry) {
   EXPECT_EQ(Parsed(chunks).results_size(), 90);
 }
 
+// MapStream's Map: the same cap and message, whether the batch was one task or split.
+TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    for (int i = 0; i < task.map().docs_size(); ++i) {
+      reply.mutable_map()->add_results()->set_rows(std::string(1024, 'r'));
+    }
+    return FakeAnswer{reply};
+  });
+  const CallOptions options{.min_docs_per_task = 4, .max_call_bytes = 100 << 10};
+  FunctionCalls calls(runner, options);
+  for (int docs : {3, 200}) {
+    // 3 documents are one task; 200 are split. Only 200 answer with more than 100 KiB.
+    v1::MapRequest request = MapRequestOf(docs);
+    v1::MapResponse response;
+    const absl::Status status = Await(calls.Map(request, absl::InfiniteFuture(), response));
+    if (docs == 3) {
+      EXPECT_TRUE(status.ok()) << status;
+      EXPECT_EQ(response.results_size(), 3);
+      continue;
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(status.message(),
+              "the response to this call would be larger than the 102400 bytes a call may "
+              "carry; split the batch, or raise cnp-server's --max-call-bytes");
+    EXPECT_EQ(response.results_size(), 0);
+  }
+  // One task alone over the cap is refused too.
+  const CallOptions one_task{.min_docs_per_task = 1000, .max_call_bytes = 100 << 10};
+  FunctionCalls single(runner, one_task);
+  v1::MapRequest request = MapRequestOf(200);
+  v1::MapResponse response;
+  EXPECT_EQ(Await(single.Map(request, absl::InfiniteFuture(), response)).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(response.results_size(), 0);
+}
+
 // --- one-task calls --------------------------------------------------------------------------
 
 TEST_F(FunctionCallsTest, OneTaskCallsMoveTheRequestInAndTheAnswerOut) {
