@@ -121,7 +121,7 @@ int Run(int argc, char** argv) {
   // Debian's abseil checks every lock for deadlock cycles, which showed up in profiles of the
   // per-document path; the pool's locking is simple enough not to need it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  // Each gRPC thread owns a completion queue (service/rpc/queue_thread.h). With gRPC's default
+  // Each gRPC thread owns a completion queue (service/grpc_asio/grpc_context.h). With gRPC's default
   // poller, epoll1, any thread may read any connection and must then wake the owner of the
   // call: a hand-off per message (measured: about 8 context switches per CouchDB document in
   // the server instead of 2.5). With "poll", a thread polls the connections of its own queue.

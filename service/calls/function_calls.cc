@@ -23,10 +23,10 @@ constexpr int64_t kMaxTaskBytes = 4 << 20;
 // heap (and so returned to the system when freed), small enough not to be copied as it grows.
 constexpr size_t kResponseChunkBytes = 4 << 20;
 
-// Asked before every co_await on the pool: a cancelled coroutine that co_awaits again has
-// asio's operation_aborted thrown at it, and a cancelled call should start nothing new anyway.
-// (The state is fetched once per call, into a variable: GCC 12 miscompiles a co_await inside
-// an if's condition.)
+// Asked before every co_await on the pool, so that a cancelled call starts nothing new. (Every
+// call's coroutine runs with throw_if_cancelled(false), set by its RPC's coroutine: an await
+// after the cancellation would not throw, it would start work no one waits for.) The state is
+// fetched once per call, into a variable.
 bool IsCancelled(const asio::cancellation_state& state) {
   return state.cancelled() != asio::cancellation_type::none;
 }

@@ -6,7 +6,8 @@
 // Cancellation: when the awaiting coroutine is cancelled (terminal cancellation through its
 // cancellation slot: the client cancelled or went away), the pool drops or kills the tasks in
 // flight, a Map starts none of its remaining parts, and the call completes with CANCELLED.
-// A cancelled call never co_awaits again, so it never throws asio's operation_aborted.
+// A cancelled call starts no new work on the pool; it runs with throw_if_cancelled(false) (set
+// by its RPC's coroutine), so what it still awaits completes with a status rather than throwing.
 #pragma once
 
 #include <algorithm>
@@ -72,8 +73,6 @@ class FunctionCalls {
   absl::Time EffectiveDeadline(absl::Time client_deadline) const {
     return std::min(client_deadline, absl::Now() + options_.call_timeout);
   }
-
-  const CallOptions& options() const { return options_; }
 
  private:
   // A request that is one task on one worker: it moves into the task's `slot`, and the

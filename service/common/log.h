@@ -39,9 +39,11 @@ struct LogField {
 // spaces); in JSON, members of the line's object. Fields with empty values are left out.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
 
-// The call this thread serves (a gRPC handler runs its call on its thread to the end): events
-// logged with fields meanwhile also name its RPC and peer. The peer is worked out only when such
-// a line is written, so a call that logs nothing pays two pointer stores.
+// The call this thread is running right now: events logged with fields meanwhile also name its
+// RPC and peer. Calls' coroutines interleave on a thread, so a scope is set for one resumption
+// at a time and never held across a suspension (service/rpc/call_executor.h sets it). The peer
+// is worked out only when such a line is written, so a call that logs nothing pays two pointer
+// stores.
 class CallLogScope {
  public:
   using PeerOf = std::string (*)(const void* call);

@@ -36,7 +36,6 @@ AsyncQuerySession::~AsyncQuerySession() {
 asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
   executor_ = co_await asio::this_coro::executor;
-  // Not awaited inside the if's condition: g++ 12's coroutine crashed there.
   const bool answered = co_await Drive(protocol_.Handle(line));
   if (!answered) co_return std::nullopt;
   co_return std::move(protocol_.output());

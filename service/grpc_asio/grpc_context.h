@@ -118,7 +118,6 @@ class GrpcContext : public asio::execution_context {
     std::forward<Start>(start)();
     return true;
   }
-  bool closed() const { return closed_; }
 
   // Queues `work` to run on the context's thread, waking the loop if called from elsewhere.
   // Once the loop has ended, `work` is destroyed at once instead: nothing would ever run it

@@ -28,7 +28,8 @@ class TaskRunner {
  public:
   virtual ~TaskRunner() = default;
 
-  // Runs `task` on a free worker and waits for its reply on the calling thread (no thread hop).
+  // Runs `task` on a free worker and blocks the calling thread until its reply is there (the
+  // implementation, BlockingTaskRunner, runs it on the pool's context and waits for it).
   // A Failure reply is returned as a Reply, not as an error status: whole-task failures that
   // are the user's (bad name, refused module, version mismatch) stay data. The status is an
   // error only for infrastructure failures:

@@ -74,9 +74,10 @@ class RpcServer {
   void SetServing(bool serving);
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then cancels the rest (their handlers are cancelled, uploads told to stop) and joins the
-  // threads. `stop_work` runs once the grace is over, or once gRPC has let go of every call,
-  // whichever comes first: it must make handlers still running return soon (the pool kills the
-  // workers they wait for). Must not be called from a server thread.
+  // threads. `stop_work` runs once gRPC has let go of every call (those left cancelled), and
+  // before that too when the grace ends with calls still running: once or twice, so it must be
+  // idempotent. It must make handlers still running return soon (the pool kills the workers
+  // they wait for). Must not be called from a server thread.
   void Shutdown(absl::Duration grace, const std::function<void()>& stop_work = nullptr);
 
  private:

@@ -148,7 +148,6 @@ class StreamMethod
     grpc::Status status = ShuttingDown();
     {
       Registration registration(self->gate_, *call);
-      // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
       if (registration.registered()) {
         try {
           status = co_await self->Converse(*call);

@@ -1,8 +1,8 @@
 // The workers that serve direct sessions, one session each for the session's life.
 //
-// Separate from the batch WorkerPool: a session holds its worker for minutes or hours (CouchDB
-// keeps its query-server processes and reuses them with "reset"), so these workers must not
-// starve the stateless calls. Spare workers are started ahead (--spare-session-workers) so a
+// Separate from the stateless calls' AsyncWorkerPool: a session holds its worker for minutes or
+// hours (CouchDB keeps its query-server processes and reuses them with "reset"), so these
+// workers must not starve the stateless calls. Spare workers are started ahead (--spare-session-workers) so a
 // new session does not wait for Python to start and import; the number of sessions is capped
 // (--max-sessions), and a session beyond it uses the gRPC Session stream instead.
 //

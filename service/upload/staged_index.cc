@@ -26,6 +26,13 @@ bool PauseUnlessStopped(const std::stop_token& stop, absl::Duration pause) {
   return !stop.stop_requested();
 }
 
+// Report() fails once the call's stop was requested or its client is gone.
+absl::Status StoppedByRequest() {
+  return absl::CancelledError(
+      "the upload was cancelled (the client went away, its deadline passed, or the server "
+      "is shutting down)");
+}
+
 absl::Status StoppedWhileWaiting() {
   return absl::CancelledError(
       "the upload was cancelled while it waited for CouchDB's index build; the staging "
@@ -115,7 +122,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
       (*written)["rev"].IsString()) {
     staging_rev_ = (*written)["rev"].GetString();
   }
-  if (!Report("staged")) return absl::CancelledError("the client went away");
+  if (!Report("staged")) return StoppedByRequest();
 
   std::vector<std::string> views = couchdb::ViewNames(staging);
   if (views.empty()) return absl::OkStatus();
@@ -135,7 +142,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
     absl::StatusOr<bool> running = IndexerRunning(done, total);
     if (!running.ok()) return running.status();
     if (!*running) break;
-    if (!Report("building", done, total)) return absl::CancelledError("the client went away");
+    if (!Report("building", done, total)) return StoppedByRequest();
     if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();
   }
   // The task list may not show a build that has not started yet or was missed between polls;
@@ -157,7 +164,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
   } else {
     built_seq_ = info.status();
   }
-  if (!Report("built")) return absl::CancelledError("the client went away");
+  if (!Report("built")) return StoppedByRequest();
   return absl::OkStatus();
 }
 
@@ -249,7 +256,7 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
           " and \"waiting_commit\": false (or raise --staged-settle-timeout)"));
     }
     if (!Report("settling", info->update_seq, *built_seq_)) {
-      return absl::CancelledError("the client went away");
+      return StoppedByRequest();
     }
     if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();
   }
