@@ -6,11 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/arguments.h"
 #include "client/sync/registry_sync.h"
-#include "client/upload/couch_credentials.h"
+#include "client/upload/couch_connection.h"
 #include "client/upload/event_printer.h"
-#include "client/upload/local_files.h"
 #include "common/couchdb/couch_client.h"
-#include "common/couchdb/couch_url.h"
 
 namespace cnp::client {
 namespace sync {
@@ -104,31 +102,13 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
     io.err << program << ": expected COUCHDB_URL REGISTRY_DB (see --help)\n";
     return 2;
   }
-  absl::StatusOr<upload::CouchCredentials> credentials =
-      upload::FindCouchCredentials(flags->positional[0], io.env);
-  if (!credentials.ok()) {
-    io.err << program << ": " << cnp::couchdb::RedactCredentials(credentials.status().message())
-           << "\n";
+  absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
+      upload::CouchClientOptionsFor(flags->positional[0], flags->ca_file, io.env);
+  if (!options.ok()) {
+    io.err << program << ": " << options.status().message() << "\n";
     return 2;
   }
-  absl::StatusOr<cnp::couchdb::CouchUrl> url = cnp::couchdb::ParseCouchUrl(credentials->url);
-  if (!url.ok()) {
-    io.err << program << ": " << cnp::couchdb::RedactCredentials(url.status().message()) << "\n";
-    return 2;
-  }
-  cnp::couchdb::CouchClient::Options options;
-  options.base_url = url->base;
-  options.username = credentials->username;
-  options.password = credentials->password;
-  if (!flags->ca_file.empty()) {
-    absl::StatusOr<std::string> pem = upload::ReadCaCertificates(flags->ca_file);
-    if (!pem.ok()) {
-      io.err << program << ": " << pem.status().message() << "\n";
-      return 2;
-    }
-    options.ca_pem = *std::move(pem);
-  }
-  cnp::couchdb::CouchClient couch(std::move(options));
+  cnp::couchdb::CouchClient couch(*std::move(options));
 
   upload::UploadTally tally;
   const upload::PrintOptions print{.show_documents = flags->show_documents};

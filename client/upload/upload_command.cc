@@ -8,6 +8,7 @@
 #include "client/cli/arguments.h"
 #include "client/lib/cnp_client.h"
 #include "client/sync/registry_removal.h"
+#include "client/upload/couch_connection.h"
 #include "client/upload/event_printer.h"
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
@@ -235,29 +236,13 @@ int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo
                          "--remove (see --help)\n";
     return 2;
   }
-  absl::StatusOr<CouchCredentials> credentials = FindCouchCredentials(flags.positional[0], io.env);
-  if (!credentials.ok()) {
-    io.err << program << ": " << cnp::couchdb::RedactCredentials(credentials.status().message()) << "\n";
+  absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
+      CouchClientOptionsFor(flags.positional[0], flags.ca_file, io.env);
+  if (!options.ok()) {
+    io.err << program << ": " << options.status().message() << "\n";
     return 2;
   }
-  absl::StatusOr<cnp::couchdb::CouchUrl> url = cnp::couchdb::ParseCouchUrl(credentials->url);
-  if (!url.ok()) {
-    io.err << program << ": " << cnp::couchdb::RedactCredentials(url.status().message()) << "\n";
-    return 2;
-  }
-  cnp::couchdb::CouchClient::Options options;
-  options.base_url = url->base;
-  options.username = credentials->username;
-  options.password = credentials->password;
-  if (!flags.ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadCaCertificates(flags.ca_file);
-    if (!pem.ok()) {
-      io.err << program << ": " << pem.status().message() << "\n";
-      return 2;
-    }
-    options.ca_pem = *std::move(pem);
-  }
-  cnp::couchdb::CouchClient couch(std::move(options));
+  cnp::couchdb::CouchClient couch(*std::move(options));
   UploadTally tally;
   const PrintOptions print{.show_documents = flags.show_documents};
   std::vector<std::string> names(flags.positional.begin() + 1, flags.positional.end());

@@ -20,50 +20,12 @@ from concurrent import futures
 import grpc
 
 import cnp_testing
+from session_wire import session_input_line, session_output
 
 ADAPTER = None
 DDOC = {"_id": "_design/f", "filters": {"by_town": "m.by_town"}}
 RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def read_varint(data, i):
-    shift = value = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
-def session_input_line(message):
-    """The `line` (field 1, bytes) of a cnp.v1.SessionInput."""
-    i = 0
-    line = b""
-    while i < len(message):
-        tag, i = read_varint(message, i)
-        length, i = read_varint(message, i)
-        if tag == (1 << 3 | 2):
-            line = message[i:i + length]
-        i += length
-    return line
-
-
-def session_output(lines, accepted):
-    """A cnp.v1.SessionOutput: `lines` (field 1, repeated bytes), `accepted` (field 3, bool)."""
-    out = b"".join(b"\x0a" + varint(len(l)) + l for l in lines)
-    return out + (b"\x18\x01" if accepted else b"")
 
 
 class ScriptedSessionService:
