@@ -213,7 +213,7 @@ int Run(int argc, char** argv) {
   if (started.ok()) started = cnp::rpc::CheckEveryInheritedSocketTaken();
   if (!started.ok()) {
     session_listener.Stop();
-    server.Shutdown(absl::ZeroDuration());
+    (void)server.Shutdown(absl::ZeroDuration());  // no call was served yet
   }
   if (!started.ok()) {
     cnp::LogError(started.message());
@@ -237,7 +237,14 @@ int Run(int argc, char** argv) {
                  absl::FormatDuration(config->shutdown_grace), " for calls in flight");
     session_listener.Stop();
     // Past the grace the pool kills the workers still computing, so their calls end at once.
-    server.Shutdown(config->shutdown_grace, [&pool] { pool.Shutdown(); });
+    if (!server.Shutdown(config->shutdown_grace, [&pool] { pool.Shutdown(); })) {
+      // A call stuck where it cannot see its cancellation still refers to the server's
+      // contexts: destroying them would be a use after free. The workers die with us
+      // (PR_SET_PDEATHSIG).
+      cnp::LogError("stopped with calls still running");
+      std::fflush(nullptr);
+      ::_exit(exit_code);
+    }
   }
   sessions.Shutdown();
   pool.Shutdown();

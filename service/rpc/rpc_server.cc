@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -92,7 +93,12 @@ RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, Session
       upload_(std::move(upload)) {}
 
 RpcServer::~RpcServer() {
-  if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  if (server_ != nullptr && !Shutdown(absl::ZeroDuration())) {
+    // Destroying the contexts under a call still running would be a use after free.
+    LogError("calls did not end after they were cancelled: exiting without cleaning up");
+    std::fflush(nullptr);
+    ::_exit(1);
+  }
 }
 
 absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
@@ -317,8 +323,8 @@ void RpcServer::SetServing(bool serving) {
   if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(serving);
 }
 
-void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
-  if (server_ == nullptr) return;
+bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
+  if (server_ == nullptr) return true;
   // First: no new connections (gRPC would drop the ones handed to it from now on).
   acceptor_.reset();
   server_->GetHealthCheckService()->SetServingStatus(false);
@@ -344,6 +350,8 @@ void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   if (!shutdown_.AwaitNoCalls(absl::Now() + kCancelledCallsEnd)) {
     LogWarning("calls still running ", absl::FormatDuration(kCancelledCallsEnd),
                " after they were cancelled: stopping without them");
+    // Their coroutines would resume into destroyed contexts: leave everything as it is.
+    return false;
   }
   // Each context shuts its queue down on its own thread, where every operation starts, so no
   // operation is ever started on a queue that is shut down (gRPC would abort the process).
@@ -354,6 +362,7 @@ void RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   uploads_->join();
   contexts_.clear();
   server_.reset();
+  return true;
 }
 
 }  // namespace cnp::rpc

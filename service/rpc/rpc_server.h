@@ -78,7 +78,13 @@ class RpcServer {
   // before that too when the grace ends with calls still running: once or twice, so it must be
   // idempotent. It must make handlers still running return soon (the pool kills the workers
   // they wait for). Must not be called from a server thread.
-  void Shutdown(absl::Duration grace, const std::function<void()>& stop_work = nullptr);
+  //
+  // Returns false when calls were still running 10 s after they were cancelled (a handler
+  // stuck where it cannot see its cancellation). Their coroutines still refer to the contexts
+  // and the gRPC server, so those are left as they are (threads running): the caller must then
+  // end the process without running destructors (_exit), and must not destroy the RpcServer.
+  [[nodiscard]] bool Shutdown(absl::Duration grace,
+                              const std::function<void()>& stop_work = nullptr);
 
  private:
   void ListenAll(grpc_asio::GrpcContext& context);
