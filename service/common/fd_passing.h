@@ -1,9 +1,8 @@
-// Reading a frame that carries open descriptors (SCM_RIGHTS), as WriteFrameWithDescriptors
-// (service/common/framing.h) sends it: how cnp-server receives CouchDB's pipes from cnp-adapter.
-//
-// The descriptors ride on the frame's first byte, so the first read of the frame is a recvmsg()
-// that collects them; the rest is an ordinary frame. ReadFrameWithDescriptors waits with poll()
-// (a blocking caller); an event loop awaits readiness itself and calls ReceiveWithDescriptors.
+// Receiving the open descriptors (SCM_RIGHTS) that ride on a frame sent by
+// WriteFrameWithDescriptors (service/common/framing.h): how cnp-server receives CouchDB's pipes
+// from cnp-adapter. The descriptors come with the frame's first byte, so the first read of the
+// frame is a recvmsg() that collects them; the rest is an ordinary frame. The session listener
+// awaits readiness itself and calls ReceiveWithDescriptors.
 #pragma once
 
 #include <string>
@@ -12,18 +11,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/time/time.h"
 
 namespace cnp {
 
 // Most descriptors one frame may carry (a direct session passes two).
 inline constexpr int kMaxFramedDescriptors = 4;
-
-// Reads one frame and the descriptors that came with it (opened close-on-exec; the caller owns
-// them, also when an error is returned after they arrived). Errors as ReadFrame's; more than
-// kMaxFramedDescriptors descriptors is DATA_LOSS.
-absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
-                                      absl::Time deadline = absl::InfiniteFuture());
 
 // One recvmsg() of up to `size` bytes that never waits (MSG_DONTWAIT): the bytes read, 0 when
 // none have arrived yet. The descriptors that came with them are appended to `fds` (opened

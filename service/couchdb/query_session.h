@@ -35,10 +35,6 @@ class QuerySession {
   // next call, its buffers reused from line to line; nullptr for a reset.
   v1::SessionOutput* HandleInPlace(std::string_view line);
 
-  // True when `line` is a "reset" command, which Handle() answers with nothing. Cheap: for
-  // callers that must decide whether to wait for an answer.
-  static bool IsReset(std::string_view line) { return PeekCommand(line) == CommandKind::kReset; }
-
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
 

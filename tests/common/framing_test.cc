@@ -16,9 +16,12 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "service/common/fd_passing.h"
+#include "tests/common/frame_with_descriptors.h"
 
 namespace cnp {
 namespace {
+
+using ::cnp::testing::ReadFrameWithDescriptors;
 
 class FramingTest : public ::testing::Test {
  protected:

@@ -105,13 +105,6 @@ TEST_F(QuerySessionTest, ResetIsNotAnsweredButApplied) {
   EXPECT_TRUE(runner_.tasks.empty());
 }
 
-TEST_F(QuerySessionTest, RecognisesResetOnlyAsTheCommand) {
-  EXPECT_TRUE(QuerySession::IsReset(R"(["reset"])"));
-  EXPECT_TRUE(QuerySession::IsReset(R"( [ "reset" , {"timeout":1}] )"));
-  EXPECT_FALSE(QuerySession::IsReset(R"(["resetx"])"));
-  EXPECT_FALSE(QuerySession::IsReset(R"(["map_doc",{"reset":1}])"));
-}
-
 TEST_F(QuerySessionTest, ResetKeepsDesignDocs) {
   EXPECT_THAT(
       Send(R"(["ddoc","new","_design/v",{"_id":"_design/v","validate_doc_update":"fns.vdu|2"}])"),
