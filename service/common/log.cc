@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <vector>
@@ -48,6 +49,30 @@ void AppendJsonString(absl::string_view text, std::string& out) {
     }
   }
   out += '"';
+}
+
+// A message in the text format: control characters escaped (\n, \r, \t, \xNN), so that text
+// from a request (a document id, a function's exception) can neither end the line nor forge
+// another one. Other bytes pass through.
+void AppendTextMessage(absl::string_view text, std::string& out) {
+  for (unsigned char c : text) {
+    switch (c) {
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          absl::StrAppend(&out, absl::StrFormat("\\x%02x", c));
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+bool HasControlCharacter(absl::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
 }  // namespace
@@ -112,11 +137,13 @@ void LogEvent(LogLevel level, absl::string_view message,
     line += "}\n";
   } else {
     absl::StrAppend(&line, time, " ", Name(level), " ", g_program.load(std::memory_order_relaxed),
-                    "[", ::getpid(), "] ", message);
+                    "[", ::getpid(), "] ");
+    AppendTextMessage(message, line);
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       absl::StrAppend(&line, " ", field.key, "=");
-      if (absl::StrContains(field.value, ' ') || field.value.find('"') != absl::string_view::npos) {
+      if (absl::StrContains(field.value, ' ') || absl::StrContains(field.value, '"') ||
+          HasControlCharacter(field.value)) {
         AppendJsonString(field.value, line);
       } else {
         absl::StrAppend(&line, field.value);

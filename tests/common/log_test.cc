@@ -79,6 +79,19 @@ TEST_F(LogTest, TextFieldsFollowTheMessageQuotedWhenTheyHoldSpaces) {
       << lines[0];
 }
 
+TEST_F(LogTest, TextLinesCannotBeEndedOrForgedByWhatTheyQuote) {
+  // A document id from a request, as a function error's line would carry it.
+  std::vector<std::string> lines = LinesOf([] {
+    LogEvent(LogLevel::kWarning, "function raised on y\n2026-11-30T00:00:00Z ERROR forged\x1b[2J",
+             {{"doc_id", "a\tb\nFORGED"}});
+  });
+  ASSERT_EQ(lines.size(), 1u) << lines.back();
+  EXPECT_TRUE(absl::StrContains(
+      lines[0], "function raised on y\\n2026-11-30T00:00:00Z ERROR forged\\x1b[2J"))
+      << lines[0];
+  EXPECT_TRUE(absl::EndsWith(lines[0], R"(doc_id="a\tb\nFORGED")")) << lines[0];
+}
+
 TEST_F(LogTest, JsonLinesEscapeWhatWouldBreakTheLine) {
   SetLogFormat(LogFormat::kJson);
   std::vector<std::string> lines = LinesOf([] {
