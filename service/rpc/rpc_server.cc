@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/couchdb/couch_url.h"
 #include "common/secret_file.h"
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -58,13 +59,8 @@ class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapRespo
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
 // the credentials.
 std::string UploadSummary(const v1::UploadRequest& request) {
-  std::string couchdb = request.couchdb_url();
-  if (size_t scheme = couchdb.find("://"); scheme != std::string::npos) {
-    if (size_t at = couchdb.find('@', scheme + 3);
-        at != std::string::npos && at < couchdb.find('/', scheme + 3)) {
-      couchdb.erase(scheme + 3, at + 1 - (scheme + 3));
-    }
-  }
+  // The user info runs to the URL's last '@': a password may hold '/' or '@'.
+  const std::string couchdb = couchdb::RedactUrl(request.couchdb_url());
   std::string mode = request.check_only() ? "check" : request.dry_run() ? "dry-run"
                      : request.staged() ? "staged" : "write";
   return absl::StrCat("call=Upload couchdb=", couchdb.empty() ? "-" : couchdb,
