@@ -123,7 +123,8 @@ rapidjson::Document ChangesFeed::Take(size_t max) {
     absl::StrAppend(&json, "],\"last_seq\":", taken_seq_json_, "}");
   }
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());  // each line was parsed when it was queued
+  // Each line was parsed (and its depth bounded) when it was queued.
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   return doc;
 }
 
@@ -257,13 +258,18 @@ bool ChangesFeed::OnData(absl::string_view data) {
 bool ChangesFeed::OnLine(absl::string_view line) {
   line = absl::StripAsciiWhitespace(line);
   if (line.empty()) return true;  // a heartbeat
-  rapidjson::Document change;
-  change.Parse(line.data(), line.size());
-  if (change.HasParseError() || !change.IsObject()) {
+  // Bounded in depth and parsed without recursion: a document is anyone's data, and one nested
+  // a million levels deep must end the feed with a message, not the process with a stack
+  // overflow.
+  absl::StatusOr<rapidjson::Document> parsed = couchdb::ParseJson(line);
+  if (!parsed.ok() || !parsed->IsObject()) {
     ended_ = Ended::kFailed;
-    failure_ = "a line of the feed is not a JSON object";
+    failure_ = parsed.ok() ? std::string("a line of the feed is not a JSON object")
+                           : absl::StrCat("a line of the feed is not usable: ",
+                                          parsed.status().message());
     return false;
   }
+  rapidjson::Document& change = *parsed;
   if (change.HasMember("error")) {
     ended_ = Ended::kFailed;
     auto text = [&](const char* field) -> std::string {

@@ -179,6 +179,26 @@ TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
   }
 }
 
+// A document is anyone's data: one nested a million levels deep ends the feed with a message
+// (and the feed reopens from the last sequence read), where a recursive parse overflowed the
+// stack and took the process down.
+TEST(ChangesFeedTest, ADocumentNestedTooDeepIsRefusedWithAMessageNotACrash) {
+  const std::string deep = absl::StrCat(R"({"seq":2,"id":"deep","changes":[{"rev":"1-x"}],)",
+                                        R"("doc":{"_id":"deep","_rev":"1-x","x":)",
+                                        std::string(1000000, '['), std::string(1000000, ']'),
+                                        "}}\n");
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    return {200, Change("1", "first") + deep};
+  });
+  ChangeSignal signal;
+  ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Seconds(10)}, signal);
+  Reader reader(feed, signal);
+  ASSERT_TRUE(reader.WaitFor([&] { return reader.Noted("nested deeper than"); }))
+      << ::testing::PrintToString(reader.notes);
+  EXPECT_THAT(reader.ids, ElementsAre("first"));
+  EXPECT_TRUE(reader.Noted("reconnecting from seq 1")) << ::testing::PrintToString(reader.notes);
+}
+
 // A server (or a proxy) that ends every feed at once with only its last_seq must not be asked
 // again at once: each reopening waits the reconnect delay, which doubles.
 TEST(ChangesFeedTest, AFeedEndedAtOnceWithoutAChangeIsReopenedAfterADelay) {
