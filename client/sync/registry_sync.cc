@@ -1,9 +1,12 @@
 #include "client/sync/registry_sync.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_url.h"
@@ -33,6 +36,76 @@ absl::string_view StringField(const rapidjson::Value& object, const char* name) 
   return absl::string_view(it->value.GetString(), it->value.GetStringLength());
 }
 
+// What a named function looks like: "module.function|version", or a builtin reduce ("_sum").
+// Not a name: anything with a space, a bracket, a brace, a quote or a control character in it,
+// which is what code looks like. Non-ASCII letters pass (Python identifiers may hold them);
+// the service resolves the name and applies its allowlist when it runs.
+bool LooksLikeFunctionName(absl::string_view text) {
+  if (text.empty()) return false;
+  return std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '|' || c == '-' || c >= 0x80;
+  });
+}
+
+// Anyone who may write the registry could otherwise have cnp sync put code in every database
+// it targets: a JavaScript or Erlang design document runs in CouchDB itself. So an entry is
+// used only when its language is not one of CouchDB's own (a missing language is JavaScript
+// to CouchDB) and every function it holds is a name.
+absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_view entry_id) {
+  const absl::string_view language = StringField(design, "language");
+  if (language.empty() || language == "javascript" || language == "erlang") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry entry \"", entry_id, "\" holds a design document in language \"",
+        language.empty() ? "javascript (none given)" : language,
+        "\", which runs code inside CouchDB; cnp sync puts only named functions in place, so it "
+        "skipped the entry (register it with cnp upload --register)"));
+  }
+  auto refuse = [&](absl::string_view where) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry entry \"", entry_id, "\" has ", where,
+        " that is not a function name (module.function|version); skipped (register it with "
+        "cnp upload --register)"));
+  };
+  auto check = [&](const rapidjson::Value& value, absl::string_view where) {
+    return value.IsString() && LooksLikeFunctionName(absl::string_view(
+                                   value.GetString(), value.GetStringLength()))
+               ? absl::OkStatus()
+               : refuse(where);
+  };
+  for (const char* section : {"shows", "lists", "updates", "filters"}) {
+    auto it = design.FindMember(section);
+    if (it == design.MemberEnd()) continue;
+    if (!it->value.IsObject()) return refuse(section);
+    for (const auto& function : it->value.GetObject()) {
+      if (absl::Status s = check(function.value, absl::StrCat(section, ".",
+                                                              function.name.GetString()));
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  for (const char* single : {"validate_doc_update", "rewrites"}) {
+    auto it = design.FindMember(single);
+    if (it == design.MemberEnd()) continue;
+    if (std::string_view(single) == "rewrites" && it->value.IsArray()) continue;  // routes
+    if (absl::Status s = check(it->value, single); !s.ok()) return s;
+  }
+  if (auto views = design.FindMember("views"); views != design.MemberEnd()) {
+    if (!views->value.IsObject()) return refuse("views");
+    for (const auto& view : views->value.GetObject()) {
+      const std::string where = absl::StrCat("views.", view.name.GetString());
+      // views.lib is CommonJS code for JavaScript views; a named function needs none.
+      if (!view.value.IsObject() || where == "views.lib") return refuse(where);
+      for (const char* part : {"map", "reduce"}) {
+        auto it = view.value.FindMember(part);
+        if (it == view.value.MemberEnd()) continue;
+        if (absl::Status s = check(it->value, absl::StrCat(where, ".", part)); !s.ok()) return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 // A registry entry, or why it is not one cnp sync can use.
 absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
   RegisteredDesignDoc entry;
@@ -47,6 +120,9 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
         "registry entry \"", entry.entry_id,
         "\" lacks a name, a target or a design_document with the matching _id; skipped "
         "(register it again with cnp upload --register)"));
+  }
+  if (absl::Status named = CheckNamedFunctions(design->value, entry.entry_id); !named.ok()) {
+    return named;
   }
   auto databases = target->value.FindMember("databases");
   if (databases != target->value.MemberEnd() && databases->value.IsArray()) {

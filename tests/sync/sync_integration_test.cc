@@ -219,6 +219,45 @@ TEST_F(SyncIntegrationTest, SyncPutsThemInEveryMatchingDatabaseThenInANewOne) {
             "myviews.townmap|123");
 }
 
+// Whoever may write the registry must not get code into every database through cnp sync: an
+// entry in CouchDB's own languages, or with a function that is code rather than a name, is
+// skipped with a warning; a well-formed entry next to them is still synced.
+TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
+  for (const char* db : {"reg9", "account-x1"}) CreateDatabase(db);
+  ASSERT_TRUE(Register("reg9",
+                       "towns:\n"
+                       "  databases: account-x1\n"
+                       "  views: {by_town: myviews.townmap}\n")
+                  .status.ok());
+  auto plant = [&](const std::string& name, const std::string& design) {
+    absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+        absl::StrCat("/reg9/", name, "@database:account-x1"),
+        absl::StrCat(R"({"type":"cnp_design_document","name":")", name,
+                     R"(","target":{"databases":["account-x1"]},"design_document":)", design,
+                     "}"));
+    ASSERT_TRUE(put.ok() && put->status == 201) << name;
+  };
+  plant("js", R"({"_id":"_design/js","views":{"v":{"map":"function(doc){emit(doc._id,1)}"}}})");
+  plant("erl", R"({"_id":"_design/erl","language":"erlang","views":{"v":{"map":"fun(D)->ok end."}}})");
+  plant("vdu", R"({"_id":"_design/vdu","language":"python",)"
+               R"x("validate_doc_update":"lambda n, o, u: __import__('os').system('id')"})x");
+  plant("lib", R"({"_id":"_design/lib","language":"python","views":{"lib":{"x":"code"}}})");
+
+  UploadResult result = SyncOnce("reg9");
+  EXPECT_EQ(result.Outcome("_design/towns", "account-x1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+  for (const char* name : {"js", "erl", "vdu", "lib"}) {
+    EXPECT_FALSE(Read(absl::StrCat("/account-x1/_design/", name)).HasMember("_id")) << name;
+  }
+  std::string warnings;
+  for (const auto& warning : result.warnings()) absl::StrAppend(&warnings, warning.message(), "\n");
+  EXPECT_THAT(warnings, AllOf(HasSubstr("\"js@database:account-x1\" holds a design document in "
+                                        "language \"javascript (none given)\""),
+                              HasSubstr("language \"erlang\""),
+                              HasSubstr("has validate_doc_update that is not a function name"),
+                              HasSubstr("has views.lib that is not a function name")));
+}
+
 TEST_F(SyncIntegrationTest, EntriesThatDisagreeOnOneDatabaseAreAConflictNotAFlipFlop) {
   for (const char* db : {"reg4", "account-c1"}) CreateDatabase(db);
   ASSERT_TRUE(Register("reg4",
