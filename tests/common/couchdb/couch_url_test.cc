@@ -39,6 +39,10 @@ TEST(CouchUrlTest, RedactRemovesUserInfo) {
 
 TEST(CouchUrlTest, PathSegmentsAreEscaped) {
   EXPECT_EQ(CouchClient::EscapeSegment("account/ab/cd-2"), "account%2Fab%2Fcd-2");
+  // Not path steps: "/db/_design/.." must not reach "/db".
+  EXPECT_EQ(CouchClient::EscapeSegment(".."), "%2E%2E");
+  EXPECT_EQ(CouchClient::EscapeSegment("."), "%2E");
+  EXPECT_EQ(CouchClient::EscapeSegment("a..b"), "a..b");
   EXPECT_EQ(DesignDocPath("a/b", "x y"), "/a%2Fb/_design/x%20y");
 }
 
