@@ -7,7 +7,10 @@ same work, against the same pouchdb-server in the same run:
                of first revisions (nothing derived exists yet)
   python       one Python process: _changes batches -> the same handler, called in-process ->
                the same derived documents (same ids, sha256) -> _all_docs lookup -> _bulk_docs
-               -> checkpoint; http.client with a kept-alive connection, json from the stdlib
+               -> checkpoint; http.client with a kept-alive connection, json from the stdlib.
+               The lookup is what makes a loop safe to run again (it writes nothing unchanged).
+  python-blind the same loop without the lookup: _changes -> map -> _bulk_docs, the issue's
+               words; right only for an empty target, as cnp derive's fresh sync is
 
 Each run writes into a fresh target database (deleted afterwards); figures are the median of
 --rounds runs of each, interleaved. Prints docs/s and the ratio.
@@ -94,8 +97,9 @@ def sha(text, n):
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def python_loop(port, source, target, handler):
-    """The baseline: what cnp derive does for a map stage, written plainly in Python."""
+def python_loop(port, source, target, handler, lookup):
+    """The baseline: what cnp derive does for a map stage, written plainly in Python; without
+    `lookup` every row is written as new."""
     couch = Couch(port)
     couch.request("PUT", f"/{target}")
     since = "0"
@@ -120,9 +124,11 @@ def python_loop(port, source, target, handler):
                 else:
                     row["mr_value"] = value
                 desired.append(row)
-        found = couch.request("POST", f"/{target}/_all_docs?include_docs=true",
-                              {"keys": [row["_id"] for row in desired]})
-        existing = {r["id"]: r["doc"] for r in found["rows"] if r.get("doc")}
+        existing = {}
+        if lookup:
+            found = couch.request("POST", f"/{target}/_all_docs?include_docs=true",
+                                  {"keys": [row["_id"] for row in desired]})
+            existing = {r["id"]: r["doc"] for r in found["rows"] if r.get("doc")}
         writes = []
         for row in desired:
             old = existing.get(row["_id"])
@@ -188,56 +194,60 @@ def main():
               f"batches of {BATCH}", flush=True)
 
         began = time.monotonic()
-        figures = {"cnp derive": [], "python": []}
-        couch_busy = {"cnp derive": [], "python": []}  # pouchdb-server's CPU / wall time
-        client_cpu = {"cnp derive": [], "python": []}  # CPU µs per document outside the database
+        setups = ("cnp derive", "python", "python-blind")
+        figures = {k: [] for k in setups}     # docs/s
+        couch_busy = {k: [] for k in setups}  # pouchdb-server's CPU / wall time
+        couch_cpu = {k: [] for k in setups}   # pouchdb-server's CPU µs per document
+        client_cpu = {k: [] for k in setups}  # CPU µs per document outside the database
         node = processes[0].pid
         for r in range(args.rounds):
             if time.monotonic() - began > args.max_seconds:
                 print("time is up: fewer rounds", flush=True)
                 break
-            target = f"cnp_{r}"
-            declaration = os.path.join(work, f"derive_{r}.yml")
-            with open(declaration, "w") as f:
-                f.write(f"name: bench{r}\nhandlers:\n  {target}:\n    src: "
-                        "{type: map, version: 1, handler: derive_bench_fns.town}\n")
-            t, c, sc = time.monotonic(), cpu_seconds(node), service_cpu(processes[1].pid)
-            run = subprocess.Popen([args.cnp, "derive", "--once", f"--target=unix:{socket_path}",
-                                    f"--batch-size={BATCH}", f"http://127.0.0.1:{port}", declaration],
-                                   stderr=subprocess.DEVNULL)
-            _, status, usage = os.wait4(run.pid, 0)
-            run.returncode = 0
-            assert status == 0, f"cnp derive exited with status {status}"
-            client_cpu["cnp derive"].append(
-                (usage.ru_utime + usage.ru_stime + service_cpu(processes[1].pid) - sc) / args.docs * 1e6)
-            figures["cnp derive"].append(args.docs / (time.monotonic() - t))
-            couch_busy["cnp derive"].append((cpu_seconds(node) - c) / (time.monotonic() - t))
-            rows = couch.request("GET", f"/{target}")["doc_count"]
-            assert rows == args.docs, f"cnp derive wrote {rows} rows, not {args.docs}"
-            couch.request("DELETE", f"/{target}")
+            for setup in setups:
+                target = f"{setup.replace(' ', '_').replace('-', '_')}_{r}"
+                t, c = time.monotonic(), cpu_seconds(node)
+                if setup == "cnp derive":
+                    declaration = os.path.join(work, f"derive_{r}.yml")
+                    with open(declaration, "w") as f:
+                        f.write(f"name: bench{r}\nhandlers:\n  {target}:\n    src: "
+                                "{type: map, version: 1, handler: derive_bench_fns.town}\n")
+                    sc = service_cpu(processes[1].pid)
+                    run = subprocess.Popen([args.cnp, "derive", "--once", f"--target=unix:{socket_path}",
+                                            f"--batch-size={BATCH}", f"http://127.0.0.1:{port}",
+                                            declaration], stderr=subprocess.DEVNULL)
+                    _, status, usage = os.wait4(run.pid, 0)
+                    run.returncode = 0
+                    assert status == 0, f"cnp derive exited with status {status}"
+                    client = usage.ru_utime + usage.ru_stime + service_cpu(processes[1].pid) - sc
+                else:
+                    pc = time.process_time()
+                    python_loop(port, "src", target, town, lookup=(setup == "python"))
+                    client = time.process_time() - pc
+                wall = time.monotonic() - t
+                used = cpu_seconds(node) - c
+                figures[setup].append(args.docs / wall)
+                client_cpu[setup].append(client / args.docs * 1e6)
+                couch_busy[setup].append(used / wall)
+                couch_cpu[setup].append(used / args.docs * 1e6)
+                rows = couch.request("GET", f"/{target}")["doc_count"]
+                assert rows == args.docs, f"{setup} wrote {rows} rows, not {args.docs}"
+                couch.request("DELETE", f"/{target}")
+            print(f"round {r + 1}: " + ", ".join(f"{k} {figures[k][-1]:,.0f} docs/s" for k in setups),
+                  flush=True)
 
-            target = f"py_{r}"
-            t, c, pc = time.monotonic(), cpu_seconds(node), time.process_time()
-            python_loop(port, "src", target, town)
-            client_cpu["python"].append((time.process_time() - pc) / args.docs * 1e6)
-            figures["python"].append(args.docs / (time.monotonic() - t))
-            couch_busy["python"].append((cpu_seconds(node) - c) / (time.monotonic() - t))
-            rows = couch.request("GET", f"/{target}")["doc_count"]
-            assert rows == args.docs, f"the Python loop wrote {rows} rows, not {args.docs}"
-            couch.request("DELETE", f"/{target}")
-            print(f"round {r + 1}: cnp derive {figures['cnp derive'][-1]:,.0f} docs/s, "
-                  f"python {figures['python'][-1]:,.0f} docs/s", flush=True)
-
-        cnp = statistics.median(figures["cnp derive"])
-        python = statistics.median(figures["python"])
-        print(f"\ninitial sync of {args.docs} documents, median of {len(figures['python'])}:")
+        median = {k: statistics.median(v) for k, v in figures.items()}
         busy = {k: statistics.median(v) for k, v in couch_busy.items()}
+        db = {k: statistics.median(v) for k, v in couch_cpu.items()}
         cpu = {k: statistics.median(v) for k, v in client_cpu.items()}
-        print(f"  cnp derive  {cnp:>10,.0f} docs/s   client CPU {cpu['cnp derive']:6.1f} µs/doc "
-              f"(cnp + cnp-server + workers)   pouchdb-server busy {busy['cnp derive']:.0%} of the time")
-        print(f"  python      {python:>10,.0f} docs/s   client CPU {cpu['python']:6.1f} µs/doc "
-              f"(one process)                  pouchdb-server busy {busy['python']:.0%}   (baseline, same run)")
-        print(f"  ratio       {cnp / python:.2f}x docs/s; {cpu['python'] / cpu['cnp derive']:.2f}x less client CPU per document")
+        print(f"\ninitial sync of {args.docs} documents, median of {len(figures['python'])} "
+              "(client CPU: cnp, cnp-server and workers for cnp derive; the one process for python):")
+        for k in setups:
+            print(f"  {k:<13}{median[k]:>10,.0f} docs/s   client CPU {cpu[k]:6.1f} µs/doc   "
+                  f"pouchdb-server CPU {db[k]:6.1f} µs/doc, busy {busy[k]:.0%} of the time")
+        for k in ("python", "python-blind"):
+            print(f"  cnp derive / {k}: {median['cnp derive'] / median[k]:.2f}x docs/s; "
+                  f"{cpu[k] / cpu['cnp derive']:.2f}x less client CPU per document")
     finally:
         for p in reversed(processes):
             p.terminate()
