@@ -20,7 +20,10 @@ DDOC = {
         "simple": "fixture_fns.show_simple",
         "headers": "fixture_fns.show_headers",
         "raises": "fixture_fns.show_raises",
+        "needs_doc": "fixture_fns.show_needs_doc",
+        "forbidden": "fixture_fns.show_forbidden",
     },
+    "views": {"raising": {"map": "fixture_fns.map_fails_for_the_test"}},
     "lists": {
         "sends": "fixture_fns.show_sends",
         "rows": "fixture_fns.show_while_get_rows",
@@ -151,10 +154,33 @@ class QueryServerSpecTest(harness.ServerTestCase):
 
     def test_recoverable_error(self):
         self.teach_ddoc()
-        reply = self.qs.reply(ddoc_call(["shows", "raises"], [DOC, {}]))
-        self.assertEqual(reply, ["error", "render_error", "ValueError: testing"])
+        lines = [json.loads(line) for line in self.qs.call(ddoc_call(["shows", "raises"], [DOC, {}]))]
+        # render.js renderError: the exception and its stack logged, then the render_error.
+        self.assertEqual(len(lines), 2, lines)
+        self.assertEqual(lines[0][0], "log")
+        self.assertTrue(lines[0][1].startswith(
+            "function raised error: ValueError('testing') \nstacktrace: "), lines[0])
+        self.assertIn("in show_raises", lines[0][1])
+        self.assertEqual(lines[1], ["error", "render_error", "ValueError: testing"])
         self.assertIs(self.qs.reply(["reset"]), True)
         self.assertEqual(self.qs.reply(ddoc_call(["shows", "headers"], [DOC, {}]))[0], "resp")
+
+    def test_show_raising_on_a_missing_document_is_not_found(self):
+        self.teach_ddoc()
+        req = {"path": ["db", "_design", "spec", "_show", "needs_doc", "gone"]}
+        self.assertEqual(self.qs.call(ddoc_call(["shows", "needs_doc"], [None, req])),
+                         ['["error","not_found","document not found"]'])
+
+    def test_forbidden_in_a_show_is_couchdbs_forbidden(self):
+        self.teach_ddoc()
+        self.assertEqual(self.qs.call(ddoc_call(["shows", "forbidden"], [DOC, {}])),
+                         ['["error","forbidden","members only"]'])
+
+    def test_raising_map_function_in_a_view_filter_is_an_error(self):
+        self.teach_ddoc()
+        # couchjs's filter_view does not catch: the document must not silently leave the feed.
+        self.assertEqual(self.qs.reply(ddoc_call(["views", "raising", "map"], [[DOC]])),
+                         ["error", "ValueError", "always"])
 
     def test_missing_function_is_not_found(self):
         self.teach_ddoc()

@@ -316,6 +316,16 @@ def show_raises(doc, req):
     raise ValueError("testing")
 
 
+def show_needs_doc(doc, req):
+    """function(doc, req) { return {body: doc.title}; }: fails when the document is missing."""
+    return {"body": doc["title"]}
+
+
+def show_forbidden(doc, req):
+    """function(doc, req) { throw({forbidden: 'members only'}); }"""
+    raise Forbidden("members only")
+
+
 # ---- the service's own log (tests/adapter/function_log_test.py) --------------------------------
 
 @version(2)

@@ -1,6 +1,7 @@
 """Filters, shows, updates, rewrites and lists for the cnp-worker tests."""
 
-from couch_named_python import NotFound, Redirect, get_row, log, send, start
+from couch_named_python import (Forbidden, NotFound, Redirect, Unauthorized, get_row, log, send,
+                                start)
 
 
 def by_town(doc, req):
@@ -91,3 +92,33 @@ def late_start(head, req):
     send("after start")
     get_row()
     return "done"
+
+
+def needs_doc(doc, req):
+    """A show written for an existing document, as couchjs shows often are."""
+    return {"body": doc["town"]}
+
+
+def show_forbidden(doc, req):
+    raise Forbidden("members only")
+
+
+def show_unauthorized(doc, req):
+    raise Unauthorized("log in first")
+
+
+def update_forbidden(doc, req):
+    raise Forbidden("no updates here")
+
+
+def filter_forbidden(doc, req):
+    raise Forbidden("no changes for you")
+
+
+def list_forbidden(head, req):
+    get_row()
+    raise Unauthorized("log in to list")
+
+
+def rewrite_forbidden(req):
+    raise Forbidden("no way through")

@@ -21,6 +21,11 @@ def town_emit(doc):
     emit([doc["town"], doc["n"]], {"id": doc["_id"]})
 
 
+def oslo_only(doc):
+    if doc.get("town") == "Oslo":
+        emit(doc["_id"], None)
+
+
 def emit_and_yield(doc):
     emit("first", 1)
     yield "second", 2

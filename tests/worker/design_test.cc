@@ -30,20 +30,63 @@ TEST_F(DesignTest, FilterAnswersOneBoolPerDocument) {
   EXPECT_EQ(Run(cnp::v1::FILTER, "worker_design.by_town", args).reply(), "[true,[true,false]]");
 }
 
-TEST_F(DesignTest, RaisingFilterIsARenderErrorNamingTheDocument) {
+// couchjs's filter.js does not catch: its main loop answers an exception with its name,
+// ["error", e.name, e], and no log line.
+TEST_F(DesignTest, RaisingFilterIsAnErrorNamedByTheExceptionNamingTheDocument) {
   std::string args = std::string("[[{\"_id\":\"x\"}],") + kReq + "]";
   DesignFunctionResponse response = Run(cnp::v1::FILTER, "worker_design.filter_crashes", args);
-  EXPECT_EQ(response.reply(), R"(["error","render_error","KeyError: 'town'"])");
+  EXPECT_EQ(response.reply(), R"(["error","KeyError","'town'"])");
+  EXPECT_EQ(response.logs_size(), 0);
   EXPECT_EQ(response.error().doc_id(), "x");
   EXPECT_EQ(response.error().type(), "KeyError");
 }
 
 TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
+  std::string args = std::string("[[") + kOslo + R"(,{"_id":"doc-3","town":"Lima","n":3}]])";
+  DesignFunctionResponse response = Run(cnp::v1::VIEW_FILTER, "worker_views.town_emit", args);
+  EXPECT_EQ(response.reply(), "[true,[true,true]]");
+  EXPECT_EQ(Run(cnp::v1::VIEW_FILTER, "worker_views.oslo_only", std::string("[[") + kOslo + "," +
+                                                                    kLima + "]]")
+                .reply(),
+            "[true,[true,false]]");
+}
+
+// A map function that raises in a view filter (_changes?filter=_view) is an error for the
+// whole call, as with couchjs's filter_view (no try/catch there): CouchDB answers the _changes
+// request with 500 rather than leaving the document out of the feed.
+TEST_F(DesignTest, RaisingMapFunctionInAViewFilterIsAnErrorNotADroppedDocument) {
   std::string args = std::string("[[") + kOslo + R"(,{"_id":"no-town"}]])";
   DesignFunctionResponse response = Run(cnp::v1::VIEW_FILTER, "worker_views.town_emit", args);
-  EXPECT_EQ(response.reply(), "[true,[true,false]]");
-  ASSERT_EQ(response.logs_size(), 1);  // the raising map function is logged, not fatal
-  EXPECT_EQ(response.logs(0), "map function raised KeyError: 'town' for doc 'no-town'");
+  EXPECT_EQ(response.reply(), R"(["error","KeyError","'town'"])");
+  EXPECT_EQ(response.logs_size(), 0);
+  EXPECT_EQ(response.error().type(), "KeyError");
+  EXPECT_EQ(response.error().doc_id(), "no-town");
+}
+
+// Forbidden and Unauthorized are couchjs's thrown {forbidden: msg} / {unauthorized: msg}:
+// HTTP 403 / 401 from any design function, not a 500 render_error, and not a function error.
+TEST_F(DesignTest, ForbiddenAndUnauthorizedAreCouchDbsErrorsInEveryKind) {
+  const std::string show_args = std::string("[") + kOslo + "," + kReq + "]";
+  DesignFunctionResponse show = Run(cnp::v1::SHOW, "worker_design.show_forbidden", show_args);
+  EXPECT_EQ(show.reply(), R"(["error","forbidden","members only"])");
+  EXPECT_FALSE(show.has_error());
+  EXPECT_EQ(show.logs_size(), 0);
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.show_unauthorized", show_args).reply(),
+            R"(["error","unauthorized","log in first"])");
+  EXPECT_EQ(Run(cnp::v1::UPDATE, "worker_design.update_forbidden",
+                std::string("[") + kOslo + R"(,{"method":"POST"}])")
+                .reply(),
+            R"(["error","forbidden","no updates here"])");
+  EXPECT_EQ(Run(cnp::v1::FILTER, "worker_design.filter_forbidden",
+                std::string("[[") + kOslo + "]," + kReq + "]")
+                .reply(),
+            R"(["error","forbidden","no changes for you"])");
+  EXPECT_EQ(Run(cnp::v1::REWRITE, "worker_design.rewrite_forbidden", R"([{"path":["db"]}])").reply(),
+            R"(["error","forbidden","no way through"])");
+  EXPECT_EQ(Run(cnp::v1::LIST, "worker_design.list_forbidden",
+                std::string(R"([{"total_rows":1},{},[{"id":"a"}]])"))
+                .reply(),
+            R"(["error","unauthorized","log in to list"])");
 }
 
 TEST_F(DesignTest, ShowReturnsTheResponse) {
@@ -65,6 +108,47 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
   EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope'"])");
   EXPECT_EQ(crash.error().function(), "worker_design.show_crashes");
   EXPECT_EQ(crash.error().doc_id(), "doc-1");
+}
+
+// render.js renderError: the error is logged (exception and stack) before the render_error.
+TEST_F(DesignTest, RenderErrorIsLoggedWithItsTracebackFirst) {
+  std::string args = std::string("[") + kOslo + "," + kReq + "]";
+  DesignFunctionResponse crash = Run(cnp::v1::SHOW, "worker_design.show_crashes", args);
+  EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope'"])");
+  ASSERT_EQ(crash.logs_size(), 1);
+  const std::string& log = crash.logs(0);
+  EXPECT_EQ(log.rfind("function raised error: KeyError('nope') \nstacktrace: ", 0), 0u) << log;
+  // The user's frame, and none of couch_named_python's own.
+  EXPECT_NE(log.find("worker_design.py\", line "), std::string::npos) << log;
+  EXPECT_NE(log.find("in show_crashes"), std::string::npos) << log;
+  EXPECT_EQ(log.find("_runtime.py"), std::string::npos) << log;
+
+  DesignFunctionResponse update = Run(cnp::v1::UPDATE, "worker_design.bump",
+                                      R"([{"_id":"a","n":"x"},{"method":"POST"}])");
+  EXPECT_EQ(update.reply(), R"(["error","render_error","TypeError: can only concatenate str (not \"int\") to str"])");
+  ASSERT_EQ(update.logs_size(), 1);
+  EXPECT_EQ(update.logs(0).rfind("function raised error: TypeError(", 0), 0u) << update.logs(0);
+}
+
+// render.js runShow: a show that raises when CouchDB found no document for the id in the path
+// answers 404 "document not found", not a 500.
+TEST_F(DesignTest, ShowRaisingOnAMissingDocumentIsNotFound) {
+  const char missing_req[] =
+      R"({"method":"GET","query":{},"path":["db","_design","r","_show","needs_doc","missing"]})";
+  DesignFunctionResponse response =
+      Run(cnp::v1::SHOW, "worker_design.needs_doc", std::string("[null,") + missing_req + "]");
+  EXPECT_EQ(response.reply(), R"(["error","not_found","document not found"])");
+  EXPECT_EQ(response.logs_size(), 0);
+  // Whatever it raised (couchjs replaces a thrown error too).
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.show_forbidden",
+                std::string("[null,") + missing_req + "]")
+                .reply(),
+            R"(["error","not_found","document not found"])");
+  // With no document id in the path (…/_show/needs_doc), it is the function's error.
+  const char no_id_req[] = R"({"method":"GET","query":{},"path":["db","_design","r","_show","needs_doc"]})";
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.needs_doc", std::string("[null,") + no_id_req + "]")
+                .reply(),
+            R"(["error","render_error","TypeError: 'NoneType' object is not subscriptable"])");
 }
 
 TEST_F(DesignTest, SysExitInAShowIsARenderErrorAndTheWorkerCarriesOn) {

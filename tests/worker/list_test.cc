@@ -88,10 +88,21 @@ TEST_F(ListTest, MalformedRowAbortsTheListWithBadInput) {
   EXPECT_EQ(reply.failure().message(), "list_row: invalid JSON at byte 1: Missing a name for object member.");
 }
 
-TEST_F(ListTest, RaisingFunctionEndsWithARenderError) {
+TEST_F(ListTest, RaisingFunctionEndsWithARenderErrorLoggedFirst) {
   Step(ListStartTask("worker_design.list_crashes"), false);
   EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["error","render_error","KeyError: 'boom'"])");
   EXPECT_EQ(last_.list_step().error().type(), "KeyError");
+  ASSERT_EQ(last_.logs_size(), 1);
+  EXPECT_EQ(last_.logs(0).rfind("function raised error: KeyError('boom') \nstacktrace: ", 0), 0u)
+      << last_.logs(0);
+  EXPECT_NE(last_.logs(0).find("in list_crashes"), std::string::npos) << last_.logs(0);
+}
+
+TEST_F(ListTest, UnauthorizedEndsTheListWithCouchDbsUnauthorized) {
+  Step(ListStartTask("worker_design.list_forbidden"), false);
+  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["error","unauthorized","log in to list"])");
+  EXPECT_FALSE(last_.list_step().has_error());
+  EXPECT_EQ(last_.logs_size(), 0);
 }
 
 TEST_F(ListTest, AnotherTaskDuringAListIsRefused) {

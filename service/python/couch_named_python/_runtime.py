@@ -4,10 +4,24 @@ cnp-worker calls run_design() and run_interactive_list() with the function alrea
 and checked, and the arguments CouchDB sent already turned into Python objects. Each returns
 (reply, error): the reply CouchDB expects, and for a function that raised, the error as
 (type name, message, doc id) next to a CouchDB error reply.
+
+A function that raises is answered as couchjs (CouchDB's share/server) answers it:
+- Forbidden and Unauthorized are couchjs's thrown {forbidden|unauthorized: msg} objects, which
+  its main loop answers ["error", "forbidden"|"unauthorized", msg] (HTTP 403 / 401);
+- NotFound is a thrown ["error", "not_found", msg] (HTTP 404);
+- a show that raises on a missing document (doc null, a request path naming one) is
+  ["error", "not_found", "document not found"], whatever it raised (render.js runShow);
+- any other exception in a show, update, list or rewrite is render.js's renderError: a
+  ["log", "function raised error: ..."] line, then ["error", "render_error", ...];
+- any other exception in a filter or a view filter is not caught by filter.js: the main loop
+  answers ["error", <the exception's class name>, <its message>], as it does for a JavaScript
+  Error (["error", e.name, e]).
 """
 
+import traceback
+
 from couch_named_python import _render
-from couch_named_python.errors import NotFound, Redirect
+from couch_named_python.errors import Forbidden, NotFound, Redirect, Unauthorized
 from couch_named_python.helpers import log
 
 try:
@@ -57,20 +71,36 @@ def _filter(function, docs, req):
 
 
 def _view_filter(function, docs):
-    # A map function that raises on a document just does not emit for it, as in a view.
+    # Unlike a view, a view filter does not skip a document whose map function raises: couchjs
+    # (filter.js) lets the exception out, and CouchDB fails the _changes request.
     results = []
     for doc in docs:
         try:
             results.append(_cnp.map_emits(function, doc))
-        except MemoryError:
-            raise
-        except Exception as exc:
-            log(f"map function raised {type(exc).__name__}: {exc} for doc {_doc_id(doc)!r}")
-            results.append(False)
+        except (Exception, SystemExit) as exc:
+            raise _Raised(exc, doc) from exc
     return [True, results]
 
 
+def _is_doc_request_path(req):
+    """render.js isDocRequestPath: /db/_design/d/_show/name/docid names a document."""
+    path = req.get("path") if isinstance(req, dict) else None
+    return isinstance(path, list) and len(path) > 5
+
+
 def _show(function, doc, req):
+    try:
+        return _render_show(function, doc, req)
+    except (Exception, SystemExit) as exc:
+        cause = exc.cause if isinstance(exc, _Raised) else exc
+        # The function could not cope with a missing document: couchjs answers 404. A
+        # MemoryError stays what it is: the worker must be replaced.
+        if doc is None and _is_doc_request_path(req) and not isinstance(cause, MemoryError):
+            return ["error", "not_found", "document not found"]
+        raise
+
+
+def _render_show(function, doc, req):
     rendering = _render.Rendering()
     with rendering:
         try:
@@ -146,30 +176,62 @@ _RUNNERS = {
 }
 
 
-def _error_reply(exc, doc=None):
+# The kinds whose exceptions go through render.js's renderError; the others (filters) reach
+# couchjs's main loop as they are.
+_RENDERED = {SHOW, UPDATE, REWRITE, LIST}
+
+
+def _user_traceback(exc):
+    """The exception's frames from the user's function down (this module's own left out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_tb(tb))
+
+
+def _error_reply(exc, kind, doc=None):
     name = type(exc).__name__
     message = str(exc)
+    raised = (name, message, _doc_id(doc))
+    if kind not in _RENDERED:
+        return ["error", name, message or name], raised
+    try:
+        log(f"function raised error: {exc!r} \nstacktrace: {_user_traceback(exc)}")
+    except Exception:  # noqa: BLE001 - a repr() that raises must not hide the error itself
+        log(f"function raised error: {name} \nstacktrace: {_user_traceback(exc)}")
     text = f"{name}: {message}" if message else name
-    return ["error", "render_error", text], (name, message, _doc_id(doc))
+    return ["error", "render_error", text], raised
 
 
-def _guarded(run):
+def _guarded(run, kind):
     try:
         return run(), None
     except NotFound as exc:
         return ["error", "not_found", str(exc) or "document not found"], None
     except _Raised as raised:
-        return _error_reply(raised.cause, raised.doc)
+        return _answer_to(raised.cause, kind, raised.doc)
     except (Exception, SystemExit) as exc:  # sys.exit() in a show must not end the worker
-        return _error_reply(exc)
+        return _answer_to(exc, kind)
+
+
+def _answer_to(exc, kind, doc=None):
+    # couchjs rethrows a {forbidden|unauthorized: msg} object and its main loop answers it as
+    # ["error", key, msg]: HTTP 403 or 401, the function's deliberate answer, not its error.
+    if isinstance(exc, Forbidden):
+        return ["error", "forbidden", str(exc)], None
+    if isinstance(exc, Unauthorized):
+        return ["error", "unauthorized", str(exc)], None
+    if isinstance(exc, NotFound):
+        return ["error", "not_found", str(exc) or "document not found"], None
+    return _error_reply(exc, kind, doc)
 
 
 def run_design(kind, function, args):
     """Runs one design function call; `args` is the argument array CouchDB sent."""
     runner = _RUNNERS[kind]
-    return _guarded(lambda: runner(function, *args[: ARGUMENT_COUNTS[kind]]))
+    return _guarded(lambda: runner(function, *args[: ARGUMENT_COUNTS[kind]]), kind)
 
 
 def run_interactive_list(function, head, req):
     """Runs a list function whose rows arrive one step at a time through _cnp.list_step."""
-    return _guarded(lambda: _render.Rendering(_cnp.list_step).run_list(function, head, req))
+    return _guarded(lambda: _render.Rendering(_cnp.list_step).run_list(function, head, req), LIST)

@@ -2,11 +2,13 @@
 
 
 class Forbidden(Exception):
-    """Raised by validate_doc_update to refuse a write: HTTP 403 with this message."""
+    """Raised by validate_doc_update to refuse a write, or by any design function to refuse a
+    request: HTTP 403 with this message."""
 
 
 class Unauthorized(Exception):
-    """Raised by validate_doc_update when the user must log in: HTTP 401 with this message."""
+    """Raised by validate_doc_update or any design function when the user must log in: HTTP 401
+    with this message."""
 
 
 class NotFound(Exception):
