@@ -10,6 +10,7 @@
 // --flag=value token.
 #include <cstdlib>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/line_io.h"
@@ -190,6 +192,19 @@ int Run() {
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);
   options.launch.workers = absl::GetFlag(FLAGS_workers);
+  // Checked here, before a running server with other settings is replaced by one that could
+  // not start: a typo must not leave the host without a query server.
+  for (const std::string& dir : options.launch.python_paths) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      std::cerr << "cnp-adapter: --python-path " << dir << " is not a directory" << std::endl;
+      return 2;
+    }
+  }
+  if (options.launch.workers < 0) {
+    std::cerr << "cnp-adapter: --workers must be 0 (the server's default) or more" << std::endl;
+    return 2;
+  }
 
   const std::string mode = absl::GetFlag(FLAGS_session);
   if (mode != "auto" && mode != "direct" && mode != "stream") {
@@ -276,6 +291,34 @@ void AcceptDashedFlagNames(int argc, char** argv) {
   }
 }
 
+// Every value of a comma-separated list flag given more than once ("--python_path=A
+// --python_path B,C" -> A, B, C): absl keeps only the last, where cnp-server adds them up, and
+// an adapter that dropped a directory would start a server that cannot find the functions.
+// Call after AcceptDashedFlagNames.
+std::vector<std::string> AllValuesOf(int argc, char** argv, absl::string_view name) {
+  const std::string flag = absl::StrCat("--", name);
+  std::vector<std::string> values;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (absl::StartsWith(arg, "-") && !absl::StartsWith(arg, "--")) arg.remove_prefix(1);
+    absl::string_view value;
+    if (arg == flag.substr(1) || arg == flag) {
+      if (i + 1 >= argc) break;
+      value = argv[++i];
+    } else if (absl::ConsumePrefix(&arg, flag + "=") ||
+               absl::ConsumePrefix(&arg, flag.substr(1) + "=")) {
+      value = arg;
+    } else {
+      continue;
+    }
+    for (absl::string_view v : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      values.emplace_back(v);
+    }
+  }
+  return values;
+}
+
 }  // namespace
 }  // namespace cnp::adapter
 
@@ -295,7 +338,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   cnp::adapter::AcceptDashedFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    std::cerr << "cnp-adapter: unexpected argument \"" << positional[1]
+              << "\": every setting is a --flag=value (see --help)" << std::endl;
+    return 2;
+  }
+  absl::SetFlag(&FLAGS_python_path, cnp::adapter::AllValuesOf(argc, argv, "python_path"));
+  absl::SetFlag(&FLAGS_allow_module, cnp::adapter::AllValuesOf(argc, argv, "allow_module"));
   // CouchDB closing its end must end the adapter with an error, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
   // gRPC locks absl mutexes on every message; Debian's abseil checks each lock for deadlock

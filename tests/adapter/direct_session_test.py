@@ -350,6 +350,39 @@ class SettingsTest(unittest.TestCase):
                                      third.diagnostics() + log.read())
                 self.assertNotIn("replacing", third.diagnostics())
                 self.assertEqual(third.close(), 0)
+
+                # A typo in CouchDB's configuration: refused before the running server is
+                # replaced by one that could not start.
+                functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+                typo = harness.Adapter(harness.ServerTestCase.binaries,
+                                       [f"--python-path={functions}-typo", "--allow-module=fixture_fns",
+                                        "--workers=2"], env=env)
+                self.assertEqual(typo.exited(), 2, typo.diagnostics())
+                self.assertIn(f"--python-path {functions}-typo is not a directory", typo.diagnostics())
+                self.assertEqual(harness.daemon_pids(socket_path), [new])
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
+        functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+        with harness.socket_dir("cnp-repeat-") as tmp, tempfile.TemporaryDirectory() as other:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            try:
+                qs = harness.Adapter(harness.ServerTestCase.binaries,
+                                     [f"--python-path={other}", f"--python-path={functions}",
+                                      "--allow-module=nothing_here", "--allow-module", "fixture_fns",
+                                      "--workers=1"], env=env)
+                self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
+                # Only with both the second directory and the second module: the function runs.
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True, qs.diagnostics())
+                self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0)
+                [server] = harness.daemon_pids(socket_path)
+                with open(f"/proc/{server}/cmdline", "rb") as cmdline:
+                    args = cmdline.read().split(b"\0")
+                self.assertIn(f"--python-path={other}".encode(), b" ".join(args))
             finally:
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
