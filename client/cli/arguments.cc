@@ -102,4 +102,9 @@ client::ChannelSecurity ConnectionSecurity(const Arguments& args) {
           .auth_token_file = args.Get("auth-token-file")};
 }
 
+std::string WithHelpHint(absl::string_view message) {
+  constexpr absl::string_view kHint = " (see --help)";
+  return absl::EndsWith(message, kHint) ? std::string(message) : absl::StrCat(message, kHint);
+}
+
 }  // namespace cnp::cli

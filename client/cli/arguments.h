@@ -32,6 +32,9 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
                                          const std::set<std::string>& valued,
                                          const std::set<std::string>& flags);
 
+// `message` ending in " (see --help)", once.
+std::string WithHelpHint(absl::string_view message);
+
 // The value of the numeric option --`name`, `fallback` when it is absent; an error naming the
 // option and `what` it needs when the value is not a whole number of at least `minimum`.
 absl::StatusOr<int64_t> NumberOption(const Arguments& args, const std::string& name,

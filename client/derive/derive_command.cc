@@ -144,7 +144,9 @@ int RunDeriveCommand(int argc, char** argv) {
     return 0;
   }
   if (args->positional.size() != 2) {
-    std::cerr << usage;
+    std::cerr << "cnp derive: needs COUCHDB_URL and DECLARATION.yml, got "
+              << args->positional.size() << " argument" << (args->positional.size() == 1 ? "" : "s")
+              << " (see --help)\n";
     return 2;
   }
   DeriverOptions options;

@@ -89,7 +89,7 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
   std::string program = args.empty() ? "cnp sync" : args[0];
   absl::StatusOr<Flags> flags = ParseFlags(args);
   if (!flags.ok()) {
-    io.err << program << ": " << flags.status().message() << " (see --help)\n";
+    io.err << program << ": " << cli::WithHelpHint(flags.status().message()) << "\n";
     return 2;
   }
   if (flags->help) {

@@ -4,7 +4,9 @@
 #include <iostream>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "client/cli/arguments.h"
 #include "client/lib/cnp_client.h"
 #include "client/sync/registry_removal.h"
@@ -63,9 +65,10 @@ Options:
                             progress, then write the live document (which finds the index
                             already built) and delete the staging document once CouchDB
                             has committed the live index
-  --staged-settle-timeout=SECONDS
+  --staged-settle-timeout=DUR
                             with --staged: how long to wait for that commit before keeping
-                            the staging document and saying so (default: 60)
+                            the staging document and saying so (default 60s; e.g. 2m, or
+                            a number of seconds)
   --drop-unknown-fields     remove stored fields (and views, shows, ...) the YAML does not
                             mention instead of keeping them
   --view-server=NAME        the design documents' "language", i.e. the query server's name in
@@ -174,8 +177,21 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
       cli::NumberOption(*args, "max-yaml-bytes", kDefaultMaxYamlBytes, 1, "a number of bytes");
   absl::StatusOr<int64_t> retries =
       cli::NumberOption(*args, "max-conflict-retries", 0, 1, "a number of at least 1");
-  absl::StatusOr<int64_t> settle =
-      cli::NumberOption(*args, "staged-settle-timeout", 0, 1, "a number of seconds");
+  // A duration like every other cnp timeout (60s, 2m), or a bare number of seconds.
+  absl::StatusOr<int64_t> settle = int64_t{0};
+  if (args->Has("staged-settle-timeout")) {
+    const std::string text = args->Get("staged-settle-timeout");
+    absl::Duration duration;
+    int64_t seconds = 0;
+    if (absl::SimpleAtoi(text, &seconds) && seconds >= 1) {
+      settle = seconds;
+    } else if (absl::ParseDuration(text, &duration) && duration >= absl::Seconds(1)) {
+      settle = absl::ToInt64Seconds(absl::Ceil(duration, absl::Seconds(1)));
+    } else {
+      settle = absl::InvalidArgumentError(absl::StrCat(
+          "--staged-settle-timeout=", text, " is not a duration of at least 1s, like 60s or 2m"));
+    }
+  }
   for (const absl::StatusOr<int64_t>* number : {&yaml_bytes, &retries, &settle}) {
     if (!number->ok()) return number->status();
   }
@@ -259,7 +275,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   std::string program = args.empty() ? "cnp upload" : args[0];
   absl::StatusOr<Flags> flags = ParseFlags(args, /*upload=*/true);
   if (!flags.ok()) {
-    io.err << program << ": " << flags.status().message() << " (see --help)\n";
+    io.err << program << ": " << cli::WithHelpHint(flags.status().message()) << "\n";
     return 2;
   }
   if (flags->help) {
@@ -340,7 +356,7 @@ int RunCheck(const std::vector<std::string>& args, CommandIo io) {
   std::string program = args.empty() ? "cnp check" : args[0];
   absl::StatusOr<Flags> flags = ParseFlags(args, /*upload=*/false);
   if (!flags.ok()) {
-    io.err << program << ": " << flags.status().message() << " (see --help)\n";
+    io.err << program << ": " << cli::WithHelpHint(flags.status().message()) << "\n";
     return 2;
   }
   if (flags->help) {

@@ -99,6 +99,28 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun unknown = Cnp("mapp");
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_THAT(unknown.out, HasSubstr("unknown command 'mapp'"));
+
+  // The hint once, not twice.
+  for (const char* command : {"upload", "check", "sync"}) {
+    CliRun bogus = Cnp(absl::StrCat(command, " --bogus"));
+    EXPECT_EQ(bogus.exit_code, 2) << command;
+    EXPECT_THAT(bogus.out, HasSubstr("unknown option --bogus (see --help)\n")) << bogus.out;
+  }
+  // What is missing, not the whole usage.
+  CliRun derive = Cnp("derive http://127.0.0.1:9");
+  EXPECT_EQ(derive.exit_code, 2);
+  EXPECT_THAT(derive.out, HasSubstr("needs COUCHDB_URL and DECLARATION.yml, got 1 argument"));
+  EXPECT_THAT(derive.out, ::testing::Not(HasSubstr("Usage:")));
+  // A duration like every other timeout, or bare seconds.
+  CliRun settle_bad = Cnp("upload --staged --staged-settle-timeout=soon http://127.0.0.1:9 db x.yml");
+  EXPECT_EQ(settle_bad.exit_code, 2);
+  EXPECT_THAT(settle_bad.out, HasSubstr("--staged-settle-timeout=soon is not a duration"));
+  for (const char* settle : {"2m", "90"}) {
+    CliRun ok = Cnp(absl::StrCat("upload --staged --staged-settle-timeout=", settle,
+                                 " http://127.0.0.1:9 db no-such-file.yml"));
+    EXPECT_THAT(ok.out, ::testing::Not(HasSubstr("staged-settle-timeout"))) << ok.out;
+    EXPECT_THAT(ok.out, HasSubstr("no-such-file.yml")) << ok.out;
+  }
 }
 
 }  // namespace
