@@ -50,7 +50,13 @@ rm -rf "$python_dir/couch_named_python"
 # Each program's --help, from the installed binaries themselves.
 "$bin/cnp-server" --help > "$doc/cnp-server.txt" 2>&1 || true
 "$bin/cnp-adapter" --help > "$doc/cnp-adapter.txt" 2>&1 || true
-"$bin/cnp" --help > "$doc/cnp.txt" 2>&1 || true
+{
+    "$bin/cnp" --help
+    for command in map reduce validate resolve upload check derive sync; do
+        printf '\n\n'
+        "$bin/cnp" "$command" --help
+    done
+} > "$doc/cnp.txt" 2>&1 || true
 
 # The units name the installed cnp-server and its help text.
 for unit in cnp-server.socket cnp-server.service; do

@@ -33,8 +33,9 @@ int Help(FILE* out) {
                "Commands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out,
-               "\nEvery command but sync talks to a running cnp-server at --target (default:\n"
-               "$CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock); sync talks to CouchDB itself.\n");
+               "\nEvery command but sync and upload --remove talks to a running cnp-server at\n"
+               "--target (default: $CNP_TARGET or unix:/tmp/cnp-<uid>/cnp.sock); those two talk\n"
+               "to CouchDB itself.\n");
   return out == stdout ? 0 : 2;
 }
 

@@ -76,7 +76,10 @@ class InstallTest(unittest.TestCase):
         with open(self.path("share", "doc", "cnp", "cnp-adapter.txt")) as f:
             self.assertIn("--target", f.read())
         with open(self.path("share", "doc", "cnp", "cnp.txt")) as f:
-            self.assertIn("map", f.read())
+            help_text = f.read()
+        # The commands' own help, not only the list of them.
+        for usage in ("usage: cnp map FUNCTION", "Usage: cnp derive", "--staged-settle-timeout"):
+            self.assertIn(usage, help_text)
         with open(self.path("share", "cnp", "systemd", "cnp-server.service")) as f:
             unit = f.read()
         self.assertIn("ExecStart=%s --config=" % self.path("bin", "cnp-server"), unit)
