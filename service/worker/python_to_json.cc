@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "service/worker/json_to_python.h"
 #include "service/worker/py_ref.h"
@@ -24,7 +25,75 @@ PyRef FloatRepr(double value) {
   return result;
 }
 
+void AppendUtf8(std::string& out, Py_UCS4 c) {
+  if (c < 0x80) {
+    out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    out += static_cast<char>(0xC0 | (c >> 6));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    out += static_cast<char>(0xE0 | (c >> 12));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (c >> 18));
+    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  }
+}
+
+void AppendEscape(std::string& out, Py_UCS4 c, const char* digits) {
+  out += "\\u";
+  for (int shift = 12; shift >= 0; shift -= 4) out += digits[(c >> shift) & 0xF];
+}
+
+// `text` as a quoted JSON string with each surrogate code point written as a \uXXXX escape
+// and everything else as rapidjson's Writer writes it (the same escapes for '"', '\\' and
+// control characters), for a str that UTF-8 cannot encode.
+std::string QuotedWithSurrogatesEscaped(PyObject* text) {
+  const int kind = PyUnicode_KIND(text);
+  const void* data = PyUnicode_DATA(text);
+  const Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+  std::string out;
+  out.reserve(static_cast<size_t>(length) + 8);
+  out += '"';
+  for (Py_ssize_t i = 0; i < length; ++i) {
+    const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+    if (c >= 0xD800 && c <= 0xDFFF) {
+      AppendEscape(out, c, "0123456789abcdef");  // as JavaScript's JSON.stringify writes it
+    } else if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      switch (c) {
+        case '\b': out += "\\b"; break;
+        case '\t': out += "\\t"; break;
+        case '\n': out += "\\n"; break;
+        case '\f': out += "\\f"; break;
+        case '\r': out += "\\r"; break;
+        default: AppendEscape(out, c, "0123456789ABCDEF");  // rapidjson's digits
+      }
+    } else {
+      AppendUtf8(out, c);
+    }
+  }
+  out += '"';
+  return out;
+}
+
 }  // namespace
+
+// A str holding a lone surrogate ("\ud800" in Python source, or bytes decoded with
+// surrogateescape) has no UTF-8 form. couchjs writes such a JavaScript string with the surrogate
+// escaped and CouchDB reads it as U+FFFD, so the value (a map row, say) is kept: write it the
+// same way. Reached only once the fast UTF-8 path has failed, so valid strings never pay for it.
+bool PythonJsonWriter::WriteUnencodableString(PyObject* text) {
+  if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return false;
+  PyErr_Clear();
+  const std::string quoted = QuotedWithSurrogatesEscaped(text);
+  return writer_.RawValue(quoted.data(), quoted.size(), rapidjson::kStringType);
+}
 
 bool PythonJsonWriter::Rollback(size_t mark) {
   out_.Pop(out_.GetSize() - mark);
@@ -60,7 +129,8 @@ bool PythonJsonWriter::WriteKey(PyObject* key) {
   Py_ssize_t length;
   if (PyUnicode_Check(key)) {
     const char* text = PyUnicode_AsUTF8AndSize(key, &length);
-    return text != nullptr && writer_.Key(text, static_cast<rapidjson::SizeType>(length));
+    if (text == nullptr) [[unlikely]] return WriteUnencodableString(key);
+    return writer_.Key(text, static_cast<rapidjson::SizeType>(length));
   }
   // Other keys become strings the way json.dumps makes them.
   PyRef converted;
@@ -88,7 +158,8 @@ bool PythonJsonWriter::WriteValue(PyObject* value, int depth) {
   if (PyUnicode_Check(value)) {
     Py_ssize_t length;
     const char* text = PyUnicode_AsUTF8AndSize(value, &length);  // fails on lone surrogates
-    return text != nullptr && writer_.String(text, static_cast<rapidjson::SizeType>(length));
+    if (text == nullptr) [[unlikely]] return WriteUnencodableString(value);
+    return writer_.String(text, static_cast<rapidjson::SizeType>(length));
   }
   if (value == Py_None) return writer_.Null();
   if (value == Py_True) return writer_.Bool(true);

@@ -2,7 +2,8 @@
 //
 // Matches what CouchDB and json.dumps expect: ints of any size exact, floats as repr() (0.1,
 // 1e+300, -0.0), NaN and infinities as null (like JavaScript's JSON.stringify), tuples as
-// arrays, dict keys that are str/int/float/bool/None converted as json.dumps converts them.
+// arrays, dict keys that are str/int/float/bool/None converted as json.dumps converts them,
+// lone surrogates in a str as \uXXXX escapes (as couchjs writes them; CouchDB reads U+FFFD).
 // Anything else (a set, an arbitrary object, a key of another type) raises TypeError.
 #pragma once
 
@@ -30,6 +31,8 @@ class PythonJsonWriter {
   bool WriteValue(PyObject* value, int depth);
   bool WriteKey(PyObject* key);
   bool WriteFloat(double value);
+  // The slow path for a str UTF-8 cannot encode (a lone surrogate), as a value or a key.
+  [[gnu::cold, gnu::noinline]] bool WriteUnencodableString(PyObject* text);
   bool Rollback(size_t mark);
 
   rapidjson::StringBuffer& out_;

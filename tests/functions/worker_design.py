@@ -122,3 +122,7 @@ def list_forbidden(head, req):
 
 def rewrite_forbidden(req):
     raise Forbidden("no way through")
+
+
+def surrogate_body(doc, req):
+    return {"body": "half a pair: \udc80"}

@@ -107,6 +107,12 @@ def surrogate_error(doc):
     raise ValueError("bad \udc80 text")
 
 
+def lone_surrogates(doc):
+    """Text holding halves of surrogate pairs, as a broken decode or surrogateescape leaves it."""
+    yield "s", "\ud800"
+    yield {"k\udc80": ["a\"\ud83d\n\x01", "\ud83d\ude00"]}, "caf\u00e9"
+
+
 def int_enum_key(doc):
     import enum
 

@@ -151,6 +151,12 @@ TEST_F(DesignTest, ShowRaisingOnAMissingDocumentIsNotFound) {
             R"(["error","render_error","TypeError: 'NoneType' object is not subscriptable"])");
 }
 
+TEST_F(DesignTest, ALoneSurrogateInAResponseIsAnEscapeNotARenderError) {
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.surrogate_body", std::string("[null,") + kReq + "]")
+                .reply(),
+            R"(["resp",{"body":"half a pair: \udc80"}])");
+}
+
 TEST_F(DesignTest, SysExitInAShowIsARenderErrorAndTheWorkerCarriesOn) {
   std::string args = std::string("[") + kOslo + "," + kReq + "]";
   EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.exits", args).reply(),

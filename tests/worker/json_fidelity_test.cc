@@ -43,6 +43,18 @@ TEST_F(JsonFidelityTest, UnicodeRoundTripsIncludingTheAstralPlane) {
             "[[[{\"\xe6\x97\xa5\xe6\x9c\xac\":\"\xf0\x90\x8d\x88 \xe2\x82\xac\"},null]]]");
 }
 
+// couchjs writes a lone surrogate as an escape and CouchDB indexes the row with U+FFFD in its
+// place: the row is kept, not dropped with a UnicodeEncodeError. Valid text around it, keys
+// and escapes are written as usual; a pair split into two code points is a pair of escapes.
+TEST_F(JsonFidelityTest, LoneSurrogatesAreWrittenAsEscapesAndTheRowIsKept) {
+  Reply reply = worker_->Call(MapTask({"worker_views.lone_surrogates"}, {R"({"_id":"x"})"}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).errors_size(), 0) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(),
+            "[[[\"s\",\"\\ud800\"],"
+            "[{\"k\\udc80\":[\"a\\\"\\ud83d\\n\\u0001\",\"\\ud83d\\ude00\"]},\"caf\xc3\xa9\"]]]");
+}
+
 TEST_F(JsonFidelityTest, NestedStructuresKeepOrderAndRepeatedKeysKeepTheLastValue) {
   EXPECT_EQ(Echo(R"({"z":[1,[2,[3,{"y":null,"x":true}]]],"a":{},"b":[],"z2":false,"k":1,"k":2})"),
             R"([[[{"z":[1,[2,[3,{"y":null,"x":true}]]],"a":{},"b":[],"z2":false,"k":2},null]]])");
