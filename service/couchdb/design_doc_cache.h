@@ -7,15 +7,19 @@
 // sections that name functions are read: the rest of a design document (attachments, options,
 // data) costs nothing.
 //
-// The cache is bounded (entries and bytes), least recently used first out, so that one session
-// cannot hold the server's memory. CouchDB never teaches a design document twice to the same
-// process, so a call on an evicted one is answered as couchjs answers an uncached one
-// (["fatal","query_protocol_error","uncached design doc: <id>"], see query_session.h): CouchDB
-// then stops that process and teaches a fresh one what it needs. A design document that alone
-// exceeds the byte bound is refused when taught, with an error CouchDB reports for that call.
+// CouchDB's proc manager never teaches a live process a design document again, so a document
+// this cache forgets fails the next call on it: it is answered as couchjs answers an uncached
+// one (["fatal","query_protocol_error","uncached design doc: <id>"], see query_session.h), the
+// request fails, and CouchDB stops the process and teaches a fresh one what it needs. So the
+// cache must hold every design document a realistic deployment teaches one process — a process
+// serving many databases (per-user databases with a validate_doc_update each) is taught one
+// per database — and is bounded by bytes only, least recently used first out, as the guard
+// against one session holding the server's memory. A design document that alone exceeds the
+// byte bound is refused when taught, with an error CouchDB reports for that call.
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <list>
 #include <map>
 #include <optional>
@@ -30,10 +34,16 @@ namespace cnp::couchdb {
 class DesignDocCache {
  public:
   struct Limits {
-    // A CouchDB process is normally taught the design documents of one database.
-    size_t max_docs = 256;
-    // Bytes of function paths and names (plus bookkeeping) kept for all of them.
-    size_t max_bytes = 4 << 20;
+    // No bound on the count by default: every document costs at least kEntryOverhead bytes
+    // (design_doc_cache.cc), so the byte bound also bounds the count (at 64 MiB, under 500,000).
+    size_t max_docs = std::numeric_limits<size_t>::max();
+    // Bytes of function paths and names (plus bookkeeping) kept for all of them. 64 MiB is
+    // what couchjs allows each CouchDB process by default (its -S heap limit), where it keeps
+    // whole design documents; here only names are kept, so a session never needs more than
+    // couchjs would for the same documents. A database's validate_doc_update document costs
+    // about 300 bytes here, so 64 MiB holds some 200,000 of them. Memory follows what CouchDB
+    // teaches, not the bound: a deployment with 2,000 such databases costs each session ~600 KB.
+    size_t max_bytes = 64 << 20;
   };
 
   DesignDocCache() : DesignDocCache(Limits()) {}

@@ -59,6 +59,8 @@ class QueryProtocol {
     // direct session's InProcessRunner): over the pool, a busy or failing pool would answer a
     // broken line with an error line, where it must end the session.
     bool reduce_values_checked_by_worker = false;
+    // How much of the design documents CouchDB teaches the session is kept (design_doc_cache.h).
+    DesignDocCache::Limits design_docs;
   };
 
   // The line is answered: output() holds the lines to write back, unless `output` is false.
@@ -87,7 +89,7 @@ class QueryProtocol {
 
   using Step = std::variant<Answer, RunTask>;
 
-  explicit QueryProtocol(Options options) : options_(options) {
+  explicit QueryProtocol(Options options) : options_(options), design_docs_(options.design_docs) {
     map_task_.mutable_map()->add_docs();
   }
 

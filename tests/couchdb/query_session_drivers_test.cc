@@ -264,6 +264,26 @@ TEST_P(DriversTest, InfrastructureFailureIsAnErrorNeverAnEmptyResult) {
               ElementsAre(R"(["error","timeout","cnp-server: the worker did not answer in time"])"));
 }
 
+// CouchDB never teaches a live process a design document again: a process serving many
+// databases (a validate_doc_update in each, as per-user databases have) must still know the
+// first it was taught after 100,000 others, or the write that document validates fails.
+TEST_P(DriversTest, ADesignDocumentStaysTaughtAmongAHundredThousand) {
+  for (int i = 0; i < 100000; ++i) {
+    std::optional<v1::SessionOutput> taught = Handle(absl::StrCat(
+        R"(["ddoc","new","_design/auth-)", i, R"(",{"_id":"_design/auth-)", i,
+        R"(","_rev":"1-8f3e1a6b","language":"python","validate_doc_update":"users.validate_)", i,
+        R"(|3"}])"));
+    ASSERT_TRUE(taught.has_value() && taught->lines_size() == 1 && taught->lines(0) == "true")
+        << i;
+  }
+  script_.on_run = [](const Task&) { return ReplyFromText(R"pb(validate { outcome: OK })pb"); };
+  EXPECT_THAT(
+      Send(R"(["ddoc","_design/auth-0",["validate_doc_update"],[{"_id":"x"},null,{},{}]])"),
+      ElementsAre("1"));
+  ASSERT_EQ(script_.tasks.size(), 1u);
+  EXPECT_EQ(script_.tasks[0].validate().function(), "users.validate_0|3");
+}
+
 TEST_P(DriversTest, ResetIsAnsweredByNothing) {
   EXPECT_FALSE(Handle(R"(["reset",{"timeout":5000}])").has_value());
   EXPECT_TRUE(script_.tasks.empty());

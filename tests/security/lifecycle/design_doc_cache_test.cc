@@ -1,6 +1,7 @@
-// A CouchDB session's design-document cache is bounded (issue 7, item 3: "one Session caches
-// any number of design documents (3,000 x 100 KB = 290 MB)"), and what it forgets stays
-// correct for CouchDB.
+// A CouchDB session's design-document cache is bounded by bytes (issue 7, item 3: "one Session
+// caches any number of design documents (3,000 x 100 KB = 290 MB)"), holds every design
+// document a realistic deployment teaches one process, and what it forgets stays correct for
+// CouchDB.
 #include "service/couchdb/design_doc_cache.h"
 
 #include <fstream>
@@ -41,13 +42,14 @@ std::string BigDesignDoc(int n, size_t bytes) {
 
 TEST(DesignDocCacheTest, ThreeThousandLargeDesignDocumentsStayWithinTheBound) {
   DesignDocCache cache;
+  ASSERT_EQ(cache.limits().max_bytes, size_t{64} << 20);
   const int64_t before = ResidentBytes();
   for (int i = 0; i < 3000; ++i) {
     ASSERT_TRUE(cache.Put(absl::StrCat("_design/d", i), BigDesignDoc(i, 100 << 10)).ok());
   }
   const int64_t grown = ResidentBytes() - before;
-  // Unbounded, this held 3,000 x 100 KB = 293 MiB.
-  EXPECT_LT(grown, 64 << 20) << "the cache grew the process by " << (grown >> 20) << " MiB";
+  // Unbounded, this held 3,000 x 100 KB = 293 MiB; bounded, 64 MiB and the allocator's slack.
+  EXPECT_LT(grown, 96 << 20) << "the cache grew the process by " << (grown >> 20) << " MiB";
   EXPECT_LE(cache.bytes(), cache.limits().max_bytes);
   // The newest are kept, the oldest gone.
   EXPECT_TRUE(cache.Contains("_design/d2999"));
@@ -103,21 +105,47 @@ class NoWorkers : public pool::TaskRunner {
   int size() const override { return 1; }
 };
 
+// A per-user database's design document: one validate_doc_update, as CouchDB teaches it.
+std::string ValidateDesignDoc(int n) {
+  return absl::StrCat(R"({"_id":"_design/auth-)", n,
+                      R"(","_rev":"1-8f3e1a6b2c0d4e5f","language":"python",)",
+                      R"("validate_doc_update":"users.validate|3"})");
+}
+
+// What a session keeps for a database's validate_doc_update document is small: the default
+// bound holds some 200,000 of them, and the process's memory follows what it holds.
+TEST(DesignDocCacheTest, AHundredThousandValidateDocumentsFitInTheDefaultBound) {
+  DesignDocCache cache;
+  const int64_t before = ResidentBytes();
+  for (int i = 0; i < 100000; ++i) {
+    ASSERT_TRUE(cache.Put(absl::StrCat("_design/auth-", i), ValidateDesignDoc(i)).ok());
+  }
+  const int64_t grown = ResidentBytes() - before;
+  EXPECT_EQ(cache.size(), 100000u);
+  EXPECT_TRUE(cache.Contains("_design/auth-0"));
+  EXPECT_LT(cache.bytes(), cache.limits().max_bytes / 2);
+  // What is counted is close to what is held: a bound on the count is a bound on memory.
+  EXPECT_LT(grown, static_cast<int64_t>(cache.bytes()) * 2)
+      << "held " << (grown >> 20) << " MiB for " << (cache.bytes() >> 20) << " MiB counted";
+}
+
 // What CouchDB sees: a ddoc too big is an error for the call that taught it (CouchDB fails that
 // request and stops the process), and a call on an evicted ddoc is couchjs's answer for an
 // uncached one, after which the session ends, so CouchDB starts a fresh process and teaches it.
 TEST(DesignDocCacheTest, CouchDbSeesAnErrorForATooBigDocumentAndAnUncachedOneOnceEvicted) {
   NoWorkers runner;
-  QuerySession session(runner);
-  const std::string huge = BigDesignDoc(0, 8 << 20);
+  QuerySession::Options options;
+  options.design_docs.max_bytes = 1 << 20;
+  QuerySession session(runner, options);
+  const std::string huge = BigDesignDoc(0, 2 << 20);
   auto refused = session.Handle(absl::StrCat(R"(["ddoc","new","_design/huge",)", huge, "]"));
   ASSERT_TRUE(refused.has_value());
   EXPECT_THAT(refused->lines(0), StartsWith(R"(["error","query_protocol_error",)"));
   EXPECT_FALSE(refused->exit());
 
-  for (int i = 0; i < 300; ++i) {  // more than a session keeps
+  for (int i = 0; i < 300; ++i) {  // 300 x 10 KiB: more than the session keeps
     auto taught = session.Handle(
-        absl::StrCat(R"(["ddoc","new","_design/d)", i, R"(",)", BigDesignDoc(i, 10), "]"));
+        absl::StrCat(R"(["ddoc","new","_design/d)", i, R"(",)", BigDesignDoc(i, 10 << 10), "]"));
     ASSERT_TRUE(taught.has_value());
     ASSERT_EQ(taught->lines(0), "true");
   }
