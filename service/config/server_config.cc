@@ -26,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "service/common/code_directory.h"
 #include "service/common/framing.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
@@ -42,12 +43,16 @@ ABSL_FLAG(int, grpc_threads, 0,
 ABSL_FLAG(std::string, worker_binary, "",
           "path of cnp-worker (default: next to cnp-server)");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
-          "directory holding the users' Python modules; repeatable. PYTHONPATH is honoured too");
-ABSL_FLAG(std::string, virtualenv, "", "a virtualenv whose site-packages holds the modules");
+          "directory holding the users' Python modules; repeatable. PYTHONPATH is honoured too. "
+          "It and the directories above it must be writable by no other user");
+ABSL_FLAG(std::string, virtualenv, "",
+          "a virtualenv whose site-packages holds libraries the modules import; its packages "
+          "are callable only when --allow-module names them");
 ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "module prefix whose functions may be called (e.g. myviews); repeatable. Without it, "
-          "any module found in --python-path, PYTHONPATH or --virtualenv is allowed, never the "
-          "standard library");
+          "any module found in --python-path or PYTHONPATH is allowed (not in a site-packages "
+          "or dist-packages directory), never the standard library or pip, setuptools and "
+          "other installers");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
           "longest a call may run; its worker is then killed and replaced");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
@@ -484,6 +489,19 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     if (!std::filesystem::is_directory(dir)) {
       return absl::NotFoundError(absl::StrCat("--python-path ", dir, " is not a directory"));
     }
+  }
+  // Every directory the workers load code from: whoever may write to one runs code as this
+  // server. The workers check again (and the directories a virtualenv's .pth files add).
+  std::vector<std::pair<std::string, std::string>> code_dirs;
+  for (const std::string& dir : c.python_path) code_dirs.emplace_back(dir, "--python-path");
+  if (const char* env = std::getenv("PYTHONPATH"); env != nullptr) {
+    for (absl::string_view dir : absl::StrSplit(env, ':', absl::SkipEmpty())) {
+      code_dirs.emplace_back(std::string(dir), "PYTHONPATH");
+    }
+  }
+  if (!c.virtualenv.empty()) code_dirs.emplace_back(c.virtualenv, "--virtualenv");
+  for (const auto& [dir, from] : code_dirs) {
+    if (absl::Status s = CheckCodeDirectory(dir, from); !s.ok()) return s;
   }
   return c;
 }

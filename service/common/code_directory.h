@@ -1,0 +1,23 @@
+// Whether a directory Python code is loaded from can be changed by someone other than the
+// service's own user and root. Anyone who may add or replace a file there runs code as the
+// service (and, with module hot-reload, at once), so cnp-server and cnp-worker refuse to start
+// on such a directory.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace cnp {
+
+// OK when `dir` and every directory passed on the way to it from / (through symlinks as the
+// kernel follows them, relative to the current directory) are owned by root or this process's
+// effective user, `dir` itself is writable by neither group nor others, and each directory
+// above it is writable by neither or has the sticky bit (/tmp). A `dir` that does not exist
+// yet (a PYTHONPATH entry, say) is judged by the deepest directory that does, since whoever
+// may write there may create it. `what` names where the directory came from
+// ("--python-path", "PYTHONPATH"); the error names the directory at fault and the fix.
+absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what);
+
+}  // namespace cnp
