@@ -6,9 +6,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
+#include "service/common/code_directory.h"
 #include "service/worker/builtin_module.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"
@@ -58,8 +62,51 @@ std::vector<std::string> SysPathFrom(size_t first) {
   return entries;
 }
 
+// The directories the interpreter's site module would install packages into (Debian's
+// dist-packages, the user's site-packages), as written and resolved; site.main() is not run.
+std::vector<std::string> SitePackageDirs() {
+  std::vector<std::string> dirs;
+  PyRef site = PyRef::Steal(PyImport_ImportModule("site"));
+  for (const char* function : {"getsitepackages", "getusersitepackages"}) {
+    PyRef found = site ? PyRef::Steal(PyObject_CallMethod(site.get(), function, nullptr)) : PyRef();
+    if (found && PyUnicode_Check(found.get())) {
+      found = PyRef::Steal(PyTuple_Pack(1, found.get()));
+    }
+    PyRef list = found ? PyRef::Steal(PySequence_List(found.get())) : PyRef();
+    for (Py_ssize_t i = 0; list && i < PyList_GET_SIZE(list.get()); ++i) {
+      PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(PyList_GET_ITEM(list.get(), i)));
+      if (bytes) AddRoot(PyBytes_AS_STRING(bytes.get()), dirs);
+    }
+    PyErr_Clear();
+  }
+  return dirs;
+}
+
+// Whether `dir` holds installed packages rather than the operator's own modules: it is, or
+// lies inside, a directory named site-packages or dist-packages, or one the site module
+// reports. Such packages (pip, setuptools, whatever the distribution installed) are libraries
+// the operator's functions use, not functions CouchDB may call.
+bool IsLibraryDir(const std::string& dir, const std::vector<std::string>& site_dirs) {
+  std::vector<std::string> spellings;
+  AddRoot(dir, spellings);
+  for (const std::string& spelling : spellings) {
+    for (const fs::path& part : fs::path(spelling)) {
+      if (part == "site-packages" || part == "dist-packages") return true;
+    }
+    for (const std::string& site_dir : site_dirs) {
+      if (spelling == site_dir ||
+          absl::StartsWith(spelling, absl::StrCat(absl::StripSuffix(site_dir, "/"), "/"))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 // A virtualenv's site-packages go in the way site.py adds them, so .pth files (editable
-// installs) work; every directory that adds is the operator's.
+// installs) work. Every directory that adds is a library dir: a virtualenv always holds pip
+// and setuptools, whose plain functions run programs. The operator's own code in a
+// virtualenv goes on --python-path.
 absl::Status AddVirtualenv(const std::string& virtualenv, CodeRoots& roots) {
   std::string site_packages = absl::StrCat(virtualenv, "/lib/python", PY_MAJOR_VERSION, ".",
                                            PY_MINOR_VERSION, "/site-packages");
@@ -70,13 +117,21 @@ absl::Status AddVirtualenv(const std::string& virtualenv, CodeRoots& roots) {
         " is not a directory (is it a Python ", PY_MAJOR_VERSION, ".", PY_MINOR_VERSION,
         " virtualenv?)"));
   }
+  // Before addsitedir, which runs the `import` lines of the .pth files in it.
+  if (absl::Status s = CheckCodeDirectory(site_packages, "--virtualenv"); !s.ok()) return s;
   size_t before = PyList_GET_SIZE(PySys_GetObject("path"));
   PyRef site = PyRef::Steal(PyImport_ImportModule("site"));
   PyRef result = site ? PyRef::Steal(PyObject_CallMethod(site.get(), "addsitedir", "s",
                                                          site_packages.c_str()))
                       : PyRef();
   if (!result) return PythonError(absl::StrCat("adding the virtualenv ", site_packages));
-  for (const std::string& dir : SysPathFrom(before)) AddRoot(dir, roots.operator_dirs);
+  for (const std::string& dir : SysPathFrom(before)) {
+    if (absl::Status s = CheckCodeDirectory(dir, "a .pth file of --virtualenv added");
+        !s.ok()) {
+      return s;
+    }
+    AddRoot(dir, roots.library_dirs);
+  }
   return absl::OkStatus();
 }
 
@@ -152,15 +207,18 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   for (const std::string& dir : SysPathFrom(0)) AddRoot(dir, roots.stdlib_dirs);
 
   if (absl::Status s = AppendToSysPath(options.package_dir); !s.ok()) return s;
-  std::vector<std::string> operator_paths = options.python_paths;
+  std::vector<std::pair<std::string, const char*>> paths;  // directory, where it came from
+  for (const std::string& dir : options.python_paths) paths.emplace_back(dir, "--python-path");
   if (const char* env = std::getenv("PYTHONPATH"); env != nullptr) {
     for (absl::string_view dir : absl::StrSplit(env, ':', absl::SkipEmpty())) {
-      operator_paths.emplace_back(dir);
+      paths.emplace_back(std::string(dir), "PYTHONPATH");
     }
   }
-  for (const std::string& dir : operator_paths) {
+  const std::vector<std::string> site_dirs = SitePackageDirs();
+  for (const auto& [dir, from] : paths) {
+    if (absl::Status s = CheckCodeDirectory(dir, from); !s.ok()) return s;
     if (absl::Status s = AppendToSysPath(dir); !s.ok()) return s;
-    AddRoot(dir, roots.operator_dirs);
+    AddRoot(dir, IsLibraryDir(dir, site_dirs) ? roots.library_dirs : roots.operator_dirs);
   }
   if (!options.virtualenv.empty()) {
     if (absl::Status s = AddVirtualenv(options.virtualenv, roots); !s.ok()) return s;

@@ -3,6 +3,8 @@
 // sys.path is exactly: the standard library, the couch_named_python package directory, the
 // --python-path directories, PYTHONPATH, and the virtualenv's site-packages (with its .pth
 // files). Not the current directory, not the user's site-packages, not Debian's dist-packages.
+// Each of those directories, and every directory above it, must be writable by nobody but this
+// user and root (service/common/code_directory.h), or the worker does not start.
 #pragma once
 
 #include <string>
@@ -19,10 +21,17 @@ struct InterpreterOptions {
   std::string virtualenv;                 // --virtualenv, may be empty
 };
 
-// Where Python code may come from, for the module policy.
+// Where Python code may come from, for the module policy. Each directory is listed as written
+// (made absolute) and as resolved.
 struct CodeRoots {
-  std::vector<std::string> operator_dirs;  // what the operator put on the path (real paths)
-  std::vector<std::string> stdlib_dirs;    // the standard library (real paths)
+  // The operator's own code: --python-path and PYTHONPATH entries that are not library dirs.
+  std::vector<std::string> operator_dirs;
+  // Installed packages: the virtualenv's site-packages and what its .pth files add, and any
+  // --python-path or PYTHONPATH entry that is a site-packages or dist-packages directory (by
+  // name, or as the interpreter's site module reports them). Their modules run only when
+  // --allow-module names them.
+  std::vector<std::string> library_dirs;
+  std::vector<std::string> stdlib_dirs;  // the standard library
 };
 
 // Starts the interpreter (at most once per process) and imports couch_named_python, so a

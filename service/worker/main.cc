@@ -27,11 +27,13 @@ Started by cnp-server, not by hand.
 
   --fd=N                 the socket to serve (required; cnp-server passes 3)
   --python-path=DIR      a directory of modules with functions; repeatable
-  --virtualenv=DIR       a Python 3.11 virtualenv whose site-packages to use
+  --virtualenv=DIR       a Python 3.11 virtualenv whose site-packages to use (libraries:
+                         callable only when --allow-module names them)
   --allow-module=PREFIX  only functions whose module is PREFIX or inside it may run;
                          repeatable. Either way, only Python functions defined in files
-                         under --python-path, PYTHONPATH or --virtualenv may run (never
-                         the standard library, a class, a builtin or a bound method).
+                         under --python-path or PYTHONPATH, or in an allowed library, may
+                         run (never the standard library, pip, setuptools and other
+                         installers, a class, a builtin or a bound method).
   --memory-limit-mb=N    cap the worker's address space (RLIMIT_AS); a MemoryError then
                          fails that item and asks the server to recycle the worker
   --log-format=text|json the format of the lines this worker writes to the server's log

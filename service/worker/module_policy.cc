@@ -1,6 +1,6 @@
 #include "service/worker/module_policy.h"
 
-#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -15,9 +15,21 @@ namespace cnp::worker {
 namespace {
 
 constexpr absl::string_view kPutItOnThePath =
-    "put its file in a directory given to cnp-server --python-path (or --virtualenv)";
+    "put its file in a directory given to cnp-server --python-path";
 constexpr absl::string_view kNeverStandardLibrary =
     "cnp-server never runs functions of the standard library";
+
+// Top-level packages that install or run software, never callable whatever the directories and
+// --allow-module say: a virtualenv always holds pip and setuptools, and their plain functions
+// (setuptools._distutils.spawn.spawn) run any program. The standard library's own such
+// modules (os, subprocess, shutil, pty, multiprocessing, ctypes, importlib, runpy, code,
+// builtins, and distutils, ensurepip and venv, which a virtualenv's distutils-precedence.pth
+// shim may resolve into setuptools) are refused by the standard-library rule, by name.
+constexpr const char* kInstallsOrRunsSoftware[] = {
+    "pip",        "setuptools", "pkg_resources", "_distutils_hack", "wheel",
+    "virtualenv", "pipx",       "pexpect",       "ptyprocess",      "sh",
+    "plumbum",
+};
 
 bool IsModuleOrSubmodule(const std::string& module, const std::string& prefix) {
   return module == prefix || absl::StartsWith(module, absl::StrCat(prefix, "."));
@@ -32,13 +44,29 @@ bool IsInside(const std::string& path, const std::string& dir) {
                          (dir.back() == '/' || path[dir.size()] == '/'));
 }
 
-// The length of the longest directory in `dirs` that holds `file`; 0 if none does.
-size_t LongestRoot(const std::string& file, const std::vector<std::string>& dirs) {
-  size_t best = 0;
+// The longest directory in `dirs` that holds `file`; empty if none does.
+std::string LongestRoot(const std::string& file, const std::vector<std::string>& dirs) {
+  std::string best;
   for (const std::string& dir : dirs) {
-    if (IsInside(file, dir)) best = std::max(best, dir.size());
+    if (IsInside(file, dir) && dir.size() > best.size()) best = dir;
   }
   return best;
+}
+
+// The dotted module name `file` has below `root`, whatever name it was imported by:
+// <root>/setuptools/_distutils/spawn.py is setuptools._distutils.spawn, even when the
+// distutils-precedence.pth shim made it distutils.spawn.
+std::string ModuleNameBelow(const std::string& file, const std::string& root) {
+  std::vector<std::string> parts;
+  for (absl::string_view part : absl::StrSplit(absl::string_view(file).substr(root.size()), '/',
+                                               absl::SkipEmpty())) {
+    parts.emplace_back(part);
+  }
+  if (parts.empty()) return "";
+  std::string& last = parts.back();
+  last = last.substr(0, last.find('.'));  // spawn.py, _speedups.cpython-311-x86_64-linux-gnu.so
+  if (last == "__init__") parts.pop_back();
+  return absl::StrJoin(parts, ".");
 }
 
 // `file` made absolute, as written and as resolved (symlinks, such as Bazel runfiles).
@@ -73,6 +101,22 @@ absl::Status Denied(const FunctionName& name, absl::string_view why, absl::strin
 
 }  // namespace
 
+std::string NeverCallableReason(const std::string& module) {
+  std::string top = module.substr(0, module.find('.'));
+  for (const char* never : kInstallsOrRunsSoftware) {
+    if (top == never) {
+      return absl::StrCat(
+          "module '", module, "' belongs to '", top, "', one of the packages that install or "
+          "run software (", absl::StrJoin(kInstallsOrRunsSoftware, ", "),
+          "), whose functions cnp-server never runs, even when --allow-module names them");
+    }
+  }
+  if (IsStandardLibrary(top)) {
+    return absl::StrCat("module '", module, "' is part of Python's standard library");
+  }
+  return "";
+}
+
 bool IsStandardLibrary(const std::string& module) {
   std::string top = module.substr(0, module.find('.'));
   PyRef name = PyRef::Steal(PyUnicode_FromStringAndSize(top.data(), top.size()));
@@ -99,33 +143,84 @@ bool ModulePolicy::AllowedByPrefix(const std::string& module) const {
   return false;
 }
 
-bool ModulePolicy::IsOperatorFile(const std::string& file) const {
-  return FileProblem(file).empty();
-}
-
-std::string ModulePolicy::FileProblem(const std::string& file) const {
-  if (file.empty() || file[0] == '<') return "has no source file";
-  // The most specific root wins, so an operator directory inside the standard library's
-  // tree still counts, and the standard library never does.
-  std::vector<std::string> spellings = Spellings(file);
-  bool in_stdlib = false;
-  for (const std::string& spelling : spellings) {
-    size_t best_operator = LongestRoot(spelling, roots_.operator_dirs);
-    size_t best_stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
-    if (best_operator > best_stdlib) return "";
-    in_stdlib = in_stdlib || best_stdlib > 0;
+bool ModulePolicy::AllowedExplicitly(const std::string& module, bool on_the_way) const {
+  for (const std::string& prefix : allowed_prefixes_) {
+    if (IsModuleOrSubmodule(module, prefix)) return true;
+    if (on_the_way && absl::StartsWith(prefix, absl::StrCat(module, "."))) return true;
   }
-  if (in_stdlib) return absl::StrCat("is part of Python's standard library (", file, ")");
-  return absl::StrCat("is not under cnp-server's --python-path, PYTHONPATH or --virtualenv (",
-                      file, ")");
+  return false;
 }
 
-std::string ModulePolicy::SpecProblem(PyObject* spec) const {
-  if (spec == nullptr || spec == Py_None) return "has no import spec";
+ModulePolicy::Location ModulePolicy::Locate(const std::string& file) const {
+  // The most specific root wins, so an operator directory inside the standard library's
+  // tree still counts, and the standard library never does; an operator directory that is
+  // also a library directory is the operator's (--python-path named it). The first spelling
+  // under a root decides: as imported, then resolved.
+  Location found;
+  for (const std::string& spelling : Spellings(file)) {
+    std::string op = LongestRoot(spelling, roots_.operator_dirs);
+    std::string library = LongestRoot(spelling, roots_.library_dirs);
+    std::string stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
+    if (!op.empty() && op.size() >= library.size() && op.size() > stdlib.size()) {
+      return {Root::kOperator, ModuleNameBelow(spelling, op), op};
+    }
+    if (library.size() > op.size() && library.size() > stdlib.size()) {
+      return {Root::kLibrary, ModuleNameBelow(spelling, library), library};
+    }
+    if (!stdlib.empty()) found.root = Root::kStdlib;
+  }
+  return found;
+}
+
+bool ModulePolicy::IsUnderCodeRoots(const std::string& file) const {
+  if (file.empty() || file[0] == '<') return false;
+  Root root = Locate(file).root;
+  return root == Root::kOperator || root == Root::kLibrary;
+}
+
+ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on_the_way) const {
+  if (file.empty() || file[0] == '<') return {"has no source file", std::string(kPutItOnThePath)};
+  Location location = Locate(file);
+  switch (location.root) {
+    case Root::kNone:
+      return {absl::StrCat("is not under cnp-server's --python-path, PYTHONPATH or "
+                           "--virtualenv (", file, ")"),
+              std::string(kPutItOnThePath)};
+    case Root::kStdlib:
+      return {absl::StrCat("is part of Python's standard library (", file, ")"),
+              std::string(kNeverStandardLibrary)};
+    case Root::kOperator:
+    case Root::kLibrary:
+      break;
+  }
+  // Where the file really is, not the name it was imported by: the shim that makes distutils
+  // setuptools' copy, or a package that re-exports pip's functions.
+  if (std::string never = NeverCallableReason(location.module); !never.empty()) {
+    return {absl::StrCat("is in ", file, ": ", never),
+            absl::StrContains(never, "standard library") ? std::string(kNeverStandardLibrary)
+                                                          : ""};
+  }
+  if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
+    std::string top = location.module.substr(0, location.module.find('.'));
+    return {absl::StrCat("is installed library code (", file, ", in a virtualenv's or an "
+                         "installation's package directory), which runs only when "
+                         "--allow-module names it"),
+            absl::StrCat("start cnp-server with --allow-module=", top.empty() ? "MODULE" : top,
+                         " to allow it, or put the operator's own modules on --python-path")};
+  }
+  return {};
+}
+
+ModulePolicy::Problem ModulePolicy::SpecProblem(PyObject* spec, bool on_the_way) const {
+  if (spec == nullptr || spec == Py_None) {
+    return {"has no import spec", std::string(kPutItOnThePath)};
+  }
   PyRef has_location = PyRef::Steal(PyObject_GetAttrString(spec, "has_location"));
   PyErr_Clear();
   std::string origin = StrAttribute(spec, "origin");
-  if (has_location && PyObject_IsTrue(has_location.get()) == 1) return FileProblem(origin);
+  if (has_location && PyObject_IsTrue(has_location.get()) == 1) {
+    return FileProblem(origin, on_the_way);
+  }
   PyErr_Clear();
   // A namespace package: no file of its own, only directories its submodules come from.
   PyRef locations = PyRef::Steal(PyObject_GetAttrString(spec, "submodule_search_locations"));
@@ -138,23 +233,30 @@ std::string ModulePolicy::SpecProblem(PyObject* spec) const {
       PyRef bytes = PyRef::Steal(PyUnicode_EncodeFSDefault(PyList_GET_ITEM(list.get(), i)));
       if (!bytes) {
         PyErr_Clear();
-        return "has a search location that is not a path";
+        return {"has a search location that is not a path", std::string(kPutItOnThePath)};
       }
-      if (std::string problem = FileProblem(PyBytes_AS_STRING(bytes.get())); !problem.empty()) {
+      if (Problem problem = FileProblem(PyBytes_AS_STRING(bytes.get()), on_the_way);
+          !problem.why.empty()) {
         return problem;
       }
     }
-    return "";
+    return {};
   }
-  return "is built into Python (it has no source file)";
+  return {"is built into Python (it has no source file)", std::string(kPutItOnThePath)};
+}
+
+absl::Status ModulePolicy::NeverCallable(const FunctionName& name, const std::string& module,
+                                         const std::string& whose) const {
+  std::string never = NeverCallableReason(module);
+  if (never.empty()) return absl::OkStatus();
+  // "module 'os' is ..." says whose module it is: the one requested or the function's own.
+  if (whose != "module") never = absl::StrCat(whose, " ", never.substr(strlen("module ")));
+  return Denied(name, never,
+                absl::StrContains(never, "standard library") ? kNeverStandardLibrary : "");
 }
 
 absl::Status ModulePolicy::NotAllowedByPrefix(const FunctionName& name, const std::string& module,
                                               const std::string& whose) const {
-  if (IsStandardLibrary(module)) {
-    return Denied(name, absl::StrCat(whose, " '", module, "' is part of Python's standard library"),
-                  kNeverStandardLibrary);
-  }
   return Denied(name,
                 absl::StrCat(whose, " '", module, "' is not covered by --allow-module (",
                              absl::StrJoin(allowed_prefixes_, ", "), ")"),
@@ -185,16 +287,9 @@ absl::Status ModulePolicy::CheckLocation(const FunctionName& name, const std::st
           absl::StrCat("ModuleNotFoundError: No module named '", module, "'"));
     }
   }
-  std::string problem = SpecProblem(spec.get());
-  if (problem.empty()) return absl::OkStatus();
-  if (IsStandardLibrary(module)) {
-    return Denied(name, absl::StrCat("module '", module, "' is part of Python's standard library"),
-                  kNeverStandardLibrary);
-  }
-  if (absl::StrContains(problem, "standard library")) {
-    return Denied(name, absl::StrCat("module '", module, "' ", problem), kNeverStandardLibrary);
-  }
-  return Denied(name, absl::StrCat("module '", module, "' ", problem), kPutItOnThePath);
+  Problem problem = SpecProblem(spec.get(), /*on_the_way=*/module != name.module);
+  if (problem.why.empty()) return absl::OkStatus();
+  return Denied(name, absl::StrCat("module '", module, "' ", problem.why), problem.advice);
 }
 
 absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
@@ -208,6 +303,9 @@ absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
     return Denied(name, "it belongs to couch_named_python, whose helpers are not functions "
                   "CouchDB may call", "");
   }
+  // By name before anything else, --allow-module included: `distutils` never reaches
+  // find_spec, where a virtualenv's shim would import setuptools to answer.
+  if (absl::Status s = NeverCallable(name, name.module, "module"); !s.ok()) return s;
   if (!AllowedByPrefix(name.module)) return NotAllowedByPrefix(name, name.module, "module");
   std::string package;
   for (absl::string_view part : absl::StrSplit(name.module, '.')) {
@@ -238,14 +336,12 @@ absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* att
     return Denied(name, "it is couch_named_python's own helper, not a function CouchDB may call",
                   "");
   }
+  if (absl::Status s = NeverCallable(name, own_module, "its own module"); !s.ok()) return s;
   if (!AllowedByPrefix(own_module)) return NotAllowedByPrefix(name, own_module, "its own module");
   std::string file = StrAttribute(PyFunction_GetCode(attribute), "co_filename");
   if (IsFactoryProductOf(name, attribute, own_module)) return absl::OkStatus();
-  if (std::string problem = FileProblem(file); !problem.empty()) {
-    if (absl::StrContains(problem, "standard library")) {
-      return Denied(name, absl::StrCat("its code ", problem), kNeverStandardLibrary);
-    }
-    return Denied(name, absl::StrCat("its code ", problem), kPutItOnThePath);
+  if (Problem problem = FileProblem(file, /*on_the_way=*/false); !problem.why.empty()) {
+    return Denied(name, absl::StrCat("its code ", problem.why), problem.advice);
   }
   return absl::OkStatus();
 }

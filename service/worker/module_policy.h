@@ -1,21 +1,31 @@
 // Which functions the operator allows to be called, checked in two steps.
 //
+// Where code may come from (CodeRoots): the operator's directories (--python-path and
+// PYTHONPATH entries), library directories (the virtualenv's site-packages and what its .pth
+// files add, and any path entry that is a site-packages or dist-packages directory), and the
+// standard library. One rule for library directories: their modules run only when an
+// --allow-module prefix names them; the operator's run without one (unless prefixes are
+// given, then only those they cover). Never callable, whatever the roots and prefixes: the
+// standard library and the packages that install or run software (NeverCallableReason), by
+// the requested name, by the function's own __module__, and by where its file really is.
+//
 // Before anything is imported (CheckBeforeImport): no dotted part is a dunder name
-// (`myviews.__setattr__`, `unittest.__main__`), the module is not couch_named_python's, the
-// module is covered by an --allow-module prefix (dot boundary) when any is given, and the
-// module and each package above it would be loaded from a file under the operator's
-// directories (--python-path, PYTHONPATH, the virtualenv) - found the way `import` finds it,
+// (`myviews.__setattr__`, `unittest.__main__`), the module is not couch_named_python's nor
+// never callable, the module is covered by an --allow-module prefix (dot boundary) when any is
+// given, and the module and each package above it would be loaded from a file under the
+// operator's directories, or a library directory as above - found the way `import` finds it,
 // without running its code, and never the standard library or a module built into Python.
 //
 // After the import (CheckFunction): the attribute is a Python function (types.FunctionType:
 // no class, builtin, bound method or method wrapper), its own __module__ (where it was
-// defined, so `from os import system` does not launder it) is a str covered by the prefixes
-// and not couch_named_python's, and its code comes from a file under the operator's
-// directories - or it is what one of couch_named_python's handler factories made
-// (`couch_named_python.mr.item("town")`), bound in the very module the request named.
+// defined, so `from os import system` does not launder it) is a str covered by the prefixes,
+// not couch_named_python's and not never callable, and its code comes from a file under the
+// operator's directories or an allowed library module - or it is what one of
+// couch_named_python's handler factories made (`couch_named_python.mr.item("town")`), bound in
+// the very module the request named.
 //
 // Refusals are PERMISSION_DENIED saying which cnp-server flag would allow the function; the
-// standard library is never offered.
+// standard library and the software installers are never offered.
 #pragma once
 
 #include <Python.h>
@@ -42,17 +52,36 @@ class ModulePolicy {
   // OK or PERMISSION_DENIED (NOT_FOUND for something that is not callable at all).
   absl::Status CheckFunction(const FunctionName& name, PyObject* attribute) const;
 
-  // Whether `file` lies under the operator's directories, more specifically than under the
-  // standard library's (an operator directory inside the standard library's tree counts).
-  bool IsOperatorFile(const std::string& file) const;
+  // Whether `file` lies under the operator's or a library directory, more specifically than
+  // under the standard library's (an operator directory inside the standard library's tree
+  // counts): code whose changes a worker picks up.
+  bool IsUnderCodeRoots(const std::string& file) const;
 
  private:
+  enum class Root { kNone, kOperator, kLibrary, kStdlib };
+  struct Location {
+    Root root = Root::kNone;
+    std::string module;  // the dotted name the file has below `dir`
+    std::string dir;     // the root it lies under
+  };
+  // Why something may not run (empty `why` when it may), and the advice for the refusal.
+  struct Problem {
+    std::string why;
+    std::string advice;
+  };
+
   bool AllowedByPrefix(const std::string& module) const;
-  // Why a module loaded from `spec` may not run, or empty when it may.
-  std::string SpecProblem(PyObject* spec) const;
-  // Why code in `file` may not run, or empty when it may.
-  std::string FileProblem(const std::string& file) const;
+  // Whether an --allow-module prefix covers `module` (none given covers nothing); with
+  // `on_the_way`, a package above a prefix counts too (it is imported on the way).
+  bool AllowedExplicitly(const std::string& module, bool on_the_way) const;
+  Location Locate(const std::string& file) const;
+  // Why a module loaded from `spec` may not run.
+  Problem SpecProblem(PyObject* spec, bool on_the_way) const;
+  // Why code in `file` may not run.
+  Problem FileProblem(const std::string& file, bool on_the_way) const;
   absl::Status CheckLocation(const FunctionName& name, const std::string& module) const;
+  absl::Status NeverCallable(const FunctionName& name, const std::string& module,
+                             const std::string& whose) const;
   absl::Status NotAllowedByPrefix(const FunctionName& name, const std::string& module,
                                   const std::string& whose) const;
   // Whether `function` is what one of couch_named_python's handler factories made (its code
@@ -71,5 +100,11 @@ class ModulePolicy {
 // Whether `module` (or its top-level package) is part of Python's standard library or built
 // into the interpreter, by sys.stdlib_module_names and sys.builtin_module_names.
 bool IsStandardLibrary(const std::string& module);
+
+// Why functions of `module` are never callable, whatever the directories and --allow-module
+// say, or empty: its top-level package is in the standard library (os, subprocess,
+// importlib, distutils, venv...) or installs or runs software (pip, setuptools,
+// pkg_resources, _distutils_hack, wheel...).
+std::string NeverCallableReason(const std::string& module);
 
 }  // namespace cnp::worker

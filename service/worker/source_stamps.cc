@@ -52,7 +52,7 @@ void SourceStamps::RecordNewModules() {
     std::string name = Utf8Text(key);
     if (name.empty() || !seen_.insert(name).second) continue;
     std::string file = ModuleFile(module);
-    if (file.empty() || !policy_.IsOperatorFile(file)) continue;
+    if (file.empty() || !policy_.IsUnderCodeRoots(file)) continue;
     stamps_[name] = StampOf(file);
   }
 }

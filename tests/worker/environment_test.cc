@@ -41,7 +41,10 @@ TEST(EnvironmentTest, PythonPathVariableIsAnOperatorDirectory) {
   EXPECT_EQ(reply.map().results(0).rows(), R"([[["Oslo",1]]])");
 }
 
-TEST(EnvironmentTest, VirtualenvSitePackagesAndTheirPthFilesAreOperatorDirectories) {
+// A virtualenv's site-packages and what its .pth files add hold installed libraries: their
+// modules run only when --allow-module names them (a virtualenv always holds pip and
+// setuptools, whose functions run programs).
+TEST(EnvironmentTest, VirtualenvSitePackagesAndTheirPthFilesAreLibraries) {
   fs::path root = fs::path(std::getenv("TEST_TMPDIR")) / "venv";
   fs::path site = root / "lib/python3.11/site-packages";
   fs::path extra = root / "editable";
@@ -51,8 +54,19 @@ TEST(EnvironmentTest, VirtualenvSitePackagesAndTheirPthFilesAreOperatorDirectori
   std::ofstream(extra / "editable_fns.py") << "def two(doc):\n    yield 'editable', 2\n";
   std::ofstream(site / "editable.pth") << extra.string() << "\n";
 
-  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> refusing =
       WorkerProcess::Start({absl::StrCat("--virtualenv=", root.string())});
+  ASSERT_TRUE(refusing.ok());
+  for (const char* function : {"venv_fns.one", "editable_fns.two"}) {
+    Reply refused = (*refusing)->Call(MapTask({function}, {"{}"}));
+    ASSERT_TRUE(refused.has_failure()) << refused.DebugString();
+    EXPECT_EQ(refused.failure().code(), v1::Failure::PERMISSION_DENIED);
+    EXPECT_THAT(refused.failure().message(), HasSubstr("installed library code"));
+  }
+
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Start({absl::StrCat("--virtualenv=", root.string()),
+                            "--allow-module=venv_fns", "--allow-module=editable_fns"});
   ASSERT_TRUE(worker.ok());
   Reply reply = (*worker)->Call(MapTask({"venv_fns.one", "editable_fns.two"}, {"{}"}));
   ASSERT_TRUE(reply.has_map()) << reply.DebugString();
@@ -65,6 +79,29 @@ TEST(EnvironmentTest, MissingVirtualenvStopsTheWorkerWithAReason) {
   ASSERT_TRUE(worker.ok());
   EXPECT_EQ((*worker)->CloseAndWait(), 1);
   EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("/nonexistent/venv/lib/python3.11/site-packages is not a directory"));
+}
+
+// The worker checks the directories it puts on sys.path itself: cnp-server checked the flags
+// at start, but a virtualenv's .pth files name more, and a directory may change since.
+TEST(EnvironmentTest, ACodeDirectoryOthersMayWriteToStopsTheWorker) {
+  fs::path open = fs::path(std::getenv("TEST_TMPDIR")) / "open";
+  fs::create_directories(open);
+  fs::permissions(open, fs::perms::all);
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Start({absl::StrCat("--python-path=", open.string())});
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ((*worker)->CloseAndWait(), 1);
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr(absl::StrCat("chmod go-w ", open.string())));
+
+  fs::path root = fs::path(std::getenv("TEST_TMPDIR")) / "venv-with-open-pth";
+  fs::path site = root / "lib/python3.11/site-packages";
+  fs::create_directories(site);
+  std::ofstream(site / "open.pth") << open.string() << "\n";
+  worker = WorkerProcess::Start({absl::StrCat("--virtualenv=", root.string())});
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ((*worker)->CloseAndWait(), 1);
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("a .pth file of --virtualenv added"));
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr(absl::StrCat("chmod go-w ", open.string())));
 }
 
 TEST(EnvironmentTest, SysStdoutIsStderr) {

@@ -157,4 +157,75 @@ std::string VersionedModule(const std::string& dir, const std::string& name, int
                       "    yield '", label, "', 'plain'\n");
 }
 
+std::string WriteFakeVirtualenv(const std::string& venv, const std::string& marker_dir) {
+  std::string site = venv + "/lib/python3.11/site-packages";
+  std::filesystem::create_directories(site + "/setuptools/_distutils");
+  for (const char* package : {"pip", "wheel", "pkg_resources", "_distutils_hack", "venvlib"}) {
+    std::filesystem::create_directories(site + "/" + package);
+  }
+  WriteModule(venv + "/pyvenv.cfg",
+              "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n");
+  auto marker = [&](const std::string& name) {
+    return absl::StrCat("open(", "'", marker_dir, "/", name, "'", ", 'w')");
+  };
+  WriteModule(site + "/setuptools/__init__.py", "");
+  WriteModule(site + "/setuptools/_distutils/__init__.py", "");
+  WriteModule(site + "/setuptools/_distutils/spawn.py",
+              absl::StrCat("def spawn(cmd, *args, **kwargs):\n"
+                           "    cmd = list(cmd)\n"
+                           "    with ", marker("spawned"), " as out:\n"
+                           "        out.write(repr(cmd))\n"));
+  WriteModule(site + "/pip/__init__.py",
+              absl::StrCat("def main(*args, **kwargs):\n"
+                           "    with ", marker("pip"), " as out:\n"
+                           "        out.write('installed')\n"
+                           "    return {'body': 'pip ran'}\n"));
+  WriteModule(site + "/wheel/__init__.py", "def main(*args):\n    return {'body': 'wheel ran'}\n");
+  WriteModule(site + "/pkg_resources/__init__.py",
+              "def require(*args):\n    return {'body': 'pkg_resources ran'}\n");
+  WriteModule(site + "/venvlib/__init__.py",
+              absl::StrCat("def show(doc, req):\n"
+                           "    with ", marker("venvlib"), " as out:\n"
+                           "        out.write('ran')\n"
+                           "    return {'body': 'venvlib ran'}\n"));
+  // A meta path finder that answers `distutils` with setuptools' copy, renamed, as
+  // setuptools' own shim does.
+  WriteModule(site + "/_distutils_hack/__init__.py", R"PY(
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+
+class _Finder:
+    def find_spec(self, fullname, path, target=None):
+        if path is not None or fullname != "distutils":
+            return None
+        copy = importlib.import_module("setuptools._distutils")
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                copy.__name__ = "distutils"
+                return copy
+
+            def exec_module(self, module):
+                pass
+
+        return importlib.util.spec_from_loader("distutils", _Loader(), origin=copy.__file__)
+
+
+def add_shim():
+    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+)PY");
+  WriteModule(site + "/distutils-precedence.pth",
+              "import _distutils_hack; _distutils_hack.add_shim()\n");
+  // Whatever the umask, as a virtualenv's directories are: writable by their owner only.
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(venv)) {
+    if (entry.is_directory()) ::chmod(entry.path().c_str(), 0755);
+  }
+  ::chmod(venv.c_str(), 0755);
+  return site;
+}
+
 }  // namespace cnp::security::testing

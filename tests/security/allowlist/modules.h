@@ -36,4 +36,14 @@ inline constexpr const char* kMyviewsFunctions[] = {"f",   "show",    "state",  
 std::string VersionedModule(const std::string& dir, const std::string& name, int version,
                             const std::string& label);
 
+// Lays out what `python3.11 -m venv` and `pip install` leave in `venv`, in miniature: a
+// pyvenv.cfg, and in lib/python3.11/site-packages setuptools (with _distutils/spawn.py, whose
+// spawn(cmd, ...) does `list(cmd)` and then, instead of running it, writes it to
+// `marker_dir`/spawned), pip (main() writes `marker_dir`/pip), wheel, pkg_resources, the
+// _distutils_hack shim with a distutils-precedence.pth that installs it (so that `import
+// distutils` loads setuptools._distutils, as a real virtualenv's does), and venvlib, an
+// ordinary library whose show() writes `marker_dir`/venvlib. Returns the site-packages
+// directory.
+std::string WriteFakeVirtualenv(const std::string& venv, const std::string& marker_dir);
+
 }  // namespace cnp::security::testing

@@ -1,0 +1,110 @@
+// The packages that install or run software are never callable, whatever directory they are
+// found in and whatever --allow-module says; and where a function's file really is decides,
+// not the name it was imported by or the __module__ it claims. Through a real cnp-worker.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/security/allowlist/modules.h"
+#include "tests/support/worker_process.h"
+
+namespace cnp::security::testing {
+namespace {
+
+using ::cnp::worker::testing::DesignTask;
+using ::cnp::worker::testing::Reply;
+using ::cnp::worker::testing::WorkerProcess;
+using ::cnp::worker::v1::Failure;
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+
+Reply Show(WorkerProcess& worker, const std::string& function) {
+  return worker.Call(DesignTask(cnp::v1::SHOW, function, "[null, {}]"));
+}
+
+void ExpectRefusedByRule(const Reply& reply, const std::string& function) {
+  ASSERT_TRUE(reply.has_failure()) << function << ": " << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), Failure::PERMISSION_DENIED) << function;
+  EXPECT_THAT(reply.failure().message(),
+              AnyOf(HasSubstr("packages that install or run software"),
+                    HasSubstr("part of Python's standard library")))
+      << function;
+}
+
+// The operator's own directory holds packages with the installers' names (as a vendored copy
+// might): --allow-module names each, and still none runs. The standard library's such modules
+// are refused by the same rule.
+TEST(NeverCallableTest, InstallersAndRunnersAreRefusedEvenInTheOperatorsDirectoryAndAllowed) {
+  std::string dir = FreshDir("never");
+  const std::vector<std::string> vendored = {"pip", "setuptools", "pkg_resources",
+                                             "_distutils_hack", "wheel"};
+  std::vector<std::string> flags = {"--python-path=" + dir};
+  for (const std::string& package : vendored) {
+    std::filesystem::create_directory(dir + "/" + package);
+    WriteModule(dir + "/" + package + "/__init__.py",
+                absl::StrCat("def run(doc, req):\n"
+                             "    open('", dir, "/ran.", package, "', 'w').close()\n"
+                             "    return {'body': 'ran'}\n"));
+  }
+  const std::vector<std::string> stdlib = {"distutils", "ensurepip", "venv", "subprocess",
+                                           "os", "shutil", "pty", "multiprocessing", "ctypes",
+                                           "importlib", "runpy", "code", "builtins"};
+  for (const auto* names : {&vendored, &stdlib}) {
+    for (const std::string& name : *names) flags.push_back("--allow-module=" + name);
+  }
+  auto worker = WorkerProcess::Start(flags);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  for (const std::string& package : vendored) {
+    ExpectRefusedByRule(Show(**worker, package + ".run"), package + ".run");
+    EXPECT_FALSE(Exists(dir + "/ran." + package)) << package << " ran";
+  }
+  for (const std::string& module : stdlib) {
+    ExpectRefusedByRule(Show(**worker, module + ".run"), module + ".run");
+  }
+  EXPECT_THAT(Show(**worker, "pip.run").failure().message(),
+              HasSubstr("even when --allow-module names them"));
+}
+
+// An allowed operator module that binds a virtualenv's spawn and rewrites its __module__ to
+// its own: the file it came from (setuptools, reached directly or through the distutils
+// shim) gives it away.
+TEST(NeverCallableTest, AFunctionsRealFileDecidesNotItsClaimedModule) {
+  std::string base = FreshDir("relay");
+  std::string venv = base + "/venv";
+  WriteFakeVirtualenv(venv, base);
+  std::string views = base + "/views";
+  std::filesystem::create_directory(views);
+  WriteModule(views + "/relay.py",
+              "from setuptools._distutils.spawn import spawn as direct\n"
+              "import distutils.spawn\n"
+              "shimmed = distutils.spawn.spawn\n"
+              "from venvlib import show as library_show\n"
+              "for f in (direct, shimmed, library_show):\n"
+              "    f.__module__ = __name__\n"
+              "def show(doc, req):\n"
+              "    return {'body': 'relay ran'}\n");
+  auto worker = WorkerProcess::Start(
+      {"--virtualenv=" + venv, "--python-path=" + views, "--allow-module=relay"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  for (const char* function : {"relay.direct", "relay.shimmed"}) {
+    Reply reply = (*worker)->Call(DesignTask(cnp::v1::SHOW, function, R"([["id"], {}])"));
+    ExpectRefusedByRule(reply, function);
+    EXPECT_THAT(reply.failure().message(), HasSubstr("setuptools/_distutils/spawn.py"));
+  }
+  EXPECT_FALSE(Exists(base + "/spawned")) << ReadFile(base + "/spawned");
+  // A library function under the operator's module name is still library code.
+  Reply library = Show(**worker, "relay.library_show");
+  ASSERT_TRUE(library.has_failure()) << library.DebugString();
+  EXPECT_EQ(library.failure().code(), Failure::PERMISSION_DENIED);
+  EXPECT_THAT(library.failure().message(), HasSubstr("--allow-module=venvlib"));
+  EXPECT_FALSE(Exists(base + "/venvlib"));
+  Reply own = Show(**worker, "relay.show");
+  ASSERT_TRUE(own.has_design()) << own.DebugString();
+  EXPECT_THAT(own.design().reply(), HasSubstr("relay ran"));
+}
+
+}  // namespace
+}  // namespace cnp::security::testing
