@@ -26,7 +26,7 @@ using session::v1::Answer;
 
 absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
                                                const std::string& settings,
-                                               absl::Time deadline) {
+                                               const SocketTrust& trust, absl::Time deadline) {
   DirectOffer offer;
   sockaddr_un address{};
   if (socket_path.size() >= sizeof(address.sun_path)) return offer;  // kNoSocket
@@ -38,9 +38,21 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
     ::close(fd);
     return offer;  // kNoSocket: no server with direct sessions there
   }
+  // Who listens here, as the kernel says: CouchDB's pipes go only to a server we trust.
   ucred peer{};
   socklen_t peer_size = sizeof peer;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) == 0) offer.server_pid = peer.pid;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot tell who listens on ", socket_path, " (SO_PEERCRED: ", std::strerror(error),
+        "), so CouchDB's pipes are not handed to it"));
+  }
+  if (absl::Status s = trust.CheckPeer(peer.uid, socket_path); !s.ok()) {
+    ::close(fd);
+    return s;
+  }
+  offer.server_pid = peer.pid;
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 
   session::v1::Hello hello;

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/socket_trust.h"
 
 namespace cnp::adapter {
 
@@ -30,12 +31,14 @@ struct DirectOffer {
 };
 
 // Connects to `socket_path` and offers this process's stdin and stdout with `settings` (the
-// launch-settings text, empty when this adapter never starts a server). Waits for the answer
-// until `deadline`; an error means the server's state is unknown (it may own the pipes), so
-// the caller must not read stdin afterwards.
+// launch-settings text, empty when this adapter never starts a server). The process listening
+// there (SO_PEERCRED) must be one `trust` trusts, or nothing is sent: FAILED_PRECONDITION
+// naming its uid and --server-user. Waits for the answer until `deadline`; an error means the
+// server's state is unknown (it may own the pipes, or is not to be trusted with them), so the
+// caller must not read stdin afterwards.
 absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
                                                const std::string& settings,
-                                               absl::Time deadline);
+                                               const SocketTrust& trust, absl::Time deadline);
 
 // How a session ended, as the server said.
 struct SessionEnd {

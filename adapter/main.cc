@@ -32,6 +32,7 @@
 #include "client/lib/channel_target.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/socket_trust.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/launch_settings.h"
@@ -68,6 +69,11 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600)."
 ABSL_FLAG(std::string, auth_token_file, "",
           "File holding the bearer token the service requires (mode 0600); re-read on every "
           "reconnect.");
+ABSL_FLAG(std::string, server_user, "",
+          "The user (name or uid) a cnp-server on a unix --target runs as, when it is neither "
+          "this user nor root, e.g. cnp for the systemd units: the socket, its directory and "
+          "the direct-session server may then belong to that user. Anyone else's are refused, "
+          "and the default directory /tmp/cnp-<uid> must always be this user's.");
 ABSL_FLAG(bool, stats, false,
           "At exit, print to stderr how many commands were forwarded and the mean time spent "
           "waiting for the service (for benchmarks: the rest of a round trip is the adapter).");
@@ -110,8 +116,10 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
     std::cerr << "cnp-adapter: " << why << std::endl;
     return 1;
   };
+  absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(options.security.server_user);
+  if (!trust.ok()) return fail(trust.status().message());
   // CouchDB's pipes must never go to a socket someone else could have put there.
-  if (absl::Status s = CheckTargetDirectory(options); !s.ok()) {
+  if (absl::Status s = CheckTargetSocket(options); !s.ok()) {
     if (required) return fail(s.message());
     return kUseStream;  // the stream path refuses it too, and tells CouchDB
   }
@@ -122,7 +130,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         return kUseStream;  // the stream path reports it to CouchDB as an error line
       }
     }
-    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, deadline);
+    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, *trust, deadline);
     // The server's state is unknown (it may own the pipes): never read stdin after this.
     if (!offer.ok()) return fail(offer.status().message());
     if (offer->report_settings_mismatch) {
@@ -184,8 +192,24 @@ int Run() {
                       .tls_cert_file = absl::GetFlag(FLAGS_tls_cert),
                       .tls_key_file = absl::GetFlag(FLAGS_tls_key),
                       .auth_token_file = absl::GetFlag(FLAGS_auth_token_file)};
+  options.security.server_user = absl::GetFlag(FLAGS_server_user);
   if (absl::Status s = client::CheckTlsTarget(options.security, options.target); !s.ok()) {
     std::cerr << "cnp-adapter: " << s.message() << std::endl;
+    return 2;
+  }
+  // Refused before anything is read from CouchDB or sent anywhere.
+  if (!options.security.auth_token_file.empty()) {
+    if (absl::Status s = client::CheckSecretStaysPrivate(options.security, options.target,
+                                                         client::kBearerToken);
+        !s.ok()) {
+      std::cerr << "cnp-adapter: " << s.message() << std::endl;
+      return 2;
+    }
+  }
+  if (absl::StatusOr<SocketTrust> trust =
+          SocketTrust::WithServerUser(options.security.server_user);
+      !trust.ok()) {
+    std::cerr << "cnp-adapter: " << trust.status().message() << std::endl;
     return 2;
   }
   options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);

@@ -10,6 +10,7 @@
 #include "client/lib/channel_target.h"
 #include "client/lib/service_config.h"
 #include "common/socket_directory.h"
+#include "common/socket_trust.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::adapter {
@@ -54,14 +55,18 @@ bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& repl
   return teaches && !reply.exit() && reply.lines_size() == 1 && reply.lines(0) == "true";
 }
 
-absl::Status CheckTargetDirectory(const ServiceConnection::Options& options) {
+absl::Status CheckTargetSocket(const ServiceConnection::Options& options) {
   std::optional<std::string> path = UnixSocketPath(options.target);
   if (!path.has_value()) return absl::OkStatus();
-  const std::string dir = SocketDirectory(*path);
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();
-  return CheckSocketDirectory(
-      dir, options.may_launch ? DirectoryOwner::kMe : DirectoryOwner::kAnyone);
+  absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(options.security.server_user);
+  if (!trust.ok()) return absl::FailedPreconditionError(trust.status().message());
+  if (options.may_launch) {
+    const std::string dir = SocketDirectory(*path);
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();  // the launcher makes it, ours
+    if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kMe); !s.ok()) return s;
+  }
+  return trust->CheckSocket(*path);
 }
 
 ServiceConnection::ServiceConnection(Options options, const SessionState& state)
@@ -108,8 +113,9 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
 }
 
 absl::Status ServiceConnection::Connect(absl::Time deadline) {
-  if (absl::Status status = CheckTargetDirectory(options_); !status.ok()) {
-    return status;  // FAILED_PRECONDITION: not retried
+  // Checked on every connection: the channel is new each time.
+  if (absl::Status status = CheckTargetSocket(options_); !status.ok()) {
+    return status;  // FAILED_PRECONDITION is not retried; a missing directory (UNAVAILABLE) is
   }
   // Read on every connection, so a rotated token is picked up by the next reconnect.
   absl::StatusOr<client::LoadedChannelSecurity> security =

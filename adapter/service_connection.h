@@ -25,7 +25,8 @@ class ServiceConnection {
  public:
   struct Options {
     std::string target;
-    // TLS and the bearer token, for a service on TCP that requires them.
+    // TLS and the bearer token, for a service on TCP that requires them; the server's user, for
+    // a unix socket owned by a dedicated account.
     client::ChannelSecurity security;
     // Start a cnp-server when nothing answers at `target` (a unix socket).
     bool may_launch = false;
@@ -70,11 +71,12 @@ class ServiceConnection {
 // silently return no rows. `true` to any other kind of line teaches nothing.
 bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& reply);
 
-// For a unix-socket target: OK when its directory is missing (nothing listens there) or safe.
-// Whoever may write to it could put their own service there and receive CouchDB's documents
-// (or, on the direct path, CouchDB's pipes). The default directory, where the adapter may
-// start a service, must be ours; an operator's may belong to the service's user but must not
-// be writable by others. FAILED_PRECONDITION otherwise.
-absl::Status CheckTargetDirectory(const ServiceConnection::Options& options);
+// For a unix-socket target: OK when it may be trusted with CouchDB's documents (or, on the
+// direct path, CouchDB's pipes): its directory and socket belong to this user, root or the
+// --server-user, and others may not write there (common/socket_trust.h). The default directory,
+// where the adapter may start a service, must be ours, and may be missing (the adapter creates
+// it); another directory that is missing is UNAVAILABLE (nothing listens there yet).
+// FAILED_PRECONDITION, naming the path, its owner and --server-user, otherwise.
+absl::Status CheckTargetSocket(const ServiceConnection::Options& options);
 
 }  // namespace cnp::adapter

@@ -1,6 +1,7 @@
 // The directory of a unix socket decides who can replace the socket: anyone who may write there
 // can put their own server in its place (and receive every document sent to it). Shared by
-// cnp-server (which creates sockets), cnp-adapter and cnp (which connect to them).
+// cnp-server (which creates sockets), cnp-adapter and cnp (which connect to them; who may own
+// the directory they connect into is common/socket_trust.h's rule).
 #pragma once
 
 #include <string>
@@ -11,7 +12,7 @@ namespace cnp {
 
 enum class DirectoryOwner {
   kMe,      // owned by this process's effective user: where we create sockets or start a server
-  kAnyone,  // any owner (an operator's chosen directory), but still writable by no one else
+  kAnyone,  // the owner is checked by the caller (socket_trust.h); still writable by no one else
 };
 
 // OK when `dir` is a real directory (not a symlink), owned as `owner` says, and writable by

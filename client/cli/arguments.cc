@@ -4,6 +4,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/default_target.h"
+#include "common/socket_trust.h"
 
 namespace cnp::cli {
 
@@ -55,10 +56,19 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
   // Connection options that can never work together are refused here, before any input is read
   // or any connection tried (which would end in a generic "no cnp-server answers").
   if (valued.count("target") && !args.Has("help")) {
-    if (absl::Status s = client::CheckTlsTarget(ConnectionSecurity(args),
-                                                args.Get("target", DefaultTarget()));
-        !s.ok()) {
-      return s;
+    const client::ChannelSecurity security = ConnectionSecurity(args);
+    const std::string target = args.Get("target", DefaultTarget());
+    if (absl::Status s = client::CheckTlsTarget(security, target); !s.ok()) return s;
+    if (!security.auth_token_file.empty()) {
+      if (absl::Status s = client::CheckSecretStaysPrivate(security, target, client::kBearerToken);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (!security.server_user.empty()) {
+      if (absl::StatusOr<uid_t> uid = ResolveUser(security.server_user, "server-user"); !uid.ok()) {
+        return uid.status();
+      }
     }
   }
   return args;
@@ -82,10 +92,14 @@ const char kConnectionHelp[] =
     "  --tls-ca=PEM      TLS, trusting these CAs to have signed the service's certificate\n"
     "  --tls-cert=PEM    client certificate, for a service that requires one (with --tls-key)\n"
     "  --tls-key=PEM     its private key (mode 0600)\n"
-    "  --auth-token-file=FILE  bearer token the service requires (mode 0600)\n";
+    "  --auth-token-file=FILE  bearer token the service requires (mode 0600); never sent in\n"
+    "                    plaintext off this host (a TCP target beyond loopback needs --tls)\n"
+    "  --server-user=USER  a unix-socket service runs as USER (name or uid), e.g. cnp: its\n"
+    "                    socket and directory may belong to USER; otherwise only to you or root\n";
 
 std::set<std::string> WithConnectionOptions(std::set<std::string> valued) {
-  valued.insert({"target", "tls-ca", "tls-cert", "tls-key", "auth-token-file"});
+  valued.insert({"target", "tls-ca", "tls-cert", "tls-key", "auth-token-file",
+                 "server-user"});
   return valued;
 }
 
@@ -99,7 +113,8 @@ client::ChannelSecurity ConnectionSecurity(const Arguments& args) {
           .tls_ca_file = args.Get("tls-ca"),
           .tls_cert_file = args.Get("tls-cert"),
           .tls_key_file = args.Get("tls-key"),
-          .auth_token_file = args.Get("auth-token-file")};
+          .auth_token_file = args.Get("auth-token-file"),
+          .server_user = args.Get("server-user")};
 }
 
 std::string WithHelpHint(absl::string_view message) {

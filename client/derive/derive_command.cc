@@ -93,6 +93,8 @@ Options:
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                           TLS and the bearer token of a cnp service on TCP that requires them
                           (see cnp map --help)
+  --server-user=USER      the user a cnp service on a unix socket runs as (e.g. cnp), if not
+                          you or root
   -h, --help              this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and

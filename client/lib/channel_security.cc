@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/channel_target.h"
 #include "common/secret_file.h"
 
 namespace cnp::client {
@@ -18,11 +19,24 @@ absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& 
       "--target=dns:///NAME:PORT"));
 }
 
+absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std::string& target,
+                                     absl::string_view secret) {
+  if (security.UsesTls() || TargetStaysOnThisHost(target)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "refusing to send ", secret, " in plaintext to ", target,
+      ", which is not a loopback address (127.0.0.0/8, ::1, localhost) or a unix socket: anyone "
+      "on the way could read it; add --tls (or --tls-ca=PEM) to reach the service over TLS "
+      "(cnp-server's --tls-cert/--tls-key)"));
+}
+
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target) {
   if (absl::Status s = CheckTlsTarget(security, target); !s.ok()) return s;
   LoadedChannelSecurity loaded;
   if (!security.auth_token_file.empty()) {
+    if (absl::Status s = CheckSecretStaysPrivate(security, target, kBearerToken); !s.ok()) {
+      return s;
+    }
     absl::StatusOr<std::string> token = ReadAuthToken(security.auth_token_file);
     if (!token.ok()) return token.status();
     loaded.authorization = absl::StrCat("Bearer ", *token);

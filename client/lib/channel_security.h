@@ -1,7 +1,8 @@
 // How a client proves it may talk to cnp-server, and checks that it talks to the right one:
 // TLS (with the server's CA, optionally a client certificate for mutual TLS) and a bearer
-// token. Shared by the client library, cnp and cnp-adapter so that all take the same flags:
-// --tls-ca, --tls-cert, --tls-key, --auth-token-file (and --tls for the system's CAs).
+// token; on a unix socket, the user the server runs as (common/socket_trust.h). Shared by the
+// client library, cnp and cnp-adapter so that all take the same flags: --tls-ca, --tls-cert,
+// --tls-key, --auth-token-file (and --tls for the system's CAs), --server-user.
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/security/credentials.h"
 
 namespace cnp::client {
@@ -19,6 +21,9 @@ struct ChannelSecurity {
   std::string tls_cert_file;   // PEM client certificate, for servers that require one
   std::string tls_key_file;    // its private key
   std::string auth_token_file; // bearer token, sent as "authorization: Bearer <token>"
+  // A unix socket's server may run as this user (a name or uid) besides this user and root:
+  // its socket, directory and process may belong to it (common/socket_trust.h).
+  std::string server_user;
 
   bool UsesTls() const {
     return tls || !tls_ca_file.empty() || !tls_cert_file.empty() || !tls_key_file.empty();
@@ -38,8 +43,18 @@ struct LoadedChannelSecurity {
 // flags, so the user hears it before anything is sent.
 absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target);
 
+// INVALID_ARGUMENT when `secret` (what it is: the bearer token, CouchDB's user and password)
+// would travel in plaintext off this host: to a TCP target without TLS whose addresses are not
+// all loopback (channel_target.h, TargetStaysOnThisHost). cnp-server never accepts a token in
+// plaintext off loopback; a client must not have sent it before the server could refuse it.
+// The message points at --tls. Clients check this with their flags, before anything is sent.
+inline constexpr absl::string_view kBearerToken = "the bearer token (--auth-token-file)";
+absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std::string& target,
+                                     absl::string_view secret);
+
 // Reads the files `security` names (after CheckTlsTarget). Unix-socket targets never use TLS (the socket's
-// permissions and the server's peer check protect them), but still send the token.
+// permissions and the server's peer check protect them), but still send the token. A token
+// for a plaintext target off this host is refused (CheckSecretStaysPrivate).
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target);
 

@@ -1,6 +1,7 @@
 #include "client/lib/channel_target.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <optional>
@@ -42,7 +43,53 @@ absl::StatusOr<Family> AddressFamily(absl::string_view address) {
       "dns:///NAME:PORT balances over every address a name resolves to"));
 }
 
+// "127.0.0.1:7070", "[::1]:7070", "localhost:7070", "localhost" -> whether the host is loopback.
+bool HostIsLoopback(absl::string_view host_port) {
+  host_port = absl::StripAsciiWhitespace(host_port);
+  std::string host;
+  if (absl::StartsWith(host_port, "[")) {
+    const size_t close = host_port.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = std::string(host_port.substr(1, close - 1));
+  } else if (std::count(host_port.begin(), host_port.end(), ':') > 1) {
+    host = std::string(host_port);  // a bare IPv6 address, no port
+  } else {
+    host = std::string(host_port.substr(0, host_port.find(':')));
+  }
+  if (absl::AsciiStrToLower(host) == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+  return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+}
+
 }  // namespace
+
+bool TargetStaysOnThisHost(absl::string_view target) {
+  target = absl::StripAsciiWhitespace(target);
+  if (absl::StartsWith(target, "unix:") || absl::StartsWith(target, "unix-abstract:")) {
+    return true;
+  }
+  absl::string_view addresses = target;
+  if (absl::ConsumePrefix(&addresses, "ipv4:") || absl::ConsumePrefix(&addresses, "ipv6:")) {
+    addresses = absl::StripLeadingAsciiWhitespace(addresses);
+    while (absl::ConsumePrefix(&addresses, "/")) {
+    }
+  } else if (absl::ConsumePrefix(&addresses, "dns:")) {
+    // dns:[//authority/]host[:port]: the authority is the DNS server to ask, not the target.
+    if (absl::ConsumePrefix(&addresses, "//")) {
+      const size_t slash = addresses.find('/');
+      if (slash == absl::string_view::npos) return false;
+      addresses.remove_prefix(slash + 1);
+    }
+  } else if (absl::StrContains(target, "://")) {
+    return false;  // another resolver's scheme: nothing here can tell where it leads
+  }
+  std::vector<absl::string_view> list = absl::StrSplit(addresses, ',', absl::SkipWhitespace());
+  if (list.empty()) return false;
+  return std::all_of(list.begin(), list.end(), HostIsLoopback);
+}
 
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate) {
   target = absl::StripAsciiWhitespace(target);

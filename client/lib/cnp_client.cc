@@ -1,11 +1,9 @@
 #include "client/lib/cnp_client.h"
 
-#include <sys/stat.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
-#include "common/socket_directory.h"
+#include "common/socket_trust.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::client {
@@ -36,11 +34,17 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
                                                         absl::Duration connect_timeout,
                                                         RetryPolicy retry) {
   if (absl::StartsWith(target, "unix:")) {
-    std::string path = target.substr(absl::StartsWith(target, "unix://") ? 7 : 5);
-    std::string dir = SocketDirectory(path);
-    // A directory that does not exist holds no server: the connection attempt says so.
-    if (struct stat st {}; ::lstat(dir.c_str(), &st) == 0) {
-      if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kAnyone); !s.ok()) return s;
+    // Checked before connecting: what answers in a directory someone else owns may be theirs.
+    absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(security.server_user);
+    if (!trust.ok()) return trust.status();
+    const std::string path = target.substr(absl::StartsWith(target, "unix://") ? 7 : 5);
+    if (absl::Status s = trust->CheckSocket(path); !s.ok()) {
+      // No directory, no server: said at once, since gRPC would keep connecting while anyone
+      // could create it.
+      if (absl::IsUnavailable(s)) {
+        return absl::UnavailableError(absl::StrCat(ServerDownAdvice(target), " (", s.message(), ")"));
+      }
+      return s;
     }
   }
   absl::StatusOr<std::string> uri = ChannelTargetUri(target);

@@ -29,8 +29,12 @@ class Client {
   // Connects, waiting up to `connect_timeout` for the server (with several, any one) to answer.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& target, absl::Duration connect_timeout = absl::Seconds(5));
-  // The same with TLS and/or a bearer token (channel_security.h). A unix socket whose
-  // directory other users could write to is refused before connecting. `retry` kNone turns
+  // The same with TLS and/or a bearer token (channel_security.h). A unix socket is refused
+  // before connecting unless its directory and the socket belong to this user, root or
+  // `security.server_user`, and the directory is writable by no one else
+  // (common/socket_trust.h); a token is refused for a plaintext TCP target off this host.
+  // Before sending CouchDB credentials (Upload, on stub()), check them with
+  // CheckSecretStaysPrivate (channel_security.h). `retry` kNone turns
   // gRPC's retries off (for callers that retry themselves, and to show what the policy does).
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       const std::string& target, const ChannelSecurity& security,

@@ -84,7 +84,10 @@ Options:
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                             TLS and the bearer token for a cnp service on TCP that requires
                             them (--tls-ca: the CAs of the cnp service's certificate, not
-                            CouchDB's; see cnp map --help)
+                            CouchDB's; see cnp map --help). CouchDB's credentials and the
+                            token are never sent in plaintext to a TCP service off this host
+  --server-user=USER        the user a cnp service on a unix socket runs as (e.g. cnp), if
+                            not you or root
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
@@ -111,6 +114,7 @@ Options:
   --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                       TLS and the bearer token of the cnp service, as for cnp upload
+  --server-user=USER  the user a cnp service on a unix socket runs as, as for cnp upload
   -h, --help          this text
 
 Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
@@ -316,6 +320,15 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     io.err << program << ": " << cnp::couchdb::RedactCredentials(couch.status().message()) << "\n";
     return 2;
   }
+  const std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
+  if (!couch->username.empty() || !couch->password.empty()) {
+    if (absl::Status s = client::CheckSecretStaysPrivate(flags->security, target,
+                                                         "CouchDB's user and password");
+        !s.ok()) {
+      io.err << program << ": " << s.message() << "\n";
+      return 2;
+    }
+  }
 
   v1::UploadRequest request;
   request.set_couchdb_url(couch->url);
@@ -347,7 +360,6 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
       return 1;
     }
   }
-  std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
   return Send(program, target, flags->security, request,
               {.show_documents = flags->show_documents}, io);
 }

@@ -50,6 +50,25 @@ TEST(ChannelTargetUri, ListsGrpcCannotTakeAreRefusedWithAdvice) {
   EXPECT_FALSE(ChannelTargetUri(",").ok());
 }
 
+// cnp-server's rule for a plaintext listener (127.0.0.0/8, ::1, ::ffff:127.x), and localhost;
+// never a name that DNS could point anywhere.
+TEST(TargetStaysOnThisHost, LoopbackAddressesLocalhostAndUnixSocketsOnly) {
+  for (const char* target :
+       {"unix:/run/cnp/cnp.sock", "unix:///tmp/cnp-0/cnp.sock", "127.0.0.1:7070", "127.8.9.1:1",
+        "[::1]:7070", "[::ffff:127.0.0.1]:7070", "localhost:7070", "LOCALHOST:7070",
+        "127.0.0.1:7071,127.0.0.2:7072", "ipv4:127.0.0.1:1,127.0.0.2:2", "ipv6:[::1]:1",
+        "dns:///localhost:7070", "dns://10.0.0.1:53/localhost:7070", " 127.0.0.1:7070 "}) {
+    EXPECT_TRUE(TargetStaysOnThisHost(target)) << target;
+  }
+  for (const char* target :
+       {"10.0.0.5:7070", "192.0.2.1:7070", "[fd00::5]:7070", "[::ffff:10.0.0.5]:7070",
+        "0.0.0.0:7070", "cnp.internal:7070", "localhost.example.com:7070",
+        "127.0.0.1:7071,10.0.0.6:7072", "ipv4:127.0.0.1:1,10.0.0.6:2", "dns:///cnp.internal:7070",
+        "dns://127.0.0.1:53/cnp.internal:7070", "xds:///cnp", ""}) {
+    EXPECT_FALSE(TargetStaysOnThisHost(target)) << target;
+  }
+}
+
 TEST(ClientServiceConfig, RetriesOnlyTheIdempotentCallsOnUnavailable) {
   const std::string config = ClientServiceConfig(RetryPolicy::kIdempotentCalls);
   EXPECT_TRUE(absl::StrContains(config, R"({"round_robin":{}})"));

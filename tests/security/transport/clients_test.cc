@@ -1,7 +1,8 @@
 // The clients take the server's security options: cnp (--tls-ca, --tls-cert, --tls-key,
 // --auth-token-file) and cnp-adapter (the same flags), against a server that requires mutual
 // TLS and a token; a client without the token is told so at once. Both refuse a unix socket
-// in a directory others may write to.
+// in a directory others may write to, and to send a token or CouchDB's password in plaintext
+// off this host.
 #include <sys/stat.h>
 
 #include <string>
@@ -17,6 +18,7 @@ namespace cnp::security_testing {
 namespace {
 
 using ::cnp::testing::Runfile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class SecuredServerTest : public ::testing::Test {
@@ -112,6 +114,39 @@ TEST(SocketDirectoryTest, ClientsRefuseASocketInADirectoryOthersMayWrite) {
       R"({"_id":"a"})");
   EXPECT_EQ(cli.exit_code, 1);
   EXPECT_THAT(cli.err, HasSubstr("has mode 0777"));
+}
+
+// 192.0.2.1 (TEST-NET-1) stands for any address off this host; nothing connects to it: the
+// clients refuse before they connect, as they read their options.
+TEST(PlaintextSecretsTest, NoTokenOrCouchDbPasswordGoesInPlaintextOffThisHost) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "t0ken-off-host\n");
+  WriteFile(dir + "/design.yml", "towns:\n  views:\n    by_town: svc_fns.doubled\n");
+  const std::string off_host = "--target=192.0.2.1:7070";
+  const absl::Time started = absl::Now();
+  ProcessResult map = RunWithInput({Runfile("client/cli/cnp"), "map", off_host,
+                                    "--auth-token-file=" + dir + "/token", "svc_fns.doubled"},
+                                   R"({"_id":"a"})");
+  EXPECT_EQ(map.exit_code, 2) << map.err;
+  EXPECT_THAT(map.err, AllOf(HasSubstr("refusing to send the bearer token"),
+                             HasSubstr("in plaintext to 192.0.2.1:7070"), HasSubstr("add --tls")));
+  ProcessResult upload = RunWithInput({Runfile("client/cli/cnp"), "upload", off_host,
+                                       "http://admin:TopSecretPw@localhost:5984", "mydb",
+                                       dir + "/design.yml"},
+                                      "");
+  EXPECT_EQ(upload.exit_code, 2) << upload.err;
+  EXPECT_THAT(upload.err, AllOf(HasSubstr("refusing to send CouchDB's user and password"),
+                                HasSubstr("add --tls")));
+  EXPECT_THAT(upload.err, ::testing::Not(HasSubstr("TopSecretPw")));
+  ProcessResult adapter = RunWithInput(
+      {Runfile("adapter/cnp-adapter"), off_host, "--auth-token-file=" + dir + "/token"},
+      "[\"reset\"]\n");
+  EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
+  EXPECT_THAT(adapter.err, AllOf(HasSubstr("refusing to send the bearer token"),
+                                 HasSubstr("add --tls")));
+  EXPECT_EQ(adapter.out, "");  // refused before reading from CouchDB
+  // Refused as the options are read, not after a connection attempt timed out (5 s each).
+  EXPECT_LT(absl::Now() - started, absl::Seconds(4));
 }
 
 }  // namespace

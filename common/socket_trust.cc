@@ -1,0 +1,140 @@
+#include "common/socket_trust.h"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/default_target.h"
+#include "common/socket_directory.h"
+
+namespace cnp {
+namespace {
+
+// The user's name, or nothing for a uid the user database does not know.
+std::optional<std::string> UserName(uid_t uid) {
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
+    return std::nullopt;
+  }
+  return std::string(found->pw_name);
+}
+
+// What to write after --server-user= to trust `uid`.
+std::string FlagValue(uid_t uid) {
+  return UserName(uid).value_or(absl::StrCat(uid));
+}
+
+}  // namespace
+
+absl::StatusOr<uid_t> ResolveUser(const std::string& user, absl::string_view flag) {
+  uint32_t uid = 0;
+  if (absl::SimpleAtoi(user, &uid)) return static_cast<uid_t>(uid);
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": no user named '", user, "' (give a user name or a number)"));
+  }
+  return found->pw_uid;
+}
+
+std::string DescribeUser(uid_t uid) {
+  std::optional<std::string> name = UserName(uid);
+  return name.has_value() ? absl::StrCat("uid ", uid, " (", *name, ")") : absl::StrCat("uid ", uid);
+}
+
+absl::StatusOr<SocketTrust> SocketTrust::WithServerUser(const std::string& server_user) {
+  std::optional<uid_t> server_uid;
+  if (!server_user.empty()) {
+    absl::StatusOr<uid_t> uid = ResolveUser(server_user, "server-user");
+    if (!uid.ok()) return uid.status();
+    server_uid = *uid;
+  }
+  return SocketTrust(server_uid, DefaultRuntimeDir());
+}
+
+SocketTrust::SocketTrust(std::optional<uid_t> server_uid, std::string own_dir)
+    : server_uid_(server_uid), own_dir_(std::move(own_dir)) {}
+
+bool SocketTrust::IsOwnDir(const struct stat& dir) const {
+  // Compared as files, not as text: "/tmp//cnp-0/" is the same directory.
+  struct stat own {};
+  return S_ISDIR(dir.st_mode) && ::lstat(own_dir_.c_str(), &own) == 0 &&
+         own.st_dev == dir.st_dev && own.st_ino == dir.st_ino;
+}
+
+bool SocketTrust::Trusts(uid_t uid) const {
+  return uid == ::geteuid() || uid == 0 || (server_uid_.has_value() && uid == *server_uid_);
+}
+
+std::string SocketTrust::TrustedUsers() const {
+  std::string users = absl::StrCat("this user (", DescribeUser(::geteuid()), ")");
+  if (!server_uid_.has_value()) return absl::StrCat(users, " or root");
+  return absl::StrCat(users, ", root or the --server-user (", DescribeUser(*server_uid_), ")");
+}
+
+std::string SocketTrust::Advice(uid_t owner) const {
+  return absl::StrCat("whoever owns it could have put their own server there, which would "
+                      "receive everything sent to cnp-server; if cnp-server runs as that user, "
+                      "trust it with --server-user=",
+                      FlagValue(owner), ", else do not use this socket");
+}
+
+absl::Status SocketTrust::CheckSocket(const std::string& socket_path) const {
+  const std::string dir = SocketDirectory(socket_path);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return absl::UnavailableError(absl::StrCat("the socket directory ", dir, " does not exist"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot check the socket directory ", dir, ": ", std::strerror(errno)));
+  }
+  const uid_t me = ::geteuid();
+  if (IsOwnDir(st) && st.st_uid != me) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the socket directory ", dir, " belongs to ", DescribeUser(st.st_uid), ", not to this user (",
+        DescribeUser(me), "): it is this user's default socket directory, which no flag lets "
+        "another user own; someone else made it, and could be listening there in cnp-server's "
+        "place: have it removed, or use a --target elsewhere"));
+  }
+  if (S_ISDIR(st.st_mode) && !Trusts(st.st_uid)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the socket directory ", dir, " belongs to ", DescribeUser(st.st_uid), ", not to ",
+        TrustedUsers(), ": ", Advice(st.st_uid)));
+  }
+  // Not a symlink, and writable by no one but its owner.
+  if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kAnyone); !s.ok()) return s;
+  if (::lstat(socket_path.c_str(), &st) != 0) {
+    // No socket yet: only a trusted user can make one in this directory.
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot check the socket ", socket_path, ": ", std::strerror(errno)));
+  }
+  if (!Trusts(st.st_uid)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the socket ", socket_path, " belongs to ", DescribeUser(st.st_uid), ", not to ",
+        TrustedUsers(), ": ", Advice(st.st_uid)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SocketTrust::CheckPeer(uid_t peer_uid, const std::string& socket_path) const {
+  if (Trusts(peer_uid)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the server listening on ", socket_path, " runs as ", DescribeUser(peer_uid), ", not as ",
+      TrustedUsers(), ", so nothing is handed to it; if cnp-server runs as that user, trust it "
+      "with --server-user=", FlagValue(peer_uid)));
+}
+
+}  // namespace cnp

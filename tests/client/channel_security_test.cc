@@ -1,0 +1,64 @@
+// A client never sends a secret (the bearer token, Upload's CouchDB credentials) in plaintext
+// off this host: the review's LOW finding, `--target=10.0.0.5:7070 --auth-token-file=...`
+// without --tls sent the token to the network in the clear. Nothing is connected to here: the
+// refusal comes before any connection.
+#include "client/lib/channel_security.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+
+namespace cnp::client {
+namespace {
+
+using ::cnp::testing::MakeTempDir;
+using ::cnp::testing::WriteFile;
+
+std::string TokenFile() {
+  const std::string path = MakeTempDir("token") + "/token";
+  WriteFile(path, "s3cret-token\n", 0600);
+  return path;
+}
+
+TEST(ChannelSecurity, ATokenIsRefusedInPlaintextOffThisHost) {
+  const ChannelSecurity security{.auth_token_file = TokenFile()};
+  for (const char* target : {"10.0.0.5:7070", "cnp.internal:7070", "10.0.0.5:1,10.0.0.6:1"}) {
+    absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
+    ASSERT_FALSE(loaded.ok()) << target;
+    EXPECT_TRUE(absl::IsInvalidArgument(loaded.status())) << loaded.status();
+    EXPECT_TRUE(absl::StrContains(loaded.status().message(), "--tls")) << loaded.status();
+    EXPECT_TRUE(absl::StrContains(loaded.status().message(), target)) << loaded.status();
+    EXPECT_FALSE(absl::StrContains(loaded.status().message(), "s3cret")) << loaded.status();
+  }
+}
+
+TEST(ChannelSecurity, ATokenTravelsOverTlsLoopbackOrAUnixSocket) {
+  ChannelSecurity security{.auth_token_file = TokenFile()};
+  for (const char* target : {"127.0.0.1:7070", "[::1]:7070", "localhost:7070",
+                             "unix:/tmp/cnp-0/cnp.sock"}) {
+    absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
+    ASSERT_TRUE(loaded.ok()) << target << ": " << loaded.status();
+    EXPECT_EQ(loaded->authorization, "Bearer s3cret-token");
+  }
+  security.tls = true;
+  EXPECT_TRUE(LoadChannelSecurity(security, "10.0.0.5:7070").ok());
+  // No token: plaintext off this host is the operator's choice (the server's --insecure).
+  EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{}, "10.0.0.5:7070").ok());
+}
+
+TEST(ChannelSecurity, CouchDbCredentialsAreCheckedTheSameWay) {
+  absl::Status refused =
+      CheckSecretStaysPrivate(ChannelSecurity{}, "10.0.0.5:7070", "CouchDB's user and password");
+  EXPECT_TRUE(absl::IsInvalidArgument(refused));
+  EXPECT_TRUE(absl::StrContains(refused.message(), "refusing to send CouchDB's user and password"))
+      << refused;
+  EXPECT_TRUE(CheckSecretStaysPrivate(ChannelSecurity{.tls_ca_file = "ca.pem"}, "10.0.0.5:7070",
+                                      "CouchDB's user and password")
+                  .ok());
+  EXPECT_TRUE(CheckSecretStaysPrivate(ChannelSecurity{}, "127.0.0.1:7070", "x").ok());
+}
+
+}  // namespace
+}  // namespace cnp::client
