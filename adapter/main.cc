@@ -353,7 +353,8 @@ int main(int argc, char** argv) {
   ::setenv("GRPC_POLL_STRATEGY", "poll", /*overwrite=*/0);
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
-      "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock\"");
+      "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock "
+      "--server-user=cnp\"");
   if (cnp::HelpAsked(argc, argv)) {
     const std::string help =
         cnp::FlagHelp(absl::StrCat("cnp-adapter: ", absl::ProgramUsageMessage()),

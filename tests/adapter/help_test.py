@@ -44,7 +44,7 @@ class HelpTest(unittest.TestCase):
         listed = re.findall(r"^  --([a-z0-9_-]+)", out.stdout, re.M)
         for flag in ("target", "session", "max-line-bytes", "python-path", "allow-module",
                      "workers", "server-binary", "auth-token-file", "tls", "tls-ca", "tls-cert",
-                     "tls-key", "stats"):
+                     "tls-key", "server-user", "stats"):
             self.assertIn(flag, listed, out.stdout)
         self.assertEqual([flag for flag in listed if "_" in flag], [])
 
