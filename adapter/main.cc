@@ -30,6 +30,7 @@
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
+#include "common/code_directory.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/socket_trust.h"
@@ -222,6 +223,11 @@ int Run() {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       std::cerr << "cnp-adapter: --python-path " << dir << " is not a directory" << std::endl;
+      return 2;
+    }
+    // The server would refuse a directory other users may write to, as its workers do.
+    if (absl::Status s = cnp::CheckCodeDirectory(dir, "--python-path"); !s.ok()) {
+      std::cerr << "cnp-adapter: " << s.message() << std::endl;
       return 2;
     }
   }

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
-#include "service/common/code_directory.h"
+#include "common/code_directory.h"
 #include "service/worker/builtin_module.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"

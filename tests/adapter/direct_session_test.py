@@ -360,6 +360,18 @@ class SettingsTest(unittest.TestCase):
                 self.assertEqual(typo.exited(), 2, typo.diagnostics())
                 self.assertIn(f"--python-path {functions}-typo is not a directory", typo.diagnostics())
                 self.assertEqual(harness.daemon_pids(socket_path), [new])
+
+                # A directory of functions other users may write to, which the server would
+                # refuse: refused the same way, the running server kept.
+                with tempfile.TemporaryDirectory() as shared:
+                    os.chmod(shared, 0o777)
+                    writable = harness.Adapter(harness.ServerTestCase.binaries,
+                                               [f"--python-path={shared}",
+                                                "--allow-module=fixture_fns", "--workers=2"],
+                                               env=env)
+                    self.assertEqual(writable.exited(), 2, writable.diagnostics())
+                    self.assertIn(f"chmod go-w {shared}", writable.diagnostics())
+                    self.assertEqual(harness.daemon_pids(socket_path), [new])
             finally:
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)

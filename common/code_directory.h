@@ -1,7 +1,7 @@
 // Whether a directory Python code is loaded from can be changed by someone other than the
 // service's own user and root. Anyone who may add or replace a file there runs code as the
 // service (and, with module hot-reload, at once), so cnp-server and cnp-worker refuse to start
-// on such a directory.
+// on such a directory, and cnp-adapter refuses it before it replaces a running server.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-#include "service/common/code_directory.h"
+#include "common/code_directory.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
