@@ -34,6 +34,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/socket_trust.h"
+#include "common/version.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/launch_settings.h"
@@ -232,7 +233,8 @@ int Run() {
     }
   }
   if (options.launch.workers < 0) {
-    std::cerr << "cnp-adapter: --workers must be 0 (the server's default) or more" << std::endl;
+    std::cerr << "cnp-adapter: --workers must be 0 (the server's default, one per CPU core) or "
+                 "more; got " << options.launch.workers << std::endl;
     return 2;
   }
 
@@ -307,6 +309,27 @@ int Run() {
   return 0;
 }
 
+// An empty list (--allow-module= from an empty variable) must not quietly start a server that
+// lets every module run. Looks at the arguments after AcceptDashedFlagNames.
+bool HasEmptyListFlag(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    for (absl::string_view flag : {"--allow_module=", "--python_path=", "-allow_module=",
+                                   "-python_path="}) {
+      if (!absl::StartsWith(arg, flag)) continue;
+      if (arg.substr(flag.size()).find_first_not_of(',') != absl::string_view::npos) continue;
+      std::string dashed(flag.substr(0, flag.size() - 1));
+      for (char& c : dashed) if (c == '_') c = '-';
+      if (dashed[1] != '-') dashed.insert(0, "-");
+      std::cerr << "cnp-adapter: " << dashed << " was given no value; write " << dashed
+                << "=VALUE, or leave the flag out" << std::endl;
+      return true;
+    }
+  }
+  return false;
+}
+
 // The documented spelling is --python-path; absl only knows --python_path. Flag names are
 // rewritten in place (values are left alone) before absl parses them.
 void AcceptDashedFlagNames(int argc, char** argv) {
@@ -368,7 +391,12 @@ int main(int argc, char** argv) {
     std::fputs(help.c_str(), stdout);
     return 0;
   }
+  if (cnp::VersionAsked(argc, argv)) {
+    std::printf("cnp-adapter %s\n", std::string(cnp::kCnpVersion).c_str());
+    return 0;
+  }
   cnp::adapter::AcceptDashedFlagNames(argc, argv);
+  if (cnp::adapter::HasEmptyListFlag(argc, argv)) return 2;
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "cnp-adapter: unexpected argument \"" << positional[1]

@@ -7,6 +7,7 @@
 #include "client/derive/derive_command.h"
 #include "client/sync/sync_command.h"
 #include "client/upload/upload_command.h"
+#include "common/version.h"
 
 namespace {
 
@@ -29,7 +30,7 @@ constexpr Command kCommands[] = {
 
 int Help(FILE* out) {
   std::fprintf(out,
-               "usage: cnp COMMAND [ARGS...]   (cnp COMMAND --help for details)\n\n"
+               "usage: cnp COMMAND [ARGS...]   (cnp COMMAND --help for details; cnp --version)\n\n"
                "Commands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out,
@@ -45,6 +46,10 @@ int main(int argc, char** argv) {
   if (argc < 2) return Help(stderr);
   std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") return Help(stdout);
+  if (name == "--version" || name == "version") {
+    std::printf("cnp %s\n", std::string(cnp::kCnpVersion).c_str());
+    return 0;
+  }
   for (const Command& c : kCommands) {
     if (name == c.name) {
       std::string program = std::string("cnp ") + c.name;
