@@ -208,7 +208,8 @@ int Run(int argc, char** argv) {
                    metrics_server.port(), ")");
     }
   }
-  if (started.ok() && config->max_sessions > 0) started = session_listener.Start();
+  // With --max-sessions=0 it binds nothing, but still answers on a P.direct systemd passed.
+  if (started.ok()) started = session_listener.Start();
   // A socket systemd passed that no address took would hold its clients for ever.
   if (started.ok()) started = cnp::rpc::CheckEveryInheritedSocketTaken();
   if (!started.ok()) {

@@ -1,7 +1,10 @@
 #include "service/config/server_config.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -27,7 +31,9 @@
 #include "common/code_directory.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/version.h"
 #include "service/common/framing.h"
+#include "service/session/launch_settings.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 
@@ -179,10 +185,42 @@ std::string FlagName(absl::string_view arg) {
   return name;
 }
 
+std::string Dashed(std::string name) {
+  for (char& c : name) if (c == '_') c = '-';
+  return name;
+}
+
+bool IsRepeatable(absl::string_view name) {
+  return std::find(std::begin(kRepeatable), std::end(kRepeatable), name) != std::end(kRepeatable);
+}
+
+// Where each setting came from, so that an error can point at what the operator wrote.
+struct Sources {
+  std::map<std::string, std::vector<std::string>> repeated;  // the repeatable flags' values
+  std::set<std::string> on_command_line;                     // flag names, with underscores
+  std::map<std::string, std::string> in_file;                // name -> "FILE:LINE" of its key
+  std::string config_file;  // --config, in either spelling (--config=F or --config F)
+};
+
+// An empty value for a list flag (--allow-module=, a trailing --allow-module, or one followed
+// by the next flag) must not silently mean the default: for --allow-module that is "every
+// module may run".
+absl::Status MissingValue(absl::string_view name) {
+  std::string message = absl::StrCat("--", Dashed(std::string(name)),
+                                     " was given no value; write --", Dashed(std::string(name)),
+                                     "=VALUE, or leave the flag out");
+  if (name == "allow_module") {
+    absl::StrAppend(&message, " (without it every module on the Python path may run)");
+  }
+  return absl::InvalidArgumentError(message);
+}
+
 // absl keeps only the last value of a repeated flag; these flags add up instead, and may also
-// be spelled with dashes (--python-path), which absl does not accept.
-std::vector<char*> NormaliseArgs(int argc, char** argv, std::vector<std::string>& storage,
-                                 std::map<std::string, std::vector<std::string>>& repeated) {
+// be spelled with dashes (--python-path), which absl does not accept. --config is taken here
+// in both of absl's spellings, since the file must be read before the command line is parsed.
+absl::StatusOr<std::vector<char*>> NormaliseArgs(int argc, char** argv,
+                                                 std::vector<std::string>& storage,
+                                                 Sources& sources) {
   std::vector<char*> out{argv[0]};
   storage.reserve(argc * 2);
   for (int i = 1; i < argc; ++i) {
@@ -197,18 +235,25 @@ std::vector<char*> NormaliseArgs(int argc, char** argv, std::vector<std::string>
     }
     std::string name = FlagName(arg);
     size_t eq = arg.find('=');
-    bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
-                         std::end(kRepeatable);
-    if (is_repeatable) {
+    sources.on_command_line.insert(name);
+    if (IsRepeatable(name) || name == "config") {
       std::string value;
       if (eq != absl::string_view::npos) {
         value = std::string(arg.substr(eq + 1));
-      } else if (i + 1 < argc) {
+      } else if (i + 1 < argc && !absl::StartsWith(argv[i + 1], "-")) {
         value = argv[++i];
       }
-      for (absl::string_view v : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        repeated[name].emplace_back(v);
+      if (name == "config") {
+        if (value.empty()) {
+          return absl::InvalidArgumentError(
+              "--config was given no file; write --config=/etc/cnp/cnp-server.yaml");
+        }
+        sources.config_file = value;
+        continue;
       }
+      std::vector<std::string> values = absl::StrSplit(value, ',', absl::SkipEmpty());
+      if (values.empty()) return MissingValue(name);
+      for (std::string& v : values) sources.repeated[name].push_back(std::move(v));
       continue;
     }
     storage.push_back(absl::StrCat("--", name,
@@ -244,9 +289,15 @@ absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::
   return absl::InvalidArgumentError(absl::StrCat(where, ": key '", key, "': ", problem));
 }
 
+// Whether `flag` is one of cnp-server's own settings. absl also has flags of its own
+// (--flagfile, --fromenv, --undefok...), which a config file must not reach: `flagfile:
+// /etc/passwd` would read that file as flags.
+bool IsServerSetting(const absl::CommandLineFlag& flag) {
+  return absl::StrContains(flag.Filename(), "service/config/") && flag.Name() != "config";
+}
+
 absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
-                            const YAML::Node& value,
-                            std::map<std::string, std::vector<std::string>>& repeated) {
+                            const YAML::Node& value, Sources& sources) {
   if (!key_node.IsScalar()) {
     return ConfigError(path, key_node.Mark(), "",
                        absl::StrCat("expected a setting name, found ", Describe(key_node)));
@@ -254,9 +305,20 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   std::string name = key_node.Scalar();
   const std::string key = name;
   for (char& c : name) if (c == '-') c = '_';
-  bool is_repeatable = std::find(std::begin(kRepeatable), std::end(kRepeatable), name) !=
-                       std::end(kRepeatable);
-  if (is_repeatable) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr || !IsServerSetting(*flag)) {
+    return ConfigError(path, key_node.Mark(), "",
+                       absl::StrCat("unknown setting '", key, "' (cnp-server --help lists them)"));
+  }
+  // yaml-cpp keeps both entries of a key written twice, and the last would silently win.
+  const std::string where = absl::StrCat(path, ":", key_node.Mark().line + 1);
+  if (auto [first, inserted] = sources.in_file.emplace(name, where); !inserted) {
+    return ConfigError(path, key_node.Mark(), key,
+                       absl::StrCat("set a second time (first at ", first->second,
+                                    "); keep one"));
+  }
+  const bool from_command_line = sources.on_command_line.count(name) > 0;
+  if (IsRepeatable(name)) {
     std::vector<std::string> values;
     if (value.IsScalar()) {
       values.push_back(value.Scalar());
@@ -274,13 +336,15 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                          absl::StrCat("expected a list of strings (or one string), found ",
                                       Describe(value)));
     }
-    if (!repeated.count(name)) repeated[name] = std::move(values);  // the command line wins
+    // An empty value (an unset variable in a templated file) must not quietly mean the
+    // default, which for allow-module is "every module".
+    if (values.empty() || std::any_of(values.begin(), values.end(),
+                                      [](const std::string& v) { return v.empty(); })) {
+      return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
+                         "an empty value; give at least one, or leave the key out");
+    }
+    if (!from_command_line) sources.repeated[name] = std::move(values);
     return absl::OkStatus();
-  }
-  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-  if (flag == nullptr || name == "config") {
-    return ConfigError(path, key_node.Mark(), "",
-                       absl::StrCat("unknown setting '", key, "'"));
   }
   if (!value.IsScalar()) {
     return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
@@ -295,11 +359,47 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   return absl::OkStatus();
 }
 
+// A config file is a few kilobytes; this bounds what a wrong path (/dev/zero) can cost.
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
+  auto cannot = [&path](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", why));
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return cannot(std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return cannot("it is a directory; give the YAML file");
+  }
+  std::string text;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      return cannot(std::strerror(error));
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      ::close(fd);
+      return cannot(absl::StrCat("larger than ", kMaxConfigBytes, " bytes"));
+    }
+  }
+  ::close(fd);
+  return text;
+}
+
 // Every error names the file, the line, the key, what was found and what was expected.
-absl::Status ApplyYaml(const std::string& path,
-                       std::map<std::string, std::vector<std::string>>& repeated) {
+absl::Status ApplyYaml(const std::string& path, Sources& sources) {
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) return text.status();
   try {
-    YAML::Node root = YAML::LoadFile(path);
+    YAML::Node root = YAML::Load(*text);
     if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
     if (!root.IsMap()) {
       return ConfigError(path, root.Mark(), "",
@@ -307,16 +407,73 @@ absl::Status ApplyYaml(const std::string& path,
                                       Describe(root)));
     }
     for (const auto& entry : root) {
-      if (absl::Status s = ApplyYamlEntry(path, entry.first, entry.second, repeated); !s.ok()) {
+      if (absl::Status s = ApplyYamlEntry(path, entry.first, entry.second, sources); !s.ok()) {
         return s;
       }
     }
-  } catch (const YAML::BadFile& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read config file ", path, ": ", std::strerror(errno)));
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything the checks above did not foresee.
     return ConfigError(path, e.mark, "", e.msg);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// A setting outside its range, named as the operator wrote it: the config file's line, or the
+// flag.
+absl::Status OutOfRange(const Sources& sources, absl::string_view name, absl::string_view range,
+                        absl::string_view got) {
+  const std::string flag = absl::StrCat("--", Dashed(std::string(name)));
+  // The command line wins over the file, so a value it gave is the flag's.
+  if (auto it = sources.in_file.find(std::string(name));
+      it != sources.in_file.end() && !sources.on_command_line.count(std::string(name))) {
+    return absl::InvalidArgumentError(absl::StrCat(it->second, ": key '",
+                                                   Dashed(std::string(name)), "' (", flag,
+                                                   ") must be ", range, "; got ", got));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(flag, " must be ", range, "; got ", got));
+}
+
+// The whole-number settings and the range each may take (one check, whichever way they were
+// set).
+absl::Status CheckAtLeast(const Sources& sources, absl::string_view name, int64_t value,
+                          int64_t least, absl::string_view meaning_of_least) {
+  if (value >= least) return absl::OkStatus();
+  return OutOfRange(sources, name,
+                    meaning_of_least.empty()
+                        ? absl::StrCat(least, " or more")
+                        : absl::StrCat(least, " (", meaning_of_least, ") or more"),
+                    absl::StrCat(value));
+}
+
+absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
+                              absl::Duration value, absl::string_view meaning_of_zero) {
+  if (value >= absl::ZeroDuration()) return absl::OkStatus();
+  return OutOfRange(sources, name, absl::StrCat("0s (", meaning_of_zero, ") or longer"),
+                    absl::FormatDuration(value));
+}
+
+// Each unix --listen path P gets the direct-session socket P.direct, 7 bytes longer: a P that
+// fits a unix socket address while P.direct does not once made the server crash after it had
+// started listening. Refused here, before anything is bound.
+absl::Status CheckDirectSocketPaths(const ServerConfig& c) {
+  if (c.max_sessions == 0) return absl::OkStatus();
+  constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
+  for (const std::string& listen : c.listen) {
+    for (absl::string_view prefix : {"unix://", "unix:"}) {
+      if (!absl::StartsWith(listen, prefix)) continue;
+      const std::string path = listen.substr(prefix.size());
+      const std::string direct = session::DirectSocketPath(path);
+      if (path.size() <= kLongestPath && direct.size() > kLongestPath) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--listen=", listen, ": the direct-session socket next to it, ", direct, ", would be ",
+            direct.size(), " bytes, and a unix socket path may have at most ", kLongestPath,
+            "; listen on a path of at most ", kLongestPath - (direct.size() - path.size()),
+            " bytes, or pass --max-sessions=0 (no direct sessions)"));
+      }
+      break;
+    }
   }
   return absl::OkStatus();
 }
@@ -360,6 +517,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     return absl::StrContains(file, "service/config/");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
+  // absl's own --version says only the program's name and how it was built.
+  usage.version_string = [] { return absl::StrCat("cnp-server ", kCnpVersion, "\n"); };
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
@@ -373,18 +532,23 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     std::fputs(help.c_str(), stdout);
     std::exit(0);
   }
+  // Before the config file is read: the version is no setting.
+  if (VersionAsked(argc, argv)) {
+    std::fputs(usage.version_string().c_str(), stdout);
+    std::exit(0);
+  }
   std::vector<std::string> storage;
-  std::map<std::string, std::vector<std::string>> repeated;
-  std::vector<char*> args = NormaliseArgs(argc, argv, storage, repeated);
+  Sources sources;
+  absl::StatusOr<std::vector<char*>> args = NormaliseArgs(argc, argv, storage, sources);
+  if (!args.ok()) return args.status();
+  std::map<std::string, std::vector<std::string>>& repeated = sources.repeated;
 
   // The config file comes first so that the command line overrides it.
-  for (char* arg : args) {
-    absl::string_view a = arg;
-    if (absl::StartsWith(a, "--config=")) {
-      if (absl::Status s = ApplyYaml(std::string(a.substr(9)), repeated); !s.ok()) return s;
-    }
+  if (!sources.config_file.empty()) {
+    if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
   }
-  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args->size()), args->data());
   if (positional.size() > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unexpected argument '", positional[1], "'; every setting is a --flag (see --help)"));
@@ -396,10 +560,38 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
   c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
   c.workers = absl::GetFlag(FLAGS_workers);
-  c.requested_workers = c.workers;
-  if (c.workers <= 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
   c.grpc_threads = absl::GetFlag(FLAGS_grpc_threads);
-  if (c.grpc_threads <= 0) {
+  c.max_queue = absl::GetFlag(FLAGS_max_queue);
+  c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
+  c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
+  c.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  c.spare_session_workers = absl::GetFlag(FLAGS_spare_session_workers);
+  c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  c.drain_delay = absl::GetFlag(FLAGS_drain_delay);
+  // A negative count once fell back to a default or switched a feature off without a word.
+  for (const absl::Status& s : {
+           CheckAtLeast(sources, "workers", c.workers, 0, "one per CPU core"),
+           CheckAtLeast(sources, "grpc_threads", c.grpc_threads, 0, "CPU cores, at most 4"),
+           CheckAtLeast(sources, "max_queue", c.max_queue, 0, "no call waits"),
+           CheckAtLeast(sources, "max_calls_per_worker", c.max_calls_per_worker, 0, "never"),
+           CheckAtLeast(sources, "max_sessions", c.max_sessions, 0, "no direct sessions"),
+           CheckAtLeast(sources, "spare_session_workers", c.spare_session_workers, 0, "none"),
+           CheckNotNegative(sources, "shutdown_grace", c.shutdown_grace,
+                            "calls in flight are not waited for"),
+           CheckNotNegative(sources, "drain_delay", c.drain_delay, "no drain"),
+       }) {
+    if (!s.ok()) return s;
+  }
+  // In MiB; the pool counts bytes in an int64_t.
+  constexpr int64_t kLargestWorkerMemoryMb = std::numeric_limits<int64_t>::max() >> 20;
+  if (c.worker_memory_mb < 0 || c.worker_memory_mb > kLargestWorkerMemoryMb) {
+    return OutOfRange(sources, "worker_memory_mb",
+                      absl::StrCat("between 0 (no cap) and ", kLargestWorkerMemoryMb),
+                      absl::StrCat(c.worker_memory_mb));
+  }
+  c.requested_workers = c.workers;
+  if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (c.grpc_threads == 0) {
     c.grpc_threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
   }
   c.worker_binary = absl::GetFlag(FLAGS_worker_binary);
@@ -410,10 +602,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   }
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
   c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
-  c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  c.drain_delay = absl::GetFlag(FLAGS_drain_delay);
-  c.max_queue = absl::GetFlag(FLAGS_max_queue);
-  c.max_calls_per_worker = absl::GetFlag(FLAGS_max_calls_per_worker);
   c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
   c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   if (c.max_docs_per_call <= 0) {
@@ -427,7 +615,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         " (a worker's frame holds at most ", kMaxFrameBytes, " bytes, with room kept for the "
         "task around the request); got ", c.max_call_bytes));
   }
-  c.worker_memory_mb = absl::GetFlag(FLAGS_worker_memory_mb);
   c.log_level = absl::GetFlag(FLAGS_log_level);
   c.log_format = absl::GetFlag(FLAGS_log_format);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -454,8 +641,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                                        c.max_couchdb_response_bytes}}) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
   }
-  c.max_sessions = absl::GetFlag(FLAGS_max_sessions);
-  c.spare_session_workers = absl::GetFlag(FLAGS_spare_session_workers);
+  if (absl::Status s = CheckDirectSocketPaths(c); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
   c.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   c.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <variant>
 
 #include "absl/base/internal/endian.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "asio/buffer.hpp"
 #include "asio/co_spawn.hpp"
@@ -161,9 +163,24 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 
 SessionListener::~SessionListener() = default;
 
+// asio's endpoint constructor throws when the path does not fit a unix socket address, and
+// nothing here may throw: the configuration refuses such a path (service/config), and this
+// says so again should another caller come.
+static absl::StatusOr<stream_protocol::endpoint> EndpointFor(const std::string& path) {
+  constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
+  if (path.empty() || path.size() > kLongestPath) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the direct-session socket path ", path, " is ", path.size(),
+        " bytes; a unix socket path has 1 to ", kLongestPath));
+  }
+  return stream_protocol::endpoint(path);
+}
+
 // Removes a socket file left by a server that died; refuses to steal one that still answers or
 // a path that is not a socket (the gRPC socket's rules, service/rpc/rpc_server.cc).
 static absl::Status ClearStaleSocket(const std::string& path) {
+  absl::StatusOr<stream_protocol::endpoint> endpoint = EndpointFor(path);
+  if (!endpoint.ok()) return endpoint.status();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();
   if (!S_ISSOCK(st.st_mode)) {
@@ -173,7 +190,7 @@ static absl::Status ClearStaleSocket(const std::string& path) {
   asio::io_context probe_context;
   stream_protocol::socket probe(probe_context);
   asio::error_code ec;
-  probe.connect(stream_protocol::endpoint(path), ec);
+  probe.connect(*endpoint, ec);
   if (!ec) {
     return absl::AlreadyExistsError(absl::StrCat(
         "another server already takes direct sessions on ", path, "; stop it or listen elsewhere"));
@@ -193,15 +210,25 @@ absl::Status SessionListener::Start() {
         return absl::UnavailableError(absl::StrCat(
             "cannot take the direct-session socket ", path, " systemd passed: ", ec.message()));
       }
-      LogInfo("direct sessions on unix:", path, " (passed by systemd; up to ",
-              pool_.max_sessions(), ")");
+      if (pool_.max_sessions() == 0) {
+        // Closing it would not help: systemd keeps its own copy listening, so adapters would
+        // connect and wait for an answer that never comes. Each is told to use the stream.
+        LogInfo("direct sessions are off (--max-sessions=0): unix:", path,
+                ", passed by systemd, tells every adapter to use the Session stream");
+      } else {
+        LogInfo("direct sessions on unix:", path, " (passed by systemd; up to ",
+                pool_.max_sessions(), ")");
+      }
       asio::co_spawn(control_, Accept(*acceptor), asio::detached);
       acceptors_.push_back(std::move(acceptor));
       continue;
     }
+    if (pool_.max_sessions() == 0) continue;  // off: no socket of our own
     if (absl::Status s = ClearStaleSocket(path); !s.ok()) return s;
+    absl::StatusOr<stream_protocol::endpoint> endpoint = EndpointFor(path);
+    if (!endpoint.ok()) return endpoint.status();
     acceptor->open(stream_protocol(), ec);
-    if (!ec) acceptor->bind(stream_protocol::endpoint(path), ec);
+    if (!ec) acceptor->bind(*endpoint, ec);
     // Before listen(): no one can connect while the mode is still the umask's. The same mode
     // and group as the gRPC socket next to it (service/rpc/listening_socket.cc).
     const mode_t mode = options_.socket_gid >= 0 ? 0660 : 0600;

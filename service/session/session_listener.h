@@ -50,7 +50,8 @@ class SessionListener {
   ~SessionListener();
 
   // Binds every path (mode 0600, replacing a stale socket file), or takes the socket systemd
-  // passed for it, and starts accepting.
+  // passed for it, and starts accepting. With --max-sessions=0 (the pool's max_sessions()) it
+  // binds nothing, and a socket systemd passed answers every adapter to use the stream.
   absl::Status Start();
   // Stops accepting and removes the socket files it bound; sessions in progress go on.
   void Stop();

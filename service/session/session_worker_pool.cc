@@ -147,6 +147,9 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
 
 asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
   if (stopped_) co_return absl::UnavailableError("the server is stopping");
+  if (options_.max_sessions == 0) {
+    co_return absl::ResourceExhaustedError("direct sessions are off on this server (--max-sessions=0)");
+  }
   if (sessions_ >= options_.max_sessions) {
     co_return absl::ResourceExhaustedError(
         absl::StrCat("all ", options_.max_sessions, " direct sessions are taken (--max-sessions)"));

@@ -2,6 +2,7 @@
 starts cnp-server with them as descriptors 3.. and LISTEN_FDS/LISTEN_PID set. The server serves
 on them - a client that connected before it started included - leaves the socket files alone,
 and refuses to start when passed a socket that no --listen names."""
+import array
 import os
 import signal
 import socket
@@ -108,6 +109,49 @@ class SocketActivationTest(unittest.TestCase):
         self.assertEqual(server.stop(), 1, server.log())
         self.assertIn("unix:" + stray_path, server.log())
         self.assertIn("no --listen address names", server.log())
+
+    def test_direct_sessions_off_answers_on_the_passed_direct_socket(self):
+        """The shipped socket unit passes P and P.direct; with max-sessions: 0 the server once
+        refused to start ("passed sockets that no --listen address names"), and systemd's
+        Restart=on-failure looped. Closing the socket would not do either: systemd keeps its own
+        copy listening, so an adapter would connect and wait for an answer."""
+        grpc_socket = unix_listener(self, self.path)
+        direct_socket = unix_listener(self, self.path + ".direct")
+        server = ActivatedServer([grpc_socket, direct_socket],
+                                 ["--listen=" + self.target, "--max-sessions=0"], self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            self.assertIn("direct sessions are off (--max-sessions=0): unix:%s.direct" % self.path,
+                          server.log())
+            # An adapter's hello (adapter_pid, CouchDB's two pipes) is answered AT_CAPACITY, so
+            # the adapter uses the Session stream at once.
+            adapter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(adapter.close)
+            adapter.settimeout(30)  # a bound on a broken server, not a wait for it
+            adapter.connect(self.path + ".direct")
+            pid = os.getpid()
+            varint = bytearray()
+            while True:
+                byte, pid = pid & 0x7F, pid >> 7
+                varint.append(byte | (0x80 if pid else 0))
+                if not pid:
+                    break
+            hello = b"\x10" + bytes(varint)
+            read_end, write_end = os.pipe()
+            self.addCleanup(os.close, read_end)
+            self.addCleanup(os.close, write_end)
+            adapter.sendmsg([len(hello).to_bytes(4, "little") + hello],
+                            [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                              array.array("i", [read_end, write_end]))])
+            header = adapter.recv(4, socket.MSG_WAITALL)
+            answer = adapter.recv(int.from_bytes(header, "little"), socket.MSG_WAITALL)
+            self.assertEqual(answer[:2], b"\x08\x02", answer)  # outcome: AT_CAPACITY
+            self.assertIn(b"direct sessions are off on this server (--max-sessions=0)", answer)
+            # The gRPC socket serves as ever.
+            mapped = harness.cnp_map(CNP, self.target, "pkgfns.by_n", [{"_id": "a", "n": 1}])
+            self.assertEqual(harness.rows(mapped), [[[[1, "a"]]]])
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
 
 
 if __name__ == "__main__":

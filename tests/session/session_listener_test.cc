@@ -176,5 +176,26 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   ::close(pipes[1]);
 }
 
+// A path too long for a unix socket address is an error from Start(), never an exception:
+// asio's endpoint throws std::system_error ("File name too long"), which once ended cnp-server
+// with std::terminate after it had started listening.
+TEST(SessionListenerPathTest, APathTooLongForASocketIsAnErrorNotAnException) {
+  asio::io_context io;
+  SessionPoolOptions pool_options;
+  pool_options.command = {"/usr/bin/python3.11", {"tests/support/fake_worker.py"}};
+  pool_options.max_sessions = 1;
+  SessionWorkerPool pool(std::move(pool_options), io);
+  const std::string path = testing::ShortTempDir() + "/" + std::string(110, 'p') + ".direct";
+  ListenerOptions options;
+  options.paths = {path};
+  SessionListener listener(std::move(options), pool, io);
+  absl::Status started = absl::OkStatus();
+  EXPECT_NO_THROW(started = listener.Start());
+  EXPECT_FALSE(started.ok());
+  EXPECT_NE(started.message().find(path), absl::string_view::npos) << started.message();
+  EXPECT_NE(started.message().find("a unix socket path has 1 to 107"), absl::string_view::npos)
+      << started.message();
+}
+
 }  // namespace
 }  // namespace cnp::session

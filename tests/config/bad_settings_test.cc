@@ -1,0 +1,230 @@
+// cnp-server's handling of bad settings, each found by an operator-experience review with the
+// installed binaries: a setting that was silently ignored (--config FILE with a space, a list
+// flag with no value), one that aborted the server (--config=<directory>, a unix path whose
+// P.direct is too long), negative counts and durations taken as defaults, config keys that
+// reached absl's own flags (flagfile), duplicate keys, and --version without a version.
+// Every case starts the real binary and asserts its exit code and message.
+#include <sys/stat.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "common/version.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+#include "tests/support/spawn.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ProcessResult;
+using ::cnp::testing::Runfile;
+using ::cnp::testing::RunWithInput;
+using ::cnp::testing::ServerProcess;
+using ::cnp::testing::ShortTempDir;
+using ::cnp::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// cnp-server with the test functions, listening where the arguments say (or on a socket of
+// its own in `dir`), one worker unless the arguments say otherwise.
+std::unique_ptr<ServerProcess> Launch(const std::string& dir, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--listen=unix:" + dir + "/cnp.sock",
+                             "--python-path=" + Runfile("tests/functions/server")});
+  return ServerProcess::Launch({.args = std::move(args), .fresh_socket = false});
+}
+
+// A server that must refuse to start: exit 2 and `message` in its log.
+void ExpectRefused(ServerProcess& server, const std::string& message) {
+  // A server that started would never exit by itself.
+  ASSERT_FALSE(server.ready()) << server.Log();
+  EXPECT_EQ(server.ExitCode(), 2) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr(message));
+}
+
+// 1. --config FILE (a space, not '=') was ignored: the server started with the defaults and no
+// --allow-module limit.
+TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
+  const std::string dir = ShortTempDir();
+  auto missing = Launch(dir, {"--workers=1", "--config", dir + "/none.yaml"});
+  ExpectRefused(*missing, "cannot read config file " + dir + "/none.yaml");
+
+  WriteFile(dir + "/cnp.yaml", "workers: lots\n", 0644);
+  auto read = Launch(dir, {"--config", dir + "/cnp.yaml"});
+  ExpectRefused(*read, dir + "/cnp.yaml:1: key 'workers': expected a whole number");
+
+  auto trailing = Launch(dir, {"--workers=1", "--config"});
+  ExpectRefused(*trailing, "--config was given no file");
+}
+
+// 1. A list flag with no value (a trailing --allow-module, --allow-module= from an empty shell
+// variable, or one followed by the next flag) was dropped, and every module was allowed.
+TEST(ListFlagTest, AListFlagWithNoValueIsRefused) {
+  const std::string dir = ShortTempDir();
+  const std::vector<std::vector<std::string>> cases = {
+      {"--allow-module"},
+      {"--allow-module="},
+      {"--allow-module=,"},
+      {"--allow-module", "--max-queue=3"},
+      {"--python-path"},
+      {"--couchdb-allow="},
+  };
+  for (const std::vector<std::string>& args : cases) {
+    std::vector<std::string> with_workers = {"--workers=1"};
+    with_workers.insert(with_workers.end(), args.begin(), args.end());
+    auto server = Launch(dir, with_workers);
+    const std::string flag = args[0].substr(0, args[0].find('='));
+    SCOPED_TRACE(args[0]);
+    ExpectRefused(*server, flag + " was given no value");
+  }
+  auto allow = Launch(dir, {"--workers=1", "--allow-module"});
+  EXPECT_THAT(allow->Log(), HasSubstr("without it every module on the Python path may run"));
+}
+
+TEST(ListFlagTest, AnEmptyListInTheConfigFileIsRefused) {
+  const std::string dir = ShortTempDir();
+  for (const char* yaml : {"allow-module: []\n", "allow-module: ''\n",
+                           "allow-module:\n  - svc_fns\n  - \"\"\n"}) {
+    SCOPED_TRACE(yaml);
+    WriteFile(dir + "/cnp.yaml", yaml, 0644);
+    auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
+    ExpectRefused(*server, dir + "/cnp.yaml:");
+    EXPECT_THAT(server->Log(), HasSubstr("key 'allow-module': an empty value"));
+  }
+}
+
+// 2. --config=<a directory> aborted with an uncaught std::ios_base::failure (exit 134).
+TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
+  const std::string dir = ShortTempDir();
+  auto directory = Launch(dir, {"--workers=1", "--config=" + dir});
+  ExpectRefused(*directory, "cannot read config file " + dir + ": it is a directory");
+
+  auto endless = Launch(dir, {"--workers=1", "--config=/dev/zero"});
+  ExpectRefused(*endless, "cannot read config file /dev/zero: larger than 1048576 bytes");
+}
+
+// 3. Negative counts and durations were taken without a word: --workers=-3 meant CPU cores,
+// --max-sessions=-1 turned direct sessions off, --shutdown-grace=-1s waited "up to -1s".
+struct OutOfRange {
+  std::string flag;
+  std::string value;
+  std::string range;
+};
+
+void PrintTo(const OutOfRange& c, std::ostream* out) { *out << c.flag << "=" << c.value; }
+
+class NegativeSettingTest : public ::testing::TestWithParam<OutOfRange> {};
+
+TEST_P(NegativeSettingTest, IsRefusedOnTheCommandLine) {
+  const OutOfRange& c = GetParam();
+  auto server = Launch(ShortTempDir(), {absl::StrCat("--", c.flag, "=", c.value)});
+  ExpectRefused(*server, absl::StrCat("--", c.flag, " must be ", c.range, "; got ", c.value));
+}
+
+TEST_P(NegativeSettingTest, IsRefusedInTheConfigFileAtItsLine) {
+  const OutOfRange& c = GetParam();
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/cnp.yaml", absl::StrCat("log-level: info\n", c.flag, ": ", c.value, "\n"),
+            0644);
+  auto server = Launch(dir, {"--config=" + dir + "/cnp.yaml"});
+  ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2: key '", c.flag, "' (--", c.flag,
+                                      ") must be ", c.range, "; got ", c.value));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Settings, NegativeSettingTest,
+    ::testing::Values(
+        OutOfRange{"workers", "-3", "0 (one per CPU core) or more"},
+        OutOfRange{"grpc-threads", "-1", "0 (CPU cores, at most 4) or more"},
+        OutOfRange{"max-queue", "-1", "0 (no call waits) or more"},
+        OutOfRange{"max-sessions", "-1", "0 (no direct sessions) or more"},
+        OutOfRange{"spare-session-workers", "-2", "0 (none) or more"},
+        OutOfRange{"max-calls-per-worker", "-1", "0 (never) or more"},
+        OutOfRange{"worker-memory-mb", "-1", "between 0 (no cap) and 8796093022207"},
+        OutOfRange{"shutdown-grace", "-1s", "0s (calls in flight are not waited for) or longer"},
+        OutOfRange{"drain-delay", "-500ms", "0s (no drain) or longer"}),
+    [](const ::testing::TestParamInfo<OutOfRange>& info) {
+      return absl::StrReplaceAll(info.param.flag, {{"-", "_"}});
+    });
+
+TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
+  const std::string adapter = Runfile("adapter/cnp-adapter");
+  ProcessResult workers = RunWithInput({adapter, "--workers=-1"}, "");
+  EXPECT_EQ(workers.exit_code, 2) << workers.err;
+  EXPECT_THAT(workers.err, HasSubstr("--workers must be 0 (the server's default, one per CPU "
+                                     "core) or more; got -1"));
+  ProcessResult modules = RunWithInput({adapter, "--allow-module="}, "");
+  EXPECT_EQ(modules.exit_code, 2) << modules.err;
+  EXPECT_THAT(modules.err, HasSubstr("--allow-module was given no value"));
+}
+
+// 4. Config keys reached absl's own flags: `flagfile: /etc/passwd` was accepted and every line
+// of that file printed as an error. Only cnp-server's settings may be set from the file.
+TEST(ConfigFileTest, AbslFlagsAreUnknownSettings) {
+  const std::string dir = ShortTempDir();
+  for (const char* key : {"flagfile", "fromenv", "tryfromenv", "undefok", "helpfull"}) {
+    SCOPED_TRACE(key);
+    WriteFile(dir + "/cnp.yaml", absl::StrCat("workers: 1\n", key, ": /etc/passwd\n"), 0644);
+    auto server = Launch(dir, {"--config=" + dir + "/cnp.yaml"});
+    ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2: unknown setting '", key, "'"));
+    EXPECT_THAT(server->Log(), Not(HasSubstr("root:")));
+  }
+}
+
+// 4. yaml-cpp keeps both entries of a key written twice, and the last silently won.
+TEST(ConfigFileTest, ADuplicateKeyIsRefusedAtItsSecondLine) {
+  const std::string dir = ShortTempDir();
+  const std::string file = dir + "/cnp.yaml";
+  WriteFile(file, "workers: 1\nmax-queue: 3\nworkers: 2\n", 0644);
+  auto server = Launch(dir, {"--config=" + file});
+  ExpectRefused(*server, absl::StrCat(file, ":3: key 'workers': set a second time (first at ",
+                                      file, ":1)"));
+  // The two spellings of one setting are one key.
+  WriteFile(file, "max_queue: 1\nallow-module: [svc_fns]\nmax-queue: 2\n", 0644);
+  auto spelt = Launch(dir, {"--workers=1", "--config=" + file});
+  ExpectRefused(*spelt, absl::StrCat(file, ":3: key 'max-queue': set a second time"));
+}
+
+// 5. A unix path of 101-107 bytes: the gRPC socket fitted, its P.direct did not, and the server
+// crashed after "listening" (std::system_error, exit 134), leaving the socket file behind.
+TEST(SocketPathTest, APathWhoseDirectSocketWouldNotFitIsRefusedBeforeListening) {
+  const std::string dir = ShortTempDir();
+  const std::string path = dir + "/" + std::string(104 - dir.size() - 1, 'p');
+  ASSERT_EQ(path.size(), 104u);
+  auto server = Launch(dir, {"--workers=1", "--listen=unix:" + path});
+  ExpectRefused(*server, absl::StrCat("--listen=unix:", path, ": the direct-session socket next "
+                                      "to it, ", path, ".direct, would be 111 bytes"));
+  EXPECT_THAT(server->Log(), HasSubstr("or pass --max-sessions=0"));
+  EXPECT_THAT(server->Log(), Not(HasSubstr("listening")));
+  struct stat st {};
+  EXPECT_NE(::stat(path.c_str(), &st), 0) << "a socket file was left at " << path;
+
+  // Without direct sessions the path is fine.
+  auto no_sessions = Launch(dir, {"--workers=1", "--max-sessions=0", "--listen=unix:" + path});
+  EXPECT_TRUE(no_sessions->ready()) << no_sessions->Log();
+}
+
+// 8. --version printed absl's "cnp-server" and "Debug build (NDEBUG not #defined)"; cnp
+// --version was an unknown command.
+TEST(VersionTest, EveryProgramPrintsTheOneVersion) {
+  for (const auto& [path, name] : std::vector<std::pair<std::string, std::string>>{
+           {"service/cnp-server", "cnp-server"},
+           {"adapter/cnp-adapter", "cnp-adapter"},
+           {"client/cli/cnp", "cnp"}}) {
+    ProcessResult run = RunWithInput({Runfile(path), "--version"}, "");
+    EXPECT_EQ(run.exit_code, 0) << name << ": " << run.err;
+    EXPECT_EQ(run.out, absl::StrCat(name, " ", kCnpVersion, "\n"));
+    EXPECT_THAT(run.out + run.err, Not(HasSubstr("Debug build")));
+  }
+  // A bad config file does not stand in the way of asking for the version.
+  ProcessResult run =
+      RunWithInput({Runfile("service/cnp-server"), "--config=/nonexistent", "--version"}, "");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+}
+
+}  // namespace
+}  // namespace cnp
