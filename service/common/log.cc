@@ -108,23 +108,15 @@ const CallLogScope* CallLogScope::Current() { return t_call; }
 
 void LogLine(LogLevel level, absl::string_view message) { LogEvent(level, message, {}); }
 
-void LogEvent(LogLevel level, absl::string_view message,
-              std::initializer_list<LogField> event_fields) {
-  if (level < g_level.load(std::memory_order_relaxed)) return;
-  // Lines that carry fields are about a request: name its RPC and peer too. Plain lines keep
-  // their text unchanged.
-  std::vector<LogField> fields(event_fields);
-  std::string peer;
-  if (!fields.empty() && t_call != nullptr) {
-    peer = t_call->peer();
-    fields.push_back({"rpc", t_call->rpc()});
-    fields.push_back({"peer", peer});
-  }
+namespace {
+
+std::string FormatLine(absl::string_view tag, absl::string_view message,
+                       absl::Span<const LogField> fields) {
   const std::string time =
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   std::string line;
   if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
-    absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", Name(level),
+    absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", tag,
                     "\",\"pid\":", ::getpid(), ",\"msg\":");
     AppendJsonString(message, line);
     for (const LogField& field : fields) {
@@ -136,7 +128,7 @@ void LogEvent(LogLevel level, absl::string_view message,
     }
     line += "}\n";
   } else {
-    absl::StrAppend(&line, time, " ", Name(level), " ", g_program.load(std::memory_order_relaxed),
+    absl::StrAppend(&line, time, " ", tag, " ", g_program.load(std::memory_order_relaxed),
                     "[", ::getpid(), "] ");
     AppendTextMessage(message, line);
     for (const LogField& field : fields) {
@@ -151,6 +143,29 @@ void LogEvent(LogLevel level, absl::string_view message,
     }
     line += '\n';
   }
+  return line;
+}
+
+}  // namespace
+
+std::string FormatLogLine(absl::string_view tag, absl::string_view message,
+                          absl::Span<const LogField> fields) {
+  return FormatLine(tag, message, fields);
+}
+
+void LogEvent(LogLevel level, absl::string_view message,
+              std::initializer_list<LogField> event_fields) {
+  if (level < g_level.load(std::memory_order_relaxed)) return;
+  // Lines that carry fields are about a request: name its RPC and peer too. Plain lines keep
+  // their text unchanged.
+  std::vector<LogField> fields(event_fields);
+  std::string peer;
+  if (!fields.empty() && t_call != nullptr) {
+    peer = t_call->peer();
+    fields.push_back({"rpc", t_call->rpc()});
+    fields.push_back({"peer", peer});
+  }
+  const std::string line = FormatLine(Name(level), message, fields);
   // One write per line so that lines from several threads never interleave.
   (void)!::write(STDERR_FILENO, line.data(), line.size());
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -38,6 +39,11 @@ struct LogField {
 // An event with fields: in text, " key=value" after the message (values quoted when they hold
 // spaces); in JSON, members of the line's object. Fields with empty values are left out.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
+
+// A line as LogEvent writes it, in the format set, with `tag` where the severity goes: for a
+// log of its own that must read like this one (the access log's "ACCESS"). Ends in a newline.
+std::string FormatLogLine(absl::string_view tag, absl::string_view message,
+                          absl::Span<const LogField> fields);
 
 // The call this thread is running right now: events logged with fields meanwhile also name its
 // RPC and peer. Calls' coroutines interleave on a thread, so a scope is set for one resumption

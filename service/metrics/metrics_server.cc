@@ -3,10 +3,13 @@
 #include <microhttpd.h>
 #include <unistd.h>
 
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "service/common/log.h"
 #include "service/metrics/registry.h"
 #include "service/metrics/service_metrics.h"
 #include "service/rpc/listening_socket.h"
@@ -45,6 +48,16 @@ MHD_Result Answer(void*, MHD_Connection* connection, const char* url, const char
                "text/plain; version=0.0.4; charset=utf-8");
 }
 
+// libmicrohttpd's own messages (a connection it could not accept, a stop that failed) go
+// through the server's log, so that they follow --log-format like every other line.
+void LogMicrohttpdMessage(void*, const char* format, va_list args) {
+  char message[1024];
+  std::vsnprintf(message, sizeof message, format, args);
+  std::string text = message;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  LogWarning("metrics endpoint (libmicrohttpd): ", text);
+}
+
 }  // namespace
 
 absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
@@ -69,8 +82,12 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
   port_ = sockets->front().port;
   DeclareAll();
   for (const rpc::ListeningSocket& socket : *sockets) {
+    // MHD_USE_ITC: the daemon's thread is woken through a pipe, which MHD_quiesce_daemon
+    // needs in order to hand the listening socket back (without it the call fails, says so,
+    // and the socket was never closed).
     MHD_Daemon* daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &Answer, nullptr,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
+        &Answer, nullptr, MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, nullptr,
         MHD_OPTION_LISTEN_SOCKET, socket.fd, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
         MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_END);
     if (daemon == nullptr) {

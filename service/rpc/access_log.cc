@@ -5,11 +5,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 
 namespace cnp::rpc {
 
@@ -28,13 +26,10 @@ AccessLog::~AccessLog() {
 }
 
 void AccessLog::Write(absl::string_view event, absl::string_view peer,
-                      absl::string_view details) const {
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      " ACCESS cnp-server[", ::getpid(), "] ", event, " peer=", peer.empty() ? "-" : peer, " ",
-      details);
-  line = absl::StrReplaceAll(line, {{"\n", " "}, {"\r", " "}});
-  line += '\n';
+                      std::initializer_list<LogField> details) const {
+  std::vector<LogField> fields{{"peer", peer.empty() ? "-" : peer}};
+  fields.insert(fields.end(), details.begin(), details.end());
+  const std::string line = FormatLogLine("ACCESS", event, fields);
   (void)!::write(fd_, line.data(), line.size());
 }
 

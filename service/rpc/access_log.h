@@ -4,11 +4,13 @@
 // CouchDB passwords) never appear in it.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "service/common/log.h"
 
 namespace cnp::rpc {
 
@@ -18,9 +20,12 @@ class AccessLog {
   static absl::StatusOr<std::unique_ptr<AccessLog>> Open(const std::string& path);
   ~AccessLog();
 
-  // "<time> ACCESS cnp-server[pid] <event> peer=<peer> <details>": one write per line, so
-  // lines from several threads never interleave. Newlines in the parts are replaced.
-  void Write(absl::string_view event, absl::string_view peer, absl::string_view details) const;
+  // In the server's log format (--log-format): "<time> ACCESS cnp-server[pid] <event>
+  // peer=<peer> key=value...", or {"ts","level":"ACCESS","pid","msg":<event>,"peer",key...}
+  // in JSON. One write per line, so lines from several threads never interleave; control
+  // characters in the parts are escaped.
+  void Write(absl::string_view event, absl::string_view peer,
+             std::initializer_list<LogField> details) const;
 
  private:
   explicit AccessLog(int fd) : fd_(fd) {}

@@ -44,8 +44,11 @@ absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_vi
   } else {
     return absl::OkStatus();
   }
-  log_.Write("refused", PeerIdentity(context),
-             absl::StrCat("call=", method, " code=UNAUTHENTICATED reason=\"", reason, "\""));
+  log_.Write("refused", peer,
+             {{"cert", PeerCertificate(context)},
+              {"call", method},
+              {"code", "UNAUTHENTICATED"},
+              {"reason", reason}});
   return absl::UnauthenticatedError(absl::StrCat(
       "this server requires a bearer token (", reason,
       "); pass --auth-token-file=FILE holding the token the server was given"));
@@ -53,15 +56,20 @@ absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_vi
 
 std::string CallGate::PeerIdentity(const grpc::ServerContext& context) {
   std::string identity = context.peer();
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth != nullptr && auth->IsPeerAuthenticated()) {
-    std::vector<std::string> names;
-    for (const grpc::string_ref& name : auth->GetPeerIdentity()) {
-      names.emplace_back(name.data(), name.size());
-    }
-    absl::StrAppend(&identity, " cert=", absl::StrJoin(names, ","));
+  if (std::string names = PeerCertificate(context); !names.empty()) {
+    absl::StrAppend(&identity, " cert=", names);
   }
   return identity;
+}
+
+std::string CallGate::PeerCertificate(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return "";
+  std::vector<std::string> names;
+  for (const grpc::string_ref& name : auth->GetPeerIdentity()) {
+    names.emplace_back(name.data(), name.size());
+  }
+  return absl::StrJoin(names, ",");
 }
 
 }  // namespace cnp::rpc

@@ -25,9 +25,11 @@ class CallGate {
   // OK when the call may go on; UNAUTHENTICATED (and an access-log line) when not.
   absl::Status Admit(const grpc::ServerContext& context, absl::string_view method) const;
 
-  // Who is calling, for the access log: the address, and the verified client certificate's
-  // names over mutual TLS.
+  // Who is calling, for log lines: the address, and the verified client certificate's names
+  // over mutual TLS.
   static std::string PeerIdentity(const grpc::ServerContext& context);
+  // The access log's cert field: those names, comma-separated; empty without a certificate.
+  static std::string PeerCertificate(const grpc::ServerContext& context);
 
  private:
   const std::string expected_;  // "Bearer <token>", or empty

@@ -131,9 +131,10 @@ class ConnectionAcceptor::Loop {
       socklen_t len = sizeof peer;
       if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
           policy_.allowed_uids.count(peer.uid) == 0) {
-        log_.Write("refused", absl::StrCat("unix:", socket.unix_path, " uid=", peer.uid,
-                                           " pid=", peer.pid),
-                   "reason=\"uid not allowed (see --allow-uid)\"");
+        log_.Write("refused", absl::StrCat("unix:", socket.unix_path),
+                   {{"uid", absl::StrCat(peer.uid)},
+                    {"pid", absl::StrCat(peer.pid)},
+                    {"reason", "uid not allowed (see --allow-uid)"}});
         ::close(fd);
         return;
       }
@@ -155,9 +156,9 @@ class ConnectionAcceptor::Loop {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_cap_line_ < std::chrono::seconds(1)) return;
     log_.Write("refused", peer,
-               absl::StrCat("reason=\"too many open connections (descriptor cap ",
-                            policy_.descriptor_cap, " below the open-files limit)\" refused=",
-                            refused_for_cap_, " since the last such line"));
+               {{"reason", absl::StrCat("too many open connections (descriptor cap ",
+                                        policy_.descriptor_cap, " below the open-files limit)")},
+                {"refused_since_last_line", absl::StrCat(refused_for_cap_)}});
     refused_for_cap_ = 0;
     last_cap_line_ = now;
   }

@@ -58,14 +58,20 @@ class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapRespo
 
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
 // the credentials.
-std::string UploadSummary(const v1::UploadRequest& request) {
+void LogUpload(const AccessLog& access_log, const grpc::ServerContext& context,
+               const v1::UploadRequest& request) {
   // The user info runs to the URL's last '@': a password may hold '/' or '@'.
   const std::string couchdb = couchdb::RedactUrl(request.couchdb_url());
-  std::string mode = request.check_only() ? "check" : request.dry_run() ? "dry-run"
+  const char* mode = request.check_only() ? "check" : request.dry_run() ? "dry-run"
                      : request.staged() ? "staged" : "write";
-  return absl::StrCat("call=Upload couchdb=", couchdb.empty() ? "-" : couchdb,
-                      " database=", request.database().empty() ? "-" : request.database(),
-                      " files=", request.files_size(), " mode=", mode);
+  const std::string files = absl::StrCat(request.files_size());
+  access_log.Write("upload", context.peer(),
+                   {{"cert", CallGate::PeerCertificate(context)},
+                    {"call", "Upload"},
+                    {"couchdb", couchdb.empty() ? "-" : couchdb},
+                    {"database", request.database().empty() ? "-" : request.database()},
+                    {"files", files},
+                    {"mode", mode}});
 }
 
 class UnavailableSession final : public SessionHandler {
@@ -302,7 +308,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       },
       *upload_limit_,
       [&access_log](grpc::ServerContext& server_context, const v1::UploadRequest& request) {
-        access_log.Write("upload", CallGate::PeerIdentity(server_context), UploadSummary(request));
+        LogUpload(access_log, server_context, request);
       },
       uploads_->get_executor(),
       [upload = upload_](grpc::ServerContext&, const v1::UploadRequest& request,

@@ -1,0 +1,95 @@
+// --log-format=json makes every line the server writes one JSON object: the access log's lines
+// (before: plain text whatever the format) and libmicrohttpd's own messages (before: every
+// shutdown with metrics on printed "Using MHD_quiesce_daemon in this mode requires
+// MHD_USE_ITC.", and the quiesce failed).
+#include <signal.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/lib/cnp_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rapidjson/document.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::Runfile;
+using ::cnp::testing::ServerProcess;
+using ::cnp::testing::ShortTempDir;
+using ::cnp::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(JsonLogTest, AccessLinesAndMetricsShutdownAreJson) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "t0ken-for-json-log\n", 0600);
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--grpc-threads=2", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0",
+                "--auth-token-file=" + dir + "/token", "--metrics-listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  const int port = server->Port();
+  ASSERT_GT(port, 0) << server->Log();
+
+  // A call without the token: refused, and an access-log line says so.
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", port));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  // The stop is where libmicrohttpd complained.
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+
+  const std::string log = server->Log();
+  EXPECT_THAT(log, Not(HasSubstr("MHD_")));
+  int access_lines = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
+    ASSERT_TRUE(json.IsObject()) << line;
+    ASSERT_TRUE(json.HasMember("ts") && json.HasMember("level") && json.HasMember("pid") &&
+                json.HasMember("msg"))
+        << line;
+    if (std::string(json["level"].GetString()) != "ACCESS") continue;
+    ++access_lines;
+    // The text line's fields: event, peer and the details, each a member of its own.
+    EXPECT_STREQ(json["msg"].GetString(), "refused") << line;
+    ASSERT_TRUE(json.HasMember("peer") && json.HasMember("call") && json.HasMember("code") &&
+                json.HasMember("reason"))
+        << line;
+    EXPECT_THAT(json["peer"].GetString(), HasSubstr("127.0.0.1:"));
+    EXPECT_STREQ(json["call"].GetString(), "Map");
+    EXPECT_STREQ(json["code"].GetString(), "UNAUTHENTICATED");
+    EXPECT_STREQ(json["reason"].GetString(), "no bearer token");
+  }
+  EXPECT_EQ(access_lines, 1) << log;
+}
+
+// The text format is what it was: "ACCESS cnp-server[pid] refused peer=... call=Map ...".
+TEST(JsonLogTest, AccessLinesInTextStayText) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "t0ken-for-text-log\n", 0600);
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--grpc-threads=2",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0",
+                "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_FALSE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  EXPECT_TRUE(server->WaitForLog("reason=\"no bearer token\"", absl::Seconds(10)));
+  EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat(" ACCESS cnp-server[", server->pid(),
+                                                    "] refused peer=ipv4:127.0.0.1:")));
+  EXPECT_THAT(server->Log(), HasSubstr(" call=Map code=UNAUTHENTICATED"));
+}
+
+}  // namespace
+}  // namespace cnp
