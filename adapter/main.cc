@@ -310,19 +310,30 @@ int Run() {
 }
 
 // An empty list (--allow-module= from an empty variable) must not quietly start a server that
-// lets every module run. Looks at the arguments after AcceptDashedFlagNames.
+// lets every module run. Looks at the arguments after AcceptDashedFlagNames, in both of absl's
+// spellings (--allow_module=A and --allow_module A).
 bool HasEmptyListFlag(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
-    const absl::string_view arg = argv[i];
+    absl::string_view arg = argv[i];
     if (arg == "--") break;
-    for (absl::string_view flag : {"--allow_module=", "--python_path=", "-allow_module=",
-                                   "-python_path="}) {
-      if (!absl::StartsWith(arg, flag)) continue;
-      if (arg.substr(flag.size()).find_first_not_of(',') != absl::string_view::npos) continue;
-      std::string dashed(flag.substr(0, flag.size() - 1));
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
+    for (absl::string_view name : {"allow_module", "python_path"}) {
+      absl::string_view value;
+      if (arg == name) {
+        if (i + 1 >= argc) break;  // absl says the value is missing
+        value = argv[i + 1];
+      } else if (absl::StartsWith(arg, name) && arg.size() > name.size() &&
+                 arg[name.size()] == '=') {
+        value = arg.substr(name.size() + 1);
+      } else {
+        continue;
+      }
+      // "--allow-module --workers=2": the next flag is no value.
+      const bool next_is_a_flag = arg == name && absl::StartsWith(value, "-");
+      if (!next_is_a_flag && value.find_first_not_of(',') != absl::string_view::npos) continue;
+      std::string dashed(name);
       for (char& c : dashed) if (c == '_') c = '-';
-      if (dashed[1] != '-') dashed.insert(0, "-");
-      std::cerr << "cnp-adapter: " << dashed << " was given no value; write " << dashed
+      std::cerr << "cnp-adapter: --" << dashed << " was given no value; write --" << dashed
                 << "=VALUE, or leave the flag out" << std::endl;
       return true;
     }

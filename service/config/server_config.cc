@@ -248,6 +248,11 @@ absl::StatusOr<std::vector<char*>> NormaliseArgs(int argc, char** argv,
           return absl::InvalidArgumentError(
               "--config was given no file; write --config=/etc/cnp/cnp-server.yaml");
         }
+        if (!sources.config_file.empty() && sources.config_file != value) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--config was given twice (", sources.config_file, " and ", value,
+              "); one file holds the settings"));
+        }
         sources.config_file = value;
         continue;
       }

@@ -59,6 +59,12 @@ TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
 
   auto trailing = Launch(dir, {"--workers=1", "--config"});
   ExpectRefused(*trailing, "--config was given no file");
+
+  // Two files: the first one was dropped without a word.
+  WriteFile(dir + "/other.yaml", "max-queue: 3\n", 0644);
+  auto twice = Launch(dir, {"--workers=1", "--config=" + dir + "/other.yaml", "--config",
+                            dir + "/cnp.yaml"});
+  ExpectRefused(*twice, "--config was given twice");
 }
 
 // 1. A list flag with no value (a trailing --allow-module, --allow-module= from an empty shell
@@ -157,9 +163,16 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   EXPECT_EQ(workers.exit_code, 2) << workers.err;
   EXPECT_THAT(workers.err, HasSubstr("--workers must be 0 (the server's default, one per CPU "
                                      "core) or more; got -1"));
-  ProcessResult modules = RunWithInput({adapter, "--allow-module="}, "");
-  EXPECT_EQ(modules.exit_code, 2) << modules.err;
-  EXPECT_THAT(modules.err, HasSubstr("--allow-module was given no value"));
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--allow-module="}, {"--allow-module", ""}, {"--allow-module", "--workers=1"},
+           {"--python-path=,"}}) {
+    std::vector<std::string> argv = {adapter};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ProcessResult run = RunWithInput(argv, "");
+    EXPECT_EQ(run.exit_code, 2) << args[0] << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr(args[0].substr(0, args[0].find('=')) +
+                                   " was given no value"));
+  }
 }
 
 // 4. Config keys reached absl's own flags: `flagfile: /etc/passwd` was accepted and every line
