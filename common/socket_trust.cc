@@ -1,57 +1,23 @@
 #include "common/socket_trust.h"
 
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/default_target.h"
 #include "common/socket_directory.h"
+#include "common/system_user.h"
 
 namespace cnp {
 namespace {
 
-// The user's name, or nothing for a uid the user database does not know.
-std::optional<std::string> UserName(uid_t uid) {
-  std::vector<char> buffer(16384);
-  passwd entry{};
-  passwd* found = nullptr;
-  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-    return std::nullopt;
-  }
-  return std::string(found->pw_name);
-}
-
 // What to write after --server-user= to trust `uid`.
-std::string FlagValue(uid_t uid) {
-  return UserName(uid).value_or(absl::StrCat(uid));
-}
+std::string FlagValue(uid_t uid) { return UserName(uid).value_or(absl::StrCat(uid)); }
 
 }  // namespace
-
-absl::StatusOr<uid_t> ResolveUser(const std::string& user, absl::string_view flag) {
-  uint32_t uid = 0;
-  if (absl::SimpleAtoi(user, &uid)) return static_cast<uid_t>(uid);
-  std::vector<char> buffer(16384);
-  passwd entry{};
-  passwd* found = nullptr;
-  if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-      found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, ": no user named '", user, "' (give a user name or a number)"));
-  }
-  return found->pw_uid;
-}
-
-std::string DescribeUser(uid_t uid) {
-  std::optional<std::string> name = UserName(uid);
-  return name.has_value() ? absl::StrCat("uid ", uid, " (", *name, ")") : absl::StrCat("uid ", uid);
-}
 
 absl::StatusOr<SocketTrust> SocketTrust::WithServerUser(const std::string& server_user) {
   std::optional<uid_t> server_uid;

@@ -17,15 +17,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 
 namespace cnp {
-
-// A user name or a uid ("cnp", "998") as a uid; INVALID_ARGUMENT naming `flag` otherwise.
-absl::StatusOr<uid_t> ResolveUser(const std::string& user, absl::string_view flag);
-
-// "uid 65534 (nobody)", or "uid 4242" for a uid with no name.
-std::string DescribeUser(uid_t uid);
 
 class SocketTrust {
  public:

@@ -4,7 +4,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/default_target.h"
-#include "common/socket_trust.h"
+#include "common/system_user.h"
 
 namespace cnp::cli {
 

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -31,6 +30,7 @@
 #include "common/code_directory.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/system_user.h"
 #include "common/version.h"
 #include "service/common/framing.h"
 #include "service/session/launch_settings.h"
@@ -148,20 +148,6 @@ static_assert(kLargestMaxCallBytes < std::numeric_limits<int>::max());
 
 constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow",
                                        "allow_uid"};
-
-absl::StatusOr<uint32_t> ResolveUser(const std::string& name) {
-  uint32_t uid = 0;
-  if (absl::SimpleAtoi(name, &uid)) return uid;
-  std::vector<char> buffer(16384);
-  passwd entry{};
-  passwd* found = nullptr;
-  if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-      found == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--allow-uid: no user named '", name, "' (give a user name or a number)"));
-  }
-  return found->pw_uid;
-}
 
 absl::StatusOr<int> ResolveGroup(const std::string& name) {
   uint32_t gid = 0;
@@ -669,9 +655,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   }
   for (const std::string& user : repeated.count("allow_uid") ? repeated["allow_uid"]
                                                               : absl::GetFlag(FLAGS_allow_uid)) {
-    absl::StatusOr<uint32_t> uid = ResolveUser(user);
+    absl::StatusOr<uid_t> uid = ResolveUser(user, "allow-uid");
     if (!uid.ok()) return uid.status();
-    c.allow_uid.push_back(static_cast<uid_t>(*uid));
+    c.allow_uid.push_back(*uid);
   }
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/system_user.h"
 #include "tests/support/files.h"
 
 namespace cnp {
