@@ -1,10 +1,14 @@
 #include "service/worker/module_policy.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -67,6 +71,27 @@ std::string ModuleNameBelow(const std::string& file, const std::string& root) {
   last = last.substr(0, last.find('.'));  // spawn.py, _speedups.cpython-311-x86_64-linux-gnu.so
   if (last == "__init__") parts.pop_back();
   return absl::StrJoin(parts, ".");
+}
+
+// Why another user could change the code in `file` (or, for a namespace package, add to the
+// directory), or empty: it belongs to neither root nor this user, or its group or others may
+// write to it. The directories above it were checked when the worker started
+// (common/code_directory.h); a file is checked each time it is about to be imported, so an
+// edited module (picked up without a restart) is checked again, and when a function of it is
+// loaded.
+std::string WritableByOthers(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return "";  // gone: the import fails on its own
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return absl::StrFormat("belongs to uid %d, neither root nor this user (uid %d)", st.st_uid,
+                           ::geteuid());
+  }
+  if ((st.st_mode & 022) != 0) {
+    return absl::StrFormat("is writable by %s (mode %04o)",
+                           (st.st_mode & 002) != 0 ? "every user" : "its group",
+                           st.st_mode & 07777);
+  }
+  return "";
 }
 
 // `file` made absolute, as written and as resolved (symlinks, such as Bazel runfiles).
@@ -199,6 +224,11 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
     return {absl::StrCat("is in ", file, ": ", never),
             absl::StrContains(never, "standard library") ? std::string(kNeverStandardLibrary)
                                                           : ""};
+  }
+  if (std::string writable = WritableByOthers(file); !writable.empty()) {
+    return {absl::StrCat("is in ", file, ", which ", writable,
+                         ": another user could change the code cnp-server runs"),
+            absl::StrCat("run chmod go-w ", file, " (and chown it to root or cnp-server's user)")};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
     std::string top = location.module.substr(0, location.module.find('.'));

@@ -1,6 +1,8 @@
 // The function allowlist, attacked through a real cnp-worker over its socket: every bypass
 // reported in issue 7 and the other routes we could think of. Each refusal is checked, and
 // so is its absence of effect (nothing imported, nothing run, nothing assigned).
+#include <sys/stat.h>
+
 #include <set>
 #include <string>
 #include <vector>
@@ -392,6 +394,37 @@ TEST(NamesTest, AHugeNameIsRefusedWithoutEchoingIt) {
   Reply at_limit = Show(*t.worker, "myviews." + longest, "[null, {}]");
   EXPECT_EQ(at_limit.failure().code(), Failure::NOT_FOUND);
   EXPECT_LT(t.worker->ReadStderr().size(), 4096u);
+}
+
+// A module file another user may write to is somebody else's code: refused before it is
+// imported, whatever the directory, and so is an edit picked up without a restart; made
+// private again, it runs.
+TEST(CodeFileTest, AModuleFileOtherUsersMayChangeIsRefused) {
+  Fixture t = Start();
+  std::string file = t.dir + "/shared.py";
+  auto version = [&](int n, const std::string& top) {
+    WriteModule(file, absl::StrCat("from couch_named_python import version\n", top,
+                                   "@version(", n, ")\n"
+                                   "def show(doc, req):\n"
+                                   "    return {'body': 'shared ", n, " ran'}\n"));
+  };
+  version(1, "");
+  ::chmod(file.c_str(), 0666);
+  Reply open = Show(*t.worker, "shared.show|1", "[null, {}]");
+  ExpectRefused(open, "shared.show|1");
+  EXPECT_THAT(open.failure().message(), HasSubstr("is writable by every user (mode 0666)"));
+  EXPECT_THAT(open.failure().message(), HasSubstr("chmod go-w " + file));
+
+  ::chmod(file.c_str(), 0644);
+  EXPECT_EQ(Show(*t.worker, "shared.show|1", "[null, {}]").design().reply(),
+            R"(["resp",{"body":"shared 1 ran"}])");
+  // Its group edits it (a new @version, and top-level code that leaves a marker).
+  version(2, absl::StrCat("open('", t.dir, "/marker.shared', 'w').close()\n"));
+  ::chmod(file.c_str(), 0664);
+  Reply edited = Show(*t.worker, "shared.show|2", "[null, {}]");
+  ExpectRefused(edited, "shared.show|2");
+  EXPECT_THAT(edited.failure().message(), HasSubstr("is writable by its group (mode 0664)"));
+  EXPECT_FALSE(Exists(t.dir + "/marker.shared")) << "the edited module's code ran";
 }
 
 }  // namespace
