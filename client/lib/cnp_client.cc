@@ -1,5 +1,11 @@
 #include "client/lib/cnp_client.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
@@ -10,6 +16,21 @@ namespace cnp::client {
 namespace {
 
 constexpr int kMaxMessageBytes = 256 << 20;
+
+// Whether a process accepts connections on the unix socket at `path`: when gRPC could not
+// connect but this can, the server is there and closed the connection itself.
+bool SomethingListensAt(const std::string& path) {
+  sockaddr_un address{};
+  if (path.size() >= sizeof(address.sun_path)) return false;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool connected =
+      ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  ::close(fd);
+  return connected;
+}
 
 }  // namespace
 
@@ -61,6 +82,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, kMaxMessageBytes);
   auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
+    if (absl::StartsWith(target, "unix:") &&
+        SomethingListensAt(target.substr(absl::StartsWith(target, "unix://") ? 7 : 5))) {
+      // cnp-server closes a connection from a uid it does not allow before it says anything.
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cnp-server at ", target, " accepts connections but closed this one at once: it "
+          "does not allow this user (uid ", ::getuid(), "; see the server's --allow-uid) or is "
+          "at its connection limit; its log says which"));
+    }
     return absl::UnavailableError(
         security.UsesTls() ? absl::StrCat(ServerDownAdvice(target),
                                           " (or the TLS handshake failed: check --tls-ca, and "

@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/transport_testing.h"
+#include "tests/support/runfiles.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -150,6 +151,19 @@ TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
                 "--allow-uid=nobody"}});
   ASSERT_TRUE(allowing->ready()) << allowing->Log();
   EXPECT_EQ(ExitCodeOf(ConnectAs(kNobody, kNogroup, other)), 0);
+
+  // And the refused user is told so, not that no server runs (which would have them start a
+  // second one). cnp is copied where nobody may run it (the runfiles are under /root).
+  const std::string cnp = dir + "/cnp";
+  WriteFile(cnp, ::cnp::testing::ReadFile(::cnp::testing::Runfile("client/cli/cnp")), 0755);
+  ProcessResult refused = RunWithInput(
+      {"/usr/sbin/runuser", "-u", "nobody", "--", cnp, "resolve", "--target=unix:" + socket, "m.f"}, "",
+      ::cnp::testing::Output::kTogether);
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_THAT(refused.out, AllOf(HasSubstr("closed this one at once"),
+                                 HasSubstr("does not allow this user (uid 65534"),
+                                 HasSubstr("--allow-uid")));
+  EXPECT_THAT(refused.out, ::testing::Not(HasSubstr("no cnp-server answers")));
 }
 
 TEST(UnixSocketTest, ASecondServerLeavesTheFirstServing) {
