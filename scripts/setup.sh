@@ -20,6 +20,7 @@ packages=(
   libgtest-dev libgmock-dev  # tests
   openssl              # test certificates, made at test time
   python3-grpcio       # a second-language gRPC client in tests
+  python3-h2           # raw HTTP/2 in tests: streams that hold back part of a gRPC message
   nginx                # the load balancer of the scale-out test and load benchmark (grpc_pass)
   nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
 )

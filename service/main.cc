@@ -195,7 +195,8 @@ int Run(int argc, char** argv) {
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
       .max_waiting_uploads = config->max_waiting_uploads,
-      .max_message_bytes = static_cast<int>(config->max_call_bytes)};
+      .max_message_bytes = static_cast<int>(config->max_call_bytes),
+      .max_grpc_memory_bytes = config->max_grpc_memory};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
                              cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;

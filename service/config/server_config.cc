@@ -77,6 +77,10 @@ ABSL_FLAG(int64_t, max_docs_per_call, 1000000,
 ABSL_FLAG(int64_t, max_call_bytes, (int64_t{64} << 20) + (int64_t{64} << 10),
           "the largest request or response of one call, in bytes; larger ones are refused with "
           "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_grpc_memory, 0,
+          "memory in bytes gRPC may hold for all calls together (requests being received, "
+          "answers being sent, connections); past it streams are cancelled with "
+          "RESOURCE_EXHAUSTED (default 0: the larger of 256 MiB and 4 x --max-call-bytes)");
 ABSL_FLAG(int64_t, max_calls_per_worker, 0, "replace a worker after this many calls (0: never)");
 ABSL_FLAG(int64_t, worker_memory_mb, 2048,
           "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
@@ -605,6 +609,20 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         "--max-call-bytes must be between 1 and ", kLargestMaxCallBytes,
         " (a worker's frame holds at most ", kMaxFrameBytes, " bytes, with room kept for the "
         "task around the request); got ", c.max_call_bytes));
+  }
+  c.max_grpc_memory = absl::GetFlag(FLAGS_max_grpc_memory);
+  if (absl::Status s = CheckAtLeast(sources, "max_grpc_memory", c.max_grpc_memory, 0,
+                                    "the larger of 256 MiB and 4 x --max-call-bytes");
+      !s.ok()) {
+    return s;
+  }
+  // Room for a few of the largest calls at once, each received while another is answered.
+  if (c.max_grpc_memory == 0) c.max_grpc_memory = std::max(int64_t{256} << 20, 4 * c.max_call_bytes);
+  if (c.max_grpc_memory < 2 * c.max_call_bytes) {
+    return OutOfRange(sources, "max_grpc_memory",
+                      absl::StrCat("at least twice --max-call-bytes (", 2 * c.max_call_bytes,
+                                   "): gRPC holds a call's request and its answer at once"),
+                      absl::StrCat(c.max_grpc_memory));
   }
   c.log_level = absl::GetFlag(FLAGS_log_level);
   c.log_format = absl::GetFlag(FLAGS_log_format);

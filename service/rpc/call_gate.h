@@ -3,8 +3,13 @@
 // fails UNAUTHENTICATED with a line in the access log. Unix-socket peers were already checked
 // when they connected (their uid, see connection_acceptor.h) and need no token.
 //
-// The check runs where each call starts, on the thread that serves it, rather than in a gRPC
-// AuthMetadataProcessor: only there is the peer's address known, which the access log needs.
+// On TLS listeners gRPC has already checked the token when the call's headers arrived, before
+// reading its request (bearer_token_processor.h, an AuthMetadataProcessor): a call without it
+// never gets here, and this check finds the token it let through. gRPC runs such a processor
+// for secure credentials only, so on plaintext TCP listeners (where a token is accepted on
+// loopback only) this is the only check, made once gRPC has received the whole request: there
+// --max-grpc-memory bounds what tokenless calls can make it hold. Here the peer's address is
+// known, which the access log wants and the processor cannot tell.
 // The health and reflection services are not gated: they reveal nothing the public API does not.
 #pragma once
 

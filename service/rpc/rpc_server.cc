@@ -16,6 +16,7 @@
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "service/common/log.h"
 #include "service/metrics/service_metrics.h"
 #include "service/rpc/encoded_map_call.h"
@@ -108,6 +109,9 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials =
       TcpServerCredentials(security);
   if (!tcp_credentials.ok()) return tcp_credentials.status();
+  // Over TLS the token is checked before a call's request is read (bearer_token_processor.h);
+  // gRPC offers that hook for secure credentials only.
+  if (token_processor_ != nullptr) (*tcp_credentials)->SetAuthMetadataProcessor(token_processor_);
   std::vector<ListeningSocket> sockets;
   absl::Cleanup close_on_error = [&sockets] {
     for (ListeningSocket& socket : sockets) {
@@ -169,6 +173,9 @@ absl::Status RpcServer::Start() {
     if (!read.ok()) return read.status();
     token = std::move(*read);
   }
+  if (!token.empty() && options_.security.UsesTls()) {
+    token_processor_ = std::make_shared<BearerTokenProcessor>(token, *access_log_);
+  }
   gate_ = std::make_unique<CallGate>(std::move(token), *access_log_);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -179,6 +186,16 @@ absl::Status RpcServer::Start() {
   // made every shutdown take 5 s longer than the calls in flight needed.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  // What gRPC may hold of requests being received, answers being sent and its connections,
+  // all calls together: past it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of growing,
+  // so many large requests at once - or a peer that sends most of each and withholds the rest -
+  // cannot take the host's memory (--max-grpc-memory).
+  grpc::ResourceQuota quota("cnp-server");
+  quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));
+  builder.SetResourceQuota(quota);
+  // And how many calls one connection may have open at once; a client past it waits for one
+  // to end (gRPC queues it), which keeps one connection from opening thousands of streams.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
   // No bandwidth-delay-product probing: its HTTP/2 PINGs come after a call's answer too, and
   // nginx closes an idle upstream connection the moment anything arrives on it, so behind nginx
   // most calls paid a new TCP and HTTP/2 handshake (tests/scaleout/nginx_keepalive_test). The

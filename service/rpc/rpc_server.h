@@ -3,6 +3,7 @@
 // cnp.v1.Functions to the coroutine that serves it.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -19,6 +20,7 @@
 #include "grpcpp/server_builder.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/rpc/access_log.h"
+#include "service/rpc/bearer_token_processor.h"
 #include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
@@ -57,7 +59,14 @@ struct ServerOptions {
   int max_waiting_uploads = 8;
   // The largest request or response (--max-call-bytes).
   int max_message_bytes = 64 << 20;
+  // What gRPC may buffer for every call and connection together (--max-grpc-memory).
+  int64_t max_grpc_memory_bytes = int64_t{256} << 20;
 };
+
+// Calls one connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). 100 is
+// what HTTP/2 recommends at least; cnp's own clients open one stream per call, cnp-adapter one
+// Session stream per connection.
+inline constexpr int kMaxStreamsPerConnection = 100;
 
 class RpcServer {
  public:
@@ -94,6 +103,7 @@ class RpcServer {
   const ServerOptions options_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<CallGate> gate_;
+  std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   calls::FunctionCalls& calls_;

@@ -64,6 +64,20 @@ TEST(ConfigFlagTest, AMaxCallBytesOverTheWorkersFrameIsRefused) {
   EXPECT_THAT(server->Log(), HasSubstr("a worker's frame holds at most 1073741824 bytes"));
 }
 
+// gRPC holds a call's request and its answer at once: a memory bound below two of the largest
+// would refuse calls the byte limit allows.
+TEST(ConfigFlagTest, AMaxGrpcMemoryBelowTwoLargestCallsIsRefused) {
+  const std::string dir = ShortTempDir();
+  auto server = LaunchServer({.args = {"--listen=unix:" + dir + "/s/cnp.sock",
+                                       "--max-call-bytes=16777216",
+                                       "--max-grpc-memory=16777216"}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_NE(server->ExitCode(), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("--max-grpc-memory must be at least twice "
+                                       "--max-call-bytes (33554432)"));
+  EXPECT_THAT(server->Log(), HasSubstr("got 16777216"));
+}
+
 TEST(ConfigFileTest, AMissingFileIsAnErrorThatNamesIt) {
   const std::string dir = ShortTempDir();
   auto server = LaunchServer(

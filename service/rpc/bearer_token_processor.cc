@@ -1,0 +1,71 @@
+#include "service/rpc/bearer_token_processor.h"
+
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "service/rpc/call_gate.h"
+
+namespace cnp::rpc {
+namespace {
+
+absl::string_view View(const grpc::string_ref& s) { return absl::string_view(s.data(), s.size()); }
+
+// The verified client certificate's names under mutual TLS, else empty.
+std::string CertificateNames(const grpc::AuthContext* context) {
+  if (context == nullptr || !context->IsPeerAuthenticated()) return "";
+  std::vector<std::string> names;
+  for (const grpc::string_ref& name : context->GetPeerIdentity()) names.emplace_back(View(name));
+  return absl::StrJoin(names, ",");
+}
+
+// "/cnp.v1.Functions/Map" -> "Map", for the access log as CallGate names calls.
+absl::string_view MethodName(absl::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == absl::string_view::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+BearerTokenProcessor::BearerTokenProcessor(std::string token, const AccessLog& log)
+    : expected_(absl::StrCat("Bearer ", token)), log_(log) {}
+
+bool BearerTokenProcessor::NeedsNoToken(absl::string_view path) {
+  return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
+         absl::StartsWith(path, "/grpc.reflection.v1alpha.ServerReflection/") ||
+         absl::StartsWith(path, "/grpc.reflection.v1.ServerReflection/");
+}
+
+grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
+                                           grpc::AuthContext* context, OutputMetadata*,
+                                           OutputMetadata*) {
+  absl::string_view path;
+  if (auto found = auth_metadata.find(":path"); found != auth_metadata.end()) {
+    path = View(found->second);
+  }
+  if (NeedsNoToken(path)) return grpc::Status::OK;
+  absl::string_view reason;
+  auto found = auth_metadata.find("authorization");
+  if (found == auth_metadata.end()) {
+    reason = "no bearer token";
+  } else if (!ConstantTimeEquals(View(found->second), expected_)) {
+    reason = "wrong bearer token";
+  } else {
+    // Left in the call's metadata: CallGate checks it again where the call starts.
+    return grpc::Status::OK;
+  }
+  // As CallGate logs it, with what gRPC tells here: no address, and when the check ran.
+  log_.Write("refused", "tls",
+             {{"cert", CertificateNames(context)},
+              {"call", path.empty() ? "-" : MethodName(path)},
+              {"code", "UNAUTHENTICATED"},
+              {"reason", reason},
+              {"checked", "before the request was read"}});
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      absl::StrCat("this server requires a bearer token (", reason,
+                                   "); pass --auth-token-file=FILE holding the token the server "
+                                   "was given"));
+}
+
+}  // namespace cnp::rpc

@@ -1,0 +1,42 @@
+// The bearer-token check on TLS listeners, done by gRPC itself as soon as a call's headers have
+// arrived, before a byte of its request is read: a call without the token costs the server its
+// headers, not the up to --max-call-bytes its message may hold (a peer that sent 63 MiB of each
+// of many calls and withheld their last byte used to hold that much memory for as long as it
+// liked). gRPC runs it only for secure credentials, so plaintext listeners (loopback TCP, unix
+// sockets) keep the check where each call starts (call_gate.h), which also runs here, after it.
+//
+// What it cannot tell the access log is the peer's address: gRPC gives it the connection's TLS
+// identity only (the client certificate's names under mutual TLS), so its lines say `peer=tls`.
+#pragma once
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "grpcpp/security/auth_metadata_processor.h"
+#include "service/rpc/access_log.h"
+
+namespace cnp::rpc {
+
+class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  // `token` must not be empty (without a token there is nothing to check).
+  BearerTokenProcessor(std::string token, const AccessLog& log);
+
+  // A comparison and at most one access-log line: cheap enough for gRPC's own thread, so the
+  // call's headers are judged before gRPC goes on to read its message.
+  bool IsBlocking() const override { return false; }
+
+  grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
+                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* response_metadata) override;
+
+  // The methods that answer without a token: the health and reflection services, which reveal
+  // nothing the public API does not (as in call_gate.h, which never sees them).
+  static bool NeedsNoToken(absl::string_view path);
+
+ private:
+  const std::string expected_;  // "Bearer <token>"
+  const AccessLog& log_;
+};
+
+}  // namespace cnp::rpc
