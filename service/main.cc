@@ -197,7 +197,7 @@ int Run(int argc, char** argv) {
       .max_waiting_uploads = config->max_waiting_uploads,
       .max_message_bytes = static_cast<int>(config->max_call_bytes),
       .max_grpc_memory_bytes = config->max_grpc_memory};
-  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool),
+  cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool, *config),
                              cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;
   absl::Status started = server.Start();

@@ -8,8 +8,9 @@
 
 namespace cnp {
 
-rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner) {
-  return rpc::QuerySessionFactory(runner);
+rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
+                                       const config::ServerConfig& config) {
+  return rpc::QuerySessionFactory(runner, config.call_timeout);
 }
 
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config) {
@@ -46,6 +47,7 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
   options.allowed_uids = config.allow_uid;
   options.socket_gid = config.socket_gid;
   options.adapter_settings = config.adapter_settings;
+  options.call_timeout = config.call_timeout;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
                                                      config.requested_workers);
   return options;

@@ -14,7 +14,9 @@
 
 namespace cnp {
 
-rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner);
+// Session streams, each command bounded by --call-timeout.
+rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
+                                       const config::ServerConfig& config);
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
 

@@ -6,8 +6,11 @@
 
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
 #include "service/common/function_log.h"
+#include "service/common/log.h"
 
 namespace cnp::couchdb {
 
@@ -26,22 +29,64 @@ asio::awaitable<void> EndAbandonedList(std::unique_ptr<pool::AsyncWorkerLease> l
 }  // namespace
 
 AsyncQuerySession::~AsyncQuerySession() {
+  StopIdleListWatch();
   if (lease_ == nullptr || !executor_.has_value()) return;
-  asio::co_spawn(*executor_,
-                 EndAbandonedList(std::move(lease_), absl::Now() + std::max(CallBudget(),
-                                                                           absl::Seconds(1))),
-                 asio::detached);
+  EndListInBackground(std::move(lease_), absl::Now() + std::max(CallBudget(), absl::Seconds(1)));
+}
+
+void AsyncQuerySession::EndListInBackground(std::unique_ptr<pool::AsyncWorkerLease> lease,
+                                            absl::Time deadline) {
+  asio::co_spawn(*executor_, EndAbandonedList(std::move(lease), deadline), asio::detached);
 }
 
 asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
+  StopIdleListWatch();
   executor_ = co_await asio::this_coro::executor;
   const bool answered = co_await Drive(protocol_.Handle(line));
+  StartIdleListWatch();
   if (!answered) co_return std::nullopt;
   co_return std::move(protocol_.output());
 }
 
-asio::awaitable<void> AsyncQuerySession::Close() { co_await Drive(protocol_.Close()); }
+asio::awaitable<void> AsyncQuerySession::Close() {
+  StopIdleListWatch();
+  co_await Drive(protocol_.Close());
+}
+
+void AsyncQuerySession::StartIdleListWatch() {
+  if (lease_ == nullptr || !protocol_.list_in_progress() || !executor_.has_value() ||
+      list_idle_limit_ == absl::InfiniteDuration()) {
+    return;
+  }
+  idle_list_watch_ = std::make_shared<IdleListWatch>(this, *executor_);
+  idle_list_watch_->timer.expires_after(absl::ToChronoNanoseconds(list_idle_limit_));
+  asio::co_spawn(*executor_, WatchIdleList(idle_list_watch_), asio::detached);
+}
+
+void AsyncQuerySession::StopIdleListWatch() {
+  if (idle_list_watch_ == nullptr) return;
+  idle_list_watch_->session = nullptr;
+  idle_list_watch_->timer.cancel();
+  idle_list_watch_.reset();
+}
+
+asio::awaitable<void> AsyncQuerySession::WatchIdleList(std::shared_ptr<IdleListWatch> watch) {
+  asio::error_code ignored;  // cancelled: `session` is null then
+  co_await watch->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  // On the session's executor, like every Handle: the session is gone or has moved on when
+  // it let go of the watch, and then nothing is left to do.
+  if (watch->session != nullptr) watch->session->EndIdleList();
+}
+
+void AsyncQuerySession::EndIdleList() {
+  idle_list_watch_.reset();
+  protocol_.ListEndedForIdleness(list_idle_limit_);
+  LogWarning("a CouchDB list waited ", absl::FormatDuration(list_idle_limit_),
+             " (--call-timeout) for its next row: ending it, so that its worker serves other "
+             "calls");
+  EndListInBackground(std::move(lease_), absl::Now() + std::max(CallBudget(), absl::Seconds(1)));
+}
 
 asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {

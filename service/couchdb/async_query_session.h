@@ -7,6 +7,14 @@
 // Lines are answered one at a time: await each Handle() before the next. Cancelling the
 // awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
 // answered with an error, as for any other infrastructure failure.
+//
+// A list holds its leased worker only while CouchDB keeps it busy: when no next line comes
+// within Options::max_call_timeout, a timer on the executor that last awaited Handle ends the
+// list (its worker is given the end of its rows and goes back to the pool) and the protocol
+// answers the rows that come later as for a list that is gone (QueryProtocol::
+// ListEndedForIdleness). Otherwise a client could hold every worker of the pool by starting
+// lists and going quiet. (On a GrpcContext, Asio keeps its timers on a thread of its own and
+// hands each expiry to the executor, so the timer's work runs on the stream's thread.)
 #pragma once
 
 #include <memory>
@@ -17,6 +25,7 @@
 #include "absl/time/time.h"
 #include "asio/any_io_executor.hpp"
 #include "asio/awaitable.hpp"
+#include "asio/steady_timer.hpp"
 #include "cnp/v1/functions.pb.h"
 #include "service/couchdb/query_protocol.h"
 #include "service/pool/async_task_runner.h"
@@ -29,7 +38,7 @@ class AsyncQuerySession {
 
   explicit AsyncQuerySession(pool::AsyncTaskRunner& runner) : AsyncQuerySession(runner, {}) {}
   AsyncQuerySession(pool::AsyncTaskRunner& runner, Options options)
-      : runner_(runner), protocol_(options) {}
+      : runner_(runner), list_idle_limit_(options.max_call_timeout), protocol_(options) {}
 
   AsyncQuerySession(const AsyncQuerySession&) = delete;
   AsyncQuerySession& operator=(const AsyncQuerySession&) = delete;
@@ -56,10 +65,31 @@ class AsyncQuerySession {
   asio::awaitable<bool> Drive(QueryProtocol::Step step);
   asio::awaitable<absl::StatusOr<worker::v1::Reply>> Run(QueryProtocol::RunTask run);
 
+  // The timer that ends a list left waiting (see above), and the session it would end: the
+  // session lets go of it (session = nullptr) when the next line comes or the session ends,
+  // so that a timer whose expiry is already on its way does nothing.
+  struct IdleListWatch {
+    IdleListWatch(AsyncQuerySession* session, const asio::any_io_executor& executor)
+        : session(session), timer(executor) {}
+    AsyncQuerySession* session;
+    asio::steady_timer timer;
+  };
+  static asio::awaitable<void> WatchIdleList(std::shared_ptr<IdleListWatch> watch);
+  void StartIdleListWatch();
+  void StopIdleListWatch();
+  // The watch's timer expired: ends the list and hands the lease to a coroutine that sends the
+  // end of rows and then lets the worker go.
+  void EndIdleList();
+  // Sends the end of rows on `lease` (until `deadline`) in a coroutine of its own, then lets
+  // the worker go.
+  void EndListInBackground(std::unique_ptr<pool::AsyncWorkerLease> lease, absl::Time deadline);
+
   pool::AsyncTaskRunner& runner_;
+  const absl::Duration list_idle_limit_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
+  std::shared_ptr<IdleListWatch> idle_list_watch_;  // while a list waits for CouchDB
 };
 
 }  // namespace cnp::couchdb

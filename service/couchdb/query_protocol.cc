@@ -131,6 +131,18 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
       ParseCommand(line, options_.reduce_values_checked_by_worker && !list_open_
                              ? ReduceValues::kLeftToTheWorker
                              : ReduceValues::kChecked);
+  // A list the driver ended for idleness: CouchDB is still sending its rows. A query server
+  // with no list answers a row as an unknown command and exits (couchjs does so for a row
+  // after its list stopped early with ["end",..]; Dispatch answers it the same way); CouchDB
+  // then fails the list's request and stops this process, as after any error in a ddoc call,
+  // so the client gets an error, never a list cut short that looks whole. The log line first
+  // tells CouchDB's log why.
+  if (std::string why = std::exchange(list_ended_why_, {}); !why.empty()) {
+    if (const CommandKind kind = KindOf(command);
+        kind == CommandKind::kListRow || kind == CommandKind::kListEnd) {
+      output_.add_lines(LogLine(why));
+    }
+  }
   // A reset is applied even in the middle of a list (CouchDB never sends one there; if it does,
   // the list is abandoned).
   if (const auto* reset = std::get_if<command::Reset>(&command)) return Reset(*reset);
@@ -223,7 +235,16 @@ QueryProtocol::Step QueryProtocol::Reset(const command::Reset& reset) {
 absl::Duration QueryProtocol::CallBudget() const {
   const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
   const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
-  return timeout - margin;
+  return std::min(timeout - margin, options_.max_call_timeout);
+}
+
+void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {
+  if (!list_open_) return;
+  list_open_ = false;
+  list_ended_why_ = absl::StrCat(
+      "cnp-server: the list function was ended after CouchDB sent no row for ",
+      absl::FormatDuration(idle), " (the server's --call-timeout), so that its worker could "
+      "serve other calls");
 }
 
 absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }

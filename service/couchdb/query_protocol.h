@@ -52,6 +52,11 @@ class QueryProtocol {
     // CouchDB reads our error rather than timing out and killing the process. Never more than
     // half the timeout.
     absl::Duration deadline_margin = absl::Milliseconds(500);
+    // The server's --call-timeout: no command runs longer, whatever timeout CouchDB's reset
+    // gives (a peer's ["reset",{"timeout":1e308}] must not hold a worker for ever). CouchDB's
+    // own timeout still applies when it is the smaller. A driver over the pool also ends a list
+    // that waits this long for CouchDB's next row (ListEndedForIdleness).
+    absl::Duration max_call_timeout = absl::InfiniteDuration();
     // A reduce line's values are not checked as JSON here but by the worker that builds Python
     // from them, in that same walk (ReduceValues::kLeftToTheWorker, worker.proto's
     // SessionLine), and a broken line comes back as Failure BAD_LINE, answered as a line that
@@ -110,9 +115,15 @@ class QueryProtocol {
   Step Close();
 
   // How long a command may run from now on: CouchDB's timeout (from the last reset, else the
-  // default) less the margin. A caller that cannot bound its calls with deadlines (a direct
-  // session in the worker) enforces this itself.
+  // default) less the margin, and never more than max_call_timeout. A caller that cannot bound
+  // its calls with deadlines (a direct session in the worker) enforces this itself.
   absl::Duration CallBudget() const;
+
+  // The driver has ended the list in progress itself, between two lines: CouchDB sent no row
+  // for `idle` (max_call_timeout) while the list held a worker of the pool, and the driver gave
+  // that worker the end of its rows. The list is gone: a list_row or list_end that comes now is
+  // answered as by a query server that has no list (see Handle), after a log line saying why.
+  void ListEndedForIdleness(absl::Duration idle);
 
   // A list function is waiting for CouchDB's next list_row or list_end, on the leased worker.
   // When it is false after an Answer, the driver lets its lease go.
@@ -163,6 +174,8 @@ class QueryProtocol {
   std::string lib_;  // the views.lib object from add_lib; named functions do not read it
   DesignDocCache design_docs_;
   bool list_open_ = false;
+  // Set by ListEndedForIdleness until the next line: the log line that explains the answer.
+  std::string list_ended_why_;
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
 };
 

@@ -18,7 +18,8 @@ namespace cnp::rpc {
 
 class QuerySessionHandler final : public SessionHandler {
  public:
-  explicit QuerySessionHandler(pool::AsyncTaskRunner& runner) : session_(runner) {}
+  QuerySessionHandler(pool::AsyncTaskRunner& runner, couchdb::AsyncQuerySession::Options options)
+      : session_(runner, options) {}
 
   asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
       v1::SessionInput& input) override {
@@ -34,9 +35,13 @@ class QuerySessionHandler final : public SessionHandler {
   metrics::ActiveSession active_{"stream"};
 };
 
-// The factory RpcServer calls for each new Session stream.
-inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner) {
-  return [&runner] { return std::make_unique<QuerySessionHandler>(runner); };
+// The factory RpcServer calls for each new Session stream. `call_timeout` (--call-timeout)
+// bounds every command whatever CouchDB's reset says, and ends a list left waiting that long.
+inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner,
+                                          absl::Duration call_timeout) {
+  couchdb::AsyncQuerySession::Options options;
+  options.max_call_timeout = call_timeout;
+  return [&runner, options] { return std::make_unique<QuerySessionHandler>(runner, options); };
 }
 
 }  // namespace cnp::rpc

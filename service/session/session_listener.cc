@@ -370,6 +370,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
       absl::StrCat("unix uid=", peer.uid, " pid=", peer.pid));
   task.mutable_direct_session()->set_default_timeout_ms(
       absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
+  if (options_.call_timeout != absl::InfiniteDuration()) {
+    task.mutable_direct_session()->set_max_call_timeout_ms(
+        std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));
+  }
   // Logged before the worker has the pipes, so the line is there by the time CouchDB sees a
   // reply (tests rely on it; so does an operator reading the log after a failure).
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",

@@ -42,6 +42,8 @@ struct ListenerOptions {
   std::string own_settings;
   // CouchDB's timeout for a command until its first reset says otherwise (its default).
   absl::Duration default_couchdb_timeout = absl::Seconds(5);
+  // The server's --call-timeout: the longest any command may run, whatever CouchDB's reset says.
+  absl::Duration call_timeout = absl::InfiniteDuration();
 };
 
 class SessionListener {

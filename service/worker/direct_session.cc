@@ -257,6 +257,12 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.default_timeout_ms() > 0) {
     options.default_timeout = absl::Milliseconds(session.default_timeout_ms());
   }
+  // The server's --call-timeout bounds a command here as on the Session stream. This session's
+  // worker is its own, so a list that waits for CouchDB holds no worker of the pool: it needs
+  // no idle limit.
+  if (session.max_call_timeout_ms() > 0) {
+    options.max_call_timeout = absl::Milliseconds(session.max_call_timeout_ms());
+  }
   Context().memory_error = false;  // a worker that had one was recycled before it got here
   InProcessRunner runner(registry);
   auto protocol = std::make_unique<couchdb::QuerySession>(runner, options);

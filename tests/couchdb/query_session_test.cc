@@ -209,6 +209,28 @@ TEST_F(QuerySessionTest, CallDeadlineFollowsCouchDBTimeoutLessAMargin) {
   EXPECT_LT(budget, absl::Seconds(20));
 }
 
+// The server's --call-timeout caps what a reset may ask for, on every driver: a direct
+// session's watchdog takes its budget from CallBudget(), the pool's calls their deadlines.
+TEST(QuerySessionCapTest, AResetTimeoutAboveTheServersCallTimeoutIsCapped) {
+  ScriptedRunner runner;
+  QuerySession::Options options;
+  options.max_call_timeout = absl::Seconds(60);
+  QuerySession session(runner, options);
+  session.Handle(R"(["reset",{"timeout":1e308}])");
+  EXPECT_EQ(session.CallBudget(), absl::Seconds(60));
+  runner.on_run = [](const Task&) { return ReplyFromText(kResolved); };
+  session.Handle(R"(["add_fun","fns.a"])");
+  runner.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[]]" } })pb");
+  };
+  const absl::Time before = absl::Now();
+  session.Handle(R"(["map_doc",{}])");
+  EXPECT_LT(runner.deadlines.back() - before, absl::Seconds(61));  // not InfiniteFuture()
+  // CouchDB's own timeout, when smaller, still rules.
+  session.Handle(R"(["reset",{"timeout":5000}])");
+  EXPECT_EQ(session.CallBudget(), absl::Milliseconds(4500));
+}
+
 TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
   runner_.on_run = [](const Task& task) {
     EXPECT_THAT(task.reduce().functions(), ElementsAre("fns.sum", "fns.bad"));

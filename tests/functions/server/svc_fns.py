@@ -2,7 +2,7 @@
 import ctypes
 import os
 
-from couch_named_python import Forbidden, Unauthorized, log, version
+from couch_named_python import Forbidden, Unauthorized, get_row, log, send, version
 from os import system  # re-exported: must never be callable through this module
 
 __all__ = ["system"]
@@ -76,3 +76,11 @@ def waits(doc):
 
 def pid(doc):
     yield "pid", os.getpid()
+
+
+def listed(head, req):
+    """A list function: "head", each row's id, then "tail"."""
+    send("head")
+    while (row := get_row()) is not None:
+        send(row["id"])
+    return "tail"

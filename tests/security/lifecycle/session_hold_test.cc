@@ -1,0 +1,139 @@
+// What one authorized Session stream can hold: never a pool worker for longer than the server's
+// --call-timeout. CouchDB's reset sets the timeout of the commands that follow, and a peer that
+// sends ["reset",{"timeout":1e308}] used to run a function that never returns on a worker for
+// ever; a list left waiting for CouchDB's next row used to hold its leased worker for as long
+// as the stream stayed open. With --workers=N, N such streams starved every other call.
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kCallTimeout = absl::Seconds(2);
+// How long the test waits for what must come within about kCallTimeout: far more, so a loaded
+// machine does not fail it, and far less than "for ever".
+constexpr absl::Duration kPatience = absl::Seconds(30);
+
+std::unique_ptr<ServerProcess> StartOneWorkerServer() {
+  auto server = ServerProcess::Start(
+      {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1",
+       absl::StrCat("--call-timeout=", absl::FormatDuration(kCallTimeout))});
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+// A Validate call on a connection of its own: it needs the server's one worker.
+absl::Status ValidateGetsThrough(const ServerProcess& server) {
+  auto client = server.Connect();
+  v1::ValidateRequest request;
+  request.set_function("svc_fns.guard|3");
+  request.set_new_doc(R"({"_id":"x"})");
+  request.set_user_ctx(R"({"db":"db","name":"bob","roles":[]})");
+  auto response = client->Validate(request, kPatience);
+  if (!response.ok()) return response.status();
+  if (response->outcome() != v1::ValidateResponse::OK) {
+    return absl::InternalError(absl::StrCat("unexpected outcome ", response->outcome()));
+  }
+  return absl::OkStatus();
+}
+
+class SessionStream {
+ public:
+  explicit SessionStream(const ServerProcess& server) : client_(server.Connect()) {
+    // Bounded, so that a stream the server never answers fails the test instead of hanging it.
+    context_.set_deadline(absl::ToChronoTime(absl::Now() + kPatience + absl::Seconds(15)));
+    stream_ = client_->stub().Session(&context_);
+  }
+  bool Write(const std::string& line) {
+    v1::SessionInput input;
+    input.set_line(line);
+    return stream_->Write(input);
+  }
+  // The answer's lines, or nothing when the stream ended.
+  std::optional<std::vector<std::string>> Read() {
+    v1::SessionOutput output;
+    if (!stream_->Read(&output)) return std::nullopt;
+    return std::vector<std::string>(output.lines().begin(), output.lines().end());
+  }
+  grpc::Status Finish() { return stream_->Finish(); }
+
+ private:
+  std::unique_ptr<client::Client> client_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
+};
+
+TEST(SessionHoldTest, AnEndlessResetTimeoutIsCappedAtTheCallTimeout) {
+  auto server = StartOneWorkerServer();
+  ASSERT_NE(server, nullptr);
+  SessionStream session(*server);
+  ASSERT_TRUE(session.Write(R"(["reset",{"timeout":1e308}])"));  // answered by nothing
+  ASSERT_TRUE(session.Write(R"(["add_fun","svc_fns.spins"])"));
+  auto added = session.Read();
+  ASSERT_TRUE(added.has_value()) << server->Log();
+  ASSERT_EQ(added->back(), "true");
+
+  const absl::Time sent = absl::Now();
+  ASSERT_TRUE(session.Write(R"(["map_doc",{"_id":"a"}])"));
+  auto answer = session.Read();
+  const absl::Duration took = absl::Now() - sent;
+  ASSERT_TRUE(answer.has_value()) << "the spinning map_doc was never answered\n" << server->Log();
+  std::cerr << "a function that never returns, after a reset with timeout 1e308: answered in "
+            << took << " (--call-timeout " << kCallTimeout << ")\n";
+  EXPECT_THAT(answer->back(), HasSubstr(R"(["error","timeout",)"));
+  EXPECT_GE(took, kCallTimeout - absl::Milliseconds(100));
+  EXPECT_LT(took, kPatience);
+  // The worker was replaced and serves again.
+  EXPECT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
+}
+
+TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
+  auto server = StartOneWorkerServer();
+  ASSERT_NE(server, nullptr);
+  SessionStream session(*server);
+  ASSERT_TRUE(session.Write(R"(["ddoc","new","_design/x",{"lists":{"l":"svc_fns.listed"}}])"));
+  auto taught = session.Read();
+  ASSERT_TRUE(taught.has_value()) << server->Log();
+  ASSERT_EQ(taught->back(), "true");
+  ASSERT_TRUE(session.Write(R"(["ddoc","_design/x",["lists","l"],[{"total_rows":1,"offset":0},{}]])"));
+  auto started = session.Read();
+  ASSERT_TRUE(started.has_value()) << server->Log();
+  ASSERT_THAT(started->back(), HasSubstr(R"(["start",["head"])"));
+
+  // The stream now sits idle with the list holding the server's only worker, until the list
+  // has waited --call-timeout for its next row and is ended.
+  const absl::Time idle_since = absl::Now();
+  ASSERT_TRUE(server->WaitForLog("for its next row: ending it", kPatience))
+      << "the idle list kept its worker\n" << server->Log();
+  const absl::Duration idle = absl::Now() - idle_since;
+  std::cerr << "a list left waiting for its next row ended after " << idle
+            << " (--call-timeout " << kCallTimeout << ")\n";
+  EXPECT_GE(idle, kCallTimeout - absl::Milliseconds(100));
+  // Its worker is back in the pool: a call that needs it is served.
+  const absl::Status validated = ValidateGetsThrough(*server);
+  EXPECT_TRUE(validated.ok()) << validated << "\n" << server->Log();
+
+  // CouchDB's row that comes late is answered as by a query server that has no list: an
+  // error after a log line saying why, and the session ends.
+  ASSERT_TRUE(session.Write(R"(["list_row",{"id":"a","key":1,"value":null}])"));
+  auto gone = session.Read();
+  ASSERT_TRUE(gone.has_value()) << server->Log();
+  ASSERT_EQ(gone->size(), 2u);
+  EXPECT_THAT((*gone)[0], HasSubstr(R"(["log","cnp-server: the list function was ended after)"));
+  EXPECT_EQ((*gone)[1], R"(["error","unknown_command","unknown command 'list_row'"])");
+  EXPECT_FALSE(session.Read().has_value());
+  EXPECT_TRUE(session.Finish().ok());
+}
+
+}  // namespace
+}  // namespace cnp
