@@ -279,12 +279,16 @@ QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
       return Say(UnexpectedReplyLine("map result"));
     }
     const v1::MapResult& result = usable->map().results(0);
-    AddLogLines(result.logs(), output_);
+    // Function by function, as couchjs writes them: each one's log lines, then its exception.
+    int logged = 0;
     for (const v1::FunctionError& error : result.errors()) {
+      const int before = std::clamp(error.logs_before(), logged, result.logs_size());
+      for (; logged < before; ++logged) output_.add_lines(LogLine(result.logs(logged)));
       std::string message = absl::StrCat("function raised exception (", Describe(error), ")");
       if (!error.doc_id().empty()) absl::StrAppend(&message, " with doc._id ", error.doc_id());
       output_.add_lines(LogLine(message));
     }
+    for (; logged < result.logs_size(); ++logged) output_.add_lines(LogLine(result.logs(logged)));
     // Into a line's buffer kept from earlier answers: no allocation per document.
     output_.add_lines()->assign(result.rows());
     return Answer{};

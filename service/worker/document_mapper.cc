@@ -37,7 +37,7 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
     rows_.Pop(rows_.GetSize() - mark);
     rows_.Put('[');
     rows_.Put(']');
-    failures_.push_back({i, TakeException()});
+    failures_.push_back({i, TakeException(), Context().logs.size()});
   }
   rows_.Put(']');
   if (!failures_.empty()) doc_id_ = IdOf(doc->get());

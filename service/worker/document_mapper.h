@@ -19,6 +19,7 @@ namespace cnp::worker {
 struct MapFailure {
   size_t function_index;
   UserException exception;
+  size_t logs_before;  // log() lines collected for the document when the function raised
 };
 
 class DocumentMapper {

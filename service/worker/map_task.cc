@@ -29,8 +29,10 @@ v1::Reply MapDocs(FunctionRegistry& registry,
     cnp::v1::MapResult* result = response->add_results();
     result->set_rows(mapper.rows().data(), mapper.rows().size());
     for (const MapFailure& failure : mapper.failures()) {
-      FillFunctionError(*result->add_errors(), functions.Get(failure.function_index),
-                        mapper.doc_id(), failure.exception);
+      cnp::v1::FunctionError& error = *result->add_errors();
+      FillFunctionError(error, functions.Get(failure.function_index), mapper.doc_id(),
+                        failure.exception);
+      error.set_logs_before(static_cast<int32_t>(failure.logs_before));
     }
     TakeLogs(*result->mutable_logs());
   }

@@ -82,6 +82,16 @@ class QueryServerSpecTest(harness.ServerTestCase):
         rows = self.qs.reply(["map_doc", {"a": "b"}])
         self.assertEqual(rows, [[["foo", "b"], ["bar", "b"]], [["baz", "b"]]])
 
+    def test_map_log_and_exception_lines_come_function_by_function(self):
+        # couchjs: the first function's exception line, then the second one's log line.
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.map_fails_for_the_test"]), True)
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.map_error"]), True)
+        self.assertEqual(
+            [json.loads(line) for line in self.qs.call(["map_doc", {"_id": "x", "n": 1}])],
+            [["log", "function raised exception (ValueError: always) with doc._id x"],
+             ["log", "mapping x"],
+             [[], [[1, None]]]])
+
     def test_reset_forgets_map_funs(self):
         self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
         self.assertIs(self.qs.reply(["reset"]), True)

@@ -169,7 +169,13 @@ TEST_F(QuerySessionTest, MapExceptionIsALogLineAndTheRowsGoOn) {
                results {
                  rows: "[[]]"
                  logs: "mapping doc-7"
-                 errors { function: "fns.a" doc_id: "doc-7" type: "KeyError" message: "'nope'" }
+                 errors {
+                   function: "fns.a"
+                   doc_id: "doc-7"
+                   type: "KeyError"
+                   message: "'nope'"
+                   logs_before: 1
+                 }
                }
              })pb");
   };
@@ -178,6 +184,33 @@ TEST_F(QuerySessionTest, MapExceptionIsALogLineAndTheRowsGoOn) {
       ElementsAre(R"(["log","mapping doc-7"])",
                   R"(["log","function raised exception (KeyError: 'nope') with doc._id doc-7"])",
                   "[[]]"));
+}
+
+// couchjs runs the functions one after the other, each writing its log lines and then, if it
+// raised, its exception line: the lines come in that order, not all logs first.
+TEST_F(QuerySessionTest, MapLogAndExceptionLinesComeFunctionByFunction) {
+  AddFun("fns.a");
+  AddFun("fns.b");
+  AddFun("fns.c");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(map {
+               results {
+                 rows: "[[],[[1,null]],[]]"
+                 logs: "a says"
+                 logs: "b says"
+                 logs: "b again"
+                 errors { function: "fns.a" doc_id: "d" type: "KeyError" message: "'x'" logs_before: 1 }
+                 errors { function: "fns.c" doc_id: "d" type: "ValueError" message: "v" logs_before: 3 }
+               }
+             })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"d"}])"),
+              ElementsAre(R"(["log","a says"])",
+                          R"(["log","function raised exception (KeyError: 'x') with doc._id d"])",
+                          R"(["log","b says"])", R"(["log","b again"])",
+                          R"(["log","function raised exception (ValueError: v) with doc._id d"])",
+                          "[[],[[1,null]],[]]"));
 }
 
 TEST_F(QuerySessionTest, InfrastructureFailuresAreErrorsNeverEmptyResults) {

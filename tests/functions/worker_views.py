@@ -26,6 +26,10 @@ def oslo_only(doc):
         emit(doc["_id"], None)
 
 
+def raises_quietly(doc):
+    raise ValueError("quiet")
+
+
 def emit_and_yield(doc):
     emit("first", 1)
     yield "second", 2

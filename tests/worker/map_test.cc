@@ -114,6 +114,23 @@ TEST_F(MapTest, LogLinesBelongToTheDocumentThatMadeThem) {
   EXPECT_EQ(reply.map().results(1).logs(0), "mapping doc-2");
 }
 
+// Each error says how many of the document's log lines came before it, so that CouchDB can be
+// told them in couchjs's order (function by function).
+TEST_F(MapTest, ErrorsSayWhereTheyFallAmongTheLogLines) {
+  Reply reply = worker_->Call(MapTask(
+      {"worker_views.chatty", "worker_views.raises_quietly", "worker_views.chatty",
+       "worker_views.raises_quietly"},
+      {kOslo, kLima}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  // Counted within each document's own lines.
+  for (const cnp::v1::MapResult& result : reply.map().results()) {
+    ASSERT_EQ(result.logs_size(), 4);
+    ASSERT_EQ(result.errors_size(), 2);
+    EXPECT_EQ(result.errors(0).logs_before(), 2);
+    EXPECT_EQ(result.errors(1).logs_before(), 4);
+  }
+}
+
 TEST_F(MapTest, MalformedDocumentFailsTheTaskNamingWhichDocument) {
   Reply reply = worker_->Call(MapTask({"worker_views.town"}, {kOslo, R"({"_id": "x", "town": )"}));
   ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
