@@ -48,9 +48,11 @@ ABSL_FLAG(std::string, server_binary, "",
           "cnp-server to start when none answers at the default target. Default: next to this "
           "executable, or ../service/cnp-server.");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
-          "Comma-separated directories for the Python path of a cnp-server this adapter starts.");
+          "Comma-separated directories for the Python path of a cnp-server this adapter starts "
+          "(repeatable: the values add up).");
 ABSL_FLAG(std::vector<std::string>, allow_module, {},
-          "Comma-separated module prefixes a cnp-server this adapter starts may import.");
+          "Comma-separated module prefixes whose functions a cnp-server this adapter starts may "
+          "call (repeatable: the values add up).");
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default).");
 ABSL_FLAG(int64_t, max_line_bytes, cnp::adapter::kDefaultMaxLineBytes,
@@ -360,18 +362,17 @@ void AcceptDashedFlagNames(int argc, char** argv) {
 // an adapter that dropped a directory would start a server that cannot find the functions.
 // Call after AcceptDashedFlagNames.
 std::vector<std::string> AllValuesOf(int argc, char** argv, absl::string_view name) {
-  const std::string flag = absl::StrCat("--", name);
   std::vector<std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;
-    if (absl::StartsWith(arg, "-") && !absl::StartsWith(arg, "--")) arg.remove_prefix(1);
+    // absl takes -name and --name alike.
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
     absl::string_view value;
-    if (arg == flag.substr(1) || arg == flag) {
+    if (arg == name) {
       if (i + 1 >= argc) break;
       value = argv[++i];
-    } else if (absl::ConsumePrefix(&arg, flag + "=") ||
-               absl::ConsumePrefix(&arg, flag.substr(1) + "=")) {
+    } else if (absl::ConsumePrefix(&arg, name) && absl::ConsumePrefix(&arg, "=")) {
       value = arg;
     } else {
       continue;

@@ -384,7 +384,7 @@ class SettingsTest(unittest.TestCase):
             try:
                 qs = harness.Adapter(harness.ServerTestCase.binaries,
                                      [f"--python-path={other}", f"--python-path={functions}",
-                                      "--allow-module=nothing_here", "--allow-module", "fixture_fns",
+                                      "--allow-module", "nothing_here", "-allow-module=fixture_fns",
                                       "--workers=1"], env=env)
                 self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
                 # Only with both the second directory and the second module: the function runs.
