@@ -68,9 +68,7 @@ bool HostIsLoopback(absl::string_view host_port) {
 
 bool TargetStaysOnThisHost(absl::string_view target) {
   target = absl::StripAsciiWhitespace(target);
-  if (absl::StartsWith(target, "unix:") || absl::StartsWith(target, "unix-abstract:")) {
-    return true;
-  }
+  if (absl::StartsWith(target, "unix:")) return true;
   absl::string_view addresses = target;
   if (absl::ConsumePrefix(&addresses, "ipv4:") || absl::ConsumePrefix(&addresses, "ipv6:")) {
     addresses = absl::StripLeadingAsciiWhitespace(addresses);
@@ -92,7 +90,19 @@ bool TargetStaysOnThisHost(absl::string_view target) {
 }
 
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate) {
-  target = absl::StripAsciiWhitespace(target);
+  // The socket checks before connecting look at a unix target as given: spaces around it would
+  // let it slip past them.
+  if (target != absl::StripAsciiWhitespace(target) &&
+      absl::StartsWith(absl::StripAsciiWhitespace(target), "unix")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--target=\"", target, "\" has spaces around it"));
+  }
+  if (absl::StartsWith(target, "unix-abstract:")) {
+    // Any local user may bind an abstract name first, and no owner or mode protects it.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--target=", target, ": abstract unix sockets are refused (anyone on this host could "
+        "take the name); cnp-server listens on unix:PATH"));
+  }
   if (!absl::StrContains(target, ',') || absl::StartsWith(target, "ipv4:") ||
       absl::StartsWith(target, "ipv6:") || absl::StartsWith(target, "dns:")) {
     return std::string(target);

@@ -20,6 +20,15 @@ TEST(ChannelTargetUri, OneServerIsPassedAsItIs) {
   }
 }
 
+// What the socket-owner checks cannot vouch for is refused: an abstract name anyone may bind
+// first, and a unix target with spaces around it (the checks would not see it as unix:).
+TEST(ChannelTargetUri, AbstractSocketsAndSpacedUnixTargetsAreRefused) {
+  EXPECT_TRUE(absl::IsInvalidArgument(ChannelTargetUri("unix-abstract:cnp").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(ChannelTargetUri(" unix:/tmp/x/cnp.sock").status()));
+  EXPECT_FALSE(TargetStaysOnThisHost("unix-abstract:cnp"));
+  EXPECT_TRUE(ChannelTargetUri("unix:/tmp/x/cnp.sock").ok());
+}
+
 TEST(ChannelTargetUri, ListOfAddressesBecomesAnAddressList) {
   EXPECT_EQ(*ChannelTargetUri("127.0.0.1:7071,127.0.0.1:7072"), "ipv4:127.0.0.1:7071,127.0.0.1:7072");
   EXPECT_EQ(*ChannelTargetUri(" 10.0.0.5:7070, 10.0.0.6:7070 "), "ipv4:10.0.0.5:7070,10.0.0.6:7070");
