@@ -245,7 +245,7 @@ int Run(int argc, char** argv) {
       // (PR_SET_PDEATHSIG).
       cnp::LogError("stopped with calls still running");
       std::fflush(nullptr);
-      ::_exit(exit_code);
+      ::_exit(1);
     }
   }
   sessions.Shutdown();

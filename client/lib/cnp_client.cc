@@ -1,5 +1,6 @@
 #include "client/lib/cnp_client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,19 +18,24 @@ namespace {
 
 constexpr int kMaxMessageBytes = 256 << 20;
 
-// Whether a process accepts connections on the unix socket at `path`: when gRPC could not
-// connect but this can, the server is there and closed the connection itself.
-bool SomethingListensAt(const std::string& path) {
+// Whether a process on the unix socket at `path` accepts a connection and closes it at once
+// (within 200 ms, before any byte), as cnp-server does with a peer it does not allow; a slow
+// server, or one that speaks, is not that.
+bool ClosesConnectionsAtOnce(const std::string& path) {
   sockaddr_un address{};
   if (path.size() >= sizeof(address.sun_path)) return false;
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.data(), path.size());
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
-  const bool connected =
-      ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  bool closed = false;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+    pollfd wait{fd, POLLIN, 0};
+    char byte;
+    closed = ::poll(&wait, 1, 200) == 1 && ::recv(fd, &byte, 1, MSG_DONTWAIT) == 0;
+  }
   ::close(fd);
-  return connected;
+  return closed;
 }
 
 }  // namespace
@@ -83,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
     if (absl::StartsWith(target, "unix:") &&
-        SomethingListensAt(target.substr(absl::StartsWith(target, "unix://") ? 7 : 5))) {
+        ClosesConnectionsAtOnce(target.substr(absl::StartsWith(target, "unix://") ? 7 : 5))) {
       // cnp-server closes a connection from a uid it does not allow before it says anything.
       return absl::PermissionDeniedError(absl::StrCat(
           "cnp-server at ", target, " accepts connections but closed this one at once: it "
