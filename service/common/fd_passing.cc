@@ -1,13 +1,11 @@
 #include "service/common/fd_passing.h"
 
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "service/common/framing.h"
 
 namespace cnp {
 namespace {

@@ -5,12 +5,10 @@
 // awaits readiness itself and calls ReceiveWithDescriptors.
 #pragma once
 
-#include <string>
+#include <cstddef>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 
 namespace cnp {
 

@@ -41,7 +41,7 @@ void AppendJsonString(absl::string_view text, std::string& out) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {
           absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
         } else {
           out += static_cast<char>(c);
@@ -156,8 +156,8 @@ std::string FormatLogLine(absl::string_view tag, absl::string_view message,
 void LogEvent(LogLevel level, absl::string_view message,
               std::initializer_list<LogField> event_fields) {
   if (level < g_level.load(std::memory_order_relaxed)) return;
-  // Lines that carry fields are about a request: name its RPC and peer too. Plain lines keep
-  // their text unchanged.
+  // Lines that carry fields are about a request: name its RPC and peer too. Plain lines get
+  // no fields added.
   std::vector<LogField> fields(event_fields);
   std::string peer;
   if (!fields.empty() && t_call != nullptr) {

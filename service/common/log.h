@@ -37,7 +37,7 @@ struct LogField {
   absl::string_view value;
 };
 // An event with fields: in text, " key=value" after the message (values quoted when they hold
-// spaces); in JSON, members of the line's object. Fields with empty values are left out.
+// spaces, quotes or control characters; control characters in the message escaped); in JSON, members of the line's object. Fields with empty values are left out.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
 
 // A line as LogEvent writes it, in the format set, with `tag` where the severity goes: for a

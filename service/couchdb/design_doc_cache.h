@@ -35,7 +35,7 @@ class DesignDocCache {
  public:
   struct Limits {
     // No bound on the count by default: every document costs at least kEntryOverhead bytes
-    // (design_doc_cache.cc), so the byte bound also bounds the count (at 64 MiB, under 500,000).
+    // (design_doc_cache.cc), so the byte bound also bounds the count (at 64 MiB, about 524,000).
     size_t max_docs = std::numeric_limits<size_t>::max();
     // Bytes of function paths and names (plus bookkeeping) kept for all of them. 64 MiB is
     // what couchjs allows each CouchDB process by default (its -S heap limit), where it keeps
