@@ -60,11 +60,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
                                                         const ChannelSecurity& security,
                                                         absl::Duration connect_timeout,
                                                         RetryPolicy retry) {
-  if (absl::StartsWith(target, "unix:")) {
+  const bool unix_socket = absl::StartsWith(target, "unix:");
+  const std::string path =
+      unix_socket ? target.substr(absl::StartsWith(target, "unix://") ? 7 : 5) : std::string();
+  if (unix_socket) {
     // Checked before connecting: what answers in a directory someone else owns may be theirs.
     absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(security.server_user);
     if (!trust.ok()) return trust.status();
-    const std::string path = target.substr(absl::StartsWith(target, "unix://") ? 7 : 5);
     if (absl::Status s = trust->CheckSocket(path); !s.ok()) {
       // No directory, no server: said at once, since gRPC would keep connecting while anyone
       // could create it.
@@ -88,8 +90,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, kMaxMessageBytes);
   auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
-    if (absl::StartsWith(target, "unix:") &&
-        ClosesConnectionsAtOnce(target.substr(absl::StartsWith(target, "unix://") ? 7 : 5))) {
+    if (unix_socket && ClosesConnectionsAtOnce(path)) {
       // cnp-server closes a connection from a uid it does not allow before it says anything.
       return absl::PermissionDeniedError(absl::StrCat(
           "cnp-server at ", target, " accepts connections but closed this one at once: it "
