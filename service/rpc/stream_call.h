@@ -7,7 +7,9 @@
 //
 // At shutdown (ShutdownGate::DrainStreams) a stream waiting for its client ends at once, and one
 // handling a message writes that answer and then ends: the client (cnp-adapter) reconnects to
-// another server and replays its session there.
+// another server and replays its session there. Either way the stream ends with a status sent
+// after its last answer, never by cancelling it: a cancel drops an answer written just before
+// that the transport has not yet sent.
 #pragma once
 
 #include <exception>
@@ -76,14 +78,16 @@ class StreamMethod
         peer_of_(peer_of), factory_(std::move(factory)) {}
 
  private:
-  struct Call final : DrainableStream {
-    explicit Call(grpc_asio::GrpcContext& context) : done(context, server_context) {}
+  struct Call final : DrainableStream, std::enable_shared_from_this<Call> {
+    explicit Call(grpc_asio::GrpcContext& context)
+        : context(context), done(context, server_context) {}
 
     void Drain() override {
       absl::MutexLock lock(&mu);
       draining = true;
-      // The pending read completes with ok=false, which ends the stream.
-      if (waiting_for_client) server_context.TryCancel();
+      if (waiting_for_client) {
+        context.Post([self = this->shared_from_this()] { self->FinishWhileWaiting(); });
+      }
     }
     // Before reading: false when the stream is to end instead.
     bool BeginWaiting() {
@@ -91,17 +95,41 @@ class StreamMethod
       waiting_for_client = !draining;
       return !draining;
     }
-    void EndWaiting() {
+    // After the read: false when the drain has finished the stream meanwhile (what was read,
+    // if anything, goes unanswered; the client replays it elsewhere).
+    bool EndWaiting() {
       absl::MutexLock lock(&mu);
       waiting_for_client = false;
+      return !finished_by_drain;
+    }
+    bool FinishedByDrain() {
+      absl::MutexLock lock(&mu);
+      return finished_by_drain;
     }
 
     grpc::ServerContext server_context;
+    grpc_asio::GrpcContext& context;
     grpc_asio::CallDone done;
     Stream stream{&server_context};
     absl::Mutex mu;  // Drain() comes from the thread that shuts the server down
     bool draining ABSL_GUARDED_BY(mu) = false;
     bool waiting_for_client ABSL_GUARDED_BY(mu) = false;
+    bool finished_by_drain ABSL_GUARDED_BY(mu) = false;
+
+   private:
+    // On the context's thread. gRPC allows Finish with a read pending, and completes that read
+    // with ok=false: the stream's coroutine then ends without finishing it again. The status
+    // goes out after every answer already written.
+    void FinishWhileWaiting() {
+      {
+        absl::MutexLock lock(&mu);
+        if (!waiting_for_client) return;  // a message came first: answered, then ended
+        finished_by_drain = true;
+      }
+      // The Call outlives the operation: the coroutine may be gone before it completes.
+      grpc_asio::Finish(context, stream, shutting_down_, [self = this->shared_from_this()](bool) {});
+    }
+    const grpc::Status shutting_down_ = ShuttingDown();
   };
 
   // Registered for draining while it lives.
@@ -156,7 +184,7 @@ class StreamMethod
         }
       }
     }
-    co_await grpc_asio::Finish(context, call->stream, status);
+    if (!call->FinishedByDrain()) co_await grpc_asio::Finish(context, call->stream, status);
     co_await call->done.Wait();
   }
 
@@ -175,7 +203,7 @@ class StreamMethod
     for (;;) {
       if (!call.BeginWaiting()) co_return ShuttingDown();
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
-      call.EndWaiting();
+      if (!call.EndWaiting()) co_return ShuttingDown();  // finished already, by the drain
       if (!read) co_return grpc::Status::OK;  // the client closed its side
       absl::StatusOr<std::optional<Response>> answer = co_await handler.Handle(request);
       if (!answer.ok()) {
