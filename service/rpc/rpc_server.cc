@@ -8,6 +8,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -87,6 +88,8 @@ class UnavailableSession final : public SessionHandler {
 // were cancelled and their uploads told to stop, so this is only reached by a call stuck in
 // code that does not look (a handler's own blocking call).
 constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
+// How long a shutdown with no call left waits for the clients to close their connections.
+constexpr absl::Duration kConnectionsClose = absl::Seconds(1);
 
 }  // namespace
 
@@ -350,18 +353,28 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   shutdown_.DrainStreams();
   const absl::Time deadline = absl::Now() + grace;
   // gRPC stops accepting calls at once and waits for those in flight until the deadline.
-  std::thread shutter([this, deadline] { server_->Shutdown(absl::ToChronoTime(deadline)); });
+  absl::Notification shut;  // gRPC's own shutdown is over: every connection closed
+  std::thread shutter([this, deadline, &shut] {
+    server_->Shutdown(absl::ToChronoTime(deadline));
+    shut.Notify();
+  });
   // But gRPC alone ends late both ways: a handler still running (its worker computing) holds
   // its call past the deadline, and with no call left gRPC still waits for every client to
   // acknowledge its GOAWAY - which an idle synchronous client (an adapter waiting for CouchDB)
   // does only when its backup poller wakes, 5 s later. So wait for the calls here.
-  if (!shutdown_.AwaitNoCalls(deadline)) {
+  if (shutdown_.AwaitNoCalls(deadline)) {
+    // Every call has ended, but a connection may still hold the last answers and statuses it
+    // has not yet written: closing it now would lose them (the client would see its connection
+    // break instead). Clients busy with the server close their connections as soon as they
+    // read that GOAWAY; an idle one is not waited for long.
+    shut.WaitForNotificationWithTimeout(std::min(kConnectionsClose, deadline - absl::Now()));
+  } else {
     LogWarning("calls still running after the ", absl::FormatDuration(grace),
                " grace: stopping them");
     if (stop_work) stop_work();
   }
   // Every call has ended, or is cancelled now (which cancels what its handler awaits and asks
-  // an upload to stop): close the connections without waiting.
+  // an upload to stop): close the connections left without waiting.
   grpc_server_cancel_all_calls(server_->c_server());
   shutter.join();
   if (stop_work) stop_work();
