@@ -23,7 +23,6 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/line_io.h"
@@ -33,6 +32,7 @@
 #include "common/code_directory.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/list_flags.h"
 #include "common/socket_trust.h"
 #include "common/version.h"
 #include "service/couchdb/absl_view.h"
@@ -311,78 +311,13 @@ int Run() {
   return 0;
 }
 
-// An empty list (--allow-module= from an empty variable) must not quietly start a server that
-// lets every module run. Looks at the arguments after AcceptDashedFlagNames, in both of absl's
-// spellings (--allow_module=A and --allow_module A).
-bool HasEmptyListFlag(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
-    for (absl::string_view name : {"allow_module", "python_path"}) {
-      absl::string_view value;
-      if (arg == name) {
-        if (i + 1 >= argc) break;  // absl says the value is missing
-        value = argv[i + 1];
-      } else if (absl::StartsWith(arg, name) && arg.size() > name.size() &&
-                 arg[name.size()] == '=') {
-        value = arg.substr(name.size() + 1);
-      } else {
-        continue;
-      }
-      // "--allow-module --workers=2": the next flag is no value.
-      const bool next_is_a_flag = arg == name && absl::StartsWith(value, "-");
-      if (!next_is_a_flag && value.find_first_not_of(',') != absl::string_view::npos) continue;
-      std::string dashed(name);
-      for (char& c : dashed) if (c == '_') c = '-';
-      std::cerr << "cnp-adapter: --" << dashed << " was given no value; write --" << dashed
-                << "=VALUE, or leave the flag out" << std::endl;
-      return true;
-    }
-  }
-  return false;
-}
-
-// The documented spelling is --python-path; absl only knows --python_path. Flag names are
-// rewritten in place (values are left alone) before absl parses them.
-void AcceptDashedFlagNames(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    char* arg = argv[i];
-    if (arg[0] != '-') continue;
-    if (arg[1] == '-' && arg[2] == '\0') break;  // "--": the rest are not flags
-    char* name = arg + (arg[1] == '-' ? 2 : 1);
-    for (char* c = name; *c != '\0' && *c != '='; ++c) {
-      if (*c == '-') *c = '_';
-    }
-  }
-}
-
-// Every value of a comma-separated list flag given more than once ("--python_path=A
-// --python_path B,C" -> A, B, C): absl keeps only the last, where cnp-server adds them up, and
-// an adapter that dropped a directory would start a server that cannot find the functions.
-// Call after AcceptDashedFlagNames.
-std::vector<std::string> AllValuesOf(int argc, char** argv, absl::string_view name) {
-  std::vector<std::string> values;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    // absl takes -name and --name alike.
-    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
-    absl::string_view value;
-    if (arg == name) {
-      if (i + 1 >= argc) break;
-      value = argv[++i];
-    } else if (absl::ConsumePrefix(&arg, name) && absl::ConsumePrefix(&arg, "=")) {
-      value = arg;
-    } else {
-      continue;
-    }
-    for (absl::string_view v : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-      values.emplace_back(v);
-    }
-  }
-  return values;
-}
+// absl keeps only the last value of a repeated flag, where cnp-server adds them up: an adapter
+// that dropped a directory would start a server that cannot find the functions.
+const ListFlag kListFlags[] = {
+    {.name = "python_path"},
+    {.name = "allow_module",
+     .without_it = "without it every module on the Python path may run"},
+};
 
 }  // namespace
 }  // namespace cnp::adapter
@@ -407,16 +342,22 @@ int main(int argc, char** argv) {
     std::printf("cnp-adapter %s\n", std::string(cnp::kCnpVersion).c_str());
     return 0;
   }
-  cnp::adapter::AcceptDashedFlagNames(argc, argv);
-  if (cnp::adapter::HasEmptyListFlag(argc, argv)) return 2;
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<cnp::SplitCommandLine> split =
+      cnp::TakeListFlags(argc, argv, cnp::adapter::kListFlags);
+  if (!split.ok()) {
+    std::cerr << "cnp-adapter: " << split.status().message() << std::endl;
+    return 2;
+  }
+  std::vector<char*> absl_argv = split->ArgvForAbsl();
+  const std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(absl_argv.size()), absl_argv.data());
   if (positional.size() > 1) {
     std::cerr << "cnp-adapter: unexpected argument \"" << positional[1]
               << "\": every setting is a --flag=value (see --help)" << std::endl;
     return 2;
   }
-  absl::SetFlag(&FLAGS_python_path, cnp::adapter::AllValuesOf(argc, argv, "python_path"));
-  absl::SetFlag(&FLAGS_allow_module, cnp::adapter::AllValuesOf(argc, argv, "allow_module"));
+  absl::SetFlag(&FLAGS_python_path, split->lists["python_path"]);
+  absl::SetFlag(&FLAGS_allow_module, split->lists["allow_module"]);
   // CouchDB closing its end must end the adapter with an error, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
   // gRPC locks absl mutexes on every message; Debian's abseil checks each lock for deadlock

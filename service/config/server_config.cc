@@ -30,6 +30,7 @@
 #include "common/code_directory.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/list_flags.h"
 #include "common/system_user.h"
 #include "common/version.h"
 #include "service/common/framing.h"
@@ -150,8 +151,17 @@ namespace {
 constexpr int64_t kLargestMaxCallBytes = int64_t{kMaxFrameBytes} - (int64_t{1} << 20);
 static_assert(kLargestMaxCallBytes < std::numeric_limits<int>::max());
 
-constexpr const char* kRepeatable[] = {"listen", "python_path", "allow_module", "couchdb_allow",
-                                       "allow_uid"};
+// absl keeps only the last value of a repeated flag; these add up instead. --config is taken
+// with them, in both of absl's spellings, since the file must be read before the command line
+// is parsed.
+const ListFlag kListFlags[] = {
+    {.name = "listen"},
+    {.name = "python_path"},
+    {.name = "allow_module", .without_it = "without it every module on the Python path may run"},
+    {.name = "couchdb_allow"},
+    {.name = "allow_uid"},
+    {.name = "config", .comma_separated = false, .example = "/etc/cnp/cnp-server.yaml"},
+};
 
 absl::StatusOr<int> ResolveGroup(const std::string& name) {
   uint32_t gid = 0;
@@ -168,20 +178,14 @@ absl::StatusOr<int> ResolveGroup(const std::string& name) {
   return static_cast<int>(found->gr_gid);
 }
 
-std::string FlagName(absl::string_view arg) {
-  arg.remove_prefix(arg.size() > 1 && arg[1] == '-' ? 2 : 1);
-  std::string name(arg.substr(0, arg.find('=')));
-  for (char& c : name) if (c == '-') c = '_';
-  return name;
-}
-
 std::string Dashed(std::string name) {
   for (char& c : name) if (c == '_') c = '-';
   return name;
 }
 
 bool IsRepeatable(absl::string_view name) {
-  return std::find(std::begin(kRepeatable), std::end(kRepeatable), name) != std::end(kRepeatable);
+  return name != "config" && std::any_of(std::begin(kListFlags), std::end(kListFlags),
+                                         [name](const ListFlag& flag) { return flag.name == name; });
 }
 
 // Where each setting came from, so that an error can point at what the operator wrote.
@@ -192,70 +196,27 @@ struct Sources {
   std::string config_file;  // --config, in either spelling (--config=F or --config F)
 };
 
-// An empty value for a list flag (--allow-module=, a trailing --allow-module, or one followed
-// by the next flag) must not silently mean the default: for --allow-module that is "every
-// module may run".
-absl::Status MissingValue(absl::string_view name) {
-  std::string message = absl::StrCat("--", Dashed(std::string(name)),
-                                     " was given no value; write --", Dashed(std::string(name)),
-                                     "=VALUE, or leave the flag out");
-  if (name == "allow_module") {
-    absl::StrAppend(&message, " (without it every module on the Python path may run)");
-  }
-  return absl::InvalidArgumentError(message);
-}
-
-// absl keeps only the last value of a repeated flag; these flags add up instead, and may also
-// be spelled with dashes (--python-path), which absl does not accept. --config is taken here
-// in both of absl's spellings, since the file must be read before the command line is parsed.
-absl::StatusOr<std::vector<char*>> NormaliseArgs(int argc, char** argv,
-                                                 std::vector<std::string>& storage,
-                                                 Sources& sources) {
-  std::vector<char*> out{argv[0]};
-  storage.reserve(argc * 2);
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") {
-      for (; i < argc; ++i) out.push_back(argv[i]);
-      break;
-    }
-    if (!absl::StartsWith(arg, "-") || arg.size() < 2) {
-      out.push_back(argv[i]);
+// The list flags' values and --config out of the command line; the rest is left for absl.
+absl::StatusOr<SplitCommandLine> SplitArgs(int argc, char** argv, Sources& sources) {
+  absl::StatusOr<SplitCommandLine> split = TakeListFlags(argc, argv, kListFlags);
+  if (!split.ok()) return split.status();
+  sources.on_command_line = split->named;
+  for (auto& [name, values] : split->lists) {
+    if (name != "config") {
+      sources.repeated[name] = std::move(values);
       continue;
     }
-    std::string name = FlagName(arg);
-    size_t eq = arg.find('=');
-    sources.on_command_line.insert(name);
-    if (IsRepeatable(name) || name == "config") {
-      std::string value;
-      if (eq != absl::string_view::npos) {
-        value = std::string(arg.substr(eq + 1));
-      } else if (i + 1 < argc && !absl::StartsWith(argv[i + 1], "-")) {
-        value = argv[++i];
+    for (const std::string& file : values) {
+      if (!sources.config_file.empty() && sources.config_file != file) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--config was given twice (", sources.config_file, " and ", file,
+            "); one file holds the settings"));
       }
-      if (name == "config") {
-        if (value.empty()) {
-          return absl::InvalidArgumentError(
-              "--config was given no file; write --config=/etc/cnp/cnp-server.yaml");
-        }
-        if (!sources.config_file.empty() && sources.config_file != value) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "--config was given twice (", sources.config_file, " and ", value,
-              "); one file holds the settings"));
-        }
-        sources.config_file = value;
-        continue;
-      }
-      std::vector<std::string> values = absl::StrSplit(value, ',', absl::SkipEmpty());
-      if (values.empty()) return MissingValue(name);
-      for (std::string& v : values) sources.repeated[name].push_back(std::move(v));
-      continue;
+      sources.config_file = file;
     }
-    storage.push_back(absl::StrCat("--", name,
-                                   eq == absl::string_view::npos ? "" : arg.substr(eq)));
-    out.push_back(storage.back().data());
   }
-  return out;
+  split->lists.clear();
+  return split;
 }
 
 // What a YAML node holds, in the words of an error message: "a map", "a list", "'abc'".
@@ -532,10 +493,10 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     std::fputs(usage.version_string().c_str(), stdout);
     std::exit(0);
   }
-  std::vector<std::string> storage;
   Sources sources;
-  absl::StatusOr<std::vector<char*>> args = NormaliseArgs(argc, argv, storage, sources);
-  if (!args.ok()) return args.status();
+  absl::StatusOr<SplitCommandLine> split = SplitArgs(argc, argv, sources);
+  if (!split.ok()) return split.status();
+  std::vector<char*> args = split->ArgvForAbsl();
   std::map<std::string, std::vector<std::string>>& repeated = sources.repeated;
 
   // The config file comes first so that the command line overrides it.
@@ -543,7 +504,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
   }
   std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(args->size()), args->data());
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (positional.size() > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unexpected argument '", positional[1], "'; every setting is a --flag (see --help)"));

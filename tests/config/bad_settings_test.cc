@@ -58,7 +58,7 @@ TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
   ExpectRefused(*read, dir + "/cnp.yaml:1: key 'workers': expected a whole number");
 
   auto trailing = Launch(dir, {"--workers=1", "--config"});
-  ExpectRefused(*trailing, "--config was given no file");
+  ExpectRefused(*trailing, "--config was given no value; write --config=/etc/cnp/cnp-server.yaml");
 
   // Two files: the first one was dropped without a word.
   WriteFile(dir + "/other.yaml", "max-queue: 3\n", 0644);
@@ -163,9 +163,11 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   EXPECT_EQ(workers.exit_code, 2) << workers.err;
   EXPECT_THAT(workers.err, HasSubstr("--workers must be 0 (the server's default, one per CPU "
                                      "core) or more; got -1"));
+  // A trailing list flag was absl's "Missing the value" (exit 1), where the server says which
+  // flag and why (exit 2); both now read list flags with common/list_flags.h.
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"--allow-module="}, {"--allow-module", ""}, {"--allow-module", "--workers=1"},
-           {"--python-path=,"}}) {
+           {"--python-path=,"}, {"--allow-module"}, {"--python-path"}}) {
     std::vector<std::string> argv = {adapter};
     argv.insert(argv.end(), args.begin(), args.end());
     ProcessResult run = RunWithInput(argv, "");
@@ -173,6 +175,8 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
     EXPECT_THAT(run.err, HasSubstr(args[0].substr(0, args[0].find('=')) +
                                    " was given no value"));
   }
+  ProcessResult allow = RunWithInput({adapter, "--allow-module"}, "");
+  EXPECT_THAT(allow.err, HasSubstr("without it every module on the Python path may run"));
 }
 
 // 4. Config keys reached absl's own flags: `flagfile: /etc/passwd` was accepted and every line
