@@ -1,0 +1,70 @@
+// common/code_directories.h: the one list of directories Python code comes from, in sys.path's
+// order, and the checks cnp-server, cnp-adapter and cnp-worker all make on it.
+#include "common/code_directories.h"
+
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+
+namespace cnp {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TEST(CodeDirectoriesTest, FlagsThenTheVariableThenTheVirtualenv) {
+  EXPECT_THAT(CodeDirectories({"/a", "/b"}, ":/c::/d:", "/venv"),
+              ElementsAre(CodeDirectory{"/a", CodeSource::kPythonPathFlag},
+                          CodeDirectory{"/b", CodeSource::kPythonPathFlag},
+                          CodeDirectory{"/c", CodeSource::kPythonPathVariable},
+                          CodeDirectory{"/d", CodeSource::kPythonPathVariable},
+                          CodeDirectory{"/venv", CodeSource::kVirtualenv}));
+  EXPECT_THAT(CodeDirectories({"/a"}, nullptr, ""),
+              ElementsAre(CodeDirectory{"/a", CodeSource::kPythonPathFlag}));
+  EXPECT_TRUE(CodeDirectories({}, "", "").empty());
+}
+
+TEST(CodeDirectoriesTest, EachNamesTheSettingItCameFrom) {
+  std::vector<std::string> settings;
+  for (const CodeDirectory& dir : CodeDirectories({"/a"}, "/b", "/c")) {
+    settings.emplace_back(dir.Setting());
+  }
+  EXPECT_THAT(settings, ElementsAre("--python-path", "PYTHONPATH", "--virtualenv"));
+}
+
+TEST(CodeDirectoriesTest, PrivateDirectoriesPass) {
+  const std::string dir = testing::MakeTempDir("code");
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  EXPECT_TRUE(CheckCodeDirectories(CodeDirectories({dir}, dir.c_str(), dir)).ok());
+}
+
+TEST(CodeDirectoriesTest, AMissingPythonPathIsRefusedAMissingVariableEntryIsNot) {
+  const std::string missing = testing::MakeTempDir("code") + "/missing";
+  absl::Status flag = CheckCodeDirectories(CodeDirectories({missing}, nullptr, ""));
+  EXPECT_EQ(flag.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(flag.message(), "--python-path " + missing + " is not a directory");
+  EXPECT_TRUE(CheckCodeDirectories(CodeDirectories({}, missing.c_str(), "")).ok());
+}
+
+TEST(CodeDirectoriesTest, OneOthersMayWriteToIsRefusedNamingItsSetting) {
+  const std::string open = testing::MakeTempDir("open");
+  ASSERT_EQ(::chmod(open.c_str(), 0775), 0);
+  absl::Status variable = CheckCodeDirectories(CodeDirectories({}, open.c_str(), ""));
+  EXPECT_EQ(variable.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(variable.message(), HasSubstr("PYTHONPATH " + open));
+  EXPECT_THAT(variable.message(), HasSubstr("chmod go-w " + open));
+
+  // The sticky bit keeps others from replacing files, not from adding modules.
+  ASSERT_EQ(::chmod(open.c_str(), 01777), 0);
+  absl::Status venv = CheckCodeDirectories(CodeDirectories({}, nullptr, open));
+  EXPECT_EQ(venv.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(venv.message(), HasSubstr("--virtualenv " + open));
+}
+
+}  // namespace
+}  // namespace cnp
