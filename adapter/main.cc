@@ -10,7 +10,6 @@
 // --flag=value token.
 #include <cstdlib>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -29,7 +28,7 @@
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
-#include "common/code_directory.h"
+#include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
@@ -222,17 +221,13 @@ int Run() {
   options.launch.workers = absl::GetFlag(FLAGS_workers);
   // Checked here, before a running server with other settings is replaced by one that could
   // not start: a typo must not leave the host without a query server.
-  for (const std::string& dir : options.launch.python_paths) {
-    struct stat st {};
-    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      std::cerr << "cnp-adapter: --python-path " << dir << " is not a directory" << std::endl;
-      return 2;
-    }
-    // The server would refuse a directory other users may write to, as its workers do.
-    if (absl::Status s = cnp::CheckCodeDirectory(dir, "--python-path"); !s.ok()) {
-      std::cerr << "cnp-adapter: " << s.message() << std::endl;
-      return 2;
-    }
+  // The server it starts inherits this environment, PYTHONPATH included, and would refuse a
+  // directory other users may write to, as its workers do.
+  if (absl::Status s = CheckCodeDirectories(CodeDirectories(
+          options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/""));
+      !s.ok()) {
+    std::cerr << "cnp-adapter: " << s.message() << std::endl;
+    return 2;
   }
   if (options.launch.workers < 0) {
     std::cerr << "cnp-adapter: --workers must be 0 (the server's default, one per CPU core) or "

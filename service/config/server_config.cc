@@ -26,8 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "common/code_directory.h"
+#include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
@@ -641,23 +640,12 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (c.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--call-timeout must be positive");
   }
-  for (const std::string& dir : c.python_path) {
-    if (!std::filesystem::is_directory(dir)) {
-      return absl::NotFoundError(absl::StrCat("--python-path ", dir, " is not a directory"));
-    }
-  }
   // Every directory the workers load code from: whoever may write to one runs code as this
   // server. The workers check again (and the directories a virtualenv's .pth files add).
-  std::vector<std::pair<std::string, std::string>> code_dirs;
-  for (const std::string& dir : c.python_path) code_dirs.emplace_back(dir, "--python-path");
-  if (const char* env = std::getenv("PYTHONPATH"); env != nullptr) {
-    for (absl::string_view dir : absl::StrSplit(env, ':', absl::SkipEmpty())) {
-      code_dirs.emplace_back(std::string(dir), "PYTHONPATH");
-    }
-  }
-  if (!c.virtualenv.empty()) code_dirs.emplace_back(c.virtualenv, "--virtualenv");
-  for (const auto& [dir, from] : code_dirs) {
-    if (absl::Status s = CheckCodeDirectory(dir, from); !s.ok()) return s;
+  if (absl::Status s = CheckCodeDirectories(
+          CodeDirectories(c.python_path, std::getenv("PYTHONPATH"), c.virtualenv));
+      !s.ok()) {
+    return s;
   }
   return c;
 }

@@ -11,7 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/str_split.h"
+#include "common/code_directories.h"
 #include "common/code_directory.h"
 #include "service/worker/builtin_module.h"
 #include "service/worker/py_ref.h"
@@ -207,21 +207,19 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   for (const std::string& dir : SysPathFrom(0)) AddRoot(dir, roots.stdlib_dirs);
 
   if (absl::Status s = AppendToSysPath(options.package_dir); !s.ok()) return s;
-  std::vector<std::pair<std::string, const char*>> paths;  // directory, where it came from
-  for (const std::string& dir : options.python_paths) paths.emplace_back(dir, "--python-path");
-  if (const char* env = std::getenv("PYTHONPATH"); env != nullptr) {
-    for (absl::string_view dir : absl::StrSplit(env, ':', absl::SkipEmpty())) {
-      paths.emplace_back(std::string(dir), "PYTHONPATH");
-    }
-  }
+  // The same list cnp-server checked at start, checked again: a directory may have changed.
+  const std::vector<CodeDirectory> code_dirs =
+      CodeDirectories(options.python_paths, std::getenv("PYTHONPATH"), options.virtualenv);
+  if (absl::Status s = CheckCodeDirectories(code_dirs); !s.ok()) return s;
   const std::vector<std::string> site_dirs = SitePackageDirs();
-  for (const auto& [dir, from] : paths) {
-    if (absl::Status s = CheckCodeDirectory(dir, from); !s.ok()) return s;
-    if (absl::Status s = AppendToSysPath(dir); !s.ok()) return s;
-    AddRoot(dir, IsLibraryDir(dir, site_dirs) ? roots.library_dirs : roots.operator_dirs);
-  }
-  if (!options.virtualenv.empty()) {
-    if (absl::Status s = AddVirtualenv(options.virtualenv, roots); !s.ok()) return s;
+  for (const CodeDirectory& dir : code_dirs) {
+    if (dir.source == CodeSource::kVirtualenv) {
+      if (absl::Status s = AddVirtualenv(dir.path, roots); !s.ok()) return s;
+      continue;
+    }
+    if (absl::Status s = AppendToSysPath(dir.path); !s.ok()) return s;
+    AddRoot(dir.path,
+            IsLibraryDir(dir.path, site_dirs) ? roots.library_dirs : roots.operator_dirs);
   }
 
   if (PySys_SetObject("stdout", PySys_GetObject("stderr")) != 0) {

@@ -372,6 +372,16 @@ class SettingsTest(unittest.TestCase):
                     self.assertEqual(writable.exited(), 2, writable.diagnostics())
                     self.assertIn(f"chmod go-w {shared}", writable.diagnostics())
                     self.assertEqual(harness.daemon_pids(socket_path), [new])
+
+                    # The same directory on PYTHONPATH, which the server it starts inherits
+                    # and would refuse: the adapter checked only --python-path, and went on.
+                    inherited = harness.Adapter(harness.ServerTestCase.binaries,
+                                                self.launch_args(2),
+                                                env=dict(env, PYTHONPATH=shared))
+                    self.assertEqual(inherited.exited(), 2, inherited.diagnostics())
+                    self.assertIn(f"PYTHONPATH {shared}", inherited.diagnostics())
+                    self.assertIn(f"chmod go-w {shared}", inherited.diagnostics())
+                    self.assertEqual(harness.daemon_pids(socket_path), [new])
             finally:
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)

@@ -104,6 +104,21 @@ TEST(EnvironmentTest, ACodeDirectoryOthersMayWriteToStopsTheWorker) {
   EXPECT_THAT((*worker)->ReadStderr(), HasSubstr(absl::StrCat("chmod go-w ", open.string())));
 }
 
+// cnp-server refuses a virtualenv directory others may write to, sticky bit or not (they could
+// add a site-packages of their own); the worker, which checked only the site-packages below
+// it, took one with the sticky bit. Both check the list of common/code_directories.h now.
+TEST(EnvironmentTest, AVirtualenvOthersMayWriteToStopsTheWorkerAsItStopsTheServer) {
+  fs::path root = fs::path(std::getenv("TEST_TMPDIR")) / "sticky-venv";
+  fs::create_directories(root / "lib/python3.11/site-packages");
+  fs::permissions(root, fs::perms::all | fs::perms::sticky_bit);
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Start({absl::StrCat("--virtualenv=", root.string())});
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ((*worker)->CloseAndWait(), 1);
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr(absl::StrCat("--virtualenv ", root.string())));
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr(absl::StrCat("chmod go-w ", root.string())));
+}
+
 TEST(EnvironmentTest, SysStdoutIsStderr) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(MapTask({"worker_env.stdout_is_stderr"}, {"{}"}));
