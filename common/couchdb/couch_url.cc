@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 namespace cnp::couchdb {
@@ -57,6 +58,18 @@ std::optional<Parts> Split(absl::string_view url) {
   return parts;
 }
 
+// A path that steps out of itself, as libcurl or a proxy in front of CouchDB would resolve it:
+// a "." or ".." segment, spelled plainly or percent-encoded, or an encoded "/" that a proxy may
+// decode into a new segment. An allow-list prefix compares the text, so "/allowed/.." would pass
+// for "/allowed" and reach "/".
+bool StepsOutOfItself(absl::string_view path) {
+  for (absl::string_view segment : absl::StrSplit(path, '/')) {
+    const std::string decoded = PercentDecode(segment);
+    if (decoded == "." || decoded == ".." || absl::StrContains(decoded, '/')) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<CouchUrl> ParseCouchUrl(absl::string_view url) {
@@ -77,6 +90,11 @@ absl::StatusOr<CouchUrl> ParseCouchUrl(absl::string_view url) {
   if (absl::StrContains(parts->rest, '?') || absl::StrContains(parts->rest, '#')) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CouchDB URL \"", RedactUrl(url), "\" must not have a query or fragment"));
+  }
+  if (StepsOutOfItself(parts->rest)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CouchDB URL \"", RedactUrl(url),
+        "\" has a \".\" or \"..\" path segment or an encoded \"/\": give the path as it is"));
   }
   CouchUrl out;
   absl::string_view path = parts->rest;

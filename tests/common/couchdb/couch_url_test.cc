@@ -32,6 +32,26 @@ TEST(CouchUrlTest, BadUrlsAreRejectedWithoutShowingThePassword) {
   }
 }
 
+// A URL whose path steps out of itself would pass a --couchdb-allow prefix by its text and
+// reach another path once libcurl (or a proxy) resolves it: "/allowed/.." is "/".
+TEST(CouchUrlTest, PathsThatStepOutOfThemselvesAreRefused) {
+  for (const char* bad :
+       {"http://localhost:5984/allowed/..", "http://localhost:5984/allowed/../victim",
+        "http://localhost:5984/allowed/%2e%2E", "http://localhost:5984/allowed/.%2E/",
+        "http://localhost:5984/./allowed", "http://localhost:5984/allowed%2F..%2Fvictim",
+        "http://u:secret@localhost:5984/a/../b"}) {
+    absl::StatusOr<CouchUrl> url = ParseCouchUrl(bad);
+    ASSERT_FALSE(url.ok()) << bad << " parsed as " << url->base;
+    EXPECT_THAT(std::string(url.status().message()), ::testing::HasSubstr("path segment"));
+    EXPECT_THAT(std::string(url.status().message()), ::testing::Not(::testing::HasSubstr("secret")));
+  }
+  // Dots inside a segment are a name, not a step.
+  for (const char* good : {"http://localhost:5984/a..b", "http://localhost:5984/.well/couch",
+                           "http://localhost:5984/v1.2/couch"}) {
+    EXPECT_TRUE(ParseCouchUrl(good).ok()) << good;
+  }
+}
+
 TEST(CouchUrlTest, RedactRemovesUserInfo) {
   EXPECT_EQ(RedactUrl("http://a:b@h:1/x"), "http://h:1/x");
   EXPECT_EQ(RedactUrl("http://h:1/x"), "http://h:1/x");
