@@ -114,6 +114,14 @@ int RunMapCommand(int argc, char** argv) {
   if (!input.ok()) return Fail(input.status());
   auto docs = SplitJsonValues(*input, /*spread_array=*/true);
   if (!docs.ok()) return Fail(docs.status());
+  for (size_t i = 0; i < docs->size(); ++i) {
+    const std::string& doc = (*docs)[i];
+    if (doc.front() != '{') {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "document ", i, " is not a JSON object: ", absl::string_view(doc).substr(0, 40),
+          doc.size() > 40 ? "..." : "")));
+    }
+  }
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->timeout);

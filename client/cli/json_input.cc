@@ -26,30 +26,18 @@ std::string Position(const std::string& text, size_t offset) {
   return absl::StrCat("line ", line, ", column ", column);
 }
 
-// Records where each element of a top-level array ends (the stream position after it).
-class ElementEnds : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ElementEnds> {
+// Bounds the nesting of what the reader parses: it recurses once per level, and stopping it
+// past kMaxJsonDepth keeps the stack from running out.
+class DepthLimit : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, DepthLimit> {
  public:
-  ElementEnds(rapidjson::StringStream& stream, std::vector<size_t>& ends)
-      : stream_(stream), ends_(ends) {}
-  bool top_is_array() const { return top_is_array_; }
   bool too_deep() const { return too_deep_; }
-
-  bool Default() { return Scalar(); }
-  bool RawNumber(const char*, rapidjson::SizeType, bool) { return Scalar(); }
-  bool String(const char*, rapidjson::SizeType, bool) { return Scalar(); }
-  bool StartObject() { return Open(false); }
-  bool StartArray() { return Open(true); }
-  bool Key(const char*, rapidjson::SizeType, bool) { return true; }
+  bool StartObject() { return Open(); }
+  bool StartArray() { return Open(); }
   bool EndObject(rapidjson::SizeType) { return Close(); }
   bool EndArray(rapidjson::SizeType) { return Close(); }
 
  private:
-  bool Scalar() {
-    if (depth_ == 1) ends_.push_back(stream_.Tell());
-    return true;
-  }
-  bool Open(bool array) {
-    if (depth_ == 0) top_is_array_ = array;
+  bool Open() {
     if (++depth_ > kMaxJsonDepth) {
       too_deep_ = true;
       return false;  // stops the parse
@@ -58,15 +46,57 @@ class ElementEnds : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Eleme
   }
   bool Close() {
     --depth_;
-    return Scalar();
+    return true;
   }
 
-  rapidjson::StringStream& stream_;
-  std::vector<size_t>& ends_;
   int depth_ = 0;
-  bool top_is_array_ = false;
   bool too_deep_ = false;
 };
+
+void SkipSpace(rapidjson::StringStream& stream) {
+  while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
+}
+
+// Parses the JSON value at the stream's position and returns its text as written; the stream is
+// left just after it. `text` is what the stream reads, for the positions in errors.
+absl::StatusOr<std::string> TakeValue(const std::string& text, rapidjson::StringStream& stream) {
+  const size_t start = stream.Tell();
+  DepthLimit handler;
+  rapidjson::Reader reader;
+  // (The iterative parser would report a closing bracket before taking it.)
+  reader.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseNumbersAsStringsFlag>(
+      stream, handler);
+  if (handler.too_deep()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid JSON at ", Position(text, reader.GetErrorOffset()), ": nested deeper than ",
+        kMaxJsonDepth, " levels, which cnp-server refuses too"));
+  }
+  if (reader.HasParseError()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at ", Position(text, reader.GetErrorOffset()), ": ",
+                     rapidjson::GetParseError_En(reader.GetParseErrorCode())));
+  }
+  return text.substr(start, stream.Tell() - start);
+}
+
+// The elements of `array`, a valid JSON array, each as written. Each is parsed on its own, so
+// that its end is where the reader stopped (a handler sees a string's or number's end only on a
+// copy of the stream).
+std::vector<std::string> Elements(const std::string& array) {
+  std::vector<std::string> elements;
+  rapidjson::StringStream stream(array.c_str());
+  stream.Take();  // '['
+  for (;;) {
+    SkipSpace(stream);
+    if (stream.Peek() == ']' || stream.Peek() == '\0') break;
+    absl::StatusOr<std::string> element = TakeValue(array, stream);
+    if (!element.ok()) break;  // cannot happen: the array parsed as a whole
+    elements.push_back(*std::move(element));
+    SkipSpace(stream);
+    if (stream.Peek() == ',') stream.Take();
+  }
+  return elements;
+}
 
 }  // namespace
 
@@ -86,45 +116,15 @@ absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text
   // Values are cut out of the text, not re-serialised, so numbers beyond 64 bits and every
   // other detail reach the service exactly as written.
   std::vector<std::string> values;
-  std::vector<size_t> element_ends;  // of the elements of a top-level array
   rapidjson::StringStream stream(text.c_str());
   for (;;) {
-    while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
+    SkipSpace(stream);
     if (stream.Peek() == '\0') break;
-    const size_t start = stream.Tell();
-    ElementEnds handler(stream, element_ends);
-    element_ends.clear();
-    rapidjson::Reader reader;
-    // The parser recurses once per level, but the handler stops it past kMaxJsonDepth, before
-    // the stack could run out. (The iterative parser would report a closing bracket before
-    // taking it, and the element ends would come out one byte short.)
-    reader.Parse<rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseNumbersAsStringsFlag>(
-        stream, handler);
-    if (handler.too_deep()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid JSON at ", Position(text, reader.GetErrorOffset()), ": nested deeper than ",
-          kMaxJsonDepth, " levels, which cnp-server refuses too"));
-    }
-    if (reader.HasParseError()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("invalid JSON at ", Position(text, reader.GetErrorOffset()), ": ",
-                       rapidjson::GetParseError_En(reader.GetParseErrorCode())));
-    }
-    values.push_back(text.substr(start, stream.Tell() - start));
-    while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
-    if (spread_array && handler.top_is_array() && stream.Peek() == '\0' && values.size() == 1) {
-      values.clear();
-      size_t from = start + 1;  // after '['
-      for (size_t end : element_ends) {
-        while (from < end && (std::isspace(static_cast<unsigned char>(text[from])) || text[from] == ',')) {
-          ++from;
-        }
-        values.push_back(text.substr(from, end - from));
-        from = end;
-      }
-      break;
-    }
+    absl::StatusOr<std::string> value = TakeValue(text, stream);
+    if (!value.ok()) return value.status();
+    values.push_back(*std::move(value));
   }
+  if (spread_array && values.size() == 1 && values[0].front() == '[') return Elements(values[0]);
   return values;
 }
 

@@ -85,6 +85,12 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   EXPECT_EQ(bad_json.exit_code, 2);
   EXPECT_THAT(bad_json.out, HasSubstr("invalid JSON at line 2"));
 
+  // A document must be an object: said of the element itself, not as "invalid JSON at byte 0".
+  CliRun not_object =
+      Cnp(absl::StrCat("map ", target_, " svc_fns.doubled"), R"([{"_id":"a"},"s"])");
+  EXPECT_EQ(not_object.exit_code, 2);
+  EXPECT_THAT(not_object.out, HasSubstr(R"(document 1 is not a JSON object: "s")"));
+
   CliRun typo = Cnp(absl::StrCat("map --tagret=x svc_fns.doubled"));
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_THAT(typo.out, HasSubstr("unknown option --tagret"));
