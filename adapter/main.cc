@@ -33,6 +33,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/socket_trust.h"
+#include "common/system_user.h"
 #include "common/version.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
@@ -119,8 +120,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
     std::cerr << "cnp-adapter: " << why << std::endl;
     return 1;
   };
-  absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(options.security.server_user);
-  if (!trust.ok()) return fail(trust.status().message());
+  const SocketTrust trust = SocketTrust::WithServerUid(options.server_uid);
   // CouchDB's pipes must never go to a socket someone else could have put there.
   if (absl::Status s = CheckTargetSocket(options); !s.ok()) {
     if (required) return fail(s.message());
@@ -133,7 +133,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         return kUseStream;  // the stream path reports it to CouchDB as an error line
       }
     }
-    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, *trust, deadline);
+    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, trust, deadline);
     // The server's state is unknown (it may own the pipes): never read stdin after this.
     if (!offer.ok()) return fail(offer.status().message());
     if (offer->report_settings_mismatch) {
@@ -195,7 +195,6 @@ int Run() {
                       .tls_cert_file = absl::GetFlag(FLAGS_tls_cert),
                       .tls_key_file = absl::GetFlag(FLAGS_tls_key),
                       .auth_token_file = absl::GetFlag(FLAGS_auth_token_file)};
-  options.security.server_user = absl::GetFlag(FLAGS_server_user);
   if (absl::Status s = client::CheckTlsTarget(options.security, options.target); !s.ok()) {
     std::cerr << "cnp-adapter: " << s.message() << std::endl;
     return 2;
@@ -209,11 +208,13 @@ int Run() {
       return 2;
     }
   }
-  if (absl::StatusOr<SocketTrust> trust =
-          SocketTrust::WithServerUser(options.security.server_user);
-      !trust.ok()) {
-    std::cerr << "cnp-adapter: " << trust.status().message() << std::endl;
-    return 2;
+  if (const std::string user = absl::GetFlag(FLAGS_server_user); !user.empty()) {
+    absl::StatusOr<uid_t> uid = ResolveUser(user, "server-user");
+    if (!uid.ok()) {
+      std::cerr << "cnp-adapter: " << uid.status().message() << std::endl;
+      return 2;
+    }
+    options.server_uid = *uid;
   }
   options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);

@@ -58,15 +58,14 @@ bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& repl
 absl::Status CheckTargetSocket(const ServiceConnection::Options& options) {
   std::optional<std::string> path = UnixSocketPath(options.target);
   if (!path.has_value()) return absl::OkStatus();
-  absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(options.security.server_user);
-  if (!trust.ok()) return absl::FailedPreconditionError(trust.status().message());
+  const SocketTrust trust = SocketTrust::WithServerUid(options.server_uid);
   if (options.may_launch) {
     const std::string dir = SocketDirectory(*path);
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0) return absl::OkStatus();  // the launcher makes it, ours
     if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kMe); !s.ok()) return s;
   }
-  return trust->CheckSocket(*path);
+  return trust.CheckSocket(*path);
 }
 
 ServiceConnection::ServiceConnection(Options options, const SessionState& state)

@@ -7,7 +7,10 @@
 // up in time for CouchDB to read the error before its own timeout.
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,9 +28,11 @@ class ServiceConnection {
  public:
   struct Options {
     std::string target;
-    // TLS and the bearer token, for a service on TCP that requires them; the server's user, for
-    // a unix socket owned by a dedicated account.
+    // TLS and the bearer token, for a service on TCP that requires them.
     client::ChannelSecurity security;
+    // --server-user, resolved once: the server's user, for a unix socket owned by a dedicated
+    // account (common/socket_trust.h).
+    std::optional<uid_t> server_uid;
     // Start a cnp-server when nothing answers at `target` (a unix socket).
     bool may_launch = false;
     LaunchOptions launch;

@@ -20,12 +20,13 @@ std::string FlagValue(uid_t uid) { return UserName(uid).value_or(absl::StrCat(ui
 }  // namespace
 
 absl::StatusOr<SocketTrust> SocketTrust::WithServerUser(const std::string& server_user) {
-  std::optional<uid_t> server_uid;
-  if (!server_user.empty()) {
-    absl::StatusOr<uid_t> uid = ResolveUser(server_user, "server-user");
-    if (!uid.ok()) return uid.status();
-    server_uid = *uid;
-  }
+  if (server_user.empty()) return WithServerUid(std::nullopt);
+  absl::StatusOr<uid_t> uid = ResolveUser(server_user, "server-user");
+  if (!uid.ok()) return uid.status();
+  return WithServerUid(*uid);
+}
+
+SocketTrust SocketTrust::WithServerUid(std::optional<uid_t> server_uid) {
   return SocketTrust(server_uid, DefaultRuntimeDir());
 }
 

@@ -25,6 +25,8 @@ class SocketTrust {
   // Trusts this user, root and `server_user` (a name or uid, as given to --server-user; empty:
   // nobody else). INVALID_ARGUMENT when no such user exists.
   static absl::StatusOr<SocketTrust> WithServerUser(const std::string& server_user);
+  // The same with the --server-user already resolved (none: nobody else).
+  static SocketTrust WithServerUid(std::optional<uid_t> server_uid);
 
   // `own_dir`: this user's default directory (common/default_target.h), which only this user
   // may own, --server-user or not: it is where cnp looks without being told, so another user

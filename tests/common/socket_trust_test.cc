@@ -126,6 +126,21 @@ TEST_F(SocketTrustTest, APeerOfAnotherUserIsRefusedUnlessItIsTheServerUser) {
   EXPECT_TRUE(Trust(std::nullopt).CheckPeer(::geteuid(), "/run/cnp/cnp.sock.direct").ok());
 }
 
+// cnp-adapter resolves --server-user once and builds its trust from the uid; a name or a uid
+// given to WithServerUser trusts the same user.
+TEST(SocketTrustFromFlagTest, ANameAndItsResolvedUidTrustTheSameUsers) {
+  absl::StatusOr<SocketTrust> by_name = SocketTrust::WithServerUser("nobody");
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  const SocketTrust by_uid = SocketTrust::WithServerUid(kNobody);
+  const SocketTrust nobody_else = SocketTrust::WithServerUid(std::nullopt);
+  for (uid_t uid : {uid_t{0}, ::geteuid(), kNobody, uid_t{4242}}) {
+    EXPECT_EQ(by_name->Trusts(uid), by_uid.Trusts(uid)) << uid;
+    EXPECT_EQ(nobody_else.Trusts(uid), uid == 0 || uid == ::geteuid()) << uid;
+  }
+  EXPECT_TRUE(by_uid.Trusts(kNobody));
+  EXPECT_FALSE(SocketTrust::WithServerUser("no-such-user-here").ok());
+}
+
 TEST(ResolveUserTest, TakesANameOrANumber) {
   EXPECT_EQ(*ResolveUser("0", "server-user"), 0u);
   EXPECT_EQ(*ResolveUser("root", "server-user"), 0u);
