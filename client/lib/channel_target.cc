@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/loopback.h"
 
 namespace cnp::client {
 namespace {
@@ -43,25 +44,19 @@ absl::StatusOr<Family> AddressFamily(absl::string_view address) {
       "dns:///NAME:PORT balances over every address a name resolves to"));
 }
 
-// "127.0.0.1:7070", "[::1]:7070", "localhost:7070", "localhost" -> whether the host is loopback.
+// "127.0.0.1:7070", "[::1]:7070", "localhost:7070", "localhost" -> whether the host is loopback
+// (common/loopback.h).
 bool HostIsLoopback(absl::string_view host_port) {
   host_port = absl::StripAsciiWhitespace(host_port);
-  std::string host;
   if (absl::StartsWith(host_port, "[")) {
     const size_t close = host_port.find(']');
     if (close == absl::string_view::npos) return false;
-    host = std::string(host_port.substr(1, close - 1));
-  } else if (std::count(host_port.begin(), host_port.end(), ':') > 1) {
-    host = std::string(host_port);  // a bare IPv6 address, no port
-  } else {
-    host = std::string(host_port.substr(0, host_port.find(':')));
+    return IsLoopbackHost(host_port.substr(0, close + 1));
   }
-  if (absl::AsciiStrToLower(host) == "localhost") return true;
-  in_addr v4{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6{};
-  if (::inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
-  return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  if (std::count(host_port.begin(), host_port.end(), ':') > 1) {
+    return IsLoopbackHost(host_port);  // a bare IPv6 address, no port
+  }
+  return IsLoopbackHost(host_port.substr(0, host_port.find(':')));
 }
 
 }  // namespace

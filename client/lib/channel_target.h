@@ -24,9 +24,10 @@ namespace cnp::client {
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate = 0);
 
 // Whether everything `target` names is on this host, where what a client sends in plaintext is
-// read by no one on the way: a unix socket, or TCP addresses that are all loopback by
-// cnp-server's rule for plaintext listeners (127.0.0.0/8, ::1, ::ffff:127.x.x.x), or the name
-// localhost. Any other name is not: what it resolves to when gRPC connects is not ours to know.
+// read by no one on the way: a unix socket, or TCP hosts that are all loopback by the rule
+// cnp-server's plaintext listeners follow (common/loopback.h: 127.0.0.0/8, ::1,
+// ::ffff:127.x.x.x, or the name localhost). Any other name is not: what it resolves to when gRPC
+// connects is not ours to know.
 bool TargetStaysOnThisHost(absl::string_view target);
 
 }  // namespace cnp::client

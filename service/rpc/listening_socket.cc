@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/loopback.h"
 #include "common/socket_directory.h"
 #include "service/rpc/inherited_sockets.h"
 
@@ -120,19 +121,6 @@ absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std
   return socket;
 }
 
-bool IsLoopback(const sockaddr* addr) {
-  if (addr->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
-    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (addr->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
-    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
-  }
-  return false;
-}
-
 void SetPort(sockaddr* addr, int port) {
   if (addr->sa_family == AF_INET) reinterpret_cast<sockaddr_in*>(addr)->sin_port = htons(port);
   if (addr->sa_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(addr)->sin6_port = htons(port);
@@ -181,7 +169,7 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& addres
       socket.address = address;
       socket.port = port;
       // What systemd bound, not what --listen says, decides whether TLS is required.
-      socket.loopback = IsLoopback(reinterpret_cast<sockaddr*>(&bound));
+      socket.loopback = IsLoopbackAddress(reinterpret_cast<sockaddr*>(&bound));
       sockets.push_back(std::move(socket));
     }
     return sockets;
@@ -220,7 +208,7 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& addres
     }
     ListeningSocket socket;
     socket.port = GetPort(fd.get());
-    socket.loopback = IsLoopback(ai->ai_addr);
+    socket.loopback = IsLoopbackAddress(ai->ai_addr);
     socket.fd = fd.release();
     socket.address = address;
     sockets.push_back(std::move(socket));

@@ -1,10 +1,9 @@
 #include "service/upload/couch_allow_list.h"
 
-#include <arpa/inet.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/loopback.h"
 
 namespace cnp::upload {
 namespace {
@@ -18,27 +17,19 @@ std::string Normalised(const std::string& base) {
                       absl::string_view(base).substr(path));
 }
 
-// The host of "scheme://host[:port][/path]", without brackets for IPv6.
+// The host of "scheme://host[:port][/path]": "[::1]" with its brackets, as common/loopback.h
+// reads it.
 std::string HostOf(const std::string& base) {
   absl::string_view rest = base;
   rest.remove_prefix(base.find("://") + 3);
   rest = rest.substr(0, rest.find('/'));
-  if (absl::StartsWith(rest, "[")) return std::string(rest.substr(1, rest.find(']') - 1));
-  return absl::AsciiStrToLower(rest.substr(0, rest.find(':')));
+  if (absl::StartsWith(rest, "[")) return std::string(rest.substr(0, rest.find(']') + 1));
+  return std::string(rest.substr(0, rest.find(':')));
 }
 
 }  // namespace
 
-bool IsLoopbackUrl(const couchdb::CouchUrl& url) {
-  std::string host = HostOf(url.base);
-  if (host == "localhost") return true;
-  in_addr v4;
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  in6_addr v6;
-  return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
-}
+bool IsLoopbackUrl(const couchdb::CouchUrl& url) { return IsLoopbackHost(HostOf(url.base)); }
 
 absl::StatusOr<CouchAllowList> CouchAllowList::FromPrefixes(
     const std::vector<std::string>& prefixes) {
@@ -70,7 +61,7 @@ absl::Status CouchAllowList::Check(const couchdb::CouchUrl& url) const {
     if (IsLoopbackUrl(url)) return absl::OkStatus();
     return absl::PermissionDeniedError(absl::StrCat(
         "this cnp-server uploads only to CouchDB on its own host (localhost, 127.0.0.0/8, "
-        "[::1]), not to ", url.base,
+        "[::1], [::ffff:127.x.x.x]), not to ", url.base,
         "; its operator can allow more with --couchdb-allow=URL_PREFIX"));
   }
   for (const std::string& prefix : prefixes_) {

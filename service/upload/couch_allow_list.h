@@ -32,7 +32,8 @@ class CouchAllowList {
   std::vector<std::string> prefixes_;  // normalised CouchUrl::base values
 };
 
-// Whether the URL's host is a loopback address: localhost, 127.0.0.0/8 or [::1].
+// Whether the URL's host is loopback by common/loopback.h's rule (localhost, 127.0.0.0/8, [::1],
+// [::ffff:127.x.x.x]), the rule cnp-server's plaintext listeners and the clients also follow.
 bool IsLoopbackUrl(const couchdb::CouchUrl& url);
 
 }  // namespace cnp::upload

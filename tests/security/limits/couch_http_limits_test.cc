@@ -3,7 +3,9 @@
 // "error" and "reason", trimmed.
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/upload/couch_allow_list.h"
@@ -122,6 +124,39 @@ TEST_F(CouchHttpLimitsTest, WithoutAllowListOnlyLoopbackIsAllowed) {
     ASSERT_TRUE(parsed.ok());
     EXPECT_TRUE(CouchAllowList().Check(*parsed).ok()) << url;
   }
+}
+
+// Every spelling of loopback is loopback (common/loopback.h), and nothing that only looks like
+// it. [::ffff:127.0.0.1] was refused before: the allow list had a loopback rule of its own that
+// missed IPv4-mapped addresses, which the listeners and the clients counted as loopback.
+TEST_F(CouchHttpLimitsTest, WithoutAllowListEverySpellingOfLoopbackIsAllowed) {
+  for (const char* url : {"http://[::ffff:127.0.0.1]:5984", "http://[::FFFF:127.1.2.3]:5984",
+                          "http://127.1.2.3:5984", "http://LOCALHOST:5984", "https://[::1]"}) {
+    absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(url);
+    ASSERT_TRUE(parsed.ok()) << url;
+    EXPECT_TRUE(CouchAllowList().Check(*parsed).ok()) << url;
+  }
+  for (const char* url : {"http://127.0.0.1.evil.com:5984", "http://[::ffff:10.0.0.1]:5984",
+                          "http://0.0.0.0:5984", "http://[::]:5984", "http://localhost.:5984",
+                          "http://[127.0.0.1]:5984", "http://127.1:5984"}) {
+    absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(url);
+    ASSERT_TRUE(parsed.ok()) << url;
+    EXPECT_TRUE(absl::IsPermissionDenied(CouchAllowList().Check(*parsed))) << url;
+  }
+
+  // And an IPv4-mapped URL does reach CouchDB on 127.0.0.1: it is this host.
+  ScriptedHttpServer couch([](const HttpRequest& r) {
+    if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
+    if (r.method == "GET") return ScriptedResponse{404, R"({"error": "not_found"})"};
+    return ScriptedResponse{201, R"({"ok": true, "rev": "1-a"})"};
+  });
+  std::string mapped = couch.url();
+  ASSERT_TRUE(absl::StrContains(mapped, "//127.0.0.1:")) << mapped;
+  absl::StrReplaceAll({{"//127.0.0.1:", "//[::ffff:127.0.0.1]:"}}, &mapped);
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(uploader, Request(mapped));
+  EXPECT_TRUE(result.status.ok()) << mapped << ": " << result.status << result.Dump();
+  EXPECT_THAT(couch.requests(), Not(IsEmpty()));
 }
 
 TEST_F(CouchHttpLimitsTest, TheAllowListDecidesWhereUploadsGo) {
