@@ -1,5 +1,7 @@
 #include "service/worker/document_mapper.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/map_call.h"
@@ -20,8 +22,13 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
   rows_.Clear();
   failures_.clear();
   doc_id_.clear();
-  absl::StatusOr<PyRef> doc = ParseJsonInPlace(doc_json);
-  if (!doc.ok()) return doc.status();
+  DocumentSeen seen;
+  absl::StatusOr<PyRef> doc = ParseDocumentInPlace(doc_json, seen);
+  if (!doc.ok()) {
+    if (!seen.too_deep) return doc.status();
+    FailEveryFunction(doc.status(), std::move(seen.id));
+    return absl::OkStatus();
+  }
 
   rows_.Put('[');
   for (size_t i = 0; i < functions_.size(); ++i) {
@@ -42,6 +49,23 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
   rows_.Put(']');
   if (!failures_.empty()) doc_id_ = IdOf(doc->get());
   return absl::OkStatus();
+}
+
+void DocumentMapper::FailEveryFunction(const absl::Status& why, std::string doc_id) {
+  rows_.Put('[');
+  for (size_t i = 0; i < functions_.size(); ++i) {
+    if (i > 0) rows_.Put(',');
+    rows_.Put('[');
+    rows_.Put(']');
+    failures_.push_back(
+        {i,
+         UserException{"ValueError",
+                       absl::StrCat("cnp does not give this document to Python: ", why.message()),
+                       PyRef()},
+         Context().logs.size()});
+  }
+  rows_.Put(']');
+  doc_id_ = std::move(doc_id);
 }
 
 }  // namespace cnp::worker

@@ -31,7 +31,10 @@ class DocumentMapper {
       : functions_(std::move(functions)), names_(std::move(names)) {}
 
   // Maps one document, parsing `doc_json` in place. INVALID_ARGUMENT for malformed JSON;
-  // a function that raises is not an error (see failures()).
+  // a function that raises is not an error (see failures()), and neither is a document nested
+  // deeper than Python is given: every function fails on it alone, with a ValueError, as a
+  // couchjs map function fails on a document it cannot serialise. Refusing it as a whole would
+  // fail the call, and CouchDB retries a view's index update on that document for ever.
   absl::Status Map(std::string& doc_json);
 
   // The reply for the last document: one array of rows per function; [] where it raised.
@@ -41,6 +44,8 @@ class DocumentMapper {
   const std::string& doc_id() const { return doc_id_; }
 
  private:
+  void FailEveryFunction(const absl::Status& why, std::string doc_id);
+
   std::vector<PyObject*> functions_;
   std::vector<std::string_view> names_;
   rapidjson::StringBuffer rows_;

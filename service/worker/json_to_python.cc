@@ -46,7 +46,9 @@ class KeyCache {
 // final size, so no list is ever resized and no dict is ever looked up twice.
 class PythonBuilder {
  public:
-  PythonBuilder() { stack_.reserve(64); }
+  // With `id`, the top-level "_id" string is copied there as it is read (a document that fails
+  // further on is then still named).
+  explicit PythonBuilder(std::string* id = nullptr) : id_(id) { stack_.reserve(64); }
   ~PythonBuilder() {
     for (PyObject* object : stack_) Py_XDECREF(object);
   }
@@ -65,9 +67,11 @@ class PythonBuilder {
   }
 
   bool String(const char* text, rapidjson::SizeType length, bool) {
+    if (id_ != nullptr && id_next_ && depth_ == 1) id_->assign(text, length);
     return Push(PyUnicode_DecodeUTF8(text, length, "strict"));
   }
   bool Key(const char* text, rapidjson::SizeType length, bool copy) {
+    if (id_ != nullptr) id_next_ = depth_ == 1 && length == 3 && std::memcmp(text, "_id", 3) == 0;
     if (PyObject* cached = KeyCache::Lookup(text, length)) return Push(cached);
     if (PyErr_Occurred()) return false;
     return String(text, length, copy);
@@ -149,6 +153,8 @@ class PythonBuilder {
   std::vector<PyObject*> stack_;
   int depth_ = 0;
   bool too_deep_ = false;
+  std::string* const id_;
+  bool id_next_ = false;  // the last key read was the top-level "_id"
 };
 
 constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
@@ -157,8 +163,8 @@ constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
 
 // Parses with `kParseFlags | extra_flags`; `end` is where the reader stopped.
 template <unsigned extra_flags>
-absl::StatusOr<PyRef> Parse(std::string& json, size_t& end) {
-  PythonBuilder builder;
+absl::StatusOr<PyRef> Parse(std::string& json, size_t& end, DocumentSeen* seen = nullptr) {
+  PythonBuilder builder(seen != nullptr ? &seen->id : nullptr);
   rapidjson::Reader reader;
   rapidjson::InsituStringStream stream(json.data());
   rapidjson::ParseResult result = reader.Parse<kParseFlags | extra_flags>(stream, builder);
@@ -166,6 +172,7 @@ absl::StatusOr<PyRef> Parse(std::string& json, size_t& end) {
   if (!result) {
     std::string why;
     if (builder.too_deep()) {
+      if (seen != nullptr) seen->too_deep = true;
       why = absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels");
     } else if (PyErr_Occurred()) {
       // The text parsed but Python refused a value (bytes that are not UTF-8), or memory ran
@@ -190,6 +197,11 @@ absl::StatusOr<PyRef> Parse(std::string& json, size_t& end) {
 absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
   size_t end = 0;
   return Parse<0>(json, end);
+}
+
+absl::StatusOr<PyRef> ParseDocumentInPlace(std::string& json, DocumentSeen& seen) {
+  size_t end = 0;
+  return Parse<0>(json, end, &seen);
 }
 
 absl::StatusOr<PyRef> ParseJsonValueInPlace(std::string& json, size_t& end) {

@@ -23,6 +23,15 @@ inline constexpr int kMaxJsonDepth = 4096;
 // RESOURCE_EXHAUSTED means a MemoryError (the worker is then marked for recycling).
 absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json);
 
+// What a document's parse saw: its top-level "_id" (CouchDB writes it first), and whether it
+// failed only for being nested deeper than kMaxJsonDepth (valid JSON Python is not given).
+struct DocumentSeen {
+  std::string id;
+  bool too_deep = false;
+};
+// ParseJsonInPlace for a document, telling what it saw, also when it fails.
+absl::StatusOr<PyRef> ParseDocumentInPlace(std::string& json, DocumentSeen& seen);
+
 // The first JSON value of `json`, parsed in place as ParseJsonInPlace does; `end` is set to the
 // byte after it. What follows the value is not read (the caller's: a CouchDB line's closing
 // bracket). On a failure `end` is where the reader stopped.

@@ -92,6 +92,24 @@ class QueryServerSpecTest(harness.ServerTestCase):
              ["log", "mapping x"],
              [[], [[1, None]]]])
 
+    def test_a_document_nested_too_deep_fails_only_itself(self):
+        # Security review: a document nested deeper than 4096 levels was answered with an error
+        # line, which fails CouchDB's index update, retried on that same document for ever: one
+        # document stopped a view. Now each function fails on it alone, as in couchjs.
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_twice"]), True)
+        depth = 5000  # built as text: json.dumps recurses
+        deep = '{"_id":"deep","a":' + "[" * depth + "]" * depth + "}"
+        lines = [json.loads(line) for line in self.qs.call('["map_doc",' + deep + "]")]
+        self.assertEqual(lines[-1], [[], []])
+        self.assertEqual(len(lines), 3, lines)
+        for log in lines[:-1]:
+            self.assertEqual(log[0], "log")
+            self.assertRegex(log[1], r"^function raised exception \(ValueError: .*nested deeper "
+                                     r"than 4096 levels\) with doc._id deep$")
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "next", "a": "b"}]),
+                         [[["baz", "b"]], [["foo", "b"], ["bar", "b"]]])
+
     def test_reset_forgets_map_funs(self):
         self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
         self.assertIs(self.qs.reply(["reset"]), True)

@@ -138,6 +138,32 @@ TEST_F(MapTest, MalformedDocumentFailsTheTaskNamingWhichDocument) {
   EXPECT_EQ(reply.failure().message(), "document 1: invalid JSON at byte 21: Invalid value.");
 }
 
+// Security review: one document nested deeper than Python is given failed the whole task, so
+// CouchDB's index update (and cnp derive) stopped on it for good. Now only that document fails,
+// each function with a ValueError naming it, as a couchjs function fails on what it cannot
+// serialise; the documents around it are mapped.
+TEST_F(MapTest, ADocumentNestedTooDeepFailsOnlyItself) {
+  const std::string deep = R"({"_id":"deep","_rev":"1-a","x":)" + std::string(5000, '[') +
+                           std::string(5000, ']') + "}";
+  Reply reply = worker_->Call(
+      MapTask({"worker_views.town", "worker_views.bare_town"}, {kOslo, deep, kLima}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString().substr(0, 500);
+  ASSERT_EQ(reply.map().results_size(), 3);
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[["Oslo",1]],[["Oslo",null]]])");
+  EXPECT_EQ(reply.map().results(2).rows(), R"([[["Lima",1]],[["Lima",null]]])");
+  const cnp::v1::MapResult& refused = reply.map().results(1);
+  EXPECT_EQ(refused.rows(), "[[],[]]");
+  ASSERT_EQ(refused.errors_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(refused.errors(i).doc_id(), "deep");
+    EXPECT_EQ(refused.errors(i).type(), "ValueError");
+    EXPECT_NE(refused.errors(i).message().find("nested deeper than 4096 levels"),
+              std::string::npos)
+        << refused.errors(i).message();
+  }
+  EXPECT_EQ(refused.errors(1).function(), "worker_views.bare_town");
+}
+
 TEST_F(MapTest, NoDocumentsIsAnEmptyResult) {
   Reply reply = worker_->Call(MapTask({"worker_views.town"}, {}));
   ASSERT_TRUE(reply.has_map());
