@@ -1,16 +1,16 @@
 #include "common/code_directory.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "common/code_ownership.h"
 
 namespace cnp {
 namespace {
@@ -22,7 +22,7 @@ constexpr int kMaxSymlinks = 40;
 
 class DirectoryWalk {
  public:
-  explicit DirectoryWalk(absl::string_view what) : what_(what), me_(::geteuid()) {}
+  explicit DirectoryWalk(absl::string_view what) : what_(what) {}
 
   // Follows `path` from `from` one component at a time, checking each directory it enters as
   // one above the code; returns the directory reached (or the deepest existing one).
@@ -65,45 +65,20 @@ class DirectoryWalk {
 
   // The directory the code is in: nobody but its owner may write to it, sticky or not (the
   // sticky bit keeps others from replacing files, not from adding new modules).
-  absl::Status CheckCodeDir(const fs::path& dir) {
-    struct stat st {};
-    if (::stat(dir.c_str(), &st) != 0) return Failed(dir, std::strerror(errno));
-    if (absl::Status s = CheckOwner(dir, st); !s.ok()) return s;
-    if ((st.st_mode & 022) != 0) {
-      return Refused(dir, absl::StrFormat("is writable by %s (mode %04o)", Writers(st),
-                                          st.st_mode & 07777),
-                     absl::StrCat("run chmod go-w ", dir.string()));
-    }
-    return absl::OkStatus();
-  }
+  absl::Status CheckCodeDir(const fs::path& dir) { return Check(dir, StickyBit::kNotEnough); }
 
   bool missing() const { return missing_; }
 
  private:
-  absl::Status CheckAbove(const fs::path& dir) {
+  absl::Status CheckAbove(const fs::path& dir) { return Check(dir, StickyBit::kSuffices); }
+
+  absl::Status Check(const fs::path& dir, StickyBit sticky) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0) return Failed(dir, std::strerror(errno));
-    if (absl::Status s = CheckOwner(dir, st); !s.ok()) return s;
-    if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0) {
-      return Refused(dir, absl::StrFormat("is writable by %s without the sticky bit (mode %04o), "
-                                          "so they could rename or replace what it holds",
-                                          Writers(st), st.st_mode & 07777),
-                     absl::StrCat("run chmod go-w ", dir.string()));
+    if (std::optional<OwnershipProblem> problem = OthersCanChange(dir.string(), st, sticky)) {
+      return Refused(dir, problem->what, problem->fix);
     }
     return absl::OkStatus();
-  }
-
-  absl::Status CheckOwner(const fs::path& dir, const struct stat& st) {
-    if (st.st_uid == 0 || st.st_uid == me_) return absl::OkStatus();
-    return Refused(dir,
-                   absl::StrFormat("belongs to uid %d, neither root nor this user (uid %d)",
-                                   st.st_uid, me_),
-                   absl::StrFormat("chown it to root or uid %d, or move the code elsewhere", me_));
-  }
-
-  static const char* Writers(const struct stat& st) {
-    if ((st.st_mode & 002) != 0) return "every user";
-    return "its group";
   }
 
   absl::Status Refused(const fs::path& dir, absl::string_view problem, absl::string_view fix) {
@@ -118,7 +93,6 @@ class DirectoryWalk {
   }
 
   std::string what_;
-  uid_t me_;
   int symlinks_ = 0;
   bool missing_ = false;
 };

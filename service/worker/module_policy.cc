@@ -1,17 +1,17 @@
 #include "service/worker/module_policy.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/code_ownership.h"
 #include "service/worker/py_text.h"
 #include "service/worker/user_exception.h"
 
@@ -74,24 +74,14 @@ std::string ModuleNameBelow(const std::string& file, const std::string& root) {
 }
 
 // Why another user could change the code in `file` (or, for a namespace package, add to the
-// directory), or empty: it belongs to neither root nor this user, or its group or others may
-// write to it. The directories above it were checked when the worker started
+// directory), or nothing. The directories above it were checked when the worker started
 // (common/code_directory.h); a file is checked each time it is about to be imported, so an
 // edited module (picked up without a restart) is checked again, and when a function of it is
 // loaded.
-std::string WritableByOthers(const std::string& file) {
+std::optional<OwnershipProblem> WritableByOthers(const std::string& file) {
   struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) return "";  // gone: the import fails on its own
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    return absl::StrFormat("belongs to uid %d, neither root nor this user (uid %d)", st.st_uid,
-                           ::geteuid());
-  }
-  if ((st.st_mode & 022) != 0) {
-    return absl::StrFormat("is writable by %s (mode %04o)",
-                           (st.st_mode & 002) != 0 ? "every user" : "its group",
-                           st.st_mode & 07777);
-  }
-  return "";
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;  // gone: the import fails on its own
+  return OthersCanChange(file, st);
 }
 
 // `file` made absolute, as written and as resolved (symlinks, such as Bazel runfiles).
@@ -225,10 +215,10 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
             absl::StrContains(never, "standard library") ? std::string(kNeverStandardLibrary)
                                                           : ""};
   }
-  if (std::string writable = WritableByOthers(file); !writable.empty()) {
-    return {absl::StrCat("is in ", file, ", which ", writable,
+  if (std::optional<OwnershipProblem> writable = WritableByOthers(file)) {
+    return {absl::StrCat("is in ", file, ", which ", writable->what,
                          ": another user could change the code cnp-server runs"),
-            absl::StrCat("run chmod go-w ", file, " (and chown it to root or cnp-server's user)")};
+            writable->fix};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
     std::string top = location.module.substr(0, location.module.find('.'));
