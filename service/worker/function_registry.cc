@@ -6,7 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/worker/py_text.h"
-#include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 namespace {
@@ -64,7 +63,7 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
   }
   PyRef module = PyRef::Steal(PyImport_ImportModule(name.module.c_str()));
   stamps_.RecordNewModules();
-  if (!module) return absl::NotFoundError(TakeException().Summary());
+  if (!module) return ImportFailed(name);
   absl::StatusOr<PyRef> callable = ModuleAttribute(module.get(), name);
   if (!callable.ok()) return callable.status();
   if (absl::Status s = policy_.CheckFunction(name, callable->get()); !s.ok()) return s;

@@ -14,6 +14,7 @@
 #include "common/code_directories.h"
 #include "common/code_directory.h"
 #include "service/worker/builtin_module.h"
+#include "service/worker/code_file_guard.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"
 
@@ -189,11 +190,14 @@ absl::StatusOr<std::string> FindPackageDir(const char* argv0) {
 absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   if (Py_IsInitialized()) return absl::FailedPreconditionError("Python is already running");
   RegisterBuiltinModule();
+  // Before anything is imported: the virtualenv's .pth files and their imports included.
+  if (absl::Status s = InstallCodeFileGuard(); !s.ok()) return s;
 
   PyConfig config;
   PyConfig_InitIsolatedConfig(&config);  // no PYTHON* variables, no user site, no cwd on path
   config.site_import = 0;                // no dist-packages either: only what the operator names
   config.write_bytecode = 0;             // never write into the operator's directories
+                                         // (and never make a cache code_file_guard.h refuses)
   config.install_signal_handlers = 0;    // the worker's signals keep their default meaning
   config.parse_argv = 0;
   PyStatus status = Py_InitializeFromConfig(&config);

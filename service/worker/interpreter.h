@@ -4,7 +4,8 @@
 // --python-path directories, PYTHONPATH, and the virtualenv's site-packages (with its .pth
 // files). Not the current directory, not the user's site-packages, not Debian's dist-packages.
 // Each of those directories, and every directory above it, must be writable by nobody but this
-// user and root (service/common/code_directory.h), or the worker does not start.
+// user and root (common/code_directory.h), or the worker does not start; and every file Python
+// reads code from (sources, bytecode caches, .pth files) must be too (code_file_guard.h).
 #pragma once
 
 #include <string>

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/code_ownership.h"
+#include "service/worker/code_file_guard.h"
 #include "service/worker/py_text.h"
 #include "service/worker/user_exception.h"
 
@@ -145,6 +146,12 @@ bool IsStandardLibrary(const std::string& module) {
   }
   PyErr_Clear();
   return false;
+}
+
+absl::Status ImportFailed(const FunctionName& name) {
+  UserException e = TakeException();
+  if (IsCodeFileRefusal(e.value.get())) return Denied(name, e.message, "");
+  return absl::NotFoundError(e.Summary());
 }
 
 ModulePolicy::ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots)
@@ -301,7 +308,7 @@ absl::Status ModulePolicy::CheckLocation(const FunctionName& name, const std::st
     // this imports the packages above it, each of which has passed this check already.
     spec = PyRef::Steal(PyObject_CallOneArg(find_spec_.get(),
                                             PyRef::Steal(PyUnicode_FromString(module.c_str())).get()));
-    if (!spec) return absl::NotFoundError(TakeException().Summary());
+    if (!spec) return ImportFailed(name);
     if (spec.get() == Py_None) {
       return absl::NotFoundError(
           absl::StrCat("ModuleNotFoundError: No module named '", module, "'"));

@@ -97,6 +97,11 @@ class ModulePolicy {
   mutable std::string package_dir_;  // the directory of couch_named_python's files, likewise
 };
 
+// The status for an import of `name`'s module (or of a package above it) that raised; takes
+// the exception. PERMISSION_DENIED when the bytecode guard refused a file of code another user
+// could change (code_file_guard.h), NOT_FOUND otherwise.
+absl::Status ImportFailed(const FunctionName& name);
+
 // Whether `module` (or its top-level package) is part of Python's standard library or built
 // into the interpreter, by sys.stdlib_module_names and sys.builtin_module_names.
 bool IsStandardLibrary(const std::string& module);
