@@ -3,7 +3,8 @@
 // write (its file, or the __pycache__ directory it is in) is theirs to fill with any code, the
 // source untouched: cnp-worker refuses it for the function's module, a package above it, and a
 // module it imports, naming the file and the fix. Each planted cache here is a valid one (the
-// control shows Python running it once nobody else could have written it).
+// control shows Python running it once nobody else could have written it). The same guard
+// checks the virtualenv's .pth files, whose `import` lines run as the worker starts.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -156,6 +157,54 @@ TEST(BytecodeCacheTest, APackagesPlantedCacheIsRefused) {
   Reply foreign = t.Map("views.towns.by_town");
   ExpectRefused(t, foreign, "chown " + cache + " to root or uid 0");
   EXPECT_THAT(foreign.failure().message(), HasSubstr("belongs to uid 65534"));
+}
+
+// The module policy checks the file of the module a request names; a module that one imports
+// is read through the guard, so its source is held to the same rule.
+TEST(CodeFileGuardTest, AnImportedModuleOthersMayWriteToIsRefused) {
+  Fixture t = Start();
+  std::string helper = t.dir + "/helper.py";
+  WriteModule(helper, absl::StrCat("open('", t.marker(), "', 'w').close()\n",
+                                   "def town(doc):\n    return 'edited by someone else'\n"));
+  ASSERT_EQ(::chmod(helper.c_str(), 0666), 0);
+  WriteModule(t.dir + "/myviews.py",
+              "import helper\ndef by_town(doc):\n    yield helper.town(doc), 1\n");
+  Reply reply = t.Map("myviews.by_town");
+  ExpectRefused(t, reply, "chmod go-w " + helper);
+  EXPECT_THAT(reply.failure().message(), HasSubstr("is writable by every user (mode 0666)"));
+
+  ASSERT_EQ(::chmod(helper.c_str(), 0644), 0);
+  Reply control = t.Map("myviews.by_town");
+  ASSERT_TRUE(control.has_map()) << control.DebugString();
+  EXPECT_EQ(control.map().results(0).rows(), R"([[["edited by someone else",1]]])");
+}
+
+// A .pth file others may write to would run their `import` line in every worker: the worker
+// stops before it runs, naming the file and the fix.
+TEST(CodeFileGuardTest, AVirtualenvPthFileOthersMayWriteToStopsTheWorker) {
+  std::string venv = FreshDir("venv");
+  std::string site = venv;
+  for (const char* part : {"", "/lib", "/python3.11", "/site-packages"}) {
+    site += part;
+    ::mkdir(site.c_str(), 0755);
+    ASSERT_EQ(::chmod(site.c_str(), 0755), 0) << site;
+  }
+  std::string marker = venv + "/marker";
+  std::string pth = site + "/planted.pth";
+  WriteModule(pth, absl::StrCat("import os; open('", marker, "', 'w').close()\n"));
+  ASSERT_EQ(::chmod(pth.c_str(), 0666), 0);
+  auto worker = WorkerProcess::Start({"--virtualenv=" + venv});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_EQ((*worker)->CloseAndWait(), 1);
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("chmod go-w " + pth));
+  EXPECT_FALSE(Exists(marker)) << "the .pth file's import line ran";
+
+  // Control: private, it is an ordinary .pth file, and its line runs.
+  ASSERT_EQ(::chmod(pth.c_str(), 0644), 0);
+  worker = WorkerProcess::Start({"--virtualenv=" + venv});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_EQ((*worker)->CloseAndWait(), 0) << (*worker)->ReadStderr();
+  EXPECT_TRUE(Exists(marker));
 }
 
 }  // namespace
