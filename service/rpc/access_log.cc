@@ -27,6 +27,11 @@ AccessLog::~AccessLog() {
 
 void AccessLog::Write(absl::string_view event, absl::string_view peer,
                       std::initializer_list<LogField> details) const {
+  Write(event, peer, absl::Span<const LogField>(details.begin(), details.size()));
+}
+
+void AccessLog::Write(absl::string_view event, absl::string_view peer,
+                      absl::Span<const LogField> details) const {
   std::vector<LogField> fields{{"peer", peer.empty() ? "-" : peer}};
   fields.insert(fields.end(), details.begin(), details.end());
   const std::string line = FormatLogLine("ACCESS", event, fields);

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "service/common/log.h"
 
 namespace cnp::rpc {
@@ -26,6 +27,8 @@ class AccessLog {
   // characters in the parts are escaped.
   void Write(absl::string_view event, absl::string_view peer,
              std::initializer_list<LogField> details) const;
+  void Write(absl::string_view event, absl::string_view peer,
+             absl::Span<const LogField> details) const;
 
  private:
   explicit AccessLog(int fd) : fd_(fd) {}

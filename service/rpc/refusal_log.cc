@@ -1,0 +1,49 @@
+#include "service/rpc/refusal_log.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace cnp::rpc {
+
+void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::string_view peer,
+                         absl::string_view reason, std::initializer_list<LogField> details) {
+  const Clock::time_point now = Clock::now();
+  auto [it, first] = peers_.try_emplace(absl::StrCat(event, " ", key));
+  PeerState& state = it->second;
+  state.event = std::string(event);
+  state.peer = std::string(peer);
+  state.reason = std::string(reason);
+  ++state.unlogged;
+  if (!first && now - state.last_line < interval_) return;
+  WriteLine(state, details, now);
+}
+
+void RefusalLog::Flush() {
+  const Clock::time_point now = Clock::now();
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    PeerState& state = it->second;
+    if (now - state.last_line < interval_) {
+      ++it;
+    } else if (state.unlogged > 0) {
+      WriteLine(state, {}, now);
+      ++it;
+    } else {
+      it = peers_.erase(it);
+    }
+  }
+}
+
+void RefusalLog::WriteLine(PeerState& state, std::initializer_list<LogField> details,
+                           Clock::time_point now) {
+  // How many connections the line stands for: this one and those counted since the last line.
+  const std::string connections = absl::StrCat(state.unlogged);
+  std::vector<LogField> fields(details);
+  fields.push_back({"reason", state.reason});
+  fields.push_back({"connections", connections});
+  log_.Write(state.event, state.peer, fields);
+  state.last_line = now;
+  state.unlogged = 0;
+}
+
+}  // namespace cnp::rpc
