@@ -196,7 +196,10 @@ int Run(int argc, char** argv) {
       .threads = config->grpc_threads,
       .max_waiting_uploads = config->max_waiting_uploads,
       .max_message_bytes = static_cast<int>(config->max_call_bytes),
-      .max_grpc_memory_bytes = config->max_grpc_memory};
+      .max_grpc_memory_bytes = config->max_grpc_memory,
+      .max_connections_per_peer = config->max_connections_per_peer,
+      .first_call_timeout = config->first_call_timeout,
+      .max_connection_idle = config->max_connection_idle};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool, *config),
                              cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;

@@ -81,6 +81,16 @@ ABSL_FLAG(int64_t, max_grpc_memory, 0,
           "memory in bytes gRPC may hold for all calls together (requests being received, "
           "answers being sent, connections); past it streams are cancelled with "
           "RESOURCE_EXHAUSTED (default 0: the larger of 256 MiB and 4 x --max-call-bytes)");
+ABSL_FLAG(int, max_connections_per_peer, 1024,
+          "TCP connections one peer address may have open at once; more are closed as they "
+          "connect (0: no limit). Behind nginx on this host every call in flight is a "
+          "connection from nginx's address: raise it above nginx's calls in flight");
+ABSL_FLAG(absl::Duration, first_call_timeout, absl::Seconds(30),
+          "a TCP connection that has made no call (with the token, when there is one) this "
+          "soon after connecting is closed (0: never)");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "a connection with no call open for this long is closed (its client reconnects at "
+          "its next call; 0: never)");
 ABSL_FLAG(int64_t, max_calls_per_worker, 0, "replace a worker after this many calls (0: never)");
 ABSL_FLAG(int64_t, worker_memory_mb, 2048,
           "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
@@ -523,6 +533,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.spare_session_workers = absl::GetFlag(FLAGS_spare_session_workers);
   c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   c.drain_delay = absl::GetFlag(FLAGS_drain_delay);
+  c.max_connections_per_peer = absl::GetFlag(FLAGS_max_connections_per_peer);
+  c.first_call_timeout = absl::GetFlag(FLAGS_first_call_timeout);
+  c.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
   // A negative count once fell back to a default or switched a feature off without a word.
   for (const absl::Status& s : {
            CheckAtLeast(sources, "workers", c.workers, 0, "one per CPU core"),
@@ -534,6 +547,10 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
            CheckNotNegative(sources, "shutdown_grace", c.shutdown_grace,
                             "calls in flight are not waited for"),
            CheckNotNegative(sources, "drain_delay", c.drain_delay, "no drain"),
+           CheckAtLeast(sources, "max_connections_per_peer", c.max_connections_per_peer, 0,
+                        "no limit"),
+           CheckNotNegative(sources, "first_call_timeout", c.first_call_timeout, "never"),
+           CheckNotNegative(sources, "max_connection_idle", c.max_connection_idle, "never"),
        }) {
     if (!s.ok()) return s;
   }

@@ -24,6 +24,10 @@ struct ServerConfig {
   absl::Duration call_timeout;
   absl::Duration shutdown_grace;
   absl::Duration drain_delay;  // NOT_SERVING on health, still serving, before the shutdown
+  // Connections (service/rpc/connection_acceptor.h).
+  int max_connections_per_peer = 0;   // TCP connections of one address; 0: no limit
+  absl::Duration first_call_timeout;  // TCP connections without an admitted call are closed
+  absl::Duration max_connection_idle;  // connections with no call open are closed
   int max_queue = 0;
   int64_t max_docs_per_call = 0;
   int64_t max_call_bytes = 0;

@@ -26,10 +26,18 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   return difference == 0;
 }
 
-CallGate::CallGate(std::string token, const AccessLog& log)
-    : expected_(token.empty() ? "" : absl::StrCat("Bearer ", token)), log_(log) {}
+CallGate::CallGate(std::string token, const AccessLog& log, ConnectionProbation* probation)
+    : expected_(token.empty() ? "" : absl::StrCat("Bearer ", token)), log_(log),
+      probation_(probation) {}
 
 absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_view method) const {
+  absl::Status status = CheckToken(context, method);
+  if (status.ok() && probation_ != nullptr) probation_->Admitted(context);
+  return status;
+}
+
+absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
+                                  absl::string_view method) const {
   if (expected_.empty()) return absl::OkStatus();
   const std::string peer = context.peer();
   if (IsUnixPeer(peer)) return absl::OkStatus();

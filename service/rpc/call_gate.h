@@ -11,6 +11,9 @@
 // --max-grpc-memory bounds what tokenless calls can make it hold. Here the peer's address is
 // known, which the access log wants and the processor cannot tell.
 // The health and reflection services are not gated: they reveal nothing the public API does not.
+//
+// A call admitted ends its connection's probation (connection_probation.h): a TCP connection
+// that makes no call admitted here soon after it connects is closed.
 #pragma once
 
 #include <string>
@@ -19,13 +22,15 @@
 #include "absl/strings/string_view.h"
 #include "grpcpp/server_context.h"
 #include "service/rpc/access_log.h"
+#include "service/rpc/connection_probation.h"
 
 namespace cnp::rpc {
 
 class CallGate {
  public:
   // `token` empty: no token is required.
-  CallGate(std::string token, const AccessLog& log);
+  // `probation` (may be null) is told of every call admitted.
+  CallGate(std::string token, const AccessLog& log, ConnectionProbation* probation = nullptr);
 
   // OK when the call may go on; UNAUTHENTICATED (and an access-log line) when not.
   absl::Status Admit(const grpc::ServerContext& context, absl::string_view method) const;
@@ -37,8 +42,11 @@ class CallGate {
   static std::string PeerCertificate(const grpc::ServerContext& context);
 
  private:
+  absl::Status CheckToken(const grpc::ServerContext& context, absl::string_view method) const;
+
   const std::string expected_;  // "Bearer <token>", or empty
   const AccessLog& log_;
+  ConnectionProbation* const probation_;
 };
 
 // Compares without stopping at the first difference, so that the time taken does not tell an

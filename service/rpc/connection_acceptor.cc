@@ -21,7 +21,10 @@
 #include "asio/redirect_error.hpp"
 #include "asio/steady_timer.hpp"
 #include "asio/use_awaitable.hpp"
+#include "absl/time/time.h"
 #include "service/common/log.h"
+#include "service/rpc/peer_connections.h"
+#include "service/rpc/refusal_log.h"
 
 namespace cnp::rpc {
 namespace {
@@ -30,23 +33,63 @@ namespace {
 constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 // Connections accepted in one go before the loop lets the other sockets have a turn.
 constexpr int kAcceptBatch = 64;
+// How often a peer's refused connections get an access-log line at most.
+constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
-std::string TcpPeer(int fd) {
+// A TCP peer: the address with its port in gRPC's form (what ServerContext::peer() says, which
+// connection_probation.h matches), and the address alone (whose connections are counted and
+// whose refusals are logged together).
+struct TcpPeer {
+  std::string uri = "?";
+  std::string address = "?";
+};
+
+TcpPeer TcpPeerOf(int fd) {
   sockaddr_storage addr{};
   socklen_t len = sizeof addr;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
   char text[INET6_ADDRSTRLEN] = "?";
+  TcpPeer peer;
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      // An IPv4 client of a [::] listener: gRPC names it as IPv4, and so do we.
+      in_addr v4{};
+      std::memcpy(&v4, &in6->sin6_addr.s6_addr[12], sizeof v4);
+      ::inet_ntop(AF_INET, &v4, text, sizeof text);
+      peer.address = absl::StrCat("ipv4:", text);
+    } else {
+      ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+      peer.address = absl::StrCat("ipv6:[", text, "]");
+    }
+    peer.uri = absl::StrCat(peer.address, ":", ntohs(in6->sin6_port));
+    return peer;
+  }
   if (addr.ss_family == AF_INET) {
     auto* in = reinterpret_cast<sockaddr_in*>(&addr);
     ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    return absl::StrCat("ipv4:", text, ":", ntohs(in->sin_port));
+    peer.address = absl::StrCat("ipv4:", text);
+    peer.uri = absl::StrCat(peer.address, ":", ntohs(in->sin_port));
   }
-  if (addr.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    return absl::StrCat("ipv6:[", text, "]:", ntohs(in6->sin6_port));
-  }
-  return "?";
+  return peer;
+}
+
+// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4"; "ipv6:[::1]:5000" -> "ipv6:[::1]".
+std::string AddressOf(const std::string& uri) {
+  const size_t colon = uri.rfind(':');
+  return colon == std::string::npos ? uri : uri.substr(0, colon);
+}
+
+// How often connections on probation are looked at, and owed access-log lines written.
+std::chrono::steady_clock::duration SweepInterval(const ConnectionProbation* probation) {
+  using std::chrono::milliseconds;
+  if (probation == nullptr || probation->timeout() <= milliseconds(0)) return std::chrono::seconds(1);
+  return std::clamp<std::chrono::steady_clock::duration>(probation->timeout() / 4,
+                                                         milliseconds(50), std::chrono::seconds(1));
+}
+
+std::string FormatTimeout(std::chrono::steady_clock::duration d) {
+  return absl::FormatDuration(absl::FromChrono(d));
 }
 
 }  // namespace
@@ -61,12 +104,20 @@ int DescriptorCapForLimit() {
   return soft > headroom ? static_cast<int>(soft - headroom) : static_cast<int>(soft / 2);
 }
 
+int TcpDescriptorCap(int descriptor_cap) {
+  // An eighth of the connections, at least 16, are for unix sockets only: CouchDB's adapters
+  // (one connection each, os_process_limit of them per node at most) still get in when TCP
+  // peers have taken every connection they may.
+  const int reserve = std::max(16, descriptor_cap / 8);
+  return descriptor_cap > 2 * reserve ? descriptor_cap - reserve : descriptor_cap / 2;
+}
+
 class ConnectionAcceptor::Loop {
  public:
   Loop(const std::vector<ListeningSocket>& sockets, AcceptPolicy policy, const AccessLog& log,
        HandOver hand_over)
       : sockets_(sockets), policy_(std::move(policy)), log_(log),
-        hand_over_(std::move(hand_over)) {
+        hand_over_(std::move(hand_over)), peer_connections_(policy_.max_connections_per_peer) {
     for (const ListeningSocket& socket : sockets_) listeners_.emplace_back(io_, socket.fd);
   }
 
@@ -80,6 +131,7 @@ class ConnectionAcceptor::Loop {
     for (size_t i = 0; i < listeners_.size(); ++i) {
       asio::co_spawn(io_, AcceptLoop(i), asio::detached);
     }
+    asio::co_spawn(io_, Sweep(), asio::detached);
     thread_ = std::thread([this] { io_.run(); });
   }
 
@@ -122,45 +174,93 @@ class ConnectionAcceptor::Loop {
       out_of_descriptors_ = false;
     }
     const ListeningSocket& socket = sockets_[index];
+    if (socket.is_unix) {
+      AdmitUnix(index, fd);
+    } else {
+      AdmitTcp(index, fd);
+    }
+  }
+
+  void AdmitUnix(size_t index, int fd) {
+    const ListeningSocket& socket = sockets_[index];
+    const std::string peer = absl::StrCat("unix:", socket.unix_path);
     if (fd >= policy_.descriptor_cap) {
-      RefuseForCap(socket, fd);
+      RefuseForCap(peer, peer, fd, policy_.descriptor_cap, "");
       return;
     }
-    if (socket.is_unix) {
-      ucred peer{};
-      socklen_t len = sizeof peer;
-      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
-          policy_.allowed_uids.count(peer.uid) == 0) {
-        log_.Write("refused", absl::StrCat("unix:", socket.unix_path),
-                   {{"uid", absl::StrCat(peer.uid)},
-                    {"pid", absl::StrCat(peer.pid)},
-                    {"reason", "uid not allowed (see --allow-uid)"}});
-        ::close(fd);
-        return;
-      }
-    } else {
-      // Lockstep exchanges (one CouchDB document at a time) must not wait for Nagle.
-      const int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ucred credentials{};
+    socklen_t len = sizeof credentials;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &len) != 0 ||
+        policy_.allowed_uids.count(credentials.uid) == 0) {
+      const std::string uid = absl::StrCat(credentials.uid);
+      refusals_.Refused("refused", absl::StrCat(peer, " uid ", uid), peer,
+                        "uid not allowed (see --allow-uid)",
+                        {{"uid", uid}, {"pid", absl::StrCat(credentials.pid)}});
+      ::close(fd);
+      return;
     }
     hand_over_(index, fd);
   }
 
-  // Closed at once, so the client learns at once. During a flood the access log gets one
-  // line per second saying how many were refused, rather than one line per connection.
-  void RefuseForCap(const ListeningSocket& socket, int fd) {
-    const std::string peer =
-        socket.is_unix ? absl::StrCat("unix:", socket.unix_path) : TcpPeer(fd);
+  void AdmitTcp(size_t index, int fd) {
+    const TcpPeer peer = TcpPeerOf(fd);
+    if (fd >= policy_.tcp_descriptor_cap) {
+      RefuseForCap(peer.address, peer.uri, fd, policy_.tcp_descriptor_cap,
+                   "; the rest are kept for unix-socket clients");
+      return;
+    }
+    if (!peer_connections_.Admit(peer.address, fd)) {
+      refusals_.Refused("refused", peer.address, peer.uri,
+                        absl::StrCat("this address has ", peer_connections_.limit(),
+                                     " connections open (--max-connections-per-peer)"));
+      ::close(fd);
+      return;
+    }
+    if (policy_.probation != nullptr && policy_.probation->timeout().count() > 0) {
+      const int held = policy_.probation->Watch(peer.uri, fd);
+      if (held < 0 || held >= policy_.tcp_descriptor_cap) {
+        // Holding it would take a descriptor past the cap: no room for this connection.
+        if (held >= 0) policy_.probation->Release(peer.uri);
+        RefuseForCap(peer.address, peer.uri, fd, policy_.tcp_descriptor_cap,
+                     "; the rest are kept for unix-socket clients");
+        return;
+      }
+    }
+    // Lockstep exchanges (one CouchDB document at a time) must not wait for Nagle.
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    hand_over_(index, fd);
+  }
+
+  // Closed at once, so the client learns at once. Refusals are logged before the connection
+  // is closed: once a client sees its connection closed, the line is there.
+  void RefuseForCap(const std::string& key, const std::string& peer, int fd, int cap,
+                    absl::string_view more) {
+    refusals_.Refused("refused", key, peer,
+                      absl::StrCat("too many open connections (descriptor cap ", cap,
+                                   " below the open-files limit", more, ")"));
     ::close(fd);
-    ++refused_for_cap_;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_cap_line_ < std::chrono::seconds(1)) return;
-    log_.Write("refused", peer,
-               {{"reason", absl::StrCat("too many open connections (descriptor cap ",
-                                        policy_.descriptor_cap, " below the open-files limit)")},
-                {"refused_since_last_line", absl::StrCat(refused_for_cap_)}});
-    refused_for_cap_ = 0;
-    last_cap_line_ = now;
+  }
+
+  // Closes the connections whose probation is over, and writes the refusal lines owed.
+  asio::awaitable<void> Sweep() {
+    asio::steady_timer tick(io_);
+    const auto interval = SweepInterval(policy_.probation);
+    for (;;) {
+      tick.expires_after(interval);
+      std::error_code error;
+      co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, error));
+      if (error) co_return;
+      if (policy_.probation != nullptr) {
+        for (const std::string& peer : policy_.probation->CloseExpired()) {
+          refusals_.Refused("closed", AddressOf(peer), peer,
+                            absl::StrCat("no call admitted within ",
+                                         FormatTimeout(policy_.probation->timeout()),
+                                         " of connecting (--first-call-timeout)"));
+        }
+      }
+      refusals_.Flush();
+    }
   }
 
   const std::vector<ListeningSocket>& sockets_;
@@ -170,14 +270,15 @@ class ConnectionAcceptor::Loop {
   asio::io_context io_{1};
   std::vector<asio::posix::stream_descriptor> listeners_;
   std::thread thread_;
+  PeerConnections peer_connections_;
+  RefusalLog refusals_{log_, kRefusalLogInterval};
   bool out_of_descriptors_ = false;
-  int64_t refused_for_cap_ = 0;
-  std::chrono::steady_clock::time_point last_cap_line_;
 };
 
 ConnectionAcceptor::ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
                                        const AccessLog& log, HandOver hand_over)
     : sockets_(std::move(sockets)),
+      probation_(policy.probation),
       loop_(std::make_unique<Loop>(sockets_, std::move(policy), log, std::move(hand_over))) {}
 
 ConnectionAcceptor::~ConnectionAcceptor() { Stop(); }
@@ -187,6 +288,8 @@ void ConnectionAcceptor::Start() { loop_->Start(); }
 void ConnectionAcceptor::Stop() {
   if (loop_ == nullptr) return;
   loop_.reset();
+  // gRPC closes the connections from here on; the probation's holds would keep them open.
+  if (probation_ != nullptr) probation_->EndAll();
   for (const ListeningSocket& socket : sockets_) RemoveOwnSocketFile(socket);
 }
 

@@ -6,6 +6,11 @@
 //   closed and the access log says who it was;
 // - connections are capped below the descriptor limit: one whose descriptor number reaches the
 //   cap is closed at once, so calls in flight, workers and uploads always find descriptors;
+// - TCP connections are capped lower still, so that a flood of them (from anyone who can
+//   reach a TCP listener) leaves room for the unix-socket clients: CouchDB's adapters;
+// - one peer address may have only so many TCP connections open (--max-connections-per-peer);
+// - a TCP connection that makes no admitted call soon is closed (connection_probation.h);
+// - refusals are logged once per peer and interval (refusal_log.h), not once per connection;
 // - when accept() itself fails for want of descriptors or memory, it is retried shortly after.
 //   gRPC 1.51's own listener stopped for good on EMFILE, and every later call failed until a
 //   restart.
@@ -20,6 +25,7 @@
 #include <vector>
 
 #include "service/rpc/access_log.h"
+#include "service/rpc/connection_probation.h"
 #include "service/rpc/listening_socket.h"
 
 namespace cnp::rpc {
@@ -27,11 +33,17 @@ namespace cnp::rpc {
 struct AcceptPolicy {
   std::set<uid_t> allowed_uids;  // unix sockets only
   int descriptor_cap = 0;        // accepted descriptors numbered at or above this are closed
+  int tcp_descriptor_cap = 0;    // the same for TCP connections: below descriptor_cap
+  int max_connections_per_peer = 0;  // TCP connections one address may have open; 0: any
+  ConnectionProbation* probation = nullptr;  // null: none
 };
 
 // The descriptor cap for the current RLIMIT_NOFILE: a headroom below the soft limit is kept
 // for everything that is not a connection.
 int DescriptorCapForLimit();
+// The cap for TCP connections under `descriptor_cap`: the descriptors between them are kept
+// for unix-socket connections.
+int TcpDescriptorCap(int descriptor_cap);
 
 class ConnectionAcceptor {
  public:
@@ -53,6 +65,7 @@ class ConnectionAcceptor {
   class Loop;
 
   std::vector<ListeningSocket> sockets_;
+  ConnectionProbation* const probation_;
   std::unique_ptr<Loop> loop_;
 };
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstdio>
 #include <thread>
 
@@ -91,6 +92,21 @@ constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
 // How long a shutdown with no call left waits for the clients to close their connections.
 constexpr absl::Duration kConnectionsClose = absl::Seconds(1);
 
+// A unix socket lets in only the users it is told to (SO_PEERCRED); a loopback TCP listener
+// lets in every process of the host, whoever runs it. Without a token or client certificates
+// any local user can then run the allowed functions and use Upload. That may be intended (a
+// host with no other users, nginx in front on the same host), so it is a warning, not a
+// refusal: loopback listeners without a token are how nginx and the tests reach the server.
+void WarnIfOpenToLocalUsers(const ListeningSocket& socket, const TransportSecurity& security) {
+  if (!security.auth_token_file.empty() || !security.tls_client_ca_file.empty()) return;
+  LogWarning("listening on ", socket.address,
+             " without --auth-token-file or --tls-client-ca: every local user of this host, "
+             "not only the server's, can connect there and run the allowed functions (unix "
+             "sockets check the user; loopback TCP cannot). Give --auth-token-file (and the "
+             "clients the token), or listen on a unix socket, unless every local user is "
+             "trusted (README \"Security\")");
+}
+
 }  // namespace
 
 RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, SessionFactory sessions,
@@ -129,7 +145,11 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
     for (ListeningSocket& socket : *opened) sockets.push_back(std::move(socket));
   }
   for (const ListeningSocket& socket : sockets) {
-    if (socket.is_unix || socket.loopback) continue;
+    if (socket.is_unix) continue;
+    if (socket.loopback) {
+      WarnIfOpenToLocalUsers(socket, security);
+      continue;
+    }
     if (!security.UsesTls() && !security.insecure) {
       return absl::FailedPreconditionError(absl::StrCat(
           "refusing to listen on ", socket.address, " in plaintext: anyone who can reach it "
@@ -149,7 +169,12 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
         socket.is_unix ? grpc::InsecureServerCredentials() : *tcp_credentials));
   }
-  AcceptPolicy policy{.allowed_uids = {::geteuid(), 0}, .descriptor_cap = DescriptorCapForLimit()};
+  const int descriptor_cap = DescriptorCapForLimit();
+  AcceptPolicy policy{.allowed_uids = {::geteuid(), 0},
+                      .descriptor_cap = descriptor_cap,
+                      .tcp_descriptor_cap = TcpDescriptorCap(descriptor_cap),
+                      .max_connections_per_peer = options_.max_connections_per_peer,
+                      .probation = probation_.get()};
   policy.allowed_uids.insert(security.allowed_uids.begin(), security.allowed_uids.end());
   std::move(close_on_error).Cancel();
   std::vector<int> listener_fds;
@@ -179,7 +204,9 @@ absl::Status RpcServer::Start() {
   if (!token.empty() && options_.security.UsesTls()) {
     token_processor_ = std::make_shared<BearerTokenProcessor>(token, *access_log_);
   }
-  gate_ = std::make_unique<CallGate>(std::move(token), *access_log_);
+  probation_ = std::make_unique<ConnectionProbation>(
+      absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), options_.first_call_timeout)));
+  gate_ = std::make_unique<CallGate>(std::move(token), *access_log_, probation_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -199,6 +226,16 @@ absl::Status RpcServer::Start() {
   // And how many calls one connection may have open at once; a client past it waits for one
   // to end (gRPC queues it), which keeps one connection from opening thousands of streams.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
+  // A connection with no call open for this long gets a GOAWAY and is closed: idle clients
+  // (and peers that stopped after a call) do not hold descriptors and memory for good. A
+  // client reconnects at its next call. Connections that never make a call are closed much
+  // sooner (--first-call-timeout, connection_probation.h).
+  if (options_.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(options_.max_connection_idle),
+                                           std::numeric_limits<int>::max())));
+  }
   // No bandwidth-delay-product probing: its HTTP/2 PINGs come after a call's answer too, and
   // nginx closes an idle upstream connection the moment anything arrives on it, so behind nginx
   // most calls paid a new TCP and HTTP/2 handshake (tests/scaleout/nginx_keepalive_test). The

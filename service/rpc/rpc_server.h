@@ -48,6 +48,10 @@ using FunctionsService = v1::Functions::WithRawMethod_Map<
             v1::Functions::WithAsyncMethod_Resolve<v1::Functions::WithAsyncMethod_Upload<
                 v1::Functions::WithAsyncMethod_Session<v1::Functions::Service>>>>>>>>;
 
+// Enough for the connections one host's clients need (an adapter or a client program holds one,
+// nginx one per call in flight), far from all the server can hold.
+inline constexpr int kDefaultMaxConnectionsPerPeer = 1024;
+
 struct ServerOptions {
   std::vector<std::string> listen;  // "unix:/path", "127.0.0.1:50051", "[::1]:7070", ...
   TransportSecurity security;
@@ -61,6 +65,14 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   // What gRPC may buffer for every call and connection together (--max-grpc-memory).
   int64_t max_grpc_memory_bytes = int64_t{256} << 20;
+  // TCP connections one peer address may have open at once (--max-connections-per-peer); 0: any.
+  int max_connections_per_peer = kDefaultMaxConnectionsPerPeer;
+  // A TCP connection that makes no admitted call this soon after connecting is closed
+  // (--first-call-timeout); zero: never.
+  absl::Duration first_call_timeout = absl::Seconds(30);
+  // gRPC closes (GOAWAY) a connection that has had no call open for this long
+  // (--max-connection-idle); its client reconnects at its next call. Zero: never.
+  absl::Duration max_connection_idle = absl::Minutes(5);
 };
 
 // Calls one connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). 100 is
@@ -102,6 +114,7 @@ class RpcServer {
 
   const ServerOptions options_;
   std::unique_ptr<AccessLog> access_log_;
+  std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
