@@ -79,8 +79,9 @@ ABSL_FLAG(int64_t, max_call_bytes, (int64_t{64} << 20) + (int64_t{64} << 10),
           "RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_grpc_memory, 0,
           "memory in bytes gRPC may hold for all calls together (requests being received, "
-          "answers being sent, connections); past it streams are cancelled with "
-          "RESOURCE_EXHAUSTED (default 0: the larger of 256 MiB and 4 x --max-call-bytes)");
+          "answers being sent; not all that connections cost, which the connection limits "
+          "bound); past it streams are cancelled with RESOURCE_EXHAUSTED (default 0: the "
+          "larger of 256 MiB and 4 x --max-call-bytes)");
 ABSL_FLAG(int, max_connections_per_peer, 1024,
           "TCP connections one peer address may have open at once; more are closed as they "
           "connect (0: no limit). Behind nginx on this host every call in flight is a "

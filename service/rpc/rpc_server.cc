@@ -216,10 +216,11 @@ absl::Status RpcServer::Start() {
   // made every shutdown take 5 s longer than the calls in flight needed.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  // What gRPC may hold of requests being received, answers being sent and its connections,
-  // all calls together: past it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of growing,
-  // so many large requests at once - or a peer that sends most of each and withholds the rest -
-  // cannot take the host's memory (--max-grpc-memory).
+  // What gRPC may hold of requests being received and answers being sent, all calls together:
+  // past it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of growing, so many large
+  // requests at once - or a peer that sends most of each and withholds the rest - cannot take
+  // the host's memory (--max-grpc-memory). It does not count all that an idle connection
+  // costs (some 20 KB): how many connections there may be bounds that (connection_acceptor.h).
   grpc::ResourceQuota quota("cnp-server");
   quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));
   builder.SetResourceQuota(quota);

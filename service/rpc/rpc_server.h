@@ -63,7 +63,8 @@ struct ServerOptions {
   int max_waiting_uploads = 8;
   // The largest request or response (--max-call-bytes).
   int max_message_bytes = 64 << 20;
-  // What gRPC may buffer for every call and connection together (--max-grpc-memory).
+  // What gRPC may buffer for every call together (--max-grpc-memory); not all that connections
+  // cost, which the connection limits below bound.
   int64_t max_grpc_memory_bytes = int64_t{256} << 20;
   // TCP connections one peer address may have open at once (--max-connections-per-peer); 0: any.
   int max_connections_per_peer = kDefaultMaxConnectionsPerPeer;
