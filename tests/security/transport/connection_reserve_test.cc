@@ -5,6 +5,8 @@
 //   logged once, not once per connection, and it may connect again once some close;
 // - a TCP connection that makes no call soon after connecting is closed
 //   (--first-call-timeout), one that made a call is not;
+// - a connection with no call open for --max-connection-idle is closed (gRPC's GOAWAY), and
+//   its client connects again at its next call;
 // - a loopback TCP listener without a token warns that every local user can call.
 // The server runs with RLIMIT_NOFILE 256, so a few hundred connections are enough.
 #include <arpa/inet.h>
@@ -228,6 +230,38 @@ TEST(ConnectionReserveTest, AConnectionThatMakesNoCallSoonIsClosed) {
   EXPECT_TRUE(server->WaitForLog(line, absl::Seconds(5))) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("--first-call-timeout"));
   ::close(idle);
+}
+
+TEST(ConnectionReserveTest, AConnectionWithNoCallOpenIsClosedAfterMaxConnectionIdle) {
+  const std::string socket = ShortTempDir() + "/cnp.sock";
+  auto server = LaunchServer({.args = {"--listen=unix:" + socket, "--max-connection-idle=1s"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel =
+      grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::Functions::NewStub(channel);
+  auto map = [&stub] {
+    grpc::ClientContext context;
+    context.set_wait_for_ready(true);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    v1::MapRequest request;
+    request.add_functions("svc_fns.doubled");
+    request.add_docs(kDoc);
+    v1::MapResponse response;
+    return stub->Map(&context, request, &response);
+  };
+  grpc::Status first = map();
+  ASSERT_TRUE(first.ok()) << first.error_message();
+  ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+  // The server's GOAWAY, once the connection has had no call for a second, takes the channel
+  // out of READY.
+  EXPECT_TRUE(channel->WaitForStateChange(GRPC_CHANNEL_READY,
+                                          absl::ToChronoTime(absl::Now() + absl::Seconds(20))));
+  EXPECT_NE(channel->GetState(false), GRPC_CHANNEL_READY);
+  // And the client's next call connects again.
+  grpc::Status again = map();
+  EXPECT_TRUE(again.ok()) << again.error_message();
 }
 
 TEST(ConnectionReserveTest, ALoopbackListenerWithoutATokenWarns) {
