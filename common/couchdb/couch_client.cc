@@ -264,8 +264,8 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   if (sink.too_long) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "CouchDB's answer from ", options_.base_url, " exceeded ", sink.max_bytes,
-        " bytes and was cut off (is the URL really CouchDB's? the operator can raise "
-        "cnp-server's --max-couchdb-response-bytes)"));
+        " bytes and was cut off (is the URL really CouchDB's?",
+        options_.response_limit_advice.empty() ? "" : " ", options_.response_limit_advice, ")"));
   }
   if (code != CURLE_OK) {
     std::string detail = error[0] != '\0' ? error : curl_easy_strerror(code);

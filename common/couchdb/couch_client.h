@@ -31,6 +31,10 @@ class CouchClient {
     // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
     // is not CouchDB must not be able to fill the service's memory.
     int64_t max_response_bytes = int64_t{64} << 20;
+    // How the user of the program that hit max_response_bytes can raise it, for that message
+    // (e.g. "the operator can raise cnp-server's --max-couchdb-response-bytes"): the client is
+    // shared by programs with settings of their own. Empty: the message names no setting.
+    std::string response_limit_advice;
     // Once a stop is requested (by cnp-server's uploader: its Upload call was cancelled), a
     // request in progress is
     // aborted within about a second and every request fails CANCELLED.
@@ -65,6 +69,7 @@ class CouchClient {
                                             const std::function<bool()>& keep_going);
 
   const std::string& base_url() const { return options_.base_url; }
+  int64_t max_response_bytes() const { return options_.max_response_bytes; }
   const std::stop_token& stop() const { return options_.stop; }
 
   // Percent-encodes one path segment ("a/b" -> "a%2Fb"): database names may contain '/'.

@@ -137,6 +137,7 @@ class UploadRun {
     options.ca_pem = request_.ca_pem();
     options.timeout = options_.http_timeout;
     options.max_response_bytes = options_.max_couchdb_response_bytes;
+    options.response_limit_advice = "the operator can raise cnp-server's --max-couchdb-response-bytes";
     options.stop = stop_;
     couch_ = std::make_unique<couchdb::CouchClient>(std::move(options));
   }
