@@ -1,11 +1,13 @@
 #include "client/derive/changes_feed.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/derive/change_header.h"
 #include "client/derive/couch_db.h"
 #include "common/couchdb/json.h"
 
@@ -13,6 +15,9 @@ namespace cnp::derive {
 namespace {
 
 constexpr absl::Duration kFirstReconnectDelay = absl::Milliseconds(100);
+// Of a line longer than max_line_bytes, what is kept to find its seq and id (which CouchDB
+// sends before the document).
+constexpr size_t kKeptStartBytes = 64 << 10;
 
 // A seq as ?since= takes it: a string's text, a number as written.
 std::string SinceText(const rapidjson::Value& seq) {
@@ -110,14 +115,19 @@ std::vector<std::string> ChangesFeed::TakeNotes() {
   return std::exchange(notes_, {});
 }
 
-rapidjson::Document ChangesFeed::Take(size_t max) {
+rapidjson::Document ChangesFeed::Take(size_t max, size_t max_bytes) {
   std::string json = "{\"results\":[";
   {
     absl::MutexLock lock(&mu_);
     size_t n = std::min(max, queue_.size());
+    size_t bytes = 0;
     for (size_t i = 0; i < n; ++i) {
+      const size_t line_bytes = queue_.front().line.size();
+      if (i > 0 && bytes + line_bytes > max_bytes) break;
+      bytes += line_bytes;
       absl::StrAppend(&json, i ? "," : "", queue_.front().line);
       taken_seq_json_ = std::move(queue_.front().seq_json);
+      queued_bytes_ -= line_bytes;
       queue_.pop_front();
     }
     absl::StrAppend(&json, "],\"last_seq\":", taken_seq_json_, "}");
@@ -153,6 +163,7 @@ void ChangesFeed::Run() {
   };
   while (!stopping()) {
     partial_line_.clear();
+    line_bytes_ = 0;
     last_byte_ = absl::Now();
     received_ = false;
     brought_change_ = false;
@@ -174,7 +185,12 @@ void ChangesFeed::Run() {
     if (stopping()) break;
     if (answer.ok() && ended_ == Ended::kDropped && !partial_line_.empty()) {
       std::string last = std::exchange(partial_line_, "");
-      (void)OnLine(last);  // the feed's last line, sent without its newline
+      // The feed's last line, sent without its newline.
+      if (line_bytes_ > options_.max_line_bytes) {
+        (void)OnUnreadableLine(last, absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes"));
+      } else {
+        (void)OnLine(last);
+      }
       if (stopping()) break;
     }
     std::string why;
@@ -233,40 +249,51 @@ void ChangesFeed::Run() {
 
 bool ChangesFeed::OnData(absl::string_view data) {
   last_byte_ = absl::Now();
-  size_t start = 0;
-  for (size_t newline; (newline = data.find('\n', start)) != absl::string_view::npos; start = newline + 1) {
-    absl::string_view piece = data.substr(start, newline - start);
+  for (size_t start = 0;;) {
+    const size_t newline = data.find('\n', start);
+    absl::string_view piece = data.substr(start, newline == absl::string_view::npos ? newline : newline - start);
+    line_bytes_ += piece.size();
+    const bool too_long = line_bytes_ > options_.max_line_bytes;
+    if (too_long) {
+      // Past the limit only the line's start is kept: enough to say which change it was.
+      if (partial_line_.size() > kKeptStartBytes) {
+        partial_line_.resize(kKeptStartBytes);
+        partial_line_.shrink_to_fit();
+      }
+      piece = piece.substr(0, kKeptStartBytes - partial_line_.size());
+    }
+    if (newline == absl::string_view::npos) {
+      partial_line_.append(piece.data(), piece.size());
+      return true;
+    }
     bool keep_going;
-    if (partial_line_.empty()) {
+    if (too_long) {
+      partial_line_.append(piece.data(), piece.size());
+      keep_going = OnUnreadableLine(partial_line_, absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes"));
+    } else if (partial_line_.empty()) {
       keep_going = OnLine(piece);
     } else {
       partial_line_.append(piece.data(), piece.size());
       keep_going = OnLine(partial_line_);
-      partial_line_.clear();
     }
+    partial_line_.clear();
+    line_bytes_ = 0;
     if (!keep_going) return false;
+    start = newline + 1;
   }
-  if (partial_line_.size() + (data.size() - start) > options_.max_line_bytes) {
-    ended_ = Ended::kFailed;
-    failure_ = absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes");
-    return false;
-  }
-  partial_line_.append(data.data() + start, data.size() - start);
-  return true;
 }
 
 bool ChangesFeed::OnLine(absl::string_view line) {
   line = absl::StripAsciiWhitespace(line);
   if (line.empty()) return true;  // a heartbeat
   // Bounded in depth and parsed without recursion: a document is anyone's data, and one nested
-  // a million levels deep must end the feed with a message, not the process with a stack
-  // overflow.
+  // a million levels deep must cost its own change, not the process a stack overflow nor the
+  // feed its progress.
   absl::StatusOr<rapidjson::Document> parsed = couchdb::ParseJson(line);
-  if (!parsed.ok() || !parsed->IsObject()) {
+  if (!parsed.ok()) return OnUnreadableLine(line, std::string(parsed.status().message()));
+  if (!parsed->IsObject()) {
     ended_ = Ended::kFailed;
-    failure_ = parsed.ok() ? std::string("a line of the feed is not a JSON object")
-                           : absl::StrCat("a line of the feed is not usable: ",
-                                          parsed.status().message());
+    failure_ = "a line of the feed is not a JSON object";
     return false;
   }
   rapidjson::Document& change = *parsed;
@@ -288,18 +315,36 @@ bool ChangesFeed::OnLine(absl::string_view line) {
   }
   auto seq = change.FindMember("seq");
   if (seq == change.MemberEnd() || seq->value.IsNull() || !change.HasMember("id")) return true;
-  Change queued{couchdb::ToJson(seq->value), std::string(line)};
   since_ = SinceText(seq->value);
+  return Enqueue(couchdb::ToJson(seq->value), std::string(line));
+}
+
+bool ChangesFeed::OnUnreadableLine(absl::string_view text, const std::string& why) {
+  std::optional<ChangeHeader> header = ScanChangeHeader(text, ChangeText::kRow);
+  if (!header.has_value()) {
+    ended_ = Ended::kFailed;
+    failure_ = absl::StrCat("a line of the feed is not usable (", why, ") and names no change (seq and id)");
+    return false;
+  }
+  absl::StatusOr<rapidjson::Document> seq = couchdb::ParseJson(header->seq_json);
+  if (!seq.ok()) return false;  // cannot be: the scanner wrote it
+  since_ = SinceText(*seq);
+  return Enqueue(header->seq_json, UnreadableChangeJson(*header, why));
+}
+
+bool ChangesFeed::Enqueue(std::string seq_json, std::string line) {
   received_ = true;
   brought_change_ = true;
   {
     absl::MutexLock lock(&mu_);
     auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || queue_.size() < options_.max_queued;
+      return stopping_ || queue_.empty() ||
+             (queue_.size() < options_.max_queued && queued_bytes_ < options_.max_queued_bytes);
     };
     mu_.Await(absl::Condition(&room));
     if (stopping_) return false;
-    queue_.push_back(std::move(queued));
+    queued_bytes_ += line.size();
+    queue_.push_back(Change{std::move(seq_json), std::move(line)});
   }
   last_byte_ = absl::Now();  // the time spent waiting for room is ours, not the server's silence
   signal_.Notify();

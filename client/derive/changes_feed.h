@@ -11,7 +11,10 @@
 // replaced. An HTTP answer that retrying cannot change (4xx other than 408 and 429: the
 // database was deleted, the credentials were revoked) ends the feed: failure() says why. When the queue holds max_queued changes the reader
 // stops reading, and TCP makes the server wait: memory stays bounded however fast the source
-// changes.
+// changes. A change the reader cannot use whole (its document nested deeper than
+// couchdb::kMaxJsonDepth, not valid UTF-8, or longer than max_line_bytes) is handed out as
+// {"seq", "id", "cnp_unreadable": why} (change_header.h), so that it is recorded as that
+// document's error and the feed goes on past it: retrying it could only fail again.
 //
 //   ChangeSignal signal;
 //   ChangesFeed feed(http_options, "orgs", "42", {.heartbeat = absl::Seconds(10)}, signal);
@@ -53,6 +56,9 @@ class ChangesFeed {
   struct Options {
     absl::Duration heartbeat = absl::Seconds(10);
     size_t max_queued = 1000;
+    // The reader also stops once the queue holds this many bytes (it always takes one change):
+    // a thousand documents of megabytes each must not all be held at once.
+    size_t max_queued_bytes = size_t{64} << 20;
     absl::Duration max_reconnect_delay = absl::Seconds(5);
     size_t max_line_bytes = size_t{64} << 20;
   };
@@ -69,10 +75,10 @@ class ChangesFeed {
   void RequestStop();
 
   size_t queued() const;
-  // Up to `max` queued changes as a _changes answer, {"results": [...], "last_seq": <the last
-  // one's seq>}; results is empty when nothing is queued (last_seq is then the position the
-  // caller already has).
-  rapidjson::Document Take(size_t max);
+  // Up to `max` queued changes, and no more than `max_bytes` of them unless the first alone is
+  // longer, as a _changes answer, {"results": [...], "last_seq": <the last one's seq>}; results
+  // is empty when nothing is queued (last_seq is then the position the caller already has).
+  rapidjson::Document Take(size_t max, size_t max_bytes = SIZE_MAX);
   // What happened to the connection since the last call (drops, reconnections), one line each.
   std::vector<std::string> TakeNotes();
   int64_t reconnections() const;
@@ -91,6 +97,11 @@ class ChangesFeed {
   // Splits what arrived into lines; false when the reader is to stop.
   bool OnData(absl::string_view data);
   bool OnLine(absl::string_view line);
+  // A line that cannot be used whole (`text` is all of it, or its start when it was too long):
+  // queued as unreadable when its seq and id can be found, else the feed fails.
+  bool OnUnreadableLine(absl::string_view text, const std::string& why);
+  // Waits for room in the queue; false when the reader is to stop.
+  bool Enqueue(std::string seq_json, std::string line);
   void Note(std::string note);
 
   const couchdb::CouchClient::Options http_;
@@ -101,6 +112,7 @@ class ChangesFeed {
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Change> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::string taken_seq_json_ ABSL_GUARDED_BY(mu_);  // the last change handed out, or the start
   std::vector<std::string> notes_ ABSL_GUARDED_BY(mu_);
   int64_t reconnections_ ABSL_GUARDED_BY(mu_) = 0;
@@ -108,7 +120,8 @@ class ChangesFeed {
 
   // The reader thread's own: where to resume, and the connection being read.
   std::string since_;
-  std::string partial_line_;
+  std::string partial_line_;  // of a line longer than max_line_bytes, only its start
+  size_t line_bytes_ = 0;     // the whole length of the line being read so far
   absl::Time last_byte_;
   bool received_ = false;  // this connection brought a change or the feed's end
   bool brought_change_ = false;  // this connection brought a change

@@ -2,7 +2,9 @@
 // a last_seq, and falls silent: each time the feed reconnects from the last sequence it read,
 // and nothing is lost or read twice.
 #include "client/derive/changes_feed.h"
+#include "client/derive/change_header.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,7 +49,10 @@ class Reader {
   }
   void Drain() {
     rapidjson::Document batch = feed_.Take(100);
-    for (const auto& change : batch["results"].GetArray()) ids.push_back(change["id"].GetString());
+    for (const auto& change : batch["results"].GetArray()) {
+      ids.push_back(change["id"].GetString());
+      if (change.HasMember(kUnreadableMember)) unreadable[change["id"].GetString()] = change[kUnreadableMember].GetString();
+    }
     if (!batch["results"].Empty()) last_seq = couchdb::ToJson(batch["last_seq"]);
     for (std::string& note : feed_.TakeNotes()) notes.push_back(std::move(note));
   }
@@ -59,6 +64,7 @@ class Reader {
   }
 
   std::vector<std::string> ids;
+  std::map<std::string, std::string> unreadable;  // id -> why
   std::vector<std::string> notes;
   std::string last_seq;
 
@@ -179,24 +185,107 @@ TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
   }
 }
 
-// A document is anyone's data: one nested a million levels deep ends the feed with a message
-// (and the feed reopens from the last sequence read), where a recursive parse overflowed the
-// stack and took the process down.
-TEST(ChangesFeedTest, ADocumentNestedTooDeepIsRefusedWithAMessageNotACrash) {
+// A document is anyone's data: one nested 10,000 levels deep, one that is not valid UTF-8,
+// one longer than the feed reads, each costs its own change and no more. The change comes out
+// marked unreadable with its seq and id (to be recorded as that document's error), and the
+// feed goes on past it without reconnecting: reading it again could only fail again. (Before,
+// the first of them ended the feed, which reopened at the same place and failed for ever.)
+TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGoesOn) {
   const std::string deep = absl::StrCat(R"({"seq":2,"id":"deep","changes":[{"rev":"1-x"}],)",
                                         R"("doc":{"_id":"deep","_rev":"1-x","x":)",
-                                        std::string(1000000, '['), std::string(1000000, ']'),
+                                        std::string(10000, '['), std::string(10000, ']'),
                                         "}}\n");
+  const std::string not_utf8 = "{\"seq\":\"3-g1AA\",\"id\":\"latin1\",\"changes\":[{\"rev\":\"1-x\"}],"
+                               "\"doc\":{\"_id\":\"latin1\",\"town\":\"Troms\xf8\"}}\n";
+  const std::string too_long = absl::StrCat(R"({"seq":4,"id":"long","changes":[{"rev":"1-x"}],"doc":{"pad":")",
+                                            std::string(200000, 'x'), "\"}}\n");
+  absl::Mutex mu;
+  bool released = false;
+  int calls = 0;
   ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
-    return {200, Change("1", "first") + deep};
+    absl::MutexLock lock(&mu);
+    if (++calls == 1) {
+      return {200, absl::StrCat(Change("1", "first"), deep, not_utf8, too_long, Change("5", "last"),
+                                R"({"last_seq":5})", "\n")};
+    }
+    mu.Await(absl::Condition(&released));
+    return {200, ""};
+  });
+  ChangeSignal signal;
+  {
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0",
+                     {.heartbeat = absl::Seconds(10), .max_line_bytes = 100000}, signal);
+    Reader reader(feed, signal);
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 5; })) << ::testing::PrintToString(reader.notes);
+    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "latin1", "long", "last"));
+    EXPECT_EQ(reader.last_seq, "5");
+    EXPECT_THAT(reader.unreadable,
+                ::testing::UnorderedElementsAre(
+                    ::testing::Pair("deep", HasSubstr("nested deeper than 4096 levels")),
+                    ::testing::Pair("latin1", HasSubstr("not valid JSON (Invalid encoding")),
+                    ::testing::Pair("long", "a change longer than 100000 bytes")));
+    // The feed ended with its last_seq and was reopened at once from there: no failure, no
+    // reconnection after an error.
+    EXPECT_EQ(feed.reconnections(), 0);
+    EXPECT_THAT(reader.notes, ::testing::IsEmpty());
+    EXPECT_TRUE(feed.failure().ok()) << feed.failure();
+  }
+  absl::MutexLock lock(&mu);
+  released = true;
+}
+
+// A line that cannot be parsed and does not say which change it was cannot be passed over: the
+// feed ends (and reopens from the last change it read), as before.
+TEST(ChangesFeedTest, AnUnreadableLineThatNamesNoChangeEndsTheFeed) {
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    return {200, Change("1", "first") + "{\"id\":\"no-seq\",\"doc\":" + std::string(5000, '[') + "\n"};
   });
   ChangeSignal signal;
   ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Seconds(10)}, signal);
   Reader reader(feed, signal);
-  ASSERT_TRUE(reader.WaitFor([&] { return reader.Noted("nested deeper than"); }))
+  ASSERT_TRUE(reader.WaitFor([&] { return reader.Noted("names no change"); }))
       << ::testing::PrintToString(reader.notes);
-  EXPECT_THAT(reader.ids, ElementsAre("first"));
+  EXPECT_EQ(reader.ids.front(), "first");
   EXPECT_TRUE(reader.Noted("reconnecting from seq 1")) << ::testing::PrintToString(reader.notes);
+}
+
+// Large documents: Take hands out no more bytes than asked (at least one change), and the reader
+// stops reading once the queue holds max_queued_bytes, however few changes that is.
+TEST(ChangesFeedTest, BatchesAndTheQueueAreBoundedInBytes) {
+  std::string big;
+  for (int i = 1; i <= 6; ++i) {
+    big += absl::StrCat(R"({"seq":)", i, R"(,"id":"big)", i, R"(","changes":[{"rev":"1-x"}],"doc":{"pad":")",
+                        std::string(10000, 'x'), "\"}}\n");
+  }
+  absl::Mutex mu;
+  bool released = false;
+  int calls = 0;
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    if (++calls == 1) return {200, big};
+    mu.Await(absl::Condition(&released));
+    return {200, ""};
+  });
+  ChangeSignal signal;
+  {
+    ChangesFeed feed({.base_url = couch.url()}, "src", "0",
+                     {.heartbeat = absl::Seconds(10), .max_queued_bytes = 25000}, signal);
+    absl::Time deadline = absl::Now() + kWait;
+    for (int64_t seen = signal.count(); feed.queued() < 3 && absl::Now() < deadline; seen = signal.count()) {
+      signal.WaitPast(seen, deadline - absl::Now());
+    }
+    EXPECT_EQ(feed.queued(), 3u);  // 2 lines are under 25000 bytes, the third passes them
+    rapidjson::Document first = feed.Take(100, 21000);
+    ASSERT_EQ(first["results"].Size(), 2u);
+    rapidjson::Document one = feed.Take(100, 10);
+    ASSERT_EQ(one["results"].Size(), 1u);
+    EXPECT_EQ(std::string(one["results"][0]["id"].GetString()), "big3");
+    Reader reader(feed, signal);
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 3; })) << reader.ids.size();
+    EXPECT_THAT(reader.ids, ElementsAre("big4", "big5", "big6"));
+  }
+  absl::MutexLock lock(&mu);
+  released = true;
 }
 
 // A server (or a proxy) that ends every feed at once with only its last_seq must not be asked
