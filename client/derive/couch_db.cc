@@ -1,6 +1,9 @@
 #include "client/derive/couch_db.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "common/couchdb/json.h"
@@ -23,6 +26,35 @@ absl::StatusOr<rapidjson::Document> CouchDb::Parse(
 
 absl::StatusOr<rapidjson::Document> CouchDb::Get(const std::string& path, absl::string_view what) {
   return Parse(http_.Get(path), what);
+}
+
+absl::StatusOr<std::string> CouchDb::GetBody(const std::string& path, absl::string_view what) {
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Get(path);
+  if (!response.ok()) return response.status();
+  if (response->status < 200 || response->status > 299) {
+    return couchdb::HttpError(*response, what, http_.base_url());
+  }
+  return std::move(response->body);
+}
+
+absl::StatusOr<std::string> CouchDb::GetStart(const std::string& path, size_t max_bytes,
+                                              absl::string_view what) {
+  std::string start;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);  // a server that stalls midway
+  absl::StatusOr<couchdb::HttpResponse> response = http_.GetStreaming(
+      path,
+      [&](absl::string_view data) {
+        start.append(data.data(), std::min(data.size(), max_bytes - start.size()));
+        return start.size() < max_bytes;
+      },
+      [&] { return absl::Now() < deadline; });
+  // Ended by us once it had enough: only a success's body reaches the reader.
+  if (absl::IsCancelled(response.status()) && !start.empty()) return start;
+  if (!response.ok()) return response.status();
+  if (response->status < 200 || response->status > 299) {
+    return couchdb::HttpError(*response, what, http_.base_url());
+  }
+  return start;
 }
 
 absl::StatusOr<std::optional<rapidjson::Document>> CouchDb::GetIfExists(const std::string& path,

@@ -19,6 +19,11 @@ class CouchDb {
   explicit CouchDb(couchdb::CouchClient& http) : http_(http) {}
 
   absl::StatusOr<rapidjson::Document> Get(const std::string& path, absl::string_view what);
+  // A success's body unparsed, for a caller that copes with an answer it cannot parse.
+  absl::StatusOr<std::string> GetBody(const std::string& path, absl::string_view what);
+  // The first `max_bytes` of a success's body (the rest is not read): enough to see where an
+  // answer too long to read whole begins.
+  absl::StatusOr<std::string> GetStart(const std::string& path, size_t max_bytes, absl::string_view what);
   // NOT_FOUND (the document or database is missing) is nullopt.
   absl::StatusOr<std::optional<rapidjson::Document>> GetIfExists(const std::string& path,
                                                                  absl::string_view what);
@@ -34,6 +39,7 @@ class CouchDb {
   absl::Status EnsureDatabase(absl::string_view database);
 
   const std::string& base_url() const { return http_.base_url(); }
+  int64_t max_response_bytes() const { return http_.max_response_bytes(); }
 
  private:
   absl::StatusOr<rapidjson::Document> Parse(const absl::StatusOr<couchdb::HttpResponse>& response,

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "client/derive/change_header.h"
 #include "client/derive/derived_ids.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -19,6 +20,15 @@ using rapidjson::Document;
 using rapidjson::Value;
 
 constexpr int kLookupPage = 1000;
+// The most document bytes sent in one Map call or one _bulk_docs request, and taken from a
+// continuous feed into one batch: a batch of large documents goes in several parts, each far
+// below cnp-server's --max-call-bytes and CouchDB's max_http_request_size (64 MiB by default
+// for both), and a single document larger than this goes alone.
+constexpr size_t kMaxCallBytes = size_t{16} << 20;
+// The error type of a change that could not be read, whose document no handler saw.
+constexpr char kUnreadableType[] = "UnreadableChange";
+// Of a change too long to read whole, what is read to find its seq and id.
+constexpr size_t kChangeStartBytes = size_t{64} << 10;
 
 std::string Text(const Value& object, const char* field) {
   if (!object.IsObject()) return "";
@@ -115,6 +125,8 @@ struct Deriver::Batch {
   // it holds: source id -> the derived documents, all allocated in `arena`.
   Document arena{rapidjson::kObjectType};
   std::map<std::string, std::vector<Value>> desired;
+  int limit = 0;       // the changes asked for (a feed's batch: batch_size)
+  int next_limit = 0;  // the changes to ask for next
   std::set<std::string> failed;  // the handler raised: that document's rows are left as they are
   struct Failure {
     std::string doc_id, type, message;
@@ -138,6 +150,7 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   checkpoints_.resize(declaration_.stages.size());
   last_report_.assign(declaration_.stages.size(), absl::InfinitePast());
   reported_processed_.assign(declaration_.stages.size(), 0);
+  read_limits_.assign(declaration_.stages.size(), options_.batch_size);
 }
 
 Deriver::~Deriver() {
@@ -243,19 +256,21 @@ absl::StatusOr<int64_t> Deriver::CatchUp() {
   return total;
 }
 
-absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, const std::string& since,
+absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, const std::string& since, int limit,
                                                                    CouchDb& couch) const {
   const Stage& s = declaration_.stages[i];
   auto batch = std::make_unique<Batch>();
+  batch->limit = limit;
+  batch->next_limit = limit;
   if (i < feeds_.size() && feeds_[i] != nullptr) {
     if (feeds_[i]->queued() == 0) {
       // What was queued before a refusal is handled first; then the refusal ends the run.
       if (absl::Status failure = feeds_[i]->failure(); !failure.ok()) return failure;
     }
-    batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size));
+    batch->limit = options_.batch_size;
+    batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size), kMaxCallBytes);
   } else {
-    absl::StatusOr<Document> changes =
-        couch.Get(ChangesPath(i, since), absl::StrCat("reading the changes of ", s.source));
+    absl::StatusOr<Document> changes = ReadChanges(i, since, batch->next_limit, couch);
     if (!changes.ok()) return changes.status();
     batch->changes = *std::move(changes);
   }
@@ -270,9 +285,63 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
   batch->size = results->Size();
   batch->last_seq = SeqText(*last_seq);
   for (const Value& change : results->GetArray()) {
-    if (!IsDesign(Text(change, "id"))) batch->results.push_back(&change);
+    std::string id = Text(change, "id");
+    if (IsDesign(id)) continue;
+    if (Member(change, kUnreadableMember) != nullptr) {
+      // Read neither now nor ever (the same change would fail again): recorded and passed.
+      batch->failures.push_back({id, kUnreadableType,
+                                 absl::StrCat("cnp derive could not read this change, so its document was not "
+                                              "passed to the handler: ", Text(change, kUnreadableMember))});
+      batch->failed.insert(id);
+      continue;
+    }
+    batch->results.push_back(&change);
   }
   return batch;
+}
+
+absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since, int& limit,
+                                              CouchDb& couch) const {
+  const Stage& s = declaration_.stages[i];
+  const std::string what = absl::StrCat("reading the changes of ", s.source);
+  const size_t max_bytes = static_cast<size_t>(std::max<int64_t>(0, couch.max_response_bytes()));
+  while (true) {
+    absl::StatusOr<std::string> body = couch.GetBody(ChangesPath(i, since, limit), what);
+    std::string why;
+    if (body.ok()) {
+      absl::StatusOr<Document> changes = couchdb::ParseJson(*body);
+      if (changes.ok()) {
+        // Back towards the full batch size once an answer is well within the limit: a few large
+        // documents must not make every later batch small.
+        if (limit < options_.batch_size && body->size() <= max_bytes / 4) {
+          limit = std::min(options_.batch_size, limit * 2);
+        }
+        return changes;
+      }
+      why = std::string(changes.status().message());
+    } else if (absl::IsResourceExhausted(body.status())) {
+      why = absl::StrCat("with its document longer than ", max_bytes, " bytes");
+    } else {
+      return body.status();
+    }
+    if (limit > 1) {
+      limit /= 2;
+      continue;
+    }
+    // One change, and it cannot be read: where it is and whose it is come before its document.
+    absl::StatusOr<std::string> start =
+        body.ok() ? std::move(body) : couch.GetStart(ChangesPath(i, since, 1), kChangeStartBytes, what);
+    if (!start.ok()) return start.status();
+    std::optional<ChangeHeader> header = ScanChangeHeader(*start, ChangeText::kFirstResult);
+    if (!header.has_value()) {
+      return absl::UnknownError(absl::StrCat(what, " at ", couch.base_url(), ": the change after seq ", since,
+                                             " cannot be read (", why, ") and its seq and id cannot be found"));
+    }
+    absl::StatusOr<Document> changes = couchdb::ParseJson(
+        absl::StrCat("{\"results\":[", UnreadableChangeJson(*header, why), "],\"last_seq\":", header->seq_json, "}"));
+    limit = std::min(options_.batch_size, 2);
+    return changes;
+  }
 }
 
 absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
@@ -313,8 +382,9 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   if (!allowed.ok()) return allowed.status();
   if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
   const absl::Time started = absl::Now();
-  absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, p.seq, couch_);
+  absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, p.seq, read_limits_[i], couch_);
   if (!batch.ok()) return batch.status();
+  read_limits_[i] = (*batch)->next_limit;
   absl::StatusOr<bool> done = CaughtUp(i, **batch);
   if (!done.ok()) return done.status();
   if (*done) return 0;
@@ -338,8 +408,8 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
   // here. Writes stay in order: a batch is written only after the one before it, so a
   // document that changed again later is seen by its second batch as the first one left it.
   StageProgress& p = progress_[i];
-  auto read_and_map = [this, i](std::string since, CouchDb* couch) -> absl::StatusOr<std::unique_ptr<Batch>> {
-    absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, since, *couch);
+  auto read_and_map = [this, i](std::string since, int limit, CouchDb* couch) -> absl::StatusOr<std::unique_ptr<Batch>> {
+    absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, since, limit, *couch);
     if (batch.ok() && (*batch)->size > 0) {
       if (absl::Status mapped = MapRows(i, **batch); !mapped.ok()) return mapped;
     }
@@ -347,7 +417,7 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
   };
   const absl::Time started = absl::Now();
   int64_t total = 0;
-  absl::StatusOr<std::unique_ptr<Batch>> current = read_and_map(p.seq, &couch_);
+  absl::StatusOr<std::unique_ptr<Batch>> current = read_and_map(p.seq, read_limits_[i], &couch_);
   absl::Status failed;
   while (true) {
     if (!current.ok()) {
@@ -355,6 +425,7 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
       break;
     }
     Batch& batch = **current;
+    read_limits_[i] = batch.next_limit;
     absl::StatusOr<bool> done = CaughtUp(i, batch);
     if (!done.ok() || *done) {
       failed = done.status();
@@ -366,8 +437,8 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
       break;
     }
     std::future<absl::StatusOr<std::unique_ptr<Batch>>> next;
-    if (batch.size >= static_cast<size_t>(options_.batch_size)) {
-      next = std::async(std::launch::async, read_and_map, batch.last_seq, prefetch_);
+    if (batch.size >= static_cast<size_t>(batch.limit)) {
+      next = std::async(std::launch::async, read_and_map, batch.last_seq, batch.next_limit, prefetch_);
     }
     absl::StatusOr<int64_t> written = WriteMapRows(i, batch);
     absl::Status completed = written.ok() ? Complete(i, batch, *written) : written.status();
@@ -377,17 +448,19 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
       break;
     }
     total += static_cast<int64_t>(batch.size);
-    current = next.valid() ? next.get() : read_and_map(p.seq, &couch_);
+    current = next.valid() ? next.get() : read_and_map(p.seq, read_limits_[i], &couch_);
   }
   p.busy += absl::Now() - started;
   if (!failed.ok()) return failed;
   return total;
 }
 
-std::string Deriver::ChangesPath(size_t i, const std::string& since) const {
+std::string Deriver::ChangesPath(size_t i, const std::string& since, int limit) const {
+  // seq_interval as the limit: a change read alone (one that cannot be read in a batch) comes
+  // with its own seq, which is where the stage goes on after it.
   return absl::StrCat(DbPath(declaration_.stages[i].source), "/_changes?since=",
-                      couchdb::CouchClient::EscapeSegment(since), "&limit=", options_.batch_size,
-                      "&include_docs=true&seq_interval=", options_.batch_size);
+                      couchdb::CouchClient::EscapeSegment(since), "&limit=", limit,
+                      "&include_docs=true&seq_interval=", limit);
 }
 
 absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
@@ -402,20 +475,14 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     mapped.push_back(change);
   }
   if (docs.empty()) return absl::OkStatus();
-  absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, docs, options_.rpc_timeout);
-  if (!response.ok()) {
-    return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
-                                                               " -> ", s.target, "): ", response.status().message()));
-  }
-  if (response->results_size() != static_cast<int>(docs.size())) {
-    return absl::InternalError("the service answered a different number of map results");
-  }
+  absl::StatusOr<std::vector<v1::MapResult>> results = MapInParts(s, docs);
+  if (!results.ok()) return results.status();
   // The rows each document yields now, as documents to write, all in one arena.
   auto& ra = batch.arena.GetAllocator();
   Document rows(&ra);
   for (size_t d = 0; d < mapped.size(); ++d) {
     std::string id = Text(*mapped[d], "id");
-    const v1::MapResult& result = response->results(static_cast<int>(d));
+    const v1::MapResult& result = (*results)[d];
     if (result.errors_size() > 0) {
       for (const v1::FunctionError& e : result.errors()) batch.failures.push_back({id, e.type(), e.message()});
       batch.failed.insert(id);
@@ -439,6 +506,29 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
+                                                              const std::vector<std::string>& docs) const {
+  std::vector<v1::MapResult> results;
+  results.reserve(docs.size());
+  for (size_t first = 0; first < docs.size();) {
+    size_t end = first, bytes = 0;
+    while (end < docs.size() && (end == first || bytes + docs[end].size() <= kMaxCallBytes)) bytes += docs[end++].size();
+    std::vector<std::string> part(docs.begin() + static_cast<std::ptrdiff_t>(first),
+                                  docs.begin() + static_cast<std::ptrdiff_t>(end));
+    absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
+    if (!response.ok()) {
+      return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
+                                                                 " -> ", s.target, "): ", response.status().message()));
+    }
+    if (response->results_size() != static_cast<int>(part.size())) {
+      return absl::InternalError("the service answered a different number of map results");
+    }
+    for (v1::MapResult& result : *response->mutable_results()) results.push_back(std::move(result));
+    first = end;
+  }
+  return results;
 }
 
 absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
@@ -568,6 +658,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
 
 absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   const Stage& s = declaration_.stages[i];
+  for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
   Document keys_doc(rapidjson::kObjectType);
   std::map<std::string, Value> keys;  // key JSON -> key
   for (const Value* change : batch.results) {
@@ -753,13 +844,20 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
   if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
-  std::string body = "{\"docs\":[";
-  for (size_t d = 0; d < docs.size(); ++d) absl::StrAppend(&body, d ? "," : "", docs[d]);
-  body += "]}";
-  absl::StatusOr<Document> answer = couch_.Post(absl::StrCat(DbPath(database), "/_bulk_docs"), body,
-                                                absl::StrCat("writing derived documents to ", database));
-  if (!answer.ok()) return answer.status();
-  if (answer->IsArray()) {
+  // In parts of at most kMaxCallBytes: CouchDB refuses a request past its max_http_request_size.
+  for (size_t first = 0; first < docs.size();) {
+    std::string body = "{\"docs\":[";
+    size_t end = first;
+    while (end < docs.size() && (end == first || body.size() + docs[end].size() <= kMaxCallBytes)) {
+      absl::StrAppend(&body, end > first ? "," : "", docs[end]);
+      ++end;
+    }
+    body += "]}";
+    first = end;
+    absl::StatusOr<Document> answer = couch_.Post(absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+                                                  absl::StrCat("writing derived documents to ", database));
+    if (!answer.ok()) return answer.status();
+    if (!answer->IsArray()) continue;
     for (const Value& result : answer->GetArray()) {
       std::string error = Text(result, "error");
       if (error == "conflict" && conflicts != nullptr) {
@@ -793,8 +891,13 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
 
 void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
                           const std::string& message) {
-  log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
-       << " failed on " << doc_id << ": " << type << ": " << message << "\n";
+  if (type == kUnreadableType) {
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped " << doc_id
+         << " (not passed to " << stage.handler << "): " << type << ": " << message << "\n";
+  } else {
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
+         << " failed on " << doc_id << ": " << type << ": " << message << "\n";
+  }
   ++progress_[&stage - declaration_.stages.data()].errors;
   Document e(rapidjson::kObjectType);
   auto& a = e.GetAllocator();

@@ -97,20 +97,31 @@ class Deriver {
   // A map stage's batches until it has caught up, the next one read and mapped while the
   // current one is written.
   absl::StatusOr<int64_t> RunPipelined(size_t stage);
-  // Reads the changes after `since` (from the stage's feed if it has one). Touches nothing
-  // but `couch` and the feed, so a helper thread can read ahead.
-  absl::StatusOr<std::unique_ptr<Batch>> ReadBatch(size_t stage, const std::string& since,
+  // Reads up to `limit` changes after `since` (from the stage's feed if it has one). Touches
+  // nothing but `couch` and the feed, so a helper thread can read ahead.
+  absl::StatusOr<std::unique_ptr<Batch>> ReadBatch(size_t stage, const std::string& since, int limit,
                                                    CouchDb& couch) const;
+  // The _changes answer of up to `limit` changes after `since` with their documents. An answer
+  // too long to read (max_response_bytes) or to parse (a document nested too deep, not UTF-8)
+  // is asked for again with half as many changes; a single change that still cannot be read
+  // comes back alone as unreadable (change_header.h), so that its document is recorded as
+  // failed and the stage goes past it. `limit` becomes the number to ask for next time.
+  absl::StatusOr<rapidjson::Document> ReadChanges(size_t stage, const std::string& since, int& limit,
+                                                  CouchDb& couch) const;
   // True when `batch` is empty: the stage has caught up (and its sweep, if due, is done).
   absl::StatusOr<bool> CaughtUp(size_t stage, const Batch& batch);
   // Counts a handled batch and checkpoints it.
   absl::Status Complete(size_t stage, const Batch& batch, int64_t written);
-  std::string ChangesPath(size_t stage, const std::string& since) const;
+  std::string ChangesPath(size_t stage, const std::string& since, int limit) const;
   // The Map call: the rows each changed document yields now. No CouchDB, no shared state.
   absl::Status MapRows(size_t stage, Batch& batch) const;
   // Compares the rows with what the target holds and writes the differences.
   absl::StatusOr<int64_t> WriteMapRows(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
+  // The Map call for `docs`, in parts of at most kMaxCallBytes each (cnp-server refuses a call
+  // past its --max-call-bytes): one result per document, in order.
+  absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage,
+                                                        const std::vector<std::string>& docs) const;
   absl::Status Sweep(size_t stage);
   void StartFeeds();
   void PrintFeedNotes();
@@ -138,6 +149,7 @@ class Deriver {
   std::vector<Checkpoint> checkpoints_;
   std::vector<absl::Time> last_report_;
   std::vector<int64_t> reported_processed_;
+  std::vector<int> read_limits_;  // changes to ask for in the next batch read of each stage
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
   CouchDb* prefetch_;

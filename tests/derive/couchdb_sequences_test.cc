@@ -257,6 +257,102 @@ TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
   EXPECT_EQ(CountOf({second_bulk, requests.end()}, "POST /tgt/_all_docs?include_docs=true"), 1u);
 }
 
+// A source as CouchDB answers _changes?since=N&limit=L&include_docs=true: one JSON answer with
+// the changes after N, at most L.
+std::string ChangesAnswer(const std::vector<std::string>& lines, const std::string& target) {
+  auto number = [&](const std::string& name) {
+    size_t at = target.find(name + "=");
+    return std::stoi(target.substr(at + name.size() + 1));
+  };
+  const int since = number("since"), limit = number("limit");
+  std::string results;
+  int last = since;
+  for (int i = since; i < static_cast<int>(lines.size()) && i < since + limit; ++i) {
+    absl::StrAppend(&results, results.empty() ? "" : ",", lines[i]);
+    last = i + 1;
+  }
+  return absl::StrCat(R"({"results":[)", results, R"(],"last_seq":)", last, "}");
+}
+
+// One document nested 5,000 levels deep (past the 4,096 cnp parses) and one longer than the
+// client reads in one answer, among ordinary ones. The batch that holds them is read again in
+// halves down to one change; each of the two is then recorded as its document's error
+// (UnreadableChange, with the reason) and passed, the others are derived, and the checkpoint
+// goes past them, so a restart reads nothing again. (Before, the batch failed every run:
+// nothing was derived, not even the documents around them.) pouchdb-server cannot store the
+// deep document (its JavaScript overflows its stack), hence the scripted CouchDB.
+TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) {
+  absl::Mutex mu;
+  FakeTarget target;
+  const std::vector<std::string> lines = {
+      ChangeLine(1, "a", "1-a", "Oslo"),
+      ChangeLine(2, "b", "1-b", "Lima"),
+      absl::StrCat(R"({"seq":3,"id":"deep","changes":[{"rev":"1-d"}],"doc":{"_id":"deep","_rev":"1-d","town":"Nowhere","x":)",
+                   std::string(5000, '['), std::string(5000, ']'), "}}"),
+      ChangeLine(4, "c", "1-c", "Quito"),
+      absl::StrCat(R"({"seq":5,"id":"huge","changes":[{"rev":"1-h"}],"doc":{"_id":"huge","_rev":"1-h","town":"Big","pad":")",
+                   std::string(200000, 'x'), "\"}}"),
+      ChangeLine(6, "d", "1-d", "Bergen"),
+  };
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?")) return {200, ChangesAnswer(lines, t)};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":6})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  // An answer of 100,000 bytes at most: the huge document alone passes it.
+  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
+  couchdb::CouchClient prefetch_http({.base_url = couch.url(), .max_response_bytes = 100000});
+  CouchDb db(http), prefetch(prefetch_http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  {
+    std::ostringstream log;
+    Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); }, &prefetch);
+    ASSERT_TRUE(deriver.Start().ok());
+    absl::StatusOr<int64_t> handled = deriver.CatchUp();
+    ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+    EXPECT_EQ(*handled, 6);
+    EXPECT_EQ(deriver.progress()[0].seq, "6");
+    EXPECT_EQ(deriver.progress()[0].errors, 2);
+    EXPECT_THAT(log.str(), HasSubstr("src -> tgt: skipped deep (not passed to derive_fns.town): UnreadableChange: "
+                                     "cnp derive could not read this change, so its document was not passed to "
+                                     "the handler: JSON nested deeper than 4096 levels"));
+    EXPECT_THAT(log.str(), HasSubstr("skipped huge (not passed to derive_fns.town): UnreadableChange: "
+                                     "cnp derive could not read this change, so its document was not passed to "
+                                     "the handler: with its document longer than 100000 bytes"));
+  }
+  {
+    absl::MutexLock lock(&mu);
+    std::multiset<std::string> keys;
+    for (const auto& [id, doc] : target.docs) keys.insert(couchdb::ToJson((*couchdb::ParseJson(doc))["mr_key"]));
+    EXPECT_THAT(keys, ::testing::UnorderedElementsAre("\"Oslo\"", "\"Lima\"", "\"Quito\"", "\"Bergen\""));
+    absl::StatusOr<rapidjson::Document> errors = couchdb::ParseJson(target.local["/tgt/_local/cnp-derive%3As%3Aerrors"]);
+    ASSERT_TRUE(errors.ok()) << errors.status();
+    ASSERT_EQ((*errors)["errors"].Size(), 2u);
+    EXPECT_EQ(std::string((*errors)["errors"][0]["doc_id"].GetString()), "deep");
+    EXPECT_EQ(std::string((*errors)["errors"][0]["type"].GetString()), "UnreadableChange");
+    EXPECT_EQ(std::string((*errors)["errors"][1]["doc_id"].GetString()), "huge");
+    EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Asrc"], HasSubstr(R"("seq":"6")"));
+    // Each change was read alone only once it could not be read with others.
+    std::vector<std::string> requests = couch.requests();
+    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=2&limit=1&include_docs=true&seq_interval=1"), 1u);
+    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=4&limit=1&include_docs=true&seq_interval=1"), 2u)
+        << "the whole answer, cut off, and then its start";
+  }
+  // A restart goes on from the checkpoint: nothing to read again, nothing recorded again.
+  std::ostringstream log;
+  Deriver again(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(again.Start().ok());
+  absl::StatusOr<int64_t> handled = again.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  EXPECT_EQ(*handled, 0);
+  EXPECT_EQ(again.progress()[0].errors, 0);
+}
+
 // Once caught up, the initial synchronization is over: a new document's rows are looked up
 // before they are written, not written as first revisions.
 TEST(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
