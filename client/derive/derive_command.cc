@@ -88,6 +88,12 @@ Options:
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
   --lease-renew=DUR       how often the holder renews (default: 10s)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
+  --max-couchdb-response-bytes=N
+                          the longest answer read from CouchDB, and the longest change on a
+                          continuous feed (default: 64 MiB). A batch of changes longer than this
+                          is read again in halves; a single change longer, or one whose document
+                          is nested deeper than 4096 levels or is not UTF-8, is recorded as that
+                          document's error (UnreadableChange) and passed
   --timeout=DUR           per Map/Reduce call (default: 60s)
   --target=ADDRESS        the cnp service (default: $CNP_TARGET, else %s)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
@@ -138,7 +144,7 @@ int RunDeriveCommand(int argc, char** argv) {
       argc, argv,
       cli::WithConnectionOptions(
           {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout",
-           "feed", "heartbeat"}),
+           "feed", "heartbeat", "max-couchdb-response-bytes"}),
       cli::WithConnectionFlags({"help", "once"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
@@ -156,6 +162,12 @@ int RunDeriveCommand(int argc, char** argv) {
       (!absl::SimpleAtoi(args->Get("batch-size"), &options.batch_size) || options.batch_size < 1 ||
        options.batch_size > 100000)) {
     return Fail(absl::InvalidArgumentError("--batch-size must be a number from 1 to 100000"));
+  }
+  int64_t max_response_bytes = int64_t{64} << 20;
+  if (args->Has("max-couchdb-response-bytes") &&
+      (!absl::SimpleAtoi(args->Get("max-couchdb-response-bytes"), &max_response_bytes) ||
+       max_response_bytes < (int64_t{1} << 20))) {
+    return Fail(absl::InvalidArgumentError("--max-couchdb-response-bytes must be a number of bytes, at least 1048576"));
   }
   absl::Duration poll = absl::Seconds(1), lease_timeout = absl::Seconds(60), lease_renew = absl::Seconds(10);
   for (auto [name, value] : {std::pair<const char*, absl::Duration*>{"poll-interval", &poll},
@@ -182,6 +194,8 @@ int RunDeriveCommand(int argc, char** argv) {
   http_options.base_url = credentials->url;
   http_options.username = credentials->username;
   http_options.password = credentials->password;
+  http_options.max_response_bytes = max_response_bytes;
+  http_options.response_limit_advice = "cnp derive's --max-couchdb-response-bytes raises the limit";
   if (args->Has("ca-file")) {
     std::ifstream in(args->Get("ca-file"), std::ios::binary);
     if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read --ca-file=", args->Get("ca-file"))));

@@ -1018,6 +1018,7 @@ void Deriver::StartFeeds() {
   options.heartbeat = options_.heartbeat;
   // Two batches' worth: one being taken while the next arrives.
   options.max_queued = static_cast<size_t>(options_.batch_size) * 2;
+  options.max_line_bytes = static_cast<size_t>(std::max<int64_t>(1, options_.continuous_feed->max_response_bytes));
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
     // Reduce stages read their map target, which changes only through this instance's map

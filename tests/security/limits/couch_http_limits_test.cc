@@ -67,6 +67,27 @@ TEST_F(CouchHttpLimitsTest, AnAnswerOverTheLimitIsCutOff) {
   EXPECT_THAT(result.status.message(), HasSubstr("--max-couchdb-response-bytes"));
 }
 
+// The client is shared by cnp-server's Upload and the command line's upload, sync and derive:
+// the setting a message names is the caller's. (It named cnp-server's flag to `cnp derive`.)
+TEST_F(CouchHttpLimitsTest, TheAdviceForAnAnswerOverTheLimitIsTheCallers) {
+  ScriptedHttpServer couch([](const HttpRequest&) {
+    ScriptedResponse response;
+    response.body = "{\"results\": [";
+    response.streamed_filler_bytes = int64_t{16} << 20;
+    return response;
+  });
+  couchdb::CouchClient plain({.base_url = couch.url(), .max_response_bytes = 1 << 20});
+  absl::StatusOr<couchdb::HttpResponse> answer = plain.Get("/db/_changes");
+  EXPECT_TRUE(absl::IsResourceExhausted(answer.status())) << answer.status();
+  EXPECT_THAT(answer.status().message(), HasSubstr("exceeded 1048576 bytes"));
+  EXPECT_THAT(answer.status().message(), ::testing::Not(HasSubstr("cnp-server")));
+  couchdb::CouchClient advised({.base_url = couch.url(),
+                                .max_response_bytes = 1 << 20,
+                                .response_limit_advice = "cnp derive's --max-couchdb-response-bytes raises the limit"});
+  answer = advised.Get("/db/_changes");
+  EXPECT_THAT(answer.status().message(), HasSubstr("cnp derive's --max-couchdb-response-bytes raises the limit"));
+}
+
 TEST_F(CouchHttpLimitsTest, AForeignBodyIsNotPassedOn) {
   ScriptedHttpServer couch([](const HttpRequest&) {
     return ScriptedResponse{500, "<html>internal admin page: SECRET-TOKEN-123</html>"};
