@@ -125,7 +125,7 @@ struct Deriver::Batch {
   // it holds: source id -> the derived documents, all allocated in `arena`.
   Document arena{rapidjson::kObjectType};
   std::map<std::string, std::vector<Value>> desired;
-  int limit = 0;       // the changes asked for (a feed's batch: batch_size)
+  int limit = 0;       // the changes last asked for (a feed's batch: batch_size)
   int next_limit = 0;  // the changes to ask for next
   std::set<std::string> failed;  // the handler raised: that document's rows are left as they are
   struct Failure {
@@ -270,7 +270,7 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
     batch->limit = options_.batch_size;
     batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size), kMaxCallBytes);
   } else {
-    absl::StatusOr<Document> changes = ReadChanges(i, since, batch->next_limit, couch);
+    absl::StatusOr<Document> changes = ReadChanges(i, since, batch->next_limit, couch, batch->limit);
     if (!changes.ok()) return changes.status();
     batch->changes = *std::move(changes);
   }
@@ -301,11 +301,12 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
 }
 
 absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since, int& limit,
-                                              CouchDb& couch) const {
+                                              CouchDb& couch, int& asked) const {
   const Stage& s = declaration_.stages[i];
   const std::string what = absl::StrCat("reading the changes of ", s.source);
   const size_t max_bytes = static_cast<size_t>(std::max<int64_t>(0, couch.max_response_bytes()));
   while (true) {
+    asked = limit;
     absl::StatusOr<std::string> body = couch.GetBody(ChangesPath(i, since, limit), what);
     std::string why;
     if (body.ok()) {
@@ -320,7 +321,8 @@ absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since
       }
       why = std::string(changes.status().message());
     } else if (absl::IsResourceExhausted(body.status())) {
-      why = absl::StrCat("with its document longer than ", max_bytes, " bytes");
+      why = absl::StrCat("the change with its document is longer than ", max_bytes,
+                         " bytes (--max-couchdb-response-bytes)");
     } else {
       return body.status();
     }
@@ -542,11 +544,9 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   // produced the rows it produces now (or rows of another version, which the sweep after a
   // re-run removes): those are looked up by id in one request. Anything else may have yielded
   // other keys before: its rows are found by their id prefix.
-  Document existing_docs(rapidjson::kObjectType);
   std::map<std::string, Value*> existing;
   std::vector<std::string> ranged;  // source ids whose every current row must be found
-  Value keys(rapidjson::kArrayType);
-  auto& ea = existing_docs.GetAllocator();
+  std::vector<std::string> keys;
   for (const Value* change : batch.results) {
     std::string id = Text(*change, "id");
     if (failed.count(id) > 0) continue;
@@ -560,22 +560,14 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
       // document CouchDB lists twice in _changes (a clustered database may, after a shard
       // moved) finds its rows written the first time: that conflict is looked up and redone.
       if (!fresh) {
-        for (const Value& doc : desired[id]) keys.PushBack(Value(doc["_id"], ea), ea);
+        for (const Value& doc : desired[id]) keys.push_back(Text(doc, "_id"));
       }
     } else {
       ranged.push_back(id);
     }
   }
   std::vector<Document> answers;
-  if (!keys.Empty()) {
-    Document body(rapidjson::kObjectType);
-    body.AddMember("keys", Value(keys, body.GetAllocator()), body.GetAllocator());
-    absl::StatusOr<Document> found =
-        couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"),
-                    couchdb::ToJson(body), absl::StrCat("reading derived documents of ", s.target));
-    if (!found.ok()) return found.status();
-    answers.push_back(*std::move(found));
-  }
+  if (absl::Status st = LookUp(s.target, keys, 0, keys.size(), absl::StrCat("reading derived documents of ", s.target), answers); !st.ok()) return st;
   std::map<std::string, std::vector<std::string>> current_ids;  // ranged source id -> row ids
   for (const std::string& id : ranged) {
     absl::StatusOr<Document> found = couch_.Get(
@@ -624,17 +616,13 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   for (auto& [id, docs] : desired) {
     for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
   }
-  Document body(rapidjson::kObjectType);
-  Value ids(rapidjson::kArrayType);
-  for (const std::string& id : conflicts) ids.PushBack(Value(id.c_str(), body.GetAllocator()), body.GetAllocator());
-  body.AddMember("keys", ids, body.GetAllocator());
-  absl::StatusOr<Document> found =
-      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), couchdb::ToJson(body),
-                  absl::StrCat("reading derived documents of ", s.target));
-  if (!found.ok()) return found.status();
+  std::vector<Document> found;
+  if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(), absl::StrCat("reading derived documents of ", s.target), found); !st.ok()) return st;
   std::vector<std::string> again;
   std::set<std::string> redone;
-  if (Value* rows = const_cast<Value*>(Member(*found, "rows")); rows && rows->IsArray()) {
+  for (Document& answer : found) {
+    Value* rows = const_cast<Value*>(Member(answer, "rows"));
+    if (rows == nullptr || !rows->IsArray()) continue;
     for (Value& row : rows->GetArray()) {
       Value* doc = const_cast<Value*>(Member(row, "doc"));
       auto it = by_id.find(Text(row, "key"));
@@ -708,17 +696,13 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     std::map<std::pair<std::string, std::string>, const Value*> found_docs;
     for (const auto& [database, ids] : wanted) {
       if (database.empty()) continue;
-      Document body(rapidjson::kObjectType);
-      auto& a = body.GetAllocator();
-      Value list(rapidjson::kArrayType);
-      for (const std::string& id : ids) list.PushBack(Value(id.c_str(), a), a);
-      body.AddMember("keys", list, a);
-      absl::StatusOr<Document> answer =
-          couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"), couchdb::ToJson(body),
-                      absl::StrCat("reading source documents of ", database));
-      if (!answer.ok()) return answer.status();
-      source_answers.push_back(*std::move(answer));
-      if (const Value* rows = Member(source_answers.back(), "rows"); rows && rows->IsArray()) {
+      const std::vector<std::string> list(ids.begin(), ids.end());
+      const size_t before = source_answers.size();
+      if (absl::Status st = LookUp(database, list, 0, list.size(), absl::StrCat("reading source documents of ", database), source_answers); !st.ok()) return st;
+      // (The rows stay where they are when the vector moves the documents: only their roots move.)
+      for (size_t n = before; n < source_answers.size(); ++n) {
+        const Value* rows = Member(source_answers[n], "rows");
+        if (rows == nullptr || !rows->IsArray()) continue;
         for (const Value& row : rows->GetArray()) {
           const Value* doc = Member(row, "doc");
           if (doc && doc->IsObject()) found_docs[{database, Text(row, "key")}] = doc;
@@ -736,18 +720,14 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     }
   }
   // The reduce documents as they are.
-  Document ids_body(rapidjson::kObjectType);
-  Value ids(rapidjson::kArrayType);
-  for (const auto& [key_json, key] : keys) {
-    ids.PushBack(Value(ReduceRowId(s.source, key_json).c_str(), ids_body.GetAllocator()), ids_body.GetAllocator());
-  }
-  ids_body.AddMember("keys", ids, ids_body.GetAllocator());
-  absl::StatusOr<Document> found =
-      couch_.Post(absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true"), couchdb::ToJson(ids_body),
-                  absl::StrCat("reading derived documents of ", s.target));
-  if (!found.ok()) return found.status();
+  std::vector<std::string> ids;
+  for (const auto& [key_json, key] : keys) ids.push_back(ReduceRowId(s.source, key_json));
+  std::vector<Document> found;
+  if (absl::Status st = LookUp(s.target, ids, 0, ids.size(), absl::StrCat("reading derived documents of ", s.target), found); !st.ok()) return st;
   std::map<std::string, Value*> existing;
-  if (Value* rows = const_cast<Value*>(Member(*found, "rows")); rows && rows->IsArray()) {
+  for (Document& answer : found) {
+    Value* rows = const_cast<Value*>(Member(answer, "rows"));
+    if (rows == nullptr || !rows->IsArray()) continue;
     for (Value& row : rows->GetArray()) {
       Value* doc = const_cast<Value*>(Member(row, "doc"));
       if (doc && doc->IsObject()) existing[Text(row, "key")] = doc;
@@ -798,6 +778,28 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   int64_t count = static_cast<int64_t>(writes.size());
   if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
   return count;
+}
+
+absl::Status Deriver::LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first,
+                             size_t end, const std::string& what, std::vector<Document>& answers) {
+  if (first >= end) return absl::OkStatus();
+  Document body(rapidjson::kObjectType);
+  auto& a = body.GetAllocator();
+  Value list(rapidjson::kArrayType);
+  for (size_t n = first; n < end; ++n) {
+    list.PushBack(Value(ids[n].c_str(), static_cast<rapidjson::SizeType>(ids[n].size()), a), a);
+  }
+  body.AddMember("keys", list, a);
+  absl::StatusOr<Document> found = couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"),
+                                               couchdb::ToJson(body), what);
+  if (absl::IsResourceExhausted(found.status()) && end - first > 1) {
+    const size_t middle = first + (end - first) / 2;
+    if (absl::Status st = LookUp(database, ids, first, middle, what, answers); !st.ok()) return st;
+    return LookUp(database, ids, middle, end, what, answers);
+  }
+  if (!found.ok()) return found.status();
+  answers.push_back(*std::move(found));
+  return absl::OkStatus();
 }
 
 absl::Status Deriver::Sweep(size_t i) {

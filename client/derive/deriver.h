@@ -105,9 +105,10 @@ class Deriver {
   // too long to read (max_response_bytes) or to parse (a document nested too deep, not UTF-8)
   // is asked for again with half as many changes; a single change that still cannot be read
   // comes back alone as unreadable (change_header.h), so that its document is recorded as
-  // failed and the stage goes past it. `limit` becomes the number to ask for next time.
+  // failed and the stage goes past it. `limit` becomes the number to ask for next time, `asked`
+  // the number asked for in the answer returned.
   absl::StatusOr<rapidjson::Document> ReadChanges(size_t stage, const std::string& since, int& limit,
-                                                  CouchDb& couch) const;
+                                                  CouchDb& couch, int& asked) const;
   // True when `batch` is empty: the stage has caught up (and its sweep, if due, is done).
   absl::StatusOr<bool> CaughtUp(size_t stage, const Batch& batch);
   // Counts a handled batch and checkpoints it.
@@ -122,6 +123,11 @@ class Deriver {
   // past its --max-call-bytes): one result per document, in order.
   absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage,
                                                         const std::vector<std::string>& docs) const;
+  // _all_docs?include_docs=true for ids[first, end) of `database`, its answer appended to
+  // `answers`; while an answer is longer than max_response_bytes (large documents) the ids are
+  // asked for in halves, down to one.
+  absl::Status LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first, size_t end,
+                      const std::string& what, std::vector<rapidjson::Document>& answers);
   absl::Status Sweep(size_t stage);
   void StartFeeds();
   void PrintFeedNotes();

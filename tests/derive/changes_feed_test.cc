@@ -185,7 +185,8 @@ TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
   }
 }
 
-// A document is anyone's data: one nested 10,000 levels deep, one that is not valid UTF-8,
+// A document is anyone's data: one nested a million levels deep (a recursive parse would
+// overflow the stack), one that is not valid UTF-8,
 // one longer than the feed reads, each costs its own change and no more. The change comes out
 // marked unreadable with its seq and id (to be recorded as that document's error), and the
 // feed goes on past it without reconnecting: reading it again could only fail again. (Before,
@@ -193,12 +194,12 @@ TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
 TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGoesOn) {
   const std::string deep = absl::StrCat(R"({"seq":2,"id":"deep","changes":[{"rev":"1-x"}],)",
                                         R"("doc":{"_id":"deep","_rev":"1-x","x":)",
-                                        std::string(10000, '['), std::string(10000, ']'),
+                                        std::string(1000000, '['), std::string(1000000, ']'),
                                         "}}\n");
   const std::string not_utf8 = "{\"seq\":\"3-g1AA\",\"id\":\"latin1\",\"changes\":[{\"rev\":\"1-x\"}],"
                                "\"doc\":{\"_id\":\"latin1\",\"town\":\"Troms\xf8\"}}\n";
   const std::string too_long = absl::StrCat(R"({"seq":4,"id":"long","changes":[{"rev":"1-x"}],"doc":{"pad":")",
-                                            std::string(200000, 'x'), "\"}}\n");
+                                            std::string(3500000, 'x'), "\"}}\n");
   absl::Mutex mu;
   bool released = false;
   int calls = 0;
@@ -214,7 +215,7 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
   ChangeSignal signal;
   {
     ChangesFeed feed({.base_url = couch.url()}, "src", "0",
-                     {.heartbeat = absl::Seconds(10), .max_line_bytes = 100000}, signal);
+                     {.heartbeat = absl::Seconds(10), .max_line_bytes = 3000000}, signal);
     Reader reader(feed, signal);
     ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 5; })) << ::testing::PrintToString(reader.notes);
     EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "latin1", "long", "last"));
@@ -223,7 +224,7 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
                 ::testing::UnorderedElementsAre(
                     ::testing::Pair("deep", HasSubstr("nested deeper than 4096 levels")),
                     ::testing::Pair("latin1", HasSubstr("not valid JSON (Invalid encoding")),
-                    ::testing::Pair("long", "a change longer than 100000 bytes")));
+                    ::testing::Pair("long", "a change longer than 3000000 bytes")));
     // The feed ended with its last_seq and was reopened at once from there: no failure, no
     // reconnection after an error.
     EXPECT_EQ(feed.reconnections(), 0);

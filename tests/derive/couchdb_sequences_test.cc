@@ -323,7 +323,8 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
                                      "the handler: JSON nested deeper than 4096 levels"));
     EXPECT_THAT(log.str(), HasSubstr("skipped huge (not passed to derive_fns.town): UnreadableChange: "
                                      "cnp derive could not read this change, so its document was not passed to "
-                                     "the handler: with its document longer than 100000 bytes"));
+                                     "the handler: the change with its document is longer than 100000 bytes "
+                                     "(--max-couchdb-response-bytes)"));
   }
   {
     absl::MutexLock lock(&mu);
@@ -351,6 +352,56 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
   ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
   EXPECT_EQ(*handled, 0);
   EXPECT_EQ(again.progress()[0].errors, 0);
+}
+
+// Derived documents can be large too (a handler may yield a whole document as the value): the
+// lookup of a batch's rows that would answer more than the client reads in one answer is asked
+// for again in halves, and the rows are compared and written as usual. (Before, the batch
+// failed with "exceeded ... bytes".)
+TEST(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
+  absl::Mutex mu;
+  FakeTarget target;
+  for (const auto& [id, town] : {std::pair<std::string, std::string>{"a", "Oslo"}, {"b", "Lima"}}) {
+    const std::string row_id = MapRowId("src", id, absl::StrCat("\"", town, "\""), 0);
+    target.docs[row_id] = absl::StrCat(R"({"_id":")", row_id, R"(","_rev":"1-old","mr_source_id":")", id,
+                                       R"(","mr_value":null,"mr_key":")", town,
+                                       R"(","mr_source_type":"src","mr_version":1,"pad":")",
+                                       std::string(60000, 'x'), "\"}");
+  }
+  // Caught up to seq 0 before: not a first synchronization, so rows are looked up first.
+  target.local["/tgt/_local/cnp-derive%3As%3Asrc"] = R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
+                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  // Each of the two rows fits in an answer; both together do not.
+  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
+  CouchDb db(http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  std::ostringstream log;
+  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  EXPECT_EQ(*handled, 2);
+  EXPECT_EQ(deriver.progress()[0].written, 2);
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(CountOf(couch.requests(), "POST /tgt/_all_docs?include_docs=true"), 3u) << "both, then each";
+  ASSERT_EQ(target.bulks.size(), 1u);
+  // Written over the revisions found: updates, not conflicts; the pad is gone.
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_rev":"1-old")"));
+  for (const auto& [id, doc] : target.docs) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << id;
 }
 
 // Once caught up, the initial synchronization is over: a new document's rows are looked up
