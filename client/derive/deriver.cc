@@ -661,6 +661,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   for (auto& [key_json, key] : keys) {
     std::string bookmark;
     int64_t skip = 0;
+    int limit = kLookupPage;  // halved while a page is too long to read (large rows)
     while (true) {
       Document query(rapidjson::kObjectType);
       auto& a = query.GetAllocator();
@@ -669,11 +670,15 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       Value selector(rapidjson::kObjectType);
       selector.AddMember("mr_key", eq, a);
       query.AddMember("selector", selector, a);
-      query.AddMember("limit", kLookupPage, a);
+      query.AddMember("limit", limit, a);
       if (!bookmark.empty()) query.AddMember("bookmark", Value(bookmark.c_str(), a), a);
       else if (skip > 0) query.AddMember("skip", skip, a);
       absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
                                                   absl::StrCat("reading the rows of a key in ", s.source));
+      if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+        limit /= 2;
+        continue;
+      }
       if (!page.ok()) return page.status();
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
       size_t n = docs && docs->IsArray() ? docs->Size() : 0;
@@ -681,7 +686,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       bookmark = Text(*page, "bookmark");
       skip += static_cast<int64_t>(n);
       pages.push_back(*std::move(page));
-      if (n < static_cast<size_t>(kLookupPage)) break;
+      if (n < static_cast<size_t>(limit)) break;
     }
     auto& rows = groups[key_json];
     std::sort(rows.begin(), rows.end(),
@@ -808,12 +813,17 @@ absl::Status Deriver::Sweep(size_t i) {
   std::string start = prefix;
   bool skip_first = false;
   int64_t removed = 0;
+  int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
-        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", kLookupPage,
+        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", limit,
                      skip_first ? "&skip=1" : "", "&startkey=", QueryString(start),
                      "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
         absl::StrCat("reading derived documents of ", s.target));
+    if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+      limit /= 2;
+      continue;
+    }
     if (!page.ok()) return page.status();
     const Value* rows = Member(*page, "rows");
     size_t n = rows && rows->IsArray() ? rows->Size() : 0;
@@ -829,7 +839,7 @@ absl::Status Deriver::Sweep(size_t i) {
     }
     removed += static_cast<int64_t>(writes.size());
     if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
-    if (n < static_cast<size_t>(kLookupPage)) break;
+    if (n < static_cast<size_t>(limit)) break;
     skip_first = true;
   }
   if (removed > 0) {

@@ -14,6 +14,10 @@ def town_upper(doc):
     yield doc["town"].upper(), {"size": doc.get("n", 0)}
 
 
+def whole(doc):
+    yield doc["town"], doc
+
+
 def fragile(doc):
     if doc.get("bad"):
         raise ValueError("bad document " + doc["_id"])
