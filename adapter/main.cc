@@ -34,6 +34,7 @@
 #include "common/list_flags.h"
 #include "common/socket_trust.h"
 #include "common/system_user.h"
+#include "common/unix_target.h"
 #include "common/version.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
@@ -112,8 +113,9 @@ constexpr int kUseStream = -1;
 // The direct session, if the server takes it: returns the adapter's exit code, or kUseStream
 // when CouchDB's pipes are still this process's to serve over the stream.
 int RunDirect(const ServiceConnection::Options& options, bool required) {
-  const std::optional<std::string> grpc_path = UnixSocketPath(options.target);
-  const std::string socket_path = session::DirectSocketPath(*grpc_path);
+  // Called for a unix target only, which ChannelTargetUri has read as one path.
+  const std::string grpc_path = UnixSocketPath(options.target).value();
+  const std::string socket_path = session::DirectSocketPath(grpc_path);
   const std::string settings = options.may_launch ? LaunchSettings(options.launch) : "";
   const absl::Time deadline = absl::Now() + kDirectStartWait;
   auto fail = [](absl::string_view why) {
@@ -127,8 +129,8 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
     return kUseStream;  // the stream path refuses it too, and tells CouchDB
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (options.may_launch && !UnixSocketAccepts(*grpc_path)) {
-      if (absl::Status s = EnsureServiceRunning(*grpc_path, options.launch, deadline); !s.ok()) {
+    if (options.may_launch && !UnixSocketAccepts(grpc_path)) {
+      if (absl::Status s = EnsureServiceRunning(grpc_path, options.launch, deadline); !s.ok()) {
         if (required) return fail(s.message());
         return kUseStream;  // the stream path reports it to CouchDB as an error line
       }
@@ -162,7 +164,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << offer->server_pid
                   << ") runs with other settings (" << offer->server_settings
                   << "); replacing it with " << settings << std::endl;
-        if (absl::Status s = ReplaceService(*grpc_path, options.launch, offer->server_pid,
+        if (absl::Status s = ReplaceService(grpc_path, options.launch, offer->server_pid,
                                             deadline);
             !s.ok()) {
           return fail(s.message());
@@ -184,7 +186,7 @@ int Run() {
   options.target = absl::GetFlag(FLAGS_target);
   if (options.target.empty()) {
     options.target = DefaultTarget();
-    options.may_launch = UnixSocketPath(options.target).has_value();
+    options.may_launch = UnixSocketPath(options.target).ok();
   }
   if (absl::StatusOr<std::string> uri = client::ChannelTargetUri(options.target); !uri.ok()) {
     std::cerr << "cnp-adapter: " << uri.status().message() << std::endl;
@@ -242,7 +244,7 @@ int Run() {
     return 2;
   }
   if (mode != "stream") {
-    if (UnixSocketPath(options.target).has_value()) {
+    if (UnixSocketPath(options.target).ok()) {
       if (int code = RunDirect(options, mode == "direct"); code != kUseStream) return code;
     } else if (mode == "direct") {
       std::cerr << "cnp-adapter: --session=direct needs a unix target on this host, not "

@@ -11,6 +11,7 @@
 #include "client/lib/service_config.h"
 #include "common/socket_directory.h"
 #include "common/socket_trust.h"
+#include "common/unix_target.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::adapter {
@@ -56,8 +57,9 @@ bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& repl
 }
 
 absl::Status CheckTargetSocket(const ServiceConnection::Options& options) {
-  std::optional<std::string> path = UnixSocketPath(options.target);
-  if (!path.has_value()) return absl::OkStatus();
+  if (!IsUnixTarget(options.target)) return absl::OkStatus();
+  absl::StatusOr<std::string> path = UnixSocketPath(options.target);
+  if (!path.ok()) return path.status();
   const SocketTrust trust = SocketTrust::WithServerUid(options.server_uid);
   if (options.may_launch) {
     const std::string dir = SocketDirectory(*path);
@@ -121,8 +123,8 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
       client::LoadChannelSecurity(options_.security, options_.target);
   if (!security.ok()) return absl::FailedPreconditionError(security.status().message());
   if (options_.may_launch) {
-    if (std::optional<std::string> path = UnixSocketPath(options_.target);
-        path.has_value() && !UnixSocketAccepts(*path)) {
+    if (absl::StatusOr<std::string> path = UnixSocketPath(options_.target);
+        path.ok() && !UnixSocketAccepts(*path)) {
       if (absl::Status status = EnsureServiceRunning(*path, options_.launch, deadline);
           !status.ok()) {
         return status;

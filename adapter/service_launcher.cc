@@ -117,12 +117,6 @@ absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string
 
 }  // namespace
 
-std::optional<std::string> UnixSocketPath(std::string_view target) {
-  if (target.substr(0, 7) == "unix://") return std::string(target.substr(7));
-  if (target.substr(0, 5) == "unix:") return std::string(target.substr(5));
-  return std::nullopt;
-}
-
 bool UnixSocketAccepts(const std::string& path) {
   sockaddr_un address{};
   if (path.size() >= sizeof(address.sun_path)) return false;

@@ -27,9 +27,6 @@ struct LaunchOptions {
   int workers = 0;  // 0: the service's default
 };
 
-// "/path" for "unix:/path" or "unix:///path"; nothing for other targets.
-std::optional<std::string> UnixSocketPath(std::string_view target);
-
 // Whether something accepts connections on the unix socket at `path`.
 bool UnixSocketAccepts(const std::string& path);
 

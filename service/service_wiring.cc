@@ -1,7 +1,6 @@
 #include "service/service_wiring.h"
 
-#include <cstring>
-
+#include "common/unix_target.h"
 #include "service/rpc/query_session_handler.h"
 #include "service/session/launch_settings.h"
 #include "service/upload/uploader.h"
@@ -37,11 +36,9 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
 session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& config) {
   session::ListenerOptions options;
   for (const std::string& listen : config.listen) {
-    for (const char* prefix : {"unix://", "unix:"}) {
-      if (listen.rfind(prefix, 0) == 0) {
-        options.paths.push_back(session::DirectSocketPath(listen.substr(std::strlen(prefix))));
-        break;
-      }
+    // A unix --listen that does not read as one path was refused with the configuration.
+    if (absl::StatusOr<std::string> path = UnixSocketPath(listen); path.ok()) {
+      options.paths.push_back(session::DirectSocketPath(*path));
     }
   }
   options.allowed_uids = config.allow_uid;

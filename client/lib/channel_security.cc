@@ -4,11 +4,12 @@
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
 #include "common/secret_file.h"
+#include "common/unix_target.h"
 
 namespace cnp::client {
 
 absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target) {
-  if (!security.UsesTls() || absl::StartsWith(target, "unix:") ||
+  if (!security.UsesTls() || IsUnixTarget(target) ||
       !absl::StrContains(target, ',')) {
     return absl::OkStatus();
   }
@@ -41,7 +42,7 @@ absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity&
     if (!token.ok()) return token.status();
     loaded.authorization = absl::StrCat("Bearer ", *token);
   }
-  if (absl::StartsWith(target, "unix:") || !security.UsesTls()) {
+  if (IsUnixTarget(target) || !security.UsesTls()) {
     loaded.credentials = grpc::InsecureChannelCredentials();
     return loaded;
   }

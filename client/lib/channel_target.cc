@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/loopback.h"
+#include "common/unix_target.h"
 
 namespace cnp::client {
 namespace {
@@ -63,7 +64,7 @@ bool HostIsLoopback(absl::string_view host_port) {
 
 bool TargetStaysOnThisHost(absl::string_view target) {
   target = absl::StripAsciiWhitespace(target);
-  if (absl::StartsWith(target, "unix:")) return true;
+  if (IsUnixTarget(target)) return true;
   absl::string_view addresses = target;
   if (absl::ConsumePrefix(&addresses, "ipv4:") || absl::ConsumePrefix(&addresses, "ipv6:")) {
     addresses = absl::StripLeadingAsciiWhitespace(addresses);
@@ -98,13 +99,20 @@ absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t ro
         "--target=", target, ": abstract unix sockets are refused (anyone on this host could "
         "take the name); cnp-server listens on unix:PATH"));
   }
+  if (IsUnixTarget(target)) {
+    if (absl::StrContains(target, ',')) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--target=", target, ": a list of servers takes TCP addresses, not unix sockets"));
+    }
+    // The socket checks look at the path read here; gRPC must connect to that file.
+    if (absl::Status path = UnixSocketPath(target).status(); !path.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--target=", path.message()));
+    }
+    return std::string(target);
+  }
   if (!absl::StrContains(target, ',') || absl::StartsWith(target, "ipv4:") ||
       absl::StartsWith(target, "ipv6:") || absl::StartsWith(target, "dns:")) {
     return std::string(target);
-  }
-  if (absl::StartsWith(target, "unix:")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--target=", target, ": a list of servers takes TCP addresses, not unix sockets"));
   }
   std::vector<absl::string_view> addresses =
       absl::StrSplit(target, ',', absl::SkipWhitespace());

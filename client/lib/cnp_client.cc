@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
 #include "common/socket_trust.h"
+#include "common/unix_target.h"
 #include "grpcpp/grpcpp.h"
 
 namespace cnp::client {
@@ -60,10 +61,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
                                                         const ChannelSecurity& security,
                                                         absl::Duration connect_timeout,
                                                         RetryPolicy retry) {
-  const bool unix_socket = absl::StartsWith(target, "unix:");
-  const std::string path =
-      unix_socket ? target.substr(absl::StartsWith(target, "unix://") ? 7 : 5) : std::string();
+  const bool unix_socket = IsUnixTarget(target);
+  std::string path;
   if (unix_socket) {
+    absl::StatusOr<std::string> unix_path = UnixSocketPath(target);
+    if (!unix_path.ok()) return unix_path.status();
+    path = *std::move(unix_path);
     // Checked before connecting: what answers in a directory someone else owns may be theirs.
     absl::StatusOr<SocketTrust> trust = SocketTrust::WithServerUser(security.server_user);
     if (!trust.ok()) return trust.status();

@@ -31,6 +31,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/system_user.h"
+#include "common/unix_target.h"
 #include "common/version.h"
 #include "service/common/framing.h"
 #include "service/session/launch_settings.h"
@@ -420,25 +421,27 @@ absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
                     absl::FormatDuration(value));
 }
 
-// Each unix --listen path P gets the direct-session socket P.direct, 7 bytes longer: a P that
-// fits a unix socket address while P.direct does not once made the server crash after it had
-// started listening. Refused here, before anything is bound.
-absl::Status CheckDirectSocketPaths(const ServerConfig& c) {
-  if (c.max_sessions == 0) return absl::OkStatus();
+// A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
+// another file, or not connect to, is refused here rather than bound where no client arrives.
+// Each unix --listen path P also gets the direct-session socket P.direct, 7 bytes longer: a P
+// that fits a unix socket address while P.direct does not once made the server crash after it
+// had started listening. Both are refused before anything is bound.
+absl::Status CheckUnixListenPaths(const ServerConfig& c) {
   constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
   for (const std::string& listen : c.listen) {
-    for (absl::string_view prefix : {"unix://", "unix:"}) {
-      if (!absl::StartsWith(listen, prefix)) continue;
-      const std::string path = listen.substr(prefix.size());
-      const std::string direct = session::DirectSocketPath(path);
-      if (path.size() <= kLongestPath && direct.size() > kLongestPath) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--listen=", listen, ": the direct-session socket next to it, ", direct, ", would be ",
-            direct.size(), " bytes, and a unix socket path may have at most ", kLongestPath,
-            "; listen on a path of at most ", kLongestPath - (direct.size() - path.size()),
-            " bytes, or pass --max-sessions=0 (no direct sessions)"));
-      }
-      break;
+    if (!IsUnixTarget(listen)) continue;
+    absl::StatusOr<std::string> path = UnixSocketPath(listen);
+    if (!path.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--listen: ", path.status().message()));
+    }
+    if (c.max_sessions == 0) continue;
+    const std::string direct = session::DirectSocketPath(*path);
+    if (path->size() <= kLongestPath && direct.size() > kLongestPath) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen=", listen, ": the direct-session socket next to it, ", direct, ", would be ",
+          direct.size(), " bytes, and a unix socket path may have at most ", kLongestPath,
+          "; listen on a path of at most ", kLongestPath - (direct.size() - path->size()),
+          " bytes, or pass --max-sessions=0 (no direct sessions)"));
     }
   }
   return absl::OkStatus();
@@ -628,7 +631,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                                        c.max_couchdb_response_bytes}}) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
   }
-  if (absl::Status s = CheckDirectSocketPaths(c); !s.ok()) return s;
+  if (absl::Status s = CheckUnixListenPaths(c); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
   c.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   c.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/unix_target.h"
 #include "service/common/log.h"
 #include "service/metrics/registry.h"
 #include "service/metrics/service_metrics.h"
@@ -61,7 +62,7 @@ void LogMicrohttpdMessage(void*, const char* format, va_list args) {
 }  // namespace
 
 absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
-  if (absl::StartsWith(address, "unix:")) {
+  if (IsUnixTarget(address)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--metrics-listen=", address, ": give host:port; Prometheus scrapes over TCP"));
   }

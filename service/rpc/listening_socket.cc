@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/loopback.h"
 #include "common/socket_directory.h"
+#include "common/unix_target.h"
 #include "service/rpc/inherited_sockets.h"
 
 namespace cnp::rpc {
@@ -261,8 +262,10 @@ SocketLiveness ProbeUnixSocket(const std::string& path, int* error) {
 
 absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,
                                                                   const UnixSocketOptions& unix) {
-  if (absl::StartsWith(address, "unix:")) {
-    std::string path = address.substr(absl::StartsWith(address, "unix://") ? 7 : 5);
+  if (IsUnixTarget(address)) {
+    absl::StatusOr<std::string> unix_path = UnixSocketPath(address);
+    if (!unix_path.ok()) return unix_path.status();
+    const std::string& path = *unix_path;
     std::vector<ListeningSocket> sockets;
     if (int fd = TakeInheritedUnixSocket(path); fd >= 0) {
       // systemd's socket: its file, mode and owner are the .socket unit's, and it stays when

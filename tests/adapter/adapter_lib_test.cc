@@ -134,12 +134,6 @@ TEST(ReplyTaughtSessionTest, AcceptedOrATrueFromAServerWithoutTheField) {
   EXPECT_FALSE(ReplyTaughtSession(CommandKind::kAddFun, two_lines));
 }
 
-TEST(UnixSocketPathTest, AcceptsBothSpellings) {
-  EXPECT_EQ(UnixSocketPath("unix:/tmp/cnp-0/cnp.sock"), "/tmp/cnp-0/cnp.sock");
-  EXPECT_EQ(UnixSocketPath("unix:///run/cnp.sock"), "/run/cnp.sock");
-  EXPECT_EQ(UnixSocketPath("127.0.0.1:7070"), std::nullopt);
-}
-
 TEST(FindServerBinaryTest, AnExplicitBinaryWins) {
   LaunchOptions options;
   options.server_binary = "/opt/cnp/bin/cnp-server";

@@ -225,6 +225,29 @@ TEST(SocketPathTest, APathWhoseDirectSocketWouldNotFitIsRefusedBeforeListening) 
   EXPECT_TRUE(no_sessions->ready()) << no_sessions->Log();
 }
 
+// A unix --listen gRPC's clients read otherwise than as the file the server bound: a host in it
+// (unix://localhost/PATH was bound as the relative path "localhost/PATH", a target gRPC refuses
+// to connect to), or a percent sign (unix:/a%20b.sock was bound as "a%20b.sock", and gRPC
+// connects to "a b.sock"). Each is refused before anything is bound (common/unix_target.h).
+TEST(SocketPathTest, AUnixTargetGrpcReadsOtherwiseIsRefused) {
+  const std::string dir = ShortTempDir();
+  const std::string with_host = "unix://localhost" + dir + "/other.sock";
+  auto hosted = Launch(dir, {"--workers=1", "--listen=" + with_host});
+  ExpectRefused(*hosted, absl::StrCat("--listen: \"", with_host, "\": gRPC takes no host"));
+  EXPECT_THAT(hosted->Log(), HasSubstr("write unix:/PATH (or unix:///PATH)"));
+
+  const std::string encoded = "unix:" + dir + "/a%20b.sock";
+  auto percent = Launch(dir, {"--workers=1", "--listen=" + encoded});
+  ExpectRefused(*percent, absl::StrCat("--listen: \"", encoded, "\": gRPC would read its '%'"));
+  struct stat st {};
+  EXPECT_NE(::stat((dir + "/a%20b.sock").c_str(), &st), 0) << "a socket was bound";
+
+  // unix:///PATH is the same socket as unix:PATH.
+  auto triple = Launch(dir, {"--workers=1", "--listen=unix://" + dir + "/third.sock"});
+  EXPECT_TRUE(triple->ready()) << triple->Log();
+  EXPECT_EQ(::stat((dir + "/third.sock").c_str(), &st), 0) << triple->Log();
+}
+
 // 8. --version printed absl's "cnp-server" and "Debug build (NDEBUG not #defined)"; cnp
 // --version was an unknown command.
 TEST(VersionTest, EveryProgramPrintsTheOneVersion) {

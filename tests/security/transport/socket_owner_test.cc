@@ -112,6 +112,42 @@ TEST_F(SocketOwnerTest, TheReviewersFakeServerGetsNoConnectionAndNoCredentials) 
   ::close(listener);
 }
 
+// The socket checks looked at the text after "unix:", while gRPC percent-decodes it: for
+// unix:DIR/x%2F..%2Fcnp-12345/cnp.sock they vouched for a socket in this user's directory named
+// "x%2F..%2Fcnp-12345", and gRPC connected to DIR/x/../cnp-12345/cnp.sock, nobody's. A target
+// gRPC would read as another file is now refused before anything connects (common/unix_target.h).
+TEST_F(SocketOwnerTest, TheChecksLookAtTheFileGrpcConnectsTo) {
+  const std::string theirs = dir_ + "/cnp-12345";
+  ASSERT_EQ(::mkdir(theirs.c_str(), 0755), 0);
+  GiveTo(theirs, kNobody);
+  const int listener = FakeListener(theirs + "/cnp.sock");
+  ASSERT_EQ(::mkdir((dir_ + "/x").c_str(), 0700), 0);
+  const std::string decoy_dir = dir_ + "/x%2F..%2Fcnp-12345";
+  ASSERT_EQ(::mkdir(decoy_dir.c_str(), 0700), 0);
+  const int decoy = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un decoy_addr = UnixAddress(decoy_dir + "/cnp.sock");
+  ASSERT_EQ(::bind(decoy, reinterpret_cast<sockaddr*>(&decoy_addr), sizeof decoy_addr), 0);
+  ASSERT_EQ(::listen(decoy, 16), 0);
+  const std::string target = "unix:" + decoy_dir + "/cnp.sock";
+
+  auto client = client::Client::Connect(target, client::ChannelSecurity{});
+  EXPECT_TRUE(absl::IsInvalidArgument(client.status())) << client.status();
+  EXPECT_THAT(client.status().message(), HasSubstr("percent-decoding"));
+  ProcessResult map =
+      RunWithInput({Runfile("client/cli/cnp"), "map", "--target=" + target, "svc_fns.doubled"},
+                   kMapDoc);
+  EXPECT_NE(map.exit_code, 0);
+  EXPECT_THAT(map.err, HasSubstr("gRPC would read its '%'"));
+  for (const char* session : {"--session=auto", "--session=stream", "--session=direct"}) {
+    ProcessResult adapter =
+        RunWithInput({Runfile("adapter/cnp-adapter"), "--target=" + target, session}, kSession);
+    EXPECT_THAT(adapter.out + adapter.err, HasSubstr("gRPC would read its '%'")) << session;
+  }
+  EXPECT_FALSE(SomeoneConnected(listener));
+  ::close(decoy);
+  ::close(listener);
+}
+
 class HandedOverServerTest : public SocketOwnerTest {
  protected:
   // A real cnp-server whose directory and sockets then change hands to nobody: what a server
