@@ -334,6 +334,11 @@ absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since
     absl::StatusOr<std::string> start =
         body.ok() ? std::move(body) : couch.GetStart(ChangesPath(i, since, 1), kChangeStartBytes, what);
     if (!start.ok()) return start.status();
+    if (!body.ok() && start->size() < kChangeStartBytes) {
+      // The whole answer this time: the change moved on (its document changed again since the
+      // first read), and what comes first now is another change, to be read, not passed.
+      if (absl::StatusOr<Document> changes = couchdb::ParseJson(*start); changes.ok()) return changes;
+    }
     std::optional<ChangeHeader> header = ScanChangeHeader(*start, ChangeText::kFirstResult);
     if (!header.has_value()) {
       return absl::UnknownError(absl::StrCat(what, " at ", couch.base_url(), ": the change after seq ", since,

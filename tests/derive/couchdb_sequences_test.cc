@@ -354,6 +354,49 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
   EXPECT_EQ(again.progress()[0].errors, 0);
 }
 
+// A change too long to read is named from the start of a second answer. If its document
+// changed in between, that answer's first change is another one: it is read, not passed.
+TEST(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnother) {
+  absl::Mutex mu;
+  FakeTarget target;
+  int reads = 0;
+  const std::string huge = absl::StrCat(R"({"seq":1,"id":"huge","changes":[{"rev":"1-h"}],"doc":{"_id":"huge","_rev":"1-h","town":"Big","pad":")",
+                                        std::string(200000, 'x'), "\"}}");
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string& t = r.target;
+    // Every read of huge's place is too long, down to huge alone; the next read of it alone (the
+    // one meant to name it) finds b first.
+    const bool alone = absl::StartsWith(t, "/src/_changes?since=0&limit=1&");
+    if (absl::StartsWith(t, "/src/_changes?since=0&") && (!alone || ++reads == 1)) {
+      return {200, absl::StrCat(R"({"results":[)", huge, R"(],"last_seq":1})")};
+    }
+    if (alone) {
+      // huge was saved again (now seq 3, after b): b comes first.
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(2, "b", "1-b", "Lima"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Harness h;
+  ASSERT_NE(h.cnp, nullptr) << h.server.status();
+  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
+  CouchDb db(http);
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  std::ostringstream log;
+  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(target.bulks.size(), 1u) << log.str();
+  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
+  EXPECT_EQ(reads, 2);
+}
+
 // Derived documents can be large too (a handler may yield a whole document as the value): the
 // lookup of a batch's rows that would answer more than the client reads in one answer is asked
 // for again in halves, and the rows are compared and written as usual. (Before, the batch
