@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "service/worker/call_context.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -124,6 +125,14 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
 }  // namespace
 
 absl::StatusOr<pool::Reply> InProcessRunner::Run(const pool::Task& task, absl::Time) {
+  pool::Reply reply = RunHere(task);
+  // log() lines that no result took (made while a module was imported, say) go with this
+  // command's answer, as the task loop sends them over the pool, not with the next one's.
+  if (!Context().logs.empty()) TakeLogs(*reply.mutable_logs());
+  return reply;
+}
+
+pool::Reply InProcessRunner::RunHere(const pool::Task& task) {
   switch (task.kind_case()) {
     case pool::Task::kMap: return RunMapOnCopies(registry_, task.map(), doc_scratch_);
     case pool::Task::kReduce:
@@ -133,7 +142,7 @@ absl::StatusOr<pool::Reply> InProcessRunner::Run(const pool::Task& task, absl::T
       return RunReduce(registry_, task.reduce());
     case pool::Task::kValidate: return RunValidate(registry_, task.validate());
     case pool::Task::kDesign: return RunDesignFunction(registry_, task.design());
-    case pool::Task::kResolve: return RunResolve(registry_, task.resolve());
+    case pool::Task::kResolve: return RunResolve(registry_, task.resolve(), task.versions_as_run());
     default:
       return FailureReply(Failure::BAD_INPUT,
                           "only map, reduce, validate, design and resolve tasks run in process");

@@ -37,6 +37,8 @@ class InProcessRunner final : public pool::TaskRunner {
   int size() const override { return 1; }
 
  private:
+  pool::Reply RunHere(const pool::Task& task);
+
   FunctionRegistry& registry_;
   // Map documents and a session line's reduce values are parsed in place from a copy here.
   std::string doc_scratch_;

@@ -410,6 +410,53 @@ class VersionBumpTest(unittest.TestCase):
         self.assertEqual(worker.stop(), 0, worker.diagnostics())
 
 
+REVMOD = """
+from couch_named_python import log, version
+
+log("revmod imported")
+
+
+@version(1)
+def townmap(doc):
+    yield doc.get("town"), 1
+
+
+def plain(doc):
+    yield "plain", 1
+"""
+
+
+class ModuleEditsTest(unittest.TestCase):
+    """What a live direct session makes of a module edited on disk: CouchDB keeps the session's
+    process (even after a compilation_error), so its worker must notice the edit itself."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp(prefix="cnp-revmod-")
+        self.addCleanup(shutil.rmtree, directory)
+        self.module = os.path.join(directory, "revmod.py")
+        with open(self.module, "w") as source:
+            source.write(REVMOD)
+        self.worker = Worker(python_paths=[directory])
+        self.addCleanup(self.worker.process.kill)
+        self.session = self.worker.start_session()
+        self.addCleanup(self.session.close)
+        self.assertEqual(self.session.call(["reset"]), ["true"])
+
+    def end(self):
+        self.session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def test_log_lines_made_while_importing_come_with_add_fun(self):
+        # As over the Session stream: before add_fun's true, not with the next command.
+        self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"]),
+                         ['["log","revmod imported"]', "true"])
+        self.assertEqual(self.session.call(["map_doc", {"_id": "a", "town": "Oslo"}]),
+                         ['[[["Oslo",1]]]'])
+        self.end()
+
+
 class TimeoutTest(unittest.TestCase):
     """A command that outlives CouchDB's timeout: the error line, then exit 124."""
 
