@@ -75,9 +75,18 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
   return loaded;
 }
 
-absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionName& name) {
+absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionName& name,
+                                                               bool rate_limited) {
   if (auto it = by_path_.find(name.path); it != by_path_.end()) return it->second.get();
   absl::StatusOr<LoadedFunction> loaded = ImportUncached(name);
+  // A function added to a module this worker imported before is not in that import: Python
+  // keeps the module as it was. If the package's files changed since, import it anew and look
+  // once more (a name still missing costs one stat() per module file, at most once a second
+  // when rate limited).
+  if (absl::IsNotFound(loaded.status()) &&
+      ForgetIfChanged(name, name.module, rate_limited)) {
+    loaded = ImportUncached(name);
+  }
   if (!loaded.ok()) return loaded.status();
   auto stored = std::make_unique<LoadedFunction>(*std::move(loaded));
   return by_path_.emplace(name.path, std::move(stored)).first->second.get();
@@ -114,7 +123,7 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::CheckVersion(
     const FunctionName& name, const LoadedFunction* loaded) {
   if (loaded->version == name.version) return loaded;
   if (ForgetIfChanged(name, loaded->module, /*rate_limited=*/true)) {
-    absl::StatusOr<const LoadedFunction*> fresh = Import(name);
+    absl::StatusOr<const LoadedFunction*> fresh = Import(name, /*rate_limited=*/true);
     if (!fresh.ok()) return fresh.status();
     loaded = *fresh;
     if (loaded->version == name.version) return loaded;
@@ -128,7 +137,7 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Load(absl::string_view t
   }
   absl::StatusOr<FunctionName> name = ParseFunctionName(text);
   if (!name.ok()) return name.status();
-  absl::StatusOr<const LoadedFunction*> loaded = Import(*name);
+  absl::StatusOr<const LoadedFunction*> loaded = Import(*name, /*rate_limited=*/true);
   if (!loaded.ok()) return loaded;
   loaded = CheckVersion(*name, *loaded);
   if (!loaded.ok()) return loaded;
@@ -144,9 +153,9 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Resolve(const FunctionNa
     if (auto it = by_path_.find(name.path); it != by_path_.end()) {
       ForgetIfChanged(name, it->second->module, /*rate_limited=*/false);
     }
-    return Import(name);
+    return Import(name, /*rate_limited=*/false);
   }
-  absl::StatusOr<const LoadedFunction*> loaded = Import(name);
+  absl::StatusOr<const LoadedFunction*> loaded = Import(name, /*rate_limited=*/false);
   if (!loaded.ok()) return loaded;
   return CheckVersion(name, *loaded);
 }

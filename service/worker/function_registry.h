@@ -6,10 +6,12 @@
 //   PERMISSION_DENIED    the module policy refuses the function (checked before any import)
 //   FAILED_PRECONDITION  @version differs from the requested version
 //
-// A version that differs from the loaded function's is checked once more against the code on
-// disk: if a file of the function's package changed since it was imported, the package is
-// imported anew, so an edited module with a bumped @version is picked up by every long-lived
-// worker without a restart. The same stale name is looked at no more than once a second.
+// A version that differs from the loaded function's, and a function or module that is not
+// found, are checked once more against the code on disk: if a file of the function's package
+// changed since it was imported, the package is imported anew, so an edited module with a
+// bumped @version, or with a function added to it, is picked up by every long-lived worker
+// without a restart. Load looks at the same name no more than once a second; Resolve (uploads,
+// add_fun) looks every time.
 #pragma once
 
 #include <cstdint>
@@ -55,8 +57,10 @@ class FunctionRegistry {
   uint64_t generation() const { return generation_; }
 
  private:
-  // Imports the function (cached by path) and applies the policy; ignores any version.
-  absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name);
+  // Imports the function (cached by path) and applies the policy; ignores any version. A name
+  // not found is looked for once more if its package changed on disk (see ForgetIfChanged for
+  // `rate_limited`).
+  absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name, bool rate_limited);
   absl::StatusOr<LoadedFunction> ImportUncached(const FunctionName& name);
   // Checks the requested version against the loaded one, importing the package anew first
   // when they differ and its files changed.

@@ -448,6 +448,16 @@ class ModuleEditsTest(unittest.TestCase):
                          worker_pb2.SessionEnd.INPUT_CLOSED)
         self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
 
+    def test_a_function_added_to_an_imported_module_is_found(self):
+        self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"])[-1], "true")
+        with open(self.module, "a") as source:  # appended in place, as an editor may
+            source.write("\n\n@version(1)\ndef newer_fn(doc):\n    yield 'newer', 1\n")
+        self.assertEqual(self.session.call(["add_fun", "revmod.newer_fn|1"])[-1], "true",
+                         self.worker.diagnostics())
+        self.assertEqual(self.session.call(["map_doc", {"_id": "a", "town": "Oslo"}]),
+                         ['[[["Oslo",1]],[["newer",1]]]'])
+        self.end()
+
     def test_log_lines_made_while_importing_come_with_add_fun(self):
         # As over the Session stream: before add_fun's true, not with the next command.
         self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"]),
