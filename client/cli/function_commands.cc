@@ -104,7 +104,11 @@ int RunMapCommand(int argc, char** argv) {
       "FILE or stdin: one JSON object, a JSON array of objects, or one object per line.\n"
       "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
       "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
-      "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
+      "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n\n"
+      "Names: a function with @version(N) is named module.function|N, one without @version\n"
+      "module.function, as a design document must name them (CouchDB's add_fun refuses any\n"
+      "other); `cnp resolve module.function` prints the name to use. A function added to a\n"
+      "module, or a bumped @version, is picked up from disk without restarting the server.\n";
   auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
                              WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
@@ -187,7 +191,9 @@ int RunValidateCommand(int argc, char** argv) {
       "Runs a validate_doc_update function as CouchDB would: f(new, old, userCtx, secObj).\n"
       "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}.\n"
       "Prints {\"outcome\": \"ok\"|\"forbidden\"|\"unauthorized\"|\"error\", \"message\", ...}.\n"
-      "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n";
+      "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n\n"
+      "FUNCTION is module.function|N for a function with @version(N) and module.function for\n"
+      "one without, as in the design document; `cnp resolve module.function` prints it.\n";
   auto args =
       ParseArguments(argc, argv, WithConnectionOptions({"timeout", "old", "user", "security"}),
                      WithConnectionFlags({"help"}));

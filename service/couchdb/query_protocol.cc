@@ -252,6 +252,8 @@ absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget
 QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
   task_.Clear();
   task_.mutable_resolve()->add_functions(add_fun.function);
+  // Every map_doc will load the name with its version checked: check it so now.
+  task_.set_versions_as_run(true);
   return Run(task_, On::kAnyWorker, [this](const absl::StatusOr<Reply>& reply) -> Step {
     if (!reply.ok()) return Say(InfrastructureErrorLine(reply.status()));
     AddLogLines(reply->logs(), output_);

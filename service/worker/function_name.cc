@@ -132,4 +132,10 @@ std::string VersionMismatchMessage(std::optional<int64_t> loaded, std::optional<
                       " did not match expected version ", Repr(expected));
 }
 
+std::string UnversionedNameMessage(absl::string_view path, int64_t loaded) {
+  return absl::StrCat(VersionMismatchMessage(loaded, std::nullopt), ": ", path,
+                      " has @version(", loaded, "), so the design document must name it ", path,
+                      "|", loaded, " (`cnp resolve ", path, "` prints the name to use)");
+}
+
 }  // namespace cnp::worker

@@ -41,4 +41,8 @@ std::string NameForMessage(absl::string_view name, size_t max_bytes = kMaxFuncti
 // couch-named-python's message for a version that does not match, in either direction.
 std::string VersionMismatchMessage(std::optional<int64_t> loaded, std::optional<int64_t> expected);
 
+// That message for a name without "|version" whose function has @version(`loaded`), followed by
+// the name to use instead ("path|loaded", what `cnp resolve path` prints).
+std::string UnversionedNameMessage(absl::string_view path, int64_t loaded);
+
 }  // namespace cnp::worker

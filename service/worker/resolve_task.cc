@@ -5,9 +5,10 @@
 namespace cnp::worker {
 
 // Resolve never runs a function: it reports what a name refers to. A name without "|version"
-// is not checked against @version (that is how upload learns the version to append); a name
-// with one must match.
-v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request) {
+// is not checked against @version (that is how upload learns the version to append), unless
+// `versions_as_run`; a name with one must match.
+v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request,
+                     bool versions_as_run) {
   Reply reply;
   cnp::v1::ResolveResponse* response = reply.mutable_resolve();
   for (const std::string& text : request.functions()) {
@@ -16,6 +17,12 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
     absl::StatusOr<FunctionName> name = ParseFunctionName(text);
     absl::StatusOr<const LoadedFunction*> function =
         name.ok() ? registry.Resolve(*name) : absl::StatusOr<const LoadedFunction*>(name.status());
+    if (function.ok() && versions_as_run && !name->version.has_value() &&
+        (*function)->version.has_value()) {
+      // Running it would fail at every call (FunctionRegistry::Load): say so now, with the fix.
+      function = absl::FailedPreconditionError(
+          UnversionedNameMessage(name->path, *(*function)->version));
+    }
     if (!function.ok()) {
       resolved->set_error(std::string(function.status().message()));
       resolved->set_error_code(RpcCodeForLoadFailure(function.status()));

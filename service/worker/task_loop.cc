@@ -45,7 +45,7 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
     }
     case Task::kValidate: return RunValidate(registry, task.validate());
     case Task::kDesign: return RunDesignFunction(registry, task.design());
-    case Task::kResolve: return RunResolve(registry, task.resolve());
+    case Task::kResolve: return RunResolve(registry, task.resolve(), task.versions_as_run());
     case Task::kListStart: return RunInteractiveList(registry, task.list_start(), reader, fd);
     case Task::kListRow:
       return FailureReply(Failure::BAD_INPUT, "list_row without a running list (send list_start first)");

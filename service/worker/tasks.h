@@ -25,7 +25,10 @@ v1::Reply RunReduceOfLine(FunctionRegistry& registry, const cnp::v1::ReduceReque
 v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest& request);
 v1::Reply RunDesignFunction(FunctionRegistry& registry,
                             const cnp::v1::DesignFunctionRequest& request);
-v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request);
+// With `versions_as_run` (worker.proto's Task), a name without "|version" whose function has
+// @version is an error that names the "|version" to add.
+v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request,
+                     bool versions_as_run);
 
 // Where an interactive list's intermediate steps go and its next rows come from, while the
 // function waits inside get_row().

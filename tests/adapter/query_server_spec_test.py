@@ -154,6 +154,17 @@ class QueryServerSpecTest(harness.ServerTestCase):
         reply = self.qs.reply(["add_fun", "fixture_fns.town_n|7"])
         self.assertIn("did not match expected version", reply[2])
 
+    def test_add_fun_refuses_an_unversioned_name_for_a_versioned_function(self):
+        # Every map_doc would fail (couch-named-python failed in add_fun): refuse it there.
+        reply = self.qs.reply(["add_fun", "fixture_fns.town_n"])
+        self.assertEqual(reply[:2], ["error", "compilation_error"])
+        self.assertIn("did not match expected version None", reply[2])
+        self.assertIn("fixture_fns.town_n|1", reply[2])
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "a", "town": "Oslo", "n": 1}]), [])
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "a", "town": "Oslo", "n": 1}]),
+                         [[["Oslo", 1]]])
+
     # ---- design documents ----------------------------------------------------------------------
 
     def test_ddocs_survive_reset(self):

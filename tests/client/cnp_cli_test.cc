@@ -102,6 +102,13 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun help = Cnp("map --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("usage: cnp map FUNCTION"));
+  // How a @version function is named, and where to learn the name.
+  for (const char* command : {"map", "validate"}) {
+    CliRun names = Cnp(absl::StrCat(command, " --help"));
+    EXPECT_THAT(names.out, HasSubstr("@version(N)")) << command;
+    EXPECT_THAT(names.out, HasSubstr("module.function|N")) << command;
+    EXPECT_THAT(names.out, HasSubstr("`cnp resolve module.function` prints")) << command;
+  }
   CliRun unknown = Cnp("mapp");
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_THAT(unknown.out, HasSubstr("unknown command 'mapp'"));

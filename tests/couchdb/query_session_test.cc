@@ -134,6 +134,15 @@ TEST_F(QuerySessionTest, AddFunResolvesAtOnce) {
               ElementsAre(R"(["error","compilation_error","ImportError: No module named fns"])"));
 }
 
+TEST_F(QuerySessionTest, AddFunChecksVersionsAsMapDocWillLoadThem) {
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(resolve { functions { function: "fns.f" versioned_name: "fns.f" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["add_fun","fns.f"])"), ElementsAre("true"));
+  ASSERT_EQ(runner_.tasks.size(), 1u);
+  EXPECT_TRUE(runner_.tasks[0].versions_as_run()) << runner_.tasks[0].DebugString();
+}
+
 TEST_F(QuerySessionTest, AddFunKeepsTheVersionMismatchText) {
   runner_.on_run = [](const Task&) {
     return ReplyFromText(

@@ -458,6 +458,21 @@ class ModuleEditsTest(unittest.TestCase):
                          ['[[["Oslo",1]],[["newer",1]]]'])
         self.end()
 
+    def test_add_fun_refuses_an_unversioned_name_for_a_versioned_function(self):
+        lines = self.session.call(["add_fun", "revmod.townmap"])
+        error = json.loads(lines[-1])
+        self.assertIsInstance(error, list, lines)
+        self.assertEqual(error[:2], ["error", "compilation_error"], lines)
+        self.assertIn("did not match expected version None", error[2])
+        self.assertIn("revmod.townmap|1", error[2])
+        # Nothing was added: the view is not left to fail at every document.
+        self.assertEqual(self.session.call(["map_doc", {"_id": "a", "town": "Oslo"}]), ["[]"])
+        self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"]), ["true"])
+        self.assertEqual(self.session.call(["add_fun", "revmod.plain"]), ["true"])
+        self.assertEqual(self.session.call(["map_doc", {"_id": "a", "town": "Oslo"}]),
+                         ['[[["Oslo",1]],[["plain",1]]]'])
+        self.end()
+
     def test_log_lines_made_while_importing_come_with_add_fun(self):
         # As over the Session stream: before add_fun's true, not with the next command.
         self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"]),

@@ -1,6 +1,7 @@
 // What a long-lived worker makes of a module the operator edits while it runs: a function added
 // to a module the worker imported already is found (by Resolve, which upload and add_fun use,
-// and by the tasks that run functions).
+// and by the tasks that run functions), and add_fun's resolve checks versions as running the
+// function will, so a name that could never run is refused when CouchDB adds it.
 #include <stdlib.h>
 
 #include <cstdio>
@@ -47,8 +48,10 @@ class FunctionUpdatesTest : public ::testing::Test {
   // As the review did it: the function is appended to the file in place (same inode).
   void Append(const std::string& text) { std::ofstream(dir_ + "/revmod.py", std::ios::app) << text; }
 
-  cnp::v1::ResolvedFunction Resolve(const std::string& name) {
-    Reply reply = worker_->Call(ResolveTask({name}));
+  cnp::v1::ResolvedFunction Resolve(const std::string& name, bool versions_as_run = false) {
+    Task task = ResolveTask({name});
+    task.set_versions_as_run(versions_as_run);
+    Reply reply = worker_->Call(task);
     EXPECT_EQ(reply.resolve().functions_size(), 1) << reply.DebugString();
     return reply.resolve().functions_size() == 1 ? reply.resolve().functions(0)
                                                  : cnp::v1::ResolvedFunction();
@@ -66,7 +69,7 @@ TEST_F(FunctionUpdatesTest, ResolveFindsAFunctionAddedToAnImportedModule) {
   EXPECT_EQ(added.error(), "");
   EXPECT_EQ(added.versioned_name(), "revmod.brand_new|3");
   // And with its version, as add_fun asks.
-  EXPECT_EQ(Resolve("revmod.brand_new|3").error(), "");
+  EXPECT_EQ(Resolve("revmod.brand_new|3", /*versions_as_run=*/true).error(), "");
   // The function loaded before is still there, from the module imported anew.
   Reply rows = worker_->Call(MapTask({"revmod.townmap|1", "revmod.brand_new|3"}, {R"({"town":"Oslo"})"}));
   ASSERT_TRUE(rows.has_map()) << rows.DebugString();
@@ -88,6 +91,23 @@ TEST_F(FunctionUpdatesTest, ANameThatIsReallyMissingStillFails) {
   Reply failed = worker_->Call(MapTask({"revmod.nowhere|1"}, {"{}"}));
   ASSERT_TRUE(failed.has_failure()) << failed.DebugString();
   EXPECT_THAT(failed.failure().message(), HasSubstr("has no attribute 'nowhere'"));
+}
+
+TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedFunction) {
+  cnp::v1::ResolvedFunction refused = Resolve("revmod.townmap", /*versions_as_run=*/true);
+  EXPECT_EQ(refused.error(),
+            "ValueError: Loaded version 1 did not match expected version None: revmod.townmap "
+            "has @version(1), so the design document must name it revmod.townmap|1 (`cnp "
+            "resolve revmod.townmap` prints the name to use)");
+  EXPECT_EQ(refused.error_code(), 3);  // INVALID_ARGUMENT, as any version mismatch
+  // An empty version is no version.
+  EXPECT_THAT(Resolve("revmod.townmap|", true).error(), HasSubstr("revmod.townmap|1"));
+  EXPECT_EQ(Resolve("revmod.townmap|1", true).error(), "");
+  EXPECT_EQ(Resolve("revmod.plain", true).error(), "");
+  EXPECT_THAT(Resolve("revmod.plain|1", true).error(),
+              HasSubstr("Loaded version None did not match expected version 1"));
+  // Upload's resolve still learns the version to append.
+  EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|1");
 }
 
 }  // namespace
