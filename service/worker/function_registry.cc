@@ -50,6 +50,11 @@ absl::StatusOr<PyRef> ModuleAttribute(PyObject* module, const FunctionName& name
   return PyRef::Borrow(found);
 }
 
+// Whether `module` is in sys.modules: after a failed import, whether its own code ran through.
+bool ModuleIsImported(const std::string& module) {
+  return PyDict_GetItemString(PyImport_GetModuleDict(), module.c_str()) != nullptr;
+}
+
 }  // namespace
 
 FunctionRegistry::FunctionRegistry(ModulePolicy policy)
@@ -75,6 +80,11 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
   return loaded;
 }
 
+const LoadedFunction* FunctionRegistry::Store(const FunctionName& name, LoadedFunction loaded) {
+  auto stored = std::make_unique<LoadedFunction>(std::move(loaded));
+  return by_path_.insert_or_assign(name.path, std::move(stored)).first->second.get();
+}
+
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionName& name,
                                                                bool rate_limited) {
   if (auto it = by_path_.find(name.path); it != by_path_.end()) return it->second.get();
@@ -83,49 +93,63 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionNam
   // keeps the module as it was. If the package's files changed since, import it anew and look
   // once more (a name still missing costs one stat() per module file, at most once a second
   // when rate limited).
-  if (absl::IsNotFound(loaded.status()) &&
-      ForgetIfChanged(name, name.module, rate_limited)) {
-    loaded = ImportUncached(name);
+  if (absl::IsNotFound(loaded.status())) {
+    if (auto fresh = ImportIfChanged(name, name.module, rate_limited)) return *fresh;
   }
   if (!loaded.ok()) return loaded.status();
-  auto stored = std::make_unique<LoadedFunction>(*std::move(loaded));
-  return by_path_.emplace(name.path, std::move(stored)).first->second.get();
+  return Store(name, *std::move(loaded));
 }
 
-bool FunctionRegistry::ForgetIfChanged(const FunctionName& name, std::string own_module,
-                                       bool rate_limited) {
-  absl::Time now = absl::Now();
+std::optional<absl::StatusOr<const LoadedFunction*>> FunctionRegistry::ImportIfChanged(
+    const FunctionName& name, std::string own_module, bool rate_limited) {
+  // Per function and requested version: a stale name sent again and again is looked at once a
+  // second, while a new version (the operator just bumped it) is looked at at once.
+  std::string key = absl::StrCat(name.path, "|", name.version ? absl::StrCat(*name.version) : "");
   if (rate_limited) {
-    // Per function and requested version: a stale name sent again and again is looked at
-    // once a second, while a new version (the operator just bumped it) is looked at at once.
+    absl::Time now = absl::Now();
     if (last_change_check_.size() >= kMaxCachedNames) last_change_check_.clear();
-    std::string key = absl::StrCat(name.path, "|", name.version ? absl::StrCat(*name.version) : "");
-    auto [it, first] = last_change_check_.try_emplace(std::move(key), now);
+    auto [it, first] = last_change_check_.try_emplace(key, now);
     if (!first) {
-      if (now - it->second < kChangeCheckInterval) return false;
+      if (now - it->second < kChangeCheckInterval) return std::nullopt;
       it->second = now;
     }
   }
   std::set<std::string> tops{TopLevelPackage(name.module), TopLevelPackage(own_module)};
-  if (!stamps_.AnyChanged(tops)) return false;
-  stamps_.Forget(tops);
+  if (!stamps_.AnyChanged(tops)) return std::nullopt;
+
+  SourceStamps::Forgotten forgotten = stamps_.Forget(tops);
+  std::vector<std::pair<std::string, std::unique_ptr<LoadedFunction>>> dropped;
   for (auto it = by_path_.begin(); it != by_path_.end();) {
-    bool from_changed = tops.count(TopLevelPackage(it->first)) != 0 ||
-                        tops.count(TopLevelPackage(it->second->module)) != 0;
-    it = from_changed ? by_path_.erase(it) : std::next(it);
+    if (tops.count(TopLevelPackage(it->first)) != 0 ||
+        tops.count(TopLevelPackage(it->second->module)) != 0) {
+      dropped.emplace_back(it->first, std::move(it->second));
+      it = by_path_.erase(it);
+    } else {
+      ++it;
+    }
   }
   by_name_.clear();
   ++generation_;
-  return true;
+
+  absl::StatusOr<LoadedFunction> fresh = ImportUncached(name);
+  if (fresh.ok()) return Store(name, *std::move(fresh));
+  if (ModuleIsImported(name.module)) return fresh.status();  // the code imports; the name is wrong
+  // The new code does not import (a syntax error, an exception at its top level): keep the
+  // package as it was, so that the functions whose version still matches go on running rather
+  // than all failing with this error. The change is still seen, and the next call asking for
+  // this name tries the code on disk again at once (the fix may be saved a moment later).
+  stamps_.Restore(std::move(forgotten));
+  for (auto& [path, function] : dropped) by_path_.insert_or_assign(path, std::move(function));
+  last_change_check_.erase(key);
+  return fresh.status();
 }
 
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::CheckVersion(
     const FunctionName& name, const LoadedFunction* loaded) {
   if (loaded->version == name.version) return loaded;
-  if (ForgetIfChanged(name, loaded->module, /*rate_limited=*/true)) {
-    absl::StatusOr<const LoadedFunction*> fresh = Import(name, /*rate_limited=*/true);
-    if (!fresh.ok()) return fresh.status();
-    loaded = *fresh;
+  if (auto fresh = ImportIfChanged(name, loaded->module, /*rate_limited=*/true)) {
+    if (!fresh->ok()) return fresh->status();
+    loaded = **fresh;
     if (loaded->version == name.version) return loaded;
   }
   return absl::FailedPreconditionError(VersionMismatchMessage(loaded->version, name.version));
@@ -151,7 +175,9 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Resolve(const FunctionNa
     // No version to compare: ask the disk directly, so upload appends the version of the
     // code as it is now. Resolve is rare (uploads, add_fun), never on the hot path.
     if (auto it = by_path_.find(name.path); it != by_path_.end()) {
-      ForgetIfChanged(name, it->second->module, /*rate_limited=*/false);
+      if (auto fresh = ImportIfChanged(name, it->second->module, /*rate_limited=*/false)) {
+        return *fresh;
+      }
     }
     return Import(name, /*rate_limited=*/false);
   }

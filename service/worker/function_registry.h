@@ -11,7 +11,9 @@
 // changed since it was imported, the package is imported anew, so an edited module with a
 // bumped @version, or with a function added to it, is picked up by every long-lived worker
 // without a restart. Load looks at the same name no more than once a second; Resolve (uploads,
-// add_fun) looks every time.
+// add_fun) looks every time. An edit that does not import (a syntax error) fails the names
+// that need the new code, with its error; the package as it was imported goes on serving the
+// names whose version it matches.
 #pragma once
 
 #include <cstdint>
@@ -58,7 +60,7 @@ class FunctionRegistry {
 
  private:
   // Imports the function (cached by path) and applies the policy; ignores any version. A name
-  // not found is looked for once more if its package changed on disk (see ForgetIfChanged for
+  // not found is looked for once more if its package changed on disk (see ImportIfChanged for
   // `rate_limited`).
   absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name, bool rate_limited);
   absl::StatusOr<LoadedFunction> ImportUncached(const FunctionName& name);
@@ -66,11 +68,15 @@ class FunctionRegistry {
   // when they differ and its files changed.
   absl::StatusOr<const LoadedFunction*> CheckVersion(const FunctionName& name,
                                                      const LoadedFunction* loaded);
-  // If a file of the function's package changed since import, drops the package and every
-  // function loaded from it, and returns true. When `rate_limited`, at most once a second per
-  // function and requested version, so a stale name sent again and again costs nothing.
-  bool ForgetIfChanged(const FunctionName& name, std::string own_module,
-                       bool rate_limited);
+  // If a file of the function's package changed since import: drops the package and every
+  // function loaded from it, imports `name` from the code on disk, and returns that (nullopt
+  // when nothing changed). When the new code does not import at all, the package and its
+  // functions are kept as they were (and the error returned), so a broken edit fails only the
+  // names that need it. When `rate_limited`, looks at most once a second per function and
+  // requested version, so a stale name sent again and again costs nothing.
+  std::optional<absl::StatusOr<const LoadedFunction*>> ImportIfChanged(
+      const FunctionName& name, std::string own_module, bool rate_limited);
+  const LoadedFunction* Store(const FunctionName& name, LoadedFunction loaded);
 
   ModulePolicy policy_;
   SourceStamps stamps_;

@@ -65,13 +65,45 @@ bool SourceStamps::AnyChanged(const std::set<std::string>& tops) const {
   return false;
 }
 
-void SourceStamps::Forget(const std::set<std::string>& tops) {
+namespace {
+
+// The directory listings importlib caches may predate new files.
+void InvalidateImportCaches() {
+  PyRef importlib = PyRef::Steal(PyImport_ImportModule("importlib"));
+  PyRef done = importlib ? PyRef::Steal(PyObject_CallMethod(importlib.get(), "invalidate_caches",
+                                                            nullptr))
+                         : PyRef();
+  if (!done) PyErr_Clear();
+}
+
+}  // namespace
+
+SourceStamps::Forgotten SourceStamps::Forget(const std::set<std::string>& tops) {
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  std::vector<std::string> forgotten;
+  Forgotten forgotten;
+  forgotten.tops = tops;
   for (const auto& [name, stamp] : stamps_) {
-    if (tops.count(TopLevelPackage(name)) != 0) forgotten.push_back(name);
+    if (tops.count(TopLevelPackage(name)) != 0) forgotten.stamps.emplace(name, stamp);
   }
-  for (const std::string& name : forgotten) {
+  for (const auto& [name, stamp] : forgotten.stamps) {
+    if (PyObject* module = PyDict_GetItemString(modules, name.c_str()); module != nullptr) {
+      forgotten.modules.emplace_back(name, PyRef::Borrow(module));
+      if (PyDict_DelItemString(modules, name.c_str()) != 0) PyErr_Clear();
+    }
+    stamps_.erase(name);
+    seen_.erase(name);
+  }
+  InvalidateImportCaches();
+  return forgotten;
+}
+
+void SourceStamps::Restore(Forgotten forgotten) {
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  std::vector<std::string> imported_since;
+  for (const auto& [name, stamp] : stamps_) {
+    if (forgotten.tops.count(TopLevelPackage(name)) != 0) imported_since.push_back(name);
+  }
+  for (const std::string& name : imported_since) {
     if (PyDict_GetItemString(modules, name.c_str()) != nullptr &&
         PyDict_DelItemString(modules, name.c_str()) != 0) {
       PyErr_Clear();
@@ -79,12 +111,13 @@ void SourceStamps::Forget(const std::set<std::string>& tops) {
     stamps_.erase(name);
     seen_.erase(name);
   }
-  // The directory listings importlib caches may predate new files.
-  PyRef importlib = PyRef::Steal(PyImport_ImportModule("importlib"));
-  PyRef done = importlib ? PyRef::Steal(PyObject_CallMethod(importlib.get(), "invalidate_caches",
-                                                            nullptr))
-                         : PyRef();
-  if (!done) PyErr_Clear();
+  for (const auto& [name, module] : forgotten.modules) {
+    if (PyDict_SetItemString(modules, name.c_str(), module.get()) != 0) PyErr_Clear();
+  }
+  for (auto& [name, stamp] : forgotten.stamps) {
+    seen_.insert(name);
+    stamps_.insert_or_assign(name, std::move(stamp));
+  }
 }
 
 }  // namespace cnp::worker

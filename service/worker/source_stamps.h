@@ -13,8 +13,11 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "service/worker/module_policy.h"
+#include "service/worker/py_ref.h"
 
 namespace cnp::worker {
 
@@ -30,11 +33,7 @@ class SourceStamps {
   // on disk now (edited, replaced, removed). Costs one stat() per such module.
   bool AnyChanged(const std::set<std::string>& tops) const;
 
-  // Takes the stamped modules of `tops` out of sys.modules (and out of this record), so the
-  // next import runs their code as it is on disk now, in the order the code imports it.
-  void Forget(const std::set<std::string>& tops);
-
- private:
+  // A module file as an import read it.
   struct Stamp {
     std::string file;
     bool exists = false;
@@ -44,6 +43,24 @@ class SourceStamps {
     int64_t mtime_ns = 0;
     bool operator==(const Stamp&) const = default;
   };
+
+  // The modules Forget took out, and their stamps, for Restore.
+  struct Forgotten {
+    std::set<std::string> tops;
+    std::vector<std::pair<std::string, PyRef>> modules;
+    std::unordered_map<std::string, Stamp> stamps;
+  };
+
+  // Takes the stamped modules of `tops` out of sys.modules (and out of this record), so the
+  // next import runs their code as it is on disk now, in the order the code imports it.
+  Forgotten Forget(const std::set<std::string>& tops);
+
+  // Undoes a Forget after the code on disk failed to import: what that import left of `tops`
+  // in sys.modules goes, and the modules as they were come back with their stamps (which still
+  // differ from the disk, so the change is seen again).
+  void Restore(Forgotten forgotten);
+
+ private:
   static Stamp StampOf(const std::string& file);
 
   const ModulePolicy& policy_;

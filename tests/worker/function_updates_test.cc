@@ -110,5 +110,29 @@ TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedF
   EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|1");
 }
 
+TEST_F(FunctionUpdatesTest, ABrokenEditFailsOnlyTheNamesThatNeedIt) {
+  Reply before = worker_->Call(MapTask({"revmod.townmap|1", "revmod.plain"}, {R"({"town":"Oslo"})"}));
+  ASSERT_TRUE(before.has_map()) << before.DebugString();
+  // Saved half-way: the new version does not even compile.
+  Write("from couch_named_python import version\n\n@version(2\ndef townmap(doc):\n");
+  Reply broken = worker_->Call(MapTask({"revmod.townmap|2"}, {"{}"}));
+  ASSERT_TRUE(broken.has_failure()) << broken.DebugString();
+  EXPECT_THAT(broken.failure().message(), HasSubstr("SyntaxError"));
+  EXPECT_THAT(Resolve("revmod.townmap").error(), HasSubstr("SyntaxError"));
+  // The views that still ask for what was imported go on.
+  Reply still = worker_->Call(MapTask({"revmod.townmap|1", "revmod.plain"}, {R"({"town":"Oslo"})"}));
+  ASSERT_TRUE(still.has_map()) << still.DebugString();
+  EXPECT_EQ(still.map().results(0).rows(), R"([[["Oslo",1]],[["plain",1]]])");
+  // The fix is picked up at once, by a name that failed a moment ago.
+  Write("from couch_named_python import version\n\n@version(2)\ndef townmap(doc):\n"
+        "    yield 'fixed', 2\n");
+  Reply fixed = worker_->Call(MapTask({"revmod.townmap|2"}, {"{}"}));
+  ASSERT_TRUE(fixed.has_map()) << fixed.DebugString();
+  EXPECT_EQ(fixed.map().results(0).rows(), R"([[["fixed",2]]])");
+  Reply stale = worker_->Call(MapTask({"revmod.townmap|1"}, {"{}"}));
+  ASSERT_TRUE(stale.has_failure()) << stale.DebugString();
+  EXPECT_EQ(stale.failure().message(), "ValueError: Loaded version 2 did not match expected version 1");
+}
+
 }  // namespace
 }  // namespace cnp::worker::testing
