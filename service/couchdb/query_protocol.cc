@@ -67,6 +67,11 @@ std::string FailureLine(const Failure& failure) {
     case Failure::BAD_INPUT:
       id = "bad_input";
       break;
+    case Failure::ANSWER_TOO_LARGE:
+      // As for a line too long to read: CouchDB fails the request (a map_doc's aborts the
+      // index update, retried at the next query) rather than index the document as empty.
+      id = "too_large";
+      break;
     default:
       id = "internal_error";
   }
@@ -169,6 +174,11 @@ QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation the
   return RunTask{&task, on, deadline};
 }
 
+void QueryProtocol::NewTask() {
+  task_.Clear();
+  if (options_.max_answer_bytes > 0) task_.set_max_answer_bytes(options_.max_answer_bytes);
+}
+
 QueryProtocol::Step QueryProtocol::Say(std::string line) {
   output_.add_lines(std::move(line));
   return Answer{};
@@ -250,7 +260,7 @@ void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {
 absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }
 
 QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
-  task_.Clear();
+  NewTask();
   task_.mutable_resolve()->add_functions(add_fun.function);
   // Every map_doc will load the name with its version checked: check it so now.
   task_.set_versions_as_run(true);
@@ -298,7 +308,7 @@ QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
 }
 
 QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
-  task_.Clear();
+  NewTask();
   v1::ReduceRequest& request = *task_.mutable_reduce();
   const int functions = static_cast<int>(reduce.functions.size());
   for (std::string& function : reduce.functions) request.add_functions(std::move(function));
@@ -377,7 +387,7 @@ QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& c
 QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::string_view args) {
   absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
   if (!parts.ok() || parts->empty()) return Say(MissingArgument("validate_doc_update"));
-  task_.Clear();
+  NewTask();
   v1::ValidateRequest& request = *task_.mutable_validate();
   request.set_function(std::string(function));
   request.set_new_doc((*parts)[0].data(), (*parts)[0].size());
@@ -420,7 +430,7 @@ QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::stri
 QueryProtocol::Step QueryProtocol::CallDesignFunction(v1::DesignFunctionKind kind,
                                                       std::string_view function,
                                                       std::string_view args) {
-  task_.Clear();
+  NewTask();
   v1::DesignFunctionRequest& request = *task_.mutable_design();
   request.set_kind(kind);
   request.set_function(std::string(function));
@@ -440,7 +450,7 @@ QueryProtocol::Step QueryProtocol::CallDesignFunction(v1::DesignFunctionKind kin
 QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::string_view args) {
   absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
   if (!parts.ok() || parts->empty()) return Say(MissingArgument("lists"));
-  task_.Clear();
+  NewTask();
   worker::v1::ListStart& start = *task_.mutable_list_start();
   start.set_function(std::string(function));
   start.set_head((*parts)[0].data(), (*parts)[0].size());
@@ -456,7 +466,7 @@ QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::str
 }
 
 QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::string_view line) {
-  task_.Clear();
+  NewTask();
   if (const auto* row = std::get_if<command::ListRow>(&command)) {
     task_.mutable_list_row()->set_row(row->row.data(), row->row.size());
   } else if (std::holds_alternative<command::ListEnd>(command)) {
@@ -496,7 +506,7 @@ QueryProtocol::Step QueryProtocol::StepList(const absl::StatusOr<Reply>& reply) 
 
 QueryProtocol::Step QueryProtocol::AbandonList(Answer then) {
   list_open_ = false;
-  task_.Clear();
+  NewTask();
   task_.mutable_list_row();  // the end of rows
   then_ = [then](const absl::StatusOr<Reply>&) -> Step { return then; };
   return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1))};

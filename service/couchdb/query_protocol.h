@@ -26,6 +26,7 @@
 //    the way couchjs answers it, and marks the output `exit`.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,6 +67,10 @@ class QueryProtocol {
     bool reduce_values_checked_by_worker = false;
     // How much of the design documents CouchDB teaches the session is kept (design_doc_cache.h).
     DesignDocCache::Limits design_docs;
+    // The most bytes a worker's answer to one command may have (every task's
+    // max_answer_bytes; 0: no bound). Past it the worker stops building the answer and the
+    // command is answered ["error","too_large",..]. The server's --max-call-bytes.
+    int64_t max_answer_bytes = 0;
   };
 
   // The line is answered: output() holds the lines to write back, unless `output` is false.
@@ -96,6 +101,7 @@ class QueryProtocol {
 
   explicit QueryProtocol(Options options) : options_(options), design_docs_(options.design_docs) {
     map_task_.mutable_map()->add_docs();
+    if (options.max_answer_bytes > 0) map_task_.set_max_answer_bytes(options.max_answer_bytes);
   }
 
   QueryProtocol(const QueryProtocol&) = delete;
@@ -135,6 +141,8 @@ class QueryProtocol {
   // What to make of a task's reply.
   using Continuation = absl::AnyInvocable<Step(const absl::StatusOr<Reply>&)>;
 
+  // Clears task_ for the next command's task, its answer bounded (Options::max_answer_bytes).
+  void NewTask();
   Step Run(const Task& task, On on, Continuation then);
   // Adds a line to the answer and answers with it (and the session's end).
   Step Say(std::string line);

@@ -17,6 +17,12 @@ PyObject* Log(PyObject*, PyObject* message) {
   if (!text) return nullptr;
   CallContext& context = Context();
   std::string line = Utf8Text(text.get());
+  // A line is part of the answer (CouchDB gets it before the reply): it must fit in it.
+  if (line.size() > context.answer.room()) {
+    RaiseAnswerTooLarge();
+    return nullptr;
+  }
+  context.answer.Take(line.size());
   const LogOrigin& origin = context.origin;
   std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
                            ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))  // borrowed

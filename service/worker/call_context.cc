@@ -7,4 +7,12 @@ CallContext& Context() {
   return context;
 }
 
+bool RaiseAnswerTooLarge() {
+  AnswerBudget& answer = Context().answer;
+  answer.MarkExceeded();
+  // Not a MemoryError: that would have the worker recycled, and nothing is wrong with it.
+  PyErr_SetString(PyExc_RuntimeError, answer.Message().c_str());
+  return false;
+}
+
 }  // namespace cnp::worker

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "service/worker/answer_budget.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/row_sink.h"
 
@@ -47,7 +48,15 @@ struct CallContext {
   RowSink* rows = nullptr;        // where emit() writes; set only while a map function runs
   ListChannel* list = nullptr;    // set only while an interactive list runs
   bool memory_error = false;      // a MemoryError was seen: the worker should be recycled
+  // The room left for the answer in progress (answer_budget.h); unbounded until a task or a
+  // direct-session command starts it.
+  AnswerBudget answer;
 };
+
+// Raises, into the Python code running, that the answer is over its budget (marking it so):
+// false, for the caller to return. A function that catches it changes nothing: the budget
+// stays exceeded and the task is answered ANSWER_TOO_LARGE.
+bool RaiseAnswerTooLarge();
 
 CallContext& Context();
 

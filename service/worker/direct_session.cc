@@ -238,6 +238,13 @@ void LogCommandLines(const v1::DirectSession& session,
   scratch.Clear();
 }
 
+// How many bytes AppendLines writes for `output`.
+int64_t OutputBytes(const cnp::v1::SessionOutput& output) {
+  int64_t bytes = 0;
+  for (const std::string& line : output.lines()) bytes += static_cast<int64_t>(line.size()) + 1;
+  return bytes;
+}
+
 // The bytes of one answer: every line, each with its newline, for a single write().
 void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
   for (const std::string& line : output.lines()) {
@@ -263,6 +270,12 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.max_call_timeout_ms() > 0) {
     options.max_call_timeout = absl::Milliseconds(session.max_call_timeout_ms());
   }
+  // Each answer is bounded as the server bounds a Session line, so that no line CouchDB sends
+  // can make this worker build an answer hundreds of times its size (and die of bad_alloc).
+  const int64_t answer_limit = session.max_answer_bytes() > 0
+                                   ? session.max_answer_bytes()
+                                   : static_cast<int64_t>(kMaxSessionLineBytes);
+  options.max_answer_bytes = answer_limit;
   Context().memory_error = false;  // a worker that had one was recycled before it got here
   InProcessRunner runner(registry);
   auto protocol = std::make_unique<couchdb::QuerySession>(runner, options);
@@ -308,6 +321,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     }
 
     answer.clear();
+    Context().answer.Start(answer_limit);
     watchdog.Begin();
     cnp::v1::SessionOutput* out = protocol->HandleInPlace(**line);
     if (!watchdog.End()) {
@@ -328,10 +342,21 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
             "cnp-worker: MemoryError: the command ran out of the worker's memory cap "
             "(--worker-memory-mb); the worker is being replaced"));
         out->set_exit(true);
+      } else if (Context().answer.exceeded() || OutputBytes(*out) > answer_limit) {
+        // Whatever the protocol made of it (the worker's Failure is already this line; a
+        // handler's own fallback, a render_error, is not), the answer is this one line: the
+        // lines built for it were part of what did not fit.
+        out->clear_lines();
+        out->add_lines(couchdb::ErrorLine("too_large", absl::StrCat("cnp-worker: ",
+                                                                    Context().answer.Message())));
+        // A list whose step was lost cannot go on (CouchDB stops the process after a ddoc
+        // error anyway).
+        if (protocol->list_in_progress()) out->set_exit(true);
       }
       AppendLines(*out, answer);
       exit = out->exit();
     }
+    Context().answer.Start(0);
     if (absl::Status written = WriteAll(output, answer); !written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
       end.set_message(std::string(written.message()));

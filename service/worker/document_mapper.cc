@@ -26,8 +26,7 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
   absl::StatusOr<PyRef> doc = ParseDocumentInPlace(doc_json, seen);
   if (!doc.ok()) {
     if (!seen.too_deep) return doc.status();
-    FailEveryFunction(doc.status(), std::move(seen.id));
-    return absl::OkStatus();
+    return FailEveryFunction(doc.status(), std::move(seen.id));
   }
 
   rows_.Put('[');
@@ -36,7 +35,11 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
     size_t mark = rows_.GetSize();
     RowSink rows(rows_);
     ScopedLogOrigin origin({"map", i < names_.size() ? names_[i] : std::string_view(), doc->get()});
-    if (RunMapFunction(functions_[i], doc->get(), rows)) {
+    const bool ran = RunMapFunction(functions_[i], doc->get(), rows);
+    // Past the answer's room nothing more is built, whether or not the function caught the
+    // exception that told it so.
+    if (Context().answer.exceeded()) [[unlikely]] return AbandonAnswer();
+    if (ran) {
       rows.Finish();
       continue;
     }
@@ -45,13 +48,22 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
     rows_.Put('[');
     rows_.Put(']');
     failures_.push_back({i, TakeException(), Context().logs.size()});
+    // Each error's text is part of the answer too (one big exception raised by every function
+    // is as many copies).
+    const UserException& raised = failures_.back().exception;
+    if (!Context().answer.Take(raised.type.size() + raised.message.size())) {
+      return AbandonAnswer();
+    }
   }
   rows_.Put(']');
-  if (!failures_.empty()) doc_id_ = IdOf(doc->get());
+  if (!failures_.empty()) {
+    doc_id_ = IdOf(doc->get());
+    if (!Context().answer.Take(doc_id_.size() * failures_.size())) return AbandonAnswer();
+  }
   return absl::OkStatus();
 }
 
-void DocumentMapper::FailEveryFunction(const absl::Status& why, std::string doc_id) {
+absl::Status DocumentMapper::FailEveryFunction(const absl::Status& why, std::string doc_id) {
   rows_.Put('[');
   for (size_t i = 0; i < functions_.size(); ++i) {
     if (i > 0) rows_.Put(',');
@@ -66,6 +78,23 @@ void DocumentMapper::FailEveryFunction(const absl::Status& why, std::string doc_
   }
   rows_.Put(']');
   doc_id_ = std::move(doc_id);
+  // One error per function, each with the message and the document's _id.
+  if (failures_.empty()) return absl::OkStatus();
+  const UserException& raised = failures_.front().exception;
+  if (!Context().answer.Take((raised.type.size() + raised.message.size() + doc_id_.size()) *
+                             failures_.size())) {
+    return AbandonAnswer();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DocumentMapper::AbandonAnswer() {
+  PyErr_Clear();
+  rows_.Clear();
+  rows_.ShrinkToFit();
+  failures_.clear();
+  doc_id_.clear();
+  return absl::ResourceExhaustedError(Context().answer.Message());
 }
 
 }  // namespace cnp::worker

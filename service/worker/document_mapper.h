@@ -35,6 +35,8 @@ class DocumentMapper {
   // deeper than Python is given: every function fails on it alone, with a ValueError, as a
   // couchjs map function fails on a document it cannot serialise. Refusing it as a whole would
   // fail the call, and CouchDB retries a view's index update on that document for ever.
+  // RESOURCE_EXHAUSTED when the rows (with the log lines and the errors) pass the room left for
+  // the answer (Context().answer, which is then exceeded()) or Python ran out of memory parsing.
   absl::Status Map(std::string& doc_json);
 
   // The reply for the last document: one array of rows per function; [] where it raised.
@@ -44,7 +46,10 @@ class DocumentMapper {
   const std::string& doc_id() const { return doc_id_; }
 
  private:
-  void FailEveryFunction(const absl::Status& why, std::string doc_id);
+  // OK, or AbandonAnswer's status when the errors do not fit in the answer.
+  absl::Status FailEveryFunction(const absl::Status& why, std::string doc_id);
+  // Past the answer's room: drops what was built for the document, RESOURCE_EXHAUSTED.
+  absl::Status AbandonAnswer();
 
   std::vector<PyObject*> functions_;
   std::vector<std::string_view> names_;

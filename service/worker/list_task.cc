@@ -38,6 +38,8 @@ class ExchangeListChannel : public ListChannel {
       return Refuse(absl::StrCat("a list is running: only list_row tasks may be sent until it "
                                  "is done, got task kind ", task->kind_case()));
     }
+    // The step that answers this row is an answer of its own, with the row task's limit.
+    Context().answer.Start(task->max_answer_bytes());
     if (task->list_row().row().empty()) Py_RETURN_NONE;  // list_end
     absl::StatusOr<PyRef> row = ParseJsonInPlace(*task->mutable_list_row()->mutable_row());
     if (!row.ok()) return Refuse(absl::StrCat("list_row: ", row.status().message()));
@@ -70,6 +72,14 @@ class SocketListExchange : public ListExchange {
 
   absl::StatusOr<Task> SendStep(Reply step) override {
     TakeAttributedLogs(*step.mutable_function_logs());
+    // The server reads no frame over the task's limit. The step's reply fits (the JSON writer
+    // kept it within the room left); log lines counted once may not, twice: they go, said so.
+    if (const AnswerBudget& answer = Context().answer;
+        answer.limit() > 0 && static_cast<int64_t>(step.ByteSizeLong()) > answer.limit()) {
+      step.clear_function_logs();
+      step.clear_logs();
+      step.add_logs("cnp-worker: this step's log() lines were dropped: " + answer.Message());
+    }
     if (absl::Status s = WriteFrame(fd_, step.SerializeAsString()); !s.ok()) return s;
     std::string frame;
     if (absl::Status s = reader_.Read(frame); !s.ok()) return s;

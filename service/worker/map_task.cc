@@ -22,9 +22,16 @@ v1::Reply MapDocs(FunctionRegistry& registry,
   DocumentMapper mapper(std::move(callables), std::move(names));
   cnp::v1::MapResponse* response = reply.mutable_map();
   for (int i = 0; i < count; ++i) {
-    if (absl::Status s = mapper.Map(doc_at(i)); !s.ok()) {
-      return FailureReply(absl::IsResourceExhausted(s) ? Failure::INTERNAL : Failure::BAD_INPUT,
-                          absl::StrCat("document ", i, ": ", s.message()));
+    absl::Status mapped = mapper.Map(doc_at(i));
+    // The document's rows join the answer: they must fit in what is left of it.
+    if (mapped.ok() && !Context().answer.Take(mapper.rows().size())) {
+      mapped = absl::ResourceExhaustedError(Context().answer.Message());
+    }
+    if (Context().answer.exceeded()) return AnswerTooLargeReply();
+    if (!mapped.ok()) {
+      return FailureReply(absl::IsResourceExhausted(mapped) ? Failure::INTERNAL
+                                                            : Failure::BAD_INPUT,
+                          absl::StrCat("document ", i, ": ", mapped.message()));
     }
     cnp::v1::MapResult* result = response->add_results();
     result->set_rows(mapper.rows().data(), mapper.rows().size());

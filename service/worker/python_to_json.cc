@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/py_ref.h"
 
@@ -100,19 +101,32 @@ bool PythonJsonWriter::Rollback(size_t mark) {
   return false;
 }
 
+bool PythonJsonWriter::TooLarge() { return RaiseAnswerTooLarge(); }
+
 bool PythonJsonWriter::Write(PyObject* value) {
   size_t mark = out_.GetSize();
+  limit_ = Context().answer.room();
   writer_.Reset(out_);  // each call writes one complete root value
   if (!WriteValue(value, 0)) return Rollback(mark);
+  // The last scalar is checked here (each value is checked before it is written).
+  if (out_.GetSize() > limit_) [[unlikely]] {
+    TooLarge();
+    return Rollback(mark);
+  }
   return true;
 }
 
 bool PythonJsonWriter::WritePair(PyObject* first, PyObject* second) {
   size_t mark = out_.GetSize();
+  limit_ = Context().answer.room();
   writer_.Reset(out_);
   writer_.StartArray();
   if (!WriteValue(first, 1) || !WriteValue(second, 1)) return Rollback(mark);
   writer_.EndArray();
+  if (out_.GetSize() > limit_) [[unlikely]] {
+    TooLarge();
+    return Rollback(mark);
+  }
   return true;
 }
 
@@ -155,10 +169,14 @@ bool PythonJsonWriter::WriteKey(PyObject* key) {
 }
 
 bool PythonJsonWriter::WriteValue(PyObject* value, int depth) {
+  // Before each value, so that a container holding the same big object many times stops as
+  // soon as the output passes the room, not once it is all written.
+  if (out_.GetSize() > limit_) [[unlikely]] return TooLarge();
   if (PyUnicode_Check(value)) {
     Py_ssize_t length;
     const char* text = PyUnicode_AsUTF8AndSize(value, &length);  // fails on lone surrogates
     if (text == nullptr) [[unlikely]] return WriteUnencodableString(value);
+    if (static_cast<size_t>(length) > limit_ - out_.GetSize()) [[unlikely]] return TooLarge();
     return writer_.String(text, static_cast<rapidjson::SizeType>(length));
   }
   if (value == Py_None) return writer_.Null();

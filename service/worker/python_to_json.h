@@ -5,7 +5,14 @@
 // arrays, dict keys that are str/int/float/bool/None converted as json.dumps converts them,
 // lone surrogates in a str as \uXXXX escapes (as couchjs writes them; CouchDB reads U+FFFD).
 // Anything else (a set, an arbitrary object, a key of another type) raises TypeError.
+//
+// Every Write is bounded by the room left for the answer in progress (call_context.h's
+// AnswerBudget): `out` may grow to at most that many bytes (what it holds already counts, as
+// answer bytes not yet taken into a reply). A value that would pass it, however many times it
+// refers to the same objects, is stopped there: RuntimeError, the budget marked exceeded.
 #pragma once
+
+#include <cstddef>
 
 #include <Python.h>
 
@@ -34,8 +41,10 @@ class PythonJsonWriter {
   // The slow path for a str UTF-8 cannot encode (a lone surrogate), as a value or a key.
   [[gnu::cold, gnu::noinline]] bool WriteUnencodableString(PyObject* text);
   bool Rollback(size_t mark);
+  [[gnu::cold, gnu::noinline]] bool TooLarge();
 
   rapidjson::StringBuffer& out_;
+  size_t limit_ = 0;  // the size `out_` may reach in the Write in progress
   rapidjson::Writer<rapidjson::StringBuffer> writer_;
 };
 

@@ -65,11 +65,22 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
                          request.rereduce() ? Py_True : Py_False, nullptr));
     }
     std::optional<std::string> json = result ? ToJson(result.get()) : std::nullopt;
+    // Each result joins the answer (the same big value returned by every function is as many
+    // copies): past its limit nothing more is built.
+    if (json) Context().answer.Take(json->size());
+    if (Context().answer.exceeded()) {
+      PyErr_Clear();
+      return AnswerTooLargeReply();
+    }
     if (json) {
       response->add_results(*std::move(json));
     } else {
       response->add_results("null");
-      FillFunctionError(*response->add_errors(), request.functions(i), "", TakeException());
+      cnp::v1::FunctionError& error = *response->add_errors();
+      FillFunctionError(error, request.functions(i), "", TakeException());
+      if (!Context().answer.Take(error.type().size() + error.message().size())) {
+        return AnswerTooLargeReply();
+      }
     }
   }
   TakeLogs(*response->mutable_logs());

@@ -68,7 +68,11 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       return absl::IsUnavailable(s) ? absl::OkStatus() : s;
     }
     Task task;
-    absl::StatusOr<Reply> reply = task.ParseFromString(frame)
+    const bool parsed = task.ParseFromString(frame);
+    // A list's steps restart it for each list_row task, so the limit checked at the end is the
+    // budget's own: that of the task the reply answers.
+    Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
+    absl::StatusOr<Reply> reply = parsed
                                       ? Run(registry, task, reader, fd, descriptors)
                                       : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
     CloseAll(descriptors);  // what a task did not take must not leak
@@ -76,6 +80,14 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     // Logs no per-item result took (made before a Failure, say) still reach the server.
     TakeLogs(*reply->mutable_logs());
     TakeAttributedLogs(*reply->mutable_function_logs());
+    // The server reads no frame over the limit (it would kill this worker): whatever got past
+    // the checks on the way (the attributed copies of the log lines) is caught here.
+    if (const AnswerBudget& answer = Context().answer;
+        answer.exceeded() ||
+        (answer.limit() > 0 && static_cast<int64_t>(reply->ByteSizeLong()) > answer.limit())) {
+      reply = AnswerTooLargeReply();
+    }
+    Context().answer.Start(0);
     if (Context().memory_error) {
       reply->set_recycle(true);
       Context().memory_error = false;

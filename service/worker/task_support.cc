@@ -19,6 +19,20 @@ Reply FailureReply(Failure::Code code, absl::string_view message, absl::string_v
   return reply;
 }
 
+Reply AnswerTooLargeReply() {
+  CallContext& context = Context();
+  context.answer.MarkExceeded();
+  std::string message = context.answer.Message();
+  if (!context.logs.empty()) {
+    absl::StrAppend(&message, " (", context.logs.size(), " log() lines made for it were dropped)");
+  }
+  context.logs.clear();
+  context.logs.shrink_to_fit();
+  context.attributed_logs.clear();
+  context.attributed_logs.shrink_to_fit();
+  return FailureReply(Failure::ANSWER_TOO_LARGE, message);
+}
+
 Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
   Failure::Code code = Failure::INTERNAL;
   switch (status.code()) {

@@ -22,6 +22,11 @@ using ::cnp::worker::v1::Task;
 // A whole-task failure.
 Reply FailureReply(Failure::Code code, absl::string_view message, absl::string_view function = "");
 
+// The answer to a task whose answer passed Context().answer's limit: Failure ANSWER_TOO_LARGE,
+// small whatever was built. The log() lines collected for it are dropped with it (they were
+// part of it), and the message says how many.
+Reply AnswerTooLargeReply();
+
 // The failure for a function the registry could not load.
 Reply LoadFailureReply(const absl::Status& status, absl::string_view function);
 

@@ -131,13 +131,14 @@ class Worker:
             data += chunk
         return data
 
-    def start_session(self, timeout_ms=5000, session_id="test"):
+    def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0):
         """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
         task = worker_pb2.Task()
         task.direct_session.id = session_id
         task.direct_session.default_timeout_ms = timeout_ms
+        task.direct_session.max_answer_bytes = max_answer_bytes
         self.send(task, [commands_read, answers_write])
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
@@ -361,6 +362,48 @@ class SessionLifecycleTest(unittest.TestCase):
         self.assertTrue(reply.recycle)
         self.assertTrue(session.at_end_of_output())
         session.close()
+
+
+    def peak_memory(self):
+        with open(f"/proc/{self.worker.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) << 10
+        return -1
+
+    def answer_too_large(self, max_answer_bytes, limit_in_message):
+        """200 names of a function that answers its document, one 1 MB document: a 200 MB
+        answer unbounded. Answered too_large, within the limit's memory; the session goes on."""
+        session = self.worker.start_session(max_answer_bytes=max_answer_bytes)
+        for _ in range(200):
+            self.assertEqual(session.call(["add_fun", "worker_answers.echo"]), ["true"])
+        self.assertEqual(len(session.call(["map_doc", {"_id": "w"}])), 1)  # warm
+        before = self.peak_memory()
+        lines = session.call(["map_doc", {"_id": "big", "blob": "x" * (1 << 20)}])
+        self.assertEqual(len(lines), 1, lines[:3])
+        error = json.loads(lines[0])
+        self.assertEqual(error[:2], ["error", "too_large"])
+        self.assertIn(str(limit_in_message), error[2])
+        self.assertIn("--max-call-bytes", error[2])
+        # The rows, the reply and the line, each at most the limit, and the 1 MB document.
+        self.assertLess(self.peak_memory() - before, 3 * limit_in_message + (48 << 20))
+        lines = session.call(["map_doc", {"_id": "s"}])
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(json.loads(lines[0])[0], [["s", {"_id": "s"}]])
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        session.close()
+
+    def test_an_answer_over_the_servers_limit_is_too_large_and_the_session_goes_on(self):
+        self.answer_too_large(1 << 20, 1 << 20)
+
+    def test_without_a_limit_from_the_server_one_line_cannot_exhaust_the_worker(self):
+        # Under a 512 MiB cap, a 200 MB answer built three times over was bad_alloc: the worker
+        # died. Its own bound is the longest line it reads, 64 MiB.
+        self.worker.stop()
+        self.worker = Worker(["--memory-limit-mb=512"])
+        self.answer_too_large(0, 64 << 20)
 
 
 # The padding changes the file's size with its version: Python's bytecode cache would take a
