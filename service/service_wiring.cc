@@ -9,7 +9,7 @@ namespace cnp {
 
 rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
                                        const config::ServerConfig& config) {
-  return rpc::QuerySessionFactory(runner, config.call_timeout);
+  return rpc::QuerySessionFactory(runner, config.call_timeout, config.max_call_bytes);
 }
 
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config) {
@@ -45,6 +45,7 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
   options.socket_gid = config.socket_gid;
   options.adapter_settings = config.adapter_settings;
   options.call_timeout = config.call_timeout;
+  options.max_answer_bytes = config.max_call_bytes;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
                                                      config.requested_workers);
   return options;

@@ -13,6 +13,7 @@ absl::Status FailureToStatus(const worker::v1::Failure& failure) {
     case F::NOT_FOUND: return absl::NotFoundError(m);
     case F::PERMISSION_DENIED: return absl::PermissionDeniedError(m);
     case F::VERSION_MISMATCH: return absl::FailedPreconditionError(m);
+    case F::ANSWER_TOO_LARGE: return absl::ResourceExhaustedError(m);
     case F::INTERNAL:
     default: return absl::InternalError(m);
   }

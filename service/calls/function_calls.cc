@@ -35,13 +35,27 @@ absl::Status CancelledStatus() {
   return absl::CancelledError("the call was cancelled by its client before it finished");
 }
 
+// A response a call may not carry: refused here in words rather than failing its write, which
+// the client would see as a call cancelled.
+absl::Status ResponseTooLarge(int64_t max_call_bytes) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the response to this call would be larger than the ", max_call_bytes,
+      " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes"));
+}
+
 // The reply of one task, checked: infrastructure errors and whole-task failures become
 // statuses, and a reply of the wrong kind is a bug worth saying so.
-absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected) {
+absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected,
+                              int64_t max_call_bytes) {
   if (!reply.ok()) return reply.status();
   // Lines logged before a whole-task failure count too. Here, on the call's own coroutine, the
   // log scope names its RPC and peer.
   LogFunctionLines(reply->function_logs());
+  // The worker stopped at the part's share of the call's bytes: what the caller can act on is
+  // the call's limit.
+  if (reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE) {
+    return ResponseTooLarge(max_call_bytes);
+  }
   if (reply->has_failure()) return FailureToStatus(reply->failure());
   CountFunctionErrors(*reply);
   if (reply->kind_case() != expected) {
@@ -49,14 +63,6 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
                                             reply->kind_case(), " instead of ", expected));
   }
   return reply;
-}
-
-// A response a call may not carry: refused here in words rather than failing its write, which
-// the client would see as a call cancelled.
-absl::Status ResponseTooLarge(int64_t max_call_bytes) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "the response to this call would be larger than the ", max_call_bytes,
-      " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes"));
 }
 
 absl::Status RequireFunctions(int count) {
@@ -73,8 +79,10 @@ asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (
                                                     Response& response) {
   Task task;
   (task.*slot)()->Swap(&request);
+  task.set_max_answer_bytes(options_.max_call_bytes);
   absl::StatusOr<Reply> reply =
-      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind);
+      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind,
+              options_.max_call_bytes);
   if (!reply.ok()) co_return reply.status();
   response.Swap(((*reply).*answer)());
   co_return absl::OkStatus();
@@ -139,6 +147,10 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     tasks.clear();
     tasks.resize(last - first);
     for (int64_t p = first; p < last; ++p) {
+      // Each part may answer at most what is left of the call's bytes: a part that would
+      // answer more is stopped by its worker, not read here.
+      tasks[p - first].set_max_answer_bytes(
+          std::max<int64_t>(1, options_.max_call_bytes - response_bytes));
       v1::MapRequest& part = *tasks[p - first].mutable_map();
       for (const std::string& f : functions) part.add_functions(f);
       const int64_t begin = docs * p / parts;
@@ -152,7 +164,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     std::vector<absl::StatusOr<Reply>> replies =
         co_await runner_.RunAll(std::move(tasks), deadline);
     for (absl::StatusOr<Reply>& r : replies) {
-      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
+      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, options_.max_call_bytes);
       if (!reply.ok()) co_return fail(reply.status());
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
         response.emplace_back();
@@ -183,14 +195,16 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
   if (parts == 1) {
     Task task;
     task.mutable_map()->Swap(&request);
-    absl::StatusOr<Reply> reply =
-        Checked(co_await runner_.Run(std::move(task), deadline), Reply::kMap);
+    task.set_max_answer_bytes(options_.max_call_bytes);
+    absl::StatusOr<Reply> reply = Checked(co_await runner_.Run(std::move(task), deadline),
+                                          Reply::kMap, options_.max_call_bytes);
     if (!reply.ok()) co_return reply.status();
     response = std::move(*reply->mutable_map());
     co_return CheckMapResponseSize(response);
   }
   std::vector<Task> tasks(parts);
   for (int p = 0; p < parts; ++p) {
+    tasks[p].set_max_answer_bytes(options_.max_call_bytes);
     v1::MapRequest& part = *tasks[p].mutable_map();
     *part.mutable_functions() = request.functions();
     const int begin = static_cast<int>(int64_t{docs} * p / parts);
@@ -201,7 +215,7 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
   std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
   response.mutable_results()->Reserve(docs);
   for (absl::StatusOr<Reply>& r : replies) {
-    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap);
+    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, options_.max_call_bytes);
     // Never a partial result: a document silently missing from a batch is lost data.
     if (!reply.ok()) {
       response.Clear();

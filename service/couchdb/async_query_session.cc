@@ -10,7 +10,9 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/function_log.h"
+#include "absl/strings/str_cat.h"
 #include "service/common/log.h"
+#include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
 
@@ -46,7 +48,20 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
   const bool answered = co_await Drive(protocol_.Handle(line));
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
-  co_return std::move(protocol_.output());
+  v1::SessionOutput& output = protocol_.output();
+  if (max_answer_bytes_ > 0 && static_cast<int64_t>(output.ByteSizeLong()) > max_answer_bytes_) {
+    // Sending it would fail the stream's write (the client would see a cancelled stream):
+    // CouchDB gets an error line instead, as for an answer the worker refused to build.
+    const bool exit = output.exit();
+    output.Clear();
+    output.add_lines(ErrorLine(
+        "too_large", absl::StrCat("cnp-server: the answer would be larger than the ",
+                                  max_answer_bytes_, " bytes a call may carry (cnp-server's "
+                                  "--max-call-bytes): emit or log less per document, or raise "
+                                  "the flag")));
+    output.set_exit(exit || protocol_.list_in_progress());
+  }
+  co_return std::move(output);
 }
 
 asio::awaitable<void> AsyncQuerySession::Close() {

@@ -17,6 +17,7 @@
 // hands each expiry to the executor, so the timer's work runs on the stream's thread.)
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -38,7 +39,8 @@ class AsyncQuerySession {
 
   explicit AsyncQuerySession(pool::AsyncTaskRunner& runner) : AsyncQuerySession(runner, {}) {}
   AsyncQuerySession(pool::AsyncTaskRunner& runner, Options options)
-      : runner_(runner), list_idle_limit_(options.max_call_timeout), protocol_(options) {}
+      : runner_(runner), list_idle_limit_(options.max_call_timeout),
+        max_answer_bytes_(options.max_answer_bytes), protocol_(options) {}
 
   AsyncQuerySession(const AsyncQuerySession&) = delete;
   AsyncQuerySession& operator=(const AsyncQuerySession&) = delete;
@@ -86,6 +88,9 @@ class AsyncQuerySession {
 
   pool::AsyncTaskRunner& runner_;
   const absl::Duration list_idle_limit_;
+  // The longest answer the stream may send (its message limit): the worker's reply is bounded,
+  // but the log lines around it are escaped and wrapped here.
+  const int64_t max_answer_bytes_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor

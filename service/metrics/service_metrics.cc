@@ -34,7 +34,8 @@ Family<Counter>& WorkerStarts() {
 Family<Counter>& WorkerExits() {
   static auto* f = new Family<Counter>(
       "cnp_worker_exits_total",
-      "Worker processes that ended, by cause: crash, deadline, cancel, recycle, reload, memory.",
+      "Worker processes that ended, by cause: crash, deadline, cancel, recycle, reload, memory, "
+      "oversized.",
       {"cause"});
   return *f;
 }

@@ -28,6 +28,13 @@ namespace {
 // log can say how it ended (a segfault, an exit status) before it is killed.
 constexpr absl::Duration kDeathGrace = absl::Milliseconds(200);
 
+// A task that sets no answer limit gets the pool's.
+void BoundAnswer(Task& task, int64_t max_answer_bytes) {
+  if (task.max_answer_bytes() == 0 && max_answer_bytes > 0) {
+    task.set_max_answer_bytes(max_answer_bytes);
+  }
+}
+
 bool Cancelled(asio::cancellation_state state) {
   return state.cancelled() != asio::cancellation_type::none;
 }
@@ -143,6 +150,7 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::RunHere(Task task, absl::Time deadline) {
   // A cancelled call still has things to await (a worker's end); it must not throw instead.
   co_await asio::this_coro::throw_if_cancelled(false);
+  BoundAnswer(task, options_.max_answer_bytes);
   absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
   if (!slot.ok()) co_return slot.status();
   absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
@@ -162,6 +170,7 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
     if (tasks.size() == 1) results.push_back(co_await RunHere(std::move(tasks[0]), deadline));
     co_return results;
   }
+  for (Task& task : tasks) BoundAnswer(task, options_.max_answer_bytes);
   Batch batch(std::move(tasks), deadline, context_);
   const size_t n = batch.tasks.size();
   absl::StatusOr<Slot*> first = co_await Acquire(deadline);
@@ -243,6 +252,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* 
                                                                           absl::Time deadline,
                                                                           bool* lost) {
   co_await asio::this_coro::throw_if_cancelled(false);
+  BoundAnswer(task, options_.max_answer_bytes);
   absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline);
   *lost = !Held(slot);
   co_return reply;
@@ -355,6 +365,20 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
     co_return absl::DeadlineExceededError(absl::StrCat(
         DescribeTask(task), " did not finish before the deadline; its worker was killed and "
         "is being replaced"));
+  }
+  if (absl::IsOutOfRange(reply.status())) {
+    // Its reply was refused from its length, unread; what is left of it is in the socket, so
+    // the worker cannot take another task. (Our worker answers ANSWER_TOO_LARGE itself rather
+    // than send such a reply: this one is broken or of another build.)
+    LogWarning("worker ", slot->index, " (pid ", pid, ") answered ", DescribeTask(task),
+               " with more than the task allows (", reply.status().message(),
+               "): killing and replacing it");
+    metrics::WorkerExited("oversized");
+    Retire(slot, absl::ZeroDuration(), "its answer was too large");
+    co_return NotRetryable(absl::ResourceExhaustedError(absl::StrCat(
+        "the answer to ", DescribeTask(task), " would be larger than the ",
+        task.max_answer_bytes(), " bytes left for it of what a call may carry; split the "
+        "batch, or raise cnp-server's --max-call-bytes")));
   }
   if (absl::IsCancelled(reply.status())) {
     LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),

@@ -31,6 +31,9 @@ struct PoolOptions {
   absl::Duration reload_quiet = absl::Milliseconds(500);
   // How often idle workers' resident memory is read (with max_resident_bytes).
   absl::Duration memory_check_interval = absl::Seconds(2);
+  // The answer limit of a task that does not set its own max_answer_bytes (0: none but the
+  // frame's): --max-call-bytes, so that no task's reply is read past what a call may carry.
+  int64_t max_answer_bytes = 0;
 };
 
 // The delay before restarting a slot after `failures` failures in a row: none for the first

@@ -68,6 +68,13 @@ ProcessWorker::~ProcessWorker() {
 
 asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task) {
   if (killed_) co_return absl::UnavailableError("the worker was killed");
+  // The longest reply read: what the task allows (its answer and the Reply around it), else
+  // what a frame may be.
+  const uint64_t max_reply =
+      task != nullptr && task->max_answer_bytes() > 0
+          ? std::min<uint64_t>(static_cast<uint64_t>(task->max_answer_bytes()) + kAnswerSlackBytes,
+                               kMaxFrameBytes)
+          : kMaxFrameBytes;
   asio::error_code ec;
   if (task != nullptr) {
     out_.assign(4, '\0');
@@ -120,6 +127,14 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
       if (length > kMaxFrameBytes) {
         co_return absl::DataLossError(
             absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
+      }
+      // Refused from its length alone: not a byte more of it is read (the worker should have
+      // answered ANSWER_TOO_LARGE itself; one that did not is killed, not drained).
+      if (length > max_reply) {
+        ReleaseLargeBuffers();
+        co_return absl::OutOfRangeError(absl::StrCat(
+            "worker (pid ", pid_, ") announced a reply of ", length, " bytes, over the ",
+            task->max_answer_bytes(), " bytes its task's answer may have"));
       }
       prefixed = true;
       need = 4 + static_cast<size_t>(length);

@@ -22,6 +22,10 @@ namespace cnp::pool {
 using worker::v1::Reply;
 using worker::v1::Task;
 
+// What a reply frame may hold beyond its task's max_answer_bytes before it is refused unread:
+// the worker keeps its whole serialized Reply within the limit, so this is only a margin.
+inline constexpr uint64_t kAnswerSlackBytes = 64 << 10;
+
 class Worker {
  public:
   virtual ~Worker() = default;
@@ -34,6 +38,8 @@ class Worker {
   //   CANCELLED    the awaiting coroutine was cancelled (terminal cancellation) mid-exchange
   //   UNAVAILABLE  the worker closed its end: it crashed or exited
   //   DATA_LOSS    the worker sent something that is not a Reply
+  //   OUT_OF_RANGE the reply's length, read before anything else of it, is over the task's
+  //                max_answer_bytes plus kAnswerSlackBytes: the rest is left unread
   // After any of these the worker's state is unknown and it must be killed; the pool does so.
   // No other code is returned.
   // Deadlines are the caller's: when one passes, it kills the worker, which ends the exchange.

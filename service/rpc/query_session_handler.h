@@ -5,6 +5,7 @@
 // `exit` ends the stream after it is written.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -36,11 +37,14 @@ class QuerySessionHandler final : public SessionHandler {
 };
 
 // The factory RpcServer calls for each new Session stream. `call_timeout` (--call-timeout)
-// bounds every command whatever CouchDB's reset says, and ends a list left waiting that long.
+// bounds every command whatever CouchDB's reset says, and ends a list left waiting that long;
+// `max_answer_bytes` (--max-call-bytes) bounds what a worker may answer to one (0: no bound).
 inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner,
-                                          absl::Duration call_timeout) {
+                                          absl::Duration call_timeout,
+                                          int64_t max_answer_bytes = 0) {
   couchdb::AsyncQuerySession::Options options;
   options.max_call_timeout = call_timeout;
+  options.max_answer_bytes = max_answer_bytes;
   return [&runner, options] { return std::make_unique<QuerySessionHandler>(runner, options); };
 }
 

@@ -370,6 +370,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
       absl::StrCat("unix uid=", peer.uid, " pid=", peer.pid));
   task.mutable_direct_session()->set_default_timeout_ms(
       absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
+  if (options_.max_answer_bytes > 0) {
+    task.mutable_direct_session()->set_max_answer_bytes(options_.max_answer_bytes);
+  }
   if (options_.call_timeout != absl::InfiniteDuration()) {
     task.mutable_direct_session()->set_max_call_timeout_ms(
         std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));

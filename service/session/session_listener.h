@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
@@ -44,6 +45,9 @@ struct ListenerOptions {
   absl::Duration default_couchdb_timeout = absl::Seconds(5);
   // The server's --call-timeout: the longest any command may run, whatever CouchDB's reset says.
   absl::Duration call_timeout = absl::InfiniteDuration();
+  // The server's --max-call-bytes: the longest answer a session worker writes to CouchDB for
+  // one command (0: the worker's own bound, 64 MiB).
+  int64_t max_answer_bytes = 0;
 };
 
 class SessionListener {

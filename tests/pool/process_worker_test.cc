@@ -178,6 +178,69 @@ TEST(ProcessWorkerTest, ALargeExchangeDoesNotLeaveItsBuffersBehind) {
   EXPECT_LT(held_after_large, size_t{1} << 20);
 }
 
+// A worker that ignores its task's answer limit (fake_worker.py --announce-bytes): its reply
+// is refused from the length in its header, before a byte more is read, and the exchange says so
+// (OUT_OF_RANGE); the receive buffer never grows towards the announced 512 MiB.
+TEST(ProcessWorkerTest, AReplyAnnouncedOverTheTasksLimitIsRefusedUnread) {
+  asio::io_context io;
+  WorkerCommand command{"/usr/bin/python3.11",
+                        {"tests/support/fake_worker.py", "--announce-bytes=536870912"}};
+  ProcessWorkerFactory factory(command);
+  Task task = MapTask("svc_fns.echo", {R"({"_id":"a"})"});
+  task.set_max_answer_bytes(1 << 20);
+  absl::Status status;
+  size_t held = 0;
+  pid_t pid = -1;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        absl::StatusOr<std::unique_ptr<ProcessWorker>> worker =
+            co_await factory.StartProcess(absl::Seconds(30));
+        EXPECT_TRUE(worker.ok()) << worker.status();
+        if (!worker.ok()) co_return;
+        pid = (*worker)->pid();
+        status = (co_await (*worker)->Exchange(task)).status();
+        held = (*worker)->BufferBytes();
+        (*worker)->Kill();
+        co_await (*worker)->Ended();
+      },
+      asio::detached);
+  io.run();
+  EXPECT_TRUE(absl::IsOutOfRange(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("536870912"));
+  EXPECT_THAT(status.message(), HasSubstr("1048576"));
+  EXPECT_LT(held, size_t{1} << 20);
+  EXPECT_TRUE(ProcessGone(pid));
+}
+
+// In the pool: the call fails RESOURCE_EXHAUSTED naming the limit and the flag, the worker is
+// killed and replaced (its reply's rest is still in the socket), and the next call is served
+// by the replacement (which misbehaves the same way here).
+TEST(ProcessWorkerPoolAnswerTest, AnOversizedReplyKillsAndReplacesTheWorker) {
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  PoolOptions options;
+  options.workers = 1;
+  options.max_answer_bytes = 1 << 20;
+  WorkerCommand command{"/usr/bin/python3.11",
+                        {"tests/support/fake_worker.py", "--announce-bytes=536870912"}};
+  AsyncWorkerPool pool(options, std::make_unique<ProcessWorkerFactory>(command), io);
+  ASSERT_TRUE(pool.Start().ok());
+  std::thread thread([&io] { io.run(); });
+  BlockingTaskRunner blocking(pool, io);
+  for (int call = 0; call < 2; ++call) {
+    absl::StatusOr<Reply> reply =
+        blocking.Run(MapTask("svc_fns.echo", {R"({"_id":"a"})"}), absl::Now() + absl::Seconds(30));
+    EXPECT_TRUE(absl::IsResourceExhausted(reply.status())) << reply.status();
+    EXPECT_THAT(reply.status().message(), HasSubstr("1048576"));
+    EXPECT_THAT(reply.status().message(), HasSubstr("--max-call-bytes"));
+  }
+  pool.Shutdown();
+  work.reset();
+  io.stop();
+  thread.join();
+}
+
 TEST_F(ProcessWorkerPoolTest, ACrashMidTaskIsUnavailableAndTheWorkerIsReplaced) {
   StartPool(1);
   const pid_t before = WorkerPid();

@@ -84,3 +84,8 @@ def listed(head, req):
     while (row := get_row()) is not None:
         send(row["id"])
     return "tail"
+
+
+def echo(doc):
+    """The whole document back as the value: many names of it answer many times the request."""
+    yield doc["_id"], doc
