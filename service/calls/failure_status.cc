@@ -2,11 +2,16 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace cnp::calls {
 
 absl::Status FailureToStatus(const worker::v1::Failure& failure) {
   using F = worker::v1::Failure;
-  const std::string& m = failure.message();
+  // The function it is about in front, "revmod.townmap: ValueError: ...": a call names several.
+  const std::string m = failure.function().empty()
+                            ? failure.message()
+                            : absl::StrCat(failure.function(), ": ", failure.message());
   switch (failure.code()) {
     case F::BAD_NAME:
     case F::BAD_INPUT: return absl::InvalidArgumentError(m);

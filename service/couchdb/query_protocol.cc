@@ -52,7 +52,7 @@ std::string InfrastructureErrorLine(const absl::Status& status) {
 }
 
 // A whole-task failure that is the user's (bad name, refused module, version mismatch), with
-// couch-named-python's error ids.
+// couch-named-python's error ids, and the function it is about in front of its message.
 std::string FailureLine(const Failure& failure) {
   std::string_view id;
   switch (failure.code()) {
@@ -75,7 +75,8 @@ std::string FailureLine(const Failure& failure) {
     default:
       id = "internal_error";
   }
-  return ErrorLine(id, failure.message());
+  if (failure.function().empty()) return ErrorLine(id, failure.message());
+  return ErrorLine(id, absl::StrCat(failure.function(), ": ", failure.message()));
 }
 
 std::string UnexpectedReplyLine(std::string_view expected) {

@@ -280,6 +280,12 @@ FakeTaskRunner::Script FailingPart(int failing, absl::StatusOr<Reply> reply) {
   };
 }
 
+Reply NamedFailure(worker::v1::Failure::Code code, std::string function, std::string message) {
+  Reply reply = FailureReply(code, std::move(message));
+  reply.mutable_failure()->set_function(std::move(function));
+  return reply;
+}
+
 TEST_F(FunctionCallsTest, MapEncodedNeverAnswersWithPartOfAResult) {
   const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10};
   struct Case {
@@ -296,6 +302,11 @@ TEST_F(FunctionCallsTest, MapEncodedNeverAnswersWithPartOfAResult) {
             "ValueError: Loaded version 556 did not match expected version 2"},
            {FailureReply(worker::v1::Failure::PERMISSION_DENIED, "module refused"),
             absl::StatusCode::kPermissionDenied, "module refused"},
+           // A call names several functions: the one that failed to load is named first.
+           {NamedFailure(worker::v1::Failure::VERSION_MISMATCH, "revmod.townmap",
+                         "ValueError: Loaded version 1 did not match expected version None"),
+            absl::StatusCode::kFailedPrecondition,
+            "revmod.townmap: ValueError: Loaded version 1 did not match expected version None"},
        }) {
     // The failing part is in the second wave, after the first one's results were appended.
     FakeTaskRunner runner(2, FailingPart(150, c.reply));

@@ -431,6 +431,21 @@ TEST_F(DesignDocTest, DesignCallFailureIsAnError) {
               ElementsAre(R"(["error","compile_load","ImportError: No module named 'fns'"])"));
 }
 
+// A design document names many functions: the error says which one failed to load.
+TEST_F(DesignDocTest, ALoadFailureNamesTheFunction) {
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(failure {
+                                code: VERSION_MISMATCH
+                                function: "fns.by_town|2"
+                                message: "ValueError: Loaded version 1 did not match expected version 2"
+                              })pb");
+  };
+  EXPECT_THAT(
+      Send(R"(["ddoc","_design/d",["filters","by_town"],[[{}],{}]])"),
+      ElementsAre(
+          R"(["error","compile_load","fns.by_town|2: ValueError: Loaded version 1 did not match expected version 2"])"));
+}
+
 TEST_F(DesignDocTest, ListExchangesRowsOnOneWorker) {
   std::vector<std::string> steps = {R"(["start",["head"],{"headers":{}}])", R"(["chunks",["a"]])",
                                     R"(["chunks",["b"]])", R"(["end",["tail"]])"};
