@@ -15,6 +15,33 @@ bool DrainIterator(PyObject* iterator, RowSink& rows) {
   return !PyErr_Occurred();
 }
 
+bool IsPair(PyObject* item) {
+  return (PyTuple_Check(item) || PyList_Check(item)) && PySequence_Fast_GET_SIZE(item) == 2;
+}
+
+// A returned list must hold [key, value] pairs. couch-named-python ignored what a map function
+// returned; a yielded item that is not a pair is the original README's `yield doc["town"]`
+// ([item, null]), but a returned `("a", 1)` is a single pair meant as the list of them, which
+// would be two wrong rows, ["a", null] and [1, null]: that is the author's mistake, said so.
+bool AddReturnedPairs(PyObject* returned, RowSink& rows) {
+  const Py_ssize_t size = PySequence_Fast_GET_SIZE(returned);
+  // Rows added before a bad item are dropped with the function's other rows (the caller's).
+  for (Py_ssize_t i = 0; i < size; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(returned, i);
+    if (!IsPair(item)) {
+      PyErr_Format(PyExc_TypeError,
+                   "a map function must return a list of [key, value] pairs, or yield key, "
+                   "value; item %zd of the %s it returned is not a pair (its type is %s)",
+                   i, Py_TYPE(returned)->tp_name, Py_TYPE(item)->tp_name);
+      return false;
+    }
+    if (!rows.Add(PySequence_Fast_GET_ITEM(item, 0), PySequence_Fast_GET_ITEM(item, 1))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 bool RunMapFunction(PyObject* function, PyObject* doc, RowSink& rows) {
@@ -23,12 +50,7 @@ bool RunMapFunction(PyObject* function, PyObject* doc, RowSink& rows) {
   if (!result) return false;
   PyObject* value = result.get();
   if (value == Py_None) return true;
-  if (PyList_Check(value) || PyTuple_Check(value)) {
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(value); ++i) {
-      if (!rows.AddItem(PySequence_Fast_GET_ITEM(value, i))) return false;
-    }
-    return true;
-  }
+  if (PyList_Check(value) || PyTuple_Check(value)) return AddReturnedPairs(value, rows);
   if (PyIter_Check(value)) return DrainIterator(value, rows);
   // A str or dict is iterable too, but iterating it is never what the author meant.
   PyErr_Format(PyExc_TypeError,

@@ -124,3 +124,16 @@ def int_enum_key(doc):
         RED = 1
 
     yield {Color.RED: "red"}, Color.RED
+
+
+def returns_one_pair(doc):
+    """A single pair returned where a list of them is meant."""
+    return ("a", 1)
+
+
+def returns_pairs_and_a_key(doc):
+    return [(doc["town"], 1), doc["n"]]
+
+
+def returns_pairs(doc):
+    return ((doc["town"], 1), ["n", doc["n"]], [[], None])
