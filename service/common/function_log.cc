@@ -10,25 +10,46 @@
 namespace cnp {
 namespace {
 
-// Whether one more line may be written this second. A function that logs on every document of
-// a large index would otherwise make the log (and the thread writing it) the bottleneck.
-bool Admit() {
-  static std::atomic<int64_t> second{0};
-  static std::atomic<int64_t> lines{0};
-  static std::atomic<int64_t> dropped{0};
-  const int64_t now = absl::ToUnixSeconds(absl::Now());
-  if (int64_t was = second.load(std::memory_order_relaxed);
-      was != now && second.compare_exchange_strong(was, now, std::memory_order_relaxed)) {
-    lines.store(0, std::memory_order_relaxed);
-    if (const int64_t left_out = dropped.exchange(0, std::memory_order_relaxed); left_out > 0) {
-      LogWarning(left_out, " log() lines of functions were left out of this log in the last "
-                 "second(s) (at most ", kFunctionLogLinesPerSecond,
-                 " a second); their callers and CouchDB got them all");
+// At most `limit` lines a second of one sort reach the log; the lines left out are counted and
+// the next second's first line says how many. A function that logs (or raises) on every
+// document of a large index would otherwise make the log (and the thread writing it) the
+// bottleneck.
+class LineBudget {
+ public:
+  LineBudget(int64_t limit, const char* what) : limit_(limit), what_(what) {}
+
+  bool Admit() {
+    const int64_t now = absl::ToUnixSeconds(absl::Now());
+    if (int64_t was = second_.load(std::memory_order_relaxed);
+        was != now && second_.compare_exchange_strong(was, now, std::memory_order_relaxed)) {
+      lines_.store(0, std::memory_order_relaxed);
+      if (const int64_t left_out = dropped_.exchange(0, std::memory_order_relaxed);
+          left_out > 0) {
+        LogWarning(left_out, " ", what_, " were left out of this log in the last second(s) (at most ",
+                   limit_, " a second); their callers and CouchDB got them all");
+      }
     }
+    if (lines_.fetch_add(1, std::memory_order_relaxed) < limit_) return true;
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
-  if (lines.fetch_add(1, std::memory_order_relaxed) < kFunctionLogLinesPerSecond) return true;
-  dropped.fetch_add(1, std::memory_order_relaxed);
-  return false;
+
+ private:
+  const int64_t limit_;
+  const char* const what_;
+  std::atomic<int64_t> second_{0};
+  std::atomic<int64_t> lines_{0};
+  std::atomic<int64_t> dropped_{0};
+};
+
+LineBudget& LogLines() {
+  static LineBudget budget(kFunctionLogLinesPerSecond, "log() lines of functions");
+  return budget;
+}
+
+LineBudget& Exceptions() {
+  static LineBudget budget(kFunctionExceptionLinesPerSecond, "exceptions of functions");
+  return budget;
 }
 
 }  // namespace
@@ -36,7 +57,19 @@ bool Admit() {
 void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
                       absl::string_view session, absl::string_view peer) {
   for (const worker::v1::FunctionLog& line : lines) {
-    if (!Admit()) continue;
+    if (!line.error().empty()) {
+      if (!Exceptions().Admit()) continue;
+      LogEvent(LogLevel::kWarning, line.message(),
+               {{"function", line.function()},
+                {"kind", line.kind()},
+                {"doc_id", line.doc_id()},
+                {"error", line.error()},
+                {"session", session},
+                {"peer", peer},
+                {"traceback", line.traceback()}});
+      continue;
+    }
+    if (!LogLines().Admit()) continue;
     LogEvent(LogLevel::kInfo, line.message(),
              {{"function", line.function()},
               {"kind", line.kind()},

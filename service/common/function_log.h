@@ -4,6 +4,11 @@
 // service's log, one INFO event per line: the function's message, with `function`, `kind` and
 // `doc_id` (where the call is about one document), and the call's `rpc` and `peer` (from the
 // thread's CallLogScope) or, in a direct session, its `session` and `peer`.
+//
+// A function's exception travels the same way (a FunctionLog with `error` set, made by the
+// worker's raised_log.h): one WARN event "function raised KeyError: 'town' (views/town.py:8 in
+// townmap)" with the same attribution, the exception's class as `error` and its whole traceback
+// as `traceback`.
 #pragma once
 
 #include "absl/strings/string_view.h"
@@ -15,6 +20,9 @@ namespace cnp {
 // At most this many function log lines a second per process; beyond it they are counted, and
 // the next second's first line says how many were left out (the caller still got them all).
 inline constexpr int kFunctionLogLinesPerSecond = 200;
+// The same for functions' exceptions, counted apart: a broken view function over a large
+// database raises on every document (cnp_function_errors_total counts them all).
+inline constexpr int kFunctionExceptionLinesPerSecond = 20;
 
 void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
                       absl::string_view session = "", absl::string_view peer = "");

@@ -7,6 +7,7 @@
 #include "service/worker/map_call.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
+#include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 
@@ -70,6 +71,18 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return PyBool_FromLong(rows.rows() > 0);
 }
 
+// where_raised(exception) -> str: "views/town.py:8 in townmap", the innermost frame of the
+// operator's code in its traceback, or "" (user_exception.h).
+PyObject* WhereRaisedIn(PyObject*, PyObject* exception) {
+  if (!PyExceptionInstance_Check(exception)) {
+    PyErr_SetString(PyExc_TypeError, "where_raised(exception)");
+    return nullptr;
+  }
+  PyRef traceback = PyRef::Steal(PyException_GetTraceback(exception));
+  std::string where = WhereRaised(traceback.get());
+  return PyUnicode_FromStringAndSize(where.data(), static_cast<Py_ssize_t>(where.size()));
+}
+
 PyMethodDef kMethods[] = {
     {"log", Log, METH_O, "log(message): send a log line to CouchDB with this call's reply."},
     {"emit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Emit)), METH_FASTCALL,
@@ -78,6 +91,8 @@ PyMethodDef kMethods[] = {
      "list_step(step): send an interactive list step and wait for the next row."},
     {"map_emits", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(MapEmits)),
      METH_FASTCALL, "map_emits(function, doc): whether a map function emits for doc."},
+    {"where_raised", WhereRaisedIn, METH_O,
+     "where_raised(exception): the innermost frame of the operator's code in its traceback."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -38,6 +38,9 @@ struct AttributedLog {
   std::string function;
   std::string kind;
   std::string doc_id;
+  // Set when the line is a function's exception (raised_log.h): its class and traceback.
+  std::string error;
+  std::string traceback;
 };
 
 struct CallContext {

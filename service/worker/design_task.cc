@@ -93,7 +93,7 @@ v1::Reply RunDesignFunction(FunctionRegistry& registry,
   Reply reply;
   cnp::v1::DesignFunctionResponse* response = reply.mutable_design();
   cnp::v1::FunctionError error;
-  StoreRuntimeResult(outcome.get(), request.function(), response->mutable_reply(), &error);
+  StoreRuntimeResult(outcome.get(), KindName(request.kind()), request.function(), response->mutable_reply(), &error);
   if (!error.type().empty()) *response->mutable_error() = std::move(error);
   TakeLogs(*response->mutable_logs());
   return reply;

@@ -6,6 +6,7 @@
 #include "service/worker/json_to_python.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_text.h"
+#include "service/worker/raised_log.h"
 #include "service/worker/row_sink.h"
 
 namespace cnp::worker {
@@ -51,7 +52,8 @@ absl::Status DocumentMapper::Map(std::string& doc_json) {
     // Each error's text is part of the answer too (one big exception raised by every function
     // is as many copies).
     const UserException& raised = failures_.back().exception;
-    if (!Context().answer.Take(raised.type.size() + raised.message.size())) {
+    LogRaised(raised);
+    if (!Context().answer.Take(raised.type.size() + raised.message.size() + raised.where.size())) {
       return AbandonAnswer();
     }
   }

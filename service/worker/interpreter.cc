@@ -234,6 +234,7 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
     return PythonError(absl::StrCat("importing couch_named_python from ", options.package_dir));
   }
   if (absl::Status s = TuneGarbageCollector(); !s.ok()) return s;
+  SetOperatorDirectories(roots.operator_dirs);
   return roots;
 }
 

@@ -149,7 +149,7 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
   v1::ListStep* step = reply.mutable_list_step();
   step->set_done(true);
   cnp::v1::FunctionError error;
-  StoreRuntimeResult(outcome.get(), start.function(), step->mutable_reply(), &error);
+  StoreRuntimeResult(outcome.get(), "list", start.function(), step->mutable_reply(), &error);
   if (!error.type().empty()) *step->mutable_error() = std::move(error);
   TakeLogs(*reply.mutable_logs());
   return reply;

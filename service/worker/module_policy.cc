@@ -14,6 +14,7 @@
 #include "common/code_ownership.h"
 #include "service/worker/code_file_guard.h"
 #include "service/worker/py_text.h"
+#include "service/worker/raised_log.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
@@ -151,7 +152,10 @@ bool IsStandardLibrary(const std::string& module) {
 absl::Status ImportFailed(const FunctionName& name) {
   UserException e = TakeException();
   if (IsCodeFileRefusal(e.value.get())) return Denied(name, e.message, "");
-  return absl::NotFoundError(e.Summary());
+  // The module's own code raised (or an import in it failed): not the function's error. Say
+  // so, and where; the service's log gets the traceback.
+  LogRaised(e, "import", name.path, "");
+  return absl::NotFoundError(absl::StrCat("importing ", name.module, ": ", e.Summary()));
 }
 
 ModulePolicy::ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots)

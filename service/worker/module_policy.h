@@ -99,7 +99,8 @@ class ModulePolicy {
 
 // The status for an import of `name`'s module (or of a package above it) that raised; takes
 // the exception. PERMISSION_DENIED when the bytecode guard refused a file of code another user
-// could change (code_file_guard.h), NOT_FOUND otherwise.
+// could change (code_file_guard.h), NOT_FOUND otherwise: "importing MODULE: " and the
+// exception with where it was raised, and its traceback for the service's log.
 absl::Status ImportFailed(const FunctionName& name);
 
 // Whether `module` (or its top-level package) is part of Python's standard library or built

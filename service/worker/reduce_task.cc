@@ -6,6 +6,7 @@
 #include "service/couchdb/command.h"
 #include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
+#include "service/worker/raised_log.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -77,7 +78,9 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
     } else {
       response->add_results("null");
       cnp::v1::FunctionError& error = *response->add_errors();
-      FillFunctionError(error, request.functions(i), "", TakeException());
+      UserException exception = TakeException();
+      FillFunctionError(error, request.functions(i), "", exception);
+      LogRaised(exception);
       if (!Context().answer.Take(error.type().size() + error.message().size())) {
         return AnswerTooLargeReply();
       }

@@ -7,6 +7,7 @@
 #include "service/worker/py_text.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/python_to_json.h"
+#include "service/worker/raised_log.h"
 
 namespace cnp::worker {
 
@@ -79,7 +80,7 @@ void FillFunctionError(cnp::v1::FunctionError& error, absl::string_view function
   error.set_function(std::string(function));
   error.set_doc_id(std::string(doc_id));
   error.set_type(exception.type);
-  error.set_message(exception.message);
+  error.set_message(exception.Detail());
 }
 
 void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs) {
@@ -96,6 +97,8 @@ void TakeAttributedLogs(google::protobuf::RepeatedPtrField<v1::FunctionLog>& log
     log.set_function(std::move(line.function));
     log.set_kind(std::move(line.kind));
     log.set_doc_id(std::move(line.doc_id));
+    log.set_error(std::move(line.error));
+    log.set_traceback(std::move(line.traceback));
   }
   collected.clear();
 }
@@ -114,27 +117,36 @@ std::optional<std::string> ToJson(PyObject* value) {
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-void StoreRuntimeResult(PyObject* outcome, absl::string_view function, std::string* reply_json,
-                        cnp::v1::FunctionError* error) {
+void StoreRuntimeResult(PyObject* outcome, std::string_view kind, absl::string_view function,
+                        std::string* reply_json, cnp::v1::FunctionError* error) {
   PyObject* reply = PyTuple_GET_ITEM(outcome, 0);
   PyObject* raised = PyTuple_GET_ITEM(outcome, 1);
   if (raised != Py_None) {
-    std::string type = Utf8Text(PyTuple_GET_ITEM(raised, 0));
-    if (type == "MemoryError") Context().memory_error = true;
+    UserException exception;
+    exception.type = Utf8Text(PyTuple_GET_ITEM(raised, 0));
+    exception.message = Utf8Text(PyTuple_GET_ITEM(raised, 1));  // with where it was raised
+    exception.value = PyRef::Borrow(PyTuple_GET_ITEM(raised, 3));
+    if (exception.type == "MemoryError") Context().memory_error = true;
     error->set_function(std::string(function));
-    error->set_type(type);
-    error->set_message(Utf8Text(PyTuple_GET_ITEM(raised, 1)));
+    error->set_type(exception.type);
+    error->set_message(exception.message);
     error->set_doc_id(Utf8Text(PyTuple_GET_ITEM(raised, 2)));
+    LogRaised(exception, kind, error->function(), error->doc_id());
   }
   if (std::optional<std::string> json = ToJson(reply)) {
     *reply_json = *std::move(json);
     return;
   }
-  // The function's answer is not JSON (a set in a response, say): that is its error.
+  // The function's answer is not JSON (a set in a response, say): that is its error, told as
+  // render.js tells one (a log line, then render_error), and in the service's log.
   UserException exception = TakeException();
   FillFunctionError(*error, function, "", exception);
+  std::string summary = exception.Summary();
+  Context().logs.push_back(absl::StrCat("function returned a response that is not JSON: ", summary));
+  exception.message = absl::StrCat("the function's response is not JSON: ", exception.message);
+  LogRaised(exception, kind, error->function(), "");
   *reply_json = *ToJson(PyRef::Steal(Py_BuildValue("[sss]", "error", "render_error",
-                                                   exception.Summary().c_str())).get());
+                                                   summary.c_str())).get());
 }
 
 }  // namespace cnp::worker

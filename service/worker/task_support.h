@@ -52,9 +52,10 @@ enum class WhenEmpty { kNone, kEmptyDict };
 absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_empty);
 
 // Stores what couch_named_python._runtime returned, (reply, error-or-None), as the reply JSON
-// and a FunctionError (left empty when nothing was raised).
-void StoreRuntimeResult(PyObject* outcome, absl::string_view function, std::string* reply_json,
-                        cnp::v1::FunctionError* error);
+// and a FunctionError (left empty when nothing was raised), and logs the exception (raised or
+// a response that is not JSON) for the service's log, as a function of `kind`.
+void StoreRuntimeResult(PyObject* outcome, std::string_view kind, absl::string_view function,
+                        std::string* reply_json, cnp::v1::FunctionError* error);
 
 // JSON text of a Python value, or nullopt with a Python exception set.
 std::optional<std::string> ToJson(PyObject* value);

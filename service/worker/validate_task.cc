@@ -2,6 +2,7 @@
 #include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/py_text.h"
+#include "service/worker/raised_log.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -74,6 +75,7 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
       response->set_outcome(ValidateResponse::ERROR);
       response->set_message(exception.Summary());
       FillFunctionError(*response->mutable_error(), request.function(), doc_id, exception);
+      LogRaised(exception);
     }
   }
   TakeLogs(*response->mutable_logs());

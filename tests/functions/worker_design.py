@@ -126,3 +126,16 @@ def rewrite_forbidden(req):
 
 def surrogate_body(doc, req):
     return {"body": "half a pair: \udc80"}
+
+
+def show_not_json(doc, req):
+    """A response that json cannot hold: a set."""
+    return {"json": {"when": {1}}}
+
+
+def update_not_json(doc, req):
+    return doc, {"s": {1}}
+
+
+def rewrite_not_json(req):
+    return {"path": {1}}

@@ -171,6 +171,11 @@ TEST(MetricsEndpointTest, JsonLogLinesParseAndNameTheFunctionDocumentAndPeer) {
       ASSERT_TRUE(json.HasMember("peer")) << line;
       EXPECT_THAT(json["peer"].GetString(), HasSubstr("unix:"));
       EXPECT_THAT(json["msg"].GetString(), HasSubstr("ValueError: no multiples of three: 3"));
+      // Where the function raised, in the message and with its whole traceback.
+      EXPECT_THAT(json["msg"].GetString(), HasSubstr("(svc_fns.py:"));
+      ASSERT_TRUE(json.HasMember("traceback")) << line;
+      EXPECT_THAT(json["traceback"].GetString(), HasSubstr("svc_fns.py\", line "));
+      EXPECT_THAT(json["traceback"].GetString(), HasSubstr(", in picky\n"));
     }
   }
   EXPECT_GT(server_lines, 3);

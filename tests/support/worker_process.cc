@@ -32,6 +32,19 @@ std::string TestTmpDir() {
 
 std::string FunctionsDir() { return Runfile("tests/functions"); }
 
+std::string RaisedAt(const std::string& file, const std::string& line_text,
+                     const std::string& function) {
+  std::ifstream in(FunctionsDir() + "/" + file);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.find(line_text) != std::string::npos) {
+      return absl::StrCat(" (", file, ":", number, " in ", function, ")");
+    }
+  }
+  ADD_FAILURE() << file << " has no line holding " << line_text;
+  return "";
+}
+
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(std::vector<std::string> args,
                                                                    std::vector<std::string> env,
                                                                    std::string binary) {

@@ -21,6 +21,12 @@ using ::cnp::worker::v1::Task;
 // The directory that holds the test modules (tests/functions), for --python-path.
 std::string FunctionsDir();
 
+// " (worker_design.py:37 in show_crashes)": where a test module raised, as the worker appends it
+// to an exception's message. The line is the one of `file` (in FunctionsDir()) that holds
+// `line_text`, found when the test runs, so that the tests follow edits of the modules.
+std::string RaisedAt(const std::string& file, const std::string& line_text,
+                     const std::string& function);
+
 class WorkerProcess {
  public:
   // Starts cnp-worker --fd=3 <args>, with `env` ("NAME=value") added to the environment.

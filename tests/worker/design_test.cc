@@ -35,7 +35,10 @@ TEST_F(DesignTest, FilterAnswersOneBoolPerDocument) {
 TEST_F(DesignTest, RaisingFilterIsAnErrorNamedByTheExceptionNamingTheDocument) {
   std::string args = std::string("[[{\"_id\":\"x\"}],") + kReq + "]";
   DesignFunctionResponse response = Run(cnp::v1::FILTER, "worker_design.filter_crashes", args);
-  EXPECT_EQ(response.reply(), R"(["error","KeyError","'town'"])");
+  // The message names where in the operator's code it was raised.
+  const std::string where = RaisedAt("worker_design.py", "doc[\"town\"] == \"x\"", "filter_crashes");
+  EXPECT_EQ(response.reply(), R"(["error","KeyError","'town')" + where + R"("])");
+  EXPECT_EQ(response.error().message(), "'town'" + where);
   EXPECT_EQ(response.logs_size(), 0);
   EXPECT_EQ(response.error().doc_id(), "x");
   EXPECT_EQ(response.error().type(), "KeyError");
@@ -57,7 +60,10 @@ TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
 TEST_F(DesignTest, RaisingMapFunctionInAViewFilterIsAnErrorNotADroppedDocument) {
   std::string args = std::string("[[") + kOslo + R"(,{"_id":"no-town"}]])";
   DesignFunctionResponse response = Run(cnp::v1::VIEW_FILTER, "worker_views.town_emit", args);
-  EXPECT_EQ(response.reply(), R"(["error","KeyError","'town'"])");
+  EXPECT_EQ(response.reply(),
+            R"(["error","KeyError","'town')" +
+                RaisedAt("worker_views.py", "emit(doc[\"town\"], doc[\"n\"])", "town_emit") +
+                R"("])");
   EXPECT_EQ(response.logs_size(), 0);
   EXPECT_EQ(response.error().type(), "KeyError");
   EXPECT_EQ(response.error().doc_id(), "no-town");
@@ -105,7 +111,9 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
   EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.go_away", args).reply(),
             R"(["resp",{"code":301,"headers":{"Location":"/elsewhere"}}])");
   DesignFunctionResponse crash = Run(cnp::v1::SHOW, "worker_design.show_crashes", args);
-  EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope'"])");
+  EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope')" +
+                               RaisedAt("worker_design.py", "return doc[\"nope\"]", "show_crashes") +
+                               R"("])");
   EXPECT_EQ(crash.error().function(), "worker_design.show_crashes");
   EXPECT_EQ(crash.error().doc_id(), "doc-1");
 }
@@ -114,7 +122,9 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
 TEST_F(DesignTest, RenderErrorIsLoggedWithItsTracebackFirst) {
   std::string args = std::string("[") + kOslo + "," + kReq + "]";
   DesignFunctionResponse crash = Run(cnp::v1::SHOW, "worker_design.show_crashes", args);
-  EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope'"])");
+  EXPECT_EQ(crash.reply(), R"(["error","render_error","KeyError: 'nope')" +
+                               RaisedAt("worker_design.py", "return doc[\"nope\"]", "show_crashes") +
+                               R"("])");
   ASSERT_EQ(crash.logs_size(), 1);
   const std::string& log = crash.logs(0);
   EXPECT_EQ(log.rfind("function raised error: KeyError('nope') \nstacktrace: ", 0), 0u) << log;
@@ -125,9 +135,51 @@ TEST_F(DesignTest, RenderErrorIsLoggedWithItsTracebackFirst) {
 
   DesignFunctionResponse update = Run(cnp::v1::UPDATE, "worker_design.bump",
                                       R"([{"_id":"a","n":"x"},{"method":"POST"}])");
-  EXPECT_EQ(update.reply(), R"(["error","render_error","TypeError: can only concatenate str (not \"int\") to str"])");
+  EXPECT_EQ(update.reply(),
+            R"(["error","render_error","TypeError: can only concatenate str (not \"int\") to str)" +
+                RaisedAt("worker_design.py", "doc.get(\"n\", 0) + 1", "bump") + R"("])");
   ASSERT_EQ(update.logs_size(), 1);
   EXPECT_EQ(update.logs(0).rfind("function raised error: TypeError(", 0), 0u) << update.logs(0);
+}
+
+// A response that is not JSON is the function's error, told as a raised one is: a log line
+// first, then render_error, and the service's log gets it too.
+TEST_F(DesignTest, AResponseThatIsNotJsonIsLoggedAsARenderError) {
+  struct Case {
+    cnp::v1::DesignFunctionKind kind;
+    std::string function;
+    std::string args;
+    std::string log_kind;
+  };
+  for (const Case& c : std::vector<Case>{
+           {cnp::v1::SHOW, "worker_design.show_not_json", std::string("[") + kOslo + "," + kReq + "]",
+            "show"},
+           {cnp::v1::UPDATE, "worker_design.update_not_json",
+            std::string("[") + kOslo + R"(,{"method":"POST"}])", "update"},
+           {cnp::v1::REWRITE, "worker_design.rewrite_not_json", R"([{"path":["db"]}])", "rewrite"},
+       }) {
+    Reply reply = worker_->Call(DesignTask(c.kind, c.function, c.args));
+    ASSERT_TRUE(reply.has_design()) << reply.DebugString();
+    const DesignFunctionResponse& response = reply.design();
+    EXPECT_EQ(response.reply(),
+              R"(["error","render_error","TypeError: Object of type set is not JSON serializable"])")
+        << c.function;
+    ASSERT_EQ(response.logs_size(), 1) << c.function;
+    EXPECT_EQ(response.logs(0),
+              "function returned a response that is not JSON: TypeError: Object of type set is "
+              "not JSON serializable");
+    EXPECT_EQ(response.error().type(), "TypeError");
+    bool logged = false;
+    for (const v1::FunctionLog& line : reply.function_logs()) {
+      if (line.error().empty()) continue;
+      logged = true;
+      EXPECT_EQ(line.error(), "TypeError");
+      EXPECT_EQ(line.function(), c.function);
+      EXPECT_EQ(line.kind(), c.log_kind);
+      EXPECT_NE(line.message().find("not JSON serializable"), std::string::npos) << line.message();
+    }
+    EXPECT_TRUE(logged) << c.function;
+  }
 }
 
 // render.js runShow: a show that raises when CouchDB found no document for the id in the path
@@ -148,7 +200,9 @@ TEST_F(DesignTest, ShowRaisingOnAMissingDocumentIsNotFound) {
   const char no_id_req[] = R"({"method":"GET","query":{},"path":["db","_design","r","_show","needs_doc"]})";
   EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.needs_doc", std::string("[null,") + no_id_req + "]")
                 .reply(),
-            R"(["error","render_error","TypeError: 'NoneType' object is not subscriptable"])");
+            R"(["error","render_error","TypeError: 'NoneType' object is not subscriptable)" +
+                RaisedAt("worker_design.py", "return {\"body\": doc[\"town\"]}", "needs_doc") +
+                R"("])");
 }
 
 TEST_F(DesignTest, ALoneSurrogateInAResponseIsAnEscapeNotARenderError) {
@@ -160,7 +214,8 @@ TEST_F(DesignTest, ALoneSurrogateInAResponseIsAnEscapeNotARenderError) {
 TEST_F(DesignTest, SysExitInAShowIsARenderErrorAndTheWorkerCarriesOn) {
   std::string args = std::string("[") + kOslo + "," + kReq + "]";
   EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.exits", args).reply(),
-            R"(["error","render_error","SystemExit: 3"])");
+            R"(["error","render_error","SystemExit: 3)" +
+                RaisedAt("worker_design.py", "raise SystemExit(3)", "exits") + R"("])");
   EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.plain_string", args).reply(),
             R"(["resp",{"body":"just a string for doc-1"}])");
 }

@@ -41,6 +41,27 @@ TEST(NamesTest, MissingModuleOrAttributeIsNotFound) {
   EXPECT_EQ(attribute.message(), "AttributeError: module 'worker_views' has no attribute 'nope'");
 }
 
+// A module whose own code raises is not the function's error: the message says it was the
+// import, of which module, and where; the service's log gets the traceback.
+TEST(NamesTest, AModuleThatRaisesWhenImportedIsNamedWithWhere) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(MapTask({"worker_import_fails.f"}, {kDoc}));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), v1::Failure::NOT_FOUND);
+  EXPECT_EQ(reply.failure().function(), "worker_import_fails.f");
+  EXPECT_EQ(reply.failure().message(),
+            "importing worker_import_fails: ZeroDivisionError: division by zero" +
+                RaisedAt("worker_import_fails.py", "RATE = 1 / 0", "<module>"));
+  ASSERT_EQ(reply.function_logs_size(), 1) << reply.DebugString();
+  const v1::FunctionLog& logged = reply.function_logs(0);
+  EXPECT_EQ(logged.error(), "ZeroDivisionError");
+  EXPECT_EQ(logged.kind(), "import");
+  EXPECT_EQ(logged.function(), "worker_import_fails.f");
+  EXPECT_THAT(logged.traceback(), HasSubstr("worker_import_fails.py\", line "));
+  EXPECT_THAT(logged.traceback(), HasSubstr("RATE = 1 / 0"));
+  EXPECT_THAT(logged.traceback(), Not(HasSubstr("<frozen importlib")));
+}
+
 TEST(VersionsTest, MatchingVersionRuns) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(MapTask({"worker_views.versioned|556", "worker_views.unversioned"}, {kDoc}));

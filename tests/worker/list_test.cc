@@ -90,12 +90,17 @@ TEST_F(ListTest, MalformedRowAbortsTheListWithBadInput) {
 
 TEST_F(ListTest, RaisingFunctionEndsWithARenderErrorLoggedFirst) {
   Step(ListStartTask("worker_design.list_crashes"), false);
-  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["error","render_error","KeyError: 'boom'"])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true),
+            R"(["error","render_error","KeyError: 'boom')" +
+                RaisedAt("worker_design.py", "raise KeyError(\"boom\")", "list_crashes") + R"("])");
   EXPECT_EQ(last_.list_step().error().type(), "KeyError");
   ASSERT_EQ(last_.logs_size(), 1);
   EXPECT_EQ(last_.logs(0).rfind("function raised error: KeyError('boom') \nstacktrace: ", 0), 0u)
       << last_.logs(0);
+  // The stack starts at the user's function: none of couch_named_python's frames (the list's
+  // rendering, _render.py, called it).
   EXPECT_NE(last_.logs(0).find("in list_crashes"), std::string::npos) << last_.logs(0);
+  EXPECT_EQ(last_.logs(0).find("couch_named_python"), std::string::npos) << last_.logs(0);
 }
 
 TEST_F(ListTest, UnauthorizedEndsTheListWithCouchDbsUnauthorized) {

@@ -58,9 +58,13 @@ TEST_F(MapTest, RaisingFunctionGivesEmptyRowsAndAnErrorNamingTheDocument) {
   EXPECT_EQ(result.errors(0).function(), "worker_views.needs_missing");
   EXPECT_EQ(result.errors(0).doc_id(), "doc-1");
   EXPECT_EQ(result.errors(0).type(), "KeyError");
-  EXPECT_EQ(result.errors(0).message(), "'missing'");
+  // The message ends with where the operator's code raised it.
+  EXPECT_EQ(result.errors(0).message(),
+            "'missing'" + RaisedAt("worker_views.py", "doc[\"missing\"]", "needs_missing"));
   EXPECT_EQ(result.errors(1).type(), "ValueError");
-  EXPECT_EQ(result.errors(1).message(), "broken after emitting");
+  EXPECT_EQ(result.errors(1).message(),
+            "broken after emitting" +
+                RaisedAt("worker_views.py", "\"broken after emitting\"", "emits_then_raises"));
 }
 
 TEST_F(MapTest, UnserialisableValueIsATypeErrorForThatDocument) {
@@ -88,7 +92,9 @@ TEST_F(MapTest, TextThatIsNotUtf8StillReachesTheServerEscaped) {
   Reply reply = worker_->Call(MapTask({"worker_views.surrogate_error"}, {kOslo}));
   ASSERT_TRUE(reply.has_map()) << reply.DebugString();
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);
-  EXPECT_EQ(reply.map().results(0).errors(0).message(), "bad \\udc80 text");
+  EXPECT_EQ(reply.map().results(0).errors(0).message(),
+            "bad \\udc80 text" +
+                RaisedAt("worker_views.py", "raise ValueError(\"bad ", "surrogate_error"));
   ASSERT_EQ(reply.map().results(0).logs_size(), 1);
   EXPECT_EQ(reply.map().results(0).logs(0), "half a pair: \\ud800");
 }
@@ -102,6 +108,52 @@ TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);
   EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
   EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
+}
+
+// A returned single pair is not the list of pairs it was meant as: it would be two rows,
+// ["a",null] and [1,null], which no one meant. Yielded items keep their meaning.
+TEST_F(MapTest, ReturningAListWhoseItemsAreNotPairsIsATypeError) {
+  Reply reply = worker_->Call(MapTask({"worker_views.returns_one_pair", "worker_views.town_list",
+                                       "worker_views.returns_pairs_and_a_key"},
+                                      {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[],[["Oslo",1],[1,null]],[]])");
+  ASSERT_EQ(reply.map().results(0).errors_size(), 2);
+  EXPECT_EQ(reply.map().results(0).errors(0).function(), "worker_views.returns_one_pair");
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_EQ(reply.map().results(0).errors(0).message(),
+            "a map function must return a list of [key, value] pairs, or yield key, value; "
+            "item 0 of the tuple it returned is not a pair (its type is str)");
+  EXPECT_EQ(reply.map().results(0).errors(1).message(),
+            "a map function must return a list of [key, value] pairs, or yield key, value; "
+            "item 1 of the list it returned is not a pair (its type is int)");
+}
+
+TEST_F(MapTest, ReturnedPairsOfEitherKindAreRows) {
+  EXPECT_EQ(RowsOf("worker_views.returns_pairs", kOslo), R"([[["Oslo",1],["n",1],[[],null]]])");
+}
+
+// A function raising on every document costs a traceback only a few times a second: the
+// service's log gets those; the results have every error.
+TEST_F(MapTest, TracebacksForTheLogAreRationedTheErrorsAreNot) {
+  std::vector<std::string> docs(200, kOslo);
+  Reply reply = worker_->Call(MapTask({"worker_views.needs_missing"}, docs));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  for (const cnp::v1::MapResult& result : reply.map().results()) {
+    EXPECT_EQ(result.errors_size(), 1);
+  }
+  int tracebacks = 0;
+  for (const v1::FunctionLog& line : reply.function_logs()) {
+    ASSERT_EQ(line.error(), "KeyError");
+    EXPECT_EQ(line.function(), "worker_views.needs_missing");
+    EXPECT_EQ(line.kind(), "map");
+    EXPECT_EQ(line.doc_id(), "doc-1");
+    EXPECT_NE(line.traceback().find(", in needs_missing\n"), std::string::npos) << line.traceback();
+    ++tracebacks;
+  }
+  // 20 a second: a task that straddles a second's turn may have two seconds' worth.
+  EXPECT_GE(tracebacks, 1);
+  EXPECT_LE(tracebacks, 40);
 }
 
 TEST_F(MapTest, LogLinesBelongToTheDocumentThatMadeThem) {

@@ -1,4 +1,5 @@
 // Reduce, rereduce and validate_doc_update over a real cnp-worker.
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
 
@@ -43,8 +44,26 @@ TEST(ReduceTest, RaisingOrUnserialisableFunctionGivesNullAndAnError) {
   ASSERT_EQ(reply.reduce().errors_size(), 2);
   EXPECT_EQ(reply.reduce().errors(0).function(), "worker_reduce.fails");
   EXPECT_EQ(reply.reduce().errors(0).type(), "ZeroDivisionError");
-  EXPECT_EQ(reply.reduce().errors(0).message(), "no reduction today");
+  EXPECT_EQ(reply.reduce().errors(0).message(),
+            "no reduction today" +
+                RaisedAt("worker_reduce.py", "raise ZeroDivisionError(\"no reduction", "fails"));
   EXPECT_EQ(reply.reduce().errors(1).type(), "TypeError");
+  // The operator's copy, for the service's log: the exception with its whole traceback.
+  bool logged = false;
+  for (const v1::FunctionLog& line : reply.function_logs()) {
+    if (line.error() != "ZeroDivisionError") continue;
+    logged = true;
+    EXPECT_EQ(line.function(), "worker_reduce.fails");
+    EXPECT_EQ(line.kind(), "reduce");
+    EXPECT_EQ(line.message(),
+              "function raised ZeroDivisionError: " + reply.reduce().errors(0).message());
+    EXPECT_EQ(line.traceback().rfind("Traceback (most recent call last):\n", 0), 0u)
+        << line.traceback();
+    EXPECT_THAT(line.traceback(), ::testing::HasSubstr("worker_reduce.py\", line "));
+    EXPECT_THAT(line.traceback(), ::testing::HasSubstr(", in fails\n"));
+    EXPECT_THAT(line.traceback(), ::testing::EndsWith("ZeroDivisionError: no reduction today"));
+  }
+  EXPECT_TRUE(logged) << reply.DebugString();
 }
 
 TEST(ReduceTest, MalformedKvsIsBadInput) {
@@ -86,7 +105,9 @@ TEST(ValidateTest, TheFourOutcomes) {
 
   Reply error = worker->Call(ValidateTask("worker_validate.crashes", R"({"_id":"a"})", "", daniel));
   EXPECT_EQ(error.validate().outcome(), ValidateResponse::ERROR);
-  EXPECT_EQ(error.validate().message(), "KeyError: 'no such field'");
+  EXPECT_EQ(error.validate().message(),
+            "KeyError: 'no such field'" +
+                RaisedAt("worker_validate.py", "return new[\"no such field\"]", "crashes"));
   EXPECT_EQ(error.validate().error().type(), "KeyError");
   EXPECT_EQ(error.validate().error().doc_id(), "a");
   EXPECT_EQ(error.validate().error().function(), "worker_validate.crashes");

@@ -3,7 +3,8 @@
 cnp-worker calls run_design() and run_interactive_list() with the function already resolved
 and checked, and the arguments CouchDB sent already turned into Python objects. Each returns
 (reply, error): the reply CouchDB expects, and for a function that raised, the error as
-(type name, message, doc id) next to a CouchDB error reply.
+(type name, message, doc id, exception) next to a CouchDB error reply. The message ends with
+where the operator's code raised it, " (views/town.py:8 in townmap)", when that is known.
 
 A function that raises is answered as couchjs (CouchDB's share/server) answers it:
 - Forbidden and Unauthorized are couchjs's thrown {forbidden|unauthorized: msg} objects, which
@@ -18,9 +19,8 @@ A function that raises is answered as couchjs (CouchDB's share/server) answers i
   Error (["error", e.name, e]).
 """
 
-import traceback
-
 from couch_named_python import _render
+from couch_named_python._traceback import user_traceback
 from couch_named_python.errors import Forbidden, NotFound, Redirect, Unauthorized
 from couch_named_python.helpers import log
 
@@ -181,24 +181,23 @@ _RUNNERS = {
 _RENDERED = {SHOW, UPDATE, REWRITE, LIST}
 
 
-def _user_traceback(exc):
-    """The exception's frames from the user's function down (this module's own left out)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return "".join(traceback.format_tb(tb))
+def _where_raised(exc):
+    return _cnp.where_raised(exc) if _cnp is not None else ""
 
 
 def _error_reply(exc, kind, doc=None):
     name = type(exc).__name__
     message = str(exc)
-    raised = (name, message, _doc_id(doc))
+    where = _where_raised(exc)
+    if where:
+        message = f"{message} ({where})" if message else f"({where})"
+    raised = (name, message, _doc_id(doc), exc)
     if kind not in _RENDERED:
         return ["error", name, message or name], raised
     try:
-        log(f"function raised error: {exc!r} \nstacktrace: {_user_traceback(exc)}")
+        log(f"function raised error: {exc!r} \nstacktrace: {user_traceback(exc)}")
     except Exception:  # noqa: BLE001 - a repr() that raises must not hide the error itself
-        log(f"function raised error: {name} \nstacktrace: {_user_traceback(exc)}")
+        log(f"function raised error: {name} \nstacktrace: {user_traceback(exc)}")
     text = f"{name}: {message}" if message else name
     return ["error", "render_error", text], raised
 
