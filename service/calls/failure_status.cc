@@ -9,9 +9,11 @@ namespace cnp::calls {
 absl::Status FailureToStatus(const worker::v1::Failure& failure) {
   using F = worker::v1::Failure;
   // The function it is about in front, "revmod.townmap: ValueError: ...": a call names several.
-  const std::string m = failure.function().empty()
-                            ? failure.message()
-                            : absl::StrCat(failure.function(), ": ", failure.message());
+  // Not a name too long to be one (up to 512 bytes of it come back): its message says so, and
+  // stays short.
+  const bool named = !failure.function().empty() && failure.function().size() <= 200;
+  const std::string m =
+      named ? absl::StrCat(failure.function(), ": ", failure.message()) : failure.message();
   switch (failure.code()) {
     case F::BAD_NAME:
     case F::BAD_INPUT: return absl::InvalidArgumentError(m);

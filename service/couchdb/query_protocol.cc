@@ -75,7 +75,10 @@ std::string FailureLine(const Failure& failure) {
     default:
       id = "internal_error";
   }
-  if (failure.function().empty()) return ErrorLine(id, failure.message());
+  // Not a name too long to be one (up to 512 bytes of it come back): its message says so.
+  if (failure.function().empty() || failure.function().size() > 200) {
+    return ErrorLine(id, failure.message());
+  }
   return ErrorLine(id, absl::StrCat(failure.function(), ": ", failure.message()));
 }
 

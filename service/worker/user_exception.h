@@ -13,10 +13,10 @@ namespace cnp::worker {
 struct UserException {
   std::string type;     // the class name, e.g. "KeyError"
   std::string message;  // str(exception)
+  PyRef value;          // the exception object (its __traceback__ set), for handlers and logs
   // Where the operator's code raised it: the innermost frame of the traceback whose file lies
   // under an operator directory, "views/town.py:8 in townmap" (empty when none does).
   std::string where;
-  PyRef value;          // the exception object (its __traceback__ set), for handlers and logs
 
   // "'town' (views/town.py:8 in townmap)": the message, and where when known.
   std::string Detail() const { return where.empty() ? message : message + " (" + where + ")"; }

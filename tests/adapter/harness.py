@@ -81,6 +81,16 @@ class Server:
         self.log.close()
 
 
+def raised_at(binaries, line_text, function):
+    """Where fixture_fns.py raised, " (fixture_fns.py:306 in f)", as the worker appends it to an
+    exception's message; the line is the one holding `line_text`, found now."""
+    with open(binaries.functions, encoding="utf-8") as source:
+        for number, line in enumerate(source, start=1):
+            if line_text in line:
+                return f" (fixture_fns.py:{number} in {function})"
+    raise AssertionError(f"fixture_fns.py has no line holding {line_text!r}")
+
+
 def server_argv(binaries, socket_path, workers):
     return [binaries.server, f"--listen=unix:{socket_path}",
             f"--python-path={os.path.dirname(binaries.functions)}",

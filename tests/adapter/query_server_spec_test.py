@@ -62,6 +62,10 @@ class QueryServerSpecTest(harness.ServerTestCase):
         if self.qs.process.poll() is None:
             self.assertEqual(self.qs.close(), 0, self.qs.diagnostics())
 
+    def always_raised_at(self):
+        return harness.raised_at(self.binaries, 'raise ValueError("always")',
+                                 "map_fails_for_the_test")
+
     def teach_ddoc(self):
         self.assertIs(self.qs.reply(["ddoc", "new", DDOC_ID, DDOC]), True)
 
@@ -88,7 +92,8 @@ class QueryServerSpecTest(harness.ServerTestCase):
         self.assertIs(self.qs.reply(["add_fun", "fixture_fns.map_error"]), True)
         self.assertEqual(
             [json.loads(line) for line in self.qs.call(["map_doc", {"_id": "x", "n": 1}])],
-            [["log", "function raised exception (ValueError: always) with doc._id x"],
+            [["log", "function raised exception (ValueError: always%s) with doc._id x"
+              % self.always_raised_at()],
              ["log", "mapping x"],
              [[], [[1, None]]]])
 
@@ -121,7 +126,9 @@ class QueryServerSpecTest(harness.ServerTestCase):
         lines = self.qs.call(["map_doc", {"_id": "d1", "a": 1}])
         self.assertEqual(json.loads(lines[-1]), [[], [["baz", 1]]])
         logs = [json.loads(line)[1] for line in lines[:-1]]
-        self.assertIn("function raised exception (ValueError: always) with doc._id d1", logs)
+        # Where the function raised is in the message, as couchjs gives a thrown Error's place.
+        self.assertIn("function raised exception (ValueError: always%s) with doc._id d1"
+                      % self.always_raised_at(), logs)
 
     def test_reduce(self):
         kvs = [[i, i * 2] for i in range(10)]
@@ -200,7 +207,8 @@ class QueryServerSpecTest(harness.ServerTestCase):
         self.assertTrue(lines[0][1].startswith(
             "function raised error: ValueError('testing') \nstacktrace: "), lines[0])
         self.assertIn("in show_raises", lines[0][1])
-        self.assertEqual(lines[1], ["error", "render_error", "ValueError: testing"])
+        self.assertEqual(lines[1], ["error", "render_error", "ValueError: testing" + harness.raised_at(
+            self.binaries, 'raise ValueError("testing")', "show_raises")])
         self.assertIs(self.qs.reply(["reset"]), True)
         self.assertEqual(self.qs.reply(ddoc_call(["shows", "headers"], [DOC, {}]))[0], "resp")
 
@@ -219,7 +227,7 @@ class QueryServerSpecTest(harness.ServerTestCase):
         self.teach_ddoc()
         # couchjs's filter_view does not catch: the document must not silently leave the feed.
         self.assertEqual(self.qs.reply(ddoc_call(["views", "raising", "map"], [[DOC]])),
-                         ["error", "ValueError", "always"])
+                         ["error", "ValueError", "always" + self.always_raised_at()])
 
     def test_missing_function_is_not_found(self):
         self.teach_ddoc()
