@@ -137,6 +137,12 @@ void StoreRuntimeResult(PyObject* outcome, std::string_view kind, absl::string_v
     *reply_json = *std::move(json);
     return;
   }
+  if (Context().answer.exceeded()) {
+    // Not the function's error: its answer passed --max-call-bytes, which the task's reply
+    // says instead of any response (ANSWER_TOO_LARGE, task_loop.cc).
+    PyErr_Clear();
+    return;
+  }
   // The function's answer is not JSON (a set in a response, say): that is its error, told as
   // render.js tells one (a log line, then render_error), and in the service's log.
   UserException exception = TakeException();
@@ -145,8 +151,13 @@ void StoreRuntimeResult(PyObject* outcome, std::string_view kind, absl::string_v
   Context().logs.push_back(absl::StrCat("function returned a response that is not JSON: ", summary));
   exception.message = absl::StrCat("the function's response is not JSON: ", exception.message);
   LogRaised(exception, kind, error->function(), "");
-  *reply_json = *ToJson(PyRef::Steal(Py_BuildValue("[sss]", "error", "render_error",
-                                                   summary.c_str())).get());
+  std::optional<std::string> error_json =
+      ToJson(PyRef::Steal(Py_BuildValue("[sss]", "error", "render_error", summary.c_str())).get());
+  if (!error_json.has_value()) {
+    PyErr_Clear();  // no room left even for the error: the reply says ANSWER_TOO_LARGE
+    return;
+  }
+  *reply_json = *std::move(error_json);
 }
 
 }  // namespace cnp::worker

@@ -29,3 +29,14 @@ def logs_the_doc(doc):
 def same_value_many_times(keys, values, rereduce):
     """A small Python value whose JSON is large: one 100 kB string, 200 times."""
     return ["x" * 100_000] * 200
+
+
+def show_fills_the_answer(doc, req):
+    """log() lines until no more fit, then a response that cannot fit either."""
+    size = 1 << 19
+    while size >= 1:
+        try:
+            log("x" * size)
+        except RuntimeError:
+            size //= 2
+    return {"body": "y" * 1000}

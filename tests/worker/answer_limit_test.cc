@@ -115,5 +115,16 @@ TEST(AnswerLimitTest, AReduceResultIsBoundedInItsJson) {
   EXPECT_EQ(unlimited.reduce().results(0).size(), 200u * 100'003 + 1);
 }
 
+// A show whose log() lines leave no room for its response, nor for the render_error that
+// would say its response is not JSON: the task is too large (the worker read an empty result
+// there before, and crashed), and the worker serves the next one.
+TEST(AnswerLimitTest, AResponseWithNoRoomLeftIsTooLargeNotACrash) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  ExpectTooLarge(worker->Call(Limited(DesignTask(
+      cnp::v1::SHOW, "worker_answers.show_fills_the_answer", R"([{"_id":"a"},{}])"))));
+  Reply next = worker->Call(Limited(MapTask({"worker_answers.echo"}, {R"({"_id":"s"})"})));
+  ASSERT_TRUE(next.has_map()) << next.ShortDebugString();
+}
+
 }  // namespace
 }  // namespace cnp::worker::testing
