@@ -86,10 +86,13 @@ ABSL_FLAG(int64_t, max_grpc_memory, 0,
 ABSL_FLAG(int, max_connections_per_peer, 1024,
           "TCP connections one peer address may have open at once; more are closed as they "
           "connect (0: no limit). Behind nginx on this host every call in flight is a "
-          "connection from nginx's address: raise it above nginx's calls in flight");
-ABSL_FLAG(absl::Duration, first_call_timeout, absl::Seconds(30),
+          "connection from nginx's address: keep it above nginx's calls in flight at peak plus "
+          "its idle connections (keepalive x worker_processes)");
+ABSL_FLAG(absl::Duration, first_call_timeout, absl::ZeroDuration(),
           "a TCP connection that has made no call (with the token, when there is one) this "
-          "soon after connecting is closed (0: never)");
+          "soon after connecting is closed (0: never, the default). Health checks are not "
+          "calls here: do not set it on a listener that balancers health-check over "
+          "connections of their own");
 ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
           "a connection with no call open for this long is closed (its client reconnects at "
           "its next call; 0: never)");

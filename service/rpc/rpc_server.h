@@ -70,7 +70,7 @@ struct ServerOptions {
   int max_connections_per_peer = kDefaultMaxConnectionsPerPeer;
   // A TCP connection that makes no admitted call this soon after connecting is closed
   // (--first-call-timeout); zero: never.
-  absl::Duration first_call_timeout = absl::Seconds(30);
+  absl::Duration first_call_timeout = absl::ZeroDuration();
   // gRPC closes (GOAWAY) a connection that has had no call open for this long
   // (--max-connection-idle); its client reconnects at its next call. Zero: never.
   absl::Duration max_connection_idle = absl::Minutes(5);
