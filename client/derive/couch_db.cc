@@ -48,8 +48,13 @@ absl::StatusOr<std::string> CouchDb::GetStart(const std::string& path, size_t ma
         return start.size() < max_bytes;
       },
       [&] { return absl::Now() < deadline; });
-  // Ended by us once it had enough: only a success's body reaches the reader.
-  if (absl::IsCancelled(response.status()) && !start.empty()) return start;
+  // Ended by us once it had enough: only a success's body reaches the reader. Ended by the
+  // deadline with less, it is not the whole answer, and must not pass for one.
+  if (absl::IsCancelled(response.status()) && start.size() >= max_bytes) return start;
+  if (absl::IsCancelled(response.status()) && absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(what, " at ", http_.base_url(),
+                                                    ": the server stalled for 60 s midway"));
+  }
   if (!response.ok()) return response.status();
   if (response->status < 200 || response->status > 299) {
     return couchdb::HttpError(*response, what, http_.base_url());
