@@ -2,13 +2,13 @@
 // building an answer once it passes the limit and answers Failure ANSWER_TOO_LARGE, small,
 // instead of allocating on. Without it, 200 map functions each emitting a 1 MB document built a
 // 200 MB answer (three times over: rows, reply, frame) from a 1 MB request.
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/process_memory.h"
 #include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
@@ -17,20 +17,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr int64_t kLimit = 1 << 20;
-
-// A field of /proc/<pid>/status in bytes ("VmRSS", "VmHWM").
-int64_t StatusBytes(pid_t pid, const std::string& field) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string key;
-  while (status >> key) {
-    if (key == field + ":") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb << 10;
-    }
-  }
-  return -1;
-}
 
 std::string BigDoc(size_t bytes) {
   return absl::StrCat(R"({"_id":"big","blob":")", std::string(bytes, 'x'), R"("})");
@@ -60,11 +46,11 @@ TEST(AnswerLimitTest, ManyFunctionsOnOneDocumentStopAtTheLimit) {
   // Warm: the module imported and a 1 MB document parsed once.
   Reply warm = worker->Call(Limited(MapTask({"worker_answers.echo"}, {doc}), 4 * kLimit));
   ASSERT_TRUE(warm.has_map()) << warm.ShortDebugString().substr(0, 300);
-  const int64_t before = StatusBytes(worker->pid(), "VmRSS");
+  const int64_t before = ::cnp::testing::ProcStatusBytes(worker->pid(), "VmRSS");
 
   Reply reply = worker->Call(Limited(MapTask(functions, {doc})));
   ExpectTooLarge(reply);
-  const int64_t peak = StatusBytes(worker->pid(), "VmHWM");
+  const int64_t peak = ::cnp::testing::ProcStatusBytes(worker->pid(), "VmHWM");
   // Unbounded, this answer is 200 MB, built three times over.
   EXPECT_LT(peak - before, 32 << 20) << "before " << before << ", peak " << peak;
 

@@ -5,7 +5,6 @@
 // Now the worker stops building the answer at the limit the task carries, and the server reads
 // no reply over it: the peak stays near where it was, the answer names the limit and the flag,
 // and the worker is kept.
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/process_memory.h"
 #include "tests/support/server_process.h"
 
 namespace cnp {
@@ -39,20 +39,6 @@ std::unique_ptr<ServerProcess> StartServer() {
   return server.ok() ? std::move(*server) : nullptr;
 }
 
-// A field of /proc/<pid>/status in bytes ("VmRSS", "VmHWM").
-int64_t StatusBytes(pid_t pid, const std::string& field) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string key;
-  while (status >> key) {
-    if (key == field + ":") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb << 10;
-    }
-  }
-  return -1;
-}
-
 std::string MegabyteDoc() {
   return absl::StrCat(R"({"_id":"big","blob":")", std::string(1 << 20, 'x'), R"("})");
 }
@@ -65,10 +51,10 @@ TEST(AnswerMemoryTest, AMapOfManyNamesOnOneDocumentIsRefusedWithoutHoldingItsAns
     auto warm = client->Map({"svc_fns.echo"}, {MegabyteDoc()});
     ASSERT_TRUE(warm.ok()) << warm.status();
   }
-  const int64_t before = StatusBytes(server->pid(), "VmRSS");
+  const int64_t before = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS");
   auto refused = client->Map(std::vector<std::string>(kNames, "svc_fns.echo"), {MegabyteDoc()},
                              absl::Minutes(2));
-  const int64_t peak = StatusBytes(server->pid(), "VmHWM");
+  const int64_t peak = ::cnp::testing::ProcStatusBytes(server->pid(), "VmHWM");
   std::cerr << "server RSS before " << (before >> 20) << " MiB, peak " << (peak >> 20)
             << " MiB\n";
   EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
@@ -124,9 +110,9 @@ TEST(AnswerMemoryTest, AMapDocAfterManyAddFunsIsAnErrorLineWithoutHoldingItsAnsw
   ASSERT_EQ(small->size(), 1u);
   EXPECT_THAT(small->front(), StartsWith(R"([[["s",{"_id":"s"}]],[["s",)"));
 
-  const int64_t before = StatusBytes(server->pid(), "VmRSS");
+  const int64_t before = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS");
   auto answer = session.Ask(absl::StrCat(R"(["map_doc",)", MegabyteDoc(), "]"));
-  const int64_t peak = StatusBytes(server->pid(), "VmHWM");
+  const int64_t peak = ::cnp::testing::ProcStatusBytes(server->pid(), "VmHWM");
   std::cerr << "server RSS before " << (before >> 20) << " MiB, peak " << (peak >> 20)
             << " MiB\n";
   ASSERT_TRUE(answer.has_value());

@@ -4,13 +4,13 @@
 // CouchDB.
 #include "service/couchdb/design_doc_cache.h"
 
-#include <fstream>
 #include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/process_memory.h"
 #include "service/couchdb/query_session.h"
 
 namespace cnp::couchdb {
@@ -18,20 +18,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-// This process's resident memory, from /proc/self/status.
-int64_t ResidentBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb << 10;
-    }
-  }
-  return -1;
-}
 
 // A design document of about `bytes` bytes, all of them in function sections (a filter with
 // a long name), so that a cache that keeps only function names still has to keep them.
@@ -43,11 +29,11 @@ std::string BigDesignDoc(int n, size_t bytes) {
 TEST(DesignDocCacheTest, ThreeThousandLargeDesignDocumentsStayWithinTheBound) {
   DesignDocCache cache;
   ASSERT_EQ(cache.limits().max_bytes, size_t{64} << 20);
-  const int64_t before = ResidentBytes();
+  const int64_t before = ::cnp::testing::OwnResidentBytes();
   for (int i = 0; i < 3000; ++i) {
     ASSERT_TRUE(cache.Put(absl::StrCat("_design/d", i), BigDesignDoc(i, 100 << 10)).ok());
   }
-  const int64_t grown = ResidentBytes() - before;
+  const int64_t grown = ::cnp::testing::OwnResidentBytes() - before;
   // Unbounded, this held 3,000 x 100 KB = 293 MiB; bounded, 64 MiB and the allocator's slack.
   EXPECT_LT(grown, 96 << 20) << "the cache grew the process by " << (grown >> 20) << " MiB";
   EXPECT_LE(cache.bytes(), cache.limits().max_bytes);
@@ -116,11 +102,11 @@ std::string ValidateDesignDoc(int n) {
 // bound holds some 200,000 of them, and the process's memory follows what it holds.
 TEST(DesignDocCacheTest, AHundredThousandValidateDocumentsFitInTheDefaultBound) {
   DesignDocCache cache;
-  const int64_t before = ResidentBytes();
+  const int64_t before = ::cnp::testing::OwnResidentBytes();
   for (int i = 0; i < 100000; ++i) {
     ASSERT_TRUE(cache.Put(absl::StrCat("_design/auth-", i), ValidateDesignDoc(i)).ok());
   }
-  const int64_t grown = ResidentBytes() - before;
+  const int64_t grown = ::cnp::testing::OwnResidentBytes() - before;
   EXPECT_EQ(cache.size(), 100000u);
   EXPECT_TRUE(cache.Contains("_design/auth-0"));
   EXPECT_LT(cache.bytes(), cache.limits().max_bytes / 2);

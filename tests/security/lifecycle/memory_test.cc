@@ -4,7 +4,6 @@
 // than its document count, and the memory goes back after the call.
 #include <signal.h>
 
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -15,6 +14,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/process_memory.h"
 #include "tests/support/server_process.h"
 
 namespace cnp {
@@ -30,20 +30,6 @@ std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
   auto server = ServerProcess::Start(args);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
-}
-
-// A field of /proc/<pid>/status in bytes ("VmRSS", "VmHWM").
-int64_t StatusBytes(pid_t pid, const std::string& field) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string key;
-  while (status >> key) {
-    if (key == field + ":") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb << 10;
-    }
-  }
-  return -1;
 }
 
 // A MapRequest of `docs` copies of `doc` for `function`, in its wire form, built directly: the
@@ -112,13 +98,13 @@ TEST(MemoryTest, TenMillionEmptyDocumentsAreRefusedNamingTheFlag) {
     grpc::Status warm = CallMap(server->target(), EncodedMapRequest("svc_fns.by_town|7", "{}", 10), nullptr);
     ASSERT_TRUE(warm.ok()) << warm.error_code() << " " << warm.error_message();
   }
-  Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
+  Memory m{.before = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS")};
   grpc::Status status = CallMap(server->target(), request, nullptr);
   // The server gives the memory back once gRPC has let go of the response, just after the
   // client has it, and says so.
   EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
-  m.peak = StatusBytes(server->pid(), "VmHWM");
-  m.after = StatusBytes(server->pid(), "VmRSS");
+  m.peak = ::cnp::testing::ProcStatusBytes(server->pid(), "VmHWM");
+  m.after = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request refused: " << m << "\n";
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("--max-docs-per-call"));
@@ -136,14 +122,14 @@ TEST(MemoryTest, TenMillionEmptyDocumentsWithTheBoundsRaisedPeakInProportionToTh
     grpc::Status warm = CallMap(server->target(), EncodedMapRequest("svc_fns.by_town|7", "{}", 10), nullptr);
     ASSERT_TRUE(warm.ok()) << warm.error_code() << " " << warm.error_message();
   }
-  Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
+  Memory m{.before = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS")};
   std::string response;
   grpc::Status status = CallMap(server->target(), request, &response);
   // The server gives the memory back once gRPC has let go of the response, just after the
   // client has it, and says so.
   EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
-  m.peak = StatusBytes(server->pid(), "VmHWM");
-  m.after = StatusBytes(server->pid(), "VmRSS");
+  m.peak = ::cnp::testing::ProcStatusBytes(server->pid(), "VmHWM");
+  m.after = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request, " << response.size() << "-byte response: " << m
             << "\n";
   ASSERT_TRUE(status.ok()) << status.error_message() << server->Log();
@@ -165,14 +151,14 @@ TEST(MemoryTest, AMillionDocumentsAreServedAndTheMemoryGoesBack) {
     grpc::Status warm = CallMap(server->target(), EncodedMapRequest("svc_fns.by_town|7", "{}", 10), nullptr);
     ASSERT_TRUE(warm.ok()) << warm.error_code() << " " << warm.error_message();
   }
-  Memory m{.before = StatusBytes(server->pid(), "VmRSS")};
+  Memory m{.before = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS")};
   std::string response;
   grpc::Status status = CallMap(server->target(), request, &response);
   // The server gives the memory back once gRPC has let go of the response, just after the
   // client has it, and says so.
   EXPECT_TRUE(server->WaitForLog("back to the system", absl::Seconds(30))) << server->Log();
-  m.peak = StatusBytes(server->pid(), "VmHWM");
-  m.after = StatusBytes(server->pid(), "VmRSS");
+  m.peak = ::cnp::testing::ProcStatusBytes(server->pid(), "VmHWM");
+  m.after = ::cnp::testing::ProcStatusBytes(server->pid(), "VmRSS");
   std::cerr << request.size() << "-byte request, " << response.size() << "-byte response: " << m
             << "\n";
   ASSERT_TRUE(status.ok()) << status.error_message();
