@@ -28,22 +28,6 @@ constexpr char kDoc[] = R"({"_id":"a","n":1})";
 constexpr rlim_t kServerOpenFiles = 256;
 constexpr int kFlood = 600;
 
-// A call on a connection of its own: gRPC would otherwise reuse the connection an earlier
-// client of the same target opened, which proves nothing about accepting new ones.
-grpc::Status MapOnANewConnection(const std::string& target, absl::Duration timeout) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = v1::Functions::NewStub(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  context.set_wait_for_ready(true);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  v1::MapRequest request;
-  request.add_functions("svc_fns.doubled");
-  request.add_docs(kDoc);
-  v1::MapResponse response;
-  return stub->Map(&context, request, &response);
-}
 
 // Whether any of `fds` was closed by the server, waiting up to `timeout`.
 bool AnyClosedByServer(const std::vector<int>& fds, absl::Duration timeout) {
@@ -101,7 +85,7 @@ TEST(ConnectionLimitTest, AFloodIsCappedAndTheServerRecoversWhenItEnds) {
   EXPECT_TRUE(during.ok()) << during.status();
 
   for (int fd : flood) ::close(fd);
-  grpc::Status after = MapOnANewConnection("unix:" + socket, absl::Seconds(20));
+  grpc::Status after = MapOnANewConnection("unix:" + socket, kDoc, absl::Seconds(20));
   EXPECT_TRUE(after.ok()) << after.error_message() << server->Log();
 }
 

@@ -98,21 +98,6 @@ bool ClosedByServer(int fd, absl::Duration timeout) {
   }
 }
 
-// A Map on a connection of its own (gRPC would otherwise reuse an earlier client's).
-grpc::Status MapOnANewConnection(const std::string& target, absl::Duration timeout) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = v1::Functions::NewStub(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  context.set_wait_for_ready(true);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  v1::MapRequest request;
-  request.add_functions("svc_fns.doubled");
-  request.add_docs(kDoc);
-  v1::MapResponse response;
-  return stub->Map(&context, request, &response);
-}
 
 int CountLines(const std::string& log, const std::string& needle) {
   int n = 0;
@@ -143,7 +128,7 @@ TEST(ConnectionReserveTest, UnixClientsAreServedWhileTcpPeersHoldEveryConnection
   EXPECT_THAT(server->Log(), HasSubstr("too many open connections"));
 
   // A unix-socket client connecting now still gets in.
-  grpc::Status unix_call = MapOnANewConnection("unix:" + socket, absl::Seconds(20));
+  grpc::Status unix_call = MapOnANewConnection("unix:" + socket, kDoc, absl::Seconds(20));
   EXPECT_TRUE(unix_call.ok()) << unix_call.error_message() << server->Log();
   // And TCP stays refused while the flood holds its connections.
   const int another = IdleHttp2Connection(port);

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "cnp/v1/functions.grpc.pb.h"
 
 namespace cnp::security_testing {
 
@@ -51,6 +52,22 @@ absl::StatusOr<Certificates> MakeCertificates() {
   ::chmod(c.server_key.c_str(), 0600);
   ::chmod(c.client_key.c_str(), 0600);
   return c;
+}
+
+grpc::Status MapOnANewConnection(const std::string& target, const std::string& doc,
+                                 absl::Duration timeout) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = v1::Functions::NewStub(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::MapRequest request;
+  request.add_functions("svc_fns.doubled");
+  request.add_docs(doc);
+  v1::MapResponse response;
+  return stub->Map(&context, request, &response);
 }
 
 }  // namespace cnp::security_testing

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 #include "tests/support/files.h"
 #include "tests/support/server_process.h"
 #include "tests/support/spawn.h"
@@ -36,5 +38,11 @@ struct Certificates {
 absl::StatusOr<Certificates> MakeCertificates();
 
 std::string FunctionsDir();
+
+// A Map of `doc` by svc_fns.doubled, plaintext, on a connection of its own: gRPC would otherwise
+// reuse the connection an earlier client of the same target opened, which proves nothing about
+// accepting new ones.
+grpc::Status MapOnANewConnection(const std::string& target, const std::string& doc,
+                                 absl::Duration timeout);
 
 }  // namespace cnp::security_testing
