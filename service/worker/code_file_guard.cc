@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/code_ownership.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 namespace {
@@ -37,29 +38,52 @@ std::string Refusal(const std::string& file, const std::string& of_what,
                       removable.empty() ? "" : ", or remove ", removable);
 }
 
+// What a file of code is, for the checks it needs beyond its own.
+enum class CodeFileKind {
+  kModule,     // a source, a bare .pyc, a .pth file, a zip archive: read whole from the fd
+  kCache,      // __pycache__/NAME.cpython-311.pyc: Python takes it instead of the source
+  kExtension,  // NAME.so: the check opens it, but dlopen opens it again by its name
+};
+
+CodeFileKind KindOf(const std::filesystem::path& file) {
+  if (file.parent_path().filename() == "__pycache__") return CodeFileKind::kCache;
+  // Every suffix of importlib.machinery.EXTENSION_SUFFIXES on Linux ends so.
+  if (file.extension() == ".so") return CodeFileKind::kExtension;
+  return CodeFileKind::kModule;
+}
+
 // Why the code in `file` (opened, and `st` what fstat says of it) may not run, or empty.
 std::string WhyNot(const std::string& file, const struct stat& st) {
-  const std::filesystem::path cache_dir = std::filesystem::path(file).parent_path();
+  const CodeFileKind kind = KindOf(file);
+  const std::filesystem::path dir = std::filesystem::path(file).parent_path();
   // A cache may go: Python compiles the source instead (the worker writes no caches).
-  const bool is_cache = cache_dir.filename() == "__pycache__";
+  const bool is_cache = kind == CodeFileKind::kCache;
   if (std::optional<OwnershipProblem> problem = OthersCanChange(file, st)) {
     return Refusal(file, is_cache ? "this bytecode cache, which Python runs instead of its "
                                     "source,"
                                   : "it",
                    *problem, is_cache ? "it" : "");
   }
-  if (!is_cache) return "";
+  if (kind == CodeFileKind::kModule) return "";
   // The file could not be replaced under us, but whoever may write to its directory could
-  // have put it there, or will put the next one.
+  // have put a cache there, or will put the next one; and could swap an extension for another
+  // file between this check and dlopen.
   struct stat dir_st {};
-  if (::stat(cache_dir.c_str(), &dir_st) != 0) {
+  if (::stat(dir.c_str(), &dir_st) != 0) {
     return absl::StrCat("cnp-worker does not load ", file, ": cannot check its directory ",
-                        cache_dir.string(), ": ", std::strerror(errno));
+                        dir.string(), ": ", std::strerror(errno));
   }
-  if (std::optional<OwnershipProblem> problem = OthersCanChange(cache_dir.string(), dir_st)) {
-    return Refusal(file, absl::StrCat("it is a bytecode cache, which Python runs instead of its "
-                                      "source, and its directory ", cache_dir.string()),
-                   *problem, cache_dir.string());
+  if (std::optional<OwnershipProblem> problem = OthersCanChange(dir.string(), dir_st)) {
+    return is_cache ? Refusal(file,
+                              absl::StrCat("it is a bytecode cache, which Python runs instead of "
+                                           "its source, and its directory ",
+                                           dir.string()),
+                              *problem, dir.string())
+                    : Refusal(file,
+                              absl::StrCat("it is an extension module, which Python loads by "
+                                           "its name, and its directory ",
+                                           dir.string()),
+                              *problem, "");
   }
   return "";
 }
@@ -95,6 +119,39 @@ absl::Status InstallCodeFileGuard() {
         "cannot guard the files Python loads code from: another open_code hook is installed");
   }
   return absl::OkStatus();
+}
+
+absl::Status GuardLoadersWithoutOpenCode() {
+  // importlib's own classes, the ones sys.path_hooks' finders make loaders of. A bare .pyc is
+  // read through io.open_code as a source or cache is (FileLoader.get_data uses io.FileIO for
+  // it). An extension is opened through it before _imp.create_dynamic dlopens it, so the hook
+  // checks the file and its directory (KindOf).
+  constexpr const char* kRouteThroughOpenCode = R"PY(
+import _io
+from _frozen_importlib_external import ExtensionFileLoader, SourcelessFileLoader
+
+def get_data(self, path):
+    with _io.open_code(str(path)) as file:
+        return file.read()
+
+def create_module(self, spec, load=ExtensionFileLoader.create_module):
+    _io.open_code(spec.origin).close()
+    return load(self, spec)
+
+SourcelessFileLoader.get_data = get_data
+ExtensionFileLoader.create_module = create_module
+)PY";
+  PyRef globals = PyRef::Steal(PyDict_New());
+  if (globals && PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) == 0) {
+    PyRef done = PyRef::Steal(
+        PyRun_String(kRouteThroughOpenCode, Py_file_input, globals.get(), globals.get()));
+    if (done) return absl::OkStatus();
+  }
+  UserException e = TakeException();
+  return absl::InternalError(
+      absl::StrCat("cannot guard the bytecode and extension modules Python loads without "
+                   "io.open_code: ",
+                   e.Summary()));
 }
 
 bool IsCodeFileRefusal(PyObject* exception) {

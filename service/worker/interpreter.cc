@@ -206,6 +206,7 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
     return absl::InternalError(absl::StrCat("starting Python failed: ",
                                             status.err_msg ? status.err_msg : "unknown error"));
   }
+  if (absl::Status s = GuardLoadersWithoutOpenCode(); !s.ok()) return s;
 
   CodeRoots roots;
   for (const std::string& dir : SysPathFrom(0)) AddRoot(dir, roots.stdlib_dirs);
