@@ -5,7 +5,8 @@
 // files). Not the current directory, not the user's site-packages, not Debian's dist-packages.
 // Each of those directories, and every directory above it, must be writable by nobody but this
 // user and root (common/code_directory.h), or the worker does not start; and every file Python
-// reads code from (sources, bytecode caches, .pth files) must be too (code_file_guard.h).
+// reads code from (sources, bytecode caches, bare .pyc files, .pth files, extension modules
+// and their directories) must be too (code_file_guard.h).
 #pragma once
 
 #include <string>
