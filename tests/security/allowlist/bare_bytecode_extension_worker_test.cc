@@ -95,6 +95,13 @@ void ExpectRefused(const Reply& reply, const std::string& file, const std::strin
   EXPECT_THAT(reply.failure().message(), HasSubstr(fix));
 }
 
+// The guard's refusal (code_file_guard.h), not the module policy's check of a named module.
+void ExpectRefusedByTheGuard(const Reply& reply, const std::string& file, const std::string& fix,
+                             const std::string& marker) {
+  ExpectRefused(reply, file, fix, marker);
+  EXPECT_THAT(reply.failure().message(), HasSubstr("cnp-worker does not load " + file));
+}
+
 void ExpectRan(const Reply& reply, const std::string& who, const std::string& marker) {
   ASSERT_TRUE(reply.has_map()) << reply.DebugString();
   EXPECT_EQ(reply.map().results(0).rows(), absl::StrCat(R"([[[")", who, R"(",1]]])"));
@@ -109,7 +116,7 @@ TEST(BareBytecodeTest, ABarePycAModuleImportsIsHeldToTheRule) {
   PlantBytecode(pyc, PlantedModule(marker));
   ASSERT_EQ(::chmod(pyc.c_str(), 0666), 0);
   Reply reply = t.Map("myviews.by_town");
-  ExpectRefused(reply, pyc, "chmod go-w " + pyc, marker);
+  ExpectRefusedByTheGuard(reply, pyc, "chmod go-w " + pyc, marker);
   EXPECT_THAT(reply.failure().message(), HasSubstr("is writable by every user (mode 0666)"));
 
   // Private to another user: refused the same way. (Root may give a file away; elsewhere the
@@ -117,7 +124,7 @@ TEST(BareBytecodeTest, ABarePycAModuleImportsIsHeldToTheRule) {
   ASSERT_EQ(::chmod(pyc.c_str(), 0644), 0);
   if (::geteuid() == 0 && ::chown(pyc.c_str(), 65534, 65534) == 0) {
     Reply foreign = t.Map("myviews.by_town");
-    ExpectRefused(foreign, pyc, "chown " + pyc + " to root or uid 0", marker);
+    ExpectRefusedByTheGuard(foreign, pyc, "chown " + pyc + " to root or uid 0", marker);
     EXPECT_THAT(foreign.failure().message(), HasSubstr("belongs to uid 65534"));
     ASSERT_EQ(::chown(pyc.c_str(), 0, 0), 0);
   }
@@ -147,7 +154,7 @@ TEST(ExtensionModuleTest, AnExtensionAModuleImportsIsHeldToTheRule) {
   WriteModule(t.dir + "/myviews.py", kImportsPlanted);
   PlantExtension(so, 0775);
   Reply reply = t.Map("myviews.by_town");
-  ExpectRefused(reply, so, "chmod go-w " + so, marker);
+  ExpectRefusedByTheGuard(reply, so, "chmod go-w " + so, marker);
   EXPECT_THAT(reply.failure().message(), HasSubstr("is writable by its group (mode 0775)"));
 
   ASSERT_EQ(::chmod(so.c_str(), 0755), 0);
@@ -168,7 +175,7 @@ TEST(ExtensionModuleTest, AnExtensionInADirectoryOthersMayWriteToIsRefused) {
   PlantExtension(so, 0755);
   ASSERT_EQ(::chmod(package.c_str(), 0777), 0);
   Reply reply = t.Map("myviews.by_town");
-  ExpectRefused(reply, so, "chmod go-w " + package, marker);
+  ExpectRefusedByTheGuard(reply, so, "chmod go-w " + package, marker);
   EXPECT_THAT(reply.failure().message(), HasSubstr("is writable by every user (mode 0777)"));
 
   ASSERT_EQ(::chmod(package.c_str(), 0755), 0);
@@ -186,7 +193,7 @@ TEST(ExtensionModuleTest, ANamedExtensionIsCheckedBeforeItLoads) {
   const std::string so = package + "/planted.so";
   PlantExtension(so, 0755);
   ASSERT_EQ(::chmod(package.c_str(), 0777), 0);
-  ExpectRefused(t.Map("views.planted.by_town"), so, "chmod go-w " + package, marker);
+  ExpectRefusedByTheGuard(t.Map("views.planted.by_town"), so, "chmod go-w " + package, marker);
 
   const std::string top = t.dir + "/planted.so";
   PlantExtension(top, 0666);
