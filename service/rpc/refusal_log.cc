@@ -9,7 +9,8 @@ namespace cnp::rpc {
 void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::string_view peer,
                          absl::string_view reason, std::initializer_list<LogField> details) {
   const Clock::time_point now = Clock::now();
-  auto [it, first] = peers_.try_emplace(absl::StrCat(event, " ", key));
+  // Refusals of another kind from the same peer are counted apart: a line tells one reason.
+  auto [it, first] = peers_.try_emplace(absl::StrCat(event, "\n", reason, "\n", key));
   PeerState& state = it->second;
   state.event = std::string(event);
   state.peer = std::string(peer);

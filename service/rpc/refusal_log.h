@@ -1,5 +1,5 @@
-// The access-log lines for connections the server refuses or closes: one per peer and reason
-// per interval rather than one per connection. A flood from one address would otherwise write
+// The access-log lines for connections the server refuses or closes: one per peer, event and
+// reason per interval rather than one per connection. A flood from one address would otherwise write
 // a line for each connection (the log growing as fast as an attacker can connect), and one
 // line per second for all peers together hid who was refused. A peer's first refusal is
 // written at once; those that follow within the interval are counted, and the peer's next line
