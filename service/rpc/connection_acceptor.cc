@@ -59,8 +59,12 @@ TcpPeer TcpPeerOf(int fd) {
       ::inet_ntop(AF_INET, &v4, text, sizeof text);
       peer.address = absl::StrCat("ipv4:", text);
     } else {
+      // As gRPC's context.peer() spells it (a URI: brackets and the scope's '%' escaped), or
+      // probation would never match the calls an IPv6 connection makes.
       ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-      peer.address = absl::StrCat("ipv6:[", text, "]");
+      const std::string scope =
+          in6->sin6_scope_id != 0 ? absl::StrCat("%25", in6->sin6_scope_id) : "";
+      peer.address = absl::StrCat("ipv6:%5B", text, scope, "%5D");
     }
     peer.uri = absl::StrCat(peer.address, ":", ntohs(in6->sin6_port));
     return peer;
@@ -74,7 +78,7 @@ TcpPeer TcpPeerOf(int fd) {
   return peer;
 }
 
-// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4"; "ipv6:[::1]:5000" -> "ipv6:[::1]".
+// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4"; "ipv6:%5B::1%5D:5000" -> "ipv6:%5B::1%5D".
 std::string AddressOf(const std::string& uri) {
   const size_t colon = uri.rfind(':');
   return colon == std::string::npos ? uri : uri.substr(0, colon);

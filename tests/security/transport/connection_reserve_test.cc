@@ -45,18 +45,30 @@ void RaiseOwnOpenFilesLimit() {
   ::setrlimit(RLIMIT_NOFILE, &files);
 }
 
-// A TCP connection to 127.0.0.1:`port` that sends the HTTP/2 client preface and an empty
-// SETTINGS frame, as a gRPC client would, and then nothing. -1 if it could not connect.
-int IdleHttp2Connection(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// A TCP connection to the loopback address (127.0.0.1, or ::1 for AF_INET6) at `port` that
+// sends the HTTP/2 client preface and an empty SETTINGS frame, as a gRPC client would, and
+// then nothing. -1 if it could not connect.
+int IdleHttp2Connection(int port, int family = AF_INET) {
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   const timeval five_seconds{.tv_sec = 5, .tv_usec = 0};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &five_seconds, sizeof five_seconds);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  if (family == AF_INET6) {
+    auto* addr = reinterpret_cast<sockaddr_in6*>(&storage);
+    addr->sin6_family = AF_INET6;
+    addr->sin6_port = htons(static_cast<uint16_t>(port));
+    addr->sin6_addr = in6addr_loopback;
+    len = sizeof *addr;
+  } else {
+    auto* addr = reinterpret_cast<sockaddr_in*>(&storage);
+    addr->sin_family = AF_INET;
+    addr->sin_port = htons(static_cast<uint16_t>(port));
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof *addr;
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&storage), len) != 0) {
     ::close(fd);
     return -1;
   }
@@ -65,11 +77,24 @@ int IdleHttp2Connection(int port) {
   return fd;
 }
 
+// Whether this machine has IPv6 loopback (::1) to listen on.
+bool HasIpv6Loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return bound;
+}
+
 int LocalPort(int fd) {
-  sockaddr_in addr{};
+  sockaddr_storage addr{};
   socklen_t len = sizeof addr;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  return ntohs(addr.sin_port);
+  return addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                    : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
 }
 
 enum class Fate { kServed, kClosed, kUndecided };
@@ -214,6 +239,46 @@ TEST(ConnectionReserveTest, AConnectionThatMakesNoCallSoonIsClosed) {
       absl::StrCat("closed peer=ipv4:127.0.0.1:", LocalPort(idle), " reason=\"no call admitted");
   EXPECT_TRUE(server->WaitForLog(line, absl::Seconds(5))) << server->Log();
   EXPECT_THAT(server->Log(), HasSubstr("--first-call-timeout"));
+  ::close(idle);
+}
+
+// gRPC names an IPv6 peer as a URI (`ipv6:%5B::1%5D:port`): a connection that made its call
+// over IPv6 must be recognised as the one that did, and stay open past the timeout.
+TEST(ConnectionReserveTest, AnIpv6ConnectionThatMadeACallStaysOpen) {
+  if (!HasIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
+  auto server = LaunchServer({.args = {"--listen=[::1]:0", "--first-call-timeout=1s"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("ipv6:[::1]:", server->Port()),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::Functions::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto stream = stub->MapStream(&context);
+  v1::MapRequest request;
+  request.add_functions("svc_fns.doubled");
+  request.add_docs(kDoc);
+  v1::MapResponse response;
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response)) << stream->Finish().error_message();
+
+  // Connected after the stream's connection, so closed after that one's timeout: once it is
+  // closed, the stream's connection has been looked at too.
+  const int idle = IdleHttp2Connection(server->Port(), AF_INET6);
+  ASSERT_GE(idle, 0);
+  EXPECT_TRUE(ClosedByServer(idle, absl::Seconds(20))) << server->Log();
+  EXPECT_TRUE(server->WaitForLog(
+      absl::StrCat("closed peer=ipv6:%5B::1%5D:", LocalPort(idle), " reason=\"no call admitted"),
+      absl::Seconds(5)))
+      << server->Log();
+
+  // The stream's connection is still there, and the stream with it.
+  ASSERT_TRUE(stream->Write(request)) << server->Log();
+  ASSERT_TRUE(stream->Read(&response)) << stream->Finish().error_message() << server->Log();
+  EXPECT_EQ(response.results(0).rows(), R"([[["a",2]]])");
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
   ::close(idle);
 }
 
