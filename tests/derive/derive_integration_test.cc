@@ -38,8 +38,14 @@ class DeriveTest : public ::testing::Test {
         {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
+    // Answers of at most 100,000 bytes: a few documents with wide rows pass it together.
+    auto small = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"),
+                                                "--workers=1", absl::StrCat("--max-call-bytes=", kSmallCallBytes)});
+    ASSERT_TRUE(small.ok()) << small.status();
+    small_server_ = small->release();
   }
   static void TearDownTestSuite() {
+    delete small_server_;
     delete server_;
     delete couch_;
   }
@@ -101,29 +107,39 @@ class DeriveTest : public ::testing::Test {
     std::ofstream(path) << yaml;
     return path;
   }
-  std::vector<std::string> Command(const std::string& declaration, std::vector<std::string> extra) {
+  std::vector<std::string> Command(const std::string& declaration, std::vector<std::string> extra,
+                                   const testing::ServerProcess* server = nullptr) {
     std::vector<std::string> argv = {testing::Runfile("client/cli/cnp"), "derive",
-                                     "--target=" + server_->target()};
+                                     "--target=" + (server ? server : server_)->target()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back(couch_->url());
     argv.push_back(declaration);
     return argv;
   }
   // `cnp derive --once`; its output, once it has said it caught up.
-  std::string RunOnce(const std::string& yaml, std::vector<std::string> extra = {}) {
+  std::string RunOnce(const std::string& yaml, std::vector<std::string> extra = {},
+                      const testing::ServerProcess* server = nullptr) {
     extra.push_back("--once");
-    auto run = ChildProcess::Start(Command(Declare(yaml), extra), dir_, ": caught up", kRunTimeout);
+    auto run = ChildProcess::Start(Command(Declare(yaml), extra, server), dir_, ": caught up", kRunTimeout);
     EXPECT_TRUE(run.ok()) << run.status();
     return run.ok() ? (*run)->output() : "";
   }
 
+  // The errors recorded in _local/cnp-derive:NAME:errors of `db`.
+  rapidjson::Document Errors(const std::string& db, const std::string& name) {
+    return Get(absl::StrCat("/", db, "/_local/cnp-derive%3A", name, "%3Aerrors"));
+  }
+
+  static constexpr int kSmallCallBytes = 100000;
   static PouchDbServer* couch_;
   static testing::ServerProcess* server_;
+  static testing::ServerProcess* small_server_;  // --max-call-bytes=kSmallCallBytes
   std::string dir_;
 };
 
 PouchDbServer* DeriveTest::couch_ = nullptr;
 testing::ServerProcess* DeriveTest::server_ = nullptr;
+testing::ServerProcess* DeriveTest::small_server_ = nullptr;
 
 std::string TownsDeclaration(const std::string& name, const std::string& source,
                              const std::string& target, const std::string& handler = "derive_fns.town",
@@ -330,6 +346,78 @@ TEST_F(DeriveTest, LargeDerivedDocumentsAreLookedUpAndSweptInSmallerPages) {
   std::multimap<std::string, std::string> rows = ByKey("wide_map");
   ASSERT_EQ(rows.size(), 10u);
   for (const auto& [key, doc] : rows) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << key;
+}
+
+// A cnp-server whose answers may carry 100,000 bytes; twelve documents with one small row each,
+// three whose rows are about 40,000 bytes each (any two fit in one answer with the small ones,
+// all three do not), and one whose rows alone are about 120,000 bytes. The batch's Map call is
+// split until its answers fit; the one document that cannot fit is recorded as that document's
+// handler error, and the checkpoint passes it. (Before, every run ended with the server's
+// RESOURCE_EXHAUSTED and derived nothing.)
+TEST_F(DeriveTest, RowsPastTheServersAnswerLimitAreMappedInSmallerCallsAndOneDocumentsAreRecorded) {
+  std::string docs = "[";
+  for (int i = 0; i < 12; ++i) absl::StrAppend(&docs, R"({"_id":"small)", i, R"(","town":"Town)", i, R"("},)");
+  for (int i = 0; i < 3; ++i) absl::StrAppend(&docs, R"({"_id":"wide)", i, R"(","town":"Wide)", i, R"(","wide":2},)");
+  absl::StrAppend(&docs, R"({"_id":"huge","town":"Huge","wide":6}])");
+  Fill("limit_src", docs);
+  std::string declaration = TownsDeclaration("limit", "limit_src", "limit_map", "derive_fns.heavy");
+  std::string out = RunOnce(declaration, {}, small_server_);
+  EXPECT_THAT(out, HasSubstr("seq 16, 16 change(s)"));
+  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on huge: AnswerTooLarge: "));
+  std::multimap<std::string, std::string> rows = ByKey("limit_map");
+  EXPECT_EQ(rows.size(), 12u + 3u * 3u);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(rows.count(absl::StrCat("\"Town", i, "\"")), 1u) << i;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(rows.count(absl::StrCat("\"Wide", i, "\"")), 1u) << i;
+    EXPECT_EQ(rows.count(absl::StrCat("[\"Wide", i, "\",1]")), 1u) << i;
+  }
+  EXPECT_EQ(rows.count("\"Huge\""), 0u);
+  rapidjson::Document errors = Errors("limit_map", "limit");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  const auto& e = errors["errors"][0];
+  EXPECT_EQ(std::string(e["doc_id"].GetString()), "huge");
+  EXPECT_EQ(std::string(e["handler"].GetString()), "derive_fns.heavy");
+  EXPECT_EQ(std::string(e["type"].GetString()), "AnswerTooLarge");
+  EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("answer limit"));
+  EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("--max-call-bytes"));
+  rapidjson::Document checkpoint = Get("/limit_map/_local/cnp-derive%3Alimit%3Alimit_src");
+  EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"16\"");
+
+  // Made narrower, the document is derived like any other.
+  Write("limit_src", absl::StrCat(R"([{"_id":"huge","_rev":")", Rev("limit_src", "huge"),
+                                  R"(","town":"Huge","wide":1}])"));
+  out = RunOnce(declaration, {}, small_server_);
+  EXPECT_THAT(out, HasSubstr("seq 17, 1 change(s)"));
+  EXPECT_THAT(out, Not(HasSubstr("failed on")));
+  rows = ByKey("limit_map");
+  EXPECT_EQ(rows.count("\"Huge\""), 1u);
+  EXPECT_EQ(rows.count("[\"Huge\",0]"), 1u);
+}
+
+// A reduce result past the server's answer limit is recorded as the error of its key; the
+// other keys are reduced and the run goes on. (Before, the run ended with RESOURCE_EXHAUSTED.)
+TEST_F(DeriveTest, AReduceResultPastTheServersAnswerLimitIsRecordedAsItsKeysError) {
+  Fill("padred_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Huge"},{"_id":"c","town":"Oslo"},
+                         {"_id":"d","town":"Bergen"}])");
+  std::string yaml = R"(name: padred
+handlers:
+  padred_map:
+    padred_src: {type: map, version: 1, handler: derive_fns.town}
+  padred_count:
+    padred_map: {type: reduce, version: 1, handler: derive_fns.count_or_pad}
+)";
+  std::string out = RunOnce(yaml, {}, small_server_);
+  EXPECT_THAT(out, HasSubstr("derive_fns.count_or_pad failed on key \"Huge\": AnswerTooLarge: "));
+  std::map<std::string, int> counts;
+  for (auto& [id, doc] : Derived("padred_count")) counts[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+  EXPECT_EQ(counts, (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
+  rapidjson::Document errors = Errors("padred_count", "padred");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "key \"Huge\"");
+  EXPECT_THAT(std::string(errors["errors"][0]["message"].GetString()), HasSubstr("--max-call-bytes"));
 }
 
 TEST_F(DeriveTest, JoinMergesTheRowsOfTwoSourcesByKey) {

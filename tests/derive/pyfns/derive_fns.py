@@ -26,3 +26,18 @@ def fragile(doc):
 
 def total(keys, rows, rereduce=False):
     return sum(amount(row) or 0 for row in rows)
+
+
+def heavy(doc):
+    """The town's row, and `wide` rows of 20,000 bytes each: a few such documents' rows together
+    pass a cnp-server started with a small --max-call-bytes, and a very wide one's alone."""
+    yield doc["town"], None
+    for n in range(doc.get("wide", 0)):
+        yield [doc["town"], n], "x" * 20000
+
+
+def count_or_pad(keys, rows, rereduce=False):
+    """The rows of a key, except for the key "Huge", whose result is 200,000 bytes long."""
+    if keys and keys[0][0] == "Huge":
+        return "x" * 200000
+    return len(rows)
