@@ -67,6 +67,9 @@ takes over once the holder has not renewed for --lease-timeout (at once if it st
 Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
 document is logged and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
+A Map call whose answer passes cnp-server's --max-call-bytes is made again in halves; a
+document whose own rows still pass it is recorded the same way (AnswerTooLarge), as is a
+reduce key whose result does.
 
 Following: once caught up (without --once), each map stage follows its source's
 _changes?feed=continuous (include_docs, heartbeat) on a connection of its own and takes its

@@ -29,6 +29,60 @@ constexpr size_t kMaxCallBytes = size_t{16} << 20;
 constexpr char kUnreadableType[] = "UnreadableChange";
 // Of a change too long to read whole, what is read to find its seq and id.
 constexpr size_t kChangeStartBytes = size_t{64} << 10;
+// The error types of a document (or a reduce key) whose call alone passes cnp-server's
+// --max-call-bytes: its answer (the rows it yields, a reduce result), or its request.
+constexpr char kAnswerTooLargeType[] = "AnswerTooLarge";
+constexpr char kRequestTooLargeType[] = "RequestTooLarge";
+
+// cnp-server refuses a call whose answer or request passes its --max-call-bytes, or whose
+// documents pass its --max-docs-per-call, with RESOURCE_EXHAUSTED naming the flag: fewer
+// documents per call is what helps. Its other RESOURCE_EXHAUSTED (every worker busy and the
+// queue full) says to retry later, and is not this.
+bool OverCallLimit(const absl::Status& status) {
+  return absl::IsResourceExhausted(status) && (absl::StrContains(status.message(), "--max-call-bytes") ||
+                                               absl::StrContains(status.message(), "--max-docs-per-call"));
+}
+
+struct CallLimitError {
+  std::string type, message;
+};
+
+// The words for one document or one reduce key whose call alone passed --max-call-bytes.
+struct CallLimitWords {
+  const char* request;  // "this document is larger"
+  const char* answer;   // "the rows this document yields are"
+  const char* remedy;   // "make the handler yield less"
+};
+
+// What is recorded for a call of one document or key refused for its size; nullopt when
+// `status` is no such refusal.
+std::optional<CallLimitError> OneOverCallLimit(const absl::Status& status, const CallLimitWords& words) {
+  if (!absl::IsResourceExhausted(status) || !absl::StrContains(status.message(), "--max-call-bytes")) {
+    return std::nullopt;
+  }
+  // The limit, as the refusal says it: cnp-server's "larger than the 100000 bytes a call may
+  // carry", gRPC's "larger than max (150123 vs. 100000)".
+  std::string limit;
+  absl::string_view message = status.message();
+  for (absl::string_view before : {"larger than the ", " vs. "}) {
+    size_t at = message.find(before);
+    if (at == absl::string_view::npos) continue;
+    absl::string_view rest = message.substr(at + before.size());
+    size_t digits = 0;
+    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+    if (digits > 0) limit = absl::StrCat(", ", rest.substr(0, digits), " bytes");
+    break;
+  }
+  // A request refused for its size: gRPC's words, which the client completes.
+  if (absl::StrContains(message, "the request is over")) {
+    return CallLimitError{kRequestTooLargeType,
+                          absl::StrCat(words.request, " than cnp-server takes in one call (its --max-call-bytes",
+                                       limit, "); raise that flag to derive it")};
+  }
+  return CallLimitError{kAnswerTooLargeType,
+                        absl::StrCat(words.answer, " larger than cnp-server's answer limit (its --max-call-bytes",
+                                     limit, "); raise that flag, or ", words.remedy, ", to derive it")};
+}
 
 std::string Text(const Value& object, const char* field) {
   if (!object.IsObject()) return "";
@@ -376,8 +430,10 @@ absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
   p.written += written;
   p.processed += static_cast<int64_t>(batch.size);
   p.seq = batch.last_seq;
-  if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+  // The errors first: a checkpoint past a document whose error is not yet recorded would lose
+  // it if the run stopped in between (recorded twice, if it stops after the errors, is better).
   if (absl::Status st = FlushErrors(); !st.ok()) return st;
+  if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
   Report(i, false);
   return absl::OkStatus();
 }
@@ -522,20 +578,44 @@ absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
   for (size_t first = 0; first < docs.size();) {
     size_t end = first, bytes = 0;
     while (end < docs.size() && (end == first || bytes + docs[end].size() <= kMaxCallBytes)) bytes += docs[end++].size();
-    std::vector<std::string> part(docs.begin() + static_cast<std::ptrdiff_t>(first),
-                                  docs.begin() + static_cast<std::ptrdiff_t>(end));
-    absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
-    if (!response.ok()) {
-      return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
-                                                                 " -> ", s.target, "): ", response.status().message()));
-    }
-    if (response->results_size() != static_cast<int>(part.size())) {
-      return absl::InternalError("the service answered a different number of map results");
-    }
-    for (v1::MapResult& result : *response->mutable_results()) results.push_back(std::move(result));
+    if (absl::Status st = MapSplitting(s, docs, first, end, results); !st.ok()) return st;
     first = end;
   }
   return results;
+}
+
+absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string>& docs, size_t first, size_t end,
+                                   std::vector<v1::MapResult>& results) const {
+  std::vector<std::string> part(docs.begin() + static_cast<std::ptrdiff_t>(first),
+                                docs.begin() + static_cast<std::ptrdiff_t>(end));
+  absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
+  if (OverCallLimit(response.status())) {
+    if (end - first > 1) {
+      const size_t middle = first + (end - first) / 2;
+      if (absl::Status st = MapSplitting(s, docs, first, middle, results); !st.ok()) return st;
+      return MapSplitting(s, docs, middle, end, results);
+    }
+    // That document's error, as if its handler had raised: recorded, its rows left as they
+    // are, and the batch (and the checkpoint) go past it.
+    if (std::optional<CallLimitError> error = OneOverCallLimit(
+            response.status(), {"this document is larger", "the rows this document yields are", "make the handler yield less"})) {
+      v1::MapResult& failed = results.emplace_back();
+      failed.set_rows("[[]]");
+      v1::FunctionError& e = *failed.add_errors();
+      e.set_type(error->type);
+      e.set_message(error->message);
+      return absl::OkStatus();
+    }
+  }
+  if (!response.ok()) {
+    return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
+                                                               " -> ", s.target, "): ", response.status().message()));
+  }
+  if (response->results_size() != static_cast<int>(part.size())) {
+    return absl::InternalError("the service answered a different number of map results");
+  }
+  for (v1::MapResult& result : *response->mutable_results()) results.push_back(std::move(result));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
@@ -768,6 +848,12 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     w.EndArray();
     absl::StatusOr<v1::ReduceResponse> r =
         cnp_.Reduce({s.handler}, std::string(kvs.GetString(), kvs.GetSize()), false, options_.rpc_timeout);
+    if (std::optional<CallLimitError> error = OneOverCallLimit(
+            r.status(), {"the rows of this key are more", "the result of this key is", "make the handler return less"})) {
+      // That key's error, as if its handler had raised: its reduce document is left as it is.
+      RecordError(s, absl::StrCat("key ", key_json), error->type, error->message);
+      continue;
+    }
     if (!r.ok()) {
       return absl::Status(r.status().code(), absl::StrCat("reduce handler ", s.handler, " (", s.source,
                                                           " -> ", s.target, "): ", r.status().message()));

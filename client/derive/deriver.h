@@ -123,6 +123,12 @@ class Deriver {
   // past its --max-call-bytes): one result per document, in order.
   absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage,
                                                         const std::vector<std::string>& docs) const;
+  // The Map call for docs[first, end), its results appended to `results`. A call cnp-server
+  // refuses for its size (the rows together pass --max-call-bytes) is made again in halves; a
+  // single document still refused gets a result with that error alone (AnswerTooLarge, or
+  // RequestTooLarge for a document larger than a call may be).
+  absl::Status MapSplitting(const Stage& stage, const std::vector<std::string>& docs, size_t first, size_t end,
+                            std::vector<v1::MapResult>& results) const;
   // _all_docs?include_docs=true for ids[first, end) of `database`, its answer appended to
   // `answers`; while an answer is longer than max_response_bytes (large documents) the ids are
   // asked for in halves, down to one.

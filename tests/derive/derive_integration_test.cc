@@ -348,23 +348,27 @@ TEST_F(DeriveTest, LargeDerivedDocumentsAreLookedUpAndSweptInSmallerPages) {
   for (const auto& [key, doc] : rows) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << key;
 }
 
-// A cnp-server whose answers may carry 100,000 bytes; twelve documents with one small row each,
+// A cnp-server whose calls may carry 100,000 bytes; twelve documents with one small row each,
 // three whose rows are about 40,000 bytes each (any two fit in one answer with the small ones,
-// all three do not), and one whose rows alone are about 120,000 bytes. The batch's Map call is
-// split until its answers fit; the one document that cannot fit is recorded as that document's
-// handler error, and the checkpoint passes it. (Before, every run ended with the server's
-// RESOURCE_EXHAUSTED and derived nothing.)
+// all three do not), one whose rows alone are about 120,000 bytes, and one that is itself
+// 150,000 bytes long. The batch's Map call is split until its answers fit; each document that
+// cannot fit is recorded as that document's handler error, and the checkpoint passes it.
+// (Before, every run ended with the server's RESOURCE_EXHAUSTED and derived nothing.)
 TEST_F(DeriveTest, RowsPastTheServersAnswerLimitAreMappedInSmallerCallsAndOneDocumentsAreRecorded) {
   std::string docs = "[";
   for (int i = 0; i < 12; ++i) absl::StrAppend(&docs, R"({"_id":"small)", i, R"(","town":"Town)", i, R"("},)");
   for (int i = 0; i < 3; ++i) absl::StrAppend(&docs, R"({"_id":"wide)", i, R"(","town":"Wide)", i, R"(","wide":2},)");
-  absl::StrAppend(&docs, R"({"_id":"huge","town":"Huge","wide":6}])");
+  absl::StrAppend(&docs, R"({"_id":"huge","town":"Huge","wide":6},)");
+  absl::StrAppend(&docs, R"({"_id":"fat","town":"Fat","pad":")", std::string(150000, 'x'), R"("}])");
   Fill("limit_src", docs);
   std::string declaration = TownsDeclaration("limit", "limit_src", "limit_map", "derive_fns.heavy");
   std::string out = RunOnce(declaration, {}, small_server_);
-  EXPECT_THAT(out, HasSubstr("seq 16, 16 change(s)"));
-  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
-  EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on huge: AnswerTooLarge: "));
+  EXPECT_THAT(out, HasSubstr("seq 17, 17 change(s)"));
+  EXPECT_THAT(out, HasSubstr("2 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on huge: AnswerTooLarge: the rows this document yields "
+                             "are larger than cnp-server's answer limit (its --max-call-bytes, 100000 bytes)"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on fat: RequestTooLarge: this document is larger than "
+                             "cnp-server takes in one call (its --max-call-bytes, 100000 bytes)"));
   std::multimap<std::string, std::string> rows = ByKey("limit_map");
   EXPECT_EQ(rows.size(), 12u + 3u * 3u);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(rows.count(absl::StrCat("\"Town", i, "\"")), 1u) << i;
@@ -373,51 +377,61 @@ TEST_F(DeriveTest, RowsPastTheServersAnswerLimitAreMappedInSmallerCallsAndOneDoc
     EXPECT_EQ(rows.count(absl::StrCat("[\"Wide", i, "\",1]")), 1u) << i;
   }
   EXPECT_EQ(rows.count("\"Huge\""), 0u);
+  EXPECT_EQ(rows.count("\"Fat\""), 0u);
   rapidjson::Document errors = Errors("limit_map", "limit");
   ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
-  ASSERT_EQ(errors["errors"].Size(), 1u);
-  const auto& e = errors["errors"][0];
-  EXPECT_EQ(std::string(e["doc_id"].GetString()), "huge");
-  EXPECT_EQ(std::string(e["handler"].GetString()), "derive_fns.heavy");
-  EXPECT_EQ(std::string(e["type"].GetString()), "AnswerTooLarge");
-  EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("answer limit"));
-  EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("--max-call-bytes"));
+  std::map<std::string, std::string> types;  // doc_id -> type
+  for (const auto& e : errors["errors"].GetArray()) {
+    types[e["doc_id"].GetString()] = e["type"].GetString();
+    EXPECT_EQ(std::string(e["handler"].GetString()), "derive_fns.heavy");
+    EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("--max-call-bytes"));
+  }
+  EXPECT_EQ(types, (std::map<std::string, std::string>{{"fat", "RequestTooLarge"}, {"huge", "AnswerTooLarge"}}));
   rapidjson::Document checkpoint = Get("/limit_map/_local/cnp-derive%3Alimit%3Alimit_src");
-  EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"16\"");
+  EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"17\"");
 
   // Made narrower, the document is derived like any other.
   Write("limit_src", absl::StrCat(R"([{"_id":"huge","_rev":")", Rev("limit_src", "huge"),
                                   R"(","town":"Huge","wide":1}])"));
   out = RunOnce(declaration, {}, small_server_);
-  EXPECT_THAT(out, HasSubstr("seq 17, 1 change(s)"));
+  EXPECT_THAT(out, HasSubstr("seq 18, 1 change(s)"));
   EXPECT_THAT(out, Not(HasSubstr("failed on")));
   rows = ByKey("limit_map");
   EXPECT_EQ(rows.count("\"Huge\""), 1u);
   EXPECT_EQ(rows.count("[\"Huge\",0]"), 1u);
 }
 
-// A reduce result past the server's answer limit is recorded as the error of its key; the
-// other keys are reduced and the run goes on. (Before, the run ended with RESOURCE_EXHAUSTED.)
-TEST_F(DeriveTest, AReduceResultPastTheServersAnswerLimitIsRecordedAsItsKeysError) {
-  Fill("padred_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Huge"},{"_id":"c","town":"Oslo"},
-                         {"_id":"d","town":"Bergen"}])");
+// A reduce result past the server's answer limit, and a key whose rows together pass what a call
+// may carry (two rows of 60,000 bytes), are each recorded as the error of their key; the other
+// keys are reduced and the run goes on. (Before, the run ended with RESOURCE_EXHAUSTED.)
+TEST_F(DeriveTest, AReduceCallPastTheServersLimitIsRecordedAsItsKeysError) {
+  const std::string pad(60000, 'x');
+  Fill("padred_src", absl::StrCat(R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Huge"},{"_id":"c","town":"Oslo"},
+                                      {"_id":"d","town":"Bergen"},{"_id":"e","town":"Crowd","pad":")", pad,
+                                  R"("},{"_id":"f","town":"Crowd","pad":")", pad, R"("}])"));
   std::string yaml = R"(name: padred
 handlers:
   padred_map:
-    padred_src: {type: map, version: 1, handler: derive_fns.town}
+    padred_src: {type: map, version: 1, handler: derive_fns.town_pad}
   padred_count:
     padred_map: {type: reduce, version: 1, handler: derive_fns.count_or_pad}
 )";
   std::string out = RunOnce(yaml, {}, small_server_);
-  EXPECT_THAT(out, HasSubstr("derive_fns.count_or_pad failed on key \"Huge\": AnswerTooLarge: "));
+  EXPECT_THAT(out, HasSubstr("derive_fns.count_or_pad failed on key \"Huge\": AnswerTooLarge: the result of this "
+                             "key is larger than cnp-server's answer limit (its --max-call-bytes, 100000 bytes)"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.count_or_pad failed on key \"Crowd\": RequestTooLarge: the rows of this "
+                             "key are more than cnp-server takes in one call (its --max-call-bytes, 100000 bytes)"));
+  // Every map row was written (the Map call of the two large ones was split).
+  EXPECT_EQ(ByKey("padred_map").size(), 6u);
   std::map<std::string, int> counts;
   for (auto& [id, doc] : Derived("padred_count")) counts[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
   EXPECT_EQ(counts, (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
   rapidjson::Document errors = Errors("padred_count", "padred");
   ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
-  ASSERT_EQ(errors["errors"].Size(), 1u);
-  EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "key \"Huge\"");
-  EXPECT_THAT(std::string(errors["errors"][0]["message"].GetString()), HasSubstr("--max-call-bytes"));
+  std::map<std::string, std::string> types;  // doc_id -> type
+  for (const auto& e : errors["errors"].GetArray()) types[e["doc_id"].GetString()] = e["type"].GetString();
+  EXPECT_EQ(types, (std::map<std::string, std::string>{{"key \"Crowd\"", "RequestTooLarge"},
+                                                       {"key \"Huge\"", "AnswerTooLarge"}}));
 }
 
 TEST_F(DeriveTest, JoinMergesTheRowsOfTwoSourcesByKey) {

@@ -41,3 +41,8 @@ def count_or_pad(keys, rows, rereduce=False):
     if keys and keys[0][0] == "Huge":
         return "x" * 200000
     return len(rows)
+
+
+def town_pad(doc):
+    """The town, with the document's "pad" (if any) as the value."""
+    yield doc["town"], doc.get("pad")
