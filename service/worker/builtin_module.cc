@@ -3,6 +3,7 @@
 #include <Python.h>
 
 #include "rapidjson/stringbuffer.h"
+#include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_ref.h"
@@ -71,6 +72,16 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return PyBool_FromLong(rows.rows() > 0);
 }
 
+// call(function, *args): calls a validate or design function with the arguments it accepts
+// (accepted_arguments.h), for the design-function runtime (_runtime.py, _render.py).
+PyObject* CallAccepting(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1) {
+    PyErr_SetString(PyExc_TypeError, "call(function, *args)");
+    return nullptr;
+  }
+  return CallWithAcceptedArguments(args[0], args + 1, nargs - 1);
+}
+
 // where_raised(exception) -> str: "views/town.py:8 in townmap", the innermost frame of the
 // operator's code in its traceback, or "" (user_exception.h).
 PyObject* WhereRaisedIn(PyObject*, PyObject* exception) {
@@ -91,6 +102,8 @@ PyMethodDef kMethods[] = {
      "list_step(step): send an interactive list step and wait for the next row."},
     {"map_emits", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(MapEmits)),
      METH_FASTCALL, "map_emits(function, doc): whether a map function emits for doc."},
+    {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(CallAccepting)),
+     METH_FASTCALL, "call(function, *args): call function with the arguments it accepts."},
     {"where_raised", WhereRaisedIn, METH_O,
      "where_raised(exception): the innermost frame of the operator's code in its traceback."},
     {nullptr, nullptr, 0, nullptr},

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/worker/accepted_arguments.h"
 #include "service/worker/py_text.h"
 
 namespace cnp::worker {
@@ -25,13 +26,6 @@ std::optional<int64_t> DeclaredVersion(PyObject* function) {
     return std::nullopt;
   }
   return value;
-}
-
-// How many positional arguments a Python function accepts; -1 for *args.
-int MaxPositionalArgs(PyObject* function) {
-  auto* code = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(function));
-  if (code->co_flags & CO_VARARGS) return -1;
-  return code->co_argcount;
 }
 
 // The module's attribute, read from its dict: neither a module-level __getattr__ nor a
@@ -75,7 +69,7 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
   LoadedFunction loaded;
   loaded.module = Utf8Text(PyFunction_GetModule(callable->get()));
   loaded.version = DeclaredVersion(callable->get());
-  loaded.max_positional_args = MaxPositionalArgs(callable->get());
+  loaded.max_positional_args = PositionalParameters(callable->get());
   loaded.callable = *std::move(callable);
   return loaded;
 }

@@ -36,7 +36,7 @@ struct LoadedFunction {
   PyRef callable;
   std::string module;               // the function's own __module__
   std::optional<int64_t> version;   // from @version
-  int max_positional_args = -1;     // -1: unknown or *args
+  int max_positional_args = -1;     // PositionalParameters (accepted_arguments.h); for reduce
 };
 
 class FunctionRegistry {

@@ -1,4 +1,7 @@
+#include <iterator>
+
 #include "absl/strings/str_cat.h"
+#include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/py_text.h"
@@ -56,9 +59,11 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
   Reply reply;
   ValidateResponse* response = reply.mutable_validate();
   ScopedLogOrigin origin({"validate", request.function(), new_doc->get()});
-  PyRef result = PyRef::Steal(PyObject_CallFunctionObjArgs(
-      (*function)->callable.get(), new_doc->get(), old_doc->get(), user_ctx->get(),
-      sec_obj->get(), nullptr));
+  // (new, old, userctx) and (new, old) validators, from before CouchDB passed secobj, get
+  // what they declare.
+  PyObject* const arguments[] = {new_doc->get(), old_doc->get(), user_ctx->get(), sec_obj->get()};
+  PyRef result = PyRef::Steal(
+      CallWithAcceptedArguments((*function)->callable.get(), arguments, std::size(arguments)));
   if (result) {
     response->set_outcome(ValidateResponse::OK);
   } else {

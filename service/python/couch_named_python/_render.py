@@ -12,6 +12,12 @@ around:
 
 import inspect
 
+try:
+    # Calls a function with as many arguments as it declares (service/worker/accepted_arguments.h).
+    from _cnp import call as _call
+except ImportError:  # helpers.py imports this module outside cnp-worker too, where no list runs
+    _call = None
+
 _current = None
 
 
@@ -83,18 +89,19 @@ class Rendering:
         """Runs a list function to its end and returns the final ["end", chunks] step.
 
         Two forms work: f(head, req) calling get_row()/send()/start() and maybe returning a
-        tail, and a generator f(head, req, rows) yielding dicts (for start) and strings.
+        tail, and a generator f(head, req, rows) yielding dicts (for start) and strings. Either
+        may declare fewer parameters, f(head) say, and is given those.
         """
         with self:
             if inspect.isgeneratorfunction(function):
-                for item in function(head, req, iter(self.get_row, None)):
+                for item in _call(function, head, req, iter(self.get_row, None)):
                     if isinstance(item, dict):
                         self.start(item)
                     else:
                         self.send(item)
                 tail = None
             else:
-                tail = function(head, req)
+                tail = _call(function, head, req)
             if not self.got_row:
                 self.get_row()
             if tail is not None:

@@ -17,6 +17,9 @@ A function that raises is answered as couchjs (CouchDB's share/server) answers i
 - any other exception in a filter or a view filter is not caught by filter.js: the main loop
   answers ["error", <the exception's class name>, <its message>], as it does for a JavaScript
   Error (["error", e.name, e]).
+
+A function is given as many of CouchDB's arguments as it declares, by _cnp.call (the rule is
+in service/worker/accepted_arguments.h): a show written f(doc) gets the document.
 """
 
 from couch_named_python import _render
@@ -61,10 +64,11 @@ def _as_response(value, kind):
 
 
 def _filter(function, docs, req):
+    call = _cnp.call
     results = []
     for doc in docs:
         try:
-            results.append(bool(function(doc, req)))
+            results.append(bool(call(function, doc, req)))
         except (Exception, SystemExit) as exc:
             raise _Raised(exc, doc) from exc
     return [True, results]
@@ -104,7 +108,7 @@ def _render_show(function, doc, req):
     rendering = _render.Rendering()
     with rendering:
         try:
-            response = function(doc, req)
+            response = _cnp.call(function, doc, req)
         except Redirect as redirect:
             response = redirect
         except NotFound:
@@ -125,7 +129,7 @@ def _update(function, doc, req):
     if isinstance(req, dict) and req.get("method") == "GET":
         return ["error", "method_not_allowed", "Update functions do not allow GET"]
     try:
-        result = function(doc, req)
+        result = _cnp.call(function, doc, req)
     except Redirect as redirect:
         return ["up", None, redirect.response()]
     except NotFound:
