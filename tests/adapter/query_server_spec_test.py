@@ -2,7 +2,8 @@
 to named Python functions and run through cnp-adapter and cnp-server: map, reduce, rereduce,
 design documents kept across resets, validation, shows, lists (zero rows, several chunks per
 row, stopping early), filters, updates, rewrites, recoverable errors, and the cases where the
-query server must exit."""
+query server must exit; and functions that declare fewer parameters than CouchDB passes, as
+couch-named-python's modules do."""
 
 import json
 import os
@@ -38,6 +39,18 @@ DDOC = {
     "rewrites": "fixture_fns.rewrite_basic",
 }
 DOC = {"title": "Best ever", "body": "Doc body"}
+
+# Each function declares fewer parameters than CouchDB passes it.
+SHORT_DDOC_ID = "_design/short"
+SHORT_DDOC = {
+    "_id": SHORT_DDOC_ID,
+    "language": "python",
+    "validate_doc_update": "fixture_fns.validate_without_secobj",
+    "shows": {"doc": "fixture_fns.show_doc_only"},
+    "lists": {"head": "fixture_fns.list_head_only"},
+    "filters": {"doc": "fixture_fns.filter_doc_only"},
+    "updates": {"doc": "fixture_fns.update_doc_only"},
+}
 
 
 # Cases the worker's own line reader (service/worker/direct_session.cc) does not pass yet on the
@@ -304,6 +317,28 @@ class QueryServerSpecTest(harness.ServerTestCase):
         self.teach_ddoc()
         self.assertEqual(self.qs.reply(ddoc_call(["rewrites"], [{"path": ["x"]}])),
                          ["ok", {"path": "_all_docs", "query": {"limit": "1"}}])
+
+    def test_functions_with_fewer_parameters_get_the_first_ones(self):
+        self.assertIs(self.qs.reply(["ddoc", "new", SHORT_DDOC_ID, SHORT_DDOC]), True)
+
+        def call(path, args):
+            return self.qs.reply(["ddoc", SHORT_DDOC_ID, path, args])
+
+        secobj = {"admins": {"names": ["root"]}}
+        self.assertEqual(
+            call(["validate_doc_update"], [{"_id": "a"}, None, {"name": "daniel"}, secobj]), 1)
+        self.assertEqual(
+            call(["validate_doc_update"], [{"_id": "a"}, None, {"name": "bob"}, secobj]),
+            {"forbidden": "a: only daniel, not bob"})
+        self.assertEqual(call(["shows", "doc"], [DOC, {}]), ["resp", {"body": "just Best ever"}])
+        self.assertEqual(call(["filters", "doc"], [[{"good": True}, {"bad": True}], {"q": 1}]),
+                         [True, [True, False]])
+        self.assertEqual(call(["updates", "doc"], [{"foo": "gnarly"}, {"method": "POST"}]),
+                         ["up", {"foo": "gnarly", "world": "hello"}, {"body": "no req needed"}])
+        self.assertEqual(call(["lists", "head"], [{"total_rows": 2}, {"q": "ok"}]),
+                         ["start", ["total_rows=2"], {"headers": {}}])
+        self.assertEqual(self.qs.reply(["list_row", {"key": "k1"}]), ["chunks", ["k1"]])
+        self.assertEqual(self.qs.reply(["list_end"]), ["end", ["tail"]])
 
     # ---- the query server must exit --------------------------------------------------------------
 

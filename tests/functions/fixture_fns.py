@@ -335,3 +335,31 @@ def validate_logs(new_doc, old_doc, user_ctx, sec_obj):
     log("validating " + new_doc["_id"])
     if new_doc.get("bad"):
         raise Forbidden("bad doc")
+
+
+# ---- functions with fewer parameters than CouchDB passes (query_server_spec_test) ---------------
+
+def validate_without_secobj(new_doc, old_doc, user_ctx):
+    """couch-named-python's validators took three: secobj came later."""
+    if user_ctx.get("name") != "daniel":
+        raise Forbidden(f"{new_doc['_id']}: only daniel, not {user_ctx.get('name')}")
+
+
+def show_doc_only(doc):
+    return f"just {doc['title']}"
+
+
+def filter_doc_only(doc):
+    return bool(doc.get("good"))
+
+
+def update_doc_only(doc):
+    doc["world"] = "hello"
+    return doc, "no req needed"
+
+
+def list_head_only(head):
+    send(f"total_rows={head['total_rows']}")
+    while (row := get_row()):
+        send(row["key"])
+    return "tail"
