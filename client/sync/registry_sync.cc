@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
@@ -245,6 +246,7 @@ absl::Status RegistrySync::SyncAll() {
     EmitProblem(v1::UploadProblem::ERROR, databases.status(), "", "");
     return databases.status();
   }
+  ReportUnmatched(*databases);
   absl::Status first_error;
   for (const std::string& database : *databases) {
     absl::Status status = SyncDatabase(database);
@@ -253,6 +255,40 @@ absl::Status RegistrySync::SyncAll() {
     if (AffectsEverything(status)) return status;
   }
   return first_error;
+}
+
+void RegistrySync::ReportUnmatched(const std::vector<std::string>& databases) {
+  // A typo in a pattern or a classification would otherwise look like success: nothing to do.
+  std::map<std::string, std::string> still_warned;
+  unmatched_entries_ = 0;
+  for (const RegisteredDesignDoc& entry : entries_) {
+    if (entry.removed) continue;  // a tombstone that matches nothing has nothing to take out
+    const bool matches = std::any_of(databases.begin(), databases.end(),
+                                     [&](const std::string& database) {
+                                       return database != registry_ && Targets(entry, database);
+                                     });
+    if (matches) continue;
+    ++unmatched_entries_;
+    std::string identity = absl::StrCat(absl::StrJoin(entry.databases, "\n"), "\n",
+                                        ToJson(entry.design_document));
+    auto warned = warned_unmatched_.find(entry.entry_id);
+    if (warned == warned_unmatched_.end() || warned->second != identity) {
+      const std::string targets = absl::StrJoin(
+          entry.databases, ", ",
+          [](std::string* out, const std::string& target) { absl::StrAppend(out, "\"", target, "\""); });
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::NotFoundError(absl::StrCat(
+                      "registry entry \"", entry.entry_id, "\" matches no database (",
+                      entry.databases.empty() ? "it names none" : targets,
+                      "): _design/", entry.name, " was written nowhere for it (a database "
+                      "created later that it targets gets it while cnp sync follows, or on "
+                      "the next pass)")),
+                  "", "");
+    }
+    still_warned.emplace(entry.entry_id, std::move(identity));
+  }
+  // An entry that matched, or left the registry, is warned of afresh if it stops matching.
+  warned_unmatched_ = std::move(still_warned);
 }
 
 absl::Status RegistrySync::SyncDatabase(const std::string& database) {

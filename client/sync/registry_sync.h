@@ -26,6 +26,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,6 +80,12 @@ class RegistrySync {
   std::vector<const RegisteredDesignDoc*> Matching(const std::string& database,
                                                    bool removed = false) const;
 
+  // How many live registry entries the last full pass (SyncAll) found no existing database
+  // for. Each is also named in a warning: once per entry, and again only when the entry
+  // changes or after it has matched a database in between, so a follower does not repeat it
+  // on every registry change.
+  int unmatched_entries() const { return unmatched_entries_; }
+
  private:
   absl::Status LoadRegistry();
   absl::StatusOr<std::vector<std::string>> ListDatabases();
@@ -96,6 +103,8 @@ class RegistrySync {
   absl::Status WriteOwnership(const std::string& database, const RegisteredDesignDoc& entry,
                               const std::string& design_rev, const std::string& record_rev);
   absl::StatusOr<std::string> CurrentUpdateSeq();
+  // Warns of each live entry that targets none of `databases` (see unmatched_entries()).
+  void ReportUnmatched(const std::vector<std::string>& databases);
   void EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
                    const std::string& database, const std::string& design_doc);
 
@@ -104,6 +113,10 @@ class RegistrySync {
   Options options_;
   Emit emit_;
   std::vector<RegisteredDesignDoc> entries_;
+  // Entry id -> the entry's targets and design document when it was warned of as matching no
+  // database.
+  std::map<std::string, std::string> warned_unmatched_;
+  int unmatched_entries_ = 0;
 };
 
 }  // namespace cnp::client::sync

@@ -51,7 +51,14 @@ Example:
   cnp upload --register cnp_registry http://admin:secret@localhost:5984 accounts.yml
   cnp sync http://admin:secret@localhost:5984 cnp_registry
 
-Exit status: 0 when every design document is in place, 1 on any error, 2 on a usage error.
+A registry entry that targets no existing database (a pattern or classification that matches
+none, a database not created yet) is named in a warning, and the summary counts them; as
+with `cnp upload` and a pattern that matches no database, that is not an error. While
+following, the warning is given once per entry, and again when the entry changes.
+
+Exit status: 0 when every design document that targets an existing database is in place
+(warnings do not change it, an entry that matches no database among them), 1 on any error,
+2 on a usage error.
 )";
 
 struct Flags {
@@ -122,7 +129,8 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
                     });
   absl::Status status = flags->once || flags->dry_run ? sync.SyncAll()
                                                       : sync.Follow([] { return true; });
-  upload::PrintSummary(tally, io.out);
+  tally.unmatched_entries = sync.unmatched_entries();
+  upload::PrintSummary(tally, /*failed=*/!status.ok(), io.out);
   return status.ok() && tally.errors == 0 ? 0 : 1;
 }
 

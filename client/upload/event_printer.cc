@@ -137,7 +137,7 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
   out.flush();
 }
 
-void PrintSummary(const UploadTally& tally, std::ostream& out) {
+void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out) {
   std::vector<std::string> parts;
   auto add = [&](int n, const char* what) {
     if (n > 0) parts.push_back(absl::StrCat(n, " ", what));
@@ -148,8 +148,12 @@ void PrintSummary(const UploadTally& tally, std::ostream& out) {
   add(tally.unchanged, "unchanged");
   add(tally.would_change, "would change");
   add(tally.checked, "checked");
+  add(tally.unmatched_entries, tally.unmatched_entries == 1
+                                   ? "registered design document matched no database"
+                                   : "registered design documents matched no database");
   add(tally.errors, tally.errors == 1 ? "error" : "errors");
   add(tally.warnings, tally.warnings == 1 ? "warning" : "warnings");
+  if (parts.empty() && failed) return;
   out << (parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ")) << "\n";
 }
 

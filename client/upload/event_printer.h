@@ -16,13 +16,17 @@ struct PrintOptions {
 struct UploadTally {
   int created = 0, updated = 0, removed = 0, unchanged = 0, would_change = 0, checked = 0;
   int errors = 0, warnings = 0;
+  // cnp sync: live registry entries that target no existing database (each also warned of).
+  int unmatched_entries = 0;
 };
 
 // Outcomes and progress go to `out`, problems to `err`.
 void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::ostream& out,
                 std::ostream& err, UploadTally& tally);
 
-// "2 created, 1 unchanged; 1 error"
-void PrintSummary(const UploadTally& tally, std::ostream& out);
+// "2 created, 1 unchanged, 1 error". `failed`: the run stopped on an error that was not
+// tallied (a refused call, CouchDB unreachable); then an empty tally prints nothing rather
+// than "no design documents", an outcome the run never reached.
+void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out);
 
 }  // namespace cnp::client::upload

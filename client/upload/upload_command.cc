@@ -98,7 +98,13 @@ password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded.
 The service, not this command, talks to CouchDB: cnp-server writes only to the CouchDB URLs its
 operator allowed with --couchdb-allow (by default, CouchDB on the service's own host).
 
-Exit status: 0 when every design document is in place, 1 on any error, 2 on a usage error.
+A `databases:` pattern (or a classification) that matches no database is named in a warning,
+not an error: nothing is written for it, and the exit status does not change (as with
+cnp sync and a registry entry that matches no database). A database named outright must
+exist.
+
+Exit status: 0 when every design document is in place (warnings do not change it), 1 on
+any error, 2 on a usage error.
 )";
 
 constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]
@@ -239,7 +245,7 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
     if (event.has_problem()) last_error = event.problem().message();
   }
   absl::Status status = (*client)->FromGrpc(reader->Finish());
-  PrintSummary(tally, io.out);
+  PrintSummary(tally, /*failed=*/!status.ok(), io.out);
   if (!status.ok()) {
     if (status.message() != last_error) {
       io.err << program << ": " << cnp::couchdb::RedactCredentials(status.message()) << "\n";
@@ -269,7 +275,7 @@ int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo
   absl::Status status = client::sync::RemoveRegistered(
       couch, flags.register_database, names, flags.dry_run, flags.max_conflict_retries,
       [&](const v1::UploadEvent& event) { PrintEvent(event, print, io.out, io.err, tally); });
-  PrintSummary(tally, io.out);
+  PrintSummary(tally, /*failed=*/!status.ok(), io.out);
   return status.ok() && tally.errors == 0 ? 0 : 1;
 }
 

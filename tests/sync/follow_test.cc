@@ -153,6 +153,51 @@ TEST(FollowTest, ADatabaseCreatedLaterGetsItsDesignDocumentsAndARegistryChangeIs
   EXPECT_EQ(requests.front(), "GET /_db_updates?since=now");
 }
 
+// A registry entry that targets no database (a classification typo) is warned of once while
+// following, not on every registry change; again when the entry changes; and counted.
+TEST(FollowTest, AnEntryThatMatchesNoDatabaseIsWarnedOfOnceAndAgainWhenItChanges) {
+  absl::Mutex mu;
+  int polls = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
+    if (call == "GET /_all_dbs") return {200, R"(["_users", "cnp_registry", "other"])"};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+      // Registered again unchanged after the first poll, with a new version after the second.
+      return {200, RegistryAllDocs(polls >= 2 ? 124 : 123)};
+    }
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+      ++polls;
+      if (polls <= 2) {
+        return {200, R"({"results": [{"db_name": "cnp_registry", "type": "updated"}],
+                         "last_seq": "2"})"};
+      }
+      // A database the entry does not target.
+      return {200, R"({"results": [{"db_name": "other2", "type": "created"}], "last_seq": "3"})"};
+    }
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  std::vector<std::string> warnings;
+  client::sync::RegistrySync sync(client, "cnp_registry", {}, [&](const v1::UploadEvent& e) {
+    ASSERT_TRUE(e.has_problem()) << e.ShortDebugString();
+    EXPECT_EQ(e.problem().severity(), v1::UploadProblem::WARNING) << e.ShortDebugString();
+    warnings.push_back(e.problem().message());
+  });
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return polls < 3;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  // The first pass, the unchanged re-registration (none), the new version: two.
+  EXPECT_THAT(warnings, ElementsAre(::testing::HasSubstr(
+                                        "registry entry \"towns@classification:account\" "
+                                        "matches no database (\"account/*\")"),
+                                    ::testing::HasSubstr("towns@classification:account")));
+  EXPECT_EQ(sync.unmatched_entries(), 1);
+}
+
 // cnp upload --register R --remove NAME retries an entry edited meanwhile (HTTP 409) as often
 // as --max-conflict-retries says (0: the default, 3), then reports the conflict.
 TEST(RemovalTest, AConflictIsRetriedAsOftenAsMaxConflictRetriesSays) {

@@ -30,6 +30,16 @@ using ::testing::Not;
 
 constexpr char kPassword[] = "pw-never-shown-42";
 
+// A cnp service that refuses every call, as one does a caller without the right token.
+class RefusingService final : public v1::Functions::Service {
+ public:
+  grpc::Status Upload(grpc::ServerContext*, const v1::UploadRequest*,
+                      grpc::ServerWriter<v1::UploadEvent>*) override {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the bearer token was refused (check --auth-token-file)");
+  }
+};
+
 class UploadOnlyService final : public v1::Functions::Service {
  public:
   explicit UploadOnlyService(cnp::upload::Uploader& uploader) : uploader_(uploader) {}
@@ -58,7 +68,8 @@ class UploadCommandTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started.status();
     couch_ = started->release();
     cnp::couchdb::CouchClient anonymous({.base_url = couch_->url()});
-    for (const char* db : {"cli", "cli-env", "cli-netrc", "cli-registry", "cli-acct-1"}) {
+    for (const char* db : {"cli", "cli-env", "cli-netrc", "cli-registry", "cli-acct-1",
+                           "cli-registry-nomatch"}) {
       ASSERT_EQ(anonymous.Put(cnp::couchdb::DatabasePath(db), "")->status, 201);
     }
     ASSERT_EQ(anonymous.Put("/_config/admins/admin", absl::StrCat("\"", kPassword, "\""))->status,
@@ -314,6 +325,68 @@ TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
   CommandRun unreadable = Check({"--target=" + target_, "/nonexistent/x.yml"});
   EXPECT_EQ(unreadable.exit_code, 1);
   EXPECT_THAT(unreadable.err, HasSubstr("cannot read /nonexistent/x.yml"));
+}
+
+// A target that matches no database is a warning in both commands, and neither exits with an
+// error for it: `cnp upload` names the pattern at its file:line; `cnp sync` names each registry
+// entry and counts them in its summary, instead of a bare "no design documents" that reads
+// like success.
+TEST_F(UploadCommandTest, ATargetThatMatchesNoDatabaseIsAWarningInUploadAndSyncAlike) {
+  std::string file = WriteFile("nomatch.yml",
+                               "classifications:\n"
+                               "  acct: \"cli-nosuch-*\"\n"
+                               "towns:\n"
+                               "  classification: acct\n"
+                               "  views: {by_town: myviews.townmap}\n"
+                               "config:\n"
+                               "  databases: [cli-nosuchdb]\n"
+                               "  validate_doc_update: myviews.validate\n");
+  std::string patterns = WriteFile("nomatch-pattern.yml",
+                                   "towns:\n"
+                                   "  databases: [\"cli-nosuch-*\"]\n"
+                                   "  views: {by_town: myviews.townmap}\n");
+  CommandRun upload = Upload({"--target", target_, UrlWithPassword(), "cli", patterns});
+  EXPECT_EQ(upload.exit_code, 0) << upload.err;
+  EXPECT_THAT(upload.err, HasSubstr(absl::StrCat(patterns, ":2:")));
+  EXPECT_THAT(upload.err, HasSubstr("warning: \"cli-nosuch-*\" matches no database"));
+
+  CommandRun registered =
+      Upload({"--target", target_, "--register", "cli-registry-nomatch", UrlWithPassword(), file});
+  ASSERT_EQ(registered.exit_code, 0) << registered.err;
+  CommandRun synced = Sync({"--once", UrlWithPassword(), "cli-registry-nomatch"});
+  EXPECT_EQ(synced.exit_code, upload.exit_code) << synced.err;
+  EXPECT_THAT(synced.err, HasSubstr("warning: registry entry \"towns@classification:acct\" "
+                                    "matches no database (\"cli-nosuch-*\"): _design/towns was "
+                                    "written nowhere for it"));
+  EXPECT_THAT(synced.err, HasSubstr("warning: registry entry \"config@database:cli-nosuchdb\" "
+                                    "matches no database (\"cli-nosuchdb\")"));
+  EXPECT_THAT(synced.out, HasSubstr("2 registered design documents matched no database, "
+                                    "2 warnings\n"));
+  EXPECT_THAT(synced.out, Not(HasSubstr("no design documents")));
+  for (const CommandRun& help : {Upload({"--help"}), Sync({"--help"})}) {
+    EXPECT_THAT(help.out, HasSubstr("matches no database"));
+    EXPECT_THAT(help.out, HasSubstr("warnings do not change it"));
+  }
+}
+
+// A call the service refused reached no design document: the advice is printed, and no
+// summary claims an outcome ("no design documents") it never got to.
+TEST_F(UploadCommandTest, ARefusedCallClaimsNoOutcome) {
+  RefusingService refusing;
+  const std::string target = absl::StrCat("unix:", socket_dir_, "/refusing.sock");
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(target, grpc::InsecureServerCredentials());
+  builder.RegisterService(&refusing);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  for (const CommandRun& run : {Upload({"--target=" + target, UrlWithPassword(), "cli", DesignYaml()}),
+                                Check({"--target=" + target, DesignYaml()})}) {
+    EXPECT_EQ(run.exit_code, 1);
+    EXPECT_THAT(run.err, HasSubstr("the bearer token was refused"));
+    EXPECT_THAT(run.out, Not(HasSubstr("no design documents")));
+    EXPECT_EQ(run.out, "");
+  }
+  server->Shutdown();
 }
 
 TEST_F(UploadCommandTest, AServiceThatIsDownIsExplained) {
