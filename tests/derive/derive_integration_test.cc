@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -537,6 +538,55 @@ TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
   ASSERT_TRUE((*first)->WaitForOutput("handover: stopped", kRunTimeout)) << (*first)->output();
   // Well before the 60s timeout: the lease was released, not left to expire.
   EXPECT_TRUE((*second)->WaitForOutput("holding the lease", absl::Seconds(30))) << (*second)->output();
+}
+
+// The operator's mistake: a database's URL where CouchDB's root belongs. Nothing is written in
+// that database (which would have created a document for each target "database" and then
+// fought over a lease CouchDB could not store), and the message says what to pass.
+TEST_F(DeriveTest, ADatabasesUrlIsRefusedBeforeAnythingIsWritten) {
+  Fill("dburl_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Lima"}])");
+  std::vector<std::string> argv = Command(Declare(TownsDeclaration("dburl", "dburl_src", "dburl_map")), {"--once"});
+  argv[argv.size() - 2] = couch_->url() + "/dburl_src";
+  auto run = ChildProcess::Start(argv, dir_, "cnp derive", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 2) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr(absl::StrCat(couch_->url(), "/dburl_src is the URL of the database "
+                                                       "dburl_src, not CouchDB's root; pass CouchDB's root URL "
+                                                       "(here probably ", couch_->url(), ")")));
+  EXPECT_EQ(Get("/dburl_src")["doc_count"].GetInt(), 2);
+  couchdb::CouchClient http = Http();
+  auto stray = http.Get("/dburl_src/dburl_map");
+  ASSERT_TRUE(stray.ok());
+  EXPECT_EQ(stray->status, 404) << stray->body;
+  auto target = http.Get("/dburl_map");
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(target->status, 404) << target->body;
+}
+
+// A cron job's `--once` while a follower holds the lease: the follower does the work, so it
+// says who holds it and exits 0 at once instead of waiting for a lease that is always renewed.
+TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
+  Fill("held_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(TownsDeclaration("held", "held_src", "held_map"));
+  auto follower = ChildProcess::Start(Command(declaration, {"--lease-timeout=30s", "--lease-renew=500ms"}), dir_,
+                                      "holding the lease as ", kRunTimeout);
+  ASSERT_TRUE(follower.ok()) << follower.status();
+  ASSERT_TRUE((*follower)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*follower)->output();
+  const std::string out = (*follower)->output();
+  const size_t as = out.find("holding the lease as ") + 21;
+  const std::string holder = out.substr(as, out.find('\n', as) - as);
+
+  auto once = ChildProcess::Start(Command(declaration, {"--once"}), dir_, "cnp derive", kRunTimeout);
+  ASSERT_TRUE(once.ok()) << once.status();
+  std::optional<int> exit_code = (*once)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*once)->output();
+  EXPECT_EQ(*exit_code, 0) << (*once)->output();
+  EXPECT_THAT((*once)->output(), HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (for another ")));
+  EXPECT_THAT((*once)->output(), HasSubstr("which does the work; exiting (--once)"));
+  EXPECT_THAT((*once)->output(), Not(HasSubstr("caught up")));
+  EXPECT_THAT((*once)->output(), Not(HasSubstr("holding the lease")));
 }
 
 }  // namespace

@@ -59,6 +59,18 @@ bool ChildProcess::WaitForOutput(const std::string& text, absl::Duration timeout
   return absl::StrContains(output_, text);
 }
 
+std::optional<int> ChildProcess::WaitForExitCode(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto ended = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return exited_; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&ended), timeout)) return std::nullopt;
+  }
+  // Its output ended when it exited (it starts no children that keep the pipe).
+  const int status = WaitForExit(pid_);
+  pid_ = -1;
+  return ExitCode(status);
+}
+
 std::string ChildProcess::output() const {
   absl::MutexLock lock(&mu_);
   return output_;

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,9 @@ class ChildProcess {
   pid_t pid() const { return pid_; }
   // Waits until the output contains `text`; false if the process ended or time ran out first.
   bool WaitForOutput(const std::string& text, absl::Duration timeout);
+  // Waits until it has exited (its output ended) and returns its exit code (spawn.h's
+  // ExitCode); nullopt if it is still running after `timeout` (it is then left running).
+  std::optional<int> WaitForExitCode(absl::Duration timeout);
 
  private:
   ChildProcess() = default;
