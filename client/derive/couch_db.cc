@@ -97,7 +97,54 @@ absl::Status CouchDb::EnsureDatabase(absl::string_view database) {
   absl::StatusOr<couchdb::HttpResponse> response = http_.Put(DbPath(database), "");
   if (!response.ok()) return response.status();
   if (response->status == 412) return absl::OkStatus();  // it exists
-  return Parse(response, what).status();
+  absl::StatusOr<rapidjson::Document> answer = Parse(response, what);
+  if (!answer.ok()) return answer.status();
+  // Only CouchDB's root creates a database with this PUT, answering 201 (or 202: not yet on
+  // a quorum of nodes) and {"ok":true}. Under a database's URL the same PUT creates a document
+  // (201 {"ok":true,"id":...,"rev":...}); whatever else says 2xx did not create one either.
+  const bool ok = answer->IsObject() && answer->HasMember("ok") && (*answer)["ok"].IsTrue();
+  const bool document = answer->IsObject() && (answer->HasMember("id") || answer->HasMember("rev"));
+  if ((response->status == 201 || response->status == 202) && ok && !document) return absl::OkStatus();
+  // Not FAILED_PRECONDITION, which the command takes for a lost lease.
+  return absl::UnknownError(absl::StrCat(
+      what, " at ", http_.base_url(), ": the answer (HTTP ", response->status, ", ",
+      couchdb::ToJson(*answer).substr(0, 200), ") is not CouchDB's for a new database",
+      document ? ", but for a new document: the URL is not CouchDB's root" : "",
+      "; pass CouchDB's root URL (the one that answers {\"couchdb\":\"Welcome\",...})"));
+}
+
+absl::Status CouchDb::CheckRoot() {
+  const std::string& url = http_.base_url();
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Get("/");
+  if (!response.ok()) return response.status();
+  auto pass_root = [](absl::string_view probably) {
+    return absl::StrCat("; pass CouchDB's root URL", probably.empty() ? "" : " (here probably ", probably,
+                        probably.empty() ? "" : ")",
+                        ", the one that answers {\"couchdb\":\"Welcome\",...} (behind a proxy, with "
+                        "the proxy's path prefix): DECLARATION.yml names the databases");
+  };
+  if (response->status == 401 || response->status == 403 || response->status >= 500) {
+    return couchdb::HttpError(*response, "asking CouchDB's root", url);
+  }
+  absl::StatusOr<rapidjson::Document> answer = couchdb::ParseJson(response->body);
+  if (response->status < 200 || response->status > 299 || !answer.ok() || !answer->IsObject()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        url, " is not CouchDB's root: GET ", url, "/ answered HTTP ", response->status, " ",
+        response->body.substr(0, 200), pass_root("")));
+  }
+  // CouchDB answers {"couchdb":"Welcome","version":...}; pouchdb-server, which stands in for
+  // it in tests, {"express-pouchdb":"Welcome!",...}.
+  if (answer->HasMember("couchdb") || answer->HasMember("express-pouchdb")) return absl::OkStatus();
+  if (auto it = answer->FindMember("db_name"); it != answer->MemberEnd() && it->value.IsString()) {
+    // The database's parent is most likely the root.
+    const size_t scheme_end = url.find("://");
+    const size_t path = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
+    const std::string probably = path == std::string::npos ? "" : url.substr(0, url.rfind('/'));
+    return absl::InvalidArgumentError(absl::StrCat(url, " is the URL of the database ", it->value.GetString(),
+                                                   ", not CouchDB's root", pass_root(probably)));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(url, " is not CouchDB's root: GET ", url, "/ answered ",
+                                                 couchdb::ToJson(*answer).substr(0, 200), pass_root("")));
 }
 
 std::string DbPath(absl::string_view database) { return couchdb::DatabasePath(database); }

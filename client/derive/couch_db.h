@@ -35,8 +35,14 @@ class CouchDb {
   // HTTP 409 is ABORTED, so a caller can tell a lost race from a failure.
   absl::StatusOr<rapidjson::Document> Put(const std::string& path, absl::string_view json,
                                           absl::string_view what);
-  // Creates the database unless it exists.
+  // Creates the database unless it exists; an error unless CouchDB says it created one (or
+  // that it exists), so that a PUT answered as something else (a document created under a
+  // database's URL) is not taken for a database.
   absl::Status EnsureDatabase(absl::string_view database);
+  // OK when base_url() is CouchDB's root (what its GET / answers says so, wherever a proxy
+  // puts it); INVALID_ARGUMENT saying what to pass instead when it is a database's URL or
+  // anything else. Asked before anything is written.
+  absl::Status CheckRoot();
 
   const std::string& base_url() const { return http_.base_url(); }
   int64_t max_response_bytes() const { return http_.max_response_bytes(); }

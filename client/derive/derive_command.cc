@@ -110,7 +110,12 @@ Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB
 CNP_COUCHDB_PASSWORD; the URL's host in $NETRC, else ~/.netrc. No message shows them. Unlike
 `cnp upload`, this command talks to CouchDB itself (it follows feeds for as long as it runs).
 
-Exit status: 0 caught up (--once) or stopped by SIGINT/SIGTERM, 1 an error, 2 a usage error.
+COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL whose GET
+answers {"couchdb":"Welcome",...}; a database's URL is refused before anything is written.
+
+Exit status: 0 caught up (--once), or with --once another instance holds the lease (it says
+which; that instance does the work), or stopped by SIGINT/SIGTERM; 1 an error; 2 a usage error
+(a COUCHDB_URL that is not CouchDB's root among them).
 )";
 
 std::atomic<bool> stop_requested{false};
@@ -209,6 +214,9 @@ int RunDeriveCommand(int argc, char** argv) {
   if (feed == "continuous") options.continuous_feed = http_options;
   couchdb::CouchClient http(http_options);
   CouchDb couch(http);
+  // Before anything is written: under a database's URL, creating the "databases" would create
+  // documents in it.
+  if (absl::Status s = couch.CheckRoot(); !s.ok()) return Fail(s);
   couchdb::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
   CouchDb prefetch(prefetch_http);
   auto cnp = client::Client::Connect(args->Get("target", DefaultTarget()),
@@ -231,6 +239,19 @@ int RunDeriveCommand(int argc, char** argv) {
       absl::StatusOr<bool> acquired = lease.TryAcquire();
       if (!acquired.ok()) return Fail(acquired.status());
       if (*acquired) break;
+      if (lease.other_holder().empty()) {
+        // Another instance wrote it between our read and our write: the next read says who.
+        absl::SleepFor(lease.wait_hint());
+        continue;
+      }
+      if (once) {
+        // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
+        // and nothing for a cron job to alarm about.
+        std::cerr << "cnp derive: " << declaration->name << ": the lease is held by " << lease.other_holder()
+                  << " (for another " << absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100)))
+                  << " unless it renews it), which does the work; exiting (--once)\n";
+        return 0;
+      }
       if (!said_waiting) {
         std::cerr << "cnp derive: " << declaration->name << ": waiting for the lease held by "
                   << lease.other_holder() << "\n";

@@ -1,5 +1,7 @@
 #include "client/derive/lease.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
@@ -37,7 +39,33 @@ absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   return true;
 }
 
+absl::StatusOr<bool> Lease::LostRace() {
+  const absl::Time now = absl::Now();
+  if (races_++ == 0) racing_since_ = now;
+  if (now - racing_since_ > timeout_) {
+    return absl::UnknownError(absl::StrCat(
+        "the lease _local/", doc_id_, " in ", database_, " at ", couch_.base_url(),
+        ": reading it finds it free but every write conflicts (HTTP 409), ", races_, " times in ",
+        absl::FormatDuration(absl::Trunc(now - racing_since_, absl::Milliseconds(1))),
+        "; CouchDB's _local documents do not behave so: is ", couch_.base_url(), " CouchDB's root?"));
+  }
+  other_holder_.clear();
+  // 20 ms, 40 ms... up to a second: a busy loop against whatever answers so would not help.
+  wait_hint_ = std::min(absl::Milliseconds(20) * (int64_t{1} << std::min(races_ - 1, 6)), absl::Seconds(1));
+  return false;
+}
+
 absl::StatusOr<bool> Lease::TryAcquire() {
+  other_holder_.clear();
+  absl::StatusOr<bool> acquired = ReadAndWrite();
+  if (!acquired.ok() || *acquired || !other_holder_.empty()) {
+    races_ = 0;
+    return acquired;
+  }
+  return LostRace();
+}
+
+absl::StatusOr<bool> Lease::ReadAndWrite() {
   absl::StatusOr<std::optional<rapidjson::Document>> current =
       couch_.GetIfExists(LocalDocPath(database_, doc_id_), "reading the lease");
   if (!current.ok()) return current.status();

@@ -22,7 +22,11 @@ class Lease {
         absl::Duration timeout, absl::Duration renew_every);
 
   // Takes the lease if it is free or expired: true when held now, false when another instance
-  // holds it (then `wait_hint()` says how long until it would expire).
+  // holds it (then `wait_hint()` says how long until it would expire) or wrote it between our
+  // read and our write (then other_holder() is empty and `wait_hint()` a delay that grows with
+  // each such race in a row). Races that go on for longer than the timeout are an error: two
+  // instances settle in one round, and reads that find the lease free while every write
+  // conflicts mean something other than CouchDB answers (a URL that is not its root).
   absl::StatusOr<bool> TryAcquire();
   // Renews if renew_every has passed since the last write. False: the lease was lost.
   absl::StatusOr<bool> RenewIfDue();
@@ -37,6 +41,11 @@ class Lease {
 
  private:
   absl::StatusOr<bool> Write(const std::string& rev);
+  // One read of the lease and, if it is free, expired or ours, one write.
+  absl::StatusOr<bool> ReadAndWrite();
+  // After a write that conflicted: false with a growing wait_hint_, or the error once races
+  // have gone on for longer than timeout_.
+  absl::StatusOr<bool> LostRace();
 
   CouchDb& couch_;
   std::string database_;
@@ -49,6 +58,8 @@ class Lease {
   absl::Time last_write_ = absl::InfinitePast();
   absl::Duration wait_hint_ = absl::ZeroDuration();
   std::string other_holder_;
+  absl::Time racing_since_ = absl::InfiniteFuture();  // the first of the races in a row
+  int races_ = 0;
 };
 
 }  // namespace cnp::derive
