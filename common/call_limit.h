@@ -1,0 +1,49 @@
+// Which of cnp-server's per-call limits a call was refused for, as a type rather than as words
+// in its message: a client that can make the call smaller (cnp derive maps a batch again in
+// halves, and records a single document or reduce key past the limit as its error) needs to
+// tell this refusal from the server's other RESOURCE_EXHAUSTED (every worker busy and the queue
+// full: retry later), and to know the limit, without reading messages that may be reworded.
+//
+// On the service's side it is a payload of the absl::Status (WithCallLimit), which
+// service/rpc/status_mapping.h sends as the trailer "cnp-call-limit: <kind> <limit>", e.g.
+// "cnp-call-limit: answer 100000"; the client library (client/lib/cnp_client.h) reads the
+// trailer back into the same payload, so that CallLimitOf answers on either side.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace cnp {
+
+struct CallLimit {
+  enum class Kind {
+    kAnswer,     // the answer would pass --max-call-bytes
+    kRequest,    // the request passes --max-call-bytes
+    kDocuments,  // the request holds more documents than --max-docs-per-call
+  };
+  Kind kind;
+  // Bytes (kAnswer, kRequest) or documents (kDocuments); 0 when the refusal did not say.
+  int64_t limit = 0;
+
+  friend bool operator==(const CallLimit&, const CallLimit&) = default;
+};
+
+// `status` marked as refused for `limit` (an OK status stays OK, unmarked); a mark it had is
+// replaced.
+absl::Status WithCallLimit(absl::Status status, CallLimit limit);
+// The mark WithCallLimit put on `status`, or that the client library read from its trailer.
+std::optional<CallLimit> CallLimitOf(const absl::Status& status);
+
+// The trailer that carries the mark from cnp-server to its clients, and its value's text
+// ("answer 100000", "request 0", "documents 1000000").
+inline constexpr char kCallLimitTrailer[] = "cnp-call-limit";
+std::string CallLimitText(CallLimit limit);
+// nullopt for anything CallLimitText does not write (another kind, a negative or missing limit,
+// more words).
+std::optional<CallLimit> ParseCallLimit(absl::string_view text);
+
+}  // namespace cnp
