@@ -48,7 +48,8 @@ std::unique_ptr<ServerProcess> ServerProcess::Launch(ServerOptions options) {
                                      .env = {"RUNFILES_DIR=" + RunfilesDir()},
                                      .fds = {{STDERR_FILENO, log}, {kReadyFd, ready[1]}},
                                      .umask = options.umask,
-                                     .open_files = options.open_files});
+                                     .open_files = options.open_files,
+                                     .own_process_group = options.own_process_group});
   ::close(log);
   ::close(ready[1]);
   if (!pid.ok()) {

@@ -26,6 +26,7 @@ struct ServerOptions {
   bool fresh_socket = true;
   mode_t umask = 022;
   rlim_t open_files = 0;  // > 0: the server's RLIMIT_NOFILE, soft and hard
+  bool own_process_group = false;  // see SpawnOptions
   std::string server_binary;  // empty: this build's cnp-server
   std::string worker_binary;  // empty: this build's cnp-worker
 };

@@ -28,6 +28,7 @@ constexpr int kStagingFd = 100;
   }
   if (!options.work_dir.empty() && ::chdir(options.work_dir.c_str()) != 0) ::_exit(126);
   if (options.umask.has_value()) ::umask(*options.umask);
+  if (options.own_process_group) ::setpgid(0, 0);
   if (options.open_files > 0) {
     const rlimit files{options.open_files, options.open_files};
     ::setrlimit(RLIMIT_NOFILE, &files);

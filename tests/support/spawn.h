@@ -27,6 +27,9 @@ struct SpawnOptions {
   std::optional<mode_t> umask;
   // > 0: the child's RLIMIT_NOFILE, soft and hard.
   rlim_t open_files = 0;
+  // The child leads a process group of its own, as a shell's foreground job does: kill(-pid)
+  // then signals it and its children the way a terminal's Ctrl-C does.
+  bool own_process_group = false;
 };
 
 // Forks and execs; the child's pid. A child that cannot exec exits 127 (126 when it cannot

@@ -1,5 +1,6 @@
 // cnp-server's lifecycle under pressure, end to end (issue 7, item 4): SIGTERM with a call that
-// outlives the grace, an idle CouchDB session at shutdown, and a storm of SIGHUPs.
+// outlives the grace, an idle CouchDB session at shutdown, a terminal's Ctrl-C, and a storm of
+// SIGHUPs.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -121,6 +122,44 @@ TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceExitsZeroWithinTheGrace) 
   absl::Status call = stuck.Wait();
   EXPECT_FALSE(call.ok());
   EXPECT_THAT(server->Log(), HasSubstr("stopped"));
+}
+
+// Ctrl-C at a terminal signals the whole foreground job: the server and its workers. The
+// server drains; its workers must not die of the same SIGINT under the calls it waits for.
+TEST(LifecycleTest, CtrlCAtATerminalLetsTheCallInFlightFinish) {
+  testing::ServerOptions options;
+  options.args = {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1",
+                  "--shutdown-grace=60s"};
+  options.own_process_group = true;
+  auto server = ServerProcess::Launch(options);
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = server->Connect();
+  std::string dir = testing::MakeTempDir("fifo");
+  std::string ready = dir + "/ready", release = dir + "/release";
+  ASSERT_EQ(::mkfifo(ready.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(release.c_str(), 0600), 0);
+  auto call = std::async(std::launch::async, [&] {
+    return client->Map({"svc_fns.waits"},
+                       {Doc("held", absl::StrCat(R"("ready":")", ready, R"(","release":")",
+                                                 release, "\""))},
+                       absl::Seconds(120));
+  });
+  // Opening the read end returns once the function opened the write end: it is running.
+  ::close(::open(ready.c_str(), O_RDONLY));
+
+  ASSERT_EQ(::kill(-server->pid(), SIGINT), 0);
+  ASSERT_TRUE(server->WaitForLog("waiting up to", absl::Seconds(20))) << server->Log();
+  // The function still holds the release fifo open for reading: its worker is alive. (Were it
+  // not, no one would read, and a non-blocking open for writing fails with ENXIO.)
+  const int release_fd = ::open(release.c_str(), O_WRONLY | O_NONBLOCK);
+  ASSERT_GE(release_fd, 0) << "the worker died of the Ctrl-C: " << server->Log();
+  ::close(release_fd);
+
+  absl::StatusOr<v1::MapResponse> answer = call.get();
+  ASSERT_TRUE(answer.ok()) << answer.status() << "\n" << server->Log();
+  EXPECT_EQ(answer->results(0).rows(), R"([[["released","held"]]])");
+  EXPECT_TRUE(ExitedZero(server->WaitForExit())) << server->Log();
+  EXPECT_EQ(CountLines(server->Log(), "killed by signal"), 0) << server->Log();
 }
 
 // Issue 7: "An idle adapter Session makes every SIGTERM wait the whole grace: idle streams end
