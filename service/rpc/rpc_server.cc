@@ -20,6 +20,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "service/common/log.h"
+#include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
 #include "service/rpc/encoded_map_call.h"
 #include "service/rpc/server_stream_call.h"
@@ -170,12 +171,12 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
         socket.is_unix ? grpc::InsecureServerCredentials() : *tcp_credentials));
   }
   const int descriptor_cap = DescriptorCapForLimit();
-  AcceptPolicy policy{.allowed_uids = {::geteuid(), 0},
+  std::vector<uid_t> allowed_uids(security.allowed_uids.begin(), security.allowed_uids.end());
+  AcceptPolicy policy{.allowed_uids = UnixSocketUsers(allowed_uids),
                       .descriptor_cap = descriptor_cap,
                       .tcp_descriptor_cap = TcpDescriptorCap(descriptor_cap),
                       .max_connections_per_peer = options_.max_connections_per_peer,
                       .probation = probation_.get()};
-  policy.allowed_uids.insert(security.allowed_uids.begin(), security.allowed_uids.end());
   std::move(close_on_error).Cancel();
   std::vector<int> listener_fds;
   for (const ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);

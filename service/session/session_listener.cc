@@ -34,6 +34,7 @@
 #include "service/common/fd_passing.h"
 #include "service/common/framing.h"
 #include "service/common/log.h"
+#include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/process_worker.h"
 #include "service/pool/worker.h"
@@ -159,7 +160,8 @@ std::string JsonString(absl::string_view text) {
 
 SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& pool,
                                  asio::io_context& control)
-    : options_(std::move(options)), pool_(pool), control_(control) {}
+    : options_(std::move(options)), users_(UnixSocketUsers(options_.allowed_uids)), pool_(pool),
+      control_(control) {}
 
 SessionListener::~SessionListener() = default;
 
@@ -263,9 +265,7 @@ void SessionListener::Stop() {
 }
 
 bool SessionListener::Allowed(uid_t uid) const {
-  return uid == ::getuid() || std::find(options_.allowed_uids.begin(),
-                                        options_.allowed_uids.end(),
-                                        uid) != options_.allowed_uids.end();
+  return users_.count(uid) != 0;
 }
 
 asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& acceptor) {

@@ -33,7 +33,7 @@ namespace cnp::session {
 
 struct ListenerOptions {
   std::vector<std::string> paths;   // socket paths to listen on (each P.direct)
-  std::vector<uid_t> allowed_uids;  // besides the server's own uid
+  std::vector<uid_t> allowed_uids;  // --allow-uid (service/common/socket_users.h adds the rest)
   // --socket-group: the socket is 0660 and owned by this group (as the gRPC socket), else 0600.
   int socket_gid = -1;
   // Non-empty when an adapter started this server: the launch settings it was started with.
@@ -68,6 +68,7 @@ class SessionListener {
   bool Allowed(uid_t uid) const;
 
   const ListenerOptions options_;
+  const std::set<uid_t> users_;  // who may connect (SO_PEERCRED)
   SessionWorkerPool& pool_;
   asio::io_context& control_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
