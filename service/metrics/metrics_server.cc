@@ -9,6 +9,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/unix_target.h"
 #include "service/common/log.h"
 #include "service/metrics/registry.h"
@@ -18,9 +21,11 @@
 namespace cnp::metrics {
 namespace {
 
-// Scrapers are few: a handful of connections, dropped when idle, is all this port needs.
-constexpr unsigned kMaxConnections = 16;
-constexpr unsigned kIdleTimeoutSeconds = 10;
+// Scrapers are few: a handful of connections, dropped when idle, is all this port needs. A
+// scrape is answered in milliseconds, so a connection silent for seconds is no scraper; and
+// every local user can connect, so the slots go back to scrapers soon after a flood.
+constexpr unsigned kMaxConnections = 64;
+constexpr unsigned kIdleTimeoutSeconds = 3;
 
 MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
                  const char* content_type) {
@@ -49,14 +54,52 @@ MHD_Result Answer(void*, MHD_Connection* connection, const char* url, const char
                "text/plain; version=0.0.4; charset=utf-8");
 }
 
-// libmicrohttpd's own messages (a connection it could not accept, a stop that failed) go
-// through the server's log, so that they follow --log-format like every other line.
-void LogMicrohttpdMessage(void*, const char* format, va_list args) {
+// libmicrohttpd's own messages (a connection it could not accept, a client that hung up
+// half-way) go through the server's log, so that they follow --log-format like every other
+// line. Anyone who can connect can make them, one per connection: at most one line per
+// kMessageInterval is written, the next one saying how many were left out, so a flood of
+// broken connections cannot grow the log as fast as it connects.
+constexpr absl::Duration kMessageInterval = absl::Seconds(10);
+
+class MessageThrottle {
+ public:
+  // Whether to write a message now; `left_out` is then how many were not written before it.
+  bool Admit(int64_t& left_out) {
+    absl::MutexLock lock(&mu_);  // one thread per bound address calls this
+    const absl::Time now = absl::Now();
+    if (now - last_ < kMessageInterval) {
+      ++left_out_;
+      return false;
+    }
+    last_ = now;
+    left_out = left_out_;
+    left_out_ = 0;
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::Time last_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int64_t left_out_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+void LogMicrohttpdMessage(void* throttle, const char* format, va_list args) {
+  int64_t left_out = 0;
+  if (!static_cast<MessageThrottle*>(throttle)->Admit(left_out)) return;
   char message[1024];
   std::vsnprintf(message, sizeof message, format, args);
   std::string text = message;
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (left_out > 0) {
+    absl::StrAppend(&text, " (", left_out, " more such messages in the last ",
+                    absl::FormatDuration(kMessageInterval), " or before, not written)");
+  }
   LogWarning("metrics endpoint (libmicrohttpd): ", text);
+}
+
+MessageThrottle& Throttle() {
+  static MessageThrottle* const throttle = new MessageThrottle;
+  return *throttle;
 }
 
 }  // namespace
@@ -83,12 +126,15 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
   port_ = sockets->front().port;
   DeclareAll();
   for (const rpc::ListeningSocket& socket : *sockets) {
+    // poll, not epoll: level-triggered, it sees at once a client that hung up before its
+    // connection was accepted, where edge-triggered epoll waited for the idle timeout (200
+    // such connections kept a scraper out for two minutes).
     // MHD_USE_ITC: the daemon's thread is woken through a pipe, which MHD_quiesce_daemon
     // needs in order to hand the listening socket back (without it the call fails, says so,
     // and the socket was never closed).
     MHD_Daemon* daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
-        &Answer, nullptr, MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, nullptr,
+        MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
+        &Answer, nullptr, MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, &Throttle(),
         MHD_OPTION_LISTEN_SOCKET, socket.fd, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
         MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_END);
     if (daemon == nullptr) {

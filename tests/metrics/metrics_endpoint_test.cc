@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -130,6 +131,46 @@ TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
   ASSERT_GT(port, 0);
   EXPECT_THAT(Http(port, "GET / HTTP/1.0\r\n\r\n"), HasSubstr(" 404 Not Found\r\n"));
   EXPECT_THAT(Http(port, "DELETE /metrics HTTP/1.0\r\n\r\n"), HasSubstr(" 405 Method Not Allowed\r\n"));
+}
+
+// Any local user can connect to the endpoint. A burst of connections that send a byte and hang
+// up must neither write a log line each nor keep the endpoint from a scraper for longer than a
+// scrape interval (Prometheus's default scrape timeout is 10 s; 30 s here for a loaded machine).
+TEST(MetricsEndpointTest, ABurstOfBrokenConnectionsNeitherFloodsTheLogNorHoldsTheEndpoint) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  constexpr int kBroken = 200;
+  for (int i = 0; i < kBroken; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    (void)!::write(fd, "G", 1);
+    ::close(fd);
+  }
+
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const timeval limit{.tv_sec = 30, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string response;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) response.append(buffer, n);
+  ::close(fd);
+  EXPECT_THAT(response, HasSubstr(" 200 OK\r\n")) << "no answer within 30 s after the burst";
+
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n')) {
+    lines += absl::StrContains(line, "metrics endpoint (libmicrohttpd)");
+  }
+  EXPECT_LE(lines, 5) << server->Log();
 }
 
 TEST(MetricsEndpointTest, ANonLoopbackAddressIsRefusedWithoutInsecure) {
