@@ -589,5 +589,62 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   EXPECT_THAT((*once)->output(), Not(HasSubstr("holding the lease")));
 }
 
+// `systemctl restart cnp-server` under a follower: the Map call finds no server, the follower
+// says so and tries again (from the checkpoint) until one answers on the same socket, and the
+// changes made meanwhile are all derived, none recorded as failed.
+TEST_F(DeriveTest, AFollowerWaitsOutACnpServerRestartAndMissesNothing) {
+  Fill("restart_src", R"([{"_id":"a","town":"Oslo"}])");
+  const std::string target = absl::StrCat("unix:", testing::ShortTempDir(), "/cnp.sock");
+  auto start_service = [&] {
+    return testing::ServerProcess::Launch(
+        {.args = {"--listen=" + target, "--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"},
+         .fresh_socket = false});
+  };
+  std::unique_ptr<testing::ServerProcess> service = start_service();
+  ASSERT_TRUE(service->ready()) << service->Log();
+  auto follower = ChildProcess::Start(
+      {testing::Runfile("client/cli/cnp"), "derive", "--target=" + target, "--poll-interval=200ms",
+       couch_->url(), Declare(TownsDeclaration("restart", "restart_src", "restart_map"))},
+      dir_, "seq 1, 1 change(s)", kRunTimeout);
+  ASSERT_TRUE(follower.ok()) << follower.status();
+
+  service->Signal(SIGTERM);
+  service->WaitForExit();
+  Write("restart_src", R"([{"_id":"b","town":"Bergen"},{"_id":"c","town":"Lima"}])");
+  ASSERT_TRUE((*follower)->WaitForOutput("trying again from the checkpoints in", kRunTimeout)) << (*follower)->output();
+  EXPECT_THAT((*follower)->output(), HasSubstr("map handler derive_fns.town (restart_src -> restart_map): "));
+
+  service = start_service();
+  ASSERT_TRUE(service->ready()) << service->Log();
+  ASSERT_TRUE((*follower)->WaitForOutput("cnp-server answers again", kRunTimeout)) << (*follower)->output();
+  ASSERT_TRUE((*follower)->WaitForOutput("seq 3, 2 change(s)", kRunTimeout)) << (*follower)->output();
+  std::multimap<std::string, std::string> derived = ByKey("restart_map");
+  EXPECT_EQ(derived.size(), 3u);
+  EXPECT_EQ(derived.count("\"Bergen\""), 1u);
+  EXPECT_EQ(derived.count("\"Lima\""), 1u);
+  couchdb::CouchClient http = Http();
+  auto errors = http.Get("/restart_map/_local/cnp-derive%3Arestart%3Aerrors");
+  ASSERT_TRUE(errors.ok());
+  EXPECT_EQ(errors->status, 404) << errors->body;
+  EXPECT_FALSE((*follower)->WaitForExitCode(absl::ZeroDuration()).has_value()) << (*follower)->output();
+}
+
+// The other UNAVAILABLE: a worker that dies on a document is answered by a cnp-server that is
+// there. Trying again would kill a worker each time; the run ends as before.
+TEST_F(DeriveTest, AWorkerDyingOnADocumentEndsTheRunRatherThanBeingWaitedOut) {
+  Fill("crash_src", R"([{"_id":"a","town":"Oslo","crash":true}])");
+  auto service = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
+  ASSERT_TRUE(service.ok()) << service.status();
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("crash", "crash_src", "crash_map", "derive_fns.crash")), {"--once"}, service->get()),
+      dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 1) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("map handler derive_fns.crash (crash_src -> crash_map): "));
+  EXPECT_THAT((*run)->output(), Not(HasSubstr("trying again")));
+}
+
 }  // namespace
 }  // namespace cnp::derive

@@ -1,5 +1,7 @@
 """Handlers for the cnp derive tests, built with couch_named_python.mr's helpers."""
 
+import os
+
 from couch_named_python.mr import count, handler, item, join, value
 
 town = item("town")
@@ -22,6 +24,13 @@ def fragile(doc):
     if doc.get("bad"):
         raise ValueError("bad document " + doc["_id"])
     yield doc["town"], doc.get("n")
+
+
+def crash(doc):
+    """Kills its own worker on a document that asks for it, as a segfault would."""
+    if doc.get("crash"):
+        os.kill(os.getpid(), 9)
+    yield doc["town"], None
 
 
 def total(keys, rows, rereduce=False):
