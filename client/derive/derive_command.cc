@@ -79,6 +79,12 @@ delay, up to 5s, when it brought no change). An answer retrying cannot change (H
 than 408 and 429: the source database deleted, the credentials revoked) ends the run with
 exit status 1, with either --feed.
 
+A cnp-server that does not answer (restarting, or down) stops the work, not the run: after a
+delay (0.1s, doubling up to 5s; a log line at most every 5s) the work starts over from the
+checkpoints, so no document is skipped or recorded as failed, and the lease is kept meanwhile.
+--once gives up after --service-wait with exit status 1. An error a cnp-server answers (a
+worker that crashed on a document among them) ends the run with exit status 1.
+
 Options:
   --once                  catch up with every source, then exit (default: follow forever)
   --batch-size=N          changes per batch and per Map call (default: 500)
@@ -98,6 +104,9 @@ Options:
                           is nested deeper than 4096 levels or is not UTF-8, is recorded as that
                           document's error (UnreadableChange) and passed
   --timeout=DUR           per Map/Reduce call (default: 60s)
+  --service-wait=DUR      with --once, how long to keep trying a cnp-server that does not
+                          answer before exiting 1 (default: 60s); following, it is tried for
+                          as long as it takes
   --target=ADDRESS        the cnp service (default: $CNP_TARGET, else %s)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                           TLS and the bearer token of a cnp service on TCP that requires them
@@ -117,6 +126,12 @@ Exit status: 0 caught up (--once), or with --once another instance holds the lea
 which; that instance does the work), or stopped by SIGINT/SIGTERM; 1 an error; 2 a usage error
 (a COUCHDB_URL that is not CouchDB's root among them).
 )";
+
+// While no cnp-server answers: the first wait before trying again, the longest (the waits
+// double), and the least time between two log lines about it.
+constexpr absl::Duration kFirstServiceRetryDelay = absl::Milliseconds(100);
+constexpr absl::Duration kMaxServiceRetryDelay = absl::Seconds(5);
+constexpr absl::Duration kServiceNoteInterval = absl::Seconds(5);
 
 std::atomic<bool> stop_requested{false};
 
@@ -151,7 +166,7 @@ int RunDeriveCommand(int argc, char** argv) {
   auto args = cli::ParseArguments(
       argc, argv,
       cli::WithConnectionOptions(
-          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout",
+          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout", "service-wait",
            "feed", "heartbeat", "max-couchdb-response-bytes"}),
       cli::WithConnectionFlags({"help", "once"}));
   if (!args.ok()) return Fail(args.status());
@@ -178,7 +193,9 @@ int RunDeriveCommand(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--max-couchdb-response-bytes must be a number of bytes, at least 1048576"));
   }
   absl::Duration poll = absl::Seconds(1), lease_timeout = absl::Seconds(60), lease_renew = absl::Seconds(10);
+  absl::Duration service_wait = absl::Seconds(60);
   for (auto [name, value] : {std::pair<const char*, absl::Duration*>{"poll-interval", &poll},
+                             {"service-wait", &service_wait},
                              {"lease-timeout", &lease_timeout},
                              {"lease-renew", &lease_renew},
                              {"timeout", &options.rpc_timeout},
@@ -262,50 +279,94 @@ int RunDeriveCommand(int argc, char** argv) {
     if (stop_requested) break;
     std::cerr << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
 
-    Deriver deriver(*declaration, couch, **cnp, options, std::cerr, [&]() -> absl::StatusOr<bool> {
-      if (stop_requested) return false;
-      return lease.RenewIfDue();
-    }, &prefetch);
-    if (absl::Status s = deriver.Start(); !s.ok()) {
-      lease.Release();
-      return Fail(s);
-    }
+    // A cnp-server that does not answer (restarting, or down) is no fault of the documents:
+    // that Deriver is dropped, and after a delay a new one starts over from the checkpoints,
+    // so nothing is skipped or recorded as failed (as a dropped feed is reopened).
     bool lost = false;
-    absl::Time status_written = absl::InfinitePast();
-    while (!stop_requested) {
-      absl::StatusOr<int64_t> handled = deriver.CatchUp();
-      if (absl::IsFailedPrecondition(handled.status())) {
-        lost = true;
-        break;
-      }
-      if (!handled.ok()) {
-        (void)deriver.WriteStatus(holder);
-        lease.Release();
-        return Fail(handled.status());
-      }
-      // The status document says what changed, and that someone is alive.
-      if (*handled > 0 || absl::Now() - status_written >= lease_renew) {
-        if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
-          lease.Release();
-          return Fail(s);
+    absl::Duration retry_delay = kFirstServiceRetryDelay;
+    absl::Time down_since = absl::InfiniteFuture();
+    absl::Time last_note = absl::InfinitePast();
+    while (!stop_requested && !lost) {
+      absl::Status failure;
+      {
+        Deriver deriver(*declaration, couch, **cnp, options, std::cerr, [&]() -> absl::StatusOr<bool> {
+          if (stop_requested) return false;
+          return lease.RenewIfDue();
+        }, &prefetch);
+        failure = deriver.Start();
+        absl::Time status_written = absl::InfinitePast();
+        while (failure.ok() && !stop_requested) {
+          absl::StatusOr<int64_t> handled = deriver.CatchUp();
+          if (absl::IsFailedPrecondition(handled.status())) {
+            lost = true;
+            break;
+          }
+          if (!handled.ok()) {
+            failure = handled.status();
+            if (!client::IsServerUnreachable(failure)) (void)deriver.WriteStatus(holder);
+            break;
+          }
+          if (down_since != absl::InfiniteFuture()) {
+            std::cerr << "cnp derive: " << declaration->name << ": cnp-server answers again (after "
+                      << absl::FormatDuration(absl::Trunc(absl::Now() - down_since, absl::Milliseconds(100)))
+                      << ")\n";
+            down_since = absl::InfiniteFuture();
+            retry_delay = kFirstServiceRetryDelay;
+            last_note = absl::InfinitePast();
+          }
+          // The status document says what changed, and that someone is alive.
+          if (*handled > 0 || absl::Now() - status_written >= lease_renew) {
+            if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
+              failure = s;
+              break;
+            }
+            status_written = absl::Now();
+          }
+          if (once) {
+            lease.Release();
+            std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
+            return 0;
+          }
+          absl::StatusOr<bool> renewed = lease.RenewIfDue();
+          if (!renewed.ok()) return Fail(renewed.status());
+          if (!*renewed) {
+            lost = true;
+            break;
+          }
+          failure = deriver.WaitForChanges(std::min(poll, lease_renew));
         }
-        status_written = absl::Now();
       }
-      if (once) {
+      if (failure.ok()) break;  // stopped, or the lease was lost
+      if (!client::IsServerUnreachable(failure)) {
         lease.Release();
-        std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
-        return 0;
+        return Fail(failure);
       }
-      absl::StatusOr<bool> renewed = lease.RenewIfDue();
-      if (!renewed.ok()) return Fail(renewed.status());
-      if (!*renewed) {
-        lost = true;
-        break;
-      }
-      if (absl::Status s = deriver.WaitForChanges(std::min(poll, lease_renew)); !s.ok()) {
+      const absl::Time now = absl::Now();
+      if (down_since == absl::InfiniteFuture()) down_since = now;
+      if (once && now - down_since >= service_wait) {
         lease.Release();
-        return Fail(s);
+        return Fail(absl::UnavailableError(absl::StrCat(
+            failure.message(), "; it has not answered for ",
+            absl::FormatDuration(absl::Trunc(now - down_since, absl::Milliseconds(100))),
+            " (--service-wait); a later run goes on from the checkpoints")));
       }
+      if (now - last_note >= kServiceNoteInterval) {
+        std::cerr << "cnp derive: " << declaration->name << ": " << couchdb::RedactCredentials(failure.message())
+                  << "; trying again from the checkpoints in " << absl::FormatDuration(retry_delay)
+                  << " (nothing is skipped)\n";
+        last_note = now;
+      }
+      // The wait holds the lease (renewing it) and ends early on a stop signal.
+      const absl::Time until = now + retry_delay;
+      while (!stop_requested && !lost && absl::Now() < until) {
+        absl::StatusOr<bool> renewed = lease.RenewIfDue();
+        if (!renewed.ok()) return Fail(renewed.status());
+        lost = !*renewed;
+        absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(100)));
+      }
+      retry_delay = std::min(retry_delay * 2, kMaxServiceRetryDelay);
+      // gRPC's own reconnection backoff would otherwise delay the next try by up to minutes.
+      (*cnp)->ResetConnectionBackoff();
     }
     if (lost && !stop_requested) {
       std::cerr << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";

@@ -112,6 +112,14 @@ int64_t SeqNumber(absl::string_view seq) {
   return n;
 }
 
+// A failed call's status with `context` before its message, its code and payloads kept: the
+// command tells a cnp-server that did not answer by its payload (client::IsServerUnreachable).
+absl::Status InContext(const absl::Status& status, absl::string_view context) {
+  absl::Status out(status.code(), absl::StrCat(context, status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
 bool IsDesign(absl::string_view id) { return absl::StartsWith(id, "_design/"); }
 
 int64_t Generation(absl::string_view rev) {
@@ -608,8 +616,7 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
     }
   }
   if (!response.ok()) {
-    return absl::Status(response.status().code(), absl::StrCat("map handler ", s.handler, " (", s.source,
-                                                               " -> ", s.target, "): ", response.status().message()));
+    return InContext(response.status(), absl::StrCat("map handler ", s.handler, " (", s.source, " -> ", s.target, "): "));
   }
   if (response->results_size() != static_cast<int>(part.size())) {
     return absl::InternalError("the service answered a different number of map results");
@@ -855,8 +862,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       continue;
     }
     if (!r.ok()) {
-      return absl::Status(r.status().code(), absl::StrCat("reduce handler ", s.handler, " (", s.source,
-                                                          " -> ", s.target, "): ", r.status().message()));
+      return InContext(r.status(), absl::StrCat("reduce handler ", s.handler, " (", s.source, " -> ", s.target, "): "));
     }
     if (r->errors_size() > 0) {
       for (const v1::FunctionError& e : r->errors()) RecordError(s, absl::StrCat("key ", key_json), e.type(), e.message());

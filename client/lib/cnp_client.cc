@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
@@ -18,6 +19,8 @@ namespace cnp::client {
 namespace {
 
 constexpr int kMaxMessageBytes = 256 << 20;
+// The payload FromGrpc marks a call no server answered with (IsServerUnreachable).
+constexpr char kServerUnreachable[] = "cnp.client/server-unreachable";
 
 // Whether a process on the unix socket at `path` accepts a connection and closes it at once
 // (within 200 ms, before any byte), as cnp-server does with a peer it does not allow; a slow
@@ -40,6 +43,10 @@ bool ClosesConnectionsAtOnce(const std::string& path) {
 }
 
 }  // namespace
+
+bool IsServerUnreachable(const absl::Status& status) {
+  return absl::IsUnavailable(status) && status.GetPayload(kServerUnreachable).has_value();
+}
 
 std::string ServerDownAdvice(const std::string& target) {
   return absl::StrCat("no cnp-server answers at ", target,
@@ -122,8 +129,10 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
   if (status.ok()) return absl::OkStatus();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
       channel_->GetState(false) != GRPC_CHANNEL_READY) {
-    return absl::UnavailableError(
+    absl::Status unreachable = absl::UnavailableError(
         absl::StrCat(status.error_message(), " (", ServerDownAdvice(target_), ")"));
+    unreachable.SetPayload(kServerUnreachable, absl::Cord());
+    return unreachable;
   }
   // gRPC itself refuses a request over the server's receive limit, in its own words; say which
   // setting that limit is.
@@ -135,6 +144,8 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
+
+void Client::ResetConnectionBackoff() { grpc::experimental::ChannelResetConnectionBackoff(channel_.get()); }
 
 absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& functions,
                                             const std::vector<std::string>& docs,

@@ -65,6 +65,10 @@ class Client {
   // A failed RPC as an absl::Status, with advice when the server cannot be reached.
   absl::Status FromGrpc(const grpc::Status& status) const;
 
+  // Makes the channel try to connect at once instead of after gRPC's reconnection backoff,
+  // which grows to minutes while a server is down: for a caller that waits out a restart.
+  void ResetConnectionBackoff();
+
  private:
   Client(std::string target, std::shared_ptr<grpc::Channel> channel, std::string authorization);
 
@@ -76,5 +80,10 @@ class Client {
 
 // The advice printed when nothing answers at `target`.
 std::string ServerDownAdvice(const std::string& target);
+
+// Whether a call failed because no cnp-server answered (UNAVAILABLE with the channel not
+// connected: the server is down or restarting), as opposed to an error a server answered, a
+// worker crashing on the request among them. Kept by a status that copies the payloads.
+bool IsServerUnreachable(const absl::Status& status);
 
 }  // namespace cnp::client
