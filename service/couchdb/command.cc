@@ -10,6 +10,7 @@
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
 #include "service/couchdb/json_text.h"
+#include "service/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -231,8 +232,10 @@ std::string ScanProblem(const LineScan& scan, size_t at) {
   return InvalidJson(at, scan.result.Code());
 }
 
-LineScan ScanLine(std::string_view line, bool stop_at_third) {
-  rapidjson::MemoryStream stream(line.data(), line.size());
+// Walks `json`, whose bytes are `line`'s but for numbers quoted at the same places (or `line`
+// itself); the elements are slices of `line`.
+LineScan ScanText(std::string_view line, std::string_view json, bool stop_at_third) {
+  rapidjson::MemoryStream stream(json.data(), json.size());
   ElementFinder finder(line, stream, stop_at_third);
   rapidjson::Reader reader;
   LineScan scan;
@@ -245,6 +248,17 @@ LineScan ScanLine(std::string_view line, bool stop_at_third) {
     scan.one_array = finder.root_is_array() && stream.Tell() == line.size();
   }
   scan.elements = std::move(finder.elements());
+  return scan;
+}
+
+LineScan ScanLine(std::string_view line, bool stop_at_third) {
+  LineScan scan = ScanText(line, line, stop_at_third);
+  // A number too large for a double is still JSON (CouchDB stores such integers): the line is
+  // walked again with those numbers quoted, which leaves every offset where it was.
+  if (scan.result.Code() == rapidjson::kParseErrorNumberTooBig) [[unlikely]] {
+    const QuotedNumbers quoted = QuoteLargeNumbers(line);
+    scan = ScanText(line, quoted.text, stop_at_third);
+  }
   return scan;
 }
 

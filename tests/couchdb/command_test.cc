@@ -18,6 +18,7 @@
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
 #include "service/couchdb/json_text.h"
+#include "service/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -197,6 +198,12 @@ std::variant<std::string, std::vector<std::string_view>> CheckThenSplit(std::str
   rapidjson::BaseReaderHandler<> ignore;
   rapidjson::Reader reader;
   rapidjson::ParseResult result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
+  if (result.Code() == rapidjson::kParseErrorNumberTooBig) {
+    // Numbers past a double's range are JSON too (large_numbers.h): checked with them quoted.
+    const QuotedNumbers quoted = QuoteLargeNumbers(line);
+    rapidjson::MemoryStream again(quoted.text.data(), quoted.text.size());
+    result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(again, ignore);
+  }
   if (result.IsError()) {
     return absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
                         rapidjson::GetParseError_En(result.Code()));
@@ -268,6 +275,68 @@ TEST(ParseCommandTest, LeavesAReducesValuesToTheWorker) {
                    .values_unchecked);
   EXPECT_FALSE(
       As<command::Reduce>(R"(["rereduce",["m.f"],[1]])", ReduceValues::kChecked).values_unchecked);
+}
+
+// Security review: rapidjson refuses a number past a double's range (CouchDB stores 401-digit
+// integers), so a filter or validate line holding one was no command: a fatal error that ended
+// the session, every time CouchDB sent that document. Such lines are commands now, their
+// elements slices of the line as written; what is not JSON around them still is not.
+TEST(ParseCommandTest, NumbersPastADoubleAreJson) {
+  const std::string huge = "1" + std::string(400, '0');
+  const std::string doc = R"({"_id":"b","s":"a\"b","v":)" + huge + R"(,"w":[-)" + huge + "e5]}";
+  const std::string args = "[[" + doc + R"(],{"query":{}}])";
+  command::DesignDocCall filter =
+      As<command::DesignDocCall>(R"(["ddoc","_design/x",["filters","f"],)" + args + "]");
+  EXPECT_THAT(filter.path, ElementsAre("filters", "f"));
+  EXPECT_EQ(filter.args, args);
+  // Not the hot path's spelling, so read as JSON: the document's own bytes.
+  EXPECT_EQ(As<command::MapDoc>(R"([ "map_doc", )" + doc + " ]").doc, doc);
+  EXPECT_EQ(As<command::MapDoc>(R"(["map_doc",)" + doc + "]").doc, doc);
+  // A reduce whose values are left to the worker, and one read whole.
+  const std::string reduce_line = R"(["reduce",["m.f"],[[["a","d1"],)" + huge + "]]]";
+  EXPECT_EQ(As<command::Reduce>(reduce_line, ReduceValues::kChecked).kvs,
+            R"([[["a","d1"],)" + huge + "]]");
+  EXPECT_EQ(As<command::Reduce>(reduce_line, ReduceValues::kLeftToTheWorker).kvs,
+            R"([[["a","d1"],)" + huge + "]]]");
+  // A large number where a name must be, and a broken line after one: the same errors, at
+  // the same bytes, as a line with a small number in its place.
+  const std::string small(huge.size(), '2');
+  for (const std::string& broken : {R"(["ddoc","_design/x",["filters","f"],[[{"v":1,)" + huge +
+                                        ":2}],{}]])",
+                                    R"(["ddoc","_design/x",["filters","f"],[[{"v":)" + huge +
+                                        "}] {}]]"}) {
+    std::string same_shape = broken;
+    same_shape.replace(broken.find(huge), huge.size(), small);
+    EXPECT_EQ(As<command::NotACommand>(broken).reason,
+              As<command::NotACommand>(same_shape).reason);
+  }
+  EXPECT_THAT(As<command::NotACommand>("[ \"map_doc\", " + huge + "x]").reason,
+              HasSubstr("invalid JSON at byte " + std::to_string(13 + huge.size())));
+}
+
+TEST(QuoteLargeNumbersTest, QuotesOnlyWhatRapidjsonMightRefuseInAValuesPlace) {
+  const std::string huge = "1" + std::string(400, '0');
+  const std::string json = R"({"a":[1,1e300,-)" + huge + R"(,"1e999",2.5e-999,)" + huge +
+                           R"(.5e1],"b":1E+308,"c":{"d":)" + huge + "}}";
+  const QuotedNumbers quoted = QuoteLargeNumbers(json);
+  ASSERT_EQ(quoted.text.size(), json.size());
+  ASSERT_EQ(quoted.spans.size(), 5u);
+  std::string expected = json;
+  for (const NumberSpan& span : quoted.spans) {
+    const std::string_view token = std::string_view(json).substr(span.begin, span.end - span.begin);
+    EXPECT_TRUE(token == "1e300" || token == "-" + huge || token == huge + ".5e1" ||
+                token == "1E+308" || token == huge)
+        << token;
+    expected[span.begin] = '"';
+    expected[span.end - 1] = '"';
+  }
+  EXPECT_EQ(quoted.text, expected);
+  EXPECT_EQ(quoted.spans[1].begin, json.find("-1"));
+  // An object's key place, and what is not a number, stay as they are.
+  for (const std::string& left :
+       {"{" + huge + ":1}", "[" + huge + ".]", std::string("[-]"), "[\"" + huge}) {
+    EXPECT_EQ(QuoteLargeNumbers(left).text, left);
+  }
 }
 
 // Where the first JSON value of `text` ends, as the worker's parser finds it; nullopt when it
