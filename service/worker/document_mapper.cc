@@ -19,14 +19,14 @@ std::string IdOf(PyObject* doc) {
 
 }  // namespace
 
-absl::Status DocumentMapper::Map(std::string& doc_json) {
+absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer) {
   rows_.Clear();
   failures_.clear();
   doc_id_.clear();
   DocumentSeen seen;
-  absl::StatusOr<PyRef> doc = ParseDocumentInPlace(doc_json, seen);
+  absl::StatusOr<PyRef> doc = ParseDocument(doc_json, buffer, seen);
   if (!doc.ok()) {
-    if (!seen.too_deep) return doc.status();
+    if (!seen.refused_alone()) return doc.status();
     return FailEveryFunction(doc.status(), std::move(seen.id));
   }
 

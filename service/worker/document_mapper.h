@@ -30,14 +30,16 @@ class DocumentMapper {
                           std::vector<std::string_view> names = {})
       : functions_(std::move(functions)), names_(std::move(names)) {}
 
-  // Maps one document, parsing `doc_json` in place. INVALID_ARGUMENT for malformed JSON;
-  // a function that raises is not an error (see failures()), and neither is a document nested
-  // deeper than Python is given: every function fails on it alone, with a ValueError, as a
+  // Maps one document, parsing `doc_json` in `buffer` (json_to_python.h's ParseDocument).
+  // INVALID_ARGUMENT for malformed JSON; a function that raises is not an error (see
+  // failures()), and neither is valid JSON Python is not given (nested deeper than Python is
+  // given, an integer of more digits than int() converts): every function fails on it alone,
+  // with a ValueError, as a
   // couchjs map function fails on a document it cannot serialise. Refusing it as a whole would
   // fail the call, and CouchDB retries a view's index update on that document for ever.
   // RESOURCE_EXHAUSTED when the rows (with the log lines and the errors) pass the room left for
   // the answer (Context().answer, which is then exceeded()) or Python ran out of memory parsing.
-  absl::Status Map(std::string& doc_json);
+  absl::Status Map(std::string_view doc_json, std::string& buffer);
 
   // The reply for the last document: one array of rows per function; [] where it raised.
   absl::string_view rows() const { return {rows_.GetString(), rows_.GetSize()}; }

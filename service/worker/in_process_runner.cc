@@ -134,7 +134,7 @@ absl::StatusOr<pool::Reply> InProcessRunner::Run(const pool::Task& task, absl::T
 
 pool::Reply InProcessRunner::RunHere(const pool::Task& task) {
   switch (task.kind_case()) {
-    case pool::Task::kMap: return RunMapOnCopies(registry_, task.map(), doc_scratch_);
+    case pool::Task::kMap: return RunMap(registry_, task.map(), doc_scratch_);
     case pool::Task::kReduce:
       if (task.has_session_line()) {
         return RunReduceOfLine(registry_, task.reduce(), task.session_line(), doc_scratch_);

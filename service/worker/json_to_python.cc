@@ -1,11 +1,13 @@
 #include "service/worker/json_to_python.h"
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
+#include "service/couchdb/large_numbers.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
@@ -63,7 +65,7 @@ class PythonBuilder {
   bool Double(double d) { return Push(PyFloat_FromDouble(d)); }
 
   bool RawNumber(const char* text, rapidjson::SizeType length, bool) {
-    return Push(NumberFromText(text, length));
+    return PushNumber(text, length);
   }
 
   bool String(const char* text, rapidjson::SizeType length, bool) {
@@ -112,12 +114,22 @@ class PythonBuilder {
     return root;
   }
   bool too_deep() const { return too_deep_; }
+  // A number's digits were more than int() converts (sys.get_int_max_str_digits()).
+  bool too_many_digits() const { return too_many_digits_; }
+  // Where that number starts, when the reader's error offset is not it (a quoted number's
+  // error is reported after its closing quote).
+  std::optional<size_t> refused_number_at() const { return refused_number_at_; }
 
- private:
+ protected:
   bool Push(PyObject* object) {
     if (object == nullptr) return false;
     stack_.push_back(object);
     return true;
+  }
+  bool PushNumber(const char* text, size_t length) {
+    PyObject* number = NumberFromText(text, length);
+    if (number == nullptr && PyErr_ExceptionMatches(PyExc_ValueError)) too_many_digits_ = true;
+    return Push(number);
   }
   bool Enter() {
     if (++depth_ > kMaxJsonDepth) {
@@ -131,7 +143,8 @@ class PythonBuilder {
     stack_.resize(first);
   }
 
-  // JSON numbers: integers stay exact at any size, the rest are parsed as float() would.
+  // JSON numbers: integers stay exact at any size, the rest are parsed as float() would (a
+  // positive exponent past a double's range is float('inf'), as json.loads reads it).
   static PyObject* NumberFromText(const char* text, size_t length) {
     bool is_integer = std::memchr(text, '.', length) == nullptr &&
                       std::memchr(text, 'e', length) == nullptr &&
@@ -150,38 +163,79 @@ class PythonBuilder {
     return PyFloat_FromDouble(value);
   }
 
+  std::optional<size_t> refused_number_at_;
+
+ private:
   std::vector<PyObject*> stack_;
   int depth_ = 0;
   bool too_deep_ = false;
+  bool too_many_digits_ = false;
   std::string* const id_;
   bool id_next_ = false;  // the last key read was the top-level "_id"
+};
+
+// The builder for a second reading, of a copy whose numbers rapidjson refused were quoted
+// (large_numbers.h): a string at a quoted number's place is that number, read from the
+// original text.
+class QuotedNumbersBuilder : public PythonBuilder {
+ public:
+  QuotedNumbersBuilder(std::string* id, const char* buffer, std::string_view original,
+                       const std::vector<couchdb::NumberSpan>& spans)
+      : PythonBuilder(id), buffer_(buffer), original_(original), spans_(spans) {}
+
+  bool String(const char* text, rapidjson::SizeType length, bool copy) {
+    // Parsed in place, a string's text starts right after its opening quote. Strings come in
+    // the order of the text, so only the next quoted number can be this one.
+    const size_t at = static_cast<size_t>(text - buffer_) - 1;
+    if (next_ < spans_.size() && spans_[next_].begin == at) {
+      const couchdb::NumberSpan& span = spans_[next_++];
+      if (PushNumber(original_.data() + span.begin, span.end - span.begin)) return true;
+      refused_number_at_ = span.begin;
+      return false;
+    }
+    return PythonBuilder::String(text, length, copy);
+  }
+
+ private:
+  const char* const buffer_;
+  const std::string_view original_;
+  const std::vector<couchdb::NumberSpan>& spans_;
+  size_t next_ = 0;
 };
 
 constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
                                  rapidjson::kParseNumbersAsStringsFlag |
                                  rapidjson::kParseIterativeFlag;
 
-// Parses with `kParseFlags | extra_flags`; `end` is where the reader stopped.
-template <unsigned extra_flags>
-absl::StatusOr<PyRef> Parse(std::string& json, size_t& end, DocumentSeen* seen = nullptr) {
-  PythonBuilder builder(seen != nullptr ? &seen->id : nullptr);
+// Reads `buffer` in place into `builder`; `end` is where the reader stopped, `code` its error.
+template <unsigned extra_flags, typename Builder>
+absl::StatusOr<PyRef> ReadInto(Builder& builder, std::string& buffer, size_t& end,
+                               rapidjson::ParseErrorCode& code, DocumentSeen* seen) {
   rapidjson::Reader reader;
-  rapidjson::InsituStringStream stream(json.data());
+  rapidjson::InsituStringStream stream(buffer.data());
   rapidjson::ParseResult result = reader.Parse<kParseFlags | extra_flags>(stream, builder);
   end = stream.Tell();
+  code = result.Code();
   if (!result) {
     std::string why;
     if (builder.too_deep()) {
       if (seen != nullptr) seen->too_deep = true;
       why = absl::StrCat("nested deeper than ", kMaxJsonDepth, " levels");
     } else if (PyErr_Occurred()) {
-      // The text parsed but Python refused a value (bytes that are not UTF-8), or memory ran
-      // out (TakeException then marks the worker for recycling).
+      // The text parsed but Python refused a value (bytes that are not UTF-8, an integer of
+      // more digits than int() converts), or memory ran out (TakeException then marks the
+      // worker for recycling).
       bool out_of_memory = PyErr_ExceptionMatches(PyExc_MemoryError);
       why = TakeException().Summary();
       if (out_of_memory) {
         return absl::ResourceExhaustedError(
             absl::StrCat("out of memory at byte ", result.Offset(), " building the value"));
+      }
+      if (builder.too_many_digits()) {
+        if (seen != nullptr) seen->too_many_digits = true;
+        return absl::InvalidArgumentError(
+            absl::StrCat("number at byte ", builder.refused_number_at().value_or(result.Offset()),
+                         " not converted: ", why));
       }
     } else {
       why = rapidjson::GetParseError_En(result.Code());
@@ -192,25 +246,47 @@ absl::StatusOr<PyRef> Parse(std::string& json, size_t& end, DocumentSeen* seen =
   return builder.TakeRoot();
 }
 
+// Parses `json` in `buffer` with `kParseFlags | extra_flags`; `end` is where the reader stopped.
+template <unsigned extra_flags>
+absl::StatusOr<PyRef> Parse(std::string_view json, std::string& buffer, size_t& end,
+                            DocumentSeen* seen = nullptr) {
+  buffer.assign(json);
+  std::string* id = seen != nullptr ? &seen->id : nullptr;
+  rapidjson::ParseErrorCode code = rapidjson::kParseErrorNone;
+  {
+    PythonBuilder builder(id);
+    absl::StatusOr<PyRef> value = ReadInto<extra_flags>(builder, buffer, end, code, seen);
+    if (code != rapidjson::kParseErrorNumberTooBig) [[likely]] return value;
+  }
+  // A number past a double's range (large_numbers.h): read again, from a copy of `json` with
+  // those numbers quoted (the first reading has overwritten strings in `buffer`).
+  couchdb::QuotedNumbers quoted = couchdb::QuoteLargeNumbers(json);
+  buffer = std::move(quoted.text);
+  if (id != nullptr) id->clear();
+  QuotedNumbersBuilder builder(id, buffer.data(), json, quoted.spans);
+  return ReadInto<extra_flags>(builder, buffer, end, code, seen);
+}
+
 }  // namespace
 
-absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json) {
+absl::StatusOr<PyRef> ParseJson(std::string_view json, std::string& buffer) {
   size_t end = 0;
-  return Parse<0>(json, end);
+  return Parse<0>(json, buffer, end);
 }
 
-absl::StatusOr<PyRef> ParseDocumentInPlace(std::string& json, DocumentSeen& seen) {
+absl::StatusOr<PyRef> ParseDocument(std::string_view json, std::string& buffer,
+                                    DocumentSeen& seen) {
   size_t end = 0;
-  return Parse<0>(json, end, &seen);
+  return Parse<0>(json, buffer, end, &seen);
 }
 
-absl::StatusOr<PyRef> ParseJsonValueInPlace(std::string& json, size_t& end) {
-  return Parse<rapidjson::kParseStopWhenDoneFlag>(json, end);
+absl::StatusOr<PyRef> ParseJsonValue(std::string_view json, std::string& buffer, size_t& end) {
+  return Parse<rapidjson::kParseStopWhenDoneFlag>(json, buffer, end);
 }
 
-absl::StatusOr<PyRef> ParseJson(absl::string_view json) {
-  std::string copy(json);
-  return ParseJsonInPlace(copy);
+absl::StatusOr<PyRef> ParseJson(std::string_view json) {
+  std::string buffer;
+  return ParseJson(json, buffer);
 }
 
 }  // namespace cnp::worker

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -18,26 +19,36 @@ namespace cnp::worker {
 // Objects and arrays nested deeper than this are refused rather than risking the stack later.
 inline constexpr int kMaxJsonDepth = 4096;
 
-// Parses `json` in place (the buffer is overwritten, which saves copying every string).
+// Parses `json` into Python, working in place in `buffer` (a buffer the caller reuses: `json`
+// is copied there and the parse overwrites it, which saves copying every string again).
 // Requires the GIL. INVALID_ARGUMENT names rapidjson's error and the byte offset;
 // RESOURCE_EXHAUSTED means a MemoryError (the worker is then marked for recycling).
-absl::StatusOr<PyRef> ParseJsonInPlace(std::string& json);
+//
+// A number rapidjson cannot hold in a double is read all the same (large_numbers.h): an integer
+// becomes an int with every digit (up to sys.get_int_max_str_digits() digits, 4300, past which
+// int() itself refuses: INVALID_ARGUMENT), a positive exponent past a double's range
+// float('inf'), as json.loads reads them.
+absl::StatusOr<PyRef> ParseJson(std::string_view json, std::string& buffer);
+
+// The same with a buffer of its own.
+absl::StatusOr<PyRef> ParseJson(std::string_view json);
 
 // What a document's parse saw: its top-level "_id" (CouchDB writes it first), and whether it
-// failed only for being nested deeper than kMaxJsonDepth (valid JSON Python is not given).
+// failed only for holding valid JSON that Python is not given: nested deeper than
+// kMaxJsonDepth, or an integer of more digits than int() converts.
 struct DocumentSeen {
   std::string id;
   bool too_deep = false;
+  bool too_many_digits = false;
+  bool refused_alone() const { return too_deep || too_many_digits; }
 };
-// ParseJsonInPlace for a document, telling what it saw, also when it fails.
-absl::StatusOr<PyRef> ParseDocumentInPlace(std::string& json, DocumentSeen& seen);
+// ParseJson for a document, telling what it saw, also when it fails.
+absl::StatusOr<PyRef> ParseDocument(std::string_view json, std::string& buffer,
+                                    DocumentSeen& seen);
 
-// The first JSON value of `json`, parsed in place as ParseJsonInPlace does; `end` is set to the
-// byte after it. What follows the value is not read (the caller's: a CouchDB line's closing
-// bracket). On a failure `end` is where the reader stopped.
-absl::StatusOr<PyRef> ParseJsonValueInPlace(std::string& json, size_t& end);
-
-// Same as ParseJsonInPlace, for text that must not be modified (copies it first).
-absl::StatusOr<PyRef> ParseJson(absl::string_view json);
+// The first JSON value of `json`, parsed as ParseJson does; `end` is set to the byte after it.
+// What follows the value is not read (the caller's: a CouchDB line's closing bracket). On a
+// failure `end` is where the reader stopped.
+absl::StatusOr<PyRef> ParseJsonValue(std::string_view json, std::string& buffer, size_t& end);
 
 }  // namespace cnp::worker

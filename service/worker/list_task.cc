@@ -41,7 +41,7 @@ class ExchangeListChannel : public ListChannel {
     // The step that answers this row is an answer of its own, with the row task's limit.
     Context().answer.Start(task->max_answer_bytes());
     if (task->list_row().row().empty()) Py_RETURN_NONE;  // list_end
-    absl::StatusOr<PyRef> row = ParseJsonInPlace(*task->mutable_list_row()->mutable_row());
+    absl::StatusOr<PyRef> row = ParseJson(task->list_row().row());
     if (!row.ok()) return Refuse(absl::StrCat("list_row: ", row.status().message()));
     return row->release();
   }

@@ -7,11 +7,11 @@
 namespace cnp::worker {
 namespace {
 
-// `doc_at(i)` is document i's JSON, which the mapper parses in place (and so overwrites).
-template <typename DocAt>
-v1::Reply MapDocs(FunctionRegistry& registry,
-                  const google::protobuf::RepeatedPtrField<std::string>& functions, int count,
-                  DocAt doc_at) {
+// Each document is parsed in `scratch` (json_to_python.h), never in the request itself: a
+// document with a number rapidjson refuses is read again from its own bytes.
+v1::Reply MapDocs(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
+                  std::string& scratch) {
+  const google::protobuf::RepeatedPtrField<std::string>& functions = request.functions();
   Reply reply;
   std::vector<const LoadedFunction*> loaded;
   if (!LoadAll(registry, functions, loaded, reply)) return reply;
@@ -21,8 +21,8 @@ v1::Reply MapDocs(FunctionRegistry& registry,
 
   DocumentMapper mapper(std::move(callables), std::move(names));
   cnp::v1::MapResponse* response = reply.mutable_map();
-  for (int i = 0; i < count; ++i) {
-    absl::Status mapped = mapper.Map(doc_at(i));
+  for (int i = 0; i < request.docs_size(); ++i) {
+    absl::Status mapped = mapper.Map(request.docs(i), scratch);
     // The document's rows join the answer: they must fit in what is left of it.
     if (mapped.ok() && !Context().answer.Take(mapper.rows().size())) {
       mapped = absl::ResourceExhaustedError(Context().answer.Message());
@@ -48,18 +48,9 @@ v1::Reply MapDocs(FunctionRegistry& registry,
 
 }  // namespace
 
-v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request) {
-  return MapDocs(registry, request.functions(), request.docs_size(),
-                 [&](int i) -> std::string& { return *request.mutable_docs(i); });
-}
-
-v1::Reply RunMapOnCopies(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
-                         std::string& scratch) {
-  return MapDocs(registry, request.functions(), request.docs_size(),
-                 [&](int i) -> std::string& {
-                   scratch.assign(request.docs(i));
-                   return scratch;
-                 });
+v1::Reply RunMap(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
+                 std::string& scratch) {
+  return MapDocs(registry, request, scratch);
 }
 
 }  // namespace cnp::worker

@@ -113,9 +113,8 @@ v1::Reply RunReduceOfLine(FunctionRegistry& registry, const cnp::v1::ReduceReque
                           const v1::SessionLine& line, std::string& scratch) {
   // The one walk over the values: rapidjson checks them as it builds the Python objects.
   const std::string_view rest = request.kvs();
-  scratch.assign(rest);
   size_t end = 0;
-  absl::StatusOr<PyRef> kvs = ParseJsonValueInPlace(scratch, end);
+  absl::StatusOr<PyRef> kvs = ParseJsonValue(rest, scratch, end);
   // Anything but values that parsed followed by the closing bracket takes the slow road: the
   // line is judged as the session would judge it whole, and a broken line is the answer before
   // anything else is (it was when the session checked every line before running anything).

@@ -37,7 +37,12 @@ Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& sess
 absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,
                           std::vector<int>& descriptors) {
   switch (task.kind_case()) {
-    case Task::kMap: return RunMap(registry, *task.mutable_map());
+    case Task::kMap: {
+      // Reused from task to task, as the in-process runner's: a copy allocates nothing once the
+      // buffer is as big as the documents.
+      thread_local std::string map_scratch;
+      return RunMap(registry, task.map(), map_scratch);
+    }
     case Task::kReduce: {
       if (!task.has_session_line()) return RunReduce(registry, task.reduce());
       std::string scratch;

@@ -11,15 +11,15 @@
 
 namespace cnp::worker {
 
-v1::Reply RunMap(FunctionRegistry& registry, cnp::v1::MapRequest& request);
-// RunMap for a request that must stay as it is: each document is parsed from a copy in
-// `scratch` (a buffer the caller reuses, so the copy allocates nothing once it is big enough).
-v1::Reply RunMapOnCopies(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
-                         std::string& scratch);
+// Each document is parsed from a copy in `scratch` (a buffer the caller reuses, so the copy
+// allocates nothing once it is big enough): a document rapidjson must read twice (a number past
+// a double's range) is read again from the request's own bytes.
+v1::Reply RunMap(FunctionRegistry& registry, const cnp::v1::MapRequest& request,
+                 std::string& scratch);
 v1::Reply RunReduce(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request);
 // RunReduce for values that are the unchecked rest of a CouchDB session line (worker.proto's
 // SessionLine): checked in the walk that builds them, a broken line answered Failure BAD_LINE
-// before anything else. They are parsed from a copy in `scratch`, as RunMapOnCopies does.
+// before anything else. They are parsed from a copy in `scratch`, as RunMap does.
 v1::Reply RunReduceOfLine(FunctionRegistry& registry, const cnp::v1::ReduceRequest& request,
                           const v1::SessionLine& line, std::string& scratch);
 v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest& request);
