@@ -34,7 +34,7 @@ DDOC = {
         "capped": "fixture_fns.list_capped",
         "raw": "fixture_fns.list_raw",
     },
-    "filters": {"basic": "fixture_fns.filter_basic"},
+    "filters": {"basic": "fixture_fns.filter_basic", "v_is": "fixture_fns.filter_v_is"},
     "updates": {"basic": "fixture_fns.update_basic"},
     "rewrites": "fixture_fns.rewrite_basic",
 }
@@ -127,6 +127,24 @@ class QueryServerSpecTest(harness.ServerTestCase):
                                      r"than 4096 levels\) with doc._id deep$")
         self.assertEqual(self.qs.reply(["map_doc", {"_id": "next", "a": "b"}]),
                          [[["baz", "b"]], [["foo", "b"], ["bar", "b"]]])
+
+    def test_a_number_past_a_double_is_read_with_every_digit(self):
+        # Security review: a document holding a 401-digit integer (CouchDB stores them) was an
+        # error line for map_doc, which fails the index update, retried on that document for
+        # ever, and a fatal one for a filter, which ended the query server. Now the functions
+        # get the exact int, and the session goes on.
+        huge = 10 ** 400
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "b", "note": "x\"y", "a": huge}]),
+                         [[["baz", huge]]])
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "c", "a": [-huge, 1]}]),
+                         [[["baz", [-huge, 1]]]])
+        self.teach_ddoc()
+        docs = [{"_id": "a", "v": huge}, {"_id": "b", "v": huge + 1}, {"_id": "c", "v": 1}]
+        self.assertEqual(
+            self.qs.reply(ddoc_call(["filters", "v_is"], [docs, {"query": {"v": str(huge)}}])),
+            [True, [True, False, False]])
+        self.assertEqual(self.qs.reply(["map_doc", {"_id": "d", "a": 1}]), [[["baz", 1]]])
 
     def test_reset_forgets_map_funs(self):
         self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once"]), True)

@@ -289,6 +289,12 @@ def filter_basic(doc, req):
     return bool(doc.get("good"))
 
 
+def filter_v_is(doc, req):
+    """No JavaScript's: whether doc.v is exactly the integer the query's "v" spells (a double
+    would not tell 10**400 from 10**400 + 1)."""
+    return doc.get("v") == int(req["query"]["v"])
+
+
 def update_basic(doc, req):
     """function(doc, req) { doc.world = "hello"; var resp = [doc, "hello doc"]; return resp; }"""
     doc["world"] = "hello"

@@ -139,3 +139,7 @@ def update_not_json(doc, req):
 
 def rewrite_not_json(req):
     return {"path": {1}}
+
+
+def number_is(doc, req):
+    return doc["v"] == int(req["query"]["v"])

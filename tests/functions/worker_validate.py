@@ -24,3 +24,8 @@ def legacy(new, old, userctx, secobj):
 
 def crashes(new, old, userctx, secobj):
     return new["no such field"]
+
+
+def tells_number(new, old, userctx, secobj):
+    # Refuses every document, saying what its "v" is: the test reads what Python was given.
+    raise Forbidden(f"{type(new['v']).__name__} {new['v']}")

@@ -137,3 +137,9 @@ def returns_pairs_and_a_key(doc):
 
 def returns_pairs(doc):
     return ((doc["town"], 1), ["n", doc["n"]], [[], None])
+
+
+def number_and_type(doc):
+    # Every digit of doc["v"], as the function sees it, and what type it has.
+    yield str(doc["v"]), type(doc["v"]).__name__
+    yield "value", doc["v"]

@@ -64,8 +64,65 @@ TEST(JsonToPythonTest, NumbersBecomeExactIntsAndFloats) {
   EXPECT_EQ(ParsedRepr("[0,-0,17,-9223372036854775808,123456789012345678901234567890]"),
             "[0, 0, 17, -9223372036854775808, 123456789012345678901234567890]");
   EXPECT_EQ(ParsedRepr("[0.1,-0.0,1e300,2.5E-3]"), "[0.1, -0.0, 1e+300, 0.0025]");
-  // Beyond a double's range is refused, as CouchDB itself refuses it.
-  EXPECT_FALSE(ParseJson("1e400").ok());
+}
+
+// repr() of json.loads(json): Python's own reading, which ours must match.
+std::string JsonLoadsRepr(const std::string& json) {
+  PyObject* globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+  PyRef text = PyRef::Steal(PyUnicode_FromStringAndSize(json.data(), json.size()));
+  PyDict_SetItemString(globals, "_json_text", text.get());
+  PyRef value = Eval("__import__('json').loads(_json_text)");
+  return value ? Repr(value.get()) : "<json.loads failed>";
+}
+
+// Security review: rapidjson refuses a number past a double's range even when it hands numbers
+// over as text, so a document with a 401-digit integer (CouchDB stores them) was not JSON to us.
+// Such numbers are read as json.loads reads them, wherever they stand, with strings before them
+// that the first, in-place reading has overwritten (escapes) and numbers it could read.
+TEST(JsonToPythonTest, NumbersPastADoubleAreReadAsJsonLoadsReadsThem) {
+  const std::string huge = "1" + std::string(400, '0');
+  for (const std::string& json : {
+           huge,
+           "-" + huge,
+           "[" + huge + "," + huge + "1]",
+           R"({"_id":"a\"b\u00e9","s":"x\ny","v":)" + huge + R"(,"w":[1,")" + huge +
+               R"(",{"k":-)" + huge + R"(}],"z":"tail"})",
+           "[1e400,-1E+400,0e999,1e-999," + huge + ".5," + huge + "e-400,12.5e300]",
+       }) {
+    EXPECT_EQ(ParsedRepr(json), JsonLoadsRepr(json)) << json;
+  }
+  DocumentSeen seen;
+  std::string buffer;
+  absl::StatusOr<PyRef> doc =
+      ParseDocument(R"({"_id":"big\t","v":)" + huge + "}", buffer, seen);
+  ASSERT_TRUE(doc.ok()) << doc.status();
+  EXPECT_EQ(seen.id, "big\t");
+  EXPECT_FALSE(seen.refused_alone());
+}
+
+TEST(JsonToPythonTest, WhatIsNotJsonAroundLargeNumbersIsStillRefusedWhereItIs) {
+  const std::string huge = "1" + std::string(400, '0');
+  // A number where an object's key must be stays an error, at that key's byte.
+  absl::StatusOr<PyRef> key = ParseJson(R"({"v":)" + huge + "," + huge + ":1}");
+  ASSERT_FALSE(key.ok());
+  EXPECT_EQ(key.status().message(),
+            "invalid JSON at byte " + std::to_string(6 + huge.size()) +
+                ": Missing a name for object member.");
+  absl::StatusOr<PyRef> cut = ParseJson("[" + huge + ",1.]");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(std::string(cut.status().message()), "invalid JSON at byte " + std::to_string(4 + huge.size()) +
+                                        ": Miss fraction part in number.");
+  // More digits than int() converts: refused by Python, the document alone (DocumentSeen).
+  DocumentSeen seen;
+  std::string buffer;
+  absl::StatusOr<PyRef> long_digits =
+      ParseDocument(R"({"_id":"x","v":)" + std::string(5000, '7') + "}", buffer, seen);
+  ASSERT_FALSE(long_digits.ok());
+  EXPECT_THAT(long_digits.status().message(), HasSubstr("number at byte 15 not converted"));
+  EXPECT_THAT(long_digits.status().message(), HasSubstr("4300"));
+  EXPECT_TRUE(seen.too_many_digits);
+  EXPECT_EQ(seen.id, "x");
+  EXPECT_FALSE(PyErr_Occurred());
 }
 
 TEST(JsonToPythonTest, StringsAndContainers) {
