@@ -134,7 +134,7 @@ std::string VersionMismatchMessage(std::optional<int64_t> loaded, std::optional<
 
 std::string UnversionedNameMessage(absl::string_view path, int64_t loaded) {
   return absl::StrCat(VersionMismatchMessage(loaded, std::nullopt), ": ", path,
-                      " has @version(", loaded, "), so the design document must name it ", path,
+                      " has @version(", loaded, "), so design documents and calls must name it ", path,
                       "|", loaded, " (`cnp resolve ", path, "` prints the name to use)");
 }
 

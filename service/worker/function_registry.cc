@@ -146,6 +146,10 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::CheckVersion(
     loaded = **fresh;
     if (loaded->version == name.version) return loaded;
   }
+  // A name without its |version for a function that has one: say which name to use.
+  if (!name.version.has_value() && loaded->version.has_value()) {
+    return absl::FailedPreconditionError(UnversionedNameMessage(name.path, *loaded->version));
+  }
   return absl::FailedPreconditionError(VersionMismatchMessage(loaded->version, name.version));
 }
 

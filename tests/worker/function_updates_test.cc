@@ -97,7 +97,7 @@ TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedF
   cnp::v1::ResolvedFunction refused = Resolve("revmod.townmap", /*versions_as_run=*/true);
   EXPECT_EQ(refused.error(),
             "ValueError: Loaded version 1 did not match expected version None: revmod.townmap "
-            "has @version(1), so the design document must name it revmod.townmap|1 (`cnp "
+            "has @version(1), so design documents and calls must name it revmod.townmap|1 (`cnp "
             "resolve revmod.townmap` prints the name to use)");
   EXPECT_EQ(refused.error_code(), 3);  // INVALID_ARGUMENT, as any version mismatch
   // An empty version is no version.

@@ -76,7 +76,10 @@ TEST(VersionsTest, MismatchInEitherDirectionFails) {
     const char* message;
   } cases[] = {
       {"worker_views.versioned|2", "ValueError: Loaded version 556 did not match expected version 2"},
-      {"worker_views.versioned", "ValueError: Loaded version 556 did not match expected version None"},
+      {"worker_views.versioned",
+       "ValueError: Loaded version 556 did not match expected version None: worker_views.versioned "
+       "has @version(556), so design documents and calls must name it worker_views.versioned|556 "
+       "(`cnp resolve worker_views.versioned` prints the name to use)"},
       {"worker_views.unversioned|7", "ValueError: Loaded version None did not match expected version 7"},
   };
   for (const Case& c : cases) {
