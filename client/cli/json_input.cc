@@ -1,12 +1,12 @@
 #include "client/cli/json_input.h"
 
 #include <cctype>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_text.h"
 #include "rapidjson/reader.h"
 #include "rapidjson/error/en.h"
 
@@ -104,11 +104,7 @@ absl::StatusOr<std::string> ReadInput(const std::string& path) {
   if (path == "-") {
     return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+  return ReadFileText(path);
 }
 
 absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text,

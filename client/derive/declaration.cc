@@ -1,12 +1,11 @@
 #include "client/derive/declaration.h"
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::derive {
@@ -153,14 +152,12 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
 }
 
 absl::StatusOr<Declaration> ReadDeclaration(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (text.str().size() > (size_t{1} << 20)) {
+  absl::StatusOr<std::string> text = ReadFileText(path, int64_t{1} << 20);
+  if (!text.ok()) return text.status();
+  if (text->size() > (size_t{1} << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": larger than 1 MiB; a declaration is a few lines"));
   }
-  return ParseDeclaration(text.str(), path);
+  return ParseDeclaration(*text, path);
 }
 
 }  // namespace cnp::derive

@@ -22,6 +22,7 @@
 #include "client/lib/cnp_client.h"
 #include "client/upload/couch_credentials.h"
 #include "common/default_target.h"
+#include "common/file_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 
@@ -222,11 +223,9 @@ int RunDeriveCommand(int argc, char** argv) {
   http_options.max_response_bytes = max_response_bytes;
   http_options.response_limit_advice = "cnp derive's --max-couchdb-response-bytes raises the limit";
   if (args->Has("ca-file")) {
-    std::ifstream in(args->Get("ca-file"), std::ios::binary);
-    if (!in) return Fail(absl::NotFoundError(absl::StrCat("cannot read --ca-file=", args->Get("ca-file"))));
-    std::ostringstream pem;
-    pem << in.rdbuf();
-    http_options.ca_pem = pem.str();
+    absl::StatusOr<std::string> pem = ReadFileText(args->Get("ca-file"), int64_t{1} << 20);
+    if (!pem.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--ca-file: ", pem.status().message())));
+    http_options.ca_pem = *std::move(pem);
   }
   if (feed == "continuous") options.continuous_feed = http_options;
   couchdb::CouchClient http(http_options);

@@ -1,22 +1,12 @@
 #include "client/upload/local_files.h"
 
-#include <fstream>
-
 #include "absl/strings/str_cat.h"
+#include "common/file_text.h"
 
 namespace cnp::client::upload {
 
 absl::StatusOr<std::string> ReadBounded(const std::string& path, int64_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::string text;
-  char chunk[64 * 1024];
-  while (in && static_cast<int64_t>(text.size()) <= max_bytes) {
-    in.read(chunk, sizeof(chunk));
-    text.append(chunk, static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  return text;
+  return ReadFileText(path, max_bytes);
 }
 
 absl::StatusOr<std::string> ReadCaCertificates(const std::string& path) {

@@ -99,6 +99,18 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.out, HasSubstr("no cnp-server answers at unix:/tmp/cnp-no-such-dir/cnp.sock"));
 
+  // A file that cannot be read is bad input (exit status 2), and the message says why.
+  CliRun missing = Cnp("map svc_fns.doubled /nonexistent/docs.json");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.out, HasSubstr("cannot read /nonexistent/docs.json: No such file or directory"));
+  CliRun folder = Cnp("validate svc_fns.picky /");
+  EXPECT_EQ(folder.exit_code, 2);
+  EXPECT_THAT(folder.out, HasSubstr("cannot read /: Is a directory"));
+  CliRun no_declaration = Cnp("derive http://127.0.0.1:9 /nonexistent/derive.yml");
+  EXPECT_EQ(no_declaration.exit_code, 2);
+  EXPECT_THAT(no_declaration.out,
+              HasSubstr("cannot read /nonexistent/derive.yml: No such file or directory"));
+
   CliRun help = Cnp("map --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("usage: cnp map FUNCTION"));
