@@ -42,8 +42,17 @@ if ! read -r _ <"$work/ready"; then
   exit 1
 fi
 
-# Runs a command after printing it, with the binaries' long Bazel paths shortened.
-show() { local shown="$*"; echo; echo "\$ ${shown//$bin\/client\/cli\//}"; "$@"; }
+# Runs a command after printing it as it can be pasted into a shell: the binaries' long Bazel
+# paths shortened, an argument with a character the shell would read single-quoted.
+show() {
+  local line="\$" arg
+  for arg in "$@"; do
+    arg=${arg//$bin\/client\/cli\//}
+    if [[ $arg =~ [^A-Za-z0-9_./=:,@%+-] ]]; then arg="'${arg//\'/\'\\\'\'}'"; fi
+    line+=" $arg"
+  done
+  echo; echo "$line"; "$@"
+}
 
 echo; echo "== the functions, resolved where they run (note the |version suffixes)"
 show "$cnp" resolve myviews.townmap myviews.validate myviews.count_towns os.system || true
