@@ -49,6 +49,14 @@ bool IsServerUnreachable(const absl::Status& status) {
 }
 
 std::string ServerDownAdvice(const std::string& target) {
+  // Several replicas (a list, or a name resolving to several): one server listening on them
+  // all would be no replicas at all.
+  if (absl::StrContains(target, ',') || absl::StartsWith(target, "dns:")) {
+    return absl::StrCat("no cnp-server answers at any of ", target,
+                        "; start a replica at each address (`cnp-server --listen=HOST:PORT "
+                        "--python-path=DIR` on each) or point --target (or CNP_TARGET) at "
+                        "running ones");
+  }
   return absl::StrCat("no cnp-server answers at ", target,
                       "; start one with `cnp-server --listen=", target,
                       " --python-path=DIR` or point --target (or CNP_TARGET) at a running one");

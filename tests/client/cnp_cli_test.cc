@@ -98,6 +98,13 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun down = Cnp("map --target=unix:/tmp/cnp-no-such-dir/cnp.sock svc_fns.doubled", R"({"_id":"a"})");
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.out, HasSubstr("no cnp-server answers at unix:/tmp/cnp-no-such-dir/cnp.sock"));
+  // Replicas are started one per address, not as one server listening on the list.
+  CliRun replicas_down = Cnp("map --target=127.0.0.1:9,127.0.0.1:10 --timeout=5s svc_fns.doubled",
+                             R"({"_id":"a"})");
+  EXPECT_EQ(replicas_down.exit_code, 1);
+  EXPECT_THAT(replicas_down.out, HasSubstr("no cnp-server answers at any of 127.0.0.1:9,127.0.0.1:10"));
+  EXPECT_THAT(replicas_down.out, HasSubstr("start a replica at each address"));
+  EXPECT_THAT(replicas_down.out, ::testing::Not(HasSubstr("--listen=127.0.0.1:9,")));
 
   // A file that cannot be read is bad input (exit status 2), and the message says why.
   CliRun missing = Cnp("map svc_fns.doubled /nonexistent/docs.json");
