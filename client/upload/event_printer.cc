@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/couchdb/couch_url.h"
 
 namespace cnp::client::upload {
@@ -49,7 +50,7 @@ void Count(v1::DesignDocOutcome::Action action, UploadTally& tally) {
   }
 }
 
-void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options,
+void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bool built_ahead,
                   std::ostream& out) {
   out << Where(o.location()) << Verb(o.action()) << " " << Target(o);
   if (!o.rev().empty() && o.action() != v1::DesignDocOutcome::UNCHANGED) {
@@ -75,8 +76,15 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options,
   }
   if (o.index_rebuild() && o.action() != v1::DesignDocOutcome::CHECKED) {
     std::string views = absl::StrJoin(o.rebuilt_views(), ", ");
-    out << "    index: " << (is_update ? "rebuilt on the next" : "built on the first")
-        << " query of any view: " << views << "\n";
+    if (built_ahead) {
+      // --staged: the build happened before the write, under the staging document; whether
+      // the live document took it over is reported after this line.
+      out << "    index: built before the write, under " << o.id() << "__staging: " << views
+          << "\n";
+    } else {
+      out << "    index: " << (is_update ? "rebuilt on the next" : "built on the first")
+          << " query of any view: " << views << "\n";
+    }
   }
   for (const std::string& field : o.kept_fields()) {
     out << "    kept " << field
@@ -102,14 +110,15 @@ void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
   } else if (p.phase() == "staged") {
     out << "written; starting its index build";
   } else if (p.phase() == "built") {
-    out << "index built; moving into place";
+    out << "index built; writing the live design document";
   } else if (p.phase() == "settling") {
     out << "waiting for CouchDB to commit the live index (update_seq " << p.changes_done()
         << " of " << p.total_changes() << ") before removing it";
   } else if (p.phase() == "settled") {
     out << "the live index is committed at update_seq " << p.changes_done();
   } else if (p.phase() == "cleaned") {
-    out << "removed (the live design document uses its index)";
+    // Also after a warning that the live document's index is another one: say no more.
+    out << "removed";
   } else {
     out << p.phase();
   }
@@ -129,10 +138,17 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
     // The service redacts too; an older one may not have.
     err << cnp::couchdb::RedactCredentials(p.message()) << "\n";
   } else if (event.has_outcome()) {
-    Count(event.outcome().action(), tally);
-    PrintOutcome(event.outcome(), options, out);
+    const v1::DesignDocOutcome& o = event.outcome();
+    Count(o.action(), tally);
+    const bool built_ahead = tally.built_ahead.erase(absl::StrCat(o.database(), "/", o.id())) > 0;
+    PrintOutcome(o, options, built_ahead, out);
   } else if (event.has_progress()) {
-    PrintProgress(event.progress(), out);
+    const v1::IndexBuildProgress& p = event.progress();
+    absl::string_view live = p.id();
+    if (p.phase() == "built" && absl::ConsumeSuffix(&live, "__staging")) {
+      tally.built_ahead.insert(absl::StrCat(p.database(), "/", live));
+    }
+    PrintProgress(p, out);
   }
   out.flush();
 }

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <ostream>
+#include <set>
+#include <string>
 
 #include "cnp/v1/upload.pb.h"
 
@@ -12,12 +14,16 @@ struct PrintOptions {
   bool show_documents = false;  // print each design document's JSON
 };
 
-// Tallies what was printed, for the closing summary.
+// Tallies what was printed, for the closing summary (and what later lines depend on).
 struct UploadTally {
   int created = 0, updated = 0, removed = 0, unchanged = 0, would_change = 0, checked = 0;
   int errors = 0, warnings = 0;
   // cnp sync: live registry entries that target no existing database (each also warned of).
   int unmatched_entries = 0;
+  // --staged: the design documents ("<db>/_design/<name>") whose index was built under their
+  // staging id before the write (a "built" progress event); their outcome then says so
+  // instead of "rebuilt on the next query".
+  std::set<std::string> built_ahead;
 };
 
 // Outcomes and progress go to `out`, problems to `err`.

@@ -2,11 +2,13 @@
 // deploy's index build progress from _active_tasks (sharded databases), refusals and server
 // errors.
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/upload/event_printer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/couchdb/design_diff.h"
@@ -26,7 +28,18 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::SizeIs;
+
+// What `cnp upload` prints for these events, stdout and stderr together in their order.
+std::string Printed(const UploadResult& result) {
+  std::ostringstream text;
+  client::upload::UploadTally tally;
+  for (const v1::UploadEvent& event : result.events) {
+    client::upload::PrintEvent(event, {}, text, text, tally);
+  }
+  return text.str();
+}
 
 constexpr char kYaml[] =
     "location:\n"
@@ -142,6 +155,20 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
   v1::DesignDocOutcome outcome = result.Outcome("_design/location", "big");
   EXPECT_EQ(outcome.action(), v1::DesignDocOutcome::UPDATED);
   EXPECT_EQ(outcome.rev(), "2-live");
+
+  // What the operator reads says what happened, in order: the index was built ahead, so
+  // nothing is "rebuilt on the next query".
+  const std::string printed = Printed(result);
+  EXPECT_THAT(printed, HasSubstr("staged big/_design/location__staging: index built; writing "
+                                 "the live design document\n"
+                                 "design.yml:1:1: updated big/_design/location (rev 2-live)\n"));
+  EXPECT_THAT(printed, HasSubstr("    index: built before the write, under "
+                                 "_design/location__staging: towns\n"
+                                 "staged big/_design/location__staging: the live index is "
+                                 "committed at update_seq 200\n"
+                                 "staged big/_design/location__staging: removed\n"));
+  EXPECT_THAT(printed, Not(HasSubstr("query of any view")));
+  EXPECT_THAT(printed, Not(HasSubstr("moving into place")));
 
   // The staging document carries exactly the live document's index inputs, and nothing that
   // would run on writes.
@@ -283,6 +310,10 @@ TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) 
   EXPECT_THAT(result.warnings()[0].message(),
               HasSubstr("the index signature of _design/location in big (bbbb) is not the one "
                         "built under _design/location__staging (aaaa)"));
+  // The staging document goes, but nothing claims the live document uses its index.
+  const std::string printed = Printed(result);
+  EXPECT_THAT(printed, HasSubstr("staged big/_design/location__staging: removed\n"));
+  EXPECT_THAT(printed, Not(HasSubstr("uses its index")));
   std::vector<std::string> requests = couch.requests();
   ASSERT_FALSE(requests.empty());
   EXPECT_EQ(requests.back(), "DELETE /big/_design/location__staging?rev=1-stage");
