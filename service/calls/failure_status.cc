@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/call_limit.h"
 
 namespace cnp::calls {
 
@@ -20,7 +21,10 @@ absl::Status FailureToStatus(const worker::v1::Failure& failure) {
     case F::NOT_FOUND: return absl::NotFoundError(m);
     case F::PERMISSION_DENIED: return absl::PermissionDeniedError(m);
     case F::VERSION_MISMATCH: return absl::FailedPreconditionError(m);
-    case F::ANSWER_TOO_LARGE: return absl::ResourceExhaustedError(m);
+    // The failure does not say the call's limit (its message says the task's share of it):
+    // marked as unknown, for FunctionCalls, which knows it, to say (function_calls.cc).
+    case F::ANSWER_TOO_LARGE:
+      return WithCallLimit(absl::ResourceExhaustedError(m), {CallLimit::Kind::kAnswer, 0});
     case F::INTERNAL:
     default: return absl::InternalError(m);
   }

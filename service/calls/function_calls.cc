@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "asio/this_coro.hpp"
+#include "common/call_limit.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
 #include "service/calls/function_errors.h"
@@ -36,18 +37,28 @@ absl::Status CancelledStatus() {
 }
 
 // A response a call may not carry: refused here in words rather than failing its write, which
-// the client would see as a call cancelled.
+// the client would see as a call cancelled; and marked, for a client that splits the call.
 absl::Status ResponseTooLarge(int64_t max_call_bytes) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "the response to this call would be larger than the ", max_call_bytes,
-      " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes"));
+  return WithCallLimit(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the response to this call would be larger than the ", max_call_bytes,
+          " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes")),
+      {CallLimit::Kind::kAnswer, max_call_bytes});
 }
 
 // The reply of one task, checked: infrastructure errors and whole-task failures become
 // statuses, and a reply of the wrong kind is a bug worth saying so.
 absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected,
                               int64_t max_call_bytes) {
-  if (!reply.ok()) return reply.status();
+  if (!reply.ok()) {
+    // The pool marks a reply refused for its length with what was left of the call's bytes for
+    // that part; what the caller can act on is the call's limit (the message stays the pool's).
+    if (std::optional<CallLimit> limit = CallLimitOf(reply.status());
+        limit.has_value() && limit->kind == CallLimit::Kind::kAnswer) {
+      return WithCallLimit(reply.status(), {CallLimit::Kind::kAnswer, max_call_bytes});
+    }
+    return reply.status();
+  }
   // Lines logged before a whole-task failure count too. Here, on the call's own coroutine, the
   // log scope names its RPC and peer.
   LogFunctionLines(reply->function_logs());
@@ -90,9 +101,11 @@ asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (
 
 absl::Status FunctionCalls::CheckDocCount(int64_t docs) const {
   if (docs <= options_.max_docs_per_call) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "the request holds ", docs, " documents, more than the ", options_.max_docs_per_call,
-      " one call may carry; split the batch, or raise cnp-server's --max-docs-per-call"));
+  return WithCallLimit(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the request holds ", docs, " documents, more than the ", options_.max_docs_per_call,
+          " one call may carry; split the batch, or raise cnp-server's --max-docs-per-call")),
+      {CallLimit::Kind::kDocuments, options_.max_docs_per_call});
 }
 
 int64_t FunctionCalls::Parts(int64_t docs, int64_t bytes) const {

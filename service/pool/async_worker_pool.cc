@@ -15,6 +15,7 @@
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
+#include "common/call_limit.h"
 #include "service/common/log.h"
 #include "service/common/retry_advice.h"
 #include "service/metrics/service_metrics.h"
@@ -375,10 +376,12 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
                "): killing and replacing it");
     metrics::WorkerExited("oversized");
     Retire(slot, absl::ZeroDuration(), "its answer was too large");
-    co_return NotRetryable(absl::ResourceExhaustedError(absl::StrCat(
-        "the answer to ", DescribeTask(task), " would be larger than the ",
-        task.max_answer_bytes(), " bytes left for it of what a call may carry; split the "
-        "batch, or raise cnp-server's --max-call-bytes")));
+    co_return WithCallLimit(
+        NotRetryable(absl::ResourceExhaustedError(absl::StrCat(
+            "the answer to ", DescribeTask(task), " would be larger than the ",
+            task.max_answer_bytes(), " bytes left for it of what a call may carry; split the "
+            "batch, or raise cnp-server's --max-call-bytes"))),
+        {CallLimit::Kind::kAnswer, task.max_answer_bytes()});
   }
   if (absl::IsCancelled(reply.status())) {
     LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),

@@ -300,7 +300,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           if (absl::Status admitted = gate.Admit(server_context, name); !admitted.ok()) {
             status = ToGrpcStatus(admitted);
           } else {
-            status = WithRetryAdvice(
+            status = WithStatusTrailers(
                 co_await compute(ClientDeadline(server_context), request, response),
                 server_context);
           }

@@ -10,10 +10,12 @@ namespace cnp::rpc {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// A status marked NotRetryable (service/common/retry_advice.h) keeps that mark through
-// ToGrpcStatus; this turns it into gRPC's trailer "grpc-retry-pushback-ms: -1" on `context`,
-// which tells a client's retry policy not to send the call again. Every handler's final status
-// passes through it.
-grpc::Status WithRetryAdvice(grpc::Status status, grpc::ServerContext& context);
+// What a status is marked with keeps through ToGrpcStatus; this turns it into trailers on
+// `context`. Every handler's final status passes through it.
+//   - NotRetryable (service/common/retry_advice.h): gRPC's "grpc-retry-pushback-ms: -1", which
+//     tells a client's retry policy not to send the call again.
+//   - WithCallLimit (common/call_limit.h): "cnp-call-limit: <kind> <limit>", which the client
+//     library reads back into the status it returns.
+grpc::Status WithStatusTrailers(grpc::Status status, grpc::ServerContext& context);
 
 }  // namespace cnp::rpc

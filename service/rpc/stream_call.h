@@ -207,7 +207,7 @@ class StreamMethod
       if (!read) co_return grpc::Status::OK;  // the client closed its side
       absl::StatusOr<std::optional<Response>> answer = co_await handler.Handle(request);
       if (!answer.ok()) {
-        co_return WithRetryAdvice(ToGrpcStatus(answer.status()), call.server_context);
+        co_return WithStatusTrailers(ToGrpcStatus(answer.status()), call.server_context);
       }
       if (!answer->has_value()) continue;
       const Response response = std::move(**answer);

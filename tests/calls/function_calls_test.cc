@@ -17,6 +17,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
+#include "common/call_limit.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/metrics/registry.h"
@@ -181,6 +182,7 @@ TEST_F(FunctionCallsTest, MapRefusesMoreDocumentsThanACallMayCarry) {
     EXPECT_EQ(status.message(),
               "the request holds 6 documents, more than the 5 one call may carry; split the "
               "batch, or raise cnp-server's --max-docs-per-call");
+    EXPECT_EQ(CallLimitOf(status), (CallLimit{CallLimit::Kind::kDocuments, 5}));
   }
   EXPECT_THAT(runner.started(), IsEmpty());
 
@@ -367,6 +369,7 @@ TEST_F(FunctionCallsTest, MapEncodedRefusesAResponseLargerThanACallMayCarry) {
   EXPECT_EQ(status.message(),
             "the response to this call would be larger than the 102400 bytes a call may carry; "
             "split the batch, or raise cnp-server's --max-call-bytes");
+  EXPECT_EQ(CallLimitOf(status), (CallLimit{CallLimit::Kind::kAnswer, 100 << 10}));
   EXPECT_THAT(chunks, IsEmpty());
   // It stopped at the wave that crossed the cap.
   EXPECT_LT(runner.started().size(), 20u);
@@ -403,6 +406,7 @@ TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
     EXPECT_EQ(status.message(),
               "the response to this call would be larger than the 102400 bytes a call may "
               "carry; split the batch, or raise cnp-server's --max-call-bytes");
+    EXPECT_EQ(CallLimitOf(status), (CallLimit{CallLimit::Kind::kAnswer, 100 << 10}));
     EXPECT_EQ(response.results_size(), 0);
   }
   // One task alone over the cap is refused too.
@@ -413,6 +417,43 @@ TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
   EXPECT_EQ(Await(single.Map(request, absl::InfiniteFuture(), response)).code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(response.results_size(), 0);
+}
+
+// A refusal for the answer's size is marked with the call's limit, whether the worker stopped
+// the answer itself (ANSWER_TOO_LARGE, on a one-task call) or the pool refused its reply unread
+// (marked with the part's share of the limit); the pool's other RESOURCE_EXHAUSTED is not marked.
+TEST_F(FunctionCallsTest, AnAnswerRefusedForItsSizeIsMarkedWithTheCallsLimit) {
+  const CallOptions options{.max_call_bytes = 100 << 10};
+  const CallLimit call_limit{CallLimit::Kind::kAnswer, 100 << 10};
+  FakeTaskRunner too_large(1, [](const Task&) {
+    return FakeAnswer{FailureReply(worker::v1::Failure::ANSWER_TOO_LARGE, "over 1234 bytes")};
+  });
+  FunctionCalls stopped(too_large, options);
+  v1::ReduceRequest reduce;
+  reduce.add_functions("m.total");
+  v1::ReduceResponse reduced;
+  EXPECT_EQ(CallLimitOf(Await(stopped.Reduce(reduce, absl::InfiniteFuture(), reduced))),
+            call_limit);
+
+  FakeTaskRunner unread(1, [](const Task&) {
+    return FakeAnswer{WithCallLimit(absl::ResourceExhaustedError("the part's answer is too large"),
+                                    {CallLimit::Kind::kAnswer, 1234})};
+  });
+  FunctionCalls refused(unread, options);
+  v1::MapRequest request = MapRequestOf(3);
+  v1::MapResponse response;
+  const absl::Status status = Await(refused.Map(request, absl::InfiniteFuture(), response));
+  EXPECT_EQ(status.message(), "the part's answer is too large");
+  EXPECT_EQ(CallLimitOf(status), call_limit);
+
+  FakeTaskRunner busy(1, [](const Task&) {
+    return FakeAnswer{absl::ResourceExhaustedError("all 1 workers are busy")};
+  });
+  FunctionCalls queued(busy, options);
+  request = MapRequestOf(3);
+  const absl::Status full = Await(queued.Map(request, absl::InfiniteFuture(), response));
+  EXPECT_TRUE(absl::IsResourceExhausted(full)) << full;
+  EXPECT_EQ(CallLimitOf(full), std::nullopt);
 }
 
 // --- one-task calls --------------------------------------------------------------------------
