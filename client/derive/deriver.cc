@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "client/derive/change_header.h"
 #include "client/derive/derived_ids.h"
+#include "common/call_limit.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "common/couchdb/json.h"
@@ -35,13 +36,12 @@ constexpr char kAnswerTooLargeType[] = "AnswerTooLarge";
 constexpr char kRequestTooLargeType[] = "RequestTooLarge";
 
 // cnp-server refuses a call whose answer or request passes its --max-call-bytes, or whose
-// documents pass its --max-docs-per-call, with RESOURCE_EXHAUSTED naming the flag: fewer
-// documents per call is what helps. Its other RESOURCE_EXHAUSTED (every worker busy and the
-// queue full) says to retry later, and is not this.
-bool OverCallLimit(const absl::Status& status) {
-  return absl::IsResourceExhausted(status) && (absl::StrContains(status.message(), "--max-call-bytes") ||
-                                               absl::StrContains(status.message(), "--max-docs-per-call"));
-}
+// documents pass its --max-docs-per-call, with RESOURCE_EXHAUSTED marked with that limit
+// (common/call_limit.h; the client library reads the mark from the server's trailer, and marks
+// gRPC's own refusal of a request over the limit): fewer documents per call is what helps. Its
+// other RESOURCE_EXHAUSTED (every worker busy and the queue full) says to retry later, and
+// carries no mark.
+bool OverCallLimit(const absl::Status& status) { return CallLimitOf(status).has_value(); }
 
 struct CallLimitError {
   std::string type, message;
@@ -55,26 +55,13 @@ struct CallLimitWords {
 };
 
 // What is recorded for a call of one document or key refused for its size; nullopt when
-// `status` is no such refusal.
+// `status` is no such refusal (a single document never passes --max-docs-per-call, which is at
+// least 1).
 std::optional<CallLimitError> OneOverCallLimit(const absl::Status& status, const CallLimitWords& words) {
-  if (!absl::IsResourceExhausted(status) || !absl::StrContains(status.message(), "--max-call-bytes")) {
-    return std::nullopt;
-  }
-  // The limit, as the refusal says it: cnp-server's "larger than the 100000 bytes a call may
-  // carry", gRPC's "larger than max (150123 vs. 100000)".
-  std::string limit;
-  absl::string_view message = status.message();
-  for (absl::string_view before : {"larger than the ", " vs. "}) {
-    size_t at = message.find(before);
-    if (at == absl::string_view::npos) continue;
-    absl::string_view rest = message.substr(at + before.size());
-    size_t digits = 0;
-    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
-    if (digits > 0) limit = absl::StrCat(", ", rest.substr(0, digits), " bytes");
-    break;
-  }
-  // A request refused for its size: gRPC's words, which the client completes.
-  if (absl::StrContains(message, "the request is over")) {
+  std::optional<CallLimit> refused = CallLimitOf(status);
+  if (!refused.has_value() || refused->kind == CallLimit::Kind::kDocuments) return std::nullopt;
+  const std::string limit = refused->limit > 0 ? absl::StrCat(", ", refused->limit, " bytes") : "";
+  if (refused->kind == CallLimit::Kind::kRequest) {
     return CallLimitError{kRequestTooLargeType,
                           absl::StrCat(words.request, " than cnp-server takes in one call (its --max-call-bytes",
                                        limit, "); raise that flag to derive it")};

@@ -6,11 +6,15 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <map>
+#include <optional>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
+#include "common/call_limit.h"
 #include "common/socket_trust.h"
 #include "common/unix_target.h"
 #include "grpcpp/grpcpp.h"
@@ -40,6 +44,18 @@ bool ClosesConnectionsAtOnce(const std::string& path) {
   }
   ::close(fd);
   return closed;
+}
+
+// The limit in gRPC's refusal of a message over it, "Received message larger than max (150123
+// vs. 100000)"; 0 when it is not there.
+int64_t GrpcMessageLimit(absl::string_view message) {
+  constexpr absl::string_view kBefore = " vs. ";
+  const size_t at = message.rfind(kBefore);
+  if (at == absl::string_view::npos) return 0;
+  absl::string_view rest = message.substr(at + kBefore.size());
+  rest = rest.substr(0, rest.find(')'));
+  int64_t limit = 0;
+  return absl::SimpleAtoi(rest, &limit) && limit > 0 ? limit : 0;
 }
 
 }  // namespace
@@ -142,18 +158,37 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
     unreachable.SetPayload(kServerUnreachable, absl::Cord());
     return unreachable;
   }
-  // gRPC itself refuses a request over the server's receive limit, in its own words; say which
-  // setting that limit is.
+  // gRPC itself refuses a request over the server's receive limit (--max-call-bytes) before
+  // any of cnp-server's code sees it, so no trailer says so: its own words are the one sign
+  // there is, and they are read here, once, into the same mark the server's refusals carry.
+  // Say which setting that limit is. (A response over this client's own receive limit, 256 MiB,
+  // reads the same: only a server whose --max-call-bytes is above it can send one.)
   if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
       absl::StrContains(status.error_message(), "larger than max")) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        status.error_message(), " (the request is over cnp-server's --max-call-bytes: send fewer "
-        "or smaller documents per call, or raise that flag)"));
+    return WithCallLimit(
+        absl::ResourceExhaustedError(absl::StrCat(
+            status.error_message(), " (the request is over cnp-server's --max-call-bytes: send "
+            "fewer or smaller documents per call, or raise that flag)")),
+        {CallLimit::Kind::kRequest, GrpcMessageLimit(status.error_message())});
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
 void Client::ResetConnectionBackoff() { grpc::experimental::ChannelResetConnectionBackoff(channel_.get()); }
+
+absl::Status Client::FromGrpc(const grpc::Status& status,
+                              const grpc::ClientContext& context) const {
+  absl::Status converted = FromGrpc(status);
+  if (converted.ok() || CallLimitOf(converted).has_value()) return converted;
+  const std::multimap<grpc::string_ref, grpc::string_ref>& trailers =
+      context.GetServerTrailingMetadata();
+  auto trailer = trailers.find(kCallLimitTrailer);
+  if (trailer == trailers.end()) return converted;
+  std::optional<CallLimit> limit =
+      ParseCallLimit(absl::string_view(trailer->second.data(), trailer->second.size()));
+  // A value this client does not read (a newer server's kind) is no mark it can act on.
+  return limit.has_value() ? WithCallLimit(std::move(converted), *limit) : converted;
+}
 
 absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& functions,
                                             const std::vector<std::string>& docs,
@@ -164,7 +199,8 @@ absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& func
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   v1::MapResponse response;
-  if (absl::Status s = FromGrpc(stub_->Map(&context, request, &response)); !s.ok()) return s;
+  absl::Status s = FromGrpc(stub_->Map(&context, request, &response), context);
+  if (!s.ok()) return s;
   return response;
 }
 
@@ -178,7 +214,8 @@ absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   v1::ReduceResponse response;
-  if (absl::Status s = FromGrpc(stub_->Reduce(&context, request, &response)); !s.ok()) return s;
+  absl::Status s = FromGrpc(stub_->Reduce(&context, request, &response), context);
+  if (!s.ok()) return s;
   return response;
 }
 
@@ -187,7 +224,8 @@ absl::StatusOr<v1::ValidateResponse> Client::Validate(const v1::ValidateRequest&
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   v1::ValidateResponse response;
-  if (absl::Status s = FromGrpc(stub_->Validate(&context, request, &response)); !s.ok()) return s;
+  absl::Status s = FromGrpc(stub_->Validate(&context, request, &response), context);
+  if (!s.ok()) return s;
   return response;
 }
 
@@ -196,9 +234,8 @@ absl::StatusOr<v1::DesignFunctionResponse> Client::CallDesignFunction(
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   v1::DesignFunctionResponse response;
-  if (absl::Status s = FromGrpc(stub_->CallDesignFunction(&context, request, &response)); !s.ok()) {
-    return s;
-  }
+  absl::Status s = FromGrpc(stub_->CallDesignFunction(&context, request, &response), context);
+  if (!s.ok()) return s;
   return response;
 }
 
@@ -209,7 +246,8 @@ absl::StatusOr<v1::ResolveResponse> Client::Resolve(const std::vector<std::strin
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   v1::ResolveResponse response;
-  if (absl::Status s = FromGrpc(stub_->Resolve(&context, request, &response)); !s.ok()) return s;
+  absl::Status s = FromGrpc(stub_->Resolve(&context, request, &response), context);
+  if (!s.ok()) return s;
   return response;
 }
 

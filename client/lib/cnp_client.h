@@ -62,8 +62,11 @@ class Client {
                       absl::Duration timeout = absl::InfiniteDuration()) const;
   const std::string& target() const { return target_; }
 
-  // A failed RPC as an absl::Status, with advice when the server cannot be reached.
+  // A failed RPC as an absl::Status, with advice when the server cannot be reached. With the
+  // call's `context`, a refusal for the call's size carries its limit (common/call_limit.h:
+  // CallLimitOf), read from the server's trailer.
   absl::Status FromGrpc(const grpc::Status& status) const;
+  absl::Status FromGrpc(const grpc::Status& status, const grpc::ClientContext& context) const;
 
   // Makes the channel try to connect at once instead of after gRPC's reconnection backoff,
   // which grows to minutes while a server is down: for a caller that waits out a restart.

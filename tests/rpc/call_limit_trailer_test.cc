@@ -1,0 +1,193 @@
+// A call refused for its size carries the limit as a type, end to end through a real cnp-server
+// (common/call_limit.h): the server sends it in the trailer "cnp-call-limit", and the client
+// library puts it back on the status it returns, where CallLimitOf reads it without reading the
+// message. gRPC's own refusal of a request over --max-call-bytes, which no code of ours on the
+// server sees, is marked by the client library. The server's other RESOURCE_EXHAUSTED (every
+// worker busy and the queue full: retry later) carries no mark.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cnp/v1/functions.grpc.pb.h"
+#include "common/call_limit.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::HasSubstr;
+using Kind = CallLimit::Kind;
+
+constexpr int64_t kMaxCallBytes = 100000;
+constexpr int kMaxDocsPerCall = 10;
+
+std::unique_ptr<ServerProcess> StartServer() {
+  auto server = ServerProcess::Start(
+      {"--python-path=" + testing::Runfile("tests/functions/server"),
+       "--python-path=" + testing::Runfile("tests/rpc/pyfns"), "--workers=1", "--max-queue=0",
+       absl::StrCat("--max-call-bytes=", kMaxCallBytes),
+       absl::StrCat("--max-docs-per-call=", kMaxDocsPerCall)});
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+std::string DocOf(size_t bytes) {
+  return absl::StrCat(R"({"_id":"big","blob":")", std::string(bytes, 'x'), R"("})");
+}
+
+// The value of the trailer `name`, if the server sent it.
+std::optional<std::string> Trailer(const grpc::ClientContext& context, const std::string& name) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(name);
+  if (it == trailers.end()) return std::nullopt;
+  return std::string(it->second.data(), it->second.size());
+}
+
+class CallLimitTrailerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartServer();
+    ASSERT_NE(server_, nullptr);
+    client_ = server_->Connect();
+    ASSERT_NE(client_, nullptr);
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(CallLimitTrailerTest, AnAnswerPastMaxCallBytesCarriesItsLimit) {
+  // Two names of a 60 KB document: 120 KB of rows from a 60 KB request.
+  auto refused = client_->Map({"svc_fns.echo", "svc_fns.echo"}, {DocOf(60000)});
+  ASSERT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(CallLimitOf(refused.status()), (CallLimit{Kind::kAnswer, kMaxCallBytes}));
+  // The words are the server's, as before.
+  EXPECT_THAT(refused.status().message(), HasSubstr("--max-call-bytes"));
+  // One name fits: answered, and nothing is marked.
+  auto fits = client_->Map({"svc_fns.echo"}, {DocOf(30000)});
+  ASSERT_TRUE(fits.ok()) << fits.status();
+
+  // On the wire: the trailer's text, as the README documents it.
+  auto stub = v1::Functions::NewStub(
+      grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::MapRequest request;
+  request.add_functions("svc_fns.echo");
+  request.add_functions("svc_fns.echo");
+  request.add_docs(DocOf(60000));
+  v1::MapResponse response;
+  grpc::Status status = stub->Map(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Trailer(context, "cnp-call-limit"), absl::StrCat("answer ", kMaxCallBytes));
+  // The mark travels in no other form: no status details are sent.
+  EXPECT_EQ(status.error_details(), "");
+}
+
+TEST_F(CallLimitTrailerTest, ARequestPastMaxCallBytesRefusedByGrpcIsMarkedByTheClient) {
+  auto refused = client_->Map({"svc_fns.echo"}, {DocOf(150000)});
+  ASSERT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(CallLimitOf(refused.status()), (CallLimit{Kind::kRequest, kMaxCallBytes}));
+}
+
+TEST_F(CallLimitTrailerTest, MoreDocumentsThanMaxDocsPerCallCarryThatLimit) {
+  auto refused = client_->Map({"svc_fns.echo"},
+                              std::vector<std::string>(kMaxDocsPerCall + 1, R"({"_id":"s"})"));
+  ASSERT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(CallLimitOf(refused.status()), (CallLimit{Kind::kDocuments, kMaxDocsPerCall}));
+  auto fits = client_->Map({"svc_fns.echo"},
+                           std::vector<std::string>(kMaxDocsPerCall, R"({"_id":"s"})"));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+}
+
+// A MapStream ended by such a refusal: the status that ends the stream carries the trailer.
+TEST_F(CallLimitTrailerTest, AStreamEndedByARefusalCarriesTheTrailer) {
+  auto stub = v1::Functions::NewStub(
+      grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto stream = stub->MapStream(&context);
+  v1::MapRequest fits;
+  fits.add_functions("svc_fns.echo");
+  fits.add_docs(R"({"_id":"s"})");
+  ASSERT_TRUE(stream->Write(fits));
+  v1::MapResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  v1::MapRequest too_many;
+  too_many.add_functions("svc_fns.echo");
+  for (int i = 0; i <= kMaxDocsPerCall; ++i) too_many.add_docs(R"({"_id":"s"})");
+  ASSERT_TRUE(stream->Write(too_many));
+  EXPECT_FALSE(stream->Read(&response));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(Trailer(context, "cnp-call-limit"), absl::StrCat("documents ", kMaxDocsPerCall));
+}
+
+// A FIFO rpc_fns.slow_validate writes one byte to when it starts.
+class StartSignal {
+ public:
+  StartSignal() {
+    path_ = testing::MakeTempDir("signal") + "/started";
+    EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+    // Open for reading first (non-blocking), so the function's open for writing succeeds.
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    EXPECT_GE(fd_, 0);
+  }
+  ~StartSignal() { ::close(fd_); }
+  const std::string& path() const { return path_; }
+
+  bool Wait(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    for (;;) {
+      char byte;
+      if (::read(fd_, &byte, 1) == 1) return true;
+      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (left <= 0) return false;
+      pollfd ready{fd_, POLLIN, 0};
+      ::poll(&ready, 1, static_cast<int>(left));
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+TEST_F(CallLimitTrailerTest, AFullQueueIsRefusedWithoutAMark) {
+  // The one worker held by a Validate that runs for minutes; no call may wait (--max-queue=0).
+  auto stub = v1::Functions::NewStub(
+      grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials()));
+  StartSignal started;
+  grpc::ClientContext held_context;
+  v1::ValidateRequest held;
+  held.set_function("rpc_fns.slow_validate");
+  held.set_new_doc(absl::StrCat(R"({"_id":"x","signal":")", started.path(), R"("})"));
+  v1::ValidateResponse held_response;
+  grpc::Status held_status;
+  std::thread holder([&] { held_status = stub->Validate(&held_context, held, &held_response); });
+  ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server_->Log();
+
+  auto refused = client_->Map({"svc_fns.echo"}, {R"({"_id":"s"})"});
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("busy"));
+  EXPECT_EQ(CallLimitOf(refused.status()), std::nullopt);
+
+  held_context.TryCancel();
+  holder.join();
+  EXPECT_EQ(held_status.error_code(), grpc::StatusCode::CANCELLED);
+}
+
+}  // namespace
+}  // namespace cnp
