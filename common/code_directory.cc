@@ -22,7 +22,9 @@ constexpr int kMaxSymlinks = 40;
 
 class DirectoryWalk {
  public:
-  explicit DirectoryWalk(absl::string_view what) : what_(what) {}
+  DirectoryWalk(absl::string_view what, absl::string_view consequence,
+                absl::string_view what_is_there)
+      : what_(what), consequence_(consequence), what_is_there_(what_is_there) {}
 
   // Follows `path` from `from` one component at a time, checking each directory it enters as
   // one above the code; returns the directory reached (or the deepest existing one).
@@ -75,7 +77,7 @@ class DirectoryWalk {
   absl::Status Check(const fs::path& dir, StickyBit sticky) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0) return Failed(dir, std::strerror(errno));
-    if (std::optional<OwnershipProblem> problem = OthersCanChange(dir.string(), st, sticky)) {
+    if (std::optional<OwnershipProblem> problem = OthersCanChange(dir.string(), st, sticky, what_is_there_)) {
       return Refused(dir, problem->what, problem->fix);
     }
     return absl::OkStatus();
@@ -84,7 +86,7 @@ class DirectoryWalk {
   absl::Status Refused(const fs::path& dir, absl::string_view problem, absl::string_view fix) {
     return absl::FailedPreconditionError(absl::StrCat(
         what_, ": ", dir.string(), " ", problem,
-        ": another user could change the Python code this service runs; ", fix));
+        ": another user could ", consequence_, "; ", fix));
   }
 
   absl::Status Failed(const fs::path& dir, absl::string_view problem) {
@@ -93,6 +95,8 @@ class DirectoryWalk {
   }
 
   std::string what_;
+  std::string consequence_;
+  std::string what_is_there_;
   int symlinks_ = 0;
   bool missing_ = false;
 };
@@ -103,7 +107,8 @@ absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) 
   std::error_code error;
   fs::path cwd = fs::current_path(error);
   if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
-  DirectoryWalk walk(absl::StrCat(what, " ", dir));
+  DirectoryWalk walk(absl::StrCat(what, " ", dir), "change the Python code this service runs",
+                     "the code");
   // From / even for a relative `dir`, so the directories above the current one count too.
   absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/");
   if (!reached.ok()) return reached.status();
@@ -114,6 +119,21 @@ absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) 
         " could create it (", status.message(), "); create ", dir, " yourself or leave it out"));
   }
   return status;
+}
+
+absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view what,
+                                     absl::string_view consequence) {
+  std::error_code error;
+  fs::path cwd = fs::current_path(error);
+  if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
+  DirectoryWalk walk(what, consequence, "the file");
+  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/");
+  if (!reached.ok()) return reached.status();
+  if (walk.missing()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": cannot check ", dir, ": it does not exist"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cnp

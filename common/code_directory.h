@@ -20,4 +20,13 @@ namespace cnp {
 // ("--python-path", "PYTHONPATH"); the error names the directory at fault and the fix.
 absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what);
 
+// The directory holding a file whose content decides what this process does (a config file, a
+// program it runs; common/trusted_file.h), and every directory on the way to it from /: each
+// must be owned by root or this process's effective user and writable by neither group nor
+// others unless it has the sticky bit (others may add files there, not replace this one). `dir`
+// must exist. `what` names the file ("config file /etc/cnp.yml"); `consequence` says what
+// another user could do ("change the settings this server obeys").
+absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view what,
+                                     absl::string_view consequence);
+
 }  // namespace cnp

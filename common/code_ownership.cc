@@ -8,12 +8,14 @@
 namespace cnp {
 
 std::optional<OwnershipProblem> OthersCanChange(const std::string& path, const struct stat& st,
-                                                StickyBit sticky) {
+                                                StickyBit sticky,
+                                                std::string_view what_is_there) {
   const uid_t me = ::geteuid();
   if (st.st_uid != 0 && st.st_uid != me) {
     return OwnershipProblem{
         absl::StrFormat("belongs to uid %d, neither root nor this user (uid %d)", st.st_uid, me),
-        absl::StrFormat("chown %s to root or uid %d, or move the code elsewhere", path, me)};
+        absl::StrFormat("chown %s to root or uid %d, or move %s elsewhere", path, me,
+                        what_is_there)};
   }
   if ((st.st_mode & 022) == 0) return std::nullopt;
   const char* writers = (st.st_mode & 002) != 0 ? "every user" : "its group";

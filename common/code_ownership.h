@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace cnp {
 
@@ -30,8 +31,10 @@ enum class StickyBit {
 
 // Empty when `st` (what stat() said of `path`) belongs to root or this process's effective
 // user and neither its group nor others may write to it (see StickyBit); otherwise what is
-// wrong, naming no path (callers say which file they mean), and the fix, naming `path`.
+// wrong, naming no path (callers say which file they mean), and the fix, naming `path`; when
+// the owner is wrong, the fix offers to move `what_is_there` ("the code", "the file") elsewhere.
 std::optional<OwnershipProblem> OthersCanChange(const std::string& path, const struct stat& st,
-                                                StickyBit sticky = StickyBit::kNotEnough);
+                                                StickyBit sticky = StickyBit::kNotEnough,
+                                                std::string_view what_is_there = "the code");
 
 }  // namespace cnp

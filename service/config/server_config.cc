@@ -31,6 +31,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/system_user.h"
+#include "common/trusted_file.h"
 #include "common/unix_target.h"
 #include "common/version.h"
 #include "service/common/framing.h"
@@ -343,6 +344,14 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
     ::close(fd);
     return cannot("it is a directory; give the YAML file");
   }
+  // Its settings decide whom the server lets in (--allow-uid) and what it runs as workers
+  // (--worker-binary): a file another user may change would hand them this server's user.
+  if (absl::Status trusted = CheckTrustedFile(path, st, "config file",
+                                              "change the settings cnp-server obeys");
+      !trusted.ok()) {
+    ::close(fd);
+    return trusted;
+  }
   std::string text;
   char buffer[65536];
   for (;;) {
@@ -574,10 +583,20 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     c.grpc_threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
   }
   c.worker_binary = absl::GetFlag(FLAGS_worker_binary);
-  if (c.worker_binary.empty()) c.worker_binary = DefaultWorkerBinary();
+  const bool default_worker_binary = c.worker_binary.empty();
+  if (default_worker_binary) c.worker_binary = DefaultWorkerBinary();
   if (::access(c.worker_binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("the worker binary ", c.worker_binary,
                                             " is missing or not executable; set --worker-binary"));
+  }
+  // The workers run as this server's user: whoever may replace the program runs as it.
+  if (absl::Status s = CheckTrustedFile(
+          c.worker_binary,
+          default_worker_binary ? "the worker binary next to cnp-server"
+                                : "the worker binary (--worker-binary)",
+          "replace the program this server runs as its workers");
+      !s.ok()) {
+    return s;
   }
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
   c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
