@@ -7,11 +7,13 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/code_ownership.h"
 
 namespace cnp {
 
@@ -40,6 +42,13 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
     status = absl::PermissionDeniedError(absl::StrFormat(
         "%s %s has mode %04o: others on this host could read or change it; run chmod 600 %s",
         what, path, st.st_mode & 07777, path));
+  } else if (std::optional<OwnershipProblem> problem = OthersCanChange(path, st);
+             problem.has_value()) {
+    // A secret another user owns is theirs to read, change or hand out: a token file owned by
+    // nobody, however private its mode, lets nobody decide who may call a root server.
+    status = absl::PermissionDeniedError(absl::StrCat(
+        what, " ", path, " ", problem->what, ": that user could read or change it; run chown ",
+        ::geteuid() == 0 ? "root" : std::to_string(::geteuid()), " ", path));
   } else {
     char buffer[4096];
     ssize_t n;

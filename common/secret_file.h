@@ -9,9 +9,10 @@
 namespace cnp {
 
 // The content of a file only its owner may read, e.g. a TLS private key; `what` names it in
-// messages ("the private key"). Refused when the file is not a regular file or can be read or
-// written by its group or others (a secret anyone on the host can read protects nothing): the
-// message says how to fix it and never shows the secret.
+// messages ("the private key"). Refused when the file is not a regular file, can be read or
+// written by its group or others (a secret anyone on the host can read protects nothing), or
+// belongs to neither root nor this process's user (that user holds it; common/code_ownership.h):
+// the message says how to fix it and never shows the secret.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what);
 
 // A public PEM file (a certificate or CA bundle) named by --`flag`: its content, not empty.
