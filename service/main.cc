@@ -7,6 +7,7 @@
 // order: stop accepting, let calls finish, stop the workers.
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -110,6 +111,11 @@ asio::awaitable<void> TrimHeapPeriodically() {
 }
 
 int Run(int argc, char** argv) {
+  // The server holds the bearer token, the TLS key and the CouchDB credentials of Uploads in
+  // flight: no core dump may write them to disk, and no other process of this user may read
+  // this one's memory (ptrace, /proc/PID/mem, /proc/PID/environ). Workers are exec'd, which
+  // makes them dumpable again: they hold none of these.
+  ::prctl(PR_SET_DUMPABLE, 0);
   ::signal(SIGPIPE, SIG_IGN);
   // Sockets systemd bound for us (cnp-server.socket), taken before any thread or worker starts.
   cnp::rpc::AdoptInheritedSockets();
