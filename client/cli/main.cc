@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "client/cli/command_line_credentials.h"
 #include "client/cli/function_commands.h"
 #include "client/derive/derive_command.h"
 #include "client/sync/sync_command.h"
@@ -43,6 +45,15 @@ int Help(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything else, however long the command then runs: the commands parse the copies.
+  bool scrubbed = false;
+  std::vector<std::string> arguments =
+      cnp::cli::TakeArgumentsScrubbingCredentials(argc, argv, scrubbed);
+  if (scrubbed) std::fprintf(stderr, "cnp: %s\n", cnp::cli::kCommandLinePasswordWarning);
+  std::vector<char*> copies;
+  for (std::string& argument : arguments) copies.push_back(argument.data());
+  copies.push_back(nullptr);
+  argv = copies.data();
   if (argc < 2) return Help(stderr);
   std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") return Help(stdout);

@@ -98,6 +98,8 @@ Options:
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
   --lease-renew=DUR       how often the holder renews (default: 10s)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
+  --insecure              send the credentials over plain http:// to a CouchDB that is not on
+                          this host (refused without it: anyone on the way reads them)
   --max-couchdb-response-bytes=N
                           the longest answer read from CouchDB, and the longest change on a
                           continuous feed (default: 64 MiB). A batch of changes longer than this
@@ -117,7 +119,9 @@ Options:
   -h, --help              this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
-CNP_COUCHDB_PASSWORD; the URL's host in $NETRC, else ~/.netrc. No message shows them. Unlike
+CNP_COUCHDB_PASSWORD; the URL's host in $NETRC, else ~/.netrc. No message shows them; but
+other users of this host see a command line (ps) until cnp has read it, so prefer the
+environment or ~/.netrc to the URL. Unlike
 `cnp upload`, this command talks to CouchDB itself (it follows feeds for as long as it runs).
 
 COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL whose GET
@@ -169,7 +173,7 @@ int RunDeriveCommand(int argc, char** argv) {
       cli::WithConnectionOptions(
           {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout", "service-wait",
            "feed", "heartbeat", "max-couchdb-response-bytes"}),
-      cli::WithConnectionFlags({"help", "once"}));
+      cli::WithConnectionFlags({"help", "once", "insecure"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) {
     std::cout << usage;
@@ -216,6 +220,11 @@ int RunDeriveCommand(int argc, char** argv) {
   absl::StatusOr<client::upload::CouchCredentials> credentials =
       client::upload::FindCouchCredentials(args->positional[0], client::upload::ProcessEnv);
   if (!credentials.ok()) return Fail(credentials.status());
+  if (absl::Status s =
+          client::upload::CheckCredentialsStayPrivate(*credentials, args->Has("insecure"));
+      !s.ok()) {
+    return Fail(s);
+  }
   couchdb::CouchClient::Options http_options;
   http_options.base_url = credentials->url;
   http_options.username = credentials->username;

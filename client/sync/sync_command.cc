@@ -39,17 +39,21 @@ Options:
   --drop-unknown-fields     remove stored fields the registry's copy does not mention
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB (default: the
                             system's CA store)
+  --insecure                send the credentials over plain http:// to a CouchDB that is not
+                            on this host (refused without it: anyone on the way reads them)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
   --show-documents          print every design document as written
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
 CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else ~/.netrc. They are never
-printed.
+printed. Other users of this host see a command line (ps) until cnp has read it: give them
+in the environment or ~/.netrc rather than in the URL.
 
 Example:
-  cnp upload --register cnp_registry http://admin:secret@localhost:5984 accounts.yml
-  cnp sync http://admin:secret@localhost:5984 cnp_registry
+  export CNP_COUCHDB_USER=admin CNP_COUCHDB_PASSWORD=secret   # or a ~/.netrc entry
+  cnp upload --register cnp_registry http://localhost:5984 accounts.yml
+  cnp sync http://localhost:5984 cnp_registry
 
 A registry entry that targets no existing database (a pattern or classification that matches
 none, a database not created yet) is named in a warning, and the summary counts them; as
@@ -67,6 +71,7 @@ struct Flags {
   bool dry_run = false;
   bool drop_unknown_fields = false;
   bool show_documents = false;
+  bool insecure = false;
   std::string ca_file;
   int max_conflict_retries = 3;
   std::vector<std::string> positional;
@@ -75,7 +80,7 @@ struct Flags {
 absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(
       argv, {"ca-file", "max-conflict-retries"},
-      {"help", "once", "dry-run", "drop-unknown-fields", "show-documents"});
+      {"help", "once", "dry-run", "drop-unknown-fields", "show-documents", "insecure"});
   if (!args.ok()) return args.status();
   absl::StatusOr<int64_t> retries =
       cli::NumberOption(*args, "max-conflict-retries", 3, 1, "a number of at least 1");
@@ -85,6 +90,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
                .dry_run = args->Has("dry-run"),
                .drop_unknown_fields = args->Has("drop-unknown-fields"),
                .show_documents = args->Has("show-documents"),
+               .insecure = args->Has("insecure"),
                .ca_file = args->Get("ca-file"),
                .max_conflict_retries = static_cast<int>(std::min<int64_t>(*retries, 1'000'000)),
                .positional = args->positional};
@@ -110,7 +116,8 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
     return 2;
   }
   absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
-      upload::CouchClientOptionsFor(flags->positional[0], flags->ca_file, io.env);
+      upload::CouchClientOptionsFor(flags->positional[0], flags->ca_file, flags->insecure,
+                                    io.env);
   if (!options.ok()) {
     io.err << program << ": " << options.status().message() << "\n";
     return 2;

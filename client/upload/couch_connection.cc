@@ -8,7 +8,7 @@
 namespace cnp::client::upload {
 
 absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
-    absl::string_view couchdb_url, const std::string& ca_file, const GetEnv& env) {
+    absl::string_view couchdb_url, const std::string& ca_file, bool insecure, const GetEnv& env) {
   absl::StatusOr<CouchCredentials> credentials = FindCouchCredentials(couchdb_url, env);
   if (!credentials.ok()) {
     return absl::Status(credentials.status().code(),
@@ -19,6 +19,7 @@ absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
     return absl::Status(url.status().code(),
                         cnp::couchdb::RedactCredentials(url.status().message()));
   }
+  if (absl::Status s = CheckCredentialsStayPrivate(*credentials, insecure); !s.ok()) return s;
   cnp::couchdb::CouchClient::Options options;
   options.base_url = url->base;
   options.username = credentials->username;

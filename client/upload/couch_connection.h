@@ -14,7 +14,9 @@ namespace cnp::client::upload {
 
 // Fails with a message fit for the user (credentials redacted) when the credentials, the URL or
 // the CA file cannot be used. An empty `ca_file` means the system's CA store.
+// Credentials for an http:// CouchDB off this host are refused unless `insecure`
+// (CheckCredentialsStayPrivate).
 absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
-    absl::string_view couchdb_url, const std::string& ca_file, const GetEnv& env);
+    absl::string_view couchdb_url, const std::string& ca_file, bool insecure, const GetEnv& env);
 
 }  // namespace cnp::client::upload

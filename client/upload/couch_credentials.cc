@@ -7,7 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
 #include "common/couchdb/couch_url.h"
+#include "common/loopback.h"
 
 namespace cnp::client::upload {
 namespace {
@@ -18,6 +20,14 @@ std::string HostOf(absl::string_view base_url) {
   rest = rest.substr(0, rest.find('/'));
   if (!rest.empty() && rest[0] == '[') return std::string(rest.substr(1, rest.find(']') - 1));
   return std::string(rest.substr(0, rest.find(':')));
+}
+
+// "http://[::1]:5984/x" -> "[::1]", as IsLoopbackHost takes it.
+absl::string_view HostAsWritten(absl::string_view base_url) {
+  absl::string_view rest = base_url.substr(base_url.find("://") + 3);
+  rest = rest.substr(0, rest.find('/'));
+  if (!rest.empty() && rest[0] == '[') return rest.substr(0, rest.find(']') + 1);
+  return rest.substr(0, rest.find(':'));
 }
 
 std::optional<std::string> ReadFile(const std::string& path) {
@@ -106,6 +116,22 @@ absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, con
     }
   }
   return out;
+}
+
+}  // namespace cnp::client::upload
+
+namespace cnp::client::upload {
+
+absl::Status CheckCredentialsStayPrivate(const CouchCredentials& credentials, bool insecure) {
+  if (credentials.username.empty() || insecure) return absl::OkStatus();
+  // ParseCouchUrl lowercased the scheme.
+  if (!absl::StartsWith(credentials.url, "http://")) return absl::OkStatus();
+  if (IsLoopbackHost(HostAsWritten(credentials.url))) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "refusing to send CouchDB's user and password (from ", credentials.source, ") to ",
+      credentials.url, " in plaintext: it is not this host's loopback (127.0.0.0/8, ::1, "
+      "localhost), so anyone on the way could read them; use https://, or pass --insecure if "
+      "the network between here and CouchDB is trusted"));
 }
 
 }  // namespace cnp::client::upload

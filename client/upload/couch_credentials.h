@@ -28,6 +28,12 @@ std::optional<std::string> ProcessEnv(const char* name);
 
 absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, const GetEnv& env);
 
+// Credentials go over plain http:// only to this host's loopback (common/loopback.h), the rule
+// the clients keep for the service's token: to any other host PERMISSION_DENIED, naming the URL
+// and the fix (https://, or `insecure`: the command's --insecure), before anything is sent.
+// No credentials, or https://, always pass.
+absl::Status CheckCredentialsStayPrivate(const CouchCredentials& credentials, bool insecure);
+
 struct NetrcEntry {
   std::string login;
   std::string password;

@@ -76,6 +76,9 @@ Options:
                             YAML wins
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; read here and sent
                             with the request (default: the service host's CA store)
+  --insecure                let CouchDB's credentials go over plain http:// to a CouchDB that
+                            is not on this host (refused without it: anyone on the way
+                            reads them)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)
@@ -93,7 +96,9 @@ Options:
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
 CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else
 ~/.netrc. They are sent to the service in the request and never printed. In the URL, the
-password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded.
+password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded; but other users
+of this host see a command line (ps) until cnp has read it, so prefer the environment or
+~/.netrc.
 
 The service, not this command, talks to CouchDB: cnp-server writes only to the CouchDB URLs its
 operator allowed with --couchdb-allow (by default, CouchDB on the service's own host).
@@ -146,6 +151,7 @@ struct Flags {
   bool drop_unknown_fields = false;
   bool show_documents = false;
   bool remove = false;
+  bool insecure = false;
   std::string view_server;
   std::string ca_file;
   std::string register_database;
@@ -163,7 +169,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   std::set<std::string> toggles = cli::WithConnectionFlags({"help"});
   if (upload) {
     valued.insert({"ca-file", "register", "max-conflict-retries", "staged-settle-timeout"});
-    toggles.insert({"dry-run", "staged", "drop-unknown-fields", "show-documents", "remove"});
+    toggles.insert(
+        {"dry-run", "staged", "drop-unknown-fields", "show-documents", "remove", "insecure"});
   }
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(argv, valued, toggles);
   if (!args.ok()) return args.status();
@@ -174,6 +181,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.drop_unknown_fields = args->Has("drop-unknown-fields");
   flags.show_documents = args->Has("show-documents");
   flags.remove = args->Has("remove");
+  flags.insecure = args->Has("insecure");
   flags.view_server = args->Get("view-server");
   flags.ca_file = args->Get("ca-file");
   flags.register_database = args->Get("register");
@@ -263,7 +271,7 @@ int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo
     return 2;
   }
   absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
-      CouchClientOptionsFor(flags.positional[0], flags.ca_file, io.env);
+      CouchClientOptionsFor(flags.positional[0], flags.ca_file, flags.insecure, io.env);
   if (!options.ok()) {
     io.err << program << ": " << options.status().message() << "\n";
     return 2;
@@ -324,6 +332,11 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
   if (!couch.ok()) {
     io.err << program << ": " << cnp::couchdb::RedactCredentials(couch.status().message()) << "\n";
+    return 2;
+  }
+  // cnp-server sends them on to CouchDB as they are: over http:// to another host, in plaintext.
+  if (absl::Status s = CheckCredentialsStayPrivate(*couch, flags->insecure); !s.ok()) {
+    io.err << program << ": " << s.message() << "\n";
     return 2;
   }
   const std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
