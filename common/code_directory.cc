@@ -77,7 +77,8 @@ class DirectoryWalk {
   absl::Status Check(const fs::path& dir, StickyBit sticky) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0) return Failed(dir, std::strerror(errno));
-    if (std::optional<OwnershipProblem> problem = OthersCanChange(dir.string(), st, sticky, what_is_there_)) {
+    if (std::optional<OwnershipProblem> problem =
+            OthersCanChange(dir.string(), st, sticky, what_is_there_)) {
       return Refused(dir, problem->what, problem->fix);
     }
     return absl::OkStatus();
