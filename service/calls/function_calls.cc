@@ -8,8 +8,9 @@
 #include "common/call_limit.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
-#include "service/calls/function_errors.h"
+#include "service/common/function_errors.h"
 #include "service/common/function_log.h"
+#include "service/metrics/service_metrics.h"
 
 namespace cnp::calls {
 namespace {
@@ -68,7 +69,7 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
     return ResponseTooLarge(max_call_bytes);
   }
   if (reply->has_failure()) return FailureToStatus(reply->failure());
-  CountFunctionErrors(*reply);
+  CountFunctionErrors(*reply, metrics::CountFunctionError);
   if (reply->kind_case() != expected) {
     return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
                                             reply->kind_case(), " instead of ", expected));

@@ -9,10 +9,12 @@
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
+#include "service/common/function_errors.h"
 #include "service/common/function_log.h"
 #include "absl/strings/str_cat.h"
 #include "service/common/log.h"
 #include "service/couchdb/json_text.h"
+#include "service/metrics/service_metrics.h"
 
 namespace cnp::couchdb {
 
@@ -106,8 +108,12 @@ void AsyncQuerySession::EndIdleList() {
 asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
     const absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
-    // On the stream's coroutine: the log scope names the Session RPC and its peer.
-    if (reply.ok()) LogFunctionLines(reply->function_logs());
+    if (reply.ok()) {
+      // On the stream's coroutine: the log scope names the Session RPC and its peer. Every
+      // reply of the session arrives here, so each function error is counted once.
+      LogFunctionLines(reply->function_logs());
+      CountFunctionErrors(*reply, metrics::CountFunctionError);
+    }
     step = protocol_.Resume(reply);
   }
   if (!protocol_.list_in_progress()) lease_.reset();

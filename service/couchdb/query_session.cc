@@ -3,10 +3,13 @@
 #include <utility>
 #include <variant>
 
+#include "service/common/function_errors.h"
+
 namespace cnp::couchdb {
 
-QuerySession::QuerySession(pool::TaskRunner& runner, Options options)
-    : runner_(runner), protocol_(options) {}
+QuerySession::QuerySession(pool::TaskRunner& runner, Options options,
+                           FunctionErrors function_errors)
+    : runner_(runner), function_errors_(std::move(function_errors)), protocol_(options) {}
 
 QuerySession::~QuerySession() { Drive(protocol_.Close()); }
 
@@ -21,7 +24,10 @@ v1::SessionOutput* QuerySession::HandleInPlace(std::string_view line) {
 
 bool QuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
-    step = protocol_.Resume(Run(*run));
+    absl::StatusOr<worker::v1::Reply> reply = Run(*run);
+    // Every reply of the session arrives here, so each function error is counted once.
+    if (reply.ok() && function_errors_) CountFunctionErrors(*reply, function_errors_);
+    step = protocol_.Resume(reply);
   }
   if (!protocol_.list_in_progress()) lease_.reset();
   return std::get<QueryProtocol::Answer>(step).output;

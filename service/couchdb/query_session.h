@@ -4,10 +4,12 @@
 // coroutines use AsyncQuerySession instead, which gives the same answers.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "cnp/v1/functions.pb.h"
 #include "service/couchdb/query_protocol.h"
@@ -19,8 +21,12 @@ class QuerySession {
  public:
   using Options = QueryProtocol::Options;
 
+  // Where the session's function errors go (service/common/function_errors.h): a direct
+  // session's tally for the server's metric; nowhere when empty.
+  using FunctionErrors = std::function<void(absl::string_view function)>;
+
   explicit QuerySession(pool::TaskRunner& runner) : QuerySession(runner, Options()) {}
-  QuerySession(pool::TaskRunner& runner, Options options);
+  QuerySession(pool::TaskRunner& runner, Options options, FunctionErrors function_errors = {});
   // An open list is given the end of its rows first, so its worker goes back ready.
   ~QuerySession();
 
@@ -44,6 +50,7 @@ class QuerySession {
   absl::StatusOr<worker::v1::Reply> Run(const QueryProtocol::RunTask& run);
 
   pool::TaskRunner& runner_;
+  const FunctionErrors function_errors_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::WorkerLease> lease_;  // while a list runs
 };

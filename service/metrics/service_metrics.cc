@@ -96,7 +96,9 @@ void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
   duration_->Observe(absl::ToDoubleSeconds(elapsed));
 }
 
-void FunctionError(absl::string_view function) { FunctionErrors().Get({std::string(function)}).Add(); }
+void FunctionError(absl::string_view function, uint64_t count) {
+  FunctionErrors().Get({std::string(function)}).Add(count);
+}
 
 void WorkerStarted() {
   static Counter& starts = WorkerStarts().Get({});

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -31,8 +32,10 @@ class RpcMetrics {
   Histogram* duration_;
 };
 
-// A user function raised on one document (or item) of a call.
-void FunctionError(absl::string_view function);
+// A user function raised on `count` documents (or items) of a call or a session.
+void FunctionError(absl::string_view function, uint64_t count = 1);
+// The same for one, as a FunctionErrorSink (service/common/function_errors.h).
+inline void CountFunctionError(absl::string_view function) { FunctionError(function); }
 
 // The worker pool's life.
 void WorkerStarted();
