@@ -114,9 +114,13 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
   size_t have = 0;
   size_t need = 4;
   bool prefixed = false;
+  // A Receive (no task) reads exactly one frame, its prefix first: a direct session's worker
+  // sends several (session_progress frames, then its session_end), and the next may already
+  // follow this one on the socket.
+  const bool one_frame_of_several = task == nullptr;
   while (!prefixed || have < need) {
     if (prefixed && frame_.size() < need) frame_.resize(need);
-    const size_t room = (prefixed ? need : frame_.size()) - have;
+    const size_t room = (prefixed || one_frame_of_several ? need : frame_.size()) - have;
     const size_t got = co_await socket_.async_read_some(
         asio::buffer(frame_.data() + have, room), asio::redirect_error(asio::use_awaitable, ec));
     if (killed_) co_return absl::UnavailableError("the worker was killed");

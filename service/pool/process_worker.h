@@ -40,8 +40,9 @@ class ProcessWorker final : public Worker {
 
   // What a direct session (service/session) needs besides an exchange: the task that hands the
   // worker CouchDB's pipes, sent with the descriptors attached (the worker gets its own copies;
-  // the caller still owns `fds`), and, apart from it, the one reply the worker sends when the
-  // session ends, which may be hours later. Errors as Exchange's.
+  // the caller still owns `fds`), and, apart from it, the worker's frames: its session_progress
+  // frames and the session_end when the session ends, which may be hours later. Receive reads
+  // exactly one frame, leaving the next on the socket. Errors as Exchange's.
   asio::awaitable<absl::Status> SendWithDescriptors(const Task& task, const std::vector<int>& fds);
   asio::awaitable<absl::StatusOr<Reply>> Receive() { return Transact(nullptr); }
   // True once the worker has written something or closed its end. A worker waiting for its next

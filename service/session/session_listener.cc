@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <tuple>
 #include <utility>
 #include <variant>
 
@@ -33,6 +34,7 @@
 #include "asio/write.hpp"
 #include "service/common/fd_passing.h"
 #include "service/common/framing.h"
+#include "service/common/function_errors.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
@@ -139,6 +141,28 @@ asio::awaitable<void> Send(stream_protocol::socket& socket,
   co_await (asio::async_write(socket, asio::buffer(frame),
                               asio::experimental::as_tuple(asio::use_awaitable)) ||
             deadline.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
+}
+
+// A direct session's function errors, as its worker counted them (function_error_tally.h),
+// into cnp_function_errors_total. Only what the frame's bounds allow is taken
+// (service/common/function_errors.h): the metric's memory is the server's, whatever a worker
+// sends.
+void CountProgress(const worker::v1::SessionProgress& progress, const std::string& id) {
+  int taken = 0;
+  bool ignored = false;
+  for (const worker::v1::FunctionErrorCount& entry : progress.function_errors()) {
+    if (taken == kMaxProgressFunctions || entry.function().size() > kMaxProgressNameBytes) {
+      ignored = true;
+      continue;
+    }
+    ++taken;
+    metrics::FunctionError(entry.function(), entry.count());
+  }
+  if (ignored) {
+    LogWarning("direct session ", id, ": its worker reported function errors past the bounds of "
+               "a progress frame (", kMaxProgressFunctions, " functions, names of at most ",
+               kMaxProgressNameBytes, " bytes); those were not counted");
+  }
 }
 
 std::string JsonString(absl::string_view text) {
@@ -396,12 +420,21 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   co_await Send(socket, answer);
   metrics::ActiveSession active("direct");
 
-  // Now wait for whichever ends first: the worker's session (its one reply, or its socket
-  // closing) or the adapter. The loser is cancelled.
-  auto ended = co_await (
-      process.Receive() ||
-      socket.async_wait(stream_protocol::socket::wait_read,
-                        asio::experimental::as_tuple(asio::use_awaitable)));
+  // Now wait for whichever ends first: the worker's session (its last reply, or its socket
+  // closing) or the adapter. The loser is cancelled. The worker's session_progress frames on
+  // the way are counted and are not the end: the wait goes on.
+  int progress_frames = 0;
+  std::variant<absl::StatusOr<worker::v1::Reply>, std::tuple<asio::error_code>> ended;
+  for (;;) {
+    ended = co_await (process.Receive() ||
+                      socket.async_wait(stream_protocol::socket::wait_read,
+                                        asio::experimental::as_tuple(asio::use_awaitable)));
+    if (ended.index() != 0) break;
+    const absl::StatusOr<worker::v1::Reply>& frame = std::get<0>(ended);
+    if (!frame.ok() || !frame->has_session_progress()) break;
+    ++progress_frames;
+    CountProgress(frame->session_progress(), id);
+  }
 
   Ended end;
   bool reusable = false;
@@ -421,7 +454,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     end.set_exit_code(session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED ? 0 : 1);
     end.set_message(session_end.message());
     reusable = !reply->recycle();
-    LogInfo("direct session ", id, " ended after ", session_end.commands(), " commands: ",
+    LogInfo("direct session ", id, " ended after ", session_end.commands(), " commands (",
+            progress_frames, " progress frames): ",
             worker::v1::SessionEnd::Reason_Name(session_end.reason()),
             session_end.message().empty() ? "" : " (", session_end.message(),
             session_end.message().empty() ? "" : ")");

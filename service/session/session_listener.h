@@ -12,6 +12,8 @@
 //   - the adapter's connection closes first: CouchDB killed the adapter (os_process_timeout),
 //     so the worker is killed too - it may be in the middle of a command whose answer nobody
 //     will read - and replaced.
+// On the way the worker may send session_progress frames, its function errors since the last
+// (at most one a second): they are counted into cnp_function_errors_total and the wait goes on.
 #pragma once
 
 #include <sys/types.h>

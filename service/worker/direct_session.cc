@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,7 @@
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
 #include "service/worker/call_context.h"
+#include "service/worker/function_error_tally.h"
 #include "service/worker/in_process_runner.h"
 #include "service/worker/task_support.h"
 
@@ -49,7 +51,11 @@ absl::Status WriteAll(int fd, std::string_view bytes) {
 // CouchDB's lines, read in large chunks: a burst of small commands costs one read().
 class LineReader {
  public:
-  LineReader(int fd, size_t max_line) : fd_(fd), max_line_(max_line), buffer_(kChunk, '\0') {}
+  // `before_waiting` is called with `fd` before every read() that may block: nothing is
+  // buffered that would answer the call.
+  LineReader(int fd, size_t max_line, std::function<void(int fd)> before_waiting)
+      : fd_(fd), max_line_(max_line), before_waiting_(std::move(before_waiting)),
+        buffer_(kChunk, '\0') {}
 
   // The next line without its newline, valid until the next call; nullopt at the end of input.
   // A last line without a newline is still a line (answered, never dropped in silence).
@@ -89,6 +95,7 @@ class LineReader {
         begin_ = 0;
       }
       if (buffer_.size() - end_ < kChunk / 2) buffer_.resize(buffer_.size() * 2);
+      before_waiting_(fd_);
       ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
       if (n > 0) {
         end_ += static_cast<size_t>(n);
@@ -112,6 +119,7 @@ class LineReader {
 
   int fd_;
   size_t max_line_;
+  std::function<void(int fd)> before_waiting_;
   std::string buffer_;
   size_t begin_ = 0;    // the unread bytes are buffer_[begin_, end_)
   size_t scanned_ = 0;  // buffer_[begin_, scanned_) holds no newline
@@ -256,7 +264,7 @@ void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
 }  // namespace
 
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output) {
+                             int input, int output, int server) {
   couchdb::QuerySession::Options options;
   // Every task runs here, in this process: a reduce's values are walked once, by the parse that
   // builds them for Python.
@@ -278,9 +286,12 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   options.max_answer_bytes = answer_limit;
   Context().memory_error = false;  // a worker that had one was recycled before it got here
   InProcessRunner runner(registry);
-  auto protocol = std::make_unique<couchdb::QuerySession>(runner, options);
+  FunctionErrorTally function_errors(server);
+  auto protocol = std::make_unique<couchdb::QuerySession>(
+      runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
-  LineReader lines(input, kMaxSessionLineBytes);
+  LineReader lines(input, kMaxSessionLineBytes,
+                   [&function_errors](int fd) { function_errors.BeforeWaiting(fd); });
 
   v1::Reply reply;
   SessionEnd& end = *reply.mutable_session_end();
@@ -381,6 +392,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   LogCommandLines(session, function_logs);
   ::close(input);
   ::close(output);
+  function_errors.Flush();  // before the session_end, which the server reads as the end
   return reply;
 }
 

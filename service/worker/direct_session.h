@@ -38,8 +38,10 @@ inline constexpr size_t kMaxSessionLineBytes = size_t{64} << 20;
 
 // Serves the session on `input` (CouchDB's commands) and `output` (the answers), which it
 // closes, and returns the Reply for the task: a session_end (recycle set after a MemoryError).
+// Meanwhile the session's function errors go to the server in session_progress frames on
+// `server`, the worker's socket (function_error_tally.h), the last before this returns.
 // May not return: see the watchdog above.
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output);
+                             int input, int output, int server);
 
 }  // namespace cnp::worker

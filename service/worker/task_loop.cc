@@ -21,7 +21,7 @@ void CloseAll(const std::vector<int>& descriptors) {
 
 // Takes ownership of `descriptors`: CouchDB's input and output pipes.
 Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                       std::vector<int>& descriptors) {
+                       std::vector<int>& descriptors, int fd) {
   if (descriptors.size() != 2) {
     CloseAll(descriptors);
     return FailureReply(Failure::BAD_INPUT,
@@ -31,7 +31,7 @@ Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& sess
   }
   const int input = descriptors[0], output = descriptors[1];
   descriptors.clear();
-  return ServeDirectSession(registry, session, input, output);
+  return ServeDirectSession(registry, session, input, output, fd);
 }
 
 absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,
@@ -54,7 +54,7 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
     case Task::kListStart: return RunInteractiveList(registry, task.list_start(), reader, fd);
     case Task::kListRow:
       return FailureReply(Failure::BAD_INPUT, "list_row without a running list (send list_start first)");
-    case Task::kDirectSession: return RunDirectSession(registry, task.direct_session(), descriptors);
+    case Task::kDirectSession: return RunDirectSession(registry, task.direct_session(), descriptors, fd);
     case Task::KIND_NOT_SET: break;
   }
   return FailureReply(Failure::BAD_INPUT, "the task has no kind set");
