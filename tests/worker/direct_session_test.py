@@ -103,6 +103,7 @@ class Worker:
         self.process = subprocess.Popen(argv, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
                                         stderr=self.stderr)
         child.close()
+        self.progress = []
 
     def send(self, task, fds=()):
         data = task.SerializeToString()
@@ -113,6 +114,16 @@ class Worker:
             self.sock.sendall(frame)
 
     def receive(self, timeout=30.0):
+        """The next reply that is not a session_progress frame; those on the way are kept in
+        self.progress, in order."""
+        while True:
+            reply = self.receive_frame(timeout)
+            if not reply.HasField("session_progress"):
+                return reply
+            self.progress.append(reply.session_progress)
+
+    def receive_frame(self, timeout=30.0):
+        """The next frame the worker wrote, whatever it is."""
         self.sock.settimeout(timeout)
         try:
             header = self._exactly(4)
@@ -121,6 +132,14 @@ class Worker:
             return reply
         finally:
             self.sock.settimeout(None)
+
+    def function_errors(self):
+        """The function errors of every session_progress frame received so far, summed."""
+        counts = {}
+        for progress in self.progress:
+            for entry in progress.function_errors:
+                counts[entry.function] = counts.get(entry.function, 0) + entry.count
+        return counts
 
     def _exactly(self, n):
         data = b""
@@ -557,6 +576,72 @@ class TimeoutTest(unittest.TestCase):
 
     def test_stuck_in_c(self):
         self.stuck("direct_session_fns.sleeps_in_c")
+
+
+class FunctionErrorProgressTest(unittest.TestCase):
+    """A direct session's function errors reach the server in session_progress frames on the
+    worker's socket, by function: at most one a second while there are new errors (one as soon
+    as the first is counted), the rest just before the session_end; never one per error."""
+
+    FAILS = "fixture_fns.map_fails_for_the_test"  # raises on every document
+    FINE = "fixture_fns.town_n|1"
+
+    def setUp(self):
+        self.worker = Worker()
+        self.session = self.worker.start_session()
+        self.assertEqual(self.session.call(["reset", {"timeout": 20000}]), ["true"])
+        self.assertEqual(self.session.call(["add_fun", self.FAILS]), ["true"])
+        self.assertEqual(self.session.call(["add_fun", self.FINE]), ["true"])
+
+    def tearDown(self):
+        self.session.close()
+        if self.worker.process.poll() is None:
+            self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def map_doc(self, doc_id):
+        lines = self.session.call(["map_doc", {"_id": doc_id, "town": "Oslo", "n": 1}])
+        self.assertEqual(json.loads(lines[-1]), [[], [["Oslo", 1]]], lines)
+
+    def end(self):
+        self.session.close_input()
+        end = self.worker.receive().session_end
+        self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED, self.worker.diagnostics())
+        return end
+
+    def test_a_thousand_failing_documents_cost_a_few_frames(self):
+        started = time.monotonic()
+        for i in range(1000):
+            self.map_doc(f"doc-{i}")
+        self.end()
+        elapsed = time.monotonic() - started
+        self.assertEqual(self.worker.function_errors(), {self.FAILS: 1000})
+        # One frame at the first error, at most one a second after it, and the last one; the
+        # worker's clock is a coarse one (ticks of a few ms), hence the 1% slack.
+        frames = len(self.worker.progress)
+        self.assertGreaterEqual(frames, 1)
+        self.assertLessEqual(frames, int(elapsed * 1.01) + 2, f"{frames} frames in {elapsed:.2f} s")
+        self.assertLess(frames, 50)
+
+    def test_errors_are_sent_while_the_session_waits_for_couchdb(self):
+        self.map_doc("first")
+        # Sent at once, the session still open (the first frame may go right away).
+        frame = self.worker.receive_frame(timeout=10)
+        self.assertEqual([(e.function, e.count) for e in frame.session_progress.function_errors],
+                         [(self.FAILS, 1)])
+        # The next errors come within the second, and go when it is over even though CouchDB
+        # sends nothing more meanwhile.
+        self.map_doc("second")
+        self.map_doc("third")
+        frame = self.worker.receive_frame(timeout=10)
+        self.assertEqual([(e.function, e.count) for e in frame.session_progress.function_errors],
+                         [(self.FAILS, 2)])
+        # Nothing new: no frame before the session's end.
+        self.assertEqual(self.session.call(["reset", {"timeout": 20000}]), ["true"])
+        self.assertEqual(self.session.call(["add_fun", self.FINE]), ["true"])
+        self.assertEqual(self.session.call(["map_doc", {"_id": "fine", "town": "Rome"}]),
+                         ['[[["Rome",null]]]'])
+        self.end()
+        self.assertEqual(self.worker.progress, [])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""cnp_function_errors_total for CouchDB's own traffic (issue 10): a map function that raises on
+some documents of a session is counted by function, once per failing document, on both session
+paths: the Session stream (the server counts each reply its session driver receives) and a
+direct session (the session worker tallies them and sends the server session_progress frames,
+at most one a second, the last before the session's end). The adapter exits only once the
+server has answered the session's end, so the scrape right after it sees every frame."""
+
+import json
+import re
+import sys
+import time
+import unittest
+import urllib.request
+
+import harness
+
+RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
+SOME_FAIL = "fixture_fns.map_error"           # raises where n % 5 == 0 or n % 7 == 0
+ALL_FAIL = "fixture_fns.map_fails_for_the_test"  # raises on every document
+NEVER_FAILS = "fixture_fns.town_n|1"
+
+
+class SessionMetricsTest(harness.ServerTestCase):
+    server_extra = ("--metrics-listen=127.0.0.1:0",)
+
+    def log(self):
+        with open(self.server.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def scrape(self):
+        # The server logs its metrics port before it is ready.
+        port = re.search(r"/metrics \(port (\d+)\)", self.log()).group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+            return answer.read().decode()
+
+    def errors(self, function):
+        """cnp_function_errors_total of `function` in a scrape now (0 when it has no series)."""
+        series = f'cnp_function_errors_total{{function="{function}"}} '
+        for line in self.scrape().splitlines():
+            if line.startswith(series):
+                return float(line[len(series):])
+        return 0
+
+    def started(self, functions):
+        qs = self.adapter()
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        for function in functions:
+            self.assertIs(qs.reply(["add_fun", function]), True, qs.diagnostics())
+        return qs
+
+    def test_documents_a_function_raised_on_are_counted_by_function(self):
+        before = {f: self.errors(f) for f in (SOME_FAIL, NEVER_FAILS)}
+        qs = self.started([SOME_FAIL, NEVER_FAILS])
+        failing = 0
+        for n in range(1, 41):
+            rows = qs.reply(["map_doc", {"_id": f"{self.session}-{n}", "town": "Oslo", "n": n}])
+            self.assertEqual(rows[1], [["Oslo", n]], qs.diagnostics())
+            if n % 5 == 0 or n % 7 == 0:
+                failing += 1
+                self.assertEqual(rows[0], [])
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+        self.assertEqual(self.errors(SOME_FAIL) - before[SOME_FAIL], failing)
+        self.assertEqual(self.errors(NEVER_FAILS) - before[NEVER_FAILS], 0)
+
+    def test_a_thousand_failing_documents_cost_a_few_progress_frames(self):
+        before = self.errors(ALL_FAIL)
+        qs = self.started([ALL_FAIL])
+        started = time.monotonic()
+        for n in range(1000):
+            self.assertEqual(qs.reply(["map_doc", {"_id": f"many-{n}", "n": n}]), [[]])
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+        elapsed = time.monotonic() - started
+        self.assertEqual(self.errors(ALL_FAIL) - before, 1000)
+        if self.session != "direct":
+            return  # the stream's server counts each reply itself: no frames
+        # The server's log line at the session's end says how many frames it received.
+        ended = re.findall(r"direct session \S+ ended after 1002 commands \((\d+) progress frames\)",
+                           self.log())
+        self.assertEqual(len(ended), 1, self.log())
+        frames = int(ended[0])
+        # One at the first error, at most one a second after it, and the last one (the worker's
+        # clock ticks coarsely: 1% slack).
+        self.assertGreaterEqual(frames, 1)
+        self.assertLessEqual(frames, int(elapsed * 1.01) + 2, f"{frames} frames in {elapsed:.2f} s")
+        self.assertLess(frames, 50)
+
+
+harness.through_each_path(SessionMetricsTest, globals())
+
+
+if __name__ == "__main__":
+    harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    unittest.main(argv=[sys.argv[0]] + rest)
