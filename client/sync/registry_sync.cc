@@ -197,6 +197,7 @@ absl::Status RegistrySync::LoadRegistry() {
       EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");
       continue;
     }
+    if (!options_.allow_system_databases && !KeepOffSystemTargets(*entry)) continue;
     entries_.push_back(*std::move(entry));
   }
   if (entries_.empty()) {
@@ -226,10 +227,34 @@ absl::StatusOr<std::vector<std::string>> RegistrySync::ListDatabases() {
   return names;
 }
 
+bool RegistrySync::KeepOffSystemTargets(RegisteredDesignDoc& entry) {
+  const std::string what = absl::StrCat("registry entry \"", entry.entry_id, "\"");
+  auto warn = [&](const absl::Status& refused, absl::string_view outcome) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::Status(refused.code(), absl::StrCat(refused.message(), "; ", outcome)),
+                registry_, "");
+  };
+  if (absl::Status refused = ::cnp::couchdb::CheckNotSystemTarget(what, entry.name, "");
+      !refused.ok()) {
+    warn(refused, "skipped the entry");
+    return false;
+  }
+  std::erase_if(entry.databases, [&](const std::string& pattern) {
+    absl::Status refused = ::cnp::couchdb::CheckNotSystemTarget(what, "", pattern);
+    if (!refused.ok()) warn(refused, "skipped that target");
+    return !refused.ok();
+  });
+  return true;
+}
+
 std::vector<const RegisteredDesignDoc*> RegistrySync::Matching(const std::string& database,
                                                                bool removed) const {
   std::vector<const RegisteredDesignDoc*> matching;
   if (database == registry_) return matching;  // the registry holds entries, not the designs
+  // Whatever an entry says (KeepOffSystemTargets dropped such targets already).
+  if (!options_.allow_system_databases && ::cnp::couchdb::IsSystemDatabase(database)) {
+    return matching;
+  }
   for (const RegisteredDesignDoc& entry : entries_) {
     if (entry.removed == removed && Targets(entry, database)) matching.push_back(&entry);
   }

@@ -57,6 +57,10 @@ class RegistrySync {
     int max_conflict_retries = 3;
     // How long one _db_updates long poll may wait for news before it is asked again.
     absl::Duration poll_timeout = absl::Seconds(30);
+    // Whoever may write the registry is not trusted with CouchDB's own databases (_users,
+    // _replicator) or design documents (_design/_auth): without this, an entry naming one is
+    // skipped (that target, or the whole entry for such a design document) with a warning.
+    bool allow_system_databases = false;
   };
   // Gets every outcome and problem, in the shapes `cnp upload` reports them.
   using Emit = std::function<void(const v1::UploadEvent&)>;
@@ -88,6 +92,9 @@ class RegistrySync {
 
  private:
   absl::Status LoadRegistry();
+  // False (and warned about) when `entry` names a system design document; otherwise drops
+  // (with a warning each) its targets that reach system databases.
+  bool KeepOffSystemTargets(RegisteredDesignDoc& entry);
   absl::StatusOr<std::vector<std::string>> ListDatabases();
   absl::Status SyncDatabase(const std::string& database);
   absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);

@@ -37,6 +37,10 @@ Options:
   --dry-run                 show what would change in each database; write nothing (implies
                             --once)
   --drop-unknown-fields     remove stored fields the registry's copy does not mention
+  --allow-system-databases  let registry entries reach CouchDB's system databases (_users,
+                            _replicator: names starting with '_') and design documents whose
+                            name starts with '_' (_design/_auth); without it such targets
+                            and entries are skipped with a warning naming the entry
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB (default: the
                             system's CA store)
   --insecure                send the credentials over plain http:// to a CouchDB that is not
@@ -72,6 +76,7 @@ struct Flags {
   bool drop_unknown_fields = false;
   bool show_documents = false;
   bool insecure = false;
+  bool allow_system_databases = false;
   std::string ca_file;
   int max_conflict_retries = 3;
   std::vector<std::string> positional;
@@ -80,7 +85,8 @@ struct Flags {
 absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(
       argv, {"ca-file", "max-conflict-retries"},
-      {"help", "once", "dry-run", "drop-unknown-fields", "show-documents", "insecure"});
+      {"help", "once", "dry-run", "drop-unknown-fields", "show-documents", "insecure",
+       "allow-system-databases"});
   if (!args.ok()) return args.status();
   absl::StatusOr<int64_t> retries =
       cli::NumberOption(*args, "max-conflict-retries", 3, 1, "a number of at least 1");
@@ -91,6 +97,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
                .drop_unknown_fields = args->Has("drop-unknown-fields"),
                .show_documents = args->Has("show-documents"),
                .insecure = args->Has("insecure"),
+               .allow_system_databases = args->Has("allow-system-databases"),
                .ca_file = args->Get("ca-file"),
                .max_conflict_retries = static_cast<int>(std::min<int64_t>(*retries, 1'000'000)),
                .positional = args->positional};
@@ -129,7 +136,8 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
   RegistrySync sync(couch, flags->positional[1],
                     {.dry_run = flags->dry_run,
                      .drop_unknown_fields = flags->drop_unknown_fields,
-                     .max_conflict_retries = flags->max_conflict_retries},
+                     .max_conflict_retries = flags->max_conflict_retries,
+                     .allow_system_databases = flags->allow_system_databases},
                     [&](const v1::UploadEvent& event) {
                       upload::PrintEvent(event, print, io.out, io.err, tally);
                       io.out.flush();  // a long-running follower's log should not lag

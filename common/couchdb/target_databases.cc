@@ -4,6 +4,9 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 namespace cnp::couchdb {
 
 bool IsDatabasePattern(absl::string_view entry) {
@@ -13,13 +16,38 @@ bool IsDatabasePattern(absl::string_view entry) {
 std::vector<std::string> MatchDatabases(absl::string_view pattern,
                                         const std::vector<std::string>& all_dbs) {
   std::string glob(pattern);
-  bool system_too = !glob.empty() && glob[0] == '_';
+  bool system_too = ReachesSystemDatabases(glob);
   std::vector<std::string> matched;
   for (const std::string& db : all_dbs) {
-    if (!system_too && !db.empty() && db[0] == '_') continue;
+    if (!system_too && IsSystemDatabase(db)) continue;
     if (fnmatch(glob.c_str(), db.c_str(), 0) == 0) matched.push_back(db);
   }
   return matched;
+}
+
+bool IsSystemDatabase(absl::string_view name) { return absl::StartsWith(name, "_"); }
+
+bool ReachesSystemDatabases(absl::string_view entry) { return absl::StartsWith(entry, "_"); }
+
+bool IsSystemDesignName(absl::string_view name) { return absl::StartsWith(name, "_"); }
+
+absl::Status CheckNotSystemTarget(absl::string_view what, absl::string_view design_name,
+                                  absl::string_view database_entry) {
+  if (IsSystemDesignName(design_name)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, " names _design/", design_name,
+        ": a design document whose name starts with '_' is one of CouchDB's own (such as "
+        "_users/_design/_auth); refused without ",
+        kAllowSystemDatabasesFlag));
+  }
+  if (ReachesSystemDatabases(database_entry)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, " targets \"", database_entry,
+        "\": a system database (a name starting with '_', such as _users or _replicator) "
+        "holds CouchDB's own rules; refused without ",
+        kAllowSystemDatabasesFlag));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cnp::couchdb

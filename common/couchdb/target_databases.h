@@ -1,13 +1,19 @@
 // The databases a design document's `databases:` entries name: plain names as they are, glob
-// patterns (*, ?, [...]) matched against the server's _all_dbs.
+// patterns (*, ?, [...]) matched against the server's _all_dbs. And what no registry entry or
+// YAML file may reach unless the operator says so: CouchDB's own databases and design
+// documents.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace cnp::couchdb {
+
+// The flag (of cnp sync and cnp upload) that lets design documents into system databases.
+inline constexpr char kAllowSystemDatabasesFlag[] = "--allow-system-databases";
 
 bool IsDatabasePattern(absl::string_view entry);
 
@@ -16,5 +22,23 @@ bool IsDatabasePattern(absl::string_view entry);
 // _users or _replicator.
 std::vector<std::string> MatchDatabases(absl::string_view pattern,
                                         const std::vector<std::string>& all_dbs);
+
+// CouchDB's own databases (_users, _replicator, _global_changes, ...): a name starting with
+// '_'. A design document there is a security rule of CouchDB's (_users/_design/_auth keeps
+// users from giving themselves roles).
+bool IsSystemDatabase(absl::string_view name);
+
+// A `databases:` entry that can reach a system database: a name or a pattern starting with
+// '_' (the only patterns MatchDatabases lets match one).
+bool ReachesSystemDatabases(absl::string_view entry);
+
+// A design document name starting with '_' (_design/_auth) is CouchDB's own.
+bool IsSystemDesignName(absl::string_view name);
+
+// OK, or why `design_name` or `database_entry` (a name or pattern; empty for none) is refused
+// without kAllowSystemDatabasesFlag: `what` says whose target it is, e.g. `registry entry
+// "towns@database:_users"`.
+absl::Status CheckNotSystemTarget(absl::string_view what, absl::string_view design_name,
+                                  absl::string_view database_entry);
 
 }  // namespace cnp::couchdb

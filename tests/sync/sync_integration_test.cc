@@ -101,9 +101,10 @@ class SyncIntegrationTest : public ::testing::Test {
   }
 
   // Runs one sync pass and returns what it reported.
-  UploadResult SyncOnce(const std::string& registry) {
+  UploadResult SyncOnce(const std::string& registry,
+                        client::sync::RegistrySync::Options options = {}) {
     UploadResult result;
-    client::sync::RegistrySync sync(*couch_, registry, {},
+    client::sync::RegistrySync sync(*couch_, registry, options,
                                     [&](const v1::UploadEvent& e) { result.events.push_back(e); });
     result.status = sync.SyncAll();
     return result;
@@ -256,6 +257,71 @@ TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
                               HasSubstr("language \"erlang\""),
                               HasSubstr("has validate_doc_update that is not a function name"),
                               HasSubstr("has views.lib that is not a function name")));
+}
+
+// Whoever may write the registry must not reach CouchDB's own databases and design documents:
+// _users/_design/_auth is the rule that keeps users from giving themselves roles.
+TEST_F(SyncIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsFlag) {
+  for (const char* db : {"reg10", "account-sys1"}) CreateDatabase(db);
+  const std::string auth_before = couchdb::ToJson(Read("/_users/_design/_auth"));
+  auto plant = [&](const std::string& id, const std::string& name, const std::string& targets) {
+    absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+        absl::StrCat("/reg10/", id),
+        absl::StrCat(R"({"type":"cnp_design_document","name":")", name,
+                     R"(","target":{"databases":)", targets, R"(},"design_document":)",
+                     R"({"_id":"_design/)", name,
+                     R"(","language":"python","validate_doc_update":"fns.val|1"}})"));
+    ASSERT_TRUE(put.ok() && put->status == 201) << id;
+  };
+  plant("a", "_auth", R"(["_users","_*"])");
+  plant("b", "_private", R"(["account-sys1"])");
+  plant("c", "guard", R"(["_users","_rep*","account-sys1"])");
+
+  UploadResult result = SyncOnce("reg10");
+  EXPECT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  EXPECT_EQ(couchdb::ToJson(Read("/_users/_design/_auth")), auth_before);
+  EXPECT_FALSE(Read("/_replicator/_design/_auth").HasMember("_id"));
+  EXPECT_FALSE(Read("/account-sys1/_design/_private").HasMember("_id"));
+  EXPECT_FALSE(Read("/_users/_design/guard").HasMember("_id"));
+  EXPECT_FALSE(Read("/_replicator/_design/guard").HasMember("_id"));
+  // The entry's other targets are still served.
+  EXPECT_EQ(result.Outcome("_design/guard", "account-sys1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+  for (const auto& o : result.outcomes()) EXPECT_NE(o.database()[0], '_') << o.ShortDebugString();
+  std::string warnings;
+  for (const auto& warning : result.warnings()) absl::StrAppend(&warnings, warning.message(), "\n");
+  EXPECT_THAT(warnings,
+              AllOf(HasSubstr("registry entry \"a\" names _design/_auth"),
+                    HasSubstr("registry entry \"b\" names _design/_private"),
+                    HasSubstr("registry entry \"c\" targets \"_users\""),
+                    HasSubstr("registry entry \"c\" targets \"_rep*\""),
+                    HasSubstr("--allow-system-databases")))
+      << warnings;
+
+  // The command says so too, and still exits 0: the rest is in place.
+  std::ostringstream out, err;
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  EXPECT_EQ(client::sync::RunSync({"cnp sync", "--once", server_->url(), "reg10"},
+                                  {.out = out, .err = err, .env = no_env}),
+            0)
+      << out.str() << err.str();
+  EXPECT_THAT(out.str() + err.str(), HasSubstr("refused without --allow-system-databases"));
+  EXPECT_THAT(out.str(), Not(HasSubstr("_users/_design")));
+
+  // The operator's flag lets them through (entry a goes first: pouchdb-server's _users needs
+  // its own _auth).
+  rapidjson::Document a = Read("/reg10/a");
+  ASSERT_TRUE(a.HasMember("_rev"));
+  absl::StatusOr<couchdb::HttpResponse> deleted =
+      couch_->Delete(absl::StrCat("/reg10/a?rev=", a["_rev"].GetString()));
+  ASSERT_TRUE(deleted.ok() && deleted->status == 200);
+  UploadResult allowed = SyncOnce("reg10", {.allow_system_databases = true});
+  EXPECT_EQ(allowed.Outcome("_design/guard", "_replicator").action(),
+            v1::DesignDocOutcome::CREATED)
+      << allowed.Dump();
+  EXPECT_EQ(allowed.Outcome("_design/_private", "account-sys1").action(),
+            v1::DesignDocOutcome::CREATED)
+      << allowed.Dump();
 }
 
 TEST_F(SyncIntegrationTest, EntriesThatDisagreeOnOneDatabaseAreAConflictNotAFlipFlop) {
