@@ -71,6 +71,10 @@ Options:
                             a number of seconds)
   --drop-unknown-fields     remove stored fields (and views, shows, ...) the YAML does not
                             mention instead of keeping them
+  --allow-system-databases  let design documents into CouchDB's system databases (_users,
+                            _replicator: names starting with '_') and allow design documents
+                            whose name starts with '_' (_design/_auth); without it a YAML
+                            file targeting one is refused (cnp sync has the same flag)
   --view-server=NAME        the design documents' "language", i.e. the query server's name in
                             CouchDB's [query_servers] (default: python); a `language:` in the
                             YAML wins
@@ -152,6 +156,7 @@ struct Flags {
   bool show_documents = false;
   bool remove = false;
   bool insecure = false;
+  bool allow_system_databases = false;
   std::string view_server;
   std::string ca_file;
   std::string register_database;
@@ -169,8 +174,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   std::set<std::string> toggles = cli::WithConnectionFlags({"help"});
   if (upload) {
     valued.insert({"ca-file", "register", "max-conflict-retries", "staged-settle-timeout"});
-    toggles.insert(
-        {"dry-run", "staged", "drop-unknown-fields", "show-documents", "remove", "insecure"});
+    toggles.insert({"dry-run", "staged", "drop-unknown-fields", "show-documents", "remove",
+                    "insecure", "allow-system-databases"});
   }
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(argv, valued, toggles);
   if (!args.ok()) return args.status();
@@ -182,6 +187,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.show_documents = args->Has("show-documents");
   flags.remove = args->Has("remove");
   flags.insecure = args->Has("insecure");
+  flags.allow_system_databases = args->Has("allow-system-databases");
   flags.view_server = args->Get("view-server");
   flags.ca_file = args->Get("ca-file");
   flags.register_database = args->Get("register");
@@ -370,6 +376,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   request.set_staged(flags->staged);
   request.set_staged_settle_seconds(flags->staged_settle_seconds);
   request.set_drop_unknown_fields(flags->drop_unknown_fields);
+  request.set_allow_system_databases(flags->allow_system_databases);
   request.set_language(flags->view_server);
   request.set_max_conflict_retries(flags->max_conflict_retries);
   for (size_t i = first_file; i < flags->positional.size(); ++i) {

@@ -236,6 +236,9 @@ class UploadRun {
   void CheckTargetsStatically(ProblemList& problems) {
     std::map<std::pair<std::string, std::string>, const DesignDocSpec*> first;
     for (const DesignDocSpec& spec : specs_) {
+      if (!request_.check_only() && !request_.allow_system_databases()) {
+        CheckNotSystemTargets(spec, problems);
+      }
       std::vector<std::string> keys;
       // Its classifications are all undefined, which is reported already.
       if (spec.databases.empty() && !spec.classifications.empty()) continue;
@@ -260,6 +263,29 @@ class UploadRun {
         if (!inserted && it->second != &spec) {
           problems.Error(spec.location, DuplicateMessage(spec, key, *it->second));
         }
+      }
+    }
+  }
+
+  // CouchDB's own databases and design documents hold its security rules (_users/_design/
+  // _auth keeps users from giving themselves roles): only the operator's explicit request
+  // reaches them.
+  void CheckNotSystemTargets(const DesignDocSpec& spec, ProblemList& problems) const {
+    const std::string what = absl::StrCat("design document \"", spec.name, "\"");
+    if (absl::Status refused = couchdb::CheckNotSystemTarget(what, spec.name, "");
+        !refused.ok()) {
+      problems.Error(spec.location, std::string(refused.message()));
+    }
+    if (spec.databases.empty() && !registering()) {
+      if (absl::Status refused = couchdb::CheckNotSystemTarget(what, "", request_.database());
+          !refused.ok()) {
+        problems.Error(spec.location, std::string(refused.message()));
+      }
+    }
+    for (const DatabasePattern& db : spec.databases) {
+      if (absl::Status refused = couchdb::CheckNotSystemTarget(what, "", db.pattern);
+          !refused.ok()) {
+        problems.Error(db.location, std::string(refused.message()));
       }
     }
   }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -342,6 +343,58 @@ TEST_F(UploadIntegrationTest, TwoFilesTargetingOneDatabaseThroughAPatternWriteNo
   EXPECT_THAT(result.errors()[0].message(),
               HasSubstr("also defined at a.yml:1 for database \"dup-1\""));
   EXPECT_TRUE(Stored("dup-1", "twice").IsNull());
+}
+
+// CouchDB's own databases and design documents hold its security rules (_users/_design/_auth
+// keeps users from giving themselves roles): a YAML file reaches them only with the
+// operator's allow_system_databases (cnp upload --allow-system-databases).
+TEST_F(UploadIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsFlag) {
+  const std::string auth_before = couchdb::ToJson(Stored("_users", "_auth"));
+  const std::vector<v1::UploadFile> files = {
+      File("auth.yml", "_auth:\n  validate_doc_update: myviews.validate\n"),
+      File("guard.yml",
+           "guard:\n"
+           "  databases: [\"_rep*\", _users, other]\n"
+           "  validate_doc_update: myviews.validate\n"
+           "plain:\n"
+           "  validate_doc_update: myviews.validate\n")};
+  for (bool registering : {false, true}) {
+    v1::UploadRequest request = Request("_users", files);
+    if (registering) request.set_register_database("other");
+    UploadResult result = Upload(request);
+    EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+    std::vector<std::string> refused;
+    for (const auto& error : result.errors()) {
+      // Registering, the design documents without databases: are refused for that as well.
+      if (registering && absl::StrContains(error.message(), "names no databases")) continue;
+      EXPECT_THAT(error.message(), HasSubstr("refused without --allow-system-databases"));
+      refused.push_back(absl::StrCat(error.location().file(), ":", error.location().line(), " ",
+                                     error.message().substr(0, error.message().find(':'))));
+    }
+    std::vector<std::string> expected = {
+        "auth.yml:1 design document \"_auth\" names _design/_auth",
+        "guard.yml:2 design document \"guard\" targets \"_rep*\"",
+        "guard.yml:2 design document \"guard\" targets \"_users\""};
+    // A registered design document names its own databases: the positional one is not used.
+    if (!registering) {
+      expected.push_back("auth.yml:1 design document \"_auth\" targets \"_users\"");
+      expected.push_back("guard.yml:4 design document \"plain\" targets \"_users\"");
+    }
+    EXPECT_THAT(refused, ::testing::UnorderedElementsAreArray(expected)) << result.Dump();
+    EXPECT_THAT(result.outcomes(), IsEmpty());
+  }
+  EXPECT_EQ(couchdb::ToJson(Stored("_users", "_auth")), auth_before);
+  EXPECT_TRUE(Stored("other", "guard").IsNull());
+  EXPECT_TRUE(Stored("_replicator", "guard").IsNull());
+
+  // The operator's flag lets them through.
+  v1::UploadRequest allowed = Request(
+      "", {File("guard.yml",
+                "guard:\n  databases: _replicator\n  validate_doc_update: myviews.validate\n")});
+  allowed.set_allow_system_databases(true);
+  UploadResult result = Upload(allowed);
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  EXPECT_EQ(String(Stored("_replicator", "guard"), "/validate_doc_update"), "myviews.validate|21");
 }
 
 TEST_F(UploadIntegrationTest, BadYamlOrBadFunctionsWriteNothing) {
