@@ -57,12 +57,18 @@ std::vector<std::string> Functions(const std::string& list) {
   return absl::StrSplit(list, ',', absl::SkipEmpty());
 }
 
+// All of `text`: Writer::String(const char*) would stop at a NUL, which a document id or a
+// message may hold.
+void WriteString(JsonWriter& w, const std::string& text) {
+  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+}
+
 void WriteError(JsonWriter& w, const v1::FunctionError& e) {
   w.StartObject();
-  w.Key("function"); w.String(e.function().c_str());
-  if (!e.doc_id().empty()) { w.Key("doc_id"); w.String(e.doc_id().c_str()); }
-  w.Key("type"); w.String(e.type().c_str());
-  w.Key("message"); w.String(e.message().c_str());
+  w.Key("function"); WriteString(w, e.function());
+  if (!e.doc_id().empty()) { w.Key("doc_id"); WriteString(w, e.doc_id()); }
+  w.Key("type"); WriteString(w, e.type());
+  w.Key("message"); WriteString(w, e.message());
   w.EndObject();
 }
 
@@ -77,7 +83,7 @@ void WriteErrorsAndLogs(JsonWriter& w, const Errors& errors, const Logs& logs) {
   if (!logs.empty()) {
     w.Key("logs");
     w.StartArray();
-    for (const auto& l : logs) w.String(l.c_str());
+    for (const auto& l : logs) WriteString(w, l);
     w.EndArray();
   }
 }
@@ -90,8 +96,10 @@ void PrintLine(const rapidjson::StringBuffer& buffer) {
 // The _id of a raw document, for labelling its output; empty when it has none.
 std::string DocId(const std::string& doc) {
   rapidjson::Document d;
-  d.Parse<rapidjson::kParseIterativeFlag>(doc.c_str());
-  if (d.IsObject() && d.HasMember("_id") && d["_id"].IsString()) return d["_id"].GetString();
+  d.Parse<rapidjson::kParseIterativeFlag>(doc.data(), doc.size());
+  if (d.IsObject() && d.HasMember("_id") && d["_id"].IsString()) {
+    return std::string(d["_id"].GetString(), d["_id"].GetStringLength());
+  }
   return "";
 }
 
@@ -138,7 +146,7 @@ int RunMapCommand(int argc, char** argv) {
     w.StartObject();
     w.Key("id");
     std::string id = DocId((*docs)[i]);
-    w.String(id.c_str());
+    WriteString(w, id);
     w.Key("rows");
     w.RawValue(result.rows().data(), result.rows().size(), rapidjson::kArrayType);
     WriteErrorsAndLogs(w, result.errors(), result.logs());
@@ -231,10 +239,10 @@ int RunValidateCommand(int argc, char** argv) {
   w.Key("outcome");
   std::string outcome = v1::ValidateResponse::Outcome_Name(response->outcome());
   for (char& c : outcome) c = static_cast<char>(std::tolower(c));
-  w.String(outcome.c_str());
+  WriteString(w, outcome);
   if (!response->message().empty()) {
     w.Key("message");
-    w.String(response->message().c_str());
+    WriteString(w, response->message());
   }
   if (response->has_error()) {
     w.Key("error");
@@ -243,7 +251,7 @@ int RunValidateCommand(int argc, char** argv) {
   if (!response->logs().empty()) {
     w.Key("logs");
     w.StartArray();
-    for (const auto& l : response->logs()) w.String(l.c_str());
+    for (const auto& l : response->logs()) WriteString(w, l);
     w.EndArray();
   }
   w.EndObject();

@@ -300,8 +300,7 @@ bool ChangesFeed::OnLine(absl::string_view line) {
   if (change.HasMember("error")) {
     ended_ = Ended::kFailed;
     auto text = [&](const char* field) -> std::string {
-      auto it = change.FindMember(field);
-      return it != change.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+      return std::string(couchdb::StringMember(change, field));
     };
     failure_ = absl::StrCat("the server sent an error in the feed: ", text("error"), ": ", text("reason"));
     if (failure_.size() > 300) failure_.resize(300);

@@ -71,10 +71,10 @@ std::optional<CallLimitError> OneOverCallLimit(const absl::Status& status, const
                                      limit, "); raise that flag, or ", words.remedy, ", to derive it")};
 }
 
+// All of the string, U+0000 included: a document id cut at a NUL would name another
+// document ("victim\u0000evil" is not "victim").
 std::string Text(const Value& object, const char* field) {
-  if (!object.IsObject()) return "";
-  auto it = object.FindMember(field);
-  return it != object.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  return std::string(couchdb::StringMember(object, field));
 }
 
 const Value* Member(const Value& object, const char* field) {
@@ -85,7 +85,7 @@ const Value* Member(const Value& object, const char* field) {
 
 // A sequence as text for ?since=: CouchDB 2+ answers strings, pouchdb-server and CouchDB 1 numbers.
 std::string SeqText(const Value& seq) {
-  if (seq.IsString()) return seq.GetString();
+  if (seq.IsString()) return std::string(couchdb::StringView(seq));
   if (seq.IsNull()) return "0";
   return couchdb::ToJson(seq);
 }
@@ -136,7 +136,7 @@ void FillDerived(Value& doc, Document::AllocatorType& a, const Value& key, const
     doc.AddMember("mr_value", Value(value, a), a);
   }
   doc.AddMember("mr_key", Value(key, a), a);
-  doc.AddMember("mr_source_type", Value(source_type.c_str(), a), a);
+  doc.AddMember("mr_source_type", couchdb::StringValue(source_type, a), a);
   doc.AddMember("mr_version", version, a);
 }
 
@@ -157,7 +157,7 @@ std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing)
     std::string rev = Text(*existing, "_rev");
     existing->RemoveMember("_rev");
     if (couchdb::JsonEqual(*existing, desired)) return "";
-    desired.AddMember("_rev", Value(rev.c_str(), a), a);
+    desired.AddMember("_rev", couchdb::StringValue(rev, a), a);
   }
   return couchdb::ToJson(desired);
 }
@@ -557,8 +557,8 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       if (!pair.IsArray() || pair.Size() != 2) continue;
       Value doc(rapidjson::kObjectType);
       std::string row_id = MapRowId(s.source, id, couchdb::ToJson(pair[0]), n++);
-      doc.AddMember("_id", Value(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()), ra), ra);
-      doc.AddMember("mr_source_id", Value(id.c_str(), static_cast<rapidjson::SizeType>(id.size()), ra), ra);
+      doc.AddMember("_id", couchdb::StringValue(row_id, ra), ra);
+      doc.AddMember("mr_source_id", couchdb::StringValue(id, ra), ra);
       FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
       out.push_back(std::move(doc));
     }
@@ -750,7 +750,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       selector.AddMember("mr_key", eq, a);
       query.AddMember("selector", selector, a);
       query.AddMember("limit", limit, a);
-      if (!bookmark.empty()) query.AddMember("bookmark", Value(bookmark.c_str(), a), a);
+      if (!bookmark.empty()) query.AddMember("bookmark", couchdb::StringValue(bookmark, a), a);
       else if (skip > 0) query.AddMember("skip", skip, a);
       absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
                                                   absl::StrCat("reading the rows of a key in ", s.source));
@@ -859,7 +859,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     absl::StatusOr<Document> value = couchdb::ParseJson(r->results(0));
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
     Document doc(rapidjson::kObjectType);
-    doc.AddMember("_id", Value(id.c_str(), doc.GetAllocator()), doc.GetAllocator());
+    doc.AddMember("_id", couchdb::StringValue(id, doc.GetAllocator()), doc.GetAllocator());
     FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source);
     std::string json = Desired(doc, doc.GetAllocator(), it == existing.end() ? nullptr : it->second);
     if (!json.empty()) writes.push_back(std::move(json));
@@ -876,7 +876,7 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
   auto& a = body.GetAllocator();
   Value list(rapidjson::kArrayType);
   for (size_t n = first; n < end; ++n) {
-    list.PushBack(Value(ids[n].c_str(), static_cast<rapidjson::SizeType>(ids[n].size()), a), a);
+    list.PushBack(couchdb::StringValue(ids[n], a), a);
   }
   body.AddMember("keys", list, a);
   absl::StatusOr<Document> found = couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"),
@@ -971,10 +971,10 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   Checkpoint& c = checkpoints_[i];
   Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
-  if (!c.rev.empty()) doc.AddMember("_rev", Value(c.rev.c_str(), a), a);
-  doc.AddMember("seq", Value(progress_[i].seq.c_str(), a), a);
+  if (!c.rev.empty()) doc.AddMember("_rev", couchdb::StringValue(c.rev, a), a);
+  doc.AddMember("seq", couchdb::StringValue(progress_[i].seq, a), a);
   doc.AddMember("version", s.version, a);
-  doc.AddMember("handler", Value(s.handler.c_str(), a), a);
+  doc.AddMember("handler", couchdb::StringValue(s.handler, a), a);
   doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
   doc.AddMember("sweep", c.sweep, a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
@@ -997,12 +997,12 @@ void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const s
   ++progress_[&stage - declaration_.stages.data()].errors;
   Document e(rapidjson::kObjectType);
   auto& a = e.GetAllocator();
-  e.AddMember("doc_id", Value(doc_id.c_str(), a), a);
-  e.AddMember("source", Value(stage.source.c_str(), a), a);
-  e.AddMember("target", Value(stage.target.c_str(), a), a);
-  e.AddMember("handler", Value(stage.handler.c_str(), a), a);
-  e.AddMember("type", Value(type.c_str(), a), a);
-  e.AddMember("message", Value(message.c_str(), a), a);
+  e.AddMember("doc_id", couchdb::StringValue(doc_id, a), a);
+  e.AddMember("source", couchdb::StringValue(stage.source, a), a);
+  e.AddMember("target", couchdb::StringValue(stage.target, a), a);
+  e.AddMember("handler", couchdb::StringValue(stage.handler, a), a);
+  e.AddMember("type", couchdb::StringValue(type, a), a);
+  e.AddMember("message", couchdb::StringValue(message, a), a);
   e.AddMember("at_ms", absl::ToUnixMillis(absl::Now()), a);
   new_errors_.push_back(couchdb::ToJson(e));
 }
@@ -1017,7 +1017,7 @@ absl::Status Deriver::FlushErrors() {
     auto& a = doc.GetAllocator();
     Value errors(rapidjson::kArrayType);
     if (current->has_value()) {
-      if (std::string rev = Text(**current, "_rev"); !rev.empty()) doc.AddMember("_rev", Value(rev.c_str(), a), a);
+      if (std::string rev = Text(**current, "_rev"); !rev.empty()) doc.AddMember("_rev", couchdb::StringValue(rev, a), a);
       if (const Value* old = Member(**current, "errors"); old && old->IsArray()) {
         for (const Value& e : old->GetArray()) errors.PushBack(Value(e, a), a);
       }
@@ -1072,8 +1072,8 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     if (!current.ok()) return current.status();
     if (current->has_value()) status_rev_ = Text(**current, "_rev");
   }
-  if (!status_rev_.empty()) doc.AddMember("_rev", Value(status_rev_.c_str(), a), a);
-  doc.AddMember("holder", Value(holder.c_str(), a), a);
+  if (!status_rev_.empty()) doc.AddMember("_rev", couchdb::StringValue(status_rev_, a), a);
+  doc.AddMember("holder", couchdb::StringValue(holder, a), a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
   Value stages(rapidjson::kArrayType);
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
@@ -1081,11 +1081,11 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     const StageProgress& p = progress_[i];
     double seconds = absl::ToDoubleSeconds(p.busy);
     Value st(rapidjson::kObjectType);
-    st.AddMember("target", Value(s.target.c_str(), a), a);
-    st.AddMember("source", Value(s.source.c_str(), a), a);
+    st.AddMember("target", couchdb::StringValue(s.target, a), a);
+    st.AddMember("source", couchdb::StringValue(s.source, a), a);
     st.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
     st.AddMember("version", s.version, a);
-    st.AddMember("seq", Value(p.seq.c_str(), a), a);
+    st.AddMember("seq", couchdb::StringValue(p.seq, a), a);
     st.AddMember("backlog", p.backlog, a);
     st.AddMember("processed", p.processed, a);
     st.AddMember("written", p.written, a);

@@ -21,8 +21,8 @@ absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   absl::Time now = absl::Now();
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
-  if (!rev.empty()) doc.AddMember("_rev", rapidjson::Value(rev.c_str(), a), a);
-  doc.AddMember("holder", rapidjson::Value(holder_.c_str(), a), a);
+  if (!rev.empty()) doc.AddMember("_rev", couchdb::StringValue(rev, a), a);
+  doc.AddMember("holder", couchdb::StringValue(holder_, a), a);
   doc.AddMember("renewed_at_ms", absl::ToUnixMillis(now), a);
   doc.AddMember("expires_at_ms", absl::ToUnixMillis(now + timeout_), a);
   absl::StatusOr<rapidjson::Document> answer =
@@ -33,7 +33,7 @@ absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   }
   if (!answer.ok()) return answer.status();
   auto it = answer->FindMember("rev");
-  rev_ = it != answer->MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  rev_ = it != answer->MemberEnd() && it->value.IsString() ? std::string(couchdb::StringView(it->value)) : "";
   last_write_ = now;
   held_ = true;
   return true;
@@ -73,7 +73,7 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   const rapidjson::Document& doc = **current;
   auto text = [&](const char* field) -> std::string {
     auto it = doc.FindMember(field);
-    return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+    return it != doc.MemberEnd() && it->value.IsString() ? std::string(couchdb::StringView(it->value)) : "";
   };
   auto it = doc.FindMember("expires_at_ms");
   int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
@@ -98,9 +98,9 @@ void Lease::Release() {
   // release is also checked against our revision.
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
-  doc.AddMember("_rev", rapidjson::Value(rev_.c_str(), a), a);
+  doc.AddMember("_rev", couchdb::StringValue(rev_, a), a);
   doc.AddMember("holder", "", a);
-  doc.AddMember("released_by", rapidjson::Value(holder_.c_str(), a), a);
+  doc.AddMember("released_by", couchdb::StringValue(holder_, a), a);
   doc.AddMember("expires_at_ms", 0, a);
   (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease");
 }

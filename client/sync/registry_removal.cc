@@ -20,9 +20,7 @@ using ::cnp::couchdb::ParseJson;
 using ::cnp::couchdb::ToJson;
 
 std::string Field(const rapidjson::Value& doc, const char* name) {
-  if (!doc.IsObject()) return "";
-  auto it = doc.FindMember(name);
-  return it != doc.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
+  return std::string(::cnp::couchdb::StringMember(doc, name));
 }
 
 bool IsRemoved(const rapidjson::Value& doc) {

@@ -31,10 +31,7 @@ bool AffectsEverything(const absl::Status& status) {
 }
 
 absl::string_view StringField(const rapidjson::Value& object, const char* name) {
-  if (!object.IsObject()) return {};
-  auto it = object.FindMember(name);
-  if (it == object.MemberEnd() || !it->value.IsString()) return {};
-  return absl::string_view(it->value.GetString(), it->value.GetStringLength());
+  return ::cnp::couchdb::StringMember(object, name);
 }
 
 // What a named function looks like: "module.function|version", or a builtin reduce ("_sum").
@@ -79,7 +76,7 @@ absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_vi
     if (!it->value.IsObject()) return refuse(section);
     for (const auto& function : it->value.GetObject()) {
       if (absl::Status s = check(function.value, absl::StrCat(section, ".",
-                                                              function.name.GetString()));
+                                                              ::cnp::couchdb::StringView(function.name)));
           !s.ok()) {
         return s;
       }
@@ -94,7 +91,7 @@ absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_vi
   if (auto views = design.FindMember("views"); views != design.MemberEnd()) {
     if (!views->value.IsObject()) return refuse("views");
     for (const auto& view : views->value.GetObject()) {
-      const std::string where = absl::StrCat("views.", view.name.GetString());
+      const std::string where = absl::StrCat("views.", ::cnp::couchdb::StringView(view.name));
       // views.lib is CommonJS code for JavaScript views; a named function needs none.
       if (!view.value.IsObject() || where == "views.lib") return refuse(where);
       for (const char* part : {"map", "reduce"}) {
@@ -390,12 +387,12 @@ absl::Status RegistrySync::WriteOwnership(const std::string& database,
                                           const std::string& record_rev) {
   rapidjson::Document record(rapidjson::kObjectType);
   auto& a = record.GetAllocator();
-  if (!record_rev.empty()) record.AddMember("_rev", rapidjson::Value(record_rev.c_str(), a), a);
-  record.AddMember("registry", rapidjson::Value(registry_.c_str(), a), a);
-  record.AddMember("entry", rapidjson::Value(entry.entry_id.c_str(), a), a);
+  if (!record_rev.empty()) record.AddMember("_rev", ::cnp::couchdb::StringValue(record_rev, a), a);
+  record.AddMember("registry", ::cnp::couchdb::StringValue(registry_, a), a);
+  record.AddMember("entry", ::cnp::couchdb::StringValue(entry.entry_id, a), a);
   std::string id = absl::StrCat("_design/", entry.name);
-  record.AddMember("design_doc", rapidjson::Value(id.c_str(), a), a);
-  record.AddMember("design_rev", rapidjson::Value(design_rev.c_str(), a), a);
+  record.AddMember("design_doc", ::cnp::couchdb::StringValue(id, a), a);
+  record.AddMember("design_rev", ::cnp::couchdb::StringValue(design_rev, a), a);
   absl::StatusOr<HttpResponse> put = couch_.Put(OwnershipPath(database, entry.name), ToJson(record));
   if (!put.ok()) return put.status();
   if (put->status != 201 && put->status != 200 && put->status != 202) {
@@ -528,7 +525,7 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
     }
     if (stored) {
       auto& alloc = plan.document.GetAllocator();
-      plan.document.AddMember("_rev", rapidjson::Value(rev.c_str(), alloc), alloc);
+      plan.document.AddMember("_rev", ::cnp::couchdb::StringValue(rev, alloc), alloc);
     }
     absl::StatusOr<HttpResponse> put = couch_.Put(path, ToJson(plan.document));
     if (!put.ok()) return put.status();

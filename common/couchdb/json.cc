@@ -14,6 +14,18 @@ std::string ToJson(const rapidjson::Value& value) {
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
+absl::string_view StringMember(const rapidjson::Value& object, const char* field) {
+  if (!object.IsObject()) return {};
+  auto it = object.FindMember(field);
+  if (it == object.MemberEnd() || !it->value.IsString()) return {};
+  return StringView(it->value);
+}
+
+rapidjson::Value StringValue(absl::string_view text,
+                             rapidjson::MemoryPoolAllocator<>& allocator) {
+  return rapidjson::Value(text.data(), static_cast<rapidjson::SizeType>(text.size()), allocator);
+}
+
 namespace {
 
 // Whether arrays and objects in `text` nest deeper than `max` (strings skipped). Checked before

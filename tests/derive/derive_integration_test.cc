@@ -268,6 +268,45 @@ TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
   EXPECT_EQ(std::string(derived.begin()->second["mr_source_id"].GetString()), "b");
 }
 
+// A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
+// took victim's ids (overwriting victim's row), its deletion deleted victim's rows, and its
+// error was recorded as victim's with the message cut at the NUL.
+TEST_F(DeriveTest, AnIdHoldingNulIsItsOwnDocumentNotThePrefixBeforeIt) {
+  const std::string nul("\0", 1);
+  const std::string declaration = TownsDeclaration("nul", "nul_src", "nul_map", "derive_fns.given_rows");
+  auto rows_of = [&] {
+    std::map<std::string, std::string> rows;  // mr_source_id -> mr_value
+    for (auto& [id, doc] : Derived("nul_map")) {
+      rows[std::string(couchdb::StringView(doc["mr_source_id"]))] = couchdb::ToJson(doc["mr_value"]);
+    }
+    return rows;
+  };
+  Fill("nul_src", R"([{"_id":"victim","rows":[["vk","victim-value"]]}])");
+  RunOnce(declaration);
+  ASSERT_THAT(rows_of(), ::testing::ElementsAre(::testing::Pair("victim", "\"victim-value\"")));
+
+  Write("nul_src", R"([{"_id":"victim\u0000evil","rows":[["vk","FORGED by attacker"]]},)"
+                   R"( {"_id":"bad\u0000tail","bad":true}])");
+  RunOnce(declaration);
+  EXPECT_THAT(rows_of(), ::testing::ElementsAre(
+                             ::testing::Pair("victim", "\"victim-value\""),
+                             ::testing::Pair("victim" + nul + "evil", "\"FORGED by attacker\"")));
+  rapidjson::Document errors = Errors("nul_map", "nul");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(couchdb::StringView(errors["errors"][0]["doc_id"]), "bad" + nul + "tail");
+  EXPECT_THAT(std::string(couchdb::StringView(errors["errors"][0]["message"])),
+              HasSubstr("bad document bad" + nul + "tail ("));
+
+  rapidjson::Document evil = Get(absl::StrCat(
+      "/nul_src/", couchdb::CouchClient::EscapeSegment("victim" + nul + "evil")));
+  ASSERT_TRUE(evil.HasMember("_rev")) << couchdb::ToJson(evil);
+  Write("nul_src", absl::StrCat(R"([{"_id":"victim\u0000evil","_rev":")", evil["_rev"].GetString(),
+                                R"(","_deleted":true}])"));
+  RunOnce(declaration);
+  EXPECT_THAT(rows_of(), ::testing::ElementsAre(::testing::Pair("victim", "\"victim-value\"")));
+}
+
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
   Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
   RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));

@@ -55,3 +55,11 @@ def count_or_pad(keys, rows, rereduce=False):
 def town_pad(doc):
     """The town, with the document's "pad" (if any) as the value."""
     yield doc["town"], doc.get("pad")
+
+
+def given_rows(doc):
+    """The document's own "rows" ([key, value] pairs); raises on a document marked "bad"."""
+    if doc.get("bad"):
+        raise ValueError("bad document " + doc["_id"])
+    for key, val in doc.get("rows", []):
+        yield key, val
