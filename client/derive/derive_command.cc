@@ -25,6 +25,7 @@
 #include "common/file_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
+#include "common/printable_text.h"
 
 namespace cnp::derive {
 namespace {
@@ -143,7 +144,8 @@ std::atomic<bool> stop_requested{false};
 void OnStopSignal(int) { stop_requested = true; }
 
 int Fail(const absl::Status& status) {
-  std::cerr << "cnp derive: " << couchdb::RedactCredentials(status.message()) << "\n";
+  // A status may quote a server's answer or a document id: escaped, it cannot drive the terminal.
+  std::cerr << "cnp derive: " << Printable(couchdb::RedactCredentials(status.message())) << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
 }
 
@@ -279,7 +281,7 @@ int RunDeriveCommand(int argc, char** argv) {
       }
       if (!said_waiting) {
         std::cerr << "cnp derive: " << declaration->name << ": waiting for the lease held by "
-                  << lease.other_holder() << "\n";
+                  << Printable(lease.other_holder()) << "\n";
         said_waiting = true;
       }
       absl::SleepFor(std::min(poll, lease.wait_hint() + absl::Milliseconds(20)));

@@ -13,6 +13,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "common/couchdb/json.h"
+#include "common/printable_text.h"
 
 namespace cnp::derive {
 namespace {
@@ -987,12 +988,16 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
 
 void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
                           const std::string& message) {
+  // The id, type and message come from documents and handlers: escaped, they cannot forge a
+  // line of this log or drive the terminal.
   if (type == kUnreadableType) {
-    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped " << doc_id
-         << " (not passed to " << stage.handler << "): " << type << ": " << message << "\n";
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped "
+         << Printable(doc_id) << " (not passed to " << stage.handler << "): " << type << ": "
+         << Printable(message) << "\n";
   } else {
     log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
-         << " failed on " << doc_id << ": " << type << ": " << message << "\n";
+         << " failed on " << Printable(doc_id) << ": " << Printable(type) << ": "
+         << Printable(message) << "\n";
   }
   ++progress_[&stage - declaration_.stages.data()].errors;
   Document e(rapidjson::kObjectType);
@@ -1056,7 +1061,7 @@ void Deriver::Report(size_t i, bool force) {
   }
   double seconds = absl::ToDoubleSeconds(p.busy);
   log_ << absl::StrFormat("cnp derive: %s -> %s: seq %s, %d change(s) (%.0f/s), %d written, backlog %s%s\n",
-                          s.source, s.target, p.seq.substr(0, 24), p.processed,
+                          s.source, s.target, Printable(p.seq.substr(0, 24)), p.processed,
                           seconds > 0 ? p.processed / seconds : 0.0, p.written,
                           p.backlog < 0 ? "unknown" : absl::StrCat(p.backlog),
                           p.errors > 0 ? absl::StrCat(", ", p.errors, " handler error(s)") : "");
@@ -1123,7 +1128,7 @@ void Deriver::StartFeeds() {
     feeds_[i] = std::make_unique<ChangesFeed>(*options_.continuous_feed, s.source, progress_[i].seq,
                                               options, feed_signal_);
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": following the changes from seq "
-         << progress_[i].seq.substr(0, 24) << " (feed=continuous, heartbeat "
+         << Printable(progress_[i].seq.substr(0, 24)) << " (feed=continuous, heartbeat "
          << absl::FormatDuration(options_.heartbeat) << ")\n";
   }
   log_.flush();
@@ -1132,7 +1137,9 @@ void Deriver::StartFeeds() {
 void Deriver::PrintFeedNotes() {
   for (auto& feed : feeds_) {
     if (!feed) continue;
-    for (const std::string& note : feed->TakeNotes()) log_ << "cnp derive: " << note << "\n";
+    for (const std::string& note : feed->TakeNotes()) {
+      log_ << "cnp derive: " << Printable(note) << "\n";
+    }
   }
   log_.flush();
 }

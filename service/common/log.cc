@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/printable_text.h"
 
 namespace cnp {
 namespace {
@@ -49,25 +50,6 @@ void AppendJsonString(absl::string_view text, std::string& out) {
     }
   }
   out += '"';
-}
-
-// A message in the text format: control characters escaped (\n, \r, \t, \xNN), so that text
-// from a request (a document id, a function's exception) can neither end the line nor forge
-// another one. Other bytes pass through.
-void AppendTextMessage(absl::string_view text, std::string& out) {
-  for (unsigned char c : text) {
-    switch (c) {
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          absl::StrAppend(&out, absl::StrFormat("\\x%02x", c));
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
 }
 
 bool HasControlCharacter(absl::string_view text) {
@@ -130,7 +112,7 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
   } else {
     absl::StrAppend(&line, time, " ", tag, " ", g_program.load(std::memory_order_relaxed),
                     "[", ::getpid(), "] ");
-    AppendTextMessage(message, line);
+    AppendPrintable(message, line);
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       absl::StrAppend(&line, " ", field.key, "=");

@@ -307,6 +307,18 @@ TEST_F(DeriveTest, AnIdHoldingNulIsItsOwnDocumentNotThePrefixBeforeIt) {
   EXPECT_THAT(rows_of(), ::testing::ElementsAre(::testing::Pair("victim", "\"victim-value\"")));
 }
 
+// Document ids and handlers' messages come from whoever writes the source: on stderr they are
+// escaped as in cnp-server's log. Raw, a newline and ESC [31m in an id printed a forged line
+// and coloured the terminal.
+TEST_F(DeriveTest, IdsAndMessagesOnStderrAreEscaped) {
+  Fill("esc_src", R"([{"_id":"x\nFAKE cnp derive ERROR\u001b[31m","bad":true}])");
+  std::string out = RunOnce(TownsDeclaration("esc", "esc_src", "esc_map", "derive_fns.given_rows"));
+  EXPECT_THAT(out, HasSubstr(R"(derive_fns.given_rows failed on x\nFAKE cnp derive ERROR\x1b[31m: )"
+                             R"(ValueError: bad document x\nFAKE cnp derive ERROR\x1b[31m ()"));
+  EXPECT_THAT(out, Not(HasSubstr("\nFAKE")));
+  EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+}
+
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
   Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
   RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));

@@ -1,0 +1,18 @@
+// Text from outside (a document id, a function's exception, a server's reason) made safe to
+// write to a terminal or a line-oriented log: control characters are escaped (\n, \r, \t,
+// \xNN), so the text can neither end its line, forge another one, nor send the terminal an
+// escape sequence (ESC [31m). Other bytes pass through (text is UTF-8). cnp-server's log and
+// cnp derive's progress lines escape the same way.
+#pragma once
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace cnp {
+
+void AppendPrintable(absl::string_view text, std::string& out);
+
+std::string Printable(absl::string_view text);
+
+}  // namespace cnp

@@ -1,0 +1,29 @@
+// Outside text escaped for a terminal or a log line: nothing in it can end the line, forge
+// another one or reach the terminal as a control sequence; everything else passes unchanged.
+#include "common/printable_text.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace cnp {
+namespace {
+
+TEST(PrintableTextTest, ControlCharactersAreEscapedAndTheRestPasses) {
+  const std::string id = std::string("a\nFAKE 2026 ERROR \x1b[31mred\r\t", 28) +
+                         std::string("\0\x7f", 2) + "\xc3\xa6 \"quoted\" \\ ok";
+  const std::string printed = Printable(id);
+  EXPECT_EQ(printed,
+            "a\\nFAKE 2026 ERROR \\x1b[31mred\\r\\t\\x00\\x7f\xc3\xa6 \"quoted\" \\ ok");
+  for (unsigned char c : printed) EXPECT_TRUE(c >= 0x20 && c != 0x7f) << int{c};
+}
+
+TEST(PrintableTextTest, AppendsToWhatIsThere) {
+  std::string line = "id=";
+  AppendPrintable("x\ny", line);
+  EXPECT_EQ(line, "id=x\\ny");
+  EXPECT_EQ(Printable(""), "");
+}
+
+}  // namespace
+}  // namespace cnp
