@@ -13,8 +13,10 @@
 namespace cnp::upload::testing {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
@@ -97,16 +99,44 @@ TEST_F(DesignMappingTest, BuiltInReducesAreLeftAsTheyAre) {
                                     "    a: {map: m.map, reduce: _sum}\n"
                                     "    b: {map: m.map, reduce: _count}\n"
                                     "    c: {map: m.map, reduce: _stats}\n"
-                                    "    e: {map: m.map, reduce: _approx_count_distinct}\n"
-                                    "    f: {map: m.map, reduce: _top_3}\n")});
+                                    "    e: {map: m.map, reduce: _approx_count_distinct}\n")});
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   ExpectDocument(result, "_design/d",
                  R"({"_id": "_design/d", "language": "python", "views": {
                        "a": {"map": "m.map|1", "reduce": "_sum"},
                        "b": {"map": "m.map|1", "reduce": "_count"},
                        "c": {"map": "m.map|1", "reduce": "_stats"},
-                       "e": {"map": "m.map|1", "reduce": "_approx_count_distinct"},
-                       "f": {"map": "m.map|1", "reduce": "_top_3"}}})");
+                       "e": {"map": "m.map|1", "reduce": "_approx_count_distinct"}}})");
+}
+
+// Anything else that starts with "_" is no builtin of CouchDB 3.4, and no name either: a typo
+// such as _cnt would be written and fail on the view's first query. Each is refused at its
+// file:line with the list; CouchDB 3.5's additions are named as such.
+TEST_F(DesignMappingTest, AnUnknownBuiltInReduceIsRefusedAtItsLineWithTheList) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("r.yml",
+                                    "d:\n"
+                                    "  views:\n"
+                                    "    a: {map: m.map, reduce: _cnt}\n"
+                                    "    b: {map: m.map, reduce: _top_3}\n"
+                                    "    c: {map: m.map, reduce: _last}\n"
+                                    "    d: {map: m.map, reduce: _sum}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  EXPECT_THAT(result.outcomes(), IsEmpty());
+  std::vector<std::string> errors;
+  for (const auto& p : result.errors()) {
+    errors.push_back(absl::StrCat(p.location().file(), ":", p.location().line(), ":",
+                                  p.location().column(), ": ", p.message()));
+  }
+  const std::string list = "(_sum, _count, _stats, _approx_count_distinct)";
+  EXPECT_THAT(errors,
+              ElementsAre(AllOf(HasSubstr("r.yml:3:29: reduce \"_cnt\" in view \"a\" is not a "
+                                          "builtin reduce of CouchDB 3.4 " + list),
+                                Not(HasSubstr("CouchDB 3.5"))),
+                          AllOf(HasSubstr("r.yml:4:29: reduce \"_top_3\""), HasSubstr(list),
+                                HasSubstr("came with CouchDB 3.5")),
+                          AllOf(HasSubstr("r.yml:5:29: reduce \"_last\""),
+                                HasSubstr("came with CouchDB 3.5"))));
 }
 
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
