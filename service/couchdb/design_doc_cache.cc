@@ -7,6 +7,7 @@
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "service/couchdb/absl_view.h"
+#include "service/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -52,6 +53,13 @@ absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
   rapidjson::Document doc;
   // Iterative: no recursion per level of nesting on the thread's stack.
   doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
+  // A number past a double's range (CouchDB stores one anywhere in a design document) is read
+  // again quoted: only the document's strings are kept here.
+  QuotedNumbers quoted;
+  if (doc.HasParseError() && doc.GetParseError() == rapidjson::kParseErrorNumberTooBig) {
+    quoted = QuoteLargeNumbers(json);
+    doc.Parse<rapidjson::kParseIterativeFlag>(quoted.text.data(), quoted.text.size());
+  }
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "design document ", AbslView(id), " is not valid JSON: ",
