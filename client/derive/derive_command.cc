@@ -236,6 +236,10 @@ int RunDeriveCommand(int argc, char** argv) {
   if (args->Has("ca-file")) {
     absl::StatusOr<std::string> pem = ReadFileText(args->Get("ca-file"), int64_t{1} << 20);
     if (!pem.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--ca-file: ", pem.status().message())));
+    if (pem->size() > (size_t{1} << 20)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--ca-file: ", args->Get("ca-file"), " is larger than 1 MiB; is it a PEM certificate file?")));
+    }
     http_options.ca_pem = *std::move(pem);
   }
   if (feed == "continuous") options.continuous_feed = http_options;
@@ -274,7 +278,7 @@ int RunDeriveCommand(int argc, char** argv) {
       if (once) {
         // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
         // and nothing for a cron job to alarm about.
-        std::cerr << "cnp derive: " << declaration->name << ": the lease is held by " << lease.other_holder()
+        std::cerr << "cnp derive: " << declaration->name << ": the lease is held by " << Printable(lease.other_holder())
                   << " (for another " << absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100)))
                   << " unless it renews it), which does the work; exiting (--once)\n";
         return 0;
