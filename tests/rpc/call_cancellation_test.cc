@@ -20,11 +20,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/support/server_process.h"
+#include "tests/support/start_signal.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::StartSignal;
 
 // How long the next call may take once the abandoned work is let go: a worker restart at most.
 // The abandoned work itself would take minutes.
@@ -43,37 +45,6 @@ std::unique_ptr<v1::Functions::Stub> Stub(const ServerProcess& server) {
   return v1::Functions::NewStub(
       grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
 }
-
-// A FIFO the slow functions write one byte to when they start.
-class StartSignal {
- public:
-  StartSignal() {
-    path_ = testing::MakeTempDir("signal") + "/started";
-    EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0);
-    // Open for reading first (non-blocking), so the function's open for writing succeeds.
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    EXPECT_GE(fd_, 0);
-  }
-  ~StartSignal() { ::close(fd_); }
-  const std::string& path() const { return path_; }
-
-  // True once a function has started, within `timeout`.
-  bool Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      char byte;
-      if (::read(fd_, &byte, 1) == 1) return true;
-      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (left <= 0) return false;
-      pollfd ready{fd_, POLLIN, 0};
-      ::poll(&ready, 1, static_cast<int>(left));
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 std::string DocWithSignal(const std::string& id, const std::string& signal) {
   return absl::StrCat(R"({"_id":")", id, R"(","signal":")", signal, R"("})");

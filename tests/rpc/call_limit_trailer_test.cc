@@ -23,11 +23,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/support/server_process.h"
+#include "tests/support/start_signal.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::StartSignal;
 using ::testing::HasSubstr;
 using Kind = CallLimit::Kind;
 
@@ -134,36 +136,6 @@ TEST_F(CallLimitTrailerTest, AStreamEndedByARefusalCarriesTheTrailer) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(Trailer(context, "cnp-call-limit"), absl::StrCat("documents ", kMaxDocsPerCall));
 }
-
-// A FIFO rpc_fns.slow_validate writes one byte to when it starts.
-class StartSignal {
- public:
-  StartSignal() {
-    path_ = testing::MakeTempDir("signal") + "/started";
-    EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0);
-    // Open for reading first (non-blocking), so the function's open for writing succeeds.
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    EXPECT_GE(fd_, 0);
-  }
-  ~StartSignal() { ::close(fd_); }
-  const std::string& path() const { return path_; }
-
-  bool Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      char byte;
-      if (::read(fd_, &byte, 1) == 1) return true;
-      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
-      if (left <= 0) return false;
-      pollfd ready{fd_, POLLIN, 0};
-      ::poll(&ready, 1, static_cast<int>(left));
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 TEST_F(CallLimitTrailerTest, AFullQueueIsRefusedWithoutAMark) {
   // The one worker held by a Validate that runs for minutes; no call may wait (--max-queue=0).
