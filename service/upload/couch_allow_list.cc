@@ -56,7 +56,6 @@ absl::StatusOr<CouchAllowList> CouchAllowList::FromPrefixes(
 
 absl::Status CouchAllowList::Check(const couchdb::CouchUrl& url) const {
   if (any_) return absl::OkStatus();
-  const std::string base = Normalised(url.base);
   if (prefixes_.empty()) {
     if (IsLoopbackUrl(url)) return absl::OkStatus();
     return absl::PermissionDeniedError(absl::StrCat(
@@ -64,15 +63,31 @@ absl::Status CouchAllowList::Check(const couchdb::CouchUrl& url) const {
         "[::1], [::ffff:127.x.x.x]), not to ", url.base,
         "; its operator can allow more with --couchdb-allow=URL_PREFIX"));
   }
-  for (const std::string& prefix : prefixes_) {
-    // A prefix ends at a path boundary: http://couch must not allow http://couch.evil.com.
-    if (base == prefix || absl::StartsWith(base, absl::StrCat(prefix, "/"))) {
-      return absl::OkStatus();
-    }
-  }
+  if (UnderAPrefix(url)) return absl::OkStatus();
   return absl::PermissionDeniedError(
       absl::StrCat("this cnp-server does not upload to ", url.base,
                    ": it is not under any URL its operator allowed with --couchdb-allow"));
+}
+
+absl::Status CouchAllowList::CheckCredentialsMayGo(const couchdb::CouchUrl& url) const {
+  if (!absl::StartsWithIgnoreCase(url.base, "http://") || IsLoopbackUrl(url) ||
+      UnderAPrefix(url)) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "this cnp-server does not send CouchDB credentials in plain text to ", url.base,
+      ": use https://, or its operator can allow plain HTTP to that server by naming it, "
+      "--couchdb-allow=", url.base, " (--couchdb-allow=* allows the server, not the password "
+      "in clear)"));
+}
+
+bool CouchAllowList::UnderAPrefix(const couchdb::CouchUrl& url) const {
+  const std::string base = Normalised(url.base);
+  for (const std::string& prefix : prefixes_) {
+    // A prefix ends at a path boundary: http://couch must not allow http://couch.evil.com.
+    if (base == prefix || absl::StartsWith(base, absl::StrCat(prefix, "/"))) return true;
+  }
+  return false;
 }
 
 }  // namespace cnp::upload

@@ -5,6 +5,9 @@
 //   --couchdb-allow=https://couch.example.com:6984   that server, any path under it
 //   --couchdb-allow=http://10.0.0.5:5984/couch       only under /couch
 //   --couchdb-allow=*                                any http(s) URL (the old behaviour)
+//
+// Credentials cross the network in plain text only where the operator chose it: to a CouchDB
+// off this host over http://, only under a prefix that names that http:// URL, never by `*`.
 #pragma once
 
 #include <string>
@@ -27,7 +30,13 @@ class CouchAllowList {
   // OK, or PERMISSION_DENIED saying which flag allows the URL.
   absl::Status Check(const couchdb::CouchUrl& url) const;
 
+  // For an Upload that carries credentials: OK, or PERMISSION_DENIED when they would go in
+  // plain text (http://) to a host other than this one that no http:// prefix names.
+  absl::Status CheckCredentialsMayGo(const couchdb::CouchUrl& url) const;
+
  private:
+  bool UnderAPrefix(const couchdb::CouchUrl& url) const;
+
   bool any_ = false;
   std::vector<std::string> prefixes_;  // normalised CouchUrl::base values
 };

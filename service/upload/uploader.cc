@@ -72,6 +72,13 @@ class UploadRun {
       if (absl::Status allowed = options_.couchdb_allow.Check(*parsed); !allowed.ok()) {
         return Fail(allowed);
       }
+      const bool with_credentials =
+          !parsed->username.empty() || !request_.credentials().username().empty();
+      if (with_credentials) {
+        if (absl::Status may = options_.couchdb_allow.CheckCredentialsMayGo(*parsed); !may.ok()) {
+          return Fail(may);
+        }
+      }
       url = std::move(*parsed);
     }
     // Nothing is written unless every file reads and every function resolves.

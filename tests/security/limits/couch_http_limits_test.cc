@@ -2,6 +2,7 @@
 // no more than a bounded answer, and passes on nothing of a foreign answer but CouchDB's own
 // "error" and "reason", trimmed.
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -208,6 +209,39 @@ TEST_F(CouchHttpLimitsTest, TheAllowListDecidesWhereUploadsGo) {
   EXPECT_FALSE(CouchAllowList::FromPrefixes({"https://couch.example.com:6984/ba"})
                    ->Check(*remote).ok());
   EXPECT_TRUE(CouchAllowList::FromPrefixes({"*"})->Check(*remote).ok());
+}
+
+// `*` allows any server, not a password in clear across the network: credentials go over
+// http:// off this host only where the operator named that http:// URL.
+TEST_F(CouchHttpLimitsTest, CredentialsGoInPlainTextOnlyWhereTheOperatorNamedTheHttpUrl) {
+  auto check = [](const std::vector<std::string>& prefixes, const char* url) {
+    absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(url);
+    EXPECT_TRUE(parsed.ok()) << url;
+    return CouchAllowList::FromPrefixes(prefixes)->CheckCredentialsMayGo(*parsed);
+  };
+  EXPECT_TRUE(absl::IsPermissionDenied(check({"*"}, "http://couch.example.com:5984")));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      check({"https://couch.example.com:5984"}, "http://couch.example.com:5984")));
+  EXPECT_TRUE(check({"http://couch.example.com:5984"}, "http://COUCH.example.com:5984/x").ok());
+  EXPECT_TRUE(check({"*"}, "https://couch.example.com:6984").ok());
+  EXPECT_TRUE(check({"*"}, "http://127.0.0.1:5984").ok());
+  EXPECT_TRUE(check({}, "http://[::1]:5984").ok());
+
+  // Through the Upload: refused before any request, whether the credentials come in the URL
+  // or apart, and the message says what to do without showing them.
+  Uploader::Options any;
+  any.couchdb_allow = CouchAllowList::FromPrefixes({"*"}).value();
+  Uploader uploader(runner_, any);
+  v1::UploadRequest apart = Request("http://couch.invalid:5984");
+  apart.mutable_credentials()->set_username("admin");
+  apart.mutable_credentials()->set_password("s3cret");
+  for (const v1::UploadRequest& request :
+       {apart, Request("http://admin:s3cret@couch.invalid:5984")}) {
+    UploadResult result = RunUpload(uploader, request);
+    EXPECT_TRUE(absl::IsPermissionDenied(result.status)) << result.status << result.Dump();
+    EXPECT_THAT(result.status.message(), HasSubstr("--couchdb-allow=http://couch.invalid:5984"));
+    EXPECT_THAT(Messages(result), Not(HasSubstr("s3cret")));
+  }
 }
 
 TEST_F(CouchHttpLimitsTest, BadAllowListEntriesAreRefused) {
