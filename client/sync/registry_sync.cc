@@ -7,8 +7,10 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
@@ -98,6 +100,15 @@ absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_vi
         auto it = view.value.FindMember(part);
         if (it == view.value.MemberEnd()) continue;
         if (absl::Status s = check(it->value, absl::StrCat(where, ".", part)); !s.ok()) return s;
+        // CouchDB would refuse such a reduce on the view's first query, in every database.
+        const absl::string_view name = ::cnp::couchdb::StringView(it->value);
+        if (part == std::string_view("reduce") && absl::StartsWith(name, "_") &&
+            !::cnp::couchdb::IsBuiltinReduce(name)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "registry entry \"", entry_id, "\" has ", where, ".reduce \"", name, "\", which ",
+              ::cnp::couchdb::NotABuiltinReduce(name),
+              "; skipped (register it again with cnp upload --register)"));
+        }
       }
     }
   }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/couchdb/builtin_reduces.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::upload {
@@ -23,21 +24,6 @@ constexpr absl::string_view kDdocKeys[] = {
     "options",   "autoupdate"};
 constexpr absl::string_view kFunctionSections[] = {"filters", "shows", "lists", "updates"};
 constexpr absl::string_view kViewKeys[] = {"map", "reduce", "options"};
-// The reduces CouchDB 3.4 computes itself (the query server never sees them). Any other
-// value that starts with "_" is no name of ours either: CouchDB would refuse it on the view's
-// first query, so it is refused here, at its line.
-constexpr absl::string_view kBuiltinReduces[] = {"_sum", "_count", "_stats",
-                                                 "_approx_count_distinct"};
-// Builtins that CouchDB 3.5 added, named in the refusal so that it does not read as a typo.
-bool IsCouchDb35Reduce(absl::string_view reduce) {
-  if (reduce == "_first" || reduce == "_last") return true;
-  for (absl::string_view prefix : {"_top_", "_bottom_"}) {
-    int n;
-    if (absl::ConsumePrefix(&reduce, prefix)) return absl::SimpleAtoi(reduce, &n);
-  }
-  return false;
-}
-
 template <size_t N>
 std::string Known(const absl::string_view (&keys)[N]) {
   return absl::StrJoin(keys, ", ");
@@ -350,20 +336,12 @@ class Parser {
           } else if (*key == "reduce") {
             if (item.second.IsScalar() && absl::StartsWith(item.second.Scalar(), "_")) {
               const std::string& reduce = item.second.Scalar();
-              if (OneOf(reduce, kBuiltinReduces)) {
+              if (couchdb::IsBuiltinReduce(reduce)) {
                 body.AddMember("reduce", String(reduce, alloc), alloc);
               } else {
-                problems_.Error(
-                    At(item.second.Mark()),
-                    absl::StrCat("reduce \"", reduce, "\" in view \"", *view,
-                                 "\" is not a builtin reduce of CouchDB 3.4 (",
-                                 Known(kBuiltinReduces), ")",
-                                 IsCouchDb35Reduce(reduce)
-                                     ? "; _top_N, _bottom_N, _first and _last came with "
-                                       "CouchDB 3.5"
-                                     : "",
-                                 "; a named function is module.function, without a "
-                                 "leading _"));
+                problems_.Error(At(item.second.Mark()),
+                                absl::StrCat("reduce \"", reduce, "\" in view \"", *view, "\" ",
+                                             couchdb::NotABuiltinReduce(reduce)));
               }
             } else {
               AddFunction(item.second, {"views", *view, "reduce"}, spec, body, "reduce", alloc);

@@ -243,11 +243,15 @@ TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
   plant("vdu", R"({"_id":"_design/vdu","language":"python",)"
                R"x("validate_doc_update":"lambda n, o, u: __import__('os').system('id')"})x");
   plant("lib", R"({"_id":"_design/lib","language":"python","views":{"lib":{"x":"code"}}})");
+  plant("cnt", R"({"_id":"_design/cnt","language":"python",)"
+               R"("views":{"v":{"map":"myviews.townmap|1","reduce":"_cnt"}}})");
+  plant("top", R"({"_id":"_design/top","language":"python",)"
+               R"("views":{"v":{"map":"myviews.townmap|1","reduce":"_top_3"}}})");
 
   UploadResult result = SyncOnce("reg9");
   EXPECT_EQ(result.Outcome("_design/towns", "account-x1").action(), v1::DesignDocOutcome::CREATED)
       << result.Dump();
-  for (const char* name : {"js", "erl", "vdu", "lib"}) {
+  for (const char* name : {"js", "erl", "vdu", "lib", "cnt", "top"}) {
     EXPECT_FALSE(Read(absl::StrCat("/account-x1/_design/", name)).HasMember("_id")) << name;
   }
   std::string warnings;
@@ -256,7 +260,11 @@ TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
                                         "language \"javascript (none given)\""),
                               HasSubstr("language \"erlang\""),
                               HasSubstr("has validate_doc_update that is not a function name"),
-                              HasSubstr("has views.lib that is not a function name")));
+                              HasSubstr("has views.lib that is not a function name"),
+                              HasSubstr("has views.v.reduce \"_cnt\", which is not a builtin "
+                                        "reduce of CouchDB 3.4"),
+                              HasSubstr("_top_N, _bottom_N, _first and _last came with CouchDB "
+                                        "3.5")));
 }
 
 // Whoever may write the registry must not reach CouchDB's own databases and design documents:
