@@ -81,6 +81,10 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bo
       // the live document took it over is reported after this line.
       out << "    index: built before the write, under " << o.id() << "__staging: " << views
           << "\n";
+    } else if (options.staged && (o.action() == v1::DesignDocOutcome::WOULD_UPDATE ||
+                                  o.action() == v1::DesignDocOutcome::WOULD_CREATE)) {
+      out << "    index: would be built before the write, under " << o.id()
+          << "__staging: " << views << "\n";
     } else {
       out << "    index: " << (is_update ? "rebuilt on the next" : "built on the first")
           << " query of any view: " << views << "\n";

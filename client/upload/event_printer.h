@@ -12,6 +12,7 @@ namespace cnp::client::upload {
 
 struct PrintOptions {
   bool show_documents = false;  // print each design document's JSON
+  bool staged = false;          // --staged: a dry run's index would be built before the write
 };
 
 // Tallies what was printed, for the closing summary (and what later lines depend on).

@@ -387,7 +387,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     }
   }
   return Send(program, target, flags->security, request,
-              {.show_documents = flags->show_documents}, io);
+              {.show_documents = flags->show_documents, .staged = flags->staged}, io);
 }
 
 int RunCheck(const std::vector<std::string>& args, CommandIo io) {

@@ -239,6 +239,17 @@ TEST_F(UploadCommandTest, UploadsThenReportsUnchanged) {
   EXPECT_THAT(dry.out,
               HasSubstr("~ views.towns.map: \"myviews.townmap|123\" -> \"myviews.townmap|124\""));
   EXPECT_THAT(dry.out, HasSubstr("index: rebuilt on the next query of any view: towns"));
+
+  // With --staged the index would be built before the write, not on the next query.
+  runner_->Define("myviews.townmap", 124);
+  CommandRun staged = Upload(
+      {"--target=" + target_, "--dry-run", "--staged", UrlWithPassword(), "cli", file});
+  runner_->Define("myviews.townmap", 123);
+  EXPECT_EQ(staged.exit_code, 0) << staged.err;
+  EXPECT_THAT(staged.out, HasSubstr("would update cli/_design/location"));
+  EXPECT_THAT(staged.out, HasSubstr("index: would be built before the write, under "
+                                    "_design/location__staging: towns"));
+  EXPECT_THAT(staged.out, Not(HasSubstr("on the next query")));
 }
 
 // The two halves of cnp sync through the commands: register (versions resolved by the
