@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
@@ -104,6 +105,9 @@ class UploadRun {
         specs_.push_back(std::move(spec));
       }
     }
+    // OK means every design document reached its state: with none at all, an OK would pass a
+    // pipeline that uploaded nothing. The per-file warnings would only repeat this error.
+    if (specs_.empty() && problems.error_count() == 0) return Fail(NoDesignDocuments());
     ResolveClassifications(classifications, specs_, problems);
     absl::Status resolved = ResolveVersions(
         runner_, absl::Now() + options_.resolve_timeout, specs_, problems);
@@ -230,6 +234,26 @@ class UploadRun {
     problem.set_design_doc(target.spec->id());
     *problem.mutable_location() = target.spec->location;
     Send(event);
+  }
+
+  absl::Status NoDesignDocuments() const {
+    const int n = request_.files_size();
+    constexpr int kNamed = 3;
+    std::vector<std::string> named;
+    for (int i = 0; i < std::min(n, kNamed); ++i) named.push_back(request_.files(i).name());
+    std::string files = absl::StrJoin(named, ", ");
+    if (n > kNamed) absl::StrAppend(&files, " and ", n - kNamed, " more");
+    const char* outcome = request_.check_only() ? "nothing was checked"
+                          : registering()       ? "nothing was registered"
+                                                : "nothing was written";
+    if (n == 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          files, " holds no design document: it is empty, comments only or classifications "
+          "only; ", outcome));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "none of the ", n, " files holds a design document: ", files,
+        " are each empty, comments only or classifications only; ", outcome));
   }
 
   absl::Status YamlErrors(int count) {

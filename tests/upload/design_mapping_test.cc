@@ -314,5 +314,50 @@ TEST_F(DesignMappingTest, WorkersThatCannotBeReachedFailTheCheck) {
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("could not resolve"));
 }
 
+// OK means every design document reached its state, so files that together hold none fail
+// INVALID_ARGUMENT (one error naming them) in every mode, rather than passing a pipeline that
+// uploaded nothing; one empty file among others is only a warning.
+TEST_F(DesignMappingTest, FilesThatHoldNoDesignDocumentAreAnError) {
+  runner_.Define("m.map", 1);
+  UploadResult empty = Check({File("empty.yml", "")});
+  EXPECT_TRUE(absl::IsInvalidArgument(empty.status)) << empty.status;
+  EXPECT_THAT(empty.status.message(), HasSubstr("empty.yml holds no design document"));
+  ASSERT_THAT(empty.errors(), SizeIs(1)) << empty.Dump();
+  EXPECT_EQ(empty.errors()[0].message(), empty.status.message());
+
+  std::vector<v1::UploadFile> many;
+  for (int i = 0; i < 10'000; ++i) {
+    many.push_back(File(absl::StrCat("f", i, ".yml"), i % 3 == 0   ? "# views: {}\n"
+                                                      : i % 3 == 1 ? "{}\n"
+                                                                   : "classifications: {}\n"));
+  }
+  for (int mode = 0; mode < 3; ++mode) {
+    v1::UploadRequest request;
+    for (const v1::UploadFile& file : many) *request.add_files() = file;
+    if (mode == 0) request.set_check_only(true);
+    if (mode >= 1) request.set_couchdb_url("http://127.0.0.1:1");
+    if (mode == 1) request.set_database("db");
+    if (mode == 2) request.set_register_database("registry");
+    UploadResult result = RunUpload(uploader_, request);
+    EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << mode << ": " << result.status;
+    EXPECT_THAT(result.status.message(),
+                HasSubstr("none of the 10000 files holds a design document: f0.yml, f1.yml, "
+                          "f2.yml and 9997 more"));
+    EXPECT_THAT(result.status.message(), HasSubstr(mode == 0   ? "nothing was checked"
+                                                   : mode == 1 ? "nothing was written"
+                                                               : "nothing was registered"));
+    EXPECT_THAT(result.errors(), SizeIs(1));
+    EXPECT_THAT(result.warnings(), IsEmpty());
+    EXPECT_THAT(result.outcomes(), IsEmpty());
+  }
+
+  UploadResult among = Check({File("d.yml", "d:\n  views: {v: m.map}\n"), File("e.yml", "")});
+  EXPECT_TRUE(among.status.ok()) << among.status << among.Dump();
+  EXPECT_THAT(among.outcomes(), SizeIs(1));
+  ASSERT_THAT(among.warnings(), SizeIs(1));
+  EXPECT_EQ(among.warnings()[0].location().file(), "e.yml");
+  EXPECT_THAT(among.warnings()[0].message(), HasSubstr("no design documents in this file"));
+}
+
 }  // namespace
 }  // namespace cnp::upload::testing

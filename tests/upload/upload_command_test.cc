@@ -380,6 +380,20 @@ TEST_F(UploadCommandTest, ATargetThatMatchesNoDatabaseIsAWarningInUploadAndSyncA
   }
 }
 
+// Files that hold no design document fail both commands: the error names the file on stderr
+// and the exit status is 1, so a script that checks only the status does not pass having
+// uploaded nothing.
+TEST_F(UploadCommandTest, FilesWithoutDesignDocumentsFailBothCommands) {
+  std::string comments = WriteFile("comments-only.yml", "# location:\n#   views: {}\n");
+  for (const CommandRun& run :
+       {Upload({"--target=" + target_, UrlWithPassword(), "cli", comments}),
+        Check({"--target=" + target_, comments})}) {
+    EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+    EXPECT_THAT(run.err, HasSubstr("error: " + comments + " holds no design document"));
+    EXPECT_THAT(run.out, Not(HasSubstr("created")));
+  }
+}
+
 // A call the service refused reached no design document: the advice is printed, and no
 // summary claims an outcome ("no design documents") it never got to.
 TEST_F(UploadCommandTest, ARefusedCallClaimsNoOutcome) {
