@@ -25,7 +25,8 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
     }
     if (!function.ok()) {
       resolved->set_error(std::string(function.status().message()));
-      resolved->set_error_code(RpcCodeForLoadFailure(function.status()));
+      // The code a call naming it would fail with (a version mismatch is FAILED_PRECONDITION).
+      resolved->set_error_code(static_cast<int>(function.status().code()));
       continue;
     }
     resolved->set_module((*function)->module);

@@ -46,12 +46,6 @@ Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
   return FailureReply(code, status.message(), NameForMessage(function));
 }
 
-int RpcCodeForLoadFailure(const absl::Status& status) {
-  // google.rpc.Code: a version mismatch is the caller's argument being wrong.
-  if (status.code() == absl::StatusCode::kFailedPrecondition) return 3;  // INVALID_ARGUMENT
-  return static_cast<int>(status.code());
-}
-
 bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
              std::vector<const LoadedFunction*>& loaded, Reply& failure) {
   // Loading one function may import its package anew (its code changed on disk), which

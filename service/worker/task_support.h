@@ -30,9 +30,6 @@ Reply AnswerTooLargeReply();
 // The failure for a function the registry could not load.
 Reply LoadFailureReply(const absl::Status& status, absl::string_view function);
 
-// The google.rpc code a load failure carries in ResolvedFunction.
-int RpcCodeForLoadFailure(const absl::Status& status);
-
 // Loads each named function; on the first failure fills `failure` and returns false.
 bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
              std::vector<const LoadedFunction*>& loaded, Reply& failure);

@@ -99,7 +99,7 @@ TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedF
             "ValueError: Loaded version 1 did not match expected version None: revmod.townmap "
             "has @version(1), so design documents and calls must name it revmod.townmap|1 (`cnp "
             "resolve revmod.townmap` prints the name to use)");
-  EXPECT_EQ(refused.error_code(), 3);  // INVALID_ARGUMENT, as any version mismatch
+  EXPECT_EQ(refused.error_code(), 9);  // FAILED_PRECONDITION, as any version mismatch
   // An empty version is no version.
   EXPECT_THAT(Resolve("revmod.townmap|", true).error(), HasSubstr("revmod.townmap|1"));
   EXPECT_EQ(Resolve("revmod.townmap|1", true).error(), "");

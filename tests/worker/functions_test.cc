@@ -164,7 +164,7 @@ TEST(ResolveTest, ReportsVersionsAndErrorsPerName) {
   EXPECT_EQ(f[2].versioned_name(), "worker_views.versioned|556");
 
   EXPECT_EQ(f[3].error(), "ValueError: Loaded version 556 did not match expected version 3");
-  EXPECT_EQ(f[3].error_code(), 3);
+  EXPECT_EQ(f[3].error_code(), 9);  // FAILED_PRECONDITION, as a Map naming it fails
   EXPECT_EQ(f[4].error(), "ValueError: Invalid function path");
   EXPECT_EQ(f[4].error_code(), 3);
   EXPECT_EQ(f[5].error_code(), 5);
