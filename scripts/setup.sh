@@ -22,7 +22,8 @@ packages=(
   python3-grpcio       # a second-language gRPC client in tests
   python3-h2           # raw HTTP/2 in tests: streams that hold back part of a gRPC message
   nginx                # the load balancer of the scale-out test and load benchmark (grpc_pass)
-  nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload tests
+  nodejs               # node: pouchdb-server, the CouchDB stand-in of the upload, sync and derive tests
+  curl                 # the demo's (scripts/run.sh) and the README examples' HTTP calls
 )
 # npm comes with the machine's Node.js build; Debian's own nodejs needs its npm package.
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -82,7 +82,8 @@ Options:
                             with the request (default: the service host's CA store)
   --insecure                let CouchDB's credentials go over plain http:// to a CouchDB that
                             is not on this host (refused without it: anyone on the way
-                            reads them)
+                            reads them); through cnp-server, its --couchdb-allow must also
+                            name that http:// URL
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)

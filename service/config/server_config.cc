@@ -126,7 +126,8 @@ ABSL_FLAG(std::string, adapter_settings, "",
 ABSL_FLAG(std::vector<std::string>, couchdb_allow, {},
           "URL prefix of a CouchDB that Upload may write to, e.g. https://couch:6984; "
           "repeatable; * allows any http(s) URL (default: CouchDB on this host only: "
-          "localhost, 127.0.0.0/8, [::1])");
+          "localhost, 127.0.0.0/8, [::1], [::ffff:127.x.x.x]); credentials go over http:// "
+          "to another host only under a prefix naming that http:// URL, never by *");
 ABSL_FLAG(int, max_waiting_uploads, 8,
           "Upload: calls that may wait while every upload thread is busy (a staged build may "
           "hold one for hours); more are refused with RESOURCE_EXHAUSTED");
