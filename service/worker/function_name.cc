@@ -112,7 +112,11 @@ absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name) {
   std::vector<absl::string_view> parts = absl::StrSplit(path, '.');
   bool valid = parts.size() >= 2;
   for (absl::string_view part : parts) valid = valid && !part.empty();
-  if (!valid) return absl::InvalidArgumentError("ValueError: Invalid function path");
+  if (!valid) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ValueError: Invalid function path: '", NameForMessage(path),
+        "' is not module.function or module.function|version"));
+  }
   for (absl::string_view part : parts) {
     if (!IsIdentifier(part)) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -1,5 +1,6 @@
 // Naming, @version checks, the module policy and Resolve, over a real cnp-worker.
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
@@ -23,7 +24,11 @@ TEST(NamesTest, PathNeedsTwoNonEmptyParts) {
   for (const char* name : {"town", "worker_views.", ".town", "worker_views..town", "|3"}) {
     v1::Failure failure = MapFailure(*worker, name);
     EXPECT_EQ(failure.code(), v1::Failure::BAD_NAME) << name;
-    EXPECT_EQ(failure.message(), "ValueError: Invalid function path") << name;
+    EXPECT_EQ(failure.message(),
+              absl::StrCat("ValueError: Invalid function path: '",
+                           absl::string_view(name).substr(0, absl::string_view(name).find('|')),
+                           "' is not module.function or module.function|version"))
+        << name;
     EXPECT_EQ(failure.function(), name);
   }
   v1::Failure bad_version = MapFailure(*worker, "worker_views.town|x");
@@ -165,7 +170,9 @@ TEST(ResolveTest, ReportsVersionsAndErrorsPerName) {
 
   EXPECT_EQ(f[3].error(), "ValueError: Loaded version 556 did not match expected version 3");
   EXPECT_EQ(f[3].error_code(), 9);  // FAILED_PRECONDITION, as a Map naming it fails
-  EXPECT_EQ(f[4].error(), "ValueError: Invalid function path");
+  EXPECT_EQ(f[4].error(),
+            "ValueError: Invalid function path: 'bad' is not module.function or "
+            "module.function|version");
   EXPECT_EQ(f[4].error_code(), 3);
   EXPECT_EQ(f[5].error_code(), 5);
   EXPECT_EQ(f[6].error_code(), 7);
