@@ -39,11 +39,16 @@ absl::Status CancelledStatus() {
 
 // A response a call may not carry: refused here in words rather than failing its write, which
 // the client would see as a call cancelled; and marked, for a client that splits the call.
-absl::Status ResponseTooLarge(int64_t max_call_bytes) {
+// A batch (Map, Reduce) can be split; one function's single answer (a validate, a show, an
+// update...) cannot.
+absl::Status ResponseTooLarge(int64_t max_call_bytes, Reply::KindCase kind = Reply::kMap) {
+  const bool batch = kind == Reply::kMap || kind == Reply::kReduce;
   return WithCallLimit(
       absl::ResourceExhaustedError(absl::StrCat(
           "the response to this call would be larger than the ", max_call_bytes,
-          " bytes a call may carry; split the batch, or raise cnp-server's --max-call-bytes")),
+          " bytes a call may carry; ",
+          batch ? "split the batch" : "make the function answer less",
+          ", or raise cnp-server's --max-call-bytes")),
       {CallLimit::Kind::kAnswer, max_call_bytes});
 }
 
@@ -66,7 +71,7 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
   // The worker stopped at the part's share of the call's bytes: what the caller can act on is
   // the call's limit.
   if (reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE) {
-    return ResponseTooLarge(max_call_bytes);
+    return ResponseTooLarge(max_call_bytes, expected);
   }
   if (reply->has_failure()) return FailureToStatus(reply->failure());
   CountFunctionErrors(*reply, metrics::CountFunctionError);

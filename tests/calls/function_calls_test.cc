@@ -432,8 +432,20 @@ TEST_F(FunctionCallsTest, AnAnswerRefusedForItsSizeIsMarkedWithTheCallsLimit) {
   v1::ReduceRequest reduce;
   reduce.add_functions("m.total");
   v1::ReduceResponse reduced;
-  EXPECT_EQ(CallLimitOf(Await(stopped.Reduce(reduce, absl::InfiniteFuture(), reduced))),
-            call_limit);
+  const absl::Status reduce_status = Await(stopped.Reduce(reduce, absl::InfiniteFuture(), reduced));
+  EXPECT_EQ(CallLimitOf(reduce_status), call_limit);
+  EXPECT_THAT(reduce_status.message(), HasSubstr("split the batch"));
+  // One function's one answer cannot be split: the advice says what can be done.
+  v1::ValidateRequest validate;
+  validate.set_function("m.check");
+  validate.set_new_doc("{}");
+  v1::ValidateResponse validated;
+  const absl::Status validate_status =
+      Await(stopped.Validate(validate, absl::InfiniteFuture(), validated));
+  EXPECT_EQ(CallLimitOf(validate_status), call_limit);
+  EXPECT_EQ(validate_status.message(),
+            "the response to this call would be larger than the 102400 bytes a call may carry; "
+            "make the function answer less, or raise cnp-server's --max-call-bytes");
 
   FakeTaskRunner unread(1, [](const Task&) {
     return FakeAnswer{WithCallLimit(absl::ResourceExhaustedError("the part's answer is too large"),
