@@ -3,6 +3,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "asio/this_coro.hpp"
 #include "common/call_limit.h"
@@ -80,6 +81,19 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
                                             reply->kind_case(), " instead of ", expected));
   }
   return reply;
+}
+
+// A part that failed (its worker crashed, its deadline passed) names its documents among the
+// call's: the pool describes only the part it ran ("Map of f on 1250 documents"), and a caller
+// looking for the document at fault needs where.
+absl::Status InPart(const absl::Status& status, int64_t begin, int64_t end, int64_t docs) {
+  if (status.ok() || (begin == 0 && end == docs)) return status;
+  absl::Status named(status.code(), absl::StrCat("documents ", begin + 1, "-", end, " of the call's ",
+                                                 docs, ": ", status.message()));
+  status.ForEachPayload([&named](absl::string_view url, const absl::Cord& payload) {
+    named.SetPayload(url, payload);
+  });
+  return named;
 }
 
 absl::Status RequireFunctions(int count) {
@@ -182,9 +196,15 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     }
     std::vector<absl::StatusOr<Reply>> replies =
         co_await runner_.RunAll(std::move(tasks), deadline);
-    for (absl::StatusOr<Reply>& r : replies) {
-      absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, options_.max_call_bytes);
-      if (!reply.ok()) co_return fail(reply.status());
+    for (size_t i = 0; i < replies.size(); ++i) {
+      const bool part_failed = !replies[i].ok();  // not a function's failure, which is the call's
+      absl::StatusOr<Reply> reply =
+          Checked(std::move(replies[i]), Reply::kMap, options_.max_call_bytes);
+      if (!reply.ok()) {
+        if (!part_failed) co_return fail(reply.status());
+        const int64_t p = first + static_cast<int64_t>(i);
+        co_return fail(InPart(reply.status(), docs * p / parts, docs * (p + 1) / parts, docs));
+      }
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
         response.emplace_back();
       }
@@ -233,12 +253,15 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
   }
   std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
   response.mutable_results()->Reserve(docs);
-  for (absl::StatusOr<Reply>& r : replies) {
-    absl::StatusOr<Reply> reply = Checked(std::move(r), Reply::kMap, options_.max_call_bytes);
+  for (int p = 0; p < parts; ++p) {
+    const bool part_failed = !replies[p].ok();  // not a function's failure, which is the call's
+    absl::StatusOr<Reply> reply = Checked(std::move(replies[p]), Reply::kMap, options_.max_call_bytes);
     // Never a partial result: a document silently missing from a batch is lost data.
     if (!reply.ok()) {
       response.Clear();
-      co_return reply.status();
+      if (!part_failed) co_return reply.status();
+      co_return InPart(reply.status(), int64_t{docs} * p / parts, int64_t{docs} * (p + 1) / parts,
+                       docs);
     }
     for (v1::MapResult& result : *reply->mutable_map()->mutable_results()) {
       *response.add_results() = std::move(result);

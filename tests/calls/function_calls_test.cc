@@ -4,6 +4,7 @@
 // cancellation (a cancelled Map starts no further wave), deadlines, and function-error counts.
 #include "service/calls/function_calls.h"
 
+#include <cstdio>
 #include <exception>
 #include <optional>
 #include <string>
@@ -296,8 +297,9 @@ TEST_F(FunctionCallsTest, MapEncodedNeverAnswersWithPartOfAResult) {
     std::string message;
   };
   for (const Case& c : std::vector<Case>{
+           // A part that failed names its documents among the call's (Doc(150) is the 151st).
            {absl::UnavailableError("the worker crashed"), absl::StatusCode::kUnavailable,
-            "the worker crashed"},
+            "documents 151-160 of the call's 300: the worker crashed"},
            {FailureReply(worker::v1::Failure::VERSION_MISMATCH,
                          "ValueError: Loaded version 556 did not match expected version 2"),
             absl::StatusCode::kFailedPrecondition,
@@ -331,6 +333,15 @@ TEST_F(FunctionCallsTest, MapNeverAnswersWithPartOfAResult) {
   const absl::Status status = Await(calls.Map(request, absl::InfiniteFuture(), response));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(response.results_size(), 0);
+  // Doc(90) is the 91st of 100, in the part that crashed.
+  EXPECT_THAT(status.message(), HasSubstr(" of the call's 100: the worker crashed"));
+  int first = 0, last = 0;
+  ASSERT_EQ(std::sscanf(std::string(status.message()).c_str(), "documents %d-%d", &first, &last),
+            2)
+      << status;
+  EXPECT_LE(first, 91);
+  EXPECT_GE(last, 91);
+  EXPECT_LT(last - first, 99);
 }
 
 TEST_F(FunctionCallsTest, AReplyOfTheWrongKindIsAnInternalError) {
