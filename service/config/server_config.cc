@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -24,6 +25,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/code_directories.h"
@@ -35,6 +37,8 @@
 #include "common/unix_target.h"
 #include "common/version.h"
 #include "service/common/framing.h"
+#include "service/common/log.h"
+#include "service/rpc/listen_address.h"
 #include "service/session/launch_settings.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
@@ -204,13 +208,35 @@ bool IsRepeatable(absl::string_view name) {
                                          [name](const ListFlag& flag) { return flag.name == name; });
 }
 
+// Where the config file set a setting: its key as written, and the positions of the key, the
+// value and, for a repeatable setting, each element.
+struct FilePlace {
+  std::string key;
+  YAML::Mark key_mark;
+  YAML::Mark value_mark;
+  std::vector<YAML::Mark> item_marks;
+};
+
 // Where each setting came from, so that an error can point at what the operator wrote.
 struct Sources {
   std::map<std::string, std::vector<std::string>> repeated;  // the repeatable flags' values
   std::set<std::string> on_command_line;                     // flag names, with underscores
-  std::map<std::string, std::string> in_file;                // name -> "FILE:LINE" of its key
+  std::map<std::string, FilePlace> in_file;                  // by flag name, with underscores
   std::string config_file;  // --config, in either spelling (--config=F or --config F)
+
+  // Where the file set `name` if the value in force is the file's: the command line wins.
+  const FilePlace* FromFile(absl::string_view name) const {
+    if (on_command_line.count(std::string(name))) return nullptr;
+    auto it = in_file.find(std::string(name));
+    return it == in_file.end() ? nullptr : &it->second;
+  }
 };
+
+// "FILE:LINE:COLUMN", both counted from 1 as editors show them (yaml-cpp counts from 0).
+std::string Position(absl::string_view file, const YAML::Mark& mark) {
+  if (mark.is_null()) return std::string(file);
+  return absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1);
+}
 
 // The list flags' values and --config out of the command line; the rest is left for absl.
 absl::StatusOr<SplitCommandLine> SplitArgs(int argc, char** argv, Sources& sources) {
@@ -254,11 +280,30 @@ std::string Expected(const absl::CommandLineFlag& flag) {
   return "a single value";
 }
 
+// "FILE:LINE:COLUMN: key: problem", or "FILE:LINE:COLUMN: problem" for the file as a whole.
 absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::string_view key,
                          absl::string_view problem) {
-  std::string where = mark.is_null() ? path : absl::StrCat(path, ":", mark.line + 1);
-  if (key.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", problem));
-  return absl::InvalidArgumentError(absl::StrCat(where, ": key '", key, "': ", problem));
+  if (key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(Position(path, mark), ": ", problem));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(Position(path, mark), ": ", key, ": ", problem));
+}
+
+// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
 }
 
 // Whether `flag` is one of cnp-server's own settings. absl also has flags of its own
@@ -266,6 +311,32 @@ absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::
 // /etc/passwd` would read that file as flags.
 bool IsServerSetting(const absl::CommandLineFlag& flag) {
   return absl::StrContains(flag.Filename(), "service/config/") && flag.Name() != "config";
+}
+
+// The setting a misspelt key most likely meant: the closest by edits, if it is close (at most two
+// edits, and at most one per three letters of the key), so that `colour: blue` gets no guess.
+std::optional<std::string> ClosestSetting(const std::string& name) {
+  std::optional<std::string> best;
+  size_t best_distance = std::min<size_t>(2, name.size() / 3);
+  for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
+    if (!IsServerSetting(*flag)) continue;
+    const size_t distance = EditDistance(name, flag_name);
+    if (distance > best_distance) continue;
+    const std::string candidate = Dashed(std::string(flag_name));
+    // Of two equally close, the first in alphabetical order: the same suggestion every time.
+    if (distance < best_distance || !best.has_value() || candidate < *best) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+// What to write instead of a bad value of `flag`: its default, as the file spells it.
+std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) {
+  const std::string value = flag.DefaultValue();
+  if (value.empty()) return "";
+  return absl::StrCat("; write e.g. '", key, ": ", value, "' (the default)");
 }
 
 absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
@@ -279,32 +350,49 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   for (char& c : name) if (c == '-') c = '_';
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
   if (flag == nullptr || !IsServerSetting(*flag)) {
-    return ConfigError(path, key_node.Mark(), "",
-                       absl::StrCat("unknown setting '", key, "' (cnp-server --help lists them)"));
+    // A misspelt key silently ignored would leave its setting at the default in production.
+    const std::optional<std::string> meant = ClosestSetting(name);
+    return ConfigError(
+        path, key_node.Mark(), key,
+        absl::StrCat("unknown setting",
+                     meant.has_value() ? absl::StrCat("; did you mean '", *meant, "'?") : "",
+                     " (cnp-server --help lists every setting; each is a key here)"));
   }
+  // A value-less key (`workers:`) has no position of its own (yaml-cpp gives where the next
+  // token starts, often the next line): point at the key.
+  const YAML::Mark value_mark =
+      value.IsNull() || value.Mark().is_null() ? key_node.Mark() : value.Mark();
   // yaml-cpp keeps both entries of a key written twice, and the last would silently win.
-  const std::string where = absl::StrCat(path, ":", key_node.Mark().line + 1);
-  if (auto [first, inserted] = sources.in_file.emplace(name, where); !inserted) {
+  if (auto [first, inserted] = sources.in_file.emplace(
+          name, FilePlace{.key = key, .key_mark = key_node.Mark(), .value_mark = value_mark});
+      !inserted) {
     return ConfigError(path, key_node.Mark(), key,
-                       absl::StrCat("set a second time (first at ", first->second,
-                                    "); keep one"));
+                       absl::StrCat("set a second time (first at ",
+                                    Position(path, first->second.key_mark), "); keep one"));
   }
+  FilePlace& place = sources.in_file[name];
   const bool from_command_line = sources.on_command_line.count(name) > 0;
   if (IsRepeatable(name)) {
     std::vector<std::string> values;
     if (value.IsScalar()) {
       values.push_back(value.Scalar());
+      place.item_marks.push_back(value_mark);
     } else if (value.IsSequence()) {
       for (const YAML::Node& item : value) {
         if (!item.IsScalar()) {
-          return ConfigError(path, item.Mark(), key,
+          return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
                              absl::StrCat("expected a list of strings, found ", Describe(item),
-                                          " in the list"));
+                                          " in the list; write each element as one string"));
+        }
+        if (item.Scalar().empty()) {
+          return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
+                             "an empty element; remove it, or give a value");
         }
         values.push_back(item.Scalar());
+        place.item_marks.push_back(item.Mark());
       }
     } else {
-      return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
+      return ConfigError(path, value_mark, key,
                          absl::StrCat("expected a list of strings (or one string), found ",
                                       Describe(value)));
     }
@@ -312,21 +400,24 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
     // default, which for allow-module is "every module".
     if (values.empty() || std::any_of(values.begin(), values.end(),
                                       [](const std::string& v) { return v.empty(); })) {
-      return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
+      return ConfigError(path, value_mark, key,
                          "an empty value; give at least one, or leave the key out");
     }
     if (!from_command_line) sources.repeated[name] = std::move(values);
     return absl::OkStatus();
   }
   if (!value.IsScalar()) {
-    return ConfigError(path, value.Mark().is_null() ? key_node.Mark() : value.Mark(), key,
-                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value)));
-  }
-  std::string error;
-  if (!flag->ParseFrom(value.Scalar(), &error)) {
-    return ConfigError(path, value.Mark(), key,
+    return ConfigError(path, value_mark, key,
                        absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
-                                    error.empty() ? "" : absl::StrCat(" (", error, ")")));
+                                    ExampleOf(*flag, key)));
+  }
+  // absl's own words ("Illegal value 'x' specified for flag 'max_queue'") name the flag, which
+  // the operator of a file never wrote; ours say the same.
+  std::string ignored;
+  if (!flag->ParseFrom(value.Scalar(), &ignored)) {
+    return ConfigError(path, value_mark, key,
+                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
+                                    ExampleOf(*flag, key)));
   }
   return absl::OkStatus();
 }
@@ -400,19 +491,60 @@ absl::Status ApplyYaml(const std::string& path, Sources& sources) {
   return absl::OkStatus();
 }
 
-// A setting outside its range, named as the operator wrote it: the config file's line, or the
-// flag.
+// How a message about setting `name` (absl's spelling) begins, naming it where the operator
+// wrote it: "FILE:LINE:COLUMN: key:" at its value in the config file (at its `item`-th element
+// for a list), or "--flag" for a value from the command line or a default. The command line wins
+// over the file, so a value it gave is the flag's.
+std::string Subject(const Sources& sources, absl::string_view name, int item = -1) {
+  if (const FilePlace* place = sources.FromFile(name)) {
+    const YAML::Mark& mark = item >= 0 && static_cast<size_t>(item) < place->item_marks.size()
+                                 ? place->item_marks[item]
+                                 : place->value_mark;
+    return absl::StrCat(Position(sources.config_file, mark), ": ", place->key, ":");
+  }
+  return absl::StrCat("--", Dashed(std::string(name)));
+}
+
+// Another setting a message mentions, in the words of the one it is about: "max-call-bytes at
+// line 3" from the file, "--max-call-bytes" on the command line. `in_file` says whether the
+// message is about a value from the file.
+std::string Mention(const Sources& sources, absl::string_view name, bool in_file) {
+  if (const FilePlace* place = sources.FromFile(name)) {
+    return absl::StrCat(place->key, " at line ", place->key_mark.line + 1);
+  }
+  return in_file ? Dashed(std::string(name)) : absl::StrCat("--", Dashed(std::string(name)));
+}
+
+// `status`, which another module worded about the flag ("--allow-uid: no user named 'x'",
+// "--couchdb-allow=URL: ...", "--python-path DIR is not a directory"), reworded about the file's
+// line when the value came from there: its "--flag" start gives way to "FILE:LINE:COLUMN: key:".
+absl::Status Reattribute(const Sources& sources, absl::string_view name, int item,
+                         const absl::Status& status, absl::string_view value = "") {
+  if (status.ok() || sources.FromFile(name) == nullptr) return status;
+  const std::string flag = absl::StrCat("--", Dashed(std::string(name)));
+  absl::string_view message = status.message();
+  if (absl::ConsumePrefix(&message, flag)) {
+    if (absl::ConsumePrefix(&message, "=")) {
+      // "=VALUE: ", with the value as given or as the other module showed it (a URL without
+      // its password).
+      const size_t end = !value.empty() && absl::StartsWith(message, absl::StrCat(value, ": "))
+                             ? value.size()
+                             : message.find(": ");
+      if (end != absl::string_view::npos) message.remove_prefix(end + 2);
+    } else if (!absl::ConsumePrefix(&message, ": ")) {
+      absl::ConsumePrefix(&message, " ");
+    }
+  }
+  return absl::Status(status.code(),
+                      absl::StrCat(Subject(sources, name, item), " ", message));
+}
+
+// A setting outside its range: "--max-queue must be 0 (no call waits) or more; got -1", or
+// "FILE:LINE:COLUMN: max-queue: must be ...".
 absl::Status OutOfRange(const Sources& sources, absl::string_view name, absl::string_view range,
                         absl::string_view got) {
-  const std::string flag = absl::StrCat("--", Dashed(std::string(name)));
-  // The command line wins over the file, so a value it gave is the flag's.
-  if (auto it = sources.in_file.find(std::string(name));
-      it != sources.in_file.end() && !sources.on_command_line.count(std::string(name))) {
-    return absl::InvalidArgumentError(absl::StrCat(it->second, ": key '",
-                                                   Dashed(std::string(name)), "' (", flag,
-                                                   ") must be ", range, "; got ", got));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(flag, " must be ", range, "; got ", got));
+  return absl::InvalidArgumentError(
+      absl::StrCat(Subject(sources, name), " must be ", range, "; got ", got));
 }
 
 // The whole-number settings and the range each may take (one check, whichever way they were
@@ -439,23 +571,94 @@ absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
 // Each unix --listen path P also gets the direct-session socket P.direct, 7 bytes longer: a P
 // that fits a unix socket address while P.direct does not once made the server crash after it
 // had started listening. Both are refused before anything is bound.
-absl::Status CheckUnixListenPaths(const ServerConfig& c) {
+absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources) {
   constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
-  for (const std::string& listen : c.listen) {
+  for (size_t i = 0; i < c.listen.size(); ++i) {
+    const std::string& listen = c.listen[i];
     if (!IsUnixTarget(listen)) continue;
     absl::StatusOr<std::string> path = UnixSocketPath(listen);
     if (!path.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--listen: ", path.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          sources.FromFile("listen") ? Subject(sources, "listen", i) : "--listen:", " ",
+          path.status().message()));
     }
     if (c.max_sessions == 0) continue;
     const std::string direct = session::DirectSocketPath(*path);
     if (path->size() <= kLongestPath && direct.size() > kLongestPath) {
+      const bool in_file = sources.FromFile("listen") != nullptr;
       return absl::InvalidArgumentError(absl::StrCat(
-          "--listen=", listen, ": the direct-session socket next to it, ", direct, ", would be ",
-          direct.size(), " bytes, and a unix socket path may have at most ", kLongestPath,
+          in_file ? absl::StrCat(Subject(sources, "listen", i), " ", listen)
+                  : absl::StrCat("--listen=", listen),
+          ": the direct-session socket next to it, ", direct, ", would be ", direct.size(),
+          " bytes, and a unix socket path may have at most ", kLongestPath,
           "; listen on a path of at most ", kLongestPath - (direct.size() - path->size()),
-          " bytes, or pass --max-sessions=0 (no direct sessions)"));
+          " bytes, or ",
+          in_file ? "set max-sessions: 0" : "pass --max-sessions=0", " (no direct sessions)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+// Plaintext beyond loopback: whoever can reach the address could run the functions and read
+// what they return, and a bearer token would cross the network readable. Refused here, before
+// any worker starts (it once was refused only once the listeners opened, with the workers
+// already running). The listener checks again what it bound (service/rpc/rpc_server.cc): a
+// socket systemd passes for the port is taken whatever address --listen names.
+absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sources) {
+  const bool tls = !c.tls_cert.empty() && !c.tls_key.empty();
+  for (size_t i = 0; i < c.listen.size(); ++i) {
+    const std::string& listen = c.listen[i];
+    if (IsUnixTarget(listen)) continue;
+    absl::StatusOr<rpc::TcpListenAddress> address = rpc::ParseTcpListenAddress(listen);
+    absl::StatusOr<bool> loopback =
+        address.ok() ? rpc::ListensOnLoopbackOnly(listen) : address.status();
+    if (!loopback.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          sources.FromFile("listen") ? Subject(sources, "listen", i) : "--listen:", " ",
+          loopback.status().message()));
+    }
+    if (*loopback || tls) continue;
+    const bool in_file = sources.FromFile("listen") != nullptr;
+    if (!c.insecure) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "",
+          "refusing to listen on ", address->host_port, " in plaintext: anyone who can reach "
+          "it could run functions and read what they return. ",
+          in_file ? "Set tls-cert and tls-key (and tls-client-ca or auth-token-file to say who "
+                    "may call), listen on 127.0.0.1 or a unix socket, or set insecure: true if "
+                    "the network is trusted"
+                  : "Give --tls-cert and --tls-key (and --tls-client-ca or --auth-token-file "
+                    "to say who may call), listen on 127.0.0.1 or a unix socket, or pass "
+                    "--insecure if the network is trusted"));
+    }
+    if (!c.auth_token_file.empty()) {
+      // About the token: it is what must not cross the network in plaintext.
+      const bool token_in_file = sources.FromFile("auth_token_file") != nullptr;
+      return absl::FailedPreconditionError(absl::StrCat(
+          token_in_file ? absl::StrCat(Subject(sources, "auth_token_file"), " ") : "",
+          "refusing to accept a bearer token in plaintext on ", address->host_port,
+          ": it would cross the network readable by anyone on the way; add ",
+          token_in_file ? "tls-cert and tls-key" : "--tls-cert and --tls-key"));
+    }
+  }
+  if (c.metrics_listen.empty()) return absl::OkStatus();
+  const bool in_file = sources.FromFile("metrics_listen") != nullptr;
+  const std::string named =
+      in_file ? absl::StrCat(Subject(sources, "metrics_listen"), " ", c.metrics_listen)
+              : absl::StrCat("--metrics-listen=", c.metrics_listen);
+  if (IsUnixTarget(c.metrics_listen)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(named, ": give host:port; Prometheus scrapes over TCP"));
+  }
+  absl::StatusOr<bool> loopback = rpc::ListensOnLoopbackOnly(c.metrics_listen);
+  if (!loopback.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(named, ": ", loopback.status().message()));
+  }
+  if (!*loopback && !c.insecure) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        named, " is not a loopback address, and the metrics name functions: listen on "
+        "127.0.0.1 behind a scraper on the same host, or ",
+        in_file ? "set insecure: true" : "pass --insecure"));
   }
   return absl::OkStatus();
 }
@@ -553,6 +756,15 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_connections_per_peer = absl::GetFlag(FLAGS_max_connections_per_peer);
   c.first_call_timeout = absl::GetFlag(FLAGS_first_call_timeout);
   c.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
+  c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
+  c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
+  c.max_grpc_memory = absl::GetFlag(FLAGS_max_grpc_memory);
+  c.max_waiting_uploads = absl::GetFlag(FLAGS_max_waiting_uploads);
+  c.max_yaml_bytes = absl::GetFlag(FLAGS_max_yaml_bytes);
+  c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
+  c.max_design_bytes = absl::GetFlag(FLAGS_max_design_bytes);
+  c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
   // A negative count once fell back to a default or switched a feature off without a word.
   for (const absl::Status& s : {
            CheckAtLeast(sources, "workers", c.workers, 0, "one per CPU core"),
@@ -568,8 +780,22 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                         "no limit"),
            CheckNotNegative(sources, "first_call_timeout", c.first_call_timeout, "never"),
            CheckNotNegative(sources, "max_connection_idle", c.max_connection_idle, "never"),
+           CheckAtLeast(sources, "max_docs_per_call", c.max_docs_per_call, 1, ""),
+           CheckAtLeast(sources, "max_waiting_uploads", c.max_waiting_uploads, 0,
+                        "no upload waits"),
+           CheckAtLeast(sources, "max_yaml_bytes", c.max_yaml_bytes, 1, ""),
+           CheckAtLeast(sources, "max_yaml_nodes", c.max_yaml_nodes, 1, ""),
+           CheckAtLeast(sources, "max_design_bytes", c.max_design_bytes, 1, ""),
+           CheckAtLeast(sources, "max_couchdb_response_bytes", c.max_couchdb_response_bytes, 1,
+                        ""),
+           CheckAtLeast(sources, "max_grpc_memory", c.max_grpc_memory, 0,
+                        "the larger of 256 MiB and 4 x max-call-bytes"),
        }) {
     if (!s.ok()) return s;
+  }
+  if (c.call_timeout <= absl::ZeroDuration()) {
+    return OutOfRange(sources, "call_timeout", "longer than 0s",
+                      absl::FormatDuration(c.call_timeout));
   }
   // In MiB; the pool counts bytes in an int64_t.
   constexpr int64_t kLargestWorkerMemoryMb = std::numeric_limits<int64_t>::max() >> 20;
@@ -577,6 +803,38 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     return OutOfRange(sources, "worker_memory_mb",
                       absl::StrCat("between 0 (no cap) and ", kLargestWorkerMemoryMb),
                       absl::StrCat(c.worker_memory_mb));
+  }
+  // A call's request goes to a worker in one frame, with the task's own fields around it: a
+  // request the server accepts must fit (gRPC's own limit, an int, is higher).
+  if (c.max_call_bytes <= 0 || c.max_call_bytes > kLargestMaxCallBytes) {
+    return OutOfRange(sources, "max_call_bytes",
+                      absl::StrCat("between 1 and ", kLargestMaxCallBytes,
+                                   " (a worker's frame holds at most ", kMaxFrameBytes,
+                                   " bytes, with room kept for the task around the request)"),
+                      absl::StrCat(c.max_call_bytes));
+  }
+  // Room for a few of the largest calls at once, each received while another is answered.
+  if (c.max_grpc_memory == 0) c.max_grpc_memory = std::max(int64_t{256} << 20, 4 * c.max_call_bytes);
+  if (c.max_grpc_memory < 2 * c.max_call_bytes) {
+    // Two settings: the message is about the memory bound (the one to raise), at its line.
+    const bool in_file = sources.FromFile("max_grpc_memory") != nullptr;
+    return OutOfRange(sources, "max_grpc_memory",
+                      absl::StrCat("at least twice ", Mention(sources, "max_call_bytes", in_file),
+                                   " (", 2 * c.max_call_bytes,
+                                   "): gRPC holds a call's request and its answer at once"),
+                      absl::StrCat(c.max_grpc_memory));
+  }
+  c.log_level = absl::GetFlag(FLAGS_log_level);
+  if (LogLevel level; !ParseLogLevel(c.log_level, level)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Subject(sources, "log_level"), " must be debug, info, warning or error",
+        sources.FromFile("log_level") ? absl::StrCat("; got '", c.log_level, "'") : ""));
+  }
+  c.log_format = absl::GetFlag(FLAGS_log_format);
+  if (LogFormat format; !ParseLogFormat(c.log_format, format)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Subject(sources, "log_format"), " must be text or json",
+        sources.FromFile("log_format") ? absl::StrCat("; got '", c.log_format, "'") : ""));
   }
   c.requested_workers = c.workers;
   if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
@@ -586,75 +844,47 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.worker_binary = absl::GetFlag(FLAGS_worker_binary);
   const bool default_worker_binary = c.worker_binary.empty();
   if (default_worker_binary) c.worker_binary = DefaultWorkerBinary();
+  const bool worker_binary_in_file = sources.FromFile("worker_binary") != nullptr;
   if (::access(c.worker_binary.c_str(), X_OK) != 0) {
+    if (worker_binary_in_file) {
+      return absl::NotFoundError(absl::StrCat(
+          Subject(sources, "worker_binary"), " ", c.worker_binary,
+          " is missing or not executable; give the path of cnp-worker"));
+    }
     return absl::NotFoundError(absl::StrCat("the worker binary ", c.worker_binary,
                                             " is missing or not executable; set --worker-binary"));
   }
   // The workers run as this server's user: whoever may replace the program runs as it.
   if (absl::Status s = CheckTrustedFile(
           c.worker_binary,
-          default_worker_binary ? "the worker binary next to cnp-server"
-                                : "the worker binary (--worker-binary)",
+          default_worker_binary    ? "the worker binary next to cnp-server"
+          : worker_binary_in_file ? "the worker binary"
+                                  : "the worker binary (--worker-binary)",
           "replace the program this server runs as its workers");
       !s.ok()) {
-    return s;
+    if (!worker_binary_in_file) return s;
+    return absl::Status(s.code(),
+                        absl::StrCat(Subject(sources, "worker_binary"), " ", s.message()));
   }
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
-  c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
-  c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
-  c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
-  if (c.max_docs_per_call <= 0) {
-    return absl::InvalidArgumentError("--max-docs-per-call must be positive");
-  }
-  // A call's request goes to a worker in one frame, with the task's own fields around it: a
-  // request the server accepts must fit (gRPC's own limit, an int, is higher).
-  if (c.max_call_bytes <= 0 || c.max_call_bytes > kLargestMaxCallBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max-call-bytes must be between 1 and ", kLargestMaxCallBytes,
-        " (a worker's frame holds at most ", kMaxFrameBytes, " bytes, with room kept for the "
-        "task around the request); got ", c.max_call_bytes));
-  }
-  c.max_grpc_memory = absl::GetFlag(FLAGS_max_grpc_memory);
-  if (absl::Status s = CheckAtLeast(sources, "max_grpc_memory", c.max_grpc_memory, 0,
-                                    "the larger of 256 MiB and 4 x --max-call-bytes");
-      !s.ok()) {
-    return s;
-  }
-  // Room for a few of the largest calls at once, each received while another is answered.
-  if (c.max_grpc_memory == 0) c.max_grpc_memory = std::max(int64_t{256} << 20, 4 * c.max_call_bytes);
-  if (c.max_grpc_memory < 2 * c.max_call_bytes) {
-    return OutOfRange(sources, "max_grpc_memory",
-                      absl::StrCat("at least twice --max-call-bytes (", 2 * c.max_call_bytes,
-                                   "): gRPC holds a call's request and its answer at once"),
-                      absl::StrCat(c.max_grpc_memory));
-  }
-  c.log_level = absl::GetFlag(FLAGS_log_level);
-  c.log_format = absl::GetFlag(FLAGS_log_format);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
   c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
                                                     : absl::GetFlag(FLAGS_couchdb_allow);
+  // Each URL alone first, so that a refusal names the element the operator wrote.
+  for (size_t i = 0; i < c.couchdb_allow.size(); ++i) {
+    if (absl::StatusOr<upload::CouchAllowList> one =
+            upload::CouchAllowList::FromPrefixes({c.couchdb_allow[i]});
+        !one.ok()) {
+      return Reattribute(sources, "couchdb_allow", i, one.status(), c.couchdb_allow[i]);
+    }
+  }
   if (absl::StatusOr<upload::CouchAllowList> allow =
           upload::CouchAllowList::FromPrefixes(c.couchdb_allow);
       !allow.ok()) {
     return allow.status();
   }
-  c.max_waiting_uploads = absl::GetFlag(FLAGS_max_waiting_uploads);
-  if (c.max_waiting_uploads < 0) {
-    return absl::InvalidArgumentError("--max-waiting-uploads must be 0 or more");
-  }
-  c.max_yaml_bytes = absl::GetFlag(FLAGS_max_yaml_bytes);
-  c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
-  c.max_design_bytes = absl::GetFlag(FLAGS_max_design_bytes);
-  c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
-  for (auto [name, value] : {std::pair{"--max-yaml-bytes", c.max_yaml_bytes},
-                             std::pair{"--max-yaml-nodes", c.max_yaml_nodes},
-                             std::pair{"--max-design-bytes", c.max_design_bytes},
-                             std::pair{"--max-couchdb-response-bytes",
-                                       c.max_couchdb_response_bytes}}) {
-    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
-  }
-  if (absl::Status s = CheckUnixListenPaths(c); !s.ok()) return s;
+  if (absl::Status s = CheckUnixListenPaths(c, sources); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
   c.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   c.tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -663,29 +893,53 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.insecure = absl::GetFlag(FLAGS_insecure);
   c.access_log = absl::GetFlag(FLAGS_access_log);
   if (c.tls_cert.empty() != c.tls_key.empty()) {
+    // About the one that was given: the other is missing.
+    const char* given = c.tls_cert.empty() ? "tls_key" : "tls_cert";
+    const char* missing = c.tls_cert.empty() ? "tls-cert" : "tls-key";
+    if (sources.FromFile(given) != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Subject(sources, given), " needs ", missing, " too; give both or neither"));
+    }
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
   }
   if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    if (sources.FromFile("tls_client_ca") != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Subject(sources, "tls_client_ca"),
+          " needs tls-cert and tls-key: client certificates are checked only over TLS"));
+    }
     return absl::InvalidArgumentError(
         "--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only "
         "over TLS");
   }
+  if (absl::Status s = CheckPlaintextListeners(c, sources); !s.ok()) return s;
   if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {
     absl::StatusOr<int> gid = ResolveGroup(group);
-    if (!gid.ok()) return gid.status();
+    if (!gid.ok()) return Reattribute(sources, "socket_group", -1, gid.status(), group);
     c.socket_gid = *gid;
   }
-  for (const std::string& user : repeated.count("allow_uid") ? repeated["allow_uid"]
-                                                              : absl::GetFlag(FLAGS_allow_uid)) {
-    absl::StatusOr<uid_t> uid = ResolveUser(user, "allow-uid");
-    if (!uid.ok()) return uid.status();
+  const std::vector<std::string> allowed_users =
+      repeated.count("allow_uid") ? repeated["allow_uid"] : absl::GetFlag(FLAGS_allow_uid);
+  for (size_t i = 0; i < allowed_users.size(); ++i) {
+    absl::StatusOr<uid_t> uid = ResolveUser(allowed_users[i], "allow-uid");
+    if (!uid.ok()) return Reattribute(sources, "allow_uid", i, uid.status(), allowed_users[i]);
     c.allow_uid.push_back(*uid);
   }
-  if (c.call_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("--call-timeout must be positive");
-  }
   // Every directory the workers load code from: whoever may write to one runs code as this
-  // server. The workers check again (and the directories a virtualenv's .pth files add).
+  // server. The workers check again (and the directories a virtualenv's .pth files add). The
+  // settings' own directories one by one first, so that a refusal names the file's line.
+  for (size_t i = 0; i < c.python_path.size(); ++i) {
+    if (absl::Status s = CheckCodeDirectories(CodeDirectories({c.python_path[i]}, nullptr, ""));
+        !s.ok()) {
+      return Reattribute(sources, "python_path", i, s, c.python_path[i]);
+    }
+  }
+  if (!c.virtualenv.empty()) {
+    if (absl::Status s = CheckCodeDirectories(CodeDirectories({}, nullptr, c.virtualenv));
+        !s.ok()) {
+      return Reattribute(sources, "virtualenv", -1, s, c.virtualenv);
+    }
+  }
   if (absl::Status s = CheckCodeDirectories(
           CodeDirectories(c.python_path, std::getenv("PYTHONPATH"), c.virtualenv));
       !s.ok()) {

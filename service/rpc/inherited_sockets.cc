@@ -91,6 +91,24 @@ std::vector<int> TakeInheritedTcpSockets(int port) {
   return taken;
 }
 
+std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port) {
+  absl::MutexLock lock(&mutex);
+  std::vector<sockaddr_storage> addresses;
+  if (port <= 0) return addresses;
+  for (int fd : Unclaimed()) {
+    if (::sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1,
+                            static_cast<uint16_t>(port)) <= 0) {
+      continue;
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
+      addresses.push_back(bound);
+    }
+  }
+  return addresses;
+}
+
 absl::Status CheckEveryInheritedSocketTaken() {
   absl::MutexLock lock(&mutex);
   if (Unclaimed().empty()) return absl::OkStatus();

@@ -8,6 +8,8 @@
 // clients would wait for ever.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <string>
 #include <vector>
 
@@ -25,6 +27,9 @@ void AdoptInheritedSockets();
 int TakeInheritedUnixSocket(const std::string& path);
 // The passed TCP sockets listening on `port` (any address), made non-blocking.
 std::vector<int> TakeInheritedTcpSockets(int port);
+// The addresses those sockets are bound to, leaving them to be taken: the configuration checks
+// what systemd bound before anything starts.
+std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port);
 
 // Fails, naming them, if passed sockets remain that no address took (and closes them).
 absl::Status CheckEveryInheritedSocketTaken();

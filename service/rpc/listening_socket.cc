@@ -11,13 +11,12 @@
 #include <cerrno>
 #include <cstring>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/loopback.h"
 #include "common/socket_directory.h"
 #include "common/unix_target.h"
 #include "service/rpc/inherited_sockets.h"
+#include "service/rpc/listen_address.h"
 
 namespace cnp::rpc {
 namespace {
@@ -136,29 +135,12 @@ int GetPort(int fd) {
   return 0;
 }
 
-absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& address) {
-  std::string host;
-  std::string port_text;
-  if (absl::StartsWith(address, "[")) {
-    const size_t close = address.find("]:");
-    if (close == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("bad address '", address, "': use [v6]:port"));
-    }
-    host = address.substr(1, close - 1);
-    port_text = address.substr(close + 2);
-  } else {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "bad address '", address, "': use unix:/path or host:port"));
-    }
-    host = address.substr(0, colon);
-    port_text = address.substr(colon + 1);
-  }
-  int port = 0;
-  if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in '", address, "'"));
-  }
+absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& configured) {
+  absl::StatusOr<TcpListenAddress> parsed = ParseTcpListenAddress(configured);
+  if (!parsed.ok()) return parsed.status();
+  const std::string& address = parsed->host_port;
+  const std::string& host = parsed->host;
+  const int port = parsed->port;
   if (std::vector<int> inherited = TakeInheritedTcpSockets(port); !inherited.empty()) {
     std::vector<ListeningSocket> sockets;
     for (int fd : inherited) {
@@ -283,11 +265,7 @@ absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::str
     sockets.push_back(std::move(*socket));
     return sockets;
   }
-  std::string host_port = address;
-  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
-    if (absl::StartsWith(host_port, scheme)) host_port = host_port.substr(std::strlen(scheme));
-  }
-  return ListenTcp(host_port);
+  return ListenTcp(address);
 }
 
 void RemoveOwnSocketFile(const ListeningSocket& socket) {

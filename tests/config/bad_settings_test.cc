@@ -55,7 +55,7 @@ TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
 
   WriteFile(dir + "/cnp.yaml", "workers: lots\n", 0644);
   auto read = Launch(dir, {"--config", dir + "/cnp.yaml"});
-  ExpectRefused(*read, dir + "/cnp.yaml:1: key 'workers': expected a whole number");
+  ExpectRefused(*read, dir + "/cnp.yaml:1:10: workers: expected a whole number");
 
   auto trailing = Launch(dir, {"--workers=1", "--config"});
   ExpectRefused(*trailing, "--config was given no value; write --config=/etc/cnp/cnp-server.yaml");
@@ -99,7 +99,7 @@ TEST(ListFlagTest, AnEmptyListInTheConfigFileIsRefused) {
     WriteFile(dir + "/cnp.yaml", yaml, 0644);
     auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
     ExpectRefused(*server, dir + "/cnp.yaml:");
-    EXPECT_THAT(server->Log(), HasSubstr("key 'allow-module': an empty value"));
+    EXPECT_THAT(server->Log(), HasSubstr(": allow-module: an empty"));
   }
 }
 
@@ -143,8 +143,10 @@ TEST_P(NegativeSettingTest, IsRefusedInTheConfigFileAtItsLine) {
   WriteFile(dir + "/cnp.yaml", absl::StrCat("log-level: info\n", c.flag, ": ", c.value, "\n"),
             0644);
   auto server = Launch(dir, {"--config=" + dir + "/cnp.yaml"});
-  ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2: key '", c.flag, "' (--", c.flag,
-                                      ") must be ", c.range, "; got ", c.value));
+  // At the value's line and column (after "KEY: "), without the flag the operator never typed.
+  ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2:", c.flag.size() + 3, ": ", c.flag,
+                                      ": must be ", c.range, "; got ", c.value));
+  EXPECT_THAT(server->Log(), Not(HasSubstr("--" + c.flag)));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -193,7 +195,7 @@ TEST(ConfigFileTest, AbslFlagsAreUnknownSettings) {
     SCOPED_TRACE(key);
     WriteFile(dir + "/cnp.yaml", absl::StrCat("workers: 1\n", key, ": /etc/passwd\n"), 0644);
     auto server = Launch(dir, {"--config=" + dir + "/cnp.yaml"});
-    ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2: unknown setting '", key, "'"));
+    ExpectRefused(*server, absl::StrCat(dir, "/cnp.yaml:2:1: ", key, ": unknown setting"));
     EXPECT_THAT(server->Log(), Not(HasSubstr("root:")));
   }
 }
@@ -204,12 +206,12 @@ TEST(ConfigFileTest, ADuplicateKeyIsRefusedAtItsSecondLine) {
   const std::string file = dir + "/cnp.yaml";
   WriteFile(file, "workers: 1\nmax-queue: 3\nworkers: 2\n", 0644);
   auto server = Launch(dir, {"--config=" + file});
-  ExpectRefused(*server, absl::StrCat(file, ":3: key 'workers': set a second time (first at ",
-                                      file, ":1)"));
+  ExpectRefused(*server, absl::StrCat(file, ":3:1: workers: set a second time (first at ",
+                                      file, ":1:1)"));
   // The two spellings of one setting are one key.
   WriteFile(file, "max_queue: 1\nallow-module: [svc_fns]\nmax-queue: 2\n", 0644);
   auto spelt = Launch(dir, {"--workers=1", "--config=" + file});
-  ExpectRefused(*spelt, absl::StrCat(file, ":3: key 'max-queue': set a second time"));
+  ExpectRefused(*spelt, absl::StrCat(file, ":3:1: max-queue: set a second time"));
 }
 
 // 5. A unix path of 101-107 bytes: the gRPC socket fitted, its P.direct did not, and the server

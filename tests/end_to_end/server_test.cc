@@ -446,7 +446,8 @@ TEST(ServerTest, ReadsItsSettingsFromAYamlFile) {
   WriteFile(dir + "/typo.yml", "workers: 1\nwokers: 2\n");
   auto typo = ServerProcess::Start({"--config=" + dir + "/typo.yml"});
   ASSERT_FALSE(typo.ok());
-  EXPECT_THAT(typo.status().message(), HasSubstr("typo.yml:2: unknown setting 'wokers'"));
+  EXPECT_THAT(typo.status().message(),
+              HasSubstr("typo.yml:2:1: wokers: unknown setting; did you mean 'workers'?"));
 }
 
 TEST(ServerTest, ListensOnTcpToo) {

@@ -1,6 +1,6 @@
-// --config errors: every one names the file, the line, the key, what was found and what was
-// expected, and the server exits 2 (a map where a list is expected once aborted it, exit 134;
-// a map where a number is expected said "bad value for 'workers': " and nothing more).
+// --config errors: every one names the file, the line and column, the key, what was found and
+// what was expected, and the server exits 2 (a map where a list is expected once aborted it,
+// exit 134; a map where a number is expected said "bad value for 'workers': " and nothing more).
 #include <string>
 
 #include "absl/strings/match.h"
@@ -18,7 +18,7 @@ using ::testing::HasSubstr;
 
 struct Case {
   std::string yaml;
-  std::string message;  // after "<file>:"
+  std::string message;  // after "<file>:": "LINE:COLUMN: key: ..."
 };
 
 class ConfigErrorTest : public ::testing::TestWithParam<Case> {};
@@ -38,19 +38,20 @@ INSTANTIATE_TEST_SUITE_P(
     Yaml, ConfigErrorTest,
     ::testing::Values(
         Case{"listen: {x: 1}\n",
-             "1: key 'listen': expected a list of strings (or one string), found a map"},
+             "1:9: listen: expected a list of strings (or one string), found a map"},
         Case{"workers: 1\ngrpc-threads:\n  a: 1\n",
-             "3: key 'grpc-threads': expected a whole number, found a map"},
-        Case{"workers: lots\n", "1: key 'workers': expected a whole number, found 'lots'"},
+             "3:3: grpc-threads: expected a whole number, found a map; write e.g. "
+             "'grpc-threads: 0' (the default)"},
+        Case{"workers: lots\n", "1:10: workers: expected a whole number, found 'lots'"},
         Case{"call-timeout: [1, 2]\n",
-             "1: key 'call-timeout': expected a duration such as 30s or 2m, found a list"},
-        Case{"insecure: maybe\n", "1: key 'insecure': expected true or false, found 'maybe'"},
+             "1:15: call-timeout: expected a duration such as 30s or 2m, found a list"},
+        Case{"insecure: maybe\n", "1:11: insecure: expected true or false, found 'maybe'"},
         Case{"python-path:\n  - /srv\n  - {a: 1}\n",
-             "3: key 'python-path': expected a list of strings, found a map in the list"},
-        Case{"workers: 1\nwokers: 2\n", "2: unknown setting 'wokers'"},
-        Case{"- workers\n", "1: expected a map of setting names to values, found a list"},
-        Case{"? [a]\n: 1\n", "1: expected a setting name, found a list"},
-        Case{"workers: [1\n", "2: "}));
+             "3:5: python-path: expected a list of strings, found a map in the list"},
+        Case{"workers: 1\nwokers: 2\n", "2:1: wokers: unknown setting; did you mean 'workers'?"},
+        Case{"- workers\n", "1:1: expected a map of setting names to values, found a list"},
+        Case{"? [a]\n: 1\n", "1:3: expected a setting name, found a list"},
+        Case{"workers: [1\n", "2:1: "}));
 
 // A request the server accepts must fit into the one frame that takes it to a worker: a limit
 // above that once let a call through that the worker's frame then refused.
@@ -92,7 +93,13 @@ TEST(ConfigFileTest, SecuritySettingsComeFromTheFileToo) {
   WriteFile(dir + "/cnp.yml", "listen: 0.0.0.0:0\n", 0644);
   auto refused = LaunchServer({.args = {"--config=" + dir + "/cnp.yml"}});
   ASSERT_FALSE(refused->ready());
-  EXPECT_THAT(refused->Log(), HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"));
+  // A configuration error like any other, at the file's line, before any worker starts.
+  EXPECT_EQ(refused->ExitCode(), 2) << refused->Log();
+  EXPECT_THAT(refused->Log(),
+              HasSubstr(dir + "/cnp.yml:1:9: listen: refusing to listen on 0.0.0.0:0 in "
+                                  "plaintext"));
+  EXPECT_THAT(refused->Log(), HasSubstr("or set insecure: true"));
+  EXPECT_THAT(refused->Log(), ::testing::Not(HasSubstr("starting 1 workers")));
 
   WriteFile(dir + "/insecure.yml", "listen: [0.0.0.0:0]\ninsecure: true\n", 0644);
   auto allowed = LaunchServer({.args = {"--config=" + dir + "/insecure.yml"}});

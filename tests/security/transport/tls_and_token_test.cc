@@ -202,10 +202,13 @@ TEST(UploadLogTest, EveryUploadIsLoggedWithoutCouchDbCredentials) {
 TEST(ListenerTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
   auto refused = LaunchServer({.args = {"--listen=0.0.0.0:0"}});
   ASSERT_FALSE(refused->ready());
-  EXPECT_EQ(refused->ExitCode(), 1);
+  // A configuration error like any other (exit 2), refused before any worker starts: it was
+  // refused only once the listeners opened, with the workers running, and exit 1.
+  EXPECT_EQ(refused->ExitCode(), 2) << refused->Log();
   EXPECT_THAT(refused->Log(),
-              AllOf(HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"),
+              AllOf(HasSubstr("cnp-server: refusing to listen on 0.0.0.0:0 in plaintext"),
                     HasSubstr("--insecure")));
+  EXPECT_THAT(refused->Log(), Not(HasSubstr("starting 1 workers")));
 
   auto allowed = LaunchServer({.args = {"--listen=0.0.0.0:0", "--insecure"}});
   ASSERT_TRUE(allowed->ready()) << allowed->Log();
@@ -221,7 +224,9 @@ TEST(ListenerTest, ATokenIsNeverAcceptedInPlaintextOffLoopback) {
   auto refused = LaunchServer(
       {.args = {"--listen=0.0.0.0:0", "--insecure", "--auth-token-file=" + dir + "/token"}});
   ASSERT_FALSE(refused->ready());
+  EXPECT_EQ(refused->ExitCode(), 2) << refused->Log();
   EXPECT_THAT(refused->Log(), HasSubstr("refusing to accept a bearer token in plaintext"));
+  EXPECT_THAT(refused->Log(), Not(HasSubstr("starting 1 workers")));
 }
 
 TEST(ListenerTest, LoopbackPlaintextStaysAllowed) {

@@ -1,0 +1,74 @@
+#include "service/rpc/listen_address.h"
+
+#include <netdb.h>
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/loopback.h"
+#include "service/rpc/inherited_sockets.h"
+
+namespace cnp::rpc {
+
+absl::StatusOr<TcpListenAddress> ParseTcpListenAddress(const std::string& address) {
+  std::string host_port = address;
+  for (const char* scheme : {"dns:///", "ipv4:", "ipv6:"}) {
+    if (absl::StartsWith(host_port, scheme)) host_port = host_port.substr(std::strlen(scheme));
+  }
+  TcpListenAddress parsed{.host_port = host_port};
+  std::string port_text;
+  if (absl::StartsWith(host_port, "[")) {
+    const size_t close = host_port.find("]:");
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad address '", host_port, "': use [v6]:port"));
+    }
+    parsed.host = host_port.substr(1, close - 1);
+    port_text = host_port.substr(close + 2);
+  } else {
+    const size_t colon = host_port.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad address '", host_port, "': use unix:/path or host:port"));
+    }
+    parsed.host = host_port.substr(0, colon);
+    port_text = host_port.substr(colon + 1);
+  }
+  if (!absl::SimpleAtoi(port_text, &parsed.port) || parsed.port < 0 || parsed.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("bad port in '", host_port, "'"));
+  }
+  return parsed;
+}
+
+absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address) {
+  absl::StatusOr<TcpListenAddress> parsed = ParseTcpListenAddress(address);
+  if (!parsed.ok()) return parsed.status();
+  if (std::vector<sockaddr_storage> passed = InheritedTcpSocketAddresses(parsed->port);
+      !passed.empty()) {
+    for (const sockaddr_storage& bound : passed) {
+      if (!IsLoopbackAddress(reinterpret_cast<const sockaddr*>(&bound))) return false;
+    }
+    return true;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(parsed->port);
+  const char* node = parsed->host.empty() ? nullptr : parsed->host.c_str();
+  if (int rc = ::getaddrinfo(node, service.c_str(), &hints, &found); rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve '", parsed->host, "': ", gai_strerror(rc)));
+  }
+  bool loopback = true;
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    loopback = loopback && IsLoopbackAddress(ai->ai_addr);
+  }
+  ::freeaddrinfo(found);
+  return loopback;
+}
+
+}  // namespace cnp::rpc

@@ -1,0 +1,187 @@
+// A bad value in cnp-server's --config file is reported where the operator wrote it,
+// FILE:LINE:COLUMN (counted from 1, as editors show them), with the key as written, what is
+// wrong and what to write: before, it named the flag (`--max-queue must be ...`), which an
+// operator who never typed that flag looks for on the command line. The same value given as a
+// flag is still named as the flag. Either way the server exits 2 before anything starts.
+//
+// And a plaintext listener beyond loopback is refused with the configuration (exit 2, no worker
+// started), where it was refused only once the workers had started, with exit 1.
+//
+// Every case runs the real cnp-server and compares its whole stderr.
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::MakeTempDir;
+using ::cnp::testing::Runfile;
+using ::cnp::testing::ServerOptions;
+using ::cnp::testing::ServerProcess;
+using ::cnp::testing::ShortTempDir;
+using ::cnp::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class ConfigFileLinesTest : public ::testing::Test {
+ protected:
+  // The file an operator would write: where to listen (line 1) and one worker (line 2), then
+  // `rest` from line 3 on.
+  std::string Config(const std::string& rest) {
+    WriteFile(file_, absl::StrCat("listen: unix:", dir_, "/cnp.sock\nworkers: 1\n", rest), 0644);
+    return file_;
+  }
+
+  // cnp-server with the test functions and `args`.
+  std::unique_ptr<ServerProcess> Launch(std::vector<std::string> args) {
+    args.insert(args.begin(), "--python-path=" + Runfile("tests/functions/server"));
+    return ServerProcess::Launch({.args = std::move(args), .fresh_socket = false});
+  }
+
+  // Refused with exit 2 and exactly `message` on stderr, before any worker started.
+  void ExpectRefused(ServerProcess& server, const std::string& message) {
+    // A server that started would never exit by itself.
+    ASSERT_FALSE(server.ready()) << server.Log();
+    EXPECT_EQ(server.ExitCode(), 2) << server.Log();
+    EXPECT_EQ(server.Log(), absl::StrCat("cnp-server: ", message, "\n"));
+  }
+
+  const std::string dir_ = ShortTempDir();
+  const std::string file_ = dir_ + "/cnp.yaml";
+};
+
+TEST_F(ConfigFileLinesTest, AStringWhereANumberGoesIsReportedAtItsValue) {
+  auto server = Launch({"--config=" + Config("max-queue: lots\n")});
+  ExpectRefused(*server, absl::StrCat(file_, ":3:12: max-queue: expected a whole number, found "
+                                             "'lots'; write e.g. 'max-queue: 256' (the default)"));
+  // The key as the operator spelt it.
+  auto underscored = Launch({"--config=" + Config("\nmax_call_bytes: [1]\n")});
+  ExpectRefused(*underscored,
+                absl::StrCat(file_, ":4:17: max_call_bytes: expected a whole number, found a "
+                                    "list; write e.g. 'max_call_bytes: 67174400' (the default)"));
+}
+
+TEST_F(ConfigFileLinesTest, AValueOutOfRangeIsReportedAtItsLineAndAsAFlagOnTheCommandLine) {
+  auto in_file = Launch({"--config=" + Config("max-queue:   -1\n")});
+  ExpectRefused(*in_file,
+                absl::StrCat(file_, ":3:14: max-queue: must be 0 (no call waits) or more; got -1"));
+
+  // Given on the command line, over a good value in the file: the flag's.
+  auto on_command_line = Launch({"--config=" + Config("max-queue: 10\n"), "--max-queue=-1"});
+  ExpectRefused(*on_command_line, "--max-queue must be 0 (no call waits) or more; got -1");
+
+  // The checks that once named only the flag.
+  auto docs = Launch({"--config=" + Config("call-timeout: 60s\nmax-docs-per-call: 0\n")});
+  ExpectRefused(*docs, absl::StrCat(file_, ":4:20: max-docs-per-call: must be 1 or more; got 0"));
+  auto level = Launch({"--config=" + Config("log-level: loud\n")});
+  ExpectRefused(*level, absl::StrCat(file_, ":3:12: log-level: must be debug, info, warning or "
+                                            "error; got 'loud'"));
+}
+
+TEST_F(ConfigFileLinesTest, AnUnknownKeyIsRefusedWithTheSettingItProbablyMeant) {
+  auto misspelt = Launch({"--config=" + Config("max-queu: 10\n")});
+  ExpectRefused(*misspelt, absl::StrCat(file_, ":3:1: max-queu: unknown setting; did you mean "
+                                               "'max-queue'? (cnp-server --help lists every "
+                                               "setting; each is a key here)"));
+  // Nothing close: no guess.
+  auto unrelated = Launch({"--config=" + Config("  # indented comment\ncolour: blue\n")});
+  ExpectRefused(*unrelated, absl::StrCat(file_, ":4:1: colour: unknown setting (cnp-server "
+                                                "--help lists every setting; each is a key here)"));
+}
+
+TEST_F(ConfigFileLinesTest, ABadListElementIsReportedAtTheElement) {
+  auto user = Launch(
+      {"--config=" + Config("allow-uid:\n  - root\n  - no-such-user-here\nmax-queue: 3\n")});
+  ExpectRefused(*user, absl::StrCat(file_, ":5:5: allow-uid: no user named 'no-such-user-here' "
+                                           "(give a user name or a number)"));
+
+  auto flow = Launch({"--config=" + Config("allow-module: [svc_fns, {a: 1}]\n")});
+  ExpectRefused(*flow, absl::StrCat(file_, ":3:25: allow-module: expected a list of strings, "
+                                           "found a map in the list; write each element as one "
+                                           "string"));
+
+  // The same user on the command line is the flag's.
+  auto flag = Launch({"--config=" + Config(""), "--allow-uid=root,no-such-user-here"});
+  ExpectRefused(*flag, "--allow-uid: no user named 'no-such-user-here' (give a user name or a "
+                       "number)");
+}
+
+TEST_F(ConfigFileLinesTest, ACheckOfTwoKeysNamesTheLineOfTheOneItIsAbout) {
+  // The memory bound is what is too small: its line, and the other key's line in the words.
+  auto memory = Launch(
+      {"--config=" + Config("max-call-bytes: 16777216\nmax-grpc-memory: 16777216\n")});
+  ExpectRefused(*memory, absl::StrCat(file_, ":4:18: max-grpc-memory: must be at least twice "
+                                             "max-call-bytes at line 3 (33554432): gRPC holds a "
+                                             "call's request and its answer at once; got "
+                                             "16777216"));
+  // A certificate without its key: the certificate's line, the one the operator wrote.
+  auto tls = Launch({"--config=" + Config("max-queue: 3\ntls-cert: /etc/cnp/server.pem\n")});
+  ExpectRefused(*tls, absl::StrCat(file_, ":4:11: tls-cert: needs tls-key too; give both or "
+                                          "neither"));
+}
+
+// The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
+// refused server must leave none, and with `insecure: true` the same file starts a worker that
+// leaves one (so the mark is no accident of the script).
+TEST_F(ConfigFileLinesTest, APlaintextListenerBeyondLoopbackIsRefusedBeforeAnyWorkerStarts) {
+  const std::string scripts = MakeTempDir("worker");
+  ASSERT_EQ(::chmod(scripts.c_str(), 0755), 0);
+  const std::string mark = scripts + "/started";
+  const std::string worker = scripts + "/cnp-worker";
+  WriteFile(worker,
+            absl::StrCat("#!/bin/sh\necho $$ >> ", mark, "\nexec ",
+                         Runfile("service/worker/cnp-worker"), " \"$@\"\n"),
+            0755);
+  const std::string listeners =
+      absl::StrCat("listen:\n  - unix:", dir_, "/cnp.sock\n  - 0.0.0.0:0\nworkers: 1\n");
+
+  WriteFile(file_, listeners, 0644);
+  auto refused = ServerProcess::Launch(
+      {.args = {"--python-path=" + Runfile("tests/functions/server"), "--config=" + file_},
+       .fresh_socket = false,
+       .worker_binary = worker});
+  ExpectRefused(*refused,
+                absl::StrCat(file_, ":3:5: listen: refusing to listen on 0.0.0.0:0 in plaintext: "
+                                    "anyone who can reach it could run functions and read what "
+                                    "they return. Set tls-cert and tls-key (and tls-client-ca or "
+                                    "auth-token-file to say who may call), listen on 127.0.0.1 "
+                                    "or a unix socket, or set insecure: true if the network is "
+                                    "trusted"));
+  struct stat st {};
+  EXPECT_NE(::stat(mark.c_str(), &st), 0) << "a worker was started";
+  EXPECT_THAT(refused->Log(), Not(HasSubstr("starting 1 workers")));
+
+  // A token would cross the network in plaintext: refused as early, at the token's line.
+  WriteFile(dir_ + "/token", "abc\n", 0600);
+  WriteFile(file_,
+            absl::StrCat(listeners, "insecure: true\nauth-token-file: ", dir_, "/token\n"), 0644);
+  auto token = ServerProcess::Launch(
+      {.args = {"--python-path=" + Runfile("tests/functions/server"), "--config=" + file_},
+       .fresh_socket = false,
+       .worker_binary = worker});
+  ExpectRefused(*token, absl::StrCat(file_, ":6:18: auth-token-file: refusing to accept a bearer "
+                                            "token in plaintext on 0.0.0.0:0: it would cross the "
+                                            "network readable by anyone on the way; add tls-cert "
+                                            "and tls-key"));
+  EXPECT_NE(::stat(mark.c_str(), &st), 0) << "a worker was started";
+
+  WriteFile(file_, absl::StrCat(listeners, "insecure: true\n"), 0644);
+  auto allowed = ServerProcess::Launch(
+      {.args = {"--python-path=" + Runfile("tests/functions/server"), "--config=" + file_},
+       .fresh_socket = false,
+       .worker_binary = worker});
+  ASSERT_TRUE(allowed->ready()) << allowed->Log();
+  ASSERT_TRUE(allowed->WaitForLog("worker 0 started", absl::Seconds(30))) << allowed->Log();
+  EXPECT_EQ(::stat(mark.c_str(), &st), 0) << "the script leaves no mark: the test proves nothing";
+}
+
+}  // namespace
+}  // namespace cnp
