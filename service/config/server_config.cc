@@ -339,6 +339,63 @@ std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) 
   return absl::StrCat("; write e.g. '", key, ": ", value, "' (the default)");
 }
 
+// The command line's own settings, read before absl reads them: absl's errors ("Illegal value
+// 'lots' specified for flag 'workers'", "Unknown command line flag 'wrkers'") exit 1, where every
+// other bad setting exits 2 and says what to write. `others` is argv for absl, names in its
+// spelling; absl's own flags (--flagfile, --helpfull...) are left to it.
+absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
+  const bool undefined_ok = std::any_of(others.begin(), others.end(), [](const std::string& a) {
+    return absl::StartsWith(a, "--undefok") || absl::StartsWith(a, "-undefok");
+  });
+  for (size_t i = 1; i < others.size(); ++i) {
+    absl::string_view arg = others[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "-")) continue;  // a stray argument: refused after absl
+    absl::ConsumePrefix(&arg, "-");
+    const size_t equals = arg.find('=');
+    const std::string name(arg.substr(0, equals));
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) {
+      absl::CommandLineFlag* negated =
+          absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+      if ((negated != nullptr && negated->IsOfType<bool>()) || undefined_ok) continue;
+      const std::optional<std::string> meant = ClosestSetting(name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown flag --", Dashed(name),
+          meant.has_value() ? absl::StrCat("; did you mean --", *meant, "?") : "",
+          " (cnp-server --help lists every flag)"));
+    }
+    if (!IsServerSetting(*flag)) continue;
+    std::string value;
+    bool next_argument = false;
+    if (equals != absl::string_view::npos) {
+      value = std::string(arg.substr(equals + 1));
+    } else if (flag->IsOfType<bool>()) {
+      continue;  // --insecure
+    } else if (i + 1 < others.size()) {
+      value = others[++i];  // --workers 2, as absl reads it
+      next_argument = true;
+    }
+    // absl sets the flag again from the same text right after.
+    std::string ignored;
+    if ((equals == absl::string_view::npos && !next_argument) ||
+        (next_argument && absl::StartsWith(value, "--") && !flag->ParseFrom(value, &ignored))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", Dashed(name), " was given no value; write --", Dashed(name), "=",
+          flag->DefaultValue().empty() ? "VALUE" : flag->DefaultValue()));
+    }
+    if (!flag->ParseFrom(value, &ignored)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", Dashed(name), "=", value, ": expected ", Expected(*flag),
+          flag->DefaultValue().empty()
+              ? ""
+              : absl::StrCat("; write e.g. --", Dashed(name), "=", flag->DefaultValue(),
+                             " (the default)")));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                             const YAML::Node& value, Sources& sources) {
   if (!key_node.IsScalar()) {
@@ -732,6 +789,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (!sources.config_file.empty()) {
     if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
   }
+  if (absl::Status s = CheckCommandLineFlags(split->others); !s.ok()) return s;
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (positional.size() > 1) {

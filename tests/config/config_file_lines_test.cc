@@ -2,7 +2,8 @@
 // FILE:LINE:COLUMN (counted from 1, as editors show them), with the key as written, what is
 // wrong and what to write: before, it named the flag (`--max-queue must be ...`), which an
 // operator who never typed that flag looks for on the command line. The same value given as a
-// flag is still named as the flag. Either way the server exits 2 before anything starts.
+// flag is still named as the flag, a flag absl cannot read too. Either way the server exits 2
+// before anything starts.
 //
 // And a plaintext listener beyond loopback is refused with the configuration (exit 2, no worker
 // started), where it was refused only once the workers had started, with exit 1.
@@ -126,6 +127,19 @@ TEST_F(ConfigFileLinesTest, ACheckOfTwoKeysNamesTheLineOfTheOneItIsAbout) {
   auto tls = Launch({"--config=" + Config("max-queue: 3\ntls-cert: /etc/cnp/server.pem\n")});
   ExpectRefused(*tls, absl::StrCat(file_, ":4:11: tls-cert: needs tls-key too; give both or "
                                           "neither"));
+}
+
+// A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
+// 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
+TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
+  auto type = Launch({"--config=" + Config(""), "--workers=lots"});
+  ExpectRefused(*type, "--workers=lots: expected a whole number; write e.g. --workers=0 (the "
+                       "default)");
+  auto unknown = Launch({"--config=" + Config(""), "--max_queu=3"});
+  ExpectRefused(*unknown, "unknown flag --max-queu; did you mean --max-queue? (cnp-server --help "
+                          "lists every flag)");
+  auto missing = Launch({"--config=" + Config(""), "--call-timeout"});
+  ExpectRefused(*missing, "--call-timeout was given no value; write --call-timeout=1m");
 }
 
 // The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
