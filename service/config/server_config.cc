@@ -354,6 +354,7 @@ absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
     absl::ConsumePrefix(&arg, "-");
     const size_t equals = arg.find('=');
     const std::string name(arg.substr(0, equals));
+    if (name.empty()) continue;  // "-" or "--=x": absl's to judge
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) {
       absl::CommandLineFlag* negated =
