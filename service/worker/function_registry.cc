@@ -49,10 +49,16 @@ bool ModuleIsImported(const std::string& module) {
   return PyDict_GetItemString(PyImport_GetModuleDict(), module.c_str()) != nullptr;
 }
 
+// What the once-a-second looks and the remembered failures are kept by: the function and the
+// version asked for, so that a new version (the operator just bumped it) is looked for at once.
+std::string ChangeKey(const FunctionName& name) {
+  return absl::StrCat(name.path, "|", name.version ? absl::StrCat(*name.version) : "");
+}
+
 }  // namespace
 
-FunctionRegistry::FunctionRegistry(ModulePolicy policy)
-    : policy_(std::move(policy)), stamps_(policy_) {}
+FunctionRegistry::FunctionRegistry(ModulePolicy policy, std::function<absl::Time()> clock)
+    : policy_(std::move(policy)), clock_(std::move(clock)), stamps_(policy_) {}
 
 absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionName& name) {
   // Nothing is imported on behalf of a name the policy refuses.
@@ -79,18 +85,41 @@ const LoadedFunction* FunctionRegistry::Store(const FunctionName& name, LoadedFu
   return by_path_.insert_or_assign(name.path, std::move(stored)).first->second.get();
 }
 
+absl::Status FunctionRegistry::RememberIfCodeRaised(const std::string& key, absl::Status failed,
+                                                   std::vector<std::string> files) {
+  std::optional<std::vector<std::string>> read = FilesRead(failed);
+  if (!read) return failed;  // refused, or not found: no code ran, nothing costly to repeat
+  failed = WithoutFilesRead(std::move(failed));
+  files.insert(files.end(), read->begin(), read->end());
+  failed_imports_.Remember(key, failed, files, clock_());
+  return failed;
+}
+
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::Import(const FunctionName& name,
                                                                bool rate_limited) {
   if (auto it = by_path_.find(name.path); it != by_path_.end()) return it->second.get();
+  // A module whose code raised is not imported again until its files change: a view build
+  // names it in every call.
+  std::string key = ChangeKey(name);
+  bool files_changed = false;
+  if (std::optional<absl::Status> failed =
+          failed_imports_.Recall(key, rate_limited, clock_(), &files_changed)) {
+    return *failed;
+  }
   absl::StatusOr<LoadedFunction> loaded = ImportUncached(name);
   // A function added to a module this worker imported before is not in that import: Python
   // keeps the module as it was. If the package's files changed since, import it anew and look
   // once more (a name still missing costs one stat() per module file, at most once a second
   // when rate limited).
   if (absl::IsNotFound(loaded.status())) {
-    if (auto fresh = ImportIfChanged(name, name.module, rate_limited)) return *fresh;
+    if (auto fresh = ImportIfChanged(name, name.module, rate_limited && !files_changed)) {
+      return *fresh;
+    }
   }
-  if (!loaded.ok()) return loaded.status();
+  if (!loaded.ok()) {
+    return RememberIfCodeRaised(key, loaded.status(),
+                                stamps_.FilesOf({TopLevelPackage(name.module)}));
+  }
   return Store(name, *std::move(loaded));
 }
 
@@ -98,9 +127,16 @@ std::optional<absl::StatusOr<const LoadedFunction*>> FunctionRegistry::ImportIfC
     const FunctionName& name, std::string own_module, bool rate_limited) {
   // Per function and requested version: a stale name sent again and again is looked at once a
   // second, while a new version (the operator just bumped it) is looked at at once.
-  std::string key = absl::StrCat(name.path, "|", name.version ? absl::StrCat(*name.version) : "");
-  if (rate_limited) {
-    absl::Time now = absl::Now();
+  std::string key = ChangeKey(name);
+  absl::Time now = clock_();
+  // The code on disk did not import when last tried: while its files are as they were, that
+  // is the answer (not the version mismatch, not another import).
+  bool files_changed = false;
+  if (std::optional<absl::Status> failed =
+          failed_imports_.Recall(key, rate_limited, now, &files_changed)) {
+    return *failed;
+  }
+  if (rate_limited && !files_changed) {
     if (last_change_check_.size() >= kMaxCachedNames) last_change_check_.clear();
     auto [it, first] = last_change_check_.try_emplace(key, now);
     if (!first) {
@@ -126,22 +162,29 @@ std::optional<absl::StatusOr<const LoadedFunction*>> FunctionRegistry::ImportIfC
   ++generation_;
 
   absl::StatusOr<LoadedFunction> fresh = ImportUncached(name);
-  if (fresh.ok()) return Store(name, *std::move(fresh));
-  if (ModuleIsImported(name.module)) return fresh.status();  // the code imports; the name is wrong
+  if (fresh.ok()) {
+    failed_imports_.Clear();  // what failed before may have lacked this code
+    return Store(name, *std::move(fresh));
+  }
+  // The code imports; the name is wrong.
+  if (ModuleIsImported(name.module)) return WithoutFilesRead(fresh.status());
   // The new code does not import (a syntax error, an exception at its top level): keep the
   // package as it was, so that the functions whose version still matches go on running rather
-  // than all failing with this error. The change is still seen, and the next call asking for
-  // this name tries the code on disk again at once (the fix may be saved a moment later).
+  // than all failing with this error. The change is still seen (the stamps put back differ
+  // from the disk), but the failure is remembered with the files as they are now: this name is
+  // answered with it, without another import, until they change again (the fix is saved).
+  std::vector<std::string> files = stamps_.FilesOf(tops);  // what imported before the failure
   stamps_.Restore(std::move(forgotten));
   for (auto& [path, function] : dropped) by_path_.insert_or_assign(path, std::move(function));
-  last_change_check_.erase(key);
-  return fresh.status();
+  std::vector<std::string> before = stamps_.FilesOf(tops);
+  files.insert(files.end(), before.begin(), before.end());
+  return RememberIfCodeRaised(key, fresh.status(), std::move(files));
 }
 
 absl::StatusOr<const LoadedFunction*> FunctionRegistry::CheckVersion(
-    const FunctionName& name, const LoadedFunction* loaded) {
+    const FunctionName& name, const LoadedFunction* loaded, bool rate_limited) {
   if (loaded->version == name.version) return loaded;
-  if (auto fresh = ImportIfChanged(name, loaded->module, /*rate_limited=*/true)) {
+  if (auto fresh = ImportIfChanged(name, loaded->module, rate_limited)) {
     if (!fresh->ok()) return fresh->status();
     loaded = **fresh;
     if (loaded->version == name.version) return loaded;
@@ -161,7 +204,7 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Load(absl::string_view t
   if (!name.ok()) return name.status();
   absl::StatusOr<const LoadedFunction*> loaded = Import(*name, /*rate_limited=*/true);
   if (!loaded.ok()) return loaded;
-  loaded = CheckVersion(*name, *loaded);
+  loaded = CheckVersion(*name, *loaded, /*rate_limited=*/true);
   if (!loaded.ok()) return loaded;
   if (by_name_.size() >= kMaxCachedNames) by_name_.clear();
   by_name_.emplace(std::string(text), *loaded);
@@ -181,7 +224,7 @@ absl::StatusOr<const LoadedFunction*> FunctionRegistry::Resolve(const FunctionNa
   }
   absl::StatusOr<const LoadedFunction*> loaded = Import(name, /*rate_limited=*/false);
   if (!loaded.ok()) return loaded;
-  return CheckVersion(name, *loaded);
+  return CheckVersion(name, *loaded, /*rate_limited=*/false);
 }
 
 }  // namespace cnp::worker

@@ -13,18 +13,24 @@
 // without a restart. Load looks at the same name no more than once a second; Resolve (uploads,
 // add_fun) looks every time. An edit that does not import (a syntax error) fails the names
 // that need the new code, with its error; the package as it was imported goes on serving the
-// names whose version it matches.
+// names whose version it matches. A module whose code does not import, new or edited, is not
+// imported again for each call: its failure is answered again until its files change
+// (failed_imports.h), looked at as above.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "service/worker/failed_imports.h"
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
 #include "service/worker/py_ref.h"
@@ -41,7 +47,9 @@ struct LoadedFunction {
 
 class FunctionRegistry {
  public:
-  explicit FunctionRegistry(ModulePolicy policy);
+  // `clock` says when it is, for the once-a-second looks at the disk (a test's own clock).
+  explicit FunctionRegistry(ModulePolicy policy,
+                            std::function<absl::Time()> clock = [] { return absl::Now(); });
   FunctionRegistry(const FunctionRegistry&) = delete;  // stamps_ refers to policy_
   FunctionRegistry& operator=(const FunctionRegistry&) = delete;
 
@@ -65,20 +73,27 @@ class FunctionRegistry {
   absl::StatusOr<const LoadedFunction*> Import(const FunctionName& name, bool rate_limited);
   absl::StatusOr<LoadedFunction> ImportUncached(const FunctionName& name);
   // Checks the requested version against the loaded one, importing the package anew first
-  // when they differ and its files changed.
+  // when they differ and its files changed (see ImportIfChanged for `rate_limited`).
   absl::StatusOr<const LoadedFunction*> CheckVersion(const FunctionName& name,
-                                                     const LoadedFunction* loaded);
+                                                     const LoadedFunction* loaded,
+                                                     bool rate_limited);
   // If a file of the function's package changed since import: drops the package and every
   // function loaded from it, imports `name` from the code on disk, and returns that (nullopt
   // when nothing changed). When the new code does not import at all, the package and its
-  // functions are kept as they were (and the error returned), so a broken edit fails only the
-  // names that need it. When `rate_limited`, looks at most once a second per function and
-  // requested version, so a stale name sent again and again costs nothing.
+  // functions are kept as they were (and the error returned, and remembered until the files
+  // change), so a broken edit fails only the names that need it. When `rate_limited`, looks at
+  // most once a second per function and requested version, so a stale name sent again and
+  // again costs nothing.
   std::optional<absl::StatusOr<const LoadedFunction*>> ImportIfChanged(
       const FunctionName& name, std::string own_module, bool rate_limited);
   const LoadedFunction* Store(const FunctionName& name, LoadedFunction loaded);
+  // Remembers `failed` for `key` when the module's code raised (then `files` and what the import
+  // read are stamped); returns it as the caller answers it.
+  absl::Status RememberIfCodeRaised(const std::string& key, absl::Status failed,
+                                    std::vector<std::string> files);
 
   ModulePolicy policy_;
+  std::function<absl::Time()> clock_;
   SourceStamps stamps_;
   uint64_t generation_ = 0;
   std::unordered_map<std::string, std::unique_ptr<LoadedFunction>> by_path_;
@@ -88,6 +103,8 @@ class FunctionRegistry {
   std::unordered_map<std::string, const LoadedFunction*> by_name_;
   // When each "path|version" was last looked at for changes after a version mismatch.
   std::unordered_map<std::string, absl::Time> last_change_check_;
+  // "path|version"s whose import failed because the code raised, until their files change.
+  FailedImports failed_imports_;
 };
 
 }  // namespace cnp::worker

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "common/code_ownership.h"
 #include "service/worker/code_file_guard.h"
+#include "service/worker/failed_imports.h"
 #include "service/worker/py_text.h"
 #include "service/worker/raised_log.h"
 #include "service/worker/user_exception.h"
@@ -155,7 +156,11 @@ absl::Status ImportFailed(const FunctionName& name) {
   // The module's own code raised (or an import in it failed): not the function's error. Say
   // so, and where; the service's log gets the traceback.
   LogRaised(e, "import", name.path, "");
-  return absl::NotFoundError(absl::StrCat("importing ", name.module, ": ", e.Summary()));
+  // The files it read go with the status, so that the registry answers this failure again
+  // rather than import the same code again for each call (failed_imports.h).
+  return WithFilesRead(
+      absl::NotFoundError(absl::StrCat("importing ", name.module, ": ", e.Summary())),
+      e.value.get());
 }
 
 ModulePolicy::ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots)

@@ -65,6 +65,14 @@ bool SourceStamps::AnyChanged(const std::set<std::string>& tops) const {
   return false;
 }
 
+std::vector<std::string> SourceStamps::FilesOf(const std::set<std::string>& tops) const {
+  std::vector<std::string> files;
+  for (const auto& [name, stamp] : stamps_) {
+    if (tops.count(TopLevelPackage(name)) != 0) files.push_back(stamp.file);
+  }
+  return files;
+}
+
 namespace {
 
 // The directory listings importlib caches may predate new files.

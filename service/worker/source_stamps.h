@@ -33,7 +33,10 @@ class SourceStamps {
   // on disk now (edited, replaced, removed). Costs one stat() per such module.
   bool AnyChanged(const std::set<std::string>& tops) const;
 
-  // A module file as an import read it.
+  // The files of the stamped modules in `tops`.
+  std::vector<std::string> FilesOf(const std::set<std::string>& tops) const;
+
+  // A module file (or a directory) as an import read it.
   struct Stamp {
     std::string file;
     bool exists = false;
@@ -43,6 +46,8 @@ class SourceStamps {
     int64_t mtime_ns = 0;
     bool operator==(const Stamp&) const = default;
   };
+  // `file` on disk now (`exists` false when it cannot be stat()ed).
+  static Stamp StampOf(const std::string& file);
 
   // The modules Forget took out, and their stamps, for Restore.
   struct Forgotten {
@@ -61,8 +66,6 @@ class SourceStamps {
   void Restore(Forgotten forgotten);
 
  private:
-  static Stamp StampOf(const std::string& file);
-
   const ModulePolicy& policy_;
   std::unordered_map<std::string, Stamp> stamps_;   // module name -> its file at import
   std::unordered_set<std::string> seen_;            // every module name looked at

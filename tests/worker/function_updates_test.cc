@@ -3,9 +3,11 @@
 // and by the tasks that run functions), and add_fun's resolve checks versions as running the
 // function will, so a name that could never run is refused when CouchDB adds it.
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -123,15 +125,48 @@ TEST_F(FunctionUpdatesTest, ABrokenEditFailsOnlyTheNamesThatNeedIt) {
   Reply still = worker_->Call(MapTask({"revmod.townmap|1", "revmod.plain"}, {R"({"town":"Oslo"})"}));
   ASSERT_TRUE(still.has_map()) << still.DebugString();
   EXPECT_EQ(still.map().results(0).rows(), R"([[["Oslo",1]],[["plain",1]]])");
-  // The fix is picked up at once, by a name that failed a moment ago.
+  // The fix is picked up at once by Resolve (an upload, add_fun), which looks at the disk
+  // each time; a task that runs the name looks within a second (broken_import_test).
   Write("from couch_named_python import version\n\n@version(2)\ndef townmap(doc):\n"
         "    yield 'fixed', 2\n");
+  EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|2");
   Reply fixed = worker_->Call(MapTask({"revmod.townmap|2"}, {"{}"}));
   ASSERT_TRUE(fixed.has_map()) << fixed.DebugString();
   EXPECT_EQ(fixed.map().results(0).rows(), R"([[["fixed",2]]])");
   Reply stale = worker_->Call(MapTask({"revmod.townmap|1"}, {"{}"}));
   ASSERT_TRUE(stale.has_failure()) << stale.DebugString();
   EXPECT_EQ(stale.failure().message(), "ValueError: Loaded version 2 did not match expected version 1");
+}
+
+// A view build over a module that does not compile: one task per document, each naming it.
+// The module is imported once (its package's __init__ counts), every task still fails with
+// the SyntaxError, its file and line, and the traceback reaches the log once.
+TEST_F(FunctionUpdatesTest, AModuleThatDoesNotCompileIsImportedOnceForAllItsCalls) {
+  std::string package = dir_ + "/brokenpkg";
+  ASSERT_EQ(::mkdir(package.c_str(), 0755), 0);
+  std::string counter = dir_ + ".brokenpkg-imports";
+  std::ofstream(package + "/__init__.py")
+      << "open('" << counter << "', 'a').write('import\\n')\nfrom brokenpkg.impl import f\n";
+  std::ofstream(package + "/impl.py") << "def f(doc):\n    yield (doc,\n";
+  int tracebacks = 0;
+  for (int doc = 0; doc < 200; ++doc) {
+    Reply failed = worker_->Call(MapTask({"brokenpkg.f"}, {"{}"}));
+    ASSERT_TRUE(failed.has_failure()) << failed.DebugString();
+    EXPECT_EQ(failed.failure().code(), v1::Failure::NOT_FOUND);
+    EXPECT_THAT(failed.failure().message(), HasSubstr("importing brokenpkg: SyntaxError:"));
+    EXPECT_THAT(failed.failure().message(), HasSubstr("impl.py, line 2"));
+    tracebacks += failed.function_logs_size();
+  }
+  EXPECT_EQ(tracebacks, 1);
+  std::ifstream imports(counter);
+  std::string lines((std::istreambuf_iterator<char>(imports)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(lines, "import\n");
+  // Fixed: upload's Resolve sees it at once, and the tasks run it.
+  std::ofstream(package + "/impl.py", std::ios::trunc) << "def f(doc):\n    yield 'fixed', 1\n";
+  EXPECT_EQ(Resolve("brokenpkg.f").error(), "");
+  Reply rows = worker_->Call(MapTask({"brokenpkg.f"}, {"{}"}));
+  ASSERT_TRUE(rows.has_map()) << rows.DebugString();
+  EXPECT_EQ(rows.map().results(0).rows(), R"([[["fixed",1]]])");
 }
 
 }  // namespace

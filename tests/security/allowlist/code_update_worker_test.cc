@@ -159,8 +159,19 @@ TEST(CodeUpdateTest, ABrokenEditFailsWithItsErrorAndTheFixIsPickedUp) {
   Reply broken = t.worker->Call(MapTask({"evolving.f|2"}, {"{}"}));
   ASSERT_TRUE(broken.has_failure());
   EXPECT_THAT(broken.failure().message(), HasSubstr("SyntaxError"));
+  // The failure is remembered until the file changes: asked again, the module is not
+  // imported again (one import of the broken edit, after the first).
+  for (int i = 0; i < 50; ++i) {
+    Reply again = t.worker->Call(MapTask({"evolving.f|2"}, {"{}"}));
+    ASSERT_TRUE(again.has_failure());
+    EXPECT_EQ(again.failure().message(), broken.failure().message());
+  }
   Bump(t, "evolving", 2, "fixed");
-  // The module failed to import, so nothing is cached: the next call imports it.
+  // Resolve (an upload, add_fun) looks at the disk at once, and the tasks then run the fix
+  // (a task looks within a second by itself: tests/worker/broken_import_test).
+  Reply resolved = t.worker->Call(ResolveTask({"evolving.f|2"}));
+  ASSERT_EQ(resolved.resolve().functions_size(), 1) << resolved.DebugString();
+  EXPECT_EQ(resolved.resolve().functions(0).error(), "");
   Reply fixed = t.worker->Call(MapTask({"evolving.f|2"}, {"{}"}));
   ASSERT_TRUE(fixed.has_map()) << fixed.DebugString();
   EXPECT_EQ(fixed.map().results(0).rows(), R"([[["fixed",2]]])");
