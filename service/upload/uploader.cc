@@ -66,6 +66,17 @@ class UploadRun {
           "staged applies to design documents written in place, not to a registry: "
           "cnp sync writes the registered ones"));
     }
+    // 0 means the default for both; a negative number means nothing, and is no default either.
+    if (request_.max_conflict_retries() < 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "max_conflict_retries is ", request_.max_conflict_retries(),
+          ": it may be 0 (the default, 3) or more")));
+    }
+    if (request_.staged_settle_seconds() < 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "staged_settle_seconds is ", request_.staged_settle_seconds(),
+          ": it may be 0 (the default, 60) or more")));
+    }
     std::optional<couchdb::CouchUrl> url;
     if (!request_.check_only()) {
       absl::StatusOr<couchdb::CouchUrl> parsed = couchdb::ParseCouchUrl(request_.couchdb_url());
