@@ -25,7 +25,6 @@ bazel=(bazel query --noshow_progress --keep_going)
 ADAPTER_MAY_USE=(
   //service/common:framing
   //service/couchdb:json_text
-  //service/couchdb:large_numbers
   //service/couchdb:protocol
   //service/session:launch_settings
   //service/session:session_proto

@@ -7,7 +7,7 @@
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "service/couchdb/absl_view.h"
-#include "service/couchdb/large_numbers.h"
+#include "common/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {

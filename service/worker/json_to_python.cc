@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
-#include "service/couchdb/large_numbers.h"
+#include "common/couchdb/large_numbers.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {

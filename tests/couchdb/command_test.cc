@@ -18,7 +18,7 @@
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
 #include "service/couchdb/json_text.h"
-#include "service/couchdb/large_numbers.h"
+#include "common/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {

@@ -1,4 +1,4 @@
-#include "service/couchdb/large_numbers.h"
+#include "common/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {
 namespace {
