@@ -1,23 +1,86 @@
 #include "common/couchdb/json.h"
 
+#include <cmath>
+#include <cstdint>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/couchdb/large_numbers.h"
 #include "rapidjson/error/en.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
 namespace cnp::couchdb {
+namespace {
+
+// The first byte of a kept number's string: never part of valid UTF-8.
+constexpr char kKeptNumberMark = '\xff';
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// Whether `text` is one whole JSON number, -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?: what
+// the writer may put in the output unquoted.
+bool IsJsonNumber(absl::string_view text) {
+  size_t i = 0;
+  auto digits = [&] {
+    const size_t from = i;
+    while (i < text.size() && IsDigit(text[i])) ++i;
+    return i > from;
+  };
+  if (i < text.size() && text[i] == '-') ++i;
+  if (i < text.size() && text[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == text.size();
+}
+
+// rapidjson's writer, but a kept number is written as its number.
+class ExactWriter : public rapidjson::Writer<rapidjson::StringBuffer> {
+ public:
+  using Writer::Writer;
+  bool String(const char* text, rapidjson::SizeType length, bool copy = false) {
+    if (length > 1 && text[0] == kKeptNumberMark && IsJsonNumber({text + 1, length - 1})) {
+      return RawValue(text + 1, length - 1, rapidjson::kNumberType);
+    }
+    return Writer::String(text, length, copy);
+  }
+};
+
+}  // namespace
 
 std::string ToJson(const rapidjson::Value& value) {
   rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  ExactWriter writer(buffer);
   value.Accept(writer);
   return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+bool IsKeptNumber(const rapidjson::Value& value) {
+  return value.IsString() && value.GetStringLength() > 1 && value.GetString()[0] == kKeptNumberMark;
+}
+
+absl::string_view KeptNumberText(const rapidjson::Value& value) {
+  if (!IsKeptNumber(value)) return {};
+  return StringView(value).substr(1);
 }
 
 absl::string_view StringMember(const rapidjson::Value& object, const char* field) {
   if (!object.IsObject()) return {};
   auto it = object.FindMember(field);
-  if (it == object.MemberEnd() || !it->value.IsString()) return {};
+  if (it == object.MemberEnd() || !it->value.IsString() || IsKeptNumber(it->value)) return {};
   return StringView(it->value);
 }
 
@@ -67,6 +130,151 @@ absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text) {
     return absl::InvalidArgumentError(
         absl::StrCat("not valid JSON (", rapidjson::GetParseError_En(doc.GetParseError()),
                      " at offset ", doc.GetErrorOffset(), ")"));
+  }
+  return doc;
+}
+
+namespace {
+
+// Builds a Document from the reader's events with numbers read from their text (the reader
+// hands them over as text): each as ParseJsonExact says. On a second reading, of a copy whose
+// numbers rapidjson refused are quoted (large_numbers.h), a string at a quoted number's place
+// is that number, read from the original text. Optionally notes where the `doc` objects of the
+// rows array lie.
+class ExactBuilder {
+ public:
+  ExactBuilder(rapidjson::Document& doc, const rapidjson::MemoryStream& stream,
+               absl::string_view original, const std::vector<NumberSpan>* quoted,
+               const char* rows_member, std::vector<TextSpan>* docs)
+      : doc_(doc), stream_(stream), original_(original), quoted_(quoted),
+        rows_member_(rows_member), docs_(docs) {}
+
+  bool Null() { return Element(), doc_.Null(); }
+  bool Bool(bool b) { return Element(), doc_.Bool(b); }
+  bool Int(int i) { return Element(), doc_.Int(i); }
+  bool Uint(unsigned u) { return Element(), doc_.Uint(u); }
+  bool Int64(int64_t i) { return Element(), doc_.Int64(i); }
+  bool Uint64(uint64_t u) { return Element(), doc_.Uint64(u); }
+  bool Double(double d) { return Element(), doc_.Double(d); }
+  bool RawNumber(const char* text, rapidjson::SizeType length, bool) {
+    Element();
+    return Number({text, length});
+  }
+  bool String(const char* text, rapidjson::SizeType length, bool copy) {
+    Element();
+    // The reader has just taken the closing quote: a quoted number ends here. Strings come in
+    // the order of the text, so only the next quoted number can be this one.
+    if (quoted_ != nullptr && next_quoted_ < quoted_->size() &&
+        (*quoted_)[next_quoted_].end == stream_.Tell()) {
+      const NumberSpan& span = (*quoted_)[next_quoted_++];
+      return Number(original_.substr(span.begin, span.end - span.begin));
+    }
+    return doc_.String(text, length, copy);
+  }
+  bool Key(const char* text, rapidjson::SizeType length, bool copy) {
+    if (depth_ == 1 || depth_ == 3) key_.assign(text, length);
+    return doc_.Key(text, length, copy);
+  }
+  bool StartObject() {
+    Element();
+    // The iterative reader calls this with the '{' still ahead of it.
+    if (in_rows_ && depth_ == 3 && key_ == "doc") doc_begin_ = stream_.Tell();
+    ++depth_;
+    return doc_.StartObject();
+  }
+  bool EndObject(rapidjson::SizeType members) {
+    --depth_;
+    if (in_rows_ && depth_ == 3 && key_ == "doc") {
+      // The '}' is still ahead here too.
+      (*docs_)[docs_->size() - 1] = TextSpan{doc_begin_, stream_.Tell() + 1};
+    }
+    if (depth_ == 2) key_.clear();  // the next element's members are its own
+    return doc_.EndObject(members);
+  }
+  bool StartArray() {
+    Element();
+    if (depth_ == 1 && docs_ != nullptr && rows_member_ != nullptr && key_ == rows_member_) in_rows_ = true;
+    ++depth_;
+    return doc_.StartArray();
+  }
+  bool EndArray(rapidjson::SizeType elements) {
+    --depth_;
+    if (depth_ == 1) in_rows_ = false;
+    return doc_.EndArray(elements);
+  }
+
+ private:
+  // A value begins: an element of the rows array gets its (empty) place in `docs`.
+  void Element() {
+    if (in_rows_ && depth_ == 2) docs_->emplace_back();
+  }
+  bool Number(absl::string_view text) {
+    if (text.find_first_of(".eE") == absl::string_view::npos) {
+      int64_t i = 0;
+      if (absl::SimpleAtoi(text, &i)) return doc_.Int64(i);
+      uint64_t u = 0;
+      if (absl::SimpleAtoi(text, &u)) return doc_.Uint64(u);
+    } else if (double d = 0; absl::SimpleAtod(text, &d) && std::isfinite(d)) {
+      return doc_.Double(d);
+    }
+    kept_.assign(1, kKeptNumberMark);
+    kept_.append(text.data(), text.size());
+    return doc_.String(kept_.data(), static_cast<rapidjson::SizeType>(kept_.size()), true);
+  }
+
+  rapidjson::Document& doc_;
+  const rapidjson::MemoryStream& stream_;
+  const absl::string_view original_;
+  const std::vector<NumberSpan>* const quoted_;
+  size_t next_quoted_ = 0;
+  const char* const rows_member_;
+  std::vector<TextSpan>* const docs_;
+  int depth_ = 0;
+  std::string key_;  // the last member name of the top-level object or of a row
+  bool in_rows_ = false;
+  size_t doc_begin_ = 0;
+  std::string kept_;
+};
+
+}  // namespace
+
+absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text, const char* rows_member,
+                                                   std::vector<TextSpan>* docs) {
+  if (NestsDeeperThan(text, kMaxJsonDepth)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  constexpr unsigned kFlags = rapidjson::kParseIterativeFlag |
+                              rapidjson::kParseValidateEncodingFlag |
+                              rapidjson::kParseNumbersAsStringsFlag;
+  rapidjson::Document doc;
+  rapidjson::ParseResult result;
+  auto read = [&](absl::string_view json, const std::vector<NumberSpan>* quoted) {
+    if (docs != nullptr) docs->clear();
+    rapidjson::MemoryStream stream(json.data(), json.size());
+    ExactBuilder builder(doc, stream, text, quoted, rows_member, docs);
+    auto generate = [&](rapidjson::Document& target) {
+      (void)target;  // the builder fills it
+      rapidjson::Reader reader;
+      result = reader.Parse<kFlags>(stream, builder);
+      return !result.IsError();
+    };
+    doc.Populate(generate);
+  };
+  read(text, nullptr);
+  if (result.Code() == rapidjson::kParseErrorNumberTooBig) {
+    // Refused even as text (large_numbers.h): read again with those numbers quoted.
+    const QuotedNumbers quoted = QuoteLargeNumbers(std::string_view(text.data(), text.size()));
+    read(quoted.text, &quoted.spans);
+  }
+  if (result.IsError()) {
+    if (result.Code() == rapidjson::kParseErrorStringInvalidEncoding) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a string that is not valid UTF-8 (at byte ", result.Offset(), ")"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("not valid JSON (", rapidjson::GetParseError_En(result.Code()),
+                     " at offset ", result.Offset(), ")"));
   }
   return doc;
 }
