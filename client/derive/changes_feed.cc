@@ -115,7 +115,7 @@ std::vector<std::string> ChangesFeed::TakeNotes() {
   return std::exchange(notes_, {});
 }
 
-rapidjson::Document ChangesFeed::Take(size_t max, size_t max_bytes) {
+ChangesAnswer ChangesFeed::Take(size_t max, size_t max_bytes) {
   std::string json = "{\"results\":[";
   {
     absl::MutexLock lock(&mu_);
@@ -132,10 +132,10 @@ rapidjson::Document ChangesFeed::Take(size_t max, size_t max_bytes) {
     }
     absl::StrAppend(&json, "],\"last_seq\":", taken_seq_json_, "}");
   }
-  rapidjson::Document doc;
-  // Each line was parsed (and its depth bounded) when it was queued.
-  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
-  return doc;
+  // Each line was parsed (its depth bounded, its UTF-8 checked) when it was queued: this cannot
+  // fail.
+  absl::StatusOr<ChangesAnswer> answer = ParseChanges(json);
+  return answer.ok() ? *std::move(answer) : ChangesAnswer{};
 }
 
 void ChangesFeed::Note(std::string note) {
@@ -288,8 +288,9 @@ bool ChangesFeed::OnLine(absl::string_view line) {
   if (line.empty()) return true;  // a heartbeat
   // Bounded in depth and parsed without recursion: a document is anyone's data, and one nested
   // a million levels deep must cost its own change, not the process a stack overflow nor the
-  // feed its progress.
-  absl::StatusOr<rapidjson::Document> parsed = couchdb::ParseJson(line);
+  // feed its progress. Numbers of any size are read (CouchDB stores integers past a double's
+  // range): such a document is derived, not skipped.
+  absl::StatusOr<rapidjson::Document> parsed = couchdb::ParseJsonExact(line);
   if (!parsed.ok()) return OnUnreadableLine(line, std::string(parsed.status().message()));
   if (!parsed->IsObject()) {
     ended_ = Ended::kFailed;

@@ -20,7 +20,7 @@
 //   ChangesFeed feed(http_options, "orgs", "42", {.heartbeat = absl::Seconds(10)}, signal);
 //   int64_t seen = signal.count();
 //   if (feed.queued() == 0) signal.WaitPast(seen, absl::Seconds(5));
-//   rapidjson::Document batch = feed.Take(500);   // {"results": [...], "last_seq": ...}
+//   ChangesAnswer batch = feed.Take(500);   // {"results": [...], "last_seq": ...} and its text
 #pragma once
 
 #include <cstdint>
@@ -33,7 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "rapidjson/document.h"
+#include "client/derive/changes_answer.h"
 #include "common/couchdb/couch_client.h"
 
 namespace cnp::derive {
@@ -78,7 +78,7 @@ class ChangesFeed {
   // Up to `max` queued changes, and no more than `max_bytes` of them unless the first alone is
   // longer, as a _changes answer, {"results": [...], "last_seq": <the last one's seq>}; results
   // is empty when nothing is queued (last_seq is then the position the caller already has).
-  rapidjson::Document Take(size_t max, size_t max_bytes = SIZE_MAX);
+  ChangesAnswer Take(size_t max, size_t max_bytes = SIZE_MAX);
   // What happened to the connection since the last call (drops, reconnections), one line each.
   std::vector<std::string> TakeNotes();
   int64_t reconnections() const;

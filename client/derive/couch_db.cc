@@ -16,7 +16,9 @@ absl::StatusOr<rapidjson::Document> CouchDb::Parse(
   if (response->status < 200 || response->status > 299) {
     return couchdb::HttpError(*response, what, http_.base_url());
   }
-  absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(response->body);
+  // Numbers exactly as CouchDB keeps them: a derived document, a join's source document or a
+  // reduce group's row may hold an integer past a double's range, to be written back as it is.
+  absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJsonExact(response->body);
   if (!doc.ok()) {
     return absl::UnknownError(absl::StrCat(what, " at ", http_.base_url(),
                                            ": the answer is not JSON (", doc.status().message(), ")"));

@@ -166,8 +166,9 @@ std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing)
 }  // namespace
 
 struct Deriver::Batch {
-  Document changes;
+  ChangesAnswer changes;
   std::vector<const Value*> results;  // without design documents
+  std::vector<absl::string_view> doc_texts;  // each result's document as CouchDB wrote it
   size_t size = 0;                    // changes read, design documents included
   std::string last_seq;
   int64_t pending = -1;               // CouchDB's count of changes after this batch
@@ -320,21 +321,22 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
     batch->limit = options_.batch_size;
     batch->changes = feeds_[i]->Take(static_cast<size_t>(options_.batch_size), kMaxCallBytes);
   } else {
-    absl::StatusOr<Document> changes = ReadChanges(i, since, batch->next_limit, couch, batch->limit);
+    absl::StatusOr<ChangesAnswer> changes = ReadChanges(i, since, batch->next_limit, couch, batch->limit);
     if (!changes.ok()) return changes.status();
     batch->changes = *std::move(changes);
   }
-  const Value* results = Member(batch->changes, "results");
-  const Value* last_seq = Member(batch->changes, "last_seq");
+  const Value* results = Member(batch->changes.json, "results");
+  const Value* last_seq = Member(batch->changes.json, "last_seq");
   if (results == nullptr || !results->IsArray() || last_seq == nullptr) {
     return absl::UnknownError(absl::StrCat("the _changes answer of ", s.source, " has no results or last_seq"));
   }
-  if (const Value* pending = Member(batch->changes, "pending"); pending && pending->IsInt64()) {
+  if (const Value* pending = Member(batch->changes.json, "pending"); pending && pending->IsInt64()) {
     batch->pending = pending->GetInt64();
   }
   batch->size = results->Size();
   batch->last_seq = SeqText(*last_seq);
-  for (const Value& change : results->GetArray()) {
+  for (rapidjson::SizeType r = 0; r < results->Size(); ++r) {
+    const Value& change = (*results)[r];
     std::string id = Text(change, "id");
     if (IsDesign(id)) continue;
     if (Member(change, kUnreadableMember) != nullptr) {
@@ -346,11 +348,12 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
       continue;
     }
     batch->results.push_back(&change);
+    batch->doc_texts.push_back(batch->changes.DocText(r));
   }
   return batch;
 }
 
-absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since, int& limit,
+absl::StatusOr<ChangesAnswer> Deriver::ReadChanges(size_t i, const std::string& since, int& limit,
                                               CouchDb& couch, int& asked) const {
   const Stage& s = declaration_.stages[i];
   const std::string what = absl::StrCat("reading the changes of ", s.source);
@@ -360,11 +363,12 @@ absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since
     absl::StatusOr<std::string> body = couch.GetBody(ChangesPath(i, since, limit), what);
     std::string why;
     if (body.ok()) {
-      absl::StatusOr<Document> changes = couchdb::ParseJson(*body);
+      const size_t size = body->size();
+      absl::StatusOr<ChangesAnswer> changes = ParseChanges(*body);
       if (changes.ok()) {
         // Back towards the full batch size once an answer is well within the limit: a few large
         // documents must not make every later batch small.
-        if (limit < options_.batch_size && body->size() <= max_bytes / 4) {
+        if (limit < options_.batch_size && size <= max_bytes / 4) {
           limit = std::min(options_.batch_size, limit * 2);
         }
         return changes;
@@ -387,15 +391,16 @@ absl::StatusOr<Document> Deriver::ReadChanges(size_t i, const std::string& since
     if (!body.ok() && start->size() < kChangeStartBytes) {
       // The whole answer this time: the change moved on (its document changed again since the
       // first read), and what comes first now is another change, to be read, not passed.
-      if (absl::StatusOr<Document> changes = couchdb::ParseJson(*start); changes.ok()) return changes;
+      if (absl::StatusOr<ChangesAnswer> changes = ParseChanges(*start); changes.ok()) return changes;
     }
     std::optional<ChangeHeader> header = ScanChangeHeader(*start, ChangeText::kFirstResult);
     if (!header.has_value()) {
       return absl::UnknownError(absl::StrCat(what, " at ", couch.base_url(), ": the change after seq ", since,
                                              " cannot be read (", why, ") and its seq and id cannot be found"));
     }
-    absl::StatusOr<Document> changes = couchdb::ParseJson(
-        absl::StrCat("{\"results\":[", UnreadableChangeJson(*header, why), "],\"last_seq\":", header->seq_json, "}"));
+    std::string alone =
+        absl::StrCat("{\"results\":[", UnreadableChangeJson(*header, why), "],\"last_seq\":", header->seq_json, "}");
+    absl::StatusOr<ChangesAnswer> changes = ParseChanges(alone);
     limit = std::min(options_.batch_size, 2);
     return changes;
   }
@@ -526,11 +531,14 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
   const Stage& s = declaration_.stages[i];
   std::vector<std::string> docs;
   std::vector<const Value*> mapped;  // the changes whose documents were mapped
-  for (const Value* change : batch.results) {
+  for (size_t r = 0; r < batch.results.size(); ++r) {
+    const Value* change = batch.results[r];
     const Value* deleted = Member(*change, "deleted");
     const Value* doc = Member(*change, "doc");
     if ((deleted && deleted->IsBool() && deleted->GetBool()) || doc == nullptr || !doc->IsObject()) continue;
-    docs.push_back(couchdb::ToJson(*doc));
+    // As CouchDB wrote it: the worker reads every number of it exactly (an integer of 401
+    // digits is the handler's int), which no re-serialised tree would promise.
+    docs.emplace_back(batch.doc_texts[r]);
     mapped.push_back(change);
   }
   if (docs.empty()) return absl::OkStatus();
@@ -538,7 +546,6 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
   if (!results.ok()) return results.status();
   // The rows each document yields now, as documents to write, all in one arena.
   auto& ra = batch.arena.GetAllocator();
-  Document rows(&ra);
   for (size_t d = 0; d < mapped.size(); ++d) {
     std::string id = Text(*mapped[d], "id");
     const v1::MapResult& result = (*results)[d];
@@ -547,14 +554,15 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       batch.failed.insert(id);
       continue;
     }
-    // The service's own output: CouchDB's map_doc reply, [[[key, value], ...]].
-    rows.Parse<rapidjson::kParseIterativeFlag>(result.rows().data(), result.rows().size());
-    if (rows.HasParseError() || !rows.IsArray() || rows.Size() != 1 || !rows[0].IsArray()) {
+    // The service's own output: CouchDB's map_doc reply, [[[key, value], ...]], its numbers
+    // kept exactly (a key of 401 digits is written with its 401 digits).
+    absl::StatusOr<Document> rows = couchdb::ParseJsonExact(result.rows());
+    if (!rows.ok() || !rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
     std::vector<Value>& out = batch.desired[id];
     size_t n = 0;
-    for (const Value& pair : rows[0].GetArray()) {
+    for (const Value& pair : (*rows)[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
       Value doc(rapidjson::kObjectType);
       std::string row_id = MapRowId(s.source, id, couchdb::ToJson(pair[0]), n++);
@@ -827,22 +835,15 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       if (it != existing.end()) writes.push_back(Tombstone(*it->second));
       continue;
     }
-    rapidjson::StringBuffer kvs;
-    rapidjson::Writer<rapidjson::StringBuffer> w(kvs);
-    w.StartArray();
+    // [[[key, row id], row], ...], written by ToJson so that numbers stay exact.
+    std::string kvs = "[";
     for (const Value* row : rows) {
-      w.StartArray();
-      w.StartArray();
-      key.Accept(w);
-      std::string row_id = Text(*row, "_id");
-      w.String(row_id.c_str(), static_cast<rapidjson::SizeType>(row_id.size()));
-      w.EndArray();
-      row->Accept(w);
-      w.EndArray();
+      const Value* row_id = Member(*row, "_id");
+      absl::StrAppend(&kvs, kvs.size() > 1 ? "," : "", "[[", key_json, ",",
+                      row_id != nullptr ? couchdb::ToJson(*row_id) : "\"\"", "],", couchdb::ToJson(*row), "]");
     }
-    w.EndArray();
-    absl::StatusOr<v1::ReduceResponse> r =
-        cnp_.Reduce({s.handler}, std::string(kvs.GetString(), kvs.GetSize()), false, options_.rpc_timeout);
+    kvs += "]";
+    absl::StatusOr<v1::ReduceResponse> r = cnp_.Reduce({s.handler}, kvs, false, options_.rpc_timeout);
     if (std::optional<CallLimitError> error = OneOverCallLimit(
             r.status(), {"the rows of this key are more", "the result of this key is", "make the handler return less"})) {
       // That key's error, as if its handler had raised: its reduce document is left as it is.
@@ -857,7 +858,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       continue;
     }
     if (r->results_size() != 1) return absl::InternalError("the service answered no reduce result");
-    absl::StatusOr<Document> value = couchdb::ParseJson(r->results(0));
+    absl::StatusOr<Document> value = couchdb::ParseJsonExact(r->results(0));
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
     Document doc(rapidjson::kObjectType);
     doc.AddMember("_id", couchdb::StringValue(id, doc.GetAllocator()), doc.GetAllocator());

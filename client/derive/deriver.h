@@ -107,7 +107,7 @@ class Deriver {
   // comes back alone as unreadable (change_header.h), so that its document is recorded as
   // failed and the stage goes past it. `limit` becomes the number to ask for next time, `asked`
   // the number asked for in the answer returned.
-  absl::StatusOr<rapidjson::Document> ReadChanges(size_t stage, const std::string& since, int& limit,
+  absl::StatusOr<ChangesAnswer> ReadChanges(size_t stage, const std::string& since, int& limit,
                                                   CouchDb& couch, int& asked) const;
   // True when `batch` is empty: the stage has caught up (and its sweep, if due, is done).
   absl::StatusOr<bool> CaughtUp(size_t stage, const Batch& batch);

@@ -48,8 +48,11 @@ class Reader {
     }
   }
   void Drain() {
-    rapidjson::Document batch = feed_.Take(100);
-    for (const auto& change : batch["results"].GetArray()) {
+    ChangesAnswer answer = feed_.Take(100);
+    const rapidjson::Document& batch = answer.json;
+    for (rapidjson::SizeType r = 0; r < batch["results"].Size(); ++r) {
+      const auto& change = batch["results"][r];
+      docs[change["id"].GetString()] = std::string(answer.DocText(r));
       ids.push_back(change["id"].GetString());
       if (change.HasMember(kUnreadableMember)) unreadable[change["id"].GetString()] = change[kUnreadableMember].GetString();
     }
@@ -65,6 +68,7 @@ class Reader {
 
   std::vector<std::string> ids;
   std::map<std::string, std::string> unreadable;  // id -> why
+  std::map<std::string, std::string> docs;        // id -> its document as the server wrote it
   std::vector<std::string> notes;
   std::string last_seq;
 
@@ -198,6 +202,9 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
                                         "}}\n");
   const std::string not_utf8 = "{\"seq\":\"3-g1AA\",\"id\":\"latin1\",\"changes\":[{\"rev\":\"1-x\"}],"
                                "\"doc\":{\"_id\":\"latin1\",\"town\":\"Troms\xf8\"}}\n";
+  // Not unreadable: an integer past a double's range, which CouchDB stores (jiffy's bignums).
+  const std::string big_doc = absl::StrCat(R"({"_id":"big","n":)", std::string(401, '7'), "}");
+  const std::string big = absl::StrCat(R"({"seq":"3-g1AB","id":"big","changes":[{"rev":"1-x"}],"doc":)", big_doc, "}\n");
   const std::string too_long = absl::StrCat(R"({"seq":4,"id":"long","changes":[{"rev":"1-x"}],"doc":{"pad":")",
                                             std::string(3500000, 'x'), "\"}}\n");
   absl::Mutex mu;
@@ -206,7 +213,7 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
   ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     if (++calls == 1) {
-      return {200, absl::StrCat(Change("1", "first"), deep, not_utf8, too_long, Change("5", "last"),
+      return {200, absl::StrCat(Change("1", "first"), deep, not_utf8, big, too_long, Change("5", "last"),
                                 R"({"last_seq":5})", "\n")};
     }
     mu.Await(absl::Condition(&released));
@@ -217,14 +224,16 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
     ChangesFeed feed({.base_url = couch.url()}, "src", "0",
                      {.heartbeat = absl::Seconds(10), .max_line_bytes = 3000000}, signal);
     Reader reader(feed, signal);
-    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 5; })) << ::testing::PrintToString(reader.notes);
-    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "latin1", "long", "last"));
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 6; })) << ::testing::PrintToString(reader.notes);
+    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "latin1", "big", "long", "last"));
     EXPECT_EQ(reader.last_seq, "5");
     EXPECT_THAT(reader.unreadable,
                 ::testing::UnorderedElementsAre(
                     ::testing::Pair("deep", HasSubstr("nested deeper than 4096 levels")),
-                    ::testing::Pair("latin1", HasSubstr("not valid JSON (Invalid encoding")),
+                    ::testing::Pair("latin1", HasSubstr("a string that is not valid UTF-8")),
                     ::testing::Pair("long", "a change longer than 3000000 bytes")));
+    // Handed out whole, its document as the server wrote it (for the Map call).
+    EXPECT_EQ(reader.docs["big"], big_doc);
     // The feed ended with its last_seq and was reopened at once from there: no failure, no
     // reconnection after an error.
     EXPECT_EQ(feed.reconnections(), 0);
@@ -276,11 +285,11 @@ TEST(ChangesFeedTest, BatchesAndTheQueueAreBoundedInBytes) {
       signal.WaitPast(seen, deadline - absl::Now());
     }
     EXPECT_EQ(feed.queued(), 3u);  // 2 lines are under 25000 bytes, the third passes them
-    rapidjson::Document first = feed.Take(100, 21000);
-    ASSERT_EQ(first["results"].Size(), 2u);
-    rapidjson::Document one = feed.Take(100, 10);
-    ASSERT_EQ(one["results"].Size(), 1u);
-    EXPECT_EQ(std::string(one["results"][0]["id"].GetString()), "big3");
+    ChangesAnswer first = feed.Take(100, 21000);
+    ASSERT_EQ(first.json["results"].Size(), 2u);
+    ChangesAnswer one = feed.Take(100, 10);
+    ASSERT_EQ(one.json["results"].Size(), 1u);
+    EXPECT_EQ(std::string(one.json["results"][0]["id"].GetString()), "big3");
     Reader reader(feed, signal);
     ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 3; })) << reader.ids.size();
     EXPECT_THAT(reader.ids, ElementsAre("big4", "big5", "big6"));

@@ -63,3 +63,13 @@ def given_rows(doc):
         raise ValueError("bad document " + doc["_id"])
     for key, val in doc.get("rows", []):
         yield key, val
+
+
+# The document's "n" as the key and as the value: an int of any size, exactly.
+number_both = item("n", "n")
+mr_value = value()
+
+
+def value_total(keys, rows, rereduce=False):
+    """The sum of the rows' values (ints of any size stay exact)."""
+    return sum(mr_value(row) for row in rows)
