@@ -9,6 +9,7 @@
 #include "client/cli/arguments.h"
 #include "client/cli/json_input.h"
 #include "client/lib/cnp_client.h"
+#include "common/couchdb/json.h"
 #include "common/default_target.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
@@ -95,12 +96,10 @@ void PrintLine(const rapidjson::StringBuffer& buffer) {
 
 // The _id of a raw document, for labelling its output; empty when it has none.
 std::string DocId(const std::string& doc) {
-  rapidjson::Document d;
-  d.Parse<rapidjson::kParseIterativeFlag>(doc.data(), doc.size());
-  if (d.IsObject() && d.HasMember("_id") && d["_id"].IsString()) {
-    return std::string(d["_id"].GetString(), d["_id"].GetStringLength());
-  }
-  return "";
+  // Read with every number kept (a 401-digit integer would make rapidjson refuse the whole
+  // document, and its label); an _id that is not a string, a kept number included, is none.
+  absl::StatusOr<rapidjson::Document> d = couchdb::ParseJsonExact(doc);
+  return d.ok() ? std::string(couchdb::StringMember(*d, "_id")) : "";
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/couchdb/large_numbers.h"
 #include "common/file_text.h"
 #include "rapidjson/reader.h"
 #include "rapidjson/error/en.h"
@@ -57,10 +58,20 @@ void SkipSpace(rapidjson::StringStream& stream) {
   while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
 }
 
-// Parses the JSON value at the stream's position and returns its text as written; the stream is
-// left just after it. `text` is what the stream reads, for the positions in errors.
-absl::StatusOr<std::string> TakeValue(const std::string& text, rapidjson::StringStream& stream) {
-  const size_t start = stream.Tell();
+// Where a value lies in the text: [begin, end).
+struct Span {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
+// Parses the JSON value at the stream's position and returns where it lies; the stream is left
+// just after it. The stream reads from offset `base` of the text, or of a copy of it whose
+// numbers past a double's range are quoted (the same length: large_numbers.h); `text` is the
+// text itself, for the positions in errors. `too_big`, if given, is set when rapidjson refused
+// such a number.
+absl::StatusOr<Span> TakeValue(const std::string& text, rapidjson::StringStream& stream, size_t base,
+                               bool* too_big) {
+  const size_t start = base + stream.Tell();
   DepthLimit handler;
   rapidjson::Reader reader;
   // (The iterative parser would report a closing bracket before taking it.)
@@ -72,30 +83,53 @@ absl::StatusOr<std::string> TakeValue(const std::string& text, rapidjson::String
         kMaxJsonDepth, " levels, which cnp-server refuses too"));
   }
   if (reader.HasParseError()) {
+    if (too_big != nullptr) *too_big = reader.GetParseErrorCode() == rapidjson::kParseErrorNumberTooBig;
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON at ", Position(text, reader.GetErrorOffset()), ": ",
+        absl::StrCat("invalid JSON at ", Position(text, base + reader.GetErrorOffset()), ": ",
                      rapidjson::GetParseError_En(reader.GetParseErrorCode())));
   }
-  return text.substr(start, stream.Tell() - start);
+  return Span{start, base + stream.Tell()};
 }
 
-// The elements of `array`, a valid JSON array, each as written. Each is parsed on its own, so
-// that its end is where the reader stopped (a handler sees a string's or number's end only on a
-// copy of the stream).
-std::vector<std::string> Elements(const std::string& array) {
-  std::vector<std::string> elements;
-  rapidjson::StringStream stream(array.c_str());
+// The elements of the valid JSON array at `begin` of `readable` (see TakeValue). Each is parsed
+// on its own, so that its end is where the reader stopped (a handler sees a string's or
+// number's end only on a copy of the stream).
+std::vector<Span> Elements(const std::string& text, const std::string& readable, size_t begin) {
+  std::vector<Span> elements;
+  rapidjson::StringStream stream(readable.c_str() + begin);
   stream.Take();  // '['
   for (;;) {
     SkipSpace(stream);
     if (stream.Peek() == ']' || stream.Peek() == '\0') break;
-    absl::StatusOr<std::string> element = TakeValue(array, stream);
+    absl::StatusOr<Span> element = TakeValue(text, stream, begin, nullptr);
     if (!element.ok()) break;  // cannot happen: the array parsed as a whole
-    elements.push_back(*std::move(element));
+    elements.push_back(*element);
     SkipSpace(stream);
     if (stream.Peek() == ',') stream.Take();
   }
   return elements;
+}
+
+// SplitJsonValues, reading `readable`: `text` itself or its copy with large numbers quoted.
+absl::StatusOr<std::vector<std::string>> Split(const std::string& text, const std::string& readable,
+                                               bool spread_array, bool* too_big) {
+  std::vector<Span> spans;
+  rapidjson::StringStream stream(readable.c_str());
+  for (;;) {
+    SkipSpace(stream);
+    if (stream.Peek() == '\0') break;
+    absl::StatusOr<Span> value = TakeValue(text, stream, 0, too_big);
+    if (!value.ok()) return value.status();
+    spans.push_back(*value);
+  }
+  if (spread_array && spans.size() == 1 && text[spans[0].begin] == '[') {
+    spans = Elements(text, readable, spans[0].begin);
+  }
+  // Values are cut out of the text, not re-serialised, so numbers beyond 64 bits and every
+  // other detail reach the service exactly as written.
+  std::vector<std::string> values;
+  for (const Span& span : spans) values.push_back(text.substr(span.begin, span.end - span.begin));
+  return values;
 }
 
 }  // namespace
@@ -109,19 +143,14 @@ absl::StatusOr<std::string> ReadInput(const std::string& path) {
 
 absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text,
                                                          bool spread_array) {
-  // Values are cut out of the text, not re-serialised, so numbers beyond 64 bits and every
-  // other detail reach the service exactly as written.
-  std::vector<std::string> values;
-  rapidjson::StringStream stream(text.c_str());
-  for (;;) {
-    SkipSpace(stream);
-    if (stream.Peek() == '\0') break;
-    absl::StatusOr<std::string> value = TakeValue(text, stream);
-    if (!value.ok()) return value.status();
-    values.push_back(*std::move(value));
-  }
-  if (spread_array && values.size() == 1 && values[0].front() == '[') return Elements(values[0]);
-  return values;
+  bool too_big = false;
+  absl::StatusOr<std::vector<std::string>> values = Split(text, text, spread_array, &too_big);
+  if (values.ok() || !too_big) return values;
+  // A number past a double's range (a 401-digit integer, which CouchDB stores and cnp-server
+  // reads exactly), which rapidjson refuses even as text: read again from a copy with such
+  // numbers quoted, which has every other byte (and error) where the text has it.
+  const couchdb::QuotedNumbers quoted = couchdb::QuoteLargeNumbers(text);
+  return Split(text, quoted.text, spread_array, nullptr);
 }
 
 absl::StatusOr<std::string> SingleJsonValue(const std::string& text) {

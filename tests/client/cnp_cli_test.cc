@@ -53,6 +53,18 @@ TEST_F(CnpCliTest, MapsNdjsonAndKeepsNumbersExactlyAsWritten) {
                 R"([{"_id":"big","n":123456789012345678901234567890}])");
   EXPECT_EQ(big.exit_code, 0) << big.out;
   EXPECT_THAT(big.out, HasSubstr(R"([["big",246913578024691357802469135780]])"));
+
+  // One past a double's range too (401 digits, which CouchDB stores): before, rapidjson refused
+  // the input ("Number too big to be stored in double").
+  const std::string huge = "1" + std::string(400, '2');
+  CliRun past = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled -"),
+                    absl::StrCat(R"([{"_id":"huge","n":)", huge, "}]"));
+  EXPECT_EQ(past.exit_code, 0) << past.out;
+  EXPECT_THAT(past.out, HasSubstr(absl::StrCat(R"({"id":"huge","rows":[[["huge",2)", std::string(400, '4'), "]]]")));
+  CliRun valid = Cnp(absl::StrCat("validate ", target_, " svc_fns.guard|3 -"),
+                     absl::StrCat(R"({"_id":"huge","n":)", huge, "}"));
+  EXPECT_EQ(valid.exit_code, 0) << valid.out;
+  EXPECT_THAT(valid.out, HasSubstr(R"({"outcome":"ok"})"));
 }
 
 TEST_F(CnpCliTest, ReducesValidatesAndResolves) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -33,6 +34,22 @@ TEST(JsonInputTest, OnlyALoneArrayIsSpread) {
 
 TEST(JsonInputTest, ErrorsNameTheirPlace) {
   absl::StatusOr<std::vector<std::string>> values = SplitJsonValues("[{\"a\":1},\n 5,,]", true);
+  ASSERT_FALSE(values.ok());
+  EXPECT_THAT(std::string(values.status().message()), ::testing::HasSubstr("line 2, column 4"));
+}
+
+// A number past a double's range (401 digits: CouchDB stores such integers, cnp-server reads
+// them exactly) is refused by rapidjson even as text; it is read all the same, and each value
+// is still cut out exactly as written.
+TEST(JsonInputTest, NumbersPastADoublesRangeAreReadAndKeptAsWritten) {
+  const std::string big(401, '7');
+  const std::string doc = absl::StrCat(R"({"_id":"big","n":)", big, R"(,"s":")", big, R"("})");
+  EXPECT_THAT(*SplitJsonValues(absl::StrCat("[", doc, " , -", big, ",1e400]"), true),
+              ElementsAre(doc, "-" + big, "1e400"));
+  EXPECT_THAT(*SplitJsonValues(absl::StrCat(doc, "\n", big, "\n"), true), ElementsAre(doc, big));
+  // An error after one is still found at its place.
+  absl::StatusOr<std::vector<std::string>> values =
+      SplitJsonValues(absl::StrCat("[", big, ",\n 5,,]"), true);
   ASSERT_FALSE(values.ok());
   EXPECT_THAT(std::string(values.status().message()), ::testing::HasSubstr("line 2, column 4"));
 }
