@@ -60,6 +60,17 @@ class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapRespo
   calls::FunctionCalls& calls_;
 };
 
+// What the health service (grpc.health.v1) reports, overall ("") and by the name of each
+// service the server exports of its own: a probe that names the service (Kubernetes' gRPC probe
+// with `service:`) is answered as one that does not. Health and reflection are gRPC's.
+void ReportHealth(grpc::Server& server, bool serving) {
+  grpc::HealthCheckServiceInterface& health = *server.GetHealthCheckService();
+  health.SetServingStatus("", serving);
+  for (const char* service : {v1::Functions::service_full_name()}) {
+    health.SetServingStatus(service, serving);
+  }
+}
+
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
 // the credentials.
 void LogUpload(const AccessLog& access_log, const grpc::ServerContext& context,
@@ -265,7 +276,7 @@ absl::Status RpcServer::Start() {
             socket.is_unix || options_.security.auth_token_file.empty() ? ""
                                                                        : ", bearer token required");
   }
-  server_->GetHealthCheckService()->SetServingStatus(true);
+  ReportHealth(*server_, true);
   const int upload_threads = std::max(1, options_.upload_threads);
   const int waiting_uploads = std::max(0, options_.max_waiting_uploads);
   uploads_.emplace(upload_threads);
@@ -381,14 +392,14 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 }
 
 void RpcServer::SetServing(bool serving) {
-  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(serving);
+  if (server_ != nullptr) ReportHealth(*server_, serving);
 }
 
 bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
   if (server_ == nullptr) return true;
   // First: no new connections (gRPC would drop the ones handed to it from now on).
   acceptor_.reset();
-  server_->GetHealthCheckService()->SetServingStatus(false);
+  ReportHealth(*server_, false);
   shutdown_.DrainStreams();
   const absl::Time deadline = absl::Now() + grace;
   // gRPC stops accepting calls at once and waits for those in flight until the deadline.

@@ -73,6 +73,44 @@ class DrainTest(unittest.TestCase):
         self.assertIn("draining", log)
         self.assertLess(log.index("draining"), log.index("no new calls"))
 
+    def test_health_by_service_name_follows_the_overall_status(self):
+        """A probe that names the service (Kubernetes' gRPC probe with `service:`) is answered
+        as one that does not, through start, drain and shutdown: SERVING, then NOT_SERVING to
+        a Watch and a new Check, and never SERVING again before the server is gone."""
+        check = self.channel.unary_unary("/grpc.health.v1.Health/Check",
+                                         request_serializer=identity,
+                                         response_deserializer=identity)
+        watch = self.channel.unary_stream("/grpc.health.v1.Health/Watch",
+                                          request_serializer=identity,
+                                          response_deserializer=identity)
+        names = {"overall": b"", "cnp.v1.Functions": health_request("cnp.v1.Functions")}
+        watches = {}
+        for label, request in names.items():
+            self.assertEqual(check(request, timeout=30), harness.HEALTH_SERVING, label)
+            watches[label] = watch(request, timeout=120)
+            self.assertEqual(next(watches[label]), harness.HEALTH_SERVING, label)
+
+        self.server.send_signal(signal.SIGTERM)  # the drain
+        for label, request in names.items():
+            self.assertEqual(next(watches[label]), harness.HEALTH_NOT_SERVING, label)
+            self.assertEqual(check(request, timeout=30), harness.HEALTH_NOT_SERVING, label)
+
+        self.server.send_signal(signal.SIGTERM)  # the shutdown
+        self.assertEqual(self.server.wait(timeout=60), 0, self.log())
+        for label, statuses in watches.items():
+            try:
+                rest = list(statuses)
+            except grpc.RpcError:
+                rest = []  # the stream ended with the connection
+            self.assertEqual([s for s in rest if s != harness.HEALTH_NOT_SERVING], [], label)
+
+
+def health_request(service):
+    """grpc.health.v1.HealthCheckRequest{service}: field 1, length-delimited."""
+    name = service.encode()
+    assert len(name) < 128
+    return bytes([0x0A, len(name)]) + name
+
 
 if __name__ == "__main__":
     unittest.main()
