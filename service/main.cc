@@ -27,6 +27,7 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/common/protobuf_log.h"
 #include "service/config/server_config.h"
 #include "service/metrics/metrics_server.h"
 #include "service/pool/async_worker_pool.h"
@@ -150,6 +151,8 @@ int Run(int argc, char** argv) {
     return 2;
   }
   cnp::SetLogFormat(format);
+  // protobuf's own lines (a message that does not parse or encode) in this log's format, a few.
+  cnp::RouteProtobufLog();
 
   asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;

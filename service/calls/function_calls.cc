@@ -11,6 +11,7 @@
 #include "service/calls/failure_status.h"
 #include "service/common/function_errors.h"
 #include "service/common/function_log.h"
+#include "service/common/protobuf_log.h"
 #include "service/metrics/service_metrics.h"
 
 namespace cnp::calls {
@@ -149,13 +150,17 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
   int64_t docs = 0;
   int64_t doc_bytes = 0;
   {
+    // What protobuf says of a bad function name goes into the answer, not the log; the scan
+    // does not suspend, so no other call's lines are taken.
+    ProtobufLogCapture protobuf_said;
     EncodedMapRequest scan(request);
     while (std::optional<std::string_view> doc = scan.Next(&functions)) {
       ++docs;
       doc_bytes += doc->size();
     }
     if (scan.failed()) {
-      co_return absl::InvalidArgumentError("the request is not a valid cnp.v1.MapRequest");
+      co_return absl::InvalidArgumentError(absl::StrCat(
+          "the Map request is not a valid cnp.v1.MapRequest: ", protobuf_said.Reason()));
     }
   }
   if (absl::Status s = RequireFunctions(functions.size()); !s.ok()) co_return s;

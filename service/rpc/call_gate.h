@@ -7,8 +7,8 @@
 // reading its request (bearer_token_processor.h, an AuthMetadataProcessor): a call without it
 // never gets here, and this check finds the token it let through. gRPC runs such a processor
 // for secure credentials only, so on plaintext TCP listeners (where a token is accepted on
-// loopback only) this is the only check, made once gRPC has received the whole request: there
-// --max-grpc-memory bounds what tokenless calls can make it hold. Here the peer's address is
+// loopback only) this is the only check, made once gRPC has received the whole request's bytes
+// (but before our code parses them, request_parsing.h): there --max-grpc-memory bounds what tokenless calls can make it hold. Here the peer's address is
 // known, which the access log wants and the processor cannot tell.
 // The health and reflection services are not gated: they reveal nothing the public API does not.
 //

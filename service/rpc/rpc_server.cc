@@ -23,6 +23,7 @@
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
 #include "service/rpc/encoded_map_call.h"
+#include "service/rpc/request_parsing.h"
 #include "service/rpc/server_stream_call.h"
 #include "service/rpc/unary_call.h"
 
@@ -297,15 +298,15 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   calls::FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
   // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
-  // thread; measured from admission to answer.
-  auto unary = [&]<class Request, class Response>(
-                   typename UnaryMethod<Service, Request, Response>::Requester requester,
-                   const char* name, auto compute) {
-    UnaryMethod<Service, Request, Response>::Listen(
+  // thread; measured from admission to answer. Its request and answer are bytes: `compute`
+  // parses the request, once the call is admitted (request_parsing.h).
+  using Unary = UnaryMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
+  auto unary = [&](Unary::Requester requester, const char* name, auto compute) {
+    Unary::Listen(
         context, service_, shutdown_, requester, name, &PeerOf,
         [&gate, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
-            grpc::ServerContext& server_context, Request& request,
-            Response& response) -> asio::awaitable<grpc::Status> {
+            grpc::ServerContext& server_context, grpc::ByteBuffer& request,
+            grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
           const absl::Time start = absl::Now();
           grpc::Status status;
           if (absl::Status admitted = gate.Admit(server_context, name); !admitted.ok()) {
@@ -319,20 +320,27 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           co_return status;
         });
   };
+  // One of FunctionCalls' typed calls as a unary RPC.
   auto unary_call = [&]<class Request, class Response>(
-                        typename UnaryMethod<Service, Request, Response>::Requester requester,
+                        Unary::Requester requester,
                         asio::awaitable<absl::Status> (calls::FunctionCalls::*method)(
                             Request&, absl::Time, Response&),
                         const char* name) {
-    unary.template operator()<Request, Response>(
-        requester, name,
-        [&calls, method](absl::Time deadline, Request& request,
-                         Response& response) -> asio::awaitable<grpc::Status> {
-          co_return ToGrpcStatus(co_await (calls.*method)(request, deadline, response));
-        });
+    unary(requester, name,
+          [&calls, method, name](absl::Time deadline, grpc::ByteBuffer& request_bytes,
+                                 grpc::ByteBuffer& response_bytes)
+              -> asio::awaitable<grpc::Status> {
+            Request request;
+            if (absl::Status parsed = ParseRequest(request_bytes, name, request); !parsed.ok()) {
+              co_return ToGrpcStatus(parsed);
+            }
+            Response response;
+            absl::Status status = co_await (calls.*method)(request, deadline, response);
+            if (!status.ok()) co_return ToGrpcStatus(status);
+            co_return SerializeResponse(response, response_bytes);
+          });
   };
-  unary.template operator()<grpc::ByteBuffer, grpc::ByteBuffer>(
-      &Service::RequestMap, "Map",
+  unary(&Service::RequestMap, "Map",
       [&calls](absl::Time deadline, grpc::ByteBuffer& request,
                grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
         return ServeEncodedMap(calls, deadline, request, response);
@@ -343,17 +351,20 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
              "CallDesignFunction");
   unary_call(&Service::RequestResolve, &calls::FunctionCalls::Resolve, "Resolve");
 
-  using MapStream = StreamMethod<Service, v1::MapRequest, v1::MapResponse>;
+  // Streams carry bytes too, each message parsed by ParsingStreamHandler; a stream is admitted
+  // before its first message is read.
+  using MapStream = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   MapStream::Listen(
       context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
       [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
         }
-        return std::make_unique<MapStreamHandler>(calls);
+        return std::make_unique<ParsingStreamHandler<v1::MapRequest, v1::MapResponse>>(
+            std::make_unique<MapStreamHandler>(calls), "MapStream");
       });
 
-  using Session = StreamMethod<Service, v1::SessionInput, v1::SessionOutput>;
+  using Session = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   Session::Listen(
       context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf,
       [sessions = sessions_, &gate](grpc::ServerContext& server_context) -> Session::FactoryResult {
@@ -363,17 +374,18 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
         std::unique_ptr<SessionHandler> session;
         if (sessions) session = sessions();
         if (session == nullptr) session = std::make_unique<UnavailableSession>();
-        return session;
+        return std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(
+            std::move(session), "Session");
       });
 
   using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;
   const AccessLog& access_log = *access_log_;
-  // Admitted on the context's thread, before the call waits for an upload thread: a call
-  // without the token is refused at once, and every Upload let in is in the access log even
-  // while it waits.
+  // Admitted on the context's thread, before its request is parsed and before the call waits
+  // for an upload thread: a call without the token is refused at once, and every Upload let
+  // in is in the access log even while it waits.
   Upload::Listen(
-      context, service_, shutdown_, &Service::RequestUpload,
-      [&gate](grpc::ServerContext& server_context, const v1::UploadRequest&) -> grpc::Status {
+      context, service_, shutdown_, &Service::RequestUpload, "Upload",
+      [&gate](grpc::ServerContext& server_context) -> grpc::Status {
         return ToGrpcStatus(gate.Admit(server_context, "Upload"));
       },
       *upload_limit_,

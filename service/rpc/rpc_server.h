@@ -41,12 +41,14 @@ using UploadEmit = std::function<bool(const v1::UploadEvent&)>;
 using UploadHandler = std::function<absl::Status(const v1::UploadRequest&, const UploadEmit&,
                                                  std::stop_token stop)>;
 
-// cnp.v1.Functions on the async API, with Map served on its wire form (encoded_map_call.h).
+// cnp.v1.Functions on the async API, every method on its wire form: requests arrive as bytes
+// and are parsed by our code once the call is admitted (request_parsing.h), Map's by its own
+// reader (encoded_map_call.h).
 using FunctionsService = v1::Functions::WithRawMethod_Map<
-    v1::Functions::WithAsyncMethod_MapStream<v1::Functions::WithAsyncMethod_Reduce<
-        v1::Functions::WithAsyncMethod_Validate<v1::Functions::WithAsyncMethod_CallDesignFunction<
-            v1::Functions::WithAsyncMethod_Resolve<v1::Functions::WithAsyncMethod_Upload<
-                v1::Functions::WithAsyncMethod_Session<v1::Functions::Service>>>>>>>>;
+    v1::Functions::WithRawMethod_MapStream<v1::Functions::WithRawMethod_Reduce<
+        v1::Functions::WithRawMethod_Validate<v1::Functions::WithRawMethod_CallDesignFunction<
+            v1::Functions::WithRawMethod_Resolve<v1::Functions::WithRawMethod_Upload<
+                v1::Functions::WithRawMethod_Session<v1::Functions::Service>>>>>>>>;
 
 // Enough for the connections one host's clients need (an adapter or a client program holds one,
 // nginx one per call in flight), far from all the server can hold.

@@ -5,9 +5,11 @@
 // waiting for that write.
 //
 // Before a call gets near that executor it is admitted on the context's thread (`admit`: the
-// token check) and takes a slot of `limit` (the calls running or waiting for a blocking
-// thread): a call refused by either is answered at once, never queued behind the uploads
-// running. Then `accepted` runs (the access log), still on the context's thread.
+// token check), its request parsed (request_parsing.h: it arrives as bytes, so that a peer
+// without the token is told so whatever it sent, and one that sent no valid request is told
+// INVALID_ARGUMENT) and it takes a slot of `limit` (the calls running or waiting for a
+// blocking thread): a call refused by any of these is answered at once, never queued behind
+// the uploads running. Then `accepted` runs (the access log), still on the context's thread.
 //
 // When the call is cancelled (the client cancels or goes away, its deadline passes, the server
 // shuts down) the handler's std::stop_token is told, and emitting fails from then on: the
@@ -33,7 +35,9 @@
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/blocking_call_limit.h"
+#include "service/rpc/request_parsing.h"
 #include "service/rpc/shutdown_gate.h"
+#include "service/rpc/status_mapping.h"
 
 namespace cnp::rpc {
 
@@ -41,32 +45,33 @@ template <class Service, class Request, class Response>
 class ServerStreamMethod
     : public std::enable_shared_from_this<ServerStreamMethod<Service, Request, Response>> {
  public:
-  using Writer = grpc::ServerAsyncWriter<Response>;
-  using Requester = void (Service::*)(grpc::ServerContext*, Request*, Writer*,
+  using Writer = grpc::ServerAsyncWriter<grpc::ByteBuffer>;
+  using Requester = void (Service::*)(grpc::ServerContext*, grpc::ByteBuffer*, Writer*,
                                       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
   // Sends one message; false when the call is over (client gone, cancelled).
   using Emit = std::function<bool(const Response&)>;
   using Handler = std::function<grpc::Status(grpc::ServerContext&, const Request&, const Emit&,
                                              std::stop_token)>;
-  // Runs on the context's thread as the call arrives: OK lets it go on, anything else is its
-  // answer. Must not block.
-  using Admit = std::function<grpc::Status(grpc::ServerContext&, const Request&)>;
+  // Runs on the context's thread as the call arrives, before its request is parsed: OK lets it
+  // go on, anything else is its answer. Must not block.
+  using Admit = std::function<grpc::Status(grpc::ServerContext&)>;
   // Runs on the context's thread once the call holds its slot, before it waits for a thread.
   using Accepted = std::function<void(grpc::ServerContext&, const Request&)>;
 
+  // `rpc` names the method in the answer to a request that does not parse.
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, Admit admit, BlockingCallLimit& limit,
+                     Requester requester, const char* rpc, Admit admit, BlockingCallLimit& limit,
                      Accepted accepted, asio::any_io_executor blocking, Handler handler) {
-    std::make_shared<ServerStreamMethod>(context, service, gate, requester, std::move(admit),
-                                         limit, std::move(accepted), std::move(blocking),
-                                         std::move(handler))
+    std::make_shared<ServerStreamMethod>(context, service, gate, requester, rpc,
+                                         std::move(admit), limit, std::move(accepted),
+                                         std::move(blocking), std::move(handler))
         ->AwaitNextCall();
   }
 
   ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, Admit admit, BlockingCallLimit& limit,
+                     Requester requester, const char* rpc, Admit admit, BlockingCallLimit& limit,
                      Accepted accepted, asio::any_io_executor blocking, Handler handler)
-      : context_(context), service_(service), gate_(gate), requester_(requester),
+      : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
         admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
         blocking_(std::move(blocking)), handler_(std::move(handler)) {}
 
@@ -75,6 +80,7 @@ class ServerStreamMethod
     explicit Call(grpc_asio::GrpcContext& context) : done(context, server_context) {}
     grpc::ServerContext server_context;
     grpc_asio::CallDone done;
+    grpc::ByteBuffer bytes;  // the request as it came
     Request request;
     Writer writer{&server_context};
   };
@@ -92,20 +98,26 @@ class ServerStreamMethod
     co_await asio::this_coro::throw_if_cancelled(false);
     grpc_asio::GrpcContext& context = self->context_;
     if (!co_await grpc_asio::RequestCall(context, self->service_, self->requester_,
-                                         call->server_context, call->request, call->writer)) {
+                                         call->server_context, call->bytes, call->writer)) {
       co_return;
     }
     self->AwaitNextCall();
     CountedCall counted(self->gate_);
-    // The handler's thread waits for each write, which only this context's thread may start.
-    // (A write posted once the context's loop has ended is dropped with its promise: the
-    // handler then sees a broken promise, as good as a client gone, rather than waiting.)
+    // The handler's thread encodes each message and waits for its write, which only this
+    // context's thread may start. (A write posted once the context's loop has ended is dropped
+    // with its promise: the handler then sees a broken promise, as good as a client gone,
+    // rather than waiting.)
     auto write = [&context, &call = *call](const Response& response, std::stop_token stop) {
       if (stop.stop_requested()) return false;
+      grpc::ByteBuffer bytes;
+      if (grpc::Status encoded = SerializeResponse(response, bytes); !encoded.ok()) {
+        LogError("cannot encode a message of a server stream: ", encoded.error_message());
+        return false;
+      }
       auto written = std::make_shared<std::promise<bool>>();
       std::future<bool> done = written->get_future();
-      context.Post([&context, &call, &response, written] {
-        grpc_asio::Write(context, call.writer, response,
+      context.Post([&context, &call, &bytes, written] {
+        grpc_asio::Write(context, call.writer, bytes,
                          [written](bool ok) { written->set_value(ok); });
       });
       try {
@@ -114,7 +126,10 @@ class ServerStreamMethod
         return false;
       }
     };
-    grpc::Status status = self->admit_(call->server_context, call->request);
+    grpc::Status status = self->admit_(call->server_context);
+    if (status.ok()) {
+      status = ToGrpcStatus(ParseRequest(call->bytes, self->rpc_, call->request));
+    }
     if (status.ok()) {
       // Held until the handler has returned: the calls running and waiting stay bounded.
       std::optional<BlockingCallLimit::Slot> slot = self->limit_.TryEnter();
@@ -144,6 +159,7 @@ class ServerStreamMethod
   Service& service_;
   ShutdownGate& gate_;
   const Requester requester_;
+  const char* const rpc_;
   const Admit admit_;
   BlockingCallLimit& limit_;
   const Accepted accepted_;

@@ -30,6 +30,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::StartsWith;
 using pool::Reply;
 using pool::Task;
 using testing::FakeAnswer;
@@ -159,10 +160,16 @@ TEST_F(FunctionCallsTest, MapEncodedRefusesBytesThatAreNoMapRequest) {
   std::string bad_name_bytes = bad_name.SerializeAsString();
   bad_name_bytes += std::string("\x0a\x02\xff\xfe", 4);  // field 1 (functions), 2 bytes
 
-  for (const std::string& bytes : {truncated, bad_name_bytes}) {
+  // Each answer says what was wrong (for the name, what protobuf said of it, not in the log).
+  const std::pair<std::string, std::string> cases[] = {
+      {truncated, "cut short, or not protobuf at all"},
+      {bad_name_bytes, "String field 'cnp.v1.MapRequest.functions' contains invalid UTF-8"}};
+  for (const auto& [bytes, reason] : cases) {
     const absl::Status status = Await(calls.MapEncoded(bytes, absl::InfiniteFuture(), chunks));
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(status.message(), "the request is not a valid cnp.v1.MapRequest");
+    const std::string message(status.message());
+    EXPECT_THAT(message, StartsWith("the Map request is not a valid cnp.v1.MapRequest: "));
+    EXPECT_THAT(message, HasSubstr(reason));
   }
   EXPECT_THAT(runner.started(), IsEmpty());
 }

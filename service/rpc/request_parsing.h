@@ -1,0 +1,74 @@
+// Every cnp.v1.Functions RPC receives its request as bytes and parses it here, once the call
+// has been admitted (call_gate.h), rather than letting gRPC parse it first: gRPC answers a
+// request it cannot parse INTERNAL "Unable to parse request" before any code of ours runs, so
+// on a plaintext listener a peer without the token got that instead of UNAUTHENTICATED, no
+// access-log line, and a protobuf log line for each such request. Here a request that does not
+// parse is INVALID_ARGUMENT, with what protobuf found wrong (proto/cnp/v1/functions.proto),
+// and protobuf's own line about it goes into that answer rather than into the log
+// (service/common/protobuf_log.h).
+//
+// Map is parsed by its own reader, straight from the bytes (encoded_map_call.h); unary RPCs,
+// streams (ParsingStreamHandler) and Upload (server_stream_call.h) use ParseRequest.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "asio/awaitable.hpp"
+#include "google/protobuf/message.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "grpcpp/support/status.h"
+#include "service/rpc/stream_call.h"
+
+namespace cnp::rpc {
+
+// Parses `bytes` (consumed) into `request`: INVALID_ARGUMENT naming `rpc`, the message type
+// and what was wrong when they are not one.
+absl::Status ParseRequest(grpc::ByteBuffer& bytes, const char* rpc,
+                          google::protobuf::Message& request);
+
+// A response as the bytes gRPC sends (what gRPC does for a typed method).
+template <class Message>
+grpc::Status SerializeResponse(const Message& response, grpc::ByteBuffer& bytes) {
+  bool own_buffer = false;
+  return grpc::GenericSerialize<grpc::ProtoBufferWriter, Message>(response, &bytes, &own_buffer);
+}
+
+// A stream of typed messages served on one of bytes: each request is parsed (one that does not
+// parse ends the stream INVALID_ARGUMENT) and each answer serialized, around `typed`.
+template <class Request, class Response>
+class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  ParsingStreamHandler(std::unique_ptr<StreamHandler<Request, Response>> typed, const char* rpc)
+      : typed_(std::move(typed)), rpc_(rpc) {}
+
+  asio::awaitable<absl::StatusOr<std::optional<grpc::ByteBuffer>>> Handle(
+      grpc::ByteBuffer& bytes) override {
+    // One request object for the stream, as gRPC had: its fields' memory is reused.
+    if (absl::Status parsed = ParseRequest(bytes, rpc_, request_); !parsed.ok()) co_return parsed;
+    absl::StatusOr<std::optional<Response>> answer = co_await typed_->Handle(request_);
+    if (!answer.ok()) co_return answer.status();
+    if (!answer->has_value()) co_return std::nullopt;
+    ends_stream_ = typed_->EndsStream(**answer);
+    grpc::ByteBuffer out;
+    if (grpc::Status written = SerializeResponse(**answer, out); !written.ok()) {
+      co_return absl::InternalError(
+          absl::StrCat("cannot encode the answer: ", written.error_message()));
+    }
+    co_return out;
+  }
+  // Asked right after Handle, of the answer it returned.
+  bool EndsStream(const grpc::ByteBuffer&) override { return ends_stream_; }
+  asio::awaitable<void> Close() override { co_await typed_->Close(); }
+
+ private:
+  const std::unique_ptr<StreamHandler<Request, Response>> typed_;
+  const char* const rpc_;
+  Request request_;
+  bool ends_stream_ = false;
+};
+
+}  // namespace cnp::rpc

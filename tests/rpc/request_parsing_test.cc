@@ -1,0 +1,184 @@
+// Requests that do not parse, end to end through a real cnp-server (service/rpc/request_parsing.h):
+// every RPC reads its request as bytes and parses it once the call is admitted, so on the
+// plaintext TCP listener a peer without the token is told UNAUTHENTICATED whatever it sent (and
+// is in the access log), and an admitted peer that sent no valid request is told
+// INVALID_ARGUMENT with what was wrong - not gRPC's INTERNAL "Unable to parse request", and not
+// an OK for a stream whose message did not parse. Neither writes protobuf's own line to the
+// log for each request.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+#include "tests/support/runfiles.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ServerProcess;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kToken[] = "request-parsing-test-token";
+
+// A length-delimited protobuf field: what a proto3 string field is on the wire, whatever its
+// bytes (a client library would refuse to send invalid UTF-8 in one).
+std::string Field(int number, const std::string& bytes) {
+  std::string out(1, static_cast<char>((number << 3) | 2));
+  size_t n = bytes.size();
+  do {
+    out += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    n >>= 7;
+  } while (n > 0);
+  return out + bytes;
+}
+
+// Bytes that are no protobuf message: field 31's tag with a wire type that does not exist.
+const std::string kGarbage = "\xff\xff\xff\xff";
+
+struct Answer {
+  grpc::StatusCode code;
+  std::string message;
+};
+
+// One call of `method` that sends `request` as its one message, on any kind of method (unary,
+// client, server or bidirectional streaming look alike on the wire), and reads whatever comes
+// back until the status.
+Answer RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+               const std::string& request, bool with_token) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  if (with_token) context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, method, &cq);
+  void* tag;
+  bool ok;
+  auto step = [&] { return cq.Next(&tag, &ok) && ok; };
+  call->StartCall(nullptr);
+  if (step()) {
+    grpc::Slice slice(request);
+    grpc::ByteBuffer bytes(&slice, 1);
+    call->WriteLast(bytes, grpc::WriteOptions(), nullptr);
+    step();
+    grpc::ByteBuffer answer;
+    do {
+      call->Read(&answer, nullptr);
+    } while (step());
+  }
+  grpc::Status status;
+  call->Finish(&status, nullptr);
+  cq.Next(&tag, &ok);
+  return {status.error_code(), status.error_message()};
+}
+
+const std::vector<std::pair<std::string, std::string>> kMethods = {
+    {"Map", "cnp.v1.MapRequest"},
+    {"Reduce", "cnp.v1.ReduceRequest"},
+    {"Validate", "cnp.v1.ValidateRequest"},
+    {"CallDesignFunction", "cnp.v1.DesignFunctionRequest"},
+    {"Resolve", "cnp.v1.ResolveRequest"},
+    {"MapStream", "cnp.v1.MapRequest"},
+    {"Session", "cnp.v1.SessionInput"},
+    {"Upload", "cnp.v1.UploadRequest"},
+};
+
+class RequestParsingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = testing::ShortTempDir();
+    testing::WriteFile(dir + "/token", absl::StrCat(kToken, "\n"));
+    auto server = ServerProcess::Start(
+        {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
+         "--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    tcp_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->Port()),
+                               grpc::InsecureChannelCredentials());
+    unix_ = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
+  }
+
+  // Lines of the server's log that protobuf wrote, or that tell of protobuf's.
+  int ProtobufLines() const {
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(server_->Log(), '\n')) {
+      if (absl::StrContains(line, "libprotobuf") || absl::StrContains(line, "protobuf:") ||
+          absl::StrContains(line, "invalid UTF-8")) {
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+  std::shared_ptr<grpc::Channel> tcp_, unix_;
+};
+
+TEST_F(RequestParsingTest, APeerWithoutTheTokenIsUnauthenticatedWhateverItSends) {
+  for (const auto& [rpc, type] : kMethods) {
+    const std::string method = absl::StrCat("/cnp.v1.Functions/", rpc);
+    for (const std::string& request : {kGarbage, Field(1, "a.\xff")}) {
+      Answer answer = RawCall(tcp_, method, request, /*with_token=*/false);
+      EXPECT_EQ(answer.code, grpc::StatusCode::UNAUTHENTICATED) << rpc << ": " << answer.message;
+      EXPECT_THAT(answer.message, HasSubstr("bearer token")) << rpc;
+    }
+    EXPECT_TRUE(server_->WaitForLog(absl::StrCat("call=", rpc, " code=UNAUTHENTICATED"),
+                                    absl::Seconds(30)))
+        << rpc << ": no access-log line\n"
+        << server_->Log();
+  }
+  EXPECT_EQ(ProtobufLines(), 0) << server_->Log();
+}
+
+TEST_F(RequestParsingTest, AnAdmittedRequestThatDoesNotParseIsInvalidArgument) {
+  for (const auto& [rpc, type] : kMethods) {
+    const std::string method = absl::StrCat("/cnp.v1.Functions/", rpc);
+    // Garbage, over TCP with the token and over the unix socket (which needs none).
+    for (const auto& channel : {tcp_, unix_}) {
+      Answer answer = RawCall(channel, method, kGarbage, /*with_token=*/true);
+      EXPECT_EQ(answer.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc << ": " << answer.message;
+      EXPECT_THAT(answer.message, HasSubstr(absl::StrCat("not a valid ", type))) << rpc;
+    }
+    // A string field that is not UTF-8 (Session's line is bytes: any bytes are a line).
+    if (rpc == "Session") continue;
+    const std::string name = Field(rpc == "CallDesignFunction" ? 2 : 1, "a.\xff");
+    const std::string request = rpc == "Upload" ? Field(1, name) : name;  // a file's name
+    Answer answer = RawCall(unix_, method, request, /*with_token=*/false);
+    EXPECT_EQ(answer.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc << ": " << answer.message;
+    EXPECT_THAT(answer.message,
+                AllOf(HasSubstr(absl::StrCat("the ", rpc, " request is not a valid ", type, ": ")),
+                      HasSubstr("invalid UTF-8"), Not(HasSubstr("Use the 'bytes' type"))))
+        << rpc;
+  }
+  // What protobuf said went into the answers, not into the log.
+  EXPECT_EQ(ProtobufLines(), 0) << server_->Log();
+}
+
+TEST_F(RequestParsingTest, ManyRequestsThatDoNotParseWriteNoLogLineEach) {
+  constexpr int kRequests = 200;
+  for (int i = 0; i < kRequests; ++i) {
+    Answer answer = RawCall(i % 2 == 0 ? tcp_ : unix_, "/cnp.v1.Functions/Resolve",
+                            Field(1, "a.\xff"), /*with_token=*/false);
+    ASSERT_EQ(answer.code, i % 2 == 0 ? grpc::StatusCode::UNAUTHENTICATED
+                                      : grpc::StatusCode::INVALID_ARGUMENT)
+        << answer.message;
+  }
+  // The server still serves, and the log holds no line of protobuf's.
+  Answer fine = RawCall(unix_, "/cnp.v1.Functions/Resolve", Field(1, "svc_fns.doubled"), false);
+  EXPECT_EQ(fine.code, grpc::StatusCode::OK) << fine.message;
+  EXPECT_EQ(ProtobufLines(), 0) << server_->Log();
+}
+
+}  // namespace
+}  // namespace cnp
