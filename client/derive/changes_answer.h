@@ -29,6 +29,7 @@ struct ChangesAnswer {
 
 // Parses `text`, a _changes answer (or what cnp derive makes of a feed's lines), and takes it
 // into the answer; on an error `text` is left as it was, for a caller that looks into it.
-absl::StatusOr<ChangesAnswer> ParseChanges(std::string& text);
+// `max_depth` as couchdb::ParseJsonExact's.
+absl::StatusOr<ChangesAnswer> ParseChanges(std::string& text, int max_depth = couchdb::kMaxJsonDepth);
 
 }  // namespace cnp::derive

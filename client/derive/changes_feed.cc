@@ -133,8 +133,8 @@ ChangesAnswer ChangesFeed::Take(size_t max, size_t max_bytes) {
     absl::StrAppend(&json, "],\"last_seq\":", taken_seq_json_, "}");
   }
   // Each line was parsed (its depth bounded, its UTF-8 checked) when it was queued: this cannot
-  // fail.
-  absl::StatusOr<ChangesAnswer> answer = ParseChanges(json);
+  // fail, given the two levels ({"results": [) that hold the lines here.
+  absl::StatusOr<ChangesAnswer> answer = ParseChanges(json, couchdb::kMaxJsonDepth + 2);
   return answer.ok() ? *std::move(answer) : ChangesAnswer{};
 }
 

@@ -149,16 +149,15 @@ class ExactBuilder {
       : doc_(doc), stream_(stream), original_(original), quoted_(quoted),
         rows_member_(rows_member), docs_(docs) {}
 
-  bool Null() { return Element(), doc_.Null(); }
-  bool Bool(bool b) { return Element(), doc_.Bool(b); }
-  bool Int(int i) { return Element(), doc_.Int(i); }
-  bool Uint(unsigned u) { return Element(), doc_.Uint(u); }
-  bool Int64(int64_t i) { return Element(), doc_.Int64(i); }
-  bool Uint64(uint64_t u) { return Element(), doc_.Uint64(u); }
-  bool Double(double d) { return Element(), doc_.Double(d); }
+  bool Null() { return Element() && doc_.Null(); }
+  bool Bool(bool b) { return Element() && doc_.Bool(b); }
+  bool Int(int i) { return Element() && doc_.Int(i); }
+  bool Uint(unsigned u) { return Element() && doc_.Uint(u); }
+  bool Int64(int64_t i) { return Element() && doc_.Int64(i); }
+  bool Uint64(uint64_t u) { return Element() && doc_.Uint64(u); }
+  bool Double(double d) { return Element() && doc_.Double(d); }
   bool RawNumber(const char* text, rapidjson::SizeType length, bool) {
-    Element();
-    return Number({text, length});
+    return Element() && Number({text, length});
   }
   bool String(const char* text, rapidjson::SizeType length, bool copy) {
     Element();
@@ -204,9 +203,11 @@ class ExactBuilder {
   }
 
  private:
-  // A value begins: an element of the rows array gets its (empty) place in `docs`.
-  void Element() {
+  // A value begins: an element of the rows array gets its (empty) place in `docs`. Always true,
+  // for the callers' `&&`.
+  bool Element() {
     if (in_rows_ && depth_ == 2) docs_->emplace_back();
+    return true;
   }
   bool Number(absl::string_view text) {
     if (text.find_first_of(".eE") == absl::string_view::npos) {
@@ -239,10 +240,10 @@ class ExactBuilder {
 }  // namespace
 
 absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text, const char* rows_member,
-                                                   std::vector<TextSpan>* docs) {
-  if (NestsDeeperThan(text, kMaxJsonDepth)) {
+                                                   std::vector<TextSpan>* docs, int max_depth) {
+  if (NestsDeeperThan(text, max_depth)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+        absl::StrCat("JSON nested deeper than ", max_depth, " levels"));
   }
   constexpr unsigned kFlags = rapidjson::kParseIterativeFlag |
                               rapidjson::kParseValidateEncodingFlag |

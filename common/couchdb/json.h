@@ -37,14 +37,16 @@ bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b);
 //
 // `rows_member` and `docs`, when given, ask where the `doc` objects of the elements of the
 // top-level array `rows_member` lie in `text` ("results" of a _changes answer): docs[i] is the
-// [begin, end) of element i's "doc" object, {0, 0} when it has none.
+// [begin, end) of element i's "doc" object, {0, 0} when it has none. `max_depth` is for text
+// built of parts each already checked (their depth plus the levels that hold them).
 struct TextSpan {
   size_t begin = 0;
   size_t end = 0;
 };
 absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text,
                                                    const char* rows_member = nullptr,
-                                                   std::vector<TextSpan>* docs = nullptr);
+                                                   std::vector<TextSpan>* docs = nullptr,
+                                                   int max_depth = kMaxJsonDepth);
 
 // Whether `value` is a kept number (above), and its text as the JSON had it.
 bool IsKeptNumber(const rapidjson::Value& value);

@@ -50,6 +50,10 @@ class Reader {
   void Drain() {
     ChangesAnswer answer = feed_.Take(100);
     const rapidjson::Document& batch = answer.json;
+    if (!batch.IsObject()) {
+      notes.push_back("Take() answered no batch");
+      return;
+    }
     for (rapidjson::SizeType r = 0; r < batch["results"].Size(); ++r) {
       const auto& change = batch["results"][r];
       docs[change["id"].GetString()] = std::string(answer.DocText(r));
@@ -202,7 +206,12 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
                                         "}}\n");
   const std::string not_utf8 = "{\"seq\":\"3-g1AA\",\"id\":\"latin1\",\"changes\":[{\"rev\":\"1-x\"}],"
                                "\"doc\":{\"_id\":\"latin1\",\"town\":\"Troms\xf8\"}}\n";
-  // Not unreadable: an integer past a double's range, which CouchDB stores (jiffy's bignums).
+  // Not unreadable: a line exactly 4096 levels deep (the line, its document, and 4094 levels of
+  // "x"), whose batch is two levels deeper ({"results": [...]}).
+  const std::string deepest = absl::StrCat(R"({"seq":"2-g1AB","id":"deepest","changes":[{"rev":"1-x"}],)",
+                                           R"("doc":{"_id":"deepest","x":)", std::string(4094, '['),
+                                           std::string(4094, ']'), "}}\n");
+  // Nor an integer past a double's range, which CouchDB stores (jiffy's bignums).
   const std::string big_doc = absl::StrCat(R"({"_id":"big","n":)", std::string(401, '7'), "}");
   const std::string big = absl::StrCat(R"({"seq":"3-g1AB","id":"big","changes":[{"rev":"1-x"}],"doc":)", big_doc, "}\n");
   const std::string too_long = absl::StrCat(R"({"seq":4,"id":"long","changes":[{"rev":"1-x"}],"doc":{"pad":")",
@@ -213,7 +222,7 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
   ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     if (++calls == 1) {
-      return {200, absl::StrCat(Change("1", "first"), deep, not_utf8, big, too_long, Change("5", "last"),
+      return {200, absl::StrCat(Change("1", "first"), deep, deepest, not_utf8, big, too_long, Change("5", "last"),
                                 R"({"last_seq":5})", "\n")};
     }
     mu.Await(absl::Condition(&released));
@@ -224,8 +233,8 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
     ChangesFeed feed({.base_url = couch.url()}, "src", "0",
                      {.heartbeat = absl::Seconds(10), .max_line_bytes = 3000000}, signal);
     Reader reader(feed, signal);
-    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 6; })) << ::testing::PrintToString(reader.notes);
-    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "latin1", "big", "long", "last"));
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 7; })) << ::testing::PrintToString(reader.notes);
+    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "deepest", "latin1", "big", "long", "last"));
     EXPECT_EQ(reader.last_seq, "5");
     EXPECT_THAT(reader.unreadable,
                 ::testing::UnorderedElementsAre(
