@@ -557,7 +557,19 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     // The service's own output: CouchDB's map_doc reply, [[[key, value], ...]], its numbers
     // kept exactly (a key of 401 digits is written with its 401 digits).
     absl::StatusOr<Document> rows = couchdb::ParseJsonExact(result.rows());
-    if (!rows.ok() || !rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
+    if (!rows.ok()) {
+      // A key or value JSON can write but not carry as UTF-8: a str holding a lone surrogate
+      // (backslash-u d800), which Python allows and CouchDB would refuse. That document's error, as
+      // if its handler had raised; the others go on.
+      batch.failures.push_back(
+          {id, "UnwritableRow",
+           absl::StrCat("the handler's rows for this document cannot be stored as JSON (",
+                        rows.status().message(),
+                        "; a str holding a lone surrogate such as '\\ud800' is the usual cause)")});
+      batch.failed.insert(id);
+      continue;
+    }
+    if (!rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
     std::vector<Value>& out = batch.desired[id];

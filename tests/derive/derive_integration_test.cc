@@ -353,6 +353,20 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
               ::testing::MatchesRegex(R"(bad document bad1 \(derive_fns\.py:[0-9]+ in fragile\))"));
 }
 
+// A row CouchDB could not store (a key holding a lone surrogate) is that document's error; the
+// run goes on (it ended with "the service answered map rows that are not ...").
+TEST_F(DeriveTest, ARowThatCannotBeStoredIsItsDocumentsErrorAndTheOthersGoOn) {
+  Fill("lone_src", R"([{"_id":"a","town":"Oslo"},{"_id":"lone1","town":"X","lone":true},{"_id":"c","town":"Bergen"}])");
+  std::string out =
+      RunOnce(TownsDeclaration("lone", "lone_src", "lone_map", "derive_fns.lone_surrogate"));
+  EXPECT_THAT(out, HasSubstr("derive_fns.lone_surrogate failed on lone1: UnwritableRow"));
+  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  std::multimap<std::string, std::string> rows = ByKey("lone_map");
+  EXPECT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows.count("\"Oslo\""), 1u);
+  EXPECT_EQ(rows.count("\"Bergen\""), 1u);
+}
+
 // Ten documents of 7 MB, each well under CouchDB's 8 MB limit, make one batch of changes longer
 // than the 64 MiB cnp derive reads in one answer, and a Map call longer than cnp-server takes:
 // the batch is read in smaller parts and mapped in parts, and every document is derived.
