@@ -41,8 +41,11 @@ constexpr char kRequestTooLargeType[] = "RequestTooLarge";
 // (common/call_limit.h; the client library reads the mark from the server's trailer, and marks
 // gRPC's own refusal of a request over the limit): fewer documents per call is what helps. Its
 // other RESOURCE_EXHAUSTED (every worker busy and the queue full) says to retry later, and
-// carries no mark.
-bool OverCallLimit(const absl::Status& status) { return CallLimitOf(status).has_value(); }
+// carries no mark. The client library's own message limit (256 MiB, client::ClientLimitOf) is
+// met the same way: smaller calls.
+bool OverCallLimit(const absl::Status& status) {
+  return CallLimitOf(status).has_value() || client::ClientLimitOf(status).has_value();
+}
 
 struct CallLimitError {
   std::string type, message;
@@ -59,6 +62,18 @@ struct CallLimitWords {
 // `status` is no such refusal (a single document never passes --max-docs-per-call, which is at
 // least 1).
 std::optional<CallLimitError> OneOverCallLimit(const absl::Status& status, const CallLimitWords& words) {
+  if (std::optional<CallLimit> own = client::ClientLimitOf(status)) {
+    // No flag of cnp-server's helps: this side sends and takes no more than that in one call.
+    if (own->kind == CallLimit::Kind::kRequest) {
+      return CallLimitError{kRequestTooLargeType,
+                            absl::StrCat(words.request, " than cnp derive sends in one call (",
+                                         own->limit, " bytes, the client library's limit)")};
+    }
+    return CallLimitError{kAnswerTooLargeType,
+                          absl::StrCat(words.answer, " larger than cnp derive takes in one answer (",
+                                       own->limit, " bytes, the client library's limit); ",
+                                       words.remedy, " to derive it")};
+  }
   std::optional<CallLimit> refused = CallLimitOf(status);
   if (!refused.has_value() || refused->kind == CallLimit::Kind::kDocuments) return std::nullopt;
   const std::string limit = refused->limit > 0 ? absl::StrCat(", ", refused->limit, " bytes") : "";

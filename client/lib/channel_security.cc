@@ -14,10 +14,10 @@ absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& 
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "TLS (--tls, --tls-ca, --tls-cert) cannot be used with a list of addresses (--target=",
-      target, "): each replica's certificate would be checked against the whole list as one "
-      "name; give the replicas one DNS name their certificates carry and use "
-      "--target=dns:///NAME:PORT"));
+      "TLS (--tls, --tls-ca, --tls-cert; ChannelSecurity's tls fields in the client library) "
+      "cannot be used with a list of addresses (--target=", target, "): each replica's "
+      "certificate would be checked against the whole list as one name; give the replicas one "
+      "DNS name their certificates carry and use --target=dns:///NAME:PORT"));
 }
 
 absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std::string& target,
@@ -26,8 +26,9 @@ absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std:
   return absl::InvalidArgumentError(absl::StrCat(
       "refusing to send ", secret, " in plaintext to ", target,
       ", which is not a loopback address (127.0.0.0/8, ::1, localhost) or a unix socket: anyone "
-      "on the way could read it; add --tls (or --tls-ca=PEM) to reach the service over TLS "
-      "(cnp-server's --tls-cert/--tls-key)"));
+      "on the way could read it; add --tls (or --tls-ca=PEM; ChannelSecurity::tls or "
+      "tls_ca_file in the client library) to reach the service over TLS (cnp-server's "
+      "--tls-cert/--tls-key)"));
 }
 
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
@@ -48,7 +49,8 @@ absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity&
   }
   if (security.tls_cert_file.empty() != security.tls_key_file.empty()) {
     return absl::InvalidArgumentError(
-        "--tls-cert and --tls-key go together; give both or neither");
+        "--tls-cert and --tls-key (ChannelSecurity::tls_cert_file and tls_key_file in the "
+        "client library) go together; give both or neither");
   }
   grpc::SslCredentialsOptions options;
   if (!security.tls_ca_file.empty()) {

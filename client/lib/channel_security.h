@@ -48,7 +48,8 @@ absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& 
 // all loopback (channel_target.h, TargetStaysOnThisHost). cnp-server never accepts a token in
 // plaintext off loopback; a client must not have sent it before the server could refuse it.
 // The message points at --tls. Clients check this with their flags, before anything is sent.
-inline constexpr absl::string_view kBearerToken = "the bearer token (--auth-token-file)";
+inline constexpr absl::string_view kBearerToken =
+    "the bearer token (--auth-token-file; ChannelSecurity::auth_token_file in the client library)";
 absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std::string& target,
                                      absl::string_view secret);
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
 #include "common/call_limit.h"
+#include "common/retry_advice.h"
 #include "common/socket_trust.h"
 #include "common/unix_target.h"
 #include "grpcpp/grpcpp.h"
@@ -22,9 +23,10 @@
 namespace cnp::client {
 namespace {
 
-constexpr int kMaxMessageBytes = 256 << 20;
-// The payload FromGrpc marks a call no server answered with (IsServerUnreachable).
+// The payloads FromGrpc marks a status with: no server answered (IsServerUnreachable); this
+// client's own size limit refused the call (ClientLimitOf; the payload holds CallLimitText).
 constexpr char kServerUnreachable[] = "cnp.client/server-unreachable";
+constexpr char kClientLimit[] = "cnp.client/own-limit";
 
 // Whether a process on the unix socket at `path` accepts a connection and closes it at once
 // (within 200 ms, before any byte), as cnp-server does with a peer it does not allow; a slow
@@ -46,22 +48,66 @@ bool ClosesConnectionsAtOnce(const std::string& path) {
   return closed;
 }
 
-// The limit in gRPC's refusal of a message over it, "Received message larger than max (150123
-// vs. 100000)"; 0 when it is not there.
-int64_t GrpcMessageLimit(absl::string_view message) {
+// gRPC's refusal of a message over a limit, in its words: "Sent message larger than max (283115555
+// vs. 268435456)" (this side's send limit) or "Received message larger than max (150123 vs.
+// 100000)" (the receiving side's limit, which may be either side's).
+struct GrpcSizeRefusal {
+  bool sent;
+  int64_t limit;  // 0 when the words do not say
+};
+
+std::optional<GrpcSizeRefusal> GrpcSizeRefusalOf(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return std::nullopt;
+  // error_message() returns a copy: keep it for as long as it is read.
+  const std::string message = status.error_message();
+  const bool sent = absl::StartsWith(message, "Sent message larger than max");
+  if (!sent && !absl::StartsWith(message, "Received message larger than max")) return std::nullopt;
   constexpr absl::string_view kBefore = " vs. ";
-  const size_t at = message.rfind(kBefore);
-  if (at == absl::string_view::npos) return 0;
-  absl::string_view rest = message.substr(at + kBefore.size());
-  rest = rest.substr(0, rest.find(')'));
+  const absl::string_view words = message;
+  const size_t at = words.rfind(kBefore);
   int64_t limit = 0;
-  return absl::SimpleAtoi(rest, &limit) && limit > 0 ? limit : 0;
+  if (at != absl::string_view::npos) {
+    absl::string_view rest = words.substr(at + kBefore.size());
+    rest = rest.substr(0, rest.find(')'));
+    if (!absl::SimpleAtoi(rest, &limit) || limit < 0) limit = 0;
+  }
+  return GrpcSizeRefusal{sent, limit};
+}
+
+absl::Status WithClientLimit(absl::Status status, CallLimit limit) {
+  status.SetPayload(kClientLimit, absl::Cord(CallLimitText(limit)));
+  return status;
+}
+
+absl::Status OverOwnRequestLimit(absl::string_view words, int64_t limit) {
+  return WithClientLimit(
+      absl::ResourceExhaustedError(absl::StrCat(
+          words, " (this client's own limit, ClientOptions::max_message_bytes, is ", limit,
+          " bytes; nothing was sent: send fewer or smaller documents per call, or raise that "
+          "option, up to cnp-server's --max-call-bytes)")),
+      {CallLimit::Kind::kRequest, limit});
+}
+
+// The value of trailer `name`, if the server sent it.
+std::optional<absl::string_view> Trailer(const grpc::ClientContext& context,
+                                         absl::string_view name) {
+  const std::multimap<grpc::string_ref, grpc::string_ref>& trailers =
+      context.GetServerTrailingMetadata();
+  auto found = trailers.find(grpc::string_ref(name.data(), name.size()));
+  if (found == trailers.end()) return std::nullopt;
+  return absl::string_view(found->second.data(), found->second.size());
 }
 
 }  // namespace
 
 bool IsServerUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) && status.GetPayload(kServerUnreachable).has_value();
+}
+
+std::optional<CallLimit> ClientLimitOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kClientLimit);
+  if (!payload.has_value()) return std::nullopt;
+  return ParseCallLimit(std::string(*payload));
 }
 
 std::string ServerDownAdvice(const std::string& target) {
@@ -79,19 +125,31 @@ std::string ServerDownAdvice(const std::string& target) {
 }
 
 Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel,
-               std::string authorization)
+               std::string authorization, const ClientOptions& options)
     : target_(std::move(target)), authorization_(std::move(authorization)),
+      call_timeout_(options.call_timeout), max_message_bytes_(options.max_message_bytes),
       channel_(std::move(channel)), stub_(v1::Functions::NewStub(channel_)) {}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
                                                         absl::Duration connect_timeout) {
-  return Connect(target, ChannelSecurity{}, connect_timeout);
+  return Connect(target, ChannelSecurity{}, ClientOptions{.connect_timeout = connect_timeout});
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
                                                         const ChannelSecurity& security,
                                                         absl::Duration connect_timeout,
                                                         RetryPolicy retry) {
+  return Connect(target, security,
+                 ClientOptions{.connect_timeout = connect_timeout, .retry = retry});
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& target,
+                                                        const ChannelSecurity& security,
+                                                        const ClientOptions& options) {
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ClientOptions::max_message_bytes must be positive, not ", options.max_message_bytes));
+  }
   const bool unix_socket = IsUnixTarget(target);
   std::string path;
   if (unix_socket) {
@@ -115,15 +173,15 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
   if (!loaded.ok()) return loaded.status();
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
-  args.SetServiceConfigJSON(ClientServiceConfig(retry));
-  if (retry == RetryPolicy::kNone) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  args.SetServiceConfigJSON(ClientServiceConfig(options.retry));
+  if (options.retry == RetryPolicy::kNone) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   // gRPC keeps a call's request for a retry only up to this many bytes (default 256 KiB, past
   // which a call is no longer retried): every request this client may send stays retryable.
-  args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, kMaxMessageBytes);
+  args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, options.max_message_bytes);
   auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
-  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
+  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + options.connect_timeout))) {
     if (unix_socket && ClosesConnectionsAtOnce(path)) {
       // cnp-server closes a connection from a uid it does not allow before it says anything.
       return absl::PermissionDeniedError(absl::StrCat(
@@ -132,19 +190,23 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
           "at its connection limit; its log says which"));
     }
     return absl::UnavailableError(
-        security.UsesTls() ? absl::StrCat(ServerDownAdvice(target),
-                                          " (or the TLS handshake failed: check --tls-ca, and "
-                                          "--tls-cert/--tls-key if the server requires a client "
-                                          "certificate)")
-                           : ServerDownAdvice(target));
+        security.UsesTls()
+            ? absl::StrCat(ServerDownAdvice(target),
+                           " (or the TLS handshake failed: check --tls-ca, and --tls-cert/"
+                           "--tls-key if the server requires a client certificate; in the "
+                           "client library ChannelSecurity::tls_ca_file, tls_cert_file and "
+                           "tls_key_file)")
+            : ServerDownAdvice(target));
   }
   return std::unique_ptr<Client>(
-      new Client(target, std::move(channel), std::move(loaded->authorization)));
+      new Client(target, std::move(channel), std::move(loaded->authorization), options));
 }
 
-void Client::PrepareContext(grpc::ClientContext& context, absl::Duration timeout) const {
-  if (timeout != absl::InfiniteDuration()) {
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+void Client::PrepareContext(grpc::ClientContext& context,
+                            std::optional<absl::Duration> timeout) const {
+  const absl::Duration deadline_in = timeout.value_or(call_timeout_);
+  if (deadline_in != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_in));
   }
   if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
 }
@@ -158,97 +220,115 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
     unreachable.SetPayload(kServerUnreachable, absl::Cord());
     return unreachable;
   }
-  // gRPC itself refuses a request over the server's receive limit (--max-call-bytes) before
-  // any of cnp-server's code sees it, so no trailer says so: its own words are the one sign
-  // there is, and they are read here, once, into the same mark the server's refusals carry.
-  // Say which setting that limit is. (A response over this client's own receive limit, 256 MiB,
-  // reads the same: only a server whose --max-call-bytes is above it can send one.)
-  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-      absl::StrContains(status.error_message(), "larger than max")) {
+  // gRPC refuses a message over a limit before any code of ours sees it, on either side, and
+  // says so only in words: they are read here, the one place, into marks. "Sent" is this
+  // client's own send limit (a call on stub(): the call methods check before sending).
+  // "Received" is the receiving side's: this client's, for an answer over max_message_bytes (the
+  // limit it names is ours); else cnp-server's --max-call-bytes, for the request. A server whose
+  // limit equals ours cannot be the one refusing: we would not have sent the request.
+  if (std::optional<GrpcSizeRefusal> refusal = GrpcSizeRefusalOf(status)) {
+    if (refusal->sent) return OverOwnRequestLimit(status.error_message(), max_message_bytes_);
+    if (refusal->limit == max_message_bytes_) {
+      return WithClientLimit(
+          absl::ResourceExhaustedError(absl::StrCat(
+              status.error_message(), " (this client's own limit: cnp-server's answer is larger "
+              "than the ", max_message_bytes_, " bytes this client takes, "
+              "ClientOptions::max_message_bytes; ask for less per call - fewer documents or "
+              "keys - or raise that option)")),
+          {CallLimit::Kind::kAnswer, max_message_bytes_});
+    }
     return WithCallLimit(
         absl::ResourceExhaustedError(absl::StrCat(
             status.error_message(), " (the request is over cnp-server's --max-call-bytes: send "
             "fewer or smaller documents per call, or raise that flag)")),
-        {CallLimit::Kind::kRequest, GrpcMessageLimit(status.error_message())});
+        {CallLimit::Kind::kRequest, refusal->limit});
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-void Client::ResetConnectionBackoff() { grpc::experimental::ChannelResetConnectionBackoff(channel_.get()); }
+void Client::ResetConnectionBackoff() const {
+  grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+}
 
 absl::Status Client::FromGrpc(const grpc::Status& status,
                               const grpc::ClientContext& context) const {
-  absl::Status converted = FromGrpc(status);
-  if (converted.ok() || CallLimitOf(converted).has_value()) return converted;
-  const std::multimap<grpc::string_ref, grpc::string_ref>& trailers =
-      context.GetServerTrailingMetadata();
-  auto trailer = trailers.find(kCallLimitTrailer);
-  if (trailer == trailers.end()) return converted;
-  std::optional<CallLimit> limit =
-      ParseCallLimit(absl::string_view(trailer->second.data(), trailer->second.size()));
-  // A value this client does not read (a newer server's kind) is no mark it can act on.
-  return limit.has_value() ? WithCallLimit(std::move(converted), *limit) : converted;
+  if (status.ok()) return absl::OkStatus();
+  // The server's own marks, in its trailers, come first: what it says of a refusal is its limit,
+  // whatever the words.
+  absl::Status converted;
+  std::optional<CallLimit> server_limit;
+  if (std::optional<absl::string_view> text = Trailer(context, kCallLimitTrailer)) {
+    // A value this client does not read (a newer server's kind) is no mark it can act on.
+    server_limit = ParseCallLimit(*text);
+  }
+  if (server_limit.has_value()) {
+    converted = WithCallLimit(
+        absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()),
+        *server_limit);
+  } else {
+    converted = FromGrpc(status);
+  }
+  // Any negative pushback is gRPC's "do not retry"; cnp-server sends -1 for a request that
+  // crashed a worker. (A call already retried by this client's policy carries it too.)
+  if (std::optional<absl::string_view> pushback = Trailer(context, kRetryPushbackTrailer)) {
+    if (absl::StartsWith(*pushback, "-")) converted = NotRetryable(std::move(converted));
+  }
+  return converted;
+}
+
+template <typename Request, typename Response>
+absl::StatusOr<Response> Client::Call(
+    grpc::Status (v1::Functions::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request, std::optional<absl::Duration> timeout) const {
+  // gRPC would refuse it too, in words FromGrpc must then read; here it is known for certain.
+  if (const size_t bytes = request.ByteSizeLong();
+      bytes > static_cast<size_t>(max_message_bytes_)) {
+    return OverOwnRequestLimit(
+        absl::StrCat("the request is ", bytes, " bytes, more than this client sends"),
+        max_message_bytes_);
+  }
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  Response response;
+  absl::Status s = FromGrpc((stub_.get()->*method)(&context, request, &response), context);
+  if (!s.ok()) return s;
+  return response;
 }
 
 absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& functions,
                                             const std::vector<std::string>& docs,
-                                            absl::Duration timeout) {
+                                            std::optional<absl::Duration> timeout) const {
   v1::MapRequest request;
   for (const std::string& f : functions) request.add_functions(f);
   for (const std::string& d : docs) request.add_docs(d);
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::MapResponse response;
-  absl::Status s = FromGrpc(stub_->Map(&context, request, &response), context);
-  if (!s.ok()) return s;
-  return response;
+  return Call(&v1::Functions::Stub::Map, request, timeout);
 }
 
 absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>& functions,
                                                   const std::string& kvs, bool rereduce,
-                                                  absl::Duration timeout) {
+                                                  std::optional<absl::Duration> timeout) const {
   v1::ReduceRequest request;
   for (const std::string& f : functions) request.add_functions(f);
   request.set_kvs(kvs);
   request.set_rereduce(rereduce);
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::ReduceResponse response;
-  absl::Status s = FromGrpc(stub_->Reduce(&context, request, &response), context);
-  if (!s.ok()) return s;
-  return response;
+  return Call(&v1::Functions::Stub::Reduce, request, timeout);
 }
 
-absl::StatusOr<v1::ValidateResponse> Client::Validate(const v1::ValidateRequest& request,
-                                                      absl::Duration timeout) {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::ValidateResponse response;
-  absl::Status s = FromGrpc(stub_->Validate(&context, request, &response), context);
-  if (!s.ok()) return s;
-  return response;
+absl::StatusOr<v1::ValidateResponse> Client::Validate(
+    const v1::ValidateRequest& request, std::optional<absl::Duration> timeout) const {
+  return Call(&v1::Functions::Stub::Validate, request, timeout);
 }
 
 absl::StatusOr<v1::DesignFunctionResponse> Client::CallDesignFunction(
-    const v1::DesignFunctionRequest& request, absl::Duration timeout) {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::DesignFunctionResponse response;
-  absl::Status s = FromGrpc(stub_->CallDesignFunction(&context, request, &response), context);
-  if (!s.ok()) return s;
-  return response;
+    const v1::DesignFunctionRequest& request, std::optional<absl::Duration> timeout) const {
+  return Call(&v1::Functions::Stub::CallDesignFunction, request, timeout);
 }
 
 absl::StatusOr<v1::ResolveResponse> Client::Resolve(const std::vector<std::string>& functions,
-                                                    absl::Duration timeout) {
+                                                    std::optional<absl::Duration> timeout) const {
   v1::ResolveRequest request;
   for (const std::string& f : functions) request.add_functions(f);
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::ResolveResponse response;
-  absl::Status s = FromGrpc(stub_->Resolve(&context, request, &response), context);
-  if (!s.ok()) return s;
-  return response;
+  return Call(&v1::Functions::Stub::Resolve, request, timeout);
 }
 
 }  // namespace cnp::client

@@ -26,8 +26,10 @@ enum class RetryPolicy {
 
 // gRPC 1.51 caps maxAttempts at 5. Three is enough to move off a dead replica twice (the first
 // retry may still be routed to it while the balancer notices). A worker crash is UNAVAILABLE
-// too, but the server answers it with "grpc-retry-pushback-ms: -1" (service/common/
-// retry_advice.h), which gRPC obeys: a request that crashes workers is not sent again.
+// too, but the server answers it with "grpc-retry-pushback-ms: -1" (common/retry_advice.h),
+// which gRPC obeys: a request that crashes workers is not sent again. With kNone the client
+// library marks such a status instead (IsNotRetryable), for the caller's own retries. The JSON
+// is printed in README.md ("Calling it over gRPC") for clients in other languages.
 inline constexpr int kMaxAttempts = 3;
 
 // The service config JSON (grpc::ChannelArguments::SetServiceConfigJSON).

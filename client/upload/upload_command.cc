@@ -249,7 +249,8 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
     return 1;
   }
   grpc::ClientContext context;
-  (*client)->PrepareContext(context);
+  // No deadline: a staged upload waits for CouchDB to build its indexes, which may take hours.
+  (*client)->PrepareContext(context, absl::InfiniteDuration());
   std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader =
       (*client)->stub().Upload(&context, request);
   UploadTally tally;

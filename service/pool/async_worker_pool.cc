@@ -17,7 +17,7 @@
 #include "asio/use_awaitable.hpp"
 #include "common/call_limit.h"
 #include "service/common/log.h"
-#include "service/common/retry_advice.h"
+#include "common/retry_advice.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/await_on.h"
 #include "service/pool/task_description.h"

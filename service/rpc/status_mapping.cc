@@ -9,7 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/call_limit.h"
-#include "service/common/retry_advice.h"
+#include "common/retry_advice.h"
 
 namespace cnp::rpc {
 
@@ -23,7 +23,9 @@ constexpr char kTrailersMark[] = "cnp:trailers\n";
 
 std::string TrailersOf(const absl::Status& status) {
   std::string trailers;
-  if (IsNotRetryable(status)) absl::StrAppend(&trailers, "grpc-retry-pushback-ms\t-1\n");
+  if (IsNotRetryable(status)) {
+    absl::StrAppend(&trailers, kRetryPushbackTrailer, "\t", kNeverRetry, "\n");
+  }
   if (std::optional<CallLimit> limit = CallLimitOf(status)) {
     absl::StrAppend(&trailers, kCallLimitTrailer, "\t", CallLimitText(*limit), "\n");
   }

@@ -12,7 +12,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // What a status is marked with keeps through ToGrpcStatus; this turns it into trailers on
 // `context`. Every handler's final status passes through it.
-//   - NotRetryable (service/common/retry_advice.h): gRPC's "grpc-retry-pushback-ms: -1", which
+//   - NotRetryable (common/retry_advice.h): gRPC's "grpc-retry-pushback-ms: -1", which
 //     tells a client's retry policy not to send the call again.
 //   - WithCallLimit (common/call_limit.h): "cnp-call-limit: <kind> <limit>", which the client
 //     library reads back into the status it returns.

@@ -3,7 +3,8 @@
 // library puts it back on the status it returns, where CallLimitOf reads it without reading the
 // message. gRPC's own refusal of a request over --max-call-bytes, which no code of ours on the
 // server sees, is marked by the client library. The server's other RESOURCE_EXHAUSTED (every
-// worker busy and the queue full: retry later) carries no mark.
+// worker busy and the queue full: retry later) carries no mark, and neither do the client's
+// own limits (ClientOptions::max_message_bytes), which carry a mark of their own.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/lib/cnp_client.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/call_limit.h"
 #include "gmock/gmock.h"
@@ -30,7 +32,9 @@ namespace {
 
 using ::cnp::testing::ServerProcess;
 using ::cnp::testing::StartSignal;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Kind = CallLimit::Kind;
 
 constexpr int64_t kMaxCallBytes = 100000;
@@ -102,6 +106,66 @@ TEST_F(CallLimitTrailerTest, ARequestPastMaxCallBytesRefusedByGrpcIsMarkedByTheC
   auto refused = client_->Map({"svc_fns.echo"}, {DocOf(150000)});
   ASSERT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
   EXPECT_EQ(CallLimitOf(refused.status()), (CallLimit{Kind::kRequest, kMaxCallBytes}));
+  EXPECT_EQ(client::ClientLimitOf(refused.status()), std::nullopt);
+  EXPECT_THAT(refused.status().message(), HasSubstr("cnp-server's --max-call-bytes"));
+}
+
+// The client's own limits (ClientOptions::max_message_bytes) are not the server's: a request
+// over it is not sent, an answer over it is refused on this side, and neither is marked as
+// the server's limit nor tells the user to raise a server flag.
+class ClientLimitTest : public CallLimitTrailerTest {
+ protected:
+  static constexpr int kClientLimit = 50000;
+
+  void SetUp() override {
+    CallLimitTrailerTest::SetUp();
+    auto limited = client::Client::Connect(
+        server_->target(), client::ChannelSecurity{},
+        client::ClientOptions{.connect_timeout = absl::Seconds(10),
+                              .max_message_bytes = kClientLimit});
+    ASSERT_TRUE(limited.ok()) << limited.status();
+    limited_ = std::move(*limited);
+  }
+
+  void ExpectClientLimit(const absl::Status& status, Kind kind) {
+    ASSERT_TRUE(absl::IsResourceExhausted(status)) << status;
+    EXPECT_EQ(client::ClientLimitOf(status), (CallLimit{kind, kClientLimit})) << status;
+    EXPECT_EQ(CallLimitOf(status), std::nullopt) << status;
+    EXPECT_THAT(status.message(), AllOf(HasSubstr("this client's own limit"),
+                                        HasSubstr("ClientOptions::max_message_bytes"),
+                                        Not(HasSubstr("raise that flag"))));
+  }
+
+  std::unique_ptr<client::Client> limited_;
+};
+
+TEST_F(ClientLimitTest, ARequestOverTheClientsLimitIsNotSent) {
+  // 60 KB: under the server's 100 KB, over this client's 50 KB.
+  auto refused = limited_->Map({"svc_fns.echo"}, {DocOf(60000)});
+  ExpectClientLimit(refused.status(), Kind::kRequest);
+  EXPECT_THAT(refused.status().message(), HasSubstr("nothing was sent"));
+  // On stub(), where gRPC refuses it in its own words ("Sent message larger than max").
+  grpc::ClientContext context;
+  limited_->PrepareContext(context);
+  v1::MapRequest request;
+  request.add_functions("svc_fns.echo");
+  request.add_docs(DocOf(60000));
+  v1::MapResponse response;
+  absl::Status status =
+      limited_->FromGrpc(limited_->stub().Map(&context, request, &response), context);
+  ExpectClientLimit(status, Kind::kRequest);
+  EXPECT_THAT(status.message(), HasSubstr("Sent message larger than max"));
+  EXPECT_THAT(server_->Log(), Not(HasSubstr("larger than max")));
+}
+
+TEST_F(ClientLimitTest, AnAnswerOverTheClientsLimitIsRefusedHere) {
+  // Two names of a 30 KB document: a 60 KB answer, under the server's 100 KB limit.
+  auto refused = limited_->Map({"svc_fns.echo", "svc_fns.echo"}, {DocOf(30000)});
+  ExpectClientLimit(refused.status(), Kind::kAnswer);
+  EXPECT_THAT(refused.status().message(), HasSubstr("Received message larger than max"));
+  // The default client takes it.
+  auto answered = client_->Map({"svc_fns.echo", "svc_fns.echo"}, {DocOf(30000)});
+  ASSERT_TRUE(answered.ok()) << answered.status();
 }
 
 TEST_F(CallLimitTrailerTest, MoreDocumentsThanMaxDocsPerCallCarryThatLimit) {

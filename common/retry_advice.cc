@@ -1,4 +1,4 @@
-#include "service/common/retry_advice.h"
+#include "common/retry_advice.h"
 
 namespace cnp {
 namespace {
