@@ -1,11 +1,12 @@
 #include "service/rpc/bearer_token_processor.h"
 
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "service/rpc/call_gate.h"
+#include "service/rpc/bearer_authorization.h"
 
 namespace cnp::rpc {
 namespace {
@@ -29,7 +30,7 @@ absl::string_view MethodName(absl::string_view path) {
 }  // namespace
 
 BearerTokenProcessor::BearerTokenProcessor(std::string token, const AccessLog& log)
-    : expected_(absl::StrCat("Bearer ", token)), log_(log) {}
+    : token_(std::move(token)), log_(log) {}
 
 bool BearerTokenProcessor::NeedsNoToken(absl::string_view path) {
   return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
@@ -45,27 +46,22 @@ grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
     path = View(found->second);
   }
   if (NeedsNoToken(path)) return grpc::Status::OK;
-  absl::string_view reason;
-  auto found = auth_metadata.find("authorization");
-  if (found == auth_metadata.end()) {
-    reason = "no bearer token";
-  } else if (!ConstantTimeEquals(View(found->second), expected_)) {
-    reason = "wrong bearer token";
-  } else {
-    // Left in the call's metadata: CallGate checks it again where the call starts.
-    return grpc::Status::OK;
+  std::optional<absl::string_view> header;
+  if (auto found = auth_metadata.find("authorization"); found != auth_metadata.end()) {
+    header = View(found->second);
   }
+  const TokenCheck check = CheckBearerAuthorization(header, token_);
+  // Left in the call's metadata when accepted: CallGate checks it again where the call starts.
+  if (check == TokenCheck::kAccepted) return grpc::Status::OK;
   // As CallGate logs it, with what gRPC tells here: no address, and when the check ran.
   log_.Write("refused", "tls",
              {{"cert", CertificateNames(context)},
               {"call", path.empty() ? "-" : MethodName(path)},
               {"code", "UNAUTHENTICATED"},
-              {"reason", reason},
+              {"reason", RefusalReason(check)},
               {"checked", "before the request was read"}});
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                      absl::StrCat("this server requires a bearer token (", reason,
-                                   "); pass --auth-token-file=FILE holding the token the server "
-                                   "was given"));
+  const absl::Status refusal = TokenRefusal(check);
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(refusal.message()));
 }
 
 }  // namespace cnp::rpc

@@ -35,7 +35,7 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
   static bool NeedsNoToken(absl::string_view path);
 
  private:
-  const std::string expected_;  // "Bearer <token>"
+  const std::string token_;
   const AccessLog& log_;
 };
 

@@ -1,6 +1,7 @@
 // The check at the start of every cnp.v1.Functions call: over TCP, when the server has a bearer
-// token (--auth-token-file), the call must carry "authorization: Bearer <token>"; otherwise it
-// fails UNAUTHENTICATED with a line in the access log. Unix-socket peers were already checked
+// token (--auth-token-file), the call must carry "authorization: Bearer <token>" (the scheme in
+// any case: bearer_authorization.h); otherwise it fails UNAUTHENTICATED with a line in the
+// access log. Unix-socket peers were already checked
 // when they connected (their uid, see connection_acceptor.h) and need no token.
 //
 // On TLS listeners gRPC has already checked the token when the call's headers arrived, before
@@ -44,13 +45,10 @@ class CallGate {
  private:
   absl::Status CheckToken(const grpc::ServerContext& context, absl::string_view method) const;
 
-  const std::string expected_;  // "Bearer <token>", or empty
+  const std::string token_;  // empty: none is required
   const AccessLog& log_;
   ConnectionProbation* const probation_;
 };
 
-// Compares without stopping at the first difference, so that the time taken does not tell an
-// attacker how much of a guessed token was right.
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 }  // namespace cnp::rpc

@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "client/lib/cnp_client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -155,6 +158,76 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
   EXPECT_THAT(log, HasSubstr("call=Map code=UNAUTHENTICATED reason=\"wrong bearer token\""));
   EXPECT_THAT(log, Not(HasSubstr(token)));
   EXPECT_THAT(log, Not(HasSubstr("not-the-token")));
+}
+
+// What a call with `authorization` set to `header` (none when empty) is answered.
+grpc::Status MapWithAuthorization(const std::shared_ptr<grpc::Channel>& channel,
+                                  const std::string& header) {
+  auto stub = v1::Functions::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  if (!header.empty()) context.AddMetadata("authorization", header);
+  v1::MapRequest request;
+  request.add_functions("svc_fns.doubled");
+  request.add_docs(kDoc);
+  v1::MapResponse response;
+  return stub->Map(&context, request, &response);
+}
+
+// RFC 6750's "Bearer" is an RFC 7235 auth-scheme, whose case does not matter; a header without
+// it is told what the header must be, not that the token is wrong. Both places that check it:
+// on a plaintext loopback listener (where the call starts) and on a TLS one (gRPC's metadata
+// processor, before the request is read).
+void ExpectBearerSchemeInAnyCase(const std::shared_ptr<grpc::Channel>& channel,
+                                 const std::string& token) {
+  for (const std::string& scheme : {"Bearer", "bearer", "BEARER", "bEaReR"}) {
+    grpc::Status status = MapWithAuthorization(channel, scheme + " " + token);
+    EXPECT_TRUE(status.ok()) << scheme << ": " << status.error_message();
+  }
+  for (const std::string& header : {token, "Basic " + token, "Bearer" + token, "Token " + token}) {
+    grpc::Status status = MapWithAuthorization(channel, header);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << header;
+    EXPECT_THAT(status.error_message(),
+                AllOf(HasSubstr("the authorization header must be `Bearer TOKEN`"),
+                      Not(HasSubstr("wrong bearer token"))))
+        << header;
+  }
+  grpc::Status wrong = MapWithAuthorization(channel, "bearer not-" + token);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.error_message(),
+              AllOf(HasSubstr("wrong bearer token"), HasSubstr("ChannelSecurity::auth_token_file")));
+}
+
+TEST(TokenTest, TheBearerSchemeIsReadInAnyCaseOnAPlaintextListener) {
+  const std::string dir = ShortTempDir();
+  const std::string token = "s3cret-token-7c1f";
+  WriteFile(dir + "/token", token + "\n");
+  auto server = LaunchServer(
+      {.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  ExpectBearerSchemeInAnyCase(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->Port()),
+                          grpc::InsecureChannelCredentials()),
+      token);
+  EXPECT_THAT(server->Log(), HasSubstr("reason=\"not a bearer token\""));
+}
+
+TEST_F(TlsTest, TheBearerSchemeIsReadInAnyCaseOnATlsListener) {
+  const std::string token = "s3cret-token-7c1f";
+  WriteFile(certs_.dir + "/token", token + "\n");
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
+                                       "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key,
+                                       "--auth-token-file=" + certs_.dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  grpc::SslCredentialsOptions tls;
+  std::ifstream ca(certs_.ca);
+  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
+  ExpectBearerSchemeInAnyCase(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->Port()), grpc::SslCredentials(tls)),
+      token);
+  EXPECT_THAT(server->Log(), AllOf(HasSubstr("reason=\"not a bearer token\""),
+                                   HasSubstr("checked=\"before the request was read\"")));
 }
 
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
