@@ -29,8 +29,8 @@ absl::string_view MethodName(absl::string_view path) {
 
 }  // namespace
 
-BearerTokenProcessor::BearerTokenProcessor(std::string token, const AccessLog& log)
-    : token_(std::move(token)), log_(log) {}
+BearerTokenProcessor::BearerTokenProcessor(std::string token, RefusalLog& refusals)
+    : token_(std::move(token)), refusals_(refusals) {}
 
 bool BearerTokenProcessor::NeedsNoToken(absl::string_view path) {
   return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
@@ -54,12 +54,15 @@ grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
   // Left in the call's metadata when accepted: CallGate checks it again where the call starts.
   if (check == TokenCheck::kAccepted) return grpc::Status::OK;
   // As CallGate logs it, with what gRPC tells here: no address, and when the check ran.
-  log_.Write("refused", "tls",
-             {{"cert", CertificateNames(context)},
-              {"call", path.empty() ? "-" : MethodName(path)},
-              {"code", "UNAUTHENTICATED"},
-              {"reason", RefusalReason(check)},
-              {"checked", "before the request was read"}});
+  const std::string cert = CertificateNames(context);
+  const absl::string_view call = path.empty() ? "-" : MethodName(path);
+  refusals_.Refused("refused", absl::StrCat("tls cert=", cert, " call=", call), "tls",
+                    RefusalReason(check),
+                    {{"cert", cert},
+                     {"call", call},
+                     {"code", "UNAUTHENTICATED"},
+                     {"checked", "before the request was read"}},
+                    "calls");
   const absl::Status refusal = TokenRefusal(check);
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(refusal.message()));
 }

@@ -6,21 +6,23 @@
 // sockets) keep the check where each call starts (call_gate.h), which also runs here, after it.
 //
 // What it cannot tell the access log is the peer's address: gRPC gives it the connection's TLS
-// identity only (the client certificate's names under mutual TLS), so its lines say `peer=tls`.
+// identity only (the client certificate's names under mutual TLS), so its lines say `peer=tls`,
+// and refusals are counted together per certificate and reason (refusal_log.h: one line per
+// 10 s at most, the next counting the calls between).
 #pragma once
 
 #include <string>
 
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/auth_metadata_processor.h"
-#include "service/rpc/access_log.h"
+#include "service/rpc/refusal_log.h"
 
 namespace cnp::rpc {
 
 class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
  public:
   // `token` must not be empty (without a token there is nothing to check).
-  BearerTokenProcessor(std::string token, const AccessLog& log);
+  BearerTokenProcessor(std::string token, RefusalLog& refusals);
 
   // A comparison and at most one access-log line: cheap enough for gRPC's own thread, so the
   // call's headers are judged before gRPC goes on to read its message.
@@ -36,7 +38,7 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
 
  private:
   const std::string token_;
-  const AccessLog& log_;
+  RefusalLog& refusals_;
 };
 
 }  // namespace cnp::rpc

@@ -13,11 +13,17 @@ namespace {
 
 bool IsUnixPeer(const std::string& peer) { return absl::StartsWith(peer, "unix:"); }
 
+// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4": a peer's refused calls are counted together whatever
+// their connection's port, as its refused connections are.
+absl::string_view AddressOf(absl::string_view peer) {
+  const size_t colon = peer.rfind(':');
+  return colon == absl::string_view::npos ? peer : peer.substr(0, colon);
+}
+
 }  // namespace
 
-CallGate::CallGate(std::string token, const AccessLog& log, ConnectionProbation* probation)
-    : token_(std::move(token)), log_(log),
-      probation_(probation) {}
+CallGate::CallGate(std::string token, RefusalLog& refusals, ConnectionProbation* probation)
+    : token_(std::move(token)), refusals_(&refusals), probation_(probation) {}
 
 absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_view method) const {
   absl::Status status = CheckToken(context, method);
@@ -37,11 +43,11 @@ absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
   }
   const TokenCheck check = CheckBearerAuthorization(header, token_);
   if (check == TokenCheck::kAccepted) return absl::OkStatus();
-  log_.Write("refused", peer,
-             {{"cert", PeerCertificate(context)},
-              {"call", method},
-              {"code", "UNAUTHENTICATED"},
-              {"reason", RefusalReason(check)}});
+  const std::string cert = PeerCertificate(context);
+  refusals_->Refused("refused", absl::StrCat(AddressOf(peer), " cert=", cert, " call=", method),
+                     peer,
+                     RefusalReason(check),
+                     {{"cert", cert}, {"call", method}, {"code", "UNAUTHENTICATED"}}, "calls");
   return TokenRefusal(check);
 }
 

@@ -1,7 +1,9 @@
 // The check at the start of every cnp.v1.Functions call: over TCP, when the server has a bearer
 // token (--auth-token-file), the call must carry "authorization: Bearer <token>" (the scheme in
 // any case: bearer_authorization.h); otherwise it fails UNAUTHENTICATED with a line in the
-// access log. Unix-socket peers were already checked
+// access log, one per peer address, method and reason per 10 s at most, the next counting the calls
+// between (refusal_log.h: a client without the token calling in a loop must not grow the log
+// as fast as it can call). Unix-socket peers were already checked
 // when they connected (their uid, see connection_acceptor.h) and need no token.
 //
 // On TLS listeners gRPC has already checked the token when the call's headers arrived, before
@@ -22,7 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/server_context.h"
-#include "service/rpc/access_log.h"
+#include "service/rpc/refusal_log.h"
 #include "service/rpc/connection_probation.h"
 
 namespace cnp::rpc {
@@ -31,7 +33,7 @@ class CallGate {
  public:
   // `token` empty: no token is required.
   // `probation` (may be null) is told of every call admitted.
-  CallGate(std::string token, const AccessLog& log, ConnectionProbation* probation = nullptr);
+  CallGate(std::string token, RefusalLog& refusals, ConnectionProbation* probation = nullptr);
 
   // OK when the call may go on; UNAUTHENTICATED (and an access-log line) when not.
   absl::Status Admit(const grpc::ServerContext& context, absl::string_view method) const;
@@ -46,7 +48,7 @@ class CallGate {
   absl::Status CheckToken(const grpc::ServerContext& context, absl::string_view method) const;
 
   const std::string token_;  // empty: none is required
-  const AccessLog& log_;
+  RefusalLog* const refusals_;
   ConnectionProbation* const probation_;
 };
 

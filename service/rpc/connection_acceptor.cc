@@ -33,8 +33,6 @@ namespace {
 constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 // Connections accepted in one go before the loop lets the other sockets have a turn.
 constexpr int kAcceptBatch = 64;
-// How often a peer's refused connections get an access-log line at most.
-constexpr auto kRefusalLogInterval = std::chrono::seconds(10);
 
 // A TCP peer: the address with its port in gRPC's form (what ServerContext::peer() says, which
 // connection_probation.h matches), and the address alone (whose connections are counted and
@@ -118,9 +116,9 @@ int TcpDescriptorCap(int descriptor_cap) {
 
 class ConnectionAcceptor::Loop {
  public:
-  Loop(const std::vector<ListeningSocket>& sockets, AcceptPolicy policy, const AccessLog& log,
+  Loop(const std::vector<ListeningSocket>& sockets, AcceptPolicy policy, RefusalLog& refusals,
        HandOver hand_over)
-      : sockets_(sockets), policy_(std::move(policy)), log_(log),
+      : sockets_(sockets), policy_(std::move(policy)), refusals_(refusals),
         hand_over_(std::move(hand_over)), peer_connections_(policy_.max_connections_per_peer) {
     for (const ListeningSocket& socket : sockets_) listeners_.emplace_back(io_, socket.fd);
   }
@@ -269,21 +267,20 @@ class ConnectionAcceptor::Loop {
 
   const std::vector<ListeningSocket>& sockets_;
   const AcceptPolicy policy_;
-  const AccessLog& log_;
+  RefusalLog& refusals_;  // shared with the calls' token checks
   const HandOver hand_over_;
   asio::io_context io_{1};
   std::vector<asio::posix::stream_descriptor> listeners_;
   std::thread thread_;
   PeerConnections peer_connections_;
-  RefusalLog refusals_{log_, kRefusalLogInterval};
   bool out_of_descriptors_ = false;
 };
 
 ConnectionAcceptor::ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
-                                       const AccessLog& log, HandOver hand_over)
+                                       RefusalLog& refusals, HandOver hand_over)
     : sockets_(std::move(sockets)),
       probation_(policy.probation),
-      loop_(std::make_unique<Loop>(sockets_, std::move(policy), log, std::move(hand_over))) {}
+      loop_(std::make_unique<Loop>(sockets_, std::move(policy), refusals, std::move(hand_over))) {}
 
 ConnectionAcceptor::~ConnectionAcceptor() { Stop(); }
 

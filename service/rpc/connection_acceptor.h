@@ -27,6 +27,7 @@
 #include "service/rpc/access_log.h"
 #include "service/rpc/connection_probation.h"
 #include "service/rpc/listening_socket.h"
+#include "service/rpc/refusal_log.h"
 
 namespace cnp::rpc {
 
@@ -50,8 +51,10 @@ class ConnectionAcceptor {
   // `hand_over(i, fd)` gives connection `fd`, accepted on sockets[i], to gRPC.
   using HandOver = std::function<void(size_t socket_index, int fd)>;
 
+  // Refused and closed connections are written to `refusals`, which the acceptor flushes on
+  // its sweep (for the calls' token refusals it shares too).
   ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
-                     const AccessLog& log, HandOver hand_over);
+                     RefusalLog& refusals, HandOver hand_over);
   ~ConnectionAcceptor();  // Stop()
 
   const std::vector<ListeningSocket>& sockets() const { return sockets_; }

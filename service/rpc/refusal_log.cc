@@ -7,14 +7,18 @@
 namespace cnp::rpc {
 
 void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::string_view peer,
-                         absl::string_view reason, std::initializer_list<LogField> details) {
+                         absl::string_view reason, std::initializer_list<LogField> details,
+                         absl::string_view counted) {
   const Clock::time_point now = Clock::now();
+  absl::MutexLock lock(&mu_);
   // Refusals of another kind from the same peer are counted apart: a line tells one reason.
-  auto [it, first] = peers_.try_emplace(absl::StrCat(event, "\n", reason, "\n", key));
+  auto [it, first] =
+      peers_.try_emplace(absl::StrCat(event, "\n", reason, "\n", counted, "\n", key));
   PeerState& state = it->second;
   state.event = std::string(event);
   state.peer = std::string(peer);
   state.reason = std::string(reason);
+  state.counted = std::string(counted);
   ++state.unlogged;
   if (!first && now - state.last_line < interval_) return;
   WriteLine(state, details, now);
@@ -22,6 +26,7 @@ void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::s
 
 void RefusalLog::Flush() {
   const Clock::time_point now = Clock::now();
+  absl::MutexLock lock(&mu_);
   for (auto it = peers_.begin(); it != peers_.end();) {
     PeerState& state = it->second;
     if (now - state.last_line < interval_) {
@@ -37,11 +42,12 @@ void RefusalLog::Flush() {
 
 void RefusalLog::WriteLine(PeerState& state, std::initializer_list<LogField> details,
                            Clock::time_point now) {
-  // How many connections the line stands for: this one and those counted since the last line.
-  const std::string connections = absl::StrCat(state.unlogged);
+  // How many connections or calls the line stands for: this one and those counted since the
+  // last line.
+  const std::string count = absl::StrCat(state.unlogged);
   std::vector<LogField> fields(details);
   fields.push_back({"reason", state.reason});
-  fields.push_back({"connections", connections});
+  fields.push_back({state.counted, count});
   log_.Write(state.event, state.peer, fields);
   state.last_line = now;
   state.unlogged = 0;

@@ -1,11 +1,13 @@
-// The access-log lines for connections the server refuses or closes: one per peer, event and
-// reason per interval rather than one per connection. A flood from one address would otherwise write
-// a line for each connection (the log growing as fast as an attacker can connect), and one
-// line per second for all peers together hid who was refused. A peer's first refusal is
-// written at once; those that follow within the interval are counted, and the peer's next line
-// (or, if none comes, Flush once the interval is over) says how many connections it stands for.
+// The access-log lines for connections and calls the server refuses or closes: one per peer,
+// event and reason per interval rather than one per connection or call. A flood from one
+// address would otherwise write a line for each (the log growing as fast as an attacker can
+// connect or call, token or not), and one line per second for all peers together hid who was
+// refused. A peer's first refusal is written at once; those that follow within the interval are
+// counted, and the peer's next line (or, if none comes, Flush once the interval is over) says
+// how many connections or calls it stands for.
 //
-// Used from the connection acceptor's one thread only.
+// Shared by the connection acceptor's thread (which calls Flush on its sweep) and the threads
+// that check calls' tokens.
 #pragma once
 
 #include <chrono>
@@ -14,10 +16,15 @@
 #include <string>
 #include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "service/rpc/access_log.h"
 
 namespace cnp::rpc {
+
+// How often a peer's refused connections or calls get an access-log line at most.
+inline constexpr std::chrono::seconds kRefusalLogInterval{10};
 
 class RefusalLog {
  public:
@@ -27,24 +34,28 @@ class RefusalLog {
 
   // `event` is the access log's event ("refused", "closed"); `key` says whose refusals are
   // counted together (an address without its port, a unix socket's path and uid); `peer` is
-  // what the line names (the address with the port of the connection refused).
+  // what the line names (the address with the port of the connection refused). `counted` names
+  // what the line's count stands for: "connections", or "calls" for a call refused its token.
   void Refused(absl::string_view event, absl::string_view key, absl::string_view peer,
-               absl::string_view reason, std::initializer_list<LogField> details = {});
+               absl::string_view reason, std::initializer_list<LogField> details = {},
+               absl::string_view counted = "connections") ABSL_LOCKS_EXCLUDED(mu_);
   // Writes the counts owed for peers whose interval is over, and forgets peers with nothing
   // owed, so that a flood from many addresses does not grow this for good.
-  void Flush();
+  void Flush() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct PeerState {
-    std::string event, peer, reason;  // of the last refusal
+    std::string event, peer, reason, counted;  // of the last refusal
     Clock::time_point last_line;
     int64_t unlogged = 0;  // refusals no line has told yet
   };
-  void WriteLine(PeerState& state, std::initializer_list<LogField> details, Clock::time_point now);
+  void WriteLine(PeerState& state, std::initializer_list<LogField> details, Clock::time_point now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const AccessLog& log_;
   const Clock::duration interval_;
-  std::unordered_map<std::string, PeerState> peers_;
+  absl::Mutex mu_;
+  std::unordered_map<std::string, PeerState> peers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace cnp::rpc

@@ -193,7 +193,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   std::vector<int> listener_fds;
   for (const ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);
   acceptor_ = std::make_unique<ConnectionAcceptor>(
-      std::move(sockets), std::move(policy), *access_log_,
+      std::move(sockets), std::move(policy), *refusals_,
       [this, listener_fds](size_t index, int fd) {
         grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters connection;
         connection.listener_fd = listener_fds[index];
@@ -208,6 +208,7 @@ absl::Status RpcServer::Start() {
       AccessLog::Open(options_.security.access_log);
   if (!access_log.ok()) return access_log.status();
   access_log_ = std::move(*access_log);
+  refusals_ = std::make_unique<RefusalLog>(*access_log_, kRefusalLogInterval);
   std::string token;
   if (!options_.security.auth_token_file.empty()) {
     absl::StatusOr<std::string> read = ReadAuthToken(options_.security.auth_token_file);
@@ -215,11 +216,11 @@ absl::Status RpcServer::Start() {
     token = std::move(*read);
   }
   if (!token.empty() && options_.security.UsesTls()) {
-    token_processor_ = std::make_shared<BearerTokenProcessor>(token, *access_log_);
+    token_processor_ = std::make_shared<BearerTokenProcessor>(token, *refusals_);
   }
   probation_ = std::make_unique<ConnectionProbation>(
       absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), options_.first_call_timeout)));
-  gate_ = std::make_unique<CallGate>(std::move(token), *access_log_, probation_.get());
+  gate_ = std::make_unique<CallGate>(std::move(token), *refusals_, probation_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

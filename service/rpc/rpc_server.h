@@ -117,6 +117,9 @@ class RpcServer {
 
   const ServerOptions options_;
   std::unique_ptr<AccessLog> access_log_;
+  // Refused connections and calls, one line per peer and reason per interval: written by the
+  // acceptor, the call gate and the TLS token check, flushed by the acceptor's sweep.
+  std::unique_ptr<RefusalLog> refusals_;
   std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only

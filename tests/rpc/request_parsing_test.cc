@@ -165,6 +165,30 @@ TEST_F(RequestParsingTest, AnAdmittedRequestThatDoesNotParseIsInvalidArgument) {
   EXPECT_EQ(ProtobufLines(), 0) << server_->Log();
 }
 
+// A client without the token calling in a loop does not grow the access log as fast as it can
+// call: one line per peer, method and reason per 10 s, the next counting the calls between.
+TEST_F(RequestParsingTest, ManyCallsWithoutTheTokenAreOneAccessLogLine) {
+  constexpr int kCalls = 200;
+  for (int i = 0; i < kCalls; ++i) {
+    Answer answer = RawCall(tcp_, "/cnp.v1.Functions/Resolve", Field(1, "svc_fns.doubled"),
+                            /*with_token=*/false);
+    ASSERT_EQ(answer.code, grpc::StatusCode::UNAUTHENTICATED) << answer.message;
+  }
+  ASSERT_TRUE(server_->WaitForLog("call=Resolve code=UNAUTHENTICATED", absl::Seconds(30)))
+      << server_->Log();
+  // With the token the call goes through, and is no refusal.
+  Answer fine = RawCall(tcp_, "/cnp.v1.Functions/Resolve", Field(1, "svc_fns.doubled"), true);
+  EXPECT_EQ(fine.code, grpc::StatusCode::OK) << fine.message;
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(server_->Log(), '\n')) {
+    if (absl::StrContains(line, "call=Resolve code=UNAUTHENTICATED")) {
+      ++lines;
+      EXPECT_THAT(line, AllOf(HasSubstr("reason=\"no bearer token\""), HasSubstr("calls=1")));
+    }
+  }
+  EXPECT_EQ(lines, 1) << server_->Log();
+}
+
 TEST_F(RequestParsingTest, ManyRequestsThatDoNotParseWriteNoLogLineEach) {
   constexpr int kRequests = 200;
   for (int i = 0; i < kRequests; ++i) {
