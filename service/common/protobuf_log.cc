@@ -75,7 +75,8 @@ LogLevel LevelOf(google::protobuf::LogLevel level) {
 
 void HandleProtobufLine(google::protobuf::LogLevel level, const char* filename, int line,
                         const std::string& message) {
-  if (current_capture != nullptr) {
+  // protobuf aborts after a fatal line: it goes to the log even while a parse is captured.
+  if (current_capture != nullptr && level != google::protobuf::LOGLEVEL_FATAL) {
     current_capture->Append(message);
     return;
   }

@@ -1,12 +1,28 @@
 #include "service/rpc/bearer_authorization.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
 namespace cnp::rpc {
+
+std::string CertificateNames(const grpc::AuthContext* context) {
+  if (context == nullptr || !context->IsPeerAuthenticated()) return "";
+  std::vector<std::string> names;
+  for (const grpc::string_ref& name : context->GetPeerIdentity()) {
+    names.emplace_back(name.data(), name.size());
+  }
+  return absl::StrJoin(names, ",");
+}
+
+absl::string_view AddressOf(absl::string_view peer) {
+  const size_t colon = peer.rfind(':');
+  return colon == absl::string_view::npos ? peer : peer.substr(0, colon);
+}
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   // Every byte of the longer string is looked at, whatever the inputs.

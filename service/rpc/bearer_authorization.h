@@ -2,7 +2,7 @@
 // checked (bearer_token_processor.h on TLS listeners, call_gate.h on plaintext ones). RFC 6750
 // credentials are "Bearer TOKEN", the scheme's case not mattering (RFC 7235 section 2.1:
 // "bearer", "BEARER" are the same scheme), then one or more spaces, then the token, compared
-// exactly and in constant time.
+// exactly and in constant time. Also how both name a refused caller in the access log.
 #pragma once
 
 #include <optional>
@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "grpcpp/security/auth_context.h"
 
 namespace cnp::rpc {
 
@@ -32,6 +33,14 @@ absl::string_view RefusalReason(TokenCheck check);
 // The UNAUTHENTICATED status a refused call is answered with, saying what the header must be
 // and how each client sets it.
 absl::Status TokenRefusal(TokenCheck check);
+
+// Who a refused call's peer is, as both checks write it to the access log: the verified client
+// certificate's names under mutual TLS, comma-separated, else empty.
+std::string CertificateNames(const grpc::AuthContext* context);
+
+// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4", "ipv6:%5B::1%5D:5000" -> "ipv6:%5B::1%5D": a peer's
+// refusals are counted together whatever their connection's port.
+absl::string_view AddressOf(absl::string_view peer);
 
 // Compares without stopping at the first difference, so that the time taken does not tell an
 // attacker how much of a guessed token was right.

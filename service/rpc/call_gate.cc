@@ -13,13 +13,6 @@ namespace {
 
 bool IsUnixPeer(const std::string& peer) { return absl::StartsWith(peer, "unix:"); }
 
-// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4": a peer's refused calls are counted together whatever
-// their connection's port, as its refused connections are.
-absl::string_view AddressOf(absl::string_view peer) {
-  const size_t colon = peer.rfind(':');
-  return colon == absl::string_view::npos ? peer : peer.substr(0, colon);
-}
-
 }  // namespace
 
 CallGate::CallGate(std::string token, RefusalLog& refusals, ConnectionProbation* probation)
@@ -60,13 +53,7 @@ std::string CallGate::PeerIdentity(const grpc::ServerContext& context) {
 }
 
 std::string CallGate::PeerCertificate(const grpc::ServerContext& context) {
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  if (auth == nullptr || !auth->IsPeerAuthenticated()) return "";
-  std::vector<std::string> names;
-  for (const grpc::string_ref& name : auth->GetPeerIdentity()) {
-    names.emplace_back(name.data(), name.size());
-  }
-  return absl::StrJoin(names, ",");
+  return CertificateNames(context.auth_context().get());
 }
 
 }  // namespace cnp::rpc

@@ -23,6 +23,7 @@
 #include "asio/use_awaitable.hpp"
 #include "absl/time/time.h"
 #include "service/common/log.h"
+#include "service/rpc/bearer_authorization.h"
 #include "service/rpc/peer_connections.h"
 #include "service/rpc/refusal_log.h"
 
@@ -76,11 +77,6 @@ TcpPeer TcpPeerOf(int fd) {
   return peer;
 }
 
-// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4"; "ipv6:%5B::1%5D:5000" -> "ipv6:%5B::1%5D".
-std::string AddressOf(const std::string& uri) {
-  const size_t colon = uri.rfind(':');
-  return colon == std::string::npos ? uri : uri.substr(0, colon);
-}
 
 // How often connections on probation are looked at, and owed access-log lines written.
 std::chrono::steady_clock::duration SweepInterval(const ConnectionProbation* probation) {

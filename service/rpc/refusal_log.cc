@@ -10,47 +10,64 @@ void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::s
                          absl::string_view reason, std::initializer_list<LogField> details,
                          absl::string_view counted) {
   const Clock::time_point now = Clock::now();
-  absl::MutexLock lock(&mu_);
-  // Refusals of another kind from the same peer are counted apart: a line tells one reason.
-  auto [it, first] =
-      peers_.try_emplace(absl::StrCat(event, "\n", reason, "\n", counted, "\n", key));
-  PeerState& state = it->second;
-  state.event = std::string(event);
-  state.peer = std::string(peer);
-  state.reason = std::string(reason);
-  state.counted = std::string(counted);
-  ++state.unlogged;
-  if (!first && now - state.last_line < interval_) return;
-  WriteLine(state, details, now);
+  std::vector<Line> lines;
+  {
+    absl::MutexLock lock(&mu_);
+    // Refusals of another kind from the same peer are counted apart: a line tells one reason.
+    auto [it, first] =
+        peers_.try_emplace(absl::StrCat(event, "\n", reason, "\n", counted, "\n", key));
+    PeerState& state = it->second;
+    state.event = std::string(event);
+    state.peer = std::string(peer);
+    state.reason = std::string(reason);
+    state.counted = std::string(counted);
+    state.details.clear();
+    for (const LogField& field : details) state.details.emplace_back(field.key, field.value);
+    ++state.unlogged;
+    if (!first && now - state.last_line < interval_) return;
+    lines.push_back(LineFor(state, now));
+  }
+  Write(lines);
 }
 
 void RefusalLog::Flush() {
   const Clock::time_point now = Clock::now();
-  absl::MutexLock lock(&mu_);
-  for (auto it = peers_.begin(); it != peers_.end();) {
-    PeerState& state = it->second;
-    if (now - state.last_line < interval_) {
-      ++it;
-    } else if (state.unlogged > 0) {
-      WriteLine(state, {}, now);
-      ++it;
-    } else {
-      it = peers_.erase(it);
+  std::vector<Line> lines;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      PeerState& state = it->second;
+      if (now - state.last_line < interval_) {
+        ++it;
+      } else if (state.unlogged > 0) {
+        lines.push_back(LineFor(state, now));
+        ++it;
+      } else {
+        it = peers_.erase(it);
+      }
     }
   }
+  Write(lines);
 }
 
-void RefusalLog::WriteLine(PeerState& state, std::initializer_list<LogField> details,
-                           Clock::time_point now) {
+RefusalLog::Line RefusalLog::LineFor(PeerState& state, Clock::time_point now) {
+  Line line{state.event, state.peer, state.details};
+  line.fields.emplace_back("reason", state.reason);
   // How many connections or calls the line stands for: this one and those counted since the
   // last line.
-  const std::string count = absl::StrCat(state.unlogged);
-  std::vector<LogField> fields(details);
-  fields.push_back({"reason", state.reason});
-  fields.push_back({state.counted, count});
-  log_.Write(state.event, state.peer, fields);
+  line.fields.emplace_back(state.counted, absl::StrCat(state.unlogged));
   state.last_line = now;
   state.unlogged = 0;
+  return line;
+}
+
+void RefusalLog::Write(const std::vector<Line>& lines) const {
+  for (const Line& line : lines) {
+    std::vector<LogField> fields;
+    fields.reserve(line.fields.size());
+    for (const auto& [key, value] : line.fields) fields.push_back({key, value});
+    log_.Write(line.event, line.peer, fields);
+  }
 }
 
 }  // namespace cnp::rpc

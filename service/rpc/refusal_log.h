@@ -15,6 +15,8 @@
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
@@ -44,13 +46,21 @@ class RefusalLog {
   void Flush() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // A line decided under the lock, written after it (a slow log must not hold up the threads
+  // that check tokens).
+  struct Line {
+    std::string event, peer;
+    std::vector<std::pair<std::string, std::string>> fields;
+  };
   struct PeerState {
-    std::string event, peer, reason, counted;  // of the last refusal
+    // Of the last refusal: what a line counting it says, the details included.
+    std::string event, peer, reason, counted;
+    std::vector<std::pair<std::string, std::string>> details;
     Clock::time_point last_line;
     int64_t unlogged = 0;  // refusals no line has told yet
   };
-  void WriteLine(PeerState& state, std::initializer_list<LogField> details, Clock::time_point now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static Line LineFor(PeerState& state, Clock::time_point now);
+  void Write(const std::vector<Line>& lines) const;
 
   const AccessLog& log_;
   const Clock::duration interval_;

@@ -153,6 +153,23 @@ TEST_F(BrokenImportTest, ResolveSeesTheFixAtOnce) {
   EXPECT_EQ(Returned(*loaded), 7);
 }
 
+// A dotted name whose top package does not exist yet ran no code of the operator's: nothing is
+// remembered, and the package, once created, is found by the next call that looks (it waited
+// up to 10 s, the bound for failures no stamp shows).
+TEST_F(BrokenImportTest, AMissingPackageIsNotRememberedAsAFailedImport) {
+  absl::StatusOr<const LoadedFunction*> missing = registry_.Load("not_yet_pkg.views.f");
+  ASSERT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
+  EXPECT_THAT(missing.status().message(), HasSubstr("No module named 'not_yet_pkg'"));
+  ASSERT_EQ(::mkdir((CodeDir() + "/not_yet_pkg").c_str(), 0755), 0);
+  WriteCode("not_yet_pkg/__init__.py", "", 1000);
+  WriteCode("not_yet_pkg/views.py", "def f(doc):\n    return 5\n", 1000);
+  // Two seconds on: past any once-a-second look, within the 10 s a remembered failure waits.
+  now_ += absl::Seconds(2);
+  absl::StatusOr<const LoadedFunction*> found = registry_.Load("not_yet_pkg.views.f");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(Returned(*found), 5);
+}
+
 TEST_F(BrokenImportTest, AModuleCreatedNextToTheBrokenOneIsSeen) {
   WriteCode("needs_helper.py",
             absl::StrCat(CountingLine("needs_helper"),

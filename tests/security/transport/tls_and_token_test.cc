@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "client/lib/cnp_client.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/transport_testing.h"
@@ -228,6 +229,50 @@ TEST_F(TlsTest, TheBearerSchemeIsReadInAnyCaseOnATlsListener) {
       token);
   EXPECT_THAT(server->Log(), AllOf(HasSubstr("reason=\"not a bearer token\""),
                                    HasSubstr("checked=\"before the request was read\"")));
+}
+
+// On TLS the token is checked before gRPC looks the method up, so the path is the client's to
+// invent: a tokenless peer sending each call to a new path gets one line for all of them, naming
+// no path of its own (one line each, of its text, before).
+TEST_F(TlsTest, TokenlessCallsToInventedPathsAreOneLineNamingNoPath) {
+  const std::string token = "s3cret-token-7c1f";
+  WriteFile(certs_.dir + "/token", token + "\n");
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
+                                       "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key,
+                                       "--auth-token-file=" + certs_.dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  grpc::SslCredentialsOptions tls;
+  std::ifstream ca(certs_.ca);
+  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->Port()), grpc::SslCredentials(tls));
+  grpc::GenericStub stub(channel);
+  for (int i = 0; i < 30; ++i) {
+    const std::string path = i % 2 == 0 ? absl::StrCat("/cnp.v1.Functions/Invented", i)
+                                        : absl::StrCat("/invented", i, ".Service/Call");
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::CompletionQueue cq;
+    grpc::ByteBuffer request, response;
+    auto call = stub.PrepareUnaryCall(&context, path, request, &cq);
+    call->StartCall();
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    void* tag;
+    bool ok;
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << path;
+  }
+  ASSERT_TRUE(server->WaitForLog("call=unknown", absl::Seconds(30))) << server->Log();
+  const std::string log = server->Log();
+  EXPECT_THAT(log, Not(HasSubstr("nvented"))) << log;
+  size_t lines = 0;
+  for (size_t at = log.find("call=unknown"); at != std::string::npos;
+       at = log.find("call=unknown", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;
 }
 
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
