@@ -39,6 +39,25 @@ class TlsTest : public ::testing::Test {
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = *certs;
   }
+  static constexpr char kToken[] = "s3cret-token-7c1f";
+
+  // A TLS listener on loopback that requires kToken.
+  std::unique_ptr<ServerProcess> LaunchTlsServerWithToken() {
+    WriteFile(certs_.dir + "/token", absl::StrCat(kToken, "\n"));
+    return LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                  "--tls-key=" + certs_.server_key,
+                                  "--auth-token-file=" + certs_.dir + "/token"}});
+  }
+  // A channel to it that trusts the test CA.
+  std::shared_ptr<grpc::Channel> TlsChannelTo(const ServerProcess& server) {
+    grpc::SslCredentialsOptions tls;
+    std::ifstream ca(certs_.ca);
+    tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca),
+                              std::istreambuf_iterator<char>());
+    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", server.Port()),
+                               grpc::SslCredentials(tls));
+  }
+
   Certificates certs_;
 };
 
@@ -214,19 +233,9 @@ TEST(TokenTest, TheBearerSchemeIsReadInAnyCaseOnAPlaintextListener) {
 }
 
 TEST_F(TlsTest, TheBearerSchemeIsReadInAnyCaseOnATlsListener) {
-  const std::string token = "s3cret-token-7c1f";
-  WriteFile(certs_.dir + "/token", token + "\n");
-  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
-                                       "--tls-cert=" + certs_.server_cert,
-                                       "--tls-key=" + certs_.server_key,
-                                       "--auth-token-file=" + certs_.dir + "/token"}});
+  auto server = LaunchTlsServerWithToken();
   ASSERT_TRUE(server->ready()) << server->Log();
-  grpc::SslCredentialsOptions tls;
-  std::ifstream ca(certs_.ca);
-  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
-  ExpectBearerSchemeInAnyCase(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->Port()), grpc::SslCredentials(tls)),
-      token);
+  ExpectBearerSchemeInAnyCase(TlsChannelTo(*server), kToken);
   EXPECT_THAT(server->Log(), AllOf(HasSubstr("reason=\"not a bearer token\""),
                                    HasSubstr("checked=\"before the request was read\"")));
 }
@@ -235,19 +244,9 @@ TEST_F(TlsTest, TheBearerSchemeIsReadInAnyCaseOnATlsListener) {
 // invent: a tokenless peer sending each call to a new path gets one line for all of them, naming
 // no path of its own (one line each, of its text, before).
 TEST_F(TlsTest, TokenlessCallsToInventedPathsAreOneLineNamingNoPath) {
-  const std::string token = "s3cret-token-7c1f";
-  WriteFile(certs_.dir + "/token", token + "\n");
-  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
-                                       "--tls-cert=" + certs_.server_cert,
-                                       "--tls-key=" + certs_.server_key,
-                                       "--auth-token-file=" + certs_.dir + "/token"}});
+  auto server = LaunchTlsServerWithToken();
   ASSERT_TRUE(server->ready()) << server->Log();
-  grpc::SslCredentialsOptions tls;
-  std::ifstream ca(certs_.ca);
-  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
-  auto channel =
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->Port()), grpc::SslCredentials(tls));
-  grpc::GenericStub stub(channel);
+  grpc::GenericStub stub(TlsChannelTo(*server));
   for (int i = 0; i < 30; ++i) {
     const std::string path = i % 2 == 0 ? absl::StrCat("/cnp.v1.Functions/Invented", i)
                                         : absl::StrCat("/invented", i, ".Service/Call");
