@@ -1,8 +1,6 @@
 // The README prints the service config cnp's clients give every channel, for callers in other
 // languages to give theirs (README "Calling it over gRPC"): the printed JSON must be what
 // client/lib/service_config.cc builds, compared as JSON (the README's is laid out for reading).
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "client/lib/service_config.h"
@@ -10,17 +8,11 @@
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "tests/support/files.h"
 #include "tests/support/runfiles.h"
 
 namespace cnp::client {
 namespace {
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string Compact(const rapidjson::Document& document) {
   rapidjson::StringBuffer buffer;
@@ -30,7 +22,7 @@ std::string Compact(const rapidjson::Document& document) {
 }
 
 TEST(ServiceConfigReadmeTest, TheReadmesServiceConfigIsTheClientsOne) {
-  const std::string readme = ReadText(testing::Runfile("README.md"));
+  const std::string readme = testing::ReadFile(testing::Runfile("README.md"));
   const size_t marker = readme.find("<!-- service-config:");
   ASSERT_NE(marker, std::string::npos) << "README.md has no service-config block";
   const size_t start = readme.find("```json\n", marker);

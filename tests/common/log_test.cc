@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "tests/support/stderr_lines.h"
 
 namespace cnp {
 namespace {
@@ -18,20 +19,7 @@ namespace {
 // Runs `log` with stderr sent to a pipe; the lines it wrote.
 template <typename Fn>
 std::vector<std::string> LinesOf(Fn log) {
-  int pipe[2];
-  EXPECT_EQ(::pipe2(pipe, O_CLOEXEC), 0);
-  const int saved = ::dup(STDERR_FILENO);
-  ::dup2(pipe[1], STDERR_FILENO);
-  log();
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(pipe[1]);
-  std::string text;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::read(pipe[0], buffer, sizeof buffer)) > 0) text.append(buffer, n);
-  ::close(pipe[0]);
-  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+  return cnp::testing::StderrLinesOf(log);
 }
 
 class LogTest : public ::testing::Test {

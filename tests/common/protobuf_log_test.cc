@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/common/log.h"
+#include "tests/support/stderr_lines.h"
 
 namespace cnp {
 namespace {
@@ -29,20 +30,7 @@ using ::testing::StartsWith;
 // Runs `log` with stderr sent to a pipe; the lines it wrote.
 template <typename Fn>
 std::vector<std::string> LinesOf(Fn log) {
-  int pipe[2];
-  EXPECT_EQ(::pipe2(pipe, O_CLOEXEC), 0);
-  const int saved = ::dup(STDERR_FILENO);
-  ::dup2(pipe[1], STDERR_FILENO);
-  log();
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-  ::close(pipe[1]);
-  std::string text;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::read(pipe[0], buffer, sizeof buffer)) > 0) text.append(buffer, n);
-  ::close(pipe[0]);
-  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+  return cnp::testing::StderrLinesOf(log);
 }
 
 // Makes protobuf log one line (a proto3 string field that is not UTF-8, being serialized).
