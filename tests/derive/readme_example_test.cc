@@ -1,25 +1,17 @@
 // The README's cnp derive section shows the example declaration that its commands run
 // (examples/derive/derive.yml): the two must declare the same stages.
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "client/derive/declaration.h"
 #include "gtest/gtest.h"
+#include "tests/support/files.h"
 #include "tests/support/runfiles.h"
 
 namespace cnp::derive {
 namespace {
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 TEST(ReadmeExampleTest, TheReadmesDeclarationIsTheExamplesOne) {
-  const std::string readme = ReadText(testing::Runfile("README.md"));
+  const std::string readme = testing::ReadFile(testing::Runfile("README.md"));
   const size_t section = readme.find("\n## Derived databases: cnp derive\n");
   ASSERT_NE(section, std::string::npos);
   const size_t start = readme.find("```yaml\n", section);
