@@ -24,10 +24,11 @@ class RateLimitedProtobufLog {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit RateLimitedProtobufLog(Clock::duration interval) : interval_(interval) {}
+  RateLimitedProtobufLog(Clock::duration interval, ProtobufLogClock now)
+      : interval_(interval), now_(now) {}
 
   void Write(LogLevel level, std::string place, absl::string_view message) {
-    const Clock::time_point now = Clock::now();
+    const Clock::time_point now = now_();
     int64_t left_out = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -55,6 +56,7 @@ class RateLimitedProtobufLog {
     int64_t left_out = 0;
   };
   const Clock::duration interval_;
+  const ProtobufLogClock now_;
   absl::Mutex mu_;
   std::map<std::string, Place> places_ ABSL_GUARDED_BY(mu_);
 };
@@ -83,9 +85,9 @@ void HandleProtobufLine(google::protobuf::LogLevel level, const char* filename, 
   rate_limited->Write(LevelOf(level), absl::StrCat(filename, ":", line), message);
 }
 
-void Install(std::chrono::steady_clock::duration interval) {
-  absl::call_once(installed, [interval] {
-    rate_limited = new RateLimitedProtobufLog(interval);
+void Install(std::chrono::steady_clock::duration interval, ProtobufLogClock now) {
+  absl::call_once(installed, [interval, now] {
+    rate_limited = new RateLimitedProtobufLog(interval, now);
     google::protobuf::SetLogHandler(&HandleProtobufLine);
   });
 }
@@ -97,7 +99,9 @@ void ProtobufLogCapture::Append(absl::string_view line) {
   absl::StrAppend(&text_, absl::StripAsciiWhitespace(line));
 }
 
-void RouteProtobufLog(std::chrono::steady_clock::duration interval) { Install(interval); }
+void RouteProtobufLog(std::chrono::steady_clock::duration interval, ProtobufLogClock now) {
+  Install(interval, now);
+}
 
 std::string ProtobufLogCapture::Reason() const {
   if (text_.empty()) {
@@ -112,7 +116,7 @@ std::string ProtobufLogCapture::Reason() const {
 }
 
 ProtobufLogCapture::ProtobufLogCapture() : previous_(current_capture) {
-  Install(kProtobufLogInterval);
+  Install(kProtobufLogInterval, &std::chrono::steady_clock::now);
   current_capture = this;
 }
 

@@ -18,10 +18,14 @@ namespace cnp {
 
 inline constexpr std::chrono::steady_clock::duration kProtobufLogInterval = std::chrono::seconds(10);
 
+// The clock the interval is measured on: steady_clock's, unless a test brings its own.
+using ProtobufLogClock = std::chrono::steady_clock::time_point (*)();
+
 // Installs the handler (google::protobuf::SetLogHandler) for the whole process, with this
 // interval between two lines of one place. Call at start-up: only the first installation (this
 // or the first capture's, with the default interval) counts.
-void RouteProtobufLog(std::chrono::steady_clock::duration interval = kProtobufLogInterval);
+void RouteProtobufLog(std::chrono::steady_clock::duration interval = kProtobufLogInterval,
+                      ProtobufLogClock now = &std::chrono::steady_clock::now);
 
 // While it lives, what protobuf logs on this thread is collected here instead of logged (the
 // handler is installed if it was not). It must not be held across a coroutine's suspension:

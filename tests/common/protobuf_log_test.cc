@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -41,18 +42,22 @@ void MakeProtobufComplain() {
   ASSERT_FALSE(bytes.empty());
 }
 
-constexpr auto kInterval = std::chrono::milliseconds(300);
+constexpr auto kInterval = std::chrono::seconds(10);
+
+// The rate limit's clock, moved by the tests alone.
+std::atomic<std::chrono::steady_clock::rep> fake_ticks{0};
+std::chrono::steady_clock::time_point FakeNow() {
+  return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(fake_ticks));
+}
 
 class ProtobufLogTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { RouteProtobufLog(kInterval); }
+  static void SetUpTestSuite() { RouteProtobufLog(kInterval, &FakeNow); }
   void TearDown() override { SetLogFormat(LogFormat::kText); }
 
   // Lets the interval of the lines before pass: the next line is written.
   static void LetTheIntervalPass() {
-    const auto end = std::chrono::steady_clock::now() + kInterval;
-    while (std::chrono::steady_clock::now() < end) {
-    }
+    fake_ticks += std::chrono::steady_clock::duration(kInterval).count();
   }
 };
 
@@ -73,6 +78,10 @@ TEST_F(ProtobufLogTest, OneLinePerIntervalInTheLogsFormatWithACount) {
   ASSERT_THAT(lines, SizeIs(1));
   EXPECT_THAT(lines[0], AllOf(Not(StartsWith("{")), HasSubstr(" ERROR "),
                               HasSubstr("(and 999 more such lines left out since the last one")));
+
+  // Within the interval nothing more is written, however long the calls take.
+  fake_ticks += std::chrono::steady_clock::duration(kInterval).count() - 1;
+  EXPECT_THAT(LinesOf([] { MakeProtobufComplain(); }), IsEmpty());
 }
 
 TEST_F(ProtobufLogTest, ACaptureTakesTheLinesOfItsThreadInsteadOfTheLog) {
