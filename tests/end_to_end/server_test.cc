@@ -27,6 +27,7 @@ namespace {
 
 using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string FunctionsDir() { return testing::Runfile("tests/functions/server"); }
 
@@ -392,11 +393,10 @@ TEST(ServerTest, AnswersHealthChecksAndStreams) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
-TEST(ServerTest, ListsItsServicesThroughReflection) {
-  auto server = StartServer();
-  auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
-  // grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo, spoken as bytes: a
-  // ServerReflectionRequest with list_services = "" (field 7) encodes as 3a 00.
+// One ServerReflectionInfo exchange, spoken as bytes (grpc.reflection.v1alpha): the response
+// to `request`, serialized.
+std::string AskReflection(const std::string& target, const std::string& request) {
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   grpc::CompletionQueue cq;
@@ -407,25 +407,49 @@ TEST(ServerTest, ListsItsServicesThroughReflection) {
   auto step = [&](void* expected) {
     return cq.Next(&tag, &ok) && ok && tag == expected;
   };
-  call->StartCall(reinterpret_cast<void*>(1));
-  ASSERT_TRUE(step(reinterpret_cast<void*>(1)));
-  grpc::Slice request_bytes(std::string("\x3a\x00", 2));
-  grpc::ByteBuffer request(&request_bytes, 1);
-  call->Write(request, reinterpret_cast<void*>(2));
-  ASSERT_TRUE(step(reinterpret_cast<void*>(2)));
-  grpc::ByteBuffer response;
-  call->Read(&response, reinterpret_cast<void*>(3));
-  ASSERT_TRUE(step(reinterpret_cast<void*>(3)));
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
   std::string bytes;
-  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  EXPECT_THAT(bytes, HasSubstr("cnp.v1.Functions"));
-  EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+  call->StartCall(reinterpret_cast<void*>(1));
+  grpc::Slice request_bytes(request);
+  grpc::ByteBuffer request_buffer(&request_bytes, 1);
+  grpc::ByteBuffer response;
+  std::vector<grpc::Slice> slices;
+  if (step(reinterpret_cast<void*>(1)) &&
+      (call->Write(request_buffer, reinterpret_cast<void*>(2)), step(reinterpret_cast<void*>(2))) &&
+      (call->Read(&response, reinterpret_cast<void*>(3)), step(reinterpret_cast<void*>(3))) &&
+      response.Dump(&slices).ok()) {
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
   context.TryCancel();
   grpc::Status status;
   call->Finish(&status, reinterpret_cast<void*>(4));
   cq.Next(&tag, &ok);
+  return bytes;
+}
+
+TEST(ServerTest, ListsItsServicesThroughReflection) {
+  auto server = StartServer();
+  // A ServerReflectionRequest with list_services = "" (field 7) encodes as 3a 00.
+  const std::string bytes = AskReflection(server->target(), std::string("\x3a\x00", 2));
+  EXPECT_THAT(bytes, HasSubstr("cnp.v1.Functions"));
+  EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+}
+
+// What grpcurl does before it calls a method it has no .proto for: gRPC's own health service
+// carries no descriptor, so without cnp's copy of it `grpcurl ... grpc.health.v1.Health/Check`
+// failed with "Symbol not found".
+TEST(ServerTest, DescribesTheHealthServiceThroughReflection) {
+  auto server = StartServer();
+  // file_containing_symbol (field 4) = "grpc.health.v1.Health".
+  const std::string symbol = "grpc.health.v1.Health";
+  const std::string bytes = AskReflection(
+      server->target(), absl::StrCat("\x22", std::string(1, static_cast<char>(symbol.size())), symbol));
+  // A file_descriptor_response (field 4 of the response, tag 0x22) holding the service and its
+  // request message, not an error_response (field 7, tag 0x3a).
+  EXPECT_THAT(bytes, HasSubstr("grpc/health/v1/health.proto"));
+  EXPECT_THAT(bytes, HasSubstr("HealthCheckRequest"));
+  EXPECT_THAT(bytes, Not(HasSubstr("not found")));
 }
 
 TEST(ServerTest, ReadsItsSettingsFromAYamlFile) {
