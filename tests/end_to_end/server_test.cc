@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -21,13 +23,17 @@
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "tests/support/server_process.h"
+#include "tests/support/worker_pids.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::Pair;
+using ::testing::SizeIs;
 
 std::string FunctionsDir() { return testing::Runfile("tests/functions/server"); }
 
@@ -156,26 +162,41 @@ TEST(ServerTest, CodeUpdatedOnDiskIsPickedUpByTheVersionRetry) {
   EXPECT_EQ(second->results(0).rows(), R"([[["new code",2]]])");
 }
 
+// live.py as the code on disk says: f emits [label, its worker's pid] (testing::PidsByLabel).
+std::string LiveCode(const std::string& label) {
+  return absl::StrCat("import os\n\ndef f(doc):\n    yield '", label, "', os.getpid()\n");
+}
+
 TEST(ServerTest, SighupReloadsEveryWorkerWithoutFailingACall) {
+  constexpr size_t kWorkers = 2;  // StartServer's
   std::string dir = testing::MakeTempDir("code");
-  WriteFile(dir + "/live.py", "def f(doc):\n    yield 'before', 1\n");
+  WriteFile(dir + "/live.py", LiveCode("before"));
   auto server = StartServer({"--python-path=" + dir});
   auto client = server->Connect();
-  auto before = client->Map({"live.f"}, {Doc("a", "")});
+  // Every worker imports the code as it is now: one that never ran live.f would import whatever
+  // is on disk at its first call, reloaded or not.
+  auto before = testing::PidsByLabel(*client, "live.f");
   ASSERT_TRUE(before.ok()) << before.status();
-  EXPECT_EQ(before->results(0).rows(), R"([[["before",1]]])");
-  WriteFile(dir + "/live.py", "def f(doc):\n    yield 'after the reload', 2\n");
+  ASSERT_THAT(*before, ElementsAre(Pair("before", SizeIs(kWorkers))));
+  WriteFile(dir + "/live.py", LiveCode("after the reload"));
   server->Signal(SIGHUP);
-  // Call continuously while the workers are replaced one by one: no call may fail, and both
-  // workers end up running the new code (two answers in a row come from both of them).
-  int after_in_a_row = 0;
-  absl::Time give_up = absl::Now() + absl::Seconds(30);
-  for (int i = 0; i < 100000 && after_in_a_row < 20 && absl::Now() < give_up; ++i) {
+  // Call continuously while the workers are replaced one by one: no call may fail.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  int calls = 0;
+  while (!absl::StrContains(server->Log(), "reload finished") && absl::Now() < give_up) {
     auto r = client->Map({"live.f"}, {Doc("a", "")});
-    ASSERT_TRUE(r.ok()) << "call " << i << " failed during the reload: " << r.status();
-    after_in_a_row = r->results(0).rows() == R"([[["after the reload",2]]])" ? after_in_a_row + 1 : 0;
+    ASSERT_TRUE(r.ok()) << "call " << calls << " failed during the reload: " << r.status();
+    ++calls;
   }
-  EXPECT_EQ(after_in_a_row, 20) << server->Log();
+  ASSERT_THAT(server->Log(), HasSubstr("reload finished"));
+  std::cerr << calls << " calls during the reload\n";
+  // Then every worker answers with the new code, and none of them is a process from before.
+  auto after = testing::PidsByLabel(*client, "live.f");
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_THAT(*after, ElementsAre(Pair("after the reload", SizeIs(kWorkers)))) << server->Log();
+  for (int pid : after->at("after the reload")) {
+    EXPECT_FALSE(before->at("before").contains(pid)) << "worker " << pid << " was not replaced";
+  }
 }
 
 TEST(ServerTest, ACrashFailsOnlyThatCallAndTheWorkerComesBack) {
