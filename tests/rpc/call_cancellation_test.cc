@@ -1,14 +1,18 @@
 // Cancellation end to end, through a real cnp-server with real workers: what a call held is let
-// go as soon as its client cancels, its deadline passes or it disconnects, so that the next
-// call is served at once instead of after the abandoned work. Each test occupies every worker
+// go as soon as its client cancels, its deadline passes or its process is killed (the
+// connection closes, no cancel is sent), so that the next call is served at once instead of
+// after the abandoned work. Each test occupies every worker
 // with a function that runs for minutes, makes sure it is running (the function writes to a
 // FIFO the test reads), ends the call from the client's side, and then needs a new call served
 // within a bound far below what the abandoned work would take.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,7 +23,9 @@
 #include "cnp/v1/functions.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/runfiles.h"
 #include "tests/support/server_process.h"
+#include "tests/support/spawn.h"
 #include "tests/support/start_signal.h"
 
 namespace cnp {
@@ -130,29 +136,51 @@ TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {
   EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
 }
 
-TEST(CancellationTest, ClientDisconnectingMidStreamFreesTheWorker) {
+// A cancel on a stream (RST_STREAM) whose connection stays open: the next call goes over the
+// same channel.
+TEST(CancellationTest, ClientCancellingMidStreamFreesTheWorker) {
+  auto server = StartServer(1);
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  StartSignal started;
+  grpc::ClientContext context;
+  auto stream = stub->MapStream(&context);
+  v1::MapRequest request;
+  request.add_functions("rpc_fns.slow_map");
+  for (int i = 0; i < 20000; ++i) {
+    request.add_docs(i == 0 ? DocWithSignal("d0", started.path())
+                            : absl::StrCat(R"({"_id":"d)", i, R"("})"));
+  }
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
+  context.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  absl::Duration took;
+  EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+  EXPECT_LT(took, kPrompt);
+}
+
+// A client that disappears: the process is killed mid-stream, so no cancel is ever sent; its
+// connection closes, and that alone must let the worker go.
+TEST(CancellationTest, ClientKilledMidStreamFreesTheWorker) {
   auto server = StartServer(1);
   ASSERT_NE(server, nullptr);
   StartSignal started;
-  {
-    // A channel of its own, dropped with the stream: the client is gone, not just cancelling.
-    auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
-    auto stream_stub = v1::Functions::NewStub(channel);
-    grpc::ClientContext context;
-    auto stream = stream_stub->MapStream(&context);
-    v1::MapRequest request;
-    request.add_functions("rpc_fns.slow_map");
-    for (int i = 0; i < 20000; ++i) {
-      request.add_docs(i == 0 ? DocWithSignal("d0", started.path())
-                              : absl::StrCat(R"({"_id":"d)", i, R"("})"));
-    }
-    ASSERT_TRUE(stream->Write(request));
-    ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
-    context.TryCancel();
-  }
+  absl::StatusOr<pid_t> client = testing::Spawn(
+      {.argv = {testing::Runfile("tests/rpc/disconnecting_client"), server->target(),
+                started.path()}});
+  ASSERT_TRUE(client.ok()) << client.status();
+  const bool running = started.Wait(absl::Seconds(60));
+  ASSERT_EQ(::kill(*client, SIGKILL), 0);
+  const int status = testing::WaitForExit(*client);
+  ASSERT_TRUE(running) << "the client's message never reached a worker\n" << server->Log();
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "the client ended by itself (exit code " << testing::ExitCode(status) << ")";
   auto stub = Stub(*server);
   absl::Duration took;
   EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+  EXPECT_LT(took, kPrompt);
+  std::cerr << "the next call was answered " << took << " after the client was killed\n";
 }
 
 }  // namespace
