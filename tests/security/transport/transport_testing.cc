@@ -19,6 +19,26 @@ std::unique_ptr<ServerProcess> LaunchServer(ServerOptions options) {
   return ServerProcess::Launch(std::move(options));
 }
 
+std::unique_ptr<ServerProcess> LaunchServerWithoutNetwork(ServerOptions options,
+                                                          std::string& why) {
+  constexpr const char* kUnshare = "/usr/bin/unshare";
+  if (::cnp::testing::RunToCompletion({kUnshare, "--net", "true"}) != 0) {
+    why = absl::StrCat(kUnshare, " --net failed (it needs root or CAP_SYS_ADMIN): without a "
+                       "namespace of its own, a server on 0.0.0.0 would be open to the network");
+    return nullptr;
+  }
+  // cnp-server's own pid, in the namespace unshare made: unshare execs it.
+  const std::string wrapper = MakeTempDir("netns") + "/cnp-server";
+  WriteFile(wrapper,
+            absl::StrCat("#!/bin/sh\nexec ", kUnshare, " --net -- '",
+                         options.server_binary.empty() ? Runfile("service/cnp-server")
+                                                       : options.server_binary,
+                         "' \"$@\"\n"),
+            0755);
+  options.server_binary = wrapper;
+  return LaunchServer(std::move(options));
+}
+
 absl::StatusOr<Certificates> MakeCertificates() {
   Certificates c;
   c.dir = MakeTempDir("certs");

@@ -29,6 +29,13 @@ using ::cnp::testing::WriteFile;
 // Log() say why.
 std::unique_ptr<ServerProcess> LaunchServer(ServerOptions options);
 
+// The same in a network namespace of its own (unshare --net), whose only interface is a
+// loopback: there a server may bind 0.0.0.0 without being reachable from anywhere but itself.
+// Give it a unix --listen too to call it (a socket file is reached from any namespace). Null
+// where this test may not make a namespace (unshare needs CAP_SYS_ADMIN), `why` saying so.
+std::unique_ptr<ServerProcess> LaunchServerWithoutNetwork(ServerOptions options,
+                                                          std::string& why);
+
 // ca.pem; server.pem/server.key for 127.0.0.1 and localhost; client.pem/client.key; all
 // signed by ca. other-ca.pem: a CA that signed nothing here.
 struct Certificates {
