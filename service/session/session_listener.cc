@@ -50,10 +50,9 @@ using asio::local::stream_protocol;
 using v1::Answer;
 using v1::Ended;
 
-// How long a connected adapter may take to send its hello, and the server to write a small
-// frame to an adapter: both are a few hundred bytes on a local socket. Both are awaited on the
-// control loop, each connection with its own timer, so a stalled adapter holds only its own
-// connection that long.
+// How long the server may take to write a small frame to an adapter: a few hundred bytes on a
+// local socket. Awaited on the control loop, each connection with its own timer, as the hello
+// is (ListenerOptions::hello_timeout), so a stalled adapter holds only its own connection.
 constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
 
 // A hello is well under a kilobyte; a longer one is a broken peer, not worth the memory.
@@ -112,18 +111,19 @@ asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::st
   co_return absl::OkStatus();
 }
 
-// The hello, or why there is none: a peer that has not sent it within kSmallFrameWait loses its
+// The hello, or why there is none: a peer that has not sent it within `timeout` loses its
 // connection (its timer, not the loop, does the waiting).
 asio::awaitable<absl::Status> ReadHelloInTime(stream_protocol::socket& socket,
-                                              std::string& payload, std::vector<int>& fds) {
+                                              std::string& payload, std::vector<int>& fds,
+                                              absl::Duration timeout) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer deadline(co_await asio::this_coro::executor,
-                              absl::ToChronoNanoseconds(kSmallFrameWait));
+                              absl::ToChronoNanoseconds(timeout));
   std::variant<absl::Status, std::monostate> read = co_await (
       ReadHello(socket, payload, fds) || deadline.async_wait(asio::use_awaitable));
   if (read.index() == 1) {
     co_return absl::DeadlineExceededError(
-        absl::StrCat("no whole hello within ", absl::FormatDuration(kSmallFrameWait)));
+        absl::StrCat("no whole hello within ", absl::FormatDuration(timeout)));
   }
   co_return std::get<0>(read);
 }
@@ -335,7 +335,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   // once; the deadline only bounds a broken or stalled peer of an allowed uid.
   std::string payload;
   std::vector<int> fds;
-  absl::Status read = co_await ReadHelloInTime(socket, payload, fds);
+  absl::Status read = co_await ReadHelloInTime(socket, payload, fds, options_.hello_timeout);
   ReceivedDescriptors pipes(std::move(fds));
   v1::Hello hello;
   if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {

@@ -43,6 +43,10 @@ struct ListenerOptions {
   // This server's own settings in the same form, for an operator-started server's one-time
   // report that an adapter asked for others.
   std::string own_settings;
+  // How long a connected adapter may take to send its hello: a few hundred bytes on a local
+  // socket, sent in one sendmsg() right after it connects. (Tests stretch it to tell a listener
+  // that awaits the hello from one that blocks the loop on it.)
+  absl::Duration hello_timeout = absl::Seconds(2);
   // CouchDB's timeout for a command until its first reset says otherwise (its default).
   absl::Duration default_couchdb_timeout = absl::Seconds(5);
   // The server's --call-timeout: the longest any command may run, whatever CouchDB's reset says.
