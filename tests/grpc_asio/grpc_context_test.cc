@@ -124,21 +124,37 @@ TEST_F(Fixture, PostsFromManyThreadsAtOnceAllRunOnTheLoop) {
 }
 
 // Shutting the queue down while other threads keep posting: an alarm set on a queue that is
-// shut down would abort the process.
+// shut down would abort the process. Once the loop has ended, work posted is dropped at once:
+// none runs (nothing is left to run it), none is kept (a coroutine frame it holds goes with it).
 TEST_F(Fixture, ShutdownWhileOthersKeepPostingDoesNotAbort) {
+  constexpr int kBeforeStop = 1000;
   std::atomic<bool> stop{false};
   std::atomic<int> ran{0};
+  std::promise<void> enough_ran;
   std::vector<std::thread> posters;
   for (int t = 0; t < 3; ++t) {
     posters.emplace_back([&] {
-      while (!stop) context_->Post([&] { ran.fetch_add(1); });
+      while (!stop) {
+        context_->Post([&] {
+          if (ran.fetch_add(1) + 1 == kBeforeStop) enough_ran.set_value();
+        });
+      }
     });
   }
-  while (ran.load() < 1000) std::this_thread::yield();
+  // The loop is busy with posts from three threads when it is stopped.
+  const bool running = enough_ran.get_future().wait_for(kBound) == std::future_status::ready;
   StopLoop();  // returns once the loop has ended
+  const int ran_at_stop = ran.load();
+  // Posted after the end, with the other threads still posting: dropped, not run, not kept.
+  auto held = std::make_shared<int>(0);
+  for (int i = 0; i < 100; ++i) context_->Post([held, &ran] { ran.fetch_add(1); });
+  const long holders = held.use_count();
   stop = true;
   for (auto& poster : posters) poster.join();
-  EXPECT_GE(ran.load(), 1000);
+  ASSERT_TRUE(running) << "ran " << ran_at_stop << " of " << kBeforeStop << " posts";
+  EXPECT_GE(ran_at_stop, kBeforeStop);
+  EXPECT_EQ(ran.load(), ran_at_stop) << "work ran after the loop had ended";
+  EXPECT_EQ(holders, 1) << "work posted after the loop had ended was kept";
 }
 
 TEST_F(Fixture, AsioPostThroughTheExecutorRunsOnTheContextThread) {
