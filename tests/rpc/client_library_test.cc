@@ -129,6 +129,9 @@ TEST(ClientLibraryTest, ACallOnTheStubHasTheClientsDefaultDeadline) {
   v1::ValidateResponse response;
   grpc::Status status = client->stub().Validate(&context, held, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  // The function had started: the deadline ended a call running in its worker, not one that
+  // never got there. (It writes its byte as it starts, before sleeping for minutes.)
+  EXPECT_TRUE(started.Wait(absl::Seconds(20))) << "the function never ran";
   // None when asked for none.
   grpc::ClientContext unbounded;
   client->PrepareContext(unbounded, absl::InfiniteDuration());

@@ -115,11 +115,10 @@ TEST(CancellationTest, CancelledUploadStopsTalkingToCouchDb) {
   grpc::ClientContext context;
   auto reader = stub->Upload(&context, UploadTo(couchdb));
   ASSERT_TRUE(couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
-  const absl::Time cancelled = absl::Now();
   context.TryCancel();
-  // The upload would otherwise wait for CouchDB's answer for its whole HTTP timeout (60 s).
+  // The upload would otherwise wait for CouchDB's answer for its whole HTTP timeout (60 s):
+  // the wait itself is the check, closed within 10 s of the cancel or not at all.
   EXPECT_TRUE(couchdb.AwaitClosed(absl::Seconds(10))) << server->Log();
-  EXPECT_LT(absl::Now() - cancelled, absl::Seconds(10));
   v1::UploadEvent event;
   while (reader->Read(&event)) {
   }
