@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
@@ -17,7 +18,6 @@ using ::cnp::couchdb::CouchClient;
 using ::cnp::couchdb::HttpError;
 using ::cnp::couchdb::HttpResponse;
 using ::cnp::couchdb::ParseJson;
-using ::cnp::couchdb::ToJson;
 
 std::string Field(const rapidjson::Value& doc, const char* name) {
   return std::string(::cnp::couchdb::StringMember(doc, name));
@@ -42,55 +42,53 @@ void EmitError(const RegistrySync::Emit& emit, const absl::Status& status,
 // Marks one entry removed, re-reading it after a concurrent edit.
 absl::Status MarkEntry(CouchClient& couch, const std::string& registry, const std::string& id,
                        bool dry_run, int max_conflict_retries, const RegistrySync::Emit& emit) {
-  const std::string path =
-      absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/", CouchClient::EscapeSegment(id));
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<HttpResponse> got = couch.Get(path);
-    if (!got.ok()) return got.status();
-    if (got->status != 200) {
-      return HttpError(*got, absl::StrCat("reading ", id, " from ", registry), couch.base_url());
-    }
-    absl::StatusOr<rapidjson::Document> entry = ParseJson(got->body);
-    if (!entry.ok() || !entry->IsObject()) {
-      return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", id, " from ", registry));
-    }
-    v1::UploadEvent event;
+  v1::UploadEvent event;
+  absl::StatusOr<::cnp::couchdb::WriteResult> written = ::cnp::couchdb::WriteWithConflictRetry(
+      couch,
+      {.path = absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/",
+                            CouchClient::EscapeSegment(id)),
+       .id = id,
+       .database = registry,
+       .activity = "marking it removed",
+       .max_conflict_retries = max_conflict_retries,
+       .must_exist = true,
+       .writing = absl::StrCat("marking ", id, " removed in ", registry)},
+      [&](const ::cnp::couchdb::StoredDocument& stored,
+          int attempt) -> absl::StatusOr<::cnp::couchdb::WriteDecision> {
+        event.Clear();
+        v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+        outcome.set_database(registry);
+        outcome.set_id(id);
+        outcome.set_conflict_retries(attempt);
+        if (IsRemoved(*stored.doc)) {
+          outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+          outcome.set_rev(stored.rev);
+          return std::nullopt;
+        }
+        v1::FieldChange& change = *outcome.add_changes();
+        change.set_path("removed");
+        change.set_new_json("true");
+        if (dry_run) {
+          outcome.set_action(v1::DesignDocOutcome::WOULD_REMOVE);
+          return std::nullopt;
+        }
+        rapidjson::Document entry;
+        auto& a = entry.GetAllocator();
+        entry.CopyFrom(*stored.doc, a);
+        entry.RemoveMember("removed");
+        entry.RemoveMember("removed_at_ms");
+        entry.AddMember("removed", true, a);
+        entry.AddMember("removed_at_ms", absl::ToUnixMillis(absl::Now()), a);
+        return entry;
+      });
+  if (!written.ok()) return written.status();
+  if (written->written) {
     v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-    outcome.set_database(registry);
-    outcome.set_id(id);
-    outcome.set_conflict_retries(attempt);
-    if (IsRemoved(*entry)) {
-      outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
-      outcome.set_rev(Field(*entry, "_rev"));
-      emit(event);
-      return absl::OkStatus();
-    }
-    v1::FieldChange& change = *outcome.add_changes();
-    change.set_path("removed");
-    change.set_new_json("true");
-    if (dry_run) {
-      outcome.set_action(v1::DesignDocOutcome::WOULD_REMOVE);
-      emit(event);
-      return absl::OkStatus();
-    }
-    auto& a = entry->GetAllocator();
-    entry->RemoveMember("removed");
-    entry->RemoveMember("removed_at_ms");
-    entry->AddMember("removed", true, a);
-    entry->AddMember("removed_at_ms", absl::ToUnixMillis(absl::Now()), a);
-    absl::StatusOr<HttpResponse> put = couch.Put(path, ToJson(*entry));
-    if (!put.ok()) return put.status();
-    if (put->status == 409 && attempt < max_conflict_retries) continue;
-    if (put->status != 201 && put->status != 202) {
-      return HttpError(*put, absl::StrCat("marking ", id, " removed in ", registry),
-                       couch.base_url());
-    }
-    absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
-    if (written.ok()) outcome.set_rev(Field(*written, "rev"));
+    outcome.set_rev(written->written_rev);
     outcome.set_action(v1::DesignDocOutcome::REMOVED);
-    emit(event);
-    return absl::OkStatus();
   }
+  emit(event);
+  return absl::OkStatus();
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/couchdb/builtin_reduces.h"
+#include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
@@ -492,97 +493,72 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
                                           const RegisteredDesignDoc& entry) {
   const std::string id = absl::StrCat("_design/", entry.name);
   const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<HttpResponse> got = couch_.Get(path);
-    if (!got.ok()) return got.status();
-    std::optional<rapidjson::Document> stored;
-    std::string rev;
-    if (got->status == 200) {
-      absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
-      if (!doc.ok() || !doc->IsObject()) {
-        return absl::UnknownError(
-            absl::StrCat("CouchDB sent a malformed ", id, " from ", database));
-      }
-      rev = std::string(StringField(*doc, "_rev"));
-      stored = std::move(*doc);
-    } else if (got->status != 404) {
-      return HttpError(*got, absl::StrCat("reading ", id, " from ", database), couch_.base_url());
-    }
-    ::cnp::couchdb::DesignDocPlan plan = ::cnp::couchdb::PlanDesignDoc(
-        entry.design_document, stored ? &*stored : nullptr, options_.drop_unknown_fields);
-
-    v1::UploadEvent event;
-    v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-    outcome.set_database(database);
-    outcome.set_id(id);
-    for (const v1::FieldChange& change : plan.changes) *outcome.add_changes() = change;
-    outcome.set_index_rebuild(plan.index_rebuild);
-    for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
-    for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
-    for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
-    outcome.set_document_json(ToJson(plan.document));
-    outcome.set_conflict_retries(attempt);
-    if (plan.changes.empty()) {
-      outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
-      outcome.set_rev(rev);
-      emit_(event);
-      return absl::OkStatus();
-    }
-    if (options_.dry_run) {
-      outcome.set_action(stored ? v1::DesignDocOutcome::WOULD_UPDATE
-                                : v1::DesignDocOutcome::WOULD_CREATE);
-      emit_(event);
-      return absl::OkStatus();
-    }
-    if (stored) {
-      auto& alloc = plan.document.GetAllocator();
-      plan.document.AddMember("_rev", ::cnp::couchdb::StringValue(rev, alloc), alloc);
-    }
-    absl::StatusOr<HttpResponse> put = couch_.Put(path, ToJson(plan.document));
-    if (!put.ok()) return put.status();
-    if (put->status == 409) {
-      if (attempt >= options_.max_conflict_retries) {
-        return absl::AbortedError(absl::StrCat(id, " in ", database, " changed concurrently ",
-                                               attempt + 1,
-                                               " times while syncing; gave up without "
-                                               "overwriting it"));
-      }
-      EmitProblem(v1::UploadProblem::WARNING,
-                  absl::AbortedError(absl::StrCat(id, " in ", database,
-                                                  " was changed by someone else while syncing; "
-                                                  "re-reading and comparing again")),
-                  database, id);
-      continue;
-    }
-    if (put->status != 201 && put->status != 202) {
-      return HttpError(*put, absl::StrCat("writing ", id, " to ", database), couch_.base_url());
-    }
-    absl::StatusOr<rapidjson::Document> written = ParseJson(put->body);
-    if (written.ok()) outcome.set_rev(std::string(StringField(*written, "rev")));
-    outcome.set_action(stored ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
+  v1::UploadEvent event;
+  absl::StatusOr<::cnp::couchdb::WriteResult> written = ::cnp::couchdb::WriteWithConflictRetry(
+      couch_,
+      {.path = path,
+       .id = id,
+       .database = database,
+       .activity = "syncing",
+       .max_conflict_retries = options_.max_conflict_retries,
+       .on_retry =
+           [&](const std::string& message) {
+             EmitProblem(v1::UploadProblem::WARNING, absl::AbortedError(message), database, id);
+           }},
+      [&](const ::cnp::couchdb::StoredDocument& stored,
+          int attempt) -> absl::StatusOr<::cnp::couchdb::WriteDecision> {
+        ::cnp::couchdb::DesignDocPlan plan = ::cnp::couchdb::PlanDesignDoc(
+            entry.design_document, stored.doc ? &*stored.doc : nullptr,
+            options_.drop_unknown_fields);
+        event.Clear();
+        v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+        outcome.set_database(database);
+        outcome.set_id(id);
+        ::cnp::couchdb::DescribePlan(plan, outcome);
+        outcome.set_conflict_retries(attempt);
+        if (plan.changes.empty()) {
+          outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+          outcome.set_rev(stored.rev);
+          return std::nullopt;
+        }
+        if (options_.dry_run) {
+          outcome.set_action(stored.doc ? v1::DesignDocOutcome::WOULD_UPDATE
+                                        : v1::DesignDocOutcome::WOULD_CREATE);
+          return std::nullopt;
+        }
+        return std::move(plan.document);
+      });
+  if (!written.ok()) return written.status();
+  v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+  if (!written->written) {
     emit_(event);
-    // Ownership: a design document cnp sync created is its own, and stays so while cnp sync
-    // is the only one to change it; one it merely updated (hand-made before) never becomes so.
-    absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
-    absl::Status recorded = owner.status();
-    if (owner.ok()) {
-      const bool ours = owner->has_value() && (*owner)->registry == registry_ &&
-                        (*owner)->design_rev == rev;
-      if (!stored || ours) {
-        recorded = WriteOwnership(database, entry, outcome.rev(),
-                                  owner->has_value() ? (*owner)->record_rev : "");
-      }
-    }
-    if (!recorded.ok()) {
-      EmitProblem(v1::UploadProblem::WARNING,
-                  absl::Status(recorded.code(),
-                               absl::StrCat(recorded.message(),
-                                            "; if its registry entry is removed, cnp sync "
-                                            "will leave it in place")),
-                  database, id);
-    }
     return absl::OkStatus();
   }
+  outcome.set_rev(written->written_rev);
+  outcome.set_action(written->existed ? v1::DesignDocOutcome::UPDATED
+                                      : v1::DesignDocOutcome::CREATED);
+  emit_(event);
+  // Ownership: a design document cnp sync created is its own, and stays so while cnp sync
+  // is the only one to change it; one it merely updated (hand-made before) never becomes so.
+  absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
+  absl::Status recorded = owner.status();
+  if (owner.ok()) {
+    const bool ours = owner->has_value() && (*owner)->registry == registry_ &&
+                      (*owner)->design_rev == written->stored_rev;
+    if (!written->existed || ours) {
+      recorded = WriteOwnership(database, entry, outcome.rev(),
+                                owner->has_value() ? (*owner)->record_rev : "");
+    }
+  }
+  if (!recorded.ok()) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::Status(recorded.code(),
+                             absl::StrCat(recorded.message(),
+                                          "; if its registry entry is removed, cnp sync "
+                                          "will leave it in place")),
+                database, id);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {

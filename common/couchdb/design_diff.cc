@@ -117,4 +117,13 @@ DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Va
   return plan;
 }
 
+void DescribePlan(const DesignDocPlan& plan, v1::DesignDocOutcome& outcome) {
+  for (const v1::FieldChange& change : plan.changes) *outcome.add_changes() = change;
+  outcome.set_index_rebuild(plan.index_rebuild);
+  for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
+  for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
+  for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
+  outcome.set_document_json(ToJson(plan.document));
+}
+
 }  // namespace cnp::couchdb

@@ -26,6 +26,11 @@ struct DesignDocPlan {
 DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Value* stored,
                             bool drop_unknown_fields);
 
+// What `plan` would do, in an outcome as upload and cnp sync report it: the changes, the index
+// rebuild and its views, the kept and dropped fields and the document to write. The caller
+// fills in where it goes (database, id, location) and what happened (action, rev).
+void DescribePlan(const DesignDocPlan& plan, v1::DesignDocOutcome& outcome);
+
 // CouchDB rebuilds a design document's index when any of these differ: every view's
 // map/reduce/options (views.lib included), the "options" field and "language". Two documents
 // with equal index inputs share the index, which is what a staged deploy relies on.

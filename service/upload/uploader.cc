@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/design_diff.h"
@@ -37,12 +38,6 @@ bool AffectsEverything(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsUnauthenticated(status) ||
          absl::IsCancelled(status) || absl::IsResourceExhausted(status);
 }
-
-// The stored design document, or nothing when there is none.
-struct Stored {
-  std::optional<rapidjson::Document> doc;
-  std::string rev;
-};
 
 // One design document bound for one database.
 struct Target {
@@ -409,119 +404,87 @@ class UploadRun {
                      couch_->base_url());
   }
 
-  absl::StatusOr<Stored> ReadStored(const Target& target) {
-    absl::StatusOr<couchdb::HttpResponse> response =
-        couch_->Get(couchdb::DesignDocPath(target.database, target.spec->name));
-    if (!response.ok()) return response.status();
-    Stored stored;
-    if (response->status == 404) return stored;
-    if (response->status != 200) {
-      return couchdb::HttpError(*response,
-                       absl::StrCat("reading ", target.spec->id(), " from ", target.database),
-                       couch_->base_url());
-    }
-    absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(response->body);
-    if (!doc.ok() || !doc->IsObject()) {
-      return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", target.spec->id(),
-                                             " from ", target.database));
-    }
-    if (doc->HasMember("_rev") && (*doc)["_rev"].IsString()) stored.rev = (*doc)["_rev"].GetString();
-    stored.doc = std::move(*doc);
-    return stored;
+  int MaxConflictRetries() const {
+    return request_.max_conflict_retries() > 0 ? request_.max_conflict_retries()
+                                               : kDefaultConflictRetries;
   }
 
   absl::Status UploadOne(const Target& target) {
-    const int max_retries = request_.max_conflict_retries() > 0
-                                ? request_.max_conflict_retries()
-                                : kDefaultConflictRetries;
     std::optional<StagedIndexBuild> staging;
     std::optional<rapidjson::Document> staged_document;
-    for (int attempt = 0;; ++attempt) {
-      absl::StatusOr<Stored> stored = ReadStored(target);
-      if (!stored.ok()) return stored.status();
-      couchdb::DesignDocPlan plan = couchdb::PlanDesignDoc(
-          target.spec->body, stored->doc ? &*stored->doc : nullptr, request_.drop_unknown_fields());
-
-      v1::UploadEvent event;
-      v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-      Describe(target, plan, outcome);
-      outcome.set_conflict_retries(attempt);
-      bool exists = stored->doc.has_value();
-      if (plan.changes.empty()) {
-        outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
-        outcome.set_rev(stored->rev);
-        return Send(event) ? absl::OkStatus() : Cancelled();
-      }
-      if (request_.dry_run()) {
-        outcome.set_action(exists ? v1::DesignDocOutcome::WOULD_UPDATE
-                                  : v1::DesignDocOutcome::WOULD_CREATE);
-        return Send(event) ? absl::OkStatus() : Cancelled();
-      }
-
-      if (request_.staged() && plan.index_rebuild &&
-          !(staged_document && couchdb::SameIndexInputs(*staged_document, plan.document))) {
-        staging.emplace(*couch_, target.database, target.spec->name,
-                        options_.staged_poll_interval,
-                        [this](const v1::IndexBuildProgress& progress) {
-                          v1::UploadEvent e;
-                          *e.mutable_progress() = progress;
-                          return Send(e);
-                        });
-        if (absl::Status built = staging->Build(plan.document); !built.ok()) return built;
-        staged_document.emplace();
-        staged_document->CopyFrom(plan.document, staged_document->GetAllocator());
-      }
-
-      if (options_.before_write) options_.before_write(target.database, target.spec->id());
-      if (exists) {
-        auto& alloc = plan.document.GetAllocator();
-        plan.document.AddMember("_rev", rapidjson::Value(stored->rev.c_str(), alloc), alloc);
-      }
-      absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
-          couchdb::DesignDocPath(target.database, target.spec->name), couchdb::ToJson(plan.document));
-      if (!put.ok()) return put.status();
-      if (put->status == 409) {
-        if (attempt >= max_retries) {
-          return absl::AbortedError(absl::StrCat(
-              target.spec->id(), " in ", target.database, " changed concurrently ",
-              attempt + 1, " times while uploading; gave up without overwriting it"));
-        }
-        SendWarning(absl::StrCat(target.spec->id(), " in ", target.database,
-                                 " was changed by someone else while uploading; re-reading "
-                                 "and comparing again"),
-                    target);
-        continue;
-      }
-      if (put->status != 201 && put->status != 202) {
-        return couchdb::HttpError(*put, absl::StrCat("writing ", target.spec->id(), " to ", target.database),
-                         couch_->base_url());
-      }
-      absl::StatusOr<rapidjson::Document> written = couchdb::ParseJson(put->body);
-      if (written.ok() && written->IsObject() && written->HasMember("rev") &&
-          (*written)["rev"].IsString()) {
-        outcome.set_rev((*written)["rev"].GetString());
-      }
-      outcome.set_action(exists ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
-      if (!Send(event)) return Cancelled();
-      if (staging) {
-        absl::Duration settle = request_.staged_settle_seconds() > 0
-                                    ? absl::Seconds(request_.staged_settle_seconds())
-                                    : options_.staged_settle_timeout;
-        if (absl::Status settled = staging->AwaitLiveIndex(settle); !settled.ok()) {
-          if (absl::IsCancelled(settled)) return settled;
-          SendWarning(std::string(settled.message()), target);
-          // The live document is in place. Unless its index is another one (then the staging
-          // document serves nothing), the clean-up waits for a later run.
-          if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
-        }
-        if (absl::Status removed = staging->Remove(); !removed.ok()) {
-          SendWarning(absl::StrCat("the staging document could not be removed: ",
-                                   removed.message()),
-                      target);
-        }
-      }
-      return absl::OkStatus();
+    v1::UploadEvent event;
+    absl::StatusOr<couchdb::WriteResult> written = couchdb::WriteWithConflictRetry(
+        *couch_,
+        {.path = couchdb::DesignDocPath(target.database, target.spec->name),
+         .id = target.spec->id(),
+         .database = target.database,
+         .activity = "uploading",
+         .max_conflict_retries = MaxConflictRetries(),
+         .on_retry = [&](const std::string& message) { SendWarning(message, target); }},
+        [&](const couchdb::StoredDocument& stored,
+            int attempt) -> absl::StatusOr<couchdb::WriteDecision> {
+          couchdb::DesignDocPlan plan = couchdb::PlanDesignDoc(
+              target.spec->body, stored.doc ? &*stored.doc : nullptr,
+              request_.drop_unknown_fields());
+          event.Clear();
+          v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+          outcome.set_database(target.database);
+          outcome.set_id(target.spec->id());
+          *outcome.mutable_location() = target.spec->location;
+          couchdb::DescribePlan(plan, outcome);
+          outcome.set_conflict_retries(attempt);
+          if (plan.changes.empty()) {
+            outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+            outcome.set_rev(stored.rev);
+            return std::nullopt;
+          }
+          if (request_.dry_run()) {
+            outcome.set_action(stored.doc ? v1::DesignDocOutcome::WOULD_UPDATE
+                                          : v1::DesignDocOutcome::WOULD_CREATE);
+            return std::nullopt;
+          }
+          if (request_.staged() && plan.index_rebuild &&
+              !(staged_document && couchdb::SameIndexInputs(*staged_document, plan.document))) {
+            staging.emplace(*couch_, target.database, target.spec->name,
+                            options_.staged_poll_interval,
+                            [this](const v1::IndexBuildProgress& progress) {
+                              v1::UploadEvent e;
+                              *e.mutable_progress() = progress;
+                              return Send(e);
+                            });
+            if (absl::Status built = staging->Build(plan.document); !built.ok()) return built;
+            staged_document.emplace();
+            staged_document->CopyFrom(plan.document, staged_document->GetAllocator());
+          }
+          if (options_.before_write) options_.before_write(target.database, target.spec->id());
+          return std::move(plan.document);
+        });
+    if (!written.ok()) return written.status();
+    v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+    if (written->written) {
+      outcome.set_rev(written->written_rev);
+      outcome.set_action(written->existed ? v1::DesignDocOutcome::UPDATED
+                                          : v1::DesignDocOutcome::CREATED);
     }
+    if (!Send(event)) return Cancelled();
+    if (written->written && staging) {
+      absl::Duration settle = request_.staged_settle_seconds() > 0
+                                  ? absl::Seconds(request_.staged_settle_seconds())
+                                  : options_.staged_settle_timeout;
+      if (absl::Status settled = staging->AwaitLiveIndex(settle); !settled.ok()) {
+        if (absl::IsCancelled(settled)) return settled;
+        SendWarning(std::string(settled.message()), target);
+        // The live document is in place. Unless its index is another one (then the staging
+        // document serves nothing), the clean-up waits for a later run.
+        if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
+      }
+      if (absl::Status removed = staging->Remove(); !removed.ok()) {
+        SendWarning(absl::StrCat("the staging document could not be removed: ",
+                                 removed.message()),
+                    target);
+      }
+    }
+    return absl::OkStatus();
   }
 
   bool registering() const { return !request_.register_database().empty(); }
@@ -584,106 +547,66 @@ class UploadRun {
     entry.AddMember("target", target, alloc);
     entry.AddMember("design_document", rapidjson::Value(spec.body, alloc), alloc);
 
-    const int max_retries = request_.max_conflict_retries() > 0
-                                ? request_.max_conflict_retries()
-                                : kDefaultConflictRetries;
-    for (int attempt = 0;; ++attempt) {
-      absl::StatusOr<couchdb::HttpResponse> got = couch_->Get(path);
-      if (!got.ok()) return got.status();
-      if (got->status != 200 && got->status != 404) {
-        return couchdb::HttpError(*got, absl::StrCat("reading ", id, " from ", registry),
-                         couch_->base_url());
-      }
-      std::optional<rapidjson::Document> stored;
-      std::string rev;
-      if (got->status == 200) {
-        absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(got->body);
-        if (!doc.ok() || !doc->IsObject()) {
-          return absl::UnknownError(
-              absl::StrCat("CouchDB sent a malformed ", id, " from ", registry));
-        }
-        if (doc->HasMember("_rev") && (*doc)["_rev"].IsString()) rev = (*doc)["_rev"].GetString();
-        doc->RemoveMember("_rev");
-        stored = std::move(*doc);
-      }
-
-      v1::UploadEvent event;
+    v1::UploadEvent event;
+    absl::StatusOr<couchdb::WriteResult> written = couchdb::WriteWithConflictRetry(
+        *couch_,
+        {.path = path,
+         .id = id,
+         .database = registry,
+         .activity = "registering",
+         .max_conflict_retries = MaxConflictRetries()},
+        [&](const couchdb::StoredDocument& stored,
+            int attempt) -> absl::StatusOr<couchdb::WriteDecision> {
+          event.Clear();
+          v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+          outcome.set_database(registry);
+          outcome.set_id(id);
+          *outcome.mutable_location() = spec.location;
+          outcome.set_document_json(couchdb::ToJson(entry));
+          outcome.set_conflict_retries(attempt);
+          if (stored.doc && couchdb::JsonEqual(*stored.doc, entry)) {
+            outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
+            outcome.set_rev(stored.rev);
+            return std::nullopt;
+          }
+          // The diff a user cares about is the design document's, field by field.
+          const rapidjson::Value* stored_design = nullptr;
+          if (stored.doc && stored.doc->HasMember("design_document")) {
+            stored_design = &(*stored.doc)["design_document"];
+          }
+          for (v1::FieldChange& change :
+               couchdb::PlanDesignDoc(spec.body, stored_design, /*drop_unknown_fields=*/true)
+                   .changes) {
+            change.set_path(absl::StrCat("design_document.", change.path()));
+            *outcome.add_changes() = std::move(change);
+          }
+          if (stored.doc && (!stored.doc->HasMember("target") ||
+                             !couchdb::JsonEqual((*stored.doc)["target"], entry["target"]))) {
+            v1::FieldChange& change = *outcome.add_changes();
+            change.set_path("target");
+            if (stored.doc->HasMember("target")) {
+              change.set_old_json(couchdb::ToJson((*stored.doc)["target"]));
+            }
+            change.set_new_json(couchdb::ToJson(entry["target"]));
+          }
+          if (request_.dry_run()) {
+            outcome.set_action(stored.doc ? v1::DesignDocOutcome::WOULD_UPDATE
+                                          : v1::DesignDocOutcome::WOULD_CREATE);
+            return std::nullopt;
+          }
+          rapidjson::Document to_write;
+          to_write.CopyFrom(entry, to_write.GetAllocator());
+          if (options_.before_write) options_.before_write(registry, id);
+          return to_write;
+        });
+    if (!written.ok()) return written.status();
+    if (written->written) {
       v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-      outcome.set_database(registry);
-      outcome.set_id(id);
-      *outcome.mutable_location() = spec.location;
-      outcome.set_document_json(couchdb::ToJson(entry));
-      outcome.set_conflict_retries(attempt);
-      if (stored && couchdb::JsonEqual(*stored, entry)) {
-        outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
-        outcome.set_rev(rev);
-        return Send(event) ? absl::OkStatus() : Cancelled();
-      }
-      // The diff a user cares about is the design document's, field by field.
-      const rapidjson::Value* stored_design = nullptr;
-      if (stored && stored->HasMember("design_document")) {
-        stored_design = &(*stored)["design_document"];
-      }
-      for (v1::FieldChange& change :
-           couchdb::PlanDesignDoc(spec.body, stored_design, /*drop_unknown_fields=*/true).changes) {
-        change.set_path(absl::StrCat("design_document.", change.path()));
-        *outcome.add_changes() = std::move(change);
-      }
-      if (stored && (!stored->HasMember("target") ||
-                     !couchdb::JsonEqual((*stored)["target"], entry["target"]))) {
-        v1::FieldChange& change = *outcome.add_changes();
-        change.set_path("target");
-        if (stored->HasMember("target")) change.set_old_json(couchdb::ToJson((*stored)["target"]));
-        change.set_new_json(couchdb::ToJson(entry["target"]));
-      }
-      if (request_.dry_run()) {
-        outcome.set_action(stored ? v1::DesignDocOutcome::WOULD_UPDATE
-                                  : v1::DesignDocOutcome::WOULD_CREATE);
-        return Send(event) ? absl::OkStatus() : Cancelled();
-      }
-      rapidjson::Document to_write;
-      to_write.CopyFrom(entry, to_write.GetAllocator());
-      if (stored) {
-        to_write.AddMember("_rev", rapidjson::Value(rev.c_str(), to_write.GetAllocator()),
-                           to_write.GetAllocator());
-      }
-      if (options_.before_write) options_.before_write(registry, id);
-      absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(path, couchdb::ToJson(to_write));
-      if (!put.ok()) return put.status();
-      if (put->status == 409) {
-        if (attempt >= max_retries) {
-          return absl::AbortedError(absl::StrCat(id, " in ", registry, " changed concurrently ",
-                                                 attempt + 1,
-                                                 " times while registering; gave up without "
-                                                 "overwriting it"));
-        }
-        continue;
-      }
-      if (put->status != 201 && put->status != 202) {
-        return couchdb::HttpError(*put, absl::StrCat("writing ", id, " to ", registry),
-                         couch_->base_url());
-      }
-      absl::StatusOr<rapidjson::Document> written = couchdb::ParseJson(put->body);
-      if (written.ok() && written->IsObject() && written->HasMember("rev") &&
-          (*written)["rev"].IsString()) {
-        outcome.set_rev((*written)["rev"].GetString());
-      }
-      outcome.set_action(stored ? v1::DesignDocOutcome::UPDATED : v1::DesignDocOutcome::CREATED);
-      return Send(event) ? absl::OkStatus() : Cancelled();
+      outcome.set_rev(written->written_rev);
+      outcome.set_action(written->existed ? v1::DesignDocOutcome::UPDATED
+                                          : v1::DesignDocOutcome::CREATED);
     }
-  }
-
-  void Describe(const Target& target, const couchdb::DesignDocPlan& plan,
-                v1::DesignDocOutcome& outcome) {
-    outcome.set_database(target.database);
-    outcome.set_id(target.spec->id());
-    *outcome.mutable_location() = target.spec->location;
-    for (const v1::FieldChange& change : plan.changes) *outcome.add_changes() = change;
-    outcome.set_index_rebuild(plan.index_rebuild);
-    for (const std::string& view : plan.rebuilt_views) outcome.add_rebuilt_views(view);
-    for (const std::string& field : plan.kept_fields) outcome.add_kept_fields(field);
-    for (const std::string& field : plan.dropped_fields) outcome.add_dropped_fields(field);
-    outcome.set_document_json(couchdb::ToJson(plan.document));
+    return Send(event) ? absl::OkStatus() : Cancelled();
   }
 
   pool::TaskRunner& runner_;
