@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio/executor_work_guard.hpp"
@@ -146,6 +147,12 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   StartListening(absl::Hours(1));
   int couchdb_read = -1;
   const std::vector<int> stalled = TwoStalledAdapters(couchdb_read);
+  // Closed however the test ends: a loop blocked on one of them then reads its end, and
+  // TearDown can stop it.
+  absl::Cleanup close_stalled = [&] {
+    for (int fd : stalled) ::close(fd);
+    ::close(couchdb_read);
+  };
   ASSERT_EQ(stalled.size(), 2u);
 
   // A third adapter starts a session meanwhile.
@@ -170,9 +177,7 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   for (int fd : stalled) {
     pollfd ready{fd, POLLIN, 0};
     EXPECT_EQ(::poll(&ready, 1, 0), 0) << "a stalled connection was answered or closed";
-    ::close(fd);
   }
-  ::close(couchdb_read);
   ::close(adapter);
   ::close(pipes[0]);
   ::close(pipes[1]);
