@@ -134,6 +134,7 @@ std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
 
 QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
   output_.Clear();  // keeps its strings' buffers for this answer
+  ran_out_of_memory_ = false;
   // In a list, any line but a row ends it with a reason that names what the line is, so the line
   // is read whole.
   Command command =
@@ -160,9 +161,27 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
 }
 
 QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
+  // A worker asks to be replaced after a MemoryError (worker.proto's `recycle`). What the
+  // MemoryError cost is unknown - a map's rows may be missing, and an empty row means "this
+  // document emits nothing" to CouchDB for good - so the answer is an error, which has CouchDB
+  // try again, as a direct session's answer is (service/worker/direct_session.cc).
+  if (reply.ok() && reply->recycle()) ran_out_of_memory_ = true;
   // Taken out first: the continuation may ask for another task, and so set then_ again.
   Continuation then = std::move(then_);
-  return then(reply);
+  Step step = then(reply);
+  if (ran_out_of_memory_ && std::holds_alternative<Answer>(step)) {
+    ran_out_of_memory_ = false;
+    if (std::get<Answer>(step).output && output_.lines_size() > 0) {
+      output_.mutable_lines()->RemoveLast();
+      output_.add_lines(ErrorLine(
+          "memory_error",
+          "cnp-server: MemoryError: the command ran out of the worker's memory cap "
+          "(--worker-memory-mb); the worker is being replaced"));
+      // A list's step is lost with it: the list cannot go on (its worker is replaced).
+      if (list_open_) output_.set_exit(true);
+    }
+  }
+  return step;
 }
 
 QueryProtocol::Step QueryProtocol::Close() {

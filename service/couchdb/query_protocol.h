@@ -185,6 +185,8 @@ class QueryProtocol {
   // Set by ListEndedForIdleness until the next line: the log line that explains the answer.
   std::string list_ended_why_;
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
+  // A reply to the line being answered asked for its worker to be replaced (see Resume).
+  bool ran_out_of_memory_ = false;
 };
 
 }  // namespace cnp::couchdb

@@ -273,6 +273,45 @@ TEST(QuerySessionCapTest, AResetTimeoutAboveTheServersCallTimeoutIsCapped) {
   EXPECT_EQ(session.CallBudget(), absl::Milliseconds(4500));
 }
 
+// A worker that raised MemoryError answers with what it had and asks to be replaced: the
+// document's rows may be missing, so CouchDB gets an error (and tries again), never "[[]]",
+// which would leave the document out of the view for good. The same for a reduce's null.
+TEST_F(QuerySessionTest, AWorkerOutOfMemoryIsAnErrorNeverAnEmptyResult) {
+  AddFun("fns.big");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(map {
+               results {
+                 rows: "[[]]"
+                 errors { function: "fns.big" doc_id: "a" type: "MemoryError" message: "" }
+               }
+             }
+             recycle: true)pb");
+  };
+  std::optional<v1::SessionOutput> out = session_.Handle(R"(["map_doc",{"_id":"a"}])");
+  EXPECT_THAT(LinesOf(out),
+              ElementsAre(HasSubstr("MemoryError"),
+                          StartsWith(R"(["error","memory_error","cnp-server: MemoryError: )")));
+  EXPECT_FALSE(Exits(out));  // the server replaces the worker; the session goes on
+
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(reduce {
+               results: "null"
+               errors { function: "fns.r" type: "MemoryError" message: "" }
+             }
+             recycle: true)pb");
+  };
+  EXPECT_THAT(Send(R"(["reduce",["fns.r"],[[[1,"a"],2]]])"),
+              ElementsAre(HasSubstr("MemoryError"), StartsWith(R"(["error","memory_error",)")));
+
+  // The next document, on a worker that did not run out, is answered as usual.
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[[1,null]]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"b"}])"), ElementsAre("[[[1,null]]]"));
+}
+
 TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
   runner_.on_run = [](const Task& task) {
     EXPECT_THAT(task.reduce().functions(), ElementsAre("fns.sum", "fns.bad"));

@@ -34,6 +34,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Pair;
 using ::testing::SizeIs;
+using ::testing::StartsWith;
 
 std::string FunctionsDir() { return testing::Runfile("tests/functions/server"); }
 
@@ -235,6 +236,37 @@ TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
   auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
   ASSERT_TRUE(fine.ok()) << fine.status();
   EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
+}
+
+// On the Session stream (CouchDB's remote path) the same MemoryError cannot be a row: "[[]]"
+// would tell CouchDB the document emits nothing, and the view would miss it for good. The line
+// is an error, as a direct session's is, and the session goes on on a fresh worker.
+TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
+  auto server = StartServer({"--workers=1", "--worker-memory-mb=400"});
+  auto client = server->Connect();
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
+  auto stream = client->stub().Session(&context);
+  auto ask = [&](const std::string& line) {
+    v1::SessionInput input;
+    input.set_line(line);
+    v1::SessionOutput output;
+    if (!stream->Write(input) || !stream->Read(&output)) return std::vector<std::string>{};
+    return std::vector<std::string>(output.lines().begin(), output.lines().end());
+  };
+  ASSERT_THAT(ask(R"(["add_fun","svc_fns.hoards"])"), ElementsAre("true"));
+  EXPECT_THAT(ask(R"(["map_doc",{"_id":"a"}])"),
+              ElementsAre(HasSubstr("MemoryError"),
+                          StartsWith(R"(["error","memory_error","cnp-server: MemoryError)")));
+  v1::SessionInput reset;
+  reset.set_line("[\"reset\"]");  // answered by the adapter, not the server
+  ASSERT_TRUE(stream->Write(reset));
+  ASSERT_THAT(ask(R"(["add_fun","svc_fns.doubled"])"), ElementsAre("true"));
+  EXPECT_THAT(ask(R"(["map_doc",{"_id":"b","n":2}])"),
+              ElementsAre(R"(["log","doubling b"])", R"([[["b",4]]])"));
+  EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {
