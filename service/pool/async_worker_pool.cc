@@ -70,7 +70,8 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     if (worker_lost_) return;  // it was already replaced
     AsyncWorkerPool* pool = &pool_;
     Slot* slot = slot_;
-    asio::post(pool_.context_, [pool, slot] { pool->FinishCall(slot, nullptr); });
+    const bool recycle = recycle_asked_;
+    asio::post(pool_.context_, [pool, slot, recycle] { pool->FinishCall(slot, recycle); });
   }
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
@@ -78,6 +79,8 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     absl::StatusOr<Reply> reply = co_await AwaitOn(
         pool_.executor(), pool_.LeaseExchangeHere(slot_, std::move(task), deadline, &worker_lost_));
     if (!reply.ok()) failure_ = reply.status();
+    // The worker asked to be replaced (a MemoryError): it is, once the lease gives it back.
+    if (reply.ok() && reply->recycle()) recycle_asked_ = true;
     co_return reply;
   }
 
@@ -89,6 +92,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   // context, read after the exchange returned).
   absl::Status failure_;
   bool worker_lost_ = false;
+  bool recycle_asked_ = false;
 };
 
 AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
@@ -156,7 +160,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::RunHere(Task task, absl:
   if (!slot.ok()) co_return slot.status();
   absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
   if (reply.ok()) {
-    FinishCall(*slot, &*reply);
+    FinishCall(*slot, reply->recycle());
   } else if (Held(*slot)) {
     MakeIdle(*slot);
   }
@@ -236,7 +240,7 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot) {
       }
       continue;
     }
-    if (!CountCall(slot, &*result)) slot = nullptr;
+    if (!CountCall(slot, result->recycle())) slot = nullptr;
   }
   if (slot != nullptr) MakeIdle(slot);
 }
@@ -409,14 +413,14 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
       absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced")));
 }
 
-bool AsyncWorkerPool::CountCall(Slot* slot, const Reply* last) {
+bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked) {
   ++slot->calls;
   slot->crashes = 0;
   const char* why = nullptr;
   const char* cause = nullptr;  // for cnp_worker_exits_total
   if (shutting_down_) {
     why = "the server is shutting down";
-  } else if (last != nullptr && last->recycle()) {
+  } else if (recycle_asked) {
     why = "it ran out of memory", cause = "memory";
   } else if (options_.max_calls_per_worker > 0 &&
              slot->calls >= options_.max_calls_per_worker) {
@@ -431,8 +435,8 @@ bool AsyncWorkerPool::CountCall(Slot* slot, const Reply* last) {
   return false;
 }
 
-void AsyncWorkerPool::FinishCall(Slot* slot, const Reply* last) {
-  if (CountCall(slot, last)) MakeIdle(slot);
+void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked) {
+  if (CountCall(slot, recycle_asked)) MakeIdle(slot);
 }
 
 void AsyncWorkerPool::MakeIdle(Slot* slot) {

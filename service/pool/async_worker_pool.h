@@ -111,10 +111,10 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(Slot* slot, const Task& task,
                                                     absl::Time deadline);
   // Counts a call that ended well on a held worker; true if the worker may take another,
-  // false if it was replaced (recycling, reload, shutdown).
-  bool CountCall(Slot* slot, const Reply* last);
+  // false if it was replaced (recycling - by count, or asked for by a reply - reload, shutdown).
+  bool CountCall(Slot* slot, bool recycle_asked);
   // Gives a held worker back after its call (counted here).
-  void FinishCall(Slot* slot, const Reply* last);
+  void FinishCall(Slot* slot, bool recycle_asked);
   // Hands a usable worker to the first waiting caller, or makes it idle.
   void MakeIdle(Slot* slot);
   // Kills the slot's worker (reaped in the background) and schedules its restart.

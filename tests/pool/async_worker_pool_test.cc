@@ -532,6 +532,22 @@ TEST_F(AsyncWorkerPoolTest, ALeaseKeepsOneWorkerAndGivesItBack) {
   EXPECT_EQ(world_.start_attempts, 1);
 }
 
+// A list's step that raised MemoryError asks for its worker to be replaced, as a Run's reply
+// does: the worker is not handed to the next caller when the lease lets it go.
+TEST_F(AsyncWorkerPoolTest, ALeaseWhoseReplyAskedForRecyclingReplacesTheWorkerWhenGivenBack) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE(Await((*lease)->Exchange(TaskNamed("recycle"), absl::InfiniteFuture())).ok());
+  lease->reset();
+  ASSERT_TRUE(Run("a").ok());
+  EXPECT_TRUE(world_.killed.count(first));
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
 TEST_F(AsyncWorkerPoolTest, ShutdownFailsWaitingCallersAndKillsBusyWorkers) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
