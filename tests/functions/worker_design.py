@@ -44,6 +44,10 @@ def bump(doc, req):
     return doc, {"json": {"n": doc["n"]}}
 
 
+def answers_a_number(doc, req):
+    return doc, 5
+
+
 def rewrite(req):
     if req["path"][-1] == "none":
         return None

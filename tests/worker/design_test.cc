@@ -1,4 +1,5 @@
 // Filters, view filters, shows, updates, rewrites and whole lists over a real cnp-worker.
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
 
@@ -228,6 +229,15 @@ TEST_F(DesignTest, UpdateReturnsTheDocAndTheResponse) {
             R"(["up",null,{"body":"nothing to bump"}])");
   EXPECT_EQ(Run(cnp::v1::UPDATE, "worker_design.bump", std::string("[null,") + kReq + "]").reply(),
             R"(["error","method_not_allowed","Update functions do not allow GET"])");
+}
+
+TEST_F(DesignTest, AnUpdateResponseThatIsNeitherADictNorAStrIsARenderError) {
+  const char post[] = R"({"method":"POST","query":{}})";
+  EXPECT_THAT(
+      Run(cnp::v1::UPDATE, "worker_design.answers_a_number", std::string("[null,") + post + "]")
+          .reply(),
+      ::testing::StartsWith(R"(["error","render_error","TypeError: an update function must )"
+                            R"(return a dict or a str, not int)"));
 }
 
 TEST_F(DesignTest, RewriteAnswersOkOrNoDispatchRule) {

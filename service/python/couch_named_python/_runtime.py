@@ -60,7 +60,9 @@ def _as_response(value, kind):
         return {"body": value}
     if isinstance(value, dict):
         return value
-    raise TypeError(f"a {kind} function must return a dict or a str, not {type(value).__name__}")
+    article = "an" if kind[:1] in "aeiou" else "a"
+    raise TypeError(
+        f"{article} {kind} function must return a dict or a str, not {type(value).__name__}")
 
 
 def _filter(function, docs, req):
