@@ -29,27 +29,17 @@ std::string SinceText(const rapidjson::Value& seq) {
 // itself is refused: a deleted database (404), revoked credentials (401, 403).
 bool IsPermanent(long status) { return status >= 400 && status <= 499 && status != 408 && status != 429; }
 
-// What a refusal means, with CouchDB's own error and reason when it sent them.
+// What a refusal means, with what CouchDB said (couchdb::Reason: trimmed, no control
+// characters).
 std::string Refusal(const couchdb::HttpResponse& response) {
-  std::string meaning;
+  absl::string_view meaning;
   switch (response.status) {
     case 401: meaning = "the credentials are refused"; break;
     case 403: meaning = "the user may not read this database"; break;
     case 404: meaning = "the database does not exist, or no longer"; break;
     default: meaning = "the request is refused"; break;
   }
-  absl::StatusOr<rapidjson::Document> body = couchdb::ParseJson(response.body);
-  if (body.ok() && body->IsObject()) {
-    std::string said;
-    for (const char* field : {"error", "reason"}) {
-      auto it = body->FindMember(field);
-      if (it == body->MemberEnd() || !it->value.IsString()) continue;
-      absl::StrAppend(&said, said.empty() ? "" : ": ", absl::string_view(it->value.GetString(),
-                                                                       std::min<size_t>(200, it->value.GetStringLength())));
-    }
-    if (!said.empty()) absl::StrAppend(&meaning, "; CouchDB said ", said);
-  }
-  return meaning;
+  return absl::StrCat(meaning, "; CouchDB said ", couchdb::Reason(response));
 }
 
 }  // namespace

@@ -89,28 +89,6 @@ void InitCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// CouchDB's {"error": ..., "reason": ...}, each trimmed; never anything else of the body, which
-// may come from a server that is not CouchDB at all.
-std::string Reason(const HttpResponse& response) {
-  absl::StatusOr<rapidjson::Document> doc = ParseJson(response.body);
-  if (doc.ok() && doc->IsObject()) {
-    std::string out;
-    auto field = [&](const char* name) -> absl::string_view {
-      auto it = doc->FindMember(name);
-      if (it == doc->MemberEnd() || !it->value.IsString()) return "";
-      return absl::string_view(it->value.GetString(), it->value.GetStringLength());
-    };
-    out = Trimmed(field("error"), kMaxReasonBytes);
-    absl::string_view reason = field("reason");
-    if (!reason.empty()) {
-      absl::StrAppend(&out, out.empty() ? "" : ": ", Trimmed(reason, kMaxReasonBytes));
-    }
-    if (!out.empty()) return out;
-  }
-  return absl::StrCat("an answer of ", response.body.size(),
-                      " bytes without CouchDB's error and reason, not shown");
-}
-
 // Called by libcurl (C): nothing may escape, as with AppendToBody.
 size_t StreamToReader(char* data, size_t size, size_t count, void* target) noexcept {
   auto* sink = static_cast<StreamSink*>(target);
@@ -283,6 +261,26 @@ std::string DatabasePath(absl::string_view database) {
 
 std::string DesignDocPath(absl::string_view database, absl::string_view name) {
   return absl::StrCat(DatabasePath(database), "/_design/", CouchClient::EscapeSegment(name));
+}
+
+std::string Reason(const HttpResponse& response) {
+  absl::StatusOr<rapidjson::Document> doc = ParseJson(response.body);
+  if (doc.ok() && doc->IsObject()) {
+    std::string out;
+    auto field = [&](const char* name) -> absl::string_view {
+      auto it = doc->FindMember(name);
+      if (it == doc->MemberEnd() || !it->value.IsString()) return "";
+      return absl::string_view(it->value.GetString(), it->value.GetStringLength());
+    };
+    out = Trimmed(field("error"), kMaxReasonBytes);
+    absl::string_view reason = field("reason");
+    if (!reason.empty()) {
+      absl::StrAppend(&out, out.empty() ? "" : ": ", Trimmed(reason, kMaxReasonBytes));
+    }
+    if (!out.empty()) return out;
+  }
+  return absl::StrCat("an answer of ", response.body.size(),
+                      " bytes without CouchDB's error and reason, not shown");
 }
 
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,

@@ -101,4 +101,11 @@ std::string DesignDocPath(absl::string_view database, absl::string_view name);
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,
                        absl::string_view base_url);
 
+// What CouchDB said in an error answer, as HttpError shows it: its "error" and "reason", each
+// at most 200 bytes (cut at a UTF-8 character boundary) with control characters made spaces,
+// joined as "error: reason"; or, when the body holds neither, only its size ("an answer of N
+// bytes without CouchDB's error and reason, not shown"): nothing else of a body that may not
+// come from CouchDB at all is passed on.
+std::string Reason(const HttpResponse& response);
+
 }  // namespace cnp::couchdb

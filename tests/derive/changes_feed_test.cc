@@ -193,6 +193,43 @@ TEST(ChangesFeedTest, ARefusalThatRetryingCannotChangeStopsTheFeed) {
   }
 }
 
+// True when `text` is well-formed UTF-8 (no sequence cut short).
+bool IsWholeUtf8(absl::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char lead = static_cast<unsigned char>(text[i]);
+    const size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
+                                        : (lead >> 3) == 0x1E ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    for (size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += length;
+  }
+  return true;
+}
+
+// What CouchDB said in a refusal is shown as every other CouchDB error is (couchdb::Reason):
+// a terminal escape in it is made harmless, and a long reason is cut at a character boundary,
+// not in the middle of one (before, the feed kept its own copy that did neither).
+TEST(ChangesFeedTest, ARefusalShowsCouchDbsReasonTrimmedAndWithoutControlCharacters) {
+  // 1 + 2 * 150 bytes: the 200-byte cut falls inside an "é".
+  std::string reason = "x";
+  for (int i = 0; i < 150; ++i) reason += "\u00e9";
+  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+    return {404, absl::StrCat(R"({"error":"not_found\u001b[31m","reason":")", reason, R"("})")};
+  });
+  ChangeSignal signal;
+  ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Seconds(10)}, signal);
+  Reader reader(feed, signal);
+  ASSERT_TRUE(reader.WaitFor([&] { return !feed.failure().ok(); })) << ::testing::PrintToString(reader.notes);
+  const std::string message(feed.failure().message());
+  EXPECT_THAT(message, HasSubstr("the database does not exist, or no longer"));
+  EXPECT_THAT(message, HasSubstr("not_found [31m: x\xC3\xA9"));
+  EXPECT_EQ(message.find('\x1b'), std::string::npos) << message;
+  EXPECT_TRUE(IsWholeUtf8(message)) << message;
+  EXPECT_THAT(message, HasSubstr("\xC3\xA9...)"));
+}
+
 // A document is anyone's data: one nested a million levels deep (a recursive parse would
 // overflow the stack), one that is not valid UTF-8,
 // one longer than the feed reads, each costs its own change and no more. The change comes out
