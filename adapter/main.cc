@@ -38,7 +38,7 @@
 #include "common/version.h"
 #include "service/couchdb/absl_view.h"
 #include "service/couchdb/json_text.h"
-#include "service/session/launch_settings.h"
+#include "service/session/direct_socket_path.h"
 
 ABSL_FLAG(std::string, target, "",
           "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070; replicas as a list "

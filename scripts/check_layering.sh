@@ -18,7 +18,7 @@ bazel=(bazel query --noshow_progress --keep_going)
 
 # The adapter's contracts with the service. They stay in service/, which owns them and is their
 # main user, instead of moving to common/: the direct-session socket's wire format (the frames
-# and session.proto), the launch settings an adapter-started server is compared by, and
+# and session.proto) and where that socket sits, the launch settings an adapter-started server is compared by, and
 # CouchDB's query-server protocol (commands and JSON text), the one protocol library issue 9
 # asks the server, its workers and the adapter to share. Each is free of the pool, the worker,
 # gRPC and the RPC layer; the check below makes sure they stay so.
@@ -26,6 +26,7 @@ ADAPTER_MAY_USE=(
   //service/common:framing
   //service/couchdb:json_text
   //service/couchdb:protocol
+  //service/session:direct_socket_path
   //service/session:launch_settings
   //service/session:session_proto
   //service/session:session_cc_gen

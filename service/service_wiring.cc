@@ -2,6 +2,7 @@
 
 #include "common/unix_target.h"
 #include "service/rpc/query_session_handler.h"
+#include "service/session/direct_socket_path.h"
 #include "service/session/launch_settings.h"
 #include "service/upload/uploader.h"
 

@@ -39,7 +39,7 @@
 #include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/rpc/listen_address.h"
-#include "service/session/launch_settings.h"
+#include "service/session/direct_socket_path.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
 

@@ -12,8 +12,4 @@ std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
                       " workers=", workers > 0 ? absl::StrCat(workers) : "default");
 }
 
-std::string DirectSocketPath(const std::string& grpc_socket_path) {
-  return grpc_socket_path + ".direct";
-}
-
 }  // namespace cnp::session

@@ -14,7 +14,4 @@ namespace cnp::session {
 std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
                                const std::vector<std::string>& allowed_modules, int workers);
 
-// The direct-session socket that sits next to the gRPC unix socket `grpc_socket_path`.
-std::string DirectSocketPath(const std::string& grpc_socket_path);
-
 }  // namespace cnp::session
