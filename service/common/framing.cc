@@ -75,18 +75,16 @@ absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline) 
     return absl::ResourceExhaustedError(
         absl::StrCat("message of ", payload.size(), " bytes is over the 1 GiB frame limit"));
   }
-  uint32_t n = static_cast<uint32_t>(payload.size());
-  unsigned char header[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
-                             static_cast<unsigned char>(n >> 16),
-                             static_cast<unsigned char>(n >> 24)};
+  char header[kFrameHeaderBytes];
+  EncodeFrameLength(static_cast<uint32_t>(payload.size()), header);
   // One write for small frames keeps the common case to a single system call.
   if (payload.size() <= 4096) {
     char buf[4 + 4096];
-    std::memcpy(buf, header, 4);
+    std::memcpy(buf, header, sizeof header);
     std::memcpy(buf + 4, payload.data(), payload.size());
     return WriteAll(fd, buf, 4 + payload.size(), deadline);
   }
-  if (absl::Status s = WriteAll(fd, reinterpret_cast<char*>(header), 4, deadline); !s.ok()) return s;
+  if (absl::Status s = WriteAll(fd, header, sizeof header, deadline); !s.ok()) return s;
   return WriteAll(fd, payload.data(), payload.size(), deadline);
 }
 
@@ -102,10 +100,8 @@ absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
     return absl::ResourceExhaustedError(
         absl::StrCat("message of ", payload.size(), " bytes is over the 1 GiB frame limit"));
   }
-  uint32_t n = static_cast<uint32_t>(payload.size());
-  unsigned char header[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
-                             static_cast<unsigned char>(n >> 16),
-                             static_cast<unsigned char>(n >> 24)};
+  char header[kFrameHeaderBytes];
+  EncodeFrameLength(static_cast<uint32_t>(payload.size()), header);
   iovec parts[2] = {{header, sizeof header},
                     {const_cast<char*>(payload.data()), payload.size()}};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameDescriptors)] = {};
@@ -134,7 +130,7 @@ absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
   }
   size_t done = static_cast<size_t>(sent);
   if (done < sizeof header) {
-    if (absl::Status s = WriteAll(fd, reinterpret_cast<char*>(header) + done,
+    if (absl::Status s = WriteAll(fd, header + done,
                                   sizeof header - done, deadline);
         !s.ok()) {
       return s;
@@ -146,9 +142,9 @@ absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
 }
 
 absl::Status ReadFrame(int fd, std::string& payload, absl::Time deadline) {
-  unsigned char header[4];
-  if (absl::Status s = ReadAll(fd, reinterpret_cast<char*>(header), 4, deadline); !s.ok()) return s;
-  uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
+  char header[kFrameHeaderBytes];
+  if (absl::Status s = ReadAll(fd, header, sizeof header, deadline); !s.ok()) return s;
+  const uint32_t n = DecodeFrameLength(header);
   if (n > kMaxFrameBytes) {
     return absl::DataLossError(absl::StrCat("frame length ", n, " is over the 1 GiB limit"));
   }

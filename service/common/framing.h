@@ -5,6 +5,7 @@
 // bounds every wait with a deadline.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,6 +19,21 @@ namespace cnp {
 
 // Frames larger than this are refused: a worker or server that sends one is broken.
 inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
+
+// A frame's header: its payload's length, little-endian. For callers that do their own I/O
+// (awaited on an Asio loop) and the functions below alike, so that the format is written once.
+// Inline: every frame on the hot path passes here.
+inline constexpr size_t kFrameHeaderBytes = 4;
+inline void EncodeFrameLength(uint32_t length, char* header) {
+  for (size_t i = 0; i < kFrameHeaderBytes; ++i) header[i] = static_cast<char>(length >> (8 * i));
+}
+inline uint32_t DecodeFrameLength(const char* header) {
+  uint32_t length = 0;
+  for (size_t i = 0; i < kFrameHeaderBytes; ++i) {
+    length |= uint32_t{static_cast<unsigned char>(header[i])} << (8 * i);
+  }
+  return length;
+}
 
 // Waits until `fd` is ready for `events` (poll(2) flags) or `deadline` passes: OK (ready, or
 // hung up: the next I/O call tells), DEADLINE_EXCEEDED, or UNAVAILABLE when poll fails.

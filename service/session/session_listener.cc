@@ -16,7 +16,6 @@
 #include <utility>
 #include <variant>
 
-#include "absl/base/internal/endian.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "asio/buffer.hpp"
@@ -86,7 +85,7 @@ class ReceivedDescriptors {
 // an ordinary read. Unbounded here: the caller races it against the connection's timer.
 asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::string& payload,
                                         std::vector<int>& fds) {
-  char header[4];
+  char header[kFrameHeaderBytes];
   size_t got = 0;
   asio::error_code ec;
   while (got < sizeof header) {
@@ -100,7 +99,7 @@ asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::st
       if (ec) co_return absl::UnavailableError(absl::StrCat("waiting for it: ", ec.message()));
     }
   }
-  const uint32_t length = absl::little_endian::Load32(header);
+  const uint32_t length = DecodeFrameLength(header);
   if (length > kMaxHelloBytes) {
     co_return absl::DataLossError(absl::StrCat("a hello of ", length, " bytes announced"));
   }
@@ -133,9 +132,9 @@ asio::awaitable<absl::Status> ReadHelloInTime(stream_protocol::socket& socket,
 asio::awaitable<void> Send(stream_protocol::socket& socket,
                            const google::protobuf::MessageLite& message) {
   using namespace asio::experimental::awaitable_operators;
-  std::string frame(4, '\0');
+  std::string frame(kFrameHeaderBytes, '\0');
   message.AppendToString(&frame);
-  absl::little_endian::Store32(frame.data(), static_cast<uint32_t>(frame.size() - 4));
+  EncodeFrameLength(static_cast<uint32_t>(frame.size() - kFrameHeaderBytes), frame.data());
   asio::steady_timer deadline(co_await asio::this_coro::executor,
                               absl::ToChronoNanoseconds(kSmallFrameWait));
   co_await (asio::async_write(socket, asio::buffer(frame),

@@ -52,6 +52,22 @@ class FramingTest : public ::testing::Test {
   int fds_[2] = {-1, -1};
 };
 
+// The header helpers, which callers doing their own I/O use, write and read the same header as
+// WriteFrame and ReadFrame: little-endian, and bytes above 0x7f are not sign-extended.
+TEST_F(FramingTest, TheHeaderHelpersSpeakTheFramesFormat) {
+  const uint32_t length = 0x8081f0ffu;
+  char header[kFrameHeaderBytes];
+  EncodeFrameLength(length, header);
+  EXPECT_EQ(std::string(header, sizeof header), Header(length));
+  EXPECT_EQ(DecodeFrameLength(Header(length).data()), length);
+  EXPECT_EQ(DecodeFrameLength(Header(7).data()), 7u);
+
+  ASSERT_TRUE(WriteFrame(writer(), "four").ok());
+  char written[kFrameHeaderBytes];
+  ASSERT_EQ(::read(reader(), written, sizeof written), static_cast<ssize_t>(sizeof written));
+  EXPECT_EQ(DecodeFrameLength(written), 4u);
+}
+
 TEST_F(FramingTest, FramesArriveWholeAndInOrder) {
   ASSERT_TRUE(WriteFrame(writer(), "first").ok());
   ASSERT_TRUE(WriteFrame(writer(), "").ok());
