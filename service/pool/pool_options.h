@@ -36,13 +36,19 @@ struct PoolOptions {
   int64_t max_answer_bytes = 0;
 };
 
-// The delay before restarting a slot after `failures` failures in a row: none for the first
-// start, then min_backoff doubling up to max_backoff.
-inline absl::Duration RestartBackoff(const PoolOptions& options, int failures) {
+// The delay before restarting after `failures` failures in a row: none for the first start,
+// then `min` doubling up to `max`. The session workers' pool (service/session) backs off by it
+// too, with bounds of its own.
+inline absl::Duration RestartBackoff(absl::Duration min, absl::Duration max, int failures) {
   if (failures <= 0) return absl::ZeroDuration();
-  absl::Duration d = options.min_backoff;
-  for (int i = 1; i < failures && d < options.max_backoff; ++i) d *= 2;
-  return std::min(d, options.max_backoff);
+  absl::Duration d = min;
+  for (int i = 1; i < failures && d < max; ++i) d *= 2;
+  return std::min(d, max);
+}
+
+// The delay before restarting a slot of the pool after `failures` failures in a row.
+inline absl::Duration RestartBackoff(const PoolOptions& options, int failures) {
+  return RestartBackoff(options.min_backoff, options.max_backoff, failures);
 }
 
 }  // namespace cnp::pool

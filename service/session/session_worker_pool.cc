@@ -16,18 +16,11 @@
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/pool/pool_options.h"
 #include "service/pool/worker.h"
 
 namespace cnp::session {
 namespace {
-
-constexpr absl::Duration kMaxBackoff = absl::Seconds(30);
-
-// The wait before the next start after `failures` failures in a row: 200 ms, doubling, up to
-// kMaxBackoff.
-absl::Duration Backoff(int failures) {
-  return std::min(kMaxBackoff, absl::Milliseconds(100) * (1 << std::min(failures, 9)));
-}
 
 // How long a worker that failed is given to finish dying, so the log can say how it ended.
 constexpr absl::Duration kEndGrace = absl::Milliseconds(200);
@@ -51,6 +44,10 @@ void SessionWorkerPool::Start() {
 }
 
 void SessionWorkerPool::Kick() { wake_.cancel(); }
+
+absl::Duration SessionWorkerPool::Backoff(int failures) const {
+  return pool::RestartBackoff(options_.min_backoff, options_.max_backoff, failures);
+}
 
 asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   const uint64_t generation = generation_;
@@ -99,7 +96,8 @@ asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
   // One that had lived a while just died (once is no pattern); one that keeps dying soon after
   // its start would otherwise be restarted in a loop.
   const absl::Time now = absl::Now();
-  young_spare_deaths_ = now - dead.started_at < kMaxBackoff ? young_spare_deaths_ + 1 : 0;
+  young_spare_deaths_ =
+      now - dead.started_at < options_.max_backoff ? young_spare_deaths_ + 1 : 0;
   absl::Duration wait = absl::ZeroDuration();
   if (young_spare_deaths_ > 0) {
     wait = Backoff(young_spare_deaths_);

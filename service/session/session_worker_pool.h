@@ -10,7 +10,8 @@
 // handshake awaited on the control loop, never blocking it. Every spare is watched while it
 // waits: one that dies (the OOM killer, an operator's kill) is reaped and replaced at once, not
 // found dead by the next session; spares that keep dying young are replaced with the same
-// growing backoff as starts that fail. Everything here runs on the control
+// growing backoff as starts that fail: the batch pool's pool::RestartBackoff, with this pool's
+// bounds (SessionPoolOptions). Everything here runs on the control
 // loop (one thread), so there is no locking; Shutdown() is the one call made from another thread.
 #pragma once
 
@@ -38,6 +39,11 @@ struct SessionPoolOptions {
   // A worker above this resident size after its session is replaced (0: never).
   int64_t max_resident_bytes = 0;
   absl::Duration startup_timeout = absl::Seconds(30);
+  // The wait before the next spare after failed starts (or young deaths) in a row: min_backoff
+  // doubling up to max_backoff (pool::RestartBackoff). A spare that lived max_backoff was no
+  // young death.
+  absl::Duration min_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(30);
 };
 
 // A worker lent to one session.
@@ -83,6 +89,8 @@ class SessionWorkerPool {
   asio::awaitable<absl::StatusOr<SessionWorker>> StartOne();
   asio::awaitable<void> KeepSpares();
   void Kick();
+  // The wait before the next start after `failures` failures (or young deaths) in a row.
+  absl::Duration Backoff(int failures) const;
   // Adds a spare, and starts watching it if it is not watched yet.
   void AddSpare(SessionWorker worker);
   // Awaits the end of worker `id` on `pidfd` (a duplicate of its pidfd: the worker itself may
