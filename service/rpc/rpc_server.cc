@@ -104,6 +104,8 @@ class UnavailableSession final : public SessionHandler {
 constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
 // How long a shutdown with no call left waits for the clients to close their connections.
 constexpr absl::Duration kConnectionsClose = absl::Seconds(1);
+// gRPC's shutdown deadline is this much later than the grace's end (see Shutdown).
+constexpr absl::Duration kGrpcDeadlineAfterOurs = absl::Seconds(5);
 
 // A unix socket lets in only the users it is told to (SO_PEERCRED); a loopback TCP listener
 // lets in every process of the host, whoever runs it. Without a token or client certificates
@@ -415,10 +417,13 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   ReportHealth(*server_, false);
   shutdown_.DrainStreams();
   const absl::Time deadline = absl::Now() + grace;
-  // gRPC stops accepting calls at once and waits for those in flight until the deadline.
+  // gRPC stops accepting calls at once and waits for those in flight. Its own deadline comes
+  // after ours: at ours, the calls still running are ours to report and to cancel (below). Had
+  // gRPC cancelled them at that same moment, one could end before our wait saw the deadline
+  // pass, and the grace's warning would be missing from the log.
   absl::Notification shut;  // gRPC's own shutdown is over: every connection closed
   std::thread shutter([this, deadline, &shut] {
-    server_->Shutdown(absl::ToChronoTime(deadline));
+    server_->Shutdown(absl::ToChronoTime(deadline + kGrpcDeadlineAfterOurs));
     shut.Notify();
   });
   // But gRPC alone ends late both ways: a handler still running (its worker computing) holds
