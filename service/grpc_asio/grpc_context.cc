@@ -61,21 +61,22 @@ void GrpcContext::Shutdown() {
 }
 
 bool GrpcContext::RunPosted(bool last) {
-  bool ran = false;
   std::vector<absl::AnyInvocable<void() &&>> batch;
-  for (;;) {
+  for (bool ran_a_round = false;; ran_a_round = true) {
     {
       absl::MutexLock lock(&mu_);
       if (posted_.empty()) {
         finished_ = last;
         sleeping_ = !last;  // decided with the queue seen empty, under the same lock
-        return ran;
+        return false;
       }
+      // Work that posts more must not keep the queue's events waiting: one round at a time,
+      // with the queue looked at in between (Run).
+      if (ran_a_round && !last) return true;
       batch.swap(posted_);
     }
     for (auto& work : batch) std::move(work)();
     batch.clear();
-    ran = true;
   }
 }
 
@@ -85,9 +86,15 @@ void GrpcContext::Run() {
   void* tag;
   bool ok;
   for (;;) {
-    RunPosted();
-    const bool got = queue_->Next(&tag, &ok);
-    {
+    bool got;
+    if (RunPosted()) {
+      // Only what the queue has ready now: the posted work comes next.
+      const grpc::CompletionQueue::NextStatus status =
+          queue_->AsyncNext(&tag, &ok, std::chrono::system_clock::time_point());
+      if (status == grpc::CompletionQueue::TIMEOUT) continue;
+      got = status == grpc::CompletionQueue::GOT_EVENT;
+    } else {
+      got = queue_->Next(&tag, &ok);
       absl::MutexLock lock(&mu_);
       sleeping_ = false;
     }

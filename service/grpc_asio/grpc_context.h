@@ -137,8 +137,10 @@ class GrpcContext : public asio::execution_context {
     GrpcContext& context_;
   };
 
-  // Runs posted work until there is none; true if it ran any. `last`: the loop ends, and work
-  // posted from now on is dropped.
+  // Runs one round of posted work: what was posted before the round began (what it posts
+  // waits for the next round, after the queue's ready events). True when more work is
+  // waiting; else false, with `sleeping_` set: the loop may block in the queue. `last`: the
+  // loop ends; rounds run until no work is left, and work posted from then on is dropped.
   bool RunPosted(bool last = false);
 
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;

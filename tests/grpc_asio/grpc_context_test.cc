@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "cnp/v1/functions.grpc.pb.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "service/grpc_asio/call_done.h"
@@ -94,6 +96,42 @@ TEST_F(Fixture, WorkPostedFromAnotherThreadWakesTheLoop) {
     ASSERT_EQ(future.wait_for(kBound), std::future_status::ready) << "post " << i;
     EXPECT_EQ(future.get(), thread_.get_id());
   }
+}
+
+// Work that keeps posting more must not keep the queue's events waiting: the loop runs what
+// was posted before it started a round, then looks at the queue again. Here a posted task
+// posts itself again each time, and only an event of the queue (an alarm) stops it.
+TEST_F(Fixture, WorkThatKeepsPostingDoesNotStarveTheQueue) {
+  std::atomic<bool> alarm_fired{false};
+  std::atomic<long> rounds{0};
+  constexpr long kGiveUp = 50'000'000;  // far more than the rounds an alarm needs
+  std::promise<long> stopped;
+  std::function<void()> again = [&] {
+    if (alarm_fired.load() || ++rounds == kGiveUp) {
+      stopped.set_value(rounds.load());
+      return;
+    }
+    context_->Post(again);
+  };
+  struct AlarmDone final : Operation {
+    explicit AlarmDone(std::atomic<bool>& fired) : fired(fired) {}
+    void Complete(bool) override { fired = true; }
+    std::atomic<bool>& fired;
+  } alarm_done(alarm_fired);
+  grpc::Alarm alarm;
+  std::promise<void> armed;
+  context_->Post([&] {
+    // From the loop's own thread, with the reposting work already queued behind it.
+    context_->Post(again);
+    alarm.Set(context_->queue(), std::chrono::system_clock::now(), &alarm_done);
+    armed.set_value();
+  });
+  ASSERT_EQ(armed.get_future().wait_for(kBound), std::future_status::ready);
+  auto done = stopped.get_future();
+  ASSERT_EQ(done.wait_for(kBound), std::future_status::ready);
+  EXPECT_TRUE(alarm_fired.load());
+  EXPECT_LT(done.get(), kGiveUp) << "the alarm's event waited behind the posted work";
+  StopLoop();  // the alarm's event, if still queued, completes while `alarm_done` lives
 }
 
 // Many posters at once: the wake-up alarm is claimed, set outside the lock, and freed by
