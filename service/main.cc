@@ -34,7 +34,7 @@
 #include "service/pool/blocking_task_runner.h"
 #include "service/pool/process_worker.h"
 #include "service/calls/function_calls.h"
-#include "service/rpc/inherited_sockets.h"
+#include "service/listen/inherited_sockets.h"
 #include "service/rpc/rpc_server.h"
 #include "service/service_wiring.h"
 
@@ -119,7 +119,7 @@ int Run(int argc, char** argv) {
   ::prctl(PR_SET_DUMPABLE, 0);
   ::signal(SIGPIPE, SIG_IGN);
   // Sockets systemd bound for us (cnp-server.socket), taken before any thread or worker starts.
-  cnp::rpc::AdoptInheritedSockets();
+  cnp::listen::AdoptInheritedSockets();
   RaiseOpenFileLimit();
   // Blocks of 1 MiB and more (a big call's request and response) are mapped apart from the heap
   // and go back to the system when freed. Left to itself, glibc raises this threshold to the
@@ -226,7 +226,7 @@ int Run(int argc, char** argv) {
   // With --max-sessions=0 it binds nothing, but still answers on a P.direct systemd passed.
   if (started.ok()) started = session_listener.Start();
   // A socket systemd passed that no address took would hold its clients for ever.
-  if (started.ok()) started = cnp::rpc::CheckEveryInheritedSocketTaken();
+  if (started.ok()) started = cnp::listen::CheckEveryInheritedSocketTaken();
   if (!started.ok()) {
     session_listener.Stop();
     (void)server.Shutdown(absl::ZeroDuration());  // no call was served yet

@@ -38,7 +38,7 @@
 #include "common/version.h"
 #include "service/common/framing.h"
 #include "service/common/log.h"
-#include "service/rpc/listen_address.h"
+#include "service/listen/listen_address.h"
 #include "service/session/direct_socket_path.h"
 #include "service/upload/couch_allow_list.h"
 #include "yaml-cpp/yaml.h"
@@ -667,9 +667,9 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
   for (size_t i = 0; i < c.listen.size(); ++i) {
     const std::string& listen = c.listen[i];
     if (IsUnixTarget(listen)) continue;
-    absl::StatusOr<rpc::TcpListenAddress> address = rpc::ParseTcpListenAddress(listen);
+    absl::StatusOr<listen::TcpListenAddress> address = listen::ParseTcpListenAddress(listen);
     absl::StatusOr<bool> loopback =
-        address.ok() ? rpc::ListensOnLoopbackOnly(listen) : address.status();
+        address.ok() ? listen::ListensOnLoopbackOnly(listen) : address.status();
     if (!loopback.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           sources.FromFile("listen") ? Subject(sources, "listen", i) : "--listen:", " ",
@@ -708,7 +708,7 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
     return absl::InvalidArgumentError(
         absl::StrCat(named, ": give host:port; Prometheus scrapes over TCP"));
   }
-  absl::StatusOr<bool> loopback = rpc::ListensOnLoopbackOnly(c.metrics_listen);
+  absl::StatusOr<bool> loopback = listen::ListensOnLoopbackOnly(c.metrics_listen);
   if (!loopback.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(named, ": ", loopback.status().message()));
   }

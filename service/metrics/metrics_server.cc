@@ -16,7 +16,7 @@
 #include "service/common/log.h"
 #include "service/metrics/registry.h"
 #include "service/metrics/service_metrics.h"
-#include "service/rpc/listening_socket.h"
+#include "service/listen/listening_socket.h"
 
 namespace cnp::metrics {
 namespace {
@@ -109,15 +109,15 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--metrics-listen=", address, ": give host:port; Prometheus scrapes over TCP"));
   }
-  absl::StatusOr<std::vector<rpc::ListeningSocket>> sockets =
-      rpc::OpenListeningSockets(address, {});
+  absl::StatusOr<std::vector<listen::ListeningSocket>> sockets =
+      listen::OpenListeningSockets(address, {});
   if (!sockets.ok()) {
     return absl::Status(sockets.status().code(),
                         absl::StrCat("--metrics-listen: ", sockets.status().message()));
   }
-  for (const rpc::ListeningSocket& socket : *sockets) {
+  for (const listen::ListeningSocket& socket : *sockets) {
     if (!socket.loopback && !insecure) {
-      for (const rpc::ListeningSocket& s : *sockets) ::close(s.fd);
+      for (const listen::ListeningSocket& s : *sockets) ::close(s.fd);
       return absl::FailedPreconditionError(absl::StrCat(
           "--metrics-listen=", address, " is not a loopback address, and the metrics name "
           "functions: listen on 127.0.0.1 behind a scraper on the same host, or pass --insecure"));
@@ -125,7 +125,7 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
   }
   port_ = sockets->front().port;
   DeclareAll();
-  for (const rpc::ListeningSocket& socket : *sockets) {
+  for (const listen::ListeningSocket& socket : *sockets) {
     // poll, not epoll: level-triggered, it sees at once a client that hung up before its
     // connection was accepted, where edge-triggered epoll waited for the idle timeout (200
     // such connections kept a scraper out for two minutes).

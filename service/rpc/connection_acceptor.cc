@@ -112,11 +112,11 @@ int TcpDescriptorCap(int descriptor_cap) {
 
 class ConnectionAcceptor::Loop {
  public:
-  Loop(const std::vector<ListeningSocket>& sockets, AcceptPolicy policy, RefusalLog& refusals,
-       HandOver hand_over)
+  Loop(const std::vector<listen::ListeningSocket>& sockets, AcceptPolicy policy,
+       RefusalLog& refusals, HandOver hand_over)
       : sockets_(sockets), policy_(std::move(policy)), refusals_(refusals),
         hand_over_(std::move(hand_over)), peer_connections_(policy_.max_connections_per_peer) {
-    for (const ListeningSocket& socket : sockets_) listeners_.emplace_back(io_, socket.fd);
+    for (const listen::ListeningSocket& socket : sockets_) listeners_.emplace_back(io_, socket.fd);
   }
 
   ~Loop() {
@@ -171,7 +171,7 @@ class ConnectionAcceptor::Loop {
       LogInfo("accepting connections again");
       out_of_descriptors_ = false;
     }
-    const ListeningSocket& socket = sockets_[index];
+    const listen::ListeningSocket& socket = sockets_[index];
     if (socket.is_unix) {
       AdmitUnix(index, fd);
     } else {
@@ -180,7 +180,7 @@ class ConnectionAcceptor::Loop {
   }
 
   void AdmitUnix(size_t index, int fd) {
-    const ListeningSocket& socket = sockets_[index];
+    const listen::ListeningSocket& socket = sockets_[index];
     const std::string peer = absl::StrCat("unix:", socket.unix_path);
     if (fd >= policy_.descriptor_cap) {
       RefuseForCap(peer, peer, fd, policy_.descriptor_cap, "");
@@ -261,7 +261,7 @@ class ConnectionAcceptor::Loop {
     }
   }
 
-  const std::vector<ListeningSocket>& sockets_;
+  const std::vector<listen::ListeningSocket>& sockets_;
   const AcceptPolicy policy_;
   RefusalLog& refusals_;  // shared with the calls' token checks
   const HandOver hand_over_;
@@ -272,8 +272,9 @@ class ConnectionAcceptor::Loop {
   bool out_of_descriptors_ = false;
 };
 
-ConnectionAcceptor::ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
-                                       RefusalLog& refusals, HandOver hand_over)
+ConnectionAcceptor::ConnectionAcceptor(std::vector<listen::ListeningSocket> sockets,
+                                       AcceptPolicy policy, RefusalLog& refusals,
+                                       HandOver hand_over)
     : sockets_(std::move(sockets)),
       probation_(policy.probation),
       loop_(std::make_unique<Loop>(sockets_, std::move(policy), refusals, std::move(hand_over))) {}
@@ -287,7 +288,7 @@ void ConnectionAcceptor::Stop() {
   loop_.reset();
   // gRPC closes the connections from here on; the probation's holds would keep them open.
   if (probation_ != nullptr) probation_->EndAll();
-  for (const ListeningSocket& socket : sockets_) RemoveOwnSocketFile(socket);
+  for (const listen::ListeningSocket& socket : sockets_) listen::RemoveOwnSocketFile(socket);
 }
 
 }  // namespace cnp::rpc

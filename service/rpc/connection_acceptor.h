@@ -24,9 +24,9 @@
 #include <set>
 #include <vector>
 
+#include "service/listen/listening_socket.h"
 #include "service/rpc/access_log.h"
 #include "service/rpc/connection_probation.h"
-#include "service/rpc/listening_socket.h"
 #include "service/rpc/refusal_log.h"
 
 namespace cnp::rpc {
@@ -53,11 +53,11 @@ class ConnectionAcceptor {
 
   // Refused and closed connections are written to `refusals`, which the acceptor flushes on
   // its sweep (for the calls' token refusals it shares too).
-  ConnectionAcceptor(std::vector<ListeningSocket> sockets, AcceptPolicy policy,
+  ConnectionAcceptor(std::vector<listen::ListeningSocket> sockets, AcceptPolicy policy,
                      RefusalLog& refusals, HandOver hand_over);
   ~ConnectionAcceptor();  // Stop()
 
-  const std::vector<ListeningSocket>& sockets() const { return sockets_; }
+  const std::vector<listen::ListeningSocket>& sockets() const { return sockets_; }
 
   void Start();
   // Stops accepting, closes the listening sockets and removes the socket files we created.
@@ -67,7 +67,7 @@ class ConnectionAcceptor {
  private:
   class Loop;
 
-  std::vector<ListeningSocket> sockets_;
+  std::vector<listen::ListeningSocket> sockets_;
   ConnectionProbation* const probation_;
   std::unique_ptr<Loop> loop_;
 };

@@ -112,7 +112,8 @@ constexpr absl::Duration kGrpcDeadlineAfterOurs = absl::Seconds(5);
 // any local user can then run the allowed functions and use Upload. That may be intended (a
 // host with no other users, nginx in front on the same host), so it is a warning, not a
 // refusal: loopback listeners without a token are how nginx and the tests reach the server.
-void WarnIfOpenToLocalUsers(const ListeningSocket& socket, const TransportSecurity& security) {
+void WarnIfOpenToLocalUsers(const listen::ListeningSocket& socket,
+                            const TransportSecurity& security) {
   if (!security.auth_token_file.empty() || !security.tls_client_ca_file.empty()) return;
   LogWarning("listening on ", socket.address,
              " without --auth-token-file or --tls-client-ca: every local user of this host, "
@@ -146,20 +147,20 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   // Over TLS the token is checked before a call's request is read (bearer_token_processor.h);
   // gRPC offers that hook for secure credentials only.
   if (token_processor_ != nullptr) (*tcp_credentials)->SetAuthMetadataProcessor(token_processor_);
-  std::vector<ListeningSocket> sockets;
+  std::vector<listen::ListeningSocket> sockets;
   absl::Cleanup close_on_error = [&sockets] {
-    for (ListeningSocket& socket : sockets) {
+    for (listen::ListeningSocket& socket : sockets) {
       ::close(socket.fd);
-      RemoveOwnSocketFile(socket);
+      listen::RemoveOwnSocketFile(socket);
     }
   };
   for (const std::string& address : options_.listen) {
-    absl::StatusOr<std::vector<ListeningSocket>> opened =
-        OpenListeningSockets(address, {.gid = security.socket_gid});
+    absl::StatusOr<std::vector<listen::ListeningSocket>> opened =
+        listen::OpenListeningSockets(address, {.gid = security.socket_gid});
     if (!opened.ok()) return opened.status();
-    for (ListeningSocket& socket : *opened) sockets.push_back(std::move(socket));
+    for (listen::ListeningSocket& socket : *opened) sockets.push_back(std::move(socket));
   }
-  for (const ListeningSocket& socket : sockets) {
+  for (const listen::ListeningSocket& socket : sockets) {
     if (socket.is_unix) continue;
     if (socket.loopback) {
       WarnIfOpenToLocalUsers(socket, security);
@@ -179,7 +180,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
           "--tls-key"));
     }
   }
-  for (const ListeningSocket& socket : sockets) {
+  for (const listen::ListeningSocket& socket : sockets) {
     grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
         socket.is_unix ? grpc::InsecureServerCredentials() : *tcp_credentials));
@@ -193,7 +194,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
                       .probation = probation_.get()};
   std::move(close_on_error).Cancel();
   std::vector<int> listener_fds;
-  for (const ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);
+  for (const listen::ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);
   acceptor_ = std::make_unique<ConnectionAcceptor>(
       std::move(sockets), std::move(policy), *refusals_,
       [this, listener_fds](size_t index, int fd) {
@@ -271,7 +272,7 @@ absl::Status RpcServer::Start() {
         "cannot start serving on ", absl::StrJoin(options_.listen, ", "),
         " (see gRPC's message above; a bad TLS certificate or key?)"));
   }
-  for (const ListeningSocket& socket : acceptor_->sockets()) {
+  for (const listen::ListeningSocket& socket : acceptor_->sockets()) {
     LogInfo("listening on ", socket.address,
             socket.is_unix ? "" : absl::StrCat(" (port ", socket.port, ")"),
             socket.is_unix || !options_.security.UsesTls() ? ""

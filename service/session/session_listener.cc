@@ -39,7 +39,7 @@
 #include "service/metrics/service_metrics.h"
 #include "service/pool/process_worker.h"
 #include "service/pool/worker.h"
-#include "service/rpc/inherited_sockets.h"
+#include "service/listen/inherited_sockets.h"
 #include "session.pb.h"
 
 namespace cnp::session {
@@ -228,7 +228,7 @@ absl::Status SessionListener::Start() {
   for (const std::string& path : options_.paths) {
     auto acceptor = std::make_unique<stream_protocol::acceptor>(control_);
     asio::error_code ec;
-    if (int fd = rpc::TakeInheritedUnixSocket(path); fd >= 0) {
+    if (int fd = listen::TakeInheritedUnixSocket(path); fd >= 0) {
       // systemd bound it (cnp-server.socket): its file and mode are the unit's, and stay.
       acceptor->assign(stream_protocol(), fd, ec);
       if (ec) {
@@ -255,7 +255,7 @@ absl::Status SessionListener::Start() {
     acceptor->open(stream_protocol(), ec);
     if (!ec) acceptor->bind(*endpoint, ec);
     // Before listen(): no one can connect while the mode is still the umask's. The same mode
-    // and group as the gRPC socket next to it (service/rpc/listening_socket.cc).
+    // and group as the gRPC socket next to it (service/listen/listening_socket.cc).
     const mode_t mode = options_.socket_gid >= 0 ? 0660 : 0600;
     if (!ec && (::chmod(path.c_str(), mode) != 0 ||
                 (options_.socket_gid >= 0 && ::chown(path.c_str(), -1, options_.socket_gid) != 0))) {

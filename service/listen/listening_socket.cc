@@ -1,4 +1,4 @@
-#include "service/rpc/listening_socket.h"
+#include "service/listen/listening_socket.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -15,10 +15,10 @@
 #include "common/loopback.h"
 #include "common/socket_directory.h"
 #include "common/unix_target.h"
-#include "service/rpc/inherited_sockets.h"
-#include "service/rpc/listen_address.h"
+#include "service/listen/inherited_sockets.h"
+#include "service/listen/listen_address.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 namespace {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
@@ -151,6 +151,7 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
       socket.fd = fd;
       socket.address = address;
       socket.port = port;
+      socket.inherited = true;
       // What systemd bound, not what --listen says, decides whether TLS is required.
       socket.loopback = IsLoopbackAddress(reinterpret_cast<sockaddr*>(&bound));
       sockets.push_back(std::move(socket));
@@ -247,29 +248,34 @@ absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::str
   if (IsUnixTarget(address)) {
     absl::StatusOr<std::string> unix_path = UnixSocketPath(address);
     if (!unix_path.ok()) return unix_path.status();
-    const std::string& path = *unix_path;
-    std::vector<ListeningSocket> sockets;
-    if (int fd = TakeInheritedUnixSocket(path); fd >= 0) {
-      // systemd's socket: its file, mode and owner are the .socket unit's, and it stays when
-      // we stop (unix_dev/unix_ino left 0: RemoveOwnSocketFile never removes it).
-      ListeningSocket socket;
-      socket.fd = fd;
-      socket.address = address;
-      socket.is_unix = true;
-      socket.unix_path = path;
-      sockets.push_back(std::move(socket));
-      return sockets;
-    }
-    absl::StatusOr<ListeningSocket> socket = ListenUnix(address, path, unix);
+    absl::StatusOr<ListeningSocket> socket = OpenUnixListeningSocket(address, *unix_path, unix);
     if (!socket.ok()) return socket.status();
+    std::vector<ListeningSocket> sockets;
     sockets.push_back(std::move(*socket));
     return sockets;
   }
   return ListenTcp(address);
 }
 
+absl::StatusOr<ListeningSocket> OpenUnixListeningSocket(const std::string& address,
+                                                        const std::string& path,
+                                                        const UnixSocketOptions& unix) {
+  if (int fd = TakeInheritedUnixSocket(path); fd >= 0) {
+    // systemd's socket: its file, mode and owner are the .socket unit's, and it stays when
+    // we stop (RemoveOwnSocketFile leaves an inherited socket alone).
+    ListeningSocket socket;
+    socket.fd = fd;
+    socket.address = address;
+    socket.is_unix = true;
+    socket.unix_path = path;
+    socket.inherited = true;
+    return socket;
+  }
+  return ListenUnix(address, path, unix);
+}
+
 void RemoveOwnSocketFile(const ListeningSocket& socket) {
-  if (!socket.is_unix) return;
+  if (!socket.is_unix || socket.inherited) return;
   struct stat st {};
   if (::lstat(socket.unix_path.c_str(), &st) == 0 && st.st_dev == socket.unix_dev &&
       st.st_ino == socket.unix_ino) {
@@ -277,4 +283,4 @@ void RemoveOwnSocketFile(const ListeningSocket& socket) {
   }
 }
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen

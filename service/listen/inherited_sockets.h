@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 
 // Takes the descriptors passed through LISTEN_FDS/LISTEN_PID, once, before any thread or
 // worker starts: the variables are removed from the environment and the descriptors marked
@@ -34,4 +34,4 @@ std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port);
 // Fails, naming them, if passed sockets remain that no address took (and closes them).
 absl::Status CheckEveryInheritedSocketTaken();
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen

@@ -1,4 +1,4 @@
-#include "service/rpc/listen_address.h"
+#include "service/listen/listen_address.h"
 
 #include <netdb.h>
 
@@ -8,9 +8,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/loopback.h"
-#include "service/rpc/inherited_sockets.h"
+#include "service/listen/inherited_sockets.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 
 absl::StatusOr<TcpListenAddress> ParseTcpListenAddress(const std::string& address) {
   std::string host_port = address;
@@ -71,4 +71,4 @@ absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address) {
   return loopback;
 }
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen

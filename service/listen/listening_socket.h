@@ -5,7 +5,9 @@
 // A unix socket is created 0600 (0660 with a group) whatever the umask, in a directory that
 // must be ours and writable by no one else; a socket file already there is removed only when
 // nothing listens on it any more (checked without blocking), never when a server still does.
-// An address systemd already bound and passed (inherited_sockets.h) is taken as it is.
+// An address systemd already bound and passed (inherited_sockets.h) is taken as it is. The
+// gRPC listeners, the metrics listener and the direct-session socket (service/session) all
+// listen through here, so these rules are written once.
 #pragma once
 
 #include <sys/types.h>
@@ -15,7 +17,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 
 struct ListeningSocket {
   int fd = -1;
@@ -24,6 +26,7 @@ struct ListeningSocket {
   std::string unix_path;
   dev_t unix_dev = 0;  // the socket file we created: only that one is ever removed
   ino_t unix_ino = 0;
+  bool inherited = false;  // systemd bound it and passed it (its file is the unit's)
   int port = 0;          // TCP: the bound port (useful with port 0)
   bool loopback = true;  // TCP: every bound address is a loopback address
 };
@@ -37,7 +40,14 @@ struct UnixSocketOptions {
 absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,
                                                                   const UnixSocketOptions& unix);
 
-// Removes the socket file of a unix listener if it is still the one we created.
+// The unix socket `path` (no scheme), as OpenListeningSockets opens a unix: address: the
+// socket systemd passed for it, else one bound here. `address` names it in messages.
+absl::StatusOr<ListeningSocket> OpenUnixListeningSocket(const std::string& address,
+                                                        const std::string& path,
+                                                        const UnixSocketOptions& unix);
+
+// Removes the socket file of a unix listener if it is still the one we created: not one
+// systemd passed, nor one another server has put at the path since.
 void RemoveOwnSocketFile(const ListeningSocket& socket);
 
 // Whether a unix socket at `path` accepts connections, without blocking: a server whose
@@ -45,4 +55,4 @@ void RemoveOwnSocketFile(const ListeningSocket& socket);
 enum class SocketLiveness { kAbsent, kStale, kAlive, kUnknown };
 SocketLiveness ProbeUnixSocket(const std::string& path, int* error);
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen

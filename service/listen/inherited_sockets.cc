@@ -1,4 +1,4 @@
-#include "service/rpc/inherited_sockets.h"
+#include "service/listen/inherited_sockets.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -15,7 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 namespace {
 
 absl::Mutex mutex;
@@ -125,4 +125,4 @@ absl::Status CheckEveryInheritedSocketTaken() {
       ".socket unit"));
 }
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen

@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace cnp::rpc {
+namespace cnp::listen {
 
 struct TcpListenAddress {
   std::string host_port;  // the address without its scheme, as messages show it
@@ -30,4 +30,4 @@ absl::StatusOr<TcpListenAddress> ParseTcpListenAddress(const std::string& addres
 // "0.0.0.0" are every address). INVALID_ARGUMENT when the host does not resolve.
 absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address);
 
-}  // namespace cnp::rpc
+}  // namespace cnp::listen
