@@ -512,14 +512,11 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
       }
     }
     if (!ReloadRunning()) {
-      if (reload_pending_ && now < last_reload_request_ + options_.reload_quiet) {
-        next_due = std::min(next_due, last_reload_request_ + options_.reload_quiet);
-      } else if (reload_pending_) {
-        reload_pending_ = false;
+      if (reloads_.FollowUpDue(now, next_due)) {
         ++generation_;
         reload_announced_ = false;
         LogInfo("reloading every worker again, for the reloads asked for meanwhile");
-      } else if (!reload_announced_) {
+      } else if (!reloads_.pending() && !reload_announced_) {
         reload_announced_ = true;
         if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
       }
@@ -616,13 +613,17 @@ void AsyncWorkerPool::ReloadAll() {
 
 void AsyncWorkerPool::ReloadHere() {
   // A reload asked for while one runs is merged into one more that starts when it has ended
-  // and no request came for reload_quiet: the code may have changed again since the running
-  // one began, but a storm of SIGHUPs must not restart the workers once per signal.
-  last_reload_request_ = absl::Now();
-  if (ReloadRunning() || reload_pending_) {
-    if (!reload_pending_) LogInfo("a reload is running: one more will follow it");
-    reload_pending_ = true;
-    return;
+  // and no request came for reload_quiet (reload_requests.h): the code may have changed again
+  // since the running one began, but a storm of SIGHUPs must not restart the workers once per
+  // signal.
+  switch (reloads_.Ask(absl::Now(), ReloadRunning())) {
+    case ReloadRequests::Answer::kMerged:
+      LogInfo("a reload is running: one more will follow it");
+      return;
+    case ReloadRequests::Answer::kAlreadyMerged:
+      return;
+    case ReloadRequests::Answer::kStartNow:
+      break;
   }
   ++generation_;
   reload_announced_ = false;

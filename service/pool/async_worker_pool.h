@@ -30,6 +30,7 @@
 #include "asio/steady_timer.hpp"
 #include "service/pool/async_task_runner.h"
 #include "service/pool/pool_options.h"
+#include "service/pool/reload_requests.h"
 #include "service/pool/worker.h"
 
 namespace cnp::pool {
@@ -148,8 +149,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   bool started_ = false;
   bool shutting_down_ = false;
   uint64_t generation_ = 0;
-  bool reload_pending_ = false;  // asked for while one was running
-  absl::Time last_reload_request_ = absl::InfinitePast();
+  ReloadRequests reloads_{options_.reload_quiet};
   bool reload_announced_ = true;  // "reload finished" was logged
 };
 
