@@ -40,45 +40,20 @@
 
 namespace {
 
-// How long SIGHUPs must stop coming before the reload that merges them starts.
-constexpr absl::Duration kReloadQuiet = absl::Milliseconds(500);
-
-// SIGHUP reloads every worker; a SIGHUP that comes while earlier ones are still settling is
-// merged with them into one more reload, started once they stop for kReloadQuiet - so that a
-// storm of 200 SIGHUPs restarts the workers twice, not 200 times, and code changed during the
-// storm is still loaded after it.
+// SIGHUP reloads every worker. Each pool merges a storm of them itself (a reload asked for
+// while one runs becomes one more after it: service/pool/reload_requests.h), so that 200
+// SIGHUPs restart the workers twice, not 200 times, and code changed during the storm is still
+// loaded after it.
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
                                    std::promise<int>& stop, std::promise<void>& cut_drain) {
-  asio::steady_timer settle(co_await asio::this_coro::executor);
-  bool settling = false;  // a reload began less than kReloadQuiet after the last SIGHUP
-  bool pending = false;   // SIGHUPs came since it began
-  auto reload = [&pool, &sessions] {
-    cnp::LogInfo("SIGHUP: reloading the workers");
-    pool.ReloadAll();
-    sessions.Reload();
-  };
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
-      if (settling) {
-        pending = true;
-      } else {
-        reload();
-        settling = true;
-      }
-      settle.expires_after(absl::ToChronoNanoseconds(kReloadQuiet));  // cancels the last wait
-      settle.async_wait([&settling, &pending, reload](asio::error_code ec) {
-        if (ec) return;  // a later SIGHUP rearmed it, or the server stops
-        settling = false;
-        if (pending) {
-          pending = false;
-          reload();
-        }
-      });
+      pool.ReloadAll();
+      sessions.Reload();
       continue;
     }
-    settle.cancel();
     stop.set_value(sig);
     break;
   }

@@ -117,6 +117,15 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
     // Spares count against the cap: a worker process is a Python interpreter either way.
     const int wanted = std::min<int>(options_.spare_workers,
                                      options_.max_sessions - sessions_);
+    // A reload has run once its spares are all there again; a reload merged meanwhile may be
+    // due then.
+    if (static_cast<int>(spares_.size()) >= wanted) reload_running_ = false;
+    absl::Time reload_due = absl::InfiniteFuture();
+    if (!reload_running_ && reloads_.FollowUpDue(absl::Now(), reload_due)) {
+      LogInfo("reloading the spare session workers again, for the reloads asked for meanwhile");
+      ReloadNow();
+      continue;
+    }
     absl::Duration wait = absl::Hours(1);
     if (static_cast<int>(spares_.size()) + starting_spares_ < wanted) {
       if (const absl::Duration backoff = next_start_ - absl::Now(); backoff > absl::ZeroDuration()) {
@@ -137,6 +146,7 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
         LogError(started.status().message(), "; retrying in ", absl::FormatDuration(wait));
       }
     }
+    wait = std::min(wait, std::max(reload_due - absl::Now(), absl::ZeroDuration()));
     wake_.expires_after(absl::ToChronoNanoseconds(wait));
     asio::error_code ec;
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -209,7 +219,23 @@ std::vector<pid_t> SessionWorkerPool::spare_pids() const {
 }
 
 void SessionWorkerPool::Reload() {
+  if (options_.max_sessions <= 0) return;  // direct sessions are off: no spare to replace
+  // While the last reload's spares start, another now would discard them half-started.
+  switch (reloads_.Ask(absl::Now(), reload_running_)) {
+    case pool::ReloadRequests::Answer::kMerged:
+      LogInfo("a reload of the spare session workers is running: one more will follow it");
+      return;
+    case pool::ReloadRequests::Answer::kAlreadyMerged:
+      return;
+    case pool::ReloadRequests::Answer::kStartNow:
+      break;
+  }
+  ReloadNow();
+}
+
+void SessionWorkerPool::ReloadNow() {
   ++generation_;
+  reload_running_ = true;
   LogInfo("reloading the spare session workers; workers in a session follow when it ends");
   std::vector<SessionWorker> old = std::move(spares_);
   spares_.clear();

@@ -26,6 +26,7 @@
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "service/pool/process_worker.h"
+#include "service/pool/reload_requests.h"
 #include "service/pool/worker_process.h"
 
 namespace cnp::session {
@@ -44,6 +45,9 @@ struct SessionPoolOptions {
   // young death.
   absl::Duration min_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
+  // How long reload requests must stop coming before the merged follow-up reload starts
+  // (pool/reload_requests.h), as the batch pool's PoolOptions::reload_quiet.
+  absl::Duration reload_quiet = absl::Milliseconds(500);
 };
 
 // A worker lent to one session.
@@ -73,7 +77,10 @@ class SessionWorkerPool {
   void Return(SessionWorker worker, bool reusable);
 
   // SIGHUP: spares are replaced at once (killed now, reaped on the loop), session workers when
-  // their session ends.
+  // their session ends. Merged as the batch pool merges reloads (pool/reload_requests.h): one
+  // asked for while the last reload's spares are still starting follows once they are all
+  // there and no request came for reload_quiet, so that a storm of SIGHUPs does not start a
+  // spare per signal.
   void Reload();
 
   // Kills every worker, spare or in a session (their adapters then exit, and CouchDB starts
@@ -99,6 +106,8 @@ class SessionWorkerPool {
   asio::awaitable<void> WatchSpare(int id, int pidfd);
   // Kills `worker` and awaits its end on the loop, logging how it ended.
   void End(SessionWorker worker, const char* why);
+  // Replaces the spares now (a new generation).
+  void ReloadNow();
 
   const SessionPoolOptions options_;
   asio::io_context& control_;
@@ -110,6 +119,8 @@ class SessionWorkerPool {
   int starting_spares_ = 0;
   int next_id_ = 0;
   uint64_t generation_ = 0;
+  pool::ReloadRequests reloads_{options_.reload_quiet};
+  bool reload_running_ = false;  // the last reload's spares are not all started yet
   int consecutive_failures_ = 0;  // starts that failed in a row
   int young_spare_deaths_ = 0;    // spares that died soon after their start, in a row
   absl::Time next_start_ = absl::InfinitePast();  // the backoff: no spare starts before

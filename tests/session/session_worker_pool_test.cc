@@ -4,8 +4,12 @@
 // dies replaced without a session asking; and a worker's start that never holds the control loop.
 #include "service/session/session_worker_pool.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <optional>
 
@@ -137,6 +141,72 @@ TEST_F(SessionWorkerPoolTest, ReloadReplacesSparesAtOnceAndSessionWorkersAfterTh
   pool.Return(std::move(*busy), /*reusable=*/true);
   WaitUntilEnded(busy_pid);  // started before the reload: not kept
   EXPECT_EQ(pool.spare_pids(), std::vector<pid_t>{new_spare});
+  Shutdown(pool);
+}
+
+// A storm of SIGHUPs while the spare of the first reload starts, and one more once it has
+// started, restart the spare twice (the reload and one merged reload after it), not once per
+// signal; and the last of them is not lost. Before, each Reload() replaced the spares at once:
+// the half-started spare was discarded and another started, and the signal after it replaced
+// that one too.
+TEST_F(SessionWorkerPoolTest, AStormOfReloadsRestartsTheSpareTwice) {
+  const std::string dir = testing::MakeTempDir("storm");
+  const std::string starts = dir + "/starts";
+  const std::string gate = dir + "/gate";
+  ASSERT_EQ(::mkfifo(gate.c_str(), 0600), 0);
+  // Held open for writing, so that a worker's open for reading never waits; a worker starts
+  // only once the test has written it a byte.
+  const int gate_fd = ::open(gate.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(gate_fd, 0);
+  auto let_one_start = [gate_fd] { ASSERT_EQ(::write(gate_fd, "g", 1), 1); };
+  SessionPoolOptions options = Options(/*max_sessions=*/2, /*spares=*/1);
+  options.reload_quiet = absl::Milliseconds(300);
+  // Notes its start, waits at the gate, then is the ordinary stand-in worker.
+  options.command = {
+      "/usr/bin/python3.11",
+      {"-c",
+       "import os, runpy, sys\n"
+       "open(sys.argv[1], 'a').write('started\\n')\n"
+       "os.read(os.open(sys.argv[2], os.O_RDONLY), 1)\n"
+       "sys.argv = sys.argv[3:]\n"
+       "runpy.run_path(sys.argv[0], run_name='__main__')\n",
+       starts, gate, "tests/support/fake_worker.py"}};
+  auto started = [&starts] {
+    const std::string text = testing::ReadFile(starts);
+    return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+  };
+  SessionWorkerPool pool(std::move(options), io_);
+  let_one_start();
+  pool.Start();
+  WaitForSpares(pool, 1);
+  const pid_t first = pool.spare_pids()[0];
+
+  pool.Reload();  // replaces `first` at once
+  ASSERT_TRUE(RunUntil([&] { return started() == 2; }, absl::Seconds(20)));
+  for (int i = 0; i < 50; ++i) {  // while its replacement waits at the gate
+    pool.Reload();
+    io_.poll();
+  }
+  let_one_start();
+  ASSERT_TRUE(RunUntil([&] { return pool.spare_pids().size() == 1; }, absl::Seconds(20)))
+      << "no spare after the storm";
+  const pid_t second = pool.spare_pids()[0];
+  EXPECT_NE(second, first);
+  pool.Reload();  // once it has started: merged as well
+  let_one_start();
+
+  // The merged reload replaces `second` once the requests have stopped for reload_quiet.
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        const std::vector<pid_t> spares = pool.spare_pids();
+        return spares.size() == 1 && spares[0] != second && !Alive(second);
+      },
+      absl::Seconds(20)))
+      << started() << " starts; the merged reload did not replace the spare";
+  // Let any further (wrong) reload show itself: a few quiet periods with nothing due.
+  RunUntil([] { return false; }, absl::Seconds(1));
+  EXPECT_EQ(started(), 3) << "the initial spare, the reload's, the merged reload's";
+  ::close(gate_fd);
   Shutdown(pool);
 }
 
