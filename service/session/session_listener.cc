@@ -2,8 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,10 +34,11 @@
 #include "service/common/function_errors.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
+#include "service/listen/inherited_sockets.h"
+#include "service/listen/listening_socket.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/process_worker.h"
 #include "service/pool/worker.h"
-#include "service/listen/inherited_sockets.h"
 #include "session.pb.h"
 
 namespace cnp::session {
@@ -188,88 +187,45 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 
 SessionListener::~SessionListener() = default;
 
-// asio's endpoint constructor throws when the path does not fit a unix socket address, and
-// nothing here may throw: the configuration refuses such a path (service/config), and this
-// says so again should another caller come.
-static absl::StatusOr<stream_protocol::endpoint> EndpointFor(const std::string& path) {
-  constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
-  if (path.empty() || path.size() > kLongestPath) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the direct-session socket path ", path, " is ", path.size(),
-        " bytes; a unix socket path has 1 to ", kLongestPath));
-  }
-  return stream_protocol::endpoint(path);
-}
-
-// Removes a socket file left by a server that died; refuses to steal one that still answers or
-// a path that is not a socket (the gRPC socket's rules, service/rpc/rpc_server.cc).
-static absl::Status ClearStaleSocket(const std::string& path) {
-  absl::StatusOr<stream_protocol::endpoint> endpoint = EndpointFor(path);
-  if (!endpoint.ok()) return endpoint.status();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " exists and is not a socket; remove it or listen elsewhere"));
-  }
-  asio::io_context probe_context;
-  stream_protocol::socket probe(probe_context);
-  asio::error_code ec;
-  probe.connect(*endpoint, ec);
-  if (!ec) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "another server already takes direct sessions on ", path, "; stop it or listen elsewhere"));
-  }
-  ::unlink(path.c_str());
-  return absl::OkStatus();
-}
-
 absl::Status SessionListener::Start() {
   for (const std::string& path : options_.paths) {
+    absl::StatusOr<listen::ListeningSocket> socket;
+    if (pool_.max_sessions() == 0) {
+      // Off: no socket of our own. But closing one systemd passed would not help: systemd
+      // keeps its own copy listening, so adapters would connect and wait for an answer that
+      // never comes. Each is told to use the stream.
+      const int fd = listen::TakeInheritedUnixSocket(path);
+      if (fd < 0) continue;
+      LogInfo("direct sessions are off (--max-sessions=0): unix:", path,
+              ", passed by systemd, tells every adapter to use the Session stream");
+      socket = listen::ListeningSocket{
+          .fd = fd, .address = "unix:" + path, .is_unix = true, .unix_path = path,
+          .inherited = true};
+    } else {
+      // The gRPC socket's rules (service/listen/listening_socket.h): the same mode and group,
+      // a stale file replaced, a live server's never.
+      socket = listen::OpenUnixListeningSocket(absl::StrCat("unix:", path), path,
+                                               {.gid = options_.socket_gid});
+      if (!socket.ok()) {
+        return absl::Status(socket.status().code(),
+                            absl::StrCat("direct sessions: ", socket.status().message()));
+      }
+      LogInfo("direct sessions on unix:", path,
+              socket->inherited ? " (passed by systemd; up to " : " (up to ",
+              pool_.max_sessions(), ")");
+    }
     auto acceptor = std::make_unique<stream_protocol::acceptor>(control_);
     asio::error_code ec;
-    if (int fd = listen::TakeInheritedUnixSocket(path); fd >= 0) {
-      // systemd bound it (cnp-server.socket): its file and mode are the unit's, and stay.
-      acceptor->assign(stream_protocol(), fd, ec);
-      if (ec) {
-        return absl::UnavailableError(absl::StrCat(
-            "cannot take the direct-session socket ", path, " systemd passed: ", ec.message()));
-      }
-      if (pool_.max_sessions() == 0) {
-        // Closing it would not help: systemd keeps its own copy listening, so adapters would
-        // connect and wait for an answer that never comes. Each is told to use the stream.
-        LogInfo("direct sessions are off (--max-sessions=0): unix:", path,
-                ", passed by systemd, tells every adapter to use the Session stream");
-      } else {
-        LogInfo("direct sessions on unix:", path, " (passed by systemd; up to ",
-                pool_.max_sessions(), ")");
-      }
-      asio::co_spawn(control_, Accept(*acceptor), asio::detached);
-      acceptors_.push_back(std::move(acceptor));
-      continue;
-    }
-    if (pool_.max_sessions() == 0) continue;  // off: no socket of our own
-    if (absl::Status s = ClearStaleSocket(path); !s.ok()) return s;
-    absl::StatusOr<stream_protocol::endpoint> endpoint = EndpointFor(path);
-    if (!endpoint.ok()) return endpoint.status();
-    acceptor->open(stream_protocol(), ec);
-    if (!ec) acceptor->bind(*endpoint, ec);
-    // Before listen(): no one can connect while the mode is still the umask's. The same mode
-    // and group as the gRPC socket next to it (service/listen/listening_socket.cc).
-    const mode_t mode = options_.socket_gid >= 0 ? 0660 : 0600;
-    if (!ec && (::chmod(path.c_str(), mode) != 0 ||
-                (options_.socket_gid >= 0 && ::chown(path.c_str(), -1, options_.socket_gid) != 0))) {
-      ec = asio::error_code(errno, asio::system_category());
-    }
-    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    acceptor->assign(stream_protocol(), socket->fd, ec);
     if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot listen for direct sessions on ", path, ": ", ec.message()));
+      ::close(socket->fd);
+      listen::RemoveOwnSocketFile(*socket);
+      return absl::UnavailableError(absl::StrCat(
+          "cannot accept direct sessions on ", path, ": ", ec.message()));
     }
-    LogInfo("direct sessions on unix:", path, " (up to ", pool_.max_sessions(), ")");
-    bound_paths_.push_back(path);
     asio::co_spawn(control_, Accept(*acceptor), asio::detached);
     acceptors_.push_back(std::move(acceptor));
+    sockets_.push_back(*std::move(socket));
   }
   return absl::OkStatus();
 }
@@ -281,7 +237,9 @@ void SessionListener::Stop() {
       asio::error_code ignored;
       acceptor->close(ignored);
     }
-    for (const std::string& path : bound_paths_) ::unlink(path.c_str());
+    // Only the files we created and that are still ours: not systemd's, nor one another
+    // server has put at the path since.
+    for (const listen::ListeningSocket& socket : sockets_) listen::RemoveOwnSocketFile(socket);
     done.set_value();
   });
   done.get_future().wait();

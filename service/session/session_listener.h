@@ -29,6 +29,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
 #include "asio/local/stream_protocol.hpp"
+#include "service/listen/listening_socket.h"
 #include "service/session/session_worker_pool.h"
 
 namespace cnp::session {
@@ -61,11 +62,13 @@ class SessionListener {
   SessionListener(ListenerOptions options, SessionWorkerPool& pool, asio::io_context& control);
   ~SessionListener();
 
-  // Binds every path (mode 0600, replacing a stale socket file), or takes the socket systemd
-  // passed for it, and starts accepting. With --max-sessions=0 (the pool's max_sessions()) it
+  // Binds every path as the gRPC listeners bind theirs (service/listen/listening_socket.h:
+  // mode 0600, or 0660 with --socket-group; a stale socket file replaced, a live server's
+  // refused), or takes the socket systemd passed for it, and starts accepting. With --max-sessions=0 (the pool's max_sessions()) it
   // binds nothing, and a socket systemd passed answers every adapter to use the stream.
   absl::Status Start();
-  // Stops accepting and removes the socket files it bound; sessions in progress go on.
+  // Stops accepting and removes the socket files it bound, if they are still the ones it bound;
+  // sessions in progress go on.
   void Stop();
 
  private:
@@ -78,7 +81,7 @@ class SessionListener {
   SessionWorkerPool& pool_;
   asio::io_context& control_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
-  std::vector<std::string> bound_paths_;  // the socket files we created (not systemd's)
+  std::vector<listen::ListeningSocket> sockets_;  // each acceptor's socket, for its file
   std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
 };
 

@@ -1,14 +1,19 @@
 // The direct-session listener with a stand-in worker (fake_worker.py): an adapter that connects
 // and then stalls in the middle of its hello costs only its own connection, never the control
-// loop the listener shares with the worker pool, signals and every other session's start.
+// loop the listener shares with the worker pool, signals and every other session's start; and
+// its socket file follows the gRPC socket's rules: a live server's socket is never removed, at
+// start or at stop.
 #include "service/session/session_listener.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <future>
 #include <string>
@@ -199,6 +204,89 @@ TEST_F(SessionListenerTest, AStalledAdapterIsDroppedWithThePipesItSent) {
   ::close(couchdb_read);
 }
 
+// Where another server's socket sits at the path: it listens, but its backlog of connections
+// waiting to be accepted is full (a server busy for a moment). Before, the listener probed it
+// with a blocking connect, which waits for room in that backlog (for ever, or until it fails),
+// and removed the file on any failure: a live server's socket was deleted.
+TEST(SessionListenerPathTest, ALiveServerWithAFullBacklogKeepsItsSocket) {
+  const std::string path = testing::ShortTempDir() + "/cnp.sock.direct";
+  const int live = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  ASSERT_EQ(::bind(live, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(live, 0), 0);
+  struct stat before {};
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+  // Connect without blocking until the backlog takes no more.
+  std::vector<int> waiting;
+  for (int i = 0; i < 64; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    waiting.push_back(fd);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      break;
+    }
+  }
+  ASSERT_LT(waiting.size(), 64u) << "the backlog never filled";
+
+  asio::io_context io;
+  SessionPoolOptions pool_options;
+  pool_options.command = {"/usr/bin/python3.11", {"tests/support/fake_worker.py"}};
+  pool_options.max_sessions = 1;
+  SessionWorkerPool pool(std::move(pool_options), io);
+  ListenerOptions options;
+  options.paths = {path};
+  SessionListener listener(std::move(options), pool, io);
+  std::future<absl::Status> started =
+      std::async(std::launch::async, [&listener] { return listener.Start(); });
+  const bool returned = started.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(returned) << "Start() waited on the live server's full backlog";
+  struct stat after {};
+  EXPECT_EQ(::stat(path.c_str(), &after), 0) << "the live server's socket was removed";
+  EXPECT_EQ(after.st_ino, before.st_ino) << "the live server's socket was replaced";
+  // The live server goes: a Start() still waiting then returns.
+  ::close(live);
+  const absl::Status status = started.get();
+  EXPECT_TRUE(absl::IsAlreadyExists(status)) << status;
+  EXPECT_NE(status.message().find("another server already listens on " + path),
+            absl::string_view::npos)
+      << status.message();
+  for (int fd : waiting) ::close(fd);
+}
+
+// The listener's socket file was removed (an operator, a cleaning script) and another server
+// has put its own at the path since: stopping must leave that one alone. Before, Stop()
+// unlinked the path whatever it held.
+TEST_F(SessionListenerTest, StopLeavesASocketAnotherServerPutAtThePath) {
+  StartListening();
+  ASSERT_EQ(::unlink(path_.c_str()), 0);
+  const int other = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path_.c_str(), sizeof address.sun_path - 1);
+  ASSERT_EQ(::bind(other, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(other, 8), 0);
+  struct stat before {};
+  ASSERT_EQ(::stat(path_.c_str(), &before), 0);
+
+  listener_->Stop();
+  struct stat after {};
+  EXPECT_EQ(::stat(path_.c_str(), &after), 0) << "the other server's socket was removed";
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  ::close(other);
+}
+
+// And the file it bound itself, still there, it does remove.
+TEST_F(SessionListenerTest, StopRemovesItsOwnSocketFile) {
+  StartListening();
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  listener_->Stop();
+  EXPECT_NE(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+}
+
 // A path too long for a unix socket address is an error from Start(), never an exception:
 // asio's endpoint throws std::system_error ("File name too long"), which once ended cnp-server
 // with std::terminate after it had started listening.
@@ -216,7 +304,7 @@ TEST(SessionListenerPathTest, APathTooLongForASocketIsAnErrorNotAnException) {
   EXPECT_NO_THROW(started = listener.Start());
   EXPECT_FALSE(started.ok());
   EXPECT_NE(started.message().find(path), absl::string_view::npos) << started.message();
-  EXPECT_NE(started.message().find("a unix socket path has 1 to 107"), absl::string_view::npos)
+  EXPECT_NE(started.message().find("must be 1 to 107 bytes long"), absl::string_view::npos)
       << started.message();
 }
 
