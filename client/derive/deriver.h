@@ -80,9 +80,6 @@ class Deriver {
   absl::Status WriteStatus(const std::string& holder);
 
   const std::vector<StageProgress>& progress() const { return progress_; }
-  const Declaration& declaration() const { return declaration_; }
-  // The database holding the lease, the status and the errors: the first target, by name.
-  const std::string& home() const { return home_; }
 
  private:
   struct Checkpoint {
@@ -156,6 +153,7 @@ class Deriver {
   DeriverOptions options_;
   std::ostream& log_;
   std::function<absl::StatusOr<bool>()> may_write_;
+  // The database holding the lease, the status and the errors: the first target, by name.
   std::string home_;
   std::vector<StageProgress> progress_;
   std::vector<Checkpoint> checkpoints_;

@@ -86,8 +86,6 @@ CallLogScope::CallLogScope(const char* rpc, const void* call, PeerOf peer_of)
 
 CallLogScope::~CallLogScope() { t_call = previous_; }
 
-const CallLogScope* CallLogScope::Current() { return t_call; }
-
 void LogLine(LogLevel level, absl::string_view message) { LogEvent(level, message, {}); }
 
 namespace {

@@ -58,7 +58,6 @@ class CallLogScope {
   CallLogScope(const CallLogScope&) = delete;
   CallLogScope& operator=(const CallLogScope&) = delete;
 
-  static const CallLogScope* Current();
   const char* rpc() const { return rpc_; }
   std::string peer() const { return peer_of_(call_); }
 

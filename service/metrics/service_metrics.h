@@ -7,7 +7,6 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "service/metrics/registry.h"
 
@@ -61,14 +60,5 @@ class ActiveSession {
  private:
   const char* kind_;
 };
-
-// Runs `call` (returning a grpc::Status) and counts it against `rpc`.
-template <class Call>
-auto Measured(RpcMetrics& rpc, Call&& call) {
-  const absl::Time start = absl::Now();
-  auto status = call();
-  rpc.CallEnded(static_cast<int>(status.error_code()), absl::Now() - start);
-  return status;
-}
 
 }  // namespace cnp::metrics

@@ -57,14 +57,6 @@ absl::StatusOr<Reply> BlockingTaskRunner::Run(const Task& task, absl::Time deadl
   return Wait(pool_context_, runner_.Run(task, deadline));
 }
 
-std::vector<absl::StatusOr<Reply>> BlockingTaskRunner::RunAll(const std::vector<Task>& tasks,
-                                                              absl::Time deadline) {
-  if (OnPoolThread()) {
-    return std::vector<absl::StatusOr<Reply>>(tasks.size(), OnPoolThreadError());
-  }
-  return Wait(pool_context_, runner_.RunAll(tasks, deadline));
-}
-
 absl::StatusOr<std::unique_ptr<WorkerLease>> BlockingTaskRunner::Lease(absl::Time deadline) {
   if (OnPoolThread()) return OnPoolThreadError();
   absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =

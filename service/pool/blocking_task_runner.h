@@ -7,7 +7,6 @@
 #pragma once
 
 #include <memory>
-#include <vector>
 
 #include "asio/io_context.hpp"
 #include "service/pool/async_task_runner.h"
@@ -23,10 +22,7 @@ class BlockingTaskRunner final : public TaskRunner {
       : runner_(runner), pool_context_(pool_context) {}
 
   absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) override;
-  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
-                                            absl::Time deadline) override;
   absl::StatusOr<std::unique_ptr<WorkerLease>> Lease(absl::Time deadline) override;
-  int size() const override { return runner_.size(); }
 
  private:
   class BlockingLease;

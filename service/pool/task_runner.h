@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -40,16 +39,8 @@ class TaskRunner {
   // imports the module anew itself when its files changed (see FunctionRegistry).
   virtual absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) = 0;
 
-  // Runs independent tasks concurrently on up to as many workers as there are tasks; the
-  // results are in task order.
-  virtual std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
-                                                    absl::Time deadline) = 0;
-
   // Holds one worker for a multi-step exchange.
   virtual absl::StatusOr<std::unique_ptr<WorkerLease>> Lease(absl::Time deadline) = 0;
-
-  // How many workers the pool runs; batch callers split work into this many parts.
-  virtual int size() const = 0;
 };
 
 }  // namespace cnp::pool

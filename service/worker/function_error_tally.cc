@@ -72,9 +72,7 @@ void FunctionErrorTally::Send(int64_t now_ns) {
     std::fprintf(stderr, "cnp-worker: cannot send a session's function errors to the server: %s\n",
                  std::string(written.message()).c_str());
     server_gone_ = true;
-    return;
   }
-  ++frames_sent_;
 }
 
 }  // namespace cnp::worker

@@ -39,15 +39,12 @@ class FunctionErrorTally {
   // Sends what is left, if anything: before the session's end.
   void Flush();
 
-  int frames_sent() const { return frames_sent_; }
-
  private:
   void Send(int64_t now_ns);
 
   const int server_;
   absl::flat_hash_map<std::string, uint64_t> pending_;
   int64_t last_sent_ns_ = INT64_MIN / 2;  // the first frame may go at once
-  int frames_sent_ = 0;
   bool server_gone_ = false;  // a write failed: nobody reads the frames any more
 };
 

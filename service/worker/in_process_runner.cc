@@ -149,14 +149,6 @@ pool::Reply InProcessRunner::RunHere(const pool::Task& task) {
   }
 }
 
-std::vector<absl::StatusOr<pool::Reply>> InProcessRunner::RunAll(
-    const std::vector<pool::Task>& tasks, absl::Time deadline) {
-  std::vector<absl::StatusOr<pool::Reply>> replies;
-  replies.reserve(tasks.size());
-  for (const pool::Task& task : tasks) replies.push_back(Run(task, deadline));
-  return replies;
-}
-
 absl::StatusOr<std::unique_ptr<pool::WorkerLease>> InProcessRunner::Lease(absl::Time) {
   return std::make_unique<ThreadedListLease>(registry_);
 }

@@ -12,7 +12,6 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -30,11 +29,8 @@ class InProcessRunner final : public pool::TaskRunner {
   // whole worker when a command outlives CouchDB's timeout, which also covers code that never
   // returns to C++.
   absl::StatusOr<pool::Reply> Run(const pool::Task& task, absl::Time deadline) override;
-  std::vector<absl::StatusOr<pool::Reply>> RunAll(const std::vector<pool::Task>& tasks,
-                                                  absl::Time deadline) override;
   // A lease whose first task must be a list_start; see the comment at the top.
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time deadline) override;
-  int size() const override { return 1; }
 
  private:
   pool::Reply RunHere(const pool::Task& task);

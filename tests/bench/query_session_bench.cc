@@ -30,16 +30,9 @@ class InstantRunner : public cnp::pool::TaskRunner {
     task.SerializeToString(&serialized_);
     return task.has_map() ? map_reply_ : resolve_reply_;
   }
-  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
-                                            absl::Time deadline) override {
-    std::vector<absl::StatusOr<Reply>> replies;
-    for (const Task& task : tasks) replies.push_back(Run(task, deadline));
-    return replies;
-  }
   absl::StatusOr<std::unique_ptr<cnp::pool::WorkerLease>> Lease(absl::Time) override {
     return absl::UnimplementedError("no lists here");
   }
-  int size() const override { return 1; }
 
  private:
   Reply map_reply_;

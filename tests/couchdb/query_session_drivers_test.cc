@@ -57,17 +57,11 @@ class BlockingRunner final : public pool::TaskRunner {
  public:
   explicit BlockingRunner(Script& script) : script_(script) {}
   absl::StatusOr<Reply> Run(const Task& task, absl::Time) override { return script_.Run(task); }
-  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks, absl::Time) override {
-    std::vector<absl::StatusOr<Reply>> replies;
-    for (const Task& task : tasks) replies.push_back(script_.Run(task));
-    return replies;
-  }
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
     if (!script_.lease_status.ok()) return script_.lease_status;
     ++script_.leases_taken;
     return std::make_unique<Held>(script_);
   }
-  int size() const override { return 1; }
 
  private:
   class Held final : public pool::WorkerLease {

@@ -43,18 +43,9 @@ class ScriptedRunner : public pool::TaskRunner {
     return on_run(task);
   }
 
-  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
-                                            absl::Time deadline) override {
-    std::vector<absl::StatusOr<Reply>> replies;
-    for (const Task& task : tasks) replies.push_back(Run(task, deadline));
-    return replies;
-  }
-
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
     return std::make_unique<ScriptedLease>(*this);
   }
-
-  int size() const override { return 1; }
 
  private:
   class ScriptedLease : public pool::WorkerLease {

@@ -9,7 +9,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -62,18 +61,9 @@ class FakeBlockingTaskRunner final : public pool::TaskRunner {
     return reply;
   }
 
-  std::vector<absl::StatusOr<pool::Reply>> RunAll(const std::vector<pool::Task>& tasks,
-                                                  absl::Time deadline) override {
-    std::vector<absl::StatusOr<pool::Reply>> replies;
-    for (const pool::Task& task : tasks) replies.push_back(Run(task, deadline));
-    return replies;
-  }
-
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
     return absl::UnimplementedError("the fake runner holds no workers");
   }
-
-  int size() const override { return 1; }
 
  private:
   bool IsRefused(const std::string& name) const {

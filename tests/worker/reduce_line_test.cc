@@ -33,16 +33,9 @@ class OneWorker final : public pool::TaskRunner {
  public:
   explicit OneWorker(WorkerProcess& worker) : worker_(worker) {}
   absl::StatusOr<Reply> Run(const Task& task, absl::Time) override { return worker_.Call(task); }
-  std::vector<absl::StatusOr<Reply>> RunAll(const std::vector<Task>& tasks,
-                                            absl::Time deadline) override {
-    std::vector<absl::StatusOr<Reply>> replies;
-    for (const Task& task : tasks) replies.push_back(Run(task, deadline));
-    return replies;
-  }
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
     return absl::UnimplementedError("no lists here");
   }
-  int size() const override { return 1; }
 
  private:
   WorkerProcess& worker_;

@@ -80,15 +80,9 @@ class NoWorkers : public pool::TaskRunner {
   absl::StatusOr<pool::Reply> Run(const pool::Task&, absl::Time) override {
     return absl::UnavailableError("no workers in this test");
   }
-  std::vector<absl::StatusOr<pool::Reply>> RunAll(const std::vector<pool::Task>& tasks,
-                                                  absl::Time) override {
-    return std::vector<absl::StatusOr<pool::Reply>>(tasks.size(),
-                                                    absl::UnavailableError("no workers"));
-  }
   absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
     return absl::UnavailableError("no workers in this test");
   }
-  int size() const override { return 1; }
 };
 
 // A per-user database's design document: one validate_doc_update, as CouchDB teaches it.
