@@ -10,9 +10,9 @@
 namespace cnp {
 namespace {
 
-// The control buffer for up to kMaxFramedDescriptors descriptors, aligned for cmsghdr.
+// The control buffer for up to kMaxFrameDescriptors descriptors, aligned for cmsghdr.
 union ControlBuffer {
-  char bytes[CMSG_SPACE(sizeof(int) * kMaxFramedDescriptors)];
+  char bytes[CMSG_SPACE(sizeof(int) * kMaxFrameDescriptors)];
   cmsghdr align;
 };
 
@@ -40,7 +40,7 @@ absl::StatusOr<size_t> ReceiveWithDescriptors(int fd, void* buffer, size_t size,
         }
       }
       if (msg.msg_flags & MSG_CTRUNC) {
-        return absl::DataLossError(absl::StrCat("more than ", kMaxFramedDescriptors,
+        return absl::DataLossError(absl::StrCat("more than ", kMaxFrameDescriptors,
                                                 " descriptors came with one frame"));
       }
       return static_cast<size_t>(n);

@@ -9,17 +9,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "service/common/framing.h"
 
 namespace cnp {
-
-// Most descriptors one frame may carry (a direct session passes two).
-inline constexpr int kMaxFramedDescriptors = 4;
 
 // One recvmsg() of up to `size` bytes that never waits (MSG_DONTWAIT): the bytes read, 0 when
 // none have arrived yet. The descriptors that came with them are appended to `fds` (opened
 // close-on-exec; the caller owns them, also when an error is returned). UNAVAILABLE when the
-// peer closed the connection or the read failed; DATA_LOSS when more than kMaxFramedDescriptors
-// came (the kernel dropped the rest).
+// peer closed the connection or the read failed; DATA_LOSS when more than kMaxFrameDescriptors
+// (framing.h) came (the kernel dropped the rest).
 absl::StatusOr<size_t> ReceiveWithDescriptors(int fd, void* buffer, size_t size,
                                               std::vector<int>& fds);
 

@@ -79,12 +79,12 @@ absl::Status WriteFrame(int fd, absl::string_view payload, absl::Time deadline) 
   EncodeFrameLength(static_cast<uint32_t>(payload.size()), header);
   // One write for small frames keeps the common case to a single system call.
   if (payload.size() <= 4096) {
-    char buf[4 + 4096];
-    std::memcpy(buf, header, sizeof header);
-    std::memcpy(buf + 4, payload.data(), payload.size());
-    return WriteAll(fd, buf, 4 + payload.size(), deadline);
+    char buf[kFrameHeaderBytes + 4096];
+    std::memcpy(buf, header, kFrameHeaderBytes);
+    std::memcpy(buf + kFrameHeaderBytes, payload.data(), payload.size());
+    return WriteAll(fd, buf, kFrameHeaderBytes + payload.size(), deadline);
   }
-  if (absl::Status s = WriteAll(fd, header, sizeof header, deadline); !s.ok()) return s;
+  if (absl::Status s = WriteAll(fd, header, kFrameHeaderBytes, deadline); !s.ok()) return s;
   return WriteAll(fd, payload.data(), payload.size(), deadline);
 }
 
@@ -143,7 +143,7 @@ absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
 
 absl::Status ReadFrame(int fd, std::string& payload, absl::Time deadline) {
   char header[kFrameHeaderBytes];
-  if (absl::Status s = ReadAll(fd, header, sizeof header, deadline); !s.ok()) return s;
+  if (absl::Status s = ReadAll(fd, header, kFrameHeaderBytes, deadline); !s.ok()) return s;
   const uint32_t n = DecodeFrameLength(header);
   if (n > kMaxFrameBytes) {
     return absl::DataLossError(absl::StrCat("frame length ", n, " is over the 1 GiB limit"));

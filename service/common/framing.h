@@ -1,8 +1,13 @@
-// Length-prefixed frames on a stream socket: the transport between cnp-server and its workers.
+// Length-prefixed frames on a stream socket: the transport between cnp-server and its workers,
+// and between cnp-adapter and cnp-server's direct-session socket.
 //
 // A frame is a 4-byte little-endian payload length followed by the payload (a serialized
-// cnp.worker.v1.Task or Reply). Both ends use blocking I/O on their own socket; the server side
-// bounds every wait with a deadline.
+// cnp.worker.v1.Task or Reply, or a direct session's hello and its answer). The functions below
+// do blocking I/O, bounded by a deadline where one is given: the workers and cnp-adapter use
+// them. cnp-server's side is non-blocking, on Asio: ProcessWorker (service/pool) and the session
+// listener (service/session) read and write frames themselves with the length helpers here;
+// ProcessWorker sends a frame with descriptors with WriteFrameWithDescriptors once its socket
+// is writable.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +40,12 @@ inline uint32_t DecodeFrameLength(const char* header) {
   return length;
 }
 
+// The most descriptors one frame may carry, for its sender and every reader (a direct session's
+// frames carry two: CouchDB's stdin and stdout, from the adapter to the server and on to a
+// worker). A reader makes room for this many; the kernel closes what does not fit, and the
+// reader refuses the frame.
+inline constexpr size_t kMaxFrameDescriptors = 4;
+
 // Waits until `fd` is ready for `events` (poll(2) flags) or `deadline` passes: OK (ready, or
 // hung up: the next I/O call tells), DEADLINE_EXCEEDED, or UNAVAILABLE when poll fails.
 absl::Status WaitForFd(int fd, short events, absl::Time deadline);
@@ -49,7 +60,6 @@ absl::Status WriteFrame(int fd, absl::string_view payload,
 // FrameReader) knows which frame they came with. `fd` must be a unix stream socket. The
 // descriptors stay open here (the receiver gets duplicates); close them after a successful send.
 // At most kMaxFrameDescriptors; INVALID_ARGUMENT for more.
-inline constexpr size_t kMaxFrameDescriptors = 16;
 absl::Status WriteFrameWithDescriptors(int fd, absl::string_view payload,
                                        const std::vector<int>& descriptors,
                                        absl::Time deadline = absl::InfiniteFuture());

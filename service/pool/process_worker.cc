@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <variant>
 
-#include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "asio/buffer.hpp"
@@ -77,19 +76,19 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
           : kMaxFrameBytes;
   asio::error_code ec;
   if (task != nullptr) {
-    out_.assign(4, '\0');
+    out_.assign(kFrameHeaderBytes, '\0');
     if (!task->AppendToString(&out_)) {
       ReleaseLargeBuffers();
       co_return absl::InternalError("cannot serialize the task");
     }
-    const size_t payload = out_.size() - 4;
+    const size_t payload = out_.size() - kFrameHeaderBytes;
     if (payload > kMaxFrameBytes) {
       ReleaseLargeBuffers();
       co_return absl::ResourceExhaustedError(absl::StrCat(
           "a task of ", payload, " bytes is over the ", kMaxFrameBytes,
           "-byte limit of a worker's frame; send fewer or smaller documents per call"));
     }
-    absl::little_endian::Store32(out_.data(), static_cast<uint32_t>(payload));
+    EncodeFrameLength(static_cast<uint32_t>(payload), out_.data());
 
     // The socket is idle between exchanges, so a task almost always fits into its buffer at
     // once: written here, with no trip through the context's queue; only what does not fit is
@@ -112,7 +111,7 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
   constexpr size_t kFirstRead = 64 * 1024;
   if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
   size_t have = 0;
-  size_t need = 4;
+  size_t need = kFrameHeaderBytes;
   bool prefixed = false;
   // A Receive (no task) reads exactly one frame, its prefix first: a direct session's worker
   // sends several (session_progress frames, then its session_end), and the next may already
@@ -126,8 +125,8 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
     if (killed_) co_return absl::UnavailableError("the worker was killed");
     if (ec) co_return IoFailure(ec, "reading the reply");
     have += got;
-    if (!prefixed && have >= 4) {
-      const uint32_t length = absl::little_endian::Load32(frame_.data());
+    if (!prefixed && have >= kFrameHeaderBytes) {
+      const uint32_t length = DecodeFrameLength(frame_.data());
       if (length > kMaxFrameBytes) {
         co_return absl::DataLossError(
             absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
@@ -141,7 +140,7 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
             task->max_answer_bytes(), " bytes its task's answer may have"));
       }
       prefixed = true;
-      need = 4 + static_cast<size_t>(length);
+      need = kFrameHeaderBytes + static_cast<size_t>(length);
     }
   }
   if (have > need) {
@@ -149,7 +148,8 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task)
         absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
   }
   Reply reply;
-  const bool parsed = reply.ParseFromArray(frame_.data() + 4, static_cast<int>(need - 4));
+  const bool parsed = reply.ParseFromArray(frame_.data() + kFrameHeaderBytes,
+                                           static_cast<int>(need - kFrameHeaderBytes));
   ReleaseLargeBuffers();
   if (!parsed) {
     co_return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));

@@ -76,10 +76,6 @@ class WorkerFactory {
       int index, absl::Duration timeout) = 0;
 };
 
-}  // namespace cnp::pool
-
-namespace cnp::pool {
-
 // How a worker whose exchange failed has ended: awaited for up to `grace` (a crashing process
 // closes its socket a moment before it can be reaped), else it is killed and that is said.
 asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace);

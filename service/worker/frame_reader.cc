@@ -11,11 +11,6 @@
 #include "service/common/framing.h"
 
 namespace cnp::worker {
-namespace {
-
-constexpr size_t kHeaderBytes = 4;
-
-}  // namespace
 
 FrameReader::~FrameReader() {
   for (const ArrivedDescriptors& arrived : pending_) {
@@ -85,22 +80,21 @@ void FrameReader::TakeDescriptors(uint64_t frame_end, std::vector<int>* descript
 
 absl::Status FrameReader::Read(std::string& payload, std::vector<int>* descriptors) {
   if (begin_ == end_) begin_ = end_ = 0;
-  if (kBufferBytes - begin_ < kHeaderBytes) {  // too close to the end for a header: compact
+  if (kBufferBytes - begin_ < kFrameHeaderBytes) {  // too close to the end for a header: compact
     std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
   }
-  while (end_ - begin_ < kHeaderBytes) {
+  while (end_ - begin_ < kFrameHeaderBytes) {
     size_t got;
     if (absl::Status s = ReadSome(buffer_.get() + end_, kBufferBytes - end_, got); !s.ok()) return s;
     end_ += got;
   }
-  const auto* header = reinterpret_cast<const unsigned char*>(buffer_.get() + begin_);
-  uint32_t length = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
+  const uint32_t length = DecodeFrameLength(buffer_.get() + begin_);
   if (length > kMaxFrameBytes) {
     return absl::DataLossError(absl::StrCat("frame length ", length, " is over the 1 GiB limit"));
   }
-  begin_ += kHeaderBytes;
+  begin_ += kFrameHeaderBytes;
 
   size_t buffered = end_ - begin_;
   if (buffered >= length) {  // the common case: the whole frame came with its header

@@ -15,7 +15,7 @@ namespace cnp::testing {
 absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
                                       absl::Time deadline) {
   fds.clear();
-  unsigned char header[4];
+  char header[kFrameHeaderBytes];
   size_t got = 0;
   while (got < sizeof header) {
     absl::StatusOr<size_t> n = ReceiveWithDescriptors(fd, header + got, sizeof header - got, fds);
@@ -25,7 +25,7 @@ absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<
       if (absl::Status s = WaitForFd(fd, POLLIN, deadline); !s.ok()) return s;
     }
   }
-  uint32_t n = header[0] | (header[1] << 8) | (header[2] << 16) | (uint32_t{header[3]} << 24);
+  const uint32_t n = DecodeFrameLength(header);
   if (n > kMaxFrameBytes) {
     return absl::DataLossError(absl::StrCat("frame length ", n, " is over the 1 GiB limit"));
   }

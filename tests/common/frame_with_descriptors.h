@@ -13,7 +13,7 @@ namespace cnp::testing {
 
 // Reads one frame and the descriptors that came with it (opened close-on-exec; the caller owns
 // them, also when an error is returned after they arrived), waiting with poll(). Errors as
-// ReadFrame's; more than kMaxFramedDescriptors descriptors is DATA_LOSS.
+// ReadFrame's; more than kMaxFrameDescriptors descriptors is DATA_LOSS.
 absl::Status ReadFrameWithDescriptors(int fd, std::string& payload, std::vector<int>& fds,
                                       absl::Time deadline = absl::InfiniteFuture());
 

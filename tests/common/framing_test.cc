@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +40,22 @@ class FramingTest : public ::testing::Test {
   }
   void WriteRaw(const std::string& bytes) {
     ASSERT_EQ(::write(fds_[0], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  }
+  // Sends `bytes` with `descriptors` attached in one sendmsg(), whatever their number.
+  void SendRawWithDescriptors(const std::string& bytes, const std::vector<int>& descriptors) {
+    iovec part{const_cast<char*>(bytes.data()), bytes.size()};
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * descriptors.size()));
+    msghdr message{};
+    message.msg_iov = &part;
+    message.msg_iovlen = 1;
+    message.msg_control = control.data();
+    message.msg_controllen = control.size();
+    cmsghdr* rights = CMSG_FIRSTHDR(&message);
+    rights->cmsg_level = SOL_SOCKET;
+    rights->cmsg_type = SCM_RIGHTS;
+    rights->cmsg_len = CMSG_LEN(sizeof(int) * descriptors.size());
+    std::memcpy(CMSG_DATA(rights), descriptors.data(), sizeof(int) * descriptors.size());
+    ASSERT_EQ(::sendmsg(writer(), &message, 0), static_cast<ssize_t>(bytes.size()));
   }
   static std::string Header(uint32_t n) {
     return {static_cast<char>(n), static_cast<char>(n >> 8), static_cast<char>(n >> 16),
@@ -156,18 +173,37 @@ TEST_F(FramingTest, DescriptorsArriveWithTheirFrameAndAreTheSameFiles) {
   ::close(pipe[0]);
 }
 
+TEST_F(FramingTest, TheMostDescriptorsAFrameMayCarryArriveWhole) {
+  std::vector<int> most(kMaxFrameDescriptors, STDERR_FILENO);
+  ASSERT_TRUE(WriteFrameWithDescriptors(writer(), "x", most).ok());
+  std::string payload;
+  std::vector<int> received;
+  ASSERT_TRUE(ReadFrameWithDescriptors(reader(), payload, received).ok());
+  EXPECT_EQ(received.size(), kMaxFrameDescriptors);
+  for (int fd : received) ::close(fd);
+}
+
 TEST_F(FramingTest, TooManyDescriptorsAreRefusedOnBothSides) {
   std::vector<int> many(kMaxFrameDescriptors + 1, STDERR_FILENO);
   EXPECT_EQ(WriteFrameWithDescriptors(writer(), "x", many).code(),
             absl::StatusCode::kInvalidArgument);
 
-  std::vector<int> over_read_limit(kMaxFramedDescriptors + 1, STDERR_FILENO);
-  ASSERT_TRUE(WriteFrameWithDescriptors(writer(), "x", over_read_limit).ok());
+  // A peer that does not keep to the limit: the reader refuses its frame.
+  SendRawWithDescriptors(Header(1) + "x", many);
   std::string payload;
   std::vector<int> received;
   EXPECT_EQ(ReadFrameWithDescriptors(reader(), payload, received).code(),
             absl::StatusCode::kDataLoss);
   for (int fd : received) ::close(fd);
+}
+
+TEST_F(FramingTest, TheLengthIsFourBytesLittleEndian) {
+  for (uint32_t length : {0u, 1u, 0x80u, 0x1234u, 0x80ff01feu, kMaxFrameBytes, 0xffffffffu}) {
+    char header[kFrameHeaderBytes];
+    EncodeFrameLength(length, header);
+    EXPECT_EQ(std::string(header, kFrameHeaderBytes), Header(length)) << length;
+    EXPECT_EQ(DecodeFrameLength(Header(length).data()), length);
+  }
 }
 
 }  // namespace

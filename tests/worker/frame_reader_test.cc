@@ -8,6 +8,7 @@
 
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "service/common/framing.h"
@@ -124,6 +125,18 @@ TEST_F(FrameReaderTest, DescriptorsComeWithTheirFrame) {
   ASSERT_EQ(received.size(), 2u);
   ExpectSamePipe(received[0], a.fds[0]);
   ExpectSamePipe(received[1], b.fds[0]);
+  for (int fd : received) ::close(fd);
+}
+
+TEST_F(FrameReaderTest, TheMostDescriptorsAFrameMayCarryArrive) {
+  std::vector<int> most(kMaxFrameDescriptors, STDERR_FILENO);
+  ASSERT_TRUE(WriteFrameWithDescriptors(fds_[1], "full", most).ok());
+  FrameReader reader(fds_[0]);
+  std::string payload;
+  std::vector<int> received;
+  ASSERT_TRUE(reader.Read(payload, &received).ok());
+  EXPECT_EQ(payload, "full");
+  EXPECT_EQ(received.size(), kMaxFrameDescriptors);
   for (int fd : received) ::close(fd);
 }
 
