@@ -1,4 +1,4 @@
-// JSON requests to one CouchDB server for cnp derive, over the upload's CouchClient (libcurl,
+// JSON requests to one CouchDB server for cnp derive, over common/couchdb's CouchClient (libcurl,
 // bounded answers, credentials never in a URL or a message). An answer that is not a success
 // becomes a status naming what was being done; of its body only CouchDB's error and reason.
 #pragma once

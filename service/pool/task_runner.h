@@ -1,5 +1,9 @@
-// What the request handlers need from the worker pool: run a task on some worker, or hold one
-// worker for a multi-step exchange. The pool implements it; tests may fake it.
+// Running tasks for a caller that may block its thread: run a task on some worker, or hold one
+// worker for a multi-step exchange, each call returning once the answer is there. Its users are
+// Upload, on the server's upload threads (BlockingTaskRunner, blocking_task_runner.h, over the
+// pool), and a direct session's protocol inside a worker (QuerySession over
+// worker::InProcessRunner, which runs the tasks in that very process). The request handlers
+// await the pool instead (AsyncTaskRunner, async_task_runner.h). Tests may fake either.
 #pragma once
 
 #include <memory>
@@ -27,8 +31,9 @@ class TaskRunner {
  public:
   virtual ~TaskRunner() = default;
 
-  // Runs `task` on a free worker and blocks the calling thread until its reply is there (the
-  // implementation, BlockingTaskRunner, runs it on the pool's context and waits for it).
+  // Runs `task` on a free worker and blocks the calling thread until its reply is there
+  // (BlockingTaskRunner runs it on the pool's context and waits for it; InProcessRunner runs it
+  // on the calling thread).
   // A Failure reply is returned as a Reply, not as an error status: whole-task failures that
   // are the user's (bad name, refused module, version mismatch) stay data. The status is an
   // error only for infrastructure failures:
