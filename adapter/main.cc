@@ -36,7 +36,7 @@
 #include "common/system_user.h"
 #include "common/unix_target.h"
 #include "common/version.h"
-#include "service/couchdb/absl_view.h"
+#include "service/common/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/direct_socket_path.h"
 
@@ -286,7 +286,7 @@ int Run() {
       std::cerr << "cnp-adapter: " << reply.status().message() << std::endl;
       // A line the service refused as too large is not a service that is down.
       out = couchdb::ErrorLine(absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
-                               couchdb::StdView(reply.status().message()));
+                               StdView(reply.status().message()));
       out += '\n';
       if (!WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.

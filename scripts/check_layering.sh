@@ -21,8 +21,10 @@ bazel=(bazel query --noshow_progress --keep_going)
 # and session.proto) and where that socket sits, the launch settings an adapter-started server is compared by, and
 # CouchDB's query-server protocol (commands and JSON text), the one protocol library issue 9
 # asks the server, its workers and the adapter to share. Each is free of the pool, the worker,
-# gRPC and the RPC layer; the check below makes sure they stay so.
+# gRPC and the RPC layer; the check below makes sure they stay so. (absl_view, a header that
+# hands a string view between std and Debian's abseil, is a helper the protocol code uses.)
 ADAPTER_MAY_USE=(
+  //service/common:absl_view
   //service/common:framing
   //service/couchdb:json_text
   //service/couchdb:protocol

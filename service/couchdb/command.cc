@@ -9,8 +9,9 @@
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
-#include "service/couchdb/json_text.h"
 #include "common/couchdb/large_numbers.h"
+#include "service/common/absl_view.h"
+#include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -262,11 +263,6 @@ LineScan ScanLine(std::string_view line, bool stop_at_third) {
   return scan;
 }
 
-command::BadArguments MissingArguments(CommandKind kind, std::string_view what) {
-  return {kind, "query_protocol_error",
-          absl::StrCat("'", absl::string_view(what.data(), what.size()), "' is missing arguments")};
-}
-
 Command ParseReset(std::string_view line) {
   absl::StatusOr<Elements> elements = SplitJsonArray(line);
   std::string_view config;
@@ -287,8 +283,7 @@ Command ParseReduce(const Elements& elements, bool rereduce, std::string_view li
   if (!functions.has_value() || functions->empty()) {
     return command::BadArguments{
         kind, "query_protocol_error",
-        absl::StrCat(absl::string_view(CommandName(kind).data(), CommandName(kind).size()),
-                     " expects a list of function names")};
+        absl::StrCat(AbslView(CommandName(kind)), " expects a list of function names")};
   }
   command::Reduce reduce;
   reduce.rereduce = rereduce;
@@ -338,6 +333,10 @@ Command ParseDesignDoc(const Elements& elements) {
 }
 
 }  // namespace
+
+command::BadArguments MissingArguments(CommandKind kind, std::string_view what) {
+  return {kind, "query_protocol_error", absl::StrCat("'", AbslView(what), "' is missing arguments")};
+}
 
 std::string_view CommandName(CommandKind kind) {
   switch (kind) {

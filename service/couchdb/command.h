@@ -151,6 +151,10 @@ Command ParseCommand(std::string_view line, ReduceValues values = ReduceValues::
 std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
                                            bool after_comma);
 
+// What a command of `kind` whose arguments are missing is answered with: `what` names the
+// command or the design function ("'map_doc' is missing arguments").
+command::BadArguments MissingArguments(CommandKind kind, std::string_view what);
+
 // The kind of a parsed command (a BadArguments' own kind; kNotACommand, kUnknown as they are).
 CommandKind KindOf(const Command& command);
 

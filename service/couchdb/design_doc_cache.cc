@@ -6,7 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
-#include "service/couchdb/absl_view.h"
+#include "service/common/absl_view.h"
 #include "common/couchdb/large_numbers.h"
 
 namespace cnp::couchdb {

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "service/couchdb/absl_view.h"
+#include "service/common/absl_view.h"
 #include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
@@ -87,9 +87,9 @@ std::string UnexpectedReplyLine(std::string_view expected) {
                                                   AbslView(expected)));
 }
 
-std::string MissingArgument(std::string_view what) {
-  return ErrorLine("query_protocol_error",
-                   absl::StrCat("'", AbslView(what), "' is missing arguments"));
+// The error line of a known command with bad arguments; the session goes on.
+std::string BadArgumentsLine(const command::BadArguments& bad) {
+  return ErrorLine(bad.error_id, bad.message);
 }
 
 // A task's reply the way most commands take it: an infrastructure failure or a whole-task
@@ -244,7 +244,7 @@ QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
         } else if constexpr (std::is_same_v<C, command::NotACommand>) {
           return SayAndExit(FatalLine("query_protocol_error", c.reason));
         } else if constexpr (std::is_same_v<C, command::BadArguments>) {
-          if (c.kind != CommandKind::kListRow) return Say(ErrorLine(c.error_id, c.message));
+          if (c.kind != CommandKind::kListRow) return Say(BadArgumentsLine(c));
           return SayAndExit(ErrorLine("unknown_command", "unknown command 'list_row'"));
         } else {
           // list_row or list_end with no list running: commands couchjs does not know then.
@@ -409,7 +409,10 @@ QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& c
 
 QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::string_view args) {
   absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
-  if (!parts.ok() || parts->empty()) return Say(MissingArgument("validate_doc_update"));
+  if (!parts.ok() || parts->empty()) {
+    return Say(BadArgumentsLine(
+        MissingArguments(CommandKind::kDesignDocCall, "validate_doc_update")));
+  }
   NewTask();
   v1::ValidateRequest& request = *task_.mutable_validate();
   request.set_function(std::string(function));
@@ -472,7 +475,9 @@ QueryProtocol::Step QueryProtocol::CallDesignFunction(v1::DesignFunctionKind kin
 
 QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::string_view args) {
   absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
-  if (!parts.ok() || parts->empty()) return Say(MissingArgument("lists"));
+  if (!parts.ok() || parts->empty()) {
+    return Say(BadArgumentsLine(MissingArguments(CommandKind::kDesignDocCall, "lists")));
+  }
   NewTask();
   worker::v1::ListStart& start = *task_.mutable_list_start();
   start.set_function(std::string(function));

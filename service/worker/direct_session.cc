@@ -19,7 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "service/couchdb/absl_view.h"
+#include "service/common/absl_view.h"
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
@@ -304,7 +304,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
       // frame the input, so the session goes on, except inside a list whose row went missing.
       ++commands;
-      const std::string_view message = couchdb::StdView(line.status().message());
+      const std::string_view message = StdView(line.status().message());
       std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
                    std::string(message).c_str());
       if (absl::Status written = WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");

@@ -113,6 +113,23 @@ TEST_F(QuerySessionTest, ResetKeepsDesignDocs) {
   EXPECT_EQ(runner_.tasks[0].validate().sec_obj(), "{}");
 }
 
+TEST_F(QuerySessionTest, DesignFunctionsCalledWithoutArgumentsAreMissingArguments) {
+  EXPECT_THAT(Send(R"(["ddoc","new","_design/d",{"_id":"_design/d",)"
+                   R"("validate_doc_update":"fns.vdu|2","lists":{"rows":"fns.rows|1"}}])"),
+              ElementsAre("true"));
+  EXPECT_THAT(
+      Send(R"(["ddoc","_design/d",["validate_doc_update"],[]])"),
+      ElementsAre(
+          R"(["error","query_protocol_error","'validate_doc_update' is missing arguments"])"));
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["lists","rows"],[]])"),
+              ElementsAre(R"(["error","query_protocol_error","'lists' is missing arguments"])"));
+  EXPECT_TRUE(runner_.tasks.empty());
+  // The session goes on.
+  runner_.on_run = [](const Task&) { return ReplyFromText(R"pb(validate { outcome: OK })pb"); };
+  EXPECT_THAT(Send(R"(["ddoc","_design/d",["validate_doc_update"],[{"_id":"x"},null,{},{}]])"),
+              ElementsAre("1"));
+}
+
 TEST_F(QuerySessionTest, AddFunResolvesAtOnce) {
   runner_.on_run = [](const Task& task) {
     EXPECT_THAT(task.resolve().functions(), ElementsAre("fns.missing|3"));
