@@ -197,14 +197,5 @@ TEST_F(FramingTest, TooManyDescriptorsAreRefusedOnBothSides) {
   for (int fd : received) ::close(fd);
 }
 
-TEST_F(FramingTest, TheLengthIsFourBytesLittleEndian) {
-  for (uint32_t length : {0u, 1u, 0x80u, 0x1234u, 0x80ff01feu, kMaxFrameBytes, 0xffffffffu}) {
-    char header[kFrameHeaderBytes];
-    EncodeFrameLength(length, header);
-    EXPECT_EQ(std::string(header, kFrameHeaderBytes), Header(length)) << length;
-    EXPECT_EQ(DecodeFrameLength(Header(length).data()), length);
-  }
-}
-
 }  // namespace
 }  // namespace cnp
