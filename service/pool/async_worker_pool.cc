@@ -612,13 +612,15 @@ void AsyncWorkerPool::ReloadAll() {
 }
 
 void AsyncWorkerPool::ReloadHere() {
-  // A reload asked for while one runs is merged into one more that starts when it has ended
-  // and no request came for reload_quiet (reload_requests.h): the code may have changed again
-  // since the running one began, but a storm of SIGHUPs must not restart the workers once per
-  // signal.
+  // A reload asked for while one runs, or right after another request, is merged into one
+  // more that starts when no reload runs and no request came for reload_quiet
+  // (reload_requests.h): the code may have changed again since the last one began, but a storm
+  // of SIGHUPs must not restart the workers once per signal.
   switch (reloads_.Ask(absl::Now(), ReloadRunning())) {
     case ReloadRequests::Answer::kMerged:
-      LogInfo("a reload is running: one more will follow it");
+      LogInfo("reloads asked for in quick succession: one more will follow once they stop for ",
+              absl::FormatDuration(options_.reload_quiet));
+      Kick();  // the maintenance loop learns when it is due
       return;
     case ReloadRequests::Answer::kAlreadyMerged:
       return;

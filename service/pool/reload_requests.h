@@ -2,10 +2,11 @@
 // (AsyncWorkerPool) and the direct sessions' (service/session) - so that the rule is written
 // once and applied where each pool knows whether a reload of its own is still running.
 //
-// The first request starts a reload at once. Requests that come while a reload runs are merged
-// into one more, started once that reload has ended and no request came for `quiet`: a storm of
-// 200 SIGHUPs reloads twice, not 200 times, and code changed during the storm is still loaded
-// after it. Not thread-safe: each pool keeps its own on its control loop.
+// The first request starts a reload at once. Requests that come while a reload runs, or less
+// than `quiet` after the request before them, are merged into one more, started once no reload
+// runs and no request came for `quiet`: a storm of 200 SIGHUPs reloads twice, not 200 times -
+// also when each reload ends before the next signal comes - and code changed during the storm
+// is still loaded after it. Not thread-safe: each pool keeps its own on its control loop.
 #pragma once
 
 #include "absl/time/time.h"
@@ -18,7 +19,7 @@ class ReloadRequests {
 
   enum class Answer {
     kStartNow,       // reload now
-    kMerged,         // merged into the reload that follows the running one
+    kMerged,         // merged into one more reload, due when FollowUpDue says
     kAlreadyMerged,  // the same, and an earlier request was already merged (no news to log)
   };
   // A request at `now`; `running` says whether a reload of this pool is still running.

@@ -223,7 +223,9 @@ void SessionWorkerPool::Reload() {
   // While the last reload's spares start, another now would discard them half-started.
   switch (reloads_.Ask(absl::Now(), reload_running_)) {
     case pool::ReloadRequests::Answer::kMerged:
-      LogInfo("a reload of the spare session workers is running: one more will follow it");
+      LogInfo("reloads of the spare session workers asked for in quick succession: one more "
+              "will follow once they stop for ", absl::FormatDuration(options_.reload_quiet));
+      Kick();  // KeepSpares learns when it is due
       return;
     case pool::ReloadRequests::Answer::kAlreadyMerged:
       return;

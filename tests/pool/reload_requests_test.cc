@@ -1,6 +1,6 @@
 // How both worker pools merge reload requests (service/pool/reload_requests.h): the first
-// reloads at once, those that come while a reload runs become one more, started once it has
-// ended and the requests have stopped for the quiet period.
+// reloads at once, those that come while a reload runs or within the quiet period of the last
+// request become one more, started once no reload runs and the requests have stopped for it.
 #include "service/pool/reload_requests.h"
 
 #include "absl/time/time.h"
@@ -46,6 +46,23 @@ TEST(ReloadRequestsTest, AStormWhileOneRunsBecomesOneMoreAfterTheQuietPeriod) {
   EXPECT_FALSE(reloads.pending());
   // Due once: the follow-up is not started twice.
   EXPECT_FALSE(reloads.FollowUpDue(quiet_from + absl::Seconds(5), next_check));
+}
+
+// The storm of lifecycle_test: each SIGHUP is followed by a call that waits for the workers,
+// so every reload has ended before the next signal comes. Those signals still merge.
+TEST(ReloadRequestsTest, RequestsRightAfterAnEndedReloadMergeIntoOneMore) {
+  ReloadRequests reloads(absl::Milliseconds(500));
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  ASSERT_EQ(reloads.Ask(t0, /*running=*/false), Answer::kStartNow);
+  EXPECT_EQ(reloads.Ask(t0 + absl::Milliseconds(200), /*running=*/false), Answer::kMerged);
+  EXPECT_EQ(reloads.Ask(t0 + absl::Milliseconds(400), /*running=*/false),
+            Answer::kAlreadyMerged);
+  absl::Time next_check = absl::InfiniteFuture();
+  EXPECT_FALSE(reloads.FollowUpDue(t0 + absl::Milliseconds(899), next_check));
+  EXPECT_EQ(next_check, t0 + absl::Milliseconds(900));
+  EXPECT_TRUE(reloads.FollowUpDue(t0 + absl::Milliseconds(900), next_check));
+  // Once the requests have stopped for the quiet period, the next one reloads at once.
+  EXPECT_EQ(reloads.Ask(t0 + absl::Milliseconds(1400), /*running=*/false), Answer::kStartNow);
 }
 
 }  // namespace

@@ -348,7 +348,7 @@ TEST(LifecycleTest, ASighupDuringAReloadIsNotLost) {
 
   std::ofstream(dir + "/live.py", std::ios::trunc) << LiveCode("new");
   server->Signal(SIGHUP);
-  EXPECT_TRUE(server->WaitForLog("a reload is running: one more will follow it",
+  EXPECT_TRUE(server->WaitForLog("one more will follow once they stop",
                                  absl::Seconds(20)))
       << server->Log();
   auto released = held.Release();
