@@ -1,6 +1,7 @@
 """Named functions for the service tests: ordinary ones, and ones that misbehave on purpose."""
 import ctypes
 import os
+import select
 
 from couch_named_python import Forbidden, Unauthorized, get_row, log, send, version
 from os import system  # re-exported: must never be callable through this module
@@ -67,10 +68,19 @@ def size_of(doc):
 
 def waits(doc):
     """Opens doc["ready"] for writing (the test's open for reading returns: the call has reached
-    the worker), then blocks until the test writes to doc["release"]."""
-    open(doc["ready"], "w").close()
-    with open(doc["release"]) as f:
-        f.read()
+    the worker), then blocks until the test opens doc["release"] for writing and closes it.
+
+    The release FIFO is opened for reading first, without blocking, so that from the moment
+    "ready" opens the worker is a reader of it: a test's non-blocking open of "release" for
+    writing then succeeds while the worker lives (ENXIO only if it died), with no window in
+    which the function has not reached its open yet. select() returns once a writer has come
+    and gone (Linux reports the hang-up only after a writer has opened the FIFO)."""
+    release = os.open(doc["release"], os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        open(doc["ready"], "w").close()
+        select.select([release], [], [])
+    finally:
+        os.close(release)
     yield "released", doc["_id"]
 
 
