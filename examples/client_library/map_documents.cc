@@ -2,7 +2,8 @@
 // at TARGET and prints each document's rows, one line each; a failed call prints what a caller
 // would act on - the code, and which of the client library's marks the status carries.
 //
-//   bazel run //examples/client_library:map_documents -- unix:/tmp/cnp-$(id -u)/cnp.sock \
+// On one line (a backslash would end this comment's line in C++ too):
+//   bazel run //examples/client_library:map_documents -- unix:/tmp/cnp-$(id -u)/cnp.sock
 //       myviews.townmap '{"_id":"a","town":"Oslo"}'
 #include <iostream>
 #include <string>
