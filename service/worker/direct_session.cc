@@ -5,11 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,7 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "service/common/absl_view.h"
+#include "common/couchdb/line_io.h"
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
@@ -32,101 +29,6 @@ namespace cnp::worker {
 namespace {
 
 using v1::SessionEnd;
-
-absl::Status WriteAll(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n > 0) {
-      bytes.remove_prefix(static_cast<size_t>(n));
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      return absl::UnavailableError(
-          absl::StrCat("writing to CouchDB failed: ", std::strerror(errno)));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// CouchDB's lines, read in large chunks: a burst of small commands costs one read().
-class LineReader {
- public:
-  // `before_waiting` is called with `fd` before every read() that may block: nothing is
-  // buffered that would answer the call.
-  LineReader(int fd, size_t max_line, std::function<void(int fd)> before_waiting)
-      : fd_(fd), max_line_(max_line), before_waiting_(std::move(before_waiting)),
-        buffer_(kChunk, '\0') {}
-
-  // The next line without its newline, valid until the next call; nullopt at the end of input.
-  // A last line without a newline is still a line (answered, never dropped in silence).
-  // Errors: RESOURCE_EXHAUSTED for a line over the cap, which has then been read to its end
-  // and dropped, so the next call reads the line after it; UNAVAILABLE when a read failed.
-  absl::StatusOr<std::optional<std::string_view>> Next() {
-    for (;;) {
-      if (const void* newline = std::memchr(buffer_.data() + scanned_, '\n', end_ - scanned_)) {
-        const size_t at = static_cast<const char*>(newline) - buffer_.data();
-        std::string_view line(buffer_.data() + begin_, at - begin_);
-        begin_ = scanned_ = at + 1;
-        if (dropping_ || line.size() > max_line_) {
-          dropping_ = false;
-          return TooLong();
-        }
-        return line;
-      }
-      scanned_ = end_;
-      if (at_end_) {
-        if (dropping_) {
-          dropping_ = false;
-          return TooLong();
-        }
-        if (begin_ == end_) return std::nullopt;
-        std::string_view last(buffer_.data() + begin_, end_ - begin_);
-        begin_ = scanned_ = end_;
-        if (last.size() > max_line_) return TooLong();
-        return last;
-      }
-      if (dropping_ || end_ - begin_ > max_line_) {
-        dropping_ = true;  // keep reading to the newline, keeping nothing
-        begin_ = scanned_ = end_ = 0;
-      } else if (begin_ > 0) {  // keep the partial line at the front
-        std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-        end_ -= begin_;
-        scanned_ -= begin_;
-        begin_ = 0;
-      }
-      if (buffer_.size() - end_ < kChunk / 2) buffer_.resize(buffer_.size() * 2);
-      before_waiting_(fd_);
-      ssize_t n = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
-      if (n > 0) {
-        end_ += static_cast<size_t>(n);
-      } else if (n == 0) {
-        at_end_ = true;
-      } else if (errno != EINTR) {
-        return absl::UnavailableError(
-            absl::StrCat("reading from CouchDB failed: ", std::strerror(errno)));
-      }
-    }
-  }
-
- private:
-  static constexpr size_t kChunk = 64 * 1024;
-
-  absl::Status TooLong() const {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cnp-worker: a line from CouchDB was longer than ", max_line_,
-                     " bytes and was not processed"));
-  }
-
-  int fd_;
-  size_t max_line_;
-  std::function<void(int fd)> before_waiting_;
-  std::string buffer_;
-  size_t begin_ = 0;    // the unread bytes are buffer_[begin_, end_)
-  size_t scanned_ = 0;  // buffer_[begin_, scanned_) holds no newline
-  size_t end_ = 0;
-  bool at_end_ = false;    // the input is closed: what is buffered is all there is
-  bool dropping_ = false;  // inside a line over the cap, reading on to its newline
-};
 
 int64_t CoarseNowNs() {
   timespec now;
@@ -216,7 +118,7 @@ class CommandWatchdog {
     // Best effort, never blocking (CouchDB may not be reading): the process ends either way,
     // and CouchDB sees its pipe close.
     ::fcntl(output_, F_SETFL, ::fcntl(output_, F_GETFL) | O_NONBLOCK);
-    WriteAll(output_, line).IgnoreError();
+    couchdb::WriteAll(output_, line).IgnoreError();
     std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session_id_.c_str(),
                  reason.c_str());
     std::fflush(stderr);
@@ -282,7 +184,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   // can make this worker build an answer hundreds of times its size (and die of bad_alloc).
   const int64_t answer_limit = session.max_answer_bytes() > 0
                                    ? session.max_answer_bytes()
-                                   : static_cast<int64_t>(kMaxSessionLineBytes);
+                                   : static_cast<int64_t>(couchdb::kDefaultMaxLineBytes);
   options.max_answer_bytes = answer_limit;
   Context().memory_error = false;  // a worker that had one was recycled before it got here
   InProcessRunner runner(registry);
@@ -290,8 +192,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
-  LineReader lines(input, kMaxSessionLineBytes,
-                   [&function_errors](int fd) { function_errors.BeforeWaiting(fd); });
+  couchdb::LineReader lines(input, couchdb::kDefaultMaxLineBytes,
+                            [&function_errors](int fd) { function_errors.BeforeWaiting(fd); });
 
   v1::Reply reply;
   SessionEnd& end = *reply.mutable_session_end();
@@ -304,10 +206,11 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
       // frame the input, so the session goes on, except inside a list whose row went missing.
       ++commands;
-      const std::string_view message = StdView(line.status().message());
+      const std::string message = absl::StrCat("cnp-worker: ", line.status().message());
       std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
-                   std::string(message).c_str());
-      if (absl::Status written = WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
+                   message.c_str());
+      if (absl::Status written =
+              couchdb::WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
           !written.ok()) {
         end.set_reason(SessionEnd::IO_ERROR);
         end.set_message(std::string(written.message()));
@@ -315,7 +218,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       }
       if (protocol->list_in_progress()) {
         end.set_reason(SessionEnd::PROTOCOL_EXIT);
-        end.set_message(absl::StrCat(line.status().message(), " (a list row: the list cannot go on)"));
+        end.set_message(absl::StrCat(message, " (a list row: the list cannot go on)"));
         break;
       }
       continue;
@@ -368,7 +271,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       exit = out->exit();
     }
     Context().answer.Start(0);
-    if (absl::Status written = WriteAll(output, answer); !written.ok()) {
+    if (absl::Status written = couchdb::WriteAll(output, answer); !written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
       end.set_message(std::string(written.message()));
       break;

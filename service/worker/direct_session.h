@@ -15,7 +15,9 @@
 //   - reading or writing the pipes failed (IO_ERROR).
 // Then both descriptors are closed and the worker goes back to serving tasks.
 //
-// A line over kMaxSessionLineBytes is read to its end and dropped, and answered
+// CouchDB's lines are read by common/couchdb/line_io.h's LineReader, one read() per burst of
+// lines. A line over couchdb::kDefaultMaxLineBytes (64 MiB, cnp-adapter's default
+// --max-line-bytes) is read to its end and dropped, and answered
 // ["error","too_large",..] as cnp-adapter answers one over its --max-line-bytes; the session
 // goes on, except inside a list (its row is lost: PROTOCOL_EXIT). A last line without its
 // newline is answered like any other.
@@ -32,9 +34,6 @@
 #include "worker.pb.h"
 
 namespace cnp::worker {
-
-// The longest line accepted from CouchDB: cnp-adapter's default --max-line-bytes.
-inline constexpr size_t kMaxSessionLineBytes = size_t{64} << 20;
 
 // Serves the session on `input` (CouchDB's commands) and `output` (the answers), which it
 // closes, and returns the Reply for the task: a session_end (recycle set after a MemoryError).
