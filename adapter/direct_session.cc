@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "adapter/line_io.h"
+#include "common/couchdb/line_io.h"
 #include "service/common/framing.h"
 #include "session.pb.h"
 
@@ -107,7 +107,7 @@ SessionEnd WaitForSessionEnd(int socket) {
     return end;
   }
   if (!ended.error_line().empty()) {
-    WriteAll(kStdout, ended.error_line() + "\n").IgnoreError();
+    couchdb::WriteAll(kStdout, ended.error_line() + "\n").IgnoreError();
   }
   if (ended.exit_code() != 0 && !ended.message().empty()) std::cerr << "cnp-adapter: " << ended.message() << std::endl;
   end.exit_code = ended.exit_code();

@@ -24,11 +24,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
-#include "adapter/line_io.h"
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
 #include "common/code_directories.h"
+#include "common/couchdb/line_io.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
@@ -56,7 +56,7 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "call (repeatable: the values add up).");
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default).");
-ABSL_FLAG(int64_t, max_line_bytes, cnp::adapter::kDefaultMaxLineBytes,
+ABSL_FLAG(int64_t, max_line_bytes, cnp::couchdb::kDefaultMaxLineBytes,
           "Longest line accepted from CouchDB, in bytes (at most 268369920, what one gRPC message "
           "to cnp-server may carry). A longer line is answered with [\"error\",\"too_large\",...] "
           "and skipped.");
@@ -89,17 +89,22 @@ namespace {
 constexpr int kStdin = 0;
 constexpr int kStdout = 1;
 
-// A line over --max-line-bytes was read to its end and dropped: CouchDB gets an error in its own
-// shape instead, and the stream stays framed. False when the adapter must exit.
-bool AnswerLineTooLong(std::string_view start, size_t limit) {
-  const std::string message = absl::StrCat(
-      "cnp-adapter: a line from CouchDB was longer than ", limit,
-      " bytes and was not processed (cnp-adapter --max-line-bytes raises the limit)");
+// The most --max-line-bytes may be: a line travels to cnp-server in one gRPC message, which it
+// accepts up to 256 MiB; this leaves room for the message's own framing.
+constexpr size_t kMaxLineBytesLimit = (size_t{256} << 20) - (size_t{64} << 10);
+
+// A line over --max-line-bytes was read to its end and dropped (`dropped`, LineReader's
+// RESOURCE_EXHAUSTED; `start`, its first bytes): CouchDB gets an error in its own shape instead,
+// and the stream stays framed. False when the adapter must exit.
+bool AnswerLineTooLong(const absl::Status& dropped, std::string_view start) {
+  const std::string message = absl::StrCat("cnp-adapter: ", dropped.message(),
+                                           " (cnp-adapter --max-line-bytes raises the limit)");
   std::cerr << message << std::endl;
   std::string out = couchdb::ErrorLine("too_large", message);
   out += '\n';
-  if (!WriteAll(kStdout, out).ok()) return false;
-  // A list's row went missing; as when the service is gone, CouchDB must start over.
+  if (!couchdb::WriteAll(kStdout, out).ok()) return false;
+  // A list's row went missing; as when the service is gone, CouchDB must start over. Its first
+  // bytes are enough to tell (the worker's direct session asks its protocol instead).
   return !IsListStep(couchdb::PeekCommand(start));
 }
 
@@ -258,25 +263,32 @@ int Run() {
   const bool stats = absl::GetFlag(FLAGS_stats);
   int64_t forwarded = 0;
   absl::Duration in_service;
-  LineReader reader(kStdin, static_cast<size_t>(max_line_bytes));
+  couchdb::LineReader reader(kStdin, static_cast<size_t>(max_line_bytes));
   std::string out;
-  while (std::optional<std::string_view> line = reader.Next()) {
-    if (reader.too_long()) {
-      if (!AnswerLineTooLong(*line, reader.max_line_bytes())) return 1;
+  for (;;) {
+    absl::StatusOr<std::optional<std::string_view>> next = reader.Next();
+    if (absl::IsResourceExhausted(next.status())) {
+      if (!AnswerLineTooLong(next.status(), reader.dropped_start())) return 1;
       continue;
     }
-    const couchdb::CommandKind command = couchdb::PeekCommand(*line);
+    if (!next.ok()) {
+      std::cerr << "cnp-adapter: " << next.status().message() << std::endl;
+      return 1;
+    }
+    if (!next->has_value()) break;  // CouchDB closed stdin: the normal end
+    const std::string_view line = **next;
+    const couchdb::CommandKind command = couchdb::PeekCommand(line);
     if (command == couchdb::CommandKind::kReset) {
       // Answered at once: CouchDB sends a reset with every checkout of this process.
-      if (!WriteAll(kStdout, "true\n").ok()) return 1;
-      state.OnReset(*line);
-      service.Send(*line);
+      if (!couchdb::WriteAll(kStdout, "true\n").ok()) return 1;
+      state.OnReset(line);
+      service.Send(line);
       continue;
     }
 
     const absl::Time sent = stats ? absl::Now() : absl::InfinitePast();
     absl::StatusOr<const v1::SessionOutput*> reply =
-        service.Call(*line, /*retry=*/!IsListStep(command));
+        service.Call(line, /*retry=*/!IsListStep(command));
     if (stats) {
       in_service += absl::Now() - sent;
       ++forwarded;
@@ -288,7 +300,7 @@ int Run() {
       out = couchdb::ErrorLine(absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
                                StdView(reply.status().message()));
       out += '\n';
-      if (!WriteAll(kStdout, out).ok()) return 1;
+      if (!couchdb::WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.
       if (IsListStep(command)) return 1;
       continue;
@@ -297,8 +309,8 @@ int Run() {
       out += reply_line;
       out += '\n';
     }
-    if (!WriteAll(kStdout, out).ok()) return 1;
-    if (ReplyTaughtSession(command, **reply)) state.OnAccepted(command, *line);
+    if (!couchdb::WriteAll(kStdout, out).ok()) return 1;
+    if (ReplyTaughtSession(command, **reply)) state.OnAccepted(command, line);
     if ((*reply)->exit()) return 1;
   }
   if (stats && forwarded > 0) {

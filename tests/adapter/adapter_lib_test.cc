@@ -1,12 +1,8 @@
-// The adapter's own small pieces: line framing and the session state it replays to a new stream
-// (commands are read by the protocol library: tests/couchdb/command_test.cc).
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstdio>
+// The adapter's own small pieces: the session state it replays to a new stream (commands are read
+// by the protocol library: tests/couchdb/command_test.cc; CouchDB's lines by common/couchdb's
+// LineReader: tests/common/couchdb/line_io_test.cc).
 #include <string>
 
-#include "adapter/line_io.h"
 #include "adapter/service_connection.h"
 #include "adapter/service_launcher.h"
 #include "adapter/session_state.h"
@@ -18,54 +14,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using couchdb::CommandKind;
-
-// A file holding `contents`, opened for reading.
-int FileWith(const std::string& contents) {
-  std::FILE* file = std::tmpfile();
-  EXPECT_NE(file, nullptr);
-  EXPECT_EQ(std::fwrite(contents.data(), 1, contents.size(), file), contents.size());
-  std::fflush(file);
-  const int fd = ::dup(::fileno(file));
-  std::fclose(file);
-  ::lseek(fd, 0, SEEK_SET);
-  return fd;
-}
-
-TEST(LineReaderTest, SplitsLongLinesAndReturnsACutLastLine) {
-  const std::string huge(3 << 20, 'h');
-  const int fd =
-      FileWith("[\"reset\"]\n" + huge + "\n\n[\"map_doc\",{}]\n[\"map_doc\",{\"_id\":\"cu");
-  LineReader reader(fd);
-  EXPECT_EQ(reader.Next(), "[\"reset\"]");
-  EXPECT_EQ(reader.Next(), huge);
-  EXPECT_FALSE(reader.too_long());
-  EXPECT_EQ(reader.Next(), "");
-  EXPECT_EQ(reader.Next(), "[\"map_doc\",{}]");
-  // Answered like any other line (a reply nobody reads is harmless; silence is not).
-  EXPECT_EQ(reader.Next(), "[\"map_doc\",{\"_id\":\"cu");
-  EXPECT_EQ(reader.Next(), std::nullopt);
-  EXPECT_EQ(reader.Next(), std::nullopt);
-  ::close(fd);
-}
-
-TEST(LineReaderTest, EmptyInputIsEndOfInput) {
-  const int fd = FileWith("");
-  LineReader reader(fd);
-  EXPECT_EQ(reader.Next(), std::nullopt);
-  ::close(fd);
-}
-
-TEST(WriteAllTest, WritesEverything) {
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  ASSERT_TRUE(WriteAll(fds[1], "true\n").ok());
-  ::close(fds[1]);
-  char buffer[16] = {};
-  EXPECT_EQ(::read(fds[0], buffer, sizeof(buffer)), 5);
-  EXPECT_STREQ(buffer, "true\n");
-  ::close(fds[0]);
-  EXPECT_FALSE(WriteAll(-1, "x").ok());
-}
 
 TEST(SessionStateTest, ReplaysDesignDocsThenResetLibAndFunctions) {
   SessionState state;
