@@ -53,7 +53,7 @@ SHORT_DDOC = {
 }
 
 
-# Cases the worker's own line reader (service/worker/direct_session.cc) does not pass yet on the
+# Cases the worker's direct session (service/worker/direct_session.cc) does not pass yet on the
 # direct path, with why. Each is a known gap to close, not a difference to keep.
 DIRECT_PATH_GAPS = {}
 
