@@ -6,9 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -16,16 +14,6 @@
 #include "common/code_ownership.h"
 
 namespace cnp {
-
-absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in || text.str().empty()) {
-    return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  }
-  return text.str();
-}
 
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

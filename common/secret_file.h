@@ -15,9 +15,6 @@ namespace cnp {
 // the message says how to fix it and never shows the secret.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what);
 
-// A public PEM file (a certificate or CA bundle) named by --`flag`: its content, not empty.
-absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path);
-
 // A bearer token: such a file's content without surrounding whitespace, not empty.
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path);
 

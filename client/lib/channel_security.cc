@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
+#include "common/pem_file.h"
 #include "common/secret_file.h"
 #include "common/unix_target.h"
 

@@ -1,6 +1,7 @@
 #include "service/rpc/transport_security.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/pem_file.h"
 #include "common/secret_file.h"
 
 namespace cnp::rpc {
