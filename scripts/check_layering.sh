@@ -5,7 +5,9 @@
 #     (common/couchdb: CouchDB's HTTP API, used by the Upload RPC and by cnp upload/sync/derive);
 #   - cnp-adapter depends on the service only through the contracts the two of them speak,
 #     listed in ADAPTER_MAY_USE below, and on nothing those contracts do not need;
-#   - common/ depends on neither side.
+#   - common/ depends on neither side;
+#   - cnp sync does not depend on cnp upload (which uses sync's registry removal), and
+#     client/couch on no command.
 # Prints each offending dependency path and exits 1; run by scripts/test.sh.
 #
 # `scripts/check_layering.sh --self-test` shows that the check fails on a violation: it adds, for
@@ -66,6 +68,12 @@ run_checks() {
   check_adapter
   check '//common/...' '//service/... + //client/... + //adapter/...' \
     "common/ is shared by the service and its clients, so it depends on neither"
+  # Among the commands: upload uses sync's registry removal, so sync must not use upload; what
+  # both need is in client/cli (arguments, streams, printing) or client/couch (reaching CouchDB).
+  check '//client/sync/...' '//client/upload/...' \
+    "cnp sync must not depend on cnp upload (upload uses sync's registry removal)"
+  check '//client/couch/...' '//client/cli/... + //client/upload/... + //client/sync/... + //client/derive/...' \
+    "client/couch serves the commands, so it depends on none of them"
 }
 
 if [ "${1:-}" != "--self-test" ]; then

@@ -20,7 +20,7 @@
 #include "client/derive/deriver.h"
 #include "client/derive/lease.h"
 #include "client/lib/cnp_client.h"
-#include "client/upload/couch_credentials.h"
+#include "client/couch/couch_credentials.h"
 #include "common/default_target.h"
 #include "common/file_text.h"
 #include "common/couchdb/couch_client.h"
@@ -219,11 +219,11 @@ int RunDeriveCommand(int argc, char** argv) {
   absl::StatusOr<Declaration> declaration = ReadDeclaration(args->positional[1]);
   if (!declaration.ok()) return Fail(declaration.status());
 
-  absl::StatusOr<client::upload::CouchCredentials> credentials =
-      client::upload::FindCouchCredentials(args->positional[0], client::upload::ProcessEnv);
+  absl::StatusOr<client::couch::CouchCredentials> credentials =
+      client::couch::FindCouchCredentials(args->positional[0], client::couch::ProcessEnv);
   if (!credentials.ok()) return Fail(credentials.status());
   if (absl::Status s =
-          client::upload::CheckCredentialsStayPrivate(*credentials, args->Has("insecure"));
+          client::couch::CheckCredentialsStayPrivate(*credentials, args->Has("insecure"));
       !s.ok()) {
     return Fail(s);
   }

@@ -6,8 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/arguments.h"
 #include "client/sync/registry_sync.h"
-#include "client/upload/couch_connection.h"
-#include "client/upload/event_printer.h"
+#include "client/cli/command_io.h"
+#include "client/cli/event_printer.h"
+#include "client/couch/couch_connection.h"
 #include "common/couchdb/couch_client.h"
 
 namespace cnp::client {
@@ -105,7 +106,7 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
+int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
   std::string program = args.empty() ? "cnp sync" : args[0];
   absl::StatusOr<Flags> flags = ParseFlags(args);
   if (!flags.ok()) {
@@ -123,7 +124,7 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
     return 2;
   }
   absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
-      upload::CouchClientOptionsFor(flags->positional[0], flags->ca_file, flags->insecure,
+      couch::CouchClientOptionsFor(flags->positional[0], flags->ca_file, flags->insecure,
                                     io.env);
   if (!options.ok()) {
     io.err << program << ": " << options.status().message() << "\n";
@@ -131,21 +132,21 @@ int RunSync(const std::vector<std::string>& args, upload::CommandIo io) {
   }
   cnp::couchdb::CouchClient couch(*std::move(options));
 
-  upload::UploadTally tally;
-  const upload::PrintOptions print{.show_documents = flags->show_documents};
+  cli::UploadTally tally;
+  const cli::PrintOptions print{.show_documents = flags->show_documents};
   RegistrySync sync(couch, flags->positional[1],
                     {.dry_run = flags->dry_run,
                      .drop_unknown_fields = flags->drop_unknown_fields,
                      .max_conflict_retries = flags->max_conflict_retries,
                      .allow_system_databases = flags->allow_system_databases},
                     [&](const v1::UploadEvent& event) {
-                      upload::PrintEvent(event, print, io.out, io.err, tally);
+                      cli::PrintEvent(event, print, io.out, io.err, tally);
                       io.out.flush();  // a long-running follower's log should not lag
                     });
   absl::Status status = flags->once || flags->dry_run ? sync.SyncAll()
                                                       : sync.Follow([] { return true; });
   tally.unmatched_entries = sync.unmatched_entries();
-  upload::PrintSummary(tally, /*failed=*/!status.ok(), io.out);
+  cli::PrintSummary(tally, /*failed=*/!status.ok(), io.out);
   return status.ok() && tally.errors == 0 ? 0 : 1;
 }
 

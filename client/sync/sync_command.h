@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "client/upload/upload_command.h"
+#include "client/cli/command_io.h"
 
 namespace cnp::client {
 
@@ -15,7 +15,7 @@ int RunSyncCommand(int argc, char** argv);
 namespace sync {
 
 // The same, with the streams and environment given (for tests).
-int RunSync(const std::vector<std::string>& args, upload::CommandIo io);
+int RunSync(const std::vector<std::string>& args, cli::CommandIo io);
 
 }  // namespace sync
 }  // namespace cnp::client

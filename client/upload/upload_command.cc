@@ -8,10 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "client/cli/arguments.h"
+#include "client/cli/command_io.h"
 #include "client/lib/cnp_client.h"
 #include "client/sync/registry_removal.h"
-#include "client/upload/couch_connection.h"
-#include "client/upload/event_printer.h"
+#include "client/cli/event_printer.h"
+#include "client/couch/couch_connection.h"
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
@@ -21,6 +22,11 @@
 namespace cnp::client {
 namespace upload {
 namespace {
+
+using ::cnp::cli::PrintEvent;
+using ::cnp::cli::PrintOptions;
+using ::cnp::cli::PrintSummary;
+using ::cnp::cli::UploadTally;
 
 constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE.yml [FILE.yml ...]
        %s --register REGISTRY_DB [options] COUCHDB_URL FILE.yml [FILE.yml ...]
@@ -279,7 +285,7 @@ int RemoveFromRegistry(const std::string& program, const Flags& flags, CommandIo
     return 2;
   }
   absl::StatusOr<cnp::couchdb::CouchClient::Options> options =
-      CouchClientOptionsFor(flags.positional[0], flags.ca_file, flags.insecure, io.env);
+      couch::CouchClientOptionsFor(flags.positional[0], flags.ca_file, flags.insecure, io.env);
   if (!options.ok()) {
     io.err << program << ": " << options.status().message() << "\n";
     return 2;
@@ -337,18 +343,16 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
                          "registered design documents (see --help)\n";
     return 2;
   }
-  absl::StatusOr<CouchCredentials> couch = FindCouchCredentials(flags->positional[0], io.env);
-  if (!couch.ok()) {
-    io.err << program << ": " << cnp::couchdb::RedactCredentials(couch.status().message()) << "\n";
-    return 2;
-  }
-  // cnp-server sends them on to CouchDB as they are: over http:// to another host, in plaintext.
-  if (absl::Status s = CheckCredentialsStayPrivate(*couch, flags->insecure); !s.ok()) {
-    io.err << program << ": " << s.message() << "\n";
+  // cnp-server sends the credentials on to CouchDB as they are: over http:// to another host,
+  // in plaintext; CouchClientOptionsFor refuses that as it does for sync and derive.
+  absl::StatusOr<cnp::couchdb::CouchClient::Options> couchdb =
+      couch::CouchClientOptionsFor(flags->positional[0], flags->ca_file, flags->insecure, io.env);
+  if (!couchdb.ok()) {
+    io.err << program << ": " << couchdb.status().message() << "\n";
     return 2;
   }
   const std::string target = flags->target.empty() ? DefaultTarget() : flags->target;
-  if (!couch->username.empty() || !couch->password.empty()) {
+  if (!couchdb->username.empty() || !couchdb->password.empty()) {
     if (absl::Status s = client::CheckSecretStaysPrivate(flags->security, target,
                                                          "CouchDB's user and password");
         !s.ok()) {
@@ -358,22 +362,15 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   }
 
   v1::UploadRequest request;
-  request.set_couchdb_url(couch->url);
-  request.mutable_credentials()->set_username(couch->username);
-  request.mutable_credentials()->set_password(couch->password);
+  request.set_couchdb_url(couchdb->base_url);
+  request.mutable_credentials()->set_username(couchdb->username);
+  request.mutable_credentials()->set_password(couchdb->password);
   if (registering) {
     request.set_register_database(flags->register_database);
   } else {
     request.set_database(flags->positional[1]);
   }
-  if (!flags->ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadCaCertificates(flags->ca_file);
-    if (!pem.ok()) {
-      io.err << program << ": " << pem.status().message() << "\n";
-      return 2;
-    }
-    request.set_ca_pem(*std::move(pem));
-  }
+  request.set_ca_pem(couchdb->ca_pem);
   request.set_dry_run(flags->dry_run);
   request.set_staged(flags->staged);
   request.set_staged_settle_seconds(flags->staged_settle_seconds);

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "client/upload/couch_credentials.h"
+#include "client/cli/command_io.h"
 
 namespace cnp::client {
 
@@ -18,11 +18,7 @@ int RunCheckCommand(int argc, char** argv);
 namespace upload {
 
 // The same, with the streams and environment given (for tests).
-struct CommandIo {
-  std::ostream& out;
-  std::ostream& err;
-  GetEnv env = ProcessEnv;
-};
+using ::cnp::cli::CommandIo;
 int RunUpload(const std::vector<std::string>& args, CommandIo io);
 int RunCheck(const std::vector<std::string>& args, CommandIo io);
 

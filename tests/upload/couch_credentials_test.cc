@@ -1,4 +1,4 @@
-#include "client/upload/couch_credentials.h"
+#include "client/couch/couch_credentials.h"
 
 #include <cstdio>
 #include <fstream>
@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace cnp::client::upload {
+namespace cnp::client::couch {
 namespace {
 
 GetEnv EnvOf(std::map<std::string, std::string> vars) {
@@ -59,4 +59,4 @@ TEST(CouchCredentialsTest, NoneFoundMeansAnonymous) {
 }
 
 }  // namespace
-}  // namespace cnp::client::upload
+}  // namespace cnp::client::couch

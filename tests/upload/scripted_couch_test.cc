@@ -8,7 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "client/upload/event_printer.h"
+#include "client/cli/event_printer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/couchdb/design_diff.h"
@@ -34,9 +34,9 @@ using ::testing::SizeIs;
 // What `cnp upload` prints for these events, stdout and stderr together in their order.
 std::string Printed(const UploadResult& result) {
   std::ostringstream text;
-  client::upload::UploadTally tally;
+  cli::UploadTally tally;
   for (const v1::UploadEvent& event : result.events) {
-    client::upload::PrintEvent(event, {}, text, text, tally);
+    cli::PrintEvent(event, {}, text, text, tally);
   }
   return text.str();
 }

@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "client/cli/command_line_credentials.h"
-#include "client/upload/couch_credentials.h"
+#include "client/couch/couch_credentials.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/files.h"
@@ -196,8 +196,8 @@ TEST(PlaintextCredentialsTest, CredentialsForAnHttpCouchDbOffLoopbackAreRefused)
 }
 
 TEST(PlaintextCredentialsTest, LoopbackHttpsNoCredentialsOrInsecurePass) {
-  using client::upload::CheckCredentialsStayPrivate;
-  using client::upload::CouchCredentials;
+  using client::couch::CheckCredentialsStayPrivate;
+  using client::couch::CouchCredentials;
   auto with = [](std::string url, std::string user) {
     return CouchCredentials{.url = std::move(url), .username = std::move(user),
                             .password = "pw", .source = "the URL"};

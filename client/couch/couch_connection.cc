@@ -1,11 +1,11 @@
-#include "client/upload/couch_connection.h"
+#include "client/couch/couch_connection.h"
 
 #include <utility>
 
-#include "client/upload/local_files.h"
 #include "common/couchdb/couch_url.h"
+#include "common/pem_file.h"
 
-namespace cnp::client::upload {
+namespace cnp::client::couch {
 
 absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
     absl::string_view couchdb_url, const std::string& ca_file, bool insecure, const GetEnv& env) {
@@ -25,11 +25,11 @@ absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
   options.username = credentials->username;
   options.password = credentials->password;
   if (!ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadCaCertificates(ca_file);
+    absl::StatusOr<std::string> pem = ReadPemFile("ca-file", ca_file);
     if (!pem.ok()) return pem.status();
     options.ca_pem = *std::move(pem);
   }
   return options;
 }
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::client::couch

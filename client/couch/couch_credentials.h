@@ -1,8 +1,9 @@
-// Where `cnp upload` finds the CouchDB user and password, first found wins:
+// Where cnp upload, sync and derive find the CouchDB user and password, first found wins:
 //   1. the URL's "user:password@"
 //   2. $CNP_COUCHDB_USER and $CNP_COUCHDB_PASSWORD
 //   3. the "machine <host>" (or "default") entry of $NETRC, else ~/.netrc
-// The URL sent on is stripped of them; they travel in the request's credentials field only.
+// The URL is stripped of them: they travel apart (cnp upload: in the request's credentials
+// field; sync and derive: to CouchClient as a user name and password).
 #pragma once
 
 #include <functional>
@@ -12,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace cnp::client::upload {
+namespace cnp::client::couch {
 
 struct CouchCredentials {
   std::string url;       // without user info
@@ -42,4 +43,4 @@ struct NetrcEntry {
 // The entry for `host` in netrc text, or its "default" entry.
 std::optional<NetrcEntry> FindNetrcEntry(absl::string_view netrc, absl::string_view host);
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::client::couch

@@ -8,7 +8,7 @@
 
 #include "cnp/v1/upload.pb.h"
 
-namespace cnp::client::upload {
+namespace cnp::cli {
 
 struct PrintOptions {
   bool show_documents = false;  // print each design document's JSON
@@ -36,4 +36,4 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
 // than "no design documents", an outcome the run never reached.
 void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out);
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::cli

@@ -1,4 +1,4 @@
-#include "client/upload/couch_credentials.h"
+#include "client/couch/couch_credentials.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -11,7 +11,7 @@
 #include "common/couchdb/couch_url.h"
 #include "common/loopback.h"
 
-namespace cnp::client::upload {
+namespace cnp::client::couch {
 namespace {
 
 // "https://host:6984/prefix" -> "host"
@@ -118,9 +118,9 @@ absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, con
   return out;
 }
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::client::couch
 
-namespace cnp::client::upload {
+namespace cnp::client::couch {
 
 absl::Status CheckCredentialsStayPrivate(const CouchCredentials& credentials, bool insecure) {
   if (credentials.username.empty() || insecure) return absl::OkStatus();
@@ -134,4 +134,4 @@ absl::Status CheckCredentialsStayPrivate(const CouchCredentials& credentials, bo
       "the network between here and CouchDB is trusted"));
 }
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::client::couch

@@ -1,4 +1,4 @@
-#include "client/upload/event_printer.h"
+#include "client/cli/event_printer.h"
 
 #include <string>
 #include <vector>
@@ -8,7 +8,7 @@
 #include "absl/strings/strip.h"
 #include "common/couchdb/couch_url.h"
 
-namespace cnp::client::upload {
+namespace cnp::cli {
 namespace {
 
 std::string Where(const v1::SourceLocation& at) {
@@ -177,4 +177,4 @@ void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out) {
   out << (parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ")) << "\n";
 }
 
-}  // namespace cnp::client::upload
+}  // namespace cnp::cli
