@@ -20,9 +20,8 @@
 #include "client/derive/deriver.h"
 #include "client/derive/lease.h"
 #include "client/lib/cnp_client.h"
-#include "client/couch/couch_credentials.h"
+#include "client/couch/couch_connection.h"
 #include "common/default_target.h"
-#include "common/file_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/printable_text.h"
@@ -219,29 +218,16 @@ int RunDeriveCommand(int argc, char** argv) {
   absl::StatusOr<Declaration> declaration = ReadDeclaration(args->positional[1]);
   if (!declaration.ok()) return Fail(declaration.status());
 
-  absl::StatusOr<client::couch::CouchCredentials> credentials =
-      client::couch::FindCouchCredentials(args->positional[0], client::couch::ProcessEnv);
-  if (!credentials.ok()) return Fail(credentials.status());
-  if (absl::Status s =
-          client::couch::CheckCredentialsStayPrivate(*credentials, args->Has("insecure"));
-      !s.ok()) {
-    return Fail(s);
+  // As cnp upload and sync reach CouchDB, and refuse alike (a URL, credentials bound for
+  // plain http:// off this host, a --ca-file that is no PEM file): a usage error, exit 2.
+  absl::StatusOr<couchdb::CouchClient::Options> couch_options = client::couch::CouchClientOptionsFor(
+      args->positional[0], args->Get("ca-file"), args->Has("insecure"), client::couch::ProcessEnv);
+  if (!couch_options.ok()) {
+    return Fail(absl::InvalidArgumentError(couch_options.status().message()));
   }
-  couchdb::CouchClient::Options http_options;
-  http_options.base_url = credentials->url;
-  http_options.username = credentials->username;
-  http_options.password = credentials->password;
+  couchdb::CouchClient::Options http_options = *std::move(couch_options);
   http_options.max_response_bytes = max_response_bytes;
   http_options.response_limit_advice = "cnp derive's --max-couchdb-response-bytes raises the limit";
-  if (args->Has("ca-file")) {
-    absl::StatusOr<std::string> pem = ReadFileText(args->Get("ca-file"), int64_t{1} << 20);
-    if (!pem.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--ca-file: ", pem.status().message())));
-    if (pem->size() > (size_t{1} << 20)) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--ca-file: ", args->Get("ca-file"), " is larger than 1 MiB; is it a PEM certificate file?")));
-    }
-    http_options.ca_pem = *std::move(pem);
-  }
   if (feed == "continuous") options.continuous_feed = http_options;
   couchdb::CouchClient http(http_options);
   CouchDb couch(http);

@@ -6,6 +6,9 @@
 // (b) `cnp sync --once http://admin:pw@192.0.2.2:15997 reg` sent `Authorization: Basic` in
 //     plaintext to a host off loopback. Now that is refused before anything is sent, unless
 //     --insecure, as the clients refuse to send the service's token.
+// (c) `cnp derive --ca-file=FILE` took any file under 1 MiB as its CA certificates, where cnp
+//     upload and sync refused one with no certificate. Now all of them read it one way
+//     (client/couch, common/pem_file) and refuse alike, before anything is sent.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -192,6 +195,44 @@ TEST(PlaintextCredentialsTest, CredentialsForAnHttpCouchDbOffLoopbackAreRefused)
     EXPECT_THAT(run.err, AllOf(HasSubstr("refusing to send CouchDB's user and password"),
                                HasSubstr("http://192.0.2.2:15997 in plaintext"),
                                HasSubstr("use https://, or pass --insecure")));
+  }
+}
+
+// Every command that reaches CouchDB refuses the same --ca-file with the same message and exit
+// status, before anything is sent (before, cnp derive took any file under 1 MiB as its CA
+// certificates and failed later, at the TLS handshake), and none shows the URL's password in it.
+TEST(CaFileTest, EveryCouchDbCommandRefusesABadCaFileAlike) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/design.yml", "x:\n  views:\n    v: m.f\n", 0644);
+  WriteFile(dir + "/d.yml",
+            "name: t\nhandlers:\n  t__map:\n    src: {type: map, version: 1, handler: m.f}\n",
+            0644);
+  WriteFile(dir + "/ca.txt", "not a certificate\n", 0644);
+  const std::string couch = "https://admin:pw-ca-file-test@localhost:6984";
+  const std::string cnp = Runfile("client/cli/cnp");
+  struct BadCaFile {
+    std::string path;
+    std::string message;
+  };
+  for (const BadCaFile& bad : std::vector<BadCaFile>{
+           {dir + "/ca.txt",
+            dir + "/ca.txt holds no PEM certificate (-----BEGIN CERTIFICATE-----)"},
+           {dir + "/none.pem", "cannot read " + dir + "/none.pem: No such file or directory"}}) {
+    SCOPED_TRACE(bad.path);
+    const std::string ca = "--ca-file=" + bad.path;
+    for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+             {cnp, "sync", "--once", ca, couch, "reg"},
+             {cnp, "upload", "--register=reg", "--remove", ca, couch, "x"},
+             {cnp, "upload", "--target=unix:" + dir + "/none.sock", ca, couch, "db",
+              dir + "/design.yml"},
+             {cnp, "derive", "--once", "--target=unix:" + dir + "/none.sock", ca, couch,
+              dir + "/d.yml"}}) {
+      SCOPED_TRACE(absl::StrCat(command[1], " ", command[2]));
+      ProcessResult run = RunWithInput(command, "");
+      EXPECT_EQ(run.exit_code, 2) << run.err;
+      EXPECT_THAT(run.err, HasSubstr(absl::StrCat(": --ca-file: ", bad.message, "\n")));
+      EXPECT_THAT(run.err, Not(HasSubstr("pw-ca-file-test")));
+    }
   }
 }
 
