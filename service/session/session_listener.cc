@@ -231,8 +231,7 @@ absl::Status SessionListener::Start() {
 }
 
 void SessionListener::Stop() {
-  std::promise<void> done;
-  asio::post(control_, [this, &done] {
+  auto stop = [this] {
     for (auto& acceptor : acceptors_) {
       asio::error_code ignored;
       acceptor->close(ignored);
@@ -240,6 +239,16 @@ void SessionListener::Stop() {
     // Only the files we created and that are still ours: not systemd's, nor one another
     // server has put at the path since.
     for (const listen::ListeningSocket& socket : sockets_) listen::RemoveOwnSocketFile(socket);
+  };
+  // On the loop's own thread, or with no loop running, nothing else can touch the acceptors
+  // (as SessionWorkerPool::Shutdown): posting would wait for a loop that never runs it.
+  if (control_.get_executor().running_in_this_thread() || control_.stopped()) {
+    stop();
+    return;
+  }
+  std::promise<void> done;
+  asio::post(control_, [&stop, &done] {
+    stop();
     done.set_value();
   });
   done.get_future().wait();

@@ -102,7 +102,8 @@ class SessionListenerTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (listener_ != nullptr) listener_->Stop();
+    // Only with the loop running: a Start() that failed its assertion left none to stop it on.
+    if (listener_ != nullptr && loop_.joinable()) listener_->Stop();
     pool_->Shutdown();
     work_.reset();
     io_.stop();
