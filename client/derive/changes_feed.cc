@@ -39,7 +39,7 @@ std::string Refusal(const couchdb::HttpResponse& response) {
     case 404: meaning = "the database does not exist, or no longer"; break;
     default: meaning = "the request is refused"; break;
   }
-  return absl::StrCat(meaning, "; CouchDB said ", couchdb::Reason(response));
+  return absl::StrCat(meaning, ": ", couchdb::Reason(response));
 }
 
 }  // namespace
