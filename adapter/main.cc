@@ -297,8 +297,9 @@ int Run() {
     if (!reply.ok()) {
       std::cerr << "cnp-adapter: " << reply.status().message() << std::endl;
       // A line the service refused as too large is not a service that is down.
-      out = couchdb::ErrorLine(absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
-                               StdView(reply.status().message()));
+      out = couchdb::ErrorLine(
+          absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
+          StdView(reply.status().message()));
       out += '\n';
       if (!couchdb::WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.

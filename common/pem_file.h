@@ -3,6 +3,7 @@
 // certificates of an https:// CouchDB (--ca-file of cnp upload, sync and derive).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "client/cli/arguments.h"
 #include "client/sync/registry_sync.h"
 #include "client/cli/command_io.h"
@@ -114,9 +115,7 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
     return 2;
   }
   if (flags->help) {
-    std::string usage = kUsage;
-    usage.replace(usage.find("%s"), 2, program);
-    io.out << usage;
+    io.out << absl::StrReplaceAll(kUsage, {{"%s", program}});
     return 0;
   }
   if (flags->positional.size() != 2) {

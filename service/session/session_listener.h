@@ -64,8 +64,9 @@ class SessionListener {
 
   // Binds every path as the gRPC listeners bind theirs (service/listen/listening_socket.h:
   // mode 0600, or 0660 with --socket-group; a stale socket file replaced, a live server's
-  // refused), or takes the socket systemd passed for it, and starts accepting. With --max-sessions=0 (the pool's max_sessions()) it
-  // binds nothing, and a socket systemd passed answers every adapter to use the stream.
+  // refused), or takes the socket systemd passed for it, and starts accepting. With
+  // --max-sessions=0 (the pool's max_sessions()) it binds nothing, and a socket systemd passed
+  // answers every adapter to use the stream.
   absl::Status Start();
   // Stops accepting and removes the socket files it bound, if they are still the ones it bound;
   // sessions in progress go on.

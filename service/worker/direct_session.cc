@@ -208,7 +208,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       ++commands;
       const std::string message = absl::StrCat("cnp-worker: ", line.status().message());
       std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
-                   message.c_str());
+                   std::string(line.status().message()).c_str());
       if (absl::Status written =
               couchdb::WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
           !written.ok()) {

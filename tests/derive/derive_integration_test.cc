@@ -192,7 +192,9 @@ TEST_F(DeriveTest, TheDatabaseRefusesQvarnMrsUnderscoreFieldsSoDerivedDocumentsU
   ASSERT_EQ(derived.size(), 1u);
   for (const auto& member : derived.begin()->second.GetObject()) {
     std::string name = member.name.GetString();
-    if (name != "_id" && name != "_rev") EXPECT_NE(name[0], '_') << name;
+    if (name != "_id" && name != "_rev") {
+      EXPECT_NE(name[0], '_') << name;
+    }
   }
 }
 

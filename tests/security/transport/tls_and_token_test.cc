@@ -200,8 +200,8 @@ grpc::Status MapWithAuthorization(const std::shared_ptr<grpc::Channel>& channel,
 // processor, before the request is read).
 void ExpectBearerSchemeInAnyCase(const std::shared_ptr<grpc::Channel>& channel,
                                  const std::string& token) {
-  for (const std::string& scheme : {"Bearer", "bearer", "BEARER", "bEaReR"}) {
-    grpc::Status status = MapWithAuthorization(channel, scheme + " " + token);
+  for (const char* scheme : {"Bearer", "bearer", "BEARER", "bEaReR"}) {
+    grpc::Status status = MapWithAuthorization(channel, absl::StrCat(scheme, " ", token));
     EXPECT_TRUE(status.ok()) << scheme << ": " << status.error_message();
   }
   for (const std::string& header : {token, "Basic " + token, "Bearer" + token, "Token " + token}) {
