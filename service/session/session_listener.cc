@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <future>
 #include <tuple>
 #include <utility>
 #include <variant>
@@ -33,6 +32,7 @@
 #include "service/common/framing.h"
 #include "service/common/function_errors.h"
 #include "service/common/log.h"
+#include "service/common/run_on_loop.h"
 #include "service/common/socket_users.h"
 #include "service/listen/inherited_sockets.h"
 #include "service/listen/listening_socket.h"
@@ -231,7 +231,8 @@ absl::Status SessionListener::Start() {
 }
 
 void SessionListener::Stop() {
-  auto stop = [this] {
+  // On the control loop: the acceptors are its coroutines'.
+  RunOnLoop(control_, [this] {
     for (auto& acceptor : acceptors_) {
       asio::error_code ignored;
       acceptor->close(ignored);
@@ -239,19 +240,7 @@ void SessionListener::Stop() {
     // Only the files we created and that are still ours: not systemd's, nor one another
     // server has put at the path since.
     for (const listen::ListeningSocket& socket : sockets_) listen::RemoveOwnSocketFile(socket);
-  };
-  // On the loop's own thread, or with no loop running, nothing else can touch the acceptors
-  // (as SessionWorkerPool::Shutdown): posting would wait for a loop that never runs it.
-  if (control_.get_executor().running_in_this_thread() || control_.stopped()) {
-    stop();
-    return;
-  }
-  std::promise<void> done;
-  asio::post(control_, [&stop, &done] {
-    stop();
-    done.set_value();
   });
-  done.get_future().wait();
 }
 
 bool SessionListener::Allowed(uid_t uid) const {

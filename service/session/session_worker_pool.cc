@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <future>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +15,7 @@
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/common/run_on_loop.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/worker.h"
 
@@ -246,23 +246,12 @@ void SessionWorkerPool::ReloadNow() {
 }
 
 void SessionWorkerPool::Shutdown() {
-  auto stop = [this] {
+  RunOnLoop(control_, [this] {
     stopped_ = true;
     spares_.clear();
     for (const auto& [id, pid] : in_session_) ::kill(pid, SIGKILL);
     wake_.cancel();
-  };
-  // On the loop's own thread, or with no loop running, nothing else can touch the pool.
-  if (control_.get_executor().running_in_this_thread() || control_.stopped()) {
-    stop();
-    return;
-  }
-  std::promise<void> done;
-  asio::post(control_, [&stop, &done] {
-    stop();
-    done.set_value();
   });
-  done.get_future().wait();
 }
 
 }  // namespace cnp::session
