@@ -42,6 +42,30 @@ absl::StatusOr<TcpListenAddress> ParseTcpListenAddress(const std::string& addres
   return parsed;
 }
 
+absl::StatusOr<std::vector<PassiveAddress>> ResolveForListening(const TcpListenAddress& address) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(address.port);
+  const char* node = address.host.empty() ? nullptr : address.host.c_str();
+  if (int rc = ::getaddrinfo(node, service.c_str(), &hints, &found); rc != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot resolve '", address.host, "' in ",
+                                                   address.host_port, ": ", gai_strerror(rc)));
+  }
+  std::vector<PassiveAddress> resolved;
+  for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    PassiveAddress& a = resolved.emplace_back();
+    std::memcpy(&a.addr, ai->ai_addr, ai->ai_addrlen);
+    a.length = ai->ai_addrlen;
+    a.family = ai->ai_family;
+  }
+  ::freeaddrinfo(found);
+  return resolved;
+}
+
 absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address) {
   absl::StatusOr<TcpListenAddress> parsed = ParseTcpListenAddress(address);
   if (!parsed.ok()) return parsed.status();
@@ -52,22 +76,12 @@ absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address) {
     }
     return true;
   }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string service = std::to_string(parsed->port);
-  const char* node = parsed->host.empty() ? nullptr : parsed->host.c_str();
-  if (int rc = ::getaddrinfo(node, service.c_str(), &hints, &found); rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve '", parsed->host, "': ", gai_strerror(rc)));
-  }
+  absl::StatusOr<std::vector<PassiveAddress>> resolved = ResolveForListening(*parsed);
+  if (!resolved.ok()) return resolved.status();
   bool loopback = true;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    loopback = loopback && IsLoopbackAddress(ai->ai_addr);
+  for (const PassiveAddress& a : *resolved) {
+    loopback = loopback && IsLoopbackAddress(reinterpret_cast<const sockaddr*>(&a.addr));
   }
-  ::freeaddrinfo(found);
   return loopback;
 }
 

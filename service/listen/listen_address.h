@@ -23,6 +23,17 @@ struct TcpListenAddress {
 // scheme. INVALID_ARGUMENT saying how to write it otherwise.
 absl::StatusOr<TcpListenAddress> ParseTcpListenAddress(const std::string& address);
 
+// What `address` resolves to for listening (getaddrinfo with AI_PASSIVE: "localhost" is
+// 127.0.0.1 and ::1, "" and "0.0.0.0" every address), each with `address.port`, in
+// getaddrinfo's order. The check and the listener both take their addresses from here.
+// INVALID_ARGUMENT naming the address when the host does not resolve.
+struct PassiveAddress {
+  sockaddr_storage addr{};
+  socklen_t length = 0;
+  int family = AF_UNSPEC;
+};
+absl::StatusOr<std::vector<PassiveAddress>> ResolveForListening(const TcpListenAddress& address);
+
 // Whether every address the server will listen on for `address` is this host's loopback: the
 // addresses of the sockets systemd passed for its port when there are any (what systemd bound,
 // not what --listen says, decides), else those `host` resolves to for listening (getaddrinfo

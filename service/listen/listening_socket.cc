@@ -1,7 +1,6 @@
 #include "service/listen/listening_socket.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -158,46 +157,37 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
     }
     return sockets;
   }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string service = std::to_string(port);
-  const char* node = host.empty() ? nullptr : host.c_str();
-  if (int rc = ::getaddrinfo(node, service.c_str(), &hints, &found); rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve '", host, "' in --listen=", address, ": ", gai_strerror(rc)));
-  }
+  absl::StatusOr<std::vector<PassiveAddress>> resolved = ResolveForListening(*parsed);
+  if (!resolved.ok()) return resolved.status();
   std::vector<ListeningSocket> sockets;
   std::string last_error;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    ScopedFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  for (PassiveAddress& a : *resolved) {
+    auto* ai_addr = reinterpret_cast<sockaddr*>(&a.addr);
+    ScopedFd fd(::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (fd.get() < 0) {
       last_error = ErrnoText(errno);
       continue;
     }
     const int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6) {
+    if (a.family == AF_INET6) {
       // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately.
       const int v6only = host.empty() || host == "::" ? 0 : 1;
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
     }
     // Port 0 picks one port, shared by every address of the host name.
-    if (!sockets.empty()) SetPort(ai->ai_addr, sockets.front().port);
-    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
+    if (!sockets.empty()) SetPort(ai_addr, sockets.front().port);
+    if (::bind(fd.get(), ai_addr, a.length) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
       last_error = ErrnoText(errno);
       continue;
     }
     ListeningSocket socket;
     socket.port = GetPort(fd.get());
-    socket.loopback = IsLoopbackAddress(ai->ai_addr);
+    socket.loopback = IsLoopbackAddress(ai_addr);
     socket.fd = fd.release();
     socket.address = address;
     sockets.push_back(std::move(socket));
   }
-  ::freeaddrinfo(found);
   if (sockets.empty()) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error));
   }
