@@ -46,7 +46,9 @@ struct SentParts {
   }
 };
 
-// The parts as one message, without a copy.
+// The parts as one message, without a copy. A response with nothing in it (a Map of no
+// documents) is still a message, of no bytes: a ByteBuffer of no slices is no message at all,
+// which gRPC's clients take for a failed call ("No message returned for unary request").
 grpc::ByteBuffer ToByteBuffer(std::vector<std::string> parts, size_t moved) {
   auto* sent = new SentParts{.parts = std::move(parts), .moved = moved};
   std::vector<grpc::Slice> slices;
@@ -57,7 +59,8 @@ grpc::ByteBuffer ToByteBuffer(std::vector<std::string> parts, size_t moved) {
   if (slices.empty()) {
     delete sent;
     GiveMemoryBack(moved);
-    return grpc::ByteBuffer();
+    grpc::Slice nothing;
+    return grpc::ByteBuffer(&nothing, 1);
   }
   return grpc::ByteBuffer(slices.data(), slices.size());
 }

@@ -71,6 +71,14 @@ TEST(ServerTest, MapsABatchAcrossWorkersInOrder) {
   }
 }
 
+TEST(ServerTest, AMapOfNoDocumentsAnswersNoResults) {
+  auto server = StartServer();
+  auto client = server->Connect();
+  auto response = client->Map({"svc_fns.by_town|7"}, {});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->results_size(), 0);
+}
+
 TEST(ServerTest, PerItemErrorsAndLogsAreData) {
   auto server = StartServer();
   auto client = server->Connect();

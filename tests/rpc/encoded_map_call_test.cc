@@ -28,6 +28,7 @@ using testing::FakeTaskRunner;
 
 FakeAnswer EchoMap(const Task& task) {
   Reply reply;
+  reply.mutable_map();  // a worker answers a Map of no documents with a Map of no results
   for (const std::string& doc : task.map().docs()) reply.mutable_map()->add_results()->set_rows(doc);
   return {reply};
 }
@@ -95,6 +96,22 @@ TEST_F(EncodedMapCallTest, ReadsSlicedRequestsAndAnswersInOneMessage) {
   ASSERT_EQ(answer.results_size(), sent.docs_size());
   for (int i = 0; i < sent.docs_size(); ++i) EXPECT_EQ(answer.results(i).rows(), sent.docs(i));
   EXPECT_GT(runner.batches().size(), 1u);
+}
+
+TEST_F(EncodedMapCallTest, AMapOfNoDocumentsIsAnEmptyMessageNotNone) {
+  FakeTaskRunner runner(2, EchoMap);
+  calls::FunctionCalls calls(runner, {});
+  grpc::ByteBuffer request = Sliced(RequestOf(0).SerializeAsString(), 64);
+  grpc::ByteBuffer response;
+
+  const grpc::Status status = Serve(calls, request, response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // A ByteBuffer that is not Valid() is no message: the client's call fails with "No message
+  // returned for unary request".
+  EXPECT_TRUE(response.Valid());
+  v1::MapResponse answer;
+  ASSERT_TRUE(answer.ParseFromString(Flat(response)));
+  EXPECT_EQ(answer.results_size(), 0);
 }
 
 TEST_F(EncodedMapCallTest, AnErrorIsTheStatusWithNoMessage) {
