@@ -640,10 +640,19 @@ absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources)
           sources.FromFile("listen") ? Subject(sources, "listen", i) : "--listen:", " ",
           path.status().message()));
     }
+    const bool in_file = sources.FromFile("listen") != nullptr;
+    if (path->size() > kLongestPath) {
+      // Refused here, before any worker starts, like the direct socket's path below: the bind
+      // would fail only once the workers had started.
+      return absl::InvalidArgumentError(absl::StrCat(
+          in_file ? absl::StrCat(Subject(sources, "listen", i), " ", listen)
+                  : absl::StrCat("--listen=", listen),
+          ": a unix socket path may have at most ", kLongestPath, " bytes, and this one has ",
+          path->size(), "; listen in a directory with a shorter path"));
+    }
     if (c.max_sessions == 0) continue;
     const std::string direct = session::DirectSocketPath(*path);
-    if (path->size() <= kLongestPath && direct.size() > kLongestPath) {
-      const bool in_file = sources.FromFile("listen") != nullptr;
+    if (direct.size() > kLongestPath) {
       return absl::InvalidArgumentError(absl::StrCat(
           in_file ? absl::StrCat(Subject(sources, "listen", i), " ", listen)
                   : absl::StrCat("--listen=", listen),

@@ -233,6 +233,19 @@ TEST(SocketPathTest, APathWhoseDirectSocketWouldNotFitIsRefusedBeforeListening) 
   EXPECT_TRUE(no_sessions->ready()) << no_sessions->Log();
 }
 
+// And a path too long itself: refused the same way, before any worker starts (it failed at the
+// bind, once the workers had started, exit 1).
+TEST(SocketPathTest, APathTooLongItselfIsRefusedBeforeAnyWorkerStarts) {
+  const std::string dir = ShortTempDir();
+  const std::string path = dir + "/" + std::string(128 - dir.size() - 1, 'p');
+  for (const char* sessions : {"--max-sessions=4", "--max-sessions=0"}) {
+    auto server = Launch(dir, {"--workers=1", sessions, "--listen=unix:" + path});
+    ExpectRefused(*server, absl::StrCat("--listen=unix:", path, ": a unix socket path may have "
+                                        "at most 107 bytes, and this one has 128"));
+    EXPECT_THAT(server->Log(), Not(HasSubstr("worker"))) << sessions;
+  }
+}
+
 // A unix --listen gRPC's clients read otherwise than as the file the server bound: a host in it
 // (unix://localhost/PATH was bound as the relative path "localhost/PATH", a target gRPC refuses
 // to connect to), or a percent sign (unix:/a%20b.sock was bound as "a%20b.sock", and gRPC
