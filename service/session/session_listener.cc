@@ -39,6 +39,7 @@
 #include "service/metrics/service_metrics.h"
 #include "service/pool/process_worker.h"
 #include "service/pool/worker.h"
+#include "service/session/launch_settings.h"
 #include "session.pb.h"
 
 namespace cnp::session {
@@ -313,8 +314,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
       co_await Send(socket, answer);
       co_return;
     }
+    // An adapter given none of the settings asks for none: nothing to report about it.
+    static const std::string kNoSettings = LaunchSettingsText({}, {}, 0);
     if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
-        reported_settings_.insert(hello.settings()).second) {
+        hello.settings() != kNoSettings && reported_settings_.insert(hello.settings()).second) {
       LogWarning("adapters ask for settings (", hello.settings(), ") other than this server's (",
                  options_.own_settings, "); it was started by the operator, so it keeps its own");
       answer.set_report_settings_mismatch(true);

@@ -425,6 +425,13 @@ class SettingsTest(unittest.TestCase):
                 self.assertIs(second.reply(RESET), True, second.diagnostics())
                 self.assertEqual(second.close(), 0)
                 self.assertNotIn("started by the operator", second.diagnostics())
+                # An adapter given none of the launch settings asks for none: no word of a
+                # difference, in its diagnostics or in the server's log.
+                bare = harness.Adapter(harness.ServerTestCase.binaries, [], env=env)
+                self.assertIs(bare.reply(RESET), True, bare.diagnostics())
+                self.assertEqual(bare.close(), 0)
+                self.assertNotIn("started by the operator", bare.diagnostics())
+                self.assertNotIn("workers=default", read_log(server))
                 self.assertIsNone(server.process.poll(), "the operator's server was stopped")
             finally:
                 server.stop()
