@@ -26,7 +26,8 @@ using session::v1::Answer;
 
 absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
                                                const std::string& settings,
-                                               const SocketTrust& trust, absl::Time deadline) {
+                                               int64_t max_line_bytes, const SocketTrust& trust,
+                                               absl::Time deadline) {
   DirectOffer offer;
   sockaddr_un address{};
   if (socket_path.size() >= sizeof(address.sun_path)) return offer;  // kNoSocket
@@ -58,6 +59,7 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   session::v1::Hello hello;
   hello.set_settings(settings);
   hello.set_adapter_pid(::getpid());
+  hello.set_max_line_bytes(max_line_bytes);
   const std::vector<int> pipes = {kStdin, kStdout};
   std::string frame;
   absl::Status status = WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);

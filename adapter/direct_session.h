@@ -36,9 +36,11 @@ struct DirectOffer {
 // naming its uid and --server-user. Waits for the answer until `deadline`; an error means the
 // server's state is unknown (it may own the pipes, or is not to be trusted with them), so the
 // caller must not read stdin afterwards.
+// `max_line_bytes` is --max-line-bytes, the longest line the worker is to read from CouchDB.
 absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
                                                const std::string& settings,
-                                               const SocketTrust& trust, absl::Time deadline);
+                                               int64_t max_line_bytes, const SocketTrust& trust,
+                                               absl::Time deadline);
 
 // How a session ended, as the server said.
 struct SessionEnd {

@@ -57,9 +57,9 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default).");
 ABSL_FLAG(int64_t, max_line_bytes, cnp::couchdb::kDefaultMaxLineBytes,
-          "Longest line accepted from CouchDB, in bytes (at most 268369920, what one gRPC message "
-          "to cnp-server may carry). A longer line is answered with [\"error\",\"too_large\",...] "
-          "and skipped.");
+          "Longest line accepted from CouchDB, in bytes, on either session path (at most "
+          "268369920, what one gRPC message to cnp-server may carry). A longer line is answered "
+          "with [\"error\",\"too_large\",...] and skipped.");
 ABSL_FLAG(std::string, session, "auto",
           "direct: hand CouchDB's pipes to a worker of a cnp-server on this host (fail if it "
           "cannot); stream: forward every line over the gRPC Session stream; auto: direct when "
@@ -140,7 +140,8 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         return kUseStream;  // the stream path reports it to CouchDB as an error line
       }
     }
-    absl::StatusOr<DirectOffer> offer = OfferDirectSession(socket_path, settings, trust, deadline);
+    absl::StatusOr<DirectOffer> offer = OfferDirectSession(
+        socket_path, settings, absl::GetFlag(FLAGS_max_line_bytes), trust, deadline);
     // The server's state is unknown (it may own the pipes): never read stdin after this.
     if (!offer.ok()) return fail(offer.status().message());
     if (offer->report_settings_mismatch) {

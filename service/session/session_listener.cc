@@ -355,6 +355,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   if (options_.max_answer_bytes > 0) {
     task.mutable_direct_session()->set_max_answer_bytes(options_.max_answer_bytes);
   }
+  task.mutable_direct_session()->set_max_line_bytes(hello.max_line_bytes());
   if (options_.call_timeout != absl::InfiniteDuration()) {
     task.mutable_direct_session()->set_max_call_timeout_ms(
         std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));

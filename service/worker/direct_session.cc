@@ -192,7 +192,14 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
-  couchdb::LineReader lines(input, couchdb::kDefaultMaxLineBytes,
+  // The adapter's --max-line-bytes, which it bounds as the stream path does (its limit: what
+  // one gRPC message carries); a worker reads whole lines only up to that too.
+  constexpr int64_t kMostLineBytes = int64_t{256} << 20;
+  const size_t line_limit =
+      session.max_line_bytes() > 0
+          ? static_cast<size_t>(std::min(session.max_line_bytes(), kMostLineBytes))
+          : couchdb::kDefaultMaxLineBytes;
+  couchdb::LineReader lines(input, line_limit,
                             [&function_errors](int fd) { function_errors.BeforeWaiting(fd); });
 
   v1::Reply reply;

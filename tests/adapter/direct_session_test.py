@@ -135,6 +135,19 @@ class BothPathsTest(SessionTestCase):
 
     socket_prefix = "cnp-both-"
 
+    def test_max_line_bytes_holds_on_both_paths(self):
+        # The direct path read up to 64 MiB whatever --max-line-bytes said.
+        qs = self.adapter("--max-line-bytes=1000")
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True, qs.diagnostics())
+        long_doc = dict(DOC, padding="x" * 2000)
+        error = qs.reply(["map_doc", long_doc])
+        self.assertEqual(error[:2], ["error", "too_large"], qs.diagnostics())
+        self.assertIn("1000", error[2])
+        # Newlines still frame the stream: the next line is answered.
+        self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(qs.close(), 0)
+
     def test_eof_is_a_clean_exit(self):
         qs = self.started("fixture_fns.town_n|1")
         self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
