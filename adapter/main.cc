@@ -368,6 +368,13 @@ int main(int argc, char** argv) {
               << "\": every setting is a --flag=value (see --help)" << std::endl;
     return 2;
   }
+  // An empty --target (an unset variable in CouchDB's configuration) must not quietly mean the
+  // host's default socket, where the adapter would even start a server of its own.
+  if (split->named.count("target") != 0 && absl::GetFlag(FLAGS_target).empty()) {
+    std::cerr << "cnp-adapter: --target was given no value; give it one, or leave it out for "
+                 "$CNP_TARGET or the host's socket (see --help)" << std::endl;
+    return 2;
+  }
   absl::SetFlag(&FLAGS_python_path, split->lists["python_path"]);
   absl::SetFlag(&FLAGS_allow_module, split->lists["allow_module"]);
   // CouchDB closing its end must end the adapter with an error, not a signal.

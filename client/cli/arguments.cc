@@ -48,6 +48,13 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
         if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
         value = argv[++i];
       }
+      // An empty value (an unset shell variable, "--target=$TARGET") must not quietly mean the
+      // default: for --target that would be another server than the one meant.
+      if (value.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", name, " was given no value; give it one, or leave the option out for its "
+            "default (see --help)"));
+      }
       args.options[name] = value;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown option --", name, " (see --help)"));

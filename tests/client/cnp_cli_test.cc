@@ -107,6 +107,16 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_THAT(typo.out, HasSubstr("unknown option --tagret"));
 
+  // An empty value (an unset variable) is not the default: --target= went to the default
+  // socket, with gRPC's own log lines about an empty DNS name.
+  for (const char* empty : {"map --target= svc_fns.doubled", "map --tls-ca= svc_fns.doubled",
+                            "upload --view-server= http://127.0.0.1:9 db x.yml"}) {
+    CliRun run = Cnp(empty, R"({"_id":"a"})");
+    EXPECT_EQ(run.exit_code, 2) << empty;
+    EXPECT_THAT(run.out, HasSubstr(" was given no value; give it one, or leave the option out"))
+        << empty;
+  }
+
   CliRun down = Cnp("map --target=unix:/tmp/cnp-no-such-dir/cnp.sock svc_fns.doubled", R"({"_id":"a"})");
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.out, HasSubstr("no cnp-server answers at unix:/tmp/cnp-no-such-dir/cnp.sock"));

@@ -183,6 +183,13 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
     EXPECT_THAT(run.err, HasSubstr(args[0].substr(0, args[0].find('=')) +
                                    " was given no value"));
   }
+  // An empty --target is not the host's default socket, where the adapter would have started
+  // a server of its own.
+  for (const char* empty : {"--target=", "-target="}) {
+    ProcessResult run = RunWithInput({adapter, empty}, "");
+    EXPECT_EQ(run.exit_code, 2) << empty << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr("--target was given no value")) << empty;
+  }
   ProcessResult allow = RunWithInput({adapter, "--allow-module"}, "");
   EXPECT_THAT(allow.err, HasSubstr("without it every module on the Python path may run"));
 }
