@@ -81,7 +81,8 @@ ABSL_FLAG(std::string, server_user, "",
           "and the default directory /tmp/cnp-<uid> must always be this user's.");
 ABSL_FLAG(bool, stats, false,
           "At exit, print to stderr how many commands were forwarded and the mean time spent "
-          "waiting for the service (for benchmarks: the rest of a round trip is the adapter).");
+          "waiting for the service (for benchmarks: the rest of a round trip is the adapter). "
+          "Stream path only: a direct session forwards nothing.");
 
 namespace cnp::adapter {
 namespace {
