@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "common/couchdb/couch_root.h"
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
@@ -116,37 +117,7 @@ absl::Status CouchDb::EnsureDatabase(absl::string_view database) {
 }
 
 absl::Status CouchDb::CheckRoot() {
-  const std::string& url = http_.base_url();
-  absl::StatusOr<couchdb::HttpResponse> response = http_.Get("/");
-  if (!response.ok()) return response.status();
-  auto pass_root = [](absl::string_view probably) {
-    return absl::StrCat("; pass CouchDB's root URL", probably.empty() ? "" : " (here probably ", probably,
-                        probably.empty() ? "" : ")",
-                        ", the one that answers {\"couchdb\":\"Welcome\",...} (behind a proxy, with "
-                        "the proxy's path prefix): DECLARATION.yml names the databases");
-  };
-  if (response->status == 401 || response->status == 403 || response->status >= 500) {
-    return couchdb::HttpError(*response, "asking CouchDB's root", url);
-  }
-  absl::StatusOr<rapidjson::Document> answer = couchdb::ParseJson(response->body);
-  if (response->status < 200 || response->status > 299 || !answer.ok() || !answer->IsObject()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        url, " is not CouchDB's root: GET ", url, "/ answered HTTP ", response->status, " ",
-        response->body.substr(0, 200), pass_root("")));
-  }
-  // CouchDB answers {"couchdb":"Welcome","version":...}; pouchdb-server, which stands in for
-  // it in tests, {"express-pouchdb":"Welcome!",...}.
-  if (answer->HasMember("couchdb") || answer->HasMember("express-pouchdb")) return absl::OkStatus();
-  if (auto it = answer->FindMember("db_name"); it != answer->MemberEnd() && it->value.IsString()) {
-    // The database's parent is most likely the root.
-    const size_t scheme_end = url.find("://");
-    const size_t path = url.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-    const std::string probably = path == std::string::npos ? "" : url.substr(0, url.rfind('/'));
-    return absl::InvalidArgumentError(absl::StrCat(url, " is the URL of the database ", it->value.GetString(),
-                                                   ", not CouchDB's root", pass_root(probably)));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(url, " is not CouchDB's root: GET ", url, "/ answered ",
-                                                 couchdb::ToJson(*answer).substr(0, 200), pass_root("")));
+  return couchdb::CheckCouchRoot(http_, "DECLARATION.yml names the databases");
 }
 
 std::string DbPath(absl::string_view database) { return couchdb::DatabasePath(database); }

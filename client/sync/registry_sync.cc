@@ -13,6 +13,7 @@
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/design_diff.h"
+#include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
@@ -182,6 +183,12 @@ absl::Status RegistrySync::LoadRegistry() {
       absl::StrCat(::cnp::couchdb::DatabasePath(registry_), "/_all_docs?include_docs=true"));
   if (!response.ok()) return response.status();
   if (response->status == 404) {
+    // A database's URL given as CouchDB's: every database looks missing under it.
+    if (absl::Status root = ::cnp::couchdb::CheckCouchRoot(
+            couch_, "the registry database is named on the command line, after the URL");
+        absl::IsInvalidArgument(root)) {
+      return root;
+    }
     return absl::NotFoundError(absl::StrCat(
         "the registry database \"", registry_, "\" does not exist at ", couch_.base_url(),
         "; register design documents first: cnp upload --register ", registry_,

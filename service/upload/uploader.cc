@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/couch_client.h"
+#include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/design_diff.h"
 #include "service/upload/design_yaml.h"
@@ -396,6 +397,12 @@ class UploadRun {
     if (!response.ok()) return response.status();
     if (response->status == 200) return absl::OkStatus();
     if (response->status == 404) {
+      // A database's URL given as CouchDB's: every database looks missing under it.
+      if (absl::Status root = couchdb::CheckCouchRoot(
+              *couch_, "the database is named on the command line, after the URL");
+          absl::IsInvalidArgument(root)) {
+        return root;
+      }
       return absl::NotFoundError(absl::StrCat("database \"", database, "\" does not exist at ",
                                               couch_->base_url(),
                                               "; create it first (PUT /", database, ")"));

@@ -528,6 +528,15 @@ TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere
   EXPECT_THAT(err2.str(), HasSubstr("offers no _db_updates"));
   EXPECT_THAT(err2.str(), HasSubstr("cnp sync --once"));
 
+  // A database's URL given as CouchDB's: every database looked missing under it, the registry
+  // first ("does not exist; register design documents first").
+  std::ostringstream out3, err3;
+  status = client::sync::RunSync({"cnp sync", "--once", server_->url() + "/reg5", "reg5"},
+                                 {.out = out3, .err = err3, .env = no_env});
+  EXPECT_EQ(status, 1);
+  EXPECT_THAT(err3.str(), HasSubstr("/reg5 is the URL of the database reg5, not CouchDB's root"));
+  EXPECT_THAT(err3.str(), Not(HasSubstr("register design documents first")));
+
   std::ostringstream help, none;
   EXPECT_EQ(client::sync::RunSync({"cnp sync", "--help"}, {.out = help, .err = none}), 0);
   EXPECT_THAT(help.str(), HasSubstr("Usage: cnp sync [options] COUCHDB_URL REGISTRY_DB"));

@@ -313,6 +313,15 @@ TEST_F(UploadCommandTest, MissingDatabaseAndDownCouchDbFail) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("database \"absent\" does not exist"));
 
+  // A database's URL given as CouchDB's: "cli" exists, and the message says so and what to pass
+  // (it said that "cli" does not exist and to create it).
+  CommandRun database_url =
+      Upload({"--target=" + target_, UrlWithPassword() + "/cli", "cli", DesignYaml()});
+  EXPECT_EQ(database_url.exit_code, 1);
+  EXPECT_THAT(database_url.err, HasSubstr("/cli is the URL of the database cli, not CouchDB's root; "
+                                          "pass CouchDB's root URL (here probably http://"));
+  EXPECT_THAT(database_url.err, Not(HasSubstr("does not exist")));
+
   std::string down = absl::StrCat("http://admin:", kPassword, "@127.0.0.1:",
                                   cnp::testing::UnusedLoopbackPort());
   CommandRun unreachable = Upload({"--target=" + target_, down, "cli", DesignYaml()});
