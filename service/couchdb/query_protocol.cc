@@ -283,6 +283,14 @@ void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {
 absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }
 
 QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
+  if (map_task_.map().functions_size() >= kMaxMapFunctions) {
+    return Say(ErrorLine(
+        "too_many_functions",
+        absl::StrCat("cnp-server: this session holds ", kMaxMapFunctions,
+                     " map functions already (add_fun since the last reset), the most one "
+                     "session may; split the design document's views into several design "
+                     "documents")));
+  }
   NewTask();
   task_.mutable_resolve()->add_functions(add_fun.function);
   // Every map_doc will load the name with its version checked: check it so now.

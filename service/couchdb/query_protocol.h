@@ -46,6 +46,13 @@ namespace cnp::couchdb {
 
 class QueryProtocol {
  public:
+  // The most map functions one session holds (add_fun since the last reset). Each is kept
+  // and sent to a worker with every map_doc, so without a bound a peer's add_fun lines made
+  // the server hold memory without end; CouchDB sends one per view of a design document, far
+  // fewer. It is also as many names as a worker's name cache keeps (function_registry.cc):
+  // more would make every map_doc load them all again.
+  static constexpr int kMaxMapFunctions = 4096;
+
   struct Options {
     // The call deadline before CouchDB's first reset tells its timeout.
     absl::Duration default_timeout = absl::Seconds(5);
