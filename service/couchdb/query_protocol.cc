@@ -228,7 +228,9 @@ QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
         } else if constexpr (std::is_same_v<C, command::Reset>) {
           return Reset(c);
         } else if constexpr (std::is_same_v<C, command::AddLib>) {
-          lib_ = std::string(c.lib);
+          // Accepted and not kept: named functions never read the views' library, and a copy
+          // held until the next reset let a peer make the server hold a message's worth of
+          // memory per stream for nothing.
           return Accept();
         } else if constexpr (std::is_same_v<C, command::AddFun>) {
           return AddFun(c);
@@ -260,7 +262,6 @@ QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
 QueryProtocol::Step QueryProtocol::Reset(const command::Reset& reset) {
   config_ = reset.config;
   map_task_.mutable_map()->clear_functions();
-  lib_.clear();
   if (list_open_) return AbandonList(Answer{.output = false});
   return Answer{.output = false};
 }

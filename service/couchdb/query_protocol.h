@@ -13,8 +13,9 @@
 //   if (std::get<QueryProtocol::Answer>(step).output) <write protocol.output()>;
 //
 // The session keeps what couchjs keeps: the configuration from the last reset, the map functions
-// added since, the view library, every design document taught to it, and an open list. An
-// answer holds any ["log",..] lines first, then the reply.
+// added since (at most kMaxMapFunctions), every design document taught to it, and an open list;
+// not the view library (add_lib), which named functions never read. An answer holds any
+// ["log",..] lines first, then the reply.
 //
 // Failures are told apart the way CouchDB needs:
 //  - a user function that raises is data: a log line and [] (map) or null (reduce), or the
@@ -82,8 +83,8 @@ class QueryProtocol {
 
   // The line is answered: output() holds the lines to write back, unless `output` is false.
   // No output for "reset": whoever read it has answered it with `true` already (cnp-adapter, a
-  // direct session), but the reset is applied (new configuration, map functions and library
-  // cleared, design documents kept). Every other line gets exactly one SessionOutput; when its
+  // direct session), but the reset is applied (new configuration, map functions cleared,
+  // design documents kept). Every other line gets exactly one SessionOutput; when its
   // `exit` is set the session is over (couchjs would exit here).
   struct Answer {
     bool output = true;
@@ -186,7 +187,6 @@ class QueryProtocol {
   Task task_;
   Continuation then_;
   v1::SessionOutput output_;
-  std::string lib_;  // the views.lib object from add_lib; named functions do not read it
   DesignDocCache design_docs_;
   bool list_open_ = false;
   // Set by ListEndedForIdleness until the next line: the log line that explains the answer.
