@@ -48,6 +48,7 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
   StopIdleListWatch();
   executor_ = co_await asio::this_coro::executor;
   const bool answered = co_await Drive(protocol_.Handle(line));
+  protocol_.ReleaseLargeBuffers();
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
   v1::SessionOutput& output = protocol_.output();

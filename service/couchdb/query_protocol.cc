@@ -197,6 +197,15 @@ QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation the
   return RunTask{&task, on, deadline};
 }
 
+void QueryProtocol::ReleaseLargeBuffers() {
+  constexpr size_t kKeptBytes = size_t{1} << 20;
+  if (map_task_.map().docs(0).capacity() > kKeptBytes) {
+    std::string().swap(*map_task_.mutable_map()->mutable_docs(0));
+  }
+  // An open list's task is still its own.
+  if (!list_open_ && task_.SpaceUsedLong() > kKeptBytes) task_ = Task();
+}
+
 void QueryProtocol::NewTask() {
   task_.Clear();
   if (options_.max_answer_bytes > 0) task_.set_max_answer_bytes(options_.max_answer_bytes);

@@ -123,6 +123,10 @@ class QueryProtocol {
   // (and the caller's to change) until the next Handle. Its buffers are reused from line to
   // line, so a driver that writes it out in place allocates nothing per document.
   v1::SessionOutput& output() { return output_; }
+  // Once a line is answered: gives back what a big line's task holds (a map_doc's document,
+  // a validate's arguments) rather than keeping it for the next lines, so that a session that
+  // then goes quiet holds no more than a small one. Small buffers are kept and reused.
+  void ReleaseLargeBuffers();
   // Before the session ends: an open list is given the end of its rows (a RunTask on the lease
   // whose reply does not matter), so that its function returns and its worker is ready for
   // other work rather than stuck in get_row(). Then an empty Answer.

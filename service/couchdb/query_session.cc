@@ -30,6 +30,7 @@ bool QuerySession::Drive(QueryProtocol::Step step) {
     step = protocol_.Resume(reply);
   }
   if (!protocol_.list_in_progress()) lease_.reset();
+  protocol_.ReleaseLargeBuffers();
   return std::get<QueryProtocol::Answer>(step).output;
 }
 

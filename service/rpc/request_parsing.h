@@ -50,6 +50,10 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
     // One request object for the stream, as gRPC had: its fields' memory is reused.
     if (absl::Status parsed = ParseRequest(bytes, rpc_, request_); !parsed.ok()) co_return parsed;
     absl::StatusOr<std::optional<Response>> answer = co_await typed_->Handle(request_);
+    // A big request's memory is not kept for the next one: a stream that then goes quiet
+    // would hold up to --max-call-bytes for as long as it stays open, uncounted by
+    // --max-grpc-memory. Small requests keep reusing theirs.
+    if (request_.SpaceUsedLong() > kKeptRequestBytes) request_ = Request();
     if (!answer.ok()) co_return answer.status();
     if (!answer->has_value()) co_return std::nullopt;
     ends_stream_ = typed_->EndsStream(**answer);
@@ -65,6 +69,8 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
   asio::awaitable<void> Close() override { co_await typed_->Close(); }
 
  private:
+  static constexpr size_t kKeptRequestBytes = size_t{1} << 20;
+
   const std::unique_ptr<StreamHandler<Request, Response>> typed_;
   const char* const rpc_;
   Request request_;
