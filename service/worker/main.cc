@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "service/common/log.h"
+#include "service/common/protobuf_log.h"
 #include "service/worker/function_registry.h"
 #include "service/worker/interpreter.h"
 #include "service/worker/module_policy.h"
@@ -68,6 +69,10 @@ int UsageError(const std::string& message) {
 
 int main(int argc, char** argv) {
   cnp::SetLogProgram("cnp-worker");
+  // A task the worker cannot parse (a peer's function name that is not UTF-8, on a Session
+  // stream) makes protobuf log a line: rate-limited and in the log's format, as the server's
+  // own, rather than one raw stderr line per line a peer sends.
+  cnp::RouteProtobufLog();
   Flags flags;
   for (int i = 1; i < argc; ++i) {
     std::string value;
