@@ -18,6 +18,7 @@
 #include "client/derive/couch_db.h"
 #include "client/derive/declaration.h"
 #include "client/derive/deriver.h"
+#include "client/derive/preflight.h"
 #include "client/derive/lease.h"
 #include "client/lib/cnp_client.h"
 #include "client/couch/couch_connection.h"
@@ -239,6 +240,10 @@ int RunDeriveCommand(int argc, char** argv) {
   auto cnp = client::Client::Connect(args->Get("target", DefaultTarget()),
                                      cli::ConnectionSecurity(*args));
   if (!cnp.ok()) return Fail(cnp.status());
+  if (absl::Status s = CheckBeforeWriting(*declaration, couch, **cnp, options.rpc_timeout);
+      !s.ok()) {
+    return Fail(s);
+  }
 
   std::signal(SIGINT, OnStopSignal);
   std::signal(SIGTERM, OnStopSignal);

@@ -583,14 +583,32 @@ TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
       Command(Declare(TownsDeclaration("missing", "missing_src", "missing_map", "derive_fns.no_such")), {"--once"}),
       dir_, "map handler derive_fns.no_such (missing_src -> missing_map)", kRunTimeout);
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_TRUE((*run)->WaitForOutput("no_such", kRunTimeout)) << (*run)->output();
-  EXPECT_THAT((*run)->output(), Not(HasSubstr("caught up")));
-  EXPECT_TRUE(Derived("missing_map").empty());
-  // No checkpoint: the next run starts over.
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  // A declaration's mistake, found before anything is written: the target database (with its
+  // lease and status documents) was created first, and left behind.
+  EXPECT_EQ(*exit_code, 2) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("; nothing was written"));
+  EXPECT_THAT((*run)->output(), Not(HasSubstr("holding the lease")));
   couchdb::CouchClient http = Http();
-  auto checkpoint = http.Get("/missing_map/_local/cnp-derive%3Amissing%3Amissing_src");
-  ASSERT_TRUE(checkpoint.ok());
-  EXPECT_EQ(checkpoint->status, 404);
+  auto target = http.Get("/missing_map");
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(target->status, 404) << target->body;
+}
+
+TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("nosrc", "no_such_src", "nosrc_map")), {"--once"}), dir_,
+      "cnp derive", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 1) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("source database no_such_src does not exist at "));
+  couchdb::CouchClient http = Http();
+  auto target = http.Get("/nosrc_map");
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(target->status, 404) << target->body;
 }
 
 TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
