@@ -204,6 +204,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
                      static_cast<long>(absl::ToInt64Milliseconds(timeout)));
   }
+  response.sent_credentials = !options_.username.empty();
   if (!options_.username.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(curl, CURLOPT_USERNAME, options_.username.c_str());
@@ -289,6 +290,12 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
   std::string context = absl::StrCat(what, " at ", base_url);
   switch (response.status) {
     case 401:
+      if (!response.sent_credentials) {
+        return absl::UnauthenticatedError(absl::StrCat(
+            context, ": CouchDB wants credentials and none were given (", reason,
+            "); give a user name and password in the URL, in CNP_COUCHDB_USER and "
+            "CNP_COUCHDB_PASSWORD, or in ~/.netrc"));
+      }
       return absl::UnauthenticatedError(absl::StrCat(
           context, ": CouchDB refused the credentials (", reason,
           "); check the user name and password (in the URL, CNP_COUCHDB_USER and "

@@ -18,6 +18,9 @@ namespace cnp::couchdb {
 struct HttpResponse {
   long status = 0;
   std::string body;
+  // Whether the request carried a user name and password: a 401 then means they are wrong,
+  // else that CouchDB wants some (HttpError says which).
+  bool sent_credentials = false;
 };
 
 class CouchClient {
