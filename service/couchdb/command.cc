@@ -40,12 +40,21 @@ class StringReader : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Stri
   std::string value_;
 };
 
+template <unsigned kFlags = rapidjson::kParseDefaultFlags>
 std::optional<std::string> DecodeString(std::string_view json) {
   rapidjson::MemoryStream stream(json.data(), json.size());
   StringReader string;
   rapidjson::Reader reader;
-  if (reader.Parse(stream, string).IsError()) return std::nullopt;
+  if (reader.Parse<kFlags>(stream, string).IsError()) return std::nullopt;
   return std::move(string.value());
+}
+
+// A string that goes into a worker's task (a function's name, a design document's id or path):
+// a protobuf string, which must be UTF-8. One that was not made the task unreadable ("the
+// frame is not a Task") instead of being refused here. A command's own name needs no check:
+// one that is not UTF-8 is no command's.
+std::optional<std::string> DecodeUtf8String(std::string_view json) {
+  return DecodeString<rapidjson::kParseValidateEncodingFlag>(json);
 }
 
 // A JSON array of strings, read without building a document (a reduce line names its functions
@@ -72,7 +81,10 @@ std::optional<std::vector<std::string>> DecodeStrings(std::string_view json) {
   rapidjson::MemoryStream stream(json.data(), json.size());
   StringsCollector collector;
   rapidjson::Reader reader;
-  if (reader.Parse(stream, collector).IsError()) return std::nullopt;
+  // Function names and a design function's path, for a worker's task: UTF-8, as above.
+  if (reader.Parse<rapidjson::kParseValidateEncodingFlag>(stream, collector).IsError()) {
+    return std::nullopt;
+  }
   return std::move(collector.strings());
 }
 
@@ -314,11 +326,11 @@ std::optional<Command> ParseReduceHead(std::string_view line, bool rereduce) {
 
 Command ParseDesignDoc(const Elements& elements) {
   std::optional<std::string> id;
-  if (elements.size() > 1) id = DecodeString(elements[1]);
+  if (elements.size() > 1) id = DecodeUtf8String(elements[1]);
   if (!id.has_value()) return MissingArguments(CommandKind::kDesignDocCall, "ddoc");
   if (*id == "new") {
     std::optional<std::string> new_id;
-    if (elements.size() > 3) new_id = DecodeString(elements[2]);
+    if (elements.size() > 3) new_id = DecodeUtf8String(elements[2]);
     if (!new_id.has_value()) return MissingArguments(CommandKind::kDesignDocNew, "ddoc new");
     return command::DesignDocNew{*std::move(new_id), elements[3]};
   }
@@ -415,10 +427,10 @@ Command ParseCommand(std::string_view line, ReduceValues values) {
       return command::AddLib{args.size() > 1 ? args[1] : std::string_view("{}")};
     case CommandKind::kAddFun: {
       std::optional<std::string> function;
-      if (args.size() > 1) function = DecodeString(args[1]);
+      if (args.size() > 1) function = DecodeUtf8String(args[1]);
       if (!function.has_value()) {
         return command::BadArguments{CommandKind::kAddFun, "compilation_error",
-                                     "add_fun expects a function name string"};
+                                     "add_fun expects a function name string (of UTF-8)"};
       }
       return command::AddFun{*std::move(function)};
     }

@@ -51,14 +51,16 @@ void CollectStrings(const rapidjson::Value& value, const std::string& prefix, in
 
 absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
   rapidjson::Document doc;
-  // Iterative: no recursion per level of nesting on the thread's stack.
-  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
+  // Iterative: no recursion per level of nesting on the thread's stack. UTF-8 checked: the
+  // function names go into the worker's tasks as protobuf strings (CouchDB sends only UTF-8).
+  constexpr unsigned kFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
+  doc.Parse<kFlags>(json.data(), json.size());
   // A number past a double's range (CouchDB stores one anywhere in a design document) is read
   // again quoted: only the document's strings are kept here.
   QuotedNumbers quoted;
   if (doc.HasParseError() && doc.GetParseError() == rapidjson::kParseErrorNumberTooBig) {
     quoted = QuoteLargeNumbers(json);
-    doc.Parse<rapidjson::kParseIterativeFlag>(quoted.text.data(), quoted.text.size());
+    doc.Parse<kFlags>(quoted.text.data(), quoted.text.size());
   }
   if (doc.HasParseError()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -96,6 +96,10 @@ TEST(ParseCommandTest, ResetIsAlwaysAReset) {
 TEST(ParseCommandTest, AddFunAndAddLib) {
   EXPECT_EQ(As<command::AddFun>(R"(["add_fun","m.f|2"])").function, "m.f|2");
   EXPECT_EQ(As<command::BadArguments>(R"(["add_fun",3])").error_id, "compilation_error");
+  // A name that is not UTF-8 would go into the worker's task as a protobuf string it cannot
+  // read ("the frame is not a Task"): refused here, and in a reduce's list of names.
+  EXPECT_EQ(As<command::BadArguments>("[\"add_fun\",\"m.\xff\"]").error_id, "compilation_error");
+  EXPECT_EQ(As<command::BadArguments>("[\"reduce\",[\"m.\xc3\"],[]]").kind, CommandKind::kReduce);
   EXPECT_EQ(As<command::AddLib>(R"(["add_lib",{"x":"y"}])").lib, R"({"x":"y"})");
   EXPECT_EQ(As<command::AddLib>(R"(["add_lib"])").lib, "{}");
 }

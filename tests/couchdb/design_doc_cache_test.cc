@@ -26,5 +26,13 @@ TEST(DesignDocCacheTest, BrokenJsonIsStillRefused) {
   EXPECT_FALSE(cache.Put("_design/y", R"({"n":1,)").ok());
 }
 
+// Its function names go into the worker's tasks as protobuf strings, which must be UTF-8.
+TEST(DesignDocCacheTest, ADocumentThatIsNotUtf8IsRefused) {
+  DesignDocCache cache;
+  absl::Status status = cache.Put("_design/x", "{\"validate_doc_update\":\"m.\xff\"}");
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_NE(std::string(status.message()).find("is not valid JSON"), std::string::npos) << status;
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
