@@ -1,5 +1,6 @@
 #include "client/cli/function_commands.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 
@@ -37,16 +38,42 @@ int Usage(const char* text, bool asked) {
   return asked ? 0 : kUsageError;
 }
 
+// The positional arguments are not what `usage` asks for: says what is wrong with them (an
+// argument too many, by name, or how many are missing) before the usage.
+int WrongArguments(const char* usage, const Arguments& args, size_t at_least, size_t at_most) {
+  const size_t given = args.positional.size();
+  if (given > at_most) {
+    std::fprintf(stderr, "cnp: unexpected argument \"%s\" (at most %zu)\n",
+                 args.positional[at_most].c_str(), at_most);
+  } else {
+    std::fprintf(stderr, "cnp: %zu argument%s missing\n", at_least - given,
+                 at_least - given == 1 ? "" : "s");
+  }
+  return Usage(usage, false);
+}
+
 struct Connection {
   std::unique_ptr<client::Client> client;
   absl::Duration timeout;
+
+  // A call's failure, with gRPC's bare "Deadline Exceeded" said as the timeout that ran out.
+  int Fail(const absl::Status& status) const {
+    if (absl::IsDeadlineExceeded(status) && status.message() == "Deadline Exceeded") {
+      return ::cnp::cli::Fail(absl::DeadlineExceededError(absl::StrCat(
+          "no answer within ", absl::FormatDuration(timeout),
+          " (--timeout; the default is 60s): raise it, or find out why the function is slow "
+          "(cnp-server's --call-timeout also bounds each call)")));
+    }
+    return ::cnp::cli::Fail(status);
+  }
 };
 
 absl::StatusOr<Connection> Connect(const Arguments& args) {
   absl::Duration timeout = absl::Seconds(60);
-  if (args.Has("timeout") && !absl::ParseDuration(args.Get("timeout"), &timeout)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--timeout=", args.Get("timeout"), " is not a duration like 500ms or 2m"));
+  if (args.Has("timeout") &&
+      (!absl::ParseDuration(args.Get("timeout"), &timeout) || timeout <= absl::ZeroDuration())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--timeout=", args.Get("timeout"), " is not a positive duration like 500ms or 2m"));
   }
   auto client = client::Client::Connect(args.Get("target", DefaultTarget()),
                                         ConnectionSecurity(args));
@@ -120,7 +147,9 @@ int RunMapCommand(int argc, char** argv) {
                              WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
-  if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
+  if (args->positional.empty() || args->positional.size() > 2) {
+    return WrongArguments(usage, *args, 1, 2);
+  }
   auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
   if (!input.ok()) return Fail(input.status());
   auto docs = SplitJsonValues(*input, /*spread_array=*/true);
@@ -136,7 +165,7 @@ int RunMapCommand(int argc, char** argv) {
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->timeout);
-  if (!response.ok()) return Fail(response.status());
+  if (!response.ok()) return connection->Fail(response.status());
   int errors = 0;
   for (int i = 0; i < response->results_size(); ++i) {
     const v1::MapResult& result = response->results(i);
@@ -169,7 +198,9 @@ int RunReduceCommand(int argc, char** argv) {
                              WithConnectionFlags({"help", "rereduce"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
-  if (args->positional.empty() || args->positional.size() > 2) return Usage(usage, false);
+  if (args->positional.empty() || args->positional.size() > 2) {
+    return WrongArguments(usage, *args, 1, 2);
+  }
   auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
   if (!input.ok()) return Fail(input.status());
   auto kvs = SingleJsonValue(*input);
@@ -178,7 +209,7 @@ int RunReduceCommand(int argc, char** argv) {
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Reduce(Functions(args->positional[0]), *kvs,
                                              args->Has("rereduce"), connection->timeout);
-  if (!response.ok()) return Fail(response.status());
+  if (!response.ok()) return connection->Fail(response.status());
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -206,7 +237,7 @@ int RunValidateCommand(int argc, char** argv) {
                      WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
-  if (args->positional.size() != 2) return Usage(usage, false);
+  if (args->positional.size() != 2) return WrongArguments(usage, *args, 2, 2);
   v1::ValidateRequest request;
   request.set_function(args->positional[0]);
   auto new_doc = ReadInput(args->positional[1]);
@@ -231,7 +262,7 @@ int RunValidateCommand(int argc, char** argv) {
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Validate(request, connection->timeout);
-  if (!response.ok()) return Fail(response.status());
+  if (!response.ok()) return connection->Fail(response.status());
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
   w.StartObject();
@@ -268,11 +299,11 @@ int RunResolveCommand(int argc, char** argv) {
                              WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
-  if (args->positional.empty()) return Usage(usage, false);
+  if (args->positional.empty()) return WrongArguments(usage, *args, 1, SIZE_MAX);
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Resolve(args->positional, connection->timeout);
-  if (!response.ok()) return Fail(response.status());
+  if (!response.ok()) return connection->Fail(response.status());
   int failed = 0;
   for (const v1::ResolvedFunction& f : response->functions()) {
     if (f.error().empty()) {

@@ -103,6 +103,21 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   EXPECT_EQ(not_object.exit_code, 2);
   EXPECT_THAT(not_object.out, HasSubstr(R"(document 1 is not a JSON object: "s")"));
 
+  // The timeout that ran out, not gRPC's bare "Deadline Exceeded".
+  CliRun slow = Cnp(absl::StrCat("map ", target_, " --timeout=300ms svc_fns.spins"), R"({"_id":"a"})");
+  EXPECT_EQ(slow.exit_code, 1);
+  EXPECT_THAT(slow.out, HasSubstr("no answer within 300ms (--timeout; the default is 60s)"));
+  CliRun zero = Cnp("map --timeout=0 svc_fns.doubled", R"({"_id":"a"})");
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_THAT(zero.out, HasSubstr("--timeout=0 is not a positive duration"));
+  // Which argument is wrong, before the usage.
+  CliRun extra = Cnp("validate svc_fns.picky new.json extra");
+  EXPECT_EQ(extra.exit_code, 2);
+  EXPECT_THAT(extra.out, HasSubstr("unexpected argument \"extra\" (at most 2)"));
+  CliRun few = Cnp("validate svc_fns.picky");
+  EXPECT_EQ(few.exit_code, 2);
+  EXPECT_THAT(few.out, HasSubstr("1 argument missing"));
+
   CliRun typo = Cnp(absl::StrCat("map --tagret=x svc_fns.doubled"));
   EXPECT_EQ(typo.exit_code, 2);
   EXPECT_THAT(typo.out, HasSubstr("unknown option --tagret"));
