@@ -103,8 +103,10 @@ absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name) {
       // int() accepts surrounding whitespace, so the old server did too.
       int64_t number;
       if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(version), &number)) {
+        // The old server's words first (logs and tools may look for them), then what they mean.
         return absl::InvalidArgumentError(absl::StrCat(
-            "ValueError: invalid literal for int() with base 10: '", version, "'"));
+            "ValueError: invalid literal for int() with base 10: '", NameForMessage(version),
+            "' (after '|' comes the function's @version number: module.function|N)"));
       }
       result.version = number;
     }

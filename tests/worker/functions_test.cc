@@ -33,7 +33,9 @@ TEST(NamesTest, PathNeedsTwoNonEmptyParts) {
   }
   v1::Failure bad_version = MapFailure(*worker, "worker_views.town|x");
   EXPECT_EQ(bad_version.code(), v1::Failure::BAD_NAME);
-  EXPECT_EQ(bad_version.message(), "ValueError: invalid literal for int() with base 10: 'x'");
+  EXPECT_EQ(bad_version.message(),
+            "ValueError: invalid literal for int() with base 10: 'x' (after '|' comes the "
+            "function's @version number: module.function|N)");
 }
 
 TEST(NamesTest, MissingModuleOrAttributeIsNotFound) {
