@@ -84,9 +84,15 @@ absl::StatusOr<Span> TakeValue(const std::string& text, rapidjson::StringStream&
   }
   if (reader.HasParseError()) {
     if (too_big != nullptr) *too_big = reader.GetParseErrorCode() == rapidjson::kParseErrorNumberTooBig;
+    // A value cut short on its line (NDJSON) is noticed where the next one begins: say where
+    // the broken value starts too.
+    const std::string at = Position(text, base + reader.GetErrorOffset());
+    const std::string began = Position(text, start);
+    const bool same_line = at.substr(0, at.find(',')) == began.substr(0, began.find(','));
     return absl::InvalidArgumentError(
-        absl::StrCat("invalid JSON at ", Position(text, base + reader.GetErrorOffset()), ": ",
-                     rapidjson::GetParseError_En(reader.GetParseErrorCode())));
+        absl::StrCat("invalid JSON at ", at, ": ",
+                     rapidjson::GetParseError_En(reader.GetParseErrorCode()),
+                     same_line ? "" : absl::StrCat(" (in the value that starts at ", began, ")")));
   }
   return Span{start, base + stream.Tell()};
 }

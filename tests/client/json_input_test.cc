@@ -36,6 +36,15 @@ TEST(JsonInputTest, ErrorsNameTheirPlace) {
   absl::StatusOr<std::vector<std::string>> values = SplitJsonValues("[{\"a\":1},\n 5,,]", true);
   ASSERT_FALSE(values.ok());
   EXPECT_THAT(std::string(values.status().message()), ::testing::HasSubstr("line 2, column 4"));
+
+  // NDJSON whose line 2 was cut short: the parser notices at line 3, and the message says
+  // where the broken value starts.
+  values = SplitJsonValues("{\"_id\":\"a\"}\n{\"_id\":\"b\"\n{\"_id\":\"c\"}\n", true);
+  ASSERT_FALSE(values.ok());
+  EXPECT_THAT(std::string(values.status().message()),
+              ::testing::HasSubstr("invalid JSON at line 3, column 1: "));
+  EXPECT_THAT(std::string(values.status().message()),
+              ::testing::HasSubstr("(in the value that starts at line 2, column 1)"));
 }
 
 // A number past a double's range (401 digits: CouchDB stores such integers, cnp-server reads
