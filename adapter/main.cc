@@ -14,19 +14,23 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
+#include "common/closest_name.h"
 #include "common/code_directories.h"
 #include "common/couchdb/line_io.h"
 #include "common/default_target.h"
@@ -359,6 +363,24 @@ int main(int argc, char** argv) {
       cnp::TakeListFlags(argc, argv, cnp::adapter::kListFlags);
   if (!split.ok()) {
     std::cerr << "cnp-adapter: " << split.status().message() << std::endl;
+    return 2;
+  }
+  // An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
+  // absl's own message exits 1, which reads to CouchDB's operator like a crash.
+  for (const std::string& name : split->named) {
+    if (absl::FindCommandLineFlag(name) != nullptr) continue;
+    const absl::CommandLineFlag* negated =
+        absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+    if (negated != nullptr && negated->IsOfType<bool>()) continue;
+    std::vector<std::string> ours;
+    for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
+      if (absl::StrContains(flag->Filename(), "adapter/")) ours.emplace_back(flag_name);
+    }
+    const std::optional<std::string> meant = cnp::ClosestName(name, ours);
+    auto dashed = [](std::string text) { return absl::StrReplaceAll(text, {{"_", "-"}}); };
+    std::cerr << "cnp-adapter: unknown flag --" << dashed(name)
+              << (meant.has_value() ? absl::StrCat("; did you mean --", dashed(*meant), "?") : "")
+              << " (cnp-adapter --help lists every flag)" << std::endl;
     return 2;
   }
   std::vector<char*> absl_argv = split->ArgvForAbsl();

@@ -28,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/closest_name.h"
 #include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
@@ -290,22 +291,6 @@ absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::
       absl::StrCat(Position(path, mark), ": ", key, ": ", problem));
 }
 
-// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
-size_t EditDistance(absl::string_view a, absl::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 // Whether `flag` is one of cnp-server's own settings. absl also has flags of its own
 // (--flagfile, --fromenv, --undefok...), which a config file must not reach: `flagfile:
 // /etc/passwd` would read that file as flags.
@@ -313,23 +298,15 @@ bool IsServerSetting(const absl::CommandLineFlag& flag) {
   return absl::StrContains(flag.Filename(), "service/config/") && flag.Name() != "config";
 }
 
-// The setting a misspelt key most likely meant: the closest by edits, if it is close (at most two
-// edits, and at most one per three letters of the key), so that `colour: blue` gets no guess.
+// The setting a misspelt key most likely meant (common/closest_name.h), dashed.
 std::optional<std::string> ClosestSetting(const std::string& name) {
-  std::optional<std::string> best;
-  size_t best_distance = std::min<size_t>(2, name.size() / 3);
+  std::vector<std::string> settings;
   for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
-    if (!IsServerSetting(*flag)) continue;
-    const size_t distance = EditDistance(name, flag_name);
-    if (distance > best_distance) continue;
-    const std::string candidate = Dashed(std::string(flag_name));
-    // Of two equally close, the first in alphabetical order: the same suggestion every time.
-    if (distance < best_distance || !best.has_value() || candidate < *best) {
-      best = candidate;
-      best_distance = distance;
-    }
+    if (IsServerSetting(*flag)) settings.push_back(std::string(flag_name));
   }
-  return best;
+  std::optional<std::string> meant = ClosestName(name, settings);
+  if (meant.has_value()) return Dashed(*meant);
+  return std::nullopt;
 }
 
 // What to write instead of a bad value of `flag`: its default, as the file spells it.

@@ -4,12 +4,14 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/closest_name.h"
 #include "common/couchdb/builtin_reduces.h"
 #include "yaml-cpp/yaml.h"
 
@@ -24,9 +26,13 @@ constexpr absl::string_view kDdocKeys[] = {
     "options",   "autoupdate"};
 constexpr absl::string_view kFunctionSections[] = {"filters", "shows", "lists", "updates"};
 constexpr absl::string_view kViewKeys[] = {"map", "reduce", "options"};
+// "; did you mean \"views\"?" for a misspelt key, then the keys known there.
 template <size_t N>
-std::string Known(const absl::string_view (&keys)[N]) {
-  return absl::StrJoin(keys, ", ");
+std::string Known(absl::string_view key, const absl::string_view (&keys)[N]) {
+  const std::vector<std::string> names(std::begin(keys), std::end(keys));
+  const std::optional<std::string> meant = ClosestName(key, names);
+  return absl::StrCat(meant.has_value() ? absl::StrCat("; did you mean \"", *meant, "\"?") : "",
+                      " (known: ", absl::StrJoin(keys, ", "), ")");
 }
 
 template <size_t N>
@@ -190,7 +196,7 @@ class Parser {
       if (!OneOf(*field, kDdocKeys)) {
         problems_.Error(At(entry.first.Mark()),
                         absl::StrCat("unknown key \"", *field, "\" in design document \"", name,
-                                     "\" (known: ", Known(kDdocKeys), ")"));
+                                     "\"", Known(*field, kDdocKeys)));
       } else if (*field == "databases") {
         Databases(node, spec);
       } else if (*field == "classification") {
@@ -328,8 +334,8 @@ class Parser {
           if (!key) continue;
           if (!OneOf(*key, kViewKeys)) {
             problems_.Error(At(item.first.Mark()),
-                            absl::StrCat("unknown key \"", *key, "\" in view \"", *view,
-                                         "\" (known: ", Known(kViewKeys), ")"));
+                            absl::StrCat("unknown key \"", *key, "\" in view \"", *view, "\"",
+                                         Known(*key, kViewKeys)));
           } else if (*key == "map") {
             has_map = true;
             AddFunction(item.second, {"views", *view, "map"}, spec, body, "map", alloc);

@@ -190,6 +190,14 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
     EXPECT_EQ(run.exit_code, 2) << empty << ": " << run.err;
     EXPECT_THAT(run.err, HasSubstr("--target was given no value")) << empty;
   }
+  // An unknown flag: exit 2 and the flag it probably meant, as cnp-server says it (absl's own
+  // message exited 1).
+  ProcessResult typo = RunWithInput({adapter, "--max-line-byte=3"}, "");
+  EXPECT_EQ(typo.exit_code, 2) << typo.err;
+  EXPECT_THAT(typo.err, HasSubstr("unknown flag --max-line-byte; did you mean --max-line-bytes?"));
+  ProcessResult bogus = RunWithInput({adapter, "--bogus"}, "");
+  EXPECT_EQ(bogus.exit_code, 2) << bogus.err;
+  EXPECT_THAT(bogus.err, HasSubstr("unknown flag --bogus (cnp-adapter --help lists every flag)"));
   ProcessResult allow = RunWithInput({adapter, "--allow-module"}, "");
   EXPECT_THAT(allow.err, HasSubstr("without it every module on the Python path may run"));
 }

@@ -236,6 +236,28 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
       << result.Dump();
 }
 
+// A misspelt key gets the key it most likely meant; a key like no known one gets no guess.
+TEST_F(DesignMappingTest, AMisspeltKeyIsToldTheKeyItMeant) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("typo.yml",
+                                    "d1:\n"
+                                    "  veiws:\n"
+                                    "    v: good.map\n"
+                                    "  views:\n"
+                                    "    w: {map: good.map, redcue: _sum}\n"
+                                    "  colour: blue\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  std::vector<std::string> errors;
+  for (const v1::UploadProblem& p : result.errors()) errors.push_back(p.message());
+  EXPECT_THAT(errors, ElementsAre(HasSubstr("unknown key \"veiws\" in design document \"d1\"; "
+                                            "did you mean \"views\"? (known: "),
+                                  HasSubstr("unknown key \"redcue\" in view \"w\"; did you "
+                                            "mean \"reduce\"? (known: map, reduce, options)"),
+                                  AllOf(HasSubstr("unknown key \"colour\""),
+                                        Not(HasSubstr("did you mean")))))
+      << result.Dump();
+}
+
 TEST_F(DesignMappingTest, ShapeErrorsNameWhatWasExpected) {
   UploadResult result = Check({File("s.yml",
                                     "- a list\n")});
