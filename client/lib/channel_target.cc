@@ -93,6 +93,15 @@ absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t ro
     return absl::InvalidArgumentError(
         absl::StrCat("--target=\"", target, "\" has spaces around it"));
   }
+  // A URL (CouchDB's, most likely) where cnp-server's address belongs: gRPC would take
+  // "http://h:5984" as the DNS name "http" and fail with its own words.
+  for (absl::string_view scheme : {"http://", "https://"}) {
+    if (absl::StartsWith(absl::AsciiStrToLower(target), scheme)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--target=", target, " is a URL; cnp-server's address is unix:PATH or HOST:PORT (a "
+          "CouchDB URL goes where the command takes one)"));
+    }
+  }
   if (absl::StartsWith(target, "unix-abstract:")) {
     // Any local user may bind an abstract name first, and no owner or mode protects it.
     return absl::InvalidArgumentError(absl::StrCat(

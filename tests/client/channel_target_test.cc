@@ -29,6 +29,18 @@ TEST(ChannelTargetUri, AbstractSocketsAndSpacedUnixTargetsAreRefused) {
   EXPECT_TRUE(ChannelTargetUri("unix:/tmp/x/cnp.sock").ok());
 }
 
+// CouchDB's URL where cnp-server's address belongs: said so, not left to gRPC (which took
+// "http" for a DNS name, and the command then advised `cnp-server --listen=http://...`).
+TEST(ChannelTargetUri, AUrlIsRefusedAsNoServersAddress) {
+  for (const char* url : {"http://localhost:5984", "HTTPS://couch:6984/db"}) {
+    absl::StatusOr<std::string> uri = ChannelTargetUri(url);
+    EXPECT_TRUE(absl::IsInvalidArgument(uri.status())) << url;
+    EXPECT_TRUE(absl::StrContains(uri.status().message(),
+                                  "is a URL; cnp-server's address is unix:PATH or HOST:PORT"))
+        << uri.status();
+  }
+}
+
 TEST(ChannelTargetUri, ListOfAddressesBecomesAnAddressList) {
   EXPECT_EQ(*ChannelTargetUri("127.0.0.1:7071,127.0.0.1:7072"), "ipv4:127.0.0.1:7071,127.0.0.1:7072");
   EXPECT_EQ(*ChannelTargetUri(" 10.0.0.5:7070, 10.0.0.6:7070 "), "ipv4:10.0.0.5:7070,10.0.0.6:7070");
