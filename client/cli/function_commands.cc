@@ -38,6 +38,11 @@ int Usage(const char* text, bool asked) {
   return asked ? 0 : kUsageError;
 }
 
+// A JSON value's first 40 bytes, for a message.
+std::string Start(absl::string_view json) {
+  return absl::StrCat(json.substr(0, 40), json.size() > 40 ? "..." : "");
+}
+
 // The positional arguments are not what `usage` asks for: says what is wrong with them (an
 // argument too many, by name, or how many are missing) before the usage.
 int WrongArguments(const char* usage, const Arguments& args, size_t at_least, size_t at_most) {
@@ -157,9 +162,8 @@ int RunMapCommand(int argc, char** argv) {
   for (size_t i = 0; i < docs->size(); ++i) {
     const std::string& doc = (*docs)[i];
     if (doc.front() != '{') {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "document ", i, " is not a JSON object: ", absl::string_view(doc).substr(0, 40),
-          doc.size() > 40 ? "..." : "")));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("document ", i, " is not a JSON object: ", Start(doc))));
     }
   }
   auto connection = Connect(*args);
@@ -244,12 +248,22 @@ int RunValidateCommand(int argc, char** argv) {
   if (!new_doc.ok()) return Fail(new_doc.status());
   auto new_json = SingleJsonValue(*new_doc);
   if (!new_json.ok()) return Fail(new_json.status());
+  // CouchDB passes documents, and null for no old one: a function should never see other
+  // values here (cnp map refuses them too).
+  if (new_json->front() != '{') {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("the new document is not a JSON object: ", Start(*new_json))));
+  }
   request.set_new_doc(*new_json);
   if (args->Has("old")) {
     auto old_doc = ReadInput(args->Get("old"));
     if (!old_doc.ok()) return Fail(old_doc.status());
     auto old_json = SingleJsonValue(*old_doc);
     if (!old_json.ok()) return Fail(old_json.status());
+    if (old_json->front() != '{' && *old_json != "null") {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--old is neither a JSON object nor null: ", Start(*old_json))));
+    }
     request.set_old_doc(*old_json);
   }
   auto user = SingleJsonValue(args->Get("user", R"({"db":"db","name":null,"roles":[]})"));

@@ -114,6 +114,10 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun extra = Cnp("validate svc_fns.picky new.json extra");
   EXPECT_EQ(extra.exit_code, 2);
   EXPECT_THAT(extra.out, HasSubstr("unexpected argument \"extra\" (at most 2)"));
+  // A document, as CouchDB passes: the new one an object, the old one an object or null.
+  CliRun not_doc = Cnp(absl::StrCat("validate ", target_, " svc_fns.picky -"), "[1]");
+  EXPECT_EQ(not_doc.exit_code, 2);
+  EXPECT_THAT(not_doc.out, HasSubstr("the new document is not a JSON object: [1]"));
   CliRun few = Cnp("validate svc_fns.picky");
   EXPECT_EQ(few.exit_code, 2);
   EXPECT_THAT(few.out, HasSubstr("1 argument missing"));
