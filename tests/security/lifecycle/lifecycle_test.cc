@@ -156,9 +156,18 @@ TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceStopsItThenAndExitsZero) 
   EXPECT_THAT(server->Log(), HasSubstr("stopped"));
 }
 
-// Ctrl-C at a terminal signals the whole foreground job: the server and its workers. The
-// server drains; its workers must not die of the same SIGINT under the calls it waits for.
-TEST(LifecycleTest, CtrlCAtATerminalLetsTheCallInFlightFinish) {
+// Ctrl-C at a terminal signals the whole foreground job: the server and its workers; so do
+// timeout(1) and `kill -- -PGID` with SIGTERM. The server drains; its workers must not die of
+// the same signal under the calls it waits for (with SIGTERM they did: the call failed, and the
+// log had "worker 0 ... killed by signal 15 while idle; replacing it" during the drain).
+class GroupSignalTest : public ::testing::TestWithParam<int> {};
+
+INSTANTIATE_TEST_SUITE_P(CtrlCAndSigterm, GroupSignalTest, ::testing::Values(SIGINT, SIGTERM),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == SIGINT ? "SIGINT" : "SIGTERM");
+                         });
+
+TEST_P(GroupSignalTest, ASignalToTheWholeProcessGroupLetsTheCallInFlightFinish) {
   testing::ServerOptions options;
   options.args = {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1",
                   "--shutdown-grace=60s"};
@@ -179,12 +188,12 @@ TEST(LifecycleTest, CtrlCAtATerminalLetsTheCallInFlightFinish) {
   // Opening the read end returns once the function opened the write end: it is running.
   ::close(::open(ready.c_str(), O_RDONLY));
 
-  ASSERT_EQ(::kill(-server->pid(), SIGINT), 0);
+  ASSERT_EQ(::kill(-server->pid(), GetParam()), 0);
   ASSERT_TRUE(server->WaitForLog("waiting up to", absl::Seconds(20))) << server->Log();
   // The function still holds the release fifo open for reading: its worker is alive. (Were it
   // not, no one would read, and a non-blocking open for writing fails with ENXIO.)
   const int release_fd = ::open(release.c_str(), O_WRONLY | O_NONBLOCK);
-  ASSERT_GE(release_fd, 0) << "the worker died of the Ctrl-C: " << server->Log();
+  ASSERT_GE(release_fd, 0) << "the worker died of the group's signal: " << server->Log();
   ::close(release_fd);
 
   absl::StatusOr<v1::MapResponse> answer = call.get();
