@@ -10,7 +10,8 @@ namespace cnp {
 
 rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
                                        const config::ServerConfig& config) {
-  return rpc::QuerySessionFactory(runner, config.call_timeout, config.max_call_bytes);
+  return rpc::QuerySessionFactory(runner, config.call_timeout, config.max_call_bytes,
+                                  config.max_session_design_memory);
 }
 
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config) {

@@ -89,6 +89,10 @@ ABSL_FLAG(int64_t, max_grpc_memory, 0,
           "answers being sent; not all that connections cost, which the connection limits "
           "bound); past it streams are cancelled with RESOURCE_EXHAUSTED (default 0: the "
           "larger of 256 MiB and 4 x --max-call-bytes)");
+ABSL_FLAG(int64_t, max_session_design_memory, int64_t{256} << 20,
+          "bytes of design documents (their function names) all Session streams together may "
+          "hold, each stream at most 64 MiB; past it a stream's own least recently used ones "
+          "make room first, then the design document is refused (CouchDB fails that request)");
 ABSL_FLAG(int, max_connections_per_peer, 1024,
           "TCP connections one peer address may have open at once; more are closed as they "
           "connect (0: no limit). Behind nginx on this host every call in flight is a "
@@ -805,6 +809,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
   c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   c.max_grpc_memory = absl::GetFlag(FLAGS_max_grpc_memory);
+  c.max_session_design_memory = absl::GetFlag(FLAGS_max_session_design_memory);
   c.max_waiting_uploads = absl::GetFlag(FLAGS_max_waiting_uploads);
   c.max_yaml_bytes = absl::GetFlag(FLAGS_max_yaml_bytes);
   c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
@@ -831,6 +836,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
            CheckAtLeast(sources, "max_yaml_bytes", c.max_yaml_bytes, 1, ""),
            CheckAtLeast(sources, "max_yaml_nodes", c.max_yaml_nodes, 1, ""),
            CheckAtLeast(sources, "max_design_bytes", c.max_design_bytes, 1, ""),
+           CheckAtLeast(sources, "max_session_design_memory", c.max_session_design_memory, 1,
+                        ""),
            CheckAtLeast(sources, "max_couchdb_response_bytes", c.max_couchdb_response_bytes, 1,
                         ""),
            CheckAtLeast(sources, "max_grpc_memory", c.max_grpc_memory, 0,

@@ -32,6 +32,7 @@ struct ServerConfig {
   int64_t max_docs_per_call = 0;
   int64_t max_call_bytes = 0;
   int64_t max_grpc_memory = 0;  // resolved: never 0 once loaded
+  int64_t max_session_design_memory = 0;  // all Session streams' design documents together
   int64_t max_calls_per_worker = 0;
   int64_t worker_memory_mb = 0;
   std::string log_level;

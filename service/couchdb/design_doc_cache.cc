@@ -80,21 +80,47 @@ absl::Status DesignDocCache::Put(std::string_view id, std::string_view json) {
         " bytes a query-server session keeps for all its design documents; use shorter "
         "function names or fewer functions per design document"));
   }
+  if (limits_.shared != nullptr) {
+    // When the budget is spent, this session's own documents make room first (least recently
+    // used first, an older revision of this one among them), as they do for max_bytes; only
+    // with none of them left is the document refused. A document evicted here is answered
+    // later as an uncached one, which makes CouchDB start a fresh process and teach it again.
+    bool charged = limits_.shared->TryCharge(entry.bytes);
+    while (!charged && !recency_.empty()) {
+      EvictOldest();
+      charged = limits_.shared->TryCharge(entry.bytes);
+    }
+    if (!charged) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "design document ", AbslView(id), " names ", entry.bytes, " bytes of functions, and "
+          "the server's Session streams hold ", limits_.shared->used(), " of the ",
+          limits_.shared->limit(), " bytes of design documents they may hold together "
+          "(cnp-server's --max-session-design-memory)"));
+    }
+  }
   if (auto old = index_.find(id); old != index_.end()) {
     bytes_ -= old->second->bytes;
+    if (limits_.shared != nullptr) limits_.shared->Release(old->second->bytes);
     recency_.erase(old->second);
     index_.erase(old);
   }
   bytes_ += entry.bytes;
   recency_.push_front(std::move(entry));
   index_.emplace(recency_.front().id, recency_.begin());
-  while (index_.size() > limits_.max_docs || bytes_ > limits_.max_bytes) {
-    const Entry& oldest = recency_.back();
-    bytes_ -= oldest.bytes;
-    index_.erase(oldest.id);
-    recency_.pop_back();
-  }
+  while (index_.size() > limits_.max_docs || bytes_ > limits_.max_bytes) EvictOldest();
   return absl::OkStatus();
+}
+
+void DesignDocCache::EvictOldest() {
+  const Entry& oldest = recency_.back();
+  bytes_ -= oldest.bytes;
+  if (limits_.shared != nullptr) limits_.shared->Release(oldest.bytes);
+  index_.erase(oldest.id);
+  recency_.pop_back();
+}
+
+DesignDocCache::~DesignDocCache() {
+  if (limits_.shared != nullptr) limits_.shared->Release(bytes_);
 }
 
 const DesignDocCache::Entry* DesignDocCache::Touch(std::string_view id) const {

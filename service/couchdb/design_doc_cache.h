@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "service/couchdb/design_doc_budget.h"
 
 namespace cnp::couchdb {
 
@@ -44,10 +45,19 @@ class DesignDocCache {
     // about 300 bytes here, so 64 MiB holds some 200,000 of them. Memory follows what CouchDB
     // teaches, not the bound: a deployment with 2,000 such databases costs each session ~600 KB.
     size_t max_bytes = 64 << 20;
+    // What every session of the server holds together, charged with this session's bytes too
+    // (null: no shared bound). A document the budget cannot take once this session has let go
+    // of its own least recently used ones is refused (RESOURCE_EXHAUSTED) like one over
+    // max_bytes: CouchDB fails that request, and the session keeps what it had.
+    DesignDocBudget* shared = nullptr;
   };
 
   DesignDocCache() : DesignDocCache(Limits()) {}
   explicit DesignDocCache(Limits limits) : limits_(limits) {}
+  // Gives its bytes back to the shared budget.
+  ~DesignDocCache();
+  DesignDocCache(const DesignDocCache&) = delete;
+  DesignDocCache& operator=(const DesignDocCache&) = delete;
 
   // Learns (or relearns, for a newer revision) design document `id` from its JSON text,
   // evicting the least recently used ones beyond the limits. INVALID_ARGUMENT when `json` is
@@ -78,6 +88,8 @@ class DesignDocCache {
 
   // Marks `id` used; its entry, or nullptr.
   const Entry* Touch(std::string_view id) const;
+  // Forgets the least recently used document, giving its bytes back.
+  void EvictOldest();
 
   const Limits limits_;
   mutable Recency recency_;

@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 
 #include "asio/awaitable.hpp"
 #include "service/couchdb/async_query_session.h"
+#include "service/couchdb/design_doc_budget.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/async_task_runner.h"
 #include "service/rpc/rpc_server.h"
@@ -19,8 +21,12 @@ namespace cnp::rpc {
 
 class QuerySessionHandler final : public SessionHandler {
  public:
-  QuerySessionHandler(pool::AsyncTaskRunner& runner, couchdb::AsyncQuerySession::Options options)
-      : session_(runner, options) {}
+  // `design_budget`, if any, is what every stream's design documents are charged to; the
+  // handler keeps it alive as long as its session gives bytes back to it.
+  QuerySessionHandler(pool::AsyncTaskRunner& runner, couchdb::AsyncQuerySession::Options options,
+                      std::shared_ptr<couchdb::DesignDocBudget> design_budget = nullptr)
+      : design_budget_(std::move(design_budget)),
+        session_(runner, WithBudget(options, design_budget_.get())) {}
 
   asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
       v1::SessionInput& input) override {
@@ -32,20 +38,36 @@ class QuerySessionHandler final : public SessionHandler {
   asio::awaitable<void> Close() override { co_await session_.Close(); }
 
  private:
+  static couchdb::AsyncQuerySession::Options WithBudget(
+      couchdb::AsyncQuerySession::Options options, couchdb::DesignDocBudget* budget) {
+    options.design_docs.shared = budget;
+    return options;
+  }
+
+  const std::shared_ptr<couchdb::DesignDocBudget> design_budget_;  // outlives session_
   couchdb::AsyncQuerySession session_;
   metrics::ActiveSession active_{"stream"};
 };
 
 // The factory RpcServer calls for each new Session stream. `call_timeout` (--call-timeout)
 // bounds every command whatever CouchDB's reset says, and ends a list left waiting that long;
-// `max_answer_bytes` (--max-call-bytes) bounds what a worker may answer to one (0: no bound).
+// `max_answer_bytes` (--max-call-bytes) bounds what a worker may answer to one (0: no bound);
+// `design_memory` (--max-session-design-memory) bounds the design documents all the streams
+// hold together (0: no shared bound).
 inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner,
                                           absl::Duration call_timeout,
-                                          int64_t max_answer_bytes = 0) {
+                                          int64_t max_answer_bytes = 0,
+                                          int64_t design_memory = 0) {
   couchdb::AsyncQuerySession::Options options;
   options.max_call_timeout = call_timeout;
   options.max_answer_bytes = max_answer_bytes;
-  return [&runner, options] { return std::make_unique<QuerySessionHandler>(runner, options); };
+  std::shared_ptr<couchdb::DesignDocBudget> budget;
+  if (design_memory > 0) {
+    budget = std::make_shared<couchdb::DesignDocBudget>(static_cast<size_t>(design_memory));
+  }
+  return [&runner, options, budget] {
+    return std::make_unique<QuerySessionHandler>(runner, options, budget);
+  };
 }
 
 }  // namespace cnp::rpc

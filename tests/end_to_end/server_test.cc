@@ -29,6 +29,7 @@ namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -275,6 +276,47 @@ TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
   EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
+}
+
+// The design documents every Session stream holds, together, are bounded by
+// --max-session-design-memory: a stream that would pass it is answered with an error for that
+// ddoc, and a stream that ends gives its share back.
+TEST(ServerTest, SessionStreamsShareTheDesignDocumentBudget) {
+  auto server = StartServer({"--workers=1", "--max-session-design-memory=1000000"});
+  auto client = server->Connect();
+  struct Stream {
+    explicit Stream(client::Client& client) {
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
+      stream = client.stub().Session(&context);
+    }
+    std::vector<std::string> Ask(const std::string& line) {
+      v1::SessionInput input;
+      input.set_line(line);
+      v1::SessionOutput output;
+      if (!stream->Write(input) || !stream->Read(&output)) return {};
+      return std::vector<std::string>(output.lines().begin(), output.lines().end());
+    }
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream;
+  };
+  auto ddoc = [](const std::string& id, size_t bytes) {
+    return absl::StrCat(R"(["ddoc","new","_design/)", id, R"(",{"_id":"_design/)", id,
+                        R"(","filters":{"f":"svc_fns.)", std::string(bytes, 'x'), R"("}}])");
+  };
+  auto first = std::make_unique<Stream>(*client);
+  EXPECT_THAT(first->Ask(ddoc("a", 700000)), ElementsAre("true"));
+  Stream second(*client);
+  EXPECT_THAT(second.Ask(ddoc("b", 500000)),
+              ElementsAre(AllOf(StartsWith(R"(["error","query_protocol_error",)"),
+                                HasSubstr("--max-session-design-memory"))));
+  first->stream->WritesDone();
+  EXPECT_TRUE(first->stream->Finish().ok());
+  first.reset();
+  // The server destroys a stream's session before it sends the stream's status, so the share
+  // is back by the time Finish returns.
+  EXPECT_THAT(second.Ask(ddoc("b", 500000)), ElementsAre("true"));
+  second.stream->WritesDone();
+  EXPECT_TRUE(second.stream->Finish().ok());
 }
 
 TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {

@@ -3,7 +3,9 @@
 // document a realistic deployment teaches one process, and what it forgets stays correct for
 // CouchDB.
 #include "service/couchdb/design_doc_cache.h"
+#include "service/couchdb/design_doc_budget.h"
 
+#include <memory>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -133,6 +135,42 @@ TEST(DesignDocCacheTest, CouchDbSeesAnErrorForATooBigDocumentAndAnUncachedOneOnc
   ASSERT_TRUE(evicted.has_value());
   EXPECT_THAT(evicted->lines(0), HasSubstr("uncached design doc: _design/d0"));
   EXPECT_TRUE(evicted->exit());
+}
+
+// The server's streams together: each stream keeps up to 64 MiB, a connection 100 streams, a
+// server many connections; a budget they share bounds them all (--max-session-design-memory).
+TEST(DesignDocCacheTest, StreamsShareOneBudgetAndGiveItBackWhenTheyEnd) {
+  DesignDocBudget budget(1 << 20);
+  DesignDocCache::Limits limits;
+  limits.shared = &budget;
+  auto first = std::make_unique<DesignDocCache>(limits);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(first->Put(absl::StrCat("_design/a", i), BigDesignDoc(i, 100 << 10)).ok());
+  }
+  EXPECT_EQ(budget.used(), first->bytes());
+
+  // Another stream, with nothing of its own to let go of: refused, naming the flag; the first
+  // stream keeps what it has.
+  DesignDocCache second(limits);
+  absl::Status refused = second.Put("_design/b", BigDesignDoc(0, 400 << 10));
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("--max-session-design-memory"));
+  EXPECT_EQ(first->size(), 8u);
+  EXPECT_TRUE(second.Put("_design/small", BigDesignDoc(1, 10)).ok());
+
+  // A stream whose own documents can make room lets its least recently used ones go first.
+  ASSERT_TRUE(first->Contains("_design/a0"));  // now the most recently used
+  ASSERT_TRUE(first->Put("_design/a8", BigDesignDoc(8, 300 << 10)).ok());
+  EXPECT_TRUE(first->Contains("_design/a0"));
+  EXPECT_FALSE(first->Contains("_design/a1"));  // one was enough
+  EXPECT_TRUE(first->Contains("_design/a2"));
+  EXPECT_LE(budget.used(), budget.limit());
+  EXPECT_EQ(budget.used(), first->bytes() + second.bytes());
+
+  // A stream that ends gives its bytes back.
+  first.reset();
+  EXPECT_EQ(budget.used(), second.bytes());
+  EXPECT_TRUE(second.Put("_design/b", BigDesignDoc(0, 400 << 10)).ok());
 }
 
 }  // namespace
