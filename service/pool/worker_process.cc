@@ -52,13 +52,14 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGHUP, SIGPIPE}) ::signal(sig, SIG_DFL);
-    // A terminal's Ctrl-C (and Ctrl-\) reaches every process of the foreground job, workers
-    // included, and timeout(1) or `kill -- -PGID` send SIGTERM to the whole group: workers are
-    // the server's to stop (SIGKILL, or the end of their socket), after the calls it waits for
-    // while it drains (the worker installs no handlers of its own, so an ignored signal stays
-    // ignored).
-    for (int sig : {SIGINT, SIGQUIT, SIGTERM}) ::signal(sig, SIG_IGN);
+    // A process group of its own: a terminal's Ctrl-C (and Ctrl-\) reaches every process of
+    // the foreground job, and timeout(1) or `kill -- -PGID` signal a whole group, while workers
+    // are the server's to stop (SIGKILL, or the end of their socket), after the calls it waits
+    // for while it drains. Ignoring those signals instead would be inherited by every process a
+    // function starts (Python's subprocess restores only SIGPIPE and SIGXFSZ), which could then
+    // not be terminated.
+    ::setpgid(0, 0);
+    for (int sig : {SIGHUP, SIGPIPE, SIGINT, SIGQUIT, SIGTERM}) ::signal(sig, SIG_DFL);
     if (::dup2(fds[1], 3) < 0) ::_exit(127);
     ::close_range(4, ~0U, 0);
     ::execv(argv[0], argv.data());

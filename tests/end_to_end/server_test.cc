@@ -319,6 +319,19 @@ TEST(ServerTest, SessionStreamsShareTheDesignDocumentBudget) {
   EXPECT_TRUE(second.stream->Finish().ok());
 }
 
+// A worker leads a process group of its own, so that a signal to the server's group does not
+// reach it, and leaves the signals a function's own processes inherit at their defaults (with
+// SIGTERM ignored instead, a subprocess a function started could not be terminated).
+TEST(ServerTest, WorkersHaveTheirOwnProcessGroupAndDefaultSignals) {
+  auto server = StartServer({"--workers=1"});
+  auto client = server->Connect();
+  auto response = client->Map({"svc_fns.process_group"}, {Doc("a", "")});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->results(0).rows(),
+            R"([[["own_group",true],["SIGTERM","not ignored"],["SIGINT","not ignored"],)"
+            R"(["SIGQUIT","not ignored"]]])");
+}
+
 TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {
   auto server = StartServer({"--workers=1", "--max-calls-per-worker=2"});
   auto client = server->Connect();

@@ -88,6 +88,17 @@ def pid(doc):
     yield "pid", os.getpid()
 
 
+def process_group(doc):
+    """Whether the worker leads a process group of its own, and whether a process it starts
+    would inherit SIGTERM, SIGINT or SIGQUIT ignored (a handler is reset by exec, SIG_IGN is
+    not)."""
+    import signal
+    yield "own_group", os.getpgrp() == os.getpid()
+    for name in ("SIGTERM", "SIGINT", "SIGQUIT"):
+        ignored = signal.getsignal(getattr(signal, name)) == signal.SIG_IGN
+        yield name, "ignored" if ignored else "not ignored"
+
+
 def listed(head, req):
     """A list function: "head", each row's id, then "tail"."""
     send("head")
