@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/service_connection.h"
@@ -119,6 +120,45 @@ bool AnswerLineTooLong(const absl::Status& dropped, std::string_view start) {
 constexpr absl::Duration kDirectStartWait = absl::Milliseconds(4500);
 
 constexpr int kUseStream = -1;
+
+// An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
+// absl's own message exits 1, which reads to CouchDB's operator like a crash. `others` is argv
+// for absl, names in its spelling; a flag's value given apart (--workers -1) is not a flag, and
+// --undefok is absl's to honour.
+std::optional<std::string> UnknownFlag(const std::vector<std::string>& others) {
+  for (const std::string& arg : others) {
+    if (absl::StartsWith(arg, "--undefok") || absl::StartsWith(arg, "-undefok")) {
+      return std::nullopt;
+    }
+  }
+  auto dashed = [](std::string text) { return absl::StrReplaceAll(text, {{"_", "-"}}); };
+  for (size_t i = 1; i < others.size(); ++i) {
+    absl::string_view arg = others[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "-")) continue;  // refused after absl as an argument
+    absl::ConsumePrefix(&arg, "-");
+    const size_t equals = arg.find('=');
+    const std::string name(arg.substr(0, equals));
+    if (name.empty()) continue;  // "-" or "--=x": absl's to judge
+    if (const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name); flag != nullptr) {
+      if (equals == absl::string_view::npos && !flag->IsOfType<bool>()) ++i;  // its value
+      continue;
+    }
+    const absl::CommandLineFlag* negated =
+        absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
+    if (negated != nullptr && negated->IsOfType<bool>()) continue;
+    std::vector<std::string> ours;
+    for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
+      if (absl::StrContains(flag->Filename(), "adapter/")) ours.emplace_back(flag_name);
+    }
+    const std::optional<std::string> meant = ClosestName(name, ours);
+    return absl::StrCat("unknown flag --", dashed(name),
+                        meant.has_value() ? absl::StrCat("; did you mean --", dashed(*meant), "?")
+                                          : "",
+                        " (cnp-adapter --help lists every flag)");
+  }
+  return std::nullopt;
+}
 
 // The direct session, if the server takes it: returns the adapter's exit code, or kUseStream
 // when CouchDB's pipes are still this process's to serve over the stream.
@@ -365,22 +405,8 @@ int main(int argc, char** argv) {
     std::cerr << "cnp-adapter: " << split.status().message() << std::endl;
     return 2;
   }
-  // An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
-  // absl's own message exits 1, which reads to CouchDB's operator like a crash.
-  for (const std::string& name : split->named) {
-    if (absl::FindCommandLineFlag(name) != nullptr) continue;
-    const absl::CommandLineFlag* negated =
-        absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
-    if (negated != nullptr && negated->IsOfType<bool>()) continue;
-    std::vector<std::string> ours;
-    for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
-      if (absl::StrContains(flag->Filename(), "adapter/")) ours.emplace_back(flag_name);
-    }
-    const std::optional<std::string> meant = cnp::ClosestName(name, ours);
-    auto dashed = [](std::string text) { return absl::StrReplaceAll(text, {{"_", "-"}}); };
-    std::cerr << "cnp-adapter: unknown flag --" << dashed(name)
-              << (meant.has_value() ? absl::StrCat("; did you mean --", dashed(*meant), "?") : "")
-              << " (cnp-adapter --help lists every flag)" << std::endl;
+  if (std::optional<std::string> unknown = cnp::adapter::UnknownFlag(split->others)) {
+    std::cerr << "cnp-adapter: " << *unknown << std::endl;
     return 2;
   }
   std::vector<char*> absl_argv = split->ArgvForAbsl();

@@ -195,6 +195,11 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   ProcessResult typo = RunWithInput({adapter, "--max-line-byte=3"}, "");
   EXPECT_EQ(typo.exit_code, 2) << typo.err;
   EXPECT_THAT(typo.err, HasSubstr("unknown flag --max-line-byte; did you mean --max-line-bytes?"));
+  // A value given apart is not a flag: the value's own message, not "unknown flag --1".
+  ProcessResult apart = RunWithInput({adapter, "--workers", "-1"}, "");
+  EXPECT_EQ(apart.exit_code, 2) << apart.err;
+  EXPECT_THAT(apart.err, HasSubstr("--workers must be 0"));
+  EXPECT_THAT(apart.err, Not(HasSubstr("unknown flag")));
   ProcessResult bogus = RunWithInput({adapter, "--bogus"}, "");
   EXPECT_EQ(bogus.exit_code, 2) << bogus.err;
   EXPECT_THAT(bogus.err, HasSubstr("unknown flag --bogus (cnp-adapter --help lists every flag)"));
