@@ -184,9 +184,9 @@ absl::Status RegistrySync::LoadRegistry() {
   if (!response.ok()) return response.status();
   if (response->status == 404) {
     // A database's URL given as CouchDB's: every database looks missing under it.
-    if (absl::Status root = ::cnp::couchdb::CheckCouchRoot(
+    if (absl::Status root = ::cnp::couchdb::CheckNotADatabaseUrl(
             couch_, "the registry database is named on the command line, after the URL");
-        absl::IsInvalidArgument(root)) {
+        !root.ok()) {
       return root;
     }
     return absl::NotFoundError(absl::StrCat(

@@ -17,4 +17,10 @@ namespace cnp::couchdb {
 // and 5xx are that error, as HttpError says it.
 absl::Status CheckCouchRoot(CouchClient& couch, absl::string_view names_databases);
 
+// Only the mistake: INVALID_ARGUMENT as above when GET / answers as a database does (its
+// answer has "db_name"); OK for anything else, a failed request included. For a command that
+// found a database missing and asks whether that is why, keeping its own message otherwise
+// (a proxy that does not pass GET / on must not turn "does not exist" into something else).
+absl::Status CheckNotADatabaseUrl(CouchClient& couch, absl::string_view names_databases);
+
 }  // namespace cnp::couchdb

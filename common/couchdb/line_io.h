@@ -19,7 +19,7 @@
 namespace cnp::couchdb {
 
 // The longest line read from CouchDB unless a caller says otherwise: cnp-adapter's default
-// --max-line-bytes and a direct session's fixed cap. CouchDB's own limit on a document is 8 MB
+// --max-line-bytes, which a direct session's worker is given too. CouchDB's own limit on a document is 8 MB
 // by default (max_document_size); a line carries one document, or a batch of reduce values, with
 // room to spare.
 inline constexpr size_t kDefaultMaxLineBytes = size_t{64} << 20;

@@ -355,7 +355,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   if (options_.max_answer_bytes > 0) {
     task.mutable_direct_session()->set_max_answer_bytes(options_.max_answer_bytes);
   }
-  task.mutable_direct_session()->set_max_line_bytes(hello.max_line_bytes());
+  // The adapter's --max-line-bytes, but never past what this server lets a Session line be
+  // (--max-call-bytes) or the 64 MiB default: any peer allowed on the socket sends the hello.
+  const int64_t most_line_bytes = std::max<int64_t>(options_.max_answer_bytes, int64_t{64} << 20);
+  task.mutable_direct_session()->set_max_line_bytes(
+      std::min(hello.max_line_bytes(), most_line_bytes));
   if (options_.call_timeout != absl::InfiniteDuration()) {
     task.mutable_direct_session()->set_max_call_timeout_ms(
         std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));

@@ -398,9 +398,9 @@ class UploadRun {
     if (response->status == 200) return absl::OkStatus();
     if (response->status == 404) {
       // A database's URL given as CouchDB's: every database looks missing under it.
-      if (absl::Status root = couchdb::CheckCouchRoot(
+      if (absl::Status root = couchdb::CheckNotADatabaseUrl(
               *couch_, "the database is named on the command line, after the URL");
-          absl::IsInvalidArgument(root)) {
+          !root.ok()) {
         return root;
       }
       return absl::NotFoundError(absl::StrCat("database \"", database, "\" does not exist at ",

@@ -213,7 +213,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
       // frame the input, so the session goes on, except inside a list whose row went missing.
       ++commands;
-      const std::string message = absl::StrCat("cnp-worker: ", line.status().message());
+      const std::string message = absl::StrCat("cnp-worker: ", line.status().message(),
+                                               " (cnp-adapter --max-line-bytes raises the limit)");
       std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
                    std::string(line.status().message()).c_str());
       if (absl::Status written =

@@ -1,5 +1,6 @@
 // A TCP --listen as the configuration checks it and the listener binds it: one reading of the
-// text and one resolution, so that what the loopback check vouched for is what gets bound.
+// text and one resolver (each calls it; the listener checks again what it bound), so that what
+// the loopback check vouched for is what gets bound.
 #include "service/listen/listen_address.h"
 
 #include <netinet/in.h>
