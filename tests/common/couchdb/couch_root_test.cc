@@ -30,7 +30,7 @@ TEST(CheckNotADatabaseUrlTest, OnlyADatabasesAnswerIsTheMistake) {
                                                       "(here probably ", database.url(), ")")))
       << mistake;
 
-  for (const ScriptedResponse answer :
+  for (const ScriptedResponse& answer :
        {ScriptedResponse{200, "<html>a proxy's page</html>"},
         ScriptedResponse{404, R"({"error":"not_found"})"},
         ScriptedResponse{200, R"({"couchdb":"Welcome"})"},
