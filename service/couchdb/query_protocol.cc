@@ -133,6 +133,7 @@ std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
 }  // namespace
 
 QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
+  last_line_bytes_ = line.size();
   output_.Clear();  // keeps its strings' buffers for this answer
   ran_out_of_memory_ = false;
   // In a list, any line but a row ends it with a reason that names what the line is, so the line
@@ -199,6 +200,9 @@ QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation the
 
 void QueryProtocol::ReleaseLargeBuffers() {
   constexpr size_t kKeptBytes = size_t{1} << 20;
+  // Only a large line grows the tasks past what small ones need: the per-document path of a
+  // direct session pays one comparison.
+  if (last_line_bytes_ <= kKeptBytes) return;
   if (map_task_.map().docs(0).capacity() > kKeptBytes) {
     std::string().swap(*map_task_.mutable_map()->mutable_docs(0));
   }

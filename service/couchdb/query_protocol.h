@@ -187,6 +187,7 @@ class QueryProtocol {
   // The map functions added since the last reset, as a map task with one document slot that
   // every map_doc reuses.
   Task map_task_;
+  size_t last_line_bytes_ = 0;  // of the line Handle read last (ReleaseLargeBuffers)
   // The task of any other command in flight (one line is answered at a time).
   Task task_;
   Continuation then_;

@@ -48,12 +48,14 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
   asio::awaitable<absl::StatusOr<std::optional<grpc::ByteBuffer>>> Handle(
       grpc::ByteBuffer& bytes) override {
     // One request object for the stream, as gRPC had: its fields' memory is reused.
+    const size_t request_bytes = bytes.Length();
     if (absl::Status parsed = ParseRequest(bytes, rpc_, request_); !parsed.ok()) co_return parsed;
     absl::StatusOr<std::optional<Response>> answer = co_await typed_->Handle(request_);
     // A big request's memory is not kept for the next one: a stream that then goes quiet
     // would hold up to --max-call-bytes for as long as it stays open, uncounted by
-    // --max-grpc-memory. Small requests keep reusing theirs.
-    if (request_.SpaceUsedLong() > kKeptRequestBytes) request_ = Request();
+    // --max-grpc-memory. Small requests keep reusing theirs (and cost no check: only a big
+    // request grows the object past what small ones need).
+    if (request_bytes > kKeptRequestBytes) request_ = Request();
     if (!answer.ok()) co_return answer.status();
     if (!answer->has_value()) co_return std::nullopt;
     ends_stream_ = typed_->EndsStream(**answer);
