@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "tests/support/server_process.h"
+#include "tests/support/session_stream.h"
 #include "tests/support/worker_pids.h"
 
 namespace cnp {
@@ -252,30 +253,20 @@ TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
 // is an error, as a direct session's is, and the session goes on on a fresh worker.
 TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
   auto server = StartServer({"--workers=1", "--worker-memory-mb=400"});
-  auto client = server->Connect();
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
-  auto stream = client->stub().Session(&context);
+  testing::SessionStream stream(*server);
   auto ask = [&](const std::string& line) {
-    v1::SessionInput input;
-    input.set_line(line);
-    v1::SessionOutput output;
-    if (!stream->Write(input) || !stream->Read(&output)) return std::vector<std::string>{};
-    return std::vector<std::string>(output.lines().begin(), output.lines().end());
+    return stream.Ask(line).value_or(std::vector<std::string>{});
   };
   ASSERT_THAT(ask(R"(["add_fun","svc_fns.hoards"])"), ElementsAre("true"));
   EXPECT_THAT(ask(R"(["map_doc",{"_id":"a"}])"),
               ElementsAre(HasSubstr("MemoryError"),
                           StartsWith(R"(["error","memory_error","cnp-server: MemoryError)")));
-  v1::SessionInput reset;
-  reset.set_line("[\"reset\"]");  // answered by the adapter, not the server
-  ASSERT_TRUE(stream->Write(reset));
+  ASSERT_TRUE(stream.Send("[\"reset\"]"));  // answered by the adapter, not the server
   ASSERT_THAT(ask(R"(["add_fun","svc_fns.doubled"])"), ElementsAre("true"));
   EXPECT_THAT(ask(R"(["map_doc",{"_id":"b","n":2}])"),
               ElementsAre(R"(["log","doubling b"])", R"([[["b",4]]])"));
   EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
-  stream->WritesDone();
-  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_TRUE(stream.Finish().ok());
 }
 
 // The design documents every Session stream holds, together, are bounded by
@@ -283,40 +274,23 @@ TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
 // ddoc, and a stream that ends gives its share back.
 TEST(ServerTest, SessionStreamsShareTheDesignDocumentBudget) {
   auto server = StartServer({"--workers=1", "--max-session-design-memory=1000000"});
-  auto client = server->Connect();
-  struct Stream {
-    explicit Stream(client::Client& client) {
-      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
-      stream = client.stub().Session(&context);
-    }
-    std::vector<std::string> Ask(const std::string& line) {
-      v1::SessionInput input;
-      input.set_line(line);
-      v1::SessionOutput output;
-      if (!stream->Write(input) || !stream->Read(&output)) return {};
-      return std::vector<std::string>(output.lines().begin(), output.lines().end());
-    }
-    grpc::ClientContext context;
-    std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream;
-  };
   auto ddoc = [](const std::string& id, size_t bytes) {
     return absl::StrCat(R"(["ddoc","new","_design/)", id, R"(",{"_id":"_design/)", id,
                         R"(","filters":{"f":"svc_fns.)", std::string(bytes, 'x'), R"("}}])");
   };
-  auto first = std::make_unique<Stream>(*client);
-  EXPECT_THAT(first->Ask(ddoc("a", 700000)), ElementsAre("true"));
-  Stream second(*client);
-  EXPECT_THAT(second.Ask(ddoc("b", 500000)),
+  testing::SessionStream first(*server);
+  EXPECT_THAT(first.Ask(ddoc("a", 700000)).value_or(std::vector<std::string>{}),
+              ElementsAre("true"));
+  testing::SessionStream second(*server);
+  EXPECT_THAT(second.Ask(ddoc("b", 500000)).value_or(std::vector<std::string>{}),
               ElementsAre(AllOf(StartsWith(R"(["error","query_protocol_error",)"),
                                 HasSubstr("--max-session-design-memory"))));
-  first->stream->WritesDone();
-  EXPECT_TRUE(first->stream->Finish().ok());
-  first.reset();
+  EXPECT_TRUE(first.Finish().ok());
   // The server destroys a stream's session before it sends the stream's status, so the share
   // is back by the time Finish returns.
-  EXPECT_THAT(second.Ask(ddoc("b", 500000)), ElementsAre("true"));
-  second.stream->WritesDone();
-  EXPECT_TRUE(second.stream->Finish().ok());
+  EXPECT_THAT(second.Ask(ddoc("b", 500000)).value_or(std::vector<std::string>{}),
+              ElementsAre("true"));
+  EXPECT_TRUE(second.Finish().ok());
 }
 
 // A worker leads a process group of its own, so that a signal to the server's group does not

@@ -16,11 +16,13 @@
 #include "gtest/gtest.h"
 #include "tests/support/process_memory.h"
 #include "tests/support/server_process.h"
+#include "tests/support/session_stream.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::SessionStream;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -68,29 +70,6 @@ TEST(AnswerMemoryTest, AMapOfManyNamesOnOneDocumentIsRefusedWithoutHoldingItsAns
   EXPECT_THAT(server->Log(), ::testing::Not(HasSubstr("killing and replacing")));
 }
 
-class SessionStream {
- public:
-  explicit SessionStream(const ServerProcess& server) : client_(server.Connect()) {
-    context_.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
-    stream_ = client_->stub().Session(&context_);
-  }
-  bool Send(const std::string& line) {
-    v1::SessionInput input;
-    input.set_line(line);
-    return stream_->Write(input);
-  }
-  std::optional<std::vector<std::string>> Ask(const std::string& line) {
-    if (!Send(line)) return std::nullopt;
-    v1::SessionOutput output;
-    if (!stream_->Read(&output)) return std::nullopt;
-    return std::vector<std::string>(output.lines().begin(), output.lines().end());
-  }
-
- private:
-  std::unique_ptr<client::Client> client_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
-};
 
 TEST(AnswerMemoryTest, AMapDocAfterManyAddFunsIsAnErrorLineWithoutHoldingItsAnswer) {
   auto server = StartServer();

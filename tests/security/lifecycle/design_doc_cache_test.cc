@@ -12,11 +12,14 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/support/process_memory.h"
 #include "service/couchdb/query_session.h"
 
 namespace cnp::couchdb {
 namespace {
+
+using ::cnp::testing::FakeBlockingTaskRunner;
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -76,16 +79,6 @@ TEST(DesignDocCacheTest, ADocumentAloneOverTheBoundIsRefusedAndTheRestKept) {
   EXPECT_TRUE(cache.Contains("_design/small"));
 }
 
-// No task is ever run here: teaching and forgetting design documents needs no worker.
-class NoWorkers : public pool::TaskRunner {
- public:
-  absl::StatusOr<pool::Reply> Run(const pool::Task&, absl::Time) override {
-    return absl::UnavailableError("no workers in this test");
-  }
-  absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
-    return absl::UnavailableError("no workers in this test");
-  }
-};
 
 // A per-user database's design document: one validate_doc_update, as CouchDB teaches it.
 std::string ValidateDesignDoc(int n) {
@@ -115,7 +108,8 @@ TEST(DesignDocCacheTest, AHundredThousandValidateDocumentsFitInTheDefaultBound) 
 // request and stops the process), and a call on an evicted ddoc is couchjs's answer for an
 // uncached one, after which the session ends, so CouchDB starts a fresh process and teaches it.
 TEST(DesignDocCacheTest, CouchDbSeesAnErrorForATooBigDocumentAndAnUncachedOneOnceEvicted) {
-  NoWorkers runner;
+  FakeBlockingTaskRunner runner;  // never asked: no line here needs a worker
+  runner.BreakWith(absl::UnavailableError("no workers in this test"));
   QuerySession::Options options;
   options.design_docs.max_bytes = 1 << 20;
   QuerySession session(runner, options);

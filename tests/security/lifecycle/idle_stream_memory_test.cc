@@ -16,36 +16,18 @@
 #include "gtest/gtest.h"
 #include "tests/support/process_memory.h"
 #include "tests/support/server_process.h"
+#include "tests/support/session_stream.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::SessionStream;
 using ::testing::StartsWith;
 
 constexpr int kStreams = 8;
 constexpr size_t kLineBytes = 40 << 20;
 
-class SessionStream {
- public:
-  explicit SessionStream(const ServerProcess& server) : client_(server.Connect()) {
-    context_.set_deadline(absl::ToChronoTime(absl::Now() + absl::Minutes(2)));
-    stream_ = client_->stub().Session(&context_);
-  }
-  std::optional<std::vector<std::string>> Ask(const std::string& line) {
-    v1::SessionInput input;
-    input.set_line(line);
-    if (!stream_->Write(input)) return std::nullopt;
-    v1::SessionOutput output;
-    if (!stream_->Read(&output)) return std::nullopt;
-    return std::vector<std::string>(output.lines().begin(), output.lines().end());
-  }
-
- private:
-  std::unique_ptr<client::Client> client_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
-};
 
 TEST(IdleStreamMemoryTest, StreamsIdleAfterABigLineDoNotHoldIt) {
   auto server = ServerProcess::Start(

@@ -12,11 +12,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/support/server_process.h"
+#include "tests/support/session_stream.h"
 
 namespace cnp {
 namespace {
 
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::SessionStream;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kCallTimeout = absl::Seconds(2);
@@ -47,44 +49,19 @@ absl::Status ValidateGetsThrough(const ServerProcess& server) {
   return absl::OkStatus();
 }
 
-class SessionStream {
- public:
-  explicit SessionStream(const ServerProcess& server) : client_(server.Connect()) {
-    // Bounded, so that a stream the server never answers fails the test instead of hanging it.
-    context_.set_deadline(absl::ToChronoTime(absl::Now() + kPatience + absl::Seconds(15)));
-    stream_ = client_->stub().Session(&context_);
-  }
-  bool Write(const std::string& line) {
-    v1::SessionInput input;
-    input.set_line(line);
-    return stream_->Write(input);
-  }
-  // The answer's lines, or nothing when the stream ended.
-  std::optional<std::vector<std::string>> Read() {
-    v1::SessionOutput output;
-    if (!stream_->Read(&output)) return std::nullopt;
-    return std::vector<std::string>(output.lines().begin(), output.lines().end());
-  }
-  grpc::Status Finish() { return stream_->Finish(); }
-
- private:
-  std::unique_ptr<client::Client> client_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
-};
 
 TEST(SessionHoldTest, AnEndlessResetTimeoutIsCappedAtTheCallTimeout) {
   auto server = StartOneWorkerServer();
   ASSERT_NE(server, nullptr);
-  SessionStream session(*server);
-  ASSERT_TRUE(session.Write(R"(["reset",{"timeout":1e308}])"));  // answered by nothing
-  ASSERT_TRUE(session.Write(R"(["add_fun","svc_fns.spins"])"));
+  SessionStream session(*server, kPatience + absl::Seconds(15));
+  ASSERT_TRUE(session.Send(R"(["reset",{"timeout":1e308}])"));  // answered by nothing
+  ASSERT_TRUE(session.Send(R"(["add_fun","svc_fns.spins"])"));
   auto added = session.Read();
   ASSERT_TRUE(added.has_value()) << server->Log();
   ASSERT_EQ(added->back(), "true");
 
   const absl::Time sent = absl::Now();
-  ASSERT_TRUE(session.Write(R"(["map_doc",{"_id":"a"}])"));
+  ASSERT_TRUE(session.Send(R"(["map_doc",{"_id":"a"}])"));
   auto answer = session.Read();
   const absl::Duration took = absl::Now() - sent;
   ASSERT_TRUE(answer.has_value()) << "the spinning map_doc was never answered\n" << server->Log();
@@ -100,12 +77,12 @@ TEST(SessionHoldTest, AnEndlessResetTimeoutIsCappedAtTheCallTimeout) {
 TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
   auto server = StartOneWorkerServer();
   ASSERT_NE(server, nullptr);
-  SessionStream session(*server);
-  ASSERT_TRUE(session.Write(R"(["ddoc","new","_design/x",{"lists":{"l":"svc_fns.listed"}}])"));
+  SessionStream session(*server, kPatience + absl::Seconds(15));
+  ASSERT_TRUE(session.Send(R"(["ddoc","new","_design/x",{"lists":{"l":"svc_fns.listed"}}])"));
   auto taught = session.Read();
   ASSERT_TRUE(taught.has_value()) << server->Log();
   ASSERT_EQ(taught->back(), "true");
-  ASSERT_TRUE(session.Write(R"(["ddoc","_design/x",["lists","l"],[{"total_rows":1,"offset":0},{}]])"));
+  ASSERT_TRUE(session.Send(R"(["ddoc","_design/x",["lists","l"],[{"total_rows":1,"offset":0},{}]])"));
   auto started = session.Read();
   ASSERT_TRUE(started.has_value()) << server->Log();
   ASSERT_THAT(started->back(), HasSubstr(R"(["start",["head"])"));
@@ -125,7 +102,7 @@ TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
 
   // CouchDB's row that comes late is answered as by a query server that has no list: an
   // error after a log line saying why, and the session ends.
-  ASSERT_TRUE(session.Write(R"(["list_row",{"id":"a","key":1,"value":null}])"));
+  ASSERT_TRUE(session.Send(R"(["list_row",{"id":"a","key":1,"value":null}])"));
   auto gone = session.Read();
   ASSERT_TRUE(gone.has_value()) << server->Log();
   ASSERT_EQ(gone->size(), 2u);

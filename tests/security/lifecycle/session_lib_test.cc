@@ -8,24 +8,18 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "service/couchdb/query_session.h"
+#include "tests/support/fake_blocking_task_runner.h"
 #include "tests/support/process_memory.h"
 
 namespace cnp::couchdb {
 namespace {
 
-// add_lib and reset need no worker.
-class NoWorkers : public pool::TaskRunner {
- public:
-  absl::StatusOr<pool::Reply> Run(const pool::Task&, absl::Time) override {
-    return absl::UnavailableError("no workers in this test");
-  }
-  absl::StatusOr<std::unique_ptr<pool::WorkerLease>> Lease(absl::Time) override {
-    return absl::UnavailableError("no workers in this test");
-  }
-};
+using ::cnp::testing::FakeBlockingTaskRunner;
+
 
 TEST(SessionLibTest, AddLibIsAnsweredAndItsObjectNotKept) {
-  NoWorkers runner;
+  FakeBlockingTaskRunner runner;  // never asked: no line here needs a worker
+  runner.BreakWith(absl::UnavailableError("no workers in this test"));
   QuerySession first(runner);
   QuerySession second(runner);
   std::string line =

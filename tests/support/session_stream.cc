@@ -1,0 +1,33 @@
+#include "tests/support/session_stream.h"
+
+namespace cnp::testing {
+
+SessionStream::SessionStream(const ServerProcess& server, absl::Duration patience)
+    : client_(server.Connect()) {
+  context_.set_deadline(absl::ToChronoTime(absl::Now() + patience));
+  stream_ = client_->stub().Session(&context_);
+}
+
+bool SessionStream::Send(const std::string& line) {
+  v1::SessionInput input;
+  input.set_line(line);
+  return stream_->Write(input);
+}
+
+std::optional<std::vector<std::string>> SessionStream::Read() {
+  v1::SessionOutput output;
+  if (!stream_->Read(&output)) return std::nullopt;
+  return std::vector<std::string>(output.lines().begin(), output.lines().end());
+}
+
+std::optional<std::vector<std::string>> SessionStream::Ask(const std::string& line) {
+  if (!Send(line)) return std::nullopt;
+  return Read();
+}
+
+grpc::Status SessionStream::Finish() {
+  stream_->WritesDone();
+  return stream_->Finish();
+}
+
+}  // namespace cnp::testing
