@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,7 +53,7 @@ const Task& HandshakeTask() {
 ProcessWorker::ProcessWorker(const asio::any_io_executor& executor, SpawnedWorker child,
                              int pidfd)
     : pid_(child.pid), socket_(executor, asio::local::stream_protocol(), child.fd),
-      pidfd_(executor, pidfd) {
+      fd_(child.fd), pidfd_(executor, pidfd) {
   // Reads and writes are tried at once and awaited only when they would block.
   socket_.non_blocking(true);
 }
@@ -65,96 +66,173 @@ ProcessWorker::~ProcessWorker() {
   }
 }
 
-asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task) {
-  if (killed_) co_return absl::UnavailableError("the worker was killed");
+absl::Status ProcessWorker::Begin(const Task* task) {
   // The longest reply read: what the task allows (its answer and the Reply around it), else
   // what a frame may be.
-  const uint64_t max_reply =
-      task != nullptr && task->max_answer_bytes() > 0
-          ? std::min<uint64_t>(static_cast<uint64_t>(task->max_answer_bytes()) + kAnswerSlackBytes,
+  exchange_ = ExchangeProgress{};
+  exchange_.need = kFrameHeaderBytes;
+  exchange_.max_answer_bytes = task != nullptr ? task->max_answer_bytes() : 0;
+  exchange_.max_reply =
+      exchange_.max_answer_bytes > 0
+          ? std::min<uint64_t>(static_cast<uint64_t>(exchange_.max_answer_bytes) +
+                                   kAnswerSlackBytes,
                                kMaxFrameBytes)
           : kMaxFrameBytes;
-  asio::error_code ec;
-  if (task != nullptr) {
-    out_.assign(kFrameHeaderBytes, '\0');
-    if (!task->AppendToString(&out_)) {
-      ReleaseLargeBuffers();
-      co_return absl::InternalError("cannot serialize the task");
-    }
-    const size_t payload = out_.size() - kFrameHeaderBytes;
-    if (payload > kMaxFrameBytes) {
-      ReleaseLargeBuffers();
-      co_return absl::ResourceExhaustedError(absl::StrCat(
-          "a task of ", payload, " bytes is over the ", kMaxFrameBytes,
-          "-byte limit of a worker's frame; send fewer or smaller documents per call"));
-    }
-    EncodeFrameLength(static_cast<uint32_t>(payload), out_.data());
-
-    // The socket is idle between exchanges, so a task almost always fits into its buffer at
-    // once: written here, with no trip through the context's queue; only what does not fit is
-    // awaited.
-    size_t written = socket_.write_some(asio::buffer(out_), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) written = 0, ec = {};
-    if (!ec && written < out_.size()) {
-      co_await asio::async_write(socket_, asio::buffer(out_) + written,
-                                 asio::redirect_error(asio::use_awaitable, ec));
-    }
-    if (killed_) co_return absl::UnavailableError("the worker was killed");
-    if (ec) co_return IoFailure(ec, "writing the task");
-  }
-
-  // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
-  // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
-  // readable; prefix and frame come in one read for all but large replies. frame_ keeps its
-  // size from one exchange to the next (value-initializing it anew would cost more than the
-  // read), unless a large reply grew it (ReleaseLargeBuffers).
-  constexpr size_t kFirstRead = 64 * 1024;
-  if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
-  size_t have = 0;
-  size_t need = kFrameHeaderBytes;
-  bool prefixed = false;
   // A Receive (no task) reads exactly one frame, its prefix first: a direct session's worker
   // sends several (session_progress frames, then its session_end), and the next may already
   // follow this one on the socket.
-  const bool one_frame_of_several = task == nullptr;
-  while (!prefixed || have < need) {
-    if (prefixed && frame_.size() < need) frame_.resize(need);
-    const size_t room = (prefixed || one_frame_of_several ? need : frame_.size()) - have;
-    const size_t got = co_await socket_.async_read_some(
-        asio::buffer(frame_.data() + have, room), asio::redirect_error(asio::use_awaitable, ec));
-    if (killed_) co_return absl::UnavailableError("the worker was killed");
-    if (ec) co_return IoFailure(ec, "reading the reply");
-    have += got;
-    if (!prefixed && have >= kFrameHeaderBytes) {
-      const uint32_t length = DecodeFrameLength(frame_.data());
-      if (length > kMaxFrameBytes) {
-        co_return absl::DataLossError(
-            absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
-      }
-      // Refused from its length alone: not a byte more of it is read (the worker should have
-      // answered ANSWER_TOO_LARGE itself; one that did not is killed, not drained).
-      if (length > max_reply) {
-        ReleaseLargeBuffers();
-        co_return absl::OutOfRangeError(absl::StrCat(
-            "worker (pid ", pid_, ") announced a reply of ", length, " bytes, over the ",
-            task->max_answer_bytes(), " bytes its task's answer may have"));
-      }
-      prefixed = true;
-      need = kFrameHeaderBytes + static_cast<size_t>(length);
-    }
+  exchange_.one_frame = task == nullptr;
+  // frame_ keeps its size from one exchange to the next (value-initializing it anew would cost
+  // more than the read), unless a large reply grew it (ReleaseLargeBuffers).
+  constexpr size_t kFirstRead = 64 * 1024;
+  if (frame_.size() < kFirstRead) frame_.resize(kFirstRead);
+  if (task == nullptr) {
+    out_.clear();
+    return absl::OkStatus();
   }
-  if (have > need) {
-    co_return absl::DataLossError(
+  out_.assign(kFrameHeaderBytes, '\0');
+  if (!task->AppendToString(&out_)) {
+    ReleaseLargeBuffers();
+    return absl::InternalError("cannot serialize the task");
+  }
+  const size_t payload = out_.size() - kFrameHeaderBytes;
+  if (payload > kMaxFrameBytes) {
+    ReleaseLargeBuffers();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a task of ", payload, " bytes is over the ", kMaxFrameBytes,
+        "-byte limit of a worker's frame; send fewer or smaller documents per call"));
+  }
+  EncodeFrameLength(static_cast<uint32_t>(payload), out_.data());
+  return absl::OkStatus();
+}
+
+char* ProcessWorker::ReadPlace() { return frame_.data() + exchange_.have; }
+
+size_t ProcessWorker::ReadRoom() {
+  // Prefix and frame come in one read for all but large replies.
+  if (exchange_.prefixed && frame_.size() < exchange_.need) frame_.resize(exchange_.need);
+  return (exchange_.prefixed || exchange_.one_frame ? exchange_.need : frame_.size()) -
+         exchange_.have;
+}
+
+absl::Status ProcessWorker::Took(size_t got) {
+  exchange_.have += got;
+  if (exchange_.prefixed || exchange_.have < kFrameHeaderBytes) return absl::OkStatus();
+  const uint32_t length = DecodeFrameLength(frame_.data());
+  if (length > kMaxFrameBytes) {
+    return absl::DataLossError(
+        absl::StrCat("worker (pid ", pid_, ") announced a frame of ", length, " bytes"));
+  }
+  // Refused from its length alone: not a byte more of it is read (the worker should have
+  // answered ANSWER_TOO_LARGE itself; one that did not is killed, not drained).
+  if (length > exchange_.max_reply) {
+    ReleaseLargeBuffers();
+    return absl::OutOfRangeError(absl::StrCat(
+        "worker (pid ", pid_, ") announced a reply of ", length, " bytes, over the ",
+        exchange_.max_answer_bytes, " bytes its task's answer may have"));
+  }
+  exchange_.prefixed = true;
+  exchange_.need = kFrameHeaderBytes + static_cast<size_t>(length);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reply> ProcessWorker::ParseReply() {
+  if (exchange_.have > exchange_.need) {
+    return absl::DataLossError(
         absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
   }
   Reply reply;
   const bool parsed = reply.ParseFromArray(frame_.data() + kFrameHeaderBytes,
-                                           static_cast<int>(need - kFrameHeaderBytes));
+                                           static_cast<int>(exchange_.need - kFrameHeaderBytes));
   ReleaseLargeBuffers();
   if (!parsed) {
-    co_return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
+    return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
   }
-  co_return reply;
+  return reply;
+}
+
+asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task) {
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
+  if (absl::Status begun = Begin(task); !begun.ok()) co_return begun;
+  if (task != nullptr) {
+    // The socket is idle between exchanges, so a task almost always fits into its buffer at
+    // once: written here, with no trip through the context's queue; only what does not fit is
+    // awaited (Continue).
+    asio::error_code ec;
+    exchange_.written = socket_.write_some(asio::buffer(out_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      exchange_.written = 0;
+    } else if (ec) {
+      co_return IoFailure(ec, "writing the task");
+    }
+  }
+  co_return co_await Continue();
+}
+
+asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Continue() {
+  if (killed_) co_return absl::UnavailableError("the worker was killed");
+  asio::error_code ec;
+  if (exchange_.written < out_.size()) {
+    co_await asio::async_write(socket_, asio::buffer(out_) + exchange_.written,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (killed_) co_return absl::UnavailableError("the worker was killed");
+    if (ec) co_return IoFailure(ec, "writing the task");
+    exchange_.written = out_.size();
+  }
+  // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
+  // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
+  // readable.
+  while (!ReplyComplete()) {
+    const size_t room = ReadRoom();
+    const size_t got = co_await socket_.async_read_some(
+        asio::buffer(ReadPlace(), room), asio::redirect_error(asio::use_awaitable, ec));
+    if (killed_) co_return absl::UnavailableError("the worker was killed");
+    if (ec) co_return IoFailure(ec, "reading the reply");
+    if (absl::Status took = Took(got); !took.ok()) co_return took;
+  }
+  co_return ParseReply();
+}
+
+QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration wait) {
+  using Outcome = QuickExchange::Outcome;
+  const auto done = [](absl::StatusOr<Reply> reply) {
+    return QuickExchange(Outcome::kDone, std::move(reply));
+  };
+  const auto failed = [](const char* what) {
+    return absl::UnavailableError(absl::StrCat(what, " failed: ", std::strerror(errno)));
+  };
+  if (killed_) return done(absl::UnavailableError("the worker was killed"));
+  // A worker waiting for its next task says nothing: one whose socket is readable (or closed)
+  // has died since it was last used, and the task can go elsewhere.
+  if (SpokeUnprompted()) return QuickExchange(Outcome::kEndedBefore);
+  if (absl::Status begun = Begin(&task); !begun.ok()) return done(begun);
+  ssize_t sent;
+  do {
+    sent = ::send(fd_, out_.data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0 && errno == EPIPE) return done(absl::UnavailableError("the peer closed the connection"));
+  if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("writing the task"));
+  exchange_.written = sent < 0 ? 0 : static_cast<size_t>(sent);
+  if (exchange_.written < out_.size()) return QuickExchange(Outcome::kPending);
+
+  const absl::Time until = absl::Now() + wait;
+  while (!ReplyComplete()) {
+    const ssize_t got = ::recv(fd_, ReadPlace(), ReadRoom(), MSG_DONTWAIT);
+    if (got > 0) {
+      if (absl::Status took = Took(static_cast<size_t>(got)); !took.ok()) return done(took);
+      continue;
+    }
+    if (got == 0) return done(absl::UnavailableError("the peer closed the connection"));
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) return done(absl::UnavailableError("the peer closed the connection"));
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("reading the reply"));
+    const absl::Duration left = until - absl::Now();
+    if (left <= absl::ZeroDuration() || killed_) return QuickExchange(Outcome::kPending);
+    pollfd readable{fd_, POLLIN, 0};
+    const timespec timeout = absl::ToTimespec(left);
+    if (::ppoll(&readable, 1, &timeout, nullptr) == 0) return QuickExchange(Outcome::kPending);
+  }
+  return done(ParseReply());
 }
 
 void ProcessWorker::ReleaseLargeBuffers() {
@@ -179,7 +257,7 @@ asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& tas
 }
 
 bool ProcessWorker::SpokeUnprompted() {
-  pollfd p{socket_.native_handle(), POLLIN, 0};
+  pollfd p{fd_, POLLIN, 0};
   return ::poll(&p, 1, 0) != 0;
 }
 

@@ -2,12 +2,15 @@
 //
 // The socket is an asio::local::stream_protocol::socket in non-blocking mode: an exchange writes
 // a length-prefixed frame (service/common/framing.h) at once and awaits only the reply's
-// arrival, which a cancellation or Kill() interrupts. The process's end is awaited on a pidfd (readable once it has exited)
+// arrival, which a cancellation or Kill() interrupts. A leaseholder on another thread may
+// instead wait a short while for the reply itself (TryQuickExchange), with plain system calls
+// on the descriptor, and leave the rest to the pool's context (FinishExchange). The process's end is awaited on a pidfd (readable once it has exited)
 // and reaped then with a waitpid that does not block.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -33,6 +36,8 @@ class ProcessWorker final : public Worker {
   asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override {
     return Transact(&task);
   }
+  QuickExchange TryQuickExchange(const Task& task, absl::Duration wait) override;
+  asio::awaitable<absl::StatusOr<Reply>> FinishExchange() override { return Continue(); }
   void Kill() override;
   asio::awaitable<std::string> Ended() override;
   pid_t pid() const override { return pid_; }
@@ -60,15 +65,41 @@ class ProcessWorker final : public Worker {
  private:
   // Writes `task` unless it is null, then awaits the reply.
   asio::awaitable<absl::StatusOr<Reply>> Transact(const Task* task);
+  // Serializes `task` (null: none, only a frame is read) into out_ and starts an exchange.
+  absl::Status Begin(const Task* task);
+  // Writes what is left of the task and reads the rest of the reply, awaiting the socket.
+  asio::awaitable<absl::StatusOr<Reply>> Continue();
+  // Where the next read goes and how much of it; then Took() counts what it got, which is an
+  // error for a reply refused from its length.
+  char* ReadPlace();
+  size_t ReadRoom();
+  absl::Status Took(size_t got);
+  bool ReplyComplete() const { return exchange_.prefixed && exchange_.have >= exchange_.need; }
+  absl::StatusOr<Reply> ParseReply();
   bool TryReap();
   // Frees the send and receive buffers when a large task or reply has grown them.
   void ReleaseLargeBuffers();
 
+  // The exchange in progress: how much of the task (in out_) is written, of the reply (in
+  // frame_) read.
+  struct ExchangeProgress {
+    size_t written = 0;
+    size_t have = 0;
+    size_t need = 0;
+    bool prefixed = false;
+    uint64_t max_reply = 0;       // the longest reply read
+    int64_t max_answer_bytes = 0;  // the task's, for the message when a reply is over it
+    bool one_frame = false;        // a Receive: exactly one frame, prefix first
+  };
+
   const pid_t pid_;
   asio::local::stream_protocol::socket socket_;
+  const int fd_;  // socket_'s, for TryQuickExchange's plain system calls on another thread
   asio::posix::stream_descriptor pidfd_;
   bool reaped_ = false;
-  bool killed_ = false;
+  // Set by Kill() on the pool's context while a quick exchange may run on another thread.
+  std::atomic<bool> killed_ = false;
+  ExchangeProgress exchange_;
   std::string how_ended_;
   std::optional<int> wait_status_;
   std::string out_;    // reused send buffer: length prefix and payload

@@ -10,6 +10,14 @@
 
 namespace cnp::pool {
 
+QuickExchange Worker::TryQuickExchange(const Task& /*task*/, absl::Duration /*wait*/) {
+  return QuickExchange();
+}
+
+asio::awaitable<absl::StatusOr<Reply>> Worker::FinishExchange() {
+  co_return absl::InternalError("this worker has no exchange left pending");
+}
+
 asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace) {
   using asio::experimental::awaitable_operators::operator||;
   asio::steady_timer timer(co_await asio::this_coro::executor, absl::ToChronoNanoseconds(grace));

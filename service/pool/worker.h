@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -25,6 +26,21 @@ using worker::v1::Task;
 // What a reply frame may hold beyond its task's max_answer_bytes before it is refused unread:
 // the worker keeps its whole serialized Reply within the limit, so this is only a margin.
 inline constexpr uint64_t kAnswerSlackBytes = 64 << 10;
+
+// What Worker::TryQuickExchange did.
+struct QuickExchange {
+  enum class Outcome {
+    kUnsupported,  // nothing: exchange on the pool's context instead (Exchange)
+    kDone,         // `reply` is the exchange's result; errors as Exchange's
+    kPending,      // the task is sent, or partly: FinishExchange completes the exchange
+    kEndedBefore,  // nothing was sent: the worker had ended (or spoke unprompted) meanwhile
+  };
+  explicit QuickExchange(Outcome outcome = Outcome::kUnsupported,
+                         absl::StatusOr<Reply> reply = absl::UnknownError("no reply"))
+      : outcome(outcome), reply(std::move(reply)) {}
+  Outcome outcome;
+  absl::StatusOr<Reply> reply;  // when kDone (kEndedBefore: what became of the worker)
+};
 
 class Worker {
  public:
@@ -44,6 +60,16 @@ class Worker {
   // No other code is returned.
   // Deadlines are the caller's: when one passes, it kills the worker, which ends the exchange.
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
+
+  // An exchange on the calling thread, for the holder of a lease on a thread other than the
+  // pool's (a Session stream's gRPC thread): sends `task` and blocks for at most `wait` for
+  // the whole reply. A reply that comes within it costs no thread hand-over; one that does not
+  // is left kPending, for FinishExchange on the pool's context. Meanwhile the pool's context
+  // touches the worker only to Kill() it. The default does nothing (kUnsupported).
+  virtual QuickExchange TryQuickExchange(const Task& task, absl::Duration wait);
+  // Completes an exchange TryQuickExchange left kPending: sends what is left of the task and
+  // awaits the reply, on the pool's context. Errors as Exchange's.
+  virtual asio::awaitable<absl::StatusOr<Reply>> FinishExchange();
 
   // Asks the process to end now (SIGKILL) and ends an exchange in progress at once, with
   // UNAVAILABLE. Never blocks; await Ended() to know the process has ended.

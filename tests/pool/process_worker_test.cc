@@ -178,6 +178,62 @@ TEST(ProcessWorkerTest, ALargeExchangeDoesNotLeaveItsBuffersBehind) {
   EXPECT_LT(held_after_large, size_t{1} << 20);
 }
 
+// A leaseholder's exchange on its own thread (TryQuickExchange, what a Session stream's kept
+// worker does per line): a reply that comes within the wait is read right there; a function
+// slower than the wait leaves the exchange pending, and the pool's context finishes it with
+// the right reply; a worker that died while idle is noticed before the task is sent.
+TEST(ProcessWorkerTest, AQuickExchangeReadsAFastReplyAndLeavesASlowOneToThePoolsContext) {
+  using Outcome = QuickExchange::Outcome;
+  asio::io_context io;
+  WorkerCommand command{Runfile("service/worker/cnp-worker"),
+                        {"--fd=3", "--python-path=" + Runfile("tests/functions/server")}};
+  ProcessWorkerFactory factory(command);
+  std::unique_ptr<ProcessWorker> worker;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        absl::StatusOr<std::unique_ptr<ProcessWorker>> started =
+            co_await factory.StartProcess(absl::Seconds(30));
+        EXPECT_TRUE(started.ok()) << started.status();
+        if (started.ok()) worker = *std::move(started);
+      },
+      asio::detached);
+  io.run();
+  ASSERT_NE(worker, nullptr);
+
+  QuickExchange fast = worker->TryQuickExchange(
+      MapTask("svc_fns.doubled", {R"({"_id":"a","n":21})"}), absl::Seconds(30));
+  ASSERT_EQ(fast.outcome, Outcome::kDone);
+  ASSERT_TRUE(fast.reply.ok()) << fast.reply.status();
+  EXPECT_EQ(fast.reply->map().results(0).rows(), R"([[["a",42]]])");
+
+  // The function waits for the gate: 1 ms of waiting gets no reply.
+  Gate gate("quick");
+  QuickExchange slow =
+      worker->TryQuickExchange(MapTask("svc_fns.waits", {gate.Doc("g")}), absl::Milliseconds(1));
+  ASSERT_EQ(slow.outcome, Outcome::kPending);
+  gate.AwaitReached();
+  gate.Open();
+  absl::StatusOr<Reply> finished = absl::UnknownError("not finished");
+  io.restart();
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { finished = co_await worker->FinishExchange(); },
+      asio::detached);
+  io.run();
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->map().results(0).rows(), R"([[["released","g"]]])");
+
+  // Killed while idle (as the OOM killer would): the next task is not sent to it.
+  ASSERT_EQ(::kill(worker->pid(), SIGKILL), 0);
+  io.restart();
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { co_await worker->Ended(); },
+                 asio::detached);
+  io.run();
+  QuickExchange after = worker->TryQuickExchange(
+      MapTask("svc_fns.doubled", {R"({"_id":"b","n":1})"}), absl::Seconds(30));
+  EXPECT_EQ(after.outcome, Outcome::kEndedBefore);
+}
+
 // A worker that ignores its task's answer limit (fake_worker.py --announce-bytes): its reply
 // is refused from the length in its header, before a byte more is read, and the exchange says so
 // (OUT_OF_RANGE); the receive buffer never grows towards the announced 512 MiB.
