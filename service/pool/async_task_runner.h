@@ -14,6 +14,7 @@
 // a worker running its own tasks in process (direct sessions), and Upload on its own executor.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -35,6 +36,14 @@ class AsyncWorkerLease {
  public:
   virtual ~AsyncWorkerLease() = default;
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) = 0;
+
+  // After a failed Exchange: the task was never sent because the worker had ended while the
+  // lease held it idle (it was replaced). The task itself is not at fault; run it elsewhere.
+  virtual bool EndedBeforeTask() const { return false; }
+  // The worker should go back to the pool now: a reply asked for it to be replaced, or it has
+  // run its --max-calls-per-worker. (A lease of a list ends anyway; a kept worker's holder
+  // gives it back.)
+  virtual bool ShouldGiveBack() const { return false; }
 };
 
 class AsyncTaskRunner {
@@ -59,6 +68,20 @@ class AsyncTaskRunner {
   // Holds one worker for a multi-step exchange.
   virtual asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
       absl::Time deadline) = 0;
+
+  // A worker kept between calls, for a caller whose calls come one after another with little
+  // time between them (a CouchDB session in lockstep): exchanges on a lease skip the admission
+  // queue, and a reply that comes quickly is read on the caller's own thread
+  // (Worker::TryQuickExchange). Kept only while nobody else needs it: `wanted` is called, once,
+  // on a thread of the pool's, when another caller waits for a worker, a reload or the memory
+  // cap wants this one replaced; the holder then gives the lease back as soon as its exchange
+  // in progress, if any, ends. Never waits: null when no worker is idle (run the call instead).
+  // HasIdleWorker is a hint for whether to ask, read without a hop to the pool.
+  virtual bool HasIdleWorker() const { return false; }
+  virtual asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorker(
+      std::function<void()> /*wanted*/) {
+    co_return nullptr;
+  }
 
   // How many workers the pool runs; batch callers split work into this many parts.
   virtual int size() const = 0;

@@ -61,38 +61,112 @@ struct AsyncWorkerPool::Batch {
   absl::Status stopped;   // set when the tasks left will not run: why
   int feeding = 0;        // feeders still running
   asio::steady_timer all_done;  // cancelled when the last feeder ends
+  // Feeders still waiting for a worker a session kept (RunAllHere): they stop waiting once
+  // every task has been taken.
+  std::vector<asio::cancellation_signal*> waiting_late;
 };
 
+// A worker held by one caller. Created on the pool's context; used from the caller's. The
+// worker's Slot is not touched from the caller's thread: the lease keeps its own reference to
+// the worker, and counts its calls until it gives the worker back.
 class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
  public:
-  LeaseImpl(AsyncWorkerPool& pool, Slot* slot) : pool_(pool), slot_(slot) {}
+  LeaseImpl(AsyncWorkerPool& pool, Slot* slot)
+      : pool_(pool), slot_(slot), worker_(slot->worker),
+        calls_left_(pool.options_.max_calls_per_worker > 0
+                        ? pool.options_.max_calls_per_worker - slot->calls
+                        : -1) {}
   ~LeaseImpl() override {
-    if (worker_lost_) return;  // it was already replaced
+    // The lease's reference to the worker is let go on the pool's context too: the last one
+    // destroys the worker, whose sockets belong to that context.
+    if (worker_lost_) {  // it was already replaced
+      asio::post(pool_.context_, [worker = std::move(worker_)] {});
+      return;
+    }
     AsyncWorkerPool* pool = &pool_;
     Slot* slot = slot_;
     const bool recycle = recycle_asked_;
-    asio::post(pool_.context_, [pool, slot, recycle] { pool->FinishCall(slot, recycle); });
+    const int64_t calls = std::max<int64_t>(calls_, 1);
+    asio::post(pool_.context_, [pool, slot, recycle, calls, worker = std::move(worker_)] {
+      pool->FinishCall(slot, recycle, calls);
+    });
   }
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
     if (!failure_.ok()) co_return failure_;
-    absl::StatusOr<Reply> reply = co_await AwaitOn(
-        pool_.executor(), pool_.LeaseExchangeHere(slot_, std::move(task), deadline, &worker_lost_));
-    if (!reply.ok()) failure_ = reply.status();
+    BoundAnswer(task, pool_.options_.max_answer_bytes);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<Reply> reply = co_await ExchangeHere(std::move(task), deadline, start);
+    if (!reply.ok()) {
+      failure_ = reply.status();
+      co_return reply;
+    }
+    ++calls_;
     // The worker asked to be replaced (a MemoryError): it is, once the lease gives it back.
-    if (reply.ok() && reply->recycle()) recycle_asked_ = true;
+    if (reply->recycle()) recycle_asked_ = true;
     co_return reply;
   }
 
+  bool EndedBeforeTask() const override { return ended_before_task_; }
+  bool ShouldGiveBack() const override {
+    return recycle_asked_ || (calls_left_ >= 0 && calls_ >= calls_left_);
+  }
+
  private:
+  // (Every co_await here is a statement of its own, and its operands hold no temporary with a
+  // destructor: GCC 12 miscompiles both.)
+  asio::awaitable<absl::StatusOr<Reply>> ExchangeHere(Task task, absl::Time deadline,
+                                                      absl::Time start) {
+    using Outcome = QuickExchange::Outcome;
+    const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
+    const absl::Duration wait = std::min(kQuickWait, deadline - start);
+    QuickExchange quick;
+    if (quick_ && wait > absl::ZeroDuration() && !Cancelled(cancellation)) {
+      quick = worker_->TryQuickExchange(task, wait);
+    }
+    if (quick.outcome == Outcome::kDone &&
+        (quick.reply.ok() || TaskWasNotSent(quick.reply.status()))) {
+      co_return std::move(quick.reply);
+    }
+    absl::StatusOr<Reply> reply = absl::UnknownError("no exchange");
+    if (quick.outcome == Outcome::kDone || quick.outcome == Outcome::kEndedBefore) {
+      // The worker failed, or had died while kept idle: replaced on the pool's context.
+      ended_before_task_ = quick.outcome == Outcome::kEndedBefore;
+      absl::Status failure = quick.reply.status();
+      reply = co_await AwaitOn(pool_.executor(),
+                               pool_.LeaseFailedHere(slot_, std::move(task), std::move(failure),
+                                                     ended_before_task_, &worker_lost_));
+    } else if (quick.outcome == Outcome::kPending) {
+      // Slower than the quick wait: this one and the next are awaited on the pool's context,
+      // until one answers within the wait again.
+      quick_ = false;
+      reply = co_await AwaitOn(pool_.executor(),
+                               pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
+                                                       /*sent=*/true, &worker_lost_));
+    } else {
+      reply = co_await AwaitOn(pool_.executor(),
+                               pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
+                                                       /*sent=*/false, &worker_lost_));
+      quick_ = absl::Now() - start < kQuickWait;
+    }
+    co_return reply;
+  }
+
   AsyncWorkerPool& pool_;
   Slot* const slot_;
+  std::shared_ptr<Worker> worker_;
+  // What --max-calls-per-worker leaves this worker, or -1 for no limit.
+  const int64_t calls_left_;
   // After a failed exchange the lease only reports that failure (its worker's state is unknown
   // or it is gone); `worker_lost_` says whether the worker was replaced (written on the pool's
   // context, read after the exchange returned).
   absl::Status failure_;
   bool worker_lost_ = false;
+  bool ended_before_task_ = false;
   bool recycle_asked_ = false;
+  int64_t calls_ = 0;
+  // Whether the next exchange tries the quick way: its last reply came within kQuickWait.
+  bool quick_ = true;
 };
 
 AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
@@ -150,6 +224,11 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
   co_return co_await AwaitOn(executor(), LeaseHere(deadline));
 }
 
+asio::awaitable<std::unique_ptr<AsyncWorkerLease>> AsyncWorkerPool::KeepIdleWorker(
+    std::function<void()> wanted) {
+  co_return co_await AwaitOn(executor(), KeepIdleWorkerHere(std::move(wanted)));
+}
+
 // ---- On the pool's context. ----
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::RunHere(Task task, absl::Time deadline) {
@@ -189,14 +268,24 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
     if (more == nullptr) break;
     held.push_back(more);
   }
+  // Workers that sessions keep between their lines are asked back, each for a feeder of its
+  // own that waits for it (Feed acquires when it starts without one): a batch is not held to
+  // fewer workers by a session that sends nothing.
+  const size_t kept = std::count_if(slots_.begin(), slots_.end(),
+                                    [](const auto& slot) { return slot->wanted != nullptr; });
+  const size_t late = std::min(kept, n - held.size());
 
   // One feeder per worker, each taking the next task as soon as its worker answers. Each has
   // its own cancellation signal: cancelling the batch cancels them all.
+  held.resize(held.size() + late, nullptr);
   auto signals = std::make_unique<asio::cancellation_signal[]>(held.size());
   batch.feeding = static_cast<int>(held.size());
   batch.all_done.expires_at(asio::steady_timer::time_point::max());
+  for (size_t k = held.size() - late; k < held.size(); ++k) {
+    batch.waiting_late.push_back(&signals[k]);
+  }
   for (size_t k = 0; k < held.size(); ++k) {
-    asio::co_spawn(context_, Feed(batch, held[k]),
+    asio::co_spawn(context_, Feed(batch, held[k], held[k] == nullptr ? &signals[k] : nullptr),
                    asio::bind_cancellation_slot(signals[k].slot(), [&batch](std::exception_ptr) {
                      if (--batch.feeding == 0) batch.all_done.cancel();
                    }));
@@ -215,13 +304,20 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
   co_return std::move(batch.results);
 }
 
-asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot) {
+asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
+                                            asio::cancellation_signal* late) {
   co_await asio::this_coro::throw_if_cancelled(false);
   const size_t n = batch.tasks.size();
   while (batch.stopped.ok() && batch.next < n) {
     if (slot == nullptr) {
-      // This feeder's worker crashed: carry on with another one.
+      // This feeder's worker crashed, or it is a late one: carry on with another worker.
       absl::StatusOr<Slot*> acquired = co_await Acquire(batch.deadline);
+      if (late != nullptr) {
+        std::erase(batch.waiting_late, late);
+        // The other feeders go on without it: its failure to get a worker stops nothing.
+        if (!acquired.ok()) break;
+        late = nullptr;
+      }
       if (!acquired.ok()) {
         if (batch.stopped.ok()) batch.stopped = acquired.status();
         break;
@@ -242,6 +338,10 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot) {
     }
     if (!CountCall(slot, result->recycle())) slot = nullptr;
   }
+  // Every task is taken: late feeders still waiting would only hold the batch up.
+  for (asio::cancellation_signal* waiting : std::exchange(batch.waiting_late, {})) {
+    if (waiting != late) waiting->emit(asio::cancellation_type::terminal);
+  }
   if (slot != nullptr) MakeIdle(slot);
 }
 
@@ -255,18 +355,62 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* slot, Task task,
                                                                           absl::Time deadline,
-                                                                          bool* lost) {
+                                                                          bool sent, bool* lost) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  BoundAnswer(task, options_.max_answer_bytes);
-  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline);
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent);
   *lost = !Held(slot);
   co_return reply;
+}
+
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseFailedHere(Slot* slot, Task task,
+                                                                        absl::Status failure,
+                                                                        bool ended_before,
+                                                                        bool* lost) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  *lost = true;
+  if (!ended_before) co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
+  // It died while kept idle (the OOM killer, say): replaced as an idle worker that died is.
+  const std::string how = co_await HowItEnded(*slot->worker, kDeathGrace);
+  LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how,
+           " while a session kept it idle; replacing it");
+  metrics::WorkerExited("crash");
+  ++slot->crashes;
+  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
+  co_return absl::UnavailableError(absl::StrCat(
+      "the worker kept for this session ", how, " before ", DescribeTask(task),
+      " was sent to it; it is being replaced"));
+}
+
+asio::awaitable<std::unique_ptr<AsyncWorkerLease>> AsyncWorkerPool::KeepIdleWorkerHere(
+    std::function<void()> wanted) {
+  // Another caller's turn comes first.
+  if (!waiters_.empty()) co_return nullptr;
+  Slot* slot = TryAcquire();
+  if (slot == nullptr) co_return nullptr;
+  // A worker a reload is about to replace is not kept.
+  if (slot->generation < generation_) {
+    MakeIdle(slot);
+    co_return nullptr;
+  }
+  slot->wanted = std::move(wanted);
+  co_return std::make_unique<LeaseImpl>(*this, slot);
+}
+
+void AsyncWorkerPool::AskKeptWorkersBack(const std::function<bool(const Slot&)>& which) {
+  for (auto& slot : slots_) {
+    if (slot->wanted == nullptr || slot->asked_back || (which != nullptr && !which(*slot))) {
+      continue;
+    }
+    slot->asked_back = true;
+    slot->wanted();
+  }
 }
 
 AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
   if (shutting_down_ || idle_.empty()) return nullptr;
   Slot* slot = idle_.back();
   idle_.pop_back();
+  IdleChanged();
   slot->state = State::kBusy;
   return slot;
 }
@@ -298,6 +442,8 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
     waiter.wakeup.expires_after(absl::ToChronoNanoseconds(deadline - queued));
   }
   auto position = waiters_.insert(waiters_.end(), &waiter);
+  // Workers kept by sessions between their lines come back for this caller.
+  AskKeptWorkersBack();
   metrics::QueueDepth().Add(1);
   asio::error_code ec;
   co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -318,10 +464,17 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
 }
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
-                                                                   absl::Time deadline) {
+                                                                   absl::Time deadline,
+                                                                   bool sent) {
   Worker& worker = *slot->worker;
   const absl::Time now = absl::Now();
-  if (Cancelled(co_await asio::this_coro::cancellation_state) || deadline <= now) {
+  const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
+  if (sent && cancelled) {
+    // Cancelled between the quick wait and here: the task is in the worker's hands.
+    absl::Status failure = absl::CancelledError("the exchange was cancelled");
+    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
+  }
+  if (!sent && (cancelled || deadline <= now)) {
     // Not sent: the worker is as good as it was, and still the caller's.
     if (deadline <= now) {
       co_return absl::DeadlineExceededError(
@@ -333,7 +486,12 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   absl::StatusOr<Reply> reply;
   bool timed_out = false;
   if (deadline == absl::InfiniteFuture()) {
-    reply = co_await worker.Exchange(task);
+    // (Not a conditional expression around the co_awaits: GCC 12 miscompiles those.)
+    if (sent) {
+      reply = co_await worker.FinishExchange();
+    } else {
+      reply = co_await worker.Exchange(task);
+    }
   } else {
     // The deadline kills the worker, which ends the exchange: one timer with a plain handler,
     // no second coroutine racing the exchange. `watch` outlives this frame if the handler has
@@ -350,7 +508,11 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
       watch->fired = true;
       if (std::shared_ptr<Worker> worker = target.lock()) worker->Kill();
     });
-    reply = co_await worker.Exchange(task);
+    if (sent) {
+      reply = co_await worker.FinishExchange();
+    } else {
+      reply = co_await worker.Exchange(task);
+    }
     watch->done = true;
     timer.cancel();
     timed_out = watch->fired;
@@ -358,9 +520,17 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   if (reply.ok() && !timed_out) co_return reply;
   // Refused before a byte was written (too large, cannot be serialized): the worker is as it
   // was and still the caller's, the error the caller's own.
-  if (!timed_out && TaskWasNotSent(reply.status())) co_return reply;
+  if (!timed_out && !sent && TaskWasNotSent(reply.status())) co_return reply;
+  co_return co_await ReplaceAfterFailure(slot, task, reply.status(), timed_out);
+}
 
+asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
+                                                                   absl::Status failure,
+                                                                   bool timed_out) {
   // The worker's state is unknown from here: it is killed and replaced.
+  slot->wanted = nullptr;
+  slot->asked_back = false;
+  Worker& worker = *slot->worker;
   const pid_t pid = worker.pid();
   if (timed_out) {
     LogWarning("worker ", slot->index, " (pid ", pid, ") did not finish ", DescribeTask(task),
@@ -371,12 +541,12 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
         DescribeTask(task), " did not finish before the deadline; its worker was killed and "
         "is being replaced"));
   }
-  if (absl::IsOutOfRange(reply.status())) {
+  if (absl::IsOutOfRange(failure)) {
     // Its reply was refused from its length, unread; what is left of it is in the socket, so
     // the worker cannot take another task. (Our worker answers ANSWER_TOO_LARGE itself rather
     // than send such a reply: this one is broken or of another build.)
     LogWarning("worker ", slot->index, " (pid ", pid, ") answered ", DescribeTask(task),
-               " with more than the task allows (", reply.status().message(),
+               " with more than the task allows (", failure.message(),
                "): killing and replacing it");
     metrics::WorkerExited("oversized");
     Retire(slot, absl::ZeroDuration(), "its answer was too large");
@@ -387,7 +557,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
             "batch, or raise cnp-server's --max-call-bytes"))),
         {CallLimit::Kind::kAnswer, task.max_answer_bytes()});
   }
-  if (absl::IsCancelled(reply.status())) {
+  if (absl::IsCancelled(failure)) {
     LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),
             " for a call that was cancelled: killing and replacing it");
     metrics::WorkerExited("cancel");
@@ -403,18 +573,18 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
                                                   " finished; retry on another server"));
   }
   LogError("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
-           DescribeTask(task), " (", reply.status().message(), "); replacing it");
+           DescribeTask(task), " (", failure.message(), "); replacing it");
   metrics::WorkerExited("crash");
   ++slot->crashes;
   Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes),
-         std::string(reply.status().message()));
+         std::string(failure.message()));
   // The request itself may be what crashes workers: clients must not send it again elsewhere.
   co_return NotRetryable(absl::UnavailableError(
       absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced")));
 }
 
-bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked) {
-  ++slot->calls;
+bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
+  slot->calls += calls;
   slot->crashes = 0;
   const char* why = nullptr;
   const char* cause = nullptr;  // for cnp_worker_exits_total
@@ -435,11 +605,13 @@ bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked) {
   return false;
 }
 
-void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked) {
-  if (CountCall(slot, recycle_asked)) MakeIdle(slot);
+void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked, int64_t calls) {
+  if (CountCall(slot, recycle_asked, calls)) MakeIdle(slot);
 }
 
 void AsyncWorkerPool::MakeIdle(Slot* slot) {
+  slot->wanted = nullptr;
+  slot->asked_back = false;
   if (shutting_down_) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
     return;
@@ -455,9 +627,12 @@ void AsyncWorkerPool::MakeIdle(Slot* slot) {
   }
   slot->state = State::kIdle;
   idle_.push_back(slot);
+  IdleChanged();
 }
 
 void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::string why) {
+  slot->wanted = nullptr;
+  slot->asked_back = false;
   if (slot->worker != nullptr) {
     asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
   }
@@ -516,6 +691,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         ++generation_;
         reload_announced_ = false;
         LogInfo("reloading every worker again, for the reloads asked for meanwhile");
+        AskKeptWorkersBack();
       } else if (!reloads_.pending() && !reload_announced_) {
         reload_announced_ = true;
         if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
@@ -527,6 +703,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         if ((*it)->generation < generation_) {
           Slot* slot = *it;
           idle_.erase(it);
+          IdleChanged();
           metrics::WorkerExited("reload");
           asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
           slot->state = State::kStarting;
@@ -548,8 +725,13 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
           over.push_back(slot);
         }
       }
+      // A worker a session keeps is over the cap too: it comes back, and is replaced here.
+      AskKeptWorkersBack([this](const Slot& slot) {
+        return slot.worker != nullptr && slot.worker->ResidentBytes() > options_.max_resident_bytes;
+      });
       for (Slot* slot : over) {
         idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+        IdleChanged();
         metrics::WorkerExited("memory");
         Retire(slot, absl::ZeroDuration(), "over its memory cap");
       }
@@ -601,6 +783,7 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   // Ended on purpose (retired), or mid-exchange: its caller sees that and replaces it.
   if (how.empty() || slot->worker != worker || slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+  IdleChanged();
   LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
   metrics::WorkerExited("crash");
   ++slot->crashes;
@@ -630,6 +813,7 @@ void AsyncWorkerPool::ReloadHere() {
   ++generation_;
   reload_announced_ = false;
   LogInfo("reloading every worker, one at a time");
+  AskKeptWorkersBack();
   Kick();
 }
 
@@ -648,6 +832,7 @@ void AsyncWorkerPool::ShutdownHere() {
   shutting_down_ = true;
   for (Slot* slot : idle_) Retire(slot, absl::ZeroDuration(), "the server is shutting down");
   idle_.clear();
+  IdleChanged();
   // A busy worker's caller is waiting for its answer: killing the process makes that exchange
   // fail at once (its caller then replaces it), so that no shutdown waits for a function that
   // takes its time.

@@ -6,18 +6,29 @@
 // threads, tests' contexts): each operation hops to the pool's context (AwaitOn), carrying the
 // caller's cancellation with it, and resumes the caller on its own executor.
 //
+// The one exception is a lease's exchange, and a kept worker's above all (KeepIdleWorker: a
+// CouchDB Session stream in lockstep): the holder sends the task and waits up to kQuickWait for
+// the reply on its own thread (Worker::TryQuickExchange), and only a slower reply, a failure or
+// the end of the lease goes through the pool's context. Those two hops per line were most of a
+// remote Session line's cost (README, "The server's runtime"). A kept worker is asked back
+// (its holder's `wanted`) when a caller would wait for a worker, a batch could use it, a reload
+// or the memory cap wants it replaced.
+//
 // What it does, all awaited, nothing polled or blocked on:
 //   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
 //               killed, reaped from its pidfd, and its slot restarted (after a doubling
 //               backoff when it crashed); callers fail fast when no worker can start
-//   recycling   after max_calls_per_worker calls, when a reply asks for it, when idle above
-//               max_resident_bytes, and one at a time on a reload (SIGHUP)
+//   recycling   after max_calls_per_worker calls (each exchange of a lease counts), when a
+//               reply asks for it, when idle above max_resident_bytes, and one at a time on a
+//               reload (SIGHUP)
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -26,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
+#include "asio/cancellation_signal.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
 #include "service/pool/async_task_runner.h"
@@ -53,7 +65,16 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
                                                              absl::Time deadline) override;
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
       absl::Time deadline) override;
+  bool HasIdleWorker() const override { return idle_hint_.load(std::memory_order_relaxed) > 0; }
+  asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorker(
+      std::function<void()> wanted) override;
   int size() const override { return options_.workers; }
+
+  // How long a leaseholder blocks its own thread for a reply before it leaves the rest of the
+  // exchange to the pool's context (Worker::TryQuickExchange): a CouchDB map_doc is answered
+  // in tens of microseconds, and a thread that waits for it itself saves the two thread
+  // hand-overs that cost most of a Session line; a slower function is awaited as any other.
+  static constexpr absl::Duration kQuickWait = absl::Microseconds(500);
 
   // Replaces every worker with a fresh process, one at a time, so code changed on disk is
   // imported anew without failing a call (SIGHUP). Reloads asked for while one runs are merged
@@ -81,6 +102,10 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     int crashes = 0;
     absl::Time restart_at = absl::InfinitePast();
     std::string last_failure;
+    // While a caller keeps the worker (KeepIdleWorker): how to ask for it back, and whether
+    // that was done; both cleared when the worker comes back.
+    std::function<void()> wanted;
+    bool asked_back = false;
   };
   // A caller queued for a worker. Woken by cancelling `wakeup`, whose expiry is the deadline.
   struct Waiter {
@@ -97,25 +122,46 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<absl::StatusOr<Reply>> RunHere(Task task, absl::Time deadline);
   asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAllHere(std::vector<Task> tasks,
                                                                  absl::Time deadline);
-  asio::awaitable<void> Feed(Batch& batch, Slot* slot);
+  // Feeds the batch's tasks to `slot`'s worker, or to one it acquires (`late`: a feeder
+  // waiting for a worker a session gives back, cancelled through `late` once it is of no use).
+  asio::awaitable<void> Feed(Batch& batch, Slot* slot, asio::cancellation_signal* late);
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> LeaseHere(
       absl::Time deadline);
   asio::awaitable<absl::StatusOr<Reply>> LeaseExchangeHere(Slot* slot, Task task,
-                                                           absl::Time deadline, bool* lost);
+                                                           absl::Time deadline, bool sent,
+                                                           bool* lost);
+  // A lease's quick exchange failed on the holder's thread: the worker is replaced as
+  // ExchangeOn would (a crash, a malformed reply), or, `ended_before` the task was sent, as a
+  // worker that died idle.
+  asio::awaitable<absl::StatusOr<Reply>> LeaseFailedHere(Slot* slot, Task task,
+                                                         absl::Status failure, bool ended_before,
+                                                         bool* lost);
+  asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorkerHere(
+      std::function<void()> wanted);
+  // Asks the callers that keep workers (KeepIdleWorker) for them back: every one, or those
+  // `which` picks.
+  void AskKeptWorkersBack(const std::function<bool(const Slot&)>& which = nullptr);
 
   // A worker for the caller: an idle one, else one handed over in queue order.
   asio::awaitable<absl::StatusOr<Slot*>> Acquire(absl::Time deadline);
   Slot* TryAcquire();
   // One exchange on a held worker. On an error the status says what happened, in words for
   // the user; the worker is then gone (killed and being replaced) unless the task was never
-  // sent (the deadline had passed or the caller had cancelled): Held() tells.
+  // sent (the deadline had passed or the caller had cancelled): Held() tells. `sent`: the task
+  // went out in a quick exchange, and only the rest is done here (Worker::FinishExchange).
   asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(Slot* slot, const Task& task,
-                                                    absl::Time deadline);
-  // Counts a call that ended well on a held worker; true if the worker may take another,
+                                                    absl::Time deadline, bool sent = false);
+  // After an exchange failed with `failure` (its task sent, the worker's state unknown): kills
+  // and replaces the worker, logs why, and returns the caller's error.
+  asio::awaitable<absl::Status> ReplaceAfterFailure(Slot* slot, const Task& task,
+                                                    absl::Status failure, bool timed_out);
+  // Counts `calls` that ended well on a held worker; true if the worker may take another,
   // false if it was replaced (recycling - by count, or asked for by a reply - reload, shutdown).
-  bool CountCall(Slot* slot, bool recycle_asked);
-  // Gives a held worker back after its call (counted here).
-  void FinishCall(Slot* slot, bool recycle_asked);
+  bool CountCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
+  // Gives a held worker back after its calls (counted here).
+  void FinishCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
+  // The idle list changed: HasIdleWorker's hint follows it.
+  void IdleChanged() { idle_hint_.store(static_cast<int>(idle_.size()), std::memory_order_relaxed); }
   // Hands a usable worker to the first waiting caller, or makes it idle.
   void MakeIdle(Slot* slot);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
@@ -145,6 +191,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
 
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> idle_;
+  std::atomic<int> idle_hint_ = 0;  // idle_.size(), for other threads (HasIdleWorker)
   std::list<Waiter*> waiters_;
   bool started_ = false;
   bool shutting_down_ = false;

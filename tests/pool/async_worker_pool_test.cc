@@ -548,6 +548,163 @@ TEST_F(AsyncWorkerPoolTest, ALeaseWhoseReplyAskedForRecyclingReplacesTheWorkerWh
   EXPECT_EQ(world_.start_attempts, 2);
 }
 
+// ---- Workers kept between a session's lines (KeepIdleWorker). ----
+
+// A kept worker and the test's stand-in for the session that keeps it: `wanted` counts the
+// pool's requests for it back; Give() lets it go.
+struct Keeper {
+  std::unique_ptr<AsyncWorkerLease> lease;
+  int wanted = 0;
+  bool give_when_wanted = false;
+  std::function<void()> Wanted() {
+    return [this] {
+      ++wanted;
+      if (give_when_wanted) lease.reset();
+    };
+  }
+};
+
+TEST_F(AsyncWorkerPoolTest, AKeptWorkerTakesQuickExchangesAndIsAskedBackForAWaitingCaller) {
+  world_.script = StepFor;
+  world_.quick = true;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  EXPECT_TRUE(pool_->HasIdleWorker());
+  Keeper keeper;
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  EXPECT_FALSE(pool_->HasIdleWorker());
+  EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("one"), absl::InfiniteFuture())).ok());
+  EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("two"), absl::InfiniteFuture())).ok());
+  EXPECT_EQ(world_.quick_exchanges, 2);
+  // Nobody else wants it yet: kept. Then a caller comes, and the pool asks for it, once.
+  EXPECT_EQ(keeper.wanted, 0);
+  auto other = Spawn(pool_->Run(TaskNamed("other"), absl::InfiniteFuture()));
+  RunUntil([&] { return keeper.wanted == 1; });
+  EXPECT_FALSE(other->has_value());
+  auto another = Spawn(pool_->Run(TaskNamed("another"), absl::InfiniteFuture()));
+  io_.poll();
+  EXPECT_EQ(keeper.wanted, 1);
+  keeper.lease.reset();
+  RunUntil([&] { return other->has_value() && another->has_value(); });
+  EXPECT_TRUE((*other)->ok());
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("one", "two", "other", "another"));
+  EXPECT_EQ(world_.start_attempts, 1);
+}
+
+TEST_F(AsyncWorkerPoolTest, NoWorkerIsKeptWhileNoneIsIdle) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  auto busy = Spawn(pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  EXPECT_FALSE(pool_->HasIdleWorker());
+  Keeper keeper;
+  EXPECT_EQ(Await(pool_->KeepIdleWorker(keeper.Wanted())), nullptr);
+}
+
+// A function slower than the quick wait is finished on the pool's context; one that crashes
+// the worker on a quick exchange has it replaced as any crash; a kept worker that died while
+// idle never gets the task, and says so (the session runs the task elsewhere).
+TEST_F(AsyncWorkerPoolTest, AKeptWorkersSlowCrashedAndDeadExchanges) {
+  world_.script = StepFor;
+  world_.quick = true;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  Keeper keeper;
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("slow"), absl::InfiniteFuture())).ok());
+  EXPECT_EQ(world_.quick_exchanges, 0);
+  EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("a"), absl::InfiniteFuture())).ok());
+  const pid_t first = *LivePids().begin();
+  absl::StatusOr<Reply> crashed =
+      Await(keeper.lease->Exchange(TaskNamed("crash"), absl::InfiniteFuture()));
+  EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << crashed.status();
+  EXPECT_FALSE(keeper.lease->EndedBeforeTask());
+  keeper.lease.reset();
+  ASSERT_TRUE(Run("b").ok());  // the replacement
+  EXPECT_NE(*LivePids().begin(), first);
+
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  world_.live.front()->DieNow("killed by signal 9 (Killed)");
+  const size_t seen = world_.tasks_seen.size();
+  absl::StatusOr<Reply> dead =
+      Await(keeper.lease->Exchange(TaskNamed("never"), absl::InfiniteFuture()));
+  EXPECT_TRUE(absl::IsUnavailable(dead.status())) << dead.status();
+  EXPECT_TRUE(keeper.lease->EndedBeforeTask());
+  EXPECT_EQ(world_.tasks_seen.size(), seen);
+  keeper.lease.reset();
+  EXPECT_TRUE(Run("c").ok());
+  EXPECT_EQ(world_.start_attempts, 3);
+}
+
+TEST_F(AsyncWorkerPoolTest, AKeptWorkerCountsEveryCallAndAsksToGoBackAtTheLimit) {
+  world_.script = StepFor;
+  world_.quick = true;
+  PoolOptions options = Options(1);
+  options.max_calls_per_worker = 3;
+  ASSERT_TRUE(StartPool(options).ok());
+  const pid_t first = *LivePids().begin();
+  Keeper keeper;
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  for (const char* name : {"a", "b"}) {
+    ASSERT_TRUE(Await(keeper.lease->Exchange(TaskNamed(name), absl::InfiniteFuture())).ok());
+    EXPECT_FALSE(keeper.lease->ShouldGiveBack());
+  }
+  ASSERT_TRUE(Await(keeper.lease->Exchange(TaskNamed("c"), absl::InfiniteFuture())).ok());
+  EXPECT_TRUE(keeper.lease->ShouldGiveBack());
+  keeper.lease.reset();
+  ASSERT_TRUE(Run("d").ok());
+  EXPECT_TRUE(world_.killed.count(first));
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+TEST_F(AsyncWorkerPoolTest, AReloadAsksForKeptWorkersBackAndReplacesThem) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  Keeper keeper;
+  keeper.give_when_wanted = true;
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  pool_->ReloadAll();
+  RunUntil([&] { return world_.start_attempts == 2; });
+  EXPECT_EQ(keeper.wanted, 1);
+  EXPECT_TRUE(world_.killed.count(first));
+  EXPECT_TRUE(Run("a").ok());
+}
+
+// A batch uses the workers sessions keep once they are given back, and does not wait for one
+// that is not given back before its tasks are done.
+TEST_F(AsyncWorkerPoolTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(2)).ok());
+  Keeper keeper;
+  keeper.give_when_wanted = true;
+  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_NE(keeper.lease, nullptr);
+  std::vector<Task> tasks;
+  for (int i = 0; i < 6; ++i) tasks.push_back(TaskNamed("slow"));
+  std::vector<absl::StatusOr<Reply>> results =
+      Await(pool_->RunAll(std::move(tasks), absl::InfiniteFuture()));
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(keeper.wanted, 1);
+  EXPECT_EQ(std::set<pid_t>(world_.task_pids.begin(), world_.task_pids.end()), LivePids());
+
+  Keeper holdout;  // never gives its worker back
+  holdout.lease = Await(pool_->KeepIdleWorker(holdout.Wanted()));
+  ASSERT_NE(holdout.lease, nullptr);
+  world_.task_pids.clear();
+  std::vector<Task> more;
+  for (int i = 0; i < 3; ++i) more.push_back(TaskNamed("x"));
+  results = Await(pool_->RunAll(std::move(more), absl::InfiniteFuture()));
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(holdout.wanted, 1);
+  EXPECT_EQ(std::set<pid_t>(world_.task_pids.begin(), world_.task_pids.end()).size(), 1u);
+  holdout.lease.reset();
+  EXPECT_TRUE(Await(pool_->RunAll({TaskNamed("a"), TaskNamed("b")}, absl::InfiniteFuture()))[1].ok());
+}
+
 TEST_F(AsyncWorkerPoolTest, ShutdownFailsWaitingCallersAndKillsBusyWorkers) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());

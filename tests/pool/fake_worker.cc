@@ -1,6 +1,7 @@
 #include "tests/pool/fake_worker.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "asio/redirect_error.hpp"
@@ -39,38 +40,69 @@ void FakeWorker::End(std::string how) {
   ended_.cancel();
 }
 
-asio::awaitable<absl::StatusOr<Reply>> FakeWorker::Exchange(const Task& task) {
-  if (ended()) co_return absl::UnavailableError("the peer closed the connection");
-  FakeStep step = world_.script(task);
+std::optional<absl::StatusOr<Reply>> FakeWorker::Begin(const Task& task, FakeStep& step) {
+  if (ended()) return absl::UnavailableError("the peer closed the connection");
+  step = world_.script(task);
   if (step.kind == FakeStep::kTooLarge) {
-    co_return absl::ResourceExhaustedError("a task of 2000000000 bytes is over the limit");
+    return absl::ResourceExhaustedError("a task of 2000000000 bytes is over the limit");
   }
   world_.tasks_seen.push_back(NameOf(task));
-  world_.running.insert(pid_);
-  absl::StatusOr<Reply> result;
+  world_.task_pids.push_back(pid_);
   if (step.kind == FakeStep::kCrash) {
     End(step.how);
-    result = absl::UnavailableError("the peer closed the connection");
-  } else if (step.kind == FakeStep::kGarbage) {
-    result = absl::DataLossError("the worker sent a malformed reply");
+    return absl::UnavailableError("the peer closed the connection");
+  }
+  if (step.kind == FakeStep::kGarbage) return absl::DataLossError("the worker sent a malformed reply");
+  return std::nullopt;
+}
+
+asio::awaitable<absl::StatusOr<Reply>> FakeWorker::AwaitStep(FakeStep step) {
+  world_.running.insert(pid_);
+  if (step.kind == FakeStep::kHang) {
+    answer_.expires_at(asio::steady_timer::time_point::max());
   } else {
-    if (step.kind == FakeStep::kHang) {
-      answer_.expires_at(asio::steady_timer::time_point::max());
-    } else {
-      answer_.expires_after(absl::ToChronoNanoseconds(step.delay));
-    }
-    asio::error_code ec;
-    co_await answer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (ended()) {
-      result = absl::UnavailableError("the peer closed the connection");
-    } else if (ec) {
-      result = absl::CancelledError("the exchange was cancelled");
-    } else {
-      result = std::move(step.reply);
-    }
+    answer_.expires_after(absl::ToChronoNanoseconds(step.delay));
+  }
+  asio::error_code ec;
+  co_await answer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  absl::StatusOr<Reply> result;
+  if (ended()) {
+    result = absl::UnavailableError("the peer closed the connection");
+  } else if (ec) {
+    result = absl::CancelledError("the exchange was cancelled");
+  } else {
+    result = std::move(step.reply);
   }
   world_.running.erase(pid_);
   co_return result;
+}
+
+asio::awaitable<absl::StatusOr<Reply>> FakeWorker::Exchange(const Task& task) {
+  FakeStep step;
+  if (std::optional<absl::StatusOr<Reply>> now = Begin(task, step)) co_return *std::move(now);
+  co_return co_await AwaitStep(std::move(step));
+}
+
+QuickExchange FakeWorker::TryQuickExchange(const Task& task, absl::Duration /*wait*/) {
+  using Outcome = QuickExchange::Outcome;
+  if (!world_.quick) return QuickExchange();
+  if (ended()) return QuickExchange(Outcome::kEndedBefore);
+  FakeStep step;
+  if (std::optional<absl::StatusOr<Reply>> now = Begin(task, step)) {
+    return QuickExchange(Outcome::kDone, *std::move(now));
+  }
+  if (step.kind == FakeStep::kReply && step.delay == absl::ZeroDuration()) {
+    ++world_.quick_exchanges;
+    return QuickExchange(Outcome::kDone, std::move(step.reply));
+  }
+  pending_ = std::move(step);
+  return QuickExchange(Outcome::kPending);
+}
+
+asio::awaitable<absl::StatusOr<Reply>> FakeWorker::FinishExchange() {
+  // Taken out of the co_await's operands: GCC 12 destroys such a temporary twice.
+  FakeStep step = std::exchange(pending_, FakeStep{});
+  co_return co_await AwaitStep(std::move(step));
 }
 
 void FakeWorker::Kill() {

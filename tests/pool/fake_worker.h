@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -58,6 +59,9 @@ class FakeWorld {
   std::function<FakeStart(int index, int attempt)> starts = [](int, int) { return FakeStart{}; };
   // Resident bytes every worker reports.
   int64_t resident_bytes = 1 << 20;
+  // Whether workers take quick exchanges (Worker::TryQuickExchange): a reply with no delay is
+  // then answered on the spot; a slow or hung one is left pending.
+  bool quick = false;
 
   // What happened.
   int start_attempts = 0;
@@ -65,6 +69,8 @@ class FakeWorld {
   // Live workers (not yet destroyed) when each start attempt began.
   std::vector<int> alive_at_start;
   std::vector<std::string> tasks_seen;  // names of the tasks that reached a worker
+  std::vector<pid_t> task_pids;         // and the worker each reached
+  int quick_exchanges = 0;              // answered by TryQuickExchange
   std::set<pid_t> killed;               // Kill() called on it
   std::set<pid_t> reaped;               // Ended() reported its end
   std::set<pid_t> running;              // workers in the middle of an exchange
@@ -85,6 +91,8 @@ class FakeWorker final : public Worker {
   ~FakeWorker() override;
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override;
+  QuickExchange TryQuickExchange(const Task& task, absl::Duration wait) override;
+  asio::awaitable<absl::StatusOr<Reply>> FinishExchange() override;
   void Kill() override;
   asio::awaitable<std::string> Ended() override;
   pid_t pid() const override { return pid_; }
@@ -96,6 +104,11 @@ class FakeWorker final : public Worker {
 
  private:
   void End(std::string how);
+  // The task reaches the worker: what of the step happens at once, or nothing if it must be
+  // awaited (AwaitStep).
+  std::optional<absl::StatusOr<Reply>> Begin(const Task& task, FakeStep& step);
+  asio::awaitable<absl::StatusOr<Reply>> AwaitStep(FakeStep step);
+  FakeStep pending_;  // a quick exchange's step left for FinishExchange
 
   FakeWorld& world_;
   const pid_t pid_;
