@@ -1,11 +1,13 @@
 #include "service/couchdb/async_query_session.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 #include <variant>
 
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
+#include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
@@ -33,6 +35,7 @@ asio::awaitable<void> EndAbandonedList(std::unique_ptr<pool::AsyncWorkerLease> l
 }  // namespace
 
 AsyncQuerySession::~AsyncQuerySession() {
+  LetKeptWorkerGo();
   StopIdleListWatch();
   if (lease_ == nullptr || !executor_.has_value()) return;
   EndListInBackground(std::move(lease_), absl::Now() + std::max(CallBudget(), absl::Seconds(1)));
@@ -47,7 +50,10 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
   StopIdleListWatch();
   executor_ = co_await asio::this_coro::executor;
+  in_line_ = true;
   const bool answered = co_await Drive(protocol_.Handle(line));
+  in_line_ = false;
+  if (std::exchange(give_back_after_line_, false)) LetKeptWorkerGo();
   protocol_.ReleaseLargeBuffers();
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
@@ -68,6 +74,7 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
 }
 
 asio::awaitable<void> AsyncQuerySession::Close() {
+  LetKeptWorkerGo();
   StopIdleListWatch();
   co_await Drive(protocol_.Close());
 }
@@ -126,8 +133,10 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
   // The runner takes its task by value: a copy of the protocol's (a map_doc's document too).
   switch (run.on) {
     case QueryProtocol::On::kAnyWorker:
-      co_return co_await runner_.Run(*run.task, run.deadline);
+      co_return co_await RunOnKeptWorker(std::move(run));
     case QueryProtocol::On::kNewLease: {
+      // The list's worker comes from the pool like any other (with one worker, it is this one).
+      LetKeptWorkerGo();
       absl::StatusOr<std::unique_ptr<pool::AsyncWorkerLease>> lease =
           co_await runner_.Lease(run.deadline);
       if (!lease.ok()) co_return lease.status();
@@ -138,6 +147,48 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
       break;
   }
   co_return co_await lease_->Exchange(*run.task, run.deadline);
+}
+
+asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptWorker(
+    QueryProtocol::RunTask run) {
+  if (kept_ == nullptr && executor_.has_value() && runner_.HasIdleWorker()) {
+    auto link = std::make_shared<KeptWorker>(KeptWorker{this, *executor_});
+    // Called on the pool's thread: the request crosses to the session's. (A named local, not a
+    // temporary in the co_await's operands: GCC 12 destroys such temporaries twice.)
+    std::function<void()> wanted = [link] {
+      asio::post(link->executor, [link] {
+        if (link->session != nullptr) link->session->KeptWorkerWanted();
+      });
+    };
+    kept_ = co_await runner_.KeepIdleWorker(std::move(wanted));
+    if (kept_ != nullptr) kept_link_ = std::move(link);
+  }
+  if (kept_ == nullptr) co_return co_await runner_.Run(*run.task, run.deadline);
+  absl::StatusOr<worker::v1::Reply> reply = co_await kept_->Exchange(*run.task, run.deadline);
+  if (reply.ok()) {
+    if (kept_->ShouldGiveBack()) LetKeptWorkerGo();
+    co_return reply;
+  }
+  // A failed exchange leaves the lease unusable; its worker was replaced, or is given back.
+  const bool ended_before_task = kept_->EndedBeforeTask();
+  LetKeptWorkerGo();
+  // The worker had died while kept idle: the task never reached it, and goes to another.
+  if (ended_before_task) co_return co_await runner_.Run(*run.task, run.deadline);
+  co_return reply;
+}
+
+void AsyncQuerySession::KeptWorkerWanted() {
+  if (in_line_) {
+    give_back_after_line_ = true;
+  } else {
+    LetKeptWorkerGo();
+  }
+}
+
+void AsyncQuerySession::LetKeptWorkerGo() {
+  if (kept_link_ != nullptr) kept_link_->session = nullptr;
+  kept_link_.reset();
+  kept_.reset();
 }
 
 }  // namespace cnp::couchdb

@@ -4,6 +4,12 @@
 // gives, line for line. The server's Session stream handler awaits it; during a list it holds
 // an AsyncWorkerLease.
 //
+// A worker is kept between lines (AsyncTaskRunner::KeepIdleWorker) while one is idle when a line
+// comes and no other caller needs it: CouchDB sends the next line the moment it has the answer,
+// and an exchange on a kept worker skips the pool's queue and, answered quickly, the thread
+// hand-overs (the remote Session stream's cost per line). Asked for it back, the session gives
+// it back once the line in progress, if any, is answered.
+//
 // Lines are answered one at a time: await each Handle() before the next. Cancelling the
 // awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
 // answered with an error, as for any other infrastructure failure.
@@ -66,6 +72,19 @@ class AsyncQuerySession {
   // Runs steps until the line is answered; false when the answer is nothing (a reset).
   asio::awaitable<bool> Drive(QueryProtocol::Step step);
   asio::awaitable<absl::StatusOr<worker::v1::Reply>> Run(QueryProtocol::RunTask run);
+  // A task for any worker: on the kept worker, keeping one first if one is idle.
+  asio::awaitable<absl::StatusOr<worker::v1::Reply>> RunOnKeptWorker(QueryProtocol::RunTask run);
+
+  // The kept worker's link back to the session for the pool's request to give it back: the
+  // request is posted to the session's executor, where `session` is cleared when the session
+  // ends or lets the worker go, so that a late request does nothing.
+  struct KeptWorker {
+    AsyncQuerySession* session;
+    asio::any_io_executor executor;
+  };
+  // The pool wants the kept worker back: given back now, or after the line in progress.
+  void KeptWorkerWanted();
+  void LetKeptWorkerGo();
 
   // The timer that ends a list left waiting (see above), and the session it would end: the
   // session lets go of it (session = nullptr) when the next line comes or the session ends,
@@ -93,6 +112,10 @@ class AsyncQuerySession {
   const int64_t max_answer_bytes_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
+  std::unique_ptr<pool::AsyncWorkerLease> kept_;   // between lines (see above)
+  std::shared_ptr<KeptWorker> kept_link_;          // kept_'s
+  bool in_line_ = false;                            // a Handle() runs
+  bool give_back_after_line_ = false;
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
   std::shared_ptr<IdleListWatch> idle_list_watch_;  // while a list waits for CouchDB
 };

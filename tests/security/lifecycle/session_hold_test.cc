@@ -1,5 +1,5 @@
 // What one authorized Session stream can hold: never a pool worker for longer than the server's
-// --call-timeout. CouchDB's reset sets the timeout of the commands that follow, and a peer that
+// --call-timeout, and a worker it keeps between its lines only until another call needs it. CouchDB's reset sets the timeout of the commands that follow, and a peer that
 // sends ["reset",{"timeout":1e308}] used to run a function that never returns on a worker for
 // ever; a list left waiting for CouchDB's next row used to hold its leased worker for as long
 // as the stream stayed open. With --workers=N, N such streams starved every other call.
@@ -110,6 +110,33 @@ TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
   EXPECT_EQ((*gone)[1], R"(["error","unknown_command","unknown command 'list_row'"])");
   EXPECT_FALSE(session.Read().has_value());
   EXPECT_TRUE(session.Finish().ok());
+}
+
+// A stream in lockstep keeps an idle worker between its lines (the remote Session's per-line
+// cost); with --workers=1 that is the only one. A call that needs it gets it while the stream
+// sits between lines, and the stream goes on with the worker it gets next.
+TEST(SessionHoldTest, AWorkerKeptBetweenLinesGoesToAnotherCallThatNeedsIt) {
+  auto server = StartOneWorkerServer();
+  ASSERT_NE(server, nullptr);
+  SessionStream session(*server, kPatience + absl::Seconds(15));
+  ASSERT_TRUE(session.Send(R"(["reset",{}])"));
+  auto added = session.Ask(R"(["add_fun","svc_fns.doubled"])");
+  ASSERT_TRUE(added.has_value()) << server->Log();
+  ASSERT_EQ(added->back(), "true");
+  for (int n = 1; n <= 3; ++n) {
+    auto mapped = session.Ask(absl::StrCat(R"(["map_doc",{"_id":"d)", n, R"(","n":)", n, "}]"));
+    ASSERT_TRUE(mapped.has_value()) << server->Log();
+    EXPECT_EQ(mapped->back(), absl::StrCat(R"([[["d)", n, R"(",)", 2 * n, "]]]"));
+  }
+  // The stream now sits between lines with the worker.
+  const absl::Time asked = absl::Now();
+  EXPECT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
+  std::cerr << "a Validate while a Session stream kept the only worker: answered in "
+            << absl::Now() - asked << "\n";
+  auto after = session.Ask(R"(["map_doc",{"_id":"e","n":5}])");
+  ASSERT_TRUE(after.has_value()) << server->Log();
+  EXPECT_EQ(after->back(), R"([[["e",10]]])");
+  EXPECT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
 }
 
 }  // namespace
