@@ -31,7 +31,7 @@
 #include "adapter/service_connection.h"
 #include "adapter/session_state.h"
 #include "client/lib/channel_target.h"
-#include "common/closest_name.h"
+#include "common/command_line_flags.h"
 #include "common/code_directories.h"
 #include "common/couchdb/line_io.h"
 #include "common/default_target.h"
@@ -126,38 +126,16 @@ constexpr int kUseStream = -1;
 // for absl, names in its spelling; a flag's value given apart (--workers -1) is not a flag, and
 // --undefok is absl's to honour.
 std::optional<std::string> UnknownFlag(const std::vector<std::string>& others) {
-  for (const std::string& arg : others) {
-    if (absl::StartsWith(arg, "--undefok") || absl::StartsWith(arg, "-undefok")) {
-      return std::nullopt;
-    }
-  }
-  auto dashed = [](std::string text) { return absl::StrReplaceAll(text, {{"_", "-"}}); };
-  for (size_t i = 1; i < others.size(); ++i) {
-    absl::string_view arg = others[i];
-    if (arg == "--") break;
-    if (!absl::ConsumePrefix(&arg, "-")) continue;  // refused after absl as an argument
-    absl::ConsumePrefix(&arg, "-");
-    const size_t equals = arg.find('=');
-    const std::string name(arg.substr(0, equals));
-    if (name.empty()) continue;  // "-" or "--=x": absl's to judge
-    if (const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name); flag != nullptr) {
-      if (equals == absl::string_view::npos && !flag->IsOfType<bool>()) ++i;  // its value
-      continue;
-    }
-    const absl::CommandLineFlag* negated =
-        absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
-    if (negated != nullptr && negated->IsOfType<bool>()) continue;
+  const absl::Status judged = JudgeCommandLineFlags(others, [](const WrittenFlag& written) {
+    if (written.flag != nullptr) return absl::OkStatus();
     std::vector<std::string> ours;
     for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
       if (absl::StrContains(flag->Filename(), "adapter/")) ours.emplace_back(flag_name);
     }
-    const std::optional<std::string> meant = ClosestName(name, ours);
-    return absl::StrCat("unknown flag --", dashed(name),
-                        meant.has_value() ? absl::StrCat("; did you mean --", dashed(*meant), "?")
-                                          : "",
-                        " (cnp-adapter --help lists every flag)");
-  }
-  return std::nullopt;
+    return UnknownFlagError(written.name, ours, "cnp-adapter");
+  });
+  if (judged.ok()) return std::nullopt;
+  return std::string(judged.message());
 }
 
 // The direct session, if the server takes it: returns the adapter's exit code, or kUseStream

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/closest_name.h"
+#include "common/command_line_flags.h"
 #include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
@@ -203,11 +204,6 @@ absl::StatusOr<int> ResolveGroup(const std::string& name) {
   return static_cast<int>(found->gr_gid);
 }
 
-std::string Dashed(std::string name) {
-  for (char& c : name) if (c == '_') c = '-';
-  return name;
-}
-
 bool IsRepeatable(absl::string_view name) {
   return name != "config" && std::any_of(std::begin(kListFlags), std::end(kListFlags),
                                          [name](const ListFlag& flag) { return flag.name == name; });
@@ -302,14 +298,19 @@ bool IsServerSetting(const absl::CommandLineFlag& flag) {
   return absl::StrContains(flag.Filename(), "service/config/") && flag.Name() != "config";
 }
 
-// The setting a misspelt key most likely meant (common/closest_name.h), dashed.
-std::optional<std::string> ClosestSetting(const std::string& name) {
+// The names of the server's settings, in absl's spelling.
+std::vector<std::string> ServerSettingNames() {
   std::vector<std::string> settings;
   for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
     if (IsServerSetting(*flag)) settings.push_back(std::string(flag_name));
   }
-  std::optional<std::string> meant = ClosestName(name, settings);
-  if (meant.has_value()) return Dashed(*meant);
+  return settings;
+}
+
+// The setting a misspelt key most likely meant (common/closest_name.h), dashed.
+std::optional<std::string> ClosestSetting(const std::string& name) {
+  std::optional<std::string> meant = ClosestName(name, ServerSettingNames());
+  if (meant.has_value()) return DashedFlagName(*meant);
   return std::nullopt;
 }
 
@@ -320,62 +321,37 @@ std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) 
   return absl::StrCat("; write e.g. '", key, ": ", value, "' (the default)");
 }
 
-// The command line's own settings, read before absl reads them: absl's errors ("Illegal value
-// 'lots' specified for flag 'workers'", "Unknown command line flag 'wrkers'") exit 1, where every
-// other bad setting exits 2 and says what to write. `others` is argv for absl, names in its
-// spelling; absl's own flags (--flagfile, --helpfull...) are left to it.
+// The command line's own settings, read before absl reads them (common/command_line_flags.h):
+// an unknown flag, a setting given no value or one it cannot take exits 2 saying what to write.
+// `others` is argv for absl, names in its spelling; absl's own flags (--flagfile,
+// --helpfull...) are left to it.
 absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
-  const bool undefined_ok = std::any_of(others.begin(), others.end(), [](const std::string& a) {
-    return absl::StartsWith(a, "--undefok") || absl::StartsWith(a, "-undefok");
-  });
-  for (size_t i = 1; i < others.size(); ++i) {
-    absl::string_view arg = others[i];
-    if (arg == "--") break;
-    if (!absl::ConsumePrefix(&arg, "-")) continue;  // a stray argument: refused after absl
-    absl::ConsumePrefix(&arg, "-");
-    const size_t equals = arg.find('=');
-    const std::string name(arg.substr(0, equals));
-    if (name.empty()) continue;  // "-" or "--=x": absl's to judge
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr) {
-      absl::CommandLineFlag* negated =
-          absl::StartsWith(name, "no") ? absl::FindCommandLineFlag(name.substr(2)) : nullptr;
-      if ((negated != nullptr && negated->IsOfType<bool>()) || undefined_ok) continue;
-      const std::optional<std::string> meant = ClosestSetting(name);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown flag --", Dashed(name),
-          meant.has_value() ? absl::StrCat("; did you mean --", *meant, "?") : "",
-          " (cnp-server --help lists every flag)"));
+  return JudgeCommandLineFlags(others, [](const WrittenFlag& written) -> absl::Status {
+    if (written.flag == nullptr) {
+      return UnknownFlagError(written.name, ServerSettingNames(), "cnp-server");
     }
-    if (!IsServerSetting(*flag)) continue;
-    std::string value;
-    bool next_argument = false;
-    if (equals != absl::string_view::npos) {
-      value = std::string(arg.substr(equals + 1));
-    } else if (flag->IsOfType<bool>()) {
-      continue;  // --insecure
-    } else if (i + 1 < others.size()) {
-      value = others[++i];  // --workers 2, as absl reads it
-      next_argument = true;
-    }
+    absl::CommandLineFlag& flag = *written.flag;
+    if (!IsServerSetting(flag)) return absl::OkStatus();
+    if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
+    const std::string name = DashedFlagName(written.name);
     // absl sets the flag again from the same text right after.
     std::string ignored;
-    if ((equals == absl::string_view::npos && !next_argument) ||
-        (next_argument && absl::StartsWith(value, "--") && !flag->ParseFrom(value, &ignored))) {
+    if (!written.value.has_value() ||
+        (written.value_is_next_argument && absl::StartsWith(*written.value, "--") &&
+         !flag.ParseFrom(*written.value, &ignored))) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--", Dashed(name), " was given no value; write --", Dashed(name), "=",
-          flag->DefaultValue().empty() ? "VALUE" : flag->DefaultValue()));
+          "--", name, " was given no value; write --", name, "=",
+          flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
     }
-    if (!flag->ParseFrom(value, &ignored)) {
+    if (!flag.ParseFrom(*written.value, &ignored)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--", Dashed(name), "=", value, ": expected ", Expected(*flag),
-          flag->DefaultValue().empty()
+          "--", name, "=", *written.value, ": expected ", Expected(flag),
+          flag.DefaultValue().empty()
               ? ""
-              : absl::StrCat("; write e.g. --", Dashed(name), "=", flag->DefaultValue(),
-                             " (the default)")));
+              : absl::StrCat("; write e.g. --", name, "=", flag.DefaultValue(), " (the default)")));
     }
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
@@ -541,7 +517,7 @@ std::string Subject(const Sources& sources, absl::string_view name, int item = -
                                  : place->value_mark;
     return absl::StrCat(Position(sources.config_file, mark), ": ", place->key, ":");
   }
-  return absl::StrCat("--", Dashed(std::string(name)));
+  return absl::StrCat("--", DashedFlagName(std::string(name)));
 }
 
 // Another setting a message mentions, in the words of the one it is about: "max-call-bytes at
@@ -551,7 +527,7 @@ std::string Mention(const Sources& sources, absl::string_view name, bool in_file
   if (const FilePlace* place = sources.FromFile(name)) {
     return absl::StrCat(place->key, " at line ", place->key_mark.line + 1);
   }
-  return in_file ? Dashed(std::string(name)) : absl::StrCat("--", Dashed(std::string(name)));
+  return in_file ? DashedFlagName(std::string(name)) : absl::StrCat("--", DashedFlagName(std::string(name)));
 }
 
 // `status`, which another module worded about the flag ("--allow-uid: no user named 'x'",
@@ -560,7 +536,7 @@ std::string Mention(const Sources& sources, absl::string_view name, bool in_file
 absl::Status Reattribute(const Sources& sources, absl::string_view name, int item,
                          const absl::Status& status, absl::string_view value = "") {
   if (status.ok() || sources.FromFile(name) == nullptr) return status;
-  const std::string flag = absl::StrCat("--", Dashed(std::string(name)));
+  const std::string flag = absl::StrCat("--", DashedFlagName(std::string(name)));
   absl::string_view message = status.message();
   if (absl::ConsumePrefix(&message, flag)) {
     if (absl::ConsumePrefix(&message, "=")) {

@@ -1,8 +1,9 @@
 """cnp-adapter's command line. --help tells the truth: every flag as it is written in
 COUCHDB_QUERY_SERVER_PYTHON (--max-line-bytes, not absl's --max_line_bytes), on stdout, exit 0,
 however help is asked for (absl's --helpshort, --helpon=, --helpmatch= printed "No flags
-matched": absl lists only flags of a file named like the program). And flags that can never work
-together are refused at once with the reason: TLS with a list of addresses."""
+matched": absl lists only flags of a file named like the program). An unknown flag is a usage
+error that names the flag meant. And flags that can never work together are refused at once
+with the reason: TLS with a list of addresses."""
 
 import json
 import re
@@ -36,6 +37,16 @@ class HelpTest(unittest.TestCase):
                 self.assertEqual(out.stdout, "")
                 self.assertIn("list of addresses", out.stderr)
                 self.assertIn("--target=dns:///NAME:PORT", out.stderr)
+
+    def test_an_unknown_flag_is_a_usage_error_naming_the_one_meant(self):
+        # Before CouchDB's first command: absl's own message would exit 1, like a crash.
+        out = subprocess.run([ADAPTER, "--targt=unix:/nonexistent.sock"],
+                             input=json.dumps(["reset"]) + "\n",
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertEqual(out.stdout, "")
+        self.assertIn("unknown flag --targt; did you mean --target? "
+                      "(cnp-adapter --help lists every flag)", out.stderr)
 
     def check_help(self, spelling):
         out = subprocess.run([ADAPTER, spelling], capture_output=True, text=True, timeout=30)

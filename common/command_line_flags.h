@@ -1,0 +1,43 @@
+// The flags of a command line, walked the way absl::ParseCommandLine will read them, so that
+// cnp-server and cnp-adapter can judge them first: absl's own errors ("Unknown command line flag
+// 'wrkers'", "Illegal value 'lots' specified for flag 'workers'") exit 1 with nothing to act on,
+// where every other bad setting exits 2 and says what to write. One walk for both programs; each
+// says what it checks in the flags it is given.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/status/status.h"
+
+namespace cnp {
+
+// One flag as written: --name=value, -name value, --noflag...
+struct WrittenFlag {
+  std::string name;  // as absl spells it (max_queue)
+  // The flag, or null for one this program does not define (and not --noNAME of a boolean).
+  absl::CommandLineFlag* flag = nullptr;
+  // What follows '=', or the next argument for a flag that is not boolean (as absl reads
+  // "--workers 2"); none when neither was written.
+  std::optional<std::string> value;
+  bool value_is_next_argument = false;
+};
+
+// Calls `judge` for each flag of `argv` (argv[0] first, names in absl's spelling, as
+// SplitCommandLine::others holds them) up to "--", and returns the first error it returns.
+// Unknown flags are not passed on when --undefok is given anywhere: absl then ignores them.
+absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
+                                   const std::function<absl::Status(const WrittenFlag&)>& judge);
+
+// "unknown flag --wrkers; did you mean --workers? (cnp-server --help lists every flag)": the
+// closest of `candidates` (absl's spelling) is offered when one is close enough.
+absl::Status UnknownFlagError(const std::string& name, const std::vector<std::string>& candidates,
+                              const std::string& program);
+
+// absl's spelling of a flag name as a user types it: max_queue -> max-queue.
+std::string DashedFlagName(std::string name);
+
+}  // namespace cnp
