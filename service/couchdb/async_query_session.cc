@@ -151,7 +151,8 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
 
 asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptWorker(
     QueryProtocol::RunTask run) {
-  if (kept_ == nullptr && executor_.has_value() && runner_.HasIdleWorker()) {
+  if (kept_ == nullptr) {
+    if (!executor_.has_value()) co_return co_await runner_.Run(*run.task, run.deadline);
     auto link = std::make_shared<KeptWorker>(KeptWorker{this, *executor_});
     // Called on the pool's thread: the request crosses to the session's. (A named local, not a
     // temporary in the co_await's operands: GCC 12 destroys such temporaries twice.)
@@ -160,10 +161,14 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptW
         if (link->session != nullptr) link->session->KeptWorkerWanted();
       });
     };
-    kept_ = co_await runner_.KeepIdleWorker(std::move(wanted));
-    if (kept_ != nullptr) kept_link_ = std::move(link);
+    pool::AsyncTaskRunner::KeptRun ran =
+        co_await runner_.RunAndKeep(*run.task, run.deadline, std::move(wanted));
+    if (ran.kept != nullptr) {
+      kept_ = std::move(ran.kept);
+      kept_link_ = std::move(link);
+    }
+    co_return std::move(ran.reply);
   }
-  if (kept_ == nullptr) co_return co_await runner_.Run(*run.task, run.deadline);
   absl::StatusOr<worker::v1::Reply> reply = co_await kept_->Exchange(*run.task, run.deadline);
   if (reply.ok()) {
     if (kept_->ShouldGiveBack()) LetKeptWorkerGo();

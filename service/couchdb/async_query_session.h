@@ -4,11 +4,11 @@
 // gives, line for line. The server's Session stream handler awaits it; during a list it holds
 // an AsyncWorkerLease.
 //
-// A worker is kept between lines (AsyncTaskRunner::KeepIdleWorker) while one is idle when a line
-// comes and no other caller needs it: CouchDB sends the next line the moment it has the answer,
-// and an exchange on a kept worker skips the pool's queue and, answered quickly, the thread
-// hand-overs (the remote Session stream's cost per line). Asked for it back, the session gives
-// it back once the line in progress, if any, is answered.
+// The worker that answered a line is kept for the next ones (AsyncTaskRunner::RunAndKeep) when no
+// other caller waits for one: CouchDB sends the next line the moment it has the answer, and an
+// exchange on a kept worker skips the pool's queue and, answered quickly, the thread hand-overs
+// (the remote Session stream's cost per line). Asked for it back, the session gives it back
+// once the line in progress, if any, is answered.
 //
 // Lines are answered one at a time: await each Handle() before the next. Cancelling the
 // awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
@@ -72,7 +72,7 @@ class AsyncQuerySession {
   // Runs steps until the line is answered; false when the answer is nothing (a reset).
   asio::awaitable<bool> Drive(QueryProtocol::Step step);
   asio::awaitable<absl::StatusOr<worker::v1::Reply>> Run(QueryProtocol::RunTask run);
-  // A task for any worker: on the kept worker, keeping one first if one is idle.
+  // A task for any worker: on the kept worker, or run keeping the worker that answers it.
   asio::awaitable<absl::StatusOr<worker::v1::Reply>> RunOnKeptWorker(QueryProtocol::RunTask run);
 
   // The kept worker's link back to the session for the pool's request to give it back: the

@@ -69,18 +69,22 @@ class AsyncTaskRunner {
   virtual asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
       absl::Time deadline) = 0;
 
-  // A worker kept between calls, for a caller whose calls come one after another with little
-  // time between them (a CouchDB session in lockstep): exchanges on a lease skip the admission
-  // queue, and a reply that comes quickly is read on the caller's own thread
-  // (Worker::TryQuickExchange). Kept only while nobody else needs it: `wanted` is called, once,
-  // on a thread of the pool's, when another caller waits for a worker, a reload or the memory
-  // cap wants this one replaced; the holder then gives the lease back as soon as its exchange
-  // in progress, if any, ends. Never waits: null when no worker is idle (run the call instead).
-  // HasIdleWorker is a hint for whether to ask, read without a hop to the pool.
-  virtual bool HasIdleWorker() const { return false; }
-  virtual asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorker(
-      std::function<void()> /*wanted*/) {
-    co_return nullptr;
+  // Run, keeping the worker for the caller's next calls if nobody waits for one when it has
+  // answered: for a caller whose calls come one after another with little time between them (a
+  // CouchDB session in lockstep). Exchanges on the kept worker's lease skip the admission queue,
+  // and a reply that comes quickly is read on the caller's own thread
+  // (Worker::TryQuickExchange). It is kept only while nobody else needs it: `wanted` is called,
+  // once, on a thread of the pool's, when another caller waits for a worker, a batch could use
+  // it, a reload or the memory cap wants it replaced; the holder then gives the lease back as
+  // soon as its exchange in progress, if any, ends. The default keeps nothing.
+  struct KeptRun {
+    absl::StatusOr<Reply> reply;
+    std::unique_ptr<AsyncWorkerLease> kept;  // null: not kept
+  };
+  virtual asio::awaitable<KeptRun> RunAndKeep(Task task, absl::Time deadline,
+                                              std::function<void()> /*wanted*/) {
+    absl::StatusOr<Reply> reply = co_await Run(std::move(task), deadline);
+    co_return KeptRun{std::move(reply), nullptr};
   }
 
   // How many workers the pool runs; batch callers split work into this many parts.

@@ -86,7 +86,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     AsyncWorkerPool* pool = &pool_;
     Slot* slot = slot_;
     const bool recycle = recycle_asked_;
-    const int64_t calls = std::max<int64_t>(calls_, 1);
+    const int64_t calls = calls_;
     asio::post(pool_.context_, [pool, slot, recycle, calls, worker = std::move(worker_)] {
       pool->FinishCall(slot, recycle, calls);
     });
@@ -224,9 +224,10 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
   co_return co_await AwaitOn(executor(), LeaseHere(deadline));
 }
 
-asio::awaitable<std::unique_ptr<AsyncWorkerLease>> AsyncWorkerPool::KeepIdleWorker(
-    std::function<void()> wanted) {
-  co_return co_await AwaitOn(executor(), KeepIdleWorkerHere(std::move(wanted)));
+asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeep(
+    Task task, absl::Time deadline, std::function<void()> wanted) {
+  co_return co_await AwaitOn(executor(),
+                             RunAndKeepHere(std::move(task), deadline, std::move(wanted)));
 }
 
 // ---- On the pool's context. ----
@@ -381,19 +382,25 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseFailedHere(Slot* sl
       " was sent to it; it is being replaced"));
 }
 
-asio::awaitable<std::unique_ptr<AsyncWorkerLease>> AsyncWorkerPool::KeepIdleWorkerHere(
-    std::function<void()> wanted) {
-  // Another caller's turn comes first.
-  if (!waiters_.empty()) co_return nullptr;
-  Slot* slot = TryAcquire();
-  if (slot == nullptr) co_return nullptr;
-  // A worker a reload is about to replace is not kept.
-  if (slot->generation < generation_) {
-    MakeIdle(slot);
-    co_return nullptr;
+asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
+    Task task, absl::Time deadline, std::function<void()> wanted) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  BoundAnswer(task, options_.max_answer_bytes);
+  absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
+  if (!slot.ok()) co_return KeptRun{slot.status(), nullptr};
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
+  if (!reply.ok()) {
+    if (Held(*slot)) MakeIdle(*slot);
+    co_return KeptRun{std::move(reply), nullptr};
   }
-  slot->wanted = std::move(wanted);
-  co_return std::make_unique<LeaseImpl>(*this, slot);
+  if (!CountCall(*slot, reply->recycle())) co_return KeptRun{std::move(reply), nullptr};
+  // Another caller's turn comes first; a worker a reload is about to replace is not kept.
+  if (!waiters_.empty() || (*slot)->generation < generation_) {
+    MakeIdle(*slot);
+    co_return KeptRun{std::move(reply), nullptr};
+  }
+  (*slot)->wanted = std::move(wanted);
+  co_return KeptRun{std::move(reply), std::make_unique<LeaseImpl>(*this, *slot)};
 }
 
 void AsyncWorkerPool::AskKeptWorkersBack(const std::function<bool(const Slot&)>& which) {
@@ -410,7 +417,6 @@ AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
   if (shutting_down_ || idle_.empty()) return nullptr;
   Slot* slot = idle_.back();
   idle_.pop_back();
-  IdleChanged();
   slot->state = State::kBusy;
   return slot;
 }
@@ -627,7 +633,6 @@ void AsyncWorkerPool::MakeIdle(Slot* slot) {
   }
   slot->state = State::kIdle;
   idle_.push_back(slot);
-  IdleChanged();
 }
 
 void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::string why) {
@@ -703,8 +708,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         if ((*it)->generation < generation_) {
           Slot* slot = *it;
           idle_.erase(it);
-          IdleChanged();
-          metrics::WorkerExited("reload");
+                  metrics::WorkerExited("reload");
           asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
           slot->state = State::kStarting;
           due.push_back(slot);
@@ -731,8 +735,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
       });
       for (Slot* slot : over) {
         idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-        IdleChanged();
-        metrics::WorkerExited("memory");
+              metrics::WorkerExited("memory");
         Retire(slot, absl::ZeroDuration(), "over its memory cap");
       }
       if (!over.empty()) continue;
@@ -783,7 +786,6 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   // Ended on purpose (retired), or mid-exchange: its caller sees that and replaces it.
   if (how.empty() || slot->worker != worker || slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-  IdleChanged();
   LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
   metrics::WorkerExited("crash");
   ++slot->crashes;
@@ -832,7 +834,6 @@ void AsyncWorkerPool::ShutdownHere() {
   shutting_down_ = true;
   for (Slot* slot : idle_) Retire(slot, absl::ZeroDuration(), "the server is shutting down");
   idle_.clear();
-  IdleChanged();
   // A busy worker's caller is waiting for its answer: killing the process makes that exchange
   // fail at once (its caller then replaces it), so that no shutdown waits for a function that
   // takes its time.

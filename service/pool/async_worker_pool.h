@@ -6,7 +6,7 @@
 // threads, tests' contexts): each operation hops to the pool's context (AwaitOn), carrying the
 // caller's cancellation with it, and resumes the caller on its own executor.
 //
-// The one exception is a lease's exchange, and a kept worker's above all (KeepIdleWorker: a
+// The one exception is a lease's exchange, and a kept worker's above all (RunAndKeep: a
 // CouchDB Session stream in lockstep): the holder sends the task and waits up to kQuickWait for
 // the reply on its own thread (Worker::TryQuickExchange), and only a slower reply, a failure or
 // the end of the lease goes through the pool's context. Those two hops per line were most of a
@@ -26,7 +26,6 @@
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -65,9 +64,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
                                                              absl::Time deadline) override;
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
       absl::Time deadline) override;
-  bool HasIdleWorker() const override { return idle_hint_.load(std::memory_order_relaxed) > 0; }
-  asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorker(
-      std::function<void()> wanted) override;
+  asio::awaitable<KeptRun> RunAndKeep(Task task, absl::Time deadline,
+                                      std::function<void()> wanted) override;
   int size() const override { return options_.workers; }
 
   // How long a leaseholder blocks its own thread for a reply before it leaves the rest of the
@@ -102,7 +100,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     int crashes = 0;
     absl::Time restart_at = absl::InfinitePast();
     std::string last_failure;
-    // While a caller keeps the worker (KeepIdleWorker): how to ask for it back, and whether
+    // While a caller keeps the worker (RunAndKeep): how to ask for it back, and whether
     // that was done; both cleared when the worker comes back.
     std::function<void()> wanted;
     bool asked_back = false;
@@ -136,9 +134,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<absl::StatusOr<Reply>> LeaseFailedHere(Slot* slot, Task task,
                                                          absl::Status failure, bool ended_before,
                                                          bool* lost);
-  asio::awaitable<std::unique_ptr<AsyncWorkerLease>> KeepIdleWorkerHere(
-      std::function<void()> wanted);
-  // Asks the callers that keep workers (KeepIdleWorker) for them back: every one, or those
+  asio::awaitable<KeptRun> RunAndKeepHere(Task task, absl::Time deadline,
+                                          std::function<void()> wanted);
+  // Asks the callers that keep workers (RunAndKeep) for them back: every one, or those
   // `which` picks.
   void AskKeptWorkersBack(const std::function<bool(const Slot&)>& which = nullptr);
 
@@ -160,8 +158,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   bool CountCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
   // Gives a held worker back after its calls (counted here).
   void FinishCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
-  // The idle list changed: HasIdleWorker's hint follows it.
-  void IdleChanged() { idle_hint_.store(static_cast<int>(idle_.size()), std::memory_order_relaxed); }
+
   // Hands a usable worker to the first waiting caller, or makes it idle.
   void MakeIdle(Slot* slot);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
@@ -191,7 +188,6 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
 
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> idle_;
-  std::atomic<int> idle_hint_ = 0;  // idle_.size(), for other threads (HasIdleWorker)
   std::list<Waiter*> waiters_;
   bool started_ = false;
   bool shutting_down_ = false;

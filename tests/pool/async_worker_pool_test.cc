@@ -548,10 +548,10 @@ TEST_F(AsyncWorkerPoolTest, ALeaseWhoseReplyAskedForRecyclingReplacesTheWorkerWh
   EXPECT_EQ(world_.start_attempts, 2);
 }
 
-// ---- Workers kept between a session's lines (KeepIdleWorker). ----
+// ---- Workers kept between a session's lines (RunAndKeep). ----
 
 // A kept worker and the test's stand-in for the session that keeps it: `wanted` counts the
-// pool's requests for it back; Give() lets it go.
+// pool's requests for it back; a keeper that gives it back when asked lets the lease go then.
 struct Keeper {
   std::unique_ptr<AsyncWorkerLease> lease;
   int wanted = 0;
@@ -564,15 +564,24 @@ struct Keeper {
   }
 };
 
-TEST_F(AsyncWorkerPoolTest, AKeptWorkerTakesQuickExchangesAndIsAskedBackForAWaitingCaller) {
+class KeptWorkerTest : public AsyncWorkerPoolTest {
+ protected:
+  // Runs `name` keeping its worker in `keeper`, if the pool keeps it; the run's reply.
+  absl::StatusOr<Reply> RunAndKeep(const std::string& name, Keeper& keeper) {
+    AsyncTaskRunner::KeptRun ran =
+        Await(pool_->RunAndKeep(TaskNamed(name), absl::InfiniteFuture(), keeper.Wanted()));
+    keeper.lease = std::move(ran.kept);
+    return std::move(ran.reply);
+  }
+};
+
+TEST_F(KeptWorkerTest, TheWorkerIsKeptTakesQuickExchangesAndIsAskedBackForAWaitingCaller) {
   world_.script = StepFor;
   world_.quick = true;
   ASSERT_TRUE(StartPool(Options(1)).ok());
-  EXPECT_TRUE(pool_->HasIdleWorker());
   Keeper keeper;
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
   ASSERT_NE(keeper.lease, nullptr);
-  EXPECT_FALSE(pool_->HasIdleWorker());
   EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("one"), absl::InfiniteFuture())).ok());
   EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("two"), absl::InfiniteFuture())).ok());
   EXPECT_EQ(world_.quick_exchanges, 2);
@@ -587,29 +596,35 @@ TEST_F(AsyncWorkerPoolTest, AKeptWorkerTakesQuickExchangesAndIsAskedBackForAWait
   keeper.lease.reset();
   RunUntil([&] { return other->has_value() && another->has_value(); });
   EXPECT_TRUE((*other)->ok());
-  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("one", "two", "other", "another"));
+  EXPECT_THAT(world_.tasks_seen,
+              ::testing::ElementsAre("first", "one", "two", "other", "another"));
   EXPECT_EQ(world_.start_attempts, 1);
 }
 
-TEST_F(AsyncWorkerPoolTest, NoWorkerIsKeptWhileNoneIsIdle) {
+// Under contention the worker that answers goes to the caller waiting for it.
+TEST_F(KeptWorkerTest, NoWorkerIsKeptWhileAnotherCallerWaits) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
-  auto busy = Spawn(pool_->Run(TaskNamed("hang"), absl::InfiniteFuture()));
-  RunUntil([&] { return !world_.running.empty(); });
-  EXPECT_FALSE(pool_->HasIdleWorker());
   Keeper keeper;
-  EXPECT_EQ(Await(pool_->KeepIdleWorker(keeper.Wanted())), nullptr);
+  auto kept = Spawn(pool_->RunAndKeep(TaskNamed("slow"), absl::InfiniteFuture(), keeper.Wanted()));
+  RunUntil([&] { return !world_.running.empty(); });
+  auto waiting = Spawn(pool_->Run(TaskNamed("waiting"), absl::InfiniteFuture()));
+  RunUntil([&] { return kept->has_value() && waiting->has_value(); });
+  EXPECT_TRUE((*kept)->reply.ok());
+  EXPECT_EQ((*kept)->kept, nullptr);
+  EXPECT_TRUE((*waiting)->ok());
+  EXPECT_EQ(keeper.wanted, 0);
 }
 
 // A function slower than the quick wait is finished on the pool's context; one that crashes
 // the worker on a quick exchange has it replaced as any crash; a kept worker that died while
 // idle never gets the task, and says so (the session runs the task elsewhere).
-TEST_F(AsyncWorkerPoolTest, AKeptWorkersSlowCrashedAndDeadExchanges) {
+TEST_F(KeptWorkerTest, SlowCrashedAndDeadExchanges) {
   world_.script = StepFor;
   world_.quick = true;
   ASSERT_TRUE(StartPool(Options(1)).ok());
   Keeper keeper;
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
   ASSERT_NE(keeper.lease, nullptr);
   EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("slow"), absl::InfiniteFuture())).ok());
   EXPECT_EQ(world_.quick_exchanges, 0);
@@ -620,11 +635,10 @@ TEST_F(AsyncWorkerPoolTest, AKeptWorkersSlowCrashedAndDeadExchanges) {
   EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << crashed.status();
   EXPECT_FALSE(keeper.lease->EndedBeforeTask());
   keeper.lease.reset();
-  ASSERT_TRUE(Run("b").ok());  // the replacement
+  ASSERT_TRUE(RunAndKeep("b", keeper).ok());  // on the replacement
   EXPECT_NE(*LivePids().begin(), first);
-
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
   ASSERT_NE(keeper.lease, nullptr);
+
   world_.live.front()->DieNow("killed by signal 9 (Killed)");
   const size_t seen = world_.tasks_seen.size();
   absl::StatusOr<Reply> dead =
@@ -637,15 +651,15 @@ TEST_F(AsyncWorkerPoolTest, AKeptWorkersSlowCrashedAndDeadExchanges) {
   EXPECT_EQ(world_.start_attempts, 3);
 }
 
-TEST_F(AsyncWorkerPoolTest, AKeptWorkerCountsEveryCallAndAsksToGoBackAtTheLimit) {
+TEST_F(KeptWorkerTest, EveryCallCountsAndTheLeaseAsksToGoBackAtTheLimit) {
   world_.script = StepFor;
   world_.quick = true;
   PoolOptions options = Options(1);
-  options.max_calls_per_worker = 3;
+  options.max_calls_per_worker = 4;
   ASSERT_TRUE(StartPool(options).ok());
   const pid_t first = *LivePids().begin();
   Keeper keeper;
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
   ASSERT_NE(keeper.lease, nullptr);
   for (const char* name : {"a", "b"}) {
     ASSERT_TRUE(Await(keeper.lease->Exchange(TaskNamed(name), absl::InfiniteFuture())).ok());
@@ -659,13 +673,13 @@ TEST_F(AsyncWorkerPoolTest, AKeptWorkerCountsEveryCallAndAsksToGoBackAtTheLimit)
   EXPECT_EQ(world_.start_attempts, 2);
 }
 
-TEST_F(AsyncWorkerPoolTest, AReloadAsksForKeptWorkersBackAndReplacesThem) {
+TEST_F(KeptWorkerTest, AReloadAsksForKeptWorkersBackAndReplacesThem) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
   const pid_t first = *LivePids().begin();
   Keeper keeper;
   keeper.give_when_wanted = true;
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
   ASSERT_NE(keeper.lease, nullptr);
   pool_->ReloadAll();
   RunUntil([&] { return world_.start_attempts == 2; });
@@ -676,13 +690,14 @@ TEST_F(AsyncWorkerPoolTest, AReloadAsksForKeptWorkersBackAndReplacesThem) {
 
 // A batch uses the workers sessions keep once they are given back, and does not wait for one
 // that is not given back before its tasks are done.
-TEST_F(AsyncWorkerPoolTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
+TEST_F(KeptWorkerTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(2)).ok());
   Keeper keeper;
   keeper.give_when_wanted = true;
-  keeper.lease = Await(pool_->KeepIdleWorker(keeper.Wanted()));
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
   ASSERT_NE(keeper.lease, nullptr);
+  world_.task_pids.clear();
   std::vector<Task> tasks;
   for (int i = 0; i < 6; ++i) tasks.push_back(TaskNamed("slow"));
   std::vector<absl::StatusOr<Reply>> results =
@@ -692,7 +707,7 @@ TEST_F(AsyncWorkerPoolTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
   EXPECT_EQ(std::set<pid_t>(world_.task_pids.begin(), world_.task_pids.end()), LivePids());
 
   Keeper holdout;  // never gives its worker back
-  holdout.lease = Await(pool_->KeepIdleWorker(holdout.Wanted()));
+  ASSERT_TRUE(RunAndKeep("second", holdout).ok());
   ASSERT_NE(holdout.lease, nullptr);
   world_.task_pids.clear();
   std::vector<Task> more;
