@@ -15,6 +15,9 @@ at most 15% to p50 at 16 clients; p99 at most 3x p50 at 64 clients.
     tests/bench/load_bench                 # the table
     tests/bench/load_bench --soak=10m      # soak: RSS and descriptors of server and workers under
                                            # steady load, drift per hour
+    tests/bench/load_bench --baseline-server=OTHER/cnp-server --baseline-worker=OTHER/cnp-worker \
+        --kinds=session                    # this build's replica against another build's, each
+                                           # --workers=2, interleaved (no nginx)
 """
 import argparse
 import json
@@ -72,14 +75,26 @@ def start_setups(args):
     return targets, [one, behind] + pair, [nginx1, nginx2]
 
 
+def start_baseline_setups(args):
+    one = cluster.Replica(args.server, args.worker, args.functions_dir, "r0", workers=2)
+    baseline = cluster.Replica(args.baseline_server, args.baseline_worker, args.functions_dir,
+                               "b0", workers=2)
+    return {"one": one.address, "baseline": baseline.address}, [one, baseline], []
+
+
 def table(args):
-    targets, replicas, nginxes = start_setups(args)
+    if args.baseline_server:
+        setups, reference = ("baseline", "one"), "baseline"
+        targets, replicas, nginxes = start_baseline_setups(args)
+    else:
+        setups, reference = SETUPS, "one"
+        targets, replicas, nginxes = start_setups(args)
     samples = {}
     try:
         for round_number in range(args.rounds):
             for clients in args.clients:
-                for kind in KINDS:
-                    for setup in SETUPS:
+                for kind in args.kinds:
+                    for setup in setups:
                         result = run_load(args, targets[setup], kind, clients, args.duration_ms)
                         samples.setdefault((kind, clients, setup), []).append(result)
                         print("round %d %-8s %3d clients %-5s %8.0f/s p50 %8.0f us p99 %8.0f us "
@@ -97,21 +112,29 @@ def table(args):
     print("\nmedian of %d rounds, %d ms each; Map calls of 100 documents; calls/s and latency "
           "per call (µs); nginx with %s worker process(es)"
           % (args.rounds, args.duration_ms, args.nginx_workers))
-    print("| load | clients | setup | calls/s | p50 | p99 | p99.9 | errors | p50 / one's | "
-          "calls/s / one's |")
-    print("| --- " * 10 + "|")
-    for kind in KINDS:
+    if args.baseline_server:
+        print("one: this build (%s); baseline: %s" % (args.server, args.baseline_server))
+    print("| load | clients | setup | calls/s | p50 | p99 | p99.9 | errors | p50 / %s's | "
+          "p99 / %s's | calls/s / %s's |" % (reference, reference, reference))
+    print("| --- " * 11 + "|")
+    for kind in args.kinds:
         for clients in args.clients:
-            one = cells[(kind, clients, "one")]
-            for setup in SETUPS:
+            ref = cells[(kind, clients, reference)]
+            for setup in setups:
                 cell = cells[(kind, clients, setup)]
-                print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %d | %.2fx | %.2fx |"
+                print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %d | %.2fx | %.2fx | %.2fx |"
                       % (kind, clients, setup, cell["per_second"], cell["p50_us"],
                          cell["p99_us"], cell["p999_us"], cell["errors"],
-                         cell["p50_us"] / max(one["p50_us"], 1e-9),
-                         cell["per_second"] / max(one["per_second"], 1e-9)))
+                         cell["p50_us"] / max(ref["p50_us"], 1e-9),
+                         cell["p99_us"] / max(ref["p99_us"], 1e-9),
+                         cell["per_second"] / max(ref["per_second"], 1e-9)))
+    errors = {key: cell["first_error"] for key, cell in cells.items() if cell["errors"]}
+    if args.baseline_server:
+        if errors:
+            print("\nerrors:", errors)
+        return
     print("\ngoals:")
-    for kind in KINDS:
+    for kind in args.kinds:
         if 16 in args.clients:
             one = cells[(kind, 16, "one")]
             for setup in ("nginx1", "nginx2"):
@@ -124,7 +147,6 @@ def table(args):
                 ratio = cell["p99_us"] / cell["p50_us"]
                 print("  %-8s %-6s p99 = %.1fx p50 at 64 clients (goal <= 3x): %s"
                       % (kind, setup, ratio, "met" if ratio <= 3 else "NOT met"))
-    errors = {key: cell["first_error"] for key, cell in cells.items() if cell["errors"]}
     if errors:
         print("\nerrors:", errors)
 
@@ -216,12 +238,22 @@ def main():
     parser.add_argument("--nginx-workers", default="auto",
                         help="nginx's worker_processes (Debian's nginx.conf says auto)")
     parser.add_argument("--clients", default="1,16,64,256")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="loads to run, of " + ",".join(KINDS))
+    parser.add_argument("--baseline-server", default="",
+                        help="another build's cnp-server: compare one replica of each instead")
+    parser.add_argument("--baseline-worker", default="", help="that build's cnp-worker")
     parser.add_argument("--duration-ms", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--soak", default="", help="e.g. 10m: run the soak instead of the table")
     parser.add_argument("--sample-every", type=float, default=5.0)
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown or not args.kinds:
+        parser.error("--kinds takes some of %s, not %s" % (",".join(KINDS), ",".join(unknown)))
+    if bool(args.baseline_server) != bool(args.baseline_worker):
+        parser.error("--baseline-server and --baseline-worker go together")
     args.functions_dir = os.path.dirname(os.path.abspath(args.scalefns))
     if args.soak:
         soak(args)
