@@ -131,20 +131,14 @@ asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
 asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
     QueryProtocol::RunTask run) {
   // The runner takes its task by value: a copy of the protocol's (a map_doc's document too).
-  switch (run.on) {
-    case QueryProtocol::On::kAnyWorker:
-      co_return co_await RunOnKeptWorker(std::move(run));
-    case QueryProtocol::On::kNewLease: {
-      // The list's worker comes from the pool like any other (with one worker, it is this one).
-      LetKeptWorkerGo();
-      absl::StatusOr<std::unique_ptr<pool::AsyncWorkerLease>> lease =
-          co_await runner_.Lease(run.deadline);
-      if (!lease.ok()) co_return lease.status();
-      lease_ = *std::move(lease);
-      break;
-    }
-    case QueryProtocol::On::kLease:
-      break;
+  if (run.on == QueryProtocol::On::kAnyWorker) co_return co_await RunOnKeptWorker(std::move(run));
+  if (run.on == QueryProtocol::On::kNewLease) {
+    // The list's worker comes from the pool like any other (with one worker, it is this one).
+    LetKeptWorkerGo();
+    absl::StatusOr<std::unique_ptr<pool::AsyncWorkerLease>> lease =
+        co_await runner_.Lease(run.deadline);
+    if (!lease.ok()) co_return lease.status();
+    lease_ = *std::move(lease);
   }
   co_return co_await lease_->Exchange(*run.task, run.deadline);
 }

@@ -93,6 +93,8 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   }
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
+    // A cancelled caller gets CANCELLED as a status, whatever its coroutine's setting.
+    co_await asio::this_coro::throw_if_cancelled(false);
     if (!failure_.ok()) co_return failure_;
     BoundAnswer(task, pool_.options_.max_answer_bytes);
     const absl::Time start = absl::Now();
@@ -119,11 +121,19 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
                                                       absl::Time start) {
     using Outcome = QuickExchange::Outcome;
     const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
-    const absl::Duration wait = std::min(kQuickWait, deadline - start);
-    QuickExchange quick;
-    if (quick_ && wait > absl::ZeroDuration() && !Cancelled(cancellation)) {
-      quick = worker_->TryQuickExchange(task, wait);
+    // Not sent: the worker stays as it is, and the lease usable.
+    if (Cancelled(cancellation)) {
+      co_return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
     }
+    if (deadline <= start) {
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
+    }
+    // Even when the last reply was too slow to wait for, the quick exchange sends the task (and
+    // finds a worker that died while kept idle before it does); it then waits for nothing.
+    const absl::Duration wait =
+        quick_ ? std::min(kQuickWait, deadline - start) : absl::ZeroDuration();
+    QuickExchange quick = worker_->TryQuickExchange(task, wait);
     if (quick.outcome == Outcome::kDone &&
         (quick.reply.ok() || TaskWasNotSent(quick.reply.status()))) {
       co_return std::move(quick.reply);
@@ -137,17 +147,16 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
                                pool_.LeaseFailedHere(slot_, std::move(task), std::move(failure),
                                                      ended_before_task_, &worker_lost_));
     } else if (quick.outcome == Outcome::kPending) {
-      // Slower than the quick wait: this one and the next are awaited on the pool's context,
-      // until one answers within the wait again.
-      quick_ = false;
+      // Not answered within the wait (or none was waited for): finished on the pool's
+      // context. The next exchange waits only if this one, all told, took less than the wait.
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
                                                        /*sent=*/true, &worker_lost_));
+      quick_ = absl::Now() - start < kQuickWait;
     } else {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
                                                        /*sent=*/false, &worker_lost_));
-      quick_ = absl::Now() - start < kQuickWait;
     }
     co_return reply;
   }
@@ -295,7 +304,8 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
   while (batch.feeding > 0) {
     asio::error_code ec;
     co_await batch.all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!cancelled && Cancelled(co_await asio::this_coro::cancellation_state)) {
+    const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    if (!cancelled && Cancelled(state)) {
       cancelled = true;
       for (size_t k = 0; k < held.size(); ++k) signals[k].emit(asio::cancellation_type::terminal);
     }
@@ -394,8 +404,9 @@ asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
     co_return KeptRun{std::move(reply), nullptr};
   }
   if (!CountCall(*slot, reply->recycle())) co_return KeptRun{std::move(reply), nullptr};
-  // Another caller's turn comes first; a worker a reload is about to replace is not kept.
-  if (!waiters_.empty() || (*slot)->generation < generation_) {
+  // Another caller's turn comes first; a worker a reload is about to replace is not kept; nor
+  // is one when callers cannot wait (--max-queue=0): one refused could never get it.
+  if (!waiters_.empty() || (*slot)->generation < generation_ || options_.max_queue == 0) {
     MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};
   }
@@ -428,6 +439,8 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   }
   if (shutting_down_) co_return absl::UnavailableError("the server is shutting down");
   if (Slot* slot = TryAcquire()) co_return slot;
+  // Workers kept by sessions between their lines come back, for this caller or the next.
+  AskKeptWorkersBack();
   // Fail fast rather than wait out the deadline when no worker can come up.
   if (!AnyCanServe()) co_return NoWorkerRunning();
   const absl::Status too_late = absl::DeadlineExceededError(absl::StrCat(
@@ -448,8 +461,6 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
     waiter.wakeup.expires_after(absl::ToChronoNanoseconds(deadline - queued));
   }
   auto position = waiters_.insert(waiters_.end(), &waiter);
-  // Workers kept by sessions between their lines come back for this caller.
-  AskKeptWorkersBack();
   metrics::QueueDepth().Add(1);
   asio::error_code ec;
   co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -527,7 +538,8 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   // Refused before a byte was written (too large, cannot be serialized): the worker is as it
   // was and still the caller's, the error the caller's own.
   if (!timed_out && !sent && TaskWasNotSent(reply.status())) co_return reply;
-  co_return co_await ReplaceAfterFailure(slot, task, reply.status(), timed_out);
+  absl::Status failure = reply.status();
+  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out);
 }
 
 asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
@@ -598,6 +610,8 @@ bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
     why = "the server is shutting down";
   } else if (recycle_asked) {
     why = "it ran out of memory", cause = "memory";
+  } else if (slot->over_memory_cap) {
+    why = "it is over its memory cap", cause = "memory";
   } else if (options_.max_calls_per_worker > 0 &&
              slot->calls >= options_.max_calls_per_worker) {
     why = "it reached --max-calls-per-worker", cause = "recycle";
@@ -618,6 +632,15 @@ void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked, int64_t calls) 
 void AsyncWorkerPool::MakeIdle(Slot* slot) {
   slot->wanted = nullptr;
   slot->asked_back = false;
+  if (!slot->ended_while_held.empty()) {
+    const std::string how = slot->ended_while_held;
+    LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how,
+             " while a caller held it between its calls; replacing it");
+    metrics::WorkerExited("crash");
+    ++slot->crashes;
+    Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
+    return;
+  }
   if (shutting_down_) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
     return;
@@ -638,6 +661,8 @@ void AsyncWorkerPool::MakeIdle(Slot* slot) {
 void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::string why) {
   slot->wanted = nullptr;
   slot->asked_back = false;
+  slot->ended_while_held.clear();
+  slot->over_memory_cap = false;
   if (slot->worker != nullptr) {
     asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
   }
@@ -729,10 +754,18 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
           over.push_back(slot);
         }
       }
-      // A worker a session keeps is over the cap too: it comes back, and is replaced here.
-      AskKeptWorkersBack([this](const Slot& slot) {
-        return slot.worker != nullptr && slot.worker->ResidentBytes() > options_.max_resident_bytes;
-      });
+      // A worker a session keeps may be over the cap too: it is asked back, and replaced when
+      // it comes back (CountCall).
+      for (auto& slot : slots_) {
+        if (slot->wanted == nullptr || slot->over_memory_cap || slot->worker == nullptr) continue;
+        const int64_t rss = slot->worker->ResidentBytes();
+        if (rss <= options_.max_resident_bytes) continue;
+        LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ", rss >> 20,
+                   " MiB, over the ", options_.max_resident_bytes >> 20,
+                   " MiB cap: replacing it once its session gives it back");
+        slot->over_memory_cap = true;
+      }
+      AskKeptWorkersBack([](const Slot& slot) { return slot.over_memory_cap; });
       for (Slot* slot : over) {
         idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
               metrics::WorkerExited("memory");
@@ -783,8 +816,14 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
 
 asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker) {
   const std::string how = co_await worker->Ended();
-  // Ended on purpose (retired), or mid-exchange: its caller sees that and replaces it.
-  if (how.empty() || slot->worker != worker || slot->state != State::kIdle) co_return;
+  if (how.empty() || slot->worker != worker) co_return;  // retired on purpose
+  if (slot->state == State::kBusy) {
+    // Mid-exchange its caller sees that and replaces it; a worker a session keeps between
+    // lines may end with no exchange to see it: it is replaced when it comes back (MakeIdle).
+    slot->ended_while_held = how;
+    co_return;
+  }
+  if (slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
   LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
   metrics::WorkerExited("crash");

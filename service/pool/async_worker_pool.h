@@ -104,6 +104,10 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     // that was done; both cleared when the worker comes back.
     std::function<void()> wanted;
     bool asked_back = false;
+    // Set while a caller holds the worker: it ended meanwhile (how, from WatchForEnd), or the
+    // memory watch found it over the cap. Either way it is replaced when it comes back.
+    std::string ended_while_held;
+    bool over_memory_cap = false;
   };
   // A caller queued for a worker. Woken by cancelling `wakeup`, whose expiry is the deadline.
   struct Waiter {

@@ -25,7 +25,8 @@ asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace) {
       co_await (worker.Ended() || timer.async_wait(asio::use_awaitable));
   if (ended.index() == 0 && !std::get<0>(ended).empty()) co_return std::get<0>(ended);
   worker.Kill();
-  co_return absl::StrCat(co_await worker.Ended(), " after it stopped answering");
+  const std::string how = co_await worker.Ended();
+  co_return absl::StrCat(how, " after it stopped answering");
 }
 
 }  // namespace cnp::pool

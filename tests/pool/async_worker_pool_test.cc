@@ -21,6 +21,9 @@
 #include "asio/post.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -638,6 +641,9 @@ TEST_F(KeptWorkerTest, SlowCrashedAndDeadExchanges) {
   ASSERT_TRUE(RunAndKeep("b", keeper).ok());  // on the replacement
   EXPECT_NE(*LivePids().begin(), first);
   ASSERT_NE(keeper.lease, nullptr);
+  // A slow reply turns the quick wait off; a worker that then dies idle is still found before
+  // the next task is sent to it.
+  EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("slow"), absl::InfiniteFuture())).ok());
 
   world_.live.front()->DieNow("killed by signal 9 (Killed)");
   const size_t seen = world_.tasks_seen.size();
@@ -649,6 +655,93 @@ TEST_F(KeptWorkerTest, SlowCrashedAndDeadExchanges) {
   keeper.lease.reset();
   EXPECT_TRUE(Run("c").ok());
   EXPECT_EQ(world_.start_attempts, 3);
+}
+
+// The OOM killer takes a kept worker while its session sends nothing: when the session gives it
+// back, it is replaced, never handed to the next caller.
+TEST_F(KeptWorkerTest, AKeptWorkerThatDiedIdleIsReplacedWhenGivenBack) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  Keeper keeper;
+  keeper.give_when_wanted = true;
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
+  ASSERT_NE(keeper.lease, nullptr);
+  world_.live.front()->DieNow("killed by signal 9 (Killed)");
+  RunUntil([&] { return world_.reaped.count(first) > 0; });
+  absl::StatusOr<Reply> next = Run("next");  // asks the worker back, gets the replacement
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(keeper.wanted, 1);
+  EXPECT_EQ(world_.start_attempts, 2);
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("first", "next"));
+}
+
+// A session in lockstep gives the worker back and runs its next line at once: the worker over
+// the cap must not be the one it gets again.
+TEST_F(KeptWorkerTest, AKeptWorkerOverTheMemoryCapIsAskedBackAndReplaced) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.max_resident_bytes = 100 << 20;
+  options.memory_check_interval = absl::Milliseconds(5);
+  ASSERT_TRUE(StartPool(options).ok());
+  const pid_t first = *LivePids().begin();
+  Keeper keeper;
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
+  ASSERT_NE(keeper.lease, nullptr);
+  world_.resident_bytes = 200 << 20;
+  RunUntil([&] { return keeper.wanted == 1; });
+  world_.resident_bytes = 1 << 20;
+  keeper.lease.reset();
+  ASSERT_TRUE(RunAndKeep("next", keeper).ok());
+  EXPECT_TRUE(world_.killed.count(first));
+  EXPECT_NE(world_.task_pids.back(), first);
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+// With --max-queue=0 a caller finding every worker busy is refused at once and could never get
+// a worker given back: none is kept.
+TEST_F(KeptWorkerTest, NoWorkerIsKeptWhenCallersCannotQueue) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.max_queue = 0;
+  ASSERT_TRUE(StartPool(options).ok());
+  Keeper keeper;
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
+  EXPECT_EQ(keeper.lease, nullptr);
+  EXPECT_TRUE(Run("other").ok());
+}
+
+// As a call's coroutine: it waits (for a client's next line, say), its call is cancelled
+// meanwhile, and it then exchanges on its lease.
+asio::awaitable<absl::StatusOr<Reply>> ExchangeAfterAWait(AsyncWorkerLease* lease, Task task) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const asio::any_io_executor executor = co_await asio::this_coro::executor;
+  asio::steady_timer wait(executor, std::chrono::hours(1));
+  asio::error_code ended;
+  co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ended));
+  co_return co_await lease->Exchange(std::move(task), absl::InfiniteFuture());
+}
+
+// A call cancelled before its exchange on the kept worker starts sends nothing: the worker is
+// not killed, and serves the next caller.
+TEST_F(KeptWorkerTest, AnExchangeCancelledBeforeItStartsSendsNothing) {
+  world_.script = StepFor;
+  world_.quick = true;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const pid_t first = *LivePids().begin();
+  Keeper keeper;
+  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
+  ASSERT_NE(keeper.lease, nullptr);
+  asio::cancellation_signal cancel;
+  auto cancelled = Spawn(ExchangeAfterAWait(keeper.lease.get(), TaskNamed("never")), cancel.slot());
+  io_.poll();  // waiting
+  cancel.emit(asio::cancellation_type::terminal);
+  RunUntil([&] { return cancelled->has_value(); });
+  EXPECT_TRUE(absl::IsCancelled((*cancelled)->status())) << (*cancelled)->status();
+  keeper.lease.reset();
+  EXPECT_TRUE(Run("next").ok());
+  EXPECT_FALSE(world_.killed.count(first));
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("first", "next"));
 }
 
 TEST_F(KeptWorkerTest, EveryCallCountsAndTheLeaseAsksToGoBackAtTheLimit) {
