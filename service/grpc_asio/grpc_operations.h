@@ -1,6 +1,6 @@
 // Awaitable gRPC async operations on a GrpcContext: each operation's tag is an object whose
 // completion calls the waiting handler (resumes the awaiting coroutine) inline, on the
-// context's thread, with gRPC's `ok`.
+// context's thread, with gRPC's `ok`, through the handler's associated executor.
 //
 //   bool ok = co_await grpc_asio::Read(context, stream, request);
 //
@@ -10,7 +10,9 @@
 
 #include <utility>
 
+#include "asio/associated_executor.hpp"
 #include "asio/async_result.hpp"
+#include "asio/dispatch.hpp"
 #include "asio/use_awaitable.hpp"
 #include "grpcpp/grpcpp.h"
 #include "service/grpc_asio/grpc_context.h"
@@ -26,7 +28,13 @@ class HandlerOperation final : public Operation {
   void Complete(bool ok) override {
     Handler handler = std::move(handler_);
     delete this;
-    std::move(handler)(ok);
+    // Through the handler's own executor, as Asio has every completion invoked: inline on this
+    // thread, inside whatever that executor sets around its work (a call's log scope: without
+    // it, the lines a worker's quick reply logs right after a read would name no call).
+    const auto executor = asio::get_associated_executor(handler);
+    asio::dispatch(executor, [handler = std::move(handler), ok]() mutable {
+      std::move(handler)(ok);
+    });
   }
 
  private:
