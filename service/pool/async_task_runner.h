@@ -1,6 +1,8 @@
 // What the server's request handlers (coroutines on the gRPC threads' execution contexts) need
 // from the worker pool: run a task on some worker, run many at once, or hold one worker for a
-// multi-step exchange, all awaited, never blocking the thread that awaits.
+// multi-step exchange, all awaited. None blocks the thread that awaits, but for one bounded
+// wait: an exchange on a held worker (a lease) waits up to AsyncWorkerPool::kQuickWait (500 us)
+// for a quick reply on the caller's thread before it is awaited like the rest.
 //
 // Every operation resumes the awaiting coroutine on that coroutine's own executor, whatever
 // executor the pool does its I/O on. Every operation honours the awaiting coroutine's
