@@ -1,6 +1,7 @@
 // The pool's policies with fake workers (no processes): admission and its queue limit,
 // deadlines and cancellation (queued and running), crashes and their restart backoff, failing
-// fast when no worker can start, recycling, rolling reloads, RunAll, leases and shutdown.
+// fast when no worker can start, recycling, rolling reloads, RunAll, leases, workers kept
+// between a caller's calls (RunAndKeep) with their quick exchanges, and shutdown.
 //
 // Everything runs on one io_context driven by the test thread; waits are bounded by the
 // event loop (RunUntil), never by sleeps. Timings use small real durations (milliseconds).
@@ -122,6 +123,8 @@ FakeStep StepFor(const Task& task) {
   if (name == "garbage") step.kind = FakeStep::kGarbage;
   if (name == "too-large") step.kind = FakeStep::kTooLarge;
   if (name == "slow") step.delay = absl::Milliseconds(30);
+  // Long enough that a caller spawned meanwhile has certainly queued, however loaded the machine.
+  if (name == "long") step.delay = absl::Seconds(2);
   if (name == "recycle") step.reply.set_recycle(true);
   if (name == "stale") {
     step.reply.mutable_failure()->set_code(worker::v1::Failure::VERSION_MISMATCH);
@@ -591,14 +594,15 @@ TEST_F(KeptWorkerTest, TheWorkerIsKeptTakesQuickExchangesAndIsAskedBackForAWaiti
   // Nobody else wants it yet: kept. Then a caller comes, and the pool asks for it, once.
   EXPECT_EQ(keeper.wanted, 0);
   auto other = Spawn(pool_->Run(TaskNamed("other"), absl::InfiniteFuture()));
-  RunUntil([&] { return keeper.wanted == 1; });
+  ASSERT_TRUE(RunUntil([&] { return keeper.wanted == 1; }));
   EXPECT_FALSE(other->has_value());
   auto another = Spawn(pool_->Run(TaskNamed("another"), absl::InfiniteFuture()));
   io_.poll();
   EXPECT_EQ(keeper.wanted, 1);
   keeper.lease.reset();
-  RunUntil([&] { return other->has_value() && another->has_value(); });
+  ASSERT_TRUE(RunUntil([&] { return other->has_value() && another->has_value(); }));
   EXPECT_TRUE((*other)->ok());
+  EXPECT_TRUE((*another)->ok());
   EXPECT_THAT(world_.tasks_seen,
               ::testing::ElementsAre("first", "one", "two", "other", "another"));
   EXPECT_EQ(world_.start_attempts, 1);
@@ -609,10 +613,10 @@ TEST_F(KeptWorkerTest, NoWorkerIsKeptWhileAnotherCallerWaits) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
   Keeper keeper;
-  auto kept = Spawn(pool_->RunAndKeep(TaskNamed("slow"), absl::InfiniteFuture(), keeper.Wanted()));
-  RunUntil([&] { return !world_.running.empty(); });
+  auto kept = Spawn(pool_->RunAndKeep(TaskNamed("long"), absl::InfiniteFuture(), keeper.Wanted()));
+  ASSERT_TRUE(RunUntil([&] { return !world_.running.empty(); }));
   auto waiting = Spawn(pool_->Run(TaskNamed("waiting"), absl::InfiniteFuture()));
-  RunUntil([&] { return kept->has_value() && waiting->has_value(); });
+  ASSERT_TRUE(RunUntil([&] { return kept->has_value() && waiting->has_value(); }));
   EXPECT_TRUE((*kept)->reply.ok());
   EXPECT_EQ((*kept)->kept, nullptr);
   EXPECT_TRUE((*waiting)->ok());
@@ -644,6 +648,7 @@ TEST_F(KeptWorkerTest, SlowCrashedAndDeadExchanges) {
   // A slow reply turns the quick wait off; a worker that then dies idle is still found before
   // the next task is sent to it.
   EXPECT_TRUE(Await(keeper.lease->Exchange(TaskNamed("slow"), absl::InfiniteFuture())).ok());
+  EXPECT_GT(world_.last_quick_wait, absl::ZeroDuration());
 
   world_.live.front()->DieNow("killed by signal 9 (Killed)");
   const size_t seen = world_.tasks_seen.size();
@@ -651,6 +656,7 @@ TEST_F(KeptWorkerTest, SlowCrashedAndDeadExchanges) {
       Await(keeper.lease->Exchange(TaskNamed("never"), absl::InfiniteFuture()));
   EXPECT_TRUE(absl::IsUnavailable(dead.status())) << dead.status();
   EXPECT_TRUE(keeper.lease->EndedBeforeTask());
+  EXPECT_EQ(world_.last_quick_wait, absl::ZeroDuration());
   EXPECT_EQ(world_.tasks_seen.size(), seen);
   keeper.lease.reset();
   EXPECT_TRUE(Run("c").ok());
@@ -696,6 +702,7 @@ TEST_F(KeptWorkerTest, AKeptWorkerOverTheMemoryCapIsAskedBackAndReplaced) {
   EXPECT_TRUE(world_.killed.count(first));
   EXPECT_NE(world_.task_pids.back(), first);
   EXPECT_EQ(world_.start_attempts, 2);
+  keeper.lease.reset();
 }
 
 // With --max-queue=0 a caller finding every worker busy is refused at once and could never get

@@ -83,9 +83,10 @@ asio::awaitable<absl::StatusOr<Reply>> FakeWorker::Exchange(const Task& task) {
   co_return co_await AwaitStep(std::move(step));
 }
 
-QuickExchange FakeWorker::TryQuickExchange(const Task& task, absl::Duration /*wait*/) {
+QuickExchange FakeWorker::TryQuickExchange(const Task& task, absl::Duration wait) {
   using Outcome = QuickExchange::Outcome;
   if (!world_.quick) return QuickExchange();
+  world_.last_quick_wait = wait;
   if (ended()) return QuickExchange(Outcome::kEndedBefore);
   FakeStep step;
   if (std::optional<absl::StatusOr<Reply>> now = Begin(task, step)) {

@@ -71,6 +71,7 @@ class FakeWorld {
   std::vector<std::string> tasks_seen;  // names of the tasks that reached a worker
   std::vector<pid_t> task_pids;         // and the worker each reached
   int quick_exchanges = 0;              // answered by TryQuickExchange
+  absl::Duration last_quick_wait = absl::InfiniteDuration();  // the wait it was last given
   std::set<pid_t> killed;               // Kill() called on it
   std::set<pid_t> reaped;               // Ended() reported its end
   std::set<pid_t> running;              // workers in the middle of an exchange

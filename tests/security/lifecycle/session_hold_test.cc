@@ -1,5 +1,6 @@
 // What one authorized Session stream can hold: never a pool worker for longer than the server's
-// --call-timeout, and a worker it keeps between its lines only until another call needs it. CouchDB's reset sets the timeout of the commands that follow, and a peer that
+// --call-timeout, and a worker it keeps between its lines only until another call needs it.
+// CouchDB's reset sets the timeout of the commands that follow, and a peer that
 // sends ["reset",{"timeout":1e308}] used to run a function that never returns on a worker for
 // ever; a list left waiting for CouchDB's next row used to hold its leased worker for as long
 // as the stream stayed open. With --workers=N, N such streams starved every other call.
@@ -112,9 +113,10 @@ TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
   EXPECT_TRUE(session.Finish().ok());
 }
 
-// A stream in lockstep keeps an idle worker between its lines (the remote Session's per-line
+// A stream in lockstep keeps the worker that answered its line (the remote Session's per-line
 // cost); with --workers=1 that is the only one. A call that needs it gets it while the stream
-// sits between lines, and the stream goes on with the worker it gets next.
+// sits between lines, and the stream goes on with the worker it gets next. (That the worker is
+// kept at all is the pool's tests' to show: KeptWorkerTest in tests/pool.)
 TEST(SessionHoldTest, AWorkerKeptBetweenLinesGoesToAnotherCallThatNeedsIt) {
   auto server = StartOneWorkerServer();
   ASSERT_NE(server, nullptr);
