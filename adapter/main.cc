@@ -24,8 +24,6 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/service_connection.h"

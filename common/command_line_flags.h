@@ -18,7 +18,7 @@ namespace cnp {
 // One flag as written: --name=value, -name value, --noflag...
 struct WrittenFlag {
   std::string name;  // as absl spells it (max_queue)
-  // The flag, or null for one this program does not define (and not --noNAME of a boolean).
+  // The flag, or null for one this program does not define.
   absl::CommandLineFlag* flag = nullptr;
   // What follows '=', or the next argument for a flag that is not boolean (as absl reads
   // "--workers 2"); none when neither was written.
@@ -26,9 +26,10 @@ struct WrittenFlag {
   bool value_is_next_argument = false;
 };
 
-// Calls `judge` for each flag of `argv` (argv[0] first, names in absl's spelling, as
-// SplitCommandLine::others holds them) up to "--", and returns the first error it returns.
-// Unknown flags are not passed on when --undefok is given anywhere: absl then ignores them.
+// Calls `judge` for each flag of `argv` (argv[0] the program, not judged; names in absl's
+// spelling, as SplitCommandLine::others holds them) up to "--", and returns the first error it
+// returns. A boolean's --noNAME is not passed on (absl reads it as NAME=false), nor are unknown
+// flags when --undefok is given anywhere: absl then ignores them.
 absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
                                    const std::function<absl::Status(const WrittenFlag&)>& judge);
 
@@ -37,7 +38,7 @@ absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
 absl::Status UnknownFlagError(const std::string& name, const std::vector<std::string>& candidates,
                               const std::string& program);
 
-// absl's spelling of a flag name as a user types it: max_queue -> max-queue.
+// A flag name in absl's spelling (max_queue) as a user types it (max-queue).
 std::string DashedFlagName(std::string name);
 
 }  // namespace cnp

@@ -146,8 +146,10 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
 asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptWorker(
     QueryProtocol::RunTask run) {
   if (kept_ == nullptr) {
+    // Handle() sets executor_ before any line's task runs, and Close() runs none for any
+    // worker; should that change, the task runs without keeping a worker rather than crash.
     if (!executor_.has_value()) co_return co_await runner_.Run(*run.task, run.deadline);
-    auto link = std::make_shared<KeptWorker>(KeptWorker{this, *executor_});
+    auto link = std::make_shared<KeptWorkerLink>(KeptWorkerLink{this, *executor_});
     // Called on the pool's thread: the request crosses to the session's. (A named local, not a
     // temporary in the co_await's operands: GCC 12 destroys such temporaries twice.)
     std::function<void()> wanted = [link] {

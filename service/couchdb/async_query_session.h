@@ -78,7 +78,7 @@ class AsyncQuerySession {
   // The kept worker's link back to the session for the pool's request to give it back: the
   // request is posted to the session's executor, where `session` is cleared when the session
   // ends or lets the worker go, so that a late request does nothing.
-  struct KeptWorker {
+  struct KeptWorkerLink {
     AsyncQuerySession* session;
     asio::any_io_executor executor;
   };
@@ -113,7 +113,7 @@ class AsyncQuerySession {
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
   std::unique_ptr<pool::AsyncWorkerLease> kept_;   // between lines (see above)
-  std::shared_ptr<KeptWorker> kept_link_;          // kept_'s
+  std::shared_ptr<KeptWorkerLink> kept_link_;          // kept_'s
   bool in_line_ = false;                            // a Handle() runs
   bool give_back_after_line_ = false;
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor

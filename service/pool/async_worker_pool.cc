@@ -110,13 +110,14 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   }
 
   bool EndedBeforeTask() const override { return ended_before_task_; }
+  // (CountCall's --max-calls-per-worker test, from the holder's side: it may not read the Slot.)
   bool ShouldGiveBack() const override {
     return recycle_asked_ || (calls_left_ >= 0 && calls_ >= calls_left_);
   }
 
  private:
-  // (Every co_await here is a statement of its own, and its operands hold no temporary with a
-  // destructor: GCC 12 miscompiles both.)
+  // (Every co_await here is a statement of its own, with no temporary beside it but the
+  // awaitables - no Status, no std::function: GCC 12 miscompiles both.)
   asio::awaitable<absl::StatusOr<Reply>> ExchangeHere(Task task, absl::Time deadline,
                                                       absl::Time start) {
     using Outcome = QuickExchange::Outcome;
@@ -132,7 +133,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     // Even when the last reply was too slow to wait for, the quick exchange sends the task (and
     // finds a worker that died while kept idle before it does); it then waits for nothing.
     const absl::Duration wait =
-        quick_ ? std::min(kQuickWait, deadline - start) : absl::ZeroDuration();
+        wait_for_reply_ ? std::min(kQuickWait, deadline - start) : absl::ZeroDuration();
     QuickExchange quick = worker_->TryQuickExchange(task, wait);
     if (quick.outcome == Outcome::kDone &&
         (quick.reply.ok() || TaskWasNotSent(quick.reply.status()))) {
@@ -152,7 +153,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
                                                        /*sent=*/true, &worker_lost_));
-      quick_ = absl::Now() - start < kQuickWait;
+      wait_for_reply_ = absl::Now() - start < kQuickWait;
     } else {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
@@ -174,8 +175,9 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   bool ended_before_task_ = false;
   bool recycle_asked_ = false;
   int64_t calls_ = 0;
-  // Whether the next exchange tries the quick way: its last reply came within kQuickWait.
-  bool quick_ = true;
+  // Whether the next exchange waits (up to kQuickWait) on the caller's thread for its reply:
+  // the last one not answered at once took less than kQuickWait all told.
+  bool wait_for_reply_ = true;
 };
 
 AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFactory> factory,
@@ -349,7 +351,8 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
     }
     if (!CountCall(slot, result->recycle())) slot = nullptr;
   }
-  // Every task is taken: late feeders still waiting would only hold the batch up.
+  // Every task is taken, or the batch has stopped: late feeders still waiting would only hold
+  // it up.
   for (asio::cancellation_signal* waiting : std::exchange(batch.waiting_late, {})) {
     if (waiting != late) waiting->emit(asio::cancellation_type::terminal);
   }
@@ -380,15 +383,11 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseFailedHere(Slot* sl
   co_await asio::this_coro::throw_if_cancelled(false);
   *lost = true;
   if (!ended_before) co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
-  // It died while kept idle (the OOM killer, say): replaced as an idle worker that died is.
+  // It died while held idle (the OOM killer, say): replaced as an idle worker that died is.
   const std::string how = co_await HowItEnded(*slot->worker, kDeathGrace);
-  LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how,
-           " while a session kept it idle; replacing it");
-  metrics::WorkerExited("crash");
-  ++slot->crashes;
-  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
+  ReplaceEnded(slot, how, "while its caller held it idle");
   co_return absl::UnavailableError(absl::StrCat(
-      "the worker kept for this session ", how, " before ", DescribeTask(task),
+      "the worker held for this call ", how, " before ", DescribeTask(task),
       " was sent to it; it is being replaced"));
 }
 
@@ -545,7 +544,9 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
 asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
                                                                    absl::Status failure,
                                                                    bool timed_out) {
-  // The worker's state is unknown from here: it is killed and replaced.
+  // The worker's state is unknown from here: it is killed and replaced. (Cleared before the
+  // wait below, so that the pool does not ask a worker being replaced back; Retire clears
+  // them too.)
   slot->wanted = nullptr;
   slot->asked_back = false;
   Worker& worker = *slot->worker;
@@ -633,12 +634,7 @@ void AsyncWorkerPool::MakeIdle(Slot* slot) {
   slot->wanted = nullptr;
   slot->asked_back = false;
   if (!slot->ended_while_held.empty()) {
-    const std::string how = slot->ended_while_held;
-    LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how,
-             " while a caller held it between its calls; replacing it");
-    metrics::WorkerExited("crash");
-    ++slot->crashes;
-    Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
+    ReplaceEnded(slot, slot->ended_while_held, "while a caller held it");
     return;
   }
   if (shutting_down_) {
@@ -733,7 +729,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         if ((*it)->generation < generation_) {
           Slot* slot = *it;
           idle_.erase(it);
-                  metrics::WorkerExited("reload");
+          metrics::WorkerExited("reload");
           asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
           slot->state = State::kStarting;
           due.push_back(slot);
@@ -743,32 +739,29 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
     }
     if (options_.max_resident_bytes > 0 && now >= next_memory_check) {
       next_memory_check = now + options_.memory_check_interval;
+      // Idle workers over the cap are replaced now; one a session keeps is asked back and
+      // replaced when it comes back (CountCall).
       std::vector<Slot*> over;
-      for (Slot* slot : idle_) {
-        int64_t rss = slot->worker->ResidentBytes();
-        metrics::WorkerResident(slot->index, rss);
-        if (rss > options_.max_resident_bytes) {
-          LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ",
-                     rss >> 20, " MiB, over the ", options_.max_resident_bytes >> 20,
-                     " MiB cap: replacing it");
-          over.push_back(slot);
-        }
-      }
-      // A worker a session keeps may be over the cap too: it is asked back, and replaced when
-      // it comes back (CountCall).
       for (auto& slot : slots_) {
-        if (slot->wanted == nullptr || slot->over_memory_cap || slot->worker == nullptr) continue;
+        const bool idle = slot->state == State::kIdle;
+        const bool kept = slot->wanted != nullptr && !slot->over_memory_cap;
+        if ((!idle && !kept) || slot->worker == nullptr) continue;
         const int64_t rss = slot->worker->ResidentBytes();
+        metrics::WorkerResident(slot->index, rss);
         if (rss <= options_.max_resident_bytes) continue;
         LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ", rss >> 20,
-                   " MiB, over the ", options_.max_resident_bytes >> 20,
-                   " MiB cap: replacing it once its session gives it back");
-        slot->over_memory_cap = true;
+                   " MiB, over the ", options_.max_resident_bytes >> 20, " MiB cap: replacing it",
+                   idle ? "" : " once its session gives it back");
+        if (idle) {
+          over.push_back(slot.get());
+        } else {
+          slot->over_memory_cap = true;
+        }
       }
       AskKeptWorkersBack([](const Slot& slot) { return slot.over_memory_cap; });
       for (Slot* slot : over) {
         idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-              metrics::WorkerExited("memory");
+        metrics::WorkerExited("memory");
         Retire(slot, absl::ZeroDuration(), "over its memory cap");
       }
       if (!over.empty()) continue;
@@ -825,10 +818,15 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   }
   if (slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-  LogError("worker ", slot->index, " (pid ", worker->pid(), ") ", how, " while idle; replacing it");
+  ReplaceEnded(slot, how, "while idle");
+}
+
+void AsyncWorkerPool::ReplaceEnded(Slot* slot, std::string how, absl::string_view when) {
+  LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how, " ", when,
+           "; replacing it");
   metrics::WorkerExited("crash");
   ++slot->crashes;
-  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), how);
+  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), std::move(how));
 }
 
 void AsyncWorkerPool::ReloadAll() {

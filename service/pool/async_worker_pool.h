@@ -14,14 +14,15 @@
 // (its holder's `wanted`) when a caller would wait for a worker, a batch could use it, a reload
 // or the memory cap wants it replaced.
 //
-// What it does, all awaited, nothing polled or blocked on:
+// What it does on its own context, all awaited, nothing polled or blocked on:
 //   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
 //               killed, reaped from its pidfd, and its slot restarted (after a doubling
 //               backoff when it crashed); callers fail fast when no worker can start
 //   recycling   after max_calls_per_worker calls (each exchange of a lease counts), when a
-//               reply asks for it, when idle above max_resident_bytes, and one at a time on a
+//               reply asks for it, when above max_resident_bytes (idle: at once; kept by a
+//               session: asked back and replaced when it returns), and one at a time on a
 //               reload (SIGHUP)
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
 #pragma once
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "asio/cancellation_signal.hpp"
@@ -158,13 +160,18 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<absl::Status> ReplaceAfterFailure(Slot* slot, const Task& task,
                                                     absl::Status failure, bool timed_out);
   // Counts `calls` that ended well on a held worker; true if the worker may take another,
-  // false if it was replaced (recycling - by count, or asked for by a reply - reload, shutdown).
+  // false if it was replaced (recycling - by count, asked for by a reply, or over the memory cap
+  // while kept - reload, shutdown).
   bool CountCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
   // Gives a held worker back after its calls (counted here).
   void FinishCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
 
-  // Hands a usable worker to the first waiting caller, or makes it idle.
+  // Hands a usable worker to the first waiting caller, or makes it idle; one that ended while
+  // held (ended_while_held) is replaced instead.
   void MakeIdle(Slot* slot);
+  // A worker that ended by itself (how, when: "while idle"): logged, counted as a crash, and
+  // replaced after the restart backoff.
+  void ReplaceEnded(Slot* slot, std::string how, absl::string_view when);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
   void Retire(Slot* slot, absl::Duration restart_delay, std::string why);
   // Some slot serves, or may still come up: waiting for a worker makes sense.
@@ -180,7 +187,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<void> Maintain();
   asio::awaitable<void> StartWorker(Slot* slot);
   // Awaits the end of `worker`: one that dies while idle (killed by the OOM killer, say) is
-  // replaced before a caller is handed a dead worker.
+  // replaced before a caller is handed a dead worker; one that dies while a caller holds it is
+  // noted (ended_while_held) and replaced when it comes back.
   asio::awaitable<void> WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker);
   void ReloadHere();
   void ShutdownHere();

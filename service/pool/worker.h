@@ -39,7 +39,7 @@ struct QuickExchange {
                          absl::StatusOr<Reply> reply = absl::UnknownError("no reply"))
       : outcome(outcome), reply(std::move(reply)) {}
   Outcome outcome;
-  absl::StatusOr<Reply> reply;  // when kDone (kEndedBefore: what became of the worker)
+  absl::StatusOr<Reply> reply;  // the result when kDone; otherwise UNKNOWN, unused
 };
 
 class Worker {
@@ -65,7 +65,7 @@ class Worker {
   // pool's (a Session stream's gRPC thread): sends `task` and blocks for at most `wait` for
   // the whole reply. A reply that comes within it costs no thread hand-over; one that does not
   // is left kPending, for FinishExchange on the pool's context. Meanwhile the pool's context
-  // touches the worker only to Kill() it. The default does nothing (kUnsupported).
+  // touches only what the exchange does not use: Kill(), Ended() and ResidentBytes(). The default does nothing (kUnsupported).
   virtual QuickExchange TryQuickExchange(const Task& task, absl::Duration wait);
   // Completes an exchange TryQuickExchange left kPending: sends what is left of the task and
   // awaits the reply, on the pool's context. Errors as Exchange's.
