@@ -77,8 +77,12 @@ def start_setups(args):
 
 def start_baseline_setups(args):
     one = cluster.Replica(args.server, args.worker, args.functions_dir, "r0", workers=2)
-    baseline = cluster.Replica(args.baseline_server, args.baseline_worker, args.functions_dir,
-                               "b0", workers=2)
+    try:
+        baseline = cluster.Replica(args.baseline_server, args.baseline_worker, args.functions_dir,
+                                   "b0", workers=2)
+    except BaseException:
+        one.stop()
+        raise
     return {"one": one.address, "baseline": baseline.address}, [one, baseline], []
 
 
@@ -94,7 +98,8 @@ def table(args):
         for round_number in range(args.rounds):
             for clients in args.clients:
                 for kind in args.kinds:
-                    for setup in setups:
+                    # Each build goes first in every other round: no order bias.
+                    for setup in (setups if round_number % 2 == 0 else setups[::-1]):
                         result = run_load(args, targets[setup], kind, clients, args.duration_ms)
                         samples.setdefault((kind, clients, setup), []).append(result)
                         print("round %d %-8s %3d clients %-5s %8.0f/s p50 %8.0f us p99 %8.0f us "
@@ -110,8 +115,8 @@ def table(args):
 
     cells = {key: median_cell(value) for key, value in samples.items()}
     print("\nmedian of %d rounds, %d ms each; Map calls of 100 documents; calls/s and latency "
-          "per call (µs); nginx with %s worker process(es)"
-          % (args.rounds, args.duration_ms, args.nginx_workers))
+          "per call (µs)%s" % (args.rounds, args.duration_ms, "" if args.baseline_server else
+                                "; nginx with %s worker process(es)" % args.nginx_workers))
     if args.baseline_server:
         print("one: this build (%s); baseline: %s" % (args.server, args.baseline_server))
     print("| load | clients | setup | calls/s | p50 | p99 | p99.9 | errors | p50 / %s's | "
@@ -250,10 +255,15 @@ def main():
     args.clients = [int(c) for c in args.clients.split(",")]
     args.kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in args.kinds if k not in KINDS]
-    if unknown or not args.kinds:
+    if not args.kinds:
+        parser.error("--kinds was given none; give some of %s" % ",".join(KINDS))
+    if unknown:
         parser.error("--kinds takes some of %s, not %s" % (",".join(KINDS), ",".join(unknown)))
     if bool(args.baseline_server) != bool(args.baseline_worker):
         parser.error("--baseline-server and --baseline-worker go together")
+    if args.soak and (args.baseline_server or args.kinds != list(KINDS)):
+        parser.error("--soak runs every kind on this build alone: leave out --kinds and "
+                     "--baseline-server")
     args.functions_dir = os.path.dirname(os.path.abspath(args.scalefns))
     if args.soak:
         soak(args)
