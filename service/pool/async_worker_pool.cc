@@ -40,6 +40,18 @@ bool Cancelled(asio::cancellation_state state) {
   return state.cancelled() != asio::cancellation_type::none;
 }
 
+// Why a task was not sent, if it was not: its deadline had passed or its caller had been
+// cancelled before it could start. The worker is then as good as it was.
+std::optional<absl::Status> NotStarted(const Task& task, bool cancelled, absl::Time deadline,
+                                       absl::Time now) {
+  if (deadline <= now) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
+  }
+  if (cancelled) return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
+  return std::nullopt;
+}
+
 // Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
 // zombie; nobody waits for this.
 asio::awaitable<void> KillAndReap(std::shared_ptr<Worker> worker) {
@@ -122,13 +134,9 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
                                                       absl::Time start) {
     using Outcome = QuickExchange::Outcome;
     const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
-    // Not sent: the worker stays as it is, and the lease usable.
-    if (Cancelled(cancellation)) {
-      co_return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
-    }
-    if (deadline <= start) {
-      co_return absl::DeadlineExceededError(
-          absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
+    if (std::optional<absl::Status> not_started =
+            NotStarted(task, Cancelled(cancellation), deadline, start)) {
+      co_return *std::move(not_started);
     }
     // Even when the last reply was too slow to wait for, the quick exchange sends the task (and
     // finds a worker that died while kept idle before it does); it then waits for nothing.
@@ -490,13 +498,11 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
     absl::Status failure = absl::CancelledError("the exchange was cancelled");
     co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
   }
-  if (!sent && (cancelled || deadline <= now)) {
-    // Not sent: the worker is as good as it was, and still the caller's.
-    if (deadline <= now) {
-      co_return absl::DeadlineExceededError(
-          absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
+  if (!sent) {
+    // Not sent: the worker is still the caller's.
+    if (std::optional<absl::Status> not_started = NotStarted(task, cancelled, deadline, now)) {
+      co_return *std::move(not_started);
     }
-    co_return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
   }
 
   absl::StatusOr<Reply> reply;

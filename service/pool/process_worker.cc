@@ -216,7 +216,21 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
   if (exchange_.written < out_.size()) return QuickExchange(Outcome::kPending);
 
   const absl::Time until = absl::Now() + wait;
+  // The worker has only just been given the task: nothing is read before the socket says
+  // there is something (a read tried first would cost a system call per exchange for nothing).
+  bool readable = false;
   while (!ReplyComplete()) {
+    if (!readable) {
+      const absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration() || killed_) return QuickExchange(Outcome::kPending);
+      pollfd socket{fd_, POLLIN, 0};
+      const timespec timeout = absl::ToTimespec(left);
+      const int ready = ::ppoll(&socket, 1, &timeout, nullptr);
+      if (ready == 0) return QuickExchange(Outcome::kPending);
+      if (ready < 0 && errno != EINTR) return done(failed("waiting for the reply"));
+      readable = ready > 0;
+      continue;
+    }
     const ssize_t got = ::recv(fd_, ReadPlace(), ReadRoom(), MSG_DONTWAIT);
     if (got > 0) {
       if (absl::Status took = Took(static_cast<size_t>(got)); !took.ok()) return done(took);
@@ -226,11 +240,7 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
     if (errno == EINTR) continue;
     if (errno == ECONNRESET) return done(absl::UnavailableError("the peer closed the connection"));
     if (errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("reading the reply"));
-    const absl::Duration left = until - absl::Now();
-    if (left <= absl::ZeroDuration() || killed_) return QuickExchange(Outcome::kPending);
-    pollfd readable{fd_, POLLIN, 0};
-    const timespec timeout = absl::ToTimespec(left);
-    if (::ppoll(&readable, 1, &timeout, nullptr) == 0) return QuickExchange(Outcome::kPending);
+    readable = false;  // all of it read so far: wait for the rest
   }
   return done(ParseReply());
 }
