@@ -17,7 +17,6 @@
 #include "common/secret_file.h"
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
@@ -60,17 +59,6 @@ class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapRespo
  private:
   calls::FunctionCalls& calls_;
 };
-
-// What the health service (grpc.health.v1) reports, overall ("") and by the name of each
-// service the server exports of its own: a probe that names the service (Kubernetes' gRPC probe
-// with `service:`) is answered as one that does not. Health and reflection are gRPC's.
-void ReportHealth(grpc::Server& server, bool serving) {
-  grpc::HealthCheckServiceInterface& health = *server.GetHealthCheckService();
-  health.SetServingStatus("", serving);
-  for (const char* service : {v1::Functions::service_full_name()}) {
-    health.SetServingStatus(service, serving);
-  }
-}
 
 // What an Upload does, for the access log: never the CouchDB URL's user:password part nor
 // the credentials.
@@ -225,7 +213,9 @@ absl::Status RpcServer::Start() {
       absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), options_.first_call_timeout)));
   gate_ = std::make_unique<CallGate>(std::move(token), *refusals_, probation_.get());
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // The health service is ours (health_service.h): gRPC's would bring two threads of its own
+  // that poll every connection.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (absl::Status s = OpenListeners(builder); !s.ok()) return s;
@@ -262,6 +252,7 @@ absl::Status RpcServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   builder.RegisterService(&service_);
+  builder.RegisterService(health_.service());
   for (int i = 0; i < options_.threads; ++i) {
     contexts_.push_back(std::make_unique<grpc_asio::GrpcContext>(builder.AddCompletionQueue()));
   }
@@ -281,7 +272,7 @@ absl::Status RpcServer::Start() {
             socket.is_unix || options_.security.auth_token_file.empty() ? ""
                                                                        : ", bearer token required");
   }
-  ReportHealth(*server_, true);
+  health_.SetServing(true);
   const int upload_threads = std::max(1, options_.upload_threads);
   const int waiting_uploads = std::max(0, options_.max_waiting_uploads);
   uploads_.emplace(upload_threads);
@@ -299,6 +290,7 @@ absl::Status RpcServer::Start() {
 }
 
 void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
+  health_.Listen(context, shutdown_, &PeerOf);
   calls::FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
   // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
@@ -407,15 +399,13 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       });
 }
 
-void RpcServer::SetServing(bool serving) {
-  if (server_ != nullptr) ReportHealth(*server_, serving);
-}
+void RpcServer::SetServing(bool serving) { health_.SetServing(serving); }
 
 bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
   if (server_ == nullptr) return true;
   // First: no new connections (gRPC would drop the ones handed to it from now on).
   acceptor_.reset();
-  ReportHealth(*server_, false);
+  health_.Freeze();
   shutdown_.DrainStreams();
   const absl::Time deadline = absl::Now() + grace;
   // gRPC stops accepting calls at once and waits for those in flight. Its own deadline comes

@@ -24,6 +24,7 @@
 #include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/call_gate.h"
 #include "service/rpc/connection_acceptor.h"
+#include "service/rpc/health_service.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/calls/function_calls.h"
 #include "service/rpc/stream_call.h"
@@ -131,6 +132,8 @@ class RpcServer {
   FunctionsService service_;
   // Declared before what may hold calls, so that it outlives them.
   ShutdownGate shutdown_;
+  // What grpc.health.v1 reports, overall ("") and for cnp.v1.Functions alike.
+  HealthService health_{{v1::Functions::service_full_name()}};
   std::optional<asio::thread_pool> uploads_;
   std::optional<BlockingCallLimit> upload_limit_;  // the uploads running or waiting for uploads_
   std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;

@@ -483,6 +483,23 @@ TEST(ServerTest, AnswersHealthChecksAndStreams) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+// The health service is the server's own, on its completion queues: gRPC's default one runs on
+// gRPC's callback API, whose completion queue comes with two threads of its own that poll
+// every connection and hand what they read over (health_service.h).
+TEST(ServerTest, RunsNoThreadsForGrpcsCallbackApi) {
+  auto server = StartServer();
+  std::vector<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator(
+           absl::StrCat("/proc/", server->pid(), "/task"))) {
+    std::string name;
+    std::getline(std::ifstream(task.path() / "comm"), name);
+    names.push_back(name);
+  }
+  ASSERT_FALSE(names.empty());
+  EXPECT_THAT(names, ::testing::Not(::testing::Contains("nexting_thread")))
+      << absl::StrJoin(names, ", ");
+}
+
 // One ServerReflectionInfo exchange, spoken as bytes (grpc.reflection.v1alpha): the response
 // to `request`, serialized.
 std::string AskReflection(const std::string& target, const std::string& request) {

@@ -1,0 +1,186 @@
+#include "service/rpc/health_service.h"
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <utility>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "asio/associated_cancellation_slot.hpp"
+#include "asio/async_result.hpp"
+#include "asio/bind_cancellation_slot.hpp"
+#include "asio/co_spawn.hpp"
+#include "asio/this_coro.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/common/log.h"
+#include "service/grpc_asio/call_done.h"
+#include "service/grpc_asio/grpc_operations.h"
+#include "service/rpc/unary_call.h"
+
+namespace cnp::rpc {
+
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+// One Watch stream. Its coroutine, the changes SetServing posts and the drain ShutdownGate
+// posts all touch it on its context's thread only.
+class HealthService::WatchCall final : public DrainableStream,
+                                       public std::enable_shared_from_this<WatchCall> {
+ public:
+  explicit WatchCall(grpc_asio::GrpcContext& context)
+      : context(context), done(context, server_context) {}
+
+  // Completes once Wake() has run, or the call is cancelled.
+  template <class CompletionToken = asio::use_awaitable_t<>>
+  auto NextChange(CompletionToken&& token = {}) {
+    return asio::async_initiate<CompletionToken, void()>(
+        [this](auto handler) {
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          if (slot.is_connected()) {
+            // Emitted inside CallDone's completion: the coroutine resumes after it, not in it.
+            slot.assign([weak = weak_from_this()](asio::cancellation_type) {
+              if (std::shared_ptr<WatchCall> self = weak.lock()) self->PostWake();
+            });
+          }
+          waiter_.emplace(std::move(handler));
+        },
+        token);
+  }
+
+  // A change to look at: from any thread, while the call is registered (so alive).
+  void PostWake() {
+    context.Post([self = shared_from_this()] { self->Wake(); });
+  }
+  void Drain() override {
+    context.Post([self = shared_from_this()] {
+      self->draining = true;
+      self->Wake();
+    });
+  }
+
+  grpc_asio::GrpcContext& context;
+  grpc::ServerContext server_context;
+  grpc_asio::CallDone done;
+  HealthCheckRequest request;
+  grpc::ServerAsyncWriter<HealthCheckResponse> writer{&server_context};
+  bool draining = false;
+
+ private:
+  void Wake() {
+    if (!waiter_.has_value()) return;  // the coroutine looks at the status before it waits again
+    auto waiter = std::move(*waiter_);
+    waiter_.reset();
+    std::move(waiter)();
+  }
+
+  std::optional<absl::AnyInvocable<void() &&>> waiter_;
+};
+
+HealthService::HealthService(std::vector<std::string> services) : services_(std::move(services)) {}
+
+std::optional<HealthService::ServingStatus> HealthService::StatusOf(
+    const std::string& service) const {
+  if (!service.empty() && std::find(services_.begin(), services_.end(), service) == services_.end()) {
+    return std::nullopt;
+  }
+  absl::MutexLock lock(&mu_);
+  return serving_ ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+}
+
+void HealthService::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
+  if (!frozen_) ChangeLocked(serving);
+}
+
+void HealthService::Freeze() {
+  absl::MutexLock lock(&mu_);
+  frozen_ = true;
+  ChangeLocked(false);
+}
+
+void HealthService::ChangeLocked(bool serving) {
+  if (serving_ == serving) return;
+  serving_ = serving;
+  for (WatchCall* watch : watches_) watch->PostWake();
+}
+
+void HealthService::Listen(grpc_asio::GrpcContext& context, ShutdownGate& gate,
+                           CallLogScope::PeerOf peer_of) {
+  using Check = UnaryMethod<Health::AsyncService, HealthCheckRequest, HealthCheckResponse>;
+  Check::Listen(context, service_, gate, &Health::AsyncService::RequestCheck, "Health/Check",
+                peer_of,
+                [this](grpc::ServerContext&, HealthCheckRequest& request,
+                       HealthCheckResponse& response) -> asio::awaitable<grpc::Status> {
+                  const std::optional<ServingStatus> status = StatusOf(request.service());
+                  if (!status.has_value()) {
+                    co_return grpc::Status(
+                        grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("unknown service; this server answers for \"\" (the server) "
+                                     "and ", absl::StrJoin(services_, ", ")));
+                  }
+                  response.set_status(*status);
+                  co_return grpc::Status::OK;
+                });
+  AwaitNextWatch(context, gate);
+}
+
+void HealthService::AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate) {
+  auto call = std::make_shared<WatchCall>(context);
+  asio::co_spawn(context, ServeWatch(this, &gate, call),
+                 asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
+                   if (e) LogError("a health Watch call's coroutine failed unexpectedly");
+                 }));
+}
+
+asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGate* gate,
+                                                std::shared_ptr<WatchCall> call) {
+  // A cancelled call still awaits its done event.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  grpc_asio::GrpcContext& context = call->context;
+  if (!co_await grpc_asio::RequestCall(context, self->service_,
+                                       &Health::AsyncService::RequestWatch, call->server_context,
+                                       call->request, call->writer)) {
+    co_return;  // the server is shutting down
+  }
+  self->AwaitNextWatch(context, *gate);
+  CountedCall counted(*gate);
+  {
+    absl::MutexLock lock(&self->mu_);
+    self->watches_.insert(call.get());
+  }
+  // Not registered: the server is already shutting down; the watcher hears the status once.
+  const bool registered = gate->AddStream(call.get());
+  bool alive = true;
+  std::optional<ServingStatus> told;
+  HealthCheckResponse response;
+  while (alive && !call->done.done()) {
+    // Looked at before every wait, on this thread: a change posted from now on finds the wait.
+    const ServingStatus now =
+        self->StatusOf(call->request.service()).value_or(HealthCheckResponse::SERVICE_UNKNOWN);
+    if (told != now) {
+      told = now;
+      response.set_status(now);
+      alive = co_await grpc_asio::Write(context, call->writer, response);
+      continue;
+    }
+    if (!registered || call->draining) break;
+    co_await call->NextChange();
+  }
+  if (registered) gate->RemoveStream(call.get());
+  {
+    absl::MutexLock lock(&self->mu_);
+    self->watches_.erase(call.get());
+  }
+  if (alive && !call->done.done()) {
+    const grpc::Status ending(grpc::StatusCode::UNAVAILABLE,
+                              "the server is shutting down; watch it again once it is back, or "
+                              "another replica");
+    co_await grpc_asio::Finish(context, call->writer, ending);
+  }
+  co_await call->done.Wait();
+}
+
+}  // namespace cnp::rpc

@@ -1,0 +1,176 @@
+// cnp-server's own grpc.health.v1 service on a real gRPC server (a unix socket made here, one
+// GrpcContext): Check and Watch for the server and its named services, a name it does not
+// know, every change told to a watcher, a client that stops watching, and the shutdown (the
+// status frozen at NOT_SERVING, watchers ended with UNAVAILABLE so that the server's shutdown
+// does not wait for them).
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "service/grpc_asio/grpc_context.h"
+#include "service/rpc/health_service.h"
+#include "service/rpc/shutdown_gate.h"
+
+namespace cnp::rpc {
+namespace {
+
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+constexpr auto kBound = std::chrono::seconds(20);
+
+std::string NoPeer(const void*) { return "test"; }
+
+class HealthServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/health_service_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+    const std::string address = "unix:" + dir_ + "/s.sock";
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+    builder.RegisterService(health_.service());
+    context_ = std::make_unique<grpc_asio::GrpcContext>(builder.AddCompletionQueue());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    health_.Listen(*context_, gate_, &NoPeer);
+    thread_ = std::thread([this] { context_->Run(); });
+    stub_ = Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) {
+      // As RpcServer does: the status frozen, the streams drained, then gRPC's shutdown.
+      health_.Freeze();
+      gate_.DrainStreams();
+      server_->Shutdown(std::chrono::system_clock::now() + kBound);
+      context_->Shutdown();
+      thread_.join();
+    }
+    ::unlink((dir_ + "/s.sock").c_str());
+    ::rmdir(dir_.c_str());
+  }
+
+  grpc::Status Check(const std::string& service, HealthCheckResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kBound);
+    HealthCheckRequest request;
+    request.set_service(service);
+    return stub_->Check(&context, request, response);
+  }
+
+  HealthCheckResponse::ServingStatus CheckedStatus(const std::string& service) {
+    HealthCheckResponse response;
+    const grpc::Status status = Check(service, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.status();
+  }
+
+  // A Watch of `service`, read message by message.
+  struct Watch {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader;
+    HealthCheckResponse::ServingStatus Next() {
+      HealthCheckResponse response;
+      if (!reader->Read(&response)) return HealthCheckResponse::UNKNOWN;
+      return response.status();
+    }
+  };
+  std::unique_ptr<Watch> StartWatch(const std::string& service) {
+    auto watch = std::make_unique<Watch>();
+    watch->context.set_deadline(std::chrono::system_clock::now() + kBound);
+    HealthCheckRequest request;
+    request.set_service(service);
+    watch->reader = stub_->Watch(&watch->context, request);
+    return watch;
+  }
+
+  std::string dir_;
+  HealthService health_{{"cnp.v1.Functions"}};
+  ShutdownGate gate_;
+  std::unique_ptr<grpc_asio::GrpcContext> context_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread thread_;
+  std::unique_ptr<Health::Stub> stub_;
+};
+
+TEST_F(HealthServiceTest, ChecksTheServerAndItsServicesAlike) {
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::NOT_SERVING);  // until it is told
+  EXPECT_EQ(CheckedStatus("cnp.v1.Functions"), HealthCheckResponse::NOT_SERVING);
+  health_.SetServing(true);
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(CheckedStatus("cnp.v1.Functions"), HealthCheckResponse::SERVING);
+  health_.SetServing(false);
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckedStatus("cnp.v1.Functions"), HealthCheckResponse::NOT_SERVING);
+}
+
+TEST_F(HealthServiceTest, AnUnknownNameIsNotFoundToCheckAndServiceUnknownToWatch) {
+  health_.SetServing(true);
+  HealthCheckResponse response;
+  const grpc::Status status = Check("cnp.v1.Nothing", &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("cnp.v1.Functions"), std::string::npos)
+      << status.error_message();
+  auto watch = StartWatch("cnp.v1.Nothing");
+  EXPECT_EQ(watch->Next(), HealthCheckResponse::SERVICE_UNKNOWN);
+}
+
+TEST_F(HealthServiceTest, AWatcherIsToldEveryChange) {
+  health_.SetServing(true);
+  auto overall = StartWatch("");
+  auto named = StartWatch("cnp.v1.Functions");
+  EXPECT_EQ(overall->Next(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(named->Next(), HealthCheckResponse::SERVING);
+  health_.SetServing(true);  // no change: nothing sent
+  health_.SetServing(false);
+  EXPECT_EQ(overall->Next(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(named->Next(), HealthCheckResponse::NOT_SERVING);
+  health_.SetServing(true);
+  EXPECT_EQ(overall->Next(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(named->Next(), HealthCheckResponse::SERVING);
+}
+
+TEST_F(HealthServiceTest, AWatchTheClientCancelsEndsOnTheServer) {
+  health_.SetServing(true);
+  auto watch = StartWatch("");
+  ASSERT_EQ(watch->Next(), HealthCheckResponse::SERVING);
+  watch->context.TryCancel();
+  EXPECT_EQ(watch->reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The call is over on the server too: nothing is left for a shutdown to wait for, and a
+  // change finds no watcher to tell.
+  EXPECT_TRUE(gate_.AwaitNoCalls(absl::Now() + absl::Seconds(20)));
+  health_.SetServing(false);
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::NOT_SERVING);
+}
+
+TEST_F(HealthServiceTest, AtShutdownWatchersHearNotServingAndTheirStreamsEnd) {
+  health_.SetServing(true);
+  auto watch = StartWatch("cnp.v1.Functions");
+  ASSERT_EQ(watch->Next(), HealthCheckResponse::SERVING);
+  health_.Freeze();
+  health_.SetServing(true);  // too late: the server is going away
+  EXPECT_EQ(watch->Next(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::NOT_SERVING);
+  gate_.DrainStreams();
+  EXPECT_EQ(watch->reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(gate_.AwaitNoCalls(absl::Now() + absl::Seconds(20)));
+  // A watch that comes after the drain hears the status once, and ends.
+  auto late = StartWatch("");
+  EXPECT_EQ(late->Next(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(late->reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace cnp::rpc
