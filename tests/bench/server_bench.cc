@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -44,6 +45,9 @@ ABSL_FLAG(int, many_callers_calls, 20, "Validate calls per caller of the second 
 ABSL_FLAG(int, session_docs, 20000, "map_doc lines sent in lockstep over one Session stream");
 ABSL_FLAG(std::string, baseline_server, "", "a cnp-server build to compare with");
 ABSL_FLAG(std::string, baseline_worker, "", "the cnp-worker of that build");
+ABSL_FLAG(bool, validate_only, false,
+          "with --baseline_server: measure only Validate (and the idle threads), for more runs "
+          "in the same time");
 ABSL_FLAG(int, runs, 3, "comparison runs (each measures both builds); medians are printed");
 
 namespace {
@@ -182,6 +186,10 @@ Figures MeasureMap(ServerProcess* server, const std::vector<std::string>& docs, 
 
 struct Latency {
   double p50_us = 0, p99_us = 0, calls_per_second = 0;
+  // By Little's law the mean is callers / throughput: a queue that serves callers in turn
+  // has its p50 near it, one that lets some callers overtake others lowers p50 and raises p99.
+  double mean_us = 0;
+  double server_us_per_call = 0, client_us_per_call = 0;
 };
 
 Latency MeasureValidate(ServerProcess* server, const std::vector<std::string>& docs, int callers,
@@ -190,6 +198,7 @@ Latency MeasureValidate(ServerProcess* server, const std::vector<std::string>& d
   std::vector<std::unique_ptr<cnp::client::Client>> clients;
   for (int c = 0; c < callers; ++c) clients.push_back(server->Connect());
   std::vector<std::thread> threads;
+  const double server_before = CpuSeconds(server->pid()), client_before = SelfCpuSeconds();
   absl::Time start = absl::Now();
   for (int c = 0; c < callers; ++c) {
     threads.emplace_back([&, c] {
@@ -210,10 +219,19 @@ Latency MeasureValidate(ServerProcess* server, const std::vector<std::string>& d
   }
   for (auto& t : threads) t.join();
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const double server_seconds = CpuSeconds(server->pid()) - server_before;
+  const double client_seconds = SelfCpuSeconds() - client_before;
   std::vector<double> all;
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   std::sort(all.begin(), all.end());
-  return {all[all.size() / 2], all[all.size() * 99 / 100], all.size() / seconds};
+  Latency latency;
+  latency.p50_us = all[all.size() / 2];
+  latency.p99_us = all[all.size() * 99 / 100];
+  latency.calls_per_second = all.size() / seconds;
+  latency.mean_us = std::accumulate(all.begin(), all.end(), 0.0) / all.size();
+  latency.server_us_per_call = server_seconds * 1e6 / all.size();
+  latency.client_us_per_call = client_seconds * 1e6 / all.size();
+  return latency;
 }
 
 // CouchDB's remote path: map_doc lines over one Session stream, each answered before the next
@@ -277,8 +295,8 @@ int Compare(const std::string& dir, const std::vector<std::string>& docs) {
   const int callers = absl::GetFlag(FLAGS_callers);
   const int many = absl::GetFlag(FLAGS_many_callers);
   enum Figure {
-    kThreads, kMapDocs, kMapCpu, kMapServer, kV16p50, kV16p99, kV16rate, kVManyp50, kVManyp99,
-    kVManyrate, kSessionDocs, kSessionServer, kSessionWorkers, kFigures
+    kThreads, kMapDocs, kMapCpu, kMapServer, kV16p50, kV16p99, kV16mean, kV16rate, kV16server, kV16client,
+    kVManyp50, kVManyp99, kVManyrate, kSessionDocs, kSessionServer, kSessionWorkers, kFigures
   };
   const char* names[kFigures] = {
       "threads of the idle server (2 workers)",
@@ -287,7 +305,10 @@ int Compare(const std::string& dir, const std::vector<std::string>& docs) {
       "batch Map: server CPU us/doc",
       "Validate p50 us, 16 callers",
       "Validate p99 us, 16 callers",
+      "Validate mean us, 16 callers",
       "Validate calls/s, 16 callers",
+      "Validate server CPU us/call, 16 callers",
+      "Validate client CPU us/call, 16 callers",
       "Validate p50 us, many callers",
       "Validate p99 us, many callers",
       "Validate calls/s, many callers",
@@ -306,24 +327,33 @@ int Compare(const std::string& dir, const std::vector<std::string>& docs) {
         auto client = server->Connect();
         f[kThreads].push_back(CountThreads(server->pid()));
       }
-      Figures map = MeasureMap(server.get(), docs, absl::GetFlag(FLAGS_batch));
-      f[kMapDocs].push_back(map.docs_per_second);
-      f[kMapCpu].push_back(map.cpu_us_per_doc);
-      f[kMapServer].push_back(map.server_us);
+      const bool all_figures = !absl::GetFlag(FLAGS_validate_only);
+      if (all_figures) {
+        Figures map = MeasureMap(server.get(), docs, absl::GetFlag(FLAGS_batch));
+        f[kMapDocs].push_back(map.docs_per_second);
+        f[kMapCpu].push_back(map.cpu_us_per_doc);
+        f[kMapServer].push_back(map.server_us);
+      }
       Latency v16 = MeasureValidate(server.get(), docs, callers,
                                     absl::GetFlag(FLAGS_validate_calls));
       f[kV16p50].push_back(v16.p50_us);
       f[kV16p99].push_back(v16.p99_us);
+      f[kV16mean].push_back(v16.mean_us);
       f[kV16rate].push_back(v16.calls_per_second);
+      f[kV16server].push_back(v16.server_us_per_call);
+      f[kV16client].push_back(v16.client_us_per_call);
       Latency vmany = MeasureValidate(server.get(), docs, many,
                                       absl::GetFlag(FLAGS_many_callers_calls));
       f[kVManyp50].push_back(vmany.p50_us);
       f[kVManyp99].push_back(vmany.p99_us);
       f[kVManyrate].push_back(vmany.calls_per_second);
-      Lockstep session = MeasureSession(server.get(), docs, absl::GetFlag(FLAGS_session_docs));
-      f[kSessionDocs].push_back(session.docs_per_second);
-      f[kSessionServer].push_back(session.server_us);
-      f[kSessionWorkers].push_back(session.workers_us);
+      if (all_figures) {
+        Lockstep session =
+            MeasureSession(server.get(), docs, absl::GetFlag(FLAGS_session_docs));
+        f[kSessionDocs].push_back(session.docs_per_second);
+        f[kSessionServer].push_back(session.server_us);
+        f[kSessionWorkers].push_back(session.workers_us);
+      }
     }
   }
   std::printf("cnp-server, two builds side by side: median of %d interleaved runs; %d docs in "
@@ -332,12 +362,14 @@ int Compare(const std::string& dir, const std::vector<std::string>& docs) {
               absl::GetFlag(FLAGS_concurrency), callers, many, absl::GetFlag(FLAGS_session_docs));
   std::printf("%-42s %12s %12s %8s\n", "", "baseline", "this build", "ratio");
   for (int i = 0; i < kFigures; ++i) {
+    if (figures[0][i].empty()) continue;  // not measured (--validate_only)
     const double before = Median(figures[0][i]), after = Median(figures[1][i]);
     std::printf("%-42s %12.2f %12.2f %7.2fx\n", names[i], before, after,
                 before != 0 ? after / before : 0.0);
   }
   std::printf("\nruns (baseline | this build):\n");
   for (int i = 0; i < kFigures; ++i) {
+    if (figures[0][i].empty()) continue;
     std::printf("  %-40s", names[i]);
     for (size_t b = 0; b < builds.size(); ++b) {
       for (double v : figures[b][i]) std::printf(" %.1f", v);
