@@ -50,10 +50,7 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
   StopIdleListWatch();
   executor_ = co_await asio::this_coro::executor;
-  in_line_ = true;
   const bool answered = co_await Drive(protocol_.Handle(line));
-  in_line_ = false;
-  if (std::exchange(give_back_after_line_, false)) LetKeptWorkerGo();
   protocol_.ReleaseLargeBuffers();
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
@@ -145,51 +142,15 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
 
 asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptWorker(
     QueryProtocol::RunTask run) {
-  if (kept_ == nullptr) {
-    // Handle() sets executor_ before any line's task runs, and Close() runs none for any
-    // worker; should that change, the task runs without keeping a worker rather than crash.
-    if (!executor_.has_value()) co_return co_await runner_.Run(*run.task, run.deadline);
-    auto link = std::make_shared<KeptWorkerLink>(KeptWorkerLink{this, *executor_});
-    // Called on the pool's thread: the request crosses to the session's. (A named local, not a
-    // temporary in the co_await's operands: GCC 12 destroys such temporaries twice.)
-    std::function<void()> wanted = [link] {
-      asio::post(link->executor, [link] {
-        if (link->session != nullptr) link->session->KeptWorkerWanted();
-      });
-    };
-    pool::AsyncTaskRunner::KeptRun ran =
-        co_await runner_.RunAndKeep(*run.task, run.deadline, std::move(wanted));
-    if (ran.kept != nullptr) {
-      kept_ = std::move(ran.kept);
-      kept_link_ = std::move(link);
-    }
-    co_return std::move(ran.reply);
-  }
-  absl::StatusOr<worker::v1::Reply> reply = co_await kept_->Exchange(*run.task, run.deadline);
-  if (reply.ok()) {
-    if (kept_->ShouldGiveBack()) LetKeptWorkerGo();
-    co_return reply;
-  }
-  // A failed exchange leaves the lease unusable; its worker was replaced, or is given back.
-  const bool ended_before_task = kept_->EndedBeforeTask();
-  LetKeptWorkerGo();
-  // The worker had died while kept idle: the task never reached it, and goes to another.
-  if (ended_before_task) co_return co_await runner_.Run(*run.task, run.deadline);
-  co_return reply;
-}
-
-void AsyncQuerySession::KeptWorkerWanted() {
-  if (in_line_) {
-    give_back_after_line_ = true;
-  } else {
-    LetKeptWorkerGo();
-  }
+  // Handle() sets executor_ before any line's task runs, and Close() runs none for any worker;
+  // should that change, the task runs without keeping a worker rather than crash.
+  if (!executor_.has_value()) co_return co_await runner_.Run(*run.task, run.deadline);
+  if (!kept_.has_value()) kept_.emplace(runner_, *executor_);
+  co_return co_await kept_->Run(*run.task, run.deadline);
 }
 
 void AsyncQuerySession::LetKeptWorkerGo() {
-  if (kept_link_ != nullptr) kept_link_->session = nullptr;
-  kept_link_.reset();
-  kept_.reset();
+  if (kept_.has_value()) kept_->LetGo();
 }
 
 }  // namespace cnp::couchdb

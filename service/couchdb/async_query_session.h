@@ -8,7 +8,7 @@
 // other caller waits for one: CouchDB sends the next line the moment it has the answer, and an
 // exchange on a kept worker skips the pool's queue and, answered quickly, the thread hand-overs
 // (the remote Session stream's cost per line). Asked for it back, the session gives it back
-// once the line in progress, if any, is answered.
+// once the exchange in progress, if any, is answered (pool/kept_worker.h).
 //
 // Lines are answered one at a time: await each Handle() before the next. Cancelling the
 // awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
@@ -36,6 +36,7 @@
 #include "cnp/v1/functions.pb.h"
 #include "service/couchdb/query_protocol.h"
 #include "service/pool/async_task_runner.h"
+#include "service/pool/kept_worker.h"
 
 namespace cnp::couchdb {
 
@@ -75,15 +76,6 @@ class AsyncQuerySession {
   // A task for any worker: on the kept worker, or run keeping the worker that answers it.
   asio::awaitable<absl::StatusOr<worker::v1::Reply>> RunOnKeptWorker(QueryProtocol::RunTask run);
 
-  // The kept worker's link back to the session for the pool's request to give it back: the
-  // request is posted to the session's executor, where `session` is cleared when the session
-  // ends or lets the worker go, so that a late request does nothing.
-  struct KeptWorkerLink {
-    AsyncQuerySession* session;
-    asio::any_io_executor executor;
-  };
-  // The pool wants the kept worker back: given back now, or after the line in progress.
-  void KeptWorkerWanted();
   void LetKeptWorkerGo();
 
   // The timer that ends a list left waiting (see above), and the session it would end: the
@@ -112,10 +104,7 @@ class AsyncQuerySession {
   const int64_t max_answer_bytes_;
   QueryProtocol protocol_;
   std::unique_ptr<pool::AsyncWorkerLease> lease_;  // while a list runs
-  std::unique_ptr<pool::AsyncWorkerLease> kept_;   // between lines (see above)
-  std::shared_ptr<KeptWorkerLink> kept_link_;          // kept_'s
-  bool in_line_ = false;                            // a Handle() runs
-  bool give_back_after_line_ = false;
+  std::optional<pool::KeptWorker> kept_;  // on executor_, from the first task (see above)
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
   std::shared_ptr<IdleListWatch> idle_list_watch_;  // while a list waits for CouchDB
 };
