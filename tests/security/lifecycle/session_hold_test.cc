@@ -1,6 +1,5 @@
 // What one authorized Session stream can hold: never a pool worker for longer than the server's
-// --call-timeout, and a worker it keeps between its lines only until another call needs it (as
-// a gRPC thread keeps one between its unary calls, and gives it up alike).
+// --call-timeout, and a worker it keeps between its lines only until another call needs it.
 // CouchDB's reset sets the timeout of the commands that follow, and a peer that
 // sends ["reset",{"timeout":1e308}] used to run a function that never returns on a worker for
 // ever; a list left waiting for CouchDB's next row used to hold its leased worker for as long
@@ -139,27 +138,6 @@ TEST(SessionHoldTest, AWorkerKeptBetweenLinesGoesToAnotherCallThatNeedsIt) {
   auto after = session.Ask(R"(["map_doc",{"_id":"e","n":5}])");
   ASSERT_TRUE(after.has_value()) << server->Log();
   EXPECT_EQ(after->back(), R"([[["e",10]]])");
-  EXPECT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
-}
-
-// Each gRPC thread keeps the worker that answered its last unary call (Validate here) while no
-// other call waits; with --workers=1 that is the only one. A Session stream's line, which needs
-// it, gets it: answered, not left to wait out its deadline.
-TEST(SessionHoldTest, AWorkerKeptForUnaryCallsGoesToAStreamThatNeedsIt) {
-  auto server = StartOneWorkerServer();
-  ASSERT_NE(server, nullptr);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
-  SessionStream session(*server, kPatience + absl::Seconds(15));
-  ASSERT_TRUE(session.Send(R"(["reset",{}])"));
-  auto added = session.Ask(R"(["add_fun","svc_fns.doubled"])");
-  ASSERT_TRUE(added.has_value()) << server->Log();
-  ASSERT_EQ(added->back(), "true");
-  const absl::Time asked = absl::Now();
-  auto mapped = session.Ask(R"(["map_doc",{"_id":"d","n":4}])");
-  ASSERT_TRUE(mapped.has_value()) << server->Log();
-  EXPECT_EQ(mapped->back(), R"([[["d",8]]])") << server->Log();
-  std::cerr << "a Session line while unary calls kept the only worker: answered in "
-            << absl::Now() - asked << "\n";
   EXPECT_TRUE(ValidateGetsThrough(*server).ok()) << server->Log();
 }
 
