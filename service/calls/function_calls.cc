@@ -108,18 +108,13 @@ template <class Request, class Response>
 asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (Task::*slot)(),
                                                     Response* (Reply::*answer)(),
                                                     Reply::KindCase kind, absl::Time deadline,
-                                                    Response& response, pool::KeptWorker* kept) {
+                                                    Response& response) {
   Task task;
   (task.*slot)()->Swap(&request);
   task.set_max_answer_bytes(options_.max_call_bytes);
-  deadline = EffectiveDeadline(deadline);
-  absl::StatusOr<Reply> ran = absl::UnknownError("not run");
-  if (kept != nullptr) {
-    ran = co_await kept->Run(task, deadline);
-  } else {
-    ran = co_await runner_.Run(std::move(task), deadline);
-  }
-  absl::StatusOr<Reply> reply = Checked(std::move(ran), kind, options_.max_call_bytes);
+  absl::StatusOr<Reply> reply =
+      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind,
+              options_.max_call_bytes);
   if (!reply.ok()) co_return reply.status();
   response.Swap(((*reply).*answer)());
   co_return absl::OkStatus();
@@ -290,32 +285,29 @@ absl::Status FunctionCalls::CheckMapResponseSize(v1::MapResponse& response) cons
 
 asio::awaitable<absl::Status> FunctionCalls::Reduce(v1::ReduceRequest& request,
                                                     absl::Time deadline,
-                                                    v1::ReduceResponse& response,
-    pool::KeptWorker* kept) {
+                                                    v1::ReduceResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_reduce, &Reply::mutable_reduce,
-                            Reply::kReduce, deadline, response, kept);
+                            Reply::kReduce, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Validate(v1::ValidateRequest& request,
                                                       absl::Time deadline,
-                                                      v1::ValidateResponse& response,
-    pool::KeptWorker* kept) {
+                                                      v1::ValidateResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (request.function().empty()) {
     co_return absl::InvalidArgumentError("the request names no function");
   }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_validate, &Reply::mutable_validate,
-                            Reply::kValidate, deadline, response, kept);
+                            Reply::kValidate, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::CallDesignFunction(
     v1::DesignFunctionRequest& request, absl::Time deadline,
-    v1::DesignFunctionResponse& response,
-    pool::KeptWorker* kept) {
+    v1::DesignFunctionResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (request.function().empty()) {
     co_return absl::InvalidArgumentError("the request names no function");
@@ -325,18 +317,17 @@ asio::awaitable<absl::Status> FunctionCalls::CallDesignFunction(
   }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_design, &Reply::mutable_design,
-                            Reply::kDesign, deadline, response, kept);
+                            Reply::kDesign, deadline, response);
 }
 
 asio::awaitable<absl::Status> FunctionCalls::Resolve(v1::ResolveRequest& request,
                                                      absl::Time deadline,
-                                                     v1::ResolveResponse& response,
-    pool::KeptWorker* kept) {
+                                                     v1::ResolveResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_resolve, &Reply::mutable_resolve,
-                            Reply::kResolve, deadline, response, kept);
+                            Reply::kResolve, deadline, response);
 }
 
 }  // namespace cnp::calls

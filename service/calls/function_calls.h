@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,11 +19,9 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "asio/any_io_executor.hpp"
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
 #include "service/pool/async_task_runner.h"
-#include "service/pool/kept_worker.h"
 
 namespace cnp::calls {
 
@@ -62,26 +59,15 @@ class FunctionCalls {
   // MapEncoded's is.
   asio::awaitable<absl::Status> Map(v1::MapRequest& request, absl::Time deadline,
                                     v1::MapResponse& response);
-  // The calls that are one task each. With `kept`, the task runs on the worker it keeps
-  // between calls (pool/kept_worker.h), one per gRPC thread; without it, through the pool.
   asio::awaitable<absl::Status> Reduce(v1::ReduceRequest& request, absl::Time deadline,
-                                       v1::ReduceResponse& response,
-                                       pool::KeptWorker* kept = nullptr);
+                                       v1::ReduceResponse& response);
   asio::awaitable<absl::Status> Validate(v1::ValidateRequest& request, absl::Time deadline,
-                                         v1::ValidateResponse& response,
-                                         pool::KeptWorker* kept = nullptr);
+                                         v1::ValidateResponse& response);
   asio::awaitable<absl::Status> CallDesignFunction(v1::DesignFunctionRequest& request,
                                                    absl::Time deadline,
-                                                   v1::DesignFunctionResponse& response,
-                                                   pool::KeptWorker* kept = nullptr);
+                                                   v1::DesignFunctionResponse& response);
   asio::awaitable<absl::Status> Resolve(v1::ResolveRequest& request, absl::Time deadline,
-                                        v1::ResolveResponse& response,
-                                        pool::KeptWorker* kept = nullptr);
-
-  // A worker keeper for the calls of one executor (a gRPC thread's), to pass to the calls above.
-  std::unique_ptr<pool::KeptWorker> NewKeptWorker(asio::any_io_executor executor) {
-    return std::make_unique<pool::KeptWorker>(runner_, std::move(executor));
-  }
+                                        v1::ResolveResponse& response);
 
   // The earlier of the client's deadline and the server's own limit.
   absl::Time EffectiveDeadline(absl::Time client_deadline) const {
@@ -95,7 +81,7 @@ class FunctionCalls {
   asio::awaitable<absl::Status> RunOne(Request& request, Request* (pool::Task::*slot)(),
                                        Response* (pool::Reply::*answer)(),
                                        pool::Reply::KindCase kind, absl::Time deadline,
-                                       Response& response, pool::KeptWorker* kept);
+                                       Response& response);
   absl::Status CheckDocCount(int64_t docs) const;
   // OK, or RESOURCE_EXHAUSTED with `response` cleared when it is over max_call_bytes.
   absl::Status CheckMapResponseSize(v1::MapResponse& response) const;

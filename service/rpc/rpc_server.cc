@@ -316,26 +316,22 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           co_return status;
         });
   };
-  // One of FunctionCalls' typed calls as a unary RPC, each a single task: they share the
-  // worker this thread keeps between calls (pool/kept_worker.h), so that calls coming one after
-  // another skip the pool's queue and its thread.
-  pool::KeptWorker* kept =
-      kept_workers_.emplace_back(calls.NewKeptWorker(context.get_executor())).get();
+  // One of FunctionCalls' typed calls as a unary RPC.
   auto unary_call = [&]<class Request, class Response>(
                         Unary::Requester requester,
                         asio::awaitable<absl::Status> (calls::FunctionCalls::*method)(
-                            Request&, absl::Time, Response&, pool::KeptWorker*),
+                            Request&, absl::Time, Response&),
                         const char* name) {
     unary(requester, name,
-          [&calls, method, name, kept](absl::Time deadline, grpc::ByteBuffer& request_bytes,
-                                       grpc::ByteBuffer& response_bytes)
+          [&calls, method, name](absl::Time deadline, grpc::ByteBuffer& request_bytes,
+                                 grpc::ByteBuffer& response_bytes)
               -> asio::awaitable<grpc::Status> {
             Request request;
             if (absl::Status parsed = ParseRequest(request_bytes, name, request); !parsed.ok()) {
               co_return ToGrpcStatus(parsed);
             }
             Response response;
-            absl::Status status = co_await (calls.*method)(request, deadline, response, kept);
+            absl::Status status = co_await (calls.*method)(request, deadline, response);
             if (!status.ok()) co_return ToGrpcStatus(status);
             co_return SerializeResponse(response, response_bytes);
           });
@@ -453,8 +449,6 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   for (auto& context : contexts_) context->Shutdown();
   for (std::thread& thread : threads_) thread.join();
   threads_.clear();
-  // No call is left to use them: the workers they kept go back to the pool.
-  kept_workers_.clear();
   // An upload still running finishes on its own; what it hands back to a context is dropped.
   uploads_->join();
   contexts_.clear();

@@ -137,8 +137,6 @@ class RpcServer {
   std::optional<asio::thread_pool> uploads_;
   std::optional<BlockingCallLimit> upload_limit_;  // the uploads running or waiting for uploads_
   std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;
-  // One per context, used on its thread by the unary calls that are one task each.
-  std::vector<std::unique_ptr<pool::KeptWorker>> kept_workers_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::thread> threads_;
 };
