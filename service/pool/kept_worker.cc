@@ -23,10 +23,13 @@ asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::T
     AsyncTaskRunner::KeptRun ran =
         co_await runner_.RunAndKeep(task, deadline, std::move(wanted));
     keeping_ = false;
+    // Asked for it back before this call resumed (the pool sets `asked_back` once and does not
+    // ask again): it goes back now rather than stay kept while someone waits.
+    const bool asked = std::exchange(give_back_, false);
     if (ran.kept != nullptr) {
       kept_ = std::move(ran.kept);
       link_ = std::move(link);
-      give_back_ = false;
+      if (asked) LetGo();
     }
     co_return std::move(ran.reply);
   }
@@ -47,7 +50,7 @@ asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::T
 }
 
 void KeptWorker::LetGo() {
-  if (exchanging_) {
+  if (exchanging_ || keeping_) {
     give_back_ = true;
     return;
   }

@@ -1,12 +1,13 @@
-// A worker kept between one owner's calls (AsyncTaskRunner::RunAndKeep): a CouchDB session's
-// lines, or the unary calls one gRPC thread serves. Calls that come one after another with
-// little time between them then skip the pool's queue, and a reply that comes quickly is read
-// on the owner's own thread (AsyncWorkerLease::Exchange): no trip through the pool's thread.
+// A worker kept between one owner's calls (AsyncTaskRunner::RunAndKeep): a CouchDB Session
+// stream's lines. Calls that come one after another with little time between them then skip
+// the pool's queue, and a reply that comes quickly is read on the owner's own thread
+// (AsyncWorkerLease::Exchange): no trip through the pool's thread.
 //
 // It is kept only while nobody else needs it. When the pool asks for it back (another caller
 // waits for a worker, a batch could use it, a reload or the memory cap wants it replaced), it is
-// given back at once, or as soon as the exchange in progress ends. A call that comes while the
-// kept worker is busy with another of the owner's calls goes through the pool like any call.
+// given back at once, or as soon as the exchange in progress, or the call keeping it, ends. A
+// session runs one call at a time; should an owner run several at once, a call that comes while
+// the kept worker is busy goes through the pool like any call.
 //
 // One executor only, the owner's: construct, Run, LetGo and destroy there. Destroy it only when
 // no Run is in progress.
@@ -38,7 +39,8 @@ class KeptWorker {
   // it must stay alive until the call completes.
   asio::awaitable<absl::StatusOr<Reply>> Run(const Task& task, absl::Time deadline);
 
-  // Gives the kept worker back to the pool: now, or after the exchange in progress.
+  // Gives the kept worker back to the pool: now, or after the exchange or keeping call in
+  // progress.
   void LetGo();
 
   bool holds_worker() const { return kept_ != nullptr; }
@@ -57,7 +59,7 @@ class KeptWorker {
   std::shared_ptr<Link> link_;  // kept_'s
   bool exchanging_ = false;     // a call is using kept_
   bool keeping_ = false;        // a RunAndKeep is on its way: the others run without keeping
-  bool give_back_ = false;      // asked for while exchanging_
+  bool give_back_ = false;      // asked for while exchanging_ or keeping_
 };
 
 }  // namespace cnp::pool

@@ -1,11 +1,13 @@
 // pool::KeptWorker against a scripted runner (one io_context, no processes): the first call
 // keeps the worker that answered it, the next ones exchange on it; a call that comes while the
 // kept worker is busy goes through the pool; asked back, the worker goes at once or after the
-// exchange in progress; a worker that died while kept idle sends the task elsewhere; a failed
+// exchange or keeping call in progress; a worker that died while kept idle sends the task
+// elsewhere; a failed
 // exchange or a worker due for replacement lets it go; a late request for a worker already
 // given back does nothing to the next one.
 #include "service/pool/kept_worker.h"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -71,6 +73,14 @@ class ScriptedRunner final : public AsyncTaskRunner {
   asio::awaitable<KeptRun> RunAndKeep(Task, absl::Time, std::function<void()> asked) override {
     ++keeps;
     wanted.push_back(std::move(asked));
+    if (ask_back_before_answer) {
+      // The pool asks for the worker back before its answer reaches the owner, and the owner's
+      // executor runs that request first.
+      wanted.back()();
+      asio::steady_timer later(io_, std::chrono::milliseconds(1));
+      asio::error_code ec;
+      co_await later.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
     std::unique_ptr<AsyncWorkerLease> kept;
     if (spare) kept = std::make_unique<struct Lease>(*this, ++leases);
     co_return KeptRun{Answer("pool, keeping"), std::move(kept)};
@@ -83,6 +93,7 @@ class ScriptedRunner final : public AsyncTaskRunner {
   bool fail_exchange = false;
   bool ended_before_task = false;
   bool give_back = false;
+  bool ask_back_before_answer = false;
   int runs = 0, keeps = 0, exchanges = 0, leases = 0;
   std::vector<int> released;                  // leases destroyed, in order
   std::vector<std::function<void()>> wanted;  // each RunAndKeep's request to give it back
@@ -176,6 +187,14 @@ TEST_F(KeptWorkerTest, AskedBackDuringAnExchangeTheWorkerGoesAfterIt) {
   EXPECT_TRUE(runner_.released.empty()) << "let go in the middle of its exchange";
   RunPosted();
   EXPECT_EQ(result->value_or(""), "kept 1");
+  EXPECT_EQ(runner_.released, std::vector<int>{1});
+  EXPECT_FALSE(kept_.holds_worker());
+}
+
+TEST_F(KeptWorkerTest, AskedBackBeforeTheKeepingCallEndsTheWorkerGoesWhenItDoes) {
+  runner_.ask_back_before_answer = true;
+  EXPECT_EQ(Call(), "pool, keeping");
+  // The pool asks only once: kept now, the worker would stay kept while a caller waits.
   EXPECT_EQ(runner_.released, std::vector<int>{1});
   EXPECT_FALSE(kept_.holds_worker());
 }
