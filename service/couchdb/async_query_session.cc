@@ -1,13 +1,11 @@
 #include "service/couchdb/async_query_session.h"
 
 #include <algorithm>
-#include <functional>
 #include <utility>
 #include <variant>
 
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
-#include "asio/post.hpp"
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"

@@ -124,18 +124,22 @@ void HealthService::Listen(grpc_asio::GrpcContext& context, ShutdownGate& gate,
                   response.set_status(*status);
                   co_return grpc::Status::OK;
                 });
-  AwaitNextWatch(context, gate);
+  AwaitNextWatch(context, gate, peer_of);
 }
 
-void HealthService::AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate) {
+void HealthService::AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate,
+                                   CallLogScope::PeerOf peer_of) {
   auto call = std::make_shared<WatchCall>(context);
-  asio::co_spawn(context, ServeWatch(this, &gate, call),
+  // On a CallExecutor, as every call: what it logs names its RPC and peer.
+  CallExecutor executor(context.get_executor(), "Health/Watch", &call->server_context, peer_of);
+  asio::co_spawn(executor, ServeWatch(this, &gate, peer_of, call),
                  asio::bind_cancellation_slot(call->done.slot(), [call](std::exception_ptr e) {
                    if (e) LogError("a health Watch call's coroutine failed unexpectedly");
                  }));
 }
 
 asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGate* gate,
+                                                CallLogScope::PeerOf peer_of,
                                                 std::shared_ptr<WatchCall> call) {
   // A cancelled call still awaits its done event.
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -145,7 +149,7 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
                                        call->request, call->writer)) {
     co_return;  // the server is shutting down
   }
-  self->AwaitNextWatch(context, *gate);
+  self->AwaitNextWatch(context, *gate, peer_of);
   CountedCall counted(*gate);
   {
     absl::MutexLock lock(&self->mu_);

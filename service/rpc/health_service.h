@@ -4,15 +4,16 @@
 // gRPC's default health service is written on its callback API, which under the `poll`
 // strategy cnp-server uses gets a completion queue of its own with two threads of its own
 // ("nexting_thread"). Those threads then poll every connection too, and what they read of a
-// call is handed over to the thread of the call's own queue: with 16 Validate callers that was
-// 0.6 more context switches and some 20 µs more server CPU per call, for a service asked a few
-// times a minute (tests/bench/server_bench).
+// call is handed over to the thread of the call's own queue: with 16 Validate callers over TCP
+// that was 0.6 more context switches and 21-26 µs more server CPU per call, for a service asked
+// a few times a minute (tests/bench/load_client; README, "The server's runtime").
 //
 // The overall status ("") and each service the server exports of its own are answered alike: a
 // probe that names the service (Kubernetes' gRPC probe with `service:`) is told what the server
 // as a whole is. Any other name is NOT_FOUND to Check and SERVICE_UNKNOWN to Watch, as gRPC's
-// health-checking protocol has it. A Watch is told every change at once; it is ended (status
-// UNAVAILABLE) when the server shuts down, like the other streams (ShutdownGate).
+// health-checking protocol has it. A Watch is told the status as it is after every change
+// (changes that come faster than it is written are merged, as the protocol allows); it is
+// ended (status UNAVAILABLE) when the server shuts down, like the other streams (ShutdownGate).
 #pragma once
 
 #include <memory>
@@ -60,9 +61,11 @@ class HealthService {
 
  private:
   class WatchCall;
-  void AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate);
+  void AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate,
+                      CallLogScope::PeerOf peer_of);
   void ChangeLocked(bool serving) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static asio::awaitable<void> ServeWatch(HealthService* self, ShutdownGate* gate,
+                                          CallLogScope::PeerOf peer_of,
                                           std::shared_ptr<WatchCall> call);
 
   grpc::health::v1::Health::AsyncService service_;

@@ -8,8 +8,10 @@
 // With --baseline_server and --baseline_worker (another build of cnp-server and cnp-worker,
 // e.g. of an older commit), it instead compares the two builds side by side, interleaved,
 // --runs times, and prints the median of each figure: batch Map (2 workers), Validate at
-// --callers and --many_callers concurrent callers, the Session stream in lockstep (CouchDB's
-// remote path), and the threads of the idle server.
+// --callers and --many_callers concurrent callers (at --callers also its mean latency, which is
+// callers / throughput, and the server's and this client's CPU per call), the Session stream in
+// lockstep (CouchDB's remote path), and the threads of the idle server. --validate_only measures
+// the Validate figures alone, for more runs in the same time.
 #include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -356,10 +358,17 @@ int Compare(const std::string& dir, const std::vector<std::string>& docs) {
       }
     }
   }
-  std::printf("cnp-server, two builds side by side: median of %d interleaved runs; %d docs in "
-              "%d-doc Map calls (%d in flight), Validate %d and %d callers, %d lockstep lines\n\n",
-              runs, static_cast<int>(docs.size()), absl::GetFlag(FLAGS_batch),
-              absl::GetFlag(FLAGS_concurrency), callers, many, absl::GetFlag(FLAGS_session_docs));
+  if (absl::GetFlag(FLAGS_validate_only)) {
+    std::printf("cnp-server, two builds side by side: median of %d interleaved runs; Validate %d "
+                "and %d callers\n\n", runs, callers, many);
+  } else {
+    std::printf("cnp-server, two builds side by side: median of %d interleaved runs; %d docs in "
+                "%d-doc Map calls (%d in flight), Validate %d and %d callers, %d lockstep "
+                "lines\n\n",
+                runs, static_cast<int>(docs.size()), absl::GetFlag(FLAGS_batch),
+                absl::GetFlag(FLAGS_concurrency), callers, many,
+                absl::GetFlag(FLAGS_session_docs));
+  }
   std::printf("%-42s %12s %12s %8s\n", "", "baseline", "this build", "ratio");
   for (int i = 0; i < kFigures; ++i) {
     if (figures[0][i].empty()) continue;  // not measured (--validate_only)

@@ -543,9 +543,9 @@ TEST(ServerTest, ListsItsServicesThroughReflection) {
   EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
 }
 
-// What grpcurl does before it calls a method it has no .proto for: gRPC's own health service
-// carries no descriptor, so without cnp's copy of it `grpcurl ... grpc.health.v1.Health/Check`
-// failed with "Symbol not found".
+// What grpcurl does before it calls a method it has no .proto for: it resolves the method through
+// reflection, so the health service's descriptor must be there (gRPC's own health service,
+// which cnp-server used before it served its own, carried none: "Symbol not found").
 TEST(ServerTest, DescribesTheHealthServiceThroughReflection) {
   auto server = StartServer();
   // file_containing_symbol (field 4) = "grpc.health.v1.Health".
