@@ -5,8 +5,8 @@
 // strategy cnp-server uses gets a completion queue of its own with two threads of its own
 // ("nexting_thread"). Those threads then poll every connection too, and what they read of a
 // call is handed over to the thread of the call's own queue: with 16 Validate callers over TCP
-// that was 0.6 more context switches and 21-26 µs more server CPU per call, for a service asked
-// a few times a minute (tests/bench/load_client; README, "The server's runtime").
+// that was 0.4-0.9 more context switches and 21-26 µs more server CPU per call, for a service
+// asked a few times a minute (tests/bench/load_client; README, "The server's runtime").
 //
 // The overall status ("") and each service the server exports of its own are answered alike: a
 // probe that names the service (Kubernetes' gRPC probe with `service:`) is told what the server
