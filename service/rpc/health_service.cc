@@ -83,7 +83,8 @@ HealthService::HealthService(std::vector<std::string> services) : services_(std:
 
 std::optional<HealthService::ServingStatus> HealthService::StatusOf(
     const std::string& service) const {
-  if (!service.empty() && std::find(services_.begin(), services_.end(), service) == services_.end()) {
+  if (!service.empty() &&
+      std::find(services_.begin(), services_.end(), service) == services_.end()) {
     return std::nullopt;
   }
   absl::MutexLock lock(&mu_);

@@ -109,7 +109,8 @@ class KeptWorkerTest : public ::testing::Test {
         [this, result]() -> asio::awaitable<void> {
           Task task;
           absl::StatusOr<Reply> reply = co_await kept_.Run(task, absl::InfiniteFuture());
-          *result = reply.ok() ? reply->validate().message() : std::string(reply.status().message());
+          *result = reply.ok() ? reply->validate().message()
+                               : std::string(reply.status().message());
         },
         [](std::exception_ptr e) {
           if (e) std::rethrow_exception(e);
