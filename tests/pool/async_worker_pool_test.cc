@@ -579,6 +579,12 @@ class KeptWorkerTest : public AsyncWorkerPoolTest {
     keeper.lease = std::move(ran.kept);
     return std::move(ran.reply);
   }
+  // Runs a first task keeping its worker in `keeper`, which gives it back when asked.
+  void KeepAWorker(Keeper& keeper) {
+    keeper.give_when_wanted = true;
+    ASSERT_TRUE(RunAndKeep("first", keeper).ok());
+    ASSERT_NE(keeper.lease, nullptr);
+  }
 };
 
 TEST_F(KeptWorkerTest, TheWorkerIsKeptTakesQuickExchangesAndIsAskedBackForAWaitingCaller) {
@@ -670,9 +676,7 @@ TEST_F(KeptWorkerTest, AKeptWorkerThatDiedIdleIsReplacedWhenGivenBack) {
   ASSERT_TRUE(StartPool(Options(1)).ok());
   const pid_t first = *LivePids().begin();
   Keeper keeper;
-  keeper.give_when_wanted = true;
-  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
-  ASSERT_NE(keeper.lease, nullptr);
+  ASSERT_NO_FATAL_FAILURE(KeepAWorker(keeper));
   world_.live.front()->DieNow("killed by signal 9 (Killed)");
   RunUntil([&] { return world_.reaped.count(first) > 0; });
   absl::StatusOr<Reply> next = Run("next");  // asks the worker back, gets the replacement
@@ -778,9 +782,7 @@ TEST_F(KeptWorkerTest, AReloadAsksForKeptWorkersBackAndReplacesThem) {
   ASSERT_TRUE(StartPool(Options(1)).ok());
   const pid_t first = *LivePids().begin();
   Keeper keeper;
-  keeper.give_when_wanted = true;
-  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
-  ASSERT_NE(keeper.lease, nullptr);
+  ASSERT_NO_FATAL_FAILURE(KeepAWorker(keeper));
   pool_->ReloadAll();
   RunUntil([&] { return world_.start_attempts == 2; });
   EXPECT_EQ(keeper.wanted, 1);
@@ -794,9 +796,7 @@ TEST_F(KeptWorkerTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(2)).ok());
   Keeper keeper;
-  keeper.give_when_wanted = true;
-  ASSERT_TRUE(RunAndKeep("first", keeper).ok());
-  ASSERT_NE(keeper.lease, nullptr);
+  ASSERT_NO_FATAL_FAILURE(KeepAWorker(keeper));
   world_.task_pids.clear();
   std::vector<Task> tasks;
   for (int i = 0; i < 6; ++i) tasks.push_back(TaskNamed("slow"));
