@@ -182,23 +182,46 @@ bool ModulePolicy::AllowedExplicitly(const std::string& module, bool on_the_way)
   return false;
 }
 
-ModulePolicy::Location ModulePolicy::Locate(const std::string& file) const {
+ModulePolicy::Location ModulePolicy::LocateSpelling(const std::string& spelling) const {
   // The most specific root wins, so an operator directory inside the standard library's
   // tree still counts, and the standard library never does; an operator directory that is
-  // also a library directory is the operator's (--python-path named it). The first spelling
-  // under a root decides: as imported, then resolved.
+  // also a library directory is the operator's (--python-path named it).
+  std::string op = LongestRoot(spelling, roots_.operator_dirs);
+  std::string library = LongestRoot(spelling, roots_.library_dirs);
+  std::string stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
+  if (!op.empty() && op.size() >= library.size() && op.size() > stdlib.size()) {
+    return {Root::kOperator, ModuleNameBelow(spelling, op), op};
+  }
+  if (library.size() > op.size() && library.size() > stdlib.size()) {
+    return {Root::kLibrary, ModuleNameBelow(spelling, library), library};
+  }
+  if (!stdlib.empty()) return {Root::kStdlib, "", stdlib};
+  return {};
+}
+
+ModulePolicy::Location ModulePolicy::Locate(const std::string& file) const {
+  // Placed as imported and as resolved (symlinks followed), the stricter place decides: a
+  // symlink in an operator directory to the standard library (py/views/sp.py ->
+  // subprocess.py) is the standard library, one to a library directory is library code under
+  // that library's name. Resolving alone would not do: Bazel's runfiles, say, are symlinks
+  // from the operator's directory to files under no root at all.
+  auto strictness = [](Root root) {
+    switch (root) {
+      case Root::kNone:
+        return 0;
+      case Root::kOperator:
+        return 1;
+      case Root::kLibrary:
+        return 2;
+      case Root::kStdlib:
+        return 3;
+    }
+    return 3;
+  };
   Location found;
   for (const std::string& spelling : Spellings(file)) {
-    std::string op = LongestRoot(spelling, roots_.operator_dirs);
-    std::string library = LongestRoot(spelling, roots_.library_dirs);
-    std::string stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
-    if (!op.empty() && op.size() >= library.size() && op.size() > stdlib.size()) {
-      return {Root::kOperator, ModuleNameBelow(spelling, op), op};
-    }
-    if (library.size() > op.size() && library.size() > stdlib.size()) {
-      return {Root::kLibrary, ModuleNameBelow(spelling, library), library};
-    }
-    if (!stdlib.empty()) found.root = Root::kStdlib;
+    Location here = LocateSpelling(spelling);
+    if (strictness(here.root) > strictness(found.root)) found = std::move(here);
   }
   return found;
 }
@@ -234,6 +257,16 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
   if (std::optional<OwnershipProblem> writable = WritableByOthers(file)) {
     return {absl::StrCat("is in ", file, ", which ", writable->what,
                          ": another user could change the code cnp-server runs"),
+            writable->fix};
+  }
+  // The directory it was imported from (a package's own, below the code directory checked at
+  // start, for a module or its package's __init__.py): whoever may write there may put in a
+  // module of their own, or a symlink to any file of root's, under a name an allowed module
+  // imports.
+  const std::string dir = std::filesystem::path(file).parent_path().string();
+  if (std::optional<OwnershipProblem> writable = WritableByOthers(dir)) {
+    return {absl::StrCat("is in ", file, ", whose directory ", writable->what,
+                         ": another user could put code there that cnp-server runs"),
             writable->fix};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {

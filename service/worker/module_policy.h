@@ -7,7 +7,11 @@
 // --allow-module prefix names them; the operator's run without one (unless prefixes are
 // given, then only those they cover). Never callable, whatever the roots and prefixes: the
 // standard library and the packages that install or run software (NeverCallableReason), by
-// the requested name, by the function's own __module__, and by where its file really is.
+// the requested name, by the function's own __module__, and by where its file is: placed as
+// imported and as resolved (symlinks followed), the stricter place decides, so a symlink in an
+// operator's package to the standard library or a library is that code. The directory a module
+// (or a package's __init__.py) is imported from must pass common/code_ownership.h's rule, as
+// its file must: every package directory on the way is checked, not only the code directories.
 //
 // Before anything is imported (CheckBeforeImport): no dotted part is a dunder name
 // (`myviews.__setattr__`, `unittest.__main__`), the module is not couch_named_python's nor
@@ -75,6 +79,7 @@ class ModulePolicy {
   // `on_the_way`, a package above a prefix counts too (it is imported on the way).
   bool AllowedExplicitly(const std::string& module, bool on_the_way) const;
   Location Locate(const std::string& file) const;
+  Location LocateSpelling(const std::string& spelling) const;
   // Why a module loaded from `spec` may not run.
   Problem SpecProblem(PyObject* spec, bool on_the_way) const;
   // Why code in `file` may not run.

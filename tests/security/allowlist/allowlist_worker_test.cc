@@ -2,6 +2,7 @@
 // reported in issue 7 and the other routes we could think of. Each refusal is checked, and
 // so is its absence of effect (nothing imported, nothing run, nothing assigned).
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <set>
 #include <string>
@@ -425,6 +426,47 @@ TEST(CodeFileTest, AModuleFileOtherUsersMayChangeIsRefused) {
   ExpectRefused(edited, "shared.show|2");
   EXPECT_THAT(edited.failure().message(), HasSubstr("is writable by its group (mode 0664)"));
   EXPECT_FALSE(Exists(t.dir + "/marker.shared")) << "the edited module's code ran";
+}
+
+// Security review: a symlink in an operator's package to the standard library made that code
+// the operator's, so pkg.sp.getoutput (pkg/sp.py -> subprocess.py) ran a document's keys as a
+// shell command; a symlink to the standard library's directory did the same. Where the file
+// is, as imported and as resolved, decides by the stricter: both are refused, with
+// --allow-module naming the package and without any, and nothing runs.
+TEST(CodeFileTest, ASymlinkIntoTheStandardLibraryIsTheStandardLibrary) {
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"--allow-module=pkg"}, std::vector<std::string>{}}) {
+    Fixture t = Start(flags);
+    ASSERT_EQ(::symlink("/usr/lib/python3.11/subprocess.py", (t.dir + "/pkg/sp.py").c_str()), 0);
+    ASSERT_EQ(::symlink("/usr/lib/python3.11", (t.dir + "/pkg/std").c_str()), 0);
+    const std::string marker = t.dir + "/marker.shell";
+    const std::string doc = absl::StrCat(R"({"_id":"d","touch )", marker, R"(":1})");
+    for (const char* function : {"pkg.sp.getoutput", "pkg.std.subprocess.getoutput"}) {
+      Reply reply = t.worker->Call(MapTask({function}, {doc}));
+      ExpectRefused(reply, function);
+      EXPECT_THAT(reply.failure().message(), HasSubstr("standard library")) << function;
+    }
+    EXPECT_FALSE(Exists(marker)) << "a shell command ran";
+    // The package's own module still runs.
+    EXPECT_EQ(Show(*t.worker, "pkg.sub.f", "[null, {}]").design().reply(),
+              R"(["resp",{"body":"sub ran"}])");
+  }
+}
+
+// A package directory below the code directory that its group may write to: whoever may
+// write there may add a module, or a symlink to any file of root's, that an allowed module
+// then imports. Its modules are refused until it is private again.
+TEST(CodeFileTest, APackageDirectoryOthersMayWriteToIsRefused) {
+  Fixture t = Start();
+  const std::string package = t.dir + "/pkg";
+  ASSERT_EQ(::chmod(package.c_str(), 0775), 0);
+  Reply open = Show(*t.worker, "pkg.sub.f", "[null, {}]");
+  ExpectRefused(open, "pkg.sub.f");
+  EXPECT_THAT(open.failure().message(), HasSubstr("whose directory is writable by its group"));
+  EXPECT_THAT(open.failure().message(), HasSubstr("chmod go-w " + package));
+  ASSERT_EQ(::chmod(package.c_str(), 0755), 0);
+  EXPECT_EQ(Show(*t.worker, "pkg.sub.f", "[null, {}]").design().reply(),
+            R"(["resp",{"body":"sub ran"}])");
 }
 
 }  // namespace
