@@ -2,23 +2,42 @@
 
 #include <Python.h>
 
+#include <optional>
+#include <string>
+
 #include "rapidjson/stringbuffer.h"
 #include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
+#include "service/worker/python_to_json.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
 
 namespace {
 
+// What log() sends for `message`: a str as it is; anything else as JSON text, as couchjs and
+// couchdb-python's view server send it (log({"n": 1}) logs {"n":1}), or, for what JSON cannot
+// carry (an exception, a set), its str(). Empty with a Python exception set on failure.
+std::optional<std::string> LogText(PyObject* message, CallContext& context) {
+  if (PyUnicode_Check(message)) return Utf8Text(message);
+  rapidjson::StringBuffer json;
+  if (PythonJsonWriter(json).Write(message)) return std::string(json.GetString(), json.GetSize());
+  // Past the answer's room: the line could not be sent in any form.
+  if (context.answer.exceeded()) return std::nullopt;
+  PyErr_Clear();
+  PyRef text = PyRef::Steal(PyObject_Str(message));
+  if (!text) return std::nullopt;
+  return Utf8Text(text.get());
+}
+
 PyObject* Log(PyObject*, PyObject* message) {
-  PyRef text = PyRef::Steal(PyUnicode_Check(message) ? Py_NewRef(message) : PyObject_Str(message));
-  if (!text) return nullptr;
   CallContext& context = Context();
-  std::string line = Utf8Text(text.get());
+  std::optional<std::string> text = LogText(message, context);
+  if (!text.has_value()) return nullptr;
+  std::string line = *std::move(text);
   // A line is part of the answer (CouchDB gets it before the reply): it must fit in it.
   if (line.size() > context.answer.room()) {
     RaiseAnswerTooLarge();

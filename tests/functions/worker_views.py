@@ -42,6 +42,14 @@ def chatty(doc):
     yield doc["_id"], None
 
 
+def logs_values(doc):
+    log({"n": doc["n"], "town": doc["town"]})
+    log([1, 2.5, None, True])
+    log({doc["_id"]})  # a set: JSON cannot carry it
+    log(ValueError("not a str"))
+    yield doc["_id"], None
+
+
 def needs_missing(doc):
     yield doc["missing"], 1
 

@@ -161,9 +161,23 @@ TEST_F(MapTest, LogLinesBelongToTheDocumentThatMadeThem) {
   ASSERT_TRUE(reply.has_map());
   ASSERT_EQ(reply.map().results(0).logs_size(), 2);
   EXPECT_EQ(reply.map().results(0).logs(0), "mapping doc-1");
-  EXPECT_EQ(reply.map().results(0).logs(1), "{'n': 1}");
+  EXPECT_EQ(reply.map().results(0).logs(1), R"({"n":1})");
   ASSERT_EQ(reply.map().results(1).logs_size(), 2);
   EXPECT_EQ(reply.map().results(1).logs(0), "mapping doc-2");
+}
+
+// log() of what is not a str sends JSON text, as couchjs and couchdb-python's view server do
+// (log({"n": 1}) logs {"n":1}, where str() gave {'n': 1}); what JSON cannot carry, its str().
+TEST_F(MapTest, LogOfAValueThatIsNotAStrSendsItsJson) {
+  Reply reply = worker_->Call(MapTask({"worker_views.logs_values"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  const cnp::v1::MapResult& result = reply.map().results(0);
+  ASSERT_EQ(result.logs_size(), 4);
+  EXPECT_EQ(result.logs(0), R"({"n":1,"town":"Oslo"})");
+  EXPECT_EQ(result.logs(1), "[1,2.5,null,true]");
+  EXPECT_EQ(result.logs(2), "{'doc-1'}");
+  EXPECT_EQ(result.logs(3), "not a str");
+  EXPECT_EQ(result.errors_size(), 0);
 }
 
 // Each error says how many of the document's log lines came before it, so that CouchDB can be

@@ -5,6 +5,7 @@ package still imports, so that modules of functions can be imported and unit-tes
 the list helpers then raise with an explanation, and log writes to stderr.
 """
 
+import json
 import sys
 
 from couch_named_python import _render
@@ -26,7 +27,12 @@ else:
         raise RuntimeError(_OUTSIDE.format("emit", "map"))
 
     def log(message):
-        """Sends a log line to CouchDB with this call's reply."""
+        """Sends a log line to CouchDB with this call's reply (not a str: as JSON text)."""
+        if not isinstance(message, str):
+            try:
+                message = json.dumps(message, separators=(",", ":"))
+            except (TypeError, ValueError):
+                message = str(message)
         print(message, file=sys.stderr)
 
 
