@@ -154,8 +154,8 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
       output_.add_lines(LogLine(why));
     }
   }
-  // A reset is applied even in the middle of a list (CouchDB never sends one there; if it does,
-  // the list is abandoned).
+  // A reset is applied even in the middle of a list, which is abandoned: CouchDB sends one there
+  // when a _list's HTTP client went away and the process went back to its pool mid-list.
   if (const auto* reset = std::get_if<command::Reset>(&command)) return Reset(*reset);
   if (list_open_) return ContinueList(command, line);
   return Dispatch(command);
@@ -169,7 +169,15 @@ QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
   if (reply.ok() && reply->recycle()) ran_out_of_memory_ = true;
   // Taken out first: the continuation may ask for another task, and so set then_ again.
   Continuation then = std::move(then_);
-  Step step = then(reply);
+  Step step = Answer{};
+  std::string cap_note;
+  if (absl::IsDeadlineExceeded(reply.status())) cap_note = ServerCapNote();
+  if (cap_note.empty()) {
+    step = then(reply);
+  } else {
+    step = then(absl::Status(reply.status().code(),
+                             absl::StrCat(reply.status().message(), cap_note)));
+  }
   if (ran_out_of_memory_ && std::holds_alternative<Answer>(step)) {
     ran_out_of_memory_ = false;
     if (std::get<Answer>(step).output && output_.lines_size() > 0) {
@@ -283,6 +291,17 @@ absl::Duration QueryProtocol::CallBudget() const {
   const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
   const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
   return std::min(timeout - margin, options_.max_call_timeout);
+}
+
+std::string QueryProtocol::ServerCapNote() const {
+  const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
+  const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
+  if (options_.max_call_timeout >= timeout - margin) return {};
+  return absl::StrCat(" (cnp-server's --call-timeout, ",
+                      absl::FormatDuration(options_.max_call_timeout),
+                      ", caps every command and is shorter than CouchDB's timeout, ",
+                      absl::ToInt64Milliseconds(timeout),
+                      " ms: raise it to match CouchDB's os_process_timeout)");
 }
 
 void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {

@@ -136,6 +136,9 @@ class QueryProtocol {
   // default) less the margin, and never more than max_call_timeout. A caller that cannot bound
   // its calls with deadlines (a direct session in the worker) enforces this itself.
   absl::Duration CallBudget() const;
+  // When the server's max_call_timeout, not CouchDB's timeout, bounds CallBudget(): what to add
+  // to a timeout's message so that the operator raises the right setting. Else empty.
+  std::string ServerCapNote() const;
 
   // The driver has ended the list in progress itself, between two lines: CouchDB sent no row
   // for `idle` (max_call_timeout) while the list held a worker of the pool, and the driver gave

@@ -42,6 +42,7 @@ class QuerySession {
   v1::SessionOutput* HandleInPlace(std::string_view line);
 
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
+  std::string ServerCapNote() const { return protocol_.ServerCapNote(); }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
 
  private:

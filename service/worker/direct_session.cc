@@ -43,9 +43,10 @@ int64_t CoarseNowNs() {
 // thread finishing it, or the watchdog declaring it timed out.
 class CommandWatchdog {
  public:
-  CommandWatchdog(int output, std::string session_id, absl::Duration budget)
+  CommandWatchdog(int output, std::string session_id, absl::Duration budget,
+                  std::string cap_note)
       : output_(output), session_id_(std::move(session_id)) {
-    SetBudget(budget);
+    SetBudget(budget, std::move(cap_note));
     thread_ = std::thread([this] { Watch(); });
   }
 
@@ -59,10 +60,12 @@ class CommandWatchdog {
   }
 
   // After a reset: rare, so it may wake the watchdog to re-plan with the new budget.
-  void SetBudget(absl::Duration budget) {
+  // `cap_note`: QueryProtocol::ServerCapNote(), for the timeout's message.
+  void SetBudget(absl::Duration budget, std::string cap_note) {
     {
       absl::MutexLock lock(&mutex_);
       budget_ns_.store(absl::ToInt64Nanoseconds(budget), std::memory_order_relaxed);
+      cap_note_ = std::move(cap_note);
     }
     wake_.SignalAll();
   }
@@ -110,10 +113,14 @@ class CommandWatchdog {
     }
   }
 
-  [[noreturn]] void Fire(int64_t budget_ns) {
-    const std::string reason = absl::StrCat(
-        "cnp-worker: the command ran longer than CouchDB's timeout allows (",
-        budget_ns / 1'000'000, " ms); the worker running it was stopped and is being replaced");
+  [[noreturn]] void Fire(int64_t budget_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    std::string reason =
+        cap_note_.empty()
+            ? absl::StrCat("cnp-worker: the command ran longer than CouchDB's timeout allows (",
+                           budget_ns / 1'000'000, " ms)")
+            : absl::StrCat("cnp-worker: the command ran longer than the ", budget_ns / 1'000'000,
+                           " ms it may take", cap_note_);
+    absl::StrAppend(&reason, "; the worker running it was stopped and is being replaced");
     const std::string line = couchdb::ErrorLine("timeout", reason) + "\n";
     // Best effort, never blocking (CouchDB may not be reading): the process ends either way,
     // and CouchDB sees its pipe close.
@@ -133,6 +140,7 @@ class CommandWatchdog {
   uint64_t local_seq_ = 0;  // the session thread's copy of seq_
   absl::Mutex mutex_;
   absl::CondVar wake_;  // stop_ or the budget changed
+  std::string cap_note_ ABSL_GUARDED_BY(mutex_);
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread thread_;
 };
@@ -191,7 +199,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   FunctionErrorTally function_errors(server);
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
-  CommandWatchdog watchdog(output, session.id(), protocol->CallBudget());
+  CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
+                           protocol->ServerCapNote());
   // The adapter's --max-line-bytes, which it bounds as the stream path does (its limit: what
   // one gRPC message carries); a worker reads whole lines only up to that too.
   constexpr int64_t kMostLineBytes = int64_t{256} << 20;
@@ -255,7 +264,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     if (out == nullptr) {
       // A reset: over gRPC the adapter answers it; here nobody else does.
       answer = "true\n";
-      watchdog.SetBudget(protocol->CallBudget());
+      watchdog.SetBudget(protocol->CallBudget(), protocol->ServerCapNote());
     } else {
       if (Context().memory_error && out->lines_size() > 0) {
         out->mutable_lines()->RemoveLast();

@@ -281,6 +281,40 @@ TEST(QuerySessionCapTest, AResetTimeoutAboveTheServersCallTimeoutIsCapped) {
   EXPECT_EQ(session.CallBudget(), absl::Milliseconds(4500));
 }
 
+// Protocol review: a command that outran the server's cap was answered as if CouchDB's own
+// timeout had passed, so an operator who raised os_process_timeout for slow views was not told
+// that --call-timeout must be raised too. The timeout's error names the flag when the cap, not
+// CouchDB's timeout, bounded the command; otherwise it is the pool's message as it was.
+TEST(QuerySessionCapTest, ATimeoutUnderTheServersCapNamesTheFlag) {
+  ScriptedRunner runner;
+  QuerySession::Options options;
+  options.max_call_timeout = absl::Seconds(2);
+  QuerySession session(runner, options);
+  // A reset clears the map functions: each is added after it.
+  auto reset_then_add = [&](const char* reset) {
+    session.Handle(reset);
+    runner.on_run = [](const Task&) { return ReplyFromText(kResolved); };
+    session.Handle(R"(["add_fun","fns.a"])");
+    runner.on_run = [](const Task&) {
+      return absl::DeadlineExceededError("the map did not finish");
+    };
+  };
+
+  reset_then_add(R"(["reset",{"timeout":600000}])");
+  EXPECT_THAT(session.ServerCapNote(), HasSubstr("--call-timeout, 2s"));
+  std::optional<v1::SessionOutput> capped = session.Handle(R"(["map_doc",{"_id":"a"}])");
+  ASSERT_EQ(LinesOf(capped).size(), 1u);
+  EXPECT_THAT(LinesOf(capped)[0], StartsWith(R"(["error","timeout","cnp-server: the map did not )"
+                                             R"(finish (cnp-server's --call-timeout, 2s, caps )"));
+  EXPECT_THAT(LinesOf(capped)[0], HasSubstr("CouchDB's timeout, 600000 ms"));
+
+  reset_then_add(R"(["reset",{"timeout":1000}])");
+  EXPECT_EQ(session.ServerCapNote(), "");
+  std::optional<v1::SessionOutput> own = session.Handle(R"(["map_doc",{"_id":"a"}])");
+  EXPECT_THAT(LinesOf(own),
+              ElementsAre(R"(["error","timeout","cnp-server: the map did not finish"])"));
+}
+
 // A worker that raised MemoryError answers with what it had and asks to be replaced: the
 // document's rows may be missing, so CouchDB gets an error (and tries again), never "[[]]",
 // which would leave the document out of the view for good. The same for a reduce's null.

@@ -150,7 +150,8 @@ class Worker:
             data += chunk
         return data
 
-    def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0):
+    def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0,
+                      max_call_timeout_ms=0):
         """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
@@ -158,6 +159,7 @@ class Worker:
         task.direct_session.id = session_id
         task.direct_session.default_timeout_ms = timeout_ms
         task.direct_session.max_answer_bytes = max_answer_bytes
+        task.direct_session.max_call_timeout_ms = max_call_timeout_ms
         self.send(task, [commands_read, answers_write])
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
@@ -578,6 +580,24 @@ class TimeoutTest(unittest.TestCase):
 
     def test_stuck_in_c(self):
         self.stuck("direct_session_fns.sleeps_in_c")
+
+    def test_the_servers_cap_is_named_when_it_is_what_ran_out(self):
+        # Protocol review: with os_process_timeout raised for slow views, the server's
+        # --call-timeout still bounds every command, and the error blamed CouchDB's timeout.
+        worker = Worker()
+        session = worker.start_session(max_call_timeout_ms=500)
+        self.assertEqual(session.call(["reset", {"timeout": 600000}]), ["true"])
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.spins"]), ["true"])
+        lines = session.call(["map_doc", {"_id": "stuck"}], timeout=30)
+        self.assertEqual(len(lines), 1, lines)
+        error = json.loads(lines[0])
+        self.assertEqual(error[:2], ["error", "timeout"])
+        self.assertIn("ran longer than the 500 ms it may take (cnp-server's --call-timeout, "
+                      "500ms, caps every command and is shorter than CouchDB's timeout, "
+                      "600000 ms", error[2])
+        self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+        session.close()
+        worker.sock.close()
 
 
 class FunctionErrorProgressTest(unittest.TestCase):
