@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/couchdb/json.h"
 
@@ -68,12 +69,23 @@ absl::Status DatabaseUrlError(const std::string& url, const std::string& databas
 
 }  // namespace
 
-absl::Status CheckCouchRoot(CouchClient& couch, absl::string_view names_databases) {
+absl::Status CheckCouchRoot(CouchClient& couch, absl::string_view names_databases,
+                            AnswerQuoting quoting) {
   const std::string& url = couch.base_url();
   const RootAnswer root = AskRoot(couch);
   if (!root.failed.ok()) return root.failed;
   if (root.couchdb) return absl::OkStatus();
-  if (!root.database.empty()) return DatabaseUrlError(url, root.database, names_databases);
+  // The database's name only when it is the URL's own last part: the caller sent it.
+  if (!root.database.empty() &&
+      (quoting == AnswerQuoting::kQuoted || absl::EndsWith(url, absl::StrCat("/", root.database)))) {
+    return DatabaseUrlError(url, root.database, names_databases);
+  }
+  if (quoting == AnswerQuoting::kWithheld) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        url, " is not CouchDB's root: GET ", url, "/ answered HTTP ", root.response.status,
+        " without CouchDB's welcome ({\"couchdb\":\"Welcome\",...}), so nothing else was sent "
+        "there; pass CouchDB's root URL (behind a proxy, with the proxy's path prefix)"));
+  }
   if (!root.json.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
         url, " is not CouchDB's root: GET ", url, "/ answered HTTP ", root.response.status, " ",

@@ -15,7 +15,13 @@ namespace cnp::couchdb {
 // probably http://host:5984), ..."), followed by `names_databases` (where the command takes the
 // database names from, e.g. "DECLARATION.yml names the databases"). A failed request, 401, 403
 // and 5xx are that error, as HttpError says it.
-absl::Status CheckCouchRoot(CouchClient& couch, absl::string_view names_databases);
+//
+// A service that talks to CouchDB for its callers (Upload) passes kWithheld: what another HTTP
+// service on its host answers is not its caller's to read, so the error says what the answer
+// was not, without quoting it.
+enum class AnswerQuoting { kQuoted, kWithheld };
+absl::Status CheckCouchRoot(CouchClient& couch, absl::string_view names_databases,
+                            AnswerQuoting quoting = AnswerQuoting::kQuoted);
 
 // Only the mistake: INVALID_ARGUMENT as above when GET / answers as a database does (its
 // answer has "db_name"); OK for anything else, a failed request included. For a command that

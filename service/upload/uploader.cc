@@ -94,6 +94,14 @@ class UploadRun {
     if (request_.check_only()) return ReportChecked();
 
     Connect(*url);
+    // Nothing but GET / goes to a server that does not answer as CouchDB: on the default
+    // allow list (loopback), a caller could otherwise have this service read and write other
+    // HTTP services of its host through their /db/_design/x paths (security review).
+    if (absl::Status root = couchdb::CheckCouchRoot(
+            *couch_, "the database is named apart from the URL", couchdb::AnswerQuoting::kWithheld);
+        !root.ok()) {
+      return Fail(root);
+    }
     if (registering()) return RegisterAll();
     absl::StatusOr<std::vector<Target>> targets = ExpandTargets();
     if (!targets.ok()) return targets.status();  // already reported

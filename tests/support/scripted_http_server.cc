@@ -134,4 +134,13 @@ void ScriptedHttpServer::ServeConnection(int fd) {
   }
 }
 
+ScriptedHttpServer::Handler AsCouchDB(ScriptedHttpServer::Handler handler) {
+  return [handler = std::move(handler)](const HttpRequest& request) -> ScriptedResponse {
+    if (request.method == "GET" && request.target == "/") {
+      return {200, R"({"couchdb":"Welcome","version":"3.4.3","vendor":{"name":"The Apache Software Foundation"}})"};
+    }
+    return handler(request);
+  };
+}
+
 }  // namespace cnp::testing

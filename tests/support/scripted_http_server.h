@@ -50,4 +50,8 @@ class ScriptedHttpServer {
   std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
 };
 
+// `handler`, with GET / answered as CouchDB 3.4.3 answers it: an Upload talks only to a server
+// that says it is CouchDB (service/upload/uploader.cc). The GET / is still in requests().
+ScriptedHttpServer::Handler AsCouchDB(ScriptedHttpServer::Handler handler);
+
 }  // namespace cnp::testing

@@ -20,6 +20,7 @@
 
 namespace cnp::upload::testing {
 
+using ::cnp::testing::AsCouchDB;
 using ::cnp::testing::HttpRequest;
 using ::cnp::testing::ScriptedHttpServer;
 using ::cnp::testing::ScriptedResponse;
@@ -94,7 +95,7 @@ class ScriptedCouchTest : public ::testing::Test {
 TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
   int polls = 0;
   std::string staging_body, live_body;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, R"({"db_name": "big"})"};
     if (call == "GET /big/_design/location") return {200, kStored};
@@ -135,7 +136,7 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
       return {200, R"({"ok": true})"};
     }
     return {500, absl::StrCat(R"({"error": "unexpected request", "reason": ")", call, "\"}")};
-  });
+  }));
 
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
@@ -181,7 +182,7 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
   EXPECT_EQ(std::string((*live)["views"]["towns"]["map"].GetString()), "myviews.townmap|123");
 
   EXPECT_THAT(couch.requests(),
-              ElementsAre("GET /big", "GET /big/_design/location",
+              ElementsAre("GET /", "GET /big", "GET /big/_design/location",
                           "GET /big/_design/location__staging",
                           "PUT /big/_design/location__staging",
                           "GET /big/_design/location__staging/_view/towns?limit=0&update=lazy",
@@ -201,7 +202,7 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
   int uncommitted_polls_left = 3;  // _info answers with waiting_commit before the commit
   bool index_lost = false;
   absl::Mutex mu;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, "{}"};
@@ -223,7 +224,7 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
       return {200, "{}"};
     }
     return {500, "{}"};
-  });
+  }));
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
   Uploader uploader(runner_, options_);
@@ -250,7 +251,7 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
 }
 
 TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysWhy) {
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, "{}"};
     if (call == "GET /big/_design/location") return {200, kStored};
@@ -261,7 +262,7 @@ TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysW
     if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
     if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(42, true)};
     return {500, "{}"};
-  });
+  }));
   options_.staged_settle_timeout = absl::ZeroDuration();
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
@@ -284,7 +285,7 @@ TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysW
 // (someone changed the live views between the build and the switch). Waiting could never
 // succeed; the upload says so and removes the staging document, which serves nothing.
 TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) {
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, "{}"};
     if (call == "GET /big/_design/location") return {200, kStored};
@@ -299,7 +300,7 @@ TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) 
     if (call == "GET /big/_design/location/_info") return {200, IndexInfo(0, false, "bbbb")};
     if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
     return {500, "{}"};
-  });
+  }));
   options_.staged_settle_timeout = absl::Hours(1);  // a wait would hang the test
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
@@ -320,7 +321,7 @@ TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) 
 }
 
 TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers) {
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, "{}"};
     if (call == "GET /big/_design/location") return {200, kStored};
@@ -334,7 +335,7 @@ TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers)
     if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(7, false)};
     if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
     return {500, "{}"};
-  });
+  }));
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
   Uploader uploader(runner_, options_);
@@ -349,7 +350,7 @@ TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers)
 }
 
 TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /big") return {200, "{}"};
     if (call == "GET /big/_design/location") {
@@ -359,24 +360,24 @@ TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
     }
     if (call == "PUT /big/_design/location") return {201, R"({"ok": true, "rev": "2-live"})"};
     return {500, "{}"};
-  });
+  }));
   v1::UploadRequest request = Request(couch.url());
   request.set_staged(true);
   Uploader uploader(runner_, options_);
   UploadResult result = RunUpload(uploader, request);
   ASSERT_TRUE(result.status.ok()) << result.Dump();
-  EXPECT_THAT(couch.requests(), ElementsAre("GET /big", "GET /big/_design/location",
+  EXPECT_THAT(couch.requests(), ElementsAre("GET /", "GET /big", "GET /big/_design/location",
                                             "PUT /big/_design/location"));
 }
 
 TEST_F(ScriptedCouchTest, BasicAuthIsSentAndARefusedWriteIsExplained) {
   std::string authorization;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     authorization = r.authorization;
     if (r.method == "GET" && r.target == "/big") return {200, "{}"};
     if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
     return {403, R"({"error": "forbidden", "reason": "You are not a db or server admin."})"};
-  });
+  }));
   Uploader uploader(runner_, options_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
   EXPECT_TRUE(absl::IsPermissionDenied(result.status)) << result.status;
@@ -389,9 +390,9 @@ TEST_F(ScriptedCouchTest, BasicAuthIsSentAndARefusedWriteIsExplained) {
 }
 
 TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
-  ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
     return {500, R"({"error": "unknown_error", "reason": "function_clause"})"};
-  });
+  }));
   Uploader uploader(runner_, options_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
   EXPECT_FALSE(result.status.ok());

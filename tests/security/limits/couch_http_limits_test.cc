@@ -18,12 +18,14 @@
 
 namespace cnp::upload::testing {
 
+using ::cnp::testing::AsCouchDB;
 using ::cnp::testing::HttpRequest;
 using ::cnp::testing::ScriptedHttpServer;
 using ::cnp::testing::ScriptedResponse;
 
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -53,12 +55,12 @@ class CouchHttpLimitsTest : public ::testing::Test {
 };
 
 TEST_F(CouchHttpLimitsTest, AnAnswerOverTheLimitIsCutOff) {
-  ScriptedHttpServer couch([](const HttpRequest&) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest&) {
     ScriptedResponse response;
     response.body = "{\"db_name\": \"";
     response.streamed_filler_bytes = int64_t{256} << 20;  // far more than the limit
     return response;
-  });
+  }));
   Uploader::Options options;
   options.max_couchdb_response_bytes = 1 << 20;
   Uploader uploader(runner_, options);
@@ -90,9 +92,9 @@ TEST_F(CouchHttpLimitsTest, TheAdviceForAnAnswerOverTheLimitIsTheCallers) {
 }
 
 TEST_F(CouchHttpLimitsTest, AForeignBodyIsNotPassedOn) {
-  ScriptedHttpServer couch([](const HttpRequest&) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest&) {
     return ScriptedResponse{500, "<html>internal admin page: SECRET-TOKEN-123</html>"};
-  });
+  }));
   Uploader uploader(runner_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
   EXPECT_FALSE(result.status.ok());
@@ -103,11 +105,11 @@ TEST_F(CouchHttpLimitsTest, AForeignBodyIsNotPassedOn) {
 
 TEST_F(CouchHttpLimitsTest, CouchDBsReasonIsTrimmedAndStrippedOfControlCharacters) {
   const std::string long_reason = absl::StrCat("\\u001b[2Jstart-", std::string(5000, 'r'), "-END");
-  ScriptedHttpServer couch([&](const HttpRequest&) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) {
     return ScriptedResponse{
         500, absl::StrCat(R"({"error": "internal_server_error", "reason": ")", long_reason,
                           R"(", "extra": "NOT-SHOWN"})")};
-  });
+  }));
   Uploader uploader(runner_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
   const std::string message(result.status.message());
@@ -120,15 +122,37 @@ TEST_F(CouchHttpLimitsTest, CouchDBsReasonIsTrimmedAndStrippedOfControlCharacter
 }
 
 TEST_F(CouchHttpLimitsTest, AnAnswerNestedTooDeepIsRefusedNotRecursedInto) {
-  ScriptedHttpServer couch([](const HttpRequest& r) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest& r) {
     if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
     return ScriptedResponse{200, absl::StrCat("{\"a\":", std::string(200000, '['),
                                               std::string(200000, ']'), "}")};
-  });
+  }));
   Uploader uploader(runner_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
   EXPECT_FALSE(result.status.ok());
   EXPECT_THAT(Messages(result), HasSubstr("malformed"));
+}
+
+// Security review: on the default allow list (loopback, any port and path) a caller made the
+// service read another HTTP service of its host through /PATH/db/_design/x, its JSON echoed
+// back in the outcome, and PUT to it without dry_run. Now a server that does not answer GET /
+// with CouchDB's welcome gets nothing else, and what it answered is not quoted.
+TEST_F(CouchHttpLimitsTest, AServiceThatIsNotCouchDBGetsOnlyGetRoot) {
+  ScriptedHttpServer service([](const HttpRequest& r) {
+    if (r.target == "/admin/") return ScriptedResponse{200, R"({"service": "INTERNAL-ROOT"})"};
+    if (r.target == "/admin/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
+    return ScriptedResponse{200, R"({"_id": "_design/design", "secret": "INTERNAL-DATA"})"};
+  });
+  Uploader uploader(runner_);
+  for (bool dry_run : {true, false}) {
+    v1::UploadRequest request = Request(service.url() + "/admin");
+    request.set_dry_run(dry_run);
+    UploadResult result = RunUpload(uploader, request);
+    EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+    EXPECT_THAT(Messages(result), HasSubstr("is not CouchDB's root"));
+    EXPECT_THAT(result.Dump(), Not(HasSubstr("INTERNAL")));
+  }
+  EXPECT_THAT(service.requests(), ElementsAre("GET /admin/", "GET /admin/"));
 }
 
 TEST_F(CouchHttpLimitsTest, WithoutAllowListOnlyLoopbackIsAllowed) {
@@ -167,11 +191,11 @@ TEST_F(CouchHttpLimitsTest, WithoutAllowListEverySpellingOfLoopbackIsAllowed) {
   }
 
   // And an IPv4-mapped URL does reach CouchDB on 127.0.0.1: it is this host.
-  ScriptedHttpServer couch([](const HttpRequest& r) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest& r) {
     if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
     if (r.method == "GET") return ScriptedResponse{404, R"({"error": "not_found"})"};
     return ScriptedResponse{201, R"({"ok": true, "rev": "1-a"})"};
-  });
+  }));
   std::string mapped = couch.url();
   ASSERT_TRUE(absl::StrContains(mapped, "//127.0.0.1:")) << mapped;
   absl::StrReplaceAll({{"//127.0.0.1:", "//[::ffff:127.0.0.1]:"}}, &mapped);
@@ -182,11 +206,11 @@ TEST_F(CouchHttpLimitsTest, WithoutAllowListEverySpellingOfLoopbackIsAllowed) {
 }
 
 TEST_F(CouchHttpLimitsTest, TheAllowListDecidesWhereUploadsGo) {
-  ScriptedHttpServer couch([](const HttpRequest& r) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest& r) {
     if (r.target == "/db") return ScriptedResponse{200, R"({"db_name": "db"})"};
     if (r.method == "GET") return ScriptedResponse{404, R"({"error": "not_found"})"};
     return ScriptedResponse{201, R"({"ok": true, "rev": "1-a"})"};
-  });
+  }));
   // A prefix ends at a path boundary: port 1 does not allow port 1xxxx.
   Uploader::Options other;
   other.couchdb_allow = CouchAllowList::FromPrefixes({"http://127.0.0.1:1"}).value();
