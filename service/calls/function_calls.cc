@@ -97,6 +97,18 @@ absl::Status InPart(const absl::Status& status, int64_t begin, int64_t end, int6
   return named;
 }
 
+// What each of `parts` parts run at once may answer of the `left` bytes of a call: their replies
+// are all held until the last one comes, so with each allowed all that is left, one call held
+// up to 4 x workers times --max-call-bytes (a security review measured 714 MiB for one 64 MiB
+// call on 2 workers). A part whose answer is over its share, while the call's is not, is run
+// again alone with all that is left (OverItsShare): an uneven call costs a part run twice, never
+// a refusal under the limit.
+int64_t ShareOf(int64_t left, int64_t parts) { return std::max<int64_t>(1, left / parts); }
+
+bool OverItsShare(const absl::StatusOr<Reply>& reply) {
+  return reply.ok() && reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE;
+}
+
 absl::Status RequireFunctions(int count) {
   if (count == 0) return absl::InvalidArgumentError("the request names no function");
   return absl::OkStatus();
@@ -177,31 +189,43 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     response.clear();
     return status;
   };
+  // Part p's task: its documents taken from `from`, which stands at its first one. A part that
+  // must run again alone reads them from a reader of its own.
+  auto part_task = [&](EncodedMapRequest& from, int64_t p, int64_t max_answer_bytes) {
+    Task task;
+    // A part that would answer more than it may is stopped by its worker, not read here.
+    task.set_max_answer_bytes(max_answer_bytes);
+    v1::MapRequest& part = *task.mutable_map();
+    for (const std::string& f : functions) part.add_functions(f);
+    const int64_t begin = docs * p / parts;
+    const int64_t end = docs * (p + 1) / parts;
+    part.mutable_docs()->Reserve(static_cast<int>(end - begin));
+    for (int64_t d = begin; d < end; ++d) {
+      std::optional<std::string_view> doc = from.Next(nullptr);
+      part.add_docs(doc->data(), doc->size());
+    }
+    return task;
+  };
   std::vector<Task> tasks;
   for (int64_t first = 0; first < parts; first += wave) {
     // A cancelled call starts no further wave: its remaining documents never reach a worker.
     if (IsCancelled(cancellation)) co_return fail(CancelledStatus());
     const int64_t last = std::min(parts, first + wave);
+    const int64_t share = ShareOf(options_.max_call_bytes - response_bytes, last - first);
     tasks.clear();
-    tasks.resize(last - first);
-    for (int64_t p = first; p < last; ++p) {
-      // Each part may answer at most what is left of the call's bytes: a part that would
-      // answer more is stopped by its worker, not read here.
-      tasks[p - first].set_max_answer_bytes(
-          std::max<int64_t>(1, options_.max_call_bytes - response_bytes));
-      v1::MapRequest& part = *tasks[p - first].mutable_map();
-      for (const std::string& f : functions) part.add_functions(f);
-      const int64_t begin = docs * p / parts;
-      const int64_t end = docs * (p + 1) / parts;
-      part.mutable_docs()->Reserve(static_cast<int>(end - begin));
-      for (int64_t d = begin; d < end; ++d) {
-        std::optional<std::string_view> doc = reader.Next(nullptr);
-        part.add_docs(doc->data(), doc->size());
-      }
-    }
+    for (int64_t p = first; p < last; ++p) tasks.push_back(part_task(reader, p, share));
     std::vector<absl::StatusOr<Reply>> replies =
         co_await runner_.RunAll(std::move(tasks), deadline);
     for (size_t i = 0; i < replies.size(); ++i) {
+      const int64_t left = options_.max_call_bytes - response_bytes;
+      if (OverItsShare(replies[i]) && share < left) {
+        if (IsCancelled(cancellation)) co_return fail(CancelledStatus());
+        const int64_t p = first + static_cast<int64_t>(i);
+        EncodedMapRequest again(request);
+        for (int64_t d = 0; d < docs * p / parts; ++d) again.Next(nullptr);
+        Task alone = part_task(again, p, left);
+        replies[i] = co_await runner_.Run(std::move(alone), deadline);
+      }
       const bool part_failed = !replies[i].ok();  // not a function's failure, which is the call's
       absl::StatusOr<Reply> reply =
           Checked(std::move(replies[i]), Reply::kMap, options_.max_call_bytes);
@@ -246,19 +270,34 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
     response = std::move(*reply->mutable_map());
     co_return CheckMapResponseSize(response);
   }
-  std::vector<Task> tasks(parts);
-  for (int p = 0; p < parts; ++p) {
-    tasks[p].set_max_answer_bytes(options_.max_call_bytes);
-    v1::MapRequest& part = *tasks[p].mutable_map();
+  // The documents are copied into the parts, not moved: a part over its share runs again alone.
+  auto part_task = [&](int p, int64_t max_answer_bytes) {
+    Task task;
+    task.set_max_answer_bytes(max_answer_bytes);
+    v1::MapRequest& part = *task.mutable_map();
     *part.mutable_functions() = request.functions();
     const int begin = static_cast<int>(int64_t{docs} * p / parts);
     const int end = static_cast<int>(int64_t{docs} * (p + 1) / parts);
     part.mutable_docs()->Reserve(end - begin);
-    for (int d = begin; d < end; ++d) part.add_docs(std::move(*request.mutable_docs(d)));
-  }
+    for (int d = begin; d < end; ++d) part.add_docs(request.docs(d));
+    return task;
+  };
+  const int64_t share = ShareOf(options_.max_call_bytes, parts);
+  std::vector<Task> tasks;
+  for (int p = 0; p < parts; ++p) tasks.push_back(part_task(p, share));
   std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
   response.mutable_results()->Reserve(docs);
+  int64_t answered = 0;  // the bytes of the parts' answers taken so far
   for (int p = 0; p < parts; ++p) {
+    const int64_t left = options_.max_call_bytes - answered;
+    if (OverItsShare(replies[p]) && share < left) {
+      if (IsCancelled(cancellation)) {
+        response.Clear();
+        co_return CancelledStatus();
+      }
+      Task alone = part_task(p, left);
+      replies[p] = co_await runner_.Run(std::move(alone), deadline);
+    }
     const bool part_failed = !replies[p].ok();  // not a function's failure, which is the call's
     absl::StatusOr<Reply> reply = Checked(std::move(replies[p]), Reply::kMap, options_.max_call_bytes);
     // Never a partial result: a document silently missing from a batch is lost data.
@@ -268,6 +307,7 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
       co_return InPart(reply.status(), int64_t{docs} * p / parts, int64_t{docs} * (p + 1) / parts,
                        docs);
     }
+    answered += static_cast<int64_t>(reply->map().ByteSizeLong());
     for (v1::MapResult& result : *reply->mutable_map()->mutable_results()) {
       *response.add_results() = std::move(result);
     }

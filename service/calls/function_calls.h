@@ -54,7 +54,8 @@ class FunctionCalls {
   // bytes rather than its document count. On an error `response` is left empty.
   asio::awaitable<absl::Status> MapEncoded(std::string_view request, absl::Time deadline,
                                            std::vector<std::string>& response);
-  // Takes the documents out of `request` rather than copying them. On an error `response`
+  // Copies the documents into parts (a part whose answer is over its share of the call's bytes
+  // runs again alone, with all that is left: ShareOf in function_calls.cc). On an error `response`
   // holds no result; a response over max_call_bytes is refused RESOURCE_EXHAUSTED, as
   // MapEncoded's is.
   asio::awaitable<absl::Status> Map(v1::MapRequest& request, absl::Time deadline,

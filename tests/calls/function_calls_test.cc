@@ -4,6 +4,7 @@
 // cancellation (a cancelled Map starts no further wave), deadlines, and function-error counts.
 #include "service/calls/function_calls.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -397,6 +398,66 @@ TEST_F(FunctionCallsTest, MapEncodedRefusesAResponseLargerThanACallMayCarry) {
       calls.MapEncoded(MapRequestOf(90).SerializeAsString(), absl::InfiniteFuture(), chunks));
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_EQ(Parsed(chunks).results_size(), 90);
+}
+
+// A worker as the real one answers: the rows of document 7 are 50 KiB, the others' their own
+// bytes, and a task whose answer would pass its max_answer_bytes gets ANSWER_TOO_LARGE.
+FakeAnswer UnevenMap(const Task& task) {
+  Reply reply;
+  for (const std::string& doc : task.map().docs()) {
+    reply.mutable_map()->add_results()->set_rows(doc == Doc(7) ? std::string(50 << 10, 's') : doc);
+  }
+  if (static_cast<int64_t>(reply.map().ByteSizeLong()) > task.max_answer_bytes()) {
+    return {FailureReply(worker::v1::Failure::ANSWER_TOO_LARGE, "over the task's bytes")};
+  }
+  return {reply};
+}
+
+// Security review: every part of a wave could answer all that was left of the call's bytes,
+// and the replies are held until the wave ends, so one call held up to 4 x workers times
+// --max-call-bytes (714 MiB measured for a 64 MiB limit on 2 workers). The parts run at once
+// now share what is left; a part over its share, the call not over its limit, runs again alone
+// with all that is left, so an uneven call still succeeds. Both Map paths.
+TEST_F(FunctionCallsTest, ThePartsRunAtOnceShareTheCallsBytes) {
+  const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10,
+                            .max_call_bytes = 100 << 10};
+  auto expect_shared = [](const FakeTaskRunner& runner) {
+    size_t next = 0;
+    for (size_t batch : runner.batches()) {
+      int64_t sum = 0;
+      for (size_t t = next; t < next + batch; ++t) sum += runner.started()[t].max_answer_bytes();
+      EXPECT_LE(sum, 100 << 10) << "a batch of " << batch;
+      next += batch;
+    }
+  };
+  {
+    FakeTaskRunner runner(2, UnevenMap);
+    FunctionCalls calls(runner, options);
+    std::vector<std::string> chunks;
+    ASSERT_TRUE(Await(calls.MapEncoded(MapRequestOf(200).SerializeAsString(),
+                                       absl::InfiniteFuture(), chunks))
+                    .ok());
+    const v1::MapResponse response = Parsed(chunks);
+    ASSERT_EQ(response.results_size(), 200);
+    EXPECT_EQ(response.results(7).rows().size(), size_t{50 << 10});
+    EXPECT_EQ(response.results(8).rows(), Doc(8));
+    expect_shared(runner);
+    // 20 parts of 10, and document 7's once more, alone.
+    EXPECT_EQ(runner.started().size(), 21u);
+    EXPECT_EQ(std::count(runner.batches().begin(), runner.batches().end(), 1u), 1);
+  }
+  {
+    FakeTaskRunner runner(2, UnevenMap);
+    FunctionCalls calls(runner, options);
+    v1::MapRequest request = MapRequestOf(40);
+    v1::MapResponse response;
+    ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+    ASSERT_EQ(response.results_size(), 40);
+    EXPECT_EQ(response.results(7).rows().size(), size_t{50 << 10});
+    EXPECT_EQ(response.results(39).rows(), Doc(39));
+    expect_shared(runner);
+    EXPECT_EQ(runner.started().size(), 9u);  // 8 parts, and document 7's again
+  }
 }
 
 // MapStream's Map: the same cap and message, whether the batch was one task or split.
