@@ -65,6 +65,8 @@ FamilyBase::FamilyBase(std::string name, std::string help, std::vector<std::stri
   Registry::Default().Add(this);
 }
 
+FamilyBase::~FamilyBase() { Registry::Default().Remove(this); }
+
 void* FamilyBase::Find(const std::vector<std::string>& values) {
   absl::MutexLock lock(&mutex_);
   auto it = series_.find(values);
@@ -115,6 +117,11 @@ Registry& Registry::Default() {
 void Registry::Add(FamilyBase* family) {
   absl::MutexLock lock(&mutex_);
   families_.push_back(family);
+}
+
+void Registry::Remove(const FamilyBase* family) {
+  absl::MutexLock lock(&mutex_);
+  families_.erase(std::remove(families_.begin(), families_.end(), family), families_.end());
 }
 
 std::string Registry::Render() const {

@@ -67,7 +67,8 @@ class FamilyBase {
  public:
   FamilyBase(std::string name, std::string help, std::vector<std::string> label_names,
              size_t max_series);
-  virtual ~FamilyBase() = default;
+  // Leaves the registry: a family that goes away (a test's) must not be rendered after it.
+  virtual ~FamilyBase();
   void Render(std::string& out) const;
 
  protected:
@@ -128,6 +129,7 @@ class Registry {
  public:
   static Registry& Default();
   void Add(FamilyBase* family);
+  void Remove(const FamilyBase* family);
   std::string Render() const;
 
  private:

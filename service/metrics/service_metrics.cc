@@ -1,5 +1,7 @@
 #include "service/metrics/service_metrics.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace cnp::metrics {
@@ -96,8 +98,18 @@ void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
   duration_->Observe(absl::ToDoubleSeconds(elapsed));
 }
 
+std::string FunctionLabel(absl::string_view function) {
+  const size_t bar = function.find('|');
+  int64_t version = 0;
+  if (bar == absl::string_view::npos ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(function.substr(bar + 1)), &version)) {
+    return std::string(function);
+  }
+  return absl::StrCat(function.substr(0, bar), "|", version);
+}
+
 void FunctionError(absl::string_view function, uint64_t count) {
-  FunctionErrors().Get({std::string(function)}).Add(count);
+  FunctionErrors().Get({FunctionLabel(function)}).Add(count);
 }
 
 void WorkerStarted() {

@@ -31,8 +31,14 @@ class RpcMetrics {
   Histogram* duration_;
 };
 
-// A user function raised on `count` documents (or items) of a call or a session.
+// A user function raised on `count` documents (or items) of a call or a session. Counted under
+// FunctionLabel(function).
 void FunctionError(absl::string_view function, uint64_t count = 1);
+// The name a function is counted under: its version as the number it is. A worker reads the
+// version as Python's int() would ("f| 1", "f|+01" and "f|1" are one function), so a caller
+// could otherwise spell one function's errors into as many series as the registry takes
+// (then "other" for every function after it; a security review).
+std::string FunctionLabel(absl::string_view function);
 // The same for one, as a FunctionErrorSink (service/common/function_errors.h).
 inline void CountFunctionError(absl::string_view function) { FunctionError(function); }
 

@@ -1,5 +1,6 @@
 // The registry's text exposition: labels escaped, histograms cumulative, cardinality capped.
 #include "service/metrics/registry.h"
+#include "service/metrics/service_metrics.h"
 
 #include <string>
 
@@ -54,6 +55,22 @@ TEST(RegistryTest, LabelValuesPastTheCapShareOneOtherSeries) {
   EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"f2\"} 1\n"));
   EXPECT_THAT(text, Not(HasSubstr("function=\"f3\"")));
   EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"other\"} 7\n"));
+}
+
+// Security review: the function errors were labelled with the name as the call spelled it, and
+// a worker reads the version as Python's int() does, so one function's errors could fill the
+// registry's series under "f|1", "f|01", "f| +1", ... Now one function is one series.
+TEST(FunctionErrorsTest, EverySpellingOfAVersionIsOneSeries) {
+  for (const char* spelling : {"rv.f|1", "rv.f|01", "rv.f| +1", "rv.f|1 ", "rv.f|+0001"}) {
+    FunctionError(spelling);
+  }
+  FunctionError("rv.g");
+  FunctionError("rv.h|not a number");  // never run by a worker; kept as it came
+  const std::string text = Registry::Default().Render();
+  EXPECT_THAT(text, HasSubstr("cnp_function_errors_total{function=\"rv.f|1\"} 5\n"));
+  EXPECT_THAT(text, Not(HasSubstr("rv.f|01")));
+  EXPECT_THAT(text, HasSubstr("cnp_function_errors_total{function=\"rv.g\"} 1\n"));
+  EXPECT_EQ(FunctionLabel("rv.h|not a number"), "rv.h|not a number");
 }
 
 }  // namespace
