@@ -413,7 +413,8 @@ class UploadRun {
       }
       return absl::NotFoundError(absl::StrCat("database \"", database, "\" does not exist at ",
                                               couch_->base_url(),
-                                              "; create it first (PUT /", database, ")"));
+                                              "; create it first (PUT ",
+                                              couchdb::DatabasePath(database), ")"));
     }
     return couchdb::HttpError(*response, absl::StrCat("opening database \"", database, "\""),
                      couch_->base_url());

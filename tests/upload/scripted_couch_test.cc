@@ -401,5 +401,19 @@ TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
               HasSubstr("CouchDB answered HTTP 500 (unknown_error: function_clause)"));
 }
 
+// A missing database's advice is the request that creates it, its name escaped as CouchDB
+// needs it in a path (account/a1 is /account%2Fa1; /account/a1 would be a document).
+TEST_F(ScriptedCouchTest, AMissingDatabaseIsCreatedByItsEscapedPath) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
+    return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+  }));
+  Uploader uploader(runner_, options_);
+  v1::UploadRequest request = Request(couch.url());
+  request.set_database("account/a1");
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("create it first (PUT /account%2Fa1)"));
+}
+
 }  // namespace
 }  // namespace cnp::upload::testing
