@@ -30,6 +30,10 @@ def raises_quietly(doc):
     raise ValueError("quiet")
 
 
+def raises_without_a_message(doc):
+    raise KeyboardInterrupt
+
+
 def emit_and_yield(doc):
     emit("first", 1)
     yield "second", 2

@@ -1,4 +1,5 @@
 // Map over a real cnp-worker: every function form, per-item errors and logs.
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
 
@@ -178,6 +179,18 @@ TEST_F(MapTest, LogOfAValueThatIsNotAStrSendsItsJson) {
   EXPECT_EQ(result.logs(2), "{'doc-1'}");
   EXPECT_EQ(result.logs(3), "not a str");
   EXPECT_EQ(result.errors_size(), 0);
+}
+
+// An exception raised without a message is described by where it was raised alone, so that
+// CouchDB's line reads "KeyboardInterrupt: (worker_views.py:N in ...)" with one space.
+TEST_F(MapTest, AnErrorWithoutAMessageSaysWhereItWasRaised) {
+  Reply reply = worker_->Call(MapTask({"worker_views.raises_without_a_message"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  const auto& error = reply.map().results(0).errors(0);
+  EXPECT_EQ(error.type(), "KeyboardInterrupt");
+  EXPECT_THAT(error.message(), ::testing::StartsWith("(worker_views.py:"));
+  EXPECT_THAT(error.message(), ::testing::EndsWith(" in raises_without_a_message)"));
 }
 
 // Each error says how many of the document's log lines came before it, so that CouchDB can be
