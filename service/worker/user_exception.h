@@ -18,8 +18,13 @@ struct UserException {
   // under an operator directory, "views/town.py:8 in townmap" (empty when none does).
   std::string where;
 
-  // "'town' (views/town.py:8 in townmap)": the message, and where when known.
-  std::string Detail() const { return where.empty() ? message : message + " (" + where + ")"; }
+  // "'town' (views/town.py:8 in townmap)": the message, and where when known ("(views/...)"
+  // alone for an exception raised without a message).
+  std::string Detail() const {
+    if (where.empty()) return message;
+    if (message.empty()) return "(" + where + ")";
+    return message + " (" + where + ")";
+  }
   // "KeyError: 'town' (views/town.py:8 in townmap)", couch-named-python's form with the place.
   std::string Summary() const {
     std::string detail = Detail();
