@@ -29,10 +29,26 @@ absl::Status Problem(absl::string_view file, const YAML::Node& node, absl::strin
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
 }
 
+// yaml-cpp keeps every entry of a mapping, a repeated key's too, and node[key] finds the first:
+// a source given twice would run two stages on one checkpoint, and a target given twice would
+// merge silently. `cnp check` refuses repeated keys in design YAML alike.
+absl::Status NoRepeatedKeys(absl::string_view file, const YAML::Node& map, absl::string_view at) {
+  std::set<std::string> seen;
+  for (const auto& entry : map) {
+    const std::string key = entry.first.as<std::string>();
+    if (!seen.insert(key).second) {
+      return Problem(file, entry.first,
+                     absl::StrCat("\"", key, "\" is given twice", at.empty() ? "" : " in ", at));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& target,
                                  const std::string& source, const YAML::Node& node) {
   std::string at = absl::StrCat("handlers.", target, ".", source);
   if (!node.IsMap()) return Problem(file, node, absl::StrCat(at, " must be a mapping with type, version, handler"));
+  if (absl::Status s = NoRepeatedKeys(file, node, at); !s.ok()) return s;
   Stage stage;
   stage.target = target;
   stage.source = source;
@@ -86,6 +102,7 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
   Declaration declaration;
   std::vector<Stage> maps, reduces;
   try {
+    if (absl::Status s = NoRepeatedKeys(file, root, ""); !s.ok()) return s;
     if (!root["name"] || !root["name"].IsScalar() || root["name"].as<std::string>().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": needs 'name', the instance's name (its lease, checkpoints and status)"));
@@ -101,6 +118,7 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
     if (!handlers || !handlers.IsMap() || handlers.size() == 0) {
       return absl::InvalidArgumentError(absl::StrCat(file, ": needs 'handlers': target -> source -> {type, version, handler}"));
     }
+    if (absl::Status s = NoRepeatedKeys(file, handlers, "handlers"); !s.ok()) return s;
     for (const auto& target_entry : handlers) {
       std::string target = target_entry.first.as<std::string>();
       if (!IsDatabaseName(target)) {
@@ -108,6 +126,9 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
       }
       if (!target_entry.second.IsMap() || target_entry.second.size() == 0) {
         return Problem(file, target_entry.second, absl::StrCat("handlers.", target, " must map source databases to handlers"));
+      }
+      if (absl::Status s = NoRepeatedKeys(file, target_entry.second, absl::StrCat("handlers.", target)); !s.ok()) {
+        return s;
       }
       for (const auto& source_entry : target_entry.second) {
         std::string source = source_entry.first.as<std::string>();

@@ -71,5 +71,36 @@ TEST(DeclarationTest, ProblemsAreNamed) {
                 "single value");
 }
 
+// yaml-cpp keeps both entries of a repeated key (and node[key] finds the first): a source given
+// twice ran two stages on one checkpoint, which wrote rows and then failed with a conflict; a
+// target given twice was merged silently. Refused at the repeated key, at every level (found
+// by a review).
+TEST(DeclarationTest, ARepeatedKeyIsRefusedWhereItIsGivenAgain) {
+  ExpectProblem(R"(name: n
+handlers:
+  t13:
+    orgs: {type: map, version: 1, handler: company_handlers.org_key}
+    orgs: {type: map, version: 2, handler: company_handlers.report_org}
+)",
+                "d.yml:5: \"orgs\" is given twice in handlers.t13");
+  ExpectProblem(R"(name: n
+handlers:
+  t:
+    a: {type: map, version: 1, handler: m.f}
+  u:
+    a: {type: map, version: 1, handler: m.f}
+  t:
+    b: {type: map, version: 1, handler: m.f}
+)",
+                "d.yml:7: \"t\" is given twice in handlers");
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\nname: m\n",
+                "d.yml:3: \"name\" is given twice");
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f, version: 2}}}",
+                "d.yml:2: \"version\" is given twice in handlers.t.s");
+  ExpectProblem(R"({"name": "n", "handlers": {"t": {"s": {"type": "map", "version": 0, "handler": "m.f"}},
+                                             "t": {"r": {"type": "map", "version": 0, "handler": "m.f"}}}})",
+                "d.yml:2: \"t\" is given twice in handlers");
+}
+
 }  // namespace
 }  // namespace cnp::derive

@@ -611,6 +611,29 @@ TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
   EXPECT_EQ(target->status, 404) << target->body;
 }
 
+// The same source twice under one target ran both stages, wrote rows, then failed on their
+// shared checkpoint (exit 1); now the declaration is refused before anything is written (found
+// by a review).
+TEST_F(DeriveTest, ARepeatedKeyInTheDeclarationIsRefusedBeforeAnythingIsWritten) {
+  Fill("twice_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(
+      "name: twice\n"
+      "handlers:\n"
+      "  twice_map:\n"
+      "    twice_src: {type: map, version: 1, handler: derive_fns.town}\n"
+      "    twice_src: {type: map, version: 2, handler: derive_fns.town_upper}\n");
+  auto run = ChildProcess::Start(Command(declaration, {"--once"}), dir_, "cnp derive", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 2) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("derive.yml:5: \"twice_src\" is given twice in handlers.twice_map"));
+  couchdb::CouchClient http = Http();
+  auto target = http.Get("/twice_map");
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(target->status, 404) << target->body;
+}
+
 TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
   Fill("handover_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("handover", "handover_src", "handover_map"));
