@@ -634,6 +634,31 @@ TEST_F(DeriveTest, ARepeatedKeyInTheDeclarationIsRefusedBeforeAnythingIsWritten)
   EXPECT_EQ(target->status, 404) << target->body;
 }
 
+// A name that is not UTF-8 created the target database, then the lease could not be read
+// (pouchdb-server answered HTTP 400 for its id) and the run exited 1; a handler's
+// name that is not UTF-8 failed the check before writing as if cnp-server did not answer, and
+// the run took the lease before its Map call failed. Both are refused before anything is
+// written (found by a review).
+TEST_F(DeriveTest, ANameOrHandlerThatIsNotUtf8IsRefusedBeforeAnythingIsWritten) {
+  Fill("utf8_src", R"([{"_id":"a","town":"Oslo"}])");
+  for (const auto& [declaration, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {TownsDeclaration("caf\xff", "utf8_src", "utf8_map"), "derive.yml:1: name is not valid UTF-8"},
+           {TownsDeclaration("utf8", "utf8_src", "utf8_map", "derive_fns.tow\xffn"),
+            "derive.yml:4: handlers.utf8_map.utf8_src.handler is not valid UTF-8"}}) {
+    auto run = ChildProcess::Start(Command(Declare(declaration), {"--once"}), dir_, "cnp derive", kRunTimeout);
+    ASSERT_TRUE(run.ok()) << run.status();
+    std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+    ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+    EXPECT_EQ(*exit_code, 2) << (*run)->output();
+    EXPECT_THAT((*run)->output(), HasSubstr(message));
+    couchdb::CouchClient http = Http();
+    auto target = http.Get("/utf8_map");
+    ASSERT_TRUE(target.ok());
+    EXPECT_EQ(target->status, 404) << target->body;
+  }
+}
+
 TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
   Fill("handover_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("handover", "handover_src", "handover_map"));
