@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -98,6 +99,18 @@ std::string TextProblem(absl::string_view what, absl::string_view text, size_t m
   return "";
 }
 
+std::string NameProblem(absl::string_view name) {
+  std::string problem = TextProblem("name", name, kMaxNameBytes);
+  if (!problem.empty()) return problem;
+  if (absl::StrContains(name, ':')) {
+    // The ids' parts are told apart by it: cnp-derive:a:source:lease would be both instance a's
+    // checkpoint of a source named lease and instance a:source's lease.
+    return absl::StrCat("name '", name, "' holds ':', which separates the parts of the ids built from it "
+                        "(_local/cnp-derive:NAME:lease, ...:source:SOURCE)");
+  }
+  return "";
+}
+
 absl::Status Problem(absl::string_view file, const YAML::Node& node, absl::string_view what) {
   std::string where(file);
   if (node.IsDefined() && node.Mark().line >= 0) absl::StrAppend(&where, ":", node.Mark().line + 1);
@@ -187,7 +200,7 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
           file, ": needs 'name', the instance's name (its lease, checkpoints and status)"));
     }
     declaration.name = root["name"].as<std::string>();
-    if (std::string problem = TextProblem("name", declaration.name, kMaxNameBytes); !problem.empty()) {
+    if (std::string problem = NameProblem(declaration.name); !problem.empty()) {
       return Problem(file, root["name"], problem);
     }
     for (const auto& entry : root) {

@@ -123,6 +123,13 @@ TEST(DeclarationTest, ANameThatCannotBeAPartOfAnIdIsRefusedWhereItIsGiven) {
   ExpectProblem("name: " + std::string(201, 'n') + handlers, "d.yml:1: name is 201 bytes long; at most 200");
 }
 
+// The parts of the instance's ids are told apart by ':': instance a:source's lease would be
+// instance a's checkpoint of a source named lease (_local/cnp-derive:a:source:lease).
+TEST(DeclarationTest, ANameHoldingAColonIsRefused) {
+  ExpectProblem("name: \"a:source\"\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n",
+                "d.yml:1: name 'a:source' holds ':'");
+}
+
 TEST(DeclarationTest, NamesOfAnyLanguageAndPunctuationAreTaken) {
   const std::vector<std::string> names = {"reports", "rapports_société", "отчёты",         "報告-2024",
                                           "a/b (test) 100%", "\xf0\x9f\x93\x8a", std::string(200, 'n')};
