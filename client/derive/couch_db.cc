@@ -95,6 +95,10 @@ absl::StatusOr<rapidjson::Document> CouchDb::Put(const std::string& path, absl::
   return Parse(http_.Put(path, json), what);
 }
 
+absl::StatusOr<rapidjson::Document> CouchDb::Delete(const std::string& path, absl::string_view what) {
+  return Parse(http_.Delete(path), what);
+}
+
 absl::Status CouchDb::EnsureDatabase(absl::string_view database) {
   std::string what = absl::StrCat("creating database ", database);
   absl::StatusOr<couchdb::HttpResponse> response = http_.Put(DbPath(database), "");

@@ -35,6 +35,8 @@ class CouchDb {
   // HTTP 409 is ABORTED, so a caller can tell a lost race from a failure.
   absl::StatusOr<rapidjson::Document> Put(const std::string& path, absl::string_view json,
                                           absl::string_view what);
+  // DELETE; `path` carries the revision (?rev=).
+  absl::StatusOr<rapidjson::Document> Delete(const std::string& path, absl::string_view what);
   // Creates the database unless it exists; an error unless CouchDB says it created one (or
   // that it exists), so that a PUT answered as something else (a document created under a
   // database's URL) is not taken for a database.

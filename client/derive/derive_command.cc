@@ -59,8 +59,9 @@ have deterministic ids and carry mr_source_id, mr_source_type, mr_key, mr_value,
 (CouchDB refuses unknown top-level fields that start with '_'). A deleted source document
 deletes its rows. A reduce stage follows its map target's _changes and re-reduces each changed
 key from all of that key's rows (Reduce RPC; _find on an mr_key index it creates). The last
-sequence is checkpointed in _local/cnp-derive:NAME:SOURCE of the target, and a run resumes from
-it; the first run is the initial synchronization. A changed `version` re-runs its stage from the
+sequence is checkpointed in _local/cnp-derive:NAME:source:SOURCE of the target (read from
+_local/cnp-derive:NAME:SOURCE, where earlier releases kept it, when absent), and a run resumes
+from it; the first run is the initial synchronization. A changed `version` re-runs its stage from the
 start and then removes the derived documents of other versions.
 
 Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in the first

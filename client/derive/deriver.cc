@@ -225,7 +225,18 @@ Deriver::~Deriver() {
   }
 }
 
+// Checkpoints have a namespace of their own: a checkpoint kept at "cnp-derive:NAME:SOURCE"
+// was the lease, status or errors document of a source named lease, status or errors. With no
+// ':' in NAME or in a database name, no two of these ids can be equal.
 static std::string CheckpointId(const std::string& name, const Stage& s) {
+  return absl::StrCat("cnp-derive:", name, ":source:", s.source);
+}
+
+// Where earlier releases kept the checkpoint, read when CheckpointId's is absent so that an
+// upgrade resumes instead of redoing every stage; none for the names whose old id is the
+// instance's own document.
+static std::optional<std::string> OldCheckpointId(const std::string& name, const Stage& s) {
+  if (s.source == "lease" || s.source == "status" || s.source == "errors") return std::nullopt;
   return absl::StrCat("cnp-derive:", name, ":", s.source);
 }
 
@@ -263,6 +274,17 @@ absl::Status Deriver::Start() {
     if (!doc.ok()) return doc.status();
     StageProgress& p = progress_[i];
     Checkpoint& c = checkpoints_[i];
+    std::optional<std::string> old_id = OldCheckpointId(declaration_.name, s);
+    if (!doc->has_value() && old_id.has_value()) {
+      doc = couch_.GetIfExists(LocalDocPath(s.target, *old_id), "reading a checkpoint at its earlier id");
+      if (!doc.ok()) return doc.status();
+      if (doc->has_value()) {
+        c.old_rev = Text(**doc, "_rev");
+        log_ << "cnp derive: " << s.source << " -> " << s.target << ": resuming from the checkpoint _local/"
+             << *old_id << " of an earlier release; it moves to _local/" << CheckpointId(declaration_.name, s)
+             << "\n";
+      }
+    }
     if (!doc->has_value()) {
       p.seq = "0";
       // Derived documents left by an earlier run that lost its checkpoint are swept once
@@ -277,7 +299,7 @@ absl::Status Deriver::Start() {
       c.fresh = !c.sweep;
     } else {
       const Document& d = **doc;
-      c.rev = Text(d, "_rev");
+      if (c.old_rev.empty()) c.rev = Text(d, "_rev");  // the new id's is written without one
       const Value* version = Member(d, "version");
       const Value* seq = Member(d, "seq");
       const Value* sweep = Member(d, "sweep");
@@ -433,9 +455,14 @@ absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
   // The initial synchronization is over: from now on a document at its first revision may
   // come after rows of it were written (a document listed twice), so rows are looked up.
   checkpoints_[i].fresh = false;
-  if (checkpoints_[i].sweep) {
+  Checkpoint& c = checkpoints_[i];
+  const bool swept = c.sweep;
+  if (swept) {
     if (absl::Status st = Sweep(i); !st.ok()) return st;
-    checkpoints_[i].sweep = false;
+    c.sweep = false;
+  }
+  // A checkpoint still at its earlier id moves now: a quiet source may bring no batch for long.
+  if (swept || !c.old_rev.empty()) {
     if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
   }
   return true;
@@ -1011,6 +1038,20 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
                                                couchdb::ToJson(doc), "writing a checkpoint");
   if (!answer.ok()) return answer.status();
   c.rev = Text(*answer, "rev");
+  if (!c.old_rev.empty()) {
+    // Left behind, it would be resumed from again whenever the new one is removed (to start the
+    // stage over, say). Failing to remove it costs no derived data: the run goes on.
+    const std::string old_id = *OldCheckpointId(declaration_.name, s);
+    absl::StatusOr<Document> removed =
+        couch_.Delete(absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
+                                   couchdb::CouchClient::EscapeSegment(c.old_rev)),
+                      "removing the checkpoint at its earlier id");
+    if (!removed.ok()) {
+      log_ << "cnp derive: " << s.source << " -> " << s.target << ": the checkpoint _local/" << old_id
+           << " of an earlier release stays: " << Printable(removed.status().message()) << "\n";
+    }
+    c.old_rev.clear();
+  }
   return absl::OkStatus();
 }
 

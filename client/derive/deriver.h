@@ -84,6 +84,7 @@ class Deriver {
  private:
   struct Checkpoint {
     std::string rev;
+    std::string old_rev;  // of the checkpoint at its earlier id, resumed from, removed once moved
     bool sweep = false;  // derived documents of other versions are to be removed once caught up
     bool fresh = false;  // no checkpoint and nothing derived from this source: a first sync
   };

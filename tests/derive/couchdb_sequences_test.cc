@@ -85,7 +85,7 @@ TEST(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame) 
   absl::MutexLock lock(&mu);
   EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Oslo")"));
   EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Lima")"));
-  EXPECT_THAT(local["/tgt/_local/cnp-derive%3As%3Asrc"], HasSubstr(absl::StrCat(R"("seq":")", kSeq, R"(")")));
+  EXPECT_THAT(local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"], HasSubstr(absl::StrCat(R"("seq":")", kSeq, R"(")")));
   // The next read started from the opaque sequence, escaped as a query value.
   bool resumed = false;
   for (const std::string& request : couch.requests()) {
@@ -337,7 +337,7 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
     EXPECT_EQ(std::string((*errors)["errors"][0]["doc_id"].GetString()), "deep");
     EXPECT_EQ(std::string((*errors)["errors"][0]["type"].GetString()), "UnreadableChange");
     EXPECT_EQ(std::string((*errors)["errors"][1]["doc_id"].GetString()), "huge");
-    EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Asrc"], HasSubstr(R"("seq":"6")"));
+    EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"], HasSubstr(R"("seq":"6")"));
     // Each change was read alone only once it could not be read with others.
     std::vector<std::string> requests = couch.requests();
     EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=2&limit=1&include_docs=true&seq_interval=1"), 1u);
@@ -412,7 +412,7 @@ TEST(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
                                        std::string(60000, 'x'), "\"}");
   }
   // Caught up to seq 0 before: not a first synchronization, so rows are looked up first.
-  target.local["/tgt/_local/cnp-derive%3As%3Asrc"] = R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
+  target.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] = R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     const std::string& t = r.target;

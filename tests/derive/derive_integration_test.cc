@@ -167,7 +167,7 @@ TEST_F(DeriveTest, InitialSyncWritesOneDerivedDocumentPerRowWithItsProvenance) {
   }
   EXPECT_THAT(sources, ::testing::UnorderedElementsAre(::testing::Pair("Oslo", "a"), ::testing::Pair("Bergen", "b"),
                                                        ::testing::Pair("Oslo", "c")));
-  rapidjson::Document checkpoint = Get("/init_map/_local/cnp-derive%3Ainit%3Ainit_src");
+  rapidjson::Document checkpoint = Get("/init_map/_local/cnp-derive%3Ainit%3Asource%3Ainit_src");
   EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"4\"");
   rapidjson::Document status = Get("/init_map/_local/cnp-derive%3Ainit%3Astatus");
   EXPECT_EQ(status["stages"][0]["processed"].GetInt(), 4);
@@ -223,7 +223,7 @@ handlers:
   EXPECT_EQ(rows.count("\"Quito\""), 1u);
   EXPECT_EQ(rows.count("\"Oslo\""), 2u);
   EXPECT_THAT((*run)->output(), Not(HasSubstr("reconnecting")));
-  rapidjson::Document checkpoint = Get("/follow_map/_local/cnp-derive%3Afollow%3Afollow_a");
+  rapidjson::Document checkpoint = Get("/follow_map/_local/cnp-derive%3Afollow%3Asource%3Afollow_a");
   EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"3\"");
 }
 
@@ -256,6 +256,90 @@ TEST_F(DeriveTest, RestartResumesFromTheCheckpointAndRewritesNothingUnchanged) {
   // Nothing new: nothing read, nothing written.
   out = RunOnce(declaration);
   EXPECT_THAT(out, Not(HasSubstr("change(s)")));
+}
+
+// A source database named lease, status or errors had its checkpoint at the id of the
+// instance's lease, status or errors document (_local/cnp-derive:NAME:lease): it was
+// overwritten by them, and every run started over. Checkpoints now have ids of their own
+// (found by a review).
+TEST_F(DeriveTest, SourcesNamedLeaseStatusAndErrorsKeepCheckpointsOfTheirOwn) {
+  for (const char* source : {"lease", "status", "errors"}) {
+    Fill(source, R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  }
+  std::string declaration =
+      "name: own\n"
+      "handlers:\n"
+      "  own_map:\n"
+      "    lease: {type: map, version: 1, handler: derive_fns.town}\n"
+      "    status: {type: map, version: 1, handler: derive_fns.town}\n"
+      "    errors: {type: map, version: 1, handler: derive_fns.town}\n";
+  std::string out = RunOnce(declaration);
+  for (const char* source : {"lease", "status", "errors"}) {
+    EXPECT_THAT(out, HasSubstr(absl::StrCat(source, " -> own_map: seq 2, 2 change(s)")));
+  }
+  EXPECT_EQ(Derived("own_map").size(), 6u);
+
+  // Resumed from each checkpoint: nothing read again.
+  out = RunOnce(declaration);
+  EXPECT_THAT(out, Not(HasSubstr("change(s)")));
+  for (const char* source : {"lease", "status", "errors"}) {
+    rapidjson::Document checkpoint = Get(absl::StrCat("/own_map/_local/cnp-derive%3Aown%3Asource%3A", source));
+    EXPECT_EQ(checkpoint.IsObject() && checkpoint.HasMember("seq") ? couchdb::ToJson(checkpoint["seq"]) : "none",
+              "\"2\"")
+        << source << ": " << couchdb::ToJson(checkpoint);
+  }
+  rapidjson::Document lease = Get("/own_map/_local/cnp-derive%3Aown%3Alease");
+  EXPECT_TRUE(lease.HasMember("released_by") && !lease.HasMember("seq")) << couchdb::ToJson(lease);
+  rapidjson::Document status = Get("/own_map/_local/cnp-derive%3Aown%3Astatus");
+  EXPECT_TRUE(status.HasMember("stages") && !status.HasMember("seq")) << couchdb::ToJson(status);
+}
+
+// Earlier releases kept a checkpoint at _local/cnp-derive:NAME:SOURCE. An upgrade resumes from
+// it rather than redoing the stage, and moves it to the new id, also when nothing changed
+// meanwhile; left behind, it would be resumed from again once the new one were removed.
+TEST_F(DeriveTest, ACheckpointAtItsEarlierIdIsResumedFromAndMoved) {
+  Fill("moved/src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  std::string declaration = TownsDeclaration("moved", "moved/src", "moved_map");
+  RunOnce(declaration);
+  ASSERT_EQ(Derived("moved_map").size(), 2u);
+  const std::string new_id = "/moved_map/_local/cnp-derive%3Amoved%3Asource%3Amoved%2Fsrc";
+  const std::string old_id = "/moved_map/_local/cnp-derive%3Amoved%3Amoved%2Fsrc";
+  couchdb::CouchClient http = Http();
+  // What an earlier release left: its checkpoint at the old id, none at the new one.
+  auto as_before = [&] {
+    rapidjson::Document checkpoint = Get(new_id);
+    ASSERT_TRUE(checkpoint.IsObject() && checkpoint.HasMember("_rev")) << couchdb::ToJson(checkpoint);
+    auto removed = http.Delete(absl::StrCat(new_id, "?rev=", checkpoint["_rev"].GetString()));
+    ASSERT_TRUE(removed.ok() && removed->status == 200) << (removed.ok() ? removed->body : removed.status().ToString());
+    checkpoint.RemoveMember("_id");
+    checkpoint.RemoveMember("_rev");
+    auto put = http.Put(old_id, couchdb::ToJson(checkpoint));
+    ASSERT_TRUE(put.ok() && put->status == 201) << (put.ok() ? put->body : put.status().ToString());
+  };
+  as_before();
+  Write("moved/src", R"([{"_id":"c","town":"Lima"}])");
+  std::string out = RunOnce(declaration);
+  EXPECT_THAT(out, HasSubstr("moved/src -> moved_map: resuming from the checkpoint "
+                             "_local/cnp-derive:moved:moved/src of an earlier release; it moves to "
+                             "_local/cnp-derive:moved:source:moved/src"));
+  EXPECT_THAT(out, HasSubstr("moved/src -> moved_map: seq 3, 1 change(s)"));
+  EXPECT_EQ(Derived("moved_map").size(), 3u);
+  EXPECT_EQ(couchdb::ToJson(Get(new_id)["seq"]), "\"3\"");
+  auto old = http.Get(old_id);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->status, 404) << old->body;
+
+  // A quiet source: moved all the same, nothing read again.
+  as_before();
+  out = RunOnce(declaration);
+  EXPECT_THAT(out, HasSubstr("resuming from the checkpoint _local/cnp-derive:moved:moved/src"));
+  EXPECT_THAT(out, Not(HasSubstr("change(s)")));
+  EXPECT_EQ(couchdb::ToJson(Get(new_id)["seq"]), "\"3\"");
+  old = http.Get(old_id);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->status, 404) << old->body;
+  out = RunOnce(declaration);
+  EXPECT_THAT(out, Not(HasSubstr("resuming from the checkpoint")));
 }
 
 TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
@@ -455,7 +539,7 @@ TEST_F(DeriveTest, RowsPastTheServersAnswerLimitAreMappedInSmallerCallsAndOneDoc
     EXPECT_THAT(std::string(e["message"].GetString()), HasSubstr("--max-call-bytes"));
   }
   EXPECT_EQ(types, (std::map<std::string, std::string>{{"fat", "RequestTooLarge"}, {"huge", "AnswerTooLarge"}}));
-  rapidjson::Document checkpoint = Get("/limit_map/_local/cnp-derive%3Alimit%3Alimit_src");
+  rapidjson::Document checkpoint = Get("/limit_map/_local/cnp-derive%3Alimit%3Asource%3Alimit_src");
   EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"17\"");
 
   // Made narrower, the document is derived like any other.
@@ -609,6 +693,54 @@ TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
   auto target = http.Get("/nosrc_map");
   ASSERT_TRUE(target.ok());
   EXPECT_EQ(target->status, 404) << target->body;
+}
+
+// The same source twice under one target ran both stages, wrote rows, then failed on their
+// shared checkpoint (exit 1); now the declaration is refused before anything is written (found
+// by a review).
+TEST_F(DeriveTest, ARepeatedKeyInTheDeclarationIsRefusedBeforeAnythingIsWritten) {
+  Fill("twice_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(
+      "name: twice\n"
+      "handlers:\n"
+      "  twice_map:\n"
+      "    twice_src: {type: map, version: 1, handler: derive_fns.town}\n"
+      "    twice_src: {type: map, version: 2, handler: derive_fns.town_upper}\n");
+  auto run = ChildProcess::Start(Command(declaration, {"--once"}), dir_, "cnp derive", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 2) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("derive.yml:5: \"twice_src\" is given twice in handlers.twice_map"));
+  couchdb::CouchClient http = Http();
+  auto target = http.Get("/twice_map");
+  ASSERT_TRUE(target.ok());
+  EXPECT_EQ(target->status, 404) << target->body;
+}
+
+// A name that is not UTF-8 created the target database, then the lease could not be read
+// (pouchdb-server answered HTTP 400 for its id) and the run exited 1; a handler's
+// name that is not UTF-8 failed the check before writing as if cnp-server did not answer, and
+// the run took the lease before its Map call failed. Both are refused before anything is
+// written (found by a review).
+TEST_F(DeriveTest, ANameOrHandlerThatIsNotUtf8IsRefusedBeforeAnythingIsWritten) {
+  Fill("utf8_src", R"([{"_id":"a","town":"Oslo"}])");
+  for (const auto& [declaration, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {TownsDeclaration("caf\xff", "utf8_src", "utf8_map"), "derive.yml:1: name is not valid UTF-8"},
+           {TownsDeclaration("utf8", "utf8_src", "utf8_map", "derive_fns.tow\xffn"),
+            "derive.yml:4: handlers.utf8_map.utf8_src.handler is not valid UTF-8"}}) {
+    auto run = ChildProcess::Start(Command(Declare(declaration), {"--once"}), dir_, "cnp derive", kRunTimeout);
+    ASSERT_TRUE(run.ok()) << run.status();
+    std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+    ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+    EXPECT_EQ(*exit_code, 2) << (*run)->output();
+    EXPECT_THAT((*run)->output(), HasSubstr(message));
+    couchdb::CouchClient http = Http();
+    auto target = http.Get("/utf8_map");
+    ASSERT_TRUE(target.ok());
+    EXPECT_EQ(target->status, 404) << target->body;
+  }
 }
 
 TEST_F(DeriveTest, AnInstanceThatStopsCleanlyHandsTheLeaseOverAtOnce) {
