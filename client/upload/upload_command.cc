@@ -18,6 +18,7 @@
 #include "common/default_target.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
+#include "common/couchdb/couchdb_languages.h"
 
 namespace cnp::client {
 namespace upload {
@@ -81,9 +82,10 @@ Options:
                             _replicator: names starting with '_') and allow design documents
                             whose name starts with '_' (_design/_auth); without it a YAML
                             file targeting one is refused (cnp sync has the same flag)
-  --view-server=NAME        the design documents' "language", i.e. the query server's name in
-                            CouchDB's [query_servers] (default: python); a `language:` in the
-                            YAML wins
+  --view-server=NAME        the design documents' "language", i.e. cnp's query server's name
+                            in CouchDB (COUCHDB_QUERY_SERVER_<NAME>; default: python); a
+                            `language:` in the YAML wins. CouchDB's own languages (javascript,
+                            erlang, query) are refused, here and as a YAML `language:`
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; read here and sent
                             with the request (default: the service host's CA store)
   --insecure                let CouchDB's credentials go over plain http:// to a CouchDB that
@@ -130,7 +132,8 @@ through the cnp service (cnp-server) and prints the documents `cnp upload` would
 problem is reported with file:line. Nothing is written and CouchDB is not contacted.
 
 Options:
-  --view-server=NAME  the design documents' "language" (default: python)
+  --view-server=NAME  the design documents' "language", cnp's query server's name in CouchDB
+                      (default: python); CouchDB's own (javascript, erlang, query) are refused
   --max-yaml-bytes=N  refuse a YAML file larger than N bytes before sending it
                       (default: 4194304, cnp-server's own default limit)
   --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
@@ -196,6 +199,14 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.insecure = args->Has("insecure");
   flags.allow_system_databases = args->Has("allow-system-databases");
   flags.view_server = args->Get("view-server");
+  // Refused here too, not only by the service, so that it is a usage error naming the flag.
+  if (args->Has("view-server") && cnp::couchdb::IsCouchDbOwnLanguage(flags.view_server)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--view-server=", flags.view_server, " is ",
+        cnp::couchdb::CouchDbOwnLanguageReason(flags.view_server),
+        "; give the name CouchDB knows cnp's query server by: python (COUCHDB_QUERY_SERVER_PYTHON, "
+        "the default) or the operator's own"));
+  }
   flags.ca_file = args->Get("ca-file");
   flags.register_database = args->Get("register");
   if (args->Has("register") && flags.register_database.empty()) {

@@ -347,6 +347,49 @@ TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
   EXPECT_THAT(unreadable.err, HasSubstr("cannot read /nonexistent/x.yml"));
 }
 
+// A design document in one of CouchDB's own languages never reaches cnp's query server:
+// CouchDB would compile "myviews.townmap|123" as JavaScript (or Erlang), its views would fail
+// and a validate_doc_update would refuse every write. check and upload (dry run or not, in
+// place or --register) said ok or `would update ... language: "python" -> "javascript"`
+// (found by a review). The flag is a usage error naming it; the YAML key an error at its line.
+TEST_F(UploadCommandTest, CouchDbsOwnLanguagesAreRefusedAsFlagAndAsYaml) {
+  const std::string file = DesignYaml();
+  for (const char* language : {"javascript", "erlang", "query", "JavaScript"}) {
+    const std::string flag = absl::StrCat("--view-server=", language);
+    for (CommandRun run :
+         {Check({"--target=" + target_, flag, file}),
+          Upload({"--target=" + target_, "--dry-run", flag, UrlWithPassword(), "cli", file}),
+          Upload({"--target=" + target_, "--register", "cli-registry", flag, UrlWithPassword(),
+                  file})}) {
+      EXPECT_EQ(run.exit_code, 2) << flag << run.out << run.err;
+      EXPECT_THAT(run.err, HasSubstr(absl::StrCat(flag, " is CouchDB's own"))) << flag;
+      EXPECT_THAT(run.out, Not(HasSubstr("location"))) << flag;
+    }
+  }
+
+  const std::string javascript = WriteFile("javascript.yml",
+                                           "location:\n"
+                                           "  language: javascript\n"
+                                           "  validate_doc_update: myviews.validate\n");
+  for (CommandRun run :
+       {Check({"--target=" + target_, javascript}),
+        Upload({"--target=" + target_, "--dry-run", UrlWithPassword(), "cli", javascript}),
+        Upload({"--target=" + target_, "--register", "cli-registry", UrlWithPassword(),
+                javascript})}) {
+    EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+    EXPECT_THAT(run.err, HasSubstr(absl::StrCat(
+                             javascript, ":2:13: error: language \"javascript\" is CouchDB's own "
+                                         "JavaScript")));
+    EXPECT_THAT(run.out, Not(HasSubstr("would update")));
+    EXPECT_THAT(run.out, Not(HasSubstr("ok _design/location")));
+  }
+
+  // Another name is the operator's for cnp's query server (COUCHDB_QUERY_SERVER_CNP).
+  CommandRun custom = Check({"--target=" + target_, "--view-server=cnp", file});
+  EXPECT_EQ(custom.exit_code, 0) << custom.err;
+  EXPECT_THAT(custom.out, HasSubstr("\"language\":\"cnp\""));
+}
+
 // A target that matches no database is a warning in both commands, and neither exits with an
 // error for it: `cnp upload` names the pattern at its file:line; `cnp sync` names each registry
 // entry and counts them in its summary, instead of a bare "no design documents" that reads
