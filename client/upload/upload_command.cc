@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cli/arguments.h"
 #include "client/cli/command_io.h"
@@ -16,6 +18,7 @@
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
+#include "common/utf8_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/couchdb_languages.h"
@@ -251,6 +254,14 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
         path, " is larger than ", max_bytes,
         " bytes, the limit for one YAML file (raise it with --max-yaml-bytes; cnp-server has "
         "its own limit, its --max-yaml-bytes)"));
+  }
+  // protobuf would refuse the whole request with a log line of its own that names neither
+  // the file nor the line (found by a review).
+  if (std::optional<Utf8Error> bad = FindInvalidUtf8(*text)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s:%d:%d: not UTF-8 (byte 0x%02x); YAML files are read as UTF-8: convert it, e.g. "
+        "with iconv -f latin1 -t utf-8",
+        path, bad->line, bad->column, static_cast<unsigned char>((*text)[bad->offset])));
   }
   v1::UploadFile& file = *request.add_files();
   file.set_name(path);

@@ -2,10 +2,13 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/files.h"
 #include "tests/support/server_process.h"
 #include "tests/support/spawn.h"
 
@@ -193,6 +196,34 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
                                  " http://127.0.0.1:9 db no-such-file.yml"));
     EXPECT_THAT(ok.out, ::testing::Not(HasSubstr("staged-settle-timeout"))) << ok.out;
     EXPECT_THAT(ok.out, HasSubstr("no-such-file.yml")) << ok.out;
+  }
+}
+
+// Bytes that are not UTF-8 reached protobuf, which printed "[libprotobuf ERROR ...] String
+// field 'cnp.v1.UploadFile.text' contains invalid UTF-8" and a message without the file, its
+// line or the argument (found by a review). Now said before anything is sent.
+TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
+  const std::string yaml = absl::StrCat(std::getenv("TEST_TMPDIR"), "/latin1.yml");
+  testing::WriteFile(yaml, "location:\n  views:\n    towns: svc_fns.caf\xe9\n", 0644);
+  for (const char* command : {"check", "upload --dry-run http://127.0.0.1:9 db"}) {
+    CliRun run = Cnp(absl::StrCat(command, " ", target_, " ", yaml));
+    EXPECT_EQ(run.exit_code, 1) << command << run.out;
+    EXPECT_THAT(run.out, HasSubstr(absl::StrCat(yaml, ":3:23: not UTF-8 (byte 0xe9)"))) << command;
+    EXPECT_THAT(run.out, ::testing::Not(HasSubstr("libprotobuf"))) << command;
+  }
+
+  CliRun resolve = Cnp(absl::StrCat("resolve ", target_, " svc_fns.by_town svc_fns.\xff"));
+  EXPECT_EQ(resolve.exit_code, 2) << resolve.out;
+  EXPECT_THAT(resolve.out, HasSubstr("the function name \"svc_fns.\\xff\" (argument 2) is not "
+                                     "UTF-8 (byte 0xff at byte 9)"));
+  EXPECT_THAT(resolve.out, ::testing::Not(HasSubstr("libprotobuf")));
+  for (const char* command : {"map", "reduce", "validate"}) {
+    CliRun run = Cnp(absl::StrCat(command, " ", target_, " svc_fns.\xc3 -"), R"({"_id":"a"})");
+    EXPECT_EQ(run.exit_code, 2) << command << run.out;
+    EXPECT_THAT(run.out, HasSubstr("the function name \"svc_fns.\\xc3\" (argument 1) is not "
+                                   "UTF-8"))
+        << command;
+    EXPECT_THAT(run.out, ::testing::Not(HasSubstr("libprotobuf"))) << command;
   }
 }
 
