@@ -35,6 +35,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
+#include "common/process_limits.h"
 #include "common/socket_trust.h"
 #include "common/system_user.h"
 #include "common/unix_target.h"
@@ -60,7 +61,8 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "Comma-separated module prefixes whose functions a cnp-server this adapter starts may "
           "call (repeatable: the values add up).");
 ABSL_FLAG(int, workers, 0,
-          "Worker processes of a cnp-server this adapter starts (0: its default).");
+          "Worker processes of a cnp-server this adapter starts (0: its default); at most 256, "
+          "as cnp-server allows.");
 ABSL_FLAG(int64_t, max_line_bytes, cnp::couchdb::kDefaultMaxLineBytes,
           "Longest line accepted from CouchDB, in bytes, on either session path (at most "
           "268369920, what one gRPC message to cnp-server may carry). A longer line is answered "
@@ -289,9 +291,11 @@ int Run() {
       return 2;
     }
   }
-  if (options.launch.workers < 0) {
-    std::cerr << "cnp-adapter: --workers must be 0 (the server's default, one per CPU core) or "
-                 "more; got " << options.launch.workers << std::endl;
+  // cnp-server's own ceiling, checked here so that the server it would start cannot fail.
+  if (options.launch.workers < 0 || options.launch.workers > kMaxWorkerProcesses) {
+    std::cerr << "cnp-adapter: --workers must be between 0 (the server's default, one per CPU "
+                 "core) and " << kMaxWorkerProcesses << "; got " << options.launch.workers
+              << std::endl;
     return 2;
   }
 
