@@ -161,7 +161,9 @@ int RunMapCommand(int argc, char** argv) {
       "FILE or stdin: one JSON object, a JSON array of objects, or one object per line.\n"
       "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
       "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
-      "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n\n"
+      "in \"errors\". No documents (empty input, or []) print nothing but a warning on stderr,\n"
+      "and still exit 0 once the functions imported. Exit status: 0 done, 1 the call failed,\n"
+      "2 bad usage or input.\n\n"
       "Names: a function with @version(N) is named module.function|N, one without @version\n"
       "module.function, as a design document must name them (CouchDB's add_fun refuses any\n"
       "other); `cnp resolve module.function` prints the name to use. A function added to a\n"
@@ -179,6 +181,13 @@ int RunMapCommand(int argc, char** argv) {
   if (!input.ok()) return Fail(input.status());
   auto docs = SplitJsonValues(*input, /*spread_array=*/true);
   if (!docs.ok()) return Fail(docs.status());
+  // An empty batch is legal (the functions are still imported and checked), but in a pipeline
+  // it is more likely a step upstream that produced nothing, which went unnoticed (found by a
+  // review).
+  if (docs->empty()) {
+    std::fprintf(stderr, "cnp: warning: no documents read from %s\n",
+                 source == "-" ? "stdin" : source.c_str());
+  }
   for (size_t i = 0; i < docs->size(); ++i) {
     const std::string& doc = (*docs)[i];
     if (doc.front() != '{') {

@@ -227,6 +227,26 @@ TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
   }
 }
 
+// No documents printed nothing and exited 0: a pipeline step upstream that produced nothing
+// went unnoticed (found by a review). An empty batch is legal, so the status stays 0, with a
+// warning; the functions are still imported, so a wrong name still fails.
+TEST_F(CnpCliTest, MapWithoutDocumentsWarns) {
+  for (const char* input : {"", "[]", " \n"}) {
+    CliRun run = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled"), input);
+    EXPECT_EQ(run.exit_code, 0) << run.out;
+    EXPECT_EQ(run.out, "cnp: warning: no documents read from stdin\n");
+  }
+  const std::string empty = absl::StrCat(std::getenv("TEST_TMPDIR"), "/empty.json");
+  testing::WriteFile(empty, "[]", 0644);
+  CliRun file = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled ", empty));
+  EXPECT_EQ(file.exit_code, 0) << file.out;
+  EXPECT_THAT(file.out, HasSubstr(absl::StrCat("no documents read from ", empty)));
+  CliRun wrong = Cnp(absl::StrCat("map ", target_, " svc_fns.by_town|6"), "[]");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+  CliRun help = Cnp("map --help");
+  EXPECT_THAT(help.out, HasSubstr("No documents (empty input, or []) print nothing but a warning"));
+}
+
 }  // namespace
 }  // namespace cnp
 
