@@ -261,7 +261,8 @@ int RunValidateCommand(int argc, char** argv) {
   const char* usage =
       "usage: cnp validate FUNCTION NEW_DOC_FILE [--old=FILE] [--user=JSON] [--security=JSON]\n\n"
       "Runs a validate_doc_update function as CouchDB would: f(new, old, userCtx, secObj).\n"
-      "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}.\n"
+      "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}; each\n"
+      "must be a JSON object, as CouchDB's userCtx and secObj always are.\n"
       "Prints {\"outcome\": \"ok\"|\"forbidden\"|\"unauthorized\"|\"error\", \"message\", ...}.\n"
       "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n\n"
       "FUNCTION is module.function|N for a function with @version(N) and module.function for\n"
@@ -297,10 +298,29 @@ int RunValidateCommand(int argc, char** argv) {
     }
     request.set_old_doc(*old_json);
   }
-  auto user = SingleJsonValue(args->Get("user", R"({"db":"db","name":null,"roles":[]})"));
+  // CouchDB always passes objects here (userCtx, the _security object): another value only
+  // made the function fail with a TypeError of its own, and a JSON error did not say which
+  // option held it (found by a review).
+  auto object_option = [&](const char* name,
+                           const char* default_json) -> absl::StatusOr<std::string> {
+    auto json = SingleJsonValue(args->Get(name, default_json));
+    if (!json.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", json.status().message()));
+    }
+    if (json->front() != '{') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name, " is not a JSON object: ", Start(*json), " (CouchDB always passes ",
+          std::string_view(name) == "user" ? "the user's context, e.g. "
+                                             R"({"db":"db","name":"bob","roles":["editor"]})"
+                                           : "the database's _security object, e.g. {}",
+          ")"));
+    }
+    return json;
+  };
+  auto user = object_option("user", R"({"db":"db","name":null,"roles":[]})");
   if (!user.ok()) return Fail(user.status());
   request.set_user_ctx(*user);
-  auto security = SingleJsonValue(args->Get("security", "{}"));
+  auto security = object_option("security", "{}");
   if (!security.ok()) return Fail(security.status());
   request.set_sec_obj(*security);
 

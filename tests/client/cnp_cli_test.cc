@@ -247,6 +247,32 @@ TEST_F(CnpCliTest, MapWithoutDocumentsWarns) {
   EXPECT_THAT(help.out, HasSubstr("No documents (empty input, or []) print nothing but a warning"));
 }
 
+// --user and --security: a JSON error did not say which option held it, and a value that is
+// not an object (CouchDB always passes objects: userCtx, the _security object) reached the
+// function, which failed with its own TypeError (found by a review).
+TEST_F(CnpCliTest, ValidateOptionsAreNamedAndMustBeObjects) {
+  const std::string validate = absl::StrCat("validate ", target_, " svc_fns.guard|3 - ");
+  CliRun bad_user = Cnp(validate + "--user={bad", R"({"_id":"x"})");
+  EXPECT_EQ(bad_user.exit_code, 2) << bad_user.out;
+  EXPECT_THAT(bad_user.out, HasSubstr("cnp: --user: invalid JSON at line 1, column 2"));
+  CliRun bad_security = Cnp(validate + "--security=x", R"({"_id":"x"})");
+  EXPECT_EQ(bad_security.exit_code, 2) << bad_security.out;
+  EXPECT_THAT(bad_security.out, HasSubstr("cnp: --security: invalid JSON at line 1, column 1"));
+  for (const char* value : {"[1]", "null", "\"bob\"", "3"}) {
+    CliRun user = Cnp(absl::StrCat(validate, "--user=", value), R"({"_id":"x"})");
+    EXPECT_EQ(user.exit_code, 2) << value << user.out;
+    EXPECT_THAT(user.out, HasSubstr(absl::StrCat("cnp: --user is not a JSON object: ", value)));
+    CliRun security = Cnp(absl::StrCat(validate, "--security=", value), R"({"_id":"x"})");
+    EXPECT_EQ(security.exit_code, 2) << value << security.out;
+    EXPECT_THAT(security.out,
+                HasSubstr(absl::StrCat("cnp: --security is not a JSON object: ", value)));
+  }
+  CliRun objects = Cnp(validate + R"(--user={"db":"d","name":"bob","roles":[]} --security={})",
+                       R"({"_id":"x"})");
+  EXPECT_EQ(objects.exit_code, 0) << objects.out;
+  EXPECT_THAT(objects.out, HasSubstr(R"({"outcome":"ok"})"));
+}
+
 }  // namespace
 }  // namespace cnp
 
