@@ -110,11 +110,11 @@ Options:
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
-CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else
-~/.netrc. They are sent to the service in the request and never printed. In the URL, the
-password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded; but other users
-of this host see a command line (ps) until cnp has read it, so prefer the environment or
-~/.netrc.
+CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD (a user without its password, unset or empty, is a
+usage error); the entry for the URL's host in $NETRC, else ~/.netrc. They are sent to the
+service in the request and never printed. In the URL, the password runs to the last '@', so it
+may hold '/', '?', '#' or '@' unencoded; but other users of this host see a command line (ps)
+until cnp has read it, so prefer the environment or ~/.netrc.
 
 The service, not this command, talks to CouchDB: cnp-server writes only to the CouchDB URLs its
 operator allowed with --couchdb-allow (by default, CouchDB on the service's own host).

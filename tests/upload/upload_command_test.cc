@@ -296,6 +296,16 @@ TEST_F(UploadCommandTest, CredentialsFromTheEnvironmentAndAWrongPassword) {
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("refused the credentials"));
   EXPECT_THAT(refused.err + refused.out, Not(HasSubstr("not-the-password")));
+
+  // No password at all is not a wrong one: said before anything is sent, for sync alike.
+  env_.erase("CNP_COUCHDB_PASSWORD");
+  for (CommandRun unset : {Upload({"--target=" + target_, url, "cli-env", file}),
+                           Sync({"--once", url, "cli-registry"})}) {
+    EXPECT_EQ(unset.exit_code, 2) << unset.err;
+    EXPECT_THAT(unset.err, HasSubstr("CNP_COUCHDB_PASSWORD is not set"));
+    EXPECT_THAT(unset.err, Not(HasSubstr("refused the credentials")));
+    EXPECT_EQ(unset.out, "");
+  }
 }
 
 TEST_F(UploadCommandTest, CredentialsFromNetrc) {
