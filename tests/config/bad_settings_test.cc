@@ -318,6 +318,15 @@ TEST(VersionTest, EveryProgramPrintsTheOneVersion) {
     EXPECT_EQ(run.out, absl::StrCat(name, " ", kCnpVersion, "\n"));
     EXPECT_THAT(run.out + run.err, Not(HasSubstr("Debug build")));
   }
+  // And --help lists it, as README says (cnp-server's and cnp-adapter's listed only their
+  // absl flags; found by a review).
+  for (const char* path : {"service/cnp-server", "adapter/cnp-adapter"}) {
+    ProcessResult help = RunWithInput({Runfile(path), "--help"}, "");
+    EXPECT_EQ(help.exit_code, 0) << path << ": " << help.err;
+    EXPECT_THAT(help.out, HasSubstr("\n  --version\n      print the program's version and exit\n"))
+        << path;
+    EXPECT_THAT(help.out, HasSubstr("\n  --help, -h\n")) << path;
+  }
   // A bad config file does not stand in the way of asking for the version.
   ProcessResult run =
       RunWithInput({Runfile("service/cnp-server"), "--config=/nonexistent", "--version"}, "");
