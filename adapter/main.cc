@@ -35,6 +35,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
+#include "common/process_limits.h"
 #include "common/socket_trust.h"
 #include "common/system_user.h"
 #include "common/unix_target.h"
@@ -49,16 +50,19 @@ ABSL_FLAG(std::string, target, "",
           "round robin, replayed on another if its replica goes away. Default: $CNP_TARGET or the "
           "host's unix socket, where the adapter starts a cnp-server if none answers.");
 ABSL_FLAG(std::string, server_binary, "",
-          "cnp-server to start when none answers at the default target. Default: next to this "
-          "executable, or ../service/cnp-server.");
+          "cnp-server to start when none answers at the default target, an absolute path. "
+          "Default: next to this executable, or ../service/cnp-server.");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
-          "Comma-separated directories for the Python path of a cnp-server this adapter starts "
-          "(repeatable: the values add up).");
+          "Comma-separated absolute directories for the Python path of a cnp-server this "
+          "adapter starts (repeatable: the values add up). A relative one is refused, as is a "
+          "relative PYTHONPATH entry: the server runs in /, and CouchDB starts the adapter in a "
+          "directory of its own.");
 ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "Comma-separated module prefixes whose functions a cnp-server this adapter starts may "
           "call (repeatable: the values add up).");
 ABSL_FLAG(int, workers, 0,
-          "Worker processes of a cnp-server this adapter starts (0: its default).");
+          "Worker processes of a cnp-server this adapter starts (0: its default); at most 256, "
+          "as cnp-server allows.");
 ABSL_FLAG(int64_t, max_line_bytes, cnp::couchdb::kDefaultMaxLineBytes,
           "Longest line accepted from CouchDB, in bytes, on either session path (at most "
           "268369920, what one gRPC message to cnp-server may carry). A longer line is answered "
@@ -134,6 +138,31 @@ std::optional<std::string> UnknownFlag(const std::vector<std::string>& others) {
   });
   if (judged.ok()) return std::nullopt;
   return std::string(judged.message());
+}
+
+// The server this adapter starts runs in / (a daemon), and CouchDB starts the adapter in a
+// directory of its own (/opt/couchdb): a relative path checked here would name another
+// directory there, and the server failed "--python-path examples is not a directory" while
+// CouchDB got `unavailable` (found by a review). Refused rather than made absolute against
+// CouchDB's directory, which no operator means.
+absl::Status CheckAbsolutePaths(const std::vector<CodeDirectory>& dirs,
+                                const std::string& server_binary) {
+  for (const CodeDirectory& dir : dirs) {
+    if (absl::StartsWith(dir.path, "/")) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir.source == CodeSource::kPythonPathVariable
+            ? absl::StrCat("PYTHONPATH entry ", dir.path)
+            : absl::StrCat(dir.Setting(), "=", dir.path),
+        " is relative: the cnp-server this adapter starts runs in /, and CouchDB starts the "
+        "adapter in a directory of its own; give an absolute path, e.g. /srv/views"));
+  }
+  if (!server_binary.empty() && !absl::StartsWith(server_binary, "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--server-binary=", server_binary,
+                     " is relative: CouchDB starts the adapter in a directory of its own; give "
+                     "an absolute path, e.g. /usr/local/bin/cnp-server"));
+  }
+  return absl::OkStatus();
 }
 
 // The direct session, if the server takes it: returns the adapter's exit code, or kUseStream
@@ -253,15 +282,20 @@ int Run() {
   // not start: a typo must not leave the host without a query server.
   // The server it starts inherits this environment, PYTHONPATH included, and would refuse a
   // directory other users may write to, as its workers do.
-  if (absl::Status s = CheckCodeDirectories(CodeDirectories(
-          options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/""));
-      !s.ok()) {
-    std::cerr << "cnp-adapter: " << s.message() << std::endl;
-    return 2;
+  const std::vector<CodeDirectory> code_directories = CodeDirectories(
+      options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/"");
+  for (const absl::Status& s : {CheckAbsolutePaths(code_directories, options.launch.server_binary),
+                                CheckCodeDirectories(code_directories)}) {
+    if (!s.ok()) {
+      std::cerr << "cnp-adapter: " << s.message() << std::endl;
+      return 2;
+    }
   }
-  if (options.launch.workers < 0) {
-    std::cerr << "cnp-adapter: --workers must be 0 (the server's default, one per CPU core) or "
-                 "more; got " << options.launch.workers << std::endl;
+  // cnp-server's own ceiling, checked here so that the server it would start cannot fail.
+  if (options.launch.workers < 0 || options.launch.workers > kMaxWorkerProcesses) {
+    std::cerr << "cnp-adapter: --workers must be between 0 (the server's default, one per CPU "
+                 "core) and " << kMaxWorkerProcesses << "; got " << options.launch.workers
+              << std::endl;
     return 2;
   }
 

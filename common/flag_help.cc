@@ -91,6 +91,12 @@ std::string FlagHelp(absl::string_view usage, absl::FunctionRef<bool(absl::strin
     absl::StrAppend(&out, line, "\n");
     AppendWrapped(flag->Help(), out);
   }
+  // Not absl flags of ours, so the loop above never listed them (found by a review): both
+  // programs answer them before reading any other flag (HelpAsked, VersionAsked).
+  out += "  --help, -h\n";
+  AppendWrapped("this text", out);
+  out += "  --version\n";
+  AppendWrapped("print the program's version and exit", out);
   return out;
 }
 

@@ -17,7 +17,8 @@ namespace cnp {
 bool HelpAsked(int argc, char* const* argv);
 
 // `usage`, then every flag defined in a source file for which `ours(file)` holds, sorted by
-// name, each as it is written on the command line with its default and its help, wrapped:
+// name, each as it is written on the command line with its default and its help, wrapped, and
+// last --help and --version, which the programs answer themselves:
 //
 //   --call-timeout=DURATION  (default: 1m)
 //       longest a call may run; its worker is then killed and replaced

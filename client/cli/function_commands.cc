@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/cli/arguments.h"
@@ -12,6 +13,7 @@
 #include "client/lib/cnp_client.h"
 #include "common/couchdb/json.h"
 #include "common/default_target.h"
+#include "common/utf8_text.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -86,6 +88,22 @@ absl::StatusOr<Connection> Connect(const Arguments& args) {
   return Connection{std::move(*client), timeout};
 }
 
+// protobuf refuses a request whose string field is not UTF-8 with a log line of its own
+// ("[libprotobuf ERROR ...] String field 'cnp.v1.ResolveRequest.functions' contains invalid
+// UTF-8") that does not say which argument (found by a review).
+absl::Status CheckFunctionArguments(const Arguments& args, size_t count) {
+  for (size_t i = 0; i < count && i < args.positional.size(); ++i) {
+    const std::string& arg = args.positional[i];
+    if (std::optional<Utf8Error> bad = FindInvalidUtf8(arg)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the function name \"%s\" (argument %d) is not UTF-8 (byte 0x%02x at byte %d)",
+          EscapeInvalidUtf8(arg), i + 1, static_cast<unsigned char>(arg[bad->offset]),
+          bad->offset + 1));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::vector<std::string> Functions(const std::string& list) {
   return absl::StrSplit(list, ',', absl::SkipEmpty());
 }
@@ -143,7 +161,9 @@ int RunMapCommand(int argc, char** argv) {
       "FILE or stdin: one JSON object, a JSON array of objects, or one object per line.\n"
       "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
       "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
-      "in \"errors\". Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n\n"
+      "in \"errors\". No documents (empty input, or []) print nothing but a warning on stderr,\n"
+      "and still exit 0 once the functions imported. Exit status: 0 done, 1 the call failed,\n"
+      "2 bad usage or input.\n\n"
       "Names: a function with @version(N) is named module.function|N, one without @version\n"
       "module.function, as a design document must name them (CouchDB's add_fun refuses any\n"
       "other); `cnp resolve module.function` prints the name to use. A function added to a\n"
@@ -155,10 +175,19 @@ int RunMapCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
-  auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
+  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
+  const std::string source = args->positional.size() == 2 ? args->positional[1] : "-";
+  auto input = ReadInput(source);
   if (!input.ok()) return Fail(input.status());
   auto docs = SplitJsonValues(*input, /*spread_array=*/true);
   if (!docs.ok()) return Fail(docs.status());
+  // An empty batch is legal (the functions are still imported and checked), but in a pipeline
+  // it is more likely a step upstream that produced nothing, which went unnoticed (found by a
+  // review).
+  if (docs->empty()) {
+    std::fprintf(stderr, "cnp: warning: no documents read from %s\n",
+                 source == "-" ? "stdin" : source.c_str());
+  }
   for (size_t i = 0; i < docs->size(); ++i) {
     const std::string& doc = (*docs)[i];
     if (doc.front() != '{') {
@@ -205,6 +234,7 @@ int RunReduceCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
+  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
   auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
   if (!input.ok()) return Fail(input.status());
   auto kvs = SingleJsonValue(*input);
@@ -231,7 +261,8 @@ int RunValidateCommand(int argc, char** argv) {
   const char* usage =
       "usage: cnp validate FUNCTION NEW_DOC_FILE [--old=FILE] [--user=JSON] [--security=JSON]\n\n"
       "Runs a validate_doc_update function as CouchDB would: f(new, old, userCtx, secObj).\n"
-      "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}.\n"
+      "--user defaults to {\"db\":\"db\",\"name\":null,\"roles\":[]}, --security to {}; each\n"
+      "must be a JSON object, as CouchDB's userCtx and secObj always are.\n"
       "Prints {\"outcome\": \"ok\"|\"forbidden\"|\"unauthorized\"|\"error\", \"message\", ...}.\n"
       "Exit status: 0 accepted, 3 rejected or raised, 1 the call failed, 2 bad usage.\n\n"
       "FUNCTION is module.function|N for a function with @version(N) and module.function for\n"
@@ -242,6 +273,7 @@ int RunValidateCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.size() != 2) return WrongArguments(usage, *args, 2, 2);
+  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
   v1::ValidateRequest request;
   request.set_function(args->positional[0]);
   auto new_doc = ReadInput(args->positional[1]);
@@ -266,10 +298,29 @@ int RunValidateCommand(int argc, char** argv) {
     }
     request.set_old_doc(*old_json);
   }
-  auto user = SingleJsonValue(args->Get("user", R"({"db":"db","name":null,"roles":[]})"));
+  // CouchDB always passes objects here (userCtx, the _security object): another value only
+  // made the function fail with a TypeError of its own, and a JSON error did not say which
+  // option held it (found by a review).
+  auto object_option = [&](const char* name,
+                           const char* default_json) -> absl::StatusOr<std::string> {
+    auto json = SingleJsonValue(args->Get(name, default_json));
+    if (!json.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", json.status().message()));
+    }
+    if (json->front() != '{') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name, " is not a JSON object: ", Start(*json), " (CouchDB always passes ",
+          std::string_view(name) == "user" ? "the user's context, e.g. "
+                                             R"({"db":"db","name":"bob","roles":["editor"]})"
+                                           : "the database's _security object, e.g. {}",
+          ")"));
+    }
+    return json;
+  };
+  auto user = object_option("user", R"({"db":"db","name":null,"roles":[]})");
   if (!user.ok()) return Fail(user.status());
   request.set_user_ctx(*user);
-  auto security = SingleJsonValue(args->Get("security", "{}"));
+  auto security = object_option("security", "{}");
   if (!security.ok()) return Fail(security.status());
   request.set_sec_obj(*security);
 
@@ -314,6 +365,9 @@ int RunResolveCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty()) return WrongArguments(usage, *args, 1, SIZE_MAX);
+  if (absl::Status s = CheckFunctionArguments(*args, args->positional.size()); !s.ok()) {
+    return Fail(s);
+  }
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Resolve(args->positional, connection->timeout);

@@ -95,8 +95,19 @@ absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, con
   }
   std::optional<std::string> user = env("CNP_COUCHDB_USER");
   if (user && !user->empty()) {
+    // An unset (or empty, as an unset shell variable expands) password was sent as "" and
+    // CouchDB's 401 read as "refused the credentials", which sends the user to check a
+    // password they never gave (found by a review). An empty password here is far more likely
+    // a missing variable than a real one; a real one can still come from ~/.netrc or the URL.
+    const std::optional<std::string> password = env("CNP_COUCHDB_PASSWORD");
+    if (!password || password->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CNP_COUCHDB_USER is set but CNP_COUCHDB_PASSWORD is ", password ? "empty" : "not set",
+          ": set it to CouchDB's password for that user (or unset CNP_COUCHDB_USER to use "
+          "~/.netrc)"));
+    }
     out.username = *user;
-    out.password = env("CNP_COUCHDB_PASSWORD").value_or("");
+    out.password = *password;
     out.source = "CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD";
     return out;
   }

@@ -121,10 +121,11 @@ Options:
   -h, --help              this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
-CNP_COUCHDB_PASSWORD; the URL's host in $NETRC, else ~/.netrc. No message shows them; but
-other users of this host see a command line (ps) until cnp has read it, so prefer the
-environment or ~/.netrc to the URL. Unlike
-`cnp upload`, this command talks to CouchDB itself (it follows feeds for as long as it runs).
+CNP_COUCHDB_PASSWORD (a user without its password, unset or empty, is a usage error); the URL's
+host in $NETRC, else ~/.netrc. No message shows them; but other users of this host see a
+command line (ps) until cnp has read it, so prefer the environment or ~/.netrc to the URL.
+Unlike `cnp upload`, this command talks to CouchDB itself (it follows feeds for as long as it
+runs).
 
 COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL whose GET
 answers {"couchdb":"Welcome",...}; a database's URL is refused before anything is written.

@@ -52,9 +52,10 @@ Options:
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
-CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else ~/.netrc. They are never
-printed. Other users of this host see a command line (ps) until cnp has read it: give them
-in the environment or ~/.netrc rather than in the URL.
+CNP_COUCHDB_PASSWORD (a user without its password, unset or empty, is a usage error); the entry
+for the URL's host in $NETRC, else ~/.netrc. They are never printed. Other users of this host
+see a command line (ps) until cnp has read it: give them in the environment or ~/.netrc rather
+than in the URL.
 
 Example:
   export CNP_COUCHDB_USER=admin CNP_COUCHDB_PASSWORD=secret   # or a ~/.netrc entry

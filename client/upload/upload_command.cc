@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cli/arguments.h"
 #include "client/cli/command_io.h"
@@ -16,8 +18,10 @@
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
+#include "common/utf8_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
+#include "common/couchdb/couchdb_languages.h"
 
 namespace cnp::client {
 namespace upload {
@@ -81,9 +85,10 @@ Options:
                             _replicator: names starting with '_') and allow design documents
                             whose name starts with '_' (_design/_auth); without it a YAML
                             file targeting one is refused (cnp sync has the same flag)
-  --view-server=NAME        the design documents' "language", i.e. the query server's name in
-                            CouchDB's [query_servers] (default: python); a `language:` in the
-                            YAML wins
+  --view-server=NAME        the design documents' "language", i.e. cnp's query server's name
+                            in CouchDB (COUCHDB_QUERY_SERVER_<NAME>; default: python); a
+                            `language:` in the YAML wins. CouchDB's own languages (javascript,
+                            erlang, query) are refused, here and as a YAML `language:`
   --ca-file=PATH            CA certificates (PEM) for an https:// CouchDB; read here and sent
                             with the request (default: the service host's CA store)
   --insecure                let CouchDB's credentials go over plain http:// to a CouchDB that
@@ -105,11 +110,11 @@ Options:
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; the environment variables
-CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD; the entry for the URL's host in $NETRC, else
-~/.netrc. They are sent to the service in the request and never printed. In the URL, the
-password runs to the last '@', so it may hold '/', '?', '#' or '@' unencoded; but other users
-of this host see a command line (ps) until cnp has read it, so prefer the environment or
-~/.netrc.
+CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD (a user without its password, unset or empty, is a
+usage error); the entry for the URL's host in $NETRC, else ~/.netrc. They are sent to the
+service in the request and never printed. In the URL, the password runs to the last '@', so it
+may hold '/', '?', '#' or '@' unencoded; but other users of this host see a command line (ps)
+until cnp has read it, so prefer the environment or ~/.netrc.
 
 The service, not this command, talks to CouchDB: cnp-server writes only to the CouchDB URLs its
 operator allowed with --couchdb-allow (by default, CouchDB on the service's own host).
@@ -130,7 +135,8 @@ through the cnp service (cnp-server) and prints the documents `cnp upload` would
 problem is reported with file:line. Nothing is written and CouchDB is not contacted.
 
 Options:
-  --view-server=NAME  the design documents' "language" (default: python)
+  --view-server=NAME  the design documents' "language", cnp's query server's name in CouchDB
+                      (default: python); CouchDB's own (javascript, erlang, query) are refused
   --max-yaml-bytes=N  refuse a YAML file larger than N bytes before sending it
                       (default: 4194304, cnp-server's own default limit)
   --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
@@ -196,6 +202,14 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.insecure = args->Has("insecure");
   flags.allow_system_databases = args->Has("allow-system-databases");
   flags.view_server = args->Get("view-server");
+  // Refused here too, not only by the service, so that it is a usage error naming the flag.
+  if (args->Has("view-server") && cnp::couchdb::IsCouchDbOwnLanguage(flags.view_server)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--view-server=", flags.view_server, " is ",
+        cnp::couchdb::CouchDbOwnLanguageReason(flags.view_server),
+        "; give the name CouchDB knows cnp's query server by: python (COUCHDB_QUERY_SERVER_PYTHON, "
+        "the default) or the operator's own"));
+  }
   flags.ca_file = args->Get("ca-file");
   flags.register_database = args->Get("register");
   if (args->Has("register") && flags.register_database.empty()) {
@@ -240,6 +254,14 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
         path, " is larger than ", max_bytes,
         " bytes, the limit for one YAML file (raise it with --max-yaml-bytes; cnp-server has "
         "its own limit, its --max-yaml-bytes)"));
+  }
+  // protobuf would refuse the whole request with a log line of its own that names neither
+  // the file nor the line (found by a review).
+  if (std::optional<Utf8Error> bad = FindInvalidUtf8(*text)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s:%d:%d: not UTF-8 (byte 0x%02x); YAML files are read as UTF-8: convert it, e.g. "
+        "with iconv -f latin1 -t utf-8",
+        path, bad->line, bad->column, static_cast<unsigned char>((*text)[bad->offset])));
   }
   v1::UploadFile& file = *request.add_files();
   file.set_name(path);

@@ -34,6 +34,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
+#include "common/process_limits.h"
 #include "common/system_user.h"
 #include "common/trusted_file.h"
 #include "common/unix_target.h"
@@ -50,7 +51,8 @@ ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (l
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET or "
           "unix:/tmp/cnp-<uid>/cnp.sock)");
-ABSL_FLAG(int, workers, 0, "worker processes, each with its own Python (default: CPU cores)");
+ABSL_FLAG(int, workers, 0,
+          "worker processes, each with its own Python (default: CPU cores); at most 256");
 ABSL_FLAG(int, grpc_threads, 0,
           "gRPC threads, each running its own completion queue as the event loop of its calls' "
           "coroutines (default: CPU cores, at most 4)");
@@ -123,7 +125,8 @@ ABSL_FLAG(int, ready_fd, -1,
           "listening (for supervisors and tests that start the server)");
 ABSL_FLAG(int, max_sessions, 64,
           "direct CouchDB sessions served at once, each by its own worker (an adapter on this "
-          "host hands CouchDB's pipes to it); more use the gRPC Session stream. 0: none");
+          "host hands CouchDB's pipes to it); more use the gRPC Session stream. 0: none; at "
+          "most 256");
 ABSL_FLAG(int, spare_session_workers, 1,
           "started workers kept ready so a new direct session does not wait for Python");
 ABSL_FLAG(std::vector<std::string>, allow_uid, {},
@@ -574,6 +577,16 @@ absl::Status CheckAtLeast(const Sources& sources, absl::string_view name, int64_
                     absl::StrCat(value));
 }
 
+// A count of processes the server starts: without a ceiling, --workers=100000 forked until
+// the OOM killer ended the server (common/process_limits.h).
+absl::Status CheckProcessCount(const Sources& sources, absl::string_view name, int64_t value,
+                               absl::string_view meaning_of_zero) {
+  if (value >= 0 && value <= kMaxWorkerProcesses) return absl::OkStatus();
+  return OutOfRange(sources, name,
+                    absl::StrCat("between 0 (", meaning_of_zero, ") and ", kMaxWorkerProcesses),
+                    absl::StrCat(value));
+}
+
 absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
                               absl::Duration value, absl::string_view meaning_of_zero) {
   if (value >= absl::ZeroDuration()) return absl::OkStatus();
@@ -793,11 +806,11 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
   // A negative count once fell back to a default or switched a feature off without a word.
   for (const absl::Status& s : {
-           CheckAtLeast(sources, "workers", c.workers, 0, "one per CPU core"),
+           CheckProcessCount(sources, "workers", c.workers, "one per CPU core"),
            CheckAtLeast(sources, "grpc_threads", c.grpc_threads, 0, "CPU cores, at most 4"),
            CheckAtLeast(sources, "max_queue", c.max_queue, 0, "no call waits"),
            CheckAtLeast(sources, "max_calls_per_worker", c.max_calls_per_worker, 0, "never"),
-           CheckAtLeast(sources, "max_sessions", c.max_sessions, 0, "no direct sessions"),
+           CheckProcessCount(sources, "max_sessions", c.max_sessions, "no direct sessions"),
            CheckAtLeast(sources, "spare_session_workers", c.spare_session_workers, 0, "none"),
            CheckNotNegative(sources, "shutdown_grace", c.shutdown_grace,
                             "calls in flight are not waited for"),
@@ -865,7 +878,10 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         sources.FromFile("log_format") ? absl::StrCat("; got '", c.log_format, "'") : ""));
   }
   c.requested_workers = c.workers;
-  if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (c.workers == 0) {
+    c.workers = static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1u,
+                                                      kMaxWorkerProcesses));
+  }
   if (c.grpc_threads == 0) {
     c.grpc_threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
   }

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "common/closest_name.h"
 #include "common/couchdb/builtin_reduces.h"
+#include "common/couchdb/couchdb_languages.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::upload {
@@ -75,6 +76,12 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc) {
   bool looks_numeric = s.find_first_not_of("0123456789+-.eE") == std::string::npos;
   if (looks_numeric && absl::SimpleAtod(s, &d)) return rapidjson::Value(d);
   return String(s, alloc);
+}
+
+std::string NotOurLanguage(absl::string_view language) {
+  return absl::StrCat("language \"", language, "\" is ", couchdb::CouchDbOwnLanguageReason(language),
+                      "; a cnp design document names cnp's query server, \"python\" (CouchDB's "
+                      "COUCHDB_QUERY_SERVER_PYTHON) or the name the operator gave it");
 }
 
 class Parser {
@@ -203,6 +210,9 @@ class Parser {
         ClassificationNames(node, spec);
       } else if (*field == "language") {
         if (ScalarString(node, "language")) {
+          if (couchdb::IsCouchDbOwnLanguage(node.Scalar())) {
+            problems_.Error(At(node.Mark()), NotOurLanguage(node.Scalar()));
+          }
           body.AddMember("language", String(node.Scalar(), alloc), alloc);
           has_language = true;
         }

@@ -15,6 +15,7 @@
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
+#include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/design_diff.h"
 #include "service/upload/design_yaml.h"
 #include "common/couchdb/json.h"
@@ -72,6 +73,14 @@ class UploadRun {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "staged_settle_seconds is ", request_.staged_settle_seconds(),
           ": it may be 0 (the default, 60) or more")));
+    }
+    // Empty is the default, "python"; a YAML `language:` is checked at its line instead.
+    if (!request_.language().empty() && couchdb::IsCouchDbOwnLanguage(request_.language())) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "language \"", request_.language(), "\" (cnp's --view-server) is ",
+          couchdb::CouchDbOwnLanguageReason(request_.language()),
+          "; give the name CouchDB knows cnp's query server by: \"python\" "
+          "(COUCHDB_QUERY_SERVER_PYTHON, the default) or the operator's own")));
     }
     std::optional<couchdb::CouchUrl> url;
     if (!request_.check_only()) {

@@ -399,6 +399,48 @@ class SettingsTest(unittest.TestCase):
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_a_relative_path_is_refused_before_a_server_starts(self):
+        """The server an adapter starts runs in / (a daemon): --python-path=examples, checked
+        in the adapter's own directory, made it fail "--python-path examples is not a
+        directory" three times while CouchDB got `unavailable` (found by a review). Under
+        CouchDB (in /opt/couchdb) a relative path is never meant: refused, naming it."""
+        functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+        parent, name = os.path.split(functions)
+        server_binary = harness.ServerTestCase.binaries.server
+        with harness.socket_dir("cnp-relative-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            env.pop("PYTHONPATH", None)
+            absolute = [f"--python-path={functions}", "--allow-module=fixture_fns",
+                        "--workers=1"]
+            cases = [
+                ([f"--python-path={name}", "--allow-module=fixture_fns", "--workers=1"], env,
+                 f"--python-path={name} is relative"),
+                (absolute, dict(env, PYTHONPATH=f"{functions}:{name}"),
+                 f"PYTHONPATH entry {name} is relative"),
+                (absolute + [f"--server-binary={os.path.relpath(server_binary, parent)}"], env,
+                 f"--server-binary={os.path.relpath(server_binary, parent)} is relative"),
+            ]
+            try:
+                for args, case_env, message in cases:
+                    with self.subTest(message):
+                        qs = harness.Adapter(harness.ServerTestCase.binaries, args,
+                                             env=case_env, cwd=parent)
+                        self.assertEqual(qs.close(), 2, qs.diagnostics())
+                        self.assertIn(message, qs.diagnostics())
+                        self.assertIn("give an absolute path", qs.diagnostics())
+                        self.assertEqual(harness.daemon_pids(socket_path), [])
+                # The same directory given absolute: the server starts and serves.
+                qs = harness.Adapter(harness.ServerTestCase.binaries, absolute, env=env,
+                                     cwd=parent)
+                self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0)
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
     def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
         functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
         with harness.socket_dir("cnp-repeat-") as tmp, tempfile.TemporaryDirectory() as other:

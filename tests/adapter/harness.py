@@ -101,10 +101,11 @@ def server_argv(binaries, socket_path, workers):
 class Adapter:
     """One cnp-adapter process, spoken to as CouchDB does."""
 
-    def __init__(self, binaries, args, env=None):
+    def __init__(self, binaries, args, env=None, cwd=None):
         self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen([binaries.adapter] + list(args), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+                                        stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+                                        cwd=cwd)
         self._buffer = b""
         self._diagnostics = ""
 

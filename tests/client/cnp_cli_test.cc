@@ -2,10 +2,13 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/files.h"
 #include "tests/support/server_process.h"
 #include "tests/support/spawn.h"
 
@@ -194,6 +197,80 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
     EXPECT_THAT(ok.out, ::testing::Not(HasSubstr("staged-settle-timeout"))) << ok.out;
     EXPECT_THAT(ok.out, HasSubstr("no-such-file.yml")) << ok.out;
   }
+}
+
+// Bytes that are not UTF-8 reached protobuf, which printed "[libprotobuf ERROR ...] String
+// field 'cnp.v1.UploadFile.text' contains invalid UTF-8" and a message without the file, its
+// line or the argument (found by a review). Now said before anything is sent.
+TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
+  const std::string yaml = absl::StrCat(std::getenv("TEST_TMPDIR"), "/latin1.yml");
+  testing::WriteFile(yaml, "location:\n  views:\n    towns: svc_fns.caf\xe9\n", 0644);
+  for (const char* command : {"check", "upload --dry-run http://127.0.0.1:9 db"}) {
+    CliRun run = Cnp(absl::StrCat(command, " ", target_, " ", yaml));
+    EXPECT_EQ(run.exit_code, 1) << command << run.out;
+    EXPECT_THAT(run.out, HasSubstr(absl::StrCat(yaml, ":3:23: not UTF-8 (byte 0xe9)"))) << command;
+    EXPECT_THAT(run.out, ::testing::Not(HasSubstr("libprotobuf"))) << command;
+  }
+
+  CliRun resolve = Cnp(absl::StrCat("resolve ", target_, " svc_fns.by_town svc_fns.\xff"));
+  EXPECT_EQ(resolve.exit_code, 2) << resolve.out;
+  EXPECT_THAT(resolve.out, HasSubstr("the function name \"svc_fns.\\xff\" (argument 2) is not "
+                                     "UTF-8 (byte 0xff at byte 9)"));
+  EXPECT_THAT(resolve.out, ::testing::Not(HasSubstr("libprotobuf")));
+  for (const char* command : {"map", "reduce", "validate"}) {
+    CliRun run = Cnp(absl::StrCat(command, " ", target_, " svc_fns.\xc3 -"), R"({"_id":"a"})");
+    EXPECT_EQ(run.exit_code, 2) << command << run.out;
+    EXPECT_THAT(run.out, HasSubstr("the function name \"svc_fns.\\xc3\" (argument 1) is not "
+                                   "UTF-8"))
+        << command;
+    EXPECT_THAT(run.out, ::testing::Not(HasSubstr("libprotobuf"))) << command;
+  }
+}
+
+// No documents printed nothing and exited 0: a pipeline step upstream that produced nothing
+// went unnoticed (found by a review). An empty batch is legal, so the status stays 0, with a
+// warning; the functions are still imported, so a wrong name still fails.
+TEST_F(CnpCliTest, MapWithoutDocumentsWarns) {
+  for (const char* input : {"", "[]", " \n"}) {
+    CliRun run = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled"), input);
+    EXPECT_EQ(run.exit_code, 0) << run.out;
+    EXPECT_EQ(run.out, "cnp: warning: no documents read from stdin\n");
+  }
+  const std::string empty = absl::StrCat(std::getenv("TEST_TMPDIR"), "/empty.json");
+  testing::WriteFile(empty, "[]", 0644);
+  CliRun file = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled ", empty));
+  EXPECT_EQ(file.exit_code, 0) << file.out;
+  EXPECT_THAT(file.out, HasSubstr(absl::StrCat("no documents read from ", empty)));
+  CliRun wrong = Cnp(absl::StrCat("map ", target_, " svc_fns.by_town|6"), "[]");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+  CliRun help = Cnp("map --help");
+  EXPECT_THAT(help.out, HasSubstr("No documents (empty input, or []) print nothing but a warning"));
+}
+
+// --user and --security: a JSON error did not say which option held it, and a value that is
+// not an object (CouchDB always passes objects: userCtx, the _security object) reached the
+// function, which failed with its own TypeError (found by a review).
+TEST_F(CnpCliTest, ValidateOptionsAreNamedAndMustBeObjects) {
+  const std::string validate = absl::StrCat("validate ", target_, " svc_fns.guard|3 - ");
+  CliRun bad_user = Cnp(validate + "--user={bad", R"({"_id":"x"})");
+  EXPECT_EQ(bad_user.exit_code, 2) << bad_user.out;
+  EXPECT_THAT(bad_user.out, HasSubstr("cnp: --user: invalid JSON at line 1, column 2"));
+  CliRun bad_security = Cnp(validate + "--security=x", R"({"_id":"x"})");
+  EXPECT_EQ(bad_security.exit_code, 2) << bad_security.out;
+  EXPECT_THAT(bad_security.out, HasSubstr("cnp: --security: invalid JSON at line 1, column 1"));
+  for (const char* value : {"[1]", "null", "\"bob\"", "3"}) {
+    CliRun user = Cnp(absl::StrCat(validate, "--user=", value), R"({"_id":"x"})");
+    EXPECT_EQ(user.exit_code, 2) << value << user.out;
+    EXPECT_THAT(user.out, HasSubstr(absl::StrCat("cnp: --user is not a JSON object: ", value)));
+    CliRun security = Cnp(absl::StrCat(validate, "--security=", value), R"({"_id":"x"})");
+    EXPECT_EQ(security.exit_code, 2) << value << security.out;
+    EXPECT_THAT(security.out,
+                HasSubstr(absl::StrCat("cnp: --security is not a JSON object: ", value)));
+  }
+  CliRun objects = Cnp(validate + R"(--user={"db":"d","name":"bob","roles":[]} --security={})",
+                       R"({"_id":"x"})");
+  EXPECT_EQ(objects.exit_code, 0) << objects.out;
+  EXPECT_THAT(objects.out, HasSubstr(R"({"outcome":"ok"})"));
 }
 
 }  // namespace

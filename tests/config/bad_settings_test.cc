@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/version.h"
@@ -120,7 +121,9 @@ TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
 }
 
 // 3. Negative counts and durations were taken without a word: --workers=-3 meant CPU cores,
-// --max-sessions=-1 turned direct sessions off, --shutdown-grace=-1s waited "up to -1s".
+// --max-sessions=-1 turned direct sessions off, --shutdown-grace=-1s waited "up to -1s". And
+// counts of processes had no ceiling: --workers=100000 forked until the OOM killer ended the
+// server, and --max-sessions would start as many session workers (found by a review).
 struct OutOfRange {
   std::string flag;
   std::string value;
@@ -152,25 +155,39 @@ TEST_P(NegativeSettingTest, IsRefusedInTheConfigFileAtItsLine) {
 INSTANTIATE_TEST_SUITE_P(
     Settings, NegativeSettingTest,
     ::testing::Values(
-        OutOfRange{"workers", "-3", "0 (one per CPU core) or more"},
+        OutOfRange{"workers", "-3", "between 0 (one per CPU core) and 256"},
+        // Just past the ceiling: a build without it starts that many workers, not 100000.
+        OutOfRange{"workers", "257", "between 0 (one per CPU core) and 256"},
         OutOfRange{"grpc-threads", "-1", "0 (CPU cores, at most 4) or more"},
         OutOfRange{"max-queue", "-1", "0 (no call waits) or more"},
-        OutOfRange{"max-sessions", "-1", "0 (no direct sessions) or more"},
+        OutOfRange{"max-sessions", "-1", "between 0 (no direct sessions) and 256"},
+        OutOfRange{"max-sessions", "257", "between 0 (no direct sessions) and 256"},
         OutOfRange{"spare-session-workers", "-2", "0 (none) or more"},
         OutOfRange{"max-calls-per-worker", "-1", "0 (never) or more"},
         OutOfRange{"worker-memory-mb", "-1", "between 0 (no cap) and 8796093022207"},
         OutOfRange{"shutdown-grace", "-1s", "0s (calls in flight are not waited for) or longer"},
         OutOfRange{"drain-delay", "-500ms", "0s (no drain) or longer"}),
     [](const ::testing::TestParamInfo<OutOfRange>& info) {
-      return absl::StrReplaceAll(info.param.flag, {{"-", "_"}});
+      return absl::StrCat(absl::StrReplaceAll(info.param.flag, {{"-", "_"}}),
+                          absl::StartsWith(info.param.value, "-") ? "" : "_" + info.param.value);
     });
+
+// The ceiling itself is allowed (256 sessions start no more than the spare workers).
+TEST(NegativeSettingTest, TheCeilingItselfIsTaken) {
+  auto server = Launch(ShortTempDir(), {"--workers=1", "--max-sessions=256"});
+  EXPECT_TRUE(server->ready()) << server->Log();
+}
 
 TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   const std::string adapter = Runfile("adapter/cnp-adapter");
-  ProcessResult workers = RunWithInput({adapter, "--workers=-1"}, "");
-  EXPECT_EQ(workers.exit_code, 2) << workers.err;
-  EXPECT_THAT(workers.err, HasSubstr("--workers must be 0 (the server's default, one per CPU "
-                                     "core) or more; got -1"));
+  // Beyond cnp-server's ceiling too: the server it would start could not.
+  for (const char* count : {"-1", "257"}) {
+    ProcessResult workers = RunWithInput({adapter, absl::StrCat("--workers=", count)}, "");
+    EXPECT_EQ(workers.exit_code, 2) << workers.err;
+    EXPECT_THAT(workers.err, HasSubstr(absl::StrCat("--workers must be between 0 (the server's "
+                                                    "default, one per CPU core) and 256; got ",
+                                                    count)));
+  }
   // A trailing list flag was absl's "Missing the value" (exit 1), where the server says which
   // flag and why (exit 2); both now read list flags with common/list_flags.h.
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
@@ -198,7 +215,7 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   // A value given apart is not a flag: the value's own message, not "unknown flag --1".
   ProcessResult apart = RunWithInput({adapter, "--workers", "-1"}, "");
   EXPECT_EQ(apart.exit_code, 2) << apart.err;
-  EXPECT_THAT(apart.err, HasSubstr("--workers must be 0"));
+  EXPECT_THAT(apart.err, HasSubstr("--workers must be between 0"));
   EXPECT_THAT(apart.err, Not(HasSubstr("unknown flag")));
   ProcessResult bogus = RunWithInput({adapter, "--bogus"}, "");
   EXPECT_EQ(bogus.exit_code, 2) << bogus.err;
@@ -300,6 +317,15 @@ TEST(VersionTest, EveryProgramPrintsTheOneVersion) {
     EXPECT_EQ(run.exit_code, 0) << name << ": " << run.err;
     EXPECT_EQ(run.out, absl::StrCat(name, " ", kCnpVersion, "\n"));
     EXPECT_THAT(run.out + run.err, Not(HasSubstr("Debug build")));
+  }
+  // And --help lists it, as README says (cnp-server's and cnp-adapter's listed only their
+  // absl flags; found by a review).
+  for (const char* path : {"service/cnp-server", "adapter/cnp-adapter"}) {
+    ProcessResult help = RunWithInput({Runfile(path), "--help"}, "");
+    EXPECT_EQ(help.exit_code, 0) << path << ": " << help.err;
+    EXPECT_THAT(help.out, HasSubstr("\n  --version\n      print the program's version and exit\n"))
+        << path;
+    EXPECT_THAT(help.out, HasSubstr("\n  --help, -h\n")) << path;
   }
   // A bad config file does not stand in the way of asking for the version.
   ProcessResult run =

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace cnp::client::couch {
@@ -33,6 +34,26 @@ TEST(CouchCredentialsTest, TheEnvironmentComesNext) {
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(found->username, "env");
   EXPECT_EQ(found->password, "pw");
+}
+
+// A user without a password was sent with "" and CouchDB's 401 reported as "CouchDB refused
+// the credentials" (found by a review): refused before anything is sent, naming the variable.
+TEST(CouchCredentialsTest, AUserWithoutItsPasswordIsRefusedNamingTheVariable) {
+  auto unset = FindCouchCredentials("http://localhost:5984", EnvOf({{"CNP_COUCHDB_USER", "env"}}));
+  EXPECT_TRUE(absl::IsInvalidArgument(unset.status())) << unset.status();
+  EXPECT_EQ(unset.status().message(),
+            "CNP_COUCHDB_USER is set but CNP_COUCHDB_PASSWORD is not set: set it to CouchDB's "
+            "password for that user (or unset CNP_COUCHDB_USER to use ~/.netrc)");
+  auto empty = FindCouchCredentials(
+      "http://localhost:5984", EnvOf({{"CNP_COUCHDB_USER", "env"}, {"CNP_COUCHDB_PASSWORD", ""}}));
+  EXPECT_TRUE(absl::IsInvalidArgument(empty.status())) << empty.status();
+  EXPECT_THAT(std::string(empty.status().message()),
+              ::testing::HasSubstr("CNP_COUCHDB_PASSWORD is empty"));
+  // A password without a user is no credential at all, as before: anonymous.
+  auto password_only =
+      FindCouchCredentials("http://localhost:5984", EnvOf({{"CNP_COUCHDB_PASSWORD", "pw"}}));
+  ASSERT_TRUE(password_only.ok());
+  EXPECT_EQ(password_only->username, "");
 }
 
 TEST(CouchCredentialsTest, ThenTheNetrcEntryForTheHost) {

@@ -3,6 +3,7 @@
 // file:line.
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/couchdb/json.h"
@@ -180,6 +181,33 @@ TEST_F(DesignMappingTest, ViewServerNameComesFromTheRequest) {
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   ExpectDocument(result, "_design/d",
                  R"({"_id": "_design/d", "language": "cnp", "views": {"v": {"map": "m.map|1"}}})");
+}
+
+// The service refuses CouchDB's own languages for any client of the Upload RPC, not only for
+// cnp's command line: as the request's language (cnp's --view-server), and as a YAML
+// `language:` at its line, in any case (found by a review).
+TEST_F(DesignMappingTest, CouchDbsOwnLanguagesAreRefused) {
+  runner_.Define("m.map", 1);
+  for (const char* language : {"javascript", "Erlang", "query"}) {
+    UploadResult result = Check({File("a.yml", "d:\n  views:\n    v: m.map\n")}, language);
+    EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << language << result.Dump();
+    EXPECT_THAT(result.status.message(),
+                HasSubstr(absl::StrCat("language \"", language,
+                                       "\" (cnp's --view-server) is CouchDB's own")));
+    EXPECT_THAT(result.outcomes(), IsEmpty()) << result.Dump();
+  }
+  UploadResult yaml = Check({File("b.yml",
+                                  "d:\n"
+                                  "  views:\n"
+                                  "    v: m.map\n"
+                                  "  language: JavaScript\n")});
+  EXPECT_FALSE(yaml.status.ok()) << yaml.Dump();
+  ASSERT_THAT(yaml.errors(), SizeIs(1)) << yaml.Dump();
+  EXPECT_EQ(yaml.errors()[0].location().line(), 4);
+  EXPECT_EQ(yaml.errors()[0].location().column(), 13);
+  EXPECT_THAT(yaml.errors()[0].message(),
+              HasSubstr("language \"JavaScript\" is CouchDB's own JavaScript"));
+  EXPECT_THAT(yaml.outcomes(), IsEmpty()) << yaml.Dump();
 }
 
 TEST_F(DesignMappingTest, RewriteRulesAreKeptAsJson) {

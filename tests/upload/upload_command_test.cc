@@ -296,6 +296,16 @@ TEST_F(UploadCommandTest, CredentialsFromTheEnvironmentAndAWrongPassword) {
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.err, HasSubstr("refused the credentials"));
   EXPECT_THAT(refused.err + refused.out, Not(HasSubstr("not-the-password")));
+
+  // No password at all is not a wrong one: said before anything is sent, for sync alike.
+  env_.erase("CNP_COUCHDB_PASSWORD");
+  for (CommandRun unset : {Upload({"--target=" + target_, url, "cli-env", file}),
+                           Sync({"--once", url, "cli-registry"})}) {
+    EXPECT_EQ(unset.exit_code, 2) << unset.err;
+    EXPECT_THAT(unset.err, HasSubstr("CNP_COUCHDB_PASSWORD is not set"));
+    EXPECT_THAT(unset.err, Not(HasSubstr("refused the credentials")));
+    EXPECT_EQ(unset.out, "");
+  }
 }
 
 TEST_F(UploadCommandTest, CredentialsFromNetrc) {
@@ -345,6 +355,49 @@ TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
   CommandRun unreadable = Check({"--target=" + target_, "/nonexistent/x.yml"});
   EXPECT_EQ(unreadable.exit_code, 1);
   EXPECT_THAT(unreadable.err, HasSubstr("cannot read /nonexistent/x.yml"));
+}
+
+// A design document in one of CouchDB's own languages never reaches cnp's query server:
+// CouchDB would compile "myviews.townmap|123" as JavaScript (or Erlang), its views would fail
+// and a validate_doc_update would refuse every write. check and upload (dry run or not, in
+// place or --register) said ok or `would update ... language: "python" -> "javascript"`
+// (found by a review). The flag is a usage error naming it; the YAML key an error at its line.
+TEST_F(UploadCommandTest, CouchDbsOwnLanguagesAreRefusedAsFlagAndAsYaml) {
+  const std::string file = DesignYaml();
+  for (const char* language : {"javascript", "erlang", "query", "JavaScript"}) {
+    const std::string flag = absl::StrCat("--view-server=", language);
+    for (CommandRun run :
+         {Check({"--target=" + target_, flag, file}),
+          Upload({"--target=" + target_, "--dry-run", flag, UrlWithPassword(), "cli", file}),
+          Upload({"--target=" + target_, "--register", "cli-registry", flag, UrlWithPassword(),
+                  file})}) {
+      EXPECT_EQ(run.exit_code, 2) << flag << run.out << run.err;
+      EXPECT_THAT(run.err, HasSubstr(absl::StrCat(flag, " is CouchDB's own"))) << flag;
+      EXPECT_THAT(run.out, Not(HasSubstr("location"))) << flag;
+    }
+  }
+
+  const std::string javascript = WriteFile("javascript.yml",
+                                           "location:\n"
+                                           "  language: javascript\n"
+                                           "  validate_doc_update: myviews.validate\n");
+  for (CommandRun run :
+       {Check({"--target=" + target_, javascript}),
+        Upload({"--target=" + target_, "--dry-run", UrlWithPassword(), "cli", javascript}),
+        Upload({"--target=" + target_, "--register", "cli-registry", UrlWithPassword(),
+                javascript})}) {
+    EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+    EXPECT_THAT(run.err, HasSubstr(absl::StrCat(
+                             javascript, ":2:13: error: language \"javascript\" is CouchDB's own "
+                                         "JavaScript")));
+    EXPECT_THAT(run.out, Not(HasSubstr("would update")));
+    EXPECT_THAT(run.out, Not(HasSubstr("ok _design/location")));
+  }
+
+  // Another name is the operator's for cnp's query server (COUCHDB_QUERY_SERVER_CNP).
+  CommandRun custom = Check({"--target=" + target_, "--view-server=cnp", file});
+  EXPECT_EQ(custom.exit_code, 0) << custom.err;
+  EXPECT_THAT(custom.out, HasSubstr("\"language\":\"cnp\""));
 }
 
 // A target that matches no database is a warning in both commands, and neither exits with an
