@@ -70,6 +70,42 @@ bool StepsOutOfItself(absl::string_view path) {
   return false;
 }
 
+std::string PortProblem(absl::string_view port) {
+  return absl::StrCat("has port \"", port, "\"; a port is a number from 1 to 65535");
+}
+
+// What is wrong with "host[:port]" or "[v6 address][:port]", or nothing. libcurl reports a
+// port it cannot use only as "URL using bad/illegal format", at the first request, which read
+// as CouchDB being unreachable.
+std::optional<std::string> HostPortProblem(absl::string_view hostport) {
+  absl::string_view host = hostport;
+  std::optional<absl::string_view> port;
+  if (absl::StartsWith(hostport, "[")) {
+    const size_t close = hostport.find(']');
+    if (close == absl::string_view::npos) return "has an IPv6 address without its closing \"]\"";
+    host = hostport.substr(0, close + 1);
+    absl::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (!absl::ConsumePrefix(&after, ":")) return "has text after its IPv6 address";
+      port = after;
+    }
+  } else if (const size_t colon = hostport.rfind(':'); colon != absl::string_view::npos) {
+    host = hostport.substr(0, colon);
+    port = hostport.substr(colon + 1);
+  }
+  if (host.empty() || host == "[]") return "has no host";
+  if (!port.has_value()) return std::nullopt;
+  // An empty port is the scheme's (RFC 3986), as libcurl reads it.
+  if (port->empty()) return std::nullopt;
+  int value = 0;
+  for (char c : *port) {
+    if (c < '0' || c > '9' || value > 65535) return PortProblem(*port);
+    value = value * 10 + (c - '0');
+  }
+  if (value < 1 || value > 65535) return PortProblem(*port);
+  return std::nullopt;
+}
+
 }  // namespace
 
 absl::StatusOr<CouchUrl> ParseCouchUrl(absl::string_view url) {
@@ -86,6 +122,10 @@ absl::StatusOr<CouchUrl> ParseCouchUrl(absl::string_view url) {
   if (parts->hostport.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("CouchDB URL \"", RedactUrl(url), "\" has no host"));
+  }
+  if (std::optional<std::string> problem = HostPortProblem(parts->hostport)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CouchDB URL \"", RedactUrl(url), "\" ", *problem));
   }
   if (absl::StrContains(parts->rest, '?') || absl::StrContains(parts->rest, '#')) {
     return absl::InvalidArgumentError(absl::StrCat(

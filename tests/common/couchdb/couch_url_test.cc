@@ -32,6 +32,25 @@ TEST(CouchUrlTest, BadUrlsAreRejectedWithoutShowingThePassword) {
   }
 }
 
+// libcurl refuses such ports only at the first request, as "URL using bad/illegal format",
+// which the commands reported as CouchDB being unreachable.
+TEST(CouchUrlTest, APortOutOfRangeOrNotANumberIsRefused) {
+  for (const char* bad : {"http://localhost:99999", "http://localhost:0/", "http://localhost:59a4",
+                          "http://u:secret@localhost:-1/db", "http://[::1]:70000",
+                          "http://[::1", "http://[::1]x:5984", "http://:5984"}) {
+    absl::StatusOr<CouchUrl> url = ParseCouchUrl(bad);
+    ASSERT_FALSE(url.ok()) << bad << " parsed as " << url->base;
+    EXPECT_TRUE(absl::IsInvalidArgument(url.status())) << url.status();
+    EXPECT_THAT(std::string(url.status().message()), ::testing::Not(::testing::HasSubstr("secret")));
+  }
+  EXPECT_THAT(std::string(ParseCouchUrl("http://localhost:99999").status().message()),
+              ::testing::HasSubstr("port \"99999\"; a port is a number from 1 to 65535"));
+  for (const char* good : {"http://localhost:5984", "http://127.0.0.1:1", "http://[::1]:65535/x",
+                           "http://[::1]", "http://couch:/", "https://u:p@couch.example.com"}) {
+    EXPECT_TRUE(ParseCouchUrl(good).ok()) << good << ": " << ParseCouchUrl(good).status();
+  }
+}
+
 // A URL whose path steps out of itself would pass a --couchdb-allow prefix by its text and
 // reach another path once libcurl (or a proxy) resolves it: "/allowed/.." is "/".
 TEST(CouchUrlTest, PathsThatStepOutOfThemselvesAreRefused) {
