@@ -184,8 +184,9 @@ QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
       output_.mutable_lines()->RemoveLast();
       output_.add_lines(ErrorLine(
           "memory_error",
-          "cnp-server: MemoryError: the command ran out of the worker's memory cap "
-          "(--worker-memory-mb); the worker is being replaced"));
+          "cnp-server: MemoryError: the command asked for more memory than the worker could get "
+          "(one allocation too large, or its cap, --worker-memory-mb, reached); the worker "
+          "is being replaced"));
       // A list's step is lost with it: the list cannot go on (its worker is replaced).
       if (list_open_) output_.set_exit(true);
     }

@@ -270,8 +270,9 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
         out->mutable_lines()->RemoveLast();
         out->add_lines(couchdb::ErrorLine(
             "memory_error",
-            "cnp-worker: MemoryError: the command ran out of the worker's memory cap "
-            "(--worker-memory-mb); the worker is being replaced"));
+            "cnp-worker: MemoryError: the command asked for more memory than the worker could get "
+            "(one allocation too large, or its cap, --worker-memory-mb, reached); the worker "
+            "is being replaced"));
         out->set_exit(true);
       } else if (Context().answer.exceeded() || OutputBytes(*out) > answer_limit) {
         // Whatever the protocol made of it (the worker's Failure is already this line; a
