@@ -62,8 +62,13 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   hello.set_max_line_bytes(max_line_bytes);
   const std::vector<int> pipes = {kStdin, kStdout};
   std::string frame;
-  absl::Status status = WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
-  if (status.ok()) status = ReadFrame(fd, frame, deadline);
+  const absl::Status sent =
+      WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
+  // A server that refuses this adapter (its uid) answers at once and closes without reading
+  // the hello, so the hello may fail to go out (EPIPE) with the refusal and its reason waiting
+  // to be read: read it, and report the write's failure only when there is no answer.
+  absl::Status status = ReadFrame(fd, frame, deadline);
+  if (!status.ok() && !sent.ok()) status = sent;
   Answer answer;
   if (status.ok() && !answer.ParseFromString(frame)) {
     status = absl::DataLossError("a malformed answer");
