@@ -355,11 +355,18 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   if (options_.max_answer_bytes > 0) {
     task.mutable_direct_session()->set_max_answer_bytes(options_.max_answer_bytes);
   }
-  // The adapter's --max-line-bytes, but never past what this server lets a Session line be
-  // (--max-call-bytes) or the 64 MiB default: any peer allowed on the socket sends the hello.
-  const int64_t most_line_bytes = std::max<int64_t>(options_.max_answer_bytes, int64_t{64} << 20);
+  // The adapter's --max-line-bytes (0: the 64 MiB default), but never past what this server
+  // lets a line be on the stream path, one gRPC message (--max-call-bytes): a line refused
+  // there must not be indexed here, and any peer allowed on the socket sends the hello.
+  constexpr int64_t kDefaultLineBytes = int64_t{64} << 20;
+  const int64_t adapter_line_bytes =
+      hello.max_line_bytes() > 0 ? hello.max_line_bytes() : kDefaultLineBytes;
+  const int64_t server_line_bytes =
+      options_.max_answer_bytes > 0 ? options_.max_answer_bytes : kDefaultLineBytes;
   task.mutable_direct_session()->set_max_line_bytes(
-      std::min(hello.max_line_bytes(), most_line_bytes));
+      std::min(adapter_line_bytes, server_line_bytes));
+  task.mutable_direct_session()->set_line_limit_is_servers(server_line_bytes <
+                                                           adapter_line_bytes);
   if (options_.call_timeout != absl::InfiniteDuration()) {
     task.mutable_direct_session()->set_max_call_timeout_ms(
         std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));

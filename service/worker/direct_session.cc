@@ -201,8 +201,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
                            protocol->ServerCapNote());
-  // The adapter's --max-line-bytes, which it bounds as the stream path does (its limit: what
-  // one gRPC message carries); a worker reads whole lines only up to that too.
+  // The adapter's --max-line-bytes or the server's --max-call-bytes, whichever is lower (the
+  // server bounds it so); a worker reads whole lines only up to 256 MiB in any case.
   constexpr int64_t kMostLineBytes = int64_t{256} << 20;
   const size_t line_limit =
       session.max_line_bytes() > 0
@@ -222,8 +222,12 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
       // frame the input, so the session goes on, except inside a list whose row went missing.
       ++commands;
-      const std::string message = absl::StrCat("cnp-worker: ", line.status().message(),
-                                               " (cnp-adapter --max-line-bytes raises the limit)");
+      const std::string message = absl::StrCat(
+          "cnp-worker: ", line.status().message(),
+          session.line_limit_is_servers()
+              ? " (cnp-server's --max-call-bytes, the longest line it takes on either path, "
+                "raises the limit)"
+              : " (cnp-adapter --max-line-bytes raises the limit)");
       std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
                    std::string(line.status().message()).c_str());
       if (absl::Status written =

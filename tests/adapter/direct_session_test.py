@@ -207,6 +207,28 @@ class BothPathsTest(SessionTestCase):
 harness.through_each_path(BothPathsTest, globals())
 
 
+class ServerLineCapTest(SessionTestCase):
+    """The server's --max-call-bytes bounds a CouchDB line on both paths, below the adapter's
+    --max-line-bytes: the direct path read and indexed a line the stream path refused."""
+
+    socket_prefix = "cnp-linecap-"
+    server_extra = ("--max-call-bytes=100000",)
+
+    def test_a_line_over_the_servers_cap_is_too_large_on_both_paths(self):
+        qs = self.started("fixture_fns.town_n|1")
+        error = qs.reply(["map_doc", dict(DOC, padding="x" * 200000)])
+        self.assertEqual(error[:2], ["error", "too_large"], qs.diagnostics())
+        if self.session == "direct":
+            # The setting that binds is named, not the adapter's, which could not help.
+            self.assertIn("--max-call-bytes", error[2])
+        # The session goes on, and a line under the cap is answered.
+        self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+
+
+harness.through_each_path(ServerLineCapTest, globals())
+
+
 class DirectOnlyTest(SessionTestCase):
     """What only a direct session has: the adapter mirrors a worker it does not talk to."""
 
