@@ -372,10 +372,19 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
   }
   batch->size = results->Size();
   batch->last_seq = SeqText(*last_seq);
+  // A document listed more than once (a continuous feed brings a create and an update of it
+  // in one batch; a clustered CouchDB may list a document twice) counts once, as its last
+  // change: the rows of an earlier version would be kept beside the last one's, and two writes
+  // of one row with one _rev conflict.
+  std::set<std::string> later;  // ids of changes after the one looked at
+  std::vector<bool> superseded(results->Size(), false);
+  for (rapidjson::SizeType r = results->Size(); r-- > 0;) {
+    superseded[r] = !later.insert(Text((*results)[r], "id")).second;
+  }
   for (rapidjson::SizeType r = 0; r < results->Size(); ++r) {
     const Value& change = (*results)[r];
     std::string id = Text(change, "id");
-    if (IsDesign(id)) continue;
+    if (IsDesign(id) || superseded[r]) continue;
     if (Member(change, kUnreadableMember) != nullptr) {
       // Read neither now nor ever (the same change would fail again): recorded and passed.
       batch->failures.push_back({id, kUnreadableType,
@@ -615,6 +624,7 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
     std::vector<Value>& out = batch.desired[id];
+    out.clear();  // (each document is in a batch once: ReadBatch keeps its last change)
     size_t n = 0;
     for (const Value& pair : (*rows)[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
