@@ -960,14 +960,17 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
 absl::Status Deriver::Sweep(size_t i) {
   const Stage& s = declaration_.stages[i];
   std::string prefix = absl::StrCat(s.source, ":");
+  // Each page starts just after the last id of the one before (that id with U+0000 appended,
+  // the least id greater than it), not at that id with skip=1: the last row was usually just
+  // deleted, so _all_docs no longer lists it and skip=1 passed over the first row after it,
+  // which then kept its old version for good.
   std::string start = prefix;
-  bool skip_first = false;
   int64_t removed = 0;
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
         absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", limit,
-                     skip_first ? "&skip=1" : "", "&startkey=", QueryString(start),
+                     "&startkey=", QueryString(start),
                      "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
         absl::StrCat("reading derived documents of ", s.target));
     if (absl::IsResourceExhausted(page.status()) && limit > 1) {
@@ -981,6 +984,7 @@ absl::Status Deriver::Sweep(size_t i) {
     for (size_t r = 0; r < n; ++r) {
       const Value& row = (*rows)[r];
       start = Text(row, "id");
+      start.push_back('\0');
       const Value* doc = Member(row, "doc");
       if (doc == nullptr || !doc->IsObject()) continue;
       const Value* version = Member(*doc, "mr_version");
@@ -990,7 +994,6 @@ absl::Status Deriver::Sweep(size_t i) {
     removed += static_cast<int64_t>(writes.size());
     if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
     if (n < static_cast<size_t>(limit)) break;
-    skip_first = true;
   }
   if (removed > 0) {
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed
