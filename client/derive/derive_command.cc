@@ -56,7 +56,8 @@ For each stage (target <- source) this command reads the source's _changes in ba
 (include_docs, seq_interval), sends the changed documents to the service's Map RPC, and writes
 the rows to the target with _bulk_docs, writing only documents that changed. Derived documents
 have deterministic ids and carry mr_source_id, mr_source_type, mr_key, mr_value, mr_version
-(CouchDB refuses unknown top-level fields that start with '_'). A deleted source document
+(CouchDB refuses unknown top-level fields that start with '_'); rows that a reduce stage reads
+with `sources: true` also carry mr_source_rev, so that a join is redone when a source changes. A deleted source document
 deletes its rows. A reduce stage follows its map target's _changes and re-reduces each changed
 key from all of that key's rows (Reduce RPC; _find on an mr_key index it creates). The last
 sequence is checkpointed in _local/cnp-derive:NAME:source:SOURCE of the target (read from

@@ -217,6 +217,14 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   last_report_.assign(declaration_.stages.size(), absl::InfinitePast());
   reported_processed_.assign(declaration_.stages.size(), 0);
   read_limits_.assign(declaration_.stages.size(), options_.batch_size);
+  sources_read_.assign(declaration_.stages.size(), false);
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& map = declaration_.stages[i];
+    if (map.reduce) continue;
+    for (const Stage& r : declaration_.stages) {
+      if (r.reduce && r.with_sources && r.source == map.target) sources_read_[i] = true;
+    }
+  }
 }
 
 Deriver::~Deriver() {
@@ -623,6 +631,11 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     if (!rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
+    // A reduce stage that reads the rows' source documents (a join) re-reduces only the keys
+    // whose rows changed: with the source's revision in each row, a change of the source
+    // document changes its rows even when its keys and values stay, and the reduce stage sees
+    // the new fields.
+    const std::string source_rev = sources_read_[i] ? Text(*Member(*mapped[d], "doc"), "_rev") : "";
     std::vector<Value>& out = batch.desired[id];
     out.clear();  // (each document is in a batch once: ReadBatch keeps its last change)
     size_t n = 0;
@@ -632,6 +645,7 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       std::string row_id = MapRowId(s.source, id, couchdb::ToJson(pair[0]), n++);
       doc.AddMember("_id", couchdb::StringValue(row_id, ra), ra);
       doc.AddMember("mr_source_id", couchdb::StringValue(id, ra), ra);
+      if (!source_rev.empty()) doc.AddMember("mr_source_rev", couchdb::StringValue(source_rev, ra), ra);
       FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
       out.push_back(std::move(doc));
     }

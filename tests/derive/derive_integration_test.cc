@@ -627,6 +627,35 @@ handlers:
   ASSERT_EQ(joined.count("\"o2\""), 1u);
   EXPECT_THAT(joined.find("\"o1\"")->second, HasSubstr(R"("report_id":"r2","title":"Q2b")"));
   EXPECT_THAT(joined.find("\"o2\"")->second, Not(HasSubstr("report_id")));
+
+  // An org is renamed: its map row (o1, null) stays the same but for the source's revision, so
+  // the join of o1 is redone with the new name. (Before, the map target did not change, the
+  // reduce stage never ran, and company_reports kept "Acme" for good; found by a review.)
+  Write("orgs", absl::StrCat(R"([{"_id":"o1","_rev":")", Rev("orgs", "o1"), R"(","name":"Acme Corp"}])"));
+  RunOnce(yaml);
+  joined = ByKey("company_reports");
+  ASSERT_EQ(joined.count("\"o1\""), 1u);
+  EXPECT_THAT(joined.find("\"o1\"")->second, HasSubstr(R"("org_id":"o1","name":"Acme Corp")"));
+  EXPECT_THAT(joined.find("\"o1\"")->second, HasSubstr(R"("report_id":"r2","title":"Q2b")"));
+  // Each map row says which revision of its source it was derived from.
+  for (auto& [id, row] : Derived("company_reports__map")) {
+    const std::string source = row["mr_source_type"].GetString();
+    ASSERT_TRUE(row.HasMember("mr_source_rev")) << couchdb::ToJson(row);
+    EXPECT_EQ(std::string(row["mr_source_rev"].GetString()), Rev(source, row["mr_source_id"].GetString())) << id;
+  }
+}
+
+// A map target read by no reduce stage with `sources: true` has no mr_source_rev: a change of a
+// source document that leaves its rows as they are writes nothing.
+TEST_F(DeriveTest, RowsCarryTheSourceRevisionOnlyForAJoin) {
+  Fill("norev_src", R"([{"_id":"a","town":"Oslo","n":1}])");
+  std::string declaration = TownsDeclaration("norev", "norev_src", "norev_map");
+  RunOnce(declaration);
+  std::map<std::string, rapidjson::Document> rows = Derived("norev_map");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_FALSE(rows.begin()->second.HasMember("mr_source_rev")) << couchdb::ToJson(rows.begin()->second);
+  Write("norev_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("norev_src", "a"), R"(","town":"Oslo","n":2}])"));
+  EXPECT_THAT(RunOnce(declaration), ::testing::ContainsRegex(R"(seq 2, 1 change\(s\) \([0-9]+/s\), 0 written)"));
 }
 
 TEST_F(DeriveTest, AReduceTargetIsKeptRightIncrementally) {
