@@ -17,6 +17,55 @@ Lease::Lease(CouchDb& couch, std::string database, std::string name, std::string
       timeout_(timeout),
       renew_every_(renew_every) {}
 
+Lease::~Lease() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (renewer_.joinable()) renewer_.join();
+}
+
+void Lease::RenewInBackground() {
+  if (renewer_.joinable()) return;
+  renewer_ = std::thread([this] { RenewLoop(); });
+}
+
+void Lease::RenewLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    const absl::Time now = absl::Now();
+    // Not held: nothing to renew until it is (TryAcquire's write starts the interval over).
+    absl::Time due = held_ ? std::max(last_write_ + renew_every_, retry_at_) : now + renew_every_;
+    if (due > now) {
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), due - now);
+      continue;
+    }
+    absl::StatusOr<bool> renewed = Write(rev_);
+    if (renewed.ok()) {
+      renew_error_ = absl::OkStatus();
+    } else {
+      // Kept for RenewIfDue (the writes ask it) unless a later try succeeds first.
+      renew_error_ = renewed.status();
+      retry_at_ = absl::Now() + std::min(renew_every_, absl::Seconds(1));
+    }
+  }
+}
+
+bool Lease::held() const {
+  absl::MutexLock lock(&mu_);
+  return held_;
+}
+
+absl::Duration Lease::wait_hint() const {
+  absl::MutexLock lock(&mu_);
+  return wait_hint_;
+}
+
+std::string Lease::other_holder() const {
+  absl::MutexLock lock(&mu_);
+  return other_holder_;
+}
+
 absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   absl::Time now = absl::Now();
   rapidjson::Document doc(rapidjson::kObjectType);
@@ -56,6 +105,9 @@ absl::StatusOr<bool> Lease::LostRace() {
 }
 
 absl::StatusOr<bool> Lease::TryAcquire() {
+  absl::MutexLock lock(&mu_);
+  renew_error_ = absl::OkStatus();
+  retry_at_ = absl::InfinitePast();
   other_holder_.clear();
   absl::StatusOr<bool> acquired = ReadAndWrite();
   if (!acquired.ok() || *acquired || !other_holder_.empty()) {
@@ -86,12 +138,15 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
 }
 
 absl::StatusOr<bool> Lease::RenewIfDue() {
+  absl::MutexLock lock(&mu_);
+  if (!renew_error_.ok()) return renew_error_;
   if (!held_) return false;
   if (absl::Now() - last_write_ < renew_every_) return true;
   return Write(rev_);
 }
 
 void Lease::Release() {
+  absl::MutexLock lock(&mu_);
   if (!held_) return;
   held_ = false;
   // An expired hold is what the others look for: write one rather than delete, so the

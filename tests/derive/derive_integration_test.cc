@@ -707,6 +707,31 @@ TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstSto
   EXPECT_EQ(Derived("lease_map").size(), 3u);
 }
 
+// A batch whose Map call (3s) outlasts --lease-timeout (2s): the holder keeps its lease (renewed
+// from a thread of its own), writes the batch, and the other instance goes on waiting. Before,
+// the lease was renewed only before writes: the other instance took it during the call, the
+// holder's writes found it lost, and the two took it from each other for ever with nothing
+// written (found by a review).
+TEST_F(DeriveTest, AHolderBusyForLongerThanTheLeaseTimeoutKeepsTheLease) {
+  Fill("busy_src", R"([{"_id":"a","town":"Oslo","sleep":3},{"_id":"b","town":"Lima"}])");
+  // Two workers: the second instance's Resolve call must not wait for the slow Map call.
+  auto service = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=2"});
+  ASSERT_TRUE(service.ok()) << service.status();
+  std::string declaration = Declare(TownsDeclaration("busy", "busy_src", "busy_map", "derive_fns.slow_town"));
+  std::vector<std::string> follow = {"--lease-timeout=2s", "--lease-renew=500ms", "--poll-interval=200ms"};
+  auto first = ChildProcess::Start(Command(declaration, follow, service->get()), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = ChildProcess::Start(Command(declaration, follow, service->get()), dir_, "waiting for the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*first)->WaitForOutput("busy_src -> busy_map: seq 2, 2 change(s)", absl::Seconds(20)))
+      << (*first)->output() << "\n--- the other instance:\n" << (*second)->output();
+  EXPECT_THAT((*first)->output(), Not(HasSubstr("lost the lease")));
+  EXPECT_THAT((*second)->output(), Not(HasSubstr("holding the lease")));
+  EXPECT_EQ(ByKey("busy_map").size(), 2u);
+  rapidjson::Document checkpoint = Get("/busy_map/_local/cnp-derive%3Abusy%3Asource%3Abusy_src");
+  EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"2\"");
+}
+
 TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   Fill("missing_src", R"([{"_id":"a","town":"Oslo"}])");
   auto run = ChildProcess::Start(
