@@ -66,9 +66,10 @@ from it; the first run is the initial synchronization. A changed `version` re-ru
 start and then removes the derived documents of other versions.
 
 Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in the first
-target database, by name) lets one write; it renews the lease every --lease-renew (from a
-thread of its own, so that long Map or Reduce calls do not lose it), and another takes over
-once the holder has not renewed for --lease-timeout (at once if it stopped cleanly).
+target database, by name) lets one write; it renews the lease every --lease-renew (and, while
+long Map or Reduce calls keep it busy, from a thread of its own, so that it does not lose it),
+and another takes over once the holder has not renewed for --lease-timeout (at once if it
+stopped cleanly).
 Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
 document is logged and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
@@ -256,13 +257,13 @@ int RunDeriveCommand(int argc, char** argv) {
   std::string home = declaration->stages.front().target;
   for (const Stage& s : declaration->stages) home = std::min(home, s.target);
   if (absl::Status s = couch.EnsureDatabase(home); !s.ok()) return Fail(s);
-  // The lease is renewed from a thread of its own while it is held (a batch whose Map calls
-  // take longer than --lease-timeout must not let another instance take it), on a connection
-  // of its own.
+  // While it is held, the lease is renewed from a thread of its own (on a connection of its
+  // own) when this one is busy for long: a batch whose Map calls take longer than
+  // --lease-timeout must not let another instance take it.
   couchdb::CouchClient lease_http(http_options);
   CouchDb lease_couch(lease_http);
-  Lease lease(lease_couch, home, declaration->name, holder, lease_timeout, lease_renew);
-  lease.RenewInBackground();
+  Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew);
+  lease.RenewInBackground(lease_couch);
 
   while (!stop_requested) {
     // Wait for the lease.

@@ -7,9 +7,11 @@
 // well within the timeout.
 //
 // A holder busy for longer than the timeout (a batch whose Map or Reduce calls take long) must
-// not lose the lease for that: RenewInBackground renews it from a thread of its own every
-// renew_every while it is held, and the writes still ask RenewIfDue, which says whether it is
-// held (a renewal that found another revision lost it) or what error a renewal met.
+// not lose the lease for that: with RenewInBackground, a thread of its own renews it, on a
+// connection of its own, whenever the caller has not renewed it for halfway between
+// renew_every and the timeout, while it is held; the writes still ask RenewIfDue, which says
+// whether it is held (a renewal that found another revision lost it) or what error a renewal
+// met.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +28,7 @@ namespace cnp::derive {
 
 class Lease {
  public:
-  // With RenewInBackground, `couch` is used from the renewing thread too: give the lease a
-  // connection of its own.
+  // `couch` is used by the caller's thread only (in the calls below).
   Lease(CouchDb& couch, std::string database, std::string name, std::string holder,
         absl::Duration timeout, absl::Duration renew_every);
   // Stops the renewing thread (without releasing the lease).
@@ -35,10 +36,12 @@ class Lease {
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
 
-  // From now on, while the lease is held, a thread renews it every renew_every, whatever the
-  // caller is busy with. A renewal that fails (CouchDB unreachable) is tried again within a
-  // second; RenewIfDue returns its error unless a later renewal succeeded.
-  void RenewInBackground();
+  // From now on, while the lease is held, a thread renews it with `own_connection` (used by
+  // that thread alone, and outliving this object) whenever the caller is busy for longer than
+  // halfway between renew_every and the timeout since the last renewal. A renewal that fails
+  // (CouchDB unreachable) is tried again within a second; RenewIfDue returns its error unless a
+  // later renewal succeeded.
+  void RenewInBackground(CouchDb& own_connection);
 
   // Takes the lease if it is free or expired: true when held now, false when another instance
   // holds it (then `wait_hint()` says how long until it would expire) or wrote it between our
@@ -60,22 +63,22 @@ class Lease {
   const std::string& doc_id() const { return doc_id_; }
 
  private:
-  absl::StatusOr<bool> Write(const std::string& rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> Write(CouchDb& couch, const std::string& rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One read of the lease and, if it is free, expired or ours, one write.
   absl::StatusOr<bool> ReadAndWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a write that conflicted: false with a growing wait_hint_, or the error once races
   // have gone on for longer than timeout_.
   absl::StatusOr<bool> LostRace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The renewing thread's loop, until stopping_.
-  void RenewLoop();
+  void RenewLoop(CouchDb& couch);
 
-  CouchDb& couch_;  // used with mu_ held
+  CouchDb& couch_;  // the caller's connection, used with mu_ held
   const std::string database_;
   const std::string doc_id_;
   const std::string holder_;
   const absl::Duration timeout_;
   const absl::Duration renew_every_;
-  // Held across each request, so that the lease's requests take turns on its connection.
+  // Held across each request, so that the lease's requests take turns.
   mutable absl::Mutex mu_;
   bool held_ ABSL_GUARDED_BY(mu_) = false;
   std::string rev_ ABSL_GUARDED_BY(mu_);
