@@ -56,7 +56,8 @@ For each stage (target <- source) this command reads the source's _changes in ba
 (include_docs, seq_interval), sends the changed documents to the service's Map RPC, and writes
 the rows to the target with _bulk_docs, writing only documents that changed. Derived documents
 have deterministic ids and carry mr_source_id, mr_source_type, mr_key, mr_value, mr_version
-(CouchDB refuses unknown top-level fields that start with '_'). A deleted source document
+(CouchDB refuses unknown top-level fields that start with '_'); rows that a reduce stage reads
+with `sources: true` also carry mr_source_rev, so that a join is redone when a source changes. A deleted source document
 deletes its rows. A reduce stage follows its map target's _changes and re-reduces each changed
 key from all of that key's rows (Reduce RPC; _find on an mr_key index it creates). The last
 sequence is checkpointed in _local/cnp-derive:NAME:source:SOURCE of the target (read from
@@ -65,8 +66,10 @@ from it; the first run is the initial synchronization. A changed `version` re-ru
 start and then removes the derived documents of other versions.
 
 Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in the first
-target database, by name) lets one write; it renews the lease every --lease-renew, and another
-takes over once the holder has not renewed for --lease-timeout (at once if it stopped cleanly).
+target database, by name) lets one write; it renews the lease every --lease-renew (and, while
+long Map or Reduce calls keep it busy, from a thread of its own, so that it does not lose it),
+and another takes over once the holder has not renewed for --lease-timeout (at once if it
+stopped cleanly).
 Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
 document is logged and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
@@ -254,7 +257,13 @@ int RunDeriveCommand(int argc, char** argv) {
   std::string home = declaration->stages.front().target;
   for (const Stage& s : declaration->stages) home = std::min(home, s.target);
   if (absl::Status s = couch.EnsureDatabase(home); !s.ok()) return Fail(s);
+  // While it is held, the lease is renewed from a thread of its own (on a connection of its
+  // own) when this one is busy for long: a batch whose Map calls take longer than
+  // --lease-timeout must not let another instance take it.
+  couchdb::CouchClient lease_http(http_options);
+  CouchDb lease_couch(lease_http);
   Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew);
+  lease.RenewInBackground(lease_couch);
 
   while (!stop_requested) {
     // Wait for the lease.

@@ -217,6 +217,14 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   last_report_.assign(declaration_.stages.size(), absl::InfinitePast());
   reported_processed_.assign(declaration_.stages.size(), 0);
   read_limits_.assign(declaration_.stages.size(), options_.batch_size);
+  sources_read_.assign(declaration_.stages.size(), false);
+  for (size_t i = 0; i < declaration_.stages.size(); ++i) {
+    const Stage& map = declaration_.stages[i];
+    if (map.reduce) continue;
+    for (const Stage& r : declaration_.stages) {
+      if (r.reduce && r.with_sources && r.source == map.target) sources_read_[i] = true;
+    }
+  }
 }
 
 Deriver::~Deriver() {
@@ -372,10 +380,19 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
   }
   batch->size = results->Size();
   batch->last_seq = SeqText(*last_seq);
+  // A document listed more than once (a continuous feed brings a create and an update of it
+  // in one batch; a clustered CouchDB may list a document twice) counts once, as its last
+  // change: the rows of an earlier version would be kept beside the last one's, and two writes
+  // of one row with one _rev conflict.
+  std::set<std::string> later;  // ids of changes after the one looked at
+  std::vector<bool> superseded(results->Size(), false);
+  for (rapidjson::SizeType r = results->Size(); r-- > 0;) {
+    superseded[r] = !later.insert(Text((*results)[r], "id")).second;
+  }
   for (rapidjson::SizeType r = 0; r < results->Size(); ++r) {
     const Value& change = (*results)[r];
     std::string id = Text(change, "id");
-    if (IsDesign(id)) continue;
+    if (IsDesign(id) || superseded[r]) continue;
     if (Member(change, kUnreadableMember) != nullptr) {
       // Read neither now nor ever (the same change would fail again): recorded and passed.
       batch->failures.push_back({id, kUnreadableType,
@@ -614,7 +631,13 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     if (!rows->IsArray() || rows->Size() != 1 || !(*rows)[0].IsArray()) {
       return absl::InternalError("the service answered map rows that are not [[[key, value], ...]]");
     }
+    // A reduce stage that reads the rows' source documents (a join) re-reduces only the keys
+    // whose rows changed: with the source's revision in each row, a change of the source
+    // document changes its rows even when its keys and values stay, and the reduce stage sees
+    // the new fields.
+    const std::string source_rev = sources_read_[i] ? Text(*Member(*mapped[d], "doc"), "_rev") : "";
     std::vector<Value>& out = batch.desired[id];
+    out.clear();  // (each document is in a batch once: ReadBatch keeps its last change)
     size_t n = 0;
     for (const Value& pair : (*rows)[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
@@ -622,6 +645,7 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       std::string row_id = MapRowId(s.source, id, couchdb::ToJson(pair[0]), n++);
       doc.AddMember("_id", couchdb::StringValue(row_id, ra), ra);
       doc.AddMember("mr_source_id", couchdb::StringValue(id, ra), ra);
+      if (!source_rev.empty()) doc.AddMember("mr_source_rev", couchdb::StringValue(source_rev, ra), ra);
       FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
       out.push_back(std::move(doc));
     }
@@ -950,14 +974,17 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
 absl::Status Deriver::Sweep(size_t i) {
   const Stage& s = declaration_.stages[i];
   std::string prefix = absl::StrCat(s.source, ":");
+  // Each page starts just after the last id of the one before (that id with U+0000 appended,
+  // the least id greater than it), not at that id with skip=1: the last row was usually just
+  // deleted, so _all_docs no longer lists it and skip=1 passed over the first row after it,
+  // which then kept its old version for good.
   std::string start = prefix;
-  bool skip_first = false;
   int64_t removed = 0;
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
         absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", limit,
-                     skip_first ? "&skip=1" : "", "&startkey=", QueryString(start),
+                     "&startkey=", QueryString(start),
                      "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
         absl::StrCat("reading derived documents of ", s.target));
     if (absl::IsResourceExhausted(page.status()) && limit > 1) {
@@ -971,6 +998,7 @@ absl::Status Deriver::Sweep(size_t i) {
     for (size_t r = 0; r < n; ++r) {
       const Value& row = (*rows)[r];
       start = Text(row, "id");
+      start.push_back('\0');
       const Value* doc = Member(row, "doc");
       if (doc == nullptr || !doc->IsObject()) continue;
       const Value* version = Member(*doc, "mr_version");
@@ -980,7 +1008,6 @@ absl::Status Deriver::Sweep(size_t i) {
     removed += static_cast<int64_t>(writes.size());
     if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
     if (n < static_cast<size_t>(limit)) break;
-    skip_first = true;
   }
   if (removed > 0) {
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed

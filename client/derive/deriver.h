@@ -7,7 +7,8 @@
 //   map row     _id "<source>:<sha(source id)>:<sha(key)>:<n>"   (n: the row's place among the
 //               rows the document yielded), mr_source_id, mr_source_type (the source database),
 //               mr_key, mr_value (null when the value was an object: its fields are the
-//               document's), mr_version
+//               document's), mr_version; and mr_source_rev, the source document's _rev, when a
+//               reduce stage reads the rows with their source documents (sources: true)
 //   reduce row  _id "<map target>:<sha(key)>", mr_key, mr_value (or the object's fields),
 //               mr_source_type (the map target), mr_version
 // A deleted map row keeps its mr_key in its tombstone, so that the reduce stage following the
@@ -161,6 +162,9 @@ class Deriver {
   std::vector<absl::Time> last_report_;
   std::vector<int64_t> reported_processed_;
   std::vector<int> read_limits_;  // changes to ask for in the next batch read of each stage
+  // Per stage: a map stage whose target a reduce stage reads with the rows' source documents
+  // (sources: true), so its rows carry mr_source_rev.
+  std::vector<bool> sources_read_;
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
   CouchDb* prefetch_;

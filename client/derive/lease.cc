@@ -17,7 +17,60 @@ Lease::Lease(CouchDb& couch, std::string database, std::string name, std::string
       timeout_(timeout),
       renew_every_(renew_every) {}
 
-absl::StatusOr<bool> Lease::Write(const std::string& rev) {
+Lease::~Lease() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (renewer_.joinable()) renewer_.join();
+}
+
+void Lease::RenewInBackground(CouchDb& own_connection) {
+  if (renewer_.joinable()) return;
+  renewer_ = std::thread([this, &own_connection] { RenewLoop(own_connection); });
+}
+
+void Lease::RenewLoop(CouchDb& couch) {
+  // The caller renews every renew_every while it is not busy; this thread steps in once a
+  // renewal is overdue, halfway between renew_every and the timeout (a Map call that takes
+  // long), so that the lease's requests stay on the caller's connection otherwise.
+  const absl::Duration overdue = renew_every_ + (timeout_ - renew_every_) / 2;
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    const absl::Time now = absl::Now();
+    // Not held: nothing to renew until it is (TryAcquire's write starts the interval over).
+    absl::Time due = held_ ? std::max(last_write_ + overdue, retry_at_) : now + renew_every_;
+    if (due > now) {
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), due - now);
+      continue;
+    }
+    absl::StatusOr<bool> renewed = Write(couch, rev_);
+    if (renewed.ok()) {
+      renew_error_ = absl::OkStatus();
+    } else {
+      // Kept for RenewIfDue (the writes ask it) unless a later try succeeds first.
+      renew_error_ = renewed.status();
+      retry_at_ = absl::Now() + std::min(renew_every_, absl::Seconds(1));
+    }
+  }
+}
+
+bool Lease::held() const {
+  absl::MutexLock lock(&mu_);
+  return held_;
+}
+
+absl::Duration Lease::wait_hint() const {
+  absl::MutexLock lock(&mu_);
+  return wait_hint_;
+}
+
+std::string Lease::other_holder() const {
+  absl::MutexLock lock(&mu_);
+  return other_holder_;
+}
+
+absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
   absl::Time now = absl::Now();
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
@@ -26,7 +79,7 @@ absl::StatusOr<bool> Lease::Write(const std::string& rev) {
   doc.AddMember("renewed_at_ms", absl::ToUnixMillis(now), a);
   doc.AddMember("expires_at_ms", absl::ToUnixMillis(now + timeout_), a);
   absl::StatusOr<rapidjson::Document> answer =
-      couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease");
+      couch.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease");
   if (absl::IsAborted(answer.status())) {  // 409: another instance wrote it first
     held_ = false;
     return false;
@@ -56,6 +109,9 @@ absl::StatusOr<bool> Lease::LostRace() {
 }
 
 absl::StatusOr<bool> Lease::TryAcquire() {
+  absl::MutexLock lock(&mu_);
+  renew_error_ = absl::OkStatus();
+  retry_at_ = absl::InfinitePast();
   other_holder_.clear();
   absl::StatusOr<bool> acquired = ReadAndWrite();
   if (!acquired.ok() || *acquired || !other_holder_.empty()) {
@@ -69,7 +125,7 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   absl::StatusOr<std::optional<rapidjson::Document>> current =
       couch_.GetIfExists(LocalDocPath(database_, doc_id_), "reading the lease");
   if (!current.ok()) return current.status();
-  if (!current->has_value()) return Write("");
+  if (!current->has_value()) return Write(couch_, "");
   const rapidjson::Document& doc = **current;
   auto text = [&](const char* field) -> std::string {
     auto it = doc.FindMember(field);
@@ -79,19 +135,22 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
   absl::Time expires = absl::FromUnixMillis(expires_ms);
   std::string holder = text("holder");
-  if (holder == holder_ || holder.empty() || expires <= absl::Now()) return Write(text("_rev"));
+  if (holder == holder_ || holder.empty() || expires <= absl::Now()) return Write(couch_, text("_rev"));
   other_holder_ = holder;
   wait_hint_ = expires - absl::Now();
   return false;
 }
 
 absl::StatusOr<bool> Lease::RenewIfDue() {
+  absl::MutexLock lock(&mu_);
+  if (!renew_error_.ok()) return renew_error_;
   if (!held_) return false;
   if (absl::Now() - last_write_ < renew_every_) return true;
-  return Write(rev_);
+  return Write(couch_, rev_);
 }
 
 void Lease::Release() {
+  absl::MutexLock lock(&mu_);
   if (!held_) return;
   held_ = false;
   // An expired hold is what the others look for: write one rather than delete, so the

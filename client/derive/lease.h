@@ -5,12 +5,22 @@
 // lost the lease and stops writing; a waiting instance takes it once it has expired, i.e. when
 // the holder stopped renewing. Expiry is wall-clock time: the instances' clocks should agree to
 // well within the timeout.
+//
+// A holder busy for longer than the timeout (a batch whose Map or Reduce calls take long) must
+// not lose the lease for that: with RenewInBackground, a thread of its own renews it, on a
+// connection of its own, whenever the caller has not renewed it for halfway between
+// renew_every and the timeout, while it is held; the writes still ask RenewIfDue, which says
+// whether it is held (a renewal that found another revision lost it) or what error a renewal
+// met.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/derive/couch_db.h"
 
@@ -18,8 +28,20 @@ namespace cnp::derive {
 
 class Lease {
  public:
+  // `couch` is used by the caller's thread only (in the calls below).
   Lease(CouchDb& couch, std::string database, std::string name, std::string holder,
         absl::Duration timeout, absl::Duration renew_every);
+  // Stops the renewing thread (without releasing the lease).
+  ~Lease();
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  // From now on, while the lease is held, a thread renews it with `own_connection` (used by
+  // that thread alone, and outliving this object) whenever the caller is busy for longer than
+  // halfway between renew_every and the timeout since the last renewal. A renewal that fails
+  // (CouchDB unreachable) is tried again within a second; RenewIfDue returns its error unless a
+  // later renewal succeeded.
+  void RenewInBackground(CouchDb& own_connection);
 
   // Takes the lease if it is free or expired: true when held now, false when another instance
   // holds it (then `wait_hint()` says how long until it would expire) or wrote it between our
@@ -28,38 +50,48 @@ class Lease {
   // instances settle in one round, and reads that find the lease free while every write
   // conflicts mean something other than CouchDB answers (a URL that is not its root).
   absl::StatusOr<bool> TryAcquire();
-  // Renews if renew_every has passed since the last write. False: the lease was lost.
+  // Renews if renew_every has passed since the last write. False: the lease was lost. The
+  // error of a background renewal that has failed since the last success.
   absl::StatusOr<bool> RenewIfDue();
   // Gives the lease up so another instance need not wait for it to expire.
   void Release();
 
-  bool held() const { return held_; }
-  absl::Duration wait_hint() const { return wait_hint_; }
+  bool held() const;
+  absl::Duration wait_hint() const;
   const std::string& holder() const { return holder_; }
-  const std::string& other_holder() const { return other_holder_; }
+  std::string other_holder() const;
   const std::string& doc_id() const { return doc_id_; }
 
  private:
-  absl::StatusOr<bool> Write(const std::string& rev);
+  absl::StatusOr<bool> Write(CouchDb& couch, const std::string& rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One read of the lease and, if it is free, expired or ours, one write.
-  absl::StatusOr<bool> ReadAndWrite();
+  absl::StatusOr<bool> ReadAndWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a write that conflicted: false with a growing wait_hint_, or the error once races
   // have gone on for longer than timeout_.
-  absl::StatusOr<bool> LostRace();
+  absl::StatusOr<bool> LostRace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The renewing thread's loop, until stopping_.
+  void RenewLoop(CouchDb& couch);
 
-  CouchDb& couch_;
-  std::string database_;
-  std::string doc_id_;
-  std::string holder_;
-  absl::Duration timeout_;
-  absl::Duration renew_every_;
-  bool held_ = false;
-  std::string rev_;
-  absl::Time last_write_ = absl::InfinitePast();
-  absl::Duration wait_hint_ = absl::ZeroDuration();
-  std::string other_holder_;
-  absl::Time racing_since_ = absl::InfiniteFuture();  // the first of the races in a row
-  int races_ = 0;
+  CouchDb& couch_;  // the caller's connection, used with mu_ held
+  const std::string database_;
+  const std::string doc_id_;
+  const std::string holder_;
+  const absl::Duration timeout_;
+  const absl::Duration renew_every_;
+  // Held across each request, so that the lease's requests take turns.
+  mutable absl::Mutex mu_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  std::string rev_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration wait_hint_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  std::string other_holder_ ABSL_GUARDED_BY(mu_);
+  absl::Time racing_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // the first of the races in a row
+  int races_ ABSL_GUARDED_BY(mu_) = 0;
+  // The background renewal's failure since its last success, and when it tries again.
+  absl::Status renew_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread renewer_;  // started and joined by the owner's thread only
 };
 
 }  // namespace cnp::derive

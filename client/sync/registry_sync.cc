@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/design_diff.h"
@@ -600,6 +601,7 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
   }
   if (absl::Status first = SyncAll(); !first.ok() && AffectsEverything(first)) return first;
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
+  absl::Duration retry_delay = options_.first_retry_delay;
   while (keep_going()) {
     // CouchDB answers by timeout_ms at the latest; the margin covers a slow answer.
     absl::StatusOr<HttpResponse> response = couch_.Get(
@@ -607,10 +609,17 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
                      "&since=", CouchClient::EscapeSegment(*since)),
         options_.poll_timeout + absl::Seconds(30));
     absl::Status failed;
+    // A CouchDB restarting (no answer, 5xx), a proxy's timeout or page: tried again. An
+    // answer retrying cannot change (the credentials refused, no server admin, no
+    // _db_updates) ends following.
+    bool retry = true;
     if (!response.ok()) {
       failed = response.status();
+      retry = !absl::IsCancelled(failed);
     } else if (response->status != 200) {
       failed = HttpError(*response, "following _db_updates", couch_.base_url());
+      retry = response->status != 400 && response->status != 401 && response->status != 403 &&
+              response->status != 404 && response->status != 405;
     }
     absl::StatusOr<rapidjson::Document> updates =
         failed.ok() ? ParseJson(response->body) : absl::StatusOr<rapidjson::Document>(failed);
@@ -619,10 +628,25 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
       failed = absl::UnknownError(
           absl::StrCat("CouchDB at ", couch_.base_url(), " sent a malformed _db_updates"));
     }
-    if (!failed.ok()) {
+    if (!failed.ok() && !retry) {
       EmitProblem(v1::UploadProblem::ERROR, failed, "", "");
       return failed;
     }
+    if (!failed.ok()) {
+      // From the same position: nothing created meanwhile is missed.
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::Status(failed.code(), absl::StrCat(failed.message(), "; following _db_updates again in ",
+                                                           absl::FormatDuration(retry_delay))),
+                  "", "");
+      const absl::Time until = absl::Now() + retry_delay;
+      for (absl::Time now = absl::Now(); now < until; now = absl::Now()) {
+        if (!keep_going()) return absl::OkStatus();
+        absl::SleepFor(std::min(until - now, absl::Milliseconds(100)));
+      }
+      retry_delay = std::min(retry_delay * 2, options_.max_retry_delay);
+      continue;
+    }
+    retry_delay = options_.first_retry_delay;
     bool registry_changed = false;
     for (const auto& update : (*updates)["results"].GetArray()) {
       std::string database(StringField(update, "db_name"));

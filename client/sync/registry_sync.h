@@ -57,6 +57,10 @@ class RegistrySync {
     int max_conflict_retries = 3;
     // How long one _db_updates long poll may wait for news before it is asked again.
     absl::Duration poll_timeout = absl::Seconds(30);
+    // After a poll that failed for a reason retrying may cure (CouchDB restarting, a 5xx, a
+    // proxy's timeout): the first wait before it is asked again, doubling up to the longest.
+    absl::Duration first_retry_delay = absl::Milliseconds(500);
+    absl::Duration max_retry_delay = absl::Seconds(30);
     // Whoever may write the registry is not trusted with CouchDB's own databases (_users,
     // _replicator) or design documents (_design/_auth): without this, an entry naming one is
     // skipped (that target, or the whole entry for such a design document) with a warning.
@@ -75,8 +79,12 @@ class RegistrySync {
   // Follows CouchDB's _db_updates from before SyncAll's pass so nothing created meanwhile is
   // missed, gives each created database the design documents it should have, and re-reads
   // the registry (and syncs again) when the registry database changes. Returns when
-  // `keep_going` says false after a poll, or on an error reaching CouchDB (a failure in one
-  // database is reported and following goes on).
+  // `keep_going` says false (asked after each poll, and while waiting to poll again), or on an
+  // error that retrying cannot change: _db_updates answered 400, 401, 403, 404 or 405, or a
+  // pass that affects everything. A poll that failed otherwise (CouchDB restarting: no answer,
+  // a 5xx; a malformed answer) is a warning, and is asked again from the same position after
+  // a delay that grows from first_retry_delay to max_retry_delay (a failure in one database
+  // is reported and following goes on).
   absl::Status Follow(const std::function<bool()>& keep_going);
 
   // The registered design documents that target `database` (with `removed`, the entries

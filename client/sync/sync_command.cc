@@ -32,7 +32,10 @@ brought up to date again.
 
 The registry's design documents carry their functions' resolved |versions, so cnp sync needs
 no cnp service: it talks to CouchDB itself, with the credentials below. Following
-_db_updates needs a server admin and CouchDB 2 or later.
+_db_updates needs a server admin and CouchDB 2 or later. A poll of _db_updates that fails for
+a reason retrying may cure (CouchDB restarting, a 5xx, a proxy's page) is a warning and is
+tried again from the same position after a growing delay (0.5s, doubling up to 30s); an answer
+of 400, 401, 403, 404 or 405 ends the run with exit status 1.
 
 Options:
   --once                    one pass over the existing databases, then exit

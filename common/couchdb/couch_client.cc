@@ -6,6 +6,8 @@
 #include <mutex>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
@@ -205,6 +207,8 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
                      static_cast<long>(absl::ToInt64Milliseconds(timeout)));
   }
   response.sent_credentials = !options_.username.empty();
+  response.method = method;
+  response.path = std::string(path);
   if (!options_.username.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(curl, CURLOPT_USERNAME, options_.username.c_str());
@@ -284,6 +288,49 @@ std::string Reason(const HttpResponse& response) {
                       " bytes without CouchDB's error and reason, not shown");
 }
 
+namespace {
+
+// A percent-escaped path segment as text (a database's name: "a%2Fb" is a/b).
+std::string Unescaped(absl::string_view segment) {
+  std::string out;
+  for (size_t i = 0; i < segment.size(); ++i) {
+    int value = 0;
+    if (segment[i] == '%' && i + 2 < segment.size() && absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value)) {
+      out.push_back(static_cast<char>(value));
+      i += 2;
+    } else {
+      out.push_back(segment[i]);
+    }
+  }
+  return out;
+}
+
+// What a 403 means for the request it answered. Only writing a design document needs an admin
+// (cnp upload's and sync's case); a 403 to anything else (cnp derive reading _changes, writing
+// with _bulk_docs or asking _find) is the database's own security (its members, a
+// validate_doc_update that refuses the user) or a server endpoint's.
+std::string ForbiddenAdvice(const HttpResponse& response) {
+  absl::string_view path = response.path;
+  path = path.substr(0, path.find('?'));
+  if (path.size() < 2 || path[0] != '/') return "the user lacks permission for this request";
+  // "/<db>/...": the database's name is one escaped segment.
+  const size_t second = path.find('/', 1);
+  const absl::string_view first = path.substr(1, second == absl::string_view::npos ? path.npos : second - 1);
+  if (response.method != "GET" && response.method != "HEAD" && second != absl::string_view::npos) {
+    absl::string_view rest = path.substr(second);
+    if (absl::StartsWith(rest, "/_design/") || absl::StartsWithIgnoreCase(rest, "/_design%2F")) {
+      return "writing design documents needs a database or server admin";
+    }
+  }
+  if (absl::StartsWith(first, "_")) {  // a server's endpoint (/_db_updates, /_all_dbs)
+    return absl::StrCat("the user lacks permission for ", response.method, " ", path);
+  }
+  return absl::StrCat("the user lacks permission for database ", Unescaped(first), " (", response.method, " ",
+                      path, ")");
+}
+
+}  // namespace
+
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,
                        absl::string_view base_url) {
   std::string reason = Reason(response);
@@ -302,8 +349,7 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
           "CNP_COUCHDB_PASSWORD, or ~/.netrc)"));
     case 403:
       return absl::PermissionDeniedError(absl::StrCat(
-          context, ": not allowed (", reason,
-          "); writing design documents needs a database or server admin"));
+          context, ": not allowed (", reason, "); ", ForbiddenAdvice(response)));
     case 404:
       return absl::NotFoundError(absl::StrCat(context, ": not found (", reason, ")"));
     case 409:

@@ -21,6 +21,10 @@ struct HttpResponse {
   // Whether the request carried a user name and password: a 401 then means they are wrong,
   // else that CouchDB wants some (HttpError says which).
   bool sent_credentials = false;
+  // The request answered ("PUT", "/db/_design/x?rev=1-a", escaped as sent): HttpError says
+  // what a 403 means for it. Empty for a response built otherwise.
+  std::string method;
+  std::string path;
 };
 
 class CouchClient {

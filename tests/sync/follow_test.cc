@@ -198,6 +198,94 @@ TEST(FollowTest, AnEntryThatMatchesNoDatabaseIsWarnedOfOnceAndAgainWhenItChanges
   EXPECT_EQ(sync.unmatched_entries(), 1);
 }
 
+// A CouchDB that restarts under a follower: a poll of _db_updates answered 503, then one
+// answered with something that is not JSON (a proxy's page), are warnings, and following goes
+// on from the same position, so a database created meanwhile still gets its design documents.
+// Before, the first failed poll ended the follower (found by a review).
+TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
+  absl::Mutex mu;
+  int polls = 0;
+  std::vector<std::string> puts;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "7-a"})"};
+    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1"])"};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+      ++polls;
+      if (!absl::EndsWith(call, "since=7-a")) return {500, R"({"error": "wrong_position"})"};
+      if (polls == 1) return {503, R"({"error": "service_unavailable", "reason": "restarting"})"};
+      if (polls == 2) return {200, "<html>502 Bad Gateway</html>"};
+      return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "8-b"})"};
+    }
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    if (r.method == "PUT") {
+      puts.push_back(r.target);
+      return {201, R"({"ok": true, "rev": "1-x"})"};
+    }
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  std::vector<std::string> warnings;
+  client::sync::RegistrySync::Options options;
+  options.first_retry_delay = absl::Milliseconds(1);
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+    if (!e.has_problem()) return;
+    EXPECT_EQ(e.problem().severity(), v1::UploadProblem::WARNING) << e.ShortDebugString();
+    warnings.push_back(e.problem().message());
+  });
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return polls < 3;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_THAT(warnings, ElementsAre(::testing::AllOf(::testing::HasSubstr("service_unavailable: restarting"),
+                                                     ::testing::HasSubstr("; following _db_updates again in 1ms")),
+                                    ::testing::AllOf(::testing::HasSubstr("malformed _db_updates"),
+                                                     ::testing::HasSubstr("; following _db_updates again in 2ms"))));
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(polls, 3);
+  EXPECT_THAT(puts, ::testing::Contains("/account%2Fnew/_design/towns"));
+}
+
+// An answer that retrying cannot change (the credentials refused, no server admin, no
+// _db_updates) still ends following at once, as an error.
+TEST(FollowTest, APollRefusedForGoodEndsFollowing) {
+  for (int refusal : {401, 403, 404}) {
+    absl::Mutex mu;
+    int polls = 0;
+    ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+      absl::MutexLock lock(&mu);
+      const std::string call = absl::StrCat(r.method, " ", r.target);
+      if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
+      if (call == "GET /_all_dbs") return {200, R"(["cnp_registry"])"};
+      if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
+      if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+        ++polls;
+        return {refusal, R"({"error": "refused", "reason": "no"})"};
+      }
+      return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+    });
+    couchdb::CouchClient client({.base_url = couch.url()});
+    std::vector<v1::UploadProblem> problems;
+    client::sync::RegistrySync::Options options;
+    options.first_retry_delay = absl::Milliseconds(1);
+    client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+      if (e.has_problem()) problems.push_back(e.problem());
+    });
+    absl::Status status = sync.Follow([&] {
+      absl::MutexLock lock(&mu);
+      return polls < 5;
+    });
+    EXPECT_FALSE(status.ok()) << refusal;
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(polls, 1) << refusal;
+    ASSERT_FALSE(problems.empty()) << refusal;
+    EXPECT_EQ(problems.back().severity(), v1::UploadProblem::ERROR) << refusal;
+  }
+}
+
 // cnp upload --register R --remove NAME retries an entry edited meanwhile (HTTP 409) as often
 // as --max-conflict-retries says (0: the default, 3), then reports the conflict as the
 // other writers do.

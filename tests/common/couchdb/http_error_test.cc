@@ -44,5 +44,39 @@ TEST(HttpErrorTest, A401WithoutCredentialsSaysNoneWereGiven) {
   EXPECT_THAT(wrong.message(), HasSubstr("CouchDB refused the credentials"));
 }
 
+// Every 403 said "writing design documents needs a database or server admin", also to cnp
+// derive reading _changes or writing with _bulk_docs, where no admin is needed (found by a
+// review). The advice is now the request's: design documents for a design document's write,
+// else the database (or server endpoint) the user may not use.
+TEST(HttpErrorTest, A403SaysWhatTheRequestNeeded) {
+  ScriptedHttpServer couch([](const HttpRequest&) -> ScriptedResponse {
+    return {403, R"({"error":"forbidden","reason":"You are not allowed to access this db."})"};
+  });
+  CouchClient http({.base_url = couch.url()});
+  auto refused = [&](absl::StatusOr<HttpResponse> response) {
+    EXPECT_TRUE(response.ok()) << response.status();
+    absl::Status status = response.ok() ? HttpError(*response, "doing it", couch.url()) : response.status();
+    EXPECT_TRUE(absl::IsPermissionDenied(status)) << status;
+    return std::string(status.message());
+  };
+  std::string changes = refused(http.Get("/orgs/_changes?since=0&limit=500"));
+  EXPECT_THAT(changes, HasSubstr("not allowed (forbidden: You are not allowed to access this db.); the user lacks "
+                                 "permission for database orgs (GET /orgs/_changes)"));
+  EXPECT_THAT(changes, Not(HasSubstr("design documents")));
+  std::string bulk = refused(http.Post("/a%2Fb/_bulk_docs", R"({"docs":[]})"));
+  EXPECT_THAT(bulk, HasSubstr("; the user lacks permission for database a/b (POST /a%2Fb/_bulk_docs)"));
+  EXPECT_THAT(bulk, Not(HasSubstr("design documents")));
+  EXPECT_THAT(refused(http.Get("/_db_updates?feed=longpoll")),
+              HasSubstr("; the user lacks permission for GET /_db_updates"));
+  // Reading a design document is a member's right, not an admin's.
+  EXPECT_THAT(refused(http.Get("/orgs/_design/x")), Not(HasSubstr("design documents")));
+  // cnp upload's and sync's writes of design documents keep their advice.
+  EXPECT_THAT(refused(http.Put("/orgs/_design/x", "{}")),
+              HasSubstr("not allowed (forbidden: You are not allowed to access this db.); writing design "
+                        "documents needs a database or server admin"));
+  EXPECT_THAT(refused(http.Delete("/orgs/_design%2Fx?rev=1-a")),
+              HasSubstr("; writing design documents needs a database or server admin"));
+}
+
 }  // namespace
 }  // namespace cnp::couchdb

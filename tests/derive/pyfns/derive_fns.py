@@ -1,6 +1,7 @@
 """Handlers for the cnp derive tests, built with couch_named_python.mr's helpers."""
 
 import os
+import time
 
 from couch_named_python.mr import count, handler, item, join, value
 
@@ -36,6 +37,12 @@ def crash(doc):
     """Kills its own worker on a document that asks for it, as a segfault would."""
     if doc.get("crash"):
         os.kill(os.getpid(), 9)
+    yield doc["town"], None
+
+
+def slow_town(doc):
+    """The town, after doc["sleep"] seconds: a Map call that outlasts a short lease timeout."""
+    time.sleep(doc.get("sleep", 0))
     yield doc["town"], None
 
 
