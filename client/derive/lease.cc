@@ -135,7 +135,9 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
   absl::Time expires = absl::FromUnixMillis(expires_ms);
   std::string holder = text("holder");
-  if (holder == holder_ || holder.empty() || expires <= absl::Now()) return Write(couch_, text("_rev"));
+  if (holder == holder_ || holder.empty() || expires <= absl::Now()) {
+    return Write(couch_, text("_rev"));
+  }
   other_holder_ = holder;
   wait_hint_ = expires - absl::Now();
   return false;

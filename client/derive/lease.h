@@ -63,7 +63,8 @@ class Lease {
   const std::string& doc_id() const { return doc_id_; }
 
  private:
-  absl::StatusOr<bool> Write(CouchDb& couch, const std::string& rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> Write(CouchDb& couch, const std::string& rev)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One read of the lease and, if it is free, expired or ours, one write.
   absl::StatusOr<bool> ReadAndWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a write that conflicted: false with a growing wait_hint_, or the error once races
@@ -85,7 +86,8 @@ class Lease {
   absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Duration wait_hint_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::string other_holder_ ABSL_GUARDED_BY(mu_);
-  absl::Time racing_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();  // the first of the races in a row
+  // The first of the races in a row.
+  absl::Time racing_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   int races_ ABSL_GUARDED_BY(mu_) = 0;
   // The background renewal's failure since its last success, and when it tries again.
   absl::Status renew_error_ ABSL_GUARDED_BY(mu_);
