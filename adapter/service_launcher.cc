@@ -17,6 +17,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_join.h"
 #include "common/socket_directory.h"
 #include "service/session/launch_settings.h"
@@ -51,11 +52,11 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
 }
 
 // Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
-// appended to `log_path`, and `ready_fd` (the write end of a pipe) kept open across exec for
-// --ready-fd. Everything is prepared before fork(): the adapter may already run gRPC threads, so
+// appended to `log_path`, and `ready_fd` (the write end of a pipe) and `lock_fd` (the launch
+// lock) kept open across exec for --ready-fd and --launch-lock-fd. Everything is prepared before fork(): the adapter may already run gRPC threads, so
 // the children only make async-signal-safe calls before exec.
 absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path,
-                         int ready_fd) {
+                         int ready_fd, int lock_fd) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
@@ -79,6 +80,7 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
     ::dup2(log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
     ::fcntl(ready_fd, F_SETFD, 0);
+    ::fcntl(lock_fd, F_SETFD, 0);
     ::signal(SIGPIPE, SIG_DFL);
     if (::chdir("/") != 0) ::_exit(126);
     ::execv(args[0], args.data());
@@ -149,8 +151,10 @@ absl::StatusOr<std::string> FindServerBinary(const LaunchOptions& options) {
 
 namespace {
 
-// Takes the launch lock next to the socket (released when the returned descriptor closes).
-absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path) {
+// Takes the launch lock next to the socket (released when the returned descriptor closes, and
+// by a server started under it only once it listens: --launch-lock-fd), waiting for it until
+// `deadline`.
+absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path, absl::Time deadline) {
   const std::string dir = std::filesystem::path(socket_path).parent_path().string();
   if (absl::Status status = PrepareRuntimeDir(dir); !status.ok()) return status;
   const std::string lock_path = dir + "/cnp-server.lock";
@@ -158,18 +162,30 @@ absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path) {
   if (lock < 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot open ", lock_path, ": ", ErrnoText()));
   }
-  while (::flock(lock, LOCK_EX) != 0) {
-    if (errno != EINTR) {
+  // flock() has no timeout: tried again every 10 ms. The holder is another adapter, or a server
+  // one started that is still starting its workers.
+  while (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) {
       ::close(lock);
       return absl::UnavailableError(absl::StrCat("cannot lock ", lock_path, ": ", ErrnoText()));
     }
+    if (absl::Now() >= deadline) {
+      ::close(lock);
+      return absl::UnavailableError(absl::StrCat(
+          "another cnp-adapter is starting cnp-server on ", socket_path,
+          " and it was not ready in time; see ", dir, "/cnp-server.log"));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
   }
   return lock;
 }
 
-// Starts cnp-server on `socket_path`; the caller holds the launch lock.
+// Starts cnp-server on `socket_path`; the caller holds the launch lock on `lock`, which the
+// server holds too until it listens: an adapter that gives up waiting for a slow start leaves
+// the others waiting for that server, not starting one each.
 absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& options,
-                         absl::Time deadline) {
+                         int lock, absl::Time deadline) {
   const std::string dir = std::filesystem::path(socket_path).parent_path().string();
   const std::string log_path = dir + "/cnp-server.log";
   absl::StatusOr<std::string> binary = FindServerBinary(options);
@@ -201,7 +217,8 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
   }
   ScopedFd ready_read(ready[0]);
   argv.push_back(absl::StrCat("--ready-fd=", ready[1]));
-  absl::Status spawned = SpawnDaemon(argv, log_path, ready[1]);
+  argv.push_back(absl::StrCat("--launch-lock-fd=", lock));
+  absl::Status spawned = SpawnDaemon(argv, log_path, ready[1], lock);
   ::close(ready[1]);  // only the daemon holds the write end now: its exit reads as end of file
   if (!spawned.ok()) return spawned;
   return WaitUntilReady(ready_read.get(), deadline, log_path);
@@ -231,17 +248,17 @@ std::string LaunchSettings(const LaunchOptions& options) {
 
 absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,
                                   absl::Time deadline) {
-  absl::StatusOr<int> lock = TakeLaunchLock(socket_path);
+  absl::StatusOr<int> lock = TakeLaunchLock(socket_path, deadline);
   if (!lock.ok()) return lock.status();
   ScopedFd held(*lock);
   // Another adapter may have started it while this one waited for the lock.
   if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
-  return StartLocked(socket_path, options, deadline);
+  return StartLocked(socket_path, options, *lock, deadline);
 }
 
 absl::Status ReplaceService(const std::string& socket_path, const LaunchOptions& options,
                             pid_t old_server, absl::Time deadline) {
-  absl::StatusOr<int> lock = TakeLaunchLock(socket_path);
+  absl::StatusOr<int> lock = TakeLaunchLock(socket_path, deadline);
   if (!lock.ok()) return lock.status();
   ScopedFd held(*lock);
   // Another adapter with the same new settings may have replaced it while this one waited.
@@ -263,7 +280,7 @@ absl::Status ReplaceService(const std::string& socket_path, const LaunchOptions&
     }
   }
   if (UnixSocketAccepts(socket_path)) return absl::OkStatus();
-  return StartLocked(socket_path, options, deadline);
+  return StartLocked(socket_path, options, *lock, deadline);
 }
 
 }  // namespace cnp::adapter

@@ -215,6 +215,8 @@ int Run(int argc, char** argv) {
       (void)!::write(config->ready_fd, "ready\n", 6);
       ::close(config->ready_fd);
     }
+    // Adapters waiting to start a server find this one listening once they get the lock.
+    if (config->launch_lock_fd >= 0) ::close(config->launch_lock_fd);
     int sig = stop.get_future().get();
     if (config->drain_delay > absl::ZeroDuration()) {
       // Health first: balancers stop sending new calls while the ones they sent are served.

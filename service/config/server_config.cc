@@ -123,6 +123,10 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(int, ready_fd, -1,
           "write \"ready\\n\" to this file descriptor and close it once every address is "
           "listening (for supervisors and tests that start the server)");
+ABSL_FLAG(int, launch_lock_fd, -1,
+          "a file descriptor holding cnp-adapter's launch lock, closed with --ready-fd once "
+          "every address is listening (or when the server exits): adapters starting at the "
+          "same moment wait for this server instead of starting another (set by cnp-adapter)");
 ABSL_FLAG(int, max_sessions, 64,
           "direct CouchDB sessions served at once, each by its own worker (an adapter on this "
           "host hands CouchDB's pipes to it); more use the gRPC Session stream. 0: none; at "
@@ -913,6 +917,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
+  c.launch_lock_fd = absl::GetFlag(FLAGS_launch_lock_fd);
   c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
                                                     : absl::GetFlag(FLAGS_couchdb_allow);
   // Each URL alone first, so that a refusal names the element the operator wrote.

@@ -39,6 +39,7 @@ struct ServerConfig {
   std::string log_format;      // text or json
   std::string metrics_listen;  // empty: no metrics endpoint
   int ready_fd = -1;
+  int launch_lock_fd = -1;  // cnp-adapter's launch lock, held until the server listens
   // Upload: where it may go and what a request may cost.
   std::vector<std::string> couchdb_allow;
   int max_waiting_uploads = 0;  // admitted uploads that may wait for an upload thread

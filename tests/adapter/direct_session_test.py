@@ -421,6 +421,54 @@ class SettingsTest(unittest.TestCase):
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_adapters_wait_for_a_slow_starting_server_instead_of_starting_more(self):
+        """cnp-server starts its workers before it listens. When that took longer than an
+        adapter waits (4.5 s), the adapter let go of the launch lock and each adapter waiting
+        for it found nothing listening and started a server of its own, each with a pool (found
+        by a review: five servers for one socket). The server now holds the lock until it
+        listens: the others wait for it."""
+        functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+        binaries = harness.ServerTestCase.binaries
+        with harness.socket_dir("cnp-slowstart-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            gate = os.path.join(tmp, "gate")
+            # Workers that start only once the test opens the gate, so the server is not
+            # listening while the adapters wait (a worker's pdeath signal ends it with its server).
+            slow_worker = os.path.join(tmp, "slow-worker")
+            with open(slow_worker, "w") as script:
+                script.write(f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\n"
+                             f'exec {binaries.worker} "$@"\n')
+            server = os.path.join(tmp, "slow-server")
+            with open(server, "w") as script:
+                script.write(f'#!/bin/sh\nexec {binaries.server} --worker-binary={slow_worker} "$@"\n')
+            os.chmod(slow_worker, 0o755)
+            os.chmod(server, 0o755)
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            args = [f"--python-path={functions}", "--allow-module=fixture_fns", "--workers=1",
+                    f"--server-binary={server}", "--session=direct"]
+            try:
+                adapters = [harness.Adapter(binaries, args, env=env) for _ in range(3)]
+                for adapter in adapters:
+                    self.assertEqual(adapter.exited(), 1, adapter.diagnostics())
+                diagnostics = "".join(adapter.diagnostics() for adapter in adapters)
+                self.assertIn("not ready in time", diagnostics)
+                with open(os.path.join(tmp, "run", "cnp-server.log"), errors="replace") as log:
+                    starts = [line for line in log if ") starting " in line]
+                self.assertEqual(len(starts), 1, "".join(starts) + diagnostics)
+                self.assertEqual(len(harness.daemon_pids(socket_path)), 1)
+                # Once its workers are up, the one server serves the next adapter.
+                open(gate, "w").close()
+                qs = harness.Adapter(binaries, args, env=env)
+                self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(qs.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0)
+                self.assertEqual(len(harness.daemon_pids(socket_path)), 1)
+            finally:
+                open(gate, "w").close()
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
     def test_a_relative_path_is_refused_before_a_server_starts(self):
         """The server an adapter starts runs in / (a daemon): --python-path=examples, checked
         in the adapter's own directory, made it fail "--python-path examples is not a
