@@ -61,6 +61,10 @@ constexpr uint32_t kMaxHelloBytes = 1 << 20;
 // can say how it ended (a crashing process closes its socket a moment before it can be reaped).
 constexpr absl::Duration kWorkerEndGrace = absl::Milliseconds(200);
 
+// How long a worker is given to report the end of its input once its adapter has gone: at
+// CouchDB's normal end of a query server both happen at once.
+constexpr absl::Duration kAdapterGoneGrace = absl::Seconds(1);
+
 // Worker exit status for a command that outran CouchDB's timeout (worker.proto).
 constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
 
@@ -406,11 +410,29 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     CountProgress(frame->session_progress(), id);
   }
 
+  if (ended.index() == 1) {
+    // The adapter's connection closed while the worker still served. CouchDB ends a query
+    // server by closing its input and killing it at once, so the adapter usually goes first
+    // even at a normal end; the worker, which read the end of its input, says so a moment
+    // later. Given that moment, such a session ends as any other, its worker kept.
+    asio::steady_timer grace(co_await asio::this_coro::executor);
+    grace.expires_after(absl::ToChronoNanoseconds(kAdapterGoneGrace));
+    for (;;) {
+      ended = co_await (process.Receive() ||
+                        grace.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
+      if (ended.index() != 0) break;
+      const absl::StatusOr<worker::v1::Reply>& frame = std::get<0>(ended);
+      if (!frame.ok() || !frame->has_session_progress()) break;
+      ++progress_frames;
+      CountProgress(frame->session_progress(), id);
+    }
+  }
+
   Ended end;
   bool reusable = false;
   if (ended.index() == 1) {
-    // The adapter's connection closed while the worker still served: CouchDB killed the
-    // adapter. The worker may be in the middle of a command nobody will read; it is killed.
+    // The adapter went away and the worker is still serving: CouchDB killed the adapter in
+    // the middle of a command (its timeout), which nobody will read now. The worker is killed.
     LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
                ") went away; killing its worker (pid ", process.pid(), ")");
     process.Kill();
