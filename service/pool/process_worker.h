@@ -15,11 +15,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "asio/any_io_executor.hpp"
+#include "asio/experimental/as_tuple.hpp"
 #include "asio/local/stream_protocol.hpp"
 #include "asio/posix/stream_descriptor.hpp"
+#include "asio/use_awaitable.hpp"
 #include "service/pool/worker.h"
 #include "service/pool/worker_process.h"
 
@@ -50,6 +53,13 @@ class ProcessWorker final : public Worker {
   // exactly one frame, leaving the next on the socket. Errors as Exchange's.
   asio::awaitable<absl::Status> SendWithDescriptors(const Task& task, const std::vector<int>& fds);
   asio::awaitable<absl::StatusOr<Reply>> Receive() { return Transact(nullptr); }
+  // Completes once the worker's socket has something to read (a frame, or its end), reading
+  // nothing: for racing the worker against other events. A Receive that loses such a race is
+  // cancelled, and what it had read is lost with it.
+  asio::awaitable<std::tuple<asio::error_code>> WaitReadable() {
+    return socket_.async_wait(asio::local::stream_protocol::socket::wait_read,
+                              asio::experimental::as_tuple(asio::use_awaitable));
+  }
   // True once the worker has written something or closed its end. A worker waiting for its next
   // task never does, so a waiting spare for which this is true has died.
   bool SpokeUnprompted();

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <variant>
@@ -63,7 +64,7 @@ constexpr absl::Duration kWorkerEndGrace = absl::Milliseconds(200);
 
 // How long a worker is given to report the end of its input once its adapter has gone: at
 // CouchDB's normal end of a query server both happen at once.
-constexpr absl::Duration kAdapterGoneGrace = absl::Seconds(1);
+constexpr absl::Duration kAdapterGoneGrace = absl::Seconds(2);
 
 // Worker exit status for a command that outran CouchDB's timeout (worker.proto).
 constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
@@ -395,42 +396,49 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   metrics::ActiveSession active("direct");
 
   // Now wait for whichever ends first: the worker's session (its last reply, or its socket
-  // closing) or the adapter. The loser is cancelled. The worker's session_progress frames on
-  // the way are counted and are not the end: the wait goes on.
+  // closing) or the adapter. The worker's session_progress frames on the way are counted and
+  // are not the end: the wait goes on. When the adapter goes first, the worker is given
+  // kAdapterGoneGrace to end too: CouchDB ends a query server by closing its input and killing
+  // it at once, so the adapter usually goes first even at a normal end, and the worker, which
+  // read the end of its input, says so a moment later; such a session ends as any other, its
+  // worker kept. Readiness is raced, never a read: a read that loses a race is cancelled, and a
+  // frame it had read would be lost with it.
+  using Readiness = std::tuple<asio::error_code>;
   int progress_frames = 0;
-  std::variant<absl::StatusOr<worker::v1::Reply>, std::tuple<asio::error_code>> ended;
+  bool adapter_gone = false;
+  asio::steady_timer grace(co_await asio::this_coro::executor);
+  // The worker's last frame (or why there is none); empty when the adapter went away and the
+  // worker said nothing within the grace.
+  std::optional<absl::StatusOr<worker::v1::Reply>> last;
   for (;;) {
-    ended = co_await (process.Receive() ||
-                      socket.async_wait(stream_protocol::socket::wait_read,
-                                        asio::experimental::as_tuple(asio::use_awaitable)));
-    if (ended.index() != 0) break;
-    const absl::StatusOr<worker::v1::Reply>& frame = std::get<0>(ended);
-    if (!frame.ok() || !frame->has_session_progress()) break;
-    ++progress_frames;
-    CountProgress(frame->session_progress(), id);
-  }
-
-  if (ended.index() == 1) {
-    // The adapter's connection closed while the worker still served. CouchDB ends a query
-    // server by closing its input and killing it at once, so the adapter usually goes first
-    // even at a normal end; the worker, which read the end of its input, says so a moment
-    // later. Given that moment, such a session ends as any other, its worker kept.
-    asio::steady_timer grace(co_await asio::this_coro::executor);
-    grace.expires_after(absl::ToChronoNanoseconds(kAdapterGoneGrace));
-    for (;;) {
-      ended = co_await (process.Receive() ||
+    std::variant<Readiness, Readiness> first;
+    if (adapter_gone) {
+      first = co_await (process.WaitReadable() ||
                         grace.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
-      if (ended.index() != 0) break;
-      const absl::StatusOr<worker::v1::Reply>& frame = std::get<0>(ended);
-      if (!frame.ok() || !frame->has_session_progress()) break;
+    } else {
+      first = co_await (process.WaitReadable() ||
+                        socket.async_wait(stream_protocol::socket::wait_read,
+                                          asio::experimental::as_tuple(asio::use_awaitable)));
+    }
+    if (first.index() == 1) {
+      if (adapter_gone) break;  // the grace passed
+      adapter_gone = true;
+      grace.expires_after(absl::ToChronoNanoseconds(kAdapterGoneGrace));
+      continue;
+    }
+    absl::StatusOr<worker::v1::Reply> frame = co_await process.Receive();
+    if (frame.ok() && frame->has_session_progress()) {
       ++progress_frames;
       CountProgress(frame->session_progress(), id);
+      continue;
     }
+    last = std::move(frame);
+    break;
   }
 
   Ended end;
   bool reusable = false;
-  if (ended.index() == 1) {
+  if (!last.has_value()) {
     // The adapter went away and the worker is still serving: CouchDB killed the adapter in
     // the middle of a command (its timeout), which nobody will read now. The worker is killed.
     LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
@@ -440,7 +448,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     pool_.Return(std::move(worker), /*reusable=*/false);
     co_return;
   }
-  const absl::StatusOr<worker::v1::Reply>& reply = std::get<0>(ended);
+  const absl::StatusOr<worker::v1::Reply>& reply = *last;
   if (reply.ok() && reply->has_session_end()) {
     const worker::v1::SessionEnd& session_end = reply->session_end();
     end.set_exit_code(session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED ? 0 : 1);
