@@ -145,7 +145,16 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
 
 absl::StatusOr<bool> Lease::RenewIfDue() {
   absl::MutexLock lock(&mu_);
-  if (!renew_error_.ok()) return renew_error_;
+  // A renewal of the lease's own thread failed (CouchDB away for a moment): tried again here,
+  // on the caller's connection, before its failure counts, for CouchDB may be back.
+  if (!renew_error_.ok()) {
+    absl::StatusOr<bool> renewed = Write(couch_, rev_);
+    if (renewed.ok()) {
+      renew_error_ = absl::OkStatus();
+      retry_at_ = absl::InfinitePast();
+    }
+    return renewed;
+  }
   if (!held_) return false;
   if (absl::Now() - last_write_ < renew_every_) return true;
   return Write(couch_, rev_);

@@ -50,8 +50,8 @@ class Lease {
   // instances settle in one round, and reads that find the lease free while every write
   // conflicts mean something other than CouchDB answers (a URL that is not its root).
   absl::StatusOr<bool> TryAcquire();
-  // Renews if renew_every has passed since the last write. False: the lease was lost. The
-  // error of a background renewal that has failed since the last success.
+  // Renews if renew_every has passed since the last write, or at once when a background
+  // renewal has failed since the last success. False: the lease was lost.
   absl::StatusOr<bool> RenewIfDue();
   // Gives the lease up so another instance need not wait for it to expire.
   void Release();

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/lease.h"
 #include "gmock/gmock.h"
@@ -156,6 +157,35 @@ TEST(LeaseTest, AConflictThenAReadThatNamesTheHolderIsAnOrdinaryRace) {
       EXPECT_EQ(lease.wait_hint(), absl::Milliseconds(20));
     }
   }
+}
+
+// A renewal the lease's own thread made while the caller was busy failed (CouchDB away for a
+// moment); by the caller's next write CouchDB answers again. That write must not end the run
+// with the old failure: the caller renews there and then, and goes on.
+TEST(LeaseTest, ABackgroundRenewalThatFailedIsTriedAgainBeforeItEndsTheRun) {
+  ScriptedHttpServer caller_side([](const HttpRequest& r) -> ScriptedResponse {
+    if (r.method == "GET") return {404, R"({"error":"not_found","reason":"missing"})"};
+    return {201, R"({"ok":true,"id":"_local/cnp-derive:n:lease","rev":"0-1"})"};
+  });
+  absl::Notification renewal_failed;
+  ScriptedHttpServer renewer_side([&](const HttpRequest&) -> ScriptedResponse {
+    if (!renewal_failed.HasBeenNotified()) renewal_failed.Notify();
+    return {503, R"({"error":"unavailable","reason":"starting up"})"};
+  });
+  couchdb::CouchClient caller_http({.base_url = caller_side.url()});
+  couchdb::CouchClient renewer_http({.base_url = renewer_side.url()});
+  CouchDb caller_db(caller_http);
+  CouchDb renewer_db(renewer_http);
+  Lease lease(caller_db, "home", "n", "me", absl::Milliseconds(200), absl::Milliseconds(100));
+  absl::StatusOr<bool> acquired = lease.TryAcquire();
+  ASSERT_TRUE(acquired.ok() && *acquired) << acquired.status();
+  lease.RenewInBackground(renewer_db);
+  // The lease's thread holds the lease's lock from before its request until it has noted the
+  // answer: the caller's renewal below comes after the failure is recorded.
+  renewal_failed.WaitForNotification();
+  absl::StatusOr<bool> renewed = lease.RenewIfDue();
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_TRUE(*renewed);
 }
 
 }  // namespace
