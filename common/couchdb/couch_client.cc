@@ -295,7 +295,8 @@ std::string Unescaped(absl::string_view segment) {
   std::string out;
   for (size_t i = 0; i < segment.size(); ++i) {
     int value = 0;
-    if (segment[i] == '%' && i + 2 < segment.size() && absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value)) {
+    if (segment[i] == '%' && i + 2 < segment.size() &&
+        absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value)) {
       out.push_back(static_cast<char>(value));
       i += 2;
     } else {
@@ -305,28 +306,38 @@ std::string Unescaped(absl::string_view segment) {
   return out;
 }
 
-// What a 403 means for the request it answered. Only writing a design document needs an admin
-// (cnp upload's and sync's case); a 403 to anything else (cnp derive reading _changes, writing
-// with _bulk_docs or asking _find) is the database's own security (its members, a
-// validate_doc_update that refuses the user) or a server endpoint's.
+// What a 403 means for the request it answered. Writing a design document (cnp upload's and
+// sync's case, and a Mango index, which is one: derive's POST /db/_index) or a database's
+// security needs a database admin, creating a database a server admin; a 403 to anything else
+// (cnp derive reading _changes, writing with _bulk_docs or asking _find) is the database's own
+// security (its members, a validate_doc_update that refuses the user) or a server endpoint's.
 std::string ForbiddenAdvice(const HttpResponse& response) {
   absl::string_view path = response.path;
   path = path.substr(0, path.find('?'));
   if (path.size() < 2 || path[0] != '/') return "the user lacks permission for this request";
   // "/<db>/...": the database's name is one escaped segment.
   const size_t second = path.find('/', 1);
-  const absl::string_view first = path.substr(1, second == absl::string_view::npos ? path.npos : second - 1);
-  if (response.method != "GET" && response.method != "HEAD" && second != absl::string_view::npos) {
+  const absl::string_view first =
+      path.substr(1, second == absl::string_view::npos ? path.npos : second - 1);
+  const bool writes = response.method != "GET" && response.method != "HEAD";
+  if (writes && second != absl::string_view::npos) {
     absl::string_view rest = path.substr(second);
     if (absl::StartsWith(rest, "/_design/") || absl::StartsWithIgnoreCase(rest, "/_design%2F")) {
       return "writing design documents needs a database or server admin";
     }
+    if (rest == "/_index" || absl::StartsWith(rest, "/_index/")) {
+      return "a Mango index is a design document: writing one needs a database or server admin";
+    }
+    if (rest == "/_security") return "changing a database's security needs a database admin";
   }
   if (absl::StartsWith(first, "_")) {  // a server's endpoint (/_db_updates, /_all_dbs)
     return absl::StrCat("the user lacks permission for ", response.method, " ", path);
   }
-  return absl::StrCat("the user lacks permission for database ", Unescaped(first), " (", response.method, " ",
-                      path, ")");
+  if (response.method == "PUT" && (second == absl::string_view::npos || second + 1 == path.size())) {
+    return absl::StrCat("creating database ", Unescaped(first), " needs a server admin");
+  }
+  return absl::StrCat("the user lacks permission for database ", Unescaped(first), " (",
+                      response.method, " ", path, ")");
 }
 
 }  // namespace

@@ -76,6 +76,14 @@ TEST(HttpErrorTest, A403SaysWhatTheRequestNeeded) {
                         "documents needs a database or server admin"));
   EXPECT_THAT(refused(http.Delete("/orgs/_design%2Fx?rev=1-a")),
               HasSubstr("; writing design documents needs a database or server admin"));
+  // cnp derive's Mango index is a design document; creating its target database, a server's.
+  EXPECT_THAT(refused(http.Post("/orgs/_index", R"({"index":{"fields":["mr_key"]}})")),
+              HasSubstr("; a Mango index is a design document: writing one needs a database or "
+                        "server admin"));
+  EXPECT_THAT(refused(http.Put("/a%2Fb", "")),
+              HasSubstr("; creating database a/b needs a server admin"));
+  EXPECT_THAT(refused(http.Put("/orgs/_security", "{}")),
+              HasSubstr("; changing a database's security needs a database admin"));
 }
 
 }  // namespace
