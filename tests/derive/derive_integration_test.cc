@@ -240,7 +240,8 @@ TEST_F(DeriveTest, ACreationAndAnUpdateInOneFeedBatchLeaveOnlyTheLastVersionsRow
   Write("dup_src", R"([{"_id":"slow","town":"Slow","sleep":2}])");
   Write("dup_src", R"([{"_id":"x","town":"Bergen"}])");
   Write("dup_src", absl::StrCat(R"([{"_id":"x","_rev":")", Rev("dup_src", "x"), R"(","town":"Lima"}])"));
-  ASSERT_TRUE((*run)->WaitForOutput("dup_src -> dup_map: seq 4, 4 change(s)", kRunTimeout)) << (*run)->output();
+  // (The feed lists x once if it is read after both writes: the change count is not asserted.)
+  ASSERT_TRUE((*run)->WaitForOutput("dup_src -> dup_map: seq 4,", kRunTimeout)) << (*run)->output();
   std::multimap<std::string, std::string> rows;  // mr_source_id -> mr_key
   for (auto& [id, doc] : Derived("dup_map")) rows.emplace(doc["mr_source_id"].GetString(), doc["mr_key"].GetString());
   EXPECT_THAT(rows, ::testing::UnorderedElementsAre(::testing::Pair("a", "Oslo"), ::testing::Pair("slow", "Slow"),
