@@ -92,6 +92,10 @@ std::optional<std::string> HostPortProblem(absl::string_view hostport) {
   } else if (const size_t colon = hostport.rfind(':'); colon != absl::string_view::npos) {
     host = hostport.substr(0, colon);
     port = hostport.substr(colon + 1);
+    if (absl::StrContains(host, ':')) {
+      return "has more than one ':' in its host and port (an IPv6 address goes in brackets, "
+             "as in http://[::1]:5984)";
+    }
   }
   if (host.empty() || host == "[]") return "has no host";
   if (!port.has_value()) return std::nullopt;

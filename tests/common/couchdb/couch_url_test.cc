@@ -37,7 +37,8 @@ TEST(CouchUrlTest, BadUrlsAreRejectedWithoutShowingThePassword) {
 TEST(CouchUrlTest, APortOutOfRangeOrNotANumberIsRefused) {
   for (const char* bad : {"http://localhost:99999", "http://localhost:0/", "http://localhost:59a4",
                           "http://u:secret@localhost:-1/db", "http://[::1]:70000",
-                          "http://[::1", "http://[::1]x:5984", "http://:5984"}) {
+                          "http://[::1", "http://[::1]x:5984", "http://:5984", "http://fe80::1",
+                          "http://localhost:5984:5984"}) {
     absl::StatusOr<CouchUrl> url = ParseCouchUrl(bad);
     ASSERT_FALSE(url.ok()) << bad << " parsed as " << url->base;
     EXPECT_TRUE(absl::IsInvalidArgument(url.status())) << url.status();
