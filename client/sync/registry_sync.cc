@@ -615,7 +615,8 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
     bool retry = true;
     if (!response.ok()) {
       failed = response.status();
-      retry = !absl::IsCancelled(failed);
+      // An answer over the size limit would be as long again.
+      retry = !absl::IsCancelled(failed) && !absl::IsResourceExhausted(failed);
     } else if (response->status != 200) {
       failed = HttpError(*response, "following _db_updates", couch_.base_url());
       retry = response->status != 400 && response->status != 401 && response->status != 403 &&
