@@ -65,8 +65,9 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   const absl::Status sent =
       WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
   // A server that refuses this adapter (its uid) answers at once and closes without reading
-  // the hello, so the hello may fail to go out (EPIPE) with the refusal and its reason waiting
-  // to be read: read it, and report the write's failure only when there is no answer.
+  // the hello, so the hello may fail to go out (EPIPE, or ECONNRESET after a part of it) with
+  // the refusal and its reason waiting to be read: read it, and report the write's failure
+  // only when there is no answer.
   absl::Status status = ReadFrame(fd, frame, deadline);
   if (!status.ok() && !sent.ok()) status = sent;
   Answer answer;

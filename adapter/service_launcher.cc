@@ -173,8 +173,9 @@ absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path, absl::Time de
     if (absl::Now() >= deadline) {
       ::close(lock);
       return absl::UnavailableError(absl::StrCat(
-          "another cnp-adapter is starting cnp-server on ", socket_path,
-          " and it was not ready in time; see ", dir, "/cnp-server.log"));
+          "cnp-server on ", socket_path, " is still being started (by another cnp-adapter, or "
+          "starting its workers: it holds the launch lock until it listens) and was not ready "
+          "in time; see ", dir, "/cnp-server.log"));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
