@@ -64,12 +64,20 @@ struct Connection {
   absl::Duration timeout;
 
   // A call's failure, with gRPC's bare "Deadline Exceeded" said as the timeout that ran out.
+  // The server may answer first, with its own words for the deadline it was given: the
+  // timeout is named then too.
   int Fail(const absl::Status& status) const {
     if (absl::IsDeadlineExceeded(status) && status.message() == "Deadline Exceeded") {
       return ::cnp::cli::Fail(absl::DeadlineExceededError(absl::StrCat(
           "no answer within ", absl::FormatDuration(timeout),
           " (--timeout; the default is 60s): raise it, or find out why the function is slow "
           "(cnp-server's --call-timeout also bounds each call)")));
+    }
+    if (absl::IsDeadlineExceeded(status)) {
+      return ::cnp::cli::Fail(absl::DeadlineExceededError(absl::StrCat(
+          status.message(), "; a call may take ", absl::FormatDuration(timeout),
+          " (--timeout; the default is 60s) or cnp-server's --call-timeout, whichever is "
+          "shorter: raise it, or find out why the function is slow")));
     }
     return ::cnp::cli::Fail(status);
   }
