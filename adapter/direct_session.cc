@@ -117,7 +117,9 @@ SessionEnd WaitForSessionEnd(int socket) {
   if (!ended.error_line().empty()) {
     couchdb::WriteAll(kStdout, ended.error_line() + "\n").IgnoreError();
   }
-  if (ended.exit_code() != 0 && !ended.message().empty()) std::cerr << "cnp-adapter: " << ended.message() << std::endl;
+  if (ended.exit_code() != 0 && !ended.message().empty()) {
+    std::cerr << "cnp-adapter: " << ended.message() << std::endl;
+  }
   end.exit_code = ended.exit_code();
   end.pipes_untouched = ended.pipes_untouched();
   return end;

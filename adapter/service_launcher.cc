@@ -53,8 +53,9 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
 
 // Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
 // appended to `log_path`, and `ready_fd` (the write end of a pipe) and `lock_fd` (the launch
-// lock) kept open across exec for --ready-fd and --launch-lock-fd. Everything is prepared before fork(): the adapter may already run gRPC threads, so
-// the children only make async-signal-safe calls before exec.
+// lock) kept open across exec for --ready-fd and --launch-lock-fd. Everything is prepared
+// before fork(): the adapter may already run gRPC threads, so the children only make
+// async-signal-safe calls before exec.
 absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path,
                          int ready_fd, int lock_fd) {
   std::vector<char*> args;

@@ -86,7 +86,9 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
   }
   if (!answer.ok()) return answer.status();
   auto it = answer->FindMember("rev");
-  rev_ = it != answer->MemberEnd() && it->value.IsString() ? std::string(couchdb::StringView(it->value)) : "";
+  rev_ = it != answer->MemberEnd() && it->value.IsString()
+             ? std::string(couchdb::StringView(it->value))
+             : "";
   last_write_ = now;
   held_ = true;
   return true;
@@ -100,11 +102,13 @@ absl::StatusOr<bool> Lease::LostRace() {
         "the lease _local/", doc_id_, " in ", database_, " at ", couch_.base_url(),
         ": reading it finds it free but every write conflicts (HTTP 409), ", races_, " times in ",
         absl::FormatDuration(absl::Trunc(now - racing_since_, absl::Milliseconds(1))),
-        "; CouchDB's _local documents do not behave so: is ", couch_.base_url(), " CouchDB's root?"));
+        "; CouchDB's _local documents do not behave so: is ", couch_.base_url(),
+        " CouchDB's root?"));
   }
   other_holder_.clear();
   // 20 ms, 40 ms... up to a second: a busy loop against whatever answers so would not help.
-  wait_hint_ = std::min(absl::Milliseconds(20) * (int64_t{1} << std::min(races_ - 1, 6)), absl::Seconds(1));
+  wait_hint_ = std::min(absl::Milliseconds(20) * (int64_t{1} << std::min(races_ - 1, 6)),
+                        absl::Seconds(1));
   return false;
 }
 
@@ -129,7 +133,9 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   const rapidjson::Document& doc = **current;
   auto text = [&](const char* field) -> std::string {
     auto it = doc.FindMember(field);
-    return it != doc.MemberEnd() && it->value.IsString() ? std::string(couchdb::StringView(it->value)) : "";
+    return it != doc.MemberEnd() && it->value.IsString()
+               ? std::string(couchdb::StringView(it->value))
+               : "";
   };
   auto it = doc.FindMember("expires_at_ms");
   int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;

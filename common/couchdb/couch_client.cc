@@ -333,7 +333,9 @@ std::string ForbiddenAdvice(const HttpResponse& response) {
   if (absl::StartsWith(first, "_")) {  // a server's endpoint (/_db_updates, /_all_dbs)
     return absl::StrCat("the user lacks permission for ", response.method, " ", path);
   }
-  if (response.method == "PUT" && (second == absl::string_view::npos || second + 1 == path.size())) {
+  const bool names_only_a_database =
+      second == absl::string_view::npos || second + 1 == path.size();
+  if (response.method == "PUT" && names_only_a_database) {
     return absl::StrCat("creating database ", Unescaped(first), " needs a server admin");
   }
   return absl::StrCat("the user lacks permission for database ", Unescaped(first), " (",
