@@ -637,7 +637,6 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     // the new fields.
     const std::string source_rev = sources_read_[i] ? Text(*Member(*mapped[d], "doc"), "_rev") : "";
     std::vector<Value>& out = batch.desired[id];
-    out.clear();  // (each document is in a batch once: ReadBatch keeps its last change)
     size_t n = 0;
     for (const Value& pair : (*rows)[0].GetArray()) {
       if (!pair.IsArray() || pair.Size() != 2) continue;
