@@ -134,8 +134,9 @@ COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL wh
 answers {"couchdb":"Welcome",...}; a database's URL is refused before anything is written.
 
 Exit status: 0 caught up (--once), or with --once another instance holds the lease (it says
-which; that instance does the work), or stopped by SIGINT/SIGTERM; 1 an error; 2 a usage error
-(a COUCHDB_URL that is not CouchDB's root among them).
+which; that instance does the work), or stopped by SIGINT/SIGTERM (once the work in hand is
+written; a second signal ends it at once, by that signal, and the next run resumes from the
+checkpoints); 1 an error; 2 a usage error (a COUCHDB_URL that is not CouchDB's root among them).
 )";
 
 // While no cnp-server answers: the first wait before trying again, the longest (the waits
@@ -145,8 +146,22 @@ constexpr absl::Duration kMaxServiceRetryDelay = absl::Seconds(5);
 constexpr absl::Duration kServiceNoteInterval = absl::Seconds(5);
 
 std::atomic<bool> stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "read and written in a signal handler");
 
-void OnStopSignal(int) { stop_requested = true; }
+// The first SIGINT or SIGTERM asks for a clean stop: what is in hand is written and the lease
+// released. A second one ends the process at once, as if there were no handler, so that an
+// operator whose CouchDB or cnp-server hangs does not wait out their timeouts; nothing is lost,
+// the next run resumes from the checkpoints (another instance waits out the lease).
+void OnStopSignal(int signal) {
+  if (stop_requested.exchange(true)) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+    return;
+  }
+  constexpr char kNote[] =
+      "cnp derive: stopping once the work in hand is written (signal again to stop at once)\n";
+  (void)!write(STDERR_FILENO, kNote, sizeof kNote - 1);
+}
 
 int Fail(const absl::Status& status) {
   // A status may quote a server's answer or a document id: escaped, it cannot drive the terminal.

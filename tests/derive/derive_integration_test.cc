@@ -1,7 +1,11 @@
 // cnp derive end to end: the cnp command line against pouchdb-server (CouchDB's _changes,
 // _local documents, _bulk_docs, _find) with a real cnp-server running the handlers of
 // tests/derive/pyfns/derive_fns.py, built with couch_named_python.mr's helpers.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -959,6 +963,37 @@ TEST_F(DeriveTest, AWorkerDyingOnADocumentEndsTheRunRatherThanBeingWaitedOut) {
   EXPECT_EQ(*exit_code, 1) << (*run)->output();
   EXPECT_THAT((*run)->output(), HasSubstr("map handler derive_fns.crash (crash_src -> crash_map): "));
   EXPECT_THAT((*run)->output(), Not(HasSubstr("trying again")));
+}
+
+// An operator whose CouchDB or cnp-server hangs need not wait: the first SIGTERM asks for a
+// clean stop, which waits for the Map call in hand (here 60 s), and a second ends the run at
+// once, by that signal.
+TEST_F(DeriveTest, ASecondStopSignalEndsTheRunAtOnce) {
+  const std::string fifo = absl::StrCat(dir_, "/map-started");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  // Open before the handler opens it for writing, which would otherwise wait for a reader.
+  const int map_started = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(map_started, 0);
+  Fill("impatient_src", absl::StrCat(R"([{"_id":"a","town":"Oslo","sleep":60,"fifo":")", fifo, R"("}])"));
+  auto service = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
+  ASSERT_TRUE(service.ok()) << service.status();
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("impatient", "impatient_src", "impatient_map", "derive_fns.announced_slow_town")),
+              {}, service->get()),
+      dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  pollfd started{.fd = map_started, .events = POLLIN, .revents = 0};
+  ASSERT_EQ(poll(&started, 1, absl::ToInt64Milliseconds(kRunTimeout)), 1) << (*run)->output();
+  close(map_started);
+
+  ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
+  ASSERT_TRUE((*run)->WaitForOutput("signal again to stop at once", kRunTimeout)) << (*run)->output();
+  ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
+  std::optional<int> exit_code = (*run)->WaitForExitCode(absl::Seconds(30));
+  ASSERT_TRUE(exit_code.has_value()) << "still running, in its 60 s Map call:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 128 + SIGTERM) << "not ended by the signal:\n" << (*run)->output();
+  EXPECT_THAT((*run)->output(), Not(HasSubstr(": stopped")));
+  EXPECT_TRUE(Derived("impatient_map").empty());
 }
 
 }  // namespace

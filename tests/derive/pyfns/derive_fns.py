@@ -46,6 +46,14 @@ def slow_town(doc):
     yield doc["town"], None
 
 
+def announced_slow_town(doc):
+    """slow_town, after writing a byte to the FIFO doc["fifo"]: its reader then knows that the
+    Map call has started."""
+    with open(doc["fifo"], "w") as fifo:
+        fifo.write("x")
+    return slow_town(doc)
+
+
 def total(keys, rows, rereduce=False):
     return sum(amount(row) or 0 for row in rows)
 
