@@ -73,6 +73,20 @@ void Diff(const rapidjson::Value* before, const rapidjson::Value* after, const s
   if (after != nullptr) change.set_new_json(ToJson(*after));
 }
 
+// An index input whose content the stored document already has, in another member order or
+// number spelling, is written as stored: written as the YAML has it, it would change the
+// index's signature and rebuild the index for no change of what it computes.
+void KeepStoredIndexInputs(const rapidjson::Value& stored, rapidjson::Value& merged,
+                           Allocator& alloc) {
+  for (absl::string_view input : kIndexInputs) {
+    rapidjson::Value key(rapidjson::StringRef(input.data(), input.size()));
+    auto before = stored.FindMember(key);
+    auto after = merged.FindMember(key);
+    if (before == stored.MemberEnd() || after == merged.MemberEnd()) continue;
+    if (JsonEqual(before->value, after->value)) after->value.CopyFrom(before->value, alloc);
+  }
+}
+
 }  // namespace
 
 bool SameIndexInputs(const rapidjson::Value& a, const rapidjson::Value& b) {
@@ -83,7 +97,10 @@ bool SameIndexInputs(const rapidjson::Value& a, const rapidjson::Value& b) {
     bool has_a = in_a != a.MemberEnd();
     bool has_b = in_b != b.MemberEnd();
     if (has_a != has_b) return false;
-    if (has_a && !JsonEqual(in_a->value, in_b->value)) return false;
+    // CouchDB hashes the inputs as stored, so their text must be the same, not only their
+    // content: views sharing a map are listed in the order of "views", option lists keep
+    // their order, and 1 is not 1.0 (ddoc_to_mrst's term_to_binary).
+    if (has_a && ToJson(in_a->value) != ToJson(in_b->value)) return false;
   }
   return true;
 }
@@ -105,6 +122,7 @@ DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Va
   plan.document.CopyFrom(desired, alloc);
   if (stored != nullptr && stored->IsObject()) {
     CarryOver(*stored, plan.document, "", drop_unknown_fields, plan, alloc);
+    KeepStoredIndexInputs(*stored, plan.document, alloc);
     Diff(stored, &plan.document, "", plan.changes);
     plan.index_rebuild = !SameIndexInputs(*stored, plan.document);
   } else {

@@ -32,8 +32,11 @@ DesignDocPlan PlanDesignDoc(const rapidjson::Value& desired, const rapidjson::Va
 void DescribePlan(const DesignDocPlan& plan, v1::DesignDocOutcome& outcome);
 
 // CouchDB rebuilds a design document's index when any of these differ: every view's
-// map/reduce/options (views.lib included), the "options" field and "language". Two documents
-// with equal index inputs share the index, which is what a staged deploy relies on.
+// map/reduce/options (views.lib included), the "options" field and "language", compared as
+// written (member order and the spelling of numbers count). Two documents with the same index
+// inputs share the index, which is what a staged deploy relies on. PlanDesignDoc writes an
+// input whose content is unchanged as it is stored, so that reordering a YAML file does not
+// rebuild an index.
 bool SameIndexInputs(const rapidjson::Value& a, const rapidjson::Value& b);
 
 // The view names of a design document, views.lib excluded.

@@ -104,5 +104,42 @@ TEST(DesignDiffTest, IndexInputsAreViewsOptionsAndLanguage) {
   EXPECT_TRUE(SameIndexInputs(a, with_shows));
 }
 
+// CouchDB's index signature hashes the inputs as stored (couch_mrview_util:ddoc_to_mrst):
+// views that share a map are listed in the order of "views", option lists keep their order,
+// and 1 is not 1.0.
+TEST(DesignDiffTest, IndexInputsAreTheSameOnlyInTheSameOrderAndSpelling) {
+  rapidjson::Document a = Json(
+      R"({"views": {"total": {"map": "m.f|1", "reduce": "_sum"},
+                    "count": {"map": "m.f|1", "reduce": "_count"}}})");
+  rapidjson::Document b = Json(
+      R"({"views": {"count": {"map": "m.f|1", "reduce": "_count"},
+                    "total": {"map": "m.f|1", "reduce": "_sum"}}})");
+  EXPECT_TRUE(SameIndexInputs(a, a));
+  EXPECT_FALSE(SameIndexInputs(a, b));
+  EXPECT_FALSE(SameIndexInputs(Json(R"({"options": {"x": 1}})"), Json(R"({"options": {"x": 1.0}})")));
+}
+
+// A YAML file whose views were reordered, written for another change (a filter), must not
+// rebuild the index: the views go back as stored, so the signature stays.
+TEST(DesignDiffTest, AnUnrelatedChangeWritesReorderedIndexInputsAsStored) {
+  rapidjson::Document stored = Json(
+      R"({"_id": "_design/d", "_rev": "2-b", "language": "python",
+          "views": {"total": {"map": "m.f|1", "reduce": "_sum"},
+                    "count": {"map": "m.f|1", "reduce": "_count"}},
+          "options": {"local_seq": true, "collation": "raw", "n": 1}})");
+  rapidjson::Document desired = Json(
+      R"({"_id": "_design/d", "language": "python",
+          "views": {"count": {"map": "m.f|1", "reduce": "_count"},
+                    "total": {"map": "m.f|1", "reduce": "_sum"}},
+          "options": {"n": 1.0, "collation": "raw", "local_seq": true},
+          "filters": {"f": "m.g|1"}})");
+  DesignDocPlan plan = PlanDesignDoc(desired, &stored, false);
+  EXPECT_THAT(Paths(plan), ElementsAre("filters"));
+  EXPECT_FALSE(plan.index_rebuild);
+  EXPECT_EQ(ToJson(plan.document["views"]), ToJson(stored["views"]));
+  EXPECT_EQ(ToJson(plan.document["options"]), ToJson(stored["options"]));
+  EXPECT_TRUE(SameIndexInputs(plan.document, stored));
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
