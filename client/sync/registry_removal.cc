@@ -107,7 +107,8 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
                        couch.base_url());
   }
   absl::StatusOr<rapidjson::Document> all =
-      failed.ok() ? ParseJson(response->body) : absl::StatusOr<rapidjson::Document>(failed);
+      failed.ok() ? ::cnp::couchdb::ParseJsonExact(response->body)
+                  : absl::StatusOr<rapidjson::Document>(failed);
   if (failed.ok() && (!all.ok() || !all->IsObject() || !all->HasMember("rows") ||
                       !(*all)["rows"].IsArray())) {
     failed = absl::UnknownError(absl::StrCat("CouchDB at ", couch.base_url(),

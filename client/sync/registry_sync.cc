@@ -199,7 +199,9 @@ absl::Status RegistrySync::LoadRegistry() {
     return HttpError(*response, absl::StrCat("reading the registry \"", registry_, "\""),
                      couch_.base_url());
   }
-  absl::StatusOr<rapidjson::Document> all = ParseJson(response->body);
+  // Exactly: the entries' design documents are written to the targets, and CouchDB keeps an
+  // integer past 64 bits digit for digit.
+  absl::StatusOr<rapidjson::Document> all = ::cnp::couchdb::ParseJsonExact(response->body);
   if (!all.ok() || !all->IsObject() || !all->HasMember("rows") || !(*all)["rows"].IsArray()) {
     return absl::UnknownError(absl::StrCat("CouchDB at ", couch_.base_url(),
                                            " sent a malformed _all_docs of ", registry_));

@@ -17,7 +17,9 @@ absl::StatusOr<StoredDocument> ReadStored(CouchClient& couch, const ConflictRetr
     return HttpError(*got, absl::StrCat("reading ", write.id, " from ", write.database),
                      couch.base_url());
   }
-  absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
+  // Exactly: what the stored document has and the writer does not mention is written back,
+  // and CouchDB keeps an integer past 64 bits digit for digit.
+  absl::StatusOr<rapidjson::Document> doc = ParseJsonExact(got->body);
   if (!doc.ok() || !doc->IsObject()) {
     return absl::UnknownError(
         absl::StrCat("CouchDB sent a malformed ", write.id, " from ", write.database));

@@ -72,6 +72,14 @@ bool IsKeptNumber(const rapidjson::Value& value) {
   return value.IsString() && value.GetStringLength() > 1 && value.GetString()[0] == kKeptNumberMark;
 }
 
+std::optional<rapidjson::Value> KeptNumberValue(absl::string_view text,
+                                                rapidjson::MemoryPoolAllocator<>& allocator) {
+  if (!IsJsonNumber(text)) return std::nullopt;
+  std::string kept(1, kKeptNumberMark);
+  kept.append(text.data(), text.size());
+  return rapidjson::Value(kept.data(), static_cast<rapidjson::SizeType>(kept.size()), allocator);
+}
+
 absl::string_view KeptNumberText(const rapidjson::Value& value) {
   if (!IsKeptNumber(value)) return {};
   return StringView(value).substr(1);

@@ -1,9 +1,12 @@
 // The few JSON operations the upload needs on top of rapidjson: compact text, parsing with a
-// message a user can act on, and equality that ignores the order of object members (CouchDB
-// does not keep it, so a reordered object is not a change). cnp derive, which carries
-// documents' data, parses with every number kept exactly (ParseJsonExact).
+// message a user can act on, and equality of content, which ignores the order of object
+// members (a reordered object holds the same data; CouchDB keeps the order, and a design
+// document's index signature depends on it: see SameIndexInputs). cnp derive, which carries
+// documents' data, and the upload's reads of stored documents parse with every number kept
+// exactly (ParseJsonExact).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +54,10 @@ absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text,
 // Whether `value` is a kept number (above), and its text as the JSON had it.
 bool IsKeptNumber(const rapidjson::Value& value);
 absl::string_view KeptNumberText(const rapidjson::Value& value);
+// A kept number of `text`, for a number read from other text than JSON (a YAML scalar) that a
+// 64-bit integer or a double would change; nullopt when `text` is not a JSON number.
+std::optional<rapidjson::Value> KeptNumberValue(absl::string_view text,
+                                                rapidjson::MemoryPoolAllocator<>& allocator);
 
 // A JSON string's text, all of it. JSON strings may hold U+0000 ("victim\u0000evil" is a
 // valid document id), where GetString() taken as a C string stops: read that way, one id

@@ -1,5 +1,6 @@
 #include "service/upload/design_yaml.h"
 
+#include <cmath>
 #include <optional>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 #include "common/closest_name.h"
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/couchdb_languages.h"
+#include "common/couchdb/json.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::upload {
@@ -59,23 +61,36 @@ rapidjson::Value String(absl::string_view s, Allocator& alloc) {
 }
 
 // YAML's core schema for an unquoted scalar: null, booleans, integers and floats are JSON's
-// own types; anything else, and anything quoted, is a string.
-rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc) {
+// own types; anything else, and anything quoted or tagged !!str, is a string. An integer past
+// 64 bits is kept as written (CouchDB keeps it digit for digit, where a double would round
+// it); a number past a double's range has no JSON value to be and sets `error`.
+rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std::string& error) {
   const std::string& s = node.Scalar();
-  if (node.Tag() == "!") return String(s, alloc);  // quoted
+  if (node.Tag() == "!" || node.Tag() == "tag:yaml.org,2002:str") return String(s, alloc);
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") {
     return rapidjson::Value(rapidjson::kNullType);
   }
   if (s == "true" || s == "True" || s == "TRUE") return rapidjson::Value(true);
   if (s == "false" || s == "False" || s == "FALSE") return rapidjson::Value(false);
-  int64_t i;
-  if (absl::SimpleAtoi(s, &i) && s.find_first_of("xX") == std::string::npos) {
-    return rapidjson::Value(i);
+  if (s.find_first_of("xX") == std::string::npos) {
+    if (int64_t i; absl::SimpleAtoi(s, &i)) return rapidjson::Value(i);
+    if (uint64_t u; absl::SimpleAtoi(s, &u)) return rapidjson::Value(u);
   }
   double d;
   bool looks_numeric = s.find_first_not_of("0123456789+-.eE") == std::string::npos;
-  if (looks_numeric && absl::SimpleAtod(s, &d)) return rapidjson::Value(d);
-  return String(s, alloc);
+  if (!looks_numeric || !absl::SimpleAtod(s, &d)) return String(s, alloc);
+  const absl::string_view unsigned_text = absl::StripPrefix(s, "+");
+  if (unsigned_text.find_first_of(".eE") == absl::string_view::npos) {
+    if (std::optional<rapidjson::Value> kept = couchdb::KeptNumberValue(unsigned_text, alloc)) {
+      return std::move(*kept);
+    }
+  }
+  if (!std::isfinite(d)) {
+    error = absl::StrCat(s, " is a number beyond what JSON's numbers hold in CouchDB (a double, "
+                         "at most about 1.8e308); quote it to have it as a string");
+    return rapidjson::Value(rapidjson::kNullType);
+  }
+  return rapidjson::Value(d);
 }
 
 std::string NotOurLanguage(absl::string_view language) {
@@ -166,6 +181,13 @@ class Parser {
     if (!Spend(key)) return std::nullopt;
     if (!key.IsScalar()) {
       problems_.Error(At(key.Mark()), "a key must be a plain name");
+      return std::nullopt;
+    }
+    if (key.Scalar() == "<<" && key.Tag() != "!") {
+      // yaml-cpp takes a merge key for a plain one: the YAML would have a "<<" member where
+      // its author meant the merged keys.
+      problems_.Error(At(key.Mark()),
+                      "YAML merge keys (<<) are not supported here; write the keys out");
       return std::nullopt;
     }
     if (!seen.insert(key.Scalar()).second) {
@@ -443,7 +465,12 @@ class Parser {
       return rapidjson::Value(rapidjson::kNullType);
     }
     switch (node.Type()) {
-      case YAML::NodeType::Scalar: return PlainScalarToJson(node, alloc);
+      case YAML::NodeType::Scalar: {
+        std::string error;
+        rapidjson::Value value = PlainScalarToJson(node, alloc, error);
+        if (!error.empty()) problems_.Error(At(node.Mark()), error);
+        return value;
+      }
       case YAML::NodeType::Sequence: {
         rapidjson::Value array(rapidjson::kArrayType);
         for (const auto& item : node) {

@@ -409,5 +409,55 @@ TEST_F(DesignMappingTest, FilesThatHoldNoDesignDocumentAreAnError) {
   EXPECT_THAT(among.warnings()[0].message(), HasSubstr("no design documents in this file"));
 }
 
+// Numbers go to CouchDB as it keeps them: an integer past 64 bits digit for digit (a double
+// rounded it), and a scalar tagged !!str is the string.
+TEST_F(DesignMappingTest, NumbersAreWrittenAsCouchDbKeepsThem) {
+  UploadResult result = Check({File("n.yml",
+                                    "d:\n"
+                                    "  options: {big: 123456789012345678901234567890, "
+                                    "neg: -18446744073709551616, u: 18446744073709551615, "
+                                    "plus: +98765432109876543210, half: 0.5, t: !!str 123}\n")});
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_THAT(result.Outcome("_design/d").document_json(),
+              HasSubstr(R"("options":{"big":123456789012345678901234567890,)"
+                        R"("neg":-18446744073709551616,"u":18446744073709551615,)"
+                        R"("plus":98765432109876543210,"half":0.5,"t":"123"})"))
+      << result.Dump();
+}
+
+// JSON in CouchDB has no number past a double's range: such a number is refused at its line
+// (it was written as JSON cut off before it, which cnp check called ok).
+TEST_F(DesignMappingTest, ANumberPastADoublesRangeIsRefusedAtItsLine) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("inf.yml",
+                                    "d:\n"
+                                    "  views: {v: good.map}\n"
+                                    "  options:\n"
+                                    "    big: -1e999\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().line(), 4);
+  EXPECT_THAT(result.errors()[0].message(),
+              HasSubstr("-1e999 is a number beyond what JSON's numbers hold in CouchDB"));
+}
+
+// yaml-cpp takes "<<" for a plain key, so a merge would have been written as a "<<" member.
+TEST_F(DesignMappingTest, AMergeKeyIsRefusedAtItsLine) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("merge.yml",
+                                    "d:\n"
+                                    "  views: {v: good.map}\n"
+                                    "  options: &o {local_seq: true}\n"
+                                    "e:\n"
+                                    "  views: {v: good.map}\n"
+                                    "  options:\n"
+                                    "    <<: *o\n"
+                                    "    collation: raw\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().line(), 7);
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("YAML merge keys (<<) are not supported"));
+}
+
 }  // namespace
 }  // namespace cnp::upload::testing

@@ -142,5 +142,34 @@ TEST(ConflictRetryTest, NothingIsWrittenWhenTheCallerDecidesSo) {
   EXPECT_TRUE(document.written_revs().empty());
 }
 
+// What the writer carries over from the stored document goes back as CouchDB has it: an
+// integer past 64 bits digit for digit, not rounded to a double.
+TEST(ConflictRetryTest, AStoredIntegerPast64BitsIsWrittenBackDigitForDigit) {
+  constexpr char kBig[] = "123456789012345678901234567890";
+  absl::Mutex mu;
+  std::string written;
+  ScriptedHttpServer server([&](const HttpRequest& request) -> ScriptedResponse {
+    if (request.method == "GET") {
+      return {200, absl::StrCat(R"({"_id":"doc","_rev":"1-r","meta":{"build":)", kBig, "}}")};
+    }
+    absl::MutexLock lock(&mu);
+    written = request.body;
+    return {201, R"({"ok":true,"id":"doc","rev":"2-r"})"};
+  });
+  CouchClient couch({.base_url = server.url()});
+  absl::StatusOr<WriteResult> result = WriteWithConflictRetry(
+      couch, {.path = "/db/doc", .id = "doc", .database = "db", .activity = "testing"},
+      [](const StoredDocument& stored, int) -> absl::StatusOr<WriteDecision> {
+        rapidjson::Document next;
+        next.CopyFrom(*stored.doc, next.GetAllocator());
+        next.AddMember("added", true, next.GetAllocator());
+        return next;
+      });
+  ASSERT_TRUE(result.ok()) << result.status();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(written, absl::StrCat(R"({"_id":"doc","meta":{"build":)", kBig,
+                                  R"(},"added":true,"_rev":"1-r"})"));
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
