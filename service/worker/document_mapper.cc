@@ -32,7 +32,14 @@ absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer)
 
   rows_.Put('[');
   for (size_t i = 0; i < functions_.size(); ++i) {
-    if (i > 0) rows_.Put(',');
+    if (i > 0) {
+      rows_.Put(',');
+      // Each function gets the document as CouchDB sent it, whatever the one before did to
+      // its dict (doc.pop("_attachments") in one view must not change another view's rows;
+      // couchjs seals the document for the same reason). The text parsed once already.
+      doc = ParseDocument(doc_json, buffer, seen);
+      if (!doc.ok()) return doc.status();
+    }
     size_t mark = rows_.GetSize();
     RowSink rows(rows_);
     ScopedLogOrigin origin({"map", i < names_.size() ? names_[i] : std::string_view(), doc->get()});

@@ -87,6 +87,14 @@ def echo(doc):
     yield doc, None
 
 
+def strips(doc):
+    """Changes its document, as a view that drops what it does not index might."""
+    doc.pop("town")
+    doc["n"] = -1
+    doc.setdefault("added", True)
+    yield doc["n"], None
+
+
 def numbers(doc):
     yield [2**70, -(2**80), 0.1, 1e300, -0.0, float("nan"), float("inf"), 1.0], None
 

@@ -1,4 +1,5 @@
 // Map over a real cnp-worker: every function form, per-item errors and logs.
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
@@ -32,6 +33,19 @@ TEST_F(MapTest, GeneratorYieldsPairsForEveryDocumentAndFunction) {
   EXPECT_EQ(reply.map().results(1).rows(), R"([[["Lima",1]],[["Lima",2],[2,null]]])");
   EXPECT_EQ(reply.map().results(0).errors_size(), 0);
   EXPECT_FALSE(reply.recycle());
+}
+
+// Each function gets the document CouchDB sent, not what the one before it made of its dict:
+// one view must not change another's rows (couchjs seals the document).
+TEST_F(MapTest, AFunctionThatChangesItsDocumentDoesNotChangeTheNextFunctionsDocument) {
+  Reply reply = worker_->Call(
+      MapTask({"worker_views.strips", "worker_views.echo", "worker_views.town"}, {kOslo, kLima}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  ASSERT_EQ(reply.map().results_size(), 2);
+  EXPECT_EQ(reply.map().results(0).rows(), absl::StrCat(R"([[[-1,null]],[[)", kOslo,
+                                                        R"(,null]],[["Oslo",1]]])"));
+  EXPECT_EQ(reply.map().results(1).rows(), absl::StrCat(R"([[[-1,null]],[[)", kLima,
+                                                        R"(,null]],[["Lima",1]]])"));
 }
 
 TEST_F(MapTest, SingleYieldedItemIsKeyWithNullValue) {
@@ -214,7 +228,8 @@ TEST_F(MapTest, MalformedDocumentFailsTheTaskNamingWhichDocument) {
   Reply reply = worker_->Call(MapTask({"worker_views.town"}, {kOslo, R"({"_id": "x", "town": )"}));
   ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
   EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
-  EXPECT_EQ(reply.failure().message(), "document 1: invalid JSON at byte 21: Invalid value.");
+  EXPECT_EQ(reply.failure().message(), "invalid JSON at byte 21: Invalid value.");
+  EXPECT_EQ(reply.failure().document(), 2);  // the second, plus one
 }
 
 // Security review: one document nested deeper than Python is given failed the whole task, so
