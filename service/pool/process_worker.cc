@@ -48,6 +48,16 @@ const Task& HandshakeTask() {
   return *task;
 }
 
+// A worker leads a process group of its own (worker_process.cc), so what its function started
+// (a subprocess, a multiprocessing pool) dies with it instead of running on out of reach of
+// deadlines and of the memory check, which reads the worker's own pid. The worker too, in case
+// it was killed before it made its group. Only before the worker is reaped: until then its pid
+// and group id cannot name another process.
+void KillWorkerAndGroup(pid_t pid) {
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+}
+
 }  // namespace
 
 ProcessWorker::ProcessWorker(const asio::any_io_executor& executor, SpawnedWorker child,
@@ -60,7 +70,7 @@ ProcessWorker::ProcessWorker(const asio::any_io_executor& executor, SpawnedWorke
 
 ProcessWorker::~ProcessWorker() {
   if (reaped_) return;
-  ::kill(pid_, SIGKILL);
+  KillWorkerAndGroup(pid_);
   int status;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
@@ -210,7 +220,11 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
   do {
     sent = ::send(fd_, out_.data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (sent < 0 && errno == EINTR);
-  if (sent < 0 && errno == EPIPE) return done(absl::UnavailableError("the peer closed the connection"));
+  // Nothing was delivered: the worker died after the check above, and the task may go
+  // elsewhere just as if the check had seen it.
+  if (sent < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+    return QuickExchange(Outcome::kEndedBefore);
+  }
   if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("writing the task"));
   exchange_.written = sent < 0 ? 0 : static_cast<size_t>(sent);
   if (exchange_.written < out_.size()) return QuickExchange(Outcome::kPending);
@@ -277,7 +291,7 @@ int ProcessWorker::DuplicatePidfd() {
 
 void ProcessWorker::Kill() {
   killed_ = true;
-  if (!reaped_) ::kill(pid_, SIGKILL);
+  if (!reaped_) KillWorkerAndGroup(pid_);
   // An exchange in progress ends now, not when the kernel closes the socket: a child the
   // function forked may hold the socket open past the worker's death.
   asio::error_code ignored;

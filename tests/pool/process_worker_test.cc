@@ -5,6 +5,7 @@
 // The pool's context runs on its own thread, as in the server; the test thread waits on FIFOs
 // that svc_fns.waits opens when the call has reached Python (no sleeps).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -340,6 +341,33 @@ TEST_F(ProcessWorkerPoolTest, CancellingARunningTaskKillsItsWorkerAtOnce) {
   EXPECT_TRUE(absl::IsCancelled(reply.status())) << reply.status();
   EXPECT_NE(WorkerPid(), before);
   EXPECT_TRUE(ProcessGone(before));
+}
+
+// A worker killed mid-task (cancelled here; a deadline and recycling kill the same way) takes
+// what its function started with it: a subprocess must not run on out of reach of
+// --call-timeout and of the memory check, which reads the worker's own pid.
+TEST_F(ProcessWorkerPoolTest, AKilledWorkerTakesTheProcessesItsFunctionStartedWithIt) {
+  StartPool(1);
+  Gate gate("group");
+  const std::string held = gate.dir + "/held";
+  ASSERT_EQ(::mkfifo(held.c_str(), 0600), 0);
+  // Opened first, so that the function's open for writing does not wait for a reader.
+  const int child_alive = ::open(held.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(child_alive, 0);
+  std::string doc = gate.Doc("a");
+  doc.insert(doc.size() - 1, absl::StrCat(R"(,"held":")", held, R"(")"));
+  asio::cancellation_signal cancel;
+  auto result = Spawn(pool_->Run(MapTask("svc_fns.starts_a_child", {doc}), absl::InfiniteFuture()),
+                      cancel);
+  gate.AwaitReached();
+  Cancel(cancel);
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(absl::IsCancelled(result.get().status()));
+  // The write end closes when the last process holding it ends: the child, once killed.
+  pollfd hang_up{.fd = child_alive, .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&hang_up, 1, 30000), 1) << "the function's child is still running";
+  EXPECT_TRUE(hang_up.revents & POLLHUP);
+  ::close(child_alive);
 }
 
 TEST_F(ProcessWorkerPoolTest, ACancelledQueuedTaskIsDroppedAndTheBusyWorkerKept) {

@@ -2,6 +2,7 @@
 import ctypes
 import os
 import select
+import subprocess
 
 from couch_named_python import Forbidden, Unauthorized, get_row, log, send, version
 from os import system  # re-exported: must never be callable through this module
@@ -64,6 +65,14 @@ def hoards(doc):
 
 def size_of(doc):
     yield doc["_id"], len(doc["blob"])
+
+
+def starts_a_child(doc):
+    """Starts a process that holds the FIFO doc["held"] open for writing while it lives (the
+    test's reader sees the hang-up when it ends), then waits as waits() does."""
+    with open(doc["held"], "w") as held:
+        subprocess.Popen(["sleep", "600"], stdout=held)
+    yield from waits(doc)
 
 
 def waits(doc):
