@@ -7,14 +7,18 @@
 
 namespace cnp::calls {
 
-absl::Status FailureToStatus(const worker::v1::Failure& failure) {
+absl::Status FailureToStatus(const worker::v1::Failure& failure, int64_t first_document) {
   using F = worker::v1::Failure;
   // The function it is about in front, "revmod.townmap: ValueError: ...": a call names several.
   // Not a name too long to be one (up to 512 bytes of it come back): its message says so, and
-  // stays short.
+  // stays short. Then the document, by its index in the call.
   const bool named = !failure.function().empty() && failure.function().size() <= 200;
-  const std::string m =
-      named ? absl::StrCat(failure.function(), ": ", failure.message()) : failure.message();
+  const std::string document =
+      failure.document() > 0
+          ? absl::StrCat("document ", first_document + failure.document() - 1, ": ")
+          : "";
+  const std::string m = absl::StrCat(named ? absl::StrCat(failure.function(), ": ") : "",
+                                     document, failure.message());
   switch (failure.code()) {
     case F::BAD_NAME:
     case F::BAD_INPUT: return absl::InvalidArgumentError(m);

@@ -55,9 +55,10 @@ absl::Status ResponseTooLarge(int64_t max_call_bytes, Reply::KindCase kind = Rep
 }
 
 // The reply of one task, checked: infrastructure errors and whole-task failures become
-// statuses, and a reply of the wrong kind is a bug worth saying so.
+// statuses, and a reply of the wrong kind is a bug worth saying so. `first_document`: the index
+// in the call of the task's first document (a Map call runs in parts).
 absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expected,
-                              int64_t max_call_bytes) {
+                              int64_t max_call_bytes, int64_t first_document = 0) {
   if (!reply.ok()) {
     // The pool marks a reply refused for its length with what was left of the call's bytes for
     // that part; what the caller can act on is the call's limit (the message stays the pool's).
@@ -75,7 +76,7 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
   if (reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE) {
     return ResponseTooLarge(max_call_bytes, expected);
   }
-  if (reply->has_failure()) return FailureToStatus(reply->failure());
+  if (reply->has_failure()) return FailureToStatus(reply->failure(), first_document);
   CountFunctionErrors(*reply, metrics::CountFunctionError);
   if (reply->kind_case() != expected) {
     return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
@@ -218,9 +219,9 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
         co_await runner_.RunAll(std::move(tasks), deadline);
     for (size_t i = 0; i < replies.size(); ++i) {
       const int64_t left = options_.max_call_bytes - response_bytes;
+      const int64_t p = first + static_cast<int64_t>(i);
       if (OverItsShare(replies[i]) && share < left) {
         if (IsCancelled(cancellation)) co_return fail(CancelledStatus());
-        const int64_t p = first + static_cast<int64_t>(i);
         EncodedMapRequest again(request);
         for (int64_t d = 0; d < docs * p / parts; ++d) again.Next(nullptr);
         Task alone = part_task(again, p, left);
@@ -228,10 +229,9 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
       }
       const bool part_failed = !replies[i].ok();  // not a function's failure, which is the call's
       absl::StatusOr<Reply> reply =
-          Checked(std::move(replies[i]), Reply::kMap, options_.max_call_bytes);
+          Checked(std::move(replies[i]), Reply::kMap, options_.max_call_bytes, docs * p / parts);
       if (!reply.ok()) {
         if (!part_failed) co_return fail(reply.status());
-        const int64_t p = first + static_cast<int64_t>(i);
         co_return fail(InPart(reply.status(), docs * p / parts, docs * (p + 1) / parts, docs));
       }
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
@@ -299,7 +299,8 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
       replies[p] = co_await runner_.Run(std::move(alone), deadline);
     }
     const bool part_failed = !replies[p].ok();  // not a function's failure, which is the call's
-    absl::StatusOr<Reply> reply = Checked(std::move(replies[p]), Reply::kMap, options_.max_call_bytes);
+    absl::StatusOr<Reply> reply = Checked(std::move(replies[p]), Reply::kMap,
+                                          options_.max_call_bytes, int64_t{docs} * p / parts);
     // Never a partial result: a document silently missing from a batch is lost data.
     if (!reply.ok()) {
       response.Clear();

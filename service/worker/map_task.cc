@@ -29,9 +29,11 @@ v1::Reply MapDocs(FunctionRegistry& registry, const cnp::v1::MapRequest& request
     }
     if (Context().answer.exceeded()) return AnswerTooLargeReply();
     if (!mapped.ok()) {
-      return FailureReply(absl::IsResourceExhausted(mapped) ? Failure::INTERNAL
-                                                            : Failure::BAD_INPUT,
-                          absl::StrCat("document ", i, ": ", mapped.message()));
+      Reply failed = FailureReply(
+          absl::IsResourceExhausted(mapped) ? Failure::INTERNAL : Failure::BAD_INPUT,
+          mapped.message());
+      failed.mutable_failure()->set_document(int64_t{i} + 1);
+      return failed;
     }
     cnp::v1::MapResult* result = response->add_results();
     result->set_rows(mapper.rows().data(), mapper.rows().size());

@@ -105,6 +105,7 @@ absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_
 }
 
 std::optional<std::string> ToJson(PyObject* value) {
+  if (value == nullptr) return std::nullopt;  // building it failed (MemoryError is set)
   rapidjson::StringBuffer buffer;
   PythonJsonWriter writer(buffer);
   if (!writer.Write(value)) return std::nullopt;

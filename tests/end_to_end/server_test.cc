@@ -341,6 +341,15 @@ TEST(ServerTest, MalformedJsonAndBadNamesAreInvalidArguments) {
   auto client = server->Connect();
   auto malformed = client->Map({"svc_fns.doubled"}, {R"({"_id":"a", "n": )"});
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(malformed.status().message(), "document 0: invalid JSON at byte 17: Invalid value.");
+  // A call run in parts (here three, on two workers) names the document by its place in the
+  // call, not in the part the worker ran.
+  std::vector<std::string> docs;
+  for (int i = 0; i < 200; ++i) docs.push_back(Doc(absl::StrCat("d", i), R"("n":1)"));
+  docs[150] = R"({"_id":"d150", "n": )";
+  auto malformed_in_part = client->Map({"svc_fns.doubled"}, docs);
+  EXPECT_EQ(malformed_in_part.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(malformed_in_part.status().message(), HasSubstr("document 150: invalid JSON"));
   auto bad_name = client->Map({"nodots"}, {Doc("a", "")});
   EXPECT_EQ(bad_name.status().code(), absl::StatusCode::kInvalidArgument);
   auto missing = client->Map({"no_such_module.f"}, {Doc("a", "")});

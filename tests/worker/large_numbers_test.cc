@@ -106,8 +106,9 @@ TEST(LargeNumbersTest, MalformedJsonAfterALargeNumberIsStillRefused) {
   ASSERT_TRUE(reply.has_failure()) << reply.DebugString().substr(0, 500);
   EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT);
   EXPECT_EQ(reply.failure().message(),
-            "document 0: invalid JSON at byte " + std::to_string(17 + kHuge.size()) +
+            "invalid JSON at byte " + std::to_string(17 + kHuge.size()) +
                 ": Missing a name for object member.");
+  EXPECT_EQ(reply.failure().document(), 1);
 }
 
 }  // namespace
