@@ -67,6 +67,20 @@ std::optional<int64_t> SequenceNumber(const rapidjson::Value& seq) {
 
 std::string StagingName(absl::string_view name) { return absl::StrCat(name, "__staging"); }
 
+bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name) {
+  if (couchdb::StringMember(doc, kStagingMark) == name) return true;
+  // Earlier releases wrote no mark, only the index inputs.
+  if (doc.HasMember(kStagingMark)) return false;
+  for (const auto& member : doc.GetObject()) {
+    const absl::string_view field = couchdb::StringView(member.name);
+    if (field != "_id" && field != "_rev" && field != "language" && field != "views" &&
+        field != "options") {
+      return false;
+    }
+  }
+  return true;
+}
+
 StagedIndexBuild::StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
                                    absl::Duration poll_interval,
                                    std::function<bool(const v1::IndexBuildProgress&)> report)
@@ -101,13 +115,24 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
     }
   }
 
+  // Marked as ours: a design document of that name that is not (someone's own) is neither
+  // overwritten nor, once the live document is in place, deleted.
+  staging.AddMember(rapidjson::StringRef(kStagingMark),
+                    couchdb::StringValue(name_, alloc), alloc);
+
   // A staging document left by an interrupted run is overwritten (its index is reused when
   // the views are the same).
   absl::StatusOr<couchdb::HttpResponse> existing = couch_.Get(path);
   if (!existing.ok()) return existing.status();
   if (existing->status == 200) {
     absl::StatusOr<rapidjson::Document> old = couchdb::ParseJson(existing->body);
-    if (old.ok() && old->IsObject() && old->HasMember("_rev") && (*old)["_rev"].IsString()) {
+    if (!old.ok() || !old->IsObject() || !IsStagingDocumentOf(*old, name_)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          staging_id, " in ", database_, " is a design document of its own, not one a staged "
+          "upload of _design/", name_, " left: it is not overwritten; rename it, or upload "
+          "without --staged"));
+    }
+    if (old->HasMember("_rev") && (*old)["_rev"].IsString()) {
       staging.AddMember("_rev", rapidjson::Value((*old)["_rev"], alloc), alloc);
     }
   }

@@ -28,6 +28,12 @@ namespace cnp::upload {
 
 std::string StagingName(absl::string_view name);
 
+// The member that marks a staging document as the one of _design/<its value>.
+inline constexpr char kStagingMark[] = "cnp_staging_for";
+// Whether `doc` is the staging document of _design/`name` (marked so, or holding only the
+// index inputs, as earlier releases wrote it), which a staged upload may overwrite and delete.
+bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name);
+
 class StagedIndexBuild {
  public:
   // `report` gets each progress step; it returns false when nobody listens any more, which

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -294,6 +295,14 @@ class UploadRun {
       if (!request_.check_only() && !request_.allow_system_databases()) {
         CheckNotSystemTargets(spec, problems);
       }
+      if (request_.staged() && absl::EndsWith(spec.name, StagingName(""))) {
+        // Its own staged build would write its staging document over another's, and the
+        // other's build would delete it at the end.
+        problems.Error(spec.location,
+                       absl::StrCat("design document "", spec.name, "": with --staged, names "
+                                    "ending in \"", StagingName(""), "\" are the staging "
+                                    "documents' own; rename it"));
+      }
       std::vector<std::string> keys;
       // Its classifications are all undefined, which is reported already.
       if (spec.databases.empty() && !spec.classifications.empty()) continue;
@@ -484,7 +493,13 @@ class UploadRun {
           if (options_.before_write) options_.before_write(target.database, target.spec->id());
           return std::move(plan.document);
         });
-    if (!written.ok()) return written.status();
+    if (!written.ok()) {
+      // The live document was not written, so the staging document serves nothing, and no
+      // later run would come back for it (it stages only what differs from the live
+      // document). Only a stopped upload leaves it, for the next run to reuse.
+      if (staging && !absl::IsCancelled(written.status())) RemoveStaging(*staging, target);
+      return written.status();
+    }
     v1::DesignDocOutcome& outcome = *event.mutable_outcome();
     if (written->written) {
       outcome.set_rev(written->written_rev);
@@ -492,24 +507,35 @@ class UploadRun {
                                           : v1::DesignDocOutcome::CREATED);
     }
     if (!Send(event)) return Cancelled();
-    if (written->written && staging) {
-      absl::Duration settle = request_.staged_settle_seconds() > 0
-                                  ? absl::Seconds(request_.staged_settle_seconds())
-                                  : options_.staged_settle_timeout;
-      if (absl::Status settled = staging->AwaitLiveIndex(settle); !settled.ok()) {
-        if (absl::IsCancelled(settled)) return settled;
-        SendWarning(std::string(settled.message()), target);
-        // The live document is in place. Unless its index is another one (then the staging
-        // document serves nothing), the clean-up waits for a later run.
-        if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
-      }
-      if (absl::Status removed = staging->Remove(); !removed.ok()) {
-        SendWarning(absl::StrCat("the staging document could not be removed: ",
-                                 removed.message()),
-                    target);
-      }
-    }
+    // Written, or found already as staged after a conflict (another upload wrote the same
+    // document): either way the live document may now use the staged index.
+    if (staging) return SwitchOver(*staging, target);
     return absl::OkStatus();
+  }
+
+  // Waits until the live document's index has taken over the staged one, then removes the
+  // staging document.
+  absl::Status SwitchOver(StagedIndexBuild& staging, const Target& target) {
+    absl::Duration settle = request_.staged_settle_seconds() > 0
+                                ? absl::Seconds(request_.staged_settle_seconds())
+                                : options_.staged_settle_timeout;
+    if (absl::Status settled = staging.AwaitLiveIndex(settle); !settled.ok()) {
+      if (absl::IsCancelled(settled)) return settled;
+      SendWarning(std::string(settled.message()), target);
+      // The live document is in place. Unless its index is another one (then the staging
+      // document serves nothing), the clean-up waits for a later run.
+      if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
+    }
+    RemoveStaging(staging, target);
+    return absl::OkStatus();
+  }
+
+  void RemoveStaging(StagedIndexBuild& staging, const Target& target) {
+    if (absl::Status removed = staging.Remove(); !removed.ok()) {
+      SendWarning(absl::StrCat("the staging document _design/", StagingName(target.spec->name),
+                               " could not be removed: ", removed.message()),
+                  target);
+    }
   }
 
   bool registering() const { return !request_.register_database().empty(); }

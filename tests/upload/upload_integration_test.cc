@@ -40,7 +40,8 @@ constexpr char kPassword[] = "s3cret-pw";
 // use is created up front, then the admin.
 const char* const kDatabases[] = {"create", "dry",   "kept",   "dropped", "conflict",
                                   "giveup", "acct-1", "acct-2", "other",  "dup-1",
-                                  "bad",    "staged", "secret", "cancel"};
+                                  "bad",    "staged", "secret", "cancel",
+                                  "staged-race", "staged-giveup", "staged-own"};
 
 constexpr char kLocationYaml[] =
     "location:\n"
@@ -509,6 +510,75 @@ TEST_F(UploadIntegrationTest, StagedDeployBuildsUnderAStagingIdThenMovesIntoPlac
                           "PUT /staged/_design/location",
                           ::testing::StartsWith("DELETE /staged/_design/location__staging?rev=")))
       << log;
+}
+
+// Another upload writes the same live document between our staged build and our write: the
+// conflict re-read finds nothing left to write, and the staging document must still go (it
+// was left for ever: later runs find the live document unchanged and never stage again).
+TEST_F(UploadIntegrationTest, AStagedBuildWhoseDocumentAnotherUploadWroteIsStillCleanedUp) {
+  Put("staged-race", "location",
+      R"({"language": "python", "views": {"towns": {"map": "myviews.townmap|1"}}})");
+  options_.before_write = [&](const std::string& db, const std::string&) {
+    rapidjson::Document theirs = Stored(db, "location");
+    theirs["views"]["towns"]["map"].SetString("myviews.townmap|123");
+    theirs.AddMember("validate_doc_update", "myviews.validate|21", theirs.GetAllocator());
+    Put(db, "location", couchdb::ToJson(theirs));
+  };
+  v1::UploadRequest request = Request("staged-race", {File("design.yml", kLocationYaml)});
+  request.set_staged(true);
+  UploadResult result = Upload(request);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/location", "staged-race").action(),
+            v1::DesignDocOutcome::UNCHANGED);
+  EXPECT_TRUE(Stored("staged-race", "location__staging").IsNull()) << result.Dump();
+}
+
+// An upload that gives up (conflicts past the limit) wrote no live document: its staging
+// document serves nothing and is removed.
+TEST_F(UploadIntegrationTest, AStagedUploadThatGivesUpRemovesItsStagingDocument) {
+  Put("staged-giveup", "location", R"({"language": "python", "n": 0})");
+  int edits = 0;
+  options_.before_write = [&](const std::string& db, const std::string&) {
+    rapidjson::Document theirs = Stored(db, "location");
+    theirs["n"].SetInt(++edits);
+    Put(db, "location", couchdb::ToJson(theirs));
+  };
+  v1::UploadRequest request = Request("staged-giveup", {File("design.yml", kLocationYaml)});
+  request.set_staged(true);
+  request.set_max_conflict_retries(1);
+  UploadResult result = Upload(request);
+  EXPECT_TRUE(absl::IsAborted(result.status)) << result.Dump();
+  EXPECT_TRUE(Stored("staged-giveup", "location__staging").IsNull()) << result.Dump();
+}
+
+// A design document of its own under a staging name is neither overwritten by a staged build
+// (it lost its validate_doc_update) nor deleted after it; nor may the YAML of a staged upload
+// name one.
+TEST_F(UploadIntegrationTest, ADesignDocumentOfItsOwnUnderAStagingNameIsLeftAlone) {
+  Put("staged-own", "location__staging",
+      R"({"language": "python", "validate_doc_update": "myviews.validate|21"})");
+  v1::UploadRequest request = Request("staged-own", {File("design.yml", kLocationYaml)});
+  request.set_staged(true);
+  UploadResult result = Upload(request);
+  EXPECT_TRUE(absl::IsFailedPrecondition(result.status)) << result.Dump();
+  EXPECT_THAT(result.status.message(),
+              HasSubstr("_design/location__staging in staged-own is a design document of its "
+                        "own, not one a staged upload of _design/location left"));
+  EXPECT_EQ(String(Stored("staged-own", "location__staging"), "/validate_doc_update"),
+            "myviews.validate|21");
+  EXPECT_TRUE(Stored("staged-own", "location").IsNull());
+
+  v1::UploadRequest both = Request(
+      "staged-own", {File("design.yml", absl::StrCat(kLocationYaml,
+                                                     "location__staging:\n"
+                                                     "    validate_doc_update: myviews.validate\n"))});
+  both.set_staged(true);
+  UploadResult refused = Upload(both);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status)) << refused.Dump();
+  ASSERT_THAT(refused.errors(), SizeIs(1)) << refused.Dump();
+  EXPECT_EQ(refused.errors()[0].location().line(), 6);
+  EXPECT_THAT(refused.errors()[0].message(),
+              HasSubstr("names ending in \"__staging\" are the staging documents' own"));
 }
 
 TEST_F(UploadIntegrationTest, StopsWhenTheClientGoesAway) {
