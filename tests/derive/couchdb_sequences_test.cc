@@ -29,71 +29,6 @@ using ::cnp::testing::ScriptedResponse;
 
 constexpr char kSeq[] = "2-g1AAAABXeJzLYWBg4MhgTmHgz8tPSTV0MDQy";
 
-TEST(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame) {
-  absl::Mutex mu;
-  std::map<std::string, std::string> local;  // _local documents by path
-  std::string bulk;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, absl::StrCat(R"({"results":[{"seq":null,"id":"a","changes":[{"rev":"1-x"}],)",
-                                R"("doc":{"_id":"a","_rev":"1-x","town":"Oslo"}},)",
-                                R"({"seq":"2-g1AAAABXeJzLYWBg4MhgTmHgz8tPSTV0MDQy","id":"b","changes":[{"rev":"1-y"}],)",
-                                R"("doc":{"_id":"b","_rev":"1-y","town":"Lima"}}],)",
-                                R"("last_seq":")", kSeq, R"(","pending":0})")};
-    }
-    if (absl::StartsWith(t, "/src/_changes?since=")) {
-      return {200, absl::StrCat(R"({"results":[],"last_seq":")", kSeq, R"(","pending":0})")};
-    }
-    if (t == "/src") return {200, absl::StrCat(R"({"db_name":"src","update_seq":")", kSeq, R"("})")};
-    if (t == "/tgt" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
-    if (absl::StartsWith(t, "/tgt/_local/")) {
-      if (r.method == "PUT") {
-        local[t] = r.body;
-        return {201, R"({"ok":true,"rev":"0-1"})"};
-      }
-      auto it = local.find(t);
-      return it == local.end() ? ScriptedResponse{404, R"({"error":"not_found"})"}
-                               : ScriptedResponse{200, it->second};
-    }
-    if (absl::StartsWith(t, "/tgt/_all_docs")) return {200, R"({"rows":[]})"};
-    if (t == "/tgt/_bulk_docs") {
-      bulk = r.body;
-      return {201, "[]"};
-    }
-    return {500, R"({"error":"unscripted"})"};
-  });
-  auto server = testing::ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
-  ASSERT_TRUE(server.ok()) << server.status();
-  std::unique_ptr<client::Client> cnp = (*server)->Connect();
-  ASSERT_NE(cnp, nullptr);
-
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
-  ASSERT_TRUE(deriver.Start().ok());
-  absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
-  EXPECT_EQ(*handled, 2);
-  EXPECT_EQ(deriver.progress()[0].seq, kSeq);
-  EXPECT_EQ(deriver.progress()[0].backlog, 0);
-
-  absl::MutexLock lock(&mu);
-  EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Oslo")"));
-  EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Lima")"));
-  EXPECT_THAT(local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"], HasSubstr(absl::StrCat(R"("seq":")", kSeq, R"(")")));
-  // The next read started from the opaque sequence, escaped as a query value.
-  bool resumed = false;
-  for (const std::string& request : couch.requests()) {
-    resumed = resumed || absl::StrContains(request, absl::StrCat("/src/_changes?since=", kSeq, "&"));
-  }
-  EXPECT_TRUE(resumed);
-}
-
 // A target database in memory, CouchDB's way in what the deriver uses: _bulk_docs refuses a
 // write whose _rev is not the document's current one (a conflict), _all_docs answers keys and
 // id ranges with the documents, _local documents are kept.
@@ -196,25 +131,116 @@ std::string ChangeLine(int seq, const std::string& id, const std::string& rev, c
                       id, R"(","_rev":")", rev, R"(","town":")", town, R"("}})");
 }
 
-struct Harness {
-  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
-  std::unique_ptr<client::Client> cnp = server.ok() ? (*server)->Connect() : nullptr;
-};
-
 size_t CountOf(const std::vector<std::string>& requests, const std::string& request) {
   return static_cast<size_t>(std::count(requests.begin(), requests.end(), request));
+}
+
+// A test's connection to its scripted CouchDB, made after it so that it goes first: the scripted
+// server serves one connection at a time, and goes only once its client has hung up.
+struct Connection {
+  explicit Connection(couchdb::CouchClient::Options options) : http(std::move(options)), db(http) {}
+  couchdb::CouchClient http;
+  CouchDb db;
+};
+
+// Every test derives one stage, src -> tgt through derive_fns.town, with a cnp-server of its
+// own, from a scripted CouchDB.
+class CouchDbSequencesTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_NE(cnp_, nullptr) << server_.status(); }
+
+  // What a test's scripted CouchDB answers past what it scripts itself (under mu_).
+  ScriptedResponse AnswerFromTarget(const HttpRequest& r) {
+    if (std::optional<ScriptedResponse> answer = target_.Answer(r)) return *answer;
+    return {500, R"({"error":"unscripted"})"};
+  }
+
+  // Returned for the test to hold: a deriver must go before the connection and the scripted
+  // servers it uses, which the test holds.
+  Deriver NewDeriver(CouchDb& db, DeriverOptions options = {}) {
+    return NewDeriver(db, log_, std::move(options));
+  }
+  Deriver NewDeriver(CouchDb& db, std::ostream& log, DeriverOptions options = {}) {
+    Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+    return Deriver(declaration, db, *cnp_, std::move(options), log,
+                   [] { return absl::StatusOr<bool>(true); });
+  }
+
+  absl::Mutex mu_;
+  FakeTarget target_;
+  std::ostringstream log_;
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server_ = testing::ServerProcess::Start(
+      {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
+  std::unique_ptr<client::Client> cnp_ = server_.ok() ? (*server_)->Connect() : nullptr;
+};
+
+TEST_F(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame) {
+  std::map<std::string, std::string> local;  // _local documents by path
+  std::string bulk;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[{"seq":null,"id":"a","changes":[{"rev":"1-x"}],)",
+                                R"("doc":{"_id":"a","_rev":"1-x","town":"Oslo"}},)",
+                                R"({"seq":"2-g1AAAABXeJzLYWBg4MhgTmHgz8tPSTV0MDQy","id":"b",)",
+                                R"("changes":[{"rev":"1-y"}],)",
+                                R"("doc":{"_id":"b","_rev":"1-y","town":"Lima"}}],)",
+                                R"("last_seq":")", kSeq, R"(","pending":0})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) {
+      return {200, absl::StrCat(R"({"results":[],"last_seq":")", kSeq, R"(","pending":0})")};
+    }
+    if (t == "/src") {
+      return {200, absl::StrCat(R"({"db_name":"src","update_seq":")", kSeq, R"("})")};
+    }
+    if (t == "/tgt" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
+    if (absl::StartsWith(t, "/tgt/_local/")) {
+      if (r.method == "PUT") {
+        local[t] = r.body;
+        return {201, R"({"ok":true,"rev":"0-1"})"};
+      }
+      auto it = local.find(t);
+      return it == local.end() ? ScriptedResponse{404, R"({"error":"not_found"})"}
+                               : ScriptedResponse{200, it->second};
+    }
+    if (absl::StartsWith(t, "/tgt/_all_docs")) return {200, R"({"rows":[]})"};
+    if (t == "/tgt/_bulk_docs") {
+      bulk = r.body;
+      return {201, "[]"};
+    }
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  EXPECT_EQ(*handled, 2);
+  EXPECT_EQ(deriver.progress()[0].seq, kSeq);
+  EXPECT_EQ(deriver.progress()[0].backlog, 0);
+
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Oslo")"));
+  EXPECT_THAT(bulk, HasSubstr(R"("mr_key":"Lima")"));
+  EXPECT_THAT(local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"],
+              HasSubstr(absl::StrCat(R"("seq":")", kSeq, R"(")")));
+  // The next read started from the opaque sequence, escaped as a query value.
+  bool resumed = false;
+  for (const std::string& request : couch.requests()) {
+    resumed = resumed ||
+              absl::StrContains(request, absl::StrCat("/src/_changes?since=", kSeq, "&"));
+  }
+  EXPECT_TRUE(resumed);
 }
 
 // A first synchronization (no checkpoint, nothing derived yet) writes its rows without looking
 // them up first. A document listed twice in _changes (as a clustered CouchDB may) finds its rows
 // written the first time: that conflict is read and compared, and, as nothing differs, not
 // written again nor counted as an error.
-TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?since=0&")) {  // batches of two
       return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
@@ -225,31 +251,25 @@ TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
     }
     if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":3})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":3})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {.batch_size = 2}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db, {.batch_size = 2});
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   EXPECT_EQ(*handled, 3);
-  EXPECT_EQ(deriver.progress()[0].written, 2) << log.str();
-  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
+  EXPECT_EQ(deriver.progress()[0].written, 2) << log_.str();
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
 
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(target.bulks.size(), 2u);
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Oslo")"));
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
-  EXPECT_THAT(target.bulks[0], Not(HasSubstr("_rev")));
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(target_.bulks.size(), 2u);
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("mr_key":"Oslo")"));
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
+  EXPECT_THAT(target_.bulks[0], Not(HasSubstr("_rev")));
   // a's row once more, without asking; refused as a conflict, looked up, found the same.
-  EXPECT_THAT(target.bulks[1], HasSubstr(R"("mr_key":"Oslo")"));
-  EXPECT_THAT(target.bulks[1], Not(HasSubstr("_rev")));
+  EXPECT_THAT(target_.bulks[1], HasSubstr(R"("mr_key":"Oslo")"));
+  EXPECT_THAT(target_.bulks[1], Not(HasSubstr("_rev")));
   std::vector<std::string> requests = couch.requests();
   auto second_bulk = std::find(requests.begin(), requests.end(), "POST /tgt/_bulk_docs") + 1;
   second_bulk = std::find(second_bulk, requests.end(), "POST /tgt/_bulk_docs");
@@ -261,13 +281,12 @@ TEST(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
 // together; a clustered CouchDB may list a document twice) is derived once, from its last
 // change. Before, the rows of both versions were written and the older one kept for good, and
 // two writes of one row (the same rows twice) made a spurious `conflict` in the errors.
-TEST(CouchDbSequencesTest, ADocumentListedTwiceInOneBatchIsDerivedFromItsLastChange) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, ADocumentListedTwiceInOneBatchIsDerivedFromItsLastChange) {
   // Not a first synchronization: every row is looked up before it is written.
-  target.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] = R"({"_rev":"0-1","seq":"0","version":1})";
+  target_.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] =
+      R"({"_rev":"0-1","seq":"0","version":1})";
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?since=0&")) {
       return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
@@ -276,33 +295,27 @@ TEST(CouchDbSequencesTest, ADocumentListedTwiceInOneBatchIsDerivedFromItsLastCha
     }
     if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":4})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":4})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   EXPECT_EQ(*handled, 4);
-  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
-  EXPECT_THAT(log.str(), Not(HasSubstr("conflict")));
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+  EXPECT_THAT(log_.str(), Not(HasSubstr("conflict")));
 
-  absl::MutexLock lock(&mu);
+  absl::MutexLock lock(&mu_);
   std::map<std::string, std::string> rows;  // mr_source_id -> mr_key
-  for (const auto& [id, json] : target.docs) {
+  for (const auto& [id, json] : target_.docs) {
     absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(json);
     ASSERT_TRUE(doc.ok());
     EXPECT_TRUE(rows.emplace((*doc)["mr_source_id"].GetString(), (*doc)["mr_key"].GetString()).second)
         << "a second row of " << (*doc)["mr_source_id"].GetString() << ": " << json;
   }
   EXPECT_EQ(rows, (std::map<std::string, std::string>{{"a", "Lima"}, {"b", "Bergen"}}));
-  EXPECT_EQ(target.local.count("/tgt/_local/cnp-derive%3As%3Aerrors"), 0u);
+  EXPECT_EQ(target_.local.count("/tgt/_local/cnp-derive%3As%3Aerrors"), 0u);
 }
 
 // A source as CouchDB answers _changes?since=N&limit=L&include_docs=true: one JSON answer with
@@ -329,9 +342,7 @@ std::string ChangesAnswer(const std::vector<std::string>& lines, const std::stri
 // goes past them, so a restart reads nothing again. (Before, the batch failed every run:
 // nothing was derived, not even the documents around them.) pouchdb-server cannot store the
 // deep document (its JavaScript overflows its stack), hence the scripted CouchDB.
-TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) {
   const std::vector<std::string> lines = {
       ChangeLine(1, "a", "1-a", "Oslo"),
       ChangeLine(2, "b", "1-b", "Lima"),
@@ -343,49 +354,50 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
       ChangeLine(6, "d", "1-d", "Bergen"),
   };
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?")) return {200, ChangesAnswer(lines, t)};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":6})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
   // An answer of 100,000 bytes at most: the huge document alone passes it.
   // (No second connection reading ahead: the scripted server serves one connection at a time.)
-  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
+  Connection connection({.base_url = couch.url(), .max_response_bytes = 100000});
   {
-    std::ostringstream log;
-    Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+    Deriver deriver = NewDeriver(connection.db);
     ASSERT_TRUE(deriver.Start().ok());
     absl::StatusOr<int64_t> handled = deriver.CatchUp();
-    ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+    ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
     EXPECT_EQ(*handled, 6);
     EXPECT_EQ(deriver.progress()[0].seq, "6");
     EXPECT_EQ(deriver.progress()[0].errors, 2);
-    EXPECT_THAT(log.str(), HasSubstr("src -> tgt: skipped deep (not passed to derive_fns.town): UnreadableChange: "
-                                     "cnp derive could not read this change, so its document was not passed to "
-                                     "the handler: JSON nested deeper than 4096 levels"));
-    EXPECT_THAT(log.str(), HasSubstr("skipped huge (not passed to derive_fns.town): UnreadableChange: "
-                                     "cnp derive could not read this change, so its document was not passed to "
-                                     "the handler: the change with its document is longer than 100000 bytes "
-                                     "(--max-couchdb-response-bytes)"));
+    EXPECT_THAT(log_.str(),
+                HasSubstr("src -> tgt: skipped deep (not passed to derive_fns.town): "
+                          "UnreadableChange: cnp derive could not read this change, so its "
+                          "document was not passed to the handler: JSON nested deeper than 4096 "
+                          "levels"));
+    EXPECT_THAT(log_.str(),
+                HasSubstr("skipped huge (not passed to derive_fns.town): UnreadableChange: cnp "
+                          "derive could not read this change, so its document was not passed to "
+                          "the handler: the change with its document is longer than 100000 bytes "
+                          "(--max-couchdb-response-bytes)"));
   }
   {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     std::multiset<std::string> keys;
-    for (const auto& [id, doc] : target.docs) keys.insert(couchdb::ToJson((*couchdb::ParseJson(doc))["mr_key"]));
+    for (const auto& [id, doc] : target_.docs) {
+      keys.insert(couchdb::ToJson((*couchdb::ParseJson(doc))["mr_key"]));
+    }
     EXPECT_THAT(keys, ::testing::UnorderedElementsAre("\"Oslo\"", "\"Lima\"", "\"Quito\"", "\"Bergen\""));
-    absl::StatusOr<rapidjson::Document> errors = couchdb::ParseJson(target.local["/tgt/_local/cnp-derive%3As%3Aerrors"]);
+    absl::StatusOr<rapidjson::Document> errors =
+        couchdb::ParseJson(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"]);
     ASSERT_TRUE(errors.ok()) << errors.status();
     ASSERT_EQ((*errors)["errors"].Size(), 2u);
     EXPECT_EQ(std::string((*errors)["errors"][0]["doc_id"].GetString()), "deep");
     EXPECT_EQ(std::string((*errors)["errors"][0]["type"].GetString()), "UnreadableChange");
     EXPECT_EQ(std::string((*errors)["errors"][1]["doc_id"].GetString()), "huge");
-    EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"], HasSubstr(R"("seq":"6")"));
+    EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"],
+                HasSubstr(R"("seq":"6")"));
     // Each change was read alone only once it could not be read with others.
     std::vector<std::string> requests = couch.requests();
     EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=2&limit=1&include_docs=true&seq_interval=1"), 1u);
@@ -393,25 +405,23 @@ TEST(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed) 
         << "the whole answer, cut off, and then its start";
   }
   // A restart goes on from the checkpoint: nothing to read again, nothing recorded again.
-  std::ostringstream log;
-  Deriver again(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  std::ostringstream restart_log;
+  Deriver again = NewDeriver(connection.db, restart_log);
   ASSERT_TRUE(again.Start().ok());
   absl::StatusOr<int64_t> handled = again.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << restart_log.str();
   EXPECT_EQ(*handled, 0);
   EXPECT_EQ(again.progress()[0].errors, 0);
 }
 
 // A change too long to read is named from the start of a second answer. If its document
 // changed in between, that answer's first change is another one: it is read, not passed.
-TEST(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnother) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnother) {
   int reads = 0;
   const std::string huge = absl::StrCat(R"({"seq":1,"id":"huge","changes":[{"rev":"1-h"}],"doc":{"_id":"huge","_rev":"1-h","town":"Big","pad":")",
                                         std::string(200000, 'x'), "\"}}");
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     // Every read of huge's place is too long, down to huge alone; the next read of it alone (the
     // one meant to name it) finds b first.
@@ -425,23 +435,17 @@ TEST(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnot
     }
     if (absl::StartsWith(t, "/src/_changes?")) return {200, R"({"results":[],"last_seq":2})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url(), .max_response_bytes = 100000});
+  Deriver deriver = NewDeriver(connection.db);
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
-  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(target.bulks.size(), 1u) << log.str();
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(target_.bulks.size(), 1u) << log_.str();
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("mr_key":"Lima")"));
   EXPECT_EQ(reads, 2);
 }
 
@@ -449,20 +453,20 @@ TEST(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnot
 // lookup of a batch's rows that would answer more than the client reads in one answer is asked
 // for again in halves, and the rows are compared and written as usual. (Before, the batch
 // failed with "exceeded ... bytes".)
-TEST(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
   for (const auto& [id, town] : {std::pair<std::string, std::string>{"a", "Oslo"}, {"b", "Lima"}}) {
     const std::string row_id = MapRowId("src", id, absl::StrCat("\"", town, "\""), 0);
-    target.docs[row_id] = absl::StrCat(R"({"_id":")", row_id, R"(","_rev":"1-old","mr_source_id":")", id,
-                                       R"(","mr_value":null,"mr_key":")", town,
-                                       R"(","mr_source_type":"src","mr_version":1,"pad":")",
-                                       std::string(60000, 'x'), "\"}");
+    target_.docs[row_id] = absl::StrCat(R"({"_id":")", row_id,
+                                        R"(","_rev":"1-old","mr_source_id":")", id,
+                                        R"(","mr_value":null,"mr_key":")", town,
+                                        R"(","mr_source_type":"src","mr_version":1,"pad":")",
+                                        std::string(60000, 'x'), "\"}");
   }
   // Caught up to seq 0 before: not a first synchronization, so rows are looked up first.
-  target.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] = R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
+  target_.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] =
+      R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?since=0&")) {
       return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
@@ -470,39 +474,31 @@ TEST(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
     }
     if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
   // Each of the two rows fits in an answer; both together do not.
-  couchdb::CouchClient http({.base_url = couch.url(), .max_response_bytes = 100000});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url(), .max_response_bytes = 100000});
+  Deriver deriver = NewDeriver(connection.db);
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   EXPECT_EQ(*handled, 2);
   EXPECT_EQ(deriver.progress()[0].written, 2);
-  EXPECT_EQ(deriver.progress()[0].errors, 0) << log.str();
-  absl::MutexLock lock(&mu);
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+  absl::MutexLock lock(&mu_);
   EXPECT_EQ(CountOf(couch.requests(), "POST /tgt/_all_docs?include_docs=true"), 3u) << "both, then each";
-  ASSERT_EQ(target.bulks.size(), 1u);
+  ASSERT_EQ(target_.bulks.size(), 1u);
   // Written over the revisions found: updates, not conflicts; the pad is gone.
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_rev":"1-old")"));
-  for (const auto& [id, doc] : target.docs) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << id;
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_rev":"1-old")"));
+  for (const auto& [id, doc] : target_.docs) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << id;
 }
 
 // Once caught up, the initial synchronization is over: a new document's rows are looked up
 // before they are written, not written as first revisions.
-TEST(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
   bool more = false;
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?since=0&")) {
       return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), R"(],"last_seq":1})")};
@@ -514,27 +510,21 @@ TEST(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
       return {200, absl::StrCat(R"({"results":[],"last_seq":)", more ? 2 : 1, "}")};
     }
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   size_t before;
   {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     more = true;
     before = couch.requests().size();
   }
   handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   EXPECT_EQ(*handled, 1);
   std::vector<std::string> requests = couch.requests();
   std::vector<std::string> following(requests.begin() + before, requests.end());
@@ -543,20 +533,18 @@ TEST(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
   // The first sync wrote without asking; this write was preceded by a lookup of d's row.
   EXPECT_EQ(CountOf({requests.begin(), requests.begin() + before}, "POST /tgt/_all_docs?include_docs=true"), 0u);
   EXPECT_EQ(CountOf({following.begin(), bulk}, "POST /tgt/_all_docs?include_docs=true"), 1u);
-  absl::MutexLock lock(&mu);
-  EXPECT_THAT(target.bulks.back(), HasSubstr(R"("mr_key":"Rome")"));
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(target_.bulks.back(), HasSubstr(R"("mr_key":"Rome")"));
 }
 
 // A conflict in a fresh sync is redone from what the target holds: a row that got its
 // revision in the first pass is compared without it (so an unchanged row is not written
 // again), and a tombstone that cannot be redone is recorded as an error, not dropped.
-TEST(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecorded) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecorded) {
   const std::string a_row = MapRowId("src", "a", R"("Oslo")", 0);
   const std::string c_row = MapRowId("src", "c", R"("Lima")", 0);
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?since=0&")) {
       return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "2-x", "Oslo"), ",",
@@ -566,96 +554,87 @@ TEST(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecorded
     if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
     if (absl::StartsWith(t, "/tgt/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};  // a fresh sync
-    if (t == "/tgt/_bulk_docs" && target.bulks.empty()) {
+    if (t == "/tgt/_bulk_docs" && target_.bulks.empty()) {
       // Between the lookup and the write, a's row was rewritten as it is wanted (say, by a
       // batch listing a again) and c's row changed: both writes conflict.
-      target.docs[a_row] = absl::StrCat(R"({"_id":")", a_row, R"(","_rev":"2-new","mr_source_id":"a","mr_value":null,)",
-                                        R"("mr_key":"Oslo","mr_source_type":"src","mr_version":1})");
-      target.docs[c_row] = absl::StrCat(R"({"_id":")", c_row, R"(","_rev":"2-c","mr_source_id":"c","mr_value":null,)",
-                                        R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
+      target_.docs[a_row] = absl::StrCat(
+          R"({"_id":")", a_row, R"(","_rev":"2-new","mr_source_id":"a","mr_value":null,)",
+          R"("mr_key":"Oslo","mr_source_type":"src","mr_version":1})");
+      target_.docs[c_row] = absl::StrCat(
+          R"({"_id":")", c_row, R"(","_rev":"2-c","mr_source_id":"c","mr_value":null,)",
+          R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
     }
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
   {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     // What the target held when a's and c's rows were looked up.
-    target.docs[a_row] = absl::StrCat(R"({"_id":")", a_row, R"(","_rev":"1-old","mr_source_id":"a","mr_value":null,)",
-                                      R"("mr_key":"Oslo","mr_source_type":"src","mr_version":0})");
-    target.docs[c_row] = absl::StrCat(R"({"_id":")", c_row, R"(","_rev":"1-c","mr_source_id":"c","mr_value":null,)",
-                                      R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
+    target_.docs[a_row] = absl::StrCat(
+        R"({"_id":")", a_row, R"(","_rev":"1-old","mr_source_id":"a","mr_value":null,)",
+        R"("mr_key":"Oslo","mr_source_type":"src","mr_version":0})");
+    target_.docs[c_row] = absl::StrCat(
+        R"({"_id":")", c_row, R"(","_rev":"1-c","mr_source_id":"c","mr_value":null,)",
+        R"("mr_key":"Lima","mr_source_type":"src","mr_version":1})");
   }
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
-  Deriver deriver(declaration, db, *h.cnp, {}, log, [] { return absl::StatusOr<bool>(true); });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
   ASSERT_TRUE(deriver.Start().ok());
   absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log.str();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
   EXPECT_EQ(*handled, 2);
-  absl::MutexLock lock(&mu);
-  ASSERT_GE(target.bulks.size(), 1u);
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_rev":"1-old")"));
-  EXPECT_THAT(target.bulks[0], HasSubstr(R"("_deleted":true)"));
+  absl::MutexLock lock(&mu_);
+  ASSERT_GE(target_.bulks.size(), 1u);
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_rev":"1-old")"));
+  EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_deleted":true)"));
   // a's row is as wanted now: nothing is written again.
-  EXPECT_EQ(target.bulks.size(), 1u) << target.bulks.back();
-  EXPECT_EQ(deriver.progress()[0].written, 0) << log.str();
+  EXPECT_EQ(target_.bulks.size(), 1u) << target_.bulks.back();
+  EXPECT_EQ(deriver.progress()[0].written, 0) << log_.str();
   // c's tombstone conflicted and was not redone: an error, with the row named.
-  EXPECT_EQ(deriver.progress()[0].errors, 1) << log.str();
-  EXPECT_THAT(log.str(), HasSubstr(c_row));
-  EXPECT_THAT(target.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(c_row));
+  EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
+  EXPECT_THAT(log_.str(), HasSubstr(c_row));
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(c_row));
 }
 
 // With --feed=continuous, a feed the server refuses for good (the source database deleted)
 // ends the wait with an error naming the database and the status, instead of reconnecting
 // forever; the status document counts the feed's reconnections before that.
-TEST(CouchDbSequencesTest, ARefusedFeedEndsTheWaitAndReconnectionsAreInTheStatus) {
-  absl::Mutex mu;
-  FakeTarget target;
+TEST_F(CouchDbSequencesTest, ARefusedFeedEndsTheWaitAndReconnectionsAreInTheStatus) {
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/src/_changes?")) return {200, R"({"results":[],"last_seq":"7-g1AA"})"};
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":"7-g1AA"})"};
-    if (std::optional<ScriptedResponse> answer = target.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return AnswerFromTarget(r);
   });
   // The feed's own connection: twice ended without a change, then the database is gone.
   int feed_calls = 0;
   ScriptedHttpServer feed_couch([&](const HttpRequest&) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&mu_);
     if (++feed_calls <= 2) return {200, R"({"last_seq":"7-g1AA","pending":0})" "\n"};
     return {404, R"({"error":"not_found","reason":"Database does not exist."})"};
   });
-  Harness h;
-  ASSERT_NE(h.cnp, nullptr) << h.server.status();
-  couchdb::CouchClient http({.base_url = couch.url()});
-  CouchDb db(http);
-  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
-  std::ostringstream log;
+  Connection connection({.base_url = couch.url()});
   DeriverOptions options;
   options.continuous_feed = couchdb::CouchClient::Options{.base_url = feed_couch.url()};
-  Deriver deriver(declaration, db, *h.cnp, options, log, [] { return absl::StatusOr<bool>(true); });
+  Deriver deriver = NewDeriver(connection.db, options);
   ASSERT_TRUE(deriver.Start().ok());
-  ASSERT_TRUE(deriver.CatchUp().ok()) << log.str();
+  ASSERT_TRUE(deriver.CatchUp().ok()) << log_.str();
   absl::Status waited;
   for (absl::Time deadline = absl::Now() + absl::Seconds(30); waited.ok() && absl::Now() < deadline;) {
     waited = deriver.WaitForChanges(absl::Seconds(1));
   }
-  ASSERT_FALSE(waited.ok()) << log.str();
+  ASSERT_FALSE(waited.ok()) << log_.str();
   EXPECT_THAT(waited.message(), HasSubstr("the changes feed of src"));
   EXPECT_THAT(waited.message(), HasSubstr("HTTP 404"));
   EXPECT_TRUE(absl::IsNotFound(waited)) << waited;
-  EXPECT_THAT(log.str(), HasSubstr("stopped: HTTP 404"));
+  EXPECT_THAT(log_.str(), HasSubstr("stopped: HTTP 404"));
   // The next batch read says the same.
   EXPECT_THAT(deriver.CatchUp().status().message(), HasSubstr("HTTP 404"));
   ASSERT_TRUE(deriver.WriteStatus("me").ok());
-  absl::MutexLock lock(&mu);
+  absl::MutexLock lock(&mu_);
   EXPECT_EQ(feed_calls, 3);
-  absl::StatusOr<rapidjson::Document> status = couchdb::ParseJson(target.local["/tgt/_local/cnp-derive%3As%3Astatus"]);
+  absl::StatusOr<rapidjson::Document> status =
+      couchdb::ParseJson(target_.local["/tgt/_local/cnp-derive%3As%3Astatus"]);
   ASSERT_TRUE(status.ok());
   EXPECT_EQ((*status)["stages"][0]["feed_reconnections"].GetInt64(), 2);
 }

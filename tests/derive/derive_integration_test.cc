@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -70,6 +71,18 @@ class DeriveTest : public ::testing::Test {
     auto r = http.Post(absl::StrCat(couchdb::DatabasePath(db), "/_bulk_docs"),
                        absl::StrCat("{\"docs\":", docs, "}"));
     ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
+  }
+  // Creates `db` with big0 to big9, of 7 MB each (towns Town0 to Town9): each well under
+  // CouchDB's 8 MB limit, together past the 64 MiB cnp derive reads in one answer.
+  void FillLarge(const std::string& db) {
+    couchdb::CouchClient http = Http();
+    ASSERT_TRUE(http.Put(absl::StrCat("/", db), "").ok());
+    const std::string pad(7 << 20, 'x');
+    for (int i = 0; i < 10; ++i) {
+      auto r = http.Put(absl::StrCat("/", db, "/big", i),
+                        absl::StrCat(R"({"town":"Town)", i, R"(","pad":")", pad, "\"}"));
+      ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
+    }
   }
   rapidjson::Document Get(const std::string& path) {
     couchdb::CouchClient http = Http();
@@ -128,6 +141,32 @@ class DeriveTest : public ::testing::Test {
     auto run = ChildProcess::Start(Command(Declare(yaml), extra, server), dir_, ": caught up", kRunTimeout);
     EXPECT_TRUE(run.ok()) << run.status();
     return run.ok() ? (*run)->output() : "";
+  }
+
+  // For a run that ends by itself: once it has exited its output is whole, read here once.
+  struct Exited {
+    int exit_code;
+    std::string output;
+  };
+  absl::StatusOr<Exited> RunToExit(const std::vector<std::string>& argv, const std::string& ready) {
+    auto run = ChildProcess::Start(argv, dir_, ready, kRunTimeout);
+    if (!run.ok()) return run.status();
+    std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+    if (!exit_code.has_value()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("still running; it printed:\n", (*run)->output()));
+    }
+    return Exited{*exit_code, (*run)->output()};
+  }
+
+  // Whether `path` answers 404: what a run that must write nothing has not created.
+  ::testing::AssertionResult IsMissing(const std::string& path) {
+    absl::StatusOr<couchdb::HttpResponse> r = Http().Get(path);
+    if (!r.ok()) return ::testing::AssertionFailure() << r.status();
+    if (r->status != 404) {
+      return ::testing::AssertionFailure() << path << ": HTTP " << r->status << " " << r->body;
+    }
+    return ::testing::AssertionSuccess();
   }
 
   // The errors recorded in _local/cnp-derive:NAME:errors of `db`.
@@ -250,10 +289,7 @@ TEST_F(DeriveTest, ACreationAndAnUpdateInOneFeedBatchLeaveOnlyTheLastVersionsRow
   for (auto& [id, doc] : Derived("dup_map")) rows.emplace(doc["mr_source_id"].GetString(), doc["mr_key"].GetString());
   EXPECT_THAT(rows, ::testing::UnorderedElementsAre(::testing::Pair("a", "Oslo"), ::testing::Pair("slow", "Slow"),
                                                     ::testing::Pair("x", "Lima")));
-  couchdb::CouchClient http = Http();
-  auto errors = http.Get("/dup_map/_local/cnp-derive%3Adup%3Aerrors");
-  ASSERT_TRUE(errors.ok());
-  EXPECT_EQ(errors->status, 404) << errors->body;
+  ASSERT_TRUE(IsMissing("/dup_map/_local/cnp-derive%3Adup%3Aerrors"));
 }
 
 TEST_F(DeriveTest, RestartResumesFromTheCheckpointAndRewritesNothingUnchanged) {
@@ -504,14 +540,7 @@ TEST_F(DeriveTest, ARowThatCannotBeStoredIsItsDocumentsErrorAndTheOthersGoOn) {
 // the batch is read in smaller parts and mapped in parts, and every document is derived.
 // (Before, every run ended with "exceeded 67108864 bytes".)
 TEST_F(DeriveTest, LargeDocumentsWhoseBatchPassesTheAnswerLimitAreAllDerived) {
-  couchdb::CouchClient http = Http();
-  ASSERT_TRUE(http.Put("/large_src", "").ok());
-  const std::string pad(7 << 20, 'x');
-  for (int i = 0; i < 10; ++i) {
-    auto r = http.Put(absl::StrCat("/large_src/big", i),
-                      absl::StrCat(R"({"town":"Town)", i, R"(","pad":")", pad, "\"}"));
-    ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
-  }
+  ASSERT_NO_FATAL_FAILURE(FillLarge("large_src"));
   Write("large_src", R"([{"_id":"small","town":"Lima"}])");
   std::string out = RunOnce(TownsDeclaration("large", "large_src", "large_map"));
   EXPECT_THAT(out, HasSubstr("seq 11, 11 change(s)"));
@@ -526,14 +555,7 @@ TEST_F(DeriveTest, LargeDocumentsWhoseBatchPassesTheAnswerLimitAreAllDerived) {
 // lookup of a re-run's rows and the sweep of the old version's rows read pages too long for one
 // answer, and ask again for fewer. (Before, the sweep failed with "exceeded ... bytes".)
 TEST_F(DeriveTest, LargeDerivedDocumentsAreLookedUpAndSweptInSmallerPages) {
-  couchdb::CouchClient http = Http();
-  ASSERT_TRUE(http.Put("/wide_src", "").ok());
-  const std::string pad(7 << 20, 'x');
-  for (int i = 0; i < 10; ++i) {
-    auto r = http.Put(absl::StrCat("/wide_src/big", i),
-                      absl::StrCat(R"({"town":"Town)", i, R"(","pad":")", pad, "\"}"));
-    ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
-  }
+  ASSERT_NO_FATAL_FAILURE(FillLarge("wide_src"));
   std::string out = RunOnce(TownsDeclaration("wide", "wide_src", "wide_map", "derive_fns.whole"));
   EXPECT_THAT(out, HasSubstr("seq 10, 10 change(s)"));
   ASSERT_EQ(Get("/wide_map/_all_docs")["rows"].Size(), 10u);  // (with their documents: 70 MB)
@@ -765,36 +787,28 @@ TEST_F(DeriveTest, AHolderBusyForLongerThanTheLeaseTimeoutKeepsTheLease) {
 
 TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   Fill("missing_src", R"([{"_id":"a","town":"Oslo"}])");
-  auto run = ChildProcess::Start(
-      Command(Declare(TownsDeclaration("missing", "missing_src", "missing_map", "derive_fns.no_such")), {"--once"}),
-      dir_, "map handler derive_fns.no_such (missing_src -> missing_map)", kRunTimeout);
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("missing", "missing_src", "missing_map",
+                                       "derive_fns.no_such")),
+              {"--once"}),
+      "map handler derive_fns.no_such (missing_src -> missing_map)");
   ASSERT_TRUE(run.ok()) << run.status();
-  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
   // A declaration's mistake, found before anything is written: the target database (with its
   // lease and status documents) was created first, and left behind.
-  EXPECT_EQ(*exit_code, 2) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr("; nothing was written"));
-  EXPECT_THAT((*run)->output(), Not(HasSubstr("holding the lease")));
-  couchdb::CouchClient http = Http();
-  auto target = http.Get("/missing_map");
-  ASSERT_TRUE(target.ok());
-  EXPECT_EQ(target->status, 404) << target->body;
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("; nothing was written"));
+  EXPECT_THAT(run->output, Not(HasSubstr("holding the lease")));
+  ASSERT_TRUE(IsMissing("/missing_map"));
 }
 
 TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
-  auto run = ChildProcess::Start(
-      Command(Declare(TownsDeclaration("nosrc", "no_such_src", "nosrc_map")), {"--once"}), dir_,
-      "cnp derive", kRunTimeout);
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("nosrc", "no_such_src", "nosrc_map")), {"--once"}),
+      "cnp derive");
   ASSERT_TRUE(run.ok()) << run.status();
-  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
-  EXPECT_EQ(*exit_code, 1) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr("source database no_such_src does not exist at "));
-  couchdb::CouchClient http = Http();
-  auto target = http.Get("/nosrc_map");
-  ASSERT_TRUE(target.ok());
-  EXPECT_EQ(target->status, 404) << target->body;
+  EXPECT_EQ(run->exit_code, 1) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("source database no_such_src does not exist at "));
+  ASSERT_TRUE(IsMissing("/nosrc_map"));
 }
 
 // The same source twice under one target ran both stages, wrote rows, then failed on their
@@ -808,16 +822,12 @@ TEST_F(DeriveTest, ARepeatedKeyInTheDeclarationIsRefusedBeforeAnythingIsWritten)
       "  twice_map:\n"
       "    twice_src: {type: map, version: 1, handler: derive_fns.town}\n"
       "    twice_src: {type: map, version: 2, handler: derive_fns.town_upper}\n");
-  auto run = ChildProcess::Start(Command(declaration, {"--once"}), dir_, "cnp derive", kRunTimeout);
+  absl::StatusOr<Exited> run = RunToExit(Command(declaration, {"--once"}), "cnp derive");
   ASSERT_TRUE(run.ok()) << run.status();
-  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
-  EXPECT_EQ(*exit_code, 2) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr("derive.yml:5: \"twice_src\" is given twice in handlers.twice_map"));
-  couchdb::CouchClient http = Http();
-  auto target = http.Get("/twice_map");
-  ASSERT_TRUE(target.ok());
-  EXPECT_EQ(target->status, 404) << target->body;
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output,
+              HasSubstr("derive.yml:5: \"twice_src\" is given twice in handlers.twice_map"));
+  ASSERT_TRUE(IsMissing("/twice_map"));
 }
 
 // A name that is not UTF-8 created the target database, then the lease could not be read
@@ -832,16 +842,11 @@ TEST_F(DeriveTest, ANameOrHandlerThatIsNotUtf8IsRefusedBeforeAnythingIsWritten) 
            {TownsDeclaration("caf\xff", "utf8_src", "utf8_map"), "derive.yml:1: name is not valid UTF-8"},
            {TownsDeclaration("utf8", "utf8_src", "utf8_map", "derive_fns.tow\xffn"),
             "derive.yml:4: handlers.utf8_map.utf8_src.handler is not valid UTF-8"}}) {
-    auto run = ChildProcess::Start(Command(Declare(declaration), {"--once"}), dir_, "cnp derive", kRunTimeout);
+    absl::StatusOr<Exited> run = RunToExit(Command(Declare(declaration), {"--once"}), "cnp derive");
     ASSERT_TRUE(run.ok()) << run.status();
-    std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-    ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
-    EXPECT_EQ(*exit_code, 2) << (*run)->output();
-    EXPECT_THAT((*run)->output(), HasSubstr(message));
-    couchdb::CouchClient http = Http();
-    auto target = http.Get("/utf8_map");
-    ASSERT_TRUE(target.ok());
-    EXPECT_EQ(target->status, 404) << target->body;
+    EXPECT_EQ(run->exit_code, 2) << run->output;
+    EXPECT_THAT(run->output, HasSubstr(message));
+    ASSERT_TRUE(IsMissing("/utf8_map"));
   }
 }
 
@@ -866,22 +871,16 @@ TEST_F(DeriveTest, ADatabasesUrlIsRefusedBeforeAnythingIsWritten) {
   Fill("dburl_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Lima"}])");
   std::vector<std::string> argv = Command(Declare(TownsDeclaration("dburl", "dburl_src", "dburl_map")), {"--once"});
   argv[argv.size() - 2] = couch_->url() + "/dburl_src";
-  auto run = ChildProcess::Start(argv, dir_, "cnp derive", kRunTimeout);
+  absl::StatusOr<Exited> run = RunToExit(argv, "cnp derive");
   ASSERT_TRUE(run.ok()) << run.status();
-  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
-  EXPECT_EQ(*exit_code, 2) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr(absl::StrCat(couch_->url(), "/dburl_src is the URL of the database "
-                                                       "dburl_src, not CouchDB's root; pass CouchDB's root URL "
-                                                       "(here probably ", couch_->url(), ")")));
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output,
+              HasSubstr(absl::StrCat(couch_->url(), "/dburl_src is the URL of the database "
+                                     "dburl_src, not CouchDB's root; pass CouchDB's root URL "
+                                     "(here probably ", couch_->url(), ")")));
   EXPECT_EQ(Get("/dburl_src")["doc_count"].GetInt(), 2);
-  couchdb::CouchClient http = Http();
-  auto stray = http.Get("/dburl_src/dburl_map");
-  ASSERT_TRUE(stray.ok());
-  EXPECT_EQ(stray->status, 404) << stray->body;
-  auto target = http.Get("/dburl_map");
-  ASSERT_TRUE(target.ok());
-  EXPECT_EQ(target->status, 404) << target->body;
+  ASSERT_TRUE(IsMissing("/dburl_src/dburl_map"));
+  ASSERT_TRUE(IsMissing("/dburl_map"));
 }
 
 // A cron job's `--once` while a follower holds the lease: the follower does the work, so it
@@ -897,15 +896,14 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   const size_t as = out.find("holding the lease as ") + 21;
   const std::string holder = out.substr(as, out.find('\n', as) - as);
 
-  auto once = ChildProcess::Start(Command(declaration, {"--once"}), dir_, "cnp derive", kRunTimeout);
+  absl::StatusOr<Exited> once = RunToExit(Command(declaration, {"--once"}), "cnp derive");
   ASSERT_TRUE(once.ok()) << once.status();
-  std::optional<int> exit_code = (*once)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*once)->output();
-  EXPECT_EQ(*exit_code, 0) << (*once)->output();
-  EXPECT_THAT((*once)->output(), HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (for another ")));
-  EXPECT_THAT((*once)->output(), HasSubstr("which does the work; exiting (--once)"));
-  EXPECT_THAT((*once)->output(), Not(HasSubstr("caught up")));
-  EXPECT_THAT((*once)->output(), Not(HasSubstr("holding the lease")));
+  EXPECT_EQ(once->exit_code, 0) << once->output;
+  EXPECT_THAT(once->output,
+              HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (for another ")));
+  EXPECT_THAT(once->output, HasSubstr("which does the work; exiting (--once)"));
+  EXPECT_THAT(once->output, Not(HasSubstr("caught up")));
+  EXPECT_THAT(once->output, Not(HasSubstr("holding the lease")));
 }
 
 // `systemctl restart cnp-server` under a follower: the Map call finds no server, the follower
@@ -941,10 +939,7 @@ TEST_F(DeriveTest, AFollowerWaitsOutACnpServerRestartAndMissesNothing) {
   EXPECT_EQ(derived.size(), 3u);
   EXPECT_EQ(derived.count("\"Bergen\""), 1u);
   EXPECT_EQ(derived.count("\"Lima\""), 1u);
-  couchdb::CouchClient http = Http();
-  auto errors = http.Get("/restart_map/_local/cnp-derive%3Arestart%3Aerrors");
-  ASSERT_TRUE(errors.ok());
-  EXPECT_EQ(errors->status, 404) << errors->body;
+  ASSERT_TRUE(IsMissing("/restart_map/_local/cnp-derive%3Arestart%3Aerrors"));
   EXPECT_FALSE((*follower)->WaitForExitCode(absl::ZeroDuration()).has_value()) << (*follower)->output();
 }
 
@@ -954,15 +949,14 @@ TEST_F(DeriveTest, AWorkerDyingOnADocumentEndsTheRunRatherThanBeingWaitedOut) {
   Fill("crash_src", R"([{"_id":"a","town":"Oslo","crash":true}])");
   auto service = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
   ASSERT_TRUE(service.ok()) << service.status();
-  auto run = ChildProcess::Start(
-      Command(Declare(TownsDeclaration("crash", "crash_src", "crash_map", "derive_fns.crash")), {"--once"}, service->get()),
-      dir_, "holding the lease", kRunTimeout);
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("crash", "crash_src", "crash_map", "derive_fns.crash")),
+              {"--once"}, service->get()),
+      "holding the lease");
   ASSERT_TRUE(run.ok()) << run.status();
-  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
-  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
-  EXPECT_EQ(*exit_code, 1) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr("map handler derive_fns.crash (crash_src -> crash_map): "));
-  EXPECT_THAT((*run)->output(), Not(HasSubstr("trying again")));
+  EXPECT_EQ(run->exit_code, 1) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("map handler derive_fns.crash (crash_src -> crash_map): "));
+  EXPECT_THAT(run->output, Not(HasSubstr("trying again")));
 }
 
 // An operator whose CouchDB or cnp-server hangs need not wait: the first SIGTERM asks for a

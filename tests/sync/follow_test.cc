@@ -1,6 +1,7 @@
 // cnp sync following CouchDB's _db_updates, against a scripted CouchDB 3 (pouchdb-server has
 // no _db_updates): a database created after the first pass gets its design documents, and a
 // change to the registry is synced everywhere again.
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -111,6 +112,15 @@ class ScriptedCouch {
   ScriptedHttpServer server_;
 };
 
+// Follow()'s condition to go on: until the scripted CouchDB, which counts them under `mu`, has
+// answered `n` polls.
+std::function<bool()> UntilPolls(absl::Mutex& mu, const int& polls, int n) {
+  return [&mu, &polls, n] {
+    absl::MutexLock lock(&mu);
+    return polls < n;
+  };
+}
+
 std::string MapOf(const std::string& body) {
   absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(body);
   if (!doc.ok() || !doc->HasMember("views")) return "";
@@ -185,10 +195,7 @@ TEST(FollowTest, AnEntryThatMatchesNoDatabaseIsWarnedOfOnceAndAgainWhenItChanges
     EXPECT_EQ(e.problem().severity(), v1::UploadProblem::WARNING) << e.ShortDebugString();
     warnings.push_back(e.problem().message());
   });
-  absl::Status status = sync.Follow([&] {
-    absl::MutexLock lock(&mu);
-    return polls < 3;
-  });
+  absl::Status status = sync.Follow(UntilPolls(mu, polls, 3));
   ASSERT_TRUE(status.ok()) << status;
   // The first pass, the unchanged re-registration (none), the new version: two.
   EXPECT_THAT(warnings, ElementsAre(::testing::HasSubstr(
@@ -235,10 +242,7 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
     EXPECT_EQ(e.problem().severity(), v1::UploadProblem::WARNING) << e.ShortDebugString();
     warnings.push_back(e.problem().message());
   });
-  absl::Status status = sync.Follow([&] {
-    absl::MutexLock lock(&mu);
-    return polls < 3;
-  });
+  absl::Status status = sync.Follow(UntilPolls(mu, polls, 3));
   ASSERT_TRUE(status.ok()) << status;
   EXPECT_THAT(warnings, ElementsAre(::testing::AllOf(::testing::HasSubstr("service_unavailable: restarting"),
                                                      ::testing::HasSubstr("; following _db_updates again in 1ms")),
@@ -274,10 +278,7 @@ TEST(FollowTest, APollRefusedForGoodEndsFollowing) {
     client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
       if (e.has_problem()) problems.push_back(e.problem());
     });
-    absl::Status status = sync.Follow([&] {
-      absl::MutexLock lock(&mu);
-      return polls < 5;
-    });
+    absl::Status status = sync.Follow(UntilPolls(mu, polls, 5));
     EXPECT_FALSE(status.ok()) << refusal;
     absl::MutexLock lock(&mu);
     EXPECT_EQ(polls, 1) << refusal;

@@ -70,6 +70,20 @@ std::string IndexInfo(int update_seq, bool waiting_commit,
                       waiting_commit ? "true" : "false", R"(, "updater_running": false}})");
 }
 
+// A CouchDB 3's answer to `call` ("METHOD target") in a staged deploy of kYaml over kStored in
+// big, up to the build of the staging document's index; what a test is about (the indexes'
+// _info, the clean-up, another _active_tasks) it answers before it asks this.
+ScriptedResponse StagedDeployAnswer(const std::string& call) {
+  if (call == "GET /big") return {200, "{}"};
+  if (call == "GET /big/_design/location") return {200, kStored};
+  if (call == "GET /big/_design/location__staging") return {404, "{}"};
+  if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
+  if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
+  if (call == "GET /_active_tasks") return {200, "[]"};
+  if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
+  return {500, "{}"};
+}
+
 class ScriptedCouchTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -86,6 +100,14 @@ class ScriptedCouchTest : public ::testing::Test {
     request.mutable_credentials()->set_password("pw");
     *request.add_files() = File("design.yml", kYaml);
     return request;
+  }
+
+  // options_ are read here, at the call: a test sets them before.
+  UploadResult StagedUpload(const ScriptedHttpServer& couch) {
+    v1::UploadRequest request = Request(couch.url());
+    request.set_staged(true);
+    Uploader uploader(runner_, options_);
+    return RunUpload(uploader, request);
   }
 
   ::cnp::testing::FakeBlockingTaskRunner runner_;
@@ -138,10 +160,7 @@ TEST_F(ScriptedCouchTest, StagedDeployReportsIndexProgressThenMovesIntoPlace) {
     return {500, absl::StrCat(R"({"error": "unexpected request", "reason": ")", call, "\"}")};
   }));
 
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
 
   std::vector<std::string> progress;
@@ -205,13 +224,6 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /big") return {200, "{}"};
-    if (call == "GET /big/_design/location") return {200, kStored};
-    if (call == "GET /big/_design/location__staging") return {404, "{}"};
-    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
-    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
-    if (call == "GET /_active_tasks") return {200, "[]"};
-    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
     if (call == "GET /big/_design/location__staging/_info" ||
         call == "GET /big/_design/location/_info") {
       if (index_lost) return {200, IndexInfo(0, false)};
@@ -223,12 +235,9 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
       if (uncommitted_polls_left > 0) index_lost = true;
       return {200, "{}"};
     }
-    return {500, "{}"};
+    return StagedDeployAnswer(call);
   }));
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_THAT(result.warnings(), SizeIs(0)) << result.Dump();
 
@@ -253,21 +262,11 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
 TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysWhy) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /big") return {200, "{}"};
-    if (call == "GET /big/_design/location") return {200, kStored};
-    if (call == "GET /big/_design/location__staging") return {404, "{}"};
-    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
-    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
-    if (call == "GET /_active_tasks") return {200, "[]"};
-    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
     if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(42, true)};
-    return {500, "{}"};
+    return StagedDeployAnswer(call);
   }));
   options_.staged_settle_timeout = absl::ZeroDuration();
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   // The live document is in place: the upload succeeded; only the clean-up is left.
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_EQ(result.Outcome("_design/location", "big").action(), v1::DesignDocOutcome::UPDATED);
@@ -287,25 +286,15 @@ TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysW
 TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /big") return {200, "{}"};
-    if (call == "GET /big/_design/location") return {200, kStored};
-    if (call == "GET /big/_design/location__staging") return {404, "{}"};
-    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
-    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
-    if (call == "GET /_active_tasks") return {200, "[]"};
-    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
     if (call == "GET /big/_design/location__staging/_info") {
       return {200, IndexInfo(3000, true, "aaaa")};
     }
     if (call == "GET /big/_design/location/_info") return {200, IndexInfo(0, false, "bbbb")};
     if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
-    return {500, "{}"};
+    return StagedDeployAnswer(call);
   }));
   options_.staged_settle_timeout = absl::Hours(1);  // a wait would hang the test
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   ASSERT_THAT(result.warnings(), SizeIs(1)) << result.Dump();
   EXPECT_THAT(result.warnings()[0].message(),
@@ -323,23 +312,14 @@ TEST_F(ScriptedCouchTest, ALiveIndexWithAnotherSignatureIsReportedNotWaitedFor) 
 TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /big") return {200, "{}"};
-    if (call == "GET /big/_design/location") return {200, kStored};
-    if (call == "GET /big/_design/location__staging") return {404, "{}"};
-    if (call == "PUT /big/_design/location__staging") return {201, R"({"rev": "1-stage"})"};
-    if (absl::StartsWith(call, "GET /big/_design/location__staging/_view/")) return {200, "{}"};
     if (call == "GET /_active_tasks") {
       return {401, R"({"error": "unauthorized", "reason": "You are not a server admin."})"};
     }
-    if (call == "PUT /big/_design/location") return {201, R"({"rev": "2-live"})"};
     if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(7, false)};
     if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
-    return {500, "{}"};
+    return StagedDeployAnswer(call);
   }));
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   std::vector<std::string> phases;
   for (const auto& e : result.events) {
@@ -361,10 +341,7 @@ TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
     if (call == "PUT /big/_design/location") return {201, R"({"ok": true, "rev": "2-live"})"};
     return {500, "{}"};
   }));
-  v1::UploadRequest request = Request(couch.url());
-  request.set_staged(true);
-  Uploader uploader(runner_, options_);
-  UploadResult result = RunUpload(uploader, request);
+  UploadResult result = StagedUpload(couch);
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_THAT(couch.requests(), ElementsAre("GET /", "GET /big", "GET /big/_design/location",
                                             "PUT /big/_design/location"));
