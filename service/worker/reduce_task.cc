@@ -31,7 +31,9 @@ absl::Status SplitKeyValues(PyObject* kvs, PyRef& keys, PyRef& values) {
   return absl::OkStatus();
 }
 
-// A fresh copy per function, so one function changing its list cannot affect the next.
+// A fresh list per function, so that one function adding to or removing from its list cannot
+// affect the next. The values in it are shared, as couchjs shares even the list: a reduce
+// changing a value in place changes it for the functions after it.
 PyRef CopyOf(PyObject* list) {
   return list == Py_None ? PyRef::Borrow(Py_None)
                          : PyRef::Steal(PyList_GetSlice(list, 0, PyList_GET_SIZE(list)));
