@@ -5,9 +5,9 @@
 #include <optional>
 #include <string>
 
-#include "rapidjson/stringbuffer.h"
 #include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
+#include "service/worker/json_buffer.h"
 #include "service/worker/map_call.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
@@ -23,7 +23,7 @@ namespace {
 // carry (an exception, a set), its str(). Empty with a Python exception set on failure.
 std::optional<std::string> LogText(PyObject* message, CallContext& context) {
   if (PyUnicode_Check(message)) return Utf8Text(message);
-  rapidjson::StringBuffer json;
+  JsonBuffer json;
   if (PythonJsonWriter(json).Write(message)) return std::string(json.GetString(), json.GetSize());
   // Past the answer's room: the line could not be sent in any form.
   if (context.answer.exceeded()) return std::nullopt;
@@ -85,7 +85,7 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_SetString(PyExc_TypeError, "map_emits(function, doc)");
     return nullptr;
   }
-  rapidjson::StringBuffer scratch;
+  JsonBuffer scratch;
   RowSink rows(scratch);
   if (!RunMapFunction(args[0], args[1], rows)) return nullptr;
   return PyBool_FromLong(rows.rows() > 0);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -258,7 +259,18 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     answer.clear();
     Context().answer.Start(answer_limit);
     watchdog.Begin();
-    cnp::v1::SessionOutput* out = protocol->HandleInPlace(**line);
+    cnp::v1::SessionOutput* out;
+    cnp::v1::SessionOutput out_of_memory;
+    try {
+      out = protocol->HandleInPlace(**line);
+    } catch (const std::bad_alloc&) {
+      // The worker's own C++ could not grow a buffer under its memory cap: answered as a
+      // MemoryError is, below (the line put here is replaced), and the session ends.
+      PyErr_Clear();
+      Context().memory_error = true;
+      out_of_memory.add_lines("");
+      out = &out_of_memory;
+    }
     if (!watchdog.End()) {
       for (;;) ::pause();  // the watchdog has answered and is ending the process
     }

@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "rapidjson/stringbuffer.h"
+#include "service/worker/json_buffer.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
@@ -55,7 +55,7 @@ class DocumentMapper {
 
   std::vector<PyObject*> functions_;
   std::vector<std::string_view> names_;
-  rapidjson::StringBuffer rows_;
+  JsonBuffer rows_;
   std::vector<MapFailure> failures_;
   std::string doc_id_;
 };

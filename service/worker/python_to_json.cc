@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "service/worker/call_context.h"
@@ -106,8 +107,12 @@ bool PythonJsonWriter::TooLarge() { return RaiseAnswerTooLarge(); }
 bool PythonJsonWriter::Write(PyObject* value) {
   size_t mark = out_.GetSize();
   limit_ = Context().answer.room();
-  writer_.Reset(out_);  // each call writes one complete root value
-  if (!WriteValue(value, 0)) return Rollback(mark);
+  try {
+    writer_.Reset(out_);  // each call writes one complete root value
+    if (!WriteValue(value, 0)) return Rollback(mark);
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory(mark);
+  }
   // The last scalar is checked here (each value is checked before it is written).
   if (out_.GetSize() > limit_) [[unlikely]] {
     TooLarge();
@@ -119,15 +124,26 @@ bool PythonJsonWriter::Write(PyObject* value) {
 bool PythonJsonWriter::WritePair(PyObject* first, PyObject* second) {
   size_t mark = out_.GetSize();
   limit_ = Context().answer.room();
-  writer_.Reset(out_);
-  writer_.StartArray();
-  if (!WriteValue(first, 1) || !WriteValue(second, 1)) return Rollback(mark);
-  writer_.EndArray();
+  try {
+    writer_.Reset(out_);
+    writer_.StartArray();
+    if (!WriteValue(first, 1) || !WriteValue(second, 1)) return Rollback(mark);
+    writer_.EndArray();
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory(mark);
+  }
   if (out_.GetSize() > limit_) [[unlikely]] {
     TooLarge();
     return Rollback(mark);
   }
   return true;
+}
+
+bool PythonJsonWriter::OutOfMemory(size_t mark) {
+  // The buffer grows by realloc, which left it as it was: the rollback only shrinks it.
+  PyErr_Clear();
+  PyErr_NoMemory();
+  return Rollback(mark);
 }
 
 bool PythonJsonWriter::WriteFloat(double value) {

@@ -16,14 +16,13 @@
 
 #include <Python.h>
 
-#include "rapidjson/stringbuffer.h"
-#include "rapidjson/writer.h"
+#include "service/worker/json_buffer.h"
 
 namespace cnp::worker {
 
 class PythonJsonWriter {
  public:
-  explicit PythonJsonWriter(rapidjson::StringBuffer& out) : out_(out), writer_(out) {}
+  explicit PythonJsonWriter(JsonBuffer& out) : out_(out), writer_(out) {}
 
   // Appends one JSON value. Returns false with a Python exception set; what was appended by
   // the failed call is then removed, so `out` still ends where it did before the call.
@@ -32,7 +31,7 @@ class PythonJsonWriter {
   // Appends [first, second] (a map row) with the same all-or-nothing guarantee.
   bool WritePair(PyObject* first, PyObject* second);
 
-  rapidjson::StringBuffer& buffer() { return out_; }
+  JsonBuffer& buffer() { return out_; }
 
  private:
   bool WriteValue(PyObject* value, int depth);
@@ -41,11 +40,13 @@ class PythonJsonWriter {
   // The slow path for a str UTF-8 cannot encode (a lone surrogate), as a value or a key.
   [[gnu::cold, gnu::noinline]] bool WriteUnencodableString(PyObject* text);
   bool Rollback(size_t mark);
+  // The buffer could not grow (json_buffer.h): MemoryError, and the buffer as before.
+  [[gnu::cold, gnu::noinline]] bool OutOfMemory(size_t mark);
   [[gnu::cold, gnu::noinline]] bool TooLarge();
 
-  rapidjson::StringBuffer& out_;
+  JsonBuffer& out_;
   size_t limit_ = 0;  // the size `out_` may reach in the Write in progress
-  rapidjson::Writer<rapidjson::StringBuffer> writer_;
+  JsonWriter writer_;
 };
 
 }  // namespace cnp::worker

@@ -1,11 +1,21 @@
 #include "service/worker/row_sink.h"
 
+#include <new>
+
 namespace cnp::worker {
 
-RowSink::RowSink(rapidjson::StringBuffer& out) : out_(out), writer_(out) { out_.Put('['); }
+RowSink::RowSink(JsonBuffer& out) : out_(out), writer_(out) { out_.Put('['); }
 
 bool RowSink::Add(PyObject* key, PyObject* value) {
-  if (rows_ > 0) out_.Put(',');
+  if (rows_ > 0) {
+    // Called under Python's frames (emit()), which no C++ exception may cross.
+    try {
+      out_.Put(',');
+    } catch (const std::bad_alloc&) {
+      PyErr_NoMemory();
+      return false;
+    }
+  }
   if (!writer_.WritePair(key, value)) {
     if (rows_ > 0) out_.Pop(1);
     return false;

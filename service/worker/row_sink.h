@@ -5,7 +5,7 @@
 
 #include <Python.h>
 
-#include "rapidjson/stringbuffer.h"
+#include "service/worker/json_buffer.h"
 #include "service/worker/python_to_json.h"
 
 namespace cnp::worker {
@@ -13,7 +13,7 @@ namespace cnp::worker {
 class RowSink {
  public:
   // Appends to `out`, which must outlive the sink; "[" is written at once.
-  explicit RowSink(rapidjson::StringBuffer& out);
+  explicit RowSink(JsonBuffer& out);
 
   // Appends [key, value]. On failure (a value that is not JSON) nothing is appended and a
   // Python exception is set, so a caller that catches it can go on emitting.
@@ -27,7 +27,7 @@ class RowSink {
   size_t rows() const { return rows_; }
 
  private:
-  rapidjson::StringBuffer& out_;
+  JsonBuffer& out_;
   PythonJsonWriter writer_;
   size_t rows_ = 0;
 };

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <new>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -62,6 +64,10 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
 
 }  // namespace
 
+constexpr char kOutOfMemory[] =
+    "MemoryError: the worker ran out of memory building the answer (its cap, cnp-server's "
+    "--worker-memory-mb, reached); the worker is being replaced";
+
 absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
   FrameReader reader(fd);
   std::string frame;
@@ -77,9 +83,17 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     // A list's steps restart it for each list_row task, so the limit checked at the end is the
     // budget's own: that of the task the reply answers.
     Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
-    absl::StatusOr<Reply> reply = parsed
-                                      ? Run(registry, task, reader, fd, descriptors)
-                                      : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
+    absl::StatusOr<Reply> reply;
+    try {
+      reply = parsed ? Run(registry, task, reader, fd, descriptors)
+                     : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
+    } catch (const std::bad_alloc&) {
+      // The worker's own C++ could not grow a buffer (a document's rows, a reply) under its
+      // memory cap; what a function asks for is a MemoryError of its own, in its result.
+      PyErr_Clear();
+      Context().memory_error = true;
+      reply = FailureReply(Failure::INTERNAL, kOutOfMemory);
+    }
     CloseAll(descriptors);  // what a task did not take must not leak
     if (!reply.ok()) return reply.status();
     // Logs no per-item result took (made before a Failure, say) still reach the server.
@@ -97,7 +111,15 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       reply->set_recycle(true);
       Context().memory_error = false;
     }
-    if (absl::Status s = WriteFrame(fd, reply->SerializeAsString()); !s.ok()) return s;
+    std::string frame_out;
+    try {
+      frame_out = reply->SerializeAsString();
+    } catch (const std::bad_alloc&) {
+      Reply failed = FailureReply(Failure::INTERNAL, kOutOfMemory);
+      failed.set_recycle(true);
+      frame_out = failed.SerializeAsString();
+    }
+    if (absl::Status s = WriteFrame(fd, frame_out); !s.ok()) return s;
   }
 }
 

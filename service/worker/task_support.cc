@@ -1,8 +1,8 @@
 #include "service/worker/task_support.h"
 
 #include "absl/strings/str_cat.h"
-#include "rapidjson/stringbuffer.h"
 #include "service/worker/call_context.h"
+#include "service/worker/json_buffer.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
 #include "service/worker/json_to_python.h"
@@ -106,7 +106,7 @@ absl::StatusOr<PyRef> ParseOptionalJson(const std::string& json, WhenEmpty when_
 
 std::optional<std::string> ToJson(PyObject* value) {
   if (value == nullptr) return std::nullopt;  // building it failed (MemoryError is set)
-  rapidjson::StringBuffer buffer;
+  JsonBuffer buffer;
   PythonJsonWriter writer(buffer);
   if (!writer.Write(value)) return std::nullopt;
   return std::string(buffer.GetString(), buffer.GetSize());

@@ -117,6 +117,27 @@ def blow_memory(doc):
     yield "never", len(hog)
 
 
+_held = []
+
+
+def fills_memory_then_emits(doc):
+    """Takes all the memory its cap allows, gives back doc["free_mb"] (room for Python's string,
+    not for the worker's buffer holding its row as well), then emits a string of doc["mb"]."""
+    _held.clear()
+    try:
+        while True:
+            _held.append(bytearray(4 << 20))
+    except MemoryError:
+        pass
+    for _ in range(doc["free_mb"] // 4):
+        _held.pop()
+    text = "a" * (doc["mb"] << 20)
+    try:
+        yield "big", text
+    finally:
+        _held.clear()
+
+
 @version(556)
 def versioned(doc):
     yield doc["_id"], 556

@@ -49,7 +49,7 @@ std::string ParsedRepr(const std::string& json) {
 // Writes the value of a Python expression; "<Type: message>" when that raises.
 std::string Written(const char* expression) {
   PyRef value = Eval(expression);
-  rapidjson::StringBuffer buffer;
+  JsonBuffer buffer;
   buffer.Put('>');  // what was there before must survive a failed write
   PythonJsonWriter writer(buffer);
   if (!writer.Write(value.get())) {

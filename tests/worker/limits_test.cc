@@ -35,6 +35,19 @@ TEST(LimitsTest, MemoryErrorIsAPerItemErrorAndAsksForRecycling) {
   EXPECT_FALSE(next.recycle());
 }
 
+// Memory the worker's own buffer cannot get near the cap is a MemoryError too, not a worker
+// dead of a segmentation fault (rapidjson writes through the null pointer realloc returns).
+TEST(LimitsTest, RowsTheWorkerCannotFindRoomForAreAMemoryError) {
+  auto worker = WorkerProcess::StartWithFunctions({"--memory-limit-mb=400"});
+  Reply reply = worker->Call(MapTask({"worker_views.fills_memory_then_emits", "worker_views.town"},
+                                     {R"({"_id":"m","town":"Oslo","free_mb":12,"mb":8})"}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[],[["Oslo",1]]])");
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "MemoryError");
+  EXPECT_TRUE(reply.recycle());
+}
+
 TEST(LimitsTest, PrintGoesToStderrNotTheSocket) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(MapTask({"worker_views.prints"}, {R"({"_id":"p"})"}));
