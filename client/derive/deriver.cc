@@ -761,22 +761,28 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
       if (!json.empty()) writes.push_back(std::move(json));
     }
   }
+  std::set<std::string> removed;  // rows whose source no longer yields them
   for (const auto& [id, row_ids] : current_ids) {
     std::set<std::string> keep;
     for (const Value& doc : desired[id]) keep.insert(Text(doc, "_id"));
     for (const std::string& row_id : row_ids) {
       auto it = existing.find(row_id);
-      if (keep.count(row_id) == 0 && it != existing.end()) writes.push_back(Tombstone(*it->second));
+      if (keep.count(row_id) == 0 && it != existing.end()) {
+        writes.push_back(Tombstone(*it->second));
+        removed.insert(row_id);
+      }
     }
   }
   int64_t count = static_cast<int64_t>(writes.size());
   std::vector<std::string> conflicts;
-  if (absl::Status st = BulkWrite(s.target, writes, s, fresh ? &conflicts : nullptr); !st.ok()) return st;
+  if (absl::Status st = BulkWrite(s.target, writes, s, &conflicts); !st.ok()) return st;
   if (conflicts.empty()) return count;
-  // Rows that existed after all (a document listed twice in _changes, whose rows an earlier
-  // batch wrote; or a row changed since it was looked up): compared with what is there, and
-  // written again only if they differ. A conflict that cannot be redone so (a tombstone, a
-  // row gone meanwhile) is recorded as an error, not dropped.
+  // Rows that changed since they were looked up (someone edited a derived document), or that
+  // existed after all (a fresh sync's document listed twice in _changes, whose rows an earlier
+  // batch wrote): compared with what is there now and written again only if they differ, or
+  // removed again with their current revision (a row deleted meanwhile is written anew). A
+  // row left stale until its source changes would be wrong with nothing but the errors
+  // document to say so. A second conflict is recorded as an error, not dropped.
   std::map<std::string, Value*> by_id;
   for (auto& [id, docs] : desired) {
     for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
@@ -790,12 +796,19 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
     if (rows == nullptr || !rows->IsArray()) continue;
     for (Value& row : rows->GetArray()) {
       Value* doc = const_cast<Value*>(Member(row, "doc"));
+      const bool there = doc != nullptr && doc->IsObject();
+      if (const std::string key = Text(row, "key"); removed.count(key) > 0) {
+        redone.insert(key);  // and if it is gone already, nothing is left to do
+        if (there) again.push_back(Tombstone(*doc));
+        continue;
+      }
       auto it = by_id.find(Text(row, "key"));
-      if (doc == nullptr || !doc->IsObject() || it == by_id.end()) continue;
+      if (it == by_id.end()) continue;
       redone.insert(it->first);
-      // The first pass may have given it the revision it looked up: compare without it.
+      // The first pass may have given it the revision it looked up: compare without it. A row
+      // deleted meanwhile is written anew.
       it->second->RemoveMember("_rev");
-      std::string json = Desired(*it->second, ra, doc);
+      std::string json = Desired(*it->second, ra, there ? doc : nullptr);
       if (!json.empty()) again.push_back(std::move(json));
     }
   }

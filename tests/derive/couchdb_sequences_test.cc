@@ -537,10 +537,11 @@ TEST_F(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten)
   EXPECT_THAT(target_.bulks.back(), HasSubstr(R"("mr_key":"Rome")"));
 }
 
-// A conflict in a fresh sync is redone from what the target holds: a row that got its
-// revision in the first pass is compared without it (so an unchanged row is not written
-// again), and a tombstone that cannot be redone is recorded as an error, not dropped.
-TEST_F(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecorded) {
+// A conflict is redone from what the target holds: a row that got its revision in the first
+// pass is compared without it (so an unchanged row is not written again), and a tombstone is
+// written again with the revision the row has now (it was recorded as an error, and the row
+// of a deleted source document stayed).
+TEST_F(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevision) {
   const std::string a_row = MapRowId("src", "a", R"("Oslo")", 0);
   const std::string c_row = MapRowId("src", "c", R"("Lima")", 0);
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
@@ -586,13 +587,63 @@ TEST_F(CouchDbSequencesTest, ConflictsAreRedoneWithoutTheirFirstRevisionOrRecord
   ASSERT_GE(target_.bulks.size(), 1u);
   EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_rev":"1-old")"));
   EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_deleted":true)"));
-  // a's row is as wanted now: nothing is written again.
-  EXPECT_EQ(target_.bulks.size(), 1u) << target_.bulks.back();
-  EXPECT_EQ(deriver.progress()[0].written, 0) << log_.str();
-  // c's tombstone conflicted and was not redone: an error, with the row named.
+  // a's row is as wanted now: not written again. c's row is removed at its new revision.
+  ASSERT_EQ(target_.bulks.size(), 2u);
+  EXPECT_THAT(target_.bulks[1], Not(HasSubstr(a_row)));
+  EXPECT_THAT(target_.bulks[1], HasSubstr(absl::StrCat(R"({"_id":")", c_row, R"(","_rev":"2-c")")));
+  EXPECT_THAT(target_.bulks[1], HasSubstr(R"("_deleted":true)"));
+  EXPECT_EQ(target_.docs.count(c_row), 1u);
+  EXPECT_THAT(target_.docs[c_row], HasSubstr(R"("_deleted":true)"));
+  EXPECT_EQ(deriver.progress()[0].written, 1) << log_.str();
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+}
+
+// Past the first synchronization too: a derived row someone changed between its lookup and the
+// write is compared with what it holds now and written again, not left stale (with a
+// `conflict` error) until its source next changes. A row that conflicts every time is recorded.
+TEST_F(CouchDbSequencesTest, ARowChangedSinceItWasLookedUpIsWrittenAgain) {
+  target_.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] =
+      R"({"_rev":"0-1","seq":"0","version":1})";
+  const std::string a_row = MapRowId("src", "a", R"("Oslo")", 0);
+  const std::string b_row = MapRowId("src", "b", R"("Lima")", 0);
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
+                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (t == "/tgt/_bulk_docs" && target_.bulks.empty()) {
+      // Between the lookup and the write, someone edits a's derived row.
+      target_.docs[a_row] = absl::StrCat(
+          R"({"_id":")", a_row, R"(","_rev":"2-edited","mr_source_id":"a","mr_value":"by hand",)",
+          R"("mr_key":"Oslo","mr_source_type":"src","mr_version":1})");
+    }
+    return AnswerFromTarget(r);
+  });
+  {
+    absl::MutexLock lock(&mu_);
+    target_.docs[a_row] = absl::StrCat(
+        R"({"_id":")", a_row, R"(","_rev":"1-a","mr_source_id":"a","mr_value":"old",)",
+        R"("mr_key":"Oslo","mr_source_type":"src","mr_version":1})");
+    target_.conflict_always.insert(b_row);
+  }
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(target_.bulks.size(), 2u) << log_.str();  // the write, and the redo
+  EXPECT_THAT(target_.bulks[1], HasSubstr(absl::StrCat(R"({"_id":")", a_row)));
+  EXPECT_THAT(target_.docs[a_row], HasSubstr(R"("mr_value":null)"));
+  EXPECT_THAT(target_.docs[a_row], Not(HasSubstr("by hand")));
+  // b's row conflicts every time: recorded once, from the redo.
   EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
-  EXPECT_THAT(log_.str(), HasSubstr(c_row));
-  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(c_row));
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(b_row));
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], Not(HasSubstr(a_row)));
 }
 
 // With --feed=continuous, a feed the server refuses for good (the source database deleted)
