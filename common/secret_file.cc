@@ -60,6 +60,18 @@ absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
   }
+  // It travels as an HTTP/2 header value, where gRPC aborts the client on anything else after
+  // logging the whole header (the token with it). Two lines of `openssl rand -base64 64` are
+  // the likely case. The message names the byte's place, never the token.
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char byte = static_cast<unsigned char>(token[i]);
+    if (byte < 0x21 || byte > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the token file %s holds byte 0x%02x at offset %d, where a token is one line of "
+          "visible ASCII (no spaces); make one with openssl rand -hex 32",
+          path, byte, i));
+    }
+  }
   return token;
 }
 

@@ -48,6 +48,26 @@ TEST(ChannelSecurity, ATokenTravelsOverTlsLoopbackOrAUnixSocket) {
   EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{}, "10.0.0.5:7070").ok());
 }
 
+// gRPC aborts a client whose header value holds a newline or a byte outside visible ASCII,
+// after logging the whole header, the token in it: two lines of `openssl rand -base64 64`
+// crashed every client and leaked the token into CouchDB's log. Such a file is refused, and
+// the message does not quote it.
+TEST(ChannelSecurity, ATokenThatIsNotOneLineOfVisibleAsciiIsRefusedUnquoted) {
+  const std::string dir = MakeTempDir("token");
+  for (const std::string& content :
+       {std::string("s3cret\ntoken\n"), std::string("s3cret token"), std::string("s3cret\x01"),
+        std::string("s3cret\xc3\xa9")}) {
+    const std::string path = dir + "/token";
+    WriteFile(path, content, 0600);
+    absl::StatusOr<LoadedChannelSecurity> loaded =
+        LoadChannelSecurity(ChannelSecurity{.auth_token_file = path}, "127.0.0.1:7070");
+    ASSERT_FALSE(loaded.ok()) << content;
+    EXPECT_TRUE(absl::IsInvalidArgument(loaded.status())) << loaded.status();
+    EXPECT_TRUE(absl::StrContains(loaded.status().message(), "at offset 6")) << loaded.status();
+    EXPECT_FALSE(absl::StrContains(loaded.status().message(), "s3cret")) << loaded.status();
+  }
+}
+
 TEST(ChannelSecurity, CouchDbCredentialsAreCheckedTheSameWay) {
   absl::Status refused =
       CheckSecretStaysPrivate(ChannelSecurity{}, "10.0.0.5:7070", "CouchDB's user and password");
