@@ -5,6 +5,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/couchdb/large_numbers.h"
 #include "common/file_text.h"
@@ -54,8 +55,12 @@ class DepthLimit : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, DepthL
   bool too_deep_ = false;
 };
 
+// JSON's whitespace only: isspace() also took form feeds and vertical tabs, which no JSON
+// reader accepts between values.
 void SkipSpace(rapidjson::StringStream& stream) {
-  while (std::isspace(static_cast<unsigned char>(stream.Peek()))) stream.Take();
+  for (char c = stream.Peek(); c == ' ' || c == '\t' || c == '\n' || c == '\r'; c = stream.Peek()) {
+    stream.Take();
+  }
 }
 
 // Where a value lies in the text: [begin, end).
@@ -121,12 +126,22 @@ absl::StatusOr<std::vector<std::string>> Split(const std::string& text, const st
                                                bool spread_array, bool* too_big) {
   std::vector<Span> spans;
   rapidjson::StringStream stream(readable.c_str());
+  // A byte order mark, which editors on some systems write first, is not JSON but says nothing.
+  if (absl::StartsWith(readable, "\xEF\xBB\xBF")) {
+    for (int i = 0; i < 3; ++i) stream.Take();
+  }
   for (;;) {
     SkipSpace(stream);
     if (stream.Peek() == '\0') break;
     absl::StatusOr<Span> value = TakeValue(text, stream, 0, too_big);
     if (!value.ok()) return value.status();
     spans.push_back(*value);
+  }
+  // The stream ends at the first NUL byte: one before the text's end is not its end, and what
+  // follows it would be dropped without a word.
+  if (stream.Tell() < readable.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid JSON at ", Position(text, stream.Tell()), ": a NUL byte"));
   }
   if (spread_array && spans.size() == 1 && text[spans[0].begin] == '[') {
     spans = Elements(text, readable, spans[0].begin);

@@ -50,6 +50,21 @@ TEST(JsonInputTest, ErrorsNameTheirPlace) {
 // A number past a double's range (401 digits: CouchDB stores such integers, cnp-server reads
 // them exactly) is refused by rapidjson even as text; it is read all the same, and each value
 // is still cut out exactly as written.
+// A NUL byte ended the input where it stood: the documents after it were dropped, and the
+// command succeeded. Now it is an error at its place; a byte order mark is passed over, and
+// only JSON's own whitespace separates values.
+TEST(JsonInputTest, ANulByteIsAnErrorAtItsPlaceAndAByteOrderMarkIsPassedOver) {
+  absl::StatusOr<std::vector<std::string>> values =
+      SplitJsonValues(std::string("{\"_id\":\"a\"}\n\0{\"_id\":\"b\"}\n", 24), true);
+  ASSERT_FALSE(values.ok());
+  EXPECT_EQ(values.status().message(), "invalid JSON at line 2, column 1: a NUL byte");
+
+  EXPECT_THAT(*SplitJsonValues("\xEF\xBB\xBF[{\"_id\":\"a\"}]", true),
+              ElementsAre("{\"_id\":\"a\"}"));
+  EXPECT_FALSE(SplitJsonValues("1\f2", true).ok());
+  EXPECT_FALSE(SplitJsonValues("1\v2", true).ok());
+}
+
 TEST(JsonInputTest, NumbersPastADoublesRangeAreReadAndKeptAsWritten) {
   const std::string big(401, '7');
   const std::string doc = absl::StrCat(R"({"_id":"big","n":)", big, R"(,"s":")", big, R"("})");
