@@ -1,5 +1,6 @@
 #include "client/cli/function_commands.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -90,8 +91,10 @@ absl::StatusOr<Connection> Connect(const Arguments& args) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--timeout=", args.Get("timeout"), " is not a positive duration like 500ms or 2m"));
   }
+  // --timeout bounds the whole command, the wait for the server included.
   auto client = client::Client::Connect(args.Get("target", DefaultTarget()),
-                                        ConnectionSecurity(args));
+                                        ConnectionSecurity(args),
+                                        std::min(timeout, absl::Seconds(5)));
   if (!client.ok()) return client.status();
   return Connection{std::move(*client), timeout};
 }
@@ -299,7 +302,15 @@ int RunValidateCommand(int argc, char** argv) {
     auto old_doc = ReadInput(args->Get("old"));
     if (!old_doc.ok()) return Fail(old_doc.status());
     auto old_json = SingleJsonValue(*old_doc);
-    if (!old_json.ok()) return Fail(old_json.status());
+    if (!old_json.ok()) {
+      // Said apart from the new document's: with both read from stdin, --old finds it empty.
+      return Fail(absl::Status(old_json.status().code(),
+                               absl::StrCat("--old: ", old_json.status().message(),
+                                            args->Get("old") == "-" &&
+                                                    args->positional[1] == "-"
+                                                ? " (stdin was read for the new document)"
+                                                : "")));
+    }
     if (old_json->front() != '{' && *old_json != "null") {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           "--old is neither a JSON object nor null: ", Start(*old_json))));

@@ -272,6 +272,11 @@ TEST_F(CnpCliTest, ValidateOptionsAreNamedAndMustBeObjects) {
                        R"({"_id":"x"})");
   EXPECT_EQ(objects.exit_code, 0) << objects.out;
   EXPECT_THAT(objects.out, HasSubstr(R"({"outcome":"ok"})"));
+  // Both documents from stdin: the new one takes it, and the error says --old found it empty.
+  CliRun both_stdin = Cnp(validate + "--old=-", R"({"_id":"x"})");
+  EXPECT_EQ(both_stdin.exit_code, 2) << both_stdin.out;
+  EXPECT_THAT(both_stdin.out, HasSubstr("cnp: --old: expected one JSON value, found 0 (stdin was "
+                                        "read for the new document)"));
 }
 
 }  // namespace
