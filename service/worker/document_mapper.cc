@@ -32,18 +32,20 @@ absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer)
 
   rows_.Put('[');
   for (size_t i = 0; i < functions_.size(); ++i) {
-    if (i > 0) {
-      rows_.Put(',');
-      // Each function gets the document as CouchDB sent it, whatever the one before did to
-      // its dict (doc.pop("_attachments") in one view must not change another view's rows;
-      // couchjs seals the document for the same reason). The text parsed once already.
-      doc = ParseDocument(doc_json, buffer, seen);
-      if (!doc.ok()) return doc.status();
+    if (i > 0) rows_.Put(',');
+    // Each function gets the document as CouchDB sent it, whatever the one before did to its
+    // dict (doc.pop("_attachments") in one view must not change another view's rows; couchjs
+    // seals the document for the same reason): every function but the last gets a copy.
+    PyRef given = i + 1 < functions_.size() ? PyRef::Steal(CopyParsed(doc->get())) : *doc;
+    if (!given) {
+      PyErr_Clear();
+      Context().memory_error = true;
+      return absl::ResourceExhaustedError("out of memory copying the document");
     }
     size_t mark = rows_.GetSize();
     RowSink rows(rows_);
-    ScopedLogOrigin origin({"map", i < names_.size() ? names_[i] : std::string_view(), doc->get()});
-    const bool ran = RunMapFunction(functions_[i], doc->get(), rows);
+    ScopedLogOrigin origin({"map", i < names_.size() ? names_[i] : std::string_view(), given.get()});
+    const bool ran = RunMapFunction(functions_[i], given.get(), rows);
     // Past the answer's room nothing more is built, whether or not the function caught the
     // exception that told it so.
     if (Context().answer.exceeded()) [[unlikely]] return AbandonAnswer();

@@ -280,6 +280,45 @@ absl::StatusOr<PyRef> ParseDocument(std::string_view json, std::string& buffer,
   return Parse<0>(json, buffer, end, &seen);
 }
 
+PyObject* CopyParsed(PyObject* value) {
+  if (PyDict_CheckExact(value)) {
+    PyObject* copy = PyDict_Copy(value);
+    if (copy == nullptr) return nullptr;
+    Py_ssize_t at = 0;
+    PyObject* key;
+    PyObject* item;
+    // Replacing a value keeps the keys, which is what PyDict_Next allows while it iterates.
+    while (PyDict_Next(copy, &at, &key, &item)) {
+      if (!PyDict_CheckExact(item) && !PyList_CheckExact(item)) continue;
+      PyObject* inner = CopyParsed(item);
+      if (inner == nullptr || PyDict_SetItem(copy, key, inner) != 0) {
+        Py_XDECREF(inner);
+        Py_DECREF(copy);
+        return nullptr;
+      }
+      Py_DECREF(inner);
+    }
+    return copy;
+  }
+  if (PyList_CheckExact(value)) {
+    const Py_ssize_t n = PyList_GET_SIZE(value);
+    PyObject* copy = PyList_New(n);
+    if (copy == nullptr) return nullptr;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* item = PyList_GET_ITEM(value, i);
+      PyObject* inner = PyDict_CheckExact(item) || PyList_CheckExact(item) ? CopyParsed(item)
+                                                                             : Py_NewRef(item);
+      if (inner == nullptr) {
+        Py_DECREF(copy);
+        return nullptr;
+      }
+      PyList_SET_ITEM(copy, i, inner);
+    }
+    return copy;
+  }
+  return Py_NewRef(value);
+}
+
 absl::StatusOr<PyRef> ParseJsonValue(std::string_view json, std::string& buffer, size_t& end) {
   return Parse<rapidjson::kParseStopWhenDoneFlag>(json, buffer, end);
 }

@@ -46,6 +46,12 @@ struct DocumentSeen {
 absl::StatusOr<PyRef> ParseDocument(std::string_view json, std::string& buffer,
                                     DocumentSeen& seen);
 
+// A copy of a value ParseJson built, sharing its immutable parts (str, int, float, bool,
+// None) and copying its dicts and lists, for a function that may change its document while
+// another must see it as parsed: far cheaper than parsing the text again. A new reference, or
+// nullptr with MemoryError set.
+PyObject* CopyParsed(PyObject* value);
+
 // The first JSON value of `json`, parsed as ParseJson does; `end` is set to the byte after it.
 // What follows the value is not read (the caller's: a CouchDB line's closing bracket). On a
 // failure `end` is where the reader stopped.

@@ -92,7 +92,20 @@ def strips(doc):
     doc.pop("town")
     doc["n"] = -1
     doc.setdefault("added", True)
+    _spoil(doc)
     yield doc["n"], None
+
+
+def _spoil(value):
+    """Changes every list and dict inside `value`, however deep."""
+    if isinstance(value, list):
+        for item in value:
+            _spoil(item)
+        value.append("appended")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _spoil(item)
+        value["spoilt"] = True
 
 
 def numbers(doc):

@@ -38,10 +38,15 @@ TEST_F(MapTest, GeneratorYieldsPairsForEveryDocumentAndFunction) {
 // Each function gets the document CouchDB sent, not what the one before it made of its dict:
 // one view must not change another's rows (couchjs seals the document).
 TEST_F(MapTest, AFunctionThatChangesItsDocumentDoesNotChangeTheNextFunctionsDocument) {
-  Reply reply = worker_->Call(
-      MapTask({"worker_views.strips", "worker_views.echo", "worker_views.town"}, {kOslo, kLima}));
+  const char kNested[] =
+      R"({"_id":"doc-3","town":"Rome","n":3,"tags":["a",["b"]],"meta":{"k":{"deep":[1]}}})";
+  Reply reply = worker_->Call(MapTask({"worker_views.strips", "worker_views.echo",
+                                       "worker_views.town"},
+                                      {kOslo, kLima, kNested}));
   ASSERT_TRUE(reply.has_map()) << reply.DebugString();
-  ASSERT_EQ(reply.map().results_size(), 2);
+  ASSERT_EQ(reply.map().results_size(), 3);
+  EXPECT_EQ(reply.map().results(2).rows(), absl::StrCat(R"([[[-1,null]],[[)", kNested,
+                                                        R"(,null]],[["Rome",1]]])"));
   EXPECT_EQ(reply.map().results(0).rows(), absl::StrCat(R"([[[-1,null]],[[)", kOslo,
                                                         R"(,null]],[["Oslo",1]]])"));
   EXPECT_EQ(reply.map().results(1).rows(), absl::StrCat(R"([[[-1,null]],[[)", kLima,
