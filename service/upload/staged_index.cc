@@ -67,9 +67,13 @@ std::optional<int64_t> SequenceNumber(const rapidjson::Value& seq) {
 
 std::string StagingName(absl::string_view name) { return absl::StrCat(name, "__staging"); }
 
-bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name) {
+bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name,
+                         const rapidjson::Value& staging) {
   if (couchdb::StringMember(doc, kStagingMark) == name) return true;
-  // Earlier releases wrote no mark, only the index inputs.
+  // Earlier releases wrote no mark, only the index inputs: an unmarked document is taken for
+  // one only when it holds nothing else and the very inputs being staged (the same upload run
+  // again after an interruption). A plain upload may have written a views-only design
+  // document of that name, which is someone's own.
   if (doc.HasMember(kStagingMark)) return false;
   for (const auto& member : doc.GetObject()) {
     const absl::string_view field = couchdb::StringView(member.name);
@@ -78,7 +82,7 @@ bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name) {
       return false;
     }
   }
-  return true;
+  return couchdb::SameIndexInputs(doc, staging);
 }
 
 StagedIndexBuild::StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
@@ -125,12 +129,14 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
   absl::StatusOr<couchdb::HttpResponse> existing = couch_.Get(path);
   if (!existing.ok()) return existing.status();
   if (existing->status == 200) {
-    absl::StatusOr<rapidjson::Document> old = couchdb::ParseJson(existing->body);
-    if (!old.ok() || !old->IsObject() || !IsStagingDocumentOf(*old, name_)) {
+    // Exactly: the staged inputs may hold integers past 64 bits, kept digit for digit.
+    absl::StatusOr<rapidjson::Document> old = couchdb::ParseJsonExact(existing->body);
+    if (!old.ok() || !old->IsObject() || !IsStagingDocumentOf(*old, name_, staging)) {
       return absl::FailedPreconditionError(absl::StrCat(
           staging_id, " in ", database_, " is a design document of its own, not one a staged "
-          "upload of _design/", name_, " left: it is not overwritten; rename it, or upload "
-          "without --staged"));
+          "upload of _design/", name_, " left (it has no \"", kStagingMark, "\": \"", name_,
+          "\"): it is not overwritten; rename it, or upload without --staged. If an earlier "
+          "release's staged upload left it, delete it and run again"));
     }
     if (old->HasMember("_rev") && (*old)["_rev"].IsString()) {
       staging.AddMember("_rev", rapidjson::Value((*old)["_rev"], alloc), alloc);

@@ -30,9 +30,11 @@ std::string StagingName(absl::string_view name);
 
 // The member that marks a staging document as the one of _design/<its value>.
 inline constexpr char kStagingMark[] = "cnp_staging_for";
-// Whether `doc` is the staging document of _design/`name` (marked so, or holding only the
-// index inputs, as earlier releases wrote it), which a staged upload may overwrite and delete.
-bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name);
+// Whether `doc` is the staging document of _design/`name` (marked so; or, as earlier releases
+// wrote it, unmarked and holding only index inputs, the very ones of `staging`), which a
+// staged upload may overwrite and delete.
+bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name,
+                         const rapidjson::Value& staging);
 
 class StagedIndexBuild {
  public:

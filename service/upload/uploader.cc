@@ -299,9 +299,9 @@ class UploadRun {
         // Its own staged build would write its staging document over another's, and the
         // other's build would delete it at the end.
         problems.Error(spec.location,
-                       absl::StrCat("design document "", spec.name, "": with --staged, names "
-                                    "ending in \"", StagingName(""), "\" are the staging "
-                                    "documents' own; rename it"));
+                       absl::StrCat("design document \"", spec.name,
+                                    "\": with --staged, names ending in \"", StagingName(""),
+                                    "\" are the staging documents' own; rename it"));
       }
       std::vector<std::string> keys;
       // Its classifications are all undefined, which is reported already.
