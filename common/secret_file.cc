@@ -56,7 +56,9 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
   absl::StatusOr<std::string> content = ReadSecretFile(path, "the token file");
   if (!content.ok()) return content.status();
-  std::string token(absl::StripAsciiWhitespace(*content));
+  const absl::string_view stripped = absl::StripAsciiWhitespace(*content);
+  const size_t leading = static_cast<size_t>(stripped.data() - content->data());
+  std::string token(stripped);
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
   }
@@ -69,7 +71,7 @@ absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the token file %s holds byte 0x%02x at offset %d, where a token is one line of "
           "visible ASCII (no spaces); make one with openssl rand -hex 32",
-          path, byte, i));
+          path, byte, leading + i));
     }
   }
   return token;

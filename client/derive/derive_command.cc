@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -160,7 +161,9 @@ void OnStopSignal(int signal) {
   }
   constexpr char kNote[] =
       "cnp derive: stopping once the work in hand is written (signal again to stop at once)\n";
+  const int saved_errno = errno;  // the interrupted code may be about to read its own
   (void)!write(STDERR_FILENO, kNote, sizeof kNote - 1);
+  errno = saved_errno;
 }
 
 int Fail(const absl::Status& status) {

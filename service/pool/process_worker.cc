@@ -299,6 +299,13 @@ void ProcessWorker::Kill() {
 }
 
 bool ProcessWorker::TryReap() {
+  // A worker that ended by itself (a direct session's watchdog, a crash) leaves what its
+  // function started running in its group: that goes too, while the unreaped worker still
+  // holds the group's id.
+  siginfo_t info{};
+  if (::waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid_) {
+    ::kill(-pid_, SIGKILL);
+  }
   int status = 0;
   for (;;) {
     pid_t r = ::waitpid(pid_, &status, WNOHANG);

@@ -2,6 +2,7 @@
 
 #include <Python.h>
 
+#include <new>
 #include <optional>
 #include <string>
 
@@ -25,6 +26,7 @@ std::optional<std::string> LogText(PyObject* message, CallContext& context) {
   if (PyUnicode_Check(message)) return Utf8Text(message);
   JsonBuffer json;
   if (PythonJsonWriter(json).Write(message)) return std::string(json.GetString(), json.GetSize());
+  if (PyErr_ExceptionMatches(PyExc_MemoryError)) return std::nullopt;
   // Past the answer's room: the line could not be sent in any form.
   if (context.answer.exceeded()) return std::nullopt;
   PyErr_Clear();
@@ -33,7 +35,7 @@ std::optional<std::string> LogText(PyObject* message, CallContext& context) {
   return Utf8Text(text.get());
 }
 
-PyObject* Log(PyObject*, PyObject* message) {
+PyObject* LogLine(PyObject* message) {
   CallContext& context = Context();
   std::optional<std::string> text = LogText(message, context);
   if (!text.has_value()) return nullptr;
@@ -52,6 +54,16 @@ PyObject* Log(PyObject*, PyObject* message) {
                                      std::string(origin.kind), std::move(doc_id)});
   context.logs.push_back(std::move(line));
   Py_RETURN_NONE;
+}
+
+// Python calls the functions below: no C++ exception may leave them (json_buffer.h), and
+// memory the worker's C++ cannot get is the caller's MemoryError.
+PyObject* Log(PyObject*, PyObject* message) {
+  try {
+    return LogLine(message);
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
 }
 
 PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -75,7 +87,11 @@ PyObject* ListStep(PyObject*, PyObject* step) {
     PyErr_SetString(PyExc_RuntimeError, "no interactive list is running");
     return nullptr;
   }
-  return list->Step(step);
+  try {
+    return list->Step(step);
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
 }
 
 // map_emits(function, doc) -> bool: whether the map function emitted at least one row, for
@@ -85,10 +101,14 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_SetString(PyExc_TypeError, "map_emits(function, doc)");
     return nullptr;
   }
-  JsonBuffer scratch;
-  RowSink rows(scratch);
-  if (!RunMapFunction(args[0], args[1], rows)) return nullptr;
-  return PyBool_FromLong(rows.rows() > 0);
+  try {
+    JsonBuffer scratch;
+    RowSink rows(scratch);
+    if (!RunMapFunction(args[0], args[1], rows)) return nullptr;
+    return PyBool_FromLong(rows.rows() > 0);
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
 }
 
 // call(function, *args): calls a validate or design function with the arguments it accepts

@@ -5,19 +5,10 @@
 #include "service/worker/call_context.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/map_call.h"
-#include "service/worker/py_text.h"
 #include "service/worker/raised_log.h"
 #include "service/worker/row_sink.h"
 
 namespace cnp::worker {
-namespace {
-
-std::string IdOf(PyObject* doc) {
-  if (!PyDict_Check(doc)) return "";
-  return Utf8Text(PyDict_GetItemString(doc, "_id"));  // borrowed
-}
-
-}  // namespace
 
 absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer) {
   rows_.Clear();
@@ -68,7 +59,8 @@ absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer)
   }
   rows_.Put(']');
   if (!failures_.empty()) {
-    doc_id_ = IdOf(doc->get());
+    // As parsed: the last function was given the parsed dict itself, and may have changed it.
+    doc_id_ = std::move(seen.id);
     if (!Context().answer.Take(doc_id_.size() * failures_.size())) return AbandonAnswer();
   }
   return absl::OkStatus();

@@ -370,6 +370,24 @@ TEST_F(ProcessWorkerPoolTest, AKilledWorkerTakesTheProcessesItsFunctionStartedWi
   ::close(child_alive);
 }
 
+// A worker that ends by itself (a crash here; a direct session's watchdog the same way) is
+// reaped with its group killed first: what its function started does not outlive it either.
+TEST_F(ProcessWorkerPoolTest, AWorkerThatDiesTakesTheProcessesItsFunctionStartedWithIt) {
+  StartPool(1);
+  const std::string held = MakeTempDir("crash-group") + "/held";
+  ASSERT_EQ(::mkfifo(held.c_str(), 0600), 0);
+  const int child_alive = ::open(held.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(child_alive, 0);
+  absl::StatusOr<Reply> reply = blocking_->Run(
+      MapTask("svc_fns.starts_a_child_and_dies", {absl::StrCat(R"({"_id":"a","held":")", held, R"("})")}),
+      absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(absl::IsUnavailable(reply.status())) << reply.status();
+  pollfd hang_up{.fd = child_alive, .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&hang_up, 1, 30000), 1) << "the function's child is still running";
+  EXPECT_TRUE(hang_up.revents & POLLHUP);
+  ::close(child_alive);
+}
+
 TEST_F(ProcessWorkerPoolTest, ACancelledQueuedTaskIsDroppedAndTheBusyWorkerKept) {
   StartPool(1);
   const pid_t before = WorkerPid();

@@ -75,6 +75,15 @@ def starts_a_child(doc):
     yield from waits(doc)
 
 
+def starts_a_child_and_dies(doc):
+    """Starts a process that holds the FIFO doc["held"] open while it lives, then kills its
+    own worker, as a crash would."""
+    with open(doc["held"], "w") as held:
+        subprocess.Popen(["sleep", "600"], stdout=held)
+    os.kill(os.getpid(), 9)
+    yield "never", None
+
+
 def waits(doc):
     """Opens doc["ready"] for writing (the test's open for reading returns: the call has reached
     the worker), then blocks until the test opens doc["release"] for writing and closes it.
