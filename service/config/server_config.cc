@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -44,6 +45,7 @@
 #include "service/listen/listen_address.h"
 #include "service/session/direct_socket_path.h"
 #include "service/upload/couch_allow_list.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (lists for the "
@@ -487,12 +489,48 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   return text;
 }
 
+// Where each YAML document of a file starts: its `---`, or its first token. Nodes carry no
+// mark of the `---` before them, and it is the line the operator has to find.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+YAML::Mark SecondDocumentStart(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentStarts starts;
+  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+  }
+  return starts.marks.size() < 2 ? YAML::Mark::null_mark() : starts.marks[1];
+}
+
 // Every error names the file, the line, the key, what was found and what was expected.
 absl::Status ApplyYaml(const std::string& path, Sources& sources) {
   absl::StatusOr<std::string> text = ReadConfigFile(path);
   if (!text.ok()) return text.status();
   try {
-    YAML::Node root = YAML::Load(*text);
+    // YAML::Load reads the first document alone: the settings after a `---` were silently
+    // left at their defaults.
+    const std::vector<YAML::Node> documents = YAML::LoadAll(*text);
+    if (documents.size() > 1) {
+      return ConfigError(path, SecondDocumentStart(*text), "",
+                         "a second YAML document; cnp-server reads one: move its settings above "
+                         "this `---` and remove it");
+    }
+    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
     if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
     if (!root.IsMap()) {
       return ConfigError(path, root.Mark(), "",

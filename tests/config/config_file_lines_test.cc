@@ -129,6 +129,21 @@ TEST_F(ConfigFileLinesTest, ACheckOfTwoKeysNamesTheLineOfTheOneItIsAbout) {
                                           "neither"));
 }
 
+// yaml-cpp's Load reads the first document only: the settings after a `---` were silently
+// left at their defaults.
+TEST_F(ConfigFileLinesTest, ASecondYamlDocumentIsRefusedAtItsLine) {
+  auto second = Launch({"--config=" + Config("max-queue: 3\n---\nallow-module: [svc_fns]\n")});
+  ExpectRefused(*second, absl::StrCat(file_, ":4:1: a second YAML document; cnp-server reads "
+                                             "one: move its settings above this `---` and "
+                                             "remove it"));
+  // A `---` that starts the file starts its one document.
+  WriteFile(file_, absl::StrCat("---\nlisten: unix:", dir_, "/cnp.sock\nworkers: 1\n"
+                                "max-queue: -1\n"), 0644);
+  auto first = Launch({"--config=" + file_});
+  ExpectRefused(*first,
+                absl::StrCat(file_, ":4:12: max-queue: must be 0 (no call waits) or more; got -1"));
+}
+
 // A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
 // 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
 TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
