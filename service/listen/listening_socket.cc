@@ -140,7 +140,8 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
   const std::string& address = parsed->host_port;
   const std::string& host = parsed->host;
   const int port = parsed->port;
-  if (std::vector<int> inherited = TakeInheritedTcpSockets(port); !inherited.empty()) {
+  if (std::vector<int> inherited = TakeInheritedTcpSockets(port, host);
+      !inherited.empty()) {
     std::vector<ListeningSocket> sockets;
     for (int fd : inherited) {
       sockaddr_storage bound{};
