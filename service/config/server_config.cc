@@ -629,11 +629,27 @@ absl::Status CheckProcessCount(const Sources& sources, absl::string_view name, i
                     absl::StrCat(value));
 }
 
+// absl reads `inf` and any length as a duration, and the server hands them to clocks as counts
+// of nanoseconds from now, which overflow: --drain-delay=inf drained not at all,
+// --first-call-timeout=inf closed connections after about a second. A year is past any wait
+// an operator means and far from any overflow.
+constexpr absl::Duration kLongestDuration = absl::Hours(24 * 365);
+
+absl::Status CheckNotOverlong(const Sources& sources, absl::string_view name,
+                              absl::Duration value) {
+  if (value <= kLongestDuration) return absl::OkStatus();
+  return OutOfRange(sources, name,
+                    absl::StrCat("at most ", absl::FormatDuration(kLongestDuration), " (a year)"),
+                    absl::FormatDuration(value));
+}
+
 absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
                               absl::Duration value, absl::string_view meaning_of_zero) {
-  if (value >= absl::ZeroDuration()) return absl::OkStatus();
-  return OutOfRange(sources, name, absl::StrCat("0s (", meaning_of_zero, ") or longer"),
-                    absl::FormatDuration(value));
+  if (value < absl::ZeroDuration()) {
+    return OutOfRange(sources, name, absl::StrCat("0s (", meaning_of_zero, ") or longer"),
+                      absl::FormatDuration(value));
+  }
+  return CheckNotOverlong(sources, name, value);
 }
 
 // A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
@@ -879,6 +895,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (c.call_timeout <= absl::ZeroDuration()) {
     return OutOfRange(sources, "call_timeout", "longer than 0s",
                       absl::FormatDuration(c.call_timeout));
+  }
+  if (absl::Status s = CheckNotOverlong(sources, "call_timeout", c.call_timeout); !s.ok()) {
+    return s;
   }
   // In MiB; the pool counts bytes in an int64_t.
   constexpr int64_t kLargestWorkerMemoryMb = std::numeric_limits<int64_t>::max() >> 20;

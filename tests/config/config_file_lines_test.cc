@@ -144,6 +144,27 @@ TEST_F(ConfigFileLinesTest, ASecondYamlDocumentIsRefusedAtItsLine) {
                 absl::StrCat(file_, ":4:12: max-queue: must be 0 (no call waits) or more; got -1"));
 }
 
+// absl reads `inf` (and any length) as a duration, but the server converted them to clocks'
+// counts that overflow: --drain-delay=inf drained not at all, --first-call-timeout=inf closed
+// idle connections after about a second.
+TEST_F(ConfigFileLinesTest, AnInfiniteOrOverlongDurationIsRefused) {
+  for (const char* flag : {"drain-delay", "first-call-timeout", "max-connection-idle",
+                           "shutdown-grace"}) {
+    SCOPED_TRACE(flag);
+    auto server = Launch({"--config=" + Config(""), absl::StrCat("--", flag, "=inf")});
+    ExpectRefused(*server, absl::StrCat("--", flag, " must be at most 8760h (a year); got inf"));
+  }
+  auto call = Launch({"--config=" + Config(""), "--call-timeout=300000h"});
+  ExpectRefused(*call, "--call-timeout must be at most 8760h (a year); got 300000h");
+  auto in_file = Launch({"--config=" + Config("first-call-timeout: inf\n")});
+  ExpectRefused(*in_file, absl::StrCat(file_, ":3:21: first-call-timeout: must be at most 8760h "
+                                              "(a year); got inf"));
+  // A year itself is taken: the check refuses no length an operator means.
+  auto year =
+      Launch({"--config=" + Config("first-call-timeout: 8760h\nmax-docs-per-call: 0\n")});
+  ExpectRefused(*year, absl::StrCat(file_, ":4:20: max-docs-per-call: must be 1 or more; got 0"));
+}
+
 // A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
 // 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
 TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
