@@ -29,6 +29,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/closest_name.h"
 #include "common/command_line_flags.h"
 #include "common/code_directories.h"
@@ -398,9 +399,17 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   const bool from_command_line = sources.on_command_line.count(name) > 0;
   if (IsRepeatable(name)) {
     std::vector<std::string> values;
+    // Commas separate values here as on the command line (--allow-module=a,b): taken whole,
+    // `allow-module: "a,b"` was one prefix that matched no module. Each value is named at the
+    // string it came from.
+    auto add = [&values, &place](const std::string& text, const YAML::Mark& mark) {
+      for (absl::string_view v : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+        values.emplace_back(v);
+        place.item_marks.push_back(mark);
+      }
+    };
     if (value.IsScalar()) {
-      values.push_back(value.Scalar());
-      place.item_marks.push_back(value_mark);
+      add(value.Scalar(), value_mark);
     } else if (value.IsSequence()) {
       for (const YAML::Node& item : value) {
         if (!item.IsScalar()) {
@@ -408,12 +417,12 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                              absl::StrCat("expected a list of strings, found ", Describe(item),
                                           " in the list; write each element as one string"));
         }
-        if (item.Scalar().empty()) {
+        // Empty or only commas: no value, as --allow-module=, is none.
+        if (item.Scalar().find_first_not_of(',') == std::string::npos) {
           return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
                              "an empty element; remove it, or give a value");
         }
-        values.push_back(item.Scalar());
-        place.item_marks.push_back(item.Mark());
+        add(item.Scalar(), item.Mark());
       }
     } else {
       return ConfigError(path, value_mark, key,

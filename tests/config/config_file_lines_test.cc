@@ -165,6 +165,23 @@ TEST_F(ConfigFileLinesTest, AnInfiniteOrOverlongDurationIsRefused) {
   ExpectRefused(*year, absl::StrCat(file_, ":4:20: max-docs-per-call: must be 1 or more; got 0"));
 }
 
+// The command line splits a list flag's value at commas (--allow-uid=root,daemon); the file
+// took `allow-uid: "root,daemon"` as one user, and `allow-module: "a,b"` as one prefix.
+TEST_F(ConfigFileLinesTest, AListStringWithCommasIsSplitAsOnTheCommandLine) {
+  auto scalar = Launch({"--config=" + Config("allow-uid: \"root,no-such-user-here\"\n")});
+  ExpectRefused(*scalar, absl::StrCat(file_, ":3:12: allow-uid: no user named "
+                                             "'no-such-user-here' (give a user name or a "
+                                             "number)"));
+  auto element = Launch({"--config=" + Config("allow-uid:\n  - root,,no-such-user-here\n")});
+  ExpectRefused(*element, absl::StrCat(file_, ":4:5: allow-uid: no user named "
+                                              "'no-such-user-here' (give a user name or a "
+                                              "number)"));
+  // Nothing but commas is no value, as --allow-uid=, is.
+  auto commas = Launch({"--config=" + Config("allow-module: \",\"\n")});
+  ExpectRefused(*commas, absl::StrCat(file_, ":3:15: allow-module: an empty value; give at least "
+                                             "one, or leave the key out"));
+}
+
 // A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
 // 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
 TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
