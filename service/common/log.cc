@@ -1,14 +1,19 @@
 #include "service/common/log.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <string>
 #include <vector>
 
+#include "absl/base/const_init.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/printable_text.h"
@@ -90,11 +95,8 @@ void LogLine(LogLevel level, absl::string_view message) { LogEvent(level, messag
 
 namespace {
 
-std::string FormatLine(absl::string_view tag, absl::string_view message,
-                       absl::Span<const LogField> fields) {
-  const std::string time =
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
-  std::string line;
+void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view message,
+                absl::Span<const LogField> fields, bool truncated, std::string& line) {
   if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
     absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", tag,
                     "\",\"pid\":", ::getpid(), ",\"msg\":");
@@ -106,6 +108,7 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
       line += ':';
       AppendJsonString(field.value, line);
     }
+    if (truncated) line += ",\"truncated\":true";
     line += "}\n";
   } else {
     absl::StrAppend(&line, time, " ", tag, " ", g_program.load(std::memory_order_relaxed),
@@ -121,9 +124,66 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
         absl::StrAppend(&line, field.value);
       }
     }
+    if (truncated) line += " truncated=true";
     line += '\n';
   }
+}
+
+// At most `limit` bytes of `text`, not ending inside a UTF-8 character (a collector may refuse
+// the whole line for a broken one).
+absl::string_view CutAt(absl::string_view text, size_t limit) {
+  if (text.size() <= limit) return text;
+  while (limit > 0 && (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) --limit;
+  return text.substr(0, limit);
+}
+
+std::string FormatLine(absl::string_view tag, absl::string_view message,
+                       absl::Span<const LogField> fields) {
+  const std::string time =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  std::string line;
+  AppendLine(time, tag, message, fields, /*truncated=*/false, line);
+  if (line.size() <= kMaxLogLineBytes) return line;
+  // Cut every value to one length, the longest that fits: the long ones (a message, a
+  // traceback) lose their ends, the short ones (function, doc_id, peer) stay whole. Escaping
+  // makes a value's length in the line unknown until written, so the length is searched for;
+  // no value can keep more than the cap, which bounds each try.
+  std::vector<LogField> cut(fields.begin(), fields.end());
+  auto format = [&](size_t limit) {
+    for (size_t i = 0; i < cut.size(); ++i) cut[i].value = CutAt(fields[i].value, limit);
+    line.clear();
+    AppendLine(time, tag, CutAt(message, limit), cut, /*truncated=*/true, line);
+    return line.size() <= kMaxLogLineBytes;
+  };
+  size_t fits = 0;
+  size_t too_long = kMaxLogLineBytes + 1;
+  while (too_long - fits > 1) {
+    const size_t limit = fits + (too_long - fits) / 2;
+    (format(limit) ? fits : too_long) = limit;
+  }
+  format(fits);
   return line;
+}
+
+// One writer at a time: a write to a full pipe returns part-way, and another thread's line
+// would land in the middle of this one. Process-wide, since the access log may share stderr.
+ABSL_CONST_INIT absl::Mutex g_write_mutex(absl::kConstInit);
+
+void WriteAllLocked(int fd, absl::string_view line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(g_write_mutex) {
+  while (!line.empty()) {
+    const ssize_t n = ::write(fd, line.data(), line.size());
+    if (n > 0) {
+      line.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // A descriptor someone else made non-blocking (a shared terminal or pipe).
+      pollfd writable{.fd = fd, .events = POLLOUT, .revents = 0};
+      if (::poll(&writable, 1, -1) < 0 && errno != EINTR) return;
+    } else {
+      return;  // a closed or broken log: nowhere to say so
+    }
+  }
 }
 
 }  // namespace
@@ -131,6 +191,11 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
 std::string FormatLogLine(absl::string_view tag, absl::string_view message,
                           absl::Span<const LogField> fields) {
   return FormatLine(tag, message, fields);
+}
+
+void WriteLogLine(int fd, absl::string_view line) {
+  absl::MutexLock lock(&g_write_mutex);
+  WriteAllLocked(fd, line);
 }
 
 void LogEvent(LogLevel level, absl::string_view message,
@@ -145,9 +210,7 @@ void LogEvent(LogLevel level, absl::string_view message,
     fields.push_back({"rpc", t_call->rpc()});
     fields.push_back({"peer", peer});
   }
-  const std::string line = FormatLine(Name(level), message, fields);
-  // One write per line so that lines from several threads never interleave.
-  (void)!::write(STDERR_FILENO, line.data(), line.size());
+  WriteLogLine(STDERR_FILENO, FormatLine(Name(level), message, fields));
 }
 
 }  // namespace cnp

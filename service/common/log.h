@@ -4,8 +4,8 @@
 // object instead ({"ts","level","pid","msg"} and the event's fields), for a log collector.
 #pragma once
 
+#include <cstddef>
 #include <initializer_list>
-
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -40,10 +40,21 @@ struct LogField {
 // spaces, quotes or control characters; control characters in the message escaped); in JSON, members of the line's object. Fields with empty values are left out.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
 
+// The longest line written, newline included: journald splits lines past its LineMax (48K by
+// default) into pieces no collector reads as JSON, and a function's log() message or traceback
+// may be as long as --max-call-bytes. The longest values of a longer line are cut, at a UTF-8
+// character's boundary, and the line ends with "truncated":true (in text, " truncated=true").
+inline constexpr size_t kMaxLogLineBytes = 16 << 10;
+
 // A line as LogEvent writes it, in the format set, with `tag` where the severity goes: for a
 // log of its own that must read like this one (the access log's "ACCESS"). Ends in a newline.
 std::string FormatLogLine(absl::string_view tag, absl::string_view message,
                           absl::Span<const LogField> fields);
+
+// Writes `line` to `fd` whole: under a lock that every line of the process's log takes (lines
+// from several threads never mix, however a full pipe cuts writes short), retrying what a
+// short or interrupted write left. For a log of its own (the access log's file).
+void WriteLogLine(int fd, absl::string_view line);
 
 // The call this thread is running right now: events logged with fields meanwhile also name its
 // RPC and peer. Calls' coroutines interleave on a thread, so a scope is set for one resumption

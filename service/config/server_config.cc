@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -28,6 +29,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/closest_name.h"
 #include "common/command_line_flags.h"
 #include "common/code_directories.h"
@@ -44,6 +46,7 @@
 #include "service/listen/listen_address.h"
 #include "service/session/direct_socket_path.h"
 #include "service/upload/couch_allow_list.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (lists for the "
@@ -396,9 +399,17 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   const bool from_command_line = sources.on_command_line.count(name) > 0;
   if (IsRepeatable(name)) {
     std::vector<std::string> values;
+    // Commas separate values here as on the command line (--allow-module=a,b): taken whole,
+    // `allow-module: "a,b"` was one prefix that matched no module. Each value is named at the
+    // string it came from.
+    auto add = [&values, &place](const std::string& text, const YAML::Mark& mark) {
+      for (absl::string_view v : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+        values.emplace_back(v);
+        place.item_marks.push_back(mark);
+      }
+    };
     if (value.IsScalar()) {
-      values.push_back(value.Scalar());
-      place.item_marks.push_back(value_mark);
+      add(value.Scalar(), value_mark);
     } else if (value.IsSequence()) {
       for (const YAML::Node& item : value) {
         if (!item.IsScalar()) {
@@ -406,12 +417,12 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                              absl::StrCat("expected a list of strings, found ", Describe(item),
                                           " in the list; write each element as one string"));
         }
-        if (item.Scalar().empty()) {
+        // Empty or only commas: no value, as --allow-module=, is none.
+        if (item.Scalar().find_first_not_of(',') == std::string::npos) {
           return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
                              "an empty element; remove it, or give a value");
         }
-        values.push_back(item.Scalar());
-        place.item_marks.push_back(item.Mark());
+        add(item.Scalar(), item.Mark());
       }
     } else {
       return ConfigError(path, value_mark, key,
@@ -487,12 +498,48 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   return text;
 }
 
+// Where each YAML document of a file starts: its `---`, or its first token. Nodes carry no
+// mark of the `---` before them, and it is the line the operator has to find.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+YAML::Mark SecondDocumentStart(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentStarts starts;
+  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+  }
+  return starts.marks.size() < 2 ? YAML::Mark::null_mark() : starts.marks[1];
+}
+
 // Every error names the file, the line, the key, what was found and what was expected.
 absl::Status ApplyYaml(const std::string& path, Sources& sources) {
   absl::StatusOr<std::string> text = ReadConfigFile(path);
   if (!text.ok()) return text.status();
   try {
-    YAML::Node root = YAML::Load(*text);
+    // YAML::Load reads the first document alone: the settings after a `---` were silently
+    // left at their defaults.
+    const std::vector<YAML::Node> documents = YAML::LoadAll(*text);
+    if (documents.size() > 1) {
+      return ConfigError(path, SecondDocumentStart(*text), "",
+                         "a second YAML document; cnp-server reads one: move its settings above "
+                         "this `---` and remove it");
+    }
+    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
     if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
     if (!root.IsMap()) {
       return ConfigError(path, root.Mark(), "",
@@ -591,11 +638,27 @@ absl::Status CheckProcessCount(const Sources& sources, absl::string_view name, i
                     absl::StrCat(value));
 }
 
+// absl reads `inf` and any length as a duration, and the server hands them to clocks as counts
+// of nanoseconds from now, which overflow: --drain-delay=inf drained not at all,
+// --first-call-timeout=inf closed connections after about a second. A year is past any wait
+// an operator means and far from any overflow.
+constexpr absl::Duration kLongestDuration = absl::Hours(24 * 365);
+
+absl::Status CheckNotOverlong(const Sources& sources, absl::string_view name,
+                              absl::Duration value) {
+  if (value <= kLongestDuration) return absl::OkStatus();
+  return OutOfRange(sources, name,
+                    absl::StrCat("at most ", absl::FormatDuration(kLongestDuration), " (a year)"),
+                    absl::FormatDuration(value));
+}
+
 absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
                               absl::Duration value, absl::string_view meaning_of_zero) {
-  if (value >= absl::ZeroDuration()) return absl::OkStatus();
-  return OutOfRange(sources, name, absl::StrCat("0s (", meaning_of_zero, ") or longer"),
-                    absl::FormatDuration(value));
+  if (value < absl::ZeroDuration()) {
+    return OutOfRange(sources, name, absl::StrCat("0s (", meaning_of_zero, ") or longer"),
+                      absl::FormatDuration(value));
+  }
+  return CheckNotOverlong(sources, name, value);
 }
 
 // A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
@@ -841,6 +904,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (c.call_timeout <= absl::ZeroDuration()) {
     return OutOfRange(sources, "call_timeout", "longer than 0s",
                       absl::FormatDuration(c.call_timeout));
+  }
+  if (absl::Status s = CheckNotOverlong(sources, "call_timeout", c.call_timeout); !s.ok()) {
+    return s;
   }
   // In MiB; the pool counts bytes in an int64_t.
   constexpr int64_t kLargestWorkerMemoryMb = std::numeric_limits<int64_t>::max() >> 20;

@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <optional>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -58,6 +59,48 @@ std::string Describe(int fd) {
   return absl::StrCat("descriptor ", fd);
 }
 
+// The address a --listen host names when it is an IP address other than a wildcard: such an
+// address claims the passed socket bound to it alone. With ListenStream=127.0.0.1:P and
+// [::1]:P, each in `listen`, the first took both and the second then failed to bind. A name
+// (localhost) or a wildcard (0.0.0.0, ::, none) stands for every address of its port.
+std::optional<sockaddr_storage> NumericAddress(const std::string& host) {
+  sockaddr_storage address{};
+  auto* in = reinterpret_cast<sockaddr_in*>(&address);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+  if (::inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1) {
+    if (in->sin_addr.s_addr == htonl(INADDR_ANY)) return std::nullopt;
+    address.ss_family = AF_INET;
+    return address;
+  }
+  if (::inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+    if (IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) return std::nullopt;
+    address.ss_family = AF_INET6;
+    return address;
+  }
+  return std::nullopt;
+}
+
+// Whether the passed socket `fd` listens on TCP `port`, at `address` when there is one.
+bool Matches(int fd, int port, const std::optional<sockaddr_storage>& address) {
+  if (::sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1,
+                          static_cast<uint16_t>(port)) <= 0) {
+    return false;
+  }
+  if (!address.has_value()) return true;
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) != 0 ||
+      bound.ss_family != address->ss_family) {
+    return false;
+  }
+  if (bound.ss_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in&>(bound).sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in&>(*address).sin_addr.s_addr;
+  }
+  return IN6_ARE_ADDR_EQUAL(&reinterpret_cast<const sockaddr_in6&>(bound).sin6_addr,
+                            &reinterpret_cast<const sockaddr_in6&>(*address).sin6_addr);
+}
+
 }  // namespace
 
 void AdoptInheritedSockets() {
@@ -78,28 +121,26 @@ int TakeInheritedUnixSocket(const std::string& path) {
   return -1;
 }
 
-std::vector<int> TakeInheritedTcpSockets(int port) {
+std::vector<int> TakeInheritedTcpSockets(int port, const std::string& host) {
   absl::MutexLock lock(&mutex);
   std::vector<int> taken;
   if (port <= 0) return taken;  // port 0 picks a port: nothing passed can be meant
+  const std::optional<sockaddr_storage> address = NumericAddress(host);
   for (size_t i = Unclaimed().size(); i-- > 0;) {
-    if (::sd_is_socket_inet(Unclaimed()[i], AF_UNSPEC, SOCK_STREAM, /*listening=*/1,
-                            static_cast<uint16_t>(port)) > 0) {
+    if (Matches(Unclaimed()[i], port, address)) {
       taken.insert(taken.begin(), Claim(Unclaimed().begin() + i));
     }
   }
   return taken;
 }
 
-std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port) {
+std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port, const std::string& host) {
   absl::MutexLock lock(&mutex);
   std::vector<sockaddr_storage> addresses;
   if (port <= 0) return addresses;
+  const std::optional<sockaddr_storage> address = NumericAddress(host);
   for (int fd : Unclaimed()) {
-    if (::sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1,
-                            static_cast<uint16_t>(port)) <= 0) {
-      continue;
-    }
+    if (!Matches(fd, port, address)) continue;
     sockaddr_storage bound{};
     socklen_t len = sizeof bound;
     if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {

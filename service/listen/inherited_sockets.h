@@ -3,8 +3,8 @@
 // started, and the sockets outlive a restart.
 //
 // cnp-server keeps its configuration as it is: a passed socket is matched to a --listen
-// address (a unix path, or a TCP port) or to a direct-session path P.direct, and used instead
-// of binding that address. A passed socket that no address claims is an error at start-up: its
+// address (a unix path; a TCP address and port, or a port alone for a host name or wildcard)
+// or to a direct-session path P.direct, and used instead of binding that address. A passed socket that no address claims is an error at start-up: its
 // clients would wait for ever.
 #pragma once
 
@@ -25,11 +25,13 @@ void AdoptInheritedSockets();
 // The passed socket listening on the unix socket `path`, made non-blocking, or -1. Each is
 // handed out once.
 int TakeInheritedUnixSocket(const std::string& path);
-// The passed TCP sockets listening on `port` (any address), made non-blocking.
-std::vector<int> TakeInheritedTcpSockets(int port);
+// The passed TCP sockets a --listen of `host` and `port` names, made non-blocking: for an IP
+// address (127.0.0.1, ::1), the one bound to that address and port; for a name or a wildcard
+// (localhost, 0.0.0.0, ::, none), every one on that port.
+std::vector<int> TakeInheritedTcpSockets(int port, const std::string& host);
 // The addresses those sockets are bound to, leaving them to be taken: the configuration checks
 // what systemd bound before anything starts.
-std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port);
+std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port, const std::string& host);
 
 // Fails, naming them, if passed sockets remain that no address took (and closes them).
 absl::Status CheckEveryInheritedSocketTaken();

@@ -69,7 +69,8 @@ absl::StatusOr<std::vector<PassiveAddress>> ResolveForListening(const TcpListenA
 absl::StatusOr<bool> ListensOnLoopbackOnly(const std::string& address) {
   absl::StatusOr<TcpListenAddress> parsed = ParseTcpListenAddress(address);
   if (!parsed.ok()) return parsed.status();
-  if (std::vector<sockaddr_storage> passed = InheritedTcpSocketAddresses(parsed->port);
+  if (std::vector<sockaddr_storage> passed =
+          InheritedTcpSocketAddresses(parsed->port, parsed->host);
       !passed.empty()) {
     for (const sockaddr_storage& bound : passed) {
       if (!IsLoopbackAddress(reinterpret_cast<const sockaddr*>(&bound))) return false;

@@ -35,7 +35,7 @@ struct PassiveAddress {
 absl::StatusOr<std::vector<PassiveAddress>> ResolveForListening(const TcpListenAddress& address);
 
 // Whether every address the server will listen on for `address` is this host's loopback: the
-// addresses of the sockets systemd passed for its port when there are any (what systemd bound,
+// addresses of the sockets systemd passed that it names when there are any (what systemd bound,
 // not what --listen says, decides), else those `host` resolves to for listening (getaddrinfo
 // with AI_PASSIVE, as the listener binds them: "localhost" is 127.0.0.1 and ::1, "" and
 // "0.0.0.0" are every address). INVALID_ARGUMENT when the host does not resolve.

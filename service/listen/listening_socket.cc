@@ -11,10 +11,12 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/loopback.h"
 #include "common/socket_directory.h"
 #include "common/unix_target.h"
 #include "service/listen/inherited_sockets.h"
+#include "service/common/log.h"
 #include "service/listen/listen_address.h"
 
 namespace cnp::listen {
@@ -54,6 +56,20 @@ absl::Status PrepareSocketDirectory(const std::string& dir, int gid) {
   return CheckSocketDirectory(dir, DirectoryOwner::kMe);
 }
 
+// A directory that exists keeps its mode, and one the group cannot search leaves the group's
+// 0660 socket out of its members' reach, their clients failing with EACCES while the server
+// looks fine. A warning, not a refusal: an ACL may grant what the mode bits do not show.
+void WarnIfGroupCannotReach(const std::string& dir, const std::string& path, int gid) {
+  struct stat st {};
+  if (gid < 0 || ::stat(dir.c_str(), &st) != 0) return;
+  const bool group_searches = st.st_gid == static_cast<gid_t>(gid) && (st.st_mode & S_IXGRP);
+  if (group_searches || (st.st_mode & S_IXOTH)) return;
+  LogWarning("group ", gid, " (--socket-group) cannot reach ", path, ": ", dir, " has mode 0",
+             absl::StrFormat("%o", st.st_mode & 07777), " and group ", st.st_gid,
+             "; give that group search permission (chgrp ", gid, " ", dir, " && chmod g+x ", dir,
+             "), or remove the directory so that the server creates it 0750");
+}
+
 absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std::string& path,
                                            const UnixSocketOptions& options) {
   sockaddr_un addr{};
@@ -66,6 +82,7 @@ absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std
       !s.ok()) {
     return s;
   }
+  WarnIfGroupCannotReach(SocketDirectory(path), path, options.gid);
   int error = 0;
   switch (ProbeUnixSocket(path, &error)) {
     case SocketLiveness::kAbsent:
@@ -140,7 +157,8 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
   const std::string& address = parsed->host_port;
   const std::string& host = parsed->host;
   const int port = parsed->port;
-  if (std::vector<int> inherited = TakeInheritedTcpSockets(port); !inherited.empty()) {
+  if (std::vector<int> inherited = TakeInheritedTcpSockets(port, host);
+      !inherited.empty()) {
     std::vector<ListeningSocket> sockets;
     for (int fd : inherited) {
       sockaddr_storage bound{};

@@ -64,8 +64,7 @@ void AccessLog::Write(absl::string_view event, absl::string_view peer,
                       absl::Span<const LogField> details) const {
   std::vector<LogField> fields{{"peer", peer.empty() ? "-" : peer}};
   fields.insert(fields.end(), details.begin(), details.end());
-  const std::string line = FormatLogLine("ACCESS", event, fields);
-  (void)!::write(fd_, line.data(), line.size());
+  WriteLogLine(fd_, FormatLogLine("ACCESS", event, fields));
 }
 
 }  // namespace cnp::rpc

@@ -5,12 +5,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
 #include "tests/support/stderr_lines.h"
 
 namespace cnp {
@@ -93,6 +98,103 @@ TEST_F(LogTest, JsonLinesEscapeWhatWouldBreakTheLine) {
   EXPECT_TRUE(absl::StrContains(line, R"("msg":"two\nlines \"quoted\" \\ and \u0001")")) << line;
   EXPECT_TRUE(absl::StrContains(line, R"("doc_id":"a\tb")")) << line;
   EXPECT_TRUE(absl::EndsWith(line, "}")) << line;
+}
+
+// A JSON line that is one valid UTF-8 JSON object, or why not.
+::testing::AssertionResult IsJsonObject(const std::string& line, rapidjson::Document& json) {
+  json.Parse<rapidjson::kParseValidateEncodingFlag>(line.c_str(), line.size());
+  if (json.HasParseError()) {
+    return ::testing::AssertionFailure()
+           << rapidjson::GetParseError_En(json.GetParseError()) << " at "
+           << json.GetErrorOffset() << " of a line of " << line.size() << " bytes";
+  }
+  if (!json.IsObject()) return ::testing::AssertionFailure() << "not an object";
+  return ::testing::AssertionSuccess();
+}
+
+// A function's log() message or traceback may be as large as --max-call-bytes; journald cuts
+// lines at LineMax (48K) into pieces no collector reads as JSON. Long values are cut, at a
+// character's boundary, and the line says so.
+TEST_F(LogTest, ALongLineIsCutToTheCapAndSaysSo) {
+  std::string message;
+  while (message.size() < 150'000) message += "caf\xc3\xa9 \"quoted\"\n";  // é is two bytes
+  const std::string traceback(100'000, 't');
+  SetLogFormat(LogFormat::kJson);
+  const std::string line = FormatLogLine(
+      "WARN", message, {{"function", "myviews.by_town"}, {"traceback", traceback}});
+  ASSERT_TRUE(absl::EndsWith(line, "\n"));
+  EXPECT_LE(line.size(), kMaxLogLineBytes);
+  rapidjson::Document json;
+  ASSERT_TRUE(IsJsonObject(line.substr(0, line.size() - 1), json)) << line.substr(0, 200);
+  ASSERT_TRUE(json.HasMember("truncated") && json["truncated"].IsBool());
+  EXPECT_TRUE(json["truncated"].GetBool());
+  EXPECT_STREQ(json["function"].GetString(), "myviews.by_town");  // short fields stay whole
+  const std::string msg = json["msg"].GetString();
+  EXPECT_GT(msg.size(), 1000u);
+  EXPECT_TRUE(absl::StartsWith(message, msg));
+  const std::string tb = json["traceback"].GetString();
+  EXPECT_GT(tb.size(), 1000u);
+  EXPECT_TRUE(absl::StartsWith(traceback, tb));
+
+  // A line under the cap is not marked.
+  const std::string short_line = FormatLogLine("WARN", "short", {{"traceback", "tb"}});
+  EXPECT_FALSE(absl::StrContains(short_line, "truncated")) << short_line;
+
+  SetLogFormat(LogFormat::kText);
+  const std::string text = FormatLogLine("WARN", message, {{"traceback", traceback}});
+  EXPECT_LE(text.size(), kMaxLogLineBytes);
+  EXPECT_TRUE(absl::EndsWith(text, " truncated=true\n")) << text.substr(text.size() - 100);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1);
+}
+
+// Threads logging long lines at once into a pipe its reader drains slowly, as journald or a
+// container runtime may: a write that the full pipe cut short let another thread's line in
+// mid-line (12 of 19 lines were not JSON), and the rest of a short write was lost.
+TEST_F(LogTest, ThreadsLoggingLongLinesIntoASlowPipeWriteWholeLines) {
+  SetLogFormat(LogFormat::kJson);
+  int pipe[2];
+  ASSERT_EQ(::pipe2(pipe, O_CLOEXEC), 0);
+  ::fcntl(pipe[1], F_SETPIPE_SZ, 4096);  // the smallest: writes are cut short the most
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(pipe[1], STDERR_FILENO);
+  ::close(pipe[1]);
+  std::string text;
+  std::thread reader([&text, fd = pipe[0]] {
+    char buffer[512];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, n);
+  });
+  constexpr int kThreads = 4;
+  constexpr int kLinesEach = 20;
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([t] {
+      const std::string message(12'000, static_cast<char>('a' + t));
+      for (int i = 0; i < kLinesEach; ++i) {
+        LogEvent(LogLevel::kInfo, message, {{"thread", absl::StrCat(t)}});
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  ::dup2(saved, STDERR_FILENO);  // the pipe's last writer: the reader sees its end
+  ::close(saved);
+  reader.join();
+  ::close(pipe[0]);
+  std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines.size(), static_cast<size_t>(kThreads * kLinesEach));
+  int invalid = 0;
+  for (const std::string& line : lines) {
+    rapidjson::Document json;
+    if (!IsJsonObject(line, json)) {
+      ++invalid;
+      continue;
+    }
+    const std::string msg = json["msg"].GetString();
+    const char own = static_cast<char>('a' + json["thread"].GetString()[0] - '0');
+    EXPECT_TRUE(msg == std::string(12'000, own))
+        << "thread " << own << "'s line holds another's text: " << msg.substr(0, 100) << "...";
+  }
+  EXPECT_EQ(invalid, 0) << "of " << lines.size() << " lines";
 }
 
 }  // namespace

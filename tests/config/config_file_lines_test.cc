@@ -129,6 +129,59 @@ TEST_F(ConfigFileLinesTest, ACheckOfTwoKeysNamesTheLineOfTheOneItIsAbout) {
                                           "neither"));
 }
 
+// yaml-cpp's Load reads the first document only: the settings after a `---` were silently
+// left at their defaults.
+TEST_F(ConfigFileLinesTest, ASecondYamlDocumentIsRefusedAtItsLine) {
+  auto second = Launch({"--config=" + Config("max-queue: 3\n---\nallow-module: [svc_fns]\n")});
+  ExpectRefused(*second, absl::StrCat(file_, ":4:1: a second YAML document; cnp-server reads "
+                                             "one: move its settings above this `---` and "
+                                             "remove it"));
+  // A `---` that starts the file starts its one document.
+  WriteFile(file_, absl::StrCat("---\nlisten: unix:", dir_, "/cnp.sock\nworkers: 1\n"
+                                "max-queue: -1\n"), 0644);
+  auto first = Launch({"--config=" + file_});
+  ExpectRefused(*first,
+                absl::StrCat(file_, ":4:12: max-queue: must be 0 (no call waits) or more; got -1"));
+}
+
+// absl reads `inf` (and any length) as a duration, but the server converted them to clocks'
+// counts that overflow: --drain-delay=inf drained not at all, --first-call-timeout=inf closed
+// idle connections after about a second.
+TEST_F(ConfigFileLinesTest, AnInfiniteOrOverlongDurationIsRefused) {
+  for (const char* flag : {"drain-delay", "first-call-timeout", "max-connection-idle",
+                           "shutdown-grace"}) {
+    SCOPED_TRACE(flag);
+    auto server = Launch({"--config=" + Config(""), absl::StrCat("--", flag, "=inf")});
+    ExpectRefused(*server, absl::StrCat("--", flag, " must be at most 8760h (a year); got inf"));
+  }
+  auto call = Launch({"--config=" + Config(""), "--call-timeout=300000h"});
+  ExpectRefused(*call, "--call-timeout must be at most 8760h (a year); got 300000h");
+  auto in_file = Launch({"--config=" + Config("first-call-timeout: inf\n")});
+  ExpectRefused(*in_file, absl::StrCat(file_, ":3:21: first-call-timeout: must be at most 8760h "
+                                              "(a year); got inf"));
+  // A year itself is taken: the check refuses no length an operator means.
+  auto year =
+      Launch({"--config=" + Config("first-call-timeout: 8760h\nmax-docs-per-call: 0\n")});
+  ExpectRefused(*year, absl::StrCat(file_, ":4:20: max-docs-per-call: must be 1 or more; got 0"));
+}
+
+// The command line splits a list flag's value at commas (--allow-uid=root,daemon); the file
+// took `allow-uid: "root,daemon"` as one user, and `allow-module: "a,b"` as one prefix.
+TEST_F(ConfigFileLinesTest, AListStringWithCommasIsSplitAsOnTheCommandLine) {
+  auto scalar = Launch({"--config=" + Config("allow-uid: \"root,no-such-user-here\"\n")});
+  ExpectRefused(*scalar, absl::StrCat(file_, ":3:12: allow-uid: no user named "
+                                             "'no-such-user-here' (give a user name or a "
+                                             "number)"));
+  auto element = Launch({"--config=" + Config("allow-uid:\n  - root,,no-such-user-here\n")});
+  ExpectRefused(*element, absl::StrCat(file_, ":4:5: allow-uid: no user named "
+                                              "'no-such-user-here' (give a user name or a "
+                                              "number)"));
+  // Nothing but commas is no value, as --allow-uid=, is.
+  auto commas = Launch({"--config=" + Config("allow-module: \",\"\n")});
+  ExpectRefused(*commas, absl::StrCat(file_, ":3:15: allow-module: an empty value; give at least "
+                                             "one, or leave the key out"));
+}
+
 // A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
 // 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
 TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {

@@ -254,6 +254,27 @@ TEST(MetricsEndpointTest, TheDashboardQueriesOnlyExportedMetrics) {
     }
   }
   EXPECT_GE(queried, 8);
+
+  // This scrape is of a server that has served no call, as an adapter-only deployment's may
+  // be for ever: the instance picker must still list it, or every panel stays empty.
+  bool picker = false;
+  for (const auto& variable : dashboard["templating"]["list"].GetArray()) {
+    if (std::string(variable["name"].GetString()) != "instance") continue;
+    picker = true;
+    const std::string query = variable["query"].GetString();
+    ASSERT_TRUE(absl::StartsWith(query, "label_values(") && absl::EndsWith(query, ", instance)"))
+        << query;
+    const std::string metric = query.substr(13, query.find(',') - 13);
+    bool has_series = false;
+    for (absl::string_view line : absl::StrSplit(scrape, '\n')) {
+      has_series |= absl::StartsWith(line, metric + " ") || absl::StartsWith(line, metric + "{");
+    }
+    EXPECT_TRUE(has_series) << metric << " has no series before the first call:\n" << scrape;
+    // "All" as a regex of every value, not a list of those seen when the dashboard loaded.
+    ASSERT_TRUE(variable.HasMember("allValue"));
+    EXPECT_STREQ(variable["allValue"].GetString(), ".*");
+  }
+  EXPECT_TRUE(picker);
 }
 
 }  // namespace

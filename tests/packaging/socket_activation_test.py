@@ -99,6 +99,48 @@ class SocketActivationTest(unittest.TestCase):
         for path, inode in inodes.items():
             self.assertEqual(os.stat(path).st_ino, inode, path)
 
+    def test_two_passed_sockets_on_one_port_go_to_their_own_addresses(self):
+        """ListenStream=127.0.0.1:P and [::1]:P with both in `listen`: the first address took
+        every passed socket on port P, and the second then failed to bind it ("Address already
+        in use"). A numeric host takes the socket of its address; a name, every one of its
+        port."""
+        v4 = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(v4.close)
+        port = v4.getsockname()[1]
+        try:
+            v6 = socket.create_server(("::1", port), family=socket.AF_INET6)
+        except OSError as e:  # no IPv6 loopback here: two IPv4 loopback addresses show it too
+            print("::1:%d: %s; using 127.0.0.2" % (port, e))
+            v6 = socket.create_server(("127.0.0.2", port))
+        self.addCleanup(v6.close)
+        second = "[%s]:%d" % (v6.getsockname()[0], port) if v6.family == socket.AF_INET6 \
+            else "127.0.0.2:%d" % port
+        server = ActivatedServer([v4, v6], ["--listen=127.0.0.1:%d" % port,
+                                            "--listen=" + second, "--max-sessions=0"], self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            for target in ("127.0.0.1:%d" % port, second):
+                mapped = harness.cnp_map(CNP, target, "pkgfns.by_n", [{"_id": "a", "n": 1}])
+                self.assertEqual(harness.rows(mapped), [[[[1, "a"]]]], target)
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+
+        # A name still takes every socket passed for its port.
+        v4 = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(v4.close)
+        port = v4.getsockname()[1]
+        v6 = socket.create_server(("127.0.0.2", port))
+        self.addCleanup(v6.close)
+        server = ActivatedServer([v4, v6], ["--listen=localhost:%d" % port, "--max-sessions=0"],
+                                 self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            mapped = harness.cnp_map(CNP, "127.0.0.2:%d" % port, "pkgfns.by_n",
+                                     [{"_id": "b", "n": 2}])
+            self.assertEqual(harness.rows(mapped), [[[[2, "b"]]]])
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+
     def test_refuses_a_passed_socket_no_address_names(self):
         grpc_socket = unix_listener(self, self.path)
         stray_path = os.path.join(self.dir, "stray.sock")

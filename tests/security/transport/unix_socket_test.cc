@@ -14,6 +14,7 @@
 
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,36 @@ TEST(UnixSocketTest, ASocketGroupGetsReadAndWriteAndNothingMore) {
   EXPECT_EQ(Stat(socket).st_gid, kNogroup);
   EXPECT_EQ(Stat(dir + "/run").st_mode & 07777, 0750);
   EXPECT_EQ(Stat(dir + "/run").st_gid, kNogroup);
+}
+
+// A directory that exists keeps its mode: a 0700 one left the group's 0660 sockets out of its
+// members' reach, and nothing said so.
+TEST(UnixSocketTest, ASocketGroupThatCannotSearchAnExistingDirectoryIsWarnedAbout) {
+  const std::string dir = ShortTempDir();
+  const std::string closed = dir + "/closed";
+  ASSERT_EQ(::mkdir(closed.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(closed.c_str(), 0700), 0);
+  auto server = LaunchServer({.args = {"--listen=unix:" + closed + "/cnp.sock",
+                                       absl::StrCat("--socket-group=", kNogroup)}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_THAT(server->Log(),
+              AllOf(HasSubstr(absl::StrCat("group ", kNogroup, " (--socket-group) cannot reach ",
+                                           closed, "/cnp.sock")),
+                    HasSubstr(absl::StrCat(closed, " has mode 0700"))))
+      << server->Log();
+
+  // The group's search permission, or everyone's, is enough: no warning.
+  for (const auto& [name, mode, gid] : {std::tuple{"group", 0750, kNogroup},
+                                        std::tuple{"others", 0711, ::getegid()}}) {
+    const std::string open = absl::StrCat(dir, "/", name);
+    ASSERT_EQ(::mkdir(open.c_str(), mode), 0);
+    ASSERT_EQ(::chmod(open.c_str(), mode), 0);
+    ASSERT_EQ(::chown(open.c_str(), -1, gid), 0);
+    auto reachable = LaunchServer({.args = {"--listen=unix:" + open + "/cnp.sock",
+                                            absl::StrCat("--socket-group=", kNogroup)}});
+    ASSERT_TRUE(reachable->ready()) << reachable->Log();
+    EXPECT_THAT(reachable->Log(), ::testing::Not(HasSubstr("cannot reach"))) << name;
+  }
 }
 
 TEST(UnixSocketTest, ADirectoryAnotherUserOwnsOrOthersMayWriteIsRefused) {
