@@ -88,15 +88,28 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
   const absl::Time deadline = absl::Now() + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
   absl::Duration backoff = kFirstBackoff;
   absl::Status last;
+  // What went wrong once a stream was open (a proxy's 502, a refused replay): a later "cannot
+  // connect" must not hide it from the operator.
+  absl::Status cause;
+  bool retried_at_once = false;
   while (true) {
-    if (stream_ == nullptr) last = Connect(deadline);
+    bool reached = false;
+    if (stream_ == nullptr) last = Connect(deadline, &reached);
     if (stream_ != nullptr) {
       if (Exchange(line)) return &output_;
       last = Drop();
+      if (cause.ok()) cause = last;
       // The service refused the message as too large, or the token: sending it again cannot
       // help.
       if (!retry || absl::IsResourceExhausted(last) || absl::IsFailedPrecondition(last)) break;
-      continue;  // reconnect at once: the service may be back already
+      // Once at once: a restarted service may be back already. Not again: a proxy whose
+      // upstream is down accepts every stream and fails it, and would be sent hundreds a second.
+      if (!retried_at_once) {
+        retried_at_once = true;
+        continue;
+      }
+    } else if (reached && cause.ok()) {
+      cause = last;
     }
     // A replay the service refused, or a service that cannot start, fails the same way again.
     if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
@@ -108,12 +121,13 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
         "cnp-server at ", options_.target, " refused the line as too large (", line.size(),
         " bytes): ", last.message()));
   }
+  const absl::Status& reported = cause.ok() ? last : cause;
   return absl::UnavailableError(
       absl::StrCat("cnp-server at ", options_.target, ": ",
-                   last.ok() ? "the session stream broke" : last.message()));
+                   reported.ok() ? "the session stream broke" : reported.message()));
 }
 
-absl::Status ServiceConnection::Connect(absl::Time deadline) {
+absl::Status ServiceConnection::Connect(absl::Time deadline, bool* reached) {
   // Checked on every connection: the channel is new each time.
   if (absl::Status status = CheckTargetSocket(options_); !status.ok()) {
     return status;  // FAILED_PRECONDITION is not retried; a missing directory (UNAVAILABLE) is
@@ -149,6 +163,7 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
     context_->AddMetadata("authorization", security->authorization);
   }
   stream_ = stub_->Session(context_.get());
+  *reached = true;
   return Replay();
 }
 

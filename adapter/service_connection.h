@@ -53,7 +53,8 @@ class ServiceConnection {
   absl::StatusOr<const v1::SessionOutput*> Call(std::string_view line, bool retry);
 
  private:
-  absl::Status Connect(absl::Time deadline);
+  // `reached`: a stream was opened, so a failure is the service's answer, not the network's.
+  absl::Status Connect(absl::Time deadline, bool* reached);
   absl::Status Replay();
   bool Exchange(std::string_view line);
   absl::Status Drop();
