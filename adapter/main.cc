@@ -283,6 +283,15 @@ int Run() {
       return 2;
     }
   }
+  // Read once here as well as on every connection: a --tls-cert without its key, or a token
+  // file others may read, stays wrong, and found only at the first connection it made the
+  // adapter answer `true` to reset and `unavailable` to every command, exiting 0.
+  if (absl::StatusOr<client::LoadedChannelSecurity> loaded =
+          client::LoadChannelSecurity(options.security, options.target);
+      !loaded.ok()) {
+    std::cerr << "cnp-adapter: " << loaded.status().message() << std::endl;
+    return 2;
+  }
   if (const std::string user = absl::GetFlag(FLAGS_server_user); !user.empty()) {
     absl::StatusOr<uid_t> uid = ResolveUser(user, "server-user");
     if (!uid.ok()) {
