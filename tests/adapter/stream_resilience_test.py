@@ -1,10 +1,12 @@
 """The stream path against services that fail in ways a plain restart does not show: a proxy
-that accepts every stream and fails it at once (its upstream down). The services are stand-ins
-written with Python's gRPC, which count the streams they were sent and can be told how to
-misbehave."""
+that accepts every stream and fails it at once (its upstream down), a service that stops
+answering in the middle of a command. And a quiet session keeps its stream although the adapter
+pings it. The services are stand-ins written with Python's gRPC, which count the streams they
+were sent and can be told how to misbehave."""
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -24,13 +26,18 @@ ADAPTER = None
 class ScriptedSessionService:
     """A Session service on a unix socket: reset forgets the functions, add_fun is answered
     `true` (accepted), map_doc one row [function, doc id] per function. `fail_streams` aborts
-    every stream as a proxy whose upstream is down does."""
+    every stream as a proxy whose upstream is down does; `hang_next_map_doc` leaves the next
+    map_doc unanswered until the service stops. Pings are accepted as cnp-server accepts them."""
 
     def __init__(self, directory):
         self.lock = threading.Lock()
         self.stream_count = 0
         self.fail_streams = False
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.hang_next_map_doc = threading.Event()
+        self.stopping = threading.Event()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.http2.min_ping_interval_without_data_ms", 1000)])
         handler = grpc.method_handlers_generic_handler("cnp.v1.Functions", {
             "Session": grpc.stream_stream_rpc_method_handler(self.session),
         })
@@ -57,12 +64,17 @@ class ScriptedSessionService:
                 functions.append(command[1])
                 yield session_output([b"true"], accepted=True)
             elif command[0] == "map_doc":
+                if self.hang_next_map_doc.is_set():
+                    self.hang_next_map_doc.clear()
+                    self.stopping.wait()
+                    return
                 rows = [[[f, command[1]["_id"]]] for f in functions]
                 yield session_output([json.dumps(rows).encode()])
             else:
                 yield session_output([b'["error","unknown","not scripted"]'])
 
     def stop(self):
+        self.stopping.set()
         self.server.stop(None)
 
 
@@ -87,9 +99,12 @@ class StreamResilienceTest(unittest.TestCase):
             [ADAPTER, f"--target={target}", "--session=stream", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def reply(self, command):
+    def reply(self, command, timeout=30.0):
         self.adapter.stdin.write(json.dumps(command).encode() + b"\n")
         self.adapter.stdin.flush()
+        ready, _, _ = select.select([self.adapter.stdout], [], [], timeout)
+        if not ready:
+            self.fail(f"cnp-adapter did not answer {command[0]} within {timeout} s")
         line = self.adapter.stdout.readline()
         if not line:
             self.adapter.stdin.close()
@@ -111,6 +126,37 @@ class StreamResilienceTest(unittest.TestCase):
         self.assertLess(self.service.streams(), 20)
         self.assertIn("502 Bad Gateway", reply[2])
         self.assertLess(elapsed, 2.0)
+
+    def test_a_service_that_stops_answering_is_answered_for_in_time(self):
+        # A replica frozen (SIGSTOP) or whose host vanished quietly left the adapter blocked in
+        # its read until CouchDB killed it at its timeout.
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 2000}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        self.service.hang_next_map_doc.set()
+        started = time.monotonic()
+        reply = self.reply(["map_doc", {"_id": "d1"}], timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+        self.assertIn("stopped answering", reply[2])
+        # Not before the service's own budget (2 s less its 0.5 s margin), and in time for
+        # CouchDB to read it.
+        self.assertGreaterEqual(elapsed, 1.5)
+        self.assertLess(elapsed, 2.0)
+        # The next command goes to a new stream, taught the session again.
+        self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
+        self.assertEqual(self.service.streams(), 2)
+
+    def test_a_quiet_session_keeps_its_stream(self):
+        # The adapter pings every 2 s, also while it waits for CouchDB and polls nothing: the
+        # pings' answers must still be read in time, and the service must not take them for
+        # abuse. Quiet for longer than three pings.
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        time.sleep(9)  # the quiet time under test, not a wait for something to happen
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
+        self.assertEqual(self.service.streams(), 1)
 
 
 if __name__ == "__main__":
