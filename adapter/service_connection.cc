@@ -40,9 +40,12 @@ std::shared_ptr<grpc::Channel> NewChannel(
   // The adapter keeps its own backoff within CouchDB's timeout; gRPC's default (starting at
   // 1 s) would eat most of it. A private subchannel pool makes a new channel really reconnect.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 10);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 10);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // gRPC also gives up one connection attempt after the larger of this and the backoff (its
+  // MIN_CONNECT_TIMEOUT): at 10 ms, a connection slower than 250 ms to set up (a far proxy, a
+  // TLS handshake over a long path) never came up. The caller's deadline bounds the wait.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20000);
   // A replica that stops answering (frozen, its host gone) is found by HTTP/2 pings, in the
   // middle of a long command too, not by CouchDB killing the adapter at its timeout. A command
   // sends no data while it runs, so pings must not wait for data. cnp-server accepts a ping a
@@ -158,7 +161,7 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
 
 absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_by,
                                         bool* reached) {
-  // Checked on every connection: the channel is new each time.
+  // Checked on every attempt, as the socket may have been replaced since.
   if (absl::Status status = CheckTargetSocket(options_); !status.ok()) {
     return status;  // FAILED_PRECONDITION is not retried; a missing directory (UNAVAILABLE) is
   }
@@ -180,11 +183,12 @@ absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_b
   absl::StatusOr<std::string> uri =
       client::ChannelTargetUri(options_.target, std::random_device{}());
   if (!uri.ok()) return absl::FailedPreconditionError(uri.status().message());
-  channel_ = NewChannel(*uri, security->credentials);
-  // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.
+  // Kept across attempts until a stream breaks: a connection slower than one attempt to set
+  // up goes on setting up, where a new channel each time started over and never came up.
+  if (channel_ == nullptr) channel_ = NewChannel(*uri, security->credentials);
+  // Do not wait long for one attempt: the checks above are made again before the next.
   const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));
   if (!channel_->WaitForConnected(absl::ToChronoTime(attempt))) {
-    channel_.reset();
     return absl::UnavailableError("cannot connect");
   }
   stub_ = v1::Functions::NewStub(channel_);
