@@ -124,6 +124,32 @@ class FrozenReplicaTest(unittest.TestCase):
                     second.stop()
 
 
+class QuietSessionTest(unittest.TestCase):
+    """A CouchDB session that sends nothing for a while keeps its stream to the real cnp-server
+    although the adapter pings it every 2 s: gRPC's default ping policy had the server answer
+    those pings with a GOAWAY (too_many_pings), and the session was replayed on a new stream."""
+
+    binaries = None
+
+    def test_the_adapters_pings_are_accepted(self):
+        with harness.socket_dir("cnp-quiet-") as tmp:
+            server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), workers=1)
+            try:
+                qs = harness.Adapter(self.binaries, [f"--target={server.target}",
+                                                     "--session=stream"])
+                self.assertIs(qs.reply(["reset", {"timeout": 5000}]), True)
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                # The quiet time under test (eight pings; the GOAWAY came after about 14 s), not
+                # a synchronisation.
+                time.sleep(16)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0)
+                # gRPC logs a GOAWAY for too many pings as an error, at its default verbosity.
+                self.assertNotIn("too_many_pings", qs.diagnostics())
+            finally:
+                server.stop()
+
+
 class AbandonedListTest(unittest.TestCase):
     """CouchDB closing the pipe in the middle of a list must not leave the worker stuck in it."""
 
@@ -200,5 +226,5 @@ class SharedServerTest(unittest.TestCase):
 if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])
     FailoverTest.binaries = SharedServerTest.binaries = AbandonedListTest.binaries = binaries
-    FrozenReplicaTest.binaries = binaries
+    FrozenReplicaTest.binaries = QuietSessionTest.binaries = binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
