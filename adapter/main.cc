@@ -10,6 +10,7 @@
 // --flag=value token.
 #include <cstdlib>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -36,6 +37,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/process_limits.h"
+#include "common/socket_directory.h"
 #include "common/socket_trust.h"
 #include "common/system_user.h"
 #include "common/unix_target.h"
@@ -122,6 +124,21 @@ bool AnswerLineTooLong(const absl::Status& dropped, std::string_view start) {
 constexpr absl::Duration kDirectStartWait = absl::Milliseconds(4500);
 
 constexpr int kUseStream = -1;
+
+// Whether the adapter may start (and replace) a server at `target`, the default it fell back
+// to. The host's default socket, yes. A unix $CNP_TARGET only where the adapter's user could
+// have made the place itself (its directory missing or ours, as for a private test or script
+// server); in another user's directory it names an operator's server, as --target would, whose
+// directory --server-user may vouch for: treating it as ours refused it whatever that flag said.
+bool MayLaunchAt(const std::string& target) {
+  const absl::StatusOr<std::string> path = UnixSocketPath(target);
+  if (!path.ok()) return false;
+  const char* from_environment = std::getenv("CNP_TARGET");
+  if (from_environment == nullptr || *from_environment == '\0') return true;
+  struct stat st {};
+  if (::lstat(SocketDirectory(*path).c_str(), &st) != 0) return true;
+  return st.st_uid == ::geteuid();
+}
 
 // An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
 // absl's own message exits 1, which reads to CouchDB's operator like a crash. `others` is argv
@@ -242,7 +259,7 @@ int Run() {
   options.target = absl::GetFlag(FLAGS_target);
   if (options.target.empty()) {
     options.target = DefaultTarget();
-    options.may_launch = UnixSocketPath(options.target).ok();
+    options.may_launch = MayLaunchAt(options.target);
   }
   if (absl::StatusOr<std::string> uri = client::ChannelTargetUri(options.target); !uri.ok()) {
     std::cerr << "cnp-adapter: " << uri.status().message() << std::endl;
@@ -265,6 +282,15 @@ int Run() {
       std::cerr << "cnp-adapter: " << s.message() << std::endl;
       return 2;
     }
+  }
+  // Read once here as well as on every connection: a --tls-cert without its key, or a token
+  // file others may read, stays wrong, and found only at the first connection it made the
+  // adapter answer `true` to reset and `unavailable` to every command, exiting 0.
+  if (absl::StatusOr<client::LoadedChannelSecurity> loaded =
+          client::LoadChannelSecurity(options.security, options.target);
+      !loaded.ok()) {
+    std::cerr << "cnp-adapter: " << loaded.status().message() << std::endl;
+    return 2;
   }
   if (const std::string user = absl::GetFlag(FLAGS_server_user); !user.empty()) {
     absl::StatusOr<uid_t> uid = ResolveUser(user, "server-user");
@@ -394,6 +420,10 @@ int main(int argc, char** argv) {
   // and handed over: an extra wake-up per document. With "poll" the calling thread polls its
   // own call (measured: 3 -> 2 context switches per map_doc). An explicit setting still wins.
   ::setenv("GRPC_POLL_STRATEGY", "poll", /*overwrite=*/0);
+  // And while the adapter waits for CouchDB no thread polls at all but gRPC's backup poller:
+  // at its default 5 s the answers to the stream's keepalive pings (service_connection.cc) were
+  // read too late, and every quiet session lost its stream. Two wake-ups a second instead.
+  ::setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "500", /*overwrite=*/0);
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
       "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock "

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
@@ -21,6 +22,12 @@ namespace {
 constexpr double kShareOfCouchDBTimeout = 0.8;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
+constexpr absl::Duration kPingInterval = absl::Seconds(2);
+// Well past the backup poller's 500 ms (main.cc), which reads the answer while the adapter
+// waits for CouchDB.
+constexpr absl::Duration kPingTimeout = absl::Seconds(2);
+// The one operation on the stream at a time (the exchange is lockstep), so one tag.
+void* const kTag = reinterpret_cast<void*>(1);
 
 std::shared_ptr<grpc::Channel> NewChannel(
     const std::string& uri, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
@@ -33,9 +40,19 @@ std::shared_ptr<grpc::Channel> NewChannel(
   // The adapter keeps its own backoff within CouchDB's timeout; gRPC's default (starting at
   // 1 s) would eat most of it. A private subchannel pool makes a new channel really reconnect.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 10);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 10);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // gRPC also gives up one connection attempt after the larger of this and the backoff (its
+  // MIN_CONNECT_TIMEOUT): at 10 ms, a connection slower than 250 ms to set up (a far proxy, a
+  // TLS handshake over a long path) never came up. The caller's deadline bounds the wait.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20000);
+  // A replica that stops answering (frozen, its host gone) is found by HTTP/2 pings, in the
+  // middle of a long command too, not by CouchDB killing the adapter at its timeout. A command
+  // sends no data while it runs, so pings must not wait for data. cnp-server accepts a ping a
+  // second on a connection with a call open (service/rpc/rpc_server.cc).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, absl::ToInt64Milliseconds(kPingInterval));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, absl::ToInt64Milliseconds(kPingTimeout));
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Per-message costs the lockstep exchange does not need: the retry filter buffers every
   // message of the stream (the adapter retries itself, with replay), and BDP probing pings on
   // every data frame to size windows for bulk transfers that never happen here.
@@ -77,26 +94,54 @@ ServiceConnection::~ServiceConnection() {
   if (stream_ != nullptr) Drop().IgnoreError();
 }
 
+absl::Duration ServiceConnection::AnswerWithin() const {
+  // The service answers every command within CouchDB's timeout less its margin (min(500 ms,
+  // half): QueryProtocol::CallBudget, with its own timeout error if need be), and CouchDB kills
+  // the adapter at its timeout. Halfway between the two, a command the service would still
+  // answer is never cut, and CouchDB still reads our error.
+  const absl::Duration timeout = state_.couchdb_timeout();
+  return timeout - std::min(absl::Milliseconds(500), timeout / 2) / 2;
+}
+
 void ServiceConnection::Send(std::string_view line) {
   if (stream_ == nullptr) return;
   input_.set_line(line.data(), line.size());
-  if (!stream_->Write(input_)) Drop().IgnoreError();
+  stream_->Write(input_, kTag);
+  if (Await(absl::Now() + AnswerWithin()) != Op::kDone) Drop().IgnoreError();
 }
 
 absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_view line,
                                                                  bool retry) {
-  const absl::Time deadline = absl::Now() + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
+  // No exchange of this call waits past this, the first one's answer or a retry's: a service
+  // that stops answering (frozen, its host gone quietly) is given up for another, or answered
+  // for, while CouchDB still reads our error.
+  const absl::Time answer_by = start + AnswerWithin();
   absl::Duration backoff = kFirstBackoff;
   absl::Status last;
+  // What went wrong once a stream was open (a proxy's 502, a refused replay): a later "cannot
+  // connect" must not hide it from the operator.
+  absl::Status cause;
+  bool retried_at_once = false;
   while (true) {
-    if (stream_ == nullptr) last = Connect(deadline);
+    bool reached = false;
+    if (stream_ == nullptr) last = Connect(deadline, answer_by, &reached);
     if (stream_ != nullptr) {
-      if (Exchange(line)) return &output_;
+      if (Exchange(line, answer_by)) return &output_;
       last = Drop();
+      if (cause.ok()) cause = last;
       // The service refused the message as too large, or the token: sending it again cannot
       // help.
       if (!retry || absl::IsResourceExhausted(last) || absl::IsFailedPrecondition(last)) break;
-      continue;  // reconnect at once: the service may be back already
+      // Once at once: a restarted service may be back already. Not again: a proxy whose
+      // upstream is down accepts every stream and fails it, and would be sent hundreds a second.
+      if (!retried_at_once) {
+        retried_at_once = true;
+        continue;
+      }
+    } else if (reached && cause.ok()) {
+      cause = last;
     }
     // A replay the service refused, or a service that cannot start, fails the same way again.
     if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
@@ -108,13 +153,15 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
         "cnp-server at ", options_.target, " refused the line as too large (", line.size(),
         " bytes): ", last.message()));
   }
+  const absl::Status& reported = cause.ok() ? last : cause;
   return absl::UnavailableError(
       absl::StrCat("cnp-server at ", options_.target, ": ",
-                   last.ok() ? "the session stream broke" : last.message()));
+                   reported.ok() ? "the session stream broke" : reported.message()));
 }
 
-absl::Status ServiceConnection::Connect(absl::Time deadline) {
-  // Checked on every connection: the channel is new each time.
+absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_by,
+                                        bool* reached) {
+  // Checked on every attempt, as the socket may have been replaced since.
   if (absl::Status status = CheckTargetSocket(options_); !status.ok()) {
     return status;  // FAILED_PRECONDITION is not retried; a missing directory (UNAVAILABLE) is
   }
@@ -136,11 +183,12 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
   absl::StatusOr<std::string> uri =
       client::ChannelTargetUri(options_.target, std::random_device{}());
   if (!uri.ok()) return absl::FailedPreconditionError(uri.status().message());
-  channel_ = NewChannel(*uri, security->credentials);
-  // Do not wait long for one attempt: the caller's backoff decides how long to keep trying.
+  // Kept across attempts until a stream breaks: a connection slower than one attempt to set
+  // up goes on setting up, where a new channel each time started over and never came up.
+  if (channel_ == nullptr) channel_ = NewChannel(*uri, security->credentials);
+  // Do not wait long for one attempt: the checks above are made again before the next.
   const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));
   if (!channel_->WaitForConnected(absl::ToChronoTime(attempt))) {
-    channel_.reset();
     return absl::UnavailableError("cannot connect");
   }
   stub_ = v1::Functions::NewStub(channel_);
@@ -148,19 +196,30 @@ absl::Status ServiceConnection::Connect(absl::Time deadline) {
   if (!security->authorization.empty()) {
     context_->AddMetadata("authorization", security->authorization);
   }
-  stream_ = stub_->Session(context_.get());
-  return Replay();
+  queue_ = std::make_unique<grpc::CompletionQueue>();
+  stream_ = stub_->PrepareAsyncSession(context_.get(), queue_.get());
+  stream_->StartCall(kTag);
+  *reached = true;
+  if (Await(answer_by) != Op::kDone) return Drop();
+  return Replay(deadline, answer_by);
 }
 
-absl::Status ServiceConnection::Replay() {
+absl::Status ServiceConnection::Replay(absl::Time deadline, absl::Time answer_by) {
   for (const std::string& line : state_.ReplayLines()) {
+    // A replica that answers each replayed line slowly must not use up CouchDB's timeout: the
+    // command itself is still to be sent.
+    if (absl::Now() > deadline) {
+      Drop().IgnoreError();
+      return absl::UnavailableError("the session could not be replayed in time");
+    }
     const couchdb::CommandKind kind = couchdb::PeekCommand(line);
     if (kind == couchdb::CommandKind::kReset) {
       input_.set_line(line);
-      if (!stream_->Write(input_)) return Drop();
+      stream_->Write(input_, kTag);
+      if (Await(answer_by) != Op::kDone) return Drop();
       continue;
     }
-    if (!Exchange(line)) return Drop();
+    if (!Exchange(line, answer_by)) return Drop();
     // The new stream must know exactly what the old one did: a map_doc answered with fewer
     // functions would index documents wrongly.
     if (!ReplyTaughtSession(kind, output_)) {
@@ -173,19 +232,58 @@ absl::Status ServiceConnection::Replay() {
   return absl::OkStatus();
 }
 
-bool ServiceConnection::Exchange(std::string_view line) {
+bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by) {
   input_.set_line(line.data(), line.size());
-  return stream_->Write(input_) && stream_->Read(&output_);
+  stream_->Write(input_, kTag);
+  if (Await(answer_by) != Op::kDone) return false;
+  stream_->Read(&output_, kTag);
+  return Await(answer_by) == Op::kDone;
+}
+
+ServiceConnection::Op ServiceConnection::Await(absl::Time deadline) {
+  pending_ = true;
+  void* tag = nullptr;
+  bool ok = false;
+  switch (queue_->AsyncNext(&tag, &ok, absl::ToChronoTime(deadline))) {
+    case grpc::CompletionQueue::GOT_EVENT:
+      pending_ = false;
+      return ok ? Op::kDone : Op::kFailed;
+    case grpc::CompletionQueue::TIMEOUT:
+      expired_ = true;
+      return Op::kExpired;
+    case grpc::CompletionQueue::SHUTDOWN:
+      break;
+  }
+  pending_ = false;
+  return Op::kFailed;
 }
 
 absl::Status ServiceConnection::Drop() {
   if (stream_ == nullptr) return absl::UnavailableError("not connected");
   context_->TryCancel();
-  grpc::Status status = stream_->Finish();
+  void* tag = nullptr;
+  bool ok = false;
+  // The operation that expired completes once the call is cancelled; only then may the call
+  // finish and the queue go.
+  if (pending_) queue_->Next(&tag, &ok);
+  grpc::Status status;
+  stream_->Finish(&status, kTag);
+  queue_->Next(&tag, &ok);
+  queue_->Shutdown();
+  while (queue_->Next(&tag, &ok)) {
+  }
+  pending_ = false;
+  const bool expired = std::exchange(expired_, false);
   stream_.reset();
+  queue_.reset();
   context_.reset();
   stub_.reset();
   channel_.reset();
+  if (expired) {
+    return absl::UnavailableError(
+        "no answer before CouchDB's timeout was near: the service stopped answering (frozen, "
+        "or its host gone)");
+  }
   if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
     return absl::ResourceExhaustedError(status.error_message());
   }

@@ -1,5 +1,6 @@
 // The adapter's one long-lived Session stream to cnp-server, used synchronously: each line is
-// written and its reply read on the calling thread, so the adapter adds no thread hop.
+// written and its reply read on the calling thread, so the adapter adds no thread hop. Each
+// exchange has a deadline, so a service that stops answering is given up like one that died.
 //
 // When the stream breaks (the service restarted, a replica behind a load balancer died), the
 // connection reconnects with backoff, teaches the new stream the session state (SessionState),
@@ -53,9 +54,18 @@ class ServiceConnection {
   absl::StatusOr<const v1::SessionOutput*> Call(std::string_view line, bool retry);
 
  private:
-  absl::Status Connect(absl::Time deadline);
-  absl::Status Replay();
-  bool Exchange(std::string_view line);
+  // How an operation on the stream ended: done, failed (the stream broke), or still pending at
+  // the deadline (Drop cancels it).
+  enum class Op { kDone, kFailed, kExpired };
+
+  // How long an exchange may wait for the service's answer (see the definition).
+  absl::Duration AnswerWithin() const;
+  // `reached`: a stream was opened, so a failure is the service's answer, not the network's.
+  absl::Status Connect(absl::Time deadline, absl::Time answer_by, bool* reached);
+  absl::Status Replay(absl::Time deadline, absl::Time answer_by);
+  bool Exchange(std::string_view line, absl::Time answer_by);
+  // Waits for the operation just started on the stream.
+  Op Await(absl::Time deadline);
   absl::Status Drop();
 
   const Options options_;
@@ -63,7 +73,11 @@ class ServiceConnection {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Functions::Stub> stub_;
   std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
+  // Polled by the calling thread itself, as the blocking API did, but with a deadline.
+  std::unique_ptr<grpc::CompletionQueue> queue_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
+  bool pending_ = false;  // an operation on stream_ has not completed yet
+  bool expired_ = false;  // and it is because the service did not answer in time
   v1::SessionInput input_;
   v1::SessionOutput output_;
 };

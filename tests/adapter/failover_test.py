@@ -5,8 +5,11 @@ adapters of a host start one shared cnp-server."""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import unittest
 
 import harness
@@ -74,6 +77,77 @@ class FailoverTest(unittest.TestCase):
         lines = self.qs.call(["list_row", {"key": "a"}])
         self.assertEqual(json.loads(lines[0])[:2], ["error", "unavailable"])
         self.assertNotEqual(self.qs.exited(), 0)
+
+
+def free_loopback_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class FrozenReplicaTest(unittest.TestCase):
+    """A replica that stops answering without closing anything (SIGSTOP; a host gone without a
+    reset) is given up for another: the adapter waited on it until CouchDB killed it."""
+
+    binaries = None
+
+    def test_a_frozen_replica_is_given_up_for_another(self):
+        with harness.socket_dir("cnp-frozen-") as tmp:
+            ports = [free_loopback_port(), free_loopback_port()]
+            first = harness.Server(self.binaries, os.path.join(tmp, "a.sock"),
+                                   extra=[f"--listen=127.0.0.1:{ports[0]}"])
+            second = None
+            qs = harness.Adapter(self.binaries, [
+                f"--target=127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", "--session=stream"])
+            try:
+                # Only the first replica is up: the session is there.
+                self.assertIs(qs.reply(["reset", {"timeout": 20000}]), True)
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                second = harness.Server(self.binaries, os.path.join(tmp, "b.sock"),
+                                        extra=[f"--listen=127.0.0.1:{ports[1]}"])
+                os.killpg(first.process.pid, signal.SIGSTOP)
+                started = time.monotonic()
+                self.assertEqual(qs.reply(["map_doc", DOC_PARIS], timeout=15), [[["Paris", 2]]],
+                                 qs.diagnostics())
+                # Found by the stream's pings (every 2 s, 2 s to answer), well before the
+                # deadline of the exchange itself (19.75 s here).
+                self.assertLess(time.monotonic() - started, 10)
+                self.assertEqual(qs.close(), 0, qs.diagnostics())
+            finally:
+                os.killpg(first.process.pid, signal.SIGCONT)
+                if qs.process.poll() is None:
+                    qs.process.kill()
+                    qs.exited()
+                first.stop()
+                if second is not None:
+                    second.stop()
+
+
+class QuietSessionTest(unittest.TestCase):
+    """A CouchDB session that sends nothing for a while keeps its stream to the real cnp-server
+    although the adapter pings it every 2 s: gRPC's default ping policy had the server answer
+    those pings with a GOAWAY (too_many_pings), and the session was replayed on a new stream."""
+
+    binaries = None
+
+    def test_the_adapters_pings_are_accepted(self):
+        with harness.socket_dir("cnp-quiet-") as tmp:
+            server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), workers=1)
+            try:
+                qs = harness.Adapter(self.binaries, [f"--target={server.target}",
+                                                     "--session=stream"])
+                self.assertIs(qs.reply(["reset", {"timeout": 5000}]), True)
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                # The quiet time under test (eight pings; the GOAWAY came after about 14 s), not
+                # a synchronisation.
+                time.sleep(16)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0)
+                # gRPC logs a GOAWAY for too many pings as an error, at its default verbosity.
+                self.assertNotIn("too_many_pings", qs.diagnostics())
+            finally:
+                server.stop()
 
 
 class AbandonedListTest(unittest.TestCase):
@@ -152,4 +226,5 @@ class SharedServerTest(unittest.TestCase):
 if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])
     FailoverTest.binaries = SharedServerTest.binaries = AbandonedListTest.binaries = binaries
+    FrozenReplicaTest.binaries = QuietSessionTest.binaries = binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -3,12 +3,14 @@ COUCHDB_QUERY_SERVER_PYTHON (--max-line-bytes, not absl's --max_line_bytes), on 
 however help is asked for (absl's --helpshort, --helpon=, --helpmatch= printed "No flags
 matched": absl lists only flags of a file named like the program). An unknown flag is a usage
 error that names the flag meant. And flags that can never work together are refused at once
-with the reason: TLS with a list of addresses."""
+with the reason: TLS with a list of addresses, TLS and token files that cannot be used."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import unittest
 
 ADAPTER = None
@@ -37,6 +39,30 @@ class HelpTest(unittest.TestCase):
                 self.assertEqual(out.stdout, "")
                 self.assertIn("list of addresses", out.stderr)
                 self.assertIn("--target=dns:///NAME:PORT", out.stderr)
+
+    def test_unusable_tls_and_token_files_are_refused_at_once(self):
+        # Found only at the first connection, they made the adapter answer reset `true` and
+        # every command `unavailable`, and exit 0 at the end.
+        with tempfile.TemporaryDirectory() as tmp:
+            cert = os.path.join(tmp, "client.pem")
+            token = os.path.join(tmp, "token")
+            with open(cert, "w", encoding="ascii") as f:
+                f.write("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+            with open(token, "w", encoding="ascii") as f:
+                f.write("secret\n")
+            os.chmod(token, 0o644)
+            for flags, reason in (([f"--tls-cert={cert}", "--target=127.0.0.1:1"], "--tls-key"),
+                                  ([f"--auth-token-file={token}", "--target=127.0.0.1:1"],
+                                   token)):
+                with self.subTest(flags=flags):
+                    out = subprocess.run(
+                        [ADAPTER, "--session=stream", *flags],
+                        input="".join(json.dumps(line) + "\n" for line in
+                                      (["reset", {"timeout": 1000}], ["map_doc", {"_id": "a"}])),
+                        capture_output=True, text=True, timeout=30)
+                    self.assertEqual(out.returncode, 2, out.stderr)
+                    self.assertEqual(out.stdout, "")
+                    self.assertIn(reason, out.stderr)
 
     def test_an_unknown_flag_is_a_usage_error_naming_the_one_meant(self):
         # Before CouchDB's first command: absl's own message would exit 1, like a crash.

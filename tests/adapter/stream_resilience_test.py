@@ -1,0 +1,232 @@
+"""The stream path against services that fail in ways a plain restart does not show: a proxy
+that accepts every stream and fails it at once (its upstream down), a service that stops
+answering in the middle of a command, a connection slow to set up. And a quiet session keeps its stream although the adapter
+pings it. The services are stand-ins written with Python's gRPC, which count the streams they
+were sent and can be told how to misbehave."""
+
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from concurrent import futures
+
+import grpc
+
+import cnp_testing
+from session_wire import session_input_line, session_output
+
+ADAPTER = None
+
+
+class ScriptedSessionService:
+    """A Session service on a unix socket: reset forgets the functions, add_fun is answered
+    `true` (accepted), map_doc one row [function, doc id] per function. `fail_streams` aborts
+    every stream as a proxy whose upstream is down does; `hang_next_map_doc` leaves the next
+    map_doc unanswered until the service stops. Pings are accepted as cnp-server accepts them."""
+
+    def __init__(self, directory):
+        self.lock = threading.Lock()
+        self.stream_count = 0
+        self.fail_streams = False
+        self.hang_next_map_doc = threading.Event()
+        self.stopping = threading.Event()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.http2.min_ping_interval_without_data_ms", 1000)])
+        handler = grpc.method_handlers_generic_handler("cnp.v1.Functions", {
+            "Session": grpc.stream_stream_rpc_method_handler(self.session),
+        })
+        self.server.add_generic_rpc_handlers((handler,))
+        self.target = "unix:" + os.path.join(directory, "scripted.sock")
+        self.server.add_insecure_port(self.target)
+        self.server.start()
+
+    def streams(self):
+        with self.lock:
+            return self.stream_count
+
+    def session(self, requests, context):
+        with self.lock:
+            self.stream_count += 1
+        if self.fail_streams:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error (502 Bad Gateway)")
+        functions = []
+        for request in requests:
+            command = json.loads(session_input_line(request))
+            if command[0] == "reset":
+                functions = []
+            elif command[0] == "add_fun":
+                functions.append(command[1])
+                yield session_output([b"true"], accepted=True)
+            elif command[0] == "map_doc":
+                if self.hang_next_map_doc.is_set():
+                    self.hang_next_map_doc.clear()
+                    self.stopping.wait()
+                    return
+                rows = [[[f, command[1]["_id"]]] for f in functions]
+                yield session_output([json.dumps(rows).encode()])
+            else:
+                yield session_output([b'["error","unknown","not scripted"]'])
+
+    def stop(self):
+        self.stopping.set()
+        self.server.stop(None)
+
+
+class SlowProxy:
+    """A unix-socket proxy to `upstream` that holds back the service's first bytes on each
+    connection for `delay` seconds: a connection slow to set up (a far proxy, a TLS handshake
+    over a long path)."""
+
+    def __init__(self, upstream, path, delay):
+        self.upstream = upstream
+        self.delay = delay
+        self.connections = 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.target = "unix:" + path
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+            threading.Thread(target=self.pipe, args=(client, upstream, 0),
+                             daemon=True).start()
+            threading.Thread(target=self.pipe, args=(upstream, client, self.delay),
+                             daemon=True).start()
+
+    @staticmethod
+    def pipe(source, sink, first_delay):
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if first_delay:
+                    time.sleep(first_delay)  # the latency simulated, not a synchronisation
+                    first_delay = 0
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+class StreamResilienceTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = cnp_testing.short_temp_dir("cnp-resilience-")
+        self.service = ScriptedSessionService(self.dir)
+        self.adapter = None
+
+    def tearDown(self):
+        if self.adapter is not None:
+            if self.adapter.poll() is None:
+                self.adapter.kill()
+            self.adapter.wait()
+            for pipe in (self.adapter.stdin, self.adapter.stdout, self.adapter.stderr):
+                pipe.close()
+        self.service.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start_adapter(self, target, *extra):
+        self.adapter = subprocess.Popen(
+            [ADAPTER, f"--target={target}", "--session=stream", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def reply(self, command, timeout=30.0):
+        self.adapter.stdin.write(json.dumps(command).encode() + b"\n")
+        self.adapter.stdin.flush()
+        ready, _, _ = select.select([self.adapter.stdout], [], [], timeout)
+        if not ready:
+            self.fail(f"cnp-adapter did not answer {command[0]} within {timeout} s")
+        line = self.adapter.stdout.readline()
+        if not line:
+            self.adapter.stdin.close()
+            self.fail("cnp-adapter exited: " + self.adapter.stderr.read().decode())
+        return json.loads(line)
+
+    def test_streams_failed_at_once_are_retried_with_backoff(self):
+        # nginx with its only upstream down accepted each stream and failed it: the adapter
+        # opened 551 streams in 4 s for one add_fun, and told CouchDB "cannot connect".
+        self.service.fail_streams = True
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 2000}]), True)
+        started = time.monotonic()
+        reply = self.reply(["add_fun", "m.town"])
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+        # Within 80% of the 2 s timeout, backoff from 10 ms doubling to 250 ms allows about a
+        # dozen streams.
+        self.assertLess(self.service.streams(), 20)
+        self.assertIn("502 Bad Gateway", reply[2])
+        self.assertLess(elapsed, 2.0)
+
+    def test_a_service_that_stops_answering_is_answered_for_in_time(self):
+        # A replica frozen (SIGSTOP) or whose host vanished quietly left the adapter blocked in
+        # its read until CouchDB killed it at its timeout.
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 2000}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        self.service.hang_next_map_doc.set()
+        started = time.monotonic()
+        reply = self.reply(["map_doc", {"_id": "d1"}], timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+        self.assertIn("stopped answering", reply[2])
+        # Not before the service's own budget (2 s less its 0.5 s margin), and in time for
+        # CouchDB to read it.
+        self.assertGreaterEqual(elapsed, 1.5)
+        self.assertLess(elapsed, 2.0)
+        # The next command goes to a new stream, taught the session again.
+        self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
+        self.assertEqual(self.service.streams(), 2)
+
+    def test_a_quiet_session_keeps_its_stream(self):
+        # The adapter pings every 2 s, also while it waits for CouchDB and polls nothing: the
+        # pings' answers must still be read in time, and the service must not take them for
+        # abuse. Quiet for longer than three pings.
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        time.sleep(9)  # the quiet time under test, not a wait for something to happen
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
+        self.assertEqual(self.service.streams(), 1)
+
+    def test_a_connection_slow_to_set_up_is_waited_for(self):
+        # Through a proxy adding 150 ms per hop, `cnp map` worked in 0.65 s and the adapter
+        # answered `unavailable` after 4 s every time: it dropped each attempt's channel after
+        # 500 ms, and gRPC gave up a connection attempt after at most 250 ms anyway.
+        upstream = self.service.target[len("unix:"):]
+        proxy = SlowProxy(upstream, os.path.join(self.dir, "slow.sock"), delay=0.8)
+        self.addCleanup(proxy.close)
+        self.start_adapter(proxy.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
+        started = time.monotonic()
+        self.assertIs(self.reply(["add_fun", "m.town"], timeout=10), True)
+        self.assertLess(time.monotonic() - started, 4.0)
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
+
+
+if __name__ == "__main__":
+    ADAPTER = os.path.abspath(sys.argv.pop(1))
+    unittest.main()
