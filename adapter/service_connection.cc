@@ -6,6 +6,7 @@
 #include <random>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
@@ -128,8 +129,12 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     bool reached = false;
     if (stream_ == nullptr) last = Connect(deadline, answer_by, &reached);
     if (stream_ != nullptr) {
-      if (Exchange(line, answer_by)) return &output_;
-      last = Drop();
+      absl::Status taught = TeachDesignDocFor(line, deadline, answer_by);
+      if (taught.ok() && Exchange(line, answer_by)) {
+        NoteDesignDocTaught(line);
+        return &output_;
+      }
+      last = taught.ok() ? Drop() : taught;
       if (cause.ok()) cause = last;
       // The service refused the message as too large, or the token: sending it again cannot
       // help.
@@ -232,6 +237,43 @@ absl::Status ServiceConnection::Replay(absl::Time deadline, absl::Time answer_by
   return absl::OkStatus();
 }
 
+absl::Status ServiceConnection::TeachDesignDocFor(std::string_view line, absl::Time deadline,
+                                                  absl::Time answer_by) {
+  // Most lines: nothing CouchDB taught is missing here, so the line is not even parsed.
+  if (taught_design_docs_.size() >= state_.design_doc_count()) return absl::OkStatus();
+  if (couchdb::PeekCommand(line) != couchdb::CommandKind::kDesignDocCall) return absl::OkStatus();
+  const couchdb::Command command = couchdb::ParseCommand(line);
+  const auto* call = std::get_if<couchdb::command::DesignDocCall>(&command);
+  if (call == nullptr || taught_design_docs_.contains(call->id)) return absl::OkStatus();
+  // One CouchDB never taught: the service answers it as couchjs does (uncached design doc).
+  const std::string* teach = state_.DesignDocLine(call->id);
+  if (teach == nullptr) return absl::OkStatus();
+  if (absl::Now() > deadline) {
+    Drop().IgnoreError();
+    return absl::UnavailableError("the session could not be replayed in time");
+  }
+  if (!Exchange(*teach, answer_by)) return Drop();
+  if (!ReplyTaughtSession(couchdb::CommandKind::kDesignDocNew, output_)) {
+    Drop().IgnoreError();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the service refused the replayed design document ", call->id, " (",
+        output_.lines_size() > 0 ? output_.lines(output_.lines_size() - 1) : "no reply", ")"));
+  }
+  taught_design_docs_.insert(call->id);
+  return absl::OkStatus();
+}
+
+void ServiceConnection::NoteDesignDocTaught(std::string_view line) {
+  if (couchdb::PeekCommand(line) != couchdb::CommandKind::kDesignDocNew ||
+      !ReplyTaughtSession(couchdb::CommandKind::kDesignDocNew, output_)) {
+    return;
+  }
+  const couchdb::Command command = couchdb::ParseCommand(line);
+  if (const auto* ddoc = std::get_if<couchdb::command::DesignDocNew>(&command)) {
+    taught_design_docs_.insert(ddoc->id);
+  }
+}
+
 bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by) {
   input_.set_line(line.data(), line.size());
   stream_->Write(input_, kTag);
@@ -273,6 +315,7 @@ absl::Status ServiceConnection::Drop() {
   while (queue_->Next(&tag, &ok)) {
   }
   pending_ = false;
+  taught_design_docs_.clear();
   const bool expired = std::exchange(expired_, false);
   stream_.reset();
   queue_.reset();

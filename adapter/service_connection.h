@@ -5,7 +5,9 @@
 // When the stream breaks (the service restarted, a replica behind a load balancer died), the
 // connection reconnects with backoff, teaches the new stream the session state (SessionState),
 // and retries the command in flight: every command is pure, so running it twice is safe. It gives
-// up in time for CouchDB to read the error before its own timeout.
+// up in time for CouchDB to read the error before its own timeout. Design documents are taught
+// to a new stream one by one, before the first command that names each: a process CouchDB has
+// taught thousands would otherwise spend its timeout replaying them.
 #pragma once
 
 #include <sys/types.h>
@@ -15,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -63,6 +66,11 @@ class ServiceConnection {
   // `reached`: a stream was opened, so a failure is the service's answer, not the network's.
   absl::Status Connect(absl::Time deadline, absl::Time answer_by, bool* reached);
   absl::Status Replay(absl::Time deadline, absl::Time answer_by);
+  // Before `line` is sent: teaches this stream the design document it names, if CouchDB taught
+  // it one the stream has not been taught. The stream is dropped when that fails.
+  absl::Status TeachDesignDocFor(std::string_view line, absl::Time deadline, absl::Time answer_by);
+  // After the service answered `line`: a design document it accepted is known to this stream.
+  void NoteDesignDocTaught(std::string_view line);
   bool Exchange(std::string_view line, absl::Time answer_by);
   // Waits for the operation just started on the stream.
   Op Await(absl::Time deadline);
@@ -78,6 +86,8 @@ class ServiceConnection {
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
   bool pending_ = false;  // an operation on stream_ has not completed yet
   bool expired_ = false;  // and it is because the service did not answer in time
+  // The design documents (SessionState's ids) this stream has been taught.
+  absl::flat_hash_set<std::string> taught_design_docs_;
   v1::SessionInput input_;
   v1::SessionOutput output_;
 };

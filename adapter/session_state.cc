@@ -28,7 +28,6 @@ void SessionState::OnAccepted(CommandKind kind, std::string_view line) {
       const couchdb::Command command = couchdb::ParseCommand(line);
       const auto* ddoc = std::get_if<couchdb::command::DesignDocNew>(&command);
       if (ddoc == nullptr) break;  // the service would not have accepted it
-      if (design_docs_.find(ddoc->id) == design_docs_.end()) design_doc_order_.push_back(ddoc->id);
       design_docs_[ddoc->id] = std::string(line);
       break;
     }
@@ -39,13 +38,15 @@ void SessionState::OnAccepted(CommandKind kind, std::string_view line) {
 
 std::vector<std::string> SessionState::ReplayLines() const {
   std::vector<std::string> lines;
-  // Design documents first: a reset does not forget them, and the reset must come right before
-  // the library and functions it scopes.
-  for (const std::string& id : design_doc_order_) lines.push_back(design_docs_.at(id));
   if (reset_.has_value()) lines.push_back(*reset_);
   if (lib_.has_value()) lines.push_back(*lib_);
   lines.insert(lines.end(), functions_.begin(), functions_.end());
   return lines;
+}
+
+const std::string* SessionState::DesignDocLine(const std::string& id) const {
+  const auto it = design_docs_.find(id);
+  return it == design_docs_.end() ? nullptr : &it->second;
 }
 
 }  // namespace cnp::adapter

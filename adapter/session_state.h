@@ -1,15 +1,17 @@
 // What a CouchDB session has taught the service, kept by the adapter so that a new stream (after
 // the service restarted, or a replica died) can be taught the same before the command in flight
-// is retried: the last reset, add_lib, the add_fun lines since, and every design document.
+// is retried: the last reset, add_lib and the add_fun lines since, replayed at once; and every
+// design document, taught again only when a command names it (ServiceConnection), as CouchDB
+// never sends one twice and a long-lived process may have been taught thousands.
 // Lines are read with the protocol library the service uses (service/couchdb/command.h).
 #pragma once
 
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "service/couchdb/command.h"
 
@@ -29,8 +31,14 @@ class SessionState {
   // (ReplyTaughtSession in service_connection.h); other kinds are not kept.
   void OnAccepted(couchdb::CommandKind kind, std::string_view line);
 
-  // The lines to send to a fresh stream, in order. None of them but the reset expects no reply.
+  // The lines to send to a fresh stream, in order: the reset, add_lib and add_fun lines (no
+  // design documents). None of them but the reset expects no reply.
   std::vector<std::string> ReplayLines() const;
+
+  // The last accepted `ddoc new` line for the design document `id` (as the protocol library
+  // decodes ids), or null when CouchDB never taught it.
+  const std::string* DesignDocLine(const std::string& id) const;
+  size_t design_doc_count() const { return design_docs_.size(); }
 
   // CouchDB's per-read timeout from the last reset that gave one (5 s, CouchDB's default,
   // before one).
@@ -40,8 +48,7 @@ class SessionState {
   std::optional<std::string> reset_;
   std::optional<std::string> lib_;
   std::vector<std::string> functions_;
-  std::map<std::string, std::string> design_docs_;  // by id
-  std::vector<std::string> design_doc_order_;
+  absl::flat_hash_map<std::string, std::string> design_docs_;  // by id
   absl::Duration couchdb_timeout_ = absl::Seconds(5);
 };
 

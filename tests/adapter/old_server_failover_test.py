@@ -4,90 +4,29 @@ ddoc new with exactly `true` and never sets `accepted`. The adapter must still r
 lines and replay them on a new stream, or map_doc there runs with no functions and CouchDB
 indexes every document with no rows.
 
-The service is a stand-in written with Python's gRPC that keeps each stream's functions, answers
-map_doc with one row per function, records every line of every stream, and breaks a stream on
-request."""
+The service is a stand-in written with Python's gRPC (scripted_session_service.py), told not to
+set `accepted`."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import unittest
-from concurrent import futures
-
-import grpc
 
 import cnp_testing
-from session_wire import session_input_line, session_output
+from scripted_session_service import ScriptedSessionService
 
 ADAPTER = None
 DDOC = {"_id": "_design/f", "filters": {"by_town": "m.by_town"}}
 RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 
 
-
-class ScriptedSessionService:
-    """A Session service on a unix socket, speaking the query protocol just enough: reset
-    forgets the functions, add_fun and ddoc new are answered `true` (with `accepted` only while
-    `sets_accepted`), map_doc is answered with one row [function, doc id] per function."""
-
-    def __init__(self, directory):
-        self.lock = threading.Lock()
-        self.streams = []  # the lines each stream received, in order
-        self.sets_accepted = False
-        self.break_next_map_doc = threading.Event()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        handler = grpc.method_handlers_generic_handler("cnp.v1.Functions", {
-            "Session": grpc.stream_stream_rpc_method_handler(self.session),
-        })
-        self.server.add_generic_rpc_handlers((handler,))
-        self.target = "unix:" + os.path.join(directory, "old.sock")
-        self.server.add_insecure_port(self.target)
-        self.server.start()
-
-    def session(self, requests, context):
-        with self.lock:
-            received = []
-            self.streams.append(received)
-        functions = []
-        for request in requests:
-            line = session_input_line(request)
-            received.append(json.loads(line))
-            command = json.loads(line)
-            name = command[0]
-            if name == "reset":
-                functions = []  # no reply: the adapter answers reset itself
-            elif name in ("add_fun", "add_lib") or (name == "ddoc" and command[1] == "new"):
-                if name == "add_fun":
-                    functions.append(command[1])
-                yield session_output([b"true"], accepted=self.sets_accepted)
-            elif name == "map_doc":
-                if self.break_next_map_doc.is_set():
-                    self.break_next_map_doc.clear()
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
-                rows = [[[f, command[1]["_id"]]] for f in functions]
-                yield session_output([json.dumps(rows).encode()], accepted=False)
-            else:
-                yield session_output([b'["error","unknown","not scripted"]'], accepted=False)
-
-    def stream_lines(self, index):
-        with self.lock:
-            return list(self.streams[index])
-
-    def stream_count(self):
-        with self.lock:
-            return len(self.streams)
-
-    def stop(self):
-        self.server.stop(None)
-
-
 class OldServerFailoverTest(unittest.TestCase):
     def setUp(self):
         self.dir = cnp_testing.short_temp_dir("cnp-old-failover-")
-        self.service = ScriptedSessionService(self.dir)
+        self.service = ScriptedSessionService(self.dir, name="old.sock")
+        self.service.sets_accepted = False
         self.adapter = subprocess.Popen(
             [ADAPTER, f"--target={self.service.target}", "--session=stream"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -117,13 +56,16 @@ class OldServerFailoverTest(unittest.TestCase):
         self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
 
     def break_stream_and_map(self):
-        self.service.break_next_map_doc.set()
+        self.service.fail_next_map_doc.set()
         # The command in flight is retried on a new stream once the session is replayed there.
         self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
         self.assertEqual(self.service.stream_count(), 2)
         self.assertEqual(self.service.stream_lines(1), [
-            ["ddoc", "new", DDOC["_id"], DDOC], RESET, ["add_fun", "m.town"],
-            ["map_doc", {"_id": "d2"}]])
+            RESET, ["add_fun", "m.town"], ["map_doc", {"_id": "d2"}]])
+        # The design document is taught to the new stream before the first command naming it.
+        call = ["ddoc", DDOC["_id"], ["filters", "by_town"], [[], {}]]
+        self.assertEqual(self.reply(call), [True, DDOC["_id"]])
+        self.assertEqual(self.service.stream_lines(1)[3:], [["ddoc", "new", DDOC["_id"], DDOC], call])
 
     def test_session_taught_to_an_old_server_is_replayed_after_a_break(self):
         self.start_session()

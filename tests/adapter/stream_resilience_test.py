@@ -1,8 +1,10 @@
 """The stream path against services that fail in ways a plain restart does not show: a proxy
 that accepts every stream and fails it at once (its upstream down), a service that stops
-answering in the middle of a command, a connection slow to set up. And a quiet session keeps its stream although the adapter
-pings it. The services are stand-ins written with Python's gRPC, which count the streams they
-were sent and can be told how to misbehave."""
+answering in the middle of a command, a connection slow to set up. Also: a quiet session keeps
+its stream although the adapter pings it, and design documents are taught to a new stream when a
+command names them. The service is a stand-in written with Python's gRPC
+(scripted_session_service.py), which records the streams it was sent and can be told how to
+misbehave."""
 
 import json
 import os
@@ -14,69 +16,11 @@ import sys
 import threading
 import time
 import unittest
-from concurrent import futures
-
-import grpc
 
 import cnp_testing
-from session_wire import session_input_line, session_output
+from scripted_session_service import ScriptedSessionService
 
 ADAPTER = None
-
-
-class ScriptedSessionService:
-    """A Session service on a unix socket: reset forgets the functions, add_fun is answered
-    `true` (accepted), map_doc one row [function, doc id] per function. `fail_streams` aborts
-    every stream as a proxy whose upstream is down does; `hang_next_map_doc` leaves the next
-    map_doc unanswered until the service stops. Pings are accepted as cnp-server accepts them."""
-
-    def __init__(self, directory):
-        self.lock = threading.Lock()
-        self.stream_count = 0
-        self.fail_streams = False
-        self.hang_next_map_doc = threading.Event()
-        self.stopping = threading.Event()
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8),
-            options=[("grpc.http2.min_ping_interval_without_data_ms", 1000)])
-        handler = grpc.method_handlers_generic_handler("cnp.v1.Functions", {
-            "Session": grpc.stream_stream_rpc_method_handler(self.session),
-        })
-        self.server.add_generic_rpc_handlers((handler,))
-        self.target = "unix:" + os.path.join(directory, "scripted.sock")
-        self.server.add_insecure_port(self.target)
-        self.server.start()
-
-    def streams(self):
-        with self.lock:
-            return self.stream_count
-
-    def session(self, requests, context):
-        with self.lock:
-            self.stream_count += 1
-        if self.fail_streams:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error (502 Bad Gateway)")
-        functions = []
-        for request in requests:
-            command = json.loads(session_input_line(request))
-            if command[0] == "reset":
-                functions = []
-            elif command[0] == "add_fun":
-                functions.append(command[1])
-                yield session_output([b"true"], accepted=True)
-            elif command[0] == "map_doc":
-                if self.hang_next_map_doc.is_set():
-                    self.hang_next_map_doc.clear()
-                    self.stopping.wait()
-                    return
-                rows = [[[f, command[1]["_id"]]] for f in functions]
-                yield session_output([json.dumps(rows).encode()])
-            else:
-                yield session_output([b'["error","unknown","not scripted"]'])
-
-    def stop(self):
-        self.stopping.set()
-        self.server.stop(None)
 
 
 class SlowProxy:
@@ -177,7 +121,7 @@ class StreamResilienceTest(unittest.TestCase):
         self.assertEqual(reply[:2], ["error", "unavailable"], reply)
         # Within 80% of the 2 s timeout, backoff from 10 ms doubling to 250 ms allows about a
         # dozen streams.
-        self.assertLess(self.service.streams(), 20)
+        self.assertLess(self.service.stream_count(), 20)
         self.assertIn("502 Bad Gateway", reply[2])
         self.assertLess(elapsed, 2.0)
 
@@ -199,7 +143,38 @@ class StreamResilienceTest(unittest.TestCase):
         self.assertLess(elapsed, 2.0)
         # The next command goes to a new stream, taught the session again.
         self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
-        self.assertEqual(self.service.streams(), 2)
+        self.assertEqual(self.service.stream_count(), 2)
+
+    def test_design_documents_are_taught_to_a_new_stream_when_named(self):
+        # All of a session's design documents were replayed on every new stream before the
+        # command in flight: 20,000 of them took 3 s of CouchDB's 5 s timeout.
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        for name in ("a", "b", "c"):
+            self.assertIs(self.reply(["ddoc", "new", "_design/" + name, {"_id": name}]), True)
+        self.assertEqual(self.reply(["ddoc", "_design/b", ["filters", "f"], [[], {}]]),
+                         [True, "_design/b"])
+        self.service.fail_next_map_doc.set()
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
+        self.assertEqual(self.service.stream_count(), 2)
+        # The new stream was taught the functions, and none of the design documents yet.
+        self.assertEqual(self.service.stream_lines(1), [
+            ["reset", {"timeout": 5000}], ["add_fun", "m.town"], ["map_doc", {"_id": "d1"}]])
+        # A command naming one teaches it first, once; the one CouchDB never taught is left to
+        # the service's own answer.
+        self.assertEqual(self.reply(["ddoc", "_design/c", ["filters", "f"], [[], {}]]),
+                         [True, "_design/c"])
+        self.assertEqual(self.reply(["ddoc", "_design/c", ["filters", "f"], [[], {}]]),
+                         [True, "_design/c"])
+        self.assertEqual(self.reply(["ddoc", "_design/x", ["filters", "f"], [[], {}]])[:2],
+                         ["error", "query_protocol_error"])
+        self.assertEqual(self.service.stream_lines(1)[3:], [
+            ["ddoc", "new", "_design/c", {"_id": "c"}],
+            ["ddoc", "_design/c", ["filters", "f"], [[], {}]],
+            ["ddoc", "_design/c", ["filters", "f"], [[], {}]],
+            ["ddoc", "_design/x", ["filters", "f"], [[], {}]]])
+        self.assertEqual(self.service.stream_count(), 2)
 
     def test_a_quiet_session_keeps_its_stream(self):
         # The adapter pings every 2 s, also while it waits for CouchDB and polls nothing: the
@@ -210,7 +185,7 @@ class StreamResilienceTest(unittest.TestCase):
         self.assertIs(self.reply(["add_fun", "m.town"]), True)
         time.sleep(9)  # the quiet time under test, not a wait for something to happen
         self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
-        self.assertEqual(self.service.streams(), 1)
+        self.assertEqual(self.service.stream_count(), 1)
 
     def test_a_connection_slow_to_set_up_is_waited_for(self):
         # Through a proxy adding 150 ms per hop, `cnp map` worked in 0.65 s and the adapter

@@ -1,0 +1,96 @@
+"""A stand-in for cnp-server's Session RPC, written with Python's gRPC, for the stream path's
+tests: it speaks the query protocol just enough, records every line of every stream, and can be
+told to misbehave.
+
+reset forgets the functions (no reply: the adapter answers reset itself); add_fun, add_lib and
+ddoc new are answered `true`, with `accepted` set only while `sets_accepted` (a server older than
+that field never sets it); map_doc gets one row [function, doc id] per function; a design
+document call gets [true, id] if this stream was taught that design document, and couchjs's
+"Uncached design doc" error otherwise. Pings are accepted as cnp-server accepts them.
+
+Misbehaviour: `fail_streams` aborts every stream at once, as a proxy whose upstream is down does;
+`hang_next_map_doc` leaves the next map_doc unanswered until the service stops;
+`fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying)."""
+
+import json
+import os
+import threading
+from concurrent import futures
+
+import grpc
+
+from session_wire import session_input_line, session_output
+
+
+class ScriptedSessionService:
+    def __init__(self, directory, name="scripted.sock"):
+        self.lock = threading.Lock()
+        self.streams = []  # the lines each stream received, decoded, in order
+        self.sets_accepted = True
+        self.fail_streams = False
+        self.hang_next_map_doc = threading.Event()
+        self.fail_next_map_doc = threading.Event()
+        self.stopping = threading.Event()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.http2.min_ping_interval_without_data_ms", 1000)])
+        handler = grpc.method_handlers_generic_handler("cnp.v1.Functions", {
+            "Session": grpc.stream_stream_rpc_method_handler(self.session),
+        })
+        self.server.add_generic_rpc_handlers((handler,))
+        self.target = "unix:" + os.path.join(directory, name)
+        self.server.add_insecure_port(self.target)
+        self.server.start()
+
+    def stream_count(self):
+        with self.lock:
+            return len(self.streams)
+
+    def stream_lines(self, index):
+        with self.lock:
+            return list(self.streams[index])
+
+    def session(self, requests, context):
+        received = []
+        with self.lock:
+            self.streams.append(received)
+        if self.fail_streams:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error (502 Bad Gateway)")
+        functions = []
+        design_docs = set()
+        for request in requests:
+            command = json.loads(session_input_line(request))
+            with self.lock:
+                received.append(command)
+            name = command[0]
+            if name == "reset":
+                functions = []
+            elif name in ("add_fun", "add_lib") or command[:2] == ["ddoc", "new"]:
+                if name == "add_fun":
+                    functions.append(command[1])
+                elif name == "ddoc":
+                    design_docs.add(command[2])
+                yield session_output([b"true"], accepted=self.sets_accepted)
+            elif name == "ddoc":
+                if command[1] in design_docs:
+                    answer = [True, command[1]]
+                else:
+                    answer = ["error", "query_protocol_error",
+                              "Uncached design doc: " + command[1]]
+                yield session_output([json.dumps(answer).encode()], accepted=False)
+            elif name == "map_doc":
+                if self.hang_next_map_doc.is_set():
+                    self.hang_next_map_doc.clear()
+                    self.stopping.wait()
+                    return
+                if self.fail_next_map_doc.is_set():
+                    self.fail_next_map_doc.clear()
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
+                rows = [[[f, command[1]["_id"]]] for f in functions]
+                yield session_output([json.dumps(rows).encode()], accepted=False)
+            else:
+                yield session_output([b'["error","unknown","not scripted"]'], accepted=False)
+
+    def stop(self):
+        self.stopping.set()
+        self.server.stop(None)
