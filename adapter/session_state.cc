@@ -10,10 +10,13 @@ void SessionState::OnReset(std::string_view line) {
   reset_ = std::string(line);
   lib_.reset();
   functions_.clear();
+  // The service replaces its whole configuration with each reset (QueryProtocol::Reset), and
+  // one without a timeout has the default: the adapter must not wait by an older one.
   const couchdb::Command command = couchdb::ParseCommand(line);
-  if (const auto* reset = std::get_if<couchdb::command::Reset>(&command)) {
-    if (reset->config.timeout.has_value()) couchdb_timeout_ = *reset->config.timeout;
-  }
+  const auto* reset = std::get_if<couchdb::command::Reset>(&command);
+  couchdb_timeout_ = reset != nullptr && reset->config.timeout.has_value()
+                         ? *reset->config.timeout
+                         : kDefaultCouchDBTimeout;
 }
 
 void SessionState::OnAccepted(CommandKind kind, std::string_view line) {

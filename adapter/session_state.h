@@ -24,6 +24,8 @@ inline bool IsListStep(couchdb::CommandKind kind) {
 
 class SessionState {
  public:
+  static constexpr absl::Duration kDefaultCouchDBTimeout = absl::Seconds(5);
+
   // A reset replaces the configuration and forgets the map functions and library; design
   // documents stay (CouchDB does not resend them).
   void OnReset(std::string_view line);
@@ -40,8 +42,8 @@ class SessionState {
   const std::string* DesignDocLine(const std::string& id) const;
   size_t design_doc_count() const { return design_docs_.size(); }
 
-  // CouchDB's per-read timeout from the last reset that gave one (5 s, CouchDB's default,
-  // before one).
+  // CouchDB's per-read timeout: the last reset's, or CouchDB's default (5 s, the service's too)
+  // before a reset and after one that gives none.
   absl::Duration couchdb_timeout() const { return couchdb_timeout_; }
 
  private:
@@ -49,7 +51,7 @@ class SessionState {
   std::optional<std::string> lib_;
   std::vector<std::string> functions_;
   absl::flat_hash_map<std::string, std::string> design_docs_;  // by id
-  absl::Duration couchdb_timeout_ = absl::Seconds(5);
+  absl::Duration couchdb_timeout_ = kDefaultCouchDBTimeout;
 };
 
 }  // namespace cnp::adapter

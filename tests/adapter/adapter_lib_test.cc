@@ -46,7 +46,19 @@ TEST(SessionStateTest, ResetForgetsFunctionsAndLibButKeepsDesignDocs) {
   state.OnReset(R"(["reset"])");
   EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["reset"])"));
   EXPECT_NE(state.DesignDocLine("_design/a"), nullptr);
-  // A reset without a timeout keeps the last one known.
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+}
+
+TEST(SessionStateTest, AResetWithoutATimeoutMeansTheDefaultAsForTheService) {
+  // The service replaces its configuration with each reset; an adapter that kept the older
+  // timeout gave up on a service still working, blaming it as frozen.
+  SessionState state;
+  state.OnReset(R"(["reset",{"timeout":1000}])");
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(1));
+  state.OnReset(R"(["reset",{"reduce_limit":true}])");
+  EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+  state.OnReset(R"(["reset",{"timeout":1000}])");
+  state.OnReset(R"(["reset"])");
   EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
 }
 
