@@ -6,9 +6,12 @@ and checked, and the arguments CouchDB sent already turned into Python objects. 
 (type name, message, doc id, exception) next to a CouchDB error reply. The message ends with
 where the operator's code raised it, " (views/town.py:8 in townmap)", when that is known.
 
-A function that raises is answered as couchjs (CouchDB's share/server) answers it:
-- Forbidden and Unauthorized are couchjs's thrown {forbidden|unauthorized: msg} objects, which
-  its main loop answers ["error", "forbidden"|"unauthorized", msg] (HTTP 403 / 401);
+A function that raises is answered as couchjs (CouchDB's share/server) answers it, but for one
+deliberate difference:
+- Forbidden and Unauthorized are answered ["error", "forbidden"|"unauthorized", msg], which
+  CouchDB turns into HTTP 403 / 401. couchjs has no such answer outside validate_doc_update: a
+  thrown {forbidden: msg} object is a render_error (500) in a show, update, list or rewrite, and
+  an unnamed_error in a filter. A Python function that raises Forbidden means the 403;
 - NotFound is a thrown ["error", "not_found", msg] (HTTP 404);
 - a show that raises on a missing document (doc null, a request path naming one) is
   ["error", "not_found", "document not found"], whatever it raised (render.js runShow);
@@ -220,8 +223,8 @@ def _guarded(run, kind):
 
 
 def _answer_to(exc, kind, doc=None):
-    # couchjs rethrows a {forbidden|unauthorized: msg} object and its main loop answers it as
-    # ["error", key, msg]: HTTP 403 or 401, the function's deliberate answer, not its error.
+    # HTTP 403 or 401: the function's deliberate answer, not its error (couchjs would answer a
+    # thrown {forbidden: msg} with a 500; see the module's docstring).
     if isinstance(exc, Forbidden):
         return ["error", "forbidden", str(exc)], None
     if isinstance(exc, Unauthorized):
