@@ -40,18 +40,23 @@ PyObject* LogLine(PyObject* message) {
   std::optional<std::string> text = LogText(message, context);
   if (!text.has_value()) return nullptr;
   std::string line = *std::move(text);
-  // A line is part of the answer (CouchDB gets it before the reply): it must fit in it.
+  // A line is part of the answer (CouchDB gets it before the reply): it must fit in it. One
+  // sent at once takes no room from the answer, but is bounded as one.
   if (line.size() > context.answer.room()) {
     RaiseAnswerTooLarge();
     return nullptr;
   }
-  context.answer.Take(line.size());
   const LogOrigin& origin = context.origin;
   std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
                            ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))  // borrowed
                            : std::string();
   context.attributed_logs.push_back({line, std::string(origin.function),
                                      std::string(origin.kind), std::move(doc_id)});
+  if (context.eager_log != nullptr && !context.eager_log_held) {
+    context.eager_log->Write(line);
+    Py_RETURN_NONE;
+  }
+  context.answer.Take(line.size());
   context.logs.push_back(std::move(line));
   Py_RETURN_NONE;
 }

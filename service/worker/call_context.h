@@ -23,6 +23,15 @@ class ListChannel {
   virtual PyObject* Step(PyObject* step) = 0;
 };
 
+// Where a direct session sends a log() line at once, as couchjs does, rather than with the
+// command's answer: CouchDB restarts its read timeout on each such line, and a command that then
+// times out has had its lines read.
+class EagerLog {
+ public:
+  virtual ~EagerLog() = default;
+  virtual void Write(std::string_view message) = 0;
+};
+
 // Which user function is running, so that its log() lines can be attributed in the service's
 // log. Handlers set it around each call into Python; it costs a few pointer stores per call, and
 // the document's _id is looked up only when a line is logged.
@@ -50,6 +59,10 @@ struct CallContext {
   LogOrigin origin;
   RowSink* rows = nullptr;        // where emit() writes; set only while a map function runs
   ListChannel* list = nullptr;    // set only while an interactive list runs
+  EagerLog* eager_log = nullptr;  // set only in a direct session: log() lines go out at once
+  // A map function of the command raised: the log() lines after it wait for the answer, which
+  // tells its exception first (function by function, as couchjs writes them).
+  bool eager_log_held = false;
   bool memory_error = false;      // a MemoryError was seen: the worker should be recycled
   // The room left for the answer in progress (answer_budget.h); unbounded until a task or a
   // direct-session command starts it.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <new>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/couchdb/line_io.h"
@@ -42,11 +44,17 @@ int64_t CoarseNowNs() {
 // system call for it; the watchdog sleeps until the running command would be due and looks.
 // Whoever of the two first moves the command's sequence number on owns its answer: the session
 // thread finishing it, or the watchdog declaring it timed out.
+//
+// The budget is CouchDB's: how long it waits for a line. A log() line is one (CouchDB restarts
+// its timeout on each), so the session thread writes it through Heartbeat(), which restarts the
+// budget; the server's --call-timeout (`cap`) still bounds the command as a whole.
 class CommandWatchdog {
  public:
   CommandWatchdog(int output, std::string session_id, absl::Duration budget,
-                  std::string cap_note)
-      : output_(output), session_id_(std::move(session_id)) {
+                  std::string cap_note, absl::Duration cap)
+      : output_(output),
+        session_id_(std::move(session_id)),
+        cap_ns_(cap == absl::InfiniteDuration() ? kNoCap : absl::ToInt64Nanoseconds(cap)) {
     SetBudget(budget, std::move(cap_note));
     thread_ = std::thread([this] { Watch(); });
   }
@@ -72,8 +80,22 @@ class CommandWatchdog {
   }
 
   void Begin() {
-    started_ns_.store(CoarseNowNs(), std::memory_order_relaxed);
+    const int64_t now = CoarseNowNs();
+    started_ns_.store(now, std::memory_order_relaxed);
+    heard_ns_.store(now, std::memory_order_relaxed);
     seq_.store(++local_seq_, std::memory_order_release);  // odd: a command runs
+  }
+
+  // Writes `bytes` (whole lines) to CouchDB in the middle of the running command and restarts
+  // its budget, unless the watchdog has claimed the command. Under the watchdog's lock, so a
+  // timeout line is never written into the middle of it; CouchDB reads while it waits for an
+  // answer, so the write does not hold the lock for long.
+  void Heartbeat(std::string_view bytes) ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
+    if (seq_.load(std::memory_order_acquire) != local_seq_) return;  // claimed: ending
+    // A CouchDB gone is found by the answer's write.
+    couchdb::WriteAll(output_, bytes).IgnoreError();
+    heard_ns_.store(CoarseNowNs(), std::memory_order_relaxed);
   }
 
   // False when the watchdog has claimed the command: it writes the timeout line and ends the
@@ -89,6 +111,7 @@ class CommandWatchdog {
 
  private:
   static constexpr uint64_t kFired = ~uint64_t{0};
+  static constexpr int64_t kNoCap = std::numeric_limits<int64_t>::max();
   // CLOCK_MONOTONIC_COARSE advances in ticks; waking a tick late is better than a tick early.
   static constexpr int64_t kClockSlackNs = 10'000'000;
 
@@ -100,11 +123,14 @@ class CommandWatchdog {
       int64_t wait_ns = budget;  // idle: nothing can be due sooner than a full budget from now
       if (seq % 2 == 1) {
         const int64_t started = started_ns_.load(std::memory_order_acquire);
+        // Heartbeat() moves it under this lock, so it is current here.
+        const int64_t heard = heard_ns_.load(std::memory_order_relaxed);
         if (seq_.load(std::memory_order_acquire) != seq) continue;  // moved on: look again
-        const int64_t late_ns = CoarseNowNs() - (started + budget);
+        const bool capped = cap_ns_ != kNoCap && started + cap_ns_ <= heard + budget;
+        const int64_t late_ns = CoarseNowNs() - (capped ? started + cap_ns_ : heard + budget);
         if (late_ns >= 0) {
           if (seq_.compare_exchange_strong(seq, kFired, std::memory_order_acq_rel)) {
-            Fire(budget);
+            Fire(budget, capped);
           }
           continue;
         }
@@ -114,13 +140,20 @@ class CommandWatchdog {
     }
   }
 
-  [[noreturn]] void Fire(int64_t budget_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
-    std::string reason =
-        cap_note_.empty()
-            ? absl::StrCat("cnp-worker: the command ran longer than CouchDB's timeout allows (",
-                           budget_ns / 1'000'000, " ms)")
-            : absl::StrCat("cnp-worker: the command ran longer than the ", budget_ns / 1'000'000,
-                           " ms it may take", cap_note_);
+  [[noreturn]] void Fire(int64_t budget_ns, bool capped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    std::string reason;
+    if (!cap_note_.empty()) {
+      // The cap is shorter than CouchDB's timeout: it is the budget.
+      reason = absl::StrCat("cnp-worker: the command ran longer than the ", budget_ns / 1'000'000,
+                            " ms it may take", cap_note_);
+    } else if (capped) {
+      reason = absl::StrCat("cnp-worker: the command ran longer than the ", cap_ns_ / 1'000'000,
+                            " ms cnp-server's --call-timeout lets any command take, although "
+                            "its log() lines kept CouchDB waiting");
+    } else {
+      reason = absl::StrCat("cnp-worker: the command ran longer than CouchDB's timeout allows (",
+                            budget_ns / 1'000'000, " ms without a line to CouchDB)");
+    }
     absl::StrAppend(&reason, "; the worker running it was stopped and is being replaced");
     const std::string line = couchdb::ErrorLine("timeout", reason) + "\n";
     // Best effort, never blocking (CouchDB may not be reading): the process ends either way,
@@ -135,8 +168,10 @@ class CommandWatchdog {
 
   const int output_;
   const std::string session_id_;
+  const int64_t cap_ns_;  // kNoCap: none
   std::atomic<uint64_t> seq_{0};
   std::atomic<int64_t> started_ns_{0};
+  std::atomic<int64_t> heard_ns_{0};  // the command's start, or its last log() line
   std::atomic<int64_t> budget_ns_{0};
   uint64_t local_seq_ = 0;  // the session thread's copy of seq_
   absl::Mutex mutex_;
@@ -144,6 +179,21 @@ class CommandWatchdog {
   std::string cap_note_ ABSL_GUARDED_BY(mutex_);
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread thread_;
+};
+
+// A direct session's log() lines, written to CouchDB as they are made (call_context.h).
+class CouchLog final : public EagerLog {
+ public:
+  explicit CouchLog(CommandWatchdog& watchdog) : watchdog_(watchdog) {}
+  void Write(std::string_view message) override {
+    line_ = couchdb::LogLine(message);
+    line_ += '\n';
+    watchdog_.Heartbeat(line_);
+  }
+
+ private:
+  CommandWatchdog& watchdog_;
+  std::string line_;
 };
 
 // The log() lines the last command's functions made, written to the service's log by this
@@ -201,7 +251,10 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
-                           protocol->ServerCapNote());
+                           protocol->ServerCapNote(), options.max_call_timeout);
+  CouchLog couch_log(watchdog);
+  Context().eager_log = &couch_log;
+  absl::Cleanup no_eager_log = [] { Context().eager_log = nullptr; };
   // The adapter's --max-line-bytes or the server's --max-call-bytes, whichever is lower (the
   // server bounds it so); a worker reads whole lines only up to 256 MiB in any case.
   constexpr int64_t kMostLineBytes = int64_t{256} << 20;
@@ -258,6 +311,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
 
     answer.clear();
     Context().answer.Start(answer_limit);
+    Context().eager_log_held = false;
     watchdog.Begin();
     cnp::v1::SessionOutput* out;
     cnp::v1::SessionOutput out_of_memory;
@@ -320,7 +374,9 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     }
   }
   end.set_commands(commands);
-  // An open list is unwound while the watchdog still guards it.
+  // An open list is unwound while the watchdog still guards it; its log() lines go with the
+  // session's end to the operator's log only, as CouchDB has left.
+  Context().eager_log = nullptr;
   watchdog.Begin();
   protocol.reset();
   if (!watchdog.End()) {

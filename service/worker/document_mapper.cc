@@ -49,6 +49,7 @@ absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer)
     rows_.Put('[');
     rows_.Put(']');
     failures_.push_back({i, TakeException(), Context().logs.size()});
+    Context().eager_log_held = true;
     // Each error's text is part of the answer too (one big exception raised by every function
     // is as many copies).
     const UserException& raised = failures_.back().exception;

@@ -30,13 +30,30 @@ SESSION_FNS = '''
 import os
 import time
 
-from couch_named_python import version
+from couch_named_python import log, version
 
 
 def slow(doc):
     """Tells the test it runs (through a FIFO), then outlasts any timeout of the test."""
     with open(doc["fifo"], "w") as fifo:
         fifo.write("started\\n")
+    time.sleep(60)
+    yield doc["_id"], 1
+
+
+def logs_while_slow(doc):
+    """Logs a line every `every` seconds for `seconds` in all, then emits how many it logged."""
+    end = time.monotonic() + doc["seconds"]
+    lines = 0
+    while time.monotonic() < end:
+        log("tick %d" % lines)
+        lines += 1
+        time.sleep(doc["every"])
+    yield doc["_id"], lines
+
+
+def logs_then_hangs(doc):
+    log("about to hang on " + doc["_id"])
     time.sleep(60)
     yield doc["_id"], 1
 
@@ -282,6 +299,30 @@ class DirectOnlyTest(SessionTestCase):
                                        and ("went away" in line or " ended after " in line))
             self.assertIn("INPUT_CLOSED", ending)
 
+    def test_log_lines_go_to_couchdb_at_once_and_keep_it_waiting(self):
+        # CouchDB restarts its read timeout on every ["log",..] line, as couchjs writes each at
+        # once. The worker held them for the answer: a command that logged its progress still
+        # ran into the timeout (2 s less the 0.5 s margin here), and its lines were lost.
+        qs = self.adapter()
+        self.assertIs(qs.reply(["reset", {"timeout": 2000}]), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", "session_fns.logs_while_slow"]), True)
+        lines = [json.loads(line) for line in
+                 qs.call(["map_doc", dict(DOC, seconds=2.5, every=0.25)], timeout=20)]
+        answer = lines[-1]
+        self.assertEqual(answer[0], [["d1", len(lines) - 1]], qs.diagnostics())
+        self.assertEqual(lines[:2], [["log", "tick 0"], ["log", "tick 1"]])
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+
+    def test_a_timed_out_commands_log_lines_reach_couchdb(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["reset", {"timeout": 1000}]), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", "session_fns.logs_then_hangs"]), True)
+        lines = [json.loads(line) for line in qs.call(["map_doc", DOC], timeout=20)]
+        self.assertEqual(lines[0], ["log", "about to hang on d1"], qs.diagnostics())
+        self.assertEqual(lines[-1][:2], ["error", "timeout"])
+        self.assertIn("500 ms without a line to CouchDB", lines[-1][2])
+        qs.exited()
+
     def test_foreign_uid_is_refused(self):
         # Even if the operator loosens the socket's mode, the peer's uid is checked.
         direct = self.server.socket_path + ".direct"
@@ -323,6 +364,26 @@ class SocketGroupTest(SessionTestCase):
         if reason == CANNOT_CHANGE_UID:
             self.skipTest("this test runs as root outside a user namespace (tags: no-sandbox)")
         self.assertEqual(outcome, ACCEPTED, reason)
+
+
+class CallTimeoutTest(SessionTestCase):
+    """cnp-server's --call-timeout bounds a direct session's command as a whole, log() lines or
+    not: they keep CouchDB waiting, not the operator's cap."""
+
+    socket_prefix = "cnp-cap-"
+    session = "direct"
+    server_extra = ("--call-timeout=1500ms",)
+
+    def test_log_lines_do_not_outlast_the_call_timeout(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["reset", {"timeout": 1000}]), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", "session_fns.logs_while_slow"]), True)
+        lines = [json.loads(line) for line in
+                 qs.call(["map_doc", dict(DOC, seconds=30, every=0.1)], timeout=20)]
+        self.assertEqual(lines[0], ["log", "tick 0"], qs.diagnostics())
+        self.assertEqual(lines[-1][:2], ["error", "timeout"], qs.diagnostics())
+        self.assertIn("1500 ms cnp-server's --call-timeout lets any command take", lines[-1][2])
+        qs.exited()
 
 
 class KilledServerTest(SessionTestCase):
