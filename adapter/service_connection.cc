@@ -23,10 +23,13 @@ namespace {
 constexpr double kShareOfCouchDBTimeout = 0.8;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
-constexpr absl::Duration kPingInterval = absl::Seconds(2);
-// Well past the backup poller's 500 ms (main.cc), which reads the answer while the adapter
-// waits for CouchDB.
-constexpr absl::Duration kPingTimeout = absl::Seconds(2);
+// A frozen replica is found within interval + timeout (2.5 s), so that at CouchDB's default
+// timeout (5 s, of which the adapter takes 80% for retries) the command still has 1.5 s to be
+// replayed on another. The interval stays clear of cnp-server's minimum (1 s, rpc_server.cc)
+// whatever the timers' jitter; the timeout, of the backup poller's 500 ms (main.cc), which reads
+// the answer while the adapter waits for CouchDB.
+constexpr absl::Duration kPingInterval = absl::Milliseconds(1250);
+constexpr absl::Duration kPingTimeout = absl::Milliseconds(1250);
 // The one operation on the stream at a time (the exchange is lockstep), so one tag.
 void* const kTag = reinterpret_cast<void*>(1);
 

@@ -249,11 +249,11 @@ absl::Status RpcServer::Start() {
   // most calls paid a new TCP and HTTP/2 handshake (tests/scaleout/nginx_keepalive_test). The
   // window the probe would grow is fixed instead at the 4 MiB it started from.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  // cnp-adapter pings every 2 s while its Session stream is open, to find a replica that stopped
-  // answering in the middle of a command; under gRPC's default (a ping per 5 minutes while the
-  // server sends nothing) a quiet session got a GOAWAY (too_many_pings) within 15 s. Half its
-  // interval, for jitter; pings on a connection with no call open are still held to gRPC's
-  // two hours.
+  // cnp-adapter pings every 1.25 s (2 s before) while its Session stream is open, to find a
+  // replica that stopped answering in the middle of a command; under gRPC's default (a ping per
+  // 5 minutes while the server sends nothing) a quiet session got a GOAWAY (too_many_pings)
+  // within 15 s. Less than its interval, for jitter; pings on a connection with no call open
+  // are still held to gRPC's two hours.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);

@@ -85,6 +85,18 @@ def free_loopback_port():
         return probe.getsockname()[1]
 
 
+def wait_until_stopped(pid, timeout=10.0):
+    """Polls /proc until process `pid` is stopped (state T), for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop")
+        time.sleep(0.001)
+
+
 class FrozenReplicaTest(unittest.TestCase):
     """A replica that stops answering without closing anything (SIGSTOP; a host gone without a
     reset) is given up for another: the adapter waited on it until CouchDB killed it."""
@@ -101,18 +113,24 @@ class FrozenReplicaTest(unittest.TestCase):
                 f"--target=127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", "--session=stream"])
             try:
                 # Only the first replica is up: the session is there.
-                self.assertIs(qs.reply(["reset", {"timeout": 20000}]), True)
+                # CouchDB's default timeout: 4 s (80% of it) for the adapter to find the
+                # replica frozen and replay the session on the other.
+                self.assertIs(qs.reply(["reset", {"timeout": 5000}]), True)
                 self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
                 self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
                 second = harness.Server(self.binaries, os.path.join(tmp, "b.sock"),
                                         extra=[f"--listen=127.0.0.1:{ports[1]}"])
                 os.killpg(first.process.pid, signal.SIGSTOP)
+                # A signal is delivered after kill() returns: a command sent at once could still
+                # be answered by the replica about to stop.
+                wait_until_stopped(first.process.pid)
                 started = time.monotonic()
                 self.assertEqual(qs.reply(["map_doc", DOC_PARIS], timeout=15), [[["Paris", 2]]],
                                  qs.diagnostics())
-                # Found by the stream's pings (every 2 s, 2 s to answer), well before the
-                # deadline of the exchange itself (19.75 s here).
-                self.assertLess(time.monotonic() - started, 10)
+                # Found by the stream's pings (every 1.25 s, 1.25 s to answer: at most 2.5 s),
+                # replayed and answered within the adapter's 80% of CouchDB's timeout. (With
+                # pings every 2 s and 2 s to answer, up to 4 s went to finding it.)
+                self.assertLess(time.monotonic() - started, 4)
                 self.assertEqual(qs.close(), 0, qs.diagnostics())
             finally:
                 os.killpg(first.process.pid, signal.SIGCONT)
@@ -126,7 +144,7 @@ class FrozenReplicaTest(unittest.TestCase):
 
 class QuietSessionTest(unittest.TestCase):
     """A CouchDB session that sends nothing for a while keeps its stream to the real cnp-server
-    although the adapter pings it every 2 s: gRPC's default ping policy had the server answer
+    although the adapter pings it every 1.25 s: gRPC's default ping policy had the server answer
     those pings with a GOAWAY (too_many_pings), and the session was replayed on a new stream."""
 
     binaries = None

@@ -177,7 +177,7 @@ class StreamResilienceTest(unittest.TestCase):
         self.assertEqual(self.service.stream_count(), 2)
 
     def test_a_quiet_session_keeps_its_stream(self):
-        # The adapter pings every 2 s, also while it waits for CouchDB and polls nothing: the
+        # The adapter pings every 1.25 s, also while it waits for CouchDB and polls nothing: the
         # pings' answers must still be read in time, and the service must not take them for
         # abuse. Quiet for longer than three pings.
         self.start_adapter(self.service.target)
