@@ -1,5 +1,6 @@
 #include "service/common/log.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -196,6 +197,15 @@ std::string FormatLogLine(absl::string_view tag, absl::string_view message,
 void WriteLogLine(int fd, absl::string_view line) {
   absl::MutexLock lock(&g_write_mutex);
   WriteAllLocked(fd, line);
+}
+
+bool ReplaceLogDescriptor(int fd, int replacement) {
+  absl::MutexLock lock(&g_write_mutex);
+  // dup3, not dup2: dup2 would clear close-on-exec, and workers would inherit the log.
+  while (::dup3(replacement, fd, O_CLOEXEC) < 0) {
+    if (errno != EINTR && errno != EBUSY) return false;
+  }
+  return true;
 }
 
 void LogEvent(LogLevel level, absl::string_view message,

@@ -56,6 +56,11 @@ std::string FormatLogLine(absl::string_view tag, absl::string_view message,
 // short or interrupted write left. For a log of its own (the access log's file).
 void WriteLogLine(int fd, absl::string_view line);
 
+// Points `fd` at `replacement`'s file (dup3, close-on-exec) under that same lock: a line being written to a
+// log reopened meanwhile lands whole in the old file or whole in the new one, never split
+// between them. Returns false (errno set) when that fails; `replacement` is left open.
+bool ReplaceLogDescriptor(int fd, int replacement);
+
 // The call this thread is running right now: events logged with fields meanwhile also name its
 // RPC and peer. Calls' coroutines interleave on a thread, so a scope is set for one resumption
 // at a time and never held across a suspension (service/rpc/call_executor.h sets it). The peer
