@@ -43,13 +43,15 @@ namespace {
 // SIGHUP reloads every worker. Each pool merges a storm of them itself (a reload asked for
 // while one runs becomes one more after it: service/pool/reload_requests.h), so that 200
 // SIGHUPs restart the workers twice, not 200 times, and code changed during the storm is still
-// loaded after it.
+// loaded after it. It also reopens the access log, for logrotate's `create` + `kill -HUP`.
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
-                                   std::promise<int>& stop, std::promise<void>& cut_drain) {
+                                   cnp::rpc::RpcServer& server, std::promise<int>& stop,
+                                   std::promise<void>& cut_drain) {
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
+      server.ReopenAccessLog();
       pool.ReloadAll();
       sessions.Reload();
       continue;
@@ -150,10 +152,11 @@ int Run(int argc, char** argv) {
   cnp::session::SessionListener session_listener(cnp::SessionListenerOptionsFor(*config),
                                                  sessions, control);
 
+  // Taken from here on; signals that come before the server has started wait in the set for
+  // WatchSignals, which starts once the access log it reopens exists.
   asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
   std::promise<int> stop;
   std::promise<void> cut_drain;
-  asio::co_spawn(control, WatchSignals(signals, pool, sessions, stop, cut_drain), asio::detached);
   asio::co_spawn(control, TrimHeapPeriodically(), asio::detached);
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
@@ -210,6 +213,8 @@ int Run(int argc, char** argv) {
     cnp::LogError(started.message());
     exit_code = 1;
   } else {
+    asio::co_spawn(control, WatchSignals(signals, pool, sessions, server, stop, cut_drain),
+                   asio::detached);
     cnp::LogInfo("ready");
     if (config->ready_fd >= 0) {
       (void)!::write(config->ready_fd, "ready\n", 6);

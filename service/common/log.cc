@@ -1,5 +1,6 @@
 #include "service/common/log.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ namespace {
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
 std::atomic<LogFormat> g_format{LogFormat::kText};
 std::atomic<const char*> g_program{"cnp-server"};
+std::atomic<size_t> g_max_line_bytes{kMaxLogLineBytes};
 thread_local const CallLogScope* t_call = nullptr;
 
 constexpr absl::string_view Name(LogLevel level) {
@@ -67,6 +69,11 @@ bool HasControlCharacter(absl::string_view text) {
 void SetLogLevel(LogLevel level) { g_level.store(level); }
 void SetLogFormat(LogFormat format) { g_format.store(format); }
 void SetLogProgram(const char* name) { g_program.store(name); }
+void SetMaxLogLineBytes(size_t bytes) {
+  // Below this even a line with every value cut may not fit: its time, level and pid alone.
+  constexpr size_t kLeast = 256;
+  g_max_line_bytes.store(std::clamp(bytes, kLeast, kMaxLogLineBytes));
+}
 
 bool ParseLogFormat(absl::string_view name, LogFormat& format) {
   if (name == "text") format = LogFormat::kText;
@@ -141,9 +148,10 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
                        absl::Span<const LogField> fields) {
   const std::string time =
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  const size_t cap = g_max_line_bytes.load(std::memory_order_relaxed);
   std::string line;
   AppendLine(time, tag, message, fields, /*truncated=*/false, line);
-  if (line.size() <= kMaxLogLineBytes) return line;
+  if (line.size() <= cap) return line;
   // Cut every value to one length, the longest that fits: the long ones (a message, a
   // traceback) lose their ends, the short ones (function, doc_id, peer) stay whole. Escaping
   // makes a value's length in the line unknown until written, so the length is searched for;
@@ -153,10 +161,10 @@ std::string FormatLine(absl::string_view tag, absl::string_view message,
     for (size_t i = 0; i < cut.size(); ++i) cut[i].value = CutAt(fields[i].value, limit);
     line.clear();
     AppendLine(time, tag, CutAt(message, limit), cut, /*truncated=*/true, line);
-    return line.size() <= kMaxLogLineBytes;
+    return line.size() <= cap;
   };
   size_t fits = 0;
-  size_t too_long = kMaxLogLineBytes + 1;
+  size_t too_long = cap + 1;
   while (too_long - fits > 1) {
     const size_t limit = fits + (too_long - fits) / 2;
     (format(limit) ? fits : too_long) = limit;
@@ -196,6 +204,15 @@ std::string FormatLogLine(absl::string_view tag, absl::string_view message,
 void WriteLogLine(int fd, absl::string_view line) {
   absl::MutexLock lock(&g_write_mutex);
   WriteAllLocked(fd, line);
+}
+
+bool ReplaceLogDescriptor(int fd, int replacement) {
+  absl::MutexLock lock(&g_write_mutex);
+  // dup3, not dup2: dup2 would clear close-on-exec, and workers would inherit the log.
+  while (::dup3(replacement, fd, O_CLOEXEC) < 0) {
+    if (errno != EINTR && errno != EBUSY) return false;
+  }
+  return true;
 }
 
 void LogEvent(LogLevel level, absl::string_view message,

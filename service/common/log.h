@@ -46,6 +46,12 @@ void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<L
 // character's boundary, and the line ends with "truncated":true (in text, " truncated=true").
 inline constexpr size_t kMaxLogLineBytes = 16 << 10;
 
+// Lowers the cap for this process (set once at start-up, at least 256 bytes). A process that
+// shares its stderr pipe with others (cnp-worker: the server's and every other worker's) sets
+// PIPE_BUF: only a write of at most that many bytes to a pipe is atomic, and a longer line
+// could be split by another process's line landing in the middle of it.
+void SetMaxLogLineBytes(size_t bytes);
+
 // A line as LogEvent writes it, in the format set, with `tag` where the severity goes: for a
 // log of its own that must read like this one (the access log's "ACCESS"). Ends in a newline.
 std::string FormatLogLine(absl::string_view tag, absl::string_view message,
@@ -55,6 +61,11 @@ std::string FormatLogLine(absl::string_view tag, absl::string_view message,
 // from several threads never mix, however a full pipe cuts writes short), retrying what a
 // short or interrupted write left. For a log of its own (the access log's file).
 void WriteLogLine(int fd, absl::string_view line);
+
+// Points `fd` at `replacement`'s file (dup3, close-on-exec) under that same lock: a line being written to a
+// log reopened meanwhile lands whole in the old file or whole in the new one, never split
+// between them. Returns false (errno set) when that fails; `replacement` is left open.
+bool ReplaceLogDescriptor(int fd, int replacement);
 
 // The call this thread is running right now: events logged with fields meanwhile also name its
 // RPC and peer. Calls' coroutines interleave on a thread, so a scope is set for one resumption

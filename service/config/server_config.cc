@@ -178,7 +178,7 @@ ABSL_FLAG(std::string, socket_group, "",
           "0750 with this group (default: 0600 and 0700, the server's user only)");
 ABSL_FLAG(std::string, access_log, "",
           "file the access log (refused connections and calls, every Upload, with the peer) is "
-          "appended to (default: the server's log on stderr)");
+          "appended to (default: the server's log on stderr); SIGHUP reopens it, for logrotate");
 
 namespace cnp::config {
 namespace {

@@ -18,6 +18,7 @@
 #include "service/listen/inherited_sockets.h"
 #include "service/common/log.h"
 #include "service/listen/listen_address.h"
+#include "service/listen/socket_path_lock.h"
 
 namespace cnp::listen {
 namespace {
@@ -83,6 +84,10 @@ absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std
     return s;
   }
   WarnIfGroupCannotReach(SocketDirectory(path), path, options.gid);
+  // Held until listen() has returned: from then on the probe of any server that comes next
+  // finds this socket alive (socket_path_lock.h).
+  absl::StatusOr<SocketPathLock> lock = SocketPathLock::Take(path, kSocketPathLockWait);
+  if (!lock.ok()) return lock.status();
   int error = 0;
   switch (ProbeUnixSocket(path, &error)) {
     case SocketLiveness::kAbsent:
@@ -284,6 +289,15 @@ absl::StatusOr<ListeningSocket> OpenUnixListeningSocket(const std::string& addre
 
 void RemoveOwnSocketFile(const ListeningSocket& socket) {
   if (!socket.is_unix || socket.inherited) return;
+  // Under the lock, or a server starting now could remove our stale socket and bind its own
+  // between the check below and the unlink, which would then remove its socket. Without the
+  // lock, the file stays: the next server to start removes a stale one.
+  absl::StatusOr<SocketPathLock> lock =
+      SocketPathLock::Take(socket.unix_path, kSocketPathLockWait);
+  if (!lock.ok()) {
+    LogWarning("leaving ", socket.unix_path, " in place: ", lock.status().message());
+    return;
+  }
   struct stat st {};
   if (::lstat(socket.unix_path.c_str(), &st) == 0 && st.st_dev == socket.unix_dev &&
       st.st_ino == socket.unix_ino) {

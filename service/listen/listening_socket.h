@@ -4,7 +4,8 @@
 //
 // A unix socket is created 0600 (0660 with a group) whatever the umask, in a directory that
 // must be ours and writable by no one else; a socket file already there is removed only when
-// nothing listens on it any more (checked without blocking), never when a server still does.
+// nothing listens on it any more (checked without blocking), never when a server still does;
+// servers take turns at that (socket_path_lock.h).
 // An address systemd already bound and passed (inherited_sockets.h) is taken as it is. The
 // gRPC listeners, the metrics listener and the direct-session socket (service/session) all
 // listen through here, so these rules are written once.

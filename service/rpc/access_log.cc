@@ -13,9 +13,11 @@
 #include "common/code_ownership.h"
 
 namespace cnp::rpc {
+namespace {
 
-absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& path) {
-  if (path.empty()) return std::unique_ptr<AccessLog>(new AccessLog(STDERR_FILENO));
+// The log file at `path`, opened for appending, or why it may not be: the same rules at start
+// and at every reopen, since the file a rotation leaves at the path may be anyone's.
+absl::StatusOr<int> OpenLogFile(const std::string& path) {
   // Not through a symlink, and not a file another user keeps: either would let them point the
   // server's writes at a file of their choosing (as root: any file) or rewrite its record.
   const int fd =
@@ -48,11 +50,36 @@ absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& pa
     ::close(fd);
     return refused;
   }
-  return std::unique_ptr<AccessLog>(new AccessLog(fd));
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const std::string& path) {
+  if (path.empty()) return std::unique_ptr<AccessLog>(new AccessLog(STDERR_FILENO, path));
+  absl::StatusOr<int> fd = OpenLogFile(path);
+  if (!fd.ok()) return fd.status();
+  return std::unique_ptr<AccessLog>(new AccessLog(*fd, path));
 }
 
 AccessLog::~AccessLog() {
   if (fd_ != STDERR_FILENO) ::close(fd_);
+}
+
+absl::Status AccessLog::Reopen() const {
+  if (path_.empty()) return absl::OkStatus();
+  absl::StatusOr<int> fresh = OpenLogFile(path_);
+  if (!fresh.ok()) return fresh.status();
+  // The descriptor's number stays: writers on other threads read fd_ without a lock of their
+  // own, and the log's write lock orders the swap between two whole lines.
+  const bool replaced = ReplaceLogDescriptor(fd_, *fresh);
+  const int error = errno;
+  ::close(*fresh);
+  if (!replaced) {
+    return absl::InternalError(
+        absl::StrCat("--access-log: cannot switch to ", path_, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
 }
 
 void AccessLog::Write(absl::string_view event, absl::string_view peer,

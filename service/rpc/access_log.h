@@ -7,7 +7,9 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -21,6 +23,12 @@ class AccessLog {
   static absl::StatusOr<std::unique_ptr<AccessLog>> Open(const std::string& path);
   ~AccessLog();
 
+  // Opens the path anew, by the same rules as Open, and writes there from now on: after a
+  // rotation renamed the file (logrotate's `create` and `kill -HUP`), lines go to the new one.
+  // Safe while other threads write: each line lands whole in the old file or in the new.
+  // Writing to stderr, it does nothing. On an error the log goes on in the file it had.
+  absl::Status Reopen() const;
+
   // In the server's log format (--log-format): "<time> ACCESS cnp-server[pid] <event>
   // peer=<peer> key=value...", or {"ts","level":"ACCESS","pid","msg":<event>,"peer",key...}
   // in JSON. One write per line, so lines from several threads never interleave; control
@@ -31,8 +39,10 @@ class AccessLog {
              absl::Span<const LogField> details) const;
 
  private:
-  explicit AccessLog(int fd) : fd_(fd) {}
+  AccessLog(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  // Fixed for the log's life; Reopen points it at another file.
   const int fd_;
+  const std::string path_;  // empty: stderr
 };
 
 }  // namespace cnp::rpc

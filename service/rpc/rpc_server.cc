@@ -194,6 +194,15 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   return absl::OkStatus();
 }
 
+void RpcServer::ReopenAccessLog() {
+  if (access_log_ == nullptr || options_.security.access_log.empty()) return;
+  if (absl::Status reopened = access_log_->Reopen(); !reopened.ok()) {
+    LogError(reopened.message(), "; the access log goes on in the file opened before");
+    return;
+  }
+  LogInfo("reopened the access log ", options_.security.access_log);
+}
+
 absl::Status RpcServer::Start() {
   absl::StatusOr<std::unique_ptr<AccessLog>> access_log =
       AccessLog::Open(options_.security.access_log);

@@ -97,6 +97,9 @@ class RpcServer {
   // it NOT_SERVING (watchers are told at once) while calls are still served - the drain before
   // a shutdown, so that load balancers stop sending first.
   void SetServing(bool serving);
+  // SIGHUP: the access log file is opened anew at its path (a rotation renamed it); an error
+  // is logged and the log goes on where it was. Only after Start has returned.
+  void ReopenAccessLog();
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then cancels the rest (their handlers are cancelled, uploads told to stop) and joins the
   // threads. `stop_work` runs once gRPC has let go of every call (those left cancelled), and

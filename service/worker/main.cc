@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -69,6 +70,10 @@ int UsageError(const std::string& message) {
 
 int main(int argc, char** argv) {
   cnp::SetLogProgram("cnp-worker");
+  // The server and every worker write to one stderr pipe: a log line (a direct session's
+  // function log() or traceback) must be one atomic write, or lines of other processes land in
+  // the middle of it.
+  cnp::SetMaxLogLineBytes(PIPE_BUF);
   // A task the worker cannot parse (a peer's function name that is not UTF-8, on a Session
   // stream) makes protobuf log a line: rate-limited and in the log's format, as the server's
   // own, rather than one raw stderr line per line a peer sends.

@@ -10,6 +10,7 @@ reads the log right after its reply, with no wait."""
 
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,29 @@ class SessionTest(JsonLogTestCase):
         self.assertEqual(found[0]["function"], "fixture_fns.show_simple")
         self.assertEqual(found[0]["kind"], "show")
         self.check_origin(found[0], qs)
+        self.assertEqual(qs.close(), 0)
+
+    def test_a_long_log_line_is_one_whole_line_cut_and_marked(self):
+        # A direct session's worker shares the server's stderr pipe with the other workers:
+        # only a write of at most PIPE_BUF bytes to a pipe is atomic, so its line is cut to
+        # that (it was cut at 16 KiB, the server's own cap, which other lines could split).
+        # The server writes a Session stream's line itself, under its 16 KiB cap.
+        cap = select.PIPE_BUF if self.session == "direct" else 16 * 1024
+        qs = self.started()
+        doc_id = f"{self.session}-long-" + "x" * 20000
+        lines = qs.call(["map_doc", {"_id": doc_id, "n": 1}])
+        self.assertEqual(json.loads(lines[0]), ["log", f"mapping {doc_id}"])  # CouchDB: all
+        with open(self.server.log_path, "rb") as log:
+            raw = [line for line in log if f"mapping {self.session}-long-".encode() in line]
+        self.assertEqual(len(raw), 1, [line[:200] for line in raw])
+        self.assertTrue(raw[0].endswith(b"\n"))
+        self.assertLessEqual(len(raw[0]), cap)
+        line = json.loads(raw[0])  # whole: one JSON object, nothing of another line in it
+        self.assertIs(line["truncated"], True, line)
+        self.assertGreater(len(line["msg"]), 1000)
+        self.assertTrue(f"mapping {doc_id}".startswith(line["msg"]))
+        self.assertEqual(line["function"], "fixture_fns.map_error")  # short fields stay whole
+        self.check_origin(line, qs)
         self.assertEqual(qs.close(), 0)
 
 

@@ -1,0 +1,116 @@
+// SIGHUP reopens the access log: after logrotate renames the file (its `create` mode) and
+// signals the server, new lines go to a new file at the path, and the renamed one keeps what
+// was written before. Before, the server went on writing to the renamed file until it restarted.
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/lib/cnp_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+#include "tests/support/runfiles.h"
+#include "tests/support/server_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::testing::ReadFile;
+using ::cnp::testing::Runfile;
+using ::cnp::testing::ServerProcess;
+using ::cnp::testing::ShortTempDir;
+using ::cnp::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Waits until the file at `path` holds `needle`, woken by inotify on its directory (the file
+// may not exist yet); false once `timeout` has passed.
+bool WaitForFileToHold(const std::string& dir, const std::string& path,
+                       const std::string& needle, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  const int watch = ::inotify_init1(IN_CLOEXEC);
+  ::inotify_add_watch(watch, dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+  // Watch first, then read: a line written in between still wakes the poll.
+  while (!absl::StrContains(ReadFile(path), needle)) {
+    const int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd fd{watch, POLLIN, 0};
+    if (left <= 0 || ::poll(&fd, 1, left) <= 0) break;
+    char events[4096];
+    (void)!::read(watch, events, sizeof events);
+  }
+  ::close(watch);
+  return absl::StrContains(ReadFile(path), needle);
+}
+
+TEST(AccessLogReopenTest, SighupMovesTheAccessLogToANewFileAtItsPath) {
+  const std::string dir = ShortTempDir();
+  const std::string log = dir + "/access.log";
+  const std::string rotated = dir + "/access.log.1";
+  WriteFile(dir + "/token", "t0ken-for-reopen\n", 0600);
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
+                "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
+                "--access-log=" + log}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // Calls without the token are refused, each with an access-log line: Map's before the
+  // rotation, Reduce's after it (another method, so not counted into the first line).
+  EXPECT_FALSE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir, log, "call=Map", absl::Seconds(10))) << ReadFile(log);
+
+  ASSERT_EQ(std::rename(log.c_str(), rotated.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("reopened the access log " + log, absl::Seconds(10)))
+      << server->Log();
+
+  EXPECT_FALSE((*client)->Reduce({"svc_fns.total"}, "[]", /*rereduce=*/false).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir, log, "call=Reduce", absl::Seconds(10)))
+      << "new file: " << ReadFile(log) << "\nrenamed file: " << ReadFile(rotated);
+  EXPECT_THAT(ReadFile(log), Not(HasSubstr("call=Map")));
+  EXPECT_THAT(ReadFile(rotated), HasSubstr("call=Map"));
+  EXPECT_THAT(ReadFile(rotated), Not(HasSubstr("call=Reduce")));
+}
+
+// A path the server may no longer write leaves the log where it was, and says so.
+TEST(AccessLogReopenTest, AReopenThatFailsKeepsTheOldFile) {
+  const std::string dir = ShortTempDir();
+  const std::string log = dir + "/access.log";
+  const std::string elsewhere = dir + "/elsewhere";
+  WriteFile(dir + "/token", "t0ken-for-reopen\n", 0600);
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
+                "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
+                "--access-log=" + log}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // A symlink now stands at the path: never followed, at a reopen as at start.
+  const std::string kept = dir + "/kept.log";
+  ASSERT_EQ(std::rename(log.c_str(), kept.c_str()), 0);
+  WriteFile(elsewhere, "", 0600);
+  ASSERT_EQ(::symlink(elsewhere.c_str(), log.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("the access log goes on in the file opened before",
+                                 absl::Seconds(10)))
+      << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr(log + " is a symbolic link"));
+
+  EXPECT_FALSE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir, kept, "call=Map", absl::Seconds(10))) << ReadFile(kept);
+  EXPECT_EQ(ReadFile(elsewhere), "");
+}
+
+}  // namespace
+}  // namespace cnp
