@@ -132,7 +132,8 @@ Unlike `cnp upload`, this command talks to CouchDB itself (it follows feeds for 
 runs).
 
 COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL whose GET
-answers {"couchdb":"Welcome",...}; a database's URL is refused before anything is written.
+answers {"couchdb":"Welcome",...} (pouchdb-server's {"express-pouchdb":"Welcome!",...} is
+taken too); a database's URL is refused before anything is written.
 
 Exit status: 0 caught up (--once), or with --once another instance holds the lease (it says
 which; that instance does the work), or stopped by SIGINT/SIGTERM (once the work in hand is
