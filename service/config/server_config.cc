@@ -333,15 +333,16 @@ std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) 
 
 // The command line's own settings, read before absl reads them (common/command_line_flags.h):
 // an unknown flag, a setting given no value or one it cannot take exits 2 saying what to write.
-// `others` is argv for absl, names in its spelling; absl's own flags (--flagfile,
-// --helpfull...) are left to it.
+// `others` is argv for absl, names in its spelling. absl's own flags (--flagfile, --undefok...)
+// are unknown flags here too: --help does not list them, and they would set or skip settings
+// past these checks.
 absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
-  return JudgeCommandLineFlags(others, [](const WrittenFlag& written) -> absl::Status {
+  return JudgeCommandLineFlags(others, IsServerSetting,
+                               [](const WrittenFlag& written) -> absl::Status {
     if (written.flag == nullptr) {
       return UnknownFlagError(written.name, ServerSettingNames(), "cnp-server");
     }
     absl::CommandLineFlag& flag = *written.flag;
-    if (!IsServerSetting(flag)) return absl::OkStatus();
     if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
     const std::string name = DashedFlagName(written.name);
     // absl sets the flag again from the same text right after.

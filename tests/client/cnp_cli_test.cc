@@ -183,6 +183,16 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
     EXPECT_EQ(bogus.exit_code, 2) << command;
     EXPECT_THAT(bogus.out, HasSubstr("unknown option --bogus (see --help)\n")) << bogus.out;
   }
+  // absl's own flags are no options of cnp's, on any command (cnp-server and cnp-adapter
+  // accepted them past their own checks).
+  for (const char* command :
+       {"map", "reduce", "validate", "resolve", "upload", "check", "derive", "sync"}) {
+    for (const char* absl_own : {"--undefok=x", "--flagfile=/dev/null", "--fromenv=x"}) {
+      CliRun run = Cnp(absl::StrCat(command, " ", absl_own));
+      EXPECT_EQ(run.exit_code, 2) << command << " " << absl_own << ": " << run.out;
+      EXPECT_THAT(run.out, HasSubstr("unknown option")) << command << " " << absl_own;
+    }
+  }
   // What is missing, not the whole usage.
   CliRun derive = Cnp("derive http://127.0.0.1:9");
   EXPECT_EQ(derive.exit_code, 2);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -193,6 +194,23 @@ TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
                           "lists every flag)");
   auto missing = Launch({"--config=" + Config(""), "--call-timeout"});
   ExpectRefused(*missing, "--call-timeout was given no value; write --call-timeout=1m");
+}
+
+// absl's own flags bypassed these checks: --undefok=pyhton_path started the server with the
+// misspelt --pyhton_path ignored, and --flagfile/--fromenv read flags with absl's messages and
+// exit 1. --help lists none of them; they are unknown flags like any other.
+TEST_F(ConfigFileLinesTest, AbslsOwnFlagsAreUnknownFlags) {
+  for (const auto& [args, name] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--undefok=pyhton_path", "--pyhton_path=/srv"}, "undefok"},
+           {{"--flagfile=/dev/null"}, "flagfile"},
+           {{"--fromenv=workers"}, "fromenv"},
+           {{"-tryfromenv=workers"}, "tryfromenv"}}) {
+    std::vector<std::string> argv = {"--config=" + Config("")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto server = Launch(argv);
+    ExpectRefused(*server,
+                  absl::StrCat("unknown flag --", name, " (cnp-server --help lists every flag)"));
+  }
 }
 
 // The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
