@@ -213,6 +213,26 @@ TEST_F(ConfigFileLinesTest, AbslsOwnFlagsAreUnknownFlags) {
   }
 }
 
+// --config is in --help, yet as a key it was an "unknown setting" that sent the reader to
+// --help.
+TEST_F(ConfigFileLinesTest, TheConfigKeySaysItBelongsOnTheCommandLine) {
+  auto server = Launch({"--config=" + Config("config: /etc/cnp/other.yaml\n")});
+  ExpectRefused(*server, absl::StrCat(file_, ":3:1: config: cannot be set in a config file "
+                                             "(give --config on the command line)"));
+}
+
+// A token file that cannot be read was found only when the listeners opened, after the workers
+// started: exit 1 with a log line, where every other bad setting exits 2 saying where it is.
+TEST_F(ConfigFileLinesTest, AnUnreadableTokenFileIsABadSetting) {
+  const std::string missing = dir_ + "/no-such-token";
+  auto flag = Launch({"--config=" + Config(""), "--auth-token-file=" + missing});
+  ExpectRefused(*flag, absl::StrCat("--auth-token-file: cannot read the token file ", missing,
+                                    ": No such file or directory"));
+  auto in_file = Launch({"--config=" + Config("auth-token-file: " + missing + "\n")});
+  ExpectRefused(*in_file, absl::StrCat(file_, ":3:18: auth-token-file: cannot read the token "
+                                               "file ", missing, ": No such file or directory"));
+}
+
 // The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
 // refused server must leave none, and with `insecure: true` the same file starts a worker that
 // leaves one (so the mark is no accident of the script).
