@@ -94,7 +94,7 @@ worker that crashed on a document among them) ends the run with exit status 1.
 
 Options:
   --once                  catch up with every source, then exit (default: follow forever)
-  --batch-size=N          changes per batch and per Map call (default: 500)
+  --batch-size=N          changes per batch and per Map call (default: 500; 1 to 100000)
   --feed=continuous|longpoll
                           how to follow the sources once caught up (default: continuous;
                           longpoll asks each source in turn)
