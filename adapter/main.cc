@@ -142,14 +142,19 @@ bool MayLaunchAt(const std::string& target) {
 
 // An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
 // absl's own message exits 1, which reads to CouchDB's operator like a crash. `others` is argv
-// for absl, names in its spelling; a flag's value given apart (--workers -1) is not a flag, and
-// --undefok is absl's to honour.
+// for absl, names in its spelling; a flag's value given apart (--workers -1) is not a flag.
+// absl's own flags (--flagfile, --fromenv, --undefok...) count as unknown: --help does not list
+// them, and --undefok=target let a misspelt flag pass silently.
 std::optional<std::string> UnknownFlag(const std::vector<std::string>& others) {
-  const absl::Status judged = JudgeCommandLineFlags(others, [](const WrittenFlag& written) {
+  const auto is_ours = [](const absl::CommandLineFlag& flag) {
+    return absl::StrContains(flag.Filename(), "adapter/");
+  };
+  const absl::Status judged =
+      JudgeCommandLineFlags(others, is_ours, [&](const WrittenFlag& written) {
     if (written.flag != nullptr) return absl::OkStatus();
     std::vector<std::string> ours;
     for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
-      if (absl::StrContains(flag->Filename(), "adapter/")) ours.emplace_back(flag_name);
+      if (is_ours(*flag)) ours.emplace_back(flag_name);
     }
     return UnknownFlagError(written.name, ours, "cnp-adapter");
   });

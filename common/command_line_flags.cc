@@ -1,7 +1,5 @@
 #include "common/command_line_flags.h"
 
-#include <algorithm>
-
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -13,10 +11,12 @@
 namespace cnp {
 
 absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
+                                   const std::function<bool(const absl::CommandLineFlag&)>& ours,
                                    const std::function<absl::Status(const WrittenFlag&)>& judge) {
-  const bool undefined_ok = std::any_of(argv.begin(), argv.end(), [](const std::string& arg) {
-    return absl::StartsWith(arg, "--undefok") || absl::StartsWith(arg, "-undefok");
-  });
+  const auto find_ours = [&](const std::string& name) -> absl::CommandLineFlag* {
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    return flag != nullptr && ours(*flag) ? flag : nullptr;
+  };
   for (size_t i = 1; i < argv.size(); ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;
@@ -26,12 +26,11 @@ absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
     WrittenFlag written;
     written.name = std::string(arg.substr(0, equals));
     if (written.name.empty()) continue;  // "-" or "--=x": absl's to judge
-    written.flag = absl::FindCommandLineFlag(written.name);
+    written.flag = find_ours(written.name);
     if (written.flag == nullptr) {
       const absl::CommandLineFlag* negated =
-          absl::StartsWith(written.name, "no") ? absl::FindCommandLineFlag(written.name.substr(2))
-                                               : nullptr;
-      if ((negated != nullptr && negated->IsOfType<bool>()) || undefined_ok) continue;
+          absl::StartsWith(written.name, "no") ? find_ours(written.name.substr(2)) : nullptr;
+      if (negated != nullptr && negated->IsOfType<bool>()) continue;
     } else if (equals != absl::string_view::npos) {
       written.value = std::string(arg.substr(equals + 1));
     } else if (!written.flag->IsOfType<bool>() && i + 1 < argv.size()) {

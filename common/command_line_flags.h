@@ -18,7 +18,7 @@ namespace cnp {
 // One flag as written: --name=value, -name value, --noflag...
 struct WrittenFlag {
   std::string name;  // as absl spells it (max_queue)
-  // The flag, or null for one this program does not define.
+  // The flag, or null for one that is not the program's own (see JudgeCommandLineFlags).
   absl::CommandLineFlag* flag = nullptr;
   // What follows '=', or the next argument for a flag that is not boolean (as absl reads
   // "--workers 2"); none when neither was written.
@@ -28,9 +28,12 @@ struct WrittenFlag {
 
 // Calls `judge` for each flag of `argv` (argv[0] the program, not judged; names in absl's
 // spelling, as SplitCommandLine::others holds them) up to "--", and returns the first error it
-// returns. A boolean's --noNAME is not passed on (absl reads it as NAME=false), nor are unknown
-// flags when --undefok is given anywhere: absl then ignores them.
+// returns. A flag for which `ours` does not hold is passed on as unknown (flag null): absl's own
+// flags (--flagfile, --fromenv, --tryfromenv, --undefok) read settings past these checks or
+// make absl ignore a misspelt one, and --help lists none of them. A boolean's --noNAME is not
+// passed on when NAME is ours (absl reads it as NAME=false).
 absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
+                                   const std::function<bool(const absl::CommandLineFlag&)>& ours,
                                    const std::function<absl::Status(const WrittenFlag&)>& judge);
 
 // "unknown flag --wrkers; did you mean --workers? (cnp-server --help lists every flag)": the

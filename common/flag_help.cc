@@ -94,7 +94,9 @@ std::string FlagHelp(absl::string_view usage, absl::FunctionRef<bool(absl::strin
   // Not absl flags of ours, so the loop above never listed them (found by a review): both
   // programs answer them before reading any other flag (HelpAsked, VersionAsked).
   out += "  --help, -h\n";
-  AppendWrapped("this text", out);
+  // absl's other help flags are answered with this text too (HelpAsked), so they are no
+  // unknown flags; said here so that --help names every flag a program accepts.
+  AppendWrapped("this text; so do --helpfull, --helpshort, --helpon=X and --helpmatch=X", out);
   out += "  --version\n";
   AppendWrapped("print the program's version and exit", out);
   return out;

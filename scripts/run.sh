@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: installs what cnp needs, builds it, starts cnp-server on the default socket
-# with the example functions of couch-named-python's README (examples/myviews.py), and shows
+# The main job: installs what cnp needs, builds it, starts cnp-server on a socket of its own
+# (in a temporary directory, so that it runs beside a server already on the default socket, e.g.
+# one an adapter started) with the example functions of couch-named-python's README (examples/myviews.py), and shows
 # them answering real calls: through `cnp`, through cnp-adapter speaking CouchDB's query-server
 # protocol, and through `cnp upload` writing the design document to a CouchDB-compatible server
 # (pouchdb-server on loopback).
@@ -14,9 +15,14 @@ serve=false
 
 scripts/setup.sh
 echo "== building (the first build takes a few minutes)"
+# Bazel's server would stay behind for hours (as in scripts/test.sh, it is shut down once the
+# build is done, whether or not it succeeded).
+status=0
 bazel build --disk_cache="$HOME/.cache/cnp-bazel-disk" \
-  //service:cnp-server //client/cli:cnp //adapter:cnp-adapter
-bin=$(bazel info bazel-bin 2>/dev/null)
+  //service:cnp-server //client/cli:cnp //adapter:cnp-adapter || status=$?
+bin=$(bazel info bazel-bin 2>/dev/null) || status=1
+bazel shutdown >/dev/null 2>&1
+[ "$status" -eq 0 ] || exit "$status"
 cnp="$bin/client/cli/cnp"
 
 work=$(mktemp -d /tmp/cnp-run-XXXXXX)
@@ -28,8 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-runtime="/tmp/cnp-$(id -u)"
-target="unix:$runtime/cnp.sock"
+target="unix:$work/cnp.sock"
+# Every cnp command below finds the server through CNP_TARGET; cnp-adapter is given --target.
 export CNP_TARGET="$target"
 echo "== starting cnp-server at $target (log: $work/cnp-server.log)"
 mkfifo "$work/ready"

@@ -94,7 +94,7 @@ worker that crashed on a document among them) ends the run with exit status 1.
 
 Options:
   --once                  catch up with every source, then exit (default: follow forever)
-  --batch-size=N          changes per batch and per Map call (default: 500)
+  --batch-size=N          changes per batch and per Map call (default: 500; 1 to 100000)
   --feed=continuous|longpoll
                           how to follow the sources once caught up (default: continuous;
                           longpoll asks each source in turn)
@@ -132,7 +132,8 @@ Unlike `cnp upload`, this command talks to CouchDB itself (it follows feeds for 
 runs).
 
 COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL whose GET
-answers {"couchdb":"Welcome",...}; a database's URL is refused before anything is written.
+answers {"couchdb":"Welcome",...} (pouchdb-server's {"express-pouchdb":"Welcome!",...} is
+taken too); a database's URL is refused before anything is written.
 
 Exit status: 0 caught up (--once), or with --once another instance holds the lease (it says
 which; that instance does the work), or stopped by SIGINT/SIGTERM (once the work in hand is

@@ -50,7 +50,8 @@ Options:
                             system's CA store)
   --insecure                send the credentials over plain http:// to a CouchDB that is not
                             on this host (refused without it: anyone on the way reads them)
-  --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
+  --max-conflict-retries=N  how often a write that lost a race is retried (default: 3; at
+                            least 1)
   --show-documents          print every design document as written
   -h, --help                this text
 

@@ -77,8 +77,8 @@ Options:
                             has committed the live index
   --staged-settle-timeout=DUR
                             with --staged: how long to wait for that commit before keeping
-                            the staging document and saying so (default 60s; e.g. 2m, or
-                            a number of seconds)
+                            the staging document and saying so (default 60s; a duration
+                            with its unit, at least 1s: e.g. 90s or 2m)
   --drop-unknown-fields     remove stored fields (and views, shows, ...) the YAML does not
                             mention instead of keeping them
   --allow-system-databases  let design documents into CouchDB's system databases (_users,
@@ -95,7 +95,8 @@ Options:
                             is not on this host (refused without it: anyone on the way
                             reads them); through cnp-server, its --couchdb-allow must also
                             name that http:// URL
-  --max-conflict-retries=N  how often a write that lost a race is retried (default: 3)
+  --max-conflict-retries=N  how often a write that lost a race is retried (default: 3; at
+                            least 1)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)
   --show-documents          print every design document as written
@@ -222,15 +223,13 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
       cli::NumberOption(*args, "max-yaml-bytes", kDefaultMaxYamlBytes, 1, "a number of bytes");
   absl::StatusOr<int64_t> retries =
       cli::NumberOption(*args, "max-conflict-retries", 0, 1, "a number of at least 1");
-  // A duration like every other cnp timeout (60s, 2m), or a bare number of seconds.
+  // A duration with its unit, like every other cnp timeout (60s, 2m): a bare number, which
+  // only this flag took (as seconds), is refused as they refuse it.
   absl::StatusOr<int64_t> settle = int64_t{0};
   if (args->Has("staged-settle-timeout")) {
     const std::string text = args->Get("staged-settle-timeout");
     absl::Duration duration;
-    int64_t seconds = 0;
-    if (absl::SimpleAtoi(text, &seconds) && seconds >= 1) {
-      settle = seconds;
-    } else if (absl::ParseDuration(text, &duration) && duration >= absl::Seconds(1)) {
+    if (absl::ParseDuration(text, &duration) && duration >= absl::Seconds(1)) {
       settle = absl::ToInt64Seconds(absl::Ceil(duration, absl::Seconds(1)));
     } else {
       settle = absl::InvalidArgumentError(absl::StrCat(

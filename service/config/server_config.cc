@@ -37,6 +37,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/process_limits.h"
+#include "common/secret_file.h"
 #include "common/system_user.h"
 #include "common/trusted_file.h"
 #include "common/unix_target.h"
@@ -49,8 +50,8 @@
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
-ABSL_FLAG(std::string, config, "", "YAML file with any of these flags as keys (lists for the "
-          "repeatable ones); flags on the command line win");
+ABSL_FLAG(std::string, config, "", "YAML file with any of these flags but this one as keys "
+          "(lists for the repeatable ones); flags on the command line win");
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET or "
           "unix:/tmp/cnp-<uid>/cnp.sock)");
@@ -333,15 +334,16 @@ std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) 
 
 // The command line's own settings, read before absl reads them (common/command_line_flags.h):
 // an unknown flag, a setting given no value or one it cannot take exits 2 saying what to write.
-// `others` is argv for absl, names in its spelling; absl's own flags (--flagfile,
-// --helpfull...) are left to it.
+// `others` is argv for absl, names in its spelling. absl's own flags (--flagfile, --undefok...)
+// are unknown flags here too: --help does not list them, and they would set or skip settings
+// past these checks.
 absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
-  return JudgeCommandLineFlags(others, [](const WrittenFlag& written) -> absl::Status {
+  return JudgeCommandLineFlags(others, IsServerSetting,
+                               [](const WrittenFlag& written) -> absl::Status {
     if (written.flag == nullptr) {
       return UnknownFlagError(written.name, ServerSettingNames(), "cnp-server");
     }
     absl::CommandLineFlag& flag = *written.flag;
-    if (!IsServerSetting(flag)) return absl::OkStatus();
     if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
     const std::string name = DashedFlagName(written.name);
     // absl sets the flag again from the same text right after.
@@ -373,6 +375,12 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   std::string name = key_node.Scalar();
   const std::string key = name;
   for (char& c : name) if (c == '-') c = '_';
+  if (name == "config") {
+    // It is in --help, so "unknown setting (--help lists every setting)" sent the reader back to
+    // the list that names it (found by a review).
+    return ConfigError(path, key_node.Mark(), key,
+                       "cannot be set in a config file (give --config on the command line)");
+  }
   absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
   if (flag == nullptr || !IsServerSetting(*flag)) {
     // A misspelt key silently ignored would leave its setting at the default in production.
@@ -1028,6 +1036,16 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         "over TLS");
   }
   if (absl::Status s = CheckPlaintextListeners(c, sources); !s.ok()) return s;
+  // Read here, like every other file a setting names, so that a missing or unsafe token file is
+  // a bad setting (exit 2, its line in the config file), not a failure to listen (exit 1) after
+  // the workers started. The RPC server reads it again when it starts listening.
+  if (!c.auth_token_file.empty()) {
+    if (absl::StatusOr<std::string> token = ReadAuthToken(c.auth_token_file); !token.ok()) {
+      const absl::Status named(token.status().code(),
+                               absl::StrCat("--auth-token-file: ", token.status().message()));
+      return Reattribute(sources, "auth_token_file", -1, named);
+    }
+  }
   if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {
     absl::StatusOr<int> gid = ResolveGroup(group);
     if (!gid.ok()) return Reattribute(sources, "socket_group", -1, gid.status(), group);

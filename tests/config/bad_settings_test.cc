@@ -8,6 +8,7 @@
 
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -220,6 +221,19 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   ProcessResult bogus = RunWithInput({adapter, "--bogus"}, "");
   EXPECT_EQ(bogus.exit_code, 2) << bogus.err;
   EXPECT_THAT(bogus.err, HasSubstr("unknown flag --bogus (cnp-adapter --help lists every flag)"));
+  // absl's own flags are unknown flags too: --undefok let a misspelt one pass silently, and
+  // --flagfile/--fromenv read flags past these checks with absl's messages and exit 1.
+  for (const auto& [absl_own, name] :
+       std::vector<std::pair<std::string, std::string>>{{"--undefok=targt", "undefok"},
+                                                        {"--flagfile=/dev/null", "flagfile"},
+                                                        {"--fromenv=target", "fromenv"},
+                                                        {"-tryfromenv=target", "tryfromenv"}}) {
+    ProcessResult run = RunWithInput({adapter, absl_own, "--targt=unix:/nonexistent.sock"}, "");
+    EXPECT_EQ(run.exit_code, 2) << absl_own << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr("unknown flag --" + name +
+                                   " (cnp-adapter --help lists every flag)"))
+        << absl_own;
+  }
   ProcessResult allow = RunWithInput({adapter, "--allow-module"}, "");
   EXPECT_THAT(allow.err, HasSubstr("without it every module on the Python path may run"));
 }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -193,6 +194,43 @@ TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
                           "lists every flag)");
   auto missing = Launch({"--config=" + Config(""), "--call-timeout"});
   ExpectRefused(*missing, "--call-timeout was given no value; write --call-timeout=1m");
+}
+
+// absl's own flags bypassed these checks: --undefok=pyhton_path started the server with the
+// misspelt --pyhton_path ignored, and --flagfile/--fromenv read flags with absl's messages and
+// exit 1. --help lists none of them; they are unknown flags like any other.
+TEST_F(ConfigFileLinesTest, AbslsOwnFlagsAreUnknownFlags) {
+  for (const auto& [args, name] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--undefok=pyhton_path", "--pyhton_path=/srv"}, "undefok"},
+           {{"--flagfile=/dev/null"}, "flagfile"},
+           {{"--fromenv=workers"}, "fromenv"},
+           {{"-tryfromenv=workers"}, "tryfromenv"}}) {
+    std::vector<std::string> argv = {"--config=" + Config("")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto server = Launch(argv);
+    ExpectRefused(*server,
+                  absl::StrCat("unknown flag --", name, " (cnp-server --help lists every flag)"));
+  }
+}
+
+// --config is in --help, yet as a key it was an "unknown setting" that sent the reader to
+// --help.
+TEST_F(ConfigFileLinesTest, TheConfigKeySaysItBelongsOnTheCommandLine) {
+  auto server = Launch({"--config=" + Config("config: /etc/cnp/other.yaml\n")});
+  ExpectRefused(*server, absl::StrCat(file_, ":3:1: config: cannot be set in a config file "
+                                             "(give --config on the command line)"));
+}
+
+// A token file that cannot be read was found only when the listeners opened, after the workers
+// started: exit 1 with a log line, where every other bad setting exits 2 saying where it is.
+TEST_F(ConfigFileLinesTest, AnUnreadableTokenFileIsABadSetting) {
+  const std::string missing = dir_ + "/no-such-token";
+  auto flag = Launch({"--config=" + Config(""), "--auth-token-file=" + missing});
+  ExpectRefused(*flag, absl::StrCat("--auth-token-file: cannot read the token file ", missing,
+                                    ": No such file or directory"));
+  auto in_file = Launch({"--config=" + Config("auth-token-file: " + missing + "\n")});
+  ExpectRefused(*in_file, absl::StrCat(file_, ":3:18: auth-token-file: cannot read the token "
+                                               "file ", missing, ": No such file or directory"));
 }
 
 // The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
