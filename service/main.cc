@@ -188,7 +188,8 @@ int Run(int argc, char** argv) {
       .max_grpc_memory_bytes = config->max_grpc_memory,
       .max_connections_per_peer = config->max_connections_per_peer,
       .first_call_timeout = config->first_call_timeout,
-      .max_connection_idle = config->max_connection_idle};
+      .max_connection_idle = config->max_connection_idle,
+      .reflection = config->reflection};
   cnp::rpc::RpcServer server(server_options, calls, cnp::MakeSessionFactory(pool, *config),
                              cnp::MakeUploadHandler(blocking_pool, *config));
   int exit_code = 0;

@@ -48,6 +48,7 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
   options.adapter_settings = config.adapter_settings;
   options.call_timeout = config.call_timeout;
   options.max_answer_bytes = config.max_call_bytes;
+  options.access_log = config.access_log;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
                                                      config.requested_workers);
   return options;

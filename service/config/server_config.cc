@@ -177,6 +177,9 @@ ABSL_FLAG(bool, insecure, false,
 ABSL_FLAG(std::string, socket_group, "",
           "group allowed to use the unix sockets: sockets are created 0660 and their directory "
           "0750 with this group (default: 0600 and 0700, the server's user only)");
+ABSL_FLAG(bool, reflection, false,
+          "serve gRPC reflection (grpcurl without .proto files). Off by default: it runs on "
+          "gRPC's own threads, at most 4 streams at once, and needs the token where there is one");
 ABSL_FLAG(std::string, access_log, "",
           "file the access log (refused connections and calls, every Upload, with the peer) is "
           "appended to (default: the server's log on stderr); SIGHUP reopens it, for logrotate");
@@ -1014,6 +1017,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   c.insecure = absl::GetFlag(FLAGS_insecure);
+  c.reflection = absl::GetFlag(FLAGS_reflection);
   c.access_log = absl::GetFlag(FLAGS_access_log);
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     // About the one that was given: the other is missing.

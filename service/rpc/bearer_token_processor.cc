@@ -39,9 +39,7 @@ BearerTokenProcessor::BearerTokenProcessor(std::string token, RefusalLog& refusa
     : token_(std::move(token)), refusals_(refusals) {}
 
 bool BearerTokenProcessor::NeedsNoToken(absl::string_view path) {
-  return absl::StartsWith(path, "/grpc.health.v1.Health/") ||
-         absl::StartsWith(path, "/grpc.reflection.v1alpha.ServerReflection/") ||
-         absl::StartsWith(path, "/grpc.reflection.v1.ServerReflection/");
+  return absl::StartsWith(path, "/grpc.health.v1.Health/");
 }
 
 grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,

@@ -32,8 +32,9 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
                        OutputMetadata* consumed_auth_metadata,
                        OutputMetadata* response_metadata) override;
 
-  // The methods that answer without a token: the health and reflection services, which reveal
-  // nothing the public API does not (as in call_gate.h, which never sees them).
+  // The methods that answer without a token: the health service, which load balancers call
+  // and which reveals nothing the public API does not (call_gate.h never sees it). Reflection
+  // needs the token: each of its streams holds a thread of gRPC's (rpc_server.cc).
   static bool NeedsNoToken(absl::string_view path);
 
  private:

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "asio/associated_cancellation_slot.hpp"
@@ -79,7 +80,35 @@ class HealthService::WatchCall final : public DrainableStream,
   std::optional<absl::AnyInvocable<void() &&>> waiter_;
 };
 
-HealthService::HealthService(std::vector<std::string> services) : services_(std::move(services)) {}
+HealthService::HealthService(std::vector<std::string> services, WatchLimits limits)
+    : services_(std::move(services)), limits_(limits) {}
+
+std::optional<std::string> HealthService::AdmitWatch(const std::string& peer) {
+  absl::MutexLock lock(&mu_);
+  if (open_watches_ >= limits_.total) {
+    return absl::StrCat("the server has ", limits_.total,
+                        " health Watch streams open, as many as it keeps; use Check, or watch "
+                        "again once one has ended");
+  }
+  if (!absl::StartsWith(peer, "unix:")) {
+    int& of_peer = watches_per_peer_[peer];
+    if (of_peer >= limits_.per_connection) {
+      return absl::StrCat("this connection has ", limits_.per_connection,
+                          " health Watch streams open, as many as the server keeps for one");
+    }
+    ++of_peer;
+  }
+  ++open_watches_;
+  return std::nullopt;
+}
+
+void HealthService::EndWatch(const std::string& peer) {
+  absl::MutexLock lock(&mu_);
+  --open_watches_;
+  if (auto it = watches_per_peer_.find(peer); it != watches_per_peer_.end() && --it->second == 0) {
+    watches_per_peer_.erase(it);
+  }
+}
 
 std::optional<HealthService::ServingStatus> HealthService::StatusOf(
     const std::string& service) const {
@@ -152,6 +181,14 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
   }
   self->AwaitNextWatch(context, *gate, peer_of);
   CountedCall counted(*gate);
+  // gRPC's peer is the connection's address and port: one connection, over TCP.
+  const std::string peer = call->server_context.peer();
+  if (std::optional<std::string> refusal = self->AdmitWatch(peer); refusal.has_value()) {
+    const grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, *refusal);
+    co_await grpc_asio::Finish(context, call->writer, refused);
+    co_await call->done.Wait();
+    co_return;
+  }
   {
     absl::MutexLock lock(&self->mu_);
     self->watches_.insert(call.get());
@@ -179,6 +216,7 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
     absl::MutexLock lock(&self->mu_);
     self->watches_.erase(call.get());
   }
+  self->EndWatch(peer);
   if (alive && !call->done.done()) {
     const grpc::Status ending(grpc::StatusCode::UNAVAILABLE,
                               "the server is shutting down; watch it again once it is back, or "

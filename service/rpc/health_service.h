@@ -14,10 +14,19 @@
 // health-checking protocol has it. A Watch is told the status as it is after every change
 // (changes that come faster than it is written are merged, as the protocol allows); it is
 // ended (status UNAVAILABLE) when the server shuts down, like the other streams (ShutdownGate).
+//
+// Watch answers without the token (load balancers use it) and an open one keeps its connection
+// from being closed as idle, so how many there may be is bounded: a few per connection (a
+// balancer needs one or two) and a few hundred in all; past either a new Watch is refused
+// RESOURCE_EXHAUSTED and Check still answers. Before, each connection could hold 100 (its
+// stream limit) for good, some 16 KB each: 100 connections took a server from 24 to 189 MB.
+// A unix socket's peers are counted in all only: gRPC names them all alike ("unix:"), and
+// only allowed users reach them.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -32,13 +41,19 @@
 
 namespace cnp::rpc {
 
+// How many Watch streams may be open at once.
+struct WatchLimits {
+  int per_connection = 4;
+  int total = 256;  // some 4 MB
+};
+
 class HealthService {
  public:
   using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
   // `services`: the full names of the services the server exports (besides "", the server).
   // NOT_SERVING until SetServing(true).
-  explicit HealthService(std::vector<std::string> services);
+  explicit HealthService(std::vector<std::string> services, WatchLimits limits = {});
   HealthService(const HealthService&) = delete;
   HealthService& operator=(const HealthService&) = delete;
 
@@ -64,13 +79,19 @@ class HealthService {
   void AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate,
                       CallLogScope::PeerOf peer_of);
   void ChangeLocked(bool serving) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a Watch of `peer` in, or says why it may not start. Ended with EndWatch(peer).
+  std::optional<std::string> AdmitWatch(const std::string& peer) ABSL_LOCKS_EXCLUDED(mu_);
+  void EndWatch(const std::string& peer) ABSL_LOCKS_EXCLUDED(mu_);
   static asio::awaitable<void> ServeWatch(HealthService* self, ShutdownGate* gate,
                                           CallLogScope::PeerOf peer_of,
                                           std::shared_ptr<WatchCall> call);
 
   grpc::health::v1::Health::AsyncService service_;
   const std::vector<std::string> services_;
+  const WatchLimits limits_;
   mutable absl::Mutex mu_;
+  int open_watches_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int> watches_per_peer_ ABSL_GUARDED_BY(mu_);  // TCP peers with one open
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool frozen_ ABSL_GUARDED_BY(mu_) = false;
   // Registered while they stream (so alive), each told of a change on its own context.

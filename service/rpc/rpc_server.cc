@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <cstdio>
 #include <thread>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
@@ -17,7 +19,10 @@
 #include "common/secret_file.h"
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/resource_quota.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
@@ -43,6 +48,64 @@ absl::Time ClientDeadline(const grpc::ServerContext& context) {
 std::string PeerOf(const void* context) {
   return CallGate::PeerIdentity(*static_cast<const grpc::ServerContext*>(context));
 }
+
+// The token check for reflection, whose streams run on gRPC's synchronous threads where
+// CallGate never looks: over TLS gRPC's AuthMetadataProcessor has refused a stream without the
+// token already, on a plaintext loopback listener this is the check. A stream refused here is
+// ended UNAUTHENTICATED before its handler reads anything, so it gives its thread back at once.
+class ReflectionGate final : public grpc::experimental::Interceptor {
+ public:
+  ReflectionGate(grpc::experimental::ServerRpcInfo* info, const CallGate& gate)
+      : info_(info), gate_(gate) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using Hook = grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(Hook::POST_RECV_INITIAL_METADATA)) {
+      grpc::ServerContextBase* base = info_->server_context();
+      const auto* context = dynamic_cast<const grpc::ServerContext*>(base);
+      const absl::Status admitted =
+          context == nullptr ? absl::UnauthenticatedError("not a call the server can check")
+                             : gate_.Admit(*context, "ServerReflectionInfo");
+      if (!admitted.ok()) {
+        const std::string message(admitted.message());
+        grpc_call_cancel_with_status(base->c_call(), GRPC_STATUS_UNAUTHENTICATED,
+                                     message.c_str(), nullptr);
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* const info_;
+  const CallGate& gate_;
+};
+
+// Linking gRPC's reflection library registers its plugin with every ServerBuilder (a static
+// initializer): without --reflection this takes it out again.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+      return absl::StrContains(plugin->name(), "reflection");
+    });
+  }
+};
+
+class ReflectionGateFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit ReflectionGateFactory(const CallGate& gate) : gate_(gate) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    // Every other call is ours, checked by CallGate (or the health service, which needs no token).
+    if (!absl::StartsWith(info->method(), "/grpc.reflection.")) return nullptr;
+    return new ReflectionGate(info, gate_);
+  }
+
+ private:
+  const CallGate& gate_;
+};
 
 // MapStream: each message is one Map call, awaited.
 class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapResponse> {
@@ -225,12 +288,24 @@ absl::Status RpcServer::Start() {
   // The health service is ours (health_service.h): gRPC's would bring two threads of its own
   // that poll every connection.
   grpc::EnableDefaultHealthCheckService(false);
+  // Reflection only when asked for (--reflection): nothing cnp ships needs it (grpcurl can be
+  // given the .proto files instead), and it is the one service gRPC runs with a thread per
+  // stream. Open to anyone, 2,000 idle streams held 2,016 threads, near a host's PID limit.
+  // When on, it needs the token where there is one (ReflectionGate; the AuthMetadataProcessor
+  // over TLS), and gRPC may run it on kMaxReflectionThreads threads at most.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (absl::Status s = OpenListeners(builder); !s.ok()) return s;
   // The reflection service runs on gRPC's own synchronous threads; their default poll timeout
   // made every shutdown take 5 s longer than the calls in flight needed.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 200);
+  if (!options_.reflection) {
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  } else {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> gates;
+    gates.push_back(std::make_unique<ReflectionGateFactory>(*gate_));
+    builder.experimental().SetInterceptorCreators(std::move(gates));
+  }
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   // What gRPC may hold of requests being received and answers being sent, all calls together:
   // past it gRPC cancels streams (RESOURCE_EXHAUSTED) instead of growing, so many large
@@ -239,7 +314,15 @@ absl::Status RpcServer::Start() {
   // costs (some 20 KB): how many connections there may be bounds that (connection_acceptor.h).
   grpc::ResourceQuota quota("cnp-server");
   quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));
+  quota.SetMaxThreads(kMaxReflectionThreads);
   builder.SetResourceQuota(quota);
+  // Identity messages only. The quota counts the bytes that arrive, not what they expand to,
+  // and gRPC expands a message before any handler (and so the token check on a plaintext
+  // listener) sees it: 50 tokenless connections sending 2.9 MB of gzip took the server from
+  // 24 MB to 1.8 GB. gRPC now answers a compressed message UNIMPLEMENTED as soon as its
+  // headers name the encoding, unread. None of cnp's clients compress.
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
   // And how many calls one connection may have open at once; a client past it waits for one
   // to end (gRPC queues it), which keeps one connection from opening thousands of streams.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);

@@ -77,7 +77,13 @@ struct ServerOptions {
   // gRPC closes (GOAWAY) a connection that has had no call open for this long
   // (--max-connection-idle); its client reconnects at its next call. Zero: never.
   absl::Duration max_connection_idle = absl::Minutes(5);
+  // gRPC reflection (--reflection): off unless asked for, see rpc_server.cc.
+  bool reflection = false;
 };
+
+// Threads gRPC may run reflection streams on (its synchronous server, the only part of cnp-server
+// that has a thread per call); a stream past them is refused RESOURCE_EXHAUSTED.
+inline constexpr int kMaxReflectionThreads = 4;
 
 // Calls one connection may have open at once (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). 100 is
 // what HTTP/2 recommends at least; cnp's own clients open one stream per call, cnp-adapter one

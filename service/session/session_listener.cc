@@ -194,6 +194,14 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 SessionListener::~SessionListener() = default;
 
 absl::Status SessionListener::Start() {
+  if (!options_.paths.empty()) {
+    absl::StatusOr<std::unique_ptr<rpc::AccessLog>> log = rpc::AccessLog::Open(options_.access_log);
+    if (!log.ok()) return log.status();
+    access_log_ = *std::move(log);
+    refusals_ = std::make_unique<rpc::RefusalLog>(*access_log_, rpc::kRefusalLogInterval);
+    flush_timer_ = std::make_unique<asio::steady_timer>(control_);
+    asio::co_spawn(control_, FlushRefusals(), asio::detached);
+  }
   for (const std::string& path : options_.paths) {
     absl::StatusOr<listen::ListeningSocket> socket;
     if (pool_.max_sessions() == 0) {
@@ -239,6 +247,7 @@ absl::Status SessionListener::Start() {
 void SessionListener::Stop() {
   // On the control loop: the acceptors are its coroutines'.
   RunOnLoop(control_, [this] {
+    if (flush_timer_ != nullptr) flush_timer_->cancel();
     for (auto& acceptor : acceptors_) {
       asio::error_code ignored;
       acceptor->close(ignored);
@@ -251,6 +260,16 @@ void SessionListener::Stop() {
 
 bool SessionListener::Allowed(uid_t uid) const {
   return users_.count(uid) != 0;
+}
+
+asio::awaitable<void> SessionListener::FlushRefusals() {
+  for (;;) {
+    flush_timer_->expires_after(rpc::kRefusalLogInterval);
+    asio::error_code ec;
+    co_await flush_timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // Stop(): the listener may be gone once this resumes
+    refusals_->Flush();
+  }
 }
 
 asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& acceptor) {
@@ -285,7 +304,12 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     std::string why = absl::StrCat("uid ", peer.uid, " (pid ", peer.pid,
                                    ") may not use this cnp-server, which runs as uid ", ::getuid(),
                                    "; run the adapter as that user or allow it with --allow-uid");
-    LogWarning("direct session refused: ", why);
+    // An accepted unix socket's own name is its listener's path.
+    const std::string where = absl::StrCat("unix:", socket.local_endpoint(ec).path());
+    const std::string uid = absl::StrCat(peer.uid);
+    refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where,
+                       "uid not allowed (see --allow-uid)",
+                       {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
     answer.set_outcome(Answer::REFUSED);
     answer.set_reason(why);
     co_await Send(socket, answer);

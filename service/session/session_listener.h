@@ -29,7 +29,10 @@
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
 #include "asio/local/stream_protocol.hpp"
+#include "asio/steady_timer.hpp"
 #include "service/listen/listening_socket.h"
+#include "service/rpc/access_log.h"
+#include "service/rpc/refusal_log.h"
 #include "service/session/session_worker_pool.h"
 
 namespace cnp::session {
@@ -55,6 +58,8 @@ struct ListenerOptions {
   // The server's --max-call-bytes: the longest answer a session worker writes to CouchDB for
   // one command (0: the worker's own bound, 64 MiB).
   int64_t max_answer_bytes = 0;
+  // --access-log: where refused connections are told, as the gRPC socket's are (empty: stderr).
+  std::string access_log;
 };
 
 class SessionListener {
@@ -76,6 +81,7 @@ class SessionListener {
   asio::awaitable<void> Accept(asio::local::stream_protocol::acceptor& acceptor);
   asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket);
   bool Allowed(uid_t uid) const;
+  asio::awaitable<void> FlushRefusals();
 
   const ListenerOptions options_;
   const std::set<uid_t> users_;  // who may connect (SO_PEERCRED)
@@ -84,6 +90,11 @@ class SessionListener {
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
   std::vector<listen::ListeningSocket> sockets_;  // each acceptor's socket, for its file
   std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
+  // A refused peer gets a line per kRefusalLogInterval, not one per connection: a user who may
+  // not connect could otherwise grow the log as fast as it can connect. Control loop only.
+  std::unique_ptr<rpc::AccessLog> access_log_;
+  std::unique_ptr<rpc::RefusalLog> refusals_;
+  std::unique_ptr<asio::steady_timer> flush_timer_;  // writes the counts a quiet peer is owed
 };
 
 }  // namespace cnp::session

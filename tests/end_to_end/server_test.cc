@@ -545,18 +545,18 @@ std::string AskReflection(const std::string& target, const std::string& request)
 }
 
 TEST(ServerTest, ListsItsServicesThroughReflection) {
-  auto server = StartServer();
+  auto server = StartServer({"--reflection"});
   // A ServerReflectionRequest with list_services = "" (field 7) encodes as 3a 00.
   const std::string bytes = AskReflection(server->target(), std::string("\x3a\x00", 2));
   EXPECT_THAT(bytes, HasSubstr("cnp.v1.Functions"));
   EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
 }
 
-// What grpcurl does before it calls a method it has no .proto for: it resolves the method through
+// What grpcurl does before it calls a method it has no .proto for (given --reflection): it resolves the method through
 // reflection, so the health service's descriptor must be there (gRPC's own health service,
 // which cnp-server used before it served its own, carried none: "Symbol not found").
 TEST(ServerTest, DescribesTheHealthServiceThroughReflection) {
-  auto server = StartServer();
+  auto server = StartServer({"--reflection"});
   // file_containing_symbol (field 4) = "grpc.health.v1.Health".
   const std::string symbol = "grpc.health.v1.Health";
   const std::string bytes = AskReflection(

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -40,6 +41,7 @@ class HealthServiceTest : public ::testing::Test {
     const std::string address = "unix:" + dir_ + "/s.sock";
     grpc::ServerBuilder builder;
     builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &tcp_port_);
     builder.RegisterService(health_.service());
     context_ = std::make_unique<grpc_asio::GrpcContext>(builder.AddCompletionQueue());
     server_ = builder.BuildAndStart();
@@ -87,17 +89,27 @@ class HealthServiceTest : public ::testing::Test {
       return response.status();
     }
   };
-  std::unique_ptr<Watch> StartWatch(const std::string& service) {
+  std::unique_ptr<Watch> StartWatch(const std::string& service, Health::Stub* stub = nullptr) {
     auto watch = std::make_unique<Watch>();
     watch->context.set_deadline(std::chrono::system_clock::now() + kBound);
     HealthCheckRequest request;
     request.set_service(service);
-    watch->reader = stub_->Watch(&watch->context, request);
+    watch->reader = (stub != nullptr ? stub : stub_.get())->Watch(&watch->context, request);
     return watch;
   }
 
+  // A stub on a TCP connection of its own (gRPC names each TCP peer apart, unix peers alike).
+  std::unique_ptr<Health::Stub> TcpConnection() {
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return Health::NewStub(grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(tcp_port_), grpc::InsecureChannelCredentials(), arguments));
+  }
+
   std::string dir_;
-  HealthService health_{{"cnp.v1.Functions"}};
+  // Smaller than cnp-server's (4 and 256), for the test of the bounds.
+  HealthService health_{{"cnp.v1.Functions"}, WatchLimits{.per_connection = 2, .total = 3}};
+  int tcp_port_ = 0;
   ShutdownGate gate_;
   std::unique_ptr<grpc_asio::GrpcContext> context_;
   std::unique_ptr<grpc::Server> server_;
@@ -170,6 +182,48 @@ TEST_F(HealthServiceTest, AtShutdownWatchersHearNotServingAndTheirStreamsEnd) {
   auto late = StartWatch("");
   EXPECT_EQ(late->Next(), HealthCheckResponse::NOT_SERVING);
   EXPECT_EQ(late->reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// Watch answers without a token, and an open one keeps its connection from being closed as
+// idle: before, each connection could hold 100 (its stream limit) for good, some 16 KB each.
+// Now a connection may hold 2 here, the server 3; past either a Watch is refused at once, and
+// Check still answers.
+TEST_F(HealthServiceTest, WatchesAreBoundedPerConnectionAndInAll) {
+  health_.SetServing(true);
+  auto first = TcpConnection();
+  auto second = TcpConnection();
+  std::vector<std::unique_ptr<Watch>> open;
+  for (int i = 0; i < 2; ++i) {
+    open.push_back(StartWatch("", first.get()));
+    ASSERT_EQ(open.back()->Next(), HealthCheckResponse::SERVING);
+  }
+  auto third_on_first = StartWatch("", first.get());
+  EXPECT_EQ(third_on_first->Next(), HealthCheckResponse::UNKNOWN);  // no message: refused
+  grpc::Status refused = third_on_first->reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("this connection has 2"), std::string::npos)
+      << refused.error_message();
+
+  open.push_back(StartWatch("", second.get()));
+  ASSERT_EQ(open.back()->Next(), HealthCheckResponse::SERVING);
+  auto past_all = StartWatch("", second.get());
+  EXPECT_EQ(past_all->Next(), HealthCheckResponse::UNKNOWN);
+  refused = past_all->reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("the server has 3"), std::string::npos)
+      << refused.error_message();
+  EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::SERVING);
+
+  // Watches that end make room again.
+  for (auto& watch : open) {
+    watch->context.TryCancel();
+    watch->reader->Finish();
+  }
+  ASSERT_TRUE(gate_.AwaitNoCalls(absl::Now() + absl::Seconds(20)));
+  for (int i = 0; i < 2; ++i) {
+    open.push_back(StartWatch("", first.get()));
+    EXPECT_EQ(open.back()->Next(), HealthCheckResponse::SERVING);
+  }
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -91,12 +93,13 @@ class SessionListenerTest : public ::testing::Test {
 
   // Listens on path_, giving each adapter `hello_timeout` to send its hello, with the control
   // loop run by a thread of its own.
-  void StartListening(absl::Duration hello_timeout = ListenerOptions().hello_timeout) {
-    ListenerOptions options;
+  void StartListening(absl::Duration hello_timeout = ListenerOptions().hello_timeout,
+                      ListenerOptions options = {}) {
     options.paths = {path_};
     options.hello_timeout = hello_timeout;
     listener_ = std::make_unique<SessionListener>(std::move(options), *pool_, io_);
-    ASSERT_TRUE(listener_->Start().ok());
+    const absl::Status started = listener_->Start();
+    ASSERT_TRUE(started.ok()) << started;
     pool_->Start();
     loop_ = std::thread([this] { io_.run(); });
   }
@@ -187,6 +190,56 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   ::close(adapter);
   ::close(pipes[0]);
   ::close(pipes[1]);
+}
+
+// A child process that connects to `path` as nobody (uid and gid 65534) and reads until the
+// server closes: exits 0 if it was answered (a refusal), 1 if not, 2 if it could not connect.
+pid_t ConnectAsNobody(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) ::_exit(2);
+  char buffer[4096];
+  ssize_t total = 0;
+  for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) total += n;
+  ::_exit(total > 0 ? 0 : 1);
+}
+
+int ExitCodeOf(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// A user who may not connect is refused each time, but logged once per interval (10 s), as on
+// the gRPC socket: before, each refused connection wrote a WARN line to the server's log, so
+// such a user could grow it as fast as it could connect (2,000 connections, 2,000 lines).
+TEST_F(SessionListenerTest, RefusedConnectionsOfOneUserAreLoggedOncePerInterval) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  const std::string dir = path_.substr(0, path_.rfind('/'));
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);  // nobody may reach the socket (group 65534, 0660)
+  ListenerOptions options;
+  options.socket_gid = 65534;
+  options.access_log = dir + "/access.log";
+  ASSERT_NO_FATAL_FAILURE(StartListening(ListenerOptions().hello_timeout, std::move(options)));
+  constexpr int kRefused = 20;
+  for (int i = 0; i < kRefused; ++i) {
+    ASSERT_EQ(ExitCodeOf(ConnectAsNobody(path_)), 0) << "connection " << i << " was not answered";
+  }
+  const std::string log = testing::ReadFile(dir + "/access.log");
+  const std::string line = "refused peer=unix:" + path_;
+  size_t lines = 0;
+  for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++lines;
+  // The first refusal at once; the rest are counted into the next line, 10 s on.
+  EXPECT_EQ(lines, 1u) << log;
+  EXPECT_NE(log.find("uid=65534"), std::string::npos) << log;
+  EXPECT_NE(log.find("uid not allowed"), std::string::npos) << log;
+  EXPECT_NE(log.find("connections=1"), std::string::npos) << log;
 }
 
 // Each stalled connection is dropped once its own time to send a hello (the server's, 2 s) is
