@@ -583,7 +583,7 @@ std::string Deriver::ChangesPath(size_t i, const std::string& since, int limit) 
   // with its own seq, which is where the stage goes on after it.
   return absl::StrCat(DbPath(declaration_.stages[i].source), "/_changes?since=",
                       couchdb::CouchClient::EscapeSegment(since), "&limit=", limit,
-                      "&include_docs=true&seq_interval=", limit);
+                      "&include_docs=true&seq_interval=", limit, "&style=all_docs");
 }
 
 absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
@@ -705,7 +705,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   std::map<std::string, std::vector<Value>>& desired = batch.desired;
   const std::set<std::string>& failed = batch.failed;
   const bool fresh = checkpoints_[i].fresh;
-  // What the target holds now. A document at its first revision, never changed, can only have
+  // What the target holds now. A document at its first revision and its only one, can only have
   // produced the rows it produces now (or rows of another version, which the sweep after a
   // re-run removes): those are looked up by id in one request. Anything else may have yielded
   // other keys before: its rows are found by their id prefix.
@@ -715,11 +715,21 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   for (const Value* change : batch.results) {
     std::string id = Text(*change, "id");
     if (failed.count(id) > 0) continue;
+    // With style=all_docs, `changes` lists every leaf revision, deleted ones too, and not
+    // necessarily the winner first (pouchdb-server orders them by generation): the winner is
+    // the document's _rev.
     const Value* changes = Member(*change, "changes");
-    std::string rev = changes && changes->IsArray() && !changes->Empty() ? Text((*changes)[0], "rev") : "";
+    const Value* winner = Member(*change, "doc");
+    std::string rev = winner != nullptr && winner->IsObject() ? Text(*winner, "_rev") : "";
+    if (rev.empty() && changes && changes->IsArray() && !changes->Empty()) rev = Text((*changes)[0], "rev");
+    const bool one_leaf = changes && changes->IsArray() && changes->Size() == 1;
     const Value* deleted = Member(*change, "deleted");
     bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
-    if (!is_deleted && Generation(rev) == 1) {
+    if (!is_deleted && Generation(rev) == 1 && one_leaf) {
+      // A document with one revision, never changed, can only have produced the rows it
+      // produces now. With another leaf (a conflict written by replication, or a deleted
+      // branch) an earlier winner may have yielded other keys, whatever the generation of
+      // this one: such documents are looked up by prefix below, in a fresh sync too.
       // In a fresh initial synchronization nothing derived from this source existed: the rows
       // of a document at its first revision are new, so they are written without asking. A
       // document CouchDB lists twice in _changes (a clustered database may, after a shard

@@ -277,6 +277,39 @@ TEST_F(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
   EXPECT_EQ(CountOf({second_bulk, requests.end()}, "POST /tgt/_all_docs?include_docs=true"), 1u);
 }
 
+// In a first synchronization a document listed again with a conflicting first revision that now
+// wins (replication wrote it between the two listings; _changes?style=all_docs lists both
+// leaves): its first winner's row is found by prefix and removed, not kept beside the new one.
+TEST_F(CouchDbSequencesTest, AFreshSyncFindsTheRowsOfAnEarlierWinnerOfAConflict) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-a", "Oslo"), R"(],"last_seq":1})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=1&")) {
+      return {200, R"({"results":[{"seq":2,"id":"a","changes":[{"rev":"1-f"},{"rev":"1-a"}],)"
+                   R"("doc":{"_id":"a","_rev":"1-f","town":"Lima"}}],"last_seq":2})"};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    return AnswerFromTarget(r);
+  });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db, {.batch_size = 1});
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  EXPECT_THAT(couch.requests(), ::testing::Contains(::testing::HasSubstr("style=all_docs")));
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> keys;
+  for (const auto& [id, doc] : target_.docs) {
+    if (!absl::StrContains(doc, R"("_deleted":true)")) keys.push_back(doc.substr(doc.find("\"mr_key\"")));
+  }
+  ASSERT_EQ(keys.size(), 1u) << ::testing::PrintToString(target_.docs);
+  EXPECT_THAT(keys[0], HasSubstr(R"("mr_key":"Lima")"));
+}
+
 // A document listed twice in one batch (a continuous feed brings a create and an update of it
 // together; a clustered CouchDB may list a document twice) is derived once, from its last
 // change. Before, the rows of both versions were written and the older one kept for good, and
@@ -400,8 +433,8 @@ TEST_F(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed
                 HasSubstr(R"("seq":"6")"));
     // Each change was read alone only once it could not be read with others.
     std::vector<std::string> requests = couch.requests();
-    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=2&limit=1&include_docs=true&seq_interval=1"), 1u);
-    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=4&limit=1&include_docs=true&seq_interval=1"), 2u)
+    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=2&limit=1&include_docs=true&seq_interval=1&style=all_docs"), 1u);
+    EXPECT_EQ(CountOf(requests, "GET /src/_changes?since=4&limit=1&include_docs=true&seq_interval=1&style=all_docs"), 2u)
         << "the whole answer, cut off, and then its start";
   }
   // A restart goes on from the checkpoint: nothing to read again, nothing recorded again.

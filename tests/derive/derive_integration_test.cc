@@ -422,6 +422,38 @@ TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
 // A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
 // took victim's ids (overwriting victim's row), its deletion deleted victim's rows, and its
 // error was recorded as victim's with the message cut at the NUL.
+// A conflict written by replication (new_edits:false) whose winner is another first
+// revision: the rows of the earlier winner go, though the winner's generation is 1. So too when
+// the earlier winner's branch was deleted, and when its rows were written earlier in the same
+// initial synchronization.
+TEST_F(DeriveTest, AConflictingFirstRevisionThatWinsReplacesTheEarlierWinnersRows) {
+  Fill("conflict_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Molde"}])");
+  std::string declaration = TownsDeclaration("conflict", "conflict_src", "conflict_map");
+  RunOnce(declaration);
+  ASSERT_EQ(Derived("conflict_map").size(), 3u);
+  // 1-fff... wins over any other first revision: the highest revision id wins a tie.
+  const std::string winner = "1-ffffffffffffffffffffffffffffffff";
+  const std::string c_rev = Rev("conflict_src", "c");
+  Write("conflict_src", absl::StrCat(R"([{"_id":"c","_rev":")", c_rev, R"(","_deleted":true}])"));
+  couchdb::CouchClient http = Http();
+  auto r = http.Post("/conflict_src/_bulk_docs",
+                     absl::StrCat(R"({"new_edits":false,"docs":[{"_id":"a","_rev":")", winner,
+                                  R"(","town":"Tromso"},{"_id":"c","_rev":")", winner, R"(","town":"Alta"}]})"));
+  ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
+  ASSERT_EQ(Rev("conflict_src", "a"), winner);
+  ASSERT_EQ(Rev("conflict_src", "c"), winner);
+  RunOnce(declaration);
+  std::multimap<std::string, std::string> keys = ByKey("conflict_map");
+  EXPECT_EQ(keys.count("\"Oslo\""), 0u);
+  EXPECT_EQ(keys.count("\"Molde\""), 0u);
+  EXPECT_EQ(keys.count("\"Tromso\""), 1u);
+  EXPECT_EQ(keys.count("\"Alta\""), 1u);
+  EXPECT_EQ(keys.size(), 3u);
+  // A first sync of the same source into another target: the same rows.
+  RunOnce(TownsDeclaration("conflict2", "conflict_src", "conflict_map2"));
+  EXPECT_EQ(ByKey("conflict_map2"), keys);
+}
+
 TEST_F(DeriveTest, AnIdHoldingNulIsItsOwnDocumentNotThePrefixBeforeIt) {
   const std::string nul("\0", 1);
   const std::string declaration = TownsDeclaration("nul", "nul_src", "nul_map", "derive_fns.given_rows");
