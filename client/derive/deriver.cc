@@ -870,7 +870,13 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       if (!page.ok()) return page.status();
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
       size_t n = docs && docs->IsArray() ? docs->Size() : 0;
-      for (size_t d = 0; d < n; ++d) groups[key_json].push_back(&(*docs)[d]);
+      for (size_t d = 0; d < n; ++d) {
+        // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
+        // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
+        // document: a row of another text belongs to another group and reduce document.
+        const Value* row_key = Member((*docs)[d], "mr_key");
+        if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
+      }
       bookmark = Text(*page, "bookmark");
       skip += static_cast<int64_t>(n);
       pages.push_back(*std::move(page));

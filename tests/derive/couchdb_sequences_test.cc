@@ -310,6 +310,51 @@ TEST_F(CouchDbSequencesTest, AFreshSyncFindsTheRowsOfAnEarlierWinnerOfAConflict)
   EXPECT_THAT(keys[0], HasSubstr(R"("mr_key":"Lima")"));
 }
 
+// A reduce group is its key's JSON text (which names its reduce document), but _find's $eq
+// compares by CouchDB's collation: for the key 1.0 it answers the rows of 1 too. Those belong to
+// the group of 1, with a reduce document of its own; counted here too, they made 1.0's wrong.
+TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
+  std::vector<std::string> bulks;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/tgt/_changes?since=0&")) {
+      return {200, R"({"results":[{"seq":1,"id":"m2","changes":[{"rev":"1-b"}],)"
+                   R"("doc":{"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}}],"last_seq":1})"};
+    }
+    if (absl::StartsWith(t, "/tgt/_changes?")) return {200, R"({"results":[],"last_seq":1})"};
+    if (t == "/tgt/_index") return {200, R"({"result":"exists"})"};
+    if (t == "/tgt/_find") {
+      return {200, R"({"docs":[{"_id":"m1","_rev":"1-a","mr_key":1,"mr_value":null},)"
+                   R"({"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}]})"};
+    }
+    if (t == "/red" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
+    if (absl::StartsWith(t, "/red/_local/")) {
+      return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
+                               : ScriptedResponse{404, R"({"error":"not_found"})"};
+    }
+    if (absl::StartsWith(t, "/red/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};
+    if (t == "/red/_all_docs?include_docs=true") {
+      return {200, absl::StrCat(R"({"rows":[{"key":")", ReduceRowId("tgt", "1.0"), R"(","error":"not_found"}]})")};
+    }
+    if (t == "/red/_bulk_docs") {
+      bulks.push_back(r.body);
+      return {201, "[]"};
+    }
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Connection connection({.base_url = couch.url()});
+  Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
+  Deriver deriver(declaration, connection.db, *cnp_, {}, log_, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(bulks.size(), 1u);
+  EXPECT_THAT(bulks[0], HasSubstr(absl::StrCat(R"("_id":")", ReduceRowId("tgt", "1.0"), R"(")")));
+  EXPECT_THAT(bulks[0], HasSubstr(R"("mr_value":1,)"));
+}
+
 // A document listed twice in one batch (a continuous feed brings a create and an update of it
 // together; a clustered CouchDB may list a document twice) is derived once, from its last
 // change. Before, the rows of both versions were written and the older one kept for good, and
