@@ -1061,7 +1061,7 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
     }
     body += "]}";
     first = end;
-    absl::StatusOr<Document> answer = couch_.Post(absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+    absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
                                                   absl::StrCat("writing derived documents to ", database));
     if (!answer.ok()) return answer.status();
     if (!answer->IsArray()) continue;
@@ -1089,8 +1089,8 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
   doc.AddMember("sweep", c.sweep, a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
-  absl::StatusOr<Document> answer = couch_.Put(LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
-                                               couchdb::ToJson(doc), "writing a checkpoint");
+  absl::StatusOr<Document> answer = FencedWrite("PUT", LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
+                                                couchdb::ToJson(doc), "writing a checkpoint");
   if (!answer.ok()) return answer.status();
   c.rev = Text(*answer, "rev");
   if (!c.old_rev.empty()) {
@@ -1098,9 +1098,10 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
     // stage over, say). Failing to remove it costs no derived data: the run goes on.
     const std::string old_id = *OldCheckpointId(declaration_.name, s);
     absl::StatusOr<Document> removed =
-        couch_.Delete(absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
-                                   couchdb::CouchClient::EscapeSegment(c.old_rev)),
-                      "removing the checkpoint at its earlier id");
+        FencedWrite("DELETE", absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
+                                           couchdb::CouchClient::EscapeSegment(c.old_rev)),
+                    "", "removing the checkpoint at its earlier id");
+    if (absl::IsFailedPrecondition(removed.status())) return removed.status();
     if (!removed.ok()) {
       log_ << "cnp derive: " << s.source << " -> " << s.target << ": the checkpoint _local/" << old_id
            << " of an earlier release stays: " << Printable(removed.status().message()) << "\n";
@@ -1108,6 +1109,28 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
     c.old_rev.clear();
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Document> Deriver::FencedWrite(absl::string_view method, const std::string& path,
+                                              absl::string_view json, absl::string_view what) {
+  std::optional<absl::Duration> timeout;
+  if (options_.fence != nullptr) {
+    absl::StatusOr<absl::Duration> budget = options_.fence->WriteBudget();
+    if (!budget.ok()) return budget.status();
+    timeout = *budget;
+  }
+  absl::StatusOr<Document> answer = method == "POST" ? couch_.Post(path, json, what, timeout)
+                                    : method == "PUT" ? couch_.Put(path, json, what, timeout)
+                                                      : couch_.Delete(path, what, timeout);
+  if (options_.fence != nullptr && absl::IsUnavailable(answer.status())) {
+    // Given up on, or cut off at the lease's deadline: CouchDB may apply it yet, which the
+    // next holder is told to wait out. Past the deadline, the lease is as good as lost.
+    options_.fence->Unanswered();
+    if (absl::StatusOr<absl::Duration> after = options_.fence->WriteBudget(); !after.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(answer.status().message(), "; ", after.status().message()));
+    }
+  }
+  return answer;
 }
 
 void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
@@ -1157,7 +1180,7 @@ absl::Status Deriver::FlushErrors() {
     }
     while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
     doc.AddMember("errors", errors, a);
-    absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the errors document");
+    absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the errors document");
     if (absl::IsAborted(answer.status())) continue;
     if (!answer.ok()) return answer.status();
     new_errors_.clear();
@@ -1227,7 +1250,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     stages.PushBack(st, a);
   }
   doc.AddMember("stages", stages, a);
-  absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the status document");
+  absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the status document");
   if (absl::IsAborted(answer.status())) {
     status_rev_.clear();  // another instance wrote it; next time we read its revision
     return absl::OkStatus();

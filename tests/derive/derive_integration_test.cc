@@ -817,6 +817,55 @@ TEST_F(DeriveTest, AHolderBusyForLongerThanTheLeaseTimeoutKeepsTheLease) {
   EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"2\"");
 }
 
+// A holder whose write request is held on its way (a proxy, a stalled connection) while its
+// lease expires and another instance takes over: the request is given up at the holder's
+// deadline, before the lease expires, so a proxy drops it instead of applying it after the new
+// holder's writes (it recreated a row the new holder had removed); and the new holder writes
+// nothing until the old holder's writes are settled.
+TEST_F(DeriveTest, AWriteHeldPastTheLeaseIsNotAppliedAfterATakeover) {
+  Fill("fence_src", R"([{"_id":"a","town":"Oslo"}])");
+  const std::string hold_bulk = absl::StrCat(dir_, "/hold_bulk"), hold_lease = absl::StrCat(dir_, "/hold_lease");
+  auto proxy = ChildProcess::Start({"python3", testing::Runfile("tests/derive/hold_proxy.py"),
+                                    absl::StrCat(couch_->port()), absl::StrCat(hold_bulk, "=/fence_map/_bulk_docs"),
+                                    absl::StrCat(hold_lease, "=/_local/cnp-derive%3Afence%3Alease")},
+                                   dir_, "listening on ", kRunTimeout);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ASSERT_TRUE((*proxy)->WaitForOutput("\n", kRunTimeout));
+  const std::string listening = (*proxy)->output();
+  const std::string proxy_url =
+      absl::StrCat("http://127.0.0.1:", listening.substr(listening.find("listening on ") + 13,
+                                                         listening.find('\n') - listening.find("listening on ") - 13));
+  const std::string declaration = Declare(TownsDeclaration("fence", "fence_src", "fence_map"));
+  const std::vector<std::string> follow = {"--lease-timeout=3s", "--lease-renew=300ms", "--poll-interval=200ms",
+                                           "--feed=longpoll"};
+  std::vector<std::string> through_proxy = Command(declaration, follow);
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  auto first = ChildProcess::Start(through_proxy, dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitForOutput("fence_src -> fence_map: seq 1,", kRunTimeout)) << (*first)->output();
+  ASSERT_EQ(Derived("fence_map").size(), 1u);
+
+  // Its next write is held; then its renewals are, so that its lease expires.
+  std::ofstream(hold_bulk) << "";
+  Write("fence_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("fence_src", "a"), R"(","town":"Bergen"}])"));
+  ASSERT_TRUE((*proxy)->WaitForOutput("held POST /fence_map/_bulk_docs", kRunTimeout)) << (*first)->output();
+  std::ofstream(hold_lease) << "";
+  Write("fence_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("fence_src", "a"), R"(","_deleted":true}])"));
+
+  auto second = ChildProcess::Start(Command(declaration, follow), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->WaitForOutput("fence_src -> fence_map: seq 3,", kRunTimeout)) << (*second)->output();
+  EXPECT_THAT((*second)->output(), HasSubstr("until the earlier holder's write requests can no longer be applied"));
+  EXPECT_TRUE(Derived("fence_map").empty());
+
+  ASSERT_EQ(unlink(hold_bulk.c_str()), 0);
+  ASSERT_EQ(unlink(hold_lease.c_str()), 0);
+  ASSERT_TRUE((*proxy)->WaitForOutput("ended POST /fence_map/_bulk_docs", kRunTimeout)) << (*proxy)->output();
+  EXPECT_THAT((*proxy)->output(), HasSubstr("dropped POST /fence_map/_bulk_docs"));
+  // a is deleted: no row of it, the held one (Bergen) included.
+  EXPECT_TRUE(Derived("fence_map").empty()) << (*first)->output() << (*second)->output();
+}
+
 TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   Fill("missing_src", R"([{"_id":"a","town":"Oslo"}])");
   absl::StatusOr<Exited> run = RunToExit(
