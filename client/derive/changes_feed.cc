@@ -139,7 +139,7 @@ void ChangesFeed::Note(std::string note) {
 std::string ChangesFeed::ChangesPath(const std::string& since) const {
   return absl::StrCat(DbPath(database_), "/_changes?feed=continuous&include_docs=true&heartbeat=",
                       std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.heartbeat)),
-                      "&since=", couchdb::CouchClient::EscapeSegment(since));
+                      "&since=", couchdb::CouchClient::EscapeSegment(since), "&style=all_docs");
 }
 
 void ChangesFeed::Run() {

@@ -86,17 +86,18 @@ absl::StatusOr<std::optional<rapidjson::Document>> CouchDb::GetOrTimeOut(const s
 }
 
 absl::StatusOr<rapidjson::Document> CouchDb::Post(const std::string& path, absl::string_view json,
-                                                  absl::string_view what) {
-  return Parse(http_.Post(path, json), what);
+                                                  absl::string_view what, std::optional<absl::Duration> timeout) {
+  return Parse(timeout ? http_.Post(path, json, *timeout) : http_.Post(path, json), what);
 }
 
 absl::StatusOr<rapidjson::Document> CouchDb::Put(const std::string& path, absl::string_view json,
-                                                 absl::string_view what) {
-  return Parse(http_.Put(path, json), what);
+                                                 absl::string_view what, std::optional<absl::Duration> timeout) {
+  return Parse(timeout ? http_.Put(path, json, *timeout) : http_.Put(path, json), what);
 }
 
-absl::StatusOr<rapidjson::Document> CouchDb::Delete(const std::string& path, absl::string_view what) {
-  return Parse(http_.Delete(path), what);
+absl::StatusOr<rapidjson::Document> CouchDb::Delete(const std::string& path, absl::string_view what,
+                                                    std::optional<absl::Duration> timeout) {
+  return Parse(timeout ? http_.Delete(path, *timeout) : http_.Delete(path), what);
 }
 
 absl::Status CouchDb::EnsureDatabase(absl::string_view database) {

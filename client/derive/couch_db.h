@@ -30,13 +30,17 @@ class CouchDb {
   // A GET that may end in a transport timeout, which is then nullopt (a quiet longpoll).
   absl::StatusOr<std::optional<rapidjson::Document>> GetOrTimeOut(const std::string& path,
                                                                   absl::Duration timeout);
+  // With `timeout`, it bounds the request instead of the connection's timeout.
   absl::StatusOr<rapidjson::Document> Post(const std::string& path, absl::string_view json,
-                                           absl::string_view what);
+                                           absl::string_view what,
+                                           std::optional<absl::Duration> timeout = std::nullopt);
   // HTTP 409 is ABORTED, so a caller can tell a lost race from a failure.
   absl::StatusOr<rapidjson::Document> Put(const std::string& path, absl::string_view json,
-                                          absl::string_view what);
+                                          absl::string_view what,
+                                          std::optional<absl::Duration> timeout = std::nullopt);
   // DELETE; `path` carries the revision (?rev=).
-  absl::StatusOr<rapidjson::Document> Delete(const std::string& path, absl::string_view what);
+  absl::StatusOr<rapidjson::Document> Delete(const std::string& path, absl::string_view what,
+                                             std::optional<absl::Duration> timeout = std::nullopt);
   // Creates the database unless it exists; an error unless CouchDB says it created one (or
   // that it exists), so that a PUT answered as something else (a document created under a
   // database's URL) is not taken for a database.
@@ -54,6 +58,17 @@ class CouchDb {
                                             absl::string_view what);
 
   couchdb::CouchClient& http_;
+};
+
+// What lets an instance write under a lease (lease.h): each write request asks it first.
+class WriteFence {
+ public:
+  virtual ~WriteFence() = default;
+  // How long a write request starting now may take (its timeout); FAILED_PRECONDITION when
+  // none may start (the lease was lost, or its deadline has passed).
+  virtual absl::StatusOr<absl::Duration> WriteBudget() = 0;
+  // A write request ended without an answer: CouchDB may still apply it.
+  virtual void Unanswered() = 0;
 };
 
 // "/<db>", "/<db>/_local/<id>" and "/<db>/<id>", escaped.

@@ -281,8 +281,12 @@ int RunDeriveCommand(int argc, char** argv) {
   // --lease-timeout must not let another instance take it.
   couchdb::CouchClient lease_http(http_options);
   CouchDb lease_couch(lease_http);
-  Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew);
+  // A write request may take half the lease's timeout (CouchDB's request timeout at most):
+  // the next holder waits that long past the expiry before it writes.
+  Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew,
+              std::min(lease_timeout / 2, http_options.timeout));
   lease.RenewInBackground(lease_couch);
+  options.fence = &lease;
 
   while (!stop_requested) {
     // Wait for the lease.
@@ -313,11 +317,23 @@ int RunDeriveCommand(int argc, char** argv) {
     }
     if (stop_requested) break;
     std::cerr << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
+    if (absl::Duration wait = lease.hold_off(); wait > absl::ZeroDuration()) {
+      std::cerr << "cnp derive: " << declaration->name << ": writing nothing for "
+                << absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(100)))
+                << ", until the earlier holder's write requests can no longer be applied\n";
+    }
+    // Renewing meanwhile; a stop signal ends the wait.
+    bool lost = false;
+    while (!stop_requested && !lost && lease.hold_off() > absl::ZeroDuration()) {
+      absl::StatusOr<bool> renewed = lease.RenewIfDue();
+      if (!renewed.ok()) return Fail(renewed.status());
+      lost = !*renewed;
+      absl::SleepFor(std::min(lease.hold_off(), absl::Milliseconds(100)));
+    }
 
     // A cnp-server that does not answer (restarting, or down) is no fault of the documents:
     // that Deriver is dropped, and after a delay a new one starts over from the checkpoints,
     // so nothing is skipped or recorded as failed (as a dropped feed is reopened).
-    bool lost = false;
     absl::Duration retry_delay = kFirstServiceRetryDelay;
     absl::Time down_since = absl::InfiniteFuture();
     absl::Time last_note = absl::InfinitePast();
@@ -370,6 +386,12 @@ int RunDeriveCommand(int argc, char** argv) {
           }
           failure = deriver.WaitForChanges(std::min(poll, lease_renew));
         }
+      }
+      // A write refused by the lease's fence (its deadline passed) ends the hold as a lost lease.
+      if (absl::IsFailedPrecondition(failure)) {
+        lost = true;
+        std::cerr << "cnp derive: " << declaration->name << ": " << Printable(failure.message()) << "\n";
+        break;
       }
       if (failure.ok()) break;  // stopped, or the lease was lost
       if (!client::IsServerUnreachable(failure)) {

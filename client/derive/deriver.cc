@@ -583,7 +583,7 @@ std::string Deriver::ChangesPath(size_t i, const std::string& since, int limit) 
   // with its own seq, which is where the stage goes on after it.
   return absl::StrCat(DbPath(declaration_.stages[i].source), "/_changes?since=",
                       couchdb::CouchClient::EscapeSegment(since), "&limit=", limit,
-                      "&include_docs=true&seq_interval=", limit);
+                      "&include_docs=true&seq_interval=", limit, "&style=all_docs");
 }
 
 absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
@@ -705,7 +705,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   std::map<std::string, std::vector<Value>>& desired = batch.desired;
   const std::set<std::string>& failed = batch.failed;
   const bool fresh = checkpoints_[i].fresh;
-  // What the target holds now. A document at its first revision, never changed, can only have
+  // What the target holds now. A document at its first revision and its only one, can only have
   // produced the rows it produces now (or rows of another version, which the sweep after a
   // re-run removes): those are looked up by id in one request. Anything else may have yielded
   // other keys before: its rows are found by their id prefix.
@@ -715,11 +715,21 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   for (const Value* change : batch.results) {
     std::string id = Text(*change, "id");
     if (failed.count(id) > 0) continue;
+    // With style=all_docs, `changes` lists every leaf revision, deleted ones too, and not
+    // necessarily the winner first (pouchdb-server orders them by generation): the winner is
+    // the document's _rev.
     const Value* changes = Member(*change, "changes");
-    std::string rev = changes && changes->IsArray() && !changes->Empty() ? Text((*changes)[0], "rev") : "";
+    const Value* winner = Member(*change, "doc");
+    std::string rev = winner != nullptr && winner->IsObject() ? Text(*winner, "_rev") : "";
+    if (rev.empty() && changes && changes->IsArray() && !changes->Empty()) rev = Text((*changes)[0], "rev");
+    const bool one_leaf = changes && changes->IsArray() && changes->Size() == 1;
     const Value* deleted = Member(*change, "deleted");
     bool is_deleted = deleted && deleted->IsBool() && deleted->GetBool();
-    if (!is_deleted && Generation(rev) == 1) {
+    if (!is_deleted && Generation(rev) == 1 && one_leaf) {
+      // A document with one revision, never changed, can only have produced the rows it
+      // produces now. With another leaf (a conflict written by replication, or a deleted
+      // branch) an earlier winner may have yielded other keys, whatever the generation of
+      // this one: such documents are looked up by prefix below, in a fresh sync too.
       // In a fresh initial synchronization nothing derived from this source existed: the rows
       // of a document at its first revision are new, so they are written without asking. A
       // document CouchDB lists twice in _changes (a clustered database may, after a shard
@@ -860,7 +870,13 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       if (!page.ok()) return page.status();
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
       size_t n = docs && docs->IsArray() ? docs->Size() : 0;
-      for (size_t d = 0; d < n; ++d) groups[key_json].push_back(&(*docs)[d]);
+      for (size_t d = 0; d < n; ++d) {
+        // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
+        // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
+        // document: a row of another text belongs to another group and reduce document.
+        const Value* row_key = Member((*docs)[d], "mr_key");
+        if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
+      }
       bookmark = Text(*page, "bookmark");
       skip += static_cast<int64_t>(n);
       pages.push_back(*std::move(page));
@@ -1045,7 +1061,7 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
     }
     body += "]}";
     first = end;
-    absl::StatusOr<Document> answer = couch_.Post(absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+    absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
                                                   absl::StrCat("writing derived documents to ", database));
     if (!answer.ok()) return answer.status();
     if (!answer->IsArray()) continue;
@@ -1073,8 +1089,8 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
   doc.AddMember("sweep", c.sweep, a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
-  absl::StatusOr<Document> answer = couch_.Put(LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
-                                               couchdb::ToJson(doc), "writing a checkpoint");
+  absl::StatusOr<Document> answer = FencedWrite("PUT", LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
+                                                couchdb::ToJson(doc), "writing a checkpoint");
   if (!answer.ok()) return answer.status();
   c.rev = Text(*answer, "rev");
   if (!c.old_rev.empty()) {
@@ -1082,9 +1098,10 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
     // stage over, say). Failing to remove it costs no derived data: the run goes on.
     const std::string old_id = *OldCheckpointId(declaration_.name, s);
     absl::StatusOr<Document> removed =
-        couch_.Delete(absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
-                                   couchdb::CouchClient::EscapeSegment(c.old_rev)),
-                      "removing the checkpoint at its earlier id");
+        FencedWrite("DELETE", absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
+                                           couchdb::CouchClient::EscapeSegment(c.old_rev)),
+                    "", "removing the checkpoint at its earlier id");
+    if (absl::IsFailedPrecondition(removed.status())) return removed.status();
     if (!removed.ok()) {
       log_ << "cnp derive: " << s.source << " -> " << s.target << ": the checkpoint _local/" << old_id
            << " of an earlier release stays: " << Printable(removed.status().message()) << "\n";
@@ -1092,6 +1109,28 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
     c.old_rev.clear();
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Document> Deriver::FencedWrite(absl::string_view method, const std::string& path,
+                                              absl::string_view json, absl::string_view what) {
+  std::optional<absl::Duration> timeout;
+  if (options_.fence != nullptr) {
+    absl::StatusOr<absl::Duration> budget = options_.fence->WriteBudget();
+    if (!budget.ok()) return budget.status();
+    timeout = *budget;
+  }
+  absl::StatusOr<Document> answer = method == "POST" ? couch_.Post(path, json, what, timeout)
+                                    : method == "PUT" ? couch_.Put(path, json, what, timeout)
+                                                      : couch_.Delete(path, what, timeout);
+  if (options_.fence != nullptr && absl::IsUnavailable(answer.status())) {
+    // Given up on, or cut off at the lease's deadline: CouchDB may apply it yet, which the
+    // next holder is told to wait out. Past the deadline, the lease is as good as lost.
+    options_.fence->Unanswered();
+    if (absl::StatusOr<absl::Duration> after = options_.fence->WriteBudget(); !after.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(answer.status().message(), "; ", after.status().message()));
+    }
+  }
+  return answer;
 }
 
 void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
@@ -1141,7 +1180,7 @@ absl::Status Deriver::FlushErrors() {
     }
     while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
     doc.AddMember("errors", errors, a);
-    absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the errors document");
+    absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the errors document");
     if (absl::IsAborted(answer.status())) continue;
     if (!answer.ok()) return answer.status();
     new_errors_.clear();
@@ -1211,7 +1250,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     stages.PushBack(st, a);
   }
   doc.AddMember("stages", stages, a);
-  absl::StatusOr<Document> answer = couch_.Put(path, couchdb::ToJson(doc), "writing the status document");
+  absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the status document");
   if (absl::IsAborted(answer.status())) {
     status_rev_.clear();  // another instance wrote it; next time we read its revision
     return absl::OkStatus();

@@ -43,6 +43,10 @@ struct DeriverOptions {
   // otherwise it waits on a longpoll _changes of each source in turn.
   std::optional<couchdb::CouchClient::Options> continuous_feed;
   absl::Duration heartbeat = absl::Seconds(10);
+  // When set, asked before every write request (derived documents, checkpoints, errors,
+  // status), which is bounded by the time it gives; its refusal (FAILED_PRECONDITION) ends the
+  // pass as a lost lease does.
+  WriteFence* fence = nullptr;
 };
 
 struct StageProgress {
@@ -138,6 +142,9 @@ class Deriver {
   void PrintFeedNotes();
   absl::Status WaitOnLongpolls(absl::Duration max_wait);
   absl::Status SaveCheckpoint(size_t stage);
+  // A write request ("POST", "PUT" or "DELETE"), under options_.fence.
+  absl::StatusOr<rapidjson::Document> FencedWrite(absl::string_view method, const std::string& path,
+                                                  absl::string_view json, absl::string_view what);
   // With `conflicts`, documents CouchDB refused as conflicts are listed there instead of
   // being recorded as errors.
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,

@@ -1,21 +1,37 @@
 #include "client/derive/lease.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
+namespace {
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t Member64(const rapidjson::Value& doc, const char* field, int64_t otherwise) {
+  auto it = doc.FindMember(field);
+  return it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : otherwise;
+}
+
+}  // namespace
 
 Lease::Lease(CouchDb& couch, std::string database, std::string name, std::string holder,
-             absl::Duration timeout, absl::Duration renew_every)
+             absl::Duration timeout, absl::Duration renew_every, absl::Duration max_write)
     : couch_(couch),
       database_(std::move(database)),
       doc_id_(absl::StrCat("cnp-derive:", name, ":lease")),
       holder_(std::move(holder)),
       timeout_(timeout),
-      renew_every_(renew_every) {}
+      renew_every_(renew_every),
+      max_write_(max_write > absl::ZeroDuration() ? max_write : timeout / 2),
+      margin_(std::min(timeout / 10, absl::Seconds(5))) {}
 
 Lease::~Lease() {
   {
@@ -34,7 +50,9 @@ void Lease::RenewLoop(CouchDb& couch) {
   // The caller renews every renew_every while it is not busy; this thread steps in once a
   // renewal is overdue, halfway between renew_every and the timeout (a Map call that takes
   // long), so that the lease's requests stay on the caller's connection otherwise.
-  const absl::Duration overdue = renew_every_ + (timeout_ - renew_every_) / 2;
+  // Never later than three quarters of the time a write may start after a renewal.
+  const absl::Duration overdue =
+      std::min(renew_every_ + (timeout_ - renew_every_) / 2, (timeout_ - margin_) * 3 / 4);
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     const absl::Time now = absl::Now();
@@ -71,6 +89,8 @@ std::string Lease::other_holder() const {
 }
 
 absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
+  // The deadline counts from before the request: the expiry written is counted from then too.
+  const int64_t sent_ns = SteadyNs();
   absl::Time now = absl::Now();
   rapidjson::Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
@@ -78,10 +98,14 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
   doc.AddMember("holder", couchdb::StringValue(holder_, a), a);
   doc.AddMember("renewed_at_ms", absl::ToUnixMillis(now), a);
   doc.AddMember("expires_at_ms", absl::ToUnixMillis(now + timeout_), a);
+  // A write request started before the expiry ends, or is given up, by then + max_write.
+  doc.AddMember("settle_at_ms", absl::ToUnixMillis(now + timeout_ + max_write_), a);
+  // Bounded as the writes are: a renewal that hangs must not hold mu_ for long.
   absl::StatusOr<rapidjson::Document> answer =
-      couch.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease");
+      couch.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease", max_write_);
   if (absl::IsAborted(answer.status())) {  // 409: another instance wrote it first
     held_ = false;
+    deadline_ns_.store(0);
     return false;
   }
   if (!answer.ok()) return answer.status();
@@ -91,6 +115,7 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
              : "";
   last_write_ = now;
   held_ = true;
+  deadline_ns_.store(sent_ns + absl::ToInt64Nanoseconds(timeout_ - margin_));
   return true;
 }
 
@@ -137,12 +162,28 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
                ? std::string(couchdb::StringView(it->value))
                : "";
   };
-  auto it = doc.FindMember("expires_at_ms");
-  int64_t expires_ms = it != doc.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
+  const int64_t expires_ms = Member64(doc, "expires_at_ms", 0);
   absl::Time expires = absl::FromUnixMillis(expires_ms);
   std::string holder = text("holder");
   if (holder == holder_ || holder.empty() || expires <= absl::Now()) {
-    return Write(couch_, text("_rev"));
+    // Until when the earlier holder's write requests may still be applied: what it recorded
+    // (an earlier release recorded nothing, and had none in flight), or its expiry + our own
+    // max_write. Ours, if it was ours, we know.
+    int64_t settle_ms = 0;
+    if (holder != holder_) {
+      settle_ms = Member64(doc, "settle_at_ms",
+                           holder.empty() ? 0 : expires_ms + absl::ToInt64Milliseconds(max_write_));
+    }
+    settle_ms = std::max(settle_ms, unanswered_until_ms_.load());
+    absl::StatusOr<bool> written = Write(couch_, text("_rev"));
+    if (written.ok() && *written) {
+      const absl::Duration wait = absl::FromUnixMillis(settle_ms) - absl::Now();
+      if (wait > absl::ZeroDuration()) {
+        const int64_t from = SteadyNs() + absl::ToInt64Nanoseconds(wait);
+        writes_from_ns_.store(std::max(writes_from_ns_.load(), from));
+      }
+    }
+    return written;
   }
   other_holder_ = holder;
   wait_hint_ = expires - absl::Now();
@@ -162,14 +203,44 @@ absl::StatusOr<bool> Lease::RenewIfDue() {
     return renewed;
   }
   if (!held_) return false;
-  if (absl::Now() - last_write_ < renew_every_) return true;
+  // Renewed by half the time a write may start after a renewal, too: with renew_every close to
+  // the timeout, the write deadline would otherwise pass between renewals.
+  if (absl::Now() - last_write_ < std::min(renew_every_, (timeout_ - margin_) / 2)) return true;
   return Write(couch_, rev_);
+}
+
+absl::StatusOr<absl::Duration> Lease::WriteBudget() {
+  int64_t now = SteadyNs();
+  if (const int64_t from = writes_from_ns_.load(); now < from) {
+    absl::SleepFor(absl::Nanoseconds(from - now));
+    now = SteadyNs();
+  }
+  const int64_t left = deadline_ns_.load() - now;
+  if (left <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the lease _local/", doc_id_, " was lost or not renewed in time: no write starts later than ",
+        absl::FormatDuration(timeout_ - margin_), " after its last renewal"));
+  }
+  return std::min(absl::Nanoseconds(left), max_write_);
+}
+
+void Lease::Unanswered() {
+  const int64_t until = absl::ToUnixMillis(absl::Now() + max_write_);
+  int64_t seen = unanswered_until_ms_.load();
+  while (seen < until && !unanswered_until_ms_.compare_exchange_weak(seen, until)) {
+  }
+}
+
+absl::Duration Lease::hold_off() const {
+  const int64_t left = writes_from_ns_.load() - SteadyNs();
+  return left > 0 ? absl::Nanoseconds(left) : absl::ZeroDuration();
 }
 
 void Lease::Release() {
   absl::MutexLock lock(&mu_);
   if (!held_) return;
   held_ = false;
+  deadline_ns_.store(0);
   // An expired hold is what the others look for: write one rather than delete, so the
   // release is also checked against our revision.
   rapidjson::Document doc(rapidjson::kObjectType);
@@ -178,7 +249,9 @@ void Lease::Release() {
   doc.AddMember("holder", "", a);
   doc.AddMember("released_by", couchdb::StringValue(holder_, a), a);
   doc.AddMember("expires_at_ms", 0, a);
-  (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease");
+  // Our writes are settled, but for one that ended without an answer.
+  doc.AddMember("settle_at_ms", unanswered_until_ms_.load(), a);
+  (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease", max_write_);
 }
 
 }  // namespace cnp::derive

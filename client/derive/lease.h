@@ -12,8 +12,18 @@
 // renew_every and the timeout, while it is held; the writes still ask RenewIfDue, which says
 // whether it is held (a renewal that found another revision lost it) or what error a renewal
 // met.
+//
+// Writes are fenced by time (WriteFence): the holder starts a write request only before its
+// deadline, the start of its last successful renewal + timeout - margin (a tenth of the
+// timeout, at most 5 s) on a monotonic clock, and gives each request at most the time left
+// before it, and at most max_write. Every renewal records in the lease when the holder's writes
+// are settled: its expiry + max_write. An instance that takes the lease over waits until then
+// (on its own clock) before its first write, so that a request of the old holder still on its
+// way (a slow proxy, a stalled connection) is applied, if at all, before the new holder writes.
+// A release records the same for a write request that ended without an answer.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -26,11 +36,13 @@
 
 namespace cnp::derive {
 
-class Lease {
+class Lease : public WriteFence {
  public:
-  // `couch` is used by the caller's thread only (in the calls below).
+  // `couch` is used by the caller's thread only (in the calls below). `max_write` bounds each
+  // write request (the lease's own too); zero: half the timeout.
   Lease(CouchDb& couch, std::string database, std::string name, std::string holder,
-        absl::Duration timeout, absl::Duration renew_every);
+        absl::Duration timeout, absl::Duration renew_every,
+        absl::Duration max_write = absl::ZeroDuration());
   // Stops the renewing thread (without releasing the lease).
   ~Lease();
   Lease(const Lease&) = delete;
@@ -56,6 +68,14 @@ class Lease {
   // Gives the lease up so another instance need not wait for it to expire.
   void Release();
 
+  // WriteFence. WriteBudget waits out hold_off() first (the caller should have).
+  absl::StatusOr<absl::Duration> WriteBudget() override;
+  void Unanswered() override;
+  // After TryAcquire took the lease: how long until the earlier holder's writes are settled,
+  // before which this one must not write.
+  absl::Duration hold_off() const;
+  absl::Duration max_write() const { return max_write_; }
+
   bool held() const;
   absl::Duration wait_hint() const;
   const std::string& holder() const { return holder_; }
@@ -79,6 +99,14 @@ class Lease {
   const std::string holder_;
   const absl::Duration timeout_;
   const absl::Duration renew_every_;
+  const absl::Duration max_write_;
+  const absl::Duration margin_;
+  // Read by writers without mu_ (a renewal may hold it for up to max_write_): nanoseconds of
+  // std::chrono::steady_clock.
+  std::atomic<int64_t> deadline_ns_{0};     // no write request starts at or after it
+  std::atomic<int64_t> writes_from_ns_{0};  // none before it (an earlier holder's)
+  // Unix ms until which a write request of ours that ended without an answer may be applied.
+  std::atomic<int64_t> unanswered_until_ms_{0};
   // Held across each request, so that the lease's requests take turns.
   mutable absl::Mutex mu_;
   bool held_ ABSL_GUARDED_BY(mu_) = false;

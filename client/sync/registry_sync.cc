@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -593,6 +594,50 @@ absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {
   return seq.IsString() ? std::string(seq.GetString(), seq.GetStringLength()) : ToJson(seq);
 }
 
+absl::Status RegistrySync::CheckDatabase(const std::string& database) {
+  const absl::Time now = absl::Now();
+  last_checked_[database] = now;
+  recheck_at_.erase(database);
+  absl::Status status = SyncDatabase(database);
+  if (status.ok()) {
+    retry_.erase(database);
+    return absl::OkStatus();
+  }
+  if (AffectsEverything(status)) return status;
+  // What trying again cannot change (two registry entries disagreeing, no permission) waits
+  // for the next event or registry change instead.
+  if (absl::IsFailedPrecondition(status) || absl::IsInvalidArgument(status) || absl::IsPermissionDenied(status)) {
+    retry_.erase(database);
+    return absl::OkStatus();
+  }
+  auto [it, first] = retry_.try_emplace(database, Retry{now, options_.first_retry_delay});
+  if (!first) it->second.delay = std::min(it->second.delay * 2, options_.max_retry_delay);
+  it->second.at = now + it->second.delay;
+  return absl::OkStatus();
+}
+
+absl::Time RegistrySync::NextDue() const {
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& [database, at] : recheck_at_) next = std::min(next, at);
+  for (const auto& [database, retry] : retry_) next = std::min(next, retry.at);
+  return next;
+}
+
+absl::Status RegistrySync::CheckDue() {
+  const absl::Time now = absl::Now();
+  std::set<std::string> due;
+  for (const auto& [database, at] : recheck_at_) {
+    if (at <= now) due.insert(database);
+  }
+  for (const auto& [database, retry] : retry_) {
+    if (retry.at <= now) due.insert(database);
+  }
+  for (const std::string& database : due) {
+    if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
   // Taken before the first pass: a database created during it is then seen twice at worst,
   // never missed.
@@ -605,11 +650,18 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   absl::Duration retry_delay = options_.first_retry_delay;
   while (keep_going()) {
-    // CouchDB answers by timeout_ms at the latest; the margin covers a slow answer.
+    if (absl::Status status = CheckDue(); !status.ok()) return status;
+    // Not past the next check that is due.
+    const absl::Duration until_due = NextDue() - absl::Now();
+    const int64_t wait_ms =
+        until_due < options_.poll_timeout
+            ? std::max<int64_t>(1, absl::ToInt64Milliseconds(std::max(until_due, absl::ZeroDuration())))
+            : timeout_ms;
+    // CouchDB answers by wait_ms at the latest; the margin covers a slow answer.
     absl::StatusOr<HttpResponse> response = couch_.Get(
-        absl::StrCat("/_db_updates?feed=longpoll&timeout=", timeout_ms,
+        absl::StrCat("/_db_updates?feed=longpoll&timeout=", wait_ms,
                      "&since=", CouchClient::EscapeSegment(*since)),
-        options_.poll_timeout + absl::Seconds(30));
+        absl::Milliseconds(wait_ms) + absl::Seconds(30));
     absl::Status failed;
     // A CouchDB restarting (no answer, 5xx), a proxy's timeout or page: tried again. An
     // answer retrying cannot change (the credentials refused, no server admin, no
@@ -656,10 +708,20 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
       absl::string_view type = StringField(update, "type");
       if (database == registry_) {
         registry_changed = registry_changed || type == "created" || type == "updated";
+      } else if (type == "deleted") {
+        last_checked_.erase(database);
+        recheck_at_.erase(database);
+        retry_.erase(database);
       } else if (type == "created") {
-        if (absl::Status status = SyncDatabase(database);
-            !status.ok() && AffectsEverything(status)) {
-          return status;
+        if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+      } else if (type == "updated" && (!Matching(database).empty() || !Matching(database, true).empty())) {
+        // A design document edited or deleted by hand is put back; a database that changes
+        // all the time is looked at once per recheck_interval.
+        auto last = last_checked_.find(database);
+        if (last == last_checked_.end() || absl::Now() - last->second >= options_.recheck_interval) {
+          if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+        } else if (retry_.count(database) == 0) {
+          recheck_at_.emplace(database, last->second + options_.recheck_interval);
         }
       }
     }

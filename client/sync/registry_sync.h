@@ -65,6 +65,10 @@ class RegistrySync {
     // _replicator) or design documents (_design/_auth): without this, an entry naming one is
     // skipped (that target, or the whole entry for such a design document) with a warning.
     bool allow_system_databases = false;
+    // While following: a target database's `updated` event has its design documents checked
+    // again (a hand-edited or deleted one is put back), at most once per this interval per
+    // database; an event within it is checked once the interval is over.
+    absl::Duration recheck_interval = absl::Seconds(10);
   };
   // Gets every outcome and problem, in the shapes `cnp upload` reports them.
   using Emit = std::function<void(const v1::UploadEvent&)>;
@@ -78,8 +82,11 @@ class RegistrySync {
 
   // Follows CouchDB's _db_updates from before SyncAll's pass so nothing created meanwhile is
   // missed, gives each created database the design documents it should have, and re-reads
-  // the registry (and syncs again) when the registry database changes. Returns when
-  // `keep_going` says false (asked after each poll, and while waiting to poll again), or on an
+  // the registry (and syncs again) when the registry database changes. A target database's
+  // `updated` event has its design documents checked again (see recheck_interval), and a
+  // database whose sync failed (a clustered database still being created answers 500 for a
+  // moment) is tried again after a delay growing from first_retry_delay to max_retry_delay.
+  // Returns when `keep_going` says false (asked after each poll, and while waiting to poll again), or on an
   // error that retrying cannot change: _db_updates answered 400, 401, 403, 404 or 405, or a
   // pass that affects everything. A poll that failed otherwise (CouchDB restarting: no answer,
   // a 5xx; a malformed answer) is a warning, and is asked again from the same position after
@@ -105,6 +112,13 @@ class RegistrySync {
   bool KeepOffSystemTargets(RegisteredDesignDoc& entry);
   absl::StatusOr<std::vector<std::string>> ListDatabases();
   absl::Status SyncDatabase(const std::string& database);
+  // While following: SyncDatabase, a failure put in retry_ (its error has been emitted). An
+  // error only when it affects everything.
+  absl::Status CheckDatabase(const std::string& database);
+  // The checks of retry_ and recheck_at_ that are due.
+  absl::Status CheckDue();
+  // The earliest time in retry_ and recheck_at_; InfiniteFuture when they are empty.
+  absl::Time NextDue() const;
   absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
   absl::Status RemoveDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
   // The record of a design document this class wrote (_local/cnp-sync:<name>).
@@ -132,6 +146,16 @@ class RegistrySync {
   // database.
   std::map<std::string, std::string> warned_unmatched_;
   int unmatched_entries_ = 0;
+  // While following, per target database: when it was last checked, when it is to be checked
+  // again for an `updated` event that came too soon after, and when a failed one is tried
+  // again (with the delay that will follow).
+  std::map<std::string, absl::Time> last_checked_;
+  std::map<std::string, absl::Time> recheck_at_;
+  struct Retry {
+    absl::Time at;
+    absl::Duration delay;
+  };
+  std::map<std::string, Retry> retry_;
 };
 
 }  // namespace cnp::client::sync

@@ -165,6 +165,20 @@ absl::StatusOr<HttpResponse> CouchClient::Delete(absl::string_view path) {
   return Perform("DELETE", path, nullptr, true, options_.timeout);
 }
 
+absl::StatusOr<HttpResponse> CouchClient::Put(absl::string_view path, absl::string_view json,
+                                              absl::Duration timeout) {
+  return Perform("PUT", path, &json, true, std::max(timeout, absl::Milliseconds(1)));
+}
+
+absl::StatusOr<HttpResponse> CouchClient::Post(absl::string_view path, absl::string_view json,
+                                               absl::Duration timeout) {
+  return Perform("POST", path, &json, true, std::max(timeout, absl::Milliseconds(1)));
+}
+
+absl::StatusOr<HttpResponse> CouchClient::Delete(absl::string_view path, absl::Duration timeout) {
+  return Perform("DELETE", path, nullptr, true, std::max(timeout, absl::Milliseconds(1)));
+}
+
 absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::string_view path,
                                                   const absl::string_view* body,
                                                   bool with_timeout,

@@ -64,6 +64,11 @@ class CouchClient {
   absl::StatusOr<HttpResponse> Post(absl::string_view path, absl::string_view json);
   // A GET bounded by `timeout` instead of Options::timeout (a _changes longpoll).
   absl::StatusOr<HttpResponse> Get(absl::string_view path, absl::Duration timeout);
+  // Writes bounded by `timeout` instead of Options::timeout (a write that must end before a
+  // lease does), at least a millisecond (libcurl takes 0 for none).
+  absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json, absl::Duration timeout);
+  absl::StatusOr<HttpResponse> Post(absl::string_view path, absl::string_view json, absl::Duration timeout);
+  absl::StatusOr<HttpResponse> Delete(absl::string_view path, absl::Duration timeout);
   // A GET that may take as long as the server needs (an index build).
   absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
   // A GET whose body, if the answer is a success, goes to `on_data` as it arrives instead of

@@ -422,6 +422,38 @@ TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
 // A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
 // took victim's ids (overwriting victim's row), its deletion deleted victim's rows, and its
 // error was recorded as victim's with the message cut at the NUL.
+// A conflict written by replication (new_edits:false) whose winner is another first
+// revision: the rows of the earlier winner go, though the winner's generation is 1. So too when
+// the earlier winner's branch was deleted, and when its rows were written earlier in the same
+// initial synchronization.
+TEST_F(DeriveTest, AConflictingFirstRevisionThatWinsReplacesTheEarlierWinnersRows) {
+  Fill("conflict_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Molde"}])");
+  std::string declaration = TownsDeclaration("conflict", "conflict_src", "conflict_map");
+  RunOnce(declaration);
+  ASSERT_EQ(Derived("conflict_map").size(), 3u);
+  // 1-fff... wins over any other first revision: the highest revision id wins a tie.
+  const std::string winner = "1-ffffffffffffffffffffffffffffffff";
+  const std::string c_rev = Rev("conflict_src", "c");
+  Write("conflict_src", absl::StrCat(R"([{"_id":"c","_rev":")", c_rev, R"(","_deleted":true}])"));
+  couchdb::CouchClient http = Http();
+  auto r = http.Post("/conflict_src/_bulk_docs",
+                     absl::StrCat(R"({"new_edits":false,"docs":[{"_id":"a","_rev":")", winner,
+                                  R"(","town":"Tromso"},{"_id":"c","_rev":")", winner, R"(","town":"Alta"}]})"));
+  ASSERT_TRUE(r.ok() && r->status == 201) << (r.ok() ? r->body : r.status().ToString());
+  ASSERT_EQ(Rev("conflict_src", "a"), winner);
+  ASSERT_EQ(Rev("conflict_src", "c"), winner);
+  RunOnce(declaration);
+  std::multimap<std::string, std::string> keys = ByKey("conflict_map");
+  EXPECT_EQ(keys.count("\"Oslo\""), 0u);
+  EXPECT_EQ(keys.count("\"Molde\""), 0u);
+  EXPECT_EQ(keys.count("\"Tromso\""), 1u);
+  EXPECT_EQ(keys.count("\"Alta\""), 1u);
+  EXPECT_EQ(keys.size(), 3u);
+  // A first sync of the same source into another target: the same rows.
+  RunOnce(TownsDeclaration("conflict2", "conflict_src", "conflict_map2"));
+  EXPECT_EQ(ByKey("conflict_map2"), keys);
+}
+
 TEST_F(DeriveTest, AnIdHoldingNulIsItsOwnDocumentNotThePrefixBeforeIt) {
   const std::string nul("\0", 1);
   const std::string declaration = TownsDeclaration("nul", "nul_src", "nul_map", "derive_fns.given_rows");
@@ -783,6 +815,55 @@ TEST_F(DeriveTest, AHolderBusyForLongerThanTheLeaseTimeoutKeepsTheLease) {
   EXPECT_EQ(ByKey("busy_map").size(), 2u);
   rapidjson::Document checkpoint = Get("/busy_map/_local/cnp-derive%3Abusy%3Asource%3Abusy_src");
   EXPECT_EQ(couchdb::ToJson(checkpoint["seq"]), "\"2\"");
+}
+
+// A holder whose write request is held on its way (a proxy, a stalled connection) while its
+// lease expires and another instance takes over: the request is given up at the holder's
+// deadline, before the lease expires, so a proxy drops it instead of applying it after the new
+// holder's writes (it recreated a row the new holder had removed); and the new holder writes
+// nothing until the old holder's writes are settled.
+TEST_F(DeriveTest, AWriteHeldPastTheLeaseIsNotAppliedAfterATakeover) {
+  Fill("fence_src", R"([{"_id":"a","town":"Oslo"}])");
+  const std::string hold_bulk = absl::StrCat(dir_, "/hold_bulk"), hold_lease = absl::StrCat(dir_, "/hold_lease");
+  auto proxy = ChildProcess::Start({"python3", testing::Runfile("tests/derive/hold_proxy.py"),
+                                    absl::StrCat(couch_->port()), absl::StrCat(hold_bulk, "=/fence_map/_bulk_docs"),
+                                    absl::StrCat(hold_lease, "=/_local/cnp-derive%3Afence%3Alease")},
+                                   dir_, "listening on ", kRunTimeout);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  ASSERT_TRUE((*proxy)->WaitForOutput("\n", kRunTimeout));
+  const std::string listening = (*proxy)->output();
+  const std::string proxy_url =
+      absl::StrCat("http://127.0.0.1:", listening.substr(listening.find("listening on ") + 13,
+                                                         listening.find('\n') - listening.find("listening on ") - 13));
+  const std::string declaration = Declare(TownsDeclaration("fence", "fence_src", "fence_map"));
+  const std::vector<std::string> follow = {"--lease-timeout=3s", "--lease-renew=300ms", "--poll-interval=200ms",
+                                           "--feed=longpoll"};
+  std::vector<std::string> through_proxy = Command(declaration, follow);
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  auto first = ChildProcess::Start(through_proxy, dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitForOutput("fence_src -> fence_map: seq 1,", kRunTimeout)) << (*first)->output();
+  ASSERT_EQ(Derived("fence_map").size(), 1u);
+
+  // Its next write is held; then its renewals are, so that its lease expires.
+  std::ofstream(hold_bulk) << "";
+  Write("fence_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("fence_src", "a"), R"(","town":"Bergen"}])"));
+  ASSERT_TRUE((*proxy)->WaitForOutput("held POST /fence_map/_bulk_docs", kRunTimeout)) << (*first)->output();
+  std::ofstream(hold_lease) << "";
+  Write("fence_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("fence_src", "a"), R"(","_deleted":true}])"));
+
+  auto second = ChildProcess::Start(Command(declaration, follow), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->WaitForOutput("fence_src -> fence_map: seq 3,", kRunTimeout)) << (*second)->output();
+  EXPECT_THAT((*second)->output(), HasSubstr("until the earlier holder's write requests can no longer be applied"));
+  EXPECT_TRUE(Derived("fence_map").empty());
+
+  ASSERT_EQ(unlink(hold_bulk.c_str()), 0);
+  ASSERT_EQ(unlink(hold_lease.c_str()), 0);
+  ASSERT_TRUE((*proxy)->WaitForOutput("ended POST /fence_map/_bulk_docs", kRunTimeout)) << (*proxy)->output();
+  EXPECT_THAT((*proxy)->output(), HasSubstr("dropped POST /fence_map/_bulk_docs"));
+  // a is deleted: no row of it, the held one (Bergen) included.
+  EXPECT_TRUE(Derived("fence_map").empty()) << (*first)->output() << (*second)->output();
 }
 
 TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {

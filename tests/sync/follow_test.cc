@@ -1,6 +1,7 @@
 // cnp sync following CouchDB's _db_updates, against a scripted CouchDB 3 (pouchdb-server has
 // no _db_updates): a database created after the first pass gets its design documents, and a
 // change to the registry is synced everywhere again.
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <string>
@@ -251,6 +252,107 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
   absl::MutexLock lock(&mu);
   EXPECT_EQ(polls, 3);
   EXPECT_THAT(puts, ::testing::Contains("/account%2Fnew/_design/towns"));
+}
+
+// A design document edited by hand in a target database is put back on the database's
+// `updated` event, not only by --once or a registry change; a database that keeps changing is
+// looked at once per recheck_interval, and a database that matches nothing not at all.
+TEST(FollowTest, AnUpdatedTargetHasItsDesignDocumentsCheckedAgainAtMostOncePerInterval) {
+  absl::Mutex mu;
+  int polls = 0;
+  std::vector<std::string> calls;
+  std::string stored;  // account/a1's _design/towns
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
+    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1", "other"])"};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+      ++polls;
+      if (polls == 1) {
+        // Edited by hand.
+        stored = R"({"_id": "_design/towns", "_rev": "2-h", "language": "python",
+                     "views": {"by_town": {"map": "myviews.townmap|999"}}})";
+      }
+      if (polls <= 2) {
+        return {200, R"({"results": [{"db_name": "account/a1", "type": "updated"},
+                                     {"db_name": "other", "type": "updated"}], "last_seq": "2"})"};
+      }
+      return {200, R"({"results": [], "last_seq": "2"})"};
+    }
+    calls.push_back(call);
+    if (call == "GET /account%2Fa1/_design/towns") {
+      return stored.empty() ? ScriptedResponse{404, R"({"error": "not_found", "reason": "missing"})"}
+                            : ScriptedResponse{200, stored};
+    }
+    if (call == "PUT /account%2Fa1/_design/towns") {
+      stored = r.body;
+      return {201, R"({"ok": true, "rev": "3-x"})"};
+    }
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.recheck_interval = absl::Hours(1);
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [](const v1::UploadEvent&) {});
+  absl::Status status = sync.Follow(UntilPolls(mu, polls, 3));
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(MapOf(stored), "myviews.townmap|123");
+  // The first pass, and the first event; the second came within the interval.
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "PUT /account%2Fa1/_design/towns"), 2);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "GET /account%2Fa1/_design/towns"), 2);
+  EXPECT_EQ(std::count_if(calls.begin(), calls.end(),
+                          [](const std::string& c) { return absl::StrContains(c, "/other/"); }),
+            0);
+}
+
+// A database whose sync failed as it was created (a clustered CouchDB answers 500 while the
+// database is not yet on every node) is tried again after a delay, not dropped.
+TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
+  absl::Mutex mu;
+  int polls = 0;
+  int puts = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
+    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry"])"};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+      ++polls;
+      if (polls == 1) {
+        return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "2"})"};
+      }
+      return {200, R"({"results": [], "last_seq": "2"})"};
+    }
+    if (call == "PUT /account%2Fnew/_design/towns") {
+      if (++puts <= 2) return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
+      return {201, R"({"ok": true, "rev": "1-x"})"};
+    }
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(2);
+  int errors = 0;
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+    if (e.has_problem() && e.problem().severity() == v1::UploadProblem::ERROR) ++errors;
+  });
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return puts < 3 && polls < 10000;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(puts, 3);
+  EXPECT_EQ(errors, 2);
 }
 
 // An answer that retrying cannot change (the credentials refused, no server admin, no

@@ -1,0 +1,84 @@
+"""A proxy in front of a CouchDB for lease tests: while the file FILE exists, it holds the
+requests whose path contains PART (not passing them on), and prints "held METHOD PATH" for
+each. Once FILE is gone, a held request whose client still waits is passed on ("forwarded
+METHOD PATH"); one whose client has given up is dropped ("dropped METHOD PATH"), as a proxy
+that has not yet sent it on drops it. Either way "ended METHOD PATH" follows, once the answer
+has been passed back.
+
+Usage: hold_proxy.py UPSTREAM_PORT FILE=PART...   (prints "listening on PORT")
+"""
+
+import http.client
+import http.server
+import os
+import select
+import socket
+import socketserver
+import sys
+import time
+
+UPSTREAM = ("127.0.0.1", int(sys.argv[1]))
+RULES = [arg.split("=", 1) for arg in sys.argv[2:]]
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def gone(sock):
+    """Whether the client hung up: readable with nothing to read."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def relay(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        what = f"{self.command} {self.path}"
+        hold = next((f for f, part in RULES if part in self.path and os.path.exists(f)), None)
+        if hold is not None:
+            say(f"held {what}")
+            while os.path.exists(hold):
+                time.sleep(0.02)
+            if gone(self.connection):
+                say(f"dropped {what}")
+                say(f"ended {what}")
+                self.close_connection = True
+                return
+            say(f"forwarded {what}")
+        upstream = http.client.HTTPConnection(*UPSTREAM, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        if hold is not None:
+            say(f"ended {what}")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = relay
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+server = Server(("127.0.0.1", 0), Handler)
+say(f"listening on {server.server_address[1]}")
+server.serve_forever()
