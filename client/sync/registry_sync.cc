@@ -295,9 +295,11 @@ absl::Status RegistrySync::SyncAll() {
   absl::Status first_error;
   for (const std::string& database : *databases) {
     absl::Status status = SyncDatabase(database);
-    if (status.ok()) continue;
-    if (first_error.ok()) first_error = status;
     if (AffectsEverything(status)) return status;
+    if (!status.ok() && first_error.ok()) first_error = status;
+    // While following, a database that failed now is tried again like one that failed on its
+    // event; --once reports it in the exit status and never looks at the retries.
+    ScheduleRetry(database, status);
   }
   return first_error;
 }
@@ -595,25 +597,26 @@ absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {
 }
 
 absl::Status RegistrySync::CheckDatabase(const std::string& database) {
-  const absl::Time now = absl::Now();
-  last_checked_[database] = now;
+  last_checked_[database] = absl::Now();
   recheck_at_.erase(database);
   absl::Status status = SyncDatabase(database);
-  if (status.ok()) {
-    retry_.erase(database);
-    return absl::OkStatus();
-  }
   if (AffectsEverything(status)) return status;
+  ScheduleRetry(database, status);
+  return absl::OkStatus();
+}
+
+void RegistrySync::ScheduleRetry(const std::string& database, const absl::Status& status) {
   // What trying again cannot change (two registry entries disagreeing, no permission) waits
   // for the next event or registry change instead.
-  if (absl::IsFailedPrecondition(status) || absl::IsInvalidArgument(status) || absl::IsPermissionDenied(status)) {
+  if (status.ok() || absl::IsFailedPrecondition(status) || absl::IsInvalidArgument(status) ||
+      absl::IsPermissionDenied(status)) {
     retry_.erase(database);
-    return absl::OkStatus();
+    return;
   }
+  const absl::Time now = absl::Now();
   auto [it, first] = retry_.try_emplace(database, Retry{now, options_.first_retry_delay});
   if (!first) it->second.delay = std::min(it->second.delay * 2, options_.max_retry_delay);
   it->second.at = now + it->second.delay;
-  return absl::OkStatus();
 }
 
 absl::Time RegistrySync::NextDue() const {

@@ -85,7 +85,8 @@ class RegistrySync {
   // the registry (and syncs again) when the registry database changes. A target database's
   // `updated` event has its design documents checked again (see recheck_interval), and a
   // database whose sync failed (a clustered database still being created answers 500 for a
-  // moment) is tried again after a delay growing from first_retry_delay to max_retry_delay.
+  // moment), in a full pass or on its event, is tried again after a delay growing from
+  // first_retry_delay to max_retry_delay.
   // Returns when `keep_going` says false (asked after each poll, and while waiting to poll again), or on an
   // error that retrying cannot change: _db_updates answered 400, 401, 403, 404 or 405, or a
   // pass that affects everything. A poll that failed otherwise (CouchDB restarting: no answer,
@@ -115,6 +116,9 @@ class RegistrySync {
   // While following: SyncDatabase, a failure put in retry_ (its error has been emitted). An
   // error only when it affects everything.
   absl::Status CheckDatabase(const std::string& database);
+  // After a sync of `database` (not one that affects everything): a failure that retrying may
+  // cure is tried again after a growing delay (retry_); success or any other failure clears it.
+  void ScheduleRetry(const std::string& database, const absl::Status& status);
   // The checks of retry_ and recheck_at_ that are due.
   absl::Status CheckDue();
   // The earliest time in retry_ and recheck_at_; InfiniteFuture when they are empty.

@@ -355,6 +355,44 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
   EXPECT_EQ(errors, 2);
 }
 
+// The same for a database whose sync failed in the first pass, before following began: it is
+// not left as it is until an event happens to name it.
+TEST(FollowTest, ADatabaseWhoseSyncFailedInTheFirstPassIsTriedAgain) {
+  absl::Mutex mu;
+  int polls = 0;
+  int puts = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
+    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1"])"};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
+      ++polls;
+      return {200, R"({"results": [], "last_seq": "1"})"};
+    }
+    if (call == "PUT /account%2Fa1/_design/towns") {
+      if (++puts <= 2) return {503, R"({"error": "service_unavailable", "reason": "not yet"})"};
+      return {201, R"({"ok": true, "rev": "1-x"})"};
+    }
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(2);
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [](const v1::UploadEvent&) {});
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return puts < 3 && polls < 2000;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(puts, 3);
+}
+
 // An answer that retrying cannot change (the credentials refused, no server admin, no
 // _db_updates) still ends following at once, as an error.
 TEST(FollowTest, APollRefusedForGoodEndsFollowing) {
