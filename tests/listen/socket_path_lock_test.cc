@@ -3,6 +3,7 @@
 // refuses connections, as a stale one does). Now probe, removal and bind happen under an flock
 // on PATH.lock (service/listen/socket_path_lock.h): a server that finds the lock held waits,
 // and touches nothing at the path until it has it.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
@@ -19,7 +20,9 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "service/listen/socket_path_lock.h"
 #include "tests/support/files.h"
 #include "tests/support/runfiles.h"
 #include "tests/support/server_process.h"
@@ -118,6 +121,31 @@ TEST(SocketPathLockTest, AServerWaitsForTheLockBeforeTouchingTheSocketPath) {
   std::unique_ptr<ServerProcess> server = launched.get();
   ASSERT_TRUE(server->ready()) << server->Log();
   EXPECT_TRUE(Accepts(path));  // the stale socket is gone, the server's is in its place
+}
+
+// A holder that never lets go (a stuck server, or a process that is not a cnp-server) is given
+// up on after the wait, with a message that names the path and what to do, rather than waited
+// on for ever; once it lets go, the lock is taken.
+TEST(SocketPathLockTest, ALockHeldPastTheWaitIsGivenUpWithAClearError) {
+  const std::string path = ShortTempDir() + "/cnp.sock";
+  const int held = ::open(listen::SocketPathLock::LockPath(path).c_str(),
+                          O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX), 0);
+
+  const absl::Time start = absl::Now();
+  absl::StatusOr<listen::SocketPathLock> refused =
+      listen::SocketPathLock::Take(path, absl::Milliseconds(200));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find(path + ".lock has been locked for 200ms"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("listen elsewhere"), std::string::npos);
+
+  ::close(held);
+  EXPECT_TRUE(listen::SocketPathLock::Take(path, absl::Milliseconds(200)).ok());
 }
 
 }  // namespace
