@@ -7,47 +7,20 @@ indexes every document with no rows.
 The service is a stand-in written with Python's gRPC (scripted_session_service.py), told not to
 set `accepted`."""
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import unittest
+from scripted_adapter_fixture import ScriptedAdapterTestCase, main
 
-import cnp_testing
-from scripted_session_service import ScriptedSessionService
-
-ADAPTER = None
 DDOC = {"_id": "_design/f", "filters": {"by_town": "m.by_town"}}
 RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 
 
-class OldServerFailoverTest(unittest.TestCase):
+class OldServerFailoverTest(ScriptedAdapterTestCase):
+    temp_prefix = "cnp-old-failover-"
+    socket_name = "old.sock"
+
     def setUp(self):
-        self.dir = cnp_testing.short_temp_dir("cnp-old-failover-")
-        self.service = ScriptedSessionService(self.dir, name="old.sock")
+        super().setUp()
         self.service.sets_accepted = False
-        self.adapter = subprocess.Popen(
-            [ADAPTER, f"--target={self.service.target}", "--session=stream"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def tearDown(self):
-        if self.adapter.poll() is None:
-            self.adapter.kill()
-        self.adapter.wait()
-        for pipe in (self.adapter.stdin, self.adapter.stdout, self.adapter.stderr):
-            pipe.close()
-        self.service.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def reply(self, command):
-        self.adapter.stdin.write(json.dumps(command).encode() + b"\n")
-        self.adapter.stdin.flush()
-        line = self.adapter.stdout.readline()
-        if not line:
-            self.adapter.stdin.close()
-            self.fail("cnp-adapter exited: " + self.adapter.stderr.read().decode())
-        return json.loads(line)
+        self.start_adapter(self.service.target)
 
     def start_session(self):
         self.assertIs(self.reply(RESET), True)
@@ -80,5 +53,4 @@ class OldServerFailoverTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ADAPTER = os.path.abspath(sys.argv.pop(1))
-    unittest.main()
+    main()

@@ -6,21 +6,12 @@ command names them. The service is a stand-in written with Python's gRPC
 (scripted_session_service.py), which records the streams it was sent and can be told how to
 misbehave."""
 
-import json
 import os
-import select
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-import unittest
 
-import cnp_testing
-from scripted_session_service import ScriptedSessionService
-
-ADAPTER = None
+from scripted_adapter_fixture import ScriptedAdapterTestCase, main
 
 
 class SlowProxy:
@@ -76,38 +67,8 @@ class SlowProxy:
         self.listener.close()
 
 
-class StreamResilienceTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = cnp_testing.short_temp_dir("cnp-resilience-")
-        self.service = ScriptedSessionService(self.dir)
-        self.adapter = None
-
-    def tearDown(self):
-        if self.adapter is not None:
-            if self.adapter.poll() is None:
-                self.adapter.kill()
-            self.adapter.wait()
-            for pipe in (self.adapter.stdin, self.adapter.stdout, self.adapter.stderr):
-                pipe.close()
-        self.service.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def start_adapter(self, target, *extra):
-        self.adapter = subprocess.Popen(
-            [ADAPTER, f"--target={target}", "--session=stream", *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def reply(self, command, timeout=30.0):
-        self.adapter.stdin.write(json.dumps(command).encode() + b"\n")
-        self.adapter.stdin.flush()
-        ready, _, _ = select.select([self.adapter.stdout], [], [], timeout)
-        if not ready:
-            self.fail(f"cnp-adapter did not answer {command[0]} within {timeout} s")
-        line = self.adapter.stdout.readline()
-        if not line:
-            self.adapter.stdin.close()
-            self.fail("cnp-adapter exited: " + self.adapter.stderr.read().decode())
-        return json.loads(line)
+class StreamResilienceTest(ScriptedAdapterTestCase):
+    temp_prefix = "cnp-resilience-"
 
     def test_streams_failed_at_once_are_retried_with_backoff(self):
         # nginx with its only upstream down accepted each stream and failed it: the adapter
@@ -203,5 +164,4 @@ class StreamResilienceTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    ADAPTER = os.path.abspath(sys.argv.pop(1))
-    unittest.main()
+    main()
