@@ -70,6 +70,13 @@ class SlowProxy:
 class StreamResilienceTest(ScriptedAdapterTestCase):
     temp_prefix = "cnp-resilience-"
 
+    def start_session(self, timeout_ms):
+        """The adapter, straight to the service, in a session (CouchDB's `timeout` given) that
+        maps with one function, m.town."""
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": timeout_ms}]), True)
+        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+
     def test_streams_failed_at_once_are_retried_with_backoff(self):
         # nginx with its only upstream down accepted each stream and failed it: the adapter
         # opened 551 streams in 4 s for one add_fun, and told CouchDB "cannot connect".
@@ -89,9 +96,7 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
     def test_a_service_that_stops_answering_is_answered_for_in_time(self):
         # A replica frozen (SIGSTOP) or whose host vanished quietly left the adapter blocked in
         # its read until CouchDB killed it at its timeout.
-        self.start_adapter(self.service.target)
-        self.assertIs(self.reply(["reset", {"timeout": 2000}]), True)
-        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        self.start_session(timeout_ms=2000)
         self.service.hang_next_map_doc.set()
         started = time.monotonic()
         reply = self.reply(["map_doc", {"_id": "d1"}], timeout=10)
@@ -109,9 +114,7 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
     def test_design_documents_are_taught_to_a_new_stream_when_named(self):
         # All of a session's design documents were replayed on every new stream before the
         # command in flight: 20,000 of them took 3 s of CouchDB's 5 s timeout.
-        self.start_adapter(self.service.target)
-        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
-        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        self.start_session(timeout_ms=5000)
         for name in ("a", "b", "c"):
             self.assertIs(self.reply(["ddoc", "new", "_design/" + name, {"_id": name}]), True)
         self.assertEqual(self.reply(["ddoc", "_design/b", ["filters", "f"], [[], {}]]),
@@ -141,9 +144,7 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
         # The adapter pings every 1.25 s, also while it waits for CouchDB and polls nothing: the
         # pings' answers must still be read in time, and the service must not take them for
         # abuse. Quiet for longer than three pings.
-        self.start_adapter(self.service.target)
-        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
-        self.assertIs(self.reply(["add_fun", "m.town"]), True)
+        self.start_session(timeout_ms=5000)
         time.sleep(9)  # the quiet time under test, not a wait for something to happen
         self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
         self.assertEqual(self.service.stream_count(), 1)
