@@ -51,64 +51,67 @@ bool WaitForFileToHold(const std::string& dir, const std::string& path,
   return absl::StrContains(ReadFile(path), needle);
 }
 
-TEST(AccessLogReopenTest, SighupMovesTheAccessLogToANewFileAtItsPath) {
-  const std::string dir = ShortTempDir();
-  const std::string log = dir + "/access.log";
-  const std::string rotated = dir + "/access.log.1";
-  WriteFile(dir + "/token", "t0ken-for-reopen\n", 0600);
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
-                "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
-                "--access-log=" + log}});
-  ASSERT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
+// A server that writes its access log to `log_`, in a directory of the test's own, and a client
+// of it that does not send the server's token: each of the client's calls is refused, and
+// logged.
+class AccessLogReopenTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteFile(dir_ + "/token", "t0ken-for-reopen\n", 0600);
+    server_ = ServerProcess::Launch(
+        {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
+                  "--listen=127.0.0.1:0", "--auth-token-file=" + dir_ + "/token",
+                  "--access-log=" + log_}});
+    ASSERT_TRUE(server_->ready()) << server_->Log();
+    auto connected = client::Client::Connect(absl::StrCat("127.0.0.1:", server_->Port()));
+    ASSERT_TRUE(connected.ok()) << connected.status();
+    client_ = *std::move(connected);
+  }
+
+  const std::string dir_ = ShortTempDir();
+  const std::string log_ = dir_ + "/access.log";
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(AccessLogReopenTest, SighupMovesTheAccessLogToANewFileAtItsPath) {
+  const std::string rotated = dir_ + "/access.log.1";
 
   // Calls without the token are refused, each with an access-log line: Map's before the
   // rotation, Reduce's after it (another method, so not counted into the first line).
-  EXPECT_FALSE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
-  ASSERT_TRUE(WaitForFileToHold(dir, log, "call=Map", absl::Seconds(10))) << ReadFile(log);
+  EXPECT_FALSE(client_->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir_, log_, "call=Map", absl::Seconds(10))) << ReadFile(log_);
 
-  ASSERT_EQ(std::rename(log.c_str(), rotated.c_str()), 0);
-  server->Signal(SIGHUP);
-  ASSERT_TRUE(server->WaitForLog("reopened the access log " + log, absl::Seconds(10)))
-      << server->Log();
+  ASSERT_EQ(std::rename(log_.c_str(), rotated.c_str()), 0);
+  server_->Signal(SIGHUP);
+  ASSERT_TRUE(server_->WaitForLog("reopened the access log " + log_, absl::Seconds(10)))
+      << server_->Log();
 
-  EXPECT_FALSE((*client)->Reduce({"svc_fns.total"}, "[]", /*rereduce=*/false).ok());
-  ASSERT_TRUE(WaitForFileToHold(dir, log, "call=Reduce", absl::Seconds(10)))
-      << "new file: " << ReadFile(log) << "\nrenamed file: " << ReadFile(rotated);
-  EXPECT_THAT(ReadFile(log), Not(HasSubstr("call=Map")));
+  EXPECT_FALSE(client_->Reduce({"svc_fns.total"}, "[]", /*rereduce=*/false).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir_, log_, "call=Reduce", absl::Seconds(10)))
+      << "new file: " << ReadFile(log_) << "\nrenamed file: " << ReadFile(rotated);
+  EXPECT_THAT(ReadFile(log_), Not(HasSubstr("call=Map")));
   EXPECT_THAT(ReadFile(rotated), HasSubstr("call=Map"));
   EXPECT_THAT(ReadFile(rotated), Not(HasSubstr("call=Reduce")));
 }
 
 // A path the server may no longer write leaves the log where it was, and says so.
-TEST(AccessLogReopenTest, AReopenThatFailsKeepsTheOldFile) {
-  const std::string dir = ShortTempDir();
-  const std::string log = dir + "/access.log";
-  const std::string elsewhere = dir + "/elsewhere";
-  WriteFile(dir + "/token", "t0ken-for-reopen\n", 0600);
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
-                "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
-                "--access-log=" + log}});
-  ASSERT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
+TEST_F(AccessLogReopenTest, AReopenThatFailsKeepsTheOldFile) {
+  const std::string elsewhere = dir_ + "/elsewhere";
 
   // A symlink now stands at the path: never followed, at a reopen as at start.
-  const std::string kept = dir + "/kept.log";
-  ASSERT_EQ(std::rename(log.c_str(), kept.c_str()), 0);
+  const std::string kept = dir_ + "/kept.log";
+  ASSERT_EQ(std::rename(log_.c_str(), kept.c_str()), 0);
   WriteFile(elsewhere, "", 0600);
-  ASSERT_EQ(::symlink(elsewhere.c_str(), log.c_str()), 0);
-  server->Signal(SIGHUP);
-  ASSERT_TRUE(server->WaitForLog("the access log goes on in the file opened before",
+  ASSERT_EQ(::symlink(elsewhere.c_str(), log_.c_str()), 0);
+  server_->Signal(SIGHUP);
+  ASSERT_TRUE(server_->WaitForLog("the access log goes on in the file opened before",
                                  absl::Seconds(10)))
-      << server->Log();
-  EXPECT_THAT(server->Log(), HasSubstr(log + " is a symbolic link"));
+      << server_->Log();
+  EXPECT_THAT(server_->Log(), HasSubstr(log_ + " is a symbolic link"));
 
-  EXPECT_FALSE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
-  ASSERT_TRUE(WaitForFileToHold(dir, kept, "call=Map", absl::Seconds(10))) << ReadFile(kept);
+  EXPECT_FALSE(client_->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  ASSERT_TRUE(WaitForFileToHold(dir_, kept, "call=Map", absl::Seconds(10))) << ReadFile(kept);
   EXPECT_EQ(ReadFile(elsewhere), "");
 }
 
