@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -122,6 +123,41 @@ std::function<bool()> UntilPolls(absl::Mutex& mu, const int& polls, int n) {
   };
 }
 
+// What a scripted CouchDB 3 answers a test's follower beyond what FollowedCouch answers alike.
+struct FollowScript {
+  std::string last_seq = "1";  // GET /_db_updates?since=now
+  std::string all_dbs;         // GET /_all_dbs, a JSON array
+  // The version of the registry's one entry (RegistryAllDocs), given how many long polls
+  // have been answered.
+  std::function<int(int polls)> registry_version = [](int) { return 123; };
+  // Answers the `n`th long poll of _db_updates ("GET target" in `call`).
+  std::function<ScriptedResponse(const std::string& call, int n)> poll;
+  // Answers any other request ("METHOD target" in `call`); when unset, Unexpected(call).
+  std::function<ScriptedResponse(const HttpRequest& r, const std::string& call)> rest;
+};
+
+ScriptedResponse Unexpected(const std::string& call) {
+  return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+}
+
+// A CouchDB 3 for following, as `script` says; it answers under `mu`, and counts the long polls
+// of _db_updates into `polls`, which a test reads under `mu` too (UntilPolls).
+ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScript script) {
+  return [&mu, &polls, script = std::move(script)](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_db_updates?since=now") {
+      return {200, absl::StrCat(R"({"results": [], "last_seq": ")", script.last_seq, "\"}")};
+    }
+    if (call == "GET /_all_dbs") return {200, script.all_dbs};
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+      return {200, RegistryAllDocs(script.registry_version(polls))};
+    }
+    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) return script.poll(call, ++polls);
+    return script.rest ? script.rest(r, call) : Unexpected(call);
+  };
+}
+
 std::string MapOf(const std::string& body) {
   absl::StatusOr<rapidjson::Document> doc = couchdb::ParseJson(body);
   if (!doc.ok() || !doc->HasMember("views")) return "";
@@ -169,26 +205,19 @@ TEST(FollowTest, ADatabaseCreatedLaterGetsItsDesignDocumentsAndARegistryChangeIs
 TEST(FollowTest, AnEntryThatMatchesNoDatabaseIsWarnedOfOnceAndAgainWhenItChanges) {
   absl::Mutex mu;
   int polls = 0;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
-    if (call == "GET /_all_dbs") return {200, R"(["_users", "cnp_registry", "other"])"};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["_users", "cnp_registry", "other"])",
       // Registered again unchanged after the first poll, with a new version after the second.
-      return {200, RegistryAllDocs(polls >= 2 ? 124 : 123)};
-    }
-    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-      ++polls;
-      if (polls <= 2) {
-        return {200, R"({"results": [{"db_name": "cnp_registry", "type": "updated"}],
-                         "last_seq": "2"})"};
-      }
-      // A database the entry does not target.
-      return {200, R"({"results": [{"db_name": "other2", "type": "created"}], "last_seq": "3"})"};
-    }
-    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-  });
+      .registry_version = [](int n) { return n >= 2 ? 124 : 123; },
+      .poll = [](const std::string&, int n) -> ScriptedResponse {
+        if (n <= 2) {
+          return {200, R"({"results": [{"db_name": "cnp_registry", "type": "updated"}],
+                           "last_seq": "2"})"};
+        }
+        // A database the entry does not target.
+        return {200, R"({"results": [{"db_name": "other2", "type": "created"}], "last_seq": "3"})"};
+      },
+  }));
   couchdb::CouchClient client({.base_url = couch.url()});
   std::vector<std::string> warnings;
   client::sync::RegistrySync sync(client, "cnp_registry", {}, [&](const v1::UploadEvent& e) {
@@ -214,26 +243,24 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
   absl::Mutex mu;
   int polls = 0;
   std::vector<std::string> puts;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "7-a"})"};
-    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1"])"};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
-    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-      ++polls;
-      if (!absl::EndsWith(call, "since=7-a")) return {500, R"({"error": "wrong_position"})"};
-      if (polls == 1) return {503, R"({"error": "service_unavailable", "reason": "restarting"})"};
-      if (polls == 2) return {200, "<html>502 Bad Gateway</html>"};
-      return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "8-b"})"};
-    }
-    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-    if (r.method == "PUT") {
-      puts.push_back(r.target);
-      return {201, R"({"ok": true, "rev": "1-x"})"};
-    }
-    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-  });
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .last_seq = "7-a",
+      .all_dbs = R"(["cnp_registry", "account/a1"])",
+      .poll = [](const std::string& call, int n) -> ScriptedResponse {
+        if (!absl::EndsWith(call, "since=7-a")) return {500, R"({"error": "wrong_position"})"};
+        if (n == 1) return {503, R"({"error": "service_unavailable", "reason": "restarting"})"};
+        if (n == 2) return {200, "<html>502 Bad Gateway</html>"};
+        return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "8-b"})"};
+      },
+      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+        if (r.method == "PUT") {
+          puts.push_back(r.target);
+          return {201, R"({"ok": true, "rev": "1-x"})"};
+        }
+        return Unexpected(call);
+      },
+  }));
   couchdb::CouchClient client({.base_url = couch.url()});
   std::vector<std::string> warnings;
   client::sync::RegistrySync::Options options;
@@ -262,38 +289,36 @@ TEST(FollowTest, AnUpdatedTargetHasItsDesignDocumentsCheckedAgainAtMostOncePerIn
   int polls = 0;
   std::vector<std::string> calls;
   std::string stored;  // account/a1's _design/towns
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
-    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1", "other"])"};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
-    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-      ++polls;
-      if (polls == 1) {
-        // Edited by hand.
-        stored = R"({"_id": "_design/towns", "_rev": "2-h", "language": "python",
-                     "views": {"by_town": {"map": "myviews.townmap|999"}}})";
-      }
-      if (polls <= 2) {
-        return {200, R"({"results": [{"db_name": "account/a1", "type": "updated"},
-                                     {"db_name": "other", "type": "updated"}], "last_seq": "2"})"};
-      }
-      return {200, R"({"results": [], "last_seq": "2"})"};
-    }
-    calls.push_back(call);
-    if (call == "GET /account%2Fa1/_design/towns") {
-      return stored.empty() ? ScriptedResponse{404, R"({"error": "not_found", "reason": "missing"})"}
-                            : ScriptedResponse{200, stored};
-    }
-    if (call == "PUT /account%2Fa1/_design/towns") {
-      stored = r.body;
-      return {201, R"({"ok": true, "rev": "3-x"})"};
-    }
-    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
-    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-  });
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry", "account/a1", "other"])",
+      .poll = [&](const std::string&, int n) -> ScriptedResponse {
+        if (n == 1) {
+          // Edited by hand.
+          stored = R"({"_id": "_design/towns", "_rev": "2-h", "language": "python",
+                       "views": {"by_town": {"map": "myviews.townmap|999"}}})";
+        }
+        if (n <= 2) {
+          return {200, R"({"results": [{"db_name": "account/a1", "type": "updated"},
+                                       {"db_name": "other", "type": "updated"}], "last_seq": "2"})"};
+        }
+        return {200, R"({"results": [], "last_seq": "2"})"};
+      },
+      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+        calls.push_back(call);
+        if (call == "GET /account%2Fa1/_design/towns") {
+          return stored.empty()
+                     ? ScriptedResponse{404, R"({"error": "not_found", "reason": "missing"})"}
+                     : ScriptedResponse{200, stored};
+        }
+        if (call == "PUT /account%2Fa1/_design/towns") {
+          stored = r.body;
+          return {201, R"({"ok": true, "rev": "3-x"})"};
+        }
+        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+        if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+        return Unexpected(call);
+      },
+  }));
   couchdb::CouchClient client({.base_url = couch.url()});
   client::sync::RegistrySync::Options options;
   options.recheck_interval = absl::Hours(1);
@@ -316,27 +341,24 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
   absl::Mutex mu;
   int polls = 0;
   int puts = 0;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
-    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry"])"};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
-    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-      ++polls;
-      if (polls == 1) {
-        return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "2"})"};
-      }
-      return {200, R"({"results": [], "last_seq": "2"})"};
-    }
-    if (call == "PUT /account%2Fnew/_design/towns") {
-      if (++puts <= 2) return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
-      return {201, R"({"ok": true, "rev": "1-x"})"};
-    }
-    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
-    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-  });
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry"])",
+      .poll = [](const std::string&, int n) -> ScriptedResponse {
+        if (n == 1) {
+          return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "2"})"};
+        }
+        return {200, R"({"results": [], "last_seq": "2"})"};
+      },
+      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+        if (call == "PUT /account%2Fnew/_design/towns") {
+          if (++puts <= 2) return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
+          return {201, R"({"ok": true, "rev": "1-x"})"};
+        }
+        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+        if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+        return Unexpected(call);
+      },
+  }));
   couchdb::CouchClient client({.base_url = couch.url()});
   client::sync::RegistrySync::Options options;
   options.first_retry_delay = absl::Milliseconds(1);
@@ -399,18 +421,12 @@ TEST(FollowTest, APollRefusedForGoodEndsFollowing) {
   for (int refusal : {401, 403, 404}) {
     absl::Mutex mu;
     int polls = 0;
-    ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-      absl::MutexLock lock(&mu);
-      const std::string call = absl::StrCat(r.method, " ", r.target);
-      if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
-      if (call == "GET /_all_dbs") return {200, R"(["cnp_registry"])"};
-      if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
-      if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-        ++polls;
-        return {refusal, R"({"error": "refused", "reason": "no"})"};
-      }
-      return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-    });
+    ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+        .all_dbs = R"(["cnp_registry"])",
+        .poll = [refusal](const std::string&, int) -> ScriptedResponse {
+          return {refusal, R"({"error": "refused", "reason": "no"})"};
+        },
+    }));
     couchdb::CouchClient client({.base_url = couch.url()});
     std::vector<v1::UploadProblem> problems;
     client::sync::RegistrySync::Options options;
