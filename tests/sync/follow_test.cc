@@ -140,6 +140,13 @@ ScriptedResponse Unexpected(const std::string& call) {
   return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
 }
 
+// Any other document: missing when read, written when put.
+ScriptedResponse AnyOtherDocument(const HttpRequest& r, const std::string& call) {
+  if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+  if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
+  return Unexpected(call);
+}
+
 // A CouchDB 3 for following, as `script` says; it answers under `mu`, and counts the long polls
 // of _db_updates into `polls`, which a test reads under `mu` too (UntilPolls).
 ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScript script) {
@@ -250,15 +257,12 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
         if (!absl::EndsWith(call, "since=7-a")) return {500, R"({"error": "wrong_position"})"};
         if (n == 1) return {503, R"({"error": "service_unavailable", "reason": "restarting"})"};
         if (n == 2) return {200, "<html>502 Bad Gateway</html>"};
-        return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "8-b"})"};
+        return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
+                         "last_seq": "8-b"})"};
       },
       .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
-        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-        if (r.method == "PUT") {
-          puts.push_back(r.target);
-          return {201, R"({"ok": true, "rev": "1-x"})"};
-        }
-        return Unexpected(call);
+        if (r.method == "PUT") puts.push_back(r.target);
+        return AnyOtherDocument(r, call);
       },
   }));
   couchdb::CouchClient client({.base_url = couch.url()});
@@ -299,7 +303,8 @@ TEST(FollowTest, AnUpdatedTargetHasItsDesignDocumentsCheckedAgainAtMostOncePerIn
         }
         if (n <= 2) {
           return {200, R"({"results": [{"db_name": "account/a1", "type": "updated"},
-                                       {"db_name": "other", "type": "updated"}], "last_seq": "2"})"};
+                                       {"db_name": "other", "type": "updated"}],
+                           "last_seq": "2"})"};
         }
         return {200, R"({"results": [], "last_seq": "2"})"};
       },
@@ -314,9 +319,7 @@ TEST(FollowTest, AnUpdatedTargetHasItsDesignDocumentsCheckedAgainAtMostOncePerIn
           stored = r.body;
           return {201, R"({"ok": true, "rev": "3-x"})"};
         }
-        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-        if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
-        return Unexpected(call);
+        return AnyOtherDocument(r, call);
       },
   }));
   couchdb::CouchClient client({.base_url = couch.url()});
@@ -345,18 +348,19 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
       .all_dbs = R"(["cnp_registry"])",
       .poll = [](const std::string&, int n) -> ScriptedResponse {
         if (n == 1) {
-          return {200, R"({"results": [{"db_name": "account/new", "type": "created"}], "last_seq": "2"})"};
+          return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
+                           "last_seq": "2"})"};
         }
         return {200, R"({"results": [], "last_seq": "2"})"};
       },
       .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
         if (call == "PUT /account%2Fnew/_design/towns") {
-          if (++puts <= 2) return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
+          if (++puts <= 2) {
+            return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
+          }
           return {201, R"({"ok": true, "rev": "1-x"})"};
         }
-        if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-        if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
-        return Unexpected(call);
+        return AnyOtherDocument(r, call);
       },
   }));
   couchdb::CouchClient client({.base_url = couch.url()});
