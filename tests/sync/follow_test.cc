@@ -147,6 +147,18 @@ ScriptedResponse AnyOtherDocument(const HttpRequest& r, const std::string& call)
   return Unexpected(call);
 }
 
+// FollowScript::rest for a CouchDB that fails the first two tries of `put` ("PUT target") with
+// `failure`, and answers AnyOtherDocument otherwise; `puts` counts the tries.
+std::function<ScriptedResponse(const HttpRequest&, const std::string&)> FailingTwice(
+    std::string put, ScriptedResponse failure, int& puts) {
+  return [put = std::move(put), failure = std::move(failure), &puts](
+             const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+    if (call != put) return AnyOtherDocument(r, call);
+    if (++puts <= 2) return failure;
+    return {201, R"({"ok": true, "rev": "1-x"})"};
+  };
+}
+
 // A CouchDB 3 for following, as `script` says; it answers under `mu`, and counts the long polls
 // of _db_updates into `polls`, which a test reads under `mu` too (UntilPolls).
 ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScript script) {
@@ -353,15 +365,9 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
         }
         return {200, R"({"results": [], "last_seq": "2"})"};
       },
-      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
-        if (call == "PUT /account%2Fnew/_design/towns") {
-          if (++puts <= 2) {
-            return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
-          }
-          return {201, R"({"ok": true, "rev": "1-x"})"};
-        }
-        return AnyOtherDocument(r, call);
-      },
+      .rest = FailingTwice("PUT /account%2Fnew/_design/towns",
+                           {500, R"({"error": "internal_server_error", "reason": "not yet"})"},
+                           puts),
   }));
   couchdb::CouchClient client({.base_url = couch.url()});
   client::sync::RegistrySync::Options options;
@@ -387,24 +393,15 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedInTheFirstPassIsTriedAgain) {
   absl::Mutex mu;
   int polls = 0;
   int puts = 0;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu);
-    const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
-    if (call == "GET /_all_dbs") return {200, R"(["cnp_registry", "account/a1"])"};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") return {200, RegistryAllDocs(123)};
-    if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
-      ++polls;
-      return {200, R"({"results": [], "last_seq": "1"})"};
-    }
-    if (call == "PUT /account%2Fa1/_design/towns") {
-      if (++puts <= 2) return {503, R"({"error": "service_unavailable", "reason": "not yet"})"};
-      return {201, R"({"ok": true, "rev": "1-x"})"};
-    }
-    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
-    if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
-    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
-  });
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry", "account/a1"])",
+      .poll = [](const std::string&, int) -> ScriptedResponse {
+        return {200, R"({"results": [], "last_seq": "1"})"};
+      },
+      .rest = FailingTwice("PUT /account%2Fa1/_design/towns",
+                           {503, R"({"error": "service_unavailable", "reason": "not yet"})"},
+                           puts),
+  }));
   couchdb::CouchClient client({.base_url = couch.url()});
   client::sync::RegistrySync::Options options;
   options.first_retry_delay = absl::Milliseconds(1);
