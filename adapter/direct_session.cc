@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <iostream>
@@ -60,6 +61,8 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   hello.set_settings(settings);
   hello.set_adapter_pid(::getpid());
   hello.set_max_line_bytes(max_line_bytes);
+  hello.set_answer_within_ms(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now())));
   const std::vector<int> pipes = {kStdin, kStdout};
   std::string frame;
   const absl::Status sent =

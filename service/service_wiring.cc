@@ -1,5 +1,8 @@
 #include "service/service_wiring.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "common/unix_target.h"
 #include "service/rpc/query_session_handler.h"
 #include "service/session/direct_socket_path.h"
@@ -31,6 +34,9 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
   options.command = {config.worker_binary, config.WorkerArgs()};
   options.max_sessions = config.max_sessions;
   options.spare_workers = config.spare_session_workers;
+  // A start is mostly a CPU's work (Python starting and importing): more at once than cores
+  // only slows each of them.
+  options.max_parallel_starts = std::clamp<int>(std::thread::hardware_concurrency(), 2, 8);
   options.max_resident_bytes = config.worker_memory_mb << 20;
   return options;
 }

@@ -65,6 +65,16 @@ constexpr absl::Duration kWorkerEndGrace = absl::Milliseconds(200);
 // How long a worker is given to report the end of its input once its adapter has gone: at
 // CouchDB's normal end of a query server both happen at once.
 constexpr absl::Duration kAdapterGoneGrace = absl::Seconds(2);
+// How long an adapter that does not say (Hello.answer_within_ms) waits for the answer: its
+// 4.5 s for the whole offer, from before it connected.
+constexpr absl::Duration kOlderAdapterWait = absl::Seconds(4);
+// Time for the answer to reach the adapter, and for a loaded machine to run it.
+constexpr absl::Duration kAnswerMargin = absl::Milliseconds(300);
+// The longest a new session waits for a worker, however long its adapter would wait: CouchDB's
+// timeout for its first command (5 s by default) runs from the adapter's start, and a session
+// that gets no worker still needs time to be answered over the Session stream. A worker starts
+// in well under a second; when none is ready in this long, starts are queued behind a burst.
+constexpr absl::Duration kLongestWorkerWait = absl::Seconds(2);
 
 // Worker exit status for a command that outran CouchDB's timeout (worker.proto).
 constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
@@ -321,6 +331,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   std::string payload;
   std::vector<int> fds;
   absl::Status read = co_await ReadHelloInTime(socket, payload, fds, options_.hello_timeout);
+  const absl::Time hello_read_at = absl::Now();
   ReceivedDescriptors pipes(std::move(fds));
   v1::Hello hello;
   if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {
@@ -353,7 +364,14 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     }
   }
 
-  absl::StatusOr<SessionWorker> taken = co_await pool_.Take();
+  // Answered within the adapter's wait, less a margin for the answer to reach it: past that
+  // wait the adapter gives up on CouchDB's pipes too, and CouchDB's request fails.
+  const absl::Duration adapter_waits = hello.answer_within_ms() > 0
+                                           ? absl::Milliseconds(hello.answer_within_ms())
+                                           : kOlderAdapterWait;
+  const absl::Time take_by =
+      hello_read_at + std::min(adapter_waits - kAnswerMargin, kLongestWorkerWait);
+  absl::StatusOr<SessionWorker> taken = co_await pool_.Take(take_by);
   if (!taken.ok()) {
     answer.set_outcome(absl::IsResourceExhausted(taken.status()) ? Answer::AT_CAPACITY
                                                                   : Answer::UNAVAILABLE);

@@ -127,7 +127,8 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
       continue;
     }
     absl::Duration wait = absl::Hours(1);
-    if (static_cast<int>(spares_.size()) + starting_spares_ < wanted) {
+    if (static_cast<int>(spares_.size()) + starting_spares_ < wanted &&
+        starts_in_flight() < options_.max_parallel_starts) {
       if (const absl::Duration backoff = next_start_ - absl::Now(); backoff > absl::ZeroDuration()) {
         wait = backoff;
       } else {
@@ -137,7 +138,7 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
         if (stopped_) co_return;
         if (started.ok()) {
           consecutive_failures_ = 0;
-          if (started->generation == generation_) AddSpare(std::move(*started));
+          Offer(std::move(*started));  // ended there if a reload came meanwhile
           continue;
         }
         ++consecutive_failures_;
@@ -153,7 +154,7 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
   }
 }
 
-asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
+asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take(absl::Time deadline) {
   if (stopped_) co_return absl::UnavailableError("the server is stopping");
   if (options_.max_sessions == 0) {
     co_return absl::ResourceExhaustedError("direct sessions are off on this server (--max-sessions=0)");
@@ -176,15 +177,86 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take() {
     Kick();  // start the next spare
     co_return worker;
   }
-  absl::StatusOr<SessionWorker> started = co_await StartOne();
-  if (!started.ok() || stopped_) {
-    --sessions_;
-    if (started.ok()) co_return absl::UnavailableError("the server is stopping");
-    co_return started.status();
+  // None ready: wait for the next worker to finish starting (a spare, a start for a waiting
+  // session, a worker whose session ended), starting one more if the bound allows.
+  Waiter waiter(control_);
+  waiters_.push_back(&waiter);
+  StartForWaitingSessions();
+  // A start that failed at once (no process could be made) has told a session already.
+  if (!waiter.worker.has_value() && waiter.failed.ok() && !stopped_) {
+    const absl::Duration left = deadline - absl::Now();
+    if (deadline == absl::InfiniteFuture()) {
+      waiter.wake.expires_at(asio::steady_timer::time_point::max());
+    } else {
+      waiter.wake.expires_after(absl::ToChronoNanoseconds(std::max(left, absl::ZeroDuration())));
+    }
+    asio::error_code ec;  // cancelled: woken with an outcome
+    co_await waiter.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  in_session_[started->id] = started->process->pid();
+  waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), &waiter), waiters_.end());
+  if (waiter.worker.has_value() && !stopped_) {
+    in_session_[waiter.worker->id] = waiter.worker->process->pid();
+    Kick();
+    co_return std::move(*waiter.worker);
+  }
+  --sessions_;
+  if (waiter.worker.has_value()) End(std::move(*waiter.worker), "the server is stopping");
+  if (stopped_) co_return absl::UnavailableError("the server is stopping");
+  if (!waiter.failed.ok()) co_return waiter.failed;
+  co_return absl::UnavailableError(absl::StrCat(
+      "no session worker was ready in time (", starts_in_flight(), " starting, at most ",
+      options_.max_parallel_starts, " at once; ", waiters_.size(),
+      " other sessions waiting): more --spare-session-workers keep workers ready for bursts"));
+}
+
+void SessionWorkerPool::StartForWaitingSessions() {
+  // Spares that are starting serve waiting sessions too (Offer).
+  while (!stopped_ && starts_in_flight() < options_.max_parallel_starts &&
+         static_cast<size_t>(starts_in_flight()) < waiters_.size()) {
+    ++starting_for_sessions_;
+    asio::co_spawn(control_, StartForWaitingSession(), asio::detached);
+  }
+}
+
+asio::awaitable<void> SessionWorkerPool::StartForWaitingSession() {
+  absl::StatusOr<SessionWorker> started = co_await StartOne();
+  --starting_for_sessions_;
+  if (started.ok() && stopped_) {
+    End(std::move(*started), "the server is stopping");
+  } else if (started.ok()) {
+    consecutive_failures_ = 0;
+    Offer(std::move(*started));
+  } else if (!waiters_.empty()) {
+    // The session it was for is told (it uses the Session stream); the others go on waiting
+    // for the starts in progress or a new one, until their deadlines.
+    Waiter* waiter = waiters_.front();
+    waiters_.pop_front();
+    waiter->failed = started.status();
+    waiter->wake.cancel();
+  }
+  StartForWaitingSessions();
   Kick();
-  co_return started;
+}
+
+void SessionWorkerPool::Offer(SessionWorker worker) {
+  if (worker.generation < generation_) {
+    End(std::move(worker), "of a reload");
+    StartForWaitingSessions();
+    return;
+  }
+  if (!waiters_.empty()) {
+    Waiter* waiter = waiters_.front();
+    waiters_.pop_front();
+    young_spare_deaths_ = 0;  // it lived to serve
+    waiter->worker = std::move(worker);
+    waiter->wake.cancel();
+    return;
+  }
+  if (static_cast<int>(spares_.size()) >= options_.spare_workers) {
+    End(std::move(worker), "enough spares are waiting");
+    return;
+  }
+  AddSpare(std::move(worker));
 }
 
 void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
@@ -201,11 +273,9 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   } else if (options_.max_resident_bytes > 0 &&
              process.ResidentBytes() > options_.max_resident_bytes) {
     why = "it is over its memory cap";
-  } else if (static_cast<int>(spares_.size()) >= options_.spare_workers) {
-    why = "enough spares are waiting";
   }
   if (why == nullptr) {
-    AddSpare(std::move(worker));
+    Offer(std::move(worker));
   } else {
     End(std::move(worker), why);
   }
@@ -248,6 +318,7 @@ void SessionWorkerPool::ReloadNow() {
 void SessionWorkerPool::Shutdown() {
   RunOnLoop(control_, [this] {
     stopped_ = true;
+    for (Waiter* waiter : waiters_) waiter->wake.cancel();
     spares_.clear();
     for (const auto& [id, pid] : in_session_) ::kill(pid, SIGKILL);
     wake_.cancel();

@@ -16,8 +16,10 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,6 +39,12 @@ struct SessionPoolOptions {
   int max_sessions = 64;
   // Started workers kept waiting for the next session.
   int spare_workers = 1;
+  // Workers starting at once, spares included. When CouchDB starts many query servers together
+  // (a node restarting with many views to build), a start per waiting session would start them
+  // all at once, each slower for the others, until none was ready within CouchDB's timeout; the
+  // sessions that wait instead take workers as they come, or the Session stream at their
+  // deadline.
+  int max_parallel_starts = 2;
   // A worker above this resident size after its session is replaced (0: never).
   int64_t max_resident_bytes = 0;
   absl::Duration startup_timeout = absl::Seconds(30);
@@ -67,13 +75,18 @@ class SessionWorkerPool {
   // Starts keeping spares (on the control loop).
   void Start();
 
-  // A started worker for a new session: a spare, else a new one. RESOURCE_EXHAUSTED at the
-  // session cap, UNAVAILABLE when no worker could start or the server is stopping.
-  asio::awaitable<absl::StatusOr<SessionWorker>> Take();
+  // A started worker for a new session: a spare, else the next one to finish starting (a start
+  // is added for it while fewer than max_parallel_starts run). RESOURCE_EXHAUSTED at the session
+  // cap; UNAVAILABLE when none is ready by `deadline` (the adapter still holds CouchDB's pipes
+  // then and serves them over the Session stream), when a start failed, or when the server is
+  // stopping. A start that ends after its session gave up serves the next session instead.
+  asio::awaitable<absl::StatusOr<SessionWorker>> Take(
+      absl::Time deadline = absl::InfiniteFuture());
 
   // Gives back the worker of an ended session. `reusable` is false when it crashed, was
   // killed or asked to be recycled; it is also replaced when over its memory cap or started
-  // before the last reload. A worker not kept is killed here and reaped on the loop.
+  // before the last reload. A kept worker goes to a session waiting in Take, else it is a
+  // spare if spares are missing; a worker not kept is killed here and reaped on the loop.
   void Return(SessionWorker worker, bool reusable);
 
   // SIGHUP: spares are replaced at once (killed now, reaped on the loop), session workers when
@@ -88,6 +101,9 @@ class SessionWorkerPool {
   void Shutdown();
 
   int sessions() const { return sessions_; }
+  // Workers starting now, spares included, and sessions waiting in Take (for tests and logs).
+  int starts_in_flight() const { return starting_spares_ + starting_for_sessions_; }
+  size_t waiting_sessions() const { return waiters_.size(); }
   // The started spares' pids (for tests and logs).
   std::vector<pid_t> spare_pids() const;
   int max_sessions() const { return options_.max_sessions; }
@@ -100,6 +116,13 @@ class SessionWorkerPool {
   absl::Duration Backoff(int failures) const;
   // Adds a spare, and starts watching it if it is not watched yet.
   void AddSpare(SessionWorker worker);
+  // A worker ready for a session: to the session that has waited longest in Take, else a spare
+  // if fewer than spare_workers wait, else ended.
+  void Offer(SessionWorker worker);
+  // Starts workers for the sessions waiting in Take that no start in progress will serve, as
+  // far as max_parallel_starts allows.
+  void StartForWaitingSessions();
+  asio::awaitable<void> StartForWaitingSession();
   // Awaits the end of worker `id` on `pidfd` (a duplicate of its pidfd: the worker itself may
   // go to a session or be destroyed meanwhile); if it is a spare then, it is removed, reaped and
   // replaced. Lasts the worker's life, spare or not.
@@ -117,6 +140,16 @@ class SessionWorkerPool {
   std::map<int, pid_t> in_session_;  // worker id -> pid, to kill them at shutdown
   int sessions_ = 0;                 // sessions holding (or about to hold) a worker
   int starting_spares_ = 0;
+  int starting_for_sessions_ = 0;
+  // A session waiting in Take: woken (its timer cancelled) with a worker, with the failure of
+  // the start that was to serve it, or by the shutdown.
+  struct Waiter {
+    explicit Waiter(asio::io_context& loop) : wake(loop) {}
+    asio::steady_timer wake;
+    std::optional<SessionWorker> worker;
+    absl::Status failed;
+  };
+  std::deque<Waiter*> waiters_;  // oldest first
   int next_id_ = 0;
   uint64_t generation_ = 0;
   pool::ReloadRequests reloads_{options_.reload_quiet};

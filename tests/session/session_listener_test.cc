@@ -23,11 +23,13 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "asio/post.hpp"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/common/framing.h"
 #include "service/session/session_worker_pool.h"
@@ -190,6 +192,54 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   ::close(adapter);
   ::close(pipes[0]);
   ::close(pipes[1]);
+}
+
+// CouchDB starting many query servers at once on a busy machine: with no worker ready, an
+// adapter was left waiting past its own 4.5 s, gave up on CouchDB's pipes and exited, and the
+// request failed. The server now answers within the wait the adapter says it gives
+// (Hello.answer_within_ms), so that the adapter serves CouchDB over the Session stream.
+TEST_F(SessionListenerTest, AnAdapterIsAnsweredWithinItsWaitWhenNoWorkerIsReady) {
+  const std::string hold = testing::ShortTempDir() + "/hold";
+  const int made = ::open(hold.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(made, 0);
+  ::close(made);
+  absl::Cleanup release = [&] { ::unlink(hold.c_str()); };  // the held starts then fail
+  SessionPoolOptions pool_options;
+  // A worker start that does not end while `hold` exists: an interpreter starting on a
+  // machine too busy to finish it in time.
+  pool_options.command = {"/usr/bin/python3.11",
+                          {"-c", absl::StrCat("import os, time\nwhile os.path.exists('", hold,
+                                              "'):\n    time.sleep(0.01)\n")}};
+  pool_options.max_sessions = 4;
+  pool_options.spare_workers = 1;
+  pool_options.max_parallel_starts = 1;
+  pool_ = std::make_unique<SessionWorkerPool>(std::move(pool_options), io_);
+  StartListening();
+
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  absl::Cleanup close_pipes = [&] {
+    ::close(pipes[0]);
+    ::close(pipes[1]);
+  };
+  const int adapter = Connect(path_);
+  ASSERT_GE(adapter, 0) << std::strerror(errno);
+  absl::Cleanup close_adapter = [&] { ::close(adapter); };
+  v1::Hello hello;
+  hello.set_adapter_pid(::getpid());
+  hello.set_answer_within_ms(1000);
+  const absl::Time sent = absl::Now();
+  ASSERT_TRUE(WriteFrameWithDescriptors(adapter, hello.SerializeAsString(), {pipes[0], pipes[1]},
+                                        sent + absl::Seconds(5))
+                  .ok());
+  std::string payload;
+  ASSERT_TRUE(ReadFrame(adapter, payload, sent + absl::Seconds(10)).ok())
+      << "no answer while no worker was ready";
+  EXPECT_LT(absl::Now() - sent, absl::Seconds(1)) << "answered after the adapter gave up";
+  v1::Answer answer;
+  ASSERT_TRUE(answer.ParseFromString(payload));
+  EXPECT_EQ(answer.outcome(), v1::Answer::UNAVAILABLE) << answer.ShortDebugString();
+  EXPECT_THAT(answer.reason(), ::testing::HasSubstr("no session worker was ready in time"));
 }
 
 // A child process that connects to `path` as nobody (uid and gid 65534) and reads until the

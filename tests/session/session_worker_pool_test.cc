@@ -12,8 +12,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "asio/co_spawn.hpp"
@@ -301,6 +305,123 @@ TEST_F(SessionWorkerPoolTest, AStallingWorkerStartDoesNotHoldTheLoop) {
   ASSERT_TRUE(timer_late.has_value());
   EXPECT_LT(*timer_late, absl::Seconds(4)) << "the loop was held while the worker started";
   EXPECT_EQ(pool.sessions(), 0);
+}
+
+// A stand-in worker that does not finish starting while `hold` exists (it stands for a slow
+// interpreter start on a busy machine), then answers as fake_worker.py.
+std::vector<std::string> HeldWorkerArgs(const std::string& hold) {
+  return {"-c", absl::StrCat("import os, sys, time\n"
+                             "while os.path.exists('", hold, "'):\n"
+                             "    time.sleep(0.01)\n"
+                             "os.execv(sys.executable, [sys.executable, "
+                             "'tests/support/fake_worker.py'])\n")};
+}
+
+bool MakeFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+// CouchDB starting many query servers at once: the sessions wait for workers that start at
+// most max_parallel_starts at a time (each start had its own, and sixty of them on a busy
+// machine left most sessions without a worker within CouchDB's timeout), and each gets one.
+TEST_F(SessionWorkerPoolTest, SessionsThatArriveTogetherShareABoundedNumberOfStarts) {
+  const std::string hold = ::cnp::testing::ShortTempDir() + "/hold";
+  ASSERT_TRUE(MakeFile(hold));
+  SessionPoolOptions options = Options(/*max_sessions=*/10, /*spares=*/0);
+  options.command.args = HeldWorkerArgs(hold);
+  options.max_parallel_starts = 2;
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+
+  constexpr int kSessions = 6;
+  std::vector<std::optional<absl::StatusOr<SessionWorker>>> taken(kSessions);
+  for (auto& result : taken) {
+    asio::co_spawn(
+        io_, [&pool, &result]() -> asio::awaitable<void> { result = co_await pool.Take(); },
+        asio::detached);
+  }
+  ASSERT_TRUE(RunUntil([&] { return pool.waiting_sessions() == kSessions; }, absl::Seconds(30)));
+  EXPECT_EQ(pool.starts_in_flight(), 2);
+
+  ASSERT_EQ(::unlink(hold.c_str()), 0);
+  int most_starting = 0;
+  ASSERT_TRUE(RunUntil(
+      [&] {
+        most_starting = std::max(most_starting, pool.starts_in_flight());
+        return std::all_of(taken.begin(), taken.end(), [](const auto& r) { return r.has_value(); });
+      },
+      absl::Seconds(60)));
+  EXPECT_LE(most_starting, 2);
+  std::set<pid_t> pids;
+  for (auto& result : taken) {
+    ASSERT_TRUE(result->ok()) << result->status();
+    pids.insert((*result)->process->pid());
+  }
+  EXPECT_EQ(pids.size(), static_cast<size_t>(kSessions));
+  EXPECT_EQ(pool.sessions(), kSessions);
+  EXPECT_EQ(pool.waiting_sessions(), 0u);
+  Shutdown(pool);
+}
+
+// A session that no worker is ready for by its deadline is told so in time (its adapter then
+// serves CouchDB over the Session stream), and the worker that was starting for it serves the
+// next session instead of being thrown away.
+TEST_F(SessionWorkerPoolTest, ASessionNotServedByItsDeadlineIsUnavailableInTime) {
+  const std::string hold = ::cnp::testing::ShortTempDir() + "/hold";
+  ASSERT_TRUE(MakeFile(hold));
+  SessionPoolOptions options = Options(/*max_sessions=*/4, /*spares=*/1);
+  options.command.args = HeldWorkerArgs(hold);
+  options.max_parallel_starts = 1;
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+
+  std::optional<absl::StatusOr<SessionWorker>> late;
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(300);
+  asio::co_spawn(
+      io_,
+      [&pool, &late, deadline]() -> asio::awaitable<void> { late = co_await pool.Take(deadline); },
+      asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return late.has_value(); }, absl::Seconds(30)));
+  EXPECT_GE(absl::Now(), deadline);
+  EXPECT_TRUE(absl::IsUnavailable(late->status())) << late->status();
+  EXPECT_THAT(std::string(late->status().message()),
+              ::testing::HasSubstr("no session worker was ready in time"));
+  EXPECT_EQ(pool.sessions(), 0);
+  EXPECT_EQ(pool.starts_in_flight(), 1);  // still starting, for whoever comes next
+
+  ASSERT_EQ(::unlink(hold.c_str()), 0);
+  WaitForSpares(pool, 1);
+  const pid_t spare = pool.spare_pids()[0];
+  absl::StatusOr<SessionWorker> next = Take(pool);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->process->pid(), spare);
+  Shutdown(pool);
+}
+
+// A worker whose session ended cleanly while the next spare was still starting: one spare is
+// kept, not two (the returned worker was kept without counting the start in progress).
+TEST_F(SessionWorkerPoolTest, AWorkerReturnedWhileASpareStartsLeavesOneSpare) {
+  const std::string hold = ::cnp::testing::ShortTempDir() + "/hold";
+  SessionPoolOptions options = Options(/*max_sessions=*/3, /*spares=*/1);
+  options.command.args = HeldWorkerArgs(hold);
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+
+  ASSERT_TRUE(MakeFile(hold));
+  absl::StatusOr<SessionWorker> taken = Take(pool);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  const pid_t returned = taken->process->pid();
+  ASSERT_TRUE(RunUntil([&] { return pool.starts_in_flight() == 1; }, absl::Seconds(30)));
+  pool.Return(std::move(*taken), /*reusable=*/true);
+
+  ASSERT_EQ(::unlink(hold.c_str()), 0);
+  ASSERT_TRUE(RunUntil([&] { return pool.starts_in_flight() == 0; }, absl::Seconds(60)));
+  EXPECT_THAT(pool.spare_pids(), ::testing::ElementsAre(returned));
+  Shutdown(pool);
 }
 
 TEST_F(SessionWorkerPoolTest, NoSessionsWhenTheCapIsZero) {
