@@ -597,8 +597,14 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                                                   DescribeTask(task),
                                                   " finished; retry on another server"));
   }
-  LogError("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
-           DescribeTask(task), " (", failure.message(), "); replacing it");
+  // Fields for a collector: which functions a crash-looping deployment should look at. The
+  // call's RPC and peer are not known here (the pool serves every call); --access-log's line
+  // for the call has them, with the status it was answered.
+  const std::string worker_pid = absl::StrCat(pid);
+  LogEvent(LogLevel::kError,
+           absl::StrCat("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
+                        DescribeTask(task), " (", failure.message(), "); replacing it"),
+           {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid}});
   metrics::WorkerExited("crash");
   ++slot->crashes;
   Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes),

@@ -34,7 +34,7 @@ absl::Status IoFailure(const asio::error_code& ec, const char* what) {
   }
   if (ec == asio::error::eof || ec == asio::error::broken_pipe ||
       ec == asio::error::connection_reset) {
-    return absl::UnavailableError("the peer closed the connection");
+    return absl::UnavailableError("the worker closed its socket");
   }
   return absl::UnavailableError(absl::StrCat(what, " failed: ", ec.message()));
 }
@@ -250,9 +250,9 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
       if (absl::Status took = Took(static_cast<size_t>(got)); !took.ok()) return done(took);
       continue;
     }
-    if (got == 0) return done(absl::UnavailableError("the peer closed the connection"));
+    if (got == 0) return done(absl::UnavailableError("the worker closed its socket"));
     if (errno == EINTR) continue;
-    if (errno == ECONNRESET) return done(absl::UnavailableError("the peer closed the connection"));
+    if (errno == ECONNRESET) return done(absl::UnavailableError("the worker closed its socket"));
     if (errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("reading the reply"));
     readable = false;  // all of it read so far: wait for the rest
   }

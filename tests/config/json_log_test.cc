@@ -73,6 +73,38 @@ TEST(JsonLogTest, AccessLinesAndMetricsShutdownAreJson) {
   EXPECT_EQ(access_lines, 1) << log;
 }
 
+// A worker that crashes while running a call is an ERROR line a collector can filter by the
+// function that was running (before: only the message named it).
+TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ((*client)->Map({"svc_fns.exits"}, {R"({"_id":"a"})"}).status().code(),
+            absl::StatusCode::kUnavailable);
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+
+  int crash_lines = 0;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
+    if (!json.IsObject() || !json.HasMember("msg") ||
+        !absl::StrContains(json["msg"].GetString(), "while running Map")) {
+      continue;
+    }
+    ++crash_lines;
+    EXPECT_STREQ(json["level"].GetString(), "ERROR") << line;
+    ASSERT_TRUE(json.HasMember("function") && json.HasMember("worker_pid")) << line;
+    EXPECT_STREQ(json["function"].GetString(), "svc_fns.exits") << line;
+    EXPECT_THAT(json["msg"].GetString(), Not(HasSubstr("peer"))) << line;
+  }
+  EXPECT_EQ(crash_lines, 1) << server->Log();
+}
+
 // The text format is what it was: "ACCESS cnp-server[pid] refused peer=... call=Map ...".
 TEST(JsonLogTest, AccessLinesInTextStayText) {
   const std::string dir = ShortTempDir();
