@@ -410,7 +410,13 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
                 co_await compute(ClientDeadline(server_context), request, response),
                 server_context);
           }
-          rpc->CallEnded(static_cast<int>(status.error_code()), absl::Now() - start);
+          const absl::Time end = absl::Now();
+          grpc::StatusCode code = status.error_code();
+          // A call cancelled because its deadline passed is what its client saw: a deadline.
+          if (code == grpc::StatusCode::CANCELLED && end >= ClientDeadline(server_context)) {
+            code = grpc::StatusCode::DEADLINE_EXCEEDED;
+          }
+          rpc->CallEnded(static_cast<int>(code), end - start);
           co_return status;
         });
   };

@@ -124,6 +124,30 @@ TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
   EXPECT_EQ(Value(after, R"(cnp_worker_exits_total{cause="crash"})"), 1) << after;
 }
 
+// A call whose client's deadline passes is counted as what its client saw, DEADLINE_EXCEEDED
+// (code 4), whichever the server notices first: its own deadline for the task, or gRPC's
+// cancellation of the call when the client's deadline passes (counted as CANCELLED, code 1,
+// before: a review saw it with `cnp map --timeout=1s`).
+TEST(MetricsEndpointTest, ACallPastItsDeadlineIsCountedAsADeadline) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0) << server->Log();
+  auto client = server->Connect();
+  auto spun = client->Map({"svc_fns.spins"}, {Doc("s", 1)}, absl::Milliseconds(500));
+  EXPECT_EQ(spun.status().code(), absl::StatusCode::kDeadlineExceeded) << spun.status();
+
+  // The server counts the call once its coroutine has ended, a moment after the client gave up.
+  const std::string series = R"(cnp_calls_total{rpc="Map",code="4"})";
+  std::string scrape = Scrape(port);
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
+       Value(scrape, series) < 1 && absl::Now() < give_up; scrape = Scrape(port)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(Value(scrape, series), 1) << scrape;
+  EXPECT_EQ(Value(scrape, R"(cnp_calls_total{rpc="Map",code="1"})"), -1) << scrape;
+}
+
 TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
   auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
