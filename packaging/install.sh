@@ -5,11 +5,14 @@
 #   <prefix>/share/cnp/python/couch_named_python   (cnp-worker looks in <exe dir>/../share/cnp/python)
 #   <prefix>/share/doc/cnp/*.txt                   (each program's --help, man-style)
 #   <prefix>/share/cnp/systemd/cnp-server.{socket,service}, <prefix>/share/cnp/cnp-server.yaml
+#   <prefix>/share/cnp/grafana/cnp.json, <prefix>/share/cnp/nginx/cnp.conf   (examples)
 #
 # cnp-server finds cnp-worker next to itself and cnp-adapter finds cnp-server next to itself,
 # so the binaries stay together in bin/. With --systemd the units also go to
 # /etc/systemd/system, the example config to /etc/cnp/cnp-server.yaml (never over an existing
-# one), and the `cnp` system user is created.
+# one), and the `cnp` system user is created. For a package build set DESTDIR: every file goes
+# under it while the units still name <prefix>, and no user is created (the package's own
+# scripts do that).
 set -euo pipefail
 
 prefix=/usr/local
@@ -18,7 +21,7 @@ for arg in "$@"; do
   case "$arg" in
     --prefix=*) prefix=${arg#--prefix=} ;;
     --systemd) systemd=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install: unknown argument '$arg' (use --prefix=DIR and --systemd)" >&2; exit 2 ;;
   esac
 done
@@ -36,10 +39,14 @@ if [ -z "$runfiles" ]; then
   exit 1
 fi
 
-bin="$prefix/bin"
-python_dir="$prefix/share/cnp/python"
-doc="$prefix/share/doc/cnp"
-install -d "$bin" "$python_dir" "$doc" "$prefix/share/cnp/systemd"
+destdir=${DESTDIR:-}
+if [ -n "$destdir" ] && [[ "$destdir" != /* ]]; then destdir="${BUILD_WORKING_DIRECTORY:-$PWD}/$destdir"; fi
+root="$destdir$prefix"
+bin="$root/bin"
+python_dir="$root/share/cnp/python"
+doc="$root/share/doc/cnp"
+install -d "$bin" "$python_dir" "$doc" "$root/share/cnp/systemd" "$root/share/cnp/grafana" \
+  "$root/share/cnp/nginx"
 install -m 0755 "$runfiles/service/cnp-server" "$runfiles/service/worker/cnp-worker" \
   "$runfiles/adapter/cnp-adapter" "$runfiles/client/cli/cnp" "$bin/"
 # A fresh copy: a module removed since the last install must not linger.
@@ -58,23 +65,31 @@ rm -rf "$python_dir/couch_named_python"
     done
 } > "$doc/cnp.txt" 2>&1 || true
 
-# The units name the installed cnp-server and its help text.
+# The units name the installed cnp-server and its help text (where it runs from: <prefix>).
 for unit in cnp-server.socket cnp-server.service; do
-  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$prefix/share/cnp/systemd/$unit"
-  chmod 0644 "$prefix/share/cnp/systemd/$unit"
+  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$root/share/cnp/systemd/$unit"
+  chmod 0644 "$root/share/cnp/systemd/$unit"
 done
-install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$prefix/share/cnp/cnp-server.yaml"
+install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$root/share/cnp/cnp-server.yaml"
+install -m 0644 "$runfiles/packaging/grafana/cnp.json" "$root/share/cnp/grafana/cnp.json"
+install -m 0644 "$runfiles/packaging/nginx/cnp.conf" "$root/share/cnp/nginx/cnp.conf"
 
 if ((systemd)); then
-  if ! getent passwd cnp >/dev/null; then
+  if [ -z "$destdir" ] && ! getent passwd cnp >/dev/null; then
     useradd --system --user-group --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin --comment "cnp named Python functions" cnp
   fi
-  install -m 0644 "$prefix/share/cnp/systemd/cnp-server.socket" \
-    "$prefix/share/cnp/systemd/cnp-server.service" /etc/systemd/system/
-  install -d -m 0755 /etc/cnp
-  [ -e /etc/cnp/cnp-server.yaml ] || install -m 0644 "$prefix/share/cnp/cnp-server.yaml" /etc/cnp/
-  echo "install: units in /etc/systemd/system; now: systemctl daemon-reload &&" \
-    "systemctl enable --now cnp-server.socket" >&2
+  install -d -m 0755 "$destdir/etc/systemd/system" "$destdir/etc/cnp"
+  install -m 0644 "$root/share/cnp/systemd/cnp-server.socket" \
+    "$root/share/cnp/systemd/cnp-server.service" "$destdir/etc/systemd/system/"
+  [ -e "$destdir/etc/cnp/cnp-server.yaml" ] ||
+    install -m 0644 "$root/share/cnp/cnp-server.yaml" "$destdir/etc/cnp/"
+  if [ -z "$destdir" ]; then
+    echo "install: units in /etc/systemd/system; now: systemctl daemon-reload &&" \
+      "systemctl enable --now cnp-server.socket" >&2
+  else
+    echo "install: units in $destdir/etc/systemd/system; the package must create the" \
+      "system user cnp" >&2
+  fi
 fi
-echo "install: cnp installed in $prefix" >&2
+echo "install: cnp installed in $root${destdir:+ (to run from $prefix)}" >&2

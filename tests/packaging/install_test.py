@@ -85,6 +85,26 @@ class InstallTest(unittest.TestCase):
         self.assertIn("ExecStart=%s --config=" % self.path("bin", "cnp-server"), unit)
         self.assertNotIn("/usr/local/", unit)
 
+    def test_examples_are_installed(self):
+        self.assertTrue(os.path.isfile(self.path("share", "cnp", "grafana", "cnp.json")))
+        self.assertTrue(os.path.isfile(self.path("share", "cnp", "nginx", "cnp.conf")))
+
+    def test_destdir_stages_every_file_for_the_prefix(self):
+        # A package build: everything under DESTDIR (the units and /etc included), naming the
+        # prefix the package installs to, and no user created on the build machine.
+        destdir = os.path.join(self.root, "stage")
+        run = subprocess.run([INSTALL, "--prefix=/opt/cnp", "--systemd"], capture_output=True,
+                             text=True, env=dict(os.environ, DESTDIR=destdir))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        staged = os.path.join(destdir, "opt", "cnp")
+        self.assertTrue(os.access(os.path.join(staged, "bin", "cnp-server"), os.X_OK))
+        with open(os.path.join(destdir, "etc", "systemd", "system", "cnp-server.service")) as f:
+            unit = f.read()
+        self.assertIn("ExecStart=/opt/cnp/bin/cnp-server --config=", unit)
+        self.assertNotIn(destdir, unit)
+        self.assertTrue(os.path.isfile(os.path.join(destdir, "etc", "cnp", "cnp-server.yaml")))
+        self.assertIn("the package must create the system user cnp", run.stderr)
+
     def test_installed_server_serves_installed_cli(self):
         server = InstalledServer(self.prefix, ["--workers=1", "--python-path=" + self.functions])
         try:
