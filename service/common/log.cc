@@ -68,6 +68,7 @@ bool HasControlCharacter(absl::string_view text) {
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
 void SetLogFormat(LogFormat format) { g_format.store(format); }
+LogFormat CurrentLogFormat() { return g_format.load(std::memory_order_relaxed); }
 void SetLogProgram(const char* name) { g_program.store(name); }
 void SetMaxLogLineBytes(size_t bytes) {
   // Below this even a line with every value cut may not fit: its time, level and pid alone.

@@ -23,6 +23,7 @@ bool ParseLogLevel(absl::string_view name, LogLevel& level);
 
 enum class LogFormat { kText, kJson };
 void SetLogFormat(LogFormat format);
+LogFormat CurrentLogFormat();
 bool ParseLogFormat(absl::string_view name, LogFormat& format);
 
 // The program named in text lines ("cnp-server" unless set; workers say "cnp-worker"). Set once

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "service/common/log.h"
 #include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
 #include "service/worker/json_buffer.h"
@@ -58,6 +59,33 @@ PyObject* LogLine(PyObject* message) {
   }
   context.answer.Take(line.size());
   context.logs.push_back(std::move(line));
+  Py_RETURN_NONE;
+}
+
+// output_line(stream, line): a line a function printed (sys.stdout or sys.stderr, which
+// couch_named_python/_output.py sends here under --log-format=json): one event of the worker's
+// log, attributed to the function running, so that a collector reading JSON lines gets JSON
+// lines. A WARN: printing is not how a function in a service reports (log() is), and the line
+// stays as visible as the raw text it replaces.
+PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+    PyErr_SetString(PyExc_TypeError, "output_line(stream, line) takes two str");
+    return nullptr;
+  }
+  try {
+    const std::string stream = Utf8Text(args[0]);
+    const std::string line = Utf8Text(args[1]);
+    const LogOrigin& origin = Context().origin;
+    const std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
+                                   ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))
+                                   : std::string();
+    const absl::string_view function(origin.function.data(), origin.function.size());
+    const absl::string_view kind(origin.kind.data(), origin.kind.size());
+    LogEvent(LogLevel::kWarning, line,
+             {{"stream", stream}, {"function", function}, {"kind", kind}, {"doc_id", doc_id}});
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
   Py_RETURN_NONE;
 }
 
@@ -148,6 +176,8 @@ PyMethodDef kMethods[] = {
      METH_FASTCALL, "map_emits(function, doc): whether a map function emits for doc."},
     {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(CallAccepting)),
      METH_FASTCALL, "call(function, *args): call function with the arguments it accepts."},
+    {"output_line", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(OutputLine)),
+     METH_FASTCALL, "output_line(stream, line): a printed line, as an event of the worker's log."},
     {"where_raised", WhereRaisedIn, METH_O,
      "where_raised(exception): the innermost frame of the operator's code in its traceback."},
     {nullptr, nullptr, 0, nullptr},

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "common/code_directories.h"
 #include "common/code_directory.h"
+#include "service/common/log.h"
 #include "service/worker/builtin_module.h"
 #include "service/worker/code_file_guard.h"
 #include "service/worker/py_ref.h"
@@ -233,6 +234,13 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   PyRef package = PyRef::Steal(PyImport_ImportModule("couch_named_python"));
   if (!package) {
     return PythonError(absl::StrCat("importing couch_named_python from ", options.package_dir));
+  }
+  if (CurrentLogFormat() == LogFormat::kJson) {
+    // What functions print becomes JSON events too, not raw text among the JSON lines.
+    PyRef output = PyRef::Steal(PyImport_ImportModule("couch_named_python._output"));
+    PyRef installed =
+        output ? PyRef::Steal(PyObject_CallMethod(output.get(), "install", nullptr)) : PyRef();
+    if (!installed) return PythonError("sending printed lines to the JSON log");
   }
   if (absl::Status s = TuneGarbageCollector(); !s.ok()) return s;
   SetOperatorDirectories(roots.operator_dirs);

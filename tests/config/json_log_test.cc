@@ -105,6 +105,38 @@ TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
   EXPECT_EQ(crash_lines, 1) << server->Log();
 }
 
+// What a function prints (stdout, stderr, warnings) is one JSON event per line, attributed to
+// the function and document, not raw text among the JSON lines (before: three lines a collector
+// could not read, and a warning's two).
+TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto mapped = (*client)->Map({"svc_fns.prints"}, {R"({"_id":"p1"})"});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+
+  std::vector<std::string> printed;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
+    if (!json.IsObject() || !json.HasMember("stream")) continue;
+    ASSERT_TRUE(json.HasMember("function") && json.HasMember("doc_id")) << line;
+    EXPECT_STREQ(json["function"].GetString(), "svc_fns.prints") << line;
+    EXPECT_STREQ(json["doc_id"].GetString(), "p1") << line;
+    printed.push_back(absl::StrCat(json["stream"].GetString(), ": ", json["msg"].GetString()));
+  }
+  ASSERT_GE(printed.size(), 3u) << server->Log();
+  EXPECT_EQ(printed[0], "stdout: printed p1");
+  EXPECT_EQ(printed[1], "stderr: to stderr p1");
+  EXPECT_THAT(printed[2], HasSubstr("UserWarning: careful with p1"));
+}
+
 // The text format is what it was: "ACCESS cnp-server[pid] refused peer=... call=Map ...".
 TEST(JsonLogTest, AccessLinesInTextStayText) {
   const std::string dir = ShortTempDir();

@@ -128,3 +128,13 @@ def listed(head, req):
 def echo(doc):
     """The whole document back as the value: many names of it answer many times the request."""
     yield doc["_id"], doc
+
+
+def prints(doc):
+    """Prints as a function being debugged does: to stdout, to stderr, and a warning."""
+    import sys
+    import warnings
+    print("printed", doc["_id"])
+    print("to stderr", doc["_id"], file=sys.stderr)
+    warnings.warn("careful with " + doc["_id"])
+    yield doc["_id"], 1
