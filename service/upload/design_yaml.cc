@@ -122,7 +122,22 @@ class Parser {
     }
     YAML::Node root;
     try {
-      root = YAML::Load(file_.text());
+      // Every document of the stream, not the first only: one after a `---` was dropped
+      // without a word (cnp-upload's PyYAML refused such a file). Empty ones (a lone `---`)
+      // hold nothing to drop.
+      std::vector<YAML::Node> documents;
+      for (YAML::Node& document : YAML::LoadAll(file_.text())) {
+        if (!document.IsNull()) documents.push_back(std::move(document));
+      }
+      if (documents.size() > 1) {
+        problems_.Error(At(documents[1].Mark()),
+                        absl::StrCat("this file holds ", documents.size(),
+                                     " YAML documents (each `---` starts one); cnp reads one "
+                                     "mapping of design documents per file: put them all in "
+                                     "one mapping, or each document in a file of its own"));
+        return {};
+      }
+      if (!documents.empty()) root = documents.front();
     } catch (const YAML::Exception& e) {
       problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg));
       return {};

@@ -140,6 +140,33 @@ TEST_F(DesignMappingTest, AnUnknownBuiltInReduceIsRefusedAtItsLineWithTheList) {
                                 HasSubstr("came with CouchDB 3.5"))));
 }
 
+// A file of several YAML documents: the ones after the first were dropped without a word and
+// the check said ok (cnp-upload's PyYAML refused such a file). Now an error at the second
+// document; a lone `---` (an empty document) is no document and stays harmless.
+TEST_F(DesignMappingTest, AFileOfSeveralYamlDocumentsIsRefusedAtTheSecond) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("s.yml",
+                                    "a:\n"
+                                    "  views: {v: {map: m.map}}\n"
+                                    "---\n"
+                                    "b:\n"
+                                    "  views: {v: {map: m.map}}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  EXPECT_THAT(result.outcomes(), IsEmpty());
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().line(), 4) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("this file holds 2 YAML documents"));
+
+  UploadResult leading = Check({File("l.yml",
+                                     "---\n"
+                                     "---\n"
+                                     "b:\n"
+                                     "  views: {v: {map: m.map}}\n")});
+  EXPECT_TRUE(leading.status.ok()) << leading.status << "\n" << leading.Dump();
+  EXPECT_EQ(leading.Outcome("_design/b").action(), v1::DesignDocOutcome::CHECKED)
+      << leading.Dump();
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
