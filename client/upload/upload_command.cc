@@ -123,7 +123,7 @@ operator allowed with --couchdb-allow (by default, CouchDB on the service's own 
 A `databases:` pattern (or a classification) that matches no database is named in a warning,
 not an error: nothing is written for it, and the exit status does not change (as with
 cnp sync and a registry entry that matches no database). A database named outright must
-exist.
+exist: every target database is checked before anything is written.
 
 Exit status: 0 when every design document is in place (warnings do not change it), 1 on
 any error, 2 on a usage error.

@@ -178,20 +178,28 @@ class UploadRun {
     couch_ = std::make_unique<couchdb::CouchClient>(std::move(options));
   }
 
-  // Goes on past a failed design document or database, except when CouchDB as a whole failed.
+  // Every target database is checked before anything is written: one named outright that
+  // does not exist (or may not be written) stops the upload with nothing written, as --help
+  // promises for any error found before the writes (it was found in the middle of them, after
+  // other databases had their design documents). Then goes on past a failed design document,
+  // except when CouchDB as a whole failed.
   absl::Status UploadAll(const std::vector<Target>& targets) {
     absl::Status first_error;
-    std::map<std::string, absl::Status> database_status;
+    std::set<std::string> checked;
     for (const Target& target : targets) {
       if (stop_.stop_requested()) return Cancelled();
-      auto [known, inserted] = database_status.emplace(target.database, absl::OkStatus());
-      if (inserted) known->second = CheckDatabase(target.database);
-      absl::Status status = known->second;
-      if (status.ok()) {
-        status = UploadOne(target);
-      } else if (!inserted) {
-        continue;  // already reported for this database
-      }
+      if (!checked.insert(target.database).second) continue;
+      absl::Status status = CheckDatabase(target.database);
+      if (status.ok()) continue;
+      if (absl::IsCancelled(status)) return status;
+      SendError(status, target);  // once per database
+      if (first_error.ok()) first_error = status;
+      if (AffectsEverything(status)) return status;
+    }
+    if (!first_error.ok()) return first_error;
+    for (const Target& target : targets) {
+      if (stop_.stop_requested()) return Cancelled();
+      absl::Status status = UploadOne(target);
       if (status.ok()) continue;
       if (absl::IsCancelled(status)) return status;
       SendError(status, target);

@@ -416,6 +416,26 @@ TEST_F(UploadIntegrationTest, AMissingDatabaseIsNamed) {
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("database \"no_such_db\" does not exist"));
 }
 
+// A database named outright that does not exist, among others that do: nothing is written
+// anywhere (before, the design documents of the databases checked first were written, and the
+// missing one was found in the middle of the writes).
+TEST_F(UploadIntegrationTest, AMissingDatabaseAmongOthersMeansNothingIsWritten) {
+  runner_.Define("acct.by_name", 2);
+  UploadResult result = Upload(Request(
+      "other", {File("p.yml",
+                     "p1:\n"
+                     "  views: {by_name: acct.by_name}\n"
+                     "p2:\n"
+                     "  databases: [acct-1, no_such_db]\n"
+                     "  views: {by_name: acct.by_name}\n")}));
+  EXPECT_TRUE(absl::IsNotFound(result.status)) << result.status << "\n" << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("database \"no_such_db\" does not exist"));
+  EXPECT_THAT(result.outcomes(), IsEmpty()) << result.Dump();
+  EXPECT_TRUE(Stored("other", "p1").IsNull());
+  EXPECT_TRUE(Stored("acct-1", "p2").IsNull());
+}
+
 TEST_F(UploadIntegrationTest, AWrongPasswordIsRefusedAndNeverShown) {
   v1::UploadRequest request = Request("secret", {File("design.yml", kLocationYaml)});
   request.mutable_credentials()->set_password("wrong-horse-battery");
