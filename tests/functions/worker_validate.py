@@ -29,3 +29,10 @@ def crashes(new, old, userctx, secobj):
 def tells_number(new, old, userctx, secobj):
     # Refuses every document, saying what its "v" is: the test reads what Python was given.
     raise Forbidden(f"{type(new['v']).__name__} {new['v']}")
+
+
+def yields(new, old, userctx, secobj):
+    # A map function's yield left in a validator: its body never runs when it is called.
+    if "town" not in new:
+        raise Forbidden("No town in doc")
+    yield new["town"], 1

@@ -113,6 +113,19 @@ TEST(ValidateTest, TheFourOutcomes) {
   EXPECT_EQ(error.validate().error().function(), "worker_validate.crashes");
 }
 
+// A validator with a yield in it returned a generator without running its body: nothing was
+// raised, and every document was accepted. It is an error now, saying why.
+TEST(ValidateTest, AGeneratorIsAnErrorNotAnAcceptance) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(ValidateTask("worker_validate.yields", R"({"_id":"a"})", "", ""));
+  ASSERT_TRUE(reply.has_validate()) << reply.DebugString();
+  EXPECT_EQ(reply.validate().outcome(), ValidateResponse::ERROR) << reply.DebugString();
+  EXPECT_EQ(reply.validate().error().type(), "TypeError");
+  EXPECT_THAT(reply.validate().message(),
+              ::testing::HasSubstr("worker_validate.yields returned a generator without running "
+                                   "its body, so it validated nothing"));
+}
+
 TEST(ValidateTest, OldErrorNamesAndEmptyFieldsMeaningNull) {
   auto worker = WorkerProcess::StartWithFunctions();
   // Empty user_ctx is None; empty sec_obj is {} (the function raises otherwise).
