@@ -300,9 +300,7 @@ class UploadRun {
   void CheckTargetsStatically(ProblemList& problems) {
     std::map<std::pair<std::string, std::string>, const DesignDocSpec*> first;
     for (const DesignDocSpec& spec : specs_) {
-      if (!request_.check_only() && !request_.allow_system_databases()) {
-        CheckNotSystemTargets(spec, problems);
-      }
+      if (!request_.allow_system_databases()) CheckNotSystemTargets(spec, problems);
       if (request_.staged() && absl::EndsWith(spec.name, StagingName(""))) {
         // Its own staged build would write its staging document over another's, and the
         // other's build would delete it at the end.
@@ -342,23 +340,24 @@ class UploadRun {
   // CouchDB's own databases and design documents hold its security rules (_users/_design/
   // _auth keeps users from giving themselves roles): only the operator's explicit request
   // reaches them.
+  // An error for an upload; for a check (which has no such flag, and no database to write) a
+  // warning, so that `cnp check` tells what `cnp upload` will refuse.
   void CheckNotSystemTargets(const DesignDocSpec& spec, ProblemList& problems) const {
     const std::string what = absl::StrCat("design document \"", spec.name, "\"");
-    if (absl::Status refused = couchdb::CheckNotSystemTarget(what, spec.name, "");
-        !refused.ok()) {
-      problems.Error(spec.location, std::string(refused.message()));
-    }
-    if (spec.databases.empty() && !registering()) {
-      if (absl::Status refused = couchdb::CheckNotSystemTarget(what, "", request_.database());
-          !refused.ok()) {
-        problems.Error(spec.location, std::string(refused.message()));
+    auto report = [&](const v1::SourceLocation& at, const absl::Status& refused) {
+      if (refused.ok()) return;
+      if (request_.check_only()) {
+        problems.Warning(at, absl::StrCat("cnp upload will refuse this: ", refused.message()));
+      } else {
+        problems.Error(at, std::string(refused.message()));
       }
+    };
+    report(spec.location, couchdb::CheckNotSystemTarget(what, spec.name, ""));
+    if (spec.databases.empty() && !registering()) {
+      report(spec.location, couchdb::CheckNotSystemTarget(what, "", request_.database()));
     }
     for (const DatabasePattern& db : spec.databases) {
-      if (absl::Status refused = couchdb::CheckNotSystemTarget(what, "", db.pattern);
-          !refused.ok()) {
-        problems.Error(db.location, std::string(refused.message()));
-      }
+      report(db.location, couchdb::CheckNotSystemTarget(what, "", db.pattern));
     }
   }
 

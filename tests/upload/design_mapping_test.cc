@@ -167,6 +167,26 @@ TEST_F(DesignMappingTest, AFileOfSeveralYamlDocumentsIsRefusedAtTheSecond) {
       << leading.Dump();
 }
 
+// `cnp check` said ok to what `cnp upload` refuses without --allow-system-databases (check has
+// no such flag): it now warns, at the line, that the upload will refuse it.
+TEST_F(DesignMappingTest, ACheckWarnsOfSystemTargetsTheUploadWillRefuse) {
+  runner_.Define("m.validate", 1);
+  UploadResult result = Check({File("sys.yml",
+                                    "_auth:\n"
+                                    "  validate_doc_update: m.validate\n"
+                                    "guard:\n"
+                                    "  databases: [_users, other]\n"
+                                    "  validate_doc_update: m.validate\n")});
+  EXPECT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  std::vector<std::string> warned;
+  for (const auto& w : result.warnings()) {
+    EXPECT_THAT(w.message(), HasSubstr("cnp upload will refuse this: "));
+    EXPECT_THAT(w.message(), HasSubstr("refused without --allow-system-databases"));
+    warned.push_back(absl::StrCat(w.location().file(), ":", w.location().line()));
+  }
+  EXPECT_THAT(warned, ElementsAre("sys.yml:1", "sys.yml:4")) << result.Dump();
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
