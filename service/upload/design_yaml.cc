@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -181,6 +182,26 @@ class Parser {
   }
 
  private:
+  // CouchDB's options are flags (local_seq, include_design, partitioned...). YAML 1.1, which
+  // cnp-upload's PyYAML read, made `yes`, `no`, `on` and `off` booleans; YAML 1.2, which cnp
+  // reads, keeps them strings, and CouchDB would take "no" for a flag that is set. Warned of at
+  // the value, for a file moved over from cnp-upload.
+  void WarnYaml11Booleans(const YAML::Node& options) {
+    for (const auto& entry : options) {
+      const YAML::Node& value = entry.second;
+      if (!value.IsScalar() || value.Tag() != "?") continue;  // quoted or tagged: meant as text
+      const std::string lower = absl::AsciiStrToLower(value.Scalar());
+      if (lower != "yes" && lower != "no" && lower != "on" && lower != "off") continue;
+      const bool meant = lower == "yes" || lower == "on";
+      problems_.Warning(
+          At(value.Mark()),
+          absl::StrCat("option \"", entry.first.Scalar(), "\" is the string \"", value.Scalar(),
+                       "\" (YAML 1.2; cnp-upload's YAML 1.1 read it as ",
+                       meant ? "true" : "false", "): write ", meant ? "true" : "false",
+                       ", or quote it if a string is meant"));
+    }
+  }
+
   v1::SourceLocation At(const YAML::Mark& mark) const {
     v1::SourceLocation at;
     at.set_file(file_.name());
@@ -266,7 +287,10 @@ class Parser {
           FunctionAt(node, {"rewrites"}, spec);
         }
       } else if (*field == "options") {
-        if (ExpectMap(node, "options")) body.AddMember("options", Json(node, alloc), alloc);
+        if (ExpectMap(node, "options")) {
+          WarnYaml11Booleans(node);
+          body.AddMember("options", Json(node, alloc), alloc);
+        }
       } else if (*field == "autoupdate") {
         rapidjson::Value flag = Json(node, alloc);
         if (!flag.IsBool()) {
@@ -401,6 +425,7 @@ class Parser {
             }
           } else if (*key == "options") {
             if (ExpectMap(item.second, "a view's options")) {
+              WarnYaml11Booleans(item.second);
               body.AddMember("options", Json(item.second, alloc), alloc);
             }
           }

@@ -187,6 +187,30 @@ TEST_F(DesignMappingTest, ACheckWarnsOfSystemTargetsTheUploadWillRefuse) {
   EXPECT_THAT(warned, ElementsAre("sys.yml:1", "sys.yml:4")) << result.Dump();
 }
 
+// cnp-upload's YAML 1.1 read `yes` and `on` as true; YAML 1.2 keeps them strings, which CouchDB
+// would take for set flags whatever they say. A file moved over is warned at each such value.
+TEST_F(DesignMappingTest, YesNoOnOffInOptionsAreWarnedOf) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("o.yml",
+                                    "d:\n"
+                                    "  options: {local_seq: yes, include_design: \"on\"}\n"
+                                    "  views:\n"
+                                    "    v:\n"
+                                    "      map: m.map\n"
+                                    "      options: {collation: raw, include_design: Off}\n")});
+  EXPECT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  std::vector<std::string> warned;
+  for (const auto& w : result.warnings()) {
+    warned.push_back(absl::StrCat(w.location().line(), ":", w.location().column(), " ",
+                                  w.message()));
+  }
+  EXPECT_THAT(warned,
+              ElementsAre(HasSubstr("2:24 option \"local_seq\" is the string \"yes\" (YAML 1.2; "
+                                    "cnp-upload's YAML 1.1 read it as true): write true"),
+                          HasSubstr("6:49 option \"include_design\" is the string \"Off\"")))
+      << result.Dump();
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
