@@ -1,5 +1,6 @@
 #include "service/upload/design_yaml.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <set>
@@ -7,9 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -17,6 +18,7 @@
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
+#include "common/printable_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::upload {
@@ -486,10 +488,16 @@ class Parser {
                                    "the version is read from the function's @version"));
       return;
     }
-    if (name.find_first_of(" \t") != std::string::npos || name.find('.') == std::string::npos) {
+    // Control characters too: a name with a newline or an escape sequence is none, and was
+    // printed raw to the terminal before the worker refused it in words that did not say why.
+    const bool control = std::any_of(name.begin(), name.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (control || name.find(' ') != std::string::npos || name.find('.') == std::string::npos) {
       problems_.Error(At(node.Mark()),
-                      absl::StrCat(where, ": \"", name,
-                                   "\" is not a function name of the form module.function"));
+                      absl::StrCat(where, ": \"", Printable(name),
+                                   "\" is not a function name of the form module.function",
+                                   control ? " (it holds a control character)" : ""));
       return;
     }
     object.AddMember(String(member, alloc), String(name, alloc), alloc);

@@ -211,6 +211,19 @@ TEST_F(DesignMappingTest, YesNoOnOffInOptionsAreWarnedOf) {
       << result.Dump();
 }
 
+// A name with a control character in it (a newline, an escape sequence) is refused at its
+// line, and shown escaped: before, it passed here and the worker refused it without saying
+// why, after it had been printed raw to the terminal.
+TEST_F(DesignMappingTest, ANameWithAControlCharacterIsRefusedAndShownEscaped) {
+  UploadResult result = Check({File("c.yml", "d:\n  views: {v: \"m.ma\\u001b[31mp\\n\"}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().line(), 2);
+  EXPECT_THAT(result.errors()[0].message(),
+              AllOf(HasSubstr(R"("m.ma\x1b[31mp\n" is not a function name)"),
+                    HasSubstr("(it holds a control character)"), Not(HasSubstr("\x1b"))));
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
