@@ -532,6 +532,12 @@ class UploadRun {
       // The live document is in place. Unless its index is another one (then the staging
       // document serves nothing), the clean-up waits for a later run.
       if (!absl::IsFailedPrecondition(settled)) return absl::OkStatus();
+    } else if (staging.settle_unverifiable()) {
+      SendWarning(absl::StrCat("the server reports no index state (GET /", target.database,
+                               "/_design/", target.spec->name, "/_info has no view_index, as "
+                               "pouchdb-server's), so whether the live document took the built "
+                               "index over was not checked (CouchDB reports it)"),
+                  target);
     }
     RemoveStaging(staging, target);
     return absl::OkStatus();

@@ -505,6 +505,11 @@ TEST_F(UploadIntegrationTest, StagedDeployBuildsUnderAStagingIdThenMovesIntoPlac
             v1::DesignDocOutcome::UPDATED);
   EXPECT_EQ(String(Stored("staged", "location"), "/views/towns/map"), "myviews.townmap|123");
   EXPECT_TRUE(Stored("staged", "location__staging").IsNull());
+  // pouchdb-server keeps no index state: the switch could not be checked, and the user is
+  // told so rather than left to think it was.
+  ASSERT_THAT(result.warnings(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.warnings()[0].message(),
+              HasSubstr("whether the live document took the built index over was not checked"));
 
   // The requests, in order, from pouchdb-server's log.
   std::vector<std::string> requests;
