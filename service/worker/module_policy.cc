@@ -386,12 +386,12 @@ absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
 
 absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* attribute) const {
   if (!PyCallable_Check(attribute)) {
-    return absl::NotFoundError(absl::StrCat("TypeError: ", name.path, " is a ",
+    return absl::NotFoundError(absl::StrCat("TypeError: ", name.path, " is of type ",
                                             Py_TYPE(attribute)->tp_name, ", not a function"));
   }
   if (!PyFunction_Check(attribute)) {
     return Denied(name,
-                  absl::StrCat("it is a ", Py_TYPE(attribute)->tp_name,
+                  absl::StrCat("it is of type ", Py_TYPE(attribute)->tp_name,
                                ", not a Python function"),
                   "cnp-server calls only functions defined with def or lambda in the operator's "
                   "modules, never classes, builtins or bound methods");
