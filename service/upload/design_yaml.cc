@@ -53,7 +53,7 @@ absl::string_view KindName(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Map: return "a mapping";
     case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return "a string";
+    case YAML::NodeType::Scalar: return "a single value";
     case YAML::NodeType::Null: return "empty";
     default: return "undefined";
   }
