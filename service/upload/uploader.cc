@@ -196,7 +196,10 @@ class UploadRun {
       if (first_error.ok()) first_error = status;
       if (AffectsEverything(status)) return status;
     }
-    if (!first_error.ok()) return first_error;
+    if (!first_error.ok()) {
+      return absl::Status(first_error.code(),
+                          absl::StrCat(first_error.message(), "; nothing was written"));
+    }
     for (const Target& target : targets) {
       if (stop_.stop_requested()) return Cancelled();
       absl::Status status = UploadOne(target);
