@@ -6,7 +6,9 @@ at most one a second, the last before the session's end). The adapter exits only
 server has answered the session's end, so the scrape right after it sees every frame."""
 
 import json
+import os
 import re
+import signal
 import sys
 import time
 import unittest
@@ -33,13 +35,17 @@ class SessionMetricsTest(harness.ServerTestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
             return answer.read().decode()
 
-    def errors(self, function):
-        """cnp_function_errors_total of `function` in a scrape now (0 when it has no series)."""
-        series = f'cnp_function_errors_total{{function="{function}"}} '
+    def value(self, series):
+        """The value of `series` ('name{labels}') in a scrape now (0 when it has none)."""
+        series += " "
         for line in self.scrape().splitlines():
             if line.startswith(series):
                 return float(line[len(series):])
         return 0
+
+    def errors(self, function):
+        """cnp_function_errors_total of `function` in a scrape now (0 when it has no series)."""
+        return self.value(f'cnp_function_errors_total{{function="{function}"}}')
 
     def started(self, functions):
         qs = self.adapter()
@@ -85,6 +91,25 @@ class SessionMetricsTest(harness.ServerTestCase):
         self.assertGreaterEqual(frames, 1)
         self.assertLessEqual(frames, int(elapsed * 1.01) + 2, f"{frames} frames in {elapsed:.2f} s")
         self.assertLess(frames, 50)
+
+    def test_a_session_worker_killed_mid_session_is_counted_as_a_crash(self):
+        """Session workers were missing from the worker metrics: their starts and a crash (the
+        adapter answers worker_crashed) moved nothing."""
+        if self.session != "direct":
+            return  # the stream's sessions use the batch pool's workers
+        crash = 'cnp_worker_exits_total{cause="crash",pool="session"}'
+        starts = 'cnp_worker_starts_total{pool="session"}'
+        crashed_before = self.value(crash)
+        qs = self.started([NEVER_FAILS])
+        self.assertGreater(self.value(starts), 0)
+        marker = f"started: adapter pid {qs.process.pid}, worker pid "
+        line = next(line for line in self.log().splitlines() if marker in line)
+        worker = int(line.split(marker, 1)[1].split()[0])
+        os.kill(worker, signal.SIGKILL)
+        reply = qs.reply(["map_doc", {"_id": "crash-1", "town": "Oslo", "n": 1}])
+        self.assertEqual(reply[:2], ["error", "worker_crashed"], qs.diagnostics())
+        qs.exited()
+        self.assertEqual(self.value(crash) - crashed_before, 1, self.scrape())
 
 
 harness.through_each_path(SessionMetricsTest, globals())
