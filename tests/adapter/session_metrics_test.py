@@ -20,10 +20,12 @@ RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 SOME_FAIL = "fixture_fns.map_error"           # raises where n % 5 == 0 or n % 7 == 0
 ALL_FAIL = "fixture_fns.map_fails_for_the_test"  # raises on every document
 NEVER_FAILS = "fixture_fns.town_n|1"
+IMPORT_FAILS = "worker_import_fails.f"         # its module raises ZeroDivisionError on import
 
 
 class SessionMetricsTest(harness.ServerTestCase):
-    server_extra = ("--metrics-listen=127.0.0.1:0",)
+    server_extra = ("--metrics-listen=127.0.0.1:0",
+                    "--allow-module=fixture_fns,worker_import_fails")
 
     def log(self):
         with open(self.server.log_path, encoding="utf-8", errors="replace") as log:
@@ -91,6 +93,20 @@ class SessionMetricsTest(harness.ServerTestCase):
         self.assertGreaterEqual(frames, 1)
         self.assertLessEqual(frames, int(elapsed * 1.01) + 2, f"{frames} frames in {elapsed:.2f} s")
         self.assertLess(frames, 50)
+
+    def test_a_module_that_raises_on_import_is_counted_each_time_it_fails(self):
+        """Import failures were logged (kind "import") but never counted. Each add_fun that
+        fails on it counts, the repeats the worker answers from its failed-import cache (no
+        import, no log line) too."""
+        before = self.errors(IMPORT_FAILS)
+        qs = self.adapter()
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        for _ in range(3):
+            reply = qs.reply(["add_fun", IMPORT_FAILS])
+            self.assertEqual(reply[0], "error", reply)
+            self.assertIn("ZeroDivisionError", json.dumps(reply))
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+        self.assertEqual(self.errors(IMPORT_FAILS) - before, 3, self.scrape())
 
     def test_a_session_worker_killed_mid_session_is_counted_as_a_crash(self):
         """Session workers were missing from the worker metrics: their starts and a crash (the
