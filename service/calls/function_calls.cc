@@ -71,13 +71,14 @@ absl::StatusOr<Reply> Checked(absl::StatusOr<Reply> reply, Reply::KindCase expec
   // Lines logged before a whole-task failure count too. Here, on the call's own coroutine, the
   // log scope names its RPC and peer.
   LogFunctionLines(reply->function_logs());
+  // Before the failures: a module that raised when imported fails the task, and counts.
+  CountFunctionErrors(*reply, metrics::CountFunctionError);
   // The worker stopped at the part's share of the call's bytes: what the caller can act on is
   // the call's limit.
   if (reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE) {
     return ResponseTooLarge(max_call_bytes, expected);
   }
   if (reply->has_failure()) return FailureToStatus(reply->failure(), first_document);
-  CountFunctionErrors(*reply, metrics::CountFunctionError);
   if (reply->kind_case() != expected) {
     return absl::InternalError(absl::StrCat("the worker answered with reply kind ",
                                             reply->kind_case(), " instead of ", expected));

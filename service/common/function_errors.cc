@@ -5,6 +5,9 @@ namespace cnp {
 using worker::v1::Reply;
 
 void CountFunctionErrors(const Reply& reply, FunctionErrorSink sink) {
+  // Functions whose module raised when imported (or is remembered to have raised), which failed
+  // the task or a Resolve's entry: once per reply.
+  for (const std::string& function : reply.import_raised()) sink(function);
   switch (reply.kind_case()) {
     case Reply::kMap:
       for (const v1::MapResult& result : reply.map().results()) {

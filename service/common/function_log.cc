@@ -11,7 +11,8 @@ namespace cnp {
 namespace {
 
 // At most `limit` lines a second of one sort reach the log; the lines left out are counted and
-// the next second's first line says how many. A function that logs (or raises) on every
+// the next second's first line says how many. (A worker's own cap on the tracebacks it formats
+// is announced by the worker: kTracebacksLeftOutKind.) A function that logs (or raises) on every
 // document of a large index would otherwise make the log (and the thread writing it) the
 // bottleneck.
 class LineBudget {
@@ -57,6 +58,12 @@ LineBudget& Exceptions() {
 void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
                       absl::string_view session, absl::string_view peer) {
   for (const worker::v1::FunctionLog& line : lines) {
+    if (line.kind() == kTracebacksLeftOutKind) {
+      // A worker's count of the tracebacks it did not format: not a function's line, and never
+      // left out itself (at most one a second per worker).
+      LogEvent(LogLevel::kWarning, line.message(), {{"session", session}, {"peer", peer}});
+      continue;
+    }
     if (!line.error().empty()) {
       if (!Exceptions().Admit()) continue;
       LogEvent(LogLevel::kWarning, line.message(),

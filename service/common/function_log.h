@@ -24,6 +24,11 @@ inline constexpr int kFunctionLogLinesPerSecond = 200;
 // database raises on every document (cnp_function_errors_total counts them all).
 inline constexpr int kFunctionExceptionLinesPerSecond = 20;
 
+// The `kind` of a worker's notice that it left tracebacks out (a worker formats at most
+// kRaisedTracebacksPerSecond a second, service/worker/raised_log.h): its `message` says how
+// many, and it is written as one WARN line, as the lines left out here are announced.
+inline constexpr absl::string_view kTracebacksLeftOutKind = "tracebacks_left_out";
+
 void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
                       absl::string_view session = "", absl::string_view peer = "");
 

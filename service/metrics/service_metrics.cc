@@ -30,15 +30,16 @@ Family<Counter>& FunctionErrors() {
 }
 Family<Counter>& WorkerStarts() {
   static auto* f = new Family<Counter>("cnp_worker_starts_total",
-                                       "Worker processes started, first starts and restarts.", {});
+                                       "Worker processes started, first starts and restarts, by pool (batch, session).",
+                                       {"pool"});
   return *f;
 }
 Family<Counter>& WorkerExits() {
   static auto* f = new Family<Counter>(
       "cnp_worker_exits_total",
-      "Worker processes that ended, by cause: crash, deadline, cancel, recycle, reload, memory, "
-      "oversized.",
-      {"cause"});
+      "Worker processes that ended, by cause (crash, deadline, cancel, recycle, reload, memory, "
+      "oversized, surplus) and pool (batch, session).",
+      {"cause", "pool"});
   return *f;
 }
 Family<Gauge>& QueueDepthFamily() {
@@ -64,19 +65,31 @@ Family<Gauge>& Resident() {
   return *f;
 }
 
+Family<Gauge>& SessionResident() {
+  static auto* f = new Family<Gauge>(
+      "cnp_session_workers_resident_bytes",
+      "Resident memory of the session workers (spares and in a session): their sum and the "
+      "largest, from the session pool's memory watch.",
+      {"stat"});
+  return *f;
+}
+
 }  // namespace
 
 void DeclareAll() {
   Calls();
   CallDuration();
   FunctionErrors();
-  WorkerStarts().Get({});
+  WorkerStarts().Get({"batch"});
+  WorkerStarts().Get({"session"});
   WorkerExits();
   QueueDepthFamily().Get({});
   QueueWait().Get({});
   Sessions().Get({"direct"});
   Sessions().Get({"stream"});
   Resident();
+  SessionResident().Get({"sum"});
+  SessionResident().Get({"max"});
 }
 
 RpcMetrics::RpcMetrics(absl::string_view rpc) {
@@ -112,12 +125,11 @@ void FunctionError(absl::string_view function, uint64_t count) {
   FunctionErrors().Get({FunctionLabel(function)}).Add(count);
 }
 
-void WorkerStarted() {
-  static Counter& starts = WorkerStarts().Get({});
-  starts.Add();
-}
+void WorkerStarted(absl::string_view pool) { WorkerStarts().Get({std::string(pool)}).Add(); }
 
-void WorkerExited(absl::string_view cause) { WorkerExits().Get({std::string(cause)}).Add(); }
+void WorkerExited(absl::string_view cause, absl::string_view pool) {
+  WorkerExits().Get({std::string(cause), std::string(pool)}).Add();
+}
 
 Gauge& QueueDepth() {
   static Gauge& depth = QueueDepthFamily().Get({});
@@ -130,6 +142,13 @@ void QueueWaited(absl::Duration wait) {
 }
 
 void WorkerResident(int slot, int64_t bytes) { Resident().Get({absl::StrCat(slot)}).Set(bytes); }
+
+void SessionWorkersResident(int64_t sum, int64_t max) {
+  static Gauge& sum_gauge = SessionResident().Get({"sum"});
+  static Gauge& max_gauge = SessionResident().Get({"max"});
+  sum_gauge.Set(sum);
+  max_gauge.Set(max);
+}
 
 void SessionStarted(absl::string_view kind) { Sessions().Get({std::string(kind)}).Add(1); }
 void SessionEnded(absl::string_view kind) { Sessions().Get({std::string(kind)}).Add(-1); }

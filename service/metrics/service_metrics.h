@@ -42,14 +42,19 @@ std::string FunctionLabel(absl::string_view function);
 // The same for one, as a FunctionErrorSink (service/common/function_errors.h).
 inline void CountFunctionError(absl::string_view function) { FunctionError(function); }
 
-// The worker pool's life.
-void WorkerStarted();
-// `cause`: crash, deadline, cancel, recycle, reload or memory.
-void WorkerExited(absl::string_view cause);
+// The worker pools' life. `pool`: "batch" (the stateless calls' pool::AsyncWorkerPool) or
+// "session" (session::SessionWorkerPool's, one worker per direct session).
+void WorkerStarted(absl::string_view pool = "batch");
+// `cause`: crash, deadline, cancel, recycle, reload, memory, oversized or surplus.
+void WorkerExited(absl::string_view cause, absl::string_view pool = "batch");
 Gauge& QueueDepth();
 void QueueWaited(absl::Duration wait);
 // The resident memory of worker slot `slot`, as the pool's memory watch last read it.
 void WorkerResident(int slot, int64_t bytes);
+// The session workers' resident memory (spares and those in a session, up to --max-sessions
+// plus the spares), as their pool's memory watch last read it: the sum and the largest, two
+// series whatever their number.
+void SessionWorkersResident(int64_t sum, int64_t max);
 
 // Sessions the server serves or hands off: kind is "direct" or "stream".
 void SessionStarted(absl::string_view kind);

@@ -427,6 +427,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     LogError("session worker ", worker.id, " (pid ", process.pid(), ") ", how,
              " before it took a direct session (", handed.message(), ")");
+    metrics::WorkerExited("crash", "session");
     pool_.Return(std::move(worker), /*reusable=*/false);
     answer.set_outcome(Answer::UNAVAILABLE);
     answer.set_reason(absl::StrCat("the session worker ", how));
@@ -487,6 +488,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
                ") went away; killing its worker (pid ", process.pid(), ")");
     process.Kill();
     LogInfo("direct session ", id, ": its worker ", co_await process.Ended());
+    metrics::WorkerExited("cancel", "session");
     pool_.Return(std::move(worker), /*reusable=*/false);
     co_return;
   }
@@ -518,7 +520,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {
       // The worker answered CouchDB's timeout error itself before it exited.
       end.set_message("a command ran past CouchDB's timeout; its worker was ended");
+      metrics::WorkerExited("deadline", "session");
     } else {
+      metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
       end.set_error_line(absl::StrCat(
           "[\"error\",\"worker_crashed\",",
@@ -528,6 +532,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     }
     LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
   }
+  // A worker that asked to be recycled (its reply said so); the others not reusable were counted
+  // above, by how they ended.
+  if (!reusable && reply.ok()) metrics::WorkerExited("recycle", "session");
   pool_.Return(std::move(worker), reusable);
   co_await Send(socket, end);
 }

@@ -2,12 +2,16 @@
 
 #include <signal.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/posix/stream_descriptor.hpp"
@@ -16,6 +20,7 @@
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
 #include "service/common/run_on_loop.h"
+#include "service/metrics/service_metrics.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/worker.h"
 
@@ -30,17 +35,38 @@ asio::awaitable<void> Reap(std::unique_ptr<pool::ProcessWorker> process) {
   co_await process->Ended();
 }
 
+// The cnp_worker_exits_total cause of a worker End() ends for `why` (Return's and ReloadNow's
+// reasons), or null when it is not counted here: a session that ended abnormally is counted by
+// the session listener, which knows how it ended (crash, deadline, cancel, recycle), and the
+// server's stop is no worker's exit (as in the batch pool).
+const char* ExitCause(const char* why) {
+  const absl::string_view reason(why);
+  if (reason == "of a reload") return "reload";
+  if (reason == "it is over its memory cap") return "memory";
+  if (reason == "enough spares are waiting") return "surplus";
+  return nullptr;
+}
+
+// A process's resident memory, 0 when it cannot be read (it is gone).
+int64_t ResidentBytesOf(pid_t pid) {
+  std::ifstream statm(absl::StrCat("/proc/", pid, "/statm"));
+  int64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
 }  // namespace
 
 SessionWorkerPool::SessionWorkerPool(SessionPoolOptions options, asio::io_context& control)
     : options_(std::move(options)), control_(control), factory_(options_.command),
-      wake_(control) {}
+      wake_(control), memory_timer_(control) {}
 
 SessionWorkerPool::~SessionWorkerPool() = default;
 
 void SessionWorkerPool::Start() {
   if (options_.max_sessions <= 0) return;
   asio::co_spawn(control_, KeepSpares(), asio::detached);
+  asio::co_spawn(control_, WatchMemory(), asio::detached);
 }
 
 void SessionWorkerPool::Kick() { wake_.cancel(); }
@@ -59,11 +85,13 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
         absl::StrCat("a session worker failed to start: ", started.status().message()));
   }
   LogInfo("session worker ", id, " started (pid ", (*started)->pid(), ")");
+  metrics::WorkerStarted("session");
   co_return SessionWorker{std::move(*started), id, generation, absl::Now()};
 }
 
 void SessionWorkerPool::End(SessionWorker worker, const char* why) {
   LogInfo("ending session worker ", worker.id, " (pid ", worker.process->pid(), ") because ", why);
+  if (const char* cause = ExitCause(why); cause != nullptr) metrics::WorkerExited(cause, "session");
   worker.process->Kill();
   asio::co_spawn(control_, Reap(std::move(worker.process)), asio::detached);
 }
@@ -93,6 +121,7 @@ asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
   if (spare == spares_.end()) co_return;  // it ended in a session, or a reload ended it
   SessionWorker dead = std::move(*spare);
   spares_.erase(spare);
+  metrics::WorkerExited("crash", "session");
   // One that had lived a while just died (once is no pattern); one that keeps dying soon after
   // its start would otherwise be restarted in a loop.
   const absl::Time now = absl::Now();
@@ -313,6 +342,28 @@ void SessionWorkerPool::ReloadNow() {
   spares_.clear();
   for (SessionWorker& spare : old) End(std::move(spare), "of a reload");
   Kick();
+}
+
+asio::awaitable<void> SessionWorkerPool::WatchMemory() {
+  while (!stopped_) {
+    // Spares and workers in a session: at most --max-sessions plus the spares, a file read each.
+    int64_t sum = 0, max = 0;
+    for (const SessionWorker& spare : spares_) {
+      const int64_t bytes = spare.process->ResidentBytes();
+      sum += bytes;
+      max = std::max(max, bytes);
+    }
+    for (const auto& [id, pid] : in_session_) {
+      const int64_t bytes = ResidentBytesOf(pid);
+      sum += bytes;
+      max = std::max(max, bytes);
+    }
+    metrics::SessionWorkersResident(sum, max);
+    memory_timer_.expires_after(absl::ToChronoNanoseconds(options_.memory_check_interval));
+    asio::error_code ec;
+    co_await memory_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // the pool is going away: touch nothing of it
+  }
 }
 
 void SessionWorkerPool::Shutdown() {

@@ -56,6 +56,10 @@ struct SessionPoolOptions {
   // How long reload requests must stop coming before the merged follow-up reload starts
   // (pool/reload_requests.h), as the batch pool's PoolOptions::reload_quiet.
   absl::Duration reload_quiet = absl::Milliseconds(500);
+  // How often the session workers' resident memory is read for
+  // cnp_session_workers_resident_bytes (their sum and the largest), as the batch pool's
+  // memory watch reads its workers'.
+  absl::Duration memory_check_interval = absl::Seconds(2);
 };
 
 // A worker lent to one session.
@@ -131,11 +135,14 @@ class SessionWorkerPool {
   void End(SessionWorker worker, const char* why);
   // Replaces the spares now (a new generation).
   void ReloadNow();
+  // Reads every session worker's resident memory each memory_check_interval, for the metrics.
+  asio::awaitable<void> WatchMemory();
 
   const SessionPoolOptions options_;
   asio::io_context& control_;
   pool::ProcessWorkerFactory factory_;
   asio::steady_timer wake_;
+  asio::steady_timer memory_timer_;
   std::vector<SessionWorker> spares_;
   std::map<int, pid_t> in_session_;  // worker id -> pid, to kill them at shutdown
   int sessions_ = 0;                 // sessions holding (or about to hold) a worker

@@ -12,6 +12,7 @@ namespace cnp::worker {
 namespace {
 
 constexpr char kFilesReadPayload[] = "cnp.worker/import-failure-files";
+constexpr char kImportRaisedPayload[] = "cnp.worker/import-raised";
 constexpr size_t kMaxRememberedFailures = 4096;
 constexpr absl::Duration kLookInterval = absl::Seconds(1);
 // An exception chain, a traceback: user code makes them, so both are walked a bounded way.
@@ -94,6 +95,15 @@ std::optional<std::vector<std::string>> FilesRead(const absl::Status& status) {
 absl::Status WithoutFilesRead(absl::Status status) {
   status.ErasePayload(kFilesReadPayload);
   return status;
+}
+
+absl::Status MarkImportRaised(absl::Status status) {
+  status.SetPayload(kImportRaisedPayload, absl::Cord());
+  return status;
+}
+
+bool ImportRaised(const absl::Status& status) {
+  return status.GetPayload(kImportRaisedPayload).has_value();
 }
 
 void FailedImports::Remember(const std::string& key, absl::Status status,

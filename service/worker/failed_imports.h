@@ -40,6 +40,13 @@ std::optional<std::vector<std::string>> FilesRead(const absl::Status& status);
 // `status` without what WithFilesRead attached.
 absl::Status WithoutFilesRead(absl::Status status);
 
+// `status` marked as a module's code raising on import (ModulePolicy's ImportFailed): the
+// function's error, counted in cnp_function_errors_total each time it fails a task (the
+// failure answered again from FailedImports, which keeps the mark, too). A module that does not
+// exist, or is refused, is no function's error and is not marked.
+absl::Status MarkImportRaised(absl::Status status);
+bool ImportRaised(const absl::Status& status);
+
 class FailedImports {
  public:
   // Remembers that `key` (a function name and the version asked for) failed with `status`, the

@@ -158,9 +158,9 @@ absl::Status ImportFailed(const FunctionName& name) {
   LogRaised(e, "import", name.path, "");
   // The files it read go with the status, so that the registry answers this failure again
   // rather than import the same code again for each call (failed_imports.h).
-  return WithFilesRead(
-      absl::NotFoundError(absl::StrCat("importing ", name.module, ": ", e.Summary())),
-      e.value.get());
+  return WithFilesRead(MarkImportRaised(absl::NotFoundError(
+                           absl::StrCat("importing ", name.module, ": ", e.Summary()))),
+                       e.value.get());
 }
 
 ModulePolicy::ModulePolicy(std::vector<std::string> allowed_prefixes, CodeRoots roots)

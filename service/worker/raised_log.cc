@@ -1,8 +1,11 @@
 #include "service/worker/raised_log.h"
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <ctime>
 
+#include "absl/strings/str_cat.h"
 #include "service/worker/call_context.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
@@ -10,17 +13,41 @@
 namespace cnp::worker {
 namespace {
 
-// Whether one more traceback may be formatted this second. Called with the GIL held.
+// The kind of the notice that tracebacks were left out (service/common/function_log.h
+// kTracebacksLeftOutKind, which the server and a direct session's worker write as a WARN line).
+constexpr char kLeftOutKind[] = "tracebacks_left_out";
+
+// Whether one more traceback may be formatted this second. Those that may not are counted, and
+// the next second's first one is preceded by a notice of how many (in the same reply, or the
+// same session's lines), as the service's log announces the lines it leaves out. Called with
+// the GIL held.
 bool Admit() {
   static int64_t second = 0;
   static int admitted = 0;
+  static int64_t left_out = 0;
   timespec now;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &now);  // the vDSO, no system call
   if (now.tv_sec != second) {
     second = now.tv_sec;
     admitted = 0;
+    if (left_out > 0) {
+      AttributedLog notice;
+      notice.message = absl::StrCat(
+          left_out, " tracebacks of functions were left out of this log by worker pid ",
+          ::getpid(), " in the last second(s) (each worker formats at most ",
+          kRaisedTracebacksPerSecond, " a second); their callers and CouchDB got the errors, "
+          "and cnp_function_errors_total counts them");
+      notice.kind = kLeftOutKind;
+      Context().attributed_logs.push_back(std::move(notice));
+      left_out = 0;
+    }
   }
-  return admitted++ < kRaisedTracebacksPerSecond;
+  if (admitted < kRaisedTracebacksPerSecond) {
+    ++admitted;
+    return true;
+  }
+  ++left_out;
+  return false;
 }
 
 }  // namespace

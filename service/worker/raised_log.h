@@ -6,7 +6,8 @@
 //
 // A broken view function raises on every document of a large index, so formatting is rationed:
 // at most kRaisedTracebacksPerSecond events a second per worker. The rest cost one clock read;
-// the calls' results and cnp_function_errors_total still have every one.
+// the calls' results and cnp_function_errors_total still have every one, and the next second's
+// first event is preceded by a notice (kind "tracebacks_left_out") of how many were left out.
 #pragma once
 
 #include <string_view>

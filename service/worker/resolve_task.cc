@@ -1,4 +1,5 @@
 #include "absl/strings/str_cat.h"
+#include "service/worker/failed_imports.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -27,6 +28,7 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
       resolved->set_error(std::string(function.status().message()));
       // The code a call naming it would fail with (a version mismatch is FAILED_PRECONDITION).
       resolved->set_error_code(static_cast<int>(function.status().code()));
+      if (ImportRaised(function.status())) reply.add_import_raised(text);
       continue;
     }
     resolved->set_module((*function)->module);

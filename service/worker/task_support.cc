@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "service/worker/call_context.h"
+#include "service/worker/failed_imports.h"
 #include "service/worker/json_buffer.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
@@ -43,7 +44,10 @@ Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
     case absl::StatusCode::kFailedPrecondition: code = Failure::VERSION_MISMATCH; break;
     default: break;
   }
-  return FailureReply(code, status.message(), NameForMessage(function));
+  Reply reply = FailureReply(code, status.message(), NameForMessage(function));
+  // Its module's code raised: the function's error, which the server counts.
+  if (ImportRaised(status)) reply.add_import_raised(std::string(function));
+  return reply;
 }
 
 bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,

@@ -6,7 +6,9 @@ at most one a second, the last before the session's end). The adapter exits only
 server has answered the session's end, so the scrape right after it sees every frame."""
 
 import json
+import os
 import re
+import signal
 import sys
 import time
 import unittest
@@ -18,10 +20,12 @@ RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 SOME_FAIL = "fixture_fns.map_error"           # raises where n % 5 == 0 or n % 7 == 0
 ALL_FAIL = "fixture_fns.map_fails_for_the_test"  # raises on every document
 NEVER_FAILS = "fixture_fns.town_n|1"
+IMPORT_FAILS = "worker_import_fails.f"         # its module raises ZeroDivisionError on import
 
 
 class SessionMetricsTest(harness.ServerTestCase):
-    server_extra = ("--metrics-listen=127.0.0.1:0",)
+    server_extra = ("--metrics-listen=127.0.0.1:0",
+                    "--allow-module=fixture_fns,worker_import_fails")
 
     def log(self):
         with open(self.server.log_path, encoding="utf-8", errors="replace") as log:
@@ -33,13 +37,17 @@ class SessionMetricsTest(harness.ServerTestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
             return answer.read().decode()
 
-    def errors(self, function):
-        """cnp_function_errors_total of `function` in a scrape now (0 when it has no series)."""
-        series = f'cnp_function_errors_total{{function="{function}"}} '
+    def value(self, series):
+        """The value of `series` ('name{labels}') in a scrape now (0 when it has none)."""
+        series += " "
         for line in self.scrape().splitlines():
             if line.startswith(series):
                 return float(line[len(series):])
         return 0
+
+    def errors(self, function):
+        """cnp_function_errors_total of `function` in a scrape now (0 when it has no series)."""
+        return self.value(f'cnp_function_errors_total{{function="{function}"}}')
 
     def started(self, functions):
         qs = self.adapter()
@@ -85,6 +93,39 @@ class SessionMetricsTest(harness.ServerTestCase):
         self.assertGreaterEqual(frames, 1)
         self.assertLessEqual(frames, int(elapsed * 1.01) + 2, f"{frames} frames in {elapsed:.2f} s")
         self.assertLess(frames, 50)
+
+    def test_a_module_that_raises_on_import_is_counted_each_time_it_fails(self):
+        """Import failures were logged (kind "import") but never counted. Each add_fun that
+        fails on it counts, the repeats the worker answers from its failed-import cache (no
+        import, no log line) too."""
+        before = self.errors(IMPORT_FAILS)
+        qs = self.adapter()
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        for _ in range(3):
+            reply = qs.reply(["add_fun", IMPORT_FAILS])
+            self.assertEqual(reply[0], "error", reply)
+            self.assertIn("ZeroDivisionError", json.dumps(reply))
+        self.assertEqual(qs.close(), 0, qs.diagnostics())
+        self.assertEqual(self.errors(IMPORT_FAILS) - before, 3, self.scrape())
+
+    def test_a_session_worker_killed_mid_session_is_counted_as_a_crash(self):
+        """Session workers were missing from the worker metrics: their starts and a crash (the
+        adapter answers worker_crashed) moved nothing."""
+        if self.session != "direct":
+            return  # the stream's sessions use the batch pool's workers
+        crash = 'cnp_worker_exits_total{cause="crash",pool="session"}'
+        starts = 'cnp_worker_starts_total{pool="session"}'
+        crashed_before = self.value(crash)
+        qs = self.started([NEVER_FAILS])
+        self.assertGreater(self.value(starts), 0)
+        marker = f"started: adapter pid {qs.process.pid}, worker pid "
+        line = next(line for line in self.log().splitlines() if marker in line)
+        worker = int(line.split(marker, 1)[1].split()[0])
+        os.kill(worker, signal.SIGKILL)
+        reply = qs.reply(["map_doc", {"_id": "crash-1", "town": "Oslo", "n": 1}])
+        self.assertEqual(reply[:2], ["error", "worker_crashed"], qs.diagnostics())
+        qs.exited()
+        self.assertEqual(self.value(crash) - crashed_before, 1, self.scrape())
 
 
 harness.through_each_path(SessionMetricsTest, globals())

@@ -639,6 +639,39 @@ TEST_F(FunctionCallsTest, FunctionErrorsAreCounted) {
   EXPECT_EQ(response.results(0).errors(0).type(), "KeyError");
 }
 
+// A function whose module raised when imported fails the call (NOT_FOUND), and counts: once per
+// task the worker answered so, as README says the counter has them all. A module that does not
+// exist is no function's error.
+TEST_F(FunctionCallsTest, AnImportThatRaisedIsCountedAsTheFunctionsError) {
+  FakeTaskRunner runner(2, [](const Task& task) {
+    Reply reply;
+    worker::v1::Failure& failure = *reply.mutable_failure();
+    failure.set_code(worker::v1::Failure::NOT_FOUND);
+    failure.set_function(task.map().functions(0));
+    failure.set_message("importing tests: ZeroDivisionError: division by zero");
+    if (task.map().functions(0) == "tests.import_raises") {
+      reply.add_import_raised(task.map().functions(0));
+    }
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {.min_docs_per_task = 4});
+  for (int i = 0; i < 2; ++i) {
+    v1::MapRequest request = MapRequestOf(1);
+    request.set_functions(0, "tests.import_raises");
+    v1::MapResponse response;
+    EXPECT_EQ(Await(calls.Map(request, absl::InfiniteFuture(), response)).code(),
+              absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(FunctionErrorsLine("tests.import_raises"),
+            "cnp_function_errors_total{function=\"tests.import_raises\"} 2");
+  v1::MapRequest missing = MapRequestOf(1);
+  missing.set_functions(0, "tests.no_such_module");
+  v1::MapResponse response;
+  EXPECT_EQ(Await(calls.Map(missing, absl::InfiniteFuture(), response)).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(FunctionErrorsLine("tests.no_such_module"), "");
+}
+
 // --- cancellation ----------------------------------------------------------------------------
 
 TEST_F(FunctionCallsTest, CancellingABigMapStartsNoFurtherWave) {

@@ -98,7 +98,7 @@ TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
   EXPECT_THAT(before, HasSubstr("text/plain; version=0.0.4"));
   EXPECT_THAT(before, HasSubstr("# TYPE cnp_calls_total counter\n"));
   EXPECT_THAT(before, HasSubstr("# TYPE cnp_call_duration_seconds histogram\n"));
-  EXPECT_EQ(Value(before, "cnp_worker_starts_total"), 2);
+  EXPECT_EQ(Value(before, R"(cnp_worker_starts_total{pool="batch"})"), 2);
   EXPECT_EQ(Value(before, "cnp_queue_depth"), 0);
   EXPECT_EQ(Value(before, R"(cnp_sessions_active{kind="stream"})"), 0);
   EXPECT_EQ(Value(before, R"(cnp_calls_total{rpc="Map",code="0"})"), -1);
@@ -121,7 +121,7 @@ TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
   EXPECT_EQ(Value(after, R"(cnp_call_duration_seconds_count{rpc="Map"})"), 2) << after;
   EXPECT_EQ(Value(after, R"(cnp_call_duration_seconds_bucket{rpc="Validate",le="+Inf"})"), 1);
   EXPECT_EQ(Value(after, R"(cnp_function_errors_total{function="svc_fns.picky"})"), 1) << after;
-  EXPECT_EQ(Value(after, R"(cnp_worker_exits_total{cause="crash"})"), 1) << after;
+  EXPECT_EQ(Value(after, R"(cnp_worker_exits_total{cause="crash",pool="batch"})"), 1) << after;
 }
 
 // A call whose client's deadline passes is counted as what its client saw, DEADLINE_EXCEEDED

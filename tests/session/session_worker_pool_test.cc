@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "asio/co_spawn.hpp"
@@ -27,6 +28,7 @@
 #include "asio/steady_timer.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/metrics/registry.h"
 #include "tests/support/files.h"
 
 namespace cnp::session {
@@ -39,6 +41,16 @@ SessionPoolOptions Options(int max_sessions, int spares) {
   options.spare_workers = spares;
   options.startup_timeout = absl::Seconds(30);
   return options;
+}
+
+// A series' value in a scrape of the process's metrics now (0 when it has none), e.g.
+// Metric("cnp_worker_exits_total{cause=\"crash\",pool=\"session\"}").
+int64_t Metric(const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(metrics::Registry::Default().Render(), '\n')) {
+    int64_t value = 0;
+    if (absl::ConsumePrefix(&line, series + " ") && absl::SimpleAtoi(line, &value)) return value;
+  }
+  return 0;
 }
 
 bool Alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
@@ -430,6 +442,89 @@ TEST_F(SessionWorkerPoolTest, NoSessionsWhenTheCapIsZero) {
   absl::StatusOr<SessionWorker> taken = Take(pool);
   EXPECT_TRUE(absl::IsResourceExhausted(taken.status())) << taken.status();
   EXPECT_TRUE(pool.spare_pids().empty());
+}
+
+}  // namespace
+}  // namespace cnp::session
+
+namespace cnp::session {
+namespace {
+
+// Session workers are counted with the batch pool's workers, under pool="session": their
+// starts, a spare's death (crash), a reload's replacements (reload), one over its memory cap
+// (memory) and one not kept because enough spares wait (surplus); and their resident memory is
+// exported as a sum and a maximum. Before, none of it moved.
+TEST_F(SessionWorkerPoolTest, SessionWorkersAreCountedInTheWorkerMetrics) {
+  const std::string starts = "cnp_worker_starts_total{pool=\"session\"}";
+  auto exits = [](const char* cause) {
+    return Metric(absl::StrCat("cnp_worker_exits_total{cause=\"", cause, "\",pool=\"session\"}"));
+  };
+  const int64_t started_before = Metric(starts);
+  const int64_t crashed_before = exits("crash");
+  const int64_t reloaded_before = exits("reload");
+  const int64_t memory_before = exits("memory");
+  const int64_t surplus_before = exits("surplus");
+
+  SessionPoolOptions options = Options(/*max_sessions=*/3, /*spares=*/1);
+  options.memory_check_interval = absl::Milliseconds(50);
+  SessionWorkerPool pool(options, io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  EXPECT_EQ(Metric(starts) - started_before, 1);
+
+  // Resident memory: the spare's, as the sum and as the largest.
+  ASSERT_TRUE(RunUntil(
+      [] { return Metric("cnp_session_workers_resident_bytes{stat=\"max\"}") > 0; },
+      absl::Seconds(10)));
+  EXPECT_GE(Metric("cnp_session_workers_resident_bytes{stat=\"sum\"}"),
+            Metric("cnp_session_workers_resident_bytes{stat=\"max\"}"));
+
+  // A spare killed while it waits.
+  const pid_t dead = pool.spare_pids()[0];
+  ASSERT_EQ(::kill(dead, SIGKILL), 0);
+  ASSERT_TRUE(RunUntil([&] { return exits("crash") - crashed_before == 1; }, absl::Seconds(20)));
+  ASSERT_TRUE(RunUntil([&] { return pool.spare_pids().size() == 1; }, absl::Seconds(20)));
+  EXPECT_EQ(Metric(starts) - started_before, 2);
+
+  // A reload replaces the spare.
+  const pid_t old_spare = pool.spare_pids()[0];
+  pool.Reload();
+  WaitUntilEnded(old_spare);
+  EXPECT_EQ(exits("reload") - reloaded_before, 1);
+  WaitForSpares(pool, 1);
+
+  // Two sessions, so that the second worker comes back to a full set of spares.
+  absl::StatusOr<SessionWorker> first = Take(pool);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<SessionWorker> second = Take(pool);
+  ASSERT_TRUE(second.ok()) << second.status();
+  WaitForSpares(pool, 1);
+  pool.Return(std::move(*first), /*reusable=*/true);
+  EXPECT_EQ(exits("surplus") - surplus_before, 1);
+  pool.Return(std::move(*second), /*reusable=*/true);
+  EXPECT_EQ(exits("surplus") - surplus_before, 2);
+  EXPECT_EQ(exits("memory") - memory_before, 0);
+  EXPECT_EQ(exits("crash") - crashed_before, 1);
+  Shutdown(pool);
+}
+
+// A worker over its memory cap when its session ends is counted as a "memory" exit.
+TEST_F(SessionWorkerPoolTest, AWorkerOverItsMemoryCapIsCountedAsAMemoryExit) {
+  auto memory = [] {
+    return Metric("cnp_worker_exits_total{cause=\"memory\",pool=\"session\"}");
+  };
+  const int64_t before = memory();
+  SessionPoolOptions options = Options(/*max_sessions=*/2, /*spares=*/0);
+  options.max_resident_bytes = 1;  // every worker is over it
+  SessionWorkerPool pool(options, io_);
+  pool.Start();
+  absl::StatusOr<SessionWorker> taken = Take(pool);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  const pid_t pid = taken->process->pid();
+  pool.Return(std::move(*taken), /*reusable=*/true);
+  WaitUntilEnded(pid);
+  EXPECT_EQ(memory() - before, 1);
+  Shutdown(pool);
 }
 
 }  // namespace

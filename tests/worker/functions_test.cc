@@ -8,7 +8,9 @@
 namespace cnp::worker::testing {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 
 const char kDoc[] = R"({"_id":"doc-1","town":"Oslo","n":1})";
@@ -40,6 +42,11 @@ TEST(NamesTest, PathNeedsTwoNonEmptyParts) {
 
 TEST(NamesTest, MissingModuleOrAttributeIsNotFound) {
   auto worker = WorkerProcess::StartWithFunctions();
+  // No function's error (nothing of it ran): not counted in cnp_function_errors_total.
+  for (const char* name : {"no_such_module.f", "worker_views.nope"}) {
+    Reply reply = worker->Call(MapTask({name}, {kDoc}));
+    EXPECT_THAT(reply.import_raised(), IsEmpty()) << name;
+  }
   v1::Failure module = MapFailure(*worker, "no_such_module.f");
   EXPECT_EQ(module.code(), v1::Failure::NOT_FOUND);
   EXPECT_EQ(module.message(), "ModuleNotFoundError: No module named 'no_such_module'");
@@ -67,6 +74,13 @@ TEST(NamesTest, AModuleThatRaisesWhenImportedIsNamedWithWhere) {
   EXPECT_THAT(logged.traceback(), HasSubstr("worker_import_fails.py\", line "));
   EXPECT_THAT(logged.traceback(), HasSubstr("RATE = 1 / 0"));
   EXPECT_THAT(logged.traceback(), Not(HasSubstr("<frozen importlib")));
+  // Marked as the function's error, for cnp_function_errors_total: now, and when the failure
+  // is answered again from the failed-import cache (no import, no log line).
+  EXPECT_THAT(reply.import_raised(), ElementsAre("worker_import_fails.f"));
+  Reply again = worker->Call(MapTask({"worker_import_fails.f"}, {kDoc}));
+  ASSERT_TRUE(again.has_failure()) << again.DebugString();
+  EXPECT_EQ(again.function_logs_size(), 0) << again.DebugString();
+  EXPECT_THAT(again.import_raised(), ElementsAre("worker_import_fails.f"));
 }
 
 TEST(VersionsTest, MatchingVersionRuns) {

@@ -1,11 +1,15 @@
 // Map over a real cnp-worker: every function form, per-item errors and logs.
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
 namespace {
+
+using ::testing::HasSubstr;
 
 const char kOslo[] = R"({"_id":"doc-1","_rev":"1-abc","town":"Oslo","n":1})";
 const char kLima[] = R"({"_id":"doc-2","_rev":"1-def","town":"Lima","n":2})";
@@ -164,6 +168,7 @@ TEST_F(MapTest, TracebacksForTheLogAreRationedTheErrorsAreNot) {
   }
   int tracebacks = 0;
   for (const v1::FunctionLog& line : reply.function_logs()) {
+    if (line.kind() == "tracebacks_left_out") continue;  // a second's turn during the task
     ASSERT_EQ(line.error(), "KeyError");
     EXPECT_EQ(line.function(), "worker_views.needs_missing");
     EXPECT_EQ(line.kind(), "map");
@@ -174,6 +179,39 @@ TEST_F(MapTest, TracebacksForTheLogAreRationedTheErrorsAreNot) {
   // 20 a second: a task that straddles a second's turn may have two seconds' worth.
   EXPECT_GE(tracebacks, 1);
   EXPECT_LE(tracebacks, 40);
+}
+
+// The tracebacks left out are announced, as the service's log announces the lines it leaves
+// out: the next second's first traceback comes after a notice of how many (they were dropped
+// silently before).
+TEST_F(MapTest, TracebacksLeftOutAreAnnouncedTheNextSecond) {
+  std::vector<std::string> docs(200, kOslo);
+  int tracebacks = 0;
+  int64_t left_out = 0;
+  auto tally = [&](const Reply& reply) {
+    for (const v1::FunctionLog& line : reply.function_logs()) {
+      if (line.kind() != "tracebacks_left_out") {
+        ++tracebacks;
+        continue;
+      }
+      EXPECT_THAT(line.message(), HasSubstr(" tracebacks of functions were left out of this log "
+                                            "by worker pid "));
+      EXPECT_THAT(line.message(), HasSubstr("at most 20 a second"));
+      EXPECT_EQ(line.error(), "");
+      int64_t count = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(line.message().substr(0, line.message().find(' ')), &count))
+          << line.message();
+      left_out += count;
+    }
+  };
+  tally(worker_->Call(MapTask({"worker_views.needs_missing"}, docs)));
+  absl::SleepFor(absl::Milliseconds(1100));  // the next second
+  Reply next = worker_->Call(MapTask({"worker_views.needs_missing"}, {kOslo}));
+  ASSERT_GE(next.function_logs_size(), 2) << next.DebugString();
+  EXPECT_EQ(next.function_logs(0).kind(), "tracebacks_left_out");
+  tally(next);
+  EXPECT_EQ(tracebacks + left_out, 201);
+  EXPECT_GT(left_out, 0);
 }
 
 TEST_F(MapTest, LogLinesBelongToTheDocumentThatMadeThem) {
