@@ -39,12 +39,22 @@ asio::awaitable<void> Reap(std::unique_ptr<pool::ProcessWorker> process) {
 // reasons), or null when it is not counted here: a session that ended abnormally is counted by
 // the session listener, which knows how it ended (crash, deadline, cancel, recycle), and the
 // server's stop is no worker's exit (as in the batch pool).
-const char* ExitCause(const char* why) {
-  const absl::string_view reason(why);
-  if (reason == "of a reload") return "reload";
-  if (reason == "it is over its memory cap") return "memory";
-  if (reason == "enough spares are waiting") return "surplus";
-  return nullptr;
+// An EndCause's words for the log ("ending session worker 3 ... because <why>") and its
+// cnp_worker_exits_total cause, if it is counted here.
+struct EndCauseText {
+  const char* why;
+  const char* counted_as;
+};
+EndCauseText TextOf(SessionWorkerPool::EndCause cause) {
+  using Cause = SessionWorkerPool::EndCause;
+  switch (cause) {
+    case Cause::kSessionEndedBadly: return {"its session ended abnormally", nullptr};
+    case Cause::kStopping: return {"the server is stopping", nullptr};
+    case Cause::kReload: return {"of a reload", "reload"};
+    case Cause::kMemory: return {"it is over its memory cap", "memory"};
+    case Cause::kSurplus: return {"enough spares are waiting", "surplus"};
+  }
+  return {"of an unknown cause", nullptr};
 }
 
 // A process's resident memory, 0 when it cannot be read (it is gone).
@@ -89,9 +99,11 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::StartOne() {
   co_return SessionWorker{std::move(*started), id, generation, absl::Now()};
 }
 
-void SessionWorkerPool::End(SessionWorker worker, const char* why) {
-  LogInfo("ending session worker ", worker.id, " (pid ", worker.process->pid(), ") because ", why);
-  if (const char* cause = ExitCause(why); cause != nullptr) metrics::WorkerExited(cause, "session");
+void SessionWorkerPool::End(SessionWorker worker, EndCause cause) {
+  const EndCauseText text = TextOf(cause);
+  LogInfo("ending session worker ", worker.id, " (pid ", worker.process->pid(), ") because ",
+          text.why);
+  if (text.counted_as != nullptr) metrics::WorkerExited(text.counted_as, "session");
   worker.process->Kill();
   asio::co_spawn(control_, Reap(std::move(worker.process)), asio::detached);
 }
@@ -229,7 +241,7 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take(absl::Tim
     co_return std::move(*waiter.worker);
   }
   --sessions_;
-  if (waiter.worker.has_value()) End(std::move(*waiter.worker), "the server is stopping");
+  if (waiter.worker.has_value()) End(std::move(*waiter.worker), EndCause::kStopping);
   if (stopped_) co_return absl::UnavailableError("the server is stopping");
   if (!waiter.failed.ok()) co_return waiter.failed;
   co_return absl::UnavailableError(absl::StrCat(
@@ -251,7 +263,7 @@ asio::awaitable<void> SessionWorkerPool::StartForWaitingSession() {
   absl::StatusOr<SessionWorker> started = co_await StartOne();
   --starting_for_sessions_;
   if (started.ok() && stopped_) {
-    End(std::move(*started), "the server is stopping");
+    End(std::move(*started), EndCause::kStopping);
   } else if (started.ok()) {
     consecutive_failures_ = 0;
     Offer(std::move(*started));
@@ -269,7 +281,7 @@ asio::awaitable<void> SessionWorkerPool::StartForWaitingSession() {
 
 void SessionWorkerPool::Offer(SessionWorker worker) {
   if (worker.generation < generation_) {
-    End(std::move(worker), "of a reload");
+    End(std::move(worker), EndCause::kReload);
     StartForWaitingSessions();
     return;
   }
@@ -282,7 +294,7 @@ void SessionWorkerPool::Offer(SessionWorker worker) {
     return;
   }
   if (static_cast<int>(spares_.size()) >= options_.spare_workers) {
-    End(std::move(worker), "enough spares are waiting");
+    End(std::move(worker), EndCause::kSurplus);
     return;
   }
   AddSpare(std::move(worker));
@@ -292,21 +304,21 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   --sessions_;
   pool::ProcessWorker& process = *worker.process;
   in_session_.erase(worker.id);
-  const char* why = nullptr;
+  std::optional<EndCause> end;
   if (!reusable) {
-    why = "its session ended abnormally";
+    end = EndCause::kSessionEndedBadly;
   } else if (stopped_) {
-    why = "the server is stopping";
+    end = EndCause::kStopping;
   } else if (worker.generation < generation_) {
-    why = "of a reload";
+    end = EndCause::kReload;
   } else if (options_.max_resident_bytes > 0 &&
              process.ResidentBytes() > options_.max_resident_bytes) {
-    why = "it is over its memory cap";
+    end = EndCause::kMemory;
   }
-  if (why == nullptr) {
-    Offer(std::move(worker));
+  if (end.has_value()) {
+    End(std::move(worker), *end);
   } else {
-    End(std::move(worker), why);
+    Offer(std::move(worker));
   }
   Kick();
 }
@@ -340,7 +352,7 @@ void SessionWorkerPool::ReloadNow() {
   LogInfo("reloading the spare session workers; workers in a session follow when it ends");
   std::vector<SessionWorker> old = std::move(spares_);
   spares_.clear();
-  for (SessionWorker& spare : old) End(std::move(spare), "of a reload");
+  for (SessionWorker& spare : old) End(std::move(spare), EndCause::kReload);
   Kick();
 }
 

@@ -131,8 +131,12 @@ class SessionWorkerPool {
   // go to a session or be destroyed meanwhile); if it is a spare then, it is removed, reaped and
   // replaced. Lasts the worker's life, spare or not.
   asio::awaitable<void> WatchSpare(int id, int pidfd);
-  // Kills `worker` and awaits its end on the loop, logging how it ended.
-  void End(SessionWorker worker, const char* why);
+  // Why a worker is ended here: the words of its log line and the cause it is counted under
+  // in cnp_worker_exits_total (none for the server stopping, as in the batch pool, nor for a
+  // session that ended badly, which session_listener.cc counts where it saw how).
+  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus };
+  // Kills `worker` and awaits its end on the loop, logging why.
+  void End(SessionWorker worker, EndCause cause);
   // Replaces the spares now (a new generation).
   void ReloadNow();
   // Reads every session worker's resident memory each memory_check_interval, for the metrics.
