@@ -245,6 +245,16 @@ void SessionWorkerPool::ReloadNow() {
   Kick();
 }
 
+void SessionWorkerPool::StopTaking() {
+  RunOnLoop(control_, [this] {
+    stopped_ = true;
+    std::vector<SessionWorker> spares = std::move(spares_);
+    spares_.clear();
+    for (SessionWorker& spare : spares) End(std::move(spare), "the server is stopping");
+    wake_.cancel();
+  });
+}
+
 void SessionWorkerPool::Shutdown() {
   RunOnLoop(control_, [this] {
     stopped_ = true;

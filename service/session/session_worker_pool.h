@@ -83,6 +83,11 @@ class SessionWorkerPool {
   // spare per signal.
   void Reload();
 
+  // The server is stopping: no session is taken from now on (UNAVAILABLE) and no spare
+  // started; the spares are ended, the workers in a session are left to end their sessions
+  // (each is killed when its session ends). Safe from any thread; returns once done.
+  void StopTaking();
+
   // Kills every worker, spare or in a session (their adapters then exit, and CouchDB starts
   // new query servers). Safe from any thread; returns once done.
   void Shutdown();
