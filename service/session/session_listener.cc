@@ -237,11 +237,11 @@ void SessionListener::Sessions::AskToStop(LiveSession& session) {
 void SessionListener::DrainSessions() {
   absl::MutexLock lock(&sessions_->mu);
   sessions_->draining = true;
+  for (LiveSession* session : sessions_->live) sessions_->AskToStop(*session);
   if (!sessions_->live.empty()) {
     LogInfo("stopping: ", sessions_->live.size(),
             " direct sessions end once the command each is serving, if any, is answered");
   }
-  for (LiveSession* session : sessions_->live) sessions_->AskToStop(*session);
 }
 
 bool SessionListener::AwaitSessionsEnd(absl::Time deadline) {

@@ -183,6 +183,28 @@ class DirectSessionDrainTest(DrainTestCase):
         self.assertEqual(status, 0)
         self.assert_no_crash_reported()
 
+    def test_a_list_open_at_the_stop_runs_to_its_end(self):
+        qs = self.adapter()
+        ddoc = {"_id": "_design/d", "language": "python",
+                "lists": {"simple": "fixture_fns.list_simple"}}
+        self.assertIs(qs.reply(["ddoc", "new", "_design/d", ddoc]), True, qs.diagnostics())
+        self.assertEqual(qs.reply(["ddoc", "_design/d", ["lists", "simple"],
+                                   [{"foo": "bar"}, {"q": "ok"}]]),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assertEqual(qs.reply(["list_row", {"key": "a"}]), ["chunks", ["a"]])
+        self.stop_server()
+        # Logged once the session's worker has been sent SIGTERM: the list waits for its next
+        # row, and is a request in flight all the same.
+        wait_for_log(self.server, "direct sessions end once the command each is serving")
+        self.assertEqual(qs.reply(["list_row", {"key": "b"}]), ["chunks", ["b"]],
+                         qs.diagnostics())
+        self.assertEqual(qs.reply(["list_end"]), ["end", ["early"]])
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        status, _ = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assert_no_crash_reported()
+
 
 class GraceEndsTest(DrainTestCase):
     grace = "1s"
