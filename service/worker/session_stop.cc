@@ -76,7 +76,9 @@ SessionStop::~SessionStop() {
   if (saved_input_ < 0) return;
   g_session_thread.store(0);
   g_idle_input.store(-1);
-  if (g_cut.exchange(false)) ::dup2(saved_input_, input_);
+  g_cut.store(false);
+  // Nothing is put back: the session has closed its input by now (the unreadable duplicate, if
+  // it was cut), and its number may already be another descriptor's.
   ::close(saved_input_);
 }
 

@@ -30,8 +30,8 @@ class SessionStop {
   // handler the first time. False when the process cannot (no descriptor left): the session
   // then runs without it, and the server's shutdown kills it at the end of its grace.
   explicit SessionStop(int input);
-  // Marks the end of the session: SIGTERM ends the process again. CouchDB's pipe is put back
-  // in place if it was taken away, so the caller closes the descriptor it was given.
+  // Marks the end of the session: SIGTERM ends the process again. The caller closes `input`
+  // (whichever descriptor is there now) as it would have.
   ~SessionStop();
   SessionStop(const SessionStop&) = delete;
   SessionStop& operator=(const SessionStop&) = delete;
