@@ -120,7 +120,9 @@ SessionEnd WaitForSessionEnd(int socket) {
   if (!ended.error_line().empty()) {
     couchdb::WriteAll(kStdout, ended.error_line() + "\n").IgnoreError();
   }
-  if (ended.exit_code() != 0 && !ended.message().empty()) {
+  // A server that stops ends its sessions between commands: CouchDB's log says why this query
+  // server went away, though nothing went wrong.
+  if ((ended.exit_code() != 0 || ended.server_stopping()) && !ended.message().empty()) {
     std::cerr << "cnp-adapter: " << ended.message() << std::endl;
   }
   end.exit_code = ended.exit_code();

@@ -65,6 +65,10 @@ asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWo
   cut_drain.set_value();
 }
 
+// How long the sessions cut off at the end of the shutdown grace get to tell their adapters (the
+// listener gives a killed worker 200 ms to be reaped, and a frame to an adapter 2 s).
+constexpr absl::Duration kCutSessionsTold = absl::Seconds(3);
+
 // Every connection holds a descriptor: take all the operating system allows. The listener caps
 // connections below this limit (service/rpc/connection_acceptor.h).
 void RaiseOpenFileLimit() {
@@ -232,9 +236,15 @@ int Run(int argc, char** argv) {
                    " (another SIGTERM ends the drain)");
       cut_drain.get_future().wait_for(absl::ToChronoNanoseconds(config->drain_delay));
     }
+    const absl::Time grace_end = absl::Now() + config->shutdown_grace;
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
-                 absl::FormatDuration(config->shutdown_grace), " for calls in flight");
+                 absl::FormatDuration(config->shutdown_grace),
+                 " for calls in flight and for the commands direct sessions are serving");
+    // Direct sessions drain with the calls, in the same grace: none starts now, and each ends
+    // once its command in flight is answered (its adapter exits 0, CouchDB starts another).
     session_listener.Stop();
+    sessions.StopTaking();
+    session_listener.DrainSessions();
     // Past the grace the pool kills the workers still computing, so their calls end at once.
     if (!server.Shutdown(config->shutdown_grace, [&pool] { pool.Shutdown(); })) {
       // A call stuck where it cannot see its cancellation still refers to the server's
@@ -243,6 +253,13 @@ int Run(int argc, char** argv) {
       cnp::LogError("stopped with calls still running");
       std::fflush(nullptr);
       ::_exit(1);
+    }
+    if (!session_listener.AwaitSessionsEnd(grace_end)) {
+      // Past the grace, as for calls: the session workers still computing are killed, and
+      // their adapters write CouchDB an error for the command cut off before they exit.
+      session_listener.CutSessions();
+      sessions.Shutdown();
+      (void)session_listener.AwaitSessionsEnd(absl::Now() + kCutSessionsTold);
     }
   }
   sessions.Shutdown();

@@ -54,6 +54,9 @@ class LineReader {
   // line it dropped. Valid until the next call.
   std::string_view dropped_start() const { return dropped_start_; }
   size_t max_line_bytes() const { return max_line_bytes_; }
+  // Whether part of a line has been read (or a line over the limit is being dropped): asked by
+  // a BeforeWaiting hook, it tells a wait in the middle of a line from one between lines.
+  bool mid_line() const { return dropping_ || end_ != begin_; }
 
  private:
   // Makes room and reads once more (more than once only after EINTR); sets at_end_ at the end

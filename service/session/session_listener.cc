@@ -1,6 +1,7 @@
 #include "service/session/session_listener.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -195,6 +196,80 @@ std::string JsonString(absl::string_view text) {
 }
 
 }  // namespace
+
+// A session's place in Sessions::live for as long as its coroutine serves it.
+class SessionListener::Registration {
+ public:
+  Registration(std::shared_ptr<Sessions> sessions, pid_t worker_pid)
+      : sessions_(std::move(sessions)) {
+    session_.worker_pid = worker_pid;
+    absl::MutexLock lock(&sessions_->mu);
+    sessions_->live.insert(&session_);
+  }
+  ~Registration() {
+    absl::MutexLock lock(&sessions_->mu);
+    sessions_->live.erase(&session_);
+  }
+  Registration(const Registration&) = delete;
+  Registration& operator=(const Registration&) = delete;
+
+  // The worker said it took the session: it may be asked to end it from now on.
+  void Started() {
+    absl::MutexLock lock(&sessions_->mu);
+    session_.started = true;
+    sessions_->AskToStop(session_);
+  }
+  // The session is over (the worker may be reaped next): no signal goes to its pid any more.
+  void Over() {
+    absl::MutexLock lock(&sessions_->mu);
+    session_.started = false;
+  }
+  bool draining() const {
+    absl::MutexLock lock(&sessions_->mu);
+    return sessions_->draining;
+  }
+  bool cut() const {
+    absl::MutexLock lock(&sessions_->mu);
+    return sessions_->cut;
+  }
+
+ private:
+  const std::shared_ptr<Sessions> sessions_;
+  LiveSession session_;
+};
+
+void SessionListener::Sessions::AskToStop(LiveSession& session) {
+  if (!draining || !session.started || session.stop_sent) return;
+  session.stop_sent = true;
+  ::kill(session.worker_pid, SIGTERM);
+}
+
+void SessionListener::DrainSessions() {
+  absl::MutexLock lock(&sessions_->mu);
+  sessions_->draining = true;
+  for (LiveSession* session : sessions_->live) sessions_->AskToStop(*session);
+  if (!sessions_->live.empty()) {
+    LogInfo("stopping: ", sessions_->live.size(),
+            " direct sessions end once the command each is serving, if any, is answered");
+  }
+}
+
+bool SessionListener::AwaitSessionsEnd(absl::Time deadline) {
+  absl::MutexLock lock(&sessions_->mu);
+  auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sessions_->mu) {
+    return sessions_->live.empty();
+  };
+  return sessions_->mu.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
+
+void SessionListener::CutSessions() {
+  absl::MutexLock lock(&sessions_->mu);
+  sessions_->cut = true;
+  if (!sessions_->live.empty()) {
+    LogWarning(sessions_->live.size(),
+               " direct sessions still busy after the shutdown grace: ending them");
+  }
+}
 
 SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& pool,
                                  asio::io_context& control)
@@ -392,11 +467,24 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     co_return;
   }
   const std::string id = absl::StrCat(hello.adapter_pid(), "/", worker.id);
+  // From here until the adapter is told the end, the shutdown waits for this session.
+  Registration registration(sessions_, process.pid());
+  if (registration.draining()) {
+    pool_.Return(std::move(worker), /*reusable=*/true);
+    answer.set_outcome(Answer::UNAVAILABLE);
+    answer.set_reason("the server is stopping");
+    LogInfo("direct session for adapter pid ", hello.adapter_pid(),
+            " not started: the server is stopping");
+    co_await Send(socket, answer);
+    co_return;
+  }
 
   worker::v1::Task task;
   task.mutable_direct_session()->set_id(id);
   task.mutable_direct_session()->set_peer(
       absl::StrCat("unix uid=", peer.uid, " pid=", peer.pid));
+  // So that the shutdown asks it to end only once SIGTERM does that (and no longer kills it).
+  task.mutable_direct_session()->set_announce_start(true);
   task.mutable_direct_session()->set_default_timeout_ms(
       absl::ToInt64Milliseconds(options_.default_couchdb_timeout));
   if (options_.max_answer_bytes > 0) {
@@ -470,6 +558,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
       continue;
     }
     absl::StatusOr<worker::v1::Reply> frame = co_await process.Receive();
+    if (frame.ok() && frame->has_session_started()) {
+      registration.Started();
+      continue;
+    }
     if (frame.ok() && frame->has_session_progress()) {
       ++progress_frames;
       CountProgress(frame->session_progress(), id);
@@ -478,6 +570,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     last = std::move(frame);
     break;
   }
+  registration.Over();
 
   Ended end;
   bool reusable = false;
@@ -495,7 +588,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   const absl::StatusOr<worker::v1::Reply>& reply = *last;
   if (reply.ok() && reply->has_session_end()) {
     const worker::v1::SessionEnd& session_end = reply->session_end();
-    end.set_exit_code(session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED ? 0 : 1);
+    const bool stopping = session_end.reason() == worker::v1::SessionEnd::SERVER_STOPPING;
+    end.set_exit_code(
+        session_end.reason() == worker::v1::SessionEnd::INPUT_CLOSED || stopping ? 0 : 1);
+    end.set_server_stopping(stopping);
     end.set_message(session_end.message());
     reusable = !reply->recycle();
     LogInfo("direct session ", id, " ended after ", session_end.commands(), " commands (",
@@ -516,11 +612,31 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   } else {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     std::optional<int> status = process.wait_status();
+    const int signal = status.has_value() && WIFSIGNALED(*status) ? WTERMSIG(*status) : 0;
     end.set_exit_code(1);
     if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {
       // The worker answered CouchDB's timeout error itself before it exited.
       end.set_message("a command ran past CouchDB's timeout; its worker was ended");
       metrics::WorkerExited("deadline", "session");
+      LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
+    } else if (signal == SIGKILL && registration.cut()) {
+      // The shutdown's grace ended with a command of this session still running.
+      end.set_message("cnp-server stopped, and its --shutdown-grace ended before the command "
+                      "in flight did; this query server ends");
+      end.set_error_line(absl::StrCat(
+          "[\"error\",\"unavailable\",",
+          JsonString("cnp-server stopped, and its --shutdown-grace ended before this command "
+                     "did; this query server ends and CouchDB starts a new one"),
+          "]"));
+      LogWarning("direct session ", id, ": its command was cut off by the end of the shutdown "
+                 "grace (worker pid ", process.pid(), " ", how, ")");
+    } else if (signal == SIGTERM && registration.draining()) {
+      // The shutdown's SIGTERM, to a worker that could not act on it (session_stop.h: it had
+      // no descriptor left for it): between commands or not, the server is stopping.
+      end.set_exit_code(0);
+      end.set_server_stopping(true);
+      end.set_message("cnp-server is stopping; this query server ends");
+      LogInfo("direct session ", id, " ended: the server is stopping (its worker ", how, ")");
     } else {
       metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
@@ -529,8 +645,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
           JsonString(absl::StrCat("cnp-worker ", how,
                                   "; this query server ends and CouchDB starts a new one")),
           "]"));
+      LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
     }
-    LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
   }
   // A worker that asked to be recycled (its reply said so); the others not reusable were counted
   // above, by how they ended.

@@ -14,6 +14,15 @@
 //     will read - and replaced.
 // On the way the worker may send session_progress frames, its function errors since the last
 // (at most one a second): they are counted into cnp_function_errors_total and the wait goes on.
+//
+// Shutdown (SIGTERM to the server) drains direct sessions as gRPC calls are drained: Stop() and
+// DrainSessions() refuse new sessions (an adapter is told UNAVAILABLE and uses the Session
+// stream), and ask every session's worker to end its session once the command in flight is
+// answered (SIGTERM to the worker, service/worker/session_stop.h; sent only once the worker has
+// said it took the session, session_started). Such a session ends with SERVER_STOPPING and its
+// adapter exits 0 without writing anything to CouchDB. AwaitSessionsEnd() waits for them up to
+// the grace; CutSessions() marks those still busy, whose workers the pool then kills: their
+// adapters write CouchDB an error for the command cut off.
 #pragma once
 
 #include <sys/types.h>
@@ -24,7 +33,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "asio/io_context.hpp"
@@ -77,7 +88,37 @@ class SessionListener {
   // sessions in progress go on.
   void Stop();
 
+  // The server is stopping: from now on no session starts (its adapter is told UNAVAILABLE),
+  // and every session is asked to end once the command it serves, if any, is answered. From
+  // any thread; returns at once.
+  void DrainSessions();
+  // Waits until every session has ended and its adapter has been told, or until `deadline`:
+  // false if some are left. From any thread but the control loop's.
+  bool AwaitSessionsEnd(absl::Time deadline);
+  // The sessions left are being cut off (the grace is over: their workers are killed next):
+  // their ends are told as that, not as crashes. From any thread.
+  void CutSessions();
+
  private:
+  // One session from the moment its worker is about to get CouchDB's pipes to the moment its
+  // adapter has been told the end.
+  struct LiveSession {
+    pid_t worker_pid = 0;
+    bool started = false;    // the worker said it took the session; not yet ended
+    bool stop_sent = false;  // SIGTERM sent to it
+  };
+  // Shared with the sessions' coroutines, which may outlive the listener (a loop stopped with
+  // them suspended destroys them later).
+  struct Sessions {
+    absl::Mutex mu;
+    std::set<LiveSession*> live ABSL_GUARDED_BY(mu);
+    bool draining ABSL_GUARDED_BY(mu) = false;
+    bool cut ABSL_GUARDED_BY(mu) = false;
+    // Asks `session` to end if the server is stopping and its worker can be asked.
+    void AskToStop(LiveSession& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  };
+  class Registration;
+
   asio::awaitable<void> Accept(asio::local::stream_protocol::acceptor& acceptor);
   asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket);
   bool Allowed(uid_t uid) const;
@@ -95,6 +136,7 @@ class SessionListener {
   std::unique_ptr<rpc::AccessLog> access_log_;
   std::unique_ptr<rpc::RefusalLog> refusals_;
   std::unique_ptr<asio::steady_timer> flush_timer_;  // writes the counts a quiet peer is owed
+  const std::shared_ptr<Sessions> sessions_ = std::make_shared<Sessions>();
 };
 
 }  // namespace cnp::session

@@ -378,6 +378,19 @@ asio::awaitable<void> SessionWorkerPool::WatchMemory() {
   }
 }
 
+void SessionWorkerPool::StopTaking() {
+  RunOnLoop(control_, [this] {
+    stopped_ = true;
+    // Sessions waiting for a worker are refused now (they use the Session stream), not at
+    // their deadlines.
+    for (Waiter* waiter : waiters_) waiter->wake.cancel();
+    std::vector<SessionWorker> spares = std::move(spares_);
+    spares_.clear();
+    for (SessionWorker& spare : spares) End(std::move(spare), EndCause::kStopping);
+    wake_.cancel();
+  });
+}
+
 void SessionWorkerPool::Shutdown() {
   RunOnLoop(control_, [this] {
     stopped_ = true;

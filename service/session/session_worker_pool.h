@@ -73,6 +73,11 @@ struct SessionWorker {
 
 class SessionWorkerPool {
  public:
+  // Why a worker is ended here: the words of its log line and the cause it is counted under
+  // in cnp_worker_exits_total (none for the server stopping, as in the batch pool, nor for a
+  // session that ended badly, which session_listener.cc counts where it saw how).
+  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus };
+
   SessionWorkerPool(SessionPoolOptions options, asio::io_context& control);
   ~SessionWorkerPool();
 
@@ -99,6 +104,11 @@ class SessionWorkerPool {
   // there and no request came for reload_quiet, so that a storm of SIGHUPs does not start a
   // spare per signal.
   void Reload();
+
+  // The server is stopping: no session is taken from now on (UNAVAILABLE) and no spare
+  // started; the spares are ended, the workers in a session are left to end their sessions
+  // (each is killed when its session ends). Safe from any thread; returns once done.
+  void StopTaking();
 
   // Kills every worker, spare or in a session (their adapters then exit, and CouchDB starts
   // new query servers). Safe from any thread; returns once done.
@@ -131,10 +141,6 @@ class SessionWorkerPool {
   // go to a session or be destroyed meanwhile); if it is a spare then, it is removed, reaped and
   // replaced. Lasts the worker's life, spare or not.
   asio::awaitable<void> WatchSpare(int id, int pidfd);
-  // Why a worker is ended here: the words of its log line and the cause it is counted under
-  // in cnp_worker_exits_total (none for the server stopping, as in the batch pool, nor for a
-  // session that ended badly, which session_listener.cc counts where it saw how).
-  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus };
   // Kills `worker` and awaits its end on the loop, logging why.
   void End(SessionWorker worker, EndCause cause);
   // Replaces the spares now (a new generation).

@@ -20,12 +20,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/couchdb/line_io.h"
+#include "service/common/framing.h"
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
 #include "service/worker/call_context.h"
 #include "service/worker/function_error_tally.h"
 #include "service/worker/in_process_runner.h"
+#include "service/worker/session_stop.h"
 #include "service/worker/task_support.h"
 
 namespace cnp::worker {
@@ -262,8 +264,21 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       session.max_line_bytes() > 0
           ? static_cast<size_t>(std::min(session.max_line_bytes(), kMostLineBytes))
           : couchdb::kDefaultMaxLineBytes;
-  couchdb::LineReader lines(input, line_limit,
-                            [&function_errors](int fd) { function_errors.BeforeWaiting(fd); });
+  // cnp-server stopping asks the session to end (SIGTERM): it does so when it next waits for
+  // CouchDB between commands; a line partly read or a list still open is a command in flight.
+  SessionStop stop(input);
+  couchdb::LineReader* reader = nullptr;
+  couchdb::LineReader lines(input, line_limit, [&](int fd) {
+    function_errors.BeforeWaiting(fd);
+    stop.BeforeWaiting(!reader->mid_line() && !protocol->list_in_progress());
+  });
+  reader = &lines;
+  if (session.announce_start()) {
+    v1::Reply started;
+    started.mutable_session_started();
+    // A server gone is found when the session ends; CouchDB is served meanwhile.
+    WriteFrame(server, started.SerializeAsString()).IgnoreError();
+  }
 
   v1::Reply reply;
   SessionEnd& end = *reply.mutable_session_end();
@@ -272,6 +287,15 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   int64_t commands = 0;
   for (;;) {
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
+    stop.Busy();
+    if (!line.ok() && stop.InputCut()) {
+      // Between two commands: everything CouchDB sent has been answered.
+      end.set_reason(SessionEnd::SERVER_STOPPING);
+      end.set_message(
+          "cnp-server is stopping; this query server ends, and CouchDB starts a new one for its "
+          "next request");
+      break;
+    }
     if (!line.ok() && absl::IsResourceExhausted(line.status())) {
       // Answered in the stream path's shape (cnp-adapter's --max-line-bytes); newlines still
       // frame the input, so the session goes on, except inside a list whose row went missing.

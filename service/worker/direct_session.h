@@ -12,7 +12,10 @@
 //     an empty result for a document that did not get its rows), and the session ends with
 //     PROTOCOL_EXIT and the reply asks for the worker to be recycled, because a worker that ran
 //     out of memory under its cap is not one to keep feeding (PROTOCOL_EXIT);
-//   - reading or writing the pipes failed (IO_ERROR).
+//   - reading or writing the pipes failed (IO_ERROR);
+//   - cnp-server is stopping: it sent the worker SIGTERM, and the session, between two commands,
+//     ends without reading or writing anything more (SERVER_STOPPING; session_stop.h). A
+//     command in flight is answered first: one running, a line partly read, a list still open.
 // Then both descriptors are closed and the worker goes back to serving tasks.
 //
 // CouchDB's lines are read by common/couchdb/line_io.h's LineReader, one read() per burst of

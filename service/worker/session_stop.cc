@@ -1,0 +1,107 @@
+#include "service/worker/session_stop.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <mutex>
+
+namespace cnp::worker {
+namespace {
+
+// Shared with the handler, so lock-free atomics only.
+std::atomic<pid_t> g_session_thread{0};  // the thread reading CouchDB's input; 0: no session
+std::atomic<int> g_idle_input{-1};  // CouchDB's input while the session waits at a line boundary
+std::atomic<bool> g_stop{false};   // the server asked the session to end
+std::atomic<bool> g_cut{false};    // CouchDB's input has been replaced by g_unreadable
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
+              std::atomic<bool>::is_always_lock_free);
+
+pid_t g_pid = 0;          // the worker's (a child forked from it is not)
+int g_unreadable = -1;    // /dev/null opened write-only: a read() of it fails at once (EBADF)
+bool g_installed = false;
+std::once_flag g_install_once;
+
+void OnSigterm(int signal) {
+  const int saved_errno = errno;
+  const pid_t session = g_session_thread.load();
+  if (session == 0 || ::getpid() != g_pid) {
+    // Not a session's stop: the default, the process ends. The signal is blocked while its
+    // handler runs, so it is delivered again, with its default action, as this returns.
+    ::signal(signal, SIG_DFL);
+    ::raise(signal);
+    errno = saved_errno;
+    return;
+  }
+  g_stop.store(true);
+  if (::gettid() != session) {
+    // Another thread took it (one a function started): the session's own thread must, to cut
+    // a read it may be blocked in. It sees the session's state as it is, being interrupted.
+    ::tgkill(g_pid, session, signal);
+  } else if (const int input = g_idle_input.load(); input >= 0) {
+    if (::dup2(g_unreadable, input) >= 0) g_cut.store(true);
+  }
+  errno = saved_errno;
+}
+
+void Install() {
+  g_pid = ::getpid();
+  g_unreadable = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (g_unreadable < 0) return;
+  struct sigaction action {};
+  action.sa_handler = OnSigterm;
+  // A function's system calls resume after the handler rather than fail with EINTR; so does a
+  // read of CouchDB's input, which the handler may have pointed at g_unreadable meanwhile.
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  g_installed = ::sigaction(SIGTERM, &action, nullptr) == 0;
+}
+
+}  // namespace
+
+SessionStop::SessionStop(int input) : input_(input) {
+  std::call_once(g_install_once, Install);
+  if (!g_installed) return;
+  saved_input_ = ::fcntl(input, F_DUPFD_CLOEXEC, 0);
+  if (saved_input_ < 0) return;
+  g_stop.store(false);
+  g_cut.store(false);
+  g_idle_input.store(-1);
+  g_session_thread.store(::gettid());
+}
+
+SessionStop::~SessionStop() {
+  if (saved_input_ < 0) return;
+  g_session_thread.store(0);
+  g_idle_input.store(-1);
+  g_cut.store(false);
+  // Nothing is put back: the session has closed its input by now (the unreadable duplicate, if
+  // it was cut), and its number may already be another descriptor's.
+  ::close(saved_input_);
+}
+
+void SessionStop::BeforeWaiting(bool idle) {
+  if (saved_input_ < 0) return;
+  if (!idle) {
+    // From here on the handler leaves the input alone; if it cut it before (a read had just
+    // returned part of a line), CouchDB's pipe goes back, and the line is read on.
+    g_idle_input.store(-1);
+    if (g_cut.exchange(false)) ::dup2(saved_input_, input_);
+    return;
+  }
+  // Marked before the flag is looked at: a stop that comes after the look cuts the read itself.
+  g_idle_input.store(input_);
+  if (g_stop.load() && !g_cut.load() && ::dup2(g_unreadable, input_) >= 0) g_cut.store(true);
+}
+
+void SessionStop::Busy() {
+  if (saved_input_ >= 0) g_idle_input.store(-1);
+}
+
+bool SessionStop::InputCut() const { return saved_input_ >= 0 && g_cut.load(); }
+
+bool SessionStop::Requested() { return g_stop.load(); }
+
+}  // namespace cnp::worker

@@ -1,0 +1,236 @@
+"""Direct sessions drain on SIGTERM as gRPC calls do (found by a review: a graceful stop killed
+them in the middle of a command, and reported an idle one to CouchDB as a crash).
+
+With SIGTERM to cnp-server: a command in flight in a direct session is answered, then the session
+ends and its adapter exits 0 without writing anything more; an idle session ends at once, with
+nothing written to CouchDB and no ERROR in the server's log; a line CouchDB had half written is
+read on and answered; a command still running when --shutdown-grace ends is cut off, CouchDB
+getting an error line for it. Each test has a server of its own, which the test stops."""
+
+import fcntl
+import json
+import os
+import signal
+import sys
+import tempfile
+import termios
+import time
+import unittest
+
+import harness
+
+RESET = ["reset", {"reduce_limit": True, "timeout": 60000}]
+
+DRAIN_FNS = '''
+import os
+import time
+
+
+def held(doc):
+    """Tells the test it runs (a FIFO), then waits until the test releases it (a file)."""
+    with open(doc["fifo"], "w") as fifo:
+        fifo.write("started\\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(doc["release"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield doc["_id"], "released"
+
+
+def plain(doc):
+    yield doc["_id"], len(doc.get("pad", ""))
+'''
+
+
+def wait_for_fifo(path, timeout=30.0):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in data:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the function did not start")
+            try:
+                chunk = os.read(fd, 64)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                data += chunk
+            else:
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+
+
+def read_log(server):
+    with open(server.log_path, encoding="utf-8", errors="replace") as log:
+        return log.read()
+
+
+def wait_for_log(server, text, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while text not in read_log(server):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {text!r} in the server's log:\n" + read_log(server))
+        time.sleep(0.02)
+
+
+def unread_bytes(pipe):
+    """How many bytes written to `pipe` (a file object on a pipe's end) nobody has read yet."""
+    return int.from_bytes(fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0"), "little")
+
+
+class DrainTestCase(unittest.TestCase):
+    binaries = None
+    grace = "20s"
+
+    def setUp(self):
+        self.tmp = harness.socket_dir("cnp-drain-")
+        self.addCleanup(self.tmp.cleanup)
+        self.fns = tempfile.TemporaryDirectory(prefix="cnp-drain-fns-")
+        self.addCleanup(self.fns.cleanup)
+        with open(os.path.join(self.fns.name, "drain_fns.py"), "w") as module:
+            module.write(DRAIN_FNS)
+        self.server = harness.Server(
+            self.binaries, os.path.join(self.tmp.name, "cnp.sock"), workers=1,
+            extra=(f"--python-path={self.fns.name}", "--allow-module=drain_fns",
+                   f"--shutdown-grace={self.grace}"))
+        self.addCleanup(self.server.kill)
+        self.release = os.path.join(self.fns.name, "release")
+        self.fifo = os.path.join(self.fns.name, "fifo")
+        os.mkfifo(self.fifo)
+
+    def adapter(self):
+        qs = harness.Adapter(self.binaries, [f"--target={self.server.target}", "--session=direct"])
+        self.addCleanup(lambda: qs.process.poll() is None and qs.process.kill())
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        return qs
+
+    def stop_server(self):
+        """SIGTERM to the server alone (as systemd's KillMode=mixed sends it)."""
+        self.stopped_at = time.monotonic()
+        os.kill(self.server.process.pid, signal.SIGTERM)
+
+    def server_exit(self, timeout=30.0):
+        status = self.server.process.wait(timeout=timeout)
+        return status, time.monotonic() - self.stopped_at
+
+    def assert_no_crash_reported(self):
+        log = read_log(self.server)
+        for line in log.splitlines():
+            self.assertNotIn("ERROR", line, log)
+            self.assertNotIn("crashed", line, log)
+            self.assertNotIn("killed by signal", line, log)
+
+
+class DirectSessionDrainTest(DrainTestCase):
+
+    def test_a_command_in_flight_is_answered_then_the_session_ends_cleanly(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.held"]), True, qs.diagnostics())
+        qs.send_line(json.dumps(["map_doc", {"_id": "a", "fifo": self.fifo,
+                                             "release": self.release}]))
+        wait_for_fifo(self.fifo)
+        self.stop_server()
+        # The server drains; the command still runs.
+        wait_for_log(self.server, "no new calls")
+        self.assertIsNone(self.server.process.poll(), "the server exited with a command running")
+        open(self.release, "w").close()
+        self.assertEqual(json.loads(qs.read_line()), [[["a", "released"]]], qs.diagnostics())
+        self.assertIn("direct sessions end once the command each is serving",
+                      read_log(self.server))
+        # Then nothing more to CouchDB: the query server ends, as an idle one that exits.
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        self.assertIn("cnp-server is stopping", qs.diagnostics())
+        status, _ = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assertIn("SERVER_STOPPING", read_log(self.server))
+        self.assert_no_crash_reported()
+
+    def test_an_idle_session_ends_at_once_without_a_line_to_couchdb(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.plain"]), True, qs.diagnostics())
+        self.assertEqual(qs.reply(["map_doc", {"_id": "a"}]), [[["a", 0]]])
+        self.stop_server()
+        self.assertIsNone(qs.read_line(), "the adapter wrote CouchDB a line")
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        self.assertNotIn("crash", qs.diagnostics())
+        status, took = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assertLess(took, 10, "an idle session held the shutdown for its grace (20 s)")
+        self.assertIn("SERVER_STOPPING", read_log(self.server))
+        self.assert_no_crash_reported()
+
+    def test_a_line_half_written_at_the_stop_is_read_on_and_answered(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.plain"]), True, qs.diagnostics())
+        line = json.dumps(["map_doc", {"_id": "half", "pad": "x" * 1000}]).encode() + b"\n"
+        qs.process.stdin.write(line[:500])
+        qs.process.stdin.flush()
+        # The worker has read the first half: it waits for the rest, in the middle of a line.
+        deadline = time.monotonic() + 30
+        while unread_bytes(qs.process.stdin):
+            self.assertLess(time.monotonic(), deadline, "the worker did not read the line")
+            time.sleep(0.01)
+        self.stop_server()
+        wait_for_log(self.server, "no new calls")
+        qs.process.stdin.write(line[500:])
+        qs.process.stdin.flush()
+        self.assertEqual(json.loads(qs.read_line()), [[["half", 1000]]], qs.diagnostics())
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        status, _ = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assert_no_crash_reported()
+
+    def test_a_list_open_at_the_stop_runs_to_its_end(self):
+        qs = self.adapter()
+        ddoc = {"_id": "_design/d", "language": "python",
+                "lists": {"simple": "fixture_fns.list_simple"}}
+        self.assertIs(qs.reply(["ddoc", "new", "_design/d", ddoc]), True, qs.diagnostics())
+        self.assertEqual(qs.reply(["ddoc", "_design/d", ["lists", "simple"],
+                                   [{"foo": "bar"}, {"q": "ok"}]]),
+                         ["start", ["first chunk", "ok"], {"headers": {}}])
+        self.assertEqual(qs.reply(["list_row", {"key": "a"}]), ["chunks", ["a"]])
+        self.stop_server()
+        # Logged once the session's worker has been sent SIGTERM: the list waits for its next
+        # row, and is a request in flight all the same.
+        wait_for_log(self.server, "direct sessions end once the command each is serving")
+        self.assertEqual(qs.reply(["list_row", {"key": "b"}]), ["chunks", ["b"]],
+                         qs.diagnostics())
+        self.assertEqual(qs.reply(["list_end"]), ["end", ["early"]])
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        status, _ = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assert_no_crash_reported()
+
+
+class GraceEndsTest(DrainTestCase):
+    grace = "1s"
+
+    def test_a_command_past_the_grace_is_cut_with_an_error_for_couchdb(self):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.held"]), True, qs.diagnostics())
+        qs.send_line(json.dumps(["map_doc", {"_id": "a", "fifo": self.fifo,
+                                             "release": self.release}]))
+        wait_for_fifo(self.fifo)
+        self.stop_server()
+        line = qs.read_line(timeout=20)
+        self.assertIsNotNone(line, qs.diagnostics())
+        error = json.loads(line)
+        self.assertEqual(error[:2], ["error", "unavailable"], error)
+        self.assertIn("--shutdown-grace", error[2])
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 1, qs.diagnostics())
+        status, took = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assertLess(took, 10)
+        log = read_log(self.server)
+        self.assertIn("cut off by the end of the shutdown grace", log)
+        self.assertNotIn("ERROR", log)
+
+
+if __name__ == "__main__":
+    DrainTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
