@@ -172,7 +172,7 @@ TEST_P(BothModes, ClassesBuiltinsBoundMethodsAndWrappersAreNeverCallable) {
     std::string function = absl::StrCat("myviews.", c.name);
     Reply reply = Show(*t.worker, function, R"(["SECRET", "pwned"])");
     ExpectRefused(reply, function);
-    EXPECT_THAT(reply.failure().message(), HasSubstr(absl::StrCat("it is a ", c.type)))
+    EXPECT_THAT(reply.failure().message(), HasSubstr(absl::StrCat("it is of type ", c.type)))
         << function;
   }
   EXPECT_THAT(State(*t.worker), HasSubstr(kUntouched));
