@@ -105,6 +105,16 @@ class DrainTestCase(unittest.TestCase):
         self.assertIs(qs.reply(RESET), True, qs.diagnostics())
         return qs
 
+    def stop_during_held_command(self):
+        """A session whose map_doc of drain_fns.held is running when the server gets SIGTERM."""
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.held"]), True, qs.diagnostics())
+        qs.send_line(json.dumps(["map_doc", {"_id": "a", "fifo": self.fifo,
+                                             "release": self.release}]))
+        wait_for_fifo(self.fifo)
+        self.stop_server()
+        return qs
+
     def stop_server(self):
         """SIGTERM to the server alone (as systemd's KillMode=mixed sends it)."""
         self.stopped_at = time.monotonic()
@@ -125,12 +135,7 @@ class DrainTestCase(unittest.TestCase):
 class DirectSessionDrainTest(DrainTestCase):
 
     def test_a_command_in_flight_is_answered_then_the_session_ends_cleanly(self):
-        qs = self.adapter()
-        self.assertIs(qs.reply(["add_fun", "drain_fns.held"]), True, qs.diagnostics())
-        qs.send_line(json.dumps(["map_doc", {"_id": "a", "fifo": self.fifo,
-                                             "release": self.release}]))
-        wait_for_fifo(self.fifo)
-        self.stop_server()
+        qs = self.stop_during_held_command()
         # The server drains; the command still runs.
         wait_for_log(self.server, "no new calls")
         self.assertIsNone(self.server.process.poll(), "the server exited with a command running")
@@ -210,12 +215,7 @@ class GraceEndsTest(DrainTestCase):
     grace = "1s"
 
     def test_a_command_past_the_grace_is_cut_with_an_error_for_couchdb(self):
-        qs = self.adapter()
-        self.assertIs(qs.reply(["add_fun", "drain_fns.held"]), True, qs.diagnostics())
-        qs.send_line(json.dumps(["map_doc", {"_id": "a", "fifo": self.fifo,
-                                             "release": self.release}]))
-        wait_for_fifo(self.fifo)
-        self.stop_server()
+        qs = self.stop_during_held_command()
         line = qs.read_line(timeout=20)
         self.assertIsNotNone(line, qs.diagnostics())
         error = json.loads(line)

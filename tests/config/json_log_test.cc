@@ -75,20 +75,30 @@ TEST(JsonLogTest, AccessLinesAndMetricsShutdownAreJson) {
 
 // A worker that crashes while running a call is an ERROR line a collector can filter by the
 // function that was running (before: only the message named it).
-TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
+// The log of a server with --log-format=json that ran one Map of `function` on `doc`, answered
+// with `code`, and stopped.
+std::string LogOfOneMap(const std::string& function, const std::string& doc,
+                        absl::StatusCode code) {
   auto server = ServerProcess::Launch(
       {.args = {"--workers=1", "--log-format=json",
                 "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
-  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_TRUE(server->ready()) << server->Log();
   auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
-  EXPECT_EQ((*client)->Map({"svc_fns.exits"}, {R"({"_id":"a"})"}).status().code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (client.ok()) {
+    auto mapped = (*client)->Map({function}, {doc});
+    EXPECT_EQ(mapped.status().code(), code) << mapped.status();
+  }
   server->Signal(SIGTERM);
   EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+  return server->Log();
+}
 
+TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
+  const std::string log =
+      LogOfOneMap("svc_fns.exits", R"({"_id":"a"})", absl::StatusCode::kUnavailable);
   int crash_lines = 0;
-  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
     rapidjson::Document json;
     json.Parse(line.data(), line.size());
     ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
@@ -102,26 +112,16 @@ TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
     EXPECT_STREQ(json["function"].GetString(), "svc_fns.exits") << line;
     EXPECT_THAT(json["msg"].GetString(), Not(HasSubstr("peer"))) << line;
   }
-  EXPECT_EQ(crash_lines, 1) << server->Log();
+  EXPECT_EQ(crash_lines, 1) << log;
 }
 
 // What a function prints (stdout, stderr, warnings) is one JSON event per line, attributed to
 // the function and document, not raw text among the JSON lines (before: three lines a collector
 // could not read, and a warning's two).
 TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--log-format=json",
-                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
-  ASSERT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
-  auto mapped = (*client)->Map({"svc_fns.prints"}, {R"({"_id":"p1"})"});
-  ASSERT_TRUE(mapped.ok()) << mapped.status();
-  server->Signal(SIGTERM);
-  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
-
+  const std::string log = LogOfOneMap("svc_fns.prints", R"({"_id":"p1"})", absl::StatusCode::kOk);
   std::vector<std::string> printed;
-  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
     rapidjson::Document json;
     json.Parse(line.data(), line.size());
     ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
@@ -131,7 +131,7 @@ TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
     EXPECT_STREQ(json["doc_id"].GetString(), "p1") << line;
     printed.push_back(absl::StrCat(json["stream"].GetString(), ": ", json["msg"].GetString()));
   }
-  ASSERT_GE(printed.size(), 3u) << server->Log();
+  ASSERT_GE(printed.size(), 3u) << log;
   EXPECT_EQ(printed[0], "stdout: printed p1");
   EXPECT_EQ(printed[1], "stderr: to stderr p1");
   EXPECT_THAT(printed[2], HasSubstr("UserWarning: careful with p1"));
