@@ -10,10 +10,12 @@
 
 #include <utility>
 
+#include "absl/time/time.h"
 #include "asio/associated_executor.hpp"
 #include "asio/async_result.hpp"
 #include "asio/dispatch.hpp"
 #include "asio/use_awaitable.hpp"
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "service/grpc_asio/grpc_context.h"
 
@@ -111,6 +113,20 @@ auto Finish(GrpcContext& context, Stream& stream, const grpc::Status& status,
             CompletionToken&& token = {}) {
   return Perform(
       context, [&stream, &status](void* tag) { stream.Finish(status, tag); },
+      std::forward<CompletionToken>(token));
+}
+
+// Completes with true at `deadline`, or with false once `alarm` is cancelled (Cancel(), or the
+// alarm destroyed) or the queue shut down. A gRPC alarm fires on the queue itself: no timer
+// thread, no hand-over to the context's thread. `alarm` must stay alive until completion.
+template <class CompletionToken = asio::use_awaitable_t<>>
+auto SetAlarm(GrpcContext& context, grpc::Alarm& alarm, absl::Time deadline,
+              CompletionToken&& token = {}) {
+  return Perform(
+      context,
+      [&context, &alarm, deadline](void* tag) {
+        alarm.Set(context.queue(), absl::ToChronoTime(deadline), tag);
+      },
       std::forward<CompletionToken>(token));
 }
 

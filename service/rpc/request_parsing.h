@@ -68,6 +68,13 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
   }
   // Asked right after Handle, of the answer it returned.
   bool EndsStream(const grpc::ByteBuffer&) override { return ends_stream_; }
+  absl::Duration HeartbeatInterval() const override { return typed_->HeartbeatInterval(); }
+  grpc::ByteBuffer Heartbeat() const override {
+    grpc::ByteBuffer out;
+    // A heartbeat is a small message of our own: it always encodes.
+    (void)SerializeResponse(typed_->Heartbeat(), out);
+    return out;
+  }
   asio::awaitable<void> Close() override { co_await typed_->Close(); }
 
  private:

@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "common/couchdb/couch_url.h"
 #include "common/secret_file.h"
+#include "common/session_heartbeat.h"
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/impl/server_builder_option.h"
@@ -27,6 +28,7 @@
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
 #include "service/rpc/encoded_map_call.h"
+#include "service/rpc/heartbeating_session.h"
 #include "service/rpc/request_parsing.h"
 #include "service/rpc/server_stream_call.h"
 #include "service/rpc/unary_call.h"
@@ -474,6 +476,14 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
         std::unique_ptr<SessionHandler> session;
         if (sessions) session = sessions();
         if (session == nullptr) session = std::make_unique<UnavailableSession>();
+        const auto& metadata = server_context.client_metadata();
+        if (auto asked = metadata.find(kHeartbeatHeader); asked != metadata.end()) {
+          const absl::Duration interval =
+              GrantedHeartbeat(std::string_view(asked->second.data(), asked->second.size()));
+          if (interval > absl::ZeroDuration()) {
+            session = std::make_unique<HeartbeatingSession>(std::move(session), interval);
+          }
+        }
         return std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(
             std::move(session), "Session");
       });

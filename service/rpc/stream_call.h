@@ -20,6 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/co_spawn.hpp"
@@ -32,6 +33,7 @@
 #include "service/rpc/call_executor.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/status_mapping.h"
+#include "service/rpc/stream_heartbeat.h"
 
 namespace cnp::rpc {
 
@@ -45,6 +47,10 @@ class StreamHandler {
   virtual asio::awaitable<absl::StatusOr<std::optional<Response>>> Handle(Request& request) = 0;
   // After writing this response the stream ends (OK).
   virtual bool EndsStream(const Response&) { return false; }
+  // While Handle works on a message, the stream writes Heartbeat() whenever it has been
+  // silent this long (stream_heartbeat.h). Zero: never. Asked once, when the stream starts.
+  virtual absl::Duration HeartbeatInterval() const { return absl::ZeroDuration(); }
+  virtual Response Heartbeat() const { return Response(); }
   // Awaited once the stream's conversation is over, before the handler is destroyed (a
   // destructor cannot await).
   virtual asio::awaitable<void> Close() { co_return; }
@@ -55,6 +61,7 @@ class StreamMethod
     : public std::enable_shared_from_this<StreamMethod<Service, Request, Response>> {
  public:
   using Stream = grpc::ServerAsyncReaderWriter<Response, Request>;
+  using Heartbeat = StreamHeartbeat<Stream, Response>;
   using Requester = void (Service::*)(grpc::ServerContext*, Stream*, grpc::CompletionQueue*,
                                       grpc::ServerCompletionQueue*, void*);
   // Makes the stream's handler when a stream starts, or refuses the stream with a status.
@@ -178,7 +185,7 @@ class StreamMethod
       Registration registration(self->gate_, *call);
       if (registration.registered()) {
         try {
-          status = co_await self->Converse(*call);
+          status = co_await self->Converse(call);
         } catch (const std::exception& e) {
           status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
         }
@@ -188,24 +195,44 @@ class StreamMethod
     co_await call->done.Wait();
   }
 
-  asio::awaitable<grpc::Status> Converse(Call& call) {
-    FactoryResult made = factory_(call.server_context);
+  asio::awaitable<grpc::Status> Converse(const std::shared_ptr<Call>& call) {
+    FactoryResult made = factory_(call->server_context);
     if (!made.ok()) co_return ToGrpcStatus(made.status());
     std::unique_ptr<StreamHandler<Request, Response>> handler = std::move(*made);
-    grpc::Status status = co_await Exchange(call, *handler);
+    std::shared_ptr<Heartbeat> heartbeat;
+    if (const absl::Duration every = handler->HeartbeatInterval(); every > absl::ZeroDuration()) {
+      heartbeat =
+          std::make_shared<Heartbeat>(context_, call->stream, call, handler->Heartbeat(), every);
+    }
+    grpc::Status status = co_await Exchange(*call, *handler, heartbeat.get());
+    if (heartbeat != nullptr) heartbeat->Stop();
     co_await handler->Close();
     co_return status;
   }
 
   // Requests and answers, in lockstep, until the stream ends.
-  asio::awaitable<grpc::Status> Exchange(Call& call, StreamHandler<Request, Response>& handler) {
+  asio::awaitable<grpc::Status> Exchange(Call& call, StreamHandler<Request, Response>& handler,
+                                         Heartbeat* heartbeat) {
     Request request;
     for (;;) {
       if (!call.BeginWaiting()) co_return ShuttingDown();
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
       if (!call.EndWaiting()) co_return ShuttingDown();  // finished already, by the drain
       if (!read) co_return grpc::Status::OK;  // the client closed its side
-      absl::StatusOr<std::optional<Response>> answer = co_await handler.Handle(request);
+      if (heartbeat != nullptr) heartbeat->Busy();
+      std::exception_ptr failed;
+      absl::StatusOr<std::optional<Response>> answer = std::nullopt;
+      try {
+        answer = co_await handler.Handle(request);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+      // Nothing else is written, and the stream does not end, while a heartbeat is in flight.
+      if (heartbeat != nullptr) {
+        heartbeat->Idle();
+        if (heartbeat->writing()) co_await heartbeat->WriteDone();
+      }
+      if (failed) std::rethrow_exception(failed);
       if (!answer.ok()) {
         co_return WithStatusTrailers(ToGrpcStatus(answer.status()), call.server_context);
       }

@@ -7,6 +7,7 @@ JavaScript source in a transcript to the name of its equivalent here.
 """
 
 import json
+import time
 
 from couch_named_python import (Forbidden, NotFound, Unauthorized, emit, get_row, log, send,
                                 start, version)
@@ -23,6 +24,12 @@ def town_n(doc):
     """function(doc){ if (doc.town) emit(doc.town, doc.n); }"""
     if doc.get("town"):
         yield doc["town"], doc.get("n")
+
+
+def slow_town(doc):
+    """Not from a transcript: town_n after `seconds` of work, a command that runs a while."""
+    time.sleep(doc.get("seconds", 0))
+    yield from town_n(doc)
 
 
 # ---- map_error.txt -----------------------------------------------------------------------------

@@ -40,3 +40,33 @@ def session_output(lines, accepted=False):
     """A cnp.v1.SessionOutput: `lines` (field 1, repeated bytes), `accepted` (field 3, bool)."""
     out = b"".join(b"\x0a" + varint(len(l)) + l for l in lines)
     return out + (b"\x18\x01" if accepted else b"")
+
+
+def session_input(line):
+    """A cnp.v1.SessionInput carrying `line` (bytes)."""
+    return b"\x0a" + varint(len(line)) + line
+
+
+def parse_session_output(message):
+    """A cnp.v1.SessionOutput as a dict: lines (list of bytes), exit, accepted, partial (bools)
+    and heartbeat_ms (int); absent fields at their defaults."""
+    out = {"lines": [], "exit": False, "accepted": False, "partial": False, "heartbeat_ms": 0}
+    flags = {2: "exit", 3: "accepted", 4: "partial"}
+    i = 0
+    while i < len(message):
+        tag, i = read_varint(message, i)
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 2:
+            length, i = read_varint(message, i)
+            if field == 1:
+                out["lines"].append(message[i:i + length])
+            i += length
+        elif wire_type == 0:
+            value, i = read_varint(message, i)
+            if field in flags:
+                out[flags[field]] = bool(value)
+            elif field == 5:
+                out["heartbeat_ms"] = value
+        else:
+            raise ValueError("unexpected wire type %d in a SessionOutput" % wire_type)
+    return out

@@ -1,0 +1,127 @@
+// Heartbeats on a lockstep stream: while the stream's handler works on a message, a heartbeat
+// message is written whenever the stream has been silent for `interval`. A client reaching the
+// server through a proxy cannot find a server that has stopped (frozen, its host gone) with
+// HTTP/2 pings, which the proxy answers itself; silence longer than the interval tells it.
+//
+// What it costs per message: a clock read and two flags. A gRPC alarm, set when a message
+// comes and none is set, fires at most once per interval while the stream is busy and is not
+// set again once the stream is idle: an idle stream costs nothing, a busy one an alarm a second.
+//
+// Everything runs on the stream's GrpcContext thread. gRPC allows one write in flight on a
+// stream: after Idle(), a stream that finds writing() awaits WriteDone() before it writes its
+// own answer or ends.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "asio/async_result.hpp"
+#include "asio/use_awaitable.hpp"
+#include "grpcpp/alarm.h"
+#include "service/grpc_asio/grpc_context.h"
+#include "service/grpc_asio/grpc_operations.h"
+
+namespace cnp::rpc {
+
+template <class Stream, class Response>
+class StreamHeartbeat final
+    : public std::enable_shared_from_this<StreamHeartbeat<Stream, Response>> {
+ public:
+  // `stream` must stay alive while a heartbeat is written: `stream_owner` owns it, and is
+  // kept until this object goes.
+  StreamHeartbeat(grpc_asio::GrpcContext& context, Stream& stream,
+                  std::shared_ptr<const void> stream_owner, Response beat,
+                  absl::Duration interval)
+      : context_(context), stream_(stream), stream_owner_(std::move(stream_owner)),
+        beat_(std::move(beat)), interval_(interval) {}
+
+  StreamHeartbeat(const StreamHeartbeat&) = delete;
+  StreamHeartbeat& operator=(const StreamHeartbeat&) = delete;
+
+  // A message came: its handler starts work.
+  void Busy() {
+    busy_ = true;
+    silent_since_ = absl::Now();
+    if (!armed_ && !stopped_) Arm();
+  }
+  // The handler has answered (or failed): no heartbeat starts from now on.
+  void Idle() { busy_ = false; }
+  // A heartbeat is being written: await WriteDone() before writing on the stream.
+  bool writing() const { return writing_; }
+
+  // Completes once the heartbeat being written is written (or failed).
+  template <class CompletionToken = asio::use_awaitable_t<>>
+  auto WriteDone(CompletionToken&& token = {}) {
+    return asio::async_initiate<CompletionToken, void()>(
+        [this](auto handler) {
+          if (!writing_) {
+            context_.Post(std::move(handler));
+          } else {
+            write_waiter_.emplace(std::move(handler));
+          }
+        },
+        token);
+  }
+
+  // The stream ends: no more heartbeats, and the alarm is taken back (its cancelled
+  // completion, which holds this object, comes soon after).
+  void Stop() {
+    stopped_ = true;
+    busy_ = false;
+    if (armed_) alarm_.Cancel();
+  }
+
+ private:
+  void Arm() {
+    armed_ = true;
+    grpc_asio::SetAlarm(context_, alarm_, silent_since_ + interval_,
+                        [self = this->shared_from_this()](bool fired) { self->OnAlarm(fired); });
+  }
+
+  void OnAlarm(bool fired) {
+    armed_ = false;
+    if (!fired || stopped_ || !busy_) return;
+    // The alarm was set for the message before this one, which was answered quickly: the
+    // silence of this one has not lasted the interval yet. (A tenth of it is the slack for
+    // the alarm's clock, which is not absl's.)
+    if (absl::Now() + interval_ / 10 < silent_since_ + interval_) {
+      Arm();
+      return;
+    }
+    writing_ = true;
+    grpc_asio::Write(context_, stream_, beat_,
+                     [self = this->shared_from_this()](bool ok) { self->OnWritten(ok); });
+  }
+
+  void OnWritten(bool ok) {
+    writing_ = false;
+    silent_since_ = absl::Now();
+    if (!ok) stopped_ = true;  // the call is over: the stream finds out on its own
+    if (write_waiter_.has_value()) {
+      auto waiter = std::move(*write_waiter_);
+      write_waiter_.reset();
+      std::move(waiter)();
+      return;
+    }
+    if (busy_ && !stopped_) Arm();
+  }
+
+  grpc_asio::GrpcContext& context_;
+  Stream& stream_;
+  const std::shared_ptr<const void> stream_owner_;
+  const Response beat_;
+  const absl::Duration interval_;
+  grpc::Alarm alarm_;
+  absl::Time silent_since_;
+  bool busy_ = false;
+  bool armed_ = false;
+  bool writing_ = false;
+  bool stopped_ = false;
+  std::optional<absl::AnyInvocable<void() &&>> write_waiter_;
+};
+
+}  // namespace cnp::rpc
