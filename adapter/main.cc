@@ -345,6 +345,14 @@ int Run() {
     }
   }
 
+  // A line the service sends ahead of an answer (a function's log line, as couchjs writes each
+  // at once) goes to CouchDB at once: CouchDB restarts its read timeout on it. A failed write
+  // is found by the answer's.
+  options.write_early = [](const v1::SessionOutput& early) {
+    std::string lines;
+    for (const std::string& line : early.lines()) absl::StrAppend(&lines, line, "\n");
+    couchdb::WriteAll(kStdout, lines).IgnoreError();
+  };
   SessionState state;
   ServiceConnection service(options, state);
   const bool stats = absl::GetFlag(FLAGS_stats);

@@ -12,6 +12,7 @@
 #include "client/lib/channel_target.h"
 #include "client/lib/service_config.h"
 #include "common/socket_directory.h"
+#include "common/session_heartbeat.h"
 #include "common/socket_trust.h"
 #include "common/unix_target.h"
 #include "grpcpp/grpcpp.h"
@@ -30,6 +31,11 @@ constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
 // the answer while the adapter waits for CouchDB.
 constexpr absl::Duration kPingInterval = absl::Milliseconds(1250);
 constexpr absl::Duration kPingTimeout = absl::Milliseconds(1250);
+// Heartbeats asked of the service while a command runs (common/session_heartbeat.h), and how
+// many intervals of silence mean it has stopped: behind a proxy, which answers the pings above
+// itself, a frozen replica is found as soon as through pings on a direct connection (2.5 s).
+constexpr absl::Duration kAskedHeartbeat = absl::Seconds(1);
+constexpr double kSilenceLimit = 2.5;
 // The one operation on the stream at a time (the exchange is lockstep), so one tag.
 void* const kTag = reinterpret_cast<void*>(1);
 
@@ -133,7 +139,7 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     if (stream_ == nullptr) last = Connect(deadline, answer_by, &reached);
     if (stream_ != nullptr) {
       absl::Status taught = TeachDesignDocFor(line, deadline, answer_by);
-      if (taught.ok() && Exchange(line, answer_by)) {
+      if (taught.ok() && Exchange(line, answer_by, /*forward_early=*/true)) {
         NoteDesignDocTaught(line);
         return &output_;
       }
@@ -204,6 +210,8 @@ absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_b
   if (!security->authorization.empty()) {
     context_->AddMetadata("authorization", security->authorization);
   }
+  context_->AddMetadata(kHeartbeatHeader,
+                        absl::StrCat(absl::ToInt64Milliseconds(kAskedHeartbeat)));
   queue_ = std::make_unique<grpc::CompletionQueue>();
   stream_ = stub_->PrepareAsyncSession(context_.get(), queue_.get());
   stream_->StartCall(kTag);
@@ -277,12 +285,28 @@ void ServiceConnection::NoteDesignDocTaught(std::string_view line) {
   }
 }
 
-bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by) {
+bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
+                                 bool forward_early) {
   input_.set_line(line.data(), line.size());
   stream_->Write(input_, kTag);
   if (Await(answer_by) != Op::kDone) return false;
-  stream_->Read(&output_, kTag);
-  return Await(answer_by) == Op::kDone;
+  for (;;) {
+    stream_->Read(&output_, kTag);
+    const absl::Time silent_by = heartbeat_ > absl::ZeroDuration()
+                                     ? absl::Now() + heartbeat_ * kSilenceLimit
+                                     : absl::InfiniteFuture();
+    if (Await(std::min(answer_by, silent_by)) != Op::kDone) {
+      silent_ = expired_ && silent_by < answer_by;
+      return false;
+    }
+    if (!std::exchange(heard_on_stream_, true)) {
+      heartbeat_ = absl::Milliseconds(output_.heartbeat_ms());
+    }
+    if (!output_.partial()) return true;
+    if (forward_early && output_.lines_size() > 0 && options_.write_early) {
+      options_.write_early(output_);
+    }
+  }
 }
 
 ServiceConnection::Op ServiceConnection::Await(absl::Time deadline) {
@@ -320,11 +344,18 @@ absl::Status ServiceConnection::Drop() {
   pending_ = false;
   taught_design_docs_.clear();
   const bool expired = std::exchange(expired_, false);
+  const bool silent = std::exchange(silent_, false);
+  heard_on_stream_ = false;
   stream_.reset();
   queue_.reset();
   context_.reset();
   stub_.reset();
   channel_.reset();
+  if (silent) {
+    return absl::UnavailableError(
+        "the service went silent while the command ran (no heartbeat): it stopped answering "
+        "(frozen, or its host gone)");
+  }
   if (expired) {
     return absl::UnavailableError(
         "no answer before CouchDB's timeout was near: the service stopped answering (frozen, "

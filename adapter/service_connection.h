@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,9 @@ class ServiceConnection {
     // Start a cnp-server when nothing answers at `target` (a unix socket).
     bool may_launch = false;
     LaunchOptions launch;
+    // Lines the service sends before a command's answer (SessionOutput.partial), to write to
+    // CouchDB at once. Not called for the lines of a replay.
+    std::function<void(const v1::SessionOutput&)> write_early;
   };
 
   ServiceConnection(Options options, const SessionState& state);
@@ -71,7 +75,11 @@ class ServiceConnection {
   absl::Status TeachDesignDocFor(std::string_view line, absl::Time deadline, absl::Time answer_by);
   // After the service answered `line`: a design document it accepted is known to this stream.
   void NoteDesignDocTaught(std::string_view line);
-  bool Exchange(std::string_view line, absl::Time answer_by);
+  // Writes `line` and reads its answer, reading past heartbeats (and, with `forward_early`,
+  // handing their lines to Options::write_early). False when the stream broke, the answer did
+  // not come by `answer_by`, or a service that sends heartbeats went silent for longer than
+  // kSilenceLimit heartbeats.
+  bool Exchange(std::string_view line, absl::Time answer_by, bool forward_early = false);
   // Waits for the operation just started on the stream.
   Op Await(absl::Time deadline);
   absl::Status Drop();
@@ -86,6 +94,13 @@ class ServiceConnection {
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::SessionInput, v1::SessionOutput>> stream_;
   bool pending_ = false;  // an operation on stream_ has not completed yet
   bool expired_ = false;  // and it is because the service did not answer in time
+  bool silent_ = false;   // and it is because a service that sends heartbeats went silent
+  // The heartbeat interval the service announced on its stream's first output
+  // (SessionOutput.heartbeat_ms; zero from a server that sends none). Kept when the stream is
+  // replaced, so that a new stream that reached a stopped replica (a proxy picks the replica)
+  // is given up as soon, until the new stream's first output says what its server does.
+  absl::Duration heartbeat_;
+  bool heard_on_stream_ = false;  // this stream has had its first output
   // The design documents (SessionState's ids) this stream has been taught.
   absl::flat_hash_set<std::string> taught_design_docs_;
   v1::SessionInput input_;

@@ -12,6 +12,7 @@ import sys
 import time
 import unittest
 
+import cnp_testing
 import harness
 
 DOC_OSLO = {"_id": "d1", "town": "Oslo", "n": 1}
@@ -85,18 +86,6 @@ def free_loopback_port():
         return probe.getsockname()[1]
 
 
-def wait_until_stopped(pid, timeout=10.0):
-    """Polls /proc until process `pid` is stopped (state T), for at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} did not stop")
-        time.sleep(0.001)
-
-
 class FrozenReplicaTest(unittest.TestCase):
     """A replica that stops answering without closing anything (SIGSTOP; a host gone without a
     reset) is given up for another: the adapter waited on it until CouchDB killed it."""
@@ -121,9 +110,7 @@ class FrozenReplicaTest(unittest.TestCase):
                 second = harness.Server(self.binaries, os.path.join(tmp, "b.sock"),
                                         extra=[f"--listen=127.0.0.1:{ports[1]}"])
                 os.killpg(first.process.pid, signal.SIGSTOP)
-                # A signal is delivered after kill() returns: a command sent at once could still
-                # be answered by the replica about to stop.
-                wait_until_stopped(first.process.pid)
+                cnp_testing.wait_until_stopped(first.process.pid)
                 started = time.monotonic()
                 self.assertEqual(qs.reply(["map_doc", DOC_PARIS], timeout=15), [[["Paris", 2]]],
                                  qs.diagnostics())

@@ -1,5 +1,6 @@
 """What the Python tests share (the C++ side is tests/support's library): a short directory for
-unix sockets, and a cnp-server started and waited for through its --ready-fd pipe.
+unix sockets, a cnp-server started and waited for through its --ready-fd pipe, and a process
+waited for until a SIGSTOP has stopped it.
 
 run_python_test.sh puts this directory on PYTHONPATH; a test that imports it lists
 //tests/support:cnp_testing.py in its data."""
@@ -8,6 +9,7 @@ import os
 import select
 import subprocess
 import tempfile
+import time
 
 
 def short_temp_dir(prefix="cnp-test-"):
@@ -52,3 +54,17 @@ def start_server(argv, timeout=60.0, **popen_args):
         process.kill()  # a server stuck in its start must not outlive the test
         process.wait()
         raise
+
+
+def wait_until_stopped(pid, timeout=10.0):
+    """Polls /proc until process `pid` is stopped (state T), for at most `timeout` seconds: a
+    signal is delivered after kill() returns, so a command sent at once to a process being
+    frozen could still be answered by it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop")
+        time.sleep(0.001)

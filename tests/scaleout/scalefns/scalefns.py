@@ -4,6 +4,7 @@ tell who answered a call; and a document carrying "park" stops, on replica r1 on
 first call of its kind there: that call is then in flight on r1 for as long as the test likes."""
 import os
 import threading
+import time
 
 from couch_named_python import Forbidden, log
 
@@ -33,6 +34,13 @@ def triple(doc):
     """Map: key 3n+1, value [replica, id]."""
     _park_if_asked(doc)
     yield doc["n"] * 3 + 1, [REPLICA, doc["_id"]]
+
+
+def slow_triple(doc):
+    """Map: triple, after `seconds` of work (a long command: the replica writes nothing about it
+    to its stream meanwhile but heartbeats)."""
+    time.sleep(doc.get("seconds", 0))
+    yield from triple(doc)
 
 
 def check(new_doc, old_doc, user_ctx, sec_obj):
