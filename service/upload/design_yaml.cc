@@ -32,13 +32,11 @@ constexpr absl::string_view kDdocKeys[] = {
     "options",   "autoupdate"};
 constexpr absl::string_view kFunctionSections[] = {"filters", "shows", "lists", "updates"};
 constexpr absl::string_view kViewKeys[] = {"map", "reduce", "options"};
-// "; did you mean \"views\"?" for a misspelt key, then the keys known there.
+// The known key a key that is not one was most likely meant to be, if any.
 template <size_t N>
-std::string Known(absl::string_view key, const absl::string_view (&keys)[N]) {
+std::optional<std::string> MeantKey(absl::string_view key, const absl::string_view (&keys)[N]) {
   const std::vector<std::string> names(std::begin(keys), std::end(keys));
-  const std::optional<std::string> meant = ClosestName(key, names);
-  return absl::StrCat(meant.has_value() ? absl::StrCat("; did you mean \"", *meant, "\"?") : "",
-                      " (known: ", absl::StrJoin(keys, ", "), ")");
+  return ClosestName(key, names);
 }
 
 template <size_t N>
@@ -235,6 +233,34 @@ class Parser {
     return key.Scalar();
   }
 
+  // A key cnp does not know, in `where` (a design document or a view). cnp-upload kept such a
+  // key with a warning, and YAML written for it must still upload: it is kept in `object` as
+  // it is, with a warning. A key that looks like a misspelt known one is an error instead: kept
+  // as a field, the section it was meant to be (`veiws`) would be missing without a word.
+  template <size_t N>
+  void UnknownKey(const YAML::Node& key, const std::string& field, const YAML::Node& value,
+                  absl::string_view where, const absl::string_view (&keys)[N],
+                  rapidjson::Value& object, Allocator& alloc) {
+    const std::string known = absl::StrCat(" (known: ", absl::StrJoin(keys, ", "), ")");
+    if (absl::StartsWith(field, "_")) {
+      // CouchDB's own fields (_id, _rev, ...): cnp writes them, and CouchDB refuses others.
+      problems_.Error(At(key.Mark()),
+                      absl::StrCat("key \"", field, "\" in ", where,
+                                   ": fields that start with '_' are CouchDB's", known));
+      return;
+    }
+    if (const std::optional<std::string> meant = MeantKey(field, keys); meant.has_value()) {
+      problems_.Error(At(key.Mark()), absl::StrCat("unknown key \"", field, "\" in ", where,
+                                                   "; did you mean \"", *meant, "\"?", known));
+      return;
+    }
+    problems_.Warning(At(key.Mark()),
+                      absl::StrCat("unknown key \"", field, "\" in ", where,
+                                   ": kept in the design document as it is, as cnp-upload did",
+                                   known));
+    object.AddMember(String(field, alloc), Json(value, alloc), alloc);
+  }
+
   bool ExpectMap(const YAML::Node& node, absl::string_view what) {
     if (node.IsMap()) return true;
     problems_.Error(At(node.Mark()),
@@ -261,9 +287,8 @@ class Parser {
       if (!field) continue;
       const YAML::Node& node = entry.second;
       if (!OneOf(*field, kDdocKeys)) {
-        problems_.Error(At(entry.first.Mark()),
-                        absl::StrCat("unknown key \"", *field, "\" in design document \"", name,
-                                     "\"", Known(*field, kDdocKeys)));
+        UnknownKey(entry.first, *field, node, absl::StrCat("design document \"", name, "\""),
+                   kDdocKeys, body, alloc);
       } else if (*field == "databases") {
         Databases(node, spec);
       } else if (*field == "classification") {
@@ -406,9 +431,8 @@ class Parser {
           std::optional<std::string> key = Key(item.first, view_seen);
           if (!key) continue;
           if (!OneOf(*key, kViewKeys)) {
-            problems_.Error(At(item.first.Mark()),
-                            absl::StrCat("unknown key \"", *key, "\" in view \"", *view, "\"",
-                                         Known(*key, kViewKeys)));
+            UnknownKey(item.first, *key, item.second, absl::StrCat("view \"", *view, "\""),
+                       kViewKeys, body, alloc);
           } else if (*key == "map") {
             has_map = true;
             AddFunction(item.second, {"views", *view, "map"}, spec, body, "map", alloc);

@@ -18,6 +18,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::UnorderedElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
@@ -316,9 +317,9 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
            "    ok: good.map\n"                    // 3
            "    missing: nowhere.map\n"            // 4
            "    pinned: good.map|3\n"              // 5
-           "    odd: {map: good.map, sort: up}\n"  // 6
+           "    odd: {map: good.map, optoins: 1}\n"  // 6
            "  validate_doc_update: os.system\n"    // 7
-           "  colour: blue\n"),                    // 8
+           "  _rev: 1-abc\n"),                     // 8
       File("two.yml",
            "d1:\n"                                 // 1: the same design doc again
            "  views:\n"
@@ -339,16 +340,19 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
                                     "ModuleNotFoundError"),
                           HasSubstr("one.yml:5: views.pinned.map: \"good.map|3\" already has "
                                     "a |version"),
-                          HasSubstr("one.yml:6: unknown key \"sort\" in view \"odd\""),
+                          HasSubstr("one.yml:6: unknown key \"optoins\" in view \"odd\"; "
+                                    "did you mean \"options\"?"),
                           HasSubstr("one.yml:7: \"os.system\" is refused"),
-                          HasSubstr("one.yml:8: unknown key \"colour\""),
+                          HasSubstr("one.yml:8: key \"_rev\" in design document \"d1\": "
+                                    "fields that start with '_' are CouchDB's"),
                           HasSubstr("two.yml:1: design document \"d1\" is also defined at "
                                     "one.yml:1"),
                           HasSubstr("three.yml:3: not valid YAML")))
       << result.Dump();
 }
 
-// A misspelt key gets the key it most likely meant; a key like no known one gets no guess.
+// A misspelt key is an error that names the key it most likely meant: kept as a field, the
+// section it was meant to be would be missing without a word.
 TEST_F(DesignMappingTest, AMisspeltKeyIsToldTheKeyItMeant) {
   runner_.Define("good.map", 1);
   UploadResult result = Check({File("typo.yml",
@@ -356,17 +360,41 @@ TEST_F(DesignMappingTest, AMisspeltKeyIsToldTheKeyItMeant) {
                                     "  veiws:\n"
                                     "    v: good.map\n"
                                     "  views:\n"
-                                    "    w: {map: good.map, redcue: _sum}\n"
-                                    "  colour: blue\n")});
+                                    "    w: {map: good.map, redcue: _sum}\n")});
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
   std::vector<std::string> errors;
   for (const v1::UploadProblem& p : result.errors()) errors.push_back(p.message());
   EXPECT_THAT(errors, ElementsAre(HasSubstr("unknown key \"veiws\" in design document \"d1\"; "
                                             "did you mean \"views\"? (known: "),
                                   HasSubstr("unknown key \"redcue\" in view \"w\"; did you "
-                                            "mean \"reduce\"? (known: map, reduce, options)"),
-                                  AllOf(HasSubstr("unknown key \"colour\""),
-                                        Not(HasSubstr("did you mean")))))
+                                            "mean \"reduce\"? (known: map, reduce, options)")))
+      << result.Dump();
+}
+
+// A key like no known one is kept as it is, with a warning, as cnp-upload kept it: YAML written
+// for cnp-upload uploads unchanged.
+TEST_F(DesignMappingTest, AKeyLikeNoKnownOneIsKeptWithAWarning) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("extra.yml",
+                                    "d1:\n"
+                                    "  views:\n"
+                                    "    w: {map: good.map, collation_note: {by: town}}\n"
+                                    "  colour: blue\n")});
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ExpectDocument(result, "_design/d1",
+                 R"({"_id": "_design/d1", "language": "python", "colour": "blue",
+                     "views": {"w": {"map": "good.map|1",
+                                     "collation_note": {"by": "town"}}}})");
+  std::vector<std::string> warnings;
+  for (const v1::UploadProblem& p : result.warnings()) {
+    warnings.push_back(absl::StrCat(p.location().line(), ": ", p.message()));
+  }
+  EXPECT_THAT(warnings,
+              UnorderedElementsAre(
+                  AllOf(HasSubstr("3: unknown key \"collation_note\" in view \"w\": kept in "
+                                  "the design document as it is, as cnp-upload did"),
+                        Not(HasSubstr("did you mean"))),
+                  HasSubstr("4: unknown key \"colour\" in design document \"d1\": kept")))
       << result.Dump();
 }
 
