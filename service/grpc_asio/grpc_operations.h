@@ -15,6 +15,7 @@
 #include "asio/async_result.hpp"
 #include "asio/dispatch.hpp"
 #include "asio/use_awaitable.hpp"
+#include "grpc/support/time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "service/grpc_asio/grpc_context.h"
@@ -116,16 +117,20 @@ auto Finish(GrpcContext& context, Stream& stream, const grpc::Status& status,
       std::forward<CompletionToken>(token));
 }
 
-// Completes with true at `deadline`, or with false once `alarm` is cancelled (Cancel(), or the
-// alarm destroyed) or the queue shut down. A gRPC alarm fires on the queue itself: no timer
-// thread, no hand-over to the context's thread. `alarm` must stay alive until completion.
+// Completes with true `after` from now, or with false once `alarm` is cancelled (Cancel(), or
+// the alarm destroyed) or the queue shut down. A gRPC alarm fires on the queue itself: no timer
+// thread, no hand-over to the context's thread. It is set on the monotonic clock, so the wall
+// clock being set does not move it. `alarm` must stay alive until completion.
 template <class CompletionToken = asio::use_awaitable_t<>>
-auto SetAlarm(GrpcContext& context, grpc::Alarm& alarm, absl::Time deadline,
+auto SetAlarm(GrpcContext& context, grpc::Alarm& alarm, absl::Duration after,
               CompletionToken&& token = {}) {
   return Perform(
       context,
-      [&context, &alarm, deadline](void* tag) {
-        alarm.Set(context.queue(), absl::ToChronoTime(deadline), tag);
+      [&context, &alarm, after](void* tag) {
+        const gpr_timespec deadline =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_nanos(absl::ToInt64Nanoseconds(after), GPR_TIMESPAN));
+        alarm.Set(context.queue(), deadline, tag);
       },
       std::forward<CompletionToken>(token));
 }

@@ -12,12 +12,13 @@
 // own answer or ends.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <utility>
 
 #include "absl/functional/any_invocable.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio/async_result.hpp"
 #include "asio/use_awaitable.hpp"
@@ -45,7 +46,7 @@ class StreamHeartbeat final
   // A message came: its handler starts work.
   void Busy() {
     busy_ = true;
-    silent_since_ = absl::Now();
+    silent_since_ = Clock::now();
     if (!armed_ && !stopped_) Arm();
   }
   // The handler has answered (or failed): no heartbeat starts from now on.
@@ -76,9 +77,16 @@ class StreamHeartbeat final
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  // How long until the stream will have been silent for the interval.
+  absl::Duration UntilDue() const {
+    return interval_ - absl::FromChrono(Clock::now() - silent_since_);
+  }
+
   void Arm() {
     armed_ = true;
-    grpc_asio::SetAlarm(context_, alarm_, silent_since_ + interval_,
+    grpc_asio::SetAlarm(context_, alarm_, std::max(UntilDue(), absl::ZeroDuration()),
                         [self = this->shared_from_this()](bool fired) { self->OnAlarm(fired); });
   }
 
@@ -87,8 +95,8 @@ class StreamHeartbeat final
     if (!fired || stopped_ || !busy_) return;
     // The alarm was set for the message before this one, which was answered quickly: the
     // silence of this one has not lasted the interval yet. (A tenth of it is the slack for
-    // the alarm's clock, which is not absl's.)
-    if (absl::Now() + interval_ / 10 < silent_since_ + interval_) {
+    // the alarm's clock, which is gRPC's.)
+    if (UntilDue() > interval_ / 10) {
       Arm();
       return;
     }
@@ -99,7 +107,7 @@ class StreamHeartbeat final
 
   void OnWritten(bool ok) {
     writing_ = false;
-    silent_since_ = absl::Now();
+    silent_since_ = Clock::now();
     if (!ok) stopped_ = true;  // the call is over: the stream finds out on its own
     if (write_waiter_.has_value()) {
       auto waiter = std::move(*write_waiter_);
@@ -116,7 +124,7 @@ class StreamHeartbeat final
   const Response beat_;
   const absl::Duration interval_;
   grpc::Alarm alarm_;
-  absl::Time silent_since_;
+  Clock::time_point silent_since_;
   bool busy_ = false;
   bool armed_ = false;
   bool writing_ = false;
