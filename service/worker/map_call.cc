@@ -2,6 +2,7 @@
 
 #include "service/worker/call_context.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/unrun_body.h"
 
 namespace cnp::worker {
 namespace {
@@ -49,6 +50,14 @@ bool RunMapFunction(PyObject* function, PyObject* doc, RowSink& rows) {
   PyRef result = PyRef::Steal(PyObject_CallOneArg(function, doc));
   if (!result) return false;
   PyObject* value = result.get();
+  // A generator is the yield form (its body runs as it is drained below); a coroutine or an
+  // async generator never runs, so it emitted nothing: said so (unrun_body.h).
+  if (!PyGen_Check(value) &&
+      RefuseUnrunBody(result, "a map function", "emitted nothing",
+                      "a map function yields (key, value) pairs, returns a list of them or "
+                      "calls emit(key, value)")) {
+    return false;
+  }
   if (value == Py_None) return true;
   if (PyList_Check(value) || PyTuple_Check(value)) return AddReturnedPairs(value, rows);
   if (PyIter_Check(value)) return DrainIterator(value, rows);

@@ -147,3 +147,29 @@ def rewrite_not_json(req):
 
 def number_is(doc, req):
     return doc["v"] == int(req["query"]["v"])
+
+
+def filter_yields(doc, req):
+    """An access-control filter with a yield in it, as for filtered replication."""
+    if doc.get("owner") == req["userCtx"]["name"]:
+        yield True
+
+
+async def filter_async(doc, req):
+    return False
+
+
+async def show_async(doc, req):
+    return "never rendered"
+
+
+async def update_async(doc, req):
+    return doc, "never updated"
+
+
+def rewrite_yields(req):
+    yield {"path": "x"}
+
+
+async def list_async(head, req):
+    return "never listed"

@@ -197,3 +197,7 @@ def number_and_type(doc):
     # Every digit of doc["v"], as the function sees it, and what type it has.
     yield str(doc["v"]), type(doc["v"]).__name__
     yield "value", doc["v"]
+
+
+async def async_map(doc):
+    return [(doc["_id"], 1)]

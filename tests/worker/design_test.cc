@@ -45,6 +45,60 @@ TEST_F(DesignTest, RaisingFilterIsAnErrorNamedByTheExceptionNamingTheDocument) {
   EXPECT_EQ(response.error().type(), "KeyError");
 }
 
+// A filter with a yield in it (or written async def) returned a generator (a coroutine)
+// without running its body; the object is truthy, so every document went through: a leak in
+// _changes?filter= and filtered replication. It is an error saying why, as for
+// validate_doc_update.
+TEST_F(DesignTest, AFilterThatYieldsOrIsAsyncIsAnErrorNotAPass) {
+  const std::string args =
+      R"([[{"_id":"mine","owner":"bob"},{"_id":"secret","owner":"alice"}],)"
+      R"({"query":{},"userCtx":{"db":"db","name":"bob","roles":[]}}])";
+  DesignFunctionResponse yields = Run(cnp::v1::FILTER, "worker_design.filter_yields", args);
+  EXPECT_THAT(yields.reply(), ::testing::StartsWith(R"(["error","TypeError",)"));
+  EXPECT_THAT(yields.reply(),
+              ::testing::HasSubstr("worker_design.filter_yields returned a generator without "
+                                   "running its body, so it filtered nothing"));
+  EXPECT_EQ(yields.error().type(), "TypeError");
+  EXPECT_EQ(yields.error().doc_id(), "mine");
+  DesignFunctionResponse async = Run(cnp::v1::FILTER, "worker_design.filter_async", args);
+  EXPECT_THAT(async.reply(),
+              ::testing::HasSubstr("worker_design.filter_async returned a coroutine without "
+                                   "running its body, so it filtered nothing"));
+}
+
+// The other kinds whose result is used as a value say the same, rather than failing later on
+// the object (a list's async tail was sent as "<coroutine object ...>").
+TEST_F(DesignTest, OtherKindsSayTheirBodyDidNotRun) {
+  const std::string show_args = std::string("[") + kOslo + "," + kReq + "]";
+  const std::string post_args = std::string("[") + kOslo + R"(,{"method":"POST"}])";
+  const std::string list_args = std::string("[") + R"({"total_rows":0,"offset":0},{},[]])";
+  const struct {
+    cnp::v1::DesignFunctionKind kind;
+    std::string function;
+    std::string args;
+    std::string says;
+  } cases[] = {
+      {cnp::v1::SHOW, "worker_design.show_async", show_args,
+       "worker_design.show_async returned a coroutine without running its body, so it "
+       "rendered nothing"},
+      {cnp::v1::UPDATE, "worker_design.update_async", post_args,
+       "worker_design.update_async returned a coroutine without running its body, so it "
+       "updated nothing"},
+      {cnp::v1::REWRITE, "worker_design.rewrite_yields", R"([{"path":["db"]}])",
+       "worker_design.rewrite_yields returned a generator without running its body, so it "
+       "rewrote nothing"},
+      {cnp::v1::LIST, "worker_design.list_async", list_args,
+       "worker_design.list_async returned a coroutine without running its body, so it "
+       "listed nothing"},
+  };
+  for (const auto& c : cases) {
+    DesignFunctionResponse response = Run(c.kind, c.function, c.args);
+    EXPECT_THAT(response.reply(), ::testing::StartsWith(R"(["error","render_error","TypeError: )"))
+        << c.function;
+    EXPECT_THAT(response.reply(), ::testing::HasSubstr(c.says)) << c.function;
+  }
+}
+
 TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
   std::string args = std::string("[[") + kOslo + R"(,{"_id":"doc-3","town":"Lima","n":3}]])";
   DesignFunctionResponse response = Run(cnp::v1::VIEW_FILTER, "worker_views.town_emit", args);

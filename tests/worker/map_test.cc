@@ -127,6 +127,16 @@ TEST_F(MapTest, IntSubclassKeysAndValuesAreTheirNumbers) {
   EXPECT_EQ(RowsOf("worker_views.int_enum_key", kOslo), R"([[[{"1":"red"},1]]])");
 }
 
+// An async def map function ran none of its body: a TypeError saying so.
+TEST_F(MapTest, AnAsyncFunctionIsATypeErrorSayingItsBodyDidNotRun) {
+  Reply reply = worker_->Call(MapTask({"worker_views.async_map"}, {kOslo}));
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_THAT(reply.map().results(0).errors(0).message(),
+              HasSubstr("returned a coroutine without running its body"));
+  EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
+}
+
 TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
   Reply reply = worker_->Call(MapTask({"worker_views.returns_str"}, {kOslo}));
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);

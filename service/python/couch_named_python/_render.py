@@ -12,6 +12,8 @@ around:
 
 import inspect
 
+from couch_named_python._unrun import ran
+
 try:
     # Calls a function with as many arguments as it declares (service/worker/accepted_arguments.h).
     from _cnp import call as _call
@@ -101,7 +103,11 @@ class Rendering:
                         self.send(item)
                 tail = None
             else:
-                tail = _call(function, head, req)
+                # An async def list, or one returning a generator (not one itself: it was not
+                # given the rows), ran none of its body; its repr must not become the tail.
+                tail = ran(_call(function, head, req), function, "listed nothing",
+                           "a list function calls send() and get_row() and returns its tail, "
+                           "or is a generator f(head, req, rows) yielding its chunks")
             if not self.got_row:
                 self.get_row()
             if tail is not None:

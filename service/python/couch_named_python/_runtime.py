@@ -27,6 +27,7 @@ in service/worker/accepted_arguments.h): a show written f(doc) gets the document
 
 from couch_named_python import _render
 from couch_named_python._traceback import user_traceback
+from couch_named_python._unrun import ran
 from couch_named_python.errors import Forbidden, NotFound, Redirect, Unauthorized
 from couch_named_python.helpers import log
 
@@ -73,7 +74,11 @@ def _filter(function, docs, req):
     results = []
     for doc in docs:
         try:
-            results.append(bool(call(function, doc, req)))
+            # bool() of a generator is True: a filter with a yield in it let everything through.
+            passes = ran(call(function, doc, req), function, "filtered nothing",
+                         "a filter function returns True to let a document through and False "
+                         "to hold it back")
+            results.append(bool(passes))
         except (Exception, SystemExit) as exc:
             raise _Raised(exc, doc) from exc
     return [True, results]
@@ -113,7 +118,8 @@ def _render_show(function, doc, req):
     rendering = _render.Rendering()
     with rendering:
         try:
-            response = _cnp.call(function, doc, req)
+            response = ran(_cnp.call(function, doc, req), function, "rendered nothing",
+                           "a show function returns its response, a dict or a str")
         except Redirect as redirect:
             response = redirect
         except NotFound:
@@ -134,7 +140,8 @@ def _update(function, doc, req):
     if isinstance(req, dict) and req.get("method") == "GET":
         return ["error", "method_not_allowed", "Update functions do not allow GET"]
     try:
-        result = _cnp.call(function, doc, req)
+        result = ran(_cnp.call(function, doc, req), function, "updated nothing",
+                     "an update function returns (doc, response)")
     except Redirect as redirect:
         return ["up", None, redirect.response()]
     except NotFound:
@@ -149,7 +156,8 @@ def _update(function, doc, req):
 
 
 def _rewrite(function, req):
-    result = function(req)
+    result = ran(function(req), function, "rewrote nothing",
+                 "a rewrite function returns where the request goes, or None for no rule")
     if result is None:
         return ["no_dispatch_rule"]
     return ["ok", result]
