@@ -110,6 +110,7 @@ PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_SetString(PyExc_RuntimeError, "emit() can only be called while a map function runs");
     return nullptr;
   }
+  rows->NoteEmit();
   if (!rows->Add(args[0], args[1])) return nullptr;
   Py_RETURN_NONE;
 }

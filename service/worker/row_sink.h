@@ -24,12 +24,18 @@ class RowSink {
   // Writes the closing "]".
   void Finish();
 
+  // emit() was called (whether or not its row could be written): couch-named-python then
+  // kept what the function emitted and ignored what it returned (map_call.h).
+  void NoteEmit() { emitted_ = true; }
+  bool emitted() const { return emitted_; }
+
   size_t rows() const { return rows_; }
 
  private:
   JsonBuffer& out_;
   PythonJsonWriter writer_;
   size_t rows_ = 0;
+  bool emitted_ = false;
 };
 
 }  // namespace cnp::worker

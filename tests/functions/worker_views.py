@@ -199,5 +199,32 @@ def number_and_type(doc):
     yield "value", doc["v"]
 
 
+# couch-named-python ignored what a map function returned: these are the forms its users wrote.
+def emit_then_true(doc):
+    emit(doc["_id"], 1)
+    return True
+
+
+def emit_then_doc(doc):
+    emit(doc["_id"], 1)
+    return doc
+
+
+def emit_then_pairs(doc):
+    """The returned pairs were never rows: only the emitted one is."""
+    emit(doc["_id"], 1)
+    return [("returned", 2)]
+
+
+def early_false(doc):
+    if doc.get("type") != "x":
+        return False
+    emit(doc["_id"], 1)
+
+
+def returns_true(doc):
+    return True
+
+
 async def async_map(doc):
     return [(doc["_id"], 1)]
