@@ -173,3 +173,22 @@ def rewrite_yields(req):
 
 async def list_async(head, req):
     return "never listed"
+
+
+def start_then_return(doc, req):
+    """couch-named-python merged what start() was given into the show's answer."""
+    start({"code": 404, "headers": {"Content-Type": "text/plain"}})
+    return "not here"
+
+
+def start_send_and_return(doc, req):
+    start({"headers": {"X-Start": "1", "X-Both": "start"}, "code": 201})
+    send("a")
+    send("b")
+    return {"body": "c", "headers": {"X-Ret": "2", "X-Both": "returned"}}
+
+
+def start_then_redirect(doc, req):
+    start({"code": 200, "headers": {"X-Start": "1"}})
+    send("lost")
+    raise Redirect("/elsewhere")

@@ -173,6 +173,21 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
   EXPECT_EQ(crash.error().doc_id(), "doc-1");
 }
 
+// couch-named-python merged what start() was given into a show's answer, its code and headers
+// over the returned ones, with or without send() (couchjs keeps start() only with send(), and
+// then copies its keys into the headers; old modules must run unchanged).
+TEST_F(DesignTest, AShowsStartIsMergedIntoItsAnswer) {
+  const std::string args = std::string("[null,") + kReq + "]";
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_then_return", args).reply(),
+            R"(["resp",{"body":"not here","code":404,"headers":{"Content-Type":"text/plain"}}])");
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_send_and_return", args).reply(),
+            R"(["resp",{"body":"abc","headers":{"X-Ret":"2","X-Both":"start","X-Start":"1"},)"
+            R"("code":201}])");
+  // A redirect is answered as itself: what start() and send() were given is dropped.
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_then_redirect", args).reply(),
+            R"(["resp",{"code":302,"headers":{"Location":"/elsewhere"}}])");
+}
+
 // render.js renderError: the error is logged (exception and stack) before the render_error.
 TEST_F(DesignTest, RenderErrorIsLoggedWithItsTracebackFirst) {
   std::string args = std::string("[") + kOslo + "," + kReq + "]";

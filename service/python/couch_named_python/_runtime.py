@@ -126,14 +126,34 @@ def _render_show(function, doc, req):
             raise
         except Exception as exc:
             raise _Raised(exc, doc) from exc
+    if isinstance(response, Redirect):
+        # Answered as itself, as couch-named-python answered it: a code start() was given
+        # must not turn the 302 back into a 200.
+        return ["resp", response.response()]
     response = {} if response is None else _as_response(response, "show")
-    if rendering.chunks:  # the function used send(): its chunks come before the body
-        response = dict(response)
+    return ["resp", _with_start(response, rendering)]
+
+
+def _with_start(response, rendering):
+    """couch-named-python's show answer: the chunks send() was given before the body, then
+    whatever start() was given over the returned response, its headers over the returned ones.
+
+    couchjs (render.js runShow) keeps start() only when send() was used too, and then copies
+    start()'s keys (code, headers) into the response's headers; old modules must run unchanged,
+    so a show's start({"code": 404, ...}) is its 404, with or without send().
+    """
+    start = rendering.start_response
+    if not rendering.chunks and not start:
+        return response
+    response = dict(response)
+    if rendering.chunks:
         response["body"] = "".join(rendering.chunks) + response.get("body", "")
-        headers = rendering.start_response.get("headers")
-        if headers:
-            response["headers"] = {**headers, **response.get("headers", {})}
-    return ["resp", response]
+    for key, value in start.items():
+        if key == "headers" and isinstance(value, dict) and isinstance(response.get(key), dict):
+            response[key] = {**response[key], **value}
+        else:
+            response[key] = value
+    return response
 
 
 def _update(function, doc, req):
