@@ -192,3 +192,13 @@ def start_then_redirect(doc, req):
     start({"code": 200, "headers": {"X-Start": "1"}})
     send("lost")
     raise Redirect("/elsewhere")
+
+
+def list_redirects(head, req):
+    send("before")
+    raise Redirect("/z")
+
+
+def list_redirects_after_a_row(head, req):
+    get_row()
+    raise Redirect("/z")

@@ -334,6 +334,14 @@ TEST_F(DesignTest, WholeListGeneratorForm) {
   EXPECT_EQ(response.logs(1), "row doc-0007");
 }
 
+// couch-named-python answered a list's Redirect with start({"code": 302, "headers":
+// {"Location": url}}), the chunks sent before it going with it.
+TEST_F(DesignTest, AWholeListsRedirectIsItsStart) {
+  std::string args = std::string("[") + kHead + "," + kReq + "," + kRows + "]";
+  EXPECT_EQ(Run(cnp::v1::LIST, "worker_design.list_redirects", args).reply(),
+            R"(["end",["before"],{"code":302,"headers":{"Location":"/z"}}])");
+}
+
 TEST_F(DesignTest, BadArgumentsAreBadInput) {
   Reply reply = worker_->Call(DesignTask(cnp::v1::LIST, "worker_design.rows", "[{}]"));
   ASSERT_TRUE(reply.has_failure());
