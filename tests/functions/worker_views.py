@@ -226,5 +226,9 @@ def returns_true(doc):
     return True
 
 
+def emits_a_set_value(doc):
+    emit(doc["_id"], {1, 2})
+
+
 async def async_map(doc):
     return [(doc["_id"], 1)]

@@ -109,6 +109,15 @@ TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
             "[true,[true,false]]");
 }
 
+// In couchjs's filter_view emit() only sets a flag: a value JSON cannot carry is never
+// serialised, so the document counts as emitted instead of failing the _changes request.
+TEST_F(DesignTest, AViewFilterCountsARowJsonCannotCarry) {
+  const std::string args = std::string("[[") + kOslo + "]]";
+  EXPECT_EQ(Run(cnp::v1::VIEW_FILTER, "worker_views.emits_a_set_value", args).reply(),
+            "[true,[true]]");
+  EXPECT_EQ(Run(cnp::v1::VIEW_FILTER, "worker_views.emits_a_set", args).reply(), "[true,[true]]");
+}
+
 // A map function that raises in a view filter (_changes?filter=_view) is an error for the
 // whole call, as with couchjs's filter_view (no try/catch there): CouchDB answers the _changes
 // request with 500 rather than leaving the document out of the feed.
