@@ -202,3 +202,11 @@ def list_redirects(head, req):
 def list_redirects_after_a_row(head, req):
     get_row()
     raise Redirect("/z")
+
+
+def rewrite_to_a_string(req):
+    return "some/path"
+
+
+def rewrite_false(req):
+    return False

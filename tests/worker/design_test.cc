@@ -325,6 +325,15 @@ TEST_F(DesignTest, RewriteAnswersOkOrNoDispatchRule) {
             R"(["no_dispatch_rule"])");
 }
 
+// couchjs answers a rewrite function's string as the path to rewrite to (CouchDB's own
+// rewrite_js tests return 'foo.txt'), and a false result as no rule.
+TEST_F(DesignTest, ARewritesStringIsItsPath) {
+  EXPECT_EQ(Run(cnp::v1::REWRITE, "worker_design.rewrite_to_a_string", R"([{"path":["db"]}])").reply(),
+            R"(["ok",{"path":"some/path"}])");
+  EXPECT_EQ(Run(cnp::v1::REWRITE, "worker_design.rewrite_false", R"([{"path":["db"]}])").reply(),
+            R"(["no_dispatch_rule"])");
+}
+
 const char kHead[] = R"({"total_rows":20,"offset":0})";
 const char kRows[] = R"([{"id":"doc-0003","key":"Kyoto","value":3},{"id":"doc-0007","key":"Kyoto","value":7}])";
 

@@ -178,8 +178,13 @@ def _update(function, doc, req):
 def _rewrite(function, req):
     result = ran(function(req), function, "rewrote nothing",
                  "a rewrite function returns where the request goes, or None for no rule")
-    if result is None:
+    # couchjs (render.js runRewrite): a false result is no rule, and a string is the path to
+    # go to (CouchDB's own rewrite_js tests return 'foo.txt'); CouchDB keeps the request's
+    # method when the answer names none. Anything else goes to CouchDB, which checks it.
+    if result is None or result is False or (isinstance(result, str) and not result):
         return ["no_dispatch_rule"]
+    if isinstance(result, str):
+        return ["ok", {"path": result}]
     return ["ok", result]
 
 
