@@ -110,6 +110,7 @@ PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_SetString(PyExc_RuntimeError, "emit() can only be called while a map function runs");
     return nullptr;
   }
+  rows->NoteEmit();
   if (!rows->Add(args[0], args[1])) return nullptr;
   Py_RETURN_NONE;
 }
@@ -128,7 +129,7 @@ PyObject* ListStep(PyObject*, PyObject* step) {
 }
 
 // map_emits(function, doc) -> bool: whether the map function emitted at least one row, for
-// view filters. Exceptions propagate.
+// view filters; its rows are counted, not written (RowSink::CountOnly). Exceptions propagate.
 PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2) {
     PyErr_SetString(PyExc_TypeError, "map_emits(function, doc)");
@@ -136,7 +137,7 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   }
   try {
     JsonBuffer scratch;
-    RowSink rows(scratch);
+    RowSink rows(scratch, RowSink::CountOnly{});
     if (!RunMapFunction(args[0], args[1], rows)) return nullptr;
     return PyBool_FromLong(rows.rows() > 0);
   } catch (const std::bad_alloc&) {

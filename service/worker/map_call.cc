@@ -2,6 +2,7 @@
 
 #include "service/worker/call_context.h"
 #include "service/worker/py_ref.h"
+#include "service/worker/unrun_body.h"
 
 namespace cnp::worker {
 namespace {
@@ -20,7 +21,7 @@ bool IsPair(PyObject* item) {
 }
 
 // A returned list must hold [key, value] pairs. couch-named-python ignored what a map function
-// returned; a yielded item that is not a pair is the original README's `yield doc["town"]`
+// returned (so does RunMapFunction once emit() was called); a yielded item that is not a pair is the original README's `yield doc["town"]`
 // ([item, null]), but a returned `("a", 1)` is a single pair meant as the list of them, which
 // would be two wrong rows, ["a", null] and [1, null]: that is the author's mistake, said so.
 bool AddReturnedPairs(PyObject* returned, RowSink& rows) {
@@ -49,13 +50,28 @@ bool RunMapFunction(PyObject* function, PyObject* doc, RowSink& rows) {
   PyRef result = PyRef::Steal(PyObject_CallOneArg(function, doc));
   if (!result) return false;
   PyObject* value = result.get();
-  if (value == Py_None) return true;
+  // A generator is the yield form (its body runs as it is drained below); a coroutine or an
+  // async generator never runs, so it emitted nothing: said so (unrun_body.h).
+  if (!PyGen_Check(value) &&
+      RefuseUnrunBody(result, "a map function", "emitted nothing",
+                      "a map function yields (key, value) pairs, returns a list of them or "
+                      "calls emit(key, value)")) {
+    return false;
+  }
+  // couch-named-python (pyviews map_doc) kept what a function that is not a generator emitted
+  // and ignored what it returned, so `emit(...); return True` has its row, and returned pairs
+  // beside emit() are no rows: once emit() was called, what the function returned is ignored.
+  // (A generator function has run none of its body yet: it cannot have emitted.)
+  if (rows.emitted()) return true;
+  // Without emit(): an early `return False` (or True, or None) is no rows and no error, as it
+  // was; returned pairs are rows (cnp's own form), anything else is the author's mistake.
+  if (value == Py_None || PyBool_Check(value)) return true;
   if (PyList_Check(value) || PyTuple_Check(value)) return AddReturnedPairs(value, rows);
   if (PyIter_Check(value)) return DrainIterator(value, rows);
   // A str or dict is iterable too, but iterating it is never what the author meant.
   PyErr_Format(PyExc_TypeError,
                "a map function must yield (key, value) pairs, return a list of them, or "
-               "return None after calling emit(); it returned %s",
+               "call emit(key, value); it returned %s",
                Py_TYPE(value)->tp_name);
   return false;
 }

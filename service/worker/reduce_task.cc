@@ -9,6 +9,7 @@
 #include "service/worker/raised_log.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
+#include "service/worker/unrun_body.h"
 
 namespace cnp::worker {
 namespace {
@@ -66,6 +67,10 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
                    : PyRef::Steal(PyObject_CallFunctionObjArgs(
                          function.callable.get(), keys_arg.get(), values_arg.get(),
                          request.rereduce() ? Py_True : Py_False, nullptr));
+      // A reduce with a yield in it (or async def) ran none of its body: its null says why
+      // rather than that a generator is not JSON.
+      RefuseUnrunBody(result, request.functions(i), "reduced nothing",
+                      "a reduce function returns its reduction of the values");
     }
     std::optional<std::string> json = result ? ToJson(result.get()) : std::nullopt;
     // Each result joins the answer (the same big value returned by every function is as many

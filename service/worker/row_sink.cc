@@ -6,7 +6,13 @@ namespace cnp::worker {
 
 RowSink::RowSink(JsonBuffer& out) : out_(out), writer_(out) { out_.Put('['); }
 
+RowSink::RowSink(JsonBuffer& scratch, CountOnly) : RowSink(scratch) { count_only_ = true; }
+
 bool RowSink::Add(PyObject* key, PyObject* value) {
+  if (count_only_) {
+    ++rows_;
+    return true;
+  }
   if (rows_ > 0) {
     // Called under Python's frames (emit()), which no C++ exception may cross.
     try {

@@ -8,6 +8,7 @@
 #include "service/worker/raised_log.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
+#include "service/worker/unrun_body.h"
 
 namespace cnp::worker {
 namespace {
@@ -64,21 +65,12 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
   PyObject* const arguments[] = {new_doc->get(), old_doc->get(), user_ctx->get(), sec_obj->get()};
   PyRef result = PyRef::Steal(
       CallWithAcceptedArguments((*function)->callable.get(), arguments, std::size(arguments)));
-  if (result && (PyGen_Check(result.get()) || PyCoro_CheckExact(result.get()) ||
-                 PyAsyncGen_CheckExact(result.get()))) {
-    // A `yield` left in a validator (one written as a map function, say): calling it ran none
-    // of its body, so nothing it would have raised was raised, and every document passed. It
-    // is an error instead, as CouchDB reports a validator that throws.
-    const std::string type = Py_TYPE(result.get())->tp_name;
-    PyRef closed = PyRef::Steal(PyObject_CallMethod(result.get(), "close", nullptr));
-    if (!closed) PyErr_Clear();
-    result = PyRef();
-    PyErr_Format(PyExc_TypeError,
-                 "%s returned a %s without running its body, so it validated nothing: a "
-                 "validate_doc_update function returns to accept a document and raises "
-                 "Forbidden or Unauthorized to refuse it (take out its yield or async)",
-                 request.function().c_str(), type.c_str());
-  }
+  // A `yield` left in a validator (one written as a map function, say): calling it ran none
+  // of its body, so nothing it would have raised was raised, and every document passed. It
+  // is an error instead, as CouchDB reports a validator that throws.
+  RefuseUnrunBody(result, request.function(), "validated nothing",
+                  "a validate_doc_update function returns to accept a document and raises "
+                  "Forbidden or Unauthorized to refuse it");
   if (result) {
     response->set_outcome(ValidateResponse::OK);
   } else {

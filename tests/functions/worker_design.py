@@ -147,3 +147,66 @@ def rewrite_not_json(req):
 
 def number_is(doc, req):
     return doc["v"] == int(req["query"]["v"])
+
+
+def filter_yields(doc, req):
+    """An access-control filter with a yield in it, as for filtered replication."""
+    if doc.get("owner") == req["userCtx"]["name"]:
+        yield True
+
+
+async def filter_async(doc, req):
+    return False
+
+
+async def show_async(doc, req):
+    return "never rendered"
+
+
+async def update_async(doc, req):
+    return doc, "never updated"
+
+
+def rewrite_yields(req):
+    yield {"path": "x"}
+
+
+async def list_async(head, req):
+    return "never listed"
+
+
+def start_then_return(doc, req):
+    """couch-named-python merged what start() was given into the show's answer."""
+    start({"code": 404, "headers": {"Content-Type": "text/plain"}})
+    return "not here"
+
+
+def start_send_and_return(doc, req):
+    start({"headers": {"X-Start": "1", "X-Both": "start"}, "code": 201})
+    send("a")
+    send("b")
+    return {"body": "c", "headers": {"X-Ret": "2", "X-Both": "returned"}}
+
+
+def start_then_redirect(doc, req):
+    start({"code": 200, "headers": {"X-Start": "1"}})
+    send("lost")
+    raise Redirect("/elsewhere")
+
+
+def list_redirects(head, req):
+    send("before")
+    raise Redirect("/z")
+
+
+def list_redirects_after_a_row(head, req):
+    get_row()
+    raise Redirect("/z")
+
+
+def rewrite_to_a_string(req):
+    return "some/path"
+
+
+def rewrite_false(req):
+    return False

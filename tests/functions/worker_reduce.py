@@ -22,3 +22,11 @@ def fails(keys, values, rereduce):
 
 def returns_set(keys, values, rereduce):
     return {1, 2}
+
+
+def yields(keys, values, rereduce):
+    yield sum(values)
+
+
+async def reduces_async(keys, values, rereduce):
+    return sum(values)

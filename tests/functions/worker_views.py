@@ -197,3 +197,38 @@ def number_and_type(doc):
     # Every digit of doc["v"], as the function sees it, and what type it has.
     yield str(doc["v"]), type(doc["v"]).__name__
     yield "value", doc["v"]
+
+
+# couch-named-python ignored what a map function returned: these are the forms its users wrote.
+def emit_then_true(doc):
+    emit(doc["_id"], 1)
+    return True
+
+
+def emit_then_doc(doc):
+    emit(doc["_id"], 1)
+    return doc
+
+
+def emit_then_pairs(doc):
+    """The returned pairs were never rows: only the emitted one is."""
+    emit(doc["_id"], 1)
+    return [("returned", 2)]
+
+
+def early_false(doc):
+    if doc.get("type") != "x":
+        return False
+    emit(doc["_id"], 1)
+
+
+def returns_true(doc):
+    return True
+
+
+def emits_a_set_value(doc):
+    emit(doc["_id"], {1, 2})
+
+
+async def async_map(doc):
+    return [(doc["_id"], 1)]

@@ -45,6 +45,60 @@ TEST_F(DesignTest, RaisingFilterIsAnErrorNamedByTheExceptionNamingTheDocument) {
   EXPECT_EQ(response.error().type(), "KeyError");
 }
 
+// A filter with a yield in it (or written async def) returned a generator (a coroutine)
+// without running its body; the object is truthy, so every document went through: a leak in
+// _changes?filter= and filtered replication. It is an error saying why, as for
+// validate_doc_update.
+TEST_F(DesignTest, AFilterThatYieldsOrIsAsyncIsAnErrorNotAPass) {
+  const std::string args =
+      R"([[{"_id":"mine","owner":"bob"},{"_id":"secret","owner":"alice"}],)"
+      R"({"query":{},"userCtx":{"db":"db","name":"bob","roles":[]}}])";
+  DesignFunctionResponse yields = Run(cnp::v1::FILTER, "worker_design.filter_yields", args);
+  EXPECT_THAT(yields.reply(), ::testing::StartsWith(R"(["error","TypeError",)"));
+  EXPECT_THAT(yields.reply(),
+              ::testing::HasSubstr("worker_design.filter_yields returned a generator without "
+                                   "running its body, so it filtered nothing"));
+  EXPECT_EQ(yields.error().type(), "TypeError");
+  EXPECT_EQ(yields.error().doc_id(), "mine");
+  DesignFunctionResponse async = Run(cnp::v1::FILTER, "worker_design.filter_async", args);
+  EXPECT_THAT(async.reply(),
+              ::testing::HasSubstr("worker_design.filter_async returned a coroutine without "
+                                   "running its body, so it filtered nothing"));
+}
+
+// The other kinds whose result is used as a value say the same, rather than failing later on
+// the object (a list's async tail was sent as "<coroutine object ...>").
+TEST_F(DesignTest, OtherKindsSayTheirBodyDidNotRun) {
+  const std::string show_args = std::string("[") + kOslo + "," + kReq + "]";
+  const std::string post_args = std::string("[") + kOslo + R"(,{"method":"POST"}])";
+  const std::string list_args = std::string("[") + R"({"total_rows":0,"offset":0},{},[]])";
+  const struct {
+    cnp::v1::DesignFunctionKind kind;
+    std::string function;
+    std::string args;
+    std::string says;
+  } cases[] = {
+      {cnp::v1::SHOW, "worker_design.show_async", show_args,
+       "worker_design.show_async returned a coroutine without running its body, so it "
+       "rendered nothing"},
+      {cnp::v1::UPDATE, "worker_design.update_async", post_args,
+       "worker_design.update_async returned a coroutine without running its body, so it "
+       "updated nothing"},
+      {cnp::v1::REWRITE, "worker_design.rewrite_yields", R"([{"path":["db"]}])",
+       "worker_design.rewrite_yields returned a generator without running its body, so it "
+       "rewrote nothing"},
+      {cnp::v1::LIST, "worker_design.list_async", list_args,
+       "worker_design.list_async returned a coroutine without running its body, so it "
+       "listed nothing"},
+  };
+  for (const auto& c : cases) {
+    DesignFunctionResponse response = Run(c.kind, c.function, c.args);
+    EXPECT_THAT(response.reply(), ::testing::StartsWith(R"(["error","render_error","TypeError: )"))
+        << c.function;
+    EXPECT_THAT(response.reply(), ::testing::HasSubstr(c.says)) << c.function;
+  }
+}
+
 TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
   std::string args = std::string("[[") + kOslo + R"(,{"_id":"doc-3","town":"Lima","n":3}]])";
   DesignFunctionResponse response = Run(cnp::v1::VIEW_FILTER, "worker_views.town_emit", args);
@@ -53,6 +107,15 @@ TEST_F(DesignTest, ViewFilterIsTrueWhenTheMapFunctionEmits) {
                                                                     kLima + "]]")
                 .reply(),
             "[true,[true,false]]");
+}
+
+// In couchjs's filter_view emit() only sets a flag: a value JSON cannot carry is never
+// serialised, so the document counts as emitted instead of failing the _changes request.
+TEST_F(DesignTest, AViewFilterCountsARowJsonCannotCarry) {
+  const std::string args = std::string("[[") + kOslo + "]]";
+  EXPECT_EQ(Run(cnp::v1::VIEW_FILTER, "worker_views.emits_a_set_value", args).reply(),
+            "[true,[true]]");
+  EXPECT_EQ(Run(cnp::v1::VIEW_FILTER, "worker_views.emits_a_set", args).reply(), "[true,[true]]");
 }
 
 // A map function that raises in a view filter (_changes?filter=_view) is an error for the
@@ -117,6 +180,21 @@ TEST_F(DesignTest, ShowNotFoundRedirectAndErrors) {
                                R"("])");
   EXPECT_EQ(crash.error().function(), "worker_design.show_crashes");
   EXPECT_EQ(crash.error().doc_id(), "doc-1");
+}
+
+// couch-named-python merged what start() was given into a show's answer, its code and headers
+// over the returned ones, with or without send() (couchjs keeps start() only with send(), and
+// then copies its keys into the headers; old modules must run unchanged).
+TEST_F(DesignTest, AShowsStartIsMergedIntoItsAnswer) {
+  const std::string args = std::string("[null,") + kReq + "]";
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_then_return", args).reply(),
+            R"(["resp",{"body":"not here","code":404,"headers":{"Content-Type":"text/plain"}}])");
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_send_and_return", args).reply(),
+            R"(["resp",{"body":"abc","headers":{"X-Ret":"2","X-Both":"start","X-Start":"1"},)"
+            R"("code":201}])");
+  // A redirect is answered as itself: what start() and send() were given is dropped.
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.start_then_redirect", args).reply(),
+            R"(["resp",{"code":302,"headers":{"Location":"/elsewhere"}}])");
 }
 
 // render.js renderError: the error is logged (exception and stack) before the render_error.
@@ -247,6 +325,15 @@ TEST_F(DesignTest, RewriteAnswersOkOrNoDispatchRule) {
             R"(["no_dispatch_rule"])");
 }
 
+// couchjs answers a rewrite function's string as the path to rewrite to (CouchDB's own
+// rewrite_js tests return 'foo.txt'), and a false result as no rule.
+TEST_F(DesignTest, ARewritesStringIsItsPath) {
+  EXPECT_EQ(Run(cnp::v1::REWRITE, "worker_design.rewrite_to_a_string", R"([{"path":["db"]}])").reply(),
+            R"(["ok",{"path":"some/path"}])");
+  EXPECT_EQ(Run(cnp::v1::REWRITE, "worker_design.rewrite_false", R"([{"path":["db"]}])").reply(),
+            R"(["no_dispatch_rule"])");
+}
+
 const char kHead[] = R"({"total_rows":20,"offset":0})";
 const char kRows[] = R"([{"id":"doc-0003","key":"Kyoto","value":3},{"id":"doc-0007","key":"Kyoto","value":7}])";
 
@@ -263,6 +350,14 @@ TEST_F(DesignTest, WholeListGeneratorForm) {
             R"(["end",["id,key\n","doc-0003,Kyoto\n","doc-0007,Kyoto\n"],{"headers":{"Content-Type":"text/csv"}}])");
   ASSERT_EQ(response.logs_size(), 2);
   EXPECT_EQ(response.logs(1), "row doc-0007");
+}
+
+// couch-named-python answered a list's Redirect with start({"code": 302, "headers":
+// {"Location": url}}), the chunks sent before it going with it.
+TEST_F(DesignTest, AWholeListsRedirectIsItsStart) {
+  std::string args = std::string("[") + kHead + "," + kReq + "," + kRows + "]";
+  EXPECT_EQ(Run(cnp::v1::LIST, "worker_design.list_redirects", args).reply(),
+            R"(["end",["before"],{"code":302,"headers":{"Location":"/z"}}])");
 }
 
 TEST_F(DesignTest, BadArgumentsAreBadInput) {

@@ -73,6 +73,25 @@ TEST_F(ListTest, FunctionMayStopEarly) {
   EXPECT_EQ(Step(RowTask(R"({"id":"a","key":1,"value":2})"), true), R"(["end",["first=a","stop"]])");
 }
 
+// couch-named-python caught a list's Redirect and sent start({"code": 302, "headers":
+// {"Location": url}}) with the chunks sent before it, then ended the list at the first row.
+TEST_F(ListTest, RedirectBeforeTheFirstRowIsTheStart) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.list_redirects"), false),
+            R"(["start",["before"],{"code":302,"headers":{"Location":"/z"}}])");
+  EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), true), R"(["end",[]])");
+}
+
+// Once the start has gone out its code cannot change: a later Redirect stays a render_error.
+TEST_F(ListTest, RedirectAfterTheStartIsARenderError) {
+  EXPECT_EQ(Step(ListStartTask("worker_design.list_redirects_after_a_row"), false),
+            R"(["start",[],{"headers":{}}])");
+  Reply reply = worker_->Call(RowTask(R"({"id":"a"})"));
+  ASSERT_TRUE(reply.has_list_step()) << reply.DebugString();
+  EXPECT_TRUE(reply.list_step().done());
+  EXPECT_EQ(reply.list_step().reply().rfind(R"(["error","render_error","Redirect: /z)", 0), 0u)
+      << reply.list_step().reply();
+}
+
 TEST_F(ListTest, StartCalledLateRidesOnTheNextStep) {
   EXPECT_EQ(Step(ListStartTask("worker_design.late_start"), false), R"(["start",[],{"headers":{}}])");
   EXPECT_EQ(Step(RowTask(R"({"id":"a"})"), false),

@@ -127,6 +127,40 @@ TEST_F(MapTest, IntSubclassKeysAndValuesAreTheirNumbers) {
   EXPECT_EQ(RowsOf("worker_views.int_enum_key", kOslo), R"([[[{"1":"red"},1]]])");
 }
 
+// couch-named-python (pyviews map_doc) kept what a map function emitted and ignored what it
+// returned: `emit(...); return True` keeps its row, and returned pairs are not rows.
+TEST_F(MapTest, AFunctionThatEmitsHasItsReturnValueIgnored) {
+  Reply reply = worker_->Call(MapTask(
+      {"worker_views.emit_then_true", "worker_views.emit_then_doc", "worker_views.emit_then_pairs"},
+      {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[["doc-1",1]],[["doc-1",1]],[["doc-1",1]]])");
+  EXPECT_EQ(reply.map().results(0).errors_size(), 0) << reply.DebugString();
+}
+
+// An early `return False` (or True, or None) from a function that emits nothing is no row and no
+// error, as it was.
+TEST_F(MapTest, ReturningABoolWithoutEmittingIsNoRowsAndNoError) {
+  const char typed[] = R"({"_id":"doc-x","type":"x"})";
+  Reply reply = worker_->Call(
+      MapTask({"worker_views.early_false", "worker_views.returns_true"}, {kOslo, typed}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), "[[],[]]");
+  EXPECT_EQ(reply.map().results(1).rows(), R"([[["doc-x",1]],[]])");
+  EXPECT_EQ(reply.map().results(0).errors_size(), 0) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(1).errors_size(), 0) << reply.DebugString();
+}
+
+// An async def map function ran none of its body: a TypeError saying so.
+TEST_F(MapTest, AnAsyncFunctionIsATypeErrorSayingItsBodyDidNotRun) {
+  Reply reply = worker_->Call(MapTask({"worker_views.async_map"}, {kOslo}));
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_THAT(reply.map().results(0).errors(0).message(),
+              HasSubstr("returned a coroutine without running its body"));
+  EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
+}
+
 TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
   Reply reply = worker_->Call(MapTask({"worker_views.returns_str"}, {kOslo}));
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);

@@ -66,6 +66,24 @@ TEST(ReduceTest, RaisingOrUnserialisableFunctionGivesNullAndAnError) {
   EXPECT_TRUE(logged) << reply.DebugString();
 }
 
+// A reduce with a yield in it (or async def) ran none of its body: its null says why.
+TEST(ReduceTest, AGeneratorOrCoroutineIsAnErrorSayingItsBodyDidNotRun) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(
+      ReduceTask({"worker_reduce.yields", "worker_reduce.reduces_async"}, kKvs, false));
+  ASSERT_TRUE(reply.has_reduce()) << reply.DebugString();
+  EXPECT_EQ(reply.reduce().results(0), "null");
+  EXPECT_EQ(reply.reduce().results(1), "null");
+  ASSERT_EQ(reply.reduce().errors_size(), 2);
+  EXPECT_EQ(reply.reduce().errors(0).type(), "TypeError");
+  EXPECT_THAT(reply.reduce().errors(0).message(),
+              ::testing::HasSubstr("worker_reduce.yields returned a generator without running "
+                                   "its body, so it reduced nothing"));
+  EXPECT_THAT(reply.reduce().errors(1).message(),
+              ::testing::HasSubstr("worker_reduce.reduces_async returned a coroutine without "
+                                   "running its body, so it reduced nothing"));
+}
+
 TEST(ReduceTest, MalformedKvsIsBadInput) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(ReduceTask({"worker_reduce.total"}, "[[1,2,3]]", false));

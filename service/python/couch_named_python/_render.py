@@ -12,6 +12,9 @@ around:
 
 import inspect
 
+from couch_named_python._unrun import ran
+from couch_named_python.errors import Redirect
+
 try:
     # Calls a function with as many arguments as it declares (service/worker/accepted_arguments.h).
     from _cnp import call as _call
@@ -93,17 +96,33 @@ class Rendering:
         may declare fewer parameters, f(head) say, and is given those.
         """
         with self:
-            if inspect.isgeneratorfunction(function):
-                for item in _call(function, head, req, iter(self.get_row, None)):
-                    if isinstance(item, dict):
-                        self.start(item)
-                    else:
-                        self.send(item)
+            try:
+                tail = self._run(function, head, req)
+            except Redirect as redirect:
+                # couch-named-python answered it with start({"code": 302 (301), "headers":
+                # {"Location": url}}), the chunks sent before it going with the start. Once the
+                # start has gone out its code cannot change: then it stays an error.
+                if self.got_row:
+                    raise
+                self.start(redirect.response())
                 tail = None
-            else:
-                tail = _call(function, head, req)
             if not self.got_row:
                 self.get_row()
             if tail is not None:
                 self.send(tail)
             return self.step("end")
+
+    def _run(self, function, head, req):
+        """Calls the list function; returns its tail (None for the generator form)."""
+        if inspect.isgeneratorfunction(function):
+            for item in _call(function, head, req, iter(self.get_row, None)):
+                if isinstance(item, dict):
+                    self.start(item)
+                else:
+                    self.send(item)
+            return None
+        # An async def list, or one returning a generator (not one itself: it was not given
+        # the rows), ran none of its body; its repr must not become the tail.
+        return ran(_call(function, head, req), function, "listed nothing",
+                   "a list function calls send() and get_row() and returns its tail, or is a "
+                   "generator f(head, req, rows) yielding its chunks")

@@ -27,6 +27,7 @@ in service/worker/accepted_arguments.h): a show written f(doc) gets the document
 
 from couch_named_python import _render
 from couch_named_python._traceback import user_traceback
+from couch_named_python._unrun import ran
 from couch_named_python.errors import Forbidden, NotFound, Redirect, Unauthorized
 from couch_named_python.helpers import log
 
@@ -73,7 +74,11 @@ def _filter(function, docs, req):
     results = []
     for doc in docs:
         try:
-            results.append(bool(call(function, doc, req)))
+            # bool() of a generator is True: a filter with a yield in it let everything through.
+            passes = ran(call(function, doc, req), function, "filtered nothing",
+                         "a filter function returns True to let a document through and False "
+                         "to hold it back")
+            results.append(bool(passes))
         except (Exception, SystemExit) as exc:
             raise _Raised(exc, doc) from exc
     return [True, results]
@@ -113,28 +118,50 @@ def _render_show(function, doc, req):
     rendering = _render.Rendering()
     with rendering:
         try:
-            response = _cnp.call(function, doc, req)
+            response = ran(_cnp.call(function, doc, req), function, "rendered nothing",
+                           "a show function returns its response, a dict or a str")
         except Redirect as redirect:
             response = redirect
         except NotFound:
             raise
         except Exception as exc:
             raise _Raised(exc, doc) from exc
+    if isinstance(response, Redirect):
+        # Answered as itself, as couch-named-python answered it: a code start() was given
+        # must not turn the 302 back into a 200.
+        return ["resp", response.response()]
     response = {} if response is None else _as_response(response, "show")
-    if rendering.chunks:  # the function used send(): its chunks come before the body
-        response = dict(response)
+    return ["resp", _with_start(response, rendering)]
+
+
+def _with_start(response, rendering):
+    """couch-named-python's show answer: the chunks send() was given before the body, then
+    whatever start() was given over the returned response, its headers over the returned ones.
+
+    couchjs (render.js runShow) keeps start() only when send() was used too, and then copies
+    start()'s keys (code, headers) into the response's headers; old modules must run unchanged,
+    so a show's start({"code": 404, ...}) is its 404, with or without send().
+    """
+    start = rendering.start_response
+    if not rendering.chunks and not start:
+        return response
+    response = dict(response)
+    if rendering.chunks:
         response["body"] = "".join(rendering.chunks) + response.get("body", "")
-        headers = rendering.start_response.get("headers")
-        if headers:
-            response["headers"] = {**headers, **response.get("headers", {})}
-    return ["resp", response]
+    for key, value in start.items():
+        if key == "headers" and isinstance(value, dict) and isinstance(response.get(key), dict):
+            response[key] = {**response[key], **value}
+        else:
+            response[key] = value
+    return response
 
 
 def _update(function, doc, req):
     if isinstance(req, dict) and req.get("method") == "GET":
         return ["error", "method_not_allowed", "Update functions do not allow GET"]
     try:
-        result = _cnp.call(function, doc, req)
+        result = ran(_cnp.call(function, doc, req), function, "updated nothing",
+                     "an update function returns (doc, response)")
     except Redirect as redirect:
         return ["up", None, redirect.response()]
     except NotFound:
@@ -149,9 +176,15 @@ def _update(function, doc, req):
 
 
 def _rewrite(function, req):
-    result = function(req)
-    if result is None:
+    result = ran(function(req), function, "rewrote nothing",
+                 "a rewrite function returns where the request goes, or None for no rule")
+    # couchjs (render.js runRewrite): a false result is no rule, and a string is the path to
+    # go to (CouchDB's own rewrite_js tests return 'foo.txt'); CouchDB keeps the request's
+    # method when the answer names none. Anything else goes to CouchDB, which checks it.
+    if result is None or result is False or (isinstance(result, str) and not result):
         return ["no_dispatch_rule"]
+    if isinstance(result, str):
+        return ["ok", {"path": result}]
     return ["ok", result]
 
 

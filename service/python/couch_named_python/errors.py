@@ -16,7 +16,8 @@ class NotFound(Exception):
 
 
 class Redirect(Exception):
-    """Raised (or returned) by a show or update function to redirect the client."""
+    """Raised (or returned) by a show or update function, or raised by a list function before
+    its first row, to redirect the client."""
 
     def __init__(self, url, permanent=False):
         super().__init__(url)

@@ -1,0 +1,29 @@
+#include "service/worker/unrun_body.h"
+
+#include <string>
+
+namespace cnp::worker {
+
+bool IsUnrunBody(PyObject* value) {
+  return PyGen_Check(value) || PyCoro_CheckExact(value) || PyAsyncGen_CheckExact(value);
+}
+
+bool RefuseUnrunBody(PyRef& result, std::string_view who, std::string_view outcome,
+                     std::string_view rule) {
+  if (!result || !IsUnrunBody(result.get())) return false;
+  const std::string type = Py_TYPE(result.get())->tp_name;
+  // An async generator has only aclose(), which would itself have to be awaited.
+  if (!PyAsyncGen_CheckExact(result.get())) {
+    PyRef closed = PyRef::Steal(PyObject_CallMethod(result.get(), "close", nullptr));
+    if (!closed) PyErr_Clear();
+  }
+  result = PyRef();
+  std::string message;
+  message.append(who).append(" returned a ").append(type);
+  message.append(" without running its body, so it ").append(outcome).append(": ");
+  message.append(rule).append(" (take out its yield or async)");
+  PyErr_SetString(PyExc_TypeError, message.c_str());
+  return true;
+}
+
+}  // namespace cnp::worker
