@@ -75,7 +75,7 @@ struct MapDoc {
 };
 struct Reduce {
   bool rereduce = false;
-  std::vector<std::string> functions;  // never empty
+  std::vector<std::string> functions;  // empty: reduces to nothing, [true,[]]
   // The raw key/value (or values) array. With ReduceValues::kLeftToTheWorker it is the rest of
   // the line from the array's first byte (its closing bracket, and any arguments after the
   // array, included), not checked as JSON: `values_unchecked` is then set, and `values_offset`

@@ -373,6 +373,9 @@ QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
 }
 
 QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
+  // No functions, no reductions: couchjs answers [true,[]] (its loop over the functions runs
+  // no times), and CouchDB takes it as any reduce's answer. No worker is needed for it.
+  if (reduce.functions.empty()) return Say("[true,[]]");
   NewTask();
   v1::ReduceRequest& request = *task_.mutable_reduce();
   const int functions = static_cast<int>(reduce.functions.size());

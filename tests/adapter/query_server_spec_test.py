@@ -176,6 +176,21 @@ class QueryServerSpecTest(harness.ServerTestCase):
             self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], [1, 2], "ctx"]),
             [True, [3]])
 
+    def test_reduce_with_no_functions_reduces_to_nothing(self):
+        # couchjs's runReduce loops over the functions it was given: none, [true,[]].
+        kvs = [[[i, f"d{i}"], i] for i in range(3)]
+        self.assertEqual(self.qs.reply(["reduce", [], kvs]), [True, []])
+        self.assertEqual(self.qs.reply(["rereduce", [], [1, 2, 3]]), [True, []])
+        self.assertEqual(self.qs.reply(["rereduce", [], []]), [True, []])
+        # No values is a call like any other: the function runs on an empty list.
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_values_length"], []]),
+                         [True, [0]])
+        self.assertEqual(self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], []]),
+                         [True, [0]])
+        # And the session goes on.
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_values_length"], kvs]),
+                         [True, [3]])
+
     def test_reduce_overflow(self):
         kvs = [[[i, f"d{i}"], i] for i in range(3)]
         self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_blowup"], kvs])[:2],

@@ -25,6 +25,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 template <typename T>
 T As(std::string_view line, ReduceValues values = ReduceValues::kChecked) {
@@ -112,7 +113,11 @@ TEST(ParseCommandTest, ReduceNamesItsFunctionsAndKeepsTheValues) {
   EXPECT_EQ(reduce.kvs, "[1, 2,3]");
   EXPECT_EQ(reduce.names_bytes, 5u + 9u);
   EXPECT_EQ(reduce.line_bytes, line.size());
-  EXPECT_THAT(As<command::BadArguments>(R"(["reduce",[],[]])").message,
+  // No functions at all is a reduce to nothing (couchjs answers [true,[]]); a list that is not
+  // of names is still refused.
+  EXPECT_THAT(As<command::Reduce>(R"(["reduce",[],[[[1,"a"],2]]])").functions, IsEmpty());
+  EXPECT_THAT(As<command::Reduce>(R"(["rereduce",[],[]])").functions, IsEmpty());
+  EXPECT_THAT(As<command::BadArguments>(R"(["reduce",[1],[]])").message,
               HasSubstr("expects a list of function names"));
   EXPECT_EQ(As<command::BadArguments>(R"(["reduce",["f"]])").kind, CommandKind::kReduce);
 }
@@ -272,9 +277,17 @@ TEST(ParseCommandTest, LeavesAReducesValuesToTheWorker) {
   EXPECT_THAT(As<command::NotACommand>(R"(["reduce",[1],[}])", ReduceValues::kLeftToTheWorker)
                   .reason,
               HasSubstr("invalid JSON at byte 15"));
-  EXPECT_EQ(As<command::BadArguments>(R"(["reduce",[],[]])", ReduceValues::kLeftToTheWorker)
+  EXPECT_EQ(As<command::BadArguments>(R"(["reduce",[1],[]])", ReduceValues::kLeftToTheWorker)
                 .kind,
             CommandKind::kReduce);
+  // A reduce of no functions runs no worker, so nobody else would check its values: the line
+  // is read whole, and a broken one is no command.
+  EXPECT_FALSE(As<command::Reduce>(R"(["reduce",[],[[[1,"a"],2]]])",
+                                   ReduceValues::kLeftToTheWorker)
+                   .values_unchecked);
+  EXPECT_THAT(As<command::NotACommand>(R"(["rereduce",[],[1 2]])", ReduceValues::kLeftToTheWorker)
+                  .reason,
+              HasSubstr("invalid JSON"));
   EXPECT_FALSE(As<command::Reduce>(R"(["reduce",["m.f"],1])", ReduceValues::kLeftToTheWorker)
                    .values_unchecked);
   EXPECT_FALSE(
