@@ -477,6 +477,19 @@ std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
   return std::nullopt;
 }
 
+std::optional<std::string_view> DocumentBeforeExtraArguments(std::string_view doc_and_rest) {
+  std::string text;
+  text.reserve(doc_and_rest.size() + 2);
+  text.append("[");
+  text.append(doc_and_rest);
+  text.append("]");
+  LineScan scan = ScanLine(text, /*stop_at_third=*/false);
+  if (scan.result.IsError() || !scan.one_array || scan.elements.size() < 2) return std::nullopt;
+  // The elements are slices of `text`, one byte ahead of `doc_and_rest`.
+  const std::string_view first = scan.elements.front();
+  return doc_and_rest.substr(static_cast<size_t>(first.data() - text.data()) - 1, first.size());
+}
+
 CommandKind KindOf(const Command& command) {
   struct Kinds {
     CommandKind operator()(const command::MapDoc&) const { return CommandKind::kMapDoc; }

@@ -122,6 +122,21 @@ TEST(ParseCommandTest, ReduceNamesItsFunctionsAndKeepsTheValues) {
   EXPECT_EQ(As<command::BadArguments>(R"(["reduce",["f"]])").kind, CommandKind::kReduce);
 }
 
+// couchjs maps the document of ["map_doc",{doc},"extra"] and ignores the rest; the hot path
+// takes all of it for the document, so the rest is told apart when the worker refuses that.
+TEST(ParseCommandTest, FindsTheDocumentBeforeAMapDocsExtraArguments) {
+  EXPECT_EQ(As<command::MapDoc>(R"(["map_doc",{"_id":"a"},"extra"])").doc,
+            R"({"_id":"a"},"extra")");
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a","x":[1,","]},"extra",{"y":2})"),
+            R"({"_id":"a","x":[1,","]})");
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"( {"_id":"a"} , 1)"), R"({"_id":"a"})");
+  // One value, or text that is not JSON, is no document with extra arguments.
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"})"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"},)"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"} "x")"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a",},1)"), std::nullopt);
+}
+
 TEST(ParseCommandTest, DesignDocs) {
   command::DesignDocNew ddoc = As<command::DesignDocNew>(R"(["ddoc","new","_design\/v",{"a":1}])");
   EXPECT_EQ(ddoc.id, "_design/v");

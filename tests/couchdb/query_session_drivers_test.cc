@@ -275,6 +275,27 @@ TEST_P(DriversTest, AReduceOfNoFunctionsIsAnsweredWithNoReductions) {
   EXPECT_EQ(script_.tasks[0].reduce().kvs(), "[]");
 }
 
+// ["map_doc",{doc},"extra"]: couchjs maps the document and ignores the rest. The worker is
+// handed the unchecked text and refuses it; the document alone is then mapped.
+TEST_P(DriversTest, AMapDocsExtraArgumentsAreIgnored) {
+  script_.on_run = [](const Task&) { return ReplyFromText(kResolved); };
+  Send(R"(["add_fun","fns.a"])");
+  script_.on_run = [](const Task& task) -> absl::StatusOr<Reply> {
+    if (task.map().docs(0) != R"({"_id":"a"})") {
+      return ReplyFromText(R"pb(failure { code: BAD_INPUT message: "invalid JSON" })pb");
+    }
+    return ReplyFromText(R"pb(map { results { rows: "[[[\"a\",1]]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"},"extra",{"x":[1]}])"),
+              ElementsAre(R"([[["a",1]]])"));
+  ASSERT_EQ(script_.tasks.size(), 3u);
+  EXPECT_EQ(script_.tasks[1].map().docs(0), R"({"_id":"a"},"extra",{"x":[1]})");
+  // A document that is not JSON is still the worker's bad_input, asked once.
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a",}])"),
+              ElementsAre(R"(["error","bad_input","invalid JSON"])"));
+  EXPECT_EQ(script_.tasks.size(), 4u);
+}
+
 TEST_P(DriversTest, ADesignDocumentStaysTaughtAmongAHundredThousand) {
   for (int i = 0; i < 100000; ++i) {
     std::optional<v1::SessionOutput> taught = Handle(absl::StrCat(
