@@ -291,8 +291,10 @@ Command ParseReduce(const Elements& elements, bool rereduce, std::string_view li
   if (elements.size() < (values_at.has_value() ? 2 : 3)) {
     return MissingArguments(kind, CommandName(kind));
   }
+  // An empty list is a reduce to nothing: couchjs's runReduce loops over the functions it is
+  // given and answers [true,[]] (QueryProtocol answers it so, with no task).
   std::optional<std::vector<std::string>> functions = DecodeStrings(elements[1]);
-  if (!functions.has_value() || functions->empty()) {
+  if (!functions.has_value()) {
     return command::BadArguments{
         kind, "query_protocol_error",
         absl::StrCat(AbslView(CommandName(kind)), " expects a list of function names")};
@@ -319,8 +321,10 @@ std::optional<Command> ParseReduceHead(std::string_view line, bool rereduce) {
   if (!scan.values_at.has_value()) return std::nullopt;
   Command reduce = ParseReduce(scan.elements, rereduce, line, scan.values_at);
   // A broken function list is an error line only on a line that is JSON, which takes the whole
-  // walk to know.
-  if (!std::holds_alternative<command::Reduce>(reduce)) return std::nullopt;
+  // walk to know. A reduce of no functions is read whole too: no worker reads its values,
+  // so they are checked here.
+  const auto* parsed = std::get_if<command::Reduce>(&reduce);
+  if (parsed == nullptr || parsed->functions.empty()) return std::nullopt;
   return reduce;
 }
 
@@ -471,6 +475,19 @@ std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
   }
   if (!scan.one_array) return std::string(kNotACommandReason);
   return std::nullopt;
+}
+
+std::optional<std::string_view> DocumentBeforeExtraArguments(std::string_view doc_and_rest) {
+  std::string text;
+  text.reserve(doc_and_rest.size() + 2);
+  text.append("[");
+  text.append(doc_and_rest);
+  text.append("]");
+  LineScan scan = ScanLine(text, /*stop_at_third=*/false);
+  if (scan.result.IsError() || !scan.one_array || scan.elements.size() < 2) return std::nullopt;
+  // The elements are slices of `text`, one byte ahead of `doc_and_rest`.
+  const std::string_view first = scan.elements.front();
+  return doc_and_rest.substr(static_cast<size_t>(first.data() - text.data()) - 1, first.size());
 }
 
 CommandKind KindOf(const Command& command) {

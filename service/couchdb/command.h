@@ -75,7 +75,7 @@ struct MapDoc {
 };
 struct Reduce {
   bool rereduce = false;
-  std::vector<std::string> functions;  // never empty
+  std::vector<std::string> functions;  // empty: reduces to nothing, [true,[]]
   // The raw key/value (or values) array. With ReduceValues::kLeftToTheWorker it is the rest of
   // the line from the array's first byte (its closing bracket, and any arguments after the
   // array, included), not checked as JSON: `values_unchecked` is then set, and `values_offset`
@@ -150,6 +150,14 @@ Command ParseCommand(std::string_view line, ReduceValues values = ReduceValues::
 // the values). nullopt when the line is a command. Offsets in the reason are the line's.
 std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
                                            bool after_comma);
+
+// A map_doc line's document, when what ParseCommand took for it (the text between the name and
+// the closing bracket, unchecked) is the document and then more arguments:
+// ["map_doc",{doc},"extra"]. couchjs ignores them (its dispatcher spreads a line's arguments
+// over the handler's parameters, and map_doc has one), so the document alone is mapped. nullopt
+// when `doc_and_rest` is one value, or is not JSON. Scans the text: for after the worker has
+// refused it, never on the hot path.
+std::optional<std::string_view> DocumentBeforeExtraArguments(std::string_view doc_and_rest);
 
 // What a command of `kind` whose arguments are missing is answered with: `what` names the
 // command or the design function ("'map_doc' is missing arguments").

@@ -170,6 +170,7 @@ class QueryProtocol {
   Step Reset(const command::Reset& reset);
   Step AddFun(const command::AddFun& add_fun);
   Step MapDoc(std::string_view doc);
+  Step Mapped(const absl::StatusOr<Reply>& reply);
   Step Reduce(command::Reduce& reduce);
   Step DesignDocNew(const command::DesignDocNew& ddoc);
   Step DesignDocCall(const command::DesignDocCall& call);

@@ -145,6 +145,7 @@ class Parser {
     }
     std::vector<DesignDocSpec> specs;
     try {
+      CheckTags(root);
       if (root.IsNull()) {
         problems_.Warning(At(YAML::Mark()), "no design documents in this file");
         return specs;
@@ -200,6 +201,83 @@ class Parser {
                        meant ? "true" : "false", "): write ", meant ? "true" : "false",
                        ", or quote it if a string is meant"));
     }
+  }
+
+  // YAML tags are refused at their file:line, not ignored: a tag asks the reader to make
+  // something other than the text of the value (PyYAML's !!python/object builds an object,
+  // an !include reads another file), and cnp, which reads plain YAML 1.2 and runs no tag,
+  // would upload the bare text in its place, a design document other than the one its author
+  // meant, without a word. The core schema's tags are taken where they agree with the value as
+  // cnp reads it (!!str is honoured; !!int 7, !!map {...}). Walked once before the file is
+  // read, every use of an alias included, so the walk is bounded as the reading is (a file past
+  // the bounds is refused by the reading, which says so).
+  void CheckTags(const YAML::Node& root) {
+    int64_t visited = 0;
+    std::set<std::pair<int, int>> reported;  // an alias's node is seen once per use
+    CheckTags(root, 0, visited, reported);
+  }
+
+  void CheckTags(const YAML::Node& node, int depth, int64_t& visited,
+                 std::set<std::pair<int, int>>& reported) {
+    if (++visited > limits_.max_nodes || depth >= limits_.max_depth) return;
+    if (std::optional<std::string> why = TagProblem(node)) {
+      if (reported.emplace(node.Mark().line, node.Mark().column).second) {
+        problems_.Error(At(node.Mark()), *why);
+      }
+    }
+    if (node.IsMap()) {
+      for (const auto& entry : node) {
+        CheckTags(entry.first, depth + 1, visited, reported);
+        CheckTags(entry.second, depth + 1, visited, reported);
+      }
+    } else if (node.IsSequence()) {
+      for (const auto& item : node) CheckTags(item, depth + 1, visited, reported);
+    }
+  }
+
+  static std::optional<std::string> TagProblem(const YAML::Node& node) {
+    const std::string& tag = node.Tag();
+    // Untagged ("?", or none for a null) or the non-specific "!" of a quoted scalar.
+    if (tag.empty() || tag == "?" || tag == "!") return std::nullopt;
+    constexpr absl::string_view kCore = "tag:yaml.org,2002:";
+    const bool core = absl::StartsWith(tag, kCore);
+    const std::string shown =
+        Printable(core ? absl::StrCat("!!", absl::string_view(tag).substr(kCore.size())) : tag);
+    if (core) {
+      const absl::string_view type = absl::string_view(tag).substr(kCore.size());
+      if (type == "str") return std::nullopt;  // honoured: PlainScalarToJson keeps it text
+      bool agrees = false;
+      if (type == "map") agrees = node.IsMap();
+      if (type == "seq") agrees = node.IsSequence();
+      if (node.IsScalar() && (type == "int" || type == "float" || type == "bool" ||
+                              type == "null")) {
+        rapidjson::Document scratch;
+        std::string error;
+        const rapidjson::Value value =
+            PlainScalarToJson(YAML::Node(node.Scalar()), scratch.GetAllocator(), error);
+        if (type == "int") agrees = value.IsInt64() || value.IsUint64();
+        if (type == "float") agrees = value.IsNumber();
+        if (type == "bool") agrees = value.IsBool();
+        if (type == "null") agrees = value.IsNull();
+      }
+      if (agrees) return std::nullopt;
+      if (type == "int" || type == "float" || type == "bool" || type == "null" ||
+          type == "map" || type == "seq") {
+        const std::string value = node.IsScalar()
+                                      ? absl::StrCat("\"", Printable(node.Scalar()), "\"")
+                                      : std::string(KindName(node));
+        return absl::StrCat("the YAML tag ", shown, " does not fit its value, ", value,
+                            ", which cnp (reading YAML 1.2's core schema) would upload as it "
+                            "reads without the tag; write the value as one (true, false, 12, "
+                            "1.5, null, a list, a mapping) and remove the tag");
+      }
+    }
+    return absl::StrCat(
+        "the YAML tag ", shown,
+        " is not supported: cnp reads plain YAML 1.2 and runs no tag, so the value would be "
+        "uploaded as the bare text or mapping after the tag, not what ", shown,
+        " makes of it; write the value out (in this file) and remove the tag, or quote it if "
+        "a string that starts with ! is meant");
   }
 
   v1::SourceLocation At(const YAML::Mark& mark) const {

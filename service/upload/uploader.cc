@@ -194,25 +194,70 @@ class UploadRun {
       if (absl::IsCancelled(status)) return status;
       SendError(status, target);  // once per database
       if (first_error.ok()) first_error = status;
-      if (AffectsEverything(status)) return status;
+      if (AffectsEverything(status)) {
+        return StoppedEarly(status, targets.size(), targets.size());
+      }
     }
     if (!first_error.ok()) {
       return absl::Status(first_error.code(),
                           absl::StrCat(first_error.message(), "; nothing was written"));
     }
-    for (const Target& target : targets) {
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const Target& target = targets[i];
       if (stop_.stop_requested()) return Cancelled();
       absl::Status status = UploadOne(target);
       if (status.ok()) continue;
       if (absl::IsCancelled(status)) return status;
       SendError(status, target);
       if (first_error.ok()) first_error = status;
-      if (AffectsEverything(status)) return status;
+      if (AffectsEverything(status)) {
+        return StoppedEarly(status, targets.size() - i - 1, targets.size());
+      }
     }
     return first_error;
   }
 
+  // CouchDB as a whole failed (a 401 for credentials it stopped taking, CouchDB gone): the run
+  // stops, and its status says what that left undone, so that the operator knows what CouchDB
+  // holds and that a run is still owed. The outcomes so far are events (and cnp's summary), but
+  // the design documents never tried were in no event at all.
+  absl::Status StoppedEarly(const absl::Status& status, size_t not_attempted,
+                            size_t total) const {
+    std::string left;
+    if (written_ + unchanged_ == 0) {
+      left = absl::StrCat("nothing was written and ", not_attempted,
+                          not_attempted == total ? "" : absl::StrCat(" of the ", total),
+                          total == 1 ? " design document" : " design documents",
+                          not_attempted == 1 ? " was" : " were", " not attempted");
+    } else {
+      left = absl::StrCat(written_, request_.dry_run() ? " would change" : " written");
+      if (unchanged_ > 0) absl::StrAppend(&left, ", ", unchanged_, " already up to date");
+      // The one that stopped the upload, and any that failed alone before it.
+      const size_t accounted = static_cast<size_t>(written_ + unchanged_) + not_attempted;
+      if (accounted < total) absl::StrAppend(&left, ", ", total - accounted, " failed");
+      absl::StrAppend(&left, " and ", not_attempted, " not attempted, of ", total,
+                      " design documents");
+    }
+    return absl::Status(status.code(),
+                        absl::StrCat(status.message(), "; the upload stopped there: ", left));
+  }
+
   bool Send(const v1::UploadEvent& event) {
+    if (event.has_outcome()) {
+      switch (event.outcome().action()) {
+        case v1::DesignDocOutcome::CREATED:
+        case v1::DesignDocOutcome::UPDATED:
+        case v1::DesignDocOutcome::WOULD_CREATE:
+        case v1::DesignDocOutcome::WOULD_UPDATE:
+          ++written_;
+          break;
+        case v1::DesignDocOutcome::UNCHANGED:
+          ++unchanged_;
+          break;
+        default:
+          break;
+      }
+    }
     if (stop_.stop_requested()) cancelled_ = true;
     if (cancelled_) return false;
     if (!emit_(event)) cancelled_ = true;
@@ -684,6 +729,10 @@ class UploadRun {
   std::vector<DesignDocSpec> specs_;
   std::unique_ptr<couchdb::CouchClient> couch_;
   bool cancelled_ = false;
+  // Design documents written (or, on a dry run, that would change) and found as they should
+  // be, from the outcomes sent (StoppedEarly).
+  int written_ = 0;
+  int unchanged_ = 0;
 };
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include "service/worker/failed_imports.h"
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
+#include "service/worker/name_suggestion.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/source_stamps.h"
 
@@ -61,6 +62,12 @@ class FunctionRegistry {
   // @version (that is how upload learns the version to append); its module is still
   // imported anew if its files changed, so the answer is the code on disk.
   absl::StatusOr<const LoadedFunction*> Resolve(const FunctionName& name);
+
+  // The closest existing name to one that was not found (name_suggestion.h), for the error
+  // a resolve answers with. Never on the hot path: it lists modules.
+  std::optional<std::string> Suggest(const FunctionName& name) const {
+    return SuggestFunctionName(name, policy_);
+  }
 
   // Changes whenever functions loaded before were dropped because their code changed on disk:
   // pointers returned before are then dangling, and a caller holding several must load again.

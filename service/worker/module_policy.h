@@ -61,6 +61,11 @@ class ModulePolicy {
   // counts): code whose changes a worker picks up.
   bool IsUnderCodeRoots(const std::string& file) const;
 
+  // Whether --allow-module covers `module` (every module when none was given): for a "did you
+  // mean" (name_suggestion.h), which should not name a module the operator never allowed. The
+  // full checks come when the name is used.
+  bool AllowsModuleName(const std::string& module) const { return AllowedByPrefix(module); }
+
  private:
   enum class Root { kNone, kOperator, kLibrary, kStdlib };
   struct Location {

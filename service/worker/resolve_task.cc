@@ -25,7 +25,15 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
           UnversionedNameMessage(name->path, *(*function)->version));
     }
     if (!function.ok()) {
-      resolved->set_error(std::string(function.status().message()));
+      std::string error(function.status().message());
+      // A typo in a module or function name (cnp check, cnp upload, an add_fun): the closest
+      // name that exists, looked for only on this error path.
+      if (absl::IsNotFound(function.status()) && name.ok()) {
+        if (std::optional<std::string> meant = registry.Suggest(*name)) {
+          absl::StrAppend(&error, "; did you mean \"", *meant, "\"?");
+        }
+      }
+      resolved->set_error(std::move(error));
       // The code a call naming it would fail with (a version mismatch is FAILED_PRECONDITION).
       resolved->set_error_code(static_cast<int>(function.status().code()));
       if (ImportRaised(function.status())) reply.add_import_raised(text);

@@ -99,6 +99,26 @@ class QueryServerSpecTest(harness.ServerTestCase):
         rows = self.qs.reply(["map_doc", {"a": "b"}])
         self.assertEqual(rows, [[["foo", "b"], ["bar", "b"]], [["baz", "b"]]])
 
+    def test_extra_trailing_arguments_are_ignored(self):
+        # couchjs's dispatcher spreads a line's arguments over the handler's parameters, so
+        # arguments past the ones a command takes are ignored (CouchDB main adds a context
+        # string to reduce lines; a later one may add more to others). map_doc answered
+        # bad_input for them.
+        self.assertIs(self.qs.reply(["add_fun", "fixture_fns.emit_once", "extra"]), True)
+        self.assertEqual(self.qs.reply(["map_doc", {"a": "b"}, "extra", {"more": [1, 2]}]),
+                         [[["baz", "b"]]])
+        self.assertEqual(self.qs.reply(["map_doc", {"a": "c"}]), [[["baz", "c"]]])
+        self.assertIs(self.qs.reply(["ddoc", "new", DDOC_ID, DDOC, "extra"]), True)
+        self.assertEqual(
+            self.qs.reply(ddoc_call(["validate_doc_update"], [{"good": True}, {}, {}, {}, "x"])),
+            1)
+        self.assertEqual(
+            self.qs.reply(["ddoc", DDOC_ID, ["filters", "basic"], [[{"good": True}], {}], "x"]),
+            [True, [True]])
+        self.assertEqual(self.qs.reply(["ddoc", DDOC_ID, ["shows", "headers"], [DOC, {}], "x"]),
+                         ["resp", {"code": 200, "headers": {"X-Plankton": "Rusty"},
+                                   "body": "Best ever - Doc body"}])
+
     def test_map_log_and_exception_lines_come_function_by_function(self):
         # couchjs: the first function's exception line, then the second one's log line.
         self.assertIs(self.qs.reply(["add_fun", "fixture_fns.map_fails_for_the_test"]), True)
@@ -175,6 +195,21 @@ class QueryServerSpecTest(harness.ServerTestCase):
         self.assertEqual(
             self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], [1, 2], "ctx"]),
             [True, [3]])
+
+    def test_reduce_with_no_functions_reduces_to_nothing(self):
+        # couchjs's runReduce loops over the functions it was given: none, [true,[]].
+        kvs = [[[i, f"d{i}"], i] for i in range(3)]
+        self.assertEqual(self.qs.reply(["reduce", [], kvs]), [True, []])
+        self.assertEqual(self.qs.reply(["rereduce", [], [1, 2, 3]]), [True, []])
+        self.assertEqual(self.qs.reply(["rereduce", [], []]), [True, []])
+        # No values is a call like any other: the function runs on an empty list.
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_values_length"], []]),
+                         [True, [0]])
+        self.assertEqual(self.qs.reply(["rereduce", ["fixture_fns.reduce_values_sum"], []]),
+                         [True, [0]])
+        # And the session goes on.
+        self.assertEqual(self.qs.reply(["reduce", ["fixture_fns.reduce_values_length"], kvs]),
+                         [True, [3]])
 
     def test_reduce_overflow(self):
         kvs = [[[i, f"d{i}"], i] for i in range(3)]

@@ -25,6 +25,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 template <typename T>
 T As(std::string_view line, ReduceValues values = ReduceValues::kChecked) {
@@ -112,9 +113,28 @@ TEST(ParseCommandTest, ReduceNamesItsFunctionsAndKeepsTheValues) {
   EXPECT_EQ(reduce.kvs, "[1, 2,3]");
   EXPECT_EQ(reduce.names_bytes, 5u + 9u);
   EXPECT_EQ(reduce.line_bytes, line.size());
-  EXPECT_THAT(As<command::BadArguments>(R"(["reduce",[],[]])").message,
+  // No functions at all is a reduce to nothing (couchjs answers [true,[]]); a list that is not
+  // of names is still refused.
+  EXPECT_THAT(As<command::Reduce>(R"(["reduce",[],[[[1,"a"],2]]])").functions, IsEmpty());
+  EXPECT_THAT(As<command::Reduce>(R"(["rereduce",[],[]])").functions, IsEmpty());
+  EXPECT_THAT(As<command::BadArguments>(R"(["reduce",[1],[]])").message,
               HasSubstr("expects a list of function names"));
   EXPECT_EQ(As<command::BadArguments>(R"(["reduce",["f"]])").kind, CommandKind::kReduce);
+}
+
+// couchjs maps the document of ["map_doc",{doc},"extra"] and ignores the rest; the hot path
+// takes all of it for the document, so the rest is told apart when the worker refuses that.
+TEST(ParseCommandTest, FindsTheDocumentBeforeAMapDocsExtraArguments) {
+  EXPECT_EQ(As<command::MapDoc>(R"(["map_doc",{"_id":"a"},"extra"])").doc,
+            R"({"_id":"a"},"extra")");
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a","x":[1,","]},"extra",{"y":2})"),
+            R"({"_id":"a","x":[1,","]})");
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"( {"_id":"a"} , 1)"), R"({"_id":"a"})");
+  // One value, or text that is not JSON, is no document with extra arguments.
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"})"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"},)"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a"} "x")"), std::nullopt);
+  EXPECT_EQ(DocumentBeforeExtraArguments(R"({"_id":"a",},1)"), std::nullopt);
 }
 
 TEST(ParseCommandTest, DesignDocs) {
@@ -272,9 +292,17 @@ TEST(ParseCommandTest, LeavesAReducesValuesToTheWorker) {
   EXPECT_THAT(As<command::NotACommand>(R"(["reduce",[1],[}])", ReduceValues::kLeftToTheWorker)
                   .reason,
               HasSubstr("invalid JSON at byte 15"));
-  EXPECT_EQ(As<command::BadArguments>(R"(["reduce",[],[]])", ReduceValues::kLeftToTheWorker)
+  EXPECT_EQ(As<command::BadArguments>(R"(["reduce",[1],[]])", ReduceValues::kLeftToTheWorker)
                 .kind,
             CommandKind::kReduce);
+  // A reduce of no functions runs no worker, so nobody else would check its values: the line
+  // is read whole, and a broken one is no command.
+  EXPECT_FALSE(As<command::Reduce>(R"(["reduce",[],[[[1,"a"],2]]])",
+                                   ReduceValues::kLeftToTheWorker)
+                   .values_unchecked);
+  EXPECT_THAT(As<command::NotACommand>(R"(["rereduce",[],[1 2]])", ReduceValues::kLeftToTheWorker)
+                  .reason,
+              HasSubstr("invalid JSON"));
   EXPECT_FALSE(As<command::Reduce>(R"(["reduce",["m.f"],1])", ReduceValues::kLeftToTheWorker)
                    .values_unchecked);
   EXPECT_FALSE(

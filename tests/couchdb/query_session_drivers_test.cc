@@ -261,6 +261,41 @@ TEST_P(DriversTest, InfrastructureFailureIsAnErrorNeverAnEmptyResult) {
 // CouchDB never teaches a live process a design document again: a process serving many
 // databases (a validate_doc_update in each, as per-user databases have) must still know the
 // first it was taught after 100,000 others, or the write that document validates fails.
+// couchjs reduces with each function it is given: given none, it answers [true,[]], with no
+// worker to ask. It was answered ["error","query_protocol_error",..], which fails the view.
+TEST_P(DriversTest, AReduceOfNoFunctionsIsAnsweredWithNoReductions) {
+  EXPECT_THAT(Send(R"(["reduce",[],[[[1,"a"],2],[[2,"b"],3]]])"), ElementsAre("[true,[]]"));
+  EXPECT_THAT(Send(R"(["rereduce",[],[1,2]])"), ElementsAre("[true,[]]"));
+  EXPECT_THAT(Send(R"(["rereduce",[],[]])"), ElementsAre("[true,[]]"));
+  EXPECT_TRUE(script_.tasks.empty());
+  // An empty list of values is a reduce like any other: the worker runs the function on it.
+  script_.on_run = [](const Task&) { return ReplyFromText(R"pb(reduce { results: "0" })pb"); };
+  EXPECT_THAT(Send(R"(["rereduce",["fns.sum"],[]])"), ElementsAre("[true,[0]]"));
+  ASSERT_EQ(script_.tasks.size(), 1u);
+  EXPECT_EQ(script_.tasks[0].reduce().kvs(), "[]");
+}
+
+// ["map_doc",{doc},"extra"]: couchjs maps the document and ignores the rest. The worker is
+// handed the unchecked text and refuses it; the document alone is then mapped.
+TEST_P(DriversTest, AMapDocsExtraArgumentsAreIgnored) {
+  script_.on_run = [](const Task&) { return ReplyFromText(kResolved); };
+  Send(R"(["add_fun","fns.a"])");
+  script_.on_run = [](const Task& task) -> absl::StatusOr<Reply> {
+    if (task.map().docs(0) != R"({"_id":"a"})") {
+      return ReplyFromText(R"pb(failure { code: BAD_INPUT message: "invalid JSON" })pb");
+    }
+    return ReplyFromText(R"pb(map { results { rows: "[[[\"a\",1]]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"},"extra",{"x":[1]}])"),
+              ElementsAre(R"([[["a",1]]])"));
+  ASSERT_EQ(script_.tasks.size(), 3u);
+  EXPECT_EQ(script_.tasks[1].map().docs(0), R"({"_id":"a"},"extra",{"x":[1]})");
+  // A document that is not JSON is still the worker's bad_input, asked once.
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a",}])"),
+              ElementsAre(R"(["error","bad_input","invalid JSON"])"));
+  EXPECT_EQ(script_.tasks.size(), 4u);
+}
+
 TEST_P(DriversTest, ADesignDocumentStaysTaughtAmongAHundredThousand) {
   for (int i = 0; i < 100000; ++i) {
     std::optional<v1::SessionOutput> taught = Handle(absl::StrCat(

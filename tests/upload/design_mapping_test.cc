@@ -15,12 +15,15 @@ namespace cnp::upload::testing {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::AnyOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::UnorderedElementsAre;
 using ::testing::IsEmpty;
+using ::testing::IsSupersetOf;
 using ::testing::SizeIs;
+using ::testing::StartsWith;
 
 class DesignMappingTest : public ::testing::Test {
  protected:
@@ -210,6 +213,40 @@ TEST_F(DesignMappingTest, YesNoOnOffInOptionsAreWarnedOf) {
                                     "cnp-upload's YAML 1.1 read it as true): write true"),
                           HasSubstr("6:49 option \"include_design\" is the string \"Off\"")))
       << result.Dump();
+}
+
+// A YAML tag asks for something other than the value's text (PyYAML's !!python/object builds
+// an object, an !include reads another file); cnp runs no tag, and read the bare text in its
+// place without a word. Such tags are refused at their line; core-schema tags that agree with
+// the value as cnp reads it are taken.
+TEST_F(DesignMappingTest, YamlTagsAreRefusedAtTheirLineUnlessTheyChangeNothing) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("t.yml",
+                                    "d:\n"
+                                    "  views: !include views.yml\n"
+                                    "  options: !!python/object:m.Opts {local_seq: true}\n"
+                                    "  shows: {s: !foo m.map}\n"
+                                    "  filters: {f: !!bool yes}\n"
+                                    "  lists: !!map {l: !!str m.map}\n"
+                                    "  autoupdate: !!bool true\n"
+                                    "  updates: {u: ! m.map, v: \"m.map\"}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  std::vector<std::string> refused;
+  for (const auto& e : result.errors()) {
+    refused.push_back(absl::StrCat(e.location().line(), ":", e.location().column(), " ",
+                                   e.message()));
+  }
+  EXPECT_THAT(refused, IsSupersetOf({HasSubstr("2:10 the YAML tag !include is not supported"),
+                                     HasSubstr("3:12 the YAML tag !!python/object:m.Opts is not "
+                                               "supported"),
+                                     HasSubstr("4:14 the YAML tag !foo is not supported"),
+                                     HasSubstr("5:16 the YAML tag !!bool does not fit its value, "
+                                               "\"yes\"")}))
+      << result.Dump();
+  // Nothing about the tags that agree with their values (lines 6 to 8).
+  for (const std::string& error : refused) {
+    EXPECT_THAT(error, Not(AnyOf(StartsWith("6:"), StartsWith("7:"), StartsWith("8:")))) << error;
+  }
 }
 
 // A name with a control character in it (a newline, an escape sequence) is refused at its

@@ -366,6 +366,54 @@ TEST_F(ScriptedCouchTest, BasicAuthIsSentAndARefusedWriteIsExplained) {
   EXPECT_EQ(result.errors()[0].database(), "big");
 }
 
+// CouchDB stopped taking the credentials in the middle of an upload (a 401 for the second of
+// four design documents): the upload stops there, and says what it wrote and what it never
+// tried, which no event names.
+TEST_F(ScriptedCouchTest, AnUploadStoppedByA401SaysWhatWasWrittenAndWhatWasNotAttempted) {
+  std::vector<std::string> puts;
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big") return {200, "{}"};
+    if (call == "GET /big/_design/same") {
+      return {200, R"({"_id": "_design/same", "_rev": "1-s", "language": "python",
+                       "views": {"v": {"map": "myviews.townmap|123"}}})"};
+    }
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    puts.push_back(call);
+    if (call == "PUT /big/_design/a") return {201, R"({"ok": true, "rev": "1-a"})"};
+    return {401, R"({"error": "unauthorized", "reason": "Name or password is incorrect."})"};
+  }));
+  v1::UploadRequest request = Request(couch.url());
+  request.clear_files();
+  *request.add_files() = File("four.yml",
+                              "a: {views: {v: myviews.townmap}}\n"
+                              "same: {views: {v: myviews.townmap}}\n"
+                              "b: {views: {v: myviews.townmap}}\n"
+                              "c: {views: {v: myviews.townmap}}\n"
+                              "d: {views: {v: myviews.townmap}}\n");
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, request);
+  EXPECT_TRUE(absl::IsUnauthenticated(result.status)) << result.status << "\n" << result.Dump();
+  EXPECT_THAT(puts, ElementsAre("PUT /big/_design/a", "PUT /big/_design/b"));
+  EXPECT_THAT(std::string(result.status.message()),
+              HasSubstr("; the upload stopped there: 1 written, 1 already up to date, 1 failed "
+                        "and 2 not attempted, of 5 design documents"));
+}
+
+// The same 401 for the database, before any write: nothing was written, and nothing tried.
+TEST_F(ScriptedCouchTest, AnUploadStoppedByA401BeforeAnyWriteSaysNothingWasAttempted) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
+    return {401, R"({"error": "unauthorized", "reason": "Name or password is incorrect."})"};
+  }));
+  // The root is asked first, and answers as CouchDB (AsCouchDB); the database is refused.
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_TRUE(absl::IsUnauthenticated(result.status)) << result.status << "\n" << result.Dump();
+  EXPECT_THAT(std::string(result.status.message()),
+              HasSubstr("; the upload stopped there: nothing was written and 1 design "
+                        "document was not attempted"));
+}
+
 TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
     return {500, R"({"error": "unknown_error", "reason": "function_clause"})"};

@@ -18,7 +18,9 @@
 namespace cnp::worker::testing {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kRevmod[] = R"PY(from couch_named_python import version
 
@@ -93,6 +95,21 @@ TEST_F(FunctionUpdatesTest, ANameThatIsReallyMissingStillFails) {
   Reply failed = worker_->Call(MapTask({"revmod.nowhere|1"}, {"{}"}));
   ASSERT_TRUE(failed.has_failure()) << failed.DebugString();
   EXPECT_THAT(failed.failure().message(), HasSubstr("has no attribute 'nowhere'"));
+}
+
+// A typo in the function or the module (cnp check, cnp upload, add_fun) is answered with the
+// closest existing name, when one is close; a name close to nothing gets no guess.
+TEST_F(FunctionUpdatesTest, AMisspeltNameGetsTheClosestExistingOne) {
+  EXPECT_EQ(Resolve("revmod.townmpa").error(),
+            "AttributeError: module 'revmod' has no attribute 'townmpa'; did you mean "
+            "\"revmod.townmap\"?");
+  EXPECT_THAT(Resolve("revmdo.townmap|1").error(),
+              AllOf(HasSubstr("No module named 'revmdo'"),
+                    HasSubstr("; did you mean \"revmod.townmap|1\"?")));
+  EXPECT_THAT(Resolve("revmod.zzzzzzzz").error(), Not(HasSubstr("did you mean")));
+  EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
+  // And the name meant still resolves as ever.
+  EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|1");
 }
 
 TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedFunction) {
