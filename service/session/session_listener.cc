@@ -379,9 +379,6 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   socket.native_non_blocking(true, ec);
   const int fd = socket.native_handle();
   Answer answer;
-  answer.set_server_pid(::getpid());
-  answer.set_started_by_adapter(!options_.adapter_settings.empty());
-  answer.set_settings(options_.adapter_settings);
 
   ucred peer{};
   socklen_t peer_size = sizeof peer;
@@ -395,11 +392,16 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where,
                        "uid not allowed (see --allow-uid)",
                        {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
+    // The reason only: the server's pid and the settings an adapter launched it with (its
+    // --python-path and --allow-module) are for the users it serves.
     answer.set_outcome(Answer::REFUSED);
     answer.set_reason(why);
     co_await Send(socket, answer);
     co_return;
   }
+  answer.set_server_pid(::getpid());
+  answer.set_started_by_adapter(!options_.adapter_settings.empty());
+  answer.set_settings(options_.adapter_settings);
 
   // The adapter sends its hello in one sendmsg() right after connecting, so it is all there at
   // once; the deadline only bounds a broken or stalled peer of an allowed uid.

@@ -412,5 +412,50 @@ TEST(SessionListenerPathTest, APathTooLongForASocketIsAnErrorNotAnException) {
       << started.message();
 }
 
+
+// A peer whose uid may not use the server is refused, and told nothing else: before, its
+// REFUSED answer carried the server's pid and the settings an adapter launched it with (its
+// --python-path and --allow-module).
+TEST_F(SessionListenerTest, ARefusedPeerLearnsNothingOfTheServer) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  const std::string dir = path_.substr(0, path_.rfind('/'));
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  ListenerOptions options;
+  options.socket_gid = 65534;
+  options.access_log = dir + "/access.log";
+  options.adapter_settings = "python-path=/srv/secret allow-module=payroll workers=default";
+  ASSERT_NO_FATAL_FAILURE(StartListening(ListenerOptions().hello_timeout, std::move(options)));
+  int answer_pipe[2];
+  ASSERT_EQ(::pipe(answer_pipe), 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path_.c_str(), sizeof address.sun_path - 1);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(answer_pipe[0]);
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) ::_exit(2);
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) {
+      if (::write(answer_pipe[1], buffer, n) != n) ::_exit(4);
+    }
+    ::_exit(0);
+  }
+  ::close(answer_pipe[1]);
+  std::string payload;
+  const absl::Status read = ReadFrame(answer_pipe[0], payload, absl::Now() + absl::Seconds(20));
+  ::close(answer_pipe[0]);
+  EXPECT_EQ(ExitCodeOf(child), 0);
+  ASSERT_TRUE(read.ok()) << read;
+  v1::Answer answer;
+  ASSERT_TRUE(answer.ParseFromString(payload));
+  EXPECT_EQ(answer.outcome(), v1::Answer::REFUSED);
+  EXPECT_EQ(answer.server_pid(), 0);
+  EXPECT_FALSE(answer.started_by_adapter());
+  EXPECT_EQ(answer.settings(), "");
+  EXPECT_THAT(answer.reason(), ::testing::HasSubstr("may not use this cnp-server"));
+}
+
 }  // namespace
 }  // namespace cnp::session
