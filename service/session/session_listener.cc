@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <string_view>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -58,6 +60,14 @@ constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
 
 // A hello is well under a kilobyte; a longer one is a broken peer, not worth the memory.
 constexpr uint32_t kMaxHelloBytes = 1 << 20;
+// The settings a hello differed by that the listener remembers having reported (a digest of
+// each, oldest forgotten first), and how often such a report may be logged at most. An adapter
+// names its settings in every hello; any local user allowed on the socket may send hellos, so
+// neither what is kept nor what is logged may grow with what they send.
+constexpr size_t kReportedSettingsKept = 16;
+constexpr absl::Duration kSettingsReportInterval = absl::Seconds(10);
+// How much of a settings line a log line quotes.
+constexpr size_t kSettingsQuoted = 256;
 
 // How long a worker whose session failed is given to finish dying, so the log and the adapter
 // can say how it ended (a crashing process closes its socket a moment before it can be reaped).
@@ -156,6 +166,12 @@ asio::awaitable<void> Send(stream_protocol::socket& socket,
   co_await (asio::async_write(socket, asio::buffer(frame),
                               asio::experimental::as_tuple(asio::use_awaitable)) ||
             deadline.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
+}
+
+// The settings line as a log line quotes it: any local user allowed on the socket chooses it.
+std::string Quoted(absl::string_view settings) {
+  if (settings.size() <= kSettingsQuoted) return std::string(settings);
+  return absl::StrCat(settings.substr(0, kSettingsQuoted), "... (", settings.size(), " bytes)");
 }
 
 // A direct session's function errors, as its worker counted them (function_error_tally.h),
@@ -357,6 +373,35 @@ asio::awaitable<void> SessionListener::FlushRefusals() {
   }
 }
 
+bool SessionListener::FirstReport(absl::string_view settings) {
+  // A digest, not the line: a hello's settings may be as long as the hello.
+  const size_t digest =
+      std::hash<std::string_view>()(std::string_view(settings.data(), settings.size()));
+  if (std::find(reported_settings_.begin(), reported_settings_.end(), digest) !=
+      reported_settings_.end()) {
+    return false;
+  }
+  const absl::Time now = absl::Now();
+  if (now < next_settings_report_) {
+    // Too soon after the last report: counted, and said by the next one. Not remembered, so
+    // that it is reported once the interval is over.
+    ++settings_reports_unlogged_;
+    return false;
+  }
+  next_settings_report_ = now + kSettingsReportInterval;
+  if (reported_settings_.size() == kReportedSettingsKept) reported_settings_.pop_front();
+  reported_settings_.push_back(digest);
+  return true;
+}
+
+std::string SessionListener::SettingsReportsUnlogged() {
+  if (settings_reports_unlogged_ == 0) return "";
+  std::string more = absl::StrCat(" (and ", settings_reports_unlogged_,
+                                  " other settings reports since the last, not logged)");
+  settings_reports_unlogged_ = 0;
+  return more;
+}
+
 asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& acceptor) {
   for (;;) {
     auto [ec, socket] =
@@ -421,10 +466,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   // the adapter; an operator's server is never replaced, and the difference is reported once.
   if (!hello.settings().empty()) {
     if (answer.started_by_adapter() && hello.settings() != options_.adapter_settings) {
-      if (reported_settings_.insert(hello.settings()).second) {
+      if (FirstReport(hello.settings())) {
         LogWarning("an adapter (pid ", hello.adapter_pid(), ") wants other settings (",
-                   hello.settings(), ") than this server was started with (",
-                   options_.adapter_settings, "): it will replace this server");
+                   Quoted(hello.settings()), ") than this server was started with (",
+                   Quoted(options_.adapter_settings), "): it will replace this server",
+                   SettingsReportsUnlogged());
       }
       answer.set_outcome(Answer::SETTINGS_DIFFER);
       answer.set_reason("this server was started by an adapter with other settings");
@@ -434,9 +480,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     // An adapter given none of the settings asks for none: nothing to report about it.
     static const std::string kNoSettings = LaunchSettingsText({}, {}, 0);
     if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
-        hello.settings() != kNoSettings && reported_settings_.insert(hello.settings()).second) {
-      LogWarning("adapters ask for settings (", hello.settings(), ") other than this server's (",
-                 options_.own_settings, "); it was started by the operator, so it keeps its own");
+        hello.settings() != kNoSettings && FirstReport(hello.settings())) {
+      LogWarning("adapters ask for settings (", Quoted(hello.settings()),
+                 ") other than this server's (", Quoted(options_.own_settings),
+                 "); it was started by the operator, so it keeps its own",
+                 SettingsReportsUnlogged());
       answer.set_report_settings_mismatch(true);
     }
   }

@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -35,6 +36,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
@@ -121,6 +123,11 @@ class SessionListener {
 
   asio::awaitable<void> Accept(asio::local::stream_protocol::acceptor& acceptor);
   asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket);
+  // Whether settings that differ from this server's are to be reported now: not if they were
+  // reported lately, nor within kSettingsReportInterval of the last report (then counted).
+  bool FirstReport(absl::string_view settings);
+  // " (and N other settings reports ...)" for the next report, if reports were held back.
+  std::string SettingsReportsUnlogged();
   bool Allowed(uid_t uid) const;
   asio::awaitable<void> FlushRefusals();
 
@@ -130,7 +137,11 @@ class SessionListener {
   asio::io_context& control_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
   std::vector<listen::ListeningSocket> sockets_;  // each acceptor's socket, for its file
-  std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
+  // Digests of the settings reported lately, oldest first, at most kReportedSettingsKept; when
+  // the next report may be logged, and how many were held back meanwhile. Control loop only.
+  std::deque<size_t> reported_settings_;
+  absl::Time next_settings_report_ = absl::InfinitePast();
+  int64_t settings_reports_unlogged_ = 0;
   // A refused peer gets a line per kRefusalLogInterval, not one per connection: a user who may
   // not connect could otherwise grow the log as fast as it can connect. Control loop only.
   std::unique_ptr<rpc::AccessLog> access_log_;

@@ -24,6 +24,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio/executor_work_guard.hpp"
@@ -412,6 +413,55 @@ TEST(SessionListenerPathTest, APathTooLongForASocketIsAnErrorNotAnException) {
       << started.message();
 }
 
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+// A hello frame of `hello`, whole, with both ends of a fresh pipe.
+void SendHello(int fd, const v1::Hello& hello) {
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  ASSERT_TRUE(WriteFrameWithDescriptors(fd, hello.SerializeAsString(), {pipes[0], pipes[1]},
+                                        absl::Now() + absl::Seconds(5))
+                  .ok());
+  ::close(pipes[0]);
+  ::close(pipes[1]);
+}
+
+// An adapter-started server is told other settings by each adapter configured otherwise.
+// Before, every distinct settings line was kept for good (up to 1 MiB each: 300 hellos, 300 MB
+// never freed) and each wrote a WARN line of 16 KiB. Now only a short digest of a few is kept,
+// the line says a bounded prefix, and such lines come once per interval.
+TEST_F(SessionListenerTest, OtherSettingsAreReportedBoundedly) {
+  ListenerOptions options;
+  options.adapter_settings = "python-path=/srv/views allow-module= workers=default";
+  ASSERT_NO_FATAL_FAILURE(StartListening(ListenerOptions().hello_timeout, std::move(options)));
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 30; ++i) {
+    const int adapter = Connect(path_);
+    ASSERT_GE(adapter, 0) << std::strerror(errno);
+    absl::Cleanup close_adapter = [&] { ::close(adapter); };
+    v1::Hello hello;
+    hello.set_adapter_pid(::getpid());
+    hello.set_settings(absl::StrCat("python-path=/srv/", i, "/", std::string(8000, 'p'),
+                                    " allow-module= workers=default"));
+    SendHello(adapter, hello);
+    std::string payload;
+    ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(10)).ok());
+    v1::Answer answer;
+    ASSERT_TRUE(answer.ParseFromString(payload));
+    EXPECT_EQ(answer.outcome(), v1::Answer::SETTINGS_DIFFER) << answer.ShortDebugString();
+  }
+  ASSERT_TRUE(LoopRunsWithin(absl::Seconds(20)));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_LE(Count(log, "wants other settings"), 2u) << log.substr(0, 4000);
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    EXPECT_LT(line.size(), 1024u) << line.substr(0, 300);
+  }
+}
 
 // A peer whose uid may not use the server is refused, and told nothing else: before, its
 // REFUSED answer carried the server's pid and the settings an adapter launched it with (its
