@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -91,16 +90,6 @@ std::string FormatTimeout(std::chrono::steady_clock::duration d) {
 }
 
 }  // namespace
-
-int DescriptorCapForLimit() {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 1 << 30;
-  const rlim_t soft = std::min<rlim_t>(limit.rlim_cur, 1 << 30);
-  // Workers, their pipes, gRPC's own descriptors, log files and uploads' HTTP connections
-  // live in the headroom.
-  const rlim_t headroom = std::max<rlim_t>(64, soft / 16);
-  return soft > headroom ? static_cast<int>(soft - headroom) : static_cast<int>(soft / 2);
-}
 
 int TcpDescriptorCap(int descriptor_cap) {
   // An eighth of the connections, at least 16, are for unix sockets only: CouchDB's adapters

@@ -24,6 +24,7 @@
 #include <set>
 #include <vector>
 
+#include "service/listen/descriptor_cap.h"
 #include "service/listen/listening_socket.h"
 #include "service/rpc/access_log.h"
 #include "service/rpc/connection_probation.h"
@@ -39,9 +40,10 @@ struct AcceptPolicy {
   ConnectionProbation* probation = nullptr;  // null: none
 };
 
-// The descriptor cap for the current RLIMIT_NOFILE: a headroom below the soft limit is kept
-// for everything that is not a connection.
-int DescriptorCapForLimit();
+// The descriptor cap for the current RLIMIT_NOFILE (service/listen/descriptor_cap.h, which the
+// direct-session listener shares): a headroom below the soft limit is kept for everything that
+// is not a connection.
+inline int DescriptorCapForLimit() { return listen::DescriptorCapForLimit(); }
 // The cap for TCP connections under `descriptor_cap`: the descriptors between them are kept
 // for unix-socket connections.
 int TcpDescriptorCap(int descriptor_cap);

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <string_view>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -36,6 +38,7 @@
 #include "service/common/log.h"
 #include "service/common/run_on_loop.h"
 #include "service/common/socket_users.h"
+#include "service/listen/descriptor_cap.h"
 #include "service/listen/inherited_sockets.h"
 #include "service/listen/listening_socket.h"
 #include "service/metrics/service_metrics.h"
@@ -56,8 +59,30 @@ using v1::Ended;
 // is (ListenerOptions::hello_timeout), so a stalled adapter holds only its own connection.
 constexpr absl::Duration kSmallFrameWait = absl::Seconds(2);
 
-// A hello is well under a kilobyte; a longer one is a broken peer, not worth the memory.
-constexpr uint32_t kMaxHelloBytes = 1 << 20;
+// A real hello is the adapter's pid, two numbers and its launch settings (launch_settings.h:
+// its --python-path entries and --allow-module names), a few hundred bytes for any
+// configuration seen. 64 KiB leaves room for many long paths and modules; past it a peer is
+// broken or hostile, and its hello is not waited for. The buffer grows as the bytes arrive
+// (ReadHello), so a header that only announces this much costs nothing.
+constexpr uint32_t kMaxHelloBytes = 64 << 10;
+// The descriptors a hello carries: CouchDB's two pipes. A surplus drops the connection at once:
+// a peer could otherwise plant descriptors in the server for as long as its hello may take.
+constexpr size_t kHelloDescriptors = 2;
+// Connections accepted whose hello is not whole yet. Each holds its connection, the
+// descriptors it sent and its hello so far for up to ListenerOptions::hello_timeout; a real
+// adapter sends its hello in one sendmsg() right after it connects, so even CouchDB starting
+// its os_process_limit of query servers at once (100 by default, but per node and spread over
+// a moment) leaves few pending at any time. One past the cap is told AT_CAPACITY at once, and
+// its adapter uses the Session stream.
+constexpr int kMaxPendingHellos = 64;
+// The settings a hello differed by that the listener remembers having reported (a digest of
+// each, oldest forgotten first), and how often such a report may be logged at most. An adapter
+// names its settings in every hello; any local user allowed on the socket may send hellos, so
+// neither what is kept nor what is logged may grow with what they send.
+constexpr size_t kReportedSettingsKept = 16;
+constexpr absl::Duration kSettingsReportInterval = absl::Seconds(10);
+// How much of a settings line a log line quotes.
+constexpr size_t kSettingsQuoted = 256;
 
 // How long a worker whose session failed is given to finish dying, so the log and the adapter
 // can say how it ended (a crashing process closes its socket a moment before it can be reaped).
@@ -98,9 +123,11 @@ class ReceivedDescriptors {
 
 // Reads the adapter's hello frame, awaiting each part's arrival: its first bytes come with
 // CouchDB's pipes (a recvmsg that collects them into `fds`, which the caller owns), the rest is
-// an ordinary read. Unbounded here: the caller races it against the connection's timer.
+// an ordinary read. Unbounded here: the caller races it against the connection's timer. The
+// errors' messages are few and fixed (the drop's access-log line counts drops of one reason
+// together); `announced` says the length the header gave.
 asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::string& payload,
-                                        std::vector<int>& fds) {
+                                        std::vector<int>& fds, uint32_t& announced) {
   char header[kFrameHeaderBytes];
   size_t got = 0;
   asio::error_code ec;
@@ -108,6 +135,10 @@ asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::st
     absl::StatusOr<size_t> n =
         ReceiveWithDescriptors(socket.native_handle(), header + got, sizeof header - got, fds);
     if (!n.ok()) co_return n.status();
+    if (fds.size() > kHelloDescriptors) {
+      co_return absl::DataLossError(
+          absl::StrCat("more than the ", kHelloDescriptors, " descriptors a hello carries"));
+    }
     got += *n;
     if (*n == 0) {
       co_await socket.async_wait(stream_protocol::socket::wait_read,
@@ -115,14 +146,22 @@ asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::st
       if (ec) co_return absl::UnavailableError(absl::StrCat("waiting for it: ", ec.message()));
     }
   }
-  const uint32_t length = DecodeFrameLength(header);
-  if (length > kMaxHelloBytes) {
-    co_return absl::DataLossError(absl::StrCat("a hello of ", length, " bytes announced"));
+  announced = DecodeFrameLength(header);
+  if (announced > kMaxHelloBytes) {
+    co_return absl::DataLossError(
+        absl::StrCat("a hello longer than the ", kMaxHelloBytes, " bytes one may have"));
   }
-  payload.resize(length);
-  co_await asio::async_read(socket, asio::buffer(payload),
-                            asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return absl::UnavailableError(absl::StrCat("reading it: ", ec.message()));
+  // Grown as the bytes arrive, never sized to what the header claims: a peer that announces
+  // the most and sends nothing costs no more than its connection.
+  payload.clear();
+  char chunk[1024];
+  while (payload.size() < announced) {
+    const size_t n = co_await socket.async_read_some(
+        asio::buffer(chunk, std::min<size_t>(sizeof chunk, announced - payload.size())),
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return absl::UnavailableError(absl::StrCat("reading it: ", ec.message()));
+    payload.append(chunk, n);
+  }
   co_return absl::OkStatus();
 }
 
@@ -130,12 +169,12 @@ asio::awaitable<absl::Status> ReadHello(stream_protocol::socket& socket, std::st
 // connection (its timer, not the loop, does the waiting).
 asio::awaitable<absl::Status> ReadHelloInTime(stream_protocol::socket& socket,
                                               std::string& payload, std::vector<int>& fds,
-                                              absl::Duration timeout) {
+                                              uint32_t& announced, absl::Duration timeout) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer deadline(co_await asio::this_coro::executor,
                               absl::ToChronoNanoseconds(timeout));
   std::variant<absl::Status, std::monostate> read = co_await (
-      ReadHello(socket, payload, fds) || deadline.async_wait(asio::use_awaitable));
+      ReadHello(socket, payload, fds, announced) || deadline.async_wait(asio::use_awaitable));
   if (read.index() == 1) {
     co_return absl::DeadlineExceededError(
         absl::StrCat("no whole hello within ", absl::FormatDuration(timeout)));
@@ -156,6 +195,28 @@ asio::awaitable<void> Send(stream_protocol::socket& socket,
   co_await (asio::async_write(socket, asio::buffer(frame),
                               asio::experimental::as_tuple(asio::use_awaitable)) ||
             deadline.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
+}
+
+// Tells a connection refused before its hello is read that it is AT_CAPACITY (its adapter then
+// uses the Session stream), in a send that never waits: nothing has been read of it, nor is
+// its uid checked, so the answer says nothing of the server. The connection closes with
+// `socket` (the caller's).
+void AnswerAtCapacityAtOnce(stream_protocol::socket& socket, absl::string_view reason) {
+  Answer answer;
+  answer.set_outcome(Answer::AT_CAPACITY);
+  answer.set_reason(std::string(reason));
+  std::string frame(kFrameHeaderBytes, '\0');
+  answer.AppendToString(&frame);
+  EncodeFrameLength(static_cast<uint32_t>(frame.size() - kFrameHeaderBytes), frame.data());
+  // A fresh connection's buffer has room for it; if not, the close alone tells the adapter.
+  [[maybe_unused]] const ssize_t sent = ::send(socket.native_handle(), frame.data(), frame.size(),
+                                               MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// The settings line as a log line quotes it: any local user allowed on the socket chooses it.
+std::string Quoted(absl::string_view settings) {
+  if (settings.size() <= kSettingsQuoted) return std::string(settings);
+  return absl::StrCat(settings.substr(0, kSettingsQuoted), "... (", settings.size(), " bytes)");
 }
 
 // A direct session's function errors, as its worker counted them (function_error_tally.h),
@@ -238,6 +299,24 @@ class SessionListener::Registration {
   LiveSession session_;
 };
 
+// A connection counted in pending_hellos_ from its accept until its hello is read (or it is
+// dropped). Shared with the count, which the connection's coroutine may outlive the listener
+// with.
+class SessionListener::PendingHello {
+ public:
+  explicit PendingHello(std::shared_ptr<int> count) : count_(std::move(count)) { ++*count_; }
+  ~PendingHello() { Done(); }
+  PendingHello(PendingHello&& other) noexcept : count_(std::move(other.count_)) {}
+  PendingHello& operator=(PendingHello&&) = delete;
+  void Done() {
+    if (count_ != nullptr) --*count_;
+    count_.reset();
+  }
+
+ private:
+  std::shared_ptr<int> count_;
+};
+
 void SessionListener::Sessions::AskToStop(LiveSession& session) {
   if (!draining || !session.started || session.stop_sent) return;
   session.stop_sent = true;
@@ -279,6 +358,7 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 SessionListener::~SessionListener() = default;
 
 absl::Status SessionListener::Start() {
+  descriptor_cap_ = listen::DescriptorCapForLimit();
   if (!options_.paths.empty()) {
     absl::StatusOr<std::unique_ptr<rpc::AccessLog>> log = rpc::AccessLog::Open(options_.access_log);
     if (!log.ok()) return log.status();
@@ -357,6 +437,35 @@ asio::awaitable<void> SessionListener::FlushRefusals() {
   }
 }
 
+bool SessionListener::FirstReport(absl::string_view settings) {
+  // A digest, not the line: a hello's settings may be as long as the hello.
+  const size_t digest =
+      std::hash<std::string_view>()(std::string_view(settings.data(), settings.size()));
+  if (std::find(reported_settings_.begin(), reported_settings_.end(), digest) !=
+      reported_settings_.end()) {
+    return false;
+  }
+  const absl::Time now = absl::Now();
+  if (now < next_settings_report_) {
+    // Too soon after the last report: counted, and said by the next one. Not remembered, so
+    // that it is reported once the interval is over.
+    ++settings_reports_unlogged_;
+    return false;
+  }
+  next_settings_report_ = now + kSettingsReportInterval;
+  if (reported_settings_.size() == kReportedSettingsKept) reported_settings_.pop_front();
+  reported_settings_.push_back(digest);
+  return true;
+}
+
+std::string SessionListener::SettingsReportsUnlogged() {
+  if (settings_reports_unlogged_ == 0) return "";
+  std::string more = absl::StrCat(" (and ", settings_reports_unlogged_,
+                                  " other settings reports since the last, not logged)");
+  settings_reports_unlogged_ = 0;
+  return more;
+}
+
 asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& acceptor) {
   for (;;) {
     auto [ec, socket] =
@@ -369,49 +478,84 @@ asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& accepto
       co_await pause.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
       continue;
     }
-    asio::co_spawn(control_, Serve(std::move(socket)), asio::detached);
+    // As the gRPC listener's connections (connection_acceptor.h): a connection whose
+    // descriptor reaches the cap is closed at once, so that a flood of them leaves the
+    // descriptors calls, workers and their pipes need. Those that have not sent their hello
+    // yet are capped too: each may hold the descriptors it sent for the hello's timeout.
+    const int fd = socket.native_handle();
+    if (fd >= descriptor_cap_ || *pending_hellos_ >= kMaxPendingHellos) {
+      const std::string reason =
+          fd >= descriptor_cap_
+              ? absl::StrCat("too many open connections (descriptor cap ", descriptor_cap_,
+                             " below the open-files limit)")
+              : absl::StrCat("too many connections still sending their hellos (at most ",
+                             kMaxPendingHellos, " at once)");
+      ucred peer{};
+      socklen_t peer_size = sizeof peer;
+      ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size);
+      const std::string where = absl::StrCat("unix:", socket.local_endpoint(ec).path());
+      const std::string uid = absl::StrCat(peer.uid);
+      // Logged before the connection closes: once an adapter sees it closed, the line is there.
+      refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where, reason,
+                         {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
+      AnswerAtCapacityAtOnce(socket, reason);
+      continue;
+    }
+    asio::co_spawn(control_, Serve(std::move(socket), PendingHello(pending_hellos_)),
+                   asio::detached);
   }
 }
 
-asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
+asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
+                                             PendingHello pending) {
   using namespace asio::experimental::awaitable_operators;
   asio::error_code ec;
   socket.native_non_blocking(true, ec);
   const int fd = socket.native_handle();
   Answer answer;
-  answer.set_server_pid(::getpid());
-  answer.set_started_by_adapter(!options_.adapter_settings.empty());
-  answer.set_settings(options_.adapter_settings);
 
   ucred peer{};
   socklen_t peer_size = sizeof peer;
+  // An accepted unix socket's own name is its listener's path.
+  const std::string where = absl::StrCat("unix:", socket.local_endpoint(ec).path());
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_size) != 0 || !Allowed(peer.uid)) {
     std::string why = absl::StrCat("uid ", peer.uid, " (pid ", peer.pid,
                                    ") may not use this cnp-server, which runs as uid ", ::getuid(),
                                    "; run the adapter as that user or allow it with --allow-uid");
-    // An accepted unix socket's own name is its listener's path.
-    const std::string where = absl::StrCat("unix:", socket.local_endpoint(ec).path());
     const std::string uid = absl::StrCat(peer.uid);
     refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where,
                        "uid not allowed (see --allow-uid)",
                        {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
+    // The reason only: the server's pid and the settings an adapter launched it with (its
+    // --python-path and --allow-module) are for the users it serves.
     answer.set_outcome(Answer::REFUSED);
     answer.set_reason(why);
     co_await Send(socket, answer);
     co_return;
   }
+  answer.set_server_pid(::getpid());
+  answer.set_started_by_adapter(!options_.adapter_settings.empty());
+  answer.set_settings(options_.adapter_settings);
 
   // The adapter sends its hello in one sendmsg() right after connecting, so it is all there at
   // once; the deadline only bounds a broken or stalled peer of an allowed uid.
   std::string payload;
   std::vector<int> fds;
-  absl::Status read = co_await ReadHelloInTime(socket, payload, fds, options_.hello_timeout);
+  uint32_t announced = 0;
+  absl::Status read =
+      co_await ReadHelloInTime(socket, payload, fds, announced, options_.hello_timeout);
+  pending.Done();
   const absl::Time hello_read_at = absl::Now();
   ReceivedDescriptors pipes(std::move(fds));
   v1::Hello hello;
   if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {
-    LogWarning("direct session from pid ", peer.pid, " dropped: ",
-               read.ok() ? "a malformed hello (it must carry two descriptors)" : read.message());
+    // Through the refusal log, one line per user and reason per interval: any user allowed
+    // on the socket could otherwise write a line per connection it opens.
+    const std::string uid = absl::StrCat(peer.uid);
+    refusals_->Refused(
+        "closed", absl::StrCat(where, " uid ", uid), where,
+        read.ok() ? "a malformed hello (it must carry two descriptors)" : read.message(),
+        {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}, {"hello_bytes", absl::StrCat(announced)}});
     co_return;
   }
 
@@ -419,10 +563,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
   // the adapter; an operator's server is never replaced, and the difference is reported once.
   if (!hello.settings().empty()) {
     if (answer.started_by_adapter() && hello.settings() != options_.adapter_settings) {
-      if (reported_settings_.insert(hello.settings()).second) {
+      if (FirstReport(hello.settings())) {
         LogWarning("an adapter (pid ", hello.adapter_pid(), ") wants other settings (",
-                   hello.settings(), ") than this server was started with (",
-                   options_.adapter_settings, "): it will replace this server");
+                   Quoted(hello.settings()), ") than this server was started with (",
+                   Quoted(options_.adapter_settings), "): it will replace this server",
+                   SettingsReportsUnlogged());
       }
       answer.set_outcome(Answer::SETTINGS_DIFFER);
       answer.set_reason("this server was started by an adapter with other settings");
@@ -432,9 +577,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket) {
     // An adapter given none of the settings asks for none: nothing to report about it.
     static const std::string kNoSettings = LaunchSettingsText({}, {}, 0);
     if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
-        hello.settings() != kNoSettings && reported_settings_.insert(hello.settings()).second) {
-      LogWarning("adapters ask for settings (", hello.settings(), ") other than this server's (",
-                 options_.own_settings, "); it was started by the operator, so it keeps its own");
+        hello.settings() != kNoSettings && FirstReport(hello.settings())) {
+      LogWarning("adapters ask for settings (", Quoted(hello.settings()),
+                 ") other than this server's (", Quoted(options_.own_settings),
+                 "); it was started by the operator, so it keeps its own",
+                 SettingsReportsUnlogged());
       answer.set_report_settings_mismatch(true);
     }
   }

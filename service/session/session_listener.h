@@ -4,8 +4,14 @@
 //
 // One coroutine per connection on the control loop; every wait on the adapter (its hello, our
 // answers) is awaited there with a timer of its own, so a stalled adapter holds only its own
-// connection. The hot path never comes here: once the worker has the pipes, CouchDB and the
-// worker talk with no process in between, and this coroutine only waits for one of two things:
+// connection. What a connection may hold before its hello is read is bounded: at most 64 such
+// connections at once, a hello of 64 KiB grown as it arrives, the 2 descriptors a hello carries
+// (more drop it), and no connection on a descriptor past the cap the gRPC listener keeps
+// (service/listen/descriptor_cap.h); those refused or dropped are access-log lines, at most
+// one per user and reason per interval (service/rpc/refusal_log.h).
+//
+// The hot path never comes here: once the worker has the pipes, CouchDB and the worker talk
+// with no process in between, and this coroutine only waits for one of two things:
 //   - the worker answers SessionEnd (CouchDB closed the pipe, or the protocol ended it), or
 //     its socket closes (it crashed, or ended a command that outran CouchDB's timeout): the
 //     adapter is told how to exit, and what to write to CouchDB first if the worker could not;
@@ -28,6 +34,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -35,6 +42,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
@@ -118,9 +126,15 @@ class SessionListener {
     void AskToStop(LiveSession& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   };
   class Registration;
+  class PendingHello;
 
   asio::awaitable<void> Accept(asio::local::stream_protocol::acceptor& acceptor);
-  asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket);
+  asio::awaitable<void> Serve(asio::local::stream_protocol::socket socket, PendingHello pending);
+  // Whether settings that differ from this server's are to be reported now: not if they were
+  // reported lately, nor within kSettingsReportInterval of the last report (then counted).
+  bool FirstReport(absl::string_view settings);
+  // " (and N other settings reports ...)" for the next report, if reports were held back.
+  std::string SettingsReportsUnlogged();
   bool Allowed(uid_t uid) const;
   asio::awaitable<void> FlushRefusals();
 
@@ -130,7 +144,15 @@ class SessionListener {
   asio::io_context& control_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> acceptors_;
   std::vector<listen::ListeningSocket> sockets_;  // each acceptor's socket, for its file
-  std::set<std::string> reported_settings_;  // mismatches already reported (control loop only)
+  // Digests of the settings reported lately, oldest first, at most kReportedSettingsKept; when
+  // the next report may be logged, and how many were held back meanwhile. Control loop only.
+  std::deque<size_t> reported_settings_;
+  absl::Time next_settings_report_ = absl::InfinitePast();
+  int64_t settings_reports_unlogged_ = 0;
+  // Connections whose hello is not read yet (control loop only; shared with their coroutines,
+  // which may outlive the listener), and the descriptor cap (descriptor_cap.h) set at Start.
+  const std::shared_ptr<int> pending_hellos_ = std::make_shared<int>(0);
+  int descriptor_cap_ = 0;
   // A refused peer gets a line per kRefusalLogInterval, not one per connection: a user who may
   // not connect could otherwise grow the log as fast as it can connect. Control loop only.
   std::unique_ptr<rpc::AccessLog> access_log_;

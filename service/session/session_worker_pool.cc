@@ -30,6 +30,13 @@ namespace {
 // How long a worker that failed is given to finish dying, so the log can say how it ended.
 constexpr absl::Duration kEndGrace = absl::Milliseconds(200);
 
+// How long the replacement of a spare a session took waits. A session that ends within it
+// gives its worker back as the spare, where a replacement started at once would have been
+// thrown away the moment it was ready ("enough spares are waiting"): a start per short
+// session. A burst does not wait for it: a session that finds no spare starts a worker
+// for itself at once, and the spares are then replaced at once too (Take).
+constexpr absl::Duration kSpareReplacementDelay = absl::Milliseconds(500);
+
 // Owns a killed worker until its end has been awaited (the process reaped).
 asio::awaitable<void> Reap(std::unique_ptr<pool::ProcessWorker> process) {
   co_await process->Ended();
@@ -133,6 +140,7 @@ asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
   if (spare == spares_.end()) co_return;  // it ended in a session, or a reload ended it
   SessionWorker dead = std::move(*spare);
   spares_.erase(spare);
+  replace_at_ = absl::InfinitePast();  // no session will give this one back
   metrics::WorkerExited("crash", "session");
   // One that had lived a while just died (once is no pattern); one that keeps dying soon after
   // its start would otherwise be restarted in a loop.
@@ -170,8 +178,11 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
     absl::Duration wait = absl::Hours(1);
     if (static_cast<int>(spares_.size()) + starting_spares_ < wanted &&
         starts_in_flight() < options_.max_parallel_starts) {
-      if (const absl::Duration backoff = next_start_ - absl::Now(); backoff > absl::ZeroDuration()) {
+      const absl::Time now = absl::Now();
+      if (const absl::Duration backoff = next_start_ - now; backoff > absl::ZeroDuration()) {
         wait = backoff;
+      } else if (replace_at_ > now) {
+        wait = replace_at_ - now;  // the session that took the spare may give its worker back
       } else {
         ++starting_spares_;
         absl::StatusOr<SessionWorker> started = co_await StartOne();
@@ -215,11 +226,15 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take(absl::Tim
     }
     in_session_[worker.id] = worker.process->pid();
     young_spare_deaths_ = 0;  // it lived to serve
-    Kick();  // start the next spare
+    // The next spare, once kSpareReplacementDelay has passed without this worker coming back.
+    replace_at_ = std::max(replace_at_, absl::Now() + kSpareReplacementDelay);
+    Kick();
     co_return worker;
   }
   // None ready: wait for the next worker to finish starting (a spare, a start for a waiting
-  // session, a worker whose session ended), starting one more if the bound allows.
+  // session, a worker whose session ended), starting one more if the bound allows. Sessions
+  // come faster than spares last: the spares are replaced without delay.
+  replace_at_ = absl::InfinitePast();
   Waiter waiter(control_);
   waiters_.push_back(&waiter);
   StartForWaitingSessions();
@@ -317,6 +332,7 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
   }
   if (end.has_value()) {
     End(std::move(worker), *end);
+    replace_at_ = absl::InfinitePast();  // it will not come back: its spare is due now
   } else {
     Offer(std::move(worker));
   }
@@ -353,6 +369,7 @@ void SessionWorkerPool::ReloadNow() {
   std::vector<SessionWorker> old = std::move(spares_);
   spares_.clear();
   for (SessionWorker& spare : old) End(std::move(spare), EndCause::kReload);
+  replace_at_ = absl::InfinitePast();
   Kick();
 }
 

@@ -174,6 +174,10 @@ class SessionWorkerPool {
   int consecutive_failures_ = 0;  // starts that failed in a row
   int young_spare_deaths_ = 0;    // spares that died soon after their start, in a row
   absl::Time next_start_ = absl::InfinitePast();  // the backoff: no spare starts before
+  // No spare replacing one a session took starts before (kSpareReplacementDelay): a short
+  // session's worker comes back as the spare instead. Past when a session had to wait for a
+  // worker, or a worker will not come back.
+  absl::Time replace_at_ = absl::InfinitePast();
   bool stopped_ = false;
 };
 

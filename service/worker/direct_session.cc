@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstdio>
 #include <limits>
 #include <memory>
 #include <new>
@@ -18,9 +17,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
 #include "common/couchdb/line_io.h"
 #include "service/common/framing.h"
+#include "service/common/log.h"
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
@@ -162,9 +166,11 @@ class CommandWatchdog {
     // and CouchDB sees its pipe close.
     ::fcntl(output_, F_SETFL, ::fcntl(output_, F_GETFL) | O_NONBLOCK);
     couchdb::WriteAll(output_, line).IgnoreError();
-    std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session_id_.c_str(),
-                 reason.c_str());
-    std::fflush(stderr);
+    // Through the log (one line, in --log-format's form: a collector reading JSON lines must
+    // not meet a raw one), once: the process ends here. The log names the program itself;
+    // the reason's "cnp-worker: " is for CouchDB's reader.
+    LogEvent(LogLevel::kError, absl::StripPrefix(reason, "cnp-worker: "),
+             {{"session", session_id_}});
     ::_exit(v1::SESSION_TIMEOUT_EXIT);
   }
 
@@ -181,6 +187,33 @@ class CommandWatchdog {
   std::string cap_note_ ABSL_GUARDED_BY(mutex_);
   bool stop_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread thread_;
+};
+
+// The log lines for CouchDB's lines over the session's limit: the first at once, then at most
+// one per kTooLongLogInterval saying how many came since. Each such line is answered to
+// CouchDB, so the session goes on, and a peer sending them as fast as it can would otherwise
+// write a log line each to the server's log.
+class TooLongLines {
+ public:
+  static constexpr absl::Duration kTooLongLogInterval = absl::Seconds(10);
+
+  void Log(absl::string_view session_id, absl::string_view message) {
+    ++unlogged_;
+    const absl::Time now = absl::Now();
+    if (now < next_) return;
+    next_ = now + kTooLongLogInterval;
+    LogEvent(LogLevel::kWarning,
+             unlogged_ == 1
+                 ? std::string(message)
+                 : absl::StrCat(message, " (and ", unlogged_ - 1,
+                                " more lines over the limit since the last such line)"),
+             {{"session", session_id}});
+    unlogged_ = 0;
+  }
+
+ private:
+  absl::Time next_ = absl::InfinitePast();
+  int64_t unlogged_ = 0;
 };
 
 // A direct session's log() lines, written to CouchDB as they are made (call_context.h).
@@ -285,6 +318,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   std::string answer;
   google::protobuf::RepeatedPtrField<v1::FunctionLog> function_logs;
   int64_t commands = 0;
+  TooLongLines too_long;
   for (;;) {
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
     stop.Busy();
@@ -306,8 +340,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
               ? " (cnp-server's --max-call-bytes, the longest line it takes on either path, "
                 "raises the limit)"
               : " (cnp-adapter --max-line-bytes raises the limit)");
-      std::fprintf(stderr, "cnp-worker: direct session %s: %s\n", session.id().c_str(),
-                   std::string(line.status().message()).c_str());
+      too_long.Log(session.id(), line.status().message());
       if (absl::Status written =
               couchdb::WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
           !written.ok()) {

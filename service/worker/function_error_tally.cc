@@ -4,9 +4,9 @@
 #include <time.h>
 
 #include <algorithm>
-#include <cstdio>
 
 #include "service/common/framing.h"
+#include "service/common/log.h"
 #include "service/common/function_errors.h"
 #include "service/worker/function_name.h"
 #include "worker.pb.h"
@@ -69,8 +69,8 @@ void FunctionErrorTally::Send(int64_t now_ns) {
   last_sent_ns_ = now_ns;
   if (absl::Status written = WriteFrame(server_, reply.SerializeAsString()); !written.ok()) {
     // The server is gone (it kills this worker next); CouchDB is still served meanwhile.
-    std::fprintf(stderr, "cnp-worker: cannot send a session's function errors to the server: %s\n",
-                 std::string(written.message()).c_str());
+    // Once (server_gone_), through the log: in --log-format's form like every worker line.
+    LogWarning("cannot send a session's function errors to the server: ", written.message());
     server_gone_ = true;
   }
 }

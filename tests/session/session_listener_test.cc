@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <grp.h>
 #include <sys/un.h>
@@ -24,6 +25,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "asio/executor_work_guard.hpp"
@@ -410,6 +412,259 @@ TEST(SessionListenerPathTest, APathTooLongForASocketIsAnErrorNotAnException) {
   EXPECT_NE(started.message().find(path), absl::string_view::npos) << started.message();
   EXPECT_NE(started.message().find("must be 1 to 107 bytes long"), absl::string_view::npos)
       << started.message();
+}
+
+
+// Sends `bytes` in one sendmsg() with `fds` attached (none: an ordinary send).
+void SendWithDescriptors(int fd, const std::string& bytes, const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  union {
+    char buffer[CMSG_SPACE(4 * sizeof(int))];
+    cmsghdr align;
+  } control{};
+  msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  if (!fds.empty()) {
+    message.msg_control = control.buffer;
+    message.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
+    cmsghdr* rights = CMSG_FIRSTHDR(&message);
+    rights->cmsg_level = SOL_SOCKET;
+    rights->cmsg_type = SCM_RIGHTS;
+    rights->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(rights), fds.data(), fds.size() * sizeof(int));
+  }
+  ASSERT_EQ(::sendmsg(fd, &message, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()))
+      << std::strerror(errno);
+}
+
+// Whether the server closes `fd` within `bound`, whatever it answered first.
+bool ClosedWithin(int fd, absl::Duration bound) {
+  const absl::Time give_up = absl::Now() + bound;
+  for (;;) {
+    const absl::Duration left = give_up - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    pollfd ready{fd, POLLIN, 0};
+    if (::poll(&ready, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) != 1) continue;
+    char buffer[4096];
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) return true;  // end of file, or reset
+  }
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+// Before, any 4-byte header up to 1 MiB was believed and the buffer sized to it at once: 500
+// connections announcing 1 MiB and sending nothing more took 500 MiB. A real hello is a few
+// hundred bytes; one announced past the cap is dropped at once, not after the hello's timeout.
+TEST_F(SessionListenerTest, AHelloLongerThanARealOneIsDroppedAtOnce) {
+  StartListening(absl::Hours(1));
+  const int adapter = Connect(path_);
+  ASSERT_GE(adapter, 0) << std::strerror(errno);
+  absl::Cleanup close_adapter = [&] { ::close(adapter); };
+  char header[kFrameHeaderBytes];
+  EncodeFrameLength((1u << 20) - 1, header);
+  SendWithDescriptors(adapter, std::string(header, sizeof header), {});
+  EXPECT_TRUE(ClosedWithin(adapter, absl::Seconds(10))) << "a 1 MiB hello was waited for";
+}
+
+// Adapters that connect and stall before their hello is whole hold a connection each (and the
+// descriptors they sent with it) until their hello's timeout: only so many may at once. Those
+// past the cap are told AT_CAPACITY at once (a real adapter then uses the Session stream) and
+// closed; the ones within it are still waited for.
+TEST_F(SessionListenerTest, AdaptersStillSendingTheirHellosAreCapped) {
+  StartListening(absl::Hours(1));
+  constexpr int kCap = 64;  // kMaxPendingHellos
+  std::vector<int> stalled;
+  absl::Cleanup close_stalled = [&] {
+    for (int fd : stalled) ::close(fd);
+  };
+  for (int i = 0; i < kCap; ++i) {
+    const int fd = Connect(path_);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    stalled.push_back(fd);
+    SendWithDescriptors(fd, std::string(1, '\x64'), {});  // a header begun, never finished
+  }
+  // Every one of them accepted and waiting for the rest of its hello.
+  ASSERT_TRUE(LoopRunsWithin(absl::Seconds(20)));
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(LoopRunsWithin(absl::Seconds(20)));
+  for (int i = 0; i < 4; ++i) {
+    const int extra = Connect(path_);
+    ASSERT_GE(extra, 0) << std::strerror(errno);
+    absl::Cleanup close_extra = [&] { ::close(extra); };
+    std::string payload;
+    ASSERT_TRUE(ReadFrame(extra, payload, absl::Now() + absl::Seconds(10)).ok())
+        << "a connection past the cap was not answered";
+    v1::Answer answer;
+    ASSERT_TRUE(answer.ParseFromString(payload));
+    EXPECT_EQ(answer.outcome(), v1::Answer::AT_CAPACITY) << answer.ShortDebugString();
+    EXPECT_EQ(answer.server_pid(), 0) << "a peer not yet checked learnt the server's pid";
+    EXPECT_TRUE(ClosedWithin(extra, absl::Seconds(10)));
+  }
+  for (int fd : stalled) {
+    pollfd ready{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&ready, 1, 0), 0) << "a stalled connection within the cap was dropped";
+  }
+}
+
+// A hello carries CouchDB's two pipes. Before, each recvmsg() of the header took up to four
+// descriptors, one byte at a time: sixteen planted per connection, kept until the hello's
+// timeout, and 200 connections a tenth of a second took the server to its open-files limit.
+// Now a third descriptor drops the connection at once (closing what it sent), and the drops
+// of one user are one access-log line per interval, not a WARN line each.
+TEST_F(SessionListenerTest, AHelloWithMoreThanTwoDescriptorsIsDroppedAndLoggedOncePerInterval) {
+  const std::string dir = path_.substr(0, path_.rfind('/'));
+  ListenerOptions options;
+  options.access_log = dir + "/access.log";
+  ASSERT_NO_FATAL_FAILURE(StartListening(absl::Hours(1), std::move(options)));
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 10; ++i) {
+    int planted[2];
+    ASSERT_EQ(::pipe2(planted, O_CLOEXEC), 0);
+    const int adapter = Connect(path_);
+    ASSERT_GE(adapter, 0) << std::strerror(errno);
+    SendWithDescriptors(adapter, std::string(1, '\x64'), {planted[0], planted[1]});
+    SendWithDescriptors(adapter, std::string(1, '\0'), {planted[0], planted[1]});
+    ::close(planted[1]);  // only the server's copies keep the pipe open now
+    EXPECT_TRUE(ClosedWithin(adapter, absl::Seconds(10)))
+        << "a hello with four descriptors was waited for";
+    EXPECT_TRUE(ReadsEndOfFile(planted[0], absl::Seconds(10)))
+        << "the descriptors it planted stayed open in the server";
+    ::close(planted[0]);
+    ::close(adapter);
+  }
+  const std::string log = testing::ReadFile(dir + "/access.log");
+  EXPECT_EQ(Count(log, "closed peer=unix:" + path_), 1u) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("more than the 2 descriptors a hello carries")) << log;
+  const std::string stderr_text = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(stderr_text, ::testing::Not(::testing::HasSubstr("dropped"))) << stderr_text;
+}
+
+// The direct socket's connections are capped below the open-files limit as the gRPC
+// listener's are (service/listen/descriptor_cap.h): before, there was no cap, and a flood of
+// them starved the gRPC calls and the workers of descriptors.
+TEST_F(SessionListenerTest, ConnectionsPastTheDescriptorCapAreClosedAtOnce) {
+  const std::string dir = path_.substr(0, path_.rfind('/'));
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  const int lowest_free = ::dup(0);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  // descriptor_cap.h keeps 64 below the limit: connections numbered past lowest_free + 40 are
+  // closed.
+  rlimit lowered = before;
+  lowered.rlim_cur = lowest_free + 40 + 64;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0) << std::strerror(errno);
+  absl::Cleanup restore = [&] { ::setrlimit(RLIMIT_NOFILE, &before); };
+  ListenerOptions options;
+  options.access_log = dir + "/access.log";
+  ASSERT_NO_FATAL_FAILURE(StartListening(absl::Hours(1), std::move(options)));
+  std::vector<int> clients;
+  absl::Cleanup close_clients = [&] {
+    for (int fd : clients) ::close(fd);
+  };
+  bool one_closed = false;
+  for (int i = 0; i < 30 && !one_closed; ++i) {
+    const int fd = Connect(path_);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    clients.push_back(fd);
+    one_closed = ClosedWithin(fd, absl::Milliseconds(500));
+  }
+  EXPECT_TRUE(one_closed) << "no connection was closed at the descriptor cap";
+  EXPECT_THAT(testing::ReadFile(dir + "/access.log"),
+              ::testing::HasSubstr("too many open connections (descriptor cap"));
+}
+
+// A hello frame of `hello`, whole, with both ends of a fresh pipe.
+void SendHello(int fd, const v1::Hello& hello) {
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  ASSERT_TRUE(WriteFrameWithDescriptors(fd, hello.SerializeAsString(), {pipes[0], pipes[1]},
+                                        absl::Now() + absl::Seconds(5))
+                  .ok());
+  ::close(pipes[0]);
+  ::close(pipes[1]);
+}
+
+// An adapter-started server is told other settings by each adapter configured otherwise.
+// Before, every distinct settings line was kept for good (up to 1 MiB each: 300 hellos, 300 MB
+// never freed) and each wrote a WARN line of 16 KiB. Now only a short digest of a few is kept,
+// the line says a bounded prefix, and such lines come once per interval.
+TEST_F(SessionListenerTest, OtherSettingsAreReportedBoundedly) {
+  ListenerOptions options;
+  options.adapter_settings = "python-path=/srv/views allow-module= workers=default";
+  ASSERT_NO_FATAL_FAILURE(StartListening(ListenerOptions().hello_timeout, std::move(options)));
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 30; ++i) {
+    const int adapter = Connect(path_);
+    ASSERT_GE(adapter, 0) << std::strerror(errno);
+    absl::Cleanup close_adapter = [&] { ::close(adapter); };
+    v1::Hello hello;
+    hello.set_adapter_pid(::getpid());
+    hello.set_settings(absl::StrCat("python-path=/srv/", i, "/", std::string(8000, 'p'),
+                                    " allow-module= workers=default"));
+    SendHello(adapter, hello);
+    std::string payload;
+    ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(10)).ok());
+    v1::Answer answer;
+    ASSERT_TRUE(answer.ParseFromString(payload));
+    EXPECT_EQ(answer.outcome(), v1::Answer::SETTINGS_DIFFER) << answer.ShortDebugString();
+  }
+  ASSERT_TRUE(LoopRunsWithin(absl::Seconds(20)));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_LE(Count(log, "wants other settings"), 2u) << log.substr(0, 4000);
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    EXPECT_LT(line.size(), 1024u) << line.substr(0, 300);
+  }
+}
+
+// A peer whose uid may not use the server is refused, and told nothing else: before, its
+// REFUSED answer carried the server's pid and the settings an adapter launched it with (its
+// --python-path and --allow-module).
+TEST_F(SessionListenerTest, ARefusedPeerLearnsNothingOfTheServer) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  const std::string dir = path_.substr(0, path_.rfind('/'));
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  ListenerOptions options;
+  options.socket_gid = 65534;
+  options.access_log = dir + "/access.log";
+  options.adapter_settings = "python-path=/srv/secret allow-module=payroll workers=default";
+  ASSERT_NO_FATAL_FAILURE(StartListening(ListenerOptions().hello_timeout, std::move(options)));
+  int answer_pipe[2];
+  ASSERT_EQ(::pipe(answer_pipe), 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path_.c_str(), sizeof address.sun_path - 1);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(answer_pipe[0]);
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) ::_exit(2);
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) {
+      if (::write(answer_pipe[1], buffer, n) != n) ::_exit(4);
+    }
+    ::_exit(0);
+  }
+  ::close(answer_pipe[1]);
+  std::string payload;
+  const absl::Status read = ReadFrame(answer_pipe[0], payload, absl::Now() + absl::Seconds(20));
+  ::close(answer_pipe[0]);
+  EXPECT_EQ(ExitCodeOf(child), 0);
+  ASSERT_TRUE(read.ok()) << read;
+  v1::Answer answer;
+  ASSERT_TRUE(answer.ParseFromString(payload));
+  EXPECT_EQ(answer.outcome(), v1::Answer::REFUSED);
+  EXPECT_EQ(answer.server_pid(), 0);
+  EXPECT_FALSE(answer.started_by_adapter());
+  EXPECT_EQ(answer.settings(), "");
+  EXPECT_THAT(answer.reason(), ::testing::HasSubstr("may not use this cnp-server"));
 }
 
 }  // namespace

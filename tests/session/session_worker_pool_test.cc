@@ -527,5 +527,59 @@ TEST_F(SessionWorkerPoolTest, AWorkerOverItsMemoryCapIsCountedAsAMemoryExit) {
   Shutdown(pool);
 }
 
+
+// CouchDB's short-lived query servers: a session that takes the spare and ends at once gives
+// its worker back as the spare. Before, taking the spare started its replacement at once, and
+// the worker that came back a moment later made one of the two surplus: a worker started and
+// killed ("enough spares are waiting") for every short session.
+TEST_F(SessionWorkerPoolTest, AShortSessionStartsNoWorkerToThrowAway) {
+  const std::string starts = "cnp_worker_starts_total{pool=\"session\"}";
+  const std::string surplus = "cnp_worker_exits_total{cause=\"surplus\",pool=\"session\"}";
+  SessionWorkerPool pool(Options(/*max_sessions=*/4, /*spares=*/1), io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  const pid_t spare = pool.spare_pids()[0];
+  const int64_t started_before = Metric(starts);
+  const int64_t surplus_before = Metric(surplus);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<SessionWorker> taken = Take(pool);
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    EXPECT_EQ(taken->process->pid(), spare);
+    RunUntil([] { return false; }, absl::Milliseconds(100));  // a short session
+    pool.Return(std::move(*taken), /*reusable=*/true);
+  }
+  // Long enough for a start, had one begun, to be ready and found surplus.
+  RunUntil([] { return false; }, absl::Seconds(3));
+  EXPECT_EQ(Metric(starts) - started_before, 0);
+  EXPECT_EQ(Metric(surplus) - surplus_before, 0);
+  EXPECT_THAT(pool.spare_pids(), ::testing::ElementsAre(spare));
+  Shutdown(pool);
+}
+
+// A session that keeps its worker has its spare replaced soon all the same, and a burst is not
+// held back by that delay: a session that finds no spare has a worker started for it at once.
+TEST_F(SessionWorkerPoolTest, ALongSessionsSpareIsReplacedAndABurstStartsAtOnce) {
+  SessionWorkerPool pool(Options(/*max_sessions=*/4, /*spares=*/1), io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  absl::StatusOr<SessionWorker> first = Take(pool);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(pool.spare_pids().empty());
+  // The next session at once: it waits for a start of its own, not for the delay.
+  std::optional<absl::StatusOr<SessionWorker>> second;
+  asio::co_spawn(
+      io_, [&pool, &second]() -> asio::awaitable<void> { second = co_await pool.Take(); },
+      asio::detached);
+  io_.poll();
+  EXPECT_GE(pool.starts_in_flight(), 1);
+  ASSERT_TRUE(RunUntil([&] { return second.has_value(); }, absl::Seconds(30)));
+  ASSERT_TRUE(second->ok()) << second->status();
+  // And the spare comes back while both sessions go on.
+  ASSERT_TRUE(RunUntil([&] { return pool.spare_pids().size() == 1; }, absl::Seconds(30)));
+  pool.Return(std::move(*first), /*reusable=*/true);
+  pool.Return(std::move(**second), /*reusable=*/true);
+  Shutdown(pool);
+}
+
 }  // namespace
 }  // namespace cnp::session

@@ -151,7 +151,7 @@ class Worker:
         return data
 
     def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0,
-                      max_call_timeout_ms=0):
+                      max_call_timeout_ms=0, max_line_bytes=0):
         """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
@@ -160,6 +160,7 @@ class Worker:
         task.direct_session.default_timeout_ms = timeout_ms
         task.direct_session.max_answer_bytes = max_answer_bytes
         task.direct_session.max_call_timeout_ms = max_call_timeout_ms
+        task.direct_session.max_line_bytes = max_line_bytes
         self.send(task, [commands_read, answers_write])
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
@@ -598,6 +599,40 @@ class TimeoutTest(unittest.TestCase):
         self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
         session.close()
         worker.sock.close()
+
+
+class JsonLogTest(unittest.TestCase):
+    """With --log-format=json every line a direct session's worker writes is one JSON object,
+    for a log collector: before, its lines for a line over the limit and for a command past
+    CouchDB's timeout were raw "cnp-worker: direct session ..." text among the JSON. The lines
+    over the limit, one for each such line CouchDB sends, are rate-limited as well."""
+
+    def test_a_sessions_log_lines_are_json_and_too_long_lines_are_rate_limited(self):
+        worker = Worker(extra_args=["--log-format=json"])
+        session = worker.start_session(session_id="json", max_line_bytes=1024)
+        self.assertEqual(session.call(["reset", {"timeout": 1000}]), ["true"])
+        for _ in range(20):
+            session.send_line('["map_doc",{"_id":"big","pad":"' + "x" * 2000 + '"}]')
+            self.assertEqual(json.loads(session.read_line())[:2], ["error", "too_large"])
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.spins"]), ["true"])
+        lines = session.call(["map_doc", {"_id": "stuck"}], timeout=30)
+        self.assertEqual(json.loads(lines[0])[:2], ["error", "timeout"])
+        self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+        session.close()
+        worker.sock.close()
+        logged = [line for line in worker.diagnostics().splitlines() if line.strip()]
+        events = []
+        for line in logged:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                self.fail("a line that is not JSON: " + line)
+        too_long = [e for e in events if "1024" in e.get("msg", "")]
+        self.assertEqual(len(too_long), 1, logged)
+        self.assertEqual(too_long[0].get("session"), "json", too_long[0])
+        timeouts = [e for e in events if "CouchDB's timeout" in e.get("msg", "")]
+        self.assertEqual(len(timeouts), 1, logged)
+        self.assertEqual(timeouts[0].get("level"), "ERROR", timeouts[0])
 
 
 class FunctionErrorProgressTest(unittest.TestCase):
