@@ -401,7 +401,7 @@ TEST_F(UploadIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsF
 TEST_F(UploadIntegrationTest, BadYamlOrBadFunctionsWriteNothing) {
   UploadResult result = Upload(Request(
       "bad", {File("good.yml", kLocationYaml),
-              File("bad.yml", "broken:\n  views: {v: missing.module}\n  colour: red\n")}));
+              File("bad.yml", "broken:\n  views: {v: missing.module}\n  veiws: {}\n")}));
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
   EXPECT_THAT(result.errors(), SizeIs(2));
   EXPECT_THAT(result.outcomes(), IsEmpty());
