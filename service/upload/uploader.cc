@@ -56,6 +56,9 @@ class UploadRun {
         stop_(std::move(stop)) {}
 
   absl::Status Execute() {
+    // An Upload cancelled while it waited for an upload thread does no work at all: no YAML
+    // parsed, no task sent to a worker.
+    if (stop_.stop_requested()) return Cancelled();
     if (request_.files_size() == 0) {
       return Fail(absl::InvalidArgumentError("no YAML files to upload"));
     }
@@ -134,8 +137,11 @@ class UploadRun {
     // pipeline that uploaded nothing. The per-file warnings would only repeat this error.
     if (specs_.empty() && problems.error_count() == 0) return Fail(NoDesignDocuments());
     ResolveClassifications(classifications, specs_, problems);
+    if (stop_.stop_requested()) return Cancelled();
+    // The call's own deadline needs no place here: gRPC cancels a call whose deadline passes,
+    // which requests `stop_`, which ends the resolve's wait (and its task) at once.
     absl::Status resolved = ResolveVersions(
-        runner_, absl::Now() + options_.resolve_timeout, specs_, problems);
+        runner_, absl::Now() + options_.resolve_timeout, specs_, problems, stop_);
     if (!resolved.ok()) {
       if (!SendProblems(problems)) return Cancelled();
       return Fail(resolved);
