@@ -308,6 +308,35 @@ TEST(UploadResolveTest, CancelledOrLateUploadsWaitingForAWorkerFreeTheirThreadsA
   EXPECT_TRUE(next.ok()) << next.error_message() << "\n" << server->Log();
 }
 
+// An Upload cancelled while it waits for an upload thread (both held by uploads to CouchDBs that
+// never answer) gives its place among the waiting calls up at once: it used to hold it until a
+// thread took it up, here for a minute (the HTTP timeout), after a staged build for hours.
+TEST(UploadAdmissionTest, AnUploadCancelledWhileWaitingForAThreadGivesUpItsPlaceAtOnce) {
+  auto server = StartServer({"--max-waiting-uploads=1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  SilentCouchDb first_couchdb, second_couchdb, unused;
+  RunningUpload first(*stub, UploadTo(first_couchdb));
+  ASSERT_TRUE(first_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+  RunningUpload second(*stub, UploadTo(second_couchdb));
+  ASSERT_TRUE(second_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+
+  grpc::ClientContext waiting_context;
+  auto waiting = stub->Upload(&waiting_context, UploadTo(unused, "waiting"));
+  ASSERT_TRUE(server->WaitForLog("database=waiting", absl::Seconds(30))) << server->Log();
+  waiting_context.TryCancel();
+  EXPECT_EQ(Drain(*waiting).error_code(), grpc::StatusCode::CANCELLED);
+
+  // The next one takes the place and waits in it, until its own deadline.
+  const grpc::Status next = AdmittedWithin(*stub, absl::Seconds(10), UploadTo(unused, "next"),
+                                           absl::Seconds(1));
+  EXPECT_EQ(next.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << next.error_message() << "\n" << server->Log();
+  EXPECT_TRUE(server->WaitForLog("database=next", absl::Seconds(10))) << server->Log();
+  // The cancelled one never ran: it never reached its CouchDB.
+  EXPECT_FALSE(unused.AwaitRequest(absl::Milliseconds(100)));
+}
+
 // The worker had already taken the resolve task (its import takes ten minutes) when the Upload
 // was cancelled: the worker is killed and replaced, as for any cancelled call, and serves the
 // next call.
