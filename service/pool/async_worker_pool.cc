@@ -606,8 +606,13 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                         DescribeTask(task), " (", failure.message(), "); replacing it"),
            {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid}});
   metrics::WorkerExited("crash");
-  ++slot->crashes;
-  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes),
+  // The task crashed it, not the worker's start: the next worker starts cleanly, so no backoff
+  // (one client's crashing calls would make every caller wait it out), only the bound on how
+  // often one slot starts workers.
+  const absl::Time now = absl::Now();
+  Retire(slot,
+         std::max(slot->last_start + options_.min_crash_restart_interval - now,
+                  absl::ZeroDuration()),
          std::string(failure.message()));
   // The request itself may be what crashes workers: clients must not send it again elsewhere.
   co_return NotRetryable(absl::UnavailableError(
@@ -616,7 +621,7 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
 
 bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
   slot->calls += calls;
-  slot->crashes = 0;
+  slot->deaths_without_task = 0;
   const char* why = nullptr;
   const char* cause = nullptr;  // for cnp_worker_exits_total
   if (shutting_down_) {
@@ -791,6 +796,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
 
 asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
   const uint64_t generation = generation_;
+  slot->last_start = absl::Now();
   absl::StatusOr<std::unique_ptr<Worker>> started =
       co_await factory_->Start(slot->index, options_.startup_timeout);
   if (started.ok() && !shutting_down_) {
@@ -804,7 +810,8 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     MakeIdle(slot);
   } else if (!started.ok()) {
     ++slot->failed_starts;
-    absl::Duration delay = RestartBackoff(options_, slot->failed_starts + slot->crashes);
+    absl::Duration delay =
+        RestartBackoff(options_, slot->failed_starts + slot->deaths_without_task);
     LogError("worker ", slot->index, " failed to start: ", started.status().message(),
              "; retrying in ", absl::FormatDuration(delay));
     slot->state = shutting_down_ ? State::kStopped : State::kDown;
@@ -837,8 +844,9 @@ void AsyncWorkerPool::ReplaceEnded(Slot* slot, std::string how, absl::string_vie
   LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how, " ", when,
            "; replacing it");
   metrics::WorkerExited("crash");
-  ++slot->crashes;
-  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->crashes), std::move(how));
+  ++slot->deaths_without_task;
+  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->deaths_without_task),
+         std::move(how));
 }
 
 void AsyncWorkerPool::ReloadAll() {

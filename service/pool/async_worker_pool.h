@@ -18,8 +18,10 @@
 //   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
-//               killed, reaped from its pidfd, and its slot restarted (after a doubling
-//               backoff when it crashed); callers fail fast when no worker can start
+//               killed, reaped from its pidfd, and its slot restarted: at once when its task
+//               was at fault (at most once per min_crash_restart_interval), after a doubling
+//               backoff when it failed to start or died idle; callers fail fast when no worker
+//               can start
 //   recycling   after max_calls_per_worker calls (each exchange of a lease counts), when a
 //               reply asks for it, when above max_resident_bytes (idle: at once; kept by a
 //               session: asked back and replaced when it returns), and one at a time on a
@@ -96,11 +98,13 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     int64_t calls = 0;
     uint64_t generation = 0;  // reload generation the worker was started in
     // In a row: starts that failed (reset by a start that succeeds; they alone make callers
-    // fail fast) and crashes of a started worker, mid-call or idle (reset by a call that ends
-    // well). Both together set the restart backoff.
+    // fail fast) and deaths of a started worker that no task explains, idle or between a
+    // session's calls (reset by a call that ends well). Both together set the restart backoff.
+    // A crash while running a task counts in neither: its slot restarts at once.
     int failed_starts = 0;
-    int crashes = 0;
+    int deaths_without_task = 0;
     absl::Time restart_at = absl::InfinitePast();
+    absl::Time last_start = absl::InfinitePast();  // when the last start attempt began
     std::string last_failure;
     // While a caller keeps the worker (RunAndKeep): how to ask for it back, and whether
     // that was done; both cleared when the worker comes back.
@@ -169,8 +173,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // Hands a usable worker to the first waiting caller, or makes it idle; one that ended while
   // held (ended_while_held) is replaced instead.
   void MakeIdle(Slot* slot);
-  // A worker that ended by itself (how, when: "while idle"): logged, counted as a crash, and
-  // replaced after the restart backoff.
+  // A worker that ended by itself (how, when: "while idle"): logged, counted as a death no task
+  // explains, and replaced after the restart backoff.
   void ReplaceEnded(Slot* slot, std::string how, absl::string_view when);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
   void Retire(Slot* slot, absl::Duration restart_delay, std::string why);

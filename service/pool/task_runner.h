@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <stop_token>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -43,6 +44,17 @@ class TaskRunner {
   // Code updated on disk needs no retry here: a worker asked for a version it has not loaded
   // imports the module anew itself when its files changed (see FunctionRegistry).
   virtual absl::StatusOr<Reply> Run(const Task& task, absl::Time deadline) = 0;
+
+  // Run, for a caller whose own call can be cancelled (Upload: its client cancels or goes
+  // away, its deadline passes, the server shuts down): a stop requested through `stop` ends
+  // the wait at once with CANCELLED, as a cancelled call's await of the pool does - a task still
+  // waiting for a worker is dropped and never runs, a worker running it is killed and replaced.
+  // A stop requested before the call sends nothing. The default cannot stop: it runs as Run
+  // (InProcessRunner runs the task on the calling thread; fakes answer at once).
+  virtual absl::StatusOr<Reply> RunUnlessStopped(const Task& task, absl::Time deadline,
+                                                 std::stop_token /*stop*/) {
+    return Run(task, deadline);
+  }
 
   // Holds one worker for a multi-step exchange.
   virtual absl::StatusOr<std::unique_ptr<WorkerLease>> Lease(absl::Time deadline) = 0;

@@ -159,6 +159,9 @@ constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
 constexpr absl::Duration kConnectionsClose = absl::Seconds(1);
 // gRPC's shutdown deadline is this much later than the grace's end (see Shutdown).
 constexpr absl::Duration kGrpcDeadlineAfterOurs = absl::Seconds(5);
+// How long calls whose work was stopped past the grace get to answer in the server's own
+// words before gRPC cancels what is left.
+constexpr absl::Duration kStoppedCallsAnswer = absl::Seconds(1);
 
 // A unix socket lets in only the users it is told to (SO_PEERCRED); a loopback TCP listener
 // lets in every process of the host, whoever runs it. Without a token or client certificates
@@ -544,7 +547,13 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   } else {
     LogWarning("calls still running after the ", absl::FormatDuration(grace),
                " grace: stopping them");
-    if (stop_work) stop_work();
+    if (stop_work) {
+      stop_work();
+      // Their workers are stopped: each call now answers UNAVAILABLE, saying that the server
+      // shut down and to retry elsewhere. Cancelled at once below, the clients would get
+      // gRPC's "Cancelling all calls" instead.
+      shutdown_.AwaitNoCalls(absl::Now() + kStoppedCallsAnswer);
+    }
   }
   // Every call has ended, or is cancelled now (which cancels what its handler awaits and asks
   // an upload to stop): close the connections left without waiting.

@@ -13,7 +13,8 @@
 //
 // When the call is cancelled (the client cancels or goes away, its deadline passes, the server
 // shuts down) the handler's std::stop_token is told, and emitting fails from then on: the
-// handler is expected to stop between its steps.
+// handler is expected to stop between its steps. A call cancelled while it still waits for a
+// thread is answered at once and gives its slot back: its handler never runs.
 #pragma once
 
 #include <exception>
@@ -131,7 +132,9 @@ class ServerStreamMethod
       status = ToGrpcStatus(ParseRequest(call->bytes, self->rpc_, call->request));
     }
     if (status.ok()) {
-      // Held until the handler has returned: the calls running and waiting stay bounded.
+      // Held until the handler has returned, or the call was cancelled before a thread took
+      // it up: the calls running and waiting stay bounded, and one that is gone stops counting
+      // at once rather than when the uploads ahead of it end (a staged build takes hours).
       std::optional<BlockingCallLimit::Slot> slot = self->limit_.TryEnter();
       if (!slot) {
         status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, self->limit_.refusal());
@@ -148,7 +151,8 @@ class ServerStreamMethod
           } catch (const std::exception& e) {
             return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
           }
-        });
+        }, grpc::Status(grpc::StatusCode::CANCELLED,
+                        "the call was cancelled while it waited for a thread; nothing was done"));
       }
     }
     co_await grpc_asio::Finish(context, call->writer, status);

@@ -35,8 +35,7 @@ absl::Status StoppedByRequest() {
 
 absl::Status StoppedWhileWaiting() {
   return absl::CancelledError(
-      "the upload was cancelled while it waited for CouchDB's index build; the staging "
-      "document was left in place");
+      "the upload was cancelled while it waited for CouchDB's index build");
 }
 
 // CouchDB 3 names a shard's database "shards/<range>/<db>.<suffix>"; 1.x names the database.
@@ -142,6 +141,7 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
       staging.AddMember("_rev", rapidjson::Value((*old)["_rev"], alloc), alloc);
     }
   }
+  put_sent_ = true;
   absl::StatusOr<couchdb::HttpResponse> put = couch_.Put(path, couchdb::ToJson(staging));
   if (!put.ok()) return put.status();
   if (put->status != 201 && put->status != 202) {
@@ -333,17 +333,32 @@ absl::StatusOr<bool> StagedIndexBuild::IndexerRunning(int64_t& done, int64_t& to
 
 absl::Status StagedIndexBuild::Remove() {
   if (staging_rev_.empty()) return absl::OkStatus();
+  if (absl::Status deleted = DeleteStaging(couch_); !deleted.ok()) return deleted;
+  Report("cleaned");
+  return absl::OkStatus();
+}
+
+absl::Status StagedIndexBuild::RemoveAfterStop(couchdb::CouchClient& couch) {
+  if (staging_rev_.empty()) {
+    // Only the revision written is deleted, never one someone else wrote since; without it
+    // (the PUT's answer was cut off) there is no telling.
+    return absl::FailedPreconditionError(
+        "its write was cut off before CouchDB answered, so whether it was written is unknown");
+  }
+  return DeleteStaging(couch);
+}
+
+absl::Status StagedIndexBuild::DeleteStaging(couchdb::CouchClient& couch) {
   const std::string path = couchdb::DesignDocPath(database_, StagingName(name_));
   absl::StatusOr<couchdb::HttpResponse> deleted =
-      couch_.Delete(absl::StrCat(path, "?rev=", couchdb::CouchClient::EscapeSegment(staging_rev_)));
+      couch.Delete(absl::StrCat(path, "?rev=", couchdb::CouchClient::EscapeSegment(staging_rev_)));
   if (!deleted.ok()) return deleted.status();
   if (deleted->status != 200 && deleted->status != 202) {
     return couchdb::HttpError(*deleted,
                      absl::StrCat("removing _design/", StagingName(name_), " from ", database_),
-                     couch_.base_url());
+                     couch.base_url());
   }
   staging_rev_.clear();
-  Report("cleaned");
   return absl::OkStatus();
 }
 

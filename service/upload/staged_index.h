@@ -65,8 +65,19 @@ class StagedIndexBuild {
   // Deletes the staging document written by Build.
   absl::Status Remove();
 
+  // After a stop (the Upload was cancelled) cut Build short: deletes the staging document it
+  // wrote through `couch`, a client of its own (the build's refuses every request once
+  // stopped), reporting nothing (nobody listens). OK when it was deleted; otherwise why it may
+  // still be there. Only for a stopped Build: the live document was not written, so nothing
+  // uses the staging document's index.
+  absl::Status RemoveAfterStop(couchdb::CouchClient& couch);
+  // Whether Build may have written the staging document (it sent the PUT).
+  bool staging_written() const { return put_sent_; }
+
  private:
   bool Report(absl::string_view phase, int64_t done = 0, int64_t total = 0);
+  // DELETEs the staging document at staging_rev_ through `couch`.
+  absl::Status DeleteStaging(couchdb::CouchClient& couch);
   // Sums changes_done/total_changes of the indexer tasks building the staging document; false
   // when there is none (not started yet, or finished).
   absl::StatusOr<bool> IndexerRunning(int64_t& done, int64_t& total);
@@ -85,6 +96,7 @@ class StagedIndexBuild {
   absl::Duration poll_interval_;
   std::function<bool(const v1::IndexBuildProgress&)> report_;
   std::string staging_rev_;
+  bool put_sent_ = false;
   bool built_index_ = false;
   // The staging index's update_seq right after its build, or why it could not be read.
   absl::StatusOr<int64_t> built_seq_ = absl::UnknownError("the index was not built");

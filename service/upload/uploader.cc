@@ -31,6 +31,10 @@ namespace {
 
 constexpr int kDefaultConflictRetries = 3;
 
+// How long the clean-up of a cancelled staged build may take: the upload's thread, and a
+// shutdown that joins it, wait for it.
+constexpr absl::Duration kStagingCleanupTimeout = absl::Seconds(5);
+
 std::string Where(const v1::SourceLocation& at) {
   return at.line() > 0 ? absl::StrCat(at.file(), ":", at.line()) : at.file();
 }
@@ -56,6 +60,9 @@ class UploadRun {
         stop_(std::move(stop)) {}
 
   absl::Status Execute() {
+    // An Upload cancelled while it waited for an upload thread does no work at all: no YAML
+    // parsed, no task sent to a worker.
+    if (stop_.stop_requested()) return Cancelled();
     if (request_.files_size() == 0) {
       return Fail(absl::InvalidArgumentError("no YAML files to upload"));
     }
@@ -134,8 +141,11 @@ class UploadRun {
     // pipeline that uploaded nothing. The per-file warnings would only repeat this error.
     if (specs_.empty() && problems.error_count() == 0) return Fail(NoDesignDocuments());
     ResolveClassifications(classifications, specs_, problems);
+    if (stop_.stop_requested()) return Cancelled();
+    // The call's own deadline needs no place here: gRPC cancels a call whose deadline passes,
+    // which requests `stop_`, which ends the resolve's wait (and its task) at once.
     absl::Status resolved = ResolveVersions(
-        runner_, absl::Now() + options_.resolve_timeout, specs_, problems);
+        runner_, absl::Now() + options_.resolve_timeout, specs_, problems, stop_);
     if (!resolved.ok()) {
       if (!SendProblems(problems)) return Cancelled();
       return Fail(resolved);
@@ -174,6 +184,8 @@ class UploadRun {
     options.timeout = options_.http_timeout;
     options.max_response_bytes = options_.max_couchdb_response_bytes;
     options.response_limit_advice = "the operator can raise cnp-server's --max-couchdb-response-bytes";
+    // Without the stop: the client for clean-up after one (RemoveStagingAfterStop).
+    couch_options_ = options;
     options.stop = stop_;
     couch_ = std::make_unique<couchdb::CouchClient>(std::move(options));
   }
@@ -501,6 +513,7 @@ class UploadRun {
   absl::Status UploadOne(const Target& target) {
     std::optional<StagedIndexBuild> staging;
     std::optional<rapidjson::Document> staged_document;
+    bool build_stopped = false;  // the upload was cancelled during the staging build
     v1::UploadEvent event;
     absl::StatusOr<couchdb::WriteResult> written = couchdb::WriteWithConflictRetry(
         *couch_,
@@ -541,7 +554,10 @@ class UploadRun {
                               *e.mutable_progress() = progress;
                               return Send(e);
                             });
-            if (absl::Status built = staging->Build(plan.document); !built.ok()) return built;
+            if (absl::Status built = staging->Build(plan.document); !built.ok()) {
+              build_stopped = absl::IsCancelled(built);
+              return built;
+            }
             staged_document.emplace();
             staged_document->CopyFrom(plan.document, staged_document->GetAllocator());
           }
@@ -551,8 +567,15 @@ class UploadRun {
     if (!written.ok()) {
       // The live document was not written, so the staging document serves nothing, and no
       // later run would come back for it (it stages only what differs from the live
-      // document). Only a stopped upload leaves it, for the next run to reuse.
-      if (staging && !absl::IsCancelled(written.status())) RemoveStaging(*staging, target);
+      // document).
+      if (staging && build_stopped) return RemoveStagingAfterStop(*staging, target, written.status());
+      // Stopped while the live document was being written: it may be in place, and then its
+      // index is the staging build's, which deleting the staging document now could lose.
+      if (staging && absl::IsCancelled(written.status())) {
+        return KeptStaging(written.status(), target,
+                           "the live document may have been written meanwhile");
+      }
+      if (staging) RemoveStaging(*staging, target);
       return written.status();
     }
     v1::DesignDocOutcome& outcome = *event.mutable_outcome();
@@ -575,7 +598,9 @@ class UploadRun {
                                 ? absl::Seconds(request_.staged_settle_seconds())
                                 : options_.staged_settle_timeout;
     if (absl::Status settled = staging.AwaitLiveIndex(settle); !settled.ok()) {
-      if (absl::IsCancelled(settled)) return settled;
+      if (absl::IsCancelled(settled)) {
+        return KeptStaging(settled, target, "the live document's index had not settled yet");
+      }
       SendWarning(std::string(settled.message()), target);
       // The live document is in place. Unless its index is another one (then the staging
       // document serves nothing), the clean-up waits for a later run.
@@ -589,6 +614,44 @@ class UploadRun {
     }
     RemoveStaging(staging, target);
     return absl::OkStatus();
+  }
+
+  // The upload was cancelled during the staging document's index build, before the live
+  // document was written: nothing uses that index, and a staging document left in place would
+  // have CouchDB build and keep up to date an index nobody wants any more (CouchDB 3 indexes
+  // design documents by itself). It is deleted, at the revision this run wrote, with a client
+  // of its own (the cancelled run's refuses every request) and a short timeout. `stopped`
+  // comes back saying what became of it.
+  absl::Status RemoveStagingAfterStop(StagedIndexBuild& staging, const Target& target,
+                                      const absl::Status& stopped) {
+    if (!staging.staging_written()) return stopped;
+    couchdb::CouchClient::Options options = couch_options_;
+    options.timeout = kStagingCleanupTimeout;
+    couchdb::CouchClient cleanup(std::move(options));
+    const std::string what =
+        absl::StrCat("_design/", StagingName(target.spec->name), " in ", target.database);
+    if (absl::Status removed = staging.RemoveAfterStop(cleanup); !removed.ok()) {
+      return absl::Status(
+          stopped.code(),
+          absl::StrCat(stopped.message(), "; its staging document ", what,
+                       " may be left: deleting it failed (", removed.message(),
+                       "). Delete it, or run the same upload again, which reuses it"));
+    }
+    return absl::Status(stopped.code(), absl::StrCat(stopped.message(), "; its staging document ",
+                                                     what, " was deleted"));
+  }
+
+  // Says that the staging document stays after the upload was stopped, and why.
+  absl::Status KeptStaging(const absl::Status& stopped, const Target& target,
+                           absl::string_view why) {
+    return absl::Status(
+        stopped.code(),
+        absl::StrCat(stopped.message(), "; its staging document _design/",
+                     StagingName(target.spec->name), " in ", target.database,
+                     " was kept, as ", why, ": delete it once GET /", target.database,
+                     "/_design/", target.spec->name,
+                     "/_info shows waiting_commit false (deleting it earlier may lose the "
+                     "built index)"));
   }
 
   void RemoveStaging(StagedIndexBuild& staging, const Target& target) {
@@ -728,6 +791,7 @@ class UploadRun {
   const std::stop_token stop_;
   std::vector<DesignDocSpec> specs_;
   std::unique_ptr<couchdb::CouchClient> couch_;
+  couchdb::CouchClient::Options couch_options_;  // couch_'s, without the stop
   bool cancelled_ = false;
   // Design documents written (or, on a dry run, that would change) and found as they should
   // be, from the outcomes sent (StoppedEarly).

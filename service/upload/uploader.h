@@ -32,6 +32,8 @@ class Uploader {
   using Emit = std::function<bool(const v1::UploadEvent&)>;
 
   struct Options {
+    // How long the functions' resolve in a worker may take (a call's earlier deadline ends it
+    // sooner, through `stop`).
     absl::Duration resolve_timeout = absl::Seconds(30);
     absl::Duration http_timeout = absl::Seconds(60);
     // How often a staged deploy polls CouchDB's _active_tasks for its index build's progress.
@@ -67,8 +69,11 @@ class Uploader {
   //   CANCELLED          `emit` returned false, or `stop` was requested
   // No message, in an event or the status, holds a credential (see RedactCredentials).
   // Safe to call from several threads at once: each run has its own CouchDB connection.
-  // `stop` (the Upload call was cancelled) ends the run between its steps, aborts a CouchDB
-  // request in progress within about a second, and cuts a staged build's waits short.
+  // `stop` (the Upload call was cancelled, or its deadline passed) ends the run between its
+  // steps, ends the resolve of its functions at once (the task dropped if no worker had taken
+  // it, the worker replaced if one had), aborts a CouchDB request in progress within about a
+  // second, and cuts a staged build's waits short. A run whose stop was requested before it
+  // began does nothing.
   absl::Status Run(const v1::UploadRequest& request, const Emit& emit,
                    std::stop_token stop = {}) const;
 

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "rapidjson/pointer.h"
@@ -30,7 +31,8 @@ rapidjson::Pointer PointerTo(const std::vector<std::string>& path) {
 }  // namespace
 
 absl::Status ResolveVersions(pool::TaskRunner& runner, absl::Time deadline,
-                             std::vector<DesignDocSpec>& specs, ProblemList& problems) {
+                             std::vector<DesignDocSpec>& specs, ProblemList& problems,
+                             std::stop_token stop) {
   // Each distinct name is imported once, however many documents use it.
   std::map<std::string, const v1::ResolvedFunction*> by_name;
   pool::Task task;
@@ -42,7 +44,7 @@ absl::Status ResolveVersions(pool::TaskRunner& runner, absl::Time deadline,
   }
   if (request.functions_size() == 0) return absl::OkStatus();
 
-  absl::StatusOr<pool::Reply> reply = runner.Run(task, deadline);
+  absl::StatusOr<pool::Reply> reply = runner.RunUnlessStopped(task, deadline, std::move(stop));
   if (!reply.ok()) {
     return absl::Status(reply.status().code(),
                         absl::StrCat("could not resolve the functions' versions in a worker: ",

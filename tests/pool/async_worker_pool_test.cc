@@ -1,7 +1,8 @@
 // The pool's policies with fake workers (no processes): admission and its queue limit,
-// deadlines and cancellation (queued and running), crashes and their restart backoff, failing
-// fast when no worker can start, recycling, rolling reloads, RunAll, leases, workers kept
-// between a caller's calls (RunAndKeep) with their quick exchanges, and shutdown.
+// deadlines and cancellation (queued and running), crashes (replaced at once, at a bounded
+// rate), failed starts and idle deaths with their restart backoff, failing fast when no worker
+// can start, recycling, rolling reloads, RunAll, leases, workers kept between a caller's calls
+// (RunAndKeep) with their quick exchanges, and shutdown.
 //
 // Everything runs on one io_context driven by the test thread; waits are bounded by the
 // event loop (RunUntil), never by sleeps. Timings use small real durations (milliseconds).
@@ -224,8 +225,9 @@ std::vector<absl::Duration> RetryDelays(const std::vector<std::string>& lines) {
 }
 
 TEST_F(AsyncWorkerPoolTest, RestartsAfterFailedStartsBackOffDoublingUpToTheCap) {
-  // Slot 0 starts once, then every restart fails: the delays between attempts double from
-  // min_backoff (10 ms) and stop at max_backoff (40 ms).
+  // Slot 0 starts once, its worker is crashed by a task (restarted at once: no backoff), then
+  // every restart fails: the delays between attempts double from min_backoff (10 ms) and stop at
+  // max_backoff (40 ms).
   world_.starts = [](int, int attempt) {
     return attempt == 0 ? FakeStart{} : FakeStart{FakeStart::kRefuse, "no python"};
   };
@@ -235,14 +237,14 @@ TEST_F(AsyncWorkerPoolTest, RestartsAfterFailedStartsBackOffDoublingUpToTheCap) 
   // The pool runs on this thread: its log lines are all written by the time this returns.
   const std::vector<std::string> log = ::cnp::testing::StderrLinesOf([&] {
     ASSERT_TRUE(StartPool(options).ok());
-    EXPECT_FALSE(Run("crash").ok());  // failure 1: restart after 10 ms, which fails (2), ...
+    EXPECT_FALSE(Run("crash").ok());  // not counted: restart at once, which fails (1), ...
     // Attempt 6 began once the delay asked for after attempt 5 had passed.
     RunUntil([&] { return world_.start_attempts >= 7; });
   });
-  // Asked for exactly: after the failed starts 1 to 5 (failures 2 to 6), 20 ms, then the cap.
-  // Without the cap the last would be 160 ms.
+  // Asked for exactly: after the failed starts 1 to 5, 10 ms, 20 ms, then the cap. Without the
+  // cap the last would be 160 ms.
   const std::vector<absl::Duration> expected = {
-      absl::Milliseconds(20), absl::Milliseconds(40), absl::Milliseconds(40),
+      absl::Milliseconds(10), absl::Milliseconds(20), absl::Milliseconds(40),
       absl::Milliseconds(40), absl::Milliseconds(40)};
   const std::vector<absl::Duration> asked = RetryDelays(log);
   ASSERT_GE(asked.size(), expected.size()) << ::testing::PrintToString(log);
@@ -294,6 +296,62 @@ TEST_F(AsyncWorkerPoolTest, CrashesOnCallsAreNotFailedStartsAndCallersWaitForThe
   absl::StatusOr<Reply> reply = Run("a", absl::Now() + absl::Seconds(5));
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(world_.start_attempts, options.failures_before_fail_fast + 2);
+}
+
+// One client's calls that crash their worker (a function that segfaults or calls os._exit) must
+// not make every other caller wait out a backoff they ran up: the task was at fault, not the
+// worker's start, and the next worker starts cleanly.
+TEST_F(AsyncWorkerPoolTest, WorkersCrashedByTheirTasksAreReplacedWithoutBackoff) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  // A backoff would show: after the first crash alone the next worker would come a second later.
+  options.min_backoff = absl::Seconds(1);
+  options.max_backoff = absl::Seconds(30);
+  ASSERT_TRUE(StartPool(options).ok());
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<Reply> crashed = Run("crash", absl::Now() + absl::Milliseconds(900));
+    EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << "crash " << i << ": " << crashed.status();
+  }
+  // Another caller is served by the next worker at once, not after 1 + 2 + 4 + 8 + 16 s.
+  absl::StatusOr<Reply> innocent = Run("a", absl::Now() + absl::Milliseconds(900));
+  EXPECT_TRUE(innocent.ok()) << innocent.status();
+  EXPECT_EQ(world_.start_attempts, 6);
+}
+
+// ... but a slot starts workers at most once per min_crash_restart_interval: a client sending
+// nothing but crashing calls does not have the pool fork without pause.
+TEST_F(AsyncWorkerPoolTest, RestartsAfterTaskCrashesAreSpacedByTheCrashRestartInterval) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.min_backoff = absl::Seconds(10);
+  options.max_backoff = absl::Seconds(10);
+  options.min_crash_restart_interval = absl::Milliseconds(50);
+  ASSERT_TRUE(StartPool(options).ok());
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<Reply> crashed = Run("crash", absl::Now() + absl::Seconds(5));
+    EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << "crash " << i << ": " << crashed.status();
+  }
+  ASSERT_TRUE(Run("a", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_EQ(world_.start_times.size(), 5u);
+  for (size_t k = 1; k < world_.start_times.size(); ++k) {
+    // (Less a millisecond: the pool takes its time of a start a moment before the fake does.)
+    EXPECT_GE(world_.start_times[k] - world_.start_times[k - 1], absl::Milliseconds(49))
+        << "between starts " << k - 1 << " and " << k;
+  }
+}
+
+// A worker that dies while idle is no task's fault: it may be its start's (a broken extension,
+// the environment), and is restarted after the backoff.
+TEST_F(AsyncWorkerPoolTest, AWorkerThatDiesIdleIsRestartedAfterTheBackoff) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.min_backoff = absl::Milliseconds(200);
+  options.max_backoff = absl::Seconds(1);
+  ASSERT_TRUE(StartPool(options).ok());
+  const absl::Time died = absl::Now();
+  world_.live.front()->DieNow("killed by signal 9 (Killed)");
+  RunUntil([&] { return world_.start_attempts == 2; });
+  EXPECT_GE(world_.start_times[1] - died, absl::Milliseconds(200));
 }
 
 TEST_F(AsyncWorkerPoolTest, AWorkerThatNeverFinishesStartingTimesOutAndIsRetried) {

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/runfiles.h"
 #include "tests/support/server_process.h"
@@ -116,6 +117,29 @@ TEST(CancellationTest, CancelledValidateFreesItsWorker) {
   EXPECT_EQ(slow_status.error_code(), grpc::StatusCode::CANCELLED);
   absl::Duration took;
   EXPECT_TRUE(QuickValidateServedPromptly(*stub, &took)) << server->Log();
+}
+
+// Past --shutdown-grace the server stops the work still running: the call is answered in the
+// server's own words (UNAVAILABLE, retry elsewhere), not gRPC's generic "Cancelling all calls".
+TEST(CancellationTest, ACallStoppedPastTheShutdownGraceIsToldWhyByTheServer) {
+  auto server = StartServer(1, {"--shutdown-grace=1s"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  StartSignal started;
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.slow_validate");
+  request.set_new_doc(DocWithSignal("slow", started.path()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  v1::ValidateResponse response;
+  grpc::Status status;
+  std::thread call([&] { status = stub->Validate(&context, request, &response); });
+  ASSERT_TRUE(started.Wait(absl::Seconds(60))) << server->Log();
+  server->Signal(SIGTERM);
+  call.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message() << "\n" << server->Log();
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("shut down"));
 }
 
 TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {

@@ -1,7 +1,9 @@
 // Uploads are cancelled with their call: a fake CouchDB accepts the upload's connection and
 // never answers, and cancelling the call (or shutting the server down) must close that
 // connection promptly - the upload would otherwise wait out its 60 s HTTP timeout, on a thread
-// nobody joins. And while every upload thread is held that way, an Upload without the token is
+// nobody joins. Likewise while a worker resolves the upload's functions: a cancelled Upload, or
+// one whose deadline passed, gives up its task (dropped if still queued, its worker replaced if
+// running) and its upload thread at once, rather than after the 30 s resolve timeout. And while every upload thread is held that way, an Upload without the token is
 // refused at once and one past the waiting room is refused RESOURCE_EXHAUSTED: neither waits
 // for a thread holding its request.
 #include <arpa/inet.h>
@@ -14,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "tests/support/files.h"
 #include "tests/support/server_process.h"
+#include "tests/support/start_signal.h"
 
 namespace cnp {
 namespace {
@@ -214,6 +218,152 @@ TEST(UploadAdmissionTest, WhileEveryUploadThreadIsHeldRefusalsComeAtOnce) {
   // The waiting upload still runs once a thread is free.
   first.context.TryCancel();
   EXPECT_TRUE(waiting_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+}
+
+// An Upload that only checks (no CouchDB), whose one design document names `function` (none
+// when empty: then no worker is asked). `label` goes into the access log as its database.
+v1::UploadRequest CheckOnly(const std::string& label, const std::string& function) {
+  v1::UploadRequest request;
+  v1::UploadFile* file = request.add_files();
+  file->set_name("design.yml");
+  file->set_text(function.empty() ? "towns:\n  options: {local_seq: true}\n"
+                                  : absl::StrCat("towns:\n  views:\n    by_town: ", function, "\n"));
+  request.set_check_only(true);
+  request.set_database(label);
+  return request;
+}
+
+// Reads an Upload's stream to its end; its status.
+grpc::Status Drain(grpc::ClientReader<v1::UploadEvent>& reader) {
+  v1::UploadEvent event;
+  while (reader.Read(&event)) {
+  }
+  return reader.Finish();
+}
+
+// Asks for `request` (by default an Upload that needs no worker) until it is let in (not
+// RESOURCE_EXHAUSTED: every upload slot held), for up to `patience`, each try with a deadline of
+// `timeout`; its status then.
+grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
+                            const v1::UploadRequest& request = CheckOnly("no-worker", ""),
+                            absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time until = absl::Now() + patience;
+  grpc::Status status;
+  do {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    auto reader = stub.Upload(&context, request);
+    status = Drain(*reader);
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return status;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < until);
+  return status;
+}
+
+// A Validate that holds the one worker until it is cancelled (the test's end).
+class BusyWorker {
+ public:
+  explicit BusyWorker(v1::Functions::Stub& stub) {
+    request_.set_function("rpc_fns.slow_validate");
+    request_.set_new_doc(absl::StrCat(R"({"_id":"slow","signal":")", started_.path(), R"("})"));
+    call_ = std::thread([this, &stub] { stub.Validate(&context_, request_, &response_); });
+  }
+  ~BusyWorker() {
+    context_.TryCancel();
+    call_.join();
+  }
+  bool Started() { return started_.Wait(absl::Seconds(60)); }
+
+ private:
+  testing::StartSignal started_;
+  v1::ValidateRequest request_;
+  grpc::ClientContext context_;
+  v1::ValidateResponse response_;
+  std::thread call_;
+};
+
+// Both upload threads are taken by Uploads whose resolve waits for the busy worker; one is
+// cancelled, the other's deadline passes. Each used to wait out its 30 s resolve timeout all the
+// same, holding its thread and its place, so that every other Upload was refused meanwhile.
+TEST(UploadResolveTest, CancelledOrLateUploadsWaitingForAWorkerFreeTheirThreadsAtOnce) {
+  auto server = StartServer({"--max-waiting-uploads=0"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  BusyWorker busy(*stub);
+  ASSERT_TRUE(busy.Started()) << server->Log();
+
+  grpc::ClientContext cancelled_context;
+  auto cancelled = stub->Upload(&cancelled_context, CheckOnly("cancelled", "rpc_fns.slow_map"));
+  ASSERT_TRUE(server->WaitForLog("database=cancelled", absl::Seconds(30))) << server->Log();
+  cancelled_context.TryCancel();
+  EXPECT_EQ(Drain(*cancelled).error_code(), grpc::StatusCode::CANCELLED);
+
+  grpc::ClientContext late_context;
+  late_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  auto late = stub->Upload(&late_context, CheckOnly("late", "rpc_fns.slow_map"));
+  EXPECT_EQ(Drain(*late).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  // Well before the 30 s resolve timeout would have freed either thread.
+  const grpc::Status next = AdmittedWithin(*stub, absl::Seconds(10));
+  EXPECT_TRUE(next.ok()) << next.error_message() << "\n" << server->Log();
+}
+
+// An Upload cancelled while it waits for an upload thread (both held by uploads to CouchDBs that
+// never answer) gives its place among the waiting calls up at once: it used to hold it until a
+// thread took it up, here for a minute (the HTTP timeout), after a staged build for hours.
+TEST(UploadAdmissionTest, AnUploadCancelledWhileWaitingForAThreadGivesUpItsPlaceAtOnce) {
+  auto server = StartServer({"--max-waiting-uploads=1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  SilentCouchDb first_couchdb, second_couchdb, unused;
+  RunningUpload first(*stub, UploadTo(first_couchdb));
+  ASSERT_TRUE(first_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+  RunningUpload second(*stub, UploadTo(second_couchdb));
+  ASSERT_TRUE(second_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+
+  grpc::ClientContext waiting_context;
+  auto waiting = stub->Upload(&waiting_context, UploadTo(unused, "waiting"));
+  ASSERT_TRUE(server->WaitForLog("database=waiting", absl::Seconds(30))) << server->Log();
+  waiting_context.TryCancel();
+  EXPECT_EQ(Drain(*waiting).error_code(), grpc::StatusCode::CANCELLED);
+
+  // The next one takes the place and waits in it, until its own deadline.
+  const grpc::Status next = AdmittedWithin(*stub, absl::Seconds(10), UploadTo(unused, "next"),
+                                           absl::Seconds(1));
+  EXPECT_EQ(next.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << next.error_message() << "\n" << server->Log();
+  EXPECT_TRUE(server->WaitForLog("database=next", absl::Seconds(10))) << server->Log();
+  // The cancelled one never ran: it never reached its CouchDB.
+  EXPECT_FALSE(unused.AwaitRequest(absl::Milliseconds(100)));
+}
+
+// The worker had already taken the resolve task (its import takes ten minutes) when the Upload
+// was cancelled: the worker is killed and replaced, as for any cancelled call, and serves the
+// next call.
+TEST(UploadResolveTest, AnUploadCancelledMidResolveHasItsWorkerReplaced) {
+  auto server = StartServer({"--max-waiting-uploads=0"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  grpc::ClientContext context;
+  auto upload = stub->Upload(&context, CheckOnly("slow-import", "slow_import_fns.by_town"));
+  ASSERT_TRUE(server->WaitForLog("slow_import_fns: importing", absl::Seconds(60)))
+      << server->Log();
+  context.TryCancel();
+  EXPECT_EQ(Drain(*upload).error_code(), grpc::StatusCode::CANCELLED);
+  // Not after the resolve timeout (30 s), which would say it missed its deadline instead.
+  EXPECT_TRUE(server->WaitForLog("for a call that was cancelled: killing and replacing it",
+                                 absl::Seconds(10)))
+      << server->Log();
+
+  grpc::ClientContext validate_context;
+  validate_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(15)));
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.quick_validate");
+  request.set_new_doc(R"({"_id":"x"})");
+  v1::ValidateResponse response;
+  const grpc::Status validated = stub->Validate(&validate_context, request, &response);
+  EXPECT_TRUE(validated.ok()) << validated.error_message() << "\n" << server->Log();
+  EXPECT_EQ(response.outcome(), v1::ValidateResponse::FORBIDDEN);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
@@ -66,6 +67,11 @@ ScriptedHttpServer::ScriptedHttpServer(Handler handler) : handler_(std::move(han
 ScriptedHttpServer::~ScriptedHttpServer() {
   ::shutdown(listen_fd_, SHUT_RDWR);  // wakes accept()
   thread_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    for (int fd : connections_) ::shutdown(fd, SHUT_RDWR);  // wakes their recv()
+  }
+  for (std::thread& connection : connection_threads_) connection.join();
   ::close(listen_fd_);
 }
 
@@ -80,8 +86,16 @@ void ScriptedHttpServer::Serve() {
   for (;;) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) return;
-    ServeConnection(fd);
-    ::close(fd);
+    {
+      absl::MutexLock lock(&mu_);
+      connections_.push_back(fd);
+    }
+    connection_threads_.emplace_back([this, fd] {
+      ServeConnection(fd);
+      absl::MutexLock lock(&mu_);
+      connections_.erase(std::find(connections_.begin(), connections_.end(), fd));
+      ::close(fd);
+    });
   }
 }
 

@@ -1,6 +1,8 @@
 // A minimal HTTP/1.1 server on loopback whose answers a test scripts, for CouchDB behaviour
-// pouchdb-server does not have (an indexer in _active_tasks, odd status codes). It serves one
-// connection at a time, which is all a single upload uses.
+// pouchdb-server does not have (an indexer in _active_tasks, odd status codes). Each connection
+// is served on a thread of its own: an upload keeps one open (keep-alive), and a cancelled one
+// cleans up on a second while the first is still open. The handler may be called from more
+// than one thread, but only while more than one connection sends requests.
 #pragma once
 
 #include <functional>
@@ -48,6 +50,9 @@ class ScriptedHttpServer {
   std::thread thread_;
   mutable absl::Mutex mu_;
   std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
+  // Connections being served, shut down by the destructor to end their threads.
+  std::vector<int> connections_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> connection_threads_;  // only Serve's thread, then the destructor
 };
 
 // `handler`, with GET / answered as CouchDB 3.4.3 answers it: an Upload talks only to a server

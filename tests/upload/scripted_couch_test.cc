@@ -3,6 +3,7 @@
 // errors.
 #include <map>
 #include <sstream>
+#include <stop_token>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -327,6 +328,75 @@ TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers)
   }
   EXPECT_THAT(phases, ElementsAre("staged", "building", "built", "settled", "cleaned"));
   EXPECT_EQ(result.Outcome("_design/location", "big").action(), v1::DesignDocOutcome::UPDATED);
+}
+
+// A staged deploy whose Upload is cancelled (its stop requested) while CouchDB builds the
+// staging document's index (BuildingForever: the build never finishes).
+UploadResult StagedDeployCancelledDuringTheBuild(::cnp::testing::FakeBlockingTaskRunner& runner,
+                                                 const Uploader::Options& options,
+                                                 const std::string& url) {
+  v1::UploadRequest request;
+  request.set_couchdb_url(url);
+  request.set_database("big");
+  *request.add_files() = File("design.yml", kYaml);
+  request.set_staged(true);
+  std::stop_source stop;
+  UploadResult result;
+  Uploader uploader(runner, options);
+  result.status = uploader.Run(
+      request,
+      [&](const v1::UploadEvent& event) {
+        result.events.push_back(event);
+        if (event.has_progress() && event.progress().phase() == "building") stop.request_stop();
+        return true;
+      },
+      stop.get_token());
+  return result;
+}
+
+ScriptedResponse BuildingForever(const std::string& call) {
+  if (call == "GET /_active_tasks") {
+    return {200, absl::StrCat("[", IndexerTask("big", "_design/location__staging", 10, 100), "]")};
+  }
+  return StagedDeployAnswer(call);
+}
+
+// Cancelled before the live document was written: the staging document serves nothing, and
+// left in place CouchDB would go on building (and keep up to date) its index. It is deleted,
+// at the revision the upload wrote, though the upload's own connection refuses every request
+// once stopped.
+TEST_F(ScriptedCouchTest, AStagedDeployCancelledDuringItsBuildDeletesTheStagingDocument) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
+    return BuildingForever(call);
+  }));
+  UploadResult result = StagedDeployCancelledDuringTheBuild(runner_, options_, couch.url());
+  EXPECT_TRUE(absl::IsCancelled(result.status)) << result.status;
+  EXPECT_THAT(result.status.message(),
+              HasSubstr("its staging document _design/location__staging in big was deleted"));
+  const std::vector<std::string> requests = couch.requests();
+  EXPECT_EQ(requests.back(), "DELETE /big/_design/location__staging?rev=1-stage")
+      << ::testing::PrintToString(requests);
+  for (const std::string& call : requests) EXPECT_NE(call, "PUT /big/_design/location");
+}
+
+// CouchDB refuses the clean-up: the status says what is left and what to do about it.
+TEST_F(ScriptedCouchTest, AStagingDocumentThatCannotBeDeletedAfterACancelIsNamed) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (absl::StartsWith(call, "DELETE ")) {
+      return {500, R"({"error": "unknown_error", "reason": "disk full"})"};
+    }
+    return BuildingForever(call);
+  }));
+  UploadResult result = StagedDeployCancelledDuringTheBuild(runner_, options_, couch.url());
+  EXPECT_TRUE(absl::IsCancelled(result.status)) << result.status;
+  EXPECT_THAT(result.status.message(),
+              HasSubstr("its staging document _design/location__staging in big may be left: "
+                        "deleting it failed ("));
+  EXPECT_THAT(result.status.message(), HasSubstr("disk full"));
+  EXPECT_THAT(result.status.message(), HasSubstr("Delete it, or run the same upload again"));
 }
 
 TEST_F(ScriptedCouchTest, AStagedDeployWithoutIndexChangesWritesDirectly) {
