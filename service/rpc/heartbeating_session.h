@@ -37,9 +37,13 @@ class HeartbeatingSession final : public SessionHandler {
   asio::awaitable<void> Close() override { co_await session_->Close(); }
 
   absl::Duration HeartbeatInterval() const override { return interval_; }
+  // A heartbeat says the interval too: it may be the stream's first output (the first command,
+  // an import that takes seconds, runs past the interval), and a client that learnt nothing
+  // from it would not hold the stream's silence against it.
   v1::SessionOutput Heartbeat() const override {
     v1::SessionOutput beat;
     beat.set_partial(true);
+    beat.set_heartbeat_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(interval_)));
     return beat;
   }
 

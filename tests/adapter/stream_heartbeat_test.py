@@ -84,9 +84,20 @@ class StreamHeartbeatTest(unittest.TestCase):
         # least four however late the machine's timers run, and none after the answer.
         self.assertGreaterEqual(len(beats), 4, outputs)
         for beat in beats:
-            self.assertEqual((beat["partial"], beat["lines"]), (True, []), beat)
+            self.assertEqual((beat["partial"], beat["lines"], beat["heartbeat_ms"]),
+                             (True, [], 200), beat)
         # None before the first interval of silence.
         self.assertGreaterEqual(beats[0]["after"], 0.19, outputs)
+
+    def test_a_heartbeat_that_comes_first_says_the_interval(self):
+        # The stream's first command outlasts the interval (a reduce names its functions
+        # itself): its heartbeats come before any answer, and must say what the answer would
+        # have said.
+        session = self.session(heartbeat_ms=200)
+        outputs = session.send(["reduce", ["fixture_fns.slow_count"], [[["k", "a"], 0.7]]])
+        self.assertEqual(rows(outputs[-1]), [[True, [1]]])
+        self.assertEqual(outputs[0]["partial"], True, outputs)
+        self.assertEqual(outputs[0]["heartbeat_ms"], 200, outputs)
 
     def test_quick_commands_get_no_heartbeat(self):
         session = self.session(heartbeat_ms=200)

@@ -32,6 +32,12 @@ def slow_town(doc):
     yield from town_n(doc)
 
 
+def slow_count(keys, values, rereduce):
+    """Not from a transcript: counts the values after as many seconds as the largest says."""
+    time.sleep(max(values))
+    return len(values)
+
+
 # ---- map_error.txt -----------------------------------------------------------------------------
 
 def map_error(doc):
