@@ -102,6 +102,16 @@ class AsyncWorkerPoolTest : public ::testing::Test {
     return Await(pool_->Run(TaskNamed(name), deadline));
   }
 
+  // `count` calls that each crash the worker running them, one after another, each within
+  // `each`: every one is answered UNAVAILABLE.
+  void RunCrashingCalls(int count, absl::Duration each) {
+    for (int i = 0; i < count; ++i) {
+      absl::StatusOr<Reply> crashed = Run("crash", absl::Now() + each);
+      EXPECT_TRUE(absl::IsUnavailable(crashed.status()))
+          << "crash " << i << ": " << crashed.status();
+    }
+  }
+
   std::set<pid_t> LivePids() const {
     std::set<pid_t> pids;
     for (const FakeWorker* w : world_.live) {
@@ -308,10 +318,7 @@ TEST_F(AsyncWorkerPoolTest, WorkersCrashedByTheirTasksAreReplacedWithoutBackoff)
   options.min_backoff = absl::Seconds(1);
   options.max_backoff = absl::Seconds(30);
   ASSERT_TRUE(StartPool(options).ok());
-  for (int i = 0; i < 5; ++i) {
-    absl::StatusOr<Reply> crashed = Run("crash", absl::Now() + absl::Milliseconds(900));
-    EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << "crash " << i << ": " << crashed.status();
-  }
+  RunCrashingCalls(5, absl::Milliseconds(900));
   // Another caller is served by the next worker at once, not after 1 + 2 + 4 + 8 + 16 s.
   absl::StatusOr<Reply> innocent = Run("a", absl::Now() + absl::Milliseconds(900));
   EXPECT_TRUE(innocent.ok()) << innocent.status();
@@ -327,10 +334,7 @@ TEST_F(AsyncWorkerPoolTest, RestartsAfterTaskCrashesAreSpacedByTheCrashRestartIn
   options.max_backoff = absl::Seconds(10);
   options.min_crash_restart_interval = absl::Milliseconds(50);
   ASSERT_TRUE(StartPool(options).ok());
-  for (int i = 0; i < 4; ++i) {
-    absl::StatusOr<Reply> crashed = Run("crash", absl::Now() + absl::Seconds(5));
-    EXPECT_TRUE(absl::IsUnavailable(crashed.status())) << "crash " << i << ": " << crashed.status();
-  }
+  RunCrashingCalls(4, absl::Seconds(5));
   ASSERT_TRUE(Run("a", absl::Now() + absl::Seconds(5)).ok());
   ASSERT_EQ(world_.start_times.size(), 5u);
   for (size_t k = 1; k < world_.start_times.size(); ++k) {

@@ -57,6 +57,14 @@ std::string DocWithSignal(const std::string& id, const std::string& signal) {
   return absl::StrCat(R"({"_id":")", id, R"(","signal":")", signal, R"("})");
 }
 
+// A Validate that runs until its call ends, and says on `started` that it began.
+v1::ValidateRequest SlowValidate(const StartSignal& started) {
+  v1::ValidateRequest request;
+  request.set_function("rpc_fns.slow_validate");
+  request.set_new_doc(DocWithSignal("slow", started.path()));
+  return request;
+}
+
 // A quick Validate; true when it was answered (FORBIDDEN: the document has no town) within
 // kPrompt.
 bool QuickValidateServedPromptly(v1::Functions::Stub& stub, absl::Duration* took) {
@@ -103,9 +111,7 @@ TEST(CancellationTest, CancelledValidateFreesItsWorker) {
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
-  v1::ValidateRequest request;
-  request.set_function("rpc_fns.slow_validate");
-  request.set_new_doc(DocWithSignal("slow", started.path()));
+  const v1::ValidateRequest request = SlowValidate(started);
   grpc::ClientContext slow_context;
   v1::ValidateResponse slow_response;
   grpc::Status slow_status;
@@ -126,9 +132,7 @@ TEST(CancellationTest, ACallStoppedPastTheShutdownGraceIsToldWhyByTheServer) {
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
-  v1::ValidateRequest request;
-  request.set_function("rpc_fns.slow_validate");
-  request.set_new_doc(DocWithSignal("slow", started.path()));
+  const v1::ValidateRequest request = SlowValidate(started);
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
   v1::ValidateResponse response;
@@ -147,9 +151,7 @@ TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
-  v1::ValidateRequest request;
-  request.set_function("rpc_fns.slow_validate");
-  request.set_new_doc(DocWithSignal("slow", started.path()));
+  const v1::ValidateRequest request = SlowValidate(started);
   grpc::ClientContext slow_context;
   slow_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
   v1::ValidateResponse slow_response;
