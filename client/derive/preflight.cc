@@ -31,12 +31,26 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
   absl::StatusOr<v1::ResolveResponse> resolved = cnp.Resolve(handlers, timeout);
   if (!resolved.ok()) return absl::OkStatus();  // the run waits for the service
   for (const v1::ResolvedFunction& f : resolved->functions()) {
-    if (f.error().empty()) continue;
     for (const Stage& s : declaration.stages) {
       if (s.handler != f.function()) continue;
+      std::string problem = f.error();
+      // A handler whose call gives back a coroutine (or, for a reduce, any generator) runs
+      // none of its body: every document would fail with the worker's TypeError.
+      const bool unrun = f.body() == v1::ResolvedFunction::COROUTINE ||
+                         f.body() == v1::ResolvedFunction::ASYNC_GENERATOR ||
+                         (s.reduce && f.body() == v1::ResolvedFunction::GENERATOR);
+      if (problem.empty() && unrun) {
+        const char* returns = f.body() == v1::ResolvedFunction::GENERATOR   ? "a generator"
+                              : f.body() == v1::ResolvedFunction::COROUTINE ? "a coroutine"
+                                                                            : "an async generator";
+        problem = absl::StrCat("it returns ", returns,
+                               " without running its body, so every document would fail with "
+                               "a TypeError (take out its yield or async)");
+      }
+      if (problem.empty()) continue;
       return absl::InvalidArgumentError(absl::StrCat(
           s.reduce ? "reduce" : "map", " handler ", s.handler, " (", s.source, " -> ", s.target,
-          "): ", f.error(), "; nothing was written"));
+          "): ", problem, "; nothing was written"));
     }
   }
   return absl::OkStatus();

@@ -2,8 +2,22 @@
 #include "service/worker/failed_imports.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
+#include "service/worker/unrun_body.h"
 
 namespace cnp::worker {
+namespace {
+
+cnp::v1::ResolvedFunction::Body ToProto(Body body) {
+  switch (body) {
+    case Body::kPlain: break;
+    case Body::kGenerator: return cnp::v1::ResolvedFunction::GENERATOR;
+    case Body::kCoroutine: return cnp::v1::ResolvedFunction::COROUTINE;
+    case Body::kAsyncGenerator: return cnp::v1::ResolvedFunction::ASYNC_GENERATOR;
+  }
+  return cnp::v1::ResolvedFunction::PLAIN;
+}
+
+}  // namespace
 
 // Resolve never runs a function: it reports what a name refers to. A name without "|version"
 // is not checked against @version (that is how upload learns the version to append), unless
@@ -40,6 +54,7 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
       continue;
     }
     resolved->set_module((*function)->module);
+    resolved->set_body(ToProto(BodyOf((*function)->callable.get())));
     resolved->set_has_version((*function)->version.has_value());
     resolved->set_version((*function)->version.value_or(0));
     resolved->set_versioned_name(

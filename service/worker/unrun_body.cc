@@ -8,6 +8,15 @@ bool IsUnrunBody(PyObject* value) {
   return PyGen_Check(value) || PyCoro_CheckExact(value) || PyAsyncGen_CheckExact(value);
 }
 
+Body BodyOf(PyObject* callable) {
+  if (!PyFunction_Check(callable)) return Body::kPlain;
+  const int flags = reinterpret_cast<PyCodeObject*>(PyFunction_GET_CODE(callable))->co_flags;
+  if (flags & CO_ASYNC_GENERATOR) return Body::kAsyncGenerator;
+  if (flags & CO_COROUTINE) return Body::kCoroutine;
+  if (flags & CO_GENERATOR) return Body::kGenerator;
+  return Body::kPlain;
+}
+
 bool RefuseUnrunBody(PyRef& result, std::string_view who, std::string_view outcome,
                      std::string_view rule) {
   if (!result || !IsUnrunBody(result.get())) return false;

@@ -17,6 +17,12 @@ namespace cnp::worker {
 // Whether `value` is a generator, coroutine or async generator.
 bool IsUnrunBody(PyObject* value);
 
+// What calling `callable` gives back, read from its code's flags without calling it: for
+// Resolve, so that cnp check can refuse a generator filter before it is uploaded. Anything but
+// a Python function is kPlain (the registry refuses other callables anyway).
+enum class Body { kPlain, kGenerator, kCoroutine, kAsyncGenerator };
+Body BodyOf(PyObject* callable);
+
 // If `result` is one, closes it (a coroutine never awaited warns on the worker's stderr
 // otherwise), drops it and sets TypeError "<who> returned a <type> without running its body,
 // so it <outcome>: <rule> (take out its yield or async)"; returns whether it did.

@@ -882,6 +882,21 @@ TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   ASSERT_TRUE(IsMissing("/missing_map"));
 }
 
+// Every document would have failed with the worker's TypeError, each one recorded as an error.
+TEST_F(DeriveTest, AnAsyncHandlerStopsTheRunAndWritesNothing) {
+  Fill("async_src", R"([{"_id":"a","town":"Oslo"}])");
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("async", "async_src", "async_map",
+                                       "derive_fns.async_towns")),
+              {"--once"}),
+      "map handler derive_fns.async_towns (async_src -> async_map)");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("it returns a coroutine without running its body"));
+  EXPECT_THAT(run->output, HasSubstr("; nothing was written"));
+  ASSERT_TRUE(IsMissing("/async_map"));
+}
+
 TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
   absl::StatusOr<Exited> run = RunToExit(
       Command(Declare(TownsDeclaration("nosrc", "no_such_src", "nosrc_map")), {"--once"}),

@@ -131,6 +131,41 @@ TEST_F(RealPoolUploadTest, ImportProblemsAreReportedAtTheirLines) {
   }
 }
 
+TEST_F(RealPoolUploadTest, FunctionsThatWouldRunNoneOfTheirBodyAreRefusedWhereTheyServe) {
+  UploadResult result = Check(
+      "d:\n"                                           // 1
+      "  views:\n"                                     // 2
+      "    yields: uploadfns.townmap\n"                // 3 a generator map: fine
+      "    awaits: uploadfns.async_map\n"              // 4
+      "    summed: {map: uploadfns.townmap, reduce: uploadfns.generator_reduce}\n"  // 5
+      "  filters:\n"                                   // 6
+      "    oslo: uploadfns.generator_filter\n"         // 7
+      "  lists:\n"                                     // 8
+      "    rows: uploadfns.generator_list\n"           // 9 the generator form: fine
+      "    later: uploadfns.async_list\n"              // 10
+      "  shows:\n"                                     // 11
+      "    town: uploadfns.generator_filter\n");       // 12
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  std::vector<int> lines;
+  for (const v1::UploadProblem& p : result.errors()) {
+    lines.push_back(p.location().line());
+    EXPECT_THAT(p.message(), HasSubstr("without running its body")) << result.Dump();
+    EXPECT_THAT(p.message(), HasSubstr("take out its yield or async")) << result.Dump();
+    if (p.location().line() == 7) {
+      EXPECT_THAT(p.message(),
+                  HasSubstr("\"uploadfns.generator_filter\" returns a generator (it has a "
+                            "yield) without running its body, so as a filter it would filter "
+                            "nothing"));
+    } else if (p.location().line() == 4) {
+      EXPECT_THAT(p.message(), HasSubstr("a coroutine (it is async def)"));
+      EXPECT_THAT(p.message(), HasSubstr("as a map function it would emit nothing"));
+    } else if (p.location().line() == 5) {
+      EXPECT_THAT(p.message(), HasSubstr("as a reduce function"));
+    }
+  }
+  EXPECT_THAT(lines, UnorderedElementsAre(4, 5, 7, 10, 12)) << result.Dump();
+}
+
 TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {
   absl::StatusOr<std::unique_ptr<PouchDbServer>> couch = PouchDbServer::Start();
   ASSERT_TRUE(couch.ok()) << couch.status();

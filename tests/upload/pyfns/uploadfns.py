@@ -27,3 +27,26 @@ def count_towns(keys, values, rereduce):
 
 
 not_a_function = 42
+
+
+# Functions whose call returns before running their body: a generator is fine as a map or a
+# list, never as a filter or a reduce; nothing written async def is fine anywhere.
+def generator_filter(doc, req):
+    yield doc.get("town") == "Oslo"
+
+
+async def async_map(doc):
+    return [(doc["_id"], None)]
+
+
+async def async_list(head, req):
+    return "nothing"
+
+
+def generator_list(head, req, rows):
+    for row in rows:
+        yield row["key"]
+
+
+def generator_reduce(keys, values, rereduce):
+    yield len(values)
