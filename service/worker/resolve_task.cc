@@ -41,8 +41,11 @@ v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& 
     if (!function.ok()) {
       std::string error(function.status().message());
       // A typo in a module or function name (cnp check, cnp upload, an add_fun): the closest
-      // name that exists, looked for only on this error path.
-      if (absl::IsNotFound(function.status()) && name.ok()) {
+      // name that exists, looked for only on this error path. A misspelt module is refused by
+      // --allow-module before it is looked for, so refusals are asked too: the guess is only
+      // ever an allowed module, and a module that exists (os) gets none.
+      if ((absl::IsNotFound(function.status()) || absl::IsPermissionDenied(function.status())) &&
+          name.ok()) {
         if (std::optional<std::string> meant = registry.Suggest(*name)) {
           absl::StrAppend(&error, "; did you mean \"", *meant, "\"?");
         }

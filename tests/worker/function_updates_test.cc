@@ -112,6 +112,20 @@ TEST_F(FunctionUpdatesTest, AMisspeltNameGetsTheClosestExistingOne) {
   EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|1");
 }
 
+// A misspelt module is outside --allow-module too, so it is refused before it is looked for:
+// the refusal says which allowed name was meant; a module refused as it is named gets no guess.
+TEST_F(FunctionUpdatesTest, AMisspeltModuleRefusedByTheAllowListGetsTheClosestAllowedName) {
+  auto restricted = WorkerProcess::Start({"--python-path=" + dir_, "--allow-module=revmod"});
+  ASSERT_TRUE(restricted.ok()) << restricted.status();
+  worker_ = *std::move(restricted);
+  cnp::v1::ResolvedFunction misspelt = Resolve("revmdo.townmap|1");
+  EXPECT_EQ(misspelt.error_code(), 7) << misspelt.error();  // PERMISSION_DENIED, as before
+  EXPECT_THAT(misspelt.error(), AllOf(HasSubstr("PermissionError: revmdo.townmap is not allowed"),
+                                      HasSubstr("; did you mean \"revmod.townmap|1\"?")));
+  EXPECT_THAT(Resolve("os.system").error(), Not(HasSubstr("did you mean")));
+  EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
+}
+
 TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedFunction) {
   cnp::v1::ResolvedFunction refused = Resolve("revmod.townmap", /*versions_as_run=*/true);
   EXPECT_EQ(refused.error(),
