@@ -85,6 +85,11 @@ bool TargetStaysOnThisHost(absl::string_view target) {
   return std::all_of(list.begin(), list.end(), HostIsLoopback);
 }
 
+bool NamesReplicas(absl::string_view target) {
+  if (IsUnixTarget(target)) return false;
+  return absl::StrContains(target, ',') || absl::StartsWith(target, "dns:");
+}
+
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate) {
   // The socket checks before connecting look at a unix target as given: spaces around it would
   // let it slip past them.

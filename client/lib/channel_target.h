@@ -23,6 +23,11 @@ namespace cnp::client {
 // over the replicas.
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate = 0);
 
+// Whether `target` may name several replicas: a list of addresses, or a dns:/// name (however
+// many addresses it resolves to today). Their channels watch each replica's health
+// (service_config.h); a target of one server does not, as there is nowhere else to go.
+bool NamesReplicas(absl::string_view target);
+
 // Whether everything `target` names is on this host, where what a client sends in plaintext is
 // read by no one on the way: a unix socket, or TCP hosts that are all loopback by the rule
 // cnp-server's plaintext listeners follow (common/loopback.h: 127.0.0.0/8, ::1,

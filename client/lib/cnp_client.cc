@@ -175,7 +175,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  args.SetServiceConfigJSON(ClientServiceConfig(options.retry));
+  args.SetServiceConfigJSON(ClientServiceConfig(options.retry, NamesReplicas(target)));
   if (options.retry == RetryPolicy::kNone) args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   // gRPC keeps a call's request for a retry only up to this many bytes (default 256 KiB, past
   // which a call is no longer retried): every request this client may send stays retryable.

@@ -5,10 +5,18 @@
 // several replicas spreads calls over all of them and stops picking one that is down. With one
 // address it behaves as gRPC's default.
 //
+// Health: with `watch_health` (a target of several replicas, channel_target.h's NamesReplicas)
+// the channel watches each replica's health service (healthCheckConfig), and round robin picks
+// only replicas that report SERVING: one that is draining (SIGTERM, cnp-server's --drain-delay)
+// gets no new calls from the moment it says NOT_SERVING, and its calls in flight end before it
+// stops. A server without the health service counts as serving. A target of one server does
+// not watch: while its one server drains, the calls still go to it and are served.
+//
 // Retries: the calls that are pure functions of their request - Map, MapStream, Reduce,
 // Validate, CallDesignFunction, Resolve - are retried by gRPC on UNAVAILABLE (a replica that
 // died, was killed or shut down while the call ran, or a balancer such as nginx whose upstream
-// died: HTTP 502), up to kMaxAttempts attempts with jittered backoff, each attempt picked
+// died: HTTP 502) and on CANCELLED from the server (a call that reached a replica as it began
+// to shut down: gRPC cancels those; a call the client cancels itself is never retried), up to kMaxAttempts attempts with jittered backoff, each attempt picked
 // afresh (so on another replica). Upload writes to CouchDB and Session holds state the adapter
 // replays itself: neither is retried here. gRPC retries a call only until the server has sent
 // response headers, so a MapStream whose first answer arrived is not retried (the caller must
@@ -33,6 +41,6 @@ enum class RetryPolicy {
 inline constexpr int kMaxAttempts = 3;
 
 // The service config JSON (grpc::ChannelArguments::SetServiceConfigJSON).
-std::string ClientServiceConfig(RetryPolicy retry);
+std::string ClientServiceConfig(RetryPolicy retry, bool watch_health = false);
 
 }  // namespace cnp::client

@@ -157,6 +157,9 @@ class UnavailableSession final : public SessionHandler {
 constexpr absl::Duration kCancelledCallsEnd = absl::Seconds(10);
 // How long a shutdown with no call left waits for the clients to close their connections.
 constexpr absl::Duration kConnectionsClose = absl::Seconds(1);
+// How many more calls each method asks gRPC for, on each context, as the server shuts down:
+// enough for every call of hundreds of clients that waits to be taken (AskForWaitingCalls).
+constexpr int kCallsAskedForAtShutdown = 64;
 // gRPC's shutdown deadline is this much later than the grace's end (see Shutdown).
 constexpr absl::Duration kGrpcDeadlineAfterOurs = absl::Seconds(5);
 // How long calls whose work was stopped past the grace get to answer in the server's own
@@ -518,6 +521,29 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 
 void RpcServer::SetServing(bool serving) { health_.SetServing(serving); }
 
+void RpcServer::AskForWaitingCalls() {
+  // gRPC cancels the calls that have arrived but that no method has asked for yet (each asks
+  // for its next call only once one has come, on its context's thread) the moment it shuts
+  // down, and a cancelled call is not retried: under load, a few calls of every graceful stop
+  // were lost. So each method first asks for many more, which takes in every call waiting and
+  // those that come until gRPC stops accepting; they are served within the grace. Those never
+  // matched end with the queue, as ever.
+  std::vector<std::shared_ptr<absl::Notification>> asked;
+  for (auto& context : contexts_) {
+    auto done = std::make_shared<absl::Notification>();
+    asked.push_back(done);
+    context->Post([listeners = shutdown_.ListenersOf(*context), done] {
+      for (int i = 0; i < kCallsAskedForAtShutdown; ++i) {
+        for (const std::function<void()>& ask_for_call : listeners) ask_for_call();
+      }
+      done->Notify();
+    });
+  }
+  // A context busy for longer than this still asks, only later.
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  for (const auto& done : asked) done->WaitForNotificationWithDeadline(until);
+}
+
 bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop_work) {
   if (server_ == nullptr) return true;
   // First: no new connections (gRPC would drop the ones handed to it from now on).
@@ -525,6 +551,7 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   health_.Freeze();
   shutdown_.DrainStreams();
   const absl::Time deadline = absl::Now() + grace;
+  AskForWaitingCalls();
   // gRPC stops accepting calls at once and waits for those in flight. Its own deadline comes
   // after ours: at ours, the calls still running are ours to report and to cancel (below). Had
   // gRPC cancelled them at that same moment, one could end before our wait saw the deadline

@@ -122,6 +122,8 @@ class RpcServer {
 
  private:
   void ListenAll(grpc_asio::GrpcContext& context);
+  // Before gRPC shuts down: every method asks for the calls waiting for it (see there).
+  void AskForWaitingCalls();
   // Opens the listening sockets and registers one gRPC acceptor for each.
   absl::Status OpenListeners(grpc::ServerBuilder& builder);
 

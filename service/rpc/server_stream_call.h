@@ -63,10 +63,11 @@ class ServerStreamMethod
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, Admit admit, BlockingCallLimit& limit,
                      Accepted accepted, asio::any_io_executor blocking, Handler handler) {
-    std::make_shared<ServerStreamMethod>(context, service, gate, requester, rpc,
-                                         std::move(admit), limit, std::move(accepted),
-                                         std::move(blocking), std::move(handler))
-        ->AwaitNextCall();
+    auto method = std::make_shared<ServerStreamMethod>(
+        context, service, gate, requester, rpc, std::move(admit), limit, std::move(accepted),
+        std::move(blocking), std::move(handler));
+    gate.AddListener(context, [method] { method->AwaitNextCall(); });
+    method->AwaitNextCall();
   }
 
   ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,

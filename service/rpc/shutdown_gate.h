@@ -4,17 +4,29 @@
 // (That no operation is started on a completion queue that has been shut down, which gRPC
 // answers by aborting the process, is the GrpcContext's part: see grpc_asio/grpc_context.h.)
 //
+// Each method asks gRPC for its calls one at a time (the next once one has come), and gRPC
+// cancels, when the server shuts down, the calls that have arrived and wait for the method to
+// ask for them: CANCELLED, which a client does not retry. So every method registers how to ask
+// for one more call, and the shutdown first asks for many on every context (rpc_server.cc).
+//
 // Streams (the CouchDB session, MapStream) wait for their client's next message for as long as
 // the client likes; one idle stream would hold every shutdown for the whole grace. They register
 // here, and Drain() ends the idle ones at once and has the busy ones end after their current
 // message.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <set>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+
+namespace cnp::grpc_asio {
+class GrpcContext;
+}
 
 namespace cnp::rpc {
 
@@ -46,6 +58,18 @@ class ShutdownGate {
     return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
   }
 
+  // How a method asks gRPC for one more call; called only on `context`'s thread. Register
+  // before the server runs.
+  void AddListener(const grpc_asio::GrpcContext& context, std::function<void()> ask_for_call) {
+    absl::MutexLock lock(&listeners_mu_);
+    listeners_[&context].push_back(std::move(ask_for_call));
+  }
+  std::vector<std::function<void()>> ListenersOf(const grpc_asio::GrpcContext& context) {
+    absl::MutexLock lock(&listeners_mu_);
+    auto found = listeners_.find(&context);
+    return found == listeners_.end() ? std::vector<std::function<void()>>() : found->second;
+  }
+
   // A live stream. False when draining has begun: the stream should end at once.
   bool AddStream(DrainableStream* stream) {
     absl::MutexLock lock(&streams_mu_);
@@ -68,6 +92,9 @@ class ShutdownGate {
  private:
   absl::Mutex calls_mu_;
   int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
+  absl::Mutex listeners_mu_;
+  std::map<const grpc_asio::GrpcContext*, std::vector<std::function<void()>>> listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
   absl::Mutex streams_mu_;
   bool draining_ ABSL_GUARDED_BY(streams_mu_) = false;
   std::set<DrainableStream*> streams_ ABSL_GUARDED_BY(streams_mu_);

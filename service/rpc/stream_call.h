@@ -73,9 +73,10 @@ class StreamMethod
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
                      Factory factory) {
-    std::make_shared<StreamMethod>(context, service, gate, requester, rpc, peer_of,
-                                   std::move(factory))
-        ->AwaitNextStream();
+    auto method = std::make_shared<StreamMethod>(context, service, gate, requester, rpc,
+                                                 peer_of, std::move(factory));
+    gate.AddListener(context, [method] { method->AwaitNextStream(); });
+    method->AwaitNextStream();
   }
 
   StreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,

@@ -39,9 +39,10 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
                      Handler handler) {
-    std::make_shared<UnaryMethod>(context, service, gate, requester, rpc, peer_of,
-                                  std::move(handler))
-        ->AwaitNextCall();
+    auto method = std::make_shared<UnaryMethod>(context, service, gate, requester, rpc, peer_of,
+                                                std::move(handler));
+    gate.AddListener(context, [method] { method->AwaitNextCall(); });
+    method->AwaitNextCall();
   }
 
   UnaryMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,

@@ -49,9 +49,10 @@ struct ClientResult {
   std::string first_error;
 };
 
-std::shared_ptr<grpc::Channel> OwnChannel(const std::string& uri, int client) {
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& uri, int client, bool replicas) {
   grpc::ChannelArguments args;
-  args.SetServiceConfigJSON(client::ClientServiceConfig(client::RetryPolicy::kIdempotentCalls));
+  args.SetServiceConfigJSON(
+      client::ClientServiceConfig(client::RetryPolicy::kIdempotentCalls, replicas));
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
   args.SetInt("cnp.load_bench_client", client);
   args.SetMaxReceiveMessageSize(-1);
@@ -180,7 +181,8 @@ int Run() {
     std::cerr << "load_client: --kind must be map, validate or session" << std::endl;
     return 2;
   }
-  absl::StatusOr<std::string> uri = client::ChannelTargetUri(absl::GetFlag(FLAGS_target));
+  const std::string target = absl::GetFlag(FLAGS_target);
+  absl::StatusOr<std::string> uri = client::ChannelTargetUri(target);
   if (!uri.ok()) {
     std::cerr << "load_client: " << uri.status() << std::endl;
     return 2;
@@ -194,7 +196,7 @@ int Run() {
     threads.emplace_back([&, c] {
       ClientResult& result = results[c];
       std::unique_ptr<Caller> caller =
-          MakeCaller(kind, OwnChannel(*uri, c), c,
+          MakeCaller(kind, OwnChannel(*uri, c, client::NamesReplicas(target)), c,
                      absl::Milliseconds(absl::GetFlag(FLAGS_duration_ms) +
                                         absl::GetFlag(FLAGS_stream_margin_ms)));
       std::string error;

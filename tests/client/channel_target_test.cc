@@ -100,11 +100,27 @@ TEST(ClientServiceConfig, RetriesOnlyTheIdempotentCallsOnUnavailable) {
   }
   EXPECT_FALSE(absl::StrContains(config, "Upload"));
   EXPECT_FALSE(absl::StrContains(config, "Session"));
-  EXPECT_TRUE(absl::StrContains(config, R"("retryableStatusCodes":["UNAVAILABLE"])"));
+  EXPECT_TRUE(absl::StrContains(config, R"("retryableStatusCodes":["UNAVAILABLE","CANCELLED"])"));
 
   const std::string none = ClientServiceConfig(RetryPolicy::kNone);
   EXPECT_TRUE(absl::StrContains(none, "round_robin"));
   EXPECT_FALSE(absl::StrContains(none, "retryPolicy"));
+}
+
+// Replicas' health is watched (a draining one gets no new calls); one server's is not (its
+// calls are served while it drains, as there is nowhere else to go).
+TEST(ClientServiceConfig, WatchesHealthOnlyForReplicas) {
+  for (const char* target : {"127.0.0.1:7071,127.0.0.1:7072", "ipv4:127.0.0.1:1,10.0.0.6:2",
+                             "dns:///cnp.internal:7070"}) {
+    EXPECT_TRUE(NamesReplicas(target)) << target;
+  }
+  for (const char* target : {"unix:/run/cnp/cnp.sock", "127.0.0.1:7070", "cnp.internal:7070"}) {
+    EXPECT_FALSE(NamesReplicas(target)) << target;
+  }
+  EXPECT_TRUE(absl::StrContains(ClientServiceConfig(RetryPolicy::kIdempotentCalls, true),
+                                R"("healthCheckConfig":{"serviceName":""})"));
+  EXPECT_FALSE(absl::StrContains(ClientServiceConfig(RetryPolicy::kIdempotentCalls, false),
+                                 "healthCheckConfig"));
 }
 
 }  // namespace

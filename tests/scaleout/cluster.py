@@ -1,4 +1,5 @@
-"""cnp-server replicas and nginx on loopback, for the scale-out test and the load benchmark.
+"""cnp-server replicas and nginx on loopback, and the scale-out client, for the scale-out tests
+and the load benchmark.
 
 Every port is a free loopback port; each process is waited for by what it says when it is ready
 (the server's --ready-fd line, nginx's "start worker process" notice), never by a sleep. Each
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import cnp_testing
@@ -230,3 +232,54 @@ class Adapter:
         finally:
             self.process.stdout.close()
             self.stderr.close()
+
+
+class ClientRun:
+    """tests/scaleout:scaleout_client running; its per-call lines collected as they come."""
+
+    def __init__(self, argv):
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.lines = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with self.changed:
+                self.lines.append(json.loads(line))
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append(None)  # end of output
+            self.changed.notify_all()
+
+    def wait_for_calls(self, count, timeout):
+        """Waits until `count` calls have completed (or the client ended); the count so far."""
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.lines) >= count or None in self.lines,
+                                  timeout)
+            return len(self.lines)
+
+    def wait_for_answers(self, calls, timeout):
+        """The outcome lines of `calls` (ids), once all have come (or the client ended)."""
+        def answered():
+            got = {line["call"]: line for line in self.lines if line and "call" in line}
+            return {c: got[c] for c in calls if c in got} if all(c in got for c in calls) \
+                else (None in self.lines and {c: got.get(c) for c in calls})
+        with self.changed:
+            return self.changed.wait_for(answered, timeout)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.reader.join(30)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+    def finish(self, timeout=180):
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout)
+        with self.process.stdout, self.process.stderr:
+            return self.process.returncode, self.process.stderr.read(), self.lines[:-1]

@@ -62,57 +62,6 @@ def read_fifo_line(path, timeout):
         os.close(fd)
 
 
-class ClientRun:
-    """scaleout_client running; its per-call lines collected as they come."""
-
-    def __init__(self, argv):
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        self.lines = []
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            with self.changed:
-                self.lines.append(json.loads(line))
-                self.changed.notify_all()
-        with self.changed:
-            self.lines.append(None)  # end of output
-            self.changed.notify_all()
-
-    def wait_for_calls(self, count, timeout):
-        """Waits until `count` calls have completed (or the client ended); the count so far."""
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.lines) >= count or None in self.lines,
-                                  timeout)
-            return len(self.lines)
-
-    def wait_for_answers(self, calls, timeout):
-        """The outcome lines of `calls` (ids), once all have come (or the client ended)."""
-        def answered():
-            got = {line["call"]: line for line in self.lines if line and "call" in line}
-            return {c: got[c] for c in calls if c in got} if all(c in got for c in calls) \
-                else (None in self.lines and {c: got.get(c) for c in calls})
-        with self.changed:
-            return self.changed.wait_for(answered, timeout)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self.reader.join(30)
-        self.process.stdout.close()
-        self.process.stderr.close()
-
-    def finish(self, timeout=180):
-        self.process.wait(timeout=timeout)
-        self.reader.join(timeout)
-        with self.process.stdout, self.process.stderr:
-            return self.process.returncode, self.process.stderr.read(), self.lines[:-1]
-
-
 class SessionRun(threading.Thread):
     """Maps documents through one adapter in lockstep until DOCS_AFTER_KILL documents after the
     kill, recording which replica answered each, before and after."""
@@ -184,7 +133,7 @@ class ScaleOutTest(unittest.TestCase):
         return self.nginx.address
 
     def start_client(self, target, retry=True):
-        return ClientRun(
+        return cluster.ClientRun(
             [CLIENT, "--target=" + target, "--map_calls=%d" % MAP_CALLS,
              "--validate_calls=%d" % VALIDATE_CALLS, "--docs_per_call=%d" % DOCS_PER_CALL,
              "--concurrency=8", "--park_dir=" + self.park_dir,
