@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "client/derive/change_header.h"
 #include "client/derive/derived_ids.h"
 #include "common/call_limit.h"
@@ -400,6 +401,19 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
                                               "passed to the handler: ", Text(change, kUnreadableMember))});
       batch->failed.insert(id);
       continue;
+    }
+    // Asked with include_docs=true, CouchDB gives every change that is not a deletion its
+    // document. One without it (a proxy, a server that is not CouchDB) would be taken for a
+    // deletion below, and the document's rows removed until it next changes.
+    const Value* deleted = Member(change, "deleted");
+    const Value* doc = Member(change, "doc");
+    if (!(deleted && deleted->IsBool() && deleted->GetBool()) &&
+        (doc == nullptr || !doc->IsObject())) {
+      return absl::DataLossError(absl::StrCat(
+          "the change of ", Printable(id), " in ", declaration_.stages[i].source,
+          "/_changes has no document, though it is not a deletion and the feed was asked for "
+          "documents (include_docs=true): nothing of this batch is written or checkpointed; "
+          "is the URL a CouchDB, or a proxy that rewrites its answers?"));
     }
     batch->results.push_back(&change);
     batch->doc_texts.push_back(batch->changes.DocText(r));
@@ -869,7 +883,15 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       }
       if (!page.ok()) return page.status();
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
-      size_t n = docs && docs->IsArray() ? docs->Size() : 0;
+      // Without `docs` the page says nothing of the group: read as empty, the group's reduce
+      // document would be deleted.
+      if (docs == nullptr || !docs->IsArray()) {
+        return absl::DataLossError(absl::StrCat(
+            "the answer of ", s.source, "/_find has no list of documents (\"docs\"): the rows "
+            "of a key cannot be read, so nothing of this batch is written or checkpointed; is "
+            "the URL a CouchDB, or a proxy that rewrites its answers?"));
+      }
+      size_t n = docs->Size();
       for (size_t d = 0; d < n; ++d) {
         // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
         // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
@@ -877,7 +899,16 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
         const Value* row_key = Member((*docs)[d], "mr_key");
         if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
       }
-      bookmark = Text(*page, "bookmark");
+      // A full page whose bookmark does not move would be read again and again, every copy
+      // kept: CouchDB's bookmark moves with every page it gives.
+      const std::string next = Text(*page, "bookmark");
+      if (n == static_cast<size_t>(limit) && !next.empty() && next == bookmark) {
+        return absl::DataLossError(absl::StrCat(
+            "the answer of ", s.source, "/_find gave a full page with the bookmark it was "
+            "asked with: reading on would never end; nothing of this batch is written or "
+            "checkpointed"));
+      }
+      bookmark = next;
       skip += static_cast<int64_t>(n);
       pages.push_back(*std::move(page));
       if (n < static_cast<size_t>(limit)) break;
@@ -1045,6 +1076,26 @@ absl::Status Deriver::Sweep(size_t i) {
   return absl::OkStatus();
 }
 
+absl::Status Deriver::CheckBulkAnswer(const Document& answer, size_t sent,
+                                      const std::string& database) {
+  const auto refuse = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(
+        "the answer to writing ", sent, " derived document(s) to ", database, "/_bulk_docs ",
+        what, ", not one result per document: what was written is unknown, so nothing is "
+        "checkpointed (the next run writes them again); is the URL a CouchDB, or a proxy "
+        "that rewrites its answers?"));
+  };
+  if (!answer.IsArray()) return refuse("is not a list");
+  if (answer.Size() != sent) return refuse(absl::StrCat("has ", answer.Size(), " results"));
+  for (const Value& result : answer.GetArray()) {
+    if (!result.IsObject() || Text(result, "id").empty() ||
+        (Text(result, "error").empty() && Text(result, "rev").empty())) {
+      return refuse("has a result that is neither a revision nor an error");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::string>& docs,
                                 const Stage& stage, std::vector<std::string>* conflicts) {
   if (docs.empty()) return absl::OkStatus();
@@ -1060,11 +1111,17 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
       ++end;
     }
     body += "]}";
+    const size_t sent = end - first;
     first = end;
     absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
                                                   absl::StrCat("writing derived documents to ", database));
     if (!answer.ok()) return answer.status();
-    if (!answer->IsArray()) continue;
+    // CouchDB answers one result per document, in order, each a new revision or an error. An
+    // answer that is not that (a proxy's {"ok":true}, an empty list) says nothing of what was
+    // written: taken as success, the rows it lost would have been checkpointed past for good.
+    if (absl::Status checked = CheckBulkAnswer(*answer, sent, database); !checked.ok()) {
+      return checked;
+    }
     for (const Value& result : answer->GetArray()) {
       std::string error = Text(result, "error");
       if (error == "conflict" && conflicts != nullptr) {
@@ -1326,15 +1383,23 @@ absl::Status Deriver::WaitOnLongpolls(absl::Duration max_wait) {
   absl::Duration each = max_wait / std::max<size_t>(1, stages.size());
   for (size_t i : stages) {
     const Stage& s = declaration_.stages[i];
+    const absl::Time asked = absl::Now();
+    // A longpoll that ends at once with nothing (a proxy that answers for CouchDB, a server
+    // that resets the connection) is followed by a pause, up to a second, not by the next
+    // request at once: a follower must not turn a broken server into a busy loop.
+    const auto pause_if_quick = [&] {
+      const absl::Duration left = std::min(each, absl::Seconds(1)) - (absl::Now() - asked);
+      if (left > absl::ZeroDuration()) absl::SleepFor(left);
+    };
     absl::StatusOr<std::optional<Document>> answer = couch_.GetOrTimeOut(
         absl::StrCat(DbPath(s.source), "/_changes?feed=longpoll&limit=1&since=",
                      couchdb::CouchClient::EscapeSegment(progress_[i].seq),
                      "&timeout=", absl::ToInt64Milliseconds(each)),
         each + absl::Milliseconds(250));
     if (!answer.ok()) return answer.status();
-    if (!answer->has_value()) continue;
-    const Value* results = Member(**answer, "results");
+    const Value* results = answer->has_value() ? Member(**answer, "results") : nullptr;
     if (results && results->IsArray() && !results->Empty()) return absl::OkStatus();
+    pause_if_quick();
   }
   return absl::OkStatus();
 }

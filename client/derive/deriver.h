@@ -149,6 +149,9 @@ class Deriver {
   // being recorded as errors.
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
                          const Stage& stage, std::vector<std::string>* conflicts = nullptr);
+  // DATA_LOSS unless `answer` is what CouchDB answers a _bulk_docs of `sent` documents.
+  static absl::Status CheckBulkAnswer(const rapidjson::Document& answer, size_t sent,
+                                      const std::string& database);
   void RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
                    const std::string& message);
   absl::Status FlushErrors();

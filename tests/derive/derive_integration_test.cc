@@ -159,6 +159,23 @@ class DeriveTest : public ::testing::Test {
     return Exited{*exit_code, (*run)->output()};
   }
 
+  // tests/derive/hold_proxy.py in front of pouchdb-server with `rules`; `url` is its address.
+  absl::StatusOr<std::unique_ptr<ChildProcess>> StartProxy(const std::vector<std::string>& rules,
+                                                           std::string& url) {
+    std::vector<std::string> argv = {"python3", testing::Runfile("tests/derive/hold_proxy.py"),
+                                     absl::StrCat(couch_->port())};
+    argv.insert(argv.end(), rules.begin(), rules.end());
+    auto proxy = ChildProcess::Start(argv, dir_, "listening on ", kRunTimeout);
+    if (!proxy.ok()) return proxy.status();
+    if (!(*proxy)->WaitForOutput("\n", kRunTimeout)) {
+      return absl::DeadlineExceededError("the proxy said no port");
+    }
+    const std::string said = (*proxy)->output();
+    const size_t port = said.find("listening on ") + 13;
+    url = absl::StrCat("http://127.0.0.1:", said.substr(port, said.find('\n') - port));
+    return proxy;
+  }
+
   // Whether `path` answers 404: what a run that must write nothing has not created.
   ::testing::AssertionResult IsMissing(const std::string& path) {
     absl::StatusOr<couchdb::HttpResponse> r = Http().Get(path);
@@ -825,16 +842,11 @@ TEST_F(DeriveTest, AHolderBusyForLongerThanTheLeaseTimeoutKeepsTheLease) {
 TEST_F(DeriveTest, AWriteHeldPastTheLeaseIsNotAppliedAfterATakeover) {
   Fill("fence_src", R"([{"_id":"a","town":"Oslo"}])");
   const std::string hold_bulk = absl::StrCat(dir_, "/hold_bulk"), hold_lease = absl::StrCat(dir_, "/hold_lease");
-  auto proxy = ChildProcess::Start({"python3", testing::Runfile("tests/derive/hold_proxy.py"),
-                                    absl::StrCat(couch_->port()), absl::StrCat(hold_bulk, "=/fence_map/_bulk_docs"),
-                                    absl::StrCat(hold_lease, "=/_local/cnp-derive%3Afence%3Alease")},
-                                   dir_, "listening on ", kRunTimeout);
+  std::string proxy_url;
+  auto proxy = StartProxy({absl::StrCat(hold_bulk, "=/fence_map/_bulk_docs"),
+                           absl::StrCat(hold_lease, "=/_local/cnp-derive%3Afence%3Alease")},
+                          proxy_url);
   ASSERT_TRUE(proxy.ok()) << proxy.status();
-  ASSERT_TRUE((*proxy)->WaitForOutput("\n", kRunTimeout));
-  const std::string listening = (*proxy)->output();
-  const std::string proxy_url =
-      absl::StrCat("http://127.0.0.1:", listening.substr(listening.find("listening on ") + 13,
-                                                         listening.find('\n') - listening.find("listening on ") - 13));
   const std::string declaration = Declare(TownsDeclaration("fence", "fence_src", "fence_map"));
   const std::vector<std::string> follow = {"--lease-timeout=3s", "--lease-renew=300ms", "--poll-interval=200ms",
                                            "--feed=longpoll"};
@@ -880,6 +892,51 @@ TEST_F(DeriveTest, AHandlerTheServiceCannotLoadStopsTheRunAndWritesNothing) {
   EXPECT_THAT(run->output, HasSubstr("; nothing was written"));
   EXPECT_THAT(run->output, Not(HasSubstr("holding the lease")));
   ASSERT_TRUE(IsMissing("/missing_map"));
+}
+
+// Found by a review with a proxy that answers for CouchDB: a 2xx answer that does not say what
+// was written was taken as success, the rows lost and checkpointed past for good.
+TEST_F(DeriveTest, AWriteAnswerWithoutOneResultPerDocumentFailsTheRunAndCheckpointsNothing) {
+  Fill("lie_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  std::string proxy_url;
+  auto proxy = StartProxy({"fake:/lie_map/_bulk_docs=201:[]"}, proxy_url);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  std::vector<std::string> through_proxy =
+      Command(Declare(TownsDeclaration("lie", "lie_src", "lie_map")), {"--once"});
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  absl::StatusOr<Exited> lied = RunToExit(through_proxy, "cnp derive");
+  ASSERT_TRUE(lied.ok()) << lied.status();
+  EXPECT_NE(lied->exit_code, 0) << lied->output;
+  EXPECT_THAT(lied->output, HasSubstr("has 0 results, not one result per document: what was "
+                                      "written is unknown, so nothing is checkpointed"));
+  EXPECT_THAT((*proxy)->output(), HasSubstr("faked POST /lie_map/_bulk_docs"));
+  // Straight to the database, the next run writes both rows.
+  RunOnce(TownsDeclaration("lie", "lie_src", "lie_map"));
+  EXPECT_EQ(Derived("lie_map").size(), 2u);
+}
+
+// Likewise a change that is not a deletion but comes without its document: read as a deletion,
+// its rows were removed until the document next changed.
+TEST_F(DeriveTest, AChangeWithoutItsDocumentFailsTheRunAndRemovesNothing) {
+  Fill("nodoc_src", R"([{"_id":"a","town":"Oslo"}])");
+  const std::string declaration = TownsDeclaration("nodoc", "nodoc_src", "nodoc_map");
+  RunOnce(declaration);
+  ASSERT_EQ(Derived("nodoc_map").size(), 1u);
+  Write("nodoc_src", absl::StrCat(R"([{"_id":"a","_rev":")", Rev("nodoc_src", "a"), R"(","town":"Bergen"}])"));
+  std::string proxy_url;
+  auto proxy = StartProxy({"nodoc:/nodoc_src/_changes"}, proxy_url);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  std::vector<std::string> through_proxy = Command(Declare(declaration), {"--once"});
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  absl::StatusOr<Exited> lied = RunToExit(through_proxy, "cnp derive");
+  ASSERT_TRUE(lied.ok()) << lied.status();
+  EXPECT_NE(lied->exit_code, 0) << lied->output;
+  EXPECT_THAT(lied->output, HasSubstr("has no document, though it is not a deletion"));
+  EXPECT_EQ(Derived("nodoc_map").size(), 1u) << "a's row was removed";
+  RunOnce(declaration);
+  std::map<std::string, rapidjson::Document> rows = Derived("nodoc_map");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(std::string(rows.begin()->second["mr_key"].GetString()), "Bergen");
 }
 
 // Every document would have failed with the worker's TypeError, each one recorded as an error.

@@ -1,15 +1,22 @@
-"""A proxy in front of a CouchDB for lease tests: while the file FILE exists, it holds the
-requests whose path contains PART (not passing them on), and prints "held METHOD PATH" for
-each. Once FILE is gone, a held request whose client still waits is passed on ("forwarded
-METHOD PATH"); one whose client has given up is dropped ("dropped METHOD PATH"), as a proxy
-that has not yet sent it on drops it. Either way "ended METHOD PATH" follows, once the answer
-has been passed back.
+"""A proxy in front of a CouchDB for tests of cnp derive against requests that stall and answers
+that lie.
 
-Usage: hold_proxy.py UPSTREAM_PORT FILE=PART...   (prints "listening on PORT")
+Holding (lease tests): while the file FILE exists, it holds the requests whose path contains
+PART (not passing them on), and prints "held METHOD PATH" for each. Once FILE is gone, a held
+request whose client still waits is passed on ("forwarded METHOD PATH"); one whose client has
+given up is dropped ("dropped METHOD PATH"), as a proxy that has not yet sent it on drops it.
+Either way "ended METHOD PATH" follows, once the answer has been passed back.
+
+Lying, as no CouchDB answers: `fake:PART=STATUS:BODY` answers the requests whose path contains
+PART with STATUS and BODY without passing them on ("faked METHOD PATH"); `nodoc:PART` passes
+them on and takes "doc" out of every result of the answer's "results" ("stripped METHOD PATH").
+
+Usage: hold_proxy.py UPSTREAM_PORT RULE...   (prints "listening on PORT")
 """
 
 import http.client
 import http.server
+import json
 import os
 import select
 import socket
@@ -18,7 +25,16 @@ import sys
 import time
 
 UPSTREAM = ("127.0.0.1", int(sys.argv[1]))
-RULES = [arg.split("=", 1) for arg in sys.argv[2:]]
+RULES, FAKES, NODOCS = [], [], []
+for arg in sys.argv[2:]:
+    if arg.startswith("fake:"):
+        part, answer = arg[len("fake:"):].split("=", 1)
+        status, body = answer.split(":", 1)
+        FAKES.append((part, int(status), body.encode()))
+    elif arg.startswith("nodoc:"):
+        NODOCS.append(arg[len("nodoc:"):])
+    else:
+        RULES.append(arg.split("=", 1))
 
 
 def say(text):
@@ -46,6 +62,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         what = f"{self.command} {self.path}"
+        fake = next(((status, data) for part, status, data in FAKES if part in self.path), None)
+        if fake is not None:
+            say(f"faked {what}")
+            self.answer(fake[0], [("Content-Type", "application/json")], fake[1])
+            return
         hold = next((f for f, part in RULES if part in self.path and os.path.exists(f)), None)
         if hold is not None:
             say(f"held {what}")
@@ -62,15 +83,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         upstream.request(self.command, self.path, body=body, headers=headers)
         answer = upstream.getresponse()
         data = answer.read()
-        self.send_response(answer.status)
-        for k, v in answer.getheaders():
+        if any(part in self.path for part in NODOCS) and answer.status == 200:
+            parsed = json.loads(data)
+            for result in parsed.get("results", []):
+                result.pop("doc", None)
+            data = json.dumps(parsed).encode()
+            say(f"stripped {what}")
+        self.answer(answer.status, answer.getheaders(), data)
+        if hold is not None:
+            say(f"ended {what}")
+
+    def answer(self, status, headers, data):
+        self.send_response(status)
+        for k, v in headers:
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        if hold is not None:
-            say(f"ended {what}")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = relay
 
