@@ -7,19 +7,25 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/couchdb/couch_url.h"
+#include "common/printable_text.h"
 
 namespace cnp::cli {
 namespace {
 
+// Every text printed here may come from CouchDB (database names, ids, fields of stored design
+// documents, revisions) or from a registry anyone with write access fills: it is escaped, so
+// it can neither forge a line nor send the terminal an escape sequence.
+std::string P(absl::string_view text) { return Printable(text); }
+
 std::string Where(const v1::SourceLocation& at) {
   if (at.file().empty()) return "";
-  if (at.line() <= 0) return absl::StrCat(at.file(), ": ");
-  if (at.column() <= 0) return absl::StrCat(at.file(), ":", at.line(), ": ");
-  return absl::StrCat(at.file(), ":", at.line(), ":", at.column(), ": ");
+  if (at.line() <= 0) return absl::StrCat(P(at.file()), ": ");
+  if (at.column() <= 0) return absl::StrCat(P(at.file()), ":", at.line(), ": ");
+  return absl::StrCat(P(at.file()), ":", at.line(), ":", at.column(), ": ");
 }
 
 std::string Target(const v1::DesignDocOutcome& o) {
-  return o.database().empty() ? o.id() : absl::StrCat(o.database(), "/", o.id());
+  return P(o.database().empty() ? o.id() : absl::StrCat(o.database(), "/", o.id()));
 }
 
 const char* Verb(v1::DesignDocOutcome::Action action) {
@@ -54,7 +60,7 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bo
                   std::ostream& out) {
   out << Where(o.location()) << Verb(o.action()) << " " << Target(o);
   if (!o.rev().empty() && o.action() != v1::DesignDocOutcome::UNCHANGED) {
-    out << " (rev " << o.rev() << ")";
+    out << " (rev " << P(o.rev()) << ")";
   }
   if (o.conflict_retries() > 0) {
     out << " after " << o.conflict_retries() << " concurrent edit"
@@ -66,24 +72,24 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bo
   if (is_update) {
     for (const v1::FieldChange& c : o.changes()) {
       if (c.old_json().empty()) {
-        out << "    + " << c.path() << ": " << c.new_json() << "\n";
+        out << "    + " << P(c.path()) << ": " << P(c.new_json()) << "\n";
       } else if (c.new_json().empty()) {
-        out << "    - " << c.path() << ": " << c.old_json() << "\n";
+        out << "    - " << P(c.path()) << ": " << P(c.old_json()) << "\n";
       } else {
-        out << "    ~ " << c.path() << ": " << c.old_json() << " -> " << c.new_json() << "\n";
+        out << "    ~ " << P(c.path()) << ": " << P(c.old_json()) << " -> " << P(c.new_json()) << "\n";
       }
     }
   }
   if (o.index_rebuild() && o.action() != v1::DesignDocOutcome::CHECKED) {
-    std::string views = absl::StrJoin(o.rebuilt_views(), ", ");
+    std::string views = P(absl::StrJoin(o.rebuilt_views(), ", "));
     if (built_ahead) {
       // --staged: the build happened before the write, under the staging document; whether
       // the live document took it over is reported after this line.
-      out << "    index: built before the write, under " << o.id() << "__staging: " << views
+      out << "    index: built before the write, under " << P(o.id()) << "__staging: " << views
           << "\n";
     } else if (options.staged && (o.action() == v1::DesignDocOutcome::WOULD_UPDATE ||
                                   o.action() == v1::DesignDocOutcome::WOULD_CREATE)) {
-      out << "    index: would be built before the write, under " << o.id()
+      out << "    index: would be built before the write, under " << P(o.id())
           << "__staging: " << views << "\n";
     } else {
       out << "    index: " << (is_update ? "rebuilt on the next" : "built on the first")
@@ -91,20 +97,20 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bo
     }
   }
   for (const std::string& field : o.kept_fields()) {
-    out << "    kept " << field
+    out << "    kept " << P(field)
         << " (in CouchDB but not in the YAML; --drop-unknown-fields removes it)\n";
   }
   for (const std::string& field : o.dropped_fields()) {
-    out << "    dropped " << field << " (in CouchDB but not in the YAML)\n";
+    out << "    dropped " << P(field) << " (in CouchDB but not in the YAML)\n";
   }
   if (options.show_documents || o.action() == v1::DesignDocOutcome::WOULD_CREATE ||
       o.action() == v1::DesignDocOutcome::CHECKED) {
-    out << "    " << o.document_json() << "\n";
+    out << "    " << P(o.document_json()) << "\n";
   }
 }
 
 void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
-  out << "staged " << p.database() << "/" << p.id() << ": ";
+  out << "staged " << P(p.database()) << "/" << P(p.id()) << ": ";
   if (p.phase() == "building") {
     out << "building index";
     if (p.total_changes() > 0) {
@@ -124,7 +130,7 @@ void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
     // Also after a warning that the live document's index is another one: say no more.
     out << "removed";
   } else {
-    out << p.phase();
+    out << P(p.phase());
   }
   out << "\n";
 }
@@ -138,9 +144,9 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
     bool error = p.severity() != v1::UploadProblem::WARNING;
     ++(error ? tally.errors : tally.warnings);
     err << Where(p.location()) << (error ? "error: " : "warning: ");
-    if (!p.database().empty()) err << "[" << p.database() << "/" << p.design_doc() << "] ";
+    if (!p.database().empty()) err << "[" << P(p.database()) << "/" << P(p.design_doc()) << "] ";
     // The service redacts too; an older one may not have.
-    err << cnp::couchdb::RedactCredentials(p.message()) << "\n";
+    err << P(cnp::couchdb::RedactCredentials(p.message())) << "\n";
   } else if (event.has_outcome()) {
     const v1::DesignDocOutcome& o = event.outcome();
     Count(o.action(), tally);
