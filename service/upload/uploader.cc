@@ -235,20 +235,37 @@ class UploadRun {
   // the design documents never tried were in no event at all.
   absl::Status StoppedEarly(const absl::Status& status, size_t not_attempted,
                             size_t total) const {
+    const size_t done = static_cast<size_t>(written_ + unchanged_);
+    // The one that stopped the upload, and any that failed alone before it.
+    const size_t failed = total - std::min(total, done + not_attempted);
     std::string left;
-    if (written_ + unchanged_ == 0) {
+    if (done == 0 && failed == 0) {
+      // Stopped before any design document was tried (the database itself was refused).
       left = absl::StrCat("nothing was written and ", not_attempted,
                           not_attempted == total ? "" : absl::StrCat(" of the ", total),
                           total == 1 ? " design document" : " design documents",
                           not_attempted == 1 ? " was" : " were", " not attempted");
     } else {
-      left = absl::StrCat(written_, request_.dry_run() ? " would change" : " written");
-      if (unchanged_ > 0) absl::StrAppend(&left, ", ", unchanged_, " already up to date");
-      // The one that stopped the upload, and any that failed alone before it.
-      const size_t accounted = static_cast<size_t>(written_ + unchanged_) + not_attempted;
-      if (accounted < total) absl::StrAppend(&left, ", ", total - accounted, " failed");
-      absl::StrAppend(&left, " and ", not_attempted, " not attempted, of ", total,
-                      " design documents");
+      std::vector<std::string> parts;
+      if (written_ > 0) {
+        parts.push_back(absl::StrCat(written_, request_.dry_run() ? " would change" : " written"));
+      }
+      if (unchanged_ > 0) parts.push_back(absl::StrCat(unchanged_, " already up to date"));
+      if (failed > 0) {
+        // CouchDB was lost mid-request: a write it had been sent may have been applied, and
+        // only CouchDB can say.
+        const bool cut_off = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+        parts.push_back(absl::StrCat(
+            failed, " failed",
+            cut_off ? " (a write the failure cut off may still have been applied: check "
+                      "CouchDB)"
+                    : ""));
+      }
+      if (not_attempted > 0) parts.push_back(absl::StrCat(not_attempted, " not attempted"));
+      const std::string last = parts.back();
+      parts.pop_back();
+      left = absl::StrCat(absl::StrJoin(parts, ", "), parts.empty() ? "" : " and ", last, ", of ",
+                          total, total == 1 ? " design document" : " design documents");
     }
     return absl::Status(status.code(),
                         absl::StrCat(status.message(), "; the upload stopped there: ", left));

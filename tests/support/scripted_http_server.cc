@@ -136,6 +136,7 @@ void ScriptedHttpServer::ServeConnection(int fd) {
       requests_.push_back(absl::StrCat(request.method, " ", request.target));
     }
     ScriptedResponse response = handler_(request);
+    if (response.hang_up) return;
     if (response.streamed_filler_bytes > 0) {
       if (!WriteChunked(fd, response)) return;
       continue;

@@ -27,6 +27,9 @@ struct ScriptedResponse {
   // When set, `body` is followed by this many bytes of filler, sent chunked as they are made,
   // so that a test can send more than it holds in memory. Stops when the client hangs up.
   int64_t streamed_filler_bytes = 0;
+  // When set, nothing is answered: the connection is closed once the request has been read,
+  // as a server that applied a write and then went away.
+  bool hang_up = false;
 };
 
 class ScriptedHttpServer {

@@ -484,6 +484,27 @@ TEST_F(ScriptedCouchTest, AnUploadStoppedByA401BeforeAnyWriteSaysNothingWasAttem
                         "document was not attempted"));
 }
 
+// The write of the one design document sent, then CouchDB gone before it answered: whether it
+// was applied is unknown, so the upload must not say that nothing was written (found by a
+// review: it said "nothing was written and 0 of the 1 design document were not attempted").
+TEST_F(ScriptedCouchTest, AWriteCutOffByTheConnectionSaysItMayHaveBeenApplied) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    if (r.method == "GET" && r.target == "/big") return {200, "{}"};
+    if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
+    ScriptedResponse gone;
+    gone.hang_up = true;
+    return gone;
+  }));
+  Uploader uploader(runner_, options_);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_FALSE(result.status.ok()) << result.Dump();
+  const std::string message(result.status.message());
+  EXPECT_THAT(message, Not(HasSubstr("nothing was written"))) << message;
+  EXPECT_THAT(message, HasSubstr("; the upload stopped there: 1 failed (a write the failure cut "
+                                 "off may still have been applied: check CouchDB), of 1 design "
+                                 "document")) << message;
+}
+
 TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
     return {500, R"({"error": "unknown_error", "reason": "function_clause"})"};
