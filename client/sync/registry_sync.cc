@@ -652,6 +652,15 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
   if (absl::Status first = SyncAll(); !first.ok() && AffectsEverything(first)) return first;
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   absl::Duration retry_delay = options_.first_retry_delay;
+  bool warned_no_last_seq = false;
+  // Sleeps until `until` unless following is to stop; false then.
+  const auto wait_until = [&](absl::Time until) {
+    for (absl::Time now = absl::Now(); now < until; now = absl::Now()) {
+      if (!keep_going()) return false;
+      absl::SleepFor(std::min(until - now, absl::Milliseconds(100)));
+    }
+    return true;
+  };
   while (keep_going()) {
     if (absl::Status status = CheckDue(); !status.ok()) return status;
     // Not past the next check that is due.
@@ -661,6 +670,7 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
             ? std::max<int64_t>(1, absl::ToInt64Milliseconds(std::max(until_due, absl::ZeroDuration())))
             : timeout_ms;
     // CouchDB answers by wait_ms at the latest; the margin covers a slow answer.
+    const absl::Time asked = absl::Now();
     absl::StatusOr<HttpResponse> response = couch_.Get(
         absl::StrCat("/_db_updates?feed=longpoll&timeout=", wait_ms,
                      "&since=", CouchClient::EscapeSegment(*since)),
@@ -696,11 +706,7 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
                   absl::Status(failed.code(), absl::StrCat(failed.message(), "; following _db_updates again in ",
                                                            absl::FormatDuration(retry_delay))),
                   "", "");
-      const absl::Time until = absl::Now() + retry_delay;
-      for (absl::Time now = absl::Now(); now < until; now = absl::Now()) {
-        if (!keep_going()) return absl::OkStatus();
-        absl::SleepFor(std::min(until - now, absl::Milliseconds(100)));
-      }
+      if (!wait_until(absl::Now() + retry_delay)) return absl::OkStatus();
       retry_delay = std::min(retry_delay * 2, options_.max_retry_delay);
       continue;
     }
@@ -733,9 +739,26 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
         return status;
       }
     }
+    const std::string before = *since;
+    if (!updates->HasMember("last_seq") && !warned_no_last_seq) {
+      warned_no_last_seq = true;
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::UnknownError(absl::StrCat(
+                      "CouchDB at ", couch_.base_url(), " answered _db_updates without its "
+                      "last_seq: following from the same place, so the same updates come again "
+                      "(is the URL a CouchDB?)")),
+                  "", "");
+    }
     if (updates->HasMember("last_seq")) {
       const rapidjson::Value& seq = (*updates)["last_seq"];
       *since = seq.IsString() ? std::string(seq.GetString(), seq.GetStringLength()) : ToJson(seq);
+    }
+    // A longpoll that comes back at once with nothing new, or without moving on (no last_seq,
+    // the same one), would be asked again at once, and again: CouchDB never answers so, but a
+    // proxy or a server that only looks like CouchDB may. The next one waits up to a second.
+    if ((*updates)["results"].Empty() || *since == before) {
+      const absl::Duration pause = std::min(absl::Milliseconds(wait_ms), absl::Seconds(1));
+      if (!wait_until(asked + pause)) return absl::OkStatus();
     }
   }
   return absl::OkStatus();
