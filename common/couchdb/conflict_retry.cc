@@ -74,8 +74,19 @@ absl::StatusOr<WriteResult> WriteWithConflictRetry(CouchClient& couch,
                            : write.writing,
                        couch.base_url());
     }
+    // CouchDB answers a write it made with its new revision: without one (an HTML page, a
+    // proxy's {"ok":false}) nothing says that the write was made, and it must not be reported
+    // as written.
     absl::StatusOr<rapidjson::Document> answer = ParseJson(put->body);
     if (answer.ok()) result.written_rev = std::string(StringMember(*answer, "rev"));
+    if (result.written_rev.empty()) {
+      return absl::UnknownError(absl::StrCat(
+          "CouchDB at ", couch.base_url(), " answered HTTP ", put->status, " to ",
+          write.writing.empty() ? absl::StrCat("writing ", write.id, " to ", write.database)
+                                : write.writing,
+          " without the new revision: whether it was written is unknown (is the URL a "
+          "CouchDB?)"));
+    }
     result.written = true;
     return result;
   }

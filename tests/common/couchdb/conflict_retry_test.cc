@@ -130,6 +130,27 @@ TEST(ConflictRetryTest, AConflictPastTheLimitGivesUpWithTheCommonMessage) {
   EXPECT_EQ(writer.retry_messages.size(), 2u);
 }
 
+// Found by a review with a server answering for CouchDB: a 201 whose body names no revision
+// (an HTML page, {"ok":false}) was reported as written, and sync recorded it so.
+TEST(ConflictRetryTest, ASuccessStatusWithoutTheNewRevisionIsNotAWrite) {
+  for (const char* body : {"<html>Created</html>", R"({"ok":false})"}) {
+    ScriptedHttpServer couch([&](const HttpRequest& request) -> ScriptedResponse {
+      if (request.method == "GET") return {404, R"({"error":"not_found","reason":"missing"})"};
+      return {201, body};
+    });
+    CouchClient client({.base_url = couch.url()});
+    absl::StatusOr<WriteResult> result = WriteWithConflictRetry(
+        client, {.path = "/db/doc", .id = "doc", .database = "db", .activity = "testing"},
+        [](const StoredDocument&, int) -> absl::StatusOr<WriteDecision> {
+          return rapidjson::Document(rapidjson::kObjectType);
+        });
+    ASSERT_FALSE(result.ok()) << body;
+    EXPECT_THAT(result.status().message(),
+                HasSubstr("answered HTTP 201 to writing doc to db without the new revision: "
+                          "whether it was written is unknown"));
+  }
+}
+
 TEST(ConflictRetryTest, NothingIsWrittenWhenTheCallerDecidesSo) {
   ChangingDocument document(/*conflicts=*/0);
   CouchClient couch({.base_url = document.url()});
