@@ -113,6 +113,14 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
   rev_ = it != answer->MemberEnd() && it->value.IsString()
              ? std::string(couchdb::StringView(it->value))
              : "";
+  // CouchDB answers the lease's write with its revision: an answer without one does not say
+  // the lease was written, and writing derived documents on it could race another holder.
+  if (rev_.empty()) {
+    return absl::UnknownError(absl::StrCat(
+        "writing the lease _local/", doc_id_, " in ", database_, " at ", couch_.base_url(),
+        " was answered without the new revision: whether it was written is unknown (is the URL "
+        "a CouchDB?)"));
+  }
   last_write_ = now;
   held_ = true;
   deadline_ns_.store(sent_ns + absl::ToInt64Nanoseconds(timeout_ - margin_));
