@@ -376,6 +376,16 @@ absl::StatusOr<std::unique_ptr<Deriver::Batch>> Deriver::ReadBatch(size_t i, con
   if (results == nullptr || !results->IsArray() || last_seq == nullptr) {
     return absl::UnknownError(absl::StrCat("the _changes answer of ", s.source, " has no results or last_seq"));
   }
+  // Changes read from a position that they do not move on from would be read again from it,
+  // and again (a run with --once never ended): CouchDB's last_seq is past every change it gives.
+  const bool from_feed = i < feeds_.size() && feeds_[i] != nullptr;
+  if (!from_feed && !results->Empty() && SeqText(*last_seq) == since) {
+    return absl::UnknownError(absl::StrCat(
+        "the _changes answer of ", s.source, " gave ", results->Size(),
+        " change(s) but its last_seq is the position they were read from (",
+        Printable(since.substr(0, 40)), "): reading on would read them again forever; is the "
+        "URL a CouchDB?"));
+  }
   if (const Value* pending = Member(batch->changes.json, "pending"); pending && pending->IsInt64()) {
     batch->pending = pending->GetInt64();
   }

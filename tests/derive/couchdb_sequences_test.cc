@@ -247,6 +247,36 @@ TEST_F(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame
   EXPECT_TRUE(resumed);
 }
 
+// Found by a review with a server answering for CouchDB: a _changes answer whose last_seq is the
+// position it was read from made `cnp derive --once` read the same changes forever (here the
+// scripted server gives up after 50 reads, which the build before reached).
+TEST_F(CouchDbSequencesTest, ChangesThatDoNotMoveTheSequenceOnEndTheRun) {
+  int reads = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=")) {
+      if (++reads > 50) return {200, R"({"results":[],"last_seq":0})"};
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"),
+                                R"(],"last_seq":0})")};
+    }
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":1})"};
+    if (std::optional<ScriptedResponse> answer = target_.Answer(r)) return *answer;
+    if (absl::StartsWith(t, "/tgt/_all_docs")) return {200, R"({"rows":[]})"};
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_FALSE(handled.ok()) << "handled " << *handled << " after " << reads << " reads";
+  EXPECT_THAT(handled.status().message(),
+              HasSubstr("its last_seq is the position they were read from (0): reading on "
+                        "would read them again forever"));
+  absl::MutexLock lock(&mu_);
+  EXPECT_EQ(reads, 1);
+}
+
 // A first synchronization (no checkpoint, nothing derived yet) writes its rows without looking
 // them up first. A document listed twice in _changes (as a clustered CouchDB may) finds its rows
 // written the first time: that conflict is read and compared, and, as nothing differs, not
