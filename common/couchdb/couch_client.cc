@@ -106,6 +106,13 @@ size_t StreamToReader(char* data, size_t size, size_t count, void* target) noexc
   }
 }
 
+// A request's path for a message: without its query (which may be long, and holds nothing the
+// reader needs) and at most 200 bytes.
+std::string ShortPath(absl::string_view path) {
+  path = path.substr(0, path.find('?'));
+  return path.size() <= 200 ? std::string(path) : absl::StrCat(path.substr(0, 200), "...");
+}
+
 }  // namespace
 
 CouchClient::CouchClient(Options options) : options_(std::move(options)) {
@@ -216,6 +223,11 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   // A redirect could lead anywhere, past the operator's --couchdb-allow: CouchDB sends none.
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  // A request without a timeout (a staged build's view query may run for hours) must still
+  // find out that the host went away: TCP keepalive probes an idle connection.
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 60L);
+  curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 15L);
   if (with_timeout) {
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
                      static_cast<long>(absl::ToInt64Milliseconds(timeout)));
@@ -266,8 +278,10 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   }
   if (code != CURLE_OK) {
     std::string detail = error[0] != '\0' ? error : curl_easy_strerror(code);
+    // Which request: a connection that was accepted and then failed mid-answer is another
+    // matter than one that was never made.
     return absl::UnavailableError(absl::StrCat("cannot reach CouchDB at ", options_.base_url,
-                                               ": ", detail,
+                                               " (", method, " ", ShortPath(path), "): ", detail,
                                                " (is CouchDB running, and is the URL right?)"));
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
@@ -382,6 +396,12 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
     case 409:
       return absl::AbortedError(absl::StrCat(context, ": conflict (", reason, ")"));
     default:
+      if (response.status >= 300 && response.status < 400) {
+        // Followed, it could send the credentials anywhere; CouchDB itself sends none.
+        return absl::UnknownError(absl::StrCat(
+            context, ": answered HTTP ", response.status, ", a redirect, which cnp does not "
+            "follow (it could lead the credentials anywhere): give the URL of CouchDB itself"));
+      }
       return absl::UnknownError(
           absl::StrCat(context, ": CouchDB answered HTTP ", response.status, " (", reason, ")"));
   }

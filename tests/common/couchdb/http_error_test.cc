@@ -86,5 +86,27 @@ TEST(HttpErrorTest, A403SaysWhatTheRequestNeeded) {
               HasSubstr("; changing a database's security needs a database admin"));
 }
 
+// Found by a review with a server answering for CouchDB: a redirect read as "CouchDB answered
+// HTTP 302", and a connection that broke mid-answer did not say which request it was.
+TEST(HttpErrorTest, ARedirectSaysItIsNotFollowedAndABrokenAnswerNamesItsRequest) {
+  ScriptedHttpServer couch([](const HttpRequest& r) -> ScriptedResponse {
+    if (r.target == "/moved") return {302, ""};
+    ScriptedResponse gone;
+    gone.hang_up = true;
+    return gone;
+  });
+  CouchClient http({.base_url = couch.url()});
+  absl::StatusOr<HttpResponse> moved = http.Get("/moved");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_THAT(HttpError(*moved, "reading moved", couch.url()).message(),
+              HasSubstr("answered HTTP 302, a redirect, which cnp does not follow"));
+
+  absl::StatusOr<HttpResponse> broken = http.Put("/db/_design/towns?batch=ok", "{}");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(broken.status().message(),
+              HasSubstr(absl::StrCat("cannot reach CouchDB at ", couch.url(),
+                                     " (PUT /db/_design/towns): ")));
+}
+
 }  // namespace
 }  // namespace cnp::couchdb
