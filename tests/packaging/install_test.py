@@ -235,6 +235,22 @@ class InstallTest(unittest.TestCase):
             status, output = server.stop()
             self.assertEqual(status, 0, output)
 
+    def test_a_bad_setting_is_not_restarted(self):
+        # cnp-server exits 2 on a bad setting or flag, which no restart can fix: the unit says
+        # so, where before Restart=on-failure started it again every second until systemd's
+        # start limit.
+        with open(self.path("share", "cnp", "systemd", "cnp-server.service")) as f:
+            unit = f.read()
+        self.assertIn("\nRestart=on-failure\n", unit)
+        self.assertIn("\nRestartPreventExitStatus=2\n", unit)
+        config = os.path.join(self.root, "bad.yaml")
+        with open(config, "w") as f:
+            f.write("workers: lots\n")
+        run = subprocess.run([self.path("bin", "cnp-server"), "--config=" + config],
+                             capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
+        self.assertEqual(run.returncode, 2, run.stderr)
+        self.assertIn("workers", run.stderr)
+
     def test_units_verify(self):
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
