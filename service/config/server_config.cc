@@ -827,7 +827,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
       "SIGHUP reloads every worker (rolling: the functions' Python code) and reopens "
-      "--access-log; it does not read --config again, nor any flag: a change there takes a "
+      "--access-log; it does not read the --config file again: a changed setting takes a "
       "restart. SIGTERM stops gracefully.");
   if (HelpAsked(argc, argv)) {
     const std::string help =
