@@ -8,11 +8,16 @@
 #   <prefix>/share/cnp/grafana/cnp.json, <prefix>/share/cnp/nginx/cnp.conf   (examples)
 #
 # cnp-server finds cnp-worker next to itself and cnp-adapter finds cnp-server next to itself,
-# so the binaries stay together in bin/. With --systemd the units also go to
-# /etc/systemd/system, the example config to /etc/cnp/cnp-server.yaml (never over an existing
-# one), and the `cnp` system user is created. For a package build set DESTDIR: every file goes
-# under it while the units still name <prefix>, and no user is created (the package's own
-# scripts do that).
+# so the binaries stay together in bin/. With --systemd the units also go where systemd looks
+# for them: /usr/lib/systemd/system for --prefix=/usr (a package's), /usr/local/lib/systemd/system
+# for /usr/local (the administrator's); both are the installer's and replaced by each install,
+# and an operator's changes go in drop-ins (`systemctl edit cnp-server.socket` writes
+# /etc/systemd/system/cnp-server.socket.d/override.conf), which no install touches. For any
+# other prefix they go to /etc/systemd/system, where a unit changed since the last install is
+# kept, not replaced (the new one stays in <prefix>/share/cnp/systemd, and the installer says
+# so). The example config goes to /etc/cnp/cnp-server.yaml (never over an existing one), and
+# the `cnp` system user is created. For a package build set DESTDIR: every file goes under it
+# while the units still name <prefix>, and no user is created (the package's own scripts do).
 set -euo pipefail
 
 prefix=/usr/local
@@ -21,12 +26,13 @@ for arg in "$@"; do
   case "$arg" in
     --prefix=*) prefix=${arg#--prefix=} ;;
     --systemd) systemd=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install: unknown argument '$arg' (use --prefix=DIR and --systemd)" >&2; exit 2 ;;
   esac
 done
 # `bazel run` starts us in the runfiles tree: a relative prefix means the caller's directory.
 if [[ "$prefix" != /* ]]; then prefix="${BUILD_WORKING_DIRECTORY:-$PWD}/$prefix"; fi
+while [[ "$prefix" == */ && "$prefix" != / ]]; do prefix=${prefix%/}; done
 
 # The files come from our runfiles: beside us under `bazel run`, or the test's tree when a test
 # runs us.
@@ -66,9 +72,12 @@ rm -rf "$python_dir/couch_named_python"
 } > "$doc/cnp.txt" 2>&1 || true
 
 # The units name the installed cnp-server and its help text (where it runs from: <prefix>).
+# Made aside first: with --systemd the copies of the last install, still in share/cnp/systemd,
+# tell whether the operator changed a unit in /etc since.
+units="$(mktemp -d)"
+trap 'rm -rf "$units"' EXIT
 for unit in cnp-server.socket cnp-server.service; do
-  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$root/share/cnp/systemd/$unit"
-  chmod 0644 "$root/share/cnp/systemd/$unit"
+  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$units/$unit"
 done
 install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$root/share/cnp/cnp-server.yaml"
 install -m 0644 "$runfiles/packaging/grafana/cnp.json" "$root/share/cnp/grafana/cnp.json"
@@ -79,17 +88,45 @@ if ((systemd)); then
     useradd --system --user-group --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin --comment "cnp named Python functions" cnp
   fi
-  install -d -m 0755 "$destdir/etc/systemd/system" "$destdir/etc/cnp"
-  install -m 0644 "$root/share/cnp/systemd/cnp-server.socket" \
-    "$root/share/cnp/systemd/cnp-server.service" "$destdir/etc/systemd/system/"
+  etc_units="$destdir/etc/systemd/system"
+  case "$prefix" in
+    /usr) unitdir="$destdir/usr/lib/systemd/system" ;;
+    /usr/local) unitdir="$destdir/usr/local/lib/systemd/system" ;;
+    *) unitdir="$etc_units" ;;  # systemd looks nowhere under other prefixes
+  esac
+  install -d -m 0755 "$unitdir" "$destdir/etc/cnp"
+  for unit in cnp-server.socket cnp-server.service; do
+    last="$root/share/cnp/systemd/$unit"  # what the last install shipped, if any
+    if [ "$unitdir" != "$etc_units" ]; then
+      install -m 0644 "$units/$unit" "$unitdir/$unit"
+      # A unit in /etc hides ours for good. One an older installer put there and nobody
+      # changed goes; a changed one stays, and the operator is told to make it a drop-in.
+      if [ -f "$etc_units/$unit" ]; then
+        if [ -f "$last" ] && cmp -s "$etc_units/$unit" "$last"; then
+          rm -f "$etc_units/$unit"
+        else
+          echo "install: $etc_units/$unit overrides the new $unitdir/$unit; put its changes" \
+            "in a drop-in (systemctl edit $unit) and remove it" >&2
+        fi
+      fi
+    elif [ ! -e "$etc_units/$unit" ] || cmp -s "$etc_units/$unit" "$units/$unit" ||
+         { [ -f "$last" ] && cmp -s "$etc_units/$unit" "$last"; }; then
+      install -m 0644 "$units/$unit" "$etc_units/$unit"
+    else
+      echo "install: kept $etc_units/$unit, changed since it was installed; the new unit is" \
+        "$root/share/cnp/systemd/$unit (put local changes in a drop-in: systemctl edit $unit)" >&2
+    fi
+  done
   [ -e "$destdir/etc/cnp/cnp-server.yaml" ] ||
     install -m 0644 "$root/share/cnp/cnp-server.yaml" "$destdir/etc/cnp/"
   if [ -z "$destdir" ]; then
-    echo "install: units in /etc/systemd/system; now: systemctl daemon-reload &&" \
+    echo "install: units in $unitdir; now: systemctl daemon-reload &&" \
       "systemctl enable --now cnp-server.socket" >&2
   else
-    echo "install: units in $destdir/etc/systemd/system; the package must create the" \
-      "system user cnp" >&2
+    echo "install: units in $unitdir; the package must create the system user cnp" >&2
   fi
 fi
+for unit in cnp-server.socket cnp-server.service; do
+  install -m 0644 "$units/$unit" "$root/share/cnp/systemd/$unit"
+done
 echo "install: cnp installed in $root${destdir:+ (to run from $prefix)}" >&2

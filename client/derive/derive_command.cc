@@ -116,7 +116,8 @@ Options:
   --service-wait=DUR      with --once, how long to keep trying a cnp-server that does not
                           answer before exiting 1 (default: 60s); following, it is tried for
                           as long as it takes
-  --target=ADDRESS        the cnp service (default: $CNP_TARGET, else %s)
+  --target=ADDRESS        the cnp service (default: $CNP_TARGET, else
+                          unix:/tmp/cnp-<uid>/cnp.sock)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                           TLS and the bearer token of a cnp service on TCP that requires them
                           (see cnp map --help)
@@ -192,8 +193,7 @@ std::string HolderId() {
 }  // namespace
 
 int RunDeriveCommand(int argc, char** argv) {
-  std::string usage = kUsage;
-  usage.replace(usage.find("%s"), 2, DefaultTarget());
+  const std::string usage = kUsage;
   auto args = cli::ParseArguments(
       argc, argv,
       cli::WithConnectionOptions(

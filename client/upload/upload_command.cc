@@ -100,7 +100,8 @@ Options:
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)
   --show-documents          print every design document as written
-  --target=ADDRESS          the cnp service (default: $CNP_TARGET, else %s)
+  --target=ADDRESS          the cnp service (default: $CNP_TARGET, else
+                            unix:/tmp/cnp-<uid>/cnp.sock)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                             TLS and the bearer token for a cnp service on TCP that requires
                             them (--tls-ca: the CAs of the cnp service's certificate, not
@@ -140,7 +141,8 @@ Options:
                       (default: python); CouchDB's own (javascript, erlang, query) are refused
   --max-yaml-bytes=N  refuse a YAML file larger than N bytes before sending it
                       (default: 4194304, cnp-server's own default limit)
-  --target=ADDRESS    the cnp service (default: $CNP_TARGET, else %s)
+  --target=ADDRESS    the cnp service (default: $CNP_TARGET, else
+                      unix:/tmp/cnp-<uid>/cnp.sock)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                       TLS and the bearer token of the cnp service, as for cnp upload
   --server-user=USER  the user a cnp service on a unix socket runs as, as for cnp upload
@@ -155,7 +157,6 @@ std::string Usage(const char* format, const std::string& program) {
   for (size_t more; (more = text.find("%s --register")) != std::string::npos;) {
     text.replace(more, 2, program);
   }
-  text.replace(text.find("%s"), 2, DefaultTarget());
   return text;
 }
 

@@ -51,7 +51,9 @@
 #include "yaml-cpp/yaml.h"
 
 ABSL_FLAG(std::string, config, "", "YAML file with any of these flags but this one as keys "
-          "(lists for the repeatable ones); flags on the command line win");
+          "(lists for the repeatable ones); flags on the command line win. Read once, at "
+          "start: a change takes a restart (systemctl restart cnp-server); SIGHUP does not "
+          "read it again");
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET or "
           "unix:/tmp/cnp-<uid>/cnp.sock)");
@@ -824,7 +826,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
-      "SIGHUP reloads every worker (rolling); SIGTERM stops gracefully.");
+      "SIGHUP reloads every worker (rolling: the functions' Python code) and reopens "
+      "--access-log; it does not read the --config file again: a changed setting takes a "
+      "restart. SIGTERM stops gracefully.");
   if (HelpAsked(argc, argv)) {
     const std::string help =
         FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()),

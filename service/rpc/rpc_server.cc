@@ -372,6 +372,9 @@ absl::Status RpcServer::Start() {
   for (const listen::ListeningSocket& socket : acceptor_->sockets()) {
     LogInfo("listening on ", socket.address,
             socket.is_unix ? "" : absl::StrCat(" (port ", socket.port, ")"),
+            // As the direct-session socket says it (session_listener.cc): which sockets are
+            // the socket unit's, and so whose ListenStream= to change.
+            socket.inherited ? " (passed by systemd)" : "",
             socket.is_unix || !options_.security.UsesTls() ? ""
             : options_.security.tls_client_ca_file.empty() ? " with TLS"
                                                             : " with mutual TLS",

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -42,6 +43,26 @@ class CnpCliTest : public ::testing::Test {
   std::unique_ptr<testing::ServerProcess> server_;
   std::string target_;
 };
+
+// Every command's --help names the default target the same way, as words, never as the path of
+// whoever runs it: the installer writes these texts to share/doc/cnp/cnp.txt, which said
+// unix:/tmp/cnp-0/cnp.sock (root's) for upload, check and derive but cnp-<uid> for the rest.
+TEST(CnpHelpTest, NamesTheDefaultTargetTheSameWayForEveryone) {
+  for (const char* command :
+       {"", "map", "reduce", "validate", "resolve", "upload", "check", "derive", "sync"}) {
+    CliRun help = Cnp(absl::StrCat(command, " --help"));
+    EXPECT_EQ(help.exit_code, 0) << command;
+    for (size_t at = 0; (at = help.out.find("/tmp/cnp-", at)) != std::string::npos;) {
+      at += 9;
+      EXPECT_FALSE(at < help.out.size() && absl::ascii_isdigit(help.out[at]))
+          << "cnp " << command << " --help names a uid's own socket:\n" << help.out;
+    }
+    if (absl::string_view(command) != "sync") {  // sync talks to CouchDB alone
+      EXPECT_THAT(help.out, HasSubstr("$CNP_TARGET")) << command;
+      EXPECT_THAT(help.out, HasSubstr("unix:/tmp/cnp-<uid>/cnp.sock")) << command;
+    }
+  }
+}
 
 TEST_F(CnpCliTest, MapsNdjsonAndKeepsNumbersExactlyAsWritten) {
   CliRun run = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled,svc_fns.picky"),

@@ -105,6 +105,91 @@ class InstallTest(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(destdir, "etc", "cnp", "cnp-server.yaml")))
         self.assertIn("the package must create the system user cnp", run.stderr)
 
+    def install_staged(self, destdir, prefix):
+        run = subprocess.run([INSTALL, "--prefix=" + prefix, "--systemd"], capture_output=True,
+                             text=True, env=dict(os.environ, DESTDIR=destdir))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return run.stderr
+
+    def test_reinstall_keeps_the_operators_drop_in(self):
+        # A package (--prefix=/usr): the units are the package's, in /usr/lib/systemd/system,
+        # and the operator's change is a drop-in in /etc (`systemctl edit cnp-server.socket`).
+        # Before, the units went to /etc/systemd/system and a reinstall overwrote them.
+        destdir = os.path.join(self.root, "stage-usr")
+        self.install_staged(destdir, "/usr")
+        units = os.path.join(destdir, "usr", "lib", "systemd", "system")
+        for unit in ("cnp-server.socket", "cnp-server.service"):
+            self.assertTrue(os.path.isfile(os.path.join(units, unit)), unit)
+            self.assertFalse(os.path.exists(os.path.join(destdir, "etc", "systemd", "system", unit)))
+        drop_in_dir = os.path.join(destdir, "etc", "systemd", "system", "cnp-server.socket.d")
+        os.makedirs(drop_in_dir)
+        drop_in = os.path.join(drop_in_dir, "override.conf")
+        with open(drop_in, "w") as f:
+            f.write("[Socket]\nListenStream=127.0.0.1:7070\n")
+        self.install_staged(destdir, "/usr")
+        with open(drop_in) as f:
+            self.assertEqual(f.read(), "[Socket]\nListenStream=127.0.0.1:7070\n")
+        self.assertEqual(os.listdir(drop_in_dir), ["override.conf"])
+
+    def test_usr_local_units_go_below_etc(self):
+        # /usr/local: systemd's directory for units the administrator installs, which /etc
+        # (drop-ins and whole units alike) overrides.
+        destdir = os.path.join(self.root, "stage-local")
+        self.install_staged(destdir, "/usr/local")
+        with open(os.path.join(destdir, "usr", "local", "lib", "systemd", "system",
+                               "cnp-server.service")) as f:
+            self.assertIn("ExecStart=/usr/local/bin/cnp-server --config=", f.read())
+        self.assertFalse(os.path.exists(
+            os.path.join(destdir, "etc", "systemd", "system", "cnp-server.service")))
+
+    def test_reinstall_keeps_an_edited_unit_in_etc(self):
+        # Another prefix: systemd does not look there, so the units go to /etc/systemd/system.
+        # One the operator edited (as the README once said to) is kept, the new one left in
+        # <prefix>/share/cnp/systemd and named; one left as installed is updated.
+        destdir = os.path.join(self.root, "stage-opt")
+        self.install_staged(destdir, "/opt/cnp")
+        etc_units = os.path.join(destdir, "etc", "systemd", "system")
+        socket_unit = os.path.join(etc_units, "cnp-server.socket")
+        with open(socket_unit) as f:
+            edited = f.read().replace("ListenStream=/run/cnp/cnp.sock\n",
+                                      "ListenStream=/run/cnp/cnp.sock\nListenStream=127.0.0.1:7070\n")
+        self.assertIn("ListenStream=127.0.0.1:7070", edited)
+        with open(socket_unit, "w") as f:
+            f.write(edited)
+        service_unit = os.path.join(etc_units, "cnp-server.service")
+        with open(service_unit, "w") as f:  # as an older installer left it: not edited since
+            f.write("[Service]\nExecStart=/bin/false\n")
+        shipped = os.path.join(destdir, "opt", "cnp", "share", "cnp", "systemd")
+        shutil.copy(service_unit, os.path.join(shipped, "cnp-server.service"))
+        stderr = self.install_staged(destdir, "/opt/cnp")
+        with open(socket_unit) as f:
+            self.assertEqual(f.read(), edited)
+        self.assertIn(socket_unit, stderr)
+        self.assertIn(os.path.join(shipped, "cnp-server.socket"), stderr)
+        with open(service_unit) as f:
+            self.assertIn("ExecStart=/opt/cnp/bin/cnp-server --config=", f.read())
+
+    def test_reinstall_moves_units_an_older_installer_left_in_etc(self):
+        # An older installer put /usr/local's units in /etc/systemd/system, where they would
+        # hide the new ones for good: removed when unchanged, kept (and named) when edited.
+        destdir = os.path.join(self.root, "stage-old")
+        self.install_staged(destdir, "/usr/local")
+        shipped = os.path.join(destdir, "usr", "local", "share", "cnp", "systemd")
+        etc_units = os.path.join(destdir, "etc", "systemd", "system")
+        os.makedirs(etc_units, exist_ok=True)
+        for unit in ("cnp-server.socket", "cnp-server.service"):
+            shutil.copy(os.path.join(shipped, unit), os.path.join(etc_units, unit))
+        with open(os.path.join(etc_units, "cnp-server.socket"), "r+") as f:
+            edited = f.read().replace("ListenStream=/run/cnp/cnp.sock\n",
+                                      "ListenStream=/run/cnp/cnp.sock\nListenStream=127.0.0.1:7070\n")
+            f.seek(0)
+            f.write(edited)
+        stderr = self.install_staged(destdir, "/usr/local")
+        self.assertFalse(os.path.exists(os.path.join(etc_units, "cnp-server.service")))
+        with open(os.path.join(etc_units, "cnp-server.socket")) as f:
+            self.assertIn("ListenStream=127.0.0.1:7070", f.read())
+        self.assertIn(os.path.join(etc_units, "cnp-server.socket"), stderr)
+
     def test_installed_server_serves_installed_cli(self):
         server = InstalledServer(self.prefix, ["--workers=1", "--python-path=" + self.functions])
         try:
@@ -149,6 +234,22 @@ class InstallTest(unittest.TestCase):
         finally:
             status, output = server.stop()
             self.assertEqual(status, 0, output)
+
+    def test_a_bad_setting_is_not_restarted(self):
+        # cnp-server exits 2 on a bad setting or flag, which no restart can fix: the unit says
+        # so, where before Restart=on-failure started it again every second until systemd's
+        # start limit.
+        with open(self.path("share", "cnp", "systemd", "cnp-server.service")) as f:
+            unit = f.read()
+        self.assertIn("\nRestart=on-failure\n", unit)
+        self.assertIn("\nRestartPreventExitStatus=2\n", unit)
+        config = os.path.join(self.root, "bad.yaml")
+        with open(config, "w") as f:
+            f.write("workers: lots\n")
+        run = subprocess.run([self.path("bin", "cnp-server"), "--config=" + config],
+                             capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
+        self.assertEqual(run.returncode, 2, run.stderr)
+        self.assertIn("workers", run.stderr)
 
     def test_units_verify(self):
         analyze = shutil.which("systemd-analyze")

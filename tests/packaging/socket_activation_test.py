@@ -93,6 +93,10 @@ class SocketActivationTest(unittest.TestCase):
             self.assertEqual(harness.rows(over_tcp), [[[[2, "tcp"]]]])
             self.assertIn("direct sessions on unix:%s.direct (passed by systemd" % self.path,
                           server.log())
+            # The gRPC sockets say so the same way (before, only the direct one did).
+            self.assertIn("listening on %s (passed by systemd)" % self.target, server.log())
+            self.assertIn("listening on 127.0.0.1:%d (port %d) (passed by systemd)" % (port, port),
+                          server.log())
         finally:
             self.assertEqual(server.stop(), 0, server.log())
         # systemd's socket files: neither replaced while serving nor removed on stopping.
