@@ -17,6 +17,7 @@
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
+#include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
 #include "common/couchdb/target_databases.h"
@@ -54,15 +55,17 @@ bool LooksLikeFunctionName(absl::string_view text) {
 // Anyone who may write the registry could otherwise have cnp sync put code in every database
 // it targets: a JavaScript or Erlang design document runs in CouchDB itself. So an entry is
 // used only when its language is not one of CouchDB's own (a missing language is JavaScript
-// to CouchDB) and every function it holds is a name.
+// to CouchDB; the names in any case, and Mango's "query", as cnp upload refuses them) and
+// every function it holds is a name.
 absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_view entry_id) {
   const absl::string_view language = StringField(design, "language");
-  if (language.empty() || language == "javascript" || language == "erlang") {
+  if (::cnp::couchdb::IsCouchDbOwnLanguage(language)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "registry entry \"", entry_id, "\" holds a design document in language \"",
-        language.empty() ? "javascript (none given)" : language,
-        "\", which runs code inside CouchDB; cnp sync puts only named functions in place, so it "
-        "skipped the entry (register it with cnp upload --register)"));
+        language.empty() ? "javascript (none given)" : language, "\", which is ",
+        ::cnp::couchdb::CouchDbOwnLanguageReason(language),
+        "; cnp sync puts only named functions in place, so it skipped the entry (register it "
+        "with cnp upload --register)"));
   }
   auto refuse = [&](absl::string_view where) {
     return absl::InvalidArgumentError(absl::StrCat(

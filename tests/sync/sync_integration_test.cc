@@ -267,6 +267,47 @@ TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
                                         "3.5")));
 }
 
+// CouchDB's own languages in any case, and Mango's "query", as cnp upload refuses them: an entry
+// in "JavaScript" with a named validate_doc_update was written, and then CouchDB refused every
+// write to that database with compilation_error (found by a review).
+TEST_F(SyncIntegrationTest, CouchDbsOwnLanguagesAreSkippedInAnyCaseAndQueryToo) {
+  for (const char* db : {"reg11", "account-l1"}) CreateDatabase(db);
+  ASSERT_TRUE(Register("reg11",
+                       "towns:\n"
+                       "  databases: account-l1\n"
+                       "  views: {by_town: myviews.townmap}\n")
+                  .status.ok());
+  auto plant = [&](const std::string& name, const std::string& design) {
+    absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+        absl::StrCat("/reg11/", name, "@database:account-l1"),
+        absl::StrCat(R"({"type":"cnp_design_document","name":")", name,
+                     R"(","target":{"databases":["account-l1"]},"design_document":)", design,
+                     "}"));
+    ASSERT_TRUE(put.ok() && put->status == 201) << name;
+  };
+  plant("jsc", R"({"_id":"_design/jsc","language":"JavaScript",)"
+               R"("validate_doc_update":"myviews.townmap|1"})");
+  plant("erc", R"({"_id":"_design/erc","language":"ERLANG","views":{"v":{"map":"myviews.townmap|1"}}})");
+  plant("mango", R"({"_id":"_design/mango","language":"query","views":{"v":{"map":"myviews.townmap|1"}}})");
+
+  UploadResult result = SyncOnce("reg11");
+  EXPECT_EQ(result.Outcome("_design/towns", "account-l1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+  for (const char* name : {"jsc", "erc", "mango"}) {
+    EXPECT_FALSE(Read(absl::StrCat("/account-l1/_design/", name)).HasMember("_id")) << name;
+  }
+  // Writes to the database still work.
+  absl::StatusOr<couchdb::HttpResponse> write = couch_->Put("/account-l1/doc1", R"({"town":"Oslo"})");
+  ASSERT_TRUE(write.ok());
+  EXPECT_EQ(write->status, 201) << write->body;
+  std::string warnings;
+  for (const auto& warning : result.warnings()) absl::StrAppend(&warnings, warning.message(), "\n");
+  EXPECT_THAT(warnings, AllOf(HasSubstr("\"jsc@database:account-l1\" holds a design document in "
+                                        "language \"JavaScript\", which is CouchDB's own JavaScript"),
+                              HasSubstr("language \"ERLANG\", which is CouchDB's own Erlang"),
+                              HasSubstr("language \"query\", which is CouchDB's own Mango")));
+}
+
 // Whoever may write the registry must not reach CouchDB's own databases and design documents:
 // _users/_design/_auth is the rule that keeps users from giving themselves roles.
 TEST_F(SyncIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsFlag) {
