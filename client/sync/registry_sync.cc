@@ -137,6 +137,19 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
         "\" lacks a name, a target or a design_document with the matching _id; skipped "
         "(register it again with cnp upload --register)"));
   }
+  // CouchDB's own fields are instructions, not content: "_deleted" would delete the design
+  // document in every target (a hand-made one too), "_attachments" would serve HTML from
+  // CouchDB's origin. cnp upload --register writes none; "_rev" (the registry's copy of a
+  // revision) means nothing in a target and is dropped below.
+  for (const auto& field : design->value.GetObject()) {
+    const absl::string_view name = ::cnp::couchdb::StringView(field.name);
+    if (absl::StartsWith(name, "_") && name != "_id" && name != "_rev") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "registry entry \"", entry.entry_id, "\" has a design document with the field \"",
+          name, "\", one of CouchDB's own (cnp sync writes only _id and the design document's "
+          "content); skipped (register it again with cnp upload --register)"));
+    }
+  }
   if (absl::Status named = CheckNamedFunctions(design->value, entry.entry_id); !named.ok()) {
     return named;
   }
