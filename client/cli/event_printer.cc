@@ -138,7 +138,10 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
     bool error = p.severity() != v1::UploadProblem::WARNING;
     ++(error ? tally.errors : tally.warnings);
     err << Where(p.location()) << (error ? "error: " : "warning: ");
-    if (!p.database().empty()) err << "[" << p.database() << "/" << p.design_doc() << "] ";
+    // [database/_design/name], or [database] for the database (a registry) as a whole.
+    if (!p.database().empty()) {
+      err << "[" << p.database() << (p.design_doc().empty() ? "" : "/") << p.design_doc() << "] ";
+    }
     // The service redacts too; an older one may not have.
     err << cnp::couchdb::RedactCredentials(p.message()) << "\n";
   } else if (event.has_outcome()) {
