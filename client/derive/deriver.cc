@@ -322,7 +322,25 @@ absl::Status Deriver::Start() {
       } else {
         p.seq = seq ? SeqText(*seq) : "0";
         c.sweep = sweep && sweep->IsBool() && sweep->GetBool();
-      }
+        // qvarn-mr's rule: the version, not the handler, says when to re-run. A handler or
+        // type changed without a bump goes on from the checkpoint, so say what that leaves.
+        const std::string old_handler = Text(d, "handler");
+        const std::string old_type = Text(d, "type");
+        const std::string type = s.reduce ? "reduce" : "map";
+        const bool handler_changed = !old_handler.empty() && old_handler != s.handler;
+        const bool type_changed = !old_type.empty() && old_type != type;
+        if (handler_changed || type_changed) {
+          log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: the "
+               << (handler_changed ? absl::StrCat("handler changed (", Printable(old_handler), " -> ",
+                                                  Printable(s.handler), ")")
+                                   : "")
+               << (handler_changed && type_changed ? " and the " : "")
+               << (type_changed ? absl::StrCat("type changed (", old_type, " -> ", type, ")") : "")
+               << " but the version is still " << s.version
+               << ": going on from the checkpoint, so the documents derived so far stay as the "
+                  "old handler made them; bump the version to re-run over "
+               << s.source << " from the start\n";
+        }
     }
     p.seq_before = p.seq;
   }

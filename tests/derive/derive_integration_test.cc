@@ -533,6 +533,19 @@ TEST_F(DeriveTest, TheSweepAfterAVersionBumpRemovesEveryOldRowAcrossPages) {
   EXPECT_EQ(left.size(), 0u) << (left.empty() ? "" : couchdb::ToJson(left.begin()->second));
 }
 
+// The version, not the handler, says when a stage re-runs (qvarn-mr's rule): a handler changed
+// without a bump was taken with nothing said, and the old rows stayed (found by a review).
+TEST_F(DeriveTest, AHandlerChangedWithoutAVersionBumpIsWarnedOf) {
+  Fill("hchg_src", R"([{"_id":"a","town":"Oslo","n":3}])");
+  RunOnce(TownsDeclaration("hchg", "hchg_src", "hchg_map"));
+  std::string out = RunOnce(TownsDeclaration("hchg", "hchg_src", "hchg_map", "derive_fns.town_upper"));
+  EXPECT_THAT(out, HasSubstr("hchg_src -> hchg_map: warning: the handler changed (derive_fns.town -> "
+                             "derive_fns.town_upper) but the version is still 1"));
+  EXPECT_THAT(out, HasSubstr("bump the version to re-run over hchg_src from the start"));
+  EXPECT_THAT(out, Not(HasSubstr("re-running over")));
+  EXPECT_THAT(ByKey("hchg_map"), ::testing::ElementsAre(::testing::Pair("\"Oslo\"", ::testing::_)));
+}
+
 TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
   Fill("err_src", R"([{"_id":"a","town":"Oslo"},{"_id":"bad1","town":"X","bad":true},{"_id":"c","town":"Bergen"}])");
   std::string out = RunOnce(TownsDeclaration("err", "err_src", "err_map", "derive_fns.fragile"));
