@@ -144,7 +144,11 @@ void PrintEvent(const v1::UploadEvent& event, const PrintOptions& options, std::
     bool error = p.severity() != v1::UploadProblem::WARNING;
     ++(error ? tally.errors : tally.warnings);
     err << Where(p.location()) << (error ? "error: " : "warning: ");
-    if (!p.database().empty()) err << "[" << P(p.database()) << "/" << P(p.design_doc()) << "] ";
+    // [database/_design/name], or [database] for the database (a registry) as a whole.
+    if (!p.database().empty()) {
+      err << "[" << P(p.database()) << (p.design_doc().empty() ? "" : "/") << P(p.design_doc())
+          << "] ";
+    }
     // The service redacts too; an older one may not have.
     err << P(cnp::couchdb::RedactCredentials(p.message())) << "\n";
   } else if (event.has_outcome()) {

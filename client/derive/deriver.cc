@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "client/derive/change_header.h"
@@ -138,14 +139,20 @@ std::string RangeQuery(const std::string& prefix) {
                       QueryString(absl::StrCat(prefix, "\xef\xbf\xb0")));  // U+FFF0
 }
 
-// The fields of a derived document. An object value becomes the document's fields (those
-// starting with '_' are CouchDB's and are left out); anything else is mr_value.
+// The fields of a derived document. An object value becomes the document's fields, except
+// those starting with '_' (CouchDB's, which the database refuses or takes as instructions) or
+// 'mr_' (the provenance, which must stay true); anything else is mr_value. The fields left out
+// are added to `dropped` (but for _id and _rev: a whole source document as the value carries
+// them, and the derived document has its own), for Deriver::WarnDropped.
 void FillDerived(Value& doc, Document::AllocatorType& a, const Value& key, const Value& value,
-                 int64_t version, const std::string& source_type) {
+                 int64_t version, const std::string& source_type, std::set<std::string>& dropped) {
   if (value.IsObject()) {
     for (auto it = value.MemberBegin(); it != value.MemberEnd(); ++it) {
       absl::string_view name(it->name.GetString(), it->name.GetStringLength());
-      if (absl::StartsWith(name, "_") || absl::StartsWith(name, "mr_")) continue;
+      if (absl::StartsWith(name, "_") || absl::StartsWith(name, "mr_")) {
+        if (name != "_id" && name != "_rev") dropped.emplace(name);
+        continue;
+      }
       doc.AddMember(Value(it->name, a), Value(it->value, a), a);
     }
     doc.AddMember("mr_value", Value(rapidjson::kNullType), a);
@@ -195,6 +202,7 @@ struct Deriver::Batch {
   int limit = 0;       // the changes last asked for (a feed's batch: batch_size)
   int next_limit = 0;  // the changes to ask for next
   std::set<std::string> failed;  // the handler raised: that document's rows are left as they are
+  std::set<std::string> dropped;  // fields of the values that FillDerived left out
   struct Failure {
     std::string doc_id, type, message;
   };
@@ -219,6 +227,7 @@ Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
   reported_processed_.assign(declaration_.stages.size(), 0);
   read_limits_.assign(declaration_.stages.size(), options_.batch_size);
   sources_read_.assign(declaration_.stages.size(), false);
+  warned_dropped_.assign(declaration_.stages.size(), {});
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& map = declaration_.stages[i];
     if (map.reduce) continue;
@@ -323,6 +332,25 @@ absl::Status Deriver::Start() {
       } else {
         p.seq = seq ? SeqText(*seq) : "0";
         c.sweep = sweep && sweep->IsBool() && sweep->GetBool();
+        // qvarn-mr's rule: the version, not the handler, says when to re-run. A handler or
+        // type changed without a bump goes on from the checkpoint, so say what that leaves.
+        const std::string old_handler = Text(d, "handler");
+        const std::string old_type = Text(d, "type");
+        const std::string type = s.reduce ? "reduce" : "map";
+        const bool handler_changed = !old_handler.empty() && old_handler != s.handler;
+        const bool type_changed = !old_type.empty() && old_type != type;
+        if (handler_changed || type_changed) {
+          log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: the "
+               << (handler_changed ? absl::StrCat("handler changed (", Printable(old_handler), " -> ",
+                                                  Printable(s.handler), ")")
+                                   : "")
+               << (handler_changed && type_changed ? " and the " : "")
+               << (type_changed ? absl::StrCat("type changed (", old_type, " -> ", type, ")") : "")
+               << " but the version is still " << s.version
+               << ": going on from the checkpoint, so the documents derived so far stay as the "
+                  "old handler made them; bump the version to re-run over "
+               << s.source << " from the start\n";
+        }
       }
     }
     p.seq_before = p.seq;
@@ -669,7 +697,7 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
       doc.AddMember("_id", couchdb::StringValue(row_id, ra), ra);
       doc.AddMember("mr_source_id", couchdb::StringValue(id, ra), ra);
       if (!source_rev.empty()) doc.AddMember("mr_source_rev", couchdb::StringValue(source_rev, ra), ra);
-      FillDerived(doc, ra, pair[0], pair[1], s.version, s.source);
+      FillDerived(doc, ra, pair[0], pair[1], s.version, s.source, batch.dropped);
       out.push_back(std::move(doc));
     }
   }
@@ -725,6 +753,7 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
 absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   const Stage& s = declaration_.stages[i];
   for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
+  WarnDropped(i, batch.dropped);
   auto& ra = batch.arena.GetAllocator();
   std::map<std::string, std::vector<Value>>& desired = batch.desired;
   const std::set<std::string>& failed = batch.failed;
@@ -1009,10 +1038,11 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
     Document doc(rapidjson::kObjectType);
     doc.AddMember("_id", couchdb::StringValue(id, doc.GetAllocator()), doc.GetAllocator());
-    FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source);
+    FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source, batch.dropped);
     std::string json = Desired(doc, doc.GetAllocator(), it == existing.end() ? nullptr : it->second);
     if (!json.empty()) writes.push_back(std::move(json));
   }
+  WarnDropped(i, batch.dropped);
   int64_t count = static_cast<int64_t>(writes.size());
   if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
   return count;
@@ -1224,6 +1254,23 @@ void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const s
   e.AddMember("message", couchdb::StringValue(message, a), a);
   e.AddMember("at_ms", absl::ToUnixMillis(absl::Now()), a);
   new_errors_.push_back(couchdb::ToJson(e));
+}
+
+void Deriver::WarnDropped(size_t i, const std::set<std::string>& dropped) {
+  std::set<std::string>& warned = warned_dropped_[i];
+  std::vector<std::string> fresh;
+  for (const std::string& name : dropped) {
+    if (warned.insert(name).second) fresh.push_back(Printable(name));
+  }
+  if (fresh.empty()) return;
+  const Stage& s = declaration_.stages[i];
+  log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: " << s.handler
+       << " returned " << (fresh.size() == 1 ? "a field" : "fields") << " of its "
+       << (s.reduce ? "result" : "rows' values") << " that derived documents cannot hold ("
+       << absl::StrJoin(fresh, ", ")
+       << "): a name starting with _ is CouchDB's and one starting with mr_ is the provenance's, "
+          "so they are left out of the derived documents (the rest is written); rename them in "
+          "the handler\n";
 }
 
 absl::Status Deriver::FlushErrors() {

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -155,6 +156,8 @@ class Deriver {
   void RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
                    const std::string& message);
   absl::Status FlushErrors();
+  // Logs the fields of stage i's values FillDerived left out, each once per run.
+  void WarnDropped(size_t stage, const std::set<std::string>& dropped);
   // A progress line on the log, if anything happened since the last; at most one a second
   // unless `force`.
   void Report(size_t stage, bool force);
@@ -175,6 +178,7 @@ class Deriver {
   // Per stage: a map stage whose target a reduce stage reads with the rows' source documents
   // (sources: true), so its rows carry mr_source_rev.
   std::vector<bool> sources_read_;
+  std::vector<std::set<std::string>> warned_dropped_;  // per stage: the fields WarnDropped named
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
   CouchDb* prefetch_;

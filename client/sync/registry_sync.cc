@@ -17,6 +17,7 @@
 #include "common/couchdb/design_diff.h"
 #include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
+#include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
 #include "common/couchdb/target_databases.h"
@@ -54,15 +55,17 @@ bool LooksLikeFunctionName(absl::string_view text) {
 // Anyone who may write the registry could otherwise have cnp sync put code in every database
 // it targets: a JavaScript or Erlang design document runs in CouchDB itself. So an entry is
 // used only when its language is not one of CouchDB's own (a missing language is JavaScript
-// to CouchDB) and every function it holds is a name.
+// to CouchDB; the names in any case, and Mango's "query", as cnp upload refuses them) and
+// every function it holds is a name.
 absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_view entry_id) {
   const absl::string_view language = StringField(design, "language");
-  if (language.empty() || language == "javascript" || language == "erlang") {
+  if (::cnp::couchdb::IsCouchDbOwnLanguage(language)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "registry entry \"", entry_id, "\" holds a design document in language \"",
-        language.empty() ? "javascript (none given)" : language,
-        "\", which runs code inside CouchDB; cnp sync puts only named functions in place, so it "
-        "skipped the entry (register it with cnp upload --register)"));
+        language.empty() ? "javascript (none given)" : language, "\", which is ",
+        ::cnp::couchdb::CouchDbOwnLanguageReason(language),
+        "; cnp sync puts only named functions in place, so it skipped the entry (register it "
+        "with cnp upload --register)"));
   }
   auto refuse = [&](absl::string_view where) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -133,6 +136,19 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
         "registry entry \"", entry.entry_id,
         "\" lacks a name, a target or a design_document with the matching _id; skipped "
         "(register it again with cnp upload --register)"));
+  }
+  // CouchDB's own fields are instructions, not content: "_deleted" would delete the design
+  // document in every target (a hand-made one too), "_attachments" would serve HTML from
+  // CouchDB's origin. cnp upload --register writes none; "_rev" (the registry's copy of a
+  // revision) means nothing in a target and is dropped below.
+  for (const auto& field : design->value.GetObject()) {
+    const absl::string_view name = ::cnp::couchdb::StringView(field.name);
+    if (absl::StartsWith(name, "_") && name != "_id" && name != "_rev") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "registry entry \"", entry.entry_id, "\" has a design document with the field \"",
+          name, "\", one of CouchDB's own (cnp sync writes only _id and the design document's "
+          "content); skipped (register it again with cnp upload --register)"));
+    }
   }
   if (absl::Status named = CheckNamedFunctions(design->value, entry.entry_id); !named.ok()) {
     return named;

@@ -267,6 +267,95 @@ TEST_F(SyncIntegrationTest, EntriesHoldingCodeRatherThanNamesAreSkipped) {
                                         "3.5")));
 }
 
+// CouchDB's own languages in any case, and Mango's "query", as cnp upload refuses them: an entry
+// in "JavaScript" with a named validate_doc_update was written, and then CouchDB refused every
+// write to that database with compilation_error (found by a review).
+TEST_F(SyncIntegrationTest, CouchDbsOwnLanguagesAreSkippedInAnyCaseAndQueryToo) {
+  for (const char* db : {"reg11", "account-l1"}) CreateDatabase(db);
+  ASSERT_TRUE(Register("reg11",
+                       "towns:\n"
+                       "  databases: account-l1\n"
+                       "  views: {by_town: myviews.townmap}\n")
+                  .status.ok());
+  auto plant = [&](const std::string& name, const std::string& design) {
+    absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+        absl::StrCat("/reg11/", name, "@database:account-l1"),
+        absl::StrCat(R"({"type":"cnp_design_document","name":")", name,
+                     R"(","target":{"databases":["account-l1"]},"design_document":)", design,
+                     "}"));
+    ASSERT_TRUE(put.ok() && put->status == 201) << name;
+  };
+  plant("jsc", R"({"_id":"_design/jsc","language":"JavaScript",)"
+               R"("validate_doc_update":"myviews.townmap|1"})");
+  plant("erc", R"({"_id":"_design/erc","language":"ERLANG","views":{"v":{"map":"myviews.townmap|1"}}})");
+  plant("mango", R"({"_id":"_design/mango","language":"query","views":{"v":{"map":"myviews.townmap|1"}}})");
+
+  UploadResult result = SyncOnce("reg11");
+  EXPECT_EQ(result.Outcome("_design/towns", "account-l1").action(), v1::DesignDocOutcome::CREATED)
+      << result.Dump();
+  for (const char* name : {"jsc", "erc", "mango"}) {
+    EXPECT_FALSE(Read(absl::StrCat("/account-l1/_design/", name)).HasMember("_id")) << name;
+  }
+  // Writes to the database still work.
+  absl::StatusOr<couchdb::HttpResponse> write = couch_->Put("/account-l1/doc1", R"({"town":"Oslo"})");
+  ASSERT_TRUE(write.ok());
+  EXPECT_EQ(write->status, 201) << write->body;
+  std::string warnings;
+  for (const auto& warning : result.warnings()) absl::StrAppend(&warnings, warning.message(), "\n");
+  EXPECT_THAT(warnings, AllOf(HasSubstr("\"jsc@database:account-l1\" holds a design document in "
+                                        "language \"JavaScript\", which is CouchDB's own JavaScript"),
+                              HasSubstr("language \"ERLANG\", which is CouchDB's own Erlang"),
+                              HasSubstr("language \"query\", which is CouchDB's own Mango")));
+}
+
+// CouchDB's own fields in an entry's design document are instructions, not content: "_deleted"
+// deleted a hand-made design document (and every later pass failed with "changed by someone
+// else while syncing"), "_attachments" put HTML on CouchDB's origin (found by a review). Such
+// an entry is skipped with a warning naming the field; a "_rev" is dropped. The warnings about
+// the registry as a whole are marked [REGISTRY], not [REGISTRY/].
+TEST_F(SyncIntegrationTest, EntriesWithCouchDbsOwnFieldsAreSkipped) {
+  for (const char* db : {"reg12", "victim10"}) CreateDatabase(db);
+  absl::StatusOr<couchdb::HttpResponse> hand_made = couch_->Put(
+      "/victim10/_design/vv",
+      R"({"language":"python","views":{"v":{"map":"myviews.townmap"}},"precious":true})");
+  ASSERT_TRUE(hand_made.ok() && hand_made->status == 201);
+  auto plant = [&](const std::string& name, const std::string& design) {
+    absl::StatusOr<couchdb::HttpResponse> put = couch_->Put(
+        absl::StrCat("/reg12/", name, "@database:victim10"),
+        absl::StrCat(R"({"type":"cnp_design_document","name":")", name,
+                     R"(","target":{"databases":["victim10"]},"design_document":)", design,
+                     "}"));
+    ASSERT_TRUE(put.ok() && put->status == 201) << name;
+  };
+  plant("vv", R"({"_id":"_design/vv","_deleted":true,"language":"python",)"
+              R"("views":{"v":{"map":"myviews.townmap"}}})");
+  plant("att", R"({"_id":"_design/att","language":"python","views":{"v":{"map":"myviews.townmap"}},)"
+               R"("_attachments":{"x.html":{"content_type":"text/html","data":"PGgxPmhpPC9oMT4="}}})");
+  plant("withrev", R"({"_id":"_design/withrev","_rev":"7-abc","language":"python",)"
+                   R"("views":{"v":{"map":"myviews.townmap"}}})");
+
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  for (int pass = 0; pass < 2; ++pass) {
+    std::ostringstream out, err;
+    int status = client::sync::RunSync({"cnp sync", "--once", server_->url(), "reg12"},
+                                       {.out = out, .err = err, .env = no_env});
+    EXPECT_EQ(status, 0) << out.str() << err.str();
+    EXPECT_THAT(err.str(), AllOf(HasSubstr("warning: [reg12] registry entry \"vv@database:victim10\" "
+                                           "has a design document with the field \"_deleted\""),
+                                 HasSubstr("warning: [reg12] registry entry \"att@database:victim10\" "
+                                           "has a design document with the field \"_attachments\""),
+                                 Not(HasSubstr("_rev")), Not(HasSubstr("[reg12/]")),
+                                 Not(HasSubstr("error"))));
+    EXPECT_THAT(out.str(), HasSubstr(pass == 0 ? "created victim10/_design/withrev"
+                                               : "unchanged victim10/_design/withrev"));
+    EXPECT_THAT(out.str(), Not(HasSubstr("_design/vv")));
+  }
+  rapidjson::Document vv = Read("/victim10/_design/vv");
+  ASSERT_TRUE(vv.HasMember("precious")) << couchdb::ToJson(vv);
+  EXPECT_EQ(std::string(vv["_rev"].GetString()).substr(0, 2), "1-");
+  EXPECT_FALSE(Read("/victim10/_design/att").HasMember("_id"));
+}
+
 // Whoever may write the registry must not reach CouchDB's own databases and design documents:
 // _users/_design/_auth is the rule that keeps users from giving themselves roles.
 TEST_F(SyncIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsFlag) {

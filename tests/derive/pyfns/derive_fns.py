@@ -99,3 +99,13 @@ def value_total(keys, rows, rereduce=False):
 async def async_towns(doc):
     """Written async def by mistake: calling it runs none of its body."""
     return [(doc["town"], 1)]
+
+
+def reserved_fields(doc):
+    """A value with fields a derived document cannot hold (mr_total, _secret) beside one it can."""
+    yield doc["town"], {"mr_total": 5, "_secret": 1, "kept": 2}
+
+
+def reserved_result(keys, rows, rereduce=False):
+    """A reduce result with a field a derived document cannot hold (mr_count) beside one it can."""
+    return {"mr_count": len(rows), "count": len(rows)}
