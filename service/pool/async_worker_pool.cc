@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/cancellation_signal.hpp"
 #include "asio/co_spawn.hpp"
@@ -50,6 +51,15 @@ std::optional<absl::Status> NotStarted(const Task& task, bool cancelled, absl::T
   }
   if (cancelled) return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
   return std::nullopt;
+}
+
+// How long a task had run when its deadline passed, and what the deadline counts from: a
+// task that waited for a worker had less than the whole deadline to run.
+std::string DeadlineRunText(absl::Duration ran) {
+  return absl::StrFormat(
+      "it ran %.2f s; the deadline, the client's or --call-timeout, counts from the call's "
+      "arrival, its wait for a worker included",
+      absl::ToDoubleSeconds(ran));
 }
 
 // Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
@@ -160,12 +170,12 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
       // context. The next exchange waits only if this one, all told, took less than the wait.
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/true, &worker_lost_));
+                                                       /*sent=*/true, start, &worker_lost_));
       wait_for_reply_ = absl::Now() - start < kQuickWait;
     } else {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/false, &worker_lost_));
+                                                       /*sent=*/false, start, &worker_lost_));
     }
     co_return reply;
   }
@@ -377,9 +387,11 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* slot, Task task,
                                                                           absl::Time deadline,
-                                                                          bool sent, bool* lost) {
+                                                                          bool sent,
+                                                                          absl::Time began,
+                                                                          bool* lost) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent);
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent, began);
   *lost = !Held(slot);
   co_return reply;
 }
@@ -489,14 +501,17 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
                                                                    absl::Time deadline,
-                                                                   bool sent) {
+                                                                   bool sent, absl::Time began) {
   Worker& worker = *slot->worker;
   const absl::Time now = absl::Now();
+  // When the task went to the worker (a quick exchange sent it before this), for the run time
+  // a deadline's message gives.
+  if (began == absl::InfinitePast()) began = now;
   const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
   if (sent && cancelled) {
     // Cancelled between the quick wait and here: the task is in the worker's hands.
     absl::Status failure = absl::CancelledError("the exchange was cancelled");
-    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
+    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false, now - began);
   }
   if (!sent) {
     // Not sent: the worker is still the caller's.
@@ -544,12 +559,14 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   // was and still the caller's, the error the caller's own.
   if (!timed_out && !sent && TaskWasNotSent(reply.status())) co_return reply;
   absl::Status failure = reply.status();
-  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out);
+  const absl::Duration ran = absl::Now() - began;
+  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out, ran);
 }
 
 asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
                                                                    absl::Status failure,
-                                                                   bool timed_out) {
+                                                                   bool timed_out,
+                                                                   absl::Duration ran) {
   // The worker's state is unknown from here: it is killed and replaced. (Cleared before the
   // wait below, so that the pool does not ask a worker being replaced back; Retire clears
   // them too.)
@@ -558,13 +575,16 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   Worker& worker = *slot->worker;
   const pid_t pid = worker.pid();
   if (timed_out) {
+    // The deadline counts from the call's arrival: a task that waited long for a worker may
+    // have run briefly, and a healthy worker is killed. Both say how long it ran.
     LogWarning("worker ", slot->index, " (pid ", pid, ") did not finish ", DescribeTask(task),
-               " before the deadline: killing and replacing it");
+               " before the deadline (", DeadlineRunText(ran),
+               "): killing and replacing it");
     metrics::WorkerExited("deadline");
     Retire(slot, absl::ZeroDuration(), "it missed a deadline");
     co_return absl::DeadlineExceededError(absl::StrCat(
-        DescribeTask(task), " did not finish before the deadline; its worker was killed and "
-        "is being replaced"));
+        DescribeTask(task), " did not finish before the deadline (", DeadlineRunText(ran),
+        "); its worker was killed and is being replaced"));
   }
   if (absl::IsOutOfRange(failure)) {
     // Its reply was refused from its length, unread; what is left of it is in the socket, so
