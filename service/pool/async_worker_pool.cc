@@ -624,7 +624,7 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   LogEvent(LogLevel::kError,
            absl::StrCat("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
                         DescribeTask(task), " (", failure.message(), "); replacing it"),
-           {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid}});
+           {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid, true}});
   metrics::WorkerExited("crash");
   // The task crashed it, not the worker's start: the next worker starts cleanly, so no backoff
   // (one client's crashing calls would make every caller wait it out), only the bound on how
