@@ -574,12 +574,20 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   slot->asked_back = false;
   Worker& worker = *slot->worker;
   const pid_t pid = worker.pid();
+  // Fields for a collector: which function, which worker, why it went (the cause
+  // cnp_worker_exits_total counts). The call's RPC and peer are not known here, on the pool's
+  // thread (the pool serves every call): the call's own line (calls/function_calls.cc, on its
+  // coroutine) has them, with the function and the status it was answered.
+  const std::string function = TaskFunctions(task);
+  const std::string worker_pid = absl::StrCat(pid);
   if (timed_out) {
     // The deadline counts from the call's arrival: a task that waited long for a worker may
     // have run briefly, and a healthy worker is killed. Both say how long it ran.
-    LogWarning("worker ", slot->index, " (pid ", pid, ") did not finish ", DescribeTask(task),
-               " before the deadline (", DeadlineRunText(ran),
-               "): killing and replacing it");
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") did not finish ",
+                          DescribeTask(task), " before the deadline (", DeadlineRunText(ran),
+                          "): killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "deadline"}});
     metrics::WorkerExited("deadline");
     Retire(slot, absl::ZeroDuration(), "it missed a deadline");
     co_return absl::DeadlineExceededError(absl::StrCat(
@@ -590,9 +598,11 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
     // Its reply was refused from its length, unread; what is left of it is in the socket, so
     // the worker cannot take another task. (Our worker answers ANSWER_TOO_LARGE itself rather
     // than send such a reply: this one is broken or of another build.)
-    LogWarning("worker ", slot->index, " (pid ", pid, ") answered ", DescribeTask(task),
-               " with more than the task allows (", failure.message(),
-               "): killing and replacing it");
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") answered ",
+                          DescribeTask(task), " with more than the task allows (",
+                          failure.message(), "): killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "oversized"}});
     metrics::WorkerExited("oversized");
     Retire(slot, absl::ZeroDuration(), "its answer was too large");
     co_return WithCallLimit(
@@ -603,8 +613,11 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
         {CallLimit::Kind::kAnswer, task.max_answer_bytes()});
   }
   if (absl::IsCancelled(failure)) {
-    LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),
-            " for a call that was cancelled: killing and replacing it");
+    LogEvent(LogLevel::kInfo,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") was running ",
+                          DescribeTask(task),
+                          " for a call that was cancelled: killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "cancel"}});
     metrics::WorkerExited("cancel");
     Retire(slot, absl::ZeroDuration(), "its call was cancelled");
     co_return absl::CancelledError(absl::StrCat(
@@ -617,14 +630,11 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                                                   DescribeTask(task),
                                                   " finished; retry on another server"));
   }
-  // Fields for a collector: which functions a crash-looping deployment should look at. The
-  // call's RPC and peer are not known here (the pool serves every call); --access-log's line
-  // for the call has them, with the status it was answered.
-  const std::string worker_pid = absl::StrCat(pid);
+  // Which functions a crash-looping deployment should look at (the fields above).
   LogEvent(LogLevel::kError,
            absl::StrCat("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
                         DescribeTask(task), " (", failure.message(), "); replacing it"),
-           {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid, true}});
+           {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "crash"}});
   metrics::WorkerExited("crash");
   // The task crashed it, not the worker's start: the next worker starts cleanly, so no backoff
   // (one client's crashing calls would make every caller wait it out), only the bound on how
