@@ -767,7 +767,12 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         AskKeptWorkersBack();
       } else if (!reloads_.pending() && !reload_announced_) {
         reload_announced_ = true;
-        if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
+        // Modules are imported at a worker's first call of them, not at its start: a module
+        // that no longer imports (a SyntaxError) is reported by that call, not here.
+        if (generation_ > 0) {
+          LogInfo("reload finished: every worker was restarted, and imports its modules anew "
+                  "at their first call");
+        }
       }
     }
     // Rolling reload: replace one stale idle worker at a time so the others keep serving.
