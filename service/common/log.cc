@@ -239,9 +239,11 @@ void LogEvent(LogLevel level, absl::string_view message,
   std::vector<LogField> fields(event_fields);
   std::string peer;
   if (!fields.empty() && t_call != nullptr) {
+    // (An empty field is left out of the line: the scope's value takes its place.)
     auto has = [&](absl::string_view key) {
-      return std::any_of(fields.begin(), fields.end(),
-                         [&](const LogField& field) { return field.key == key; });
+      return std::any_of(fields.begin(), fields.end(), [&](const LogField& field) {
+        return field.key == key && !field.value.empty();
+      });
     };
     const bool has_rpc = has("rpc");
     const bool has_peer = has("peer");

@@ -167,8 +167,10 @@ TEST_F(LogTest, ACallScopeAddsNoKeyTheEventAlreadyHas) {
     CallLogScope scope("Session", &call, TestPeer);
     LogEvent(LogLevel::kInfo, "own peer", {{"function", "f"}, {"peer", "unix uid=1 pid=2"}});
     LogEvent(LogLevel::kInfo, "scope's peer", {{"function", "f"}});
+    // An empty field is left out: the scope's peer is written (a gRPC call's function lines).
+    LogEvent(LogLevel::kInfo, "empty peer", {{"function", "f"}, {"peer", ""}});
   });
-  ASSERT_EQ(lines.size(), 2u);
+  ASSERT_EQ(lines.size(), 3u);
   for (const std::string& line : lines) {
     rapidjson::Document json;
     ASSERT_TRUE(IsJsonObject(line, json)) << line;
@@ -180,6 +182,10 @@ TEST_F(LogTest, ACallScopeAddsNoKeyTheEventAlreadyHas) {
   ASSERT_TRUE(IsJsonObject(lines[1], second));
   EXPECT_STREQ(first["peer"].GetString(), "unix uid=1 pid=2");
   EXPECT_STREQ(second["peer"].GetString(), "ipv4:10.0.0.9:5000");
+  rapidjson::Document third;
+  ASSERT_TRUE(IsJsonObject(lines[2], third));
+  ASSERT_TRUE(third.HasMember("peer")) << lines[2];
+  EXPECT_STREQ(third["peer"].GetString(), "ipv4:10.0.0.9:5000");
 }
 
 // A function's log() message or traceback may be as large as --max-call-bytes; journald cuts
