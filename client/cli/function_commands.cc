@@ -72,13 +72,15 @@ struct Connection {
       return ::cnp::cli::Fail(absl::DeadlineExceededError(absl::StrCat(
           "no answer within ", absl::FormatDuration(timeout),
           " (--timeout; the default is 60s): raise it, or find out why the function is slow "
-          "(cnp-server's --call-timeout also bounds each call)")));
+          "or the server busy (a call's time includes its wait for a free worker; "
+          "cnp-server's --call-timeout also bounds each call)")));
     }
     if (absl::IsDeadlineExceeded(status)) {
       return ::cnp::cli::Fail(absl::DeadlineExceededError(absl::StrCat(
           status.message(), "; a call may take ", absl::FormatDuration(timeout),
           " (--timeout; the default is 60s) or cnp-server's --call-timeout, whichever is "
-          "shorter: raise it, or find out why the function is slow")));
+          "shorter, counted from the call's arrival, its wait for a free worker included: "
+          "raise it, or find out why the function is slow or the server busy (more workers)")));
     }
     return ::cnp::cli::Fail(status);
   }

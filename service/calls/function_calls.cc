@@ -7,12 +7,16 @@
 #include "absl/strings/str_cat.h"
 #include "asio/this_coro.hpp"
 #include "common/call_limit.h"
+#include "common/retry_advice.h"
+#include "rapidjson/reader.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
 #include "service/common/function_errors.h"
 #include "service/common/function_log.h"
+#include "service/common/log.h"
 #include "service/common/protobuf_log.h"
 #include "service/metrics/service_metrics.h"
+#include "service/pool/task_description.h"
 
 namespace cnp::calls {
 namespace {
@@ -111,6 +115,120 @@ bool OverItsShare(const absl::StatusOr<Reply>& reply) {
   return reply.ok() && reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE;
 }
 
+// The "_id" of a request's one document, read from its JSON only as far as that member
+// (CouchDB writes it first): the root object's (`in_array` false: a Validate's new_doc), or
+// that of the first element of a JSON array when it is an object (a show's or an update's args).
+// Empty when there is none or it is not a string.
+class DocIdReader : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, DocIdReader> {
+ public:
+  explicit DocIdReader(bool in_array) : in_array_(in_array), doc_depth_(in_array ? 2 : 1) {}
+
+  bool Null() { return Value(false); }
+  bool Bool(bool) { return Value(false); }
+  bool Int(int) { return Value(false); }
+  bool Uint(unsigned) { return Value(false); }
+  bool Int64(int64_t) { return Value(false); }
+  bool Uint64(uint64_t) { return Value(false); }
+  bool Double(double) { return Value(false); }
+  bool RawNumber(const char*, rapidjson::SizeType, bool) { return Value(false); }
+  bool String(const char* text, rapidjson::SizeType length, bool) {
+    if (depth_ == doc_depth_ && key_is_id_) {
+      id_.assign(text, length);
+      return false;  // found: read no further
+    }
+    return Value(false);
+  }
+  bool Key(const char* text, rapidjson::SizeType length, bool) {
+    if (depth_ == doc_depth_) key_is_id_ = absl::string_view(text, length) == "_id";
+    return true;
+  }
+  bool StartObject() {
+    if (!Value(true)) return false;
+    ++depth_;
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType) {
+    --depth_;
+    return depth_ >= doc_depth_;  // the document ended without one: read no further
+  }
+  bool StartArray() {
+    if (!Value(false)) return false;
+    ++depth_;
+    return true;
+  }
+  bool EndArray(rapidjson::SizeType) {
+    --depth_;
+    return true;
+  }
+
+  const std::string& id() const { return id_; }
+
+ private:
+  // A value begins at depth_: false stops the reading (no document, or an _id not a string).
+  bool Value(bool object) {
+    if (in_array_ && depth_ == 1) {
+      if (first_seen_ || !object) return false;
+      first_seen_ = true;
+    }
+    return !(depth_ == doc_depth_ && key_is_id_);
+  }
+
+  const bool in_array_;
+  const int doc_depth_;
+  int depth_ = 0;
+  bool first_seen_ = false;
+  bool key_is_id_ = false;
+  std::string id_;
+};
+
+std::string DocIdOf(const std::string& json, bool in_array) {
+  DocIdReader reader(in_array);
+  rapidjson::Reader parse;
+  rapidjson::StringStream in(json.c_str());
+  parse.Parse(in, reader);  // stopped early on purpose, or not JSON: either way, what it found
+  return reader.id();
+}
+
+// A request's one document, for the log line of a call the pool failed: a Validate's, a show's
+// or an update's (the others carry none, or several).
+std::string DocIdOfTask(const Task& task) {
+  if (task.has_validate()) return DocIdOf(task.validate().new_doc(), /*in_array=*/false);
+  if (task.has_design() && (task.design().kind() == v1::SHOW ||
+                            task.design().kind() == v1::UPDATE)) {
+    return DocIdOf(task.design().args(), /*in_array=*/true);
+  }
+  return std::string();
+}
+
+// The call's own line when the pool failed it: its worker crashed (UNAVAILABLE, marked not to
+// be retried), its deadline passed (queued or running), or it was cancelled while it ran. Logged
+// here, on the call's coroutine, the line carries the call's `rpc` and `peer` (the pool's own
+// line, written on the pool's thread, cannot); `function` and, for a request about one
+// document, `doc_id`, say what ran.
+void LogPoolFailure(const absl::Status& status, absl::string_view function,
+                    absl::string_view doc_id) {
+  LogLevel level;
+  if (absl::IsUnavailable(status) && IsNotRetryable(status)) {
+    level = LogLevel::kError;
+  } else if (absl::IsDeadlineExceeded(status)) {
+    level = LogLevel::kWarning;
+  } else if (absl::IsCancelled(status)) {
+    level = LogLevel::kInfo;
+  } else {
+    return;
+  }
+  const std::string code = absl::StatusCodeToString(status.code());
+  LogEvent(level, absl::StrCat("call failed: ", status.message()),
+           {{"function", function}, {"doc_id", doc_id}, {"code", code}});
+}
+
+// A Map's functions as a log line's `function` field names them (pool::TaskFunctions).
+std::string MapFunctions(const std::vector<std::string>& functions) {
+  Task named;
+  for (const std::string& f : functions) named.mutable_map()->add_functions(f);
+  return pool::TaskFunctions(named);
+}
+
 absl::Status RequireFunctions(int count) {
   if (count == 0) return absl::InvalidArgumentError("the request names no function");
   return absl::OkStatus();
@@ -126,9 +244,12 @@ asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (
   Task task;
   (task.*slot)()->Swap(&request);
   task.set_max_answer_bytes(options_.max_call_bytes);
-  absl::StatusOr<Reply> reply =
-      Checked(co_await runner_.Run(std::move(task), EffectiveDeadline(deadline)), kind,
-              options_.max_call_bytes);
+  // For the log line of a call the pool fails (the task is the pool's once sent).
+  const std::string function = pool::TaskFunctions(task);
+  const std::string doc_id = DocIdOfTask(task);
+  absl::StatusOr<Reply> ran = co_await runner_.Run(std::move(task), EffectiveDeadline(deadline));
+  if (!ran.ok()) LogPoolFailure(ran.status(), function, doc_id);
+  absl::StatusOr<Reply> reply = Checked(std::move(ran), kind, options_.max_call_bytes);
   if (!reply.ok()) co_return reply.status();
   response.Swap(((*reply).*answer)());
   co_return absl::OkStatus();
@@ -233,7 +354,10 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
           Checked(std::move(replies[i]), Reply::kMap, options_.max_call_bytes, docs * p / parts);
       if (!reply.ok()) {
         if (!part_failed) co_return fail(reply.status());
-        co_return fail(InPart(reply.status(), docs * p / parts, docs * (p + 1) / parts, docs));
+        absl::Status failed =
+            InPart(reply.status(), docs * p / parts, docs * (p + 1) / parts, docs);
+        LogPoolFailure(failed, MapFunctions(functions), "");
+        co_return fail(std::move(failed));
       }
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
         response.emplace_back();
@@ -265,8 +389,10 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
     Task task;
     task.mutable_map()->Swap(&request);
     task.set_max_answer_bytes(options_.max_call_bytes);
-    absl::StatusOr<Reply> reply = Checked(co_await runner_.Run(std::move(task), deadline),
-                                          Reply::kMap, options_.max_call_bytes);
+    const std::string function = pool::TaskFunctions(task);
+    absl::StatusOr<Reply> ran = co_await runner_.Run(std::move(task), deadline);
+    if (!ran.ok()) LogPoolFailure(ran.status(), function, "");
+    absl::StatusOr<Reply> reply = Checked(std::move(ran), Reply::kMap, options_.max_call_bytes);
     if (!reply.ok()) co_return reply.status();
     response = std::move(*reply->mutable_map());
     co_return CheckMapResponseSize(response);
@@ -306,8 +432,12 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
     if (!reply.ok()) {
       response.Clear();
       if (!part_failed) co_return reply.status();
-      co_return InPart(reply.status(), int64_t{docs} * p / parts, int64_t{docs} * (p + 1) / parts,
-                       docs);
+      absl::Status failed = InPart(reply.status(), int64_t{docs} * p / parts,
+                                   int64_t{docs} * (p + 1) / parts, docs);
+      Task named;
+      *named.mutable_map()->mutable_functions() = request.functions();
+      LogPoolFailure(failed, pool::TaskFunctions(named), "");
+      co_return failed;
     }
     answered += static_cast<int64_t>(reply->map().ByteSizeLong());
     for (v1::MapResult& result : *reply->mutable_map()->mutable_results()) {

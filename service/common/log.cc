@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -103,6 +104,16 @@ void LogLine(LogLevel level, absl::string_view message) { LogEvent(level, messag
 
 namespace {
 
+// A JSON integer as RFC 8259 writes one: -?(0|[1-9][0-9]*).
+bool IsJsonInteger(absl::string_view text) {
+  if (absl::ConsumePrefix(&text, "-") && text.empty()) return false;
+  if (text.empty() || (text[0] == '0' && text.size() > 1)) return false;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
 void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view message,
                 absl::Span<const LogField> fields, bool truncated, std::string& line) {
   if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
@@ -114,7 +125,11 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
       line += ',';
       AppendJsonString(field.key, line);
       line += ':';
-      AppendJsonString(field.value, line);
+      if (field.number && IsJsonInteger(field.value)) {
+        line.append(field.value.data(), field.value.size());
+      } else {
+        AppendJsonString(field.value, line);
+      }
     }
     if (truncated) line += ",\"truncated\":true";
     line += "}\n";
@@ -224,9 +239,19 @@ void LogEvent(LogLevel level, absl::string_view message,
   std::vector<LogField> fields(event_fields);
   std::string peer;
   if (!fields.empty() && t_call != nullptr) {
-    peer = t_call->peer();
-    fields.push_back({"rpc", t_call->rpc()});
-    fields.push_back({"peer", peer});
+    // (An empty field is left out of the line: the scope's value takes its place.)
+    auto has = [&](absl::string_view key) {
+      return std::any_of(fields.begin(), fields.end(), [&](const LogField& field) {
+        return field.key == key && !field.value.empty();
+      });
+    };
+    const bool has_rpc = has("rpc");
+    const bool has_peer = has("peer");
+    if (!has_rpc) fields.push_back({"rpc", t_call->rpc()});
+    if (!has_peer) {
+      peer = t_call->peer();
+      fields.push_back({"peer", peer});
+    }
   }
   WriteLogLine(STDERR_FILENO, FormatLine(Name(level), message, fields));
 }

@@ -33,12 +33,18 @@ void SetLogProgram(const char* name);
 void LogLine(LogLevel level, absl::string_view message);
 
 // A field of an event that a collector may filter on: function, doc_id, peer, rpc...
+// `number`: the value is an integer (a uid, a pid, a count), which JSON writes as a number -
+// if it is one (an optional minus, digits, no leading zero); anything else stays a string.
 struct LogField {
   absl::string_view key;
   absl::string_view value;
+  bool number = false;
 };
 // An event with fields: in text, " key=value" after the message (values quoted when they hold
-// spaces, quotes or control characters; control characters in the message escaped); in JSON, members of the line's object. Fields with empty values are left out.
+// spaces, quotes or control characters; control characters in the message escaped); in JSON,
+// members of the line's object. Fields with empty values are left out. A call's scope (below)
+// adds "rpc" and "peer" unless the event has a field of that name already: a JSON line never
+// has a key twice.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
 
 // The longest line written, newline included: journald splits lines past its LineMax (48K by

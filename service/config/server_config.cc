@@ -76,7 +76,9 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "or dist-packages directory), never the standard library or pip, setuptools and "
           "other installers");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
-          "longest a call may run; its worker is then killed and replaced");
+          "longest a call may take, counted from its arrival, its wait for a free worker "
+          "included (a call whose time passes while it waits never runs); a call still "
+          "running then has its worker killed and replaced");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "on SIGTERM, how long calls in flight may take to finish");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/cancellation_signal.hpp"
 #include "asio/co_spawn.hpp"
@@ -50,6 +51,15 @@ std::optional<absl::Status> NotStarted(const Task& task, bool cancelled, absl::T
   }
   if (cancelled) return absl::CancelledError(absl::StrCat(DescribeTask(task), " was cancelled"));
   return std::nullopt;
+}
+
+// How long a task had run when its deadline passed, and what the deadline counts from: a
+// task that waited for a worker had less than the whole deadline to run.
+std::string DeadlineRunText(absl::Duration ran) {
+  return absl::StrFormat(
+      "it ran %.2f s; the deadline, the client's or --call-timeout, counts from the call's "
+      "arrival, its wait for a worker included",
+      absl::ToDoubleSeconds(ran));
 }
 
 // Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
@@ -160,12 +170,12 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
       // context. The next exchange waits only if this one, all told, took less than the wait.
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/true, &worker_lost_));
+                                                       /*sent=*/true, start, &worker_lost_));
       wait_for_reply_ = absl::Now() - start < kQuickWait;
     } else {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/false, &worker_lost_));
+                                                       /*sent=*/false, start, &worker_lost_));
     }
     co_return reply;
   }
@@ -377,9 +387,11 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* slot, Task task,
                                                                           absl::Time deadline,
-                                                                          bool sent, bool* lost) {
+                                                                          bool sent,
+                                                                          absl::Time began,
+                                                                          bool* lost) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent);
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent, began);
   *lost = !Held(slot);
   co_return reply;
 }
@@ -489,14 +501,17 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
 
 asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
                                                                    absl::Time deadline,
-                                                                   bool sent) {
+                                                                   bool sent, absl::Time began) {
   Worker& worker = *slot->worker;
   const absl::Time now = absl::Now();
+  // When the task went to the worker (a quick exchange sent it before this), for the run time
+  // a deadline's message gives.
+  if (began == absl::InfinitePast()) began = now;
   const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
   if (sent && cancelled) {
     // Cancelled between the quick wait and here: the task is in the worker's hands.
     absl::Status failure = absl::CancelledError("the exchange was cancelled");
-    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false);
+    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false, now - began);
   }
   if (!sent) {
     // Not sent: the worker is still the caller's.
@@ -544,12 +559,14 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   // was and still the caller's, the error the caller's own.
   if (!timed_out && !sent && TaskWasNotSent(reply.status())) co_return reply;
   absl::Status failure = reply.status();
-  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out);
+  const absl::Duration ran = absl::Now() - began;
+  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out, ran);
 }
 
 asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
                                                                    absl::Status failure,
-                                                                   bool timed_out) {
+                                                                   bool timed_out,
+                                                                   absl::Duration ran) {
   // The worker's state is unknown from here: it is killed and replaced. (Cleared before the
   // wait below, so that the pool does not ask a worker being replaced back; Retire clears
   // them too.)
@@ -557,22 +574,35 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   slot->asked_back = false;
   Worker& worker = *slot->worker;
   const pid_t pid = worker.pid();
+  // Fields for a collector: which function, which worker, why it went (the cause
+  // cnp_worker_exits_total counts). The call's RPC and peer are not known here, on the pool's
+  // thread (the pool serves every call): the call's own line (calls/function_calls.cc, on its
+  // coroutine) has them, with the function and the status it was answered.
+  const std::string function = TaskFunctions(task);
+  const std::string worker_pid = absl::StrCat(pid);
   if (timed_out) {
-    LogWarning("worker ", slot->index, " (pid ", pid, ") did not finish ", DescribeTask(task),
-               " before the deadline: killing and replacing it");
+    // The deadline counts from the call's arrival: a task that waited long for a worker may
+    // have run briefly, and a healthy worker is killed. Both say how long it ran.
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") did not finish ",
+                          DescribeTask(task), " before the deadline (", DeadlineRunText(ran),
+                          "): killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "deadline"}});
     metrics::WorkerExited("deadline");
     Retire(slot, absl::ZeroDuration(), "it missed a deadline");
     co_return absl::DeadlineExceededError(absl::StrCat(
-        DescribeTask(task), " did not finish before the deadline; its worker was killed and "
-        "is being replaced"));
+        DescribeTask(task), " did not finish before the deadline (", DeadlineRunText(ran),
+        "); its worker was killed and is being replaced"));
   }
   if (absl::IsOutOfRange(failure)) {
     // Its reply was refused from its length, unread; what is left of it is in the socket, so
     // the worker cannot take another task. (Our worker answers ANSWER_TOO_LARGE itself rather
     // than send such a reply: this one is broken or of another build.)
-    LogWarning("worker ", slot->index, " (pid ", pid, ") answered ", DescribeTask(task),
-               " with more than the task allows (", failure.message(),
-               "): killing and replacing it");
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") answered ",
+                          DescribeTask(task), " with more than the task allows (",
+                          failure.message(), "): killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "oversized"}});
     metrics::WorkerExited("oversized");
     Retire(slot, absl::ZeroDuration(), "its answer was too large");
     co_return WithCallLimit(
@@ -583,8 +613,11 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
         {CallLimit::Kind::kAnswer, task.max_answer_bytes()});
   }
   if (absl::IsCancelled(failure)) {
-    LogInfo("worker ", slot->index, " (pid ", pid, ") was running ", DescribeTask(task),
-            " for a call that was cancelled: killing and replacing it");
+    LogEvent(LogLevel::kInfo,
+             absl::StrCat("worker ", slot->index, " (pid ", pid, ") was running ",
+                          DescribeTask(task),
+                          " for a call that was cancelled: killing and replacing it"),
+             {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "cancel"}});
     metrics::WorkerExited("cancel");
     Retire(slot, absl::ZeroDuration(), "its call was cancelled");
     co_return absl::CancelledError(absl::StrCat(
@@ -597,14 +630,11 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                                                   DescribeTask(task),
                                                   " finished; retry on another server"));
   }
-  // Fields for a collector: which functions a crash-looping deployment should look at. The
-  // call's RPC and peer are not known here (the pool serves every call); --access-log's line
-  // for the call has them, with the status it was answered.
-  const std::string worker_pid = absl::StrCat(pid);
+  // Which functions a crash-looping deployment should look at (the fields above).
   LogEvent(LogLevel::kError,
            absl::StrCat("worker ", slot->index, " (pid ", pid, ") ", how, " while running ",
                         DescribeTask(task), " (", failure.message(), "); replacing it"),
-           {{"function", TaskFunctions(task)}, {"worker_pid", worker_pid}});
+           {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "crash"}});
   metrics::WorkerExited("crash");
   // The task crashed it, not the worker's start: the next worker starts cleanly, so no backoff
   // (one client's crashing calls would make every caller wait it out), only the bound on how
@@ -737,7 +767,12 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         AskKeptWorkersBack();
       } else if (!reloads_.pending() && !reload_announced_) {
         reload_announced_ = true;
-        if (generation_ > 0) LogInfo("reload finished: every worker runs freshly imported code");
+        // Modules are imported at a worker's first call of them, not at its start: a module
+        // that no longer imports (a SyntaxError) is reported by that call, not here.
+        if (generation_ > 0) {
+          LogInfo("reload finished: every worker was restarted, and imports its modules anew "
+                  "at their first call");
+        }
       }
     }
     // Rolling reload: replace one stale idle worker at a time so the others keep serving.

@@ -137,7 +137,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
       absl::Time deadline);
   asio::awaitable<absl::StatusOr<Reply>> LeaseExchangeHere(Slot* slot, Task task,
                                                            absl::Time deadline, bool sent,
-                                                           bool* lost);
+                                                           absl::Time began, bool* lost);
   // A lease's quick exchange failed on the holder's thread: the worker is replaced as
   // ExchangeOn would (a crash, a malformed reply), or, `ended_before` the task was sent, as a
   // worker that died idle.
@@ -157,12 +157,16 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // the user; the worker is then gone (killed and being replaced) unless the task was never
   // sent (the deadline had passed or the caller had cancelled): Held() tells. `sent`: the task
   // went out in a quick exchange, and only the rest is done here (Worker::FinishExchange).
+  // `began`: when the exchange began (the quick exchange's start), InfinitePast for now.
   asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(Slot* slot, const Task& task,
-                                                    absl::Time deadline, bool sent = false);
+                                                    absl::Time deadline, bool sent = false,
+                                                    absl::Time began = absl::InfinitePast());
   // After an exchange failed with `failure` (its task sent, the worker's state unknown): kills
-  // and replaces the worker, logs why, and returns the caller's error.
+  // and replaces the worker, logs why, and returns the caller's error. `ran`: how long the
+  // task had run, which a missed deadline's message says.
   asio::awaitable<absl::Status> ReplaceAfterFailure(Slot* slot, const Task& task,
-                                                    absl::Status failure, bool timed_out);
+                                                    absl::Status failure, bool timed_out,
+                                                    absl::Duration ran = absl::ZeroDuration());
   // Counts `calls` that ended well on a held worker; true if the worker may take another,
   // false if it was replaced (recycling - by count, asked for by a reply, or over the memory cap
   // while kept - reload, shutdown).

@@ -182,7 +182,8 @@ class ConnectionAcceptor::Loop {
       const std::string uid = absl::StrCat(credentials.uid);
       refusals_.Refused("refused", absl::StrCat(peer, " uid ", uid), peer,
                         "uid not allowed (see --allow-uid)",
-                        {{"uid", uid}, {"pid", absl::StrCat(credentials.pid)}});
+                        {{"peer_uid", uid, true},
+                         {"peer_pid", absl::StrCat(credentials.pid), true}});
       ::close(fd);
       return;
     }

@@ -22,7 +22,9 @@ void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::s
     state.reason = std::string(reason);
     state.counted = std::string(counted);
     state.details.clear();
-    for (const LogField& field : details) state.details.emplace_back(field.key, field.value);
+    for (const LogField& field : details) {
+      state.details.push_back({std::string(field.key), std::string(field.value), field.number});
+    }
     ++state.unlogged;
     if (!first && now - state.last_line < interval_) return;
     lines.push_back(LineFor(state, now));
@@ -52,10 +54,10 @@ void RefusalLog::Flush() {
 
 RefusalLog::Line RefusalLog::LineFor(PeerState& state, Clock::time_point now) {
   Line line{state.event, state.peer, state.details};
-  line.fields.emplace_back("reason", state.reason);
+  line.fields.push_back({"reason", state.reason});
   // How many connections or calls the line stands for: this one and those counted since the
   // last line.
-  line.fields.emplace_back(state.counted, absl::StrCat(state.unlogged));
+  line.fields.push_back({state.counted, absl::StrCat(state.unlogged), true});
   state.last_line = now;
   state.unlogged = 0;
   return line;
@@ -65,7 +67,9 @@ void RefusalLog::Write(const std::vector<Line>& lines) const {
   for (const Line& line : lines) {
     std::vector<LogField> fields;
     fields.reserve(line.fields.size());
-    for (const auto& [key, value] : line.fields) fields.push_back({key, value});
+    for (const Field& field : line.fields) {
+      fields.push_back({field.key, field.value, field.number});
+    }
     log_.Write(line.event, line.peer, fields);
   }
 }

@@ -48,14 +48,19 @@ class RefusalLog {
  private:
   // A line decided under the lock, written after it (a slow log must not hold up the threads
   // that check tokens).
+  // A field kept past the call that gave it (LogField's, owned).
+  struct Field {
+    std::string key, value;
+    bool number = false;
+  };
   struct Line {
     std::string event, peer;
-    std::vector<std::pair<std::string, std::string>> fields;
+    std::vector<Field> fields;
   };
   struct PeerState {
     // Of the last refusal: what a line counting it says, the details included.
     std::string event, peer, reason, counted;
-    std::vector<std::pair<std::string, std::string>> details;
+    std::vector<Field> details;
     Clock::time_point last_line;
     int64_t unlogged = 0;  // refusals no line has told yet
   };

@@ -139,7 +139,7 @@ void LogUpload(const AccessLog& access_log, const grpc::ServerContext& context,
                     {"call", "Upload"},
                     {"couchdb", couchdb.empty() ? "-" : couchdb},
                     {"database", request.database().empty() ? "-" : request.database()},
-                    {"files", files},
+                    {"files", files, true},
                     {"mode", mode}});
 }
 

@@ -497,7 +497,7 @@ asio::awaitable<void> SessionListener::Accept(stream_protocol::acceptor& accepto
       const std::string uid = absl::StrCat(peer.uid);
       // Logged before the connection closes: once an adapter sees it closed, the line is there.
       refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where, reason,
-                         {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
+                         {{"peer_uid", uid, true}, {"peer_pid", absl::StrCat(peer.pid), true}});
       AnswerAtCapacityAtOnce(socket, reason);
       continue;
     }
@@ -525,7 +525,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     const std::string uid = absl::StrCat(peer.uid);
     refusals_->Refused("refused", absl::StrCat(where, " uid ", uid), where,
                        "uid not allowed (see --allow-uid)",
-                       {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}});
+                       {{"peer_uid", uid, true}, {"peer_pid", absl::StrCat(peer.pid), true}});
     // The reason only: the server's pid and the settings an adapter launched it with (its
     // --python-path and --allow-module) are for the users it serves.
     answer.set_outcome(Answer::REFUSED);
@@ -555,7 +555,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     refusals_->Refused(
         "closed", absl::StrCat(where, " uid ", uid), where,
         read.ok() ? "a malformed hello (it must carry two descriptors)" : read.message(),
-        {{"uid", uid}, {"pid", absl::StrCat(peer.pid)}, {"hello_bytes", absl::StrCat(announced)}});
+        {{"peer_uid", uid, true},
+         {"peer_pid", absl::StrCat(peer.pid), true},
+         {"hello_bytes", absl::StrCat(announced), true}});
     co_return;
   }
 

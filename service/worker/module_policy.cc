@@ -154,8 +154,11 @@ absl::Status ImportFailed(const FunctionName& name) {
   UserException e = TakeException();
   if (IsCodeFileRefusal(e.value.get())) return Denied(name, e.message, "");
   // The module's own code raised (or an import in it failed): not the function's error. Say
-  // so, and where; the service's log gets the traceback.
-  LogRaised(e, "import", name.path, "");
+  // so, and where; the service's log gets the traceback, under the name as asked for (with its
+  // "|version"), as cnp_function_errors_total and the function's other lines name it.
+  const std::string asked =
+      name.version ? absl::StrCat(name.path, "|", *name.version) : name.path;
+  LogRaised(e, "import", asked, "");
   // The files it read go with the status, so that the registry answers this failure again
   // rather than import the same code again for each call (failed_imports.h).
   return WithFilesRead(MarkImportRaised(absl::NotFoundError(

@@ -112,6 +112,82 @@ TEST_F(LogTest, JsonLinesEscapeWhatWouldBreakTheLine) {
   return ::testing::AssertionSuccess();
 }
 
+// The keys of a JSON line's object, in order, duplicates kept (rapidjson keeps them).
+std::vector<std::string> KeysOf(const rapidjson::Document& json) {
+  std::vector<std::string> keys;
+  for (auto m = json.MemberBegin(); m != json.MemberEnd(); ++m) keys.push_back(m->name.GetString());
+  return keys;
+}
+
+bool HasDuplicates(std::vector<std::string> keys) {
+  std::sort(keys.begin(), keys.end());
+  return std::adjacent_find(keys.begin(), keys.end()) != keys.end();
+}
+
+// Integers a collector sums or compares (uids, pids, counts) are JSON numbers; a value marked
+// a number that is not a JSON integer stays a string, so the line stays valid (before: every
+// value was a string, "worker_pid":"17560").
+TEST_F(LogTest, JsonWritesIntegerFieldsAsNumbers) {
+  SetLogFormat(LogFormat::kJson);
+  std::vector<std::string> lines = LinesOf([] {
+    LogEvent(LogLevel::kWarning, "refused",
+             {{"peer_uid", "1000", true},
+              {"peer_pid", "17560", true},
+              {"delta", "-3", true},
+              {"zero", "0", true},
+              {"padded", "007", true},
+              {"not_a_number", "12ab", true},
+              {"minus", "-", true},
+              {"id", "42"}});
+  });
+  ASSERT_EQ(lines.size(), 1u);
+  rapidjson::Document json;
+  ASSERT_TRUE(IsJsonObject(lines[0], json)) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("peer_uid":1000,"peer_pid":17560,)")) << lines[0];
+  ASSERT_TRUE(json["peer_uid"].IsInt64());
+  EXPECT_EQ(json["peer_uid"].GetInt64(), 1000);
+  EXPECT_EQ(json["peer_pid"].GetInt64(), 17560);
+  EXPECT_EQ(json["delta"].GetInt64(), -3);
+  EXPECT_EQ(json["zero"].GetInt64(), 0);
+  EXPECT_STREQ(json["padded"].GetString(), "007");
+  EXPECT_STREQ(json["not_a_number"].GetString(), "12ab");
+  EXPECT_STREQ(json["minus"].GetString(), "-");
+  EXPECT_STREQ(json["id"].GetString(), "42");  // not marked: a string, as before
+  EXPECT_TRUE(json["pid"].IsInt64());          // the line's own pid
+}
+
+std::string TestPeer(const void*) { return "ipv4:10.0.0.9:5000"; }
+
+// A call's scope adds rpc and peer, but not over a field the event names itself: a JSON line
+// never carries a key twice (before: a session's log line inside a call had "peer" twice).
+TEST_F(LogTest, ACallScopeAddsNoKeyTheEventAlreadyHas) {
+  SetLogFormat(LogFormat::kJson);
+  int call = 0;
+  std::vector<std::string> lines = LinesOf([&] {
+    CallLogScope scope("Session", &call, TestPeer);
+    LogEvent(LogLevel::kInfo, "own peer", {{"function", "f"}, {"peer", "unix uid=1 pid=2"}});
+    LogEvent(LogLevel::kInfo, "scope's peer", {{"function", "f"}});
+    // An empty field is left out: the scope's peer is written (a gRPC call's function lines).
+    LogEvent(LogLevel::kInfo, "empty peer", {{"function", "f"}, {"peer", ""}});
+  });
+  ASSERT_EQ(lines.size(), 3u);
+  for (const std::string& line : lines) {
+    rapidjson::Document json;
+    ASSERT_TRUE(IsJsonObject(line, json)) << line;
+    EXPECT_FALSE(HasDuplicates(KeysOf(json))) << line;
+    EXPECT_STREQ(json["rpc"].GetString(), "Session") << line;
+  }
+  rapidjson::Document first, second;
+  ASSERT_TRUE(IsJsonObject(lines[0], first));
+  ASSERT_TRUE(IsJsonObject(lines[1], second));
+  EXPECT_STREQ(first["peer"].GetString(), "unix uid=1 pid=2");
+  EXPECT_STREQ(second["peer"].GetString(), "ipv4:10.0.0.9:5000");
+  rapidjson::Document third;
+  ASSERT_TRUE(IsJsonObject(lines[2], third));
+  ASSERT_TRUE(third.HasMember("peer")) << lines[2];
+  EXPECT_STREQ(third["peer"].GetString(), "ipv4:10.0.0.9:5000");
+}
+
 // A function's log() message or traceback may be as large as --max-call-bytes; journald cuts
 // lines at LineMax (48K) into pieces no collector reads as JSON. Long values are cut, at a
 // character's boundary, and the line says so.

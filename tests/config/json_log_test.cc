@@ -94,25 +94,42 @@ std::string LogOfOneMap(const std::string& function, const std::string& doc,
   return server->Log();
 }
 
+// The call's own line names its RPC and peer too: the pool's line is written on the pool's
+// thread, outside the call's log scope (before: no line named the call's RPC and peer, and the
+// pool's line claimed the access log had them, which logs no ordinary call).
 TEST(JsonLogTest, AWorkerCrashNamesItsFunctionAsAField) {
   const std::string log =
       LogOfOneMap("svc_fns.exits", R"({"_id":"a"})", absl::StatusCode::kUnavailable);
   int crash_lines = 0;
+  int call_lines = 0;
   for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
     rapidjson::Document json;
     json.Parse(line.data(), line.size());
     ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
-    if (!json.IsObject() || !json.HasMember("msg") ||
-        !absl::StrContains(json["msg"].GetString(), "while running Map")) {
+    if (!json.IsObject() || !json.HasMember("msg")) continue;
+    if (json.HasMember("rpc") && json.HasMember("code")) {
+      ++call_lines;
+      EXPECT_STREQ(json["level"].GetString(), "ERROR") << line;
+      EXPECT_STREQ(json["rpc"].GetString(), "Map") << line;
+      ASSERT_TRUE(json.HasMember("peer") && json.HasMember("function")) << line;
+      EXPECT_THAT(json["peer"].GetString(), HasSubstr("127.0.0.1:")) << line;
+      EXPECT_STREQ(json["function"].GetString(), "svc_fns.exits") << line;
+      EXPECT_STREQ(json["code"].GetString(), "UNAVAILABLE") << line;
+      EXPECT_THAT(json["msg"].GetString(), HasSubstr("svc_fns.exits")) << line;
       continue;
     }
+    if (!absl::StrContains(json["msg"].GetString(), "while running Map")) continue;
     ++crash_lines;
     EXPECT_STREQ(json["level"].GetString(), "ERROR") << line;
     ASSERT_TRUE(json.HasMember("function") && json.HasMember("worker_pid")) << line;
     EXPECT_STREQ(json["function"].GetString(), "svc_fns.exits") << line;
+    EXPECT_TRUE(json["worker_pid"].IsInt64()) << line;
+    ASSERT_TRUE(json.HasMember("cause")) << line;
+    EXPECT_STREQ(json["cause"].GetString(), "crash") << line;
     EXPECT_THAT(json["msg"].GetString(), Not(HasSubstr("peer"))) << line;
   }
   EXPECT_EQ(crash_lines, 1) << log;
+  EXPECT_EQ(call_lines, 1) << log;
 }
 
 // What a function prints (stdout, stderr, warnings) is one JSON event per line, attributed to

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/cancellation_signal.hpp"
@@ -136,6 +137,7 @@ FakeStep StepFor(const Task& task) {
   if (name == "slow") step.delay = absl::Milliseconds(30);
   // Long enough that a caller spawned meanwhile has certainly queued, however loaded the machine.
   if (name == "long") step.delay = absl::Seconds(2);
+  if (name == "holds-300ms") step.delay = absl::Milliseconds(300);
   if (name == "recycle") step.reply.set_recycle(true);
   if (name == "stale") {
     step.reply.mutable_failure()->set_code(worker::v1::Failure::VERSION_MISMATCH);
@@ -381,6 +383,44 @@ TEST_F(AsyncWorkerPoolTest, ADeadlineMidTaskKillsAndReplacesTheWorker) {
   RunUntil([&] { return world_.reaped.count(first) > 0; });
   EXPECT_TRUE(Run("a").ok());
   EXPECT_NE(*LivePids().begin(), first);
+}
+
+// The deadline counts from the call's arrival: a task that waited for a worker has run only
+// part of it when it is killed, and both the caller's message and the log say how long it ran
+// (not blaming the function for the wait).
+TEST_F(AsyncWorkerPoolTest, ADeadlineMidTaskSaysHowLongTheTaskRanAndThatTheWaitCounted) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  std::optional<absl::StatusOr<Reply>> reply;
+  const std::vector<std::string> log = ::cnp::testing::StderrLinesOf([&] {
+    auto busy = Spawn(pool_->Run(TaskNamed("holds-300ms"), absl::InfiniteFuture()));
+    RunUntil([&] { return !world_.running.empty(); });
+    // Waits ~300 ms for the worker, then runs ~200 ms of its 500.
+    reply = Run("hang", absl::Now() + absl::Milliseconds(500));
+    RunUntil([&] { return busy->has_value(); });
+  });
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(reply->status())) << reply->status();
+  const std::string message(reply->status().message());
+  EXPECT_THAT(message, HasSubstr("did not finish before the deadline (it ran 0."));
+  EXPECT_THAT(message, HasSubstr("counts from the call's arrival, its wait for a worker "
+                                 "included); its worker was killed and is being replaced"));
+  // It ran less than the whole deadline: the wait is not counted as its run time.
+  double ran = 0;
+  const size_t at = message.find("it ran ");
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_TRUE(absl::SimpleAtod(message.substr(at + 7, 4), &ran)) << message;
+  EXPECT_LT(ran, 0.45) << message;
+  bool logged = false;
+  for (const std::string& line : log) {
+    if (line.find("did not finish Validate of hang before the deadline (it ran ") !=
+            std::string::npos &&
+        line.find("its wait for a worker included): killing and replacing it") !=
+            std::string::npos) {
+      logged = true;
+    }
+  }
+  EXPECT_TRUE(logged) << ::testing::PrintToString(log);
 }
 
 TEST_F(AsyncWorkerPoolTest, CancellingARunningTaskKillsItsWorkerAtOnce) {

@@ -4,10 +4,13 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "rapidjson/document.h"
+#include "service/common/log.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/rpc/access_log.h"
@@ -45,6 +48,34 @@ TEST_F(RefusalLogTest, RefusalsOfOneKindFromOnePeerAreOneLine) {
   ASSERT_THAT(Lines(), SizeIs(1));
   EXPECT_THAT(Lines()[0], AllOf(HasSubstr("refused"), HasSubstr("reason=cap"),
                                 HasSubstr("connections=1")));
+}
+
+// A refused unix peer's uid and pid are peer_uid and peer_pid: the line's own "pid" (the
+// server's) is not repeated with another meaning, and the numbers, the count included, are
+// JSON numbers (before: "pid" twice, "uid":"1000", "connections":"1").
+TEST_F(RefusalLogTest, JsonLinesHaveEachKeyOnceAndNumbersAsNumbers) {
+  SetLogFormat(LogFormat::kJson);
+  RefusalLog log(*access_, kLongInterval);
+  log.Refused("refused", "unix:/run/cnp.sock uid 1000", "unix:/run/cnp.sock",
+              "uid not allowed (see --allow-uid)",
+              {{"peer_uid", "1000", true}, {"peer_pid", "4242", true}});
+  SetLogFormat(LogFormat::kText);
+  ASSERT_THAT(Lines(), SizeIs(1));
+  const std::string line = Lines()[0];
+  rapidjson::Document json;
+  json.Parse(line.c_str(), line.size());
+  ASSERT_FALSE(json.HasParseError()) << line;
+  ASSERT_TRUE(json.IsObject()) << line;
+  std::set<std::string> keys;
+  for (auto m = json.MemberBegin(); m != json.MemberEnd(); ++m) {
+    EXPECT_TRUE(keys.insert(m->name.GetString()).second) << "twice: " << m->name.GetString()
+                                                         << " in " << line;
+  }
+  ASSERT_TRUE(json.HasMember("peer_uid") && json.HasMember("peer_pid")) << line;
+  EXPECT_TRUE(json["peer_uid"].IsInt64()) << line;
+  EXPECT_EQ(json["peer_pid"].GetInt64(), 4242) << line;
+  EXPECT_TRUE(json["connections"].IsInt64()) << line;
+  EXPECT_EQ(json["connections"].GetInt64(), 1) << line;
 }
 
 TEST_F(RefusalLogTest, AnotherReasonFromTheSamePeerHasALineOfItsOwn) {

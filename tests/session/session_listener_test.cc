@@ -289,7 +289,8 @@ TEST_F(SessionListenerTest, RefusedConnectionsOfOneUserAreLoggedOncePerInterval)
   for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) ++lines;
   // The first refusal at once; the rest are counted into the next line, 10 s on.
   EXPECT_EQ(lines, 1u) << log;
-  EXPECT_NE(log.find("uid=65534"), std::string::npos) << log;
+  EXPECT_NE(log.find("peer_uid=65534"), std::string::npos) << log;
+  EXPECT_NE(log.find(" peer_pid="), std::string::npos) << log;
   EXPECT_NE(log.find("uid not allowed"), std::string::npos) << log;
   EXPECT_NE(log.find("connections=1"), std::string::npos) << log;
 }

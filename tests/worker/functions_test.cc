@@ -83,6 +83,18 @@ TEST(NamesTest, AModuleThatRaisesWhenImportedIsNamedWithWhere) {
   EXPECT_THAT(again.import_raised(), ElementsAre("worker_import_fails.f"));
 }
 
+// The import's log line names the function as asked for, "|version" included, as the metric
+// (import_raised) and the function's other lines do (before: "worker_import_fails.f").
+TEST(NamesTest, AnImportFailureIsLoggedUnderTheNameAsAskedFor) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(MapTask({"worker_import_fails.f|7"}, {kDoc}));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  ASSERT_EQ(reply.function_logs_size(), 1) << reply.DebugString();
+  EXPECT_EQ(reply.function_logs(0).kind(), "import");
+  EXPECT_EQ(reply.function_logs(0).function(), "worker_import_fails.f|7");
+  EXPECT_THAT(reply.import_raised(), ElementsAre("worker_import_fails.f|7"));
+}
+
 TEST(VersionsTest, MatchingVersionRuns) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(MapTask({"worker_views.versioned|556", "worker_views.unversioned"}, {kDoc}));
