@@ -444,7 +444,9 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   if (Cancelled(co_await asio::this_coro::cancellation_state)) {
     co_return absl::CancelledError("the call was cancelled before it was given a worker");
   }
-  if (shutting_down_) co_return absl::UnavailableError("the server is shutting down");
+  if (shutting_down_) {
+    co_return ServerStopping(absl::UnavailableError("the server is shutting down"));
+  }
   if (Slot* slot = TryAcquire()) co_return slot;
   // Workers kept by sessions between their lines come back, for this caller or the next.
   AskKeptWorkersBack();
@@ -593,9 +595,9 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   const std::string how = co_await HowItEnded(worker, kDeathGrace);
   if (shutting_down_) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
-    co_return absl::UnavailableError(absl::StrCat("the server shut down before ",
-                                                  DescribeTask(task),
-                                                  " finished; retry on another server"));
+    co_return ServerStopping(absl::UnavailableError(absl::StrCat(
+        "the server shut down before ", DescribeTask(task), " finished; retry on another "
+        "server")));
   }
   // Fields for a collector: which functions a crash-looping deployment should look at. The
   // call's RPC and peer are not known here (the pool serves every call); --access-log's line
@@ -897,7 +899,7 @@ void AsyncWorkerPool::ShutdownHere() {
   for (auto& slot : slots_) {
     if (slot->state == State::kBusy && slot->worker != nullptr) slot->worker->Kill();
   }
-  FailWaiters(absl::UnavailableError("the server is shutting down"));
+  FailWaiters(ServerStopping(absl::UnavailableError("the server is shutting down")));
   Kick();
 }
 
