@@ -465,6 +465,11 @@ class StartOrderTest(unittest.TestCase):
                     self.assertTrue(os.path.exists(socket_path + ".direct"),
                                     f"start {start}: the gRPC socket accepted before "
                                     f"{socket_path}.direct existed")
+                    # The listener's log line comes once it listens: wait for it before the kill.
+                    while f"listening on unix:{socket_path}" not in open(
+                            log_path, errors="replace").read():
+                        self.assertLess(time.monotonic(), deadline, "no listening line")
+                        time.sleep(0.01)
                 finally:
                     os.killpg(server.pid, signal.SIGKILL)
                     server.wait()
