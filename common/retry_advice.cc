@@ -4,6 +4,7 @@ namespace cnp {
 namespace {
 
 constexpr char kNotRetryable[] = "cnp.v1/not-retryable";
+constexpr char kServerStopping[] = "cnp.v1/server-stopping";
 
 }  // namespace
 
@@ -14,6 +15,15 @@ absl::Status NotRetryable(absl::Status status) {
 
 bool IsNotRetryable(const absl::Status& status) {
   return status.GetPayload(kNotRetryable).has_value();
+}
+
+absl::Status ServerStopping(absl::Status status) {
+  status.SetPayload(kServerStopping, absl::Cord());
+  return status;
+}
+
+bool IsServerStopping(const absl::Status& status) {
+  return status.GetPayload(kServerStopping).has_value();
 }
 
 }  // namespace cnp

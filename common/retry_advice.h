@@ -21,4 +21,12 @@ inline constexpr char kNeverRetry[] = "-1";
 absl::Status NotRetryable(absl::Status status);
 bool IsNotRetryable(const absl::Status& status);
 
+// The server is stopping and cut this work for it (an UNAVAILABLE): nothing about the request,
+// which another server would serve. A CouchDB Session stream ends with it rather than answer
+// the command with an error line, so that its adapter sends the command again on another
+// stream, as when a stream breaks (service/rpc/query_session_handler.h). A type, not the
+// message's words: the message is for people.
+absl::Status ServerStopping(absl::Status status);
+bool IsServerStopping(const absl::Status& status);
+
 }  // namespace cnp

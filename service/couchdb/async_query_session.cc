@@ -9,6 +9,7 @@
 #include "asio/redirect_error.hpp"
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
+#include "common/retry_advice.h"
 #include "service/common/function_errors.h"
 #include "service/common/function_log.h"
 #include "absl/strings/str_cat.h"
@@ -47,6 +48,7 @@ void AsyncQuerySession::EndListInBackground(std::unique_ptr<pool::AsyncWorkerLea
 asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
     std::string_view line) {
   StopIdleListWatch();
+  cut_by_shutdown_ = absl::OkStatus();
   executor_ = co_await asio::this_coro::executor;
   const bool answered = co_await Drive(protocol_.Handle(line));
   protocol_.ReleaseLargeBuffers();
@@ -111,6 +113,11 @@ void AsyncQuerySession::EndIdleList() {
 asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
     const absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
+    // The protocol still takes the failure, so that its state stays whole (a session that
+    // goes on, as in tests, answers with the error line); the stream ends instead.
+    if (!reply.ok() && IsServerStopping(reply.status()) && cut_by_shutdown_.ok()) {
+      cut_by_shutdown_ = reply.status();
+    }
     if (reply.ok()) {
       // On the stream's coroutine: the log scope names the Session RPC and its peer. Every
       // reply of the session arrives here, so each function error is counted once.

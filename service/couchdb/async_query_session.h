@@ -69,6 +69,12 @@ class AsyncQuerySession {
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
 
+  // Set when the server's shutdown cut a task of the last Handle (IsServerStopping, an
+  // UNAVAILABLE), else OK. The answer Handle built then is an error line the command does not
+  // deserve: a Session stream ends with this status instead, and its adapter sends the command
+  // again elsewhere (service/rpc/query_session_handler.h).
+  const absl::Status& cut_by_shutdown() const { return cut_by_shutdown_; }
+
  private:
   // Runs steps until the line is answered; false when the answer is nothing (a reset).
   asio::awaitable<bool> Drive(QueryProtocol::Step step);
@@ -107,6 +113,7 @@ class AsyncQuerySession {
   std::optional<pool::KeptWorker> kept_;  // on executor_, from the first task (see above)
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
   std::shared_ptr<IdleListWatch> idle_list_watch_;  // while a list waits for CouchDB
+  absl::Status cut_by_shutdown_;
 };
 
 }  // namespace cnp::couchdb

@@ -456,7 +456,9 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   if (Cancelled(co_await asio::this_coro::cancellation_state)) {
     co_return absl::CancelledError("the call was cancelled before it was given a worker");
   }
-  if (shutting_down_) co_return absl::UnavailableError("the server is shutting down");
+  if (shutting_down_) {
+    co_return ServerStopping(absl::UnavailableError("the server is shutting down"));
+  }
   if (Slot* slot = TryAcquire()) co_return slot;
   // Workers kept by sessions between their lines come back, for this caller or the next.
   AskKeptWorkersBack();
@@ -626,9 +628,9 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
   const std::string how = co_await HowItEnded(worker, kDeathGrace);
   if (shutting_down_) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
-    co_return absl::UnavailableError(absl::StrCat("the server shut down before ",
-                                                  DescribeTask(task),
-                                                  " finished; retry on another server"));
+    co_return ServerStopping(absl::UnavailableError(absl::StrCat(
+        "the server shut down before ", DescribeTask(task), " finished; retry on another "
+        "server")));
   }
   // Which functions a crash-looping deployment should look at (the fields above).
   LogEvent(LogLevel::kError,
@@ -932,7 +934,7 @@ void AsyncWorkerPool::ShutdownHere() {
   for (auto& slot : slots_) {
     if (slot->state == State::kBusy && slot->worker != nullptr) slot->worker->Kill();
   }
-  FailWaiters(absl::UnavailableError("the server is shutting down"));
+  FailWaiters(ServerStopping(absl::UnavailableError("the server is shutting down")));
   Kick();
 }
 

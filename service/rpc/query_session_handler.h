@@ -31,6 +31,12 @@ class QuerySessionHandler final : public SessionHandler {
   asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
       v1::SessionInput& input) override {
     std::optional<v1::SessionOutput> output = co_await session_.Handle(input.line());
+    // The server is stopping and cut the command's work (--shutdown-grace): the stream ends
+    // UNAVAILABLE with no answer, so the adapter replays the session and the command on
+    // another stream (another replica, or the server that replaces this one), as when a stream
+    // breaks, instead of handing CouchDB an `unavailable` the command did not earn. A worker
+    // that crashed on the command is still answered (NotRetryable: it would crash the next).
+    if (!session_.cut_by_shutdown().ok()) co_return session_.cut_by_shutdown();
     co_return output;
   }
   bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }

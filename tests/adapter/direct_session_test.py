@@ -433,6 +433,60 @@ class CapacityTest(SessionTestCase):
         self.assertEqual(third.close(), 0)
 
 
+class StartOrderTest(unittest.TestCase):
+    """An adapter that finds the gRPC socket accepting skips the launch lock and offers its
+    session on P.direct at once. The server listened on gRPC before it bound P.direct, so an
+    adapter started with the server could find no P.direct and exit 1 (found by a review: 2
+    in 180). P.direct is now bound first: whenever the gRPC socket accepts, it is there."""
+
+    def test_the_direct_socket_exists_once_the_grpc_socket_accepts(self):
+        binaries = harness.ServerTestCase.binaries
+        with harness.socket_dir("cnp-order-") as tmp:
+            socket_path = os.path.join(tmp, "cnp.sock")
+            log_path = os.path.join(tmp, "server.log")
+            for start in range(12):
+                with open(log_path, "wb") as log:
+                    server = subprocess.Popen(
+                        harness.server_argv(binaries, socket_path, 1), stdin=subprocess.DEVNULL,
+                        stdout=log, stderr=log, start_new_session=True)
+                try:
+                    deadline = time.monotonic() + 60
+                    while True:
+                        self.assertLess(time.monotonic(), deadline, "the server never listened")
+                        self.assertIsNone(server.poll(), "the server exited")
+                        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        try:
+                            probe.connect(socket_path)
+                        except OSError:
+                            continue
+                        finally:
+                            probe.close()
+                        break
+                    self.assertTrue(os.path.exists(socket_path + ".direct"),
+                                    f"start {start}: the gRPC socket accepted before "
+                                    f"{socket_path}.direct existed")
+                    # The listener's log line comes once it listens: wait for it before the kill.
+                    while f"listening on unix:{socket_path}" not in open(
+                            log_path, errors="replace").read():
+                        self.assertLess(time.monotonic(), deadline, "no listening line")
+                        time.sleep(0.01)
+                finally:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
+                # And the order the log tells, which does not depend on the timing above.
+                with open(log_path, errors="replace") as log:
+                    lines = log.read().splitlines()
+                direct = [i for i, line in enumerate(lines) if "direct sessions on unix:" in line]
+                grpc = [i for i, line in enumerate(lines)
+                        if f"listening on unix:{socket_path}" in line
+                        and ".direct" not in line]
+                self.assertTrue(direct and grpc, "\n".join(lines))
+                self.assertLess(direct[0], grpc[0], "\n".join(lines))
+                for stale in (socket_path, socket_path + ".direct"):
+                    if os.path.exists(stale):
+                        os.unlink(stale)
+
+
 class SettingsTest(unittest.TestCase):
     """The host-wide server an adapter started keeps the settings it was started with: an
     adapter with other settings replaces it; an operator's server is kept, and the difference

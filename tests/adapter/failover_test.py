@@ -129,6 +129,48 @@ class FrozenReplicaTest(unittest.TestCase):
                     second.stop()
 
 
+class StoppedReplicaTest(unittest.TestCase):
+    """A replica stopped gracefully (SIGTERM) while a command runs past its --shutdown-grace:
+    the command goes to the other replica. The server answered it
+    ["error","unavailable","cnp-server: the server shut down before Map ... finished"], an
+    ordinary reply the adapter handed CouchDB although it had a replica and time left (found by
+    a review: 3 runs in 4). The server now ends the stream UNAVAILABLE without an answer."""
+
+    binaries = None
+
+    def test_a_command_cut_by_the_shutdown_grace_is_answered_by_another_replica(self):
+        with harness.socket_dir("cnp-stopped-") as tmp:
+            ports = [free_loopback_port(), free_loopback_port()]
+            extra = ["--max-sessions=0", "--shutdown-grace=500ms"]
+            first = harness.Server(self.binaries, os.path.join(tmp, "a.sock"),
+                                   extra=[f"--listen=127.0.0.1:{ports[0]}"] + extra)
+            second = None
+            qs = harness.Adapter(self.binaries, [
+                f"--target=127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", "--session=stream"])
+            try:
+                # Only the first replica is up: the session is there.
+                self.assertIs(qs.reply(["reset", {"timeout": 5000}]), True)
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.slow_town"]), True)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                second = harness.Server(self.binaries, os.path.join(tmp, "b.sock"),
+                                        extra=[f"--listen=127.0.0.1:{ports[1]}"] + extra)
+                qs.send_line(json.dumps(["map_doc", dict(DOC_PARIS, seconds=1.5)]))
+                time.sleep(0.3)
+                os.kill(first.process.pid, signal.SIGTERM)
+                line = qs.read_line(timeout=15)
+                self.assertEqual(json.loads(line), [[["Paris", 2]]], qs.diagnostics())
+                first.process.wait(timeout=10)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+                self.assertEqual(qs.close(), 0, qs.diagnostics())
+            finally:
+                if qs.process.poll() is None:
+                    qs.process.kill()
+                    qs.exited()
+                first.stop()
+                if second is not None:
+                    second.stop()
+
+
 class QuietSessionTest(unittest.TestCase):
     """A CouchDB session that sends nothing for a while keeps its stream to the real cnp-server
     although the adapter pings it every 1.25 s: gRPC's default ping policy had the server answer
@@ -232,4 +274,5 @@ if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])
     FailoverTest.binaries = SharedServerTest.binaries = AbandonedListTest.binaries = binaries
     FrozenReplicaTest.binaries = QuietSessionTest.binaries = binaries
+    StoppedReplicaTest.binaries = binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
