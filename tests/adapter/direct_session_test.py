@@ -338,7 +338,7 @@ class DirectOnlyTest(SessionTestCase):
         self.assertEqual(outcome, REFUSED, reason)
         self.assertIn("uid 65534", reason)
         # In the access log (here the server's), as the gRPC socket's refusals.
-        self.assertIn(f"refused peer=unix:{direct} uid=65534", read_log(self.server))
+        self.assertIn(f"refused peer=unix:{direct} peer_uid=65534", read_log(self.server))
 
 
 class SocketGroupTest(SessionTestCase):

@@ -171,7 +171,7 @@ TEST(UnixSocketTest, PeersWhoseUidIsNotAllowedAreRefusedAndLogged) {
   ASSERT_TRUE(server->ready()) << server->Log();
   EXPECT_EQ(ExitCodeOf(ConnectAs(kNobody, kNogroup, socket)), 1);
   EXPECT_THAT(server->Log(),
-              AllOf(HasSubstr(absl::StrCat("refused peer=unix:", socket, " uid=65534 pid=")),
+              AllOf(HasSubstr(absl::StrCat("refused peer=unix:", socket, " peer_uid=65534 peer_pid=")),
                     HasSubstr("uid not allowed")));
   // The server's own user is still served.
   EXPECT_TRUE(Answers("unix:" + socket));
