@@ -101,6 +101,23 @@ TEST(CouchRootTest, OnlyCouchDbsAnswerForANewDatabaseCountsAsCreatingOne) {
   EXPECT_EQ(next, answers.size());
 }
 
+// Found by a review with a server answering for CouchDB: a lease write answered 201 without a
+// revision was taken as held, and derived documents written on it.
+TEST(LeaseTest, AWriteAnsweredWithoutItsRevisionIsNotALeaseHeld) {
+  ScriptedHttpServer couch([](const HttpRequest& r) -> ScriptedResponse {
+    if (r.method == "GET") return {404, R"({"error":"not_found","reason":"missing"})"};
+    return {201, R"({"ok":true})"};
+  });
+  couchdb::CouchClient http({.base_url = couch.url()});
+  CouchDb db(http);
+  Lease lease(db, "home", "n", "me", absl::Seconds(10), absl::Seconds(5));
+  absl::StatusOr<bool> acquired = lease.TryAcquire();
+  ASSERT_FALSE(acquired.ok()) << "held: " << *acquired;
+  EXPECT_THAT(acquired.status().message(),
+              HasSubstr("was answered without the new revision: whether it was written is "
+                        "unknown"));
+}
+
 // What pouchdb-server answered under a database's URL: the lease document is never found, and
 // every write of it conflicts. Each try waits longer than the last, and once that has gone on
 // for longer than the lease timeout it is an error.

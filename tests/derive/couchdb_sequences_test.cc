@@ -22,6 +22,7 @@ namespace cnp::derive {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 using ::cnp::testing::HttpRequest;
 using ::cnp::testing::ScriptedHttpServer;
@@ -356,10 +357,12 @@ TEST_F(CouchDbSequencesTest, AFreshSyncFindsTheRowsOfAnEarlierWinnerOfAConflict)
 // A reduce group is its key's JSON text (which names its reduce document), but _find's $eq
 // compares by CouchDB's collation: for the key 1.0 it answers the rows of 1 too. Those belong to
 // the group of 1, with a reduce document of its own; counted here too, they made 1.0's wrong.
-TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
-  std::vector<std::string> bulks;
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu_);
+// A reduce stage red <- tgt whose one changed key is 1.0, its rows as `find` answers them (the
+// rows m1, key 1, and m2, key 1.0, in the test below); `bulks` collects what it writes.
+ScriptedHttpServer::Handler ReduceCouch(absl::Mutex& mu, std::vector<std::string>& bulks,
+                                        std::string find) {
+  return [&mu, &bulks, find = std::move(find)](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
     const std::string& t = r.target;
     if (absl::StartsWith(t, "/tgt/_changes?since=0&")) {
       return {200, R"({"results":[{"seq":1,"id":"m2","changes":[{"rev":"1-b"}],)"
@@ -367,10 +370,7 @@ TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
     }
     if (absl::StartsWith(t, "/tgt/_changes?")) return {200, R"({"results":[],"last_seq":1})"};
     if (t == "/tgt/_index") return {200, R"({"result":"exists"})"};
-    if (t == "/tgt/_find") {
-      return {200, R"({"docs":[{"_id":"m1","_rev":"1-a","mr_key":1,"mr_value":null},)"
-                   R"({"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}]})"};
-    }
+    if (t == "/tgt/_find") return {200, find};
     if (t == "/red" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
     if (absl::StartsWith(t, "/red/_local/")) {
       return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
@@ -385,7 +385,14 @@ TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
       return {201, AllWritten(r.body)};
     }
     return {500, R"({"error":"unscripted"})"};
-  });
+  };
+}
+
+TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
+  std::vector<std::string> bulks;
+  ScriptedHttpServer couch(ReduceCouch(mu_, bulks,
+                                       R"({"docs":[{"_id":"m1","_rev":"1-a","mr_key":1,"mr_value":null},)"
+                                       R"({"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}]})"));
   Connection connection({.base_url = couch.url()});
   Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
   Deriver deriver(declaration, connection.db, *cnp_, {}, log_, [] { return absl::StatusOr<bool>(true); });
@@ -396,6 +403,22 @@ TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
   ASSERT_EQ(bulks.size(), 1u);
   EXPECT_THAT(bulks[0], HasSubstr(absl::StrCat(R"("_id":")", ReduceRowId("tgt", "1.0"), R"(")")));
   EXPECT_THAT(bulks[0], HasSubstr(R"("mr_value":1,)"));
+}
+
+// Found by a review with a server answering for CouchDB: a _find answer without "docs" was read
+// as an empty group, and the key's reduce document deleted.
+TEST_F(CouchDbSequencesTest, AFindAnswerWithoutItsDocumentsFailsTheBatchAndDeletesNothing) {
+  std::vector<std::string> bulks;
+  ScriptedHttpServer couch(ReduceCouch(mu_, bulks, "{}"));
+  Connection connection({.base_url = couch.url()});
+  Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
+  Deriver deriver(declaration, connection.db, *cnp_, {}, log_, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_FALSE(handled.ok()) << log_.str();
+  EXPECT_THAT(handled.status().message(), HasSubstr("/_find has no list of documents"));
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(bulks, IsEmpty());
 }
 
 // A document listed twice in one batch (a continuous feed brings a create and an update of it
