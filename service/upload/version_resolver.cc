@@ -21,6 +21,27 @@ std::string Explain(const v1::ResolvedFunction& resolved) {
   return absl::StrCat("\"", resolved.function(), "\" cannot be used: ", resolved.error());
 }
 
+// Where a design document puts a function, what runs it, and whether a generator may serve
+// there (a map function yields its rows; a list f(head, req, rows) yields its chunks).
+struct FunctionPlace {
+  const char* section;  // path[0]; "views" with path[2] "map" or "reduce"
+  const char* view_part;
+  const char* what;
+  const char* outcome;
+  bool generator_serves;
+};
+constexpr FunctionPlace kFunctionPlaces[] = {
+    {"views", "map", "a map function", "emit nothing", true},
+    {"views", "reduce", "a reduce function", "reduce nothing", false},
+    {"lists", nullptr, "a list function", "list nothing", true},
+    {"validate_doc_update", nullptr, "a validate_doc_update",
+     "validate nothing (every write would fail)", false},
+    {"filters", nullptr, "a filter", "filter nothing", false},
+    {"shows", nullptr, "a show function", "render nothing", false},
+    {"updates", nullptr, "an update function", "update nothing", false},
+    {"rewrites", nullptr, "a rewrite function", "rewrite nothing", false},
+};
+
 // Why a function whose call gives back `body` before running a line cannot serve at `path`
 // (where the design document puts it), or "" when it can. Each such call would be answered
 // with the TypeError the worker raises (service/worker/unrun_body.h); said here, it is said
@@ -28,45 +49,18 @@ std::string Explain(const v1::ResolvedFunction& resolved) {
 std::string UnrunBodyProblem(const std::vector<std::string>& path,
                              v1::ResolvedFunction::Body body) {
   if (body == v1::ResolvedFunction::PLAIN || path.empty()) return "";
-  const bool async = body != v1::ResolvedFunction::GENERATOR;
-  const std::string& section = path.front();
-  const char* what = nullptr;
-  const char* outcome = nullptr;
-  if (section == "views" && path.size() == 3 && path[2] == "map") {
-    if (!async) return "";  // a map function may yield its rows
-    what = "a map function";
-    outcome = "emit nothing";
-  } else if (section == "lists") {
-    if (!async) return "";  // the generator form f(head, req, rows)
-    what = "a list function";
-    outcome = "list nothing";
-  } else if (section == "views") {
-    what = "a reduce function";
-    outcome = "reduce nothing";
-  } else if (section == "validate_doc_update") {
-    what = "a validate_doc_update";
-    outcome = "validate nothing (every write would fail)";
-  } else if (section == "filters") {
-    what = "a filter";
-    outcome = "filter nothing";
-  } else if (section == "shows") {
-    what = "a show function";
-    outcome = "render nothing";
-  } else if (section == "updates") {
-    what = "an update function";
-    outcome = "update nothing";
-  } else if (section == "rewrites") {
-    what = "a rewrite function";
-    outcome = "rewrite nothing";
-  } else {
-    return "";
+  for (const FunctionPlace& place : kFunctionPlaces) {
+    if (path.front() != place.section) continue;
+    if (place.view_part != nullptr && (path.size() != 3 || path[2] != place.view_part)) continue;
+    if (body == v1::ResolvedFunction::GENERATOR && place.generator_serves) return "";
+    const char* returns = body == v1::ResolvedFunction::GENERATOR   ? "a generator (it has a yield)"
+                          : body == v1::ResolvedFunction::COROUTINE ? "a coroutine (it is async def)"
+                                                                    : "an async generator";
+    return absl::StrCat("returns ", returns, " without running its body, so as ", place.what,
+                        " it would ", place.outcome, ": every call would fail with a TypeError "
+                        "(take out its yield or async)");
   }
-  const char* returns = body == v1::ResolvedFunction::GENERATOR   ? "a generator (it has a yield)"
-                        : body == v1::ResolvedFunction::COROUTINE ? "a coroutine (it is async def)"
-                                                                  : "an async generator";
-  return absl::StrCat("returns ", returns, " without running its body, so as ", what,
-                      " it would ", outcome, ": every call would fail with a TypeError (take "
-                      "out its yield or async)");
+  return "";
 }
 
 rapidjson::Pointer PointerTo(const std::vector<std::string>& path) {

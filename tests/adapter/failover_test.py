@@ -154,8 +154,14 @@ class StoppedReplicaTest(unittest.TestCase):
                 self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
                 second = harness.Server(self.binaries, os.path.join(tmp, "b.sock"),
                                         extra=[f"--listen=127.0.0.1:{ports[1]}"] + extra)
-                qs.send_line(json.dumps(["map_doc", dict(DOC_PARIS, seconds=1.5)]))
-                time.sleep(0.3)
+                started = os.path.join(tmp, "started")
+                qs.send_line(json.dumps(["map_doc", dict(DOC_PARIS, seconds=1.5,
+                                                         started=started)]))
+                # The command runs on the first replica when the stop comes.
+                deadline = time.monotonic() + 15
+                while not os.path.exists(started):
+                    self.assertLess(time.monotonic(), deadline, qs.diagnostics())
+                    time.sleep(0.01)
                 os.kill(first.process.pid, signal.SIGTERM)
                 line = qs.read_line(timeout=15)
                 self.assertEqual(json.loads(line), [[["Paris", 2]]], qs.diagnostics())

@@ -27,7 +27,10 @@ def town_n(doc):
 
 
 def slow_town(doc):
-    """Not from a transcript: town_n after `seconds` of work, a command that runs a while."""
+    """Not from a transcript: town_n after `seconds` of work, a command that runs a while. With
+    `started`, a path, the file is created first: a test's sign that the command is running."""
+    if doc.get("started"):
+        open(doc["started"], "w").close()
     time.sleep(doc.get("seconds", 0))
     yield from town_n(doc)
 
