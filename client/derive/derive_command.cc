@@ -108,7 +108,8 @@ Options:
                           this host (refused without it: anyone on the way reads them)
   --max-couchdb-response-bytes=N
                           the longest answer read from CouchDB, and the longest change on a
-                          continuous feed (default: 64 MiB). A batch of changes longer than this
+                          continuous feed (default: 64 MiB); an answer may also hold at most one
+                          JSON value per 16 bytes of it. A batch of changes longer than this
                           is read again in halves; a single change longer, or one whose document
                           is nested deeper than 4096 levels or is not UTF-8, is recorded as that
                           document's error (UnreadableChange) and passed

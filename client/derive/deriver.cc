@@ -482,7 +482,8 @@ absl::StatusOr<ChangesAnswer> Deriver::ReadChanges(size_t i, const std::string& 
       why = std::string(changes.status().message());
     } else if (absl::IsResourceExhausted(body.status())) {
       why = absl::StrCat("the change with its document is longer than ", max_bytes,
-                         " bytes (--max-couchdb-response-bytes)");
+                         " bytes, or holds more JSON values than one per 16 of them "
+                         "(--max-couchdb-response-bytes)");
     } else {
       return body.status();
     }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
+#include "common/couchdb/json_value_count.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -20,7 +21,10 @@ constexpr size_t kMaxReasonBytes = 200;
 struct BodySink {
   std::string* body;
   size_t max_bytes;
+  int64_t max_values;
   bool too_long = false;
+  bool too_dense = false;
+  JsonValueCount values;
 };
 
 // libcurl asks about once a second, and more often while data flows.
@@ -61,6 +65,11 @@ size_t AppendToBody(char* data, size_t size, size_t count, void* target) noexcep
   const size_t bytes = size * count;
   if (bytes > sink->max_bytes - sink->body->size()) {
     sink->too_long = true;
+    return 0;
+  }
+  sink->values.Add(absl::string_view(data, bytes));
+  if (sink->values.values() > sink->max_values) {
+    sink->too_dense = true;
     return 0;
   }
   try {
@@ -207,7 +216,8 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-  BodySink sink{&response.body, static_cast<size_t>(std::max<int64_t>(0, options_.max_response_bytes))};
+  BodySink sink{&response.body, static_cast<size_t>(std::max<int64_t>(0, options_.max_response_bytes)),
+                MaxJsonValuesFor(options_.max_response_bytes)};
   StreamSink stream{curl, nullptr, nullptr, &options_.stop, sink};
   if (streaming != nullptr) {
     stream.on_data = streaming->on_data;
@@ -264,7 +274,8 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   curl_slist_free_all(headers);
   if (streaming != nullptr) {
     sink.too_long = stream.error_body.too_long;
-    if (!sink.too_long && (code == CURLE_ABORTED_BY_CALLBACK || code == CURLE_WRITE_ERROR)) {
+    sink.too_dense = stream.error_body.too_dense;
+    if (!sink.too_long && !sink.too_dense && (code == CURLE_ABORTED_BY_CALLBACK || code == CURLE_WRITE_ERROR)) {
       if (options_.stop.stop_requested()) return Stopped();
       return absl::CancelledError("the reader ended the stream");
     }
@@ -274,6 +285,14 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
     return absl::ResourceExhaustedError(absl::StrCat(
         "CouchDB's answer from ", options_.base_url, " exceeded ", sink.max_bytes,
         " bytes and was cut off (is the URL really CouchDB's?",
+        options_.response_limit_advice.empty() ? "" : " ", options_.response_limit_advice, ")"));
+  }
+  if (sink.too_dense) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "CouchDB's answer from ", options_.base_url, " (", method, " ", ShortPath(path),
+        ") holds more than ", sink.max_values, " JSON values, at most one per 16 bytes of the ",
+        sink.max_bytes, "-byte answer limit: text that dense takes many times its size in memory "
+        "once read, so it was not (is the URL really CouchDB's?",
         options_.response_limit_advice.empty() ? "" : " ", options_.response_limit_advice, ")"));
   }
   if (code != CURLE_OK) {

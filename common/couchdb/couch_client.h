@@ -36,7 +36,9 @@ class CouchClient {
     std::string ca_pem;    // CA certificates as PEM text; empty: the system's CA store
     absl::Duration timeout = absl::Seconds(60);
     // A longer answer is cut off and the request fails with RESOURCE_EXHAUSTED: a server that
-    // is not CouchDB must not be able to fill the service's memory.
+    // is not CouchDB must not be able to fill the service's memory. So is one that holds more
+    // JSON values than one per 16 bytes of this limit (json_value_count.h): dense text such as
+    // `[0,0,...]` takes 24 times its size once parsed.
     int64_t max_response_bytes = int64_t{64} << 20;
     // How the user of the program that hit max_response_bytes can raise it, for that message
     // (e.g. "the operator can raise cnp-server's --max-couchdb-response-bytes"): the client is
@@ -56,7 +58,7 @@ class CouchClient {
   // `path` starts with "/" and is already escaped (see EscapeSegment). A status other than
   // OK means no HTTP answer came back (refused, timed out, TLS failure): UNAVAILABLE with a
   // message saying which server could not be reached; or an answer longer than
-  // max_response_bytes: RESOURCE_EXHAUSTED; or a stop was requested: CANCELLED. Redirects are
+  // max_response_bytes, or denser: RESOURCE_EXHAUSTED; or a stop was requested: CANCELLED. Redirects are
   // not followed.
   absl::StatusOr<HttpResponse> Get(absl::string_view path);
   absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json);

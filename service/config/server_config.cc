@@ -164,7 +164,9 @@ ABSL_FLAG(int64_t, max_yaml_nodes, 1000000,
 ABSL_FLAG(int64_t, max_design_bytes, int64_t{64} << 20,
           "Upload: bytes of JSON one request's YAML may expand to");
 ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
-          "Upload: the longest answer read from CouchDB, in bytes");
+          "Upload: the longest answer read from CouchDB, in bytes; an answer may also hold "
+          "at most one JSON value per 16 bytes of it (dense JSON takes many times its size "
+          "once parsed)");
 
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks "

@@ -91,6 +91,53 @@ TEST_F(CouchHttpLimitsTest, TheAdviceForAnAnswerOverTheLimitIsTheCallers) {
   EXPECT_THAT(answer.status().message(), HasSubstr("cnp derive's --max-couchdb-response-bytes raises the limit"));
 }
 
+// Within the byte limit, text as dense as [0,0,...] took 24 times its size once parsed (a 63 MB
+// answer took cnp-server's Upload to 1.5 GB): an answer may hold one JSON value per 16 bytes of
+// the limit. One as long but made of longer values is read.
+TEST_F(CouchHttpLimitsTest, AnAnswerDenserThanTheLimitAllowsIsRefused) {
+  std::string dense = "[";
+  for (int i = 0; i < 300000; ++i) dense += "0,";
+  dense += "0]";
+  ASSERT_LT(dense.size(), size_t{1} << 20);
+  std::string sparse = "[";
+  for (int i = 0; i < 20000; ++i) absl::StrAppend(&sparse, "\"", std::string(24, 'x'), "\",");
+  sparse += "0]";
+  ASSERT_LT(sparse.size(), size_t{1} << 20);
+  ScriptedHttpServer couch([&](const HttpRequest& request) {
+    return ScriptedResponse{200, request.target == "/db/dense" ? dense : sparse};
+  });
+  couchdb::CouchClient client({.base_url = couch.url(),
+                               .max_response_bytes = 1 << 20,
+                               .response_limit_advice = "raise --max-couchdb-response-bytes"});
+  absl::StatusOr<couchdb::HttpResponse> answer = client.Get("/db/dense");
+  EXPECT_TRUE(absl::IsResourceExhausted(answer.status())) << answer.status();
+  EXPECT_THAT(answer.status().message(), HasSubstr("more than 65536 JSON values"));
+  EXPECT_THAT(answer.status().message(), HasSubstr("GET /db/dense"));
+  EXPECT_THAT(answer.status().message(), HasSubstr("raise --max-couchdb-response-bytes"));
+
+  answer = client.Get("/db/sparse");
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->body, sparse);
+}
+
+// The server's Upload reads the stored design document through the same client.
+TEST_F(CouchHttpLimitsTest, AnUploadReadingADenseDocumentFailsWithTheLimitsName) {
+  ScriptedHttpServer couch(AsCouchDB([](const HttpRequest& request) {
+    if (!absl::StrContains(request.target, "_design")) return ScriptedResponse{200, R"({"db_name":"db"})"};
+    std::string doc = R"({"_id":"_design/location","_rev":"1-a","padding":[)";
+    for (int i = 0; i < 100000; ++i) doc += "0,";
+    doc += "0]}";
+    return ScriptedResponse{200, doc};
+  }));
+  Uploader::Options options;
+  options.max_couchdb_response_bytes = 1 << 20;
+  Uploader uploader(runner_, options);
+  UploadResult result = RunUpload(uploader, Request(couch.url()));
+  EXPECT_TRUE(absl::IsResourceExhausted(result.status)) << result.status;
+  EXPECT_THAT(Messages(result), HasSubstr("JSON values"));
+  EXPECT_THAT(Messages(result), HasSubstr("--max-couchdb-response-bytes"));
+}
+
 TEST_F(CouchHttpLimitsTest, AForeignBodyIsNotPassedOn) {
   ScriptedHttpServer couch(AsCouchDB([](const HttpRequest&) {
     return ScriptedResponse{500, "<html>internal admin page: SECRET-TOKEN-123</html>"};
