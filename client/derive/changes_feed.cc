@@ -10,6 +10,7 @@
 #include "client/derive/change_header.h"
 #include "client/derive/couch_db.h"
 #include "common/couchdb/json.h"
+#include "common/couchdb/json_value_count.h"
 
 namespace cnp::derive {
 namespace {
@@ -154,6 +155,7 @@ void ChangesFeed::Run() {
   while (!stopping()) {
     partial_line_.clear();
     line_bytes_ = 0;
+    line_values_ = {};
     last_byte_ = absl::Now();
     received_ = false;
     brought_change_ = false;
@@ -176,8 +178,9 @@ void ChangesFeed::Run() {
     if (answer.ok() && ended_ == Ended::kDropped && !partial_line_.empty()) {
       std::string last = std::exchange(partial_line_, "");
       // The feed's last line, sent without its newline.
-      if (line_bytes_ > options_.max_line_bytes) {
-        (void)OnUnreadableLine(last, absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes"));
+      if (line_bytes_ > options_.max_line_bytes ||
+          line_values_.values() > couchdb::MaxJsonValuesFor(options_.max_line_bytes)) {
+        (void)OnUnreadableLine(last, TooLongLine());
       } else {
         (void)OnLine(last);
       }
@@ -243,7 +246,9 @@ bool ChangesFeed::OnData(absl::string_view data) {
     const size_t newline = data.find('\n', start);
     absl::string_view piece = data.substr(start, newline == absl::string_view::npos ? newline : newline - start);
     line_bytes_ += piece.size();
-    const bool too_long = line_bytes_ > options_.max_line_bytes;
+    line_values_.Add(piece);
+    const bool too_long = line_bytes_ > options_.max_line_bytes ||
+                          line_values_.values() > couchdb::MaxJsonValuesFor(options_.max_line_bytes);
     if (too_long) {
       // Past the limit only the line's start is kept: enough to say which change it was.
       if (partial_line_.size() > kKeptStartBytes) {
@@ -259,7 +264,7 @@ bool ChangesFeed::OnData(absl::string_view data) {
     bool keep_going;
     if (too_long) {
       partial_line_.append(piece.data(), piece.size());
-      keep_going = OnUnreadableLine(partial_line_, absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes"));
+      keep_going = OnUnreadableLine(partial_line_, TooLongLine());
     } else if (partial_line_.empty()) {
       keep_going = OnLine(piece);
     } else {
@@ -268,9 +273,16 @@ bool ChangesFeed::OnData(absl::string_view data) {
     }
     partial_line_.clear();
     line_bytes_ = 0;
+    line_values_ = {};
     if (!keep_going) return false;
     start = newline + 1;
   }
+}
+
+std::string ChangesFeed::TooLongLine() const {
+  return absl::StrCat("a change longer than ", options_.max_line_bytes, " bytes or holding more than ",
+                      couchdb::MaxJsonValuesFor(options_.max_line_bytes),
+                      " JSON values (one per 16 of those bytes)");
 }
 
 bool ChangesFeed::OnLine(absl::string_view line) {

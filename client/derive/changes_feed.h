@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "client/derive/changes_answer.h"
 #include "common/couchdb/couch_client.h"
+#include "common/couchdb/json_value_count.h"
 
 namespace cnp::derive {
 
@@ -100,6 +101,8 @@ class ChangesFeed {
   // A line that cannot be used whole (`text` is all of it, or its start when it was too long):
   // queued as unreadable when its seq and id can be found, else the feed fails.
   bool OnUnreadableLine(absl::string_view text, const std::string& why);
+  // Why a line past the limits is unreadable.
+  std::string TooLongLine() const;
   // Waits for room in the queue; false when the reader is to stop.
   bool Enqueue(std::string seq_json, std::string line);
   void Note(std::string note);
@@ -122,6 +125,7 @@ class ChangesFeed {
   std::string since_;
   std::string partial_line_;  // of a line longer than max_line_bytes, only its start
   size_t line_bytes_ = 0;     // the whole length of the line being read so far
+  couchdb::JsonValueCount line_values_;  // and how many JSON values it holds at most
   absl::Time last_byte_;
   bool received_ = false;  // this connection brought a change or the feed's end
   bool brought_change_ = false;  // this connection brought a change

@@ -230,16 +230,17 @@ TEST(ChangesFeedTest, ARefusalShowsCouchDbsReasonTrimmedAndWithoutControlCharact
   EXPECT_THAT(message, HasSubstr("\xC3\xA9...)"));
 }
 
-// A document is anyone's data: one nested a million levels deep (a recursive parse would
-// overflow the stack), one that is not valid UTF-8,
-// one longer than the feed reads, each costs its own change and no more. The change comes out
+// A document is anyone's data: one nested deeper than cnp parses (a recursive parse of a
+// million levels would overflow the stack), one that is not valid UTF-8, one longer than the
+// feed reads, one as dense as [0,0,...] (24 times its size once parsed), each costs its own
+// change and no more. The change comes out
 // marked unreadable with its seq and id (to be recorded as that document's error), and the
 // feed goes on past it without reconnecting: reading it again could only fail again. (Before,
 // the first of them ended the feed, which reopened at the same place and failed for ever.)
 TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGoesOn) {
   const std::string deep = absl::StrCat(R"({"seq":2,"id":"deep","changes":[{"rev":"1-x"}],)",
                                         R"("doc":{"_id":"deep","_rev":"1-x","x":)",
-                                        std::string(1000000, '['), std::string(1000000, ']'),
+                                        std::string(5000, '['), std::string(5000, ']'),
                                         "}}\n");
   const std::string not_utf8 = "{\"seq\":\"3-g1AA\",\"id\":\"latin1\",\"changes\":[{\"rev\":\"1-x\"}],"
                                "\"doc\":{\"_id\":\"latin1\",\"town\":\"Troms\xf8\"}}\n";
@@ -253,13 +254,18 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
   const std::string big = absl::StrCat(R"({"seq":"3-g1AB","id":"big","changes":[{"rev":"1-x"}],"doc":)", big_doc, "}\n");
   const std::string too_long = absl::StrCat(R"({"seq":4,"id":"long","changes":[{"rev":"1-x"}],"doc":{"pad":")",
                                             std::string(3500000, 'x'), "\"}}\n");
+  // 200,000 values in 400 KB, within the 3 MB limit but past its 187,500 values.
+  std::string zeros;
+  for (int i = 0; i < 200000; ++i) zeros += "0,";
+  const std::string dense = absl::StrCat(R"({"seq":4,"id":"dense","changes":[{"rev":"1-x"}],"doc":{"x":[)",
+                                         zeros, "0]}}\n");
   absl::Mutex mu;
   bool released = false;
   int calls = 0;
   ScriptedHttpServer couch([&](const HttpRequest&) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     if (++calls == 1) {
-      return {200, absl::StrCat(Change("1", "first"), deep, deepest, not_utf8, big, too_long, Change("5", "last"),
+      return {200, absl::StrCat(Change("1", "first"), deep, deepest, not_utf8, big, too_long, dense, Change("5", "last"),
                                 R"({"last_seq":5})", "\n")};
     }
     mu.Await(absl::Condition(&released));
@@ -270,14 +276,15 @@ TEST(ChangesFeedTest, AChangeThatCannotBeReadIsHandedOutAsUnreadableAndTheFeedGo
     ChangesFeed feed({.base_url = couch.url()}, "src", "0",
                      {.heartbeat = absl::Seconds(10), .max_line_bytes = 3000000}, signal);
     Reader reader(feed, signal);
-    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 7; })) << ::testing::PrintToString(reader.notes);
-    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "deepest", "latin1", "big", "long", "last"));
+    ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 8; })) << ::testing::PrintToString(reader.notes);
+    EXPECT_THAT(reader.ids, ElementsAre("first", "deep", "deepest", "latin1", "big", "long", "dense", "last"));
     EXPECT_EQ(reader.last_seq, "5");
     EXPECT_THAT(reader.unreadable,
                 ::testing::UnorderedElementsAre(
                     ::testing::Pair("deep", HasSubstr("nested deeper than 4096 levels")),
                     ::testing::Pair("latin1", HasSubstr("a string that is not valid UTF-8")),
-                    ::testing::Pair("long", "a change longer than 3000000 bytes")));
+                    ::testing::Pair("long", HasSubstr("a change longer than 3000000 bytes")),
+                    ::testing::Pair("dense", HasSubstr("holding more than 187500 JSON values"))));
     // Handed out whole, its document as the server wrote it (for the Map call).
     EXPECT_EQ(reader.docs["big"], big_doc);
     // The feed ended with its last_seq and was reopened at once from there: no failure, no

@@ -523,7 +523,8 @@ TEST_F(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed
     EXPECT_THAT(log_.str(),
                 HasSubstr("skipped huge (not passed to derive_fns.town): UnreadableChange: cnp "
                           "derive could not read this change, so its document was not passed to "
-                          "the handler: the change with its document is longer than 100000 bytes "
+                          "the handler: the change with its document is longer than 100000 bytes, "
+                          "or holds more JSON values than one per 16 of them "
                           "(--max-couchdb-response-bytes)"));
   }
   {
