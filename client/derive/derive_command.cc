@@ -76,7 +76,10 @@ document is logged and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
 A Map call whose answer passes cnp-server's --max-call-bytes is made again in halves; a
 document whose own rows still pass it is recorded the same way (AnswerTooLarge), as is a
-reduce key whose result does.
+reduce key whose result does. So is a Map call that runs past --timeout: a document the
+handler is too slow for in a call of its own is recorded (Timeout) when other calls of its
+batch were answered (else the service, not the document, is slow: the run ends, exit 1).
+The status document is written every --lease-renew while stages catch up, and on a stop.
 
 Following: once caught up (without --once), each map stage follows its source's
 _changes?feed=continuous (include_docs, heartbeat) on a connection of its own and takes its
@@ -288,6 +291,8 @@ int RunDeriveCommand(int argc, char** argv) {
               std::min(lease_timeout / 2, http_options.timeout));
   lease.RenewInBackground(lease_couch);
   options.fence = &lease;
+  options.status_holder = holder;
+  options.status_every = lease_renew;
 
   while (!stop_requested) {
     // Wait for the lease.
@@ -349,7 +354,7 @@ int RunDeriveCommand(int argc, char** argv) {
         absl::Time status_written = absl::InfinitePast();
         while (failure.ok() && !stop_requested) {
           absl::StatusOr<int64_t> handled = deriver.CatchUp();
-          if (absl::IsFailedPrecondition(handled.status())) {
+          if (IsLeaseLost(handled.status())) {
             lost = true;
             break;
           }
@@ -387,9 +392,11 @@ int RunDeriveCommand(int argc, char** argv) {
           }
           failure = deriver.WaitForChanges(std::min(poll, lease_renew));
         }
+        // Stopped mid-way: the status document says how far this run got.
+        if (stop_requested) (void)deriver.WriteStatus(holder);
       }
       // A write refused by the lease's fence (its deadline passed) ends the hold as a lost lease.
-      if (absl::IsFailedPrecondition(failure)) {
+      if (IsLeaseLost(failure)) {
         lost = true;
         std::cerr << "cnp derive: " << declaration->name << ": " << Printable(failure.message()) << "\n";
         break;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -11,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "client/derive/change_header.h"
 #include "client/derive/derived_ids.h"
+#include "client/derive/lease.h"
 #include "common/call_limit.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -548,6 +550,9 @@ absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
   if (absl::Status st = FlushErrors(); !st.ok()) return st;
   if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
   Report(i, false);
+  if (!options_.status_holder.empty() && absl::Now() - status_written_ >= options_.status_every) {
+    if (absl::Status st = WriteStatus(options_.status_holder); !st.ok()) return st;
+  }
   return absl::OkStatus();
 }
 
@@ -556,9 +561,15 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   StageProgress& p = progress_[i];
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
-  if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
+  if (!*allowed) return LeaseLostError("the lease was lost");
   const absl::Time started = absl::Now();
+  p.busy_since = started;
   absl::StatusOr<std::unique_ptr<Batch>> batch = ReadBatch(i, p.seq, read_limits_[i], couch_);
+  // However the batch ends, its time is the stage's.
+  absl::Cleanup busy = [&p, started] {
+    p.busy += absl::Now() - started;
+    p.busy_since = absl::InfinitePast();
+  };
   if (!batch.ok()) return batch.status();
   read_limits_[i] = (*batch)->next_limit;
   absl::StatusOr<bool> done = CaughtUp(i, **batch);
@@ -574,7 +585,6 @@ absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   }
   if (!written.ok()) return written.status();
   if (absl::Status st = Complete(i, **batch, *written); !st.ok()) return st;
-  p.busy += absl::Now() - started;
   return static_cast<int64_t>((*batch)->size);
 }
 
@@ -592,6 +602,7 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
     return batch;
   };
   const absl::Time started = absl::Now();
+  p.busy_since = started;
   int64_t total = 0;
   absl::StatusOr<std::unique_ptr<Batch>> current = read_and_map(p.seq, read_limits_[i], &couch_);
   absl::Status failed;
@@ -609,7 +620,7 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
     }
     absl::StatusOr<bool> allowed = may_write_();
     if (!allowed.ok() || !*allowed) {
-      failed = allowed.ok() ? absl::FailedPreconditionError("the lease was lost") : allowed.status();
+      failed = allowed.ok() ? LeaseLostError("the lease was lost") : allowed.status();
       break;
     }
     std::future<absl::StatusOr<std::unique_ptr<Batch>>> next;
@@ -627,6 +638,7 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
     current = next.valid() ? next.get() : read_and_map(p.seq, read_limits_[i], &couch_);
   }
   p.busy += absl::Now() - started;
+  p.busy_since = absl::InfinitePast();
   if (!failed.ok()) return failed;
   return total;
 }
@@ -709,25 +721,51 @@ absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
                                                               const std::vector<std::string>& docs) const {
   std::vector<v1::MapResult> results;
   results.reserve(docs.size());
+  MapTally tally;
   for (size_t first = 0; first < docs.size();) {
     size_t end = first, bytes = 0;
     while (end < docs.size() && (end == first || bytes + docs[end].size() <= kMaxCallBytes)) bytes += docs[end++].size();
-    if (absl::Status st = MapSplitting(s, docs, first, end, results); !st.ok()) return st;
+    if (absl::Status st = MapSplitting(s, docs, first, end, results, tally); !st.ok()) return st;
     first = end;
+  }
+  if (tally.timed_out > 0 && tally.answered == 0) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "map handler ", s.handler, " (", s.source, " -> ", s.target, "): no call for this batch of ", docs.size(),
+        " document(s) was answered within --timeout (", absl::FormatDuration(options_.rpc_timeout),
+        "), not even for one document alone: cnp-server may be overloaded, or the handler too slow for every "
+        "document; nothing was recorded, and a later run goes on from the checkpoint"));
   }
   return results;
 }
 
 absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string>& docs, size_t first, size_t end,
-                                   std::vector<v1::MapResult>& results) const {
+                                   std::vector<v1::MapResult>& results, MapTally& tally) const {
   std::vector<std::string> part(docs.begin() + static_cast<std::ptrdiff_t>(first),
                                 docs.begin() + static_cast<std::ptrdiff_t>(end));
   absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
-  if (OverCallLimit(response.status())) {
+  const bool timed_out = absl::IsDeadlineExceeded(response.status());
+  if (timed_out && end - first > 1) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": a Map call of " << part.size()
+         << " documents ran past --timeout (" << absl::FormatDuration(options_.rpc_timeout)
+         << "); trying again in halves to find the document(s) the handler is too slow for\n";
+    log_.flush();
+  }
+  if (timed_out && end - first == 1) {
+    // Its own error, if the batch shows that the service answers (MapInParts).
+    ++tally.timed_out;
+    v1::MapResult& failed = results.emplace_back();
+    failed.set_rows("[[]]");
+    v1::FunctionError& e = *failed.add_errors();
+    e.set_type("Timeout");
+    e.set_message(absl::StrCat("the handler ran past --timeout (", absl::FormatDuration(options_.rpc_timeout),
+                               ") on this document alone, so its rows were left as they are"));
+    return absl::OkStatus();
+  }
+  if (OverCallLimit(response.status()) || timed_out) {
     if (end - first > 1) {
       const size_t middle = first + (end - first) / 2;
-      if (absl::Status st = MapSplitting(s, docs, first, middle, results); !st.ok()) return st;
-      return MapSplitting(s, docs, middle, end, results);
+      if (absl::Status st = MapSplitting(s, docs, first, middle, results, tally); !st.ok()) return st;
+      return MapSplitting(s, docs, middle, end, results, tally);
     }
     // That document's error, as if its handler had raised: recorded, its rows left as they
     // are, and the batch (and the checkpoint) go past it.
@@ -747,6 +785,7 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
   if (response->results_size() != static_cast<int>(part.size())) {
     return absl::InternalError("the service answered a different number of map results");
   }
+  ++tally.answered;
   for (v1::MapResult& result : *response->mutable_results()) results.push_back(std::move(result));
   return absl::OkStatus();
 }
@@ -1142,7 +1181,7 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
   if (docs.empty()) return absl::OkStatus();
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
-  if (!*allowed) return absl::FailedPreconditionError("the lease was lost");
+  if (!*allowed) return LeaseLostError("the lease was lost");
   // In parts of at most kMaxCallBytes: CouchDB refuses a request past its max_http_request_size.
   for (size_t first = 0; first < docs.size();) {
     std::string body = "{\"docs\":[";
@@ -1199,7 +1238,7 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
         FencedWrite("DELETE", absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
                                            couchdb::CouchClient::EscapeSegment(c.old_rev)),
                     "", "removing the checkpoint at its earlier id");
-    if (absl::IsFailedPrecondition(removed.status())) return removed.status();
+    if (IsLeaseLost(removed.status())) return removed.status();
     if (!removed.ok()) {
       log_ << "cnp derive: " << s.source << " -> " << s.target << ": the checkpoint _local/" << old_id
            << " of an earlier release stays: " << Printable(removed.status().message()) << "\n";
@@ -1225,7 +1264,7 @@ absl::StatusOr<Document> Deriver::FencedWrite(absl::string_view method, const st
     // next holder is told to wait out. Past the deadline, the lease is as good as lost.
     options_.fence->Unanswered();
     if (absl::StatusOr<absl::Duration> after = options_.fence->WriteBudget(); !after.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(answer.status().message(), "; ", after.status().message()));
+      return LeaseLostError(absl::StrCat(answer.status().message(), "; ", after.status().message()));
     }
   }
   return answer;
@@ -1321,7 +1360,7 @@ void Deriver::Report(size_t i, bool force) {
       }
     }
   }
-  double seconds = absl::ToDoubleSeconds(p.busy);
+  double seconds = absl::ToDoubleSeconds(p.BusyAt(now));
   log_ << absl::StrFormat("cnp derive: %s -> %s: seq %s, %d change(s) (%.0f/s), %d written, backlog %s%s\n",
                           s.source, s.target, Printable(p.seq.substr(0, 24)), p.processed,
                           seconds > 0 ? p.processed / seconds : 0.0, p.written,
@@ -1346,7 +1385,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
     const StageProgress& p = progress_[i];
-    double seconds = absl::ToDoubleSeconds(p.busy);
+    double seconds = absl::ToDoubleSeconds(p.BusyAt(absl::Now()));
     Value st(rapidjson::kObjectType);
     st.AddMember("target", couchdb::StringValue(s.target, a), a);
     st.AddMember("source", couchdb::StringValue(s.source, a), a);
@@ -1372,6 +1411,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   }
   if (!answer.ok()) return answer.status();
   status_rev_ = Text(*answer, "rev");
+  status_written_ = absl::Now();
   return absl::OkStatus();
 }
 

@@ -48,6 +48,10 @@ struct DeriverOptions {
   // status), which is bounded by the time it gives; its refusal (FAILED_PRECONDITION) ends the
   // pass as a lost lease does.
   WriteFence* fence = nullptr;
+  // When set, the status document (WriteStatus) is also written while stages catch up, at most
+  // every status_every: a long initial synchronization is watched there.
+  std::string status_holder;
+  absl::Duration status_every = absl::Seconds(10);
 };
 
 struct StageProgress {
@@ -58,7 +62,13 @@ struct StageProgress {
   int64_t errors = 0;       // handler errors in this run
   int64_t backlog = -1;     // changes still to read; -1 unknown
   bool rerun = false;       // re-running from scratch after a version change
-  absl::Duration busy;      // time spent on this stage's batches in this run
+  absl::Duration busy;      // time spent on this stage's batches in this run, ended ones
+  // When the batches being handled now started (infinite past: none is): their time counts
+  // in a report made meanwhile.
+  absl::Time busy_since = absl::InfinitePast();
+  absl::Duration BusyAt(absl::Time now) const {
+    return busy_since == absl::InfinitePast() ? busy : busy + (now - busy_since);
+  }
 };
 
 class Deriver {
@@ -75,7 +85,7 @@ class Deriver {
   // and notices changed handler versions.
   absl::Status Start();
   // Runs every stage until it has caught up with its source. Returns how many changes were
-  // handled; FAILED_PRECONDITION when may_write said no.
+  // handled; a status for which IsLeaseLost holds when may_write said no.
   absl::StatusOr<int64_t> CatchUp();
   // Waits for a change in any source, at most about `max_wait`. With continuous_feed, the
   // first call opens the feeds from where each stage has caught up to; a feed the server
@@ -125,14 +135,22 @@ class Deriver {
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
   // The Map call for `docs`, in parts of at most kMaxCallBytes each (cnp-server refuses a call
   // past its --max-call-bytes): one result per document, in order.
+  // A document whose handler runs past --timeout alone is its own error (Timeout) only when
+  // other calls of its batch were answered: with none, the service, not the document, is slow,
+  // and the batch fails (nothing recorded; a later run goes on from the checkpoint).
   absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage,
                                                         const std::vector<std::string>& docs) const;
+  struct MapTally {
+    int answered = 0;   // calls answered
+    int timed_out = 0;  // single documents whose call passed its deadline
+  };
   // The Map call for docs[first, end), its results appended to `results`. A call cnp-server
   // refuses for its size (the rows together pass --max-call-bytes) is made again in halves; a
   // single document still refused gets a result with that error alone (AnswerTooLarge, or
-  // RequestTooLarge for a document larger than a call may be).
+  // RequestTooLarge for a document larger than a call may be). So is a call whose deadline
+  // passed (--timeout): a single document that still passes it gets a Timeout error.
   absl::Status MapSplitting(const Stage& stage, const std::vector<std::string>& docs, size_t first, size_t end,
-                            std::vector<v1::MapResult>& results) const;
+                            std::vector<v1::MapResult>& results, MapTally& tally) const;
   // _all_docs?include_docs=true for ids[first, end) of `database`, its answer appended to
   // `answers`; while an answer is longer than max_response_bytes (large documents) the ids are
   // asked for in halves, down to one.
@@ -181,6 +199,7 @@ class Deriver {
   std::vector<std::set<std::string>> warned_dropped_;  // per stage: the fields WarnDropped named
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   std::string status_rev_;
+  absl::Time status_written_ = absl::InfinitePast();
   CouchDb* prefetch_;
   // With continuous_feed, once caught up: one feed per map stage (null for reduce stages).
   ChangeSignal feed_signal_;

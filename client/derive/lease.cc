@@ -3,11 +3,27 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
+
+namespace {
+constexpr char kLeaseLostPayload[] = "type.cnp.dev/derive.LeaseLost";
+}  // namespace
+
+absl::Status LeaseLostError(absl::string_view message) {
+  absl::Status status = absl::FailedPreconditionError(message);
+  status.SetPayload(kLeaseLostPayload, absl::Cord());
+  return status;
+}
+
+bool IsLeaseLost(const absl::Status& status) {
+  return status.GetPayload(kLeaseLostPayload).has_value();
+}
+
 namespace {
 
 int64_t SteadyNs() {
@@ -225,7 +241,7 @@ absl::StatusOr<absl::Duration> Lease::WriteBudget() {
   }
   const int64_t left = deadline_ns_.load() - now;
   if (left <= 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return LeaseLostError(absl::StrCat(
         "the lease _local/", doc_id_, " was lost or not renewed in time: no write starts later than ",
         absl::FormatDuration(timeout_ - margin_), " after its last renewal"));
   }

@@ -36,6 +36,13 @@
 
 namespace cnp::derive {
 
+// The status a write or a run ends with once the lease is lost: the run waits for the lease
+// again. It is told apart by a payload, not by its code: cnp-server's FAILED_PRECONDITION (a
+// handler whose version changed) must end the run, not be taken for a lost lease and retried
+// for ever.
+absl::Status LeaseLostError(absl::string_view message);
+bool IsLeaseLost(const absl::Status& status);
+
 class Lease : public WriteFence {
  public:
   // `couch` is used by the caller's thread only (in the calls below). `max_write` bounds each

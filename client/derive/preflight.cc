@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace cnp::derive {
@@ -39,6 +40,12 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
       const bool unrun = f.body() == v1::ResolvedFunction::COROUTINE ||
                          f.body() == v1::ResolvedFunction::ASYNC_GENERATOR ||
                          (s.reduce && f.body() == v1::ResolvedFunction::GENERATOR);
+      // A call naming a versioned function without its version fails with a version mismatch
+      // (as couch_named_python's did) on every document: Resolve answers it, to say the name.
+      if (problem.empty() && f.has_version() && !absl::StrContains(s.handler, '|')) {
+        problem = absl::StrCat("it has @version(", f.version(), "), so every call would fail with a version "
+                               "mismatch: name it ", f.versioned_name());
+      }
       if (problem.empty() && unrun) {
         const char* returns = f.body() == v1::ResolvedFunction::GENERATOR   ? "a generator"
                               : f.body() == v1::ResolvedFunction::COROUTINE ? "a coroutine"

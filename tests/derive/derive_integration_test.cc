@@ -615,6 +615,24 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
               ::testing::MatchesRegex(R"(bad document bad1 \(derive_fns\.py:[0-9]+ in fragile\))"));
 }
 
+// A document the handler is too slow for (past --timeout) is found by mapping the batch again in
+// halves, recorded as its error (Timeout), and passed; the others are derived. (The run ended
+// with "Deadline Exceeded", naming no document, and every run after it met the same batch.)
+TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthersGoOn) {
+  Fill("slow_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"X","sleep":30},{"_id":"c","town":"Bergen"}])");
+  std::string out = RunOnce(TownsDeclaration("slow", "slow_src", "slow_map", "derive_fns.slow_town"), {"--timeout=1s"});
+  EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); trying again in halves"));
+  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  std::multimap<std::string, std::string> rows = ByKey("slow_map");
+  EXPECT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows.count("\"X\""), 0u);
+  rapidjson::Document errors = Get("/slow_map/_local/cnp-derive%3Aslow%3Aerrors");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "b");
+  EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "Timeout");
+}
+
 // A row CouchDB could not store (a key holding a lone surrogate) is that document's error; the
 // run goes on (it ended with "the service answered map rows that are not ...").
 TEST_F(DeriveTest, ARowThatCannotBeStoredIsItsDocumentsErrorAndTheOthersGoOn) {
