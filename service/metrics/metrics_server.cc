@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "common/unix_target.h"
 #include "service/common/log.h"
+#include "service/metrics/connection_deadline.h"
 #include "service/metrics/registry.h"
 #include "service/metrics/service_metrics.h"
 #include "service/listen/listening_socket.h"
@@ -26,6 +27,12 @@ namespace {
 // every local user can connect, so the slots go back to scrapers soon after a flood.
 constexpr unsigned kMaxConnections = 64;
 constexpr unsigned kIdleTimeoutSeconds = 3;
+// Nor is one open this long, silent or not: clients that send a byte a second are never idle
+// for kIdleTimeoutSeconds, and 64 of them held every slot (connection_deadline.h). A scraper
+// waiting behind them (its connection queued by the kernel) is served once they are closed,
+// within Prometheus's default scrape timeout of 10 s.
+constexpr absl::Duration kConnectionDeadline = absl::Seconds(5);
+constexpr absl::Duration kDeadlineSweep = absl::Milliseconds(250);
 
 MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
                  const char* content_type) {
@@ -33,6 +40,9 @@ MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
       MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
   if (response == nullptr) return MHD_NO;
   MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  // One request per connection: a connection kept alive between scrapes would meet its
+  // deadline (kConnectionDeadline) in the middle of one. A scraper connects anew each time.
+  MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
   const MHD_Result queued = MHD_queue_response(connection, status, response);
   MHD_destroy_response(response);
   return queued;
@@ -102,6 +112,20 @@ MessageThrottle& Throttle() {
   return *throttle;
 }
 
+// Registers each connection with the deadline as it starts and ends (on the daemon's thread).
+void NotifyConnection(void* deadline, MHD_Connection* connection, void**,
+                      MHD_ConnectionNotificationCode code) {
+  const MHD_ConnectionInfo* info =
+      MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (info == nullptr) return;
+  auto& connections = *static_cast<ConnectionDeadline*>(deadline);
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    connections.Started(info->connect_fd);
+  } else {
+    connections.Ended(info->connect_fd);
+  }
+}
+
 }  // namespace
 
 absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
@@ -125,6 +149,7 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
   }
   port_ = sockets->front().port;
   DeclareAll();
+  deadline_ = std::make_unique<ConnectionDeadline>(kConnectionDeadline, kDeadlineSweep);
   for (const listen::ListeningSocket& socket : *sockets) {
     // poll, not epoll: level-triggered, it sees at once a client that hung up before its
     // connection was accepted, where edge-triggered epoll waited for the idle timeout (200
@@ -136,7 +161,8 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
         MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
         &Answer, nullptr, MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, &Throttle(),
         MHD_OPTION_LISTEN_SOCKET, socket.fd, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
-        MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_NOTIFY_CONNECTION,
+        &NotifyConnection, deadline_.get(), MHD_OPTION_END);
     if (daemon == nullptr) {
       ::close(socket.fd);
       Stop();
@@ -156,6 +182,7 @@ void MetricsServer::Stop() {
     if (fd != MHD_INVALID_SOCKET) ::close(fd);
   }
   daemons_.clear();
+  deadline_.reset();  // after the daemons, whose connections it was told of
 }
 
 }  // namespace cnp::metrics

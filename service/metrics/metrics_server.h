@@ -4,10 +4,12 @@
 // metrics name functions and document counts.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "service/metrics/connection_deadline.h"
 
 struct MHD_Daemon;
 
@@ -27,6 +29,7 @@ class MetricsServer {
   int port() const { return port_; }
 
  private:
+  std::unique_ptr<ConnectionDeadline> deadline_;  // every daemon's connections; outlives them
   std::vector<MHD_Daemon*> daemons_;  // one per bound address (localhost: 127.0.0.1 and ::1)
   int port_ = 0;
 };

@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 #include <cstdio>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -184,6 +185,28 @@ void WarnIfOpenToLocalUsers(const listen::ListeningSocket& socket,
              "sockets check the user; loopback TCP cannot). Give --auth-token-file (and the "
              "clients the token), or listen on a unix socket, unless every local user is "
              "trusted (README \"Security\")");
+}
+
+// Runs an upload that stops when its call ends or when the server stops its work (past the
+// shutdown grace, with the workers): then it is told why in the server's own words, UNAVAILABLE
+// to be retried elsewhere as other calls cut by the shutdown are, rather than be cancelled a
+// second later by gRPC with "Cancelling all calls".
+absl::Status RunUpload(const UploadHandler& upload, const v1::UploadRequest& request,
+                       const UploadEmit& emit, std::stop_token call_ended,
+                       const std::stop_source& server_stopping) {
+  std::stop_source stop;
+  std::stop_callback on_call_end(call_ended, [&stop] { stop.request_stop(); });
+  std::stop_callback on_server_stop(server_stopping.get_token(),
+                                    [&stop] { stop.request_stop(); });
+  absl::Status status = upload(request, emit, stop.get_token());
+  if (absl::IsCancelled(status) && server_stopping.stop_requested() &&
+      !call_ended.stop_requested()) {
+    return absl::UnavailableError(
+        "the server shut down before the upload finished, so some design documents may not "
+        "be written: run the upload again (on another server, or here once it is back); those "
+        "already in place are left unchanged");
+  }
+  return status;
 }
 
 }  // namespace
@@ -520,13 +543,14 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
         LogUpload(access_log, server_context, request);
       },
       uploads_->get_executor(),
-      [upload = upload_](grpc::ServerContext&, const v1::UploadRequest& request,
-                         const Upload::Emit& emit, std::stop_token stop) {
+      [upload = upload_, &stopping = stop_uploads_](
+          grpc::ServerContext&, const v1::UploadRequest& request, const Upload::Emit& emit,
+          std::stop_token call_ended) {
         if (!upload) {
           return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                               "this server does not serve uploads yet");
         }
-        return ToGrpcStatus(upload(request, emit, stop));
+        return ToGrpcStatus(RunUpload(upload, request, emit, call_ended, stopping));
       });
 }
 
@@ -585,13 +609,12 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   } else {
     LogWarning("calls still running after the ", absl::FormatDuration(grace),
                " grace: stopping them");
-    if (stop_work) {
-      stop_work();
-      // Their workers are stopped: each call now answers UNAVAILABLE, saying that the server
-      // shut down and to retry elsewhere. Cancelled at once below, the clients would get
-      // gRPC's "Cancelling all calls" instead.
-      shutdown_.AwaitNoCalls(absl::Now() + kStoppedCallsAnswer);
-    }
+    stop_uploads_.request_stop();
+    if (stop_work) stop_work();
+    // Their workers and uploads are stopped: each call now answers UNAVAILABLE, saying that
+    // the server shut down and to retry elsewhere. Cancelled at once below, the clients would
+    // get gRPC's "Cancelling all calls" instead.
+    shutdown_.AwaitNoCalls(absl::Now() + kStoppedCallsAnswer);
   }
   // Every call has ended, or is cancelled now (which cancels what its handler awaits and asks
   // an upload to stop): close the connections left without waiting.

@@ -107,7 +107,8 @@ class RpcServer {
   // is logged and the log goes on where it was. Only after Start has returned.
   void ReopenAccessLog();
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
-  // then cancels the rest (their handlers are cancelled, uploads told to stop) and joins the
+  // then stops the work of the rest (uploads are told to stop, and `stop_work` runs) so that
+  // they answer that the server shut down, cancels what is left a second later and joins the
   // threads. `stop_work` runs once gRPC has let go of every call (those left cancelled), and
   // before that too when the grace ends with calls still running: once or twice, so it must be
   // idempotent. It must make handlers still running return soon (the pool kills the workers
@@ -145,6 +146,9 @@ class RpcServer {
   ShutdownGate shutdown_;
   // What grpc.health.v1 reports, overall ("") and for cnp.v1.Functions alike.
   HealthService health_{{v1::Functions::service_full_name()}};
+  // Requested past the shutdown grace, with `stop_work`: every upload still running stops and
+  // says that the server shut down (RunUpload in rpc_server.cc).
+  std::stop_source stop_uploads_;
   std::optional<asio::thread_pool> uploads_;
   std::optional<BlockingCallLimit> upload_limit_;  // the uploads running or waiting for uploads_
   std::vector<std::unique_ptr<grpc_asio::GrpcContext>> contexts_;

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::upload {
@@ -100,6 +103,87 @@ std::string NotOurLanguage(absl::string_view language) {
                       "COUCHDB_QUERY_SERVER_PYTHON) or the name the operator gave it");
 }
 
+// Counts a file's nodes from the parser's events, before any tree is built, and stops the
+// parser once there are more than `limit`: yaml-cpp's tree costs about 500 bytes a node, and a
+// 4 MB file of 2 million list items took 1 GB to build before the walk's budget (Parser::Spend)
+// saw its nodes. Counted as the walk counts them: each use of an alias as many nodes as its
+// anchor's node holds, so an alias bomb is refused here too, before its tree is walked.
+class NodeCounter final : public YAML::EventHandler {
+ public:
+  // Thrown out of the parser at the node that made the count pass its limit.
+  struct TooMany {
+    YAML::Mark mark;
+  };
+
+  explicit NodeCounter(int64_t limit) : limit_(limit) {}
+
+  void OnDocumentStart(const YAML::Mark&) override { anchor_sizes_.clear(); }  // per document
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Leaf(mark, anchor); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                const std::string&) override {
+    Leaf(mark, anchor);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    // An alias inside its own anchor's node (&x [*x]) is a cycle, with no size to count: it is
+    // counted once here, and the walk ends it at the depth limit.
+    auto size = anchor_sizes_.find(anchor);
+    Add(mark, size == anchor_sizes_.end() ? 1 : size->second);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnSequenceEnd() override { Close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnMapEnd() override { Close(); }
+
+ private:
+  struct OpenCollection {
+    YAML::anchor_t anchor;
+    int64_t count_before;  // the count before the collection's own node
+  };
+
+  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    Add(mark, 1);
+    if (anchor != YAML::NullAnchor) anchor_sizes_[anchor] = 1;
+  }
+  void Open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    open_.push_back({anchor, count_});
+    Add(mark, 1);
+  }
+  void Close() {
+    const OpenCollection closed = open_.back();
+    open_.pop_back();
+    if (closed.anchor != YAML::NullAnchor) {
+      anchor_sizes_[closed.anchor] = count_ - closed.count_before;
+    }
+  }
+  // No overflow: an anchor's size is at most the count so far, which is at most the limit.
+  void Add(const YAML::Mark& mark, int64_t nodes) {
+    count_ += nodes;
+    if (count_ > limit_) throw TooMany{mark};
+  }
+
+  const int64_t limit_;
+  int64_t count_ = 0;
+  std::vector<OpenCollection> open_;
+  std::map<YAML::anchor_t, int64_t> anchor_sizes_;
+};
+
+// Parses all of `text` for its events alone; throws NodeCounter::TooMany past `limit` nodes
+// (and YAML::Exception for YAML that is not valid, as YAML::LoadAll would).
+void CountNodes(const std::string& text, int64_t limit) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  NodeCounter counter(limit);
+  while (parser.HandleNextDocument(counter)) {
+  }
+}
+
 class Parser {
  public:
   Parser(const v1::UploadFile& file, absl::string_view default_language,
@@ -121,8 +205,23 @@ class Parser {
                                    "can raise cnp-server's --max-yaml-bytes)"));
       return {};
     }
+    // The files after the one that spent a request's budget are not parsed: each would only
+    // be refused at its first node, after yaml-cpp had read all of it.
+    if (budget_.nodes > limits_.max_nodes || budget_.json_bytes > limits_.max_json_bytes) {
+      problems_.Error(At(YAML::Mark()),
+                      "not read: the files before it in this request already hold all the YAML "
+                      "cnp-server reads for one request (see the error there)");
+      return {};
+    }
     YAML::Node root;
     try {
+      try {
+        CountNodes(file_.text(), limits_.max_nodes - budget_.nodes);
+      } catch (const NodeCounter::TooMany& too_many) {
+        NodesExhausted(too_many.mark);
+        budget_.nodes = limits_.max_nodes + 1;  // spent: the walk would have spent it all
+        return {};
+      }
       // Every document of the stream, not the first only: one after a `---` was dropped
       // without a word (cnp-upload's PyYAML refused such a file). Empty ones (a lone `---`)
       // hold nothing to drop.
@@ -653,10 +752,7 @@ class Parser {
     if (node.IsScalar()) budget_.json_bytes += static_cast<int64_t>(node.Scalar().size()) + 3;
     else budget_.json_bytes += 2;
     if (budget_.nodes > limits_.max_nodes) {
-      Exhausted(node.Mark(),
-                absl::StrCat("expands to more than ", limits_.max_nodes,
-                             " YAML nodes, counting an alias each time it is used (the "
-                             "operator can raise cnp-server's --max-yaml-nodes)"));
+      NodesExhausted(node.Mark());
       return false;
     }
     if (budget_.json_bytes > limits_.max_json_bytes) {
@@ -667,6 +763,12 @@ class Parser {
       return false;
     }
     return true;
+  }
+
+  void NodesExhausted(const YAML::Mark& mark) {
+    Exhausted(mark, absl::StrCat("expands to more than ", limits_.max_nodes,
+                                 " YAML nodes, counting an alias each time it is used (the "
+                                 "operator can raise cnp-server's --max-yaml-nodes)"));
   }
 
   void Exhausted(const YAML::Mark& mark, absl::string_view why) {

@@ -11,12 +11,15 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
@@ -195,6 +198,58 @@ TEST(MetricsEndpointTest, ABurstOfBrokenConnectionsNeitherFloodsTheLogNorHoldsTh
     lines += absl::StrContains(line, "metrics endpoint (libmicrohttpd)");
   }
   EXPECT_LE(lines, 5) << server->Log();
+}
+
+// Security review: clients that each send a byte every second are never silent for the 3 s idle
+// timeout, and 70 of them (more than the endpoint's 64 connection slots; any local user can
+// connect) kept a scraper out for as long as they went on. Every connection now has a deadline
+// (5 s) from its start, silent or not: the scraper, queued behind them, is answered after it.
+TEST(MetricsEndpointTest, SlowClientsHoldingEverySlotKeepAScraperOutOnlyUntilTheirDeadline) {
+  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  ASSERT_NE(server, nullptr);
+  const int port = MetricsPort(*server);
+  ASSERT_GT(port, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  constexpr int kSlow = 70;
+  std::vector<int> slow;
+  for (int i = 0; i < kSlow; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::send(fd, "G", 1, MSG_NOSIGNAL), 1);
+    slow.push_back(fd);
+  }
+  // A byte a second on each: the pace of the attack, well inside the idle timeout.
+  absl::Notification scraped;
+  std::thread trickle([&] {
+    while (!scraped.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      for (int fd : slow) (void)::send(fd, "E", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+  });
+
+  // Connected after them: the kernel queues it behind the slow ones the endpoint took.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const timeval limit{.tv_sec = 15, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  const absl::Time asked = absl::Now();
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+  ASSERT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string response;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) response.append(buffer, n);
+  const absl::Duration took = absl::Now() - asked;
+  ::close(fd);
+  scraped.Notify();
+  trickle.join();
+  for (int slow_fd : slow) ::close(slow_fd);
+  EXPECT_THAT(response, HasSubstr(" 200 OK\r\n"))
+      << "no answer within 15 s while slow clients held every connection";
+  // The deadline, a sweep and a loaded machine's slack; the clients went on for longer.
+  EXPECT_LT(took, absl::Seconds(12));
 }
 
 TEST(MetricsEndpointTest, ANonLoopbackAddressIsRefusedWithoutInsecure) {

@@ -1,6 +1,8 @@
 // Issue 7, item 3: a YAML alias bomb (a few hundred bytes naming billions of nodes) given to
 // `cnp check` or Upload is refused after a bounded amount of work, with an error naming the
 // file, the limit and the cnp-server flag that raises it.
+#include <sys/resource.h>
+
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +16,7 @@ namespace cnp::upload::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::SizeIs;
 
 // Nine levels of nine aliases each: 9^9 = 387,420,489 strings once expanded, from 600 bytes.
@@ -93,6 +96,96 @@ TEST_F(YamlLimitsTest, TheBudgetIsSharedByTheFilesOfARequest) {
   ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
   EXPECT_EQ(result.errors()[0].location().file(), "two.yml");
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("more than 1000 YAML nodes"));
+}
+
+// A list of `items` zeros under a design document's options, then `after` (more YAML).
+std::string LongList(int items, const std::string& name, const std::string& after = "") {
+  std::string yaml = absl::StrCat(name, ":\n  views:\n    v: myviews.townmap\n  options:\n    l: [");
+  yaml.reserve(yaml.size() + 2 * static_cast<size_t>(items) + after.size() + 2);
+  for (int i = 0; i < items; ++i) yaml.append(i ? ",0" : "0");
+  absl::StrAppend(&yaml, "]\n", after);
+  return yaml;
+}
+
+// The peak resident memory of this process so far, in bytes.
+int64_t PeakRss() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return int64_t{usage.ru_maxrss} * 1024;
+}
+
+// Security review: 2 million list items in 4 MB (under --max-yaml-bytes) were refused by the
+// node budget only after yaml-cpp had built their tree, 1 GB of memory (four at once, 2 GB).
+// The nodes are counted as the file is parsed, and parsing stops at the budget.
+TEST_F(YamlLimitsTest, ALongFlatListIsRefusedBeforeItsTreeIsBuilt) {
+  const std::string big = LongList(2'000'000, "big");
+  ASSERT_LT(big.size(), size_t{4} << 20);  // the default --max-yaml-bytes lets it through
+  const int64_t before = PeakRss();
+  Uploader uploader(runner_);  // the default limits, as cnp-server has them
+  UploadResult result = RunUpload(uploader, Check(big, "big.yml"));
+  const int64_t grown = PeakRss() - before;
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().file(), "big.yml");
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("expands to more than 1000000 YAML nodes"));
+  // The file's text and a parser's buffers, not a tree of a million nodes (about 500 bytes each).
+  EXPECT_LT(grown, int64_t{100} << 20) << "peak RSS grew by " << grown / (1 << 20) << " MB";
+}
+
+// Past the budget nothing more of the file is parsed: a syntax error after the node that spent
+// it is not reached (the whole file used to be parsed first, and its error reported instead).
+TEST_F(YamlLimitsTest, ParsingStopsAtTheNodeThatSpendsTheBudget) {
+  Uploader::Options options;
+  options.yaml_limits.max_nodes = 1000;
+  Uploader uploader(runner_, options);
+  UploadResult result =
+      RunUpload(uploader, Check(LongList(1200, "d", "broken: [never closed\n"), "long.yml"));
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("more than 1000 YAML nodes"));
+  EXPECT_EQ(result.errors()[0].location().line(), 5) << result.Dump();  // in the list
+}
+
+// Once a request's budget is spent, its further files are not parsed at all: each would be
+// refused at its first node anyway (16 files of 4 MB took 8 s of CPU to be told so).
+TEST_F(YamlLimitsTest, FilesAfterTheBudgetIsSpentAreNotParsed) {
+  Uploader::Options options;
+  options.yaml_limits.max_nodes = 1000;
+  Uploader uploader(runner_, options);
+  v1::UploadRequest request = Check(LongList(1200, "d"), "one.yml");
+  *request.add_files() = File("two.yml", "e: [never closed\n");
+  *request.add_files() = File("three.yml", LongList(10, "f"));
+  UploadResult result = RunUpload(uploader, request);
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(3)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().file(), "one.yml");
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("more than 1000 YAML nodes"));
+  for (int i : {1, 2}) {
+    EXPECT_THAT(result.errors()[i].message(), HasSubstr("the files before it")) << result.Dump();
+    EXPECT_THAT(result.errors()[i].message(), Not(HasSubstr("not valid YAML"))) << result.Dump();
+  }
+  EXPECT_EQ(result.errors()[1].location().file(), "two.yml");
+  EXPECT_EQ(result.errors()[2].location().file(), "three.yml");
+}
+
+// The count matches the walk's: each use of an alias counts its anchor's nodes anew, so an
+// alias bomb is refused by the count, before its (small) tree is walked.
+TEST_F(YamlLimitsTest, AnAliasCountsTheNodesOfItsAnchorEachTimeItIsUsed) {
+  Uploader::Options options;
+  options.yaml_limits.max_nodes = 1000;
+  Uploader uploader(runner_, options);
+  // 100 nodes under the anchor (the list and 99 items), used 9 times more: over 1000.
+  std::string yaml = "a:\n  views:\n    v: myviews.townmap\n  options:\n    x: &x [";
+  for (int i = 0; i < 99; ++i) absl::StrAppend(&yaml, i ? ", " : "", i);
+  absl::StrAppend(&yaml, "]\n    y: [*x, *x, *x, *x, *x, *x, *x, *x, *x]\n");
+  UploadResult result = RunUpload(uploader, Check(yaml, "aliases.yml"));
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("more than 1000 YAML nodes"));
+  // Fewer uses fit.
+  std::string fits = yaml;
+  fits.replace(fits.find("[*x, *x, *x,"), 12, "[");
+  UploadResult fitting = RunUpload(uploader, Check(fits, "aliases.yml"));
+  EXPECT_TRUE(fitting.status.ok()) << fitting.status << fitting.Dump();
 }
 
 TEST_F(YamlLimitsTest, AnAliasCycleEndsAtTheDepthLimit) {
