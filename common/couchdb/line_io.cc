@@ -66,7 +66,14 @@ absl::Status LineReader::Fill() {
   // Grow only when a line outgrows the buffer, never beyond the longest line allowed and a
   // read's room. Here end_ <= max_line_bytes_, so the new size leaves at least kReadChunk free.
   if (capacity_ - end_ < kReadChunk / 2) {
-    Grow(std::min(std::max(2 * capacity_, end_ + kReadChunk), max_line_bytes_ + 1 + kReadChunk));
+    // Doubling, but straight to the most once the doubled size passes half of it: a last step
+    // from a buffer of about the most (64 MiB, say, then 64 MiB + 64 KiB) copied a whole line
+    // into a second buffer, and the adapter held two lines (145 MB for a 300 MB line). Now the
+    // buffer replaced is at most half the new one, and of the new one only the copy is written
+    // until reads fill it: about one line at most.
+    const size_t most = max_line_bytes_ + 1 + kReadChunk;
+    const size_t doubled = std::max(2 * capacity_, end_ + kReadChunk);
+    Grow(doubled > most / 2 ? most : doubled);
   }
   for (;;) {
     if (before_waiting_) before_waiting_(fd_);
