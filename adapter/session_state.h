@@ -2,7 +2,8 @@
 // the service restarted, or a replica died) can be taught the same before the command in flight
 // is retried: the last reset, add_lib and the add_fun lines since, replayed at once; and every
 // design document, taught again only when a command names it (ServiceConnection), as CouchDB
-// never sends one twice and a long-lived process may have been taught thousands.
+// never sends one twice and a long-lived process may have been taught thousands. Of a design
+// document only its functions are kept, all the service keeps of one.
 // Lines are read with the protocol library the service uses (service/couchdb/command.h).
 #pragma once
 
@@ -37,8 +38,10 @@ class SessionState {
   // design documents). None of them but the reset expects no reply.
   std::vector<std::string> ReplayLines() const;
 
-  // The last accepted `ddoc new` line for the design document `id` (as the protocol library
-  // decodes ids), or null when CouchDB never taught it.
+  // The line that teaches a new stream the design document `id` (as the protocol library
+  // decodes ids) as the last accepted `ddoc new` line for it did: a `ddoc new` line of that
+  // document's functions only (design_functions.h), all the service keeps of it. Null when
+  // CouchDB never taught it.
   const std::string* DesignDocLine(const std::string& id) const;
   size_t design_doc_count() const { return design_docs_.size(); }
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,9 +68,16 @@ class LineReader {
   int fd_;
   size_t max_line_bytes_;
   BeforeWaiting before_waiting_;
-  // buffer_[begin_, end_) is read but not yet handed out; the rest is spare room, kept so that a
-  // read() does not first zero-fill a fresh chunk.
-  std::string buffer_;
+  // Replaces the buffer with one of `capacity` bytes holding what was read; only those bytes
+  // are written, so the rest costs no memory until a read() fills it.
+  void Grow(size_t capacity);
+
+  // buffer_[begin_, end_) is read but not yet handed out; the rest, to capacity_, is spare room,
+  // kept so that a read() does not first zero-fill a fresh chunk. Never larger than the longest
+  // line allowed and a read's room: a std::string resized to that size doubled its capacity
+  // and zero-filled it, so a line without its newline held twice --max-line-bytes.
+  std::unique_ptr<char[]> buffer_;
+  size_t capacity_ = 0;
   size_t begin_ = 0;
   size_t scanned_ = 0;     // buffer_[begin_, scanned_) holds no newline
   size_t end_ = 0;

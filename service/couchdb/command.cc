@@ -11,6 +11,7 @@
 #include "rapidjson/reader.h"
 #include "common/couchdb/large_numbers.h"
 #include "service/common/absl_view.h"
+#include "service/couchdb/design_functions.h"
 #include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
@@ -57,33 +58,46 @@ std::optional<std::string> DecodeUtf8String(std::string_view json) {
   return DecodeString<rapidjson::kParseValidateEncodingFlag>(json);
 }
 
-// A JSON array of strings, read without building a document (a reduce line names its functions
-// in one).
+// A JSON array of at most `max_count` strings, read without building a document (a reduce
+// line names its functions in one, a ddoc call its function's path). The reading stops at the
+// string past `max_count`: a line of ten million names costs no more than one of `max_count`.
 class StringsCollector
     : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, StringsCollector> {
  public:
+  explicit StringsCollector(size_t max_count) : max_count_(max_count) {}
   bool Default() { return false; }  // anything but the array and its strings
   bool StartArray() { return ++depth_ == 1; }
   bool EndArray(rapidjson::SizeType) { return --depth_ == 0; }
   bool String(const char* text, rapidjson::SizeType length, bool) {
     if (depth_ != 1) return false;
+    if (strings_.size() == max_count_) {
+      too_many_ = true;
+      return false;
+    }
     strings_.emplace_back(text, length);
     return true;
   }
   std::vector<std::string>& strings() { return strings_; }
+  bool too_many() const { return too_many_; }
 
  private:
+  const size_t max_count_;
   int depth_ = 0;
   std::vector<std::string> strings_;
+  bool too_many_ = false;
 };
 
-std::optional<std::vector<std::string>> DecodeStrings(std::string_view json) {
+// Why DecodeStrings gave no strings.
+enum class StringsProblem : uint8_t { kNotStrings, kTooMany };
+
+std::variant<std::vector<std::string>, StringsProblem> DecodeStrings(std::string_view json,
+                                                                     size_t max_count) {
   rapidjson::MemoryStream stream(json.data(), json.size());
-  StringsCollector collector;
+  StringsCollector collector(max_count);
   rapidjson::Reader reader;
   // Function names and a design function's path, for a worker's task: UTF-8, as above.
   if (reader.Parse<rapidjson::kParseValidateEncodingFlag>(stream, collector).IsError()) {
-    return std::nullopt;
+    return collector.too_many() ? StringsProblem::kTooMany : StringsProblem::kNotStrings;
   }
   return std::move(collector.strings());
 }
@@ -293,16 +307,24 @@ Command ParseReduce(const Elements& elements, bool rereduce, std::string_view li
   }
   // An empty list is a reduce to nothing: couchjs's runReduce loops over the functions it is
   // given and answers [true,[]] (QueryProtocol answers it so, with no task).
-  std::optional<std::vector<std::string>> functions = DecodeStrings(elements[1]);
-  if (!functions.has_value()) {
+  auto functions = DecodeStrings(elements[1], kMaxReduceFunctions);
+  if (std::get_if<StringsProblem>(&functions) != nullptr) {
+    if (std::get<StringsProblem>(functions) == StringsProblem::kTooMany) {
+      return command::BadArguments{
+          kind, "too_many_functions",
+          absl::StrCat("cnp-server: ", AbslView(CommandName(kind)), " names more than ",
+                       kMaxReduceFunctions, " functions, the most one line may (CouchDB sends "
+                       "one per view of a design document); split the design document's "
+                       "views into several design documents")};
+    }
     return command::BadArguments{
         kind, "query_protocol_error",
         absl::StrCat(AbslView(CommandName(kind)), " expects a list of function names")};
   }
   command::Reduce reduce;
   reduce.rereduce = rereduce;
-  for (const std::string& function : *functions) reduce.names_bytes += function.size();
-  reduce.functions = *std::move(functions);
+  reduce.functions = std::get<std::vector<std::string>>(std::move(functions));
+  for (const std::string& function : reduce.functions) reduce.names_bytes += function.size();
   if (values_at.has_value()) {
     reduce.kvs = line.substr(*values_at);
     reduce.values_unchecked = true;
@@ -341,7 +363,18 @@ Command ParseDesignDoc(const Elements& elements) {
   command::DesignDocCall call;
   call.id = *std::move(id);
   if (elements.size() > 2) {
-    call.path = DecodeStrings(elements[2]).value_or(std::vector<std::string>());
+    auto path = DecodeStrings(elements[2], kMaxDesignFunctionPath);
+    if (auto* names = std::get_if<std::vector<std::string>>(&path)) {
+      call.path = std::move(*names);
+    } else if (std::get<StringsProblem>(path) == StringsProblem::kTooMany) {
+      // couchjs walks such a path into the document and finds no function there (or fails on
+      // the way); CouchDB never sends one. Answered without reading the rest of it.
+      return command::BadArguments{
+          CommandKind::kDesignDocCall, "not_found",
+          absl::StrCat("missing function on design doc ", call.id,
+                       ": a design function's path has at most ", kMaxDesignFunctionPath,
+                       " names, as [\"views\",\"v\",\"map\"]")};
+    }
   }
   if (!call.path.empty()) call.section = SectionOf(call.path.front());
   call.args = elements.size() > 3 ? elements[3] : std::string_view("[]");

@@ -56,6 +56,11 @@ enum class DesignSection : uint8_t {
   kUnknown,
 };
 
+// The most functions a reduce or rereduce line may name: as many as a session's map functions
+// (QueryProtocol::kMaxMapFunctions), which CouchDB's reduces name a subset of. A line naming
+// more is answered ["error","too_many_functions",..] once that many are read, the rest unread.
+inline constexpr size_t kMaxReduceFunctions = 4096;
+
 namespace command {
 
 // Every reset is one, however broken the rest of the line: the reader has answered it already
@@ -93,7 +98,9 @@ struct DesignDocNew {
 struct DesignDocCall {
   std::string id;
   // ["filters","by_town"]; empty when missing or not a list of strings (a fatal error, but only
-  // once the design document is known to be cached: couchjs checks that first).
+  // once the design document is known to be cached: couchjs checks that first). A path longer
+  // than kMaxDesignFunctionPath (design_functions.h) names no function: the line is
+  // BadArguments ("not_found"), its path read no further.
   std::vector<std::string> path;
   DesignSection section = DesignSection::kUnknown;  // of path.front()
   std::string_view args;                            // "[]" when absent

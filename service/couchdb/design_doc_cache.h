@@ -3,9 +3,10 @@
 // CouchDB teaches a process a design document once and expects it to be remembered until the
 // process exits, across every "reset". Only the function names matter to the service, so a
 // design document is kept as the map from function path (["filters","by_town"],
-// ["views","v","map"], ["validate_doc_update"], ...) to the function's name, and only the
-// sections that name functions are read: the rest of a design document (attachments, options,
-// data) costs nothing.
+// ["views","v","map"], ["validate_doc_update"], ...) to the function's name, read from the
+// document's text in one streaming pass (design_functions.h): the rest of a design document
+// (attachments, options, data) is read past and costs nothing, and a document whose functions
+// pass the byte bound is refused as soon as they do, not once it has been read whole.
 //
 // CouchDB's proc manager never teaches a live process a design document again, so a document
 // this cache forgets fails the next call on it: it is answered as couchjs answers an uncached
@@ -61,7 +62,8 @@ class DesignDocCache {
 
   // Learns (or relearns, for a newer revision) design document `id` from its JSON text,
   // evicting the least recently used ones beyond the limits. INVALID_ARGUMENT when `json` is
-  // not a JSON object; RESOURCE_EXHAUSTED when this document alone exceeds the byte limit.
+  // not a JSON object; RESOURCE_EXHAUSTED when this document alone exceeds the byte limit (the
+  // cache then holds what it held before).
   absl::Status Put(std::string_view id, std::string_view json);
 
   bool Contains(std::string_view id) const;

@@ -133,8 +133,9 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
                          [True, "_design/c"])
         self.assertEqual(self.reply(["ddoc", "_design/x", ["filters", "f"], [[], {}]])[:2],
                          ["error", "query_protocol_error"])
+        # Taught as its functions (none here), all the service keeps of a design document.
         self.assertEqual(self.service.stream_lines(1)[3:], [
-            ["ddoc", "new", "_design/c", {"_id": "c"}],
+            ["ddoc", "new", "_design/c", {}],
             ["ddoc", "_design/c", ["filters", "f"], [[], {}]],
             ["ddoc", "_design/c", ["filters", "f"], [[], {}]],
             ["ddoc", "_design/x", ["filters", "f"], [[], {}]]])

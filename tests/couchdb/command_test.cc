@@ -122,6 +122,53 @@ TEST(ParseCommandTest, ReduceNamesItsFunctionsAndKeepsTheValues) {
   EXPECT_EQ(As<command::BadArguments>(R"(["reduce",["f"]])").kind, CommandKind::kReduce);
 }
 
+// A reduce line of n function names "m.f".
+std::string ReduceLine(size_t n, std::string_view after_names = "") {
+  std::string line = R"(["reduce",[)";
+  for (size_t i = 0; i < n; ++i) line += i == 0 ? R"("m.f")" : R"(,"m.f")";
+  line.append(after_names);
+  line.append(R"(],[[["k","id"],1]]])");
+  return line;
+}
+
+// Each name became a string of its own: 10 million of them (a 63 MB line) took 1.56 GB of a
+// server's memory on a gRPC thread. A line may name as many functions as a session may hold.
+TEST(ParseCommandTest, AReduceNamesAtMostAsManyFunctionsAsASessionHolds) {
+  for (ReduceValues values : {ReduceValues::kChecked, ReduceValues::kLeftToTheWorker}) {
+    EXPECT_EQ(As<command::Reduce>(ReduceLine(kMaxReduceFunctions), values).functions.size(),
+              kMaxReduceFunctions);
+    command::BadArguments refused =
+        As<command::BadArguments>(ReduceLine(kMaxReduceFunctions + 1), values);
+    EXPECT_EQ(refused.kind, CommandKind::kReduce);
+    EXPECT_EQ(refused.error_id, "too_many_functions");
+    EXPECT_THAT(refused.message, HasSubstr("more than 4096 functions"));
+    // The names past the limit are not read: one that is not UTF-8 is never reached.
+    EXPECT_EQ(As<command::BadArguments>(ReduceLine(kMaxReduceFunctions + 1, ",\"m.\xff\""),
+                                        values)
+                  .error_id,
+              "too_many_functions");
+  }
+}
+
+// CouchDB's design functions are at most three names deep (["views","v","map"]); a path of ten
+// million names (40 MB) took 695 MB of a server's memory.
+TEST(ParseCommandTest, ADesignFunctionPathHasAtMostThreeNames) {
+  EXPECT_THAT(As<command::DesignDocCall>(R"(["ddoc","_design/v",["views","v","map"],[[{}]]])")
+                  .path,
+              ElementsAre("views", "v", "map"));
+  command::BadArguments refused =
+      As<command::BadArguments>(R"(["ddoc","_design/v",["views","v","map","x"],[[{}]]])");
+  EXPECT_EQ(refused.kind, CommandKind::kDesignDocCall);
+  EXPECT_EQ(refused.error_id, "not_found");
+  EXPECT_THAT(refused.message, HasSubstr("_design/v"));
+  EXPECT_THAT(refused.message, HasSubstr("at most 3 names"));
+  // Read no further than the fourth name: what follows it is never decoded.
+  EXPECT_EQ(As<command::BadArguments>("[\"ddoc\",\"_design/v\",[\"s\",\"s\",\"s\",\"s\","
+                                      "\"\xff\"],[]]")
+                .error_id,
+            "not_found");
+}
+
 // couchjs maps the document of ["map_doc",{doc},"extra"] and ignores the rest; the hot path
 // takes all of it for the document, so the rest is told apart when the worker refuses that.
 TEST(ParseCommandTest, FindsTheDocumentBeforeAMapDocsExtraArguments) {
