@@ -359,6 +359,87 @@ class SessionLifecycleTest(unittest.TestCase):
         reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
         self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
 
+    def wait_for_refusals(self, report):
+        """The lines of `report` (fixture_fns.leaky_thread's) once both emit() and log() have
+        been tried from the thread; fails if either was accepted."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lines = []
+            if os.path.exists(report):
+                with open(report) as text:
+                    lines = text.read().splitlines()
+            tried = {line.split(" ", 1)[0] for line in lines}
+            if {"emit", "log"} <= tried:
+                break
+            time.sleep(0.01)
+        else:
+            self.fail(f"the thread tried nothing: {lines}")
+        self.assertNotIn("emit accepted", lines)
+        self.assertNotIn("log accepted", lines)
+        self.assertTrue(any(line.startswith("emit refused: emit() called from another thread "
+                                            "than the function's") for line in lines), lines)
+        return lines
+
+    def test_a_functions_thread_cannot_emit_into_the_next_session(self):
+        scratch = tempfile.mkdtemp()
+        report, stop = os.path.join(scratch, "report"), os.path.join(scratch, "stop")
+        try:
+            session = self.worker.start_session(session_id="tenant-a")
+            self.assertEqual(session.call(["reset"]), ["true"])
+            self.assertEqual(session.call(["add_fun", "fixture_fns.leaky_thread"]), ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "tenantA-doc", "report": report,
+                                                       "stop": stop}]),
+                             ['[[["tenantA-doc",null]]]'])
+            session.close_input()
+            reply = self.worker.receive()
+            session.close()
+            self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+            # Its thread still runs: the worker asks not to serve another session.
+            self.assertTrue(reply.recycle)
+
+            # Served one all the same (as a server that reused it would), the other session's
+            # answer is its function's alone, while the thread keeps calling emit() and log().
+            session = self.worker.start_session(session_id="tenant-b")
+            try:
+                self.assertEqual(session.call(["reset"]), ["true"])
+                self.assertEqual(session.call(["add_fun", "fixture_fns.town_when_tried"]),
+                                 ["true"])
+                self.assertEqual(session.call(["map_doc", {"_id": "b1", "town": "Oslo", "n": 1,
+                                                           "tried": report}]),
+                                 ['[[["Oslo",1]]]'])
+                self.wait_for_refusals(report)
+            finally:
+                session.close_input()
+            self.assertTrue(self.worker.receive().recycle)
+            session.close()
+            open(stop, "w").close()
+            self.worker.stop()
+            self.assertIn("a function started still ran after direct session tenant-a",
+                          self.worker.diagnostics())
+        finally:
+            open(stop, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def test_a_functions_thread_cannot_emit_into_the_next_task(self):
+        scratch = tempfile.mkdtemp()
+        report, stop = os.path.join(scratch, "report"), os.path.join(scratch, "stop")
+        try:
+            doc = json.dumps({"_id": "tenantA-doc", "report": report, "stop": stop})
+            reply = self.worker.map_task(["fixture_fns.leaky_thread"], [doc])
+            self.assertEqual(reply.map.results[0].rows, b'[[["tenantA-doc",null]]]')
+            self.assertTrue(reply.recycle)
+            self.wait_for_refusals(report)
+            # A worker kept on all the same (it asked to be replaced) answers the next task
+            # with that task's rows and log lines only.
+            reply = self.worker.map_task(["fixture_fns.slow_town"],
+                                         ['{"_id":"b1","town":"Oslo","n":1,"seconds":0.05}'])
+            self.assertEqual(reply.map.results[0].rows, b'[[["Oslo",1]]]')
+            self.assertEqual(list(reply.map.results[0].logs), [])
+            self.assertEqual(list(reply.logs), [])
+        finally:
+            open(stop, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def test_a_task_without_the_two_pipes_is_refused(self):
         read_end, write_end = os.pipe()
         task = worker_pb2.Task()
