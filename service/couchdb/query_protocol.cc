@@ -399,11 +399,16 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
   request.set_rereduce(reduce.rereduce);
   request.set_kvs(reduce.kvs.data(), reduce.kvs.size());
   if (reduce.values_unchecked) task_.mutable_session_line()->set_offset(reduce.values_offset);
-  const size_t input_bytes =
+  // couchjs measures the line as JavaScript does (JavaScriptLength): every byte a character of
+  // the values takes past its UTF-16 units does not count. Only with the limit on: it walks them.
+  size_t input_length =
       reduce.line_bytes > reduce.names_bytes ? reduce.line_bytes - reduce.names_bytes : 0;
+  if (config_.reduce_limit != QueryConfig::ReduceLimit::kOff) {
+    input_length -= std::min(input_length, reduce.kvs.size() - JavaScriptLength(reduce.kvs));
+  }
 
   return Run(task_, On::kAnyWorker,
-             [this, functions, input_bytes](const absl::StatusOr<Reply>& reply) -> Step {
+             [this, functions, input_length](const absl::StatusOr<Reply>& reply) -> Step {
     if (reply.ok() && reply->failure().code() == Failure::BAD_LINE) {
       return SayAndExit(FatalLine("query_protocol_error", reply->failure().message()));
     }
@@ -426,8 +431,14 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
       reductions += result.empty() ? std::string_view("null") : std::string_view(result);
     }
     reductions += ']';
+    // Its length as couchjs's JSON.stringify(reductions).length: UTF-16 units, not bytes. A
+    // text has no more units than bytes, so one within the threshold in bytes skips the walk.
+    const size_t output_length = config_.reduce_limit != QueryConfig::ReduceLimit::kOff &&
+                                         reductions.size() > config_.reduce_limit_threshold
+                                     ? JavaScriptLength(reductions)
+                                     : reductions.size();
     if (std::optional<std::string> overflow =
-            ReduceOverflow(config_, reductions.size(), input_bytes)) {
+            ReduceOverflow(config_, output_length, input_length)) {
       if (config_.reduce_limit == QueryConfig::ReduceLimit::kOn) {
         return Say(ErrorLine("reduce_overflow_error", *overflow));
       }

@@ -412,6 +412,44 @@ TEST_F(QuerySessionTest, ReduceLimitFollowsCouchDB) {
   EXPECT_THAT(Send(large_input), ElementsAre(absl::StrCat("[true,[", big, "]]")));
 }
 
+// couchjs measures JSON.stringify(reductions).length and the line's length: UTF-16 code units,
+// not UTF-8 bytes.
+TEST_F(QuerySessionTest, ReduceLimitCountsJavaScriptLengthNotBytes) {
+  std::string result;
+  runner_.on_run = [&](const Task&) {
+    Reply reply;
+    reply.mutable_reduce()->add_results(result);
+    return reply;
+  };
+  const std::string small_input = R"(["reduce",["fns.cjk"],[[[1,"a"],1]]])";
+  session_.Handle(R"(["reset",{"reduce_limit":true}])");
+
+  // "日" is 3 bytes and 1 unit: [\"日日...\"] is 6004 bytes, 2004 units, within 4096.
+  std::string cjk;
+  for (int i = 0; i < 2000; ++i) cjk += "\xE6\x97\xA5";
+  result = absl::StrCat("\"", cjk, "\"");
+  EXPECT_THAT(Send(small_input), ElementsAre(absl::StrCat("[true,[", result, "]]")));
+
+  // "😀" is 4 bytes and 2 units (a surrogate pair): 2100 of them are 4204 units, over it.
+  std::string faces;
+  for (int i = 0; i < 2100; ++i) faces += "\xF0\x9F\x98\x80";
+  result = absl::StrCat("\"", faces, "\"");
+  EXPECT_THAT(Send(small_input),
+              ElementsAre(absl::StrCat(
+                  R"(["error","reduce_overflow_error","Reduce output must shrink more rapidly: )",
+                  R"(input size: 29 output size: 4204"])")));
+
+  // The input is measured so too: 2200 "日" in a value are 2200 units of it, not 6600 bytes,
+  // which would have let the 4204-unit output through.
+  std::string cjk_input = R"(["reduce",["fns.cjk"],[[[1,"a"],")";
+  for (int i = 0; i < 2200; ++i) cjk_input += "\xE6\x97\xA5";
+  cjk_input += "\"]]]";
+  EXPECT_THAT(Send(cjk_input),
+              ElementsAre(StartsWith(
+                  R"(["error","reduce_overflow_error","Reduce output must shrink more rapidly: )"
+                  R"(input size: 2230 output size: 4204")")));
+}
+
 class DesignDocTest : public QuerySessionTest {
  protected:
   void SetUp() override {
