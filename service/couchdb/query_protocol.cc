@@ -108,6 +108,28 @@ const Reply* Usable(const absl::StatusOr<Reply>& reply, v1::SessionOutput& out) 
   return &*reply;
 }
 
+// Why a resolved function cannot be a map function, or nothing when it can. An async def
+// (with a yield or not) runs none of its body when called, so every document would map to no
+// rows: refused at add_fun, which is CouchDB's compile check when a design document is saved,
+// rather than building an empty view. A plain generator is how map functions yield.
+std::optional<std::string> UnrunnableMapBody(const v1::ResolvedFunction& resolved) {
+  std::string_view what;
+  switch (resolved.body()) {
+    case v1::ResolvedFunction::COROUTINE:
+      what = "an async def function returns a coroutine";
+      break;
+    case v1::ResolvedFunction::ASYNC_GENERATOR:
+      what = "an async def function with a yield returns an async generator";
+      break;
+    default:
+      return std::nullopt;
+  }
+  return absl::StrCat(resolved.function(), ": ", AbslView(what),
+                      " without running its body, so as a map function it would emit nothing for "
+                      "every document; a map function is a def that yields its rows or calls "
+                      "emit() (take out its async)");
+}
+
 std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
   switch (section) {
     case DesignSection::kFilters:
@@ -340,6 +362,9 @@ QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
     }
     const v1::ResolvedFunction& resolved = reply->resolve().functions(0);
     if (!resolved.error().empty()) return Say(ErrorLine("compilation_error", resolved.error()));
+    if (std::optional<std::string> why = UnrunnableMapBody(resolved)) {
+      return Say(ErrorLine("compilation_error", *why));
+    }
     map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
     return Accept();
   });

@@ -17,6 +17,7 @@ namespace {
 
 using pool::Reply;
 using pool::Task;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -410,6 +411,31 @@ TEST_F(QuerySessionTest, ReduceLimitFollowsCouchDB) {
   const std::string large_input =
       absl::StrCat(R"(["reduce",["fns.echo"],[[[1,"a"],")", std::string(12000, 'y'), "\"]]]");
   EXPECT_THAT(Send(large_input), ElementsAre(absl::StrCat("[true,[", big, "]]")));
+}
+
+// CouchDB's compile check on saving a design document is add_fun: an async def map function
+// would build an empty view, so it fails there; a generator is how map functions yield.
+TEST_F(QuerySessionTest, AddFunRefusesAsyncMapFunctions) {
+  for (const char* body : {"COROUTINE", "ASYNC_GENERATOR"}) {
+    runner_.on_run = [body](const Task&) {
+      return ReplyFromText(absl::StrCat(
+          R"pb(resolve { functions { function: "fns.amap" body: )pb", body, " } }"));
+    };
+    EXPECT_THAT(Send(R"(["add_fun","fns.amap"])"),
+                ElementsAre(AllOf(StartsWith(R"(["error","compilation_error","fns.amap: an async def)"),
+                                  HasSubstr("emit nothing for every document"))))
+        << body;
+  }
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(resolve { functions { function: "fns.gen" body: GENERATOR } })pb");
+  };
+  EXPECT_THAT(Send(R"(["add_fun","fns.gen"])"), ElementsAre("true"));
+  // Only the generator was added.
+  runner_.on_run = [](const Task& task) {
+    EXPECT_THAT(task.map().functions(), ElementsAre("fns.gen"));
+    return ReplyFromText(R"pb(map { results { rows: "[[]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre("[[]]"));
 }
 
 // couchjs measures JSON.stringify(reductions).length and the line's length: UTF-16 code units,

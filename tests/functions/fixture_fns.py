@@ -431,3 +431,15 @@ def town_when_tried(doc):
             break
         time.sleep(0.01)
     yield from town_n(doc)
+
+
+# ---- not from a transcript: map functions that cannot be ----------------------------------------
+
+async def async_map(doc):
+    """An async def: calling it runs nothing of its body."""
+    emit(doc["_id"], None)
+
+
+async def async_generator_map(doc):
+    """An async def with a yield: calling it runs nothing of its body."""
+    yield doc["_id"], None

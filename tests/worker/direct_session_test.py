@@ -440,6 +440,24 @@ class SessionLifecycleTest(unittest.TestCase):
             open(stop, "w").close()
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def test_add_fun_refuses_an_async_map_function(self):
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        for name, returns in (("fixture_fns.async_map", "a coroutine"),
+                              ("fixture_fns.async_generator_map", "an async generator")):
+            error = json.loads(session.call(["add_fun", name])[-1])
+            self.assertEqual(error[:2], ["error", "compilation_error"], error)
+            self.assertIn(f"{name}: an async def", error[2])
+            self.assertIn(f"returns {returns} without running its body", error[2])
+        # A generator is a map function; the refused ones were not added.
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 3}]),
+                         ['[[["Oslo",3]]]'])
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        session.close()
+
     def test_a_task_without_the_two_pipes_is_refused(self):
         read_end, write_end = os.pipe()
         task = worker_pb2.Task()
