@@ -533,8 +533,17 @@ QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::stri
       case v1::ValidateResponse::UNAUTHORIZED:
         line = response.outcome() == v1::ValidateResponse::FORBIDDEN ? "{\"forbidden\":"
                                                                      : "{\"unauthorized\":";
-        AppendJsonString(line, response.message());
+        // A value raised that is not a str goes as JSON, as couchjs sends a thrown object.
+        if (response.message_json().empty()) {
+          AppendJsonString(line, response.message());
+        } else {
+          line += response.message_json();
+        }
         line += '}';
+        break;
+      case v1::ValidateResponse::NOT_FOUND:
+        // As couchjs answers a thrown ["error","not_found",msg]: CouchDB's 404.
+        line = ErrorLine("not_found", response.message());
         break;
       case v1::ValidateResponse::ERROR: {
         const std::string& type = response.error().type();

@@ -512,6 +512,22 @@ TEST_F(DesignDocTest, ValidateReplies) {
                           R"(["error","TypeError","'NoneType' object is not callable"])"));
 }
 
+// As couchjs: a thrown {forbidden: value} goes as it is, and a thrown ["error","not_found",msg]
+// is that line (CouchDB's 404).
+TEST_F(DesignDocTest, ValidateRejectionValuesAndNotFound) {
+  const std::string call =
+      R"(["ddoc","_design/d",["validate_doc_update"],[{"_id":"x"},null,{"roles":[]},{}]])";
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(validate { outcome: FORBIDDEN message: "{'a': 1}" message_json: "{\"a\":1}" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"({"forbidden":{"a":1}})"));
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(validate { outcome: NOT_FOUND message: "nf" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"(["error","not_found","nf"])"));
+}
+
 TEST_F(DesignDocTest, DesignFunctionsGetTheirKindAndRawArguments) {
   struct Case {
     std::string path;
