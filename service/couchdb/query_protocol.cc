@@ -158,6 +158,7 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
   last_line_bytes_ = line.size();
   output_.Clear();  // keeps its strings' buffers for this answer
   ran_out_of_memory_ = false;
+  filter_batch_ = false;
   // In a list, any line but a row ends it with a reason that names what the line is, so the line
   // is read whole.
   Command command =
@@ -499,6 +500,7 @@ QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& c
     return Say(ErrorLine("not_found", absl::StrCat("missing ", section, " function ",
                                                    call.path.back(), " on design doc ", call.id)));
   }
+  filter_batch_ = call.section == DesignSection::kFilters;
   if (call.section == DesignSection::kValidateDocUpdate) return Validate(*function, call.args);
   if (call.section == DesignSection::kLists) return StartList(*function, call.args);
   return CallDesignFunction(*FunctionKindOf(call.section), *function, call.args);

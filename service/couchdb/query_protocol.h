@@ -150,6 +150,11 @@ class QueryProtocol {
   // When it is false after an Answer, the driver lets its lease go.
   bool list_in_progress() const { return list_open_; }
 
+  // The line being answered is a filters call (a batch of documents). When its query server
+  // exits with status 1 and writes no line, CouchDB tries the batch again one document at a
+  // time (couch_query_servers:filter_docs), which couchjs relies on when it runs out of memory.
+  bool answering_filter_batch() const { return filter_batch_; }
+
  private:
   using Reply = worker::v1::Reply;
   using Task = worker::v1::Task;
@@ -203,6 +208,7 @@ class QueryProtocol {
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
   // A reply to the line being answered asked for its worker to be replaced (see Resume).
   bool ran_out_of_memory_ = false;
+  bool filter_batch_ = false;  // see answering_filter_batch()
 };
 
 }  // namespace cnp::couchdb

@@ -443,3 +443,10 @@ async def async_map(doc):
 async def async_generator_map(doc):
     """An async def with a yield: calling it runs nothing of its body."""
     yield doc["_id"], None
+
+
+def filter_runs_out_of_memory(doc, req):
+    """Not from a transcript: a filter that runs out of memory on a document marked "huge"."""
+    if doc.get("huge"):
+        raise MemoryError("the batch did not fit")
+    return True

@@ -428,14 +428,15 @@ class SessionLifecycleTest(unittest.TestCase):
             reply = self.worker.map_task(["fixture_fns.leaky_thread"], [doc])
             self.assertEqual(reply.map.results[0].rows, b'[[["tenantA-doc",null]]]')
             self.assertTrue(reply.recycle)
-            self.wait_for_refusals(report)
             # A worker kept on all the same (it asked to be replaced) answers the next task
-            # with that task's rows and log lines only.
-            reply = self.worker.map_task(["fixture_fns.slow_town"],
-                                         ['{"_id":"b1","town":"Oslo","n":1,"seconds":0.05}'])
+            # with that task's rows and log lines only, though the thread tried both meanwhile
+            # (it runs while a task runs Python: the worker holds the GIL between tasks).
+            doc = json.dumps({"_id": "b1", "town": "Oslo", "n": 1, "tried": report})
+            reply = self.worker.map_task(["fixture_fns.town_when_tried"], [doc])
             self.assertEqual(reply.map.results[0].rows, b'[[["Oslo",1]]]')
             self.assertEqual(list(reply.map.results[0].logs), [])
             self.assertEqual(list(reply.logs), [])
+            self.wait_for_refusals(report)
         finally:
             open(stop, "w").close()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -456,6 +457,25 @@ class SessionLifecycleTest(unittest.TestCase):
         session.close_input()
         self.assertEqual(self.worker.receive().session_end.reason,
                          worker_pb2.SessionEnd.INPUT_CLOSED)
+        session.close()
+
+    def test_memory_error_in_a_filter_batch_exits_without_a_line(self):
+        """As couchjs out of memory: CouchDB filters the batch again one document at a time
+        when its query server exits with status 1 and writes nothing."""
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        ddoc = {"_id": "_design/f", "filters": {"f": "fixture_fns.filter_runs_out_of_memory"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/f", ddoc]), ["true"])
+        self.assertEqual(session.call(["ddoc", "_design/f", ["filters", "f"],
+                                       [[{"_id": "a"}], {}]]), ["[true,[true]]"])
+        session.send_line(json.dumps(["ddoc", "_design/f", ["filters", "f"],
+                                      [[{"_id": "a"}, {"_id": "b", "huge": True}], {}]]))
+        self.assertTrue(session.at_end_of_output())  # not a line
+        reply = self.worker.receive()
+        # PROTOCOL_EXIT: the server ends the adapter with exit status 1 and no error line.
+        self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertIn("filter batch raised MemoryError", reply.session_end.message)
+        self.assertTrue(reply.recycle)
         session.close()
 
     def test_a_task_without_the_two_pipes_is_refused(self):
