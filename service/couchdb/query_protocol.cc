@@ -645,7 +645,8 @@ QueryProtocol::Step QueryProtocol::AbandonList(Answer then) {
   NewTask();
   task_.mutable_list_row();  // the end of rows
   then_ = [then](const absl::StatusOr<Reply>&) -> Step { return then; };
-  return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1))};
+  return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1)),
+                 /*reply_unread=*/true};
 }
 
 }  // namespace cnp::couchdb

@@ -103,6 +103,11 @@ class QueryProtocol {
     const worker::v1::Task* task;
     On on;
     absl::Time deadline;
+    // The end of rows for a list the session has left (a reset, or a line that is not a row):
+    // the answer does not wait for its reply, which is not read. A driver that can may hand
+    // the lease over to end the list in the background and Resume at once (with any reply),
+    // so that CouchDB's next command does not wait for a list function that takes its time.
+    bool reply_unread = false;
   };
 
   using Step = std::variant<Answer, RunTask>;

@@ -701,6 +701,62 @@ class TimeoutTest(unittest.TestCase):
     def test_stuck_in_c(self):
         self.stuck("direct_session_fns.sleeps_in_c")
 
+    def start_slow_list(self, session, release, timeout_ms):
+        self.assertEqual(session.call(["reset", {"timeout": timeout_ms}]), ["true"])
+        ddoc = {"_id": "_design/l", "lists": {"slow": "direct_session_fns.list_slow_to_end"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/l", ddoc]), ["true"])
+        start = session.call(["ddoc", "_design/l", ["lists", "slow"],
+                              [{"total_rows": 1, "offset": 0}, {"release": release}]])
+        self.assertEqual(json.loads(start[-1])[0], "start")
+        self.assertEqual(json.loads(session.call(["list_row", {"key": "k", "value": 1}])[-1]),
+                         ["chunks", ["k"]])
+
+    def test_a_reset_in_a_list_waits_for_the_list_function_to_return(self):
+        # What adapter/README.md says of a direct session: the worker runs the list function
+        # itself, so the reset gives it the end of its rows and is answered once it returns.
+        worker = Worker()
+        scratch = tempfile.mkdtemp()
+        release = os.path.join(scratch, "release")
+        try:
+            session = worker.start_session()
+            self.start_slow_list(session, release, 20000)
+            session.send_line(json.dumps(["reset", {"timeout": 20000}]))
+            ready, _, _ = select.select([session.answers], [], [], 0.3)
+            self.assertEqual(ready, [], "answered while the list function still ran")
+            open(release, "w").close()
+            self.assertEqual(session.read_line(), "true")
+            self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 3}]),
+                             ['[[["Oslo",3]]]'])
+            session.close_input()
+            self.assertEqual(worker.receive().session_end.reason,
+                             worker_pb2.SessionEnd.INPUT_CLOSED)
+            session.close()
+            self.assertEqual(worker.stop(), 0, worker.diagnostics())
+        finally:
+            open(release, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def test_a_reset_in_a_list_that_outlives_the_timeout_is_a_timeout(self):
+        # ... and past the command's budget it is the timeout error, and the worker exits (the
+        # adapter exits 1; CouchDB starts a new query server).
+        worker = Worker()
+        scratch = tempfile.mkdtemp()
+        release = os.path.join(scratch, "release")
+        try:
+            session = worker.start_session()
+            self.start_slow_list(session, release, 1000)
+            lines = session.call(["reset", {"timeout": 1000}], timeout=30)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertEqual(json.loads(lines[0])[:2], ["error", "timeout"])
+            self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+            self.assertTrue(session.at_end_of_output())
+            session.close()
+            worker.sock.close()
+        finally:
+            open(release, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def test_the_servers_cap_is_named_when_it_is_what_ran_out(self):
         # Protocol review: with os_process_timeout raised for slow views, the server's
         # --call-timeout still bounds every command, and the error blamed CouchDB's timeout.
