@@ -189,7 +189,8 @@ QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
   // MemoryError cost is unknown - a map's rows may be missing, and an empty row means "this
   // document emits nothing" to CouchDB for good - so the answer is an error, which has CouchDB
   // try again, as a direct session's answer is (service/worker/direct_session.cc).
-  if (reply.ok() && reply->recycle()) ran_out_of_memory_ = true;
+  // A worker replaced because a function's threads outlived its call answered in full.
+  if (reply.ok() && reply->recycle() && !reply->threads_left_running()) ran_out_of_memory_ = true;
   // Taken out first: the continuation may ask for another task, and so set then_ again.
   Continuation then = std::move(then_);
   Step step = Answer{};

@@ -126,14 +126,15 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       reply = AnswerTooLargeReply();
     }
     Context().answer.Start(0);
-    if (Context().memory_error) {
-      reply->set_recycle(true);
-      Context().memory_error = false;
-    }
     // Threads a function started that still run would run beside the next call, whoever's.
     if (const int stray = StrayPythonThreads(); stray > 0) {
       reply->set_recycle(true);
+      reply->set_threads_left_running(!Context().memory_error);
       LogStrayThreads(stray, WhatRan(task));
+    }
+    if (Context().memory_error) {
+      reply->set_recycle(true);
+      Context().memory_error = false;
     }
     std::string frame_out;
     try {

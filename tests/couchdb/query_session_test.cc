@@ -355,6 +355,18 @@ TEST_F(QuerySessionTest, AWorkerOutOfMemoryIsAnErrorNeverAnEmptyResult) {
   EXPECT_THAT(Send(R"(["map_doc",{"_id":"b"}])"), ElementsAre("[[[1,null]]]"));
 }
 
+// A worker replaced because a function's thread outlived its call (worker.proto's
+// threads_left_running) ran out of nothing: its answer stands.
+TEST_F(QuerySessionTest, AWorkerReplacedForItsThreadsAnswersInFull) {
+  AddFun("fns.leaky");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[[\"a\",null]]]" } }
+                              recycle: true
+                              threads_left_running: true)pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre(R"([[["a",null]]])"));
+}
+
 TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
   runner_.on_run = [](const Task& task) {
     EXPECT_THAT(task.reduce().functions(), ElementsAre("fns.sum", "fns.bad"));

@@ -428,6 +428,7 @@ class SessionLifecycleTest(unittest.TestCase):
             reply = self.worker.map_task(["fixture_fns.leaky_thread"], [doc])
             self.assertEqual(reply.map.results[0].rows, b'[[["tenantA-doc",null]]]')
             self.assertTrue(reply.recycle)
+            self.assertTrue(reply.threads_left_running)  # not a MemoryError: the rows stand
             # A worker kept on all the same (it asked to be replaced) answers the next task
             # with that task's rows and log lines only, though the thread tried both meanwhile
             # (it runs while a task runs Python: the worker holds the GIL between tasks).
