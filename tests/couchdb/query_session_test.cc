@@ -433,9 +433,10 @@ TEST_F(QuerySessionTest, AddFunRefusesAsyncMapFunctions) {
       return ReplyFromText(absl::StrCat(
           R"pb(resolve { functions { function: "fns.amap" body: )pb", body, " } }"));
     };
-    EXPECT_THAT(Send(R"(["add_fun","fns.amap"])"),
-                ElementsAre(AllOf(StartsWith(R"(["error","compilation_error","fns.amap: an async def)"),
-                                  HasSubstr("emit nothing for every document"))))
+    EXPECT_THAT(
+        Send(R"(["add_fun","fns.amap"])"),
+        ElementsAre(AllOf(StartsWith(R"(["error","compilation_error","fns.amap: an async def)"),
+                          HasSubstr("emit nothing for every document"))))
         << body;
   }
   runner_.on_run = [](const Task&) {
