@@ -112,6 +112,15 @@ void AsyncQuerySession::EndIdleList() {
 
 asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
   while (const auto* run = std::get_if<QueryProtocol::RunTask>(&step)) {
+    if (run->reply_unread && run->on == QueryProtocol::On::kLease && lease_ != nullptr &&
+        executor_.has_value()) {
+      // A list left behind (a reset in the middle of it): its worker gets the end of its rows
+      // on a coroutine of its own, and is replaced if the function does not return by the
+      // deadline; the session answers, and serves the next command on another worker, now.
+      EndListInBackground(std::move(lease_), run->deadline);
+      step = protocol_.Resume(absl::CancelledError("the list was left to end in the background"));
+      continue;
+    }
     const absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
     // The protocol still takes the failure, so that its state stays whole (a session that
     // goes on, as in tests, answers with the error line); the stream ends instead.

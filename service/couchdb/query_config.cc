@@ -36,16 +36,28 @@ QueryConfig QueryConfig::FromJson(std::string_view json) {
   return config;
 }
 
-std::optional<std::string> ReduceOverflow(const QueryConfig& config, size_t output_bytes,
-                                          size_t input_bytes) {
+std::optional<std::string> ReduceOverflow(const QueryConfig& config, size_t output_length,
+                                          size_t input_length) {
   if (config.reduce_limit == QueryConfig::ReduceLimit::kOff) return std::nullopt;
-  if (output_bytes <= config.reduce_limit_threshold) return std::nullopt;
-  if (static_cast<double>(output_bytes) * config.reduce_limit_ratio <=
-      static_cast<double>(input_bytes)) {
+  if (output_length <= config.reduce_limit_threshold) return std::nullopt;
+  if (static_cast<double>(output_length) * config.reduce_limit_ratio <=
+      static_cast<double>(input_length)) {
     return std::nullopt;
   }
-  return absl::StrCat("Reduce output must shrink more rapidly: input size: ", input_bytes,
-                      " output size: ", output_bytes);
+  return absl::StrCat("Reduce output must shrink more rapidly: input size: ", input_length,
+                      " output size: ", output_length);
+}
+
+size_t JavaScriptLength(std::string_view utf8) {
+  size_t units = 0;
+  for (const char c : utf8) {
+    const auto byte = static_cast<unsigned char>(c);
+    // A continuation byte (10xxxxxx) adds nothing; a 4-byte sequence's lead (11110xxx) is a
+    // surrogate pair.
+    if ((byte & 0xC0) != 0x80) ++units;
+    if (byte >= 0xF0) ++units;
+  }
+  return units;
 }
 
 }  // namespace cnp::couchdb

@@ -29,8 +29,15 @@ struct QueryConfig {
 // couchjs's reduce overflow rule: a reduce (or rereduce) whose output is longer than the
 // threshold and does not shrink fast enough relative to its input. Returns the message CouchDB
 // shows ("Reduce output must shrink more rapidly: ..."), or nothing when the output is fine or
-// the limit is off. `input_bytes` is the request line's length minus the function names'.
-std::optional<std::string> ReduceOverflow(const QueryConfig& config, size_t output_bytes,
-                                          size_t input_bytes);
+// the limit is off. Lengths are JavaScript's (JavaScriptLength), as couchjs measures them:
+// `output_length` that of the reductions' JSON text, `input_length` that of the request line
+// less the function names'.
+std::optional<std::string> ReduceOverflow(const QueryConfig& config, size_t output_length,
+                                          size_t input_length);
+
+// The length JavaScript gives the UTF-8 text `utf8` once decoded: its UTF-16 code units, one
+// per character and two for one outside the Basic Multilingual Plane (a 4-byte sequence).
+// "日" is 3 bytes and 1 unit; "😀" is 4 bytes and 2 units.
+size_t JavaScriptLength(std::string_view utf8);
 
 }  // namespace cnp::couchdb

@@ -108,6 +108,28 @@ const Reply* Usable(const absl::StatusOr<Reply>& reply, v1::SessionOutput& out) 
   return &*reply;
 }
 
+// Why a resolved function cannot be a map function, or nothing when it can. An async def
+// (with a yield or not) runs none of its body when called, so every document would map to no
+// rows: refused at add_fun, which is CouchDB's compile check when a design document is saved,
+// rather than building an empty view. A plain generator is how map functions yield.
+std::optional<std::string> UnrunnableMapBody(const v1::ResolvedFunction& resolved) {
+  std::string_view what;
+  switch (resolved.body()) {
+    case v1::ResolvedFunction::COROUTINE:
+      what = "an async def function returns a coroutine";
+      break;
+    case v1::ResolvedFunction::ASYNC_GENERATOR:
+      what = "an async def function with a yield returns an async generator";
+      break;
+    default:
+      return std::nullopt;
+  }
+  return absl::StrCat(resolved.function(), ": ", AbslView(what),
+                      " without running its body, so as a map function it would emit nothing for "
+                      "every document; a map function is a def that yields its rows or calls "
+                      "emit() (take out its async)");
+}
+
 std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
   switch (section) {
     case DesignSection::kFilters:
@@ -136,6 +158,7 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
   last_line_bytes_ = line.size();
   output_.Clear();  // keeps its strings' buffers for this answer
   ran_out_of_memory_ = false;
+  filter_batch_ = false;
   // In a list, any line but a row ends it with a reason that names what the line is, so the line
   // is read whole.
   Command command =
@@ -166,7 +189,8 @@ QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
   // MemoryError cost is unknown - a map's rows may be missing, and an empty row means "this
   // document emits nothing" to CouchDB for good - so the answer is an error, which has CouchDB
   // try again, as a direct session's answer is (service/worker/direct_session.cc).
-  if (reply.ok() && reply->recycle()) ran_out_of_memory_ = true;
+  // A worker replaced because a function's threads outlived its call answered in full.
+  if (reply.ok() && reply->recycle() && !reply->threads_left_running()) ran_out_of_memory_ = true;
   // Taken out first: the continuation may ask for another task, and so set then_ again.
   Continuation then = std::move(then_);
   Step step = Answer{};
@@ -340,6 +364,9 @@ QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
     }
     const v1::ResolvedFunction& resolved = reply->resolve().functions(0);
     if (!resolved.error().empty()) return Say(ErrorLine("compilation_error", resolved.error()));
+    if (std::optional<std::string> why = UnrunnableMapBody(resolved)) {
+      return Say(ErrorLine("compilation_error", *why));
+    }
     map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
     return Accept();
   });
@@ -399,11 +426,16 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
   request.set_rereduce(reduce.rereduce);
   request.set_kvs(reduce.kvs.data(), reduce.kvs.size());
   if (reduce.values_unchecked) task_.mutable_session_line()->set_offset(reduce.values_offset);
-  const size_t input_bytes =
+  // couchjs measures the line as JavaScript does (JavaScriptLength): every byte a character of
+  // the values takes past its UTF-16 units does not count. Only with the limit on: it walks them.
+  size_t input_length =
       reduce.line_bytes > reduce.names_bytes ? reduce.line_bytes - reduce.names_bytes : 0;
+  if (config_.reduce_limit != QueryConfig::ReduceLimit::kOff) {
+    input_length -= std::min(input_length, reduce.kvs.size() - JavaScriptLength(reduce.kvs));
+  }
 
   return Run(task_, On::kAnyWorker,
-             [this, functions, input_bytes](const absl::StatusOr<Reply>& reply) -> Step {
+             [this, functions, input_length](const absl::StatusOr<Reply>& reply) -> Step {
     if (reply.ok() && reply->failure().code() == Failure::BAD_LINE) {
       return SayAndExit(FatalLine("query_protocol_error", reply->failure().message()));
     }
@@ -426,8 +458,14 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
       reductions += result.empty() ? std::string_view("null") : std::string_view(result);
     }
     reductions += ']';
+    // Its length as couchjs's JSON.stringify(reductions).length: UTF-16 units, not bytes. A
+    // text has no more units than bytes, so one within the threshold in bytes skips the walk.
+    const size_t output_length = config_.reduce_limit != QueryConfig::ReduceLimit::kOff &&
+                                         reductions.size() > config_.reduce_limit_threshold
+                                     ? JavaScriptLength(reductions)
+                                     : reductions.size();
     if (std::optional<std::string> overflow =
-            ReduceOverflow(config_, reductions.size(), input_bytes)) {
+            ReduceOverflow(config_, output_length, input_length)) {
       if (config_.reduce_limit == QueryConfig::ReduceLimit::kOn) {
         return Say(ErrorLine("reduce_overflow_error", *overflow));
       }
@@ -463,6 +501,7 @@ QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& c
     return Say(ErrorLine("not_found", absl::StrCat("missing ", section, " function ",
                                                    call.path.back(), " on design doc ", call.id)));
   }
+  filter_batch_ = call.section == DesignSection::kFilters;
   if (call.section == DesignSection::kValidateDocUpdate) return Validate(*function, call.args);
   if (call.section == DesignSection::kLists) return StartList(*function, call.args);
   return CallDesignFunction(*FunctionKindOf(call.section), *function, call.args);
@@ -497,8 +536,17 @@ QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::stri
       case v1::ValidateResponse::UNAUTHORIZED:
         line = response.outcome() == v1::ValidateResponse::FORBIDDEN ? "{\"forbidden\":"
                                                                      : "{\"unauthorized\":";
-        AppendJsonString(line, response.message());
+        // A value raised that is not a str goes as JSON, as couchjs sends a thrown object.
+        if (response.message_json().empty()) {
+          AppendJsonString(line, response.message());
+        } else {
+          line += response.message_json();
+        }
         line += '}';
+        break;
+      case v1::ValidateResponse::NOT_FOUND:
+        // As couchjs answers a thrown ["error","not_found",msg]: CouchDB's 404.
+        line = ErrorLine("not_found", response.message());
         break;
       case v1::ValidateResponse::ERROR: {
         const std::string& type = response.error().type();
@@ -598,7 +646,8 @@ QueryProtocol::Step QueryProtocol::AbandonList(Answer then) {
   NewTask();
   task_.mutable_list_row();  // the end of rows
   then_ = [then](const absl::StatusOr<Reply>&) -> Step { return then; };
-  return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1))};
+  return RunTask{&task_, On::kLease, std::max(list_deadline_, absl::Now() + absl::Seconds(1)),
+                 /*reply_unread=*/true};
 }
 
 }  // namespace cnp::couchdb

@@ -103,6 +103,11 @@ class QueryProtocol {
     const worker::v1::Task* task;
     On on;
     absl::Time deadline;
+    // The end of rows for a list the session has left (a reset, or a line that is not a row):
+    // the answer does not wait for its reply, which is not read. A driver that can may hand
+    // the lease over to end the list in the background and Resume at once (with any reply),
+    // so that CouchDB's next command does not wait for a list function that takes its time.
+    bool reply_unread = false;
   };
 
   using Step = std::variant<Answer, RunTask>;
@@ -149,6 +154,11 @@ class QueryProtocol {
   // A list function is waiting for CouchDB's next list_row or list_end, on the leased worker.
   // When it is false after an Answer, the driver lets its lease go.
   bool list_in_progress() const { return list_open_; }
+
+  // The line being answered is a filters call (a batch of documents). When its query server
+  // exits with status 1 and writes no line, CouchDB tries the batch again one document at a
+  // time (couch_query_servers:filter_docs), which couchjs relies on when it runs out of memory.
+  bool answering_filter_batch() const { return filter_batch_; }
 
  private:
   using Reply = worker::v1::Reply;
@@ -203,6 +213,7 @@ class QueryProtocol {
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
   // A reply to the line being answered asked for its worker to be replaced (see Resume).
   bool ran_out_of_memory_ = false;
+  bool filter_batch_ = false;  // see answering_filter_batch()
 };
 
 }  // namespace cnp::couchdb

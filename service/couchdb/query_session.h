@@ -44,6 +44,7 @@ class QuerySession {
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
   std::string ServerCapNote() const { return protocol_.ServerCapNote(); }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
+  bool answering_filter_batch() const { return protocol_.answering_filter_batch(); }
 
  private:
   // Runs steps until the line is answered; false when the answer is nothing (a reset).

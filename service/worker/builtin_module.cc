@@ -36,7 +36,29 @@ std::optional<std::string> LogText(PyObject* message, CallContext& context) {
   return Utf8Text(text.get());
 }
 
+// Whether the thread calling `what`() is the one running the call (call_context.h); if not,
+// false with a RuntimeError set. A thread the function started gets the error: what it sent
+// would go into another call's answer, maybe another session's.
+bool OnCallThread(const char* what) {
+  const unsigned long call_thread = Context().call_thread;
+  if (call_thread != 0 && call_thread == PyThread_get_thread_ident()) return true;
+  if (call_thread == 0) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s() called outside a call of a function: a thread the function started "
+                 "must not outlive its call",
+                 what);
+  } else {
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s() called from another thread than the function's: only the thread "
+                 "cnp-worker called the function on may use it, or its output would go into "
+                 "another call's answer",
+                 what);
+  }
+  return false;
+}
+
 PyObject* LogLine(PyObject* message) {
+  if (!OnCallThread("log")) return nullptr;
   CallContext& context = Context();
   std::optional<std::string> text = LogText(message, context);
   if (!text.has_value()) return nullptr;
@@ -75,7 +97,13 @@ PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   try {
     const std::string stream = Utf8Text(args[0]);
     const std::string line = Utf8Text(args[1]);
-    const LogOrigin& origin = Context().origin;
+    // Printed by a thread the function started: the line is logged, but is not the call's
+    // (the call running now may be another's), so it names no function.
+    static const LogOrigin kNoOrigin{};
+    const unsigned long call_thread = Context().call_thread;
+    const LogOrigin& origin = call_thread != 0 && call_thread == PyThread_get_thread_ident()
+                                  ? Context().origin
+                                  : kNoOrigin;
     const std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
                                    ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))
                                    : std::string();
@@ -105,6 +133,7 @@ PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
                  nargs);
     return nullptr;
   }
+  if (!OnCallThread("emit")) return nullptr;
   RowSink* rows = Context().rows;
   if (rows == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "emit() can only be called while a map function runs");
@@ -116,6 +145,7 @@ PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 PyObject* ListStep(PyObject*, PyObject* step) {
+  if (!OnCallThread("get_row")) return nullptr;
   ListChannel* list = Context().list;
   if (list == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "no interactive list is running");
@@ -135,6 +165,8 @@ PyObject* MapEmits(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_SetString(PyExc_TypeError, "map_emits(function, doc)");
     return nullptr;
   }
+  // It sets the call's row sink (ScopedRowSink) while it runs.
+  if (!OnCallThread("map_emits")) return nullptr;
   try {
     JsonBuffer scratch;
     RowSink rows(scratch, RowSink::CountOnly{});

@@ -1,6 +1,8 @@
 // What the builtin _cnp module (log, emit, list steps) needs to know about the call in
-// progress. The worker is single-threaded and holds the GIL, so one context per process is
-// the honest model: handlers set it up around each user-function call.
+// progress. The worker runs one call at a time, and holds the GIL, so one context per process
+// is the honest model: handlers set it up around each user-function call. A thread a function
+// starts is not part of its call: the callbacks refuse any thread but `call_thread`, or its
+// emit() and log() would land in whatever call runs next (another CouchDB session's).
 #pragma once
 
 #include <Python.h>
@@ -53,6 +55,9 @@ struct AttributedLog {
 };
 
 struct CallContext {
+  // The thread running the call (PyThread_get_thread_ident()); 0 between calls. Only it may
+  // call back into the call (builtin_module.cc).
+  unsigned long call_thread = 0;
   std::vector<std::string> logs;  // log() messages since the handler last took them
   // The same lines with their origin, since the task loop or direct session last took them.
   std::vector<AttributedLog> attributed_logs;
@@ -75,6 +80,21 @@ struct CallContext {
 bool RaiseAnswerTooLarge();
 
 CallContext& Context();
+
+// Makes the thread constructing it the call's thread (CallContext::call_thread) for the
+// lifetime of the scope. With the GIL held.
+class ScopedCallThread {
+ public:
+  ScopedCallThread() : saved_(Context().call_thread) {
+    Context().call_thread = PyThread_get_thread_ident();
+  }
+  ~ScopedCallThread() { Context().call_thread = saved_; }
+  ScopedCallThread(const ScopedCallThread&) = delete;
+  ScopedCallThread& operator=(const ScopedCallThread&) = delete;
+
+ private:
+  unsigned long saved_;
+};
 
 // Sets `rows` for the lifetime of the scope.
 class ScopedRowSink {

@@ -393,7 +393,14 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       answer = "true\n";
       watchdog.SetBudget(protocol->CallBudget(), protocol->ServerCapNote());
     } else {
-      if (Context().memory_error && out->lines_size() > 0) {
+      if (Context().memory_error && protocol->answering_filter_batch()) {
+        // As couchjs out of memory: no line, and the process exits with status 1 (the adapter
+        // does, with this session's end), on which CouchDB filters the batch again one
+        // document at a time, with a new query server; one document may fit where the batch
+        // did not. Any other answer fails the _changes request.
+        out->clear_lines();
+        out->set_exit(true);
+      } else if (Context().memory_error && out->lines_size() > 0) {
         out->mutable_lines()->RemoveLast();
         out->add_lines(couchdb::ErrorLine(
             "memory_error",
@@ -424,7 +431,11 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     if (exit) {
       end.set_reason(SessionEnd::PROTOCOL_EXIT);
       end.set_message(Context().memory_error
-                          ? std::string("a command raised MemoryError; recycle the worker")
+                          ? std::string(out->lines().empty()
+                                            ? "a filter batch raised MemoryError: the session "
+                                              "ends without a line, for CouchDB to filter the "
+                                              "batch one document at a time; recycle the worker"
+                                            : "a command raised MemoryError; recycle the worker")
                           : absl::StrCat("the protocol ended the session with ",
                                          out->lines(out->lines_size() - 1)));
       break;

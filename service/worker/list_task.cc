@@ -125,6 +125,9 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
   ExchangeListChannel channel(exchange);
   PyRef outcome;
   {
+    // A direct session runs the list on a thread of its own (in_process_runner.cc): that
+    // thread is the call's while the list runs.
+    ScopedCallThread call;
     ScopedListChannel scope(&channel);
     ScopedLogOrigin origin({"list", start.function()});
     PyObject* runtime = RuntimeModule();

@@ -7,10 +7,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "service/common/framing.h"
 #include "service/worker/call_context.h"
 #include "service/worker/direct_session.h"
 #include "service/worker/frame_reader.h"
+#include "service/worker/stray_threads.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 
@@ -62,6 +64,22 @@ absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& r
   return FailureReply(Failure::BAD_INPUT, "the task has no kind set");
 }
 
+// What ran, for the log line about the threads it left behind (stray_threads.h).
+std::string WhatRan(const Task& task) {
+  switch (task.kind_case()) {
+    case Task::kMap: return absl::StrCat("a map of ", absl::StrJoin(task.map().functions(), ", "));
+    case Task::kReduce:
+      return absl::StrCat("a reduce of ", absl::StrJoin(task.reduce().functions(), ", "));
+    case Task::kValidate: return absl::StrCat("a validate of ", task.validate().function());
+    case Task::kDesign: return absl::StrCat("a call of ", task.design().function());
+    case Task::kResolve:
+      return absl::StrCat("loading ", absl::StrJoin(task.resolve().functions(), ", "));
+    case Task::kListStart: return absl::StrCat("the list ", task.list_start().function());
+    case Task::kDirectSession: return absl::StrCat("direct session ", task.direct_session().id());
+    default: return "a task";
+  }
+}
+
 }  // namespace
 
 constexpr char kOutOfMemory[] =
@@ -85,6 +103,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
     absl::StatusOr<Reply> reply;
     try {
+      ScopedCallThread call;
       reply = parsed ? Run(registry, task, reader, fd, descriptors)
                      : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
     } catch (const std::bad_alloc&) {
@@ -107,6 +126,12 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       reply = AnswerTooLargeReply();
     }
     Context().answer.Start(0);
+    // Threads a function started that still run would run beside the next call, whoever's.
+    if (const int stray = StrayPythonThreads(); stray > 0) {
+      reply->set_recycle(true);
+      reply->set_threads_left_running(!Context().memory_error);
+      LogStrayThreads(stray, WhatRan(task));
+    }
     if (Context().memory_error) {
       reply->set_recycle(true);
       Context().memory_error = false;

@@ -15,10 +15,12 @@ namespace {
 
 using cnp::v1::ValidateResponse;
 
-// The package's rejection classes (ForbiddenError and UnauthorizedError are the same classes).
+// The package's rejection classes (ForbiddenError and UnauthorizedError are the same classes),
+// and NotFound.
 struct RejectionClasses {
   PyRef forbidden;
   PyRef unauthorized;
+  PyRef not_found;
 };
 
 const RejectionClasses& Rejections() {
@@ -28,6 +30,7 @@ const RejectionClasses& Rejections() {
     if (errors) {
       found.forbidden = PyRef::Steal(PyObject_GetAttrString(errors.get(), "Forbidden"));
       found.unauthorized = PyRef::Steal(PyObject_GetAttrString(errors.get(), "Unauthorized"));
+      found.not_found = PyRef::Steal(PyObject_GetAttrString(errors.get(), "NotFound"));
     }
     PyErr_Clear();
     return found;
@@ -37,6 +40,21 @@ const RejectionClasses& Rejections() {
 
 bool IsInstance(PyObject* value, const PyRef& cls) {
   return cls && PyObject_IsInstance(value, cls.get()) == 1;
+}
+
+// A rejection raised with one value that is not a str (Forbidden({"field": "title"})): that
+// value as JSON text, as couchjs sends a thrown {forbidden: value}. Empty otherwise, and for a
+// value JSON cannot carry (its str() is the message then).
+std::string RejectionJson(PyObject* exception) {
+  PyRef args = PyRef::Steal(PyObject_GetAttrString(exception, "args"));
+  if (!args || !PyTuple_Check(args.get()) || PyTuple_GET_SIZE(args.get()) != 1 ||
+      PyUnicode_Check(PyTuple_GET_ITEM(args.get(), 0))) {
+    PyErr_Clear();
+    return {};
+  }
+  std::optional<std::string> json = ToJson(PyTuple_GET_ITEM(args.get(), 0));
+  if (!json.has_value()) PyErr_Clear();
+  return json.value_or(std::string());
 }
 
 }  // namespace
@@ -78,9 +96,17 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
     if (IsInstance(exception.value.get(), Rejections().forbidden)) {
       response->set_outcome(ValidateResponse::FORBIDDEN);
       response->set_message(exception.message);
+      response->set_message_json(RejectionJson(exception.value.get()));
     } else if (IsInstance(exception.value.get(), Rejections().unauthorized)) {
       response->set_outcome(ValidateResponse::UNAUTHORIZED);
       response->set_message(exception.message);
+      response->set_message_json(RejectionJson(exception.value.get()));
+    } else if (IsInstance(exception.value.get(), Rejections().not_found)) {
+      // couchjs's validate answers a thrown ["error","not_found",msg] as that line, which
+      // CouchDB makes a 404, as from any other design function (_runtime.py): a signal, not
+      // an error of the function's, so not logged as one.
+      response->set_outcome(ValidateResponse::NOT_FOUND);
+      response->set_message(exception.message.empty() ? "document not found" : exception.message);
     } else {
       std::string doc_id =
           PyDict_Check(new_doc->get()) ? Utf8Text(PyDict_GetItemString(new_doc->get(), "_id")) : "";

@@ -12,6 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/io_context.hpp"
+#include "asio/redirect_error.hpp"
+#include "asio/steady_timer.hpp"
+#include "asio/use_awaitable.hpp"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -458,6 +461,92 @@ TEST(AsyncQuerySessionTest, DestroyedInAListStillEndsIt) {
   ASSERT_EQ(script.tasks.size(), tasks + 1);
   EXPECT_TRUE(script.tasks.back().has_list_row());
   EXPECT_TRUE(script.tasks.back().list_row().row().empty());
+  EXPECT_EQ(script.leases_released, 1);
+}
+
+// A list function that takes its time after its last row: a reset in the middle of the list
+// (CouchDB's, when the list's HTTP client went away) is answered, and the next command served,
+// while the list still runs; its worker is let go once the function returns.
+TEST(AsyncQuerySessionTest, AResetInAListDoesNotWaitForTheListToEnd) {
+  asio::io_context io;
+  asio::steady_timer list_returns(io, asio::steady_timer::time_point::max());
+  Script script;
+  script.on_run = [](const Task&) { return ReplyFromText(R"(design { reply: "[true,[]]" })"); };
+  // Answers list_start at once; the end of rows only once list_returns is cancelled.
+  class SlowToEnd final : public pool::AsyncTaskRunner {
+   public:
+    SlowToEnd(Script& script, asio::steady_timer& list_returns)
+        : script_(script), list_returns_(list_returns) {}
+    asio::awaitable<absl::StatusOr<Reply>> Run(Task task, absl::Time) override {
+      co_return script_.Run(task);
+    }
+    asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAll(std::vector<Task>,
+                                                               absl::Time) override {
+      co_return std::vector<absl::StatusOr<Reply>>{};
+    }
+    asio::awaitable<absl::StatusOr<std::unique_ptr<pool::AsyncWorkerLease>>> Lease(
+        absl::Time) override {
+      ++script_.leases_taken;
+      co_return std::make_unique<Held>(script_, list_returns_);
+    }
+    int size() const override { return 2; }
+
+   private:
+    class Held final : public pool::AsyncWorkerLease {
+     public:
+      Held(Script& script, asio::steady_timer& list_returns)
+          : script_(script), list_returns_(list_returns) {}
+      ~Held() override { ++script_.leases_released; }
+      asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time) override {
+        script_.tasks.push_back(task);
+        if (task.has_list_row()) {
+          asio::error_code cancelled;
+          co_await list_returns_.async_wait(asio::redirect_error(asio::use_awaitable, cancelled));
+        }
+        Reply reply;
+        reply.mutable_list_step()->set_reply(R"(["start",[],{"headers":{}}])");
+        reply.mutable_list_step()->set_done(task.has_list_row());
+        co_return reply;
+      }
+
+     private:
+      Script& script_;
+      asio::steady_timer& list_returns_;
+    };
+    Script& script_;
+    asio::steady_timer& list_returns_;
+  } runner(script, list_returns);
+  AsyncQuerySession session(runner);
+  std::vector<std::optional<v1::SessionOutput>> answers;
+  auto handle = [&](std::string line) {
+    asio::co_spawn(
+        io,
+        [&session, &answers, line]() -> asio::awaitable<void> {
+          answers.push_back(co_await session.Handle(line));
+        },
+        [](std::exception_ptr error) {
+          if (error) std::rethrow_exception(error);
+        });
+    // What is ready to run, not what waits for the list's end (that never comes here).
+    io.restart();
+    io.poll();
+  };
+  handle(kDesignDoc);
+  handle(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  ASSERT_TRUE(session.list_in_progress());
+  handle(R"(["reset",{}])");
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_FALSE(answers[2].has_value());  // a reset: answered `true` by the adapter
+  EXPECT_FALSE(session.list_in_progress());
+  ASSERT_TRUE(script.tasks.back().has_list_row());  // the list has its end of rows
+  EXPECT_EQ(script.leases_released, 0);             // and still runs
+  handle(R"(["ddoc","_design/d",["filters","by_town"],[[],{}]])");
+  ASSERT_EQ(answers.size(), 4u);
+  EXPECT_THAT(LinesOf(answers[3]), ElementsAre("[true,[]]"));
+  EXPECT_EQ(script.leases_released, 0);
+  list_returns.cancel();  // the list function returns: its worker is let go
+  io.restart();
+  io.run();
   EXPECT_EQ(script.leases_released, 1);
 }
 

@@ -17,6 +17,7 @@ namespace {
 
 using pool::Reply;
 using pool::Task;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -354,6 +355,18 @@ TEST_F(QuerySessionTest, AWorkerOutOfMemoryIsAnErrorNeverAnEmptyResult) {
   EXPECT_THAT(Send(R"(["map_doc",{"_id":"b"}])"), ElementsAre("[[[1,null]]]"));
 }
 
+// A worker replaced because a function's thread outlived its call (worker.proto's
+// threads_left_running) ran out of nothing: its answer stands.
+TEST_F(QuerySessionTest, AWorkerReplacedForItsThreadsAnswersInFull) {
+  AddFun("fns.leaky");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(map { results { rows: "[[[\"a\",null]]]" } }
+                              recycle: true
+                              threads_left_running: true)pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre(R"([[["a",null]]])"));
+}
+
 TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
   runner_.on_run = [](const Task& task) {
     EXPECT_THAT(task.reduce().functions(), ElementsAre("fns.sum", "fns.bad"));
@@ -412,6 +425,70 @@ TEST_F(QuerySessionTest, ReduceLimitFollowsCouchDB) {
   EXPECT_THAT(Send(large_input), ElementsAre(absl::StrCat("[true,[", big, "]]")));
 }
 
+// CouchDB's compile check on saving a design document is add_fun: an async def map function
+// would build an empty view, so it fails there; a generator is how map functions yield.
+TEST_F(QuerySessionTest, AddFunRefusesAsyncMapFunctions) {
+  for (const char* body : {"COROUTINE", "ASYNC_GENERATOR"}) {
+    runner_.on_run = [body](const Task&) {
+      return ReplyFromText(absl::StrCat(
+          R"pb(resolve { functions { function: "fns.amap" body: )pb", body, " } }"));
+    };
+    EXPECT_THAT(
+        Send(R"(["add_fun","fns.amap"])"),
+        ElementsAre(AllOf(StartsWith(R"(["error","compilation_error","fns.amap: an async def)"),
+                          HasSubstr("emit nothing for every document"))))
+        << body;
+  }
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(resolve { functions { function: "fns.gen" body: GENERATOR } })pb");
+  };
+  EXPECT_THAT(Send(R"(["add_fun","fns.gen"])"), ElementsAre("true"));
+  // Only the generator was added.
+  runner_.on_run = [](const Task& task) {
+    EXPECT_THAT(task.map().functions(), ElementsAre("fns.gen"));
+    return ReplyFromText(R"pb(map { results { rows: "[[]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre("[[]]"));
+}
+
+// couchjs measures JSON.stringify(reductions).length and the line's length: UTF-16 code units,
+// not UTF-8 bytes.
+TEST_F(QuerySessionTest, ReduceLimitCountsJavaScriptLengthNotBytes) {
+  std::string result;
+  runner_.on_run = [&](const Task&) {
+    Reply reply;
+    reply.mutable_reduce()->add_results(result);
+    return reply;
+  };
+  const std::string small_input = R"(["reduce",["fns.cjk"],[[[1,"a"],1]]])";
+  session_.Handle(R"(["reset",{"reduce_limit":true}])");
+
+  // "日" is 3 bytes and 1 unit: [\"日日...\"] is 6004 bytes, 2004 units, within 4096.
+  std::string cjk;
+  for (int i = 0; i < 2000; ++i) cjk += "\xE6\x97\xA5";
+  result = absl::StrCat("\"", cjk, "\"");
+  EXPECT_THAT(Send(small_input), ElementsAre(absl::StrCat("[true,[", result, "]]")));
+
+  // "😀" is 4 bytes and 2 units (a surrogate pair): 2100 of them are 4204 units, over it.
+  std::string faces;
+  for (int i = 0; i < 2100; ++i) faces += "\xF0\x9F\x98\x80";
+  result = absl::StrCat("\"", faces, "\"");
+  EXPECT_THAT(Send(small_input),
+              ElementsAre(absl::StrCat(
+                  R"(["error","reduce_overflow_error","Reduce output must shrink more rapidly: )",
+                  R"(input size: 29 output size: 4204"])")));
+
+  // The input is measured so too: 2200 "日" in a value are 2200 units of it, not 6600 bytes,
+  // which would have let the 4204-unit output through.
+  std::string cjk_input = R"(["reduce",["fns.cjk"],[[[1,"a"],")";
+  for (int i = 0; i < 2200; ++i) cjk_input += "\xE6\x97\xA5";
+  cjk_input += "\"]]]";
+  EXPECT_THAT(Send(cjk_input),
+              ElementsAre(StartsWith(
+                  R"(["error","reduce_overflow_error","Reduce output must shrink more rapidly: )"
+                  R"(input size: 2230 output size: 4204")")));
+}
+
 class DesignDocTest : public QuerySessionTest {
  protected:
   void SetUp() override {
@@ -446,6 +523,22 @@ TEST_F(DesignDocTest, ValidateReplies) {
   EXPECT_THAT(Send(call),
               ElementsAre(R"(["log","checking x"])",
                           R"(["error","TypeError","'NoneType' object is not callable"])"));
+}
+
+// As couchjs: a thrown {forbidden: value} goes as it is, and a thrown ["error","not_found",msg]
+// is that line (CouchDB's 404).
+TEST_F(DesignDocTest, ValidateRejectionValuesAndNotFound) {
+  const std::string call =
+      R"(["ddoc","_design/d",["validate_doc_update"],[{"_id":"x"},null,{"roles":[]},{}]])";
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(validate { outcome: FORBIDDEN message: "{'a': 1}" message_json: "{\"a\":1}" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"({"forbidden":{"a":1}})"));
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(validate { outcome: NOT_FOUND message: "nf" })pb");
+  };
+  EXPECT_THAT(Send(call), ElementsAre(R"(["error","not_found","nf"])"));
 }
 
 TEST_F(DesignDocTest, DesignFunctionsGetTheirKindAndRawArguments) {

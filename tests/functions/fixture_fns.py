@@ -385,3 +385,68 @@ def list_head_only(head):
     while (row := get_row()):
         send(row["key"])
     return "tail"
+
+
+# ---- not from a transcript: a thread that outlives its call ------------------------------------
+
+def leaky_thread(doc):
+    """Starts a thread that outlives the call and keeps calling emit() and log(), as a function
+    that starts a background thread does. Each attempt is written to the file doc["report"]
+    ("emit accepted" or "emit refused: <message>", the same for log); the thread ends once the
+    file doc["stop"] exists (or after a minute)."""
+    import os
+    import threading
+
+    def keep_calling():
+        with open(doc["report"], "a") as report:
+            for i in range(6000):
+                if os.path.exists(doc["stop"]):
+                    return
+                for name, call in (("emit", lambda: emit("LEAK-from-" + doc["_id"], i)),
+                                   ("log", lambda: log(f"bg {i}"))):
+                    try:
+                        call()
+                        report.write(f"{name} accepted\n")
+                    except RuntimeError as error:
+                        report.write(f"{name} refused: {error}\n")
+                report.flush()
+                time.sleep(0.01)
+
+    threading.Thread(target=keep_calling, daemon=True).start()
+    yield doc["_id"], None
+
+
+
+def town_when_tried(doc):
+    """town_n once the file doc["tried"] (leaky_thread's report) shows that a thread tried both
+    emit() and log(), or after 20 s: a command that runs while another call's thread does."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with open(doc["tried"]) as report:
+                tried = {line.split(" ", 1)[0] for line in report}
+        except FileNotFoundError:
+            tried = set()
+        if {"emit", "log"} <= tried:
+            break
+        time.sleep(0.01)
+    yield from town_n(doc)
+
+
+# ---- not from a transcript: map functions that cannot be ----------------------------------------
+
+async def async_map(doc):
+    """An async def: calling it runs nothing of its body."""
+    emit(doc["_id"], None)
+
+
+async def async_generator_map(doc):
+    """An async def with a yield: calling it runs nothing of its body."""
+    yield doc["_id"], None
+
+
+def filter_runs_out_of_memory(doc, req):
+    """Not from a transcript: a filter that runs out of memory on a document marked "huge"."""
+    if doc.get("huge"):
+        raise MemoryError("the batch did not fit")
+    return True

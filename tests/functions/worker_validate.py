@@ -36,3 +36,10 @@ def yields(new, old, userctx, secobj):
     if "town" not in new:
         raise Forbidden("No town in doc")
     yield new["town"], 1
+
+
+def rejects_with(new, old, userctx, secobj):
+    # Raises what the document names: a rejection with a value that is not a str, or NotFound.
+    from couch_named_python import NotFound
+    kind = {"forbidden": Forbidden, "unauthorized": Unauthorized, "not_found": NotFound}
+    raise kind[new["raise"]](*new.get("args", []))

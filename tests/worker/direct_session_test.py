@@ -359,6 +359,126 @@ class SessionLifecycleTest(unittest.TestCase):
         reply = self.worker.map_task(["fixture_fns.town_n|1"], ['{"_id":"b","town":"Rome","n":1}'])
         self.assertEqual(reply.map.results[0].rows, b'[[["Rome",1]]]')
 
+    def wait_for_refusals(self, report):
+        """The lines of `report` (fixture_fns.leaky_thread's) once both emit() and log() have
+        been tried from the thread; fails if either was accepted."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lines = []
+            if os.path.exists(report):
+                with open(report) as text:
+                    lines = text.read().splitlines()
+            tried = {line.split(" ", 1)[0] for line in lines}
+            if {"emit", "log"} <= tried:
+                break
+            time.sleep(0.01)
+        else:
+            self.fail(f"the thread tried nothing: {lines}")
+        self.assertNotIn("emit accepted", lines)
+        self.assertNotIn("log accepted", lines)
+        self.assertTrue(any(line.startswith("emit refused: emit() called from another thread "
+                                            "than the function's") for line in lines), lines)
+        return lines
+
+    def test_a_functions_thread_cannot_emit_into_the_next_session(self):
+        scratch = tempfile.mkdtemp()
+        report, stop = os.path.join(scratch, "report"), os.path.join(scratch, "stop")
+        try:
+            session = self.worker.start_session(session_id="tenant-a")
+            self.assertEqual(session.call(["reset"]), ["true"])
+            self.assertEqual(session.call(["add_fun", "fixture_fns.leaky_thread"]), ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "tenantA-doc", "report": report,
+                                                       "stop": stop}]),
+                             ['[[["tenantA-doc",null]]]'])
+            session.close_input()
+            reply = self.worker.receive()
+            session.close()
+            self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+            # Its thread still runs: the worker asks not to serve another session.
+            self.assertTrue(reply.recycle)
+
+            # Served one all the same (as a server that reused it would), the other session's
+            # answer is its function's alone, while the thread keeps calling emit() and log().
+            session = self.worker.start_session(session_id="tenant-b")
+            try:
+                self.assertEqual(session.call(["reset"]), ["true"])
+                self.assertEqual(session.call(["add_fun", "fixture_fns.town_when_tried"]),
+                                 ["true"])
+                self.assertEqual(session.call(["map_doc", {"_id": "b1", "town": "Oslo", "n": 1,
+                                                           "tried": report}]),
+                                 ['[[["Oslo",1]]]'])
+                self.wait_for_refusals(report)
+            finally:
+                session.close_input()
+            self.assertTrue(self.worker.receive().recycle)
+            session.close()
+            open(stop, "w").close()
+            self.worker.stop()
+            self.assertIn("a function started still ran after direct session tenant-a",
+                          self.worker.diagnostics())
+        finally:
+            open(stop, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def test_a_functions_thread_cannot_emit_into_the_next_task(self):
+        scratch = tempfile.mkdtemp()
+        report, stop = os.path.join(scratch, "report"), os.path.join(scratch, "stop")
+        try:
+            doc = json.dumps({"_id": "tenantA-doc", "report": report, "stop": stop})
+            reply = self.worker.map_task(["fixture_fns.leaky_thread"], [doc])
+            self.assertEqual(reply.map.results[0].rows, b'[[["tenantA-doc",null]]]')
+            self.assertTrue(reply.recycle)
+            self.assertTrue(reply.threads_left_running)  # not a MemoryError: the rows stand
+            # A worker kept on all the same (it asked to be replaced) answers the next task
+            # with that task's rows and log lines only, though the thread tried both meanwhile
+            # (it runs while a task runs Python: the worker holds the GIL between tasks).
+            doc = json.dumps({"_id": "b1", "town": "Oslo", "n": 1, "tried": report})
+            reply = self.worker.map_task(["fixture_fns.town_when_tried"], [doc])
+            self.assertEqual(reply.map.results[0].rows, b'[[["Oslo",1]]]')
+            self.assertEqual(list(reply.map.results[0].logs), [])
+            self.assertEqual(list(reply.logs), [])
+            self.wait_for_refusals(report)
+        finally:
+            open(stop, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def test_add_fun_refuses_an_async_map_function(self):
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        for name, returns in (("fixture_fns.async_map", "a coroutine"),
+                              ("fixture_fns.async_generator_map", "an async generator")):
+            error = json.loads(session.call(["add_fun", name])[-1])
+            self.assertEqual(error[:2], ["error", "compilation_error"], error)
+            self.assertIn(f"{name}: an async def", error[2])
+            self.assertIn(f"returns {returns} without running its body", error[2])
+        # A generator is a map function; the refused ones were not added.
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 3}]),
+                         ['[[["Oslo",3]]]'])
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        session.close()
+
+    def test_memory_error_in_a_filter_batch_exits_without_a_line(self):
+        """As couchjs out of memory: CouchDB filters the batch again one document at a time
+        when its query server exits with status 1 and writes nothing."""
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        ddoc = {"_id": "_design/f", "filters": {"f": "fixture_fns.filter_runs_out_of_memory"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/f", ddoc]), ["true"])
+        self.assertEqual(session.call(["ddoc", "_design/f", ["filters", "f"],
+                                       [[{"_id": "a"}], {}]]), ["[true,[true]]"])
+        session.send_line(json.dumps(["ddoc", "_design/f", ["filters", "f"],
+                                      [[{"_id": "a"}, {"_id": "b", "huge": True}], {}]]))
+        self.assertTrue(session.at_end_of_output())  # not a line
+        reply = self.worker.receive()
+        # PROTOCOL_EXIT: the server ends the adapter with exit status 1 and no error line.
+        self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertIn("filter batch raised MemoryError", reply.session_end.message)
+        self.assertTrue(reply.recycle)
+        session.close()
+
     def test_a_task_without_the_two_pipes_is_refused(self):
         read_end, write_end = os.pipe()
         task = worker_pb2.Task()
@@ -581,6 +701,62 @@ class TimeoutTest(unittest.TestCase):
 
     def test_stuck_in_c(self):
         self.stuck("direct_session_fns.sleeps_in_c")
+
+    def start_slow_list(self, session, release, timeout_ms):
+        self.assertEqual(session.call(["reset", {"timeout": timeout_ms}]), ["true"])
+        ddoc = {"_id": "_design/l", "lists": {"slow": "direct_session_fns.list_slow_to_end"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/l", ddoc]), ["true"])
+        start = session.call(["ddoc", "_design/l", ["lists", "slow"],
+                              [{"total_rows": 1, "offset": 0}, {"release": release}]])
+        self.assertEqual(json.loads(start[-1])[0], "start")
+        self.assertEqual(json.loads(session.call(["list_row", {"key": "k", "value": 1}])[-1]),
+                         ["chunks", ["k"]])
+
+    def test_a_reset_in_a_list_waits_for_the_list_function_to_return(self):
+        # What adapter/README.md says of a direct session: the worker runs the list function
+        # itself, so the reset gives it the end of its rows and is answered once it returns.
+        worker = Worker()
+        scratch = tempfile.mkdtemp()
+        release = os.path.join(scratch, "release")
+        try:
+            session = worker.start_session()
+            self.start_slow_list(session, release, 20000)
+            session.send_line(json.dumps(["reset", {"timeout": 20000}]))
+            ready, _, _ = select.select([session.answers], [], [], 0.3)
+            self.assertEqual(ready, [], "answered while the list function still ran")
+            open(release, "w").close()
+            self.assertEqual(session.read_line(), "true")
+            self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "a", "town": "Oslo", "n": 3}]),
+                             ['[[["Oslo",3]]]'])
+            session.close_input()
+            self.assertEqual(worker.receive().session_end.reason,
+                             worker_pb2.SessionEnd.INPUT_CLOSED)
+            session.close()
+            self.assertEqual(worker.stop(), 0, worker.diagnostics())
+        finally:
+            open(release, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def test_a_reset_in_a_list_that_outlives_the_timeout_is_a_timeout(self):
+        # ... and past the command's budget it is the timeout error, and the worker exits (the
+        # adapter exits 1; CouchDB starts a new query server).
+        worker = Worker()
+        scratch = tempfile.mkdtemp()
+        release = os.path.join(scratch, "release")
+        try:
+            session = worker.start_session()
+            self.start_slow_list(session, release, 1000)
+            lines = session.call(["reset", {"timeout": 1000}], timeout=30)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertEqual(json.loads(lines[0])[:2], ["error", "timeout"])
+            self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+            self.assertTrue(session.at_end_of_output())
+            session.close()
+            worker.sock.close()
+        finally:
+            open(release, "w").close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def test_the_servers_cap_is_named_when_it_is_what_ran_out(self):
         # Protocol review: with os_process_timeout raised for slow views, the server's

@@ -161,5 +161,42 @@ TEST(ValidateTest, OldErrorNamesAndEmptyFieldsMeaningNull) {
   EXPECT_EQ(ok.validate().outcome(), ValidateResponse::OK) << ok.DebugString();
 }
 
+// couchjs sends a thrown {forbidden: value} as it is, and a thrown ["error","not_found",msg] is
+// CouchDB's 404: a value that is not a str goes as JSON, and NotFound is its own outcome.
+TEST(ValidateTest, RejectionValuesAsJsonAndNotFound) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply forbidden = worker->Call(ValidateTask("worker_validate.rejects_with",
+                                              R"({"raise":"forbidden","args":[{"a":1}]})", "", ""));
+  ASSERT_TRUE(forbidden.has_validate()) << forbidden.DebugString();
+  EXPECT_EQ(forbidden.validate().outcome(), ValidateResponse::FORBIDDEN);
+  EXPECT_EQ(forbidden.validate().message_json(), R"({"a":1})");
+  EXPECT_EQ(forbidden.validate().message(), "{'a': 1}");
+
+  Reply unauthorized = worker->Call(ValidateTask(
+      "worker_validate.rejects_with", R"({"raise":"unauthorized","args":[[1,null]]})", "", ""));
+  EXPECT_EQ(unauthorized.validate().outcome(), ValidateResponse::UNAUTHORIZED);
+  EXPECT_EQ(unauthorized.validate().message_json(), "[1,null]");
+
+  // A str, or more than one value, is the message as before.
+  Reply text = worker->Call(ValidateTask("worker_validate.rejects_with",
+                                         R"({"raise":"forbidden","args":["no"]})", "", ""));
+  EXPECT_EQ(text.validate().message(), "no");
+  EXPECT_EQ(text.validate().message_json(), "");
+  Reply two = worker->Call(ValidateTask("worker_validate.rejects_with",
+                                        R"({"raise":"forbidden","args":["a","b"]})", "", ""));
+  EXPECT_EQ(two.validate().message(), "('a', 'b')");
+  EXPECT_EQ(two.validate().message_json(), "");
+
+  Reply not_found = worker->Call(ValidateTask("worker_validate.rejects_with",
+                                              R"({"raise":"not_found","args":["nf"]})", "", ""));
+  EXPECT_EQ(not_found.validate().outcome(), ValidateResponse::NOT_FOUND) << not_found.DebugString();
+  EXPECT_EQ(not_found.validate().message(), "nf");
+  EXPECT_FALSE(not_found.validate().has_error());
+  Reply bare = worker->Call(
+      ValidateTask("worker_validate.rejects_with", R"({"raise":"not_found"})", "", ""));
+  EXPECT_EQ(bare.validate().outcome(), ValidateResponse::NOT_FOUND);
+  EXPECT_EQ(bare.validate().message(), "document not found");
+}
+
 }  // namespace
 }  // namespace cnp::worker::testing

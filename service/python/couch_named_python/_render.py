@@ -10,6 +10,7 @@ around:
   ["end", chunks] is sent; a function that never called get_row() sends its start first.
 """
 
+import _thread
 import inspect
 
 from couch_named_python._unrun import ran
@@ -27,6 +28,11 @@ _current = None
 def current(helper):
     if _current is None:
         raise RuntimeError(f"{helper}() only works while cnp-worker runs a list or show function")
+    # A thread the function started is not part of its call: what it sent would go into the
+    # answer of whatever call runs then, maybe another session's.
+    if _current.thread != _thread.get_ident():
+        raise RuntimeError(f"{helper}() called from another thread than the function's: only "
+                           "the thread cnp-worker called the function on may use it")
     return _current
 
 
@@ -43,6 +49,7 @@ class Rendering:
 
     def __enter__(self):
         global _current
+        self.thread = _thread.get_ident()
         self._saved, _current = _current, self
         return self
 

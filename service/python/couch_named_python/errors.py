@@ -3,7 +3,8 @@
 
 class Forbidden(Exception):
     """Raised by validate_doc_update to refuse a write, or by any design function to refuse a
-    request: HTTP 403 with this message."""
+    request: HTTP 403 with this message (in validate_doc_update one value that is not a str,
+    Forbidden({"field": "title"}), goes to CouchDB as JSON, as couchjs sends a thrown object)."""
 
 
 class Unauthorized(Exception):
@@ -12,7 +13,8 @@ class Unauthorized(Exception):
 
 
 class NotFound(Exception):
-    """Raised by a show (or list) function: HTTP 404, "document not found" if no message."""
+    """Raised by a show, list or any other design function, validate_doc_update included:
+    HTTP 404, "document not found" if no message."""
 
 
 class Redirect(Exception):

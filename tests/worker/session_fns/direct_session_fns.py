@@ -21,3 +21,17 @@ def naps(doc):
     """Finishes well within a one-second timeout."""
     time.sleep(0.05)
     yield doc["_id"], "rested"
+
+
+def list_slow_to_end(head, req):
+    """A list that, after its last row, waits for the file req["release"] (a minute at most)
+    before it returns its tail: a function that takes its time to end."""
+    import os
+
+    from couch_named_python import get_row, send
+    while (row := get_row()):
+        send(str(row["key"]))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(req["release"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "tail"
