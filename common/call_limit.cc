@@ -17,6 +17,7 @@ constexpr struct {
     {CallLimit::Kind::kAnswer, "answer"},
     {CallLimit::Kind::kRequest, "request"},
     {CallLimit::Kind::kDocuments, "documents"},
+    {CallLimit::Kind::kFunctions, "functions"},
 };
 
 }  // namespace

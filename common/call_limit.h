@@ -24,9 +24,12 @@ struct CallLimit {
     kAnswer,     // the answer would pass --max-call-bytes
     kRequest,    // the request passes --max-call-bytes
     kDocuments,  // the request holds more documents than --max-docs-per-call
+    kFunctions,  // the request names more functions than one call may (4,096): fewer
+                 // documents do not help, fewer functions per call do
   };
   Kind kind;
-  // Bytes (kAnswer, kRequest) or documents (kDocuments); 0 when the refusal did not say.
+  // Bytes (kAnswer, kRequest), documents (kDocuments) or function names (kFunctions); 0 when
+  // the refusal did not say.
   int64_t limit = 0;
 
   friend bool operator==(const CallLimit&, const CallLimit&) = default;
@@ -39,7 +42,7 @@ absl::Status WithCallLimit(absl::Status status, CallLimit limit);
 std::optional<CallLimit> CallLimitOf(const absl::Status& status);
 
 // The trailer that carries the mark from cnp-server to its clients, and its value's text
-// ("answer 100000", "request 0", "documents 1000000").
+// ("answer 100000", "request 0", "documents 1000000", "functions 4096").
 inline constexpr char kCallLimitTrailer[] = "cnp-call-limit";
 std::string CallLimitText(CallLimit limit);
 // nullopt for anything CallLimitText does not write (another kind, a negative or missing limit,

@@ -9,9 +9,10 @@ namespace cnp::calls {
 
 using google::protobuf::internal::WireFormatLite;
 
-EncodedMapRequest::EncodedMapRequest(std::string_view bytes)
+EncodedMapRequest::EncodedMapRequest(std::string_view bytes, size_t max_functions)
     : bytes_(bytes),
-      input_(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size())) {}
+      input_(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size())),
+      max_functions_(max_functions) {}
 
 std::optional<std::string_view> EncodedMapRequest::Next(std::vector<std::string>* functions) {
   for (;;) {
@@ -36,7 +37,13 @@ std::optional<std::string_view> EncodedMapRequest::Next(std::vector<std::string>
                                             "cnp.v1.MapRequest.functions")) {
         break;
       }
-      if (functions != nullptr) functions->emplace_back(value);
+      if (functions != nullptr) {
+        if (functions->size() >= max_functions_) {
+          too_many_functions_ = true;
+          return std::nullopt;
+        }
+        functions->emplace_back(value);
+      }
     } else if (!WireFormatLite::SkipField(&input_, tag)) {
       break;
     }

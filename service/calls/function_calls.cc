@@ -1,5 +1,6 @@
 #include "service/calls/function_calls.h"
 
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -8,6 +9,8 @@
 #include "asio/this_coro.hpp"
 #include "common/call_limit.h"
 #include "common/retry_advice.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "rapidjson/reader.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
@@ -20,6 +23,9 @@
 
 namespace cnp::calls {
 namespace {
+
+// The worker checks the same bound (function_errors.h says it is the worker's).
+static_assert(kMaxFunctionNameBytes == kMaxProgressNameBytes);
 
 using pool::Reply;
 using pool::Task;
@@ -110,6 +116,34 @@ absl::Status InPart(const absl::Status& status, int64_t begin, int64_t end, int6
 // again alone with all that is left (OverItsShare): an uneven call costs a part run twice, never
 // a refusal under the limit.
 int64_t ShareOf(int64_t left, int64_t parts) { return std::max<int64_t>(1, left / parts); }
+
+// Which of a batch's parts the pool failed, if it failed one: the first that failed itself,
+// rather than one the batch did not run or stopped waiting for because another failed
+// (pool::WasNotRunInBatch), whose documents are not at fault.
+std::optional<size_t> FailedPart(const std::vector<absl::StatusOr<Reply>>& replies) {
+  std::optional<size_t> not_run;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].ok()) continue;
+    if (!pool::WasNotRunInBatch(replies[i].status())) return i;
+    if (!not_run.has_value()) not_run = i;
+  }
+  return not_run;
+}
+
+// The call's status when the pool failed its part `p` of `parts` (`docs` documents in all):
+// named by the part's documents, unless the part was only not run (the batch stopped for no
+// part's fault: no worker, the deadline).
+absl::Status PartFailure(absl::Status status, int64_t p, int64_t parts, int64_t docs,
+                         int64_t max_call_bytes) {
+  const bool not_run = pool::WasNotRunInBatch(status);
+  status.ErasePayload(pool::kNotRunInBatchPayload);
+  const int64_t begin = docs * p / parts;
+  absl::Status checked =
+      Checked(absl::StatusOr<Reply>(std::move(status)), Reply::kMap, max_call_bytes, begin)
+          .status();
+  if (not_run) return checked;
+  return InPart(checked, begin, docs * (p + 1) / parts, docs);
+}
 
 bool OverItsShare(const absl::StatusOr<Reply>& reply) {
   return reply.ok() && reply->failure().code() == worker::v1::Failure::ANSWER_TOO_LARGE;
@@ -229,12 +263,94 @@ std::string MapFunctions(const std::vector<std::string>& functions) {
   return pool::TaskFunctions(named);
 }
 
-absl::Status RequireFunctions(int count) {
+absl::Status RequireFunctions(int64_t count) {
   if (count == 0) return absl::InvalidArgumentError("the request names no function");
   return absl::OkStatus();
 }
 
+// More names than a call may carry, marked for the client as its other size limits are. (A Map's
+// request is read only up to the name past the limit: the count is not known.)
+absl::Status TooManyFunctions() {
+  return WithCallLimit(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the request names more than the ", kMaxFunctionsPerCall,
+          " functions one call may name; split them over several calls")),
+      {CallLimit::Kind::kFunctions, kMaxFunctionsPerCall});
+}
+
+// The names of a Map or a Reduce: some, at most kMaxFunctionsPerCall, none longer than a
+// worker accepts. Each part of a Map carries every name again, so both bounds together bound
+// what the parts in flight hold of them (4,096 x 512 bytes a part); a longer name would fail
+// on the worker anyway, in the same words.
+template <class Names>
+absl::Status CheckFunctions(const Names& names) {
+  if (absl::Status s = RequireFunctions(names.size()); !s.ok()) return s;
+  if (names.size() > static_cast<size_t>(kMaxFunctionsPerCall)) return TooManyFunctions();
+  int64_t index = 0;
+  for (const std::string& name : names) {
+    if (name.size() > kMaxFunctionNameBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "function ", index, " of the request: ValueError: function name too long: ",
+          name.size(), " bytes, at most ", kMaxFunctionNameBytes, " allowed"));
+    }
+    ++index;
+  }
+  return absl::OkStatus();
+}
+
+// Whether `json` can be a JSON object: its first byte past JSON's whitespace opens one. The
+// worker parses it, and says so if it is not JSON after all; a number or an array that is
+// (`5`, `[1,2]`) would reach the function, which expects a document.
+bool OpensAnObject(std::string_view json) {
+  const size_t first = json.find_first_not_of(" \t\n\r");
+  return first != std::string_view::npos && json[first] == '{';
+}
+
+// The first bytes of a document, for a message: printable ASCII as it is, any other byte
+// escaped (documents are bytes; a status message is text).
+std::string StartOf(std::string_view json) {
+  constexpr size_t kShown = 40;
+  std::string shown;
+  for (size_t i = 0; i < json.size() && i < kShown; ++i) {
+    const unsigned char c = static_cast<unsigned char>(json[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      shown.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(&shown, "\\x", absl::Hex(c, absl::kZeroPad2));
+    }
+  }
+  if (json.size() > kShown) shown += "...";
+  return shown;
+}
+
+// A Map's document that is no JSON object, named by its index in the call (from 0, as a
+// worker's failure names one): the API says each is one, as CouchDB's always are. (CouchDB's
+// own path, a Session, passes what CouchDB sends, as couchjs does.)
+absl::Status NotAnObject(int64_t index, std::string_view doc) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("document ", index, " is not a JSON object: ", StartOf(doc),
+                   " (each document of a Map is one)"));
+}
+
 }  // namespace
+
+absl::Status CheckFunctionCountBeforeParsing(google::protobuf::io::ZeroCopyInputStream& wire) {
+  using google::protobuf::internal::WireFormatLite;
+  static_assert(static_cast<int>(v1::MapRequest::kFunctionsFieldNumber) ==
+                static_cast<int>(v1::ReduceRequest::kFunctionsFieldNumber));
+  google::protobuf::io::CodedInputStream input(&wire);
+  input.SetTotalBytesLimit(std::numeric_limits<int>::max());
+  int64_t names = 0;
+  for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
+    if (WireFormatLite::GetTagFieldNumber(tag) == v1::MapRequest::kFunctionsFieldNumber &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED &&
+        ++names > kMaxFunctionsPerCall) {
+      return TooManyFunctions();
+    }
+    if (!WireFormatLite::SkipField(&input, tag)) break;  // not a message: parsing says why
+  }
+  return absl::OkStatus();
+}
 
 template <class Request, class Response>
 asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (Task::*slot)(),
@@ -280,26 +396,35 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
                                                         absl::Time deadline,
                                                         std::vector<std::string>& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
-  // A first pass learns the function names and how many documents of how many bytes.
+  // A first pass learns the function names (it stops at a name past the limit) and how many
+  // documents of how many bytes, and finds the first that is no JSON object.
   std::vector<std::string> functions;
   int64_t docs = 0;
   int64_t doc_bytes = 0;
+  std::optional<int64_t> not_an_object;
+  std::string_view not_an_object_doc;
   {
     // What protobuf says of a bad function name goes into the answer, not the log; the scan
     // does not suspend, so no other call's lines are taken.
     ProtobufLogCapture protobuf_said;
-    EncodedMapRequest scan(request);
+    EncodedMapRequest scan(request, kMaxFunctionsPerCall);
     while (std::optional<std::string_view> doc = scan.Next(&functions)) {
+      if (!not_an_object.has_value() && !OpensAnObject(*doc)) {
+        not_an_object = docs;
+        not_an_object_doc = *doc;
+      }
       ++docs;
       doc_bytes += doc->size();
     }
+    if (scan.too_many_functions()) co_return TooManyFunctions();
     if (scan.failed()) {
       co_return absl::InvalidArgumentError(absl::StrCat(
           "the Map request is not a valid cnp.v1.MapRequest: ", protobuf_said.Reason()));
     }
   }
-  if (absl::Status s = RequireFunctions(functions.size()); !s.ok()) co_return s;
+  if (absl::Status s = CheckFunctions(functions); !s.ok()) co_return s;
   if (absl::Status s = CheckDocCount(docs); !s.ok()) co_return s;
+  if (not_an_object.has_value()) co_return NotAnObject(*not_an_object, not_an_object_doc);
   deadline = EffectiveDeadline(deadline);
 
   // Then the parts, a wave of a few per worker at a time, each answer appended as it comes.
@@ -339,6 +464,15 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     for (int64_t p = first; p < last; ++p) tasks.push_back(part_task(reader, p, share));
     std::vector<absl::StatusOr<Reply>> replies =
         co_await runner_.RunAll(std::move(tasks), deadline);
+    // A part the pool failed (its worker crashed, the deadline passed) fails the call; the pool
+    // stopped the batch there, and answered without waiting for the other parts.
+    if (std::optional<size_t> failed = FailedPart(replies)) {
+      absl::Status status = PartFailure(replies[*failed].status(),
+                                        first + static_cast<int64_t>(*failed), parts, docs,
+                                        options_.max_call_bytes);
+      LogPoolFailure(status, MapFunctions(functions), "");
+      co_return fail(std::move(status));
+    }
     for (size_t i = 0; i < replies.size(); ++i) {
       const int64_t left = options_.max_call_bytes - response_bytes;
       const int64_t p = first + static_cast<int64_t>(i);
@@ -376,8 +510,11 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
 asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::Time deadline,
                                                  v1::MapResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
-  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  if (absl::Status s = CheckFunctions(request.functions()); !s.ok()) co_return s;
   if (absl::Status s = CheckDocCount(request.docs_size()); !s.ok()) co_return s;
+  for (int d = 0; d < request.docs_size(); ++d) {
+    if (!OpensAnObject(request.docs(d))) co_return NotAnObject(d, request.docs(d));
+  }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   deadline = EffectiveDeadline(deadline);
   const int docs = request.docs_size();
@@ -413,6 +550,14 @@ asio::awaitable<absl::Status> FunctionCalls::Map(v1::MapRequest& request, absl::
   std::vector<Task> tasks;
   for (int p = 0; p < parts; ++p) tasks.push_back(part_task(p, share));
   std::vector<absl::StatusOr<Reply>> replies = co_await runner_.RunAll(std::move(tasks), deadline);
+  if (std::optional<size_t> failed = FailedPart(replies)) {
+    absl::Status status = PartFailure(replies[*failed].status(), static_cast<int64_t>(*failed),
+                                      parts, docs, options_.max_call_bytes);
+    Task named;
+    *named.mutable_map()->mutable_functions() = request.functions();
+    LogPoolFailure(status, pool::TaskFunctions(named), "");
+    co_return status;
+  }
   response.mutable_results()->Reserve(docs);
   int64_t answered = 0;  // the bytes of the parts' answers taken so far
   for (int p = 0; p < parts; ++p) {
@@ -459,7 +604,7 @@ asio::awaitable<absl::Status> FunctionCalls::Reduce(v1::ReduceRequest& request,
                                                     absl::Time deadline,
                                                     v1::ReduceResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
-  if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  if (absl::Status s = CheckFunctions(request.functions()); !s.ok()) co_return s;
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_reduce, &Reply::mutable_reduce,
                             Reply::kReduce, deadline, response);
@@ -471,6 +616,16 @@ asio::awaitable<absl::Status> FunctionCalls::Validate(v1::ValidateRequest& reque
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (request.function().empty()) {
     co_return absl::InvalidArgumentError("the request names no function");
+  }
+  // The document being written, as the API says and CouchDB always passes: an object.
+  if (request.new_doc().empty()) {
+    co_return absl::InvalidArgumentError(
+        "the request has no new_doc: it is required, the document being written (a JSON object)");
+  }
+  if (!OpensAnObject(request.new_doc())) {
+    co_return absl::InvalidArgumentError(absl::StrCat(
+        "the new_doc is not a JSON object: ", StartOf(request.new_doc()),
+        " (it is the document being written)"));
   }
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_validate, &Reply::mutable_validate,

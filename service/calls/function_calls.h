@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -21,9 +22,25 @@
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
+#include "google/protobuf/io/zero_copy_stream.h"
 #include "service/pool/async_task_runner.h"
 
 namespace cnp::calls {
+
+// The most functions one Map (or MapStream message) or Reduce may name, as many as a CouchDB
+// session may hold (QueryProtocol::kMaxMapFunctions); more are RESOURCE_EXHAUSTED, marked
+// "cnp-call-limit: functions 4096". Every part of a Map carries the names again.
+inline constexpr int kMaxFunctionsPerCall = 4096;
+// The longest function name a worker accepts (service/worker/function_name.h); a Map's or a
+// Reduce's longer name is refused before any part carries it.
+inline constexpr size_t kMaxFunctionNameBytes = 512;
+
+// Before a MapRequest (a MapStream message) or a ReduceRequest is parsed: RESOURCE_EXHAUSTED,
+// as Map and Reduce answer, when its wire form names more than kMaxFunctionsPerCall functions,
+// counted without building one (parsing ten million names first took 650 MB); OK otherwise,
+// also for bytes that are no message (parsing says so). A unary Map reads its bytes itself
+// (MapEncoded) and stops at the name past the limit the same way.
+absl::Status CheckFunctionCountBeforeParsing(google::protobuf::io::ZeroCopyInputStream& wire);
 
 struct CallOptions {
   // The longest any call may run, whatever deadline the client set.

@@ -20,7 +20,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "worker.pb.h"
@@ -29,6 +31,26 @@ namespace cnp::pool {
 
 using worker::v1::Reply;
 using worker::v1::Task;
+
+// How long before a call's deadline a cancel of it counts as the deadline passing: a client
+// cancels at its deadline, which comes before the server's copy of it by the time the request
+// took to arrive. The pool answers such a call DEADLINE_EXCEEDED, logs it and counts its
+// worker's exit as the deadline's, as the server counts the call (service/rpc/rpc_server.cc,
+// the same 100 ms).
+inline constexpr absl::Duration kDeadlineCancelSlack = absl::Milliseconds(100);
+
+// In RunAll's results, a task the batch did not run, or whose answer it stopped waiting for,
+// because `cause` stopped it (another task failed, the deadline, the call cancelled, no
+// worker): `cause`'s code and message, marked so that the caller can tell the task at fault
+// from those that were merely not run.
+inline constexpr char kNotRunInBatchPayload[] = "cnp.pool/not-run-in-batch";
+inline absl::Status NotRunInBatch(absl::Status cause) {
+  cause.SetPayload(kNotRunInBatchPayload, absl::Cord());
+  return cause;
+}
+inline bool WasNotRunInBatch(const absl::Status& status) {
+  return status.GetPayload(kNotRunInBatchPayload).has_value();
+}
 
 // A worker held by one caller for a multi-step exchange (an interactive list function). The
 // worker goes back to the pool when the lease is destroyed; a lease whose exchange failed or
@@ -63,7 +85,12 @@ class AsyncTaskRunner {
 
   // Runs independent tasks concurrently on up to as many workers as there are tasks, each
   // worker taking the next task as soon as it answers; the results are in task order.
-  // Cancelling it cancels every task still queued or running.
+  // Cancelling it cancels every task still queued or running. The tasks are parts of one call:
+  // the first that fails (an error status) stops the batch, and RunAll answers then. The tasks
+  // it did not start, and those still running whose answers it no longer waits for (they run
+  // to their end on their workers, which are not killed for it), have the status that stopped
+  // it marked NotRunInBatch. A worker goes to a caller waiting for one between two tasks: a
+  // caller waits for one task of a batch, not for the batch.
   virtual asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAll(std::vector<Task> tasks,
                                                                      absl::Time deadline) = 0;
 

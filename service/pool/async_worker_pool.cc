@@ -41,11 +41,19 @@ bool Cancelled(asio::cancellation_state state) {
   return state.cancelled() != asio::cancellation_type::none;
 }
 
+// Whether a cancel that comes at `now` is the deadline's: a client cancels at its deadline,
+// which comes before the server's copy of it by the time the request took to arrive
+// (kDeadlineCancelSlack). One rule for the pool's answer, its log line and the worker's exit
+// cause, as for the call's count in the metrics (rpc_server.cc).
+bool NearDeadline(absl::Time deadline, absl::Time now) {
+  return deadline != absl::InfiniteFuture() && now >= deadline - kDeadlineCancelSlack;
+}
+
 // Why a task was not sent, if it was not: its deadline had passed or its caller had been
 // cancelled before it could start. The worker is then as good as it was.
 std::optional<absl::Status> NotStarted(const Task& task, bool cancelled, absl::Time deadline,
                                        absl::Time now) {
-  if (deadline <= now) {
+  if (deadline <= now || (cancelled && NearDeadline(deadline, now))) {
     return absl::DeadlineExceededError(
         absl::StrCat("the deadline passed before ", DescribeTask(task), " could start"));
   }
@@ -71,21 +79,43 @@ asio::awaitable<void> KillAndReap(std::shared_ptr<Worker> worker) {
 
 }  // namespace
 
-// The state of one RunAll, shared by its feeders (one per worker it holds).
+// The state of one RunAll, shared by its feeders (one per worker it holds). RunAll returns at
+// the first task that fails, without waiting for the tasks still running (their answers are
+// dropped); the batch lives on until its last feeder ends (RunAllHere).
 struct AsyncWorkerPool::Batch {
   Batch(std::vector<Task> tasks, absl::Time deadline, asio::io_context& context)
       : tasks(std::move(tasks)), deadline(deadline), results(this->tasks.size()),
-        all_done(context) {}
+        answered(this->tasks.size(), false), wake(context) {
+    wake.expires_at(asio::steady_timer::time_point::max());
+  }
   std::vector<Task> tasks;
   absl::Time deadline;
   std::vector<absl::StatusOr<Reply>> results;
+  std::vector<bool> answered;  // results[i] holds task i's own outcome
   size_t next = 0;        // the next task a feeder takes
   absl::Status stopped;   // set when the tasks left will not run: why
   int feeding = 0;        // feeders still running
-  asio::steady_timer all_done;  // cancelled when the last feeder ends
-  // Feeders still waiting for a worker a session kept (RunAllHere): they stop waiting once
-  // every task has been taken.
-  std::vector<asio::cancellation_signal*> waiting_late;
+  asio::steady_timer wake;  // cancelled when the last feeder ends, or when the batch stops
+  // One per feeder: cancelling the batch cancels them all.
+  std::unique_ptr<asio::cancellation_signal[]> signals;
+  // Feeders waiting for a worker (a late one, for a worker a session keeps; or one that gave
+  // its worker to another caller): cancelled once the batch no longer needs them (every task
+  // taken, or the batch stopped), so that none holds it up or takes a worker for nothing.
+  std::vector<asio::cancellation_signal*> waiting;
+
+  // No feeder waiting for a worker is of use any more.
+  void ReleaseWaiting() {
+    for (asio::cancellation_signal* signal : std::exchange(waiting, {})) {
+      signal->emit(asio::cancellation_type::terminal);
+    }
+  }
+  // The tasks left will not run, for `why` (the first reason stays); RunAllHere is woken.
+  void Stop(const absl::Status& why) {
+    if (!stopped.ok()) return;
+    stopped = why;
+    ReleaseWaiting();
+    wake.cancel();
+  }
 };
 
 // A worker held by one caller. Created on the pool's context; used from the caller's. The
@@ -285,12 +315,15 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
     co_return results;
   }
   for (Task& task : tasks) BoundAnswer(task, options_.max_answer_bytes);
-  Batch batch(std::move(tasks), deadline, context_);
-  const size_t n = batch.tasks.size();
-  absl::StatusOr<Slot*> first = co_await Acquire(deadline);
+  // Owned here until RunAll returns; after that, by the coroutine that waits for the feeders
+  // still running (below).
+  auto batch = std::make_unique<Batch>(std::move(tasks), deadline, context_);
+  const size_t n = batch->tasks.size();
+  absl::StatusOr<Slot*> first = co_await Acquire(deadline, batch.get());
   if (!first.ok()) {
-    for (auto& r : batch.results) r = first.status();
-    co_return std::move(batch.results);
+    // No task's fault: none ran.
+    for (auto& r : batch->results) r = NotRunInBatch(first.status());
+    co_return std::move(batch->results);
   }
   std::vector<Slot*> held{*first};
   while (held.size() < n) {
@@ -308,73 +341,116 @@ asio::awaitable<std::vector<absl::StatusOr<Reply>>> AsyncWorkerPool::RunAllHere(
   // One feeder per worker, each taking the next task as soon as its worker answers. Each has
   // its own cancellation signal: cancelling the batch cancels them all.
   held.resize(held.size() + late, nullptr);
-  auto signals = std::make_unique<asio::cancellation_signal[]>(held.size());
-  batch.feeding = static_cast<int>(held.size());
-  batch.all_done.expires_at(asio::steady_timer::time_point::max());
+  batch->signals = std::make_unique<asio::cancellation_signal[]>(held.size());
+  batch->feeding = static_cast<int>(held.size());
   for (size_t k = held.size() - late; k < held.size(); ++k) {
-    batch.waiting_late.push_back(&signals[k]);
+    batch->waiting.push_back(&batch->signals[k]);
   }
+  Batch* const shared = batch.get();
   for (size_t k = 0; k < held.size(); ++k) {
-    asio::co_spawn(context_, Feed(batch, held[k], held[k] == nullptr ? &signals[k] : nullptr),
-                   asio::bind_cancellation_slot(signals[k].slot(), [&batch](std::exception_ptr) {
-                     if (--batch.feeding == 0) batch.all_done.cancel();
-                   }));
+    asio::co_spawn(context_, Feed(*shared, held[k], &shared->signals[k]),
+                   asio::bind_cancellation_slot(shared->signals[k].slot(),
+                                                [shared](std::exception_ptr) {
+                                                  if (--shared->feeding == 0) shared->wake.cancel();
+                                                }));
   }
   bool cancelled = false;
-  while (batch.feeding > 0) {
+  while (batch->feeding > 0) {
+    // A task failed (its worker crashed, the deadline passed...): the call fails whatever the
+    // others answer, so it is answered now, not once they have. (A cancelled call waits for
+    // its feeders, whose tasks end at once: their workers are killed.)
+    if (!cancelled && !batch->stopped.ok()) break;
     asio::error_code ec;
-    co_await batch.all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await batch->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     const asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     if (!cancelled && Cancelled(state)) {
       cancelled = true;
-      for (size_t k = 0; k < held.size(); ++k) signals[k].emit(asio::cancellation_type::terminal);
+      for (size_t k = 0; k < held.size(); ++k) {
+        batch->signals[k].emit(asio::cancellation_type::terminal);
+      }
     }
   }
-  // Tasks no feeder took: the reason they will not run.
-  for (size_t i = batch.next; i < n; ++i) batch.results[i] = batch.stopped;
-  co_return std::move(batch.results);
+  // Tasks no feeder took, and those whose answers are not waited for: the reason they have
+  // none, marked as not theirs.
+  const absl::Status none =
+      batch->stopped.ok() ? absl::InternalError("the batch ended without running it")
+                          : batch->stopped;
+  std::vector<absl::StatusOr<Reply>> results;
+  results.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (batch->answered[i]) {
+      results.push_back(std::move(batch->results[i]));
+    } else {
+      results.push_back(NotRunInBatch(none));
+    }
+  }
+  if (batch->feeding > 0) {
+    // The feeders still running finish their tasks (a worker is not killed for another's
+    // failure) and give their workers back; the batch goes with the last of them.
+    asio::co_spawn(context_, OutliveFeeders(std::move(batch)), asio::detached);
+  }
+  co_return results;
 }
 
 asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
-                                            asio::cancellation_signal* late) {
+                                            asio::cancellation_signal* signal) {
   co_await asio::this_coro::throw_if_cancelled(false);
   const size_t n = batch.tasks.size();
+  // A feeder that starts without a worker waits for one a session gives back (RunAllHere);
+  // its failure to get one stops nothing: the other feeders go on without it.
+  bool late = slot == nullptr;
   while (batch.stopped.ok() && batch.next < n) {
     if (slot == nullptr) {
-      // This feeder's worker crashed, or it is a late one: carry on with another worker.
-      absl::StatusOr<Slot*> acquired = co_await Acquire(batch.deadline);
-      if (late != nullptr) {
-        std::erase(batch.waiting_late, late);
-        // The other feeders go on without it: its failure to get a worker stops nothing.
-        if (!acquired.ok()) break;
-        late = nullptr;
-      }
+      absl::StatusOr<Slot*> acquired = co_await Acquire(batch.deadline, &batch, !late);
+      std::erase(batch.waiting, signal);
       if (!acquired.ok()) {
-        if (batch.stopped.ok()) batch.stopped = acquired.status();
+        // Not needed any more (ReleaseWaiting), or the batch already stopped: nothing to say.
+        if (late || !batch.stopped.ok() || batch.next == n) break;
+        batch.Stop(acquired.status());
         break;
       }
+      late = false;
       slot = *acquired;
       if (!batch.stopped.ok() || batch.next == n) break;
     }
     const size_t i = batch.next++;
-    batch.results[i] = co_await ExchangeOn(slot, batch.tasks[i], batch.deadline);
-    const absl::StatusOr<Reply>& result = batch.results[i];
-    if (!result.ok()) {
+    // The last task is taken: feeders waiting for a worker would only hold the batch up.
+    if (batch.next == n) batch.ReleaseWaiting();
+    absl::StatusOr<Reply> result = co_await ExchangeOn(slot, batch.tasks[i], batch.deadline);
+    const bool ok = result.ok();
+    const bool recycle = ok && result->recycle();
+    if (!ok) {
       if (!Held(slot)) slot = nullptr;  // replaced by ExchangeOn
-      // The caller's own end stops the batch; a crash costs only the task it was running.
-      if (absl::IsCancelled(result.status()) || absl::IsDeadlineExceeded(result.status())) {
-        if (batch.stopped.ok()) batch.stopped = result.status();
-      }
-      continue;
+      // Any task that fails fails the call: the tasks left are not run, and RunAll answers
+      // now.
+      batch.Stop(result.status());
     }
-    if (!CountCall(slot, result->recycle())) slot = nullptr;
-  }
-  // Every task is taken, or the batch has stopped: late feeders still waiting would only hold
-  // it up.
-  for (asio::cancellation_signal* waiting : std::exchange(batch.waiting_late, {})) {
-    if (waiting != late) waiting->emit(asio::cancellation_type::terminal);
+    batch.results[i] = std::move(result);
+    batch.answered[i] = true;
+    if (ok && !CountCall(slot, recycle)) slot = nullptr;
+    if (slot != nullptr && batch.stopped.ok() && batch.next < n && OthersWaiting(batch)) {
+      // Another caller waits for a worker: it gets this one (not one of this batch's feeders
+      // waiting before it), and this feeder queues behind it for the next, so that a caller
+      // waits for one task of a batch, not for the batch. (After a task: a feeder that waited
+      // its turn runs one before it gives the worker away.)
+      MakeIdle(slot, &batch);
+      slot = nullptr;
+      batch.waiting.push_back(signal);
+    }
   }
   if (slot != nullptr) MakeIdle(slot);
+}
+
+asio::awaitable<void> AsyncWorkerPool::OutliveFeeders(std::unique_ptr<Batch> batch) {
+  while (batch->feeding > 0) {
+    asio::error_code ec;
+    co_await batch->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+bool AsyncWorkerPool::OthersWaiting(const Batch& batch) const {
+  return std::any_of(waiters_.begin(), waiters_.end(),
+                     [&batch](const Waiter* waiter) { return waiter->batch != &batch; });
 }
 
 asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPool::LeaseHere(
@@ -452,8 +528,12 @@ AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
 }
 
 asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire(
-    absl::Time deadline) {
+    absl::Time deadline, const Batch* batch, bool requeue) {
+  const absl::Status too_late = absl::DeadlineExceededError(absl::StrCat(
+      "the deadline passed while waiting for one of the ", options_.workers,
+      " busy workers; retry later or run more workers (--workers)"));
   if (Cancelled(co_await asio::this_coro::cancellation_state)) {
+    if (NearDeadline(deadline, absl::Now())) co_return too_late;
     co_return absl::CancelledError("the call was cancelled before it was given a worker");
   }
   if (shutting_down_) {
@@ -464,10 +544,9 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   AskKeptWorkersBack();
   // Fail fast rather than wait out the deadline when no worker can come up.
   if (!AnyCanServe()) co_return NoWorkerRunning();
-  const absl::Status too_late = absl::DeadlineExceededError(absl::StrCat(
-      "the deadline passed while waiting for one of the ", options_.workers,
-      " busy workers; retry later or run more workers (--workers)"));
-  if (static_cast<int>(waiters_.size()) >= options_.max_queue) {
+  // (A batch's feeder that gave its worker to another caller was let in already: it queues
+  // again whatever the queue holds.)
+  if (!requeue && static_cast<int>(waiters_.size()) >= options_.max_queue) {
     co_return absl::ResourceExhaustedError(absl::StrCat(
         "all ", options_.workers, " workers are busy and ", waiters_.size(),
         " calls are already queued; retry later or run more workers (--workers)"));
@@ -476,6 +555,7 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   if (deadline <= queued) co_return too_late;
 
   Waiter waiter(context_);
+  waiter.batch = batch;
   if (deadline == absl::InfiniteFuture()) {
     waiter.wakeup.expires_at(asio::steady_timer::time_point::max());
   } else {
@@ -495,6 +575,7 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
     MakeIdle(waiter.slot);  // handed over just as the caller went away: the next one takes it
   }
   if (cancelled) {
+    if (NearDeadline(deadline, absl::Now())) co_return too_late;
     co_return absl::CancelledError("the call was cancelled while waiting for a worker");
   }
   if (!waiter.failure.ok()) co_return waiter.failure;
@@ -513,7 +594,8 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   if (sent && cancelled) {
     // Cancelled between the quick wait and here: the task is in the worker's hands.
     absl::Status failure = absl::CancelledError("the exchange was cancelled");
-    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), false, now - began);
+    co_return co_await ReplaceAfterFailure(slot, task, std::move(failure),
+                                           NearDeadline(deadline, now), now - began);
   }
   if (!sent) {
     // Not sent: the worker is still the caller's.
@@ -561,8 +643,11 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   // was and still the caller's, the error the caller's own.
   if (!timed_out && !sent && TaskWasNotSent(reply.status())) co_return reply;
   absl::Status failure = reply.status();
-  const absl::Duration ran = absl::Now() - began;
-  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out, ran);
+  const absl::Time ended = absl::Now();
+  // The client's cancel at its deadline is the deadline, as the server's own timer is.
+  if (absl::IsCancelled(failure) && NearDeadline(deadline, ended)) timed_out = true;
+  co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out,
+                                         ended - began);
 }
 
 asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, const Task& task,
@@ -665,7 +750,9 @@ bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
   } else if (options_.max_calls_per_worker > 0 &&
              slot->calls >= options_.max_calls_per_worker) {
     why = "it reached --max-calls-per-worker", cause = "recycle";
-  } else if (slot->generation < generation_) {
+  } else if (slot->generation < generation_ && !Replacing()) {
+    // One at a time: while another worker is being replaced, this one serves on, and is
+    // replaced after a later call or, idle, by Maintain's rolling reload.
     why = "of a reload", cause = "reload";
   }
   if (why == nullptr) return true;
@@ -679,7 +766,7 @@ void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked, int64_t calls) 
   if (CountCall(slot, recycle_asked, calls)) MakeIdle(slot);
 }
 
-void AsyncWorkerPool::MakeIdle(Slot* slot) {
+void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {
   slot->wanted = nullptr;
   slot->asked_back = false;
   if (!slot->ended_while_held.empty()) {
@@ -690,9 +777,15 @@ void AsyncWorkerPool::MakeIdle(Slot* slot) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
     return;
   }
-  if (!waiters_.empty()) {
-    Waiter* waiter = waiters_.front();
-    waiters_.pop_front();
+  auto next = waiters_.begin();
+  if (passed_by != nullptr) {
+    next = std::find_if(waiters_.begin(), waiters_.end(),
+                        [passed_by](const Waiter* w) { return w->batch != passed_by; });
+    if (next == waiters_.end()) next = waiters_.begin();
+  }
+  if (next != waiters_.end()) {
+    Waiter* waiter = *next;
+    waiters_.erase(next);
     waiter->queued = false;
     waiter->slot = slot;
     slot->state = State::kBusy;
@@ -715,6 +808,12 @@ void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::stri
   slot->restart_at = absl::Now() + restart_delay;
   slot->last_failure = std::move(why);
   Kick();
+}
+
+bool AsyncWorkerPool::Replacing() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) {
+    return s->state == State::kStarting || s->state == State::kDown;
+  });
 }
 
 bool AsyncWorkerPool::AnyCanServe() const {

@@ -15,7 +15,9 @@
 // or the memory cap wants it replaced.
 //
 // What it does on its own context, all awaited, nothing polled or blocked on:
-//   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first
+//   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first;
+//               a batch (RunAll) gives each of its workers to a caller waiting, between two of
+//               its tasks, and queues behind it
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
 //               killed, reaped from its pidfd, and its slot restarted: at once when its task
@@ -115,6 +117,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     std::string ended_while_held;
     bool over_memory_cap = false;
   };
+  struct Batch;
   // A caller queued for a worker. Woken by cancelling `wakeup`, whose expiry is the deadline.
   struct Waiter {
     explicit Waiter(asio::io_context& context) : wakeup(context) {}
@@ -122,17 +125,23 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     Slot* slot = nullptr;  // the worker handed over
     absl::Status failure;  // or why none will come
     bool queued = true;
+    const Batch* batch = nullptr;  // the batch whose feeder waits, if one does
   };
-  struct Batch;
   class LeaseImpl;
 
   // The operations, on the pool's context.
   asio::awaitable<absl::StatusOr<Reply>> RunHere(Task task, absl::Time deadline);
   asio::awaitable<std::vector<absl::StatusOr<Reply>>> RunAllHere(std::vector<Task> tasks,
                                                                  absl::Time deadline);
-  // Feeds the batch's tasks to `slot`'s worker, or to one it acquires (`late`: a feeder
-  // waiting for a worker a session gives back, cancelled through `late` once it is of no use).
-  asio::awaitable<void> Feed(Batch& batch, Slot* slot, asio::cancellation_signal* late);
+  // Feeds the batch's tasks to `slot`'s worker, or, without one, to one a session gives back
+  // (a late feeder). After each task it gives the worker to a caller waiting for one, if any,
+  // and queues behind it. `signal` cancels it: the batch's, or once it waits for a worker the
+  // batch no longer needs (Batch::waiting).
+  asio::awaitable<void> Feed(Batch& batch, Slot* slot, asio::cancellation_signal* signal);
+  // Some caller other than the batch's own feeders waits for a worker.
+  bool OthersWaiting(const Batch& batch) const;
+  // Keeps a batch RunAll answered early (a task failed) until its last feeder ends.
+  static asio::awaitable<void> OutliveFeeders(std::unique_ptr<Batch> batch);
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> LeaseHere(
       absl::Time deadline);
   asio::awaitable<absl::StatusOr<Reply>> LeaseExchangeHere(Slot* slot, Task task,
@@ -150,8 +159,12 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // `which` picks.
   void AskKeptWorkersBack(const std::function<bool(const Slot&)>& which = nullptr);
 
-  // A worker for the caller: an idle one, else one handed over in queue order.
-  asio::awaitable<absl::StatusOr<Slot*>> Acquire(absl::Time deadline);
+  // A worker for the caller: an idle one, else one handed over in queue order. `batch`: the
+  // caller is that batch's feeder; `requeue`: one that gave its worker to another caller,
+  // queued whatever --max-queue says (it was let in already).
+  asio::awaitable<absl::StatusOr<Slot*>> Acquire(absl::Time deadline,
+                                                 const Batch* batch = nullptr,
+                                                 bool requeue = false);
   Slot* TryAcquire();
   // One exchange on a held worker. On an error the status says what happened, in words for
   // the user; the worker is then gone (killed and being replaced) unless the task was never
@@ -175,8 +188,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   void FinishCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
 
   // Hands a usable worker to the first waiting caller, or makes it idle; one that ended while
-  // held (ended_while_held) is replaced instead.
-  void MakeIdle(Slot* slot);
+  // held (ended_while_held) is replaced instead. `passed_by`: a batch's feeder gives its worker
+  // away, to the first caller waiting that is not one of that batch's feeders.
+  void MakeIdle(Slot* slot, const Batch* passed_by = nullptr);
   // A worker that ended by itself (how, when: "while idle"): logged, counted as a death no task
   // explains, and replaced after the restart backoff.
   void ReplaceEnded(Slot* slot, std::string how, absl::string_view when);
@@ -184,6 +198,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   void Retire(Slot* slot, absl::Duration restart_delay, std::string why);
   // Some slot serves, or may still come up: waiting for a worker makes sense.
   bool AnyCanServe() const;
+  // Some worker is being replaced (starting, or down until its restart): a reload replaces
+  // another only after it.
+  bool Replacing() const;
   static bool Held(const Slot* slot) {
     return slot->state == State::kBusy && slot->worker != nullptr;
   }

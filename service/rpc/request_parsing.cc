@@ -3,7 +3,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "cnp/v1/functions.pb.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "service/calls/function_calls.h"
 #include "service/common/protobuf_log.h"
 
 namespace cnp::rpc {
@@ -13,6 +15,17 @@ absl::Status ParseRequest(grpc::ByteBuffer& bytes, const char* rpc,
   if (!bytes.Valid()) {  // an empty message
     request.Clear();
     return absl::OkStatus();
+  }
+  // A Map's or a Reduce's names are counted before any is built (function_calls.h).
+  if (request.GetDescriptor() == v1::MapRequest::descriptor() ||
+      request.GetDescriptor() == v1::ReduceRequest::descriptor()) {
+    grpc::ProtoBufferReader scan(&bytes);
+    if (scan.status().ok()) {
+      if (absl::Status counted = calls::CheckFunctionCountBeforeParsing(scan); !counted.ok()) {
+        bytes.Clear();
+        return counted;
+      }
+    }
   }
   bool parsed = false;
   ProtobufLogCapture protobuf_said;

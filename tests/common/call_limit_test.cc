@@ -32,13 +32,14 @@ TEST(CallLimitTest, AnUnmarkedOrOkStatusHasNoLimit) {
 
 TEST(CallLimitTest, TheTrailerTextReadsBackToTheSameLimit) {
   for (CallLimit limit : {CallLimit{Kind::kAnswer, 100000}, CallLimit{Kind::kRequest, 0},
-                          CallLimit{Kind::kDocuments, 1000000},
+                          CallLimit{Kind::kDocuments, 1000000}, CallLimit{Kind::kFunctions, 4096},
                           CallLimit{Kind::kAnswer, int64_t{1} << 40}}) {
     EXPECT_EQ(ParseCallLimit(CallLimitText(limit)), limit) << CallLimitText(limit);
   }
   EXPECT_EQ(CallLimitText({Kind::kAnswer, 100000}), "answer 100000");
   EXPECT_EQ(CallLimitText({Kind::kRequest, 65536}), "request 65536");
   EXPECT_EQ(CallLimitText({Kind::kDocuments, 10}), "documents 10");
+  EXPECT_EQ(CallLimitText({Kind::kFunctions, 4096}), "functions 4096");
 }
 
 TEST(CallLimitTest, TextItDoesNotWriteIsRefused) {

@@ -78,10 +78,15 @@ absl::StatusOr<v1::DesignFunctionResponse> Show(client::Client& client,
 }
 
 // The review's two calls: validate with a list for new_doc, and map with a document whose keys
-// are the command (list(dict) gives the keys).
+// are the command (list(dict) gives the keys). A new_doc that is no JSON object is refused
+// before any function sees it (INVALID_ARGUMENT, as the API says it is one); one whose keys are
+// the command is refused by the allowlist.
 void ExpectSpawnRefused(client::Client& client, const std::string& function,
                         const Layout& layout) {
-  auto validated = Validate(client, function, R"(["sh", "-c", "id > /dev/null"])");
+  auto listed = Validate(client, function, R"(["sh", "-c", "id > /dev/null"])");
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kInvalidArgument)
+      << function << ": " << (listed.ok() ? listed->DebugString() : "");
+  auto validated = Validate(client, function, R"({"sh": 1, "-c": 2, "id": 3})");
   EXPECT_EQ(validated.status().code(), absl::StatusCode::kPermissionDenied)
       << function << ": " << (validated.ok() ? validated->DebugString() : "");
   auto mapped = client.Map({function}, {R"({"_id": "a", "sh": 1, "-c": 2, "id": 3})"});
