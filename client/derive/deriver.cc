@@ -209,6 +209,9 @@ struct Deriver::Batch {
     std::string doc_id, type, message;
   };
   std::vector<Failure> failures;
+  // Map calls that ran past --timeout and were made again in halves: said on the log by the
+  // writing thread (MapRows may run on the prefetching one).
+  std::vector<size_t> timed_out_calls;  // each one's number of documents
 };
 
 Deriver::Deriver(Declaration declaration, CouchDb& couch, client::Client& cnp,
@@ -666,7 +669,9 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
     mapped.push_back(change);
   }
   if (docs.empty()) return absl::OkStatus();
-  absl::StatusOr<std::vector<v1::MapResult>> results = MapInParts(s, docs);
+  MapTally tally;
+  absl::StatusOr<std::vector<v1::MapResult>> results = MapInParts(s, docs, tally);
+  batch.timed_out_calls = std::move(tally.halved);
   if (!results.ok()) return results.status();
   // The rows each document yields now, as documents to write, all in one arena.
   auto& ra = batch.arena.GetAllocator();
@@ -718,10 +723,10 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
 }
 
 absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
-                                                              const std::vector<std::string>& docs) const {
+                                                              const std::vector<std::string>& docs,
+                                                              MapTally& tally) const {
   std::vector<v1::MapResult> results;
   results.reserve(docs.size());
-  MapTally tally;
   for (size_t first = 0; first < docs.size();) {
     size_t end = first, bytes = 0;
     while (end < docs.size() && (end == first || bytes + docs[end].size() <= kMaxCallBytes)) bytes += docs[end++].size();
@@ -744,12 +749,7 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
                                 docs.begin() + static_cast<std::ptrdiff_t>(end));
   absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
   const bool timed_out = absl::IsDeadlineExceeded(response.status());
-  if (timed_out && end - first > 1) {
-    log_ << "cnp derive: " << s.source << " -> " << s.target << ": a Map call of " << part.size()
-         << " documents ran past --timeout (" << absl::FormatDuration(options_.rpc_timeout)
-         << "); trying again in halves to find the document(s) the handler is too slow for\n";
-    log_.flush();
-  }
+  if (timed_out && end - first > 1) tally.halved.push_back(part.size());
   if (timed_out && end - first == 1) {
     // Its own error, if the batch shows that the service answers (MapInParts).
     ++tally.timed_out;
@@ -792,6 +792,11 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
 
 absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   const Stage& s = declaration_.stages[i];
+  for (size_t documents : batch.timed_out_calls) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": a Map call of " << documents
+         << " documents ran past --timeout (" << absl::FormatDuration(options_.rpc_timeout)
+         << "); made again in halves to find the document(s) the handler is too slow for\n";
+  }
   for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
   WarnDropped(i, batch.dropped);
   auto& ra = batch.arena.GetAllocator();

@@ -138,12 +138,13 @@ class Deriver {
   // A document whose handler runs past --timeout alone is its own error (Timeout) only when
   // other calls of its batch were answered: with none, the service, not the document, is slow,
   // and the batch fails (nothing recorded; a later run goes on from the checkpoint).
-  absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage,
-                                                        const std::vector<std::string>& docs) const;
   struct MapTally {
-    int answered = 0;   // calls answered
-    int timed_out = 0;  // single documents whose call passed its deadline
+    int answered = 0;            // calls answered
+    int timed_out = 0;           // single documents whose call passed its deadline
+    std::vector<size_t> halved;  // calls past their deadline made again in halves: their sizes
   };
+  absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage, const std::vector<std::string>& docs,
+                                                        MapTally& tally) const;
   // The Map call for docs[first, end), its results appended to `results`. A call cnp-server
   // refuses for its size (the rows together pass --max-call-bytes) is made again in halves; a
   // single document still refused gets a result with that error alone (AnswerTooLarge, or

@@ -621,7 +621,7 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
 TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthersGoOn) {
   Fill("slow_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"X","sleep":30},{"_id":"c","town":"Bergen"}])");
   std::string out = RunOnce(TownsDeclaration("slow", "slow_src", "slow_map", "derive_fns.slow_town"), {"--timeout=1s"});
-  EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); trying again in halves"));
+  EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); made again in halves"));
   EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
   std::multimap<std::string, std::string> rows = ByKey("slow_map");
   EXPECT_EQ(rows.size(), 2u);
