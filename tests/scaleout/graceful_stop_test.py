@@ -92,8 +92,9 @@ class GracefulStopTest(unittest.TestCase):
         summary = self.run_stop(",".join(r.address for r in self.replicas))
         print("round robin, 3 s drain:", summary, file=sys.stderr)
         # The calls in flight to r1 at the SIGTERM, and those sent before the clients heard
-        # NOT_SERVING: not its share of three seconds of calls.
-        self.assertLessEqual(summary["by_r1_after_stop"], 4 * CONCURRENCY, summary)
+        # NOT_SERVING (80 on a quiet machine, 198 in a CI run whose builds shared the cores):
+        # not its share of three seconds of calls, 1,286 before the clients watched health.
+        self.assertLessEqual(summary["by_r1_after_stop"], 8 * CONCURRENCY, summary)
 
 
 if __name__ == "__main__":
