@@ -11,6 +11,10 @@
 #include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
+
+// A reduce line names a subset of the session's map functions: one bound for both.
+static_assert(QueryProtocol::kMaxMapFunctions == kMaxReduceFunctions);
+
 namespace {
 
 using worker::v1::Failure;

@@ -35,8 +35,8 @@ using worker::v1::Task;
 // How long before a call's deadline a cancel of it counts as the deadline passing: a client
 // cancels at its deadline, which comes before the server's copy of it by the time the request
 // took to arrive. The pool answers such a call DEADLINE_EXCEEDED, logs it and counts its
-// worker's exit as the deadline's, as the server counts the call (service/rpc/rpc_server.cc,
-// the same 100 ms).
+// worker's exit as the deadline's, and the server counts the call so (service/rpc/rpc_server.cc
+// uses this constant).
 inline constexpr absl::Duration kDeadlineCancelSlack = absl::Milliseconds(100);
 
 // In RunAll's results, a task the batch did not run, or whose answer it stopped waiting for,

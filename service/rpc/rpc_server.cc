@@ -28,6 +28,7 @@
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
+#include "service/pool/async_task_runner.h"
 #include "service/rpc/encoded_map_call.h"
 #include "service/rpc/heartbeating_session.h"
 #include "service/rpc/request_parsing.h"
@@ -40,8 +41,9 @@ namespace {
 using Service = FunctionsService;
 
 // How long before the server's copy of a client's deadline a cancel of the call still counts
-// as the deadline passing (see where it is used).
-constexpr absl::Duration kDeadlineCancelSlack = absl::Milliseconds(100);
+// as the deadline passing: the pool's rule, so that the call's count, its log line and its
+// worker's exit cause agree.
+using ::cnp::pool::kDeadlineCancelSlack;
 
 absl::Time ClientDeadline(const grpc::ServerContext& context) {
   auto deadline = context.deadline();
