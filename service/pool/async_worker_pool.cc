@@ -137,10 +137,10 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     }
     AsyncWorkerPool* pool = &pool_;
     Slot* slot = slot_;
-    const bool recycle = recycle_asked_;
+    const ReplacementAsked asked = replacement_asked_;
     const int64_t calls = calls_;
-    asio::post(pool_.context_, [pool, slot, recycle, calls, worker = std::move(worker_)] {
-      pool->FinishCall(slot, recycle, calls);
+    asio::post(pool_.context_, [pool, slot, asked, calls, worker = std::move(worker_)] {
+      pool->FinishCall(slot, asked, calls);
     });
   }
 
@@ -156,15 +156,18 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
       co_return reply;
     }
     ++calls_;
-    // The worker asked to be replaced (a MemoryError): it is, once the lease gives it back.
-    if (reply->recycle()) recycle_asked_ = true;
+    // The worker asked to be replaced: it is, once the lease gives it back.
+    if (const ReplacementAsked asked = ReplacementAskedBy(*reply); asked != ReplacementAsked::kNo) {
+      replacement_asked_ = asked;
+    }
     co_return reply;
   }
 
   bool EndedBeforeTask() const override { return ended_before_task_; }
   // (CountCall's --max-calls-per-worker test, from the holder's side: it may not read the Slot.)
   bool ShouldGiveBack() const override {
-    return recycle_asked_ || (calls_left_ >= 0 && calls_ >= calls_left_);
+    return replacement_asked_ != ReplacementAsked::kNo ||
+           (calls_left_ >= 0 && calls_ >= calls_left_);
   }
 
  private:
@@ -221,7 +224,7 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   absl::Status failure_;
   bool worker_lost_ = false;
   bool ended_before_task_ = false;
-  bool recycle_asked_ = false;
+  ReplacementAsked replacement_asked_ = ReplacementAsked::kNo;
   int64_t calls_ = 0;
   // Whether the next exchange waits (up to kQuickWait) on the caller's thread for its reply:
   // the last one not answered at once took less than kQuickWait all told.
@@ -299,7 +302,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::RunHere(Task task, absl:
   if (!slot.ok()) co_return slot.status();
   absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
   if (reply.ok()) {
-    FinishCall(*slot, reply->recycle());
+    FinishCall(*slot, ReplacementAskedBy(*reply));
   } else if (Held(*slot)) {
     MakeIdle(*slot);
   }
@@ -418,7 +421,7 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
     if (batch.next == n) batch.ReleaseWaiting();
     absl::StatusOr<Reply> result = co_await ExchangeOn(slot, batch.tasks[i], batch.deadline);
     const bool ok = result.ok();
-    const bool recycle = ok && result->recycle();
+    const ReplacementAsked asked = ok ? ReplacementAskedBy(*result) : ReplacementAsked::kNo;
     if (!ok) {
       if (!Held(slot)) slot = nullptr;  // replaced by ExchangeOn
       // Any task that fails fails the call: the tasks left are not run, and RunAll answers
@@ -427,7 +430,7 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
     }
     batch.results[i] = std::move(result);
     batch.answered[i] = true;
-    if (ok && !CountCall(slot, recycle)) slot = nullptr;
+    if (ok && !CountCall(slot, asked)) slot = nullptr;
     if (slot != nullptr && batch.stopped.ok() && batch.next < n && OthersWaiting(batch)) {
       // Another caller waits for a worker: it gets this one (not one of this batch's feeders
       // waiting before it), and this feeder queues behind it for the next, so that a caller
@@ -498,7 +501,7 @@ asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
     if (Held(*slot)) MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};
   }
-  if (!CountCall(*slot, reply->recycle())) co_return KeptRun{std::move(reply), nullptr};
+  if (!CountCall(*slot, ReplacementAskedBy(*reply))) co_return KeptRun{std::move(reply), nullptr};
   // Another caller's turn comes first; a worker a reload is about to replace is not kept; nor
   // is one when callers cannot wait (--max-queue=0): one refused could never get it.
   if (!waiters_.empty() || (*slot)->generation < generation_ || options_.max_queue == 0) {
@@ -736,15 +739,19 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
       absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced")));
 }
 
-bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
+bool AsyncWorkerPool::CountCall(Slot* slot, ReplacementAsked asked, int64_t calls) {
   slot->calls += calls;
   slot->deaths_without_task = 0;
   const char* why = nullptr;
   const char* cause = nullptr;  // for cnp_worker_exits_total
   if (shutting_down_) {
     why = "the server is shutting down";
-  } else if (recycle_asked) {
+  } else if (asked == ReplacementAsked::kOutOfMemory) {
     why = "it ran out of memory", cause = "memory";
+  } else if (asked == ReplacementAsked::kThreadsLeftRunning) {
+    // (The worker logged which function left them, as a warning of its own.)
+    why = "Python threads a function started were still running after its call",
+    cause = "recycle";
   } else if (slot->over_memory_cap) {
     why = "it is over its memory cap", cause = "memory";
   } else if (options_.max_calls_per_worker > 0 &&
@@ -762,8 +769,8 @@ bool AsyncWorkerPool::CountCall(Slot* slot, bool recycle_asked, int64_t calls) {
   return false;
 }
 
-void AsyncWorkerPool::FinishCall(Slot* slot, bool recycle_asked, int64_t calls) {
-  if (CountCall(slot, recycle_asked, calls)) MakeIdle(slot);
+void AsyncWorkerPool::FinishCall(Slot* slot, ReplacementAsked asked, int64_t calls) {
+  if (CountCall(slot, asked, calls)) MakeIdle(slot);
 }
 
 void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {

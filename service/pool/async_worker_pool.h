@@ -48,6 +48,7 @@
 #include "service/pool/async_task_runner.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/reload_requests.h"
+#include "service/pool/replacement_asked.h"
 #include "service/pool/worker.h"
 
 namespace cnp::pool {
@@ -183,9 +184,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // Counts `calls` that ended well on a held worker; true if the worker may take another,
   // false if it was replaced (recycling - by count, asked for by a reply, or over the memory cap
   // while kept - reload, shutdown).
-  bool CountCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
+  bool CountCall(Slot* slot, ReplacementAsked asked, int64_t calls = 1);
   // Gives a held worker back after its calls (counted here).
-  void FinishCall(Slot* slot, bool recycle_asked, int64_t calls = 1);
+  void FinishCall(Slot* slot, ReplacementAsked asked, int64_t calls = 1);
 
   // Hands a usable worker to the first waiting caller, or makes it idle; one that ended while
   // held (ended_while_held) is replaced instead. `passed_by`: a batch's feeder gives its worker

@@ -38,6 +38,7 @@ namespace cnp::pool::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class AsyncWorkerPoolTest : public ::testing::Test {
  protected:
@@ -139,7 +140,11 @@ FakeStep StepFor(const Task& task) {
   // Long enough that a caller spawned meanwhile has certainly queued, however loaded the machine.
   if (name == "long") step.delay = absl::Seconds(2);
   if (name == "holds-300ms") step.delay = absl::Milliseconds(300);
-  if (name == "recycle") step.reply.set_recycle(true);
+  if (name == "recycle") step.reply.set_recycle(true);  // as after a MemoryError
+  if (name == "leaves-threads") {
+    step.reply.set_recycle(true);
+    step.reply.set_threads_left_running(true);
+  }
   if (name == "stale") {
     step.reply.mutable_failure()->set_code(worker::v1::Failure::VERSION_MISMATCH);
   } else {
@@ -601,6 +606,29 @@ TEST_F(AsyncWorkerPoolTest, AReplyAskingForRecyclingReplacesTheWorker) {
   EXPECT_TRUE(world_.killed.count(first));
   ASSERT_TRUE(Run("a").ok());
   EXPECT_EQ(world_.start_attempts, 2);
+}
+
+// A worker replaced for the Python threads a function left running did not run out of memory:
+// the log and the exit counter say which it was.
+TEST_F(AsyncWorkerPoolTest, AReplyAskingForReplacementIsLoggedAndCountedByItsCause) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  const double memory_before = WorkerExits("memory");
+  const double recycle_before = WorkerExits("recycle");
+  const std::vector<std::string> threads_log =
+      ::cnp::testing::StderrLinesOf([&] { ASSERT_TRUE(Run("leaves-threads").ok()); });
+  EXPECT_THAT(::testing::PrintToString(threads_log),
+              HasSubstr("because Python threads a function started were still running"));
+  EXPECT_THAT(::testing::PrintToString(threads_log), Not(HasSubstr("memory")));
+  EXPECT_EQ(WorkerExits("recycle"), recycle_before + 1);
+  EXPECT_EQ(WorkerExits("memory"), memory_before);
+
+  const std::vector<std::string> memory_log =
+      ::cnp::testing::StderrLinesOf([&] { ASSERT_TRUE(Run("recycle").ok()); });
+  EXPECT_THAT(::testing::PrintToString(memory_log), HasSubstr("because it ran out of memory"));
+  EXPECT_EQ(WorkerExits("memory"), memory_before + 1);
+  EXPECT_EQ(WorkerExits("recycle"), recycle_before + 1);
+  EXPECT_EQ(world_.start_attempts, 3);
 }
 
 TEST_F(AsyncWorkerPoolTest, AnIdleWorkerOverTheMemoryCapIsReplaced) {
