@@ -19,6 +19,12 @@
 
 namespace cnp {
 
+// The most functions one call names: a Map (or MapStream message) or Reduce RPC, and a CouchDB
+// session's map functions (add_fun since the last reset) or one reduce line, which names a
+// subset of them. One bound for all, so that what a session may hold a call may carry; CouchDB
+// sends one function per view of a design document, far fewer.
+inline constexpr int kMaxFunctionsPerCall = 4096;
+
 struct CallLimit {
   enum class Kind {
     kAnswer,     // the answer would pass --max-call-bytes

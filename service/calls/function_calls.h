@@ -22,15 +22,15 @@
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
+#include "common/call_limit.h"
 #include "google/protobuf/io/zero_copy_stream.h"
 #include "service/pool/async_task_runner.h"
 
 namespace cnp::calls {
 
-// The most functions one Map (or MapStream message) or Reduce may name, as many as a CouchDB
-// session may hold (QueryProtocol::kMaxMapFunctions); more are RESOURCE_EXHAUSTED, marked
-// "cnp-call-limit: functions 4096". Every part of a Map carries the names again.
-inline constexpr int kMaxFunctionsPerCall = 4096;
+// A Map (or MapStream message) or Reduce naming more than kMaxFunctionsPerCall functions
+// (common/call_limit.h) is RESOURCE_EXHAUSTED, marked "cnp-call-limit: functions 4096". Every
+// part of a Map carries the names again.
 // The longest function name a worker accepts (service/worker/function_name.h); a Map's or a
 // Reduce's longer name is refused before any part carries it.
 inline constexpr size_t kMaxFunctionNameBytes = 512;

@@ -16,6 +16,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/call_limit.h"
 #include "service/couchdb/query_config.h"
 
 namespace cnp::couchdb {
@@ -56,10 +57,9 @@ enum class DesignSection : uint8_t {
   kUnknown,
 };
 
-// The most functions a reduce or rereduce line may name: as many as a session's map functions
-// (QueryProtocol::kMaxMapFunctions), which CouchDB's reduces name a subset of. A line naming
+// The most functions a reduce or rereduce line may name (common/call_limit.h). A line naming
 // more is answered ["error","too_many_functions",..] once that many are read, the rest unread.
-inline constexpr size_t kMaxReduceFunctions = 4096;
+inline constexpr size_t kMaxReduceFunctions = kMaxFunctionsPerCall;
 
 namespace command {
 

@@ -12,9 +12,6 @@
 
 namespace cnp::couchdb {
 
-// A reduce line names a subset of the session's map functions: one bound for both.
-static_assert(QueryProtocol::kMaxMapFunctions == kMaxReduceFunctions);
-
 namespace {
 
 using worker::v1::Failure;

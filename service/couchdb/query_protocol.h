@@ -51,8 +51,9 @@ class QueryProtocol {
   // and sent to a worker with every map_doc, so without a bound a peer's add_fun lines made
   // the server hold memory without end; CouchDB sends one per view of a design document, far
   // fewer. It is also as many names as a worker's name cache keeps (function_registry.cc):
-  // more would make every map_doc load them all again.
-  static constexpr int kMaxMapFunctions = 4096;
+  // more would make every map_doc load them all again. (common/call_limit.h: the same bound
+  // for a reduce line and for a gRPC call.)
+  static constexpr int kMaxMapFunctions = kMaxFunctionsPerCall;
 
   struct Options {
     // The call deadline before CouchDB's first reset tells its timeout.

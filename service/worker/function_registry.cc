@@ -5,13 +5,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/call_limit.h"
 #include "service/worker/accepted_arguments.h"
 #include "service/worker/py_text.h"
 
 namespace cnp::worker {
 namespace {
 
-constexpr size_t kMaxCachedNames = 4096;
+// As many names as one call or CouchDB session may name: more would make every map_doc load
+// them all again.
+constexpr size_t kMaxCachedNames = kMaxFunctionsPerCall;
 constexpr absl::Duration kChangeCheckInterval = absl::Seconds(1);
 
 std::optional<int64_t> DeclaredVersion(PyObject* function) {
