@@ -134,11 +134,13 @@ CouchClient::~CouchClient() { curl_easy_cleanup(static_cast<CURL*>(curl_)); }
 std::string CouchClient::EscapeSegment(absl::string_view segment) {
   // "." and ".." are escaped whole: libcurl (and any proxy) would otherwise resolve them as
   // path steps, and "/db/_design/.." would reach "/db".
+  // "+" is escaped too: CouchDB 3.2 and later read it in a path as a space
+  // ([chttpd] decode_plus_to_space), so "account/a+b" would reach "account/a b".
   const bool dots_only = segment == "." || segment == "..";
   std::string out;
   for (unsigned char c : segment) {
     if (absl::ascii_isalnum(c) || c == '-' || c == '_' || (c == '.' && !dots_only) || c == '~' ||
-        c == '$' || c == '(' || c == ')' || c == '+') {
+        c == '$' || c == '(' || c == ')') {
       out.push_back(static_cast<char>(c));
     } else {
       constexpr char kHex[] = "0123456789ABCDEF";

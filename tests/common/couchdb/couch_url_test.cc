@@ -83,6 +83,8 @@ TEST(CouchUrlTest, PathSegmentsAreEscaped) {
   EXPECT_EQ(CouchClient::EscapeSegment(".."), "%2E%2E");
   EXPECT_EQ(CouchClient::EscapeSegment("."), "%2E");
   EXPECT_EQ(CouchClient::EscapeSegment("a..b"), "a..b");
+  // CouchDB 3.2+ decodes a path's "+" as a space: a database named "a+b" is "a%2Bb".
+  EXPECT_EQ(CouchClient::EscapeSegment("account/a+b$(c)"), "account%2Fa%2Bb$(c)");
   EXPECT_EQ(DesignDocPath("a/b", "x y"), "/a%2Fb/_design/x%20y");
 }
 
