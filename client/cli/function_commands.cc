@@ -86,25 +86,35 @@ struct Connection {
   }
 };
 
-absl::StatusOr<Connection> Connect(const Arguments& args) {
+absl::StatusOr<absl::Duration> CallTimeout(const Arguments& args) {
   absl::Duration timeout = absl::Seconds(60);
   if (args.Has("timeout") &&
       (!absl::ParseDuration(args.Get("timeout"), &timeout) || timeout <= absl::ZeroDuration())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--timeout=", args.Get("timeout"), " is not a positive duration like 500ms or 2m"));
   }
+  return timeout;
+}
+
+absl::StatusOr<Connection> Connect(const Arguments& args) {
+  absl::StatusOr<absl::Duration> timeout = CallTimeout(args);
+  if (!timeout.ok()) return timeout.status();
   // --timeout bounds the whole command, the wait for the server included.
   auto client = client::Client::Connect(args.Get("target", DefaultTarget()),
                                         ConnectionSecurity(args),
-                                        std::min(timeout, absl::Seconds(5)));
+                                        std::min(*timeout, absl::Seconds(5)));
   if (!client.ok()) return client.status();
-  return Connection{std::move(*client), timeout};
+  return Connection{std::move(*client), *timeout};
 }
 
-// protobuf refuses a request whose string field is not UTF-8 with a log line of its own
-// ("[libprotobuf ERROR ...] String field 'cnp.v1.ResolveRequest.functions' contains invalid
-// UTF-8") that does not say which argument (found by a review).
-absl::Status CheckFunctionArguments(const Arguments& args, size_t count) {
+// The arguments a command can check before it reads its input: a bad --timeout must not wait
+// for a whole stdin first (found by a review). protobuf refuses a request whose string field is
+// not UTF-8 with a log line of its own ("[libprotobuf ERROR ...] String field
+// 'cnp.v1.ResolveRequest.functions' contains invalid UTF-8") that does not say which argument.
+absl::Status CheckArguments(const Arguments& args, size_t count) {
+  if (absl::StatusOr<absl::Duration> timeout = CallTimeout(args); !timeout.ok()) {
+    return timeout.status();
+  }
   for (size_t i = 0; i < count && i < args.positional.size(); ++i) {
     const std::string& arg = args.positional[i];
     if (std::optional<Utf8Error> bad = FindInvalidUtf8(arg)) {
@@ -188,7 +198,7 @@ int RunMapCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
-  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
   const std::string source = args->positional.size() == 2 ? args->positional[1] : "-";
   auto input = ReadInput(source);
   if (!input.ok()) return Fail(input.status());
@@ -247,7 +257,7 @@ int RunReduceCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
-  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
   auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
   if (!input.ok()) return Fail(input.status());
   auto kvs = SingleJsonValue(*input);
@@ -286,7 +296,7 @@ int RunValidateCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.size() != 2) return WrongArguments(usage, *args, 2, 2);
-  if (absl::Status s = CheckFunctionArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
   v1::ValidateRequest request;
   request.set_function(args->positional[0]);
   auto new_doc = ReadInput(args->positional[1]);
@@ -386,7 +396,7 @@ int RunResolveCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty()) return WrongArguments(usage, *args, 1, SIZE_MAX);
-  if (absl::Status s = CheckFunctionArguments(*args, args->positional.size()); !s.ok()) {
+  if (absl::Status s = CheckArguments(*args, args->positional.size()); !s.ok()) {
     return Fail(s);
   }
   auto connection = Connect(*args);

@@ -17,6 +17,7 @@ namespace cnp {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct CliRun {
   int exit_code;
@@ -135,6 +136,11 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun zero = Cnp("map --timeout=0 svc_fns.doubled", R"({"_id":"a"})");
   EXPECT_EQ(zero.exit_code, 2);
   EXPECT_THAT(zero.out, HasSubstr("--timeout=0 is not a positive duration"));
+  // Said before the input is read: an empty stdin does not come first.
+  CliRun zero_first = Cnp("map --timeout=0 svc_fns.doubled");
+  EXPECT_EQ(zero_first.exit_code, 2);
+  EXPECT_THAT(zero_first.out, Not(HasSubstr("no documents")));
+  EXPECT_THAT(zero_first.out, HasSubstr("--timeout=0 is not a positive duration"));
   // Which argument is wrong, before the usage.
   CliRun extra = Cnp("validate svc_fns.picky new.json extra");
   EXPECT_EQ(extra.exit_code, 2);
