@@ -72,7 +72,8 @@ long Map or Reduce calls keep it busy, from a thread of its own, so that it does
 and another takes over once the holder has not renewed for --lease-timeout (at once if it
 stopped cleanly).
 Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
-document is logged and recorded (document id, handler, exception) in
+document is logged (the first 20 errors of each minute; then one line says how many more
+there were) and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
 A Map call whose answer passes cnp-server's --max-call-bytes is made again in halves; a
 document whose own rows still pass it is recorded the same way (AnswerTooLarge), as is a
@@ -381,6 +382,7 @@ int RunDeriveCommand(int argc, char** argv) {
           }
           if (once) {
             lease.Release();
+            deriver.LogErrorsLeftOut(/*final=*/true);
             std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
             return 0;
           }

@@ -246,6 +246,8 @@ Deriver::~Deriver() {
   for (auto& feed : feeds_) {
     if (feed) feed->RequestStop();  // all at once, then each joined
   }
+  // However the run ends, the errors it left out of the log are said.
+  LogErrorsLeftOut(/*final=*/true);
 }
 
 // Checkpoints have a namespace of their own: a checkpoint kept at "cnp-derive:NAME:SOURCE"
@@ -1279,7 +1281,9 @@ void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const s
                           const std::string& message) {
   // The id, type and message come from documents and handlers: escaped, they cannot forge a
   // line of this log or drive the terminal.
-  if (type == kUnreadableType) {
+  if (!error_log_limit_.Allow(absl::Now())) {
+    // Counted and recorded below, not logged.
+  } else if (type == kUnreadableType) {
     log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped "
          << Printable(doc_id) << " (not passed to " << stage.handler << "): " << type << ": "
          << Printable(message) << "\n";
@@ -1318,7 +1322,16 @@ void Deriver::WarnDropped(size_t i, const std::set<std::string>& dropped) {
           "the handler\n";
 }
 
+void Deriver::LogErrorsLeftOut(bool final) {
+  const int64_t left_out = error_log_limit_.TakeLeftOut(absl::Now(), final);
+  if (left_out == 0) return;
+  log_ << "cnp derive: " << left_out << " more handler error(s) not logged (at most "
+       << ErrorLogLimit::kBurst << " a minute are); each is counted in the progress line, and the last "
+       << options_.max_recorded_errors << " are in _local/cnp-derive:" << declaration_.name << ":errors\n";
+}
+
 absl::Status Deriver::FlushErrors() {
+  LogErrorsLeftOut(/*final=*/false);
   if (new_errors_.empty()) return absl::OkStatus();
   std::string path = LocalDocPath(home_, absl::StrCat("cnp-derive:", declaration_.name, ":errors"));
   for (int attempt = 0; attempt < 3; ++attempt) {

@@ -31,6 +31,7 @@
 #include "client/derive/changes_feed.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/declaration.h"
+#include "client/derive/error_log_limit.h"
 #include "client/lib/cnp_client.h"
 
 namespace cnp::derive {
@@ -94,6 +95,11 @@ class Deriver {
   // Writes the status document (the database is the first target's), with each followed
   // stage's feed reconnections.
   absl::Status WriteStatus(const std::string& holder);
+  // The line saying how many handler errors were left out of the log (at most
+  // ErrorLogLimit::kBurst a minute are logged), if it has any to say: once their minute is over
+  // (checked as each batch's errors are saved), or at once when `final` (a --once run caught up;
+  // the Deriver ends).
+  void LogErrorsLeftOut(bool final);
 
   const std::vector<StageProgress>& progress() const { return progress_; }
 
@@ -199,6 +205,7 @@ class Deriver {
   std::vector<bool> sources_read_;
   std::vector<std::set<std::string>> warned_dropped_;  // per stage: the fields WarnDropped named
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
+  ErrorLogLimit error_log_limit_;
   std::string status_rev_;
   absl::Time status_written_ = absl::InfinitePast();
   CouchDb* prefetch_;

@@ -615,6 +615,20 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
               ::testing::MatchesRegex(R"(bad document bad1 \(derive_fns\.py:[0-9]+ in fragile\))"));
 }
 
+// A handler that raises on every document does not write a line per document: the first 20 of a
+// minute are logged, then one line says how many more there were; all are counted.
+TEST_F(DeriveTest, HandlerErrorsPastTwentyAMinuteAreCountedNotLogged) {
+  std::string docs = "[";
+  for (int i = 0; i < 25; ++i) absl::StrAppend(&docs, i ? "," : "", R"({"_id":"bad)", i, R"(","town":"X","bad":true})");
+  Fill("many_err_src", docs + "]");
+  std::string out = RunOnce(TownsDeclaration("many", "many_err_src", "many_err_map", "derive_fns.fragile"));
+  int logged = 0;
+  for (size_t at = out.find("failed on bad"); at != std::string::npos; at = out.find("failed on bad", at + 1)) ++logged;
+  EXPECT_EQ(logged, 20) << out;
+  EXPECT_THAT(out, HasSubstr("5 more handler error(s) not logged (at most 20 a minute are)"));
+  EXPECT_THAT(out, HasSubstr("25 handler error(s)"));
+}
+
 // A document the handler is too slow for (past --timeout) is found by mapping the batch again in
 // halves, recorded as its error (Timeout), and passed; the others are derived. (The run ended
 // with "Deadline Exceeded", naming no document, and every run after it met the same batch.)
