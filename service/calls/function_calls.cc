@@ -9,8 +9,6 @@
 #include "asio/this_coro.hpp"
 #include "common/call_limit.h"
 #include "common/retry_advice.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/wire_format_lite.h"
 #include "rapidjson/reader.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/calls/failure_status.h"
@@ -268,16 +266,6 @@ absl::Status RequireFunctions(int64_t count) {
   return absl::OkStatus();
 }
 
-// More names than a call may carry, marked for the client as its other size limits are. (A Map's
-// request is read only up to the name past the limit: the count is not known.)
-absl::Status TooManyFunctions() {
-  return WithCallLimit(
-      absl::ResourceExhaustedError(absl::StrCat(
-          "the request names more than the ", kMaxFunctionsPerCall,
-          " functions one call may name; split them over several calls")),
-      {CallLimit::Kind::kFunctions, kMaxFunctionsPerCall});
-}
-
 // The names of a Map or a Reduce: some, at most kMaxFunctionsPerCall, none longer than a
 // worker accepts. Each part of a Map carries every name again, so both bounds together bound
 // what the parts in flight hold of them (4,096 x 512 bytes a part); a longer name would fail
@@ -334,22 +322,14 @@ absl::Status NotAnObject(int64_t index, std::string_view doc) {
 
 }  // namespace
 
-absl::Status CheckFunctionCountBeforeParsing(google::protobuf::io::ZeroCopyInputStream& wire) {
-  using google::protobuf::internal::WireFormatLite;
-  static_assert(static_cast<int>(v1::MapRequest::kFunctionsFieldNumber) ==
-                static_cast<int>(v1::ReduceRequest::kFunctionsFieldNumber));
-  google::protobuf::io::CodedInputStream input(&wire);
-  input.SetTotalBytesLimit(std::numeric_limits<int>::max());
-  int64_t names = 0;
-  for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
-    if (WireFormatLite::GetTagFieldNumber(tag) == v1::MapRequest::kFunctionsFieldNumber &&
-        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED &&
-        ++names > kMaxFunctionsPerCall) {
-      return TooManyFunctions();
-    }
-    if (!WireFormatLite::SkipField(&input, tag)) break;  // not a message: parsing says why
-  }
-  return absl::OkStatus();
+// More names than a call may carry, marked for the client as its other size limits are. (A Map's
+// request is read only up to the name past the limit: the count is not known.)
+absl::Status TooManyFunctions() {
+  return WithCallLimit(
+      absl::ResourceExhaustedError(absl::StrCat(
+          "the request names more than the ", kMaxFunctionsPerCall,
+          " functions one call may name; split them over several calls")),
+      {CallLimit::Kind::kFunctions, kMaxFunctionsPerCall});
 }
 
 template <class Request, class Response>

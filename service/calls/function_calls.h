@@ -23,7 +23,6 @@
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
 #include "common/call_limit.h"
-#include "google/protobuf/io/zero_copy_stream.h"
 #include "service/pool/async_task_runner.h"
 
 namespace cnp::calls {
@@ -35,12 +34,11 @@ namespace cnp::calls {
 // Reduce's longer name is refused before any part carries it.
 inline constexpr size_t kMaxFunctionNameBytes = 512;
 
-// Before a MapRequest (a MapStream message) or a ReduceRequest is parsed: RESOURCE_EXHAUSTED,
-// as Map and Reduce answer, when its wire form names more than kMaxFunctionsPerCall functions,
-// counted without building one (parsing ten million names first took 650 MB); OK otherwise,
-// also for bytes that are no message (parsing says so). A unary Map reads its bytes itself
-// (MapEncoded) and stops at the name past the limit the same way.
-absl::Status CheckFunctionCountBeforeParsing(google::protobuf::io::ZeroCopyInputStream& wire);
+// RESOURCE_EXHAUSTED for a request naming more than kMaxFunctionsPerCall functions, marked
+// "cnp-call-limit: functions 4096". A MapStream message's, a Reduce's or a Resolve's names are
+// counted in their bytes before parsing (service/rpc/request_parsing.h); a unary Map reads its
+// bytes itself (MapEncoded) and stops at the name past the limit the same way.
+absl::Status TooManyFunctions();
 
 struct CallOptions {
   // The longest any call may run, whatever deadline the client set.
@@ -63,6 +61,8 @@ class FunctionCalls {
  public:
   FunctionCalls(pool::AsyncTaskRunner& runner, CallOptions options)
       : runner_(runner), options_(options) {}
+
+  const CallOptions& options() const { return options_; }
 
   // Map on the wire forms of request and response, as the transport carries them: the
   // documents are read in place and copied into worker tasks a wave of a few parts per worker

@@ -3,10 +3,14 @@
 #include <malloc.h>
 
 #include <atomic>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "cnp/v1/functions.pb.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "service/common/log.h"
+#include "service/rpc/request_parsing.h"
 #include "service/rpc/status_mapping.h"
 
 namespace cnp::rpc {
@@ -87,12 +91,22 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
   std::vector<std::string> parts;
   absl::Status status;
   {
+    // Walked before it is copied into one piece, so that a request refused costs its bytes
+    // once. Its documents are counted in place by MapEncoded, which says how many there were.
+    static const std::vector<RepeatedFieldCap> caps =
+        RequestFieldCaps(std::numeric_limits<int64_t>::max());
+    if (request.Valid()) {
+      grpc::ProtoBufferReader wire(&request);
+      if (wire.status().ok()) {
+        status = CheckRequestShape(wire, "Map", *v1::MapRequest::descriptor(), caps);
+      }
+    }
     std::string bytes;
-    if (!Flatten(request, bytes)) {
+    if (status.ok() && !Flatten(request, bytes)) {
       co_return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
     }
     request.Clear();
-    status = co_await calls.MapEncoded(bytes, deadline, parts);
+    if (status.ok()) status = co_await calls.MapEncoded(bytes, deadline, parts);
   }
   co_return Answer(status, std::move(parts), moved, response);
 }

@@ -7,28 +7,55 @@
 // and protobuf's own line about it goes into that answer rather than into the log
 // (service/common/protobuf_log.h).
 //
-// Map is parsed by its own reader, straight from the bytes (encoded_map_call.h); unary RPCs,
-// streams (ParsingStreamHandler) and Upload (server_stream_call.h) use ParseRequest.
+// Before protobuf builds anything, the request's bytes are walked against its type
+// (wire_shape.h): fields the type does not have, known fields sent as another wire type, and
+// repeated fields past their caps (RequestFieldCaps) are refused, so that what a parsed request
+// holds stays within a few times its bytes.
+//
+// Map is parsed by its own reader, straight from the bytes (encoded_map_call.h), after the same
+// walk (CheckRequestShape); unary RPCs, streams (ParsingStreamHandler) and Upload
+// (server_stream_call.h) use ParseRequest.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "asio/awaitable.hpp"
+#include "absl/types/span.h"
+#include "google/protobuf/io/zero_copy_stream.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/status.h"
 #include "service/rpc/stream_call.h"
+#include "service/rpc/wire_shape.h"
 
 namespace cnp::rpc {
 
-// Parses `bytes` (consumed) into `request`: INVALID_ARGUMENT naming `rpc`, the message type
-// and what was wrong when they are not one.
+// The most files one Upload carries: a project's YAML files are a few dozen.
+inline constexpr int64_t kMaxUploadFiles = 1024;
+
+// The caps of the requests' repeated fields: the function names of a Map (MapStream message),
+// Reduce or Resolve at kMaxFunctionsPerCall (RESOURCE_EXHAUSTED marked "cnp-call-limit:
+// functions 4096", as Map and Reduce answer after parsing), an Upload's files at
+// kMaxUploadFiles, and a MapStream message's documents at `max_docs_per_call` (marked
+// "documents <max_docs_per_call>"; a unary Map counts its own, in place).
+std::vector<RepeatedFieldCap> RequestFieldCaps(int64_t max_docs_per_call);
+
+// OK when `wire`, a `type` request of `rpc`, may be parsed (wire_shape.h); else the cap's
+// refusal, or INVALID_ARGUMENT naming `rpc`, the type and what was wrong.
+absl::Status CheckRequestShape(google::protobuf::io::ZeroCopyInputStream& wire, const char* rpc,
+                               const google::protobuf::Descriptor& type,
+                               absl::Span<const RepeatedFieldCap> caps);
+
+// Parses `bytes` (consumed) into `request`, once CheckRequestShape let them: INVALID_ARGUMENT
+// naming `rpc`, the message type and what was wrong when they are not one.
 absl::Status ParseRequest(grpc::ByteBuffer& bytes, const char* rpc,
-                          google::protobuf::Message& request);
+                          google::protobuf::Message& request,
+                          absl::Span<const RepeatedFieldCap> caps);
 
 // A response as the bytes gRPC sends (what gRPC does for a typed method).
 template <class Message>
@@ -42,14 +69,16 @@ grpc::Status SerializeResponse(const Message& response, grpc::ByteBuffer& bytes)
 template <class Request, class Response>
 class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  ParsingStreamHandler(std::unique_ptr<StreamHandler<Request, Response>> typed, const char* rpc)
-      : typed_(std::move(typed)), rpc_(rpc) {}
+  // `caps` (RequestFieldCaps) outlive the handler.
+  ParsingStreamHandler(std::unique_ptr<StreamHandler<Request, Response>> typed, const char* rpc,
+                       absl::Span<const RepeatedFieldCap> caps)
+      : typed_(std::move(typed)), rpc_(rpc), caps_(caps) {}
 
   asio::awaitable<absl::StatusOr<std::optional<grpc::ByteBuffer>>> Handle(
       grpc::ByteBuffer& bytes) override {
     // One request object for the stream, as gRPC had: its fields' memory is reused.
     const size_t request_bytes = bytes.Length();
-    if (absl::Status parsed = ParseRequest(bytes, rpc_, request_); !parsed.ok()) co_return parsed;
+    if (absl::Status parsed = ParseRequest(bytes, rpc_, request_, caps_); !parsed.ok()) co_return parsed;
     absl::StatusOr<std::optional<Response>> answer = co_await typed_->Handle(request_);
     // A big request's memory is not kept for the next one: a stream that then goes quiet
     // would hold up to --max-call-bytes for as long as it stays open, uncounted by
@@ -82,6 +111,7 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
 
   const std::unique_ptr<StreamHandler<Request, Response>> typed_;
   const char* const rpc_;
+  const absl::Span<const RepeatedFieldCap> caps_;
   Request request_;
   bool ends_stream_ = false;
 };

@@ -215,7 +215,9 @@ absl::Status RunUpload(const UploadHandler& upload, const v1::UploadRequest& req
 
 RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, SessionFactory sessions,
                      UploadHandler upload)
-    : options_(std::move(options)), calls_(calls), sessions_(std::move(sessions)),
+    : options_(std::move(options)), calls_(calls),
+      request_caps_(RequestFieldCaps(calls.options().max_docs_per_call)),
+      sessions_(std::move(sessions)),
       upload_(std::move(upload)) {}
 
 RpcServer::~RpcServer() {
@@ -431,6 +433,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   health_.Listen(context, shutdown_, &PeerOf);
   calls::FunctionCalls& calls = calls_;
   const CallGate& gate = *gate_;
+  const absl::Span<const RepeatedFieldCap> caps = request_caps_;
   // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
   // thread; measured from admission to answer. Its request and answer are bytes: `compute`
   // parses the request, once the call is admitted (request_parsing.h).
@@ -471,11 +474,12 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
                             Request&, absl::Time, Response&),
                         const char* name) {
     unary(requester, name,
-          [&calls, method, name](absl::Time deadline, grpc::ByteBuffer& request_bytes,
+          [&calls, method, name, caps](absl::Time deadline, grpc::ByteBuffer& request_bytes,
                                  grpc::ByteBuffer& response_bytes)
               -> asio::awaitable<grpc::Status> {
             Request request;
-            if (absl::Status parsed = ParseRequest(request_bytes, name, request); !parsed.ok()) {
+            if (absl::Status parsed = ParseRequest(request_bytes, name, request, caps);
+                !parsed.ok()) {
               co_return ToGrpcStatus(parsed);
             }
             Response response;
@@ -500,18 +504,19 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   using MapStream = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   MapStream::Listen(
       context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
-      [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
+      [&calls, &gate, caps](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
         }
         return std::make_unique<ParsingStreamHandler<v1::MapRequest, v1::MapResponse>>(
-            std::make_unique<MapStreamHandler>(calls), "MapStream");
+            std::make_unique<MapStreamHandler>(calls), "MapStream", caps);
       });
 
   using Session = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   Session::Listen(
       context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf,
-      [sessions = sessions_, &gate](grpc::ServerContext& server_context) -> Session::FactoryResult {
+      [sessions = sessions_, &gate,
+       caps](grpc::ServerContext& server_context) -> Session::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {
           return admitted;
         }
@@ -527,7 +532,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           }
         }
         return std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(
-            std::move(session), "Session");
+            std::move(session), "Session", caps);
       });
 
   using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;
@@ -536,7 +541,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   // for an upload thread: a call without the token is refused at once, and every Upload let
   // in is in the access log even while it waits.
   Upload::Listen(
-      context, service_, shutdown_, &Service::RequestUpload, "Upload",
+      context, service_, shutdown_, &Service::RequestUpload, "Upload", caps,
       [&gate](grpc::ServerContext& server_context) -> grpc::Status {
         return ToGrpcStatus(gate.Admit(server_context, "Upload"));
       },

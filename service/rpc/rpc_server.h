@@ -27,6 +27,7 @@
 #include "service/rpc/health_service.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/calls/function_calls.h"
+#include "service/rpc/wire_shape.h"
 #include "service/rpc/stream_call.h"
 #include "service/rpc/transport_security.h"
 
@@ -139,6 +140,8 @@ class RpcServer {
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;
   std::unique_ptr<ConnectionAcceptor> acceptor_;
   calls::FunctionCalls& calls_;
+  // What each request's repeated fields may hold (request_parsing.h), for every method.
+  const std::vector<RepeatedFieldCap> request_caps_;
   SessionFactory sessions_;
   UploadHandler upload_;
   FunctionsService service_;

@@ -59,22 +59,27 @@ class ServerStreamMethod
   // Runs on the context's thread once the call holds its slot, before it waits for a thread.
   using Accepted = std::function<void(grpc::ServerContext&, const Request&)>;
 
-  // `rpc` names the method in the answer to a request that does not parse.
+  // `rpc` names the method in the answer to a request that does not parse; `caps`
+  // (RequestFieldCaps, request_parsing.h) outlive the method.
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, const char* rpc, Admit admit, BlockingCallLimit& limit,
-                     Accepted accepted, asio::any_io_executor blocking, Handler handler) {
+                     Requester requester, const char* rpc,
+                     absl::Span<const RepeatedFieldCap> caps, Admit admit,
+                     BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
+                     Handler handler) {
     auto method = std::make_shared<ServerStreamMethod>(
-        context, service, gate, requester, rpc, std::move(admit), limit, std::move(accepted),
-        std::move(blocking), std::move(handler));
+        context, service, gate, requester, rpc, caps, std::move(admit), limit,
+        std::move(accepted), std::move(blocking), std::move(handler));
     gate.AddListener(context, [method] { method->AwaitNextCall(); });
     method->AwaitNextCall();
   }
 
   ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
-                     Requester requester, const char* rpc, Admit admit, BlockingCallLimit& limit,
-                     Accepted accepted, asio::any_io_executor blocking, Handler handler)
+                     Requester requester, const char* rpc,
+                     absl::Span<const RepeatedFieldCap> caps, Admit admit,
+                     BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
+                     Handler handler)
       : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
-        admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
+        caps_(caps), admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
         blocking_(std::move(blocking)), handler_(std::move(handler)) {}
 
  private:
@@ -130,7 +135,7 @@ class ServerStreamMethod
     };
     grpc::Status status = self->admit_(call->server_context);
     if (status.ok()) {
-      status = ToGrpcStatus(ParseRequest(call->bytes, self->rpc_, call->request));
+      status = ToGrpcStatus(ParseRequest(call->bytes, self->rpc_, call->request, self->caps_));
     }
     if (status.ok()) {
       // Held until the handler has returned, or the call was cancelled before a thread took
@@ -165,6 +170,7 @@ class ServerStreamMethod
   ShutdownGate& gate_;
   const Requester requester_;
   const char* const rpc_;
+  const absl::Span<const RepeatedFieldCap> caps_;
   const Admit admit_;
   BlockingCallLimit& limit_;
   const Accepted accepted_;

@@ -21,7 +21,6 @@
 #include "asio/post.hpp"
 #include "common/call_limit.h"
 #include "gmock/gmock.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "gtest/gtest.h"
 #include "service/calls/encoded_map_request.h"
 #include "service/metrics/registry.h"
@@ -273,29 +272,6 @@ TEST(EncodedMapRequestTest, StopsAtTheNamePastTheLimit) {
   EXPECT_TRUE(scan.too_many_functions());
   EXPECT_FALSE(scan.failed());
   EXPECT_EQ(functions.size(), 3u);
-}
-
-// A MapStream message or a Reduce is parsed by the RPC layer: their names are counted in the
-// bytes first (service/rpc/request_parsing.cc), with the same answer.
-TEST(CheckFunctionCountBeforeParsingTest, CountsTheNamesInTheBytes) {
-  auto check = [](const std::string& bytes) {
-    google::protobuf::io::ArrayInputStream wire(bytes.data(), static_cast<int>(bytes.size()));
-    return CheckFunctionCountBeforeParsing(wire);
-  };
-  v1::ReduceRequest reduce;
-  for (int f = 0; f < kMaxFunctionsPerCall; ++f) reduce.add_functions("views.total");
-  reduce.set_kvs("[]");
-  EXPECT_TRUE(check(reduce.SerializeAsString()).ok());
-  reduce.add_functions("views.total");
-  const absl::Status refused = check(reduce.SerializeAsString());
-  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(CallLimitOf(refused), (CallLimit{CallLimit::Kind::kFunctions, 4096}));
-  v1::MapRequest map = MapRequestOf(3);
-  for (int f = 0; f < kMaxFunctionsPerCall; ++f) map.add_functions("views.by_id");
-  EXPECT_EQ(check(map.SerializeAsString()).code(), absl::StatusCode::kResourceExhausted);
-  // Bytes that are no message are left to the parser, which says why.
-  EXPECT_TRUE(check("\xff\xff\xff\xff").ok());
-  EXPECT_TRUE(check("").ok());
 }
 
 // ...and each name at most as long as a worker accepts (512 bytes), so that the names every
