@@ -29,6 +29,10 @@ std::optional<std::string> ClosestName(absl::string_view name,
   std::optional<std::string> best;
   size_t best_distance = std::min<size_t>(2, name.size() / 3);
   for (const std::string& candidate : candidates) {
+    // Each edit changes the length by at most one: a candidate whose length differs more is
+    // not close, and costs no table (a 512-byte name against every module on the path did).
+    const size_t longer = std::max(name.size(), candidate.size());
+    if (longer - std::min(name.size(), candidate.size()) > best_distance) continue;
     const size_t distance = EditDistance(name, candidate);
     if (distance > best_distance) continue;
     if (distance < best_distance || !best.has_value() || candidate < *best) {

@@ -632,6 +632,9 @@ asio::awaitable<absl::Status> FunctionCalls::Resolve(v1::ResolveRequest& request
                                                      v1::ResolveResponse& response) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   if (absl::Status s = RequireFunctions(request.functions_size()); !s.ok()) co_return s;
+  // Bounded as a Map's or a Reduce's names are (the worker builds an entry for each), but a
+  // name too long is that name's error in the answer, as `cnp check` reports it, not the call's.
+  if (request.functions_size() > kMaxFunctionsPerCall) co_return TooManyFunctions();
   if (IsCancelled(cancellation)) co_return CancelledStatus();
   co_return co_await RunOne(request, &Task::mutable_resolve, &Reply::mutable_resolve,
                             Reply::kResolve, deadline, response);

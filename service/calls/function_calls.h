@@ -27,9 +27,9 @@
 
 namespace cnp::calls {
 
-// A Map (or MapStream message) or Reduce naming more than kMaxFunctionsPerCall functions
-// (common/call_limit.h) is RESOURCE_EXHAUSTED, marked "cnp-call-limit: functions 4096". Every
-// part of a Map carries the names again.
+// A Map (or MapStream message), Reduce or Resolve naming more than kMaxFunctionsPerCall
+// functions (common/call_limit.h) is RESOURCE_EXHAUSTED, marked "cnp-call-limit: functions
+// 4096". Every part of a Map carries the names again.
 // The longest function name a worker accepts (service/worker/function_name.h); a Map's or a
 // Reduce's longer name is refused before any part carries it.
 inline constexpr size_t kMaxFunctionNameBytes = 512;

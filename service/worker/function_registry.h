@@ -63,11 +63,9 @@ class FunctionRegistry {
   // imported anew if its files changed, so the answer is the code on disk.
   absl::StatusOr<const LoadedFunction*> Resolve(const FunctionName& name);
 
-  // The closest existing name to one that was not found (name_suggestion.h), for the error
-  // a resolve answers with. Never on the hot path: it lists modules.
-  std::optional<std::string> Suggest(const FunctionName& name) const {
-    return SuggestFunctionName(name, policy_);
-  }
+  // What finds the closest existing name to one that was not found (name_suggestion.h), for the
+  // errors of one resolve task. Never on the hot path: it lists modules.
+  NameSuggester Suggester() const { return NameSuggester(policy_); }
 
   // Changes whenever functions loaded before were dropped because their code changed on disk:
   // pointers returned before are then dangling, and a caller holding several must load again.

@@ -4,20 +4,46 @@
 
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
+#include "service/worker/py_ref.h"
 
 namespace cnp::worker {
 
-// When `name`'s module is imported and has no such attribute: the module's closest public
-// callable. When a module on the way does not exist (no spec: not a module whose code failed,
-// which is no typo): the closest module beside it (in its package, or on the path for a
-// top-level one) that --allow-module covers. The name as it would be written, `|version`
-// kept; nullopt when nothing is close. Requires the GIL; imports nothing but the standard
-// library's pkgutil and importlib.util, and never leaves a Python error set. For error paths
-// only: it lists a package's or the path's modules.
-std::optional<std::string> SuggestFunctionName(const FunctionName& name,
-                                               const ModulePolicy& policy);
+// One per task, with the GIL held for its whole life (it keeps Python objects). What it lists to
+// find a guess (the modules on the path or in a package, a module's callables) is listed once
+// however many names of the task ask: a listing of the path takes milliseconds, and a Resolve of
+// 1,000 misspelt top-level modules took 2.7 s of a worker's CPU listing it anew for each (100,000
+// held a worker for the whole --call-timeout).
+class NameSuggester {
+ public:
+  explicit NameSuggester(const ModulePolicy& policy) : policy_(policy) {}
+  NameSuggester(const NameSuggester&) = delete;
+  NameSuggester& operator=(const NameSuggester&) = delete;
+
+  // When `name`'s module is imported and has no such attribute: the module's closest public
+  // callable. When a module on the way does not exist (no spec: not a module whose code failed,
+  // which is no typo): the closest module beside it (in its package, or on the path for a
+  // top-level one) that --allow-module covers. The name as it would be written, `|version`
+  // kept; nullopt when nothing is close. Imports nothing but the standard library's pkgutil and
+  // importlib.util, and never leaves a Python error set. For error paths only.
+  std::optional<std::string> Suggest(const FunctionName& name);
+
+ private:
+  // (index of the misspelt part of the dotted path, the names it could have meant), or nullopt.
+  std::optional<std::pair<size_t, const std::vector<std::string>*>> Candidates(
+      const FunctionName& name);
+
+  const ModulePolicy& policy_;
+  PyRef find_candidates_;  // the Python half, compiled for the first name asked about
+  bool unavailable_ = false;  // it did not compile: no guesses
+  PyRef listed_;  // a dict: what the Python half listed, by what it listed, kept for the task
+  // listed_'s lists as C++ strings, by the list (alive in listed_ as long as this is).
+  std::unordered_map<PyObject*, std::vector<std::string>> converted_;
+};
 
 }  // namespace cnp::worker
