@@ -877,6 +877,27 @@ class FunctionErrorProgressTest(unittest.TestCase):
         self.assertEqual(self.worker.progress, [])
 
 
+class ChildDescriptorsTest(unittest.TestCase):
+    """A process a function starts inherits none of the worker's descriptors: not the server's
+    socket, not CouchDB's pipes (it could write into the protocol, or hold them open)."""
+
+    def test_a_functions_subprocess_holds_only_its_stdio(self):
+        worker = Worker()
+        try:
+            reply = worker.map_task(["direct_session_fns.child_descriptors"], ['{"_id":"a"}'])
+            self.assertEqual(reply.map.results[0].rows, b'[[["a",[]]]]', str(reply))
+            session = worker.start_session()
+            self.assertEqual(session.call(["add_fun", "direct_session_fns.child_descriptors"]),
+                             ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "b"}]), ['[[["b",[]]]]'])
+            session.close_input()
+            self.assertEqual(worker.receive().session_end.reason,
+                             worker_pb2.SessionEnd.INPUT_CLOSED)
+            session.close()
+        finally:
+            self.assertEqual(worker.stop(), 0, worker.diagnostics())
+
+
 if __name__ == "__main__":
     ARGS, rest = parse_args(sys.argv[1:])
     sys.path.insert(0, os.path.dirname(os.path.abspath(ARGS.pb2)))
