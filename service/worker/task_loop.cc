@@ -11,6 +11,7 @@
 #include "service/common/framing.h"
 #include "service/worker/call_context.h"
 #include "service/worker/direct_session.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/frame_reader.h"
 #include "service/worker/stray_threads.h"
 #include "service/worker/task_support.h"
@@ -144,6 +145,9 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       failed.set_recycle(true);
       frame_out = failed.SerializeAsString();
     }
+    // A child a function forked must not answer: the server would take it for the next
+    // task's reply.
+    LeaveIfForkedChild();
     if (absl::Status s = WriteFrame(fd, frame_out); !s.ok()) return s;
   }
 }
