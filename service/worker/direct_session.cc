@@ -28,6 +28,7 @@
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
+#include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
 #include "service/worker/forked_child.h"
 #include "service/worker/function_error_tally.h"
@@ -314,6 +315,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.announce_start()) {
     v1::Reply started;
     started.mutable_session_started();
+    StampAnswer(started);
     // A server gone is found when the session ends; CouchDB is served meanwhile.
     WriteFrame(server, started.SerializeAsString()).IgnoreError();
   }

@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "service/common/framing.h"
+#include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
 #include "service/worker/forked_child.h"
 #include "service/worker/json_to_python.h"
@@ -81,6 +82,7 @@ class SocketListExchange : public ListExchange {
       step.clear_logs();
       step.add_logs("cnp-worker: this step's log() lines were dropped: " + answer.Message());
     }
+    StampAnswer(step);
     LeaveIfForkedChild();
     if (absl::Status s = WriteFrame(fd_, step.SerializeAsString()); !s.ok()) return s;
     std::string frame;
@@ -88,6 +90,7 @@ class SocketListExchange : public ListExchange {
     Task task;
     // Not a Task at all: answered like any task that is not a list_row.
     if (!task.ParseFromString(frame)) task.Clear();
+    StartAnswering(task);
     return task;
   }
 
