@@ -735,8 +735,12 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                   absl::ZeroDuration()),
          std::string(failure.message()));
   // The request itself may be what crashes workers: clients must not send it again elsewhere.
-  co_return NotRetryable(absl::UnavailableError(
-      absl::StrCat("the worker running ", DescribeTask(task), " ", how, "; it is being replaced")));
+  // A reply that broke the protocol (one answering another task, say) is named: the worker
+  // may not have crashed at all.
+  const std::string fault =
+      absl::IsDataLoss(failure) ? absl::StrCat(" after a fault (", failure.message(), ")") : "";
+  co_return NotRetryable(absl::UnavailableError(absl::StrCat(
+      "the worker running ", DescribeTask(task), " ", how, fault, "; it is being replaced")));
 }
 
 bool AsyncWorkerPool::CountCall(Slot* slot, ReplacementAsked asked, int64_t calls) {

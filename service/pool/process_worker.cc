@@ -39,6 +39,22 @@ absl::Status IoFailure(const asio::error_code& ec, const char* what) {
   return absl::UnavailableError(absl::StrCat(what, " failed: ", ec.message()));
 }
 
+void AppendVarint(uint64_t value, std::string& out) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out.push_back(static_cast<char>(value));
+}
+
+// Numbers a serialized task by appending its sequence field: of a field that occurs twice the
+// parser keeps the last, so the caller's task is sent as it is, without a copy to set it on.
+void AppendSequence(uint64_t sequence, std::string& out) {
+  constexpr uint64_t kVarintWireType = 0;
+  AppendVarint((uint64_t{Task::kSequenceFieldNumber} << 3) | kVarintWireType, out);
+  AppendVarint(sequence, out);
+}
+
 const Task& HandshakeTask() {
   static const Task* task = [] {
     auto* t = new Task;
@@ -105,6 +121,7 @@ absl::Status ProcessWorker::Begin(const Task* task) {
     ReleaseLargeBuffers();
     return absl::InternalError("cannot serialize the task");
   }
+  AppendSequence(++sequence_, out_);
   const size_t payload = out_.size() - kFrameHeaderBytes;
   if (payload > kMaxFrameBytes) {
     ReleaseLargeBuffers();
@@ -157,6 +174,13 @@ absl::StatusOr<Reply> ProcessWorker::ParseReply() {
   ReleaseLargeBuffers();
   if (!parsed) {
     return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
+  }
+  // A reply to another task (a late one, written by a child a function forked, say) must not
+  // be taken for this task's answer: the worker's state is unknown, and it is replaced.
+  if (reply.sequence() != sequence_) {
+    return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") answered task #",
+                                            reply.sequence(), " when task #", sequence_,
+                                            " was due"));
   }
   return reply;
 }
@@ -270,6 +294,7 @@ asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& tas
                                                                 const std::vector<int>& fds) {
   if (killed_) co_return absl::UnavailableError("the worker was killed");
   if (!task.SerializeToString(&out_)) co_return absl::InternalError("cannot serialize the task");
+  AppendSequence(++sequence_, out_);
   // Writable is awaited first; then the frame (tens of bytes) goes out in one sendmsg that does
   // not wait: the deadline "now" turns a full socket into an error instead of a blocked loop.
   asio::error_code ec;

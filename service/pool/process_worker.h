@@ -110,6 +110,9 @@ class ProcessWorker final : public Worker {
   // Set by Kill() on the pool's context while a quick exchange may run on another thread.
   std::atomic<bool> killed_ = false;
   ExchangeProgress exchange_;
+  // The number of the last task sent (worker.proto's Task.sequence), which every reply to it
+  // echoes.
+  uint64_t sequence_ = 0;
   std::string how_ended_;
   std::optional<int> wait_status_;
   std::string out_;    // reused send buffer: length prefix and payload

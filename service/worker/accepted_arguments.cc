@@ -1,5 +1,7 @@
 #include "service/worker/accepted_arguments.h"
 
+#include "service/worker/forked_child.h"
+
 namespace cnp::worker {
 
 // The function's own code object, not inspect.signature(): signature() follows a
@@ -18,7 +20,9 @@ int PositionalParameters(PyObject* function) {
 PyObject* CallWithAcceptedArguments(PyObject* function, PyObject* const* args, Py_ssize_t count) {
   const int accepted = PositionalParameters(function);
   const Py_ssize_t given = accepted > 0 && accepted < count ? accepted : count;
-  return PyObject_Vectorcall(function, args, static_cast<size_t>(given), nullptr);
+  PyObject* result = PyObject_Vectorcall(function, args, static_cast<size_t>(given), nullptr);
+  LeaveIfForkedChild();
+  return result;
 }
 
 }  // namespace cnp::worker

@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "service/worker/call_context.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/python_runtime.h"
 #include "service/worker/task_support.h"
@@ -87,6 +88,7 @@ v1::Reply RunDesignFunction(FunctionRegistry& registry,
                                 runtime, "run_design", "iOO", static_cast<int>(request.kind()),
                                 (*function)->callable.get(), args->get()))
                           : PyRef();
+  LeaveIfForkedChild();
   if (!outcome) {
     return FailureReply(Failure::INTERNAL, TakeException().Summary(), request.function());
   }

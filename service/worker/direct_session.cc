@@ -28,7 +28,9 @@
 #include "service/couchdb/json_text.h"
 #include "service/common/function_log.h"
 #include "service/couchdb/query_session.h"
+#include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/function_error_tally.h"
 #include "service/worker/in_process_runner.h"
 #include "service/worker/session_stop.h"
@@ -97,6 +99,9 @@ class CommandWatchdog {
   // timeout line is never written into the middle of it; CouchDB reads while it waits for an
   // answer, so the write does not hold the lock for long.
   void Heartbeat(std::string_view bytes) ABSL_LOCKS_EXCLUDED(mutex_) {
+    // Before the lock: a forked child has no watchdog thread, and the lock may have been held
+    // by it when the function forked.
+    LeaveIfForkedChild();
     absl::MutexLock lock(&mutex_);
     if (seq_.load(std::memory_order_acquire) != local_seq_) return;  // claimed: ending
     // A CouchDB gone is found by the answer's write.
@@ -302,6 +307,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   SessionStop stop(input);
   couchdb::LineReader* reader = nullptr;
   couchdb::LineReader lines(input, line_limit, [&](int fd) {
+    LeaveIfForkedChild();  // CouchDB's next line is the worker's to read
     function_errors.BeforeWaiting(fd);
     stop.BeforeWaiting(!reader->mid_line() && !protocol->list_in_progress());
   });
@@ -309,6 +315,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.announce_start()) {
     v1::Reply started;
     started.mutable_session_started();
+    StampAnswer(started);
     // A server gone is found when the session ends; CouchDB is served meanwhile.
     WriteFrame(server, started.SerializeAsString()).IgnoreError();
   }
@@ -423,6 +430,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       exit = out->exit();
     }
     Context().answer.Start(0);
+    LeaveIfForkedChild();  // a child's answer would be taken for the next command's
     if (absl::Status written = couchdb::WriteAll(output, answer); !written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
       end.set_message(std::string(written.message()));

@@ -8,6 +8,8 @@
 #include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/common/function_errors.h"
+#include "service/worker/answered_task.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/function_name.h"
 #include "worker.pb.h"
 
@@ -67,6 +69,8 @@ void FunctionErrorTally::Send(int64_t now_ns) {
   }
   pending_.clear();
   last_sent_ns_ = now_ns;
+  StampAnswer(reply);
+  LeaveIfForkedChild();
   if (absl::Status written = WriteFrame(server_, reply.SerializeAsString()); !written.ok()) {
     // The server is gone (it kills this worker next); CouchDB is still served meanwhile.
     // Once (server_gone_), through the log: in --log-format's form like every worker line.

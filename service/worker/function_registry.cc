@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/call_limit.h"
 #include "service/worker/accepted_arguments.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/py_text.h"
 
 namespace cnp::worker {
@@ -70,6 +71,7 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
     return s;
   }
   PyRef module = PyRef::Steal(PyImport_ImportModule(name.module.c_str()));
+  LeaveIfForkedChild();  // a module's top-level code may fork too
   stamps_.RecordNewModules();
   if (!module) return ImportFailed(name);
   absl::StatusOr<PyRef> callable = ModuleAttribute(module.get(), name);

@@ -1,6 +1,8 @@
 #include "absl/strings/str_cat.h"
 #include "service/common/framing.h"
+#include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/python_runtime.h"
 #include "service/worker/task_support.h"
@@ -80,12 +82,15 @@ class SocketListExchange : public ListExchange {
       step.clear_logs();
       step.add_logs("cnp-worker: this step's log() lines were dropped: " + answer.Message());
     }
+    StampAnswer(step);
+    LeaveIfForkedChild();
     if (absl::Status s = WriteFrame(fd_, step.SerializeAsString()); !s.ok()) return s;
     std::string frame;
     if (absl::Status s = reader_.Read(frame); !s.ok()) return s;
     Task task;
     // Not a Task at all: answered like any task that is not a list_row.
     if (!task.ParseFromString(frame)) task.Clear();
+    StartAnswering(task);
     return task;
   }
 
@@ -135,6 +140,7 @@ absl::StatusOr<v1::Reply> RunInteractiveList(FunctionRegistry& registry,
       outcome = PyRef::Steal(PyObject_CallMethod(runtime, "run_interactive_list", "OOO",
                                                  (*function)->callable.get(), head->get(),
                                                  req->get()));
+      LeaveIfForkedChild();
     }
   }
   if (!channel.exchange_error().ok()) {

@@ -1,4 +1,5 @@
 // cnp-worker: runs named Python functions for cnp-server over a socket (see worker.proto).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -112,6 +113,14 @@ int main(int argc, char** argv) {
   }
   if (flags.fd < 0) return UsageError("--fd is required");
 
+  // The server's socket is this process's alone: a process a function starts (os.system(), a
+  // subprocess with close_fds=False) must not hold it open past the worker, nor write to it.
+  // (CouchDB's pipes, and every descriptor the worker opens itself, are close-on-exec too.)
+  if (const int fd_flags = ::fcntl(flags.fd, F_GETFD);
+      fd_flags < 0 || ::fcntl(flags.fd, F_SETFD, fd_flags | FD_CLOEXEC) < 0) {
+    std::fprintf(stderr, "cnp-worker: --fd=%d: %s\n", flags.fd, std::strerror(errno));
+    return 1;
+  }
   // Nothing but the socket carries protocol; C-level writes to stdout go to stderr too.
   ::dup2(STDERR_FILENO, STDOUT_FILENO);
   // A server that hangs up mid-reply is a write error to report, not a signal to die of.

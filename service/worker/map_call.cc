@@ -1,6 +1,7 @@
 #include "service/worker/map_call.h"
 
 #include "service/worker/call_context.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/unrun_body.h"
 
@@ -8,7 +9,10 @@ namespace cnp::worker {
 namespace {
 
 bool DrainIterator(PyObject* iterator, RowSink& rows) {
-  while (PyObject* item = PyIter_Next(iterator)) {
+  for (;;) {
+    PyObject* item = PyIter_Next(iterator);
+    LeaveIfForkedChild();  // the generator's body ran: it may have forked
+    if (item == nullptr) break;
     bool ok = rows.AddItem(item);
     Py_DECREF(item);
     if (!ok) return false;
@@ -48,6 +52,7 @@ bool AddReturnedPairs(PyObject* returned, RowSink& rows) {
 bool RunMapFunction(PyObject* function, PyObject* doc, RowSink& rows) {
   ScopedRowSink emit_target(&rows);
   PyRef result = PyRef::Steal(PyObject_CallOneArg(function, doc));
+  LeaveIfForkedChild();
   if (!result) return false;
   PyObject* value = result.get();
   // A generator is the yield form (its body runs as it is drained below); a coroutine or an

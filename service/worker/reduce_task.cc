@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "service/couchdb/command.h"
 #include "service/worker/call_context.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/json_to_python.h"
 #include "service/worker/raised_log.h"
 #include "service/worker/task_support.h"
@@ -67,6 +68,7 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
                    : PyRef::Steal(PyObject_CallFunctionObjArgs(
                          function.callable.get(), keys_arg.get(), values_arg.get(),
                          request.rereduce() ? Py_True : Py_False, nullptr));
+      LeaveIfForkedChild();
       // A reduce with a yield in it (or async def) ran none of its body: its null says why
       // rather than that a generator is not JSON.
       RefuseUnrunBody(result, request.functions(i), "reduced nothing",

@@ -34,6 +34,15 @@ bool RowSink::AddItem(PyObject* item) {
   if ((PyTuple_Check(item) || PyList_Check(item)) && PySequence_Fast_GET_SIZE(item) == 2) {
     return Add(PySequence_Fast_GET_ITEM(item, 0), PySequence_Fast_GET_ITEM(item, 1));
   }
+  // `yield 1, 2, 3` is a tuple that was meant as a pair, not the key [1, 2, 3]; a list is a
+  // key (`yield [year, month]`-style keys are written as lists).
+  if (PyTuple_Check(item)) {
+    PyErr_Format(PyExc_TypeError,
+                 "a map function yields key, value (two items); it yielded a tuple of %zd "
+                 "items (to yield a key alone, for [key, null], yield a list or one value)",
+                 PyTuple_GET_SIZE(item));
+    return false;
+  }
   return Add(item, Py_None);
 }
 

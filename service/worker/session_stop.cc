@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <mutex>
 
+#include "service/worker/forked_child.h"
+
 namespace cnp::worker {
 namespace {
 
@@ -19,7 +21,7 @@ std::atomic<bool> g_cut{false};    // CouchDB's input has been replaced by g_unr
 static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
               std::atomic<bool>::is_always_lock_free);
 
-pid_t g_pid = 0;          // the worker's (a child forked from it is not)
+pid_t g_pid = 0;          // the worker's
 int g_unreadable = -1;    // /dev/null opened write-only: a read() of it fails at once (EBADF)
 bool g_installed = false;
 std::once_flag g_install_once;
@@ -27,7 +29,7 @@ std::once_flag g_install_once;
 void OnSigterm(int signal) {
   const int saved_errno = errno;
   const pid_t session = g_session_thread.load();
-  if (session == 0 || ::getpid() != g_pid) {
+  if (session == 0 || InForkedChild()) {
     // Not a session's stop: the default, the process ends. The signal is blocked while its
     // handler runs, so it is delivered again, with its default action, as this returns.
     ::signal(signal, SIG_DFL);

@@ -9,8 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "service/common/framing.h"
+#include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
 #include "service/worker/direct_session.h"
+#include "service/worker/forked_child.h"
 #include "service/worker/frame_reader.h"
 #include "service/worker/stray_threads.h"
 #include "service/worker/task_support.h"
@@ -98,6 +100,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     }
     Task task;
     const bool parsed = task.ParseFromString(frame);
+    StartAnswering(task);
     // A list's steps restart it for each list_row task, so the limit checked at the end is the
     // budget's own: that of the task the reply answers.
     Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
@@ -136,14 +139,19 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       reply->set_recycle(true);
       Context().memory_error = false;
     }
+    StampAnswer(*reply);
     std::string frame_out;
     try {
       frame_out = reply->SerializeAsString();
     } catch (const std::bad_alloc&) {
       Reply failed = FailureReply(Failure::INTERNAL, kOutOfMemory);
       failed.set_recycle(true);
+      StampAnswer(failed);
       frame_out = failed.SerializeAsString();
     }
+    // A child a function forked must not answer: the server would take it for the next
+    // task's reply.
+    LeaveIfForkedChild();
     if (absl::Status s = WriteFrame(fd, frame_out); !s.ok()) return s;
   }
 }

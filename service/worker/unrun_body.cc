@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "service/worker/forked_child.h"
+
 namespace cnp::worker {
 
 bool IsUnrunBody(PyObject* value) {
@@ -24,6 +26,7 @@ bool RefuseUnrunBody(PyRef& result, std::string_view who, std::string_view outco
   // An async generator has only aclose(), which would itself have to be awaited.
   if (!PyAsyncGen_CheckExact(result.get())) {
     PyRef closed = PyRef::Steal(PyObject_CallMethod(result.get(), "close", nullptr));
+    LeaveIfForkedChild();  // close() runs the body's finally: blocks
     if (!closed) PyErr_Clear();
   }
   result = PyRef();

@@ -180,6 +180,17 @@ def int_enum_key(doc):
     yield {Color.RED: "red"}, Color.RED
 
 
+def yields_a_triple(doc):
+    """`yield key, value, extra`: a tuple of three where a pair is meant."""
+    yield doc["town"], 1
+    yield doc["town"], doc["n"], "extra"
+
+
+def yields_a_list_key(doc):
+    """A yielded list is a key alone, whatever its length."""
+    yield [doc["town"], doc["n"], 3]
+
+
 def returns_one_pair(doc):
     """A single pair returned where a list of them is meant."""
     return ("a", 1)

@@ -270,6 +270,58 @@ TEST(ProcessWorkerTest, AReplyAnnouncedOverTheTasksLimitIsRefusedUnread) {
   EXPECT_TRUE(ProcessGone(pid));
 }
 
+// A reply that answers another task than the one sent (fake_worker.py --stale-replies echoes
+// the task before's number, as a late reply from a child a function forked would) is refused:
+// the exchange fails DATA_LOSS naming both numbers, never returning that reply as the answer.
+TEST(ProcessWorkerTest, AReplyToAnotherTaskIsRefused) {
+  asio::io_context io;
+  WorkerCommand command{"/usr/bin/python3.11",
+                        {"tests/support/fake_worker.py", "--stale-replies"}};
+  ProcessWorkerFactory factory(command);
+  const Task task = MapTask("svc_fns.echo", {R"({"_id":"a"})"});
+  absl::StatusOr<Reply> reply;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        absl::StatusOr<std::unique_ptr<ProcessWorker>> worker =
+            co_await factory.StartProcess(absl::Seconds(30));
+        EXPECT_TRUE(worker.ok()) << worker.status();
+        if (!worker.ok()) co_return;
+        reply = co_await (*worker)->Exchange(task);
+        (*worker)->Kill();
+        co_await (*worker)->Ended();
+      },
+      asio::detached);
+  io.run();
+  EXPECT_TRUE(absl::IsDataLoss(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("answered task #1 when task #2 was due"));
+}
+
+// In the pool: each call fails (the caller never gets the reply to another task), and the
+// worker is killed and replaced each time.
+TEST(ProcessWorkerPoolAnswerTest, AReplyToAnotherTaskKillsAndReplacesTheWorker) {
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  PoolOptions options;
+  options.workers = 1;
+  WorkerCommand command{"/usr/bin/python3.11",
+                        {"tests/support/fake_worker.py", "--stale-replies"}};
+  AsyncWorkerPool pool(options, std::make_unique<ProcessWorkerFactory>(command), io);
+  ASSERT_TRUE(pool.Start().ok());
+  std::thread thread([&io] { io.run(); });
+  BlockingTaskRunner blocking(pool, io);
+  for (int call = 0; call < 2; ++call) {
+    absl::StatusOr<Reply> reply =
+        blocking.Run(MapTask("svc_fns.echo", {R"({"_id":"a"})"}), absl::Now() + absl::Seconds(30));
+    EXPECT_FALSE(reply.ok()) << reply->ShortDebugString();
+    EXPECT_THAT(reply.status().message(), HasSubstr("when task #2 was due"));
+  }
+  pool.Shutdown();
+  work.reset();
+  io.stop();
+  thread.join();
+}
+
 // In the pool: the call fails RESOURCE_EXHAUSTED naming the limit and the flag, the worker is
 // killed and replaced (its reply's rest is still in the socket), and the next call is served
 // by the replacement (which misbehaves the same way here).

@@ -259,14 +259,15 @@ TEST_F(SessionWorkerPoolTest, ASpareThatDiesIsReplacedWithoutASessionAsking) {
 TEST_F(SessionWorkerPoolTest, SparesThatKeepDyingAreReplacedWithAGrowingBackoff) {
   const std::string starts = testing::MakeTempDir("starts") + "/starts";
   SessionPoolOptions options = Options(/*max_sessions=*/1, /*spares=*/1);
-  // Notes when it started, answers the startup handshake, and exits.
+  // Notes when it started, answers the startup handshake (Reply{resolve: {}, sequence: 1}: the
+  // handshake is the first task), and exits.
   options.command = {
       "/usr/bin/python3.11",
       {"-c",
        "import os, struct, sys, time\n"
        "open(sys.argv[1], 'a').write('%f\\n' % time.monotonic())\n"
        "(n,) = struct.unpack('<I', os.read(3, 4)); os.read(3, n)\n"
-       "os.write(3, b'\\x02\\0\\0\\0\\x2a\\0')\n",
+       "os.write(3, b'\\x05\\0\\0\\0\\x2a\\0\\x80\\x01\\x01')\n",
        starts}};
   SessionWorkerPool pool(std::move(options), io_);
   pool.Start();

@@ -4,13 +4,50 @@ Python start-up cost to make the tests slow.
 
 With --announce-bytes=N it answers every task but the handshake (a Resolve of nothing) as a
 worker that ignores its task's answer limit would: a frame header announcing N bytes, then
-bytes until the server stops reading (it is killed then)."""
+bytes until the server stops reading (it is killed then).
+
+Every reply echoes its task's sequence number (worker.proto: Task.sequence, Reply.sequence), as
+cnp-worker's do; with --stale-replies each reply but the handshake's echoes the task before's
+instead, as a late reply (a forked child's, say) would."""
 
 import os
 import struct
 import sys
 
-HANDSHAKE = b"\x2a\x00"  # Task{resolve: {}}
+TASK_RESOLVE, TASK_SEQUENCE, REPLY_SEQUENCE = 5, 12, 16
+
+
+def read_varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def varint(value):
+    out = b""
+    while value >= 0x80:
+        out += bytes([(value & 0x7F) | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def top_level_fields(data):
+    """{field number: last value} of a serialized message: an int for a varint, bytes for a
+    length-delimited field (the only wire types a Task's top level has)."""
+    fields, at = {}, 0
+    while at < len(data):
+        key, at = read_varint(data, at)
+        if key & 7 == 0:
+            fields[key >> 3], at = read_varint(data, at)
+        else:
+            length, at = read_varint(data, at)
+            fields[key >> 3], at = data[at:at + length], at + length
+    return fields
 
 
 def read_exactly(fd, n):
@@ -25,19 +62,27 @@ def read_exactly(fd, n):
 
 def main():
     announce = None
+    stale = False
     for arg in sys.argv[1:]:
         if arg.startswith("--announce-bytes="):
             announce = int(arg.split("=", 1)[1])
-    reply = b"\x2a\x00"  # Reply{resolve: {}}: field 5, length-delimited, empty
+        elif arg == "--stale-replies":
+            stale = True
     while True:
         (length,) = struct.unpack("<I", read_exactly(3, 4))
-        task = read_exactly(3, length)
-        if announce is not None and task != HANDSHAKE:
+        task = top_level_fields(read_exactly(3, length))
+        handshake = task.keys() <= {TASK_RESOLVE, TASK_SEQUENCE} and task.get(TASK_RESOLVE) == b""
+        if announce is not None and not handshake:
             os.write(3, struct.pack("<I", announce))
             chunk = b"\0" * (1 << 20)
             for _ in range(announce // len(chunk) + 1):
                 os.write(3, chunk)  # blocks once the server stops reading
             continue
+        sequence = task.get(TASK_SEQUENCE, 0)
+        if stale and not handshake:
+            sequence -= 1
+        # Reply{resolve: {}}: field 5, length-delimited, empty; then the sequence echoed.
+        reply = b"\x2a\x00" + varint(REPLY_SEQUENCE << 3) + varint(sequence)
         os.write(3, struct.pack("<I", len(reply)) + reply)
 
 

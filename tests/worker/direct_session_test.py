@@ -877,6 +877,99 @@ class FunctionErrorProgressTest(unittest.TestCase):
         self.assertEqual(self.worker.progress, [])
 
 
+class ForkedChildTest(unittest.TestCase):
+    """A function that forks and lets the child return (or sys.exit(), which the worker takes
+    for a function's exception) must not let the child answer: its answer would be taken for
+    the next command's, and documents would get other documents' rows."""
+
+    FUNCTIONS = ["direct_session_fns.fork_exits", "direct_session_fns.fork_returns"]
+
+    def setUp(self):
+        self.worker = Worker()
+
+    def tearDown(self):
+        if self.worker.process.poll() is None:
+            self.worker.stop()
+
+    def frames_until_the_worker_ends(self):
+        """Every frame still to come on the server's socket once the server closes its side."""
+        self.worker.sock.shutdown(socket.SHUT_WR)
+        frames = []
+        while True:
+            try:
+                frames.append(self.worker.receive_frame(timeout=30))
+            except EOFError:
+                return frames
+
+    def test_direct_session_each_document_gets_its_own_rows(self):
+        for function in self.FUNCTIONS:
+            with self.subTest(function=function):
+                session = self.worker.start_session()
+                self.assertEqual(session.call(["reset"]), ["true"])
+                self.assertEqual(session.call(["add_fun", function]), ["true"])
+                row = "parent" if function.endswith("exits") else "row"
+                for n in range(4):
+                    self.assertEqual(session.call(["map_doc", {"_id": f"d{n}"}]),
+                                     [json.dumps([[[f"d{n}", row]]], separators=(",", ":"))],
+                                     self.worker.diagnostics())
+                session.close_input()
+                end = self.worker.receive().session_end
+                self.assertEqual(end.reason, worker_pb2.SessionEnd.INPUT_CLOSED)
+                self.assertEqual(end.commands, 6)
+                # Nothing more on CouchDB's pipe: no child wrote, and none holds it open.
+                self.assertTrue(session.at_end_of_output())
+                session.close()
+        self.assertEqual(self.frames_until_the_worker_ends(), [])
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def test_map_tasks_each_document_gets_its_own_rows(self):
+        for function in self.FUNCTIONS:
+            row = "parent" if function.endswith("exits") else "row"
+            for n in range(4):
+                reply = self.worker.map_task([function], [f'{{"_id":"d{n}"}}'])
+                self.assertEqual(reply.map.results[0].rows,
+                                 json.dumps([[[f"d{n}", row]]], separators=(",", ":")).encode(),
+                                 str(reply))
+        # The server's socket carries no reply a child wrote.
+        self.assertEqual(self.frames_until_the_worker_ends(), [])
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def test_a_multiprocessing_pool_works(self):
+        reply = self.worker.map_task(["direct_session_fns.multiprocessing_pool"],
+                                     ['{"_id":"a","n":3}'])
+        self.assertEqual(reply.map.results[0].rows, b'[[["a",[3,6]]]]', str(reply))
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.multiprocessing_pool"]),
+                         ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "b", "n": 2}]), ['[[["b",[2,4]]]]'])
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+
+
+class ChildDescriptorsTest(unittest.TestCase):
+    """A process a function starts inherits none of the worker's descriptors: not the server's
+    socket, not CouchDB's pipes (it could write into the protocol, or hold them open)."""
+
+    def test_a_functions_subprocess_holds_only_its_stdio(self):
+        worker = Worker()
+        try:
+            reply = worker.map_task(["direct_session_fns.child_descriptors"], ['{"_id":"a"}'])
+            self.assertEqual(reply.map.results[0].rows, b'[[["a",[]]]]', str(reply))
+            session = worker.start_session()
+            self.assertEqual(session.call(["add_fun", "direct_session_fns.child_descriptors"]),
+                             ["true"])
+            self.assertEqual(session.call(["map_doc", {"_id": "b"}]), ['[[["b",[]]]]'])
+            session.close_input()
+            self.assertEqual(worker.receive().session_end.reason,
+                             worker_pb2.SessionEnd.INPUT_CLOSED)
+            session.close()
+        finally:
+            self.assertEqual(worker.stop(), 0, worker.diagnostics())
+
+
 if __name__ == "__main__":
     ARGS, rest = parse_args(sys.argv[1:])
     sys.path.insert(0, os.path.dirname(os.path.abspath(ARGS.pb2)))

@@ -168,6 +168,21 @@ TEST_F(MapTest, ReturningSomethingElseIsATypeError) {
   EXPECT_EQ(reply.map().results(0).rows(), "[[]]");
 }
 
+// A yielded tuple of other than two items is the author's mistake, not a key with a null value:
+// the function's rows for the document are dropped, said so. A yielded list is a key alone.
+TEST_F(MapTest, YieldingATupleOfThreeIsATypeError) {
+  Reply reply = worker_->Call(
+      MapTask({"worker_views.yields_a_triple", "worker_views.yields_a_list_key"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  EXPECT_EQ(reply.map().results(0).rows(), R"([[],[[["Oslo",1,3],null]]])");
+  ASSERT_EQ(reply.map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply.map().results(0).errors(0).function(), "worker_views.yields_a_triple");
+  EXPECT_EQ(reply.map().results(0).errors(0).type(), "TypeError");
+  EXPECT_EQ(reply.map().results(0).errors(0).message(),
+            "a map function yields key, value (two items); it yielded a tuple of 3 items (to "
+            "yield a key alone, for [key, null], yield a list or one value)");
+}
+
 // A returned single pair is not the list of pairs it was meant as: it would be two rows,
 // ["a",null] and [1,null], which no one meant. Yielded items keep their meaning.
 TEST_F(MapTest, ReturningAListWhoseItemsAreNotPairsIsATypeError) {

@@ -35,3 +35,39 @@ def list_slow_to_end(head, req):
     while not os.path.exists(req["release"]) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "tail"
+
+
+def fork_exits(doc):
+    """Forks; the child calls sys.exit(0), which reaches the worker as a function's exception."""
+    import os
+    import sys
+    if os.fork() == 0:
+        sys.exit(0)
+    yield doc["_id"], "parent"
+
+
+def fork_returns(doc):
+    """Forks; parent and child both go on and return a row."""
+    import os
+    os.fork()
+    return [[doc["_id"], "row"]]
+
+
+def multiprocessing_pool(doc):
+    """multiprocessing's fork children end with os._exit() and never return to the worker."""
+    import multiprocessing
+    pool = multiprocessing.get_context("fork").Pool(2)
+    try:
+        squares = pool.map(abs, [-doc["n"], -2 * doc["n"]])
+    finally:
+        pool.close()
+        pool.join()
+    yield doc["_id"], squares
+
+
+def child_descriptors(doc):
+    """The descriptors a child started with os.system() holds (beyond its stdio)."""
+    import subprocess
+    listing = subprocess.run(["sh", "-c", "ls /proc/$$/fd"], capture_output=True, text=True,
+                             close_fds=False, check=True).stdout.split()
+    yield doc["_id"], sorted(int(fd) for fd in listing if int(fd) > 2)
