@@ -153,16 +153,28 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
   if (absl::Status named = CheckNamedFunctions(design->value, entry.entry_id); !named.ok()) {
     return named;
   }
+  // Read loosely, a list that is not one would target nothing and look like a pattern that
+  // matches no database, and a "removed" that is not true or false would keep or take out
+  // design documents by accident.
   auto databases = target->value.FindMember("databases");
-  if (databases != target->value.MemberEnd() && databases->value.IsArray()) {
-    for (const auto& db : databases->value.GetArray()) {
-      if (db.IsString()) entry.databases.emplace_back(db.GetString(), db.GetStringLength());
-    }
+  const bool databases_listed =
+      databases != target->value.MemberEnd() && databases->value.IsArray() &&
+      std::all_of(databases->value.Begin(), databases->value.End(),
+                  [](const rapidjson::Value& db) { return db.IsString(); });
+  auto removed = doc.FindMember("removed");
+  if (!databases_listed || (removed != doc.MemberEnd() && !removed->value.IsBool())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry entry \"", entry.entry_id, "\" lacks ",
+        databases_listed ? "a \"removed\" that is true or false"
+                         : "a target.databases that is a list of database names and patterns",
+        "; skipped (register it again with cnp upload --register)"));
+  }
+  for (const auto& db : databases->value.GetArray()) {
+    entry.databases.emplace_back(db.GetString(), db.GetStringLength());
   }
   entry.design_document.CopyFrom(design->value, entry.design_document.GetAllocator());
   entry.design_document.RemoveMember("_rev");
-  auto removed = doc.FindMember("removed");
-  entry.removed = removed != doc.MemberEnd() && removed->value.IsBool() && removed->value.GetBool();
+  entry.removed = removed != doc.MemberEnd() && removed->value.GetBool();
   return entry;
 }
 
