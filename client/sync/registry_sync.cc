@@ -21,6 +21,7 @@
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
 #include "common/couchdb/target_databases.h"
+#include "client/sync/ownership_record.h"
 
 namespace cnp::client::sync {
 namespace {
@@ -153,16 +154,28 @@ absl::StatusOr<RegisteredDesignDoc> ReadEntry(const rapidjson::Value& doc) {
   if (absl::Status named = CheckNamedFunctions(design->value, entry.entry_id); !named.ok()) {
     return named;
   }
+  // Read loosely, a list that is not one would target nothing and look like a pattern that
+  // matches no database, and a "removed" that is not true or false would keep or take out
+  // design documents by accident.
   auto databases = target->value.FindMember("databases");
-  if (databases != target->value.MemberEnd() && databases->value.IsArray()) {
-    for (const auto& db : databases->value.GetArray()) {
-      if (db.IsString()) entry.databases.emplace_back(db.GetString(), db.GetStringLength());
-    }
+  const bool databases_listed =
+      databases != target->value.MemberEnd() && databases->value.IsArray() &&
+      std::all_of(databases->value.Begin(), databases->value.End(),
+                  [](const rapidjson::Value& db) { return db.IsString(); });
+  auto removed = doc.FindMember("removed");
+  if (!databases_listed || (removed != doc.MemberEnd() && !removed->value.IsBool())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry entry \"", entry.entry_id, "\" lacks ",
+        databases_listed ? "a \"removed\" that is true or false"
+                         : "a target.databases that is a list of database names and patterns",
+        "; skipped (register it again with cnp upload --register)"));
+  }
+  for (const auto& db : databases->value.GetArray()) {
+    entry.databases.emplace_back(db.GetString(), db.GetStringLength());
   }
   entry.design_document.CopyFrom(design->value, entry.design_document.GetAllocator());
   entry.design_document.RemoveMember("_rev");
-  auto removed = doc.FindMember("removed");
-  entry.removed = removed != doc.MemberEnd() && removed->value.IsBool() && removed->value.GetBool();
+  entry.removed = removed != doc.MemberEnd() && removed->value.GetBool();
   return entry;
 }
 
@@ -297,6 +310,10 @@ std::vector<const RegisteredDesignDoc*> RegistrySync::Matching(const std::string
   return matching;
 }
 
+bool RegistrySync::Stopping() const {
+  return options_.stop_requested && options_.stop_requested();
+}
+
 absl::Status RegistrySync::SyncAll() {
   if (absl::Status loaded = LoadRegistry(); !loaded.ok()) {
     EmitProblem(v1::UploadProblem::ERROR, loaded, registry_, "");
@@ -310,7 +327,8 @@ absl::Status RegistrySync::SyncAll() {
   ReportUnmatched(*databases);
   absl::Status first_error;
   for (const std::string& database : *databases) {
-    absl::Status status = SyncDatabase(database);
+    if (Stopping()) return absl::CancelledError("stopped before the pass was over");
+    absl::Status status = SyncDatabase(database, /*full_pass=*/true);
     if (AffectsEverything(status)) return status;
     if (!status.ok() && first_error.ok()) first_error = status;
     // While following, a database that failed now is tried again like one that failed on its
@@ -354,7 +372,7 @@ void RegistrySync::ReportUnmatched(const std::vector<std::string>& databases) {
   warned_unmatched_ = std::move(still_warned);
 }
 
-absl::Status RegistrySync::SyncDatabase(const std::string& database) {
+absl::Status RegistrySync::SyncDatabase(const std::string& database, bool full_pass) {
   // Two entries may put the same design document in one database (a name and a glob that
   // both match); the same content is fine, different content is the registry's conflict.
   std::map<std::string, std::vector<const RegisteredDesignDoc*>> by_name;
@@ -387,8 +405,62 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database) {
   for (const RegisteredDesignDoc* entry : Matching(database, /*removed=*/true)) {
     if (by_name.count(entry->name) == 0) removed.emplace(entry->name, entry);
   }
+  std::set<std::string> handled;
+  for (const auto& [name, entries] : by_name) handled.insert(name);
   for (const auto& [name, entry] : removed) {
-    absl::Status status = RemoveDesignDoc(database, *entry);
+    handled.insert(name);
+    absl::Status status = RemoveDesignDoc(database, *entry, "is removed");
+    if (status.ok()) continue;
+    EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
+    if (first_error.ok()) first_error = status;
+    if (AffectsEverything(status)) return status;
+  }
+  // Only a registry change makes copies untargeted, and each one is followed by a full pass:
+  // a database's own event need not pay for looking.
+  if (!full_pass) return first_error;
+  if (absl::Status status = RemoveUntargeted(database, handled); !status.ok()) {
+    EmitProblem(v1::UploadProblem::ERROR, status, database, "");
+    if (first_error.ok()) first_error = status;
+  }
+  return first_error;
+}
+
+std::set<std::string> RegistrySync::RegisteredNames() const {
+  std::set<std::string> names;
+  for (const RegisteredDesignDoc& entry : entries_) names.insert(entry.name);
+  return names;
+}
+
+absl::Status RegistrySync::RemoveUntargeted(const std::string& database,
+                                            const std::set<std::string>& handled) {
+  // As Matching: the registry, and system databases unless allowed, are never targets.
+  if (database == registry_ ||
+      (!options_.allow_system_databases && ::cnp::couchdb::IsSystemDatabase(database))) {
+    return absl::OkStatus();
+  }
+  // Only names the registry still has an entry for: an entry deleted from the registry by
+  // hand (or a registry emptied by mistake) takes nothing out.
+  std::vector<std::string> candidates;
+  for (const std::string& name : RegisteredNames()) {
+    if (handled.count(name) == 0) candidates.push_back(name);
+  }
+  absl::StatusOr<std::vector<std::string>> recorded =
+      NamesWithOwnershipRecords(couch_, database, candidates);
+  if (!recorded.ok()) return recorded.status();
+  absl::Status first_error;
+  for (const std::string& name : *recorded) {
+    absl::StatusOr<std::optional<OwnershipRecord>> record =
+        ReadOwnershipRecord(couch_, database, name);
+    if (!record.ok()) return record.status();
+    if (!record->has_value() || (*record)->registry != registry_) continue;
+    auto entry = std::find_if(entries_.begin(), entries_.end(), [&](const RegisteredDesignDoc& e) {
+      return e.entry_id == (*record)->entry && e.name == name;
+    });
+    // An entry the registry no longer holds (or a malformed one, skipped with a warning) says
+    // nothing about where its design document belongs.
+    if (entry == entries_.end()) continue;
+    absl::Status status = RemoveDesignDoc(
+        database, *entry, absl::StrCat("no longer targets ", database));
     if (status.ok()) continue;
     EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
     if (first_error.ok()) first_error = status;
@@ -397,54 +469,9 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database) {
   return first_error;
 }
 
-namespace {
-
-std::string OwnershipPath(const std::string& database, const std::string& name) {
-  return absl::StrCat(::cnp::couchdb::DatabasePath(database), "/_local/",
-                      CouchClient::EscapeSegment(absl::StrCat("cnp-sync:", name)));
-}
-
-}  // namespace
-
-absl::StatusOr<std::optional<RegistrySync::Ownership>> RegistrySync::ReadOwnership(
-    const std::string& database, const std::string& name) {
-  absl::StatusOr<HttpResponse> got = couch_.Get(OwnershipPath(database, name));
-  if (!got.ok()) return got.status();
-  if (got->status == 404) return std::nullopt;
-  if (got->status != 200) {
-    return HttpError(*got, absl::StrCat("reading _local/cnp-sync:", name, " from ", database),
-                     couch_.base_url());
-  }
-  absl::StatusOr<rapidjson::Document> doc = ParseJson(got->body);
-  if (!doc.ok() || !doc->IsObject()) return std::nullopt;  // not ours to make sense of
-  return Ownership{.record_rev = std::string(StringField(*doc, "_rev")),
-                   .registry = std::string(StringField(*doc, "registry")),
-                   .design_rev = std::string(StringField(*doc, "design_rev"))};
-}
-
-absl::Status RegistrySync::WriteOwnership(const std::string& database,
-                                          const RegisteredDesignDoc& entry,
-                                          const std::string& design_rev,
-                                          const std::string& record_rev) {
-  rapidjson::Document record(rapidjson::kObjectType);
-  auto& a = record.GetAllocator();
-  if (!record_rev.empty()) record.AddMember("_rev", ::cnp::couchdb::StringValue(record_rev, a), a);
-  record.AddMember("registry", ::cnp::couchdb::StringValue(registry_, a), a);
-  record.AddMember("entry", ::cnp::couchdb::StringValue(entry.entry_id, a), a);
-  std::string id = absl::StrCat("_design/", entry.name);
-  record.AddMember("design_doc", ::cnp::couchdb::StringValue(id, a), a);
-  record.AddMember("design_rev", ::cnp::couchdb::StringValue(design_rev, a), a);
-  absl::StatusOr<HttpResponse> put = couch_.Put(OwnershipPath(database, entry.name), ToJson(record));
-  if (!put.ok()) return put.status();
-  if (put->status != 201 && put->status != 200 && put->status != 202) {
-    return HttpError(*put, absl::StrCat("recording that cnp sync wrote ", id, " in ", database),
-                     couch_.base_url());
-  }
-  return absl::OkStatus();
-}
-
 absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
-                                           const RegisteredDesignDoc& entry) {
+                                           const RegisteredDesignDoc& entry,
+                                           const std::string& why_it_goes) {
   const std::string id = absl::StrCat("_design/", entry.name);
   const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
   absl::StatusOr<HttpResponse> got = couch_.Get(path);
@@ -458,8 +485,10 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
     return absl::UnknownError(absl::StrCat("CouchDB sent a malformed ", id, " from ", database));
   }
   const std::string rev(StringField(*doc, "_rev"));
-  absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
+  absl::StatusOr<std::optional<OwnershipRecord>> owner =
+      ReadOwnershipRecord(couch_, database, entry.name);
   if (!owner.ok()) return owner.status();
+  const std::string left_in_place = "left in place; delete it yourself if it should go";
   if (!owner->has_value() || (*owner)->registry != registry_) {
     // Two different stories: nobody recorded writing it, or cnp sync from another registry did.
     const std::string why =
@@ -469,18 +498,21 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
                            (*owner)->registry, " wrote it");
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::FailedPreconditionError(absl::StrCat(
-                    "the registry entry \"", entry.entry_id, "\" is removed, but ", id, " in ",
-                    database, " was not put there by cnp sync from ", registry_, " (", why,
-                    "): left in place; delete it yourself if it should go")),
+                    "the registry entry \"", entry.entry_id, "\" ", why_it_goes, ", but ", id,
+                    " in ", database, " was not put there by cnp sync from ", registry_, " (",
+                    why, "): ", left_in_place)),
                 database, id);
     return absl::OkStatus();
   }
-  if ((*owner)->design_rev != rev) {
+  absl::StatusOr<std::string> vouched =
+      VouchedRevision(couch_, database, entry.name, **owner, rev);
+  if (!vouched.ok()) return vouched.status();
+  if (*vouched != rev) {
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::FailedPreconditionError(absl::StrCat(
-                    "the registry entry \"", entry.entry_id, "\" is removed, but ", id, " in ",
-                    database, " was changed after cnp sync wrote it (rev ", (*owner)->design_rev,
-                    ", now ", rev, "): left in place; delete it yourself if it should go")),
+                    "the registry entry \"", entry.entry_id, "\" ", why_it_goes, ", but ", id,
+                    " in ", database, " was changed after cnp sync wrote it (rev ",
+                    vouched->empty() ? "none" : *vouched, ", now ", rev, "): ", left_in_place)),
                 database, id);
     return absl::OkStatus();
   }
@@ -513,8 +545,7 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
   outcome.set_action(v1::DesignDocOutcome::REMOVED);
   emit_(event);
   // The record has done its work; a failure to delete it only leaves a stale record behind.
-  (void)couch_.Delete(absl::StrCat(OwnershipPath(database, entry.name),
-                                   "?rev=", CouchClient::EscapeSegment((*owner)->record_rev)));
+  DeleteOwnershipRecord(couch_, database, entry.name, **owner);
   return absl::OkStatus();
 }
 
@@ -522,6 +553,25 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
                                           const RegisteredDesignDoc& entry) {
   const std::string id = absl::StrCat("_design/", entry.name);
   const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
+  // Ownership: a design document cnp sync created is its own, and stays so while cnp sync is
+  // the only one to change it; one it merely updated (hand-made before) never becomes so.
+  // Each write of its own is announced in the record first (ownership_record.h), so that no
+  // interruption between the two writes leaves it disowned.
+  absl::StatusOr<std::optional<OwnershipRecord>> owner =
+      ReadOwnershipRecord(couch_, database, entry.name);
+  if (!owner.ok()) return owner.status();
+  OwnershipRecord record = owner->has_value() ? std::move(**owner) : OwnershipRecord{};
+  const bool recorded_here = owner->has_value() && record.registry == registry_;
+  // Whether the stored design document (rev `stored_rev`) is this registry's sync's.
+  const auto ours = [&](const std::string& stored_rev) -> absl::StatusOr<bool> {
+    if (!recorded_here) return false;
+    absl::StatusOr<std::string> vouched =
+        VouchedRevision(couch_, database, entry.name, record, stored_rev);
+    if (!vouched.ok()) return vouched.status();
+    return *vouched == stored_rev;
+  };
+  bool announced = false;
+  bool settle_unchanged = false;
   v1::UploadEvent event;
   absl::StatusOr<::cnp::couchdb::WriteResult> written = ::cnp::couchdb::WriteWithConflictRetry(
       couch_,
@@ -540,6 +590,8 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
             entry.design_document, stored.doc ? &*stored.doc : nullptr,
             options_.drop_unknown_fields);
         event.Clear();
+        announced = false;
+        settle_unchanged = false;
         v1::DesignDocOutcome& outcome = *event.mutable_outcome();
         outcome.set_database(database);
         outcome.set_id(id);
@@ -548,6 +600,13 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
         if (plan.changes.empty()) {
           outcome.set_action(v1::DesignDocOutcome::UNCHANGED);
           outcome.set_rev(stored.rev);
+          // A write announced and made, whose record was never settled (stopped in between):
+          // settled now, or a removal would leave it in place as someone else's.
+          if (!options_.dry_run && recorded_here && record.writing) {
+            absl::StatusOr<bool> mine = ours(stored.rev);
+            if (!mine.ok()) return mine.status();
+            settle_unchanged = *mine;
+          }
           return std::nullopt;
         }
         if (options_.dry_run) {
@@ -555,36 +614,48 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
                                         : v1::DesignDocOutcome::WOULD_CREATE);
           return std::nullopt;
         }
+        bool claim = !stored.doc;
+        if (!claim) {
+          absl::StatusOr<bool> mine = ours(stored.rev);
+          if (!mine.ok()) return mine.status();
+          claim = *mine;
+        }
+        if (claim) {
+          record.registry = registry_;
+          record.entry = entry.entry_id;
+          record.design_rev = stored.doc ? stored.rev : "";
+          record.writing.emplace();
+          record.writing->CopyFrom(plan.document, record.writing->GetAllocator());
+          if (absl::Status announcing = WriteOwnershipRecord(couch_, database, entry.name, record);
+              !announcing.ok()) {
+            return absl::Status(announcing.code(),
+                                absl::StrCat(announcing.message(), "; ", id, " left unwritten "
+                                             "so that it does not become a copy cnp sync cannot "
+                                             "tell from a hand-made one"));
+          }
+          announced = true;
+        }
         return std::move(plan.document);
       });
   if (!written.ok()) return written.status();
   v1::DesignDocOutcome& outcome = *event.mutable_outcome();
-  if (!written->written) {
-    emit_(event);
-    return absl::OkStatus();
+  if (written->written) {
+    outcome.set_rev(written->written_rev);
+    outcome.set_action(written->existed ? v1::DesignDocOutcome::UPDATED
+                                        : v1::DesignDocOutcome::CREATED);
   }
-  outcome.set_rev(written->written_rev);
-  outcome.set_action(written->existed ? v1::DesignDocOutcome::UPDATED
-                                      : v1::DesignDocOutcome::CREATED);
   emit_(event);
-  // Ownership: a design document cnp sync created is its own, and stays so while cnp sync
-  // is the only one to change it; one it merely updated (hand-made before) never becomes so.
-  absl::StatusOr<std::optional<Ownership>> owner = ReadOwnership(database, entry.name);
-  absl::Status recorded = owner.status();
-  if (owner.ok()) {
-    const bool ours = owner->has_value() && (*owner)->registry == registry_ &&
-                      (*owner)->design_rev == written->stored_rev;
-    if (!written->existed || ours) {
-      recorded = WriteOwnership(database, entry, outcome.rev(),
-                                owner->has_value() ? (*owner)->record_rev : "");
-    }
-  }
-  if (!recorded.ok()) {
+  if (!announced && !settle_unchanged) return absl::OkStatus();
+  record.design_rev = written->written ? written->written_rev : written->stored_rev;
+  record.writing.reset();
+  if (absl::Status settled = WriteOwnershipRecord(couch_, database, entry.name, record);
+      !settled.ok()) {
     EmitProblem(v1::UploadProblem::WARNING,
-                absl::Status(recorded.code(),
-                             absl::StrCat(recorded.message(),
-                                          "; if its registry entry is removed, cnp sync "
-                                          "will leave it in place")),
+                absl::Status(settled.code(),
+                             absl::StrCat(settled.message(),
+                                          "; the record still announces this write, so cnp "
+                                          "sync still knows the design document for its own "
+                                          "and settles the record on its next pass")),
                 database, id);
   }
   return absl::OkStatus();
@@ -652,6 +723,7 @@ absl::Status RegistrySync::CheckDue() {
     if (retry.at <= now) due.insert(database);
   }
   for (const std::string& database : due) {
+    if (Stopping()) return absl::OkStatus();
     if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
   }
   return absl::OkStatus();
@@ -665,19 +737,23 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
     EmitProblem(v1::UploadProblem::ERROR, since.status(), "", "");
     return since.status();
   }
-  if (absl::Status first = SyncAll(); !first.ok() && AffectsEverything(first)) return first;
+  if (absl::Status first = SyncAll(); absl::IsCancelled(first) && Stopping()) {
+    return absl::OkStatus();
+  } else if (!first.ok() && AffectsEverything(first)) {
+    return first;
+  }
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   absl::Duration retry_delay = options_.first_retry_delay;
   bool warned_no_last_seq = false;
   // Sleeps until `until` unless following is to stop; false then.
   const auto wait_until = [&](absl::Time until) {
     for (absl::Time now = absl::Now(); now < until; now = absl::Now()) {
-      if (!keep_going()) return false;
+      if (!keep_going() || Stopping()) return false;
       absl::SleepFor(std::min(until - now, absl::Milliseconds(100)));
     }
     return true;
   };
-  while (keep_going()) {
+  while (keep_going() && !Stopping()) {
     if (absl::Status status = CheckDue(); !status.ok()) return status;
     // Not past the next check that is due.
     const absl::Duration until_due = NextDue() - absl::Now();
@@ -729,6 +805,8 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
     retry_delay = options_.first_retry_delay;
     bool registry_changed = false;
     for (const auto& update : (*updates)["results"].GetArray()) {
+      // Stopping: the database in hand is done; the rest is seen again by the next run.
+      if (Stopping()) return absl::OkStatus();
       std::string database(StringField(update, "db_name"));
       absl::string_view type = StringField(update, "type");
       if (database == registry_) {
@@ -751,9 +829,9 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
       }
     }
     if (registry_changed) {
-      if (absl::Status status = SyncAll(); !status.ok() && AffectsEverything(status)) {
-        return status;
-      }
+      absl::Status status = SyncAll();
+      if (absl::IsCancelled(status) && Stopping()) return absl::OkStatus();
+      if (!status.ok() && AffectsEverything(status)) return status;
     }
     const std::string before = *since;
     if (!updates->HasMember("last_seq") && !warned_no_last_seq) {

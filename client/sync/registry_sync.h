@@ -16,18 +16,22 @@
 //
 // Removal. An entry marked removed (`cnp upload --register REGISTRY --remove NAME`, see
 // registry_removal.h) takes its design document out of every database it targets, unless a
-// live entry still puts it there: but only a design document cnp sync put there itself and
-// nobody has changed since. When this class creates a design document it records that in the
-// database, in _local/cnp-sync:<name> (registry, entry, the revision it wrote; a _local
-// document, so it is never replicated), and it keeps the record's revision current as long as
-// it is the only writer. A design document without that record (hand-made, or from before
-// this record existed), or whose revision is no longer the recorded one, is left in place with
-// a warning naming it.
+// live entry still puts it there; and a full pass takes a design document out of a database
+// its entry no longer targets (the entry's pattern or classification narrowed), unless a
+// live entry puts it there. Either only where cnp sync put it itself and nobody has changed it
+// since: when this class creates a design document it records that in the database, in
+// _local/cnp-sync:<name> (see ownership_record.h: announced before the write, settled after,
+// so that an interruption between the two does not disown the copy), and it keeps the
+// record's revision current as long as it is the only writer. A design document without that
+// record (hand-made, or from before this record existed), or whose revision is no longer the
+// recorded one, is left in place with a warning naming it. A record whose entry is no longer
+// in the registry at all takes nothing out.
 #pragma once
 
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,6 +73,10 @@ class RegistrySync {
     // again (a hand-edited or deleted one is put back), at most once per this interval per
     // database; an event within it is checked once the interval is over.
     absl::Duration recheck_interval = absl::Seconds(10);
+    // Asked before each database (and wherever Follow asks keep_going): true ends a pass
+    // early, the database in hand done, SyncAll with CANCELLED and Follow with OK. For a
+    // SIGINT or SIGTERM: no design document is left without its record settled.
+    std::function<bool()> stop_requested;
   };
   // Gets every outcome and problem, in the shapes `cnp upload` reports them.
   using Emit = std::function<void(const v1::UploadEvent&)>;
@@ -107,12 +115,17 @@ class RegistrySync {
   int unmatched_entries() const { return unmatched_entries_; }
 
  private:
+  bool Stopping() const;
   absl::Status LoadRegistry();
   // False (and warned about) when `entry` names a system design document; otherwise drops
   // (with a warning each) its targets that reach system databases.
   bool KeepOffSystemTargets(RegisteredDesignDoc& entry);
   absl::StatusOr<std::vector<std::string>> ListDatabases();
-  absl::Status SyncDatabase(const std::string& database);
+  // `full_pass`: also takes out copies whose entry no longer targets `database`
+  // (RemoveUntargeted), which only a change of the registry brings about.
+  absl::Status SyncDatabase(const std::string& database, bool full_pass = false);
+  // The names of the registry's entries, live and removed.
+  std::set<std::string> RegisteredNames() const;
   // While following: SyncDatabase, a failure put in retry_ (its error has been emitted). An
   // error only when it affects everything.
   absl::Status CheckDatabase(const std::string& database);
@@ -124,17 +137,15 @@ class RegistrySync {
   // The earliest time in retry_ and recheck_at_; InfiniteFuture when they are empty.
   absl::Time NextDue() const;
   absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
-  absl::Status RemoveDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
-  // The record of a design document this class wrote (_local/cnp-sync:<name>).
-  struct Ownership {
-    std::string record_rev;  // the _local document's own revision
-    std::string registry;
-    std::string design_rev;  // the design document's revision cnp sync wrote
-  };
-  absl::StatusOr<std::optional<Ownership>> ReadOwnership(const std::string& database,
-                                                         const std::string& name);
-  absl::Status WriteOwnership(const std::string& database, const RegisteredDesignDoc& entry,
-                              const std::string& design_rev, const std::string& record_rev);
+  // Takes out `entry`'s design document if cnp sync from this registry put it there and
+  // nobody changed it since; `why_it_goes` for the warning otherwise ("is removed").
+  absl::Status RemoveDesignDoc(const std::string& database, const RegisteredDesignDoc& entry,
+                               const std::string& why_it_goes);
+  // Copies this registry's sync put in `database` (by their _local/cnp-sync records) whose
+  // entry no longer targets it, and that no live entry puts there: removed as above.
+  // `handled`: the names SyncDatabase already wrote or removed there.
+  absl::Status RemoveUntargeted(const std::string& database,
+                                const std::set<std::string>& handled);
   absl::StatusOr<std::string> CurrentUpdateSeq();
   // Warns of each live entry that targets none of `databases` (see unmatched_entries()).
   void ReportUnmatched(const std::vector<std::string>& databases);

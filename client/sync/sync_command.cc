@@ -1,6 +1,11 @@
 #include "client/sync/sync_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -71,10 +76,62 @@ none, a database not created yet) is named in a warning, and the summary counts 
 with `cnp upload` and a pattern that matches no database, that is not an error. While
 following, the warning is given once per entry, and again when the entry changes.
 
+SIGINT or SIGTERM stops it once the database in hand is done (while following, a poll of
+_db_updates under way is waited for: up to 30 seconds), saying so on stderr; a second one
+stops it at once. The next run's first pass catches up with whatever was left.
+
+When an entry's targets narrow (a classification's pattern or its databases: changed, the
+same entry), a full pass (--once, the first, and one after each registry change) takes its
+design document out of the databases it no longer targets, where cnp sync put it and nobody
+changed it since, as a removal does (cnp upload --register REGISTRY_DB --remove).
+
 Exit status: 0 when every design document that targets an existing database is in place
-(warnings do not change it, an entry that matches no database among them), 1 on any error,
-2 on a usage error.
+(warnings do not change it, an entry that matches no database among them), or when following
+was stopped by SIGINT or SIGTERM; 1 on any error; 2 on a usage error; 130 (SIGINT) or 143
+(SIGTERM) when such a signal stopped --once or --dry-run before its pass was over.
 )";
+
+// The signal that asked for a stop (SIGINT or SIGTERM), 0 while none has.
+std::atomic<int> stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "read and written in a signal handler");
+
+// The first SIGINT or SIGTERM asks for a clean stop: the database in hand is finished, so that
+// no design document is left written without its _local/cnp-sync record settled. A second one
+// ends the process at once, as if there were no handler, for an operator whose CouchDB hangs;
+// the next run catches up (and settles an announced record, see ownership_record.h).
+void OnStopSignal(int signal) {
+  if (stop_signal.exchange(signal) != 0) {
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);
+    return;
+  }
+  constexpr char kNote[] =
+      "cnp sync: stopping once the database in hand is done (signal again to stop at once)\n";
+  const int saved_errno = errno;  // the interrupted code may be about to read its own
+  (void)!write(STDERR_FILENO, kNote, sizeof kNote - 1);
+  errno = saved_errno;
+}
+
+// Handles SIGINT and SIGTERM for as long as it lives, then puts back what was there.
+class StopSignalHandlers {
+ public:
+  StopSignalHandlers()
+      : previous_int_(std::signal(SIGINT, OnStopSignal)),
+        previous_term_(std::signal(SIGTERM, OnStopSignal)) {
+    stop_signal = 0;
+  }
+  ~StopSignalHandlers() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
+  StopSignalHandlers(const StopSignalHandlers&) = delete;
+  StopSignalHandlers& operator=(const StopSignalHandlers&) = delete;
+
+ private:
+  using Handler = void (*)(int);
+  Handler previous_int_;
+  Handler previous_term_;
+};
 
 struct Flags {
   bool help = false;
@@ -136,21 +193,33 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
   }
   cnp::couchdb::CouchClient couch(*std::move(options));
 
+  const bool one_pass = flags->once || flags->dry_run;
+  StopSignalHandlers handlers;
   cli::UploadTally tally;
   const cli::PrintOptions print{.show_documents = flags->show_documents};
   RegistrySync sync(couch, flags->positional[1],
                     {.dry_run = flags->dry_run,
                      .drop_unknown_fields = flags->drop_unknown_fields,
                      .max_conflict_retries = flags->max_conflict_retries,
-                     .allow_system_databases = flags->allow_system_databases},
+                     .allow_system_databases = flags->allow_system_databases,
+                     .stop_requested = [] { return stop_signal.load() != 0; }},
                     [&](const v1::UploadEvent& event) {
                       cli::PrintEvent(event, print, io.out, io.err, tally);
                       io.out.flush();  // a long-running follower's log should not lag
                     });
-  absl::Status status = flags->once || flags->dry_run ? sync.SyncAll()
-                                                      : sync.Follow([] { return true; });
+  absl::Status status = one_pass ? sync.SyncAll() : sync.Follow([] { return true; });
+  const int signal = stop_signal.load();
+  const bool pass_cut_short = one_pass && signal != 0 && absl::IsCancelled(status);
   tally.unmatched_entries = sync.unmatched_entries();
   cli::PrintSummary(tally, /*failed=*/!status.ok(), io.out);
+  if (signal != 0) {
+    const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+    io.err << program << ": stopped by " << name
+           << (pass_cut_short ? " before the pass was over; run it again to finish it"
+                              : " once the database in hand was done; the next run catches up")
+           << "\n";
+    if (pass_cut_short) return 128 + signal;
+  }
   return status.ok() && tally.errors == 0 ? 0 : 1;
 }
 

@@ -85,6 +85,18 @@ class ScriptedCouch {
       }
       return {200, R"({"results": [], "last_seq": "9-d"})"};
     }
+    // cnp sync's records in a database, as CouchDB 3 lists them.
+    if (r.method == "GET" && absl::StrContains(r.target, "/_local_docs?")) {
+      const std::string database = r.target.substr(0, r.target.find("/_local_docs?"));
+      std::string rows;
+      for (const auto& [target, body] : stored_) {
+        if (absl::StartsWith(target, absl::StrCat(database, "/_local/cnp-sync%3A"))) {
+          absl::StrAppend(&rows, rows.empty() ? "" : ", ", R"({"id": "_local/cnp-sync:)",
+                          target.substr(target.rfind("%3A") + 3), "\"}");
+        }
+      }
+      return {200, absl::StrCat(R"({"rows": [)", rows, "]}")};
+    }
     // The design documents, and cnp sync's record of having written them.
     const bool document = absl::StrContains(r.target, "/_design/towns") ||
                           absl::StrContains(r.target, "/_local/cnp-sync%3Atowns");
@@ -174,6 +186,10 @@ ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScr
       return {200, RegistryAllDocs(script.registry_version(polls))};
     }
     if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) return script.poll(call, ++polls);
+    // No database here holds a record of cnp sync's.
+    if (r.method == "GET" && absl::StrContains(r.target, "/_local_docs?")) {
+      return {200, R"({"total_rows": 0, "offset": 0, "rows": []})"};
+    }
     return script.rest ? script.rest(r, call) : Unexpected(call);
   };
 }

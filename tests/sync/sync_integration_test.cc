@@ -566,6 +566,60 @@ TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWh
                         HasSubstr("(no _local/cnp-sync:towns record)"))));
 }
 
+// Narrowing an entry's target (the same entry id, a classification that matches fewer
+// databases) takes its copies out of the databases it no longer targets, as a removal would:
+// only those cnp sync wrote and nobody changed since.
+TEST_F(SyncIntegrationTest, NarrowingATargetTakesOutTheCopiesItNoLongerTargets) {
+  for (const char* db : {"regnarrow", "account-n1", "account-n2", "account-n3"}) CreateDatabase(db);
+  const std::string wide =
+      "classifications: {account: \"account-n*\"}\n"
+      "towns:\n"
+      "  classification: account\n"
+      "  views: {by_town: myviews.townmap}\n";
+  ASSERT_TRUE(Register("regnarrow", wide).status.ok());
+  UploadResult result = SyncOnce("regnarrow");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  for (const char* db : {"account-n1", "account-n2", "account-n3"}) {
+    EXPECT_EQ(result.Outcome("_design/towns", db).action(), v1::DesignDocOutcome::CREATED) << db;
+  }
+  // account-n3's copy is edited by hand: it is no longer only cnp sync's.
+  rapidjson::Document n3 = Read("/account-n3/_design/towns");
+  n3.AddMember("note", "edited by hand", n3.GetAllocator());
+  absl::StatusOr<couchdb::HttpResponse> edited =
+      couch_->Put("/account-n3/_design/towns", couchdb::ToJson(n3));
+  ASSERT_TRUE(edited.ok() && edited->status == 201);
+
+  std::string narrow = wide;
+  narrow.replace(narrow.find("account-n*"), 10, "account-n1");
+  ASSERT_TRUE(Register("regnarrow", narrow).status.ok());
+  result = SyncOnce("regnarrow");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-n1").action(), v1::DesignDocOutcome::UNCHANGED);
+  EXPECT_EQ(result.Outcome("_design/towns", "account-n2").action(), v1::DesignDocOutcome::REMOVED)
+      << result.Dump();
+  EXPECT_FALSE(Read("/account-n2/_design/towns").HasMember("_id"));
+  EXPECT_FALSE(Read("/account-n2/_local/cnp-sync%3Atowns").HasMember("_id"));
+  EXPECT_TRUE(Read("/account-n3/_design/towns").HasMember("note"));
+  std::vector<std::string> warnings;
+  for (const v1::UploadProblem& p : result.warnings()) warnings.push_back(p.message());
+  EXPECT_THAT(warnings,
+              ElementsAre(HasSubstr("the registry entry \"towns@classification:account\" no longer "
+                                    "targets account-n3, but _design/towns in account-n3 was "
+                                    "changed after cnp sync wrote it")));
+
+  // Removing the entry then takes out the copy it still targets.
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  std::ostringstream out, err;
+  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=regnarrow", "--remove", server_->url(), "towns"},
+                                      {.out = out, .err = err, .env = no_env}),
+            0)
+      << out.str() << err.str();
+  result = SyncOnce("regnarrow");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-n1").action(), v1::DesignDocOutcome::REMOVED);
+  EXPECT_FALSE(Read("/account-n1/_design/towns").HasMember("_id"));
+}
+
 // --remove only marks entries: --staged makes no sense with it and is refused; --dry-run says
 // what it would mark and writes nothing; without --register there is no registry to mark in.
 TEST_F(SyncIntegrationTest, RemoveRefusesStagedNeedsRegisterAndDryRunWritesNothing) {

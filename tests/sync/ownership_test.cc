@@ -1,0 +1,303 @@
+// cnp sync's _local/cnp-sync:NAME records against a scripted CouchDB that keeps documents and
+// their revision histories (pouchdb-server cannot be made to fail one write): a record that
+// failed to be settled after its design document was written does not disown the copy; an
+// announcement that fails leaves the design document unwritten; an announced write that
+// someone else changed afterwards is not claimed.
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "client/sync/registry_sync.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "common/couchdb/couch_client.h"
+#include "common/couchdb/json.h"
+#include "tests/support/scripted_http_server.h"
+
+namespace cnp::upload::testing {
+namespace {
+
+using ::cnp::testing::HttpRequest;
+using ::cnp::testing::ScriptedHttpServer;
+using ::cnp::testing::ScriptedResponse;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// A CouchDB 3 with the databases "reg" (the registry, whose one entry the test sets) and
+// "account/a1": documents are kept with their revision histories (?revs=true), a write over
+// the wrong revision is a conflict, and `fault` may answer a request instead.
+class HistoryCouch {
+ public:
+  HistoryCouch() : server_([this](const HttpRequest& r) { return Answer(r); }) {}
+
+  std::string url() const { return server_.url(); }
+
+  void SetEntry(bool removed, int version) {
+    absl::MutexLock lock(&mu_);
+    entry_ = absl::StrCat(
+        R"({"_id": "towns@classification:account", "_rev": "1-r", "type": "cnp_design_document", )",
+        R"("name": "towns", "target": {"classification": "account", "databases": ["account/*"]}, )",
+        R"("design_document": {"_id": "_design/towns", "language": "python", )",
+        R"("views": {"by_town": {"map": "myviews.townmap|)", version, R"("}}}, "removed": )",
+        removed ? "true" : "false", "}");
+  }
+  void SetFault(std::function<std::optional<ScriptedResponse>(const HttpRequest&)> fault) {
+    absl::MutexLock lock(&mu_);
+    fault_ = std::move(fault);
+  }
+  // The stored document at `path` ("/account%2Fa1/_design/towns"), without "_revisions"; none
+  // when missing or deleted.
+  std::optional<rapidjson::Document> Stored(const std::string& path) {
+    absl::MutexLock lock(&mu_);
+    auto it = docs_.find(path);
+    if (it == docs_.end() || it->second.deleted) return std::nullopt;
+    return *couchdb::ParseJson(WithRev(it->second, false));
+  }
+  // Writes as someone else would (no fault applies).
+  void PutByHand(const std::string& path, const std::string& body) {
+    absl::MutexLock lock(&mu_);
+    Write(path, body, /*check_rev=*/false);
+  }
+
+ private:
+  struct Doc {
+    std::string body;                // without _id/_rev
+    std::vector<std::string> hashes;  // newest first
+    bool deleted = false;
+  };
+
+  static std::string WithRev(const Doc& doc, bool revisions) {
+    rapidjson::Document d = *couchdb::ParseJson(doc.body);
+    auto& a = d.GetAllocator();
+    const std::string rev = absl::StrCat(doc.hashes.size(), "-", doc.hashes.front());
+    d.AddMember("_rev", couchdb::StringValue(rev, a), a);
+    if (revisions) {
+      rapidjson::Value history(rapidjson::kObjectType);
+      history.AddMember("start", static_cast<int64_t>(doc.hashes.size()), a);
+      rapidjson::Value ids(rapidjson::kArrayType);
+      for (const std::string& h : doc.hashes) ids.PushBack(couchdb::StringValue(h, a), a);
+      history.AddMember("ids", ids, a);
+      d.AddMember("_revisions", history, a);
+    }
+    return couchdb::ToJson(d);
+  }
+
+  ScriptedResponse Write(const std::string& path, const std::string& body, bool check_rev)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    rapidjson::Document d = *couchdb::ParseJson(body);
+    const std::string given(couchdb::StringMember(d, "_rev"));
+    d.RemoveMember("_rev");
+    Doc& doc = docs_[path];
+    const std::string current =
+        doc.hashes.empty() ? "" : absl::StrCat(doc.hashes.size(), "-", doc.hashes.front());
+    if (check_rev && given != (doc.deleted ? "" : current)) {
+      return {409, R"({"error": "conflict", "reason": "Document update conflict."})"};
+    }
+    doc.body = couchdb::ToJson(d);
+    doc.deleted = false;
+    doc.hashes.insert(doc.hashes.begin(), absl::StrCat("h", ++writes_));
+    return {201, absl::StrCat(R"({"ok": true, "rev": ")", doc.hashes.size(), "-",
+                              doc.hashes.front(), "\"}")};
+  }
+
+  ScriptedResponse Answer(const HttpRequest& r) {
+    absl::MutexLock lock(&mu_);
+    if (fault_) {
+      if (std::optional<ScriptedResponse> faulty = fault_(r)) return *faulty;
+    }
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /_all_dbs") return {200, R"(["account/a1", "reg"])"};
+    if (call == "GET /reg/_all_docs?include_docs=true") {
+      return {200, absl::StrCat(R"({"rows": [{"id": "towns@classification:account", "doc": )",
+                                entry_, "}]}")};
+    }
+    if (absl::StrContains(r.target, "/_local_docs?")) return {404, R"({"error": "not_found"})"};
+    std::string path = r.target;
+    const bool revisions = absl::EndsWith(path, "?revs=true");
+    std::string rev;
+    if (size_t q = path.find('?'); q != std::string::npos) {
+      if (absl::StartsWith(path.substr(q), "?rev=")) rev = path.substr(q + 5);
+      path = path.substr(0, q);
+    }
+    auto it = docs_.find(path);
+    const bool present = it != docs_.end() && !it->second.deleted;
+    if (r.method == "GET") {
+      if (!present) return {404, R"({"error": "not_found", "reason": "missing"})"};
+      return {200, WithRev(it->second, revisions)};
+    }
+    if (r.method == "PUT") return Write(path, r.body, /*check_rev=*/true);
+    if (r.method == "DELETE" && present) {
+      const std::string current =
+          absl::StrCat(it->second.hashes.size(), "-", it->second.hashes.front());
+      absl::StrReplaceAll({{"%2D", "-"}}, &rev);
+      if (rev != current) return {409, R"({"error": "conflict"})"};
+      it->second.deleted = true;
+      it->second.hashes.insert(it->second.hashes.begin(), absl::StrCat("h", ++writes_));
+      return {200, absl::StrCat(R"({"ok": true, "rev": ")", it->second.hashes.size(), "-",
+                                it->second.hashes.front(), "\"}")};
+    }
+    return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
+  }
+
+  absl::Mutex mu_;
+  std::string entry_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Doc> docs_ ABSL_GUARDED_BY(mu_);
+  int writes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<std::optional<ScriptedResponse>(const HttpRequest&)> fault_ ABSL_GUARDED_BY(mu_);
+  ScriptedHttpServer server_;  // last: stopped before what it answers from goes
+};
+
+constexpr char kDesign[] = "/account%2Fa1/_design/towns";
+constexpr char kRecord[] = "/account%2Fa1/_local/cnp-sync%3Atowns";
+
+struct Pass {
+  absl::Status status;
+  std::vector<std::string> outcomes;  // "ACTION"
+  std::vector<std::string> problems;
+};
+
+Pass SyncOnce(HistoryCouch& couch) {
+  couchdb::CouchClient client({.base_url = couch.url()});
+  Pass pass;
+  client::sync::RegistrySync sync(client, "reg", {}, [&](const v1::UploadEvent& e) {
+    if (e.has_outcome()) {
+      pass.outcomes.push_back(v1::DesignDocOutcome::Action_Name(e.outcome().action()));
+    }
+    if (e.has_problem()) pass.problems.push_back(e.problem().message());
+  });
+  pass.status = sync.SyncAll();
+  return pass;
+}
+
+// The first write of the record after the design document's (the one that says it is written)
+// fails with 503.
+std::function<std::optional<ScriptedResponse>(const HttpRequest&)> FailRecordAfterDesign() {
+  return [design_written = false, failed = false](
+             const HttpRequest& r) mutable -> std::optional<ScriptedResponse> {
+    if (r.method != "PUT") return std::nullopt;
+    if (r.target == kDesign) design_written = true;
+    if (r.target == kRecord && design_written && !failed) {
+      failed = true;
+      return ScriptedResponse{503, R"({"error": "service_unavailable", "reason": "busy"})"};
+    }
+    return std::nullopt;
+  };
+}
+
+TEST(OwnershipTest, ARecordThatFailedToBeWrittenAfterTheDesignDocumentDoesNotDisownIt) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  couch.SetFault(FailRecordAfterDesign());
+  Pass first = SyncOnce(couch);
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  EXPECT_THAT(first.outcomes, ElementsAre("CREATED"));
+  EXPECT_THAT(first.problems,
+              ElementsAre(AllOf(HasSubstr("service_unavailable"),
+                                HasSubstr("settles the record on its next pass"))));
+  couch.SetFault(nullptr);
+
+  // The next pass finds the design document as it announced it, and settles the record.
+  Pass second = SyncOnce(couch);
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_THAT(second.outcomes, ElementsAre("UNCHANGED"));
+  EXPECT_THAT(second.problems, IsEmpty());
+  std::optional<rapidjson::Document> record = couch.Stored(kRecord);
+  std::optional<rapidjson::Document> design = couch.Stored(kDesign);
+  ASSERT_TRUE(record && design);
+  EXPECT_FALSE(record->HasMember("writing")) << couchdb::ToJson(*record);
+  EXPECT_EQ(couchdb::StringMember(*record, "design_rev"), couchdb::StringMember(*design, "_rev"));
+
+  // So a removal takes it out (before: "was not put there by cnp sync ... left in place").
+  couch.SetEntry(/*removed=*/true, 1);
+  Pass removal = SyncOnce(couch);
+  ASSERT_TRUE(removal.status.ok()) << removal.status;
+  EXPECT_THAT(removal.outcomes, ElementsAre("REMOVED"));
+  EXPECT_THAT(removal.problems, IsEmpty());
+  EXPECT_FALSE(couch.Stored(kDesign).has_value());
+}
+
+TEST(OwnershipTest, AStopBetweenTheTwoWritesLeavesACopyARemovalStillTakesOut) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  // The process ends (or CouchDB goes away) once the design document is written.
+  couch.SetFault([design_written = false](const HttpRequest& r) mutable
+                 -> std::optional<ScriptedResponse> {
+    if (r.method == "PUT" && r.target == kDesign) {
+      design_written = true;
+      return std::nullopt;
+    }
+    if (design_written && r.target == kRecord) {
+      return ScriptedResponse{.hang_up = true};
+    }
+    return std::nullopt;
+  });
+  (void)SyncOnce(couch);
+  ASSERT_TRUE(couch.Stored(kDesign).has_value());
+  couch.SetFault(nullptr);
+
+  // Removed before any other pass ran: the announced write is recognised as cnp sync's.
+  couch.SetEntry(/*removed=*/true, 1);
+  Pass removal = SyncOnce(couch);
+  ASSERT_TRUE(removal.status.ok()) << removal.status;
+  EXPECT_THAT(removal.outcomes, ElementsAre("REMOVED"));
+  EXPECT_THAT(removal.problems, IsEmpty());
+  EXPECT_FALSE(couch.Stored(kDesign).has_value());
+}
+
+TEST(OwnershipTest, AnAnnouncedWriteSomeoneChangedAfterwardsIsNotClaimed) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  couch.SetFault(FailRecordAfterDesign());
+  ASSERT_TRUE(SyncOnce(couch).status.ok());
+  couch.SetFault(nullptr);
+  // Someone edits the copy before any pass settled the record.
+  rapidjson::Document edited = *couch.Stored(kDesign);
+  edited.AddMember("note", "mine now", edited.GetAllocator());
+  couch.PutByHand(kDesign, couchdb::ToJson(edited));
+
+  couch.SetEntry(/*removed=*/true, 1);
+  Pass removal = SyncOnce(couch);
+  ASSERT_TRUE(removal.status.ok()) << removal.status;
+  EXPECT_THAT(removal.outcomes, IsEmpty());
+  EXPECT_THAT(removal.problems,
+              ElementsAre(HasSubstr("_design/towns in account/a1 was changed after cnp sync wrote it")));
+  EXPECT_TRUE(couch.Stored(kDesign).has_value());
+}
+
+TEST(OwnershipTest, AnAnnouncementThatFailsLeavesTheDesignDocumentUnwritten) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  couch.SetFault([failed = false](const HttpRequest& r) mutable -> std::optional<ScriptedResponse> {
+    if (r.method == "PUT" && r.target == kRecord && !failed) {
+      failed = true;
+      return ScriptedResponse{503, R"({"error": "service_unavailable", "reason": "busy"})"};
+    }
+    return std::nullopt;
+  });
+  Pass first = SyncOnce(couch);
+  EXPECT_FALSE(first.status.ok());
+  EXPECT_THAT(first.problems, ElementsAre(AllOf(HasSubstr("service_unavailable"),
+                                                HasSubstr("_design/towns left unwritten"))));
+  EXPECT_FALSE(couch.Stored(kDesign).has_value());
+
+  Pass second = SyncOnce(couch);
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_THAT(second.outcomes, ElementsAre("CREATED"));
+  std::optional<rapidjson::Document> record = couch.Stored(kRecord);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_FALSE(record->HasMember("writing"));
+  EXPECT_EQ(couchdb::StringMember(*record, "design_rev"),
+            couchdb::StringMember(*couch.Stored(kDesign), "_rev"));
+}
+
+}  // namespace
+}  // namespace cnp::upload::testing
