@@ -103,32 +103,43 @@ std::string NotOurLanguage(absl::string_view language) {
                       "COUCHDB_QUERY_SERVER_PYTHON) or the name the operator gave it");
 }
 
-// Counts a file's nodes from the parser's events, before any tree is built, and stops the
-// parser once there are more than `limit`: yaml-cpp's tree costs about 500 bytes a node, and a
-// 4 MB file of 2 million list items took 1 GB to build before the walk's budget (Parser::Spend)
-// saw its nodes. Counted as the walk counts them: each use of an alias as many nodes as its
-// anchor's node holds, so an alias bomb is refused here too, before its tree is walked.
+// Counts a file's nodes, and the bytes of JSON they will make, from the parser's events, before
+// any tree is built, and stops the parser once either passes its limit: yaml-cpp's tree costs
+// about 500 bytes a node, and a 4 MB file of 2 million list items took 1 GB to build before the
+// walk's budget (Parser::Spend) saw its nodes. Counted as the walk counts them: each use of an
+// alias as many nodes and bytes as its anchor's node holds, so an alias bomb is refused here
+// too, before its tree is walked. The bytes matter for few nodes of long text: a 3 MB string
+// used 20 times is 23 nodes, but the walk copied it 20 times over and the JSON text held it
+// again before the budget could refuse it.
 class NodeCounter final : public YAML::EventHandler {
  public:
-  // Thrown out of the parser at the node that made the count pass its limit.
+  // What the count measures: nodes visited, and the bytes of JSON they make (as Parser::Spend).
+  struct Count {
+    int64_t nodes = 0;
+    int64_t json_bytes = 0;
+  };
+  // Thrown out of the parser at the node that made the count pass a limit.
   struct TooMany {
     YAML::Mark mark;
+    bool json_bytes;  // the bytes passed their limit (else the nodes did)
   };
 
-  explicit NodeCounter(int64_t limit) : limit_(limit) {}
+  explicit NodeCounter(Count limit) : limit_(limit) {}
 
   void OnDocumentStart(const YAML::Mark&) override { anchor_sizes_.clear(); }  // per document
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Leaf(mark, anchor); }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    Leaf(mark, anchor, {1, kCollectionJsonBytes});
+  }
   void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
-                const std::string&) override {
-    Leaf(mark, anchor);
+                const std::string& value) override {
+    Leaf(mark, anchor, {1, ScalarJsonBytes(value.size())});
   }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
     // An alias inside its own anchor's node (&x [*x]) is a cycle, with no size to count: it is
     // counted once here, and the walk ends it at the depth limit.
     auto size = anchor_sizes_.find(anchor);
-    Add(mark, size == anchor_sizes_.end() ? 1 : size->second);
+    Add(mark, size == anchor_sizes_.end() ? Count{1, kCollectionJsonBytes} : size->second);
   }
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
@@ -141,42 +152,52 @@ class NodeCounter final : public YAML::EventHandler {
   }
   void OnMapEnd() override { Close(); }
 
+  // The JSON bytes Parser::Spend charges for a node: a scalar's text and its quotes and
+  // separator, or a collection's (or a null's) brackets.
+  static constexpr int64_t kCollectionJsonBytes = 2;
+  static int64_t ScalarJsonBytes(size_t text_bytes) {
+    return static_cast<int64_t>(text_bytes) + 3;
+  }
+
  private:
   struct OpenCollection {
     YAML::anchor_t anchor;
-    int64_t count_before;  // the count before the collection's own node
+    Count before;  // the count before the collection's own node
   };
 
-  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor) {
-    Add(mark, 1);
-    if (anchor != YAML::NullAnchor) anchor_sizes_[anchor] = 1;
+  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor, Count size) {
+    Add(mark, size);
+    if (anchor != YAML::NullAnchor) anchor_sizes_[anchor] = size;
   }
   void Open(const YAML::Mark& mark, YAML::anchor_t anchor) {
     open_.push_back({anchor, count_});
-    Add(mark, 1);
+    Add(mark, {1, kCollectionJsonBytes});
   }
   void Close() {
     const OpenCollection closed = open_.back();
     open_.pop_back();
     if (closed.anchor != YAML::NullAnchor) {
-      anchor_sizes_[closed.anchor] = count_ - closed.count_before;
+      anchor_sizes_[closed.anchor] = {count_.nodes - closed.before.nodes,
+                                      count_.json_bytes - closed.before.json_bytes};
     }
   }
   // No overflow: an anchor's size is at most the count so far, which is at most the limit.
-  void Add(const YAML::Mark& mark, int64_t nodes) {
-    count_ += nodes;
-    if (count_ > limit_) throw TooMany{mark};
+  void Add(const YAML::Mark& mark, Count size) {
+    count_.nodes += size.nodes;
+    count_.json_bytes += size.json_bytes;
+    if (count_.nodes > limit_.nodes) throw TooMany{mark, false};
+    if (count_.json_bytes > limit_.json_bytes) throw TooMany{mark, true};
   }
 
-  const int64_t limit_;
-  int64_t count_ = 0;
+  const Count limit_;
+  Count count_;
   std::vector<OpenCollection> open_;
-  std::map<YAML::anchor_t, int64_t> anchor_sizes_;
+  std::map<YAML::anchor_t, Count> anchor_sizes_;
 };
 
-// Parses all of `text` for its events alone; throws NodeCounter::TooMany past `limit` nodes
-// (and YAML::Exception for YAML that is not valid, as YAML::LoadAll would).
-void CountNodes(const std::string& text, int64_t limit) {
+// Parses all of `text` for its events alone; throws NodeCounter::TooMany past `limit` (and
+// YAML::Exception for YAML that is not valid, as YAML::LoadAll would).
+void CountNodes(const std::string& text, NodeCounter::Count limit) {
   std::istringstream stream(text);
   YAML::Parser parser(stream);
   NodeCounter counter(limit);
@@ -216,10 +237,17 @@ class Parser {
     YAML::Node root;
     try {
       try {
-        CountNodes(file_.text(), limits_.max_nodes - budget_.nodes);
+        CountNodes(file_.text(), {limits_.max_nodes - budget_.nodes,
+                                  limits_.max_json_bytes - budget_.json_bytes});
       } catch (const NodeCounter::TooMany& too_many) {
-        NodesExhausted(too_many.mark);
-        budget_.nodes = limits_.max_nodes + 1;  // spent: the walk would have spent it all
+        // Spent: the walk would have spent it all.
+        if (too_many.json_bytes) {
+          JsonBytesExhausted(too_many.mark);
+          budget_.json_bytes = limits_.max_json_bytes + 1;
+        } else {
+          NodesExhausted(too_many.mark);
+          budget_.nodes = limits_.max_nodes + 1;
+        }
         return {};
       }
       // Every document of the stream, not the first only: one after a `---` was dropped
@@ -749,20 +777,23 @@ class Parser {
   bool Spend(const YAML::Node& node) {
     if (exhausted_) return false;
     ++budget_.nodes;
-    if (node.IsScalar()) budget_.json_bytes += static_cast<int64_t>(node.Scalar().size()) + 3;
-    else budget_.json_bytes += 2;
+    budget_.json_bytes += node.IsScalar() ? NodeCounter::ScalarJsonBytes(node.Scalar().size())
+                                          : NodeCounter::kCollectionJsonBytes;
     if (budget_.nodes > limits_.max_nodes) {
       NodesExhausted(node.Mark());
       return false;
     }
     if (budget_.json_bytes > limits_.max_json_bytes) {
-      Exhausted(node.Mark(),
-                absl::StrCat("expands to more than ", limits_.max_json_bytes,
-                             " bytes of JSON, counting an alias each time it is used (the "
-                             "operator can raise cnp-server's --max-design-bytes)"));
+      JsonBytesExhausted(node.Mark());
       return false;
     }
     return true;
+  }
+
+  void JsonBytesExhausted(const YAML::Mark& mark) {
+    Exhausted(mark, absl::StrCat("expands to more than ", limits_.max_json_bytes,
+                                 " bytes of JSON, counting an alias each time it is used (the "
+                                 "operator can raise cnp-server's --max-design-bytes)"));
   }
 
   void NodesExhausted(const YAML::Mark& mark) {
