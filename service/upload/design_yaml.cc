@@ -1,7 +1,10 @@
 #include "service/upload/design_yaml.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <map>
 #include <set>
@@ -21,6 +24,7 @@
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
+#include "service/upload/yaml11_reading.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
@@ -64,8 +68,8 @@ rapidjson::Value String(absl::string_view s, Allocator& alloc) {
   return rapidjson::Value(s.data(), static_cast<rapidjson::SizeType>(s.size()), alloc);
 }
 
-// YAML's core schema for an unquoted scalar: null, booleans, integers and floats are JSON's
-// own types; anything else, and anything quoted or tagged !!str, is a string. An integer past
+// YAML 1.2's core schema for an unquoted scalar: null, booleans, integers (decimal, 0x hex,
+// 0o octal) and floats are JSON's own types; anything else, and anything quoted or tagged !!str, is a string. An integer past
 // 64 bits is kept as written (CouchDB keeps it digit for digit, where a double would round
 // it); a number past a double's range has no JSON value to be and sets `error`.
 rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std::string& error) {
@@ -76,6 +80,24 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std
   }
   if (s == "true" || s == "True" || s == "TRUE") return rapidjson::Value(true);
   if (s == "false" || s == "False" || s == "FALSE") return rapidjson::Value(false);
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+    // The core schema's hexadecimal and octal integers: 0x1F is 31, 0o17 is 15.
+    const bool hex = s[1] == 'x';
+    const absl::string_view digits = absl::string_view(s).substr(2);
+    if (digits.find_first_not_of(hex ? "0123456789abcdefABCDEF" : "01234567") ==
+        absl::string_view::npos) {
+      errno = 0;
+      const uint64_t u = std::strtoull(std::string(digits).c_str(), nullptr, hex ? 16 : 8);
+      if (errno == ERANGE) {
+        error = absl::StrCat(s, " is an integer past 64 bits; write it in decimal, which is "
+                             "kept digit for digit, or quote it to have it as a string");
+        return rapidjson::Value(rapidjson::kNullType);
+      }
+      if (u <= static_cast<uint64_t>(INT64_MAX)) return rapidjson::Value(static_cast<int64_t>(u));
+      return rapidjson::Value(u);
+    }
+    return String(s, alloc);
+  }
   if (s.find_first_of("xX") == std::string::npos) {
     if (int64_t i; absl::SimpleAtoi(s, &i)) return rapidjson::Value(i);
     if (uint64_t u; absl::SimpleAtoi(s, &u)) return rapidjson::Value(u);
@@ -310,24 +332,37 @@ class Parser {
   }
 
  private:
-  // CouchDB's options are flags (local_seq, include_design, partitioned...). YAML 1.1, which
-  // cnp-upload's PyYAML read, made `yes`, `no`, `on` and `off` booleans; YAML 1.2, which cnp
-  // reads, keeps them strings, and CouchDB would take "no" for a flag that is set. Warned of at
-  // the value, for a file moved over from cnp-upload.
-  void WarnYaml11Booleans(const YAML::Node& options) {
-    for (const auto& entry : options) {
-      const YAML::Node& value = entry.second;
-      if (!value.IsScalar() || value.Tag() != "?") continue;  // quoted or tagged: meant as text
-      const std::string lower = absl::AsciiStrToLower(value.Scalar());
-      if (lower != "yes" && lower != "no" && lower != "on" && lower != "off") continue;
-      const bool meant = lower == "yes" || lower == "on";
-      problems_.Warning(
-          At(value.Mark()),
-          absl::StrCat("option \"", entry.first.Scalar(), "\" is the string \"", value.Scalar(),
-                       "\" (YAML 1.2; cnp-upload's YAML 1.1 read it as ",
-                       meant ? "true" : "false", "): write ", meant ? "true" : "false",
-                       ", or quote it if a string is meant"));
+  // A plain scalar YAML 1.1 reads otherwise than cnp does (yaml11_reading.h), warned of once
+  // at its line, however often aliases use it. CouchDB's options are flags (local_seq,
+  // include_design...): "no" is a set flag to it, where cnp-upload had sent false.
+  void WarnYaml11Reading(const YAML::Node& node, const rapidjson::Value& value,
+                         absl::string_view key) {
+    if (node.Tag() != "?") return;  // quoted or tagged: meant as written
+    const std::string& text = node.Scalar();
+    std::optional<std::string> old = Yaml11ReadingIfDifferent(text, value);
+    if (!old || !yaml11_warned_.emplace(node.Mark().line, node.Mark().column).second) return;
+    std::string now;
+    if (value.IsString()) now = absl::StrCat("the string \"", Printable(text), "\"");
+    else if (value.IsBool()) now = value.GetBool() ? "true" : "false";
+    else if (value.IsNull()) now = "null";
+    else now = absl::StrCat("the number ", couchdb::ToJson(value));
+    std::string advice;
+    if (absl::StartsWith(*old, "the string")) {
+      advice = "quote it if the string is meant";
+    } else if (absl::StrContains(*old, "JSON cannot hold")) {
+      advice = "JSON has no such number: quote it to keep the string and silence this";
+    } else {
+      advice = absl::StrCat("write ", *old, " if that is meant, or ",
+                            value.IsString() ? "quote it if the string is"
+                                             : absl::StrCat("write ", couchdb::ToJson(value),
+                                                            " if that is"));
     }
+    problems_.Warning(
+        At(node.Mark()),
+        absl::StrCat(key.empty() ? "" : absl::StrCat("\"", Printable(key), "\": "),
+                     Printable(text), " is ", now,
+                     " (YAML 1.2, as cnp reads it); cnp-upload's YAML 1.1 read it as ", *old,
+                     ": ", advice));
   }
 
   // YAML tags are refused at their file:line, not ignored: a tag asks the reader to make
@@ -461,9 +496,10 @@ class Parser {
     }
     problems_.Warning(At(key.Mark()),
                       absl::StrCat("unknown key \"", field, "\" in ", where,
-                                   ": kept in the design document as it is, as cnp-upload did",
+                                   ": kept in the design document, as cnp-upload kept it (a "
+                                   "value YAML 1.1 read otherwise is warned of at its line)",
                                    known));
-    object.AddMember(String(field, alloc), Json(value, alloc), alloc);
+    object.AddMember(String(field, alloc), Json(value, alloc, 0, field), alloc);
   }
 
   bool ExpectMap(const YAML::Node& node, absl::string_view what) {
@@ -520,7 +556,6 @@ class Parser {
         }
       } else if (*field == "options") {
         if (ExpectMap(node, "options")) {
-          WarnYaml11Booleans(node);
           body.AddMember("options", Json(node, alloc), alloc);
         }
       } else if (*field == "autoupdate") {
@@ -656,7 +691,6 @@ class Parser {
             }
           } else if (*key == "options") {
             if (ExpectMap(item.second, "a view's options")) {
-              WarnYaml11Booleans(item.second);
               body.AddMember("options", Json(item.second, alloc), alloc);
             }
           }
@@ -733,7 +767,9 @@ class Parser {
     spec.functions.push_back({std::move(path), name, At(node.Mark())});
   }
 
-  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc, int depth = 0) {
+  // `key`: the mapping key `node` is the value of, if any, for the warnings.
+  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc, int depth = 0,
+                        absl::string_view key = {}) {
     if (!Spend(node)) return rapidjson::Value(rapidjson::kNullType);
     if (depth >= limits_.max_depth) {
       // Aliases can also form a cycle (&a [*a]); this is where it ends.
@@ -745,7 +781,11 @@ class Parser {
       case YAML::NodeType::Scalar: {
         std::string error;
         rapidjson::Value value = PlainScalarToJson(node, alloc, error);
-        if (!error.empty()) problems_.Error(At(node.Mark()), error);
+        if (!error.empty()) {
+          problems_.Error(At(node.Mark()), error);
+        } else {
+          WarnYaml11Reading(node, value, key);
+        }
         return value;
       }
       case YAML::NodeType::Sequence: {
@@ -763,7 +803,8 @@ class Parser {
           if (exhausted_) break;
           std::optional<std::string> key = Key(entry.first, seen);
           if (key) {
-            object.AddMember(String(*key, alloc), Json(entry.second, alloc, depth + 1), alloc);
+            object.AddMember(String(*key, alloc), Json(entry.second, alloc, depth + 1, *key),
+                             alloc);
           }
         }
         return object;
@@ -815,6 +856,7 @@ class Parser {
   ProblemList& problems_;
   Classifications* classifications_;  // may be null: the caller does not want them
   bool exhausted_ = false;
+  std::set<std::pair<int, int>> yaml11_warned_;  // the lines and columns warned of
 };
 
 }  // namespace
