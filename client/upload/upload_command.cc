@@ -1,11 +1,13 @@
 #include "client/upload/upload_command.h"
 
 #include <algorithm>
+#include <csignal>
 #include <iostream>
 #include <optional>
 #include <set>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -15,9 +17,11 @@
 #include "client/sync/registry_removal.h"
 #include "client/cli/event_printer.h"
 #include "client/couch/couch_connection.h"
+#include "client/upload/call_interrupter.h"
 #include "client/upload/local_files.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/default_target.h"
+#include "common/printable_text.h"
 #include "common/utf8_text.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
@@ -127,7 +131,9 @@ cnp sync and a registry entry that matches no database). A database named outrig
 exist: every target database is checked before anything is written.
 
 Exit status: 0 when every design document is in place (warnings do not change it), 1 on
-any error, 2 on a usage error.
+any error, 2 on a usage error; 130 (SIGINT) or 143 (SIGTERM) when interrupted, which cancels
+the upload and says what a staged build in hand was left as (its staging document deleted by
+cnp-server, or kept, with when to delete it). A second signal ends cnp at once.
 )";
 
 constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]
@@ -269,6 +275,38 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
   return absl::OkStatus();
 }
 
+// What an upload stopped by `signal` left, from the last progress of a staged build in hand.
+// cnp-server deletes a staging document whose build was cut short (nothing uses its index), and
+// keeps one once the live document may use its index, as when the wait for CouchDB's commit
+// times out (staged_index.h).
+std::string InterruptedUpload(int signal, const std::optional<v1::IndexBuildProgress>& staging) {
+  const std::string stopped =
+      absl::StrCat("interrupted (", signal == SIGINT ? "SIGINT" : "SIGTERM",
+                   "): cnp-server was told to stop");
+  if (!staging) return absl::StrCat(stopped, "; what is reported above was done");
+  const std::string& database = staging->database();
+  absl::string_view live = staging->id();
+  absl::ConsumeSuffix(&live, "__staging");
+  const std::string where =
+      absl::StrCat("the staging document ", Printable(staging->id()), " in ", Printable(database));
+  const std::string phase = staging->phase();
+  if (phase == "staged" || phase == "building") {
+    return absl::StrCat(stopped, " during its index build, before the live design document was "
+                        "written: cnp-server deletes ", where);
+  }
+  const std::string info =
+      absl::StrCat("GET /", Printable(database), "/", Printable(live), "/_info");
+  return absl::StrCat(
+      stopped, "; ", where, " was kept, as ",
+      phase == "built" ? "the live document may have been written meanwhile"
+                       : "the live document's index had not settled yet",
+      ": delete it once ", info, " shows ",
+      staging->total_changes() > 0 && phase != "built"
+          ? absl::StrCat("update_seq ", staging->total_changes(), " and ")
+          : std::string(),
+      "\"waiting_commit\": false (deleting it earlier may lose the built index)");
+}
+
 int Send(const std::string& program, const std::string& target, const ChannelSecurity& security,
          const v1::UploadRequest& request, const PrintOptions& print, CommandIo& io) {
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(target, security);
@@ -279,16 +317,28 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
   grpc::ClientContext context;
   // No deadline: a staged upload waits for CouchDB to build its indexes, which may take hours.
   (*client)->PrepareContext(context, absl::InfiniteDuration());
+  CallInterrupter interrupter(context);
   std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader =
       (*client)->stub().Upload(&context, request);
   UploadTally tally;
   v1::UploadEvent event;
   std::string last_error;
+  std::optional<v1::IndexBuildProgress> staging;  // the staged build in hand, if any
   while (reader->Read(&event)) {
     PrintEvent(event, print, io.out, io.err, tally);
     if (event.has_problem()) last_error = event.problem().message();
+    if (event.has_progress()) {
+      staging = event.progress();
+      if (staging->phase() == "cleaned") staging.reset();
+    }
   }
   absl::Status status = (*client)->FromGrpc(reader->Finish());
+  if (const int signal = interrupter.signal(); signal != 0) {
+    // cnp-server's own account of what the cancel left is not sent to a call that is gone.
+    PrintSummary(tally, /*failed=*/true, io.out);
+    io.err << program << ": " << InterruptedUpload(signal, staging) << "\n";
+    return 128 + signal;
+  }
   PrintSummary(tally, /*failed=*/!status.ok(), io.out);
   if (!status.ok()) {
     if (status.message() != last_error) {

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -301,12 +302,30 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
     std::string detail = error[0] != '\0' ? error : curl_easy_strerror(code);
     // Which request: a connection that was accepted and then failed mid-answer is another
     // matter than one that was never made.
-    return absl::UnavailableError(absl::StrCat("cannot reach CouchDB at ", options_.base_url,
-                                               " (", method, " ", ShortPath(path), "): ", detail,
-                                               " (is CouchDB running, and is the URL right?)"));
+    const std::string request = absl::StrCat(method, " ", ShortPath(path));
+    absl::Status failed;
+    if (code == CURLE_OPERATION_TIMEDOUT && with_timeout) {
+      // Often a CouchDB that answered the request before this one: asking whether it runs
+      // at that URL sent users looking in the wrong place.
+      failed = absl::UnavailableError(absl::StrCat(
+          "CouchDB at ", options_.base_url, " did not answer ", request, " within ",
+          absl::FormatDuration(timeout), ", the time given to each request (", detail, ")"));
+    } else {
+      failed = absl::UnavailableError(absl::StrCat("cannot reach CouchDB at ", options_.base_url,
+                                                   " (", request, "): ", detail,
+                                                   " (is CouchDB running, and is the URL right?)"));
+    }
+    if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
+      failed.SetPayload(kWriteWithoutAnswer, absl::Cord(method));
+    }
+    return failed;
   }
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
   return response;
+}
+
+bool MayHaveBeenApplied(const absl::Status& status) {
+  return status.GetPayload(kWriteWithoutAnswer).has_value();
 }
 
 std::string DatabasePath(absl::string_view database) {

@@ -9,6 +9,7 @@
 #include <stop_token>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -102,6 +103,13 @@ class CouchClient {
   Options options_;
   void* curl_;  // CURL*, reused so that requests share one keep-alive connection
 };
+
+// Whether `status` is a CouchClient's for a request that writes (PUT, POST, DELETE) and got no
+// answer (cut off, timed out): CouchDB may have applied it, and only CouchDB can say. A read
+// that failed so wrote nothing.
+bool MayHaveBeenApplied(const absl::Status& status);
+// The payload that marks such a status (its value: the method).
+inline constexpr absl::string_view kWriteWithoutAnswer = "cnp.couchdb/write-without-answer";
 
 // "/<db>" and "/<db>/_design/<name>", escaped.
 std::string DatabasePath(absl::string_view database);

@@ -1,7 +1,10 @@
 #include "service/upload/design_yaml.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <map>
 #include <set>
@@ -21,6 +24,7 @@
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
+#include "service/upload/yaml11_reading.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
@@ -64,8 +68,8 @@ rapidjson::Value String(absl::string_view s, Allocator& alloc) {
   return rapidjson::Value(s.data(), static_cast<rapidjson::SizeType>(s.size()), alloc);
 }
 
-// YAML's core schema for an unquoted scalar: null, booleans, integers and floats are JSON's
-// own types; anything else, and anything quoted or tagged !!str, is a string. An integer past
+// YAML 1.2's core schema for an unquoted scalar: null, booleans, integers (decimal, 0x hex,
+// 0o octal) and floats are JSON's own types; anything else, and anything quoted or tagged !!str, is a string. An integer past
 // 64 bits is kept as written (CouchDB keeps it digit for digit, where a double would round
 // it); a number past a double's range has no JSON value to be and sets `error`.
 rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std::string& error) {
@@ -76,6 +80,24 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std
   }
   if (s == "true" || s == "True" || s == "TRUE") return rapidjson::Value(true);
   if (s == "false" || s == "False" || s == "FALSE") return rapidjson::Value(false);
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+    // The core schema's hexadecimal and octal integers: 0x1F is 31, 0o17 is 15.
+    const bool hex = s[1] == 'x';
+    const absl::string_view digits = absl::string_view(s).substr(2);
+    if (digits.find_first_not_of(hex ? "0123456789abcdefABCDEF" : "01234567") ==
+        absl::string_view::npos) {
+      errno = 0;
+      const uint64_t u = std::strtoull(std::string(digits).c_str(), nullptr, hex ? 16 : 8);
+      if (errno == ERANGE) {
+        error = absl::StrCat(s, " is an integer past 64 bits; write it in decimal, which is "
+                             "kept digit for digit, or quote it to have it as a string");
+        return rapidjson::Value(rapidjson::kNullType);
+      }
+      if (u <= static_cast<uint64_t>(INT64_MAX)) return rapidjson::Value(static_cast<int64_t>(u));
+      return rapidjson::Value(u);
+    }
+    return String(s, alloc);
+  }
   if (s.find_first_of("xX") == std::string::npos) {
     if (int64_t i; absl::SimpleAtoi(s, &i)) return rapidjson::Value(i);
     if (uint64_t u; absl::SimpleAtoi(s, &u)) return rapidjson::Value(u);
@@ -103,32 +125,43 @@ std::string NotOurLanguage(absl::string_view language) {
                       "COUCHDB_QUERY_SERVER_PYTHON) or the name the operator gave it");
 }
 
-// Counts a file's nodes from the parser's events, before any tree is built, and stops the
-// parser once there are more than `limit`: yaml-cpp's tree costs about 500 bytes a node, and a
-// 4 MB file of 2 million list items took 1 GB to build before the walk's budget (Parser::Spend)
-// saw its nodes. Counted as the walk counts them: each use of an alias as many nodes as its
-// anchor's node holds, so an alias bomb is refused here too, before its tree is walked.
+// Counts a file's nodes, and the bytes of JSON they will make, from the parser's events, before
+// any tree is built, and stops the parser once either passes its limit: yaml-cpp's tree costs
+// about 500 bytes a node, and a 4 MB file of 2 million list items took 1 GB to build before the
+// walk's budget (Parser::Spend) saw its nodes. Counted as the walk counts them: each use of an
+// alias as many nodes and bytes as its anchor's node holds, so an alias bomb is refused here
+// too, before its tree is walked. The bytes matter for few nodes of long text: a 3 MB string
+// used 20 times is 23 nodes, but the walk copied it 20 times over and the JSON text held it
+// again before the budget could refuse it.
 class NodeCounter final : public YAML::EventHandler {
  public:
-  // Thrown out of the parser at the node that made the count pass its limit.
+  // What the count measures: nodes visited, and the bytes of JSON they make (as Parser::Spend).
+  struct Count {
+    int64_t nodes = 0;
+    int64_t json_bytes = 0;
+  };
+  // Thrown out of the parser at the node that made the count pass a limit.
   struct TooMany {
     YAML::Mark mark;
+    bool json_bytes;  // the bytes passed their limit (else the nodes did)
   };
 
-  explicit NodeCounter(int64_t limit) : limit_(limit) {}
+  explicit NodeCounter(Count limit) : limit_(limit) {}
 
   void OnDocumentStart(const YAML::Mark&) override { anchor_sizes_.clear(); }  // per document
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Leaf(mark, anchor); }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    Leaf(mark, anchor, {1, kCollectionJsonBytes});
+  }
   void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
-                const std::string&) override {
-    Leaf(mark, anchor);
+                const std::string& value) override {
+    Leaf(mark, anchor, {1, ScalarJsonBytes(value.size())});
   }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
     // An alias inside its own anchor's node (&x [*x]) is a cycle, with no size to count: it is
     // counted once here, and the walk ends it at the depth limit.
     auto size = anchor_sizes_.find(anchor);
-    Add(mark, size == anchor_sizes_.end() ? 1 : size->second);
+    Add(mark, size == anchor_sizes_.end() ? Count{1, kCollectionJsonBytes} : size->second);
   }
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
@@ -141,42 +174,52 @@ class NodeCounter final : public YAML::EventHandler {
   }
   void OnMapEnd() override { Close(); }
 
+  // The JSON bytes Parser::Spend charges for a node: a scalar's text and its quotes and
+  // separator, or a collection's (or a null's) brackets.
+  static constexpr int64_t kCollectionJsonBytes = 2;
+  static int64_t ScalarJsonBytes(size_t text_bytes) {
+    return static_cast<int64_t>(text_bytes) + 3;
+  }
+
  private:
   struct OpenCollection {
     YAML::anchor_t anchor;
-    int64_t count_before;  // the count before the collection's own node
+    Count before;  // the count before the collection's own node
   };
 
-  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor) {
-    Add(mark, 1);
-    if (anchor != YAML::NullAnchor) anchor_sizes_[anchor] = 1;
+  void Leaf(const YAML::Mark& mark, YAML::anchor_t anchor, Count size) {
+    Add(mark, size);
+    if (anchor != YAML::NullAnchor) anchor_sizes_[anchor] = size;
   }
   void Open(const YAML::Mark& mark, YAML::anchor_t anchor) {
     open_.push_back({anchor, count_});
-    Add(mark, 1);
+    Add(mark, {1, kCollectionJsonBytes});
   }
   void Close() {
     const OpenCollection closed = open_.back();
     open_.pop_back();
     if (closed.anchor != YAML::NullAnchor) {
-      anchor_sizes_[closed.anchor] = count_ - closed.count_before;
+      anchor_sizes_[closed.anchor] = {count_.nodes - closed.before.nodes,
+                                      count_.json_bytes - closed.before.json_bytes};
     }
   }
   // No overflow: an anchor's size is at most the count so far, which is at most the limit.
-  void Add(const YAML::Mark& mark, int64_t nodes) {
-    count_ += nodes;
-    if (count_ > limit_) throw TooMany{mark};
+  void Add(const YAML::Mark& mark, Count size) {
+    count_.nodes += size.nodes;
+    count_.json_bytes += size.json_bytes;
+    if (count_.nodes > limit_.nodes) throw TooMany{mark, false};
+    if (count_.json_bytes > limit_.json_bytes) throw TooMany{mark, true};
   }
 
-  const int64_t limit_;
-  int64_t count_ = 0;
+  const Count limit_;
+  Count count_;
   std::vector<OpenCollection> open_;
-  std::map<YAML::anchor_t, int64_t> anchor_sizes_;
+  std::map<YAML::anchor_t, Count> anchor_sizes_;
 };
 
-// Parses all of `text` for its events alone; throws NodeCounter::TooMany past `limit` nodes
-// (and YAML::Exception for YAML that is not valid, as YAML::LoadAll would).
-void CountNodes(const std::string& text, int64_t limit) {
+// Parses all of `text` for its events alone; throws NodeCounter::TooMany past `limit` (and
+// YAML::Exception for YAML that is not valid, as YAML::LoadAll would).
+void CountNodes(const std::string& text, NodeCounter::Count limit) {
   std::istringstream stream(text);
   YAML::Parser parser(stream);
   NodeCounter counter(limit);
@@ -216,10 +259,17 @@ class Parser {
     YAML::Node root;
     try {
       try {
-        CountNodes(file_.text(), limits_.max_nodes - budget_.nodes);
+        CountNodes(file_.text(), {limits_.max_nodes - budget_.nodes,
+                                  limits_.max_json_bytes - budget_.json_bytes});
       } catch (const NodeCounter::TooMany& too_many) {
-        NodesExhausted(too_many.mark);
-        budget_.nodes = limits_.max_nodes + 1;  // spent: the walk would have spent it all
+        // Spent: the walk would have spent it all.
+        if (too_many.json_bytes) {
+          JsonBytesExhausted(too_many.mark);
+          budget_.json_bytes = limits_.max_json_bytes + 1;
+        } else {
+          NodesExhausted(too_many.mark);
+          budget_.nodes = limits_.max_nodes + 1;
+        }
         return {};
       }
       // Every document of the stream, not the first only: one after a `---` was dropped
@@ -282,24 +332,37 @@ class Parser {
   }
 
  private:
-  // CouchDB's options are flags (local_seq, include_design, partitioned...). YAML 1.1, which
-  // cnp-upload's PyYAML read, made `yes`, `no`, `on` and `off` booleans; YAML 1.2, which cnp
-  // reads, keeps them strings, and CouchDB would take "no" for a flag that is set. Warned of at
-  // the value, for a file moved over from cnp-upload.
-  void WarnYaml11Booleans(const YAML::Node& options) {
-    for (const auto& entry : options) {
-      const YAML::Node& value = entry.second;
-      if (!value.IsScalar() || value.Tag() != "?") continue;  // quoted or tagged: meant as text
-      const std::string lower = absl::AsciiStrToLower(value.Scalar());
-      if (lower != "yes" && lower != "no" && lower != "on" && lower != "off") continue;
-      const bool meant = lower == "yes" || lower == "on";
-      problems_.Warning(
-          At(value.Mark()),
-          absl::StrCat("option \"", entry.first.Scalar(), "\" is the string \"", value.Scalar(),
-                       "\" (YAML 1.2; cnp-upload's YAML 1.1 read it as ",
-                       meant ? "true" : "false", "): write ", meant ? "true" : "false",
-                       ", or quote it if a string is meant"));
+  // A plain scalar YAML 1.1 reads otherwise than cnp does (yaml11_reading.h), warned of once
+  // at its line, however often aliases use it. CouchDB's options are flags (local_seq,
+  // include_design...): "no" is a set flag to it, where cnp-upload had sent false.
+  void WarnYaml11Reading(const YAML::Node& node, const rapidjson::Value& value,
+                         absl::string_view key) {
+    if (node.Tag() != "?") return;  // quoted or tagged: meant as written
+    const std::string& text = node.Scalar();
+    std::optional<std::string> old = Yaml11ReadingIfDifferent(text, value);
+    if (!old || !yaml11_warned_.emplace(node.Mark().line, node.Mark().column).second) return;
+    std::string now;
+    if (value.IsString()) now = absl::StrCat("the string \"", Printable(text), "\"");
+    else if (value.IsBool()) now = value.GetBool() ? "true" : "false";
+    else if (value.IsNull()) now = "null";
+    else now = absl::StrCat("the number ", couchdb::ToJson(value));
+    std::string advice;
+    if (absl::StartsWith(*old, "the string")) {
+      advice = "quote it if the string is meant";
+    } else if (absl::StrContains(*old, "JSON cannot hold")) {
+      advice = "JSON has no such number: quote it to keep the string and silence this";
+    } else {
+      advice = absl::StrCat("write ", *old, " if that is meant, or ",
+                            value.IsString() ? "quote it if the string is"
+                                             : absl::StrCat("write ", couchdb::ToJson(value),
+                                                            " if that is"));
     }
+    problems_.Warning(
+        At(node.Mark()),
+        absl::StrCat(key.empty() ? "" : absl::StrCat("\"", Printable(key), "\": "),
+                     Printable(text), " is ", now,
+                     " (YAML 1.2, as cnp reads it); cnp-upload's YAML 1.1 read it as ", *old,
+                     ": ", advice));
   }
 
   // YAML tags are refused at their file:line, not ignored: a tag asks the reader to make
@@ -433,9 +496,10 @@ class Parser {
     }
     problems_.Warning(At(key.Mark()),
                       absl::StrCat("unknown key \"", field, "\" in ", where,
-                                   ": kept in the design document as it is, as cnp-upload did",
+                                   ": kept in the design document, as cnp-upload kept it (a "
+                                   "value YAML 1.1 read otherwise is warned of at its line)",
                                    known));
-    object.AddMember(String(field, alloc), Json(value, alloc), alloc);
+    object.AddMember(String(field, alloc), Json(value, alloc, 0, field), alloc);
   }
 
   bool ExpectMap(const YAML::Node& node, absl::string_view what) {
@@ -492,7 +556,6 @@ class Parser {
         }
       } else if (*field == "options") {
         if (ExpectMap(node, "options")) {
-          WarnYaml11Booleans(node);
           body.AddMember("options", Json(node, alloc), alloc);
         }
       } else if (*field == "autoupdate") {
@@ -628,7 +691,6 @@ class Parser {
             }
           } else if (*key == "options") {
             if (ExpectMap(item.second, "a view's options")) {
-              WarnYaml11Booleans(item.second);
               body.AddMember("options", Json(item.second, alloc), alloc);
             }
           }
@@ -705,7 +767,9 @@ class Parser {
     spec.functions.push_back({std::move(path), name, At(node.Mark())});
   }
 
-  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc, int depth = 0) {
+  // `key`: the mapping key `node` is the value of, if any, for the warnings.
+  rapidjson::Value Json(const YAML::Node& node, Allocator& alloc, int depth = 0,
+                        absl::string_view key = {}) {
     if (!Spend(node)) return rapidjson::Value(rapidjson::kNullType);
     if (depth >= limits_.max_depth) {
       // Aliases can also form a cycle (&a [*a]); this is where it ends.
@@ -717,7 +781,11 @@ class Parser {
       case YAML::NodeType::Scalar: {
         std::string error;
         rapidjson::Value value = PlainScalarToJson(node, alloc, error);
-        if (!error.empty()) problems_.Error(At(node.Mark()), error);
+        if (!error.empty()) {
+          problems_.Error(At(node.Mark()), error);
+        } else {
+          WarnYaml11Reading(node, value, key);
+        }
         return value;
       }
       case YAML::NodeType::Sequence: {
@@ -735,7 +803,8 @@ class Parser {
           if (exhausted_) break;
           std::optional<std::string> key = Key(entry.first, seen);
           if (key) {
-            object.AddMember(String(*key, alloc), Json(entry.second, alloc, depth + 1), alloc);
+            object.AddMember(String(*key, alloc), Json(entry.second, alloc, depth + 1, *key),
+                             alloc);
           }
         }
         return object;
@@ -749,20 +818,23 @@ class Parser {
   bool Spend(const YAML::Node& node) {
     if (exhausted_) return false;
     ++budget_.nodes;
-    if (node.IsScalar()) budget_.json_bytes += static_cast<int64_t>(node.Scalar().size()) + 3;
-    else budget_.json_bytes += 2;
+    budget_.json_bytes += node.IsScalar() ? NodeCounter::ScalarJsonBytes(node.Scalar().size())
+                                          : NodeCounter::kCollectionJsonBytes;
     if (budget_.nodes > limits_.max_nodes) {
       NodesExhausted(node.Mark());
       return false;
     }
     if (budget_.json_bytes > limits_.max_json_bytes) {
-      Exhausted(node.Mark(),
-                absl::StrCat("expands to more than ", limits_.max_json_bytes,
-                             " bytes of JSON, counting an alias each time it is used (the "
-                             "operator can raise cnp-server's --max-design-bytes)"));
+      JsonBytesExhausted(node.Mark());
       return false;
     }
     return true;
+  }
+
+  void JsonBytesExhausted(const YAML::Mark& mark) {
+    Exhausted(mark, absl::StrCat("expands to more than ", limits_.max_json_bytes,
+                                 " bytes of JSON, counting an alias each time it is used (the "
+                                 "operator can raise cnp-server's --max-design-bytes)"));
   }
 
   void NodesExhausted(const YAML::Mark& mark) {
@@ -784,6 +856,7 @@ class Parser {
   ProblemList& problems_;
   Classifications* classifications_;  // may be null: the caller does not want them
   bool exhausted_ = false;
+  std::set<std::pair<int, int>> yaml11_warned_;  // the lines and columns warned of
 };
 
 }  // namespace

@@ -22,9 +22,10 @@
 // and yaml-cpp hands every use out as the shared node, so the cost appears when the tree is
 // walked. Every node visited, each use of an alias counted anew, is charged to a budget shared by
 // all the files of one request, and so is every byte of JSON produced; an exhausted budget is an
-// error naming the limit and cnp-server's flag. A file's nodes are first counted the same way from
-// the parser's events, which stops where they pass what is left of the budget: yaml-cpp's tree
-// of a 4 MB list was 1 GB before the walk could refuse it. Once the budget is spent, the
+// error naming the limit and cnp-server's flag. A file's nodes and JSON bytes are first counted the
+// same way from the parser's events, which stops where they pass what is left of the budget:
+// yaml-cpp's tree of a 4 MB list was 1 GB, and the copies of a 3 MB string used 20 times 60 MB,
+// before the walk could refuse them. Once the budget is spent, the
 // request's further files are not parsed.
 #pragma once
 

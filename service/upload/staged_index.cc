@@ -277,16 +277,25 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
       Report("settled", info->update_seq, *built_seq_);
       return absl::OkStatus();
     }
+    // Caught up but not committed: what is waited for is the commit alone, and an update_seq
+    // past the build's ("8 of 7": documents written since) read as a fault where it was none.
+    const bool caught_up = info->update_seq >= *built_seq_;
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
           "the index of ", live, " in ", database_, " did not settle within ",
-          absl::FormatDuration(timeout), " (update_seq ", info->update_seq, " of ", *built_seq_,
-          info->waiting_commit ? ", still waiting_commit" : "", "); ", staging,
+          absl::FormatDuration(timeout),
+          caught_up ? absl::StrCat(" (its update_seq ", info->update_seq, " has reached the "
+                                   "build's ", *built_seq_, ", but CouchDB still reports "
+                                   "\"waiting_commit\": true)")
+                    : absl::StrCat(" (update_seq ", info->update_seq, " of the build's ",
+                                   *built_seq_, info->waiting_commit ? ", still waiting_commit" : "",
+                                   ")"),
+          "; ", staging,
           " was kept so that CouchDB does not drop the built index: delete it once GET /",
           database_, "/", live, "/_info shows update_seq ", *built_seq_,
           " and \"waiting_commit\": false (or raise --staged-settle-timeout)"));
     }
-    if (!Report("settling", info->update_seq, *built_seq_)) {
+    if (!Report(caught_up ? "committing" : "settling", info->update_seq, *built_seq_)) {
       return StoppedByRequest();
     }
     if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();

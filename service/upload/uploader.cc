@@ -252,9 +252,9 @@ class UploadRun {
       }
       if (unchanged_ > 0) parts.push_back(absl::StrCat(unchanged_, " already up to date"));
       if (failed > 0) {
-        // CouchDB was lost mid-request: a write it had been sent may have been applied, and
-        // only CouchDB can say.
-        const bool cut_off = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+        // CouchDB was lost mid-write: the write may have been applied, and only CouchDB can
+        // say. Not said of a read that failed so: it wrote nothing.
+        const bool cut_off = couchdb::MayHaveBeenApplied(status);
         parts.push_back(absl::StrCat(
             failed, " failed",
             cut_off ? " (a write the failure cut off may still have been applied: check "
