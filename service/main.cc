@@ -11,10 +11,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
 #include <future>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "asio/co_spawn.hpp"
@@ -35,6 +38,7 @@
 #include "service/pool/process_worker.h"
 #include "service/calls/function_calls.h"
 #include "service/listen/inherited_sockets.h"
+#include "service/rpc/access_log.h"
 #include "service/rpc/rpc_server.h"
 #include "service/service_wiring.h"
 
@@ -134,6 +138,31 @@ int Run(int argc, char** argv) {
   cnp::SetLogFormat(format);
   // protobuf's own lines (a message that does not parse or encode) in this log's format, a few.
   cnp::RouteProtobufLog();
+
+  // Settings only the system can check, checked before any worker starts: a failure is a
+  // setting to fix (exit 2, which the unit does not restart), not a start to try again every
+  // second. A log file in a directory that does not exist was found after the workers had
+  // started, exit 1: systemd restarted the server for ever.
+  if (!config->access_log.empty()) {
+    if (auto log = cnp::rpc::AccessLog::Open(config->access_log); !log.ok()) {
+      const std::string& path = config->access_log;
+      const std::string dir = path.rfind('/') == std::string::npos
+                                  ? "."
+                                  : path.substr(0, std::max<size_t>(path.rfind('/'), 1));
+      const bool no_dir = ::access(dir.c_str(), F_OK) != 0;
+      // Worded and written as the configuration's own refusals are.
+      std::fprintf(stderr, "cnp-server: %s%s\n", std::string(log.status().message()).c_str(),
+                   no_dir ? absl::StrCat(" (create ", dir, ", writable by the server's user; "
+                                         "the packaged unit's LogsDirectory=cnp makes "
+                                         "/var/log/cnp)").c_str()
+                          : "");
+      return 2;
+    }
+  }
+  if (absl::Status named = cnp::CheckInheritedSocketsNamed(*config); !named.ok()) {
+    std::fprintf(stderr, "cnp-server: %s\n", std::string(named.message()).c_str());
+    return 2;
+  }
 
   asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;

@@ -4,6 +4,8 @@
 #include <thread>
 
 #include "common/unix_target.h"
+#include "service/listen/inherited_sockets.h"
+#include "service/listen/listen_address.h"
 #include "service/rpc/query_session_handler.h"
 #include "service/session/direct_socket_path.h"
 #include "service/session/launch_settings.h"
@@ -29,6 +31,40 @@ rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::Ser
                     std::stop_token stop) { return uploader->Run(request, emit, stop); };
 }
 
+std::vector<std::string> UnixListenPaths(const config::ServerConfig& config) {
+  std::vector<std::string> paths;
+  for (const std::string& listen : config.listen) {
+    // A unix --listen that does not read as one path was refused with the configuration.
+    if (absl::StatusOr<std::string> path = UnixSocketPath(listen); path.ok()) {
+      paths.push_back(*path);
+    }
+  }
+  return paths;
+}
+
+std::vector<std::string> DirectSessionPaths(const config::ServerConfig& config) {
+  std::vector<std::string> paths;
+  for (const std::string& path : UnixListenPaths(config)) {
+    paths.push_back(session::DirectSocketPath(path));
+  }
+  return paths;
+}
+
+absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
+  std::vector<std::string> unix_paths = UnixListenPaths(config);
+  for (const std::string& path : DirectSessionPaths(config)) unix_paths.push_back(path);
+  std::vector<listen::TcpListen> tcp;
+  for (const std::string& address : config.listen) {
+    if (UnixSocketPath(address).ok()) continue;
+    // Read as the listener will; one that does not read was refused with the configuration.
+    if (absl::StatusOr<listen::TcpListenAddress> parsed = listen::ParseTcpListenAddress(address);
+        parsed.ok()) {
+      tcp.push_back({.port = parsed->port, .host = parsed->host});
+    }
+  }
+  return listen::CheckInheritedSocketsNamed(unix_paths, tcp);
+}
+
 session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config) {
   session::SessionPoolOptions options;
   options.command = {config.worker_binary, config.WorkerArgs()};
@@ -43,12 +79,7 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
 
 session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& config) {
   session::ListenerOptions options;
-  for (const std::string& listen : config.listen) {
-    // A unix --listen that does not read as one path was refused with the configuration.
-    if (absl::StatusOr<std::string> path = UnixSocketPath(listen); path.ok()) {
-      options.paths.push_back(session::DirectSocketPath(*path));
-    }
-  }
+  options.paths = DirectSessionPaths(config);
   options.allowed_uids = config.allow_uid;
   options.socket_gid = config.socket_gid;
   options.adapter_settings = config.adapter_settings;

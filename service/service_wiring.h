@@ -4,7 +4,10 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "service/config/server_config.h"
 #include "service/pool/async_task_runner.h"
 #include "service/pool/task_runner.h"
@@ -19,6 +22,14 @@ rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
                                        const config::ServerConfig& config);
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
+
+// The paths of the unix --listen addresses, and of their direct-session sockets (P.direct).
+std::vector<std::string> UnixListenPaths(const config::ServerConfig& config);
+std::vector<std::string> DirectSessionPaths(const config::ServerConfig& config);
+
+// Before the workers start: a socket systemd passed that no --listen address (nor its P.direct)
+// names is a setting to fix, FAILED_PRECONDITION naming it.
+absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config);
 
 // Direct CouchDB sessions: the session workers run the same command as the batch workers, and
 // every unix --listen path P gets its session socket P.direct.

@@ -24,6 +24,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
@@ -334,6 +335,32 @@ std::optional<std::string> ClosestSetting(const std::string& name) {
   return std::nullopt;
 }
 
+// For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since
+// "expected a whole number" for what is one sent the reader looking for a typo. Empty when
+// `text` is no whole number, or is one the flag holds.
+std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text) {
+  int64_t least, most;
+  if (flag.IsOfType<int>()) {
+    least = std::numeric_limits<int>::min();
+    most = std::numeric_limits<int>::max();
+  } else if (flag.IsOfType<int64_t>()) {
+    least = std::numeric_limits<int64_t>::min();
+    most = std::numeric_limits<int64_t>::max();
+  } else {
+    return "";
+  }
+  absl::string_view digits = absl::StripAsciiWhitespace(text);
+  const bool negative = absl::ConsumePrefix(&digits, "-");
+  if (!negative) absl::ConsumePrefix(&digits, "+");
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return "";
+  }
+  int64_t value = 0;
+  if (absl::SimpleAtoi(text, &value) && value >= least && value <= most) return "";
+  return negative ? absl::StrCat("too small (at least ", least, ")")
+                  : absl::StrCat("too large (at most ", most, ")");
+}
+
 // What to write instead of a bad value of `flag`: its default, as the file spells it.
 std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) {
   const std::string value = flag.DefaultValue();
@@ -365,6 +392,10 @@ absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
           flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
     }
     if (!flag.ParseFrom(*written.value, &ignored)) {
+      if (std::string bound = OutOfWholeNumberRange(flag, *written.value); !bound.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, "=", *written.value, ": ", bound));
+      }
       return absl::InvalidArgumentError(absl::StrCat(
           "--", name, "=", *written.value, ": expected ", Expected(flag),
           flag.DefaultValue().empty()
@@ -465,6 +496,9 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   // the operator of a file never wrote; ours say the same.
   std::string ignored;
   if (!flag->ParseFrom(value.Scalar(), &ignored)) {
+    if (std::string bound = OutOfWholeNumberRange(*flag, value.Scalar()); !bound.empty()) {
+      return ConfigError(path, value_mark, key, absl::StrCat(bound, "; found ", value.Scalar()));
+    }
     return ConfigError(path, value_mark, key,
                        absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
                                     ExampleOf(*flag, key)));
@@ -815,59 +849,8 @@ std::vector<std::string> ServerConfig::WorkerArgs() const {
   return args;
 }
 
-absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
-  // absl's --help lists only flags defined in a file named like the program's main; ours are
-  // defined here, so --help would say "No flags matched".
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "service/config/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  // absl's own --version says only the program's name and how it was built.
-  usage.version_string = [] { return absl::StrCat("cnp-server ", kCnpVersion, "\n"); };
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
-      "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
-      "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
-      "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
-      "SIGHUP reloads every worker (rolling: the functions' Python code) and reopens "
-      "--access-log; it does not read the --config file again: a changed setting takes a "
-      "restart. SIGTERM stops gracefully.");
-  if (HelpAsked(argc, argv)) {
-    const std::string help =
-        FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()),
-                 [](absl::string_view file) { return absl::StrContains(file, "service/config/"); });
-    std::fputs(help.c_str(), stdout);
-    std::exit(0);
-  }
-  // Before the config file is read: the version is no setting.
-  if (VersionAsked(argc, argv)) {
-    std::fputs(usage.version_string().c_str(), stdout);
-    std::exit(0);
-  }
-  Sources sources;
-  absl::StatusOr<SplitCommandLine> split = SplitArgs(argc, argv, sources);
-  if (!split.ok()) return split.status();
-  std::vector<char*> args = split->ArgvForAbsl();
-  std::map<std::string, std::vector<std::string>>& repeated = sources.repeated;
-
-  // The config file comes first so that the command line overrides it.
-  if (!sources.config_file.empty()) {
-    if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
-  }
-  if (absl::Status s = CheckCommandLineFlags(split->others); !s.ok()) return s;
-  std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
-  if (positional.size() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unexpected argument '", positional[1], "'; every setting is a --flag (see --help)"));
-  }
-
-  ServerConfig c;
-  c.listen = repeated.count("listen") ? repeated["listen"] : absl::GetFlag(FLAGS_listen);
-  if (c.listen.empty()) c.listen.push_back(cnp::DefaultTarget());
-  c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
-  c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
+// The counts, sizes and durations the flags hold now (the file's and the command line's).
+void ReadCounts(ServerConfig& c) {
   c.workers = absl::GetFlag(FLAGS_workers);
   c.grpc_threads = absl::GetFlag(FLAGS_grpc_threads);
   c.max_queue = absl::GetFlag(FLAGS_max_queue);
@@ -890,6 +873,12 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
   c.max_design_bytes = absl::GetFlag(FLAGS_max_design_bytes);
   c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
+}
+
+// Each of those within its own range. Run on the file's values before the command line
+// overrides any (a wrong value in the file was never seen when a flag replaced it) and again on
+// the values in force.
+absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
   // A negative count once fell back to a default or switched a feature off without a word.
   for (const absl::Status& s : {
            CheckProcessCount(sources, "workers", c.workers, "one per CPU core"),
@@ -943,6 +932,71 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                                    " bytes, with room kept for the task around the request)"),
                       absl::StrCat(c.max_call_bytes));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
+  // absl's --help lists only flags defined in a file named like the program's main; ours are
+  // defined here, so --help would say "No flags matched".
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "service/config/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  // absl's own --version says only the program's name and how it was built.
+  usage.version_string = [] { return absl::StrCat("cnp-server ", kCnpVersion, "\n"); };
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
+      "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
+      "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
+      "SIGHUP reloads every worker (rolling: the functions' Python code) and reopens "
+      "--access-log; it does not read the --config file again: a changed setting takes a "
+      "restart. SIGTERM stops gracefully.");
+  if (HelpAsked(argc, argv)) {
+    const std::string help =
+        FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()),
+                 [](absl::string_view file) { return absl::StrContains(file, "service/config/"); });
+    std::fputs(help.c_str(), stdout);
+    std::exit(0);
+  }
+  // Before the config file is read: the version is no setting.
+  if (VersionAsked(argc, argv)) {
+    std::fputs(usage.version_string().c_str(), stdout);
+    std::exit(0);
+  }
+  Sources sources;
+  absl::StatusOr<SplitCommandLine> split = SplitArgs(argc, argv, sources);
+  if (!split.ok()) return split.status();
+  std::vector<char*> args = split->ArgvForAbsl();
+  std::map<std::string, std::vector<std::string>>& repeated = sources.repeated;
+
+  // The config file comes first so that the command line overrides it.
+  if (!sources.config_file.empty()) {
+    if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
+    // The flags hold the file's values and the defaults now: each is checked as the file's,
+    // the command line's overriding flags not read yet.
+    Sources file_alone = sources;
+    file_alone.on_command_line.clear();
+    ServerConfig from_file;
+    ReadCounts(from_file);
+    if (absl::Status s = CheckRanges(file_alone, from_file); !s.ok()) return s;
+  }
+  if (absl::Status s = CheckCommandLineFlags(split->others); !s.ok()) return s;
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (positional.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument '", positional[1], "'; every setting is a --flag (see --help)"));
+  }
+
+  ServerConfig c;
+  c.listen = repeated.count("listen") ? repeated["listen"] : absl::GetFlag(FLAGS_listen);
+  if (c.listen.empty()) c.listen.push_back(cnp::DefaultTarget());
+  c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
+  c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
+  ReadCounts(c);
+  if (absl::Status s = CheckRanges(sources, c); !s.ok()) return s;
   // Room for a few of the largest calls at once, each received while another is answered.
   if (c.max_grpc_memory == 0) c.max_grpc_memory = std::max(int64_t{256} << 20, 4 * c.max_call_bytes);
   if (c.max_grpc_memory < 2 * c.max_call_bytes) {

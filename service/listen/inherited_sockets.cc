@@ -150,6 +150,18 @@ std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port, const std::s
   return addresses;
 }
 
+namespace {
+
+absl::Status NoAddressNames(const std::vector<std::string>& names) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the service manager passed sockets that no --listen address names: ",
+      absl::StrJoin(names, ", "),
+      "; add them to `listen` (a unix path P also covers P.direct) or remove them from the "
+      ".socket unit"));
+}
+
+}  // namespace
+
 absl::Status CheckEveryInheritedSocketTaken() {
   absl::MutexLock lock(&mutex);
   if (Unclaimed().empty()) return absl::OkStatus();
@@ -159,11 +171,26 @@ absl::Status CheckEveryInheritedSocketTaken() {
     ::close(fd);
   }
   Unclaimed().clear();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the service manager passed sockets that no --listen address names: ",
-      absl::StrJoin(names, ", "),
-      "; add them to `listen` (a unix path P also covers P.direct) or remove them from the "
-      ".socket unit"));
+  return NoAddressNames(names);
+}
+
+absl::Status CheckInheritedSocketsNamed(const std::vector<std::string>& unix_paths,
+                                        const std::vector<TcpListen>& tcp) {
+  absl::MutexLock lock(&mutex);
+  std::vector<std::string> names;
+  for (int fd : Unclaimed()) {
+    bool named = false;
+    for (const std::string& path : unix_paths) {
+      named = named ||
+              ::sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, path.c_str(), 0) > 0;
+    }
+    for (const TcpListen& listen : tcp) {
+      named = named || (listen.port > 0 && Matches(fd, listen.port, NumericAddress(listen.host)));
+    }
+    if (!named) names.push_back(Describe(fd));
+  }
+  if (names.empty()) return absl::OkStatus();
+  return NoAddressNames(names);
 }
 
 }  // namespace cnp::listen

@@ -36,4 +36,15 @@ std::vector<sockaddr_storage> InheritedTcpSocketAddresses(int port, const std::s
 // Fails, naming them, if passed sockets remain that no address took (and closes them).
 absl::Status CheckEveryInheritedSocketTaken();
 
+// Before anything starts: fails, naming them, if passed sockets remain that none of these
+// addresses would take (unix socket paths; TCP ports and hosts, as TakeInheritedTcpSockets
+// reads them). Takes nothing and closes nothing. A setting to fix (the listen addresses or the
+// .socket unit), found before the workers start rather than after.
+struct TcpListen {
+  int port = 0;
+  std::string host;
+};
+absl::Status CheckInheritedSocketsNamed(const std::vector<std::string>& unix_paths,
+                                        const std::vector<TcpListen>& tcp);
+
 }  // namespace cnp::listen

@@ -32,14 +32,18 @@ void RefusalLog::Refused(absl::string_view event, absl::string_view key, absl::s
   Write(lines);
 }
 
-void RefusalLog::Flush() {
+void RefusalLog::Flush() { FlushOwed(/*all=*/false); }
+
+void RefusalLog::FlushAll() { FlushOwed(/*all=*/true); }
+
+void RefusalLog::FlushOwed(bool all) {
   const Clock::time_point now = Clock::now();
   std::vector<Line> lines;
   {
     absl::MutexLock lock(&mu_);
     for (auto it = peers_.begin(); it != peers_.end();) {
       PeerState& state = it->second;
-      if (now - state.last_line < interval_) {
+      if (!all && now - state.last_line < interval_) {
         ++it;
       } else if (state.unlogged > 0) {
         lines.push_back(LineFor(state, now));

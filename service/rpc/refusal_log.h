@@ -3,8 +3,8 @@
 // address would otherwise write a line for each (the log growing as fast as an attacker can
 // connect or call, token or not), and one line per second for all peers together hid who was
 // refused. A peer's first refusal is written at once; those that follow within the interval are
-// counted, and the peer's next line (or, if none comes, Flush once the interval is over) says
-// how many connections or calls it stands for.
+// counted, and the peer's next line (or, if none comes, Flush once the interval is over, or
+// FlushAll at shutdown) says how many connections or calls it stands for.
 //
 // Shared by the connection acceptor's thread (which calls Flush on its sweep) and the threads
 // that check calls' tokens.
@@ -44,6 +44,9 @@ class RefusalLog {
   // Writes the counts owed for peers whose interval is over, and forgets peers with nothing
   // owed, so that a flood from many addresses does not grow this for good.
   void Flush() ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes every count owed, interval over or not: at shutdown, when no later Flush will come
+  // (the refusals of a stop's last seconds were lost before).
+  void FlushAll() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // A line decided under the lock, written after it (a slow log must not hold up the threads
@@ -65,6 +68,8 @@ class RefusalLog {
     int64_t unlogged = 0;  // refusals no line has told yet
   };
   static Line LineFor(PeerState& state, Clock::time_point now);
+  // The lines owed: by peers whose interval is over, or by all when `all`.
+  void FlushOwed(bool all) ABSL_LOCKS_EXCLUDED(mu_);
   void Write(const std::vector<Line>& lines) const;
 
   const AccessLog& log_;

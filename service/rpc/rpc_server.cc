@@ -632,6 +632,7 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   if (!shutdown_.AwaitNoCalls(absl::Now() + kCancelledCallsEnd)) {
     LogWarning("calls still running ", absl::FormatDuration(kCancelledCallsEnd),
                " after they were cancelled: stopping without them");
+    refusals_->FlushAll();
     // Their coroutines would resume into destroyed contexts: leave everything as it is.
     return false;
   }
@@ -644,6 +645,9 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   uploads_->join();
   contexts_.clear();
   server_.reset();
+  // No call's token is checked any more, and the acceptor's sweep, which wrote the counts owed
+  // every second, is gone: the refusals of the last interval are written now or never.
+  refusals_->FlushAll();
   return true;
 }
 

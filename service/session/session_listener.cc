@@ -417,6 +417,8 @@ void SessionListener::Stop() {
       asio::error_code ignored;
       acceptor->close(ignored);
     }
+    // The timer's flush will not come again: the counts of the last interval now or never.
+    if (refusals_ != nullptr) refusals_->FlushAll();
     // Only the files we created and that are still ours: not systemd's, nor one another
     // server has put at the path since.
     for (const listen::ListeningSocket& socket : sockets_) listen::RemoveOwnSocketFile(socket);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/process_limits.h"
 #include "tests/support/files.h"
 #include "tests/support/server_process.h"
 
@@ -86,6 +87,43 @@ TEST_F(ConfigFileLinesTest, AValueOutOfRangeIsReportedAtItsLineAndAsAFlagOnTheCo
   auto level = Launch({"--config=" + Config("log-level: loud\n")});
   ExpectRefused(*level, absl::StrCat(file_, ":3:12: log-level: must be debug, info, warning or "
                                             "error; got 'loud'"));
+}
+
+// A value the command line overrides is still checked where the file gives it: before, a
+// wrong value in the file went unseen whenever a flag replaced it, until the day the flag was
+// dropped.
+TEST_F(ConfigFileLinesTest, AFileValueOutOfRangeIsRefusedEvenWhenAFlagOverridesIt) {
+  WriteFile(file_, absl::StrCat("listen: unix:", dir_, "/cnp.sock\nworkers: -4\n"), 0644);
+  auto workers = Launch({"--config=" + file_, "--workers=1"});
+  ExpectRefused(*workers, absl::StrCat(file_, ":2:10: workers: must be between 0 (one per CPU "
+                                              "core) and ", kMaxWorkerProcesses, "; got -4"));
+  auto spares = Launch({"--config=" + Config("spare-session-workers: -3\n"),
+                        "--spare-session-workers=1"});
+  ExpectRefused(*spares, absl::StrCat(file_, ":3:24: spare-session-workers: must be 0 (none) or "
+                                             "more; got -3"));
+}
+
+// A whole number past the setting's type says so, with the bound (before: "expected a whole
+// number, found '99999999999999'", of a whole number).
+TEST_F(ConfigFileLinesTest, AWholeNumberTooLargeSaysTheBound) {
+  auto in_file = Launch({"--config=" + Config("max-queue: 99999999999999\n")});
+  ExpectRefused(*in_file, absl::StrCat(file_, ":3:12: max-queue: too large (at most 2147483647); "
+                                              "found 99999999999999"));
+  auto on_command_line = Launch({"--config=" + Config(""), "--max-queue=-99999999999999"});
+  ExpectRefused(*on_command_line,
+                "--max-queue=-99999999999999: too small (at least -2147483648)");
+}
+
+// An access log the server cannot open is a setting to fix: exit 2 (which the unit does not
+// restart) before any worker starts. Before, it was found once the workers had started, exit 1,
+// and systemd restarted the server every second.
+TEST_F(ConfigFileLinesTest, AnAccessLogInAMissingDirectoryIsABadSetting) {
+  const std::string log = dir_ + "/missing/access.log";
+  auto server = Launch({"--config=" + Config(absl::StrCat("access-log: ", log, "\n"))});
+  ExpectRefused(*server, absl::StrCat("--access-log: cannot open ", log,
+                                      ": No such file or directory (create ", dir_,
+                                      "/missing, writable by the server's user; the packaged "
+                                      "unit's LogsDirectory=cnp makes /var/log/cnp)"));
 }
 
 TEST_F(ConfigFileLinesTest, AnUnknownKeyIsRefusedWithTheSettingItProbablyMeant) {

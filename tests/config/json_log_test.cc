@@ -154,6 +154,54 @@ TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
   EXPECT_THAT(printed[2], HasSubstr("UserWarning: careful with p1"));
 }
 
+// What a server in `format` answered to one Map of `function` on `doc` (its rows) and logged.
+struct MapAndLog {
+  std::string rows, log;
+};
+MapAndLog MapInFormat(const std::string& format, const std::string& function,
+                      const std::string& doc) {
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=" + format,
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  EXPECT_TRUE(server->ready()) << server->Log();
+  MapAndLog out;
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (client.ok()) {
+    auto mapped = (*client)->Map({function}, {doc});
+    EXPECT_TRUE(mapped.ok()) << mapped.status();
+    if (mapped.ok() && mapped->results_size() == 1) out.rows = mapped->results(0).rows();
+  }
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+  out.log = server->Log();
+  return out;
+}
+
+// Code written for a plain stderr (sys.stderr.buffer.write, fileno()) runs in JSON format as in
+// text format, its bytes logged as events, what is not UTF-8 replaced (before: sys.stderr had
+// no .buffer in JSON format, and the function failed with AttributeError).
+TEST(JsonLogTest, BytesWrittenToTheStreamsBuffersAreEventsAndTheStreamsAnswerAsInText) {
+  const MapAndLog text = MapInFormat("text", "svc_fns.writes_bytes", R"({"_id":"b1"})");
+  const MapAndLog json = MapInFormat("json", "svc_fns.writes_bytes", R"({"_id":"b1"})");
+  EXPECT_THAT(text.log, HasSubstr("bytes err \xff b1"));
+  ASSERT_FALSE(text.rows.empty()) << text.log;
+  // fileno, isatty, encoding and errors: the same answers in both formats.
+  EXPECT_EQ(json.rows, text.rows) << json.log;
+  std::vector<std::string> printed;
+  for (absl::string_view line : absl::StrSplit(json.log, '\n', absl::SkipEmpty())) {
+    rapidjson::Document event;
+    event.Parse(line.data(), line.size());
+    ASSERT_FALSE(event.HasParseError()) << "not JSON: " << line;
+    if (!event.IsObject() || !event.HasMember("stream")) continue;
+    EXPECT_STREQ(event["function"].GetString(), "svc_fns.writes_bytes") << line;
+    printed.push_back(absl::StrCat(event["stream"].GetString(), ": ", event["msg"].GetString()));
+  }
+  EXPECT_THAT(printed, ::testing::ElementsAre("stdout: bytes out b1",
+                                              "stderr: bytes err \xEF\xBF\xBD b1"))
+      << json.log;
+}
+
 // The text format is what it was: "ACCESS cnp-server[pid] refused peer=... call=Map ...".
 TEST(JsonLogTest, AccessLinesInTextStayText) {
   const std::string dir = ShortTempDir();

@@ -4,9 +4,16 @@ cnp-worker sends sys.stdout to stderr, the log both it and cnp-server write (Cou
 must carry nothing but the protocol). In text format printed lines pass through as they are;
 in JSON format a raw line among the JSON lines is one a collector cannot read, so cnp-worker
 installs these writers instead (interpreter.cc): each line printed, by print(), a write to
-sys.stderr or warnings.warn, becomes one event attributed to the function running.
+sys.stderr or sys.stderr.buffer or warnings.warn, becomes one event attributed to the function
+running.
+
+In text format sys.stdout and sys.stderr are the interpreter's own stderr; code written for it
+(sys.stderr.buffer.write, fileno() for faulthandler or a child's stderr, encoding) must work
+the same way in JSON format, so these writers answer as it does. Bytes written to the
+descriptor itself bypass the events, as they bypass Python's buffers in text format.
 """
 
+import codecs
 import io
 import sys
 
@@ -17,14 +24,56 @@ import _cnp
 _LONGEST_LINE = 16 << 10
 
 
-class LogLines(io.TextIOBase):
-    """A text stream whose lines go to the worker's log, each as one event."""
+class LogBytes(io.BufferedIOBase):
+    """The binary side of a LogLines (its .buffer): bytes are decoded as the text stream's
+    encoding, what does not decode becoming U+FFFD, into the same lines. A character split
+    across two writes is decoded whole."""
 
-    def __init__(self, stream):
+    def __init__(self, lines):
+        super().__init__()
+        self._lines = lines
+        self._decoder = codecs.getincrementaldecoder(lines.encoding)(errors="replace")
+
+    @property
+    def name(self):
+        return self._lines.name
+
+    @property
+    def mode(self):
+        return "wb"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return self._lines.isatty()
+
+    def fileno(self):
+        return self._lines.fileno()
+
+    def write(self, data):
+        if isinstance(data, str):
+            raise TypeError("a bytes-like object is required, not 'str'")
+        data = memoryview(data).cast("B")
+        self._lines.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self):
+        self._lines.flush()
+
+
+class LogLines(io.TextIOBase):
+    """A text stream whose lines go to the worker's log, each as one event. `like` is the
+    stream text format would have used (the interpreter's stderr): its descriptor, encoding
+    and errors are this one's."""
+
+    def __init__(self, stream, like=None):
         super().__init__()
         self._stream = stream
+        self._like = like
         self._pending = []
         self._pending_size = 0
+        self._buffer = LogBytes(self)
 
     @property
     def name(self):
@@ -32,13 +81,34 @@ class LogLines(io.TextIOBase):
 
     @property
     def encoding(self):
-        return "utf-8"
+        return getattr(self._like, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self):
+        return getattr(self._like, "errors", None) or "backslashreplace"
+
+    @property
+    def buffer(self):
+        return self._buffer
+
+    @property
+    def mode(self):
+        return "w"
+
+    @property
+    def line_buffering(self):
+        return True
 
     def writable(self):
         return True
 
     def isatty(self):
-        return False
+        return self._like is not None and self._like.isatty()
+
+    def fileno(self):
+        if self._like is None:
+            raise io.UnsupportedOperation("fileno")
+        return self._like.fileno()
 
     def write(self, text):
         if not isinstance(text, str):
@@ -70,5 +140,7 @@ class LogLines(io.TextIOBase):
 
 
 def install():
-    sys.stdout = LogLines("stdout")
-    sys.stderr = LogLines("stderr")
+    # Text format's stdout is this same stderr (interpreter.cc).
+    like = sys.stderr
+    sys.stdout = LogLines("stdout", like)
+    sys.stderr = LogLines("stderr", like)

@@ -138,3 +138,18 @@ def prints(doc):
     print("to stderr", doc["_id"], file=sys.stderr)
     warnings.warn("careful with " + doc["_id"])
     yield doc["_id"], 1
+
+
+def writes_bytes(doc):
+    """Writes to sys.stdout.buffer and sys.stderr.buffer as code written for a plain stderr
+    does, a byte that is not UTF-8 among them, and says what the streams answer."""
+    import sys
+    sys.stdout.buffer.write(("bytes out %s\n" % doc["_id"]).encode())
+    sys.stderr.buffer.write(b"bytes err \xff " + doc["_id"].encode() + b"\n")
+    sys.stderr.buffer.flush()
+    yield doc["_id"], {
+        "fileno": [sys.stdout.fileno(), sys.stderr.fileno(), sys.stderr.buffer.fileno()],
+        "isatty": sys.stderr.isatty(),
+        "encoding": sys.stderr.encoding,
+        "errors": sys.stderr.errors,
+    }
