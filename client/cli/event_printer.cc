@@ -122,8 +122,12 @@ void PrintProgress(const v1::IndexBuildProgress& p, std::ostream& out) {
   } else if (p.phase() == "built") {
     out << "index built; writing the live design document";
   } else if (p.phase() == "settling") {
-    out << "waiting for CouchDB to commit the live index (update_seq " << p.changes_done()
-        << " of " << p.total_changes() << ") before removing it";
+    out << "waiting for the live index to catch up (update_seq " << p.changes_done() << " of "
+        << p.total_changes() << ") before removing it";
+  } else if (p.phase() == "committing") {
+    out << "the live index is caught up (update_seq " << p.changes_done() << " of "
+        << p.total_changes() << "); waiting for CouchDB to commit it (\"waiting_commit\": true) "
+        << "before removing it";
   } else if (p.phase() == "settled") {
     out << "the live index is committed at update_seq " << p.changes_done();
   } else if (p.phase() == "cleaned") {

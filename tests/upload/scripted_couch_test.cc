@@ -252,6 +252,10 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
   // Caught up at once: what is waited for is CouchDB's commit, and the phase says so.
   EXPECT_THAT(progress, ElementsAre("staged 0/0", "built 0/0", "committing 3000/3000",
                                     "committing 3000/3000", "settled 3000/3000", "cleaned 0/0"));
+  EXPECT_THAT(Printed(result),
+              HasSubstr("staged big/_design/location__staging: the live index is caught up "
+                        "(update_seq 3000 of 3000); waiting for CouchDB to commit it "
+                        "(\"waiting_commit\": true) before removing it\n"));
   {
     absl::MutexLock lock(&mu);
     EXPECT_FALSE(index_lost) << "the staging document was deleted before the commit";
