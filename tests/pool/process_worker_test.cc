@@ -297,57 +297,65 @@ TEST(ProcessWorkerTest, AReplyToAnotherTaskIsRefused) {
   EXPECT_THAT(reply.status().message(), HasSubstr("answered task #1 when task #2 was due"));
 }
 
+// A pool of tests/support/fake_worker.py processes started with `fake_argument`, whose context
+// runs on a thread of its own; stopped and joined when it goes.
+struct FakeWorkerPool {
+  FakeWorkerPool(const PoolOptions& options, const std::string& fake_argument)
+      : pool(options,
+             std::make_unique<ProcessWorkerFactory>(WorkerCommand{
+                 "/usr/bin/python3.11", {"tests/support/fake_worker.py", fake_argument}}),
+             io),
+        started(pool.Start()) {
+    if (started.ok()) thread = std::thread([this] { io.run(); });
+  }
+  ~FakeWorkerPool() {
+    if (!thread.joinable()) return;
+    pool.Shutdown();
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+  absl::StatusOr<Reply> RunEcho() {
+    return blocking.Run(MapTask("svc_fns.echo", {R"({"_id":"a"})"}), absl::Now() + absl::Seconds(30));
+  }
+
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+  AsyncWorkerPool pool;
+  absl::Status started;
+  std::thread thread;
+  BlockingTaskRunner blocking{pool, io};
+};
+
 // In the pool: each call fails (the caller never gets the reply to another task), and the
 // worker is killed and replaced each time.
 TEST(ProcessWorkerPoolAnswerTest, AReplyToAnotherTaskKillsAndReplacesTheWorker) {
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
   PoolOptions options;
   options.workers = 1;
-  WorkerCommand command{"/usr/bin/python3.11",
-                        {"tests/support/fake_worker.py", "--stale-replies"}};
-  AsyncWorkerPool pool(options, std::make_unique<ProcessWorkerFactory>(command), io);
-  ASSERT_TRUE(pool.Start().ok());
-  std::thread thread([&io] { io.run(); });
-  BlockingTaskRunner blocking(pool, io);
+  FakeWorkerPool pool(options, "--stale-replies");
+  ASSERT_TRUE(pool.started.ok()) << pool.started;
   for (int call = 0; call < 2; ++call) {
-    absl::StatusOr<Reply> reply =
-        blocking.Run(MapTask("svc_fns.echo", {R"({"_id":"a"})"}), absl::Now() + absl::Seconds(30));
+    absl::StatusOr<Reply> reply = pool.RunEcho();
     EXPECT_FALSE(reply.ok()) << reply->ShortDebugString();
     EXPECT_THAT(reply.status().message(), HasSubstr("when task #2 was due"));
   }
-  pool.Shutdown();
-  work.reset();
-  io.stop();
-  thread.join();
 }
 
 // In the pool: the call fails RESOURCE_EXHAUSTED naming the limit and the flag, the worker is
 // killed and replaced (its reply's rest is still in the socket), and the next call is served
 // by the replacement (which misbehaves the same way here).
 TEST(ProcessWorkerPoolAnswerTest, AnOversizedReplyKillsAndReplacesTheWorker) {
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
   PoolOptions options;
   options.workers = 1;
   options.max_answer_bytes = 1 << 20;
-  WorkerCommand command{"/usr/bin/python3.11",
-                        {"tests/support/fake_worker.py", "--announce-bytes=536870912"}};
-  AsyncWorkerPool pool(options, std::make_unique<ProcessWorkerFactory>(command), io);
-  ASSERT_TRUE(pool.Start().ok());
-  std::thread thread([&io] { io.run(); });
-  BlockingTaskRunner blocking(pool, io);
+  FakeWorkerPool pool(options, "--announce-bytes=536870912");
+  ASSERT_TRUE(pool.started.ok()) << pool.started;
   for (int call = 0; call < 2; ++call) {
-    absl::StatusOr<Reply> reply =
-        blocking.Run(MapTask("svc_fns.echo", {R"({"_id":"a"})"}), absl::Now() + absl::Seconds(30));
+    absl::StatusOr<Reply> reply = pool.RunEcho();
     EXPECT_TRUE(absl::IsResourceExhausted(reply.status())) << reply.status();
     EXPECT_THAT(reply.status().message(), HasSubstr("1048576"));
     EXPECT_THAT(reply.status().message(), HasSubstr("--max-call-bytes"));
   }
-  pool.Shutdown();
-  work.reset();
-  io.stop();
-  thread.join();
 }
 
 TEST_F(ProcessWorkerPoolTest, ACrashMidTaskIsUnavailableAndTheWorkerIsReplaced) {
