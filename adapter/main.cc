@@ -36,6 +36,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
+#include "common/module_name.h"
 #include "common/process_limits.h"
 #include "common/socket_directory.h"
 #include "common/socket_trust.h"
@@ -62,6 +63,10 @@ ABSL_FLAG(std::vector<std::string>, python_path, {},
 ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "Comma-separated module prefixes whose functions a cnp-server this adapter starts may "
           "call (repeatable: the values add up).");
+ABSL_FLAG(std::vector<std::string>, preload_module, {},
+          "Comma-separated modules each worker of a cnp-server this adapter starts imports as it "
+          "starts (repeatable): for a module whose import takes longer than CouchDB's "
+          "os_process_timeout.");
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default); at most 256, "
           "as cnp-server allows.");
@@ -308,6 +313,7 @@ int Run() {
   options.launch.server_binary = absl::GetFlag(FLAGS_server_binary);
   options.launch.python_paths = absl::GetFlag(FLAGS_python_path);
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);
+  options.launch.preload_modules = absl::GetFlag(FLAGS_preload_module);
   options.launch.workers = absl::GetFlag(FLAGS_workers);
   // Checked here, before a running server with other settings is replaced by one that could
   // not start: a typo must not leave the host without a query server.
@@ -319,6 +325,13 @@ int Run() {
                                 CheckCodeDirectories(code_directories)}) {
     if (!s.ok()) {
       std::cerr << "cnp-adapter: " << s.message() << std::endl;
+      return 2;
+    }
+  }
+  for (const std::string& module : options.launch.preload_modules) {
+    if (!LooksLikeModuleName(module)) {
+      std::cerr << "cnp-adapter: --preload-module=" << module << ": " << kNotAModuleName
+                << std::endl;
       return 2;
     }
   }
@@ -423,6 +436,7 @@ const ListFlag kListFlags[] = {
     {.name = "python_path"},
     {.name = "allow_module",
      .without_it = "without it every module on the Python path may run"},
+    {.name = "preload_module"},
 };
 
 }  // namespace
@@ -479,6 +493,7 @@ int main(int argc, char** argv) {
   }
   absl::SetFlag(&FLAGS_python_path, split->lists["python_path"]);
   absl::SetFlag(&FLAGS_allow_module, split->lists["allow_module"]);
+  absl::SetFlag(&FLAGS_preload_module, split->lists["preload_module"]);
   // CouchDB closing its end must end the adapter with an error, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
   // gRPC locks absl mutexes on every message; Debian's abseil checks each lock for deadlock

@@ -201,6 +201,9 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
   for (const std::string& prefix : options.allowed_modules) {
     argv.push_back(absl::StrCat("--allow-module=", prefix));
   }
+  for (const std::string& module : options.preload_modules) {
+    argv.push_back(absl::StrCat("--preload-module=", module));
+  }
   if (options.workers > 0) argv.push_back(absl::StrCat("--workers=", options.workers));
   // Marks the server as the adapters' own, replaceable when their settings change. A short
   // drain: a replacing adapter waits for it, and stream sessions reconnect and replay anyway.
@@ -245,7 +248,7 @@ bool WaitForExit(pid_t pid, absl::Time deadline) {
 
 std::string LaunchSettings(const LaunchOptions& options) {
   return session::LaunchSettingsText(options.python_paths, options.allowed_modules,
-                                     options.workers);
+                                     options.workers, options.preload_modules);
 }
 
 absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,

@@ -24,6 +24,7 @@ struct LaunchOptions {
   // Passed on to the service the adapter starts.
   std::vector<std::string> python_paths;
   std::vector<std::string> allowed_modules;
+  std::vector<std::string> preload_modules;
   int workers = 0;  // 0: the service's default
 };
 

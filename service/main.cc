@@ -168,6 +168,7 @@ int Run(int argc, char** argv) {
   cnp::pool::PoolOptions pool_options;
   pool_options.workers = config->workers;
   pool_options.max_queue = config->max_queue;
+  pool_options.startup_timeout = config->worker_start_timeout;
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
   pool_options.max_resident_bytes = config->worker_memory_mb << 20;
   // No task's reply is read past what a call may carry (a worker stops building it there).

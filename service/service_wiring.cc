@@ -70,6 +70,7 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
   options.command = {config.worker_binary, config.WorkerArgs()};
   options.max_sessions = config.max_sessions;
   options.spare_workers = config.spare_session_workers;
+  options.startup_timeout = config.worker_start_timeout;
   // A start is mostly a CPU's work (Python starting and importing): more at once than cores
   // only slows each of them.
   options.max_parallel_starts = std::clamp<int>(std::thread::hardware_concurrency(), 2, 8);
@@ -87,7 +88,8 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
   options.max_answer_bytes = config.max_call_bytes;
   options.access_log = config.access_log;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
-                                                     config.requested_workers);
+                                                     config.requested_workers,
+                                                     config.preload_module);
   return options;
 }
 

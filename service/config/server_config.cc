@@ -37,6 +37,7 @@
 #include "common/default_target.h"
 #include "common/flag_help.h"
 #include "common/list_flags.h"
+#include "common/module_name.h"
 #include "common/process_limits.h"
 #include "common/secret_file.h"
 #include "common/system_user.h"
@@ -76,6 +77,15 @@ ABSL_FLAG(std::vector<std::string>, allow_module, {},
           "any module found in --python-path or PYTHONPATH is allowed (not in a site-packages "
           "or dist-packages directory), never the standard library or pip, setuptools and "
           "other installers");
+ABSL_FLAG(std::vector<std::string>, preload_module, {},
+          "module each worker imports when it starts, before it serves anything (e.g. "
+          "myviews.towns); repeatable. For a module whose import takes longer than CouchDB's "
+          "os_process_timeout, which a first call would run into (the worker is then killed "
+          "mid-import, and the next one starts over). A module that fails to import is logged "
+          "and imported when first called");
+ABSL_FLAG(absl::Duration, worker_start_timeout, absl::Seconds(30),
+          "longest a worker may take to start, its --preload-module imports included; one "
+          "that takes longer is killed and started again after a backoff");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(60),
           "longest a call may take, counted from its arrival, its wait for a free worker "
           "included (a call whose time passes while it waits never runs); a call still "
@@ -205,6 +215,7 @@ const ListFlag kListFlags[] = {
     {.name = "listen"},
     {.name = "python_path"},
     {.name = "allow_module", .without_it = "without it every module on the Python path may run"},
+    {.name = "preload_module"},
     {.name = "couchdb_allow"},
     {.name = "allow_uid"},
     {.name = "config", .comma_separated = false, .example = "/etc/cnp/cnp-server.yaml"},
@@ -717,6 +728,21 @@ absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
 // Each unix --listen path P also gets the direct-session socket P.direct, 7 bytes longer: a P
 // that fits a unix socket address while P.direct does not once made the server crash after it
 // had started listening. Both are refused before anything is bound.
+// A misspelt --preload-module is refused at start, rather than logged by every worker that
+// starts.
+absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) {
+  for (size_t i = 0; i < c.preload_module.size(); ++i) {
+    const std::string& module = c.preload_module[i];
+    if (LooksLikeModuleName(module)) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        sources.FromFile("preload_module")
+            ? absl::StrCat(Subject(sources, "preload_module", static_cast<int>(i)), " ", module)
+            : absl::StrCat("--preload-module=", module),
+        ": ", kNotAModuleName));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources) {
   constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
   for (size_t i = 0; i < c.listen.size(); ++i) {
@@ -842,6 +868,7 @@ std::vector<std::string> ServerConfig::WorkerArgs() const {
   for (const std::string& p : python_path) args.push_back(absl::StrCat("--python-path=", p));
   if (!virtualenv.empty()) args.push_back(absl::StrCat("--virtualenv=", virtualenv));
   for (const std::string& m : allow_module) args.push_back(absl::StrCat("--allow-module=", m));
+  for (const std::string& m : preload_module) args.push_back(absl::StrCat("--preload-module=", m));
   if (worker_memory_mb > 0) args.push_back(absl::StrCat("--memory-limit-mb=", worker_memory_mb));
   // A worker in a direct session writes its functions' log() lines to the server's log itself.
   if (log_format != "text") args.push_back(absl::StrCat("--log-format=", log_format));
@@ -864,6 +891,7 @@ void ReadCounts(ServerConfig& c) {
   c.first_call_timeout = absl::GetFlag(FLAGS_first_call_timeout);
   c.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
   c.call_timeout = absl::GetFlag(FLAGS_call_timeout);
+  c.worker_start_timeout = absl::GetFlag(FLAGS_worker_start_timeout);
   c.max_docs_per_call = absl::GetFlag(FLAGS_max_docs_per_call);
   c.max_call_bytes = absl::GetFlag(FLAGS_max_call_bytes);
   c.max_grpc_memory = absl::GetFlag(FLAGS_max_grpc_memory);
@@ -914,6 +942,14 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
                       absl::FormatDuration(c.call_timeout));
   }
   if (absl::Status s = CheckNotOverlong(sources, "call_timeout", c.call_timeout); !s.ok()) {
+    return s;
+  }
+  if (c.worker_start_timeout <= absl::ZeroDuration()) {
+    return OutOfRange(sources, "worker_start_timeout", "longer than 0s",
+                      absl::FormatDuration(c.worker_start_timeout));
+  }
+  if (absl::Status s = CheckNotOverlong(sources, "worker_start_timeout", c.worker_start_timeout);
+      !s.ok()) {
     return s;
   }
   // In MiB; the pool counts bytes in an int64_t.
@@ -995,6 +1031,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   if (c.listen.empty()) c.listen.push_back(cnp::DefaultTarget());
   c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
   c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
+  c.preload_module = repeated.count("preload_module") ? repeated["preload_module"] : absl::GetFlag(FLAGS_preload_module);
+  if (absl::Status s = CheckPreloadModules(c, sources); !s.ok()) return s;
   ReadCounts(c);
   if (absl::Status s = CheckRanges(sources, c); !s.ok()) return s;
   // Room for a few of the largest calls at once, each received while another is answered.

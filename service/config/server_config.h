@@ -21,7 +21,9 @@ struct ServerConfig {
   std::vector<std::string> python_path;
   std::string virtualenv;
   std::vector<std::string> allow_module;
+  std::vector<std::string> preload_module;  // imported by each worker as it starts
   absl::Duration call_timeout;
+  absl::Duration worker_start_timeout;  // a worker's start, its preloads included
   absl::Duration shutdown_grace;
   absl::Duration drain_delay;  // NOT_SERVING on health, still serving, before the shutdown
   // Connections (service/rpc/connection_acceptor.h).

@@ -24,6 +24,7 @@
 #include "asio/use_awaitable.hpp"
 #include "asio/write.hpp"
 #include "service/common/framing.h"
+#include "service/common/function_log.h"
 
 namespace cnp::pool {
 namespace {
@@ -405,7 +406,11 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFac
     status = absl::InternalError(
         absl::StrCat("its first answer was unexpected: ", reply->ShortDebugString()));
   }
-  if (status.ok()) co_return std::move(worker);
+  if (status.ok()) {
+    // The tracebacks of --preload-module imports that raised come with the answer.
+    LogFunctionLines(std::get<0>(answer)->function_logs());
+    co_return std::move(worker);
+  }
   worker->Kill();
   co_await worker->Ended();
   co_return status;

@@ -24,7 +24,8 @@ std::string CanonicalSettingsPath(std::string_view path) {
 }
 
 std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
-                               const std::vector<std::string>& allowed_modules, int workers) {
+                               const std::vector<std::string>& allowed_modules, int workers,
+                               const std::vector<std::string>& preload_modules) {
   // Paths in their order (the first holding a module is the one imported), each once.
   std::vector<std::string> paths;
   absl::flat_hash_set<std::string> seen;
@@ -36,9 +37,17 @@ std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
   std::vector<std::string> modules = allowed_modules;
   std::sort(modules.begin(), modules.end());
   modules.erase(std::unique(modules.begin(), modules.end()), modules.end());
-  return absl::StrCat("python-path=", absl::StrJoin(paths, ","),
-                      " allow-module=", absl::StrJoin(modules, ","),
-                      " workers=", workers > 0 ? absl::StrCat(workers) : "default");
+  std::string text = absl::StrCat("python-path=", absl::StrJoin(paths, ","),
+                                  " allow-module=", absl::StrJoin(modules, ","),
+                                  " workers=", workers > 0 ? absl::StrCat(workers) : "default");
+  std::vector<std::string> preloads;
+  for (const std::string& module : preload_modules) {
+    if (std::find(preloads.begin(), preloads.end(), module) == preloads.end()) {
+      preloads.push_back(module);
+    }
+  }
+  if (!preloads.empty()) absl::StrAppend(&text, " preload-module=", absl::StrJoin(preloads, ","));
+  return text;
 }
 
 }  // namespace cnp::session

@@ -133,6 +133,25 @@ absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name) {
   return result;
 }
 
+absl::StatusOr<FunctionName> ParseModuleName(absl::string_view module) {
+  if (module.size() > kMaxFunctionNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("module name too long: ", module.size(),
+                                                   " bytes, at most ", kMaxFunctionNameBytes));
+  }
+  for (absl::string_view part : absl::StrSplit(module, '.')) {
+    if (!IsIdentifier(part)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", NameForMessage(module), "' is not a module name: ",
+          part.empty() ? "a dotted part is empty"
+                       : absl::StrCat("'", NameForMessage(part), "' is not a Python identifier")));
+    }
+  }
+  FunctionName result;
+  result.path = std::string(module);
+  result.module = std::string(module);
+  return result;
+}
+
 std::string VersionMismatchMessage(std::optional<int64_t> loaded, std::optional<int64_t> expected) {
   return absl::StrCat("ValueError: Loaded version ", Repr(loaded),
                       " did not match expected version ", Repr(expected));

@@ -30,6 +30,12 @@ struct FunctionName {
 // with non-ASCII letters (Python decides what an identifier is).
 absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name);
 
+// A module to import ahead of any call ("myviews.towns", cnp-server's --preload-module), as a
+// FunctionName whose path and module are it and whose attribute is empty, for the module
+// policy's checks. Each dotted part a Python identifier, no "|version", at most
+// kMaxFunctionNameBytes, no control characters; else INVALID_ARGUMENT saying which.
+absl::StatusOr<FunctionName> ParseModuleName(absl::string_view module);
+
 // The dotted parts of `path` that are dunder names ("__setattr__", "__main__"); they reach the
 // machinery of modules rather than the operator's functions.
 std::vector<std::string> DunderParts(absl::string_view path);

@@ -85,6 +85,19 @@ absl::StatusOr<LoadedFunction> FunctionRegistry::ImportUncached(const FunctionNa
   return loaded;
 }
 
+absl::Status FunctionRegistry::Preload(absl::string_view module) {
+  absl::StatusOr<FunctionName> name = ParseModuleName(module);
+  if (!name.ok()) return name.status();
+  absl::Status checked = policy_.CheckBeforeImport(*name);
+  if (checked.ok()) {
+    PyRef imported = PyRef::Steal(PyImport_ImportModule(name->module.c_str()));
+    LeaveIfForkedChild();
+    if (!imported) checked = WithoutFilesRead(ImportFailed(*name));
+  }
+  stamps_.RecordNewModules();  // what imported, so that a later change of its files is seen
+  return checked;
+}
+
 const LoadedFunction* FunctionRegistry::Store(const FunctionName& name, LoadedFunction loaded) {
   auto stored = std::make_unique<LoadedFunction>(std::move(loaded));
   return by_path_.insert_or_assign(name.path, std::move(stored)).first->second.get();

@@ -63,6 +63,13 @@ class FunctionRegistry {
   // imported anew if its files changed, so the answer is the code on disk.
   absl::StatusOr<const LoadedFunction*> Resolve(const FunctionName& name);
 
+  // Imports `module` now, with the checks a function of it gets before its import (the name,
+  // --allow-module, where it would load from): the worker's start does this for cnp-server's
+  // --preload-module, so that a module whose import outlasts CouchDB's timeout is imported
+  // where no timeout ends it. A later import of it, or of its package's changed files, is the
+  // one Load and Resolve do. INVALID_ARGUMENT, PERMISSION_DENIED or NOT_FOUND as Load's.
+  absl::Status Preload(absl::string_view module);
+
   // What finds the closest existing name to one that was not found (name_suggestion.h), for the
   // errors of one resolve task. Never on the hot path: it lists modules.
   NameSuggester Suggester() const { return NameSuggester(policy_); }

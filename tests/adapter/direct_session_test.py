@@ -137,13 +137,17 @@ def session_worker_pid(server, adapter_pid):
 
 
 class SessionTestCase(harness.ServerTestCase):
-    """A server that also serves session_fns from a directory of its own."""
+    """A server that also serves session_fns, and a class's `modules` (name: source), from a
+    directory of its own, written before the server starts."""
+
+    modules = {}
 
     @classmethod
     def setUpClass(cls):
         cls.functions_dir = tempfile.TemporaryDirectory(prefix="cnp-session-fns-")
-        with open(os.path.join(cls.functions_dir.name, "session_fns.py"), "w") as module:
-            module.write(SESSION_FNS)
+        for name, source in dict(cls.modules, session_fns=SESSION_FNS).items():
+            with open(os.path.join(cls.functions_dir.name, name + ".py"), "w") as module:
+                module.write(source)
         cls.server_extra = (f"--python-path={cls.functions_dir.name}",
                             "--allow-module=session_fns,bump_fns") + tuple(cls.server_extra)
         super().setUpClass()
@@ -236,6 +240,52 @@ class BothPathsTest(SessionTestCase):
 
 
 harness.through_each_path(BothPathsTest, globals())
+
+
+# Modules whose import outlasts a CouchDB timeout of 1 s (the session's watchdog ends a command
+# half a second in): one preloaded by the server's workers, one not.
+SLOW_IMPORT_FNS = '''
+import time
+
+time.sleep(1.5)  # a large model or table read at import
+
+
+def town(doc):
+    yield doc["town"], doc["n"]
+'''
+
+
+class PreloadTest(SessionTestCase):
+    """--preload-module: a module whose import takes longer than CouchDB's timeout. Imported
+    under the first command, the worker was killed mid-import each time CouchDB asked, and the
+    next worker started over: the view could never be built. Preloaded, the workers import it
+    as they start, where no CouchDB timeout runs."""
+
+    socket_prefix = "cnp-preload-"
+    server_extra = ("--allow-module=slow_preloaded,slow_not_preloaded",
+                    "--preload-module=slow_preloaded")
+
+    modules = {"slow_preloaded": SLOW_IMPORT_FNS, "slow_not_preloaded": SLOW_IMPORT_FNS}
+
+    def map_with_a_short_timeout(self, function):
+        qs = self.adapter()
+        self.assertIs(qs.reply(["reset", {"timeout": 1000}]), True, qs.diagnostics())
+        replies = [qs.reply(["add_fun", function], timeout=20)]
+        if replies[0] is True:
+            replies.append(qs.reply(["map_doc", DOC], timeout=20))
+        qs.close()
+        return replies
+
+    def test_a_preloaded_slow_module_serves_within_couchdbs_timeout(self):
+        self.assertEqual(self.map_with_a_short_timeout("slow_preloaded.town"),
+                         [True, [[["Oslo", 1]]]])
+
+    def test_without_preloading_the_same_module_times_out(self):
+        last = self.map_with_a_short_timeout("slow_not_preloaded.town")[-1]
+        self.assertEqual(last[:2], ["error", "timeout"], last)
+
+
+harness.through_each_path(PreloadTest, globals())
 
 
 class ServerLineCapTest(SessionTestCase):
@@ -666,7 +716,7 @@ class SettingsTest(unittest.TestCase):
                 qs = harness.Adapter(harness.ServerTestCase.binaries,
                                      [f"--python-path={other}", f"--python-path={functions}",
                                       "--allow-module", "nothing_here", "-allow-module=fixture_fns",
-                                      "--workers=1"], env=env)
+                                      "--preload-module=fixture_fns", "--workers=1"], env=env)
                 self.assertIs(qs.reply(RESET, timeout=60), True, qs.diagnostics())
                 # Only with both the second directory and the second module: the function runs.
                 self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True, qs.diagnostics())
@@ -676,6 +726,10 @@ class SettingsTest(unittest.TestCase):
                 with open(f"/proc/{server}/cmdline", "rb") as cmdline:
                     args = cmdline.read().split(b"\0")
                 self.assertIn(f"--python-path={other}".encode(), b" ".join(args))
+                # --preload-module is passed on too, and the server's workers preload it.
+                self.assertIn(b"--preload-module=fixture_fns", args)
+                with open(os.path.join(tmp, "run", "cnp-server.log"), encoding="utf-8") as log:
+                    self.assertIn("preloaded module fixture_fns in ", log.read())
             finally:
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)

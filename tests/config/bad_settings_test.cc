@@ -238,6 +238,33 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
   EXPECT_THAT(allow.err, HasSubstr("without it every module on the Python path may run"));
 }
 
+// A misspelt --preload-module is refused where it is written, by the server and by the adapter
+// (which would otherwise replace a working server with one that cannot start), rather than
+// logged by every worker that starts.
+TEST(PreloadModuleTest, ANameThatIsNoModuleIsRefusedAtStart) {
+  const std::string dir = ShortTempDir();
+  for (const char* name : {"my-views", "myviews.", "a..b", "1views", "views|2"}) {
+    auto server = Launch(dir, {"--workers=1", absl::StrCat("--preload-module=", name)});
+    ExpectRefused(*server, absl::StrCat("--preload-module=", name, ": not a module name"));
+    ProcessResult adapter = RunWithInput(
+        {Runfile("adapter/cnp-adapter"), absl::StrCat("--preload-module=", name)}, "");
+    EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
+    EXPECT_THAT(adapter.err, HasSubstr(absl::StrCat("--preload-module=", name,
+                                                    ": not a module name")));
+  }
+  WriteFile(dir + "/cnp.yaml", "preload-module:\n  - myviews\n  - my views\n", 0644);
+  auto from_file = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
+  ExpectRefused(*from_file, dir + "/cnp.yaml:3:5: preload-module: my views: not a module name");
+  // Letters outside ASCII are Python's to judge, in the worker: not refused here.
+  auto accented = Launch(dir, {"--workers=1", "--preload-module=vues_été"});
+  EXPECT_TRUE(accented->ready()) << accented->Log();
+}
+
+TEST(PreloadModuleTest, AWorkerStartTimeoutOfZeroIsRefused) {
+  auto server = Launch(ShortTempDir(), {"--worker-start-timeout=0s"});
+  ExpectRefused(*server, "--worker-start-timeout must be longer than 0s; got 0");
+}
+
 // 4. Config keys reached absl's own flags: `flagfile: /etc/passwd` was accepted and every line
 // of that file printed as an error. Only cnp-server's settings may be set from the file.
 TEST(ConfigFileTest, AbslFlagsAreUnknownSettings) {

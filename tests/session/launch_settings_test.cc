@@ -38,6 +38,17 @@ TEST(LaunchSettingsTest, PythonPathOrderStillCounts) {
             "python-path=/a,/b allow-module= workers=default");
 }
 
+TEST(LaunchSettingsTest, PreloadedModulesKeepTheirOrderAndAreGivenOnce) {
+  // A server that preloads nothing has the line it had before preloading existed.
+  EXPECT_EQ(LaunchSettingsText({"/x/py"}, {"a"}, 0, {}),
+            "python-path=/x/py allow-module=a workers=default");
+  EXPECT_EQ(LaunchSettingsText({"/x/py"}, {"a"}, 0, {"a.slow", "a.big", "a.slow"}),
+            "python-path=/x/py allow-module=a workers=default preload-module=a.slow,a.big");
+  // Imports run in their order: another order is another configuration.
+  EXPECT_NE(LaunchSettingsText({"/x/py"}, {"a"}, 0, {"a.slow", "a.big"}),
+            LaunchSettingsText({"/x/py"}, {"a"}, 0, {"a.big", "a.slow"}));
+}
+
 TEST(LaunchSettingsTest, DifferentSettingsStayDifferent) {
   EXPECT_NE(LaunchSettingsText({"/x/py"}, {"a"}, 0), LaunchSettingsText({"/x/py2"}, {"a"}, 0));
   EXPECT_NE(LaunchSettingsText({"/x/py"}, {"a"}, 0), LaunchSettingsText({"/x/py"}, {"a", "b"}, 0));
