@@ -780,8 +780,8 @@ void AsyncWorkerPool::FinishCall(Slot* slot, ReplacementAsked asked, int64_t cal
 void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {
   slot->wanted = nullptr;
   slot->asked_back = false;
-  if (!slot->ended_while_held.empty()) {
-    ReplaceEnded(slot, slot->ended_while_held, "while a caller held it");
+  if (slot->ended_while_held.has_value()) {
+    ReplaceEnded(slot, *slot->ended_while_held, "while a caller held it");
     return;
   }
   if (shutting_down_) {
@@ -810,7 +810,7 @@ void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {
 void AsyncWorkerPool::Retire(Slot* slot, absl::Duration restart_delay, std::string why) {
   slot->wanted = nullptr;
   slot->asked_back = false;
-  slot->ended_while_held.clear();
+  slot->ended_while_held.reset();
   slot->over_memory_cap = false;
   if (slot->worker != nullptr) {
     asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
@@ -974,8 +974,8 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
 }
 
 asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker) {
-  const std::string how = co_await worker->Ended();
-  if (how.empty() || slot->worker != worker) co_return;  // retired on purpose
+  const std::optional<std::string> how = co_await worker->Ended();
+  if (!how.has_value() || slot->worker != worker) co_return;  // retired on purpose
   if (slot->state == State::kBusy) {
     // Mid-exchange its caller sees that and replaces it; a worker a session keeps between
     // lines may end with no exchange to see it: it is replaced when it comes back (MakeIdle).
@@ -984,7 +984,7 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   }
   if (slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-  ReplaceEnded(slot, how, "while idle");
+  ReplaceEnded(slot, *how, "while idle");
 }
 
 void AsyncWorkerPool::ReplaceEnded(Slot* slot, std::string how, absl::string_view when) {

@@ -115,7 +115,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     bool asked_back = false;
     // Set while a caller holds the worker: it ended meanwhile (how, from WatchForEnd), or the
     // memory watch found it over the cap. Either way it is replaced when it comes back.
-    std::string ended_while_held;
+    std::optional<std::string> ended_while_held;
     bool over_memory_cap = false;
   };
   struct Batch;

@@ -349,12 +349,12 @@ bool ProcessWorker::TryReap() {
   }
 }
 
-asio::awaitable<std::string> ProcessWorker::Ended() {
+asio::awaitable<std::optional<std::string>> ProcessWorker::Ended() {
   while (!reaped_ && !TryReap()) {
     asio::error_code ec;
     co_await pidfd_.async_wait(asio::posix::stream_descriptor::wait_read,
                                asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return "";
+    if (ec) co_return std::nullopt;
   }
   co_return how_ended_;
 }

@@ -42,7 +42,7 @@ class ProcessWorker final : public Worker {
   QuickExchange TryQuickExchange(const Task& task, absl::Duration wait) override;
   asio::awaitable<absl::StatusOr<Reply>> FinishExchange() override { return Continue(); }
   void Kill() override;
-  asio::awaitable<std::string> Ended() override;
+  asio::awaitable<std::optional<std::string>> Ended() override;
   pid_t pid() const override { return pid_; }
   int64_t ResidentBytes() const override;
 

@@ -21,12 +21,12 @@ asio::awaitable<absl::StatusOr<Reply>> Worker::FinishExchange() {
 asio::awaitable<std::string> HowItEnded(Worker& worker, absl::Duration grace) {
   using asio::experimental::awaitable_operators::operator||;
   asio::steady_timer timer(co_await asio::this_coro::executor, absl::ToChronoNanoseconds(grace));
-  std::variant<std::string, std::monostate> ended =
+  std::variant<std::optional<std::string>, std::monostate> ended =
       co_await (worker.Ended() || timer.async_wait(asio::use_awaitable));
-  if (ended.index() == 0 && !std::get<0>(ended).empty()) co_return std::get<0>(ended);
+  if (ended.index() == 0 && std::get<0>(ended).has_value()) co_return *std::get<0>(ended);
   worker.Kill();
-  const std::string how = co_await worker.Ended();
-  co_return absl::StrCat(how, " after it stopped answering");
+  const std::optional<std::string> how = co_await worker.Ended();
+  co_return absl::StrCat(how.value_or("ended"), " after it stopped answering");
 }
 
 }  // namespace cnp::pool

@@ -2,13 +2,15 @@
 // and can be killed. The real one is a cnp-worker process (process_worker.h); tests use fakes
 // that answer from a script, so the pool's policies are tested without processes.
 //
-// Everything here is awaited on the pool's executor and touched only from it.
+// Everything here is awaited on the pool's executor and touched only from it, but for a kept
+// worker's TryQuickExchange, which its holder runs on its own thread (see there).
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -76,8 +78,9 @@ class Worker {
   virtual void Kill() = 0;
 
   // Completes once the worker has ended (the process was reaped), saying how: "exited with
-  // status 1", "killed by signal 11 (Segmentation fault)". Cancellable; then it returns "".
-  virtual asio::awaitable<std::string> Ended() = 0;
+  // status 1", "killed by signal 11 (Segmentation fault)". Cancellable: nullopt when the wait
+  // was cancelled before the end.
+  virtual asio::awaitable<std::optional<std::string>> Ended() = 0;
 
   virtual pid_t pid() const = 0;
   // Resident memory in bytes, or 0 when unknown.

@@ -731,7 +731,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
                ") went away; killing its worker (pid ", process.pid(), ")");
     process.Kill();
-    LogInfo("direct session ", id, ": its worker ", co_await process.Ended());
+    const std::optional<std::string> how = co_await process.Ended();
+    LogInfo("direct session ", id, ": its worker ", how.value_or("was left to end"));
     metrics::WorkerExited("cancel", "session");
     pool_.Return(std::move(worker), /*reusable=*/false);
     co_return;

@@ -154,11 +154,11 @@ asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
   }
   Kick();
   // Awaited apart from the log line: GCC mishandles a co_await among temporaries.
-  const std::string how = co_await dead.process->Ended();
+  const std::optional<std::string> how = co_await dead.process->Ended();
   const std::string when =
       wait > absl::ZeroDuration() ? absl::StrCat(" in ", absl::FormatDuration(wait)) : "";
-  LogWarning("spare session worker ", id, " (pid ", dead.process->pid(), ") ", how,
-             " while it waited; starting another", when);
+  LogWarning("spare session worker ", id, " (pid ", dead.process->pid(), ") ",
+             how.value_or("ended"), " while it waited; starting another", when);
 }
 
 asio::awaitable<void> SessionWorkerPool::KeepSpares() {

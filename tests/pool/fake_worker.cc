@@ -111,11 +111,11 @@ void FakeWorker::Kill() {
   End("killed by signal 9 (Killed)");
 }
 
-asio::awaitable<std::string> FakeWorker::Ended() {
+asio::awaitable<std::optional<std::string>> FakeWorker::Ended() {
   if (!ended()) {
     asio::error_code ec;
     co_await ended_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (!ended()) co_return "";  // cancelled
+    if (!ended()) co_return std::nullopt;  // cancelled
   }
   world_.reaped.insert(pid_);
   co_return how_ended_;
