@@ -396,6 +396,7 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database, bool full_p
       status = WriteDesignDoc(database, *entries.front());
     }
     if (status.ok()) continue;
+    if (absl::IsNotFound(status) && DatabaseIsGone(database)) return GoneDuringPass(database);
     EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
     if (first_error.ok()) first_error = status;
     if (AffectsEverything(status)) return status;
@@ -411,6 +412,7 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database, bool full_p
     handled.insert(name);
     absl::Status status = RemoveDesignDoc(database, *entry, "is removed");
     if (status.ok()) continue;
+    if (absl::IsNotFound(status) && DatabaseIsGone(database)) return GoneDuringPass(database);
     EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
     if (first_error.ok()) first_error = status;
     if (AffectsEverything(status)) return status;
@@ -423,6 +425,22 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database, bool full_p
     if (first_error.ok()) first_error = status;
   }
   return first_error;
+}
+
+bool RegistrySync::DatabaseIsGone(const std::string& database) {
+  absl::StatusOr<::cnp::couchdb::HttpResponse> got =
+      couch_.Get(::cnp::couchdb::DatabasePath(database));
+  return got.ok() && got->status == 404;
+}
+
+absl::Status RegistrySync::GoneDuringPass(const std::string& database) {
+  // Tenants' databases come and go: one deleted while its design documents were being written
+  // needs none, and is no failure of the pass (a cron --once would raise an alarm for it).
+  EmitProblem(v1::UploadProblem::WARNING,
+              absl::NotFoundError(absl::StrCat(database, " was deleted while cnp sync wrote its "
+                                               "design documents; nothing left to do there")),
+              database, "");
+  return absl::OkStatus();
 }
 
 std::set<std::string> RegistrySync::RegisteredNames() const {
@@ -551,6 +569,26 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
 
 absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
                                           const RegisteredDesignDoc& entry) {
+  // Another cnp sync (a cron --once beside a follower, another host) may announce its write of
+  // the same document between this one's reading of the record and its announcement: that is a
+  // conflict on the record, after which both are read again, as a conflict on the design
+  // document is, rather than the database failing.
+  for (int conflicts = 0;; ++conflicts) {
+    bool record_changed = false;
+    absl::Status written = WriteDesignDocOnce(database, entry, record_changed);
+    if (!record_changed || conflicts >= options_.max_conflict_retries) return written;
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::AbortedError(absl::StrCat(
+                    "_local/cnp-sync:", entry.name, " in ", database,
+                    " changed concurrently (another cnp sync?); reading it and _design/",
+                    entry.name, " again")),
+                database, absl::StrCat("_design/", entry.name));
+  }
+}
+
+absl::Status RegistrySync::WriteDesignDocOnce(const std::string& database,
+                                              const RegisteredDesignDoc& entry,
+                                              bool& record_changed) {
   const std::string id = absl::StrCat("_design/", entry.name);
   const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
   // Ownership: a design document cnp sync created is its own, and stays so while cnp sync is
@@ -628,6 +666,7 @@ absl::Status RegistrySync::WriteDesignDoc(const std::string& database,
           record.writing->CopyFrom(plan.document, record.writing->GetAllocator());
           if (absl::Status announcing = WriteOwnershipRecord(couch_, database, entry.name, record);
               !announcing.ok()) {
+            record_changed = absl::IsAborted(announcing);
             return absl::Status(announcing.code(),
                                 absl::StrCat(announcing.message(), "; ", id, " left unwritten "
                                              "so that it does not become a copy cnp sync cannot "

@@ -136,7 +136,16 @@ class RegistrySync {
   absl::Status CheckDue();
   // The earliest time in retry_ and recheck_at_; InfiniteFuture when they are empty.
   absl::Time NextDue() const;
+  // Whether CouchDB now answers 404 for `database` itself: a write's NOT_FOUND was the
+  // database going away, not a document missing.
+  bool DatabaseIsGone(const std::string& database);
+  // A warning that `database` was deleted during the pass; OK.
+  absl::Status GoneDuringPass(const std::string& database);
   absl::Status WriteDesignDoc(const std::string& database, const RegisteredDesignDoc& entry);
+  // One reading of the record and the design document, and the writes they call for;
+  // `record_changed` is set when the announcement conflicted on the record (HTTP 409).
+  absl::Status WriteDesignDocOnce(const std::string& database, const RegisteredDesignDoc& entry,
+                                  bool& record_changed);
   // Takes out `entry`'s design document if cnp sync from this registry put it there and
   // nobody changed it since; `why_it_goes` for the warning otherwise ("is removed").
   absl::Status RemoveDesignDoc(const std::string& database, const RegisteredDesignDoc& entry,

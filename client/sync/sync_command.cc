@@ -86,7 +86,8 @@ design document out of the databases it no longer targets, where cnp sync put it
 changed it since, as a removal does (cnp upload --register REGISTRY_DB --remove).
 
 Exit status: 0 when every design document that targets an existing database is in place
-(warnings do not change it, an entry that matches no database among them), or when following
+(warnings do not change it: an entry that matches no database, a database deleted during
+the pass, a record another cnp sync changed meanwhile and that was read again), or when following
 was stopped by SIGINT or SIGTERM; 1 on any error; 2 on a usage error; 130 (SIGINT) or 143
 (SIGTERM) when such a signal stopped --once or --dry-run before its pass was over.
 )";

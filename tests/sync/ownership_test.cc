@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -297,6 +298,68 @@ TEST(OwnershipTest, AnAnnouncementThatFailsLeavesTheDesignDocumentUnwritten) {
   EXPECT_FALSE(record->HasMember("writing"));
   EXPECT_EQ(couchdb::StringMember(*record, "design_rev"),
             couchdb::StringMember(*couch.Stored(kDesign), "_rev"));
+}
+
+// Two cnp sync runs at once (a cron --once beside a follower, two hosts): both read no record
+// and no design document, and the other one announces, writes and settles first. This run's
+// announcement then conflicts on the record; it reads the record and the design document again
+// and finds the work done, rather than failing the database (a review: three overlapping
+// --once passes over 304 databases exited 1 with 127-148 such errors).
+TEST(OwnershipTest, ARecordChangedByAnotherSyncMeanwhileIsReadAgainNotAnError) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  ASSERT_TRUE(SyncOnce(couch).status.ok());  // the other run, done
+  std::optional<rapidjson::Document> design_before = couch.Stored(kDesign);
+  ASSERT_TRUE(design_before.has_value());
+  // This run read both before the other one wrote them.
+  couch.SetFault([unread = std::set<std::string>{kDesign, kRecord}](
+                     const HttpRequest& r) mutable -> std::optional<ScriptedResponse> {
+    if (r.method == "GET" && unread.erase(r.target.substr(0, r.target.find('?'))) == 1) {
+      return ScriptedResponse{404, R"({"error": "not_found", "reason": "missing"})"};
+    }
+    return std::nullopt;
+  });
+  Pass pass = SyncOnce(couch);
+  ASSERT_TRUE(pass.status.ok()) << pass.status;
+  EXPECT_THAT(pass.outcomes, ElementsAre("UNCHANGED"));
+  EXPECT_THAT(pass.problems, ElementsAre(HasSubstr("changed concurrently")));
+  // Nothing was written over the other run's work.
+  EXPECT_EQ(couchdb::StringMember(*couch.Stored(kDesign), "_rev"),
+            couchdb::StringMember(*design_before, "_rev"));
+  // And the copy is still cnp sync's: a removal takes it out.
+  couch.SetFault(nullptr);
+  couch.SetEntry(/*removed=*/true, 1);
+  Pass removal = SyncOnce(couch);
+  ASSERT_TRUE(removal.status.ok()) << removal.status;
+  EXPECT_THAT(removal.outcomes, ElementsAre("REMOVED"));
+}
+
+// A target database deleted during a pass (tenants come and go) is no failure of the pass: a
+// warning says so, and SyncAll is OK (`cnp sync --once` exits 0). A 404 while the database is
+// still there stays an error.
+TEST(OwnershipTest, ATargetDeletedDuringThePassIsAWarningNotAnError) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  for (const bool deleted : {true, false}) {
+    couch.SetFault([deleted](const HttpRequest& r) -> std::optional<ScriptedResponse> {
+      if (r.method == "PUT" && r.target == kRecord) {
+        return ScriptedResponse{404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+      }
+      if (r.method == "GET" && r.target == "/account%2Fa1" && !deleted) {
+        return ScriptedResponse{200, R"({"db_name": "account/a1"})"};
+      }
+      return std::nullopt;
+    });
+    Pass pass = SyncOnce(couch);
+    if (deleted) {
+      EXPECT_TRUE(pass.status.ok()) << pass.status;
+      EXPECT_THAT(pass.problems, ElementsAre(HasSubstr("account/a1 was deleted while cnp sync "
+                                                       "wrote its design documents")));
+    } else {
+      EXPECT_TRUE(absl::IsNotFound(pass.status)) << pass.status;
+      EXPECT_THAT(pass.problems, ElementsAre(HasSubstr("Database does not exist")));
+    }
+  }
 }
 
 }  // namespace
