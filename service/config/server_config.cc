@@ -323,11 +323,15 @@ absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::
       absl::StrCat(Position(path, mark), ": ", key, ": ", problem));
 }
 
-// Whether `flag` is one of cnp-server's own settings. absl also has flags of its own
-// (--flagfile, --fromenv, --undefok...), which a config file must not reach: `flagfile:
-// /etc/passwd` would read that file as flags.
+// Whether `file` (where a flag is defined, as absl records it) is this file: cnp-server's
+// settings are the flags defined here. absl also has flags of its own (--flagfile, --fromenv,
+// --undefok...), which neither --help nor a config file may reach: `flagfile: /etc/passwd`
+// would read that file as flags. __FILE__ is how absl records it too.
+bool DefinedHere(absl::string_view file) { return file == __FILE__; }
+
+// Whether `flag` is one of cnp-server's own settings (--config itself is none).
 bool IsServerSetting(const absl::CommandLineFlag& flag) {
-  return absl::StrContains(flag.Filename(), "service/config/") && flag.Name() != "config";
+  return DefinedHere(flag.Filename()) && flag.Name() != "config";
 }
 
 // The names of the server's settings, in absl's spelling.
@@ -975,9 +979,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   // absl's --help lists only flags defined in a file named like the program's main; ours are
   // defined here, so --help would say "No flags matched".
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "service/config/");
-  };
+  usage.contains_help_flags = DefinedHere;
   usage.contains_helpshort_flags = usage.contains_help_flags;
   // absl's own --version says only the program's name and how it was built.
   usage.version_string = [] { return absl::StrCat("cnp-server ", kCnpVersion, "\n"); };
@@ -991,8 +993,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "restart. SIGTERM stops gracefully.");
   if (HelpAsked(argc, argv)) {
     const std::string help =
-        FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()),
-                 [](absl::string_view file) { return absl::StrContains(file, "service/config/"); });
+        FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()), DefinedHere);
     std::fputs(help.c_str(), stdout);
     std::exit(0);
   }

@@ -16,11 +16,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/process_limits.h"
 #include "tests/support/files.h"
 #include "tests/support/server_process.h"
+#include "tests/support/spawn.h"
 
 namespace cnp {
 namespace {
@@ -248,6 +251,33 @@ TEST_F(ConfigFileLinesTest, AbslsOwnFlagsAreUnknownFlags) {
     auto server = Launch(argv);
     ExpectRefused(*server,
                   absl::StrCat("unknown flag --", name, " (cnp-server --help lists every flag)"));
+  }
+}
+
+// --help lists the settings, each of which a config file takes as a key, and none of absl's
+// own flags: both follow from where a flag is defined (service/config/server_config.cc), which
+// a moved file must not silently empty.
+TEST_F(ConfigFileLinesTest, HelpListsEverySettingAConfigFileTakesAndNoneOfAbsls) {
+  ::cnp::testing::ProcessResult help =
+      ::cnp::testing::RunWithInput({Runfile("service/cnp-server"), "--help"}, "");
+  ASSERT_EQ(help.exit_code, 0) << help.err;
+  std::vector<std::string> settings;
+  for (absl::string_view line : absl::StrSplit(help.out, '\n')) {
+    if (!absl::ConsumePrefix(&line, "  --")) continue;
+    const std::string name(line.substr(0, line.find_first_of("= ,")));
+    if (name != "help" && name != "version" && name != "config") settings.push_back(name);
+  }
+  EXPECT_GT(settings.size(), 40u) << help.out;
+  for (const char* absl_own : {"flagfile", "fromenv", "tryfromenv", "undefok"}) {
+    EXPECT_THAT(help.out, Not(HasSubstr(absl::StrCat("--", absl_own)))) << absl_own;
+  }
+  for (const std::string& setting : settings) {
+    // A value no setting takes: refused for its value at its line, never as an unknown key.
+    auto server = Launch({"--config=" + Config(absl::StrCat(setting, ": {not: a value}\n"))});
+    ASSERT_FALSE(server->ready()) << setting;
+    EXPECT_EQ(server->ExitCode(), 2) << setting;
+    EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat(file_, ":3:")));
+    EXPECT_THAT(server->Log(), Not(HasSubstr("unknown setting"))) << setting;
   }
 }
 
