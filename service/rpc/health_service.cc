@@ -18,11 +18,12 @@
 #include "service/common/log.h"
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/rpc/request_parsing.h"
+#include "service/rpc/status_mapping.h"
 #include "service/rpc/unary_call.h"
 
 namespace cnp::rpc {
 
-using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 
@@ -65,8 +66,9 @@ class HealthService::WatchCall final : public DrainableStream,
   grpc_asio::GrpcContext& context;
   grpc::ServerContext server_context;
   grpc_asio::CallDone done;
+  grpc::ByteBuffer request_bytes;
   HealthCheckRequest request;
-  grpc::ServerAsyncWriter<HealthCheckResponse> writer{&server_context};
+  grpc::ServerAsyncWriter<grpc::ByteBuffer> writer{&server_context};
   bool draining = false;
 
  private:
@@ -139,11 +141,15 @@ void HealthService::ChangeLocked(bool serving) {
 
 void HealthService::Listen(grpc_asio::GrpcContext& context, ShutdownGate& gate,
                            CallLogScope::PeerOf peer_of) {
-  using Check = UnaryMethod<Health::AsyncService, HealthCheckRequest, HealthCheckResponse>;
-  Check::Listen(context, service_, gate, &Health::AsyncService::RequestCheck, "Health/Check",
-                peer_of,
-                [this](grpc::ServerContext&, HealthCheckRequest& request,
-                       HealthCheckResponse& response) -> asio::awaitable<grpc::Status> {
+  using Check = UnaryMethod<RawHealth, grpc::ByteBuffer, grpc::ByteBuffer>;
+  Check::Listen(context, service_, gate, &RawHealth::RequestCheck, "Health/Check", peer_of,
+                [this](grpc::ServerContext&, grpc::ByteBuffer& bytes,
+                       grpc::ByteBuffer& answer) -> asio::awaitable<grpc::Status> {
+                  HealthCheckRequest request;
+                  if (absl::Status parsed = ParseRequest(bytes, "Health/Check", request, {});
+                      !parsed.ok()) {
+                    co_return ToGrpcStatus(parsed);
+                  }
                   const std::optional<ServingStatus> status = StatusOf(request.service());
                   if (!status.has_value()) {
                     co_return grpc::Status(
@@ -151,8 +157,9 @@ void HealthService::Listen(grpc_asio::GrpcContext& context, ShutdownGate& gate,
                         absl::StrCat("unknown service; this server answers for \"\" (the server) "
                                      "and ", absl::StrJoin(services_, ", ")));
                   }
+                  HealthCheckResponse response;
                   response.set_status(*status);
-                  co_return grpc::Status::OK;
+                  co_return SerializeResponse(response, answer);
                 });
   AwaitNextWatch(context, gate, peer_of);
 }
@@ -174,13 +181,19 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
   // A cancelled call still awaits its done event.
   co_await asio::this_coro::throw_if_cancelled(false);
   grpc_asio::GrpcContext& context = call->context;
-  if (!co_await grpc_asio::RequestCall(context, self->service_,
-                                       &Health::AsyncService::RequestWatch, call->server_context,
-                                       call->request, call->writer)) {
+  if (!co_await grpc_asio::RequestCall(context, self->service_, &RawHealth::RequestWatch,
+                                       call->server_context, call->request_bytes, call->writer)) {
     co_return;  // the server is shutting down
   }
   self->AwaitNextWatch(context, *gate, peer_of);
   CountedCall counted(*gate);
+  if (absl::Status parsed = ParseRequest(call->request_bytes, "Health/Watch", call->request, {});
+      !parsed.ok()) {
+    const grpc::Status refused = ToGrpcStatus(parsed);
+    co_await grpc_asio::Finish(context, call->writer, refused);
+    co_await call->done.Wait();
+    co_return;
+  }
   // gRPC's peer is the connection's address and port: one connection, over TCP.
   const std::string peer = call->server_context.peer();
   if (std::optional<std::string> refusal = self->AdmitWatch(peer); refusal.has_value()) {
@@ -198,6 +211,7 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
   bool alive = true;
   std::optional<ServingStatus> told;
   HealthCheckResponse response;
+  grpc::ByteBuffer response_bytes;
   while (alive && !call->done.done()) {
     // Looked at before every wait, on this thread: a change posted from now on finds the wait.
     const ServingStatus now =
@@ -205,7 +219,10 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
     if (told != now) {
       told = now;
       response.set_status(now);
-      alive = co_await grpc_asio::Write(context, call->writer, response);
+      if (grpc::Status serialized = SerializeResponse(response, response_bytes); !serialized.ok()) {
+        break;
+      }
+      alive = co_await grpc_asio::Write(context, call->writer, response_bytes);
       continue;
     }
     if (!registered || call->draining) break;

@@ -50,6 +50,7 @@ struct Answer {
   grpc::StatusCode code;
   std::string message;
   std::string call_limit;  // the cnp-call-limit trailer, if any
+  std::string last_message;  // the bytes of the last message read, if any
 };
 
 // One call of `method` that sends `request` as its one message, on any kind of method (unary,
@@ -67,6 +68,7 @@ Answer RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string&
   void* tag;
   bool ok;
   auto step = [&] { return cq.Next(&tag, &ok) && ok; };
+  std::string last_message;
   call->StartCall(nullptr);
   if (step()) {
     grpc::Slice slice(request);
@@ -74,9 +76,17 @@ Answer RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string&
     call->WriteLast(bytes, grpc::WriteOptions(), nullptr);
     step();
     grpc::ByteBuffer answer;
-    do {
+    while (true) {
       call->Read(&answer, nullptr);
-    } while (step());
+      if (!step()) break;
+      std::vector<grpc::Slice> slices;
+      last_message.clear();
+      if (answer.Dump(&slices).ok()) {
+        for (const grpc::Slice& part : slices) {
+          last_message.append(reinterpret_cast<const char*>(part.begin()), part.size());
+        }
+      }
+    }
   }
   grpc::Status status;
   call->Finish(&status, nullptr);
@@ -86,7 +96,7 @@ Answer RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string&
   if (auto it = trailers.find("cnp-call-limit"); it != trailers.end()) {
     call_limit = std::string(it->second.data(), it->second.size());
   }
-  return {status.error_code(), status.error_message(), call_limit};
+  return {status.error_code(), status.error_message(), call_limit, last_message};
 }
 
 const std::vector<std::pair<std::string, std::string>> kMethods = {
@@ -227,6 +237,28 @@ TEST_F(RequestParsingTest, UnknownFieldsAreRefusedBeforeParsing) {
                           /*with_token=*/false);
   EXPECT_EQ(nested.code, grpc::StatusCode::INVALID_ARGUMENT) << nested.message;
   EXPECT_THAT(nested.message, HasSubstr("cnp.v1.UploadFile has no field 15"));
+}
+
+// The health service needs no token (balancers use it), so a peer that may call nothing else
+// reached gRPC's own parse of its request: 60 MB of unknown fields in a Check took the server
+// from 23 to 594 MB (and kept 539). Its requests are walked as every other request is.
+TEST_F(RequestParsingTest, HealthRequestsAreCheckedBeforeParsingAndStillAnswered) {
+  std::string unknown;
+  for (int i = 0; i < 100000; ++i) unknown += Field(15, "");
+  for (const char* rpc : {"Check", "Watch"}) {
+    const std::string method = absl::StrCat("/grpc.health.v1.Health/", rpc);
+    Answer refused = RawCall(tcp_, method, unknown, /*with_token=*/false);
+    EXPECT_EQ(refused.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc << ": " << refused.message;
+    EXPECT_THAT(refused.message,
+                AllOf(HasSubstr(absl::StrCat("the Health/", rpc, " request is not a valid "
+                                             "grpc.health.v1.HealthCheckRequest")),
+                      HasSubstr("has no field 15")))
+        << rpc;
+  }
+  // A well-formed Check, without the token, is answered: SERVING (status 1).
+  Answer serving = RawCall(tcp_, "/grpc.health.v1.Health/Check", "", /*with_token=*/false);
+  EXPECT_EQ(serving.code, grpc::StatusCode::OK) << serving.message;
+  EXPECT_EQ(serving.last_message, std::string("\x08\x01", 2));
 }
 
 // An Upload of more than 1,024 files (empty ones: 33 M of them took 1.9 GB to parse) is refused
