@@ -249,7 +249,9 @@ grpc::Status Drain(grpc::ClientReader<v1::UploadEvent>& reader) {
 
 // Asks for `request` (by default an Upload that needs no worker) until it is let in (not
 // RESOURCE_EXHAUSTED: every upload slot held), for up to `patience`, each try with a deadline of
-// `timeout`; its status then.
+// `timeout`; its status then. A slot is given back on the server's side a moment after the
+// client saw its call end, and nothing announces it: each try asks again at once (a refusal is
+// immediate), and only a slot given back lets one in.
 grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
                             const v1::UploadRequest& request = CheckOnly("no-worker", ""),
                             absl::Duration timeout = absl::Seconds(10)) {
@@ -261,7 +263,6 @@ grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
     auto reader = stub.Upload(&context, request);
     status = Drain(*reader);
     if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return status;
-    absl::SleepFor(absl::Milliseconds(100));
   } while (absl::Now() < until);
   return status;
 }
