@@ -18,6 +18,7 @@ import time
 import unittest
 
 import harness
+from cnp_testing import read_log, wait_for_fifo, wait_for_log
 
 RESET = ["reset", {"reduce_limit": True, "timeout": 60000}]
 
@@ -39,39 +40,6 @@ def held(doc):
 def plain(doc):
     yield doc["_id"], len(doc.get("pad", ""))
 '''
-
-
-def wait_for_fifo(path, timeout=30.0):
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        data = b""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in data:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the function did not start")
-            try:
-                chunk = os.read(fd, 64)
-            except BlockingIOError:
-                chunk = None
-            if chunk:
-                data += chunk
-            else:
-                time.sleep(0.01)
-    finally:
-        os.close(fd)
-
-
-def read_log(server):
-    with open(server.log_path, encoding="utf-8", errors="replace") as log:
-        return log.read()
-
-
-def wait_for_log(server, text, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while text not in read_log(server):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r} in the server's log:\n" + read_log(server))
-        time.sleep(0.02)
 
 
 def unread_bytes(pipe):

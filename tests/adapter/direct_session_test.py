@@ -21,6 +21,8 @@ import time
 import unittest
 
 import harness
+from cnp_testing import read_log, wait_for_fifo, wait_for_log as wait_for_log_line
+from session_wire import varint
 
 DOC = {"_id": "d1", "town": "Oslo", "n": 1}
 RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
@@ -79,23 +81,6 @@ def which(doc):
 '''
 
 
-def wait_for_fifo(path, timeout=30.0):
-    """Blocks until a function has opened the FIFO and written its line."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        data = b""
-        while b"\n" not in data:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                raise TimeoutError("the function did not start")
-            chunk = os.read(fd, 64)
-            if not chunk:
-                raise AssertionError("the function closed the FIFO without a word")
-            data += chunk
-    finally:
-        os.close(fd)
-
-
 def wait_for_exit(pid, timeout=30.0):
     """Waits until process `pid` (not a child of ours) has exited; False on timeout."""
     try:
@@ -107,24 +92,6 @@ def wait_for_exit(pid, timeout=30.0):
         return bool(ready)
     finally:
         os.close(pidfd)
-
-
-def read_log(server):
-    with open(server.log_path, encoding="utf-8", errors="replace") as log:
-        return log.read()
-
-
-def wait_for_log_line(server, wanted, timeout=30.0):
-    """The first line of the server's log for which `wanted(line)` holds, polled for until
-    `timeout`: the server logs a session's end on its own, after the adapter has exited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in read_log(server).splitlines():
-            if wanted(line):
-                return line
-        if time.monotonic() > deadline:
-            raise AssertionError("no such line in the server's log:\n" + read_log(server))
-        time.sleep(0.02)
 
 
 def session_worker_pid(server, adapter_pid):
@@ -866,17 +833,6 @@ def read_frame(conn):
         return data
     (length,) = struct.unpack("<I", exactly(4))
     return exactly(length)
-
-
-def varint(value):
-    out = b""
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out += bytes([byte | 0x80])
-        else:
-            return out + bytes([byte])
 
 
 def encode_fields(fields):

@@ -158,10 +158,10 @@ class StoppedReplicaTest(unittest.TestCase):
                 qs.send_line(json.dumps(["map_doc", dict(DOC_PARIS, seconds=1.5,
                                                          started=started)]))
                 # The command runs on the first replica when the stop comes.
-                deadline = time.monotonic() + 15
-                while not os.path.exists(started):
-                    self.assertLess(time.monotonic(), deadline, qs.diagnostics())
-                    time.sleep(0.01)
+                try:
+                    cnp_testing.wait_for_file(started, timeout=15)
+                except AssertionError as error:
+                    self.fail(f"{error}\n{qs.diagnostics()}")
                 os.kill(first.process.pid, signal.SIGTERM)
                 line = qs.read_line(timeout=15)
                 self.assertEqual(json.loads(line), [[["Paris", 2]]], qs.diagnostics())

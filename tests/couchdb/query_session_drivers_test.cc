@@ -20,9 +20,12 @@
 #include "gtest/gtest.h"
 #include "service/couchdb/async_query_session.h"
 #include "service/couchdb/query_session.h"
+#include "tests/couchdb/session_lines.h"
 
 namespace cnp::couchdb {
 namespace {
+
+using session_testing::LinesOf;
 
 using pool::Reply;
 using pool::Task;
@@ -174,11 +177,6 @@ class AwaitingDriver final : public Driver {
   AwaitableRunner runner_;
   AsyncQuerySession session_{runner_};
 };
-
-std::vector<std::string> LinesOf(const std::optional<v1::SessionOutput>& output) {
-  if (!output.has_value()) return {"<no output>"};
-  return {output->lines().begin(), output->lines().end()};
-}
 
 constexpr char kResolved[] = R"pb(resolve { functions { function: "f" } })pb";
 constexpr char kDesignDoc[] =

@@ -11,9 +11,12 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "tests/couchdb/session_lines.h"
 
 namespace cnp::couchdb {
 namespace {
+
+using session_testing::LinesOf;
 
 using pool::Reply;
 using pool::Task;
@@ -62,11 +65,6 @@ class ScriptedRunner : public pool::TaskRunner {
     ScriptedRunner& runner_;
   };
 };
-
-std::vector<std::string> LinesOf(const std::optional<v1::SessionOutput>& output) {
-  if (!output.has_value()) return {"<no output>"};
-  return {output->lines().begin(), output->lines().end()};
-}
 
 bool Exits(const std::optional<v1::SessionOutput>& output) {
   return output.has_value() && output->exit();

@@ -22,6 +22,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "tests/support/docs.h"
+#include "tests/support/files.h"
 #include "tests/support/server_process.h"
 #include "tests/support/session_stream.h"
 #include "tests/support/worker_pids.h"
@@ -29,7 +31,9 @@
 namespace cnp {
 namespace {
 
+using ::cnp::testing::Doc;
 using ::cnp::testing::ServerProcess;
+using ::cnp::testing::WriteFile;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -40,24 +44,8 @@ using ::testing::StartsWith;
 
 std::string FunctionsDir() { return testing::Runfile("tests/functions/server"); }
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"--python-path=" + FunctionsDir(), "--workers=2"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
-std::string Doc(const std::string& id, const std::string& fields) {
-  return absl::StrCat(R"({"_id":")", id, R"(")", fields.empty() ? "" : ",", fields, "}");
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::trunc) << text;
-}
-
 TEST(ServerTest, MapsABatchAcrossWorkersInOrder) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   std::vector<std::string> docs;
   const char* towns[] = {"Oslo", "Kyoto", "Lima"};
@@ -74,7 +62,7 @@ TEST(ServerTest, MapsABatchAcrossWorkersInOrder) {
 }
 
 TEST(ServerTest, AMapOfNoDocumentsAnswersNoResults) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto response = client->Map({"svc_fns.by_town|7"}, {});
   ASSERT_TRUE(response.ok()) << response.status();
@@ -82,7 +70,7 @@ TEST(ServerTest, AMapOfNoDocumentsAnswersNoResults) {
 }
 
 TEST(ServerTest, PerItemErrorsAndLogsAreData) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto response = client->Map({"svc_fns.picky", "svc_fns.doubled"},
                               {Doc("a", R"("n":1)"), Doc("b", R"("n":3)")});
@@ -103,7 +91,7 @@ TEST(ServerTest, PerItemErrorsAndLogsAreData) {
 }
 
 TEST(ServerTest, ReducesAndRereduces) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto reduced = client->Reduce({"svc_fns.total", "svc_fns.broken_reduce"},
                                 R"([[["a","d1"],2],[["b","d2"],5]])", false);
@@ -117,7 +105,7 @@ TEST(ServerTest, ReducesAndRereduces) {
 }
 
 TEST(ServerTest, ValidateDistinguishesEveryOutcome) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto validate = [&](const std::string& reject) {
     v1::ValidateRequest request;
@@ -141,7 +129,7 @@ TEST(ServerTest, ValidateDistinguishesEveryOutcome) {
 }
 
 TEST(ServerTest, VersionMismatchFailsInBothDirectionsWithTheOldMessage) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto wrong = client->Map({"svc_fns.by_town|8"}, {Doc("a", "")});
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -160,7 +148,7 @@ TEST(ServerTest, CodeUpdatedOnDiskIsPickedUpByTheVersionRetry) {
   WriteFile(dir + "/evolving.py",
             "from couch_named_python import version\n"
             "@version(1)\ndef f(doc):\n    yield 'old', 1\n");
-  auto server = StartServer({"--python-path=" + dir, "--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", dir}, 1);
   auto client = server->Connect();
   auto first = client->Map({"evolving.f|1"}, {Doc("a", "")});
   ASSERT_TRUE(first.ok()) << first.status();
@@ -182,7 +170,7 @@ TEST(ServerTest, SighupReloadsEveryWorkerWithoutFailingACall) {
   constexpr size_t kWorkers = 2;  // StartServer's
   std::string dir = testing::MakeTempDir("code");
   WriteFile(dir + "/live.py", LiveCode("before"));
-  auto server = StartServer({"--python-path=" + dir});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", dir}, 2);
   auto client = server->Connect();
   // Every worker imports the code as it is now: one that never ran live.f would import whatever
   // is on disk at its first call, reloaded or not.
@@ -211,7 +199,7 @@ TEST(ServerTest, SighupReloadsEveryWorkerWithoutFailingACall) {
 }
 
 TEST(ServerTest, ACrashFailsOnlyThatCallAndTheWorkerComesBack) {
-  auto server = StartServer({"--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1);
   auto client = server->Connect();
   auto exited = client->Map({"svc_fns.exits"}, {Doc("a", "")});
   EXPECT_EQ(exited.status().code(), absl::StatusCode::kUnavailable);
@@ -225,7 +213,8 @@ TEST(ServerTest, ACrashFailsOnlyThatCallAndTheWorkerComesBack) {
 }
 
 TEST(ServerTest, AnEndlessLoopHitsTheDeadlineAndTheWorkerIsReplaced) {
-  auto server = StartServer({"--workers=1", "--call-timeout=1s"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--call-timeout=1s"});
   auto client = server->Connect();
   auto spun = client->Map({"svc_fns.spins"}, {Doc("a", "")});
   EXPECT_EQ(spun.status().code(), absl::StatusCode::kDeadlineExceeded);
@@ -236,7 +225,8 @@ TEST(ServerTest, AnEndlessLoopHitsTheDeadlineAndTheWorkerIsReplaced) {
 }
 
 TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
-  auto server = StartServer({"--workers=1", "--worker-memory-mb=400"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--worker-memory-mb=400"});
   auto client = server->Connect();
   auto hoarded = client->Map({"svc_fns.hoards"}, {Doc("a", "")});
   ASSERT_TRUE(hoarded.ok()) << hoarded.status();
@@ -252,7 +242,8 @@ TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
 // would tell CouchDB the document emits nothing, and the view would miss it for good. The line
 // is an error, as a direct session's is, and the session goes on on a fresh worker.
 TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
-  auto server = StartServer({"--workers=1", "--worker-memory-mb=400"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--worker-memory-mb=400"});
   testing::SessionStream stream(*server);
   auto ask = [&](const std::string& line) {
     return stream.Ask(line).value_or(std::vector<std::string>{});
@@ -273,7 +264,8 @@ TEST(ServerTest, AMemoryBlowUpInASessionIsAnErrorLineNeverAnEmptyRow) {
 // --max-session-design-memory: a stream that would pass it is answered with an error for that
 // ddoc, and a stream that ends gives its share back.
 TEST(ServerTest, SessionStreamsShareTheDesignDocumentBudget) {
-  auto server = StartServer({"--workers=1", "--max-session-design-memory=1000000"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1,
+                                                  {"--max-session-design-memory=1000000"});
   auto ddoc = [](const std::string& id, size_t bytes) {
     return absl::StrCat(R"(["ddoc","new","_design/)", id, R"(",{"_id":"_design/)", id,
                         R"(","filters":{"f":"svc_fns.)", std::string(bytes, 'x'), R"("}}])");
@@ -297,7 +289,7 @@ TEST(ServerTest, SessionStreamsShareTheDesignDocumentBudget) {
 // reach it, and leaves the signals a function's own processes inherit at their defaults (with
 // SIGTERM ignored instead, a subprocess a function started could not be terminated).
 TEST(ServerTest, WorkersHaveTheirOwnProcessGroupAndDefaultSignals) {
-  auto server = StartServer({"--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1);
   auto client = server->Connect();
   auto response = client->Map({"svc_fns.process_group"}, {Doc("a", "")});
   ASSERT_TRUE(response.ok()) << response.status();
@@ -307,7 +299,8 @@ TEST(ServerTest, WorkersHaveTheirOwnProcessGroupAndDefaultSignals) {
 }
 
 TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {
-  auto server = StartServer({"--workers=1", "--max-calls-per-worker=2"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1,
+                                                  {"--max-calls-per-worker=2"});
   auto client = server->Connect();
   std::vector<std::string> pids;
   for (int i = 0; i < 6; ++i) {
@@ -325,7 +318,8 @@ TEST(ServerTest, RecyclesAWorkerAfterItsCallAllowance) {
 }
 
 TEST(ServerTest, RefusesModulesTheOperatorDidNotAllow) {
-  auto server = StartServer({"--allow-module=svc_fns"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 2, {"--allow-module=svc_fns"});
   auto client = server->Connect();
   // os.system re-exported through an allowed module is still os.system.
   auto reexported = client->Map({"svc_fns.system"}, {Doc("a", "")});
@@ -337,7 +331,7 @@ TEST(ServerTest, RefusesModulesTheOperatorDidNotAllow) {
 }
 
 TEST(ServerTest, MalformedJsonAndBadNamesAreInvalidArguments) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   auto malformed = client->Map({"svc_fns.doubled"}, {R"({"_id":"a", "n": )"});
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
@@ -359,7 +353,7 @@ TEST(ServerTest, MalformedJsonAndBadNamesAreInvalidArguments) {
 }
 
 TEST(ServerTest, MapsAVeryLargeDocument) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   std::string blob(40 << 20, 'x');
   auto response = client->Map({"svc_fns.size_of"}, {Doc("big", absl::StrCat(R"("blob":")", blob, "\""))});
@@ -368,7 +362,7 @@ TEST(ServerTest, MapsAVeryLargeDocument) {
 }
 
 TEST(ServerTest, ServesConcurrentClients) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
@@ -414,7 +408,7 @@ class ParkedCall {
 };
 
 TEST(ServerTest, AFullQueueIsResourceExhausted) {
-  auto server = StartServer({"--workers=1", "--max-queue=0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--max-queue=0"});
   auto client = server->Connect();
   ParkedCall parked(*client, "p");
   auto refused = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":1)")});
@@ -426,7 +420,8 @@ TEST(ServerTest, AFullQueueIsResourceExhausted) {
 }
 
 TEST(ServerTest, ASlowCallDoesNotHoldUpOtherCallsOnItsConnection) {
-  auto server = StartServer();  // two workers: one for the parked call, one for the rest
+  // Two workers: one for the parked call, one for the rest.
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto client = server->Connect();
   ParkedCall parked(*client, "p");
   for (int i = 0; i < 20; ++i) {
@@ -440,7 +435,7 @@ TEST(ServerTest, ASlowCallDoesNotHoldUpOtherCallsOnItsConnection) {
 }
 
 TEST(ServerTest, SigtermLetsTheCallInFlightFinish) {
-  auto server = StartServer({"--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1);
   auto client = server->Connect();
   ParkedCall parked(*client, "p");
   server->Signal(SIGTERM);
@@ -453,7 +448,7 @@ TEST(ServerTest, SigtermLetsTheCallInFlightFinish) {
 }
 
 TEST(ServerTest, AnswersHealthChecksAndStreams) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
   // grpc.health.v1.Health/Check, spoken as bytes: an empty HealthCheckRequest asks about the
   // whole server, and a HealthCheckResponse of SERVING (1) encodes as field 1 = 1: 08 01.
@@ -496,7 +491,7 @@ TEST(ServerTest, AnswersHealthChecksAndStreams) {
 // gRPC's callback API, whose completion queue comes with two threads of its own that poll
 // every connection and hand what they read over (health_service.h).
 TEST(ServerTest, RunsNoThreadsForGrpcsCallbackApi) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   std::vector<std::string> names;
   for (const auto& task : std::filesystem::directory_iterator(
            absl::StrCat("/proc/", server->pid(), "/task"))) {
@@ -545,7 +540,7 @@ std::string AskReflection(const std::string& target, const std::string& request)
 }
 
 TEST(ServerTest, ListsItsServicesThroughReflection) {
-  auto server = StartServer({"--reflection"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2, {"--reflection"});
   // A ServerReflectionRequest with list_services = "" (field 7) encodes as 3a 00.
   const std::string bytes = AskReflection(server->target(), std::string("\x3a\x00", 2));
   EXPECT_THAT(bytes, HasSubstr("cnp.v1.Functions"));
@@ -556,7 +551,7 @@ TEST(ServerTest, ListsItsServicesThroughReflection) {
 // reflection, so the health service's descriptor must be there (gRPC's own health service,
 // which cnp-server used before it served its own, carried none: "Symbol not found").
 TEST(ServerTest, DescribesTheHealthServiceThroughReflection) {
-  auto server = StartServer({"--reflection"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2, {"--reflection"});
   // file_containing_symbol (field 4) = "grpc.health.v1.Health".
   const std::string symbol = "grpc.health.v1.Health";
   const std::string bytes = AskReflection(
@@ -591,7 +586,8 @@ TEST(ServerTest, ReadsItsSettingsFromAYamlFile) {
 }
 
 TEST(ServerTest, ListensOnTcpToo) {
-  auto server = StartServer({"--listen=127.0.0.1:0"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 2, {"--listen=127.0.0.1:0"});
   std::string log = server->Log();
   size_t at = log.find("listening on 127.0.0.1:0 (port ");
   ASSERT_NE(at, std::string::npos) << log;

@@ -23,22 +23,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
+#include "tests/support/docs.h"
 #include "tests/support/server_process.h"
 
 namespace cnp {
 namespace {
 
+using ::cnp::testing::Doc;
 using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
-
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server"),
-                                "--workers=2"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
 
 // The port the server logged for --metrics-listen=127.0.0.1:0 (it logs before "ready").
 int MetricsPort(const ServerProcess& server) {
@@ -84,12 +77,9 @@ double Value(const std::string& scrape, const std::string& series) {
   return -1;
 }
 
-std::string Doc(const std::string& id, int n) {
-  return absl::StrCat(R"({"_id":")", id, R"(","n":)", n, "}");
-}
-
 TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0) << server->Log();
@@ -132,7 +122,8 @@ TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
 // cancellation of the call when the client's deadline passes (counted as CANCELLED, code 1,
 // before: a review saw it with `cnp map --timeout=1s`).
 TEST(MetricsEndpointTest, ACallPastItsDeadlineIsCountedAsADeadline) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0) << server->Log();
@@ -140,19 +131,24 @@ TEST(MetricsEndpointTest, ACallPastItsDeadlineIsCountedAsADeadline) {
   auto spun = client->Map({"svc_fns.spins"}, {Doc("s", 1)}, absl::Milliseconds(500));
   EXPECT_EQ(spun.status().code(), absl::StatusCode::kDeadlineExceeded) << spun.status();
 
-  // The server counts the call once its coroutine has ended, a moment after the client gave up.
+  // The server counts the call once its coroutine has ended, a moment after the client gave up:
+  // after its worker was killed for it (at its deadline, or as the call was cancelled), which
+  // the log says first (WaitForLog: inotify). Then only the count is left, which no event
+  // announces: scraped again at once until it is there (each scrape a whole HTTP exchange; the
+  // count appears only once the server has counted the call), for 30 s at most.
+  ASSERT_TRUE(server->WaitForLog("killing and replacing it", absl::Seconds(30))) << server->Log();
   const std::string series = R"(cnp_calls_total{rpc="Map",code="4"})";
   std::string scrape = Scrape(port);
   for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
        Value(scrape, series) < 1 && absl::Now() < give_up; scrape = Scrape(port)) {
-    absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_EQ(Value(scrape, series), 1) << scrape;
   EXPECT_EQ(Value(scrape, R"(cnp_calls_total{rpc="Map",code="1"})"), -1) << scrape;
 }
 
 TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0);
@@ -164,7 +160,8 @@ TEST(MetricsEndpointTest, OnlyGetMetricsIsServed) {
 // up must neither write a log line each nor keep the endpoint from a scraper for longer than a
 // scrape interval (Prometheus's default scrape timeout is 10 s; 30 s here for a loaded machine).
 TEST(MetricsEndpointTest, ABurstOfBrokenConnectionsNeitherFloodsTheLogNorHoldsTheEndpoint) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0);
@@ -205,7 +202,8 @@ TEST(MetricsEndpointTest, ABurstOfBrokenConnectionsNeitherFloodsTheLogNorHoldsTh
 // connect) kept a scraper out for as long as they went on. Every connection now has a deadline
 // (5 s) from its start, silent or not: the scraper, queued behind them, is answered after it.
 TEST(MetricsEndpointTest, SlowClientsHoldingEverySlotKeepAScraperOutOnlyUntilTheirDeadline) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0);
@@ -261,7 +259,8 @@ TEST(MetricsEndpointTest, ANonLoopbackAddressIsRefusedWithoutInsecure) {
 }
 
 TEST(MetricsEndpointTest, JsonLogLinesParseAndNameTheFunctionDocumentAndPeer) {
-  auto server = StartServer({"--log-format=json"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 2, {"--log-format=json"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   auto mapped = client->Map({"svc_fns.picky"}, {Doc("a", 1), Doc("b", 3)});
@@ -305,7 +304,8 @@ TEST(MetricsEndpointTest, JsonLogLinesParseAndNameTheFunctionDocumentAndPeer) {
 // Every series the dashboard queries is one the server exports (a renamed metric would leave a
 // panel silently empty).
 TEST(MetricsEndpointTest, TheDashboardQueriesOnlyExportedMetrics) {
-  auto server = StartServer({"--metrics-listen=127.0.0.1:0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--metrics-listen=127.0.0.1:0"});
   ASSERT_NE(server, nullptr);
   const int port = MetricsPort(*server);
   ASSERT_GT(port, 0);

@@ -20,9 +20,7 @@ def short_temp_dir():
     return cnp_testing.short_temp_dir("cnp-pkg-")
 
 
-def read_log(path):
-    with open(path) as f:
-        return f.read()
+read_log = cnp_testing.read_log
 
 
 def cnp_map(cnp, target, function, docs, **kwargs):

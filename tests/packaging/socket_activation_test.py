@@ -11,6 +11,7 @@ import unittest
 
 import cnp_testing
 import harness
+import session_wire
 
 SERVER, WORKER, CNP, FUNCTIONS = sys.argv[1:5]
 del sys.argv[1:5]
@@ -179,14 +180,7 @@ class SocketActivationTest(unittest.TestCase):
             self.addCleanup(adapter.close)
             adapter.settimeout(30)  # a bound on a broken server, not a wait for it
             adapter.connect(self.path + ".direct")
-            pid = os.getpid()
-            varint = bytearray()
-            while True:
-                byte, pid = pid & 0x7F, pid >> 7
-                varint.append(byte | (0x80 if pid else 0))
-                if not pid:
-                    break
-            hello = b"\x10" + bytes(varint)
+            hello = b"\x10" + session_wire.varint(os.getpid())
             read_end, write_end = os.pipe()
             self.addCleanup(os.close, read_end)
             self.addCleanup(os.close, write_end)

@@ -4,11 +4,15 @@
 // gets CANCELLED at once, as a cancelled RPC's await of the pool does: its task is dropped if no
 // worker had taken it, its worker killed and replaced if one had; a stop requested before the
 // call sends nothing.
+//
+// What the pool has done is seen as it happens, never polled or slept for: the pool's thread
+// runs its context one handler at a time and, after each, checks what the test waits for.
 #include "service/pool/blocking_task_runner.h"
 
 #include <chrono>
 #include <functional>
 #include <future>
+#include <list>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -22,6 +26,7 @@
 #include "asio/post.hpp"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/metrics/service_metrics.h"
 #include "service/pool/async_worker_pool.h"
 #include "tests/pool/fake_worker.h"
 
@@ -45,8 +50,23 @@ class BlockingTaskRunnerTest : public ::testing::Test {
     pool_ = std::make_unique<AsyncWorkerPool>(options, std::make_unique<FakeWorkerFactory>(world_),
                                               io_);
     ASSERT_TRUE(pool_->Start().ok());
-    pool_thread_ = std::thread([this] { io_.run(); });
+    pool_thread_ = std::thread([this] { RunPool(); });
     runner_.emplace(*pool_, io_);
+  }
+
+  // The pool's thread: the context's handlers one at a time, and after each the conditions
+  // tests wait for (PoolReaches), checked there, where the pool and the fake world live.
+  void RunPool() {
+    while (io_.run_one() > 0) {
+      for (auto it = waits_.begin(); it != waits_.end();) {
+        if ((*it)->done()) {
+          (*it)->reached.set_value();
+          it = waits_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
   }
 
   // Runs `f` on the pool's thread, where the fake world is touched, and returns its result.
@@ -58,31 +78,35 @@ class BlockingTaskRunnerTest : public ::testing::Test {
     return result.get();
   }
 
-  // Waits until `done` holds on the pool's thread (10 s at most).
+  // Waits until `done` holds on the pool's thread (10 s at most): checked there once at once,
+  // then after every handler the pool runs, until it holds.
   bool PoolReaches(std::function<bool()> done) {
-    const absl::Time limit = absl::Now() + absl::Seconds(10);
-    while (!OnPool(done)) {
-      if (absl::Now() > limit) return false;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return true;
+    auto wait = std::make_shared<Wait>();
+    wait->done = std::move(done);
+    std::future<void> reached = wait->reached.get_future();
+    asio::post(io_, [this, wait] { waits_.push_back(wait); });
+    return reached.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
   }
 
   void TearDown() override {
     if (pool_ == nullptr) return;
     pool_->Shutdown();
     // The killed workers are reaped before the context stops.
-    const absl::Time limit = absl::Now() + absl::Seconds(10);
-    while (OnPool([this] { return world_.Alive(); }) > 0 && absl::Now() < limit) {
-      absl::SleepFor(absl::Milliseconds(5));
-    }
+    EXPECT_TRUE(PoolReaches([this] { return world_.Alive() == 0; }));
     work_.reset();
     io_.stop();
     pool_thread_.join();
   }
 
+  struct Wait {
+    std::function<bool()> done;
+    std::promise<void> reached;
+  };
+
   // The world outlives the context: coroutines the context still holds own fake workers.
   FakeWorld world_;
+  // What PoolReaches waits for; touched on the pool's thread only.
+  std::list<std::shared_ptr<Wait>> waits_;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
   std::unique_ptr<AsyncWorkerPool> pool_;
@@ -119,15 +143,22 @@ TEST_F(BlockingTaskRunnerTest, AStopWhileQueuedDropsTheTask) {
   });
   ASSERT_TRUE(PoolReaches([this] { return !world_.running.empty(); }));
 
+  // The pool's admission queue, as its metric counts it (cnp_queue_depth): the one worker is
+  // busy, so the next task waits there.
+  const int64_t depth = metrics::QueueDepth().value();
   std::stop_source stop;
+  bool was_queued = false;
   std::thread stopper([&] {
-    absl::SleepFor(absl::Milliseconds(100));  // queued by then, or not yet sent: never run
+    was_queued = PoolReaches([depth] { return metrics::QueueDepth().value() == depth + 1; });
     stop.request_stop();
   });
   absl::StatusOr<Reply> queued =
       runner_->RunUnlessStopped(TaskNamed("queued"), absl::InfiniteFuture(), stop.get_token());
   stopper.join();
+  EXPECT_TRUE(was_queued) << "the task never reached the pool's queue";
   EXPECT_TRUE(absl::IsCancelled(queued.status())) << queued.status();
+  // Dropped from the queue, not left in it for the busy worker to take.
+  EXPECT_TRUE(PoolReaches([depth] { return metrics::QueueDepth().value() == depth; }));
 
   busy_stop.request_stop();
   busy.join();

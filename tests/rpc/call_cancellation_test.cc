@@ -39,15 +39,6 @@ using ::cnp::testing::StartSignal;
 // The abandoned work itself would take minutes.
 constexpr absl::Duration kPrompt = absl::Seconds(15);
 
-std::unique_ptr<ServerProcess> StartServer(int workers, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/rpc/pyfns"),
-                                absl::StrCat("--workers=", workers)};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
 std::unique_ptr<v1::Functions::Stub> Stub(const ServerProcess& server) {
   return v1::Functions::NewStub(
       grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
@@ -82,7 +73,7 @@ bool QuickValidateServedPromptly(v1::Functions::Stub& stub, absl::Duration* took
 }
 
 TEST(CancellationTest, CancelledMapOfManyDocumentsFreesItsWorkersAtOnce) {
-  auto server = StartServer(2);
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 2);
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
@@ -107,7 +98,7 @@ TEST(CancellationTest, CancelledMapOfManyDocumentsFreesItsWorkersAtOnce) {
 }
 
 TEST(CancellationTest, CancelledValidateFreesItsWorker) {
-  auto server = StartServer(1);
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
@@ -128,7 +119,7 @@ TEST(CancellationTest, CancelledValidateFreesItsWorker) {
 // Past --shutdown-grace the server stops the work still running: the call is answered in the
 // server's own words (UNAVAILABLE, retry elsewhere), not gRPC's generic "Cancelling all calls".
 TEST(CancellationTest, ACallStoppedPastTheShutdownGraceIsToldWhyByTheServer) {
-  auto server = StartServer(1, {"--shutdown-grace=1s"});
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--shutdown-grace=1s"});
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
@@ -147,7 +138,7 @@ TEST(CancellationTest, ACallStoppedPastTheShutdownGraceIsToldWhyByTheServer) {
 }
 
 TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {
-  auto server = StartServer(1);
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
@@ -165,7 +156,7 @@ TEST(CancellationTest, DeadlinePassingMidTaskFreesTheWorker) {
 // A cancel on a stream (RST_STREAM) whose connection stays open: the next call goes over the
 // same channel.
 TEST(CancellationTest, ClientCancellingMidStreamFreesTheWorker) {
-  auto server = StartServer(1);
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   StartSignal started;
@@ -189,7 +180,7 @@ TEST(CancellationTest, ClientCancellingMidStreamFreesTheWorker) {
 // A client that disappears: the process is killed mid-stream, so no cancel is ever sent; its
 // connection closes, and that alone must let the worker go.
 TEST(CancellationTest, ClientKilledMidStreamFreesTheWorker) {
-  auto server = StartServer(1);
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   StartSignal started;
   absl::StatusOr<pid_t> client = testing::Spawn(

@@ -40,16 +40,6 @@ using Kind = CallLimit::Kind;
 constexpr int64_t kMaxCallBytes = 100000;
 constexpr int kMaxDocsPerCall = 10;
 
-std::unique_ptr<ServerProcess> StartServer() {
-  auto server = ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/functions/server"),
-       "--python-path=" + testing::Runfile("tests/rpc/pyfns"), "--workers=1", "--max-queue=0",
-       absl::StrCat("--max-call-bytes=", kMaxCallBytes),
-       absl::StrCat("--max-docs-per-call=", kMaxDocsPerCall)});
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
 std::string DocOf(size_t bytes) {
   return absl::StrCat(R"({"_id":"big","blob":")", std::string(bytes, 'x'), R"("})");
 }
@@ -65,7 +55,10 @@ std::optional<std::string> Trailer(const grpc::ClientContext& context, const std
 class CallLimitTrailerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = StartServer();
+    server_ = ServerProcess::StartWithFunctions(
+        {"tests/functions/server", "tests/rpc/pyfns"}, 1,
+        {"--max-queue=0", absl::StrCat("--max-call-bytes=", kMaxCallBytes),
+         absl::StrCat("--max-docs-per-call=", kMaxDocsPerCall)});
     ASSERT_NE(server_, nullptr);
     client_ = server_->Connect();
     ASSERT_NE(client_, nullptr);

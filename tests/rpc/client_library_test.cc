@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/docs.h"
 #include "tests/support/server_process.h"
 #include "tests/support/spawn.h"
 #include "tests/support/start_signal.h"
@@ -30,14 +31,6 @@ using ::cnp::client::RetryPolicy;
 using ::cnp::testing::ServerProcess;
 using ::cnp::testing::StartSignal;
 
-std::unique_ptr<ServerProcess> StartServer(int workers = 1) {
-  auto server = ServerProcess::Start({"--python-path=" + testing::Runfile("tests/functions/server"),
-                                      "--python-path=" + testing::Runfile("tests/rpc/pyfns"),
-                                      absl::StrCat("--workers=", workers)});
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
 std::unique_ptr<Client> ConnectTo(const ServerProcess& server, ClientOptions options) {
   options.connect_timeout = absl::Seconds(10);
   auto client = Client::Connect(server.target(), client::ChannelSecurity{}, options);
@@ -46,7 +39,7 @@ std::unique_ptr<Client> ConnectTo(const ServerProcess& server, ClientOptions opt
 }
 
 TEST(ClientLibraryTest, ARequestThatCrashedAWorkerIsMarkedNotToBeRetried) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", "tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   for (RetryPolicy retry : {RetryPolicy::kNone, RetryPolicy::kIdempotentCalls}) {
     auto client = ConnectTo(*server, {.retry = retry});
@@ -64,7 +57,7 @@ TEST(ClientLibraryTest, ARequestThatCrashedAWorkerIsMarkedNotToBeRetried) {
 }
 
 TEST(ClientLibraryTest, AServerThatWentAwayMidCallIsNotMarkedNotToBeRetried) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", "tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto client = ConnectTo(*server, {.retry = RetryPolicy::kNone});
   ASSERT_NE(client, nullptr);
@@ -83,7 +76,7 @@ TEST(ClientLibraryTest, AServerThatWentAwayMidCallIsNotMarkedNotToBeRetried) {
 
 // Several threads share one Client through a const reference, as a service would.
 TEST(ClientLibraryTest, OneConstClientServesSeveralThreads) {
-  auto server = StartServer(/*workers=*/2);
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", "tests/rpc/pyfns"}, 2);
   ASSERT_NE(server, nullptr);
   std::unique_ptr<Client> owned = ConnectTo(*server, {});
   ASSERT_NE(owned, nullptr);
@@ -95,7 +88,7 @@ TEST(ClientLibraryTest, OneConstClientServesSeveralThreads) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kCalls; ++i) {
         const std::string id = absl::StrCat("t", t, "-", i);
-        auto mapped = shared.Map({"svc_fns.doubled"}, {absl::StrCat(R"({"_id":")", id, R"(","n":)", i, "}")});
+        auto mapped = shared.Map({"svc_fns.doubled"}, {testing::Doc(id, i)});
         if (mapped.ok() && mapped->results(0).rows() ==
                                absl::StrCat(R"([[[")", id, R"(",)", 2 * i, "]]]")) {
           ++answered[t];
@@ -111,7 +104,7 @@ TEST(ClientLibraryTest, OneConstClientServesSeveralThreads) {
 }
 
 TEST(ClientLibraryTest, ACallOnTheStubHasTheClientsDefaultDeadline) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", "tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto client = ConnectTo(*server, {.call_timeout = absl::Seconds(3)});
   ASSERT_NE(client, nullptr);
@@ -141,7 +134,7 @@ TEST(ClientLibraryTest, ACallOnTheStubHasTheClientsDefaultDeadline) {
 // A program outside the repository's own packages (examples/client_library) builds against
 // the library's public targets and gets the same marks.
 TEST(ClientLibraryTest, AProgramOutsideTheRepositorysPackagesUsesTheLibrary) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", "tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   const std::string program = testing::Runfile("examples/client_library/map_documents");
   testing::ProcessResult mapped = testing::RunWithInput(

@@ -34,15 +34,6 @@ namespace {
 
 using ::cnp::testing::ServerProcess;
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/rpc/pyfns"),
-                                "--workers=1"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
 std::unique_ptr<v1::Functions::Stub> Stub(const ServerProcess& server) {
   return v1::Functions::NewStub(
       grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
@@ -112,7 +103,7 @@ v1::UploadRequest UploadTo(const SilentCouchDb& couchdb, const std::string& data
 }
 
 TEST(CancellationTest, CancelledUploadStopsTalkingToCouchDb) {
-  auto server = StartServer();
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   SilentCouchDb couchdb;
@@ -130,7 +121,7 @@ TEST(CancellationTest, CancelledUploadStopsTalkingToCouchDb) {
 }
 
 TEST(CancellationTest, ShutdownWithAnUploadInFlightEndsPromptly) {
-  auto server = StartServer({"--shutdown-grace=1s"});
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--shutdown-grace=1s"});
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   SilentCouchDb couchdb;
@@ -188,8 +179,9 @@ grpc::Status UploadAnsweredAtOnce(v1::Functions::Stub& stub, const v1::UploadReq
 TEST(UploadAdmissionTest, WhileEveryUploadThreadIsHeldRefusalsComeAtOnce) {
   const std::string dir = testing::ShortTempDir();
   testing::WriteFile(dir + "/token", "upload-admission-token\n");
-  auto server = StartServer({"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",
-                             "--max-waiting-uploads=1"});
+  auto server = ServerProcess::StartWithFunctions(
+      {"tests/rpc/pyfns"}, 1,
+      {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token", "--max-waiting-uploads=1"});
   ASSERT_NE(server, nullptr);
   // Over the unix socket no token is needed; over TCP it is.
   auto local = Stub(*server);
@@ -249,7 +241,9 @@ grpc::Status Drain(grpc::ClientReader<v1::UploadEvent>& reader) {
 
 // Asks for `request` (by default an Upload that needs no worker) until it is let in (not
 // RESOURCE_EXHAUSTED: every upload slot held), for up to `patience`, each try with a deadline of
-// `timeout`; its status then.
+// `timeout`; its status then. A slot is given back on the server's side a moment after the
+// client saw its call end, and nothing announces it: each try asks again at once (a refusal is
+// immediate), and only a slot given back lets one in.
 grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
                             const v1::UploadRequest& request = CheckOnly("no-worker", ""),
                             absl::Duration timeout = absl::Seconds(10)) {
@@ -261,7 +255,6 @@ grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
     auto reader = stub.Upload(&context, request);
     status = Drain(*reader);
     if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return status;
-    absl::SleepFor(absl::Milliseconds(100));
   } while (absl::Now() < until);
   return status;
 }
@@ -292,7 +285,8 @@ class BusyWorker {
 // cancelled, the other's deadline passes. Each used to wait out its 30 s resolve timeout all the
 // same, holding its thread and its place, so that every other Upload was refused meanwhile.
 TEST(UploadResolveTest, CancelledOrLateUploadsWaitingForAWorkerFreeTheirThreadsAtOnce) {
-  auto server = StartServer({"--max-waiting-uploads=0"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--max-waiting-uploads=0"});
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   BusyWorker busy(*stub);
@@ -318,7 +312,8 @@ TEST(UploadResolveTest, CancelledOrLateUploadsWaitingForAWorkerFreeTheirThreadsA
 // never answer) gives its place among the waiting calls up at once: it used to hold it until a
 // thread took it up, here for a minute (the HTTP timeout), after a staged build for hours.
 TEST(UploadAdmissionTest, AnUploadCancelledWhileWaitingForAThreadGivesUpItsPlaceAtOnce) {
-  auto server = StartServer({"--max-waiting-uploads=1"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--max-waiting-uploads=1"});
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   SilentCouchDb first_couchdb, second_couchdb, unused;
@@ -347,7 +342,8 @@ TEST(UploadAdmissionTest, AnUploadCancelledWhileWaitingForAThreadGivesUpItsPlace
 // was cancelled: the worker is killed and replaced, as for any cancelled call, and serves the
 // next call.
 TEST(UploadResolveTest, AnUploadCancelledMidResolveHasItsWorkerReplaced) {
-  auto server = StartServer({"--max-waiting-uploads=0"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--max-waiting-uploads=0"});
   ASSERT_NE(server, nullptr);
   auto stub = Stub(*server);
   grpc::ClientContext context;

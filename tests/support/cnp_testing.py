@@ -1,10 +1,12 @@
 """What the Python tests share (the C++ side is tests/support's library): a short directory for
-unix sockets, a cnp-server started and waited for through its --ready-fd pipe, and a process
-waited for until a SIGSTOP has stopped it.
+unix sockets, a cnp-server started and waited for through its --ready-fd pipe, a process
+waited for until a SIGSTOP has stopped it, a function's start signalled on a FIFO, and a log
+(or any file) read whole or waited on as it grows, woken by inotify rather than by polling.
 
 run_python_test.sh puts this directory on PYTHONPATH; a test that imports it lists
 //tests/support:cnp_testing.py in its data."""
 
+import ctypes
 import os
 import select
 import subprocess
@@ -68,3 +70,106 @@ def wait_until_stopped(pid, timeout=10.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} did not stop")
         time.sleep(0.001)
+
+
+def wait_for_fifo(path, timeout=30.0):
+    """Blocks until a function has opened the FIFO at `path` and written its line (select() on
+    the FIFO, no polling): TimeoutError if none did within `timeout` seconds, AssertionError if
+    the function closed the FIFO without writing a line."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError("the function did not start")
+            chunk = os.read(fd, 64)
+            if not chunk:
+                raise AssertionError("the function closed the FIFO without a word")
+            data += chunk
+    finally:
+        os.close(fd)
+
+
+def read_log(log):
+    """The whole of a log: `log` is its path, or what has one as log_path (a test's server)."""
+    with open(getattr(log, "log_path", log), encoding="utf-8", errors="replace") as text:
+        return text.read()
+
+
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_CREATE, _IN_MOVED_TO = 0x2, 0x8, 0x100, 0x80
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _when(directory, check, timeout, failure):
+    """The first true value of check(), called at once and again each time inotify says a file
+    in `directory` was written, created or moved there; AssertionError(failure()) after
+    `timeout` seconds."""
+    inotify = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+    if inotify < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        # Watched before the first check: a write after it wakes the select below.
+        if _libc.inotify_add_watch(inotify, os.fsencode(directory),
+                                   _IN_MODIFY | _IN_CLOSE_WRITE | _IN_CREATE | _IN_MOVED_TO) < 0:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch " + directory)
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(failure())
+            if select.select([inotify], [], [], left)[0]:
+                try:
+                    while os.read(inotify, 65536):
+                        pass
+                except BlockingIOError:
+                    pass
+    finally:
+        os.close(inotify)
+
+
+def _text_of(path):
+    try:
+        return read_log(path)
+    except FileNotFoundError:
+        return ""
+
+
+def wait_for_text(path, holds, timeout=30.0):
+    """The text of the file at `path` once `holds(text)` is true, read again each time the file
+    is written (inotify on its directory: it may not exist yet, and then its text is "").
+    AssertionError, with the text, after `timeout` seconds."""
+    seen = []
+
+    def check():
+        seen[:] = [_text_of(path)]
+        return holds(seen[0])
+
+    _when(os.path.dirname(os.path.abspath(path)), check, timeout,
+          lambda: f"{path} did not come to hold what was waited for within {timeout} s; "
+                  f"it holds:\n{_text_of(path)}")
+    return seen[0]
+
+
+def wait_for_log(log, wanted, timeout=30.0):
+    """The first line of a log (`log`: its path, or what has one as log_path) for which
+    `wanted` holds - a str: the line contains it; else a function of the line - waiting for
+    the log to grow (wait_for_text) for up to `timeout` seconds."""
+    matches = (lambda line: wanted in line) if isinstance(wanted, str) else wanted
+
+    def first(text):
+        return next((line for line in text.splitlines() if matches(line)), None)
+
+    return first(wait_for_text(getattr(log, "log_path", log),
+                               lambda text: first(text) is not None, timeout))
+
+
+def wait_for_file(path, timeout=30.0):
+    """Returns once a file exists at `path` (created, or moved there), woken by inotify."""
+    _when(os.path.dirname(os.path.abspath(path)), lambda: os.path.exists(path), timeout,
+          lambda: f"no {path} within {timeout} s")

@@ -14,26 +14,12 @@ import os
 import struct
 import sys
 
+# Beside this file, which a test that runs the stand-in lists in its data too; found from here
+# also when the stand-in is run through runpy or copied elsewhere with it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from session_wire import read_varint, varint  # noqa: E402
+
 TASK_RESOLVE, TASK_SEQUENCE, REPLY_SEQUENCE = 5, 12, 16
-
-
-def read_varint(data, at):
-    value, shift = 0, 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, at
-
-
-def varint(value):
-    out = b""
-    while value >= 0x80:
-        out += bytes([(value & 0x7F) | 0x80])
-        value >>= 7
-    return out + bytes([value])
 
 
 def top_level_fields(data):

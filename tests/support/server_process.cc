@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 #include "tests/support/spawn.h"
 
 namespace cnp::testing {
@@ -83,6 +84,20 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     return absl::UnavailableError(absl::StrCat("cnp-server did not come up: ", server->Log()));
   }
   return server;
+}
+
+std::unique_ptr<ServerProcess> ServerProcess::StartWithFunctions(
+    const std::vector<std::string>& function_dirs, int workers,
+    const std::vector<std::string>& extra) {
+  std::vector<std::string> args;
+  for (const std::string& dir : function_dirs) {
+    args.push_back("--python-path=" + (dir.starts_with('/') ? dir : Runfile(dir)));
+  }
+  if (workers > 0) args.push_back(absl::StrCat("--workers=", workers));
+  args.insert(args.end(), extra.begin(), extra.end());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = Start(std::move(args));
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
 }
 
 ServerProcess::~ServerProcess() {

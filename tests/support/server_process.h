@@ -44,6 +44,14 @@ class ServerProcess {
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(std::vector<std::string> args,
                                                               const std::string& server_binary,
                                                               const std::string& worker_binary);
+  // A test's usual server: Start with `workers` workers (0: the server's default), a
+  // --python-path for each of `function_dirs` (a runfiles path such as
+  // "tests/functions/server", or an absolute directory the test made), then `extra`. A server
+  // that does not come up fails the test (non-fatally, with its log) and gives nullptr, which
+  // the test asserts against.
+  static std::unique_ptr<ServerProcess> StartWithFunctions(
+      const std::vector<std::string>& function_dirs, int workers,
+      const std::vector<std::string>& extra = {});
   ~ServerProcess();
 
   bool ready() const { return ready_; }

@@ -18,6 +18,8 @@ import tempfile
 import time
 import unittest
 
+import cnp_testing
+
 ARGS = None
 
 
@@ -361,19 +363,12 @@ class SessionLifecycleTest(unittest.TestCase):
 
     def wait_for_refusals(self, report):
         """The lines of `report` (fixture_fns.leaky_thread's) once both emit() and log() have
-        been tried from the thread; fails if either was accepted."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            lines = []
-            if os.path.exists(report):
-                with open(report) as text:
-                    lines = text.read().splitlines()
-            tried = {line.split(" ", 1)[0] for line in lines}
-            if {"emit", "log"} <= tried:
-                break
-            time.sleep(0.01)
-        else:
-            self.fail(f"the thread tried nothing: {lines}")
+        been tried from the thread (woken as the thread writes the report); fails if either was
+        accepted."""
+        lines = cnp_testing.wait_for_text(
+            report, lambda text: {"emit", "log"} <= {line.split(" ", 1)[0]
+                                                     for line in text.splitlines()},
+            timeout=20).splitlines()
         self.assertNotIn("emit accepted", lines)
         self.assertNotIn("log accepted", lines)
         self.assertTrue(any(line.startswith("emit refused: emit() called from another thread "

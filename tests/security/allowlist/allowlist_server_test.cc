@@ -20,12 +20,6 @@ using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> args) {
-  auto server = ServerProcess::Start(std::move(args));
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? *std::move(server) : nullptr;
-}
-
 absl::StatusOr<v1::DesignFunctionResponse> Call(client::Client& client, v1::DesignFunctionKind kind,
                                                 const std::string& function,
                                                 const std::string& args) {
@@ -57,7 +51,7 @@ int WorkersStarted(const ServerProcess& server) {
 TEST(AllowListServerTest, TheIssuesRemoteCodeExecutionChainIsRefused) {
   std::string dir = FreshDir("chain");
   WriteAttackModules(dir);
-  auto server = StartServer({"--python-path=" + dir, "--allow-module=myviews", "--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({dir}, 1, {"--allow-module=myviews"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
 
@@ -92,7 +86,7 @@ TEST(AllowListServerTest, TheIssuesRemoteCodeExecutionChainIsRefused) {
 TEST(AllowListServerTest, HugeAndNulNamesAreRefusedWithShortMessagesAndLogs) {
   std::string dir = FreshDir("names");
   WriteAttackModules(dir);
-  auto server = StartServer({"--python-path=" + dir, "--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({dir}, 1);
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   std::string huge = "myviews.show|" + std::string(1 << 20, ' ') + "1";
@@ -114,7 +108,7 @@ class CodeUpdateServerTest : public ::testing::Test {
   void SetUp() override {
     dir_ = FreshDir("update");
     Write(1, "old");
-    server_ = StartServer({"--python-path=" + dir_, "--allow-module=evolving", "--workers=2"});
+    server_ = ServerProcess::StartWithFunctions({dir_}, 2, {"--allow-module=evolving"});
     ASSERT_NE(server_, nullptr);
     client_ = server_->Connect();
   }

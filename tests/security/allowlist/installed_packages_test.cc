@@ -54,12 +54,6 @@ Layout MakeLayout() {
   return layout;
 }
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> args) {
-  auto server = ServerProcess::Start(std::move(args));
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? *std::move(server) : nullptr;
-}
-
 absl::StatusOr<v1::ValidateResponse> Validate(client::Client& client, const std::string& function,
                                               const std::string& new_doc) {
   v1::ValidateRequest request;
@@ -110,8 +104,8 @@ void ExpectOperatorModuleRuns(client::Client& client) {
 
 TEST(InstalledPackagesTest, AVirtualenvsSetuptoolsAndPipAreRefusedWhileTheOperatorsModuleRuns) {
   Layout layout = MakeLayout();
-  auto server = StartServer(
-      {"--virtualenv=" + layout.venv, "--python-path=" + layout.views, "--workers=1"});
+  auto server =
+      ServerProcess::StartWithFunctions({layout.views}, 1, {"--virtualenv=" + layout.venv});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   ExpectSpawnRefused(*client, "setuptools._distutils.spawn.spawn", layout);
@@ -134,8 +128,9 @@ TEST(InstalledPackagesTest, AVirtualenvsSetuptoolsAndPipAreRefusedWhileTheOperat
 // the markers above would have appeared had the functions run.
 TEST(InstalledPackagesTest, AVirtualenvLibraryRunsWhenAllowModuleNamesIt) {
   Layout layout = MakeLayout();
-  auto server = StartServer({"--virtualenv=" + layout.venv, "--python-path=" + layout.views,
-                             "--allow-module=venvlib", "--allow-module=myviews", "--workers=1"});
+  auto server = ServerProcess::StartWithFunctions(
+      {layout.views}, 1,
+      {"--virtualenv=" + layout.venv, "--allow-module=venvlib", "--allow-module=myviews"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   auto shown = Show(*client, "venvlib.show");
@@ -147,10 +142,10 @@ TEST(InstalledPackagesTest, AVirtualenvLibraryRunsWhenAllowModuleNamesIt) {
 
 TEST(InstalledPackagesTest, InstallersAreRefusedEvenWhenAllowModuleNamesThem) {
   Layout layout = MakeLayout();
-  auto server = StartServer({"--virtualenv=" + layout.venv, "--python-path=" + layout.views,
-                             "--allow-module=pip", "--allow-module=setuptools",
-                             "--allow-module=distutils", "--allow-module=myviews",
-                             "--workers=1"});
+  auto server = ServerProcess::StartWithFunctions(
+      {layout.views}, 1,
+      {"--virtualenv=" + layout.venv, "--allow-module=pip", "--allow-module=setuptools",
+       "--allow-module=distutils", "--allow-module=myviews"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   auto pip = Show(*client, "pip.main");
@@ -168,7 +163,7 @@ TEST(InstalledPackagesTest, InstallersAreRefusedEvenWhenAllowModuleNamesThem) {
 TEST(InstalledPackagesTest, ASitePackagesDirectoryOnThePathIsALibrary) {
   Layout layout = MakeLayout();
   ::setenv("PYTHONPATH", layout.site.c_str(), 1);
-  auto from_env = StartServer({"--python-path=" + layout.views, "--workers=1"});
+  auto from_env = ServerProcess::StartWithFunctions({layout.views}, 1);
   ::unsetenv("PYTHONPATH");
   ASSERT_NE(from_env, nullptr);
   auto client = from_env->Connect();
@@ -181,7 +176,7 @@ TEST(InstalledPackagesTest, ASitePackagesDirectoryOnThePathIsALibrary) {
   std::string dist = layout.base + "/dist-packages";
   std::filesystem::rename(layout.site, dist);
   auto from_flag =
-      StartServer({"--python-path=" + dist, "--python-path=" + layout.views, "--workers=1"});
+      ServerProcess::StartWithFunctions({dist, layout.views}, 1);
   ASSERT_NE(from_flag, nullptr);
   client = from_flag->Connect();
   ExpectSpawnRefused(*client, "setuptools._distutils.spawn.spawn", layout);
@@ -195,7 +190,7 @@ TEST(InstalledPackagesTest, ASitePackagesDirectoryOnThePathIsALibrary) {
 TEST(InstalledPackagesTest, OperatorModulesOnPythonPathAloneStillRun) {
   Layout layout = MakeLayout();
   ::setenv("PYTHONPATH", layout.views.c_str(), 1);
-  auto server = StartServer({"--workers=1"});
+  auto server = ServerProcess::StartWithFunctions({}, 1);
   ::unsetenv("PYTHONPATH");
   ASSERT_NE(server, nullptr);
   ExpectOperatorModuleRuns(*server->Connect());

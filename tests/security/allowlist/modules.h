@@ -4,7 +4,11 @@
 
 #include <string>
 
+#include "tests/support/files.h"
+
 namespace cnp::security::testing {
+
+using ::cnp::testing::ReadFile;
 
 // A fresh directory under TEST_TMPDIR.
 std::string FreshDir(const std::string& prefix);
@@ -14,7 +18,6 @@ std::string FreshDir(const std::string& prefix);
 void WriteModule(const std::string& path, const std::string& text);
 
 bool Exists(const std::string& path);
-std::string ReadFile(const std::string& path);
 
 // Writes the modules below into `dir`:
 //   myviews.py       the operator's module: functions, a SECRET, and every kind of callable

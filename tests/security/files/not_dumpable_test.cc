@@ -51,8 +51,10 @@ TEST(NotDumpableTest, AServerRunningAsAnotherUserKeepsItsProcessToRoot) {
   namespace fs = std::filesystem;
   fs::copy_file(Runfile("service/cnp-server"), dir + "/cnp-server");
   ASSERT_EQ(::chmod((dir + "/cnp-server").c_str(), 0755), 0);
-  fs::copy_file(Runfile("tests/support/fake_worker.py"), dir + "/fake_worker.py");
-  ASSERT_EQ(::chmod((dir + "/fake_worker.py").c_str(), 0644), 0);
+  for (const char* file : {"fake_worker.py", "session_wire.py"}) {  // the second, its import
+    fs::copy_file(Runfile(absl::StrCat("tests/support/", file)), absl::StrCat(dir, "/", file));
+    ASSERT_EQ(::chmod(absl::StrCat(dir, "/", file).c_str(), 0644), 0);
+  }
   WriteFile(dir + "/worker.sh",
             absl::StrCat("#!/bin/sh\nexec /usr/bin/python3.11 ", dir, "/fake_worker.py \"$@\"\n"),
             0755);

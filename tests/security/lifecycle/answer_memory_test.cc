@@ -34,11 +34,8 @@ constexpr int kNames = 300;
 constexpr int64_t kAllowedGrowth = 48 << 20;
 
 std::unique_ptr<ServerProcess> StartServer() {
-  auto server = ServerProcess::Start({"--python-path=" + testing::Runfile("tests/functions/server"),
-                                      "--workers=2",
-                                      absl::StrCat("--max-call-bytes=", kMaxCallBytes)});
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
+  return ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                           {absl::StrCat("--max-call-bytes=", kMaxCallBytes)});
 }
 
 std::string MegabyteDoc() {

@@ -24,29 +24,19 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/docs.h"
 #include "tests/support/server_process.h"
 #include "tests/support/worker_pids.h"
 
 namespace cnp {
 namespace {
 
+using ::cnp::testing::Doc;
 using ::cnp::testing::ServerProcess;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Pair;
 using ::testing::SizeIs;
-
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server")};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
-std::string Doc(const std::string& id, const std::string& fields) {
-  return absl::StrCat(R"({"_id":")", id, R"(")", fields.empty() ? "" : ",", fields, "}");
-}
 
 // The pid of the worker that answers the next call (svc_fns.pid emits [["pid", <pid>]]).
 pid_t WorkerPid(client::Client& client) {
@@ -129,7 +119,8 @@ class HeldCall {
 // within the grace, workers stopped." The server stops the call once the grace has passed
 // and exits 0, its worker reaped, without waiting for the call's own deadline.
 TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceStopsItThenAndExitsZero) {
-  auto server = StartServer({"--workers=1", "--shutdown-grace=1s"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=1s"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   const pid_t worker = WorkerPid(*client);
@@ -206,7 +197,8 @@ TEST_P(GroupSignalTest, ASignalToTheWholeProcessGroupLetsTheCallInFlightFinish) 
 // Issue 7: "An idle adapter Session makes every SIGTERM wait the whole grace: idle streams end
 // at once."
 TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
-  auto server = StartServer({"--workers=1", "--shutdown-grace=60s"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   grpc::ClientContext context;
@@ -239,7 +231,8 @@ TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
 
 // A stream busy with a message when SIGTERM comes still gets its answer.
 TEST(LifecycleTest, ABusySessionFinishesItsMessageBeforeShutdown) {
-  auto server = StartServer({"--workers=1", "--shutdown-grace=60s"});
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   std::string dir = testing::MakeTempDir("fifo");
@@ -285,7 +278,7 @@ TEST(LifecycleTest, TwoHundredSighupsStartABoundedNumberOfWorkers) {
   constexpr size_t kWorkers = 2;
   std::string dir = testing::MakeTempDir("code");
   std::ofstream(dir + "/live.py") << LiveCode("old");
-  auto server = StartServer({absl::StrCat("--workers=", kWorkers), "--python-path=" + dir});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", dir}, kWorkers);
   ASSERT_NE(server, nullptr);
   // The spare worker of direct sessions starts after the server is ready: let it, so that the
   // count below has it to start from.
@@ -341,7 +334,7 @@ TEST(LifecycleTest, ASighupDuringAReloadIsNotLost) {
   constexpr size_t kWorkers = 2;
   std::string dir = testing::MakeTempDir("code");
   std::ofstream(dir + "/live.py") << LiveCode("old");
-  auto server = StartServer({absl::StrCat("--workers=", kWorkers), "--python-path=" + dir});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server", dir}, kWorkers);
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   auto first = testing::PidsByLabel(*client, "live.f");

@@ -23,15 +23,6 @@ namespace {
 using ::cnp::testing::ServerProcess;
 using ::testing::HasSubstr;
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> extra) {
-  std::vector<std::string> args{"--python-path=" + testing::Runfile("tests/functions/server"),
-                                "--workers=2"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto server = ServerProcess::Start(args);
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
-}
-
 // A MapRequest of `docs` copies of `doc` for `function`, in its wire form, built directly: the
 // test need not hold ten million request objects itself.
 std::string EncodedMapRequest(const std::string& function, const std::string& doc, int64_t docs) {
@@ -91,7 +82,7 @@ std::ostream& operator<<(std::ostream& out, const Memory& m) {
 // Issue 7 verbatim: ten million empty documents, 38 MB. By default a call may carry a million:
 // refused at once, with the flag to raise, and the server barely notices.
 TEST(MemoryTest, TenMillionEmptyDocumentsAreRefusedNamingTheFlag) {
-  auto server = StartServer({});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   ASSERT_NE(server, nullptr);
   const std::string request = EncodedMapRequest("svc_fns.by_town|7", "{}", 10'000'000);
   {
@@ -115,7 +106,9 @@ TEST(MemoryTest, TenMillionEmptyDocumentsAreRefusedNamingTheFlag) {
 // With the bounds raised, the same call runs: its peak follows its bytes (not ten million
 // objects), and the memory goes back afterwards.
 TEST(MemoryTest, TenMillionEmptyDocumentsWithTheBoundsRaisedPeakInProportionToTheirBytes) {
-  auto server = StartServer({"--max-docs-per-call=10000000", "--max-call-bytes=268435456"});
+  auto server = ServerProcess::StartWithFunctions(
+      {"tests/functions/server"}, 2,
+      {"--max-docs-per-call=10000000", "--max-call-bytes=268435456"});
   ASSERT_NE(server, nullptr);
   const std::string request = EncodedMapRequest("svc_fns.by_town|7", "{}", 10'000'000);
   {
@@ -143,7 +136,7 @@ TEST(MemoryTest, TenMillionEmptyDocumentsWithTheBoundsRaisedPeakInProportionToTh
 
 // A million small documents, the default bound: answered, and the memory goes back.
 TEST(MemoryTest, AMillionDocumentsAreServedAndTheMemoryGoesBack) {
-  auto server = StartServer({});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2);
   ASSERT_NE(server, nullptr);
   const std::string request =
       EncodedMapRequest("svc_fns.by_town|7", R"({"town":"Oslo","n":1})", 1'000'000);
@@ -175,7 +168,8 @@ TEST(MemoryTest, AMillionDocumentsAreServedAndTheMemoryGoesBack) {
 
 // A request over --max-call-bytes is refused, and the server goes on serving.
 TEST(MemoryTest, ARequestOverTheByteBoundIsRefused) {
-  auto server = StartServer({"--max-call-bytes=1048576"});
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 2,
+                                                  {"--max-call-bytes=1048576"});
   ASSERT_NE(server, nullptr);
   grpc::Status refused =
       CallMap(server->target(), EncodedMapRequest("svc_fns.by_town|7", "{}", 500'000), nullptr);

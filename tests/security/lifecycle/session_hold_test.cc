@@ -28,11 +28,9 @@ constexpr absl::Duration kCallTimeout = absl::Seconds(2);
 constexpr absl::Duration kPatience = absl::Seconds(30);
 
 std::unique_ptr<ServerProcess> StartOneWorkerServer() {
-  auto server = ServerProcess::Start(
-      {"--python-path=" + testing::Runfile("tests/functions/server"), "--workers=1",
-       absl::StrCat("--call-timeout=", absl::FormatDuration(kCallTimeout))});
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : nullptr;
+  return ServerProcess::StartWithFunctions(
+      {"tests/functions/server"}, 1,
+      {absl::StrCat("--call-timeout=", absl::FormatDuration(kCallTimeout))});
 }
 
 // A Validate call on a connection of its own: it needs the server's one worker.
