@@ -109,8 +109,10 @@ ABSL_FLAG(int64_t, max_call_bytes, (int64_t{64} << 20) + (int64_t{64} << 10),
 ABSL_FLAG(int64_t, max_grpc_memory, 0,
           "memory in bytes gRPC may hold for all calls together (requests being received, "
           "answers being sent; not all that connections cost, which the connection limits "
-          "bound); past it streams are cancelled with RESOURCE_EXHAUSTED (default 0: the "
-          "larger of 256 MiB and 4 x --max-call-bytes)");
+          "bound); past it streams are cancelled with RESOURCE_EXHAUSTED. The same figure bounds, "
+          "counted separately, what unary calls hold outside gRPC (requests from admission, "
+          "answers until sent): a call past it is refused with RESOURCE_EXHAUSTED (default 0: "
+          "the larger of 256 MiB and 4 x --max-call-bytes)");
 ABSL_FLAG(int64_t, max_session_design_memory, int64_t{256} << 20,
           "bytes of design documents (their function names) all Session streams together may "
           "hold, each stream at most 64 MiB; past it a stream's own least recently used ones "

@@ -20,6 +20,7 @@
 #include "common/secret_file.h"
 #include "common/session_heartbeat.h"
 #include "grpc/grpc.h"
+#include "grpc/support/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/impl/server_builder_plugin.h"
@@ -29,6 +30,7 @@
 #include "service/common/socket_users.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/async_task_runner.h"
+#include "service/rpc/call_memory.h"
 #include "service/rpc/encoded_map_call.h"
 #include "service/rpc/heartbeating_session.h"
 #include "service/rpc/request_parsing.h"
@@ -45,12 +47,20 @@ using Service = FunctionsService;
 // worker's exit cause agree.
 using ::cnp::pool::kDeadlineCancelSlack;
 
+// A client's deadline this far away or more is no deadline (ClientDeadline).
+constexpr absl::Duration kNoDeadlineBeyond = absl::Hours(24 * 365 * 100);
+
+// The client's deadline; none when it sent none, or one so far away that it is none in effect.
+// Read from gRPC's own timespec: its std::chrono form counts nanoseconds in an int64, and a
+// deadline past 2262 (grpc-timeout 2562047H, what Go sends for its largest time.Duration)
+// overflowed into the past, failing the call at once with DEADLINE_EXCEEDED.
 absl::Time ClientDeadline(const grpc::ServerContext& context) {
-  auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
+  const gpr_timespec raw = gpr_convert_clock_type(context.raw_deadline(), GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(raw, gpr_inf_future(GPR_CLOCK_REALTIME)) >= 0) return absl::InfiniteFuture();
+  const absl::Time deadline =
+      absl::FromUnixSeconds(raw.tv_sec) + absl::Nanoseconds(raw.tv_nsec);
+  if (deadline >= absl::Now() + kNoDeadlineBeyond) return absl::InfiniteFuture();
+  return deadline;
 }
 
 // For the log lines of a call (CallLogScope).
@@ -217,6 +227,7 @@ RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, Session
                      UploadHandler upload)
     : options_(std::move(options)), calls_(calls),
       request_caps_(RequestFieldCaps(calls.options().max_docs_per_call)),
+      call_memory_(options_.max_grpc_memory_bytes),
       sessions_(std::move(sessions)),
       upload_(std::move(upload)) {}
 
@@ -437,21 +448,49 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   // A unary call: admitted, awaited (cancelled with the call), answered, all on the context's
   // thread; measured from admission to answer. Its request and answer are bytes: `compute`
   // parses the request, once the call is admitted (request_parsing.h).
+  //
+  // What it holds outside gRPC's quota is counted against the server's CallMemory: its request
+  // (kRequestCopies times its bytes) from admission, before it waits for a worker, until
+  // `compute` is done with it; then its answer until gRPC has sent it (CallMemory::
+  // HoldWhileSent). Past the budget the call is refused RESOURCE_EXHAUSTED. An answer its client
+  // has not taken --call-timeout after it was ready has its call cancelled (unary_call.h), which
+  // frees it.
   using Unary = UnaryMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
+  CallMemory& memory = call_memory_;
+  const absl::Duration answer_timeout = calls.options().call_timeout;
   auto unary = [&](Unary::Requester requester, const char* name, auto compute) {
     Unary::Listen(
         context, service_, shutdown_, requester, name, &PeerOf,
-        [&gate, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
+        [&gate, &memory, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
             grpc::ServerContext& server_context, grpc::ByteBuffer& request,
             grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
           const absl::Time start = absl::Now();
           grpc::Status status;
+          const int64_t request_bytes =
+              kRequestCopies * static_cast<int64_t>(request.Length());
+          std::optional<CallMemory::Charge> held_request;
           if (absl::Status admitted = gate.Admit(server_context, name); !admitted.ok()) {
             status = ToGrpcStatus(admitted);
+          } else if (held_request = memory.TryCharge(request_bytes); !held_request.has_value()) {
+            request.Clear();
+            status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                  memory.RefusalMessage("its request", request_bytes));
           } else {
             status = WithStatusTrailers(
                 co_await compute(ClientDeadline(server_context), request, response),
                 server_context);
+            held_request.reset();
+            if (status.ok()) {
+              const auto answer_bytes = static_cast<int64_t>(response.Length());
+              std::optional<CallMemory::Charge> held_answer = memory.TryCharge(answer_bytes);
+              if (held_answer.has_value()) {
+                response = CallMemory::HoldWhileSent(response, std::move(*held_answer));
+              } else {
+                response.Clear();
+                status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                      memory.RefusalMessage("its answer", answer_bytes));
+              }
+            }
           }
           const absl::Time end = absl::Now();
           grpc::StatusCode code = status.error_code();
@@ -465,7 +504,8 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           }
           rpc->CallEnded(static_cast<int>(code), end - start);
           co_return status;
-        });
+        },
+        answer_timeout);
   };
   // One of FunctionCalls' typed calls as a unary RPC.
   auto unary_call = [&]<class Request, class Response>(

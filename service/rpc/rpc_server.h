@@ -23,6 +23,7 @@
 #include "service/rpc/bearer_token_processor.h"
 #include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/call_gate.h"
+#include "service/rpc/call_memory.h"
 #include "service/rpc/connection_acceptor.h"
 #include "service/rpc/health_service.h"
 #include "service/rpc/shutdown_gate.h"
@@ -142,6 +143,9 @@ class RpcServer {
   calls::FunctionCalls& calls_;
   // What each request's repeated fields may hold (request_parsing.h), for every method.
   const std::vector<RepeatedFieldCap> request_caps_;
+  // What unary calls hold outside gRPC's quota (their requests, their answers until sent),
+  // bounded by --max-grpc-memory too (call_memory.h).
+  CallMemory call_memory_;
   SessionFactory sessions_;
   UploadHandler upload_;
   FunctionsService service_;

@@ -14,6 +14,8 @@
 #include "asio/bind_cancellation_slot.hpp"
 #include "asio/co_spawn.hpp"
 #include "asio/this_coro.hpp"
+#include "absl/time/time.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "service/common/log.h"
 #include "service/grpc_asio/call_done.h"
@@ -36,20 +38,24 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
 
   // Starts serving calls of this method on `context` until the server shuts down. Lines logged
   // about a call name `rpc` and, through `peer_of(&server_context)`, its peer (call_executor.h).
+  //
+  // An answer the client has not taken `answer_timeout` after it was ready (a client that
+  // never opens its HTTP/2 window: gRPC would hold the answer for as long as the call stays
+  // open) has its call cancelled, which frees it, and a warning is logged.
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
-                     Handler handler) {
+                     Handler handler, absl::Duration answer_timeout = absl::InfiniteDuration()) {
     auto method = std::make_shared<UnaryMethod>(context, service, gate, requester, rpc, peer_of,
-                                                std::move(handler));
+                                                std::move(handler), answer_timeout);
     gate.AddListener(context, [method] { method->AwaitNextCall(); });
     method->AwaitNextCall();
   }
 
   UnaryMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
               Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
-              Handler handler)
+              Handler handler, absl::Duration answer_timeout = absl::InfiniteDuration())
       : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
-        peer_of_(peer_of), handler_(std::move(handler)) {}
+        peer_of_(peer_of), handler_(std::move(handler)), answer_timeout_(answer_timeout) {}
 
  private:
   // What one call holds; kept alive by its coroutine's completion handler, which outlives the
@@ -90,8 +96,39 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     } catch (const std::exception& e) {
       status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
+    std::shared_ptr<AnswerWatch> watch;
+    if (status.ok() && self->answer_timeout_ < absl::InfiniteDuration()) {
+      watch = std::make_shared<AnswerWatch>();
+      WatchAnswer(self, call, watch);
+    }
     co_await grpc_asio::FinishUnary(context, call->responder, call->response, status);
+    if (watch != nullptr) {
+      watch->sent = true;
+      watch->alarm.Cancel();
+    }
     co_await call->done.Wait();
+  }
+
+  // The alarm of an answer being sent (see Listen).
+  struct AnswerWatch {
+    grpc::Alarm alarm;
+    bool sent = false;  // only on the context's thread
+  };
+
+  static void WatchAnswer(const std::shared_ptr<UnaryMethod>& self,
+                          const std::shared_ptr<Call>& call,
+                          const std::shared_ptr<AnswerWatch>& watch) {
+    grpc_asio::SetAlarm(
+        self->context_, watch->alarm, self->answer_timeout_,
+        [self, call, watch](bool fired) {
+          if (!fired || watch->sent || call->done.done()) return;
+          call->server_context.TryCancel();
+          LogWarning(self->rpc_, " call from ", self->peer_of_(&call->server_context),
+                     ": its client did not read its answer within ",
+                     absl::FormatDuration(self->answer_timeout_),
+                     " of it being ready (--call-timeout): the call is cancelled and its "
+                     "answer's memory freed");
+        });
   }
 
   grpc_asio::GrpcContext& context_;
@@ -101,6 +138,7 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
   const char* const rpc_;
   const CallLogScope::PeerOf peer_of_;
   const Handler handler_;
+  const absl::Duration answer_timeout_;
 };
 
 }  // namespace cnp::rpc

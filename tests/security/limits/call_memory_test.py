@@ -1,0 +1,338 @@
+"""What calls make cnp-server hold outside gRPC's own quota, bounded by --max-grpc-memory.
+
+A security review found three things, reproduced here scaled down (--max-call-bytes 16 MiB,
+--max-grpc-memory 48 MiB, 2 workers):
+
+- Answers a client never reads: a client that sets HTTP/2's INITIAL_WINDOW_SIZE to 0 and never
+  opens its window makes the server hold every answer it built, with no time limit (the call is
+  answered, so --call-timeout did not apply). Now each answer is counted against
+  --max-grpc-memory until gRPC has sent it: calls past it are refused RESOURCE_EXHAUSTED, and an
+  answer not taken within --call-timeout of being ready has its call cancelled.
+- Requests waiting for a worker: each queued Map held about twice its size. Now a request is
+  counted from its admission, and one that would pass the budget is refused at once, while a
+  small call is still served.
+- A client deadline of grpc-timeout 2562047H (the int64-nanosecond maximum) overflowed into the
+  past and failed every call at once; it is now no deadline.
+
+The HTTP/2 streams are written with python3-h2, which can withhold its window and send any
+grpc-timeout. The server's memory is read from /proc."""
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+import cnp_testing
+
+SERVER = WORKER = FUNCTIONS = None
+MIB = 1 << 20
+MAX_CALL_BYTES = 16 * MIB
+BUDGET = 48 * MIB
+CANCELLED = 1
+RESOURCE_EXHAUSTED = 8
+
+
+def memory(pid, field):
+    """VmHWM or VmRSS of process `pid`, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10
+    raise RuntimeError("no " + field)
+
+
+def listening_port(log_path):
+    with open(log_path) as log:
+        for line in log:
+            if "listening on 127.0.0.1:" in line and "(port " in line:
+                return int(line.split("(port ")[1].split(")")[0])
+    raise RuntimeError("the server named no port")
+
+
+def varint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def map_request(function, *docs):
+    """A MapRequest in its wire form: one function, the documents (JSON bytes)."""
+    out = b"\x0a" + varint(len(function)) + function
+    for doc in docs:
+        out += b"\x12" + varint(len(doc)) + doc
+    return out
+
+
+def big_id_request(size, tag):
+    """A Map of one document whose _id is `size` bytes, through svc_fns.size_of: its answer is
+    about as large as its request (the _id is the row's key)."""
+    doc = b'{"_id":"' + tag + b"x" * size + b'","blob":""}'
+    return map_request(b"svc_fns.size_of", doc)
+
+
+SMALL = map_request(b"svc_fns.doubled", b'{"_id":"a","n":21}')
+
+
+class H2Calls:
+    """Unary Map calls on one plaintext HTTP/2 connection, written with h2. With
+    `read_answers=False` the connection's INITIAL_WINDOW_SIZE is 0 and no window is ever opened:
+    the server can send headers, never a message."""
+
+    def __init__(self, port, read_answers=True):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        if not read_answers:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.read_answers = read_answers
+        self.pending = {}   # stream id -> bytes still to send
+        self.ended = {}     # stream id -> grpc-status, or "reset <code>"
+        self.messages = {}  # stream id -> bytes of the answer received
+        self.details = {}   # stream id -> grpc-message
+        self.answered = set()  # streams whose answer is ready (its headers came)
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def start(self, request, extra_headers=()):
+        stream = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream, [
+            (":method", "POST"), (":scheme", "http"), (":path", "/cnp.v1.Functions/Map"),
+            (":authority", "localhost"), ("content-type", "application/grpc"),
+            ("te", "trailers")] + list(extra_headers))
+        self.pending[stream] = b"\0" + len(request).to_bytes(4, "big") + request
+        self.messages[stream] = b""
+        self.flush()
+        return stream
+
+    def pump(self):
+        for stream, left in list(self.pending.items()):
+            if stream in self.ended:
+                self.pending.pop(stream)
+                continue
+            while left:
+                n = min(len(left), self.conn.local_flow_control_window(stream),
+                        self.conn.max_outbound_frame_size)
+                if n <= 0:
+                    break
+                self.conn.send_data(stream, left[:n], end_stream=(n == len(left)))
+                left = left[n:]
+                self.flush()
+            if left:
+                self.pending[stream] = left
+            else:
+                self.pending.pop(stream)
+
+    def handle(self, data):
+        for event in self.conn.receive_data(data):
+            stream = getattr(event, "stream_id", None)
+            if isinstance(event, h2.events.StreamReset):
+                self.ended.setdefault(stream, f"reset {event.error_code}")
+            elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                headers = dict(event.headers)
+                status = headers.get(b"grpc-status")
+                if status is not None:
+                    self.ended.setdefault(stream, int(status))
+                    self.details[stream] = urllib.parse.unquote(
+                        headers.get(b"grpc-message", b"").decode())
+                else:
+                    self.answered.add(stream)  # headers come with the answer's message
+            elif isinstance(event, h2.events.DataReceived):
+                self.messages[stream] += event.data
+                if self.read_answers:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream)
+        self.flush()
+
+    def run_until(self, done, timeout):
+        """Sends and reads until done(self) or `timeout` seconds have passed; done(self)."""
+        until = time.monotonic() + timeout
+        while not done(self):
+            self.pump()
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            readable, _, _ = select.select([self.sock], [], [], min(left, 1.0))
+            if readable:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    break
+                self.handle(data)
+        return done(self)
+
+    def close(self):
+        self.sock.close()
+
+
+class Server:
+    def __init__(self, directory, extra=()):
+        self.log_path = os.path.join(directory, "server.log")
+        with open(self.log_path, "w") as log:
+            self.process, ready = cnp_testing.start_server(
+                [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}",
+                 "--workers=2", "--listen=127.0.0.1:0", f"--max-call-bytes={MAX_CALL_BYTES}",
+                 f"--max-grpc-memory={BUDGET}"] + list(extra),
+                stdout=log, stderr=subprocess.STDOUT)
+        if not ready:
+            raise RuntimeError(self.log())
+        self.port = listening_port(self.log_path)
+
+    def log(self):
+        with open(self.log_path) as log:
+            return log.read()
+
+    def peak(self):
+        return memory(self.process.pid, "VmHWM")
+
+    def rss(self):
+        return memory(self.process.pid, "VmRSS")
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+class CallMemoryTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = cnp_testing.short_temp_dir(prefix="secmem-")
+
+    def tearDown(self):
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+    def test_answers_never_read_are_bounded_then_cancelled(self):
+        calls, size = 12, 10 * MIB
+        server = Server(self.dir, ["--call-timeout=4s"])
+        try:
+            before = server.peak()
+            reader = H2Calls(server.port, read_answers=False)
+            try:
+                streams = [reader.start(big_id_request(size, b"%d-" % i)) for i in range(calls)]
+                started = time.monotonic()
+                # Every call ends: refused while the answers held are over the budget, or
+                # cancelled once its answer has waited --call-timeout for the client.
+                all_ended = reader.run_until(lambda c: len(c.ended) == calls, 40)
+                grown = server.peak() - before
+                print(f"{calls} Map calls of {size >> 20} MiB whose answers are never read: "
+                      f"ended {sorted(map(str, reader.ended.values()))} in "
+                      f"{time.monotonic() - started:.1f} s; server peak grew {grown >> 20} MiB "
+                      f"(answers {calls * size >> 20} MiB, budget {BUDGET >> 20} MiB)",
+                      file=sys.stderr)
+                self.assertTrue(all_ended, f"{len(reader.ended)} of {calls} ended; "
+                                           + server.log()[-3000:])
+                statuses = [reader.ended[s] for s in streams]
+                self.assertIn(RESOURCE_EXHAUSTED, statuses)
+                # CANCELLED: the server cancelled the call (its trailers are not flow controlled).
+                self.assertTrue(any(s == CANCELLED or str(s).startswith("reset")
+                                    for s in statuses), statuses)
+                self.assertEqual(sum(len(m) for m in reader.messages.values()), 0)
+                self.assertTrue(any("--max-grpc-memory" in d for d in reader.details.values()),
+                                reader.details)
+                self.assertIn("did not read its answer", server.log())
+                # Held: at most the budget's worth of answers, not all of them.
+                self.assertLess(grown, calls * size)
+            finally:
+                reader.close()
+            # And the server serves on.
+            other = H2Calls(server.port)
+            try:
+                stream = other.start(SMALL)
+                self.assertTrue(other.run_until(lambda c: stream in c.ended, 30))
+                self.assertEqual(other.ended[stream], 0, server.log()[-3000:])
+                self.assertIn(b'[[["a",42]]]', other.messages[stream])
+            finally:
+                other.close()
+        finally:
+            server.stop()
+
+    def test_queued_requests_past_the_budget_are_refused(self):
+        server = Server(self.dir)
+        parked = []
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                call = channel.unary_unary("/cnp.v1.Functions/Map")
+                # Both workers busy: every call from now on waits for one.
+                for i in range(2):
+                    ready = os.path.join(self.dir, f"ready{i}")
+                    release = os.path.join(self.dir, f"release{i}")
+                    os.mkfifo(ready)
+                    os.mkfifo(release)
+                    doc = (b'{"_id":"w%d","ready":"%s","release":"%s"}'
+                           % (i, ready.encode(), release.encode()))
+                    parked.append((call.future(map_request(b"svc_fns.waits", doc), timeout=60),
+                                   release))
+                    os.close(os.open(ready, os.O_RDONLY))  # the call is in its worker
+                calls, size = 10, 10 * MIB
+                before = server.peak()
+                futures = [call.future(big_id_request(size, b"%d-" % i), timeout=60)
+                           for i in range(calls)]
+                # A call refused ends at once, while the workers are still busy; those
+                # admitted wait. The budget admits two of these (each counts twice its size).
+                ended = threading.Semaphore(0)
+                for future in futures:
+                    future.add_done_callback(lambda _: ended.release())
+                until = time.monotonic() + 20
+                for _ in range(calls - 2):
+                    if not ended.acquire(timeout=max(0.0, until - time.monotonic())):
+                        break
+                refused = [f.exception() for f in futures if f.done() and f.exception()]
+                grown = server.peak() - before
+                print(f"{calls} queued Map calls of {size >> 20} MiB: {len(refused)} refused, "
+                      f"server peak grew {grown >> 20} MiB", file=sys.stderr)
+                small = call.future(SMALL, timeout=60)
+                for _, release in parked:
+                    os.close(os.open(release, os.O_WRONLY))
+                for future, _ in parked:
+                    future.result(timeout=60)
+                self.assertIn(b'[[["a",42]]]', small.result(timeout=60))
+                self.assertGreater(len(refused), 0, server.log()[-3000:])
+                for error in refused:
+                    self.assertEqual(error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                # Refused by the budget, before waiting for a worker, saying which flag.
+                self.assertTrue(any("waiting for a worker" in e.details()
+                                    and "--max-grpc-memory" in e.details() for e in refused),
+                                [e.details() for e in refused])
+                # Those admitted are served.
+                for future in futures:
+                    if future.exception() is None:
+                        self.assertGreater(len(future.result()), size)
+                self.assertLess(len(refused), calls)
+                self.assertLess(grown, calls * size)
+        finally:
+            server.stop()
+
+    def test_a_deadline_past_int64_nanoseconds_is_no_deadline(self):
+        server = Server(self.dir)
+        try:
+            client = H2Calls(server.port)
+            try:
+                huge = client.start(SMALL, [("grpc-timeout", "2562047H")])
+                large = client.start(SMALL, [("grpc-timeout", "99999999H")])
+                self.assertTrue(client.run_until(lambda c: len(c.ended) == 2, 30))
+                self.assertEqual(client.ended, {huge: 0, large: 0}, server.log()[-3000:])
+                self.assertIn(b'[[["a",42]]]', client.messages[huge])
+            finally:
+                client.close()
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    SERVER, WORKER, FUNCTIONS = (os.path.abspath(p) for p in sys.argv[1:4])
+    if os.path.isfile(FUNCTIONS):  # a module of the directory that holds the functions
+        FUNCTIONS = os.path.dirname(FUNCTIONS)
+    unittest.main(argv=sys.argv[:1])
