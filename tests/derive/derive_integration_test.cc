@@ -1302,7 +1302,7 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   ASSERT_TRUE(once.ok()) << once.status();
   EXPECT_EQ(once->exit_code, 0) << once->output;
   EXPECT_THAT(once->output,
-              HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (for another ")));
+              HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (in held_map, for another ")));
   EXPECT_THAT(once->output, HasSubstr("which does the work; exiting (--once)"));
   EXPECT_THAT(once->output, Not(HasSubstr("caught up")));
   EXPECT_THAT(once->output, Not(HasSubstr("holding the lease")));
