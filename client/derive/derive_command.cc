@@ -2,14 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -51,7 +54,8 @@ Handlers are named functions (module.function or module.function|N) that cnp-ser
 its --python-path, never this process; couch_named_python.mr has the helpers item, value,
 count, join and handler. A map handler gets a source document and yields (key, value) pairs;
 a reduce handler is called f(keys, rows, rereduce) with all rows of one key of its map target
-(with `sources: true` each row also has mr_source, its source document).
+(with `sources: true` each row also has mr_source, its source document). Design documents
+(_design/...) of a source are never passed to a map handler.
 
 For each stage (target <- source) this command reads the source's _changes in batches
 (include_docs, seq_interval), sends the changed documents to the service's Map RPC, and writes
@@ -66,11 +70,14 @@ _local/cnp-derive:NAME:SOURCE, where earlier releases kept it, when absent), and
 from it; the first run is the initial synchronization. A changed `version` re-runs its stage from the
 start and then removes the derived documents of other versions.
 
-Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in the first
-target database, by name) lets one write; it renews the lease every --lease-renew (and, while
-long Map or Reduce calls keep it busy, from a thread of its own, so that it does not lose it),
-and another takes over once the holder has not renewed for --lease-timeout (at once if it
-stopped cleanly).
+Several instances of one NAME may run: a lease (_local/cnp-derive:NAME:lease in EVERY target
+database) lets one write; an instance takes the lease of each of its targets, in order of name
+(when one is held by another instance it releases those it took and waits), so that instances
+whose declarations differ (a target added or removed) but share a target still write one at a
+time. The holder renews them every --lease-renew (and, while long Map or Reduce calls keep it
+busy, from threads of their own, so that it does not lose them) and stops writing when it loses
+any; another takes over once the holder has not renewed for --lease-timeout (at once if it
+stopped cleanly). Instances of different NAMEs do not exclude each other.
 Progress goes to stderr and to _local/cnp-derive:NAME:status; a handler that raises on a
 document is logged (the first 20 errors of each minute; then one line says how many more
 there were) and recorded (document id, handler, exception) in
@@ -106,7 +113,8 @@ Options:
   --poll-interval=DUR     longest quiet wait before the lease and the stop signal are looked
                           at again, and per longpoll (default: 1s)
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
-  --lease-renew=DUR       how often the holder renews (default: 10s)
+  --lease-renew=DUR       how often the holder renews (default: 10s, or a third of
+                          --lease-timeout when only that is given)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
   --insecure              send the credentials over plain http:// to a CouchDB that is not on
                           this host (refused without it: anyone on the way reads them)
@@ -141,10 +149,15 @@ COUCHDB_URL is CouchDB's root (behind a proxy, with its path prefix), the URL wh
 answers {"couchdb":"Welcome",...} (pouchdb-server's {"express-pouchdb":"Welcome!",...} is
 taken too); a database's URL is refused before anything is written.
 
-Exit status: 0 caught up (--once), or with --once another instance holds the lease (it says
-which; that instance does the work), or stopped by SIGINT/SIGTERM (once the work in hand is
-written; a second signal ends it at once, by that signal, and the next run resumes from the
-checkpoints); 1 an error; 2 a usage error (a COUCHDB_URL that is not CouchDB's root among them).
+Exit status: 0 caught up (--once) with no document's error recorded in this run, or with
+--once another instance holds the lease (it says which; that instance does the work), or a
+follower stopped by SIGINT/SIGTERM (once the work in hand is written; a second signal ends it at
+once, by that signal, and the next run resumes from the checkpoints); 1 an error; 2 a usage
+error (a COUCHDB_URL that is not CouchDB's root among them); 3 --once caught up, but this run
+recorded errors of documents (any entry of _local/cnp-derive:NAME:errors: a handler that
+raised, Timeout, AnswerTooLarge, UnreadableChange, a write refused twice; those documents are
+passed, a later run does not meet them again); 130 (SIGINT) or 143 (SIGTERM) --once stopped
+by that signal before it caught up.
 )";
 
 // While no cnp-server answers: the first wait before trying again, the longest (the waits
@@ -155,12 +168,21 @@ constexpr absl::Duration kServiceNoteInterval = absl::Seconds(5);
 
 std::atomic<bool> stop_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "read and written in a signal handler");
+// The signal that asked for the stop (SIGINT or SIGTERM), 0 while none has: --once stopped
+// before it caught up exits 128 + it, as cnp sync does.
+std::atomic<int> stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "read and written in a signal handler");
+
+// The exit status of a --once run that caught up but recorded errors of documents in this run.
+constexpr int kExitDocumentErrors = 3;
 
 // The first SIGINT or SIGTERM asks for a clean stop: what is in hand is written and the lease
 // released. A second one ends the process at once, as if there were no handler, so that an
 // operator whose CouchDB or cnp-server hangs does not wait out their timeouts; nothing is lost,
 // the next run resumes from the checkpoints (another instance waits out the lease).
 void OnStopSignal(int signal) {
+  int none = 0;
+  stop_signal.compare_exchange_strong(none, signal);
   if (stop_requested.exchange(true)) {
     std::signal(signal, SIG_DFL);
     std::raise(signal);
@@ -242,6 +264,9 @@ int RunDeriveCommand(int argc, char** argv) {
   if (feed != "continuous" && feed != "longpoll") {
     return Fail(absl::InvalidArgumentError(absl::StrCat("--feed=", feed, " is neither continuous nor longpoll")));
   }
+  // Given alone, --lease-timeout sets the renewal too: a third of it (the default 10s would
+  // refuse a timeout of 10s or less).
+  if (args->Has("lease-timeout") && !args->Has("lease-renew")) lease_renew = lease_timeout / 3;
   if (lease_renew >= lease_timeout) {
     return Fail(absl::InvalidArgumentError("--lease-renew must be shorter than --lease-timeout"));
   }
@@ -278,19 +303,33 @@ int RunDeriveCommand(int argc, char** argv) {
   std::signal(SIGTERM, OnStopSignal);
   const bool once = args->Has("once");
   const std::string holder = HolderId();
-  std::string home = declaration->stages.front().target;
-  for (const Stage& s : declaration->stages) home = std::min(home, s.target);
-  if (absl::Status s = couch.EnsureDatabase(home); !s.ok()) return Fail(s);
-  // While it is held, the lease is renewed from a thread of its own (on a connection of its
-  // own) when this one is busy for long: a batch whose Map calls take longer than
-  // --lease-timeout must not let another instance take it.
-  couchdb::CouchClient lease_http(http_options);
-  CouchDb lease_couch(lease_http);
+  // The lease is held in every target this instance writes, so that an instance of another
+  // declaration (one target more or fewer, during a rolling deploy) that writes any of them
+  // waits for it, wherever its own targets begin.
+  std::vector<std::string> targets;
+  for (const Stage& s : declaration->stages) targets.push_back(s.target);
+  std::sort(targets.begin(), targets.end());
+  targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+  for (const std::string& target : targets) {
+    if (absl::Status s = couch.EnsureDatabase(target); !s.ok()) return Fail(s);
+  }
+  // While they are held, the leases are renewed from threads of their own (each on a
+  // connection of its own, declared before the leases so that it outlives their threads) when
+  // this one is busy for long: a batch whose Map calls take longer than --lease-timeout must
+  // not let another instance take them.
+  std::vector<std::unique_ptr<couchdb::CouchClient>> lease_http;
+  std::vector<std::unique_ptr<CouchDb>> lease_couch;
+  std::vector<CouchDb*> lease_connections;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    lease_http.push_back(std::make_unique<couchdb::CouchClient>(http_options));
+    lease_couch.push_back(std::make_unique<CouchDb>(*lease_http.back()));
+    lease_connections.push_back(lease_couch.back().get());
+  }
   // A write request may take half the lease's timeout (CouchDB's request timeout at most):
   // the next holder waits that long past the expiry before it writes.
-  Lease lease(couch, home, declaration->name, holder, lease_timeout, lease_renew,
-              std::min(lease_timeout / 2, http_options.timeout));
-  lease.RenewInBackground(lease_couch);
+  LeaseSet lease(couch, targets, declaration->name, holder, lease_timeout, lease_renew,
+                 std::min(lease_timeout / 2, http_options.timeout));
+  lease.RenewInBackground(lease_connections);
   options.fence = &lease;
   options.status_holder = holder;
   options.status_every = lease_renew;
@@ -311,13 +350,13 @@ int RunDeriveCommand(int argc, char** argv) {
         // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
         // and nothing for a cron job to alarm about.
         std::cerr << "cnp derive: " << declaration->name << ": the lease is held by " << Printable(lease.other_holder())
-                  << " (for another " << absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100)))
+                  << " (in " << lease.blocked_in() << ", for another " << absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100)))
                   << " unless it renews it), which does the work; exiting (--once)\n";
         return 0;
       }
       if (!said_waiting) {
         std::cerr << "cnp derive: " << declaration->name << ": waiting for the lease held by "
-                  << Printable(lease.other_holder()) << "\n";
+                  << Printable(lease.other_holder()) << " (in " << lease.blocked_in() << ")\n";
         said_waiting = true;
       }
       absl::SleepFor(std::min(poll, lease.wait_hint() + absl::Milliseconds(20)));
@@ -326,7 +365,7 @@ int RunDeriveCommand(int argc, char** argv) {
     std::cerr << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
     if (absl::Duration wait = lease.hold_off(); wait > absl::ZeroDuration()) {
       std::cerr << "cnp derive: " << declaration->name << ": writing nothing for "
-                << absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(100)))
+                << absl::FormatDuration(absl::Ceil(wait, absl::Milliseconds(100)))
                 << ", until the earlier holder's write requests can no longer be applied\n";
     }
     // Renewing meanwhile; a stop signal ends the wait.
@@ -344,6 +383,7 @@ int RunDeriveCommand(int argc, char** argv) {
     absl::Duration retry_delay = kFirstServiceRetryDelay;
     absl::Time down_since = absl::InfiniteFuture();
     absl::Time last_note = absl::InfinitePast();
+    int64_t earlier_errors = 0;  // recorded by the Derivers of this hold dropped for an unreachable cnp-server
     while (!stop_requested && !lost) {
       absl::Status failure;
       {
@@ -383,8 +423,18 @@ int RunDeriveCommand(int argc, char** argv) {
           if (once) {
             lease.Release();
             deriver.LogErrorsLeftOut(/*final=*/true);
-            std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
-            return 0;
+            int64_t errors = earlier_errors;
+            for (const StageProgress& p : deriver.progress()) errors += p.errors;
+            if (errors == 0) {
+              std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
+              return 0;
+            }
+            // A cron job must tell this from a clean run: the errors' documents are passed
+            // (the next run does not meet them again), their rows left as they were.
+            std::cerr << "cnp derive: " << declaration->name << ": caught up, but " << errors
+                      << " document error(s) were recorded in _local/cnp-derive:" << declaration->name
+                      << ":errors of " << deriver.home() << " (exit status " << kExitDocumentErrors << ")\n";
+            return kExitDocumentErrors;
           }
           absl::StatusOr<bool> renewed = lease.RenewIfDue();
           if (!renewed.ok()) return Fail(renewed.status());
@@ -396,6 +446,7 @@ int RunDeriveCommand(int argc, char** argv) {
         }
         // Stopped mid-way: the status document says how far this run got.
         if (stop_requested) (void)deriver.WriteStatus(holder);
+        for (const StageProgress& p : deriver.progress()) earlier_errors += p.errors;
       }
       // A write refused by the lease's fence (its deadline passed) ends the hold as a lost lease.
       if (IsLeaseLost(failure)) {
@@ -435,12 +486,20 @@ int RunDeriveCommand(int argc, char** argv) {
       // gRPC's own reconnection backoff would otherwise delay the next try by up to minutes.
       (*cnp)->ResetConnectionBackoff();
     }
-    if (lost && !stop_requested) {
-      std::cerr << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";
+    if (lost) {
+      // The leases still held are not kept while waiting: an instance holding the lost one may
+      // be waiting for them.
+      lease.Release();
+      if (!stop_requested) {
+        std::cerr << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";
+      }
     }
   }
   lease.Release();
   std::cerr << "cnp derive: " << declaration->name << ": stopped\n";
+  // --once stopped before it caught up (followers stop so whenever they stop): as cnp sync
+  // --once, 130 or 143, so that a cron job does not take it for a run that caught up.
+  if (once && stop_signal.load() != 0) return 128 + stop_signal.load();
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #include "client/derive/deriver.h"
 
 #include <algorithm>
+#include <random>
 #include <set>
 
 #include "absl/cleanup/cleanup.h"
@@ -16,6 +17,7 @@
 #include "common/call_limit.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
 
@@ -265,6 +267,114 @@ static std::optional<std::string> OldCheckpointId(const std::string& name, const
   return absl::StrCat("cnp-derive:", name, ":", s.source);
 }
 
+// Each source database holds a marker of its own, so that a checkpoint taken from one that was
+// deleted and created again under its name (a new database, whose sequences start over) is
+// not resumed from: CouchDB 3's GET /db answers no uuid, and instance_start_time is "0".
+// _local documents are not in _changes or _all_docs, so the marker is no document of the
+// source to its readers or to the map handlers.
+constexpr char kSourceMarkerId[] = "cnp-derive-source";
+
+absl::StatusOr<std::string> Deriver::SourceMarker(const std::string& source) {
+  if (auto known = source_markers_.find(source); known != source_markers_.end()) return known->second.first;
+  const std::string path = LocalDocPath(source, kSourceMarkerId);
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<std::optional<Document>> doc =
+        couch_.GetIfExists(path, absl::StrCat("reading the marker _local/", kSourceMarkerId, " of ", source));
+    if (!doc.ok()) return NoMarker(source, doc.status());
+    if (doc->has_value()) {
+      std::string id = Text(**doc, "id");
+      source_markers_[source] = {id, false};
+      return id;
+    }
+    std::random_device random;
+    const std::string id = absl::StrFormat("%08x%08x%08x%08x", random(), random(), random(), random());
+    Document marker(rapidjson::kObjectType);
+    auto& a = marker.GetAllocator();
+    marker.AddMember("id", couchdb::StringValue(id, a), a);
+    marker.AddMember("created_at_ms", absl::ToUnixMillis(absl::Now()), a);
+    absl::StatusOr<Document> written = FencedWrite("PUT", path, couchdb::ToJson(marker),
+                                                   absl::StrCat("writing the marker _local/", kSourceMarkerId,
+                                                                " of ", source));
+    if (written.ok()) {
+      source_markers_[source] = {id, true};
+      return id;
+    }
+    // Another instance (of another name) wrote it first: its id is the one.
+    if (absl::IsAborted(written.status()) && attempt == 0) continue;
+    return NoMarker(source, written.status());
+  }
+}
+
+absl::StatusOr<std::string> Deriver::NoMarker(const std::string& source, const absl::Status& why) {
+  // CouchDB out of reach, or the lease lost: the run's own errors. Anything else (401 or 403 of
+  // read-only credentials, a proxy that refuses _local) costs the marker, not the run.
+  if (IsLeaseLost(why) || absl::IsUnavailable(why) || absl::IsDeadlineExceeded(why)) return why;
+  log_ << "cnp derive: " << source << ": warning: no marker _local/" << kSourceMarkerId << " in " << source << " ("
+       << Printable(couchdb::RedactCredentials(why.message()))
+       << "), so a deletion and re-creation of the database is noticed only by its sequence going back; "
+          "give the credentials write access to "
+       << source << " to have it noticed always\n";
+  source_markers_[source] = {"", false};
+  return std::string();
+}
+
+std::optional<std::string> Deriver::Recreated(size_t i, const Document& d, const std::string& marker,
+                                              bool marker_written) {
+  const Stage& s = declaration_.stages[i];
+  const std::string recorded = Text(d, "source_id");
+  if (!recorded.empty() && !marker.empty() && recorded != marker) {
+    return absl::StrCat(marker_written ? absl::StrCat("its marker _local/", kSourceMarkerId, " is gone")
+                                       : absl::StrCat("its marker _local/", kSourceMarkerId, " is another's"),
+                        ": the checkpoint was taken from database ", recorded, ", not ", marker);
+  }
+  if (!recorded.empty() && !marker.empty()) return std::nullopt;  // the same database
+  // No marker to go by (a checkpoint of an earlier release, or a source that cannot be
+  // written): a sequence below the checkpoint's is a new database's.
+  const Value* seq = Member(d, "seq");
+  const int64_t checkpointed = seq ? SeqNumber(SeqText(*seq)) : -1;
+  if (checkpointed <= 0) return std::nullopt;
+  absl::StatusOr<Document> info = couch_.Get(DbPath(s.source), absl::StrCat("reading database ", s.source));
+  if (!info.ok()) return std::nullopt;  // asked again by the reads to come, which fail then
+  const Value* update_seq = Member(*info, "update_seq");
+  const int64_t now = update_seq ? SeqNumber(SeqText(*update_seq)) : -1;
+  if (now < 0 || now >= checkpointed) return std::nullopt;
+  return absl::StrCat("its sequence ", now, " is below the checkpoint's ", checkpointed);
+}
+
+absl::Status Deriver::WarnUndeclaredRows(const std::string& target, const std::set<std::string>& sources) {
+  // Derived ids are "<source>:<hex>..." and a database name starts with a lowercase letter:
+  // from "a" (past _design/ documents), one prefix after another; a bounded look.
+  std::string start = "a";
+  for (int asked = 0; asked < 100; ++asked) {
+    absl::StatusOr<Document> page =
+        couch_.Get(absl::StrCat(DbPath(target), "/_all_docs?limit=1&startkey=", QueryString(start), "&include_docs=true"),
+                   absl::StrCat("reading derived documents of ", target));
+    if (!page.ok()) return page.status();
+    const Value* rows = Member(*page, "rows");
+    if (rows == nullptr || !rows->IsArray() || rows->Empty()) return absl::OkStatus();
+    const Value& row = (*rows)[0];
+    const std::string id = Text(row, "id");
+    const size_t colon = id.find(':');
+    if (colon == std::string::npos) {
+      start = id;
+      start.push_back('\0');
+      continue;
+    }
+    const std::string prefix = id.substr(0, colon);
+    start = absl::StrCat(prefix, ":\xef\xbf\xb0");
+    const Value* doc = Member(row, "doc");
+    // Only documents cnp derive wrote: their mr_source_type is the prefix.
+    if (doc == nullptr || Text(*doc, "mr_source_type") != prefix || sources.count(prefix) > 0) continue;
+    log_ << "cnp derive: " << target << ": warning: it holds documents derived from " << prefix
+         << ", which the declaration no longer names as a source of " << target
+         << ": they stay, and a reduce or join over " << target << " still counts them; to remove them, "
+         << "delete the documents of " << target << " whose ids start with \"" << prefix
+         << ":\" (and _local/cnp-derive:" << declaration_.name << ":source:" << prefix
+         << "), or declare the source again\n";
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Deriver::Start() {
   std::set<std::string> targets, sources;
   for (const Stage& s : declaration_.stages) {
@@ -282,6 +392,11 @@ absl::Status Deriver::Start() {
   }
   for (const std::string& target : targets) {
     if (absl::Status s = couch_.EnsureDatabase(target); !s.ok()) return s;
+    std::set<std::string> declared;
+    for (const Stage& s : declaration_.stages) {
+      if (s.target == target) declared.insert(s.source);
+    }
+    if (absl::Status s = WarnUndeclaredRows(target, declared); !s.ok()) return s;
   }
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
@@ -299,6 +414,9 @@ absl::Status Deriver::Start() {
     if (!doc.ok()) return doc.status();
     StageProgress& p = progress_[i];
     Checkpoint& c = checkpoints_[i];
+    absl::StatusOr<std::string> marker = SourceMarker(s.source);
+    if (!marker.ok()) return marker.status();
+    const bool marker_written = source_markers_[s.source].second;
     std::optional<std::string> old_id = OldCheckpointId(declaration_.name, s);
     if (!doc->has_value() && old_id.has_value()) {
       doc = couch_.GetIfExists(LocalDocPath(s.target, *old_id), "reading a checkpoint at its earlier id");
@@ -325,10 +443,29 @@ absl::Status Deriver::Start() {
     } else {
       const Document& d = **doc;
       if (c.old_rev.empty()) c.rev = Text(d, "_rev");  // the new id's is written without one
+      c.source_id = Text(d, "source_id");
       const Value* version = Member(d, "version");
       const Value* seq = Member(d, "seq");
       const Value* sweep = Member(d, "sweep");
       int64_t old_version = version && version->IsInt64() ? version->GetInt64() : -1;
+      if (std::optional<std::string> why = Recreated(i, d, *marker, marker_written); why.has_value()) {
+        // What was derived from the earlier database is of documents it held: none of it is
+        // known to hold now, and a new database's sequences start below the checkpoint. Its
+        // rows go first (all versions; a reduce stage after it sees their keys go), then the
+        // stage runs over the source from the start, as a first synchronization.
+        log_ << "cnp derive: " << s.source << " -> " << s.target << ": " << s.source
+             << " was deleted and created again since the checkpoint (" << *why << "): removing what was "
+             << "derived from the earlier database and re-running over " << s.source << " from the start\n";
+        if (absl::Status st = Sweep(i, /*every_version=*/true); !st.ok()) return st;
+        p.seq = "0";
+        p.rerun = true;
+        c.sweep = false;
+        c.fresh = true;
+        if (!marker->empty()) c.source_id = *marker;
+        if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+        p.seq_before = p.seq;
+        continue;
+      }
       if (old_version != s.version) {
         log_ << "cnp derive: " << s.source << " -> " << s.target << ": version " << old_version
              << " -> " << s.version << ", re-running over " << s.source
@@ -360,7 +497,14 @@ absl::Status Deriver::Start() {
         }
       }
     }
+    const bool adopt = doc->has_value() && c.source_id.empty() && !marker->empty();
+    if (!marker->empty()) c.source_id = *marker;
     p.seq_before = p.seq;
+    // A checkpoint that names no source (an earlier release's) names it from now on, so that a
+    // re-creation is noticed by the marker, not only by a sequence that went back.
+    if (adopt) {
+      if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+    }
   }
   return absl::OkStatus();
 }
@@ -1117,7 +1261,7 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
   return absl::OkStatus();
 }
 
-absl::Status Deriver::Sweep(size_t i) {
+absl::Status Deriver::Sweep(size_t i, bool every_version) {
   const Stage& s = declaration_.stages[i];
   std::string prefix = absl::StrCat(s.source, ":");
   // Each page starts just after the last id of the one before (that id with U+0000 appended,
@@ -1148,7 +1292,7 @@ absl::Status Deriver::Sweep(size_t i) {
       const Value* doc = Member(row, "doc");
       if (doc == nullptr || !doc->IsObject()) continue;
       const Value* version = Member(*doc, "mr_version");
-      if (version && version->IsInt64() && version->GetInt64() == s.version) continue;
+      if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
       writes.push_back(Tombstone(*doc));
     }
     removed += static_cast<int64_t>(writes.size());
@@ -1157,7 +1301,8 @@ absl::Status Deriver::Sweep(size_t i) {
   }
   if (removed > 0) {
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed
-         << " derived document(s) of other versions\n";
+         << (every_version ? " derived document(s) of the earlier database\n"
+                           : " derived document(s) of other versions\n");
   }
   progress_[i].written += removed;
   return absl::OkStatus();
@@ -1232,6 +1377,7 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   doc.AddMember("handler", couchdb::StringValue(s.handler, a), a);
   doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
   doc.AddMember("sweep", c.sweep, a);
+  if (!c.source_id.empty()) doc.AddMember("source_id", couchdb::StringValue(c.source_id, a), a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
   absl::StatusOr<Document> answer = FencedWrite("PUT", LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
                                                 couchdb::ToJson(doc), "writing a checkpoint");

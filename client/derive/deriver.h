@@ -102,6 +102,8 @@ class Deriver {
   void LogErrorsLeftOut(bool final);
 
   const std::vector<StageProgress>& progress() const { return progress_; }
+  // The database of the status and errors documents: the first target, by name.
+  const std::string& home() const { return home_; }
 
  private:
   struct Checkpoint {
@@ -109,7 +111,20 @@ class Deriver {
     std::string old_rev;  // of the checkpoint at its earlier id, resumed from, removed once moved
     bool sweep = false;  // derived documents of other versions are to be removed once caught up
     bool fresh = false;  // no checkpoint and nothing derived from this source: a first sync
+    // The source database's marker (SourceMarker) the checkpoint was taken from; empty: unknown.
+    std::string source_id;
   };
+  // What identifies a source database (an incarnation of its name): the id in its
+  // _local/cnp-derive-source document, written with a new random id when absent; empty when
+  // the source cannot be written (read-only credentials: a warning says so).
+  absl::StatusOr<std::string> SourceMarker(const std::string& source);
+  // The marker could not be read or written for `why`: empty (with a warning), or the error
+  // when it is the run's (CouchDB unreachable, the lease lost).
+  absl::StatusOr<std::string> NoMarker(const std::string& source, const absl::Status& why);
+  // Whether stage i's source was deleted and created again since its checkpoint `d` (read
+  // from the target), and why.
+  std::optional<std::string> Recreated(size_t stage, const rapidjson::Document& d, const std::string& marker,
+                                       bool marker_written);
   struct Batch;
 
   // One batch read, handled and checkpointed; 0 when the stage has caught up.
@@ -163,7 +178,12 @@ class Deriver {
   // asked for in halves, down to one.
   absl::Status LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first, size_t end,
                       const std::string& what, std::vector<rapidjson::Document>& answers);
-  absl::Status Sweep(size_t stage);
+  // Warns of derived documents in `target` of a source no declared stage of it reads any more
+  // (one _all_docs?limit=1 per id prefix): they stay, and a reduce or join over it counts them.
+  absl::Status WarnUndeclaredRows(const std::string& target, const std::set<std::string>& sources);
+  // Removes the stage's derived documents of other versions; with `every_version`, all of them
+  // (its source was created again: none of them was derived from what the source holds now).
+  absl::Status Sweep(size_t stage, bool every_version = false);
   void StartFeeds();
   void PrintFeedNotes();
   absl::Status WaitOnLongpolls(absl::Duration max_wait);
@@ -204,6 +224,8 @@ class Deriver {
   // (sources: true), so its rows carry mr_source_rev.
   std::vector<bool> sources_read_;
   std::vector<std::set<std::string>> warned_dropped_;  // per stage: the fields WarnDropped named
+  // Per source database: its marker, and whether this run wrote it (it was absent).
+  std::map<std::string, std::pair<std::string, bool>> source_markers_;
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   ErrorLogLimit error_log_limit_;
   std::string status_rev_;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
 
@@ -277,5 +278,72 @@ void Lease::Release() {
   doc.AddMember("settle_at_ms", unanswered_until_ms_.load(), a);
   (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease", max_write_);
 }
+
+LeaseSet::LeaseSet(CouchDb& couch, std::vector<std::string> databases, const std::string& name,
+                   const std::string& holder, absl::Duration timeout, absl::Duration renew_every,
+                   absl::Duration max_write)
+    : databases_(std::move(databases)) {
+  std::sort(databases_.begin(), databases_.end());
+  databases_.erase(std::unique(databases_.begin(), databases_.end()), databases_.end());
+  for (const std::string& database : databases_) {
+    leases_.push_back(std::make_unique<Lease>(couch, database, name, holder, timeout, renew_every, max_write));
+  }
+}
+
+void LeaseSet::RenewInBackground(const std::vector<CouchDb*>& own_connections) {
+  for (size_t i = 0; i < leases_.size() && i < own_connections.size(); ++i) {
+    leases_[i]->RenewInBackground(*own_connections[i]);
+  }
+}
+
+absl::StatusOr<bool> LeaseSet::TryAcquire() {
+  for (size_t i = 0; i < leases_.size(); ++i) {
+    absl::StatusOr<bool> acquired = leases_[i]->TryAcquire();
+    if (acquired.ok() && *acquired) continue;
+    // Not held while waiting: another instance that holds this one may be waiting for ours.
+    for (size_t j = 0; j < i; ++j) leases_[j]->Release();
+    blocked_ = i;
+    return acquired;
+  }
+  return true;
+}
+
+absl::StatusOr<bool> LeaseSet::RenewIfDue() {
+  for (const auto& lease : leases_) {
+    absl::StatusOr<bool> renewed = lease->RenewIfDue();
+    if (!renewed.ok() || !*renewed) return renewed;
+  }
+  return true;
+}
+
+void LeaseSet::Release() {
+  for (const auto& lease : leases_) lease->Release();
+}
+
+absl::StatusOr<absl::Duration> LeaseSet::WriteBudget() {
+  // The longest hold-off first: each lease's budget is counted from when the write starts.
+  if (const absl::Duration wait = hold_off(); wait > absl::ZeroDuration()) absl::SleepFor(wait);
+  absl::Duration budget = absl::InfiniteDuration();
+  for (const auto& lease : leases_) {
+    absl::StatusOr<absl::Duration> one = lease->WriteBudget();
+    if (!one.ok()) return one.status();
+    budget = std::min(budget, *one);
+  }
+  return budget;
+}
+
+void LeaseSet::Unanswered() {
+  for (const auto& lease : leases_) lease->Unanswered();
+}
+
+absl::Duration LeaseSet::hold_off() const {
+  absl::Duration longest = absl::ZeroDuration();
+  for (const auto& lease : leases_) longest = std::max(longest, lease->hold_off());
+  return longest;
+}
+
+absl::Duration LeaseSet::wait_hint() const { return leases_[blocked_]->wait_hint(); }
+
+std::string LeaseSet::other_holder() const { return leases_[blocked_]->other_holder(); }
 
 }  // namespace cnp::derive

@@ -25,8 +25,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -129,6 +131,49 @@ class Lease : public WriteFence {
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread renewer_;  // started and joined by the owner's thread only
+};
+
+// The leases of every target database an instance writes, one Lease each, as one fence. The
+// lease used to live in the first target alone: a declaration that gained (or lost) a target
+// sorting first moved it, and instances of the old and the new declaration wrote the same
+// databases at once. Now any two instances whose targets overlap meet in the lease of each
+// database they share. TryAcquire takes them in order of name, and when one is held by another
+// instance releases those it took and says so (no holding while waiting, so no deadlock); the
+// writes need all of them (the least time any of them allows), and a loss of any is a loss.
+class LeaseSet : public WriteFence {
+ public:
+  // `databases`: the targets, each once (sorted here).
+  LeaseSet(CouchDb& couch, std::vector<std::string> databases, const std::string& name,
+           const std::string& holder, absl::Duration timeout, absl::Duration renew_every,
+           absl::Duration max_write = absl::ZeroDuration());
+
+  // One connection per database, in the order of databases(), each used by its lease's
+  // renewing thread alone and outliving this object.
+  void RenewInBackground(const std::vector<CouchDb*>& own_connections);
+  // True when every lease is held now. False when one is held by another instance (then
+  // other_holder() and blocked_in() say which, wait_hint() for how long) or was written by one
+  // between our read and our write (other_holder() empty): the leases taken meanwhile are
+  // released, so that the other instance is not kept waiting on us.
+  absl::StatusOr<bool> TryAcquire();
+  // Renews each lease that is due. False: one of them was lost.
+  absl::StatusOr<bool> RenewIfDue();
+  // Gives up every lease still held.
+  void Release();
+
+  absl::StatusOr<absl::Duration> WriteBudget() override;
+  void Unanswered() override;
+  // The longest of the leases' hold-offs.
+  absl::Duration hold_off() const;
+
+  const std::vector<std::string>& databases() const { return databases_; }
+  absl::Duration wait_hint() const;
+  std::string other_holder() const;
+  const std::string& blocked_in() const { return databases_[blocked_]; }
+
+ private:
+  std::vector<std::string> databases_;
+  std::vector<std::unique_ptr<Lease>> leases_;  // one per database, in the same order
+  size_t blocked_ = 0;  // the lease the last TryAcquire did not get; the caller's thread only
 };
 
 }  // namespace cnp::derive

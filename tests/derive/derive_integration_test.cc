@@ -884,6 +884,178 @@ TEST_F(DeriveTest, TwoInstancesShareOneLeaseAndTheSecondTakesOverWhenTheFirstSto
   EXPECT_EQ(Derived("lease_map").size(), 3u);
 }
 
+// Instances of one name whose declarations differ (a rolling deploy that adds a target sorting
+// first) share targets: they must take turns. Before, the lease lived in the first target by
+// name alone, so the second instance's lease was in aaa_turn_cnt, not turn_cnt: both held "the
+// lease", both wrote turn_map and turn_cnt, and their checkpoints conflicted.
+TEST_F(DeriveTest, InstancesWhoseTargetsDifferButOverlapWriteOneAtATime) {
+  Fill("turn_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
+  const std::string base =
+      "name: turn\nhandlers:\n  turn_map:\n    turn_src: {type: map, version: 1, handler: derive_fns.town}\n"
+      "  turn_cnt:\n    turn_map: {type: reduce, version: 1, handler: derive_fns.per_town}\n";
+  const std::string first_yml = dir_ + "/first.yml", second_yml = dir_ + "/second.yml";
+  std::ofstream(first_yml) << base;
+  std::ofstream(second_yml) << base
+                            << "  aaa_turn_cnt:\n    turn_map: {type: reduce, version: 1, handler: derive_fns.per_town}\n";
+  const std::vector<std::string> follow = {"--lease-timeout=10s", "--lease-renew=500ms", "--poll-interval=200ms"};
+  auto first = ChildProcess::Start(Command(first_yml, follow), dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->WaitForOutput("turn_src -> turn_map: seq 3,", kRunTimeout)) << (*first)->output();
+  // Either line: it waits (now) or holds a lease of its own (before).
+  auto second = ChildProcess::Start(Command(second_yml, follow), dir_, " the lease", kRunTimeout);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT((*second)->output(), HasSubstr("waiting for the lease held by "));
+  EXPECT_THAT((*second)->output(), HasSubstr("(in turn_cnt)"));
+
+  Write("turn_src", R"([{"_id":"d","town":"Oslo"},{"_id":"e","town":"Lima"}])");
+  ASSERT_TRUE((*first)->WaitForOutput("turn_src -> turn_map: seq 5,", kRunTimeout)) << (*first)->output();
+  EXPECT_THAT((*second)->output(), Not(HasSubstr("holding the lease"))) << (*second)->output();
+  // Every target of the first holds its lease.
+  for (const char* db : {"turn_map", "turn_cnt"}) {
+    rapidjson::Document lease = Get(absl::StrCat("/", db, "/_local/cnp-derive%3Aturn%3Alease"));
+    ASSERT_TRUE(lease.IsObject() && lease.HasMember("holder")) << db << ": " << couchdb::ToJson(lease);
+    EXPECT_STRNE(lease["holder"].GetString(), "") << db;
+  }
+
+  // The first stops cleanly: the second takes over, at once.
+  ASSERT_EQ(kill((*first)->pid(), SIGTERM), 0);
+  std::optional<int> first_exit = (*first)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(first_exit.has_value()) << (*first)->output();
+  EXPECT_EQ(*first_exit, 0) << (*first)->output();
+  ASSERT_TRUE((*second)->WaitForOutput("holding the lease", kRunTimeout)) << (*second)->output();
+  ASSERT_EQ(kill((*second)->pid(), SIGTERM), 0);
+  std::optional<int> second_exit = (*second)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(second_exit.has_value()) << (*second)->output();
+  EXPECT_EQ(*second_exit, 0) << (*second)->output();
+  EXPECT_THAT((*first)->output() + (*second)->output(), Not(HasSubstr("conflict")));
+
+  // What is left is caught up by one more run of the second declaration, and exact.
+  auto rest = RunToExit(Command(second_yml, {"--once"}), ": caught up");
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->exit_code, 0) << rest->output;
+  for (const char* db : {"turn_cnt", "aaa_turn_cnt"}) {
+    std::map<std::string, int> counts;
+    for (auto& [id, doc] : Derived(db)) counts[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+    EXPECT_EQ(counts, (std::map<std::string, int>{{"Bergen", 1}, {"Lima", 1}, {"Oslo", 3}})) << db;
+  }
+  EXPECT_EQ(Derived("turn_map").size(), 5u);
+  for (const char* db : {"turn_map", "turn_cnt", "aaa_turn_cnt"}) {
+    rapidjson::Document lease = Get(absl::StrCat("/", db, "/_local/cnp-derive%3Aturn%3Alease"));
+    EXPECT_TRUE(lease.IsObject() && lease.HasMember("released_by")) << db << ": " << couchdb::ToJson(lease);
+  }
+}
+
+// A source database deleted and created again: its new documents are derived from the start,
+// and the rows of the documents of the earlier database go (and leave the reduce). Before, the
+// checkpoint (seq 3) was resumed from: the old rows stayed, still counted, and the new document
+// was not derived until the new database's sequence passed 3.
+TEST_F(DeriveTest, ASourceDeletedAndCreatedAgainIsDerivedAgainFromScratch) {
+  Fill("again_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
+  const std::string yaml =
+      "name: again\nhandlers:\n  again_map:\n    again_src: {type: map, version: 1, handler: derive_fns.town}\n"
+      "  again_cnt:\n    again_map: {type: reduce, version: 1, handler: derive_fns.per_town}\n";
+  auto counts = [&] {
+    std::map<std::string, int> out;
+    for (auto& [id, doc] : Derived("again_cnt")) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+    return out;
+  };
+  RunOnce(yaml);
+  EXPECT_EQ(counts(), (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
+
+  couchdb::CouchClient http = Http();
+  ASSERT_TRUE(http.Delete("/again_src").ok());
+  ASSERT_TRUE(http.Put("/again_src", "").ok());
+  Write("again_src", R"([{"_id":"z","town":"Lima"}])");
+  const std::string out = RunOnce(yaml);
+  EXPECT_THAT(out, HasSubstr("again_src -> again_map: again_src was deleted and created again since the checkpoint"));
+  std::map<std::string, rapidjson::Document> rows = Derived("again_map");
+  ASSERT_EQ(rows.size(), 1u) << out;
+  EXPECT_STREQ(rows.begin()->second["mr_source_id"].GetString(), "z");
+  EXPECT_EQ(counts(), (std::map<std::string, int>{{"Lima", 1}})) << out;
+
+  // Once: the next run goes on from the new checkpoint.
+  Write("again_src", R"([{"_id":"y","town":"Lima"}])");
+  const std::string next = RunOnce(yaml);
+  EXPECT_THAT(next, Not(HasSubstr("created again")));
+  EXPECT_EQ(counts(), (std::map<std::string, int>{{"Lima", 2}})) << next;
+}
+
+// A checkpoint that names no source database (an earlier release's) is judged by the sequence:
+// one below the checkpoint's is a new database's.
+TEST_F(DeriveTest, ASourceCreatedAgainUnderACheckpointWithoutItsMarkerIsToldByItsSequence) {
+  Fill("oldck_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
+  const std::string yaml = TownsDeclaration("oldck", "oldck_src", "oldck_map");
+  RunOnce(yaml);
+  // The checkpoint as an earlier release wrote it: no source_id.
+  const std::string path = "/oldck_map/_local/cnp-derive%3Aoldck%3Asource%3Aoldck_src";
+  rapidjson::Document checkpoint = Get(path);
+  ASSERT_TRUE(checkpoint.HasMember("source_id")) << couchdb::ToJson(checkpoint);
+  checkpoint.RemoveMember("source_id");
+  couchdb::CouchClient http = Http();
+  ASSERT_TRUE(http.Put(path, couchdb::ToJson(checkpoint)).ok());
+  ASSERT_TRUE(http.Delete("/oldck_src").ok());
+  ASSERT_TRUE(http.Put("/oldck_src", "").ok());
+  Write("oldck_src", R"([{"_id":"z","town":"Lima"}])");
+  const std::string out = RunOnce(yaml);
+  EXPECT_THAT(out, HasSubstr("its sequence 1 is below the checkpoint's 3"));
+  std::map<std::string, rapidjson::Document> rows = Derived("oldck_map");
+  ASSERT_EQ(rows.size(), 1u) << out;
+  EXPECT_STREQ(rows.begin()->second["mr_source_id"].GetString(), "z");
+}
+
+// A source taken out of the declaration leaves its rows in the target: said at the start.
+TEST_F(DeriveTest, RowsOfASourceNoLongerDeclaredAreWarnedOf) {
+  Fill("gone_a", R"([{"_id":"a","town":"Oslo"}])");
+  Fill("gone_b", R"([{"_id":"b","town":"Bergen"}])");
+  RunOnce("name: gone\nhandlers:\n  gone_map:\n    gone_a: {type: map, version: 1, handler: derive_fns.town}\n"
+          "    gone_b: {type: map, version: 1, handler: derive_fns.town}\n");
+  const std::string out = RunOnce(TownsDeclaration("gone", "gone_a", "gone_map"));
+  EXPECT_THAT(out, HasSubstr("gone_map: warning: it holds documents derived from gone_b, which the declaration no "
+                             "longer names as a source of gone_map"));
+  EXPECT_THAT(out, Not(HasSubstr("derived from gone_a")));
+}
+
+// --lease-timeout alone sets the renewal to a third of it; before, the default renewal (10s)
+// made a timeout of 10s or less a usage error.
+TEST_F(DeriveTest, ALeaseTimeoutGivenAloneIsAccepted) {
+  Fill("short_src", R"([{"_id":"a","town":"Oslo"}])");
+  auto run = RunToExit(Command(Declare(TownsDeclaration("short", "short_src", "short_map")),
+                               {"--once", "--lease-timeout=5s"}),
+                       "cnp derive");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 0) << run->output;
+  EXPECT_THAT(run->output, HasSubstr(": caught up"));
+}
+
+// --once tells a clean run (0) from one that recorded errors of documents (3).
+TEST_F(DeriveTest, OnceExitsThreeWhenItRecordedErrorsOfDocuments) {
+  Fill("exit_src", R"([{"_id":"a","town":"Oslo"},{"_id":"bad1","town":"X","bad":true}])");
+  const std::string declaration = Declare(TownsDeclaration("exit", "exit_src", "exit_map", "derive_fns.fragile"));
+  auto run = RunToExit(Command(declaration, {"--once"}), ": caught up");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 3) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("caught up, but 1 document error(s) were recorded in "
+                                     "_local/cnp-derive:exit:errors of exit_map (exit status 3)"));
+  // The next run meets the document no more: a clean run.
+  auto again = RunToExit(Command(declaration, {"--once"}), ": caught up");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->exit_code, 0) << again->output;
+}
+
+// --once stopped by SIGTERM before it caught up exits 143 (as cnp sync --once), not 0.
+TEST_F(DeriveTest, OnceStoppedBySigtermBeforeItCaughtUpExits143) {
+  Fill("term_src", R"([{"_id":"a","town":"Oslo","sleep":3},{"_id":"b","town":"Lima","sleep":3}])");
+  const std::string declaration = Declare(TownsDeclaration("term", "term_src", "term_map", "derive_fns.slow_town"));
+  auto run = ChildProcess::Start(Command(declaration, {"--once", "--batch-size=1"}), dir_, "holding the lease",
+                                 kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << (*run)->output();
+  EXPECT_EQ(*exit_code, 143) << (*run)->output();
+  EXPECT_THAT((*run)->output(), Not(HasSubstr(": caught up")));
+}
+
 // A batch whose Map call (3s) outlasts --lease-timeout (2s): the holder keeps its lease (renewed
 // from a thread of its own), writes the batch, and the other instance goes on waiting. Before,
 // the lease was renewed only before writes: the other instance took it during the call, the
@@ -1130,7 +1302,7 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   ASSERT_TRUE(once.ok()) << once.status();
   EXPECT_EQ(once->exit_code, 0) << once->output;
   EXPECT_THAT(once->output,
-              HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (for another ")));
+              HasSubstr(absl::StrCat("held: the lease is held by ", holder, " (in held_map, for another ")));
   EXPECT_THAT(once->output, HasSubstr("which does the work; exiting (--once)"));
   EXPECT_THAT(once->output, Not(HasSubstr("caught up")));
   EXPECT_THAT(once->output, Not(HasSubstr("holding the lease")));

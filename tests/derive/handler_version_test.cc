@@ -60,6 +60,11 @@ class HandlerVersionTest : public ::testing::Test {
                                  : ScriptedResponse{201, R"({"ok":true,"id":"_local/cnp-derive:v:lease","rev":"0-1"})"};
       }
       if (r.method == "GET" && absl::StartsWith(t, "/tgt/_local/")) return {404, R"({"error":"not_found"})"};
+      // The source's marker (which database it is), written once.
+      if (t == "/src/_local/cnp-derive-source") {
+        return r.method == "GET" ? ScriptedResponse{404, R"({"error":"not_found"})"}
+                                 : ScriptedResponse{201, R"({"ok":true,"id":"_local/cnp-derive-source","rev":"0-1"})"};
+      }
       // The status document says how the run ended; no derived row, checkpoint or error is written.
       if (r.method == "PUT" && t == "/tgt/_local/cnp-derive%3Av%3Astatus") {
         return {201, R"({"ok":true,"id":"_local/cnp-derive:v:status","rev":"0-1"})"};

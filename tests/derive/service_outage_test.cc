@@ -35,7 +35,7 @@ constexpr absl::Duration kWait = absl::Seconds(60);
 TEST(ServiceOutageTest, OnceTriesAgainForTheServiceWaitThenExitsOneRecordingNothing) {
   absl::Notification changes_asked, service_stopped;
   absl::Mutex mu;
-  std::vector<std::string> writes;  // PUTs and POSTs other than the lease's and the databases'
+  std::vector<std::string> writes;  // PUTs and POSTs other than the lease's, the databases' and the source's marker
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string& t = r.target;
     if (t == "/") return {200, R"({"couchdb":"Welcome","version":"3.4.3"})"};
@@ -46,6 +46,11 @@ TEST(ServiceOutageTest, OnceTriesAgainForTheServiceWaitThenExitsOneRecordingNoth
                                : ScriptedResponse{404, R"({"error":"not_found"})"};
     }
     if (r.method == "GET" && absl::StartsWith(t, "/tgt/_local/")) return {404, R"({"error":"not_found"})"};
+    // The source's marker (which database it is), written once.
+    if (t == "/src/_local/cnp-derive-source") {
+      return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"id":"_local/cnp-derive-source","rev":"0-1"})"}
+                               : ScriptedResponse{404, R"({"error":"not_found"})"};
+    }
     if (absl::StartsWith(t, "/tgt/_all_docs")) return {200, R"({"rows":[]})"};
     if (absl::StartsWith(t, "/src/_changes?")) {
       if (!changes_asked.HasBeenNotified()) changes_asked.Notify();
