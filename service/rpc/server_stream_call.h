@@ -17,8 +17,9 @@
 // nothing, and HTTP/2's flow control stops the write) is waited for at most `write_timeout`:
 // then, or when the call's stop comes first, the call is cancelled, which ends the write, and
 // the handler's thread is free again. Before, two Uploads that never read held both upload
-// threads for as long as their connections lasted, and every other Upload waited behind them. A call cancelled while it still waits for a
-// thread is answered at once and gives its slot back: its handler never runs.
+// threads for as long as their connections lasted, and every other Upload waited behind them.
+// A call cancelled while it still waits for a thread is answered at once and gives its slot
+// back: its handler never runs.
 #pragma once
 
 #include <exception>

@@ -106,7 +106,8 @@ TEST(SessionHoldTest, AListLeftWaitingForItsNextRowLetsItsWorkerGo) {
   auto late = session.Ask(R"(["list_row",{"id":"a","key":1,"value":null}])");
   ASSERT_TRUE(late.has_value()) << server->Log();
   ASSERT_EQ(late->size(), 1u);
-  EXPECT_THAT(late->back(), HasSubstr(R"(["error","timeout","cnp-server: the list ran for 2s in all)"));
+  EXPECT_THAT(late->back(),
+              HasSubstr(R"(["error","timeout","cnp-server: the list ran for 2s in all)"));
   auto added = session.Ask(R"(["add_fun","svc_fns.doubled"])");
   ASSERT_TRUE(added.has_value()) << server->Log();
   EXPECT_EQ(added->back(), "true");
@@ -124,7 +125,8 @@ TEST(SessionHoldTest, AListFedRowsSlowlyEndsAfterTheCallTimeoutInAll) {
   ASSERT_TRUE(taught.has_value()) << server->Log();
   ASSERT_EQ(taught->back(), "true");
   const absl::Time list_started = absl::Now();
-  auto started = session.Ask(R"(["ddoc","_design/x",["lists","l"],[{"total_rows":1,"offset":0},{}]])");
+  auto started =
+      session.Ask(R"(["ddoc","_design/x",["lists","l"],[{"total_rows":1,"offset":0},{}]])");
   ASSERT_TRUE(started.has_value()) << server->Log();
   ASSERT_THAT(started->back(), HasSubstr(R"(["start",["head"])"));
 
@@ -138,7 +140,8 @@ TEST(SessionHoldTest, AListFedRowsSlowlyEndsAfterTheCallTimeoutInAll) {
       ended_between_rows = true;
       break;
     }
-    auto answer = session.Ask(absl::StrCat(R"(["list_row",{"id":"r)", rows, R"(","key":1,"value":null}])"));
+    auto answer = session.Ask(
+        absl::StrCat(R"(["list_row",{"id":"r)", rows, R"(","key":1,"value":null}])"));
     ASSERT_TRUE(answer.has_value()) << server->Log();
     ++rows;
     if (absl::StrContains(answer->back(), R"(["error","timeout",)")) {
