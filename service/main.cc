@@ -218,6 +218,7 @@ int Run(int argc, char** argv) {
                    .access_log = config->access_log},
       .threads = config->grpc_threads,
       .max_waiting_uploads = config->max_waiting_uploads,
+      .upload_write_timeout = config->call_timeout,
       .max_message_bytes = static_cast<int>(config->max_call_bytes),
       .max_grpc_memory_bytes = config->max_grpc_memory,
       .max_connections_per_peer = config->max_connections_per_peer,

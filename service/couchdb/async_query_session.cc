@@ -81,8 +81,15 @@ void AsyncQuerySession::StartIdleListWatch() {
       list_idle_limit_ == absl::InfiniteDuration()) {
     return;
   }
-  idle_list_watch_ = std::make_shared<IdleListWatch>(this, *executor_);
-  idle_list_watch_->timer.expires_after(absl::ToChronoNanoseconds(list_idle_limit_));
+  // Whichever comes first: the idle limit, or the list's end in all (its rows together).
+  absl::Duration wait = list_idle_limit_;
+  bool list_over = false;
+  if (const absl::Duration left = protocol_.list_ends_by() - absl::Now(); left <= wait) {
+    wait = std::max(left, absl::ZeroDuration());
+    list_over = true;
+  }
+  idle_list_watch_ = std::make_shared<IdleListWatch>(this, *executor_, list_over);
+  idle_list_watch_->timer.expires_after(absl::ToChronoNanoseconds(wait));
   asio::co_spawn(*executor_, WatchIdleList(idle_list_watch_), asio::detached);
 }
 
@@ -98,15 +105,21 @@ asio::awaitable<void> AsyncQuerySession::WatchIdleList(std::shared_ptr<IdleListW
   co_await watch->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   // On the session's executor, like every Handle: the session is gone or has moved on when
   // it let go of the watch, and then nothing is left to do.
-  if (watch->session != nullptr) watch->session->EndIdleList();
+  if (watch->session != nullptr) watch->session->EndIdleList(watch->list_over);
 }
 
-void AsyncQuerySession::EndIdleList() {
+void AsyncQuerySession::EndIdleList(bool list_over) {
   idle_list_watch_.reset();
-  protocol_.ListEndedForIdleness(list_idle_limit_);
-  LogWarning("a CouchDB list waited ", absl::FormatDuration(list_idle_limit_),
-             " (--call-timeout) for its next row: ending it, so that its worker serves other "
-             "calls");
+  if (list_over) {
+    protocol_.ListRanOutOfTime();
+    LogWarning("a CouchDB list ran for ", absl::FormatDuration(list_idle_limit_),
+               " (--call-timeout) in all: ending it, so that its worker serves other calls");
+  } else {
+    protocol_.ListEndedForIdleness(list_idle_limit_);
+    LogWarning("a CouchDB list waited ", absl::FormatDuration(list_idle_limit_),
+               " (--call-timeout) for its next row: ending it, so that its worker serves other "
+               "calls");
+  }
   EndListInBackground(std::move(lease_), absl::Now() + std::max(CallBudget(), absl::Seconds(1)));
 }
 

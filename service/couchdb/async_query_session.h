@@ -14,13 +14,17 @@
 // awaiting coroutine cancels the task in flight (see async_task_runner.h); the line is then
 // answered with an error, as for any other infrastructure failure.
 //
-// A list holds its leased worker only while CouchDB keeps it busy: when no next line comes
-// within Options::max_call_timeout, a timer on the executor that last awaited Handle ends the
+// A list holds its leased worker only while CouchDB keeps it busy, and for at most
+// Options::max_call_timeout in all (the session sets the protocol's max_list_time to it): when
+// no next line comes within max_call_timeout, or the list reaches QueryProtocol::
+// list_ends_by() between two rows, a timer on the executor that last awaited Handle ends the
 // list (its worker is given the end of its rows and goes back to the pool) and the protocol
 // answers the rows that come later as for a list that is gone (QueryProtocol::
-// ListEndedForIdleness). Otherwise a client could hold every worker of the pool by starting
-// lists and going quiet. (On a GrpcContext, Asio keeps its timers on a thread of its own and
-// hands each expiry to the executor, so the timer's work runs on the stream's thread.)
+// ListEndedForIdleness), or that ran out of time (ListRanOutOfTime: ["error","timeout",..]).
+// Otherwise a client could hold every worker of the pool by starting lists and going quiet,
+// or by sending their rows a little faster than max_call_timeout. (On a GrpcContext, Asio
+// keeps its timers on a thread of its own and hands each expiry to the executor, so the
+// timer's work runs on the stream's thread.)
 #pragma once
 
 #include <cstdint>
@@ -47,7 +51,7 @@ class AsyncQuerySession {
   explicit AsyncQuerySession(pool::AsyncTaskRunner& runner) : AsyncQuerySession(runner, {}) {}
   AsyncQuerySession(pool::AsyncTaskRunner& runner, Options options)
       : runner_(runner), list_idle_limit_(options.max_call_timeout),
-        max_answer_bytes_(options.max_answer_bytes), protocol_(options) {}
+        max_answer_bytes_(options.max_answer_bytes), protocol_(WithListTime(options)) {}
 
   AsyncQuerySession(const AsyncQuerySession&) = delete;
   AsyncQuerySession& operator=(const AsyncQuerySession&) = delete;
@@ -84,21 +88,29 @@ class AsyncQuerySession {
 
   void LetKeptWorkerGo();
 
+  // The protocol's options: a whole list bounded by max_call_timeout (see above).
+  static Options WithListTime(Options options) {
+    options.max_list_time = options.max_call_timeout;
+    return options;
+  }
+
   // The timer that ends a list left waiting (see above), and the session it would end: the
   // session lets go of it (session = nullptr) when the next line comes or the session ends,
   // so that a timer whose expiry is already on its way does nothing.
   struct IdleListWatch {
-    IdleListWatch(AsyncQuerySession* session, const asio::any_io_executor& executor)
-        : session(session), timer(executor) {}
+    IdleListWatch(AsyncQuerySession* session, const asio::any_io_executor& executor,
+                  bool list_over)
+        : session(session), timer(executor), list_over(list_over) {}
     AsyncQuerySession* session;
     asio::steady_timer timer;
+    bool list_over;  // the timer expires at the list's end in all, not its idle limit
   };
   static asio::awaitable<void> WatchIdleList(std::shared_ptr<IdleListWatch> watch);
   void StartIdleListWatch();
   void StopIdleListWatch();
   // The watch's timer expired: ends the list and hands the lease to a coroutine that sends the
   // end of rows and then lets the worker go.
-  void EndIdleList();
+  void EndIdleList(bool list_over);
   // Sends the end of rows on `lease` (until `deadline`) in a coroutine of its own, then lets
   // the worker go.
   void EndListInBackground(std::unique_ptr<pool::AsyncWorkerLease> lease, absl::Time deadline);

@@ -178,6 +178,14 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
       output_.add_lines(LogLine(why));
     }
   }
+  // A list the driver ended at list_ends_by_: its next row is answered as a command that ran
+  // out of time is on this path (CouchDB fails the request; the session goes on).
+  if (std::string timed_out = std::exchange(list_timed_out_line_, {}); !timed_out.empty()) {
+    if (const CommandKind kind = KindOf(command);
+        kind == CommandKind::kListRow || kind == CommandKind::kListEnd) {
+      return Say(std::move(timed_out));
+    }
+  }
   // A reset is applied even in the middle of a list, which is abandoned: CouchDB sends one there
   // when a _list's HTTP client went away and the process went back to its pool mid-list.
   if (const auto* reset = std::get_if<command::Reset>(&command)) return Reset(*reset);
@@ -227,8 +235,16 @@ QueryProtocol::Step QueryProtocol::Close() {
 
 QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation then) {
   then_ = std::move(then);
-  const absl::Time deadline = CallDeadline();
-  if (on != On::kAnyWorker) list_deadline_ = deadline;
+  absl::Time deadline = CallDeadline();
+  list_exchange_ends_with_list_ = false;
+  if (on != On::kAnyWorker) {
+    // No exchange of a list runs past the list's own end.
+    if (list_ends_by_ < deadline) {
+      deadline = list_ends_by_;
+      list_exchange_ends_with_list_ = true;
+    }
+    list_deadline_ = deadline;
+  }
   return RunTask{&task, on, deadline};
 }
 
@@ -337,6 +353,21 @@ void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {
       "cnp-server: the list function was ended after CouchDB sent no row for ",
       absl::FormatDuration(idle), " (the server's --call-timeout), so that its worker could "
       "serve other calls");
+}
+
+void QueryProtocol::ListRanOutOfTime() {
+  if (!list_open_) return;
+  list_open_ = false;
+  list_timed_out_line_ = ListTimeoutLine();
+}
+
+std::string QueryProtocol::ListTimeoutLine() const {
+  return ErrorLine(
+      "timeout",
+      absl::StrCat("cnp-server: the list ran for ", absl::FormatDuration(options_.max_list_time),
+                   " in all (the server's --call-timeout), the longest one list may hold a "
+                   "worker; its function was given the end of its rows, so that its worker "
+                   "could serve other calls (raise --call-timeout for longer lists)"));
 }
 
 absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }
@@ -599,12 +630,22 @@ QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::str
   }
   // Open from here: a lease that cannot be had is the list's first (and last) step failing.
   list_open_ = true;
+  list_ends_by_ = options_.max_list_time == absl::InfiniteDuration()
+                      ? absl::InfiniteFuture()
+                      : absl::Now() + options_.max_list_time;
   return Run(task_, On::kNewLease,
              [this](const absl::StatusOr<Reply>& reply) { return StepList(reply); });
 }
 
 QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::string_view line) {
   NewTask();
+  const bool row_or_end = std::holds_alternative<command::ListRow>(command) ||
+                          std::holds_alternative<command::ListEnd>(command);
+  if (row_or_end && absl::Now() >= list_ends_by_) {
+    // Past the list's end before its driver ended it: as if it had.
+    Say(ListTimeoutLine());
+    return AbandonList(Answer{});
+  }
   if (const auto* row = std::get_if<command::ListRow>(&command)) {
     task_.mutable_list_row()->set_row(row->row.data(), row->row.size());
   } else if (std::holds_alternative<command::ListEnd>(command)) {
@@ -628,7 +669,10 @@ QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::str
 
 QueryProtocol::Step QueryProtocol::StepList(const absl::StatusOr<Reply>& reply) {
   bool finished = true;
-  if (const Reply* usable = Usable(reply, output_); usable != nullptr) {
+  if (list_exchange_ends_with_list_ && absl::IsDeadlineExceeded(reply.status())) {
+    // The list's own end, not the command's budget, cut this step (its worker is replaced).
+    output_.add_lines(ListTimeoutLine());
+  } else if (const Reply* usable = Usable(reply, output_); usable != nullptr) {
     if (!usable->has_list_step() || usable->list_step().reply().empty()) {
       output_.add_lines(UnexpectedReplyLine("list step"));
     } else {

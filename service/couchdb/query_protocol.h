@@ -67,6 +67,11 @@ class QueryProtocol {
     // own timeout still applies when it is the smaller. A driver over the pool also ends a list
     // that waits this long for CouchDB's next row (ListEndedForIdleness).
     absl::Duration max_call_timeout = absl::InfiniteDuration();
+    // The longest a whole list may hold its worker, all its rows together (list_ends_by()):
+    // a driver over the pool sets it (AsyncQuerySession: max_call_timeout), and ends a list
+    // that reaches it between rows (ListRanOutOfTime). A direct session's worker is its own:
+    // only each command is bounded there.
+    absl::Duration max_list_time = absl::InfiniteDuration();
     // A reduce line's values are not checked as JSON here but by the worker that builds Python
     // from them, in that same walk (ReduceValues::kLeftToTheWorker, worker.proto's
     // SessionLine), and a broken line comes back as Failure BAD_LINE, answered as a line that
@@ -152,6 +157,18 @@ class QueryProtocol {
   // answered as by a query server that has no list (see Handle), after a log line saying why.
   void ListEndedForIdleness(absl::Duration idle);
 
+  // When the list in progress must be over: its start plus max_list_time (InfiniteFuture
+  // without that cap). A list holds its worker for at most that long in all, however CouchDB
+  // paces its rows: an exchange runs until this at the latest, and a row that comes later is
+  // answered ["error","timeout",..] (the list's function given the end of its rows), as a
+  // command that ran out of time is. Otherwise a client that sends a row a little more often
+  // than the idle limit held a worker of the pool for as long as it liked.
+  absl::Time list_ends_by() const { return list_ends_by_; }
+  // The driver has ended the list in progress itself, between two lines, at list_ends_by(),
+  // and gave its worker the end of its rows. The list_row or list_end that comes next is
+  // answered ["error","timeout",..], which fails CouchDB's request; the session goes on.
+  void ListRanOutOfTime();
+
   // A list function is waiting for CouchDB's next list_row or list_end, on the leased worker.
   // When it is false after an Answer, the driver lets its lease go.
   bool list_in_progress() const { return list_open_; }
@@ -193,6 +210,8 @@ class QueryProtocol {
   Step StepList(const absl::StatusOr<Reply>& reply);
   // Gives an open list the end of its rows, then answers `then` (output() as it is).
   Step AbandonList(Answer then);
+  // ["error","timeout",..] for a list past list_ends_by_.
+  std::string ListTimeoutLine() const;
 
   // The deadline for a call starting now, from CouchDB's timeout.
   absl::Time CallDeadline() const;
@@ -211,6 +230,11 @@ class QueryProtocol {
   bool list_open_ = false;
   // Set by ListEndedForIdleness until the next line: the log line that explains the answer.
   std::string list_ended_why_;
+  // Set by ListRanOutOfTime until the next line: the answer to a list_row or list_end.
+  std::string list_timed_out_line_;
+  absl::Time list_ends_by_ = absl::InfiniteFuture();  // see list_ends_by()
+  // The exchange in flight is a list's that list_ends_by_, not the command's budget, bounds.
+  bool list_exchange_ends_with_list_ = false;
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
   // A reply to the line being answered asked for its worker to be replaced (see Resume).
   bool ran_out_of_memory_ = false;

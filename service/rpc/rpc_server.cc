@@ -589,7 +589,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       [&access_log](grpc::ServerContext& server_context, const v1::UploadRequest& request) {
         LogUpload(access_log, server_context, request);
       },
-      uploads_->get_executor(),
+      uploads_->get_executor(), options_.upload_write_timeout,
       [upload = upload_, &stopping = stop_uploads_](
           grpc::ServerContext&, const v1::UploadRequest& request, const Upload::Emit& emit,
           std::stop_token call_ended) {

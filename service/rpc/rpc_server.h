@@ -66,6 +66,9 @@ struct ServerOptions {
   int upload_threads = 2;
   // Uploads admitted that may wait for an upload thread; more are refused RESOURCE_EXHAUSTED.
   int max_waiting_uploads = 8;
+  // How long an Upload's event may wait for its client to take it (--call-timeout): past it the
+  // call is cancelled and its upload thread freed (server_stream_call.h).
+  absl::Duration upload_write_timeout = absl::Seconds(60);
   // The largest request or response (--max-call-bytes).
   int max_message_bytes = 64 << 20;
   // What gRPC may buffer for every call together (--max-grpc-memory); not all that connections

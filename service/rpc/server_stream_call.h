@@ -13,8 +13,13 @@
 //
 // When the call is cancelled (the client cancels or goes away, its deadline passes, the server
 // shuts down) the handler's std::stop_token is told, and emitting fails from then on: the
-// handler is expected to stop between its steps. A call cancelled while it still waits for a
-// thread is answered at once and gives its slot back: its handler never runs.
+// handler is expected to stop between its steps. A message the client does not take (it reads
+// nothing, and HTTP/2's flow control stops the write) is waited for at most `write_timeout`:
+// then, or when the call's stop comes first, the call is cancelled, which ends the write, and
+// the handler's thread is free again. Before, two Uploads that never read held both upload
+// threads for as long as their connections lasted, and every other Upload waited behind them.
+// A call cancelled while it still waits for a thread is answered at once and gives its slot
+// back: its handler never runs.
 #pragma once
 
 #include <exception>
@@ -24,6 +29,7 @@
 #include <optional>
 #include <stop_token>
 
+#include "absl/time/time.h"
 #include "asio/any_io_executor.hpp"
 #include "asio/awaitable.hpp"
 #include "asio/bind_cancellation_slot.hpp"
@@ -65,10 +71,10 @@ class ServerStreamMethod
                      Requester requester, const char* rpc,
                      absl::Span<const RepeatedFieldCap> caps, Admit admit,
                      BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
-                     Handler handler) {
+                     absl::Duration write_timeout, Handler handler) {
     auto method = std::make_shared<ServerStreamMethod>(
         context, service, gate, requester, rpc, caps, std::move(admit), limit,
-        std::move(accepted), std::move(blocking), std::move(handler));
+        std::move(accepted), std::move(blocking), write_timeout, std::move(handler));
     gate.AddListener(context, [method] { method->AwaitNextCall(); });
     method->AwaitNextCall();
   }
@@ -77,10 +83,11 @@ class ServerStreamMethod
                      Requester requester, const char* rpc,
                      absl::Span<const RepeatedFieldCap> caps, Admit admit,
                      BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
-                     Handler handler)
+                     absl::Duration write_timeout, Handler handler)
       : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
         caps_(caps), admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
-        blocking_(std::move(blocking)), handler_(std::move(handler)) {}
+        blocking_(std::move(blocking)), write_timeout_(write_timeout),
+        handler_(std::move(handler)) {}
 
  private:
   struct Call {
@@ -114,23 +121,43 @@ class ServerStreamMethod
     // context's thread may start. (A write posted once the context's loop has ended is dropped
     // with its promise: the handler then sees a broken promise, as good as a client gone,
     // rather than waiting.)
-    auto write = [&context, &call = *call](const Response& response, std::stop_token stop) {
+    // A write not taken within write_timeout, or still waiting when the call's stop comes,
+    // cancels the call (on the context's thread), which completes the write; the bytes live
+    // until the write's completion, which may come after this thread has moved on.
+    const absl::Duration write_timeout = self->write_timeout_;
+    const char* const rpc = self->rpc_;
+    auto write = [&context, call, write_timeout, rpc](const Response& response,
+                                                      std::stop_token stop) {
       if (stop.stop_requested()) return false;
-      grpc::ByteBuffer bytes;
-      if (grpc::Status encoded = SerializeResponse(response, bytes); !encoded.ok()) {
+      auto bytes = std::make_shared<grpc::ByteBuffer>();
+      if (grpc::Status encoded = SerializeResponse(response, *bytes); !encoded.ok()) {
         LogError("cannot encode a message of a server stream: ", encoded.error_message());
         return false;
       }
       auto written = std::make_shared<std::promise<bool>>();
       std::future<bool> done = written->get_future();
-      context.Post([&context, &call, &bytes, written] {
-        grpc_asio::Write(context, call.writer, bytes,
-                         [written](bool ok) { written->set_value(ok); });
+      context.Post([&context, call, bytes, written] {
+        grpc_asio::Write(context, call->writer, *bytes,
+                         [written, bytes](bool ok) { written->set_value(ok); });
       });
-      try {
-        return done.get();
-      } catch (const std::future_error&) {
-        return false;
+      auto cancel = [&context, call] {
+        context.Post([call] { call->server_context.TryCancel(); });
+      };
+      {
+        std::stop_callback cancel_on_stop(stop, cancel);
+        if (write_timeout != absl::InfiniteDuration() &&
+            done.wait_for(absl::ToChronoNanoseconds(write_timeout)) ==
+                std::future_status::timeout) {
+          LogWarning("the client of a ", rpc, " call took no message for ",
+                     absl::FormatDuration(write_timeout),
+                     " (--call-timeout): cancelling the call, which frees its thread");
+          cancel();
+        }
+        try {
+          return done.get();
+        } catch (const std::future_error&) {
+          return false;
+        }
       }
     };
     grpc::Status status = self->admit_(call->server_context);
@@ -175,6 +202,7 @@ class ServerStreamMethod
   BlockingCallLimit& limit_;
   const Accepted accepted_;
   const asio::any_io_executor blocking_;
+  const absl::Duration write_timeout_;  // see the top of the file
   const Handler handler_;
 };
 

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -257,6 +258,130 @@ grpc::Status AdmittedWithin(v1::Functions::Stub& stub, absl::Duration patience,
     if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return status;
   } while (absl::Now() < until);
   return status;
+}
+
+// A check whose design document has `keys` fields CouchDB owns: an error event for each.
+v1::UploadRequest ManyProblems(const std::string& label, int keys) {
+  std::string text = "towns:\n";
+  for (int n = 0; n < keys; ++n) absl::StrAppend(&text, "  _field_", n, ": 1\n");
+  v1::UploadRequest request;
+  v1::UploadFile* file = request.add_files();
+  file->set_name("design.yml");
+  file->set_text(text);
+  request.set_check_only(true);
+  request.set_database(label);
+  return request;
+}
+
+// An HTTP/2 frame's header and payload.
+std::string Frame(uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload) {
+  std::string frame;
+  const uint32_t length = payload.size();
+  frame.push_back(static_cast<char>(length >> 16));
+  frame.push_back(static_cast<char>(length >> 8));
+  frame.push_back(static_cast<char>(length));
+  frame.push_back(static_cast<char>(type));
+  frame.push_back(static_cast<char>(flags));
+  for (int shift = 24; shift >= 0; shift -= 8) frame.push_back(static_cast<char>(stream >> shift));
+  return frame + payload;
+}
+
+// An HPACK literal header field, not indexed, without Huffman coding (names and values here
+// are all under 127 bytes).
+std::string Literal(const std::string& name, const std::string& value) {
+  std::string field(1, '\0');
+  field.push_back(static_cast<char>(name.size()));
+  field += name;
+  field.push_back(static_cast<char>(value.size()));
+  return field + value;
+}
+
+// An Upload made over a raw HTTP/2 connection whose client announces a window of 0 bytes for
+// its streams and then reads nothing more: the server can send it no event (gRPC's own
+// clients open their windows as they see fit, so they cannot be made to do this).
+class UnreadUpload {
+ public:
+  UnreadUpload(const std::string& target, const v1::UploadRequest& request) {
+    const std::string path = target.substr(std::string("unix:").size());
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    path.copy(address.sun_path, sizeof address.sun_path - 1);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return;
+    std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    out += Frame(4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));  // INITIAL_WINDOW_SIZE 0
+    out += Frame(1, 4, 1,  // HEADERS, END_HEADERS
+                 Literal(":method", "POST") + Literal(":scheme", "http") +
+                     Literal(":path", "/cnp.v1.Functions/Upload") +
+                     Literal(":authority", "localhost") +
+                     Literal("content-type", "application/grpc") + Literal("te", "trailers"));
+    const std::string message = request.SerializeAsString();
+    std::string data(1, '\0');
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      data.push_back(static_cast<char>(message.size() >> shift));
+    }
+    out += Frame(0, 1, 1, data + message);  // DATA, END_STREAM
+    sent_ = ::send(fd_, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size());
+    // The server's SETTINGS are acknowledged, so that it keeps the connection; nothing else
+    // is read from then on.
+    std::string in;
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (sent_ && !acked_ && absl::Now() < until) {
+      pollfd ready{fd_, POLLIN, 0};
+      if (::poll(&ready, 1, 1000) != 1) continue;
+      char buffer[4096];
+      const ssize_t got = ::read(fd_, buffer, sizeof buffer);
+      if (got <= 0) break;
+      in.append(buffer, got);
+      while (in.size() >= 9) {
+        const size_t length = (static_cast<uint8_t>(in[0]) << 16) |
+                              (static_cast<uint8_t>(in[1]) << 8) | static_cast<uint8_t>(in[2]);
+        if (in.size() < 9 + length) break;
+        if (in[3] == 4 && (in[4] & 1) == 0) {
+          const std::string ack = Frame(4, 1, 0, "");
+          acked_ = ::send(fd_, ack.data(), ack.size(), MSG_NOSIGNAL) == 9;
+        }
+        in.erase(0, 9 + length);
+      }
+    }
+  }
+  ~UnreadUpload() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return sent_ && acked_; }
+
+ private:
+  int fd_ = -1;
+  bool sent_ = false;
+  bool acked_ = false;
+};
+
+// Two Uploads whose clients read none of their events (their HTTP/2 window is 0): the server's
+// write of an event waits for the client, which never takes it. Each such write used to wait
+// for as long as the call lasted (here, as long as the connection), both upload threads held,
+// and every other Upload waited behind them or was refused; now a write waits at most
+// --call-timeout, then the call is cancelled and its thread freed.
+TEST(UploadWriteTest, ClientsThatReadNothingDoNotHoldTheUploadThreads) {
+  auto server = StartServer({"--call-timeout=2s", "--max-waiting-uploads=0"});
+  ASSERT_NE(server, nullptr);
+  std::vector<std::unique_ptr<UnreadUpload>> unread;
+  for (int n = 0; n < 2; ++n) {
+    unread.push_back(std::make_unique<UnreadUpload>(server->target(),
+                                                    ManyProblems(absl::StrCat("unread", n), 100)));
+    ASSERT_TRUE(unread.back()->ok()) << server->Log();
+    // Its access-log line is written once it holds its place.
+    ASSERT_TRUE(server->WaitForLog(absl::StrCat("database=unread", n), absl::Seconds(30)))
+        << server->Log();
+  }
+  // Both places held (no waiting room): another Upload is let in once one is given back.
+  const absl::Time asked = absl::Now();
+  auto stub = Stub(*server);
+  const grpc::Status checked = AdmittedWithin(*stub, absl::Seconds(40));
+  const absl::Duration took = absl::Now() - asked;
+  std::cerr << "an Upload while two clients read nothing: code " << checked.error_code()
+            << " after " << took << "\n";
+  EXPECT_TRUE(checked.ok()) << checked.error_message() << "\n" << server->Log();
+  EXPECT_TRUE(server->WaitForLog("took no message for 2s", absl::Seconds(10))) << server->Log();
 }
 
 // A Validate that holds the one worker until it is cancelled (the test's end).
