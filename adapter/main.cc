@@ -44,8 +44,10 @@
 #include "common/unix_target.h"
 #include "common/version.h"
 #include "service/common/absl_view.h"
+#include "service/couchdb/error_id.h"
 #include "service/couchdb/json_text.h"
 #include "service/session/direct_socket_path.h"
+#include "service/session/launch_settings.h"
 
 ABSL_FLAG(std::string, target, "",
           "cnp-server to use, e.g. unix:/run/cnp/cnp.sock or 10.0.0.5:7070; replicas as a list "
@@ -67,6 +69,10 @@ ABSL_FLAG(std::vector<std::string>, preload_module, {},
           "Comma-separated modules each worker of a cnp-server this adapter starts imports as it "
           "starts (repeatable): for a module whose import takes longer than CouchDB's "
           "os_process_timeout.");
+ABSL_FLAG(absl::Duration, call_timeout, cnp::session::kAdapterCallTimeout,
+          "Longest any command may run on a cnp-server this adapter starts (its --call-timeout). "
+          "Longer than CouchDB's os_process_timeout, so that CouchDB's timeout is the one that "
+          "ends a command; raise it with an os_process_timeout above it.");
 ABSL_FLAG(int, workers, 0,
           "Worker processes of a cnp-server this adapter starts (0: its default); at most 256, "
           "as cnp-server allows.");
@@ -114,13 +120,15 @@ constexpr size_t kMaxLineBytesLimit = (size_t{256} << 20) - (size_t{64} << 10);
 bool AnswerLineTooLong(const absl::Status& dropped, std::string_view start) {
   const std::string message = absl::StrCat("cnp-adapter: ", dropped.message(),
                                            " (cnp-adapter --max-line-bytes raises the limit)");
-  std::cerr << message << std::endl;
+  // A list's row went missing; as when the service is gone, CouchDB must start over. Its first
+  // bytes are enough to tell (the worker's direct session asks its protocol instead). Said on
+  // stderr as the direct path says it.
+  const bool list_row = IsListStep(couchdb::PeekCommand(start));
+  std::cerr << message << (list_row ? couchdb::kListRowLost : "") << std::endl;
   std::string out = couchdb::ErrorLine("too_large", message);
   out += '\n';
   if (!couchdb::WriteAll(kStdout, out).ok()) return false;
-  // A list's row went missing; as when the service is gone, CouchDB must start over. Its first
-  // bytes are enough to tell (the worker's direct session asks its protocol instead).
-  return !IsListStep(couchdb::PeekCommand(start));
+  return !list_row;
 }
 
 // How long the adapter waits for the server to take CouchDB's pipes (it may have to start a
@@ -315,6 +323,7 @@ int Run() {
   options.launch.allowed_modules = absl::GetFlag(FLAGS_allow_module);
   options.launch.preload_modules = absl::GetFlag(FLAGS_preload_module);
   options.launch.workers = absl::GetFlag(FLAGS_workers);
+  options.launch.call_timeout = absl::GetFlag(FLAGS_call_timeout);
   // Checked here, before a running server with other settings is replaced by one that could
   // not start: a typo must not leave the host without a query server.
   // The server it starts inherits this environment, PYTHONPATH included, and would refuse a
@@ -334,6 +343,14 @@ int Run() {
                 << std::endl;
       return 2;
     }
+  }
+  // cnp-server's own bounds, checked here so that the server it would start cannot fail.
+  if (options.launch.call_timeout <= absl::ZeroDuration() ||
+      options.launch.call_timeout > session::kLongestCallTimeout) {
+    std::cerr << "cnp-adapter: --call-timeout must be longer than 0s and at most "
+              << absl::FormatDuration(session::kLongestCallTimeout) << " (a year); got "
+              << absl::FormatDuration(options.launch.call_timeout) << std::endl;
+    return 2;
   }
   // cnp-server's own ceiling, checked here so that the server it would start cannot fail.
   if (options.launch.workers < 0 || options.launch.workers > kMaxWorkerProcesses) {
@@ -404,10 +421,10 @@ int Run() {
     out.clear();
     if (!reply.ok()) {
       std::cerr << "cnp-adapter: " << reply.status().message() << std::endl;
-      // A line the service refused as too large is not a service that is down.
-      out = couchdb::ErrorLine(
-          absl::IsResourceExhausted(reply.status()) ? "too_large" : "unavailable",
-          StdView(reply.status().message()));
+      // The server's mapping: a line the service refused as too large (its mark) is not a
+      // service that is down, nor one overloaded for a moment.
+      out = couchdb::ErrorLine(couchdb::InfrastructureErrorId(reply.status()),
+                               StdView(reply.status().message()));
       out += '\n';
       if (!couchdb::WriteAll(kStdout, out).ok()) return 1;
       // A list's rows cannot be replayed to another worker: CouchDB must start over.
@@ -420,7 +437,16 @@ int Run() {
     }
     if (!couchdb::WriteAll(kStdout, out).ok()) return 1;
     if (ReplyTaughtSession(command, **reply)) state.OnAccepted(command, line);
-    if ((*reply)->exit()) return 1;
+    if ((*reply)->exit()) {
+      // Where couchjs exits: CouchDB's log shows only the exit status, so the reason goes to
+      // stderr, in the words a direct session's end uses.
+      if ((*reply)->lines_size() > 0) {
+        std::cerr << "cnp-adapter: "
+                  << couchdb::ProtocolEndedReason((*reply)->lines((*reply)->lines_size() - 1))
+                  << std::endl;
+      }
+      return 1;
+    }
   }
   if (stats && forwarded > 0) {
     std::cerr << "cnp-adapter stats: forwarded=" << forwarded

@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
 #include "client/lib/service_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "common/call_limit.h"
 #include "common/socket_directory.h"
 #include "common/session_heartbeat.h"
 #include "common/socket_trust.h"
@@ -19,6 +22,38 @@
 
 namespace cnp::adapter {
 namespace {
+
+// The mark of a line the service refused as too large: the server's own (its "cnp-call-limit"
+// trailer), or gRPC's refusal of a message over its limit ("Received message larger than max
+// (150123 vs. 100000)", or "Sent ..." on this side). Other RESOURCE_EXHAUSTED statuses (the
+// server overloaded, --max-grpc-memory cancelling streams) pass, and carry no mark.
+std::optional<CallLimit> TooLargeMark(const grpc::Status& status,
+                                      const grpc::ClientContext& context) {
+  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return std::nullopt;
+  const std::multimap<grpc::string_ref, grpc::string_ref>& trailers =
+      context.GetServerTrailingMetadata();
+  if (auto it = trailers.find(kCallLimitTrailer); it != trailers.end()) {
+    if (std::optional<CallLimit> limit =
+            ParseCallLimit(absl::string_view(it->second.data(), it->second.size()))) {
+      return limit;
+    }
+  }
+  // error_message() returns a copy: kept for as long as it is read.
+  const std::string copy = status.error_message();
+  const absl::string_view message = copy;
+  if (!absl::StartsWith(message, "Received message larger than max") &&
+      !absl::StartsWith(message, "Sent message larger than max")) {
+    return std::nullopt;
+  }
+  int64_t limit = 0;
+  constexpr absl::string_view kBefore = " vs. ";
+  if (const size_t at = message.rfind(kBefore); at != absl::string_view::npos) {
+    absl::string_view rest = message.substr(at + kBefore.size());
+    rest = rest.substr(0, rest.find(')'));
+    if (!absl::SimpleAtoi(rest, &limit) || limit < 0) limit = 0;
+  }
+  return CallLimit{.kind = CallLimit::Kind::kRequest, .limit = limit};
+}
 
 // Answer CouchDB with our own error this long before its timeout would fire.
 constexpr double kShareOfCouchDBTimeout = 0.8;
@@ -148,8 +183,8 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
       last = taught.ok() ? Drop() : taught;
       if (cause.ok()) cause = last;
       // The service refused the message as too large, or the token: sending it again cannot
-      // help.
-      if (!retry || absl::IsResourceExhausted(last) || absl::IsFailedPrecondition(last)) break;
+      // help. (An overloaded service, RESOURCE_EXHAUSTED without that mark, may take it.)
+      if (!retry || CallLimitOf(last).has_value() || absl::IsFailedPrecondition(last)) break;
       // Once at once: a restarted service may be back already. Not again: a proxy whose
       // upstream is down accepts every stream and fails it, and would be sent hundreds a second.
       if (!retried_at_once) {
@@ -164,15 +199,22 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
     backoff = std::min(backoff * 2, kMaxBackoff);
   }
-  if (absl::IsResourceExhausted(last)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cnp-server at ", options_.target, " refused the line as too large (", line.size(),
-        " bytes): ", last.message()));
+  if (std::optional<CallLimit> limit = CallLimitOf(last)) {
+    return WithCallLimit(absl::ResourceExhaustedError(absl::StrCat(
+                             "cnp-server at ", options_.target, " refused the line as too large (",
+                             line.size(), " bytes): ", last.message())),
+                         *limit);
   }
   const absl::Status& reported = cause.ok() ? last : cause;
-  return absl::UnavailableError(
-      absl::StrCat("cnp-server at ", options_.target, ": ",
-                   reported.ok() ? "the session stream broke" : reported.message()));
+  // Its code is kept where it says something CouchDB's reader can act on (an overloaded
+  // service, its deadline); anything else is a service that could not be reached.
+  const absl::StatusCode code = absl::IsResourceExhausted(reported) ||
+                                        absl::IsDeadlineExceeded(reported)
+                                    ? reported.code()
+                                    : absl::StatusCode::kUnavailable;
+  return absl::Status(code, absl::StrCat("cnp-server at ", options_.target, ": ",
+                                         reported.ok() ? "the session stream broke"
+                                                       : reported.message()));
 }
 
 absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_by,
@@ -342,6 +384,7 @@ absl::Status ServiceConnection::Drop() {
   grpc::Status status;
   stream_->Finish(&status, kTag);
   queue_->Next(&tag, &ok);
+  const std::optional<CallLimit> too_large = TooLargeMark(status, *context_);
   queue_->Shutdown();
   while (queue_->Next(&tag, &ok)) {
   }
@@ -365,8 +408,15 @@ absl::Status ServiceConnection::Drop() {
         "no answer before CouchDB's timeout was near: the service stopped answering (frozen, "
         "or its host gone)");
   }
-  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-    return absl::ResourceExhaustedError(status.error_message());
+  if (too_large.has_value()) {
+    return WithCallLimit(absl::ResourceExhaustedError(status.error_message()), *too_large);
+  }
+  // A passing overload, or the server's own deadline: the code says which error CouchDB gets
+  // (couchdb::InfrastructureErrorId), and the line may be sent again.
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("the session stream broke: ", status.error_message()));
   }
   if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
     return absl::UnavailableError("the session stream broke");

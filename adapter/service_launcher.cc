@@ -205,6 +205,7 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
     argv.push_back(absl::StrCat("--preload-module=", module));
   }
   if (options.workers > 0) argv.push_back(absl::StrCat("--workers=", options.workers));
+  argv.push_back(absl::StrCat("--call-timeout=", absl::FormatDuration(options.call_timeout)));
   // Marks the server as the adapters' own, replaceable when their settings change. A short
   // drain: a replacing adapter waits for it, and stream sessions reconnect and replay anyway.
   argv.push_back(absl::StrCat("--adapter-settings=", LaunchSettings(options)));
@@ -248,7 +249,8 @@ bool WaitForExit(pid_t pid, absl::Time deadline) {
 
 std::string LaunchSettings(const LaunchOptions& options) {
   return session::LaunchSettingsText(options.python_paths, options.allowed_modules,
-                                     options.workers, options.preload_modules);
+                                     options.workers, options.preload_modules,
+                                     options.call_timeout);
 }
 
 absl::Status EnsureServiceRunning(const std::string& socket_path, const LaunchOptions& options,

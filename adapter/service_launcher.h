@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/session/launch_settings.h"
 
 namespace cnp::adapter {
 
@@ -26,6 +27,8 @@ struct LaunchOptions {
   std::vector<std::string> allowed_modules;
   std::vector<std::string> preload_modules;
   int workers = 0;  // 0: the service's default
+  // Its --call-timeout (session::kAdapterCallTimeout unless the adapter's flag says otherwise).
+  absl::Duration call_timeout = session::kAdapterCallTimeout;
 };
 
 // Whether something accepts connections on the unix socket at `path`.

@@ -16,7 +16,8 @@ namespace cnp {
 rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
                                        const config::ServerConfig& config) {
   return rpc::QuerySessionFactory(runner, config.call_timeout, config.max_call_bytes,
-                                  config.max_session_design_memory);
+                                  config.max_session_design_memory,
+                                  /*started_by_adapter=*/!config.adapter_settings.empty());
 }
 
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config) {
@@ -89,7 +90,8 @@ session::ListenerOptions SessionListenerOptionsFor(const config::ServerConfig& c
   options.access_log = config.access_log;
   options.own_settings = session::LaunchSettingsText(config.python_path, config.allow_module,
                                                      config.requested_workers,
-                                                     config.preload_module);
+                                                     config.preload_module,
+                                                     config.call_timeout);
   return options;
 }
 

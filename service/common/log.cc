@@ -19,6 +19,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/printable_text.h"
+#include "service/common/absl_view.h"
+#include "service/couchdb/json_text.h"
 
 namespace cnp {
 namespace {
@@ -36,28 +38,6 @@ constexpr absl::string_view Name(LogLevel level) {
     case LogLevel::kError: return "ERROR";
   }
   return "?";
-}
-
-// A JSON string literal: quotes, backslashes and control characters escaped, so that a message
-// holding a newline stays on its line. Other bytes pass through (messages are UTF-8).
-void AppendJsonString(absl::string_view text, std::string& out) {
-  out += '"';
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
 }
 
 bool HasControlCharacter(absl::string_view text) {
@@ -119,16 +99,16 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
   if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
     absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", tag,
                     "\",\"pid\":", ::getpid(), ",\"msg\":");
-    AppendJsonString(message, line);
+    couchdb::AppendJsonString(line, StdView(message));
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       line += ',';
-      AppendJsonString(field.key, line);
+      couchdb::AppendJsonString(line, StdView(field.key));
       line += ':';
       if (field.number && IsJsonInteger(field.value)) {
         line.append(field.value.data(), field.value.size());
       } else {
-        AppendJsonString(field.value, line);
+        couchdb::AppendJsonString(line, StdView(field.value));
       }
     }
     if (truncated) line += ",\"truncated\":true";
@@ -142,7 +122,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
       absl::StrAppend(&line, " ", field.key, "=");
       if (absl::StrContains(field.value, ' ') || absl::StrContains(field.value, '"') ||
           HasControlCharacter(field.value)) {
-        AppendJsonString(field.value, line);
+        couchdb::AppendJsonString(line, StdView(field.value));
       } else {
         absl::StrAppend(&line, field.value);
       }

@@ -102,7 +102,7 @@ void AppendJsonString(std::string& out, std::string_view text) {
         out += "\\f";
         break;
       default:
-        if (byte < 0x20) {
+        if (byte < 0x20 || byte == 0x7f) {
           out += "\\u00";
           out += kHex[byte >> 4];
           out += kHex[byte & 0xf];
@@ -125,6 +125,12 @@ std::string ErrorLine(std::string_view id, std::string_view reason) {
   std::string out;
   AppendControlLine(out, "error", id, reason);
   return out;
+}
+
+std::string ProtocolEndedReason(std::string_view last_line) {
+  std::string reason = "the protocol ended the session with ";
+  reason.append(last_line);
+  return reason;
 }
 
 std::string FatalLine(std::string_view id, std::string_view reason) {

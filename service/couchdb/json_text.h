@@ -13,8 +13,10 @@
 
 namespace cnp::couchdb {
 
-// Appends `text` as a quoted JSON string. Control characters are escaped; other bytes, including
-// UTF-8 sequences, are copied as they are.
+// Appends `text` as a quoted JSON string. Control characters (DEL included, which JSON allows
+// raw but a terminal reading a log does not) are escaped; other bytes, including UTF-8
+// sequences, are copied as they are. The one escaper of the service: CouchDB's lines, the
+// adapter's and the JSON log (service/common/log.cc) all write strings with it.
 void AppendJsonString(std::string& out, std::string_view text);
 
 // ["log","<message>"]
@@ -26,6 +28,13 @@ std::string ErrorLine(std::string_view id, std::string_view reason);
 
 // ["fatal","<id>","<reason>"]: CouchDB stops the process.
 std::string FatalLine(std::string_view id, std::string_view reason);
+
+// The reason a query server gives on stderr (CouchDB's log) when the protocol ended its session
+// with `last_line` (a fatal line, an unknown command's error), on either session path: "the
+// protocol ended the session with ["fatal",...]".
+std::string ProtocolEndedReason(std::string_view last_line);
+// Added to the reason for a line dropped as too long in the middle of a list: its row is lost.
+inline constexpr std::string_view kListRowLost = " (a list row: the list cannot go on)";
 
 // The raw text of each element of the JSON array `text` (surrounding whitespace removed), in
 // order. Structure only: strings and nesting are followed so that commas inside them do not

@@ -26,6 +26,14 @@ struct QueryConfig {
   std::optional<absl::Duration> timeout;
 };
 
+// The setting that raises the server's --call-timeout, as a timeout's message names it for the
+// user to change: cnp-server's own flag, or, for a server cnp-adapter started (it was given
+// --adapter-settings), the adapter's --call-timeout, which the adapter passes on to it.
+inline std::string_view CallTimeoutSetting(bool started_by_adapter) {
+  return started_by_adapter ? "the --call-timeout of the cnp-adapter that started this cnp-server"
+                            : "cnp-server's --call-timeout";
+}
+
 // couchjs's reduce overflow rule: a reduce (or rereduce) whose output is longer than the
 // threshold and does not shrink fast enough relative to its input. Returns the message CouchDB
 // shows ("Reduce output must shrink more rapidly: ..."), or nothing when the output is fine or

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "service/common/absl_view.h"
+#include "service/couchdb/error_id.h"
 #include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
@@ -35,21 +36,7 @@ std::string Describe(const v1::FunctionError& error) {
 // An infrastructure failure as an error line. Never an empty result: CouchDB must fail the
 // request (and retry the index update later) rather than take "nothing emitted" for an answer.
 std::string InfrastructureErrorLine(const absl::Status& status) {
-  std::string_view id;
-  switch (status.code()) {
-    case absl::StatusCode::kDeadlineExceeded:
-      id = "timeout";
-      break;
-    case absl::StatusCode::kUnavailable:
-      id = "unavailable";
-      break;
-    case absl::StatusCode::kResourceExhausted:
-      id = "overloaded";
-      break;
-    default:
-      id = "internal_error";
-  }
-  return ErrorLine(id, absl::StrCat("cnp-server: ", status.message()));
+  return ErrorLine(InfrastructureErrorId(status), absl::StrCat("cnp-server: ", status.message()));
 }
 
 // A whole-task failure that is the user's (bad name, refused module, version mismatch), with
@@ -339,7 +326,7 @@ std::string QueryProtocol::ServerCapNote() const {
   const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
   const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
   if (options_.max_call_timeout >= timeout - margin) return {};
-  return absl::StrCat(" (cnp-server's --call-timeout, ",
+  return absl::StrCat(" (", options_.call_timeout_setting, ", ",
                       absl::FormatDuration(options_.max_call_timeout),
                       ", caps every command and is shorter than CouchDB's timeout, ",
                       absl::ToInt64Milliseconds(timeout),
@@ -351,7 +338,8 @@ void QueryProtocol::ListEndedForIdleness(absl::Duration idle) {
   list_open_ = false;
   list_ended_why_ = absl::StrCat(
       "cnp-server: the list function was ended after CouchDB sent no row for ",
-      absl::FormatDuration(idle), " (the server's --call-timeout), so that its worker could "
+      absl::FormatDuration(idle), " (", options_.call_timeout_setting,
+      "), so that its worker could "
       "serve other calls");
 }
 

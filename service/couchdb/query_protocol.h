@@ -72,6 +72,9 @@ class QueryProtocol {
     // that reaches it between rows (ListRanOutOfTime). A direct session's worker is its own:
     // only each command is bounded there.
     absl::Duration max_list_time = absl::InfiniteDuration();
+    // The setting that raises max_call_timeout, as the timeout errors name it: the server's own
+    // flag, or the adapter's for a server cnp-adapter started (CallTimeoutSetting).
+    std::string call_timeout_setting = std::string(CallTimeoutSetting(false));
     // A reduce line's values are not checked as JSON here but by the worker that builds Python
     // from them, in that same walk (ReduceValues::kLeftToTheWorker, worker.proto's
     // SessionLine), and a broken line comes back as Failure BAD_LINE, answered as a line that

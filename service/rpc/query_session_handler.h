@@ -59,13 +59,16 @@ class QuerySessionHandler final : public SessionHandler {
 // bounds every command whatever CouchDB's reset says, and ends a list left waiting that long;
 // `max_answer_bytes` (--max-call-bytes) bounds what a worker may answer to one (0: no bound);
 // `design_memory` (--max-session-design-memory) bounds the design documents all the streams
-// hold together (0: no shared bound).
+// hold together (0: no shared bound). `started_by_adapter`: the server was started by
+// cnp-adapter, whose --call-timeout is then the setting a timeout's message names.
 inline SessionFactory QuerySessionFactory(pool::AsyncTaskRunner& runner,
                                           absl::Duration call_timeout,
                                           int64_t max_answer_bytes = 0,
-                                          int64_t design_memory = 0) {
+                                          int64_t design_memory = 0,
+                                          bool started_by_adapter = false) {
   couchdb::AsyncQuerySession::Options options;
   options.max_call_timeout = call_timeout;
+  options.call_timeout_setting = std::string(couchdb::CallTimeoutSetting(started_by_adapter));
   options.max_answer_bytes = max_answer_bytes;
   std::shared_ptr<couchdb::DesignDocBudget> budget;
   if (design_memory > 0) {

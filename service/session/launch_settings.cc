@@ -25,7 +25,8 @@ std::string CanonicalSettingsPath(std::string_view path) {
 
 std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
                                const std::vector<std::string>& allowed_modules, int workers,
-                               const std::vector<std::string>& preload_modules) {
+                               const std::vector<std::string>& preload_modules,
+                               absl::Duration call_timeout) {
   // Paths in their order (the first holding a module is the one imported), each once.
   std::vector<std::string> paths;
   absl::flat_hash_set<std::string> seen;
@@ -47,6 +48,9 @@ std::string LaunchSettingsText(const std::vector<std::string>& python_paths,
     }
   }
   if (!preloads.empty()) absl::StrAppend(&text, " preload-module=", absl::StrJoin(preloads, ","));
+  if (call_timeout != absl::ZeroDuration()) {
+    absl::StrAppend(&text, " call-timeout=", absl::FormatDuration(call_timeout));
+  }
   return text;
 }
 

@@ -36,6 +36,8 @@
 #include "service/common/framing.h"
 #include "service/common/function_errors.h"
 #include "service/common/log.h"
+#include "service/couchdb/json_text.h"
+#include "service/couchdb/query_config.h"
 #include "service/common/run_on_loop.h"
 #include "service/common/socket_users.h"
 #include "service/listen/descriptor_cap.h"
@@ -104,6 +106,7 @@ constexpr absl::Duration kLongestWorkerWait = absl::Seconds(2);
 
 // Worker exit status for a command that outran CouchDB's timeout (worker.proto).
 constexpr int kSessionTimeoutExit = worker::v1::SESSION_TIMEOUT_EXIT;
+constexpr int kSessionCallTimeoutExit = worker::v1::SESSION_CALL_TIMEOUT_EXIT;
 
 // Closes the descriptors received with the hello when the connection's coroutine is done with
 // them (the worker has its own copies by then).
@@ -239,21 +242,6 @@ void CountProgress(const worker::v1::SessionProgress& progress, const std::strin
                "a progress frame (", kMaxProgressFunctions, " functions, names of at most ",
                kMaxProgressNameBytes, " bytes); those were not counted");
   }
-}
-
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -579,7 +567,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
       co_return;
     }
     // An adapter given none of the settings asks for none: nothing to report about it.
-    static const std::string kNoSettings = LaunchSettingsText({}, {}, 0);
+    static const std::string kNoSettings =
+        LaunchSettingsText({}, {}, 0, {}, kAdapterCallTimeout);
     if (!answer.started_by_adapter() && hello.settings() != options_.own_settings &&
         hello.settings() != kNoSettings && FirstReport(hello.settings())) {
       LogWarning("adapters ask for settings (", Quoted(hello.settings()),
@@ -657,6 +646,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     task.mutable_direct_session()->set_max_call_timeout_ms(
         std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.call_timeout)));
   }
+  task.mutable_direct_session()->set_call_timeout_set_by_adapter(
+      !options_.adapter_settings.empty());
   // Logged before the worker has the pipes, so the line is there by the time CouchDB sees a
   // reply (tests rely on it; so does an operator reading the log after a failure).
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
@@ -766,20 +757,28 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     std::optional<int> status = process.wait_status();
     const int signal = status.has_value() && WIFSIGNALED(*status) ? WTERMSIG(*status) : 0;
     end.set_exit_code(1);
-    if (status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == kSessionTimeoutExit) {
-      // The worker answered CouchDB's timeout error itself before it exited.
-      end.set_message("a command ran past CouchDB's timeout; its worker was ended");
+    const int exited = status.has_value() && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+    if (exited == kSessionTimeoutExit || exited == kSessionCallTimeoutExit) {
+      // The worker answered CouchDB's timeout error itself before it exited; the adapter says
+      // which limit fired, as the setting to change differs.
+      end.set_message(
+          exited == kSessionTimeoutExit
+              ? "a command ran past CouchDB's timeout (its reset's, less 0.5 s); its worker was "
+                "ended"
+              : absl::StrCat("a command ran past ",
+                             std::string(couchdb::CallTimeoutSetting(
+                                 !options_.adapter_settings.empty())),
+                             " (", absl::FormatDuration(options_.call_timeout),
+                             "), which caps every command; its worker was ended"));
       metrics::WorkerExited("deadline", "session");
       LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
     } else if (signal == SIGKILL && registration.cut()) {
       // The shutdown's grace ended with a command of this session still running.
       end.set_message("cnp-server stopped, and its --shutdown-grace ended before the command "
                       "in flight did; this query server ends");
-      end.set_error_line(absl::StrCat(
-          "[\"error\",\"unavailable\",",
-          JsonString("cnp-server stopped, and its --shutdown-grace ended before this command "
-                     "did; this query server ends and CouchDB starts a new one"),
-          "]"));
+      end.set_error_line(couchdb::ErrorLine(
+          "unavailable", "cnp-server stopped, and its --shutdown-grace ended before this command "
+                         "did; this query server ends and CouchDB starts a new one"));
       LogWarning("direct session ", id, ": its command was cut off by the end of the shutdown "
                  "grace (worker pid ", process.pid(), " ", how, ")");
     } else if (signal == SIGTERM && registration.draining()) {
@@ -792,11 +791,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     } else {
       metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
-      end.set_error_line(absl::StrCat(
-          "[\"error\",\"worker_crashed\",",
-          JsonString(absl::StrCat("cnp-worker ", how,
-                                  "; this query server ends and CouchDB starts a new one")),
-          "]"));
+      end.set_error_line(couchdb::ErrorLine(
+          "worker_crashed",
+          absl::StrCat("cnp-worker ", how, "; this query server ends and CouchDB starts a new one")));
       LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
     }
   }

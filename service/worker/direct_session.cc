@@ -59,9 +59,10 @@ int64_t CoarseNowNs() {
 class CommandWatchdog {
  public:
   CommandWatchdog(int output, std::string session_id, absl::Duration budget,
-                  std::string cap_note, absl::Duration cap)
+                  std::string cap_note, absl::Duration cap, std::string cap_setting)
       : output_(output),
         session_id_(std::move(session_id)),
+        cap_setting_(std::move(cap_setting)),
         cap_ns_(cap == absl::InfiniteDuration() ? kNoCap : absl::ToInt64Nanoseconds(cap)) {
     SetBudget(budget, std::move(cap_note));
     thread_ = std::thread([this] { Watch(); });
@@ -153,13 +154,15 @@ class CommandWatchdog {
 
   [[noreturn]] void Fire(int64_t budget_ns, bool capped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
     std::string reason;
+    // Which limit fired, for the server to tell the adapter (and the adapter its stderr).
+    const bool cap_fired = !cap_note_.empty() || capped;
     if (!cap_note_.empty()) {
       // The cap is shorter than CouchDB's timeout: it is the budget.
       reason = absl::StrCat("cnp-worker: the command ran longer than the ", budget_ns / 1'000'000,
                             " ms it may take", cap_note_);
     } else if (capped) {
       reason = absl::StrCat("cnp-worker: the command ran longer than the ", cap_ns_ / 1'000'000,
-                            " ms cnp-server's --call-timeout lets any command take, although "
+                            " ms ", cap_setting_, " lets any command take, although "
                             "its log() lines kept CouchDB waiting");
     } else {
       reason = absl::StrCat("cnp-worker: the command ran longer than CouchDB's timeout allows (",
@@ -176,11 +179,12 @@ class CommandWatchdog {
     // the reason's "cnp-worker: " is for CouchDB's reader.
     LogEvent(LogLevel::kError, absl::StripPrefix(reason, "cnp-worker: "),
              {{"session", session_id_}});
-    ::_exit(v1::SESSION_TIMEOUT_EXIT);
+    ::_exit(cap_fired ? v1::SESSION_CALL_TIMEOUT_EXIT : v1::SESSION_TIMEOUT_EXIT);
   }
 
   const int output_;
   const std::string session_id_;
+  const std::string cap_setting_;  // the setting that raises the cap, for the message
   const int64_t cap_ns_;  // kNoCap: none
   std::atomic<uint64_t> seq_{0};
   std::atomic<int64_t> started_ns_{0};
@@ -279,6 +283,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   if (session.max_call_timeout_ms() > 0) {
     options.max_call_timeout = absl::Milliseconds(session.max_call_timeout_ms());
   }
+  options.call_timeout_setting =
+      std::string(couchdb::CallTimeoutSetting(session.call_timeout_set_by_adapter()));
   // Each answer is bounded as the server bounds a Session line, so that no line CouchDB sends
   // can make this worker build an answer hundreds of times its size (and die of bad_alloc).
   const int64_t answer_limit = session.max_answer_bytes() > 0
@@ -291,7 +297,8 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
-                           protocol->ServerCapNote(), options.max_call_timeout);
+                           protocol->ServerCapNote(), options.max_call_timeout,
+                           options.call_timeout_setting);
   CouchLog couch_log(watchdog);
   Context().eager_log = &couch_log;
   absl::Cleanup no_eager_log = [] { Context().eager_log = nullptr; };
@@ -357,7 +364,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       }
       if (protocol->list_in_progress()) {
         end.set_reason(SessionEnd::PROTOCOL_EXIT);
-        end.set_message(absl::StrCat(message, " (a list row: the list cannot go on)"));
+        end.set_message(absl::StrCat(message, std::string(couchdb::kListRowLost)));
         break;
       }
       continue;
@@ -444,8 +451,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
                                               "ends without a line, for CouchDB to filter the "
                                               "batch one document at a time; recycle the worker"
                                             : "a command raised MemoryError; recycle the worker")
-                          : absl::StrCat("the protocol ended the session with ",
-                                         out->lines(out->lines_size() - 1)));
+                          : couchdb::ProtocolEndedReason(out->lines(out->lines_size() - 1)));
       break;
     }
   }

@@ -10,7 +10,9 @@ document call gets [true, id] if this stream was taught that design document, an
 
 Misbehaviour: `fail_streams` aborts every stream at once, as a proxy whose upstream is down does;
 `hang_next_map_doc` leaves the next map_doc unanswered until the service stops;
-`fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying)."""
+`fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying);
+`abort_map_docs` (a list of (status code, message, trailers)) aborts the streams that receive
+the next map_docs with each in turn (a server overloaded, or refusing the line)."""
 
 import json
 import os
@@ -30,6 +32,7 @@ class ScriptedSessionService:
         self.fail_streams = False
         self.hang_next_map_doc = threading.Event()
         self.fail_next_map_doc = threading.Event()
+        self.abort_map_docs = []
         self.stopping = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
@@ -83,6 +86,12 @@ class ScriptedSessionService:
                     self.hang_next_map_doc.clear()
                     self.stopping.wait()
                     return
+                with self.lock:
+                    aborted = self.abort_map_docs.pop(0) if self.abort_map_docs else None
+                if aborted is not None:
+                    code, message, trailers = aborted
+                    context.set_trailing_metadata(trailers)
+                    context.abort(code, message)
                 if self.fail_next_map_doc.is_set():
                     self.fail_next_map_doc.clear()
                     context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")

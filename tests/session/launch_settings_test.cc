@@ -49,6 +49,19 @@ TEST(LaunchSettingsTest, PreloadedModulesKeepTheirOrderAndAreGivenOnce) {
             LaunchSettingsText({"/x/py"}, {"a"}, 0, {"a.big", "a.slow"}));
 }
 
+TEST(LaunchSettingsTest, CallTimeoutIsPartOfTheLine) {
+  // Zero: none given (the line of a server started before adapters passed one on).
+  EXPECT_EQ(LaunchSettingsText({"/x/py"}, {"a"}, 0, {}, absl::ZeroDuration()),
+            "python-path=/x/py allow-module=a workers=default");
+  EXPECT_EQ(LaunchSettingsText({"/x/py"}, {"a"}, 0, {}, kAdapterCallTimeout),
+            "python-path=/x/py allow-module=a workers=default call-timeout=10m");
+  // Spelt as a duration, so 90s and 1m30s are one line, and another value another line.
+  EXPECT_EQ(LaunchSettingsText({}, {}, 0, {"m"}, absl::Seconds(90)),
+            "python-path= allow-module= workers=default preload-module=m call-timeout=1m30s");
+  EXPECT_NE(LaunchSettingsText({}, {}, 0, {}, absl::Seconds(60)),
+            LaunchSettingsText({}, {}, 0, {}, kAdapterCallTimeout));
+}
+
 TEST(LaunchSettingsTest, DifferentSettingsStayDifferent) {
   EXPECT_NE(LaunchSettingsText({"/x/py"}, {"a"}, 0), LaunchSettingsText({"/x/py2"}, {"a"}, 0));
   EXPECT_NE(LaunchSettingsText({"/x/py"}, {"a"}, 0), LaunchSettingsText({"/x/py"}, {"a", "b"}, 0));

@@ -153,7 +153,7 @@ class Worker:
         return data
 
     def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0,
-                      max_call_timeout_ms=0, max_line_bytes=0):
+                      max_call_timeout_ms=0, max_line_bytes=0, call_timeout_set_by_adapter=False):
         """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
@@ -163,6 +163,7 @@ class Worker:
         task.direct_session.max_answer_bytes = max_answer_bytes
         task.direct_session.max_call_timeout_ms = max_call_timeout_ms
         task.direct_session.max_line_bytes = max_line_bytes
+        task.direct_session.call_timeout_set_by_adapter = call_timeout_set_by_adapter
         self.send(task, [commands_read, answers_write])
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
@@ -753,6 +754,20 @@ class TimeoutTest(unittest.TestCase):
             open(release, "w").close()
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def test_the_adapters_cap_is_named_on_a_server_it_started(self):
+        worker = Worker()
+        session = worker.start_session(max_call_timeout_ms=500, call_timeout_set_by_adapter=True)
+        self.assertEqual(session.call(["reset", {"timeout": 600000}]), ["true"])
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.spins"]), ["true"])
+        error = json.loads(session.call(["map_doc", {"_id": "stuck"}], timeout=30)[-1])
+        self.assertEqual(error[:2], ["error", "timeout"])
+        self.assertIn("(the --call-timeout of the cnp-adapter that started this cnp-server, "
+                      "500ms, caps every command", error[2])
+        self.assertEqual(worker.wait(), worker_pb2.SESSION_CALL_TIMEOUT_EXIT,
+                         worker.diagnostics())
+        session.close()
+        worker.sock.close()
+
     def test_the_servers_cap_is_named_when_it_is_what_ran_out(self):
         # Protocol review: with os_process_timeout raised for slow views, the server's
         # --call-timeout still bounds every command, and the error blamed CouchDB's timeout.
@@ -767,7 +782,9 @@ class TimeoutTest(unittest.TestCase):
         self.assertIn("ran longer than the 500 ms it may take (cnp-server's --call-timeout, "
                       "500ms, caps every command and is shorter than CouchDB's timeout, "
                       "600000 ms", error[2])
-        self.assertEqual(worker.wait(), worker_pb2.SESSION_TIMEOUT_EXIT, worker.diagnostics())
+        # Its own exit status: the server tells the adapter which limit fired.
+        self.assertEqual(worker.wait(), worker_pb2.SESSION_CALL_TIMEOUT_EXIT,
+                         worker.diagnostics())
         session.close()
         worker.sock.close()
 
