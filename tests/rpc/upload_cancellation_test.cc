@@ -362,7 +362,8 @@ class UnreadUpload {
 // and every other Upload waited behind them or was refused; now a write waits at most
 // --call-timeout, then the call is cancelled and its thread freed.
 TEST(UploadWriteTest, ClientsThatReadNothingDoNotHoldTheUploadThreads) {
-  auto server = StartServer({"--call-timeout=2s", "--max-waiting-uploads=0"});
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1,
+                                                 {"--call-timeout=2s", "--max-waiting-uploads=0"});
   ASSERT_NE(server, nullptr);
   std::vector<std::unique_ptr<UnreadUpload>> unread;
   for (int n = 0; n < 2; ++n) {
