@@ -353,9 +353,10 @@ std::string QueryProtocol::ListTimeoutLine() const {
   return ErrorLine(
       "timeout",
       absl::StrCat("cnp-server: the list ran for ", absl::FormatDuration(options_.max_list_time),
-                   " in all (the server's --call-timeout), the longest one list may hold a "
-                   "worker; its function was given the end of its rows, so that its worker "
-                   "could serve other calls (raise --call-timeout for longer lists)"));
+                   " in all (", options_.call_timeout_setting,
+                   "), the longest one list may hold a worker; its function was given the end "
+                   "of its rows, so that its worker could serve other calls (raise that "
+                   "setting for longer lists)"));
 }
 
 absl::Time QueryProtocol::CallDeadline() const { return absl::Now() + CallBudget(); }
