@@ -349,14 +349,19 @@ int RunDeriveCommand(int argc, char** argv) {
       if (once) {
         // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
         // and nothing for a cron job to alarm about.
-        std::cerr << "cnp derive: " << declaration->name << ": the lease is held by " << Printable(lease.other_holder())
-                  << " (in " << lease.blocked_in() << ", for another " << absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100)))
-                  << " unless it renews it), which does the work; exiting (--once)\n";
+        std::cerr << absl::StrCat(
+            "cnp derive: ", declaration->name, ": the lease is held by ",
+            Printable(lease.other_holder()), " (in ", lease.blocked_in(), ", for another ",
+            absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100))),
+            " unless it renews it), which does the work; exiting (--once)\n");
         return 0;
       }
       if (!said_waiting) {
-        std::cerr << "cnp derive: " << declaration->name << ": waiting for the lease held by "
-                  << Printable(lease.other_holder()) << " (in " << lease.blocked_in() << ")\n";
+        // One write, so that a reader (a log collector, a test) never sees half the line.
+        std::cerr << absl::StrCat("cnp derive: ", declaration->name,
+                                  ": waiting for the lease held by ",
+                                  Printable(lease.other_holder()), " (in ", lease.blocked_in(),
+                                  ")\n");
         said_waiting = true;
       }
       absl::SleepFor(std::min(poll, lease.wait_hint() + absl::Milliseconds(20)));

@@ -905,7 +905,7 @@ TEST_F(DeriveTest, InstancesWhoseTargetsDifferButOverlapWriteOneAtATime) {
   auto second = ChildProcess::Start(Command(second_yml, follow), dir_, " the lease", kRunTimeout);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_THAT((*second)->output(), HasSubstr("waiting for the lease held by "));
-  EXPECT_THAT((*second)->output(), HasSubstr("(in turn_cnt)"));
+  EXPECT_TRUE((*second)->WaitForOutput("(in turn_cnt)", kRunTimeout)) << (*second)->output();
 
   Write("turn_src", R"([{"_id":"d","town":"Oslo"},{"_id":"e","town":"Lima"}])");
   ASSERT_TRUE((*first)->WaitForOutput("turn_src -> turn_map: seq 5,", kRunTimeout)) << (*first)->output();
