@@ -1,5 +1,6 @@
 """What the Python tests share (the C++ side is tests/support's library): a short directory for
-unix sockets, a cnp-server started and waited for through its --ready-fd pipe, a process
+unix sockets, a cnp-server started and waited for through its --ready-fd pipe (and the TCP
+port it logged it listens on), a process's memory from /proc, a process
 waited for until a SIGSTOP has stopped it, a function's start signalled on a FIFO, and a log
 (or any file) read whole or waited on as it grows, woken by inotify rather than by polling.
 
@@ -56,6 +57,24 @@ def start_server(argv, timeout=60.0, **popen_args):
         process.kill()  # a server stuck in its start must not outlive the test
         process.wait()
         raise
+
+
+def listening_port(log_path):
+    """The port a cnp-server started with --listen=127.0.0.1:0 logged that it listens on."""
+    with open(log_path) as log:
+        for line in log:
+            if "listening on 127.0.0.1:" in line and "(port " in line:
+                return int(line.split("(port ")[1].split(")")[0])
+    raise RuntimeError("the server named no port")
+
+
+def process_memory(pid, field):
+    """A memory field of /proc/PID/status ("VmHWM", "VmRSS"), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10
+    raise RuntimeError("no " + field)
 
 
 def wait_until_stopped(pid, timeout=10.0):

@@ -34,6 +34,7 @@ import h2.events
 import h2.settings
 
 import cnp_testing
+import session_wire
 
 SERVER = WORKER = FUNCTIONS = None
 MIB = 1 << 20
@@ -43,36 +44,11 @@ CANCELLED = 1
 RESOURCE_EXHAUSTED = 8
 
 
-def memory(pid, field):
-    """VmHWM or VmRSS of process `pid`, in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) << 10
-    raise RuntimeError("no " + field)
-
-
-def listening_port(log_path):
-    with open(log_path) as log:
-        for line in log:
-            if "listening on 127.0.0.1:" in line and "(port " in line:
-                return int(line.split("(port ")[1].split(")")[0])
-    raise RuntimeError("the server named no port")
-
-
-def varint(n):
-    out = b""
-    while n >= 0x80:
-        out += bytes([(n & 0x7F) | 0x80])
-        n >>= 7
-    return out + bytes([n])
-
-
 def map_request(function, *docs):
     """A MapRequest in its wire form: one function, the documents (JSON bytes)."""
-    out = b"\x0a" + varint(len(function)) + function
+    out = b"\x0a" + session_wire.varint(len(function)) + function
     for doc in docs:
-        out += b"\x12" + varint(len(doc)) + doc
+        out += b"\x12" + session_wire.varint(len(doc)) + doc
     return out
 
 
@@ -190,17 +166,17 @@ class Server:
                 stdout=log, stderr=subprocess.STDOUT)
         if not ready:
             raise RuntimeError(self.log())
-        self.port = listening_port(self.log_path)
+        self.port = cnp_testing.listening_port(self.log_path)
 
     def log(self):
         with open(self.log_path) as log:
             return log.read()
 
     def peak(self):
-        return memory(self.process.pid, "VmHWM")
+        return cnp_testing.process_memory(self.process.pid, "VmHWM")
 
     def rss(self):
-        return memory(self.process.pid, "VmRSS")
+        return cnp_testing.process_memory(self.process.pid, "VmRSS")
 
     def stop(self):
         self.process.kill()

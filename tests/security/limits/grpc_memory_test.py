@@ -37,23 +37,6 @@ TOKEN = "grpc-memory-test-token-5e1"
 MIB = 1 << 20
 
 
-def vm_peak(pid):
-    """The process's peak resident memory (VmHWM) in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) << 10
-    raise RuntimeError("no VmHWM")
-
-
-def listening_port(log_path):
-    with open(log_path) as log:
-        for line in log:
-            if "listening on 127.0.0.1:" in line and "(port " in line:
-                return int(line.split("(port ")[1].split(")")[0])
-    raise RuntimeError("the server named no port")
-
-
 class Attack:
     """`streams` Map calls on one HTTP/2 connection, each announcing a message of `size` bytes
     and sending all of it but the last byte, as fast as the server's flow control lets it.
@@ -147,7 +130,7 @@ class Server:
                 stdout=log, stderr=subprocess.STDOUT)
         if not ready:
             raise RuntimeError(self.log())
-        self.port = listening_port(self.log_path)
+        self.port = cnp_testing.listening_port(self.log_path)
 
     def log(self):
         with open(self.log_path) as log:
@@ -262,9 +245,9 @@ class GrpcMemoryTest(unittest.TestCase):
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
     def attack(self, server, tls_ca=None):
-        before = vm_peak(server.process.pid)
+        before = cnp_testing.process_memory(server.process.pid, "VmHWM")
         attack = Attack(server.port, self.STREAMS, self.SIZE, tls_ca).run()
-        grown = vm_peak(server.process.pid) - before
+        grown = cnp_testing.process_memory(server.process.pid, "VmHWM") - before
         total = self.STREAMS * self.SIZE
         print(f"{self.STREAMS} streams of {self.SIZE >> 20} MiB ({total >> 20} MiB): "
               f"{attack.sent() >> 20} MiB sent on streams still open, ended: "
@@ -324,9 +307,9 @@ class GrpcMemoryTest(unittest.TestCase):
         quota = 32 * MIB
         server = Server(self.dir, ["--max-call-bytes=16777216", f"--max-grpc-memory={quota}"])
         try:
-            before = vm_peak(server.process.pid)
+            before = cnp_testing.process_memory(server.process.pid, "VmHWM")
             ended = compressed_streams(server.port, self.STREAMS, self.SIZE)
-            grown = vm_peak(server.process.pid) - before
+            grown = cnp_testing.process_memory(server.process.pid, "VmHWM") - before
             print(f"{self.STREAMS} gzip streams of {self.SIZE >> 20} MiB: ended "
                   f"{sorted(set(map(str, ended.values())))}, server peak grew {grown >> 20} MiB",
                   file=sys.stderr)

@@ -29,14 +29,6 @@ def threads(pid):
     raise RuntimeError("no Threads")
 
 
-def listening_port(log_path):
-    with open(log_path) as log:
-        for line in log:
-            if "listening on 127.0.0.1:" in line and "(port " in line:
-                return int(line.split("(port ")[1].split(")")[0])
-    raise RuntimeError("the server named no port")
-
-
 class Stream:
     """A reflection stream that sends one request, reads its answer, and stays open until
     close()."""
@@ -84,7 +76,7 @@ class ReflectionTest(unittest.TestCase):
                  f"--auth-token-file={self.dir}/token"] + extra,
                 stdout=log, stderr=subprocess.STDOUT)
         self.assertTrue(ready)
-        return grpc.insecure_channel(f"127.0.0.1:{listening_port(log_path)}")
+        return grpc.insecure_channel(f"127.0.0.1:{cnp_testing.listening_port(log_path)}")
 
     def test_reflection_is_off_by_default(self):
         with self.start([]) as channel:
