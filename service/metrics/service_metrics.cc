@@ -20,6 +20,22 @@ Family<Histogram>& CallDuration() {
                                          {"rpc"}, LatencyBuckets());
   return *f;
 }
+Family<Counter>& CallMemoryRefusals() {
+  static auto* f = new Family<Counter>(
+      "cnp_call_memory_refusals_total",
+      "Calls, or messages of a stream, refused RESOURCE_EXHAUSTED because the requests and "
+      "answers calls hold would pass --max-grpc-memory, by RPC.",
+      {"rpc"});
+  return *f;
+}
+Family<Counter>& UnreadAnswerCancels() {
+  static auto* f = new Family<Counter>(
+      "cnp_unread_answer_cancels_total",
+      "Calls cancelled because their client did not take an answer within --call-timeout of it "
+      "being ready, by RPC.",
+      {"rpc"});
+  return *f;
+}
 Family<Counter>& FunctionErrors() {
   static auto* f = new Family<Counter>(
       "cnp_function_errors_total",
@@ -79,6 +95,8 @@ Family<Gauge>& SessionResident() {
 void DeclareAll() {
   Calls();
   CallDuration();
+  CallMemoryRefusals();
+  UnreadAnswerCancels();
   FunctionErrors();
   WorkerStarts().Get({"batch"});
   WorkerStarts().Get({"session"});
@@ -109,6 +127,14 @@ void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
   }
   counter->Add();
   duration_->Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+void CallMemoryRefused(absl::string_view rpc) {
+  CallMemoryRefusals().Get({std::string(rpc)}).Add();
+}
+
+void UnreadAnswerCancelled(absl::string_view rpc) {
+  UnreadAnswerCancels().Get({std::string(rpc)}).Add();
 }
 
 std::string FunctionLabel(absl::string_view function) {

@@ -31,6 +31,13 @@ class RpcMetrics {
   Histogram* duration_;
 };
 
+// A call (or one message of a stream) of `rpc` refused because the memory calls hold would
+// pass --max-grpc-memory (service/rpc/call_memory.h).
+void CallMemoryRefused(absl::string_view rpc);
+// A call of `rpc` cancelled because its client did not take an answer within --call-timeout
+// (service/rpc/unread_answer_watch.h).
+void UnreadAnswerCancelled(absl::string_view rpc);
+
 // A user function raised on `count` documents (or items) of a call or a session. Counted under
 // FunctionLabel(function).
 void FunctionError(absl::string_view function, uint64_t count = 1);

@@ -473,6 +473,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             status = ToGrpcStatus(admitted);
           } else if (held_request = memory.TryCharge(request_bytes); !held_request.has_value()) {
             request.Clear();
+            metrics::CallMemoryRefused(name);
             status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                   memory.RefusalMessage("its request", request_bytes));
           } else {
@@ -487,6 +488,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
                 response = CallMemory::HoldWhileSent(response, std::move(*held_answer));
               } else {
                 response.Clear();
+                metrics::CallMemoryRefused(name);
                 status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                       memory.RefusalMessage("its answer", answer_bytes));
               }
@@ -540,10 +542,13 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   unary_call(&Service::RequestResolve, &calls::FunctionCalls::Resolve, "Resolve");
 
   // Streams carry bytes too, each message parsed by ParsingStreamHandler; a stream is admitted
-  // before its first message is read.
+  // before its first message is read. Each message, and each answer until its client has
+  // taken it, is counted against the same CallMemory as a unary call's (stream_call.h).
   using MapStream = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
+  const StreamLimits stream_limits{.memory = &call_memory_, .answer_timeout = answer_timeout};
   MapStream::Listen(
       context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
+      stream_limits,
       [&calls, &gate, caps](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
@@ -554,7 +559,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
 
   using Session = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   Session::Listen(
-      context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf,
+      context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf, stream_limits,
       [sessions = sessions_, &gate,
        caps](grpc::ServerContext& server_context) -> Session::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {

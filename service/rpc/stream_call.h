@@ -10,9 +10,16 @@
 // another server and replays its session there. Either way the stream ends with a status sent
 // after its last answer, never by cancelling it: a cancel drops an answer written just before
 // that the transport has not yet sent.
+//
+// What a stream holds is bounded as a unary call's is (StreamLimits): each request, while it
+// is handled, and each answer, until the client has taken it, is counted against the server's
+// CallMemory (a message past the budget ends the stream RESOURCE_EXHAUSTED), and an answer not
+// taken within --call-timeout cancels the stream (unread_answer_watch.h). Without that, a
+// client that opened many streams and read nothing made the server hold every answer for good.
 #pragma once
 
 #include <exception>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -30,10 +37,13 @@
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/metrics/service_metrics.h"
 #include "service/rpc/call_executor.h"
+#include "service/rpc/call_memory.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/status_mapping.h"
 #include "service/rpc/stream_heartbeat.h"
+#include "service/rpc/unread_answer_watch.h"
 
 namespace cnp::rpc {
 
@@ -56,6 +66,12 @@ class StreamHandler {
   virtual asio::awaitable<void> Close() { co_return; }
 };
 
+// What each stream of a method may hold (see above). No memory: nothing counted.
+struct StreamLimits {
+  CallMemory* memory = nullptr;
+  absl::Duration answer_timeout = absl::InfiniteDuration();
+};
+
 template <class Service, class Request, class Response>
 class StreamMethod
     : public std::enable_shared_from_this<StreamMethod<Service, Request, Response>> {
@@ -72,18 +88,18 @@ class StreamMethod
   // unary call.
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
-                     Factory factory) {
+                     StreamLimits limits, Factory factory) {
     auto method = std::make_shared<StreamMethod>(context, service, gate, requester, rpc,
-                                                 peer_of, std::move(factory));
+                                                 peer_of, limits, std::move(factory));
     gate.AddListener(context, [method] { method->AwaitNextStream(); });
     method->AwaitNextStream();
   }
 
   StreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
-               Factory factory)
+               StreamLimits limits, Factory factory)
       : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
-        peer_of_(peer_of), factory_(std::move(factory)) {}
+        peer_of_(peer_of), limits_(limits), factory_(std::move(factory)) {}
 
  private:
   struct Call final : DrainableStream, std::enable_shared_from_this<Call> {
@@ -205,21 +221,29 @@ class StreamMethod
       heartbeat =
           std::make_shared<Heartbeat>(context_, call->stream, call, handler->Heartbeat(), every);
     }
-    grpc::Status status = co_await Exchange(*call, *handler, heartbeat.get());
+    grpc::Status status = co_await Exchange(call, *handler, heartbeat.get());
     if (heartbeat != nullptr) heartbeat->Stop();
     co_await handler->Close();
     co_return status;
   }
 
   // Requests and answers, in lockstep, until the stream ends.
-  asio::awaitable<grpc::Status> Exchange(Call& call, StreamHandler<Request, Response>& handler,
+  asio::awaitable<grpc::Status> Exchange(const std::shared_ptr<Call>& owner,
+                                         StreamHandler<Request, Response>& handler,
                                          Heartbeat* heartbeat) {
+    Call& call = *owner;
     Request request;
     for (;;) {
       if (!call.BeginWaiting()) co_return ShuttingDown();
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
       if (!call.EndWaiting()) co_return ShuttingDown();  // finished already, by the drain
       if (!read) co_return grpc::Status::OK;  // the client closed its side
+      std::optional<CallMemory::Charge> held_request = Hold(request, kRequestCopies);
+      if (!held_request.has_value()) {
+        const int64_t bytes = kRequestCopies * MessageBytes(request);
+        request.Clear();
+        co_return Refused("its request", bytes);
+      }
       if (heartbeat != nullptr) heartbeat->Busy();
       std::exception_ptr failed;
       absl::StatusOr<std::optional<Response>> answer = std::nullopt;
@@ -228,23 +252,50 @@ class StreamMethod
       } catch (...) {
         failed = std::current_exception();
       }
-      // Nothing else is written, and the stream does not end, while a heartbeat is in flight.
-      if (heartbeat != nullptr) {
-        heartbeat->Idle();
-        if (heartbeat->writing()) co_await heartbeat->WriteDone();
+      held_request.reset();
+      if (heartbeat != nullptr) heartbeat->Idle();
+      // From here the stream waits for its client to take what it was sent: a heartbeat in
+      // flight, then the answer.
+      const bool answering = !failed && answer.ok() && answer->has_value();
+      UnreadAnswerWatch watch;
+      if (answering || (heartbeat != nullptr && heartbeat->writing())) {
+        watch = UnreadAnswerWatch::Start(context_, owner, call.server_context, call.done, rpc_,
+                                         peer_of_, limits_.answer_timeout);
       }
+      // Nothing else is written, and the stream does not end, while a heartbeat is in flight.
+      if (heartbeat != nullptr && heartbeat->writing()) co_await heartbeat->WriteDone();
       if (failed) std::rethrow_exception(failed);
       if (!answer.ok()) {
         co_return WithStatusTrailers(ToGrpcStatus(answer.status()), call.server_context);
       }
-      if (!answer->has_value()) continue;
+      if (!answering) continue;
       const Response response = std::move(**answer);
+      std::optional<CallMemory::Charge> held_answer = Hold(response, 1);
+      if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
       const bool ending = handler.EndsStream(response);
       if (!co_await grpc_asio::Write(context_, call.stream, response)) {
         co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
+      watch.Taken();
       if (ending) co_return grpc::Status::OK;
     }
+  }
+
+  static int64_t MessageBytes(const grpc::ByteBuffer& message) {
+    return static_cast<int64_t>(message.Length());
+  }
+
+  // `message` counted `copies` times against the stream's memory; nothing when that would
+  // pass its budget.
+  std::optional<CallMemory::Charge> Hold(const grpc::ByteBuffer& message, int64_t copies) {
+    if (limits_.memory == nullptr) return CallMemory::Charge();
+    return limits_.memory->TryCharge(copies * MessageBytes(message));
+  }
+
+  grpc::Status Refused(const char* what, int64_t bytes) {
+    metrics::CallMemoryRefused(rpc_);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        limits_.memory->RefusalMessage(what, bytes));
   }
 
   grpc_asio::GrpcContext& context_;
@@ -253,6 +304,7 @@ class StreamMethod
   const Requester requester_;
   const char* const rpc_;
   const CallLogScope::PeerOf peer_of_;
+  const StreamLimits limits_;
   const Factory factory_;
 };
 

@@ -15,7 +15,6 @@
 #include "asio/co_spawn.hpp"
 #include "asio/this_coro.hpp"
 #include "absl/time/time.h"
-#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "service/common/log.h"
 #include "service/grpc_asio/call_done.h"
@@ -23,6 +22,7 @@
 #include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/call_executor.h"
 #include "service/rpc/shutdown_gate.h"
+#include "service/rpc/unread_answer_watch.h"
 
 namespace cnp::rpc {
 
@@ -39,9 +39,8 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
   // Starts serving calls of this method on `context` until the server shuts down. Lines logged
   // about a call name `rpc` and, through `peer_of(&server_context)`, its peer (call_executor.h).
   //
-  // An answer the client has not taken `answer_timeout` after it was ready (a client that
-  // never opens its HTTP/2 window: gRPC would hold the answer for as long as the call stays
-  // open) has its call cancelled, which frees it, and a warning is logged.
+  // An answer the client has not taken `answer_timeout` after it was ready has its call
+  // cancelled (unread_answer_watch.h).
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
                      Handler handler, absl::Duration answer_timeout = absl::InfiniteDuration()) {
@@ -96,39 +95,14 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     } catch (const std::exception& e) {
       status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
-    std::shared_ptr<AnswerWatch> watch;
-    if (status.ok() && self->answer_timeout_ < absl::InfiniteDuration()) {
-      watch = std::make_shared<AnswerWatch>();
-      WatchAnswer(self, call, watch);
+    UnreadAnswerWatch watch;
+    if (status.ok()) {
+      watch = UnreadAnswerWatch::Start(context, call, call->server_context, call->done,
+                                       self->rpc_, self->peer_of_, self->answer_timeout_);
     }
     co_await grpc_asio::FinishUnary(context, call->responder, call->response, status);
-    if (watch != nullptr) {
-      watch->sent = true;
-      watch->alarm.Cancel();
-    }
+    watch.Taken();
     co_await call->done.Wait();
-  }
-
-  // The alarm of an answer being sent (see Listen).
-  struct AnswerWatch {
-    grpc::Alarm alarm;
-    bool sent = false;  // only on the context's thread
-  };
-
-  static void WatchAnswer(const std::shared_ptr<UnaryMethod>& self,
-                          const std::shared_ptr<Call>& call,
-                          const std::shared_ptr<AnswerWatch>& watch) {
-    grpc_asio::SetAlarm(
-        self->context_, watch->alarm, self->answer_timeout_,
-        [self, call, watch](bool fired) {
-          if (!fired || watch->sent || call->done.done()) return;
-          call->server_context.TryCancel();
-          LogWarning(self->rpc_, " call from ", self->peer_of_(&call->server_context),
-                     ": its client did not read its answer within ",
-                     absl::FormatDuration(self->answer_timeout_),
-                     " of it being ready (--call-timeout): the call is cancelled and its "
-                     "answer's memory freed");
-        });
   }
 
   grpc_asio::GrpcContext& context_;

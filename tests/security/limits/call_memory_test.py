@@ -7,7 +7,8 @@ A security review found three things, reproduced here scaled down (--max-call-by
   opens its window makes the server hold every answer it built, with no time limit (the call is
   answered, so --call-timeout did not apply). Now each answer is counted against
   --max-grpc-memory until gRPC has sent it: calls past it are refused RESOURCE_EXHAUSTED, and an
-  answer not taken within --call-timeout of being ready has its call cancelled.
+  answer not taken within --call-timeout of being ready has its call cancelled. The same holds
+  for the messages and answers of MapStream and Session streams, which were not counted at all.
 - Requests waiting for a worker: each queued Map held about twice its size. Now a request is
   counted from its admission, and one that would pass the budget is refused at once, while a
   small call is still served.
@@ -26,6 +27,7 @@ import threading
 import time
 import unittest
 import urllib.parse
+import urllib.request
 
 import grpc
 import h2.config
@@ -62,23 +64,42 @@ def big_id_request(size, tag):
 SMALL = map_request(b"svc_fns.doubled", b'{"_id":"a","n":21}')
 
 
-class H2Calls:
-    """Unary Map calls on one plaintext HTTP/2 connection, written with h2. With
-    `read_answers=False` the connection's INITIAL_WINDOW_SIZE is 0 and no window is ever opened:
-    the server can send headers, never a message."""
+def stream_requests(method, size, tag):
+    """The requests of a `method` stream whose (last) answer is about `size` bytes."""
+    doc = b'{"_id":"' + tag + b"x" * size + b'","blob":""}'
+    if method == "MapStream":
+        return map_request(b"svc_fns.size_of", doc), ()
+    return (session_wire.session_input(b'["add_fun","svc_fns.size_of"]'),
+            (session_wire.session_input(b'["map_doc",' + doc + b"]"),))
 
-    def __init__(self, port, read_answers=True):
+
+def series(scrape, name):
+    """The value of series `name` in a Prometheus text scrape; -1 when it is not there."""
+    for line in scrape.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return -1
+
+
+class H2Calls:
+    """Calls on one plaintext HTTP/2 connection, written with h2: unary Map calls, or streams.
+    With `read_answers=False` no window is ever opened: with `window=0` (the connection's
+    INITIAL_WINDOW_SIZE) the server can send headers, never a message; with `window=None`, the
+    first 64 KiB it sends on the connection, then nothing."""
+
+    def __init__(self, port, read_answers=True, window=0):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.conn.initiate_connection()
-        if not read_answers:
-            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        if not read_answers and window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.read_answers = read_answers
         self.pending = {}   # stream id -> bytes still to send
         self.ended = {}     # stream id -> grpc-status, or "reset <code>"
         self.messages = {}  # stream id -> bytes of the answer received
         self.details = {}   # stream id -> grpc-message
         self.answered = set()  # streams whose answer is ready (its headers came)
+        self.open_ended = set()  # streams that do not end their side after their requests
         self.flush()
 
     def flush(self):
@@ -86,13 +107,18 @@ class H2Calls:
         if data:
             self.sock.sendall(data)
 
-    def start(self, request, extra_headers=()):
+    def start(self, request, extra_headers=(), method="Map", more=()):
+        """A call of `method` sending `request`: a unary call, or with `more` (further
+        requests), a stream that sends them all and stays open."""
         stream = self.conn.get_next_available_stream_id()
         self.conn.send_headers(stream, [
-            (":method", "POST"), (":scheme", "http"), (":path", "/cnp.v1.Functions/Map"),
+            (":method", "POST"), (":scheme", "http"), (":path", f"/cnp.v1.Functions/{method}"),
             (":authority", "localhost"), ("content-type", "application/grpc"),
             ("te", "trailers")] + list(extra_headers))
-        self.pending[stream] = b"\0" + len(request).to_bytes(4, "big") + request
+        self.pending[stream] = b"".join(b"\0" + len(r).to_bytes(4, "big") + r
+                                        for r in [request, *more])
+        if more:
+            self.open_ended.add(stream)
         self.messages[stream] = b""
         self.flush()
         return stream
@@ -107,7 +133,8 @@ class H2Calls:
                         self.conn.max_outbound_frame_size)
                 if n <= 0:
                     break
-                self.conn.send_data(stream, left[:n], end_stream=(n == len(left)))
+                self.conn.send_data(stream, left[:n], end_stream=(
+                    n == len(left) and stream not in self.open_ended))
                 left = left[n:]
                 self.flush()
             if left:
@@ -175,6 +202,12 @@ class Server:
     def peak(self):
         return cnp_testing.process_memory(self.process.pid, "VmHWM")
 
+    def metrics(self):
+        """A scrape of --metrics-listen=127.0.0.1:0, at the port the server logged."""
+        port = int(self.log().split("/metrics (port ")[1].split(")")[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+            return answer.read().decode()
+
     def rss(self):
         return cnp_testing.process_memory(self.process.pid, "VmRSS")
 
@@ -234,6 +267,69 @@ class CallMemoryTest(unittest.TestCase):
                 other.close()
         finally:
             server.stop()
+
+    def test_stream_answers_never_read_are_bounded_then_cancelled(self):
+        # The same attack on MapStream and Session streams: each sends a request whose answer
+        # is 10 MiB and never reads it. Each message and answer now counts against the budget,
+        # and an answer left unread for --call-timeout ends its stream: before, every answer
+        # was held for as long as the peer kept its streams open.
+        streams, size = 12, 10 * MIB
+        for method in ("MapStream", "Session"):
+            with self.subTest(method=method):
+                server = Server(self.dir, ["--call-timeout=4s", "--metrics-listen=127.0.0.1:0"])
+                try:
+                    before = server.peak()
+                    reader = H2Calls(server.port, read_answers=False, window=None)
+                    try:
+                        ids = []
+                        for i in range(streams):
+                            first, more = stream_requests(method, size, b"%d-" % i)
+                            ids.append(reader.start(first, method=method, more=more))
+                        started = time.monotonic()
+                        all_ended = reader.run_until(lambda c: len(c.ended) == streams, 90)
+                        grown = server.peak() - before
+                        print(f"{streams} {method} streams with answers of {size >> 20} MiB "
+                              f"never read: ended {sorted(map(str, reader.ended.values()))} in "
+                              f"{time.monotonic() - started:.1f} s; server peak grew "
+                              f"{grown >> 20} MiB (budget {BUDGET >> 20} MiB)", file=sys.stderr)
+                        self.assertTrue(all_ended, f"{len(reader.ended)} of {streams} ended; "
+                                                   + server.log()[-3000:])
+                        statuses = [reader.ended[s] for s in ids]
+                        refused = statuses.count(RESOURCE_EXHAUSTED)
+                        cancelled = [s for s in statuses if s != RESOURCE_EXHAUSTED]
+                        # Each refused for the budget or cancelled for its unread answer,
+                        # none answered: a refused one's message names the flag.
+                        self.assertTrue(all(s == CANCELLED or str(s).startswith("reset")
+                                            for s in cancelled), statuses)
+                        self.assertGreater(len(cancelled), 0, statuses)
+                        for stream in ids:
+                            if reader.ended[stream] == RESOURCE_EXHAUSTED:
+                                self.assertIn("--max-grpc-memory", reader.details[stream])
+                        self.assertIn(f"{method} call from", server.log())
+                        self.assertIn("did not read its answer", server.log())
+                        # What gRPC holds (its quota, the budget's size) and what the streams
+                        # hold outside it (the budget): before, 166 MiB for MapStream.
+                        self.assertLess(grown, 2 * BUDGET)
+                    finally:
+                        reader.close()
+                    scrape = server.metrics()
+                    self.assertEqual(
+                        series(scrape, f'cnp_call_memory_refusals_total{{rpc="{method}"}}'),
+                        refused if refused else -1, scrape)
+                    self.assertEqual(
+                        series(scrape, f'cnp_unread_answer_cancels_total{{rpc="{method}"}}'),
+                        len(cancelled), scrape)
+                    # And the server serves on.
+                    other = H2Calls(server.port)
+                    try:
+                        stream = other.start(SMALL)
+                        self.assertTrue(other.run_until(lambda c: stream in c.ended, 30))
+                        self.assertEqual(other.ended[stream], 0, server.log()[-3000:])
+                        self.assertIn(b'[[["a",42]]]', other.messages[stream])
+                    finally:
+                        other.close()
+                finally:
+                    server.stop()
 
     def test_queued_requests_past_the_budget_are_refused(self):
         server = Server(self.dir)
