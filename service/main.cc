@@ -199,6 +199,10 @@ int Run(int argc, char** argv) {
     cnp::LogError(s.message());
     return 1;
   }
+  if (sessions.max_sessions() == 0 && config->max_sessions > 0) {
+    cnp::LogInfo("no direct sessions: they come through a unix --listen, and there is none; "
+                 "adapters are served over the Session stream");
+  }
   sessions.Start();
   auto guard = asio::make_work_guard(control);
   std::thread control_thread([&control] { control.run(); });

@@ -69,7 +69,9 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
 session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config) {
   session::SessionPoolOptions options;
   options.command = {config.worker_binary, config.WorkerArgs()};
-  options.max_sessions = config.max_sessions;
+  // Direct sessions come only through a unix socket: a replica that listens on TCP alone
+  // never gets one, and keeps no spare worker (a Python process) waiting for it.
+  options.max_sessions = DirectSessionPaths(config).empty() ? 0 : config.max_sessions;
   options.spare_workers = config.spare_session_workers;
   options.startup_timeout = config.worker_start_timeout;
   // A start is mostly a CPU's work (Python starting and importing): more at once than cores

@@ -599,6 +599,23 @@ TEST(ServerTest, ListensOnTcpToo) {
   EXPECT_EQ(r->results(0).rows(), R"([[["t",42]]])");
 }
 
+TEST(ServerTest, ATcpOnlyReplicaKeepsNoSessionWorker) {
+  // Direct sessions come only through a unix socket: a replica behind a load balancer would
+  // otherwise keep a spare session worker (a Python process) that nothing can ever use.
+  auto server = ServerProcess::Launch(
+      {.args = {"--python-path=" + FunctionsDir(), "--workers=1", "--listen=127.0.0.1:0"},
+       .fresh_socket = false});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("no direct sessions: they come through a unix --listen"));
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto r = (*client)->Map({"svc_fns.doubled"}, {Doc("t", R"("n":21)")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->results(0).rows(), R"([[["t",42]]])");
+  server->Signal(SIGTERM);
+  EXPECT_THAT(server->Log(), Not(HasSubstr("session worker")));
+}
+
 TEST(ServerTest, RejectsBadFlagsWithAMessage) {
   auto server = ServerProcess::Start({"--workers=1", "--python-path=/no/such/dir"});
   ASSERT_FALSE(server.ok());
