@@ -339,7 +339,7 @@ class Parser {
                          absl::string_view key) {
     if (node.Tag() != "?") return;  // quoted or tagged: meant as written
     const std::string& text = node.Scalar();
-    std::optional<std::string> old = Yaml11ReadingIfDifferent(text, value);
+    std::optional<Yaml11Reading> old = Yaml11ReadingIfDifferent(text, value);
     if (!old || !yaml11_warned_.emplace(node.Mark().line, node.Mark().column).second) return;
     std::string now;
     if (value.IsString()) now = absl::StrCat("the string \"", Printable(text), "\"");
@@ -347,21 +347,25 @@ class Parser {
     else if (value.IsNull()) now = "null";
     else now = absl::StrCat("the number ", couchdb::ToJson(value));
     std::string advice;
-    if (absl::StartsWith(*old, "the string")) {
-      advice = "quote it if the string is meant";
-    } else if (absl::StrContains(*old, "JSON cannot hold")) {
-      advice = "JSON has no such number: quote it to keep the string and silence this";
-    } else {
-      advice = absl::StrCat("write ", *old, " if that is meant, or ",
-                            value.IsString() ? "quote it if the string is"
-                                             : absl::StrCat("write ", couchdb::ToJson(value),
-                                                            " if that is"));
+    switch (old->kind) {
+      case Yaml11Reading::Kind::kString:
+        advice = "quote it if the string is meant";
+        break;
+      case Yaml11Reading::Kind::kNotJson:
+        advice = "JSON has no such number: quote it to keep the string and silence this";
+        break;
+      case Yaml11Reading::Kind::kJson:
+        advice = absl::StrCat("write ", old->said, " if that is meant, or ",
+                              value.IsString() ? "quote it if the string is"
+                                               : absl::StrCat("write ", couchdb::ToJson(value),
+                                                              " if that is"));
+        break;
     }
     problems_.Warning(
         At(node.Mark()),
         absl::StrCat(key.empty() ? "" : absl::StrCat("\"", Printable(key), "\": "),
                      Printable(text), " is ", now,
-                     " (YAML 1.2, as cnp reads it); cnp-upload's YAML 1.1 read it as ", *old,
+                     " (YAML 1.2, as cnp reads it); cnp-upload's YAML 1.1 read it as ", old->said,
                      ": ", advice));
   }
 

@@ -78,8 +78,8 @@ std::string Number(double value) {
 
 }  // namespace
 
-std::optional<std::string> Yaml11ReadingIfDifferent(absl::string_view text,
-                                                    const rapidjson::Value& as_read) {
+std::optional<Yaml11Reading> Yaml11ReadingIfDifferent(absl::string_view text,
+                                                      const rapidjson::Value& as_read) {
   // Every scalar YAML 1.1 reads as other than a string is short and starts so; the test also
   // keeps long text (a 3 MB string) away from std::regex, which recurses per character.
   constexpr size_t kLongestNonString = 64;
@@ -94,23 +94,26 @@ std::optional<std::string> Yaml11ReadingIfDifferent(absl::string_view text,
     const bool value = s[0] == 'y' || s[0] == 'Y' || s[0] == 't' || s[0] == 'T' ||
                        s == "on" || s == "On" || s == "ON";
     if (as_read.IsBool() && as_read.GetBool() == value) return std::nullopt;
-    return value ? "true" : "false";
+    return Yaml11Reading{Yaml11Reading::Kind::kJson, value ? "true" : "false"};
   }
   const bool is_int = std::regex_match(s, Yaml11Int());
   if (is_int || std::regex_match(s, Yaml11Float())) {
     if (absl::StrContains(s, "inf") || absl::StrContains(s, "Inf") || absl::StrContains(s, "INF")) {
-      return absl::StrCat(s[0] == '-' ? "minus " : "", "infinity (a float JSON cannot hold)");
+      return Yaml11Reading{
+          Yaml11Reading::Kind::kNotJson,
+          absl::StrCat(s[0] == '-' ? "minus " : "", "infinity (a float JSON cannot hold)")};
     }
     if (absl::StrContains(s, "nan") || absl::StrContains(s, "NaN") || absl::StrContains(s, "NAN")) {
-      return std::string("not-a-number (a float JSON cannot hold)");
+      return Yaml11Reading{Yaml11Reading::Kind::kNotJson,
+                           "not-a-number (a float JSON cannot hold)"};
     }
     const double value = Yaml11Number(s, is_int);
     if (as_read.IsNumber() && as_read.GetDouble() == value) return std::nullopt;
-    return Number(value);
+    return Yaml11Reading{Yaml11Reading::Kind::kJson, Number(value)};
   }
   // null is read alike; anything else was a string, as cnp reads most of them.
   if (as_read.IsString() || as_read.IsNull()) return std::nullopt;
-  return absl::StrCat("the string \"", s, "\"");
+  return Yaml11Reading{Yaml11Reading::Kind::kString, absl::StrCat("the string \"", s, "\"")};
 }
 
 }  // namespace cnp::upload

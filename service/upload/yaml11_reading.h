@@ -13,11 +13,22 @@
 
 namespace cnp::upload {
 
+// How YAML 1.1 read a scalar: `said` as a message says it ("true", "8", "the string
+// \"1e3\"", "infinity (a float JSON cannot hold)"), and what kind of value that is.
+struct Yaml11Reading {
+  enum class Kind {
+    kJson,     // a value JSON holds: true, false, a number
+    kString,   // a string, where cnp reads another value
+    kNotJson,  // a float JSON cannot hold (infinity, not-a-number)
+  };
+  Kind kind;
+  std::string said;
+};
+
 // When YAML 1.1 reads the plain scalar `text` as other than `as_read` (cnp's JSON value for
-// it), how it read it, e.g. "true", "8", "infinity (a float JSON cannot hold)" or "the string
-// \"1e3\""; nothing when both read it alike. Timestamps (2024-01-31), which PyYAML made dates
-// JSON could not hold, are not told apart.
-std::optional<std::string> Yaml11ReadingIfDifferent(absl::string_view text,
-                                                    const rapidjson::Value& as_read);
+// it), how it read it; nothing when both read it alike. Timestamps (2024-01-31), which PyYAML
+// made dates JSON could not hold, are not told apart.
+std::optional<Yaml11Reading> Yaml11ReadingIfDifferent(absl::string_view text,
+                                                      const rapidjson::Value& as_read);
 
 }  // namespace cnp::upload

@@ -119,20 +119,23 @@ absl::Status Denied(const FunctionName& name, absl::string_view why, absl::strin
 
 }  // namespace
 
-std::string NeverCallableReason(const std::string& module) {
+ModuleRefusal NeverCallableReason(const std::string& module) {
   std::string top = module.substr(0, module.find('.'));
   for (const char* never : kInstallsOrRunsSoftware) {
     if (top == never) {
-      return absl::StrCat(
-          "module '", module, "' belongs to '", top, "', one of the packages that install or "
-          "run software (", absl::StrJoin(kInstallsOrRunsSoftware, ", "),
-          "), whose functions cnp-server never runs, even when --allow-module names them");
+      return {absl::StrCat(
+                  "module '", module, "' belongs to '", top, "', one of the packages that "
+                  "install or run software (", absl::StrJoin(kInstallsOrRunsSoftware, ", "),
+                  "), whose functions cnp-server never runs, even when --allow-module names "
+                  "them"),
+              ""};
     }
   }
   if (IsStandardLibrary(top)) {
-    return absl::StrCat("module '", module, "' is part of Python's standard library");
+    return {absl::StrCat("module '", module, "' is part of Python's standard library"),
+            std::string(kNeverStandardLibrary)};
   }
-  return "";
+  return {};
 }
 
 bool IsStandardLibrary(const std::string& module) {
@@ -252,10 +255,8 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
   }
   // Where the file really is, not the name it was imported by: the shim that makes distutils
   // setuptools' copy, or a package that re-exports pip's functions.
-  if (std::string never = NeverCallableReason(location.module); !never.empty()) {
-    return {absl::StrCat("is in ", file, ": ", never),
-            absl::StrContains(never, "standard library") ? std::string(kNeverStandardLibrary)
-                                                          : ""};
+  if (ModuleRefusal never = NeverCallableReason(location.module); !never.why.empty()) {
+    return {absl::StrCat("is in ", file, ": ", never.why), std::move(never.advice)};
   }
   if (std::optional<OwnershipProblem> writable = WritableByOthers(file)) {
     return {absl::StrCat("is in ", file, ", which ", writable->what,
@@ -319,12 +320,11 @@ ModulePolicy::Problem ModulePolicy::SpecProblem(PyObject* spec, bool on_the_way)
 
 absl::Status ModulePolicy::NeverCallable(const FunctionName& name, const std::string& module,
                                          const std::string& whose) const {
-  std::string never = NeverCallableReason(module);
-  if (never.empty()) return absl::OkStatus();
+  ModuleRefusal never = NeverCallableReason(module);
+  if (never.why.empty()) return absl::OkStatus();
   // "module 'os' is ..." says whose module it is: the one requested or the function's own.
-  if (whose != "module") never = absl::StrCat(whose, " ", never.substr(strlen("module ")));
-  return Denied(name, never,
-                absl::StrContains(never, "standard library") ? kNeverStandardLibrary : "");
+  if (whose != "module") never.why = absl::StrCat(whose, " ", never.why.substr(strlen("module ")));
+  return Denied(name, never.why, never.advice);
 }
 
 absl::Status ModulePolicy::NotAllowedByPrefix(const FunctionName& name, const std::string& module,

@@ -118,9 +118,14 @@ absl::Status ImportFailed(const FunctionName& name);
 bool IsStandardLibrary(const std::string& module);
 
 // Why functions of `module` are never callable, whatever the directories and --allow-module
-// say, or empty: its top-level package is in the standard library (os, subprocess,
+// say (`why` empty when they may be), and what the operator can do instead (`advice`, empty
+// when nothing): its top-level package is in the standard library (os, subprocess,
 // importlib, distutils, venv...) or installs or runs software (pip, setuptools,
 // pkg_resources, _distutils_hack, wheel...).
-std::string NeverCallableReason(const std::string& module);
+struct ModuleRefusal {
+  std::string why;
+  std::string advice;
+};
+ModuleRefusal NeverCallableReason(const std::string& module);
 
 }  // namespace cnp::worker
