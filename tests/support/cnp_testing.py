@@ -7,9 +7,11 @@ waited for until a SIGSTOP has stopped it, a function's start signalled on a FIF
 run_python_test.sh puts this directory on PYTHONPATH; a test that imports it lists
 //tests/support:cnp_testing.py in its data."""
 
+import atexit
 import ctypes
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,8 +19,17 @@ import time
 
 def short_temp_dir(prefix="cnp-test-"):
     """A fresh directory under /tmp: a unix socket path must fit in 108 bytes, which a path
-    under the test's own temporary directory may not. The caller removes it."""
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    under the test's own temporary directory may not. The caller may remove it; whatever is
+    left is removed when the test's process exits (tests that kept theirs left a hundred
+    directories in /tmp per run)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    atexit.register(_remove_in, os.getpid(), path)
+    return path
+
+
+def _remove_in(owner, path):
+    if os.getpid() == owner:  # not in a forked child that exits normally
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def short_temp_directory(prefix="cnp-test-"):

@@ -15,7 +15,9 @@
 namespace cnp::testing {
 namespace {
 
-// The short directories live outside $TEST_TMPDIR, so nothing else would clean them up.
+// Directories made outside $TEST_TMPDIR (the short ones, and any made by a benchmark, which
+// runs without it): nothing else would clean them up, so they are removed at exit. A
+// benchmark's documents and logs took hundreds of megabytes of /tmp each run before.
 class ShortDirs {
  public:
   ~ShortDirs() {
@@ -33,21 +35,27 @@ class ShortDirs {
   std::vector<std::string> dirs_ ABSL_GUARDED_BY(mu_);
 };
 
+ShortDirs& RemovedAtExit() {
+  static ShortDirs* const dirs = new ShortDirs;
+  static const int registered = std::atexit([] { delete dirs; });
+  (void)registered;
+  return *dirs;
+}
+
 }  // namespace
 
 std::string MakeTempDir(const std::string& prefix) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", prefix, "XXXXXX");
-  return ::mkdtemp(pattern.data()) != nullptr ? pattern : std::string();
+  if (::mkdtemp(pattern.data()) == nullptr) return std::string();
+  if (tmp == nullptr) RemovedAtExit().Add(pattern);
+  return pattern;
 }
 
 std::string ShortTempDir() {
-  static ShortDirs* const dirs = new ShortDirs;
-  static const int registered = std::atexit([] { delete dirs; });
-  (void)registered;
   char dir[] = "/tmp/cnp-test-XXXXXX";
   if (::mkdtemp(dir) == nullptr) return std::string();
-  dirs->Add(dir);
+  RemovedAtExit().Add(dir);
   return dir;
 }
 
