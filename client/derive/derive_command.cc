@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "client/cli/arguments.h"
+#include "client/cli/line_stream.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/declaration.h"
 #include "client/derive/deriver.h"
@@ -197,7 +198,7 @@ void OnStopSignal(int signal) {
 
 int Fail(const absl::Status& status) {
   // A status may quote a server's answer or a document id: escaped, it cannot drive the terminal.
-  std::cerr << "cnp derive: " << Printable(couchdb::RedactCredentials(status.message())) << "\n";
+  cli::StderrLines() << "cnp derive: " << Printable(couchdb::RedactCredentials(status.message())) << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
 }
 
@@ -233,7 +234,7 @@ int RunDeriveCommand(int argc, char** argv) {
     return 0;
   }
   if (args->positional.size() != 2) {
-    std::cerr << "cnp derive: needs COUCHDB_URL and DECLARATION.yml, got "
+    cli::StderrLines() << "cnp derive: needs COUCHDB_URL and DECLARATION.yml, got "
               << args->positional.size() << " argument" << (args->positional.size() == 1 ? "" : "s")
               << " (see --help)\n";
     return 2;
@@ -349,7 +350,7 @@ int RunDeriveCommand(int argc, char** argv) {
       if (once) {
         // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
         // and nothing for a cron job to alarm about.
-        std::cerr << absl::StrCat(
+        cli::StderrLines() << absl::StrCat(
             "cnp derive: ", declaration->name, ": the lease is held by ",
             Printable(lease.other_holder()), " (in ", lease.blocked_in(), ", for another ",
             absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100))),
@@ -358,7 +359,7 @@ int RunDeriveCommand(int argc, char** argv) {
       }
       if (!said_waiting) {
         // One write, so that a reader (a log collector, a test) never sees half the line.
-        std::cerr << absl::StrCat("cnp derive: ", declaration->name,
+        cli::StderrLines() << absl::StrCat("cnp derive: ", declaration->name,
                                   ": waiting for the lease held by ",
                                   Printable(lease.other_holder()), " (in ", lease.blocked_in(),
                                   ")\n");
@@ -367,9 +368,9 @@ int RunDeriveCommand(int argc, char** argv) {
       absl::SleepFor(std::min(poll, lease.wait_hint() + absl::Milliseconds(20)));
     }
     if (stop_requested) break;
-    std::cerr << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
+    cli::StderrLines() << "cnp derive: " << declaration->name << ": holding the lease as " << holder << "\n";
     if (absl::Duration wait = lease.hold_off(); wait > absl::ZeroDuration()) {
-      std::cerr << "cnp derive: " << declaration->name << ": writing nothing for "
+      cli::StderrLines() << "cnp derive: " << declaration->name << ": writing nothing for "
                 << absl::FormatDuration(absl::Ceil(wait, absl::Milliseconds(100)))
                 << ", until the earlier holder's write requests can no longer be applied\n";
     }
@@ -392,7 +393,7 @@ int RunDeriveCommand(int argc, char** argv) {
     while (!stop_requested && !lost) {
       absl::Status failure;
       {
-        Deriver deriver(*declaration, couch, **cnp, options, std::cerr, [&]() -> absl::StatusOr<bool> {
+        Deriver deriver(*declaration, couch, **cnp, options, cli::StderrLines(), [&]() -> absl::StatusOr<bool> {
           if (stop_requested) return false;
           return lease.RenewIfDue();
         }, &prefetch);
@@ -410,7 +411,7 @@ int RunDeriveCommand(int argc, char** argv) {
             break;
           }
           if (down_since != absl::InfiniteFuture()) {
-            std::cerr << "cnp derive: " << declaration->name << ": cnp-server answers again (after "
+            cli::StderrLines() << "cnp derive: " << declaration->name << ": cnp-server answers again (after "
                       << absl::FormatDuration(absl::Trunc(absl::Now() - down_since, absl::Milliseconds(100)))
                       << ")\n";
             down_since = absl::InfiniteFuture();
@@ -431,12 +432,12 @@ int RunDeriveCommand(int argc, char** argv) {
             int64_t errors = earlier_errors;
             for (const StageProgress& p : deriver.progress()) errors += p.errors;
             if (errors == 0) {
-              std::cerr << "cnp derive: " << declaration->name << ": caught up\n";
+              cli::StderrLines() << "cnp derive: " << declaration->name << ": caught up\n";
               return 0;
             }
             // A cron job must tell this from a clean run: the errors' documents are passed
             // (the next run does not meet them again), their rows left as they were.
-            std::cerr << "cnp derive: " << declaration->name << ": caught up, but " << errors
+            cli::StderrLines() << "cnp derive: " << declaration->name << ": caught up, but " << errors
                       << " document error(s) were recorded in _local/cnp-derive:" << declaration->name
                       << ":errors of " << deriver.home() << " (exit status " << kExitDocumentErrors << ")\n";
             return kExitDocumentErrors;
@@ -456,7 +457,7 @@ int RunDeriveCommand(int argc, char** argv) {
       // A write refused by the lease's fence (its deadline passed) ends the hold as a lost lease.
       if (IsLeaseLost(failure)) {
         lost = true;
-        std::cerr << "cnp derive: " << declaration->name << ": " << Printable(failure.message()) << "\n";
+        cli::StderrLines() << "cnp derive: " << declaration->name << ": " << Printable(failure.message()) << "\n";
         break;
       }
       if (failure.ok()) break;  // stopped, or the lease was lost
@@ -474,7 +475,7 @@ int RunDeriveCommand(int argc, char** argv) {
             " (--service-wait); a later run goes on from the checkpoints")));
       }
       if (now - last_note >= kServiceNoteInterval) {
-        std::cerr << "cnp derive: " << declaration->name << ": " << couchdb::RedactCredentials(failure.message())
+        cli::StderrLines() << "cnp derive: " << declaration->name << ": " << couchdb::RedactCredentials(failure.message())
                   << "; trying again from the checkpoints in " << absl::FormatDuration(retry_delay)
                   << " (nothing is skipped)\n";
         last_note = now;
@@ -496,12 +497,12 @@ int RunDeriveCommand(int argc, char** argv) {
       // be waiting for them.
       lease.Release();
       if (!stop_requested) {
-        std::cerr << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";
+        cli::StderrLines() << "cnp derive: " << declaration->name << ": lost the lease; waiting for it again\n";
       }
     }
   }
   lease.Release();
-  std::cerr << "cnp derive: " << declaration->name << ": stopped\n";
+  cli::StderrLines() << "cnp derive: " << declaration->name << ": stopped\n";
   // --once stopped before it caught up (followers stop so whenever they stop): as cnp sync
   // --once, 130 or 143, so that a cron job does not take it for a run that caught up.
   if (once && stop_signal.load() != 0) return 128 + stop_signal.load();

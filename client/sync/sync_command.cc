@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "client/cli/arguments.h"
+#include "client/cli/line_stream.h"
 #include "client/sync/registry_sync.h"
 #include "client/cli/command_io.h"
 #include "client/cli/event_printer.h"
@@ -228,7 +229,7 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
 
 int RunSyncCommand(int argc, char** argv) {
   return sync::RunSync(std::vector<std::string>(argv, argv + argc),
-                       {.out = std::cout, .err = std::cerr});
+                       {.out = std::cout, .err = cli::StderrLines()});
 }
 
 }  // namespace cnp::client

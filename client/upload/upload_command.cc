@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cli/arguments.h"
+#include "client/cli/line_stream.h"
 #include "client/cli/command_io.h"
 #include "client/lib/cnp_client.h"
 #include "client/sync/registry_removal.h"
@@ -493,12 +494,12 @@ int RunCheck(const std::vector<std::string>& args, CommandIo io) {
 
 int RunUploadCommand(int argc, char** argv) {
   return upload::RunUpload(std::vector<std::string>(argv, argv + argc),
-                           {.out = std::cout, .err = std::cerr});
+                           {.out = std::cout, .err = cli::StderrLines()});
 }
 
 int RunCheckCommand(int argc, char** argv) {
   return upload::RunCheck(std::vector<std::string>(argv, argv + argc),
-                          {.out = std::cout, .err = std::cerr});
+                          {.out = std::cout, .err = cli::StderrLines()});
 }
 
 }  // namespace cnp::client
