@@ -232,6 +232,8 @@ class StreamMethod
                                          StreamHandler<Request, Response>& handler,
                                          Heartbeat* heartbeat) {
     Call& call = *owner;
+    UnreadAnswerWatch watch(context_, owner, call.server_context, call.done, rpc_, peer_of_,
+                            limits_.answer_timeout);
     Request request;
     for (;;) {
       if (!call.BeginWaiting()) co_return ShuttingDown();
@@ -257,13 +259,12 @@ class StreamMethod
       // From here the stream waits for its client to take what it was sent: a heartbeat in
       // flight, then the answer.
       const bool answering = !failed && answer.ok() && answer->has_value();
-      UnreadAnswerWatch watch;
-      if (answering || (heartbeat != nullptr && heartbeat->writing())) {
-        watch = UnreadAnswerWatch::Start(context_, owner, call.server_context, call.done, rpc_,
-                                         peer_of_, limits_.answer_timeout);
-      }
       // Nothing else is written, and the stream does not end, while a heartbeat is in flight.
-      if (heartbeat != nullptr && heartbeat->writing()) co_await heartbeat->WriteDone();
+      if (heartbeat != nullptr && heartbeat->writing()) {
+        watch.Ready();
+        co_await heartbeat->WriteDone();
+        watch.Taken();
+      }
       if (failed) std::rethrow_exception(failed);
       if (!answer.ok()) {
         co_return WithStatusTrailers(ToGrpcStatus(answer.status()), call.server_context);
@@ -273,6 +274,7 @@ class StreamMethod
       std::optional<CallMemory::Charge> held_answer = Hold(response, 1);
       if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
       const bool ending = handler.EndsStream(response);
+      watch.Ready();
       if (!co_await grpc_asio::Write(context_, call.stream, response)) {
         co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }

@@ -95,13 +95,11 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     } catch (const std::exception& e) {
       status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
-    UnreadAnswerWatch watch;
-    if (status.ok()) {
-      watch = UnreadAnswerWatch::Start(context, call, call->server_context, call->done,
-                                       self->rpc_, self->peer_of_, self->answer_timeout_);
-    }
+    UnreadAnswerWatch watch(context, call, call->server_context, call->done, self->rpc_,
+                            self->peer_of_, self->answer_timeout_);
+    if (status.ok()) watch.Ready();
     co_await grpc_asio::FinishUnary(context, call->responder, call->response, status);
-    watch.Taken();
+    watch.Stop();
     co_await call->done.Wait();
   }
 

@@ -5,17 +5,21 @@
 // cancelled, which frees the answer, a warning names the call and its peer, and
 // cnp_unread_answer_cancels_total{rpc} counts it.
 //
-//   UnreadAnswerWatch watch = UnreadAnswerWatch::Start(context, call, server_context, done,
-//                                                      rpc, peer_of, timeout);
-//   co_await Write(...);   // or FinishUnary
-//   watch.Taken();         // (or when `watch` is destroyed)
+//   UnreadAnswerWatch watch(context, call, server_context, done, rpc, peer_of, timeout);
+//   for each answer: watch.Ready(); co_await Write(...); watch.Taken();
+//   watch.Stop();  // the call is over (or when `watch` is destroyed)
 //
-// Everything runs on the call's GrpcContext thread.
+// A stream in lockstep answers thousands of lines a second, so one alarm serves them all: it is
+// set when an answer is ready and none is set, and when it comes it looks at the answer waiting
+// then (if any) and is set again for what that one has left. Everything runs on the call's
+// GrpcContext thread.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
@@ -29,52 +33,65 @@ namespace cnp::rpc {
 
 class UnreadAnswerWatch {
  public:
-  UnreadAnswerWatch() = default;  // watches nothing
-  UnreadAnswerWatch(UnreadAnswerWatch&&) = default;
-  UnreadAnswerWatch& operator=(UnreadAnswerWatch&& other) noexcept {
-    if (this != &other) {
-      Taken();
-      armed_ = std::move(other.armed_);
-    }
-    return *this;
+  // Watches nothing when `timeout` is infinite. `call` owns `server_context` and `done`, and is
+  // kept until the alarm has come back; `done` tells a call that has ended (the alarm may fire
+  // after it, and must not cancel what is no longer there). The peer is asked for only when
+  // the warning is written.
+  UnreadAnswerWatch(grpc_asio::GrpcContext& context, std::shared_ptr<const void> call,
+                    grpc::ServerContext& server_context, const grpc_asio::CallDone& done,
+                    const char* rpc, CallLogScope::PeerOf peer_of, absl::Duration timeout) {
+    if (timeout >= absl::InfiniteDuration()) return;
+    state_ = std::make_shared<State>(context, std::move(call), server_context, done, rpc, peer_of,
+                                     timeout);
   }
-  ~UnreadAnswerWatch() { Taken(); }
+  UnreadAnswerWatch(const UnreadAnswerWatch&) = delete;
+  UnreadAnswerWatch& operator=(const UnreadAnswerWatch&) = delete;
+  ~UnreadAnswerWatch() { Stop(); }
 
-  // A watch of nothing when `timeout` is infinite. `call` owns `server_context` and `done`, and
-  // is kept until the alarm has come back; `done` tells a call that has ended (the alarm may
-  // fire after it, and must not cancel what is no longer there). The peer is asked for only
-  // when the warning is written.
-  static UnreadAnswerWatch Start(grpc_asio::GrpcContext& context, std::shared_ptr<const void> call,
-                                 grpc::ServerContext& server_context,
-                                 const grpc_asio::CallDone& done, const char* rpc,
-                                 CallLogScope::PeerOf peer_of, absl::Duration timeout) {
-    UnreadAnswerWatch watch;
-    if (timeout >= absl::InfiniteDuration()) return watch;
-    watch.armed_ = std::make_shared<Armed>(std::move(call), server_context, done, rpc, peer_of,
-                                           timeout);
-    grpc_asio::SetAlarm(context, watch.armed_->alarm, timeout,
-                        [armed = watch.armed_](bool fired) { armed->OnAlarm(fired); });
-    return watch;
+  // An answer is ready: its client has the timeout from now to take it.
+  void Ready() {
+    if (state_ == nullptr) return;
+    state_->ready_since = absl::Now();
+    if (!state_->armed) State::Arm(state_, state_->timeout);
   }
 
-  // The answer left (or the call ended): the alarm is called off.
+  // The answer left.
   void Taken() {
-    if (armed_ == nullptr) return;
-    armed_->taken = true;
-    armed_->alarm.Cancel();
-    armed_.reset();
+    if (state_ != nullptr) state_->ready_since = absl::InfiniteFuture();
+  }
+
+  // The call is over: the alarm is taken back (its cancelled completion comes soon after).
+  void Stop() {
+    if (state_ == nullptr) return;
+    state_->stopped = true;
+    if (state_->armed) state_->alarm.Cancel();
+    state_.reset();
   }
 
  private:
-  struct Armed {
-    Armed(std::shared_ptr<const void> call, grpc::ServerContext& server_context,
-          const grpc_asio::CallDone& done, const char* rpc, CallLogScope::PeerOf peer_of,
-          absl::Duration timeout)
-        : call(std::move(call)), server_context(server_context), done(done), rpc(rpc),
-          peer_of(peer_of), timeout(timeout) {}
+  struct State {
+    State(grpc_asio::GrpcContext& context, std::shared_ptr<const void> call,
+          grpc::ServerContext& server_context, const grpc_asio::CallDone& done, const char* rpc,
+          CallLogScope::PeerOf peer_of, absl::Duration timeout)
+        : context(context), call(std::move(call)), server_context(server_context), done(done),
+          rpc(rpc), peer_of(peer_of), timeout(timeout) {}
 
-    void OnAlarm(bool fired) {
-      if (!fired || taken || done.done()) return;
+    static void Arm(const std::shared_ptr<State>& self, absl::Duration after) {
+      self->armed = true;
+      grpc_asio::SetAlarm(self->context, self->alarm, after,
+                          [self](bool fired) { self->OnAlarm(self, fired); });
+    }
+
+    void OnAlarm(const std::shared_ptr<State>& self, bool fired) {
+      armed = false;
+      if (!fired || stopped || done.done()) return;
+      if (ready_since == absl::InfiniteFuture()) return;  // none waits: set at the next one
+      // The alarm was set for an earlier answer, which was taken: this one has time left.
+      const absl::Duration left = ready_since + timeout - absl::Now();
+      if (left > timeout / 100) {
+        Arm(self, left);
+        return;
+      }
       server_context.TryCancel();
       metrics::UnreadAnswerCancelled(rpc);
       LogWarning(rpc, " call from ", peer_of(&server_context),
@@ -83,6 +100,7 @@ class UnreadAnswerWatch {
                  "memory freed");
     }
 
+    grpc_asio::GrpcContext& context;
     grpc::Alarm alarm;
     const std::shared_ptr<const void> call;
     grpc::ServerContext& server_context;
@@ -90,10 +108,12 @@ class UnreadAnswerWatch {
     const char* const rpc;
     const CallLogScope::PeerOf peer_of;
     const absl::Duration timeout;
-    bool taken = false;
+    absl::Time ready_since = absl::InfiniteFuture();  // the answer waiting, if any
+    bool armed = false;
+    bool stopped = false;
   };
 
-  std::shared_ptr<Armed> armed_;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace cnp::rpc
