@@ -42,8 +42,9 @@ constexpr char kUploadUsage[] = R"(Usage: %s [options] COUCHDB_URL DATABASE FILE
        %s --register REGISTRY_DB --remove [--dry-run] [--max-conflict-retries=N]
           COUCHDB_URL NAME [NAME ...]
 
-Uploads the design documents described in the YAML files to DATABASE, through the cnp
-service (cnp-server), which resolves every function's |version by importing it in a worker.
+Uploads the design documents described in the YAML files ("-": standard input) to DATABASE,
+through the cnp service (cnp-server), which resolves every function's |version by importing it
+in a worker.
 A design document that names its own `databases:` (names or glob patterns such as
 "account-*", matched against the server's databases) goes there instead of to DATABASE.
 
@@ -139,7 +140,7 @@ cnp-server, or kept, with when to delete it). A second signal ends cnp at once.
 
 constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]
 
-Reads the design documents described in the YAML files, resolves every function's |version
+Reads the design documents described in the YAML files ("-": standard input), resolves every function's |version
 through the cnp service (cnp-server) and prints the documents `cnp upload` would write. Every
 problem is reported with file:line. Nothing is written and CouchDB is not contacted.
 
@@ -253,12 +254,20 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   return flags;
 }
 
+// `path` "-" is standard input (as for cnp map), named "stdin" in messages and in the request.
 absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
-  absl::StatusOr<std::string> text = ReadBounded(path, max_bytes);
+  const bool from_stdin = path == "-";
+  for (const v1::UploadFile& added : request.files()) {
+    if (from_stdin && added.name() == "stdin") {
+      return absl::InvalidArgumentError("- (standard input) is named more than once");
+    }
+  }
+  const std::string name = from_stdin ? "stdin" : path;
+  absl::StatusOr<std::string> text = ReadBounded(from_stdin ? "/dev/stdin" : path, max_bytes);
   if (!text.ok()) return text.status();
   if (static_cast<int64_t>(text->size()) > max_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        path, " is larger than ", max_bytes,
+        name, " is larger than ", max_bytes,
         " bytes, the limit for one YAML file (raise it with --max-yaml-bytes; cnp-server has "
         "its own limit, its --max-yaml-bytes)"));
   }
@@ -268,10 +277,10 @@ absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadReque
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s:%d:%d: not UTF-8 (byte 0x%02x); YAML files are read as UTF-8: convert it, e.g. "
         "with iconv -f latin1 -t utf-8",
-        path, bad->line, bad->column, static_cast<unsigned char>((*text)[bad->offset])));
+        name, bad->line, bad->column, static_cast<unsigned char>((*text)[bad->offset])));
   }
   v1::UploadFile& file = *request.add_files();
-  file.set_name(path);
+  file.set_name(name);
   file.set_text(*std::move(text));
   return absl::OkStatus();
 }

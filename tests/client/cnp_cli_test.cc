@@ -271,6 +271,25 @@ TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
   }
 }
 
+// "-" reads the YAML from standard input, as cnp map's "-" reads documents: a generated
+// file need not be written to disk first. It is named "stdin" where a problem is.
+TEST_F(CnpCliTest, CheckAndUploadReadYamlFromStdin) {
+  CliRun check = Cnp(absl::StrCat("check ", target_, " -"),
+                     "location:\n  views:\n    towns: svc_fns.by_town\n");
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+  EXPECT_THAT(check.out, HasSubstr("_design/location")) << check.out;
+  EXPECT_THAT(check.out, HasSubstr("svc_fns.by_town|")) << check.out;
+
+  CliRun wrong = Cnp(absl::StrCat("check ", target_, " -"),
+                     "location:\n  views:\n    towns: svc_fns.no_such_function\n");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+  EXPECT_THAT(wrong.out, HasSubstr("stdin:3:")) << wrong.out;
+
+  CliRun twice = Cnp(absl::StrCat("upload --dry-run ", target_, " http://127.0.0.1:9 db - -"), "");
+  EXPECT_EQ(twice.exit_code, 1) << twice.out;
+  EXPECT_THAT(twice.out, HasSubstr("- (standard input) is named more than once")) << twice.out;
+}
+
 // No documents printed nothing and exited 0: a pipeline step upstream that produced nothing
 // went unnoticed (found by a review). An empty batch is legal, so the status stays 0, with a
 // warning; the functions are still imported, so a wrong name still fails.
