@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <string>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,7 @@
 #include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/common/log_file_cap.h"
 #include "service/common/protobuf_log.h"
 #include "service/config/server_config.h"
 #include "service/metrics/metrics_server.h"
@@ -93,6 +95,29 @@ asio::awaitable<void> TrimHeapPeriodically() {
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return;
     ::malloc_trim(0);
+  }
+}
+
+// Keeps a log file to --log-max-bytes (service/common/log_file_cap.h). The copy runs on the
+// control loop: at most a few tens of milliseconds, once per --log-max-bytes of log.
+asio::awaitable<void> CapLogFilePeriodically(int64_t max_bytes) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    timer.expires_after(std::chrono::seconds(5));
+    asio::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;
+    absl::StatusOr<std::optional<std::string>> rotated =
+        cnp::RotateLogFileIfOver(STDERR_FILENO, max_bytes);
+    if (!rotated.ok()) {
+      cnp::LogWarning("the log is past --log-max-bytes (", max_bytes, ") but ",
+                      rotated.status().message(), "; it is left to grow");
+      co_return;
+    }
+    if (rotated->has_value()) {
+      cnp::LogInfo("the log was over --log-max-bytes (", max_bytes, "): its lines so far are in ",
+                   **rotated);
+    }
   }
 }
 
@@ -192,6 +217,9 @@ int Run(int argc, char** argv) {
   std::promise<int> stop;
   std::promise<void> cut_drain;
   asio::co_spawn(control, TrimHeapPeriodically(), asio::detached);
+  if (config->log_max_bytes > 0) {
+    asio::co_spawn(control, CapLogFilePeriodically(config->log_max_bytes), asio::detached);
+  }
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
                absl::StrJoin(config->WorkerArgs(), " "), ")");

@@ -138,6 +138,9 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_format, "text",
           "text (one readable line per event) or json (one JSON object per line, for a log "
           "collector)");
+ABSL_FLAG(int64_t, log_max_bytes, int64_t{64} << 20,
+          "when stderr is a file (as for a server cnp-adapter starts): once it is larger than "
+          "this, it is copied to FILE.1 and emptied, checked every 5 s (0: never)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port to serve Prometheus metrics on at GET /metrics, e.g. 127.0.0.1:9464 "
           "(default: off; an address other than loopback needs --insecure)");
@@ -939,6 +942,7 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
                         ""),
            CheckAtLeast(sources, "max_couchdb_response_bytes", c.max_couchdb_response_bytes, 1,
                         ""),
+           CheckAtLeast(sources, "log_max_bytes", c.log_max_bytes, 0, "never"),
            CheckAtLeast(sources, "max_grpc_memory", c.max_grpc_memory, 0,
                         "the larger of 256 MiB and 4 x max-call-bytes"),
        }) {
@@ -1057,6 +1061,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         sources.FromFile("log_level") ? absl::StrCat("; got '", c.log_level, "'") : ""));
   }
   c.log_format = absl::GetFlag(FLAGS_log_format);
+  c.log_max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
   if (LogFormat format; !ParseLogFormat(c.log_format, format)) {
     return absl::InvalidArgumentError(absl::StrCat(
         Subject(sources, "log_format"), " must be text or json",

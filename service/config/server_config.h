@@ -39,6 +39,7 @@ struct ServerConfig {
   int64_t worker_memory_mb = 0;
   std::string log_level;
   std::string log_format;      // text or json
+  int64_t log_max_bytes = 0;   // a log file past it is copied to FILE.1 and emptied; 0: never
   std::string metrics_listen;  // empty: no metrics endpoint
   int ready_fd = -1;
   int launch_lock_fd = -1;  // cnp-adapter's launch lock, held until the server listens

@@ -616,6 +616,36 @@ TEST(ServerTest, ATcpOnlyReplicaKeepsNoSessionWorker) {
   EXPECT_THAT(server->Log(), Not(HasSubstr("session worker")));
 }
 
+TEST(ServerTest, KeepsItsLogFileToLogMaxBytes) {
+  // An adapter-started server logs to a file nothing rotated. Here the workers print about
+  // 300 KB to it (svc_fns.prints writes each document's id to stderr): past --log-max-bytes
+  // the file is copied to FILE.1 and emptied, and everyone's lines go on at its start.
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1,
+                                                  {"--log-max-bytes=65536"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  std::vector<std::string> docs;
+  for (int i = 0; i < 1000; ++i) docs.push_back(Doc(absl::StrCat(i, "-", std::string(120, 'x')), ""));
+  auto response = client->Map({"svc_fns.prints"}, docs);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_TRUE(server->WaitForLog("the log was over --log-max-bytes (65536)", absl::Seconds(30)))
+      << server->Log().size();
+  const std::string old_path = server->log_path() + ".1";
+  const std::string old = testing::ReadFile(old_path);
+  EXPECT_GT(old.size(), 65536u);
+  EXPECT_THAT(old, HasSubstr("to stderr 999-x"));
+  EXPECT_THAT(old, HasSubstr("starting 1 workers"));
+  // Emptied, then written from its start: no hole where the copied lines were.
+  const std::string now = server->Log();
+  EXPECT_LT(now.size(), 65536u);
+  EXPECT_EQ(now.find('\0'), std::string::npos);
+  EXPECT_THAT(now, HasSubstr("its lines so far are in " + old_path));
+  // The workers write on into the emptied file.
+  auto again = client->Map({"svc_fns.prints"}, {Doc("after-the-rotation", "")});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(server->WaitForLog("to stderr after-the-rotation", absl::Seconds(30)));
+}
+
 TEST(ServerTest, RejectsBadFlagsWithAMessage) {
   auto server = ServerProcess::Start({"--workers=1", "--python-path=/no/such/dir"});
   ASSERT_FALSE(server.ok());

@@ -69,8 +69,9 @@ class ServerProcess {
   // The port of the n-th "listening on ... (port N)" line of the log (a --listen=HOST:0); 0
   // when there is none.
   int Port(int n = 0) const;
-  // The server's log so far.
+  // The server's log so far, and the file it is written to (the server's stderr).
   std::string Log() const;
+  const std::string& log_path() const { return log_path_; }
   // Waits until the log holds `needle` (woken by inotify as the log grows); false on timeout.
   bool WaitForLog(const std::string& needle, absl::Duration timeout) const;
 
