@@ -255,7 +255,7 @@ TEST_F(ConfigFileLinesTest, AbslsOwnFlagsAreUnknownFlags) {
 }
 
 // --help lists the settings, each of which a config file takes as a key, and none of absl's
-// own flags: both follow from where a flag is defined (service/config/server_config.cc), which
+// own flags: both follow from where a flag is defined (service/config/server_flags.cc), which
 // a moved file must not silently empty.
 TEST_F(ConfigFileLinesTest, HelpListsEverySettingAConfigFileTakesAndNoneOfAbsls) {
   ::cnp::testing::ProcessResult help =
