@@ -590,7 +590,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       [&gate](grpc::ServerContext& server_context) -> grpc::Status {
         return ToGrpcStatus(gate.Admit(server_context, "Upload"));
       },
-      *upload_limit_,
+      *upload_limit_, call_memory_,
       [&access_log](grpc::ServerContext& server_context, const v1::UploadRequest& request) {
         LogUpload(access_log, server_context, request);
       },

@@ -20,6 +20,11 @@
 // threads for as long as their connections lasted, and every other Upload waited behind them.
 // A call cancelled while it still waits for a thread is answered at once and gives its slot
 // back: its handler never runs.
+//
+// Its request is counted against the server's CallMemory (call_memory.h) from its admission
+// until the handler returns: an Upload may wait and run for hours holding it, and the slots
+// alone let ten of them hold ten times --max-call-bytes. One past the budget is refused
+// RESOURCE_EXHAUSTED naming --max-grpc-memory before it takes a slot.
 #pragma once
 
 #include <exception>
@@ -41,7 +46,9 @@
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
+#include "service/metrics/service_metrics.h"
 #include "service/rpc/blocking_call_limit.h"
+#include "service/rpc/call_memory.h"
 #include "service/rpc/request_parsing.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/status_mapping.h"
@@ -70,10 +77,11 @@ class ServerStreamMethod
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc,
                      absl::Span<const RepeatedFieldCap> caps, Admit admit,
-                     BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
-                     absl::Duration write_timeout, Handler handler) {
+                     BlockingCallLimit& limit, CallMemory& memory, Accepted accepted,
+                     asio::any_io_executor blocking, absl::Duration write_timeout,
+                     Handler handler) {
     auto method = std::make_shared<ServerStreamMethod>(
-        context, service, gate, requester, rpc, caps, std::move(admit), limit,
+        context, service, gate, requester, rpc, caps, std::move(admit), limit, memory,
         std::move(accepted), std::move(blocking), write_timeout, std::move(handler));
     gate.AddListener(context, [method] { method->AwaitNextCall(); });
     method->AwaitNextCall();
@@ -82,12 +90,13 @@ class ServerStreamMethod
   ServerStreamMethod(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc,
                      absl::Span<const RepeatedFieldCap> caps, Admit admit,
-                     BlockingCallLimit& limit, Accepted accepted, asio::any_io_executor blocking,
-                     absl::Duration write_timeout, Handler handler)
+                     BlockingCallLimit& limit, CallMemory& memory, Accepted accepted,
+                     asio::any_io_executor blocking, absl::Duration write_timeout,
+                     Handler handler)
       : context_(context), service_(service), gate_(gate), requester_(requester), rpc_(rpc),
-        caps_(caps), admit_(std::move(admit)), limit_(limit), accepted_(std::move(accepted)),
-        blocking_(std::move(blocking)), write_timeout_(write_timeout),
-        handler_(std::move(handler)) {}
+        caps_(caps), admit_(std::move(admit)), limit_(limit), memory_(memory),
+        accepted_(std::move(accepted)), blocking_(std::move(blocking)),
+        write_timeout_(write_timeout), handler_(std::move(handler)) {}
 
  private:
   struct Call {
@@ -161,8 +170,25 @@ class ServerStreamMethod
       }
     };
     grpc::Status status = self->admit_(call->server_context);
+    // The bytes as they came and, once parsed, the request: the bytes are let go of then.
+    const auto request_bytes = static_cast<int64_t>(call->bytes.Length());
+    std::optional<CallMemory::Charge> held_bytes;
+    std::optional<CallMemory::Charge> held_request;
+    if (status.ok()) {
+      held_bytes = self->memory_.TryCharge(request_bytes);
+      held_request = self->memory_.TryCharge(request_bytes);
+      if (!held_bytes.has_value() || !held_request.has_value()) {
+        call->bytes.Clear();
+        metrics::CallMemoryRefused(self->rpc_);
+        status = grpc::Status(
+            grpc::StatusCode::RESOURCE_EXHAUSTED,
+            self->memory_.RefusalMessage("its request", kRequestCopies * request_bytes));
+      }
+    }
     if (status.ok()) {
       status = ToGrpcStatus(ParseRequest(call->bytes, self->rpc_, call->request, self->caps_));
+      call->bytes.Clear();
+      held_bytes.reset();
     }
     if (status.ok()) {
       // Held until the handler has returned, or the call was cancelled before a thread took
@@ -200,6 +226,7 @@ class ServerStreamMethod
   const absl::Span<const RepeatedFieldCap> caps_;
   const Admit admit_;
   BlockingCallLimit& limit_;
+  CallMemory& memory_;
   const Accepted accepted_;
   const asio::any_io_executor blocking_;
   const absl::Duration write_timeout_;  // see the top of the file

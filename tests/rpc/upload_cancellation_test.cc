@@ -219,6 +219,41 @@ TEST(UploadAdmissionTest, WhileEveryUploadThreadIsHeldRefusalsComeAtOnce) {
   EXPECT_TRUE(waiting_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
 }
 
+// An Upload may hold its request for hours (a staged build), and the upload slots alone let ten
+// of them hold ten times --max-call-bytes: requests count against --max-grpc-memory as a unary
+// call's do, from admission until the upload ends.
+TEST(UploadAdmissionTest, UploadsHoldingMoreThanTheMemoryBudgetAreRefused) {
+  auto server = ServerProcess::StartWithFunctions(
+      {"tests/rpc/pyfns"}, 1, {"--max-call-bytes=4194304", "--max-grpc-memory=8388608"});
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  // Each request about 2.5 MiB (a YAML file mostly comments), counted twice until it is
+  // parsed, then once while its upload runs: two fit in 8 MiB, a third does not.
+  auto large_upload_to = [](const SilentCouchDb& couchdb, const std::string& database) {
+    v1::UploadRequest request = UploadTo(couchdb, database);
+    std::string& text = *request.mutable_files(0)->mutable_text();
+    for (int i = 0; i < 20 * 1024; ++i) text += "# " + std::string(125, 'x') + "\n";
+    return request;
+  };
+  SilentCouchDb first_couchdb, second_couchdb, later_couchdb, unused;
+  RunningUpload first(*stub, large_upload_to(first_couchdb, "first"));
+  ASSERT_TRUE(first_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+  RunningUpload second(*stub, large_upload_to(second_couchdb, "second"));
+  ASSERT_TRUE(second_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+
+  const grpc::Status refused = UploadAnsweredAtOnce(*stub, large_upload_to(unused, "third"));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message() << "\n" << server->Log();
+  EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("--max-grpc-memory"));
+  EXPECT_EQ(server->Log().find("database=third"), std::string::npos) << server->Log();
+
+  // An upload that ends gives its request's memory back.
+  first.context.TryCancel();
+  ASSERT_TRUE(first_couchdb.AwaitClosed(absl::Seconds(10))) << server->Log();
+  RunningUpload later(*stub, large_upload_to(later_couchdb, "later"));
+  EXPECT_TRUE(later_couchdb.AwaitRequest(absl::Seconds(60))) << server->Log();
+}
+
 // An Upload that only checks (no CouchDB), whose one design document names `function` (none
 // when empty: then no worker is asked). `label` goes into the access log as its database.
 v1::UploadRequest CheckOnly(const std::string& label, const std::string& function) {
