@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <iostream>
 
 namespace cnp::cli {
 
@@ -47,7 +48,13 @@ void LineBuffer::WriteOut(bool all) {
 
 std::ostream& StderrLines() {
   // Never destroyed: commands may log until exit (every line they write ends in a newline).
-  static auto* const err = new LineStream(STDERR_FILENO);
+  static auto* const err = [] {
+    auto* stream = new LineStream(STDERR_FILENO);
+    // As std::cerr is: what stdout holds goes out first, so that with 2>&1 the lines keep
+    // the order they were written in.
+    stream->tie(&std::cout);
+    return stream;
+  }();
   return *err;
 }
 

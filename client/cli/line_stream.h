@@ -32,7 +32,10 @@ class LineBuffer : public std::streambuf {
   void WriteOut(bool all) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int fd_;
-  absl::Mutex mu_;  // the prefetching thread of cnp derive may log too
+  // Keeps each piece whole. Lines stay whole only when one thread writes them (cnp derive's
+  // log: its main thread); another thread's line written meanwhile could land between the
+  // pieces of one.
+  absl::Mutex mu_;
   std::string pending_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -44,7 +47,8 @@ class LineStream : public std::ostream {
   LineBuffer buffer_;
 };
 
-// The process's stderr as a LineStream, for the commands of the cnp binary.
+// The process's stderr as a LineStream, for the commands of the cnp binary; tied to std::cout,
+// as std::cerr is.
 std::ostream& StderrLines();
 
 }  // namespace cnp::cli

@@ -13,9 +13,10 @@
 //
 // What a stream holds is bounded as a unary call's is (StreamLimits): each request, while it
 // is handled, and each answer, until the client has taken it, is counted against the server's
-// CallMemory (a message past the budget ends the stream RESOURCE_EXHAUSTED), and an answer not
-// taken within --call-timeout cancels the stream (unread_answer_watch.h). Without that, a
-// client that opened many streams and read nothing made the server hold every answer for good.
+// CallMemory (a message past the budget ends the stream RESOURCE_EXHAUSTED; one under 16 KiB is
+// not counted), and an answer not taken within --call-timeout cancels the stream
+// (unread_answer_watch.h). Without that, a client that opened many streams and read nothing
+// made the server hold every answer for good.
 #pragma once
 
 #include <exception>
@@ -261,7 +262,7 @@ class StreamMethod
       const bool answering = !failed && answer.ok() && answer->has_value();
       // Nothing else is written, and the stream does not end, while a heartbeat is in flight.
       if (heartbeat != nullptr && heartbeat->writing()) {
-        watch.Ready();
+        watch.Ready(0);
         co_await heartbeat->WriteDone();
         watch.Taken();
       }
@@ -274,7 +275,7 @@ class StreamMethod
       std::optional<CallMemory::Charge> held_answer = Hold(response, 1);
       if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
       const bool ending = handler.EndsStream(response);
-      watch.Ready();
+      watch.Ready(MessageBytes(response));
       if (!co_await grpc_asio::Write(context_, call.stream, response)) {
         co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
@@ -288,9 +289,16 @@ class StreamMethod
   }
 
   // `message` counted `copies` times against the stream's memory; nothing when that would
-  // pass its budget.
+  // pass its budget. A message under kUncountedMessageBytes is not counted: what it holds is
+  // about what an open stream costs anyway (README: 15 KB each, bounded by the connection
+  // limits), and refusing it would end a session, which its adapter then replays on a new
+  // stream, adding work just when memory is short (a burst of unary Maps would otherwise end
+  // the sessions of CouchDB's ordinary documents).
+  static constexpr int64_t kUncountedMessageBytes = 16 << 10;
   std::optional<CallMemory::Charge> Hold(const grpc::ByteBuffer& message, int64_t copies) {
-    if (limits_.memory == nullptr) return CallMemory::Charge();
+    if (limits_.memory == nullptr || MessageBytes(message) < kUncountedMessageBytes) {
+      return CallMemory::Charge();
+    }
     return limits_.memory->TryCharge(copies * MessageBytes(message));
   }
 

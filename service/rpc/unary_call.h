@@ -97,7 +97,7 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     }
     UnreadAnswerWatch watch(context, call, call->server_context, call->done, self->rpc_,
                             self->peer_of_, self->answer_timeout_);
-    if (status.ok()) watch.Ready();
+    if (status.ok()) watch.Ready(static_cast<int64_t>(call->response.Length()));
     co_await grpc_asio::FinishUnary(context, call->responder, call->response, status);
     watch.Stop();
     co_await call->done.Wait();

@@ -1,12 +1,14 @@
 // An answer its client does not take. gRPC holds an answer until the client's HTTP/2 window lets
 // it out, for as long as the call stays open: a client that never opens its window (or stops
 // reading a stream) would make the server hold every answer it built. So from the moment an
-// answer is ready the call has `timeout` (--call-timeout) to take it; past that the call is
-// cancelled, which frees the answer, a warning names the call and its peer, and
-// cnp_unread_answer_cancels_total{rpc} counts it.
+// answer is ready the call has `timeout` (--call-timeout) to take it, plus a second per MiB of
+// it (gRPC says when the last byte has gone, not how the sending goes: a client reading a
+// large answer over a slow link is not cut off for being slow, only one slower than 1 MiB/s);
+// past that the call is cancelled, which frees the answer, a warning names the call and its
+// peer, and cnp_unread_answer_cancels_total{rpc} counts it.
 //
 //   UnreadAnswerWatch watch(context, call, server_context, done, rpc, peer_of, timeout);
-//   for each answer: watch.Ready(); co_await Write(...); watch.Taken();
+//   for each answer: watch.Ready(bytes); co_await Write(...); watch.Taken();
 //   watch.Stop();  // the call is over (or when `watch` is destroyed)
 //
 // A stream in lockstep answers thousands of lines a second, so one alarm serves them all: it is
@@ -15,11 +17,11 @@
 // GrpcContext thread.
 #pragma once
 
-#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <utility>
 
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
@@ -32,6 +34,9 @@
 namespace cnp::rpc {
 
 class UnreadAnswerWatch {
+  // The alarm's clock: gRPC's alarms wait on a monotonic clock too.
+  using Clock = std::chrono::steady_clock;
+
  public:
   // Watches nothing when `timeout` is infinite. `call` owns `server_context` and `done`, and is
   // kept until the alarm has come back; `done` tells a call that has ended (the alarm may fire
@@ -48,16 +53,19 @@ class UnreadAnswerWatch {
   UnreadAnswerWatch& operator=(const UnreadAnswerWatch&) = delete;
   ~UnreadAnswerWatch() { Stop(); }
 
-  // An answer is ready: its client has the timeout from now to take it.
-  void Ready() {
+  // An answer of `bytes` is ready: its client has the timeout from now to take it, and a
+  // second more per MiB.
+  void Ready(int64_t bytes) {
     if (state_ == nullptr) return;
-    state_->ready_since = absl::Now();
-    if (!state_->armed) State::Arm(state_, state_->timeout);
+    const absl::Duration allowed = state_->timeout + absl::Seconds(1) * (bytes >> 20);
+    state_->due = Clock::now() + absl::ToChronoNanoseconds(allowed);
+    state_->waiting = true;
+    if (!state_->armed) State::Arm(state_, allowed);
   }
 
   // The answer left.
   void Taken() {
-    if (state_ != nullptr) state_->ready_since = absl::InfiniteFuture();
+    if (state_ != nullptr) state_->waiting = false;
   }
 
   // The call is over: the alarm is taken back (its cancelled completion comes soon after).
@@ -85,9 +93,9 @@ class UnreadAnswerWatch {
     void OnAlarm(const std::shared_ptr<State>& self, bool fired) {
       armed = false;
       if (!fired || stopped || done.done()) return;
-      if (ready_since == absl::InfiniteFuture()) return;  // none waits: set at the next one
+      if (!waiting) return;  // none waits: set at the next one
       // The alarm was set for an earlier answer, which was taken: this one has time left.
-      const absl::Duration left = ready_since + timeout - absl::Now();
+      const absl::Duration left = absl::FromChrono(due - Clock::now());
       if (left > timeout / 100) {
         Arm(self, left);
         return;
@@ -96,8 +104,8 @@ class UnreadAnswerWatch {
       metrics::UnreadAnswerCancelled(rpc);
       LogWarning(rpc, " call from ", peer_of(&server_context),
                  ": its client did not read its answer within ", absl::FormatDuration(timeout),
-                 " of it being ready (--call-timeout): the call is cancelled and its answer's "
-                 "memory freed");
+                 " of it being ready (--call-timeout, and a second per MiB of the answer): the "
+                 "call is cancelled and its answer's memory freed");
     }
 
     grpc_asio::GrpcContext& context;
@@ -108,7 +116,8 @@ class UnreadAnswerWatch {
     const char* const rpc;
     const CallLogScope::PeerOf peer_of;
     const absl::Duration timeout;
-    absl::Time ready_since = absl::InfiniteFuture();  // the answer waiting, if any
+    Clock::time_point due;  // when the answer waiting must have been taken
+    bool waiting = false;   // an answer waits for its client
     bool armed = false;
     bool stopped = false;
   };

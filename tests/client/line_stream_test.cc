@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <iomanip>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -42,10 +43,18 @@ TEST_F(LineStreamTest, LinesWrittenTogetherGoOutTogetherAndFlushSendsTheRest) {
   LineStream err(fds_[0]);
   err << "one\ntwo\nthr";
   EXPECT_EQ(NextWrite(), "one\ntwo\n");
-  err << 'e' << 'e';
+  err << 'e';
+  err.put('e');  // one character at a time: the buffer's overflow()
   EXPECT_EQ(NextWrite(), "(none)");
   err.flush();
   EXPECT_EQ(NextWrite(), "three");
+}
+
+TEST_F(LineStreamTest, ANewlinePutAloneEndsTheLine) {
+  LineStream err(fds_[0]);
+  err << std::setw(6) << 42 << ':';
+  err.put('\n');
+  EXPECT_EQ(NextWrite(), "    42:\n");
 }
 
 TEST_F(LineStreamTest, TheRestGoesOutWhenTheStreamEnds) {
