@@ -19,8 +19,8 @@
 // made the server hold every answer for good.
 #pragma once
 
-#include <exception>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
