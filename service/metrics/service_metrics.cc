@@ -31,8 +31,8 @@ Family<Counter>& CallMemoryRefusals() {
 Family<Counter>& UnreadAnswerCancels() {
   static auto* f = new Family<Counter>(
       "cnp_unread_answer_cancels_total",
-      "Calls cancelled because their client did not take an answer within --call-timeout of it "
-      "being ready, by RPC.",
+      "Calls and streams cancelled because their client did not take an answer within "
+      "--call-timeout (and a second per MiB of it) of it being ready, by RPC.",
       {"rpc"});
   return *f;
 }

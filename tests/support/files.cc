@@ -18,9 +18,9 @@ namespace {
 // Directories made outside $TEST_TMPDIR (the short ones, and any made by a benchmark, which
 // runs without it): nothing else would clean them up, so they are removed at exit. A
 // benchmark's documents and logs took hundreds of megabytes of /tmp each run before.
-class ShortDirs {
+class DirsRemovedAtExit {
  public:
-  ~ShortDirs() {
+  ~DirsRemovedAtExit() {
     absl::MutexLock lock(&mu_);
     std::error_code ignored;
     for (const std::string& dir : dirs_) std::filesystem::remove_all(dir, ignored);
@@ -35,8 +35,8 @@ class ShortDirs {
   std::vector<std::string> dirs_ ABSL_GUARDED_BY(mu_);
 };
 
-ShortDirs& RemovedAtExit() {
-  static ShortDirs* const dirs = new ShortDirs;
+DirsRemovedAtExit& RemovedAtExit() {
+  static DirsRemovedAtExit* const dirs = new DirsRemovedAtExit;
   static const int registered = std::atexit([] { delete dirs; });
   (void)registered;
   return *dirs;
