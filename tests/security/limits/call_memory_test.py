@@ -223,6 +223,28 @@ class CallMemoryTest(unittest.TestCase):
     def tearDown(self):
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
+    def run_unread(self, server, reader, before, count, timeout, what):
+        """Runs `reader` until its `count` calls have ended, or for `timeout` seconds, and says
+        how they ended and how far the server's peak grew from `before`: (all ended, growth)."""
+        started = time.monotonic()
+        all_ended = reader.run_until(lambda c: len(c.ended) == count, timeout)
+        grown = server.peak() - before
+        print(f"{what}: ended {sorted(map(str, reader.ended.values()))} in "
+              f"{time.monotonic() - started:.1f} s; server peak grew {grown >> 20} MiB "
+              f"(budget {BUDGET >> 20} MiB)", file=sys.stderr)
+        return all_ended, grown
+
+    def assert_serves_on(self, server):
+        """A small Map call from a new connection is answered: the server serves on."""
+        other = H2Calls(server.port)
+        try:
+            stream = other.start(SMALL)
+            self.assertTrue(other.run_until(lambda c: stream in c.ended, 30))
+            self.assertEqual(other.ended[stream], 0, server.log()[-3000:])
+            self.assertIn(b'[[["a",42]]]', other.messages[stream])
+        finally:
+            other.close()
+
     def test_answers_never_read_are_bounded_then_cancelled(self):
         calls, size = 12, 10 * MIB
         server = Server(self.dir, ["--call-timeout=4s"])
@@ -231,16 +253,11 @@ class CallMemoryTest(unittest.TestCase):
             reader = H2Calls(server.port, read_answers=False)
             try:
                 streams = [reader.start(big_id_request(size, b"%d-" % i)) for i in range(calls)]
-                started = time.monotonic()
                 # Every call ends: refused while the answers held are over the budget, or
                 # cancelled once its answer has waited --call-timeout for the client.
-                all_ended = reader.run_until(lambda c: len(c.ended) == calls, 40)
-                grown = server.peak() - before
-                print(f"{calls} Map calls of {size >> 20} MiB whose answers are never read: "
-                      f"ended {sorted(map(str, reader.ended.values()))} in "
-                      f"{time.monotonic() - started:.1f} s; server peak grew {grown >> 20} MiB "
-                      f"(answers {calls * size >> 20} MiB, budget {BUDGET >> 20} MiB)",
-                      file=sys.stderr)
+                all_ended, grown = self.run_unread(
+                    server, reader, before, calls, 40,
+                    f"{calls} Map calls of {size >> 20} MiB whose answers are never read")
                 self.assertTrue(all_ended, f"{len(reader.ended)} of {calls} ended; "
                                            + server.log()[-3000:])
                 statuses = [reader.ended[s] for s in streams]
@@ -256,15 +273,7 @@ class CallMemoryTest(unittest.TestCase):
                 self.assertLess(grown, calls * size)
             finally:
                 reader.close()
-            # And the server serves on.
-            other = H2Calls(server.port)
-            try:
-                stream = other.start(SMALL)
-                self.assertTrue(other.run_until(lambda c: stream in c.ended, 30))
-                self.assertEqual(other.ended[stream], 0, server.log()[-3000:])
-                self.assertIn(b'[[["a",42]]]', other.messages[stream])
-            finally:
-                other.close()
+            self.assert_serves_on(server)
         finally:
             server.stop()
 
@@ -285,13 +294,10 @@ class CallMemoryTest(unittest.TestCase):
                         for i in range(streams):
                             first, more = stream_requests(method, size, b"%d-" % i)
                             ids.append(reader.start(first, method=method, more=more))
-                        started = time.monotonic()
-                        all_ended = reader.run_until(lambda c: len(c.ended) == streams, 90)
-                        grown = server.peak() - before
-                        print(f"{streams} {method} streams with answers of {size >> 20} MiB "
-                              f"never read: ended {sorted(map(str, reader.ended.values()))} in "
-                              f"{time.monotonic() - started:.1f} s; server peak grew "
-                              f"{grown >> 20} MiB (budget {BUDGET >> 20} MiB)", file=sys.stderr)
+                        all_ended, grown = self.run_unread(
+                            server, reader, before, streams, 90,
+                            f"{streams} {method} streams with answers of {size >> 20} MiB "
+                            "never read")
                         self.assertTrue(all_ended, f"{len(reader.ended)} of {streams} ended; "
                                                    + server.log()[-3000:])
                         statuses = [reader.ended[s] for s in ids]
@@ -319,15 +325,7 @@ class CallMemoryTest(unittest.TestCase):
                     self.assertEqual(
                         series(scrape, f'cnp_unread_answer_cancels_total{{rpc="{method}"}}'),
                         len(cancelled), scrape)
-                    # And the server serves on.
-                    other = H2Calls(server.port)
-                    try:
-                        stream = other.start(SMALL)
-                        self.assertTrue(other.run_until(lambda c: stream in c.ended, 30))
-                        self.assertEqual(other.ended[stream], 0, server.log()[-3000:])
-                        self.assertIn(b'[[["a",42]]]', other.messages[stream])
-                    finally:
-                        other.close()
+                    self.assert_serves_on(server)
                 finally:
                     server.stop()
 
