@@ -140,9 +140,10 @@ cnp-server, or kept, with when to delete it). A second signal ends cnp at once.
 
 constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]
 
-Reads the design documents described in the YAML files ("-": standard input), resolves every function's |version
-through the cnp service (cnp-server) and prints the documents `cnp upload` would write. Every
-problem is reported with file:line. Nothing is written and CouchDB is not contacted.
+Reads the design documents described in the YAML files ("-": standard input), resolves every
+function's |version through the cnp service (cnp-server) and prints the documents `cnp upload`
+would write. Every problem is reported with file:line. Nothing is written and CouchDB is not
+contacted.
 
 Options:
   --view-server=NAME  the design documents' "language", cnp's query server's name in CouchDB
