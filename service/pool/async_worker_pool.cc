@@ -21,6 +21,7 @@
 #include "common/retry_advice.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/await_on.h"
+#include "service/pool/recycling_policy.h"
 #include "service/pool/task_description.h"
 
 namespace cnp::pool {
@@ -236,9 +237,7 @@ AsyncWorkerPool::AsyncWorkerPool(PoolOptions options, std::unique_ptr<WorkerFact
     : options_(std::move(options)), factory_(std::move(factory)), context_(context),
       wake_(context) {
   for (int i = 0; i < options_.workers; ++i) {
-    auto slot = std::make_unique<Slot>();
-    slot->index = i;
-    slots_.push_back(std::move(slot));
+    slots_.push_back(std::make_unique<Slot>(i, options_));
   }
 }
 
@@ -258,7 +257,7 @@ absl::Status AsyncWorkerPool::Start() {
   for (;;) {
     bool settled = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
       return s->state == State::kIdle || s->state == State::kBusy ||
-             s->failed_starts > 0;
+             s->restarts.LastStartFailed();
     });
     if (settled) {
       if (!idle_.empty()) return absl::OkStatus();
@@ -726,14 +725,7 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
                         DescribeTask(task), " (", failure.message(), "); replacing it"),
            {{"function", function}, {"worker_pid", worker_pid, true}, {"cause", "crash"}});
   metrics::WorkerExited("crash");
-  // The task crashed it, not the worker's start: the next worker starts cleanly, so no backoff
-  // (one client's crashing calls would make every caller wait it out), only the bound on how
-  // often one slot starts workers.
-  const absl::Time now = absl::Now();
-  Retire(slot,
-         std::max(slot->last_start + options_.min_crash_restart_interval - now,
-                  absl::ZeroDuration()),
-         std::string(failure.message()));
+  Retire(slot, slot->restarts.CrashedByTask(absl::Now()), std::string(failure.message()));
   // The request itself may be what crashes workers: clients must not send it again elsewhere.
   // A reply that broke the protocol (one answering another task, say) is named: the worker
   // may not have crashed at all.
@@ -745,31 +737,19 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
 
 bool AsyncWorkerPool::CountCall(Slot* slot, ReplacementAsked asked, int64_t calls) {
   slot->calls += calls;
-  slot->deaths_without_task = 0;
-  const char* why = nullptr;
-  const char* cause = nullptr;  // for cnp_worker_exits_total
-  if (shutting_down_) {
-    why = "the server is shutting down";
-  } else if (asked == ReplacementAsked::kOutOfMemory) {
-    why = "it ran out of memory", cause = "memory";
-  } else if (asked == ReplacementAsked::kThreadsLeftRunning) {
-    // (The worker logged which function left them, as a warning of its own.)
-    why = "Python threads a function started were still running after its call",
-    cause = "recycle";
-  } else if (slot->over_memory_cap) {
-    why = "it is over its memory cap", cause = "memory";
-  } else if (options_.max_calls_per_worker > 0 &&
-             slot->calls >= options_.max_calls_per_worker) {
-    why = "it reached --max-calls-per-worker", cause = "recycle";
-  } else if (slot->generation < generation_ && !Replacing()) {
-    // One at a time: while another worker is being replaced, this one serves on, and is
-    // replaced after a later call or, idle, by Maintain's rolling reload.
-    why = "of a reload", cause = "reload";
-  }
-  if (why == nullptr) return true;
-  if (cause != nullptr) metrics::WorkerExited(cause);
-  LogInfo("replacing worker ", slot->index, " (pid ", slot->worker->pid(), ") because ", why);
-  Retire(slot, absl::ZeroDuration(), why);
+  slot->restarts.CallEnded();
+  const std::optional<Recycling> recycling =
+      RecycleAfterCalls(options_, {.calls = slot->calls,
+                                   .asked = asked,
+                                   .over_memory_cap = slot->over_memory_cap,
+                                   .stale = slot->generation < generation_,
+                                   .shutting_down = shutting_down_,
+                                   .another_being_replaced = Replacing()});
+  if (!recycling.has_value()) return true;
+  if (recycling->cause != nullptr) metrics::WorkerExited(recycling->cause);
+  LogInfo("replacing worker ", slot->index, " (pid ", slot->worker->pid(), ") because ",
+          recycling->why);
+  Retire(slot, absl::ZeroDuration(), recycling->why);
   return false;
 }
 
@@ -831,8 +811,7 @@ bool AsyncWorkerPool::AnyCanServe() const {
   return std::any_of(slots_.begin(), slots_.end(), [this](const auto& s) {
     return s->state == State::kBusy || s->state == State::kIdle ||
            s->state == State::kStarting ||
-           (s->state == State::kDown &&
-            s->failed_starts < options_.failures_before_fail_fast);
+           (s->state == State::kDown && !s->restarts.GivenUp());
   });
 }
 
@@ -943,22 +922,20 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
 
 asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
   const uint64_t generation = generation_;
-  slot->last_start = absl::Now();
+  slot->restarts.StartBegan(absl::Now());
   absl::StatusOr<std::unique_ptr<Worker>> started =
       co_await factory_->Start(slot->index, options_.startup_timeout);
   if (started.ok() && !shutting_down_) {
     slot->worker = std::move(*started);
     slot->generation = generation;
     slot->calls = 0;
-    slot->failed_starts = 0;
+    slot->restarts.Started();
     LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
     metrics::WorkerStarted();
     asio::co_spawn(context_, WatchForEnd(slot, slot->worker), asio::detached);
     MakeIdle(slot);
   } else if (!started.ok()) {
-    ++slot->failed_starts;
-    absl::Duration delay =
-        RestartBackoff(options_, slot->failed_starts + slot->deaths_without_task);
+    const absl::Duration delay = slot->restarts.StartFailed();
     LogError("worker ", slot->index, " failed to start: ", started.status().message(),
              "; retrying in ", absl::FormatDuration(delay));
     slot->state = shutting_down_ ? State::kStopped : State::kDown;
@@ -991,9 +968,7 @@ void AsyncWorkerPool::ReplaceEnded(Slot* slot, std::string how, absl::string_vie
   LogError("worker ", slot->index, " (pid ", slot->worker->pid(), ") ", how, " ", when,
            "; replacing it");
   metrics::WorkerExited("crash");
-  ++slot->deaths_without_task;
-  Retire(slot, RestartBackoff(options_, slot->failed_starts + slot->deaths_without_task),
-         std::move(how));
+  Retire(slot, slot->restarts.DiedWithoutTask(), std::move(how));
 }
 
 void AsyncWorkerPool::ReloadAll() {

@@ -20,14 +20,14 @@
 //               its tasks, and queues behind it
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
-//               killed, reaped from its pidfd, and its slot restarted: at once when its task
-//               was at fault (at most once per min_crash_restart_interval), after a doubling
-//               backoff when it failed to start or died idle; callers fail fast when no worker
-//               can start
-//   recycling   after max_calls_per_worker calls (each exchange of a lease counts), when a
-//               reply asks for it, when above max_resident_bytes (idle: at once; kept by a
-//               session: asked back and replaced when it returns), and one at a time on a
-//               reload (SIGHUP)
+//               killed, reaped from its pidfd, and its slot restarted when its RestartPolicy
+//               says (restart_policy.h: at once when its task was at fault, after a doubling
+//               backoff when it failed to start or died idle); callers fail fast when no
+//               worker can start
+//   recycling   after a call, when RecycleAfterCalls says (recycling_policy.h: a reply asked
+//               for it, max_calls_per_worker, a reload); idle workers above max_resident_bytes
+//               at once, one a session keeps asked back and replaced when it returns; on a
+//               reload (SIGHUP) idle workers one at a time
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
 #pragma once
 
@@ -49,6 +49,7 @@
 #include "service/pool/pool_options.h"
 #include "service/pool/reload_requests.h"
 #include "service/pool/replacement_asked.h"
+#include "service/pool/restart_policy.h"
 #include "service/pool/worker.h"
 
 namespace cnp::pool {
@@ -94,20 +95,15 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
  private:
   enum class State { kStarting, kIdle, kBusy, kDown, kStopped };
   struct Slot {
-    int index = 0;
+    explicit Slot(int index, const PoolOptions& options) : index(index), restarts(options) {}
+    const int index;
     State state = State::kDown;
     // Shared with the watch that awaits its end (WatchForEnd).
     std::shared_ptr<Worker> worker;
     int64_t calls = 0;
     uint64_t generation = 0;  // reload generation the worker was started in
-    // In a row: starts that failed (reset by a start that succeeds; they alone make callers
-    // fail fast) and deaths of a started worker that no task explains, idle or between a
-    // session's calls (reset by a call that ends well). Both together set the restart backoff.
-    // A crash while running a task counts in neither: its slot restarts at once.
-    int failed_starts = 0;
-    int deaths_without_task = 0;
+    RestartPolicy restarts;
     absl::Time restart_at = absl::InfinitePast();
-    absl::Time last_start = absl::InfinitePast();  // when the last start attempt began
     std::string last_failure;
     // While a caller keeps the worker (RunAndKeep): how to ask for it back, and whether
     // that was done; both cleared when the worker comes back.

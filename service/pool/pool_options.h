@@ -1,7 +1,6 @@
 // How the worker pool runs its workers (flags of cnp-server, see service/config).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "absl/time/time.h"
@@ -44,20 +43,5 @@ struct PoolOptions {
   // frame's): --max-call-bytes, so that no task's reply is read past what a call may carry.
   int64_t max_answer_bytes = 0;
 };
-
-// The delay before restarting after `failures` failures in a row: none for the first start,
-// then `min` doubling up to `max`. The session workers' pool (service/session) backs off by it
-// too, with bounds of its own.
-inline absl::Duration RestartBackoff(absl::Duration min, absl::Duration max, int failures) {
-  if (failures <= 0) return absl::ZeroDuration();
-  absl::Duration d = min;
-  for (int i = 1; i < failures && d < max; ++i) d *= 2;
-  return std::min(d, max);
-}
-
-// The delay before restarting a slot of the pool after `failures` failures in a row.
-inline absl::Duration RestartBackoff(const PoolOptions& options, int failures) {
-  return RestartBackoff(options.min_backoff, options.max_backoff, failures);
-}
 
 }  // namespace cnp::pool

@@ -21,7 +21,7 @@
 #include "service/common/log.h"
 #include "service/common/run_on_loop.h"
 #include "service/metrics/service_metrics.h"
-#include "service/pool/pool_options.h"
+#include "service/pool/restart_policy.h"
 #include "service/pool/worker.h"
 
 namespace cnp::session {

@@ -153,18 +153,6 @@ FakeStep StepFor(const Task& task) {
   return step;
 }
 
-TEST(RestartBackoffTest, DoublesFromTheMinimumAndStopsAtTheMaximum) {
-  PoolOptions options;
-  options.min_backoff = absl::Milliseconds(100);
-  options.max_backoff = absl::Milliseconds(500);
-  EXPECT_EQ(RestartBackoff(options, 0), absl::ZeroDuration());
-  EXPECT_EQ(RestartBackoff(options, 1), absl::Milliseconds(100));
-  EXPECT_EQ(RestartBackoff(options, 2), absl::Milliseconds(200));
-  EXPECT_EQ(RestartBackoff(options, 3), absl::Milliseconds(400));
-  EXPECT_EQ(RestartBackoff(options, 4), absl::Milliseconds(500));
-  EXPECT_EQ(RestartBackoff(options, 60), absl::Milliseconds(500));
-}
-
 TEST_F(AsyncWorkerPoolTest, RunsATaskAndReusesTheWorker) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
