@@ -80,45 +80,6 @@ asio::awaitable<void> KillAndReap(std::shared_ptr<Worker> worker) {
 
 }  // namespace
 
-// The state of one RunAll, shared by its feeders (one per worker it holds). RunAll returns at
-// the first task that fails, without waiting for the tasks still running (their answers are
-// dropped); the batch lives on until its last feeder ends (RunAllHere).
-struct AsyncWorkerPool::Batch {
-  Batch(std::vector<Task> tasks, absl::Time deadline, asio::io_context& context)
-      : tasks(std::move(tasks)), deadline(deadline), results(this->tasks.size()),
-        answered(this->tasks.size(), false), wake(context) {
-    wake.expires_at(asio::steady_timer::time_point::max());
-  }
-  std::vector<Task> tasks;
-  absl::Time deadline;
-  std::vector<absl::StatusOr<Reply>> results;
-  std::vector<bool> answered;  // results[i] holds task i's own outcome
-  size_t next = 0;        // the next task a feeder takes
-  absl::Status stopped;   // set when the tasks left will not run: why
-  int feeding = 0;        // feeders still running
-  asio::steady_timer wake;  // cancelled when the last feeder ends, or when the batch stops
-  // One per feeder: cancelling the batch cancels them all.
-  std::unique_ptr<asio::cancellation_signal[]> signals;
-  // Feeders waiting for a worker (a late one, for a worker a session keeps; or one that gave
-  // its worker to another caller): cancelled once the batch no longer needs them (every task
-  // taken, or the batch stopped), so that none holds it up or takes a worker for nothing.
-  std::vector<asio::cancellation_signal*> waiting;
-
-  // No feeder waiting for a worker is of use any more.
-  void ReleaseWaiting() {
-    for (asio::cancellation_signal* signal : std::exchange(waiting, {})) {
-      signal->emit(asio::cancellation_type::terminal);
-    }
-  }
-  // The tasks left will not run, for `why` (the first reason stays); RunAllHere is woken.
-  void Stop(const absl::Status& why) {
-    if (!stopped.ok()) return;
-    stopped = why;
-    ReleaseWaiting();
-    wake.cancel();
-  }
-};
-
 // A worker held by one caller. Created on the pool's context; used from the caller's. The
 // worker's Slot is not touched from the caller's thread: the lease keeps its own reference to
 // the worker, and counts its calls until it gives the worker back.
@@ -430,7 +391,7 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
     batch.results[i] = std::move(result);
     batch.answered[i] = true;
     if (ok && !CountCall(slot, asked)) slot = nullptr;
-    if (slot != nullptr && batch.stopped.ok() && batch.next < n && OthersWaiting(batch)) {
+    if (slot != nullptr && batch.stopped.ok() && batch.next < n && admission_.AnyWaitingBesides(batch)) {
       // Another caller waits for a worker: it gets this one (not one of this batch's feeders
       // waiting before it), and this feeder queues behind it for the next, so that a caller
       // waits for one task of a batch, not for the batch. (After a task: a feeder that waited
@@ -448,11 +409,6 @@ asio::awaitable<void> AsyncWorkerPool::OutliveFeeders(std::unique_ptr<Batch> bat
     asio::error_code ec;
     co_await batch->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-}
-
-bool AsyncWorkerPool::OthersWaiting(const Batch& batch) const {
-  return std::any_of(waiters_.begin(), waiters_.end(),
-                     [&batch](const Waiter* waiter) { return waiter->batch != &batch; });
 }
 
 asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPool::LeaseHere(
@@ -503,7 +459,7 @@ asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
   if (!CountCall(*slot, ReplacementAskedBy(*reply))) co_return KeptRun{std::move(reply), nullptr};
   // Another caller's turn comes first; a worker a reload is about to replace is not kept; nor
   // is one when callers cannot wait (--max-queue=0): one refused could never get it.
-  if (!waiters_.empty() || (*slot)->generation < generation_ || options_.max_queue == 0) {
+  if (!admission_.empty() || (*slot)->generation < generation_ || options_.max_queue == 0) {
     MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};
   }
@@ -548,39 +504,24 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   if (!AnyCanServe()) co_return NoWorkerRunning();
   // (A batch's feeder that gave its worker to another caller was let in already: it queues
   // again whatever the queue holds.)
-  if (!requeue && static_cast<int>(waiters_.size()) >= options_.max_queue) {
+  if (!requeue && admission_.full()) {
     co_return absl::ResourceExhaustedError(absl::StrCat(
-        "all ", options_.workers, " workers are busy and ", waiters_.size(),
+        "all ", options_.workers, " workers are busy and ", admission_.size(),
         " calls are already queued; retry later or run more workers (--workers)"));
   }
-  const absl::Time queued = absl::Now();
-  if (deadline <= queued) co_return too_late;
+  if (deadline <= absl::Now()) co_return too_late;
 
-  Waiter waiter(context_);
-  waiter.batch = batch;
-  if (deadline == absl::InfiniteFuture()) {
-    waiter.wakeup.expires_at(asio::steady_timer::time_point::max());
-  } else {
-    waiter.wakeup.expires_after(absl::ToChronoNanoseconds(deadline - queued));
-  }
-  auto position = waiters_.insert(waiters_.end(), &waiter);
-  metrics::QueueDepth().Add(1);
-  asio::error_code ec;
-  co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  metrics::QueueDepth().Add(-1);
-  metrics::QueueWaited(absl::Now() - queued);
-  if (waiter.queued) waiters_.erase(position);
-
+  AdmissionQueue::Turn turn = co_await admission_.Wait(deadline, batch);
   const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
-  if (waiter.slot != nullptr) {
-    if (!cancelled) co_return waiter.slot;
-    MakeIdle(waiter.slot);  // handed over just as the caller went away: the next one takes it
+  if (turn.slot != nullptr) {
+    if (!cancelled) co_return turn.slot;
+    MakeIdle(turn.slot);  // handed over just as the caller went away: the next one takes it
   }
   if (cancelled) {
     if (NearDeadline(deadline, absl::Now())) co_return too_late;
     co_return absl::CancelledError("the call was cancelled while waiting for a worker");
   }
-  if (!waiter.failure.ok()) co_return waiter.failure;
+  if (!turn.failure.ok()) co_return turn.failure;
   co_return too_late;
 }
 
@@ -768,19 +709,8 @@ void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
     return;
   }
-  auto next = waiters_.begin();
-  if (passed_by != nullptr) {
-    next = std::find_if(waiters_.begin(), waiters_.end(),
-                        [passed_by](const Waiter* w) { return w->batch != passed_by; });
-    if (next == waiters_.end()) next = waiters_.begin();
-  }
-  if (next != waiters_.end()) {
-    Waiter* waiter = *next;
-    waiters_.erase(next);
-    waiter->queued = false;
-    waiter->slot = slot;
+  if (admission_.HandOver(slot, passed_by)) {
     slot->state = State::kBusy;
-    waiter->wakeup.cancel();
     return;
   }
   slot->state = State::kIdle;
@@ -808,7 +738,7 @@ bool AsyncWorkerPool::Replacing() const {
 }
 
 bool AsyncWorkerPool::AnyCanServe() const {
-  return std::any_of(slots_.begin(), slots_.end(), [this](const auto& s) {
+  return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) {
     return s->state == State::kBusy || s->state == State::kIdle ||
            s->state == State::kStarting ||
            (s->state == State::kDown && !s->restarts.GivenUp());
@@ -819,15 +749,6 @@ absl::Status AsyncWorkerPool::NoWorkerRunning() const {
   return absl::UnavailableError(absl::StrCat(
       "no worker is running: the last start failed (", slots_.front()->last_failure,
       "); the server keeps retrying, see its log"));
-}
-
-void AsyncWorkerPool::FailWaiters(const absl::Status& status) {
-  for (Waiter* waiter : waiters_) {
-    waiter->queued = false;
-    waiter->failure = status;
-    waiter->wakeup.cancel();
-  }
-  waiters_.clear();
 }
 
 void AsyncWorkerPool::Kick() { wake_.cancel(); }
@@ -942,7 +863,7 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     slot->restart_at = absl::Now() + delay;
     slot->last_failure = std::string(started.status().message());
     // Callers waiting may now fail fast.
-    if (!AnyCanServe()) FailWaiters(NoWorkerRunning());
+    if (!AnyCanServe()) admission_.FailAll(NoWorkerRunning());
   } else {
     asio::co_spawn(context_, KillAndReap(std::move(*started)), asio::detached);
     slot->state = State::kStopped;
@@ -1019,7 +940,7 @@ void AsyncWorkerPool::ShutdownHere() {
   for (auto& slot : slots_) {
     if (slot->state == State::kBusy && slot->worker != nullptr) slot->worker->Kill();
   }
-  FailWaiters(ServerStopping(absl::UnavailableError("the server is shutting down")));
+  admission_.FailAll(ServerStopping(absl::UnavailableError("the server is shutting down")));
   Kick();
 }
 

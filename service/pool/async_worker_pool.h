@@ -15,9 +15,9 @@
 // or the memory cap wants it replaced.
 //
 // What it does on its own context, all awaited, nothing polled or blocked on:
-//   admission   callers wait in a queue of at most max_queue; an idle worker goes to the first;
-//               a batch (RunAll) gives each of its workers to a caller waiting, between two of
-//               its tasks, and queues behind it
+//   admission   callers wait in a queue of at most max_queue (admission_queue.h); an idle
+//               worker goes to the first; a batch (RunAll) gives each of its workers to a
+//               caller waiting, between two of its tasks, and queues behind it
 //   exchange    a task is written to the worker and its reply awaited, raced against the deadline
 //   failures    a worker that crashed, missed its deadline or whose caller cancelled mid-task is
 //               killed, reaped from its pidfd, and its slot restarted when its RestartPolicy
@@ -33,7 +33,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,12 +44,14 @@
 #include "asio/cancellation_signal.hpp"
 #include "asio/io_context.hpp"
 #include "asio/steady_timer.hpp"
+#include "service/pool/admission_queue.h"
 #include "service/pool/async_task_runner.h"
+#include "service/pool/batch.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/reload_requests.h"
 #include "service/pool/replacement_asked.h"
-#include "service/pool/restart_policy.h"
 #include "service/pool/worker.h"
+#include "service/pool/worker_slot.h"
 
 namespace cnp::pool {
 
@@ -93,37 +94,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::io_context::executor_type executor() { return context_.get_executor(); }
 
  private:
-  enum class State { kStarting, kIdle, kBusy, kDown, kStopped };
-  struct Slot {
-    explicit Slot(int index, const PoolOptions& options) : index(index), restarts(options) {}
-    const int index;
-    State state = State::kDown;
-    // Shared with the watch that awaits its end (WatchForEnd).
-    std::shared_ptr<Worker> worker;
-    int64_t calls = 0;
-    uint64_t generation = 0;  // reload generation the worker was started in
-    RestartPolicy restarts;
-    absl::Time restart_at = absl::InfinitePast();
-    std::string last_failure;
-    // While a caller keeps the worker (RunAndKeep): how to ask for it back, and whether
-    // that was done; both cleared when the worker comes back.
-    std::function<void()> wanted;
-    bool asked_back = false;
-    // Set while a caller holds the worker: it ended meanwhile (how, from WatchForEnd), or the
-    // memory watch found it over the cap. Either way it is replaced when it comes back.
-    std::optional<std::string> ended_while_held;
-    bool over_memory_cap = false;
-  };
-  struct Batch;
-  // A caller queued for a worker. Woken by cancelling `wakeup`, whose expiry is the deadline.
-  struct Waiter {
-    explicit Waiter(asio::io_context& context) : wakeup(context) {}
-    asio::steady_timer wakeup;
-    Slot* slot = nullptr;  // the worker handed over
-    absl::Status failure;  // or why none will come
-    bool queued = true;
-    const Batch* batch = nullptr;  // the batch whose feeder waits, if one does
-  };
+  using Slot = WorkerSlot;
+  using State = WorkerSlot::State;
   class LeaseImpl;
 
   // The operations, on the pool's context.
@@ -135,8 +107,6 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // and queues behind it. `signal` cancels it: the batch's, or once it waits for a worker the
   // batch no longer needs (Batch::waiting).
   asio::awaitable<void> Feed(Batch& batch, Slot* slot, asio::cancellation_signal* signal);
-  // Some caller other than the batch's own feeders waits for a worker.
-  bool OthersWaiting(const Batch& batch) const;
   // Keeps a batch RunAll answered early (a task failed) until its last feeder ends.
   static asio::awaitable<void> OutliveFeeders(std::unique_ptr<Batch> batch);
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> LeaseHere(
@@ -202,7 +172,6 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
     return slot->state == State::kBusy && slot->worker != nullptr;
   }
   absl::Status NoWorkerRunning() const;
-  void FailWaiters(const absl::Status& status);
 
   void Kick();
   bool ReloadRunning() const;
@@ -222,7 +191,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
 
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> idle_;
-  std::list<Waiter*> waiters_;
+  AdmissionQueue admission_{context_, options_.max_queue};
   bool started_ = false;
   bool shutting_down_ = false;
   uint64_t generation_ = 0;

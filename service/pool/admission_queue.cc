@@ -1,0 +1,62 @@
+#include "service/pool/admission_queue.h"
+
+#include <algorithm>
+
+#include "asio/redirect_error.hpp"
+#include "asio/use_awaitable.hpp"
+#include "service/metrics/service_metrics.h"
+
+namespace cnp::pool {
+
+bool AdmissionQueue::AnyWaitingBesides(const Batch& batch) const {
+  return std::any_of(waiters_.begin(), waiters_.end(),
+                     [&batch](const Waiter* waiter) { return waiter->batch != &batch; });
+}
+
+asio::awaitable<AdmissionQueue::Turn> AdmissionQueue::Wait(absl::Time deadline,
+                                                           const Batch* batch) {
+  const absl::Time queued = absl::Now();
+  Waiter waiter(context_);
+  waiter.batch = batch;
+  if (deadline == absl::InfiniteFuture()) {
+    waiter.wakeup.expires_at(asio::steady_timer::time_point::max());
+  } else {
+    waiter.wakeup.expires_after(
+        absl::ToChronoNanoseconds(std::max(deadline - queued, absl::ZeroDuration())));
+  }
+  auto position = waiters_.insert(waiters_.end(), &waiter);
+  metrics::QueueDepth().Add(1);
+  asio::error_code ec;
+  co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  metrics::QueueDepth().Add(-1);
+  metrics::QueueWaited(absl::Now() - queued);
+  if (waiter.queued) waiters_.erase(position);
+  co_return std::move(waiter.turn);
+}
+
+bool AdmissionQueue::HandOver(WorkerSlot* slot, const Batch* passed_by) {
+  auto next = waiters_.begin();
+  if (passed_by != nullptr) {
+    next = std::find_if(waiters_.begin(), waiters_.end(),
+                        [passed_by](const Waiter* w) { return w->batch != passed_by; });
+    if (next == waiters_.end()) next = waiters_.begin();
+  }
+  if (next == waiters_.end()) return false;
+  Waiter* waiter = *next;
+  waiters_.erase(next);
+  waiter->queued = false;
+  waiter->turn.slot = slot;
+  waiter->wakeup.cancel();
+  return true;
+}
+
+void AdmissionQueue::FailAll(const absl::Status& why) {
+  for (Waiter* waiter : waiters_) {
+    waiter->queued = false;
+    waiter->turn.failure = why;
+    waiter->wakeup.cancel();
+  }
+  waiters_.clear();
+}
+
+}  // namespace cnp::pool
