@@ -459,7 +459,7 @@ asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
   if (!CountCall(*slot, ReplacementAskedBy(*reply))) co_return KeptRun{std::move(reply), nullptr};
   // Another caller's turn comes first; a worker a reload is about to replace is not kept; nor
   // is one when callers cannot wait (--max-queue=0): one refused could never get it.
-  if (!admission_.empty() || (*slot)->generation < generation_ || options_.max_queue == 0) {
+  if (!admission_.empty() || reload_.Stale(**slot) || options_.max_queue == 0) {
     MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};
   }
@@ -683,7 +683,7 @@ bool AsyncWorkerPool::CountCall(Slot* slot, ReplacementAsked asked, int64_t call
       RecycleAfterCalls(options_, {.calls = slot->calls,
                                    .asked = asked,
                                    .over_memory_cap = slot->over_memory_cap,
-                                   .stale = slot->generation < generation_,
+                                   .stale = reload_.Stale(*slot),
                                    .shutting_down = shutting_down_,
                                    .another_being_replaced = Replacing()});
   if (!recycling.has_value()) return true;
@@ -771,34 +771,30 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
         next_due = std::min(next_due, slot->restart_at);
       }
     }
-    if (!ReloadRunning()) {
-      if (reloads_.FollowUpDue(now, next_due)) {
-        ++generation_;
-        reload_announced_ = false;
-        LogInfo("reloading every worker again, for the reloads asked for meanwhile");
-        AskKeptWorkersBack();
-      } else if (!reloads_.pending() && !reload_announced_) {
-        reload_announced_ = true;
-        // Modules are imported at a worker's first call of them, not at its start: a module
-        // that no longer imports (a SyntaxError) is reported by that call, not here.
-        if (generation_ > 0) {
+    if (!reload_.Running(slots_)) {
+      switch (reload_.WhenNoneRuns(now, next_due)) {
+        case RollingReload::Progress::kFollowUpBegan:
+          LogInfo("reloading every worker again, for the reloads asked for meanwhile");
+          AskKeptWorkersBack();
+          break;
+        case RollingReload::Progress::kFinished:
+          // Modules are imported at a worker's first call of them, not at its start: a module
+          // that no longer imports (a SyntaxError) is reported by that call, not here.
           LogInfo("reload finished: every worker was restarted, and imports its modules anew "
                   "at their first call");
-        }
+          break;
+        case RollingReload::Progress::kNothing:
+          break;
       }
     }
-    // Rolling reload: replace one stale idle worker at a time so the others keep serving.
+    // One stale idle worker at a time, so that the others keep serving.
     if (!starting && due.empty()) {
-      for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-        if ((*it)->generation < generation_) {
-          Slot* slot = *it;
-          idle_.erase(it);
-          metrics::WorkerExited("reload");
-          asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
-          slot->state = State::kStarting;
-          due.push_back(slot);
-          break;
-        }
+      if (Slot* slot = reload_.NextToReplace(idle_)) {
+        idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+        metrics::WorkerExited("reload");
+        asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
+        slot->state = State::kStarting;
+        due.push_back(slot);
       }
     }
     if (options_.max_resident_bytes > 0 && now >= next_memory_check) {
@@ -842,7 +838,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
 }
 
 asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
-  const uint64_t generation = generation_;
+  const uint64_t generation = reload_.generation();
   slot->restarts.StartBegan(absl::Now());
   absl::StatusOr<std::unique_ptr<Worker>> started =
       co_await factory_->Start(slot->index, options_.startup_timeout);
@@ -901,7 +897,7 @@ void AsyncWorkerPool::ReloadHere() {
   // more that starts when no reload runs and no request came for reload_quiet
   // (reload_requests.h): the code may have changed again since the last one began, but a storm
   // of SIGHUPs must not restart the workers once per signal.
-  switch (reloads_.Ask(absl::Now(), ReloadRunning())) {
+  switch (reload_.Ask(absl::Now(), reload_.Running(slots_))) {
     case ReloadRequests::Answer::kMerged:
       LogInfo("reloads asked for in quick succession: one more will follow once they stop for ",
               absl::FormatDuration(options_.reload_quiet));
@@ -912,17 +908,9 @@ void AsyncWorkerPool::ReloadHere() {
     case ReloadRequests::Answer::kStartNow:
       break;
   }
-  ++generation_;
-  reload_announced_ = false;
   LogInfo("reloading every worker, one at a time");
   AskKeptWorkersBack();
   Kick();
-}
-
-bool AsyncWorkerPool::ReloadRunning() const {
-  return std::any_of(slots_.begin(), slots_.end(), [this](const auto& slot) {
-    return slot->state != State::kStopped && slot->generation < generation_;
-  });
 }
 
 void AsyncWorkerPool::Shutdown() {

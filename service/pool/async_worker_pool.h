@@ -27,7 +27,7 @@
 //   recycling   after a call, when RecycleAfterCalls says (recycling_policy.h: a reply asked
 //               for it, max_calls_per_worker, a reload); idle workers above max_resident_bytes
 //               at once, one a session keeps asked back and replaced when it returns; on a
-//               reload (SIGHUP) idle workers one at a time
+//               reload (SIGHUP), stale idle workers one at a time (rolling_reload.h)
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
 #pragma once
 
@@ -48,7 +48,7 @@
 #include "service/pool/async_task_runner.h"
 #include "service/pool/batch.h"
 #include "service/pool/pool_options.h"
-#include "service/pool/reload_requests.h"
+#include "service/pool/rolling_reload.h"
 #include "service/pool/replacement_asked.h"
 #include "service/pool/worker.h"
 #include "service/pool/worker_slot.h"
@@ -174,7 +174,6 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   absl::Status NoWorkerRunning() const;
 
   void Kick();
-  bool ReloadRunning() const;
   asio::awaitable<void> Maintain();
   asio::awaitable<void> StartWorker(Slot* slot);
   // Awaits the end of `worker`: one that dies while idle (killed by the OOM killer, say) is
@@ -194,9 +193,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   AdmissionQueue admission_{context_, options_.max_queue};
   bool started_ = false;
   bool shutting_down_ = false;
-  uint64_t generation_ = 0;
-  ReloadRequests reloads_{options_.reload_quiet};
-  bool reload_announced_ = true;  // "reload finished" was logged
+  RollingReload reload_{options_.reload_quiet};
 };
 
 }  // namespace cnp::pool

@@ -1,0 +1,40 @@
+#include "service/pool/rolling_reload.h"
+
+#include <algorithm>
+
+namespace cnp::pool {
+
+bool RollingReload::Running(const std::vector<std::unique_ptr<WorkerSlot>>& slots) const {
+  return std::any_of(slots.begin(), slots.end(), [this](const auto& slot) {
+    return slot->state != WorkerSlot::State::kStopped && Stale(*slot);
+  });
+}
+
+void RollingReload::Begin() {
+  ++generation_;
+  finish_reported_ = false;
+}
+
+ReloadRequests::Answer RollingReload::Ask(absl::Time now, bool running) {
+  const ReloadRequests::Answer answer = requests_.Ask(now, running);
+  if (answer == ReloadRequests::Answer::kStartNow) Begin();
+  return answer;
+}
+
+RollingReload::Progress RollingReload::WhenNoneRuns(absl::Time now, absl::Time& next_check) {
+  if (requests_.FollowUpDue(now, next_check)) {
+    Begin();
+    return Progress::kFollowUpBegan;
+  }
+  if (requests_.pending() || finish_reported_) return Progress::kNothing;
+  finish_reported_ = true;
+  return Progress::kFinished;
+}
+
+WorkerSlot* RollingReload::NextToReplace(const std::vector<WorkerSlot*>& idle) const {
+  auto stale = std::find_if(idle.begin(), idle.end(),
+                            [this](const WorkerSlot* slot) { return Stale(*slot); });
+  return stale == idle.end() ? nullptr : *stale;
+}
+
+}  // namespace cnp::pool
