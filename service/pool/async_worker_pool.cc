@@ -759,82 +759,100 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
     if (shutting_down_) co_return;
     const absl::Time now = absl::Now();
     absl::Time next_due = now + absl::Seconds(2);
-    bool starting = false;
-    std::vector<Slot*> due;
-    for (auto& slot : slots_) {
-      if (slot->state == State::kStarting) starting = true;
-      if (slot->state != State::kDown) continue;
-      if (slot->restart_at <= now) {
-        slot->state = State::kStarting;
-        due.push_back(slot.get());
-      } else {
-        next_due = std::min(next_due, slot->restart_at);
+    AdvanceReload(now, next_due);
+    // Every slot taken down for a restart is started in the same round (a round that left one
+    // out would leave it "starting" for good).
+    bool changed = StartDueWorkers(now, next_due);
+    if (options_.max_resident_bytes > 0) {
+      if (now >= next_memory_check) {
+        next_memory_check = now + options_.memory_check_interval;
+        // A slot retired here is due at once: the next round starts it.
+        changed = ReplaceWorkersOverMemoryCap() || changed;
       }
+      next_due = std::min(next_due, next_memory_check);
     }
-    if (!reload_.Running(slots_)) {
-      switch (reload_.WhenNoneRuns(now, next_due)) {
-        case RollingReload::Progress::kFollowUpBegan:
-          LogInfo("reloading every worker again, for the reloads asked for meanwhile");
-          AskKeptWorkersBack();
-          break;
-        case RollingReload::Progress::kFinished:
-          // Modules are imported at a worker's first call of them, not at its start: a module
-          // that no longer imports (a SyntaxError) is reported by that call, not here.
-          LogInfo("reload finished: every worker was restarted, and imports its modules anew "
-                  "at their first call");
-          break;
-        case RollingReload::Progress::kNothing:
-          break;
-      }
-    }
-    // One stale idle worker at a time, so that the others keep serving.
-    if (!starting && due.empty()) {
-      if (Slot* slot = reload_.NextToReplace(idle_)) {
-        idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-        metrics::WorkerExited("reload");
-        asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
-        slot->state = State::kStarting;
-        due.push_back(slot);
-      }
-    }
-    if (options_.max_resident_bytes > 0 && now >= next_memory_check) {
-      next_memory_check = now + options_.memory_check_interval;
-      // Idle workers over the cap are replaced now; one a session keeps is asked back and
-      // replaced when it comes back (CountCall).
-      std::vector<Slot*> over;
-      for (auto& slot : slots_) {
-        const bool idle = slot->state == State::kIdle;
-        const bool kept = slot->wanted != nullptr && !slot->over_memory_cap;
-        if ((!idle && !kept) || slot->worker == nullptr) continue;
-        const int64_t rss = slot->worker->ResidentBytes();
-        metrics::WorkerResident(slot->index, rss);
-        if (rss <= options_.max_resident_bytes) continue;
-        LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ", rss >> 20,
-                   " MiB, over the ", options_.max_resident_bytes >> 20, " MiB cap: replacing it",
-                   idle ? "" : " once its session gives it back");
-        if (idle) {
-          over.push_back(slot.get());
-        } else {
-          slot->over_memory_cap = true;
-        }
-      }
-      AskKeptWorkersBack([](const Slot& slot) { return slot.over_memory_cap; });
-      for (Slot* slot : over) {
-        idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
-        metrics::WorkerExited("memory");
-        Retire(slot, absl::ZeroDuration(), "over its memory cap");
-      }
-      if (!over.empty()) continue;
-    }
-    if (options_.max_resident_bytes > 0) next_due = std::min(next_due, next_memory_check);
-    for (Slot* slot : due) asio::co_spawn(context_, StartWorker(slot), asio::detached);
-    if (!due.empty()) continue;
+    if (changed) continue;
 
     absl::Duration wait = std::max(next_due - absl::Now(), absl::ZeroDuration());
     wake_.expires_after(absl::ToChronoNanoseconds(wait));
     asio::error_code ec;
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
+}
+
+void AsyncWorkerPool::AdvanceReload(absl::Time now, absl::Time& next_due) {
+  if (reload_.Running(slots_)) return;
+  switch (reload_.WhenNoneRuns(now, next_due)) {
+    case RollingReload::Progress::kFollowUpBegan:
+      LogInfo("reloading every worker again, for the reloads asked for meanwhile");
+      AskKeptWorkersBack();
+      break;
+    case RollingReload::Progress::kFinished:
+      // Modules are imported at a worker's first call of them, not at its start: a module that
+      // no longer imports (a SyntaxError) is reported by that call, not here.
+      LogInfo("reload finished: every worker was restarted, and imports its modules anew at "
+              "their first call");
+      break;
+    case RollingReload::Progress::kNothing:
+      break;
+  }
+}
+
+bool AsyncWorkerPool::StartDueWorkers(absl::Time now, absl::Time& next_due) {
+  bool starting = false;
+  std::vector<Slot*> due;
+  for (auto& slot : slots_) {
+    if (slot->state == State::kStarting) starting = true;
+    if (slot->state != State::kDown) continue;
+    if (slot->restart_at <= now) {
+      due.push_back(slot.get());
+    } else {
+      next_due = std::min(next_due, slot->restart_at);
+    }
+  }
+  // A reload replaces one stale idle worker at a time, so that the others keep serving.
+  if (!starting && due.empty()) {
+    if (Slot* slot = reload_.NextToReplace(idle_)) {
+      idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+      metrics::WorkerExited("reload");
+      asio::co_spawn(context_, KillAndReap(std::move(slot->worker)), asio::detached);
+      due.push_back(slot);
+    }
+  }
+  for (Slot* slot : due) {
+    slot->state = State::kStarting;
+    asio::co_spawn(context_, StartWorker(slot), asio::detached);
+  }
+  return !due.empty();
+}
+
+bool AsyncWorkerPool::ReplaceWorkersOverMemoryCap() {
+  // Idle workers over the cap are replaced now; one a session keeps is asked back and replaced
+  // when it comes back (CountCall).
+  std::vector<Slot*> over;
+  for (auto& slot : slots_) {
+    const bool idle = slot->state == State::kIdle;
+    const bool kept = slot->wanted != nullptr && !slot->over_memory_cap;
+    if ((!idle && !kept) || slot->worker == nullptr) continue;
+    const int64_t rss = slot->worker->ResidentBytes();
+    metrics::WorkerResident(slot->index, rss);
+    if (rss <= options_.max_resident_bytes) continue;
+    LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ", rss >> 20,
+               " MiB, over the ", options_.max_resident_bytes >> 20, " MiB cap: replacing it",
+               idle ? "" : " once its session gives it back");
+    if (idle) {
+      over.push_back(slot.get());
+    } else {
+      slot->over_memory_cap = true;
+    }
+  }
+  AskKeptWorkersBack([](const Slot& slot) { return slot.over_memory_cap; });
+  for (Slot* slot : over) {
+    idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
+    metrics::WorkerExited("memory");
+    Retire(slot, absl::ZeroDuration(), "over its memory cap");
+  }
+  return !over.empty();
 }
 
 asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {

@@ -174,7 +174,16 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   absl::Status NoWorkerRunning() const;
 
   void Kick();
+  // The pool's maintenance: a loop that starts slots due to (re)start, moves reloads on and
+  // checks the workers' memory, then sleeps until the next is due or it is kicked.
   asio::awaitable<void> Maintain();
+  // A reload's follow-up begins, or the reload is reported finished.
+  void AdvanceReload(absl::Time now, absl::Time& next_due);
+  // Starts the slots whose restart is due, or a reload's next stale idle worker; `next_due` is
+  // brought forward to the next restart. Whether any start began.
+  bool StartDueWorkers(absl::Time now, absl::Time& next_due);
+  // Replaces idle workers over max_resident_bytes and asks kept ones back. Whether any was.
+  bool ReplaceWorkersOverMemoryCap();
   asio::awaitable<void> StartWorker(Slot* slot);
   // Awaits the end of `worker`: one that dies while idle (killed by the OOM killer, say) is
   // replaced before a caller is handed a dead worker; one that dies while a caller holds it is

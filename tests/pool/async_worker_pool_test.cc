@@ -634,6 +634,28 @@ TEST_F(AsyncWorkerPoolTest, AnIdleWorkerOverTheMemoryCapIsReplaced) {
   EXPECT_EQ(world_.start_attempts, 2);
 }
 
+// The pool's maintenance once stopped a slot for good: a rolling reload took an idle worker
+// down to restart it, the memory check in the same round replaced another, and the round
+// started over without starting the first (left "starting" forever).
+TEST_F(AsyncWorkerPoolTest, AMemoryReplacementDuringARollingReloadStillStartsTheReloadedWorker) {
+  world_.script = StepFor;
+  PoolOptions options = Options(2);
+  options.max_resident_bytes = 100 << 20;
+  options.memory_check_interval = absl::ZeroDuration();  // every round of the maintenance
+  ASSERT_TRUE(StartPool(options).ok());
+  RunUntil([&] { return world_.Alive() == 2; });
+  // In one handler, so that the next round of the maintenance sees both: the reload's first
+  // idle worker goes down for its restart, the other is over the cap. (Their replacements are
+  // not.)
+  asio::post(io_, [&] {
+    for (pid_t pid : LivePids()) world_.resident_bytes_of[pid] = 200 << 20;
+    pool_->ReloadAll();
+  });
+  RunUntil([&] { return world_.killed.size() == 2; });
+  RunUntil([&] { return world_.Alive() == 2; });
+  EXPECT_TRUE(Run("a").ok());
+}
+
 TEST_F(AsyncWorkerPoolTest, AReloadReplacesOneWorkerAtATimeAndMergesAStorm) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(3)).ok());

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -57,8 +58,9 @@ class FakeWorld {
   };
   // What start attempt `attempt` (counted from 0 over the whole world) of slot `index` does.
   std::function<FakeStart(int index, int attempt)> starts = [](int, int) { return FakeStart{}; };
-  // Resident bytes every worker reports.
+  // Resident bytes every worker reports, but those listed by pid.
   int64_t resident_bytes = 1 << 20;
+  std::map<pid_t, int64_t> resident_bytes_of;
   // Whether workers take quick exchanges (Worker::TryQuickExchange): a reply with no delay is
   // then answered on the spot; a slow or hung one is left pending.
   bool quick = false;
@@ -97,7 +99,10 @@ class FakeWorker final : public Worker {
   void Kill() override;
   asio::awaitable<std::optional<std::string>> Ended() override;
   pid_t pid() const override { return pid_; }
-  int64_t ResidentBytes() const override { return world_.resident_bytes; }
+  int64_t ResidentBytes() const override {
+    auto listed = world_.resident_bytes_of.find(pid());
+    return listed == world_.resident_bytes_of.end() ? world_.resident_bytes : listed->second;
+  }
 
   bool ended() const { return !how_ended_.empty(); }
   // The process dies on its own, between tasks.
