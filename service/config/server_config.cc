@@ -1,13 +1,10 @@
 #include "service/config/server_config.h"
 
-#include <fcntl.h>
 #include <grp.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,24 +12,14 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <set>
-#include <sstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "common/closest_name.h"
-#include "common/command_line_flags.h"
 #include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
@@ -46,12 +33,14 @@
 #include "common/version.h"
 #include "service/common/framing.h"
 #include "service/common/log.h"
+#include "service/config/command_line.h"
+#include "service/config/config_file.h"
 #include "service/config/server_flags.h"
+#include "service/config/server_settings.h"
+#include "service/config/setting_sources.h"
 #include "service/listen/listen_address.h"
 #include "service/session/direct_socket_path.h"
 #include "service/upload/couch_allow_list.h"
-#include "yaml-cpp/eventhandler.h"
-#include "yaml-cpp/yaml.h"
 
 namespace cnp::config {
 namespace {
@@ -59,19 +48,6 @@ namespace {
 // The largest --max-call-bytes: a worker's frame less 1 MiB for the task's other fields.
 constexpr int64_t kLargestMaxCallBytes = int64_t{kMaxFrameBytes} - (int64_t{1} << 20);
 static_assert(kLargestMaxCallBytes < std::numeric_limits<int>::max());
-
-// absl keeps only the last value of a repeated flag; these add up instead. --config is taken
-// with them, in both of absl's spellings, since the file must be read before the command line
-// is parsed.
-const ListFlag kListFlags[] = {
-    {.name = "listen"},
-    {.name = "python_path"},
-    {.name = "allow_module", .without_it = "without it every module on the Python path may run"},
-    {.name = "preload_module"},
-    {.name = "couchdb_allow"},
-    {.name = "allow_uid"},
-    {.name = "config", .comma_separated = false, .example = "/etc/cnp/cnp-server.yaml"},
-};
 
 absl::StatusOr<int> ResolveGroup(const std::string& name) {
   uint32_t gid = 0;
@@ -86,450 +62,6 @@ absl::StatusOr<int> ResolveGroup(const std::string& name) {
                      "' (give a group name or a number)"));
   }
   return static_cast<int>(found->gr_gid);
-}
-
-bool IsRepeatable(absl::string_view name) {
-  return name != "config" && std::any_of(std::begin(kListFlags), std::end(kListFlags),
-                                         [name](const ListFlag& flag) { return flag.name == name; });
-}
-
-// Where the config file set a setting: its key as written, and the positions of the key, the
-// value and, for a repeatable setting, each element.
-struct FilePlace {
-  std::string key;
-  YAML::Mark key_mark;
-  YAML::Mark value_mark;
-  std::vector<YAML::Mark> item_marks;
-};
-
-// Where each setting came from, so that an error can point at what the operator wrote.
-struct Sources {
-  std::map<std::string, std::vector<std::string>> repeated;  // the repeatable flags' values
-  std::set<std::string> on_command_line;                     // flag names, with underscores
-  std::map<std::string, FilePlace> in_file;                  // by flag name, with underscores
-  std::string config_file;  // --config, in either spelling (--config=F or --config F)
-
-  // Where the file set `name` if the value in force is the file's: the command line wins.
-  const FilePlace* FromFile(absl::string_view name) const {
-    if (on_command_line.count(std::string(name))) return nullptr;
-    auto it = in_file.find(std::string(name));
-    return it == in_file.end() ? nullptr : &it->second;
-  }
-};
-
-// "FILE:LINE:COLUMN", both counted from 1 as editors show them (yaml-cpp counts from 0).
-std::string Position(absl::string_view file, const YAML::Mark& mark) {
-  if (mark.is_null()) return std::string(file);
-  return absl::StrCat(file, ":", mark.line + 1, ":", mark.column + 1);
-}
-
-// The list flags' values and --config out of the command line; the rest is left for absl.
-absl::StatusOr<SplitCommandLine> SplitArgs(int argc, char** argv, Sources& sources) {
-  absl::StatusOr<SplitCommandLine> split = TakeListFlags(argc, argv, kListFlags);
-  if (!split.ok()) return split.status();
-  sources.on_command_line = split->named;
-  for (auto& [name, values] : split->lists) {
-    if (name != "config") {
-      sources.repeated[name] = std::move(values);
-      continue;
-    }
-    for (const std::string& file : values) {
-      if (!sources.config_file.empty() && sources.config_file != file) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--config was given twice (", sources.config_file, " and ", file,
-            "); one file holds the settings"));
-      }
-      sources.config_file = file;
-    }
-  }
-  split->lists.clear();
-  return split;
-}
-
-// What a YAML node holds, in the words of an error message: "a map", "a list", "'abc'".
-std::string Describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Null: return "nothing";
-    case YAML::NodeType::Scalar: return absl::StrCat("'", node.Scalar(), "'");
-    default: return "nothing";
-  }
-}
-
-// What a flag's value must look like, for the same messages.
-std::string Expected(const absl::CommandLineFlag& flag) {
-  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
-  if (flag.IsOfType<bool>()) return "true or false";
-  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
-  return "a single value";
-}
-
-// "FILE:LINE:COLUMN: key: problem", or "FILE:LINE:COLUMN: problem" for the file as a whole.
-absl::Status ConfigError(const std::string& path, const YAML::Mark& mark, absl::string_view key,
-                         absl::string_view problem) {
-  if (key.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(Position(path, mark), ": ", problem));
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(Position(path, mark), ": ", key, ": ", problem));
-}
-
-// Whether `file` (where a flag is defined, as absl records it) is where cnp-server's settings
-// are (server_flags.h).
-bool DefinedHere(absl::string_view file) { return IsServerFlagsFile(file); }
-
-// Whether `flag` is one of cnp-server's own settings (--config itself is none).
-bool IsServerSetting(const absl::CommandLineFlag& flag) {
-  return DefinedHere(flag.Filename()) && flag.Name() != "config";
-}
-
-// The names of the server's settings, in absl's spelling.
-std::vector<std::string> ServerSettingNames() {
-  std::vector<std::string> settings;
-  for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
-    if (IsServerSetting(*flag)) settings.push_back(std::string(flag_name));
-  }
-  return settings;
-}
-
-// The setting a misspelt key most likely meant (common/closest_name.h), dashed.
-std::optional<std::string> ClosestSetting(const std::string& name) {
-  std::optional<std::string> meant = ClosestName(name, ServerSettingNames());
-  if (meant.has_value()) return DashedFlagName(*meant);
-  return std::nullopt;
-}
-
-// For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since
-// "expected a whole number" for what is one sent the reader looking for a typo. Empty when
-// `text` is no whole number, or is one the flag holds.
-std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text) {
-  int64_t least, most;
-  if (flag.IsOfType<int>()) {
-    least = std::numeric_limits<int>::min();
-    most = std::numeric_limits<int>::max();
-  } else if (flag.IsOfType<int64_t>()) {
-    least = std::numeric_limits<int64_t>::min();
-    most = std::numeric_limits<int64_t>::max();
-  } else {
-    return "";
-  }
-  absl::string_view digits = absl::StripAsciiWhitespace(text);
-  const bool negative = absl::ConsumePrefix(&digits, "-");
-  if (!negative) absl::ConsumePrefix(&digits, "+");
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
-    return "";
-  }
-  int64_t value = 0;
-  if (absl::SimpleAtoi(text, &value) && value >= least && value <= most) return "";
-  return negative ? absl::StrCat("too small (at least ", least, ")")
-                  : absl::StrCat("too large (at most ", most, ")");
-}
-
-// What to write instead of a bad value of `flag`: its default, as the file spells it.
-std::string ExampleOf(const absl::CommandLineFlag& flag, absl::string_view key) {
-  const std::string value = flag.DefaultValue();
-  if (value.empty()) return "";
-  return absl::StrCat("; write e.g. '", key, ": ", value, "' (the default)");
-}
-
-// The command line's own settings, read before absl reads them (common/command_line_flags.h):
-// an unknown flag, a setting given no value or one it cannot take exits 2 saying what to write.
-// `others` is argv for absl, names in its spelling. absl's own flags (--flagfile, --undefok...)
-// are unknown flags here too: --help does not list them, and they would set or skip settings
-// past these checks.
-absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
-  return JudgeCommandLineFlags(others, IsServerSetting,
-                               [](const WrittenFlag& written) -> absl::Status {
-    if (written.flag == nullptr) {
-      return UnknownFlagError(written.name, ServerSettingNames(), "cnp-server");
-    }
-    absl::CommandLineFlag& flag = *written.flag;
-    if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
-    const std::string name = DashedFlagName(written.name);
-    // absl sets the flag again from the same text right after.
-    std::string ignored;
-    if (!written.value.has_value() ||
-        (written.value_is_next_argument && absl::StartsWith(*written.value, "--") &&
-         !flag.ParseFrom(*written.value, &ignored))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", name, " was given no value; write --", name, "=",
-          flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
-    }
-    if (!flag.ParseFrom(*written.value, &ignored)) {
-      if (std::string bound = OutOfWholeNumberRange(flag, *written.value); !bound.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, "=", *written.value, ": ", bound));
-      }
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", name, "=", *written.value, ": expected ", Expected(flag),
-          flag.DefaultValue().empty()
-              ? ""
-              : absl::StrCat("; write e.g. --", name, "=", flag.DefaultValue(), " (the default)")));
-    }
-    return absl::OkStatus();
-  });
-}
-
-absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
-                            const YAML::Node& value, Sources& sources) {
-  if (!key_node.IsScalar()) {
-    return ConfigError(path, key_node.Mark(), "",
-                       absl::StrCat("expected a setting name, found ", Describe(key_node)));
-  }
-  std::string name = key_node.Scalar();
-  const std::string key = name;
-  for (char& c : name) if (c == '-') c = '_';
-  if (name == "config") {
-    // It is in --help, so "unknown setting (--help lists every setting)" sent the reader back to
-    // the list that names it (found by a review).
-    return ConfigError(path, key_node.Mark(), key,
-                       "cannot be set in a config file (give --config on the command line)");
-  }
-  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-  if (flag == nullptr || !IsServerSetting(*flag)) {
-    // A misspelt key silently ignored would leave its setting at the default in production.
-    const std::optional<std::string> meant = ClosestSetting(name);
-    return ConfigError(
-        path, key_node.Mark(), key,
-        absl::StrCat("unknown setting",
-                     meant.has_value() ? absl::StrCat("; did you mean '", *meant, "'?") : "",
-                     " (cnp-server --help lists every setting; each is a key here)"));
-  }
-  // A value-less key (`workers:`) has no position of its own (yaml-cpp gives where the next
-  // token starts, often the next line): point at the key.
-  const YAML::Mark value_mark =
-      value.IsNull() || value.Mark().is_null() ? key_node.Mark() : value.Mark();
-  // yaml-cpp keeps both entries of a key written twice, and the last would silently win.
-  if (auto [first, inserted] = sources.in_file.emplace(
-          name, FilePlace{.key = key, .key_mark = key_node.Mark(), .value_mark = value_mark});
-      !inserted) {
-    return ConfigError(path, key_node.Mark(), key,
-                       absl::StrCat("set a second time (first at ",
-                                    Position(path, first->second.key_mark), "); keep one"));
-  }
-  FilePlace& place = sources.in_file[name];
-  const bool from_command_line = sources.on_command_line.count(name) > 0;
-  if (IsRepeatable(name)) {
-    std::vector<std::string> values;
-    // Commas separate values here as on the command line (--allow-module=a,b): taken whole,
-    // `allow-module: "a,b"` was one prefix that matched no module. Each value is named at the
-    // string it came from.
-    auto add = [&values, &place](const std::string& text, const YAML::Mark& mark) {
-      for (absl::string_view v : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-        values.emplace_back(v);
-        place.item_marks.push_back(mark);
-      }
-    };
-    if (value.IsScalar()) {
-      add(value.Scalar(), value_mark);
-    } else if (value.IsSequence()) {
-      for (const YAML::Node& item : value) {
-        if (!item.IsScalar()) {
-          return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
-                             absl::StrCat("expected a list of strings, found ", Describe(item),
-                                          " in the list; write each element as one string"));
-        }
-        // Empty or only commas: no value, as --allow-module=, is none.
-        if (item.Scalar().find_first_not_of(',') == std::string::npos) {
-          return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
-                             "an empty element; remove it, or give a value");
-        }
-        add(item.Scalar(), item.Mark());
-      }
-    } else {
-      return ConfigError(path, value_mark, key,
-                         absl::StrCat("expected a list of strings (or one string), found ",
-                                      Describe(value)));
-    }
-    // An empty value (an unset variable in a templated file) must not quietly mean the
-    // default, which for allow-module is "every module".
-    if (values.empty() || std::any_of(values.begin(), values.end(),
-                                      [](const std::string& v) { return v.empty(); })) {
-      return ConfigError(path, value_mark, key,
-                         "an empty value; give at least one, or leave the key out");
-    }
-    if (!from_command_line) sources.repeated[name] = std::move(values);
-    return absl::OkStatus();
-  }
-  if (!value.IsScalar()) {
-    return ConfigError(path, value_mark, key,
-                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
-                                    ExampleOf(*flag, key)));
-  }
-  // absl's own words ("Illegal value 'x' specified for flag 'max_queue'") name the flag, which
-  // the operator of a file never wrote; ours say the same.
-  std::string ignored;
-  if (!flag->ParseFrom(value.Scalar(), &ignored)) {
-    if (std::string bound = OutOfWholeNumberRange(*flag, value.Scalar()); !bound.empty()) {
-      return ConfigError(path, value_mark, key, absl::StrCat(bound, "; found ", value.Scalar()));
-    }
-    return ConfigError(path, value_mark, key,
-                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
-                                    ExampleOf(*flag, key)));
-  }
-  return absl::OkStatus();
-}
-
-// A config file is a few kilobytes; this bounds what a wrong path (/dev/zero) can cost.
-constexpr size_t kMaxConfigBytes = 1 << 20;
-
-absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  auto cannot = [&path](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", why));
-  };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return cannot(std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    return cannot("it is a directory; give the YAML file");
-  }
-  // Its settings decide whom the server lets in (--allow-uid) and what it runs as workers
-  // (--worker-binary): a file another user may change would hand them this server's user.
-  if (absl::Status trusted = CheckTrustedFile(path, st, "config file",
-                                              "change the settings cnp-server obeys");
-      !trusted.ok()) {
-    ::close(fd);
-    return trusted;
-  }
-  std::string text;
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      ::close(fd);
-      return cannot(std::strerror(error));
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-    if (text.size() > kMaxConfigBytes) {
-      ::close(fd);
-      return cannot(absl::StrCat("larger than ", kMaxConfigBytes, " bytes"));
-    }
-  }
-  ::close(fd);
-  return text;
-}
-
-// Where each YAML document of a file starts: its `---`, or its first token. Nodes carry no
-// mark of the `---` before them, and it is the line the operator has to find.
-class DocumentStarts : public YAML::EventHandler {
- public:
-  std::vector<YAML::Mark> marks;
-  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
-};
-
-YAML::Mark SecondDocumentStart(const std::string& text) {
-  std::istringstream stream(text);
-  YAML::Parser parser(stream);
-  DocumentStarts starts;
-  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
-  }
-  return starts.marks.size() < 2 ? YAML::Mark::null_mark() : starts.marks[1];
-}
-
-// Every error names the file, the line, the key, what was found and what was expected.
-absl::Status ApplyYaml(const std::string& path, Sources& sources) {
-  absl::StatusOr<std::string> text = ReadConfigFile(path);
-  if (!text.ok()) return text.status();
-  try {
-    // YAML::Load reads the first document alone: the settings after a `---` were silently
-    // left at their defaults.
-    const std::vector<YAML::Node> documents = YAML::LoadAll(*text);
-    if (documents.size() > 1) {
-      return ConfigError(path, SecondDocumentStart(*text), "",
-                         "a second YAML document; cnp-server reads one: move its settings above "
-                         "this `---` and remove it");
-    }
-    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
-    if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
-    if (!root.IsMap()) {
-      return ConfigError(path, root.Mark(), "",
-                         absl::StrCat("expected a map of setting names to values, found ",
-                                      Describe(root)));
-    }
-    for (const auto& entry : root) {
-      if (absl::Status s = ApplyYamlEntry(path, entry.first, entry.second, sources); !s.ok()) {
-        return s;
-      }
-    }
-  } catch (const YAML::Exception& e) {
-    // Syntax errors, and anything the checks above did not foresee.
-    return ConfigError(path, e.mark, "", e.msg);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
-  }
-  return absl::OkStatus();
-}
-
-// How a message about setting `name` (absl's spelling) begins, naming it where the operator
-// wrote it: "FILE:LINE:COLUMN: key:" at its value in the config file (at its `item`-th element
-// for a list), or "--flag" for a value from the command line or a default. The command line wins
-// over the file, so a value it gave is the flag's.
-std::string Subject(const Sources& sources, absl::string_view name, int item = -1) {
-  if (const FilePlace* place = sources.FromFile(name)) {
-    const YAML::Mark& mark = item >= 0 && static_cast<size_t>(item) < place->item_marks.size()
-                                 ? place->item_marks[item]
-                                 : place->value_mark;
-    return absl::StrCat(Position(sources.config_file, mark), ": ", place->key, ":");
-  }
-  return absl::StrCat("--", DashedFlagName(std::string(name)));
-}
-
-// Another setting a message mentions, in the words of the one it is about: "max-call-bytes at
-// line 3" from the file, "--max-call-bytes" on the command line. `in_file` says whether the
-// message is about a value from the file.
-std::string Mention(const Sources& sources, absl::string_view name, bool in_file) {
-  if (const FilePlace* place = sources.FromFile(name)) {
-    return absl::StrCat(place->key, " at line ", place->key_mark.line + 1);
-  }
-  return in_file ? DashedFlagName(std::string(name)) : absl::StrCat("--", DashedFlagName(std::string(name)));
-}
-
-// `status`, which another module worded about the flag ("--allow-uid: no user named 'x'",
-// "--couchdb-allow=URL: ...", "--python-path DIR is not a directory"), reworded about the file's
-// line when the value came from there: its "--flag" start gives way to "FILE:LINE:COLUMN: key:".
-absl::Status Reattribute(const Sources& sources, absl::string_view name, int item,
-                         const absl::Status& status, absl::string_view value = "") {
-  if (status.ok() || sources.FromFile(name) == nullptr) return status;
-  const std::string flag = absl::StrCat("--", DashedFlagName(std::string(name)));
-  absl::string_view message = status.message();
-  if (absl::ConsumePrefix(&message, flag)) {
-    if (absl::ConsumePrefix(&message, "=")) {
-      // "=VALUE: ", with the value as given or as the other module showed it (a URL without
-      // its password).
-      const size_t end = !value.empty() && absl::StartsWith(message, absl::StrCat(value, ": "))
-                             ? value.size()
-                             : message.find(": ");
-      if (end != absl::string_view::npos) message.remove_prefix(end + 2);
-    } else if (!absl::ConsumePrefix(&message, ": ")) {
-      absl::ConsumePrefix(&message, " ");
-    }
-  }
-  return absl::Status(status.code(),
-                      absl::StrCat(Subject(sources, name, item), " ", message));
-}
-
-// A setting outside its range: "--max-queue must be 0 (no call waits) or more; got -1", or
-// "FILE:LINE:COLUMN: max-queue: must be ...".
-absl::Status OutOfRange(const Sources& sources, absl::string_view name, absl::string_view range,
-                        absl::string_view got) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(Subject(sources, name), " must be ", range, "; got ", got));
 }
 
 // The whole-number settings and the range each may take (one check, whichever way they were
@@ -861,7 +393,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
 
   // The config file comes first so that the command line overrides it.
   if (!sources.config_file.empty()) {
-    if (absl::Status s = ApplyYaml(sources.config_file, sources); !s.ok()) return s;
+    if (absl::Status s = ApplyConfigFile(sources.config_file, sources); !s.ok()) return s;
     // The flags hold the file's values and the defaults now: each is checked as the file's,
     // the command line's overriding flags not read yet.
     Sources file_alone = sources;

@@ -1,5 +1,11 @@
 // cnp-server's configuration: command-line flags, optionally on top of a YAML file whose keys
 // are the flag names (--config=FILE). The command line wins over the file.
+//
+// The parts, in the order LoadServerConfig uses them: server_flags (the settings, their
+// defaults and help), command_line (repeatable settings and --config taken out, the rest judged
+// before absl parses it), config_file (the YAML file), setting_sources (where each value came
+// from, so that an error names the flag or the file's line), and server_config.cc itself (each
+// value checked, alone and against the others).
 #pragma once
 
 #include <sys/types.h>

@@ -1,0 +1,89 @@
+#include "service/config/server_settings.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/closest_name.h"
+#include "common/command_line_flags.h"
+#include "service/config/server_flags.h"
+
+namespace cnp::config {
+namespace {
+
+const ListFlag kListFlags[] = {
+    {.name = "listen"},
+    {.name = "python_path"},
+    {.name = "allow_module", .without_it = "without it every module on the Python path may run"},
+    {.name = "preload_module"},
+    {.name = "couchdb_allow"},
+    {.name = "allow_uid"},
+    {.name = "config", .comma_separated = false, .example = "/etc/cnp/cnp-server.yaml"},
+};
+
+}  // namespace
+
+absl::Span<const ListFlag> ListFlags() { return kListFlags; }
+
+bool IsRepeatable(absl::string_view name) {
+  return name != "config" && std::any_of(std::begin(kListFlags), std::end(kListFlags),
+                                         [name](const ListFlag& flag) { return flag.name == name; });
+}
+
+bool DefinedHere(absl::string_view file) { return IsServerFlagsFile(file); }
+
+bool IsServerSetting(const absl::CommandLineFlag& flag) {
+  return DefinedHere(flag.Filename()) && flag.Name() != "config";
+}
+
+std::vector<std::string> ServerSettingNames() {
+  std::vector<std::string> settings;
+  for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
+    if (IsServerSetting(*flag)) settings.push_back(std::string(flag_name));
+  }
+  return settings;
+}
+
+std::optional<std::string> ClosestSetting(const std::string& name) {
+  std::optional<std::string> meant = ClosestName(name, ServerSettingNames());
+  if (meant.has_value()) return DashedFlagName(*meant);
+  return std::nullopt;
+}
+
+std::string Expected(const absl::CommandLineFlag& flag) {
+  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
+  if (flag.IsOfType<bool>()) return "true or false";
+  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
+  return "a single value";
+}
+
+std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text) {
+  int64_t least, most;
+  if (flag.IsOfType<int>()) {
+    least = std::numeric_limits<int>::min();
+    most = std::numeric_limits<int>::max();
+  } else if (flag.IsOfType<int64_t>()) {
+    least = std::numeric_limits<int64_t>::min();
+    most = std::numeric_limits<int64_t>::max();
+  } else {
+    return "";
+  }
+  absl::string_view digits = absl::StripAsciiWhitespace(text);
+  const bool negative = absl::ConsumePrefix(&digits, "-");
+  if (!negative) absl::ConsumePrefix(&digits, "+");
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return "";
+  }
+  int64_t value = 0;
+  if (absl::SimpleAtoi(text, &value) && value >= least && value <= most) return "";
+  return negative ? absl::StrCat("too small (at least ", least, ")")
+                  : absl::StrCat("too large (at most ", most, ")");
+}
+
+}  // namespace cnp::config
