@@ -25,12 +25,10 @@
 #include "asio/detached.hpp"
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
-#include "asio/redirect_error.hpp"
 #include "asio/signal_set.hpp"
-#include "asio/steady_timer.hpp"
-#include "asio/this_coro.hpp"
 #include "asio/use_awaitable.hpp"
 #include "service/common/log.h"
+#include "service/common/every.h"
 #include "service/common/log_file_cap.h"
 #include "service/common/protobuf_log.h"
 #include "service/config/server_config.h"
@@ -85,40 +83,22 @@ void RaiseOpenFileLimit() {
   }
 }
 
-// Memory freed when connections and sessions end stays with the process until the heap is
-// trimmed (a big Map call trims when it is sent): trim it every 10 s, off the hot path.
-asio::awaitable<void> TrimHeapPeriodically() {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  for (;;) {
-    timer.expires_after(std::chrono::seconds(10));
-    asio::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;
-    ::malloc_trim(0);
+// Keeps a log file to --log-max-bytes (service/common/log_file_cap.h); false once it cannot.
+// The copy runs on the control loop: at most a few tens of milliseconds, once per
+// --log-max-bytes of log.
+bool CapLogFile(int64_t max_bytes) {
+  absl::StatusOr<std::optional<std::string>> rotated =
+      cnp::RotateLogFileIfOver(STDERR_FILENO, max_bytes);
+  if (!rotated.ok()) {
+    cnp::LogWarning("the log is past --log-max-bytes (", max_bytes, ") but ",
+                    rotated.status().message(), "; it is left to grow");
+    return false;
   }
-}
-
-// Keeps a log file to --log-max-bytes (service/common/log_file_cap.h). The copy runs on the
-// control loop: at most a few tens of milliseconds, once per --log-max-bytes of log.
-asio::awaitable<void> CapLogFilePeriodically(int64_t max_bytes) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  for (;;) {
-    timer.expires_after(std::chrono::seconds(5));
-    asio::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;
-    absl::StatusOr<std::optional<std::string>> rotated =
-        cnp::RotateLogFileIfOver(STDERR_FILENO, max_bytes);
-    if (!rotated.ok()) {
-      cnp::LogWarning("the log is past --log-max-bytes (", max_bytes, ") but ",
-                      rotated.status().message(), "; it is left to grow");
-      co_return;
-    }
-    if (rotated->has_value()) {
-      cnp::LogInfo("the log was over --log-max-bytes (", max_bytes, "): its lines so far are in ",
-                   **rotated);
-    }
+  if (rotated->has_value()) {
+    cnp::LogInfo("the log was over --log-max-bytes (", max_bytes, "): its lines so far are in ",
+                 **rotated);
   }
+  return true;
 }
 
 int Run(int argc, char** argv) {
@@ -216,9 +196,17 @@ int Run(int argc, char** argv) {
   asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
   std::promise<int> stop;
   std::promise<void> cut_drain;
-  asio::co_spawn(control, TrimHeapPeriodically(), asio::detached);
-  if (config->log_max_bytes > 0) {
-    asio::co_spawn(control, CapLogFilePeriodically(config->log_max_bytes), asio::detached);
+  // Memory freed when connections and sessions end stays with the process until the heap is
+  // trimmed (a big Map call trims when it is sent): trimmed every 10 s, off the hot path.
+  asio::co_spawn(control, cnp::Every(std::chrono::seconds(10), [] {
+                   ::malloc_trim(0);
+                   return true;
+                 }),
+                 asio::detached);
+  if (const int64_t max_bytes = config->log_max_bytes; max_bytes > 0) {
+    asio::co_spawn(control,
+                   cnp::Every(std::chrono::seconds(5), [max_bytes] { return CapLogFile(max_bytes); }),
+                   asio::detached);
   }
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
