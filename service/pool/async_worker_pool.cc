@@ -864,20 +864,18 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
     slot->worker = std::move(*started);
     slot->generation = generation;
     slot->calls = 0;
-    slot->restarts.Started();
-    LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
-    metrics::WorkerStarted();
+    // Watched before it is handed out: the watch runs here until it waits, so a worker already
+    // dead (killed right after its handshake) is found now, a start that failed (WatchForEnd),
+    // and never given to a caller as if it were up.
     asio::co_spawn(context_, WatchForEnd(slot, slot->worker), asio::detached);
-    MakeIdle(slot);
+    if (slot->state == State::kStarting) {
+      slot->restarts.Started();
+      LogInfo("worker ", slot->index, " started (pid ", slot->worker->pid(), ")");
+      metrics::WorkerStarted();
+      MakeIdle(slot);
+    }
   } else if (!started.ok()) {
-    const absl::Duration delay = slot->restarts.StartFailed();
-    LogError("worker ", slot->index, " failed to start: ", started.status().message(),
-             "; retrying in ", absl::FormatDuration(delay));
-    slot->state = shutting_down_ ? State::kStopped : State::kDown;
-    slot->restart_at = absl::Now() + delay;
-    slot->last_failure = std::string(started.status().message());
-    // Callers waiting may now fail fast.
-    if (!AnyCanServe()) admission_.FailAll(NoWorkerRunning());
+    StartFailed(slot, std::string(started.status().message()));
   } else {
     asio::co_spawn(context_, KillAndReap(std::move(*started)), asio::detached);
     slot->state = State::kStopped;
@@ -888,6 +886,10 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
 asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<Worker> worker) {
   const std::optional<std::string> how = co_await worker->Ended();
   if (!how.has_value() || slot->worker != worker) co_return;  // retired on purpose
+  if (slot->state == State::kStarting) {  // dead before StartWorker could hand it out
+    StartFailed(slot, absl::StrCat("it ", *how, " as it started"));
+    co_return;
+  }
   if (slot->state == State::kBusy) {
     // Mid-exchange its caller sees that and replaces it; a worker a session keeps between
     // lines may end with no exchange to see it: it is replaced when it comes back (MakeIdle).
@@ -897,6 +899,15 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   if (slot->state != State::kIdle) co_return;
   idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
   ReplaceEnded(slot, *how, "while idle");
+}
+
+void AsyncWorkerPool::StartFailed(Slot* slot, std::string why) {
+  const absl::Duration delay = slot->restarts.StartFailed();
+  LogError("worker ", slot->index, " failed to start: ", why, "; retrying in ",
+           absl::FormatDuration(delay));
+  Retire(slot, delay, std::move(why));
+  // Callers waiting may now fail fast.
+  if (!AnyCanServe()) admission_.FailAll(NoWorkerRunning());
 }
 
 void AsyncWorkerPool::ReplaceEnded(Slot* slot, std::string how, absl::string_view when) {

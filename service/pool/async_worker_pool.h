@@ -161,6 +161,9 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // A worker that ended by itself (how, when: "while idle"): logged, counted as a death no task
   // explains, and replaced after the restart backoff.
   void ReplaceEnded(Slot* slot, std::string how, absl::string_view when);
+  // The slot's start failed (`why`): logged, and retried after the restart backoff; callers
+  // waiting fail fast once no slot can come up.
+  void StartFailed(Slot* slot, std::string why);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
   void Retire(Slot* slot, absl::Duration restart_delay, std::string why);
   // Some slot serves, or may still come up: waiting for a worker makes sense.

@@ -354,6 +354,32 @@ TEST_F(AsyncWorkerPoolTest, AWorkerThatDiesIdleIsRestartedAfterTheBackoff) {
   EXPECT_GE(world_.start_times[1] - died, absl::Milliseconds(200));
 }
 
+// A worker killed between its handshake and the pool's next step (the OOM killer, say) was
+// made idle dead, with nothing left to watch it: the next call was sent to it and failed as
+// the call's own crash. It is a start that failed.
+TEST_F(AsyncWorkerPoolTest, AWorkerDeadAsItStartsIsAFailedStartNeverGivenToACaller) {
+  world_.script = StepFor;
+  world_.starts = [](int, int attempt) {
+    FakeStart start;
+    if (attempt == 1 || attempt == 2) start.kind = FakeStart::kDiesAtOnce;
+    return start;
+  };
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<Reply> next = absl::UnknownError("not run");
+  const std::vector<std::string> log = ::cnp::testing::StderrLinesOf([&] {
+    ASSERT_TRUE(Run("recycle").ok());  // its replacement is dead twice, then comes up
+    next = Run("a");
+  });
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(world_.start_attempts, 4);
+  EXPECT_EQ(world_.tasks_seen, (std::vector<std::string>{"recycle", "a"}));
+  // Backed off as failed starts are: 10 ms, then 20 ms.
+  ASSERT_EQ(world_.start_times.size(), 4);
+  EXPECT_GE(world_.start_times[3] - world_.start_times[2], absl::Milliseconds(20));
+  EXPECT_THAT(::testing::PrintToString(log),
+              HasSubstr("failed to start: it was killed by signal 9 (SIGKILL) as it started"));
+}
+
 TEST_F(AsyncWorkerPoolTest, AWorkerThatNeverFinishesStartingTimesOutAndIsRetried) {
   world_.starts = [](int, int attempt) {
     return attempt == 0 ? FakeStart{FakeStart::kHang, ""} : FakeStart{};

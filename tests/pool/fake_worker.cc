@@ -136,7 +136,9 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> FakeWorkerFactory::Star
     co_return absl::DeadlineExceededError(
         absl::StrCat("it did not answer within ", absl::FormatDuration(timeout)));
   }
-  co_return std::unique_ptr<Worker>(std::make_unique<FakeWorker>(world_, executor));
+  auto worker = std::make_unique<FakeWorker>(world_, executor);
+  if (plan.kind == FakeStart::kDiesAtOnce) worker->DieNow("was killed by signal 9 (SIGKILL)");
+  co_return std::unique_ptr<Worker>(std::move(worker));
 }
 
 }  // namespace cnp::pool::testing

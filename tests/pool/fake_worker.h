@@ -40,7 +40,9 @@ struct FakeStep {
 
 // What a start attempt does.
 struct FakeStart {
-  enum Kind { kUp, kRefuse, kHang };
+  // kDiesAtOnce: it comes up, and is dead by the time the pool sees it (killed right after
+  // its handshake).
+  enum Kind { kUp, kRefuse, kHang, kDiesAtOnce };
   Kind kind = kUp;
   std::string why = "the worker exited with status 1";  // for kRefuse
 };
