@@ -60,6 +60,7 @@ EndCauseText TextOf(SessionWorkerPool::EndCause cause) {
     case Cause::kReload: return {"of a reload", "reload"};
     case Cause::kMemory: return {"it is over its memory cap", "memory"};
     case Cause::kSurplus: return {"enough spares are waiting", "surplus"};
+    case Cause::kDied: return {"it died during its session", "crash"};
   }
   return {"of an unknown cause", nullptr};
 }
@@ -197,6 +198,10 @@ asio::awaitable<void> SessionWorkerPool::KeepSpares() {
         wait = Backoff(consecutive_failures_);
         next_start_ = absl::Now() + wait;
         LogError(started.status().message(), "; retrying in ", absl::FormatDuration(wait));
+        // Sessions that came while it started counted on it (starts_in_flight) and started
+        // none of their own: they get theirs now, or, at --max-sessions, no spare start would
+        // ever come for them.
+        StartForWaitingSessions();
       }
     }
     wait = std::min(wait, std::max(reload_due - absl::Now(), absl::ZeroDuration()));
@@ -324,6 +329,10 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
     end = EndCause::kSessionEndedBadly;
   } else if (stopped_) {
     end = EndCause::kStopping;
+  } else if (process.SpokeUnprompted()) {
+    // It died as its session ended well; the watch it had as a spare saw that while it was
+    // away, and would not see it again.
+    end = EndCause::kDied;
   } else if (worker.generation < generation_) {
     end = EndCause::kReload;
   } else if (options_.max_resident_bytes > 0 &&

@@ -76,7 +76,7 @@ class SessionWorkerPool {
   // Why a worker is ended here: the words of its log line and the cause it is counted under
   // in cnp_worker_exits_total (none for the server stopping, as in the batch pool, nor for a
   // session that ended badly, which session_listener.cc counts where it saw how).
-  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus };
+  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus, kDied };
 
   SessionWorkerPool(SessionPoolOptions options, asio::io_context& control);
   ~SessionWorkerPool();

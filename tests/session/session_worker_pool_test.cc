@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -434,6 +435,76 @@ TEST_F(SessionWorkerPoolTest, AWorkerReturnedWhileASpareStartsLeavesOneSpare) {
   ASSERT_EQ(::unlink(hold.c_str()), 0);
   ASSERT_TRUE(RunUntil([&] { return pool.starts_in_flight() == 0; }, absl::Seconds(60)));
   EXPECT_THAT(pool.spare_pids(), ::testing::ElementsAre(returned));
+  Shutdown(pool);
+}
+
+// A stand-in worker held while `hold` exists, that then fails its start once if `fail` exists
+// (taking the file away), and otherwise answers as fake_worker.py.
+std::vector<std::string> HeldFailingOnceWorkerArgs(const std::string& hold,
+                                                   const std::string& fail) {
+  return {"-c", absl::StrCat("import os, sys, time\n"
+                             "while os.path.exists('", hold, "'):\n"
+                             "    time.sleep(0.01)\n"
+                             "try:\n"
+                             "    os.unlink('", fail, "')\n"
+                             "    sys.exit(1)\n"
+                             "except FileNotFoundError:\n"
+                             "    pass\n"
+                             "os.execv(sys.executable, [sys.executable, "
+                             "'tests/support/fake_worker.py'])\n")};
+}
+
+// A session that came while a spare was starting counted on that start (it started none of its
+// own); when the spare's start failed, nothing started for it, and at the cap (no more spares
+// wanted) it waited until its deadline. Now it gets a start of its own at once.
+TEST_F(SessionWorkerPoolTest, ASessionWaitingOnASpareThatFailsToStartGetsAStartOfItsOwn) {
+  const std::string dir = ::cnp::testing::ShortTempDir();
+  const std::string hold = dir + "/hold", fail = dir + "/fail";
+  ASSERT_TRUE(MakeFile(hold));
+  ASSERT_TRUE(MakeFile(fail));
+  SessionPoolOptions options = Options(/*max_sessions=*/1, /*spares=*/1);
+  options.command.args = HeldFailingOnceWorkerArgs(hold, fail);
+  SessionWorkerPool pool(std::move(options), io_);
+  pool.Start();
+  ASSERT_TRUE(RunUntil([&] { return pool.starts_in_flight() == 1; }, absl::Seconds(30)));
+
+  std::optional<absl::StatusOr<SessionWorker>> taken;
+  asio::co_spawn(
+      io_, [&pool, &taken]() -> asio::awaitable<void> { taken = co_await pool.Take(); },
+      asio::detached);
+  ASSERT_TRUE(RunUntil([&] { return pool.waiting_sessions() == 1; }, absl::Seconds(30)));
+  EXPECT_EQ(pool.starts_in_flight(), 1) << "the spare's start serves the session";
+
+  ASSERT_EQ(::unlink(hold.c_str()), 0);  // the spare's start fails; the next one works
+  ASSERT_TRUE(RunUntil([&] { return taken.has_value(); }, absl::Seconds(30)))
+      << "the session still waits";
+  ASSERT_TRUE(taken->ok()) << taken->status();
+  EXPECT_EQ(pool.sessions(), 1);
+  Shutdown(pool);
+}
+
+// A worker that died during its session and was given back as reusable (it died just as its
+// session ended well): its spare's watch had already seen it end while it was away, so kept as
+// a spare it was watched by nobody, a zombie in the place of a live spare until a session took
+// it. It is ended instead.
+TEST_F(SessionWorkerPoolTest, AWorkerThatDiedInItsSessionIsNotKeptAsASpare) {
+  SessionWorkerPool pool(Options(/*max_sessions=*/2, /*spares=*/1), io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  absl::StatusOr<SessionWorker> taken = Take(pool);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  const pid_t died = taken->process->pid();
+  ASSERT_EQ(::kill(died, SIGKILL), 0);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, died, &info, WEXITED | WNOWAIT), 0);  // dead, not reaped
+  const int64_t crashes = Metric("cnp_worker_exits_total{cause=\"crash\",pool=\"session\"}");
+
+  pool.Return(std::move(*taken), /*reusable=*/true);
+  EXPECT_THAT(pool.spare_pids(), ::testing::Not(::testing::Contains(died)));
+  WaitUntilEnded(died);  // reaped
+  EXPECT_EQ(Metric("cnp_worker_exits_total{cause=\"crash\",pool=\"session\"}"), crashes + 1);
+  WaitForSpares(pool, 1);
+  EXPECT_NE(pool.spare_pids()[0], died);
   Shutdown(pool);
 }
 
