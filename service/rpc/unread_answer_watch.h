@@ -13,7 +13,8 @@
 //
 // A stream in lockstep answers thousands of lines a second, so one alarm serves them all: it is
 // set when an answer is ready and none is set, and when it comes it looks at the answer waiting
-// then (if any) and is set again for what that one has left. Everything runs on the call's
+// then (if any) and is set again for what that one has left. An answer due before the alarm
+// (a small one after a large one was taken) sets it sooner. Everything runs on the call's
 // GrpcContext thread.
 #pragma once
 
@@ -60,7 +61,14 @@ class UnreadAnswerWatch {
     const absl::Duration allowed = state_->timeout + absl::Seconds(1) * (bytes >> 20);
     state_->due = Clock::now() + absl::ToChronoNanoseconds(allowed);
     state_->waiting = true;
-    if (!state_->armed) State::Arm(state_, allowed);
+    if (!state_->armed) {
+      State::Arm(state_, allowed);
+    } else if (state_->due < state_->alarm_at && !state_->pulling_in) {
+      // Set for a larger answer taken since: taken back, and set again for this one when the
+      // cancel comes back (an alarm is set again only once it has completed).
+      state_->pulling_in = true;
+      state_->alarm.Cancel();
+    }
   }
 
   // The answer left.
@@ -86,13 +94,16 @@ class UnreadAnswerWatch {
 
     static void Arm(const std::shared_ptr<State>& self, absl::Duration after) {
       self->armed = true;
+      self->alarm_at = Clock::now() + absl::ToChronoNanoseconds(after);
       grpc_asio::SetAlarm(self->context, self->alarm, after,
                           [self](bool fired) { self->OnAlarm(self, fired); });
     }
 
     void OnAlarm(const std::shared_ptr<State>& self, bool fired) {
       armed = false;
-      if (!fired || stopped || done.done()) return;
+      const bool pulled_in = std::exchange(pulling_in, false);
+      if (stopped || done.done()) return;
+      if (!fired && !pulled_in) return;
       if (!waiting) return;  // none waits: set at the next one
       // The alarm was set for an earlier answer, which was taken: this one has time left.
       const absl::Duration left = absl::FromChrono(due - Clock::now());
@@ -117,6 +128,8 @@ class UnreadAnswerWatch {
     const CallLogScope::PeerOf peer_of;
     const absl::Duration timeout;
     Clock::time_point due;  // when the answer waiting must have been taken
+    Clock::time_point alarm_at;  // when the alarm set comes
+    bool pulling_in = false;     // the alarm was cancelled to be set sooner
     bool waiting = false;   // an answer waits for its client
     bool armed = false;
     bool stopped = false;
