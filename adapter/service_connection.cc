@@ -135,7 +135,7 @@ absl::Status CheckTargetSocket(const ServiceConnection::Options& options) {
 }
 
 ServiceConnection::ServiceConnection(Options options, const SessionState& state)
-    : options_(std::move(options)), state_(state) {}
+    : options_(std::move(options)), state_(state), heartbeat_(kAskedHeartbeat) {}
 
 ServiceConnection::~ServiceConnection() {
   if (stream_ != nullptr) Drop().IgnoreError();

@@ -98,7 +98,10 @@ class ServiceConnection {
   // The heartbeat interval the service announced on its stream's first output
   // (SessionOutput.heartbeat_ms; zero from a server that sends none). Kept when the stream is
   // replaced, so that a new stream that reached a stopped replica (a proxy picks the replica)
-  // is given up as soon, until the new stream's first output says what its server does.
+  // is given up as soon, until the new stream's first output says what its server does. Before
+  // any output, the interval asked for: the first stream of an adapter that reached a stopped
+  // replica is given up as soon too (a server older than heartbeats then has 2.5 s for a first
+  // answer; after it, none).
   absl::Duration heartbeat_;
   bool heard_on_stream_ = false;  // this stream has had its first output
   // The design documents (SessionState's ids) this stream has been taught.

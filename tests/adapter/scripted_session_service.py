@@ -10,6 +10,9 @@ document call gets [true, id] if this stream was taught that design document, an
 
 Misbehaviour: `fail_streams` aborts every stream at once, as a proxy whose upstream is down does;
 `hang_next_map_doc` leaves the next map_doc unanswered until the service stops;
+`freeze_first_stream` leaves the first stream's first command other than reset unanswered until
+the service stops (a replica frozen before it answered anything, behind a proxy that answers
+the adapter's pings itself);
 `fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying);
 `abort_map_docs` (a list of (status code, message, trailers)) aborts the streams that receive
 the next map_docs with each in turn (a server overloaded, or refusing the line)."""
@@ -31,6 +34,7 @@ class ScriptedSessionService:
         self.sets_accepted = True
         self.fail_streams = False
         self.hang_next_map_doc = threading.Event()
+        self.freeze_first_stream = False
         self.fail_next_map_doc = threading.Event()
         self.abort_map_docs = []
         self.stopping = threading.Event()
@@ -57,6 +61,7 @@ class ScriptedSessionService:
         received = []
         with self.lock:
             self.streams.append(received)
+            first_stream = len(self.streams) == 1
         if self.fail_streams:
             context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error (502 Bad Gateway)")
         functions = []
@@ -66,6 +71,9 @@ class ScriptedSessionService:
             with self.lock:
                 received.append(command)
             name = command[0]
+            if first_stream and self.freeze_first_stream and name != "reset":
+                self.stopping.wait()
+                return
             if name == "reset":
                 functions = []
             elif name in ("add_fun", "add_lib") or command[:2] == ["ddoc", "new"]:

@@ -111,6 +111,21 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
         self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
         self.assertEqual(self.service.stream_count(), 2)
 
+    def test_a_first_stream_frozen_before_its_first_answer_is_given_up_in_time(self):
+        # A new adapter's first stream reached a replica that had stopped (behind a proxy that
+        # answers pings itself). Its silence limit came from the stream's first output, so with
+        # none it had no limit: the command waited until the adapter's share of CouchDB's
+        # timeout was spent and was answered unavailable instead of replayed on another stream.
+        self.service.freeze_first_stream = True
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000}]), True)
+        started = time.monotonic()
+        self.assertIs(self.reply(["add_fun", "m.town"], timeout=10), True)
+        # Silent for 2.5 of the heartbeats the adapter asks for (1 s), then replayed.
+        self.assertLess(time.monotonic() - started, 3.5)
+        self.assertEqual(self.service.stream_count(), 2)
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}]), [[["m.town", "d1"]]])
+
     def test_design_documents_are_taught_to_a_new_stream_when_named(self):
         # All of a session's design documents were replayed on every new stream before the
         # command in flight: 20,000 of them took 3 s of CouchDB's 5 s timeout.
