@@ -222,9 +222,18 @@ class StreamMethod
       heartbeat =
           std::make_shared<Heartbeat>(context_, call->stream, call, handler->Heartbeat(), every);
     }
-    grpc::Status status = co_await Exchange(call, *handler, heartbeat.get());
+    // A handler that throws still has its heartbeat stopped (its alarm would keep the call, and
+    // a shutdown, waiting up to an interval) and is closed; the exception then ends the call.
+    std::exception_ptr failed;
+    grpc::Status status;
+    try {
+      status = co_await Exchange(call, *handler, heartbeat.get());
+    } catch (...) {
+      failed = std::current_exception();
+    }
     if (heartbeat != nullptr) heartbeat->Stop();
     co_await handler->Close();
+    if (failed) std::rethrow_exception(failed);
     co_return status;
   }
 
