@@ -175,19 +175,26 @@ void ChangesFeed::Run() {
           return true;
         });
     if (stopping()) break;
+    bool cut = false;
     if (answer.ok() && ended_ == Ended::kDropped && !partial_line_.empty()) {
       std::string last = std::exchange(partial_line_, "");
-      // The feed's last line, sent without its newline.
+      // The feed's last line, sent without its newline; or, when it is not JSON, a change the
+      // connection was closed in the middle of, which the next connection brings whole (since_
+      // is still before it). Too long, it would be unreadable whole as well.
       if (line_bytes_ > options_.max_line_bytes ||
           line_values_.values() > couchdb::MaxJsonValuesFor(options_.max_line_bytes)) {
         (void)OnUnreadableLine(last, TooLongLine());
-      } else {
+      } else if (couchdb::ParseJsonExact(absl::StripAsciiWhitespace(last)).ok()) {
         (void)OnLine(last);
+      } else {
+        cut = true;
       }
       if (stopping()) break;
     }
     std::string why;
-    if (ended_ == Ended::kIdle) {
+    if (cut) {
+      why = "the server closed the feed in the middle of a change";
+    } else if (ended_ == Ended::kIdle) {
       why = absl::StrCat("nothing, not even a heartbeat, for ", absl::FormatDuration(idle_limit));
     } else if (ended_ == Ended::kFailed) {
       why = failure_;

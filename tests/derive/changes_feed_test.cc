@@ -129,6 +129,32 @@ TEST(ChangesFeedTest, ReconnectsFromTheLastSequenceAfterADropAnEndAndSilence) {
   EXPECT_THAT(requests[2], HasSubstr("&since=3-g1AAAA"));
 }
 
+// A feed whose answer ends in the middle of a change (the connection closed mid-line): the cut
+// change is read again from the next connection, not handed out as unreadable.
+TEST(ChangesFeedTest, AFeedCutInTheMiddleOfAChangeReconnectsBeforeIt) {
+  absl::Mutex mu;
+  int calls = 0;
+  const std::string cut = Change("2", "b");
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu);
+    ++calls;
+    if (!absl::StartsWith(r.target, "/src/_changes?")) return {500, R"({"error":"unscripted"})"};
+    if (calls == 1) return {200, absl::StrCat(Change("1", "a"), cut.substr(0, cut.size() / 2))};
+    if (calls == 2) return {200, absl::StrCat(cut, R"({"last_seq":"2","pending":0})", "\n")};
+    return {200, R"({"last_seq":"2","pending":0})"};
+  });
+  ChangeSignal signal;
+  ChangesFeed feed({.base_url = couch.url()}, "src", "0", {.heartbeat = absl::Milliseconds(100)}, signal);
+  Reader reader(feed, signal);
+  ASSERT_TRUE(reader.WaitFor([&] { return reader.ids.size() >= 2; })) << reader.ids.size();
+  EXPECT_THAT(reader.ids, ElementsAre("a", "b"));
+  EXPECT_TRUE(reader.unreadable.empty()) << ::testing::PrintToString(reader.unreadable);
+  EXPECT_TRUE(reader.Noted("in the middle of a change")) << ::testing::PrintToString(reader.notes);
+  std::vector<std::string> requests = couch.requests();
+  ASSERT_GE(requests.size(), 2u);
+  EXPECT_THAT(requests[1], HasSubstr("&since=1&"));
+}
+
 // What this shows: with 50 changes in one answer and room for 8, the queue is seen holding exactly
 // 8 before anyone takes from it, and once a reader takes them all 50 arrive, in order, none lost.
 // (That the reader is paused meanwhile, rather than e.g. still parsing, is not observed here.)
