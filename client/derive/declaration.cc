@@ -151,8 +151,12 @@ absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& targ
       }
       stage.reduce = text == "reduce";
     } else if (key == "version") {
-      if (!absl::SimpleAtoi(text, &stage.version) || stage.version < 0) {
-        return Problem(file, value, absl::StrCat(at, ".version must be a whole number >= 0"));
+      // At most 2^53 - 1: the version is stored as a JSON number, which a CouchDB-compatible
+      // server written in JavaScript keeps as a double; a larger one would read back changed,
+      // and the stage would be re-run from scratch at every start.
+      constexpr int64_t kMaxExactVersion = (int64_t{1} << 53) - 1;
+      if (!absl::SimpleAtoi(text, &stage.version) || stage.version < 0 || stage.version > kMaxExactVersion) {
+        return Problem(file, value, absl::StrCat(at, ".version must be a whole number from 0 to ", kMaxExactVersion));
       }
     } else if (key == "handler") {
       stage.handler = text;

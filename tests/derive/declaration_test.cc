@@ -58,6 +58,10 @@ TEST(DeclarationTest, ProblemsAreNamed) {
                 "must be map or reduce");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: x, handler: m.f}}}",
                 "version must be a whole number");
+  // A JavaScript server (pouchdb-server) keeps numbers as doubles: a version past 2^53 would
+  // read back as another number, and every start would re-run the stage from scratch.
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 9007199254740993, handler: m.f}}}",
+                "version must be a whole number from 0 to 9007199254740991");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1}}}", "needs 'handler'");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f, color: red}}}",
                 "unknown field 'color'");
