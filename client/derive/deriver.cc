@@ -456,7 +456,12 @@ absl::Status Deriver::Start() {
         log_ << "cnp derive: " << s.source << " -> " << s.target << ": " << s.source
              << " was deleted and created again since the checkpoint (" << *why << "): removing what was "
              << "derived from the earlier database and re-running over " << s.source << " from the start\n";
-        if (absl::Status st = Sweep(i, /*every_version=*/true); !st.ok()) return st;
+        if (absl::StatusOr<int64_t> refused = Sweep(i, /*every_version=*/true); !refused.ok()) {
+          return refused.status();
+        }
+        // Rows whose removal the target refused stay, each recorded here: no later sweep looks
+        // for rows of the earlier database.
+        if (absl::Status st = FlushErrors(); !st.ok()) return st;
         p.seq = "0";
         p.rerun = true;
         c.sweep = false;
@@ -679,8 +684,13 @@ absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
   Checkpoint& c = checkpoints_[i];
   const bool swept = c.sweep;
   if (swept) {
-    if (absl::Status st = Sweep(i); !st.ok()) return st;
+    absl::StatusOr<int64_t> refused = Sweep(i);
+    if (!refused.ok()) return refused.status();
     c.sweep = false;
+    // A row whose removal the target refused (its validate_doc_update, say) stays: its error is
+    // recorded now (no batch may follow to do it), and the next run sweeps again.
+    c.sweep_next_run = *refused > 0;
+    if (absl::Status st = FlushErrors(); !st.ok()) return st;
   }
   // A checkpoint still at its earlier id moves now: a quiet source may bring no batch for long.
   if (swept || !c.old_rev.empty()) {
@@ -1027,22 +1037,40 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
       }
     }
   }
-  int64_t count = static_cast<int64_t>(writes.size());
-  std::vector<std::string> conflicts;
-  if (absl::Status st = BulkWrite(s.target, writes, s, &conflicts); !st.ok()) return st;
-  if (conflicts.empty()) return count;
   // Rows that changed since they were looked up (someone edited a derived document), or that
   // existed after all (a fresh sync's document listed twice in _changes, whose rows an earlier
   // batch wrote): compared with what is there now and written again only if they differ, or
   // removed again with their current revision (a row deleted meanwhile is written anew). A
   // row left stale until its source changes would be wrong with nothing but the errors
-  // document to say so. A second conflict is recorded as an error, not dropped.
-  std::map<std::string, Value*> by_id;
-  for (auto& [id, docs] : desired) {
-    for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
-  }
+  // document to say so.
+  std::map<std::string, Value*> by_id;  // made only if a write conflicts
+  return WriteRedoingConflicts(s, writes, [&](const std::string& id, Value* current) -> std::optional<std::string> {
+    if (removed.count(id) > 0) return current != nullptr ? Tombstone(*current) : "";
+    if (by_id.empty()) {
+      for (auto& [source_id, docs] : desired) {
+        for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;
+      }
+    }
+    auto it = by_id.find(id);
+    if (it == by_id.end()) return std::nullopt;
+    // The first pass may have given it the revision it looked up: compare without it.
+    it->second->RemoveMember("_rev");
+    return Desired(*it->second, ra, current);
+  });
+}
+
+absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vector<std::string>& docs,
+                                                       const Redo& redo) {
+  int64_t count = static_cast<int64_t>(docs.size());
+  std::vector<std::string> conflicts;
+  if (absl::Status st = BulkWrite(s.target, docs, s, &conflicts); !st.ok()) return st;
+  if (conflicts.empty()) return count;
   std::vector<Document> found;
-  if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(), absl::StrCat("reading derived documents of ", s.target), found); !st.ok()) return st;
+  if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(),
+                               absl::StrCat("reading derived documents of ", s.target), found);
+      !st.ok()) {
+    return st;
+  }
   std::vector<std::string> again;
   std::set<std::string> redone;
   for (Document& answer : found) {
@@ -1050,20 +1078,11 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
     if (rows == nullptr || !rows->IsArray()) continue;
     for (Value& row : rows->GetArray()) {
       Value* doc = const_cast<Value*>(Member(row, "doc"));
-      const bool there = doc != nullptr && doc->IsObject();
-      if (const std::string key = Text(row, "key"); removed.count(key) > 0) {
-        redone.insert(key);  // and if it is gone already, nothing is left to do
-        if (there) again.push_back(Tombstone(*doc));
-        continue;
-      }
-      auto it = by_id.find(Text(row, "key"));
-      if (it == by_id.end()) continue;
-      redone.insert(it->first);
-      // The first pass may have given it the revision it looked up: compare without it. A row
-      // deleted meanwhile is written anew.
-      it->second->RemoveMember("_rev");
-      std::string json = Desired(*it->second, ra, there ? doc : nullptr);
-      if (!json.empty()) again.push_back(std::move(json));
+      const std::string id = Text(row, "key");
+      std::optional<std::string> write = redo(id, doc != nullptr && doc->IsObject() ? doc : nullptr);
+      if (!write.has_value()) continue;
+      redone.insert(id);
+      if (!write->empty()) again.push_back(*std::move(write));
     }
   }
   for (const std::string& id : conflicts) {
@@ -1194,12 +1213,15 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     }
   }
   std::vector<std::string> writes;
+  std::map<std::string, Document> wanted;  // reduce document id -> what it is to hold
+  std::set<std::string> emptied;           // reduce documents of keys without rows now
   for (auto& [key_json, key] : keys) {
     std::string id = ReduceRowId(s.source, key_json);
     auto it = existing.find(id);
     const std::vector<Value*>& rows = groups[key_json];
     if (rows.empty()) {
       if (it != existing.end()) writes.push_back(Tombstone(*it->second));
+      emptied.insert(std::move(id));
       continue;
     }
     // [[[key, row id], row], ...], written by ToJson so that numbers stay exact.
@@ -1227,16 +1249,23 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     if (r->results_size() != 1) return absl::InternalError("the service answered no reduce result");
     absl::StatusOr<Document> value = couchdb::ParseJsonExact(r->results(0));
     if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
-    Document doc(rapidjson::kObjectType);
+    Document& doc = wanted[id];
+    doc.SetObject();
     doc.AddMember("_id", couchdb::StringValue(id, doc.GetAllocator()), doc.GetAllocator());
     FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source, batch.dropped);
     std::string json = Desired(doc, doc.GetAllocator(), it == existing.end() ? nullptr : it->second);
     if (!json.empty()) writes.push_back(std::move(json));
   }
   WarnDropped(i, batch.dropped);
-  int64_t count = static_cast<int64_t>(writes.size());
-  if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
-  return count;
+  // A reduce document written meanwhile (another writer, or someone by hand) is compared with
+  // what it holds now and written again if it differs; one deleted meanwhile is written anew.
+  return WriteRedoingConflicts(s, writes, [&](const std::string& id, Value* current) -> std::optional<std::string> {
+    if (emptied.count(id) > 0) return current != nullptr ? Tombstone(*current) : "";
+    auto it = wanted.find(id);
+    if (it == wanted.end()) return std::nullopt;
+    it->second.RemoveMember("_rev");  // the revision the first pass looked up
+    return Desired(it->second, it->second.GetAllocator(), current);
+  });
 }
 
 absl::Status Deriver::LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first,
@@ -1261,8 +1290,18 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
   return absl::OkStatus();
 }
 
-absl::Status Deriver::Sweep(size_t i, bool every_version) {
+absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   const Stage& s = declaration_.stages[i];
+  // The target's refusals are recorded as errors by the writes: counted by the difference.
+  const int64_t errors_before = progress_[i].errors;
+  // A row changed since its page was read conflicts: removed at the revision it has now,
+  // unless it was written at this version meanwhile.
+  const Redo redo = [&](const std::string&, Value* current) -> std::optional<std::string> {
+    if (current == nullptr) return "";
+    const Value* version = Member(*current, "mr_version");
+    if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) return "";
+    return Tombstone(*current);
+  };
   std::string prefix = absl::StrCat(s.source, ":");
   // Each page starts just after the last id of the one before (that id with U+0000 appended,
   // the least id greater than it), not at that id with skip=1: the last row was usually just
@@ -1295,8 +1334,9 @@ absl::Status Deriver::Sweep(size_t i, bool every_version) {
       if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
       writes.push_back(Tombstone(*doc));
     }
-    removed += static_cast<int64_t>(writes.size());
-    if (absl::Status st = BulkWrite(s.target, writes, s); !st.ok()) return st;
+    absl::StatusOr<int64_t> written = WriteRedoingConflicts(s, writes, redo);
+    if (!written.ok()) return written.status();
+    removed += *written;
     if (n < static_cast<size_t>(limit)) break;
   }
   if (removed > 0) {
@@ -1305,7 +1345,7 @@ absl::Status Deriver::Sweep(size_t i, bool every_version) {
                            : " derived document(s) of other versions\n");
   }
   progress_[i].written += removed;
-  return absl::OkStatus();
+  return progress_[i].errors - errors_before;
 }
 
 absl::Status Deriver::CheckBulkAnswer(const Document& answer, size_t sent,
@@ -1376,7 +1416,7 @@ absl::Status Deriver::SaveCheckpoint(size_t i) {
   doc.AddMember("version", s.version, a);
   doc.AddMember("handler", couchdb::StringValue(s.handler, a), a);
   doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
-  doc.AddMember("sweep", c.sweep, a);
+  doc.AddMember("sweep", c.sweep || c.sweep_next_run, a);
   if (!c.source_id.empty()) doc.AddMember("source_id", couchdb::StringValue(c.source_id, a), a);
   doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
   absl::StatusOr<Document> answer = FencedWrite("PUT", LocalDocPath(s.target, CheckpointId(declaration_.name, s)),

@@ -110,6 +110,9 @@ class Deriver {
     std::string rev;
     std::string old_rev;  // of the checkpoint at its earlier id, resumed from, removed once moved
     bool sweep = false;  // derived documents of other versions are to be removed once caught up
+    // The sweep ran but the target refused some removals: the checkpoint asks the next run for
+    // a sweep again (this run does not retry at every catch-up).
+    bool sweep_next_run = false;
     bool fresh = false;  // no checkpoint and nothing derived from this source: a first sync
     // The source database's marker (SourceMarker) the checkpoint was taken from; empty: unknown.
     std::string source_id;
@@ -183,7 +186,8 @@ class Deriver {
   absl::Status WarnUndeclaredRows(const std::string& target, const std::set<std::string>& sources);
   // Removes the stage's derived documents of other versions; with `every_version`, all of them
   // (its source was created again: none of them was derived from what the source holds now).
-  absl::Status Sweep(size_t stage, bool every_version = false);
+  // Answers how many removals the target refused (each recorded as an error): those rows stay.
+  absl::StatusOr<int64_t> Sweep(size_t stage, bool every_version = false);
   void StartFeeds();
   void PrintFeedNotes();
   absl::Status WaitOnLongpolls(absl::Duration max_wait);
@@ -195,6 +199,15 @@ class Deriver {
   // being recorded as errors.
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
                          const Stage& stage, std::vector<std::string>* conflicts = nullptr);
+  // What to write instead of a write CouchDB refused as a conflict, given the document's id and
+  // what the target holds now (nullptr: nothing, or a deleted document): the document's JSON,
+  // "" when nothing is left to write, or nullopt for an id it does not know.
+  using Redo = std::function<std::optional<std::string>(const std::string& id, rapidjson::Value* current)>;
+  // Writes `docs` to the stage's target; a write refused as a conflict (the document changed
+  // since it was read) is redone once, with `redo`, from what the target holds now. A second
+  // conflict is recorded as an error. Answers the count of documents written.
+  absl::StatusOr<int64_t> WriteRedoingConflicts(const Stage& stage, std::vector<std::string>& docs,
+                                                const Redo& redo);
   // DATA_LOSS unless `answer` is what CouchDB answers a _bulk_docs of `sent` documents.
   static absl::Status CheckBulkAnswer(const rapidjson::Document& answer, size_t sent,
                                       const std::string& database);

@@ -70,6 +70,11 @@ class FakeTarget {
         auto it = docs.find(id);
         std::string current = it == docs.end() ? "" : Rev(it->second);
         bool conflict = conflict_always.count(id) > 0 || rev != current;
+        if (!conflict && forbidden.count(id) > 0) {
+          absl::StrAppend(&answer, answer.size() > 1 ? "," : "", R"({"id":")", id,
+                          R"(","error":"forbidden","reason":"derived rows are kept here"})");
+          continue;
+        }
         std::string new_rev = absl::StrCat(++revisions, "-n");
         if (!conflict) {
           if (doc.HasMember("_rev")) doc.RemoveMember("_rev");
@@ -104,6 +109,7 @@ class FakeTarget {
   std::map<std::string, std::string> docs;   // id -> JSON with _rev
   std::map<std::string, std::string> local;  // _local documents by path
   std::set<std::string> conflict_always;     // ids whose every write is refused as a conflict
+  std::set<std::string> forbidden;           // ids whose writes a validate_doc_update refuses
   std::vector<std::string> bulks;
   int revisions = 0;
 
@@ -789,6 +795,106 @@ TEST_F(CouchDbSequencesTest, ARowChangedSinceItWasLookedUpIsWrittenAgain) {
   EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
   EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(b_row));
   EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], Not(HasSubstr(a_row)));
+}
+
+// The sweep after a version bump: a row of the old version that changed between its lookup and
+// its removal (a conflict) is removed at the revision it has now; a row whose removal the target
+// refuses (its validate_doc_update) is recorded in the errors document at once, though no batch
+// follows, and the checkpoint keeps asking for a sweep, so that the next run tries it again.
+TEST_F(CouchDbSequencesTest, TheSweepRedoesAConflictAndRecordsARefusalForTheNextRun) {
+  const std::string checkpoint = "/tgt/_local/cnp-derive%3As%3Asource%3Asrc";
+  target_.local[checkpoint] = R"({"_rev":"0-1","seq":"2","version":0})";
+  const std::string x_row = MapRowId("src", "x", R"("Oslo")", 0);
+  const std::string y_row = MapRowId("src", "y", R"("Lima")", 0);
+  auto old_row = [](const std::string& id, const std::string& rev, const std::string& source) {
+    return absl::StrCat(R"({"_id":")", id, R"(","_rev":")", rev, R"(","mr_source_id":")", source,
+                        R"(","mr_value":null,"mr_key":"Oslo","mr_source_type":"src","mr_version":0})");
+  };
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    if (t == "/tgt/_bulk_docs" && target_.bulks.empty()) {
+      // Between the sweep's lookup and its write, x's old row is written again (at version 0).
+      target_.docs[x_row] = old_row(x_row, "2-x", "x");
+    }
+    return AnswerFromTarget(r);
+  });
+  {
+    absl::MutexLock lock(&mu_);
+    target_.docs[x_row] = old_row(x_row, "1-x", "x");
+    target_.docs[y_row] = old_row(y_row, "1-y", "y");
+    target_.forbidden.insert(y_row);
+  }
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(target_.bulks.size(), 2u) << log_.str();  // the sweep's write, and x's redo
+  EXPECT_THAT(target_.bulks[1], HasSubstr(absl::StrCat(R"({"_id":")", x_row, R"(","_rev":"2-x")")));
+  EXPECT_THAT(target_.docs[x_row], HasSubstr(R"("_deleted":true)"));
+  EXPECT_THAT(target_.docs[y_row], Not(HasSubstr(R"("_deleted":true)")));
+  EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(y_row));
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr("forbidden"));
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], Not(HasSubstr(x_row)));
+  EXPECT_THAT(target_.local[checkpoint], HasSubstr(R"("version":1)"));
+  EXPECT_THAT(target_.local[checkpoint], HasSubstr(R"("sweep":true)"));
+}
+
+// A reduce document written by someone else between its lookup and the write (a conflict) is
+// written again at the revision it has now, not left with the other value and an error.
+TEST_F(CouchDbSequencesTest, AReduceDocumentChangedSinceItWasLookedUpIsWrittenAgain) {
+  const std::string id = ReduceRowId("tgt", "1.0");
+  std::vector<std::string> bulks;
+  int lookups = 0;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/tgt/_changes?since=0&")) {
+      return {200, R"({"results":[{"seq":1,"id":"m2","changes":[{"rev":"1-b"}],)"
+                   R"("doc":{"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}}],"last_seq":1})"};
+    }
+    if (absl::StartsWith(t, "/tgt/_changes?")) return {200, R"({"results":[],"last_seq":1})"};
+    if (t == "/tgt/_index") return {200, R"({"result":"exists"})"};
+    if (t == "/tgt/_find") return {200, R"({"docs":[{"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":null}]})"};
+    if (t == "/red" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
+    if (absl::StartsWith(t, "/red/_local/")) {
+      return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
+                               : ScriptedResponse{404, R"({"error":"not_found"})"};
+    }
+    if (absl::StartsWith(t, "/red/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};
+    if (t == "/red/_all_docs?include_docs=true") {
+      // Absent when first looked up; then written by someone else, with another value.
+      if (++lookups == 1) return {200, absl::StrCat(R"({"rows":[{"key":")", id, R"(","error":"not_found"}]})")};
+      return {200, absl::StrCat(R"({"rows":[{"id":")", id, R"(","key":")", id,
+                                R"(","value":{"rev":"1-other"},"doc":{"_id":")", id,
+                                R"(","_rev":"1-other","mr_key":1.0,"mr_value":7,"mr_version":1}}]})")};
+    }
+    if (t == "/red/_bulk_docs") {
+      bulks.push_back(r.body);
+      if (bulks.size() == 1) {
+        return {201, absl::StrCat(R"([{"id":")", id, R"(","error":"conflict","reason":"Document update conflict."}])")};
+      }
+      return {201, AllWritten(r.body)};
+    }
+    return {500, R"({"error":"unscripted"})"};
+  });
+  Connection connection({.base_url = couch.url()});
+  Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
+  Deriver deriver(declaration, connection.db, *cnp_, {}, log_, [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(bulks.size(), 2u) << log_.str();
+  EXPECT_THAT(bulks[1], HasSubstr(R"("_rev":"1-other")"));
+  EXPECT_THAT(bulks[1], HasSubstr(R"("mr_value":1,)"));
+  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+  EXPECT_EQ(deriver.progress()[0].written, 1) << log_.str();
 }
 
 // With --feed=continuous, a feed the server refuses for good (the source database deleted)
