@@ -389,7 +389,7 @@ int RunDeriveCommand(int argc, char** argv) {
     absl::Duration retry_delay = kFirstServiceRetryDelay;
     absl::Time down_since = absl::InfiniteFuture();
     absl::Time last_note = absl::InfinitePast();
-    int64_t earlier_errors = 0;  // recorded by the Derivers of this hold dropped for an unreachable cnp-server
+    int64_t earlier_errors = 0;  // written by the Derivers of this hold dropped for an unreachable cnp-server
     while (!stop_requested && !lost) {
       absl::Status failure;
       {
@@ -452,7 +452,8 @@ int RunDeriveCommand(int argc, char** argv) {
         }
         // Stopped mid-way: the status document says how far this run got.
         if (stop_requested) (void)deriver.WriteStatus(holder);
-        for (const StageProgress& p : deriver.progress()) earlier_errors += p.errors;
+        // Only those written: the others are of a batch the next Deriver does again.
+        earlier_errors += deriver.flushed_errors();
       }
       // A write refused by the lease's fence (its deadline passed) ends the hold as a lost lease.
       if (IsLeaseLost(failure)) {

@@ -1541,6 +1541,7 @@ absl::Status Deriver::FlushErrors() {
     absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the errors document");
     if (absl::IsAborted(answer.status())) continue;
     if (!answer.ok()) return answer.status();
+    flushed_errors_ += static_cast<int64_t>(new_errors_.size());
     new_errors_.clear();
     return absl::OkStatus();
   }

@@ -102,6 +102,9 @@ class Deriver {
   void LogErrorsLeftOut(bool final);
 
   const std::vector<StageProgress>& progress() const { return progress_; }
+  // Errors written to the errors document. Those recorded but not yet written are of a batch
+  // not checkpointed, which the next run (or Deriver) meets and records again.
+  int64_t flushed_errors() const { return flushed_errors_; }
   // The database of the status and errors documents: the first target, by name.
   const std::string& home() const { return home_; }
 
@@ -240,6 +243,7 @@ class Deriver {
   // Per source database: its marker, and whether this run wrote it (it was absent).
   std::map<std::string, std::pair<std::string, bool>> source_markers_;
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
+  int64_t flushed_errors_ = 0;
   ErrorLogLimit error_log_limit_;
   std::string status_rev_;
   absl::Time status_written_ = absl::InfinitePast();
