@@ -205,7 +205,9 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
                              line.size(), " bytes): ", last.message())),
                          *limit);
   }
-  const absl::Status& reported = cause.ok() ? last : cause;
+  // A precondition (a refused replay, a token, the socket's owner) says what to mend; it
+  // outranks what broke the stream before.
+  const absl::Status& reported = cause.ok() || absl::IsFailedPrecondition(last) ? last : cause;
   // Its code is kept where it says something CouchDB's reader can act on (an overloaded
   // service, its deadline); anything else is a service that could not be reached.
   const absl::StatusCode code = absl::IsResourceExhausted(reported) ||
@@ -281,7 +283,7 @@ absl::Status ServiceConnection::Replay(absl::Time deadline, absl::Time answer_by
       if (Await(answer_by) != Op::kDone) return Drop();
       continue;
     }
-    if (!Exchange(line, answer_by)) return Drop();
+    if (!Exchange(line, answer_by)) return ReplayRefused(Drop(), line);
     // The new stream must know exactly what the old one did: a map_doc answered with fewer
     // functions would index documents wrongly.
     if (!ReplyTaughtSession(kind, output_)) {
@@ -292,6 +294,17 @@ absl::Status ServiceConnection::Replay(absl::Time deadline, absl::Time answer_by
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ServiceConnection::ReplayRefused(absl::Status dropped, std::string_view line) {
+  // A line this session's earlier replica took, refused by this one as too large (a smaller
+  // --max-call-bytes): sending it again cannot help, and the command in flight is not the one
+  // that was too large.
+  if (!CallLimitOf(dropped).has_value()) return dropped;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the service refused the replayed session state: a line of ", line.size(),
+      " bytes it was taught before is too large for this replica (", dropped.message(),
+      "); give every replica the same --max-call-bytes"));
 }
 
 absl::Status ServiceConnection::TeachDesignDocFor(std::string_view line, absl::Time deadline,
@@ -309,7 +322,7 @@ absl::Status ServiceConnection::TeachDesignDocFor(std::string_view line, absl::T
     Drop().IgnoreError();
     return absl::UnavailableError("the session could not be replayed in time");
   }
-  if (!Exchange(*teach, answer_by)) return Drop();
+  if (!Exchange(*teach, answer_by)) return ReplayRefused(Drop(), *teach);
   if (!ReplyTaughtSession(couchdb::CommandKind::kDesignDocNew, output_)) {
     Drop().IgnoreError();
     return absl::FailedPreconditionError(absl::StrCat(

@@ -70,6 +70,9 @@ class ServiceConnection {
   // `reached`: a stream was opened, so a failure is the service's answer, not the network's.
   absl::Status Connect(absl::Time deadline, absl::Time answer_by, bool* reached);
   absl::Status Replay(absl::Time deadline, absl::Time answer_by);
+  // The status of a stream `dropped` as it was taught `line` again: FAILED_PRECONDITION (not
+  // retried) if the replica refused that line as too large.
+  static absl::Status ReplayRefused(absl::Status dropped, std::string_view line);
   // Before `line` is sent: teaches this stream the design document it names, if CouchDB taught
   // it one the stream has not been taught. The stream is dropped when that fails.
   absl::Status TeachDesignDocFor(std::string_view line, absl::Time deadline, absl::Time answer_by);

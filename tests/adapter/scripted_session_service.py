@@ -15,7 +15,8 @@ the service stops (a replica frozen before it answered anything, behind a proxy 
 the adapter's pings itself);
 `fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying);
 `abort_map_docs` (a list of (status code, message, trailers)) aborts the streams that receive
-the next map_docs with each in turn (a server overloaded, or refusing the line)."""
+the next map_docs with each in turn (a server overloaded, or refusing the line); `abort_add_funs`
+does the same for add_fun (a replica with a smaller --max-call-bytes refusing a replayed line)."""
 
 import json
 import os
@@ -37,6 +38,7 @@ class ScriptedSessionService:
         self.freeze_first_stream = False
         self.fail_next_map_doc = threading.Event()
         self.abort_map_docs = []
+        self.abort_add_funs = []
         self.stopping = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
@@ -77,6 +79,12 @@ class ScriptedSessionService:
             if name == "reset":
                 functions = []
             elif name in ("add_fun", "add_lib") or command[:2] == ["ddoc", "new"]:
+                with self.lock:
+                    aborted = self.abort_add_funs.pop(0) if name == "add_fun" and self.abort_add_funs else None
+                if aborted is not None:
+                    code, message, trailers = aborted
+                    context.set_trailing_metadata(trailers)
+                    context.abort(code, message)
                 if name == "add_fun":
                     functions.append(command[1])
                 elif name == "ddoc":

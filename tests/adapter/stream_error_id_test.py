@@ -52,6 +52,24 @@ class StreamErrorIdTest(ScriptedAdapterTestCase):
         self.assertIn("refused the line as too large", reply[2])
         self.assertEqual(self.map_doc_attempts(), 1)
 
+    def test_a_replayed_line_refused_as_too_large_is_not_blamed_on_the_command(self):
+        # The replica that took the session dies; the one the adapter reconnects to refuses the
+        # replayed function as larger than its own limit. Replaying again cannot help, and the
+        # command in flight (a small map_doc) is not what was too large.
+        self.started()
+        too_large = (grpc.StatusCode.RESOURCE_EXHAUSTED, "the request is larger than --max-call-bytes",
+                     (("cnp-call-limit", "request 100000"),))
+        self.service.abort_add_funs = [too_large] * 1000
+        self.service.fail_next_map_doc.set()
+        reply = self.reply(["map_doc", DOC])
+        self.assertEqual(reply[0], "error", reply)
+        self.assertNotEqual(reply[1], "too_large", reply)
+        self.assertIn("refused the replayed session state", reply[2])
+        self.assertNotIn("refused the line as too large", reply[2])
+        replayed = sum(1 for index in range(1, self.service.stream_count())
+                       for line in self.service.stream_lines(index) if line[0] == "add_fun")
+        self.assertEqual(replayed, 1)
+
     def test_grpcs_own_message_limit_is_too_large(self):
         self.service.abort_map_docs = [
             (grpc.StatusCode.RESOURCE_EXHAUSTED,
