@@ -1,0 +1,192 @@
+// A reduce stage's batch: each changed key's rows read back from the map target and reduced
+// whole by cnp-server, and its reduce document written where it changed.
+#include "client/derive/deriver.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "client/derive/deriver_parts.h"
+#include "client/derive/derived_ids.h"
+#include "common/call_limit.h"
+#include "common/couchdb/json.h"
+
+namespace cnp::derive {
+
+using rapidjson::Document;
+using rapidjson::Value;
+
+absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
+  const Stage& s = declaration_.stages[i];
+  for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
+  Document keys_doc(rapidjson::kObjectType);
+  std::map<std::string, Value> keys;  // key JSON -> key
+  for (const Value* change : batch.results) {
+    const Value* doc = Member(*change, "doc");
+    const Value* key = doc ? Member(*doc, "mr_key") : nullptr;
+    if (key != nullptr) keys.emplace(couchdb::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
+  }
+  if (keys.empty()) return 0;
+  // Every row of each changed key, from the map target.
+  std::map<std::string, std::vector<Value*>> groups;
+  std::vector<Document> pages;
+  for (auto& [key_json, key] : keys) {
+    std::string bookmark;
+    int64_t skip = 0;
+    int limit = kLookupPage;  // halved while a page is too long to read (large rows)
+    while (true) {
+      Document query(rapidjson::kObjectType);
+      auto& a = query.GetAllocator();
+      Value eq(rapidjson::kObjectType);
+      eq.AddMember("$eq", Value(key, a), a);
+      Value selector(rapidjson::kObjectType);
+      selector.AddMember("mr_key", eq, a);
+      query.AddMember("selector", selector, a);
+      query.AddMember("limit", limit, a);
+      if (!bookmark.empty()) query.AddMember("bookmark", couchdb::StringValue(bookmark, a), a);
+      else if (skip > 0) query.AddMember("skip", skip, a);
+      absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
+                                                  absl::StrCat("reading the rows of a key in ", s.source));
+      if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+        limit /= 2;
+        continue;
+      }
+      if (!page.ok()) return page.status();
+      Value* docs = const_cast<Value*>(Member(*page, "docs"));
+      // Without `docs` the page says nothing of the group: read as empty, the group's reduce
+      // document would be deleted.
+      if (docs == nullptr || !docs->IsArray()) {
+        return absl::DataLossError(absl::StrCat(
+            "the answer of ", s.source, "/_find has no list of documents (\"docs\"): the rows "
+            "of a key cannot be read, so nothing of this batch is written or checkpointed; is "
+            "the URL a CouchDB, or a proxy that rewrites its answers?"));
+      }
+      size_t n = docs->Size();
+      for (size_t d = 0; d < n; ++d) {
+        // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
+        // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
+        // document: a row of another text belongs to another group and reduce document.
+        const Value* row_key = Member((*docs)[d], "mr_key");
+        if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
+      }
+      // A full page whose bookmark does not move would be read again and again, every copy
+      // kept: CouchDB's bookmark moves with every page it gives.
+      const std::string next = Text(*page, "bookmark");
+      if (n == static_cast<size_t>(limit) && !next.empty() && next == bookmark) {
+        return absl::DataLossError(absl::StrCat(
+            "the answer of ", s.source, "/_find gave a full page with the bookmark it was "
+            "asked with: reading on would never end; nothing of this batch is written or "
+            "checkpointed"));
+      }
+      bookmark = next;
+      skip += static_cast<int64_t>(n);
+      pages.push_back(*std::move(page));
+      if (n < static_cast<size_t>(limit)) break;
+    }
+    auto& rows = groups[key_json];
+    std::sort(rows.begin(), rows.end(),
+              [](const Value* a, const Value* b) { return Text(*a, "_id") < Text(*b, "_id"); });
+  }
+  std::vector<Document> source_answers;
+  if (s.with_sources) {
+    std::map<std::string, std::set<std::string>> wanted;  // source database -> ids
+    for (auto& [key_json, rows] : groups) {
+      for (Value* row : rows) wanted[Text(*row, "mr_source_type")].insert(Text(*row, "mr_source_id"));
+    }
+    std::map<std::pair<std::string, std::string>, const Value*> found_docs;
+    for (const auto& [database, ids] : wanted) {
+      if (database.empty()) continue;
+      const std::vector<std::string> list(ids.begin(), ids.end());
+      const size_t before = source_answers.size();
+      if (absl::Status st = LookUp(database, list, 0, list.size(), absl::StrCat("reading source documents of ", database), source_answers); !st.ok()) return st;
+      // (The rows stay where they are when the vector moves the documents: only their roots move.)
+      for (size_t n = before; n < source_answers.size(); ++n) {
+        const Value* rows = Member(source_answers[n], "rows");
+        if (rows == nullptr || !rows->IsArray()) continue;
+        for (const Value& row : rows->GetArray()) {
+          const Value* doc = Member(row, "doc");
+          if (doc && doc->IsObject()) found_docs[{database, Text(row, "key")}] = doc;
+        }
+      }
+    }
+    for (Document& page : pages) {
+      Value* docs = const_cast<Value*>(Member(page, "docs"));
+      if (docs == nullptr || !docs->IsArray()) continue;
+      for (Value& row : docs->GetArray()) {
+        auto it = found_docs.find({Text(row, "mr_source_type"), Text(row, "mr_source_id")});
+        Value copy = it == found_docs.end() ? Value(rapidjson::kNullType) : Value(*it->second, page.GetAllocator());
+        row.AddMember("mr_source", copy, page.GetAllocator());
+      }
+    }
+  }
+  // The reduce documents as they are.
+  std::vector<std::string> ids;
+  for (const auto& [key_json, key] : keys) ids.push_back(ReduceRowId(s.source, key_json));
+  std::vector<Document> found;
+  if (absl::Status st = LookUp(s.target, ids, 0, ids.size(), absl::StrCat("reading derived documents of ", s.target), found); !st.ok()) return st;
+  std::map<std::string, Value*> existing;
+  for (Document& answer : found) {
+    Value* rows = const_cast<Value*>(Member(answer, "rows"));
+    if (rows == nullptr || !rows->IsArray()) continue;
+    for (Value& row : rows->GetArray()) {
+      Value* doc = const_cast<Value*>(Member(row, "doc"));
+      if (doc && doc->IsObject()) existing[Text(row, "key")] = doc;
+    }
+  }
+  std::vector<std::string> writes;
+  std::map<std::string, Document> wanted;  // reduce document id -> what it is to hold
+  std::set<std::string> emptied;           // reduce documents of keys without rows now
+  for (auto& [key_json, key] : keys) {
+    std::string id = ReduceRowId(s.source, key_json);
+    auto it = existing.find(id);
+    const std::vector<Value*>& rows = groups[key_json];
+    if (rows.empty()) {
+      if (it != existing.end()) writes.push_back(Tombstone(*it->second));
+      emptied.insert(std::move(id));
+      continue;
+    }
+    // [[[key, row id], row], ...], written by ToJson so that numbers stay exact.
+    std::string kvs = "[";
+    for (const Value* row : rows) {
+      const Value* row_id = Member(*row, "_id");
+      absl::StrAppend(&kvs, kvs.size() > 1 ? "," : "", "[[", key_json, ",",
+                      row_id != nullptr ? couchdb::ToJson(*row_id) : "\"\"", "],", couchdb::ToJson(*row), "]");
+    }
+    kvs += "]";
+    absl::StatusOr<v1::ReduceResponse> r = cnp_.Reduce({s.handler}, kvs, false, options_.rpc_timeout);
+    if (std::optional<CallLimitError> error = OneOverCallLimit(
+            r.status(), {"the rows of this key are more", "the result of this key is", "make the handler return less"})) {
+      // That key's error, as if its handler had raised: its reduce document is left as it is.
+      RecordError(s, absl::StrCat("key ", key_json), error->type, error->message);
+      continue;
+    }
+    if (!r.ok()) {
+      return InContext(r.status(), absl::StrCat("reduce handler ", s.handler, " (", s.source, " -> ", s.target, "): "));
+    }
+    if (r->errors_size() > 0) {
+      for (const v1::FunctionError& e : r->errors()) RecordError(s, absl::StrCat("key ", key_json), e.type(), e.message());
+      continue;
+    }
+    if (r->results_size() != 1) return absl::InternalError("the service answered no reduce result");
+    absl::StatusOr<Document> value = couchdb::ParseJsonExact(r->results(0));
+    if (!value.ok()) return absl::InternalError("the service answered a reduce result that is not JSON");
+    Document& doc = wanted[id];
+    doc.SetObject();
+    doc.AddMember("_id", couchdb::StringValue(id, doc.GetAllocator()), doc.GetAllocator());
+    FillDerived(doc, doc.GetAllocator(), key, *value, s.version, s.source, batch.dropped);
+    std::string json = Desired(doc, doc.GetAllocator(), it == existing.end() ? nullptr : it->second);
+    if (!json.empty()) writes.push_back(std::move(json));
+  }
+  WarnDropped(i, batch.dropped);
+  // A reduce document written meanwhile (another writer, or someone by hand) is compared with
+  // what it holds now and written again if it differs; one deleted meanwhile is written anew.
+  return WriteRedoingConflicts(s, writes, [&](const std::string& id, Value* current) -> std::optional<std::string> {
+    if (emptied.count(id) > 0) return current != nullptr ? Tombstone(*current) : "";
+    auto it = wanted.find(id);
+    if (it == wanted.end()) return std::nullopt;
+    it->second.RemoveMember("_rev");  // the revision the first pass looked up
+    return Desired(it->second, it->second.GetAllocator(), current);
+  });
+}
+
+}  // namespace cnp::derive

@@ -1,0 +1,337 @@
+// What the deriver writes to its targets and how: _bulk_docs in parts with conflicts redone,
+// lookups split while too large, the sweep of other versions, checkpoints, writes under the
+// lease's fence, and the errors document.
+#include "client/derive/deriver.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "client/derive/deriver_parts.h"
+#include "client/derive/lease.h"
+#include "common/couchdb/json.h"
+#include "common/printable_text.h"
+
+namespace cnp::derive {
+
+using rapidjson::Document;
+using rapidjson::Value;
+
+absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vector<std::string>& docs,
+                                                       const Redo& redo) {
+  int64_t count = static_cast<int64_t>(docs.size());
+  std::vector<std::string> conflicts;
+  if (absl::Status st = BulkWrite(s.target, docs, s, &conflicts); !st.ok()) return st;
+  if (conflicts.empty()) return count;
+  std::vector<Document> found;
+  if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(),
+                               absl::StrCat("reading derived documents of ", s.target), found);
+      !st.ok()) {
+    return st;
+  }
+  std::vector<std::string> again;
+  std::set<std::string> redone;
+  for (Document& answer : found) {
+    Value* rows = const_cast<Value*>(Member(answer, "rows"));
+    if (rows == nullptr || !rows->IsArray()) continue;
+    for (Value& row : rows->GetArray()) {
+      Value* doc = const_cast<Value*>(Member(row, "doc"));
+      const std::string id = Text(row, "key");
+      std::optional<std::string> write = redo(id, doc != nullptr && doc->IsObject() ? doc : nullptr);
+      if (!write.has_value()) continue;
+      redone.insert(id);
+      if (!write->empty()) again.push_back(*std::move(write));
+    }
+  }
+  for (const std::string& id : conflicts) {
+    if (redone.count(id) == 0) {
+      RecordError(s, id, "conflict", "CouchDB refused the write as a conflict and it could not be redone");
+    }
+  }
+  count += static_cast<int64_t>(again.size()) - static_cast<int64_t>(conflicts.size());
+  if (absl::Status st = BulkWrite(s.target, again, s); !st.ok()) return st;
+  return count;
+}
+
+absl::Status Deriver::LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first,
+                             size_t end, const std::string& what, std::vector<Document>& answers) {
+  if (first >= end) return absl::OkStatus();
+  Document body(rapidjson::kObjectType);
+  auto& a = body.GetAllocator();
+  Value list(rapidjson::kArrayType);
+  for (size_t n = first; n < end; ++n) {
+    list.PushBack(couchdb::StringValue(ids[n], a), a);
+  }
+  body.AddMember("keys", list, a);
+  absl::StatusOr<Document> found = couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"),
+                                               couchdb::ToJson(body), what);
+  if (absl::IsResourceExhausted(found.status()) && end - first > 1) {
+    const size_t middle = first + (end - first) / 2;
+    if (absl::Status st = LookUp(database, ids, first, middle, what, answers); !st.ok()) return st;
+    return LookUp(database, ids, middle, end, what, answers);
+  }
+  if (!found.ok()) return found.status();
+  answers.push_back(*std::move(found));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
+  const Stage& s = declaration_.stages[i];
+  // The target's refusals are recorded as errors by the writes: counted by the difference.
+  const int64_t errors_before = progress_[i].errors;
+  // A row changed since its page was read conflicts: removed at the revision it has now,
+  // unless it was written at this version meanwhile.
+  const Redo redo = [&](const std::string&, Value* current) -> std::optional<std::string> {
+    if (current == nullptr) return "";
+    const Value* version = Member(*current, "mr_version");
+    if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) return "";
+    return Tombstone(*current);
+  };
+  std::string prefix = absl::StrCat(s.source, ":");
+  // Each page starts just after the last id of the one before (that id with U+0000 appended,
+  // the least id greater than it), not at that id with skip=1: the last row was usually just
+  // deleted, so _all_docs no longer lists it and skip=1 passed over the first row after it,
+  // which then kept its old version for good.
+  std::string start = prefix;
+  int64_t removed = 0;
+  int limit = kLookupPage;  // halved while a page is too long to read (large rows)
+  while (true) {
+    absl::StatusOr<Document> page = couch_.Get(
+        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", limit,
+                     "&startkey=", QueryString(start),
+                     "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
+        absl::StrCat("reading derived documents of ", s.target));
+    if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+      limit /= 2;
+      continue;
+    }
+    if (!page.ok()) return page.status();
+    const Value* rows = Member(*page, "rows");
+    size_t n = rows && rows->IsArray() ? rows->Size() : 0;
+    std::vector<std::string> writes;
+    for (size_t r = 0; r < n; ++r) {
+      const Value& row = (*rows)[r];
+      start = Text(row, "id");
+      start.push_back('\0');
+      const Value* doc = Member(row, "doc");
+      if (doc == nullptr || !doc->IsObject()) continue;
+      const Value* version = Member(*doc, "mr_version");
+      if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
+      writes.push_back(Tombstone(*doc));
+    }
+    absl::StatusOr<int64_t> written = WriteRedoingConflicts(s, writes, redo);
+    if (!written.ok()) return written.status();
+    removed += *written;
+    if (n < static_cast<size_t>(limit)) break;
+  }
+  if (removed > 0) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed
+         << (every_version ? " derived document(s) of the earlier database\n"
+                           : " derived document(s) of other versions\n");
+  }
+  progress_[i].written += removed;
+  return progress_[i].errors - errors_before;
+}
+
+absl::Status Deriver::CheckBulkAnswer(const Document& answer, size_t sent,
+                                      const std::string& database) {
+  const auto refuse = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(
+        "the answer to writing ", sent, " derived document(s) to ", database, "/_bulk_docs ",
+        what, ", not one result per document: what was written is unknown, so nothing is "
+        "checkpointed (the next run writes them again); is the URL a CouchDB, or a proxy "
+        "that rewrites its answers?"));
+  };
+  if (!answer.IsArray()) return refuse("is not a list");
+  if (answer.Size() != sent) return refuse(absl::StrCat("has ", answer.Size(), " results"));
+  for (const Value& result : answer.GetArray()) {
+    if (!result.IsObject() || Text(result, "id").empty() ||
+        (Text(result, "error").empty() && Text(result, "rev").empty())) {
+      return refuse("has a result that is neither a revision nor an error");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::string>& docs,
+                                const Stage& stage, std::vector<std::string>* conflicts) {
+  if (docs.empty()) return absl::OkStatus();
+  absl::StatusOr<bool> allowed = may_write_();
+  if (!allowed.ok()) return allowed.status();
+  if (!*allowed) return LeaseLostError("the lease was lost");
+  // In parts of at most kMaxCallBytes: CouchDB refuses a request past its max_http_request_size.
+  for (size_t first = 0; first < docs.size();) {
+    std::string body = "{\"docs\":[";
+    size_t end = first;
+    while (end < docs.size() && (end == first || body.size() + docs[end].size() <= kMaxCallBytes)) {
+      absl::StrAppend(&body, end > first ? "," : "", docs[end]);
+      ++end;
+    }
+    body += "]}";
+    const size_t sent = end - first;
+    first = end;
+    absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+                                                  absl::StrCat("writing derived documents to ", database));
+    if (!answer.ok()) return answer.status();
+    // CouchDB answers one result per document, in order, each a new revision or an error. An
+    // answer that is not that (a proxy's {"ok":true}, an empty list) says nothing of what was
+    // written: taken as success, the rows it lost would have been checkpointed past for good.
+    if (absl::Status checked = CheckBulkAnswer(*answer, sent, database); !checked.ok()) {
+      return checked;
+    }
+    for (const Value& result : answer->GetArray()) {
+      std::string error = Text(result, "error");
+      if (error == "conflict" && conflicts != nullptr) {
+        conflicts->push_back(Text(result, "id"));
+      } else if (!error.empty()) {
+        RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::SaveCheckpoint(size_t i) {
+  const Stage& s = declaration_.stages[i];
+  Checkpoint& c = checkpoints_[i];
+  Document doc(rapidjson::kObjectType);
+  auto& a = doc.GetAllocator();
+  if (!c.rev.empty()) doc.AddMember("_rev", couchdb::StringValue(c.rev, a), a);
+  doc.AddMember("seq", couchdb::StringValue(progress_[i].seq, a), a);
+  doc.AddMember("version", s.version, a);
+  doc.AddMember("handler", couchdb::StringValue(s.handler, a), a);
+  doc.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
+  doc.AddMember("sweep", c.sweep || c.sweep_next_run, a);
+  if (!c.source_id.empty()) doc.AddMember("source_id", couchdb::StringValue(c.source_id, a), a);
+  doc.AddMember("updated_at_ms", absl::ToUnixMillis(absl::Now()), a);
+  absl::StatusOr<Document> answer = FencedWrite("PUT", LocalDocPath(s.target, CheckpointId(declaration_.name, s)),
+                                                couchdb::ToJson(doc), "writing a checkpoint");
+  if (!answer.ok()) return answer.status();
+  c.rev = Text(*answer, "rev");
+  if (!c.old_rev.empty()) {
+    // Left behind, it would be resumed from again whenever the new one is removed (to start the
+    // stage over, say). Failing to remove it costs no derived data: the run goes on.
+    const std::string old_id = *OldCheckpointId(declaration_.name, s);
+    absl::StatusOr<Document> removed =
+        FencedWrite("DELETE", absl::StrCat(LocalDocPath(s.target, old_id), "?rev=",
+                                           couchdb::CouchClient::EscapeSegment(c.old_rev)),
+                    "", "removing the checkpoint at its earlier id");
+    if (IsLeaseLost(removed.status())) return removed.status();
+    if (!removed.ok()) {
+      log_ << "cnp derive: " << s.source << " -> " << s.target << ": the checkpoint _local/" << old_id
+           << " of an earlier release stays: " << Printable(removed.status().message()) << "\n";
+    }
+    c.old_rev.clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Document> Deriver::FencedWrite(absl::string_view method, const std::string& path,
+                                              absl::string_view json, absl::string_view what) {
+  std::optional<absl::Duration> timeout;
+  if (options_.fence != nullptr) {
+    absl::StatusOr<absl::Duration> budget = options_.fence->WriteBudget();
+    if (!budget.ok()) return budget.status();
+    timeout = *budget;
+  }
+  absl::StatusOr<Document> answer = method == "POST" ? couch_.Post(path, json, what, timeout)
+                                    : method == "PUT" ? couch_.Put(path, json, what, timeout)
+                                                      : couch_.Delete(path, what, timeout);
+  if (options_.fence != nullptr && absl::IsUnavailable(answer.status())) {
+    // Given up on, or cut off at the lease's deadline: CouchDB may apply it yet, which the
+    // next holder is told to wait out. Past the deadline, the lease is as good as lost.
+    options_.fence->Unanswered();
+    if (absl::StatusOr<absl::Duration> after = options_.fence->WriteBudget(); !after.ok()) {
+      return LeaseLostError(absl::StrCat(answer.status().message(), "; ", after.status().message()));
+    }
+  }
+  return answer;
+}
+
+void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
+                          const std::string& message) {
+  // The id, type and message come from documents and handlers: escaped, they cannot forge a
+  // line of this log or drive the terminal.
+  if (!error_log_limit_.Allow(absl::Now())) {
+    // Counted and recorded below, not logged.
+  } else if (type == kUnreadableType) {
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped "
+         << Printable(doc_id) << " (not passed to " << stage.handler << "): " << type << ": "
+         << Printable(message) << "\n";
+  } else {
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
+         << " failed on " << Printable(doc_id) << ": " << Printable(type) << ": "
+         << Printable(message) << "\n";
+  }
+  ++progress_[&stage - declaration_.stages.data()].errors;
+  Document e(rapidjson::kObjectType);
+  auto& a = e.GetAllocator();
+  e.AddMember("doc_id", couchdb::StringValue(doc_id, a), a);
+  e.AddMember("source", couchdb::StringValue(stage.source, a), a);
+  e.AddMember("target", couchdb::StringValue(stage.target, a), a);
+  e.AddMember("handler", couchdb::StringValue(stage.handler, a), a);
+  e.AddMember("type", couchdb::StringValue(type, a), a);
+  e.AddMember("message", couchdb::StringValue(message, a), a);
+  e.AddMember("at_ms", absl::ToUnixMillis(absl::Now()), a);
+  new_errors_.push_back(couchdb::ToJson(e));
+}
+
+void Deriver::WarnDropped(size_t i, const std::set<std::string>& dropped) {
+  std::set<std::string>& warned = warned_dropped_[i];
+  std::vector<std::string> fresh;
+  for (const std::string& name : dropped) {
+    if (warned.insert(name).second) fresh.push_back(Printable(name));
+  }
+  if (fresh.empty()) return;
+  const Stage& s = declaration_.stages[i];
+  log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: " << s.handler
+       << " returned " << (fresh.size() == 1 ? "a field" : "fields") << " of its "
+       << (s.reduce ? "result" : "rows' values") << " that derived documents cannot hold ("
+       << absl::StrJoin(fresh, ", ")
+       << "): a name starting with _ is CouchDB's and one starting with mr_ is the provenance's, "
+          "so they are left out of the derived documents (the rest is written); rename them in "
+          "the handler\n";
+}
+
+void Deriver::LogErrorsLeftOut(bool final) {
+  const int64_t left_out = error_log_limit_.TakeLeftOut(absl::Now(), final);
+  if (left_out == 0) return;
+  log_ << "cnp derive: " << left_out << " more handler error(s) not logged (at most "
+       << ErrorLogLimit::kBurst << " a minute are); each is counted in the progress line, and the last "
+       << options_.max_recorded_errors << " are in _local/cnp-derive:" << declaration_.name << ":errors\n";
+}
+
+absl::Status Deriver::FlushErrors() {
+  LogErrorsLeftOut(/*final=*/false);
+  if (new_errors_.empty()) return absl::OkStatus();
+  std::string path = LocalDocPath(home_, absl::StrCat("cnp-derive:", declaration_.name, ":errors"));
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<std::optional<Document>> current = couch_.GetIfExists(path, "reading the errors document");
+    if (!current.ok()) return current.status();
+    Document doc(rapidjson::kObjectType);
+    auto& a = doc.GetAllocator();
+    Value errors(rapidjson::kArrayType);
+    if (current->has_value()) {
+      if (std::string rev = Text(**current, "_rev"); !rev.empty()) doc.AddMember("_rev", couchdb::StringValue(rev, a), a);
+      if (const Value* old = Member(**current, "errors"); old && old->IsArray()) {
+        for (const Value& e : old->GetArray()) errors.PushBack(Value(e, a), a);
+      }
+    }
+    for (const std::string& json : new_errors_) {
+      absl::StatusOr<Document> e = couchdb::ParseJson(json);
+      if (e.ok()) errors.PushBack(Value(*e, a), a);
+    }
+    while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
+    doc.AddMember("errors", errors, a);
+    absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the errors document");
+    if (absl::IsAborted(answer.status())) continue;
+    if (!answer.ok()) return answer.status();
+    flushed_errors_ += static_cast<int64_t>(new_errors_.size());
+    new_errors_.clear();
+    return absl::OkStatus();
+  }
+  return absl::AbortedError("the errors document kept changing while it was written");
+}
+
+}  // namespace cnp::derive
