@@ -46,11 +46,11 @@ void AsyncQuerySession::EndListInBackground(std::unique_ptr<pool::AsyncWorkerLea
 }
 
 asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
-    std::string_view line) {
+    std::string_view line, std::string* owner) {
   StopIdleListWatch();
   cut_by_shutdown_ = absl::OkStatus();
   executor_ = co_await asio::this_coro::executor;
-  const bool answered = co_await Drive(protocol_.Handle(line));
+  const bool answered = co_await Drive(protocol_.Handle(line, owner));
   protocol_.ReleaseLargeBuffers();
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
@@ -146,7 +146,7 @@ asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
       LogFunctionLines(reply->function_logs());
       CountFunctionErrors(*reply, metrics::CountFunctionError);
     }
-    step = protocol_.Resume(reply);
+    step = protocol_.Resume(std::move(reply));
   }
   if (!protocol_.list_in_progress()) lease_.reset();
   co_return std::get<QueryProtocol::Answer>(step).output;

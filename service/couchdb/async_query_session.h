@@ -58,8 +58,9 @@ class AsyncQuerySession {
 
   // Answers one line CouchDB wrote (without its newline), which must stay valid until the
   // answer: nothing for "reset" (see QueryProtocol::Answer), else exactly one SessionOutput;
-  // when its `exit` is set the session is over.
-  asio::awaitable<std::optional<v1::SessionOutput>> Handle(std::string_view line);
+  // when its `exit` is set the session is over. `owner`: as QueryProtocol::Handle's.
+  asio::awaitable<std::optional<v1::SessionOutput>> Handle(std::string_view line,
+                                                           std::string* owner = nullptr);
 
   // Await before destroying the session when it may be in a list: the list's function is given
   // the end of its rows, so its worker goes back to the pool ready.

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "service/common/absl_view.h"
@@ -18,6 +19,12 @@ namespace {
 using worker::v1::Failure;
 using worker::v1::Reply;
 using worker::v1::Task;
+
+// A map's rows at least this long are moved into the answer; shorter ones are copied into a
+// line kept from earlier answers, which costs no allocation.
+constexpr size_t kMovedRowsBytes = 64 << 10;
+// The same for a map_doc's document, taken from its line when the caller gives the line up.
+constexpr size_t kMovedDocBytes = 64 << 10;
 using Step = QueryProtocol::Step;
 using Answer = QueryProtocol::Answer;
 
@@ -142,7 +149,9 @@ std::optional<v1::DesignFunctionKind> FunctionKindOf(DesignSection section) {
 
 }  // namespace
 
-QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
+QueryProtocol::Step QueryProtocol::Handle(std::string_view line, std::string* owner) {
+  line_owner_ = owner;
+  absl::Cleanup forget_owner = [this] { line_owner_ = nullptr; };
   last_line_bytes_ = line.size();
   output_.Clear();  // keeps its strings' buffers for this answer
   ran_out_of_memory_ = false;
@@ -180,7 +189,7 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line) {
   return Dispatch(command);
 }
 
-QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
+QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply> reply) {
   // A worker asks to be replaced after a MemoryError (worker.proto's `recycle`). What the
   // MemoryError cost is unknown - a map's rows may be missing, and an empty row means "this
   // document emits nothing" to CouchDB for good - so the answer is an error, which has CouchDB
@@ -195,8 +204,9 @@ QueryProtocol::Step QueryProtocol::Resume(const absl::StatusOr<Reply>& reply) {
   if (cap_note.empty()) {
     step = then(reply);
   } else {
-    step = then(absl::Status(reply.status().code(),
-                             absl::StrCat(reply.status().message(), cap_note)));
+    absl::StatusOr<Reply> noted =
+        absl::Status(reply.status().code(), absl::StrCat(reply.status().message(), cap_note));
+    step = then(noted);
   }
   if (ran_out_of_memory_ && std::holds_alternative<Answer>(step)) {
     ran_out_of_memory_ = false;
@@ -395,12 +405,26 @@ QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
 
 QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
   if (map_task_.map().functions().empty()) return Say("[]");
-  map_task_.mutable_map()->mutable_docs(0)->assign(doc.data(), doc.size());
+  TakeDocument(doc, *map_task_.mutable_map()->mutable_docs(0));
   return Run(map_task_, On::kAnyWorker,
-             [this](const absl::StatusOr<Reply>& reply) { return Mapped(reply); });
+             [this](absl::StatusOr<Reply>& reply) { return Mapped(reply); });
 }
 
-QueryProtocol::Step QueryProtocol::Mapped(const absl::StatusOr<Reply>& reply) {
+void QueryProtocol::TakeDocument(std::string_view doc, std::string& into) {
+  std::string* line = line_owner_;
+  // Small documents are copied into the task's buffer, kept from line to line: no allocation.
+  if (line == nullptr || doc.size() < kMovedDocBytes || doc.data() < line->data() ||
+      doc.data() + doc.size() > line->data() + line->size()) {
+    into.assign(doc.data(), doc.size());
+    return;
+  }
+  const size_t offset = static_cast<size_t>(doc.data() - line->data());
+  line->resize(offset + doc.size());
+  line->erase(0, offset);
+  into.swap(*line);
+}
+
+QueryProtocol::Step QueryProtocol::Mapped(absl::StatusOr<Reply>& reply) {
   // The hot path hands the worker everything between "map_doc" and the closing bracket, so
   // a line with arguments after the document (["map_doc",{doc},"extra"]) reached it as one
   // text that is not a document: bad_input, where couchjs maps the document and ignores the
@@ -411,7 +435,7 @@ QueryProtocol::Step QueryProtocol::Mapped(const absl::StatusOr<Reply>& reply) {
       std::string alone(*first);
       map_task_.mutable_map()->mutable_docs(0)->swap(alone);
       return Run(map_task_, On::kAnyWorker,
-                 [this](const absl::StatusOr<Reply>& again) { return Mapped(again); });
+                 [this](absl::StatusOr<Reply>& again) { return Mapped(again); });
     }
   }
   const Reply* usable = Usable(reply, output_);
@@ -431,8 +455,14 @@ QueryProtocol::Step QueryProtocol::Mapped(const absl::StatusOr<Reply>& reply) {
     output_.add_lines(LogLine(message));
   }
   for (; logged < result.logs_size(); ++logged) output_.add_lines(LogLine(result.logs(logged)));
-  // Into a line's buffer kept from earlier answers: no allocation per document.
-  output_.add_lines()->assign(result.rows());
+  // Into a line's buffer kept from earlier answers: no allocation per document. Large rows
+  // are moved instead: a copy would hold them twice while the answer is built.
+  std::string& line = *output_.add_lines();
+  if (result.rows().size() > kMovedRowsBytes) {
+    line.swap(*reply->mutable_map()->mutable_results(0)->mutable_rows());
+  } else {
+    line.assign(result.rows());
+  }
   return Answer{};
 }
 

@@ -130,9 +130,11 @@ class QueryProtocol {
   QueryProtocol& operator=(const QueryProtocol&) = delete;
 
   // Starts answering one line CouchDB wrote (without its newline). Nothing of `line` is kept.
-  Step Handle(std::string_view line);
+  // `owner`, if given, is the string `line` views, which the caller gives up: a large map_doc's
+  // document is then moved out of it, not copied (the copy would hold it twice while mapped).
+  Step Handle(std::string_view line, std::string* owner = nullptr);
   // Continues with the reply to the last RunTask.
-  Step Resume(const absl::StatusOr<worker::v1::Reply>& reply);
+  Step Resume(absl::StatusOr<worker::v1::Reply> reply);
   // The answer to the last line, once Handle or Resume returned an Answer with output; valid
   // (and the caller's to change) until the next Handle. Its buffers are reused from line to
   // line, so a driver that writes it out in place allocates nothing per document.
@@ -185,7 +187,8 @@ class QueryProtocol {
   using Reply = worker::v1::Reply;
   using Task = worker::v1::Task;
   // What to make of a task's reply.
-  using Continuation = absl::AnyInvocable<Step(const absl::StatusOr<Reply>&)>;
+  // The reply is the continuation's to take from (a large map row is moved, not copied).
+  using Continuation = absl::AnyInvocable<Step(absl::StatusOr<Reply>&)>;
 
   // Clears task_ for the next command's task, its answer bounded (Options::max_answer_bytes).
   void NewTask();
@@ -201,7 +204,9 @@ class QueryProtocol {
   Step Reset(const command::Reset& reset);
   Step AddFun(const command::AddFun& add_fun);
   Step MapDoc(std::string_view doc);
-  Step Mapped(const absl::StatusOr<Reply>& reply);
+  // The document, moved out of line_owner_ when it is large and held there.
+  void TakeDocument(std::string_view doc, std::string& into);
+  Step Mapped(absl::StatusOr<Reply>& reply);
   Step Reduce(command::Reduce& reduce);
   Step DesignDocNew(const command::DesignDocNew& ddoc);
   Step DesignDocCall(const command::DesignDocCall& call);
@@ -224,6 +229,7 @@ class QueryProtocol {
   // The map functions added since the last reset, as a map task with one document slot that
   // every map_doc reuses.
   Task map_task_;
+  std::string* line_owner_ = nullptr;  // Handle's `owner`, while Handle runs
   size_t last_line_bytes_ = 0;  // of the line Handle read last (ReleaseLargeBuffers)
   // The task of any other command in flight (one line is answered at a time).
   Task task_;

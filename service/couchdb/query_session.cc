@@ -27,7 +27,7 @@ bool QuerySession::Drive(QueryProtocol::Step step) {
     absl::StatusOr<worker::v1::Reply> reply = Run(*run);
     // Every reply of the session arrives here, so each function error is counted once.
     if (reply.ok() && function_errors_) CountFunctionErrors(*reply, function_errors_);
-    step = protocol_.Resume(reply);
+    step = protocol_.Resume(std::move(reply));
   }
   if (!protocol_.list_in_progress()) lease_.reset();
   protocol_.ReleaseLargeBuffers();

@@ -214,6 +214,7 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Continue() {
     if (ec) co_return IoFailure(ec, "writing the task");
     exchange_.written = out_.size();
   }
+  ReleaseSentTask();
   // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
   // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
   // readable.
@@ -253,6 +254,7 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
   if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("writing the task"));
   exchange_.written = sent < 0 ? 0 : static_cast<size_t>(sent);
   if (exchange_.written < out_.size()) return QuickExchange(Outcome::kPending);
+  ReleaseSentTask();
 
   const absl::Time until = absl::Now() + wait;
   // The worker has only just been given the task: nothing is read before the socket says
@@ -284,11 +286,18 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
   return done(ParseReply());
 }
 
+// One large call must not leave every worker's buffers holding its size for good.
+constexpr size_t kKeptBufferBytes = 1 << 20;
+
 void ProcessWorker::ReleaseLargeBuffers() {
-  // One large call must not leave every worker's buffers holding its size for good.
-  constexpr size_t kKeepBytes = 1 << 20;
-  if (frame_.capacity() > kKeepBytes) std::string().swap(frame_);
-  if (out_.capacity() > kKeepBytes) std::string().swap(out_);
+  if (frame_.capacity() > kKeptBufferBytes) std::string().swap(frame_);
+  ReleaseSentTask();
+}
+
+void ProcessWorker::ReleaseSentTask() {
+  // A large task's frame goes as soon as the worker has it, not with its reply: the reply may
+  // be as large again, and be long in coming.
+  if (out_.capacity() > kKeptBufferBytes) std::string().swap(out_);
 }
 
 asio::awaitable<absl::Status> ProcessWorker::SendWithDescriptors(const Task& task,

@@ -89,6 +89,8 @@ class ProcessWorker final : public Worker {
   bool TryReap();
   // Frees the send and receive buffers when a large task or reply has grown them.
   void ReleaseLargeBuffers();
+  // Frees the send buffer, when a large task has grown it, once the worker has the task.
+  void ReleaseSentTask();
 
   // The exchange in progress: how much of the task (in out_) is written, of the reply (in
   // frame_) read.

@@ -30,7 +30,9 @@ class QuerySessionHandler final : public SessionHandler {
 
   asio::awaitable<absl::StatusOr<std::optional<v1::SessionOutput>>> Handle(
       v1::SessionInput& input) override {
-    std::optional<v1::SessionOutput> output = co_await session_.Handle(input.line());
+    // The line is the session's to take from: a large document is moved to its worker's task.
+    std::optional<v1::SessionOutput> output =
+        co_await session_.Handle(input.line(), input.mutable_line());
     // The server is stopping and cut the command's work (--shutdown-grace): the stream ends
     // UNAVAILABLE with no answer, so the adapter replays the session and the command on
     // another stream (another replica, or the server that replaces this one), as when a stream

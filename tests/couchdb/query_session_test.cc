@@ -5,12 +5,15 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "service/couchdb/query_protocol.h"
 #include "tests/couchdb/session_lines.h"
 
 namespace cnp::couchdb {
@@ -759,6 +762,47 @@ TEST_F(QuerySessionTest, HugeDocumentPassesThroughWhole) {
   };
   EXPECT_THAT(Send(absl::StrCat("[\"map_doc\",", doc, "]")), ElementsAre("[[]]"));
   EXPECT_EQ(runner_.tasks.back().map().docs(0), doc);
+}
+
+// The server's Session stream gives each line up to the protocol: a large document is moved
+// into the worker's task and a large row out of the worker's reply, each held once, not twice
+// (tests/security/limits/call_memory_test measures what that saves).
+TEST(QueryProtocolTest, ALargeDocumentAndItsRowsAreMovedNotCopied) {
+  QueryProtocol protocol(QueryProtocol::Options{});
+  const auto answer = [&](QueryProtocol::Step step) {
+    return std::holds_alternative<QueryProtocol::Answer>(step) &&
+           std::get<QueryProtocol::Answer>(step).output;
+  };
+  ASSERT_TRUE(std::holds_alternative<QueryProtocol::RunTask>(
+      protocol.Handle(R"(["add_fun","fns.a"])")));
+  ASSERT_TRUE(answer(protocol.Resume(ReplyFromText(kResolved))));
+
+  const std::string doc =
+      absl::StrCat(R"({"_id":"big","blob":")", std::string(1 << 20, 'z'), "\"}");
+  std::string line = absl::StrCat("[\"map_doc\",", doc, "]");
+  const char* const line_bytes = line.data();
+  QueryProtocol::Step step = protocol.Handle(line, &line);
+  const auto* run = std::get_if<QueryProtocol::RunTask>(&step);
+  ASSERT_NE(run, nullptr);
+  EXPECT_EQ(run->task->map().docs(0), doc);
+  EXPECT_EQ(run->task->map().docs(0).data(), line_bytes);
+
+  Reply reply;
+  std::string* rows = reply.mutable_map()->add_results()->mutable_rows();
+  *rows = absl::StrCat(R"([[["big",")", std::string(1 << 20, 'r'), "\"]]]");
+  const std::string expected = *rows;
+  const char* const rows_bytes = rows->data();
+  ASSERT_TRUE(answer(protocol.Resume(std::move(reply))));
+  ASSERT_EQ(protocol.output().lines_size(), 1);
+  EXPECT_EQ(protocol.output().lines(0), expected);
+  EXPECT_EQ(protocol.output().lines(0).data(), rows_bytes);
+
+  // Without the line given up, the same document is copied and answered alike.
+  const std::string kept = absl::StrCat("[\"map_doc\",", doc, "]");
+  step = protocol.Handle(kept);
+  run = std::get_if<QueryProtocol::RunTask>(&step);
+  ASSERT_NE(run, nullptr);
+  EXPECT_EQ(run->task->map().docs(0), doc);
 }
 
 TEST_F(QuerySessionTest, AddLibIsAccepted) {
