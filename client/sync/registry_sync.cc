@@ -38,6 +38,26 @@ bool AffectsEverything(const absl::Status& status) {
          absl::IsResourceExhausted(status);
 }
 
+// Of those, what no retry cures: the credentials refused, an answer over the size limit. A
+// follower ends on them; CouchDB unreachable (a restart) is waited out.
+bool EndsFollowing(const absl::Status& status) {
+  return absl::IsUnauthenticated(status) || absl::IsResourceExhausted(status);
+}
+
+// What trying again cannot change (two registry entries disagreeing, no permission) waits for
+// the next event or registry change instead.
+bool WorthRetrying(const absl::Status& status) {
+  return !status.ok() && !absl::IsFailedPrecondition(status) &&
+         !absl::IsInvalidArgument(status) && !absl::IsPermissionDenied(status);
+}
+
+// The next try of something that failed: after a delay that doubles from `first` up to `max`.
+void Reschedule(std::optional<absl::Duration> previous, absl::Duration first, absl::Duration max,
+                absl::Time& at, absl::Duration& delay) {
+  delay = previous.has_value() ? std::min(*previous * 2, max) : first;
+  at = absl::Now() + delay;
+}
+
 absl::string_view StringField(const rapidjson::Value& object, const char* name) {
   return ::cnp::couchdb::StringMember(object, name);
 }
@@ -315,6 +335,7 @@ bool RegistrySync::Stopping() const {
 }
 
 absl::Status RegistrySync::SyncAll() {
+  pass_finished_ = false;
   if (absl::Status loaded = LoadRegistry(); !loaded.ok()) {
     EmitProblem(v1::UploadProblem::ERROR, loaded, registry_, "");
     return loaded;
@@ -333,8 +354,9 @@ absl::Status RegistrySync::SyncAll() {
     if (!status.ok() && first_error.ok()) first_error = status;
     // While following, a database that failed now is tried again like one that failed on its
     // event; --once reports it in the exit status and never looks at the retries.
-    ScheduleRetry(database, status);
+    ScheduleRetry(database, status, /*full_pass=*/true);
   }
+  pass_finished_ = true;
   return first_error;
 }
 
@@ -725,28 +747,48 @@ absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {
 absl::Status RegistrySync::CheckDatabase(const std::string& database) {
   last_checked_[database] = absl::Now();
   recheck_at_.erase(database);
-  absl::Status status = SyncDatabase(database);
-  if (AffectsEverything(status)) return status;
-  ScheduleRetry(database, status);
-  return absl::OkStatus();
+  const auto retry = retry_.find(database);
+  const bool full_pass = retry != retry_.end() && retry->second.full_pass;
+  absl::Status status = SyncDatabase(database, full_pass);
+  ScheduleRetry(database, status, full_pass);
+  return AffectsEverything(status) ? status : absl::OkStatus();
 }
 
-void RegistrySync::ScheduleRetry(const std::string& database, const absl::Status& status) {
-  // What trying again cannot change (two registry entries disagreeing, no permission) waits
-  // for the next event or registry change instead.
-  if (status.ok() || absl::IsFailedPrecondition(status) || absl::IsInvalidArgument(status) ||
-      absl::IsPermissionDenied(status)) {
+void RegistrySync::ScheduleRetry(const std::string& database, const absl::Status& status,
+                                 bool full_pass) {
+  if (!WorthRetrying(status)) {
     retry_.erase(database);
     return;
   }
-  const absl::Time now = absl::Now();
-  auto [it, first] = retry_.try_emplace(database, Retry{now, options_.first_retry_delay});
-  if (!first) it->second.delay = std::min(it->second.delay * 2, options_.max_retry_delay);
-  it->second.at = now + it->second.delay;
+  auto [it, first] = retry_.try_emplace(database);
+  Reschedule(first ? std::nullopt : std::optional(it->second.delay), options_.first_retry_delay,
+             options_.max_retry_delay, it->second.at, it->second.delay);
+  it->second.full_pass = it->second.full_pass || full_pass;
+}
+
+absl::Status RegistrySync::PassWhileFollowing() {
+  absl::Status status = SyncAll();
+  // A database that failed in a finished pass has its own retry.
+  if (pass_finished_ || Stopping() || !WorthRetrying(status)) {
+    pass_retry_.reset();
+  } else {
+    if (EndsFollowing(status)) return status;
+    Retry next;
+    Reschedule(pass_retry_.has_value() ? std::optional(pass_retry_->delay) : std::nullopt,
+               options_.first_retry_delay, options_.max_retry_delay, next.at, next.delay);
+    pass_retry_ = next;
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::Status(status.code(),
+                             absl::StrCat("the pass over every database did not finish (",
+                                          status.message(), "); it is done again in ",
+                                          absl::FormatDuration(next.delay))),
+                "", "");
+  }
+  return absl::OkStatus();
 }
 
 absl::Time RegistrySync::NextDue() const {
-  absl::Time next = absl::InfiniteFuture();
+  absl::Time next = pass_retry_.has_value() ? pass_retry_->at : absl::InfiniteFuture();
   for (const auto& [database, at] : recheck_at_) next = std::min(next, at);
   for (const auto& [database, retry] : retry_) next = std::min(next, retry.at);
   return next;
@@ -754,6 +796,8 @@ absl::Time RegistrySync::NextDue() const {
 
 absl::Status RegistrySync::CheckDue() {
   const absl::Time now = absl::Now();
+  // A pass goes through every database: what was due is done with it.
+  if (pass_retry_.has_value() && pass_retry_->at <= now) return PassWhileFollowing();
   std::set<std::string> due;
   for (const auto& [database, at] : recheck_at_) {
     if (at <= now) due.insert(database);
@@ -763,7 +807,10 @@ absl::Status RegistrySync::CheckDue() {
   }
   for (const std::string& database : due) {
     if (Stopping()) return absl::OkStatus();
-    if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+    // CouchDB gone: the rest stay due, for the next time round.
+    if (absl::Status status = CheckDatabase(database); !status.ok()) {
+      return EndsFollowing(status) ? status : absl::OkStatus();
+    }
   }
   return absl::OkStatus();
 }
@@ -776,11 +823,7 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
     EmitProblem(v1::UploadProblem::ERROR, since.status(), "", "");
     return since.status();
   }
-  if (absl::Status first = SyncAll(); absl::IsCancelled(first) && Stopping()) {
-    return absl::OkStatus();
-  } else if (!first.ok() && AffectsEverything(first)) {
-    return first;
-  }
+  if (absl::Status first = PassWhileFollowing(); !first.ok()) return first;
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   absl::Duration retry_delay = options_.first_retry_delay;
   bool warned_no_last_seq = false;
@@ -855,22 +898,20 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
         recheck_at_.erase(database);
         retry_.erase(database);
       } else if (type == "created") {
-        if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+        if (absl::Status status = CheckDatabase(database); EndsFollowing(status)) return status;
       } else if (type == "updated" && (!Matching(database).empty() || !Matching(database, true).empty())) {
         // A design document edited or deleted by hand is put back; a database that changes
         // all the time is looked at once per recheck_interval.
         auto last = last_checked_.find(database);
         if (last == last_checked_.end() || absl::Now() - last->second >= options_.recheck_interval) {
-          if (absl::Status status = CheckDatabase(database); !status.ok()) return status;
+          if (absl::Status status = CheckDatabase(database); EndsFollowing(status)) return status;
         } else if (retry_.count(database) == 0) {
           recheck_at_.emplace(database, last->second + options_.recheck_interval);
         }
       }
     }
     if (registry_changed) {
-      absl::Status status = SyncAll();
-      if (absl::IsCancelled(status) && Stopping()) return absl::OkStatus();
-      if (!status.ok() && AffectsEverything(status)) return status;
+      if (absl::Status status = PassWhileFollowing(); !status.ok()) return status;
     }
     const std::string before = *since;
     if (!updates->HasMember("last_seq") && !warned_no_last_seq) {

@@ -95,12 +95,16 @@ class RegistrySync {
   // database whose sync failed (a clustered database still being created answers 500 for a
   // moment), in a full pass or on its event, is tried again after a delay growing from
   // first_retry_delay to max_retry_delay.
-  // Returns when `keep_going` says false (asked after each poll, and while waiting to poll again), or on an
-  // error that retrying cannot change: _db_updates answered 400, 401, 403, 404 or 405, or a
-  // pass that affects everything. A poll that failed otherwise (CouchDB restarting: no answer,
-  // a 5xx; a malformed answer) is a warning, and is asked again from the same position after
-  // a delay that grows from first_retry_delay to max_retry_delay (a failure in one database
-  // is reported and following goes on).
+  // A pass that could not finish (the registry or the list of databases unreadable, CouchDB
+  // gone mid-way) is done again after such a delay, and a database that failed in a full pass
+  // is tried again as part of one (copies no longer targeted are taken out then too).
+  // Returns when `keep_going` says false (asked after each poll, and while waiting to poll
+  // again), or on an error that retrying cannot change: _db_updates answered 400, 401, 403,
+  // 404 or 405, or CouchDB refused the credentials or sent an answer over the size limit.
+  // A poll that failed otherwise (CouchDB restarting: no answer, a 5xx; a malformed answer)
+  // is a warning, and is asked again from the same position after a delay that grows from
+  // first_retry_delay to max_retry_delay (a failure in one database is reported and
+  // following goes on).
   absl::Status Follow(const std::function<bool()>& keep_going);
 
   // The registered design documents that target `database` (with `removed`, the entries
@@ -126,15 +130,20 @@ class RegistrySync {
   absl::Status SyncDatabase(const std::string& database, bool full_pass = false);
   // The names of the registry's entries, live and removed.
   std::set<std::string> RegisteredNames() const;
-  // While following: SyncDatabase, a failure put in retry_ (its error has been emitted). An
-  // error only when it affects everything.
+  // While following: SyncDatabase (a full pass's, when it is the retry of one), a failure
+  // put in retry_ (its error has been emitted). An error only when it affects everything.
   absl::Status CheckDatabase(const std::string& database);
-  // After a sync of `database` (not one that affects everything): a failure that retrying may
-  // cure is tried again after a growing delay (retry_); success or any other failure clears it.
-  void ScheduleRetry(const std::string& database, const absl::Status& status);
-  // The checks of retry_ and recheck_at_ that are due.
+  // After a sync of `database`: a failure that retrying may cure is tried again after a
+  // growing delay (retry_), as part of a full pass if it failed in one (or its earlier try
+  // did); success or any other failure clears it.
+  void ScheduleRetry(const std::string& database, const absl::Status& status,
+                     bool full_pass = false);
+  // While following: SyncAll. One that did not finish, for a reason retrying may cure, is
+  // done again after a growing delay (pass_retry_). An error only when following must end.
+  absl::Status PassWhileFollowing();
+  // The checks of retry_, recheck_at_ and pass_retry_ that are due.
   absl::Status CheckDue();
-  // The earliest time in retry_ and recheck_at_; InfiniteFuture when they are empty.
+  // The earliest of them; InfiniteFuture when there are none.
   absl::Time NextDue() const;
   // Whether CouchDB now answers 404 for `database` itself: a write's NOT_FOUND was the
   // database going away, not a document missing.
@@ -178,8 +187,12 @@ class RegistrySync {
   struct Retry {
     absl::Time at;
     absl::Duration delay;
+    bool full_pass = false;  // it failed in a full pass: retried as part of one
   };
   std::map<std::string, Retry> retry_;
+  // Whether the last SyncAll went through every database; when not, its retry while following.
+  bool pass_finished_ = false;
+  std::optional<Retry> pass_retry_;
 };
 
 }  // namespace cnp::client::sync

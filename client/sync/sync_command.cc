@@ -41,7 +41,9 @@ no cnp service: it talks to CouchDB itself, with the credentials below. Followin
 _db_updates needs a server admin and CouchDB 2 or later. A poll of _db_updates that fails for
 a reason retrying may cure (CouchDB restarting, a 5xx, a proxy's page) is a warning and is
 tried again from the same position after a growing delay (0.5s, doubling up to 30s); an answer
-of 400, 401, 403, 404 or 405 ends the run with exit status 1.
+of 400, 401, 403, 404 or 405 ends the run with exit status 1. A database whose sync failed, and
+a full pass that could not finish (the registry unreadable, CouchDB gone mid-way), are tried
+again after the same delays; credentials refused end the run.
 
 Options:
   --once                    one pass over the existing databases, then exit
@@ -221,6 +223,9 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
                               : " once the database in hand was done; the next run catches up")
            << "\n";
     if (pass_cut_short) return 128 + signal;
+    // A follower stopped as asked: the errors on its way were reported as they came, and the
+    // next run catches up with what they left.
+    if (!one_pass && status.ok()) return 0;
   }
   return status.ok() && tally.errors == 0 ? 0 : 1;
 }

@@ -143,6 +143,8 @@ struct FollowScript {
   // The version of the registry's one entry (RegistryAllDocs), given how many long polls
   // have been answered.
   std::function<int(int polls)> registry_version = [](int) { return 123; };
+  // When set, answers the registry's reading instead (RegistryAllDocs for its entry).
+  std::function<ScriptedResponse(int polls)> registry;
   // Answers the `n`th long poll of _db_updates ("GET target" in `call`).
   std::function<ScriptedResponse(const std::string& call, int n)> poll;
   // Answers any other request ("METHOD target" in `call`); when unset, Unexpected(call).
@@ -183,6 +185,7 @@ ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScr
     }
     if (call == "GET /_all_dbs") return {200, script.all_dbs};
     if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+      if (script.registry) return script.registry(polls);
       return {200, RegistryAllDocs(script.registry_version(polls))};
     }
     if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) return script.poll(call, ++polls);
@@ -462,6 +465,96 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedInTheFirstPassIsTriedAgain) {
   ASSERT_TRUE(status.ok()) << status;
   absl::MutexLock lock(&mu);
   EXPECT_EQ(puts, 3);
+}
+
+// Options for a test's follower: short polls, and retries at once.
+client::sync::RegistrySync::Options QuickFollower() {
+  client::sync::RegistrySync::Options options;
+  options.poll_timeout = absl::Milliseconds(20);
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(2);
+  return options;
+}
+
+ScriptedResponse NothingNew(const std::string&, int) {
+  return {200, R"({"results": [], "last_seq": "2"})"};
+}
+
+// The registry changed, and reading it again failed (CouchDB restarting answers 500): it is
+// read again after a delay. Before, the failure was logged and the databases kept the old
+// version until the registry happened to change again.
+TEST(FollowTest, ARegistryReadThatFailsAfterAChangeIsTriedAgain) {
+  absl::Mutex mu;
+  int polls = 0;
+  int reads_after_change = 0;
+  std::vector<std::string> maps;
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry", "account/a1"])",
+      .registry = [&reads_after_change](int polls) -> ScriptedResponse {
+        if (polls == 0) return {200, RegistryAllDocs(123)};
+        if (++reads_after_change == 1) {
+          return {500, R"({"error": "internal_server_error", "reason": "restarting"})"};
+        }
+        return {200, RegistryAllDocs(124)};
+      },
+      .poll = [](const std::string& call, int n) -> ScriptedResponse {
+        if (n == 1) {
+          return {200, R"({"results": [{"db_name": "cnp_registry", "type": "updated"}],
+                           "last_seq": "2"})"};
+        }
+        return NothingNew(call, n);
+      },
+      .rest = [&maps](const HttpRequest& r, const std::string& call) {
+        if (call == "PUT /account%2Fa1/_design/towns") maps.push_back(MapOf(r.body));
+        return AnyOtherDocument(r, call);
+      },
+  }));
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync sync(client, "cnp_registry", QuickFollower(),
+                                  [](const v1::UploadEvent&) {});
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return maps.size() < 2 && polls < 100;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(maps, ElementsAre("myviews.townmap|123", "myviews.townmap|124"));
+  EXPECT_EQ(reads_after_change, 2);
+}
+
+// CouchDB going away (a restart drops the connection) while a database is synced does not end
+// following, in the first pass or for a database created later: what failed is tried again
+// once CouchDB answers. Before, the follower exited 1.
+TEST(FollowTest, AConnectionLostWhileSyncingIsTriedAgainNotTheEnd) {
+  for (const bool created_later : {true, false}) {
+    SCOPED_TRACE(created_later ? "a database created later" : "the first pass");
+    absl::Mutex mu;
+    int polls = 0;
+    int puts = 0;
+    const std::string database = created_later ? "account%2Fnew" : "account%2Fa1";
+    ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+        .all_dbs = created_later ? R"(["cnp_registry"])" : R"(["cnp_registry", "account/a1"])",
+        .poll = [created_later](const std::string& call, int n) -> ScriptedResponse {
+          if (n == 1 && created_later) {
+            return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
+                             "last_seq": "2"})"};
+          }
+          return NothingNew(call, n);
+        },
+        .rest = FailingTwice(absl::StrCat("PUT /", database, "/_design/towns"),
+                             ScriptedResponse{.hang_up = true}, puts),
+    }));
+    couchdb::CouchClient client({.base_url = couch.url()});
+    client::sync::RegistrySync sync(client, "cnp_registry", QuickFollower(),
+                                    [](const v1::UploadEvent&) {});
+    absl::Status status = sync.Follow([&] {
+      absl::MutexLock lock(&mu);
+      return puts < 3 && polls < 100;
+    });
+    ASSERT_TRUE(status.ok()) << status;
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(puts, 3);
+  }
 }
 
 // An answer that retrying cannot change (the credentials refused, no server admin, no

@@ -42,11 +42,13 @@ class HistoryCouch {
 
   std::string url() const { return server_.url(); }
 
-  void SetEntry(bool removed, int version) {
+  // The entry, targeting the databases `targets` matches.
+  void SetEntry(bool removed, int version, const std::string& targets = "account/*") {
     absl::MutexLock lock(&mu_);
     entry_ = absl::StrCat(
         R"({"_id": "towns@classification:account", "_rev": "1-r", "type": "cnp_design_document", )",
-        R"("name": "towns", "target": {"classification": "account", "databases": ["account/*"]}, )",
+        R"("name": "towns", "target": {"classification": "account", "databases": [")", targets,
+        R"("]}, )",
         R"("design_document": {"_id": "_design/towns", "language": "python", )",
         R"("views": {"by_town": {"map": "myviews.townmap|)", version, R"("}}}, "removed": )",
         removed ? "true" : "false", "}");
@@ -332,6 +334,48 @@ TEST(OwnershipTest, ARecordChangedByAnotherSyncMeanwhileIsReadAgainNotAnError) {
   Pass removal = SyncOnce(couch);
   ASSERT_TRUE(removal.status.ok()) << removal.status;
   EXPECT_THAT(removal.outcomes, ElementsAre("REMOVED"));
+}
+
+// A copy the registry no longer targets, whose removal failed in the pass after the change
+// (CouchDB answered 500), is removed when the database is tried again while following. Before,
+// the retry synced only the entries that target it, and the copy stayed.
+TEST(OwnershipTest, AnUntargetedCopyWhoseRemovalFailedIsRemovedOnTheRetry) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  ASSERT_THAT(SyncOnce(couch).outcomes, ElementsAre("CREATED"));
+  couch.SetEntry(/*removed=*/false, 1, "elsewhere/*");
+  absl::Mutex mu;
+  int deletes = 0;
+  int polls = 0;
+  couch.SetFault([&](const HttpRequest& r) -> std::optional<ScriptedResponse> {
+    absl::MutexLock lock(&mu);
+    if (absl::StartsWith(r.target, "/_db_updates")) {
+      if (absl::StrContains(r.target, "feed=longpoll")) ++polls;
+      return ScriptedResponse{200, R"({"results": [], "last_seq": "1"})"};
+    }
+    if (r.method == "DELETE" && absl::StartsWith(r.target, kDesign) && ++deletes == 1) {
+      return ScriptedResponse{500, R"({"error": "internal_server_error", "reason": "busy"})"};
+    }
+    return std::nullopt;
+  });
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.poll_timeout = absl::Milliseconds(20);
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(2);
+  std::vector<std::string> outcomes;
+  client::sync::RegistrySync sync(client, "reg", options, [&](const v1::UploadEvent& e) {
+    if (e.has_outcome()) {
+      outcomes.push_back(v1::DesignDocOutcome::Action_Name(e.outcome().action()));
+    }
+  });
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return deletes < 2 && polls < 100;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_THAT(outcomes, ElementsAre("REMOVED"));
+  EXPECT_FALSE(couch.Stored(kDesign).has_value());
 }
 
 // A target database deleted during a pass (tenants come and go) is no failure of the pass: a

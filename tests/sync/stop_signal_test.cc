@@ -39,13 +39,16 @@ constexpr char kRegistry[] =
 std::optional<std::string> NoEnv(const char*) { return std::nullopt; }
 
 // Answers the registry and `all_dbs`; a document is missing when read and stored when put;
-// `signal_on` ("METHOD target") has `signal` sent to this process before it is answered.
+// the first request that starts with `signal_on` ("METHOD target") has `signal` sent to this
+// process before it is answered; the first `fail_once` ("METHOD target") is answered 500.
 class SignallingCouch {
  public:
-  SignallingCouch(std::string all_dbs, std::string signal_on, int signal)
+  SignallingCouch(std::string all_dbs, std::string signal_on, int signal,
+                  std::string fail_once = "")
       : all_dbs_(std::move(all_dbs)),
         signal_on_(std::move(signal_on)),
         signal_(signal),
+        fail_once_(std::move(fail_once)),
         server_([this](const HttpRequest& r) { return Answer(r); }) {}
 
   std::string url() const { return server_.url(); }
@@ -55,7 +58,14 @@ class SignallingCouch {
   ScriptedResponse Answer(const HttpRequest& r) {
     absl::MutexLock lock(&mu_);
     const std::string call = absl::StrCat(r.method, " ", r.target);
-    if (call == signal_on_) kill(getpid(), signal_);
+    if (!signalled_ && absl::StartsWith(call, signal_on_)) {
+      signalled_ = true;
+      kill(getpid(), signal_);
+    }
+    if (call == fail_once_ && !failed_) {
+      failed_ = true;
+      return {500, R"({"error": "internal_server_error", "reason": "not yet"})"};
+    }
     if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
     if (call == "GET /_all_dbs") return {200, all_dbs_};
     if (call == "GET /reg/_all_docs?include_docs=true") return {200, kRegistry};
@@ -72,6 +82,9 @@ class SignallingCouch {
   const std::string all_dbs_;
   const std::string signal_on_;
   const int signal_;
+  const std::string fail_once_;
+  bool signalled_ ABSL_GUARDED_BY(mu_) = false;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
   ScriptedHttpServer server_;
 };
 
@@ -86,6 +99,20 @@ TEST(StopSignalTest, SigtermWhileFollowingStopsCleanlyWithStatusZero) {
                                    "was done; the next run catches up"));
   // The database the poll announced was not taken up after the signal.
   EXPECT_THAT(couch.requests(), Not(Contains(HasSubstr("account%2Fnew"))));
+}
+
+// A follower that met an error on its way (a write CouchDB failed, reported and due to be
+// tried again) and is then stopped exits 0 too, as --help says: the error was reported when
+// it happened, and the next run catches up. Before, it exited 1.
+TEST(StopSignalTest, AFollowerStoppedAfterAnErrorExitsZero) {
+  SignallingCouch couch(R"(["account/a1", "reg"])", "GET /_db_updates?feed=longpoll", SIGTERM,
+                        "PUT /account%2Fa1/_design/towns");
+  std::ostringstream out, err;
+  const int status = client::sync::RunSync({"cnp sync", couch.url(), "reg"},
+                                           {.out = out, .err = err, .env = NoEnv});
+  EXPECT_EQ(status, 0) << out.str() << err.str();
+  EXPECT_THAT(out.str() + err.str(), HasSubstr("not yet"));
+  EXPECT_THAT(err.str(), HasSubstr("cnp sync: stopped by SIGTERM"));
 }
 
 TEST(StopSignalTest, SigintDuringAOncePassFinishesTheDatabaseInHandAndExits130) {
