@@ -290,7 +290,11 @@ class GrpcMemoryTest(unittest.TestCase):
         try:
             attack, grown, total = self.attack(server)
             try:
-                self.assertLess(grown, total // 3)
+                # 181 MiB without the quota. With it, gRPC cuts streams off once its reclaimers
+                # run, which is after an allocation has passed the quota: the peak passes it,
+                # by how much depends on the timing (+35 to +70 MiB over 20 runs on a 2-core
+                # machine, +40 to +47 on another), but stays under half of what was sent.
+                self.assertLess(grown, total // 2)
                 # The streams were cut off, not left holding their bytes.
                 self.assertGreater(len(attack.ended), 0)
                 reply = call_with_token(server.port)
