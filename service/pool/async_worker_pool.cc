@@ -478,11 +478,20 @@ void AsyncWorkerPool::AskKeptWorkersBack(const std::function<bool(const Slot&)>&
 }
 
 AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
-  if (shutting_down_ || idle_.empty()) return nullptr;
-  Slot* slot = idle_.back();
-  idle_.pop_back();
-  slot->state = State::kBusy;
-  return slot;
+  while (!shutting_down_ && !idle_.empty()) {
+    Slot* slot = idle_.back();
+    idle_.pop_back();
+    // Dead before the pool heard of it: its task would meet a closed socket and be answered
+    // as if it had crashed the worker. Replaced as a worker that died idle is; the caller
+    // takes the next one, or waits for the replacement.
+    if (slot->worker->EndedWhileIdle()) {
+      ReplaceEnded(slot, "closed its socket", "while idle");
+      continue;
+    }
+    slot->state = State::kBusy;
+    return slot;
+  }
+  return nullptr;
 }
 
 asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire(

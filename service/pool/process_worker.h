@@ -63,6 +63,7 @@ class ProcessWorker final : public Worker {
   // True once the worker has written something or closed its end. A worker waiting for its next
   // task never does, so a waiting spare for which this is true has died.
   bool SpokeUnprompted();
+  bool EndedWhileIdle() override { return SpokeUnprompted(); }
   // A duplicate of the process's pidfd (close-on-exec; the caller owns it; -1 on failure): it
   // becomes readable once the process has exited, for a watcher that must not hold the worker
   // (whoever owns the worker may hand it on or destroy it meanwhile). Reaping stays Ended()'s.

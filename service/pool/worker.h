@@ -63,6 +63,10 @@ class Worker {
   // Deadlines are the caller's: when one passes, it kills the worker, which ends the exchange.
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
 
+  // Whether the worker, idle since its last reply, has ended though Ended() may not have said
+  // so yet (a process's socket closes before its end is reported): a task must not go to it.
+  virtual bool EndedWhileIdle() { return false; }
+
   // An exchange on the calling thread, for the holder of a lease on a thread other than the
   // pool's (a Session stream's gRPC thread): sends `task` and blocks for at most `wait` for
   // the whole reply. A reply that comes within it costs no thread hand-over; one that does not

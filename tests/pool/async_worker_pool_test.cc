@@ -188,6 +188,19 @@ TEST_F(AsyncWorkerPoolTest, AWorkerThatDiesWhileIdleIsReplacedBeforeACallerGetsI
   EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("a"));
 }
 
+// A worker dead an instant before a call takes it (its socket closed, its end not yet
+// reported) is not given the call: the call waits for its replacement. Before, the task met the
+// closed socket and the call was answered UNAVAILABLE, as if its task had crashed the worker.
+TEST_F(AsyncWorkerPoolTest, AWorkerFoundDeadAsACallTakesItIsReplacedNotBlamed) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  world_.live.front()->DieUnnoticed();
+  absl::StatusOr<Reply> reply = Run("a");
+  EXPECT_TRUE(reply.ok()) << reply.status();
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("a"));
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
 TEST_F(AsyncWorkerPoolTest, AMalformedReplyReplacesTheWorker) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());

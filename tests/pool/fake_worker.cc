@@ -41,7 +41,7 @@ void FakeWorker::End(std::string how) {
 }
 
 std::optional<absl::StatusOr<Reply>> FakeWorker::Begin(const Task& task, FakeStep& step) {
-  if (ended()) return absl::UnavailableError("the peer closed the connection");
+  if (ended() || dead_unnoticed_) return absl::UnavailableError("the peer closed the connection");
   step = world_.script(task);
   if (step.kind == FakeStep::kTooLarge) {
     return absl::ResourceExhaustedError("a task of 2000000000 bytes is over the limit");

@@ -109,6 +109,10 @@ class FakeWorker final : public Worker {
   bool ended() const { return !how_ended_.empty(); }
   // The process dies on its own, between tasks.
   void DieNow(std::string how) { End(std::move(how)); }
+  // The same, but its end is not reported (Ended()) until it is killed: the moment between a
+  // process's socket closing and its pidfd being read.
+  void DieUnnoticed() { dead_unnoticed_ = true; }
+  bool EndedWhileIdle() override { return ended() || dead_unnoticed_; }
 
  private:
   void End(std::string how);
@@ -117,6 +121,7 @@ class FakeWorker final : public Worker {
   std::optional<absl::StatusOr<Reply>> Begin(const Task& task, FakeStep& step);
   asio::awaitable<absl::StatusOr<Reply>> AwaitStep(FakeStep step);
   FakeStep pending_;  // a quick exchange's step left for FinishExchange
+  bool dead_unnoticed_ = false;
 
   FakeWorld& world_;
   const pid_t pid_;
