@@ -14,10 +14,12 @@ bool AdmissionQueue::AnyWaitingBesides(const Batch& batch) const {
 }
 
 asio::awaitable<AdmissionQueue::Turn> AdmissionQueue::Wait(absl::Time deadline,
-                                                           const Batch* batch) {
+                                                           const Batch* batch, bool feeder) {
   const absl::Time queued = absl::Now();
   Waiter waiter(context_);
   waiter.batch = batch;
+  waiter.feeder = feeder;
+  if (!feeder) ++callers_;
   if (deadline == absl::InfiniteFuture()) {
     waiter.wakeup.expires_at(asio::steady_timer::time_point::max());
   } else {
@@ -30,7 +32,10 @@ asio::awaitable<AdmissionQueue::Turn> AdmissionQueue::Wait(absl::Time deadline,
   co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   metrics::QueueDepth().Add(-1);
   metrics::QueueWaited(absl::Now() - queued);
-  if (waiter.queued) waiters_.erase(position);
+  if (waiter.queued) {
+    waiters_.erase(position);
+    Left(waiter);
+  }
   co_return std::move(waiter.turn);
 }
 
@@ -44,6 +49,7 @@ bool AdmissionQueue::HandOver(WorkerSlot* slot, const Batch* passed_by) {
   if (next == waiters_.end()) return false;
   Waiter* waiter = *next;
   waiters_.erase(next);
+  Left(*waiter);
   waiter->queued = false;
   waiter->turn.slot = slot;
   waiter->wakeup.cancel();
@@ -57,6 +63,7 @@ void AdmissionQueue::FailAll(const absl::Status& why) {
     waiter->wakeup.cancel();
   }
   waiters_.clear();
+  callers_ = 0;
 }
 
 }  // namespace cnp::pool

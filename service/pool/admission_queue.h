@@ -1,7 +1,7 @@
 // Callers waiting for a worker of a busy pool, served in the order they came.
 //
 // At most `capacity` (--max-queue) are let in; the pool refuses one more with
-// RESOURCE_EXHAUSTED before it waits. A worker that comes free is handed to the first caller
+// RESOURCE_EXHAUSTED before it waits. A batch's feeders do not count: the batch is one caller. A worker that comes free is handed to the first caller
 // waiting, who is woken; one whose deadline passes or who is cancelled leaves the queue. A
 // batch's feeder that passes its worker on between two tasks (so that a caller waits for one
 // task of a batch, not for the batch) hands it to the first caller that is not one of that
@@ -33,8 +33,10 @@ class AdmissionQueue {
 
   size_t size() const { return waiters_.size(); }
   bool empty() const { return waiters_.empty(); }
+  // The callers waiting: the waiters but a batch's feeders.
+  int callers() const { return callers_; }
   // A new caller would not be let in.
-  bool full() const { return static_cast<int>(waiters_.size()) >= capacity_; }
+  bool full() const { return callers_ >= capacity_; }
   // Some caller waits that is not one of `batch`'s feeders.
   bool AnyWaitingBesides(const Batch& batch) const;
 
@@ -47,8 +49,10 @@ class AdmissionQueue {
     absl::Status failure;
   };
   // Queues the caller (a feeder of `batch`, or nullptr) until its turn, its deadline or its
-  // cancellation. Counted in cnp_queue_depth and the queue-wait histogram.
-  asio::awaitable<Turn> Wait(absl::Time deadline, const Batch* batch = nullptr);
+  // cancellation. Counted in cnp_queue_depth and the queue-wait histogram; in callers() unless
+  // it is a feeder of a batch that has its place already (`feeder`).
+  asio::awaitable<Turn> Wait(absl::Time deadline, const Batch* batch = nullptr,
+                             bool feeder = false);
 
   // Hands `slot` to the first caller waiting (with `passed_by`, the first that is not one of
   // that batch's feeders, if any) and wakes it; false when nobody waits.
@@ -65,11 +69,17 @@ class AdmissionQueue {
     Turn turn;
     bool queued = true;
     const Batch* batch = nullptr;  // the batch whose feeder waits, if one does
+    bool feeder = false;
   };
+  // Takes `waiter` out of the queue (waiters_ itself is the caller's to change).
+  void Left(const Waiter& waiter) {
+    if (!waiter.feeder) --callers_;
+  }
 
   asio::io_context& context_;
   const int capacity_;
   std::list<Waiter*> waiters_;
+  int callers_ = 0;
 };
 
 }  // namespace cnp::pool

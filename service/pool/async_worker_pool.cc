@@ -364,7 +364,8 @@ asio::awaitable<void> AsyncWorkerPool::Feed(Batch& batch, Slot* slot,
   bool late = slot == nullptr;
   while (batch.stopped.ok() && batch.next < n) {
     if (slot == nullptr) {
-      absl::StatusOr<Slot*> acquired = co_await Acquire(batch.deadline, &batch, !late);
+      absl::StatusOr<Slot*> acquired = co_await Acquire(
+          batch.deadline, &batch, late ? Asker::kLateFeeder : Asker::kFeederAgain);
       std::erase(batch.waiting, signal);
       if (!acquired.ok()) {
         // Not needed any more (ReleaseWaiting), or the batch already stopped: nothing to say.
@@ -495,7 +496,7 @@ AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
 }
 
 asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire(
-    absl::Time deadline, const Batch* batch, bool requeue) {
+    absl::Time deadline, const Batch* batch, Asker asker) {
   const absl::Status too_late = absl::DeadlineExceededError(absl::StrCat(
       "the deadline passed while waiting for one of the ", options_.workers,
       " busy workers; retry later or run more workers (--workers)"));
@@ -511,16 +512,15 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   AskKeptWorkersBack();
   // Fail fast rather than wait out the deadline when no worker can come up.
   if (!AnyCanServe()) co_return NoWorkerRunning();
-  // (A batch's feeder that gave its worker to another caller was let in already: it queues
-  // again whatever the queue holds.)
-  if (!requeue && admission_.full()) {
+  if (asker != Asker::kFeederAgain && admission_.full()) {
     co_return absl::ResourceExhaustedError(absl::StrCat(
-        "all ", options_.workers, " workers are busy and ", admission_.size(),
+        "all ", options_.workers, " workers are busy and ", admission_.callers(),
         " calls are already queued; retry later or run more workers (--workers)"));
   }
   if (deadline <= absl::Now()) co_return too_late;
 
-  AdmissionQueue::Turn turn = co_await admission_.Wait(deadline, batch);
+  AdmissionQueue::Turn turn =
+      co_await admission_.Wait(deadline, batch, /*feeder=*/asker != Asker::kCaller);
   const bool cancelled = Cancelled(co_await asio::this_coro::cancellation_state);
   if (turn.slot != nullptr) {
     if (!cancelled) co_return turn.slot;

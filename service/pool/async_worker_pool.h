@@ -126,12 +126,16 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // `which` picks.
   void AskKeptWorkersBack(const std::function<bool(const Slot&)>& which = nullptr);
 
+  // Who asks for a worker: a caller, let in while --max-queue allows; a batch's feeder that
+  // waits for a worker a session keeps, the same but not counted against --max-queue (the
+  // batch is one caller); or a feeder that gave its worker to another caller, queued whatever
+  // the queue holds (it was let in already), and not counted either.
+  enum class Asker { kCaller, kLateFeeder, kFeederAgain };
   // A worker for the caller: an idle one, else one handed over in queue order. `batch`: the
-  // caller is that batch's feeder; `requeue`: one that gave its worker to another caller,
-  // queued whatever --max-queue says (it was let in already).
+  // caller is that batch, or its feeder.
   asio::awaitable<absl::StatusOr<Slot*>> Acquire(absl::Time deadline,
                                                  const Batch* batch = nullptr,
-                                                 bool requeue = false);
+                                                 Asker asker = Asker::kCaller);
   Slot* TryAcquire();
   // One exchange on a held worker. On an error the status says what happened, in words for
   // the user; the worker is then gone (killed and being replaced) unless the task was never

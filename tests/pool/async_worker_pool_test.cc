@@ -1200,6 +1200,28 @@ TEST_F(KeptWorkerTest, RunAllGetsKeptWorkersBackAndDoesNotWaitForThem) {
   EXPECT_TRUE(Await(pool_->RunAll({TaskNamed("a"), TaskNamed("b")}, absl::InfiniteFuture()))[1].ok());
 }
 
+// A batch's feeder waiting for a worker a session keeps is not a caller in the queue:
+// --max-queue counts callers. Before, it took a place, and with --max-queue=1 the next caller
+// was refused ("1 calls are already queued") with no caller queued.
+TEST_F(KeptWorkerTest, ABatchsFeederWaitingForAKeptWorkerTakesNoPlaceInTheQueue) {
+  world_.script = StepFor;
+  PoolOptions options = Options(2);
+  options.max_queue = 1;
+  ASSERT_TRUE(StartPool(options).ok());
+  Keeper holdout;  // never gives its worker back
+  ASSERT_TRUE(RunAndKeep("kept", holdout).ok());
+  ASSERT_NE(holdout.lease, nullptr);
+  std::vector<Task> tasks;
+  for (int i = 0; i < 3; ++i) tasks.push_back(TaskNamed("slow"));
+  auto batch = Spawn(pool_->RunAll(std::move(tasks), absl::InfiniteFuture()));
+  ASSERT_TRUE(RunUntil([&] { return holdout.wanted == 1 && !world_.running.empty(); }));
+  auto caller = Spawn(pool_->Run(TaskNamed("a"), absl::InfiniteFuture()));
+  ASSERT_TRUE(RunUntil([&] { return batch->has_value() && caller->has_value(); }));
+  EXPECT_TRUE((*caller)->ok()) << (*caller)->status();
+  for (const auto& r : **batch) EXPECT_TRUE(r.ok()) << r.status();
+  holdout.lease.reset();
+}
+
 TEST_F(AsyncWorkerPoolTest, ShutdownFailsWaitingCallersAndKillsBusyWorkers) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());
