@@ -118,9 +118,11 @@ auto Finish(GrpcContext& context, Stream& stream, const grpc::Status& status,
 }
 
 // Completes with true `after` from now, or with false once `alarm` is cancelled (Cancel(), or
-// the alarm destroyed) or the queue shut down. A gRPC alarm fires on the queue itself: no timer
-// thread, no hand-over to the context's thread. It is set on the monotonic clock, so the wall
-// clock being set does not move it. `alarm` must stay alive until completion.
+// the alarm destroyed). A queue's shutdown does not end a pending alarm: the queue finishes
+// shutting down only once the alarm has fired or been cancelled. A gRPC alarm fires on the
+// queue itself: no timer thread, no hand-over to the context's thread. It is set on the
+// monotonic clock, so the wall clock being set does not move it. `alarm` must stay alive until
+// completion.
 template <class CompletionToken = asio::use_awaitable_t<>>
 auto SetAlarm(GrpcContext& context, grpc::Alarm& alarm, absl::Duration after,
               CompletionToken&& token = {}) {

@@ -47,6 +47,9 @@ Histogram::Histogram(const std::vector<double>& bounds)
 }
 
 void Histogram::Observe(double value) {
+  // A duration or a size: a negative one (a clock stepped back) would take the sum down, which
+  // Prometheus reads as a reset, and a NaN would make it NaN for good.
+  if (!(value >= 0)) value = 0;
   const size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   double sum = sum_.load(std::memory_order_relaxed);

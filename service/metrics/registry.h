@@ -67,7 +67,8 @@ class FamilyBase {
  public:
   FamilyBase(std::string name, std::string help, std::vector<std::string> label_names,
              size_t max_series);
-  // Leaves the registry: a family that goes away (a test's) must not be rendered after it.
+  // Leaves the registry (again: Family's destructor has): a family that goes away (a test's)
+  // must not be rendered after it.
   virtual ~FamilyBase();
   void Render(std::string& out) const;
 
@@ -99,6 +100,9 @@ class Family final : public FamilyBase {
          std::vector<double> bounds = {}, size_t max_series = 1000)
       : FamilyBase(std::move(name), std::move(help), std::move(label_names), max_series),
         bounds_(std::move(bounds)) {}
+  // Leaves the registry before its own part goes: a scrape on another thread renders through
+  // the overrides below, which must not run on a family half destroyed.
+  ~Family() override;
 
   // The series stays valid as long as the family: keep the reference.
   Metric& Get(const std::vector<std::string>& values) {
@@ -136,5 +140,10 @@ class Registry {
   mutable absl::Mutex mutex_;
   std::vector<FamilyBase*> families_ ABSL_GUARDED_BY(mutex_);
 };
+
+template <class Metric>
+Family<Metric>::~Family() {
+  Registry::Default().Remove(this);
+}
 
 }  // namespace cnp::metrics

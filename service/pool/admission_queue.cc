@@ -1,6 +1,7 @@
 #include "service/pool/admission_queue.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "asio/redirect_error.hpp"
 #include "asio/use_awaitable.hpp"
@@ -16,6 +17,8 @@ bool AdmissionQueue::AnyWaitingBesides(const Batch& batch) const {
 asio::awaitable<AdmissionQueue::Turn> AdmissionQueue::Wait(absl::Time deadline,
                                                            const Batch* batch, bool feeder) {
   const absl::Time queued = absl::Now();
+  // The wait measured on a clock that does not step (the deadline is wall time, as given).
+  const auto waiting_since = std::chrono::steady_clock::now();
   Waiter waiter(context_);
   waiter.batch = batch;
   waiter.feeder = feeder;
@@ -31,7 +34,7 @@ asio::awaitable<AdmissionQueue::Turn> AdmissionQueue::Wait(absl::Time deadline,
   asio::error_code ec;
   co_await waiter.wakeup.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   metrics::QueueDepth().Add(-1);
-  metrics::QueueWaited(absl::Now() - queued);
+  metrics::QueueWaited(absl::FromChrono(std::chrono::steady_clock::now() - waiting_since));
   if (waiter.queued) {
     waiters_.erase(position);
     Left(waiter);

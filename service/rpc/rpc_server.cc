@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <memory>
 #include <cstdio>
@@ -464,7 +465,8 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
         [&gate, &memory, name, compute, rpc = std::make_shared<metrics::RpcMetrics>(name)](
             grpc::ServerContext& server_context, grpc::ByteBuffer& request,
             grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
-          const absl::Time start = absl::Now();
+          // Measured on a clock that does not step (the deadline below is wall time).
+          const auto start = std::chrono::steady_clock::now();
           grpc::Status status;
           const int64_t request_bytes =
               kRequestCopies * static_cast<int64_t>(request.Length());
@@ -495,6 +497,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             }
           }
           const absl::Time end = absl::Now();
+          const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
           grpc::StatusCode code = status.error_code();
           // A call cancelled because its deadline passed is what its client saw: a deadline.
           // The client cancels at its own deadline, which comes before the server's copy of it
@@ -504,7 +507,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
               end >= ClientDeadline(server_context) - kDeadlineCancelSlack) {
             code = grpc::StatusCode::DEADLINE_EXCEEDED;
           }
-          rpc->CallEnded(static_cast<int>(code), end - start);
+          rpc->CallEnded(static_cast<int>(code), took);
           co_return status;
         },
         answer_timeout);

@@ -2,6 +2,7 @@
 #include "service/metrics/registry.h"
 #include "service/metrics/service_metrics.h"
 
+#include <cmath>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -45,6 +46,20 @@ TEST(RegistryTest, HistogramBucketsAreCumulativeWithSumAndCount) {
                               "test_seconds_bucket{rpc=\"Map\",le=\"+Inf\"} 4\n"
                               "test_seconds_sum{rpc=\"Map\"} 8.0625\n"
                               "test_seconds_count{rpc=\"Map\"} 4\n"));
+}
+
+// What is observed is a duration or a size. A negative one (a clock stepped back) made the sum
+// go down, which Prometheus reads as a reset; a NaN made it NaN for good. Both count as 0 now.
+TEST(RegistryTest, AHistogramTakesANegativeOrNaNObservationAsZero) {
+  Family<Histogram> family("test_clamped_seconds", "Durations.", {"rpc"}, {0.1, 1});
+  Histogram& h = family.Get({"Map"});
+  h.Observe(0.5);
+  h.Observe(-3);
+  h.Observe(std::nan(""));
+  EXPECT_EQ(h.sum(), 0.5);
+  EXPECT_EQ(h.bucket(0), 2u);
+  EXPECT_EQ(h.bucket(1), 1u);
+  EXPECT_EQ(h.bucket(2), 0u);
 }
 
 TEST(RegistryTest, LabelValuesPastTheCapShareOneOtherSeries) {
