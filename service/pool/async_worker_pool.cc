@@ -687,7 +687,9 @@ asio::awaitable<absl::Status> AsyncWorkerPool::ReplaceAfterFailure(Slot* slot, c
 
 bool AsyncWorkerPool::CountCall(Slot* slot, ReplacementAsked asked, int64_t calls) {
   slot->calls += calls;
-  slot->restarts.CallEnded();
+  // A lease given back unused says nothing of the worker's health: a crash loop's backoff
+  // keeps growing.
+  if (calls > 0) slot->restarts.CallEnded();
   const std::optional<Recycling> recycling =
       RecycleAfterCalls(options_, {.calls = slot->calls,
                                    .asked = asked,

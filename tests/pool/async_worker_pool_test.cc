@@ -367,6 +367,36 @@ TEST_F(AsyncWorkerPoolTest, AWorkerThatDiesIdleIsRestartedAfterTheBackoff) {
   EXPECT_GE(world_.start_times[1] - died, absl::Milliseconds(200));
 }
 
+// A worker lent out and given back unused says nothing of its health: one that keeps dying idle
+// is restarted after a delay that grows still. Before, the unused lease reset the backoff, so
+// a crash loop beside a session that leased and returned its worker restarted at the minimum.
+TEST_F(AsyncWorkerPoolTest, ALeaseGivenBackUnusedDoesNotResetTheRestartBackoff) {
+  world_.script = StepFor;
+  PoolOptions options = Options(1);
+  options.min_backoff = absl::Milliseconds(150);
+  options.max_backoff = absl::Seconds(5);
+  ASSERT_TRUE(StartPool(options).ok());
+  world_.live.front()->DieNow("killed by signal 9 (Killed)");
+  ASSERT_TRUE(RunUntil([&] { return world_.start_attempts == 2 && world_.Alive() == 1; }));
+  {
+    absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+        Await(pool_->Lease(absl::InfiniteFuture()));
+    ASSERT_TRUE(lease.ok()) << lease.status();
+  }
+  io_.restart();
+  io_.poll();  // the lease's worker is back
+  FakeWorker* second = nullptr;
+  for (FakeWorker* w : world_.live) {
+    if (!w->ended()) second = w;
+  }
+  ASSERT_NE(second, nullptr);
+  const absl::Time died = absl::Now();
+  second->DieNow("killed by signal 9 (Killed)");
+  ASSERT_TRUE(RunUntil([&] { return world_.start_attempts == 3; }));
+  // The second death in a row: twice the first delay.
+  EXPECT_GE(world_.start_times[2] - died, absl::Milliseconds(300));
+}
+
 // A worker killed between its handshake and the pool's next step (the OOM killer, say) was
 // made idle dead, with nothing left to watch it: the next call was sent to it and failed as
 // the call's own crash. It is a start that failed.
