@@ -442,8 +442,8 @@ absl::Status RegistrySync::SyncDatabase(const std::string& database, bool full_p
   // Only a registry change makes copies untargeted, and each one is followed by a full pass:
   // a database's own event need not pay for looking.
   if (!full_pass) return first_error;
+  // (It reports its errors itself.)
   if (absl::Status status = RemoveUntargeted(database, handled); !status.ok()) {
-    EmitProblem(v1::UploadProblem::ERROR, status, database, "");
     if (first_error.ok()) first_error = status;
   }
   return first_error;
@@ -484,14 +484,21 @@ absl::Status RegistrySync::RemoveUntargeted(const std::string& database,
   for (const std::string& name : RegisteredNames()) {
     if (handled.count(name) == 0) candidates.push_back(name);
   }
+  // A failure is reported here; the database deleted meanwhile is a warning, and OK.
+  const auto failed = [&](const absl::Status& status, const std::string& name) {
+    if (absl::IsNotFound(status) && DatabaseIsGone(database)) return GoneDuringPass(database);
+    EmitProblem(v1::UploadProblem::ERROR, status, database,
+                name.empty() ? "" : absl::StrCat("_design/", name));
+    return status;
+  };
   absl::StatusOr<std::vector<std::string>> recorded =
       NamesWithOwnershipRecords(couch_, database, candidates);
-  if (!recorded.ok()) return recorded.status();
+  if (!recorded.ok()) return failed(recorded.status(), "");
   absl::Status first_error;
   for (const std::string& name : *recorded) {
     absl::StatusOr<std::optional<OwnershipRecord>> record =
         ReadOwnershipRecord(couch_, database, name);
-    if (!record.ok()) return record.status();
+    if (!record.ok()) return failed(record.status(), name);
     if (!record->has_value() || (*record)->registry != registry_) continue;
     auto entry = std::find_if(entries_.begin(), entries_.end(), [&](const RegisteredDesignDoc& e) {
       return e.entry_id == (*record)->entry && e.name == name;
@@ -502,7 +509,8 @@ absl::Status RegistrySync::RemoveUntargeted(const std::string& database,
     absl::Status status = RemoveDesignDoc(
         database, *entry, absl::StrCat("no longer targets ", database));
     if (status.ok()) continue;
-    EmitProblem(v1::UploadProblem::ERROR, status, database, absl::StrCat("_design/", name));
+    status = failed(status, name);
+    if (status.ok()) return status;  // the database is gone
     if (first_error.ok()) first_error = status;
     if (AffectsEverything(status)) return status;
   }

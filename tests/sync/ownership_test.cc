@@ -378,6 +378,26 @@ TEST(OwnershipTest, AnUntargetedCopyWhoseRemovalFailedIsRemovedOnTheRetry) {
   EXPECT_FALSE(couch.Stored(kDesign).has_value());
 }
 
+// The same for a database deleted while a copy no longer targeted is taken out of it: a warning,
+// not an error (before: an error, and `cnp sync --once` exited 1).
+TEST(OwnershipTest, ADatabaseDeletedWhileAnUntargetedCopyIsRemovedIsAWarning) {
+  HistoryCouch couch;
+  couch.SetEntry(/*removed=*/false, 1);
+  ASSERT_THAT(SyncOnce(couch).outcomes, ElementsAre("CREATED"));
+  couch.SetEntry(/*removed=*/false, 1, "elsewhere/*");
+  couch.SetFault([](const HttpRequest& r) -> std::optional<ScriptedResponse> {
+    if (r.method == "DELETE" && absl::StartsWith(r.target, kDesign)) {
+      return ScriptedResponse{404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+    }
+    return std::nullopt;  // GET /account%2Fa1 finds no database either
+  });
+  Pass pass = SyncOnce(couch);
+  EXPECT_TRUE(pass.status.ok()) << pass.status;
+  // Said once (before, the 404 was reported twice, as two errors).
+  EXPECT_THAT(pass.problems, ElementsAre(HasSubstr("matches no database"),
+                                         HasSubstr("account/a1 was deleted while cnp sync ")));
+}
+
 // A target database deleted during a pass (tenants come and go) is no failure of the pass: a
 // warning says so, and SyncAll is OK (`cnp sync --once` exits 0). A 404 while the database is
 // still there stays an error.
