@@ -134,7 +134,7 @@ asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
       step = protocol_.Resume(absl::CancelledError("the list was left to end in the background"));
       continue;
     }
-    const absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
+    absl::StatusOr<worker::v1::Reply> reply = co_await Run(*run);
     // The protocol still takes the failure, so that its state stays whole (a session that
     // goes on, as in tests, answers with the error line); the stream ends instead.
     if (!reply.ok() && IsServerStopping(reply.status()) && cut_by_shutdown_.ok()) {

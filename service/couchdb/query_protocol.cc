@@ -189,7 +189,7 @@ QueryProtocol::Step QueryProtocol::Handle(std::string_view line, std::string* ow
   return Dispatch(command);
 }
 
-QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply> reply) {
+QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply>&& reply) {
   // A worker asks to be replaced after a MemoryError (worker.proto's `recycle`). What the
   // MemoryError cost is unknown - a map's rows may be missing, and an empty row means "this
   // document emits nothing" to CouchDB for good - so the answer is an error, which has CouchDB

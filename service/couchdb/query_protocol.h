@@ -133,8 +133,8 @@ class QueryProtocol {
   // `owner`, if given, is the string `line` views, which the caller gives up: a large map_doc's
   // document is then moved out of it, not copied (the copy would hold it twice while mapped).
   Step Handle(std::string_view line, std::string* owner = nullptr);
-  // Continues with the reply to the last RunTask.
-  Step Resume(absl::StatusOr<worker::v1::Reply> reply);
+  // Continues with the reply to the last RunTask, which it may take from.
+  Step Resume(absl::StatusOr<worker::v1::Reply>&& reply);
   // The answer to the last line, once Handle or Resume returned an Answer with output; valid
   // (and the caller's to change) until the next Handle. Its buffers are reused from line to
   // line, so a driver that writes it out in place allocates nothing per document.
