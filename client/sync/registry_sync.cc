@@ -776,8 +776,9 @@ void RegistrySync::ScheduleRetry(const std::string& database, const absl::Status
 
 absl::Status RegistrySync::PassWhileFollowing() {
   absl::Status status = SyncAll();
-  // A database that failed in a finished pass has its own retry.
-  if (pass_finished_ || Stopping() || !WorthRetrying(status)) {
+  // A database that failed in a finished pass has its own retry; a registry (or anything)
+  // not found waits for its creation, an event of its own.
+  if (pass_finished_ || Stopping() || !WorthRetrying(status) || absl::IsNotFound(status)) {
     pass_retry_.reset();
   } else {
     if (EndsFollowing(status)) return status;

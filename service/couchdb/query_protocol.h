@@ -131,7 +131,7 @@ class QueryProtocol {
 
   // Starts answering one line CouchDB wrote (without its newline). Nothing of `line` is kept.
   // `owner`, if given, is the string `line` views, which the caller gives up: a large map_doc's
-  // document is then moved out of it, not copied (the copy would hold it twice while mapped).
+  // document is then moved out of it, not copied (a copy would hold it once more while mapped).
   Step Handle(std::string_view line, std::string* owner = nullptr);
   // Continues with the reply to the last RunTask, which it may take from.
   Step Resume(absl::StatusOr<worker::v1::Reply>&& reply);

@@ -486,7 +486,7 @@ AsyncWorkerPool::Slot* AsyncWorkerPool::TryAcquire() {
     // as if it had crashed the worker. Replaced as a worker that died idle is; the caller
     // takes the next one, or waits for the replacement.
     if (slot->worker->EndedWhileIdle()) {
-      ReplaceEnded(slot, "closed its socket", "while idle");
+      ReplaceEnded(slot, "closed its socket (or wrote to it unprompted)", "while idle");
       continue;
     }
     slot->state = State::kBusy;

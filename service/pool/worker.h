@@ -64,7 +64,8 @@ class Worker {
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) = 0;
 
   // Whether the worker, idle since its last reply, has ended though Ended() may not have said
-  // so yet (a process's socket closes before its end is reported): a task must not go to it.
+  // so yet (a process's socket closes before its end is reported), or has broken the protocol
+  // by writing unprompted: either way a task must not go to it.
   virtual bool EndedWhileIdle() { return false; }
 
   // An exchange on the calling thread, for the holder of a lease on a thread other than the

@@ -522,6 +522,29 @@ TEST(FollowTest, ARegistryReadThatFailsAfterAChangeIsTriedAgain) {
   EXPECT_EQ(reads_after_change, 2);
 }
 
+// A registry database that does not exist is said once, not read again every 30 s for ever:
+// its creation is an event of its own, which a follower acts on.
+TEST(FollowTest, AMissingRegistryIsNotReadAgainUntilItIsCreated) {
+  absl::Mutex mu;
+  int polls = 0;
+  int reads = 0;
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["account/a1"])",
+      .registry = [&reads](int) -> ScriptedResponse {
+        ++reads;
+        return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+      },
+      .poll = NothingNew,
+  }));
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync sync(client, "cnp_registry", QuickFollower(),
+                                  [](const v1::UploadEvent&) {});
+  absl::Status status = sync.Follow(UntilPolls(mu, polls, 20));
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(reads, 1);
+}
+
 // CouchDB going away (a restart drops the connection) while a database is synced does not end
 // following, in the first pass or for a database created later: what failed is tried again
 // once CouchDB answers. Before, the follower exited 1.
