@@ -71,7 +71,7 @@ class AdmissionQueue {
     const Batch* batch = nullptr;  // the batch whose feeder waits, if one does
     bool feeder = false;
   };
-  // Takes `waiter` out of the queue (waiters_ itself is the caller's to change).
+  // Uncounts `waiter`, which has just been taken out of waiters_.
   void Left(const Waiter& waiter) {
     if (!waiter.feeder) --callers_;
   }
