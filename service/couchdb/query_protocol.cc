@@ -19,14 +19,13 @@ namespace {
 using worker::v1::Failure;
 using worker::v1::Reply;
 using worker::v1::Task;
-
-// A map's rows at least this long are moved into the answer; shorter ones are copied into a
-// line kept from earlier answers, which costs no allocation.
-constexpr size_t kMovedRowsBytes = 64 << 10;
-// The same for a map_doc's document, taken from its line when the caller gives the line up.
-constexpr size_t kMovedDocBytes = 64 << 10;
 using Step = QueryProtocol::Step;
 using Answer = QueryProtocol::Answer;
+
+// A map_doc's document (from a line the caller gives up) and a map's rows at least this long
+// are moved, not copied; shorter ones are copied into buffers kept from line to line, which
+// costs no allocation.
+constexpr size_t kMovedBytes = 64 << 10;
 
 template <typename Strings>
 void AddLogLines(const Strings& logs, v1::SessionOutput& out) {
@@ -413,7 +412,7 @@ QueryProtocol::Step QueryProtocol::MapDoc(std::string_view doc) {
 void QueryProtocol::TakeDocument(std::string_view doc, std::string& into) {
   std::string* line = line_owner_;
   // Small documents are copied into the task's buffer, kept from line to line: no allocation.
-  if (line == nullptr || doc.size() < kMovedDocBytes || doc.data() < line->data() ||
+  if (line == nullptr || doc.size() < kMovedBytes || doc.data() < line->data() ||
       doc.data() + doc.size() > line->data() + line->size()) {
     into.assign(doc.data(), doc.size());
     return;
@@ -458,7 +457,7 @@ QueryProtocol::Step QueryProtocol::Mapped(absl::StatusOr<Reply>& reply) {
   // Into a line's buffer kept from earlier answers: no allocation per document. Large rows
   // are moved instead: a copy would hold them twice while the answer is built.
   std::string& line = *output_.add_lines();
-  if (result.rows().size() > kMovedRowsBytes) {
+  if (result.rows().size() >= kMovedBytes) {
     line.swap(*reply->mutable_map()->mutable_results(0)->mutable_rows());
   } else {
     line.assign(result.rows());
