@@ -126,10 +126,11 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
     return false;
   }
   if (!answer.ok()) return answer.status();
-  auto it = answer->FindMember("rev");
-  rev_ = it != answer->MemberEnd() && it->value.IsString()
-             ? std::string(couchdb::StringView(it->value))
-             : "";
+  rev_.clear();
+  if (answer->IsObject()) {
+    auto it = answer->FindMember("rev");
+    if (it != answer->MemberEnd() && it->value.IsString()) rev_ = std::string(couchdb::StringView(it->value));
+  }
   // CouchDB answers the lease's write with its revision: an answer without one does not say
   // the lease was written, and writing derived documents on it could race another holder.
   if (rev_.empty()) {
@@ -181,6 +182,11 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
   if (!current.ok()) return current.status();
   if (!current->has_value()) return Write(couch_, "");
   const rapidjson::Document& doc = **current;
+  if (!doc.IsObject()) {
+    return absl::UnknownError(absl::StrCat(
+        "reading the lease _local/", doc_id_, " in ", database_, " at ", couch_.base_url(),
+        ": the answer is not a JSON object (is the URL a CouchDB?)"));
+  }
   auto text = [&](const char* field) -> std::string {
     auto it = doc.FindMember(field);
     return it != doc.MemberEnd() && it->value.IsString()
@@ -202,6 +208,7 @@ absl::StatusOr<bool> Lease::ReadAndWrite() {
     settle_ms = std::max(settle_ms, unanswered_until_ms_.load());
     absl::StatusOr<bool> written = Write(couch_, text("_rev"));
     if (written.ok() && *written) {
+      inherited_settle_ms_ = std::max(inherited_settle_ms_, settle_ms);
       const absl::Duration wait = absl::FromUnixMillis(settle_ms) - absl::Now();
       if (wait > absl::ZeroDuration()) {
         const int64_t from = SteadyNs() + absl::ToInt64Nanoseconds(wait);
@@ -274,8 +281,9 @@ void Lease::Release() {
   doc.AddMember("holder", "", a);
   doc.AddMember("released_by", couchdb::StringValue(holder_, a), a);
   doc.AddMember("expires_at_ms", 0, a);
-  // Our writes are settled, but for one that ended without an answer.
-  doc.AddMember("settle_at_ms", unanswered_until_ms_.load(), a);
+  // Our writes are settled, but for one that ended without an answer; the holder's before us
+  // may not be (we may release without having waited for them, or written at all).
+  doc.AddMember("settle_at_ms", std::max(unanswered_until_ms_.load(), inherited_settle_ms_), a);
   (void)couch_.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "releasing the lease", max_write_);
 }
 

@@ -123,6 +123,9 @@ class Lease : public WriteFence {
   absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Duration wait_hint_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::string other_holder_ ABSL_GUARDED_BY(mu_);
+  // Unix ms until which the holder we took the lease from may still have writes applied: a
+  // release passes it on, so that whoever takes the lease next waits for them too.
+  int64_t inherited_settle_ms_ ABSL_GUARDED_BY(mu_) = 0;
   // The first of the races in a row.
   absl::Time racing_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   int races_ ABSL_GUARDED_BY(mu_) = 0;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/lease.h"
@@ -116,6 +117,71 @@ TEST(LeaseTest, AWriteAnsweredWithoutItsRevisionIsNotALeaseHeld) {
   EXPECT_THAT(acquired.status().message(),
               HasSubstr("was answered without the new revision: whether it was written is "
                         "unknown"));
+}
+
+// Found by a review: a proxy answering 2xx with JSON that is not an object ([] or "ok") had
+// the lease look its fields up in it (undefined behaviour in an optimized build). Reading or
+// writing the lease so is an error that names the answer, and the lease is not held.
+TEST(LeaseTest, ALeaseReadOrWriteAnsweredWithJsonThatIsNotAnObjectIsAnError) {
+  for (const char* read : {"[]", R"("ok")", "3"}) {
+    ScriptedHttpServer couch([read](const HttpRequest& r) -> ScriptedResponse {
+      if (r.method == "GET") return {200, read};
+      return {500, R"({"error":"unscripted"})"};
+    });
+    couchdb::CouchClient http({.base_url = couch.url()});
+    CouchDb db(http);
+    Lease lease(db, "home", "n", "me", absl::Seconds(10), absl::Seconds(5));
+    absl::StatusOr<bool> acquired = lease.TryAcquire();
+    ASSERT_FALSE(acquired.ok()) << read << " held: " << *acquired;
+    EXPECT_THAT(acquired.status().message(), HasSubstr("is not a JSON object")) << read;
+    // Nothing was written on the strength of it.
+    EXPECT_THAT(couch.requests(), ElementsAre("GET /home/_local/cnp-derive%3An%3Alease")) << read;
+  }
+  for (const char* written : {"[]", R"("ok")"}) {
+    ScriptedHttpServer couch([written](const HttpRequest& r) -> ScriptedResponse {
+      if (r.method == "GET") return {404, R"({"error":"not_found","reason":"missing"})"};
+      return {201, written};
+    });
+    couchdb::CouchClient http({.base_url = couch.url()});
+    CouchDb db(http);
+    Lease lease(db, "home", "n", "me", absl::Seconds(10), absl::Seconds(5));
+    absl::StatusOr<bool> acquired = lease.TryAcquire();
+    ASSERT_FALSE(acquired.ok()) << written << " held: " << *acquired;
+    EXPECT_THAT(acquired.status().message(), HasSubstr("was answered without the new revision"))
+        << written;
+  }
+}
+
+// Found by a review: an instance that took an expired lease over, then let it go before it
+// wrote (another lease of its set was held elsewhere), wrote a release whose settle time was
+// its own (none), so the next holder wrote at once while the expired holder's last write could
+// still land. The release passes the earlier holder's settle time on.
+TEST(LeaseTest, AReleasePassesOnTheSettleTimeOfTheHolderItTookTheLeaseFrom) {
+  const int64_t settle_ms = absl::ToUnixMillis(absl::Now() + absl::Hours(1));
+  absl::Mutex mu;
+  std::vector<std::string> puts;
+  ScriptedHttpServer couch([&, settle_ms](const HttpRequest& r) -> ScriptedResponse {
+    if (r.method == "PUT") {
+      absl::MutexLock lock(&mu);
+      puts.push_back(r.body);
+    }
+    if (r.method == "GET") {
+      return {200, absl::StrCat(R"({"_id":"_local/cnp-derive:n:lease","_rev":"0-3","holder":"gone",)",
+                                R"("expires_at_ms":1,"settle_at_ms":)", settle_ms, "}")};
+    }
+    return {201, R"({"ok":true,"id":"_local/cnp-derive:n:lease","rev":"0-4"})"};
+  });
+  couchdb::CouchClient http({.base_url = couch.url()});
+  CouchDb db(http);
+  Lease lease(db, "home", "n", "me", absl::Seconds(10), absl::Seconds(5));
+  absl::StatusOr<bool> acquired = lease.TryAcquire();
+  ASSERT_TRUE(acquired.ok()) << acquired.status();
+  ASSERT_TRUE(*acquired);
+  lease.Release();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(puts.size(), 2u);
+  EXPECT_THAT(puts[1], HasSubstr(R"("holder":"")"));
+  EXPECT_THAT(puts[1], HasSubstr(absl::StrCat(R"("settle_at_ms":)", settle_ms)));
 }
 
 // What pouchdb-server answered under a database's URL: the lease document is never found, and
