@@ -85,9 +85,11 @@ there were) and recorded (document id, handler, exception) in
 _local/cnp-derive:NAME:errors, that document's rows are left as they were, and the rest go on.
 A Map call whose answer passes cnp-server's --max-call-bytes is made again in halves; a
 document whose own rows still pass it is recorded the same way (AnswerTooLarge), as is a
-reduce key whose result does. So is a Map call that runs past --timeout: a document the
-handler is too slow for in a call of its own is recorded (Timeout) when other calls of its
-batch were answered (else the service, not the document, is slow: the run ends, exit 1).
+reduce key whose result does. A Map call that runs past --timeout is made again one
+document at a time (if a Resolve shows the service answers; else the run ends, exit 1): a
+document the handler is too slow for alone is recorded (Timeout) when other calls of its
+batch were answered; when the first three tried alone are not, and none was, the handler is
+too slow for all of them and the run ends (exit 1).
 The status document is written every --lease-renew while stages catch up, and on a stop.
 
 Following: once caught up (without --once), each map stage follows its source's

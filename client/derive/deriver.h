@@ -168,15 +168,20 @@ class Deriver {
   struct MapTally {
     int answered = 0;            // calls answered
     int timed_out = 0;           // single documents whose call passed its deadline
-    std::vector<size_t> halved;  // calls past their deadline made again in halves: their sizes
+    std::vector<size_t> redone;  // calls past their deadline made again a document at a time: their sizes
+    bool service_checked = false;  // whether the service was found to answer (a Resolve)
   };
+  // The error of a batch no Map call of which was answered within --timeout.
+  absl::Status NoCallAnswered(const Stage& stage, size_t documents) const;
   absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage, const std::vector<std::string>& docs,
                                                         MapTally& tally) const;
   // The Map call for docs[first, end), its results appended to `results`. A call cnp-server
   // refuses for its size (the rows together pass --max-call-bytes) is made again in halves; a
   // single document still refused gets a result with that error alone (AnswerTooLarge, or
   // RequestTooLarge for a document larger than a call may be). So is a call whose deadline
-  // passed (--timeout): a single document that still passes it gets a Timeout error.
+  // passed (--timeout), but document by document, once a Resolve has shown that the service
+  // answers: a single document that still passes it gets a Timeout error, unless the first
+  // kTimeoutsBeforeGivingUp tried so all do, with nothing answered (the batch then fails).
   absl::Status MapSplitting(const Stage& stage, const std::vector<std::string>& docs, size_t first, size_t end,
                             std::vector<v1::MapResult>& results, MapTally& tally) const;
   // _all_docs?include_docs=true for ids[first, end) of `database`, its answer appended to
@@ -184,6 +189,11 @@ class Deriver {
   // asked for in halves, down to one.
   absl::Status LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first, size_t end,
                       const std::string& what, std::vector<rapidjson::Document>& answers);
+  // _all_docs?include_docs=true of every id in `database` that starts with `prefix`, its pages
+  // appended to `pages`: at most kLookupPage rows each, fewer while a page is longer than
+  // max_response_bytes.
+  absl::Status LookUpPrefix(const std::string& database, const std::string& prefix, const std::string& what,
+                            std::vector<rapidjson::Document>& pages);
   // Warns of derived documents in `target` of a source no declared stage of it reads any more
   // (one _all_docs?limit=1 per id prefix): they stay, and a reduce or join over it counts them.
   absl::Status WarnUndeclaredRows(const std::string& target, const std::set<std::string>& sources);

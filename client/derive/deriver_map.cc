@@ -11,6 +11,13 @@
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
+namespace {
+
+// Documents whose Map call alone ran past --timeout, none of the batch answered, before the
+// batch is given up on (Deriver::MapSplitting).
+constexpr int kTimeoutsBeforeGivingUp = 3;
+
+}  // namespace
 
 using rapidjson::Document;
 using rapidjson::Value;
@@ -32,7 +39,7 @@ absl::Status Deriver::MapRows(size_t i, Batch& batch) const {
   if (docs.empty()) return absl::OkStatus();
   MapTally tally;
   absl::StatusOr<std::vector<v1::MapResult>> results = MapInParts(s, docs, tally);
-  batch.timed_out_calls = std::move(tally.halved);
+  batch.timed_out_calls = std::move(tally.redone);
   if (!results.ok()) return results.status();
   // The rows each document yields now, as documents to write, all in one arena.
   auto& ra = batch.arena.GetAllocator();
@@ -94,14 +101,16 @@ absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
     if (absl::Status st = MapSplitting(s, docs, first, end, results, tally); !st.ok()) return st;
     first = end;
   }
-  if (tally.timed_out > 0 && tally.answered == 0) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "map handler ", s.handler, " (", s.source, " -> ", s.target, "): no call for this batch of ", docs.size(),
-        " document(s) was answered within --timeout (", absl::FormatDuration(options_.rpc_timeout),
-        "), not even for one document alone: cnp-server may be overloaded, or the handler too slow for every "
-        "document; nothing was recorded, and a later run goes on from the checkpoint"));
-  }
+  if (tally.timed_out > 0 && tally.answered == 0) return NoCallAnswered(s, docs.size());
   return results;
+}
+
+absl::Status Deriver::NoCallAnswered(const Stage& s, size_t documents) const {
+  return absl::DeadlineExceededError(absl::StrCat(
+      "map handler ", s.handler, " (", s.source, " -> ", s.target, "): no call for this batch of ", documents,
+      " document(s) was answered within --timeout (", absl::FormatDuration(options_.rpc_timeout),
+      "), not even for one document alone: cnp-server may be overloaded, or the handler too slow for every "
+      "document; nothing was recorded, and a later run goes on from the checkpoint"));
 }
 
 absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string>& docs, size_t first, size_t end,
@@ -110,10 +119,13 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
                                 docs.begin() + static_cast<std::ptrdiff_t>(end));
   absl::StatusOr<v1::MapResponse> response = cnp_.Map({s.handler}, part, options_.rpc_timeout);
   const bool timed_out = absl::IsDeadlineExceeded(response.status());
-  if (timed_out && end - first > 1) tally.halved.push_back(part.size());
+  if (timed_out && end - first > 1) tally.redone.push_back(part.size());
   if (timed_out && end - first == 1) {
-    // Its own error, if the batch shows that the service answers (MapInParts).
-    ++tally.timed_out;
+    // Its own error, if the batch shows that the service answers (MapInParts). A handler
+    // too slow for the first documents tried, with none answered, is taken to be too slow for
+    // all of them (a dependency gone, --timeout too short): the batch fails rather than pass
+    // every document as a Timeout, one --timeout each.
+    if (++tally.timed_out >= kTimeoutsBeforeGivingUp && tally.answered == 0) return NoCallAnswered(s, docs.size());
     v1::MapResult& failed = results.emplace_back();
     failed.set_rows("[[]]");
     v1::FunctionError& e = *failed.add_errors();
@@ -122,7 +134,30 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
                                ") on this document alone, so its rows were left as they are"));
     return absl::OkStatus();
   }
-  if (OverCallLimit(response.status()) || timed_out) {
+  if (timed_out && end - first > 1) {
+    // Halving would wait --timeout once per level for each slow document, and 2N - 1 times
+    // when the service answers nothing. Is it answering at all? A Resolve of the handler needs
+    // a worker as a Map does, and runs none of the documents.
+    if (!tally.service_checked) {
+      tally.service_checked = true;
+      absl::StatusOr<v1::ResolveResponse> resolved = cnp_.Resolve({s.handler}, options_.rpc_timeout);
+      if (absl::IsDeadlineExceeded(resolved.status()) || absl::IsUnavailable(resolved.status())) {
+        return absl::Status(resolved.status().code(),
+                            absl::StrCat("map handler ", s.handler, " (", s.source, " -> ", s.target,
+                                         "): a Map call of ", part.size(), " document(s) ran past --timeout (",
+                                         absl::FormatDuration(options_.rpc_timeout), "), and cnp-server did not "
+                                         "answer a Resolve of the handler either (", resolved.status().message(),
+                                         "): it is overloaded or unreachable; nothing was recorded, and a later "
+                                         "run goes on from the checkpoint"));
+      }
+    }
+    // It answers: each document alone, so that a slow one costs one --timeout.
+    for (size_t one = first; one < end; ++one) {
+      if (absl::Status st = MapSplitting(s, docs, one, one + 1, results, tally); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+  if (OverCallLimit(response.status())) {
     if (end - first > 1) {
       const size_t middle = first + (end - first) / 2;
       if (absl::Status st = MapSplitting(s, docs, first, middle, results, tally); !st.ok()) return st;
@@ -156,7 +191,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   for (size_t documents : batch.timed_out_calls) {
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": a Map call of " << documents
          << " documents ran past --timeout (" << absl::FormatDuration(options_.rpc_timeout)
-         << "); made again in halves to find the document(s) the handler is too slow for\n";
+         << "); made again one document at a time to find the one(s) the handler is too slow for\n";
   }
   for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
   WarnDropped(i, batch.dropped);
@@ -204,15 +239,18 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   if (absl::Status st = LookUp(s.target, keys, 0, keys.size(), absl::StrCat("reading derived documents of ", s.target), answers); !st.ok()) return st;
   std::map<std::string, std::vector<std::string>> current_ids;  // ranged source id -> row ids
   for (const std::string& id : ranged) {
-    absl::StatusOr<Document> found = couch_.Get(
-        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&", RangeQuery(MapRowPrefix(s.source, id))),
-        absl::StrCat("reading derived documents of ", s.target));
-    if (!found.ok()) return found.status();
-    std::vector<std::string>& ids = current_ids[id];
-    if (const Value* rows = Member(*found, "rows"); rows && rows->IsArray()) {
-      for (const Value& row : rows->GetArray()) ids.push_back(Text(row, "id"));
+    const size_t first_page = answers.size();
+    if (absl::Status st = LookUpPrefix(s.target, MapRowPrefix(s.source, id),
+                                       absl::StrCat("reading derived documents of ", s.target), answers);
+        !st.ok()) {
+      return st;
     }
-    answers.push_back(*std::move(found));
+    std::vector<std::string>& ids = current_ids[id];
+    for (size_t p = first_page; p < answers.size(); ++p) {
+      if (const Value* rows = Member(answers[p], "rows"); rows && rows->IsArray()) {
+        for (const Value& row : rows->GetArray()) ids.push_back(Text(row, "id"));
+      }
+    }
   }
   for (Document& answer : answers) {
     Value* rows = const_cast<Value*>(Member(answer, "rows"));

@@ -76,6 +76,33 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
   return absl::OkStatus();
 }
 
+absl::Status Deriver::LookUpPrefix(const std::string& database, const std::string& prefix, const std::string& what,
+                                   std::vector<Document>& pages) {
+  // Paged as the sweep is (each page after the last id of the one before): a document may have
+  // yielded more rows than one answer can hold.
+  std::string start = prefix;
+  int limit = kLookupPage;  // halved while a page is too long to read (large rows)
+  while (true) {
+    absl::StatusOr<Document> page = couch_.Get(
+        absl::StrCat(DbPath(database), "/_all_docs?include_docs=true&limit=", limit, "&startkey=", QueryString(start),
+                     "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
+        what);
+    if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+      limit /= 2;
+      continue;
+    }
+    if (!page.ok()) return page.status();
+    const Value* rows = Member(*page, "rows");
+    const size_t n = rows && rows->IsArray() ? rows->Size() : 0;
+    if (n > 0) {
+      start = Text((*rows)[n - 1], "id");
+      start.push_back('\0');
+    }
+    pages.push_back(*std::move(page));
+    if (n < static_cast<size_t>(limit)) return absl::OkStatus();
+  }
+}
+
 absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   const Stage& s = declaration_.stages[i];
   // The target's refusals are recorded as errors by the writes: counted by the difference.

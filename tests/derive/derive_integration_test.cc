@@ -27,6 +27,7 @@
 namespace cnp::derive {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::cnp::testing::ChildProcess;
@@ -629,13 +630,13 @@ TEST_F(DeriveTest, HandlerErrorsPastTwentyAMinuteAreCountedNotLogged) {
   EXPECT_THAT(out, HasSubstr("25 handler error(s)"));
 }
 
-// A document the handler is too slow for (past --timeout) is found by mapping the batch again in
-// halves, recorded as its error (Timeout), and passed; the others are derived. (The run ended
+// A document the handler is too slow for (past --timeout) is found by mapping the batch again
+// one document at a time, recorded as its error (Timeout), and passed; the others are derived. (The run ended
 // with "Deadline Exceeded", naming no document, and every run after it met the same batch.)
 TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthersGoOn) {
   Fill("slow_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"X","sleep":30},{"_id":"c","town":"Bergen"}])");
   std::string out = RunOnce(TownsDeclaration("slow", "slow_src", "slow_map", "derive_fns.slow_town"), {"--timeout=1s"});
-  EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); made again in halves"));
+  EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); made again one document at a time"));
   EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
   std::multimap<std::string, std::string> rows = ByKey("slow_map");
   EXPECT_EQ(rows.size(), 2u);
@@ -645,6 +646,31 @@ TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthe
   ASSERT_EQ(errors["errors"].Size(), 1u);
   EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "b");
   EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "Timeout");
+}
+
+// Found by a review: when the handler is too slow for every document (a dependency gone), the
+// batch was halved down to each document alone, 2N - 1 calls each waiting --timeout (hours for
+// a batch of 500), with the lease renewed all along. Now, once a Resolve shows that the service
+// answers, the documents are tried one at a time, and three unanswered with none answered end
+// the run: the handler was started on the batch's first document, then on three alone.
+TEST_F(DeriveTest, ABatchTheHandlerIsTooSlowForIsGivenUpAfterThreeDocumentsAlone) {
+  const std::string log = absl::StrCat(dir_, "/started.log");
+  std::string docs = "[";
+  for (int i = 0; i < 8; ++i) {
+    absl::StrAppend(&docs, i ? "," : "", R"({"_id":"s)", i, R"(","town":"T","sleep":30,"log":")", log, "\"}");
+  }
+  Fill("stuck_src", docs + "]");
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("stuck", "stuck_src", "stuck_map", "derive_fns.logged_slow_town")),
+              {"--once", "--timeout=1s"}),
+      "cnp derive");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 1) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("no call for this batch of 8 document(s) was answered within --timeout"));
+  std::ifstream started(log);
+  std::vector<std::string> ids;
+  for (std::string line; std::getline(started, line);) ids.push_back(line);
+  EXPECT_THAT(ids, ElementsAre("s0", "s0", "s1", "s2"));
 }
 
 // A row CouchDB could not store (a key holding a lone surrogate) is that document's error; the
@@ -692,6 +718,24 @@ TEST_F(DeriveTest, LargeDerivedDocumentsAreLookedUpAndSweptInSmallerPages) {
   std::multimap<std::string, std::string> rows = ByKey("wide_map");
   ASSERT_EQ(rows.size(), 10u);
   for (const auto& [key, doc] : rows) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << key;
+}
+
+// Found by a review: the rows a changed document yielded before were read in one answer, never
+// paged, so a document with more rows than that answer may hold (--max-couchdb-response-bytes)
+// stopped its stage for good. Twenty rows of 100 kB (2 MB) with answers of at most 1 MiB: the
+// change that leaves fifteen of them finds all twenty, and removes five.
+TEST_F(DeriveTest, TheRowsOfAChangedDocumentAreReadInPagesWhenTheyPassTheAnswerLimit) {
+  Fill("many_rows_src", R"([{"_id":"a","town":"Oslo","rows":20,"pad":100000}])");
+  const std::string yaml = TownsDeclaration("many_rows", "many_rows_src", "many_rows_map", "derive_fns.padded_rows");
+  std::string out = RunOnce(yaml, {"--max-couchdb-response-bytes=1048576"});
+  ASSERT_EQ(ByKey("many_rows_map").size(), 20u) << out;
+  Write("many_rows_src",
+        absl::StrCat(R"([{"_id":"a","_rev":")", Rev("many_rows_src", "a"), R"(","town":"Oslo","rows":15,"pad":100000}])"));
+  out = RunOnce(yaml, {"--max-couchdb-response-bytes=1048576"});
+  EXPECT_THAT(out, Not(HasSubstr("exceeded")));
+  std::multimap<std::string, std::string> rows = ByKey("many_rows_map");
+  EXPECT_EQ(rows.size(), 15u) << out;
+  for (int i = 0; i < 15; ++i) EXPECT_EQ(rows.count(absl::StrCat("[\"Oslo\",", i, "]")), 1u) << i;
 }
 
 // A cnp-server whose calls may carry 100,000 bytes; twelve documents with one small row each,

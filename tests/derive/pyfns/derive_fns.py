@@ -109,3 +109,18 @@ def reserved_fields(doc):
 def reserved_result(keys, rows, rereduce=False):
     """A reduce result with a field a derived document cannot hold (mr_count) beside one it can."""
     return {"mr_count": len(rows), "count": len(rows)}
+
+
+def logged_slow_town(doc):
+    """slow_town, after appending the document's id to the file doc["log"]: its reader learns
+    which documents a Map call was started on."""
+    with open(doc["log"], "a") as log:
+        log.write(doc["_id"] + "\n")
+    return slow_town(doc)
+
+
+def padded_rows(doc):
+    """doc["rows"] rows keyed [town, i], each with doc["pad"] bytes of value: one document's
+    rows that together pass a small answer limit."""
+    for i in range(doc["rows"]):
+        yield [doc["town"], i], "x" * doc["pad"]
