@@ -59,6 +59,9 @@ std::optional<CallLimit> TooLargeMark(const grpc::Status& status,
 constexpr double kShareOfCouchDBTimeout = 0.8;
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
 constexpr absl::Duration kMaxBackoff = absl::Milliseconds(250);
+// However long CouchDB's timeout (a `reset` may give hours), a service that cannot be reached
+// is not a slow command: connecting is given up after this, and CouchDB told at once.
+constexpr absl::Duration kMaxReconnectWindow = absl::Seconds(30);
 // A frozen replica is found within interval + timeout (2.5 s), so that at CouchDB's default
 // timeout (5 s, of which the adapter takes 80% for retries) the command still has 1.5 s to be
 // replayed on another. The interval stays clear of cnp-server's minimum (1 s, rpc_server.cc)
@@ -165,6 +168,7 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
   // that stops answering (frozen, its host gone quietly) is given up for another, or answered
   // for, while CouchDB still reads our error.
   const absl::Time answer_by = start + AnswerWithin();
+  const absl::Time retry_until = std::min(deadline, start + kMaxReconnectWindow);
   absl::Duration backoff = kFirstBackoff;
   absl::Status last;
   // What went wrong once a stream was open (a proxy's 502, a refused replay): a later "cannot
@@ -195,7 +199,7 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
       cause = last;
     }
     // A replay the service refused, or a service that cannot start, fails the same way again.
-    if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > deadline) break;
+    if (!retry || absl::IsFailedPrecondition(last) || absl::Now() + backoff > retry_until) break;
     std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
     backoff = std::min(backoff * 2, kMaxBackoff);
   }

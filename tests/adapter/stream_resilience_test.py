@@ -93,6 +93,20 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
         self.assertIn("502 Bad Gateway", reply[2])
         self.assertLess(elapsed, 2.0)
 
+    def test_an_unreachable_service_is_given_up_after_30_s_whatever_couchdbs_timeout(self):
+        # Found by a review: with CouchDB's os_process_timeout raised to hours (users set
+        # 5,000,000 ms), a service that failed every stream was tried again for 80% of it,
+        # and CouchDB's request hung for over an hour before its error.
+        self.service.fail_streams = True
+        self.start_adapter(self.service.target)
+        self.assertIs(self.reply(["reset", {"timeout": 5000000}]), True)
+        started = time.monotonic()
+        reply = self.reply(["add_fun", "m.town"], timeout=60)
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+        self.assertIn("502 Bad Gateway", reply[2])
+        self.assertLess(elapsed, 32.0)
+
     def test_a_service_that_stops_answering_is_answered_for_in_time(self):
         # A replica frozen (SIGSTOP) or whose host vanished quietly left the adapter blocked in
         # its read until CouchDB killed it at its timeout.
