@@ -68,4 +68,12 @@ std::string EscapeInvalidUtf8(absl::string_view text) {
   return out;
 }
 
+absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  size_t end = max_bytes;
+  // Back to the first byte of the character text[end] belongs to: the cut falls before it.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
+
 }  // namespace cnp

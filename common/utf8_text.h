@@ -26,4 +26,8 @@ std::optional<Utf8Error> FindInvalidUtf8(absl::string_view text);
 // such text in a message without sending the terminal raw bytes.
 std::string EscapeInvalidUtf8(absl::string_view text);
 
+// At most `max_bytes` of `text`, not ending inside a UTF-8 character: a shortened quote stays
+// valid UTF-8 (jiffy, a log collector, protobuf refuse the whole text for one broken character).
+absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes);
+
 }  // namespace cnp

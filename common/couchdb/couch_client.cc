@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "common/couchdb/json.h"
+#include "common/utf8_text.h"
 #include "common/couchdb/json_value_count.h"
 
 namespace cnp::couchdb {
@@ -85,10 +86,7 @@ size_t AppendToBody(char* data, size_t size, size_t count, void* target) noexcep
 // (a terminal's escape sequences) replaced by spaces.
 std::string Trimmed(absl::string_view text, size_t max) {
   std::string out;
-  size_t end = std::min(text.size(), max);
-  if (end < text.size()) {
-    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  }
+  const size_t end = Utf8Prefix(text, max).size();
   for (char c : text.substr(0, end)) {
     out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7F ? ' ' : c);
   }

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/printable_text.h"
+#include "common/utf8_text.h"
 #include "service/common/absl_view.h"
 #include "service/couchdb/json_text.h"
 
@@ -134,11 +135,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
 
 // At most `limit` bytes of `text`, not ending inside a UTF-8 character (a collector may refuse
 // the whole line for a broken one).
-absl::string_view CutAt(absl::string_view text, size_t limit) {
-  if (text.size() <= limit) return text;
-  while (limit > 0 && (static_cast<unsigned char>(text[limit]) & 0xC0) == 0x80) --limit;
-  return text.substr(0, limit);
-}
+absl::string_view CutAt(absl::string_view text, size_t limit) { return Utf8Prefix(text, limit); }
 
 std::string FormatLine(absl::string_view tag, absl::string_view message,
                        absl::Span<const LogField> fields) {

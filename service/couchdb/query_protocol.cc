@@ -8,6 +8,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/utf8_text.h"
 #include "service/common/absl_view.h"
 #include "service/couchdb/error_id.h"
 #include "service/couchdb/json_text.h"
@@ -674,7 +675,7 @@ QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::str
     if (const auto* unknown = std::get_if<command::Unknown>(&command)) {
       what = unknown->name;
     } else if (std::holds_alternative<command::NotACommand>(command)) {
-      what = std::string(TrimJsonText(line).substr(0, 100));
+      what = std::string(Utf8Prefix(AbslView(TrimJsonText(line)), 100));
     } else {
       what = std::string(CommandName(KindOf(command)));
     }

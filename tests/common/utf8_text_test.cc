@@ -48,5 +48,21 @@ TEST(Utf8TextTest, EscapingKeepsCharactersAndWritesBadBytesAsHex) {
   EXPECT_EQ(EscapeInvalidUtf8("caf\xc3\xa9\xe2\x82"), "caf\xc3\xa9\\xe2\\x82");
 }
 
+TEST(Utf8TextTest, APrefixNeverEndsInsideACharacter) {
+  const std::string text = "ab\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";  // a b é € 😀
+  EXPECT_EQ(Utf8Prefix(text, 100), text);
+  EXPECT_EQ(Utf8Prefix(text, text.size()), text);
+  EXPECT_EQ(Utf8Prefix(text, 2), "ab");
+  EXPECT_EQ(Utf8Prefix(text, 3), "ab");  // not half of the é
+  EXPECT_EQ(Utf8Prefix(text, 4), "ab\xc3\xa9");
+  EXPECT_EQ(Utf8Prefix(text, 6), "ab\xc3\xa9");
+  EXPECT_EQ(Utf8Prefix(text, 7), "ab\xc3\xa9\xe2\x82\xac");
+  EXPECT_EQ(Utf8Prefix(text, 10), "ab\xc3\xa9\xe2\x82\xac");
+  EXPECT_EQ(Utf8Prefix(text, 0), "");
+  for (size_t n = 0; n <= text.size(); ++n) {
+    EXPECT_FALSE(FindInvalidUtf8(Utf8Prefix(text, n)).has_value()) << n;
+  }
+}
+
 }  // namespace
 }  // namespace cnp

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/utf8_text.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -696,6 +698,27 @@ TEST_F(DesignDocTest, NonRowDuringAListIsFatal) {
   EXPECT_TRUE(runner_.tasks.back().has_list_row());
   EXPECT_TRUE(runner_.tasks.back().list_row().row().empty());
   EXPECT_EQ(runner_.leases_released, 1);
+}
+
+// Found by a review: a line that is not a command is quoted shortened to 100 bytes, and the
+// cut could fall inside a character, leaving a lone lead byte that CouchDB's JSON decoder
+// refuses (it then logs a decode crash instead of the reason).
+TEST_F(DesignDocTest, ANonRowQuotedShortenedStaysUtf8) {
+  runner_.on_exchange = [&](const Task&) {
+    Reply reply;
+    reply.mutable_list_step()->set_reply(R"(["start",[],{"headers":{}}])");
+    return reply;
+  };
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  // A string whose 99th and 100th bytes are the two bytes of an é.
+  const std::string line = absl::StrCat("\"", std::string(98, 'a'), "\xc3\xa9", std::string(10, 'b'), "\"");
+  std::optional<v1::SessionOutput> out = session_.Handle(line);
+  ASSERT_THAT(LinesOf(out), ElementsAre(StartsWith(R"(["fatal","list_error","not a row ')")));
+  const std::string answer = LinesOf(out)[0];
+  EXPECT_FALSE(FindInvalidUtf8(answer).has_value()) << answer;
+  // The quote, escaped, then the a's: the é that did not fit whole is left out.
+  EXPECT_THAT(answer, HasSubstr(absl::StrCat(R"('\")", std::string(98, 'a'), "'")));
+  EXPECT_TRUE(Exits(out));
 }
 
 TEST_F(DesignDocTest, WorkerLostDuringAListIsAnError) {
