@@ -212,6 +212,7 @@ QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply>&& reply) {
     ran_out_of_memory_ = false;
     if (std::get<Answer>(step).output && output_.lines_size() > 0) {
       output_.mutable_lines()->RemoveLast();
+      output_.set_accepted(false);  // an error is no `true` a new stream must be taught again
       output_.add_lines(ErrorLine(
           "memory_error",
           "cnp-server: MemoryError: the command asked for more memory than the worker could get "
@@ -398,7 +399,9 @@ QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
     if (std::optional<std::string> why = UnrunnableMapBody(resolved)) {
       return Say(ErrorLine("compilation_error", *why));
     }
-    map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
+    // A worker that ran out of memory importing it: Resume answers the memory error instead,
+    // and the session does not keep what CouchDB was not told it has.
+    if (!ran_out_of_memory_) map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
     return Accept();
   });
 }

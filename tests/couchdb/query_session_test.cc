@@ -319,6 +319,26 @@ TEST(QuerySessionCapTest, ATimeoutUnderTheServersCapNamesTheFlag) {
               ElementsAre(R"(["error","timeout","cnp-server: the map did not finish"])"));
 }
 
+// Found by a review: an add_fun whose import ran the worker out of memory was answered with the
+// memory error, yet the function stayed in the session and the answer was marked accepted, so
+// cnp-adapter would teach it to a new stream. Neither now: a map_doc runs no function.
+TEST_F(QuerySessionTest, AnAddFunAnsweredWithTheMemoryErrorIsNotKept) {
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(R"pb(resolve { functions { function: "f" } } recycle: true)pb");
+  };
+  std::optional<v1::SessionOutput> out = session_.Handle(R"(["add_fun","fns.big"])");
+  ASSERT_TRUE(out.has_value());
+  EXPECT_THAT(LinesOf(out), ElementsAre(StartsWith(R"(["error","memory_error",)")));
+  EXPECT_FALSE(out->accepted());
+  int runs = 0;
+  runner_.on_run = [&](const Task&) {
+    ++runs;
+    return ReplyFromText(R"pb(map { results { rows: "[[[1,null]]]" } })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"_id":"a"}])"), ElementsAre("[]"));
+  EXPECT_EQ(runs, 0);
+}
+
 // A worker that raised MemoryError answers with what it had and asks to be replaced: the
 // document's rows may be missing, so CouchDB gets an error (and tries again), never "[[]]",
 // which would leave the document out of the view for good. The same for a reduce's null.
