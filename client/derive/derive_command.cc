@@ -89,7 +89,8 @@ reduce key whose result does. A Map call that runs past --timeout is made again 
 document at a time (if a Resolve shows the service answers; else the run ends, exit 1): a
 document the handler is too slow for alone is recorded (Timeout) when other calls of its
 batch were answered; when the first three tried alone are not, and none was, the handler is
-too slow for all of them and the run ends (exit 1).
+too slow for all of them and the run ends (exit 1). A reduce key's call past --timeout is
+recorded (Timeout) the same way.
 The status document is written every --lease-renew while stages catch up, and on a stop.
 
 Following: once caught up (without --once), each map stage follows its source's

@@ -171,6 +171,10 @@ class Deriver {
     std::vector<size_t> redone;  // calls past their deadline made again a document at a time: their sizes
     bool service_checked = false;  // whether the service was found to answer (a Resolve)
   };
+  // After `what_timed_out` ran past --timeout: OK when cnp-server answers a Resolve of the
+  // stage's handler (it needs a worker, as a call does, and runs no document), else the error
+  // that ends the run (the service, not a document, is slow).
+  absl::Status ServiceAnswers(const Stage& stage, absl::string_view what_timed_out) const;
   // The error of a batch no Map call of which was answered within --timeout.
   absl::Status NoCallAnswered(const Stage& stage, size_t documents) const;
   absl::StatusOr<std::vector<v1::MapResult>> MapInParts(const Stage& stage, const std::vector<std::string>& docs,

@@ -11,13 +11,6 @@
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
-namespace {
-
-// Documents whose Map call alone ran past --timeout, none of the batch answered, before the
-// batch is given up on (Deriver::MapSplitting).
-constexpr int kTimeoutsBeforeGivingUp = 3;
-
-}  // namespace
 
 using rapidjson::Document;
 using rapidjson::Value;
@@ -105,6 +98,21 @@ absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
   return results;
 }
 
+absl::Status Deriver::ServiceAnswers(const Stage& s, absl::string_view what_timed_out) const {
+  absl::StatusOr<v1::ResolveResponse> resolved = cnp_.Resolve({s.handler}, options_.rpc_timeout);
+  if (!absl::IsDeadlineExceeded(resolved.status()) && !absl::IsUnavailable(resolved.status())) {
+    return absl::OkStatus();
+  }
+  return absl::Status(resolved.status().code(),
+                      absl::StrCat(s.reduce ? "reduce" : "map", " handler ", s.handler, " (", s.source, " -> ",
+                                   s.target, "): ", what_timed_out, " ran past --timeout (",
+                                   absl::FormatDuration(options_.rpc_timeout),
+                                   "), and cnp-server did not answer a Resolve of the handler either (",
+                                   resolved.status().message(),
+                                   "): it is overloaded or unreachable; nothing was recorded, and a later run goes "
+                                   "on from the checkpoint"));
+}
+
 absl::Status Deriver::NoCallAnswered(const Stage& s, size_t documents) const {
   return absl::DeadlineExceededError(absl::StrCat(
       "map handler ", s.handler, " (", s.source, " -> ", s.target, "): no call for this batch of ", documents,
@@ -140,15 +148,9 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
     // a worker as a Map does, and runs none of the documents.
     if (!tally.service_checked) {
       tally.service_checked = true;
-      absl::StatusOr<v1::ResolveResponse> resolved = cnp_.Resolve({s.handler}, options_.rpc_timeout);
-      if (absl::IsDeadlineExceeded(resolved.status()) || absl::IsUnavailable(resolved.status())) {
-        return absl::Status(resolved.status().code(),
-                            absl::StrCat("map handler ", s.handler, " (", s.source, " -> ", s.target,
-                                         "): a Map call of ", part.size(), " document(s) ran past --timeout (",
-                                         absl::FormatDuration(options_.rpc_timeout), "), and cnp-server did not "
-                                         "answer a Resolve of the handler either (", resolved.status().message(),
-                                         "): it is overloaded or unreachable; nothing was recorded, and a later "
-                                         "run goes on from the checkpoint"));
+      if (absl::Status answers = ServiceAnswers(s, absl::StrCat("a Map call of ", part.size(), " document(s)"));
+          !answers.ok()) {
+        return answers;
       }
     }
     // It answers: each document alone, so that a slow one costs one --timeout.

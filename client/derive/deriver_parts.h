@@ -29,6 +29,10 @@ constexpr int kLookupPage = 1000;
 // below cnp-server's --max-call-bytes and CouchDB's max_http_request_size (64 MiB by default
 // for both), and a single document larger than this goes alone.
 constexpr size_t kMaxCallBytes = size_t{16} << 20;
+// Documents (or reduce keys) whose call alone ran past --timeout, none of their batch
+// answered, before the batch is given up on: the handler is then taken to be too slow for all
+// (a dependency gone, --timeout too short), rather than each recorded as a Timeout in turn.
+constexpr int kTimeoutsBeforeGivingUp = 3;
 // The error type of a change that could not be read, whose document no handler saw.
 constexpr char kUnreadableType[] = "UnreadableChange";
 // Of a change too long to read whole, what is read to find its seq and id.

@@ -136,6 +136,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   std::vector<std::string> writes;
   std::map<std::string, Document> wanted;  // reduce document id -> what it is to hold
   std::set<std::string> emptied;           // reduce documents of keys without rows now
+  int answered = 0, timed_out = 0;         // Reduce calls of this batch, for a handler too slow
   for (auto& [key_json, key] : keys) {
     std::string id = ReduceRowId(s.source, key_json);
     auto it = existing.find(id);
@@ -154,6 +155,30 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     }
     kvs += "]";
     absl::StatusOr<v1::ReduceResponse> r = cnp_.Reduce({s.handler}, kvs, false, options_.rpc_timeout);
+    if (absl::IsDeadlineExceeded(r.status())) {
+      // That key's error, as a document's in a map stage: when the service answers, and the
+      // handler was not too slow for every key tried so far.
+      ++timed_out;
+      if (answered == 0) {
+        if (timed_out == 1) {
+          if (absl::Status st = ServiceAnswers(s, absl::StrCat("the Reduce call of key ", key_json)); !st.ok()) {
+            return st;
+          }
+        }
+        if (timed_out >= kTimeoutsBeforeGivingUp) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "reduce handler ", s.handler, " (", s.source, " -> ", s.target, "): the Reduce calls of the first ",
+              timed_out, " keys of this batch all ran past --timeout (", absl::FormatDuration(options_.rpc_timeout),
+              ") and none was answered: the handler is too slow for them (raise --timeout?); nothing was "
+              "recorded, and a later run goes on from the checkpoint"));
+        }
+      }
+      RecordError(s, absl::StrCat("key ", key_json), "Timeout",
+                  absl::StrCat("the handler ran past --timeout (", absl::FormatDuration(options_.rpc_timeout),
+                               ") on this key's rows, so its reduce document was left as it is"));
+      continue;
+    }
+    if (r.ok()) ++answered;
     if (std::optional<CallLimitError> error = OneOverCallLimit(
             r.status(), {"the rows of this key are more", "the result of this key is", "make the handler return less"})) {
       // That key's error, as if its handler had raised: its reduce document is left as it is.

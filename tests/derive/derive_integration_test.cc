@@ -824,6 +824,31 @@ handlers:
                                                        {"key \"Huge\"", "AnswerTooLarge"}}));
 }
 
+// Found by a review: a Reduce call past --timeout on one key ended the run, and every run after
+// it met the same key, so the reduce stage never went on. It is that key's error (Timeout), as a
+// map stage's slow document is; the other keys are reduced.
+TEST_F(DeriveTest, AReduceKeyTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthersGoOn) {
+  Fill("slowred_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Slow"},{"_id":"c","town":"Oslo"},
+                          {"_id":"d","town":"Bergen"}])");
+  std::string yaml = R"(name: slowred
+handlers:
+  slowred_map:
+    slowred_src: {type: map, version: 1, handler: derive_fns.town_pad}
+  slowred_count:
+    slowred_map: {type: reduce, version: 1, handler: derive_fns.count_or_sleep}
+)";
+  std::string out = RunOnce(yaml, {"--timeout=1s"});
+  EXPECT_THAT(out, HasSubstr("derive_fns.count_or_sleep failed on key \"Slow\": Timeout"));
+  std::map<std::string, int> counts;
+  for (auto& [id, doc] : Derived("slowred_count")) counts[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+  EXPECT_EQ(counts, (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
+  rapidjson::Document errors = Errors("slowred_count", "slowred");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "key \"Slow\"");
+  EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "Timeout");
+}
+
 TEST_F(DeriveTest, JoinMergesTheRowsOfTwoSourcesByKey) {
   Fill("orgs", R"([{"_id":"o1","name":"Acme"},{"_id":"o2","name":"Beta"}])");
   Fill("reports", R"([{"_id":"r1","org":"o1","title":"Q1"},{"_id":"r2","org":"o2","title":"Q2"}])");

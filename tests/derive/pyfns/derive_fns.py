@@ -124,3 +124,11 @@ def padded_rows(doc):
     rows that together pass a small answer limit."""
     for i in range(doc["rows"]):
         yield [doc["town"], i], "x" * doc["pad"]
+
+
+def count_or_sleep(keys, rows, rereduce=False):
+    """The number of rows of a key, after 30 seconds for the key "Slow": a Reduce call that
+    outlasts a short --timeout."""
+    if keys and keys[0][0] == "Slow":
+        time.sleep(30)
+    return len(rows)
