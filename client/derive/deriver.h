@@ -216,6 +216,11 @@ class Deriver {
   // being recorded as errors.
   absl::Status BulkWrite(const std::string& database, std::vector<std::string>& docs,
                          const Stage& stage, std::vector<std::string>* conflicts = nullptr);
+  // One _bulk_docs request for docs[first, end); refused whole as too large (HTTP 413), made
+  // again in halves, and a document refused alone recorded as its error (document_too_large).
+  absl::Status BulkWriteSplitting(const std::string& database, const std::vector<std::string>& docs,
+                                  size_t first, size_t end, const Stage& stage,
+                                  std::vector<std::string>* conflicts);
   // What to write instead of a write CouchDB refused as a conflict, given the document's id and
   // what the target holds now (nullptr: nothing, or a deleted document): the document's JSON,
   // "" when nothing is left to write, or nullopt for an id it does not know.

@@ -189,31 +189,46 @@ absl::Status Deriver::BulkWrite(const std::string& database, std::vector<std::st
   if (!*allowed) return LeaseLostError("the lease was lost");
   // In parts of at most kMaxCallBytes: CouchDB refuses a request past its max_http_request_size.
   for (size_t first = 0; first < docs.size();) {
-    std::string body = "{\"docs\":[";
-    size_t end = first;
-    while (end < docs.size() && (end == first || body.size() + docs[end].size() <= kMaxCallBytes)) {
-      absl::StrAppend(&body, end > first ? "," : "", docs[end]);
-      ++end;
-    }
-    body += "]}";
-    const size_t sent = end - first;
+    size_t end = first, bytes = 0;
+    while (end < docs.size() && (end == first || bytes + docs[end].size() <= kMaxCallBytes)) bytes += docs[end++].size();
+    if (absl::Status st = BulkWriteSplitting(database, docs, first, end, stage, conflicts); !st.ok()) return st;
     first = end;
-    absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
-                                                  absl::StrCat("writing derived documents to ", database));
-    if (!answer.ok()) return answer.status();
-    // CouchDB answers one result per document, in order, each a new revision or an error. An
-    // answer that is not that (a proxy's {"ok":true}, an empty list) says nothing of what was
-    // written: taken as success, the rows it lost would have been checkpointed past for good.
-    if (absl::Status checked = CheckBulkAnswer(*answer, sent, database); !checked.ok()) {
-      return checked;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Deriver::BulkWriteSplitting(const std::string& database, const std::vector<std::string>& docs,
+                                         size_t first, size_t end, const Stage& stage,
+                                         std::vector<std::string>* conflicts) {
+  std::string body = "{\"docs\":[";
+  for (size_t n = first; n < end; ++n) absl::StrAppend(&body, n > first ? "," : "", docs[n]);
+  body += "]}";
+  absl::StatusOr<Document> answer = FencedWrite("POST", absl::StrCat(DbPath(database), "/_bulk_docs"), body,
+                                                absl::StrCat("writing derived documents to ", database));
+  if (couchdb::IsRequestTooLarge(answer.status())) {
+    // CouchDB refuses the whole request for one document past its max_document_size: the others
+    // go in halves, and that one alone is its error, as if CouchDB had refused it in the answer.
+    if (end - first > 1) {
+      const size_t middle = first + (end - first) / 2;
+      if (absl::Status st = BulkWriteSplitting(database, docs, first, middle, stage, conflicts); !st.ok()) return st;
+      return BulkWriteSplitting(database, docs, middle, end, stage, conflicts);
     }
-    for (const Value& result : answer->GetArray()) {
-      std::string error = Text(result, "error");
-      if (error == "conflict" && conflicts != nullptr) {
-        conflicts->push_back(Text(result, "id"));
-      } else if (!error.empty()) {
-        RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
-      }
+    absl::StatusOr<Document> doc = couchdb::ParseJson(docs[first]);
+    RecordError(stage, doc.ok() ? Text(*doc, "_id") : "", "document_too_large",
+                std::string(answer.status().message()));
+    return absl::OkStatus();
+  }
+  if (!answer.ok()) return answer.status();
+  // CouchDB answers one result per document, in order, each a new revision or an error. An
+  // answer that is not that (a proxy's {"ok":true}, an empty list) says nothing of what was
+  // written: taken as success, the rows it lost would have been checkpointed past for good.
+  if (absl::Status checked = CheckBulkAnswer(*answer, end - first, database); !checked.ok()) return checked;
+  for (const Value& result : answer->GetArray()) {
+    std::string error = Text(result, "error");
+    if (error == "conflict" && conflicts != nullptr) {
+      conflicts->push_back(Text(result, "id"));
+    } else if (!error.empty()) {
+      RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
     }
   }
   return absl::OkStatus();

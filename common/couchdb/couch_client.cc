@@ -322,6 +322,10 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   return response;
 }
 
+bool IsRequestTooLarge(const absl::Status& status) {
+  return status.GetPayload(kRequestTooLarge).has_value();
+}
+
 bool MayHaveBeenApplied(const absl::Status& status) {
   return status.GetPayload(kWriteWithoutAnswer).has_value();
 }
@@ -433,6 +437,13 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
       return absl::NotFoundError(absl::StrCat(context, ": not found (", reason, ")"));
     case 409:
       return absl::AbortedError(absl::StrCat(context, ": conflict (", reason, ")"));
+    case 413: {
+      absl::Status refused = absl::UnknownError(absl::StrCat(
+          context, ": refused as too large, HTTP 413 (", reason,
+          "); CouchDB's max_document_size or max_http_request_size, or a proxy's body limit"));
+      refused.SetPayload(kRequestTooLarge, absl::Cord());
+      return refused;
+    }
     default:
       if (response.status >= 300 && response.status < 400) {
         // Followed, it could send the credentials anywhere; CouchDB itself sends none.

@@ -1233,6 +1233,34 @@ TEST_F(DeriveTest, AWriteAnswerWithoutOneResultPerDocumentFailsTheRunAndCheckpoi
   EXPECT_EQ(Derived("lie_map").size(), 2u);
 }
 
+// Found by a review: CouchDB 3 refuses a whole _bulk_docs request with HTTP 413 when one of its
+// documents passes max_document_size (8 MB by default): the run ended, and every run after it
+// sent the same batch. The request is made again in halves, and the document refused alone is
+// its source document's error (document_too_large); the others are written.
+TEST_F(DeriveTest, ADerivedDocumentCouchDbRefusesAsTooLargeIsItsSourcesErrorAndTheOthersAreWritten) {
+  Fill("toolarge_src", absl::StrCat(R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Wide","pad":")",
+                                    std::string(5000, 'x'), R"("},{"_id":"c","town":"Bergen"},{"_id":"d","town":"Lima"}])"));
+  std::string proxy_url;
+  auto proxy = StartProxy({"maxdoc:2000"}, proxy_url);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  std::vector<std::string> through_proxy =
+      Command(Declare(TownsDeclaration("toolarge", "toolarge_src", "toolarge_map", "derive_fns.town_pad")), {"--once"});
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  absl::StatusOr<Exited> run = RunToExit(through_proxy, "cnp derive");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 3) << run->output;  // caught up, with document errors recorded
+  EXPECT_THAT((*proxy)->output(), HasSubstr("refused POST /toolarge_map/_bulk_docs"));
+  EXPECT_THAT(run->output, HasSubstr(": document_too_large: writing derived documents to toolarge_map at "));
+  EXPECT_THAT(run->output, HasSubstr("refused as too large, HTTP 413"));
+  std::multimap<std::string, std::string> rows = ByKey("toolarge_map");
+  EXPECT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.count("\"Wide\""), 0u);
+  rapidjson::Document errors = Errors("toolarge_map", "toolarge");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "document_too_large");
+}
+
 // Likewise a change that is not a deletion but comes without its document: read as a deletion,
 // its rows were removed until the document next changed.
 TEST_F(DeriveTest, AChangeWithoutItsDocumentFailsTheRunAndRemovesNothing) {

@@ -10,6 +10,8 @@ Either way "ended METHOD PATH" follows, once the answer has been passed back.
 Lying, as no CouchDB answers: `fake:PART=STATUS:BODY` answers the requests whose path contains
 PART with STATUS and BODY without passing them on ("faked METHOD PATH"); `nodoc:PART` passes
 them on and takes "doc" out of every result of the answer's "results" ("stripped METHOD PATH").
+`maxdoc:BYTES` refuses a _bulk_docs request holding a document longer than BYTES (as JSON) with
+HTTP 413, whole, as CouchDB 3 does past its max_document_size ("refused METHOD PATH").
 
 Usage: hold_proxy.py UPSTREAM_PORT RULE...   (prints "listening on PORT")
 """
@@ -26,8 +28,11 @@ import time
 
 UPSTREAM = ("127.0.0.1", int(sys.argv[1]))
 RULES, FAKES, NODOCS = [], [], []
+MAX_DOC = None
 for arg in sys.argv[2:]:
-    if arg.startswith("fake:"):
+    if arg.startswith("maxdoc:"):
+        MAX_DOC = int(arg[len("maxdoc:"):])
+    elif arg.startswith("fake:"):
         part, answer = arg[len("fake:"):].split("=", 1)
         status, body = answer.split(":", 1)
         FAKES.append((part, int(status), body.encode()))
@@ -67,6 +72,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             say(f"faked {what}")
             self.answer(fake[0], [("Content-Type", "application/json")], fake[1])
             return
+        if MAX_DOC is not None and self.command == "POST" and "/_bulk_docs" in self.path:
+            large = [doc for doc in json.loads(body)["docs"]
+                     if len(json.dumps(doc, separators=(",", ":"))) > MAX_DOC]
+            if large:
+                say(f"refused {what}")
+                reason = json.dumps({"error": "document_too_large", "reason": large[0].get("_id", "")})
+                self.answer(413, [("Content-Type", "application/json")], reason.encode())
+                return
         hold = next((f for f, part in RULES if part in self.path and os.path.exists(f)), None)
         if hold is not None:
             say(f"held {what}")
