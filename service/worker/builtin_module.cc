@@ -194,9 +194,13 @@ PyObject* WhereRaisedIn(PyObject*, PyObject* exception) {
     PyErr_SetString(PyExc_TypeError, "where_raised(exception)");
     return nullptr;
   }
-  PyRef traceback = PyRef::Steal(PyException_GetTraceback(exception));
-  std::string where = WhereRaised(traceback.get());
-  return PyUnicode_FromStringAndSize(where.data(), static_cast<Py_ssize_t>(where.size()));
+  try {
+    PyRef traceback = PyRef::Steal(PyException_GetTraceback(exception));
+    std::string where = WhereRaised(traceback.get());
+    return PyUnicode_FromStringAndSize(where.data(), static_cast<Py_ssize_t>(where.size()));
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  }
 }
 
 PyMethodDef kMethods[] = {

@@ -26,6 +26,12 @@ class ExchangeListChannel : public ListChannel {
 
   PyObject* Step(PyObject* step) override {
     if (aborted()) return Abort();
+    // The function caught the refusal of something past its answer's limit (a log() line):
+    // it gets no further, as in any other task; the list ends there, ANSWER_TOO_LARGE.
+    if (Context().answer.exceeded()) {
+      refusal_ = AnswerTooLargeReply();
+      return Abort();
+    }
     std::optional<std::string> json = ToJson(step);
     if (!json) return nullptr;  // the function sent something that is not JSON: its error
     Reply reply;

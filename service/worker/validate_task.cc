@@ -39,7 +39,12 @@ const RejectionClasses& Rejections() {
 }
 
 bool IsInstance(PyObject* value, const PyRef& cls) {
-  return cls && PyObject_IsInstance(value, cls.get()) == 1;
+  if (!cls) return false;
+  const int is = PyObject_IsInstance(value, cls.get());
+  // An exception whose __class__ raises is no rejection; what it raised must not stay set for
+  // the next task (another caller's) to fail on.
+  if (is < 0) PyErr_Clear();
+  return is == 1;
 }
 
 // A rejection raised with one value that is not a str (Forbidden({"field": "title"})): that

@@ -210,3 +210,31 @@ def rewrite_to_a_string(req):
 
 def rewrite_false(req):
     return False
+
+
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text today")
+
+
+class _NotAnException(BaseException):
+    """Raised by a function, it is still its error (couchjs catches anything thrown)."""
+
+
+def show_unprintable(doc, req):
+    raise _Unprintable()
+
+
+def show_base_exception(doc, req):
+    raise _NotAnException("beyond Exception")
+
+
+def list_catches_a_refused_log(head, req):
+    """Logs a line longer than its answer may be, catches the refusal, and goes on."""
+    try:
+        log("x" * 200000)
+    except RuntimeError:
+        pass
+    while (row := get_row()) is not None:
+        send(row["id"])
+    return "end"

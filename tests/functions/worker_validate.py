@@ -43,3 +43,16 @@ def rejects_with(new, old, userctx, secobj):
     from couch_named_python import NotFound
     kind = {"forbidden": Forbidden, "unauthorized": Unauthorized, "not_found": NotFound}
     raise kind[new["raise"]](*new.get("args", []))
+
+
+class _ClassLookupRaises(Exception):
+    """An exception whose __class__ raises when looked up: isinstance() fails on it with an
+    exception of its own."""
+
+    @property
+    def __class__(self):
+        raise ValueError("no class today")
+
+
+def raises_odd(new, old, userctx, secobj):
+    raise _ClassLookupRaises("odd")

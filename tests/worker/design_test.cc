@@ -299,6 +299,27 @@ TEST_F(DesignTest, SysExitInAShowIsARenderErrorAndTheWorkerCarriesOn) {
             R"(["resp",{"body":"just a string for doc-1"}])");
 }
 
+// Found by a review: an exception whose str() raises, or one that is a BaseException but no
+// Exception, made the show's own error handling fail, and the answer was the worker's
+// internal_error, not the function's render_error (nor counted as the function's error).
+TEST_F(DesignTest, AnUnprintableOrBaseExceptionInAShowIsARenderError) {
+  std::string args = std::string("[") + kOslo + "," + kReq + "]";
+  DesignFunctionResponse unprintable = Run(cnp::v1::SHOW, "worker_design.show_unprintable", args);
+  EXPECT_EQ(unprintable.reply(), R"(["error","render_error","_Unprintable: <exception str() failed>)" +
+                                     RaisedAt("worker_design.py", "raise _Unprintable()", "show_unprintable") +
+                                     R"("])");
+  EXPECT_EQ(unprintable.error().function(), "worker_design.show_unprintable");
+  DesignFunctionResponse base = Run(cnp::v1::SHOW, "worker_design.show_base_exception", args);
+  EXPECT_EQ(base.reply(), R"(["error","render_error","_NotAnException: beyond Exception)" +
+                              RaisedAt("worker_design.py", "raise _NotAnException(\"beyond Exception\")",
+                                       "show_base_exception") +
+                              R"("])");
+  EXPECT_EQ(base.error().type(), "_NotAnException");
+  // The worker goes on.
+  EXPECT_EQ(Run(cnp::v1::SHOW, "worker_design.plain_string", args).reply(),
+            R"(["resp",{"body":"just a string for doc-1"}])");
+}
+
 TEST_F(DesignTest, UpdateReturnsTheDocAndTheResponse) {
   const char post[] = R"({"method":"POST","query":{}})";
   EXPECT_EQ(Run(cnp::v1::UPDATE, "worker_design.bump", std::string("[") + kOslo + "," + post + "]").reply(),

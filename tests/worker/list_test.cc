@@ -99,6 +99,20 @@ TEST_F(ListTest, StartCalledLateRidesOnTheNextStep) {
   EXPECT_EQ(Step(RowTask(R"({"id":"b"})"), true), R"(["end",["done"]])");
 }
 
+// Found by a review: a list function that caught the refusal of a log() line past its answer
+// limit sent its next step as if nothing had happened (the next row's task reset the budget),
+// where the worker's README promises that a function catching it gets no further. The list
+// ends there, answered ANSWER_TOO_LARGE.
+TEST_F(ListTest, AListThatCatchesARefusedLogLineGetsNoFurther) {
+  Task start = ListStartTask("worker_design.list_catches_a_refused_log");
+  start.set_max_answer_bytes(100000);
+  Reply reply = worker_->Call(start);
+  ASSERT_TRUE(reply.has_failure()) << reply.ShortDebugString().substr(0, 300);
+  EXPECT_EQ(reply.failure().code(), v1::Failure::ANSWER_TOO_LARGE);
+  // The worker serves on.
+  EXPECT_EQ(Step(ListStartTask("worker_design.first_only"), false), R"(["start",[],{"headers":{}}])");
+}
+
 TEST_F(ListTest, MalformedRowAbortsTheListWithBadInput) {
   Step(ListStartTask("worker_design.rows"), false);
   Reply reply = worker_->Call(RowTask("{not json"));

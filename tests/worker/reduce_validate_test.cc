@@ -131,6 +131,23 @@ TEST(ValidateTest, TheFourOutcomes) {
   EXPECT_EQ(error.validate().error().function(), "worker_validate.crashes");
 }
 
+// Found by a review: telling a raised exception's class from Forbidden and Unauthorized could
+// itself raise (a __class__ that raises), and that exception was left set in the worker, for
+// the next task (another caller's) to fail on. (The next task's function lookup happened to
+// clear it, so this passed before too; it guards against the next task failing on it.)
+TEST(ValidateTest, AnExceptionWhoseClassCannotBeReadLeavesNothingForTheNextTask) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  const char daniel[] = R"({"db":"d","name":"daniel","roles":[]})";
+  Reply odd = worker->Call(ValidateTask("worker_validate.raises_odd", R"({"_id":"a"})", "", daniel));
+  ASSERT_TRUE(odd.has_validate()) << odd.DebugString();
+  EXPECT_EQ(odd.validate().outcome(), ValidateResponse::ERROR);
+  const std::string long_keys =
+      R"({"_id":"b","town":"Oslo","a key longer than thirty-two bytes, in é":1})";
+  Reply next = worker->Call(ValidateTask("worker_validate.validate|21", long_keys, "", daniel));
+  ASSERT_TRUE(next.has_validate()) << next.DebugString();
+  EXPECT_EQ(next.validate().outcome(), ValidateResponse::OK) << next.DebugString();
+}
+
 // A validator with a yield in it returned a generator without running its body: nothing was
 // raised, and every document was accepted. It is an error now, saying why.
 TEST(ValidateTest, AGeneratorIsAnErrorNotAnAcceptance) {

@@ -79,7 +79,7 @@ def _filter(function, docs, req):
                          "a filter function returns True to let a document through and False "
                          "to hold it back")
             results.append(bool(passes))
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything raised is the function's error
             raise _Raised(exc, doc) from exc
     return [True, results]
 
@@ -91,7 +91,7 @@ def _view_filter(function, docs):
     for doc in docs:
         try:
             results.append(_cnp.map_emits(function, doc))
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything raised is the function's error
             raise _Raised(exc, doc) from exc
     return [True, results]
 
@@ -105,7 +105,7 @@ def _is_doc_request_path(req):
 def _show(function, doc, req):
     try:
         return _render_show(function, doc, req)
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # noqa: BLE001 - anything raised is the function's error
         cause = exc.cause if isinstance(exc, _Raised) else exc
         # The function could not cope with a missing document: couchjs answers 404. A
         # MemoryError stays what it is: the worker must be replaced.
@@ -124,7 +124,7 @@ def _render_show(function, doc, req):
             response = redirect
         except NotFound:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything raised is the function's error
             raise _Raised(exc, doc) from exc
     if isinstance(response, Redirect):
         # Answered as itself, as couch-named-python answered it: a code start() was given
@@ -166,7 +166,7 @@ def _update(function, doc, req):
         return ["up", None, redirect.response()]
     except NotFound:
         raise
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - anything raised is the function's error
         raise _Raised(exc, doc) from exc
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(
@@ -227,9 +227,18 @@ def _where_raised(exc):
     return _cnp.where_raised(exc) if _cnp is not None else ""
 
 
+def _text(exc):
+    """str(exc), or what the worker's C++ says of an exception whose str() raises: an error
+    that cannot be printed is still the function's error, not the worker's."""
+    try:
+        return str(exc)
+    except BaseException:  # noqa: BLE001
+        return "<exception str() failed>"
+
+
 def _error_reply(exc, kind, doc=None):
     name = type(exc).__name__
-    message = str(exc)
+    message = _text(exc)
     where = _where_raised(exc)
     if where:
         message = f"{message} ({where})" if message else f"({where})"
@@ -248,10 +257,10 @@ def _guarded(run, kind):
     try:
         return run(), None
     except NotFound as exc:
-        return ["error", "not_found", str(exc) or "document not found"], None
+        return ["error", "not_found", _text(exc) or "document not found"], None
     except _Raised as raised:
         return _answer_to(raised.cause, kind, raised.doc)
-    except (Exception, SystemExit) as exc:  # sys.exit() in a show must not end the worker
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() in a show must not end the worker
         return _answer_to(exc, kind)
 
 
@@ -259,11 +268,11 @@ def _answer_to(exc, kind, doc=None):
     # HTTP 403 or 401: the function's deliberate answer, not its error (couchjs would answer a
     # thrown {forbidden: msg} with a 500; see the module's docstring).
     if isinstance(exc, Forbidden):
-        return ["error", "forbidden", str(exc)], None
+        return ["error", "forbidden", _text(exc)], None
     if isinstance(exc, Unauthorized):
-        return ["error", "unauthorized", str(exc)], None
+        return ["error", "unauthorized", _text(exc)], None
     if isinstance(exc, NotFound):
-        return ["error", "not_found", str(exc) or "document not found"], None
+        return ["error", "not_found", _text(exc) or "document not found"], None
     return _error_reply(exc, kind, doc)
 
 
