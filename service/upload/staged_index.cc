@@ -239,8 +239,7 @@ absl::StatusOr<StagedIndexBuild::IndexInfo> StagedIndexBuild::ReadIndexInfo(
     info.signature = signature->value.GetString();
   }
   auto waiting = index->FindMember("waiting_commit");
-  info.waiting_commit = waiting != index->MemberEnd() && waiting->value.IsBool() &&
-                        waiting->value.GetBool();
+  if (waiting != index->MemberEnd() && waiting->value.IsBool()) info.waiting_commit = waiting->value.GetBool();
   return info;
 }
 
@@ -273,7 +272,14 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
           "): the live document was changed meanwhile, and its views will be built anew on "
           "their first query"));
     }
-    if (info->update_seq >= *built_seq_ && !info->waiting_commit) {
+    if (!info->waiting_commit.has_value()) {
+      return absl::UnknownError(absl::StrCat(
+          "GET /", database_, "/", live, "/_info at ", couch_.base_url(),
+          " has no boolean view_index.waiting_commit, so nothing shows that CouchDB committed the "
+          "index; ", staging, " was kept so that its index is not lost: delete it once that "
+          "_info shows update_seq ", *built_seq_, " and \"waiting_commit\": false"));
+    }
+    if (info->update_seq >= *built_seq_ && !*info->waiting_commit) {
       Report("settled", info->update_seq, *built_seq_);
       return absl::OkStatus();
     }
@@ -288,7 +294,7 @@ absl::Status StagedIndexBuild::AwaitLiveIndex(absl::Duration timeout) {
                                    "build's ", *built_seq_, ", but CouchDB still reports "
                                    "\"waiting_commit\": true)")
                     : absl::StrCat(" (update_seq ", info->update_seq, " of the build's ",
-                                   *built_seq_, info->waiting_commit ? ", still waiting_commit" : "",
+                                   *built_seq_, *info->waiting_commit ? ", still waiting_commit" : "",
                                    ")"),
           "; ", staging,
           " was kept so that CouchDB does not drop the built index: delete it once GET /",

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -86,7 +87,9 @@ class StagedIndexBuild {
   struct IndexInfo {
     std::string signature;  // the index's identity: equal inputs, equal signature
     int64_t update_seq = 0;
-    bool waiting_commit = false;
+    // Unset when _info does not say (a server that is not CouchDB 3, a proxy that reshaped
+    // the answer): then nothing shows the index committed.
+    std::optional<bool> waiting_commit;
   };
   absl::StatusOr<IndexInfo> ReadIndexInfo(absl::string_view design_name);
 

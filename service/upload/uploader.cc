@@ -531,6 +531,7 @@ class UploadRun {
     std::optional<StagedIndexBuild> staging;
     std::optional<rapidjson::Document> staged_document;
     bool build_stopped = false;  // the upload was cancelled during the staging build
+    bool live_write_sent = false;  // the live document was planned and handed over for writing
     v1::UploadEvent event;
     absl::StatusOr<couchdb::WriteResult> written = couchdb::WriteWithConflictRetry(
         *couch_,
@@ -579,6 +580,7 @@ class UploadRun {
             staged_document->CopyFrom(plan.document, staged_document->GetAllocator());
           }
           if (options_.before_write) options_.before_write(target.database, target.spec->id());
+          live_write_sent = true;
           return std::move(plan.document);
         });
     if (!written.ok()) {
@@ -591,6 +593,12 @@ class UploadRun {
       if (staging && absl::IsCancelled(written.status())) {
         return KeptStaging(written.status(), target,
                            "the live document may have been written meanwhile");
+      }
+      // The live write failed without CouchDB's refusal (no answer, a proxy's 502 or 504, an
+      // answer without the revision): it may have been applied, so the same.
+      if (staging && live_write_sent && !RefusedByCouchDb(written.status())) {
+        return KeptStaging(written.status(), target,
+                           "the live document's write may have been applied");
       }
       if (staging) RemoveStaging(*staging, target);
       return written.status();
@@ -656,6 +664,13 @@ class UploadRun {
     }
     return absl::Status(stopped.code(), absl::StrCat(stopped.message(), "; its staging document ",
                                                      what, " was deleted"));
+  }
+
+  // Whether a failed write is CouchDB's refusal of it, which applied nothing: a conflict, a
+  // refused permission or credentials, a missing database.
+  static bool RefusedByCouchDb(const absl::Status& status) {
+    return absl::IsAborted(status) || absl::IsPermissionDenied(status) ||
+           absl::IsUnauthenticated(status) || absl::IsNotFound(status);
   }
 
   // Says that the staging document stays after the upload was stopped, and why.

@@ -266,6 +266,55 @@ TEST_F(ScriptedCouchTest, StagedDeployDeletesTheStagingDocumentOnlyOnceTheIndexI
   EXPECT_EQ(requests[requests.size() - 2], "GET /big/_design/location/_info");
 }
 
+// Found by a review: when the live document's write got no answer (cut off, a proxy's 502 or
+// 504), the staging document was deleted at once, though the write may have been applied: the
+// live document then shares the staged index, and deleting the staging document before the
+// commit loses the build. It is kept, and the error says so and when to delete it.
+TEST_F(ScriptedCouchTest, AStagingDocumentIsKeptWhenTheLiveWriteMayHaveBeenApplied) {
+  for (const bool hang_up : {true, false}) {
+    ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+      const std::string call = absl::StrCat(r.method, " ", r.target);
+      if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(3000, false)};
+      if (call == "PUT /big/_design/location") {
+        if (!hang_up) return {502, "<html>Bad Gateway</html>"};
+        ScriptedResponse gone;
+        gone.hang_up = true;
+        return gone;
+      }
+      return StagedDeployAnswer(call);
+    }));
+    UploadResult result = StagedUpload(couch);
+    ASSERT_FALSE(result.status.ok()) << result.Dump();
+    EXPECT_THAT(result.status.message(), HasSubstr("_design/location__staging in big was kept"))
+        << hang_up << " " << result.status;
+    for (const std::string& call : couch.requests()) {
+      EXPECT_FALSE(absl::StartsWith(call, "DELETE")) << hang_up << " " << call;
+    }
+  }
+}
+
+// Found by a review: a live _info without waiting_commit (a server that is not CouchDB 3, a
+// proxy that reshaped it) was read as committed, and the staging document deleted with nothing
+// to show the index was safe. It is kept, with a warning that says why.
+TEST_F(ScriptedCouchTest, ALiveInfoWithoutWaitingCommitKeepsTheStagingDocument) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big/_design/location/_info") {
+      return {200, R"({"name": "location", "view_index": {"signature": "5f1e", "update_seq": 3000}})"};
+    }
+    if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(3000, false)};
+    return StagedDeployAnswer(call);
+  }));
+  UploadResult result = StagedUpload(couch);
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  ASSERT_THAT(result.warnings(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.warnings()[0].message(), HasSubstr("has no boolean view_index.waiting_commit"));
+  EXPECT_THAT(result.warnings()[0].message(), HasSubstr("_design/location__staging was kept"));
+  for (const std::string& call : couch.requests()) {
+    EXPECT_FALSE(absl::StartsWith(call, "DELETE")) << call;
+  }
+}
+
 TEST_F(ScriptedCouchTest, AnIndexThatNeverSettlesKeepsTheStagingDocumentAndSaysWhy) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
     const std::string call = absl::StrCat(r.method, " ", r.target);
