@@ -44,11 +44,14 @@ bool EndsFollowing(const absl::Status& status) {
   return absl::IsUnauthenticated(status) || absl::IsResourceExhausted(status);
 }
 
-// What trying again cannot change (two registry entries disagreeing, no permission) waits for
-// the next event or registry change instead.
+// What trying again cannot change (two registry entries disagreeing, no permission, CouchDB
+// refusing the document itself: HTTP 400 invalid, 413 too large) waits for the next event or
+// registry change instead.
 bool WorthRetrying(const absl::Status& status) {
+  const std::optional<int> http = ::cnp::couchdb::HttpStatusOf(status);
   return !status.ok() && !absl::IsFailedPrecondition(status) &&
-         !absl::IsInvalidArgument(status) && !absl::IsPermissionDenied(status);
+         !absl::IsInvalidArgument(status) && !absl::IsPermissionDenied(status) && http != 400 &&
+         http != 413;
 }
 
 // The next try of something that failed: after a delay that doubles from `first` up to `max`.

@@ -322,10 +322,6 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   return response;
 }
 
-bool IsRequestTooLarge(const absl::Status& status) {
-  return status.GetPayload(kRequestTooLarge).has_value();
-}
-
 bool MayHaveBeenApplied(const absl::Status& status) {
   return status.GetPayload(kWriteWithoutAnswer).has_value();
 }
@@ -412,10 +408,9 @@ std::string ForbiddenAdvice(const HttpResponse& response) {
                       response.method, " ", path, ")");
 }
 
-}  // namespace
-
-absl::Status HttpError(const HttpResponse& response, absl::string_view what,
-                       absl::string_view base_url) {
+// HttpError's status and message, without its payload.
+absl::Status HttpErrorOf(const HttpResponse& response, absl::string_view what,
+                         absl::string_view base_url) {
   std::string reason = Reason(response);
   std::string context = absl::StrCat(what, " at ", base_url);
   switch (response.status) {
@@ -437,13 +432,10 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
       return absl::NotFoundError(absl::StrCat(context, ": not found (", reason, ")"));
     case 409:
       return absl::AbortedError(absl::StrCat(context, ": conflict (", reason, ")"));
-    case 413: {
-      absl::Status refused = absl::UnknownError(absl::StrCat(
+    case 413:
+      return absl::UnknownError(absl::StrCat(
           context, ": refused as too large, HTTP 413 (", reason,
           "); CouchDB's max_document_size or max_http_request_size, or a proxy's body limit"));
-      refused.SetPayload(kRequestTooLarge, absl::Cord());
-      return refused;
-    }
     default:
       if (response.status >= 300 && response.status < 400) {
         // Followed, it could send the credentials anywhere; CouchDB itself sends none.
@@ -455,5 +447,23 @@ absl::Status HttpError(const HttpResponse& response, absl::string_view what,
           absl::StrCat(context, ": CouchDB answered HTTP ", response.status, " (", reason, ")"));
   }
 }
+
+}  // namespace
+
+absl::Status HttpError(const HttpResponse& response, absl::string_view what,
+                       absl::string_view base_url) {
+  absl::Status status = HttpErrorOf(response, what, base_url);
+  status.SetPayload(kHttpStatus, absl::Cord(absl::StrCat(response.status)));
+  return status;
+}
+
+std::optional<int> HttpStatusOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kHttpStatus);
+  int code = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &code)) return std::nullopt;
+  return code;
+}
+
+bool IsRequestTooLarge(const absl::Status& status) { return HttpStatusOf(status) == 413; }
 
 }  // namespace cnp::couchdb

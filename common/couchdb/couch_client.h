@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <stop_token>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -122,11 +123,14 @@ std::string DesignDocPath(absl::string_view database, absl::string_view name);
 // answered is not passed on to the caller.
 absl::Status HttpError(const HttpResponse& response, absl::string_view what,
                        absl::string_view base_url);
+// The HTTP status of an error HttpError made (its payload kHttpStatus), unset for any other:
+// what the status code alone cannot tell (a 400 from a 502, both UNKNOWN).
+std::optional<int> HttpStatusOf(const absl::Status& status);
+inline constexpr absl::string_view kHttpStatus = "cnp.couchdb/http-status";
 // Whether `status` is HttpError's for HTTP 413: the request was refused whole as too large
 // (CouchDB 3 answers so a _bulk_docs holding one document past max_document_size, a proxy a
 // body past its limit). Smaller requests may pass.
 bool IsRequestTooLarge(const absl::Status& status);
-inline constexpr absl::string_view kRequestTooLarge = "cnp.couchdb/request-too-large";
 
 // What CouchDB said in an error answer, as HttpError shows it: its "error" and "reason", each
 // at most 200 bytes (cut at a UTF-8 character boundary) with control characters made spaces,

@@ -438,6 +438,50 @@ TEST(FollowTest, ADatabaseWhoseSyncFailedIsTriedAgain) {
   EXPECT_EQ(errors, 2);
 }
 
+// Found by a review: CouchDB's refusal of the design document itself (HTTP 400, an invalid
+// design document; 413, too large) was retried every --max-retry-delay for as long as the
+// follower ran, each time writing the announcement and logging an ERROR. Trying again cannot
+// change it: it waits, as a conflict between entries does, for the next event or registry
+// change.
+TEST(FollowTest, ADesignDocumentCouchDbRefusesIsNotTriedAgainAndAgain) {
+  for (const ScriptedResponse& refusal :
+       {ScriptedResponse{400, R"({"error": "invalid_design_doc", "reason": "`options` is not an object"})"},
+        ScriptedResponse{413, R"({"error": "document_too_large", "reason": "_design/towns"})"}}) {
+    absl::Mutex mu;
+    int polls = 0;
+    int puts = 0;
+    ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+        .all_dbs = R"(["cnp_registry"])",
+        .poll = [](const std::string&, int n) -> ScriptedResponse {
+          if (n == 1) {
+            return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
+                             "last_seq": "2"})"};
+          }
+          return {200, R"({"results": [], "last_seq": "2"})"};
+        },
+        .rest = [&puts, refusal](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+          if (call != "PUT /account%2Fnew/_design/towns") return AnyOtherDocument(r, call);
+          ++puts;
+          return refusal;
+        },
+    }));
+    couchdb::CouchClient client({.base_url = couch.url()});
+    client::sync::RegistrySync::Options options;
+    options.first_retry_delay = absl::Milliseconds(1);
+    options.max_retry_delay = absl::Milliseconds(2);
+    int errors = 0;
+    client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+      if (e.has_problem() && e.problem().severity() == v1::UploadProblem::ERROR) ++errors;
+    });
+    // Three long polls: about two seconds, a thousand retry delays.
+    absl::Status status = sync.Follow(UntilPolls(mu, polls, 3));
+    ASSERT_TRUE(status.ok()) << status;
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(puts, 1) << refusal.status;
+    EXPECT_EQ(errors, 1) << refusal.status;
+  }
+}
+
 // The same for a database whose sync failed in the first pass, before following began: it is
 // not left as it is until an event happens to name it.
 TEST(FollowTest, ADatabaseWhoseSyncFailedInTheFirstPassIsTriedAgain) {
