@@ -720,6 +720,12 @@ void AsyncWorkerPool::MakeIdle(Slot* slot, const Batch* passed_by) {
     Retire(slot, absl::ZeroDuration(), "the server is shutting down");
     return;
   }
+  // Dead just after it answered, its end not yet reported: handed on, it would meet the next
+  // caller's task with a closed socket, which would be blamed for the crash (as TryAcquire).
+  if (slot->worker->EndedWhileIdle()) {
+    ReplaceEnded(slot, "closed its socket (or wrote to it unprompted)", "as it was handed on");
+    return;
+  }
   if (admission_.HandOver(slot, passed_by)) {
     slot->state = State::kBusy;
     return;

@@ -140,6 +140,10 @@ FakeStep StepFor(const Task& task) {
   // Long enough that a caller spawned meanwhile has certainly queued, however loaded the machine.
   if (name == "long") step.delay = absl::Seconds(2);
   if (name == "holds-300ms") step.delay = absl::Milliseconds(300);
+  if (name == "answers-then-dies") {
+    step.delay = absl::Milliseconds(300);
+    step.dies_after_reply = true;
+  }
   if (name == "recycle") step.reply.set_recycle(true);  // as after a MemoryError
   if (name == "leaves-threads") {
     step.reply.set_recycle(true);
@@ -198,6 +202,23 @@ TEST_F(AsyncWorkerPoolTest, AWorkerFoundDeadAsACallTakesItIsReplacedNotBlamed) {
   absl::StatusOr<Reply> reply = Run("a");
   EXPECT_TRUE(reply.ok()) << reply.status();
   EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("a"));
+  EXPECT_EQ(world_.start_attempts, 2);
+}
+
+// Found by a review: the same when the worker is handed straight from the call it answered to
+// a caller waiting for one. It died just after its answer (the OOM killer, a thread of the
+// function calling os._exit), and the waiting caller's task met the closed socket and was
+// answered UNAVAILABLE as the crash's cause. The waiting caller gets the replacement.
+TEST_F(AsyncWorkerPoolTest, AWorkerFoundDeadAsItIsHandedToAWaitingCallerIsReplacedNotBlamed) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  auto first = Spawn(pool_->Run(TaskNamed("answers-then-dies"), absl::InfiniteFuture()));
+  RunUntil([&] { return !world_.running.empty(); });
+  auto waiting = Spawn(pool_->Run(TaskNamed("b"), absl::InfiniteFuture()));
+  RunUntil([&] { return first->has_value() && waiting->has_value(); });
+  EXPECT_TRUE(first->value().ok()) << first->value().status();
+  EXPECT_TRUE(waiting->value().ok()) << waiting->value().status();
+  EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("answers-then-dies", "b"));
   EXPECT_EQ(world_.start_attempts, 2);
 }
 

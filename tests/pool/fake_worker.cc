@@ -72,6 +72,7 @@ asio::awaitable<absl::StatusOr<Reply>> FakeWorker::AwaitStep(FakeStep step) {
     result = absl::CancelledError("the exchange was cancelled");
   } else {
     result = std::move(step.reply);
+    if (step.dies_after_reply) dead_unnoticed_ = true;
   }
   world_.running.erase(pid_);
   co_return result;

@@ -36,6 +36,9 @@ struct FakeStep {
   Reply reply;
   absl::Duration delay = absl::ZeroDuration();
   std::string how = "killed by signal 11 (Segmentation fault)";
+  // kReply: the worker dies right after it has answered, before the pool notices (its socket
+  // closed, its end not yet reported).
+  bool dies_after_reply = false;
 };
 
 // What a start attempt does.
