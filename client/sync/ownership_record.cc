@@ -144,7 +144,10 @@ absl::StatusOr<std::vector<std::string>> NamesWithOwnershipRecords(
   std::vector<std::string> found;
   if (names.empty()) return found;
   const std::string from = absl::StrCat("\"_local/", kRecordPrefix, "\"");
-  const std::string to = absl::StrCat("\"_local/", kRecordPrefix, "\\ufff0\"");
+  // The greatest character there is (U+10FFFF): CouchDB orders _local documents by their
+  // ids' bytes, in which U+FFF0 comes before every character past it (an emoji, say), and a
+  // name starting with one fell outside the range.
+  const std::string to = absl::StrCat("\"_local/", kRecordPrefix, "\\udbff\\udfff\"");
   absl::StatusOr<HttpResponse> listed = couch.Get(absl::StrCat(
       ::cnp::couchdb::DatabasePath(database), "/_local_docs?startkey=",
       CouchClient::EscapeSegment(from), "&endkey=", CouchClient::EscapeSegment(to)));

@@ -755,11 +755,24 @@ absl::StatusOr<std::string> RegistrySync::CurrentUpdateSeq() {
   return seq.IsString() ? std::string(seq.GetString(), seq.GetStringLength()) : ToJson(seq);
 }
 
-absl::Status RegistrySync::CheckDatabase(const std::string& database) {
+absl::Status RegistrySync::CheckDatabase(const std::string& database, bool just_created) {
   last_checked_[database] = absl::Now();
   recheck_at_.erase(database);
   const auto retry = retry_.find(database);
   const bool full_pass = retry != retry_.end() && retry->second.full_pass;
+  just_created = just_created || (retry != retry_.end() && retry->second.just_created);
+  if (just_created && DatabaseIsGone(database)) {
+    // Announced, and not served yet: a "deleted" event, should it come, ends the retries.
+    ScheduleRetry(database, absl::UnavailableError("not served yet"), full_pass);
+    auto& again = retry_[database];
+    again.just_created = true;
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::NotFoundError(absl::StrCat(
+                    database, " was announced created by _db_updates but is not served yet; "
+                    "trying again in ", absl::FormatDuration(again.delay))),
+                database, "");
+    return absl::OkStatus();
+  }
   absl::Status status = SyncDatabase(database, full_pass);
   ScheduleRetry(database, status, full_pass);
   return AffectsEverything(status) ? status : absl::OkStatus();
@@ -910,7 +923,9 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
         recheck_at_.erase(database);
         retry_.erase(database);
       } else if (type == "created") {
-        if (absl::Status status = CheckDatabase(database); EndsFollowing(status)) return status;
+        if (absl::Status status = CheckDatabase(database, /*just_created=*/true); EndsFollowing(status)) {
+          return status;
+        }
       } else if (type == "updated" && (!Matching(database).empty() || !Matching(database, true).empty())) {
         // A design document edited or deleted by hand is put back; a database that changes
         // all the time is looked at once per recheck_interval.

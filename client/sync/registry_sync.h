@@ -132,7 +132,9 @@ class RegistrySync {
   std::set<std::string> RegisteredNames() const;
   // While following: SyncDatabase (a full pass's, when it is the retry of one), a failure
   // put in retry_ (its error has been emitted). An error only when it affects everything.
-  absl::Status CheckDatabase(const std::string& database);
+  // `just_created`: _db_updates announced it created; not served yet (a cluster behind a
+  // balancer may announce it first), it is tried again rather than taken for deleted.
+  absl::Status CheckDatabase(const std::string& database, bool just_created = false);
   // After a sync of `database`: a failure that retrying may cure is tried again after a
   // growing delay (retry_), as part of a full pass if it failed in one (or its earlier try
   // did); success or any other failure clears it.
@@ -188,6 +190,7 @@ class RegistrySync {
     absl::Time at;
     absl::Duration delay;
     bool full_pass = false;  // it failed in a full pass: retried as part of one
+    bool just_created = false;  // announced created, and not yet served
   };
   std::map<std::string, Retry> retry_;
   // Whether the last SyncAll went through every database; when not, its retry while following.

@@ -155,8 +155,9 @@ ScriptedResponse Unexpected(const std::string& call) {
   return {500, absl::StrCat(R"({"error": "unexpected", "reason": ")", call, "\"}")};
 }
 
-// Any other document: missing when read, written when put.
+// Any database exists; any other document: missing when read, written when put.
 ScriptedResponse AnyOtherDocument(const HttpRequest& r, const std::string& call) {
+  if (r.method == "GET" && r.target.find('/', 1) == std::string::npos) return {200, R"({"doc_count": 0})"};
   if (r.method == "GET") return {404, R"({"error": "not_found", "reason": "missing"})"};
   if (r.method == "PUT") return {201, R"({"ok": true, "rev": "1-x"})"};
   return Unexpected(call);
@@ -480,6 +481,58 @@ TEST(FollowTest, ADesignDocumentCouchDbRefusesIsNotTriedAgainAndAgain) {
     EXPECT_EQ(puts, 1) << refusal.status;
     EXPECT_EQ(errors, 1) << refusal.status;
   }
+}
+
+// Found by a review: a database that _db_updates announced created but that CouchDB did not
+// serve yet (a cluster behind a balancer may announce it first) was taken for deleted during
+// the pass: a warning, no retry, and no design documents until some later event named it. It is
+// tried again until it is served.
+TEST(FollowTest, ADatabaseAnnouncedCreatedBeforeItIsServedGetsItsDesignDocumentsOnceItIs) {
+  absl::Mutex mu;
+  int polls = 0;
+  int database_reads = 0;
+  int puts = 0;
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry"])",
+      .poll = [](const std::string&, int n) -> ScriptedResponse {
+        if (n == 1) {
+          return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
+                           "last_seq": "2"})"};
+        }
+        return {200, R"({"results": [], "last_seq": "2"})"};
+      },
+      // Its first four requests, whatever they are, find no such database.
+      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+        if (absl::StartsWith(r.target, "/account%2Fnew") && ++database_reads <= 4) {
+          return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+        }
+        if (call == "PUT /account%2Fnew/_design/towns") ++puts;
+        return AnyOtherDocument(r, call);
+      },
+  }));
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(2);
+  std::vector<std::string> warnings;
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+    if (e.has_problem() && e.problem().severity() == v1::UploadProblem::WARNING &&
+        absl::StrContains(e.problem().message(), "account/new")) {
+      warnings.push_back(e.problem().message());
+    }
+  });
+  // Until it is written, or for ten seconds (a bound: it takes a few milliseconds).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return puts < 1 && absl::Now() < give_up;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(puts, 1);
+  ASSERT_EQ(warnings.size(), 4u);
+  EXPECT_THAT(warnings[0], ::testing::HasSubstr("account/new was announced created by _db_updates "
+                                                "but is not served yet; trying again in 1ms"));
 }
 
 // The same for a database whose sync failed in the first pass, before following began: it is
