@@ -58,7 +58,11 @@ class WireScan {
         return absl::OkStatus();
       }
       const int wire_type = static_cast<int>(WireFormatLite::GetTagWireType(tag));
-      if (const int tag_number = WireFormatLite::GetTagFieldNumber(tag); tag_number != number) {
+      const int tag_number = WireFormatLite::GetTagFieldNumber(tag);
+      // No field is numbered 0: one byte (0x01) would otherwise pass for the field last looked
+      // up, none yet at the start of a message.
+      if (tag_number == 0) return Broken();
+      if (field == nullptr || tag_number != number) {
         number = tag_number;
         field = type.FindFieldByNumber(number);
         if (field == nullptr) {

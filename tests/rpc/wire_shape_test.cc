@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "cnp/v1/functions.pb.h"
 #include "cnp/v1/upload.pb.h"
@@ -174,6 +175,26 @@ TEST(WireShapeTest, BytesThatAreNoMessageAreRefused) {
     EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
     EXPECT_THAT(refused.message(), HasSubstr("no protobuf message")) << refused;
   }
+}
+
+// Found by a review: a first tag of field number 0 (0x01: field 0, 8 fixed bytes), which no
+// message has, skipped the field's lookup and read through a null field: one byte crashed the
+// server, through the health service too, which needs no token. Refused, at any depth.
+TEST(WireShapeTest, AFieldNumberedZeroIsNoMessage) {
+  for (const std::string& broken :
+       {std::string("\x01") + std::string(8, '\0'), std::string("\x05") + std::string(4, '\0'),
+        std::string("\x01"), Tag(0, 2) + Varint(1) + "x"}) {
+    for (const google::protobuf::Descriptor* type :
+         {v1::UploadRequest::descriptor(), v1::ValidateRequest::descriptor()}) {
+      const absl::Status refused = Check(*type, broken);
+      EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument)
+          << refused << " " << type->full_name() << " " << absl::CEscape(broken);
+    }
+  }
+  // Inside a nested message (UploadRequest's field 1 is one) as well.
+  const absl::Status nested =
+      Check(*v1::UploadRequest::descriptor(), Bytes(1, std::string("\x01") + std::string(8, '\0')));
+  EXPECT_EQ(nested.code(), absl::StatusCode::kInvalidArgument) << nested;
 }
 
 // The walk's cost on a normal Map: 1,000 documents of about 200 bytes and 3 functions, one
