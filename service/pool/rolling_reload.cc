@@ -5,8 +5,12 @@
 namespace cnp::pool {
 
 bool RollingReload::Running(const std::vector<std::unique_ptr<WorkerSlot>>& slots) const {
+  // A slot that is down has no worker to replace: whenever it starts one, that worker is of
+  // the generation then (a slot that keeps failing to start held the reload, its "finished"
+  // and any follow-up reload, for as long as it failed).
   return std::any_of(slots.begin(), slots.end(), [this](const auto& slot) {
-    return slot->state != WorkerSlot::State::kStopped && Stale(*slot);
+    return slot->state != WorkerSlot::State::kStopped && slot->state != WorkerSlot::State::kDown &&
+           Stale(*slot);
   });
 }
 

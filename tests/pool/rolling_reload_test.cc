@@ -70,6 +70,21 @@ TEST_F(RollingReloadTest, AReloadMakesEveryWorkerStaleAndReplacesIdleOnesOneByOn
       << "reported once";
 }
 
+// Found by a review: a slot whose worker keeps failing to start (down between attempts)
+// kept its old generation, so the reload ran, unfinished, for as long as it failed, and held
+// back any follow-up reload. A down slot has nothing to replace: its next worker is new.
+TEST_F(RollingReloadTest, ASlotThatIsDownDoesNotHoldTheReload) {
+  WorkerSlot* up = Slot(0, State::kIdle);
+  WorkerSlot* down = Slot(0, State::kDown);
+  ASSERT_EQ(reload_.Ask(t0_, reload_.Running(slots_)), Answer::kStartNow);
+  EXPECT_TRUE(reload_.Running(slots_));
+  up->generation = reload_.generation();
+  EXPECT_FALSE(reload_.Running(slots_));
+  absl::Time next_check = absl::InfiniteFuture();
+  EXPECT_EQ(reload_.WhenNoneRuns(t0_ + absl::Seconds(1), next_check), Progress::kFinished);
+  EXPECT_TRUE(reload_.Stale(*down));  // until it starts a worker, of the generation then
+}
+
 TEST_F(RollingReloadTest, RequestsDuringAReloadBecomeOneMoreGenerationAfterIt) {
   WorkerSlot* worker = Slot(0, State::kIdle);
   ASSERT_EQ(reload_.Ask(t0_, false), Answer::kStartNow);
