@@ -261,6 +261,25 @@ TEST_F(RequestParsingTest, HealthRequestsAreCheckedBeforeParsingAndStillAnswered
   EXPECT_EQ(serving.last_message, std::string("\x08\x01", 2));
 }
 
+// Found by a security review: one byte (0x01, a tag of field number 0) crashed cnp-server, sent
+// to the health service without a token or to any RPC. Refused as no message, and the server
+// answers on.
+TEST_F(RequestParsingTest, AFieldNumberedZeroIsRefusedAndTheServerLives) {
+  const std::string zero_field = std::string("\x01") + std::string(8, '\0');
+  for (const char* rpc : {"Check", "Watch"}) {
+    Answer refused = RawCall(tcp_, absl::StrCat("/grpc.health.v1.Health/", rpc), zero_field,
+                             /*with_token=*/false);
+    EXPECT_EQ(refused.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc << ": " << refused.message;
+  }
+  for (const auto& [rpc, type] : kMethods) {
+    Answer refused = RawCall(tcp_, absl::StrCat("/cnp.v1.Functions/", rpc), zero_field,
+                             /*with_token=*/true);
+    EXPECT_EQ(refused.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc << ": " << refused.message;
+  }
+  Answer serving = RawCall(tcp_, "/grpc.health.v1.Health/Check", "", /*with_token=*/false);
+  EXPECT_EQ(serving.code, grpc::StatusCode::OK) << serving.message;
+}
+
 // An Upload of more than 1,024 files (empty ones: 33 M of them took 1.9 GB to parse) is refused
 // before it is parsed.
 TEST_F(RequestParsingTest, AnUploadOfTooManyFilesIsRefusedBeforeParsing) {
