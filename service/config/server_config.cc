@@ -76,6 +76,22 @@ absl::Status CheckAtLeast(const Sources& sources, absl::string_view name, int64_
                     absl::StrCat(value));
 }
 
+absl::Status CheckBetween(const Sources& sources, absl::string_view name, int64_t value,
+                          int64_t least, int64_t most, absl::string_view meaning_of_least) {
+  if (value >= least && value <= most) return absl::OkStatus();
+  return OutOfRange(sources, name,
+                    absl::StrCat("between ", least, " (", meaning_of_least, ") and ", most),
+                    absl::StrCat(value));
+}
+
+// The most threads --grpc-threads starts (one completion queue each): far past what helps, and
+// far from what the system refuses, which aborted the server after its workers were up (not an
+// exit 2 systemd would stop restarting on).
+constexpr int64_t kMaxGrpcThreads = 256;
+// The most uploads --max-waiting-uploads lets wait: more than any server sees, and far from the
+// int the upload threads are added to (INT_MAX overflowed it, and every Upload was refused).
+constexpr int64_t kMaxWaitingUploads = 1000000;
+
 // A count of processes the server starts: without a ceiling, --workers=100000 forked until
 // the OOM killer ended the server (common/process_limits.h).
 absl::Status CheckProcessCount(const Sources& sources, absl::string_view name, int64_t value,
@@ -287,6 +303,7 @@ void ReadCounts(ServerConfig& c) {
   c.max_yaml_nodes = absl::GetFlag(FLAGS_max_yaml_nodes);
   c.max_design_bytes = absl::GetFlag(FLAGS_max_design_bytes);
   c.max_couchdb_response_bytes = absl::GetFlag(FLAGS_max_couchdb_response_bytes);
+  c.log_max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
 }
 
 // Each of those within its own range. Run on the file's values before the command line
@@ -296,7 +313,8 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
   // A negative count once fell back to a default or switched a feature off without a word.
   for (const absl::Status& s : {
            CheckProcessCount(sources, "workers", c.workers, "one per CPU core"),
-           CheckAtLeast(sources, "grpc_threads", c.grpc_threads, 0, "CPU cores, at most 4"),
+           CheckBetween(sources, "grpc_threads", c.grpc_threads, 0, kMaxGrpcThreads,
+                        "CPU cores, at most 4"),
            CheckAtLeast(sources, "max_queue", c.max_queue, 0, "no call waits"),
            CheckAtLeast(sources, "max_calls_per_worker", c.max_calls_per_worker, 0, "never"),
            CheckProcessCount(sources, "max_sessions", c.max_sessions, "no direct sessions"),
@@ -309,8 +327,8 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
            CheckNotNegative(sources, "first_call_timeout", c.first_call_timeout, "never"),
            CheckNotNegative(sources, "max_connection_idle", c.max_connection_idle, "never"),
            CheckAtLeast(sources, "max_docs_per_call", c.max_docs_per_call, 1, ""),
-           CheckAtLeast(sources, "max_waiting_uploads", c.max_waiting_uploads, 0,
-                        "no upload waits"),
+           CheckBetween(sources, "max_waiting_uploads", c.max_waiting_uploads, 0,
+                        kMaxWaitingUploads, "no upload waits"),
            CheckAtLeast(sources, "max_yaml_bytes", c.max_yaml_bytes, 1, ""),
            CheckAtLeast(sources, "max_yaml_nodes", c.max_yaml_nodes, 1, ""),
            CheckAtLeast(sources, "max_design_bytes", c.max_design_bytes, 1, ""),
@@ -437,7 +455,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         sources.FromFile("log_level") ? absl::StrCat("; got '", c.log_level, "'") : ""));
   }
   c.log_format = absl::GetFlag(FLAGS_log_format);
-  c.log_max_bytes = absl::GetFlag(FLAGS_log_max_bytes);
   if (LogFormat format; !ParseLogFormat(c.log_format, format)) {
     return absl::InvalidArgumentError(absl::StrCat(
         Subject(sources, "log_format"), " must be text or json",

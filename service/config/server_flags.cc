@@ -18,7 +18,7 @@ ABSL_FLAG(int, workers, 0,
           "worker processes, each with its own Python (default: CPU cores); at most 256");
 ABSL_FLAG(int, grpc_threads, 0,
           "gRPC threads, each running its own completion queue as the event loop of its calls' "
-          "coroutines (default: CPU cores, at most 4)");
+          "coroutines (default: CPU cores, at most 4); at most 256");
 ABSL_FLAG(std::string, worker_binary, "",
           "path of cnp-worker (default: next to cnp-server)");
 ABSL_FLAG(std::vector<std::string>, python_path, {},
@@ -127,7 +127,7 @@ ABSL_FLAG(std::vector<std::string>, couchdb_allow, {},
           "to another host only under a prefix naming that http:// URL, never by *");
 ABSL_FLAG(int, max_waiting_uploads, 8,
           "Upload: calls that may wait while every upload thread is busy (a staged build may "
-          "hold one for hours); more are refused with RESOURCE_EXHAUSTED");
+          "hold one for hours); more are refused with RESOURCE_EXHAUSTED; at most 1000000");
 ABSL_FLAG(int64_t, max_yaml_bytes, int64_t{4} << 20,
           "Upload: the largest YAML file accepted, in bytes");
 ABSL_FLAG(int64_t, max_yaml_nodes, 1000000,

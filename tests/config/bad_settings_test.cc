@@ -159,7 +159,14 @@ INSTANTIATE_TEST_SUITE_P(
         OutOfRange{"workers", "-3", "between 0 (one per CPU core) and 256"},
         // Just past the ceiling: a build without it starts that many workers, not 100000.
         OutOfRange{"workers", "257", "between 0 (one per CPU core) and 256"},
-        OutOfRange{"grpc-threads", "-1", "0 (CPU cores, at most 4) or more"},
+        OutOfRange{"grpc-threads", "-1", "between 0 (CPU cores, at most 4) and 256"},
+        // Found by a review: a million threads aborted the server after its workers were up.
+        OutOfRange{"grpc-threads", "257", "between 0 (CPU cores, at most 4) and 256"},
+        // Found by a review: INT_MAX overflowed the int the upload threads are added to, and
+        // every Upload was refused.
+        OutOfRange{"max-waiting-uploads", "2147483647", "between 0 (no upload waits) and 1000000"},
+        // Found by a review: never read before its check, so -1 passed and turned rotation off.
+        OutOfRange{"log-max-bytes", "-1", "0 (never) or more"},
         OutOfRange{"max-queue", "-1", "0 (no call waits) or more"},
         OutOfRange{"max-sessions", "-1", "between 0 (no direct sessions) and 256"},
         OutOfRange{"max-sessions", "257", "between 0 (no direct sessions) and 256"},
