@@ -94,7 +94,10 @@ if ((systemd)); then
     /usr/local) unitdir="$destdir/usr/local/lib/systemd/system" ;;
     *) unitdir="$etc_units" ;;  # systemd looks nowhere under other prefixes
   esac
-  install -d -m 0755 "$unitdir" "$destdir/etc/cnp"
+  install -d -m 0755 "$unitdir"
+  # Created, never changed: an operator who closed it (chmod 0750, for a token and keys) keeps
+  # it closed across reinstalls (install -d -m chmods a directory that exists).
+  [ -d "$destdir/etc/cnp" ] || install -d -m 0755 "$destdir/etc/cnp"
   for unit in cnp-server.socket cnp-server.service; do
     last="$root/share/cnp/systemd/$unit"  # what the last install shipped, if any
     if [ "$unitdir" != "$etc_units" ]; then

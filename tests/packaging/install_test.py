@@ -131,6 +131,16 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(f.read(), "[Socket]\nListenStream=127.0.0.1:7070\n")
         self.assertEqual(os.listdir(drop_in_dir), ["override.conf"])
 
+    def test_reinstall_keeps_the_mode_the_operator_gave_etc_cnp(self):
+        # Found by a review: `install -d -m 0755` chmods a directory that exists, so every
+        # reinstall reopened an /etc/cnp the operator had closed to hold a token and keys.
+        destdir = os.path.join(self.root, "stage-mode")
+        self.install_staged(destdir, "/usr")
+        etc_cnp = os.path.join(destdir, "etc", "cnp")
+        os.chmod(etc_cnp, 0o750)
+        self.install_staged(destdir, "/usr")
+        self.assertEqual(os.stat(etc_cnp).st_mode & 0o777, 0o750)
+
     def test_usr_local_units_go_below_etc(self):
         # /usr/local: systemd's directory for units the administrator installs, which /etc
         # (drop-ins and whole units alike) overrides.
