@@ -62,7 +62,13 @@ int WrongArguments(const char* usage, const Arguments& args, size_t at_least, si
 
 struct Connection {
   std::unique_ptr<client::Client> client;
-  absl::Duration timeout;
+  absl::Duration timeout;  // --timeout, for messages
+  absl::Time deadline;     // --timeout from when the command began connecting
+
+  // What a call may take: what is left of --timeout after the wait for the server.
+  absl::Duration Remaining() const {
+    return std::max(deadline - absl::Now(), absl::Milliseconds(1));
+  }
 
   // A call's failure, with gRPC's bare "Deadline Exceeded" said as the timeout that ran out.
   // The server may answer first, with its own words for the deadline it was given: the
@@ -99,12 +105,14 @@ absl::StatusOr<absl::Duration> CallTimeout(const Arguments& args) {
 absl::StatusOr<Connection> Connect(const Arguments& args) {
   absl::StatusOr<absl::Duration> timeout = CallTimeout(args);
   if (!timeout.ok()) return timeout.status();
-  // --timeout bounds the whole command, the wait for the server included.
+  // --timeout bounds the connection and the call together, the wait for the server included
+  // (the call had the whole of it again after up to 5 s of connecting).
+  const absl::Time deadline = absl::Now() + *timeout;
   auto client = client::Client::Connect(args.Get("target", DefaultTarget()),
                                         ConnectionSecurity(args),
                                         std::min(*timeout, absl::Seconds(5)));
   if (!client.ok()) return client.status();
-  return Connection{std::move(*client), *timeout};
+  return Connection{std::move(*client), *timeout, deadline};
 }
 
 // The arguments a command can check before it reads its input: a bad --timeout must not wait
@@ -220,7 +228,7 @@ int RunMapCommand(int argc, char** argv) {
   }
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
-  auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->timeout);
+  auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->Remaining());
   if (!response.ok()) return connection->Fail(response.status());
   int errors = 0;
   for (int i = 0; i < response->results_size(); ++i) {
@@ -265,7 +273,7 @@ int RunReduceCommand(int argc, char** argv) {
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
   auto response = connection->client->Reduce(Functions(args->positional[0]), *kvs,
-                                             args->Has("rereduce"), connection->timeout);
+                                             args->Has("rereduce"), connection->Remaining());
   if (!response.ok()) return connection->Fail(response.status());
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
@@ -357,7 +365,7 @@ int RunValidateCommand(int argc, char** argv) {
 
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
-  auto response = connection->client->Validate(request, connection->timeout);
+  auto response = connection->client->Validate(request, connection->Remaining());
   if (!response.ok()) return connection->Fail(response.status());
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
@@ -401,7 +409,7 @@ int RunResolveCommand(int argc, char** argv) {
   }
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
-  auto response = connection->client->Resolve(args->positional, connection->timeout);
+  auto response = connection->client->Resolve(args->positional, connection->Remaining());
   if (!response.ok()) return connection->Fail(response.status());
   int failed = 0;
   for (const v1::ResolvedFunction& f : response->functions()) {
