@@ -5,12 +5,14 @@
 namespace cnp::pool {
 
 bool RollingReload::Running(const std::vector<std::unique_ptr<WorkerSlot>>& slots) const {
-  // A slot that is down has no worker to replace: whenever it starts one, that worker is of
-  // the generation then (a slot that keeps failing to start held the reload, its "finished"
-  // and any follow-up reload, for as long as it failed).
+  // A slot down because its worker failed to start has no worker to replace: whenever it
+  // starts one, that worker is of the generation then (it held the reload, its "finished" and
+  // any follow-up reload, for as long as it failed). One down because the reload retired its
+  // worker is the reload still running: its new worker is not up yet.
   return std::any_of(slots.begin(), slots.end(), [this](const auto& slot) {
-    return slot->state != WorkerSlot::State::kStopped && slot->state != WorkerSlot::State::kDown &&
-           Stale(*slot);
+    const bool failing_to_start =
+        slot->state == WorkerSlot::State::kDown && slot->restarts.LastStartFailed();
+    return slot->state != WorkerSlot::State::kStopped && !failing_to_start && Stale(*slot);
   });
 }
 

@@ -72,13 +72,20 @@ TEST_F(RollingReloadTest, AReloadMakesEveryWorkerStaleAndReplacesIdleOnesOneByOn
 
 // Found by a review: a slot whose worker keeps failing to start (down between attempts)
 // kept its old generation, so the reload ran, unfinished, for as long as it failed, and held
-// back any follow-up reload. A down slot has nothing to replace: its next worker is new.
-TEST_F(RollingReloadTest, ASlotThatIsDownDoesNotHoldTheReload) {
+// back any follow-up reload. Such a slot has nothing to replace: its next worker is new. (A
+// slot down because the reload itself retired its worker still counts, until the new one is up.)
+TEST_F(RollingReloadTest, ASlotFailingToStartDoesNotHoldTheReload) {
   WorkerSlot* up = Slot(0, State::kIdle);
   WorkerSlot* down = Slot(0, State::kDown);
+  down->restarts.StartFailed();
+  // Down because the reload retired its worker: the reload runs until the new one is up.
+  WorkerSlot* retired = Slot(0, State::kDown);
   ASSERT_EQ(reload_.Ask(t0_, reload_.Running(slots_)), Answer::kStartNow);
   EXPECT_TRUE(reload_.Running(slots_));
   up->generation = reload_.generation();
+  EXPECT_TRUE(reload_.Running(slots_));
+  retired->generation = reload_.generation();
+  retired->state = State::kIdle;
   EXPECT_FALSE(reload_.Running(slots_));
   absl::Time next_check = absl::InfiniteFuture();
   EXPECT_EQ(reload_.WhenNoneRuns(t0_ + absl::Seconds(1), next_check), Progress::kFinished);
