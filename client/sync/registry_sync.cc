@@ -762,7 +762,18 @@ absl::Status RegistrySync::CheckDatabase(const std::string& database, bool just_
   const bool full_pass = retry != retry_.end() && retry->second.full_pass;
   just_created = just_created || (retry != retry_.end() && retry->second.just_created);
   if (just_created && DatabaseIsGone(database)) {
-    // Announced, and not served yet: a "deleted" event, should it come, ends the retries.
+    // Announced, and not served yet: a "deleted" event, should it come, ends the retries; a
+    // database still not served once they are --max-retry-delay apart (its deletion missed)
+    // waits, as any database does, for an event that names it.
+    if (retry != retry_.end() && retry->second.delay >= options_.max_retry_delay) {
+      retry_.erase(retry);
+      EmitProblem(v1::UploadProblem::WARNING,
+                  absl::NotFoundError(absl::StrCat(
+                      database, " was announced created by _db_updates but is still not served; "
+                      "left until an event names it")),
+                  database, "");
+      return absl::OkStatus();
+    }
     ScheduleRetry(database, absl::UnavailableError("not served yet"), full_pass);
     auto& again = retry_[database];
     again.just_created = true;

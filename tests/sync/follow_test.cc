@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/sync/registry_removal.h"
@@ -513,7 +514,7 @@ TEST(FollowTest, ADatabaseAnnouncedCreatedBeforeItIsServedGetsItsDesignDocuments
   couchdb::CouchClient client({.base_url = couch.url()});
   client::sync::RegistrySync::Options options;
   options.first_retry_delay = absl::Milliseconds(1);
-  options.max_retry_delay = absl::Milliseconds(2);
+  options.max_retry_delay = absl::Milliseconds(16);  // five tries before it is left
   std::vector<std::string> warnings;
   client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
     if (e.has_problem() && e.problem().severity() == v1::UploadProblem::WARNING &&
@@ -533,6 +534,55 @@ TEST(FollowTest, ADatabaseAnnouncedCreatedBeforeItIsServedGetsItsDesignDocuments
   ASSERT_EQ(warnings.size(), 4u);
   EXPECT_THAT(warnings[0], ::testing::HasSubstr("account/new was announced created by _db_updates "
                                                 "but is not served yet; trying again in 1ms"));
+}
+
+// And one never served (created and deleted, the deletion missed) is not tried for ever: once
+// the tries are --max-retry-delay apart, it waits for an event that names it.
+TEST(FollowTest, ADatabaseAnnouncedCreatedButNeverServedIsLeftAfterTheLongestDelay) {
+  absl::Mutex mu;
+  int polls = 0;
+  int database_reads = 0;
+  ScriptedHttpServer couch(FollowedCouch(mu, polls, {
+      .all_dbs = R"(["cnp_registry"])",
+      .poll = [](const std::string&, int n) -> ScriptedResponse {
+        if (n == 1) {
+          return {200, R"({"results": [{"db_name": "account/gone", "type": "created"}],
+                           "last_seq": "2"})"};
+        }
+        return {200, R"({"results": [], "last_seq": "2"})"};
+      },
+      .rest = [&](const HttpRequest& r, const std::string& call) -> ScriptedResponse {
+        if (absl::StartsWith(r.target, "/account%2Fgone")) {
+          ++database_reads;
+          return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+        }
+        return AnyOtherDocument(r, call);
+      },
+  }));
+  couchdb::CouchClient client({.base_url = couch.url()});
+  client::sync::RegistrySync::Options options;
+  options.first_retry_delay = absl::Milliseconds(1);
+  options.max_retry_delay = absl::Milliseconds(4);
+  std::vector<std::string> warnings;
+  client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
+    if (e.has_problem() && e.problem().severity() == v1::UploadProblem::WARNING &&
+        absl::StrContains(e.problem().message(), "account/gone")) {
+      warnings.push_back(e.problem().message());
+    }
+  });
+  // Until it is left, or for ten seconds (a bound: it takes a few milliseconds).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  absl::Status status = sync.Follow([&] {
+    absl::MutexLock lock(&mu);
+    return (warnings.empty() || !absl::StrContains(warnings.back(), "left until")) &&
+           absl::Now() < give_up;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(warnings.size(), 4u) << absl::StrJoin(warnings, "\n");
+  EXPECT_THAT(warnings[2], ::testing::HasSubstr("trying again in 4ms"));
+  EXPECT_THAT(warnings[3], ::testing::HasSubstr("is still not served; left until an event names it"));
+  EXPECT_EQ(database_reads, 4);
 }
 
 // The same for a database whose sync failed in the first pass, before following began: it is
