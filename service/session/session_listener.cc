@@ -600,7 +600,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   pool::ProcessWorker& process = *worker.process;
   // Starting a worker may have taken longer than the adapter would wait: if it gave up (and
   // CouchDB with it), the pipes must not go to a worker.
-  if (pollfd gone{fd, POLLIN, 0}; ::poll(&gone, 1, 0) != 0) {
+  if (pollfd gone{fd, POLLIN, 0}; ::poll(&gone, 1, 0) > 0) {  // (-1: could not tell)
     LogWarning("direct session for adapter pid ", hello.adapter_pid(),
                " abandoned: the adapter left while its worker started");
     pool_.Return(std::move(worker), /*reusable=*/true);

@@ -406,6 +406,10 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       // A reset: over gRPC the adapter answers it; here nobody else does.
       answer = "true\n";
       watchdog.SetBudget(protocol->CallBudget(), protocol->ServerCapNote());
+      // A list the reset ended ran out of memory as it was unwound: the reset is answered, and
+      // the session ends there so that the worker is replaced (left set, the flag turned the
+      // next command's answer into a memory error).
+      exit = Context().memory_error;
     } else {
       if (Context().memory_error && protocol->answering_filter_batch()) {
         // As couchjs out of memory: no line, and the process exits with status 1 (the adapter
@@ -445,13 +449,18 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     }
     if (exit) {
       end.set_reason(SessionEnd::PROTOCOL_EXIT);
-      end.set_message(Context().memory_error
-                          ? std::string(out->lines().empty()
-                                            ? "a filter batch raised MemoryError: the session "
-                                              "ends without a line, for CouchDB to filter the "
-                                              "batch one document at a time; recycle the worker"
-                                            : "a command raised MemoryError; recycle the worker")
-                          : couchdb::ProtocolEndedReason(out->lines(out->lines_size() - 1)));
+      if (out == nullptr) {
+        end.set_message("a list ended by a reset raised MemoryError as it was unwound; recycle "
+                        "the worker");
+      } else if (Context().memory_error) {
+        end.set_message(out->lines().empty()
+                            ? "a filter batch raised MemoryError: the session ends without a "
+                              "line, for CouchDB to filter the batch one document at a time; "
+                              "recycle the worker"
+                            : "a command raised MemoryError; recycle the worker");
+      } else {
+        end.set_message(couchdb::ProtocolEndedReason(out->lines(out->lines_size() - 1)));
+      }
       break;
     }
   }
