@@ -288,12 +288,33 @@ absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text, const
   return doc;
 }
 
-bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b) {
-  if (a.IsNumber() && b.IsNumber()) {
-    // 1 and 1.0 are the same number to CouchDB.
-    if (a.IsDouble() || b.IsDouble()) return a.GetDouble() == b.GetDouble();
-    return a == b;
+namespace {
+
+// Whether two numbers have the same value: 1 and 1.0 are the same number to CouchDB, -1 and
+// 2^64 - 1 are not (rapidjson's == compares two integers' 64-bit patterns), nor is an integer
+// past a double's precision the double nearest to it.
+bool SameNumber(const rapidjson::Value& a, const rapidjson::Value& b) {
+  if (a.IsDouble() && b.IsDouble()) return a.GetDouble() == b.GetDouble();
+  if (!a.IsDouble() && !b.IsDouble()) {
+    if (a.IsInt64() && b.IsInt64()) return a.GetInt64() == b.GetInt64();
+    if (a.IsUint64() && b.IsUint64()) return a.GetUint64() == b.GetUint64();
+    return false;  // one negative, the other past INT64_MAX
   }
+  const double x = a.IsDouble() ? a.GetDouble() : b.GetDouble();
+  const rapidjson::Value& integer = a.IsDouble() ? b : a;
+  if (x != std::trunc(x)) return false;
+  if (integer.IsInt64()) {
+    // [-2^63, 2^63): converted back exactly, or not the same.
+    return x >= -9223372036854775808.0 && x < 9223372036854775808.0 &&
+           static_cast<int64_t>(x) == integer.GetInt64();
+  }
+  return x >= 0 && x < 18446744073709551616.0 && static_cast<uint64_t>(x) == integer.GetUint64();
+}
+
+}  // namespace
+
+bool JsonEqual(const rapidjson::Value& a, const rapidjson::Value& b) {
+  if (a.IsNumber() && b.IsNumber()) return SameNumber(a, b);
   if (a.GetType() != b.GetType()) return false;
   if (a.IsObject()) {
     if (a.MemberCount() != b.MemberCount()) return false;

@@ -47,6 +47,29 @@ TEST(ParseJsonExactTest, IntegersOfAnySizeComeBackDigitForDigit) {
   EXPECT_FALSE(ParseJson(json).ok());
 }
 
+// Found by a review: two integers were compared by their 64-bit patterns, so a stored -1 was
+// "equal" to an uploaded 18446744073709551615 and the upload said unchanged; and an integer past
+// a double's precision was equal to the double nearest to it. Numbers are compared by value.
+TEST(JsonEqualTest, NumbersAreEqualByValueOnly) {
+  auto equal = [](const char* a, const char* b) {
+    absl::StatusOr<rapidjson::Document> x = ParseJsonExact(a);
+    absl::StatusOr<rapidjson::Document> y = ParseJsonExact(b);
+    EXPECT_TRUE(x.ok() && y.ok()) << a << " " << b;
+    return JsonEqual(*x, *y) && JsonEqual(*y, *x);
+  };
+  EXPECT_FALSE(equal("-1", "18446744073709551615"));
+  EXPECT_FALSE(equal("-9223372036854775808", "9223372036854775808"));
+  EXPECT_FALSE(equal("9007199254740993", "9007199254740993.0"));
+  EXPECT_FALSE(equal("1", "1.5"));
+  EXPECT_FALSE(equal("18446744073709551615", "1.8446744073709552e19"));
+  EXPECT_TRUE(equal("1", "1.0"));
+  EXPECT_TRUE(equal("-7", "-7.0"));
+  EXPECT_TRUE(equal("9007199254740992", "9007199254740992.0"));
+  EXPECT_TRUE(equal("18446744073709551615", "18446744073709551615"));
+  EXPECT_TRUE(equal("-1", "-1"));
+  EXPECT_TRUE(equal("2.5", "2.5"));
+}
+
 TEST(ParseJsonExactTest, NumbersPastADoublesRangeAreKeptAndOthersAreDoubles) {
   absl::StatusOr<rapidjson::Document> doc = ParseJsonExact(R"([1e400,-2.5E+999,0.1,1e5,1.5e-3])");
   ASSERT_TRUE(doc.ok()) << doc.status();
