@@ -20,9 +20,13 @@ using rapidjson::Value;
 
 absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vector<std::string>& docs,
                                                        const Redo& redo) {
+  // What the target refused (each recorded as an error as its answer is read) is not written.
+  const int64_t& errors = progress_[&s - declaration_.stages.data()].errors;
+  const int64_t errors_before = errors;
   int64_t count = static_cast<int64_t>(docs.size());
   std::vector<std::string> conflicts;
   if (absl::Status st = BulkWrite(s.target, docs, s, &conflicts); !st.ok()) return st;
+  count -= errors - errors_before;
   if (conflicts.empty()) return count;
   std::vector<Document> found;
   if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(),
@@ -50,8 +54,9 @@ absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vect
     }
   }
   count += static_cast<int64_t>(again.size()) - static_cast<int64_t>(conflicts.size());
+  const int64_t errors_before_redo = errors;
   if (absl::Status st = BulkWrite(s.target, again, s); !st.ok()) return st;
-  return count;
+  return count - (errors - errors_before_redo);
 }
 
 absl::Status Deriver::LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first,

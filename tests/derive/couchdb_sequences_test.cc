@@ -644,6 +644,37 @@ TEST_F(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
   for (const auto& [id, doc] : target_.docs) EXPECT_THAT(doc, Not(HasSubstr("xxxx"))) << id;
 }
 
+// A derived document the target refuses (its validate_doc_update answers forbidden) is that
+// source document's error, and is not counted as written: the progress line and the status
+// document said "written 2" for a batch of which one document was stored.
+TEST_F(CouchDbSequencesTest, ARefusedDerivedDocumentIsAnErrorNotCountedAsWritten) {
+  {
+    absl::MutexLock lock(&mu_);
+    target_.forbidden.insert(MapRowId("src", "b", R"("Lima")", 0));
+  }
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
+                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    }
+    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
+    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    return AnswerFromTarget(r);
+  });
+  Connection connection({.base_url = couch.url()});
+  Deriver deriver = NewDeriver(connection.db);
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  EXPECT_EQ(*handled, 2);
+  EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
+  EXPECT_EQ(deriver.progress()[0].written, 1) << log_.str();
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr("forbidden"));
+}
+
 // Once caught up, the initial synchronization is over: a new document's rows are looked up
 // before they are written, not written as first revisions.
 TEST_F(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten) {
