@@ -35,7 +35,7 @@ class FrozenReplicaBehindNginxTest(unittest.TestCase):
         self.frozen = None
         for name in ("r1", "r2"):
             self.replicas[name] = cluster.Replica(SERVER, WORKER, FUNCTIONS_DIR, name, workers=1)
-        # One nginx worker: its round robin alternates, so a stream that gives r1 up goes to r2.
+        # One nginx worker: least_conn, ties taken in turn, so a stream that gives r1 up goes to r2.
         self.nginx = cluster.Nginx(NGINX_CONF, list(self.replicas.values()), nginx=NGINX)
 
     def tearDown(self):
@@ -50,7 +50,7 @@ class FrozenReplicaBehindNginxTest(unittest.TestCase):
 
     def session_on(self, replica, timeout_ms):
         """An adapter whose Session stream nginx gave to `replica` (each new adapter's stream
-        goes to the next replica in nginx's turn)."""
+        goes to the replica with fewer streams open, so they alternate)."""
         for number in range(8):
             adapter = cluster.Adapter(ADAPTER, self.nginx.address, timeout_ms=timeout_ms)
             self.adapters.append(adapter)
