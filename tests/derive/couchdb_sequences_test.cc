@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "client/derive/derived_ids.h"
 #include "client/derive/deriver.h"
@@ -151,6 +152,22 @@ std::string ChangeLine(int seq, const std::string& id, const std::string& rev, c
                       id, R"(","_rev":")", rev, R"(","town":")", town, R"("}})");
 }
 
+// The source database's answers when its whole history is `changes` (the lines of sequences 1
+// to N, read in one batch from 0): nothing after it, and its update_seq N.
+std::optional<ScriptedResponse> AnswerFromSource(const HttpRequest& r, const std::vector<std::string>& changes) {
+  const std::string& t = r.target;
+  const size_t last = changes.size();
+  if (absl::StartsWith(t, "/src/_changes?since=0&")) {
+    return ScriptedResponse{200, absl::StrCat(R"({"results":[)", absl::StrJoin(changes, ","),
+                                              R"(],"last_seq":)", last, "}")};
+  }
+  if (absl::StartsWith(t, "/src/_changes?since=")) {
+    return ScriptedResponse{200, absl::StrCat(R"({"results":[],"last_seq":)", last, "}")};
+  }
+  if (t == "/src") return ScriptedResponse{200, absl::StrCat(R"({"db_name":"src","update_seq":)", last, "}")};
+  return std::nullopt;
+}
+
 size_t CountOf(const std::vector<std::string>& requests, const std::string& request) {
   return static_cast<size_t>(std::count(requests.begin(), requests.end(), request));
 }
@@ -184,6 +201,25 @@ class CouchDbSequencesTest : public ::testing::Test {
     Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.town", false}}};
     return Deriver(declaration, db, *cnp_, std::move(options), log,
                    [] { return absl::StatusOr<bool>(true); });
+  }
+
+  // A Deriver caught up on a source whose whole history is `changes`, over target_: what it
+  // handled, and its stage's progress.
+  struct CaughtUp {
+    absl::StatusOr<int64_t> handled;
+    StageProgress progress;
+  };
+  CaughtUp CatchUpOn(const std::vector<std::string>& changes) {
+    ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+      absl::MutexLock lock(&mu_);
+      if (auto answer = AnswerFromSource(r, changes)) return *answer;
+      return AnswerFromTarget(r);
+    });
+    Connection connection({.base_url = couch.url()});
+    Deriver deriver = NewDeriver(connection.db);
+    if (absl::Status started = deriver.Start(); !started.ok()) return {started, {}};
+    absl::StatusOr<int64_t> handled = deriver.CatchUp();
+    return {handled, deriver.progress()[0]};
   }
 
   absl::Mutex mu_;
@@ -435,25 +471,11 @@ TEST_F(CouchDbSequencesTest, ADocumentListedTwiceInOneBatchIsDerivedFromItsLastC
   // Not a first synchronization: every row is looked up before it is written.
   target_.local["/tgt/_local/cnp-derive%3As%3Asource%3Asrc"] =
       R"({"_rev":"0-1","seq":"0","version":1})";
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu_);
-    const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
-                                ChangeLine(2, "b", "1-b", "Bergen"), ",", ChangeLine(3, "a", "2-y", "Lima"), ",",
-                                ChangeLine(4, "b", "1-b", "Bergen"), R"(],"last_seq":4})")};
-    }
-    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":4})"};
-    if (t == "/src") return {200, R"({"db_name":"src","update_seq":4})"};
-    return AnswerFromTarget(r);
-  });
-  Connection connection({.base_url = couch.url()});
-  Deriver deriver = NewDeriver(connection.db);
-  ASSERT_TRUE(deriver.Start().ok());
-  absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
-  EXPECT_EQ(*handled, 4);
-  EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
+  CaughtUp run = CatchUpOn({ChangeLine(1, "a", "1-x", "Oslo"), ChangeLine(2, "b", "1-b", "Bergen"),
+                            ChangeLine(3, "a", "2-y", "Lima"), ChangeLine(4, "b", "1-b", "Bergen")});
+  ASSERT_TRUE(run.handled.ok()) << run.handled.status() << "\n" << log_.str();
+  EXPECT_EQ(*run.handled, 4);
+  EXPECT_EQ(run.progress.errors, 0) << log_.str();
   EXPECT_THAT(log_.str(), Not(HasSubstr("conflict")));
 
   absl::MutexLock lock(&mu_);
@@ -618,13 +640,9 @@ TEST_F(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
       R"({"_rev":"0-1","seq":"0","version":1,"sweep":false})";
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu_);
-    const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
-                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    if (auto answer = AnswerFromSource(r, {ChangeLine(1, "a", "1-x", "Oslo"), ChangeLine(2, "b", "1-y", "Lima")})) {
+      return *answer;
     }
-    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
-    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
     return AnswerFromTarget(r);
   });
   // Each of the two rows fits in an answer; both together do not.
@@ -652,25 +670,11 @@ TEST_F(CouchDbSequencesTest, ARefusedDerivedDocumentIsAnErrorNotCountedAsWritten
     absl::MutexLock lock(&mu_);
     target_.forbidden.insert(MapRowId("src", "b", R"("Lima")", 0));
   }
-  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
-    absl::MutexLock lock(&mu_);
-    const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
-                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
-    }
-    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
-    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
-    return AnswerFromTarget(r);
-  });
-  Connection connection({.base_url = couch.url()});
-  Deriver deriver = NewDeriver(connection.db);
-  ASSERT_TRUE(deriver.Start().ok());
-  absl::StatusOr<int64_t> handled = deriver.CatchUp();
-  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
-  EXPECT_EQ(*handled, 2);
-  EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
-  EXPECT_EQ(deriver.progress()[0].written, 1) << log_.str();
+  CaughtUp run = CatchUpOn({ChangeLine(1, "a", "1-x", "Oslo"), ChangeLine(2, "b", "1-y", "Lima")});
+  ASSERT_TRUE(run.handled.ok()) << run.handled.status() << "\n" << log_.str();
+  EXPECT_EQ(*run.handled, 2);
+  EXPECT_EQ(run.progress.errors, 1) << log_.str();
+  EXPECT_EQ(run.progress.written, 1) << log_.str();
   absl::MutexLock lock(&mu_);
   EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr("forbidden"));
 }
@@ -790,13 +794,10 @@ TEST_F(CouchDbSequencesTest, ARowChangedSinceItWasLookedUpIsWrittenAgain) {
   const std::string b_row = MapRowId("src", "b", R"("Lima")", 0);
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu_);
-    const std::string& t = r.target;
-    if (absl::StartsWith(t, "/src/_changes?since=0&")) {
-      return {200, absl::StrCat(R"({"results":[)", ChangeLine(1, "a", "1-x", "Oslo"), ",",
-                                ChangeLine(2, "b", "1-y", "Lima"), R"(],"last_seq":2})")};
+    if (auto answer = AnswerFromSource(r, {ChangeLine(1, "a", "1-x", "Oslo"), ChangeLine(2, "b", "1-y", "Lima")})) {
+      return *answer;
     }
-    if (absl::StartsWith(t, "/src/_changes?since=")) return {200, R"({"results":[],"last_seq":2})"};
-    if (t == "/src") return {200, R"({"db_name":"src","update_seq":2})"};
+    const std::string& t = r.target;
     if (t == "/tgt/_bulk_docs" && target_.bulks.empty()) {
       // Between the lookup and the write, someone edits a's derived row.
       target_.docs[a_row] = absl::StrCat(
