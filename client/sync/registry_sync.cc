@@ -131,7 +131,7 @@ absl::Status CheckNamedFunctions(const rapidjson::Value& design, absl::string_vi
         auto it = view.value.FindMember(part);
         if (it == view.value.MemberEnd()) continue;
         if (absl::Status s = check(it->value, absl::StrCat(where, ".", part)); !s.ok()) return s;
-        // CouchDB would refuse such a reduce on the view's first query, in every database.
+        // CouchDB would refuse such a reduce as the document is saved, in every database.
         const absl::string_view name = ::cnp::couchdb::StringView(it->value);
         if (part == std::string_view("reduce") && absl::StartsWith(name, "_") &&
             !::cnp::couchdb::IsBuiltinReduce(name)) {

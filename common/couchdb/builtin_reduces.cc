@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -26,8 +27,9 @@ bool IsCouchDb35Reduce(absl::string_view reduce) {
 }  // namespace
 
 bool IsBuiltinReduce(absl::string_view reduce) {
-  return std::find(std::begin(kBuiltinReduces), std::end(kBuiltinReduces), reduce) !=
-         std::end(kBuiltinReduces);
+  // By prefix, as CouchDB matches them (couch_mrview:validate, couch_query_servers:builtin_reduce).
+  return std::any_of(std::begin(kBuiltinReduces), std::end(kBuiltinReduces),
+                     [reduce](absl::string_view builtin) { return absl::StartsWith(reduce, builtin); });
 }
 
 std::string NotABuiltinReduce(absl::string_view reduce) {

@@ -1,7 +1,8 @@
 // The reduces CouchDB 3.4 computes itself (the query server never sees them). A view's reduce is
-// one of these or a named function; any other value starting with "_" is neither, and CouchDB
-// would refuse it on the view's first query. `cnp upload` refuses it at its YAML line, and
-// `cnp sync` skips a registry entry holding one.
+// one of these, or starts with one's name (CouchDB takes `_sum_by_town` for _sum), or is a named
+// function; any other value starting with "_" is neither, and CouchDB refuses the design
+// document as it is saved (400 invalid_design_doc). `cnp upload` refuses it at its YAML line,
+// and `cnp sync` skips a registry entry holding one.
 #pragma once
 
 #include <string>
