@@ -156,7 +156,8 @@ absl::StatusOr<HttpResponse> CouchClient::Get(absl::string_view path) {
 }
 
 absl::StatusOr<HttpResponse> CouchClient::Get(absl::string_view path, absl::Duration timeout) {
-  return Perform("GET", path, nullptr, true, timeout);
+  // Under a millisecond, libcurl would read 0 as no timeout at all.
+  return Perform("GET", path, nullptr, true, std::max(timeout, absl::Milliseconds(1)));
 }
 
 absl::StatusOr<HttpResponse> CouchClient::GetWithoutTimeout(absl::string_view path) {
