@@ -55,7 +55,10 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
   std::vector<std::string> unix_paths = UnixListenPaths(config);
   for (const std::string& path : DirectSessionPaths(config)) unix_paths.push_back(path);
   std::vector<listen::TcpListen> tcp;
-  for (const std::string& address : config.listen) {
+  std::vector<std::string> addresses = config.listen;
+  // The metrics listener takes a passed socket as the gRPC listeners do.
+  if (!config.metrics_listen.empty()) addresses.push_back(config.metrics_listen);
+  for (const std::string& address : addresses) {
     if (UnixSocketPath(address).ok()) continue;
     // Read as the listener will; one that does not read was refused with the configuration.
     if (absl::StatusOr<listen::TcpListenAddress> parsed = listen::ParseTcpListenAddress(address);

@@ -156,8 +156,8 @@ absl::Status NoAddressNames(const std::vector<std::string>& names) {
   return absl::FailedPreconditionError(absl::StrCat(
       "the service manager passed sockets that no --listen address names: ",
       absl::StrJoin(names, ", "),
-      "; add them to `listen` (a unix path P also covers P.direct) or remove them from the "
-      ".socket unit"));
+      "; add them to `listen` (a unix path P also covers P.direct; a TCP address may be "
+      "`metrics-listen`'s) or remove them from the .socket unit"));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import unittest
+import urllib.request
 
 import cnp_testing
 import harness
@@ -143,6 +144,23 @@ class SocketActivationTest(unittest.TestCase):
             mapped = harness.cnp_map(CNP, "127.0.0.2:%d" % port, "pkgfns.by_n",
                                      [{"_id": "b", "n": 2}])
             self.assertEqual(harness.rows(mapped), [[[[2, "b"]]]])
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_passed_metrics_socket_is_served(self):
+        """ListenStream= for --metrics-listen's address too: the server exited 2 saying no
+        --listen address named it, though the metrics listener takes a passed socket."""
+        grpc_socket = unix_listener(self, self.path)
+        metrics_socket = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(metrics_socket.close)
+        metrics = "127.0.0.1:%d" % metrics_socket.getsockname()[1]
+        server = ActivatedServer([grpc_socket, metrics_socket],
+                                 ["--listen=" + self.target, "--metrics-listen=" + metrics,
+                                  "--max-sessions=0"], self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            with urllib.request.urlopen("http://%s/metrics" % metrics, timeout=30) as answer:
+                self.assertIn(b"cnp_worker_starts_total", answer.read())
         finally:
             self.assertEqual(server.stop(), 0, server.log())
 
