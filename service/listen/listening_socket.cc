@@ -194,8 +194,9 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
     const int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (a.family == AF_INET6) {
-      // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately.
-      const int v6only = host.empty() || host == "::" ? 0 : 1;
+      // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately, and so does
+      // ":PORT" (0.0.0.0, then ::): a dual-stack :: could not bind beside 0.0.0.0's port.
+      const int v6only = host == "::" ? 0 : 1;
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
     }
     // Port 0 picks one port, shared by every address of the host name.

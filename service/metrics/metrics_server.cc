@@ -150,7 +150,8 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
   port_ = sockets->front().port;
   DeclareAll();
   deadline_ = std::make_unique<ConnectionDeadline>(kConnectionDeadline, kDeadlineSweep);
-  for (const listen::ListeningSocket& socket : *sockets) {
+  for (size_t i = 0; i < sockets->size(); ++i) {
+    const listen::ListeningSocket& socket = (*sockets)[i];
     // poll, not epoll: level-triggered, it sees at once a client that hung up before its
     // connection was accepted, where edge-triggered epoll waited for the idle timeout (200
     // such connections kept a scraper out for two minutes).
@@ -164,7 +165,10 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
         MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_NOTIFY_CONNECTION,
         &NotifyConnection, deadline_.get(), MHD_OPTION_END);
     if (daemon == nullptr) {
-      ::close(socket.fd);
+      // Not socket.fd: libmicrohttpd closes it on some of its failures and not on others, and
+      // closing it twice could close a descriptor another thread has opened since. The ones
+      // not handed over yet are ours.
+      for (size_t j = i + 1; j < sockets->size(); ++j) ::close((*sockets)[j].fd);
       Stop();
       return absl::UnavailableError(
           absl::StrCat("cannot serve metrics on ", address, ": libmicrohttpd did not start"));
