@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -57,6 +58,11 @@ absl::StatusOr<std::vector<PassiveAddress>> ResolveForListening(const TcpListenA
   std::vector<PassiveAddress> resolved;
   for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
     if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    // A name listed twice in /etc/hosts comes twice: its second bind would fail as taken.
+    const bool repeated = std::any_of(resolved.begin(), resolved.end(), [ai](const PassiveAddress& r) {
+      return r.length == ai->ai_addrlen && std::memcmp(&r.addr, ai->ai_addr, ai->ai_addrlen) == 0;
+    });
+    if (repeated) continue;
     PassiveAddress& a = resolved.emplace_back();
     std::memcpy(&a.addr, ai->ai_addr, ai->ai_addrlen);
     a.length = ai->ai_addrlen;

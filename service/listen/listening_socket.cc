@@ -1,6 +1,7 @@
 #include "service/listen/listening_socket.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +25,13 @@ namespace cnp::listen {
 namespace {
 
 std::string ErrnoText(int error) { return std::strerror(error); }
+
+// The numeric host of `addr` ("::1"), to say which of a name's addresses failed.
+std::string HostText(const sockaddr* addr, socklen_t length) {
+  char host[NI_MAXHOST];
+  if (::getnameinfo(addr, length, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) return "?";
+  return host;
+}
 
 class ScopedFd {
  public:
@@ -182,40 +190,7 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenTcp(const std::string& config
   }
   absl::StatusOr<std::vector<PassiveAddress>> resolved = ResolveForListening(*parsed);
   if (!resolved.ok()) return resolved.status();
-  std::vector<ListeningSocket> sockets;
-  std::string last_error;
-  for (PassiveAddress& a : *resolved) {
-    auto* ai_addr = reinterpret_cast<sockaddr*>(&a.addr);
-    ScopedFd fd(::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) {
-      last_error = ErrnoText(errno);
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (a.family == AF_INET6) {
-      // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately, and so does
-      // ":PORT" (0.0.0.0, then ::): a dual-stack :: could not bind beside 0.0.0.0's port.
-      const int v6only = host == "::" ? 0 : 1;
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
-    }
-    // Port 0 picks one port, shared by every address of the host name.
-    if (!sockets.empty()) SetPort(ai_addr, sockets.front().port);
-    if (::bind(fd.get(), ai_addr, a.length) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
-      last_error = ErrnoText(errno);
-      continue;
-    }
-    ListeningSocket socket;
-    socket.port = GetPort(fd.get());
-    socket.loopback = IsLoopbackAddress(ai_addr);
-    socket.fd = fd.release();
-    socket.address = address;
-    sockets.push_back(std::move(socket));
-  }
-  if (sockets.empty()) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error));
-  }
-  return sockets;
+  return ListenOnEach(configured, parsed->host, parsed->port, *resolved);
 }
 
 }  // namespace
@@ -255,6 +230,59 @@ SocketLiveness ProbeUnixSocket(const std::string& path, int* error) {
     default:
       return SocketLiveness::kUnknown;
   }
+}
+
+absl::StatusOr<std::vector<ListeningSocket>> ListenOnEach(const std::string& address,
+                                                          const std::string& host, int port,
+                                                          std::vector<PassiveAddress> resolved) {
+  std::vector<ListeningSocket> sockets;
+  std::string last_error;
+  // Closes what was bound before a failure: the caller gets all of the addresses or none.
+  auto fail = [&sockets](absl::Status why) {
+    for (const ListeningSocket& s : sockets) ::close(s.fd);
+    return why;
+  };
+  for (PassiveAddress& a : resolved) {
+    auto* ai_addr = reinterpret_cast<sockaddr*>(&a.addr);
+    ScopedFd fd(::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) {
+      last_error = ErrnoText(errno);
+      if (errno == EAFNOSUPPORT) continue;  // IPv6 off: its addresses are no one's
+      return fail(absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error)));
+    }
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (a.family == AF_INET6) {
+      // "[::]" serves IPv4 too; "localhost" binds 127.0.0.1 and ::1 separately, and so does
+      // ":PORT" (0.0.0.0, then ::): a dual-stack :: could not bind beside 0.0.0.0's port.
+      const int v6only = host == "::" ? 0 : 1;
+      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+    }
+    // Port 0 picks one port, shared by every address of the host name.
+    if (!sockets.empty()) SetPort(ai_addr, sockets.front().port);
+    if (::bind(fd.get(), ai_addr, a.length) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
+      const int error = errno;
+      last_error = ErrnoText(error);
+      // An address this host does not have is skipped. Any other failure (another process
+      // on the port of one of the addresses) fails them all: a client that resolves the name
+      // to that address would reach the other process, and give it its token. Only a port
+      // picked here (0) is not anyone's to squat on: another address's is tried without it.
+      if (error == EADDRNOTAVAIL || (port == 0 && error == EADDRINUSE)) continue;
+      return fail(absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", address, " (", HostText(ai_addr, a.length), "): ", last_error,
+          "; a client given this address could reach whatever holds it")));
+    }
+    ListeningSocket socket;
+    socket.port = GetPort(fd.get());
+    socket.loopback = IsLoopbackAddress(ai_addr);
+    socket.fd = fd.release();
+    socket.address = address;
+    sockets.push_back(std::move(socket));
+  }
+  if (sockets.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error));
+  }
+  return sockets;
 }
 
 absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,

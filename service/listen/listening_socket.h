@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "service/listen/listen_address.h"
 
 namespace cnp::listen {
 
@@ -40,6 +41,16 @@ struct UnixSocketOptions {
 // A host name may bind several sockets (localhost: 127.0.0.1 and ::1), all on one port.
 absl::StatusOr<std::vector<ListeningSocket>> OpenListeningSockets(const std::string& address,
                                                                   const UnixSocketOptions& unix);
+
+// Binds and listens on each of `resolved`, the addresses a TCP `address` of `host` and `port`
+// resolves to (ListenTcp's second half, apart for the tests). An address of a family this host
+// lacks, or that it does not have, is left out; any other failure fails them all (and closes
+// those bound): another process on one address's port would be reached by a client that
+// resolves the name to that address. With port 0 each address takes the port the first got,
+// and one where that port is taken is left out.
+absl::StatusOr<std::vector<ListeningSocket>> ListenOnEach(const std::string& address,
+                                                          const std::string& host, int port,
+                                                          std::vector<PassiveAddress> resolved);
 
 // The unix socket `path` (no scheme), as OpenListeningSockets opens a unix: address: the
 // socket systemd passed for it, else one bound here. `address` names it in messages.
