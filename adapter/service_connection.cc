@@ -78,13 +78,15 @@ constexpr double kSilenceLimit = 2.5;
 void* const kTag = reinterpret_cast<void*>(1);
 
 std::shared_ptr<grpc::Channel> NewChannel(
-    const std::string& uri, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
-    bool replicas) {
+    const std::string& target, const std::string& uri,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   // Several replicas (a list or a dns:/// name): each new stream goes to one that is up and
   // serving (not draining), round robin, so a session whose replica died or stopped is
   // replayed on another.
-  args.SetServiceConfigJSON(client::ClientServiceConfig(client::RetryPolicy::kNone, replicas));
+  args.SetServiceConfigJSON(
+      client::ClientServiceConfig(client::RetryPolicy::kNone, client::NamesReplicas(target)));
+  client::KeepLocalTargetOffProxies(target, args);
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // The adapter keeps its own backoff within CouchDB's timeout; gRPC's default (starting at
@@ -250,7 +252,7 @@ absl::Status ServiceConnection::Connect(absl::Time deadline, absl::Time answer_b
   // Kept across attempts until a stream breaks: a connection slower than one attempt to set
   // up goes on setting up, where a new channel each time started over and never came up.
   if (channel_ == nullptr) {
-    channel_ = NewChannel(*uri, security->credentials, client::NamesReplicas(options_.target));
+    channel_ = NewChannel(options_.target, *uri, security->credentials);
   }
   // Do not wait long for one attempt: the checks above are made again before the next.
   const absl::Time attempt = std::min(deadline, absl::Now() + absl::Milliseconds(500));

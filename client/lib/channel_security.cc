@@ -32,6 +32,10 @@ absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std:
       "--tls-cert/--tls-key)"));
 }
 
+void KeepLocalTargetOffProxies(const std::string& target, grpc::ChannelArguments& args) {
+  if (TargetStaysOnThisHost(target)) args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+}
+
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target) {
   if (absl::Status s = CheckTlsTarget(security, target); !s.ok()) return s;

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 
 namespace cnp::client {
 
@@ -58,5 +59,12 @@ absl::Status CheckSecretStaysPrivate(const ChannelSecurity& security, const std:
 // for a plaintext target off this host is refused (CheckSecretStaysPrivate).
 absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity& security,
                                                           const std::string& target);
+
+// Sets `args` so that a channel to `target` on this host (TargetStaysOnThisHost) goes straight
+// there, never through the proxy gRPC otherwise takes from grpc_proxy, https_proxy or
+// http_proxy: that proxy would read what a plaintext channel sends (the bearer token, CouchDB's
+// password in a Sync), and could not reach this host's loopback anyway. A channel to another
+// host follows the environment, as curl does; what it sends there is under TLS.
+void KeepLocalTargetOffProxies(const std::string& target, grpc::ChannelArguments& args);
 
 }  // namespace cnp::client

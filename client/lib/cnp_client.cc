@@ -180,6 +180,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   // gRPC keeps a call's request for a retry only up to this many bytes (default 256 KiB, past
   // which a call is no longer retried): every request this client may send stays retryable.
   args.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, options.max_message_bytes);
+  KeepLocalTargetOffProxies(target, args);
   auto channel = grpc::CreateCustomChannel(*uri, loaded->credentials, args);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + options.connect_timeout))) {
     if (unix_socket && ClosesConnectionsAtOnce(path)) {

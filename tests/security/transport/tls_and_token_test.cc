@@ -2,7 +2,13 @@
 // get nowhere), mutual TLS (no client certificate, no connection), the bearer token (missing
 // or wrong: UNAUTHENTICATED, with an access-log line that never shows the token), and the
 // refusal of a plaintext listener on a non-loopback address without --insecure.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <fstream>
 #include <iterator>
@@ -178,6 +184,42 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
   EXPECT_THAT(log, HasSubstr("call=Map code=UNAUTHENTICATED reason=\"wrong bearer token\""));
   EXPECT_THAT(log, Not(HasSubstr(token)));
   EXPECT_THAT(log, Not(HasSubstr("not-the-token")));
+}
+
+// A proxy named in the environment (gRPC reads grpc_proxy, https_proxy and http_proxy, as
+// curl does) never sees a call to this host: it would read the token of a plaintext channel,
+// and could not reach this host's loopback anyway.
+TEST(TokenTest, AProxyInTheEnvironmentNeverSeesACallToThisHost) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "s3cret-token-7c1f\n");
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  // The "proxy": a loopback listener nobody answers; a connection to it waits in its backlog.
+  const int proxy = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(proxy, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::bind(proxy, reinterpret_cast<sockaddr*>(&address), length), 0);
+  ASSERT_EQ(::listen(proxy, 16), 0);
+  ASSERT_EQ(::getsockname(proxy, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string proxy_url = absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port));
+  for (const char* variable : {"grpc_proxy", "https_proxy", "http_proxy"}) {
+    ::setenv(variable, proxy_url.c_str(), 1);
+  }
+
+  for (const std::string& target : {absl::StrCat("127.0.0.1:", server->Port()),
+                                    absl::StrCat("localhost:", server->Port())}) {
+    auto client = client::Client::Connect(target, {.auth_token_file = dir + "/token"},
+                                          absl::Seconds(5));
+    ASSERT_TRUE(client.ok()) << target << ": " << client.status();
+    EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok()) << target;
+  }
+  for (const char* variable : {"grpc_proxy", "https_proxy", "http_proxy"}) ::unsetenv(variable);
+  EXPECT_LT(::accept(proxy, nullptr, nullptr), 0) << "a connection reached the proxy";
+  EXPECT_EQ(errno, EAGAIN);
+  ::close(proxy);
 }
 
 // What a call with `authorization` set to `header` (none when empty) is answered.
