@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/channel_target.h"
 #include "common/default_target.h"
 #include "common/system_user.h"
 
@@ -65,6 +66,7 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
   if (valued.count("target") && !args.Has("help")) {
     const client::ChannelSecurity security = ConnectionSecurity(args);
     const std::string target = args.Get("target", DefaultTarget());
+    if (absl::Status s = client::ChannelTargetUri(target).status(); !s.ok()) return s;
     if (absl::Status s = client::CheckTlsTarget(security, target); !s.ok()) return s;
     if (!security.auth_token_file.empty()) {
       if (absl::Status s = client::CheckSecretStaysPrivate(security, target, client::kBearerToken);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/couchdb/couch_url.h"
 #include "common/loopback.h"
 #include "common/unix_target.h"
 
@@ -103,7 +104,7 @@ absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t ro
   for (absl::string_view scheme : {"http://", "https://"}) {
     if (absl::StartsWith(absl::AsciiStrToLower(target), scheme)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--target=", target, " is a URL; cnp-server's address is unix:PATH or HOST:PORT (a "
+          "--target=", couchdb::RedactUrl(target), " is a URL; cnp-server's address is unix:PATH or HOST:PORT (a "
           "CouchDB URL goes where the command takes one)"));
     }
   }

@@ -39,6 +39,10 @@ TEST(ChannelTargetUri, AUrlIsRefusedAsNoServersAddress) {
                                   "is a URL; cnp-server's address is unix:PATH or HOST:PORT"))
         << uri.status();
   }
+  // CouchDB's URL comes with its password; the message shows it without.
+  absl::StatusOr<std::string> uri = ChannelTargetUri("http://admin:s3cret@db:5984");
+  EXPECT_TRUE(absl::StrContains(uri.status().message(), "http://db:5984")) << uri.status();
+  EXPECT_FALSE(absl::StrContains(uri.status().message(), "s3cret")) << uri.status();
 }
 
 TEST(ChannelTargetUri, ListOfAddressesBecomesAnAddressList) {

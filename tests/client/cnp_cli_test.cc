@@ -341,6 +341,21 @@ TEST_F(CnpCliTest, ValidateOptionsAreNamedAndMustBeObjects) {
                                         "read for the new document)"));
 }
 
+// CouchDB's URL given where cnp-server's address belongs is a usage error said before stdin is
+// read (a command waiting on a terminal for documents would hide it), and the message never
+// shows its password.
+TEST(CnpCliLimitsTest, ATargetThatIsAUrlIsRefusedAsUsageWithoutItsPassword) {
+  for (const char* command : {"map m.f", "reduce m.f", "validate m.f -",
+                              "upload http://localhost:5984 db x.yml"}) {
+    CliRun run = Cnp(absl::StrCat(command, " --target=http://admin:s3cret@localhost:5984"),
+                     R"({"_id":"a"})");
+    EXPECT_EQ(run.exit_code, 2) << command << ": " << run.out;
+    EXPECT_THAT(run.out, HasSubstr("is a URL")) << command;
+    EXPECT_THAT(run.out, HasSubstr("http://localhost:5984")) << command;
+    EXPECT_THAT(run.out, Not(HasSubstr("s3cret"))) << command;
+  }
+}
+
 }  // namespace
 }  // namespace cnp
 
