@@ -79,6 +79,11 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
         return uid.status();
       }
     }
+    // The files named are read now, so that one missing or unreadable is a usage error (exit 2)
+    // said at once, not a failed call after the whole input has been read.
+    if (absl::Status s = client::LoadChannelSecurity(security, target).status(); !s.ok()) {
+      return absl::InvalidArgumentError(s.message());
+    }
   }
   return args;
 }
