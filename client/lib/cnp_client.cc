@@ -302,7 +302,15 @@ absl::StatusOr<v1::MapResponse> Client::Map(const std::vector<std::string>& func
   v1::MapRequest request;
   for (const std::string& f : functions) request.add_functions(f);
   for (const std::string& d : docs) request.add_docs(d);
-  return Call(&v1::Functions::Stub::Map, request, timeout);
+  absl::StatusOr<v1::MapResponse> response = Call(&v1::Functions::Stub::Map, request, timeout);
+  // Callers pair results(i) with docs[i]: an answer of another length (a server of another
+  // version, a broken proxy) is refused here rather than read past either end.
+  if (response.ok() && static_cast<size_t>(response->results_size()) != docs.size()) {
+    return absl::InternalError(absl::StrCat("cnp-server answered a Map of ", docs.size(),
+                                            " documents with ", response->results_size(),
+                                            " results"));
+  }
+  return response;
 }
 
 absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>& functions,
