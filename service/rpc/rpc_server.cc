@@ -479,9 +479,10 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                   memory.RefusalMessage("its request", request_bytes));
           } else {
-            status = WithStatusTrailers(
-                co_await compute(ClientDeadline(server_context), request, response),
-                server_context);
+            // Named, not temporaries beside the co_await: GCC 12 mishandles those.
+            const absl::Time deadline = ClientDeadline(server_context);
+            grpc::Status computed = co_await compute(deadline, request, response);
+            status = WithStatusTrailers(std::move(computed), server_context);
             held_request.reset();
             if (status.ok()) {
               const auto answer_bytes = static_cast<int64_t>(response.Length());

@@ -199,7 +199,11 @@ class ServerStreamMethod
         status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, self->limit_.refusal());
       } else {
         self->accepted_(call->server_context, call->request);
-        status = co_await RunBlocking(self->blocking_, [&](std::stop_token stop) {
+        // Named, not temporaries beside the co_await: GCC 12 mishandles those.
+        grpc::Status if_cancelled(
+            grpc::StatusCode::CANCELLED,
+            "the call was cancelled while it waited for a thread; nothing was done");
+        auto run = [&](std::stop_token stop) {
           bool gone = false;
           Emit emit = [&](const Response& response) {
             gone = gone || !write(response, stop);
@@ -210,8 +214,8 @@ class ServerStreamMethod
           } catch (const std::exception& e) {
             return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
           }
-        }, grpc::Status(grpc::StatusCode::CANCELLED,
-                        "the call was cancelled while it waited for a thread; nothing was done"));
+        };
+        status = co_await RunBlocking(self->blocking_, std::move(run), std::move(if_cancelled));
       }
     }
     co_await grpc_asio::Finish(context, call->writer, status);
