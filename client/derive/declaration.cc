@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -123,6 +124,11 @@ absl::Status Problem(absl::string_view file, const YAML::Node& node, absl::strin
 absl::Status NoRepeatedKeys(absl::string_view file, const YAML::Node& map, absl::string_view at) {
   std::set<std::string> seen;
   for (const auto& entry : map) {
+    if (!entry.first.IsScalar()) {
+      return Problem(file, entry.first,
+                     absl::StrCat("a key must be text, not a list or a mapping",
+                                  at.empty() ? "" : " (in ", at, at.empty() ? "" : ")"));
+    }
     const std::string key = entry.first.as<std::string>();
     if (!seen.insert(key).second) {
       return Problem(file, entry.first,
@@ -190,7 +196,19 @@ absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& targ
 absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::string_view file) {
   YAML::Node root;
   try {
-    root = YAML::Load(std::string(yaml));
+    // Every document of the stream: one after a `---` was dropped without a word, and its
+    // handlers never ran. Empty ones (a lone `---`) hold nothing to drop.
+    std::vector<YAML::Node> documents;
+    for (YAML::Node& document : YAML::LoadAll(std::string(yaml))) {
+      if (!document.IsNull()) documents.push_back(std::move(document));
+    }
+    if (documents.size() > 1) {
+      return Problem(file, documents[1],
+                     absl::StrCat("this file holds ", documents.size(),
+                                  " YAML documents (each `---` starts one); a declaration is "
+                                  "one mapping with name and handlers"));
+    }
+    if (!documents.empty()) root = documents.front();
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(file, ":", e.mark.line + 1, ": ", e.msg));
   }

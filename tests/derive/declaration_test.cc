@@ -110,6 +110,26 @@ handlers:
                 "d.yml:2: \"t\" is given twice in handlers");
 }
 
+// A second YAML document (after `---`) was dropped without a word: the handlers declared there
+// never ran. A key that is a list or a mapping was "bad conversion", naming nothing.
+TEST(DeclarationTest, ASecondYamlDocumentOrAKeyThatIsNoTextIsRefusedWhereItIs) {
+  ExpectProblem(R"(name: n
+handlers: {t: {s: {type: map, version: 1, handler: m.f}}}
+---
+name: m
+handlers: {u: {s: {type: map, version: 1, handler: m.f}}}
+)",
+                "d.yml:4: this file holds 2 YAML documents");
+  ExpectProblem("name: n\nhandlers: {t: {? [a, b] : {type: map, version: 1, handler: m.f}}}",
+                "d.yml:2: a key must be text");
+  ExpectProblem("name: n\n? {a: 1}\n: x\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}",
+                "d.yml:2: a key must be text");
+  // A lone `---` before or after the mapping starts no document to drop.
+  absl::StatusOr<Declaration> d = ParseDeclaration(
+      "---\nname: n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n---\n", "d.yml");
+  EXPECT_TRUE(d.ok()) << d.status();
+}
+
 // The name goes into the ids of the instance's _local documents: one that is not UTF-8 made the
 // run create the target database and then fail on the lease with HTTP 400 (found by a review).
 // It is also printed on stderr, so a control character could forge a line there or drive the
