@@ -31,6 +31,16 @@
 namespace cnp::upload {
 namespace {
 
+// Whether cnp-upload named the member of the plain key `text` otherwise: json.dumps wrote the
+// boolean or integer YAML 1.1 read (`on` -> "true", `010` -> "8"). A float key is left out:
+// Python's repr of it ("1.0") is mostly the text again, and rounding aside nothing tells.
+bool Yaml11KeyDiffers(absl::string_view text, const Yaml11Reading& old) {
+  int64_t integer = 0;
+  const bool named = old.said == "true" || old.said == "false" ||
+                     absl::SimpleAtoi(old.said, &integer);
+  return named && old.said != text;
+}
+
 using Allocator = rapidjson::Document::AllocatorType;
 
 constexpr absl::string_view kDdocKeys[] = {
@@ -335,12 +345,17 @@ class Parser {
   // A plain scalar YAML 1.1 reads otherwise than cnp does (yaml11_reading.h), warned of once
   // at its line, however often aliases use it. CouchDB's options are flags (local_seq,
   // include_design...): "no" is a set flag to it, where cnp-upload had sent false.
+  // `key` names the member whose value `node` is; a key itself is warned of with `is_key`.
   void WarnYaml11Reading(const YAML::Node& node, const rapidjson::Value& value,
-                         absl::string_view key) {
+                         absl::string_view key, bool is_key = false) {
     if (node.Tag() != "?") return;  // quoted or tagged: meant as written
     const std::string& text = node.Scalar();
     std::optional<Yaml11Reading> old = Yaml11ReadingIfDifferent(text, value);
-    if (!old || !yaml11_warned_.emplace(node.Mark().line, node.Mark().column).second) return;
+    if (!old) return;
+    if (is_key && (old->kind != Yaml11Reading::Kind::kJson || !Yaml11KeyDiffers(text, *old))) {
+      return;
+    }
+    if (!yaml11_warned_.emplace(node.Mark().line, node.Mark().column).second) return;
     std::string now;
     if (value.IsString()) now = absl::StrCat("the string \"", Printable(text), "\"");
     else if (value.IsBool()) now = value.GetBool() ? "true" : "false";
@@ -363,7 +378,8 @@ class Parser {
     }
     problems_.Warning(
         At(node.Mark()),
-        absl::StrCat(key.empty() ? "" : absl::StrCat("\"", Printable(key), "\": "),
+        absl::StrCat(is_key ? "the key "
+                            : key.empty() ? "" : absl::StrCat("\"", Printable(key), "\": "),
                      Printable(text), " is ", now,
                      " (YAML 1.2, as cnp reads it); cnp-upload's YAML 1.1 read it as ", old->said,
                      ": ", advice));
@@ -474,6 +490,9 @@ class Parser {
       problems_.Error(At(key.Mark()), absl::StrCat("\"", key.Scalar(), "\" is given twice"));
       return std::nullopt;
     }
+    WarnYaml11Reading(key, rapidjson::Value(rapidjson::StringRef(key.Scalar().data(),
+                                                                 key.Scalar().size())),
+                      "", /*is_key=*/true);
     return key.Scalar();
   }
 

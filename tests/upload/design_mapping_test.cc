@@ -278,6 +278,32 @@ TEST_F(DesignMappingTest, PlainValuesYaml11ReadOtherwiseAreWarnedOfAnywhere) {
       << result.Dump();
 }
 
+// Keys too (review): cnp-upload's YAML 1.1 made `on:` the key "true" and `010:` the key "8" (as
+// json.dumps writes a boolean or integer key), so a view or a field of a file moved over now
+// has another name. Warned at its line; keys both read alike (text, 10, a quoted "on") are not.
+TEST_F(DesignMappingTest, KeysYaml11ReadOtherwiseAreWarnedOf) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("k.yml",
+                                    "d:\n"
+                                    "  views: {on: m.map, \"yes\": m.map, v: m.map}\n"
+                                    "  settings: {010: a, 10: b, text: c, Off: d}\n")});
+  ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
+  std::vector<std::string> warned;
+  for (const auto& w : result.warnings()) {
+    if (absl::StrContains(w.message(), "unknown key")) continue;
+    warned.push_back(absl::StrCat(w.location().line(), " ", w.message()));
+  }
+  EXPECT_THAT(warned,
+              ElementsAre("2 the key on is the string \"on\" (YAML 1.2, as cnp reads it); "
+                          "cnp-upload's YAML 1.1 read it as true: write true if that is meant, "
+                          "or quote it if the string is",
+                          "3 the key 010 is the string \"010\" (YAML 1.2, as cnp reads it); "
+                          "cnp-upload's YAML 1.1 read it as 8: write 8 if that is meant, or "
+                          "quote it if the string is",
+                          HasSubstr("3 the key Off is the string \"Off\"")))
+      << result.Dump();
+}
+
 // A YAML tag asks for something other than the value's text (PyYAML's !!python/object builds
 // an object, an !include reads another file); cnp runs no tag, and read the bare text in its
 // place without a word. Such tags are refused at their line; core-schema tags that agree with
