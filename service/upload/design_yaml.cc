@@ -117,7 +117,12 @@ rapidjson::Value PlainScalarToJson(const YAML::Node& node, Allocator& alloc, std
   if (!looks_numeric || !absl::SimpleAtod(s, &d)) return String(s, alloc);
   const absl::string_view unsigned_text = absl::StripPrefix(s, "+");
   if (unsigned_text.find_first_of(".eE") == absl::string_view::npos) {
-    if (std::optional<rapidjson::Value> kept = couchdb::KeptNumberValue(unsigned_text, alloc)) {
+    // YAML's 000123 is 123; JSON allows no leading zero, so they go before the digits are kept.
+    absl::string_view digits = unsigned_text;
+    const bool negative = absl::ConsumePrefix(&digits, "-");
+    while (digits.size() > 1 && digits[0] == '0') digits.remove_prefix(1);
+    const std::string integer = absl::StrCat(negative ? "-" : "", digits);
+    if (std::optional<rapidjson::Value> kept = couchdb::KeptNumberValue(integer, alloc)) {
       return std::move(*kept);
     }
   }

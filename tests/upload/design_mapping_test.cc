@@ -654,12 +654,16 @@ TEST_F(DesignMappingTest, NumbersAreWrittenAsCouchDbKeepsThem) {
                                     "d:\n"
                                     "  options: {big: 123456789012345678901234567890, "
                                     "neg: -18446744073709551616, u: 18446744073709551615, "
-                                    "plus: +98765432109876543210, half: 0.5, t: !!str 123}\n")});
+                                    "plus: +98765432109876543210, half: 0.5, t: !!str 123, "
+                                    "zeros: 000123456789012345678901234567890, "
+                                    "negzeros: -00018446744073709551616}\n")});
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_THAT(result.Outcome("_design/d").document_json(),
               HasSubstr(R"("options":{"big":123456789012345678901234567890,)"
                         R"("neg":-18446744073709551616,"u":18446744073709551615,)"
-                        R"("plus":98765432109876543210,"half":0.5,"t":"123"})"))
+                        R"("plus":98765432109876543210,"half":0.5,"t":"123",)"
+                        R"("zeros":123456789012345678901234567890,)"
+                        R"("negzeros":-18446744073709551616})"))
       << result.Dump();
 }
 
