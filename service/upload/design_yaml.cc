@@ -432,7 +432,8 @@ class Parser {
         Printable(core ? absl::StrCat("!!", absl::string_view(tag).substr(kCore.size())) : tag);
     if (core) {
       const absl::string_view type = absl::string_view(tag).substr(kCore.size());
-      if (type == "str") return std::nullopt;  // honoured: PlainScalarToJson keeps it text
+      // Honoured on a scalar (PlainScalarToJson keeps it text); a list or a mapping is no text.
+      if (type == "str" && node.IsScalar()) return std::nullopt;
       bool agrees = false;
       if (type == "map") agrees = node.IsMap();
       if (type == "seq") agrees = node.IsSequence();
@@ -442,14 +443,17 @@ class Parser {
         std::string error;
         const rapidjson::Value value =
             PlainScalarToJson(YAML::Node(node.Scalar()), scratch.GetAllocator(), error);
-        if (type == "int") agrees = value.IsInt64() || value.IsUint64();
+        // An integer past 64 bits is kept digit for digit (PlainScalarToJson), still an integer.
+        if (type == "int") {
+          agrees = value.IsInt64() || value.IsUint64() || couchdb::IsKeptNumber(value);
+        }
         if (type == "float") agrees = value.IsNumber();
         if (type == "bool") agrees = value.IsBool();
         if (type == "null") agrees = value.IsNull();
       }
       if (agrees) return std::nullopt;
       if (type == "int" || type == "float" || type == "bool" || type == "null" ||
-          type == "map" || type == "seq") {
+          type == "map" || type == "seq" || type == "str") {
         const std::string value = node.IsScalar()
                                       ? absl::StrCat("\"", Printable(node.Scalar()), "\"")
                                       : std::string(KindName(node));

@@ -318,7 +318,9 @@ TEST_F(DesignMappingTest, YamlTagsAreRefusedAtTheirLineUnlessTheyChangeNothing) 
                                     "  filters: {f: !!bool yes}\n"
                                     "  lists: !!map {l: !!str m.map}\n"
                                     "  autoupdate: !!bool true\n"
-                                    "  updates: {u: ! m.map, v: \"m.map\"}\n")});
+                                    "  updates: {u: ! m.map, v: \"m.map\"}\n"
+                                    "  big: !!int 123456789012345678901234567890\n"
+                                    "  notext: !!str [a, b]\n")});
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
   std::vector<std::string> refused;
   for (const auto& e : result.errors()) {
@@ -330,11 +332,16 @@ TEST_F(DesignMappingTest, YamlTagsAreRefusedAtTheirLineUnlessTheyChangeNothing) 
                                                "supported"),
                                      HasSubstr("4:14 the YAML tag !foo is not supported"),
                                      HasSubstr("5:16 the YAML tag !!bool does not fit its value, "
-                                               "\"yes\"")}))
+                                               "\"yes\""),
+                                     HasSubstr("10:11 the YAML tag !!str does not fit its value, "
+                                               "a list")}))
       << result.Dump();
-  // Nothing about the tags that agree with their values (lines 6 to 8).
+  // Nothing about the tags that agree with their values (lines 6 to 9; an integer past 64 bits
+  // is an integer too).
   for (const std::string& error : refused) {
-    EXPECT_THAT(error, Not(AnyOf(StartsWith("6:"), StartsWith("7:"), StartsWith("8:")))) << error;
+    EXPECT_THAT(error, Not(AnyOf(StartsWith("6:"), StartsWith("7:"), StartsWith("8:"),
+                                 StartsWith("9:"))))
+        << error;
   }
 }
 
