@@ -353,10 +353,13 @@ class Parser {
   // `key` names the member whose value `node` is; a key itself is warned of with `is_key`.
   void WarnYaml11Reading(const YAML::Node& node, const rapidjson::Value& value,
                          absl::string_view key, bool is_key = false) {
-    if (node.Tag() != "?") return;  // quoted or tagged: meant as written
+    // Quoted or tagged: meant as written; but !!int asked YAML 1.1 for an integer too, and
+    // its 010 was 8 there.
+    const bool tagged_int = node.Tag() == "tag:yaml.org,2002:int";
+    if (node.Tag() != "?" && !tagged_int) return;
     const std::string& text = node.Scalar();
     std::optional<Yaml11Reading> old = Yaml11ReadingIfDifferent(text, value);
-    if (!old) return;
+    if (!old || (tagged_int && old->kind != Yaml11Reading::Kind::kJson)) return;
     if (is_key && (old->kind != Yaml11Reading::Kind::kJson || !Yaml11KeyDiffers(text, *old))) {
       return;
     }

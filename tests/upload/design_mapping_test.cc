@@ -242,14 +242,16 @@ TEST_F(DesignMappingTest, PlainValuesYaml11ReadOtherwiseAreWarnedOfAnywhere) {
                                     "    big: 1e3\n"
                                     "    again: [*on, *on]\n"
                                     "    quoted: \"yes\"\n"
-                                    "    same: [10, 1.5, true, null, text, 2024-01-31]\n")});
+                                    "    same: [10, 1.5, true, null, text, 2024-01-31]\n"
+                                    "    tagged: !!int 010\n")});
   ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
   ExpectDocument(result, "_design/d",
                  R"({"_id": "_design/d", "language": "python", "views": {"v": {"map": "m.map|1"}},
                      "settings": {"enabled": "yes", "mode": "off", "perm": 10, "hex": 31,
                                   "octal": 15, "inf": ".inf", "big": 1000.0,
                                   "again": ["yes", "yes"], "quoted": "yes",
-                                  "same": [10, 1.5, true, null, "text", "2024-01-31"]}})");
+                                  "same": [10, 1.5, true, null, "text", "2024-01-31"],
+                                  "tagged": 10}})");
   std::vector<std::string> warned;
   for (const auto& w : result.warnings()) {
     if (absl::StrContains(w.message(), "unknown key")) continue;
@@ -274,7 +276,9 @@ TEST_F(DesignMappingTest, PlainValuesYaml11ReadOtherwiseAreWarnedOfAnywhere) {
           "such number: quote it to keep the string and silence this",
           "y.yml:10 \"big\": 1e3 is the number 1000.0 (YAML 1.2, as cnp reads it); "
           "cnp-upload's YAML 1.1 read it as the string \"1e3\": quote it if the string is "
-          "meant"))
+          "meant",
+          "y.yml:14 \"tagged\": 010 is the number 10 (YAML 1.2, as cnp reads it); "
+          "cnp-upload's YAML 1.1 read it as 8: write 8 if that is meant, or write 10 if that is"))
       << result.Dump();
 }
 
