@@ -1,5 +1,6 @@
 #include "service/upload/yaml11_reading.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -73,7 +74,11 @@ std::string Number(double value) {
   if (value == std::floor(value) && std::fabs(value) < 1e15) {
     return absl::StrCat(static_cast<int64_t>(value));
   }
-  return absl::StrCat(value);
+  // The shortest text that reads back as `value` (as Python's repr, which cnp-upload wrote
+  // it with): StrCat's six digits quoted 1_000_000.5 as 1e+06.
+  char text[32];
+  const std::to_chars_result end = std::to_chars(text, text + sizeof(text), value);
+  return std::string(text, end.ptr);
 }
 
 }  // namespace
