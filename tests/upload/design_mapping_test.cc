@@ -224,6 +224,17 @@ TEST_F(DesignMappingTest, YesNoOnOffInOptionsAreWarnedOf) {
       << result.Dump();
 }
 
+// The warnings of `result` but those about unknown keys, each as "FILE:LINE MESSAGE".
+std::vector<std::string> WarningsButUnknownKeys(const UploadResult& result) {
+  std::vector<std::string> warned;
+  for (const auto& w : result.warnings()) {
+    if (absl::StrContains(w.message(), "unknown key")) continue;
+    warned.push_back(absl::StrCat(w.location().file(), ":", w.location().line(), " ",
+                                  w.message()));
+  }
+  return warned;
+}
+
 // Review: outside `options` the YAML 1.1 readings went unwarned, and a key kept "as it is, as
 // cnp-upload did" was not: cnp-upload sent True, False, 8, 31 and inf for these. Each is warned
 // of at its line, once however often an alias uses it; 0x1F is YAML 1.2's integer 31 too.
@@ -252,14 +263,8 @@ TEST_F(DesignMappingTest, PlainValuesYaml11ReadOtherwiseAreWarnedOfAnywhere) {
                                   "again": ["yes", "yes"], "quoted": "yes",
                                   "same": [10, 1.5, true, null, "text", "2024-01-31"],
                                   "tagged": 10}})");
-  std::vector<std::string> warned;
-  for (const auto& w : result.warnings()) {
-    if (absl::StrContains(w.message(), "unknown key")) continue;
-    warned.push_back(absl::StrCat(w.location().file(), ":", w.location().line(), " ",
-                                  w.message()));
-  }
   EXPECT_THAT(
-      warned,
+      WarningsButUnknownKeys(result),
       ElementsAre(
           "y.yml:4 \"enabled\": yes is the string \"yes\" (YAML 1.2, as cnp reads it); "
           "cnp-upload's YAML 1.1 read it as true: write true if that is meant, or quote it if "
@@ -292,19 +297,14 @@ TEST_F(DesignMappingTest, KeysYaml11ReadOtherwiseAreWarnedOf) {
                                     "  views: {on: m.map, \"yes\": m.map, v: m.map}\n"
                                     "  settings: {010: a, 10: b, text: c, Off: d}\n")});
   ASSERT_TRUE(result.status.ok()) << result.status << "\n" << result.Dump();
-  std::vector<std::string> warned;
-  for (const auto& w : result.warnings()) {
-    if (absl::StrContains(w.message(), "unknown key")) continue;
-    warned.push_back(absl::StrCat(w.location().line(), " ", w.message()));
-  }
-  EXPECT_THAT(warned,
-              ElementsAre("2 the key on is the string \"on\" (YAML 1.2, as cnp reads it); "
+  EXPECT_THAT(WarningsButUnknownKeys(result),
+              ElementsAre("k.yml:2 the key on is the string \"on\" (YAML 1.2, as cnp reads it); "
                           "cnp-upload's YAML 1.1 read it as true: write true if that is meant, "
                           "or quote it if the string is",
-                          "3 the key 010 is the string \"010\" (YAML 1.2, as cnp reads it); "
+                          "k.yml:3 the key 010 is the string \"010\" (YAML 1.2, as cnp reads it); "
                           "cnp-upload's YAML 1.1 read it as 8: write 8 if that is meant, or "
                           "quote it if the string is",
-                          HasSubstr("3 the key Off is the string \"Off\"")))
+                          HasSubstr("k.yml:3 the key Off is the string \"Off\"")))
       << result.Dump();
 }
 
