@@ -10,6 +10,7 @@
 // trailer back into the same payload, so that CallLimitOf answers on either side.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,6 +25,11 @@ namespace cnp {
 // subset of them. One bound for all, so that what a session may hold a call may carry; CouchDB
 // sends one function per view of a design document, far fewer.
 inline constexpr int kMaxFunctionsPerCall = 4096;
+
+// The longest function name (module.function|version) a call may carry and a worker accepts:
+// no real module path comes close, and every cache and message that holds a name stays small.
+// cnp upload refuses a longer one in the design document, at its line.
+inline constexpr size_t kMaxFunctionNameBytes = 512;
 
 struct CallLimit {
   enum class Kind {

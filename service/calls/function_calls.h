@@ -30,9 +30,10 @@ namespace cnp::calls {
 // A Map (or MapStream message), Reduce or Resolve naming more than kMaxFunctionsPerCall
 // functions (common/call_limit.h) is RESOURCE_EXHAUSTED, marked "cnp-call-limit: functions
 // 4096". Every part of a Map carries the names again.
-// The longest function name a worker accepts (service/worker/function_name.h); a Map's or a
-// Reduce's longer name is refused before any part carries it.
-inline constexpr size_t kMaxFunctionNameBytes = 512;
+//
+// A Map's or a Reduce's function name longer than kMaxFunctionNameBytes (common/call_limit.h,
+// what a worker accepts) is refused before any part carries it.
+using ::cnp::kMaxFunctionNameBytes;
 
 // RESOURCE_EXHAUSTED for a request naming more than kMaxFunctionsPerCall functions, marked
 // "cnp-call-limit: functions 4096". A MapStream message's, a Reduce's or a Resolve's names are

@@ -19,11 +19,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/call_limit.h"
 #include "common/closest_name.h"
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
+#include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
@@ -796,6 +798,15 @@ class Parser {
                       absl::StrCat(where, ": \"", Printable(name),
                                    "\" is not a function name of the form module.function",
                                    control ? " (it holds a control character)" : ""));
+      return;
+    }
+    if (name.size() > kMaxFunctionNameBytes) {
+      // Said here, where it is: the worker refuses it too, but the resolution then reported
+      // only that the name "was not resolved".
+      problems_.Error(At(node.Mark()),
+                      absl::StrCat(where, ": the function name \"",
+                                   Printable(Utf8Prefix(name, 60)), "...\" is ", name.size(),
+                                   " bytes long; at most ", kMaxFunctionNameBytes, " are taken"));
       return;
     }
     object.AddMember(String(member, alloc), String(name, alloc), alloc);

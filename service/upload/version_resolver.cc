@@ -1,11 +1,14 @@
 #include "service/upload/version_resolver.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/call_limit.h"
+#include "common/utf8_text.h"
 #include "rapidjson/pointer.h"
 
 namespace cnp::upload {
@@ -125,6 +128,16 @@ absl::Status ResolveVersions(pool::TaskRunner& runner, absl::Time deadline,
       } else {
         const std::string& versioned =
             resolved->versioned_name().empty() ? ref.name : resolved->versioned_name();
+        if (versioned.size() > kMaxFunctionNameBytes) {
+          // Every call naming it would be refused (common/call_limit.h).
+          const size_t bar = std::min(versioned.rfind('|'), versioned.size());
+          problems.Error(ref.location,
+                         absl::StrCat("the function name \"", Utf8Prefix(versioned, 60), "...",
+                                      versioned.substr(bar), "\" is ", versioned.size(),
+                                      " bytes long with its version; at most ",
+                                      kMaxFunctionNameBytes, " are taken"));
+          continue;
+        }
         PointerTo(ref.path).Set(spec.body, versioned.c_str(), spec.body.GetAllocator());
       }
     }

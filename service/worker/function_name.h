@@ -9,12 +9,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/call_limit.h"
 
 namespace cnp::worker {
 
-// Longer names are refused before anything else looks at them: no real module path comes
-// close, and every cache and message that holds a name stays small.
-inline constexpr size_t kMaxFunctionNameBytes = 512;
+// Names longer than kMaxFunctionNameBytes (common/call_limit.h) are refused before anything
+// else looks at them.
+using ::cnp::kMaxFunctionNameBytes;
 
 struct FunctionName {
   std::string path;       // "module.sub.function"

@@ -362,6 +362,32 @@ TEST_F(DesignMappingTest, ANameWithAControlCharacterIsRefusedAndShownEscaped) {
                     HasSubstr("(it holds a control character)"), Not(HasSubstr("\x1b"))));
 }
 
+// A name longer than any worker takes is refused at its line, shown shortened, as is one that
+// its |version makes too long; the check said only that it "was not resolved by the worker",
+// or passed a name every call would be refused. One of the longest taken goes through.
+TEST_F(DesignMappingTest, ANameTooLongForAWorkerIsRefusedAtItsLine) {
+  const std::string longest_bare = "m." + std::string(510, 'f');     // 512 bytes
+  const std::string longest_versioned = "m." + std::string(508, 'g');  // 512 with "|1"
+  runner_.Define(longest_bare, 1);
+  runner_.Define(longest_versioned, 1);
+  UploadResult result = Check({File("n.yml", absl::StrCat("d:\n  views: {v: ", longest_bare, "}\n",
+                                                          "e:\n  views: {v: ", longest_bare, "g}\n",
+                                                          "f:\n  views: {v: ", longest_versioned,
+                                                          "}\n"))});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(2)) << result.Dump();
+  EXPECT_EQ(result.errors()[1].location().line(), 4);
+  EXPECT_THAT(result.errors()[1].message(),
+              AllOf(HasSubstr("views.v.map: the function name \"m.fff"),
+                    HasSubstr("...\" is 513 bytes long; at most 512 are taken")));
+  EXPECT_EQ(result.errors()[0].location().line(), 2);
+  EXPECT_THAT(result.errors()[0].message(),
+              AllOf(HasSubstr("the function name \"m.fff"),
+                    HasSubstr("...|1\" is 514 bytes long with its version; at most 512 are "
+                              "taken")));
+  for (const auto& error : result.errors()) EXPECT_LT(error.message().size(), 200u);
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
