@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/file_text.h"
+#include "yaml-cpp/depthguard.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::derive {
@@ -112,6 +113,10 @@ std::string NameProblem(absl::string_view name) {
   return "";
 }
 
+// yaml-cpp's own word for this is "bad file".
+constexpr absl::string_view kNestedTooDeeply =
+    "lists and mappings are nested too deeply for the YAML reader";
+
 absl::Status Problem(absl::string_view file, const YAML::Node& node, absl::string_view what) {
   std::string where(file);
   if (node.IsDefined() && node.Mark().line >= 0) absl::StrAppend(&where, ":", node.Mark().line + 1);
@@ -209,6 +214,9 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
                                   "one mapping with name and handlers"));
     }
     if (!documents.empty()) root = documents.front();
+  } catch (const YAML::DeepRecursion& e) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ":", e.mark.line + 1, ": ",
+                                                   kNestedTooDeeply));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(file, ":", e.mark.line + 1, ": ", e.msg));
   }

@@ -27,6 +27,7 @@
 #include "common/printable_text.h"
 #include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
+#include "yaml-cpp/depthguard.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
@@ -305,6 +306,12 @@ class Parser {
         return {};
       }
       if (!documents.empty()) root = documents.front();
+    } catch (const YAML::DeepRecursion& e) {
+      // yaml-cpp's own word for this is "bad file".
+      problems_.Error(At(e.mark), absl::StrCat("lists and mappings are nested too deeply for "
+                                               "the YAML reader (cnp takes ",
+                                               limits_.max_depth, " levels)"));
+      return {};
     } catch (const YAML::Exception& e) {
       problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg));
       return {};

@@ -130,6 +130,12 @@ handlers: {u: {s: {type: map, version: 1, handler: m.f}}}
   EXPECT_TRUE(d.ok()) << d.status();
 }
 
+// Past the YAML reader's own depth the message was its "bad file".
+TEST(DeclarationTest, NestingPastTheReadersDepthIsSaidSo) {
+  ExpectProblem(absl::StrCat("name: n\nhandlers: ", std::string(3000, '['), std::string(3000, ']')),
+                "nested too deeply");
+}
+
 // The name goes into the ids of the instance's _local documents: one that is not UTF-8 made the
 // run create the target database and then fail on the lease with HTTP 400 (found by a review).
 // It is also printed on stderr, so a control character could forge a line there or drive the

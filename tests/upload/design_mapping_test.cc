@@ -388,6 +388,17 @@ TEST_F(DesignMappingTest, ANameTooLongForAWorkerIsRefusedAtItsLine) {
   for (const auto& error : result.errors()) EXPECT_LT(error.message().size(), 200u);
 }
 
+// Past the YAML reader's own depth (deeper than cnp's limit, which a walk reports) the message
+// was its "bad file".
+TEST_F(DesignMappingTest, NestingPastTheReadersDepthIsSaidSo) {
+  UploadResult result = Check({File("deep.yml", absl::StrCat("d:\n  x: ", std::string(3000, '['),
+                                                             std::string(3000, ']'), "\n"))});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.Dump();
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_EQ(result.errors()[0].location().line(), 2);
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("nested too deeply")) << result.Dump();
+}
+
 TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   for (const char* name : {"f.filter", "s.show", "l.list", "u.update", "v.validate", "r.rw",
                            "m.map"}) {
