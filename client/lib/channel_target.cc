@@ -104,8 +104,9 @@ absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t ro
   for (absl::string_view scheme : {"http://", "https://"}) {
     if (absl::StartsWith(absl::AsciiStrToLower(target), scheme)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--target=", couchdb::RedactUrl(target), " is a URL; cnp-server's address is unix:PATH or HOST:PORT (a "
-          "CouchDB URL goes where the command takes one)"));
+          "--target=", couchdb::RedactUrl(target),
+          " is a URL; cnp-server's address is unix:PATH or HOST:PORT (a CouchDB URL goes where "
+          "the command takes one)"));
     }
   }
   if (absl::StartsWith(target, "unix-abstract:")) {
