@@ -359,7 +359,8 @@ TEST(CnpCliLimitsTest, ATargetThatIsAUrlIsRefusedAsUsageWithoutItsPassword) {
 // A token, certificate or key file that cannot be read is a usage error (exit 2, as --help
 // says), said as the flags are read, before stdin is read or a connection tried.
 TEST(CnpCliLimitsTest, AnUnreadableCredentialFileIsRefusedAsUsage) {
-  for (const char* flag : {"--auth-token-file=/nonexistent/token", "--tls-ca=/nonexistent/ca.pem"}) {
+  for (const char* flag :
+       {"--auth-token-file=/nonexistent/token", "--tls-ca=/nonexistent/ca.pem"}) {
     for (const char* command : {"map m.f", "reduce m.f", "upload http://localhost:5984 db x.yml"}) {
       CliRun run = Cnp(absl::StrCat(command, " --target=127.0.0.1:1 ", flag), R"({"_id":"a"})");
       EXPECT_EQ(run.exit_code, 2) << command << " " << flag << ": " << run.out;

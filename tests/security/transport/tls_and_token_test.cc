@@ -192,7 +192,8 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
 TEST(TokenTest, AProxyInTheEnvironmentNeverSeesACallToThisHost) {
   const std::string dir = ShortTempDir();
   WriteFile(dir + "/token", "s3cret-token-7c1f\n");
-  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  auto server =
+      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
   ASSERT_TRUE(server->ready()) << server->Log();
   // The "proxy": a loopback listener nobody answers; a connection to it waits in its backlog.
   const int proxy = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
