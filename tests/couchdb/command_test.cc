@@ -364,8 +364,9 @@ TEST(ParseCommandTest, NumbersPastADoubleAreJson) {
   const std::string huge = "1" + std::string(400, '0');
   const std::string doc = R"({"_id":"b","s":"a\"b","v":)" + huge + R"(,"w":[-)" + huge + "e5]}";
   const std::string args = "[[" + doc + R"(],{"query":{}}])";
-  command::DesignDocCall filter =
-      As<command::DesignDocCall>(R"(["ddoc","_design/x",["filters","f"],)" + args + "]");
+  // The command's parts are views into its line, which must outlive them.
+  const std::string filter_line = R"(["ddoc","_design/x",["filters","f"],)" + args + "]";
+  command::DesignDocCall filter = As<command::DesignDocCall>(filter_line);
   EXPECT_THAT(filter.path, ElementsAre("filters", "f"));
   EXPECT_EQ(filter.args, args);
   // Not the hot path's spelling, so read as JSON: the document's own bytes.
