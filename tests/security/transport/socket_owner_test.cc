@@ -154,7 +154,7 @@ class HandedOverServerTest : public SocketOwnerTest {
   // running as a dedicated user looks like to its clients.
   void SetUp() override {
     SocketOwnerTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     socket_ = dir_ + "/run/cnp.sock";
     server_ = LaunchServer({.args = {"--listen=unix:" + socket_}});
     ASSERT_TRUE(server_->ready()) << server_->Log();
