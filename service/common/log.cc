@@ -46,6 +46,17 @@ bool HasControlCharacter(absl::string_view text) {
                      [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
+// `text` as a JSON string that stays UTF-8 (JSON text must be, and a collector drops a line that
+// is not): bytes that are not part of a UTF-8 character, as a document id no one checked may
+// hold, are written \xNN.
+void AppendJsonText(std::string& line, absl::string_view text) {
+  if (FindInvalidUtf8(text).has_value()) {
+    couchdb::AppendJsonString(line, EscapeInvalidUtf8(text));
+  } else {
+    couchdb::AppendJsonString(line, StdView(text));
+  }
+}
+
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
@@ -100,7 +111,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
   if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
     absl::StrAppend(&line, "{\"ts\":\"", time, "\",\"level\":\"", tag,
                     "\",\"pid\":", ::getpid(), ",\"msg\":");
-    couchdb::AppendJsonString(line, StdView(message));
+    AppendJsonText(line, message);
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       line += ',';
@@ -109,7 +120,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
       if (field.number && IsJsonInteger(field.value)) {
         line.append(field.value.data(), field.value.size());
       } else {
-        couchdb::AppendJsonString(line, StdView(field.value));
+        AppendJsonText(line, field.value);
       }
     }
     if (truncated) line += ",\"truncated\":true";

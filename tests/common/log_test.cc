@@ -124,6 +124,20 @@ bool HasDuplicates(std::vector<std::string> keys) {
   return std::adjacent_find(keys.begin(), keys.end()) != keys.end();
 }
 
+// Bytes that are not UTF-8 (a document id a Validate call sent, which no one checks) made the
+// line invalid JSON for a collector; they are written \xNN, and the rest of the text as it is.
+TEST_F(LogTest, JsonLinesStayUtf8WhateverTheTextHolds) {
+  SetLogFormat(LogFormat::kJson);
+  std::vector<std::string> lines = LinesOf([] {
+    LogEvent(LogLevel::kWarning, "cut \xe2\x82 short", {{"doc_id", "\xff\xfe caf\xc3\xa9"}});
+  });
+  ASSERT_EQ(lines.size(), 1u);
+  rapidjson::Document json;
+  ASSERT_TRUE(IsJsonObject(lines[0], json)) << lines[0];
+  EXPECT_EQ(std::string(json["msg"].GetString()), "cut \\xe2\\x82 short");
+  EXPECT_EQ(std::string(json["doc_id"].GetString()), "\\xff\\xfe caf\xc3\xa9");
+}
+
 // Integers a collector sums or compares (uids, pids, counts) are JSON numbers; a value marked
 // a number that is not a JSON integer stays a string, so the line stays valid (before: every
 // value was a string, "worker_pid":"17560").
