@@ -4,6 +4,8 @@
 #include <charconv>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "service/common/log.h"
 
 namespace cnp::metrics {
 namespace {
@@ -71,14 +73,30 @@ FamilyBase::FamilyBase(std::string name, std::string help, std::vector<std::stri
 FamilyBase::~FamilyBase() { Registry::Default().Remove(this); }
 
 void* FamilyBase::Find(const std::vector<std::string>& values) {
-  absl::MutexLock lock(&mutex_);
-  auto it = series_.find(values);
-  if (it != series_.end()) return it->second.get();
-  std::vector<std::string> key = values;
-  if (series_.size() >= max_series_) key.assign(values.size(), "other");
-  it = series_.find(key);
-  if (it == series_.end()) it = series_.emplace(key, Make()).first;
-  return it->second.get();
+  bool first_overflow = false;
+  void* series = nullptr;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = series_.find(values);
+    if (it != series_.end()) return it->second.get();
+    std::vector<std::string> key = values;
+    if (series_.size() >= max_series_) {
+      key.assign(values.size(), "other");
+      first_overflow = !overflowed_;
+      overflowed_ = true;
+    }
+    it = series_.find(key);
+    if (it == series_.end()) it = series_.emplace(key, Make()).first;
+    series = it->second.get();
+  }
+  // Once, so that an operator whose dashboard stops showing new names learns why from the log.
+  if (first_overflow) {
+    LogWarning("metric ", name_, " has ", max_series_,
+               " series, its most: what new label values count from now on is counted under "
+               "\"other\" (first one: ",
+               absl::StrJoin(values, ","), ")");
+  }
+  return series;
 }
 
 void FamilyBase::Render(std::string& out) const {

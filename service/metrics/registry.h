@@ -78,7 +78,8 @@ class FamilyBase {
                             std::string& out) const = 0;
   // The series of `values`, made on first use. Past max_series distinct series, new label
   // values all land on one series whose values are "other": an unbounded set of names (functions
-  // come from requests) must not grow the server's memory or the scrape without bound.
+  // come from requests) must not grow the server's memory or the scrape without bound. The
+  // first time that happens is logged.
   void* Find(const std::vector<std::string>& values);
   virtual std::unique_ptr<void, void (*)(void*)> Make() const = 0;
 
@@ -91,6 +92,7 @@ class FamilyBase {
   mutable absl::Mutex mutex_;
   std::map<std::vector<std::string>, std::unique_ptr<void, void (*)(void*)>> series_
       ABSL_GUARDED_BY(mutex_);
+  bool overflowed_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
 template <class Metric>

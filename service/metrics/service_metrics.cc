@@ -39,8 +39,8 @@ Family<Counter>& UnreadAnswerCancels() {
 Family<Counter>& FunctionErrors() {
   static auto* f = new Family<Counter>(
       "cnp_function_errors_total",
-      "Documents or items on which a user function raised, by function (past 1000 functions: "
-      "\"other\").",
+      "Documents or items on which a user function raised, by function; a module whose code "
+      "raised on import, by the module (past 1000 names: \"other\").",
       {"function"});
   return *f;
 }

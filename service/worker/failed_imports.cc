@@ -97,13 +97,15 @@ absl::Status WithoutFilesRead(absl::Status status) {
   return status;
 }
 
-absl::Status MarkImportRaised(absl::Status status) {
-  status.SetPayload(kImportRaisedPayload, absl::Cord());
+absl::Status MarkImportRaised(absl::Status status, absl::string_view module) {
+  status.SetPayload(kImportRaisedPayload, absl::Cord(module));
   return status;
 }
 
-bool ImportRaised(const absl::Status& status) {
-  return status.GetPayload(kImportRaisedPayload).has_value();
+std::optional<std::string> ImportRaisedIn(const absl::Status& status) {
+  auto payload = status.GetPayload(kImportRaisedPayload);  // absl::optional<absl::Cord>
+  if (!payload) return std::nullopt;
+  return std::string(*payload);
 }
 
 void FailedImports::Remember(const std::string& key, absl::Status status,

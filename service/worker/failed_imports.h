@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "service/worker/source_stamps.h"
 
@@ -40,12 +41,13 @@ std::optional<std::vector<std::string>> FilesRead(const absl::Status& status);
 // `status` without what WithFilesRead attached.
 absl::Status WithoutFilesRead(absl::Status status);
 
-// `status` marked as a module's code raising on import (ModulePolicy's ImportFailed): the
-// function's error, counted in cnp_function_errors_total each time it fails a task (the
-// failure answered again from FailedImports, which keeps the mark, too). A module that does not
-// exist, or is refused, is no function's error and is not marked.
-absl::Status MarkImportRaised(absl::Status status);
-bool ImportRaised(const absl::Status& status);
+// `status` marked as the code of `module` raising on import (ModulePolicy's ImportFailed): an
+// error of the functions that need it, counted in cnp_function_errors_total under `module` each
+// time it fails a task (the failure answered again from FailedImports, which keeps the mark,
+// too). A module that does not exist, or is refused, is no function's error and is not marked.
+absl::Status MarkImportRaised(absl::Status status, absl::string_view module);
+// The module that raised, when `status` is so marked.
+std::optional<std::string> ImportRaisedIn(const absl::Status& status);
 
 class FailedImports {
  public:

@@ -153,19 +153,35 @@ bool IsStandardLibrary(const std::string& module) {
   return false;
 }
 
+// The module whose import raised: the first of `module`'s dotted prefixes ("m", "m.a", ...)
+// missing from sys.modules, as Python takes a module whose top level raised out of it again.
+// Its errors are counted under it rather than under the name asked for, so the metric holds a
+// series per broken module on disk, not one per name a caller makes up ("m.f1", "m.f|2", "m.x.f"
+// all fail on a broken "m").
+std::string ModuleThatRaised(const std::string& module) {
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  for (size_t end = module.find('.');; end = module.find('.', end + 1)) {
+    std::string prefix = module.substr(0, end);
+    if (PyDict_GetItemString(modules, prefix.c_str()) == nullptr || end == std::string::npos) {
+      return prefix;
+    }
+  }
+}
+
 absl::Status ImportFailed(const FunctionName& name) {
   UserException e = TakeException();
   if (IsCodeFileRefusal(e.value.get())) return Denied(name, e.message, "");
   // The module's own code raised (or an import in it failed): not the function's error. Say
   // so, and where; the service's log gets the traceback, under the name as asked for (with its
-  // "|version"), as cnp_function_errors_total and the function's other lines name it.
+  // "|version"), as the function's other lines name it.
   const std::string asked =
       name.version ? absl::StrCat(name.path, "|", *name.version) : name.path;
   LogRaised(e, "import", asked, "");
   // The files it read go with the status, so that the registry answers this failure again
   // rather than import the same code again for each call (failed_imports.h).
-  return WithFilesRead(MarkImportRaised(absl::NotFoundError(
-                           absl::StrCat("importing ", name.module, ": ", e.Summary()))),
+  return WithFilesRead(MarkImportRaised(absl::NotFoundError(absl::StrCat(
+                                             "importing ", name.module, ": ", e.Summary())),
+                                         ModuleThatRaised(name.module)),
                        e.value.get());
 }
 

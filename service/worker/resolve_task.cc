@@ -1,3 +1,4 @@
+#include "absl/algorithm/container.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -56,7 +57,11 @@ void ResolveOne(FunctionRegistry& registry, const std::string& text, bool versio
     resolved.set_error(std::move(error));
     // The code a call naming it would fail with (a version mismatch is FAILED_PRECONDITION).
     resolved.set_error_code(static_cast<int>(function.status().code()));
-    if (ImportRaised(function.status())) reply.add_import_raised(text);
+    // Counted once for the task, however many of its names need the module.
+    std::optional<std::string> module = ImportRaisedIn(function.status());
+    if (module && absl::c_find(reply.import_raised(), *module) == reply.import_raised().end()) {
+      reply.add_import_raised(std::move(*module));
+    }
     return;
   }
   resolved.set_module((*function)->module);

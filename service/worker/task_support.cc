@@ -45,8 +45,10 @@ Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
     default: break;
   }
   Reply reply = FailureReply(code, status.message(), NameForMessage(function));
-  // Its module's code raised: the function's error, which the server counts.
-  if (ImportRaised(status)) reply.add_import_raised(std::string(function));
+  // Its module's code raised: an error the server counts, under that module.
+  if (std::optional<std::string> module = ImportRaisedIn(status)) {
+    reply.add_import_raised(std::move(*module));
+  }
   return reply;
 }
 

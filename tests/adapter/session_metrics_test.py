@@ -21,6 +21,7 @@ SOME_FAIL = "fixture_fns.map_error"           # raises where n % 5 == 0 or n % 7
 ALL_FAIL = "fixture_fns.map_fails_for_the_test"  # raises on every document
 NEVER_FAILS = "fixture_fns.town_n|1"
 IMPORT_FAILS = "worker_import_fails.f"         # its module raises ZeroDivisionError on import
+BROKEN_MODULE = "worker_import_fails"          # the series that counts it: the module's
 
 
 class SessionMetricsTest(harness.ServerTestCase):
@@ -98,7 +99,7 @@ class SessionMetricsTest(harness.ServerTestCase):
         """Import failures were logged (kind "import") but never counted. Each add_fun that
         fails on it counts, the repeats the worker answers from its failed-import cache (no
         import, no log line) too."""
-        before = self.errors(IMPORT_FAILS)
+        before = self.errors(BROKEN_MODULE)
         qs = self.adapter()
         self.assertIs(qs.reply(RESET), True, qs.diagnostics())
         for _ in range(3):
@@ -106,7 +107,7 @@ class SessionMetricsTest(harness.ServerTestCase):
             self.assertEqual(reply[0], "error", reply)
             self.assertIn("ZeroDivisionError", json.dumps(reply))
         self.assertEqual(qs.close(), 0, qs.diagnostics())
-        self.assertEqual(self.errors(IMPORT_FAILS) - before, 3, self.scrape())
+        self.assertEqual(self.errors(BROKEN_MODULE) - before, 3, self.scrape())
 
     def test_a_session_worker_killed_mid_session_is_counted_as_a_crash(self):
         """Session workers were missing from the worker metrics: their starts and a crash (the

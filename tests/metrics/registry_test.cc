@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/stderr_lines.h"
 
 namespace cnp::metrics {
 namespace {
@@ -70,6 +71,17 @@ TEST(RegistryTest, LabelValuesPastTheCapShareOneOtherSeries) {
   EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"f2\"} 1\n"));
   EXPECT_THAT(text, Not(HasSubstr("function=\"f3\"")));
   EXPECT_THAT(text, HasSubstr("test_capped_total{function=\"other\"} 7\n"));
+}
+
+// An operator whose dashboard stops showing new names learns why from the log, once.
+TEST(RegistryTest, TheFirstLabelValuePastTheCapIsLogged) {
+  Family<Counter> family("test_logged_cap_total", "Capped.", {"function"}, {}, /*max_series=*/2);
+  const std::vector<std::string> lines = ::cnp::testing::StderrLinesOf([&family] {
+    for (int i = 0; i < 5; ++i) family.Get({"f" + std::to_string(i)}).Add();
+  });
+  ASSERT_EQ(lines.size(), 1u) << ::testing::PrintToString(lines);
+  EXPECT_THAT(lines[0], HasSubstr("test_logged_cap_total has 2 series"));
+  EXPECT_THAT(lines[0], HasSubstr("\"other\" (first one: f2)"));
 }
 
 // Security review: the function errors were labelled with the name as the call spelled it, and
