@@ -128,7 +128,16 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
   } else {
     absl::StrAppend(&line, time, " ", tag, " ", g_program.load(std::memory_order_relaxed),
                     "[", ::getpid(), "] ");
-    AppendPrintable(message, line);
+    // A message followed by fields that holds "=" itself (a function's log() text, an
+    // exception's message) is quoted: it could otherwise read as fields of its own, ahead of
+    // the real ones ("... function=forged doc_id=forged function=real").
+    const bool fields_follow = std::any_of(fields.begin(), fields.end(),
+                                           [](const LogField& field) { return !field.value.empty(); });
+    if (fields_follow && absl::StrContains(message, '=')) {
+      couchdb::AppendJsonString(line, StdView(message));
+    } else {
+      AppendPrintable(message, line);
+    }
     for (const LogField& field : fields) {
       if (field.value.empty()) continue;
       absl::StrAppend(&line, " ", field.key, "=");

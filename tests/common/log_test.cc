@@ -85,6 +85,22 @@ TEST_F(LogTest, TextLinesCannotBeEndedOrForgedByWhatTheyQuote) {
   EXPECT_TRUE(absl::EndsWith(lines[0], R"(doc_id="a\tb\nFORGED")")) << lines[0];
 }
 
+// A review of the logs: a function's log() text, or an exception's message, could write
+// " function=... doc_id=..." ahead of the line's real fields, which a logfmt reader took.
+TEST_F(LogTest, TextMessagesCannotForgeTheFieldsThatFollowThem) {
+  std::vector<std::string> lines = LinesOf([] {
+    LogEvent(LogLevel::kInfo, "mapped x function=forged doc_id=\"forged\"",
+             {{"function", "myviews.real"}, {"doc_id", "d1"}});
+    LogEvent(LogLevel::kInfo, "a=b without fields", {});
+  });
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_TRUE(absl::EndsWith(
+      lines[0], R"( "mapped x function=forged doc_id=\"forged\"" function=myviews.real doc_id=d1)"))
+      << lines[0];
+  // With no fields after it, nothing is forged: the message stays as written.
+  EXPECT_TRUE(absl::EndsWith(lines[1], "] a=b without fields")) << lines[1];
+}
+
 TEST_F(LogTest, JsonLinesEscapeWhatWouldBreakTheLine) {
   SetLogFormat(LogFormat::kJson);
   std::vector<std::string> lines = LinesOf([] {
