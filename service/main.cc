@@ -9,18 +9,22 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <string>
 #include <future>
+#include <memory>
 #include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
 #include "asio/executor_work_guard.hpp"
@@ -83,24 +87,6 @@ void RaiseOpenFileLimit() {
   }
 }
 
-// Keeps a log file to --log-max-bytes (service/common/log_file_cap.h); false once it cannot.
-// The copy runs on the control loop: at most a few tens of milliseconds, once per
-// --log-max-bytes of log.
-bool CapLogFile(int64_t max_bytes) {
-  absl::StatusOr<std::optional<std::string>> rotated =
-      cnp::RotateLogFileIfOver(STDERR_FILENO, max_bytes);
-  if (!rotated.ok()) {
-    cnp::LogWarning("the log is past --log-max-bytes (", max_bytes, ") but ",
-                    rotated.status().message(), "; it is left to grow");
-    return false;
-  }
-  if (rotated->has_value()) {
-    cnp::LogInfo("the log was over --log-max-bytes (", max_bytes, "): its lines so far are in ",
-                 **rotated);
-  }
-  return true;
-}
-
 int Run(int argc, char** argv) {
   // The server holds the bearer token, the TLS key and the CouchDB credentials of Uploads in
   // flight: no core dump may write them to disk, and no other process of this user may read
@@ -141,6 +127,14 @@ int Run(int argc, char** argv) {
     return 2;
   }
   cnp::SetLogFormat(format);
+  // The workers write to this stderr too. On a pipe or a socket (cnp-adapter's pipe, journald's
+  // socket) only a write of at most PIPE_BUF bytes is atomic: a longer line of the server's (a
+  // function's traceback) could have a worker's line land in the middle of it, and neither
+  // would read as a line. Appends to a file do not interleave; the cap stays 16 KiB there.
+  if (struct stat err {}; ::fstat(STDERR_FILENO, &err) == 0 &&
+                          (S_ISFIFO(err.st_mode) || S_ISSOCK(err.st_mode))) {
+    cnp::SetMaxLogLineBytes(PIPE_BUF);
+  }
   // protobuf's own lines (a message that does not parse or encode) in this log's format, a few.
   cnp::RouteProtobufLog();
 
@@ -204,8 +198,13 @@ int Run(int argc, char** argv) {
                  }),
                  asio::detached);
   if (const int64_t max_bytes = config->log_max_bytes; max_bytes > 0) {
-    asio::co_spawn(control,
-                   cnp::Every(std::chrono::seconds(5), [max_bytes] { return CapLogFile(max_bytes); }),
+    // The copy runs on the control loop: at most a few tens of milliseconds, once per
+    // --log-max-bytes of log.
+    auto cap = std::make_shared<cnp::LogFileCap>(STDERR_FILENO, max_bytes);
+    asio::co_spawn(control, cnp::Every(std::chrono::seconds(5), [cap] {
+                     cap->Check(absl::Now());
+                     return true;
+                   }),
                    asio::detached);
   }
 

@@ -54,9 +54,10 @@ void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<L
 inline constexpr size_t kMaxLogLineBytes = 16 << 10;
 
 // Lowers the cap for this process (set once at start-up, at least 256 bytes). A process that
-// shares its stderr pipe with others (cnp-worker: the server's and every other worker's) sets
-// PIPE_BUF: only a write of at most that many bytes to a pipe is atomic, and a longer line
-// could be split by another process's line landing in the middle of it.
+// shares its stderr pipe with others (cnp-worker: the server's and every other worker's; the
+// server, when its stderr is a pipe or a socket) sets PIPE_BUF: only a write of at most that
+// many bytes to a pipe is atomic, and a longer line could be split by another process's line
+// landing in the middle of it.
 void SetMaxLogLineBytes(size_t bytes);
 
 // A line as LogEvent writes it, in the format set, with `tag` where the severity goes: for a

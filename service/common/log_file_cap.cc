@@ -4,17 +4,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "service/common/log.h"
 
 namespace cnp {
 namespace {
 
-absl::Status Failed(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(errno)));
+absl::Status Failed(absl::string_view what, const std::string& path, int error = errno) {
+  return absl::InternalError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(error)));
 }
 
 // Closes a descriptor when it goes out of scope.
@@ -68,15 +70,48 @@ absl::StatusOr<std::optional<std::string>> RotateLogFileIfOver(int fd, int64_t m
   ClosedAtEnd from{::open(link.c_str(), O_RDONLY | O_CLOEXEC)};
   if (from.fd < 0) return Failed("read", path);
   const std::string old_path = path + ".1";
-  ClosedAtEnd to{::open(old_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                        info.st_mode & 0666)};
-  if (to.fd < 0) return Failed("write", old_path);
-  if (!CopyAll(from.fd, to.fd)) return Failed("copy the log to", old_path);
+  const std::string copy_path = old_path + ".tmp";
+  {
+    ClosedAtEnd to{::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                          info.st_mode & 0666)};
+    if (to.fd < 0) return Failed("write", copy_path);
+    if (!CopyAll(from.fd, to.fd)) {
+      const int error = errno;
+      ::unlink(copy_path.c_str());
+      return Failed("copy the log to", copy_path, error);
+    }
+  }
+  if (::rename(copy_path.c_str(), old_path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(copy_path.c_str());
+    return Failed(absl::StrCat("rename ", copy_path, " to"), old_path, error);
+  }
   if (::ftruncate(fd, 0) != 0) return Failed("empty", path);
   // The workers write through the same open file: one opened without O_APPEND (a shell's `2>`)
   // would go on at the old offset, behind a hole as long as what was copied.
   if ((::fcntl(fd, F_GETFL) & O_APPEND) == 0) ::lseek(fd, 0, SEEK_SET);
   return old_path;
+}
+
+void LogFileCap::Check(absl::Time now) {
+  if (now < next_try_) return;
+  absl::StatusOr<std::optional<std::string>> rotated = RotateLogFileIfOver(fd_, max_bytes_);
+  if (!rotated.ok()) {
+    retry_wait_ = retry_wait_ == absl::ZeroDuration()
+                      ? kFirstRetry
+                      : std::min(retry_wait_ * 2, kLongestRetry);
+    next_try_ = now + retry_wait_;
+    LogWarning("the log is past --log-max-bytes (", max_bytes_, ") but ",
+               rotated.status().message(), "; trying again in ",
+               absl::FormatDuration(retry_wait_));
+    return;
+  }
+  retry_wait_ = absl::ZeroDuration();
+  next_try_ = absl::InfinitePast();
+  if (rotated->has_value()) {
+    LogInfo("the log was over --log-max-bytes (", max_bytes_, "): its lines so far are in ",
+            **rotated);
+  }
 }
 
 }  // namespace cnp

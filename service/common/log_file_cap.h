@@ -13,12 +13,34 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace cnp {
 
 // When `fd` is a regular file larger than `max_bytes`: copies it to its path + ".1" and empties
 // it, and returns that path. Nothing (and nothing done) when it is not over, not a regular
-// file, or deleted. An error says why the file could not be copied or emptied.
+// file, or deleted. The copy is made beside it (".1.tmp") and renamed over ".1" once whole, so
+// a copy that fails (a full disk) leaves the ".1" before it as it was. An error says why the
+// file could not be copied or emptied.
 absl::StatusOr<std::optional<std::string>> RotateLogFileIfOver(int fd, int64_t max_bytes);
+
+// RotateLogFileIfOver, looked at every few seconds, with what it did logged. A rotation that
+// failed is tried again a minute later, then twice as long after each failure up to an hour,
+// each failure logged: the log of a disk that filled up and was freed is capped again, and a
+// failure that lasts writes a few lines an hour, not one each look.
+class LogFileCap {
+ public:
+  static constexpr absl::Duration kFirstRetry = absl::Minutes(1);
+  static constexpr absl::Duration kLongestRetry = absl::Hours(1);
+
+  LogFileCap(int fd, int64_t max_bytes) : fd_(fd), max_bytes_(max_bytes) {}
+  void Check(absl::Time now);
+
+ private:
+  const int fd_;
+  const int64_t max_bytes_;
+  absl::Duration retry_wait_ = absl::ZeroDuration();
+  absl::Time next_try_ = absl::InfinitePast();
+};
 
 }  // namespace cnp
