@@ -127,8 +127,8 @@ int Run(int argc, char** argv) {
     return 2;
   }
   cnp::SetLogFormat(format);
-  // The workers write to this stderr too. On a pipe or a socket (cnp-adapter's pipe, journald's
-  // socket) only a write of at most PIPE_BUF bytes is atomic: a longer line of the server's (a
+  // The workers write to this stderr too. On a pipe or a socket (journald's, a pipe to a
+  // program) only a write of at most PIPE_BUF bytes is atomic: a longer line of the server's (a
   // function's traceback) could have a worker's line land in the middle of it, and neither
   // would read as a line. Appends to a file do not interleave; the cap stays 16 KiB there.
   if (struct stat err {}; ::fstat(STDERR_FILENO, &err) == 0 &&
