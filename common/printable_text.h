@@ -1,6 +1,6 @@
 // Text from outside (a document id, a function's exception, a server's reason) made safe to
 // write to a terminal or a line-oriented log: control characters are escaped (\n, \r, \t,
-// \xNN), so the text can neither end its line, forge another one, nor send the terminal an
+// \xNN; the C1 controls U+0080 to U+009F as their two bytes, \xc2\xNN), so the text can neither end its line, forge another one, nor send the terminal an
 // escape sequence (ESC [31m). Other bytes pass through (text is UTF-8). cnp-server's log and
 // cnp derive's progress lines escape the same way.
 #pragma once

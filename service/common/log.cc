@@ -41,19 +41,42 @@ constexpr absl::string_view Name(LogLevel level) {
   return "?";
 }
 
+// A C1 control (U+0080 to U+009F) in UTF-8 at text[i]. A terminal that takes them runs U+009B
+// as ESC [: one in a log line shown with tail or journalctl reaches the terminal as a command.
+bool IsC1ControlAt(absl::string_view text, size_t i) {
+  if (i + 1 >= text.size() || static_cast<unsigned char>(text[i]) != 0xc2) return false;
+  const auto next = static_cast<unsigned char>(text[i + 1]);
+  return next >= 0x80 && next <= 0x9f;
+}
+
 bool HasControlCharacter(absl::string_view text) {
-  return std::any_of(text.begin(), text.end(),
-                     [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7f || IsC1ControlAt(text, i)) return true;
+  }
+  return false;
 }
 
 // `text` as a JSON string that stays UTF-8 (JSON text must be, and a collector drops a line that
 // is not): bytes that are not part of a UTF-8 character, as a document id no one checked may
-// hold, are written \xNN.
+// hold, are written \xNN; the C1 controls, which JSON lets through raw, \u0080 to \u009f.
 void AppendJsonText(std::string& line, absl::string_view text) {
+  const size_t start = line.size();
   if (FindInvalidUtf8(text).has_value()) {
     couchdb::AppendJsonString(line, EscapeInvalidUtf8(text));
   } else {
     couchdb::AppendJsonString(line, StdView(text));
+  }
+  if (line.find('\xc2', start) == std::string::npos) return;
+  const std::string quoted = line.substr(start);
+  line.resize(start);
+  for (size_t i = 0; i < quoted.size(); ++i) {
+    if (IsC1ControlAt(quoted, i)) {
+      absl::StrAppendFormat(&line, "\\u%04x", static_cast<unsigned char>(quoted[i + 1]));
+      ++i;
+    } else {
+      line += quoted[i];
+    }
   }
 }
 
@@ -134,7 +157,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
     const bool fields_follow = std::any_of(fields.begin(), fields.end(),
                                            [](const LogField& field) { return !field.value.empty(); });
     if (fields_follow && absl::StrContains(message, '=')) {
-      couchdb::AppendJsonString(line, StdView(message));
+      AppendJsonText(line, message);
     } else {
       AppendPrintable(message, line);
     }
@@ -143,7 +166,7 @@ void AppendLine(absl::string_view time, absl::string_view tag, absl::string_view
       absl::StrAppend(&line, " ", field.key, "=");
       if (absl::StrContains(field.value, ' ') || absl::StrContains(field.value, '"') ||
           HasControlCharacter(field.value)) {
-        couchdb::AppendJsonString(line, StdView(field.value));
+        AppendJsonText(line, field.value);
       } else {
         absl::StrAppend(&line, field.value);
       }

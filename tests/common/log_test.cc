@@ -154,6 +154,30 @@ TEST_F(LogTest, JsonLinesStayUtf8WhateverTheTextHolds) {
   EXPECT_EQ(std::string(json["doc_id"].GetString()), "\\xff\\xfe caf\xc3\xa9");
 }
 
+// U+009B is CSI (ESC [ in one character) to a terminal that takes C1 controls, and JSON lets it
+// through raw: a log shown with tail or journalctl could clear the screen or recolour it. In
+// both formats no C1 control reaches the line raw; JSON still reads back the same text.
+TEST_F(LogTest, NoLineCarriesARawC1Control) {
+  const std::string csi = "\xc2\x9b" "2J";
+  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
+    SetLogFormat(format);
+    std::vector<std::string> lines = LinesOf([&csi] {
+      LogEvent(LogLevel::kWarning, "raised " + csi, {{"doc_id", csi}});
+      LogEvent(LogLevel::kWarning, "quoted=" + csi, {{"doc_id", "spaced " + csi}});
+    });
+    ASSERT_EQ(lines.size(), 2u);
+    for (const std::string& line : lines) {
+      EXPECT_FALSE(absl::StrContains(line, "\xc2\x9b")) << line;
+      if (format == LogFormat::kJson) {
+        rapidjson::Document json;
+        ASSERT_TRUE(IsJsonObject(line, json)) << line;
+        EXPECT_TRUE(absl::EndsWith(json["doc_id"].GetString(), csi)) << line;
+        EXPECT_TRUE(absl::EndsWith(json["msg"].GetString(), csi)) << line;
+      }
+    }
+  }
+}
+
 // Integers a collector sums or compares (uids, pids, counts) are JSON numbers; a value marked
 // a number that is not a JSON integer stays a string, so the line stays valid (before: every
 // value was a string, "worker_pid":"17560").

@@ -18,6 +18,13 @@ TEST(PrintableTextTest, ControlCharactersAreEscapedAndTheRestPasses) {
   for (unsigned char c : printed) EXPECT_TRUE(c >= 0x20 && c != 0x7f) << int{c};
 }
 
+// U+009B is CSI, ESC [ in one character, to a terminal that takes C1 controls: "\u009b2J"
+// cleared it. The C1 controls are escaped as their two bytes; other characters pass.
+TEST(PrintableTextTest, TheC1ControlsAreEscapedToo) {
+  EXPECT_EQ(Printable("a\xc2\x9b" "2J b\xc2\x85" "c\xc2\xa0" "d\xc2"),
+            "a\\xc2\\x9b2J b\\xc2\\x85" "c\xc2\xa0" "d\xc2");
+}
+
 TEST(PrintableTextTest, AppendsToWhatIsThere) {
   std::string line = "id=";
   AppendPrintable("x\ny", line);
