@@ -381,6 +381,29 @@ TEST_P(DriversTest, ALineThatIsNotARowAbandonsTheList) {
   EXPECT_EQ(script_.leases_released, 1);
 }
 
+// CouchDB 3.4 teaches a design document the process lacks before its checkout's reset: the
+// next user of a process whose list was left mid-way may send ["ddoc","new",..] first. It was
+// answered ["fatal","list_error","not a row 'ddoc'"], which stopped the process and failed that
+// request (an adapter review). Now it ends the list, as a reset does, and is learnt.
+TEST_P(DriversTest, ADesignDocumentTaughtInAListEndsTheListAndIsLearnt) {
+  Send(kDesignDoc);
+  ScriptList({R"(["start",[],{"headers":{}}])", R"(["end",[]])"});
+  Send(R"(["ddoc","_design/d",["lists","rows"],[{},{}]])");
+  std::optional<v1::SessionOutput> taught = Handle(
+      R"(["ddoc","new","_design/v",{"_id":"_design/v","filters":{"mine":"fns.mine"}}])");
+  EXPECT_THAT(LinesOf(taught), ElementsAre("true"));
+  EXPECT_TRUE(taught->accepted());
+  EXPECT_FALSE(taught->exit());
+  EXPECT_FALSE(driver_->list_in_progress());
+  EXPECT_TRUE(script_.tasks.back().has_list_row());
+  EXPECT_TRUE(script_.tasks.back().list_row().row().empty());
+  EXPECT_EQ(script_.leases_released, 1);
+  // Learnt: a call of it runs (an unknown design document is a fatal "uncached design doc").
+  script_.on_run = [](const Task&) { return ReplyFromText(R"pb(design { reply: "[true,[true]]" })pb"); };
+  EXPECT_THAT(Send(R"(["ddoc","_design/v",["filters","mine"],[[{}],{}]])"),
+              ElementsAre("[true,[true]]"));
+}
+
 TEST_P(DriversTest, ClosingInAListGivesItTheEndOfItsRows) {
   Send(kDesignDoc);
   ScriptList({R"(["start",[],{"headers":{}}])", R"(["end",[]])"});
