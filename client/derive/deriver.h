@@ -162,9 +162,11 @@ class Deriver {
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
   // The Map call for `docs`, in parts of at most kMaxCallBytes each (cnp-server refuses a call
   // past its --max-call-bytes): one result per document, in order.
-  // A document whose handler runs past --timeout alone is its own error (Timeout) only when
-  // other calls of its batch were answered: with none, the service, not the document, is slow,
-  // and the batch fails (nothing recorded; a later run goes on from the checkpoint).
+  // A document whose handler runs past --timeout alone is its own error (Timeout) when the
+  // service is seen to answer (another call of its batch, else a Resolve) and the handler was
+  // not too slow for each of the first kTimeoutsBeforeGivingUp documents tried; otherwise the
+  // service, not the document, is slow, and the batch fails (nothing recorded; a later run
+  // goes on from the checkpoint).
   struct MapTally {
     int answered = 0;            // calls answered
     int timed_out = 0;           // single documents whose call passed its deadline

@@ -94,7 +94,6 @@ absl::StatusOr<std::vector<v1::MapResult>> Deriver::MapInParts(const Stage& s,
     if (absl::Status st = MapSplitting(s, docs, first, end, results, tally); !st.ok()) return st;
     first = end;
   }
-  if (tally.timed_out > 0 && tally.answered == 0) return NoCallAnswered(s, docs.size());
   return results;
 }
 
@@ -129,11 +128,19 @@ absl::Status Deriver::MapSplitting(const Stage& s, const std::vector<std::string
   const bool timed_out = absl::IsDeadlineExceeded(response.status());
   if (timed_out && end - first > 1) tally.redone.push_back(part.size());
   if (timed_out && end - first == 1) {
-    // Its own error, if the batch shows that the service answers (MapInParts). A handler
+    // Its own error, once the service is seen to answer: a Resolve, when no call of the batch
+    // was answered yet (a batch of one slow document has no other call to show it). A handler
     // too slow for the first documents tried, with none answered, is taken to be too slow for
     // all of them (a dependency gone, --timeout too short): the batch fails rather than pass
     // every document as a Timeout, one --timeout each.
-    if (++tally.timed_out >= kTimeoutsBeforeGivingUp && tally.answered == 0) return NoCallAnswered(s, docs.size());
+    ++tally.timed_out;
+    if (tally.answered == 0) {
+      if (!tally.service_checked) {
+        tally.service_checked = true;
+        if (absl::Status answers = ServiceAnswers(s, "the Map call of one document"); !answers.ok()) return answers;
+      }
+      if (tally.timed_out >= kTimeoutsBeforeGivingUp) return NoCallAnswered(s, docs.size());
+    }
     v1::MapResult& failed = results.emplace_back();
     failed.set_rows("[[]]");
     v1::FunctionError& e = *failed.add_errors();

@@ -648,6 +648,28 @@ TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthe
   EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "Timeout");
 }
 
+// Found by a review: a batch of one document the handler is too slow for (the only change, or
+// a large one in a call of its own) had no answered call to show that the service answers, and
+// failed the run, checkpoint unmoved, on every run after: the stage stopped for good. A Resolve
+// shows the service answers, and the document is its own Timeout.
+TEST_F(DeriveTest, ALoneDocumentTheHandlerIsTooSlowForIsRecordedAndTheRunGoesPastIt) {
+  Fill("lone_slow_src", R"([{"_id":"b","town":"X","sleep":30}])");
+  const std::string declaration =
+      Declare(TownsDeclaration("lone_slow", "lone_slow_src", "lone_slow_map", "derive_fns.slow_town"));
+  absl::StatusOr<Exited> run = RunToExit(Command(declaration, {"--once", "--timeout=1s"}), ": caught up");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 3) << run->output;
+  rapidjson::Document errors = Get("/lone_slow_map/_local/cnp-derive%3Alone_slow%3Aerrors");
+  ASSERT_TRUE(errors.HasMember("errors")) << couchdb::ToJson(errors);
+  ASSERT_EQ(errors["errors"].Size(), 1u);
+  EXPECT_EQ(std::string(errors["errors"][0]["doc_id"].GetString()), "b");
+  EXPECT_EQ(std::string(errors["errors"][0]["type"].GetString()), "Timeout");
+  // The checkpoint went past it: the next run is clean.
+  absl::StatusOr<Exited> again = RunToExit(Command(declaration, {"--once", "--timeout=1s"}), ": caught up");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->exit_code, 0) << again->output;
+}
+
 // Found by a review: when the handler is too slow for every document (a dependency gone), the
 // batch was halved down to each document alone, 2N - 1 calls each waiting --timeout (hours for
 // a batch of 500), with the lease renewed all along. Now, once a Resolve shows that the service
