@@ -11,6 +11,7 @@
 #include "client/derive/change_header.h"
 #include "client/derive/deriver_parts.h"
 #include "client/derive/lease.h"
+#include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
 #include "common/printable_text.h"
@@ -95,9 +96,14 @@ absl::StatusOr<std::string> Deriver::SourceMarker(const std::string& source) {
 }
 
 absl::StatusOr<std::string> Deriver::NoMarker(const std::string& source, const absl::Status& why) {
-  // CouchDB out of reach, or the lease lost: the run's own errors. Anything else (401 or 403 of
-  // read-only credentials, a proxy that refuses _local) costs the marker, not the run.
-  if (IsLeaseLost(why) || absl::IsUnavailable(why) || absl::IsDeadlineExceeded(why)) return why;
+  // Only a refusal (HTTP 4xx: 401 or 403 of read-only credentials, a proxy that refuses
+  // _local) costs the marker, for the whole run; anything else is the run's own error: the
+  // lease lost, CouchDB out of reach, or a 5xx that a later try may not meet. (A 5xx taken for
+  // "no marker" fell back to the sequence, which on a cluster can read lower than a checkpoint
+  // of the same database, and all derived rows were swept.)
+  const std::optional<int> http = couchdb::HttpStatusOf(why);
+  const bool refused = http.has_value() && *http >= 400 && *http < 500;
+  if (!refused || IsLeaseLost(why)) return why;
   log_ << "cnp derive: " << source << ": warning: no marker _local/" << kSourceMarkerId << " in " << source << " ("
        << Printable(couchdb::RedactCredentials(why.message()))
        << "), so a deletion and re-creation of the database is noticed only by its sequence going back; "

@@ -124,8 +124,9 @@ class Deriver {
   // _local/cnp-derive-source document, written with a new random id when absent; empty when
   // the source cannot be written (read-only credentials: a warning says so).
   absl::StatusOr<std::string> SourceMarker(const std::string& source);
-  // The marker could not be read or written for `why`: empty (with a warning), or the error
-  // when it is the run's (CouchDB unreachable, the lease lost).
+  // The marker could not be read or written for `why`: empty (with a warning) when CouchDB
+  // refused it (HTTP 4xx), else the error, which is the run's (CouchDB unreachable or failing,
+  // the lease lost).
   absl::StatusOr<std::string> NoMarker(const std::string& source, const absl::Status& why);
   // Whether stage i's source was deleted and created again since its checkpoint `d` (read
   // from the target), and why.

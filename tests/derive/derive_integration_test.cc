@@ -1094,6 +1094,31 @@ TEST_F(DeriveTest, ASourceCreatedAgainUnderACheckpointWithoutItsMarkerIsToldByIt
   EXPECT_STREQ(rows.begin()->second["mr_source_id"].GetString(), "z");
 }
 
+// Found by a review: a CouchDB failing to read the source's marker (HTTP 5xx) was taken for a
+// source without one, for the whole run, which then judged the source by its sequence alone
+// (on a cluster it can read below a checkpoint of the same database: every derived row swept).
+// A 5xx is the run's error; only a refusal (4xx) costs the marker.
+TEST_F(DeriveTest, AMarkerCouchDbFailsToReadStopsTheRunAndWritesNothing) {
+  Fill("markerfail_src", R"([{"_id":"a","town":"Oslo"}])");
+  const std::string declaration = Declare(TownsDeclaration("markerfail", "markerfail_src", "markerfail_map"));
+  std::string proxy_url;
+  auto proxy = StartProxy({R"(fake:/markerfail_src/_local/cnp-derive-source=503:{"error":"unavailable","reason":"busy"})"},
+                          proxy_url);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  std::vector<std::string> through_proxy = Command(declaration, {"--once"});
+  through_proxy[through_proxy.size() - 2] = proxy_url;
+  absl::StatusOr<Exited> run = RunToExit(through_proxy, "cnp derive");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 1) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("CouchDB answered HTTP 503"));
+  EXPECT_THAT(run->output, Not(HasSubstr("warning: no marker")));
+  // (The target may not have been created yet: nothing in it either way.)
+  if (!IsMissing("/markerfail_map")) EXPECT_TRUE(Derived("markerfail_map").empty());
+  // CouchDB well again, the next run derives.
+  EXPECT_EQ(RunToExit(Command(declaration, {"--once"}), ": caught up")->exit_code, 0);
+  EXPECT_EQ(Derived("markerfail_map").size(), 1u);
+}
+
 // A source taken out of the declaration leaves its rows in the target: said at the start.
 TEST_F(DeriveTest, RowsOfASourceNoLongerDeclaredAreWarnedOf) {
   Fill("gone_a", R"([{"_id":"a","town":"Oslo"}])");
