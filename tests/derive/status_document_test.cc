@@ -55,6 +55,10 @@ TEST(StatusDocumentTest, ItIsWrittenWhileTheInitialSynchronizationGoesOn) {
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":"2-g1AA"})"};
     if (t == "/tgt" && r.method == "PUT") return {412, R"({"error":"file_exists"})"};
     if (r.method == "GET" && absl::StartsWith(t, "/tgt/_local/")) return {404, R"({"error":"not_found"})"};
+    if (t == "/src/_local/cnp-derive-source") {  // the source's marker: missing, then written
+      return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
+                               : ScriptedResponse{404, R"({"error":"not_found"})"};
+    }
     if (r.method == "PUT" && absl::StartsWith(t, "/tgt/_local/")) {
       if (absl::StrContains(t, "status") && !status_put.exchange(true)) status_written.Notify();
       return {201, R"({"ok":true,"id":"_local/x","rev":"0-1"})"};
