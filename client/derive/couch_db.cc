@@ -90,6 +90,13 @@ absl::StatusOr<rapidjson::Document> CouchDb::Post(const std::string& path, absl:
   return Parse(timeout ? http_.Post(path, json, *timeout) : http_.Post(path, json), what);
 }
 
+absl::StatusOr<rapidjson::Document> CouchDb::Post(const std::string& path, absl::string_view json,
+                                                  absl::string_view what, size_t& answer_bytes) {
+  absl::StatusOr<couchdb::HttpResponse> response = http_.Post(path, json);
+  answer_bytes = response.ok() ? response->body.size() : 0;
+  return Parse(response, what);
+}
+
 absl::StatusOr<rapidjson::Document> CouchDb::Put(const std::string& path, absl::string_view json,
                                                  absl::string_view what, std::optional<absl::Duration> timeout) {
   return Parse(timeout ? http_.Put(path, json, *timeout) : http_.Put(path, json), what);

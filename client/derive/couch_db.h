@@ -34,6 +34,9 @@ class CouchDb {
   absl::StatusOr<rapidjson::Document> Post(const std::string& path, absl::string_view json,
                                            absl::string_view what,
                                            std::optional<absl::Duration> timeout = std::nullopt);
+  // The same, with the answer's length in `answer_bytes`, for a caller bounding what it holds.
+  absl::StatusOr<rapidjson::Document> Post(const std::string& path, absl::string_view json,
+                                           absl::string_view what, size_t& answer_bytes);
   // HTTP 409 is ABORTED, so a caller can tell a lost race from a failure.
   absl::StatusOr<rapidjson::Document> Put(const std::string& path, absl::string_view json,
                                           absl::string_view what,

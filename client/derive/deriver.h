@@ -45,6 +45,11 @@ struct DeriverOptions {
   // otherwise it waits on a longpoll _changes of each source in turn.
   std::optional<couchdb::CouchClient::Options> continuous_feed;
   absl::Duration heartbeat = absl::Seconds(10);
+  // The most a reduce key's rows are read for (the _find answers' bytes): past it the key is
+  // its error (RequestTooLarge), its reduce document left as it is, rather than held whole in
+  // memory for a call that cannot carry it: by default the client library's message limit
+  // (client::ClientOptions::max_message_bytes).
+  size_t max_group_bytes = size_t{256} << 20;
   // When set, asked before every write request (derived documents, checkpoints, errors,
   // status), which is bounded by the time it gives; its refusal (FAILED_PRECONDITION) ends the
   // pass as a lost lease does.

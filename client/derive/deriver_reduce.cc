@@ -30,10 +30,13 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   // Every row of each changed key, from the map target.
   std::map<std::string, std::vector<Value*>> groups;
   std::vector<Document> pages;
+  std::set<std::string> too_large;  // keys whose rows pass options_.max_group_bytes
   for (auto& [key_json, key] : keys) {
     std::string bookmark;
     int64_t skip = 0;
     int limit = kLookupPage;  // halved while a page is too long to read (large rows)
+    const size_t first_page = pages.size();
+    size_t group_bytes = 0;
     while (true) {
       Document query(rapidjson::kObjectType);
       auto& a = query.GetAllocator();
@@ -45,13 +48,22 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       query.AddMember("limit", limit, a);
       if (!bookmark.empty()) query.AddMember("bookmark", couchdb::StringValue(bookmark, a), a);
       else if (skip > 0) query.AddMember("skip", skip, a);
+      size_t page_bytes = 0;
       absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
-                                                  absl::StrCat("reading the rows of a key in ", s.source));
+                                                  absl::StrCat("reading the rows of a key in ", s.source), page_bytes);
       if (absl::IsResourceExhausted(page.status()) && limit > 1) {
         limit /= 2;
         continue;
       }
       if (!page.ok()) return page.status();
+      group_bytes += page_bytes;
+      if (group_bytes > options_.max_group_bytes) {
+        // No Reduce call could carry them: what was read of them goes now.
+        too_large.insert(key_json);
+        groups.erase(key_json);
+        pages.resize(first_page);
+        break;
+      }
       Value* docs = const_cast<Value*>(Member(*page, "docs"));
       // Without `docs` the page says nothing of the group: read as empty, the group's reduce
       // document would be deleted.
@@ -83,6 +95,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       pages.push_back(*std::move(page));
       if (n < static_cast<size_t>(limit)) break;
     }
+    if (too_large.count(key_json) > 0) continue;
     auto& rows = groups[key_json];
     std::sort(rows.begin(), rows.end(),
               [](const Value* a, const Value* b) { return Text(*a, "_id") < Text(*b, "_id"); });
@@ -138,6 +151,13 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   std::set<std::string> emptied;           // reduce documents of keys without rows now
   int answered = 0, timed_out = 0;         // Reduce calls of this batch, for a handler too slow
   for (auto& [key_json, key] : keys) {
+    if (too_large.count(key_json) > 0) {
+      RecordError(s, absl::StrCat("key ", key_json), kRequestTooLargeType,
+                  absl::StrCat("the rows of this key are more than cnp derive sends in one call (",
+                               options_.max_group_bytes,
+                               " bytes, the client library's limit), so its reduce document was left as it is"));
+      continue;
+    }
     std::string id = ReduceRowId(s.source, key_json);
     auto it = existing.find(id);
     const std::vector<Value*>& rows = groups[key_json];

@@ -44,6 +44,18 @@ std::string AllWritten(const std::string& body) {
   return answer + "]";
 }
 
+// What a scripted CouchDB answers past what its test scripts: a source's marker
+// _local/cnp-derive-source is missing and may be written (credentials that may write it; a
+// restart would not find it: FakeTarget keeps it); any other request is a 500, which fails the
+// run.
+ScriptedResponse Unscripted(const HttpRequest& r) {
+  if (absl::EndsWith(r.target, "/_local/cnp-derive-source")) {
+    return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"}
+                             : ScriptedResponse{404, R"({"error":"not_found"})"};
+  }
+  return {500, R"({"error":"unscripted"})"};
+}
+
 // A target database in memory, CouchDB's way in what the deriver uses: _bulk_docs refuses a
 // write whose _rev is not the document's current one (a conflict), _all_docs answers keys and
 // id ranges with the documents, _local documents are kept.
@@ -53,7 +65,8 @@ class FakeTarget {
   std::optional<ScriptedResponse> Answer(const HttpRequest& r) {
     const std::string& t = r.target;
     if (t == "/tgt" && r.method == "PUT") return ScriptedResponse{412, R"({"error":"file_exists"})"};
-    if (absl::StartsWith(t, "/tgt/_local/")) {
+    // (The source's marker too, kept as a restart finds it.)
+    if (absl::StartsWith(t, "/tgt/_local/") || absl::EndsWith(t, "/_local/cnp-derive-source")) {
       if (r.method == "PUT") {
         local[t] = r.body;
         return ScriptedResponse{201, R"({"ok":true,"rev":"0-1"})"};
@@ -189,7 +202,7 @@ class CouchDbSequencesTest : public ::testing::Test {
   // What a test's scripted CouchDB answers past what it scripts itself (under mu_).
   ScriptedResponse AnswerFromTarget(const HttpRequest& r) {
     if (std::optional<ScriptedResponse> answer = target_.Answer(r)) return *answer;
-    return {500, R"({"error":"unscripted"})"};
+    return Unscripted(r);
   }
 
   // Returned for the test to hold: a deriver must go before the connection and the scripted
@@ -265,7 +278,7 @@ TEST_F(CouchDbSequencesTest, OpaqueSequencesAreSentBackAndCheckpointedAsTheyCame
       bulk = r.body;
       return {201, AllWritten(r.body)};
     }
-    return {500, R"({"error":"unscripted"})"};
+    return Unscripted(r);
   });
   Connection connection({.base_url = couch.url()});
   Deriver deriver = NewDeriver(connection.db);
@@ -306,7 +319,7 @@ TEST_F(CouchDbSequencesTest, ChangesThatDoNotMoveTheSequenceOnEndTheRun) {
     if (t == "/src") return {200, R"({"db_name":"src","update_seq":1})"};
     if (std::optional<ScriptedResponse> answer = target_.Answer(r)) return *answer;
     if (absl::StartsWith(t, "/tgt/_all_docs")) return {200, R"({"rows":[]})"};
-    return {500, R"({"error":"unscripted"})"};
+    return Unscripted(r);
   });
   Connection connection({.base_url = couch.url()});
   Deriver deriver = NewDeriver(connection.db);
@@ -426,7 +439,7 @@ ScriptedHttpServer::Handler ReduceCouch(absl::Mutex& mu, std::vector<std::string
       bulks.push_back(r.body);
       return {201, AllWritten(r.body)};
     }
-    return {500, R"({"error":"unscripted"})"};
+    return Unscripted(r);
   };
 }
 
@@ -445,6 +458,27 @@ TEST_F(CouchDbSequencesTest, AReduceGroupHoldsOnlyTheRowsOfItsKeysOwnText) {
   ASSERT_EQ(bulks.size(), 1u);
   EXPECT_THAT(bulks[0], HasSubstr(absl::StrCat(R"("_id":")", ReduceRowId("tgt", "1.0"), R"(")")));
   EXPECT_THAT(bulks[0], HasSubstr(R"("mr_value":1,)"));
+}
+
+// Found by a review: a key's rows were read whole, however many, before a Reduce call that
+// could not carry them was refused. Past max_group_bytes the key is its error, its reduce
+// document left as it is, and its rows are read no further.
+TEST_F(CouchDbSequencesTest, AReduceKeyWhoseRowsPassTheGroupLimitIsItsErrorAndIsNotWritten) {
+  std::vector<std::string> bulks;
+  const std::string row = absl::StrCat(R"({"_id":"m2","_rev":"1-b","mr_key":1.0,"mr_value":")",
+                                       std::string(4000, 'v'), R"("})");
+  ScriptedHttpServer couch(ReduceCouch(mu_, bulks, absl::StrCat(R"({"docs":[)", row, "]}")));
+  Connection connection({.base_url = couch.url()});
+  Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
+  Deriver deriver(declaration, connection.db, *cnp_, {.max_group_bytes = 1000}, log_,
+                  [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
+  EXPECT_THAT(log_.str(), HasSubstr("failed on key 1.0: RequestTooLarge: the rows of this key are more than"));
+  absl::MutexLock lock(&mu_);
+  for (const std::string& bulk : bulks) EXPECT_THAT(bulk, Not(HasSubstr(ReduceRowId("tgt", "1.0"))));
 }
 
 // Found by a review with a server answering for CouchDB: a _find answer without "docs" was read
@@ -913,7 +947,7 @@ TEST_F(CouchDbSequencesTest, AReduceDocumentChangedSinceItWasLookedUpIsWrittenAg
       }
       return {201, AllWritten(r.body)};
     }
-    return {500, R"({"error":"unscripted"})"};
+    return Unscripted(r);
   });
   Connection connection({.base_url = couch.url()});
   Declaration declaration{"s", {Stage{"red", "tgt", true, 1, "derive_fns.per_town", false}}};
