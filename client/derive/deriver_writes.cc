@@ -3,6 +3,7 @@
 // lease's fence, and the errors document.
 #include "client/derive/deriver.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -358,18 +359,23 @@ absl::Status Deriver::FlushErrors() {
     if (!current.ok()) return current.status();
     Document doc(rapidjson::kObjectType);
     auto& a = doc.GetAllocator();
-    Value errors(rapidjson::kArrayType);
+    const Value* old = nullptr;
     if (current->has_value()) {
       if (std::string rev = Text(**current, "_rev"); !rev.empty()) doc.AddMember("_rev", couchdb::StringValue(rev, a), a);
-      if (const Value* old = Member(**current, "errors"); old && old->IsArray()) {
-        for (const Value& e : old->GetArray()) errors.PushBack(Value(e, a), a);
-      }
+      old = Member(**current, "errors");
+      if (old != nullptr && !old->IsArray()) old = nullptr;
     }
-    for (const std::string& json : new_errors_) {
-      absl::StatusOr<Document> e = couchdb::ParseJson(json);
+    // The newest max_recorded_errors of the old and the new, only those copied.
+    const size_t kept = static_cast<size_t>(std::max(options_.max_recorded_errors, 0));
+    const size_t old_count = old != nullptr ? old->Size() : 0;
+    size_t skip = old_count + new_errors_.size() > kept ? old_count + new_errors_.size() - kept : 0;
+    Value errors(rapidjson::kArrayType);
+    for (size_t n = skip; n < old_count; ++n) errors.PushBack(Value((*old)[static_cast<rapidjson::SizeType>(n)], a), a);
+    skip = skip > old_count ? skip - old_count : 0;
+    for (size_t n = skip; n < new_errors_.size(); ++n) {
+      absl::StatusOr<Document> e = couchdb::ParseJson(new_errors_[n]);
       if (e.ok()) errors.PushBack(Value(*e, a), a);
     }
-    while (errors.Size() > static_cast<rapidjson::SizeType>(options_.max_recorded_errors)) errors.Erase(errors.Begin());
     doc.AddMember("errors", errors, a);
     absl::StatusOr<Document> answer = FencedWrite("PUT", path, couchdb::ToJson(doc), "writing the errors document");
     if (absl::IsAborted(answer.status())) continue;

@@ -621,6 +621,41 @@ TEST_F(CouchDbSequencesTest, ChangesThatCannotBeReadAreRecordedAsErrorsAndPassed
   EXPECT_EQ(again.progress()[0].errors, 0);
 }
 
+// The errors document keeps the newest max_recorded_errors: the last of those it held, then
+// the batch's own, in order. (It was trimmed by erasing its first entry one at a time, each
+// erase moving all the others.)
+TEST_F(CouchDbSequencesTest, TheErrorsDocumentKeepsOnlyTheNewestErrors) {
+  const std::vector<std::string> lines = {
+      R"({"seq":1,"id":"bad1","changes":[{"rev":"1-a"}],"doc":{"_id":"bad1","_rev":"1-a","town":"X","bad":true}})",
+      ChangeLine(2, "a", "1-b", "Oslo"),
+      R"({"seq":3,"id":"bad2","changes":[{"rev":"1-c"}],"doc":{"_id":"bad2","_rev":"1-c","town":"Y","bad":true}})",
+  };
+  const std::string errors_path = "/tgt/_local/cnp-derive%3As%3Aerrors";
+  {
+    absl::MutexLock lock(&mu_);
+    target_.local[errors_path] =
+        R"({"_id":"_local/cnp-derive:s:errors","_rev":"0-1","errors":[{"doc_id":"old1"},{"doc_id":"old2"},{"doc_id":"old3"}]})";
+  }
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    if (auto answer = AnswerFromSource(r, lines)) return *answer;
+    return AnswerFromTarget(r);
+  });
+  Connection connection({.base_url = couch.url()});
+  Declaration declaration{"s", {Stage{"tgt", "src", false, 1, "derive_fns.fragile", false}}};
+  Deriver deriver(declaration, connection.db, *cnp_, {.max_recorded_errors = 3}, log_,
+                  [] { return absl::StatusOr<bool>(true); });
+  ASSERT_TRUE(deriver.Start().ok()) << log_.str();
+  absl::StatusOr<int64_t> handled = deriver.CatchUp();
+  ASSERT_TRUE(handled.ok()) << handled.status() << "\n" << log_.str();
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<rapidjson::Document> errors = couchdb::ParseJson(target_.local[errors_path]);
+  ASSERT_TRUE(errors.ok()) << errors.status();
+  std::vector<std::string> ids;
+  for (const auto& e : (*errors)["errors"].GetArray()) ids.push_back(e["doc_id"].GetString());
+  EXPECT_THAT(ids, ::testing::ElementsAre("old3", "bad1", "bad2")) << target_.local[errors_path];
+}
+
 // A change too long to read is named from the start of a second answer. If its document
 // changed in between, that answer's first change is another one: it is read, not passed.
 TEST_F(CouchDbSequencesTest, AChangeThatMovedOnBetweenTwoReadsIsNotMistakenForAnother) {
