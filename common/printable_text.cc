@@ -5,18 +5,19 @@
 
 namespace cnp {
 
+bool IsC1ControlAt(absl::string_view text, size_t i) {
+  if (i + 1 >= text.size() || static_cast<unsigned char>(text[i]) != 0xc2) return false;
+  const auto next = static_cast<unsigned char>(text[i + 1]);
+  return next >= 0x80 && next <= 0x9f;
+}
+
 void AppendPrintable(absl::string_view text, std::string& out) {
   for (size_t i = 0; i < text.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
-    // The C1 controls, U+0080 to U+009F, as UTF-8: a terminal that takes them (U+009B is CSI,
-    // ESC [ in one character) would run an escape sequence as surely as with ESC itself.
-    if (c == 0xc2 && i + 1 < text.size()) {
-      const unsigned char next = static_cast<unsigned char>(text[i + 1]);
-      if (next >= 0x80 && next <= 0x9f) {
-        absl::StrAppend(&out, absl::StrFormat("\\xc2\\x%02x", next));
-        ++i;
-        continue;
-      }
+    if (IsC1ControlAt(text, i)) {
+      absl::StrAppend(&out, absl::StrFormat("\\xc2\\x%02x", static_cast<unsigned char>(text[i + 1])));
+      ++i;
+      continue;
     }
     switch (c) {
       case '\n': out += "\\n"; break;

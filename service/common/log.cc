@@ -41,14 +41,6 @@ constexpr absl::string_view Name(LogLevel level) {
   return "?";
 }
 
-// A C1 control (U+0080 to U+009F) in UTF-8 at text[i]. A terminal that takes them runs U+009B
-// as ESC [: one in a log line shown with tail or journalctl reaches the terminal as a command.
-bool IsC1ControlAt(absl::string_view text, size_t i) {
-  if (i + 1 >= text.size() || static_cast<unsigned char>(text[i]) != 0xc2) return false;
-  const auto next = static_cast<unsigned char>(text[i + 1]);
-  return next >= 0x80 && next <= 0x9f;
-}
-
 bool HasControlCharacter(absl::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
