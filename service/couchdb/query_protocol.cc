@@ -40,6 +40,22 @@ std::string Describe(const v1::FunctionError& error) {
   return absl::StrCat(error.type(), ": ", error.message());
 }
 
+// Function by function, as couchjs writes them: each one's log lines, then its exception
+// ("function raised exception (...)", with the document's id for a map).
+void AddLogAndExceptionLines(const google::protobuf::RepeatedPtrField<std::string>& logs,
+                             const google::protobuf::RepeatedPtrField<v1::FunctionError>& errors,
+                             v1::SessionOutput& out) {
+  int logged = 0;
+  for (const v1::FunctionError& error : errors) {
+    const int before = std::clamp(error.logs_before(), logged, logs.size());
+    for (; logged < before; ++logged) out.add_lines(LogLine(logs.Get(logged)));
+    std::string message = absl::StrCat("function raised exception (", Describe(error), ")");
+    if (!error.doc_id().empty()) absl::StrAppend(&message, " with doc._id ", error.doc_id());
+    out.add_lines(LogLine(message));
+  }
+  for (; logged < logs.size(); ++logged) out.add_lines(LogLine(logs.Get(logged)));
+}
+
 // An infrastructure failure as an error line. Never an empty result: CouchDB must fail the
 // request (and retry the index update later) rather than take "nothing emitted" for an answer.
 std::string InfrastructureErrorLine(const absl::Status& status) {
@@ -457,16 +473,7 @@ QueryProtocol::Step QueryProtocol::Mapped(absl::StatusOr<Reply>& reply) {
     return Say(UnexpectedReplyLine("map result"));
   }
   const v1::MapResult& result = usable->map().results(0);
-  // Function by function, as couchjs writes them: each one's log lines, then its exception.
-  int logged = 0;
-  for (const v1::FunctionError& error : result.errors()) {
-    const int before = std::clamp(error.logs_before(), logged, result.logs_size());
-    for (; logged < before; ++logged) output_.add_lines(LogLine(result.logs(logged)));
-    std::string message = absl::StrCat("function raised exception (", Describe(error), ")");
-    if (!error.doc_id().empty()) absl::StrAppend(&message, " with doc._id ", error.doc_id());
-    output_.add_lines(LogLine(message));
-  }
-  for (; logged < result.logs_size(); ++logged) output_.add_lines(LogLine(result.logs(logged)));
+  AddLogAndExceptionLines(result.logs(), result.errors(), output_);
   // Into a line's buffer kept from earlier answers: no allocation per document. Large rows
   // are moved instead: a copy would hold them twice while the answer is built.
   std::string& line = *output_.add_lines();
@@ -508,11 +515,7 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
       return Say(UnexpectedReplyLine("reduce result per function"));
     }
     const v1::ReduceResponse& response = usable->reduce();
-    AddLogLines(response.logs(), output_);
-    for (const v1::FunctionError& error : response.errors()) {
-      output_.add_lines(
-          LogLine(absl::StrCat("function raised exception (", Describe(error), ")")));
-    }
+    AddLogAndExceptionLines(response.logs(), response.errors(), output_);
 
     std::string reductions = "[";
     for (int i = 0; i < response.results_size(); ++i) {

@@ -89,6 +89,10 @@ v1::Reply Reduce(const cnp::v1::ReduceRequest& request,
       cnp::v1::FunctionError& error = *response->add_errors();
       UserException exception = TakeException();
       FillFunctionError(error, request.functions(i), "", exception);
+      // As a map's: the lines logged before it go before its exception, and in a direct
+      // session those after it wait for the answer, which tells the exception first.
+      error.set_logs_before(static_cast<int32_t>(Context().logs.size()));
+      Context().eager_log_held = true;
       LogRaised(exception);
       if (!Context().answer.Take(error.type().size() + error.message().size())) {
         return AnswerTooLargeReply();

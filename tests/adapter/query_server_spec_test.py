@@ -130,6 +130,21 @@ class QueryServerSpecTest(harness.ServerTestCase):
              ["log", "mapping x"],
              [[], [[1, None]]]])
 
+    def test_reduce_log_and_exception_lines_come_function_by_function(self):
+        # couchjs: the first function's log line and exception line, then the second one's log
+        # line. They came all logs first, and on the direct path the second function's log line
+        # went out before the first one's exception.
+        raised_at = harness.raised_at(self.binaries, 'raise ValueError("not reduced")',
+                                      "reduce_logs_and_fails")
+        self.assertEqual(
+            [json.loads(line) for line in self.qs.call(
+                ["reduce", ["fixture_fns.reduce_logs_and_fails", "fixture_fns.reduce_logs_count"],
+                 [[["a", "d1"], 1], [["b", "d2"], 2]]])],
+            [["log", "failing over 2 values"],
+             ["log", "function raised exception (ValueError: not reduced%s)" % raised_at],
+             ["log", "counting 2 values"],
+             [True, [None, 2]]])
+
     def test_a_document_nested_too_deep_fails_only_itself(self):
         # Security review: a document nested deeper than 4096 levels was answered with an error
         # line, which fails CouchDB's index update, retried on that same document for ever: one

@@ -408,6 +408,23 @@ TEST_F(QuerySessionTest, ReduceRunsEveryFunctionAndNullsExceptions) {
                   "[true,[5,null]]"));
 }
 
+// As a map's: each function's log lines, then its exception line (they came all logs first).
+TEST_F(QuerySessionTest, ReduceLogAndExceptionLinesComeFunctionByFunction) {
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(reduce {
+               results: "null"
+               results: "2"
+               logs: "a says"
+               logs: "b says"
+               errors { function: "fns.a" type: "ValueError" message: "v" logs_before: 1 }
+             })pb");
+  };
+  EXPECT_THAT(Send(R"(["reduce",["fns.a","fns.b"],[[[1,"a"],2],[[2,"b"],3]]])"),
+              ElementsAre(R"(["log","a says"])", R"j(["log","function raised exception (ValueError: v)"])j",
+                          R"(["log","b says"])", "[true,[null,2]]"));
+}
+
 TEST_F(QuerySessionTest, RereduceIgnoresExtraTrailingArguments) {
   runner_.on_run = [](const Task& task) {
     EXPECT_TRUE(task.reduce().rereduce());

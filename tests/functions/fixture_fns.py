@@ -328,6 +328,18 @@ def map_fails_for_the_test(doc):
     raise ValueError("always")
 
 
+def reduce_logs_and_fails(keys, values, rereduce):
+    """Not from a transcript: logs, then raises (used by the failure tests)."""
+    log("failing over %d values" % len(values))
+    raise ValueError("not reduced")
+
+
+def reduce_logs_count(keys, values, rereduce):
+    """Not from a transcript: logs, then counts the values."""
+    log("counting %d values" % len(values))
+    return len(values)
+
+
 def reduce_blowup(keys, values, rereduce):
     """A reduce whose output outgrows its input (CouchDB's reduce_limit must refuse it)."""
     return "x" * 6000

@@ -26,6 +26,20 @@ TEST(ReduceTest, ReduceGetsKeysWithIdsAndValues) {
             "rereduce=False keys=[['Oslo', 'doc-1'], ['Lima', 'doc-2'], ['Oslo', 'doc-3']]");
 }
 
+// Each error says how many of the call's log lines came before it, so that CouchDB can be told
+// them in couchjs's order (function by function).
+TEST(ReduceTest, ErrorsSayWhereTheyFallAmongTheLogLines) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  Reply reply = worker->Call(ReduceTask(
+      {"worker_reduce.total", "worker_reduce.fails", "worker_reduce.total", "worker_reduce.returns_set"}, kKvs,
+      false));
+  ASSERT_TRUE(reply.has_reduce()) << reply.DebugString();
+  ASSERT_EQ(reply.reduce().logs_size(), 2);
+  ASSERT_EQ(reply.reduce().errors_size(), 2);
+  EXPECT_EQ(reply.reduce().errors(0).logs_before(), 1);
+  EXPECT_EQ(reply.reduce().errors(1).logs_before(), 2);
+}
+
 TEST(ReduceTest, RereduceGetsNoKeysAndTheValues) {
   auto worker = WorkerProcess::StartWithFunctions();
   Reply reply = worker->Call(ReduceTask({"worker_reduce.describe"}, "[7,3]", true));
