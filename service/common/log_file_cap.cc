@@ -71,21 +71,23 @@ absl::StatusOr<std::optional<std::string>> RotateLogFileIfOver(int fd, int64_t m
   if (from.fd < 0) return Failed("read", path);
   const std::string old_path = path + ".1";
   const std::string copy_path = old_path + ".tmp";
-  {
-    ClosedAtEnd to{::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                          info.st_mode & 0666)};
-    if (to.fd < 0) return Failed("write", copy_path);
-    if (!CopyAll(from.fd, to.fd)) {
-      const int error = errno;
-      ::unlink(copy_path.c_str());
-      return Failed("copy the log to", copy_path, error);
-    }
+  ClosedAtEnd to{::open(copy_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                        info.st_mode & 0666)};
+  if (to.fd < 0) return Failed("write", copy_path);
+  if (!CopyAll(from.fd, to.fd)) {
+    const int error = errno;
+    ::unlink(copy_path.c_str());
+    return Failed("copy the log to", copy_path, error);
   }
   if (::rename(copy_path.c_str(), old_path.c_str()) != 0) {
     const int error = errno;
     ::unlink(copy_path.c_str());
     return Failed(absl::StrCat("rename ", copy_path, " to"), old_path, error);
   }
+  // What was written during the rename, onto the copy (still open under its new name), so that
+  // only a line written between this last read and the emptying is lost: the workers' writes
+  // cannot be held. Failing here, the file is not emptied: it is past its cap a little longer.
+  if (!CopyAll(from.fd, to.fd)) return Failed("copy the log to", old_path);
   if (::ftruncate(fd, 0) != 0) return Failed("empty", path);
   // The workers write through the same open file: one opened without O_APPEND (a shell's `2>`)
   // would go on at the old offset, behind a hole as long as what was copied.

@@ -4,8 +4,10 @@
 // wrote about 60 KB/s. So the server looks at the file now and then, and once it is past
 // --log-max-bytes copies it to PATH.1 (replacing the one before) and empties it, as logrotate's
 // copytruncate does: the workers, which write to the same open file, go on at its new start.
-// Lines written during the copy are lost. Nothing is done when stderr is not a regular file (a
-// terminal, a pipe, journald's socket).
+// The copy reads on to the end as it grows, so only a line written in the instant between its
+// last read and the emptying is lost (copytruncate's limit: the workers' writes cannot be
+// held). Nothing is done when stderr is not a regular file (a terminal, a pipe, journald's
+// socket).
 #pragma once
 
 #include <cstdint>
