@@ -183,7 +183,8 @@ absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources)
 }
 
 // Plaintext beyond loopback: whoever can reach the address could run the functions and read
-// what they return, and a bearer token would cross the network readable. Refused here, before
+// what they return, and a bearer token would cross the network readable. TLS beyond loopback
+// with neither a token nor client certificates: whoever can reach it could run them. Refused here, before
 // any worker starts (it once was refused only once the listeners opened, with the workers
 // already running). The listener checks again what it bound (service/rpc/rpc_server.cc): a
 // socket systemd passes for the port is taken whatever address --listen names.
@@ -200,8 +201,24 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
           sources.FromFile("listen") ? Subject(sources, "listen", i) : "--listen:", " ",
           loopback.status().message()));
     }
-    if (*loopback || tls) continue;
+    if (*loopback) continue;
     const bool in_file = sources.FromFile("listen") != nullptr;
+    if (tls) {
+      // TLS keeps the calls private, but says nothing of who makes them: anyone who can reach
+      // the address could run functions. A token or client certificates say who may.
+      if (!c.auth_token_file.empty() || !c.tls_client_ca.empty() || c.insecure) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "",
+          "refusing to listen on ", address->host_port, " with nothing to say who may call: TLS "
+          "keeps the calls private, but anyone who can reach it could run functions. ",
+          in_file ? "Set auth-token-file (a bearer token every call must carry) or tls-client-ca "
+                    "(clients need a certificate those CAs signed), listen on 127.0.0.1 or a unix "
+                    "socket, or set insecure: true if every host that can reach it may call"
+                  : "Give --auth-token-file (a bearer token every call must carry) or "
+                    "--tls-client-ca (clients need a certificate those CAs signed), listen on "
+                    "127.0.0.1 or a unix socket, or pass --insecure if every host that can reach "
+                    "it may call"));
+    }
     if (!c.insecure) {
       return absl::FailedPreconditionError(absl::StrCat(
           in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "",

@@ -281,6 +281,14 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
           ": it would cross the network readable by anyone on the way; add --tls-cert and "
           "--tls-key"));
     }
+    if (security.UsesTls() && security.auth_token_file.empty() &&
+        security.tls_client_ca_file.empty() && !security.insecure) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "refusing to listen on ", socket.address, " with nothing to say who may call: TLS "
+          "keeps the calls private, but anyone who can reach it could run functions. Give "
+          "--auth-token-file or --tls-client-ca, listen on 127.0.0.1 or a unix socket, or pass "
+          "--insecure if every host that can reach it may call"));
+    }
   }
   for (const listen::ListeningSocket& socket : sockets) {
     grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(

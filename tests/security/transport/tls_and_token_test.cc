@@ -67,6 +67,31 @@ class TlsTest : public ::testing::Test {
   Certificates certs_;
 };
 
+// Found by a security review: TLS off loopback with neither a token nor client certificates
+// started without a word, and anyone who could reach it could run functions. Refused now, as
+// plaintext is, before any worker starts; a token says who may call.
+TEST_F(TlsTest, TlsOffLoopbackNeedsATokenOrClientCertificates) {
+  auto refused = LaunchServer({.args = {"--listen=0.0.0.0:0", "--tls-cert=" + certs_.server_cert,
+                                        "--tls-key=" + certs_.server_key}});
+  ASSERT_FALSE(refused->ready());
+  EXPECT_EQ(refused->ExitCode(), 2) << refused->Log();
+  EXPECT_THAT(refused->Log(), AllOf(HasSubstr("refusing to listen on 0.0.0.0:0 with nothing to say who may call"),
+                                    HasSubstr("--auth-token-file"), HasSubstr("--tls-client-ca")));
+  EXPECT_THAT(refused->Log(), Not(HasSubstr("starting 1 workers")));
+
+  // With a token it starts: in a network namespace of its own, so that nothing off the host
+  // could reach it.
+  WriteFile(certs_.dir + "/token", absl::StrCat(kToken, "\n"));
+  std::string why;
+  auto allowed = LaunchServerWithoutNetwork(
+      {.args = {"--listen=0.0.0.0:0", "--tls-cert=" + certs_.server_cert, "--tls-key=" + certs_.server_key,
+                "--auth-token-file=" + certs_.dir + "/token"}},
+      why);
+  if (allowed == nullptr) GTEST_SKIP() << "the allowed case: " << why;
+  EXPECT_TRUE(allowed->ready()) << allowed->Log();
+  EXPECT_THAT(allowed->Log(), HasSubstr("listening on 0.0.0.0:0 (port"));
+}
+
 TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
   auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
                                                 "--tls-cert=" + certs_.server_cert,
