@@ -70,16 +70,18 @@ PyObject* LogLine(PyObject* message) {
     return nullptr;
   }
   const LogOrigin& origin = context.origin;
-  std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
-                           ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))  // borrowed
-                           : std::string();
+  std::string doc_id = AttributedDocId(origin.doc);
+  const size_t attributed_bytes = line.size() + origin.function.size() + origin.kind.size() + doc_id.size();
   context.attributed_logs.push_back({line, std::string(origin.function),
                                      std::string(origin.kind), std::move(doc_id)});
   if (context.eager_log != nullptr && !context.eager_log_held) {
+    // It also writes the operator's copy now: none is held.
     context.eager_log->Write(line);
     Py_RETURN_NONE;
   }
-  context.answer.Take(line.size());
+  // The line and its attributed copy are both held to the end (a task's reply carries both),
+  // so both take room: an empty line still costs its copy's origin.
+  context.answer.Take(line.size() + attributed_bytes);
   context.logs.push_back(std::move(line));
   Py_RETURN_NONE;
 }

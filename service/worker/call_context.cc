@@ -1,10 +1,17 @@
 #include "service/worker/call_context.h"
 
+#include "service/worker/py_text.h"
+
 namespace cnp::worker {
 
 CallContext& Context() {
   static CallContext context;
   return context;
+}
+
+std::string AttributedDocId(PyObject* doc) {
+  if (doc == nullptr || !PyDict_Check(doc)) return "";
+  return Utf8TextPrefix(PyDict_GetItemString(doc, "_id"), kAttributedIdBytes);  // borrowed
 }
 
 bool RaiseAnswerTooLarge() {

@@ -7,6 +7,7 @@
 
 #include <Python.h>
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,14 @@ struct LogOrigin {
   std::string_view function;  // the name as asked for; must outlive the call
   PyObject* doc = nullptr;    // borrowed: the document the call is about, if one
 };
+
+// The most of a document's _id an attributed line holds: CouchDB bounds no id's length, and a
+// copy of a 60 MiB id for each log() call would make a few calls cost gigabytes.
+inline constexpr size_t kAttributedIdBytes = 256;
+
+// The _id of `doc` (borrowed; a dict, else "" ) for an attributed line: at most
+// kAttributedIdBytes of it.
+std::string AttributedDocId(PyObject* doc);
 
 // A log() line with its origin, for the service's log (worker.proto's FunctionLog).
 struct AttributedLog {

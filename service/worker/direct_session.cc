@@ -225,21 +225,6 @@ class TooLongLines {
   int64_t unlogged_ = 0;
 };
 
-// A direct session's log() lines, written to CouchDB as they are made (call_context.h).
-class CouchLog final : public EagerLog {
- public:
-  explicit CouchLog(CommandWatchdog& watchdog) : watchdog_(watchdog) {}
-  void Write(std::string_view message) override {
-    line_ = couchdb::LogLine(message);
-    line_ += '\n';
-    watchdog_.Heartbeat(line_);
-  }
-
- private:
-  CommandWatchdog& watchdog_;
-  std::string line_;
-};
-
 // The log() lines the last command's functions made, written to the service's log by this
 // worker (its stderr is the server's): CouchDB got them in the answer; this is the operator's
 // attributed copy, the same event the server writes for calls it serves.
@@ -250,6 +235,27 @@ void LogCommandLines(const v1::DirectSession& session,
   LogFunctionLines(scratch, session.id(), session.peer());
   scratch.Clear();
 }
+
+// A direct session's log() lines, written to CouchDB as they are made (call_context.h), and
+// their attributed copies to the service's log with them: held to the command's end, a function
+// logging in a loop would hold a copy of every line (and its document's id) until then.
+class CouchLog final : public EagerLog {
+ public:
+  CouchLog(CommandWatchdog& watchdog, const v1::DirectSession& session)
+      : watchdog_(watchdog), session_(session) {}
+  void Write(std::string_view message) override {
+    line_ = couchdb::LogLine(message);
+    line_ += '\n';
+    watchdog_.Heartbeat(line_);
+    LogCommandLines(session_, scratch_);
+  }
+
+ private:
+  CommandWatchdog& watchdog_;
+  const v1::DirectSession& session_;
+  std::string line_;
+  google::protobuf::RepeatedPtrField<v1::FunctionLog> scratch_;
+};
 
 // How many bytes AppendLines writes for `output`.
 int64_t OutputBytes(const cnp::v1::SessionOutput& output) {
@@ -299,7 +305,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
                            protocol->ServerCapNote(), options.max_call_timeout,
                            options.call_timeout_setting);
-  CouchLog couch_log(watchdog);
+  CouchLog couch_log(watchdog, session);
   Context().eager_log = &couch_log;
   absl::Cleanup no_eager_log = [] { Context().eager_log = nullptr; };
   // The adapter's --max-line-bytes or the server's --max-call-bytes, whichever is lower (the

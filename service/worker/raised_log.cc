@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "common/utf8_text.h"
 #include "service/worker/call_context.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
@@ -84,8 +85,8 @@ void Record(const UserException& exception, std::string_view kind, std::string_v
   event.function = std::string(function);
   event.kind = std::string(kind);
   event.doc_id = doc != nullptr && PyDict_Check(doc)
-                     ? Utf8Text(PyDict_GetItemString(doc, "_id"))  // borrowed
-                     : std::string(doc_id);
+                     ? AttributedDocId(doc)
+                     : std::string(Utf8Prefix(absl::string_view(doc_id.data(), doc_id.size()), kAttributedIdBytes));
   event.error = exception.type;
   event.traceback = FormatTraceback(exception);
   Context().attributed_logs.push_back(std::move(event));

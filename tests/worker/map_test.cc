@@ -232,6 +232,25 @@ TEST_F(MapTest, TracebacksForTheLogAreRationedTheErrorsAreNot) {
   EXPECT_LE(tracebacks, 40);
 }
 
+// Found by a security review: each log() line's copy for the service's log held the document's
+// whole _id, which CouchDB does not bound: one log() call per function of a call on a document
+// with a 60 MiB id made gigabytes of copies. They hold its first kAttributedIdBytes now, as do
+// the exceptions' copies; the function's own line is the function's.
+TEST_F(MapTest, TheServicesCopiesOfLogLinesAndErrorsHoldAShortenedLongId) {
+  const std::string id(100000, 'i');
+  const std::string doc = absl::StrCat(R"({"_id":")", id, R"(","n":1})");
+  Reply reply = worker_->Call(MapTask({"worker_views.chatty", "worker_views.needs_missing"}, {doc}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString().substr(0, 2000);
+  ASSERT_GE(reply.function_logs_size(), 3);
+  for (const v1::FunctionLog& line : reply.function_logs()) {
+    // kAttributedIdBytes (service/worker/call_context.h) of it.
+    EXPECT_EQ(line.doc_id(), absl::StrCat(std::string(256, 'i'), "...")) << line.kind();
+  }
+  // What CouchDB gets is whole: the line as logged, the error's document id.
+  EXPECT_EQ(reply.map().results(0).logs(0), "mapping " + id);
+  EXPECT_EQ(reply.map().results(0).errors(0).doc_id(), id);
+}
+
 // The tracebacks left out are announced, as the service's log announces the lines it leaves
 // out: the next second's first traceback comes after a notice of how many (they were dropped
 // silently before). The worker's ration follows its own clock (CLOCK_MONOTONIC_COARSE, not
