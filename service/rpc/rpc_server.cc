@@ -664,13 +664,19 @@ bool RpcServer::Shutdown(absl::Duration grace, const std::function<void()>& stop
   // its call past the deadline, and with no call left gRPC still waits for every client to
   // acknowledge its GOAWAY - which an idle synchronous client (an adapter waiting for CouchDB)
   // does only when its backup poller wakes, 5 s later. So wait for the calls here.
-  if (shutdown_.AwaitNoCalls(deadline)) {
-    // Every call has ended, but a connection may still hold the last answers and statuses it
-    // has not yet written: closing it now would lose them (the client would see its connection
-    // break instead). Clients busy with the server close their connections as soon as they
-    // read that GOAWAY; an idle one is not waited for long.
-    shut.WaitForNotificationWithTimeout(std::min(kConnectionsClose, deadline - absl::Now()));
-  } else {
+  bool ended = shutdown_.AwaitNoCalls(deadline);
+  // Every call has ended, but a connection may still hold the last answers and statuses it has
+  // not yet written: closing it now would lose them (the client would see its connection break
+  // instead). Clients busy with the server close their connections as soon as they read that
+  // GOAWAY; an idle one is not waited for long. Meanwhile a call gRPC matched before it stopped
+  // accepting may be counted only now, once its context took its event: it is served within
+  // the grace too, not cancelled below.
+  while (ended &&
+         !shut.WaitForNotificationWithTimeout(std::min(kConnectionsClose, deadline - absl::Now())) &&
+         shutdown_.HasCalls()) {
+    ended = shutdown_.AwaitNoCalls(deadline);
+  }
+  if (!ended) {
     LogWarning("calls still running after the ", absl::FormatDuration(grace),
                " grace: stopping them");
     stop_uploads_.request_stop();

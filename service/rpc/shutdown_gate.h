@@ -51,6 +51,10 @@ class ShutdownGate {
     absl::MutexLock lock(&calls_mu_);
     --calls_;
   }
+  bool HasCalls() {
+    absl::MutexLock lock(&calls_mu_);
+    return calls_ > 0;
+  }
   // Waits until no call is left; false when the deadline came first.
   bool AwaitNoCalls(absl::Time deadline) {
     absl::MutexLock lock(&calls_mu_);
