@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "asio/co_spawn.hpp"
 #include "asio/detached.hpp"
@@ -40,6 +41,7 @@ constexpr int kAcceptBatch = 64;
 struct TcpPeer {
   std::string uri = "?";
   std::string address = "?";
+  std::string count_key = "?";  // what its connections are counted under (PeerCountKey)
 };
 
 TcpPeer TcpPeerOf(int fd) {
@@ -48,6 +50,7 @@ TcpPeer TcpPeerOf(int fd) {
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
   char text[INET6_ADDRSTRLEN] = "?";
   TcpPeer peer;
+  peer.count_key = PeerCountKey(addr);
   if (addr.ss_family == AF_INET6) {
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
     if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
@@ -197,9 +200,11 @@ class ConnectionAcceptor::Loop {
                    "; the rest are kept for unix-socket clients");
       return;
     }
-    if (!peer_connections_.Admit(peer.address, fd)) {
-      refusals_.Refused("refused", peer.address, peer.uri,
-                        absl::StrCat("this address has ", peer_connections_.limit(),
+    if (!peer_connections_.Admit(peer.count_key, fd)) {
+      const bool one_address = absl::StartsWith(peer.count_key, "ipv4:");
+      refusals_.Refused("refused", peer.count_key, peer.uri,
+                        absl::StrCat(one_address ? "this address has " : "this address's /64 has ",
+                                     peer_connections_.limit(),
                                      " connections open (--max-connections-per-peer)"));
       ::close(fd);
       return;

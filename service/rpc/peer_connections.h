@@ -1,5 +1,7 @@
-// How many TCP connections each peer address has open, so that one address cannot take every
-// connection the server can hold (--max-connections-per-peer).
+// How many TCP connections each peer has open, so that one peer cannot take every connection
+// the server can hold (--max-connections-per-peer). An IPv4 peer is its address; an IPv6 peer
+// is its address's /64, since a host is given a whole /64 and may connect from any address in
+// it (one per connection, were each address counted alone).
 //
 // gRPC closes the connections the server hands it without telling anyone, so each connection
 // is remembered by its descriptor number and its socket's identity (device and inode, which no
@@ -9,6 +11,7 @@
 // Used from the connection acceptor's one thread only.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -18,15 +21,20 @@
 
 namespace cnp::rpc {
 
+// What the connections of the peer at `address` (getpeername's) are counted under: "ipv4:A",
+// or "ipv6:P::/64" for the /64 that holds the IPv6 address (with its scope, if any); an
+// IPv4-mapped IPv6 address is its IPv4 address. "?" for any other family.
+std::string PeerCountKey(const sockaddr_storage& address);
+
 class PeerConnections {
  public:
   // `limit` 0: no limit (nothing is remembered).
   explicit PeerConnections(int limit) : limit_(limit) {}
 
   int limit() const { return limit_; }
-  // Whether connection `fd` from `address` (without its port) stays within the peer's limit;
+  // Whether connection `fd` from the peer `key` (PeerCountKey) stays within the peer's limit;
   // if so, it is counted from now on.
-  bool Admit(const std::string& address, int fd);
+  bool Admit(const std::string& key, int fd);
 
  private:
   struct Connection {
