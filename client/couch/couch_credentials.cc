@@ -1,14 +1,19 @@
 #include "client/couch/couch_credentials.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/match.h"
 #include "common/couchdb/couch_url.h"
+#include "common/file_text.h"
 #include "common/loopback.h"
 
 namespace cnp::client::couch {
@@ -30,12 +35,63 @@ absl::string_view HostAsWritten(absl::string_view base_url) {
   return rest.substr(0, rest.find(':'));
 }
 
-std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// A netrc larger than this is not one (NETRC=/dev/zero would be read until memory ran out).
+constexpr int64_t kMaxNetrcBytes = int64_t{1} << 20;
+
+// The netrc's text; nullopt when there is none at `path` (and `must_exist` is false). Anything
+// else it cannot read is an error: read as "no credentials", it sent the request anonymously
+// and CouchDB's 401 pointed back at the file without saying why.
+absl::StatusOr<std::optional<std::string>> ReadNetrc(const std::string& path, bool must_exist) {
+  auto cannot = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read the credentials file ", path, " (", why, "): fix it, or give the "
+        "credentials in CNP_COUCHDB_USER and CNP_COUCHDB_PASSWORD"));
+  };
+  // Non-blocking, so that a FIFO named there cannot hold the command for ever at open().
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT && !must_exist) return std::nullopt;
+    return cannot(std::strerror(errno));
+  }
+  struct stat info {};
+  const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+  ::close(fd);
+  if (!regular) return cannot("not a regular file");
+  if (info.st_size > kMaxNetrcBytes) return cannot(absl::StrCat("larger than ", kMaxNetrcBytes, " bytes"));
+  absl::StatusOr<std::string> text = ReadFileText(path, kMaxNetrcBytes);
+  if (!text.ok()) return cannot(text.status().message());
+  if (static_cast<int64_t>(text->size()) > kMaxNetrcBytes) {
+    return cannot(absl::StrCat("larger than ", kMaxNetrcBytes, " bytes"));
+  }
+  return std::optional<std::string>(*std::move(text));
+}
+
+// netrc's tokens, as curl reads them: separated by white space; one in double quotes may hold
+// spaces, with \", \\, \n, \r and \t inside.
+std::vector<std::string> NetrcTokens(absl::string_view text) {
+  std::vector<std::string> tokens;
+  size_t i = 0;
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (i < text.size()) {
+    while (i < text.size() && space(text[i])) ++i;
+    if (i == text.size()) break;
+    std::string token;
+    if (text[i] == '"') {
+      for (++i; i < text.size() && text[i] != '"'; ++i) {
+        if (text[i] == '\\' && i + 1 < text.size()) {
+          const char next = text[++i];
+          token += next == 'n' ? '\n' : next == 'r' ? '\r' : next == 't' ? '\t' : next;
+        } else {
+          token += text[i];
+        }
+      }
+      if (i < text.size()) ++i;  // the closing quote
+    } else {
+      while (i < text.size() && !space(text[i])) token += text[i++];
+    }
+    tokens.push_back(std::move(token));
+  }
+  return tokens;
 }
 
 }  // namespace
@@ -47,8 +103,7 @@ std::optional<std::string> ProcessEnv(const char* name) {
 }
 
 std::optional<NetrcEntry> FindNetrcEntry(absl::string_view netrc, absl::string_view host) {
-  std::vector<std::string> tokens =
-      absl::StrSplit(netrc, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
+  const std::vector<std::string> tokens = NetrcTokens(netrc);
   std::optional<NetrcEntry> found, fallback;
   std::optional<NetrcEntry>* current = nullptr;
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -56,7 +111,8 @@ std::optional<NetrcEntry> FindNetrcEntry(absl::string_view netrc, absl::string_v
     bool has_value = i + 1 < tokens.size();
     if (token == "machine" && has_value) {
       current = nullptr;
-      if (!found && tokens[++i] == host) {
+      // Host names are not case-sensitive (curl matches them so too).
+      if (!found && absl::EqualsIgnoreCase(tokens[++i], host)) {
         found.emplace();
         current = &found;
       }
@@ -112,14 +168,18 @@ absl::StatusOr<CouchCredentials> FindCouchCredentials(absl::string_view url, con
     return out;
   }
   std::string netrc_path;
+  bool named = false;  // by $NETRC: then it must be there
   if (std::optional<std::string> netrc = env("NETRC"); netrc && !netrc->empty()) {
     netrc_path = *netrc;
+    named = true;
   } else if (std::optional<std::string> home = env("HOME"); home && !home->empty()) {
     netrc_path = absl::StrCat(*home, "/.netrc");
   }
   if (!netrc_path.empty()) {
-    if (std::optional<std::string> text = ReadFile(netrc_path)) {
-      if (std::optional<NetrcEntry> entry = FindNetrcEntry(*text, HostOf(out.url))) {
+    absl::StatusOr<std::optional<std::string>> text = ReadNetrc(netrc_path, named);
+    if (!text.ok()) return text.status();
+    if (text->has_value()) {
+      if (std::optional<NetrcEntry> entry = FindNetrcEntry(**text, HostOf(out.url))) {
         out.username = entry->login;
         out.password = entry->password;
         out.source = netrc_path;

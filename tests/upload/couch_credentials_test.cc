@@ -1,14 +1,19 @@
 #include "client/couch/couch_credentials.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <fstream>
 #include <map>
 
+#include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace cnp::client::couch {
 namespace {
+
+using ::testing::HasSubstr;
 
 GetEnv EnvOf(std::map<std::string, std::string> vars) {
   return [vars](const char* name) -> std::optional<std::string> {
@@ -71,6 +76,36 @@ TEST(CouchCredentialsTest, ThenTheNetrcEntryForTheHost) {
   auto fallback = FindCouchCredentials("http://elsewhere", EnvOf({{"NETRC", path}}));
   ASSERT_TRUE(fallback.ok());
   EXPECT_EQ(fallback->username, "anon");
+}
+
+// Found by a review: a quoted password (curl -n reads them, and the README shares the file
+// with curl) was cut at its first space, and a host written in another case was not matched.
+TEST(CouchCredentialsTest, QuotedValuesAndHostsInAnyCaseReadAsCurlReadsThem) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/netrc-quoted";
+  std::ofstream(path) << "machine Couch.Example.com login \"the admin\" password \"p w \\\"q\\\" \\\\ end\"\n";
+  auto found = FindCouchCredentials("https://couch.example.COM:6984/db", EnvOf({{"NETRC", path}}));
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->username, "the admin");
+  EXPECT_EQ(found->password, "p w \"q\" \\ end");
+}
+
+// Found by a review: a credentials file that cannot be read was skipped without a word (the
+// request went anonymously, and CouchDB's 401 pointed back at the file), a FIFO named by
+// NETRC held the command for ever, and /dev/zero was read until memory ran out.
+TEST(CouchCredentialsTest, ACredentialsFileThatCannotBeReadIsAnError) {
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR"));
+  const std::string fifo = dir + "/netrc-fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {dir, fifo, std::string("/dev/zero"), dir + "/no-such-netrc"}) {
+    auto refused = FindCouchCredentials("http://localhost:5984", EnvOf({{"NETRC", path}}));
+    ASSERT_FALSE(refused.ok()) << path;
+    EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+    EXPECT_THAT(refused.status().message(), HasSubstr("cannot read the credentials file " + path));
+  }
+  // ~/.netrc may be missing: that is no credentials, not an error.
+  auto anonymous = FindCouchCredentials("http://localhost:5984", EnvOf({{"HOME", dir + "/no-home"}}));
+  ASSERT_TRUE(anonymous.ok()) << anonymous.status();
+  EXPECT_EQ(anonymous->username, "");
 }
 
 TEST(CouchCredentialsTest, NoneFoundMeansAnonymous) {
