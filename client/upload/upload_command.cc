@@ -133,7 +133,7 @@ cnp sync and a registry entry that matches no database). A database named outrig
 exist: every target database is checked before anything is written.
 
 Exit status: 0 when every design document is in place (warnings do not change it), 1 on
-any error, 2 on a usage error; 130 (SIGINT) or 143 (SIGTERM) when interrupted, which cancels
+any error, 2 on a usage error or a FILE.yml that cannot be read; 130 (SIGINT) or 143 (SIGTERM) when interrupted, which cancels
 the upload and says what a staged build in hand was left as (its staging document deleted by
 cnp-server, or kept, with when to delete it). A second signal ends cnp at once.
 )";
@@ -157,7 +157,8 @@ Options:
   --server-user=USER  the user a cnp service on a unix socket runs as, as for cnp upload
   -h, --help          this text
 
-Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error.
+Exit status: 0 when everything is valid, 1 on any problem, 2 on a usage error or a FILE.yml
+that cannot be read.
 )";
 
 std::string Usage(const char* format, const std::string& program) {
@@ -190,6 +191,7 @@ struct Flags {
   std::string target;
   ChannelSecurity security;
   std::vector<std::string> positional;
+  std::set<std::string> given;  // the options named on the command line
 };
 
 // `upload` enables the options only cnp upload has (cnp check has the others).
@@ -204,6 +206,11 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   absl::StatusOr<cli::Arguments> args = cli::ParseArguments(argv, valued, toggles);
   if (!args.ok()) return args.status();
   Flags flags;
+  for (const std::set<std::string>* names : {&valued, &toggles}) {
+    for (const std::string& name : *names) {
+      if (args->Has(name)) flags.given.insert(name);
+    }
+  }
   flags.help = args->Has("help");
   flags.dry_run = args->Has("dry-run");
   flags.staged = args->Has("staged");
@@ -254,6 +261,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.staged_settle_seconds = static_cast<int>(std::min<int64_t>(*settle, 1'000'000));
   return flags;
 }
+
+// A FILE.yml that cannot be read (missing, a directory, not UTF-8) is bad input, exit status 2
+// as for every cnp command (common/file_text.h); one too large, an error like any other.
+int ExitStatusOfUnreadFile(const absl::Status& read) { return absl::IsInvalidArgument(read) ? 2 : 1; }
 
 // `path` "-" is standard input (as for cnp map), named "stdin" in messages and in the request.
 absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
@@ -344,7 +355,9 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
     }
   }
   absl::Status status = (*client)->FromGrpc(reader->Finish());
-  if (const int signal = interrupter.signal(); signal != 0) {
+  // A signal that came once the call had ended OK interrupted nothing: everything was written,
+  // and saying otherwise would have the user upload again what is there.
+  if (const int signal = interrupter.signal(); signal != 0 && !status.ok()) {
     // cnp-server's own account of what the cancel left is not sent to a call that is gone.
     PrintSummary(tally, /*failed=*/true, io.out);
     io.err << program << ": " << InterruptedUpload(signal, staging) << "\n";
@@ -409,6 +422,18 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
                            "registry entries removed, it builds no views (see --help)\n";
       return 2;
     }
+    // Taken and then ignored, they would let a user believe they applied (a --target that
+    // was never called, a --view-server that changed nothing).
+    for (const char* unused : {"view-server", "drop-unknown-fields", "allow-system-databases",
+                               "staged-settle-timeout", "max-yaml-bytes", "target", "tls",
+                               "tls-ca", "tls-cert", "tls-key", "auth-token-file", "server-user"}) {
+      if (flags->given.count(unused) > 0) {
+        io.err << program << ": --" << unused << " has no effect with --remove: --remove marks "
+                             "registry entries removed in CouchDB itself, without cnp-server or "
+                             "any design document (see --help)\n";
+        return 2;
+      }
+    }
     return RemoveFromRegistry(program, *flags, io);
   }
   // With --register the registry stands where DATABASE would: there is no default database.
@@ -465,7 +490,7 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     if (absl::Status read = AddFile(flags->positional[i], flags->max_yaml_bytes, request);
         !read.ok()) {
       io.err << program << ": " << read.message() << "\n";
-      return 1;
+      return ExitStatusOfUnreadFile(read);
     }
   }
   return Send(program, target, flags->security, request,
@@ -493,7 +518,7 @@ int RunCheck(const std::vector<std::string>& args, CommandIo io) {
   for (const std::string& path : flags->positional) {
     if (absl::Status read = AddFile(path, flags->max_yaml_bytes, request); !read.ok()) {
       io.err << program << ": " << read.message() << "\n";
-      return 1;
+      return ExitStatusOfUnreadFile(read);
     }
   }
   std::string target = flags->target.empty() ? DefaultTarget() : flags->target;

@@ -645,6 +645,12 @@ TEST_F(SyncIntegrationTest, RemoveRefusesStagedNeedsRegisterAndDryRunWritesNothi
   EXPECT_THAT(err, HasSubstr("--staged and --remove do not go together"));
   EXPECT_EQ(run({"cnp upload", "--remove", server_->url(), "towns"}, &out, &err), 2);
   EXPECT_THAT(err, HasSubstr("--remove takes design documents out of a registry: it needs --register"));
+  // Found by a review: options --remove has no use for were taken and ignored.
+  for (const char* unused : {"--target=unix:/tmp/x.sock", "--view-server=python3", "--drop-unknown-fields", "--tls"}) {
+    EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", unused, server_->url(), "towns"}, &out, &err), 2)
+        << unused;
+    EXPECT_THAT(err, HasSubstr("has no effect with --remove")) << unused;
+  }
   EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", "--dry-run", server_->url(), "towns"}, &out, &err), 0)
       << out << err;
   EXPECT_THAT(out, HasSubstr("would remove reg8/towns@classification:account"));

@@ -352,8 +352,9 @@ TEST_F(UploadCommandTest, CheckPrintsDocumentsOrProblemsWithFileAndLine) {
   EXPECT_THAT(problems.err, HasSubstr(absl::StrCat(bad, ":3:14: error: \"nowhere.fn\" cannot be used")));
   EXPECT_THAT(problems.err, HasSubstr("cnp check: 1 error in the design documents\n"));
 
+  // Bad input, exit status 2 as for every cnp command (it was 1 here, 2 for cnp map).
   CommandRun unreadable = Check({"--target=" + target_, "/nonexistent/x.yml"});
-  EXPECT_EQ(unreadable.exit_code, 1);
+  EXPECT_EQ(unreadable.exit_code, 2);
   EXPECT_THAT(unreadable.err, HasSubstr("cannot read /nonexistent/x.yml"));
 }
 
