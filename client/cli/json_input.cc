@@ -1,6 +1,7 @@
 #include "client/cli/json_input.h"
 
 #include <cctype>
+#include <cstdint>
 #include <iostream>
 #include <iterator>
 #include <sstream>
@@ -156,10 +157,27 @@ absl::StatusOr<std::vector<std::string>> Split(const std::string& text, const st
 }  // namespace
 
 absl::StatusOr<std::string> ReadInput(const std::string& path) {
+  // No more than one call can carry (the client library's message limit): read whole, a
+  // larger input (or /dev/zero) only took memory until it ran out.
+  constexpr int64_t kMaxInputBytes = int64_t{256} << 20;
+  std::string text;
   if (path == "-") {
-    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    char chunk[64 * 1024];
+    while (static_cast<int64_t>(text.size()) <= kMaxInputBytes &&
+           std::cin.read(chunk, sizeof chunk).gcount() > 0) {
+      text.append(chunk, static_cast<size_t>(std::cin.gcount()));
+    }
+  } else {
+    absl::StatusOr<std::string> read = ReadFileText(path, kMaxInputBytes);
+    if (!read.ok()) return read.status();
+    text = *std::move(read);
   }
-  return ReadFileText(path);
+  if (static_cast<int64_t>(text.size()) > kMaxInputBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path == "-" ? "stdin" : path, " is larger than ", kMaxInputBytes >> 20,
+        " MiB, more than one call to cnp-server can carry: split it"));
+  }
+  return text;
 }
 
 absl::StatusOr<std::vector<std::string>> SplitJsonValues(const std::string& text,

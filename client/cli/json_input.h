@@ -13,7 +13,8 @@ namespace cnp::cli {
 // read with recursion bounded by it, so a deeper document is an error, never a stack overflow.
 inline constexpr int kMaxJsonDepth = 4096;
 
-// The whole content of `path` ("-" means stdin).
+// The whole content of `path` ("-" means stdin); INVALID_ARGUMENT past 256 MiB, more than one
+// call to cnp-server can carry.
 absl::StatusOr<std::string> ReadInput(const std::string& path);
 
 // The JSON values in `text`, each exactly as written. A single top-level array is spread

@@ -185,6 +185,12 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun folder = Cnp("validate svc_fns.picky /");
   EXPECT_EQ(folder.exit_code, 2);
   EXPECT_THAT(folder.out, HasSubstr("cannot read /: Is a directory"));
+  // Found by a review: input was read whole however large (/dev/zero until memory ran out);
+  // more than one call can carry is bad input now.
+  CliRun endless = Cnp("map svc_fns.doubled /dev/zero");
+  EXPECT_EQ(endless.exit_code, 2);
+  EXPECT_THAT(endless.out, HasSubstr("/dev/zero is larger than 256 MiB, more than one call to "
+                                     "cnp-server can carry"));
   CliRun no_declaration = Cnp("derive http://127.0.0.1:9 /nonexistent/derive.yml");
   EXPECT_EQ(no_declaration.exit_code, 2);
   EXPECT_THAT(no_declaration.out,
@@ -251,7 +257,7 @@ TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
   testing::WriteFile(yaml, "location:\n  views:\n    towns: svc_fns.caf\xe9\n", 0644);
   for (const char* command : {"check", "upload --dry-run http://127.0.0.1:9 db"}) {
     CliRun run = Cnp(absl::StrCat(command, " ", target_, " ", yaml));
-    EXPECT_EQ(run.exit_code, 1) << command << run.out;
+    EXPECT_EQ(run.exit_code, 2) << command << run.out;  // bad input, as for every cnp command
     EXPECT_THAT(run.out, HasSubstr(absl::StrCat(yaml, ":3:23: not UTF-8 (byte 0xe9)"))) << command;
     EXPECT_THAT(run.out, ::testing::Not(HasSubstr("libprotobuf"))) << command;
   }
@@ -286,7 +292,7 @@ TEST_F(CnpCliTest, CheckAndUploadReadYamlFromStdin) {
   EXPECT_THAT(wrong.out, HasSubstr("stdin:3:")) << wrong.out;
 
   CliRun twice = Cnp(absl::StrCat("upload --dry-run ", target_, " http://127.0.0.1:9 db - -"), "");
-  EXPECT_EQ(twice.exit_code, 1) << twice.out;
+  EXPECT_EQ(twice.exit_code, 2) << twice.out;
   EXPECT_THAT(twice.out, HasSubstr("- (standard input) is named more than once")) << twice.out;
 }
 
