@@ -79,9 +79,9 @@ none, a database not created yet) is named in a warning, and the summary counts 
 with `cnp upload` and a pattern that matches no database, that is not an error. While
 following, the warning is given once per entry, and again when the entry changes.
 
-SIGINT or SIGTERM stops it once the database in hand is done (while following, a poll of
-_db_updates under way is waited for: up to 30 seconds), saying so on stderr; a second one
-stops it at once. The next run's first pass catches up with whatever was left.
+SIGINT or SIGTERM stops it once the database in hand is done, saying so on stderr; a request
+to CouchDB under way is waited for (a poll of _db_updates while following, or a request
+CouchDB does not answer: up to about a minute); a second one stops it at once. The next run's first pass catches up with whatever was left.
 
 When an entry's targets narrow (a classification's pattern or its databases: changed, the
 same entry), a full pass (--once, the first, and one after each registry change) takes its
