@@ -203,33 +203,35 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
     }
     if (*loopback) continue;
     const bool in_file = sources.FromFile("listen") != nullptr;
+    auto refuse = [&](absl::string_view why, absl::string_view setting_advice,
+                      absl::string_view flag_advice) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "", "refusing to listen on ",
+          address->host_port, " ", why, in_file ? setting_advice : flag_advice));
+    };
     if (tls) {
       // TLS keeps the calls private, but says nothing of who makes them: anyone who can reach
       // the address could run functions. A token or client certificates say who may.
       if (!c.auth_token_file.empty() || !c.tls_client_ca.empty() || c.insecure) continue;
-      return absl::FailedPreconditionError(absl::StrCat(
-          in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "",
-          "refusing to listen on ", address->host_port, " with nothing to say who may call: TLS "
-          "keeps the calls private, but anyone who can reach it could run functions. ",
-          in_file ? "Set auth-token-file (a bearer token every call must carry) or tls-client-ca "
+      return refuse("with nothing to say who may call: TLS keeps the calls private, but anyone "
+                    "who can reach it could run functions. ",
+                    "Set auth-token-file (a bearer token every call must carry) or tls-client-ca "
                     "(clients need a certificate those CAs signed), listen on 127.0.0.1 or a unix "
-                    "socket, or set insecure: true if every host that can reach it may call"
-                  : "Give --auth-token-file (a bearer token every call must carry) or "
+                    "socket, or set insecure: true if every host that can reach it may call",
+                    "Give --auth-token-file (a bearer token every call must carry) or "
                     "--tls-client-ca (clients need a certificate those CAs signed), listen on "
                     "127.0.0.1 or a unix socket, or pass --insecure if every host that can reach "
-                    "it may call"));
+                    "it may call");
     }
     if (!c.insecure) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          in_file ? absl::StrCat(Subject(sources, "listen", i), " ") : "",
-          "refusing to listen on ", address->host_port, " in plaintext: anyone who can reach "
-          "it could run functions and read what they return. ",
-          in_file ? "Set tls-cert and tls-key (and tls-client-ca or auth-token-file to say who "
+      return refuse("in plaintext: anyone who can reach it could run functions and read what "
+                    "they return. ",
+                    "Set tls-cert and tls-key (and tls-client-ca or auth-token-file to say who "
                     "may call), listen on 127.0.0.1 or a unix socket, or set insecure: true if "
-                    "the network is trusted"
-                  : "Give --tls-cert and --tls-key (and --tls-client-ca or --auth-token-file "
+                    "the network is trusted",
+                    "Give --tls-cert and --tls-key (and --tls-client-ca or --auth-token-file "
                     "to say who may call), listen on 127.0.0.1 or a unix socket, or pass "
-                    "--insecure if the network is trusted"));
+                    "--insecure if the network is trusted");
     }
     if (!c.auth_token_file.empty()) {
       // About the token: it is what must not cross the network in plaintext.
