@@ -17,6 +17,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -403,8 +404,10 @@ int Run() {
     if (!next->has_value()) break;  // CouchDB closed stdin: the normal end
     const std::string_view line = **next;
     const couchdb::CommandKind command = couchdb::PeekCommand(line);
-    if (command == couchdb::CommandKind::kReset) {
-      // Answered at once: CouchDB sends a reset with every checkout of this process.
+    if (command == couchdb::CommandKind::kReset &&
+        std::holds_alternative<couchdb::command::Reset>(couchdb::ParseCommand(line))) {
+      // Answered at once: CouchDB sends a reset with every checkout of this process. (One that
+      // is not JSON goes on as any such line, which ends the process as in couchjs.)
       if (!couchdb::WriteAll(kStdout, "true\n").ok()) return 1;
       state.OnReset(line);
       service.Send(line);

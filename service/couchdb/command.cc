@@ -440,7 +440,14 @@ Command ParseCommand(std::string_view line, ReduceValues values) {
         TrimJsonText(line.substr(kMapDocPrefix.size(), line.size() - kMapDocPrefix.size() - 1))};
   }
   const CommandKind peeked = PeekCommand(line);
-  if (peeked == CommandKind::kReset) return ParseReset(line);
+  if (peeked == CommandKind::kReset) {
+    // couchjs parses every line whole first: a reset that is not JSON ends the process as any
+    // such line does. (Short, so checking it costs nothing.)
+    if (LineScan scan = ScanLine(line, /*stop_at_third=*/false); scan.result.IsError()) {
+      return command::NotACommand{ScanProblem(scan, scan.result.Offset()), line};
+    }
+    return ParseReset(line);
+  }
   if (values == ReduceValues::kLeftToTheWorker &&
       (peeked == CommandKind::kReduce || peeked == CommandKind::kRereduce)) {
     if (std::optional<Command> reduce = ParseReduceHead(line, peeked == CommandKind::kRereduce)) {

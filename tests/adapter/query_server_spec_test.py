@@ -435,6 +435,10 @@ class QueryServerSpecTest(harness.ServerTestCase):
     def test_exits_on_a_line_that_is_not_json(self):
         self.assert_exits_with("this is not json", ["fatal", "query_protocol_error"])
 
+    def test_exits_on_a_reset_that_is_not_json(self):
+        # couchjs parses the line first and exits; it was answered true and the session went on.
+        self.assert_exits_with('["reset",{broken', ["fatal", "query_protocol_error"])
+
     def test_truncated_last_line_is_answered(self):
         # Never dropped in silence: half a line is not JSON, which is fatal as on any line.
         self.qs.process.stdin.write(b'["map_doc",{"_id":"cut')

@@ -82,16 +82,18 @@ TEST(ParseCommandTest, MapDocKeepsTheDocumentsBytes) {
   EXPECT_EQ(missing.message, "'map_doc' is missing arguments");
 }
 
-TEST(ParseCommandTest, ResetIsAlwaysAReset) {
+TEST(ParseCommandTest, ResetIsAResetWhenItIsJson) {
   EXPECT_EQ(As<command::Reset>(R"(["reset",{"timeout":2500,"reduce_limit":"log"}])")
                 .config.timeout,
             absl::Milliseconds(2500));
   EXPECT_EQ(As<command::Reset>(R"(["reset",{"reduce_limit":true}])").config.reduce_limit,
             QueryConfig::ReduceLimit::kOn);
-  // Answered already by whoever read it: a broken configuration is the defaults, never an error
-  // that would be a second answer.
-  EXPECT_FALSE(As<command::Reset>(R"(["reset",{"timeout":)").config.timeout.has_value());
   EXPECT_FALSE(As<command::Reset>(R"(["reset"])").config.timeout.has_value());
+  // A configuration that is JSON but not one is the defaults.
+  EXPECT_FALSE(As<command::Reset>(R"(["reset",{"timeout":"soon"}])").config.timeout.has_value());
+  // A line that is not JSON is no reset, as in couchjs, which parses every line first and exits
+  // (the adapter answers only a reset that is JSON itself, so this is the only answer).
+  As<command::NotACommand>(R"(["reset",{"timeout":)");
 }
 
 TEST(ParseCommandTest, AddFunAndAddLib) {
