@@ -2,10 +2,12 @@
 
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/sync/registry_pages.h"
 #include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
@@ -15,9 +17,6 @@ namespace cnp::client::sync {
 namespace {
 
 using ::cnp::couchdb::CouchClient;
-using ::cnp::couchdb::HttpError;
-using ::cnp::couchdb::HttpResponse;
-using ::cnp::couchdb::ParseJson;
 
 std::string Field(const rapidjson::Value& doc, const char* name) {
   return std::string(::cnp::couchdb::StringMember(doc, name));
@@ -97,23 +96,16 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
                               const std::vector<std::string>& names, bool dry_run,
                               int max_conflict_retries, const RegistrySync::Emit& emit) {
   if (max_conflict_retries <= 0) max_conflict_retries = kDefaultMaxConflictRetries;
-  absl::StatusOr<HttpResponse> response = couch.Get(
-      absl::StrCat(::cnp::couchdb::DatabasePath(registry), "/_all_docs?include_docs=true"));
-  absl::Status failed;
-  if (!response.ok()) {
-    failed = response.status();
-  } else if (response->status != 200) {
-    failed = HttpError(*response, absl::StrCat("reading the registry \"", registry, "\""),
-                       couch.base_url());
-  }
-  absl::StatusOr<rapidjson::Document> all =
-      failed.ok() ? ::cnp::couchdb::ParseJsonExact(response->body)
-                  : absl::StatusOr<rapidjson::Document>(failed);
-  if (failed.ok() && (!all.ok() || !all->IsObject() || !all->HasMember("rows") ||
-                      !(*all)["rows"].IsArray())) {
-    failed = absl::UnknownError(absl::StrCat("CouchDB at ", couch.base_url(),
-                                             " sent a malformed _all_docs of ", registry));
-  }
+  struct Entry {
+    std::string id, name;
+  };
+  std::vector<Entry> entries;  // the registry's entries, in id order
+  absl::Status failed = ForEachRegistryDocument(
+      couch, registry, absl::StrCat("reading the registry \"", registry, "\""),
+      [&](const rapidjson::Value& doc) {
+        if (Field(doc, "type") != ::cnp::couchdb::kRegistryEntryType) return;
+        entries.push_back({Field(doc, "_id"), Field(doc, "name")});
+      });
   if (!failed.ok()) {
     EmitError(emit, failed, registry, "");
     return failed;
@@ -122,11 +114,8 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
   for (std::string name : names) {
     if (absl::StartsWith(name, "_design/")) name = name.substr(8);
     std::set<std::string> ids;  // sorted: the same order on every run
-    for (const auto& row : (*all)["rows"].GetArray()) {
-      if (!row.IsObject() || !row.HasMember("doc")) continue;
-      const rapidjson::Value& doc = row["doc"];
-      if (Field(doc, "type") != ::cnp::couchdb::kRegistryEntryType) continue;
-      if (Field(doc, "_id") == name || Field(doc, "name") == name) ids.insert(Field(doc, "_id"));
+    for (const Entry& entry : entries) {
+      if (entry.id == name || entry.name == name) ids.insert(entry.id);
     }
     if (ids.empty()) {
       absl::Status missing = absl::NotFoundError(absl::StrCat(

@@ -22,6 +22,7 @@
 #include "common/couchdb/registry_entry.h"
 #include "common/couchdb/target_databases.h"
 #include "client/sync/ownership_record.h"
+#include "client/sync/registry_pages.h"
 
 namespace cnp::client::sync {
 namespace {
@@ -233,10 +234,20 @@ void RegistrySync::EmitProblem(v1::UploadProblem::Severity severity, const absl:
 }
 
 absl::Status RegistrySync::LoadRegistry() {
-  absl::StatusOr<HttpResponse> response = couch_.Get(
-      absl::StrCat(::cnp::couchdb::DatabasePath(registry_), "/_all_docs?include_docs=true"));
-  if (!response.ok()) return response.status();
-  if (response->status == 404) {
+  std::vector<RegisteredDesignDoc> entries;
+  absl::Status read = ForEachRegistryDocument(
+      couch_, registry_, absl::StrCat("reading the registry \"", registry_, "\""),
+      [&](const rapidjson::Value& doc) {
+        if (StringField(doc, "type") != ::cnp::couchdb::kRegistryEntryType) return;
+        absl::StatusOr<RegisteredDesignDoc> entry = ReadEntry(doc);
+        if (!entry.ok()) {
+          EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");
+          return;
+        }
+        if (!options_.allow_system_databases && !KeepOffSystemTargets(*entry)) return;
+        entries.push_back(*std::move(entry));
+      });
+  if (absl::IsNotFound(read)) {
     // A database's URL given as CouchDB's: every database looks missing under it.
     if (absl::Status root = ::cnp::couchdb::CheckNotADatabaseUrl(
             couch_, "the registry database is named on the command line, after the URL");
@@ -248,30 +259,8 @@ absl::Status RegistrySync::LoadRegistry() {
         "; register design documents first: cnp upload --register ", registry_,
         " COUCHDB_URL FILE.yml"));
   }
-  if (response->status != 200) {
-    return HttpError(*response, absl::StrCat("reading the registry \"", registry_, "\""),
-                     couch_.base_url());
-  }
-  // Exactly: the entries' design documents are written to the targets, and CouchDB keeps an
-  // integer past 64 bits digit for digit.
-  absl::StatusOr<rapidjson::Document> all = ::cnp::couchdb::ParseJsonExact(response->body);
-  if (!all.ok() || !all->IsObject() || !all->HasMember("rows") || !(*all)["rows"].IsArray()) {
-    return absl::UnknownError(absl::StrCat("CouchDB at ", couch_.base_url(),
-                                           " sent a malformed _all_docs of ", registry_));
-  }
-  entries_.clear();
-  for (const auto& row : (*all)["rows"].GetArray()) {
-    if (!row.IsObject() || !row.HasMember("doc")) continue;
-    const rapidjson::Value& doc = row["doc"];
-    if (StringField(doc, "type") != ::cnp::couchdb::kRegistryEntryType) continue;
-    absl::StatusOr<RegisteredDesignDoc> entry = ReadEntry(doc);
-    if (!entry.ok()) {
-      EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");
-      continue;
-    }
-    if (!options_.allow_system_databases && !KeepOffSystemTargets(*entry)) continue;
-    entries_.push_back(*std::move(entry));
-  }
+  if (!read.ok()) return read;
+  entries_ = std::move(entries);
   if (entries_.empty()) {
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::NotFoundError(absl::StrCat("the registry \"", registry_,

@@ -68,7 +68,7 @@ class ScriptedCouch {
       return {200, absl::StrCat(R"(["_users", "cnp_registry", "account/a1", "other")",
                                 polls_ >= 1 ? R"(, "account/new"])" : "]")};
     }
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true&limit=500") {
       return {200, RegistryAllDocs(polls_ >= 2 ? 124 : 123)};
     }
     if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll&timeout=30000&since=")) {
@@ -186,7 +186,7 @@ ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScr
       return {200, absl::StrCat(R"({"results": [], "last_seq": ")", script.last_seq, "\"}")};
     }
     if (call == "GET /_all_dbs") return {200, script.all_dbs};
-    if (call == "GET /cnp_registry/_all_docs?include_docs=true") {
+    if (call == "GET /cnp_registry/_all_docs?include_docs=true&limit=500") {
       if (script.registry) return script.registry(polls);
       return {200, RegistryAllDocs(script.registry_version(polls))};
     }
@@ -765,7 +765,7 @@ TEST(RemovalTest, AConflictIsRetriedAsOftenAsMaxConflictRetriesSays) {
     int puts = 0;
     ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
       absl::MutexLock lock(&mu);
-      if (r.target == "/reg/_all_docs?include_docs=true") return {200, RegistryAllDocs(1)};
+      if (r.target == "/reg/_all_docs?include_docs=true&limit=500") return {200, RegistryAllDocs(1)};
       if (r.target != "/reg/towns%40classification%3Aaccount") return {500, R"({"error":"unscripted"})"};
       if (r.method == "GET") {
         absl::StatusOr<rapidjson::Document> all = couchdb::ParseJson(RegistryAllDocs(1));

@@ -41,7 +41,7 @@ TEST(MalformedEntryTest, ATargetOrRemovedOfTheWrongShapeIsReportedAsMalformed) {
   ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     if (r.target == "/_all_dbs") return {200, R"(["reg", "account/a1", "other"])"};
-    if (r.target == "/reg/_all_docs?include_docs=true") {
+    if (r.target == "/reg/_all_docs?include_docs=true&limit=500") {
       return {200, absl::StrCat(R"({"rows": [)", rows, "]}")};
     }
     unexpected.push_back(absl::StrCat(r.method, " ", r.target));

@@ -119,7 +119,7 @@ class HistoryCouch {
     }
     const std::string call = absl::StrCat(r.method, " ", r.target);
     if (call == "GET /_all_dbs") return {200, R"(["account/a1", "reg"])"};
-    if (call == "GET /reg/_all_docs?include_docs=true") {
+    if (call == "GET /reg/_all_docs?include_docs=true&limit=500") {
       return {200, absl::StrCat(R"({"rows": [{"id": "towns@classification:account", "doc": )",
                                 entry_, "}]}")};
     }

@@ -68,7 +68,7 @@ class SignallingCouch {
     }
     if (call == "GET /_db_updates?since=now") return {200, R"({"results": [], "last_seq": "1"})"};
     if (call == "GET /_all_dbs") return {200, all_dbs_};
-    if (call == "GET /reg/_all_docs?include_docs=true") return {200, kRegistry};
+    if (call == "GET /reg/_all_docs?include_docs=true&limit=500") return {200, kRegistry};
     if (absl::StartsWith(call, "GET /_db_updates?feed=longpoll")) {
       return {200, R"({"results": [{"db_name": "account/new", "type": "created"}],
                        "last_seq": "2"})"};

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/sync/registry_removal.h"
 #include "client/sync/registry_sync.h"
 #include "client/sync/sync_command.h"
 #include "client/upload/upload_command.h"
@@ -690,6 +691,35 @@ TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere
   EXPECT_EQ(client::sync::RunSync({"cnp sync", "--help"}, {.out = help, .err = none}), 0);
   EXPECT_THAT(help.str(), HasSubstr("Usage: cnp sync [options] COUCHDB_URL REGISTRY_DB"));
   EXPECT_THAT(help.str(), HasSubstr("--once"));
+}
+
+// Found by a review: the registry was read in one _all_docs answer, so a registry past the
+// answer limit (CouchClient's 64 MiB: many entries) stopped every pass and every --remove with
+// RESOURCE_EXHAUSTED. It is read a page at a time, fewer rows while a page is too long.
+TEST_F(SyncIntegrationTest, ARegistryLargerThanOneAnswerIsReadInPages) {
+  CreateDatabase("regpage");
+  CreateDatabase("pagetarget-1");
+  std::string yaml = "classifications:\n  pages: \"pagetarget-*\"\n";
+  for (int i = 0; i < 6; ++i) {
+    absl::StrAppend(&yaml, "paged", i, ":\n  classification: pages\n  views:\n    by_town: myviews.townmap\n");
+  }
+  UploadResult registered = Register("regpage", yaml);
+  ASSERT_TRUE(registered.status.ok()) << registered.status << "\n" << registered.Dump();
+  absl::StatusOr<couchdb::HttpResponse> whole = couch_->Get("/regpage/_all_docs?include_docs=true");
+  ASSERT_TRUE(whole.ok() && whole->status == 200);
+  // Every answer shorter than the whole registry's.
+  couchdb::CouchClient small({.base_url = server_->url(),
+                              .max_response_bytes = static_cast<int64_t>(whole->body.size()) - 1});
+  std::vector<v1::UploadEvent> events;
+  client::sync::RegistrySync sync(small, "regpage", {}, [&](const v1::UploadEvent& e) { events.push_back(e); });
+  absl::Status synced = sync.SyncAll();
+  ASSERT_TRUE(synced.ok()) << synced;
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_TRUE(Read(absl::StrCat("/pagetarget-1/_design/paged", i)).HasMember("views")) << i;
+  }
+  absl::Status removed = client::sync::RemoveRegistered(small, "regpage", {"paged5"}, /*dry_run=*/true, 3,
+                                                        [&](const v1::UploadEvent& e) { events.push_back(e); });
+  EXPECT_TRUE(removed.ok()) << removed;
 }
 
 }  // namespace
