@@ -57,7 +57,6 @@ absl::StatusOr<std::optional<std::string>> ReadNetrc(const std::string& path, bo
   const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
   ::close(fd);
   if (!regular) return cannot("not a regular file");
-  if (info.st_size > kMaxNetrcBytes) return cannot(absl::StrCat("larger than ", kMaxNetrcBytes, " bytes"));
   absl::StatusOr<std::string> text = ReadFileText(path, kMaxNetrcBytes);
   if (!text.ok()) return cannot(text.status().message());
   if (static_cast<int64_t>(text->size()) > kMaxNetrcBytes) {

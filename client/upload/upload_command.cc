@@ -133,9 +133,10 @@ cnp sync and a registry entry that matches no database). A database named outrig
 exist: every target database is checked before anything is written.
 
 Exit status: 0 when every design document is in place (warnings do not change it), 1 on
-any error, 2 on a usage error or a FILE.yml that cannot be read; 130 (SIGINT) or 143 (SIGTERM) when interrupted, which cancels
-the upload and says what a staged build in hand was left as (its staging document deleted by
-cnp-server, or kept, with when to delete it). A second signal ends cnp at once.
+any error, 2 on a usage error or a FILE.yml that cannot be read; 130 (SIGINT) or 143
+(SIGTERM) when interrupted, which cancels the upload and says what a staged build in hand was
+left as (its staging document deleted by cnp-server, or kept, with when to delete it). A
+second signal ends cnp at once.
 )";
 
 constexpr char kCheckUsage[] = R"(Usage: %s [options] FILE.yml [FILE.yml ...]

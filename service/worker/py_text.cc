@@ -23,13 +23,15 @@ std::string Utf8TextPrefix(PyObject* text, size_t max_bytes) {
   if (text == nullptr || !PyUnicode_Check(text)) return "";
   Py_ssize_t length;
   const char* utf8 = PyUnicode_AsUTF8AndSize(text, &length);  // kept by the str: no copy
-  if (utf8 == nullptr) {
+  std::string escaped;  // only for a str UTF-8 cannot hold (lone surrogates), which is copied
+  absl::string_view whole;
+  if (utf8 != nullptr) {
+    whole = absl::string_view(utf8, static_cast<size_t>(length));
+  } else {
     PyErr_Clear();
-    std::string escaped = Utf8Text(text);
-    if (escaped.size() <= max_bytes) return escaped;
-    return absl::StrCat(Utf8Prefix(escaped, max_bytes), "...");
+    escaped = Utf8Text(text);
+    whole = escaped;
   }
-  const absl::string_view whole(utf8, static_cast<size_t>(length));
   if (whole.size() <= max_bytes) return std::string(whole);
   return absl::StrCat(Utf8Prefix(whole, max_bytes), "...");
 }
