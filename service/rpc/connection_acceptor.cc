@@ -48,34 +48,23 @@ TcpPeer TcpPeerOf(int fd) {
   sockaddr_storage addr{};
   socklen_t len = sizeof addr;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
-  char text[INET6_ADDRSTRLEN] = "?";
   TcpPeer peer;
   peer.count_key = PeerCountKey(addr);
-  if (addr.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-      // An IPv4 client of a [::] listener: gRPC names it as IPv4, and so do we.
-      in_addr v4{};
-      std::memcpy(&v4, &in6->sin6_addr.s6_addr[12], sizeof v4);
-      ::inet_ntop(AF_INET, &v4, text, sizeof text);
-      peer.address = absl::StrCat("ipv4:", text);
-    } else {
-      // As gRPC's context.peer() spells it (a URI: brackets and the scope's '%' escaped), or
-      // probation would never match the calls an IPv6 connection makes.
-      ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-      const std::string scope =
-          in6->sin6_scope_id != 0 ? absl::StrCat("%25", in6->sin6_scope_id) : "";
-      peer.address = absl::StrCat("ipv6:%5B", text, scope, "%5D");
-    }
-    peer.uri = absl::StrCat(peer.address, ":", ntohs(in6->sin6_port));
-    return peer;
+  peer.address = Ipv4PeerName(addr);
+  if (peer.address.empty() && addr.ss_family == AF_INET6) {
+    // As gRPC's context.peer() spells it (a URI: brackets and the scope's '%' escaped), or
+    // probation would never match the calls an IPv6 connection makes.
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+    char text[INET6_ADDRSTRLEN] = "?";
+    ::inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+    const std::string scope = in6.sin6_scope_id != 0 ? absl::StrCat("%25", in6.sin6_scope_id) : "";
+    peer.address = absl::StrCat("ipv6:%5B", text, scope, "%5D");
   }
-  if (addr.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-    ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    peer.address = absl::StrCat("ipv4:", text);
-    peer.uri = absl::StrCat(peer.address, ":", ntohs(in->sin_port));
-  }
+  if (peer.address.empty()) return {};
+  const uint16_t port = addr.ss_family == AF_INET
+                            ? reinterpret_cast<const sockaddr_in&>(addr).sin_port
+                            : reinterpret_cast<const sockaddr_in6&>(addr).sin6_port;
+  peer.uri = absl::StrCat(peer.address, ":", ntohs(port));
   return peer;
 }
 

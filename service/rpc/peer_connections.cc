@@ -19,23 +19,28 @@ bool StillOpen(int fd, dev_t device, ino_t inode) {
 
 }  // namespace
 
-std::string PeerCountKey(const sockaddr_storage& address) {
-  char text[INET6_ADDRSTRLEN] = "?";
+std::string Ipv4PeerName(const sockaddr_storage& address) {
+  in_addr v4{};
   if (address.ss_family == AF_INET) {
-    const auto& in = reinterpret_cast<const sockaddr_in&>(address);
-    ::inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
-    return absl::StrCat("ipv4:", text);
+    v4 = reinterpret_cast<const sockaddr_in&>(address).sin_addr;
+  } else if (const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address);
+             address.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+    std::memcpy(&v4, &in6.sin6_addr.s6_addr[12], sizeof v4);
+  } else {
+    return {};
   }
+  char text[INET_ADDRSTRLEN] = "?";
+  ::inet_ntop(AF_INET, &v4, text, sizeof text);
+  return absl::StrCat("ipv4:", text);
+}
+
+std::string PeerCountKey(const sockaddr_storage& address) {
+  if (std::string v4 = Ipv4PeerName(address); !v4.empty()) return v4;
   if (address.ss_family != AF_INET6) return "?";
   const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address);
-  if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
-    in_addr v4{};
-    std::memcpy(&v4, &in6.sin6_addr.s6_addr[12], sizeof v4);
-    ::inet_ntop(AF_INET, &v4, text, sizeof text);
-    return absl::StrCat("ipv4:", text);
-  }
   in6_addr prefix = in6.sin6_addr;
   std::memset(&prefix.s6_addr[8], 0, 8);
+  char text[INET6_ADDRSTRLEN] = "?";
   ::inet_ntop(AF_INET6, &prefix, text, sizeof text);
   const std::string scope = in6.sin6_scope_id != 0 ? absl::StrCat("%", in6.sin6_scope_id) : "";
   return absl::StrCat("ipv6:", text, scope, "/64");

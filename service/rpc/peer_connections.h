@@ -21,6 +21,10 @@
 
 namespace cnp::rpc {
 
+// "ipv4:A" for an IPv4 address or an IPv4-mapped IPv6 one (a client of a [::] listener, which
+// gRPC names as IPv4 too); empty for any other address.
+std::string Ipv4PeerName(const sockaddr_storage& address);
+
 // What the connections of the peer at `address` (getpeername's) are counted under: "ipv4:A",
 // or "ipv6:P::/64" for the /64 that holds the IPv6 address (with its scope, if any); an
 // IPv4-mapped IPv6 address is its IPv4 address. "?" for any other family.

@@ -46,6 +46,12 @@ TEST(PeerCountKeyTest, AnIPv4PeerIsItsAddressHoweverItCame) {
   EXPECT_EQ(PeerCountKey(Ipv6("::ffff:192.0.2.7")), "ipv4:192.0.2.7");
 }
 
+TEST(Ipv4PeerNameTest, NamesIPv4PeersHoweverTheyCameAndNothingElse) {
+  EXPECT_EQ(Ipv4PeerName(Ipv4("192.0.2.7")), "ipv4:192.0.2.7");
+  EXPECT_EQ(Ipv4PeerName(Ipv6("::ffff:192.0.2.7")), "ipv4:192.0.2.7");
+  EXPECT_EQ(Ipv4PeerName(Ipv6("2001:db8::7")), "");
+}
+
 TEST(PeerConnectionsTest, APeerPastItsLimitIsRefusedAndAnotherIsNot) {
   PeerConnections connections(1);
   int first[2], second[2];
