@@ -217,7 +217,10 @@ std::string DocIdOf(const std::string& json, bool in_array) {
   DocIdReader reader(in_array);
   rapidjson::Reader parse;
   rapidjson::StringStream in(json.c_str());
-  parse.Parse(in, reader);  // stopped early on purpose, or not JSON: either way, what it found
+  // Without recursion: the request is not read yet by anything that bounds its nesting, and a
+  // recursive parse of "[[[[..." overflows this thread's stack. Stopped early on purpose, or
+  // not JSON: either way, what it found.
+  parse.Parse<rapidjson::kParseIterativeFlag>(in, reader);
   return reader.id();
 }
 

@@ -398,6 +398,27 @@ TEST_F(FunctionCallsTest, DocumentsThatAreNoJsonObjectsAreRefused) {
   EXPECT_TRUE(Await(calls.Validate(validate, absl::InfiniteFuture(), validated)).ok());
 }
 
+// Found by a review: the document id kept for a failed call's log line was read with
+// rapidjson's recursive parser, so a new_doc nested ten million arrays deep overflowed the
+// gRPC thread's stack and took the whole server down before any worker saw it. Read without
+// recursion, the call reaches the worker, whose own reader refuses such nesting.
+TEST_F(FunctionCallsTest, ADeeplyNestedDocumentDoesNotOverflowTheCallersStack) {
+  FakeTaskRunner runner(1, [](const Task&) {
+    Reply reply;
+    reply.mutable_validate();
+    return FakeAnswer{reply};
+  });
+  FunctionCalls calls(runner, {});
+  constexpr size_t kDepth = 10'000'000;
+  v1::ValidateRequest validate;
+  validate.set_function("checks.author");
+  validate.set_new_doc(absl::StrCat(R"({"a":)", std::string(kDepth, '['), std::string(kDepth, ']'),
+                                    R"(,"_id":"deep"})"));
+  v1::ValidateResponse validated;
+  EXPECT_TRUE(Await(calls.Validate(validate, absl::InfiniteFuture(), validated)).ok());
+  EXPECT_EQ(runner.started().size(), 1u);
+}
+
 // --- splitting, waves and order ------------------------------------------------------------
 
 TEST_F(FunctionCallsTest, MapEncodedCutsALargeBatchIntoWavesAndKeepsDocumentOrder) {
