@@ -408,12 +408,14 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFac
   if (answer.index() == 1) {
     status = absl::DeadlineExceededError(
         absl::StrCat("it did not answer within ", absl::FormatDuration(timeout)));
-  } else if (const absl::StatusOr<Reply>& reply = std::get<0>(answer); !reply.ok()) {
-    status = absl::UnavailableError(absl::StrCat(reply.status().message(), "; the worker ",
-                                                 co_await HowItEnded(*worker, absl::Milliseconds(200))));
-  } else if (!reply->has_resolve()) {
-    status = absl::InternalError(
-        absl::StrCat("its first answer was unexpected: ", reply->ShortDebugString()));
+  } else if (!std::get<0>(answer).ok()) {
+    // (A co_await of its own, with no temporary beside it: GCC 12 mishandles those.)
+    const std::string how = co_await HowItEnded(*worker, absl::Milliseconds(200));
+    status = absl::UnavailableError(
+        absl::StrCat(std::get<0>(answer).status().message(), "; the worker ", how));
+  } else if (!std::get<0>(answer)->has_resolve()) {
+    status = absl::InternalError(absl::StrCat("its first answer was unexpected: ",
+                                              std::get<0>(answer)->ShortDebugString()));
   }
   if (status.ok()) {
     // The tracebacks of --preload-module imports that raised come with the answer.

@@ -225,8 +225,9 @@ asio::awaitable<absl::StatusOr<SessionWorker>> SessionWorkerPool::Take(absl::Tim
     SessionWorker worker = std::move(spares_.back());
     spares_.pop_back();
     if (worker.process->SpokeUnprompted()) {
-      LogWarning("spare session worker ", worker.id, " (pid ", worker.process->pid(), ") ",
-                 co_await pool::HowItEnded(*worker.process, kEndGrace), "; starting another");
+      const std::string how = co_await pool::HowItEnded(*worker.process, kEndGrace);
+      LogWarning("spare session worker ", worker.id, " (pid ", worker.process->pid(), ") ", how,
+                 "; starting another");
       continue;
     }
     in_session_[worker.id] = worker.process->pid();

@@ -12,6 +12,7 @@
 
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -128,6 +129,25 @@ class ProcessWorkerPoolTest : public ::testing::Test {
   std::unique_ptr<BlockingTaskRunner> blocking_;
   std::thread thread_;
 };
+
+// A worker that ends before it answers its first task (here: an argument it does not know)
+// is UNAVAILABLE, and the error says how it ended, for the operator's log.
+TEST(ProcessWorkerTest, AWorkerThatEndsBeforeItsFirstAnswerSaysHowItEnded) {
+  ProcessWorkerFactory factory(
+      WorkerCommand{Runfile("service/worker/cnp-worker"), {"--fd=3", "--no-such-argument"}});
+  asio::io_context io;
+  std::optional<absl::StatusOr<std::unique_ptr<ProcessWorker>>> started;
+  asio::co_spawn(io, factory.StartProcess(absl::Seconds(30)),
+                 [&](std::exception_ptr, absl::StatusOr<std::unique_ptr<ProcessWorker>> worker) {
+                   started = std::move(worker);
+                 });
+  io.run();
+  ASSERT_TRUE(started.has_value());
+  ASSERT_FALSE(started->ok());
+  EXPECT_EQ(started->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(started->status().message()),
+              HasSubstr("; the worker exited with status 2"));
+}
 
 TEST_F(ProcessWorkerPoolTest, ExchangesATaskWithAWorkerProcess) {
   StartPool(1);
