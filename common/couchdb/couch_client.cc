@@ -160,10 +160,6 @@ absl::StatusOr<HttpResponse> CouchClient::Get(absl::string_view path, absl::Dura
   return Perform("GET", path, nullptr, true, std::max(timeout, absl::Milliseconds(1)));
 }
 
-absl::StatusOr<HttpResponse> CouchClient::GetWithoutTimeout(absl::string_view path) {
-  return Perform("GET", path, nullptr, false, options_.timeout);
-}
-
 absl::StatusOr<HttpResponse> CouchClient::GetStreaming(
     absl::string_view path, const std::function<bool(absl::string_view)>& on_data,
     const std::function<bool()>& keep_going) {

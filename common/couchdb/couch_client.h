@@ -73,8 +73,6 @@ class CouchClient {
   absl::StatusOr<HttpResponse> Put(absl::string_view path, absl::string_view json, absl::Duration timeout);
   absl::StatusOr<HttpResponse> Post(absl::string_view path, absl::string_view json, absl::Duration timeout);
   absl::StatusOr<HttpResponse> Delete(absl::string_view path, absl::Duration timeout);
-  // A GET that may take as long as the server needs (an index build).
-  absl::StatusOr<HttpResponse> GetWithoutTimeout(absl::string_view path);
   // A GET whose body, if the answer is a success, goes to `on_data` as it arrives instead of
   // into the response (a continuous _changes feed, which never ends by itself); an error
   // answer's body is kept in the response as usual. There is no overall timeout: the transfer

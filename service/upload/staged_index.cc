@@ -85,12 +85,13 @@ bool IsStagingDocumentOf(const rapidjson::Value& doc, absl::string_view name,
 }
 
 StagedIndexBuild::StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
-                                   absl::Duration poll_interval,
+                                   absl::Duration poll_interval, absl::Duration heartbeat,
                                    std::function<bool(const v1::IndexBuildProgress&)> report)
     : couch_(couch),
       database_(std::move(database)),
       name_(std::move(name)),
       poll_interval_(poll_interval),
+      heartbeat_(heartbeat),
       report_(std::move(report)) {}
 
 bool StagedIndexBuild::Report(absl::string_view phase, int64_t done, int64_t total) {
@@ -176,9 +177,23 @@ absl::Status StagedIndexBuild::Build(const rapidjson::Value& document) {
     if (!Report("building", done, total)) return StoppedByRequest();
     if (!PauseUnlessStopped(couch_.stop(), poll_interval_)) return StoppedWhileWaiting();
   }
-  // The task list may not show a build that has not started yet or was missed between polls;
-  // a plain query waits until the index is up to date, so it is the proof.
-  absl::StatusOr<couchdb::HttpResponse> built = couch_.GetWithoutTimeout(view_path);
+  // The task list may not show a build that has not started yet or was missed between polls
+  // (nor, to a database admin, any build at all); a plain query waits until the index is up to
+  // date, so it is the proof. It may wait for hours: meanwhile a "building" event every
+  // heartbeat_ keeps the call visibly alive, or a proxy in between (nginx's grpc_read_timeout)
+  // would cut a call that sent nothing, and the build with it.
+  absl::Time next_heartbeat = absl::Now() + heartbeat_;
+  bool listener_gone = false;
+  const std::function<bool(absl::string_view)> discard = [](absl::string_view) { return true; };
+  const std::function<bool()> keep_going = [&] {
+    if (absl::Now() < next_heartbeat) return true;
+    next_heartbeat = absl::Now() + heartbeat_;
+    listener_gone = !Report("building");
+    return !listener_gone;
+  };
+  absl::StatusOr<couchdb::HttpResponse> built =
+      couch_.GetStreaming(view_path, discard, keep_going);
+  if (listener_gone) return StoppedByRequest();
   if (!built.ok()) return built.status();
   if (built->status != 200) {
     return couchdb::HttpError(*built, absl::StrCat("building the index of ", staging_id),

@@ -41,8 +41,10 @@ class StagedIndexBuild {
  public:
   // `report` gets each progress step; it returns false when nobody listens any more, which
   // ends the wait (the staging document is left for the next run to reuse).
+  // `heartbeat`: how often a "building" event is sent while the index build shows no
+  // progress to report.
   StagedIndexBuild(couchdb::CouchClient& couch, std::string database, std::string name,
-                   absl::Duration poll_interval,
+                   absl::Duration poll_interval, absl::Duration heartbeat,
                    std::function<bool(const v1::IndexBuildProgress&)> report);
 
   // Writes the staging document for `document`'s index inputs, starts its index build and
@@ -97,6 +99,7 @@ class StagedIndexBuild {
   std::string database_;
   std::string name_;
   absl::Duration poll_interval_;
+  absl::Duration heartbeat_;
   std::function<bool(const v1::IndexBuildProgress&)> report_;
   std::string staging_rev_;
   bool put_sent_ = false;

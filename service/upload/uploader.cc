@@ -566,7 +566,7 @@ class UploadRun {
           if (request_.staged() && plan.index_rebuild &&
               !(staged_document && couchdb::SameIndexInputs(*staged_document, plan.document))) {
             staging.emplace(*couch_, target.database, target.spec->name,
-                            options_.staged_poll_interval,
+                            options_.staged_poll_interval, options_.staged_heartbeat,
                             [this](const v1::IndexBuildProgress& progress) {
                               v1::UploadEvent e;
                               *e.mutable_progress() = progress;

@@ -38,6 +38,10 @@ class Uploader {
     absl::Duration http_timeout = absl::Seconds(60);
     // How often a staged deploy polls CouchDB's _active_tasks for its index build's progress.
     absl::Duration staged_poll_interval = absl::Seconds(2);
+    // How often a staged deploy whose build shows no progress (not in _active_tasks, or not
+    // readable there) still sends a "building" event: well within a proxy's read timeout
+    // (nginx's grpc_read_timeout is 60 s unless set).
+    absl::Duration staged_heartbeat = absl::Seconds(20);
     // How long a staged deploy waits for the live document's index to be committed before it
     // gives up and keeps the staging document (a request's staged_settle_seconds wins).
     absl::Duration staged_settle_timeout = absl::Seconds(60);

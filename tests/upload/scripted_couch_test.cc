@@ -388,6 +388,43 @@ TEST_F(ScriptedCouchTest, ADatabaseAdminGetsAStagedDeployWithoutProgressNumbers)
   EXPECT_EQ(result.Outcome("_design/location", "big").action(), v1::DesignDocOutcome::UPDATED);
 }
 
+// Found by a review: once _active_tasks showed no build (not started yet, or a database admin
+// who may not read it), the upload waited on the view query for as long as the build took and
+// sent nothing meanwhile, so a proxy's read timeout (nginx's grpc_read_timeout) cut the call,
+// and the build with it. It now sends a "building" event every heartbeat while it waits. The
+// view's answer below is held until one has come.
+TEST_F(ScriptedCouchTest, AStagedDeployKeepsReportingWhileTheViewQueryWaitsForTheBuild) {
+  absl::Notification heartbeat_seen;
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "GET /big/_design/location__staging/_view/towns?limit=0") {
+      heartbeat_seen.WaitForNotificationWithTimeout(absl::Seconds(30));
+      return {200, R"({"total_rows": 0, "offset": 0, "rows": []})"};
+    }
+    if (absl::EndsWith(call, "/_info")) return {200, IndexInfo(7, false)};
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
+    return StagedDeployAnswer(call);
+  }));
+  options_.staged_heartbeat = absl::Milliseconds(1);
+  v1::UploadRequest request = Request(couch.url());
+  request.set_staged(true);
+  Uploader uploader(runner_, options_);
+  std::vector<std::string> phases;
+  const absl::Status status = uploader.Run(request, [&](const v1::UploadEvent& event) {
+    if (!event.has_progress()) return true;
+    phases.push_back(event.progress().phase());
+    if (phases.back() == "building") heartbeat_seen.Notify();
+    return true;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(heartbeat_seen.HasBeenNotified());
+  ASSERT_GE(phases.size(), 5u);
+  EXPECT_EQ(phases[0], "staged");
+  EXPECT_EQ(phases[1], "building");
+  EXPECT_THAT(std::vector<std::string>(phases.end() - 3, phases.end()),
+              ElementsAre("built", "settled", "cleaned"));
+}
+
 // A staged deploy whose Upload is cancelled (its stop requested) while CouchDB builds the
 // staging document's index (BuildingForever: the build never finishes).
 UploadResult StagedDeployCancelledDuringTheBuild(::cnp::testing::FakeBlockingTaskRunner& runner,
