@@ -25,6 +25,9 @@ class ExchangeListChannel : public ListChannel {
   explicit ExchangeListChannel(ListExchange& exchange) : exchange_(exchange) {}
 
   PyObject* Step(PyObject* step) override {
+    // A child the function forked must not take the next row: on a direct session it would
+    // wait for ever for a session thread it does not have, holding CouchDB's pipes open.
+    LeaveIfForkedChild();
     if (aborted()) return Abort();
     // The function caught the refusal of something past its answer's limit (a log() line):
     // it gets no further, as in any other task; the list ends there, ANSWER_TOO_LARGE.

@@ -934,6 +934,28 @@ class ForkedChildTest(unittest.TestCase):
         self.assertEqual(self.frames_until_the_worker_ends(), [])
         self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
 
+    def test_a_child_forked_in_a_direct_session_list_leaves_at_its_first_row(self):
+        """Found by a review: the child's get_row() waited for ever for the session thread it
+        does not have, holding CouchDB's pipes open."""
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        ddoc = {"_id": "_design/l", "lists": {"rows": "direct_session_fns.list_forks"}}
+        self.assertEqual(session.call(["ddoc", "new", "_design/l", ddoc]), ["true"])
+        start = json.loads(session.call(
+            ["ddoc", "_design/l", ["lists", "rows"], [{"total_rows": 1, "offset": 0}, {}]])[-1])
+        self.assertEqual(start[0], "start", self.worker.diagnostics())
+        self.assertEqual(json.loads(session.call(["list_row", {"key": "k", "value": 1}])[-1]),
+                         ["chunks", ["k\n"]])
+        self.assertEqual(json.loads(session.call(["list_end"])[-1]), ["end", ["END\n"]])
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        # Nothing more on CouchDB's pipe: the child wrote nothing, and none holds it open.
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+        self.assertEqual(self.frames_until_the_worker_ends(), [])
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
     def test_map_tasks_each_document_gets_its_own_rows(self):
         for function in self.FUNCTIONS:
             row = "parent" if function.endswith("exits") else "row"

@@ -71,3 +71,13 @@ def child_descriptors(doc):
     listing = subprocess.run(["sh", "-c", "ls /proc/$$/fd"], capture_output=True, text=True,
                              close_fds=False, check=True).stdout.split()
     yield doc["_id"], sorted(int(fd) for fd in listing if int(fd) > 2)
+
+
+def list_forks(head, req):
+    """Forks inside a list; parent and child both go on to read rows."""
+    import os
+    from couch_named_python import get_row, send
+    os.fork()
+    while (row := get_row()):
+        send(f"{row['key']}\n")
+    return "END\n"
