@@ -37,6 +37,17 @@ def show_crashes(doc, req):
     return doc["nope"]
 
 
+class _ReprExits(Exception):
+    """An exception whose repr() raises SystemExit."""
+
+    def __repr__(self):
+        raise SystemExit("from repr")
+
+
+def show_raises_repr_exits(doc, req):
+    raise _ReprExits("no repr")
+
+
 def bump(doc, req):
     if doc is None:
         return None, "nothing to bump"

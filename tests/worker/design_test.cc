@@ -197,6 +197,19 @@ TEST_F(DesignTest, AShowsStartIsMergedIntoItsAnswer) {
             R"(["resp",{"code":302,"headers":{"Location":"/elsewhere"}}])");
 }
 
+// Found by a review: an exception whose repr() raised SystemExit escaped the log line of a
+// render_error, and the show failed as the worker's INTERNAL error instead of the function's.
+TEST_F(DesignTest, AnExceptionWhoseReprRaisesIsStillARenderError) {
+  std::string args = std::string("[") + kOslo + "," + kReq + "]";
+  DesignFunctionResponse crash = Run(cnp::v1::SHOW, "worker_design.show_raises_repr_exits", args);
+  EXPECT_THAT(crash.reply(),
+              ::testing::StartsWith(R"(["error","render_error","_ReprExits: no repr)"));
+  EXPECT_EQ(crash.error().function(), "worker_design.show_raises_repr_exits");
+  ASSERT_EQ(crash.logs_size(), 1);
+  EXPECT_EQ(crash.logs(0).rfind("function raised error: _ReprExits \nstacktrace: ", 0), 0u)
+      << crash.logs(0);
+}
+
 // render.js renderError: the error is logged (exception and stack) before the render_error.
 TEST_F(DesignTest, RenderErrorIsLoggedWithItsTracebackFirst) {
   std::string args = std::string("[") + kOslo + "," + kReq + "]";

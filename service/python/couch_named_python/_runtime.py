@@ -247,7 +247,7 @@ def _error_reply(exc, kind, doc=None):
         return ["error", name, message or name], raised
     try:
         log(f"function raised error: {exc!r} \nstacktrace: {user_traceback(exc)}")
-    except Exception:  # noqa: BLE001 - a repr() that raises must not hide the error itself
+    except BaseException:  # noqa: BLE001 - a repr() that raises (even SystemExit) must not hide the error itself
         log(f"function raised error: {name} \nstacktrace: {user_traceback(exc)}")
     text = f"{name}: {message}" if message else name
     return ["error", "render_error", text], raised
