@@ -2,7 +2,9 @@
 
 #include <Python.h>
 
+#include <new>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -14,6 +16,10 @@
 
 namespace cnp::worker {
 namespace {
+
+constexpr char kListOutOfMemory[] =
+    "MemoryError: the worker ran out of memory running the list (its cap, cnp-server's "
+    "--worker-memory-mb, reached); the worker is being replaced";
 
 // Releases the GIL for the scope (the other thread runs Python meanwhile).
 class WithoutGil {
@@ -53,7 +59,13 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
       if (!task.has_list_start()) {
         return FailureReply(Failure::BAD_INPUT, "a list lease starts with a list_start task");
       }
-      thread_ = std::thread([this, start = task.list_start()] { RunList(start); });
+      try {
+        thread_ = std::thread([this, start = task.list_start()] { RunList(start); });
+      } catch (const std::system_error&) {
+        // No room for the thread's stack under the worker's memory cap.
+        Context().memory_error = true;
+        return FailureReply(Failure::INTERNAL, kListOutOfMemory);
+      }
     } else {
       Hand(task);
     }
@@ -64,7 +76,16 @@ class ThreadedListLease final : public pool::WorkerLease, private ListExchange {
   // On the list thread.
   void RunList(const v1::ListStart& start) ABSL_LOCKS_EXCLUDED(mutex_) {
     PyGILState_STATE gil = PyGILState_Ensure();
-    absl::StatusOr<pool::Reply> reply = RunInteractiveList(registry_, start, *this);
+    absl::StatusOr<pool::Reply> reply;
+    try {
+      reply = RunInteractiveList(registry_, start, *this);
+    } catch (const std::bad_alloc&) {
+      // The worker's own C++ could not grow a buffer under its memory cap, as the pool's path
+      // answers it (task_loop.cc); escaping this thread, it would abort the worker.
+      PyErr_Clear();
+      Context().memory_error = true;
+      reply = FailureReply(Failure::INTERNAL, kListOutOfMemory);
+    }
     {
       absl::MutexLock lock(&mutex_);
       to_session_ = std::move(reply);

@@ -8,6 +8,7 @@
 #include "rapidjson/error/en.h"
 #include "rapidjson/reader.h"
 #include "common/couchdb/large_numbers.h"
+#include "service/worker/json_buffer.h"
 #include "service/worker/user_exception.h"
 
 namespace cnp::worker {
@@ -211,7 +212,10 @@ constexpr unsigned kParseFlags = rapidjson::kParseInsituFlag |
 template <unsigned extra_flags, typename Builder>
 absl::StatusOr<PyRef> ReadInto(Builder& builder, std::string& buffer, size_t& end,
                                rapidjson::ParseErrorCode& code, DocumentSeen* seen) {
-  rapidjson::Reader reader;
+  // Its stack grows with rapidjson's default allocator, which does not check realloc: out of
+  // memory, it would write through a null pointer. This one throws std::bad_alloc, which the
+  // task's caller answers as memory_error.
+  rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, ThrowingAllocator> reader;
   rapidjson::InsituStringStream stream(buffer.data());
   rapidjson::ParseResult result = reader.Parse<kParseFlags | extra_flags>(stream, builder);
   end = stream.Tell();
