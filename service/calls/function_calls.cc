@@ -276,7 +276,7 @@ absl::Status RequireFunctions(int64_t count) {
 template <class Names>
 absl::Status CheckFunctions(const Names& names) {
   if (absl::Status s = RequireFunctions(names.size()); !s.ok()) return s;
-  if (names.size() > static_cast<size_t>(kMaxFunctionsPerCall)) return TooManyFunctions();
+  if (static_cast<int64_t>(names.size()) > kMaxFunctionsPerCall) return TooManyFunctions();
   int64_t index = 0;
   for (const std::string& name : names) {
     if (name.size() > kMaxFunctionNameBytes) {
