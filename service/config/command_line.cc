@@ -48,6 +48,10 @@ absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
           "--", name, " was given no value; write --", name, "=",
           flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
     }
+    if (written.value->empty() && RefusesEmptyValue(flag)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name, "= is empty; give a value, or leave the flag out for its default"));
+    }
     if (!flag.ParseFrom(*written.value, &ignored)) {
       if (std::string bound = OutOfWholeNumberRange(flag, *written.value); !bound.empty()) {
         return absl::InvalidArgumentError(

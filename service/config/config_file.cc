@@ -135,6 +135,9 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
                        absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
                                     ExampleOf(*flag, key)));
   }
+  if (value.Scalar().empty() && RefusesEmptyValue(*flag)) {
+    return ConfigError(path, value_mark, key, "an empty value; give one, or leave the key out");
+  }
   // absl's own words ("Illegal value 'x' specified for flag 'max_queue'") name the flag, which
   // the operator of a file never wrote; ours say the same.
   std::string ignored;

@@ -56,6 +56,10 @@ std::optional<std::string> ClosestSetting(const std::string& name) {
   return std::nullopt;
 }
 
+bool RefusesEmptyValue(const absl::CommandLineFlag& flag) {
+  return flag.IsOfType<std::string>() && flag.Name() != "adapter_settings";
+}
+
 std::string Expected(const absl::CommandLineFlag& flag) {
   if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
   if (flag.IsOfType<bool>()) return "true or false";

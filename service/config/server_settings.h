@@ -31,6 +31,11 @@ std::vector<std::string> ServerSettingNames();
 // The setting a misspelt key most likely meant (common/closest_name.h), dashed.
 std::optional<std::string> ClosestSetting(const std::string& name);
 
+// Whether an empty value of `flag` is refused: a string setting given as nothing (an unset
+// shell variable, a template filled with nothing) would otherwise quietly mean its default,
+// which for --auth-token-file or --tls-client-ca is "no check at all". The adapter's own
+// --adapter-settings is the exception; it writes that one itself.
+bool RefusesEmptyValue(const absl::CommandLineFlag& flag);
 // What a flag's value must look like, in the words of an error message: "a whole number".
 std::string Expected(const absl::CommandLineFlag& flag);
 // For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since

@@ -105,6 +105,24 @@ TEST(ListFlagTest, AnEmptyListInTheConfigFileIsRefused) {
   }
 }
 
+// An empty security setting (--auth-token-file=$TOKEN with TOKEN unset) started a server
+// that let every local user call, with nothing but a warning to show it.
+TEST(StringFlagTest, AnEmptyStringSettingIsRefusedNotTakenForItsDefault) {
+  const std::string dir = ShortTempDir();
+  for (const char* flag : {"--auth-token-file", "--tls-client-ca", "--access-log"}) {
+    SCOPED_TRACE(flag);
+    auto server = Launch(dir, {"--workers=1", std::string(flag) + "="});
+    ExpectRefused(*server, std::string(flag) + "= is empty; give a value, or leave the flag out");
+  }
+  for (const char* yaml : {"auth-token-file: ''\n", "socket-group: \"\"\n"}) {
+    SCOPED_TRACE(yaml);
+    WriteFile(dir + "/cnp.yaml", yaml, 0644);
+    auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
+    ExpectRefused(*server, dir + "/cnp.yaml:1:");
+    EXPECT_THAT(server->Log(), HasSubstr(": an empty value; give one, or leave the key out"));
+  }
+}
+
 // 2. --config=<a directory> aborted with an uncaught std::ios_base::failure (exit 134).
 TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
   const std::string dir = ShortTempDir();
