@@ -30,7 +30,14 @@ absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
     if (written.flag == nullptr) {
       const absl::CommandLineFlag* negated =
           absl::StartsWith(written.name, "no") ? find_ours(written.name.substr(2)) : nullptr;
-      if (negated != nullptr && negated->IsOfType<bool>()) continue;
+      if (negated != nullptr && negated->IsOfType<bool>()) {
+        if (equals == absl::string_view::npos) continue;  // --noinsecure
+        // absl refuses --noinsecure=true with its own exit 1; a mistake in a flag is exit 2.
+        const std::string positive = DashedFlagName(written.name.substr(2));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--", DashedFlagName(written.name), " takes no value; write --", positive,
+            "=false or --no", positive));
+      }
     } else if (equals != absl::string_view::npos) {
       written.value = std::string(arg.substr(equals + 1));
     } else if (!written.flag->IsOfType<bool>() && i + 1 < argv.size()) {

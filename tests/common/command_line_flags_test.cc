@@ -64,6 +64,16 @@ TEST(CommandLineFlagsTest, AbslsOwnFlagsAreUnknownAndHideNothing) {
               ElementsAre("?flagfile", "?fromenv", "?tryfromenv", "?noonly_check_args"));
 }
 
+// absl refuses --noinsecure=true itself, with its exit 1 where a mistake in a flag is exit 2
+// (config review finding): the walk refuses it first, saying what to write.
+TEST(CommandLineFlagsTest, ANegatedBooleanWithAValueIsRefused) {
+  const absl::Status status = JudgeCommandLineFlags(
+      {"prog", "--notest_insecure=true"}, Ours, [](const WrittenFlag&) { return absl::OkStatus(); });
+  EXPECT_TRUE(absl::IsInvalidArgument(status));
+  EXPECT_EQ(status.message(),
+            "--notest-insecure takes no value; write --test-insecure=false or --notest-insecure");
+}
+
 TEST(CommandLineFlagsTest, StopsAtTheEndOfFlagsAndAtTheFirstError) {
   EXPECT_THAT(Walk({"prog", "--test_insecure", "--", "--test_workers=3"}),
               ElementsAre("test_insecure"));
