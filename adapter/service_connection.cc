@@ -122,7 +122,13 @@ bool ReplyTaughtSession(couchdb::CommandKind kind, const v1::SessionOutput& repl
   const bool teaches = kind == couchdb::CommandKind::kAddLib ||
                        kind == couchdb::CommandKind::kAddFun ||
                        kind == couchdb::CommandKind::kDesignDocNew;
-  return teaches && !reply.exit() && reply.lines_size() == 1 && reply.lines(0) == "true";
+  if (!teaches || reply.exit() || reply.lines_size() == 0) return false;
+  // The function's module may log as it is imported: its log lines come before the `true`.
+  const int last = reply.lines_size() - 1;
+  for (int i = 0; i < last; ++i) {
+    if (!absl::StartsWith(reply.lines(i), R"(["log",)")) return false;
+  }
+  return reply.lines(last) == "true";
 }
 
 absl::Status CheckTargetSocket(const ServiceConnection::Options& options) {

@@ -97,8 +97,9 @@ TEST(SessionStateTest, KeepsADesignDocumentsFunctionsNotItsData) {
                                                R"("filters":{"f\"q":"m.f"}}])");
 }
 
-// The typed `accepted` first; from a server older than it, the old rule: exactly `true` to a line
-// that teaches the session. (The failover this feeds: old_server_failover_test.py.)
+// The typed `accepted` first; from a server older than it, the old rule: `true`, after nothing
+// but log lines, to a line that teaches the session. (The failover this feeds:
+// old_server_failover_test.py.)
 TEST(ReplyTaughtSessionTest, AcceptedOrATrueFromAServerWithoutTheField) {
   v1::SessionOutput accepted;
   accepted.add_lines("true");
@@ -120,6 +121,16 @@ TEST(ReplyTaughtSessionTest, AcceptedOrATrueFromAServerWithoutTheField) {
   v1::SessionOutput two_lines = old_true;
   two_lines.add_lines("true");
   EXPECT_FALSE(ReplyTaughtSession(CommandKind::kAddFun, two_lines));
+  // A module that logs as it is imported: the old server sent its log lines, then `true`
+  // (adapter review finding: the function was left out of the replay after a failover).
+  v1::SessionOutput logged;
+  logged.add_lines(R"(["log","loading the views"])");
+  logged.add_lines("true");
+  EXPECT_TRUE(ReplyTaughtSession(CommandKind::kAddFun, logged));
+  v1::SessionOutput logged_then_refused;
+  logged_then_refused.add_lines(R"(["log","loading the views"])");
+  logged_then_refused.add_lines(R"(["error","compilation_error","no such function"])");
+  EXPECT_FALSE(ReplyTaughtSession(CommandKind::kAddFun, logged_then_refused));
 }
 
 TEST(FindServerBinaryTest, AnExplicitBinaryWins) {
