@@ -49,19 +49,48 @@ namespace {
 constexpr int64_t kLargestMaxCallBytes = int64_t{kMaxFrameBytes} - (int64_t{1} << 20);
 static_assert(kLargestMaxCallBytes < std::numeric_limits<int>::max());
 
+// Whether this process may give a file to `gid`: root may, others only to a group they are in
+// (chown(2)).
+bool MayGiveFilesTo(gid_t gid) {
+  if (::geteuid() == 0 || ::getegid() == gid) return true;
+  const int count = ::getgroups(0, nullptr);
+  if (count <= 0) return false;
+  std::vector<gid_t> groups(static_cast<size_t>(count));
+  const int got = ::getgroups(count, groups.data());
+  return got > 0 && std::find(groups.begin(), groups.begin() + got, gid) != groups.begin() + got;
+}
+
 absl::StatusOr<int> ResolveGroup(const std::string& name) {
-  uint32_t gid = 0;
-  if (absl::SimpleAtoi(name, &gid)) return static_cast<int>(gid);
-  std::vector<char> buffer(16384);
-  group entry{};
-  group* found = nullptr;
-  if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-      found == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--socket-group: no group named '", name,
-                     "' (give a group name or a number)"));
+  gid_t gid = 0;
+  uint32_t number = 0;
+  if (absl::SimpleAtoi(name, &number)) {
+    // (gid_t)-1 is chown's "leave the group": the sockets would quietly stay 0600.
+    if (number == static_cast<uint32_t>(static_cast<gid_t>(-1))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--socket-group: ", name, " is no group id"));
+    }
+    gid = static_cast<gid_t>(number);
+  } else {
+    std::vector<char> buffer(16384);
+    group entry{};
+    group* found = nullptr;
+    if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--socket-group: no group named '", name,
+                       "' (give a group name or a number)"));
+    }
+    gid = found->gr_gid;
   }
-  return static_cast<int>(found->gr_gid);
+  // Found now rather than when the socket is made, after every worker has started, with exit
+  // 1 (a setting's mistake is exit 2, which systemd's unit does not restart in a loop).
+  if (!MayGiveFilesTo(gid)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--socket-group: cnp-server runs as uid ", ::geteuid(), ", which is not in group '",
+        name, "' (gid ", gid, ") and so cannot give its sockets to it; run it with that group "
+        "(systemd: Group=, or SupplementaryGroups=), or leave the setting out"));
+  }
+  return static_cast<int>(gid);
 }
 
 // The whole-number settings and the range each may take (one check, whichever way they were

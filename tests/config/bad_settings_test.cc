@@ -123,6 +123,14 @@ TEST(StringFlagTest, AnEmptyStringSettingIsRefusedNotTakenForItsDefault) {
   }
 }
 
+// --socket-group=4294967295 is chown's "leave the group": the sockets stayed 0600 without a
+// word (config review finding).
+TEST(SocketGroupTest, TheNoChangeGroupIdIsRefused) {
+  const std::string dir = ShortTempDir();
+  auto server = Launch(dir, {"--workers=1", "--socket-group=4294967295"});
+  ExpectRefused(*server, "--socket-group: 4294967295 is no group id");
+}
+
 // 2. --config=<a directory> aborted with an uncaught std::ios_base::failure (exit 134).
 TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
   const std::string dir = ShortTempDir();
