@@ -25,6 +25,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/module_name.h"
+#include "common/pem_file.h"
 #include "common/process_limits.h"
 #include "common/secret_file.h"
 #include "common/system_user.h"
@@ -599,6 +600,18 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
                                absl::StrCat("--auth-token-file: ", token.status().message()));
       return Reattribute(sources, "auth_token_file", -1, named);
     }
+  }
+  // The TLS files likewise: a missing certificate or a key others may read is the setting's
+  // mistake. (That gRPC takes what they hold is known only when it listens.)
+  if (!c.tls_cert.empty()) {
+    absl::StatusOr<std::string> cert = ReadPemFile("tls-cert", c.tls_cert);
+    if (!cert.ok()) return Reattribute(sources, "tls_cert", -1, cert.status());
+    absl::StatusOr<std::string> key = ReadSecretFile(c.tls_key, "the private key (--tls-key)");
+    if (!key.ok()) return Reattribute(sources, "tls_key", -1, key.status());
+  }
+  if (!c.tls_client_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadPemFile("tls-client-ca", c.tls_client_ca);
+    if (!ca.ok()) return Reattribute(sources, "tls_client_ca", -1, ca.status());
   }
   if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {
     absl::StatusOr<int> gid = ResolveGroup(group);

@@ -131,6 +131,27 @@ TEST(SocketGroupTest, TheNoChangeGroupIdIsRefused) {
   ExpectRefused(*server, "--socket-group: 4294967295 is no group id");
 }
 
+// A missing certificate or a key others may read failed only when the server listened, after
+// every worker had started, with exit 1, which systemd's unit restarts every second (config
+// review finding). They are the settings' mistakes, found first, like the token file.
+TEST(TlsFileTest, AMissingCertificateOrAnUnsafeKeyIsABadSetting) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/key.pem", "-----BEGIN PRIVATE KEY-----\n", 0644);
+  auto missing = Launch(dir, {"--workers=1", "--tls-cert=" + dir + "/none.pem",
+                              "--tls-key=" + dir + "/key.pem"});
+  ExpectRefused(*missing, "--tls-cert: ");
+  EXPECT_THAT(missing->Log(), Not(HasSubstr("starting")));
+  WriteFile(dir + "/cert.pem", "-----BEGIN CERTIFICATE-----\n", 0644);
+  auto readable = Launch(dir, {"--workers=1", "--tls-cert=" + dir + "/cert.pem",
+                               "--tls-key=" + dir + "/key.pem"});
+  ExpectRefused(*readable, "the private key (--tls-key) " + dir + "/key.pem has mode 0644");
+  ASSERT_EQ(::chmod((dir + "/key.pem").c_str(), 0600), 0);
+  WriteFile(dir + "/cnp.yaml", "tls-client-ca: " + dir + "/none.pem\n", 0644);
+  auto ca = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml",
+                         "--tls-cert=" + dir + "/cert.pem", "--tls-key=" + dir + "/key.pem"});
+  ExpectRefused(*ca, dir + "/cnp.yaml:1:");
+}
+
 // 2. --config=<a directory> aborted with an uncaught std::ios_base::failure (exit 134).
 TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
   const std::string dir = ShortTempDir();
