@@ -87,6 +87,9 @@ ABSL_FLAG(std::string, session, "auto",
           "the server offers it, else stream");
 ABSL_FLAG(bool, tls, false,
           "TLS to a --target on TCP, trusting the system's CAs (implied by --tls-ca, --tls-cert).");
+ABSL_FLAG(bool, insecure, false,
+          "Plaintext to a --target on TCP beyond loopback, refused otherwise: for a network you "
+          "trust. A bearer token is still never sent in plaintext off this host.");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM file of the CAs that signed the service's TLS certificate (TCP targets).");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -288,7 +291,8 @@ int Run() {
                       .tls_ca_file = absl::GetFlag(FLAGS_tls_ca),
                       .tls_cert_file = absl::GetFlag(FLAGS_tls_cert),
                       .tls_key_file = absl::GetFlag(FLAGS_tls_key),
-                      .auth_token_file = absl::GetFlag(FLAGS_auth_token_file)};
+                      .auth_token_file = absl::GetFlag(FLAGS_auth_token_file),
+                      .insecure = absl::GetFlag(FLAGS_insecure)};
   if (absl::Status s = client::CheckTlsTarget(options.security, options.target); !s.ok()) {
     std::cerr << "cnp-adapter: " << s.message() << std::endl;
     return 2;

@@ -106,6 +106,8 @@ const char kConnectionHelp[] =
     "  --tls-ca=PEM      TLS, trusting these CAs to have signed the service's certificate\n"
     "  --tls-cert=PEM    client certificate, for a service that requires one (with --tls-key)\n"
     "  --tls-key=PEM     its private key (mode 0600)\n"
+    "  --insecure        plaintext to a TCP target beyond loopback (refused otherwise), for a\n"
+    "                    network you trust; secrets are still never sent in plaintext\n"
     "  --auth-token-file=FILE  bearer token the service requires (mode 0600); never sent in\n"
     "                    plaintext off this host (a TCP target beyond loopback needs --tls)\n"
     "  --server-user=USER  a unix-socket service runs as USER (name or uid), e.g. cnp: its\n"
@@ -118,7 +120,7 @@ std::set<std::string> WithConnectionOptions(std::set<std::string> valued) {
 }
 
 std::set<std::string> WithConnectionFlags(std::set<std::string> flags) {
-  flags.insert("tls");
+  flags.insert({"tls", "insecure"});
   return flags;
 }
 
@@ -128,7 +130,8 @@ client::ChannelSecurity ConnectionSecurity(const Arguments& args) {
           .tls_cert_file = args.Get("tls-cert"),
           .tls_key_file = args.Get("tls-key"),
           .auth_token_file = args.Get("auth-token-file"),
-          .server_user = args.Get("server-user")};
+          .server_user = args.Get("server-user"),
+          .insecure = args.Has("insecure")};
 }
 
 std::string WithHelpHint(absl::string_view message) {

@@ -48,6 +48,16 @@ absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity&
     if (!token.ok()) return token.status();
     loaded.authorization = absl::StrCat("Bearer ", *token);
   }
+  if (!IsUnixTarget(target) && !security.UsesTls() && !security.insecure &&
+      !TargetStaysOnThisHost(target)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to connect in plaintext to ", target, ", which is not a loopback address "
+        "(127.0.0.0/8, ::1, localhost) or a unix socket: anyone on the way could read the "
+        "documents and answers, or pose as the service; add --tls (or --tls-ca=PEM; "
+        "ChannelSecurity::tls or tls_ca_file in the client library) to reach it over TLS "
+        "(cnp-server's --tls-cert/--tls-key), or --insecure (ChannelSecurity::insecure) for a "
+        "network you trust"));
+  }
   if (IsUnixTarget(target) || !security.UsesTls()) {
     loaded.credentials = grpc::InsecureChannelCredentials();
     return loaded;

@@ -25,6 +25,10 @@ struct ChannelSecurity {
   // A unix socket's server may run as this user (a name or uid) besides this user and root:
   // its socket, directory and process may belong to it (common/socket_trust.h).
   std::string server_user;
+  // Plaintext to a TCP target beyond loopback, which is otherwise refused: anyone on the way
+  // could read the documents and answers, or pose as the service (and accept every write).
+  // For a network the operator trusts; secrets still never go in plaintext off this host.
+  bool insecure = false;
 
   bool UsesTls() const {
     return tls || !tls_ca_file.empty() || !tls_cert_file.empty() || !tls_key_file.empty();

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/support/files.h"
 
@@ -34,6 +35,29 @@ TEST(ChannelSecurity, ATokenIsRefusedInPlaintextOffThisHost) {
   }
 }
 
+// Plaintext beyond loopback was the default (adapter review finding): every document, and a
+// validate's userCtx and secObj, crossed the network in the clear, and anyone on the way could
+// pose as the service and accept every write. It takes TLS now, or --insecure.
+TEST(ChannelSecurity, PlaintextOffThisHostNeedsInsecure) {
+  for (const char* target : {"10.0.0.5:7070", "dns:///cnp.internal:7070", "10.0.0.5:1,10.0.0.6:1"}) {
+    absl::StatusOr<LoadedChannelSecurity> refused = LoadChannelSecurity(ChannelSecurity{}, target);
+    ASSERT_FALSE(refused.ok()) << target;
+    EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                  absl::StrCat("refusing to connect in plaintext to ", target)))
+        << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "--insecure")) << refused.status();
+    EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{.insecure = true}, target).ok()) << target;
+  }
+  for (const char* target : {"127.0.0.1:7070", "[::1]:7070", "localhost:7070",
+                             "unix:/tmp/cnp-0/cnp.sock"}) {
+    EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{}, target).ok()) << target;
+  }
+  // --insecure is for the documents, never for a secret.
+  const ChannelSecurity with_token{.auth_token_file = TokenFile(), .insecure = true};
+  EXPECT_FALSE(LoadChannelSecurity(with_token, "10.0.0.5:7070").ok());
+}
+
 TEST(ChannelSecurity, ATokenTravelsOverTlsLoopbackOrAUnixSocket) {
   ChannelSecurity security{.auth_token_file = TokenFile()};
   for (const char* target : {"127.0.0.1:7070", "[::1]:7070", "localhost:7070",
@@ -44,8 +68,9 @@ TEST(ChannelSecurity, ATokenTravelsOverTlsLoopbackOrAUnixSocket) {
   }
   security.tls = true;
   EXPECT_TRUE(LoadChannelSecurity(security, "10.0.0.5:7070").ok());
-  // No token: plaintext off this host is the operator's choice (the server's --insecure).
-  EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{}, "10.0.0.5:7070").ok());
+  // No token: plaintext off this host is the operator's choice, said on both ends (the
+  // server's --insecure, the client's).
+  EXPECT_TRUE(LoadChannelSecurity(ChannelSecurity{.insecure = true}, "10.0.0.5:7070").ok());
 }
 
 // gRPC aborts a client whose header value holds a newline or a byte outside visible ASCII,

@@ -116,6 +116,26 @@ TEST(SocketDirectoryTest, ClientsRefuseASocketInADirectoryOthersMayWrite) {
   EXPECT_THAT(cli.err, HasSubstr("has mode 0777"));
 }
 
+// Nor the documents, unless told: cnp and cnp-adapter refuse a plaintext target off this host
+// before they read their input (adapter review finding: it was the default), and take it with
+// --insecure, as cnp-server takes such a listener.
+TEST(PlaintextSecretsTest, PlaintextOffThisHostTakesInsecure) {
+  const std::string off_host = "--target=192.0.2.1:7070";
+  ProcessResult map =
+      RunWithInput({Runfile("client/cli/cnp"), "map", off_host, "svc_fns.doubled"}, R"({"_id":"a"})");
+  EXPECT_EQ(map.exit_code, 2) << map.err;
+  EXPECT_THAT(map.err, AllOf(HasSubstr("refusing to connect in plaintext to 192.0.2.1:7070"),
+                             HasSubstr("--insecure")));
+  ProcessResult adapter = RunWithInput({Runfile("adapter/cnp-adapter"), off_host}, "");
+  EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
+  EXPECT_THAT(adapter.err, HasSubstr("refusing to connect in plaintext to 192.0.2.1:7070"));
+  // With --insecure both go on (the adapter reads CouchDB's input, here none, and ends).
+  ProcessResult insecure =
+      RunWithInput({Runfile("adapter/cnp-adapter"), off_host, "--insecure"}, "");
+  EXPECT_EQ(insecure.exit_code, 0) << insecure.err;
+  EXPECT_THAT(insecure.err, Not(HasSubstr("refusing")));
+}
+
 // 192.0.2.1 (TEST-NET-1) stands for any address off this host; nothing connects to it: the
 // clients refuse before they connect, as they read their options.
 TEST(PlaintextSecretsTest, NoTokenOrCouchDbPasswordGoesInPlaintextOffThisHost) {
@@ -130,7 +150,8 @@ TEST(PlaintextSecretsTest, NoTokenOrCouchDbPasswordGoesInPlaintextOffThisHost) {
   EXPECT_EQ(map.exit_code, 2) << map.err;
   EXPECT_THAT(map.err, AllOf(HasSubstr("refusing to send the bearer token"),
                              HasSubstr("in plaintext to 192.0.2.1:7070"), HasSubstr("add --tls")));
-  ProcessResult upload = RunWithInput({Runfile("client/cli/cnp"), "upload", off_host,
+  // With --insecure, which lets the documents go in plaintext but never a secret.
+  ProcessResult upload = RunWithInput({Runfile("client/cli/cnp"), "upload", off_host, "--insecure",
                                        "http://admin:TopSecretPw@localhost:5984", "mydb",
                                        dir + "/design.yml"},
                                       "");
