@@ -48,6 +48,16 @@ void ExpectRefused(ServerProcess& server, const std::string& message) {
   EXPECT_THAT(server.Log(), HasSubstr(message));
 }
 
+// A config file holding `yaml` that the server refuses, saying `problem` at its place.
+void ExpectFileRefused(const std::string& dir, const std::string& yaml,
+                       const std::string& problem) {
+  SCOPED_TRACE(yaml);
+  WriteFile(dir + "/cnp.yaml", yaml, 0644);
+  auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
+  ExpectRefused(*server, dir + "/cnp.yaml:");
+  EXPECT_THAT(server->Log(), HasSubstr(problem));
+}
+
 // 1. --config FILE (a space, not '=') was ignored: the server started with the defaults and no
 // --allow-module limit.
 TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
@@ -97,11 +107,7 @@ TEST(ListFlagTest, AnEmptyListInTheConfigFileIsRefused) {
   const std::string dir = ShortTempDir();
   for (const char* yaml : {"allow-module: []\n", "allow-module: ''\n",
                            "allow-module:\n  - svc_fns\n  - \"\"\n"}) {
-    SCOPED_TRACE(yaml);
-    WriteFile(dir + "/cnp.yaml", yaml, 0644);
-    auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
-    ExpectRefused(*server, dir + "/cnp.yaml:");
-    EXPECT_THAT(server->Log(), HasSubstr(": allow-module: an empty"));
+    ExpectFileRefused(dir, yaml, ": allow-module: an empty");
   }
 }
 
@@ -115,11 +121,7 @@ TEST(StringFlagTest, AnEmptyStringSettingIsRefusedNotTakenForItsDefault) {
     ExpectRefused(*server, std::string(flag) + "= is empty; give a value, or leave the flag out");
   }
   for (const char* yaml : {"auth-token-file: ''\n", "socket-group: \"\"\n"}) {
-    SCOPED_TRACE(yaml);
-    WriteFile(dir + "/cnp.yaml", yaml, 0644);
-    auto server = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
-    ExpectRefused(*server, dir + "/cnp.yaml:1:");
-    EXPECT_THAT(server->Log(), HasSubstr(": an empty value; give one, or leave the key out"));
+    ExpectFileRefused(dir, yaml, ": an empty value; give one, or leave the key out");
   }
 }
 
