@@ -36,6 +36,7 @@ std::optional<std::string> ClosestSetting(const std::string& name);
 // which for --auth-token-file or --tls-client-ca is "no check at all". The adapter's own
 // --adapter-settings is the exception; it writes that one itself.
 bool RefusesEmptyValue(const absl::CommandLineFlag& flag);
+
 // What a flag's value must look like, in the words of an error message: "a whole number".
 std::string Expected(const absl::CommandLineFlag& flag);
 // For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since
