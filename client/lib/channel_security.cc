@@ -48,8 +48,7 @@ absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity&
     if (!token.ok()) return token.status();
     loaded.authorization = absl::StrCat("Bearer ", *token);
   }
-  if (!IsUnixTarget(target) && !security.UsesTls() && !security.insecure &&
-      !TargetStaysOnThisHost(target)) {
+  if (!security.UsesTls() && !security.insecure && !TargetStaysOnThisHost(target)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "refusing to connect in plaintext to ", target, ", which is not a loopback address "
         "(127.0.0.0/8, ::1, localhost) or a unix socket: anyone on the way could read the "
