@@ -106,6 +106,8 @@ delay (0.1s, doubling up to 5s; a log line at most every 5s) the work starts ove
 checkpoints, so no document is skipped or recorded as failed, and the lease is kept meanwhile.
 --once gives up after --service-wait with exit status 1. An error a cnp-server answers (a
 worker that crashed on a document among them) ends the run with exit status 1.
+A follower waits out a CouchDB that does not serve (no answer, HTTP 5xx: a restart) the same
+way; --once ends on it with exit status 1. An answer that says no (HTTP 4xx) ends the run.
 
 Options:
   --once                  catch up with every source, then exit (default: follow forever)
@@ -164,11 +166,29 @@ passed, a later run does not meet them again); 130 (SIGINT) or 143 (SIGTERM) --o
 by that signal before it caught up.
 )";
 
-// While no cnp-server answers: the first wait before trying again, the longest (the waits
-// double), and the least time between two log lines about it.
+// While no cnp-server answers, or CouchDB does not serve: the first wait before trying again,
+// the longest (the waits double), and the least time between two log lines about it.
 constexpr absl::Duration kFirstServiceRetryDelay = absl::Milliseconds(100);
 constexpr absl::Duration kMaxServiceRetryDelay = absl::Seconds(5);
 constexpr absl::Duration kServiceNoteInterval = absl::Seconds(5);
+
+// Which server a failure says is away for a while (restarting, or down), to be waited out
+// rather than ended on: "cnp-server" when none answers; "CouchDB" when it does not serve (no
+// answer, HTTP 5xx) and this run follows (a --once run ends on it with exit status 1, and a
+// later run goes on from the checkpoints). Empty for any other failure.
+std::string AwayServer(const absl::Status& failure, bool once) {
+  if (client::IsServerUnreachable(failure)) return "cnp-server";
+  if (!once && couchdb::IsCouchDbUnavailable(failure)) return "CouchDB";
+  return "";
+}
+
+// A server that is away: since when, the wait before the next try, and when it was last said.
+struct Outage {
+  std::string server;  // empty while none is away
+  absl::Time since = absl::InfiniteFuture();
+  absl::Time last_note = absl::InfinitePast();
+  absl::Duration retry_delay = kFirstServiceRetryDelay;
+};
 
 std::atomic<bool> stop_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "read and written in a signal handler");
@@ -338,12 +358,45 @@ int RunDeriveCommand(int argc, char** argv) {
   options.status_holder = holder;
   options.status_every = lease_renew;
 
+  // A server away: said when first seen and then at most every kServiceNoteInterval, each
+  // try waiting longer (returned); said again once it answers.
+  Outage outage;
+  auto note_away = [&](const absl::Status& failure, absl::string_view next) {
+    const absl::Time now = absl::Now();
+    const std::string server = AwayServer(failure, once);
+    if (outage.server != server) outage = Outage{.server = server, .since = now};
+    if (now - outage.last_note >= kServiceNoteInterval) {
+      cli::StderrLines() << "cnp derive: " << declaration->name << ": "
+                         << Printable(couchdb::RedactCredentials(failure.message())) << "; " << next << " "
+                         << absl::FormatDuration(outage.retry_delay) << " (nothing is skipped)\n";
+      outage.last_note = now;
+    }
+    const absl::Duration delay = outage.retry_delay;
+    outage.retry_delay = std::min(outage.retry_delay * 2, kMaxServiceRetryDelay);
+    return delay;
+  };
+  auto note_back = [&] {
+    if (outage.server.empty()) return;
+    cli::StderrLines() << "cnp derive: " << declaration->name << ": " << outage.server << " answers again (after "
+                       << absl::FormatDuration(absl::Trunc(absl::Now() - outage.since, absl::Milliseconds(100)))
+                       << ")\n";
+    outage = Outage{};
+  };
+
   while (!stop_requested) {
     // Wait for the lease.
     bool said_waiting = false;
     while (!stop_requested) {
       absl::StatusOr<bool> acquired = lease.TryAcquire();
-      if (!acquired.ok()) return Fail(acquired.status());
+      if (!acquired.ok()) {
+        if (AwayServer(acquired.status(), once).empty()) return Fail(acquired.status());
+        const absl::Duration delay = note_away(acquired.status(), "trying the lease again in");
+        for (const absl::Time until = absl::Now() + delay; !stop_requested && absl::Now() < until;) {
+          absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(100)));
+        }
+        continue;
+      }
+      note_back();
       if (*acquired) break;
       if (lease.other_holder().empty()) {
         // Another instance wrote it between our read and our write: the next read says who.
@@ -381,18 +434,17 @@ int RunDeriveCommand(int argc, char** argv) {
     bool lost = false;
     while (!stop_requested && !lost && lease.hold_off() > absl::ZeroDuration()) {
       absl::StatusOr<bool> renewed = lease.RenewIfDue();
-      if (!renewed.ok()) return Fail(renewed.status());
-      lost = !*renewed;
+      // CouchDB away: tried again on the next round; the writes wait for a renewal anyway.
+      if (!renewed.ok() && AwayServer(renewed.status(), once).empty()) return Fail(renewed.status());
+      lost = renewed.ok() && !*renewed;
       absl::SleepFor(std::min(lease.hold_off(), absl::Milliseconds(100)));
     }
 
-    // A cnp-server that does not answer (restarting, or down) is no fault of the documents:
-    // that Deriver is dropped, and after a delay a new one starts over from the checkpoints,
-    // so nothing is skipped or recorded as failed (as a dropped feed is reopened).
-    absl::Duration retry_delay = kFirstServiceRetryDelay;
-    absl::Time down_since = absl::InfiniteFuture();
-    absl::Time last_note = absl::InfinitePast();
-    int64_t earlier_errors = 0;  // written by the Derivers of this hold dropped for an unreachable cnp-server
+    // A cnp-server that does not answer, or a CouchDB that does not serve (restarting, or down),
+    // is no fault of the documents: that Deriver is dropped, and after a delay a new one starts
+    // over from the checkpoints, so nothing is skipped or recorded as failed (as a dropped feed
+    // is reopened).
+    int64_t earlier_errors = 0;  // written by the Derivers of this hold dropped for a server away
     while (!stop_requested && !lost) {
       absl::Status failure;
       {
@@ -410,17 +462,13 @@ int RunDeriveCommand(int argc, char** argv) {
           }
           if (!handled.ok()) {
             failure = handled.status();
-            if (!client::IsServerUnreachable(failure)) (void)deriver.WriteStatus(holder);
+            // Not while a server is away: CouchDB would not take it, and the run goes on.
+            if (!client::IsServerUnreachable(failure) && !couchdb::IsCouchDbUnavailable(failure)) {
+              (void)deriver.WriteStatus(holder);
+            }
             break;
           }
-          if (down_since != absl::InfiniteFuture()) {
-            cli::StderrLines() << "cnp derive: " << declaration->name << ": cnp-server answers again (after "
-                      << absl::FormatDuration(absl::Trunc(absl::Now() - down_since, absl::Milliseconds(100)))
-                      << ")\n";
-            down_since = absl::InfiniteFuture();
-            retry_delay = kFirstServiceRetryDelay;
-            last_note = absl::InfinitePast();
-          }
+          note_back();
           // The status document says what changed, and that someone is alive.
           if (*handled > 0 || absl::Now() - status_written >= lease_renew) {
             if (absl::Status s = deriver.WriteStatus(holder); !s.ok()) {
@@ -446,7 +494,10 @@ int RunDeriveCommand(int argc, char** argv) {
             return kExitDocumentErrors;
           }
           absl::StatusOr<bool> renewed = lease.RenewIfDue();
-          if (!renewed.ok()) return Fail(renewed.status());
+          if (!renewed.ok()) {
+            failure = renewed.status();
+            break;
+          }
           if (!*renewed) {
             lost = true;
             break;
@@ -465,34 +516,28 @@ int RunDeriveCommand(int argc, char** argv) {
         break;
       }
       if (failure.ok()) break;  // stopped, or the lease was lost
-      if (!client::IsServerUnreachable(failure)) {
+      if (AwayServer(failure, once).empty()) {
         lease.Release();
         return Fail(failure);
       }
-      const absl::Time now = absl::Now();
-      if (down_since == absl::InfiniteFuture()) down_since = now;
-      if (once && now - down_since >= service_wait) {
+      if (once && absl::Now() - outage.since >= service_wait) {
         lease.Release();
         return Fail(absl::UnavailableError(absl::StrCat(
             failure.message(), "; it has not answered for ",
-            absl::FormatDuration(absl::Trunc(now - down_since, absl::Milliseconds(100))),
+            absl::FormatDuration(absl::Trunc(absl::Now() - outage.since, absl::Milliseconds(100))),
             " (--service-wait); a later run goes on from the checkpoints")));
       }
-      if (now - last_note >= kServiceNoteInterval) {
-        cli::StderrLines() << "cnp derive: " << declaration->name << ": " << couchdb::RedactCredentials(failure.message())
-                  << "; trying again from the checkpoints in " << absl::FormatDuration(retry_delay)
-                  << " (nothing is skipped)\n";
-        last_note = now;
-      }
-      // The wait holds the lease (renewing it) and ends early on a stop signal.
-      const absl::Time until = now + retry_delay;
+      const absl::Duration delay = note_away(failure, "trying again from the checkpoints in");
+      // The wait holds the lease (renewing it, while CouchDB lets it) and ends early on a stop
+      // signal. A lease that expired meanwhile is renewed once CouchDB is back, unless another
+      // instance took it; the writes wait for a renewal either way.
+      const absl::Time until = absl::Now() + delay;
       while (!stop_requested && !lost && absl::Now() < until) {
         absl::StatusOr<bool> renewed = lease.RenewIfDue();
-        if (!renewed.ok()) return Fail(renewed.status());
-        lost = !*renewed;
+        if (!renewed.ok() && AwayServer(renewed.status(), once).empty()) return Fail(renewed.status());
+        lost = renewed.ok() && !*renewed;
         absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(100)));
       }
-      retry_delay = std::min(retry_delay * 2, kMaxServiceRetryDelay);
       // gRPC's own reconnection backoff would otherwise delay the next try by up to minutes.
       (*cnp)->ResetConnectionBackoff();
     }

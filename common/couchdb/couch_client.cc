@@ -310,6 +310,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
                                                    " (", request, "): ", detail,
                                                    " (is CouchDB running, and is the URL right?)"));
     }
+    failed.SetPayload(kNoAnswer, absl::Cord(method));
     if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
       failed.SetPayload(kWriteWithoutAnswer, absl::Cord(method));
     }
@@ -462,5 +463,11 @@ std::optional<int> HttpStatusOf(const absl::Status& status) {
 }
 
 bool IsRequestTooLarge(const absl::Status& status) { return HttpStatusOf(status) == 413; }
+
+bool IsCouchDbUnavailable(const absl::Status& status) {
+  if (status.GetPayload(kNoAnswer).has_value()) return true;
+  const std::optional<int> http = HttpStatusOf(status);
+  return http.has_value() && *http >= 500 && *http <= 599;
+}
 
 }  // namespace cnp::couchdb

@@ -110,6 +110,13 @@ bool MayHaveBeenApplied(const absl::Status& status);
 // The payload that marks such a status (its value: the method).
 inline constexpr absl::string_view kWriteWithoutAnswer = "cnp.couchdb/write-without-answer";
 
+// Whether `status` says CouchDB did not serve a request for a while, as while it restarts: a
+// CouchClient's for a request that got no answer (refused, cut off, timed out; its payload
+// kNoAnswer), or HttpError's for an HTTP 5xx (a node starting, a proxy's 502/503/504). A
+// process that follows CouchDB waits such a failure out; an answer that says no (4xx) it does not.
+bool IsCouchDbUnavailable(const absl::Status& status);
+inline constexpr absl::string_view kNoAnswer = "cnp.couchdb/no-answer";
+
 // "/<db>" and "/<db>/_design/<name>", escaped.
 std::string DatabasePath(absl::string_view database);
 std::string DesignDocPath(absl::string_view database, absl::string_view name);

@@ -13,6 +13,9 @@ them on and takes "doc" out of every result of the answer's "results" ("stripped
 `maxdoc:BYTES` refuses a _bulk_docs request holding a document longer than BYTES (as JSON) with
 HTTP 413, whole, as CouchDB 3 does past its max_document_size ("refused METHOD PATH").
 
+Away, as a CouchDB restarting: `down:FILE` answers every request with HTTP 503 while FILE holds
+"503", and closes the connection without an answer while it holds "drop" ("down METHOD PATH").
+
 Usage: hold_proxy.py UPSTREAM_PORT RULE...   (prints "listening on PORT")
 """
 
@@ -28,9 +31,11 @@ import time
 
 UPSTREAM = ("127.0.0.1", int(sys.argv[1]))
 RULES, FAKES, NODOCS = [], [], []
-MAX_DOC = None
+MAX_DOC = DOWN = None
 for arg in sys.argv[2:]:
-    if arg.startswith("maxdoc:"):
+    if arg.startswith("down:"):
+        DOWN = arg[len("down:"):]
+    elif arg.startswith("maxdoc:"):
         MAX_DOC = int(arg[len("maxdoc:"):])
     elif arg.startswith("fake:"):
         part, answer = arg[len("fake:"):].split("=", 1)
@@ -67,6 +72,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         what = f"{self.command} {self.path}"
+        try:
+            with open(DOWN) if DOWN else open(os.devnull) as f:
+                down = f.read().strip()
+        except FileNotFoundError:
+            down = ""
+        if down:
+            say(f"down {what}")
+            if down == "drop":
+                self.close_connection = True
+                return
+            self.answer(503, [("Content-Type", "application/json")],
+                        b'{"error":"service_unavailable","reason":"restarting"}')
+            return
         fake = next(((status, data) for part, status, data in FAKES if part in self.path), None)
         if fake is not None:
             say(f"faked {what}")
