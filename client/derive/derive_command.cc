@@ -357,6 +357,7 @@ int RunDeriveCommand(int argc, char** argv) {
   options.fence = &lease;
   options.status_holder = holder;
   options.status_every = lease_renew;
+  options.stopping = [] { return stop_requested.load(); };
 
   // A server away: said when first seen and then at most every kServiceNoteInterval, each
   // try waiting longer (returned); said again once it answers.
@@ -448,10 +449,10 @@ int RunDeriveCommand(int argc, char** argv) {
     while (!stop_requested && !lost) {
       absl::Status failure;
       {
-        Deriver deriver(*declaration, couch, **cnp, options, cli::StderrLines(), [&]() -> absl::StatusOr<bool> {
-          if (stop_requested) return false;
-          return lease.RenewIfDue();
-        }, &prefetch);
+        // A stop is asked between batches (options.stopping), not before each write: the
+        // batch in hand, mapped already, is written and checkpointed rather than thrown away.
+        Deriver deriver(*declaration, couch, **cnp, options, cli::StderrLines(),
+                        [&]() -> absl::StatusOr<bool> { return lease.RenewIfDue(); }, &prefetch);
         failure = deriver.Start();
         absl::Time status_written = absl::InfinitePast();
         while (failure.ok() && !stop_requested) {
@@ -460,6 +461,7 @@ int RunDeriveCommand(int argc, char** argv) {
             lost = true;
             break;
           }
+          if (absl::IsCancelled(handled.status()) && stop_requested) break;
           if (!handled.ok()) {
             failure = handled.status();
             // Not while a server is away: CouchDB would not take it, and the run goes on.

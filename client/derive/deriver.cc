@@ -513,6 +513,7 @@ absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
 absl::StatusOr<int64_t> Deriver::RunBatch(size_t i) {
   const Stage& s = declaration_.stages[i];
   StageProgress& p = progress_[i];
+  if (Stopping()) return StoppedStatus();
   absl::StatusOr<bool> allowed = may_write_();
   if (!allowed.ok()) return allowed.status();
   if (!*allowed) return LeaseLostError("the lease was lost");
@@ -577,8 +578,10 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
       failed = allowed.ok() ? LeaseLostError("the lease was lost") : allowed.status();
       break;
     }
+    // Asked to stop: this batch is written, no next one begun.
+    bool stopping = Stopping();
     std::future<absl::StatusOr<std::unique_ptr<Batch>>> next;
-    if (batch.size >= static_cast<size_t>(batch.limit)) {
+    if (!stopping && batch.size >= static_cast<size_t>(batch.limit)) {
       next = std::async(std::launch::async, read_and_map, batch.last_seq, batch.next_limit, prefetch_);
     }
     absl::StatusOr<int64_t> written = WriteMapRows(i, batch);
@@ -589,12 +592,23 @@ absl::StatusOr<int64_t> Deriver::RunPipelined(size_t i) {
       break;
     }
     total += static_cast<int64_t>(batch.size);
+    if (stopping || Stopping()) {
+      if (next.valid()) next.wait();  // it uses this object; its batch is the next run's
+      failed = StoppedStatus();
+      break;
+    }
     current = next.valid() ? next.get() : read_and_map(p.seq, read_limits_[i], &couch_);
   }
   p.busy += absl::Now() - started;
   p.busy_since = absl::InfinitePast();
   if (!failed.ok()) return failed;
   return total;
+}
+
+bool Deriver::Stopping() const { return options_.stopping && options_.stopping(); }
+
+absl::Status Deriver::StoppedStatus() {
+  return absl::CancelledError("stopped: the batches begun were written and checkpointed");
 }
 
 std::string Deriver::ChangesPath(size_t i, const std::string& since, int limit) const {

@@ -58,6 +58,9 @@ struct DeriverOptions {
   // every status_every: a long initial synchronization is watched there.
   std::string status_holder;
   absl::Duration status_every = absl::Seconds(10);
+  // When set, asked between batches: true ends CatchUp with CANCELLED once the batch in hand is
+  // written and checkpointed (a stop signal throws away no work already done).
+  std::function<bool()> stopping;
 };
 
 struct StageProgress {
@@ -91,7 +94,8 @@ class Deriver {
   // and notices changed handler versions.
   absl::Status Start();
   // Runs every stage until it has caught up with its source. Returns how many changes were
-  // handled; a status for which IsLeaseLost holds when may_write said no.
+  // handled; a status for which IsLeaseLost holds when may_write said no; CANCELLED when
+  // options.stopping said yes.
   absl::StatusOr<int64_t> CatchUp();
   // Waits for a change in any source, at most about `max_wait`. With continuous_feed, the
   // first call opens the feeds from where each stage has caught up to; a feed the server
@@ -144,6 +148,9 @@ class Deriver {
   // A map stage's batches until it has caught up, the next one read and mapped while the
   // current one is written.
   absl::StatusOr<int64_t> RunPipelined(size_t stage);
+  // Whether options.stopping asks for a stop; CatchUp's status then.
+  bool Stopping() const;
+  static absl::Status StoppedStatus();
   // Reads up to `limit` changes after `since` (from the stage's feed if it has one). Touches
   // nothing but `couch` and the feed, so a helper thread can read ahead.
   absl::StatusOr<std::unique_ptr<Batch>> ReadBatch(size_t stage, const std::string& since, int limit,

@@ -1542,6 +1542,43 @@ TEST_F(DeriveTest, AWorkerDyingOnADocumentEndsTheRunRatherThanBeingWaitedOut) {
   EXPECT_THAT(run->output, Not(HasSubstr("trying again")));
 }
 
+// The first SIGTERM stops the run once the work in hand is written: the batch whose Map call
+// is running when it comes is written and checkpointed, not thrown away (before, every write
+// after the signal was refused as if the lease were lost).
+TEST_F(DeriveTest, AStopSignalWritesTheBatchInHandFirst) {
+  const std::string fifo = absl::StrCat(dir_, "/map-started");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const int map_started = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(map_started, 0);
+  // Long enough that the signal surely comes while the call runs.
+  Fill("inhand_src", absl::StrCat(R"([{"_id":"a","town":"Oslo","sleep":3,"fifo":")", fifo, R"("}])"));
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("inhand", "inhand_src", "inhand_map", "derive_fns.announced_slow_town")), {}),
+      dir_, "holding the lease", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  pollfd started{.fd = map_started, .events = POLLIN, .revents = 0};
+  ASSERT_EQ(poll(&started, 1, absl::ToInt64Milliseconds(kRunTimeout)), 1) << (*run)->output();
+  close(map_started);
+
+  ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << (*run)->output();
+  EXPECT_EQ(*exit_code, 0) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("inhand_src -> inhand_map: seq 1, 1 change(s)"));
+  EXPECT_THAT((*run)->output(), HasSubstr("inhand: stopped"));
+  std::multimap<std::string, std::string> derived = ByKey("inhand_map");
+  ASSERT_EQ(derived.size(), 1u);
+  EXPECT_EQ(derived.count("\"Oslo\""), 1u);
+  // Checkpointed too: the next run has nothing to do.
+  absl::StatusOr<Exited> again = RunToExit(Command(Declare(TownsDeclaration("inhand", "inhand_src", "inhand_map",
+                                                                            "derive_fns.announced_slow_town")),
+                                                   {"--once"}),
+                                           "cnp derive");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->exit_code, 0) << again->output;
+  EXPECT_THAT(again->output, Not(HasSubstr("change(s)")));
+}
+
 // An operator whose CouchDB or cnp-server hangs need not wait: the first SIGTERM asks for a
 // clean stop, which waits for the Map call in hand (here 60 s), and a second ends the run at
 // once, by that signal.
