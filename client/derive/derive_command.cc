@@ -161,9 +161,10 @@ follower stopped by SIGINT/SIGTERM (once the work in hand is written; a second s
 once, by that signal, and the next run resumes from the checkpoints); 1 an error; 2 a usage
 error (a COUCHDB_URL that is not CouchDB's root among them); 3 --once caught up, but this run
 recorded errors of documents (any entry of _local/cnp-derive:NAME:errors: a handler that
-raised, Timeout, AnswerTooLarge, UnreadableChange, a write refused twice; those documents are
-passed, a later run does not meet them again); 130 (SIGINT) or 143 (SIGTERM) --once stopped
-by that signal before it caught up.
+raised, Timeout, AnswerTooLarge, UnreadableChange, a write refused twice, UnknownKey: a map
+row deleted by hand whose key compaction has erased); those documents are passed, a later run
+does not meet them again; 130 (SIGINT) or 143 (SIGTERM) --once stopped by that signal before
+it caught up.
 )";
 
 // While no cnp-server answers, or CouchDB does not serve: the first wait before trying again,

@@ -173,6 +173,11 @@ class Deriver {
   // Compares the rows with what the target holds and writes the differences.
   absl::StatusOr<int64_t> WriteMapRows(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
+  // The mr_key of the row `tombstone` (a deletion in `database`) held before it was deleted,
+  // for a tombstone that does not carry it (a row deleted by hand, with DELETE): read from the
+  // revision before. Unset when that revision was no row; NOT_FOUND when it is gone (compacted).
+  absl::StatusOr<std::optional<rapidjson::Document>> KeyBeforeDeletion(const std::string& database,
+                                                                       const rapidjson::Value& tombstone);
   // The Map call for `docs`, in parts of at most kMaxCallBytes each (cnp-server refuses a call
   // past its --max-call-bytes): one result per document, in order.
   // A document whose handler runs past --timeout alone is its own error (Timeout) when the

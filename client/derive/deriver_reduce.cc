@@ -9,6 +9,7 @@
 #include "client/derive/deriver_parts.h"
 #include "client/derive/derived_ids.h"
 #include "common/call_limit.h"
+#include "common/couchdb/couch_client.h"
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
@@ -24,6 +25,19 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   for (const Value* change : batch.results) {
     const Value* doc = Member(*change, "doc");
     const Value* key = doc ? Member(*doc, "mr_key") : nullptr;
+    std::optional<Document> key_before;
+    const Value* deleted = doc ? Member(*doc, "_deleted") : nullptr;
+    if (key == nullptr && deleted != nullptr && deleted->IsTrue()) {
+      // Deleted by hand: its group lost a row all the same, and is reduced again.
+      absl::StatusOr<std::optional<Document>> before = KeyBeforeDeletion(s.source, *doc);
+      if (absl::IsNotFound(before.status())) {
+        RecordError(s, Text(*doc, "_id"), "UnknownKey", std::string(before.status().message()));
+        continue;
+      }
+      if (!before.ok()) return before.status();
+      key_before = *std::move(before);
+      if (key_before.has_value()) key = &*key_before;
+    }
     if (key != nullptr) keys.emplace(couchdb::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
   }
   if (keys.empty()) return 0;
@@ -232,6 +246,43 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     it->second.RemoveMember("_rev");  // the revision the first pass looked up
     return Desired(it->second, it->second.GetAllocator(), current);
   });
+}
+
+absl::StatusOr<std::optional<Document>> Deriver::KeyBeforeDeletion(const std::string& database,
+                                                                   const Value& tombstone) {
+  const std::string id = Text(tombstone, "_id");
+  const std::string path = absl::StrCat(DbPath(database), "/", couchdb::CouchClient::EscapeSegment(id));
+  absl::StatusOr<std::optional<Document>> deletion = couch_.GetIfExists(
+      absl::StrCat(path, "?revs=true&rev=", couchdb::CouchClient::EscapeSegment(Text(tombstone, "_rev"))),
+      absl::StrCat("reading the revisions of ", id, ", deleted, in ", database));
+  if (!deletion.ok()) return deletion.status();
+  // Purged, or deleted again since (its revision superseded; that change comes later).
+  if (!deletion->has_value()) return std::nullopt;
+  const Value* revisions = Member(**deletion, "_revisions");
+  const Value* start = revisions ? Member(*revisions, "start") : nullptr;
+  const Value* ids = revisions ? Member(*revisions, "ids") : nullptr;
+  // Created deleted: it was never a row.
+  if (start == nullptr || !start->IsInt64() || ids == nullptr || !ids->IsArray() || ids->Size() < 2 ||
+      !(*ids)[1].IsString()) {
+    return std::nullopt;
+  }
+  const std::string before_rev = absl::StrCat(start->GetInt64() - 1, "-", couchdb::StringView((*ids)[1]));
+  absl::StatusOr<std::optional<Document>> before = couch_.GetIfExists(
+      absl::StrCat(path, "?rev=", couchdb::CouchClient::EscapeSegment(before_rev)),
+      absl::StrCat("reading ", id, " as it was before it was deleted, in ", database));
+  if (!before.ok()) return before.status();
+  if (!before->has_value()) {
+    return absl::NotFoundError(absl::StrCat(
+        "this row of ", database, " was deleted without its mr_key (by hand?), and its revision "
+        "before the deletion, which says which key lost a row, is gone (compacted): that key's "
+        "reduce document may still count it; bump the reduce stage's version to reduce every key anew"));
+  }
+  const Value* key = Member(**before, "mr_key");
+  const Value* deleted = Member(**before, "_deleted");
+  if (key == nullptr || (deleted != nullptr && deleted->IsTrue())) return std::nullopt;  // no row then
+  Document out;
+  out.CopyFrom(*key, out.GetAllocator());
+  return std::optional<Document>(std::move(out));
 }
 
 }  // namespace cnp::derive
