@@ -12,8 +12,10 @@ ABSL_FLAG(std::string, config, "", "YAML file with any of these flags but this o
           "start: a change takes a restart (systemctl restart cnp-server); SIGHUP does not "
           "read it again");
 ABSL_FLAG(std::vector<std::string>, listen, {},
-          "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET or "
-          "unix:/tmp/cnp-<uid>/cnp.sock)");
+          "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET, else "
+          "unix:/tmp/cnp-<uid>/cnp.sock, or, when another user owns /tmp/cnp-<uid>, "
+          "cnp/cnp.sock under $XDG_RUNTIME_DIR or .cnp/cnp.sock under $HOME, as the clients "
+          "look for it)");
 ABSL_FLAG(int, workers, 0,
           "worker processes, each with its own Python (default: CPU cores); at most 256");
 ABSL_FLAG(int, grpc_threads, 0,
@@ -151,7 +153,9 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "file holding a bearer token (mode 0600 or stricter): calls over TCP must send "
           "'authorization: Bearer <token>'");
 ABSL_FLAG(bool, insecure, false,
-          "allow a plaintext TCP listener on an address other than loopback (refused without it)");
+          "allow, on an address other than loopback (each refused without it), a TCP listener "
+          "in plaintext or with TLS but neither --auth-token-file nor --tls-client-ca (anyone "
+          "who can reach it may call), and --metrics-listen");
 ABSL_FLAG(std::string, socket_group, "",
           "group allowed to use the unix sockets: sockets are created 0660 and their directory "
           "0750 with this group (default: 0600 and 0700, the server's user only)");
