@@ -278,7 +278,14 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
       return absl::CancelledError("the reader ended the stream");
     }
   }
-  if (code == CURLE_ABORTED_BY_CALLBACK) return Stopped();
+  if (code == CURLE_ABORTED_BY_CALLBACK) {
+    // Cut off once sent, a write may have been applied: only CouchDB can say.
+    absl::Status stopped = Stopped();
+    if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
+      stopped.SetPayload(kWriteWithoutAnswer, absl::Cord(method));
+    }
+    return stopped;
+  }
   if (sink.too_long) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "CouchDB's answer from ", options_.base_url, " exceeded ", sink.max_bytes,

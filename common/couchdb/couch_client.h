@@ -104,8 +104,9 @@ class CouchClient {
 };
 
 // Whether `status` is a CouchClient's for a request that writes (PUT, POST, DELETE) and got no
-// answer (cut off, timed out): CouchDB may have applied it, and only CouchDB can say. A read
-// that failed so wrote nothing.
+// answer (cut off, timed out, or stopped once under way): CouchDB may have applied it, and only
+// CouchDB can say. A read that failed so wrote nothing, and neither did a write refused before
+// it was sent (a stop requested earlier).
 bool MayHaveBeenApplied(const absl::Status& status);
 // The payload that marks such a status (its value: the method).
 inline constexpr absl::string_view kWriteWithoutAnswer = "cnp.couchdb/write-without-answer";

@@ -587,7 +587,11 @@ class UploadRun {
       // The live document was not written, so the staging document serves nothing, and no
       // later run would come back for it (it stages only what differs from the live
       // document).
-      if (staging && build_stopped) return RemoveStagingAfterStop(*staging, target, written.status());
+      // So too when stopped between the build and the live write, which was then never sent.
+      if (staging && (build_stopped || (absl::IsCancelled(written.status()) &&
+                                        !couchdb::MayHaveBeenApplied(written.status())))) {
+        return RemoveStagingAfterStop(*staging, target, written.status());
+      }
       // Stopped while the live document was being written: it may be in place, and then its
       // index is the staging build's, which deleting the staging document now could lose.
       if (staging && absl::IsCancelled(written.status())) {
@@ -641,8 +645,8 @@ class UploadRun {
     return absl::OkStatus();
   }
 
-  // The upload was cancelled during the staging document's index build, before the live
-  // document was written: nothing uses that index, and a staging document left in place would
+  // The upload was cancelled during the staging document's index build, or after it but before
+  // the live document's write was sent: nothing uses that index, and a staging document left in place would
   // have CouchDB build and keep up to date an index nobody wants any more (CouchDB 3 indexes
   // design documents by itself). It is deleted, at the revision this run wrote, with a client
   // of its own (the cancelled run's refuses every request) and a short timeout. `stopped`

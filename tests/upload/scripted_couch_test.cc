@@ -476,6 +476,37 @@ TEST_F(ScriptedCouchTest, AStagedDeployCancelledDuringItsBuildDeletesTheStagingD
   for (const std::string& call : requests) EXPECT_NE(call, "PUT /big/_design/location");
 }
 
+// Cancelled once the build is done, before the live write was sent (the upload's connection
+// refuses it): the live document was not written, so the staging document goes too. Before,
+// it was kept as if the live write might have been applied.
+TEST_F(ScriptedCouchTest, AStagedDeployCancelledAfterItsBuildButBeforeTheLiveWriteDeletesTheStagingDocument) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
+    const std::string call = absl::StrCat(r.method, " ", r.target);
+    if (call == "DELETE /big/_design/location__staging?rev=1-stage") return {200, "{}"};
+    return StagedDeployAnswer(call);
+  }));
+  v1::UploadRequest request;
+  request.set_couchdb_url(couch.url());
+  request.set_database("big");
+  *request.add_files() = File("design.yml", kYaml);
+  request.set_staged(true);
+  std::stop_source stop;
+  Uploader uploader(runner_, options_);
+  const absl::Status status = uploader.Run(
+      request,
+      [&](const v1::UploadEvent& event) {
+        if (event.has_progress() && event.progress().phase() == "built") stop.request_stop();
+        return true;
+      },
+      stop.get_token());
+  EXPECT_TRUE(absl::IsCancelled(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("its staging document _design/location__staging in big was deleted"));
+  const std::vector<std::string> requests = couch.requests();
+  EXPECT_EQ(requests.back(), "DELETE /big/_design/location__staging?rev=1-stage")
+      << ::testing::PrintToString(requests);
+  for (const std::string& call : requests) EXPECT_NE(call, "PUT /big/_design/location");
+}
+
 // CouchDB refuses the clean-up: the status says what is left and what to do about it.
 TEST_F(ScriptedCouchTest, AStagingDocumentThatCannotBeDeletedAfterACancelIsNamed) {
   ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest& r) -> ScriptedResponse {
