@@ -157,6 +157,15 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The host out of memory (many workers, each under its cap): the kernel's OOM killer takes a
+  // worker, which cnp-server replaces at the cost of the call it ran, before cnp-server (every
+  // session and stream) or CouchDB, unless one of those holds 30% of the memory more than it.
+  // Raising one's own score needs no privilege; where /proc is not writable it stays as it was.
+  if (std::FILE* oom = std::fopen("/proc/self/oom_score_adj", "w")) {
+    std::fputs("300", oom);
+    std::fclose(oom);
+  }
+
   cnp::worker::FunctionRegistry registry(
       cnp::worker::ModulePolicy(std::move(flags.allowed_modules), *std::move(roots)));
   // Before the first task (the server's start handshake waits for it), under the memory cap

@@ -1,5 +1,8 @@
 // Big documents, the memory cap, and stdout: the worker's edges.
+#include <fstream>
 #include <string>
+
+#include "absl/strings/str_cat.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -46,6 +49,19 @@ TEST(LimitsTest, RowsTheWorkerCannotFindRoomForAreAMemoryError) {
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);
   EXPECT_EQ(reply.map().results(0).errors(0).type(), "MemoryError");
   EXPECT_TRUE(reply.recycle());
+}
+
+// Under host memory pressure the kernel's OOM killer takes a worker, which the server replaces,
+// before cnp-server or CouchDB.
+TEST(LimitsTest, TheOomKillerTakesAWorkerFirst) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  // Once it answers, it has set its score (before its first task).
+  Reply reply = worker->Call(MapTask({"worker_views.town"}, {R"({"_id":"m","town":"Oslo"})"}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  std::ifstream adj(absl::StrCat("/proc/", worker->pid(), "/oom_score_adj"));
+  int score = 0;
+  ASSERT_TRUE(adj >> score);
+  EXPECT_EQ(score, 300);
 }
 
 TEST(LimitsTest, PrintGoesToStderrNotTheSocket) {
