@@ -175,11 +175,12 @@ constexpr absl::Duration kServiceNoteInterval = absl::Seconds(5);
 
 // Which server a failure says is away for a while (restarting, or down), to be waited out
 // rather than ended on: "cnp-server" when none answers; "CouchDB" when it does not serve (no
-// answer, HTTP 5xx) and this run follows (a --once run ends on it with exit status 1, and a
-// later run goes on from the checkpoints). Empty for any other failure.
+// answer, HTTP 5xx; or a copy of a database behind the others, IsIndexBehind) and this run
+// follows (a --once run ends on it with exit status 1, and a later run goes on from the
+// checkpoints). Empty for any other failure.
 std::string AwayServer(const absl::Status& failure, bool once) {
   if (client::IsServerUnreachable(failure)) return "cnp-server";
-  if (!once && couchdb::IsCouchDbUnavailable(failure)) return "CouchDB";
+  if (!once && (couchdb::IsCouchDbUnavailable(failure) || IsIndexBehind(failure))) return "CouchDB";
   return "";
 }
 

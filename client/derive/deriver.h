@@ -63,6 +63,12 @@ struct DeriverOptions {
   std::function<bool()> stopping;
 };
 
+// CatchUp's status when a reduce stage read back the rows of a key without this batch's changes
+// to them, read after read (a cluster's copy behind the others): like a CouchDB that does not
+// serve, what a follower waits out, starting again from the checkpoints.
+absl::Status IndexBehindError(absl::string_view message);
+bool IsIndexBehind(const absl::Status& status);
+
 struct StageProgress {
   std::string seq = "0";
   std::string seq_before;   // at the start of this run
@@ -173,6 +179,25 @@ class Deriver {
   // Compares the rows with what the target holds and writes the differences.
   absl::StatusOr<int64_t> WriteMapRows(size_t stage, Batch& batch);
   absl::StatusOr<int64_t> ReduceBatch(size_t stage, Batch& batch);
+  // A map row's change in a reduce stage's batch: what the rows of its key, read back, must show.
+  struct RowWitness {
+    std::string id;
+    int64_t generation = 0;  // of its revision
+    bool deleted = false;
+  };
+  // Reads every row of `key_json` (`key`) from stage s's source (the map target) with _find,
+  // into `pages` (which own them) and groups[key_json]; or, when they pass max_group_bytes,
+  // none, with the key put in too_large.
+  absl::Status ReadGroup(const Stage& s, const std::string& key_json, const rapidjson::Value& key,
+                         std::vector<rapidjson::Document>& pages,
+                         std::map<std::string, std::vector<rapidjson::Value*>>& groups,
+                         std::set<std::string>& too_large);
+  // What the rows read miss of `witnesses` (a row at its revision or later; no row older than
+  // its deletion), said for a message; unset when they show them all.
+  static std::optional<std::string> Unreflected(const std::vector<RowWitness>& witnesses,
+                                                const std::vector<rapidjson::Value*>& rows);
+  // Whether the row of `row` has left key `key_json` since (deleted, or another key now).
+  absl::StatusOr<bool> LeftKey(const Stage& s, const std::string& key_json, const RowWitness& row);
   // The mr_key of the row `tombstone` (a deletion in `database`) held before it was deleted,
   // for a tombstone that does not carry it (a row deleted by hand, with DELETE): read from the
   // revision before. Unset when that revision was no row; NOT_FOUND when it is gone (compacted).

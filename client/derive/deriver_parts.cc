@@ -73,6 +73,18 @@ absl::Status InContext(const absl::Status& status, absl::string_view context) {
   return out;
 }
 
+namespace {
+constexpr char kIndexBehindPayload[] = "type.cnp.dev/derive.IndexBehind";
+}  // namespace
+
+absl::Status IndexBehindError(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kIndexBehindPayload, absl::Cord());
+  return status;
+}
+
+bool IsIndexBehind(const absl::Status& status) { return status.GetPayload(kIndexBehindPayload).has_value(); }
+
 bool IsDesign(absl::string_view id) { return absl::StartsWith(id, "_design/"); }
 
 int64_t Generation(absl::string_view rev) {

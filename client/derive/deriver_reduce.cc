@@ -11,17 +11,24 @@
 #include "common/call_limit.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/json.h"
+#include "common/printable_text.h"
 
 namespace cnp::derive {
 
 using rapidjson::Document;
 using rapidjson::Value;
 
+// A group read that does not show this batch's changes is read again this many times in all,
+// after waits from kBehindFirstWait doubling (1.55 s in all), before the batch is given up.
+constexpr int kBehindReads = 6;
+constexpr absl::Duration kBehindFirstWait = absl::Milliseconds(50);
+
 absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   const Stage& s = declaration_.stages[i];
   for (const Batch::Failure& f : batch.failures) RecordError(s, f.doc_id, f.type, f.message);
   Document keys_doc(rapidjson::kObjectType);
   std::map<std::string, Value> keys;  // key JSON -> key
+  std::map<std::string, std::vector<RowWitness>> witnesses;  // key JSON -> its rows' changes here
   for (const Value* change : batch.results) {
     const Value* doc = Member(*change, "doc");
     const Value* key = doc ? Member(*doc, "mr_key") : nullptr;
@@ -38,7 +45,11 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       key_before = *std::move(before);
       if (key_before.has_value()) key = &*key_before;
     }
-    if (key != nullptr) keys.emplace(couchdb::ToJson(*key), Value(*key, keys_doc.GetAllocator()));
+    if (key == nullptr) continue;
+    const std::string key_json = couchdb::ToJson(*key);
+    keys.emplace(key_json, Value(*key, keys_doc.GetAllocator()));
+    witnesses[key_json].push_back({Text(*doc, "_id"), Generation(Text(*doc, "_rev")),
+                                   deleted != nullptr && deleted->IsTrue()});
   }
   if (keys.empty()) return 0;
   // Every row of each changed key, from the map target.
@@ -46,68 +57,37 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   std::vector<Document> pages;
   std::set<std::string> too_large;  // keys whose rows pass options_.max_group_bytes
   for (auto& [key_json, key] : keys) {
-    std::string bookmark;
-    int64_t skip = 0;
-    int limit = kLookupPage;  // halved while a page is too long to read (large rows)
     const size_t first_page = pages.size();
-    size_t group_bytes = 0;
-    while (true) {
-      Document query(rapidjson::kObjectType);
-      auto& a = query.GetAllocator();
-      Value eq(rapidjson::kObjectType);
-      eq.AddMember("$eq", Value(key, a), a);
-      Value selector(rapidjson::kObjectType);
-      selector.AddMember("mr_key", eq, a);
-      query.AddMember("selector", selector, a);
-      query.AddMember("limit", limit, a);
-      if (!bookmark.empty()) query.AddMember("bookmark", couchdb::StringValue(bookmark, a), a);
-      else if (skip > 0) query.AddMember("skip", skip, a);
-      size_t page_bytes = 0;
-      absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
-                                                  absl::StrCat("reading the rows of a key in ", s.source), page_bytes);
-      if (absl::IsResourceExhausted(page.status()) && limit > 1) {
-        limit /= 2;
-        continue;
+    absl::Duration wait = kBehindFirstWait;
+    for (int read = 1;; ++read) {
+      if (absl::Status st = ReadGroup(s, key_json, key, pages, groups, too_large); !st.ok()) return st;
+      if (too_large.count(key_json) > 0) break;
+      // The rows must show every change of this batch to the key: _find answers from one copy
+      // of each shard range, which on a cluster may not have had the write yet.
+      std::vector<RowWitness>& shown = witnesses[key_json];
+      std::optional<std::string> behind = Unreflected(shown, groups[key_json]);
+      if (behind.has_value() && read >= kBehindReads) {
+        // A row missing from the group may have left the key since its change (deleted, or
+        // moved to another key): that is a later batch's, not held against this read.
+        std::vector<RowWitness> still;
+        for (const RowWitness& w : shown) {
+          absl::StatusOr<bool> left = w.deleted ? false : LeftKey(s, key_json, w);
+          if (!left.ok()) return left.status();
+          if (!*left) still.push_back(w);
+        }
+        behind = Unreflected(still, groups[key_json]);
       }
-      if (!page.ok()) return page.status();
-      group_bytes += page_bytes;
-      if (group_bytes > options_.max_group_bytes) {
-        // No Reduce call could carry them: what was read of them goes now.
-        too_large.insert(key_json);
-        groups.erase(key_json);
-        pages.resize(first_page);
-        break;
+      if (!behind.has_value()) break;
+      if (read >= kBehindReads) {
+        return IndexBehindError(absl::StrCat(
+            "the rows of key ", key_json, " in ", s.source, ", read ", read, " times with _find, ", *behind,
+            ": a copy of the database behind the others (a cluster's _find reads one copy of each "
+            "shard range); nothing of this batch is written or checkpointed"));
       }
-      Value* docs = const_cast<Value*>(Member(*page, "docs"));
-      // Without `docs` the page says nothing of the group: read as empty, the group's reduce
-      // document would be deleted.
-      if (docs == nullptr || !docs->IsArray()) {
-        return absl::DataLossError(absl::StrCat(
-            "the answer of ", s.source, "/_find has no list of documents (\"docs\"): the rows "
-            "of a key cannot be read, so nothing of this batch is written or checkpointed; is "
-            "the URL a CouchDB, or a proxy that rewrites its answers?"));
-      }
-      size_t n = docs->Size();
-      for (size_t d = 0; d < n; ++d) {
-        // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
-        // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
-        // document: a row of another text belongs to another group and reduce document.
-        const Value* row_key = Member((*docs)[d], "mr_key");
-        if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
-      }
-      // A full page whose bookmark does not move would be read again and again, every copy
-      // kept: CouchDB's bookmark moves with every page it gives.
-      const std::string next = Text(*page, "bookmark");
-      if (n == static_cast<size_t>(limit) && !next.empty() && next == bookmark) {
-        return absl::DataLossError(absl::StrCat(
-            "the answer of ", s.source, "/_find gave a full page with the bookmark it was "
-            "asked with: reading on would never end; nothing of this batch is written or "
-            "checkpointed"));
-      }
-      bookmark = next;
-      skip += static_cast<int64_t>(n);
-      pages.push_back(*std::move(page));
-      if (n < static_cast<size_t>(limit)) break;
+      groups.erase(key_json);
+      pages.resize(first_page);
+      absl::SleepFor(wait);
+      wait *= 2;
     }
     if (too_large.count(key_json) > 0) continue;
     auto& rows = groups[key_json];
@@ -246,6 +226,103 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     it->second.RemoveMember("_rev");  // the revision the first pass looked up
     return Desired(it->second, it->second.GetAllocator(), current);
   });
+}
+
+absl::Status Deriver::ReadGroup(const Stage& s, const std::string& key_json, const Value& key,
+                                std::vector<Document>& pages, std::map<std::string, std::vector<Value*>>& groups,
+                                std::set<std::string>& too_large) {
+  const size_t first_page = pages.size();
+  std::string bookmark;
+  int64_t skip = 0;
+  int limit = kLookupPage;  // halved while a page is too long to read (large rows)
+  size_t group_bytes = 0;
+  while (true) {
+    Document query(rapidjson::kObjectType);
+    auto& a = query.GetAllocator();
+    Value eq(rapidjson::kObjectType);
+    eq.AddMember("$eq", Value(key, a), a);
+    Value selector(rapidjson::kObjectType);
+    selector.AddMember("mr_key", eq, a);
+    query.AddMember("selector", selector, a);
+    query.AddMember("limit", limit, a);
+    if (!bookmark.empty()) query.AddMember("bookmark", couchdb::StringValue(bookmark, a), a);
+    else if (skip > 0) query.AddMember("skip", skip, a);
+    size_t page_bytes = 0;
+    absl::StatusOr<Document> page = couch_.Post(absl::StrCat(DbPath(s.source), "/_find"), couchdb::ToJson(query),
+                                                absl::StrCat("reading the rows of a key in ", s.source), page_bytes);
+    if (absl::IsResourceExhausted(page.status()) && limit > 1) {
+      limit /= 2;
+      continue;
+    }
+    if (!page.ok()) return page.status();
+    group_bytes += page_bytes;
+    if (group_bytes > options_.max_group_bytes) {
+      // No Reduce call could carry them: what was read of them goes now.
+      too_large.insert(key_json);
+      groups.erase(key_json);
+      pages.resize(first_page);
+      break;
+    }
+    Value* docs = const_cast<Value*>(Member(*page, "docs"));
+    // Without `docs` the page says nothing of the group: read as empty, the group's reduce
+    // document would be deleted.
+    if (docs == nullptr || !docs->IsArray()) {
+      return absl::DataLossError(absl::StrCat(
+          "the answer of ", s.source, "/_find has no list of documents (\"docs\"): the rows "
+          "of a key cannot be read, so nothing of this batch is written or checkpointed; is "
+          "the URL a CouchDB, or a proxy that rewrites its answers?"));
+    }
+    size_t n = docs->Size();
+    for (size_t d = 0; d < n; ++d) {
+      // $eq matches by CouchDB's collation (1, 1.0 and -0.0 are equal, and so are a string's
+      // NFC and NFD forms), but a group is its key's JSON text, which names its reduce
+      // document: a row of another text belongs to another group and reduce document.
+      const Value* row_key = Member((*docs)[d], "mr_key");
+      if (row_key != nullptr && couchdb::ToJson(*row_key) == key_json) groups[key_json].push_back(&(*docs)[d]);
+    }
+    // A full page whose bookmark does not move would be read again and again, every copy
+    // kept: CouchDB's bookmark moves with every page it gives.
+    const std::string next = Text(*page, "bookmark");
+    if (n == static_cast<size_t>(limit) && !next.empty() && next == bookmark) {
+      return absl::DataLossError(absl::StrCat(
+          "the answer of ", s.source, "/_find gave a full page with the bookmark it was "
+          "asked with: reading on would never end; nothing of this batch is written or "
+          "checkpointed"));
+    }
+    bookmark = next;
+    skip += static_cast<int64_t>(n);
+    pages.push_back(*std::move(page));
+    if (n < static_cast<size_t>(limit)) break;
+  }
+  return absl::OkStatus();
+}
+
+std::optional<std::string> Deriver::Unreflected(const std::vector<RowWitness>& witnesses,
+                                                const std::vector<Value*>& rows) {
+  for (const RowWitness& w : witnesses) {
+    const Value* found = nullptr;
+    for (const Value* row : rows) {
+      if (Text(*row, "_id") == w.id) found = row;
+    }
+    const int64_t generation = found ? Generation(Text(*found, "_rev")) : 0;
+    if (!w.deleted && generation < w.generation) {
+      return absl::StrCat("lack row ", Printable(w.id), " at revision ", w.generation, " or later");
+    }
+    if (w.deleted && found != nullptr && generation < w.generation) {
+      return absl::StrCat("still hold row ", Printable(w.id), ", deleted at revision ", w.generation);
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<bool> Deriver::LeftKey(const Stage& s, const std::string& key_json, const RowWitness& row) {
+  absl::StatusOr<std::optional<Document>> now = couch_.GetIfExists(
+      absl::StrCat(DbPath(s.source), "/", couchdb::CouchClient::EscapeSegment(row.id)),
+      absl::StrCat("reading row ", row.id, " of ", s.source));
+  if (!now.ok()) return now.status();
+  if (!now->has_value()) return true;  // deleted since
+  const Value* key = Member(**now, "mr_key");
+  return key == nullptr || couchdb::ToJson(*key) != key_json;
 }
 
 absl::StatusOr<std::optional<Document>> Deriver::KeyBeforeDeletion(const std::string& database,

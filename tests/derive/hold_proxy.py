@@ -13,6 +13,9 @@ them on and takes "doc" out of every result of the answer's "results" ("stripped
 `maxdoc:BYTES` refuses a _bulk_docs request holding a document longer than BYTES (as JSON) with
 HTTP 413, whole, as CouchDB 3 does past its max_document_size ("refused METHOD PATH").
 
+Behind, as a cluster's copy that has not had the latest writes: `stalefind:N` takes the first
+document out of the first N `_find` answers that hold any ("staled METHOD PATH").
+
 Away, as a CouchDB restarting: `down:FILE` answers every request with HTTP 503 while FILE holds
 "503", and closes the connection without an answer while it holds "drop" ("down METHOD PATH").
 
@@ -32,8 +35,11 @@ import time
 UPSTREAM = ("127.0.0.1", int(sys.argv[1]))
 RULES, FAKES, NODOCS = [], [], []
 MAX_DOC = DOWN = None
+STALE_FINDS = [0]  # answers still to make stale
 for arg in sys.argv[2:]:
-    if arg.startswith("down:"):
+    if arg.startswith("stalefind:"):
+        STALE_FINDS[0] = int(arg[len("stalefind:"):])
+    elif arg.startswith("down:"):
         DOWN = arg[len("down:"):]
     elif arg.startswith("maxdoc:"):
         MAX_DOC = int(arg[len("maxdoc:"):])
@@ -120,6 +126,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 result.pop("doc", None)
             data = json.dumps(parsed).encode()
             say(f"stripped {what}")
+        if "/_find" in self.path and answer.status == 200 and STALE_FINDS[0] > 0:
+            parsed = json.loads(data)
+            if parsed.get("docs"):
+                STALE_FINDS[0] -= 1
+                parsed["docs"].pop(0)
+                data = json.dumps(parsed).encode()
+                say(f"staled {what}")
         self.answer(answer.status, answer.getheaders(), data)
         if hold is not None:
             say(f"ended {what}")
