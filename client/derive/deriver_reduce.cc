@@ -299,16 +299,17 @@ absl::Status Deriver::ReadGroup(const Stage& s, const std::string& key_json, con
 
 std::optional<std::string> Deriver::Unreflected(const std::vector<RowWitness>& witnesses,
                                                 const std::vector<Value*>& rows) {
+  if (witnesses.empty()) return std::nullopt;
+  std::map<std::string, int64_t> read;  // row id -> the generation read
+  for (const Value* row : rows) read[Text(*row, "_id")] = Generation(Text(*row, "_rev"));
   for (const RowWitness& w : witnesses) {
-    const Value* found = nullptr;
-    for (const Value* row : rows) {
-      if (Text(*row, "_id") == w.id) found = row;
-    }
-    const int64_t generation = found ? Generation(Text(*found, "_rev")) : 0;
+    const auto it = read.find(w.id);
+    const bool found = it != read.end();
+    const int64_t generation = found ? it->second : 0;
     if (!w.deleted && generation < w.generation) {
       return absl::StrCat("lack row ", Printable(w.id), " at revision ", w.generation, " or later");
     }
-    if (w.deleted && found != nullptr && generation < w.generation) {
+    if (w.deleted && found && generation < w.generation) {
       return absl::StrCat("still hold row ", Printable(w.id), ", deleted at revision ", w.generation);
     }
   }
