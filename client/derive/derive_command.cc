@@ -106,7 +106,8 @@ delay (0.1s, doubling up to 5s; a log line at most every 5s) the work starts ove
 checkpoints, so no document is skipped or recorded as failed, and the lease is kept meanwhile.
 --once gives up after --service-wait with exit status 1. An error a cnp-server answers (a
 worker that crashed on a document among them) ends the run with exit status 1.
-A follower waits out a CouchDB that does not serve (no answer, HTTP 5xx: a restart) the same
+A follower waits out a CouchDB that does not serve (no answer, HTTP 5xx: a restart), or whose
+_find keeps answering without a reduce key's latest rows (a cluster's copy behind), the same
 way; --once ends on it with exit status 1. An answer that says no (HTTP 4xx) ends the run.
 
 Options:
