@@ -74,6 +74,9 @@ constexpr absl::Duration kPingTimeout = absl::Milliseconds(1250);
 // itself, a frozen replica is found as soon as through pings on a direct connection (2.5 s).
 constexpr absl::Duration kAskedHeartbeat = absl::Seconds(1);
 constexpr double kSilenceLimit = 2.5;
+// An answer the service announced (SessionOutput.answer_bytes) may take this long per MiB to
+// come, on top: the least rate cnp-server allows a reader of its answers, too.
+constexpr absl::Duration kTransferPerMiB = absl::Seconds(1);
 // The one operation on the stream at a time (the exchange is lockstep), so one tag.
 void* const kTag = reinterpret_cast<void*>(1);
 
@@ -361,10 +364,11 @@ bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
   input_.set_line(line.data(), line.size());
   stream_->Write(input_, kTag);
   if (Await(answer_by) != Op::kDone) return false;
+  absl::Duration transfer = absl::ZeroDuration();  // of an answer announced as large
   for (;;) {
     stream_->Read(&output_, kTag);
     const absl::Time silent_by = heartbeat_ > absl::ZeroDuration()
-                                     ? absl::Now() + heartbeat_ * kSilenceLimit
+                                     ? absl::Now() + heartbeat_ * kSilenceLimit + transfer
                                      : absl::InfiniteFuture();
     if (Await(std::min(answer_by, silent_by)) != Op::kDone) {
       silent_ = expired_ && silent_by < answer_by;
@@ -374,6 +378,7 @@ bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
       heartbeat_ = absl::Milliseconds(output_.heartbeat_ms());
     }
     if (!output_.partial()) return true;
+    transfer = kTransferPerMiB * (static_cast<double>(std::max<int64_t>(output_.answer_bytes(), 0)) / (1 << 20));
     if (forward_early && output_.lines_size() > 0 && options_.write_early) {
       options_.write_early(output_);
     }

@@ -46,6 +46,16 @@ class HeartbeatingSession final : public SessionHandler {
     beat.set_heartbeat_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(interval_)));
     return beat;
   }
+  // A large answer may take longer to cross a slow link than the client allows silence for:
+  // announced, its transfer is not taken for a server that stopped (and the command replayed
+  // on another, to cross the same link again).
+  std::optional<v1::SessionOutput> Forewarning(int64_t answer_bytes) const override {
+    if (answer_bytes < kForewarnedAnswerBytes) return std::nullopt;
+    v1::SessionOutput notice = Heartbeat();
+    notice.set_answer_bytes(answer_bytes);
+    return notice;
+  }
+  static constexpr int64_t kForewarnedAnswerBytes = int64_t{256} << 10;
 
  private:
   const std::unique_ptr<SessionHandler> session_;

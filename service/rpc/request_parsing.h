@@ -104,6 +104,13 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
     (void)SerializeResponse(typed_->Heartbeat(), out);
     return out;
   }
+  std::optional<grpc::ByteBuffer> Forewarning(int64_t answer_bytes) const override {
+    std::optional<Response> notice = typed_->Forewarning(answer_bytes);
+    if (!notice.has_value()) return std::nullopt;
+    grpc::ByteBuffer out;
+    (void)SerializeResponse(*notice, out);  // a small message of our own: it always encodes
+    return out;
+  }
   asio::awaitable<void> Close() override { co_await typed_->Close(); }
 
  private:

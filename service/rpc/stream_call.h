@@ -62,6 +62,9 @@ class StreamHandler {
   // silent this long (stream_heartbeat.h). Zero: never. Asked once, when the stream starts.
   virtual absl::Duration HeartbeatInterval() const { return absl::ZeroDuration(); }
   virtual Response Heartbeat() const { return Response(); }
+  // Written before an answer of `answer_bytes`, if set: while the answer crosses a slow link, a
+  // client that holds the stream's silence against it (heartbeats) learns that it is coming.
+  virtual std::optional<Response> Forewarning(int64_t answer_bytes) const { return std::nullopt; }
   // Awaited once the stream's conversation is over, before the handler is destroyed (a
   // destructor cannot await).
   virtual asio::awaitable<void> Close() { co_return; }
@@ -284,6 +287,13 @@ class StreamMethod
       std::optional<CallMemory::Charge> held_answer = Hold(response, 1);
       if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
       const bool ending = handler.EndsStream(response);
+      if (std::optional<Response> notice = handler.Forewarning(MessageBytes(response))) {
+        watch.Ready(MessageBytes(*notice));
+        if (!co_await grpc_asio::Write(context_, call.stream, *notice)) {
+          co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        }
+        watch.Taken();
+      }
       watch.Ready(MessageBytes(response));
       if (!co_await grpc_asio::Write(context_, call.stream, response)) {
         co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");

@@ -14,6 +14,9 @@ Misbehaviour: `fail_streams` aborts every stream at once, as a proxy whose upstr
 the service stops (a replica frozen before it answered anything, behind a proxy that answers
 the adapter's pings itself);
 `fail_next_map_doc` aborts the stream that receives the next map_doc (a replica dying);
+`slow_large_map_doc` (announced bytes, seconds) answers each map_doc with a partial output
+announcing an answer of that many bytes, and the answer that many seconds later (a large answer
+crossing a slow link), with `heartbeat_ms` (which every output then says) the interval granted;
 `abort_map_docs` (a list of (status code, message, trailers)) aborts the streams that receive
 the next map_docs with each in turn (a server overloaded, or refusing the line); `abort_add_funs`
 does the same for add_fun (a replica with a smaller --max-call-bytes refusing a replayed line)."""
@@ -39,6 +42,8 @@ class ScriptedSessionService:
         self.fail_next_map_doc = threading.Event()
         self.abort_map_docs = []
         self.abort_add_funs = []
+        self.heartbeat_ms = 0
+        self.slow_large_map_doc = None
         self.stopping = threading.Event()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8),
@@ -89,7 +94,8 @@ class ScriptedSessionService:
                     functions.append(command[1])
                 elif name == "ddoc":
                     design_docs.add(command[2])
-                yield session_output([b"true"], accepted=self.sets_accepted)
+                yield session_output([b"true"], accepted=self.sets_accepted,
+                                     heartbeat_ms=self.heartbeat_ms)
             elif name == "ddoc":
                 if command[1] in design_docs:
                     answer = [True, command[1]]
@@ -112,7 +118,13 @@ class ScriptedSessionService:
                     self.fail_next_map_doc.clear()
                     context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
                 rows = [[[f, command[1]["_id"]]] for f in functions]
-                yield session_output([json.dumps(rows).encode()], accepted=False)
+                if self.slow_large_map_doc is not None:
+                    announced, seconds = self.slow_large_map_doc
+                    yield session_output([], partial=True, heartbeat_ms=self.heartbeat_ms,
+                                         answer_bytes=announced)
+                    self.stopping.wait(seconds)  # the answer on its way, slowly
+                yield session_output([json.dumps(rows).encode()], accepted=False,
+                                     heartbeat_ms=self.heartbeat_ms)
             else:
                 yield session_output([b'["error","unknown","not scripted"]'], accepted=False)
 

@@ -114,6 +114,27 @@ class StreamHeartbeatTest(unittest.TestCase):
         self.assertEqual(len(outputs), 1, outputs)
         self.assertEqual(rows(outputs[0]), [[[["Oslo", 1]]]])
 
+    def test_a_large_answer_is_announced_before_it_is_sent(self):
+        # On a slow link its transfer may outlast the silence the client allows: told its size
+        # first, the client does not take the server for stopped.
+        session = self.session(heartbeat_ms=5000)
+        session.send(["add_fun", "fixture_fns.slow_town"])
+        big = "x" * (300 << 10)
+        outputs = session.send(["map_doc", {"_id": "a", "town": "Oslo", "n": big}])
+        self.assertEqual(len(outputs), 2, [dict(o, lines=len(o["lines"])) for o in outputs])
+        notice, answer = outputs
+        self.assertEqual(rows(answer), [[[["Oslo", big]]]])
+        self.assertEqual((notice["partial"], notice["lines"], notice["heartbeat_ms"]), (True, [], 5000))
+        self.assertEqual(notice["answer_bytes"], answer["bytes"])
+        # Small answers are not announced, nor is anything to a client that asked for no
+        # heartbeats (an older adapter would take the notice for its answer).
+        self.assertEqual(len(session.send(["map_doc", {"_id": "b", "town": "Oslo", "n": 1}])), 1)
+        quiet = self.session()
+        quiet.send(["add_fun", "fixture_fns.slow_town"])
+        outputs = quiet.send(["map_doc", {"_id": "a", "town": "Oslo", "n": big}])
+        self.assertEqual(len(outputs), 1)
+        self.assertEqual(outputs[0]["answer_bytes"], 0)
+
     def test_what_is_granted(self):
         for asked, granted in (("1", 200), ("1500", 1500), ("999999999", 60000), ("soon", 0),
                                ("-5", 0)):

@@ -125,6 +125,19 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
         self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
         self.assertEqual(self.service.stream_count(), 2)
 
+    def test_an_announced_large_answer_is_waited_for_past_the_silence_limit(self):
+        # On a slow link a large answer takes longer to cross than 2.5 heartbeats of silence:
+        # the adapter took the server for stopped and replayed the command on another stream,
+        # to cross the same link again. Announced (answer_bytes: 4 MiB, 4 s more at 1 MiB/s),
+        # it is waited for.
+        self.service.heartbeat_ms = 1000
+        self.service.slow_large_map_doc = (4 << 20, 3.5)
+        self.start_session(timeout_ms=20000)
+        started = time.monotonic()
+        self.assertEqual(self.reply(["map_doc", {"_id": "d1"}], timeout=15), [[["m.town", "d1"]]])
+        self.assertGreaterEqual(time.monotonic() - started, 3.4)
+        self.assertEqual(self.service.stream_count(), 1)
+
     def test_a_first_stream_frozen_before_its_first_answer_is_given_up_in_time(self):
         # A new adapter's first stream reached a replica that had stopped (behind a proxy that
         # answers pings itself). Its silence limit came from the stream's first output, so with

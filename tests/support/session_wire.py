@@ -36,10 +36,14 @@ def session_input_line(message):
     return line
 
 
-def session_output(lines, accepted=False):
-    """A cnp.v1.SessionOutput: `lines` (field 1, repeated bytes), `accepted` (field 3, bool)."""
+def session_output(lines, accepted=False, partial=False, heartbeat_ms=0, answer_bytes=0):
+    """A cnp.v1.SessionOutput: `lines` (field 1, repeated bytes), `accepted` (field 3, bool),
+    `partial` (4, bool), `heartbeat_ms` (5, int32), `answer_bytes` (6, int64)."""
     out = b"".join(b"\x0a" + varint(len(l)) + l for l in lines)
-    return out + (b"\x18\x01" if accepted else b"")
+    out += b"\x18\x01" if accepted else b""
+    out += b"\x20\x01" if partial else b""
+    out += b"\x28" + varint(heartbeat_ms) if heartbeat_ms else b""
+    return out + (b"\x30" + varint(answer_bytes) if answer_bytes else b"")
 
 
 def session_input(line):
@@ -48,9 +52,11 @@ def session_input(line):
 
 
 def parse_session_output(message):
-    """A cnp.v1.SessionOutput as a dict: lines (list of bytes), exit, accepted, partial (bools)
-    and heartbeat_ms (int); absent fields at their defaults."""
-    out = {"lines": [], "exit": False, "accepted": False, "partial": False, "heartbeat_ms": 0}
+    """A cnp.v1.SessionOutput as a dict: lines (list of bytes), exit, accepted, partial (bools),
+    heartbeat_ms and answer_bytes (ints), absent fields at their defaults; and bytes, the size
+    of its encoding."""
+    out = {"lines": [], "exit": False, "accepted": False, "partial": False, "heartbeat_ms": 0,
+           "answer_bytes": 0, "bytes": len(message)}
     flags = {2: "exit", 3: "accepted", 4: "partial"}
     i = 0
     while i < len(message):
@@ -67,6 +73,8 @@ def parse_session_output(message):
                 out[flags[field]] = bool(value)
             elif field == 5:
                 out["heartbeat_ms"] = value
+            elif field == 6:
+                out["answer_bytes"] = value
         else:
             raise ValueError("unexpected wire type %d in a SessionOutput" % wire_type)
     return out
