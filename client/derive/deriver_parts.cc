@@ -4,6 +4,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/derive/couch_db.h"
+#include "client/derive/marked_status.h"
 #include "client/lib/cnp_client.h"
 #include "common/call_limit.h"
 #include "common/couchdb/json.h"
@@ -78,12 +79,10 @@ constexpr char kIndexBehindPayload[] = "type.cnp.dev/derive.IndexBehind";
 }  // namespace
 
 absl::Status IndexBehindError(absl::string_view message) {
-  absl::Status status = absl::UnavailableError(message);
-  status.SetPayload(kIndexBehindPayload, absl::Cord());
-  return status;
+  return Marked(absl::UnavailableError(message), kIndexBehindPayload);
 }
 
-bool IsIndexBehind(const absl::Status& status) { return status.GetPayload(kIndexBehindPayload).has_value(); }
+bool IsIndexBehind(const absl::Status& status) { return HasMark(status, kIndexBehindPayload); }
 
 bool IsDesign(absl::string_view id) { return absl::StartsWith(id, "_design/"); }
 

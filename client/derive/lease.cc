@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "rapidjson/document.h"
+#include "client/derive/marked_status.h"
 #include "common/couchdb/json.h"
 
 namespace cnp::derive {
@@ -16,14 +17,10 @@ constexpr char kLeaseLostPayload[] = "type.cnp.dev/derive.LeaseLost";
 }  // namespace
 
 absl::Status LeaseLostError(absl::string_view message) {
-  absl::Status status = absl::FailedPreconditionError(message);
-  status.SetPayload(kLeaseLostPayload, absl::Cord());
-  return status;
+  return Marked(absl::FailedPreconditionError(message), kLeaseLostPayload);
 }
 
-bool IsLeaseLost(const absl::Status& status) {
-  return status.GetPayload(kLeaseLostPayload).has_value();
-}
+bool IsLeaseLost(const absl::Status& status) { return HasMark(status, kLeaseLostPayload); }
 
 namespace {
 

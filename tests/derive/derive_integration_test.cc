@@ -111,6 +111,29 @@ class DeriveTest : public ::testing::Test {
     }
     return out;
   }
+  // A FIFO in dir_ that derive_fns.announced_slow_town writes a byte to once its Map call has
+  // started; `fd` its reading end, opened before the handler opens it for writing (which would
+  // otherwise wait for a reader). Returns its path.
+  std::string MapStartedFifo(int& fd) {
+    const std::string fifo = absl::StrCat(dir_, "/map-started");
+    EXPECT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    fd = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    EXPECT_GE(fd, 0);
+    return fifo;
+  }
+  // Whether the Map call started (its byte came on `fd`) within kRunTimeout; closes `fd`.
+  static bool AwaitMapStarted(int fd) {
+    pollfd started{.fd = fd, .events = POLLIN, .revents = 0};
+    const bool came = poll(&started, 1, absl::ToInt64Milliseconds(kRunTimeout)) == 1;
+    close(fd);
+    return came;
+  }
+  // Town -> count, of the reduce documents of derive_fns.per_town in `db`.
+  std::map<std::string, int> TownCounts(const std::string& db) {
+    std::map<std::string, int> out;
+    for (auto& [id, doc] : Derived(db)) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
+    return out;
+  }
   // mr_key (as JSON) -> the derived document's JSON without _id and _rev.
   std::multimap<std::string, std::string> ByKey(const std::string& db) {
     std::multimap<std::string, std::string> out;
@@ -209,6 +232,14 @@ std::string TownsDeclaration(const std::string& name, const std::string& source,
                              int version = 1) {
   return absl::StrCat("name: ", name, "\nhandlers:\n  ", target, ":\n    ", source,
                       ": {type: map, version: ", version, ", handler: ", handler, "}\n");
+}
+
+// NAME's map stage (derive_fns.town, SOURCE -> NAME_map) and its reduce stage counting each
+// town's rows (derive_fns.per_town, NAME_map -> NAME_count).
+std::string TownCountDeclaration(const std::string& name, const std::string& source) {
+  return absl::StrCat("name: ", name, "\nhandlers:\n  ", name, "_map:\n    ", source,
+                      ": {type: map, version: 1, handler: derive_fns.town}\n  ", name, "_count:\n    ", name,
+                      "_map: {type: reduce, version: 1, handler: derive_fns.per_town}\n");
 }
 
 TEST_F(DeriveTest, InitialSyncWritesOneDerivedDocumentPerRowWithItsProvenance) {
@@ -929,19 +960,9 @@ TEST_F(DeriveTest, RowsCarryTheSourceRevisionOnlyForAJoin) {
 
 TEST_F(DeriveTest, AReduceTargetIsKeptRightIncrementally) {
   Fill("red_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"}])");
-  std::string yaml = R"(name: red
-handlers:
-  red_map:
-    red_src: {type: map, version: 1, handler: derive_fns.town}
-  red_count:
-    red_map: {type: reduce, version: 1, handler: derive_fns.per_town}
-)";
+  std::string yaml = TownCountDeclaration("red", "red_src");
   RunOnce(yaml);
-  auto counts = [&] {
-    std::map<std::string, int> out;
-    for (auto& [id, doc] : Derived("red_count")) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
-    return out;
-  };
+  auto counts = [&] { return TownCounts("red_count"); };
   EXPECT_EQ(counts(), (std::map<std::string, int>{{"Bergen", 1}, {"Oslo", 2}}));
   // b leaves Bergen (its group goes away), c moves to Tromso, a new Oslo document arrives.
   Write("red_src", absl::StrCat(R"([{"_id":"b","_rev":")", Rev("red_src", "b"), R"(","_deleted":true},)",
@@ -958,19 +979,9 @@ handlers:
 TEST_F(DeriveTest, AMapRowDeletedByHandIsTakenOutOfItsReduceDocument) {
   Fill("hand_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"},{"_id":"c","town":"Oslo"},)"
                    R"({"_id":"d","town":"Lima"}])");
-  const std::string yaml = R"(name: hand
-handlers:
-  hand_map:
-    hand_src: {type: map, version: 1, handler: derive_fns.town}
-  hand_count:
-    hand_map: {type: reduce, version: 1, handler: derive_fns.per_town}
-)";
+  const std::string yaml = TownCountDeclaration("hand", "hand_src");
   RunOnce(yaml);
-  auto counts = [&] {
-    std::map<std::string, int> out;
-    for (auto& [id, doc] : Derived("hand_count")) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
-    return out;
-  };
+  auto counts = [&] { return TownCounts("hand_count"); };
   ASSERT_EQ(counts(), (std::map<std::string, int>{{"Bergen", 1}, {"Lima", 1}, {"Oslo", 2}}));
   auto row_of = [&](const std::string& source_id) {
     for (auto& [id, doc] : Derived("hand_map")) {
@@ -1007,18 +1018,8 @@ handlers:
 // does the batch is given up (nothing written or checkpointed), not reduced without the row.
 TEST_F(DeriveTest, AReduceReadsAKeysRowsAgainUntilTheyShowTheBatchsChanges) {
   Fill("behind_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Oslo"},{"_id":"c","town":"Lima"}])");
-  const std::string yaml = R"(name: behind
-handlers:
-  behind_map:
-    behind_src: {type: map, version: 1, handler: derive_fns.town}
-  behind_count:
-    behind_map: {type: reduce, version: 1, handler: derive_fns.per_town}
-)";
-  auto counts = [&] {
-    std::map<std::string, int> out;
-    for (auto& [id, doc] : Derived("behind_count")) out[doc["mr_key"].GetString()] = doc["mr_value"].GetInt();
-    return out;
-  };
+  const std::string yaml = TownCountDeclaration("behind", "behind_src");
+  auto counts = [&] { return TownCounts("behind_count"); };
   auto through_proxy = [&](const std::string& stale) -> absl::StatusOr<Exited> {
     std::string proxy_url;
     auto proxy = StartProxy({"stalefind:" + stale}, proxy_url);
@@ -1643,19 +1644,16 @@ TEST_F(DeriveTest, AWorkerDyingOnADocumentEndsTheRunRatherThanBeingWaitedOut) {
 // is running when it comes is written and checkpointed, not thrown away (before, every write
 // after the signal was refused as if the lease were lost).
 TEST_F(DeriveTest, AStopSignalWritesTheBatchInHandFirst) {
-  const std::string fifo = absl::StrCat(dir_, "/map-started");
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  const int map_started = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  int map_started = -1;
+  const std::string fifo = MapStartedFifo(map_started);
   ASSERT_GE(map_started, 0);
   // Long enough that the signal surely comes while the call runs.
   Fill("inhand_src", absl::StrCat(R"([{"_id":"a","town":"Oslo","sleep":3,"fifo":")", fifo, R"("}])"));
-  auto run = ChildProcess::Start(
-      Command(Declare(TownsDeclaration("inhand", "inhand_src", "inhand_map", "derive_fns.announced_slow_town")), {}),
-      dir_, "holding the lease", kRunTimeout);
+  const std::string declaration =
+      Declare(TownsDeclaration("inhand", "inhand_src", "inhand_map", "derive_fns.announced_slow_town"));
+  auto run = ChildProcess::Start(Command(declaration, {}), dir_, "holding the lease", kRunTimeout);
   ASSERT_TRUE(run.ok()) << run.status();
-  pollfd started{.fd = map_started, .events = POLLIN, .revents = 0};
-  ASSERT_EQ(poll(&started, 1, absl::ToInt64Milliseconds(kRunTimeout)), 1) << (*run)->output();
-  close(map_started);
+  ASSERT_TRUE(AwaitMapStarted(map_started)) << (*run)->output();
 
   ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
   std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
@@ -1667,10 +1665,7 @@ TEST_F(DeriveTest, AStopSignalWritesTheBatchInHandFirst) {
   ASSERT_EQ(derived.size(), 1u);
   EXPECT_EQ(derived.count("\"Oslo\""), 1u);
   // Checkpointed too: the next run has nothing to do.
-  absl::StatusOr<Exited> again = RunToExit(Command(Declare(TownsDeclaration("inhand", "inhand_src", "inhand_map",
-                                                                            "derive_fns.announced_slow_town")),
-                                                   {"--once"}),
-                                           "cnp derive");
+  absl::StatusOr<Exited> again = RunToExit(Command(declaration, {"--once"}), "cnp derive");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->exit_code, 0) << again->output;
   EXPECT_THAT(again->output, Not(HasSubstr("change(s)")));
@@ -1680,10 +1675,8 @@ TEST_F(DeriveTest, AStopSignalWritesTheBatchInHandFirst) {
 // clean stop, which waits for the Map call in hand (here 60 s), and a second ends the run at
 // once, by that signal.
 TEST_F(DeriveTest, ASecondStopSignalEndsTheRunAtOnce) {
-  const std::string fifo = absl::StrCat(dir_, "/map-started");
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  // Open before the handler opens it for writing, which would otherwise wait for a reader.
-  const int map_started = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  int map_started = -1;
+  const std::string fifo = MapStartedFifo(map_started);
   ASSERT_GE(map_started, 0);
   Fill("impatient_src", absl::StrCat(R"([{"_id":"a","town":"Oslo","sleep":60,"fifo":")", fifo, R"("}])"));
   auto service = testing::ServerProcess::Start({"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1"});
@@ -1693,9 +1686,7 @@ TEST_F(DeriveTest, ASecondStopSignalEndsTheRunAtOnce) {
               {}, service->get()),
       dir_, "holding the lease", kRunTimeout);
   ASSERT_TRUE(run.ok()) << run.status();
-  pollfd started{.fd = map_started, .events = POLLIN, .revents = 0};
-  ASSERT_EQ(poll(&started, 1, absl::ToInt64Milliseconds(kRunTimeout)), 1) << (*run)->output();
-  close(map_started);
+  ASSERT_TRUE(AwaitMapStarted(map_started)) << (*run)->output();
 
   ASSERT_EQ(kill((*run)->pid(), SIGTERM), 0);
   ASSERT_TRUE((*run)->WaitForOutput("signal again to stop at once", kRunTimeout)) << (*run)->output();
