@@ -1,5 +1,9 @@
 #include "service/couchdb/query_config.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 
@@ -7,7 +11,11 @@ namespace cnp::couchdb {
 
 QueryConfig QueryConfig::FromJson(std::string_view json) {
   QueryConfig config;
-  if (json.empty()) return config;
+  // CouchDB's configuration is four small members. A parsed document takes up to about 20
+  // times its text: a 63 MB `reset` line of `{}`s held 1.26 GB and stalled the threads of every
+  // other call while it was built. One this large is no CouchDB's, and is taken as a malformed
+  // one is: the defaults.
+  if (json.empty() || json.size() > kMaxJsonBytes) return config;
   rapidjson::Document doc;
   // Iterative: no recursion per level of nesting on the thread's stack.
   doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
@@ -23,7 +31,9 @@ QueryConfig QueryConfig::FromJson(std::string_view json) {
   }
   if (auto it = doc.FindMember("reduce_limit_threshold");
       it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() >= 0) {
-    config.reduce_limit_threshold = static_cast<size_t>(it->value.GetDouble());
+    // Clamped first: a double past size_t's range (1e308) converted is undefined behaviour.
+    const double largest = static_cast<double>(std::numeric_limits<uint32_t>::max());
+    config.reduce_limit_threshold = static_cast<size_t>(std::min(it->value.GetDouble(), largest));
   }
   if (auto it = doc.FindMember("reduce_limit_ratio");
       it != doc.MemberEnd() && it->value.IsNumber() && it->value.GetDouble() > 0) {

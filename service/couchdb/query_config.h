@@ -14,8 +14,9 @@ struct QueryConfig {
   enum class ReduceLimit { kOff, kOn, kLog };
 
   // ["reset", {config}] or a bare ["reset"] (`json` empty). Unknown or mistyped fields keep
-  // their defaults, as couchjs ignores them.
+  // their defaults, as couchjs ignores them; so do all of a `json` longer than kMaxJsonBytes.
   static QueryConfig FromJson(std::string_view json);
+  static constexpr size_t kMaxJsonBytes = size_t{64} << 10;
 
   // "reduce_limit": true → kOn, "log" → kLog (3.5), anything else → kOff.
   ReduceLimit reduce_limit = ReduceLimit::kOff;

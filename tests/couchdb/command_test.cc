@@ -2,6 +2,8 @@
 // cnp-adapter uses agreeing with it.
 #include "service/couchdb/command.h"
 
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -91,6 +93,15 @@ TEST(ParseCommandTest, ResetIsAResetWhenItIsJson) {
   EXPECT_FALSE(As<command::Reset>(R"(["reset"])").config.timeout.has_value());
   // A configuration that is JSON but not one is the defaults.
   EXPECT_FALSE(As<command::Reset>(R"(["reset",{"timeout":"soon"}])").config.timeout.has_value());
+  // A threshold past size_t's range is clamped, not converted (undefined behaviour).
+  EXPECT_EQ(As<command::Reset>(R"(["reset",{"reduce_limit_threshold":1e308}])").config.reduce_limit_threshold,
+            size_t{std::numeric_limits<uint32_t>::max()});
+  // A configuration far larger than any of CouchDB's is not built in memory (a 63 MB one of
+  // `{}`s took 1.26 GB): the defaults, as for one that is not an object.
+  std::string huge = R"(["reset",{"timeout":2500,"pad":[)";
+  for (size_t i = 0; huge.size() <= QueryConfig::kMaxJsonBytes + 64; ++i) huge += i == 0 ? "{}" : ",{}";
+  huge += "]}]";
+  EXPECT_FALSE(As<command::Reset>(huge).config.timeout.has_value());
   // A line that is not JSON is no reset, as in couchjs, which parses every line first and exits
   // (the adapter answers only a reset that is JSON itself, so this is the only answer).
   As<command::NotACommand>(R"(["reset",{"timeout":)");
