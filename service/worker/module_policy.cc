@@ -403,6 +403,11 @@ absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
   return absl::OkStatus();
 }
 
+bool ModulePolicy::RefusesByName(const std::string& path, const std::string& module) const {
+  return !DunderParts(path).empty() || IsOurs(module) ||
+         !NeverCallableReason(module).why.empty();
+}
+
 absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* attribute) const {
   if (!PyCallable_Check(attribute)) {
     return absl::NotFoundError(absl::StrCat("TypeError: ", name.path, " is of type ",

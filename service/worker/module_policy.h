@@ -66,6 +66,12 @@ class ModulePolicy {
   // full checks come when the name is used.
   bool AllowsModuleName(const std::string& module) const { return AllowedByPrefix(module); }
 
+  // Whether `path` (a dotted name, module then function) is refused by its spelling alone: a
+  // dunder part, couch_named_python's module, or a module that is never callable. Such a name
+  // gets no "did you mean", and nothing about it is looked up: asked for `distutils`, a
+  // virtualenv's shim imports setuptools.
+  bool RefusesByName(const std::string& path, const std::string& module) const;
+
  private:
   enum class Root { kNone, kOperator, kLibrary, kStdlib };
   struct Location {

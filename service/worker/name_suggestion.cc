@@ -97,6 +97,8 @@ std::optional<std::pair<size_t, const std::vector<std::string>*>> NameSuggester:
 }
 
 std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
+  // Before any lookup: finding out whether `distutils` exists runs a virtualenv's shim.
+  if (policy_.RefusesByName(name.path, name.module)) return std::nullopt;
   std::optional<std::pair<size_t, const std::vector<std::string>*>> found = Candidates(name);
   if (!found.has_value()) return std::nullopt;
   std::vector<std::string> parts = absl::StrSplit(name.path, '.');
@@ -105,12 +107,13 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   std::optional<std::string> meant = ClosestName(parts[index], *candidates);
   if (!meant.has_value()) return std::nullopt;
   parts[index] = *meant;
-  if (index + 1 < parts.size()) {
-    // A module: only one that may be run is worth naming.
-    const std::vector<std::string> module(parts.begin(), parts.end() - 1);
-    if (!policy_.AllowsModuleName(absl::StrJoin(module, "."))) return std::nullopt;
-  }
+  // Only a name that may be run is worth naming: not `os.system` for `oss.system`, nor for
+  // `os.systen` a callable of a module --allow-module leaves out.
   std::string suggestion = absl::StrJoin(parts, ".");
+  const std::string module = absl::StrJoin(parts.begin(), parts.end() - 1, ".");
+  if (!policy_.AllowsModuleName(module) || policy_.RefusesByName(suggestion, module)) {
+    return std::nullopt;
+  }
   if (name.version.has_value()) absl::StrAppend(&suggestion, "|", *name.version);
   return suggestion;
 }

@@ -28,8 +28,10 @@ class NameSuggester {
   // When `name`'s module is imported and has no such attribute: the module's closest public
   // callable. When a module on the way does not exist (no spec: not a module whose code failed,
   // which is no typo): the closest module beside it (in its package, or on the path for a
-  // top-level one) that --allow-module covers. The name as it would be written, `|version`
-  // kept; nullopt when nothing is close. Imports nothing but the standard library's pkgutil and
+  // top-level one). Only a guess the policy would let through by its name (--allow-module
+  // covers it; not the standard library, an installer, a dunder): the name as it would be
+  // written, `|version` kept; nullopt when nothing is close, and at once for a name refused by
+  // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports nothing but the standard library's pkgutil and
   // importlib.util, and never leaves a Python error set. For error paths only.
   std::optional<std::string> Suggest(const FunctionName& name);
 

@@ -20,6 +20,7 @@ using ::cnp::worker::testing::WorkerProcess;
 using ::cnp::worker::v1::Failure;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 Reply Show(WorkerProcess& worker, const std::string& function) {
   return worker.Call(DesignTask(cnp::v1::SHOW, function, "[null, {}]"));
@@ -104,6 +105,34 @@ TEST(NeverCallableTest, AFunctionsRealFileDecidesNotItsClaimedModule) {
   Reply own = Show(**worker, "relay.show");
   ASSERT_TRUE(own.has_design()) << own.DebugString();
   EXPECT_THAT(own.design().reply(), HasSubstr("relay ran"));
+}
+
+// A "did you mean" for a refused name looks nothing up: in a virtualenv, asking whether
+// `distutils` exists makes the shim import setuptools. And no guess names a function that is
+// never callable, from a misspelt module (`oss.system`) or a misspelt function (`os.systen`).
+TEST(NeverCallableTest, AGuessForAMisspeltNameLooksUpNothingRefusedAndNamesNothingRefused) {
+  std::string base = FreshDir("guess");
+  std::string venv = base + "/venv";
+  std::string site = WriteFakeVirtualenv(venv, base);
+  WriteModule(site + "/setuptools/_distutils/__init__.py",
+              absl::StrCat("open('", base, "/imported', 'w').close()\n"));
+  std::string views = base + "/views";
+  std::filesystem::create_directory(views);
+  WriteModule(views + "/townviews.py", "def show(doc, req):\n    return {'body': 'town'}\n");
+  // No --allow-module: every operator module may run, so only the never-callable rule filters.
+  auto worker = WorkerProcess::Start({"--virtualenv=" + venv, "--python-path=" + views});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  Reply reply = (*worker)->Call(::cnp::worker::testing::ResolveTask(
+      {"distutils.spwan", "os.systen", "oss.system", "townveiws.show"}));
+  ASSERT_EQ(reply.resolve().functions_size(), 4) << reply.DebugString();
+  const auto& functions = reply.resolve().functions();
+  EXPECT_THAT(functions[0].error(), HasSubstr("part of Python's standard library"));
+  EXPECT_THAT(functions[0].error(), Not(HasSubstr("did you mean")));
+  EXPECT_FALSE(Exists(base + "/imported")) << "setuptools' distutils was imported";
+  EXPECT_THAT(functions[1].error(), Not(HasSubstr("did you mean")));
+  EXPECT_THAT(functions[2].error(), Not(HasSubstr("did you mean \"os.")));
+  // A misspelt operator module still gets its guess.
+  EXPECT_THAT(functions[3].error(), HasSubstr("did you mean \"townviews.show\"?"));
 }
 
 }  // namespace
