@@ -288,19 +288,24 @@ class StreamMethod
       if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
       const bool ending = handler.EndsStream(response);
       if (std::optional<Response> notice = handler.Forewarning(MessageBytes(response))) {
-        watch.Ready(MessageBytes(*notice));
-        if (!co_await grpc_asio::Write(context_, call.stream, *notice)) {
-          co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-        }
-        watch.Taken();
+        if (!co_await WriteWatched(call, watch, *notice)) co_return ClientWentAway();
       }
-      watch.Ready(MessageBytes(response));
-      if (!co_await grpc_asio::Write(context_, call.stream, response)) {
-        co_return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      }
-      watch.Taken();
+      if (!co_await WriteWatched(call, watch, response)) co_return ClientWentAway();
       if (ending) co_return grpc::Status::OK;
     }
+  }
+
+  // Writes `message` with the watch told it waits to be read; false when the client went away.
+  asio::awaitable<bool> WriteWatched(Call& call, UnreadAnswerWatch& watch,
+                                     const Response& message) {
+    watch.Ready(MessageBytes(message));
+    const bool written = co_await grpc_asio::Write(context_, call.stream, message);
+    if (written) watch.Taken();
+    co_return written;
+  }
+
+  static grpc::Status ClientWentAway() {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
 
   static int64_t MessageBytes(const grpc::ByteBuffer& message) {
