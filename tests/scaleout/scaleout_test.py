@@ -175,8 +175,10 @@ class ScaleOutTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         calls = {line["call"]: line for line in lines if "call" in line}
         self.assertEqual(len(calls), MAP_CALLS + VALIDATE_CALLS, err)
-        # The kill came in the middle: a good share of the calls were made after it.
-        self.assertGreater(len(calls) - done_before_kill, (MAP_CALLS + VALIDATE_CALLS) // 4)
+        # The parked calls were still to be answered when r1 died. How many others were left
+        # depends on the machine's speed alone (on a quiet machine the unparked load can end
+        # before the second park is read: 478 of 480 done), so it is not asserted.
+        self.assertGreaterEqual(len(calls) - done_before_kill, 2)
         return calls, lines[-1]["summary"]
 
     def run_failover(self, target):
