@@ -31,8 +31,9 @@ class NameSuggester {
   // top-level one). Only a guess the policy would let through by its name (--allow-module
   // covers it; not the standard library, an installer, a dunder): the name as it would be
   // written, `|version` kept; nullopt when nothing is close, and at once for a name refused by
-  // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports nothing but the standard library's pkgutil and
-  // importlib.util, and never leaves a Python error set. For error paths only.
+  // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports
+  // nothing but the standard library's pkgutil and importlib.util, and never leaves a Python
+  // error set. For error paths only.
   std::optional<std::string> Suggest(const FunctionName& name);
 
  private:
