@@ -742,16 +742,27 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
             worker::v1::SessionEnd::Reason_Name(session_end.reason()),
             session_end.message().empty() ? "" : " (", session_end.message(),
             session_end.message().empty() ? "" : ")");
-  } else if (reply.ok()) {
-    // The worker refused the task without touching CouchDB's pipes (e.g. a worker that does
-    // not serve direct sessions): the adapter may still serve CouchDB over the stream.
+  } else if (reply.ok() && reply->has_failure() &&
+             reply->failure().code() == worker::v1::Failure::BAD_INPUT) {
+    // The worker refused the task before it touched CouchDB's pipes (a task it cannot read,
+    // e.g. from a worker that does not serve direct sessions): the adapter may still serve
+    // CouchDB over the stream.
     end.set_exit_code(1);
     end.set_pipes_untouched(true);
-    end.set_message(absl::StrCat("the worker did not take the session: ",
-                                 reply->has_failure() ? reply->failure().message()
-                                                      : reply->ShortDebugString()));
+    end.set_message(
+        absl::StrCat("the worker did not take the session: ", reply->failure().message()));
     reusable = !reply->recycle();
     LogWarning("direct session ", id, ": ", end.message());
+  } else if (reply.ok()) {
+    // Any other reply may come after the worker read from CouchDB's pipe: nobody knows where
+    // in CouchDB's input the session stopped, so the query server ends, and CouchDB starts
+    // another (a line written now could land after part of an answer).
+    end.set_exit_code(1);
+    end.set_message(absl::StrCat("the worker ended the session without its end: ",
+                                 reply->has_failure() ? reply->failure().message()
+                                                      : reply->ShortDebugString()));
+    reusable = false;
+    LogError("direct session ", id, ": ", end.message());
   } else {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     std::optional<int> status = process.wait_status();

@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/cleanup/cleanup.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -272,10 +273,11 @@ void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
   }
 }
 
-}  // namespace
-
-v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output, int server) {
+// The session's loop; ServeDirectSession's, which owns the pipes and answers a bad_alloc from
+// anywhere in it. `answer_owed`: set while a line of CouchDB's is being read or answered and
+// its answer is not yet written.
+v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& session, int input,
+                     int output, int server, bool& answer_owed) {
   couchdb::QuerySession::Options options;
   // Every task runs here, in this process: a reduce's values are walked once, by the parse that
   // builds them for Python.
@@ -340,9 +342,11 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
   int64_t commands = 0;
   TooLongLines too_long;
   for (;;) {
+    answer_owed = true;  // a line growing in the reader's buffer is a command under way
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
+    answer_owed = line.ok() && line->has_value();
     stop.Busy();
-    if (!line.ok() && stop.InputCut()) {
+    if (absl::IsUnavailable(line.status()) && stop.InputCut()) {
       // Between two commands: everything CouchDB sent has been answered.
       end.set_reason(SessionEnd::SERVER_STOPPING);
       end.set_message(
@@ -448,7 +452,9 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     }
     Context().answer.Start(0);
     LeaveIfForkedChild();  // a child's answer would be taken for the next command's
-    if (absl::Status written = couchdb::WriteAll(output, answer); !written.ok()) {
+    absl::Status written = couchdb::WriteAll(output, answer);
+    answer_owed = false;
+    if (!written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
       end.set_message(std::string(written.message()));
       break;
@@ -480,10 +486,46 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     for (;;) ::pause();
   }
   LogCommandLines(session, function_logs);
-  ::close(input);
-  ::close(output);
   function_errors.Flush();  // before the session_end, which the server reads as the end
   return reply;
+}
+
+}  // namespace
+
+v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
+                             int input, int output, int server) {
+  // Closed however the session ends: a descriptor left open would keep CouchDB's pipe open.
+  absl::Cleanup close_pipes = [input, output] {
+    ::close(input);
+    ::close(output);
+  };
+  // Built while memory is there to build it.
+  const std::string out_of_memory_line =
+      couchdb::ErrorLine("memory_error",
+                         "cnp-worker: MemoryError: the worker ran out of memory reading or "
+                         "answering the command (one allocation too large, or its cap, "
+                         "--worker-memory-mb, reached); the worker is being replaced") +
+      "\n";
+  bool answer_owed = false;
+  try {
+    return ServeLines(registry, session, input, output, server, answer_owed);
+  } catch (const std::bad_alloc&) {
+    // Outside a command's own run (which QuerySession answers itself): a line too long to
+    // hold, or an answer too large to put together. The session must still end as a session
+    // does, with its pipes closed and a session_end: any other reply would tell the server the
+    // pipes were never touched, and the adapter would read CouchDB's input from mid-line.
+    PyErr_Clear();
+    Context().memory_error = true;  // the worker is recycled (task_loop.cc)
+    Context().answer.Start(0);
+    // Nothing was written of the answer, which is this line; the session ends either way.
+    if (answer_owed) couchdb::WriteAll(output, out_of_memory_line).IgnoreError();
+    v1::Reply reply;
+    reply.mutable_session_end()->set_reason(SessionEnd::PROTOCOL_EXIT);
+    reply.mutable_session_end()->set_message(
+        answer_owed ? "reading or answering a command ran out of memory; recycle the worker"
+                    : "the session ran out of memory as it ended; recycle the worker");
+    return reply;
+  }
 }
 
 }  // namespace cnp::worker

@@ -11,7 +11,8 @@
 //   - a command raised MemoryError: its reply is replaced by ["error","memory_error",..] (never
 //     an empty result for a document that did not get its rows), and the session ends with
 //     PROTOCOL_EXIT and the reply asks for the worker to be recycled, because a worker that ran
-//     out of memory under its cap is not one to keep feeding (PROTOCOL_EXIT);
+//     out of memory under its cap is not one to keep feeding (PROTOCOL_EXIT); so does running
+//     out of memory outside the command's run, reading its line or putting its answer together;
 //   - reading or writing the pipes failed (IO_ERROR);
 //   - cnp-server is stopping: it sent the worker SIGTERM, and the session, between two commands,
 //     ends without reading or writing anything more (SERVER_STOPPING; session_stop.h). A

@@ -15,12 +15,17 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
 import cnp_testing
 
 ARGS = None
+# A worker capped at 110 MiB of address space holds a few small lines, but its line buffer cannot
+# grow (doubling) to hold a 60 MiB one.
+MEMORY_CAP_MB = 110
+LINE_OVER_CAP_MB = 60
 
 
 def parse_args(argv):
@@ -496,6 +501,38 @@ class SessionLifecycleTest(unittest.TestCase):
         # Never an empty result: the document did not get its rows.
         self.assertEqual(json.loads(lines[-1])[:2], ["error", "memory_error"])
         reply = self.worker.receive()
+        self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
+        self.assertTrue(reply.recycle)
+        self.assertTrue(session.at_end_of_output())
+        session.close()
+
+    def test_a_line_too_long_to_hold_ends_the_session_with_a_memory_error(self):
+        """Out of memory outside a command's own run, here reading a line longer than the
+        worker's cap lets it hold: the command is answered memory_error, and the session ends
+        as sessions do, its pipes closed and the worker recycled. Before, the worker answered
+        the task with a plain failure and kept the pipes: the server took that for a session
+        never started, and the adapter went on to read CouchDB's input from mid-line."""
+        self.worker.stop()
+        self.worker = Worker(["--memory-limit-mb=%d" % MEMORY_CAP_MB])
+        session = self.worker.start_session(max_line_bytes=256 << 20)
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        line = json.dumps(["map_doc", {"_id": "huge", "blob": "x" * (LINE_OVER_CAP_MB << 20)}])
+
+        def send():
+            try:
+                session.send_line(line)
+            except BrokenPipeError:
+                pass  # the worker stopped reading: the point of the test
+
+        writer = threading.Thread(target=send, daemon=True)
+        writer.start()
+        answer = session.read_line(timeout=60)
+        writer.join()
+        self.assertIsNotNone(answer, self.worker.diagnostics())
+        self.assertEqual(json.loads(answer)[:2], ["error", "memory_error"])
+        reply = self.worker.receive(timeout=60)
+        self.assertEqual(reply.WhichOneof("kind"), "session_end", reply)
         self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
         self.assertTrue(reply.recycle)
         self.assertTrue(session.at_end_of_output())
