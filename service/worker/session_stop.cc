@@ -26,6 +26,10 @@ int g_unreadable = -1;    // /dev/null opened write-only: a read() of it fails a
 bool g_installed = false;
 std::once_flag g_install_once;
 
+// Points `input` at `source`'s file. Close-on-exec, as CouchDB's pipe was received: a subprocess
+// a function starts must not inherit it (dup2 would clear the flag).
+bool PointAt(int input, int source) { return ::dup3(source, input, O_CLOEXEC) >= 0; }
+
 void OnSigterm(int signal) {
   const int saved_errno = errno;
   const pid_t session = g_session_thread.load();
@@ -43,7 +47,7 @@ void OnSigterm(int signal) {
     // a read it may be blocked in. It sees the session's state as it is, being interrupted.
     ::tgkill(g_pid, session, signal);
   } else if (const int input = g_idle_input.load(); input >= 0) {
-    if (::dup2(g_unreadable, input) >= 0) g_cut.store(true);
+    if (PointAt(input, g_unreadable)) g_cut.store(true);
   }
   errno = saved_errno;
 }
@@ -90,12 +94,12 @@ void SessionStop::BeforeWaiting(bool idle) {
     // From here on the handler leaves the input alone; if it cut it before (a read had just
     // returned part of a line), CouchDB's pipe goes back, and the line is read on.
     g_idle_input.store(-1);
-    if (g_cut.exchange(false)) ::dup2(saved_input_, input_);
+    if (g_cut.exchange(false)) PointAt(input_, saved_input_);
     return;
   }
   // Marked before the flag is looked at: a stop that comes after the look cuts the read itself.
   g_idle_input.store(input_);
-  if (g_stop.load() && !g_cut.load() && ::dup2(g_unreadable, input_) >= 0) g_cut.store(true);
+  if (g_stop.load() && !g_cut.load() && PointAt(input_, g_unreadable)) g_cut.store(true);
 }
 
 void SessionStop::Busy() {
