@@ -1,5 +1,6 @@
 #include "adapter/session_state.h"
 
+#include <iterator>
 #include <variant>
 
 #include "absl/status/statusor.h"
@@ -54,7 +55,19 @@ void SessionState::OnAccepted(CommandKind kind, std::string_view line) {
       const couchdb::Command command = couchdb::ParseCommand(line);
       const auto* ddoc = std::get_if<couchdb::command::DesignDocNew>(&command);
       if (ddoc == nullptr) break;  // the service would not have accepted it
-      design_docs_[ddoc->id] = TeachingLine(*ddoc, line);
+      if (const auto old = design_docs_.find(ddoc->id); old != design_docs_.end()) {
+        Forget(old->second);
+      }
+      std::string teach = TeachingLine(*ddoc, line);
+      const size_t bytes = teach.size() + ddoc->id.size();
+      // One alone over the bound is not kept, as the service keeps none over its own.
+      if (bytes > max_design_doc_bytes_) break;
+      while (!recency_.empty() && design_doc_bytes_ + bytes > max_design_doc_bytes_) {
+        Forget(std::prev(recency_.end()));
+      }
+      recency_.push_front(DesignDoc{ddoc->id, std::move(teach)});
+      design_docs_.emplace(ddoc->id, recency_.begin());
+      design_doc_bytes_ += bytes;
       break;
     }
     default:
@@ -72,7 +85,15 @@ std::vector<std::string> SessionState::ReplayLines() const {
 
 const std::string* SessionState::DesignDocLine(const std::string& id) const {
   const auto it = design_docs_.find(id);
-  return it == design_docs_.end() ? nullptr : &it->second;
+  if (it == design_docs_.end()) return nullptr;
+  recency_.splice(recency_.begin(), recency_, it->second);  // iterators stay valid
+  return &it->second->line;
+}
+
+void SessionState::Forget(std::list<DesignDoc>::iterator doc) {
+  design_doc_bytes_ -= doc->line.size() + doc->id.size();
+  design_docs_.erase(doc->id);
+  recency_.erase(doc);
 }
 
 }  // namespace cnp::adapter

@@ -6,6 +6,8 @@
 #include "adapter/service_connection.h"
 #include "adapter/service_launcher.h"
 #include "adapter/session_state.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -49,6 +51,42 @@ TEST(SessionStateTest, ResetForgetsFunctionsAndLibButKeepsDesignDocs) {
   EXPECT_THAT(state.ReplayLines(), ElementsAre(R"(["reset"])"));
   EXPECT_NE(state.DesignDocLine("_design/a"), nullptr);
   EXPECT_EQ(state.couchdb_timeout(), absl::Seconds(5));
+}
+
+// A probe teaching a stream-path adapter design document after design document took it to
+// 688 MB (the service keeps at most 64 MiB for the session): what it keeps is bounded as the
+// service's own, least recently taught or used first out.
+TEST(SessionStateTest, DesignDocsAreBoundedLeastRecentlyUsedFirstOut) {
+  auto teach = [](absl::string_view id) {
+    return absl::StrCat(R"(["ddoc","new",")", id, R"(",{"views":{"v":{"map":"m.)",
+                        std::string(100, 'f'), R"("}}}])");
+  };
+  SessionState one(1 << 20);
+  one.OnAccepted(CommandKind::kDesignDocNew, teach("_design/a"));
+  ASSERT_NE(one.DesignDocLine("_design/a"), nullptr);
+  // Room for three such documents.
+  const size_t each = one.design_doc_bytes();
+  SessionState bounded(3 * each);
+  for (const char* id : {"_design/a", "_design/b", "_design/c"}) {
+    bounded.OnAccepted(CommandKind::kDesignDocNew, teach(id));
+  }
+  EXPECT_EQ(bounded.design_doc_count(), 3);
+  ASSERT_NE(bounded.DesignDocLine("_design/a"), nullptr);  // used: b is now the oldest
+  bounded.OnAccepted(CommandKind::kDesignDocNew, teach("_design/d"));
+  EXPECT_EQ(bounded.design_doc_count(), 3);
+  EXPECT_LE(bounded.design_doc_bytes(), 3 * each);
+  EXPECT_EQ(bounded.DesignDocLine("_design/b"), nullptr);
+  EXPECT_NE(bounded.DesignDocLine("_design/a"), nullptr);
+  EXPECT_NE(bounded.DesignDocLine("_design/c"), nullptr);
+  EXPECT_NE(bounded.DesignDocLine("_design/d"), nullptr);
+  // A new revision replaces the old one's bytes rather than adding to them.
+  bounded.OnAccepted(CommandKind::kDesignDocNew, teach("_design/d"));
+  EXPECT_EQ(bounded.design_doc_count(), 3);
+  // One alone over the bound is not kept, and costs the others nothing.
+  SessionState small(each - 1);
+  small.OnAccepted(CommandKind::kDesignDocNew, teach("_design/a"));
+  EXPECT_EQ(small.design_doc_count(), 0);
+  EXPECT_EQ(small.design_doc_bytes(), 0);
 }
 
 TEST(SessionStateTest, AResetWithoutATimeoutMeansTheDefaultAsForTheService) {
