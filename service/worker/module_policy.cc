@@ -380,7 +380,7 @@ absl::Status ModulePolicy::CheckLocation(const FunctionName& name, const std::st
   return Denied(name, absl::StrCat("module '", module, "' ", problem.why), problem.advice);
 }
 
-absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
+absl::Status ModulePolicy::RefusalByName(const FunctionName& name) const {
   if (std::vector<std::string> dunders = DunderParts(name.path); !dunders.empty()) {
     return Denied(name,
                   absl::StrCat("'", dunders.front(), "' is a dunder name, which reaches Python's "
@@ -393,7 +393,11 @@ absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
   }
   // By name before anything else, --allow-module included: `distutils` never reaches
   // find_spec, where a virtualenv's shim would import setuptools to answer.
-  if (absl::Status s = NeverCallable(name, name.module, "module"); !s.ok()) return s;
+  return NeverCallable(name, name.module, "module");
+}
+
+absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
+  if (absl::Status s = RefusalByName(name); !s.ok()) return s;
   if (!AllowedByPrefix(name.module)) return NotAllowedByPrefix(name, name.module, "module");
   std::string package;
   for (absl::string_view part : absl::StrSplit(name.module, '.')) {
@@ -403,9 +407,8 @@ absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {
   return absl::OkStatus();
 }
 
-bool ModulePolicy::RefusesByName(const std::string& path, const std::string& module) const {
-  return !DunderParts(path).empty() || IsOurs(module) ||
-         !NeverCallableReason(module).why.empty();
+bool ModulePolicy::RefusesByName(const FunctionName& name) const {
+  return !RefusalByName(name).ok();
 }
 
 absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* attribute) const {

@@ -66,13 +66,16 @@ class ModulePolicy {
   // full checks come when the name is used.
   bool AllowsModuleName(const std::string& module) const { return AllowedByPrefix(module); }
 
-  // Whether `path` (a dotted name, module then function) is refused by its spelling alone: a
-  // dunder part, couch_named_python's module, or a module that is never callable. Such a name
-  // gets no "did you mean", and nothing about it is looked up: asked for `distutils`, a
-  // virtualenv's shim imports setuptools.
-  bool RefusesByName(const std::string& path, const std::string& module) const;
+  // Whether `name` is refused by its spelling alone (RefusalByName): a dunder part,
+  // couch_named_python's module, or a module that is never callable. Such a name gets no "did
+  // you mean", and nothing about it is looked up: asked for `distutils`, a virtualenv's shim
+  // imports setuptools.
+  bool RefusesByName(const FunctionName& name) const;
 
  private:
+  // CheckBeforeImport's first checks, those that need nothing looked up.
+  absl::Status RefusalByName(const FunctionName& name) const;
+
   enum class Root { kNone, kOperator, kLibrary, kStdlib };
   struct Location {
     Root root = Root::kNone;

@@ -98,7 +98,7 @@ std::optional<std::pair<size_t, const std::vector<std::string>*>> NameSuggester:
 
 std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   // Before any lookup: finding out whether `distutils` exists runs a virtualenv's shim.
-  if (policy_.RefusesByName(name.path, name.module)) return std::nullopt;
+  if (policy_.RefusesByName(name)) return std::nullopt;
   std::optional<std::pair<size_t, const std::vector<std::string>*>> found = Candidates(name);
   if (!found.has_value()) return std::nullopt;
   std::vector<std::string> parts = absl::StrSplit(name.path, '.');
@@ -109,13 +109,13 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   parts[index] = *meant;
   // Only a name that may be run is worth naming: not `os.system` for `oss.system`, nor for
   // `os.systen` a callable of a module --allow-module leaves out.
-  std::string suggestion = absl::StrJoin(parts, ".");
-  const std::string module = absl::StrJoin(parts.begin(), parts.end() - 1, ".");
-  if (!policy_.AllowsModuleName(module) || policy_.RefusesByName(suggestion, module)) {
+  FunctionName guess{absl::StrJoin(parts, "."), absl::StrJoin(parts.begin(), parts.end() - 1, "."),
+                     parts.back(), name.version};
+  if (!policy_.AllowsModuleName(guess.module) || policy_.RefusesByName(guess)) {
     return std::nullopt;
   }
-  if (name.version.has_value()) absl::StrAppend(&suggestion, "|", *name.version);
-  return suggestion;
+  if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
+  return std::move(guess.path);
 }
 
 }  // namespace cnp::worker
