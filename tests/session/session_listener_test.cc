@@ -196,6 +196,60 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   ::close(pipes[1]);
 }
 
+// An adapter of ours hands the server a pair of pipes; `ended` is what the server tells it when
+// the session is over.
+void RunASession(const std::string& path, v1::Ended& ended) {
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  absl::Cleanup close_pipes = [&] {
+    ::close(pipes[0]);
+    ::close(pipes[1]);
+  };
+  const int adapter = Connect(path);
+  ASSERT_GE(adapter, 0) << std::strerror(errno);
+  absl::Cleanup close_adapter = [&] { ::close(adapter); };
+  v1::Hello hello;
+  hello.set_adapter_pid(::getpid());
+  ASSERT_TRUE(WriteFrameWithDescriptors(adapter, hello.SerializeAsString(), {pipes[0], pipes[1]},
+                                        absl::Now() + absl::Seconds(5))
+                  .ok());
+  std::string payload;
+  ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(20)).ok());
+  v1::Answer answer;
+  ASSERT_TRUE(answer.ParseFromString(payload));
+  ASSERT_EQ(answer.outcome(), v1::Answer::ACCEPTED) << answer.ShortDebugString();
+  ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(20)).ok());
+  ASSERT_TRUE(ended.ParseFromString(payload));
+}
+
+// A worker that refuses the session before touching the pipes (a Failure BAD_INPUT): the
+// adapter may still serve CouchDB over the Session stream.
+TEST_F(SessionListenerTest, ASessionTheWorkerRefusedLeavesThePipesToTheAdapter) {
+  SessionPoolOptions pool_options;
+  pool_options.command = {"/usr/bin/python3.11",
+                          {"tests/support/fake_worker.py", "--refuse-sessions"}};
+  pool_options.max_sessions = 4;
+  pool_options.spare_workers = 1;
+  pool_ = std::make_unique<SessionWorkerPool>(std::move(pool_options), io_);
+  StartListening();
+  v1::Ended ended;
+  ASSERT_NO_FATAL_FAILURE(RunASession(path_, ended));
+  EXPECT_TRUE(ended.pipes_untouched()) << ended.ShortDebugString();
+  EXPECT_THAT(ended.message(), ::testing::HasSubstr("serves no direct session"));
+}
+
+// Any other reply but a session's end may come after the worker read from CouchDB's pipe (a
+// worker out of memory mid-line answered a plain failure before): the adapter must not read
+// CouchDB's input on from wherever the worker stopped.
+TEST_F(SessionListenerTest, ASessionAnsweredWithoutItsEndLeavesNothingToTheAdapter) {
+  StartListening();  // the stand-in answers every task with a Resolve
+  v1::Ended ended;
+  ASSERT_NO_FATAL_FAILURE(RunASession(path_, ended));
+  EXPECT_FALSE(ended.pipes_untouched()) << ended.ShortDebugString();
+  EXPECT_EQ(ended.exit_code(), 1);
+  EXPECT_THAT(ended.message(), ::testing::HasSubstr("without its end"));
+}
+
 // CouchDB starting many query servers at once on a busy machine: with no worker ready, an
 // adapter was left waiting past its own 4.5 s, gave up on CouchDB's pipes and exited, and the
 // request failed. The server now answers within the wait the adapter says it gives

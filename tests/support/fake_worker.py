@@ -8,7 +8,9 @@ bytes until the server stops reading (it is killed then).
 
 Every reply echoes its task's sequence number (worker.proto: Task.sequence, Reply.sequence), as
 cnp-worker's do; with --stale-replies each reply but the handshake's echoes the task before's
-instead, as a late reply (a forked child's, say) would."""
+instead, as a late reply (a forked child's, say) would. With --refuse-sessions it answers a
+DirectSession task with a Failure BAD_INPUT, as a worker that cannot serve one does before it
+touches the pipes."""
 
 import os
 import struct
@@ -19,7 +21,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from session_wire import read_varint, varint  # noqa: E402
 
-TASK_RESOLVE, TASK_SEQUENCE, REPLY_SEQUENCE = 5, 12, 16
+TASK_RESOLVE, TASK_DIRECT_SESSION, TASK_SEQUENCE = 5, 8, 12
+REPLY_FAILURE, REPLY_SEQUENCE = 7, 16
+FAILURE_BAD_INPUT = 5
 
 
 def top_level_fields(data):
@@ -49,11 +53,14 @@ def read_exactly(fd, n):
 def main():
     announce = None
     stale = False
+    refuse_sessions = False
     for arg in sys.argv[1:]:
         if arg.startswith("--announce-bytes="):
             announce = int(arg.split("=", 1)[1])
         elif arg == "--stale-replies":
             stale = True
+        elif arg == "--refuse-sessions":
+            refuse_sessions = True
     while True:
         (length,) = struct.unpack("<I", read_exactly(3, 4))
         task = top_level_fields(read_exactly(3, length))
@@ -67,8 +74,16 @@ def main():
         sequence = task.get(TASK_SEQUENCE, 0)
         if stale and not handshake:
             sequence -= 1
-        # Reply{resolve: {}}: field 5, length-delimited, empty; then the sequence echoed.
-        reply = b"\x2a\x00" + varint(REPLY_SEQUENCE << 3) + varint(sequence)
+        if refuse_sessions and TASK_DIRECT_SESSION in task:
+            # Reply{failure: {code: BAD_INPUT, message}}: fields 1 (varint) and 2 (bytes).
+            message = b"this stand-in serves no direct session"
+            failure = (varint(1 << 3) + varint(FAILURE_BAD_INPUT) + varint(2 << 3 | 2) +
+                       varint(len(message)) + message)
+            kind = varint(REPLY_FAILURE << 3 | 2) + varint(len(failure)) + failure
+        else:
+            # Reply{resolve: {}}: field 5, length-delimited, empty.
+            kind = b"\x2a\x00"
+        reply = kind + varint(REPLY_SEQUENCE << 3) + varint(sequence)
         os.write(3, struct.pack("<I", len(reply)) + reply)
 
 
