@@ -12,22 +12,28 @@ namespace cnp::worker {
 namespace {
 
 // (index of the misspelt part of the dotted path, the names it could have meant), or None.
-// A module that exists (find_spec finds it) but is not imported failed in its own code: that
-// is no misspelling, and gets no guess. Each listing is kept in `listed` (the same list object
-// for the same listing, so the caller may convert it once).
+// A module's candidates are the functions defined in it (their __module__ is it): what it
+// imported (`from os import system`), classes, builtins and other callables are refused when
+// called (ModulePolicy::CheckFunction), and a guess must not name them, nor list to any
+// caller what the module imports. A module that exists (find_spec finds it) but is not
+// imported failed in its own code: that is no misspelling, and gets no guess. Each listing is
+// kept in `listed` (the same list object for the same listing, so the caller may convert it
+// once).
 constexpr char kCandidates[] = R"PY(
 def candidates(module, attribute, listed):
-    import importlib.util, pkgutil, sys
+    import importlib.util, pkgutil, sys, types
     parts = module.split(".")
     found = sys.modules.get(module)
     if found is not None:
         names = getattr(found, "__dict__", None)
         if not isinstance(names, dict) or attribute in names:
             return None
-        key = ("callables", module)
+        key = ("functions", module)
         if key not in listed:
             listed[key] = [k for k, v in names.items()
-                           if isinstance(k, str) and not k.startswith("_") and callable(v)]
+                           if isinstance(k, str) and not k.startswith("_")
+                           and isinstance(v, types.FunctionType)
+                           and getattr(v, "__module__", None) == module]
         return (len(parts), listed[key])
     for i in range(len(parts)):
         prefix = ".".join(parts[:i + 1])
@@ -96,6 +102,17 @@ std::optional<std::pair<size_t, const std::vector<std::string>*>> NameSuggester:
   return std::make_pair(static_cast<size_t>(index), &converted->second);
 }
 
+bool NameSuggester::PassesFunctionChecks(const FunctionName& guess) const {
+  // Read from the module's own namespace, as the listing was: no __getattr__ of the module's
+  // runs for a guess.
+  PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str());
+  if (module == nullptr || !PyModule_Check(module)) return false;
+  PyObject* function = PyDict_GetItemString(PyModule_GetDict(module), guess.attribute.c_str());
+  const bool passes = function != nullptr && policy_.CheckFunction(guess, function).ok();
+  PyErr_Clear();
+  return passes;
+}
+
 std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   // Before any lookup: finding out whether `distutils` exists runs a virtualenv's shim.
   if (policy_.RefusesByName(name)) return std::nullopt;
@@ -114,6 +131,8 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   if (!policy_.AllowsModuleName(guess.module) || policy_.RefusesByName(guess)) {
     return std::nullopt;
   }
+  // A function of the module's: named only if calling it would pass every check.
+  if (index + 1 == parts.size() && !PassesFunctionChecks(guess)) return std::nullopt;
   if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
   return std::move(guess.path);
 }

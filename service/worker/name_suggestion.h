@@ -25,8 +25,8 @@ class NameSuggester {
   NameSuggester(const NameSuggester&) = delete;
   NameSuggester& operator=(const NameSuggester&) = delete;
 
-  // When `name`'s module is imported and has no such attribute: the module's closest public
-  // callable. When a module on the way does not exist (no spec: not a module whose code failed,
+  // When `name`'s module is imported and has no such attribute: the closest public function
+  // defined in the module that passes ModulePolicy::CheckFunction. When a module on the way does not exist (no spec: not a module whose code failed,
   // which is no typo): the closest module beside it (in its package, or on the path for a
   // top-level one). Only a guess the policy would let through by its name (--allow-module
   // covers it; not the standard library, an installer, a dunder): the name as it would be
@@ -40,6 +40,9 @@ class NameSuggester {
   // (index of the misspelt part of the dotted path, the names it could have meant), or nullopt.
   std::optional<std::pair<size_t, const std::vector<std::string>*>> Candidates(
       const FunctionName& name);
+
+  // Whether the function `guess` names (in a module already imported) passes CheckFunction.
+  bool PassesFunctionChecks(const FunctionName& guess) const;
 
   const ModulePolicy& policy_;
   PyRef find_candidates_;  // the Python half, compiled for the first name asked about

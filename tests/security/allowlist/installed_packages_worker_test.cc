@@ -135,5 +135,30 @@ TEST(NeverCallableTest, AGuessForAMisspeltNameLooksUpNothingRefusedAndNamesNothi
   EXPECT_THAT(functions[3].error(), HasSubstr("did you mean \"townviews.show\"?"));
 }
 
+// A guess names only what may be called: a probe's operator module that imported
+// `from os import system` was offered "did you mean mymod.system" for `mymod.sysstem`, which
+// also listed to any caller what the module imports. Each guess below is refused when called.
+TEST(NeverCallableTest, AGuessNamesOnlyFunctionsThatMayBeCalled) {
+  std::string views = FreshDir("callable-guess");
+  WriteModule(views + "/mymod.py",
+              "import functools, os\n"
+              "from os import system\n"
+              "from pickle import loads\n"
+              "wsys = functools.wraps(os.system)(lambda command: os.system(command))\n"
+              "class Thing:\n    pass\n"
+              "def show(doc, req):\n    return {'body': 'town'}\n");
+  auto worker = WorkerProcess::Start({"--python-path=" + views});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  Reply reply = (*worker)->Call(::cnp::worker::testing::ResolveTask(
+      {"mymod.sysstem", "mymod.loadz", "mymod.wsis", "mymod.Thinq", "mymod.shwo"}));
+  ASSERT_EQ(reply.resolve().functions_size(), 5) << reply.DebugString();
+  const auto& functions = reply.resolve().functions();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_THAT(functions[i].error(), Not(HasSubstr("did you mean"))) << functions[i].function();
+  }
+  // A function the module defines is still guessed.
+  EXPECT_THAT(functions[4].error(), HasSubstr("did you mean \"mymod.show\"?"));
+}
+
 }  // namespace
 }  // namespace cnp::security::testing
