@@ -109,37 +109,58 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
   std::vector<int> descriptors;
   for (;;) {
     descriptors.clear();
-    if (absl::Status s = reader.Read(frame, &descriptors); !s.ok()) {
+    absl::Status read;
+    try {
+      read = reader.Read(frame, &descriptors);
+    } catch (const std::bad_alloc&) {
+      // The rest of the frame is unread, so no reply could be told from the task's bytes: the
+      // worker ends, with this reason, and the server replaces it.
+      CloseAll(descriptors);
+      return absl::ResourceExhaustedError(
+          "out of memory reading a task under the worker's cap (cnp-server's "
+          "--worker-memory-mb)");
+    }
+    if (!read.ok()) {
       // The server closing the socket is how a worker is told to stop.
-      return absl::IsUnavailable(s) ? absl::OkStatus() : s;
+      return absl::IsUnavailable(read) ? absl::OkStatus() : read;
     }
     // In a block of its own: the task, its reply and their buffers are freed before a large
     // task's memory is given back.
     bool large = frame.capacity() > kLargeTaskBytes;
     {
       Task task;
-      const bool parsed = task.ParseFromString(frame);
-      StartAnswering(task);
-      // A list's steps restart it for each list_row task, so the limit checked at the end is the
-      // budget's own: that of the task the reply answers.
-      Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
       absl::StatusOr<Reply> reply;
       try {
-        ScopedCallThread call;
-        reply = parsed ? Run(registry, task, reader, fd, descriptors)
-                       : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
+        const bool parsed = task.ParseFromString(frame);
+        StartAnswering(task);
+        // A list's steps restart it for each list_row task, so the limit checked at the end is
+        // the budget's own: that of the task the reply answers.
+        Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
+        {
+          ScopedCallThread call;
+          reply = parsed ? Run(registry, task, reader, fd, descriptors)
+                         : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
+        }
+        if (reply.ok()) {
+          // Logs no per-item result took (made before a Failure, say) still reach the server.
+          TakeLogs(*reply->mutable_logs());
+          TakeAttributedLogs(*reply->mutable_function_logs());
+        }
       } catch (const std::bad_alloc&) {
-        // The worker's own C++ could not grow a buffer (a document's rows, a reply) under its
-        // memory cap; what a function asks for is a MemoryError of its own, in its result.
+        // The worker's own C++ could not grow a buffer (the task as parsed, a document's rows,
+        // a reply, the log lines moved into it) under its memory cap; what a function asks for
+        // is a MemoryError of its own, in its result. Before, one out of the parse or the log
+        // lines ended the worker with abort().
         PyErr_Clear();
         Context().memory_error = true;
+        Context().logs.clear();
+        Context().attributed_logs.clear();
+        Task().Swap(&task);
+        large = true;  // and the frame's memory goes back below
         reply = FailureReply(Failure::INTERNAL, kOutOfMemory);
       }
       CloseAll(descriptors);  // what a task did not take must not leak
       if (!reply.ok()) return reply.status();
-      // Logs no per-item result took (made before a Failure, say) still reach the server.
-      TakeLogs(*reply->mutable_logs());
-      TakeAttributedLogs(*reply->mutable_function_logs());
       // The server reads no frame over the limit (it would kill this worker): whatever got past
       // the checks on the way (the attributed copies of the log lines) is caught here.
       if (const AnswerBudget& answer = Context().answer;

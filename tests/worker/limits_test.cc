@@ -1,6 +1,8 @@
 // Big documents, the memory cap, and stdout: the worker's edges.
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -49,6 +51,23 @@ TEST(LimitsTest, RowsTheWorkerCannotFindRoomForAreAMemoryError) {
   ASSERT_EQ(reply.map().results(0).errors_size(), 1);
   EXPECT_EQ(reply.map().results(0).errors(0).type(), "MemoryError");
   EXPECT_TRUE(reply.recycle());
+}
+
+// A task whose parse alone needs more than the cap (three million tiny documents: 12 MB on the
+// wire, each a string of its own once parsed) is answered MemoryError and asks for recycling.
+// Before, the bad_alloc came out of the parse, outside the handler, and the worker died of
+// abort(); the call got "unavailable" and a core dump.
+TEST(LimitsTest, ATaskTooLargeToParseUnderTheCapIsAMemoryError) {
+  auto worker = WorkerProcess::StartWithFunctions({"--memory-limit-mb=110"});
+  std::vector<std::string> docs(3'000'000, "{}");
+  Reply reply = worker->Call(MapTask({"worker_views.town"}, std::move(docs)));
+  ASSERT_TRUE(reply.has_failure()) << reply.ShortDebugString().substr(0, 500);
+  EXPECT_THAT(reply.failure().message(), HasSubstr("MemoryError"));
+  EXPECT_TRUE(reply.recycle());
+  // Still serving: it did not abort.
+  Reply next = worker->Call(MapTask({"worker_views.town"}, {R"({"_id":"m","town":"Oslo"})"}));
+  ASSERT_TRUE(next.has_map()) << next.ShortDebugString();
+  EXPECT_EQ(next.map().results(0).rows(), R"([[["Oslo",1]]])");
 }
 
 // Under host memory pressure the kernel's OOM killer takes a worker, which the server replaces,
