@@ -499,6 +499,9 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     ::close(input);
     ::close(output);
   };
+  // A child a function forks and leaves running must not keep CouchDB's pipes open (given up
+  // before they are closed).
+  const ChildMustNotHold child_input(input), child_output(output);
   // Built while memory is there to build it.
   const std::string out_of_memory_line =
       couchdb::ErrorLine("memory_error",

@@ -1,9 +1,11 @@
 #include "service/worker/forked_child.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 
 namespace cnp::worker {
@@ -18,7 +20,23 @@ namespace {
 // getpid() check saw it, at a quarter of the worker's CPU for every document.
 std::atomic<bool> g_in_forked_child{false};
 
-void MarkForkedChild() { g_in_forked_child.store(true, std::memory_order_relaxed); }
+// The descriptors ChildMustNotHold names now, each plus one (0, as zero-initialized: a free
+// slot), and /dev/null to put in their place. Lock-free: the child handler runs in the child
+// of a fork() any thread may make.
+std::array<std::atomic<int>, 8> g_held;
+const int g_dev_null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+
+void MarkForkedChild() {
+  g_in_forked_child.store(true, std::memory_order_relaxed);
+  // The numbers stay taken, by /dev/null: nothing the child opens next gets one and is taken
+  // for the pipe or the socket by code that still holds the number.
+  if (g_dev_null < 0) return;
+  for (const std::atomic<int>& slot : g_held) {
+    if (const int fd = slot.load(std::memory_order_relaxed) - 1; fd >= 0) {
+      ::dup3(g_dev_null, fd, O_CLOEXEC);
+    }
+  }
+}
 
 // Registered at load, before any function could have forked: the worker is exec()'d by the
 // server, and tests running the worker's code in their own process do not fork without exec.
@@ -35,6 +53,21 @@ bool InForkedChild() {
 
 void LeaveIfForkedChild() {
   if (InForkedChild()) ::_exit(0);
+}
+
+ChildMustNotHold::ChildMustNotHold(int fd) {
+  if (fd < 0) return;
+  for (std::atomic<int>& slot : g_held) {
+    int free = 0;
+    if (slot.compare_exchange_strong(free, fd + 1)) {
+      slot_ = &slot - g_held.data();
+      return;
+    }
+  }
+}
+
+ChildMustNotHold::~ChildMustNotHold() {
+  if (slot_ >= 0) g_held[slot_].store(0);
 }
 
 }  // namespace cnp::worker

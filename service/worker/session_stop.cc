@@ -72,6 +72,7 @@ SessionStop::SessionStop(int input) : input_(input) {
   if (!g_installed) return;
   saved_input_ = ::fcntl(input, F_DUPFD_CLOEXEC, 0);
   if (saved_input_ < 0) return;
+  child_must_not_hold_.emplace(saved_input_);
   g_stop.store(false);
   g_cut.store(false);
   g_idle_input.store(-1);
@@ -85,6 +86,7 @@ SessionStop::~SessionStop() {
   g_cut.store(false);
   // Nothing is put back: the session has closed its input by now (the unreadable duplicate, if
   // it was cut), and its number may already be another descriptor's.
+  child_must_not_hold_.reset();
   ::close(saved_input_);
 }
 

@@ -11,7 +11,7 @@
 //
 // The signal may also come while the session already waits, blocked in read() on CouchDB's
 // pipe. The handler then makes that read fail: it puts a descriptor that cannot be read (a
-// write-only /dev/null) in place of CouchDB's input with dup2(), and the read, restarted by the
+// write-only /dev/null) in place of CouchDB's input with dup3(), and the read, restarted by the
 // kernel after the handler, fails at once with EBADF. So there is no gap between looking at the
 // flag and blocking in read() in which a stop could be missed. If the read had already returned
 // part of a line just before the handler ran (the boundary is marked before a read, and the
@@ -21,6 +21,10 @@
 // Outside a session (a worker between tasks, a batch worker, a child a function forked without
 // exec) SIGTERM keeps its default meaning: the process ends.
 #pragma once
+
+#include <optional>
+
+#include "service/worker/forked_child.h"
 
 namespace cnp::worker {
 
@@ -51,6 +55,7 @@ class SessionStop {
  private:
   const int input_;
   int saved_input_ = -1;  // CouchDB's pipe, kept to put back after an untimely cut
+  std::optional<ChildMustNotHold> child_must_not_hold_;  // saved_input_
 };
 
 }  // namespace cnp::worker

@@ -104,6 +104,7 @@ constexpr char kOutOfMemory[] =
     "--worker-memory-mb, reached); the worker is being replaced";
 
 absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
+  const ChildMustNotHold server_socket(fd);  // the server watches it for this worker's end
   FrameReader reader(fd);
   std::string frame;
   std::vector<int> descriptors;

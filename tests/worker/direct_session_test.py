@@ -10,6 +10,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -940,13 +941,13 @@ class ForkedChildTest(unittest.TestCase):
         if self.worker.process.poll() is None:
             self.worker.stop()
 
-    def frames_until_the_worker_ends(self):
+    def frames_until_the_worker_ends(self, timeout=30):
         """Every frame still to come on the server's socket once the server closes its side."""
         self.worker.sock.shutdown(socket.SHUT_WR)
         frames = []
         while True:
             try:
-                frames.append(self.worker.receive_frame(timeout=30))
+                frames.append(self.worker.receive_frame(timeout=timeout))
             except EOFError:
                 return frames
 
@@ -991,6 +992,31 @@ class ForkedChildTest(unittest.TestCase):
         self.assertTrue(session.at_end_of_output())
         session.close()
         self.assertEqual(self.frames_until_the_worker_ends(), [])
+        self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
+
+    def test_a_child_left_running_holds_neither_couchdbs_pipes_nor_the_servers_socket(self):
+        """Found by a review: a child that never returns to the worker's code (a daemon a
+        function started) held CouchDB's pipes, which CouchDB then saw end only when the child
+        did, and the server's socket, which the server watches for the worker's end."""
+        pid_file = os.path.join(tempfile.mkdtemp(), "child")
+        session = self.worker.start_session()
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.assertEqual(session.call(["add_fun", "direct_session_fns.fork_lingers"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "a", "pid_file": pid_file}]),
+                         ['[[["a","parent"]]]'], self.worker.diagnostics())
+        deadline = time.monotonic() + 30
+        while not os.path.exists(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polled, bounded: the child's own write is the only signal
+        with open(pid_file) as written:
+            child = int(written.read())
+        self.addCleanup(os.kill, child, signal.SIGKILL)
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
+        # The child sleeps two minutes: the ends below come from the worker alone.
+        self.assertTrue(session.at_end_of_output(timeout=10))
+        session.close()
+        self.assertEqual(self.frames_until_the_worker_ends(timeout=10), [])
         self.assertEqual(self.worker.stop(), 0, self.worker.diagnostics())
 
     def test_map_tasks_each_document_gets_its_own_rows(self):

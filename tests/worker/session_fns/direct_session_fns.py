@@ -53,6 +53,20 @@ def fork_returns(doc):
     return [[doc["_id"], "row"]]
 
 
+def fork_lingers(doc):
+    """Forks; the child never returns to the worker: it writes its pid to doc["pid_file"] and
+    sleeps (a daemon a function started), until the test kills it."""
+    import os
+    import time
+    if os.fork() == 0:
+        with open(doc["pid_file"] + ".tmp", "w") as out:
+            out.write(str(os.getpid()))
+        os.rename(doc["pid_file"] + ".tmp", doc["pid_file"])
+        time.sleep(120)
+        os._exit(0)
+    yield doc["_id"], "parent"
+
+
 def multiprocessing_pool(doc):
     """multiprocessing's fork children end with os._exit() and never return to the worker."""
     import multiprocessing
