@@ -34,6 +34,7 @@ class HeartbeatingSession final : public SessionHandler {
   bool EndsStream(const v1::SessionOutput& output) override {
     return session_->EndsStream(output);
   }
+  bool HoldsCommandOpen() const override { return session_->HoldsCommandOpen(); }
   asio::awaitable<void> Close() override { co_await session_->Close(); }
 
   absl::Duration HeartbeatInterval() const override { return interval_; }

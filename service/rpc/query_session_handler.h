@@ -42,6 +42,9 @@ class QuerySessionHandler final : public SessionHandler {
     co_return output;
   }
   bool EndsStream(const v1::SessionOutput& output) override { return output.exit(); }
+  // A list between its rows: CouchDB sends the rest at once, and a stream ended here would
+  // fail the list (its steps cannot be replayed elsewhere), so a server stopping lets it end.
+  bool HoldsCommandOpen() const override { return session_.list_in_progress(); }
   // An open list is given the end of its rows, so its worker goes back to the pool ready.
   asio::awaitable<void> Close() override { co_await session_.Close(); }
 

@@ -97,6 +97,7 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
   }
   // Asked right after Handle, of the answer it returned.
   bool EndsStream(const grpc::ByteBuffer&) override { return ends_stream_; }
+  bool HoldsCommandOpen() const override { return typed_->HoldsCommandOpen(); }
   absl::Duration HeartbeatInterval() const override { return typed_->HeartbeatInterval(); }
   grpc::ByteBuffer Heartbeat() const override {
     grpc::ByteBuffer out;

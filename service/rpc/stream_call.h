@@ -65,6 +65,10 @@ class StreamHandler {
   // Written before an answer of `answer_bytes`, if set: while the answer crosses a slow link, a
   // client that holds the stream's silence against it (heartbeats) learns that it is coming.
   virtual std::optional<Response> Forewarning(int64_t answer_bytes) const { return std::nullopt; }
+  // A command spans several requests and is between two of them (a list between its rows):
+  // a stream asked to end (the server stopping) waits for the client's next request rather
+  // than end here, and ends at the first wait without one, or when --shutdown-grace does.
+  virtual bool HoldsCommandOpen() const { return false; }
   // Awaited once the stream's conversation is over, before the handler is destroyed (a
   // destructor cannot await).
   virtual asio::awaitable<void> Close() { co_return; }
@@ -113,15 +117,17 @@ class StreamMethod
     void Drain() override {
       absl::MutexLock lock(&mu);
       draining = true;
-      if (waiting_for_client) {
+      if (waiting_for_client && !command_open) {
         context.Post([self = this->shared_from_this()] { self->FinishWhileWaiting(); });
       }
     }
-    // Before reading: false when the stream is to end instead.
-    bool BeginWaiting() {
+    // Before reading: false when the stream is to end instead. `command_open`: the handler's
+    // HoldsCommandOpen(), whose next request a drain waits for.
+    bool BeginWaiting(bool command_open) {
       absl::MutexLock lock(&mu);
-      waiting_for_client = !draining;
-      return !draining;
+      this->command_open = command_open;
+      waiting_for_client = !draining || command_open;
+      return waiting_for_client;
     }
     // After the read: false when the drain has finished the stream meanwhile (what was read,
     // if anything, goes unanswered; the client replays it elsewhere).
@@ -142,6 +148,7 @@ class StreamMethod
     absl::Mutex mu;  // Drain() comes from the thread that shuts the server down
     bool draining ABSL_GUARDED_BY(mu) = false;
     bool waiting_for_client ABSL_GUARDED_BY(mu) = false;
+    bool command_open ABSL_GUARDED_BY(mu) = false;  // as of the last BeginWaiting
     bool finished_by_drain ABSL_GUARDED_BY(mu) = false;
 
    private:
@@ -151,7 +158,8 @@ class StreamMethod
     void FinishWhileWaiting() {
       {
         absl::MutexLock lock(&mu);
-        if (!waiting_for_client) return;  // a message came first: answered, then ended
+        // A message came first (answered, then ended), or the wait is one a drain lets be.
+        if (!waiting_for_client || command_open) return;
         finished_by_drain = true;
       }
       // The Call outlives the operation: the coroutine may be gone before it completes.
@@ -249,7 +257,7 @@ class StreamMethod
                             limits_.answer_timeout);
     Request request;
     for (;;) {
-      if (!call.BeginWaiting()) co_return ShuttingDown();
+      if (!call.BeginWaiting(handler.HoldsCommandOpen())) co_return ShuttingDown();
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
       if (!call.EndWaiting()) co_return ShuttingDown();  // finished already, by the drain
       if (!read) co_return grpc::Status::OK;  // the client closed its side

@@ -268,6 +268,42 @@ TEST(LifecycleTest, ABusySessionFinishesItsMessageBeforeShutdown) {
   EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
 }
 
+// A list between its rows when SIGTERM comes is given its rows and its end: CouchDB sends them
+// at once, and a list's steps cannot be replayed elsewhere. Before, the stream, waiting for
+// the next row, was ended as an idle one, and every _list in flight failed on a graceful restart
+// (the direct path always ran them to their end). Found by the direct-session probe.
+TEST(LifecycleTest, AListBetweenItsRowsIsRunToItsEndBeforeShutdown) {
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  grpc::ClientContext context;
+  auto session = client->stub().Session(&context);
+  v1::SessionInput input;
+  v1::SessionOutput output;
+  auto exchange = [&](const std::string& line) {
+    input.set_line(line);
+    return session->Write(input) && session->Read(&output) && output.lines_size() > 0
+               ? output.lines(output.lines_size() - 1)
+               : std::string("(no answer)");
+  };
+  ASSERT_EQ(exchange(R"(["ddoc","new","_design/l",{"lists":{"l":"svc_fns.listed"}}])"), "true");
+  ASSERT_THAT(exchange(R"(["ddoc","_design/l",["lists","l"],[{"total_rows":2,"offset":0},{}]])"),
+              ::testing::StartsWith(R"(["start",["head"])"));
+
+  server->Signal(SIGTERM);
+  ASSERT_TRUE(server->WaitForLog("no new calls", absl::Seconds(10))) << server->Log();
+  EXPECT_EQ(exchange(R"(["list_row",{"id":"a"}])"), R"(["chunks",["a"]])") << server->Log();
+  EXPECT_EQ(exchange(R"(["list_row",{"id":"b"}])"), R"(["chunks",["b"]])") << server->Log();
+  EXPECT_EQ(exchange(R"(["list_end"])"), R"(["end",["tail"]])") << server->Log();
+  // Then the stream ends as an idle one does, and the server exits.
+  EXPECT_FALSE(session->Read(&output));
+  const grpc::Status ended = session->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
+  const int status = server->WaitForExit();
+  EXPECT_TRUE(ExitedZero(status)) << DescribeStatus(status) << "\n" << server->Log();
+}
+
 // live.py as the code on disk says: f emits [label, its worker's pid] (testing::PidsByLabel).
 std::string LiveCode(const std::string& label) {
   return absl::StrCat("import os\n\ndef f(doc):\n    yield '", label, "', os.getpid()\n");
