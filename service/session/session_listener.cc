@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,7 @@
 #include "service/common/function_errors.h"
 #include "service/common/log.h"
 #include "service/common/run_on_loop.h"
+#include "service/common/shared_flag.h"
 #include "service/common/socket_users.h"
 #include "service/couchdb/json_text.h"
 #include "service/couchdb/query_config.h"
@@ -652,7 +654,19 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   // reply (tests rely on it; so does an operator reading the log after a failure).
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
           process.pid());
-  absl::Status handed = co_await process.SendWithDescriptors(task, pipes.get());
+  // Set by the worker while CouchDB may hold part of a line of its (worker/direct_session.h):
+  // then an error line written after its death would be read as the rest of that line.
+  // Without one (memfd_create failed), the session runs as before the mark existed.
+  std::optional<SharedFlag> answer_mark;
+  std::vector<int> handed_fds = pipes.get();
+  if (absl::StatusOr<SharedFlag> made = SharedFlag::Create(); made.ok()) {
+    answer_mark = std::move(*made);
+    handed_fds.push_back(answer_mark->fd());
+  } else {
+    LogWarning("direct session ", id, ": no answer mark (", made.status().message(), ")");
+  }
+  absl::Status handed = co_await process.SendWithDescriptors(task, handed_fds);
+  if (answer_mark.has_value()) answer_mark->CloseDescriptor();  // the mapping stays
   if (!handed.ok()) {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     LogError("session worker ", worker.id, " (pid ", process.pid(), ") ", how,
@@ -766,6 +780,14 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   } else {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     std::optional<int> status = process.wait_status();
+    // It died part way through a line to CouchDB: no error line after it. CouchDB reads the
+    // part without its end, then the query server's exit, and fails the request as it does
+    // for a query server that died.
+    const bool mid_line = answer_mark.has_value() && answer_mark->Get() != 0;
+    if (mid_line) {
+      absl::StrAppend(&how, " in the middle of a line to CouchDB (CouchDB has its start; no "
+                            "error line follows)");
+    }
     const int signal = status.has_value() && WIFSIGNALED(*status) ? WTERMSIG(*status) : 0;
     end.set_exit_code(1);
     const int exited = status.has_value() && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
@@ -787,7 +809,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
       // The shutdown's grace ended with a command of this session still running.
       end.set_message("cnp-server stopped, and its --shutdown-grace ended before the command "
                       "in flight did; this query server ends");
-      end.set_error_line(couchdb::ErrorLine(
+      if (!mid_line) end.set_error_line(couchdb::ErrorLine(
           "unavailable", "cnp-server stopped, and its --shutdown-grace ended before this command "
                          "did; this query server ends and CouchDB starts a new one"));
       LogWarning("direct session ", id, ": its command was cut off by the end of the shutdown "
@@ -802,7 +824,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     } else {
       metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
-      end.set_error_line(couchdb::ErrorLine(
+      if (!mid_line) end.set_error_line(couchdb::ErrorLine(
           "worker_crashed",
           absl::StrCat("cnp-worker ", how, "; this query server ends and CouchDB starts a new one")));
       LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);

@@ -1,6 +1,7 @@
 #include "service/worker/direct_session.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,16 @@ namespace {
 
 using v1::SessionEnd;
 
+// Writes `bytes` to CouchDB with `answer_mark` (if any) set while the kernel may be taking them
+// in parts (direct_session.h).
+absl::Status WriteToCouchDB(int output, std::string_view bytes, SharedFlag* answer_mark) {
+  if (answer_mark == nullptr || bytes.size() <= PIPE_BUF) return couchdb::WriteAll(output, bytes);
+  answer_mark->Set(1);
+  absl::Status written = couchdb::WriteAll(output, bytes);
+  answer_mark->Set(0);
+  return written;
+}
+
 int64_t CoarseNowNs() {
   timespec now;
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &now);  // vDSO: no system call
@@ -59,9 +70,11 @@ int64_t CoarseNowNs() {
 // budget; the server's --call-timeout (`cap`) still bounds the command as a whole.
 class CommandWatchdog {
  public:
-  CommandWatchdog(int output, std::string session_id, absl::Duration budget,
-                  std::string cap_note, absl::Duration cap, std::string cap_setting)
+  CommandWatchdog(int output, SharedFlag* answer_mark, std::string session_id,
+                  absl::Duration budget, std::string cap_note, absl::Duration cap,
+                  std::string cap_setting)
       : output_(output),
+        answer_mark_(answer_mark),
         session_id_(std::move(session_id)),
         cap_setting_(std::move(cap_setting)),
         cap_ns_(cap == absl::InfiniteDuration() ? kNoCap : absl::ToInt64Nanoseconds(cap)) {
@@ -107,7 +120,7 @@ class CommandWatchdog {
     absl::MutexLock lock(&mutex_);
     if (seq_.load(std::memory_order_acquire) != local_seq_) return;  // claimed: ending
     // A CouchDB gone is found by the answer's write.
-    couchdb::WriteAll(output_, bytes).IgnoreError();
+    WriteToCouchDB(output_, bytes, answer_mark_).IgnoreError();
     heard_ns_.store(CoarseNowNs(), std::memory_order_relaxed);
   }
 
@@ -184,6 +197,7 @@ class CommandWatchdog {
   }
 
   const int output_;
+  SharedFlag* const answer_mark_;
   const std::string session_id_;
   const std::string cap_setting_;  // the setting that raises the cap, for the message
   const int64_t cap_ns_;  // kNoCap: none
@@ -277,7 +291,7 @@ void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
 // anywhere in it. `answer_owed`: set while a line of CouchDB's is being read or answered and
 // its answer is not yet written.
 v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& session, int input,
-                     int output, int server, bool& answer_owed) {
+                     int output, int server, SharedFlag* answer_mark, bool& answer_owed) {
   couchdb::QuerySession::Options options;
   // Every task runs here, in this process: a reduce's values are walked once, by the parse that
   // builds them for Python.
@@ -304,7 +318,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
   FunctionErrorTally function_errors(server);
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
-  CommandWatchdog watchdog(output, session.id(), protocol->CallBudget(),
+  CommandWatchdog watchdog(output, answer_mark, session.id(), protocol->CallBudget(),
                            protocol->ServerCapNote(), options.max_call_timeout,
                            options.call_timeout_setting);
   CouchLog couch_log(watchdog, session);
@@ -452,7 +466,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
     }
     Context().answer.Start(0);
     LeaveIfForkedChild();  // a child's answer would be taken for the next command's
-    absl::Status written = couchdb::WriteAll(output, answer);
+    absl::Status written = WriteToCouchDB(output, answer, answer_mark);
     answer_owed = false;
     if (!written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
@@ -493,7 +507,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
 }  // namespace
 
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output, int server) {
+                             int input, int output, int server, SharedFlag* answer_mark) {
   // Closed however the session ends: a descriptor left open would keep CouchDB's pipe open.
   absl::Cleanup close_pipes = [input, output] {
     ::close(input);
@@ -511,7 +525,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
       "\n";
   bool answer_owed = false;
   try {
-    return ServeLines(registry, session, input, output, server, answer_owed);
+    return ServeLines(registry, session, input, output, server, answer_mark, answer_owed);
   } catch (const std::bad_alloc&) {
     // Outside a command's own run (which QuerySession answers itself): a line too long to
     // hold, or an answer too large to put together. The session must still end as a session

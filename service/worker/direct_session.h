@@ -34,6 +34,7 @@
 
 #include <cstddef>
 
+#include "service/common/shared_flag.h"
 #include "service/worker/function_registry.h"
 #include "worker.pb.h"
 
@@ -43,8 +44,13 @@ namespace cnp::worker {
 // closes, and returns the Reply for the task: a session_end (recycle set after a MemoryError).
 // Meanwhile the session's function errors go to the server in session_progress frames on
 // `server`, the worker's socket (function_error_tally.h), the last before this returns.
+// `answer_mark` (the server's, or null) is 1 while a write to CouchDB longer than PIPE_BUF is
+// under way, 0 otherwise: the kernel writes a shorter one whole or not at all, but a worker
+// that dies in the middle of a longer one leaves CouchDB part of a line, after which the
+// server must not have an error line written (CouchDB would read it as the same line).
 // May not return: see the watchdog above.
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output, int server);
+                             int input, int output, int server,
+                             SharedFlag* answer_mark = nullptr);
 
 }  // namespace cnp::worker

@@ -4,12 +4,15 @@
 #include <unistd.h>
 
 #include <new>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "service/common/framing.h"
+#include "service/common/shared_flag.h"
 #include "service/worker/answered_task.h"
 #include "service/worker/call_context.h"
 #include "service/worker/direct_session.h"
@@ -26,19 +29,32 @@ void CloseAll(const std::vector<int>& descriptors) {
   for (int descriptor : descriptors) ::close(descriptor);
 }
 
-// Takes ownership of `descriptors`: CouchDB's input and output pipes.
+// Takes ownership of `descriptors`: CouchDB's input and output pipes, then the server's
+// answer mark, if it sent one.
 Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
                        std::vector<int>& descriptors, int fd) {
-  if (descriptors.size() != 2) {
+  if (descriptors.size() != 2 && descriptors.size() != 3) {
     CloseAll(descriptors);
     return FailureReply(Failure::BAD_INPUT,
                         absl::StrCat("a direct_session task carries two descriptors (CouchDB's "
-                                     "input and output), not ",
+                                     "input and output) and the answer mark's, not ",
                                      descriptors.size()));
+  }
+  std::optional<SharedFlag> answer_mark;
+  if (descriptors.size() == 3) {
+    absl::StatusOr<SharedFlag> mapped = SharedFlag::Map(descriptors[2]);
+    descriptors.pop_back();  // closed by Map
+    if (!mapped.ok()) {
+      CloseAll(descriptors);
+      descriptors.clear();
+      return FailureReply(Failure::BAD_INPUT, std::string(mapped.status().message()));
+    }
+    answer_mark = std::move(*mapped);
   }
   const int input = descriptors[0], output = descriptors[1];
   descriptors.clear();
-  return ServeDirectSession(registry, session, input, output, fd);
+  return ServeDirectSession(registry, session, input, output, fd,
+                            answer_mark.has_value() ? &*answer_mark : nullptr);
 }
 
 absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,

@@ -5,11 +5,14 @@ direct session (the session worker tallies them and sends the server session_pro
 at most one a second, the last before the session's end). The adapter exits only once the
 server has answered the session's end, so the scrape right after it sees every frame."""
 
+import array
+import fcntl
 import json
 import os
 import re
 import signal
 import sys
+import termios
 import time
 import unittest
 import urllib.request
@@ -127,6 +130,43 @@ class SessionMetricsTest(harness.ServerTestCase):
         self.assertEqual(reply[:2], ["error", "worker_crashed"], qs.diagnostics())
         qs.exited()
         self.assertEqual(self.value(crash) - crashed_before, 1, self.scrape())
+
+    def test_a_worker_killed_part_way_through_an_answer_has_no_line_written_after_it(self):
+        """Found by a review: the adapter's worker_crashed line was written after the part of
+        the answer CouchDB already had, and CouchDB read the two as one line. Now CouchDB gets
+        that part, then the end of the output, as from a query server that died."""
+        if self.session != "direct":
+            return  # the stream's adapter writes whole answers only
+        qs = self.started([NEVER_FAILS])
+        marker = f"started: adapter pid {qs.process.pid}, worker pid "
+        line = next(line for line in self.log().splitlines() if marker in line)
+        worker = int(line.split(marker, 1)[1].split()[0])
+        # An answer of 4 MB, which this test does not read: the worker fills CouchDB's pipe and
+        # blocks in the middle of writing it.
+        qs.send_line(json.dumps(["map_doc", {"_id": "big", "town": "x" * (4 << 20), "n": 1}]))
+        out = qs.process.stdout.fileno()
+        capacity = fcntl.fcntl(out, fcntl.F_GETPIPE_SZ)
+        deadline = time.monotonic() + 30
+        while self.unread(out) < capacity and time.monotonic() < deadline:
+            time.sleep(0.01)  # polled, bounded: the pipe filling is the only sign
+        self.assertEqual(self.unread(out), capacity, qs.diagnostics())
+        os.kill(worker, signal.SIGKILL)
+        output = b""
+        while chunk := os.read(out, 1 << 16):
+            output += chunk
+        self.assertEqual(qs.exited(), 1, qs.diagnostics())
+        self.assertTrue(output.startswith(b'[[["xxx'), output[:100])
+        # (Not assertNotIn: its message would quote the whole 64 KB.)
+        self.assertFalse(b"\n" in output, output[-300:])
+        self.assertFalse(b"worker_crashed" in output, output[-300:])
+        self.assertIn("in the middle of a line to CouchDB", qs.diagnostics())
+
+    @staticmethod
+    def unread(fd):
+        """How many bytes wait in the pipe `fd` reads."""
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return count[0]
 
 
 harness.through_each_path(SessionMetricsTest, globals())

@@ -7,6 +7,7 @@ process, with the same rewriting and comparison as the adapter's replay through 
 
 import argparse
 import json
+import mmap
 import os
 import select
 import shutil
@@ -97,6 +98,29 @@ class Session:
             self.answers = -1
 
 
+class SharedWord:
+    """The server's answer mark (service/common/shared_flag.h): one word in a memfd."""
+
+    def __init__(self):
+        self.fd = os.memfd_create("answer-mark")
+        os.ftruncate(self.fd, 4)
+        self.memory = mmap.mmap(self.fd, 4)
+
+    def value(self):
+        return struct.unpack("<I", self.memory[:4])[0]
+
+    def wait_for(self, value, timeout=30.0):
+        """Whether the word becomes `value` within `timeout` (polled: nothing signals it)."""
+        deadline = time.monotonic() + timeout
+        while self.value() != value and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.value() == value
+
+    def close(self):
+        self.memory.close()
+        os.close(self.fd)
+
+
 class Worker:
     """A cnp-worker on a socketpair, as cnp-server starts one."""
 
@@ -159,8 +183,10 @@ class Worker:
         return data
 
     def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0,
-                      max_call_timeout_ms=0, max_line_bytes=0, call_timeout_set_by_adapter=False):
-        """Sends a DirectSession task with fresh pipes; returns CouchDB's side of them."""
+                      max_call_timeout_ms=0, max_line_bytes=0, call_timeout_set_by_adapter=False,
+                      answer_mark=None):
+        """Sends a DirectSession task with fresh pipes (and `answer_mark`'s descriptor, a
+        SharedWord's, as the server sends one); returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
         task = worker_pb2.Task()
@@ -170,7 +196,8 @@ class Worker:
         task.direct_session.max_call_timeout_ms = max_call_timeout_ms
         task.direct_session.max_line_bytes = max_line_bytes
         task.direct_session.call_timeout_set_by_adapter = call_timeout_set_by_adapter
-        self.send(task, [commands_read, answers_write])
+        self.send(task, [commands_read, answers_write] +
+                  ([answer_mark.fd] if answer_mark is not None else []))
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
         os.close(answers_write)
@@ -505,6 +532,27 @@ class SessionLifecycleTest(unittest.TestCase):
         self.assertEqual(reply.session_end.reason, worker_pb2.SessionEnd.PROTOCOL_EXIT)
         self.assertTrue(reply.recycle)
         self.assertTrue(session.at_end_of_output())
+        session.close()
+
+    def test_the_answer_mark_is_up_while_couchdb_may_hold_part_of_a_line(self):
+        """The server writes no error line after a worker that died with the mark up: CouchDB
+        would read it as the rest of the part it has (worker/direct_session.h)."""
+        mark = SharedWord()
+        self.addCleanup(mark.close)
+        session = self.worker.start_session(answer_mark=mark)
+        self.assertEqual(session.call(["reset"]), ["true"])
+        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["map_doc", {"_id": "s", "town": "Oslo", "n": 1}]),
+                         ['[[["Oslo",1]]]'])
+        self.assertEqual(mark.value(), 0)
+        # 1 MB, unread: the worker fills the pipe and waits in the middle of the line.
+        session.send_line(json.dumps(["map_doc", {"_id": "b", "town": "x" * (1 << 20), "n": 2}]))
+        self.assertTrue(mark.wait_for(1), self.worker.diagnostics())
+        self.assertEqual(json.loads(session.read_line()), [[["x" * (1 << 20), 2]]])
+        self.assertTrue(mark.wait_for(0))
+        session.close_input()
+        self.assertEqual(self.worker.receive().session_end.reason,
+                         worker_pb2.SessionEnd.INPUT_CLOSED)
         session.close()
 
     def test_a_line_too_long_to_hold_ends_the_session_with_a_memory_error(self):
