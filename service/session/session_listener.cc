@@ -809,9 +809,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
       // The shutdown's grace ended with a command of this session still running.
       end.set_message("cnp-server stopped, and its --shutdown-grace ended before the command "
                       "in flight did; this query server ends");
-      if (!mid_line) end.set_error_line(couchdb::ErrorLine(
-          "unavailable", "cnp-server stopped, and its --shutdown-grace ended before this command "
-                         "did; this query server ends and CouchDB starts a new one"));
+      if (!mid_line) {
+        end.set_error_line(couchdb::ErrorLine(
+            "unavailable", "cnp-server stopped, and its --shutdown-grace ended before this "
+                           "command did; this query server ends and CouchDB starts a new one"));
+      }
       LogWarning("direct session ", id, ": its command was cut off by the end of the shutdown "
                  "grace (worker pid ", process.pid(), " ", how, ")");
     } else if (signal == SIGTERM && registration.draining()) {
@@ -824,9 +826,12 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     } else {
       metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
-      if (!mid_line) end.set_error_line(couchdb::ErrorLine(
-          "worker_crashed",
-          absl::StrCat("cnp-worker ", how, "; this query server ends and CouchDB starts a new one")));
+      if (!mid_line) {
+        end.set_error_line(couchdb::ErrorLine(
+            "worker_crashed", absl::StrCat("cnp-worker ", how,
+                                           "; this query server ends and CouchDB starts a new "
+                                           "one")));
+      }
       LogError("direct session ", id, ": worker (pid ", process.pid(), ") ", how);
     }
   }
