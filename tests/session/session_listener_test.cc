@@ -196,29 +196,43 @@ TEST_F(SessionListenerTest, AStallingAdapterCostsOnlyItsOwnConnection) {
   ::close(pipes[1]);
 }
 
+// An adapter of ours: connected to the listener, it has sent a hello with both ends of a pipe
+// as CouchDB's pipes. Closes all three with it.
+struct HelloSent {
+  HelloSent() = default;
+  HelloSent(const HelloSent&) = delete;
+  HelloSent& operator=(const HelloSent&) = delete;
+  ~HelloSent() {
+    for (int fd : {pipes[0], pipes[1], adapter}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  int pipes[2] = {-1, -1};
+  int adapter = -1;
+};
+
+void SendHello(const std::string& path, const v1::Hello& hello, absl::Time by, HelloSent& sent) {
+  ASSERT_EQ(::pipe2(sent.pipes, O_CLOEXEC), 0);
+  sent.adapter = Connect(path);
+  ASSERT_GE(sent.adapter, 0) << std::strerror(errno);
+  ASSERT_TRUE(WriteFrameWithDescriptors(sent.adapter, hello.SerializeAsString(),
+                                        {sent.pipes[0], sent.pipes[1]}, by)
+                  .ok());
+}
+
 // An adapter of ours hands the server a pair of pipes; `ended` is what the server tells it when
 // the session is over.
 void RunASession(const std::string& path, v1::Ended& ended) {
-  int pipes[2];
-  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
-  absl::Cleanup close_pipes = [&] {
-    ::close(pipes[0]);
-    ::close(pipes[1]);
-  };
-  const int adapter = Connect(path);
-  ASSERT_GE(adapter, 0) << std::strerror(errno);
-  absl::Cleanup close_adapter = [&] { ::close(adapter); };
+  HelloSent sent;
   v1::Hello hello;
   hello.set_adapter_pid(::getpid());
-  ASSERT_TRUE(WriteFrameWithDescriptors(adapter, hello.SerializeAsString(), {pipes[0], pipes[1]},
-                                        absl::Now() + absl::Seconds(5))
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(SendHello(path, hello, absl::Now() + absl::Seconds(5), sent));
   std::string payload;
-  ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(20)).ok());
+  ASSERT_TRUE(ReadFrame(sent.adapter, payload, absl::Now() + absl::Seconds(20)).ok());
   v1::Answer answer;
   ASSERT_TRUE(answer.ParseFromString(payload));
   ASSERT_EQ(answer.outcome(), v1::Answer::ACCEPTED) << answer.ShortDebugString();
-  ASSERT_TRUE(ReadFrame(adapter, payload, absl::Now() + absl::Seconds(20)).ok());
+  ASSERT_TRUE(ReadFrame(sent.adapter, payload, absl::Now() + absl::Seconds(20)).ok());
   ASSERT_TRUE(ended.ParseFromString(payload));
 }
 
@@ -272,24 +286,14 @@ TEST_F(SessionListenerTest, AnAdapterIsAnsweredWithinItsWaitWhenNoWorkerIsReady)
   pool_ = std::make_unique<SessionWorkerPool>(std::move(pool_options), io_);
   StartListening();
 
-  int pipes[2];
-  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
-  absl::Cleanup close_pipes = [&] {
-    ::close(pipes[0]);
-    ::close(pipes[1]);
-  };
-  const int adapter = Connect(path_);
-  ASSERT_GE(adapter, 0) << std::strerror(errno);
-  absl::Cleanup close_adapter = [&] { ::close(adapter); };
+  HelloSent adapter;
   v1::Hello hello;
   hello.set_adapter_pid(::getpid());
   hello.set_answer_within_ms(1000);
   const absl::Time sent = absl::Now();
-  ASSERT_TRUE(WriteFrameWithDescriptors(adapter, hello.SerializeAsString(), {pipes[0], pipes[1]},
-                                        sent + absl::Seconds(5))
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(SendHello(path_, hello, sent + absl::Seconds(5), adapter));
   std::string payload;
-  ASSERT_TRUE(ReadFrame(adapter, payload, sent + absl::Seconds(10)).ok())
+  ASSERT_TRUE(ReadFrame(adapter.adapter, payload, sent + absl::Seconds(10)).ok())
       << "no answer while no worker was ready";
   EXPECT_LT(absl::Now() - sent, absl::Seconds(1)) << "answered after the adapter gave up";
   v1::Answer answer;
