@@ -37,7 +37,8 @@ Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& sess
     CloseAll(descriptors);
     return FailureReply(Failure::BAD_INPUT,
                         absl::StrCat("a direct_session task carries two descriptors (CouchDB's "
-                                     "input and output) and the answer mark's, not ",
+                                     "input and output), and a third for the server's answer "
+                                     "mark if it sends one; not ",
                                      descriptors.size()));
   }
   std::optional<SharedFlag> answer_mark;
