@@ -63,17 +63,19 @@ SharedFlag::SharedFlag(SharedFlag&& other) noexcept
 
 SharedFlag& SharedFlag::operator=(SharedFlag&& other) noexcept {
   if (this != &other) {
-    CloseDescriptor();
-    if (word_ != nullptr) ::munmap(word_, kBytes);
+    Release();
     fd_ = std::exchange(other.fd_, -1);
     word_ = std::exchange(other.word_, nullptr);
   }
   return *this;
 }
 
-SharedFlag::~SharedFlag() {
+SharedFlag::~SharedFlag() { Release(); }
+
+void SharedFlag::Release() {
   CloseDescriptor();
   if (word_ != nullptr) ::munmap(word_, kBytes);
+  word_ = nullptr;
 }
 
 void SharedFlag::CloseDescriptor() {

@@ -33,6 +33,7 @@ class SharedFlag {
 
  private:
   SharedFlag(int fd, std::atomic<uint32_t>* word) : fd_(fd), word_(word) {}
+  void Release();  // the descriptor and the mapping
 
   int fd_ = -1;
   std::atomic<uint32_t>* word_ = nullptr;

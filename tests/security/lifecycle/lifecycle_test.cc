@@ -13,6 +13,7 @@
 #include <future>
 #include <map>
 #include <set>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -194,11 +195,16 @@ TEST_P(GroupSignalTest, ASignalToTheWholeProcessGroupLetsTheCallInFlightFinish) 
   EXPECT_EQ(CountLines(server->Log(), "killed by signal"), 0) << server->Log();
 }
 
+// One worker and a 60 s --shutdown-grace: a test that ends sooner did not wait for the grace.
+std::unique_ptr<ServerProcess> ServerWithALongGrace() {
+  return ServerProcess::StartWithFunctions({"tests/functions/server"}, 1,
+                                           {"--shutdown-grace=60s"});
+}
+
 // Issue 7: "An idle adapter Session makes every SIGTERM wait the whole grace: idle streams end
 // at once."
 TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
-  auto server =
-      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
+  auto server = ServerWithALongGrace();
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   grpc::ClientContext context;
@@ -231,8 +237,7 @@ TEST(LifecycleTest, AnIdleSessionStreamDoesNotHoldShutdown) {
 
 // A stream busy with a message when SIGTERM comes still gets its answer.
 TEST(LifecycleTest, ABusySessionFinishesItsMessageBeforeShutdown) {
-  auto server =
-      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
+  auto server = ServerWithALongGrace();
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   std::string dir = testing::MakeTempDir("fifo");
@@ -273,8 +278,7 @@ TEST(LifecycleTest, ABusySessionFinishesItsMessageBeforeShutdown) {
 // the next row, was ended as an idle one, and every _list in flight failed on a graceful restart
 // (the direct path always ran them to their end). Found by the direct-session probe.
 TEST(LifecycleTest, AListBetweenItsRowsIsRunToItsEndBeforeShutdown) {
-  auto server =
-      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--shutdown-grace=60s"});
+  auto server = ServerWithALongGrace();
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
   grpc::ClientContext context;
