@@ -377,7 +377,8 @@ int64_t FunctionCalls::Parts(int64_t docs, int64_t bytes) const {
 
 asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request,
                                                         absl::Time deadline,
-                                                        std::vector<std::string>& response) {
+                                                        std::vector<std::string>& response,
+                                                        AnswerGrowth grown) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   // A first pass learns the function names (it stops at a name past the limit) and how many
   // documents of how many bytes, and finds the first that is no JSON object.
@@ -413,6 +414,11 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
   // Then the parts, a wave of a few per worker at a time, each answer appended as it comes.
   const int64_t parts = Parts(docs, doc_bytes);
   const int64_t wave = std::max(1, runner_.size() * 4);
+  // A call of several waves whose answer is counted as it grows starts with one part per
+  // worker: nothing yet says how much it answers per document, and a wave's replies are all
+  // held before they are counted.
+  const int64_t first_wave =
+      grown && parts > wave ? std::max(1, runner_.size()) : wave;
   EncodedMapRequest reader(request);
   int64_t response_bytes = 0;
   // Never a partial result: a document silently missing from a batch is lost data.
@@ -438,11 +444,23 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     return task;
   };
   std::vector<Task> tasks;
-  for (int64_t first = 0; first < parts; first += wave) {
+  for (int64_t first = 0, last = 0; first < parts; first = last) {
     // A cancelled call starts no further wave: its remaining documents never reach a worker.
     if (IsCancelled(cancellation)) co_return fail(CancelledStatus());
-    const int64_t last = std::min(parts, first + wave);
+    last = std::min(parts, first + (first == 0 ? first_wave : wave));
     const int64_t share = ShareOf(options_.max_call_bytes - response_bytes, last - first);
+    // The wave's answer is counted before it runs, as the waves before it answered per
+    // document (the first is counted as it comes in): the parts' replies are all held at once
+    // before they are appended.
+    const int64_t docs_done = docs * first / parts;
+    if (grown && docs_done > 0) {
+      const int64_t wave_docs = docs * last / parts - docs_done;
+      const int64_t expected =
+          response_bytes + static_cast<int64_t>(static_cast<double>(response_bytes) *
+                                                static_cast<double>(wave_docs) /
+                                                static_cast<double>(docs_done));
+      if (absl::Status held = grown(expected); !held.ok()) co_return fail(held);
+    }
     tasks.clear();
     for (int64_t p = first; p < last; ++p) tasks.push_back(part_task(reader, p, share));
     std::vector<absl::StatusOr<Reply>> replies =
@@ -484,6 +502,9 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
       response_bytes += response.back().size() - before;
       if (response_bytes > options_.max_call_bytes) {
         co_return fail(ResponseTooLarge(options_.max_call_bytes));
+      }
+      if (grown) {
+        if (absl::Status held = grown(response_bytes); !held.ok()) co_return fail(held);
       }
     }
   }

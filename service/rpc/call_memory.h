@@ -1,6 +1,7 @@
 // What calls make the server hold outside gRPC's own quota, all calls together: a unary call's
 // request once parsed (and copied into its tasks) while it waits for a worker and runs, and its
-// answer from when it is built until gRPC has sent it (or the call has ended). gRPC's
+// answer from when it is built (a Map's as it grows: Charge::Resize) until gRPC has sent it (or
+// the call has ended). gRPC's
 // ResourceQuota (--max-grpc-memory) counts only what gRPC itself allocates; these bytes are
 // counted here against a budget of the same size, so that many calls queued, or answers their
 // clients never read, cannot take the host's memory.
@@ -10,6 +11,7 @@
 //   ... the bytes are given back when `held` (moved wherever they go) is destroyed.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +36,14 @@ class CallMemory {
     explicit State(int64_t budget) : budget(budget) {}
     const int64_t budget;
     std::atomic<int64_t> held{0};
+
+    bool Reserve(int64_t bytes) {
+      int64_t now = held.load();
+      do {
+        if (bytes > budget - now) return false;
+      } while (!held.compare_exchange_weak(now, now + bytes));
+      return true;
+    }
   };
 
  public:
@@ -55,6 +65,16 @@ class CallMemory {
     }
     ~Charge() { Release(); }
     int64_t bytes() const { return bytes_; }
+    // Counts `bytes` instead of what it counted: less always, more only when the budget has
+    // room for the difference (false, and the charge as it was, when it has not).
+    bool Resize(int64_t bytes) {
+      if (state_ == nullptr) return bytes <= 0;
+      bytes = std::max<int64_t>(bytes, 0);
+      if (bytes > bytes_ && !state_->Reserve(bytes - bytes_)) return false;
+      if (bytes < bytes_) state_->held.fetch_sub(bytes_ - bytes);
+      bytes_ = bytes;
+      return true;
+    }
     void Release() {
       if (state_ != nullptr && bytes_ > 0) state_->held.fetch_sub(bytes_);
       state_.reset();
@@ -70,13 +90,10 @@ class CallMemory {
   };
 
   // `bytes` counted, or nothing when they would take what is held past the budget. A charge of
-  // no bytes always succeeds.
+  // no bytes always succeeds (and may grow later: Charge::Resize).
   std::optional<Charge> TryCharge(int64_t bytes) {
-    if (bytes <= 0) return Charge();
-    int64_t held = state_->held.load();
-    do {
-      if (bytes > state_->budget - held) return std::nullopt;
-    } while (!state_->held.compare_exchange_weak(held, held + bytes));
+    bytes = std::max<int64_t>(bytes, 0);
+    if (bytes > 0 && !state_->Reserve(bytes)) return std::nullopt;
     return Charge(state_, bytes);
   }
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cnp/v1/functions.pb.h"
@@ -86,7 +87,8 @@ grpc::Status Answer(const absl::Status& status, std::vector<std::string> parts, 
 
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response) {
+                                              grpc::ByteBuffer& response,
+                                              calls::AnswerGrowth grown) {
   const size_t moved = request.Length();
   std::vector<std::string> parts;
   absl::Status status;
@@ -106,7 +108,7 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
       co_return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
     }
     request.Clear();
-    if (status.ok()) status = co_await calls.MapEncoded(bytes, deadline, parts);
+    if (status.ok()) status = co_await calls.MapEncoded(bytes, deadline, parts, std::move(grown));
   }
   co_return Answer(status, std::move(parts), moved, response);
 }

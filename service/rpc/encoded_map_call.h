@@ -17,9 +17,11 @@ constexpr size_t kGiveBackAfterBytes = 8 << 20;
 
 // Serves one Map call, awaited by its handler; cancelling the await cancels the Map
 // (calls::FunctionCalls says how). `request` is consumed (cleared as soon as it has been read);
-// `request` and `response` must outlive the call.
+// `request` and `response` must outlive the call. `grown` is told the answer's bytes as it is
+// built (calls::AnswerGrowth).
 asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
-                                              grpc::ByteBuffer& response);
+                                              grpc::ByteBuffer& response,
+                                              calls::AnswerGrowth grown = nullptr);
 
 }  // namespace cnp::rpc

@@ -460,10 +460,11 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   //
   // What it holds outside gRPC's quota is counted against the server's CallMemory: its request
   // (kRequestCopies times its bytes) from admission, before it waits for a worker, until
-  // `compute` is done with it; then its answer until gRPC has sent it (CallMemory::
-  // HoldWhileSent). Past the budget the call is refused RESOURCE_EXHAUSTED. An answer its client
-  // has not taken --call-timeout after it was ready has its call cancelled (unary_call.h), which
-  // frees it.
+  // `compute` is done with it; a Map's answer as it grows (calls::AnswerGrowth: many function
+  // names make an answer many times its request); then its answer alone until gRPC has sent it
+  // (CallMemory::HoldWhileSent). Past the budget the call is refused RESOURCE_EXHAUSTED. An
+  // answer its client has not taken --call-timeout after it was ready has its call cancelled
+  // (unary_call.h), which frees it.
   using Unary = UnaryMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
   CallMemory& memory = call_memory_;
   const absl::Duration answer_timeout = calls.options().call_timeout;
@@ -487,16 +488,21 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                   memory.RefusalMessage("its request", request_bytes));
           } else {
+            calls::AnswerGrowth grown = [&](int64_t answer_bytes) {
+              if (held_request->Resize(request_bytes + answer_bytes)) return absl::OkStatus();
+              metrics::CallMemoryRefused(name);
+              return absl::ResourceExhaustedError(
+                  memory.RefusalMessage("its answer, as it was built,", answer_bytes));
+            };
             // Named, not temporaries beside the co_await: GCC 12 mishandles those.
             const absl::Time deadline = ClientDeadline(server_context);
-            grpc::Status computed = co_await compute(deadline, request, response);
+            grpc::Status computed = co_await compute(deadline, request, response, grown);
             status = WithStatusTrailers(std::move(computed), server_context);
-            held_request.reset();
             if (status.ok()) {
+              // The request's charge becomes the answer's: it may shrink, or need more room.
               const auto answer_bytes = static_cast<int64_t>(response.Length());
-              std::optional<CallMemory::Charge> held_answer = memory.TryCharge(answer_bytes);
-              if (held_answer.has_value()) {
-                response = CallMemory::HoldWhileSent(response, std::move(*held_answer));
+              if (held_request->Resize(answer_bytes)) {
+                response = CallMemory::HoldWhileSent(response, std::move(*held_request));
               } else {
                 response.Clear();
                 metrics::CallMemoryRefused(name);
@@ -504,6 +510,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
                                       memory.RefusalMessage("its answer", answer_bytes));
               }
             }
+            held_request.reset();
           }
           const absl::Time end = absl::Now();
           const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
@@ -529,7 +536,8 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
                         const char* name) {
     unary(requester, name,
           [&calls, method, name, caps](absl::Time deadline, grpc::ByteBuffer& request_bytes,
-                                 grpc::ByteBuffer& response_bytes)
+                                       grpc::ByteBuffer& response_bytes,
+                                       const calls::AnswerGrowth&)
               -> asio::awaitable<grpc::Status> {
             Request request;
             if (absl::Status parsed = ParseRequest(request_bytes, name, request, caps);
@@ -543,9 +551,9 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           });
   };
   unary(&Service::RequestMap, "Map",
-      [&calls](absl::Time deadline, grpc::ByteBuffer& request,
-               grpc::ByteBuffer& response) -> asio::awaitable<grpc::Status> {
-        return ServeEncodedMap(calls, deadline, request, response);
+      [&calls](absl::Time deadline, grpc::ByteBuffer& request, grpc::ByteBuffer& response,
+               const calls::AnswerGrowth& grown) -> asio::awaitable<grpc::Status> {
+        return ServeEncodedMap(calls, deadline, request, response, grown);
       });
   unary_call(&Service::RequestReduce, &calls::FunctionCalls::Reduce, "Reduce");
   unary_call(&Service::RequestValidate, &calls::FunctionCalls::Validate, "Validate");

@@ -448,6 +448,54 @@ TEST_F(FunctionCallsTest, MapEncodedCutsALargeBatchIntoWavesAndKeepsDocumentOrde
   EXPECT_LE(runner.batches().back(), wave);
 }
 
+TEST_F(FunctionCallsTest, MapEncodedTellsItsAnswerAsItGrowsAndStopsWhenRefused) {
+  FakeTaskRunner runner(2, EchoMap);
+  const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10};
+  FunctionCalls calls(runner, options);
+  constexpr int kDocs = 400;  // 40 parts
+  const std::string request = MapRequestOf(kDocs).SerializeAsString();
+
+  // Served whole, the answer's bytes told as they grow: after each part's, and before each
+  // wave, what the wave is expected to add. The last told is the whole answer.
+  std::vector<int64_t> told;
+  std::vector<std::string> chunks;
+  ASSERT_TRUE(Await(calls.MapEncoded(request, absl::InfiniteFuture(), chunks,
+                                     [&told](int64_t bytes) {
+                                       told.push_back(bytes);
+                                       return absl::OkStatus();
+                                     }))
+                  .ok());
+  ExpectEchoedInOrder(Parsed(chunks), kDocs);
+  int64_t answer = 0;
+  for (const std::string& chunk : chunks) answer += static_cast<int64_t>(chunk.size());
+  ASSERT_FALSE(told.empty());
+  EXPECT_EQ(told.back(), answer);
+  // Nothing says yet how much a document answers: the first wave is one part per worker.
+  ASSERT_GT(runner.batches().size(), 2u);
+  EXPECT_EQ(runner.batches()[0], runner.size());
+  EXPECT_EQ(runner.batches()[1], 4 * runner.size());
+  // Before the second wave ran, about what it added was asked for (documents here answer
+  // about the same bytes each).
+  const int64_t after_first = told[runner.size() - 1];
+  const int64_t before_second = told[runner.size()];
+  EXPECT_GT(before_second, 3 * after_first);
+  EXPECT_LT(before_second, 7 * after_first);
+
+  // Refused once it passes a budget: the call ends with that status, no answer, and the waves
+  // after the refusal never run.
+  FakeTaskRunner refusing(2, EchoMap);
+  FunctionCalls limited(refusing, options);
+  chunks.clear();
+  const absl::Status status = Await(limited.MapEncoded(
+      request, absl::InfiniteFuture(), chunks, [answer](int64_t bytes) {
+        return bytes > answer / 4 ? absl::ResourceExhaustedError("over the budget")
+                                  : absl::OkStatus();
+      }));
+  EXPECT_EQ(status, absl::ResourceExhaustedError("over the budget"));
+  EXPECT_THAT(chunks, IsEmpty());
+  EXPECT_LT(refusing.started().size(), 20u);
+}
+
 TEST_F(FunctionCallsTest, MapEncodedCutsLargeDocumentsByBytes) {
   FakeTaskRunner runner(2, EchoMap);
   FunctionCalls calls(runner, {});

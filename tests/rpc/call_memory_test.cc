@@ -36,6 +36,25 @@ TEST(CallMemoryTest, RefusesPastTheBudgetAndTakesBackWhatIsReleased) {
   EXPECT_EQ(memory.held(), 0);
 }
 
+TEST(CallMemoryTest, AChargeGrowsOnlyWithinTheBudgetAndShrinksAlways) {
+  CallMemory memory(100);
+  std::optional<CallMemory::Charge> request = memory.TryCharge(0);  // may grow later
+  ASSERT_TRUE(request.has_value());
+  std::optional<CallMemory::Charge> other = memory.TryCharge(30);
+  ASSERT_TRUE(request->Resize(70));
+  EXPECT_EQ(memory.held(), 100);
+  // Past the budget: refused, and the charge stays what it was.
+  EXPECT_FALSE(request->Resize(71));
+  EXPECT_EQ(request->bytes(), 70);
+  EXPECT_EQ(memory.held(), 100);
+  ASSERT_TRUE(request->Resize(20));
+  EXPECT_EQ(memory.held(), 50);
+  other.reset();
+  ASSERT_TRUE(request->Resize(100));
+  request.reset();
+  EXPECT_EQ(memory.held(), 0);
+}
+
 TEST(CallMemoryTest, RefusalNamesTheFlag) {
   CallMemory memory(64 << 20);
   const std::string message = memory.RefusalMessage("its request", 80 << 20);

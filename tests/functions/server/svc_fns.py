@@ -67,6 +67,11 @@ def size_of(doc):
     yield doc["_id"], len(doc["blob"])
 
 
+def widens(doc):
+    """One row whose value is doc["width"] bytes: an answer many times its request."""
+    yield doc["_id"], "x" * doc["width"]
+
+
 def starts_a_child(doc):
     """Starts a process that holds the FIFO doc["held"] open for writing while it lives (the
     test's reader sees the hang-up when it ends), then waits as waits() does."""
