@@ -654,19 +654,20 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   // reply (tests rely on it; so does an operator reading the log after a failure).
   LogInfo("direct session ", id, " started: adapter pid ", hello.adapter_pid(), ", worker pid ",
           process.pid());
-  // Set by the worker while CouchDB may hold part of a line of its (worker/direct_session.h):
-  // then an error line written after its death would be read as the rest of that line.
-  // Without one (memfd_create failed), the session runs as before the mark existed.
-  std::optional<SharedFlag> answer_mark;
+  // Kept by the worker at where the session stands with CouchDB (worker::v1::CouchDbTurn):
+  // read after its death, it says whether CouchDB is owed an error line. Without it
+  // (memfd_create failed), CouchDB gets one whenever the worker dies.
+  std::optional<SharedFlag> couchdb_turn;
   std::vector<int> handed_fds = pipes.get();
   if (absl::StatusOr<SharedFlag> made = SharedFlag::Create(); made.ok()) {
-    answer_mark = std::move(*made);
-    handed_fds.push_back(answer_mark->fd());
+    couchdb_turn = std::move(*made);
+    handed_fds.push_back(couchdb_turn->fd());
   } else {
-    LogWarning("direct session ", id, ": no answer mark (", made.status().message(), ")");
+    LogWarning("direct session ", id, ": no word for where it stands with CouchDB (",
+               made.status().message(), "): an error line follows any end of its worker");
   }
   absl::Status handed = co_await process.SendWithDescriptors(task, handed_fds);
-  if (answer_mark.has_value()) answer_mark->CloseDescriptor();  // the mapping stays
+  if (couchdb_turn.has_value()) couchdb_turn->CloseDescriptor();  // the mapping stays
   if (!handed.ok()) {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     LogError("session worker ", worker.id, " (pid ", process.pid(), ") ", how,
@@ -780,13 +781,19 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   } else {
     std::string how = co_await pool::HowItEnded(process, kWorkerEndGrace);
     std::optional<int> status = process.wait_status();
-    // It died part way through a line to CouchDB: no error line after it. CouchDB reads the
-    // part without its end, then the query server's exit, and fails the request as it does
-    // for a query server that died.
-    const bool mid_line = answer_mark.has_value() && answer_mark->Get() != 0;
-    if (mid_line) {
+    // An error line only where CouchDB waits for an answer. Died part way through a line to
+    // CouchDB: CouchDB reads the part without its end, then the query server's exit, and fails
+    // the request as it does for a query server that died. Died between commands: a line
+    // would answer nothing (CouchDB logs it as unknown), and the exit says it all.
+    const uint32_t turn = couchdb_turn.has_value()
+                              ? couchdb_turn->Get()
+                              : static_cast<uint32_t>(worker::v1::COUCHDB_OWED_AN_ANSWER);
+    const bool answer_owed = turn == worker::v1::COUCHDB_OWED_AN_ANSWER;
+    if (turn == worker::v1::COUCHDB_HOLDS_PART_OF_A_LINE) {
       absl::StrAppend(&how, " in the middle of a line to CouchDB (CouchDB has its start; no "
                             "error line follows)");
+    } else if (turn == worker::v1::COUCHDB_OWED_NOTHING) {
+      absl::StrAppend(&how, " between commands (CouchDB was owed no answer; no error line)");
     }
     const int signal = status.has_value() && WIFSIGNALED(*status) ? WTERMSIG(*status) : 0;
     end.set_exit_code(1);
@@ -809,7 +816,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
       // The shutdown's grace ended with a command of this session still running.
       end.set_message("cnp-server stopped, and its --shutdown-grace ended before the command "
                       "in flight did; this query server ends");
-      if (!mid_line) {
+      if (answer_owed) {
         end.set_error_line(couchdb::ErrorLine(
             "unavailable", "cnp-server stopped, and its --shutdown-grace ended before this "
                            "command did; this query server ends and CouchDB starts a new one"));
@@ -826,7 +833,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     } else {
       metrics::WorkerExited("crash", "session");
       end.set_message(absl::StrCat("cnp-worker ", how, " while serving this query server"));
-      if (!mid_line) {
+      if (answer_owed) {
         end.set_error_line(couchdb::ErrorLine(
             "worker_crashed", absl::StrCat("cnp-worker ", how,
                                            "; this query server ends and CouchDB starts a new "

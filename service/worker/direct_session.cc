@@ -43,15 +43,29 @@ namespace {
 
 using v1::SessionEnd;
 
-// Writes `bytes` to CouchDB with `answer_mark` (if any) set while the kernel may be taking them
-// in parts (direct_session.h).
-absl::Status WriteToCouchDB(int output, std::string_view bytes, SharedFlag* answer_mark) {
-  if (answer_mark == nullptr || bytes.size() <= PIPE_BUF) return couchdb::WriteAll(output, bytes);
-  answer_mark->Set(1);
-  absl::Status written = couchdb::WriteAll(output, bytes);
-  answer_mark->Set(0);
-  return written;
-}
+// The session's v1::CouchDbTurn, kept in the server's word when it gave one (direct_session.h).
+class CouchDbTurnMark {
+ public:
+  explicit CouchDbTurnMark(SharedFlag* word) : word_(word) {}
+
+  void Set(v1::CouchDbTurn turn) {
+    if (word_ != nullptr) word_->Set(static_cast<uint32_t>(turn));
+  }
+
+  // Writes `bytes` (whole lines) to CouchDB, after which the turn is `after`. A write of at
+  // most PIPE_BUF is whole or not at all, so `after` holds from before it: a worker that dies
+  // with its answer unwritten leaves no line then (CouchDB sees the process end), rather than
+  // one after its answer. A longer one may leave CouchDB part of a line.
+  absl::Status Write(int output, std::string_view bytes, v1::CouchDbTurn after) {
+    Set(bytes.size() > PIPE_BUF ? v1::COUCHDB_HOLDS_PART_OF_A_LINE : after);
+    absl::Status written = couchdb::WriteAll(output, bytes);
+    Set(after);
+    return written;
+  }
+
+ private:
+  SharedFlag* const word_;
+};
 
 int64_t CoarseNowNs() {
   timespec now;
@@ -70,11 +84,11 @@ int64_t CoarseNowNs() {
 // budget; the server's --call-timeout (`cap`) still bounds the command as a whole.
 class CommandWatchdog {
  public:
-  CommandWatchdog(int output, SharedFlag* answer_mark, std::string session_id,
+  CommandWatchdog(int output, CouchDbTurnMark& turn, std::string session_id,
                   absl::Duration budget, std::string cap_note, absl::Duration cap,
                   std::string cap_setting)
       : output_(output),
-        answer_mark_(answer_mark),
+        turn_(turn),
         session_id_(std::move(session_id)),
         cap_setting_(std::move(cap_setting)),
         cap_ns_(cap == absl::InfiniteDuration() ? kNoCap : absl::ToInt64Nanoseconds(cap)) {
@@ -120,7 +134,7 @@ class CommandWatchdog {
     absl::MutexLock lock(&mutex_);
     if (seq_.load(std::memory_order_acquire) != local_seq_) return;  // claimed: ending
     // A CouchDB gone is found by the answer's write.
-    WriteToCouchDB(output_, bytes, answer_mark_).IgnoreError();
+    turn_.Write(output_, bytes, v1::COUCHDB_OWED_AN_ANSWER).IgnoreError();
     heard_ns_.store(CoarseNowNs(), std::memory_order_relaxed);
   }
 
@@ -197,7 +211,7 @@ class CommandWatchdog {
   }
 
   const int output_;
-  SharedFlag* const answer_mark_;
+  CouchDbTurnMark& turn_;
   const std::string session_id_;
   const std::string cap_setting_;  // the setting that raises the cap, for the message
   const int64_t cap_ns_;  // kNoCap: none
@@ -291,7 +305,7 @@ void AppendLines(const cnp::v1::SessionOutput& output, std::string& out) {
 // anywhere in it. `answer_owed`: set while a line of CouchDB's is being read or answered and
 // its answer is not yet written.
 v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& session, int input,
-                     int output, int server, SharedFlag* answer_mark, bool& answer_owed) {
+                     int output, int server, CouchDbTurnMark& turn, bool& answer_owed) {
   couchdb::QuerySession::Options options;
   // Every task runs here, in this process: a reduce's values are walked once, by the parse that
   // builds them for Python.
@@ -318,7 +332,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
   FunctionErrorTally function_errors(server);
   auto protocol = std::make_unique<couchdb::QuerySession>(
       runner, options, [&function_errors](absl::string_view f) { function_errors.Count(f); });
-  CommandWatchdog watchdog(output, answer_mark, session.id(), protocol->CallBudget(),
+  CommandWatchdog watchdog(output, turn, session.id(), protocol->CallBudget(),
                            protocol->ServerCapNote(), options.max_call_timeout,
                            options.call_timeout_setting);
   CouchLog couch_log(watchdog, session);
@@ -337,6 +351,8 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
   couchdb::LineReader* reader = nullptr;
   couchdb::LineReader lines(input, line_limit, [&](int fd) {
     LeaveIfForkedChild();  // CouchDB's next line is the worker's to read
+    // Part of a line read is a command under way; nothing read, CouchDB is owed nothing.
+    turn.Set(reader->mid_line() ? v1::COUCHDB_OWED_AN_ANSWER : v1::COUCHDB_OWED_NOTHING);
     function_errors.BeforeWaiting(fd);
     stop.BeforeWaiting(!reader->mid_line() && !protocol->list_in_progress());
   });
@@ -359,6 +375,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
     answer_owed = true;  // a line growing in the reader's buffer is a command under way
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
     answer_owed = line.ok() && line->has_value();
+    if (answer_owed) turn.Set(v1::COUCHDB_OWED_AN_ANSWER);
     stop.Busy();
     if (absl::IsUnavailable(line.status()) && stop.InputCut()) {
       // Between two commands: everything CouchDB sent has been answered.
@@ -379,8 +396,8 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
                 "raises the limit)"
               : " (cnp-adapter --max-line-bytes raises the limit)");
       too_long.Log(session.id(), line.status().message());
-      if (absl::Status written =
-              couchdb::WriteAll(output, couchdb::ErrorLine("too_large", message) + "\n");
+      if (absl::Status written = turn.Write(
+              output, couchdb::ErrorLine("too_large", message) + "\n", v1::COUCHDB_OWED_NOTHING);
           !written.ok()) {
         end.set_reason(SessionEnd::IO_ERROR);
         end.set_message(std::string(written.message()));
@@ -466,7 +483,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
     }
     Context().answer.Start(0);
     LeaveIfForkedChild();  // a child's answer would be taken for the next command's
-    absl::Status written = WriteToCouchDB(output, answer, answer_mark);
+    absl::Status written = turn.Write(output, answer, v1::COUCHDB_OWED_NOTHING);
     answer_owed = false;
     if (!written.ok()) {
       end.set_reason(SessionEnd::IO_ERROR);
@@ -507,7 +524,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
 }  // namespace
 
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
-                             int input, int output, int server, SharedFlag* answer_mark) {
+                             int input, int output, int server, SharedFlag* couchdb_turn) {
   // Closed however the session ends: a descriptor left open would keep CouchDB's pipe open.
   absl::Cleanup close_pipes = [input, output] {
     ::close(input);
@@ -524,8 +541,9 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
                          "--worker-memory-mb, reached); the worker is being replaced") +
       "\n";
   bool answer_owed = false;
+  CouchDbTurnMark turn(couchdb_turn);
   try {
-    return ServeLines(registry, session, input, output, server, answer_mark, answer_owed);
+    return ServeLines(registry, session, input, output, server, turn, answer_owed);
   } catch (const std::bad_alloc&) {
     // Outside a command's own run (which QuerySession answers itself): a line too long to
     // hold, or an answer too large to put together. The session must still end as a session
@@ -535,7 +553,7 @@ v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession
     Context().memory_error = true;  // the worker is recycled (task_loop.cc)
     Context().answer.Start(0);
     // Nothing was written of the answer, which is this line; the session ends either way.
-    if (answer_owed) couchdb::WriteAll(output, out_of_memory_line).IgnoreError();
+    if (answer_owed) turn.Write(output, out_of_memory_line, v1::COUCHDB_OWED_NOTHING).IgnoreError();
     v1::Reply reply;
     reply.mutable_session_end()->set_reason(SessionEnd::PROTOCOL_EXIT);
     reply.mutable_session_end()->set_message(

@@ -44,13 +44,15 @@ namespace cnp::worker {
 // closes, and returns the Reply for the task: a session_end (recycle set after a MemoryError).
 // Meanwhile the session's function errors go to the server in session_progress frames on
 // `server`, the worker's socket (function_error_tally.h), the last before this returns.
-// `answer_mark` (the server's, or null) is 1 while a write to CouchDB longer than PIPE_BUF is
-// under way, 0 otherwise: the kernel writes a shorter one whole or not at all, but a worker
-// that dies in the middle of a longer one leaves CouchDB part of a line, after which the
-// server must not have an error line written (CouchDB would read it as the same line).
+// `couchdb_turn` (the server's word, or null) is kept at the session's v1::CouchDbTurn: owed
+// nothing between commands, owed an answer from the moment a command's first byte is read
+// until its answer is written, and CouchDB holding part of a line while a write longer than
+// PIPE_BUF is under way (the kernel writes a shorter one whole or not at all). A worker that
+// dies leaves it there for the server: an error line is written to CouchDB only when it is
+// owed an answer, never as the rest of part of a line nor as an answer to nothing.
 // May not return: see the watchdog above.
 v1::Reply ServeDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
                              int input, int output, int server,
-                             SharedFlag* answer_mark = nullptr);
+                             SharedFlag* couchdb_turn = nullptr);
 
 }  // namespace cnp::worker

@@ -30,18 +30,18 @@ void CloseAll(const std::vector<int>& descriptors) {
 }
 
 // Takes ownership of `descriptors`: CouchDB's input and output pipes, then the server's
-// answer mark, if it sent one.
+// CouchDbTurn word, if it sent one.
 Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& session,
                        std::vector<int>& descriptors, int fd) {
   if (descriptors.size() != 2 && descriptors.size() != 3) {
     CloseAll(descriptors);
     return FailureReply(Failure::BAD_INPUT,
                         absl::StrCat("a direct_session task carries two descriptors (CouchDB's "
-                                     "input and output), and a third for the server's answer "
-                                     "mark if it sends one; not ",
+                                     "input and output), and a third for the server's "
+                                     "v1::CouchDbTurn word if it sends one; not ",
                                      descriptors.size()));
   }
-  std::optional<SharedFlag> answer_mark;
+  std::optional<SharedFlag> couchdb_turn;
   if (descriptors.size() == 3) {
     absl::StatusOr<SharedFlag> mapped = SharedFlag::Map(descriptors[2]);
     descriptors.pop_back();  // closed by Map
@@ -50,12 +50,12 @@ Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& sess
       descriptors.clear();
       return FailureReply(Failure::BAD_INPUT, std::string(mapped.status().message()));
     }
-    answer_mark = std::move(*mapped);
+    couchdb_turn = std::move(*mapped);
   }
   const int input = descriptors[0], output = descriptors[1];
   descriptors.clear();
   return ServeDirectSession(registry, session, input, output, fd,
-                            answer_mark.has_value() ? &*answer_mark : nullptr);
+                            couchdb_turn.has_value() ? &*couchdb_turn : nullptr);
 }
 
 absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,

@@ -10,8 +10,10 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import termios
 import time
 import unittest
@@ -23,6 +25,7 @@ RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
 SOME_FAIL = "fixture_fns.map_error"           # raises where n % 5 == 0 or n % 7 == 0
 ALL_FAIL = "fixture_fns.map_fails_for_the_test"  # raises on every document
 NEVER_FAILS = "fixture_fns.town_n|1"
+SLOW = "fixture_fns.slow_town"                 # opens doc["started"], then sleeps doc["seconds"]
 IMPORT_FAILS = "worker_import_fails.f"         # its module raises ZeroDivisionError on import
 BROKEN_MODULE = "worker_import_fails"          # the series that counts it: the module's
 
@@ -112,9 +115,16 @@ class SessionMetricsTest(harness.ServerTestCase):
         self.assertEqual(qs.close(), 0, qs.diagnostics())
         self.assertEqual(self.errors(BROKEN_MODULE) - before, 3, self.scrape())
 
-    def test_a_session_worker_killed_mid_session_is_counted_as_a_crash(self):
-        """Session workers were missing from the worker metrics: their starts and a crash (the
-        adapter answers worker_crashed) moved nothing."""
+    def session_worker(self, qs):
+        """The pid of the worker serving `qs`'s direct session, from the server's log."""
+        marker = f"started: adapter pid {qs.process.pid}, worker pid "
+        line = next(line for line in self.log().splitlines() if marker in line)
+        return int(line.split(marker, 1)[1].split()[0])
+
+    def test_a_session_worker_killed_between_commands_is_a_crash_and_writes_nothing(self):
+        """Session workers were missing from the worker metrics: their starts and a crash moved
+        nothing. And a worker killed while CouchDB had asked nothing had worker_crashed written
+        to CouchDB all the same, a line answering nothing; now the query server just ends."""
         if self.session != "direct":
             return  # the stream's sessions use the batch pool's workers
         crash = 'cnp_worker_exits_total{cause="crash",pool="session"}'
@@ -122,14 +132,27 @@ class SessionMetricsTest(harness.ServerTestCase):
         crashed_before = self.value(crash)
         qs = self.started([NEVER_FAILS])
         self.assertGreater(self.value(starts), 0)
-        marker = f"started: adapter pid {qs.process.pid}, worker pid "
-        line = next(line for line in self.log().splitlines() if marker in line)
-        worker = int(line.split(marker, 1)[1].split()[0])
-        os.kill(worker, signal.SIGKILL)
-        reply = qs.reply(["map_doc", {"_id": "crash-1", "town": "Oslo", "n": 1}])
-        self.assertEqual(reply[:2], ["error", "worker_crashed"], qs.diagnostics())
-        qs.exited()
+        os.kill(self.session_worker(qs), signal.SIGKILL)
+        self.assertIsNone(qs.read_line(), qs.diagnostics())  # the end of output, no line
+        self.assertEqual(qs.exited(), 1, qs.diagnostics())
+        self.assertIn("between commands", qs.diagnostics())
         self.assertEqual(self.value(crash) - crashed_before, 1, self.scrape())
+
+    def test_a_session_worker_killed_mid_command_answers_it_worker_crashed(self):
+        if self.session != "direct":
+            return
+        qs = self.started([SLOW])
+        scratch = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, scratch)
+        started = os.path.join(scratch, "started")
+        os.mkfifo(started)
+        qs.send_line(json.dumps(["map_doc", {"_id": "slow", "town": "Oslo", "n": 1,
+                                             "started": started, "seconds": 60}]))
+        os.close(os.open(started, os.O_RDONLY))  # returns once the function has opened it
+        os.kill(self.session_worker(qs), signal.SIGKILL)
+        reply = json.loads(qs.read_line())
+        self.assertEqual(reply[:2], ["error", "worker_crashed"], qs.diagnostics())
+        self.assertEqual(qs.exited(), 1, qs.diagnostics())
 
     def test_a_worker_killed_part_way_through_an_answer_has_no_line_written_after_it(self):
         """Found by a review: the adapter's worker_crashed line was written after the part of
@@ -138,9 +161,7 @@ class SessionMetricsTest(harness.ServerTestCase):
         if self.session != "direct":
             return  # the stream's adapter writes whole answers only
         qs = self.started([NEVER_FAILS])
-        marker = f"started: adapter pid {qs.process.pid}, worker pid "
-        line = next(line for line in self.log().splitlines() if marker in line)
-        worker = int(line.split(marker, 1)[1].split()[0])
+        worker = self.session_worker(qs)
         # An answer of 4 MB, which this test does not read: the worker fills CouchDB's pipe and
         # blocks in the middle of writing it.
         qs.send_line(json.dumps(["map_doc", {"_id": "big", "town": "x" * (4 << 20), "n": 1}]))

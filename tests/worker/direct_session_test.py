@@ -99,10 +99,13 @@ class Session:
 
 
 class SharedWord:
-    """The server's answer mark (service/common/shared_flag.h): one word in a memfd."""
+    """The server's word for where a session stands with CouchDB (worker.proto's CouchDbTurn,
+    service/common/shared_flag.h): one word in a memfd."""
+
+    OWED_NOTHING, OWED_AN_ANSWER, HOLDS_PART_OF_A_LINE = 0, 1, 2
 
     def __init__(self):
-        self.fd = os.memfd_create("answer-mark")
+        self.fd = os.memfd_create("couchdb-turn")
         os.ftruncate(self.fd, 4)
         self.memory = mmap.mmap(self.fd, 4)
 
@@ -184,8 +187,8 @@ class Worker:
 
     def start_session(self, timeout_ms=5000, session_id="test", max_answer_bytes=0,
                       max_call_timeout_ms=0, max_line_bytes=0, call_timeout_set_by_adapter=False,
-                      answer_mark=None):
-        """Sends a DirectSession task with fresh pipes (and `answer_mark`'s descriptor, a
+                      couchdb_turn=None):
+        """Sends a DirectSession task with fresh pipes (and `couchdb_turn`'s descriptor, a
         SharedWord's, as the server sends one); returns CouchDB's side of them."""
         commands_read, commands_write = os.pipe()
         answers_read, answers_write = os.pipe()
@@ -197,7 +200,7 @@ class Worker:
         task.direct_session.max_line_bytes = max_line_bytes
         task.direct_session.call_timeout_set_by_adapter = call_timeout_set_by_adapter
         self.send(task, [commands_read, answers_write] +
-                  ([answer_mark.fd] if answer_mark is not None else []))
+                  ([couchdb_turn.fd] if couchdb_turn is not None else []))
         # The worker holds the only other ends now, so its closing them is seen here.
         os.close(commands_read)
         os.close(answers_write)
@@ -534,22 +537,36 @@ class SessionLifecycleTest(unittest.TestCase):
         self.assertTrue(session.at_end_of_output())
         session.close()
 
-    def test_the_answer_mark_is_up_while_couchdb_may_hold_part_of_a_line(self):
-        """The server writes no error line after a worker that died with the mark up: CouchDB
-        would read it as the rest of the part it has (worker/direct_session.h)."""
-        mark = SharedWord()
-        self.addCleanup(mark.close)
-        session = self.worker.start_session(answer_mark=mark)
+    def test_the_turn_word_says_what_couchdb_is_owed(self):
+        """The server writes an error line after a worker that died only where CouchDB waits
+        for an answer (worker/direct_session.h): not after part of a line, which CouchDB would
+        read as its rest, nor between commands, where it would answer nothing. Before, the word
+        told only the part of a line, and a worker killed between commands had an error line
+        written to a CouchDB that had asked nothing."""
+        turn = SharedWord()
+        self.addCleanup(turn.close)
+        session = self.worker.start_session(couchdb_turn=turn)
         self.assertEqual(session.call(["reset"]), ["true"])
-        self.assertEqual(session.call(["add_fun", "fixture_fns.town_n|1"]), ["true"])
+        self.assertEqual(session.call(["add_fun", "fixture_fns.slow_town"]), ["true"])
         self.assertEqual(session.call(["map_doc", {"_id": "s", "town": "Oslo", "n": 1}]),
                          ['[[["Oslo",1]]]'])
-        self.assertEqual(mark.value(), 0)
+        self.assertEqual(turn.value(), SharedWord.OWED_NOTHING)
+        # A command running: the function opens the FIFO, whose open here returns once it has.
+        scratch = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, scratch)
+        started = os.path.join(scratch, "started")
+        os.mkfifo(started)
+        session.send_line(json.dumps(["map_doc", {"_id": "r", "town": "Rome", "n": 2,
+                                                  "started": started, "seconds": 0.2}]))
+        os.close(os.open(started, os.O_RDONLY))
+        self.assertEqual(turn.value(), SharedWord.OWED_AN_ANSWER)
+        self.assertEqual(session.read_line(), '[[["Rome",2]]]')
+        self.assertTrue(turn.wait_for(SharedWord.OWED_NOTHING))
         # 1 MB, unread: the worker fills the pipe and waits in the middle of the line.
         session.send_line(json.dumps(["map_doc", {"_id": "b", "town": "x" * (1 << 20), "n": 2}]))
-        self.assertTrue(mark.wait_for(1), self.worker.diagnostics())
+        self.assertTrue(turn.wait_for(SharedWord.HOLDS_PART_OF_A_LINE), self.worker.diagnostics())
         self.assertEqual(json.loads(session.read_line()), [[["x" * (1 << 20), 2]]])
-        self.assertTrue(mark.wait_for(0))
+        self.assertTrue(turn.wait_for(SharedWord.OWED_NOTHING))
         session.close_input()
         self.assertEqual(self.worker.receive().session_end.reason,
                          worker_pb2.SessionEnd.INPUT_CLOSED)
