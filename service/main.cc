@@ -256,7 +256,8 @@ int Run(int argc, char** argv) {
   if (started.ok()) started = server.Start();
   cnp::metrics::MetricsServer metrics_server;
   if (started.ok() && !config->metrics_listen.empty()) {
-    started = metrics_server.Start(config->metrics_listen, config->insecure);
+    started = metrics_server.Start(config->metrics_listen,
+                                   config->metrics_public || config->insecure);
     if (started.ok()) {
       cnp::LogInfo("metrics on http://", config->metrics_listen, "/metrics (port ",
                    metrics_server.port(), ")");

@@ -286,11 +286,12 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
   if (!loopback.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(named, ": ", loopback.status().message()));
   }
-  if (!*loopback && !c.insecure) {
+  if (!*loopback && !c.metrics_public && !c.insecure) {
     return absl::FailedPreconditionError(absl::StrCat(
         named, " is not a loopback address, and the metrics name functions: listen on "
         "127.0.0.1 behind a scraper on the same host, or ",
-        in_file ? "set insecure: true" : "pass --insecure"));
+        in_file ? "set metrics-public: true" : "pass --metrics-public",
+        " if every host that can reach it may read them"));
   }
   return absl::OkStatus();
 }
@@ -568,6 +569,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   c.insecure = absl::GetFlag(FLAGS_insecure);
+  c.metrics_public = absl::GetFlag(FLAGS_metrics_public);
   c.reflection = absl::GetFlag(FLAGS_reflection);
   c.access_log = absl::GetFlag(FLAGS_access_log);
   if (c.tls_cert.empty() != c.tls_key.empty()) {

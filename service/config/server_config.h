@@ -69,6 +69,7 @@ struct ServerConfig {
   std::string tls_client_ca;  // PEM CAs: TCP clients must present a certificate they signed
   std::string auth_token_file;  // TCP calls must carry "authorization: Bearer <its content>"
   bool insecure = false;      // allow plaintext TCP on non-loopback addresses
+  bool metrics_public = false;  // allow --metrics-listen on a non-loopback address, only that
   bool reflection = false;    // serve gRPC reflection (--reflection)
   int socket_gid = -1;        // --socket-group: unix sockets 0660 and directories 0750
   std::string access_log;     // empty: the server's own log (stderr)

@@ -100,7 +100,11 @@ ABSL_FLAG(int64_t, log_max_bytes, int64_t{64} << 20,
           "this, it is copied to FILE.1 and emptied, checked every 5 s (0: never)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port to serve Prometheus metrics on at GET /metrics, e.g. 127.0.0.1:9464 "
-          "(default: off; an address other than loopback needs --insecure)");
+          "(default: off; an address other than loopback needs --metrics-public)");
+ABSL_FLAG(bool, metrics_public, false,
+          "allow --metrics-listen on an address other than loopback, and nothing else: anyone "
+          "who can reach it reads the metrics (function names, their calls and errors, the "
+          "workers' memory), which have no TLS and no token");
 ABSL_FLAG(int, ready_fd, -1,
           "write \"ready\\n\" to this file descriptor and close it once every address is "
           "listening (for supervisors and tests that start the server)");
@@ -155,7 +159,8 @@ ABSL_FLAG(std::string, auth_token_file, "",
 ABSL_FLAG(bool, insecure, false,
           "allow, on an address other than loopback (each refused without it), a TCP listener "
           "in plaintext or with TLS but neither --auth-token-file nor --tls-client-ca (anyone "
-          "who can reach it may call), and --metrics-listen");
+          "who can reach it may call), and --metrics-listen (which --metrics-public allows "
+          "alone)");
 ABSL_FLAG(std::string, socket_group, "",
           "group allowed to use the unix sockets: sockets are created 0660 and their directory "
           "0750 with this group (default: 0600 and 0700, the server's user only)");

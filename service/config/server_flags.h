@@ -55,6 +55,7 @@ ABSL_DECLARE_FLAG(std::string, tls_key);
 ABSL_DECLARE_FLAG(std::string, tls_client_ca);
 ABSL_DECLARE_FLAG(std::string, auth_token_file);
 ABSL_DECLARE_FLAG(bool, insecure);
+ABSL_DECLARE_FLAG(bool, metrics_public);
 ABSL_DECLARE_FLAG(std::string, socket_group);
 ABSL_DECLARE_FLAG(bool, reflection);
 ABSL_DECLARE_FLAG(std::string, access_log);

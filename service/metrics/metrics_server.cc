@@ -128,7 +128,7 @@ void NotifyConnection(void* deadline, MHD_Connection* connection, void**,
 
 }  // namespace
 
-absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
+absl::Status MetricsServer::Start(const std::string& address, bool public_allowed) {
   if (IsUnixTarget(address)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--metrics-listen=", address, ": give host:port; Prometheus scrapes over TCP"));
@@ -140,11 +140,12 @@ absl::Status MetricsServer::Start(const std::string& address, bool insecure) {
                         absl::StrCat("--metrics-listen: ", sockets.status().message()));
   }
   for (const listen::ListeningSocket& socket : *sockets) {
-    if (!socket.loopback && !insecure) {
+    if (!socket.loopback && !public_allowed) {
       for (const listen::ListeningSocket& s : *sockets) ::close(s.fd);
       return absl::FailedPreconditionError(absl::StrCat(
           "--metrics-listen=", address, " is not a loopback address, and the metrics name "
-          "functions: listen on 127.0.0.1 behind a scraper on the same host, or pass --insecure"));
+          "functions: listen on 127.0.0.1 behind a scraper on the same host, or pass "
+          "--metrics-public if every host that can reach it may read them"));
     }
   }
   port_ = sockets->front().port;

@@ -1,7 +1,7 @@
 // Serves GET /metrics (the Prometheus text format) on --metrics-listen, with libmicrohttpd on a
 // thread of its own, so that a scrape never waits for calls and calls never wait for a scrape.
-// Like the gRPC listener it refuses an address other than loopback unless told --insecure: the
-// metrics name functions and document counts.
+// Like the gRPC listener it refuses an address other than loopback unless told otherwise
+// (--metrics-public, or --insecure): the metrics name functions and document counts.
 #pragma once
 
 #include <memory>
@@ -22,8 +22,9 @@ class MetricsServer {
   MetricsServer& operator=(const MetricsServer&) = delete;
   ~MetricsServer() { Stop(); }
 
-  // Binds `address` ("host:port"; port 0 picks one) and starts serving.
-  absl::Status Start(const std::string& address, bool insecure);
+  // Binds `address` ("host:port"; port 0 picks one) and starts serving; an address that is not
+  // loopback (a name may resolve to one) only if `public_allowed`.
+  absl::Status Start(const std::string& address, bool public_allowed);
   void Stop();
   // The bound port (useful with port 0).
   int port() const { return port_; }

@@ -112,6 +112,33 @@ TEST(ConfigFileTest, SecuritySettingsComeFromTheFileToo) {
   EXPECT_THAT(allowed->Log(), HasSubstr("listening on 0.0.0.0:0 (port"));
 }
 
+// A Prometheus on another host needs the metrics off loopback: --metrics-public allows that
+// and only that. Before, it took --insecure, which also let the gRPC listeners serve anyone in
+// plaintext.
+TEST(ConfigFileTest, MetricsPublicAllowsTheMetricsOffLoopbackAndNothingElse) {
+  const std::string dir = ShortTempDir();
+  auto grpc_too = LaunchServer({.args = {"--listen=0.0.0.0:0", "--metrics-public"}});
+  ASSERT_FALSE(grpc_too->ready());
+  EXPECT_EQ(grpc_too->ExitCode(), 2) << grpc_too->Log();
+  EXPECT_THAT(grpc_too->Log(), HasSubstr("refusing to listen on 0.0.0.0:0 in plaintext"));
+
+  auto without = LaunchServer({.args = {"--listen=unix:" + dir + "/a.sock",
+                                        "--metrics-listen=0.0.0.0:0"}});
+  ASSERT_FALSE(without->ready());
+  EXPECT_EQ(without->ExitCode(), 2) << without->Log();
+  EXPECT_THAT(without->Log(), HasSubstr("or pass --metrics-public if every host"));
+
+  // Allowed, in a network namespace of its own, so that nothing off the host could reach it.
+  WriteFile(dir + "/public.yml",
+            "listen: unix:" + dir + "/b.sock\nmetrics-listen: 0.0.0.0:0\nmetrics-public: true\n",
+            0644);
+  std::string why;
+  auto allowed = LaunchServerWithoutNetwork({.args = {"--config=" + dir + "/public.yml"}}, why);
+  if (allowed == nullptr) GTEST_SKIP() << "the allowed case: " << why;
+  EXPECT_TRUE(allowed->ready()) << allowed->Log();
+  EXPECT_THAT(allowed->Log(), HasSubstr("/metrics (port"));
+}
+
 }  // namespace
 }  // namespace cnp::security_testing
 
