@@ -488,8 +488,13 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                   memory.RefusalMessage("its request", request_bytes));
           } else {
+            // While the answer grows, the request's tasks are gone but for a wave's: what is
+            // held is its bytes once and the answer, or the first charge if that is more (so
+            // that one call of --max-call-bytes still fits twice that budget).
             calls::AnswerGrowth grown = [&](int64_t answer_bytes) {
-              if (held_request->Resize(request_bytes + answer_bytes)) return absl::OkStatus();
+              const int64_t held = std::max(
+                  request_bytes, request_bytes / kRequestCopies + answer_bytes);
+              if (held_request->Resize(held)) return absl::OkStatus();
               metrics::CallMemoryRefused(name);
               return absl::ResourceExhaustedError(
                   memory.RefusalMessage("its answer, as it was built,", answer_bytes));

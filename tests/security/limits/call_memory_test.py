@@ -384,7 +384,10 @@ class CallMemoryTest(unittest.TestCase):
                     if future.exception() is None:
                         self.assertGreater(len(future.result()), size)
                 self.assertLess(len(refused), calls)
-                self.assertLess(grown, calls * size)
+                # Before, every queued request was held: +213 MiB. Now 60 to 90 MiB here, and
+                # up to 100 MiB on a loaded machine (gRPC receives each request whole before
+                # it can be refused).
+                self.assertLess(grown, calls * size * 3 // 2)
         finally:
             server.stop()
 
