@@ -57,7 +57,6 @@ struct CallOptions {
   int64_t max_call_bytes = 64 << 20;
 };
 
-// Each call consumes its request: documents move into worker tasks instead of being copied.
 // Told, while a Map's answer is built, how many bytes it holds: after each part's are appended,
 // and before each wave of parts runs, what it will hold once that wave's are in (estimated from
 // the answer so far). An error it returns ends the call with it (its answer so far dropped).
@@ -66,6 +65,7 @@ struct CallOptions {
 // answers more than it reads) is counted before it is whole, not after.
 using AnswerGrowth = std::function<absl::Status(int64_t answer_bytes)>;
 
+// Each call consumes its request: documents move into worker tasks instead of being copied.
 // Every argument passed by reference must outlive the awaited call.
 class FunctionCalls {
  public:
