@@ -10,15 +10,14 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import termios
 import time
 import unittest
 import urllib.request
 
+import cnp_testing
 import harness
 
 RESET = ["reset", {"reduce_limit": True, "timeout": 20000}]
@@ -142,10 +141,7 @@ class SessionMetricsTest(harness.ServerTestCase):
         if self.session != "direct":
             return
         qs = self.started([SLOW])
-        scratch = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, scratch)
-        started = os.path.join(scratch, "started")
-        os.mkfifo(started)
+        started = cnp_testing.started_fifo()
         qs.send_line(json.dumps(["map_doc", {"_id": "slow", "town": "Oslo", "n": 1,
                                              "started": started, "seconds": 60}]))
         os.close(os.open(started, os.O_RDONLY))  # returns once the function has opened it

@@ -102,6 +102,15 @@ def wait_until_stopped(pid, timeout=10.0):
         time.sleep(0.001)
 
 
+def started_fifo():
+    """A FIFO in a fresh short_temp_dir, for a function the test runs to open for writing (as
+    fixture_fns.slow_town opens doc["started"]): the test's os.open(path, os.O_RDONLY) returns
+    once it has, the sign that the command is running."""
+    path = os.path.join(short_temp_dir(), "started")
+    os.mkfifo(path)
+    return path
+
+
 def wait_for_fifo(path, timeout=30.0):
     """Blocks until a function has opened the FIFO at `path` and written its line (select() on
     the FIFO, no polling): TimeoutError if none did within `timeout` seconds, AssertionError if

@@ -552,10 +552,7 @@ class SessionLifecycleTest(unittest.TestCase):
                          ['[[["Oslo",1]]]'])
         self.assertEqual(turn.value(), SharedWord.OWED_NOTHING)
         # A command running: the function opens the FIFO, whose open here returns once it has.
-        scratch = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, scratch)
-        started = os.path.join(scratch, "started")
-        os.mkfifo(started)
+        started = cnp_testing.started_fifo()
         session.send_line(json.dumps(["map_doc", {"_id": "r", "town": "Rome", "n": 2,
                                                   "started": started, "seconds": 0.2}]))
         os.close(os.open(started, os.O_RDONLY))
