@@ -166,6 +166,11 @@ constexpr int kMaxLineDepth = 10'000;
 
 using Elements = std::vector<std::string_view>;
 
+// No command reads past its fourth element (a design document call's arguments); the elements
+// after it are walked as JSON but not kept, so that a line of millions of tiny elements
+// (["list_row",0,0,...]) costs no more than its bytes.
+constexpr size_t kElementsKept = 4;
+
 // Finds the elements of a line's top-level array while rapidjson checks that the line is JSON:
 // one walk over the line does both. The elements are slices of the text (found from the
 // stream's position at each event), never copied. With `stop_at_third`, the walk ends where
@@ -227,7 +232,7 @@ class ElementFinder
                            text_[start] == '\r' || text_[start] == '\n')) {
       ++start;
     }
-    elements_.push_back(text_.substr(start, end - start));
+    if (elements_.size() < kElementsKept) elements_.push_back(text_.substr(start, end - start));
     next_ = end;
   }
 
@@ -290,7 +295,7 @@ LineScan ScanLine(std::string_view line, bool stop_at_third) {
 }
 
 Command ParseReset(std::string_view line) {
-  absl::StatusOr<Elements> elements = SplitJsonArray(line);
+  absl::StatusOr<Elements> elements = SplitJsonArray(line, kElementsKept);
   std::string_view config;
   if (elements.ok() && elements->size() > 1) config = (*elements)[1];
   return command::Reset{QueryConfig::FromJson(config)};

@@ -145,7 +145,8 @@ std::string_view TrimJsonText(std::string_view text) {
   return text;
 }
 
-absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view text) {
+absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view text,
+                                                             size_t max_kept) {
   text = TrimJsonText(text);
   if (text.empty() || text.front() != '[') {
     return absl::InvalidArgumentError("expected a JSON array");
@@ -163,7 +164,7 @@ absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view te
       skip_space();
       const size_t start = i;
       if (absl::Status s = SkipValue(text, i); !s.ok()) return s;
-      elements.push_back(text.substr(start, i - start));
+      if (elements.size() < max_kept) elements.push_back(text.substr(start, i - start));
       skip_space();
       if (i >= text.size()) return CutShort(i);
       if (text[i] == ']') {

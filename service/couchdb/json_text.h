@@ -5,6 +5,7 @@
 // (slices of the line) rather than parsed into a tree and written out again.
 #pragma once
 
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,8 +40,11 @@ inline constexpr std::string_view kListRowLost = " (a list row: the list cannot 
 // The raw text of each element of the JSON array `text` (surrounding whitespace removed), in
 // order. Structure only: strings and nesting are followed so that commas inside them do not
 // split, but scalars are not checked. INVALID_ARGUMENT when `text` is not an array or is cut
-// short.
-absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(std::string_view text);
+// short. Only the first `max_kept` elements are kept (the rest are walked all the same), so
+// that an array of millions of tiny elements costs a caller that reads a few no more than its
+// bytes.
+absl::StatusOr<std::vector<std::string_view>> SplitJsonArray(
+    std::string_view text, size_t max_kept = std::numeric_limits<size_t>::max());
 
 // Strips the spaces, tabs and carriage returns CouchDB never sends but a hand-typed line may
 // carry at either end.

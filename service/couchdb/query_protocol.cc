@@ -17,6 +17,10 @@ namespace cnp::couchdb {
 
 namespace {
 
+// A validate_doc_update or list call reads at most four of its arguments (new_doc, old_doc,
+// user_ctx, sec_obj; head, req): more are walked, not kept.
+constexpr size_t kDesignArgumentsRead = 4;
+
 using worker::v1::Failure;
 using worker::v1::Reply;
 using worker::v1::Task;
@@ -574,7 +578,8 @@ QueryProtocol::Step QueryProtocol::DesignDocCall(const command::DesignDocCall& c
 }
 
 QueryProtocol::Step QueryProtocol::Validate(std::string_view function, std::string_view args) {
-  absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
+  absl::StatusOr<std::vector<std::string_view>> parts =
+      SplitJsonArray(args, kDesignArgumentsRead);
   if (!parts.ok() || parts->empty()) {
     return Say(BadArgumentsLine(
         MissingArguments(CommandKind::kDesignDocCall, "validate_doc_update")));
@@ -649,7 +654,8 @@ QueryProtocol::Step QueryProtocol::CallDesignFunction(v1::DesignFunctionKind kin
 }
 
 QueryProtocol::Step QueryProtocol::StartList(std::string_view function, std::string_view args) {
-  absl::StatusOr<std::vector<std::string_view>> parts = SplitJsonArray(args);
+  absl::StatusOr<std::vector<std::string_view>> parts =
+      SplitJsonArray(args, kDesignArgumentsRead);
   if (!parts.ok() || parts->empty()) {
     return Say(BadArgumentsLine(MissingArguments(CommandKind::kDesignDocCall, "lists")));
   }

@@ -2,6 +2,8 @@
 // cnp-adapter uses agreeing with it.
 #include "service/couchdb/command.h"
 
+#include <sys/resource.h>
+
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -105,6 +107,38 @@ TEST(ParseCommandTest, ResetIsAResetWhenItIsJson) {
   // A line that is not JSON is no reset, as in couchjs, which parses every line first and exits
   // (the adapter answers only a reset that is JSON itself, so this is the only answer).
   As<command::NotACommand>(R"(["reset",{"timeout":)");
+}
+
+// The peak resident memory of this process, in bytes.
+int64_t PeakBytes() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return int64_t{usage.ru_maxrss} << 10;
+}
+
+// Found by a review: the walk kept a slice (16 bytes) of every top-level element, so one line
+// of 32 MB made of 16 million tiny elements took the reader past 350 MB, several times what
+// the line is counted as. No command reads past its fourth element; the rest are walked only.
+TEST(ParseCommandTest, ALineOfMillionsOfElementsCostsNoMoreThanItsBytes) {
+  constexpr int kElements = 8'000'000;
+  std::string line = R"(["list_row",{"key":"a"})";
+  line.reserve(line.size() + 2 * kElements + 2);
+  for (int i = 0; i < kElements; ++i) line += ",0";
+  line += "]";
+  std::string reset = R"(["reset",{"timeout":5000})";
+  reset.reserve(reset.size() + 2 * kElements + 2);
+  for (int i = 0; i < kElements; ++i) reset += ",0";
+  reset += "]";
+  const int64_t before = PeakBytes();
+
+  EXPECT_EQ(As<command::ListRow>(line).row, R"({"key":"a"})");
+  EXPECT_TRUE(std::holds_alternative<command::Reset>(ParseCommand(reset)));
+  absl::StatusOr<std::vector<std::string_view>> split = SplitJsonArray(reset, 2);
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_THAT(*split, ElementsAre(R"("reset")", R"({"timeout":5000})"));
+
+  // Kept, 8 million slices would be 128 MB (more as the vector grows); each line is 16 MB.
+  EXPECT_LT(PeakBytes() - before, int64_t{16} << 20);
 }
 
 TEST(ParseCommandTest, AddFunAndAddLib) {
