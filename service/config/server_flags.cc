@@ -136,9 +136,10 @@ ABSL_FLAG(int, max_waiting_uploads, 8,
           "hold one for hours); more are refused with RESOURCE_EXHAUSTED; at most 1000000");
 ABSL_FLAG(int64_t, max_yaml_bytes, int64_t{4} << 20,
           "Upload: the largest YAML file accepted, in bytes");
-ABSL_FLAG(int64_t, max_yaml_nodes, 1000000,
+ABSL_FLAG(int64_t, max_yaml_nodes, 100000,
           "Upload: YAML nodes one request may expand to, each use of an alias counted anew "
-          "(stops alias bombs)");
+          "(stops alias bombs); each node accepted is built, about 520 bytes, for each of the "
+          "upload threads");
 ABSL_FLAG(int64_t, max_design_bytes, int64_t{64} << 20,
           "Upload: bytes of JSON one request's YAML may expand to");
 ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,

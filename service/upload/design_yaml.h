@@ -41,7 +41,9 @@ namespace cnp::upload {
 
 struct YamlLimits {
   int64_t max_file_bytes = int64_t{4} << 20;   // one YAML file's text (--max-yaml-bytes)
-  int64_t max_nodes = 1'000'000;               // nodes visited (--max-yaml-nodes)
+  // Nodes visited (--max-yaml-nodes, whose default this is). Each node accepted is built, a
+  // yaml-cpp node of about 520 bytes: 100,000 hold about 52 MB per upload thread.
+  int64_t max_nodes = 100'000;
   int64_t max_json_bytes = int64_t{64} << 20;  // JSON text produced (--max-design-bytes)
   int max_depth = 1000;                        // nesting, aliases included (a cycle ends here)
 };

@@ -61,7 +61,7 @@ TEST_F(YamlLimitsTest, AnAliasBombIsRefusedByTheNodeBudget) {
   EXPECT_GT(error.location().line(), 0);
   // The walk stopped when the budget ran out: the work done is bounded by it, whatever the
   // document would have expanded to.
-  EXPECT_THAT(error.message(), HasSubstr("expands to more than 1000000 YAML nodes"));
+  EXPECT_THAT(error.message(), HasSubstr("expands to more than 100000 YAML nodes"));
   EXPECT_THAT(error.message(), HasSubstr("--max-yaml-nodes"));
   EXPECT_THAT(result.outcomes(), SizeIs(0));
 }
@@ -127,8 +127,23 @@ TEST_F(YamlLimitsTest, ALongFlatListIsRefusedBeforeItsTreeIsBuilt) {
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
   ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
   EXPECT_EQ(result.errors()[0].location().file(), "big.yml");
-  EXPECT_THAT(result.errors()[0].message(), HasSubstr("expands to more than 1000000 YAML nodes"));
+  EXPECT_THAT(result.errors()[0].message(), HasSubstr("expands to more than 100000 YAML nodes"));
   // The file's text and a parser's buffers, not a tree of a million nodes (about 500 bytes each).
+  EXPECT_LT(grown, int64_t{100} << 20) << "peak RSS grew by " << grown / (1 << 20) << " MB";
+}
+
+// Found by a memory probe: the default let a 2 MB file of a million nodes through, and each
+// node accepted is built (about 520 bytes): 542 MB for one upload, 1.05 GB for three at once,
+// against a request counted as 4 MB. The largest list the default accepts now costs under
+// 100 MB.
+TEST_F(YamlLimitsTest, TheLargestFileTheDefaultsAcceptCostsLessThan100MB) {
+  const int64_t most = YamlLimits{}.max_nodes;
+  const std::string big = LongList(static_cast<int>(most) - 20, "big");
+  const int64_t before = PeakRss();
+  Uploader uploader(runner_);  // the default limits, as cnp-server has them
+  UploadResult result = RunUpload(uploader, Check(big, "big.yml"));
+  const int64_t grown = PeakRss() - before;
+  EXPECT_TRUE(result.status.ok()) << result.status << result.Dump();
   EXPECT_LT(grown, int64_t{100} << 20) << "peak RSS grew by " << grown / (1 << 20) << " MB";
 }
 
