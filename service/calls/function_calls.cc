@@ -452,13 +452,18 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     // The wave's answer is counted before it runs, as the waves before it answered per
     // document (the first is counted as it comes in): the parts' replies are all held at once
     // before they are appended.
+    // Never more than a call may answer: an answer past that fails the call anyway, and a
+    // first wave that answered more per document than the rest must not refuse a call that
+    // fits. Held until the wave is in: its replies are all in memory until then.
     const int64_t docs_done = docs * first / parts;
+    int64_t expected = 0;
     if (grown && docs_done > 0) {
       const int64_t wave_docs = docs * last / parts - docs_done;
-      const int64_t expected =
+      expected = std::min(
+          options_.max_call_bytes,
           response_bytes + static_cast<int64_t>(static_cast<double>(response_bytes) *
                                                 static_cast<double>(wave_docs) /
-                                                static_cast<double>(docs_done));
+                                                static_cast<double>(docs_done)));
       if (absl::Status held = grown(expected); !held.ok()) co_return fail(held);
     }
     tasks.clear();
@@ -504,7 +509,9 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
         co_return fail(ResponseTooLarge(options_.max_call_bytes));
       }
       if (grown) {
-        if (absl::Status held = grown(response_bytes); !held.ok()) co_return fail(held);
+        if (absl::Status held = grown(std::max(response_bytes, expected)); !held.ok()) {
+          co_return fail(held);
+        }
       }
     }
   }
