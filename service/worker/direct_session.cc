@@ -201,7 +201,9 @@ class CommandWatchdog {
     // Best effort, never blocking (CouchDB may not be reading): the process ends either way,
     // and CouchDB sees its pipe close.
     ::fcntl(output_, F_SETFL, ::fcntl(output_, F_GETFL) | O_NONBLOCK);
-    couchdb::WriteAll(output_, line).IgnoreError();
+    // This line is the command's answer: a worker killed before it exits has no other one
+    // written after it.
+    turn_.Write(output_, line, v1::COUCHDB_OWED_NOTHING).IgnoreError();
     // Through the log (one line, in --log-format's form: a collector reading JSON lines must
     // not meet a raw one), once: the process ends here. The log names the program itself;
     // the reason's "cnp-worker: " is for CouchDB's reader.
