@@ -21,6 +21,10 @@ namespace {
 // user_ctx, sec_obj; head, req): more are walked, not kept.
 constexpr size_t kDesignArgumentsRead = 4;
 
+// What a map function name kept in a session costs beside its bytes (a protobuf string's
+// allocation and the repeated field's pointer), counted against the shared design budget.
+constexpr size_t kFunctionNameOverhead = 64;
+
 using worker::v1::Failure;
 using worker::v1::Reply;
 using worker::v1::Task;
@@ -349,9 +353,17 @@ QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
       command);
 }
 
+void QueryProtocol::ReleaseFunctionNames() {
+  if (options_.design_docs.shared != nullptr) {
+    options_.design_docs.shared->Release(function_names_charged_);
+  }
+  function_names_charged_ = 0;
+}
+
 QueryProtocol::Step QueryProtocol::Reset(const command::Reset& reset) {
   config_ = reset.config;
   map_task_.mutable_map()->clear_functions();
+  ReleaseFunctionNames();
   if (list_open_) return AbandonList(Answer{.output = false});
   return Answer{.output = false};
 }
@@ -430,7 +442,21 @@ QueryProtocol::Step QueryProtocol::AddFun(const command::AddFun& add_fun) {
     }
     // A worker that ran out of memory importing it: Resume answers the memory error instead,
     // and the session does not keep what CouchDB was not told it has.
-    if (!ran_out_of_memory_) map_task_.mutable_map()->add_functions(task_.resolve().functions(0));
+    if (ran_out_of_memory_) return Accept();
+    // The name, and what a protobuf string holds beside it.
+    const std::string& name = task_.resolve().functions(0);
+    const size_t bytes = name.size() + kFunctionNameOverhead;
+    if (DesignDocBudget* shared = options_.design_docs.shared;
+        shared != nullptr && !shared->TryCharge(bytes)) {
+      return Say(ErrorLine(
+          "query_protocol_error",
+          absl::StrCat("cnp-server: the server's Session streams hold ", shared->used(),
+                       " of the ", shared->limit(), " bytes of design documents and map "
+                       "function names they may hold together (cnp-server's "
+                       "--max-session-design-memory); this function is not added")));
+    }
+    function_names_charged_ += bytes;
+    map_task_.mutable_map()->add_functions(name);
     return Accept();
   });
 }

@@ -126,6 +126,8 @@ class QueryProtocol {
     if (options.max_answer_bytes > 0) map_task_.set_max_answer_bytes(options.max_answer_bytes);
   }
 
+  // Gives its function names' bytes back to the shared budget.
+  ~QueryProtocol() { ReleaseFunctionNames(); }
   QueryProtocol(const QueryProtocol&) = delete;
   QueryProtocol& operator=(const QueryProtocol&) = delete;
 
@@ -247,6 +249,11 @@ class QueryProtocol {
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
   // A reply to the line being answered asked for its worker to be replaced (see Resume).
   bool ran_out_of_memory_ = false;
+  // The bytes of map function names this session holds, charged to the budget its design
+  // documents share with every Session stream (options_.design_docs.shared): a stream's 4,096
+  // names of up to 512 bytes each are megabytes, and streams are many.
+  size_t function_names_charged_ = 0;
+  void ReleaseFunctionNames();
   bool filter_batch_ = false;  // see answering_filter_batch()
 };
 

@@ -4,11 +4,13 @@
 // spaces) made cnp-server hold 30 MB more every 18 s for as long as it liked, and sent all of
 // them to a worker with every map_doc. Past the bound add_fun is answered with an error line,
 // the session goes on, and its functions still map.
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/couchdb/design_doc_budget.h"
 #include "service/couchdb/query_session.h"
 #include "tests/support/process_memory.h"
 
@@ -81,6 +83,54 @@ TEST(SessionFunctionsTest, AddFunPastTheBoundIsRefusedAndMemoryStaysBounded) {
   auto again = session.Handle(add_fun);
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->lines(0), "true");
+}
+
+// Found by a memory probe: 200 streams of add_fun lines (each under the 16 KiB below which a
+// stream message is not counted) held 311 MB, 1.4 KB a name, counted nowhere. A stream's names
+// are now charged to the budget its design documents share with every stream
+// (--max-session-design-memory), and given back by a reset or the stream's end.
+TEST(SessionFunctionsTest, FunctionNamesShareTheStreamsDesignBudget) {
+  ResolvingWorkers workers;
+  DesignDocBudget budget(64 << 10);
+  QuerySession::Options options;
+  options.design_docs.shared = &budget;
+  auto first = std::make_unique<QuerySession>(workers, options);
+  QuerySession second(workers, options);
+  const std::string add_fun =
+      absl::StrCat(R"(["add_fun","myviews.vfn|1)", std::string(400, ' '), R"("])");
+  int accepted = 0;
+  std::string refusal;
+  for (int i = 0; i < 1000 && refusal.empty(); ++i) {
+    auto answer = first->Handle(add_fun);
+    ASSERT_TRUE(answer.has_value());
+    ASSERT_FALSE(answer->exit()) << "the session must go on";
+    if (answer->lines(0) == "true") {
+      ++accepted;
+    } else {
+      refusal = answer->lines(0);
+    }
+  }
+  EXPECT_GT(accepted, 100);
+  EXPECT_LT(accepted, 200);  // 64 KiB of 477-byte names and their keep
+  EXPECT_THAT(refusal, HasSubstr("--max-session-design-memory"));
+  EXPECT_LE(budget.used(), budget.limit());
+  // The other stream shares the budget: nothing left for it either.
+  auto refused = second.Handle(add_fun);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_THAT(refused->lines(0), HasSubstr("--max-session-design-memory"));
+  // The first stream's functions still map; a reset gives its names back, and so does its end.
+  auto mapped = first->Handle(R"(["map_doc",{"_id":"a"}])");
+  ASSERT_TRUE(mapped.has_value());
+  EXPECT_EQ(workers.mapped_functions, accepted);
+  EXPECT_FALSE(first->Handle(R"(["reset",{}])").has_value());
+  EXPECT_EQ(budget.used(), 0u);
+  auto taken = second.Handle(add_fun);
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->lines(0), "true");
+  ASSERT_EQ(first->Handle(add_fun)->lines(0), "true");
+  first.reset();
+  EXPECT_GT(budget.used(), 0u);
+  EXPECT_LT(budget.used(), 1024u);  // the second stream's one name
 }
 
 }  // namespace
