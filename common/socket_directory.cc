@@ -36,6 +36,15 @@ absl::Status CheckSocketDirectory(const std::string& dir, DirectoryOwner owner) 
         dir, st.st_uid, me));
   }
   if ((st.st_mode & 022) != 0) {
+    // A shared directory with the sticky bit (/tmp) is meant to be writable by all: the advice
+    // is a directory of one's own, never to take that from everyone.
+    if ((st.st_mode & S_ISVTX) != 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the socket directory %s (mode %04o) is shared by every user: another could take the "
+          "socket's name first; put the socket in a directory of your own (e.g. %s/cnp, mode "
+          "0700)",
+          dir, st.st_mode & 07777, dir == "/" ? "" : dir));
+    }
     return absl::FailedPreconditionError(absl::StrFormat(
         "the socket directory %s has mode %04o: other users could replace the socket; run "
         "chmod go-w %s or choose another directory",

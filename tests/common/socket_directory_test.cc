@@ -1,0 +1,50 @@
+// Where a unix socket may live: a directory others may write to is refused, with a fix that
+// does not break the host.
+#include "common/socket_directory.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace cnp {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string FreshDirectory(mode_t mode) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/socket-dir-XXXXXX";
+  if (::mkdtemp(dir.data()) == nullptr) return "";
+  ::chmod(dir.c_str(), mode);
+  return dir;
+}
+
+TEST(SocketDirectoryTest, AnOpenDirectoryIsToldToCloseIt) {
+  const std::string dir = FreshDirectory(0777);
+  ASSERT_FALSE(dir.empty());
+  const absl::Status refused = CheckSocketDirectory(dir, DirectoryOwner::kMe);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("chmod go-w " + dir));
+  ASSERT_EQ(::chmod(dir.c_str(), 0700), 0);
+  EXPECT_TRUE(CheckSocketDirectory(dir, DirectoryOwner::kMe).ok());
+}
+
+// Found by a review: a socket in /tmp was answered "run chmod go-w /tmp", which breaks the
+// host. A shared sticky directory is left as it is; the socket moves.
+TEST(SocketDirectoryTest, ASharedStickyDirectoryIsNeverToldToClose) {
+  const std::string dir = FreshDirectory(01777);
+  ASSERT_FALSE(dir.empty());
+  const absl::Status refused = CheckSocketDirectory(dir, DirectoryOwner::kMe);
+  EXPECT_FALSE(refused.ok());
+  const std::string message(refused.message());
+  EXPECT_THAT(message, Not(HasSubstr("chmod")));
+  EXPECT_THAT(message, HasSubstr("a directory of your own"));
+}
+
+}  // namespace
+}  // namespace cnp
