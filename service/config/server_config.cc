@@ -407,11 +407,16 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
       !s.ok()) {
     return s;
   }
-  // In MiB; the pool counts bytes in an int64_t.
+  // In MiB; the pool counts bytes in an int64_t. Below the smallest a worker holds more than
+  // its cap as it starts (an idle one about 17 MiB), and was replaced every 2 s for ever.
   constexpr int64_t kLargestWorkerMemoryMb = std::numeric_limits<int64_t>::max() >> 20;
-  if (c.worker_memory_mb < 0 || c.worker_memory_mb > kLargestWorkerMemoryMb) {
+  constexpr int64_t kSmallestWorkerMemoryMb = 64;
+  if (c.worker_memory_mb < 0 ||
+      (c.worker_memory_mb > 0 && c.worker_memory_mb < kSmallestWorkerMemoryMb) ||
+      c.worker_memory_mb > kLargestWorkerMemoryMb) {
     return OutOfRange(sources, "worker_memory_mb",
-                      absl::StrCat("between 0 (no cap) and ", kLargestWorkerMemoryMb),
+                      absl::StrCat("0 (no cap), or between ", kSmallestWorkerMemoryMb, " and ",
+                                   kLargestWorkerMemoryMb),
                       absl::StrCat(c.worker_memory_mb));
   }
   // A call's request goes to a worker in one frame, with the task's own fields around it: a

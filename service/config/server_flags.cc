@@ -90,7 +90,7 @@ ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
 ABSL_FLAG(int64_t, max_calls_per_worker, 0, "replace a worker after this many calls (0: never)");
 ABSL_FLAG(int64_t, worker_memory_mb, 2048,
           "memory cap per worker in MiB: allocations above it raise MemoryError in the function "
-          "and the worker is replaced (0: no cap)");
+          "and the worker is replaced (0: no cap; else at least 64)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_format, "text",
           "text (one readable line per event) or json (one JSON object per line, for a log "
