@@ -248,8 +248,10 @@ absl::Status RegistrySync::LoadRegistry() {
         entries.push_back(*std::move(entry));
       });
   if (absl::IsNotFound(read)) {
-    // A database's URL given as CouchDB's: every database looks missing under it.
-    if (absl::Status root = ::cnp::couchdb::CheckNotADatabaseUrl(
+    // A database's URL given as CouchDB's, or a URL that is not CouchDB at all: every
+    // database looks missing under it, and the registry first (cnp upload and cnp derive ask
+    // GET / first; a missing registry is the first sign here).
+    if (absl::Status root = ::cnp::couchdb::CheckCouchRoot(
             couch_, "the registry database is named on the command line, after the URL");
         !root.ok()) {
       return root;

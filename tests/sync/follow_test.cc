@@ -182,6 +182,8 @@ ScriptedHttpServer::Handler FollowedCouch(absl::Mutex& mu, int& polls, FollowScr
   return [&mu, &polls, script = std::move(script)](const HttpRequest& r) -> ScriptedResponse {
     absl::MutexLock lock(&mu);
     const std::string call = absl::StrCat(r.method, " ", r.target);
+    // CouchDB's welcome: asked when the registry is missing, to tell a wrong URL from it.
+    if (call == "GET /") return {200, R"({"couchdb": "Welcome", "version": "3.4.3"})"};
     if (call == "GET /_db_updates?since=now") {
       return {200, absl::StrCat(R"({"results": [], "last_seq": ")", script.last_seq, "\"}")};
     }

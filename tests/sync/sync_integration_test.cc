@@ -687,6 +687,15 @@ TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere
   EXPECT_THAT(err3.str(), HasSubstr("/reg5 is the URL of the database reg5, not CouchDB's root"));
   EXPECT_THAT(err3.str(), Not(HasSubstr("register design documents first")));
 
+  // Found by a review: a URL that is not CouchDB at all was answered "the registry database
+  // does not exist; register design documents first", as if CouchDB had said so.
+  std::ostringstream out4, err4;
+  status = client::sync::RunSync({"cnp sync", "--once", server_->url() + "/no/such/place", "reg5"},
+                                 {.out = out4, .err = err4, .env = no_env});
+  EXPECT_EQ(status, 1);
+  EXPECT_THAT(err4.str(), HasSubstr("not CouchDB's root"));
+  EXPECT_THAT(err4.str(), Not(HasSubstr("register design documents first")));
+
   std::ostringstream help, none;
   EXPECT_EQ(client::sync::RunSync({"cnp sync", "--help"}, {.out = help, .err = none}), 0);
   EXPECT_THAT(help.str(), HasSubstr("Usage: cnp sync [options] COUCHDB_URL REGISTRY_DB"));
