@@ -157,18 +157,21 @@ bool MayLaunchAt(const std::string& target) {
   return st.st_uid == ::geteuid();
 }
 
-// An unknown flag is a usage error (exit 2, with the flag it probably meant), as in cnp-server;
-// absl's own message exits 1, which reads to CouchDB's operator like a crash. `others` is argv
+// An unknown flag, or a value absl would refuse, is a usage error (exit 2, with the flag it
+// probably meant or what to write), as in cnp-server; absl's own message exits 1, which reads
+// to CouchDB's operator like a crash. `others` is argv
 // for absl, names in its spelling; a flag's value given apart (--workers -1) is not a flag.
 // absl's own flags (--flagfile, --fromenv, --undefok...) count as unknown: --help does not list
 // them, and --undefok=target let a misspelt flag pass silently.
-std::optional<std::string> UnknownFlag(const std::vector<std::string>& others) {
+std::optional<std::string> FlagUsageError(const std::vector<std::string>& others) {
   const auto is_ours = [](const absl::CommandLineFlag& flag) {
     return absl::StrContains(flag.Filename(), "adapter/");
   };
   const absl::Status judged =
       JudgeCommandLineFlags(others, is_ours, [&](const WrittenFlag& written) {
-    if (written.flag != nullptr) return absl::OkStatus();
+    // A value absl would refuse is a usage error too (--call-timeout=abc, --workers=lots), as
+    // in cnp-server. (An empty --target is refused after parsing, saying so.)
+    if (written.flag != nullptr) return CheckFlagValue(written, /*refuses_empty=*/false);
     std::vector<std::string> ours;
     for (const auto& [flag_name, flag] : absl::GetAllFlags()) {
       if (is_ours(*flag)) ours.emplace_back(flag_name);
@@ -505,7 +508,7 @@ int main(int argc, char** argv) {
     std::cerr << "cnp-adapter: " << split.status().message() << std::endl;
     return 2;
   }
-  if (std::optional<std::string> unknown = cnp::adapter::UnknownFlag(split->others)) {
+  if (std::optional<std::string> unknown = cnp::adapter::FlagUsageError(split->others)) {
     std::cerr << "cnp-adapter: " << *unknown << std::endl;
     return 2;
   }

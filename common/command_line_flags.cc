@@ -1,6 +1,13 @@
 #include "common/command_line_flags.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 #include "absl/flags/reflection.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/time/time.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -60,6 +67,68 @@ absl::Status UnknownFlagError(const std::string& name, const std::vector<std::st
 
 std::string DashedFlagName(std::string name) {
   return absl::StrReplaceAll(name, {{"_", "-"}});
+}
+
+
+std::string ExpectedFlagValue(const absl::CommandLineFlag& flag) {
+  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
+  if (flag.IsOfType<bool>()) return "true or false";
+  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
+  return "a single value";
+}
+
+std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text) {
+  int64_t least, most;
+  if (flag.IsOfType<int>()) {
+    least = std::numeric_limits<int>::min();
+    most = std::numeric_limits<int>::max();
+  } else if (flag.IsOfType<int64_t>()) {
+    least = std::numeric_limits<int64_t>::min();
+    most = std::numeric_limits<int64_t>::max();
+  } else {
+    return "";
+  }
+  absl::string_view digits = absl::StripAsciiWhitespace(text);
+  const bool negative = absl::ConsumePrefix(&digits, "-");
+  if (!negative) absl::ConsumePrefix(&digits, "+");
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
+    return "";
+  }
+  int64_t value = 0;
+  if (absl::SimpleAtoi(text, &value) && value >= least && value <= most) return "";
+  return negative ? absl::StrCat("too small (at least ", least, ")")
+                  : absl::StrCat("too large (at most ", most, ")");
+}
+
+absl::Status CheckFlagValue(const WrittenFlag& written, bool refuses_empty) {
+  absl::CommandLineFlag& flag = *written.flag;
+  if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
+  const std::string name = DashedFlagName(written.name);
+  // absl sets the flag again from the same text right after.
+  std::string ignored;
+  if (!written.value.has_value() ||
+      (written.value_is_next_argument && absl::StartsWith(*written.value, "--") &&
+       !flag.ParseFrom(*written.value, &ignored))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, " was given no value; write --", name, "=",
+        flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
+  }
+  if (written.value->empty() && refuses_empty) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, "= is empty; give a value, or leave the flag out for its default"));
+  }
+  if (!flag.ParseFrom(*written.value, &ignored)) {
+    if (std::string bound = OutOfWholeNumberRange(flag, *written.value); !bound.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, "=", *written.value, ": ", bound));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, "=", *written.value, ": expected ", ExpectedFlagValue(flag),
+        flag.DefaultValue().empty()
+            ? ""
+            : absl::StrCat("; write e.g. --", name, "=", flag.DefaultValue(), " (the default)")));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cnp

@@ -12,6 +12,7 @@
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace cnp {
 
@@ -43,5 +44,19 @@ absl::Status UnknownFlagError(const std::string& name, const std::vector<std::st
 
 // A flag name in absl's spelling (max_queue) as a user types it (max-queue).
 std::string DashedFlagName(std::string name);
+
+// What a flag's value must look like, in the words of an error message: "a whole number".
+std::string ExpectedFlagValue(const absl::CommandLineFlag& flag);
+
+// For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since
+// "expected a whole number" for what is one sent the reader looking for a typo. Empty when
+// `text` is no whole number, or is one the flag holds.
+std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text);
+
+// The value written for one of the program's own flags (`written.flag` set), judged as absl
+// will read it: OK, or INVALID_ARGUMENT saying what to write ("--workers=lots: expected a whole
+// number; write e.g. --workers=0 (the default)"), for a value absl would refuse, none given,
+// or an empty one when `refuses_empty`.
+absl::Status CheckFlagValue(const WrittenFlag& written, bool refuses_empty);
 
 }  // namespace cnp

@@ -36,34 +36,7 @@ absl::Status CheckCommandLineFlags(const std::vector<std::string>& others) {
     if (written.flag == nullptr) {
       return UnknownFlagError(written.name, ServerSettingNames(), "cnp-server");
     }
-    absl::CommandLineFlag& flag = *written.flag;
-    if (!written.value.has_value() && flag.IsOfType<bool>()) return absl::OkStatus();  // --insecure
-    const std::string name = DashedFlagName(written.name);
-    // absl sets the flag again from the same text right after.
-    std::string ignored;
-    if (!written.value.has_value() ||
-        (written.value_is_next_argument && absl::StartsWith(*written.value, "--") &&
-         !flag.ParseFrom(*written.value, &ignored))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", name, " was given no value; write --", name, "=",
-          flag.DefaultValue().empty() ? "VALUE" : flag.DefaultValue()));
-    }
-    if (written.value->empty() && RefusesEmptyValue(flag)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", name, "= is empty; give a value, or leave the flag out for its default"));
-    }
-    if (!flag.ParseFrom(*written.value, &ignored)) {
-      if (std::string bound = OutOfWholeNumberRange(flag, *written.value); !bound.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, "=", *written.value, ": ", bound));
-      }
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", name, "=", *written.value, ": expected ", Expected(flag),
-          flag.DefaultValue().empty()
-              ? ""
-              : absl::StrCat("; write e.g. --", name, "=", flag.DefaultValue(), " (the default)")));
-    }
-    return absl::OkStatus();
+    return CheckFlagValue(written, RefusesEmptyValue(*written.flag));
   });
 }
 

@@ -13,6 +13,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/command_line_flags.h"
 #include "common/trusted_file.h"
 #include "service/config/server_settings.h"
 #include "yaml-cpp/eventhandler.h"
@@ -132,7 +133,7 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   }
   if (!value.IsScalar()) {
     return ConfigError(path, value_mark, key,
-                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
+                       absl::StrCat("expected ", ExpectedFlagValue(*flag), ", found ", Describe(value),
                                     ExampleOf(*flag, key)));
   }
   if (value.Scalar().empty() && RefusesEmptyValue(*flag)) {
@@ -146,7 +147,7 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
       return ConfigError(path, value_mark, key, absl::StrCat(bound, "; found ", value.Scalar()));
     }
     return ConfigError(path, value_mark, key,
-                       absl::StrCat("expected ", Expected(*flag), ", found ", Describe(value),
+                       absl::StrCat("expected ", ExpectedFlagValue(*flag), ", found ", Describe(value),
                                     ExampleOf(*flag, key)));
   }
   return absl::OkStatus();

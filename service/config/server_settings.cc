@@ -60,34 +60,4 @@ bool RefusesEmptyValue(const absl::CommandLineFlag& flag) {
   return flag.IsOfType<std::string>() && flag.Name() != "adapter_settings";
 }
 
-std::string Expected(const absl::CommandLineFlag& flag) {
-  if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
-  if (flag.IsOfType<bool>()) return "true or false";
-  if (flag.IsOfType<absl::Duration>()) return "a duration such as 30s or 2m";
-  return "a single value";
-}
-
-std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text) {
-  int64_t least, most;
-  if (flag.IsOfType<int>()) {
-    least = std::numeric_limits<int>::min();
-    most = std::numeric_limits<int>::max();
-  } else if (flag.IsOfType<int64_t>()) {
-    least = std::numeric_limits<int64_t>::min();
-    most = std::numeric_limits<int64_t>::max();
-  } else {
-    return "";
-  }
-  absl::string_view digits = absl::StripAsciiWhitespace(text);
-  const bool negative = absl::ConsumePrefix(&digits, "-");
-  if (!negative) absl::ConsumePrefix(&digits, "+");
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit)) {
-    return "";
-  }
-  int64_t value = 0;
-  if (absl::SimpleAtoi(text, &value) && value >= least && value <= most) return "";
-  return negative ? absl::StrCat("too small (at least ", least, ")")
-                  : absl::StrCat("too large (at most ", most, ")");
-}
-
 }  // namespace cnp::config

@@ -37,11 +37,5 @@ std::optional<std::string> ClosestSetting(const std::string& name);
 // --adapter-settings is the exception; it writes that one itself.
 bool RefusesEmptyValue(const absl::CommandLineFlag& flag);
 
-// What a flag's value must look like, in the words of an error message: "a whole number".
-std::string Expected(const absl::CommandLineFlag& flag);
-// For a whole number past what `flag` holds ("99999999999999" for an int): the bound, since
-// "expected a whole number" for what is one sent the reader looking for a typo. Empty when
-// `text` is no whole number, or is one the flag holds.
-std::string OutOfWholeNumberRange(const absl::CommandLineFlag& flag, absl::string_view text);
 
 }  // namespace cnp::config

@@ -260,6 +260,17 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
     EXPECT_THAT(run.err, HasSubstr(args[0].substr(0, args[0].find('=')) +
                                    " was given no value"));
   }
+  // Found by a review: a value absl refuses was absl's "Illegal value" (exit 1), where
+  // cnp-server says what to write (exit 2).
+  for (const auto& [arg, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--call-timeout=abc", "--call-timeout=abc: expected a duration such as 30s or 2m"},
+           {"--workers=lots", "--workers=lots: expected a whole number"},
+           {"--stats=maybe", "--stats=maybe: expected true or false"},
+           {"--max-line-bytes=99999999999999999999", "too large (at most"}}) {
+    ProcessResult run = RunWithInput({adapter, arg}, "");
+    EXPECT_EQ(run.exit_code, 2) << arg << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr(says)) << arg;
+  }
   // An empty --target is not the host's default socket, where the adapter would have started
   // a server of its own.
   for (const char* empty : {"--target=", "-target="}) {
