@@ -318,8 +318,28 @@ int RunDeriveCommand(int argc, char** argv) {
   if (absl::Status s = couch.CheckRoot(); !s.ok()) return Fail(s);
   couchdb::CouchClient prefetch_http(http_options);  // reads the next batch meanwhile
   CouchDb prefetch(prefetch_http);
-  auto cnp = client::Client::Connect(args->Get("target", DefaultTarget()),
-                                     cli::ConnectionSecurity(*args));
+  // A cnp-server that does not answer yet (restarting, or starting after this) is waited for
+  // as one that goes away later is (--help): a unit started with the server's must not die.
+  const std::string target = args->Get("target", DefaultTarget());
+  auto cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args));
+  const absl::Time waiting_since = absl::Now();
+  absl::Duration retry = absl::Milliseconds(100);
+  for (absl::Time said = absl::InfinitePast(); !cnp.ok() && absl::IsUnavailable(cnp.status());) {
+    if (args->Has("once") && absl::Now() - waiting_since >= service_wait) {
+      return Fail(absl::UnavailableError(absl::StrCat(
+          cnp.status().message(), "; it has not answered for ",
+          absl::FormatDuration(absl::Trunc(absl::Now() - waiting_since, absl::Milliseconds(100))),
+          " (--service-wait)")));
+    }
+    if (absl::Now() - said >= absl::Seconds(5)) {
+      said = absl::Now();
+      cli::StderrLines() << "cnp derive: " << Printable(cnp.status().message())
+                         << "; waiting for it\n";
+    }
+    absl::SleepFor(retry);
+    retry = std::min(retry * 2, absl::Seconds(5));
+    cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args));
+  }
   if (!cnp.ok()) return Fail(cnp.status());
   if (absl::Status s = CheckBeforeWriting(*declaration, couch, **cnp, options.rpc_timeout);
       !s.ok()) {

@@ -94,5 +94,31 @@ TEST(ServiceOutageTest, OnceTriesAgainForTheServiceWaitThenExitsOneRecordingNoth
   EXPECT_THAT(writes, ::testing::IsEmpty());
 }
 
+// Found by a review: a cnp-server not answering yet when the run started (a unit started with
+// the server's, a restart) ended the run at once, where --help says such a server stops the
+// work, not the run. It is waited for, --once for --service-wait, and nothing is written.
+TEST(ServiceOutageTest, AServiceDownAtTheStartIsWaitedForNotTheEnd) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    if (r.target == "/") return {200, R"({"couchdb":"Welcome","version":"3.4.3"})"};
+    return {500, R"({"error":"unscripted"})"};
+  });
+  const std::string dir = testing::MakeTempDir("outage-start");
+  const std::string declaration = dir + "/derive.yml";
+  testing::WriteFile(declaration, "name: o\nhandlers:\n  tgt:\n    src: {type: map, version: 1, handler: derive_fns.town}\n");
+  const absl::Time started = absl::Now();
+  auto run = ChildProcess::Start({testing::Runfile("client/cli/cnp"), "derive", "--once", "--service-wait=1s",
+                                  "--target=unix:" + dir + "/none/cnp.sock", couch.url(), declaration},
+                                 dir, "", kWait);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kWait);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  EXPECT_EQ(*exit_code, 1) << (*run)->output();
+  EXPECT_GE(absl::Now() - started, absl::Seconds(1)) << (*run)->output();
+  const std::string out = (*run)->output();
+  EXPECT_THAT(out, HasSubstr("; waiting for it"));
+  EXPECT_THAT(out, HasSubstr("(--service-wait)"));
+  for (const std::string& request : couch.requests()) EXPECT_THAT(request, Not(HasSubstr("PUT"))) << request;
+}
+
 }  // namespace
 }  // namespace cnp::derive
