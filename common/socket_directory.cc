@@ -36,9 +36,9 @@ absl::Status CheckSocketDirectory(const std::string& dir, DirectoryOwner owner) 
         dir, st.st_uid, me));
   }
   if ((st.st_mode & 022) != 0) {
-    // A shared directory with the sticky bit (/tmp) is meant to be writable by all: the advice
-    // is a directory of one's own, never to take that from everyone.
-    if ((st.st_mode & S_ISVTX) != 0) {
+    // A directory every user may write to, with the sticky bit (/tmp), is meant to be shared:
+    // the advice is a directory of one's own, never to take that from everyone.
+    if ((st.st_mode & S_ISVTX) != 0 && (st.st_mode & 002) != 0) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "the socket directory %s (mode %04o) is shared by every user: another could take the "
           "socket's name first; put the socket in a directory of your own (e.g. %s/cnp, mode "

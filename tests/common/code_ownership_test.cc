@@ -69,6 +69,11 @@ TEST(CodeOwnershipTest, TheStickyBitSufficesOnlyAboveTheCodeAndOnlyOnDirectories
   // Found by a review: the advice was `chmod go-w /tmp`, which breaks the host. A shared
   // sticky directory is left as it is; what is in it moves.
   EXPECT_EQ(own->fix, "move the code to a directory of your own");
+  // A group-writable sticky directory is someone's own: closing it is the fix.
+  std::optional<OwnershipProblem> group =
+      OthersCanChange("/srv/views", Stat(::geteuid(), S_IFDIR | 01775));
+  ASSERT_TRUE(group.has_value());
+  EXPECT_EQ(group->fix, "run chmod go-w /srv/views");
   std::optional<OwnershipProblem> above =
       OthersCanChange("/srv", Stat(0, S_IFDIR | 0775), StickyBit::kSuffices);
   ASSERT_TRUE(above.has_value());
