@@ -20,13 +20,16 @@ std::optional<OwnershipProblem> OthersCanChange(const std::string& path, const s
   if ((st.st_mode & 022) == 0) return std::nullopt;
   const char* writers = (st.st_mode & 002) != 0 ? "every user" : "its group";
   const unsigned mode = st.st_mode & 07777;
-  // A directory every user may write to, with the sticky bit (/tmp), is meant to be shared:
-  // taking that from everyone would break the host.
-  const bool shared_sticky =
+  // A directory every user may write to, with the sticky bit, may be one all users share
+  // (/tmp), where closing it would break the host: the other way out is said too.
+  const bool maybe_shared =
       S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) != 0 && (st.st_mode & 002) != 0;
   const absl::string_view what(what_is_there.data(), what_is_there.size());
-  std::string fix = shared_sticky ? absl::StrCat("move ", what, " to a directory of your own")
-                                  : absl::StrCat("run chmod go-w ", path);
+  std::string fix = absl::StrCat("run chmod go-w ", path);
+  if (maybe_shared) {
+    absl::StrAppend(&fix, ", unless all users share it (as /tmp): then move ", what,
+                    " to a directory of your own");
+  }
   if (sticky == StickyBit::kNotEnough) {
     return OwnershipProblem{absl::StrFormat("is writable by %s (mode %04o)", writers, mode),
                             std::move(fix)};

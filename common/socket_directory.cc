@@ -36,14 +36,14 @@ absl::Status CheckSocketDirectory(const std::string& dir, DirectoryOwner owner) 
         dir, st.st_uid, me));
   }
   if ((st.st_mode & 022) != 0) {
-    // A directory every user may write to, with the sticky bit (/tmp), is meant to be shared:
-    // the advice is a directory of one's own, never to take that from everyone.
+    // A directory every user may write to, with the sticky bit, may be one all users share
+    // (/tmp), where closing it would break the host: the other way out is said first.
     if ((st.st_mode & S_ISVTX) != 0 && (st.st_mode & 002) != 0) {
       return absl::FailedPreconditionError(absl::StrFormat(
-          "the socket directory %s (mode %04o) is shared by every user: another could take the "
-          "socket's name first; put the socket in a directory of your own (e.g. %s/cnp, mode "
-          "0700)",
-          dir, st.st_mode & 07777, dir == "/" ? "" : dir));
+          "the socket directory %s (mode %04o) is writable by every user: another could take "
+          "the socket's name first; put the socket in a directory of your own (e.g. %s/cnp, "
+          "mode 0700), or run chmod go-w %s if no one else needs to write there (never /tmp)",
+          dir, st.st_mode & 07777, dir == "/" ? "" : dir, dir));
     }
     return absl::FailedPreconditionError(absl::StrFormat(
         "the socket directory %s has mode %04o: other users could replace the socket; run "

@@ -66,9 +66,10 @@ TEST(CodeOwnershipTest, TheStickyBitSufficesOnlyAboveTheCodeAndOnlyOnDirectories
   std::optional<OwnershipProblem> own = OthersCanChange("/tmp", tmp);
   ASSERT_TRUE(own.has_value());
   EXPECT_EQ(own->what, "is writable by every user (mode 1777)");
-  // Found by a review: the advice was `chmod go-w /tmp`, which breaks the host. A shared
-  // sticky directory is left as it is; what is in it moves.
-  EXPECT_EQ(own->fix, "move the code to a directory of your own");
+  // Found by a review: the advice was only `chmod go-w /tmp`, which breaks the host. For a
+  // directory that may be shared, the other way out is said too.
+  EXPECT_EQ(own->fix, "run chmod go-w /tmp, unless all users share it (as /tmp): then move the "
+                      "code to a directory of your own");
   // A group-writable sticky directory is someone's own: closing it is the fix.
   std::optional<OwnershipProblem> group =
       OthersCanChange("/srv/views", Stat(::geteuid(), S_IFDIR | 01775));
