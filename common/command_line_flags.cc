@@ -6,13 +6,13 @@
 
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
-#include "absl/time/time.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "common/closest_name.h"
 
 namespace cnp {
@@ -68,7 +68,6 @@ absl::Status UnknownFlagError(const std::string& name, const std::vector<std::st
 std::string DashedFlagName(std::string name) {
   return absl::StrReplaceAll(name, {{"_", "-"}});
 }
-
 
 std::string ExpectedFlagValue(const absl::CommandLineFlag& flag) {
   if (flag.IsOfType<int>() || flag.IsOfType<int64_t>()) return "a whole number";
