@@ -175,6 +175,42 @@ absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) 
   return absl::OkStatus();
 }
 
+// The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file,
+// as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT.
+std::string BoundAddress(const std::string& listen) {
+  if (IsUnixTarget(listen)) {
+    absl::StatusOr<std::string> path = UnixSocketPath(listen);
+    if (!path.ok()) return listen;
+    std::error_code error;
+    std::filesystem::path absolute = std::filesystem::absolute(*path, error);
+    if (error) absolute = *path;
+    return absl::StrCat("unix:", absolute.lexically_normal().string());
+  }
+  absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(listen);
+  return tcp.ok() ? tcp->host_port : listen;
+}
+
+// An address named twice was bound twice: the second bind failed as "another server already
+// listens" (unix) or "Address already in use" (TCP), after the workers had started, about the
+// server's own first listener.
+absl::Status CheckEachAddressOnce(const ServerConfig& c, const Sources& sources) {
+  std::map<std::string, size_t> first_named;
+  for (size_t i = 0; i < c.listen.size(); ++i) {
+    const auto [first, fresh] = first_named.emplace(BoundAddress(c.listen[i]), i);
+    if (fresh) continue;
+    const std::string& earlier = c.listen[first->second];
+    const std::string as = earlier == c.listen[i] ? "" : absl::StrCat(" (as ", earlier, ")");
+    if (sources.FromFile("listen") != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Subject(sources, "listen", static_cast<int>(i)), " ", c.listen[i],
+                       " is already listed", as, "; list each address once"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("--listen=", c.listen[i], " is given twice", as,
+                                                   "; give each address once"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources) {
   constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
   for (size_t i = 0; i < c.listen.size(); ++i) {
@@ -568,6 +604,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
     return allow.status();
   }
   if (absl::Status s = CheckUnixListenPaths(c, sources); !s.ok()) return s;
+  if (absl::Status s = CheckEachAddressOnce(c, sources); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);
   c.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   c.tls_key = absl::GetFlag(FLAGS_tls_key);

@@ -417,6 +417,21 @@ TEST(SocketPathTest, AUnixTargetGrpcReadsOtherwiseIsRefused) {
   EXPECT_EQ(::stat((dir + "/third.sock").c_str(), &st), 0) << triple->Log();
 }
 
+// An address named twice was bound twice, and the second bind failed after the workers had
+// started, saying "another server already listens" about the server's own first listener.
+TEST(SocketPathTest, AnAddressNamedTwiceIsRefusedBeforeListening) {
+  const std::string dir = ShortTempDir();
+  // Launch listens on unix:DIR/cnp.sock already; unix:///DIR/cnp.sock is the same file.
+  auto unix_twice = Launch(dir, {"--workers=1", "--listen=unix://" + dir + "/cnp.sock"});
+  ExpectRefused(*unix_twice, absl::StrCat("--listen=unix://", dir, "/cnp.sock is given twice (as ",
+                                          "unix:", dir, "/cnp.sock); give each address once"));
+  EXPECT_THAT(unix_twice->Log(), Not(HasSubstr("another server")));
+
+  auto tcp_twice =
+      Launch(dir, {"--workers=1", "--listen=127.0.0.1:1", "--listen=ipv4:127.0.0.1:1"});
+  ExpectRefused(*tcp_twice, "--listen=ipv4:127.0.0.1:1 is given twice (as 127.0.0.1:1)");
+}
+
 // 8. --version printed absl's "cnp-server" and "Debug build (NDEBUG not #defined)"; cnp
 // --version was an unknown command.
 TEST(VersionTest, EveryProgramPrintsTheOneVersion) {

@@ -301,6 +301,19 @@ TEST_F(ConfigFileLinesTest, AnUnreadableTokenFileIsABadSetting) {
                                                "file ", missing, ": No such file or directory"));
 }
 
+// The file's second listener names the first one's socket again: refused at its line, not
+// bound twice once the workers had started.
+TEST_F(ConfigFileLinesTest, AnAddressListedTwiceIsRefusedAtItsSecondLine) {
+  WriteFile(file_,
+            absl::StrCat("listen:\n  - unix:", dir_, "/cnp.sock\n  - unix:", dir_,
+                         "/./cnp.sock\nworkers: 1\n"),
+            0644);
+  auto server = Launch({"--config=" + file_});
+  ExpectRefused(*server, absl::StrCat(file_, ":3:5: listen: unix:", dir_,
+                                      "/./cnp.sock is already listed (as unix:", dir_,
+                                      "/cnp.sock); list each address once"));
+}
+
 // The worker binary is a script that leaves a mark when it runs, then runs the real worker: a
 // refused server must leave none, and with `insecure: true` the same file starts a worker that
 // leaves one (so the mark is no accident of the script).
