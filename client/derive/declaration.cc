@@ -5,29 +5,17 @@
 #include <set>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/couchdb/database_name.h"
 #include "common/file_text.h"
 #include "yaml-cpp/depthguard.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cnp::derive {
 namespace {
-
-// CouchDB's rule for database names; ids of derived documents rely on a name holding no ':'.
-bool IsDatabaseName(absl::string_view name) {
-  if (name.empty() || !absl::ascii_islower(name[0])) return false;
-  for (char c : name) {
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '$' || c == '(' ||
-          c == ')' || c == '+' || c == '-' || c == '/')) {
-      return false;
-    }
-  }
-  return true;
-}
 
 // The instance's name is a part of its _local documents' ids (cnp-derive:NAME:lease, ...:status,
 // ...:errors, ...:source:SOURCE), which go percent-encoded (up to three characters a byte) into
@@ -246,8 +234,10 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
     if (absl::Status s = NoRepeatedKeys(file, handlers, "handlers"); !s.ok()) return s;
     for (const auto& target_entry : handlers) {
       std::string target = target_entry.first.as<std::string>();
-      if (!IsDatabaseName(target)) {
-        return Problem(file, target_entry.first, absl::StrCat("'", target, "' is not a CouchDB database name"));
+      // Derived documents' ids rely on a database name holding no ':', as CouchDB's rule says.
+      if (!couchdb::IsDatabaseName(target)) {
+        return Problem(file, target_entry.first, absl::StrCat("'", target, "' is not a CouchDB database name: ",
+                                                                couchdb::kDatabaseNameRule));
       }
       if (!target_entry.second.IsMap() || target_entry.second.size() == 0) {
         return Problem(file, target_entry.second, absl::StrCat("handlers.", target, " must map source databases to handlers"));
@@ -257,8 +247,9 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
       }
       for (const auto& source_entry : target_entry.second) {
         std::string source = source_entry.first.as<std::string>();
-        if (!IsDatabaseName(source)) {
-          return Problem(file, source_entry.first, absl::StrCat("'", source, "' is not a CouchDB database name"));
+        if (!couchdb::IsDatabaseName(source)) {
+          return Problem(file, source_entry.first, absl::StrCat("'", source, "' is not a CouchDB database name: ",
+                                                                  couchdb::kDatabaseNameRule));
         }
         if (source == target) return Problem(file, source_entry.first, absl::StrCat(target, " cannot be its own source"));
         absl::StatusOr<Stage> stage = ParseStage(file, target, source, source_entry.second);

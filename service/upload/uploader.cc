@@ -17,6 +17,7 @@
 #include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/couchdb_languages.h"
+#include "common/couchdb/database_name.h"
 #include "common/couchdb/design_diff.h"
 #include "service/upload/design_yaml.h"
 #include "common/couchdb/json.h"
@@ -512,6 +513,12 @@ class UploadRun {
               *couch_, "the database is named on the command line, after the URL");
           !root.ok()) {
         return root;
+      }
+      if (!couchdb::IsDatabaseName(database) && !absl::StartsWith(database, "_")) {
+        // Advice to create it would only meet CouchDB's refusal (illegal_database_name).
+        return absl::NotFoundError(absl::StrCat(
+            "database \"", database, "\" does not exist at ", couch_->base_url(),
+            ", and CouchDB would refuse to create it: ", couchdb::kDatabaseNameRule));
       }
       return absl::NotFoundError(absl::StrCat("database \"", database, "\" does not exist at ",
                                               couch_->base_url(),

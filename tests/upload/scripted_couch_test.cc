@@ -700,5 +700,23 @@ TEST_F(ScriptedCouchTest, AMissingDatabaseIsCreatedByItsEscapedPath) {
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("create it first (PUT /account%2Fa1)"));
 }
 
+// A missing database whose name CouchDB would not create (capitals) was advised "create it
+// first (PUT /Towns)", which CouchDB answers with illegal_database_name (found by a review).
+TEST_F(ScriptedCouchTest, AMissingDatabaseCouchDbWouldNotCreateGetsTheRuleNotAPut) {
+  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
+    return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+  }));
+  Uploader uploader(runner_, options_);
+  v1::UploadRequest request = Request(couch.url());
+  request.set_database("Towns");
+  UploadResult result = RunUpload(uploader, request);
+  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(),
+              HasSubstr("database \"Towns\" does not exist at " + couch.url() +
+                        ", and CouchDB would refuse to create it: a database name starts with a "
+                        "lowercase letter"));
+  EXPECT_THAT(result.errors()[0].message(), Not(HasSubstr("PUT")));
+}
+
 }  // namespace
 }  // namespace cnp::upload::testing

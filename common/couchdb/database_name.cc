@@ -1,0 +1,18 @@
+#include "common/couchdb/database_name.h"
+
+#include "absl/strings/ascii.h"
+
+namespace cnp::couchdb {
+
+bool IsDatabaseName(absl::string_view name) {
+  if (name.empty() || !absl::ascii_islower(name[0])) return false;
+  for (char c : name) {
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '$' || c == '(' ||
+          c == ')' || c == '+' || c == '-' || c == '/')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace cnp::couchdb
