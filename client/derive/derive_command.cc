@@ -119,7 +119,8 @@ Options:
   --heartbeat=DUR         the continuous feeds' heartbeat (default: 10s)
   --poll-interval=DUR     longest quiet wait before the lease and the stop signal are looked
                           at again, and per longpoll (default: 1s)
-  --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s)
+  --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s;
+                          at least 1s)
   --lease-renew=DUR       how often the holder renews (default: 10s, or a third of
                           --lease-timeout when only that is given)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
@@ -294,6 +295,13 @@ int RunDeriveCommand(int argc, char** argv) {
   // Given alone, --lease-timeout sets the renewal too: a third of it (the default 10s would
   // refuse a timeout of 10s or less).
   if (args->Has("lease-timeout") && !args->Has("lease-renew")) lease_renew = lease_timeout / 3;
+  // Each renewal is a write to CouchDB: a lease shorter than a second would lapse between two,
+  // and the run fail later saying only that the lease was lost.
+  if (lease_timeout < absl::Seconds(1)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--lease-timeout=", args->Get("lease-timeout"),
+                     " is too short: a lease must outlast a write to CouchDB; give 1s or more")));
+  }
   if (lease_renew >= lease_timeout) {
     return Fail(absl::InvalidArgumentError("--lease-renew must be shorter than --lease-timeout"));
   }

@@ -231,6 +231,11 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   EXPECT_EQ(derive.exit_code, 2);
   EXPECT_THAT(derive.out, HasSubstr("needs COUCHDB_URL and DECLARATION.yml, got 1 argument"));
   EXPECT_THAT(derive.out, ::testing::Not(HasSubstr("Usage:")));
+  // A lease of a millisecond lapsed between two renewals, and the run failed later without
+  // naming the flag (found by a review).
+  CliRun brief_lease = Cnp("derive --lease-timeout=1ms http://127.0.0.1:9 /nonexistent/d.yml");
+  EXPECT_EQ(brief_lease.exit_code, 2);
+  EXPECT_THAT(brief_lease.out, HasSubstr("--lease-timeout=1ms is too short"));
   // A duration with its unit like every other timeout: a bare number was taken as seconds here
   // alone, where --timeout=90 is refused (found by a review).
   for (const char* settle : {"soon", "90"}) {
