@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "client/sync/registry_pages.h"
 #include "common/couchdb/conflict_retry.h"
+#include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
 #include "common/couchdb/registry_entry.h"
@@ -106,6 +107,19 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
         if (Field(doc, "type") != ::cnp::couchdb::kRegistryEntryType) return;
         entries.push_back({Field(doc, "_id"), Field(doc, "name")});
       });
+  if (absl::IsNotFound(failed)) {
+    // As cnp sync says it (registry_sync.cc): a URL that is not CouchDB's root first, since
+    // every database looks missing under it.
+    if (absl::Status root = ::cnp::couchdb::CheckCouchRoot(
+            couch, "the registry database is named on the command line, after the URL");
+        !root.ok()) {
+      failed = root;
+    } else {
+      failed = absl::NotFoundError(absl::StrCat("the registry database \"", registry,
+                                                "\" does not exist at ", couch.base_url(),
+                                                ": nothing is registered there to remove"));
+    }
+  }
   if (!failed.ok()) {
     EmitError(emit, failed, registry, "");
     return failed;

@@ -795,5 +795,36 @@ TEST(RemovalTest, AConflictIsRetriedAsOftenAsMaxConflictRetriesSays) {
   }
 }
 
+// --remove against a URL under which the registry is missing said only "not found": now a
+// URL that is not CouchDB's root is named so (a database's URL here), and a registry missing
+// from CouchDB's root is said to be missing (found by a review).
+TEST(RemovalTest, AMissingRegistrySaysWhetherTheUrlIsCouchDbsRoot) {
+  for (const bool database_url : {true, false}) {
+    SCOPED_TRACE(database_url ? "a database's URL" : "CouchDB's root");
+    ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+      if (r.target == "/db/" || r.target == "/db") return {200, R"({"db_name": "db"})"};
+      if (r.target == "/") return {200, R"({"couchdb": "Welcome", "version": "3.4.3"})"};
+      return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+    });
+    couchdb::CouchClient http({.base_url = couch.url() + (database_url ? "/db" : "")});
+    std::vector<std::string> problems;
+    absl::Status status = client::sync::RemoveRegistered(
+        http, "reg", {"towns"}, false, 0, [&](const v1::UploadEvent& e) {
+          if (e.has_problem()) problems.push_back(e.problem().message());
+        });
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_EQ(problems[0], status.message());
+    if (database_url) {
+      EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+      EXPECT_THAT(std::string(status.message()),
+                  ::testing::HasSubstr("/db is the URL of the database db, not CouchDB's root"));
+    } else {
+      EXPECT_TRUE(absl::IsNotFound(status)) << status;
+      EXPECT_EQ(status.message(), absl::StrCat("the registry database \"reg\" does not exist at ",
+                                               couch.url(), ": nothing is registered there to remove"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cnp::upload::testing
