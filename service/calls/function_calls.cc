@@ -378,7 +378,8 @@ int64_t FunctionCalls::Parts(int64_t docs, int64_t bytes) const {
 asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request,
                                                         absl::Time deadline,
                                                         std::vector<std::string>& response,
-                                                        AnswerGrowth grown) {
+                                                        AnswerGrowth grown,
+                                                        std::string_view rpc) {
   const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
   // A first pass learns the function names (it stops at a name past the limit) and how many
   // documents of how many bytes, and finds the first that is no JSON object.
@@ -403,7 +404,8 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
     if (scan.too_many_functions()) co_return TooManyFunctions();
     if (scan.failed()) {
       co_return absl::InvalidArgumentError(absl::StrCat(
-          "the Map request is not a valid cnp.v1.MapRequest: ", protobuf_said.Reason()));
+          "the ", absl::string_view(rpc.data(), rpc.size()),
+          " request is not a valid cnp.v1.MapRequest: ", protobuf_said.Reason()));
     }
   }
   if (absl::Status s = CheckFunctions(functions); !s.ok()) co_return s;

@@ -24,6 +24,7 @@
 #include "asio/awaitable.hpp"
 #include "cnp/v1/functions.pb.h"
 #include "common/call_limit.h"
+#include "service/calls/answer_growth.h"
 #include "service/pool/async_task_runner.h"
 
 namespace cnp::calls {
@@ -57,14 +58,6 @@ struct CallOptions {
   int64_t max_call_bytes = 64 << 20;
 };
 
-// Told, while a Map's answer is built, how many bytes it holds: after each part's are appended,
-// and before each wave of parts runs, what it will hold once that wave's are in (estimated from
-// the answer so far). An error it returns ends the call with it (its answer so far dropped).
-// The transport counts them against its memory budget (service/rpc/call_memory.h), so that an
-// answer many times its request (a document under many function names, or a function that
-// answers more than it reads) is counted before it is whole, not after.
-using AnswerGrowth = std::function<absl::Status(int64_t answer_bytes)>;
-
 // Each call consumes its request: documents move into worker tasks instead of being copied.
 // Every argument passed by reference must outlive the awaited call.
 class FunctionCalls {
@@ -79,10 +72,12 @@ class FunctionCalls {
   // at a time, and each part's answer is appended to `response` as a serialized MapResponse
   // (they concatenate into one; the chunks are a few MiB each), so memory follows the call's
   // bytes rather than its document count. On an error `response` is left empty. `grown`, when
-  // given, is told the answer's bytes as it grows (AnswerGrowth).
+  // given, is told the answer's bytes as it grows (AnswerGrowth). `rpc` names the request in
+  // errors ("the MapStream request is not a valid cnp.v1.MapRequest").
   asio::awaitable<absl::Status> MapEncoded(std::string_view request, absl::Time deadline,
                                            std::vector<std::string>& response,
-                                           AnswerGrowth grown = nullptr);
+                                           AnswerGrowth grown = nullptr,
+                                           std::string_view rpc = "Map");
   // Copies the documents into parts (a part whose answer is over its share of the call's bytes
   // runs again alone, with all that is left: ShareOf in function_calls.cc). On an error `response`
   // holds no result; a response over max_call_bytes is refused RESOURCE_EXHAUSTED, as

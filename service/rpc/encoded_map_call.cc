@@ -12,7 +12,6 @@
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "service/common/log.h"
 #include "service/rpc/request_parsing.h"
-#include "service/rpc/status_mapping.h"
 
 namespace cnp::rpc {
 namespace {
@@ -71,24 +70,24 @@ grpc::ByteBuffer ToByteBuffer(std::vector<std::string> parts, size_t moved) {
 }
 
 // The answer of a Map whose request moved `moved` bytes: its parts as one message, or the error.
-grpc::Status Answer(const absl::Status& status, std::vector<std::string> parts, size_t moved,
+absl::Status Answer(const absl::Status& status, std::vector<std::string> parts, size_t moved,
                     grpc::ByteBuffer& response) {
   if (!status.ok()) {
     parts.clear();
     GiveMemoryBack(moved);
-    return ToGrpcStatus(status);
+    return status;
   }
   for (const std::string& part : parts) moved += part.size();
   response = ToByteBuffer(std::move(parts), moved);
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
+asio::awaitable<absl::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
                                               grpc::ByteBuffer& response,
-                                              calls::AnswerGrowth grown) {
+                                              calls::AnswerGrowth grown, const char* rpc) {
   const size_t moved = request.Length();
   std::vector<std::string> parts;
   absl::Status status;
@@ -100,15 +99,17 @@ asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl:
     if (request.Valid()) {
       grpc::ProtoBufferReader wire(&request);
       if (wire.status().ok()) {
-        status = CheckRequestShape(wire, "Map", *v1::MapRequest::descriptor(), caps);
+        status = CheckRequestShape(wire, rpc, *v1::MapRequest::descriptor(), caps);
       }
     }
     std::string bytes;
     if (status.ok() && !Flatten(request, bytes)) {
-      co_return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request's bytes");
+      co_return absl::InternalError("cannot read the request's bytes");
     }
     request.Clear();
-    if (status.ok()) status = co_await calls.MapEncoded(bytes, deadline, parts, std::move(grown));
+    if (status.ok()) {
+      status = co_await calls.MapEncoded(bytes, deadline, parts, std::move(grown), rpc);
+    }
   }
   co_return Answer(status, std::move(parts), moved, response);
 }

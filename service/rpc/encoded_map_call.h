@@ -3,6 +3,7 @@
 // proportion to its bytes, not ten million request and result objects.
 #pragma once
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
 #include "grpcpp/grpcpp.h"
@@ -15,13 +16,15 @@ namespace cnp::rpc {
 // the process (and the log says so).
 constexpr size_t kGiveBackAfterBytes = 8 << 20;
 
-// Serves one Map call, awaited by its handler; cancelling the await cancels the Map
+// Serves one Map call (or MapStream message), awaited by its handler; cancelling the await cancels the Map
 // (calls::FunctionCalls says how). `request` is consumed (cleared as soon as it has been read);
 // `request` and `response` must outlive the call. `grown` is told the answer's bytes as it is
-// built (calls::AnswerGrowth).
-asio::awaitable<grpc::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
+// built (calls::AnswerGrowth). `rpc` ("Map", or "MapStream" for one of its messages) names the
+// request in errors.
+asio::awaitable<absl::Status> ServeEncodedMap(calls::FunctionCalls& calls, absl::Time deadline,
                                               grpc::ByteBuffer& request,
                                               grpc::ByteBuffer& response,
-                                              calls::AnswerGrowth grown = nullptr);
+                                              calls::AnswerGrowth grown = nullptr,
+                                              const char* rpc = "Map");
 
 }  // namespace cnp::rpc

@@ -127,14 +127,23 @@ class ReflectionGateFactory final
   const CallGate& gate_;
 };
 
-// MapStream: each message is one Map call, awaited.
-class MapStreamHandler final : public StreamHandler<v1::MapRequest, v1::MapResponse> {
+// MapStream: each message is one Map call, awaited, served on its bytes as a unary Map is
+// (encoded_map_call.h), its answer counted as it grows.
+class MapStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit MapStreamHandler(calls::FunctionCalls& calls) : calls_(calls) {}
-  asio::awaitable<absl::StatusOr<std::optional<v1::MapResponse>>> Handle(
-      v1::MapRequest& request) override {
-    v1::MapResponse response;
-    absl::Status status = co_await calls_.Map(request, absl::InfiniteFuture(), response);
+  asio::awaitable<absl::StatusOr<std::optional<grpc::ByteBuffer>>> Handle(
+      grpc::ByteBuffer& request) override {
+    const calls::AnswerGrowth uncounted;
+    co_return co_await HandleGrowing(request, uncounted);
+  }
+  asio::awaitable<absl::StatusOr<std::optional<grpc::ByteBuffer>>> HandleGrowing(
+      grpc::ByteBuffer& request, const calls::AnswerGrowth& grown) override {
+    grpc::ByteBuffer response;
+    // No deadline of the stream's own: FunctionCalls applies --call-timeout to each message.
+    const absl::Time deadline = absl::InfiniteFuture();
+    absl::Status status =
+        co_await ServeEncodedMap(calls_, deadline, request, response, grown, "MapStream");
     if (!status.ok()) co_return status;
     co_return response;
   }
@@ -558,7 +567,8 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   unary(&Service::RequestMap, "Map",
       [&calls](absl::Time deadline, grpc::ByteBuffer& request, grpc::ByteBuffer& response,
                const calls::AnswerGrowth& grown) -> asio::awaitable<grpc::Status> {
-        return ServeEncodedMap(calls, deadline, request, response, grown);
+        absl::Status status = co_await ServeEncodedMap(calls, deadline, request, response, grown);
+        co_return ToGrpcStatus(status);
       });
   unary_call(&Service::RequestReduce, &calls::FunctionCalls::Reduce, "Reduce");
   unary_call(&Service::RequestValidate, &calls::FunctionCalls::Validate, "Validate");
@@ -574,12 +584,11 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
   MapStream::Listen(
       context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
       stream_limits,
-      [&calls, &gate, caps](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
+      [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
         }
-        return std::make_unique<ParsingStreamHandler<v1::MapRequest, v1::MapResponse>>(
-            std::make_unique<MapStreamHandler>(calls), "MapStream", caps);
+        return std::make_unique<MapStreamHandler>(calls);
       });
 
   using Session = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;

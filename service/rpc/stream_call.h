@@ -19,6 +19,7 @@
 // made the server hold every answer for good.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -34,6 +35,7 @@
 #include "asio/co_spawn.hpp"
 #include "asio/this_coro.hpp"
 #include "grpcpp/grpcpp.h"
+#include "service/calls/answer_growth.h"
 #include "service/common/log.h"
 #include "service/grpc_asio/call_done.h"
 #include "service/grpc_asio/grpc_context.h"
@@ -56,6 +58,13 @@ class StreamHandler {
   // The answer to one request: a response to write, nothing (no answer for this request), or
   // an error that ends the stream with that status. The request may be consumed.
   virtual asio::awaitable<absl::StatusOr<std::optional<Response>>> Handle(Request& request) = 0;
+  // Handle, for a handler that builds its answer in parts (a MapStream message's Map): `grown`
+  // is told the answer's bytes as it grows (calls::AnswerGrowth), so that the stream counts
+  // them before the answer is whole. Others answer at once, and need not override it.
+  virtual asio::awaitable<absl::StatusOr<std::optional<Response>>> HandleGrowing(
+      Request& request, const calls::AnswerGrowth& /*grown*/) {
+    return Handle(request);
+  }
   // After writing this response the stream ends (OK).
   virtual bool EndsStream(const Response&) { return false; }
   // While Handle works on a message, the stream writes Heartbeat() whenever it has been
@@ -261,8 +270,9 @@ class StreamMethod
       const bool read = co_await grpc_asio::Read(context_, call.stream, request);
       if (!call.EndWaiting()) co_return ShuttingDown();  // finished already, by the drain
       if (!read) co_return grpc::Status::OK;  // the client closed its side
-      std::optional<CallMemory::Charge> held_request = Hold(request, kRequestCopies);
-      if (!held_request.has_value()) {
+      // The request's charge, which becomes its answer's as the answer grows.
+      std::optional<CallMemory::Charge> held = Hold(request, kRequestCopies);
+      if (!held.has_value()) {
         const int64_t bytes = kRequestCopies * MessageBytes(request);
         request.Clear();
         co_return Refused("its request", bytes);
@@ -271,11 +281,11 @@ class StreamMethod
       std::exception_ptr failed;
       absl::StatusOr<std::optional<Response>> answer = std::nullopt;
       try {
-        answer = co_await handler.Handle(request);
+        const calls::AnswerGrowth grown = Growth(*held);
+        answer = co_await handler.HandleGrowing(request, grown);
       } catch (...) {
         failed = std::current_exception();
       }
-      held_request.reset();
       if (heartbeat != nullptr) heartbeat->Idle();
       // From here the stream waits for its client to take what it was sent: a heartbeat in
       // flight, then the answer.
@@ -290,10 +300,15 @@ class StreamMethod
       if (!answer.ok()) {
         co_return WithStatusTrailers(ToGrpcStatus(answer.status()), call.server_context);
       }
-      if (!answering) continue;
+      if (!answering) {
+        held.reset();
+        continue;
+      }
       const Response response = std::move(**answer);
-      std::optional<CallMemory::Charge> held_answer = Hold(response, 1);
-      if (!held_answer.has_value()) co_return Refused("its answer", MessageBytes(response));
+      // The request's charge becomes the answer's: it may shrink, or need more room.
+      if (!held->Resize(Counted(response, 1))) {
+        co_return Refused("its answer", MessageBytes(response));
+      }
       const bool ending = handler.EndsStream(response);
       if (std::optional<Response> notice = handler.Forewarning(MessageBytes(response))) {
         if (!co_await WriteWatched(call, watch, *notice)) co_return ClientWentAway();
@@ -327,11 +342,32 @@ class StreamMethod
   // stream, adding work just when memory is short (a burst of unary Maps would otherwise end
   // the sessions of CouchDB's ordinary documents).
   static constexpr int64_t kUncountedMessageBytes = 16 << 10;
+  int64_t Counted(const grpc::ByteBuffer& message, int64_t copies) const {
+    if (limits_.memory == nullptr || MessageBytes(message) < kUncountedMessageBytes) return 0;
+    return copies * MessageBytes(message);
+  }
   std::optional<CallMemory::Charge> Hold(const grpc::ByteBuffer& message, int64_t copies) {
-    if (limits_.memory == nullptr || MessageBytes(message) < kUncountedMessageBytes) {
-      return CallMemory::Charge();
-    }
-    return limits_.memory->TryCharge(copies * MessageBytes(message));
+    if (limits_.memory == nullptr) return CallMemory::Charge();
+    // A charge of nothing still belongs to the budget: an answer that grows past what was
+    // counted of its request (a small message naming many functions) is counted as it grows.
+    return limits_.memory->TryCharge(Counted(message, copies));
+  }
+
+  // What `held`, a request's charge, becomes while its answer grows: the request's bytes once
+  // and the answer, or the first charge if that is more (as a unary call's, rpc_server.cc).
+  // An answer under kUncountedMessageBytes is not counted, as a whole one is not.
+  calls::AnswerGrowth Growth(CallMemory::Charge& held) {
+    if (limits_.memory == nullptr) return nullptr;
+    const int64_t request_charge = held.bytes();
+    return [this, &held, request_charge](int64_t answer_bytes) -> absl::Status {
+      if (answer_bytes < kUncountedMessageBytes) answer_bytes = 0;
+      const int64_t bytes =
+          std::max(request_charge, request_charge / kRequestCopies + answer_bytes);
+      if (held.Resize(bytes)) return absl::OkStatus();
+      metrics::CallMemoryRefused(rpc_);
+      return absl::ResourceExhaustedError(
+          limits_.memory->RefusalMessage("its answer, as it was built,", answer_bytes));
+    };
   }
 
   grpc::Status Refused(const char* what, int64_t bytes) {

@@ -61,20 +61,20 @@ std::string Flat(grpc::ByteBuffer& buffer) {
 
 class EncodedMapCallTest : public ::testing::Test {
  protected:
-  grpc::Status Serve(calls::FunctionCalls& calls, grpc::ByteBuffer& request,
+  absl::Status Serve(calls::FunctionCalls& calls, grpc::ByteBuffer& request,
                      grpc::ByteBuffer& response) {
-    std::optional<grpc::Status> result;
+    std::optional<absl::Status> result;
     std::exception_ptr thrown;
     asio::co_spawn(io_, ServeEncodedMap(calls, absl::InfiniteFuture(), request, response),
                    asio::bind_cancellation_slot(
-                       cancel_.slot(), [&](std::exception_ptr error, grpc::Status status) {
+                       cancel_.slot(), [&](std::exception_ptr error, absl::Status status) {
                          thrown = error;
                          result = std::move(status);
                        }));
     io_.run();
     io_.restart();
     if (thrown) std::rethrow_exception(thrown);
-    return result.value_or(grpc::Status(grpc::StatusCode::UNKNOWN, "never completed"));
+    return result.value_or(absl::UnknownError("never completed"));
   }
 
   asio::io_context io_;
@@ -88,8 +88,8 @@ TEST_F(EncodedMapCallTest, ReadsSlicedRequestsAndAnswersInOneMessage) {
   grpc::ByteBuffer request = Sliced(sent.SerializeAsString(), 7);
   grpc::ByteBuffer response;
 
-  const grpc::Status status = Serve(calls, request, response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
+  const absl::Status status = Serve(calls, request, response);
+  ASSERT_TRUE(status.ok()) << status;
   EXPECT_EQ(request.Length(), 0u);  // consumed as soon as it was read
   v1::MapResponse answer;
   ASSERT_TRUE(answer.ParseFromString(Flat(response)));
@@ -104,8 +104,8 @@ TEST_F(EncodedMapCallTest, AMapOfNoDocumentsIsAnEmptyMessageNotNone) {
   grpc::ByteBuffer request = Sliced(RequestOf(0).SerializeAsString(), 64);
   grpc::ByteBuffer response;
 
-  const grpc::Status status = Serve(calls, request, response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
+  const absl::Status status = Serve(calls, request, response);
+  ASSERT_TRUE(status.ok()) << status;
   // A ByteBuffer that is not Valid() is no message: the client's call fails with "No message
   // returned for unary request".
   EXPECT_TRUE(response.Valid());
@@ -120,9 +120,9 @@ TEST_F(EncodedMapCallTest, AnErrorIsTheStatusWithNoMessage) {
   grpc::ByteBuffer request = Sliced(RequestOf(11).SerializeAsString(), 64);
   grpc::ByteBuffer response;
 
-  const grpc::Status status = Serve(calls, request, response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_EQ(status.error_message(),
+  const absl::Status status = Serve(calls, request, response);
+  EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+  EXPECT_EQ(status.message(),
             "the request holds 11 documents, more than the 10 one call may carry; split the "
             "batch, or raise cnp-server's --max-docs-per-call");
   EXPECT_EQ(response.Length(), 0u);
@@ -143,8 +143,8 @@ TEST_F(EncodedMapCallTest, ACancelledCallIsCancelled) {
   grpc::ByteBuffer request = Sliced(RequestOf(1'000).SerializeAsString(), 4096);
   grpc::ByteBuffer response;
 
-  const grpc::Status status = Serve(calls, request, response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  const absl::Status status = Serve(calls, request, response);
+  EXPECT_TRUE(absl::IsCancelled(status)) << status;
   EXPECT_EQ(response.Length(), 0u);
   EXPECT_EQ(runner.batches().size(), 1u);
 }

@@ -12,9 +12,10 @@ A security review found three things, reproduced here scaled down (--max-call-by
 - Requests waiting for a worker: each queued Map held about twice its size. Now a request is
   counted from its admission, and one that would pass the budget is refused at once, while a
   small call is still served.
-- Answers many times their requests: a Map's answer was counted only once it was whole, so
-  calls admitted on their small requests built answers of up to --max-call-bytes each, all at
-  once, past the budget. Now a Map's answer is counted as it grows, part by part.
+- Answers many times their requests: a Map's answer (a MapStream message's too) was counted
+  only once it was whole, so calls admitted on their small requests built answers of up to
+  --max-call-bytes each, all at once, past the budget. Now it is counted as it grows, part by
+  part.
 - A client deadline of grpc-timeout 2562047H (the int64-nanosecond maximum) overflowed into the
   past and failed every call at once; it is now no deadline.
 
@@ -394,43 +395,63 @@ class CallMemoryTest(unittest.TestCase):
     def test_answers_are_counted_as_they_are_built(self):
         # Calls of 96,000 small documents (four waves of parts) whose answers are about 20
         # times their requests: six admitted on their requests would build six answers of
-        # about 58 MiB at once, against a budget of 128 MiB.
+        # about 58 MiB at once, against a budget of 128 MiB. The same for six MapStream
+        # streams of one such message each, whose answers were counted only once whole.
         max_call, budget, calls, docs, width = 64 * MIB, 128 * MIB, 6, 96_000, 600
-        server = Server(self.dir, [f"--max-call-bytes={max_call}",
-                                   f"--max-grpc-memory={budget}"])
-        try:
-            requests = [map_request(b"svc_fns.widens", *(
-                b'{"_id":"%d-%d","width":%d}' % (c, d, width) for d in range(docs)))
-                for c in range(calls)]
-            before = server.peak()
-            options = [("grpc.max_receive_message_length", max_call + MIB)]
-            with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+        requests = [map_request(b"svc_fns.widens", *(
+            b'{"_id":"%d-%d","width":%d}' % (c, d, width) for d in range(docs)))
+            for c in range(calls)]
+        for method in ("Map", "MapStream"):
+            with self.subTest(method=method):
+                server = Server(self.dir, [f"--max-call-bytes={max_call}",
+                                           f"--max-grpc-memory={budget}"])
+                try:
+                    before = server.peak()
+                    outcomes = self.call_all(server, method, requests, max_call)
+                    grown = server.peak() - before
+                    refused = [e for e, _ in outcomes if e is not None]
+                    served = [answer for e, answer in outcomes if e is None]
+                    print(f"{calls} {method} calls of {len(requests[0]) >> 20} MiB answering "
+                          f"about {docs * (width + 20) >> 20} MiB each: {len(served)} served, "
+                          f"{len(refused)} refused; server peak grew {grown >> 20} MiB "
+                          f"(budget {budget >> 20} MiB)", file=sys.stderr)
+                    for error in refused:
+                        self.assertEqual(error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                         error.details())
+                        self.assertIn("--max-grpc-memory", error.details())
+                    self.assertTrue(any("as it was built" in e.details() for e in refused),
+                                    [e.details() for e in refused])
+                    self.assertGreaterEqual(len(served), 1, [e.details() for e in refused])
+                    for answer in served:  # whole, never cut short
+                        self.assertGreater(len(answer), docs * width)
+                    # gRPC's quota and what calls hold are bounded apart, each by the budget
+                    # (README: --max-grpc-memory). Before, 420 to 433 MiB here for Map.
+                    self.assertLess(grown, 2 * budget, server.log()[-3000:])
+                    self.assert_serves_on(server)
+                finally:
+                    server.stop()
+
+    @staticmethod
+    def call_all(server, method, requests, max_call):
+        """Each request as a call of `method` (a MapStream of that one message), all at once:
+        [(error or None, answer bytes or None)]."""
+        options = [("grpc.max_receive_message_length", max_call + MIB)]
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel:
+            if method == "Map":
                 call = channel.unary_unary("/cnp.v1.Functions/Map")
                 futures = [call.future(r, timeout=120) for r in requests]
-                outcomes = [(f.exception(), None if f.exception() else f.result())
-                            for f in futures]
-            grown = server.peak() - before
-            refused = [e for e, _ in outcomes if e is not None]
-            served = [answer for e, answer in outcomes if e is None]
-            print(f"{calls} Map calls of {len(requests[0]) >> 20} MiB answering about "
-                  f"{docs * (width + 20) >> 20} MiB each: {len(served)} served, "
-                  f"{len(refused)} refused; server peak grew {grown >> 20} MiB "
-                  f"(budget {budget >> 20} MiB)", file=sys.stderr)
-            for error in refused:
-                self.assertEqual(error.code(), grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 error.details())
-                self.assertIn("--max-grpc-memory", error.details())
-            self.assertTrue(any("as it was built" in e.details() for e in refused),
-                            [e.details() for e in refused])
-            self.assertGreaterEqual(len(served), 1, [e.details() for e in refused])
-            for answer in served:  # whole, never cut short
-                self.assertGreater(len(answer), docs * width)
-            # gRPC's quota and what calls hold are bounded apart, each by the budget (README:
-            # --max-grpc-memory). Before, 420 to 433 MiB here.
-            self.assertLess(grown, 2 * budget, server.log()[-3000:])
-            self.assert_serves_on(server)
-        finally:
-            server.stop()
+                return [(f.exception(), None if f.exception() else f.result())
+                        for f in futures]
+            call = channel.stream_stream("/cnp.v1.Functions/MapStream")
+            streams = [call(iter([r]), timeout=120) for r in requests]
+            outcomes = []
+            for stream in streams:
+                try:
+                    answers = list(stream)
+                    outcomes.append((None, answers[0] if answers else b""))
+                except grpc.RpcError as error:
+                    outcomes.append((error, None))
+            return outcomes
 
     def test_a_deadline_past_int64_nanoseconds_is_no_deadline(self):
         server = Server(self.dir)
