@@ -16,6 +16,7 @@
 #include "service/common/log.h"
 #include "service/worker/builtin_module.h"
 #include "service/worker/code_file_guard.h"
+#include "service/worker/installed_distributions.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"
 
@@ -224,8 +225,14 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
       continue;
     }
     if (absl::Status s = AppendToSysPath(dir.path); !s.ok()) return s;
-    AddRoot(dir.path,
-            IsLibraryDir(dir.path, site_dirs) ? roots.library_dirs : roots.operator_dirs);
+    if (IsLibraryDir(dir.path, site_dirs)) {
+      AddRoot(dir.path, roots.library_dirs);
+      continue;
+    }
+    AddRoot(dir.path, roots.operator_dirs);
+    for (const std::string& installed : InstalledTopLevels(dir.path)) {
+      AddRoot(installed, roots.installed_in_operator_dirs);
+    }
   }
 
   if (PySys_SetObject("stdout", PySys_GetObject("stderr")) != 0) {

@@ -33,6 +33,10 @@ struct CodeRoots {
   // name, or as the interpreter's site module reports them). Their modules run only when
   // --allow-module names them.
   std::vector<std::string> library_dirs;
+  // Inside the operator's directories, what an installer put there (pip install --target):
+  // the top-level packages and modules its records name (installed_distributions.h). Library
+  // code, as a library directory's is.
+  std::vector<std::string> installed_in_operator_dirs;
   std::vector<std::string> stdlib_dirs;  // the standard library
 };
 

@@ -38,6 +38,33 @@ constexpr const char* kInstallsOrRunsSoftware[] = {
     "plumbum",
 };
 
+// Modules that tools run as programs (python setup.py, pytest's conftest.py, Django's
+// manage.py, nox, fabric): importing one runs it, and none holds functions for CouchDB. A name
+// that reaches one is refused before its import, as its top-level code would run even though
+// no such function is there.
+constexpr const char* kScriptModules[] = {"setup", "conftest", "manage", "noxfile", "fabfile"};
+
+// The first part of `path` that starts with '_' and is no dunder (those are refused on their
+// own); empty when there is none. The mark Python gives what is private to its module or
+// package, and where vendored libraries live (pip._vendor, or myviews._vendor.yaml, whose
+// yaml.unsafe_load runs shell commands).
+std::string PrivatePart(const std::string& path) {
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    if (absl::StartsWith(part, "_") && !absl::StartsWith(part, "__")) return std::string(part);
+  }
+  return "";
+}
+
+// The first part of `module` that names a script module (kScriptModules); empty if none.
+std::string ScriptPart(const std::string& module) {
+  for (absl::string_view part : absl::StrSplit(module, '.')) {
+    for (const char* script : kScriptModules) {
+      if (part == script) return std::string(part);
+    }
+  }
+  return "";
+}
+
 bool IsModuleOrSubmodule(const std::string& module, const std::string& prefix) {
   return module == prefix || absl::StartsWith(module, absl::StrCat(prefix, "."));
 }
@@ -212,7 +239,11 @@ ModulePolicy::Location ModulePolicy::LocateSpelling(const std::string& spelling)
   std::string library = LongestRoot(spelling, roots_.library_dirs);
   std::string stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
   if (!op.empty() && op.size() >= library.size() && op.size() > stdlib.size()) {
-    return {Root::kOperator, ModuleNameBelow(spelling, op), op};
+    // What an installer put in the operator's directory is library code, under its name there
+    // (an operator directory inside it is the operator's: --python-path named it).
+    const std::string installed = LongestRoot(spelling, roots_.installed_in_operator_dirs);
+    const Root root = installed.size() > op.size() ? Root::kLibrary : Root::kOperator;
+    return {root, ModuleNameBelow(spelling, op), op};
   }
   if (library.size() > op.size() && library.size() > stdlib.size()) {
     return {Root::kLibrary, ModuleNameBelow(spelling, library), library};
@@ -292,8 +323,9 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
     std::string top = location.module.substr(0, location.module.find('.'));
     return {absl::StrCat("is installed library code (", file, ", in a virtualenv's or an "
-                         "installation's package directory), which runs only when "
-                         "--allow-module names it"),
+                         "installation's package directory, or installed beside the operator's "
+                         "modules as a *.dist-info or *.egg-info there records), which runs "
+                         "only when --allow-module names it"),
             absl::StrCat("start cnp-server with --allow-module=", top.empty() ? "MODULE" : top,
                          " to allow it, or put the operator's own modules on --python-path")};
   }
@@ -393,7 +425,22 @@ absl::Status ModulePolicy::RefusalByName(const FunctionName& name) const {
   }
   // By name before anything else, --allow-module included: `distutils` never reaches
   // find_spec, where a virtualenv's shim would import setuptools to answer.
-  return NeverCallable(name, name.module, "module");
+  if (absl::Status s = NeverCallable(name, name.module, "module"); !s.ok()) return s;
+  if (std::string script = ScriptPart(name.module); !script.empty()) {
+    return Denied(name,
+                  absl::StrCat("'", script, "' is a script that tools run (",
+                               absl::StrJoin(kScriptModules, ".py, "),
+                               ".py), whose top-level code would run on import"),
+                  "cnp-server never imports one: put the functions in a module of their own");
+  }
+  if (std::string part = PrivatePart(name.path); !part.empty()) {
+    return Denied(name,
+                  absl::StrCat("'", part, "' starts with '_', which marks it private to its "
+                               "package (vendored libraries live in such places)"),
+                  "cnp-server calls only public functions: name the function, and each module "
+                  "on the way to it, without a leading '_'");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ModulePolicy::CheckBeforeImport(const FunctionName& name) const {

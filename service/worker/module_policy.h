@@ -2,8 +2,9 @@
 //
 // Where code may come from (CodeRoots): the operator's directories (--python-path and
 // PYTHONPATH entries), library directories (the virtualenv's site-packages and what its .pth
-// files add, and any path entry that is a site-packages or dist-packages directory), and the
-// standard library. One rule for library directories: their modules run only when an
+// files add, and any path entry that is a site-packages or dist-packages directory; inside an
+// operator's directory, the packages an installer put there: installed_distributions.h), and
+// the standard library. One rule for library directories: their modules run only when an
 // --allow-module prefix names them; the operator's run without one (unless prefixes are
 // given, then only those they cover). Never callable, whatever the roots and prefixes: the
 // standard library and the packages that install or run software (NeverCallableReason), by
@@ -14,8 +15,9 @@
 // its file must: every package directory on the way is checked, not only the code directories.
 //
 // Before anything is imported (CheckBeforeImport): no dotted part is a dunder name
-// (`myviews.__setattr__`, `unittest.__main__`), the module is not couch_named_python's nor
-// never callable, the module is covered by an --allow-module prefix (dot boundary) when any is
+// (`myviews.__setattr__`, `unittest.__main__`) or private (`myviews._vendor.yaml`: vendored
+// libraries live there), no module part is a script tools run (`setup`, `conftest`, `manage`:
+// importing one runs it), the module is not couch_named_python's nor never callable, the module is covered by an --allow-module prefix (dot boundary) when any is
 // given, and the module and each package above it would be loaded from a file under the
 // operator's directories, or a library directory as above - found the way `import` finds it,
 // without running its code, and never the standard library or a module built into Python.
@@ -66,8 +68,8 @@ class ModulePolicy {
   // full checks come when the name is used.
   bool AllowsModuleName(const std::string& module) const { return AllowedByPrefix(module); }
 
-  // Whether `name` is refused by its spelling alone (RefusalByName): a dunder part,
-  // couch_named_python's module, or a module that is never callable. Such a name gets no "did
+  // Whether `name` is refused by its spelling alone (RefusalByName): a dunder or private part,
+  // a script module, couch_named_python's module, or a module that is never callable. Such a name gets no "did
   // you mean", and nothing about it is looked up: asked for `distutils`, a virtualenv's shim
   // imports setuptools.
   bool RefusesByName(const FunctionName& name) const;

@@ -107,6 +107,100 @@ TEST(NeverCallableTest, AFunctionsRealFileDecidesNotItsClaimedModule) {
   EXPECT_THAT(own.design().reply(), HasSubstr("relay ran"));
 }
 
+// pip install --target=DIR puts a library beside the operator's modules, under no
+// site-packages name: a review ran a shell command through yaml.unsafe_load that way (PyYAML
+// in a --python-path directory). What a *.dist-info's RECORD or an *.egg-info names is library
+// code now, refused until --allow-module names it; the operator's own module beside it runs.
+TEST(InstalledBesideTest, WhatAnInstallerRecordsBesideTheOperatorsModulesIsALibrary) {
+  const std::string dir = FreshDir("beside");
+  auto ran = [&](const std::string& what) {
+    return absl::StrCat("def show(doc, req):\n    open('", dir, "/ran.", what,
+                        "', 'w').close()\n    return {'body': 'ran'}\n");
+  };
+  std::filesystem::create_directories(dir + "/fakeyaml");
+  WriteModule(dir + "/fakeyaml/__init__.py", ran("fakeyaml"));
+  WriteModule(dir + "/fakesix.py", ran("fakesix"));
+  std::filesystem::create_directories(dir + "/fakeyaml-6.0.dist-info");
+  WriteModule(dir + "/fakeyaml-6.0.dist-info/RECORD",
+              "fakeyaml/__init__.py,sha256=abc,120\n"
+              "fakeyaml-6.0.dist-info/RECORD,,\n"
+              "\"fakesix.py\",sha256=def,80\n"
+              "../../bin/fakeyaml-tool,sha256=ghi,10\n");
+  std::filesystem::create_directories(dir + "/fakeegg");
+  WriteModule(dir + "/fakeegg/__init__.py", ran("fakeegg"));
+  std::filesystem::create_directories(dir + "/fakeegg-1.0.egg-info");
+  WriteModule(dir + "/fakeegg-1.0.egg-info/top_level.txt", "fakeegg\n");
+  WriteModule(dir + "/views.py", ran("views"));
+
+  auto worker = WorkerProcess::Start({"--python-path=" + dir});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  for (const char* installed : {"fakeyaml", "fakesix", "fakeegg"}) {
+    const Reply reply = Show(**worker, absl::StrCat(installed, ".show"));
+    ASSERT_TRUE(reply.has_failure()) << installed << ": " << reply.DebugString();
+    EXPECT_EQ(reply.failure().code(), Failure::PERMISSION_DENIED) << installed;
+    EXPECT_THAT(reply.failure().message(),
+                HasSubstr("installed beside the operator's modules as a *.dist-info or "
+                          "*.egg-info there records"))
+        << installed;
+    EXPECT_THAT(reply.failure().message(), HasSubstr(absl::StrCat("--allow-module=", installed)));
+    EXPECT_FALSE(Exists(absl::StrCat(dir, "/ran.", installed))) << installed << " ran";
+  }
+  const Reply own = Show(**worker, "views.show");
+  ASSERT_TRUE(own.has_design()) << own.DebugString();
+
+  // Named by --allow-module, a library runs, as a virtualenv's does.
+  auto allowed = WorkerProcess::Start(
+      {"--python-path=" + dir, "--allow-module=fakeyaml", "--allow-module=views"});
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  const Reply library = Show(**allowed, "fakeyaml.show");
+  ASSERT_TRUE(library.has_design()) << library.DebugString();
+  EXPECT_TRUE(Exists(dir + "/ran.fakeyaml"));
+}
+
+// Refused by their names before anything is imported: a private part (where vendored
+// libraries live: a review ran myviews._vendor.yaml.unsafe_load), and a script module that
+// tools run (a review had setup.anything run setup.py's top-level code, though no such
+// function is there). Each module's top-level code would leave a mark.
+TEST(NamesBeforeImportTest, PrivatePartsAndScriptModulesAreRefusedUnimported) {
+  const std::string dir = FreshDir("private");
+  auto marks = [&](const std::string& what) {
+    return absl::StrCat("open('", dir, "/imported.", what,
+                        "', 'w').close()\ndef show(doc, req):\n    return {'body': 'ran'}\n"
+                        "def _hidden(doc, req):\n    return {'body': 'ran'}\n");
+  };
+  std::filesystem::create_directories(dir + "/myviews/_vendor");
+  WriteModule(dir + "/myviews/__init__.py", "def show(doc, req):\n    return {'body': 'own'}\n"
+                                             "def _hidden(doc, req):\n    return {'body': 'no'}\n");
+  WriteModule(dir + "/myviews/_vendor/__init__.py", marks("vendor"));
+  WriteModule(dir + "/myviews/manage.py", marks("manage"));
+  WriteModule(dir + "/setup.py", marks("setup"));
+  WriteModule(dir + "/conftest.py", marks("conftest"));
+  for (const bool allow_list : {false, true}) {
+    SCOPED_TRACE(allow_list ? "--allow-module=myviews" : "no --allow-module");
+    std::vector<std::string> flags = {"--python-path=" + dir};
+    if (allow_list) flags.push_back("--allow-module=myviews");
+    auto worker = WorkerProcess::Start(flags);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    const std::vector<std::pair<std::string, std::string>> refused = {
+        {"myviews._vendor.show", "'_vendor' starts with '_'"},
+        {"myviews._hidden", "'_hidden' starts with '_'"},
+        {"myviews.manage.show", "'manage' is a script that tools run"},
+        {"setup.anything", "'setup' is a script that tools run"},
+        {"conftest.show", "'conftest' is a script that tools run"}};
+    for (const auto& [name, why] : refused) {
+      const Reply reply = Show(**worker, name);
+      ASSERT_TRUE(reply.has_failure()) << name << ": " << reply.DebugString();
+      EXPECT_EQ(reply.failure().code(), Failure::PERMISSION_DENIED) << name;
+      EXPECT_THAT(reply.failure().message(), HasSubstr(why)) << name;
+    }
+    const Reply own = Show(**worker, "myviews.show");
+    ASSERT_TRUE(own.has_design()) << own.DebugString();
+  }
+  for (const char* module : {"vendor", "manage", "setup", "conftest"}) {
+    EXPECT_FALSE(Exists(absl::StrCat(dir, "/imported.", module))) << module << " was imported";
+  }
+}
+
 // A "did you mean" for a refused name looks nothing up: in a virtualenv, asking whether
 // `distutils` exists makes the shim import setuptools. And no guess names a function that is
 // never callable, from a misspelt module (`oss.system`) or a misspelt function (`os.systen`).
