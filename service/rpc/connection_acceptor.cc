@@ -23,6 +23,7 @@
 #include "asio/use_awaitable.hpp"
 #include "absl/time/time.h"
 #include "service/common/log.h"
+#include "service/http2_guard/guarded_reads.h"
 #include "service/rpc/bearer_authorization.h"
 #include "service/rpc/peer_connections.h"
 #include "service/rpc/refusal_log.h"
@@ -179,6 +180,7 @@ class ConnectionAcceptor::Loop {
       ::close(fd);
       return;
     }
+    GuardHttp2(fd, absl::StrCat(peer, " uid ", credentials.uid), peer);
     hand_over_(index, fd);
   }
 
@@ -211,7 +213,17 @@ class ConnectionAcceptor::Loop {
     // Lockstep exchanges (one CouchDB document at a time) must not wait for Nagle.
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!policy_.tcp_tls) GuardHttp2(fd, peer.address, peer.uri);
     hand_over_(index, fd);
+  }
+
+  // The connection's HTTP/2 read by a FrameGuard as gRPC reads it: one that passes its limits
+  // is closed there, and the access log says why (a "closed" line per peer and interval).
+  void GuardHttp2(int fd, std::string key, std::string peer) {
+    http2_guard::GuardReads(fd, [&refusals = refusals_, key = std::move(key),
+                                 peer = std::move(peer)](absl::string_view why) {
+      refusals.Refused("closed", key, peer, absl::StrCat("its HTTP/2 ", why));
+    });
   }
 
   // Closed at once, so the client learns at once. Refusals are logged before the connection

@@ -10,6 +10,9 @@
 //   reach a TCP listener) leaves room for the unix-socket clients: CouchDB's adapters;
 // - one peer address may have only so many TCP connections open (--max-connections-per-peer);
 // - a TCP connection that makes no admitted call soon is closed (connection_probation.h);
+// - a plaintext connection whose HTTP/2 passes limits gRPC 1.51 does not enforce is closed
+//   (service/http2_guard: streams before the SETTINGS ack, PING, SETTINGS and RST_STREAM
+//   floods, endless header blocks);
 // - refusals are logged once per peer and interval (refusal_log.h), not once per connection;
 // - when accept() itself fails for want of descriptors or memory, it is retried shortly after.
 //   gRPC 1.51's own listener stopped for good on EMFILE, and every later call failed until a
@@ -38,6 +41,9 @@ struct AcceptPolicy {
   int tcp_descriptor_cap = 0;    // the same for TCP connections: below descriptor_cap
   int max_connections_per_peer = 0;  // TCP connections one address may have open; 0: any
   ConnectionProbation* probation = nullptr;  // null: none
+  // Whether the TCP listeners speak TLS. The connections whose HTTP/2 is in plaintext (every
+  // unix socket's, TCP's without TLS) have it read by a FrameGuard (service/http2_guard).
+  bool tcp_tls = false;
 };
 
 // The descriptor cap for the current RLIMIT_NOFILE (service/listen/descriptor_cap.h, which the

@@ -310,7 +310,8 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
                       .descriptor_cap = descriptor_cap,
                       .tcp_descriptor_cap = TcpDescriptorCap(descriptor_cap),
                       .max_connections_per_peer = options_.max_connections_per_peer,
-                      .probation = probation_.get()};
+                      .probation = probation_.get(),
+                      .tcp_tls = options_.security.UsesTls()};
   std::move(close_on_error).Cancel();
   std::vector<int> listener_fds;
   for (const listen::ListeningSocket& socket : sockets) listener_fds.push_back(socket.fd);

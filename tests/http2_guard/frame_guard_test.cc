@@ -1,0 +1,141 @@
+// The limits a FrameGuard holds a client's HTTP/2 to, read as gRPC reads the bytes: in pieces
+// that cut frames anywhere.
+#include "service/http2_guard/frame_guard.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace cnp::http2_guard {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr unsigned char kData = 0x0, kHeaders = 0x1, kRstStream = 0x3, kSettings = 0x4,
+                        kPing = 0x6, kContinuation = 0x9;
+
+std::string Frame(unsigned char type, unsigned char flags, uint32_t stream,
+                  const std::string& payload = "") {
+  const size_t n = payload.size();
+  std::string frame = {static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+                       static_cast<char>(n), static_cast<char>(type), static_cast<char>(flags),
+                       static_cast<char>(stream >> 24), static_cast<char>(stream >> 16),
+                       static_cast<char>(stream >> 8), static_cast<char>(stream)};
+  return frame + payload;
+}
+
+const absl::Time kStart = absl::FromUnixSeconds(1'800'000'000);
+
+// `bytes` read `piece` bytes at a time, at `now`: what the guard last said.
+std::string ReadInPieces(FrameGuard& guard, const std::string& bytes, size_t piece,
+                         absl::Time now = kStart) {
+  std::string said;
+  for (size_t at = 0; at < bytes.size(); at += piece) {
+    said = guard.Read(absl::string_view(bytes).substr(at, piece), now);
+  }
+  return said;
+}
+
+std::string Streams(uint32_t first, int count) {
+  std::string frames;
+  for (int i = 0; i < count; ++i) frames += Frame(kHeaders, 0x4, first + 2 * i, "hdrs");
+  return frames;
+}
+
+TEST(FrameGuardTest, StreamsBeforeTheSettingsAckAreHeldToTheServersLimit) {
+  for (size_t piece : {1, 7, 4096}) {
+    SCOPED_TRACE(piece);
+    FrameGuard guard;
+    const std::string start = std::string(kPreface) + Frame(kSettings, 0, 0);
+    EXPECT_EQ(ReadInPieces(guard, start + Streams(1, 100), piece), "");
+    EXPECT_THAT(ReadInPieces(guard, Streams(201, 1), piece),
+                HasSubstr("opened more than 100 streams without acknowledging the server's "
+                          "SETTINGS"));
+    // Said again to every later read.
+    EXPECT_NE(guard.Read(Frame(kSettings, 0x1, 0), kStart), "");
+  }
+  // Once acknowledged, gRPC's own MAX_CONCURRENT_STREAMS holds: the guard counts no more.
+  FrameGuard acked;
+  EXPECT_EQ(ReadInPieces(acked, std::string(kPreface) + Frame(kSettings, 0x1, 0) +
+                                    Streams(1, 5000), 13),
+            "");
+}
+
+TEST(FrameGuardTest, PingsPastTheBurstAndRateCloseTheConnection) {
+  FrameGuard guard;
+  std::string pings = kPreface;
+  for (int i = 0; i < 1000; ++i) pings += Frame(kPing, 0, 0, std::string(8, 'p'));
+  EXPECT_EQ(ReadInPieces(guard, pings, 100), "");
+  // Acknowledgements of the server's own pings are not counted.
+  EXPECT_EQ(guard.Read(Frame(kPing, 0x1, 0, std::string(8, 'a')), kStart), "");
+  // A second later, a second's worth more are allowed; not one past it.
+  std::string more;
+  for (int i = 0; i < 1000; ++i) more += Frame(kPing, 0, 0, std::string(8, 'p'));
+  EXPECT_EQ(guard.Read(more, kStart + absl::Seconds(1)), "");
+  EXPECT_THAT(guard.Read(Frame(kPing, 0, 0, std::string(8, 'p')), kStart + absl::Seconds(1)),
+              HasSubstr("sent PING frames faster than any client needs"));
+}
+
+TEST(FrameGuardTest, SettingsAndResetFloodsCloseTheConnection) {
+  FrameGuard settings;
+  std::string frames = kPreface;
+  for (int i = 0; i < 101; ++i) frames += Frame(kSettings, 0, 0);
+  EXPECT_THAT(ReadInPieces(settings, frames, 64), HasSubstr("SETTINGS frames faster"));
+
+  FrameGuard resets;
+  std::string rapid = std::string(kPreface) + Frame(kSettings, 0x1, 0);
+  for (int i = 0; i < 1001; ++i) {
+    rapid += Frame(kHeaders, 0x4, 1 + 2 * i, "h") + Frame(kRstStream, 0, 1 + 2 * i, "\0\0\0\x8");
+  }
+  EXPECT_THAT(ReadInPieces(resets, rapid, 512), HasSubstr("rapid reset"));
+}
+
+TEST(FrameGuardTest, AHeaderBlockThatNeverEndsIsCutAtItsLimit) {
+  FrameGuard guard;
+  std::string block = std::string(kPreface) + Frame(kSettings, 0x1, 0) +
+                      Frame(kHeaders, 0, 1, std::string(16000, 'h'));
+  EXPECT_EQ(ReadInPieces(guard, block, 1000), "");
+  std::string said;
+  for (int i = 0; i < 70 && said.empty(); ++i) {
+    said = guard.Read(Frame(kContinuation, 0, 1, std::string(16000, 'c')), kStart);
+  }
+  EXPECT_THAT(said, HasSubstr("a header block of more than 1048576 bytes"));
+  // One that ends in time is no block at all for the next.
+  FrameGuard ended;
+  std::string fine = std::string(kPreface) + Frame(kSettings, 0x1, 0);
+  for (int i = 0; i < 200; ++i) {
+    fine += Frame(kHeaders, 0, 1 + 2 * i, std::string(16000, 'h')) +
+            Frame(kContinuation, 0x4, 1 + 2 * i, "end");
+  }
+  EXPECT_EQ(ReadInPieces(ended, fine, 4096), "");
+}
+
+// A DATA frame's payload is skipped, not read as frames: a message full of what look like PING
+// headers is a message.
+TEST(FrameGuardTest, PayloadsAreSkippedNotReadAsFrames) {
+  std::string lookalikes;
+  for (int i = 0; i < 5000; ++i) lookalikes += Frame(kPing, 0, 0, std::string(8, 'p'));
+  FrameGuard guard;
+  EXPECT_EQ(ReadInPieces(guard, std::string(kPreface) + Frame(kSettings, 0x1, 0) +
+                                    Frame(kHeaders, 0x4, 1, "h") +
+                                    Frame(kData, 0, 1, lookalikes.substr(0, 16384)) +
+                                    Frame(kData, 0x1, 1, lookalikes.substr(16384, 16384)),
+                         333),
+            "");
+}
+
+// Bytes that are not HTTP/2 (a TLS hello sent to a plaintext port, a stray HTTP/1 request) are
+// gRPC's to refuse: the guard says nothing of them.
+TEST(FrameGuardTest, BytesThatAreNotHttp2AreLeftToGrpc) {
+  std::string http1 = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < 2000; ++i) http1 += Frame(kPing, 0, 0, std::string(8, 'p'));
+  FrameGuard guard;
+  EXPECT_EQ(ReadInPieces(guard, http1, 50), "");
+}
+
+}  // namespace
+}  // namespace cnp::http2_guard

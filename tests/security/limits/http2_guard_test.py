@@ -1,0 +1,209 @@
+"""What a client's HTTP/2 may do to cnp-server before any call, past Debian's gRPC 1.51.
+
+A review found, from a client on a loopback TCP listener (every local user can reach one):
+- gRPC 1.51 enforces MAX_CONCURRENT_STREAMS only once the client has acknowledged the server's
+  SETTINGS: four connections that never did opened 20,000 header-only streams each, and the
+  server held 972 MB (236 MB for one connection, 100 s);
+- each PING costs gRPC about 17 times its bytes until answered: 100 MB of PINGs on 50
+  connections took the server to 1.7 GB, and a call meanwhile timed out.
+Now every plaintext connection (unix socket, TCP without TLS) has its frames' headers read as
+gRPC reads them (service/http2_guard), and one past a limit no gRPC client comes near is
+closed there, with an access-log line. Well-behaved clients (hundreds of calls at once on one
+connection, calls cancelled) are not touched.
+
+The frames are written by hand on raw sockets; the server's memory is read from /proc."""
+
+import concurrent.futures
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+import grpc
+
+import cnp_testing
+
+SERVER = WORKER = FUNCTIONS = None
+MIB = 1 << 20
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")
+            + payload)
+
+
+def literal(name, value):
+    """An HPACK literal header field, not indexed."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+MAP_HEADERS = (b"\x83\x86" + literal(b":path", b"/cnp.v1.Functions/Map")
+               + literal(b":authority", b"localhost")
+               + literal(b"content-type", b"application/grpc") + literal(b"te", b"trailers"))
+
+
+def map_request(function, *docs):
+    parts = [b"\x0a" + bytes([len(function)]) + function]
+    for doc in docs:
+        parts += [b"\x12", bytes([len(doc)]), doc]
+    return b"".join(parts)
+
+
+SMALL = map_request(b"svc_fns.doubled", b'{"_id":"a","n":21}')
+
+
+def streams_without_ack(count):
+    """The client's preface and SETTINGS, then `count` header-only Map streams; never the
+    acknowledgement of the server's SETTINGS."""
+    return PREFACE + frame(4, 0, 0) + b"".join(
+        frame(1, 4, 1 + 2 * i, MAP_HEADERS) for i in range(count))
+
+
+def pings(count):
+    return PREFACE + frame(4, 0, 0) + b"".join(
+        frame(6, 0, 0, i.to_bytes(8, "big")) for i in range(count))
+
+
+class Server:
+    def __init__(self, directory):
+        self.log_path = os.path.join(directory, "server.log")
+        self.socket = os.path.join(directory, "cnp.sock")
+        with open(self.log_path, "w") as log:
+            self.process, ready = cnp_testing.start_server(
+                [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}",
+                 "--workers=2", "--listen=127.0.0.1:0", f"--listen=unix:{self.socket}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        if not ready:
+            raise RuntimeError(self.log())
+        self.port = cnp_testing.listening_port(self.log_path)
+
+    def log(self):
+        with open(self.log_path) as log:
+            return log.read()
+
+    def peak(self):
+        return cnp_testing.process_memory(self.process.pid, "VmHWM")
+
+    def connect(self, unix=False, source="127.0.0.1"):
+        if unix:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(self.socket)
+        else:
+            sock = socket.socket()
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", self.port))
+        return sock
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def send_until_closed(socks, data, timeout):
+    """Writes `data` on every socket, reading and dropping what comes back, until each is
+    closed by the server or `timeout` seconds have passed: how many the server closed."""
+    left = {s: data for s in socks}
+    closed = set()
+    for s in socks:
+        s.setblocking(False)
+    until = time.monotonic() + timeout
+    while len(closed) < len(socks) and time.monotonic() < until:
+        for s, rest in list(left.items()):
+            if not rest or s in closed:
+                continue
+            try:
+                left[s] = rest[s.send(rest[:1 << 20]):]
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed.add(s)
+        readable, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.05)
+        for s in readable:
+            try:
+                if not s.recv(1 << 20):
+                    closed.add(s)
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed.add(s)
+    return len(closed)
+
+
+class Http2GuardTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = cnp_testing.short_temp_dir(prefix="h2guard-")
+        self.server = Server(self.dir)
+
+    def tearDown(self):
+        self.server.stop()
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+    def assert_serves(self, unix=False):
+        target = f"unix:{self.server.socket}" if unix else f"127.0.0.1:{self.server.port}"
+        with grpc.insecure_channel(target) as channel:
+            reply = channel.unary_unary("/cnp.v1.Functions/Map")(SMALL, timeout=30)
+        self.assertIn(b'[[["a",42]]]', reply)
+
+    def test_streams_opened_without_the_settings_ack_close_the_connection(self):
+        for unix in (False, True):
+            with self.subTest(listener="unix" if unix else "tcp"):
+                before = self.server.peak()
+                socks = [self.server.connect(unix, f"127.0.6.{i + 1}") for i in range(4)]
+                try:
+                    closed = send_until_closed(socks, streams_without_ack(20_000), 30)
+                finally:
+                    for s in socks:
+                        s.close()
+                grown = self.server.peak() - before
+                print(f"4 connections of 20,000 streams without the SETTINGS ack "
+                      f"({'unix' if unix else 'tcp'}): {closed} closed, server peak grew "
+                      f"{grown >> 20} MiB", file=sys.stderr)
+                self.assertEqual(closed, 4, self.server.log()[-3000:])
+                self.assertIn("its HTTP/2 opened more than 100 streams without acknowledging "
+                              "the server's SETTINGS", self.server.log())
+                # Before, 972 MB held for as long as the client kept the connections.
+                self.assertLess(grown, 64 * MIB)
+                self.assert_serves(unix)
+
+    def test_a_ping_flood_closes_the_connection(self):
+        before = self.server.peak()
+        socks = [self.server.connect(False, f"127.0.5.{i + 1}") for i in range(20)]
+        try:
+            closed = send_until_closed(socks, pings(2 * MIB // 17), 30)
+        finally:
+            for s in socks:
+                s.close()
+        grown = self.server.peak() - before
+        print(f"20 connections of 2 MB of PINGs: {closed} closed, server peak grew "
+              f"{grown >> 20} MiB", file=sys.stderr)
+        self.assertEqual(closed, 20, self.server.log()[-3000:])
+        self.assertIn("its HTTP/2 sent PING frames faster than any client needs",
+                      self.server.log())
+        # Before, about 17 times the PINGs' 40 MB: 700 MB or more.
+        self.assertLess(grown, 256 * MIB)
+        self.assert_serves()
+
+    def test_well_behaved_clients_are_not_touched(self):
+        # 300 calls at once on one connection (gRPC queues those past the server's 100), and
+        # 200 more cancelled as soon as they start.
+        with grpc.insecure_channel(f"127.0.0.1:{self.server.port}") as channel:
+            call = channel.unary_unary("/cnp.v1.Functions/Map")
+            futures = [call.future(SMALL, timeout=60) for _ in range(300)]
+            for future in futures:
+                self.assertIn(b'[[["a",42]]]', future.result())
+            cancelled = [call.future(SMALL, timeout=60) for _ in range(200)]
+            for future in cancelled:
+                future.cancel()
+            self.assertIn(b'[[["a",42]]]', call(SMALL, timeout=30))
+        self.assertNotIn("its HTTP/2", self.server.log())
+
+
+if __name__ == "__main__":
+    SERVER, WORKER, FUNCTIONS = (os.path.abspath(p) for p in sys.argv[1:4])
+    if os.path.isfile(FUNCTIONS):  # a module of the directory that holds the functions
+        FUNCTIONS = os.path.dirname(FUNCTIONS)
+    unittest.main(argv=sys.argv[:1])
