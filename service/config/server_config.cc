@@ -196,6 +196,11 @@ std::string BoundAddress(const std::string& listen) {
 absl::Status CheckEachAddressOnce(const ServerConfig& c, const Sources& sources) {
   std::map<std::string, size_t> first_named;
   for (size_t i = 0; i < c.listen.size(); ++i) {
+    // Port 0 twice is two ports the kernel picks.
+    if (absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(c.listen[i]);
+        !IsUnixTarget(c.listen[i]) && tcp.ok() && tcp->port == 0) {
+      continue;
+    }
     const auto [first, fresh] = first_named.emplace(BoundAddress(c.listen[i]), i);
     if (fresh) continue;
     const std::string& earlier = c.listen[first->second];

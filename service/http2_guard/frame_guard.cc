@@ -85,7 +85,7 @@ void FrameGuard::Frame(absl::Time now) {
   }
   if (type == kSettings) {
     if ((flags & kAck) != 0) {
-      settings_acked_ = true;
+      settings_acked_ = settings_acked_ || server_spoke_;
     } else if (!settings_.Take(now)) {
       broken_ = "sent SETTINGS frames faster than any client needs";
     }

@@ -7,7 +7,7 @@
 //   to 1.7 GB;
 // - HEADERS then RST_STREAM over and over ("rapid reset", CVE-2023-44487), and a header block
 //   that never ends (CONTINUATION frames, CVE-2023-33953).
-// The guard reads the frames' 9-byte headers as gRPC reads the bytes (guarded_reads.h), never
+// The guard reads the frames' 9-byte headers as gRPC reads the bytes (guarded_connections.h), never
 // their payloads, and says when a connection has passed a limit no gRPC client comes near, so
 // that it is closed there.
 #pragma once
@@ -25,11 +25,14 @@ struct FrameLimits {
   // own MAX_CONCURRENT_STREAMS holds): the server's limit itself.
   int streams_before_settings_ack = 100;
   // Frames of each kind a client may send at once, and then per second: a token bucket each.
-  // gRPC's clients send a PING per keepalive interval or bandwidth probe, a SETTINGS frame at
-  // the start, and a RST_STREAM per call they cancel.
+  // gRPC's clients send a PING per keepalive interval or bandwidth probe (one outstanding at
+  // a time), a SETTINGS frame at the start, and a RST_STREAM per call cancelled or past its
+  // deadline (100 calls of 20 ms deadlines: 5,000 a second). The floods they stop send
+  // hundreds of thousands. PINGs are held tighter: gRPC 1.51 takes 2 to 4 KB for each until
+  // it has answered it (20 connections of 10,000 PINGs: 738 MB).
   int ping_burst = 1000, pings_per_second = 1000;
   int settings_burst = 100, settings_per_second = 10;
-  int reset_burst = 1000, resets_per_second = 1000;
+  int reset_burst = 10'000, resets_per_second = 10'000;
   // The bytes of one header block (HEADERS and its CONTINUATION frames): gRPC's own metadata
   // limit is 8 KiB by default, a request's headers are a few hundred bytes.
   int64_t max_header_block_bytes = 1 << 20;
@@ -42,6 +45,12 @@ class FrameGuard {
   // Reads the next `bytes` the client sent, at `now`. Empty while the client keeps to the
   // limits; once it has not, why (and every later call says it again).
   std::string Read(absl::string_view bytes, absl::Time now);
+
+  // The server has written to the connection: its SETTINGS come first, so an acknowledgement
+  // read from now on is of them. One read before is not: gRPC 1.51 takes an acknowledgement
+  // that comes before it sent its SETTINGS for one of the defaults, unlimited streams
+  // included, and never enforces its own limit on that connection.
+  void ServerSpoke() { server_spoke_ = true; }
 
  private:
   class Bucket {
@@ -65,6 +74,7 @@ class FrameGuard {
   unsigned char header_[9] = {};  // the frame header being read
   size_t header_read_ = 0;
   uint64_t payload_left_ = 0;     // of the frame whose header was read
+  bool server_spoke_ = false;
   bool settings_acked_ = false;
   int streams_before_ack_ = 0;
   uint32_t last_stream_ = 0;      // the highest stream a HEADERS frame opened

@@ -23,7 +23,7 @@
 #include "asio/use_awaitable.hpp"
 #include "absl/time/time.h"
 #include "service/common/log.h"
-#include "service/http2_guard/guarded_reads.h"
+#include "service/http2_guard/guarded_connections.h"
 #include "service/rpc/bearer_authorization.h"
 #include "service/rpc/peer_connections.h"
 #include "service/rpc/refusal_log.h"
@@ -220,7 +220,7 @@ class ConnectionAcceptor::Loop {
   // The connection's HTTP/2 read by a FrameGuard as gRPC reads it: one that passes its limits
   // is closed there, and the access log says why (a "closed" line per peer and interval).
   void GuardHttp2(int fd, std::string key, std::string peer) {
-    http2_guard::GuardReads(fd, [&refusals = refusals_, key = std::move(key),
+    http2_guard::GuardConnection(fd, [&refusals = refusals_, key = std::move(key),
                                  peer = std::move(peer)](absl::string_view why) {
       refusals.Refused("closed", key, peer, absl::StrCat("its HTTP/2 ", why));
     });

@@ -38,28 +38,55 @@ constexpr const char* kInstallsOrRunsSoftware[] = {
     "plumbum",
 };
 
-// Modules that tools run as programs (python setup.py, pytest's conftest.py, Django's
-// manage.py, nox, fabric): importing one runs it, and none holds functions for CouchDB. A name
-// that reaches one is refused before its import, as its top-level code would run even though
-// no such function is there.
-constexpr const char* kScriptModules[] = {"setup", "conftest", "manage", "noxfile", "fabfile"};
+// Scripts that tools run as programs from a project's top directory (python setup.py,
+// Django's manage.py, nox, fabric), and pytest's conftest.py wherever it is: importing one
+// runs it, and none holds functions for CouchDB. A name that reaches one is refused before its
+// import, as its top-level code would run even though no such function is there. A submodule
+// named so inside a package (accounts.manage) is an ordinary module.
+constexpr const char* kTopLevelScripts[] = {"setup", "manage", "noxfile", "fabfile"};
+constexpr const char* kScriptsAnywhere[] = {"conftest"};
 
 // The first part of `path` that starts with '_' and is no dunder (those are refused on their
-// own); empty when there is none. The mark Python gives what is private to its module or
-// package, and where vendored libraries live (pip._vendor, or myviews._vendor.yaml, whose
-// yaml.unsafe_load runs shell commands).
+// own, `__x` is private too); empty when there is none. The mark Python gives what is private
+// to its module or package, and where vendored libraries live (pip._vendor, or
+// myviews._vendor.yaml, whose yaml.unsafe_load runs shell commands).
 std::string PrivatePart(const std::string& path) {
   for (absl::string_view part : absl::StrSplit(path, '.')) {
-    if (absl::StartsWith(part, "_") && !absl::StartsWith(part, "__")) return std::string(part);
+    const bool dunder = part.size() > 4 && absl::StartsWith(part, "__") &&
+                        absl::EndsWith(part, "__");
+    if (absl::StartsWith(part, "_") && !dunder) return std::string(part);
   }
   return "";
 }
 
-// The first part of `module` that names a script module (kScriptModules); empty if none.
+// The part of `module` that names a script (kTopLevelScripts first, kScriptsAnywhere at any
+// depth); empty if none.
 std::string ScriptPart(const std::string& module) {
+  bool top = true;
   for (absl::string_view part : absl::StrSplit(module, '.')) {
-    for (const char* script : kScriptModules) {
+    for (const char* script : kScriptsAnywhere) {
       if (part == script) return std::string(part);
+    }
+    for (const char* script : kTopLevelScripts) {
+      if (top && part == script) return std::string(part);
+    }
+    top = false;
+  }
+  return "";
+}
+
+// Where vendored libraries live: a module below one of these is a copy of someone else's
+// library, whatever public module re-exports its functions (`from ._vendor.yaml import
+// unsafe_load`). A private module of the operator's own (`myviews._impl`, re-exported by
+// `myviews`) is the usual layout of a package, and stays callable through its public name.
+constexpr const char* kVendorDirectories[] = {"_vendor",      "_vendored", "vendor",
+                                              "vendored",     "_third_party", "third_party",
+                                              "_externals",   "externals"};
+
+std::string VendoredPart(const std::string& module) {
+  for (absl::string_view part : absl::StrSplit(module, '.')) {
+    for (const char* vendor : kVendorDirectories) {
+      if (part == vendor) return std::string(part);
     }
   }
   return "";
@@ -142,6 +169,39 @@ absl::Status Denied(const FunctionName& name, absl::string_view why, absl::strin
   return absl::PermissionDeniedError(absl::StrCat("PermissionError: ", name.path,
                                                   " is not allowed: ", why,
                                                   advice.empty() ? "" : "; ", advice));
+}
+
+enum class Naming { kRequested, kWhereItIs };
+
+// Refused for its module: a script's, or a private one as requested (`myviews._vendor.x`), or
+// a vendored library's where the function really is. `whose` says which module: the one
+// requested, or the function's own.
+absl::Status PrivateOrScript(const FunctionName& name, const std::string& module,
+                             absl::string_view whose, Naming naming = Naming::kRequested) {
+  if (std::string script = ScriptPart(module); !script.empty()) {
+    return Denied(name,
+                  absl::StrCat(whose, " '", module, "': '", script,
+                               "' is a script that tools run (setup.py, manage.py, noxfile.py, "
+                               "fabfile.py, conftest.py), whose top-level code would run on "
+                               "import"),
+                  "cnp-server never imports one: put the functions in a module of their own");
+  }
+  if (std::string vendor = VendoredPart(module); !vendor.empty()) {
+    return Denied(name,
+                  absl::StrCat(whose, " '", module, "' is below '", vendor,
+                               "', where vendored libraries live: another project's code"),
+                  "cnp-server calls only the operator's own functions");
+  }
+  if (naming == Naming::kWhereItIs) return absl::OkStatus();
+  if (std::string part = PrivatePart(module); !part.empty()) {
+    return Denied(name,
+                  absl::StrCat(whose, " '", module, "': '", part, "' starts with '_', which "
+                               "marks it private to its package (vendored libraries live in "
+                               "such places)"),
+                  "cnp-server calls only public functions: name the function, and each module "
+                  "on the way to it, without a leading '_'");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -426,19 +486,12 @@ absl::Status ModulePolicy::RefusalByName(const FunctionName& name) const {
   // By name before anything else, --allow-module included: `distutils` never reaches
   // find_spec, where a virtualenv's shim would import setuptools to answer.
   if (absl::Status s = NeverCallable(name, name.module, "module"); !s.ok()) return s;
-  if (std::string script = ScriptPart(name.module); !script.empty()) {
-    return Denied(name,
-                  absl::StrCat("'", script, "' is a script that tools run (",
-                               absl::StrJoin(kScriptModules, ".py, "),
-                               ".py), whose top-level code would run on import"),
-                  "cnp-server never imports one: put the functions in a module of their own");
-  }
-  if (std::string part = PrivatePart(name.path); !part.empty()) {
+  if (absl::Status s = PrivateOrScript(name, name.module, "module"); !s.ok()) return s;
+  if (std::string part = PrivatePart(name.attribute); !part.empty()) {
     return Denied(name,
                   absl::StrCat("'", part, "' starts with '_', which marks it private to its "
-                               "package (vendored libraries live in such places)"),
-                  "cnp-server calls only public functions: name the function, and each module "
-                  "on the way to it, without a leading '_'");
+                               "module"),
+                  "cnp-server calls only public functions: name one without a leading '_'");
   }
   return absl::OkStatus();
 }
@@ -481,8 +534,20 @@ absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* att
   }
   if (absl::Status s = NeverCallable(name, own_module, "its own module"); !s.ok()) return s;
   if (!AllowedByPrefix(own_module)) return NotAllowedByPrefix(name, own_module, "its own module");
+  if (absl::Status s = PrivateOrScript(name, own_module, "its own module", Naming::kWhereItIs);
+      !s.ok()) {
+    return s;
+  }
   std::string file = StrAttribute(PyFunction_GetCode(attribute), "co_filename");
   if (IsFactoryProductOf(name, attribute, own_module)) return absl::OkStatus();
+  // Where its code is, whatever __module__ it claims.
+  if (const Location location = Locate(file); !location.module.empty()) {
+    if (absl::Status s =
+            PrivateOrScript(name, location.module, "its code's module", Naming::kWhereItIs);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (Problem problem = FileProblem(file, /*on_the_way=*/false); !problem.why.empty()) {
     return Denied(name, absl::StrCat("its code ", problem.why), problem.advice);
   }

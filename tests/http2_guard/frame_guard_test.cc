@@ -30,6 +30,21 @@ std::string Frame(unsigned char type, unsigned char flags, uint32_t stream,
 
 const absl::Time kStart = absl::FromUnixSeconds(1'800'000'000);
 
+// Smaller buckets than the server's, so that the tests count to them quickly.
+FrameLimits TestLimits() {
+  FrameLimits limits;
+  limits.ping_burst = limits.pings_per_second = 1000;
+  limits.reset_burst = limits.resets_per_second = 1000;
+  return limits;
+}
+
+// A guard on a connection whose server has sent its SETTINGS.
+FrameGuard Spoken() {
+  FrameGuard guard(TestLimits());
+  guard.ServerSpoke();
+  return guard;
+}
+
 // `bytes` read `piece` bytes at a time, at `now`: what the guard last said.
 std::string ReadInPieces(FrameGuard& guard, const std::string& bytes, size_t piece,
                          absl::Time now = kStart) {
@@ -49,7 +64,7 @@ std::string Streams(uint32_t first, int count) {
 TEST(FrameGuardTest, StreamsBeforeTheSettingsAckAreHeldToTheServersLimit) {
   for (size_t piece : {1, 7, 4096}) {
     SCOPED_TRACE(piece);
-    FrameGuard guard;
+    FrameGuard guard = Spoken();
     const std::string start = std::string(kPreface) + Frame(kSettings, 0, 0);
     EXPECT_EQ(ReadInPieces(guard, start + Streams(1, 100), piece), "");
     EXPECT_THAT(ReadInPieces(guard, Streams(201, 1), piece),
@@ -59,14 +74,27 @@ TEST(FrameGuardTest, StreamsBeforeTheSettingsAckAreHeldToTheServersLimit) {
     EXPECT_NE(guard.Read(Frame(kSettings, 0x1, 0), kStart), "");
   }
   // Once acknowledged, gRPC's own MAX_CONCURRENT_STREAMS holds: the guard counts no more.
-  FrameGuard acked;
+  FrameGuard acked = Spoken();
   EXPECT_EQ(ReadInPieces(acked, std::string(kPreface) + Frame(kSettings, 0x1, 0) +
                                     Streams(1, 5000), 13),
             "");
 }
 
+// An acknowledgement read before the server wrote its SETTINGS is of nothing: gRPC 1.51 takes
+// it for one of the defaults (unlimited streams) and never enforces its limit, so the guard
+// goes on counting (a review held 1.47 GB that way).
+TEST(FrameGuardTest, AnAckBeforeTheServerSpokeIsNoAck) {
+  FrameGuard guard(TestLimits());
+  EXPECT_EQ(guard.Read(std::string(kPreface) + Frame(kSettings, 0, 0) + Frame(kSettings, 0x1, 0),
+                       kStart),
+            "");
+  guard.ServerSpoke();
+  EXPECT_THAT(guard.Read(Streams(1, 101), kStart),
+              HasSubstr("opened more than 100 streams without acknowledging"));
+}
+
 TEST(FrameGuardTest, PingsPastTheBurstAndRateCloseTheConnection) {
-  FrameGuard guard;
+  FrameGuard guard(TestLimits());
   std::string pings = kPreface;
   for (int i = 0; i < 1000; ++i) pings += Frame(kPing, 0, 0, std::string(8, 'p'));
   EXPECT_EQ(ReadInPieces(guard, pings, 100), "");
@@ -80,13 +108,30 @@ TEST(FrameGuardTest, PingsPastTheBurstAndRateCloseTheConnection) {
               HasSubstr("sent PING frames faster than any client needs"));
 }
 
+// The server's own buckets are larger: a deadline storm (100 calls of 20 ms deadlines: 5,000
+// resets a second) is no flood.
+TEST(FrameGuardTest, TheServersLimitsLeaveRoomForDeadlineStorms) {
+  FrameGuard guard;
+  guard.ServerSpoke();
+  std::string start = std::string(kPreface) + Frame(kSettings, 0x1, 0);
+  EXPECT_EQ(guard.Read(start, kStart), "");
+  for (int second = 0; second < 5; ++second) {
+    std::string storm;
+    for (int i = 0; i < 5000; ++i) {
+      const uint32_t stream = 1 + 2 * (second * 5000 + i);
+      storm += Frame(kHeaders, 0x4, stream, "h") + Frame(kRstStream, 0, stream, "rst!");
+    }
+    EXPECT_EQ(guard.Read(storm, kStart + absl::Seconds(second)), "") << second;
+  }
+}
+
 TEST(FrameGuardTest, SettingsAndResetFloodsCloseTheConnection) {
-  FrameGuard settings;
+  FrameGuard settings(TestLimits());
   std::string frames = kPreface;
   for (int i = 0; i < 101; ++i) frames += Frame(kSettings, 0, 0);
   EXPECT_THAT(ReadInPieces(settings, frames, 64), HasSubstr("SETTINGS frames faster"));
 
-  FrameGuard resets;
+  FrameGuard resets = Spoken();
   std::string rapid = std::string(kPreface) + Frame(kSettings, 0x1, 0);
   for (int i = 0; i < 1001; ++i) {
     rapid += Frame(kHeaders, 0x4, 1 + 2 * i, "h") + Frame(kRstStream, 0, 1 + 2 * i, "\0\0\0\x8");
@@ -95,7 +140,7 @@ TEST(FrameGuardTest, SettingsAndResetFloodsCloseTheConnection) {
 }
 
 TEST(FrameGuardTest, AHeaderBlockThatNeverEndsIsCutAtItsLimit) {
-  FrameGuard guard;
+  FrameGuard guard = Spoken();
   std::string block = std::string(kPreface) + Frame(kSettings, 0x1, 0) +
                       Frame(kHeaders, 0, 1, std::string(16000, 'h'));
   EXPECT_EQ(ReadInPieces(guard, block, 1000), "");
@@ -105,7 +150,7 @@ TEST(FrameGuardTest, AHeaderBlockThatNeverEndsIsCutAtItsLimit) {
   }
   EXPECT_THAT(said, HasSubstr("a header block of more than 1048576 bytes"));
   // One that ends in time is no block at all for the next.
-  FrameGuard ended;
+  FrameGuard ended = Spoken();
   std::string fine = std::string(kPreface) + Frame(kSettings, 0x1, 0);
   for (int i = 0; i < 200; ++i) {
     fine += Frame(kHeaders, 0, 1 + 2 * i, std::string(16000, 'h')) +
@@ -119,7 +164,7 @@ TEST(FrameGuardTest, AHeaderBlockThatNeverEndsIsCutAtItsLimit) {
 TEST(FrameGuardTest, PayloadsAreSkippedNotReadAsFrames) {
   std::string lookalikes;
   for (int i = 0; i < 5000; ++i) lookalikes += Frame(kPing, 0, 0, std::string(8, 'p'));
-  FrameGuard guard;
+  FrameGuard guard = Spoken();
   EXPECT_EQ(ReadInPieces(guard, std::string(kPreface) + Frame(kSettings, 0x1, 0) +
                                     Frame(kHeaders, 0x4, 1, "h") +
                                     Frame(kData, 0, 1, lookalikes.substr(0, 16384)) +
@@ -133,7 +178,7 @@ TEST(FrameGuardTest, PayloadsAreSkippedNotReadAsFrames) {
 TEST(FrameGuardTest, BytesThatAreNotHttp2AreLeftToGrpc) {
   std::string http1 = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   for (int i = 0; i < 2000; ++i) http1 += Frame(kPing, 0, 0, std::string(8, 'p'));
-  FrameGuard guard;
+  FrameGuard guard(TestLimits());
   EXPECT_EQ(ReadInPieces(guard, http1, 50), "");
 }
 

@@ -158,21 +158,23 @@ TEST(InstalledBesideTest, WhatAnInstallerRecordsBesideTheOperatorsModulesIsALibr
 }
 
 // Refused by their names before anything is imported: a private part (where vendored
-// libraries live: a review ran myviews._vendor.yaml.unsafe_load), and a script module that
-// tools run (a review had setup.anything run setup.py's top-level code, though no such
-// function is there). Each module's top-level code would leave a mark.
+// libraries live: a review ran myviews._vendor.yaml.unsafe_load), a dunder-like `__x`, and a
+// script module that tools run (a review had setup.anything run setup.py's top-level code,
+// though no such function is there). Each such module's top-level code would leave a mark. A
+// submodule that only shares a script's name (myviews.manage) is an ordinary module.
 TEST(NamesBeforeImportTest, PrivatePartsAndScriptModulesAreRefusedUnimported) {
   const std::string dir = FreshDir("private");
   auto marks = [&](const std::string& what) {
     return absl::StrCat("open('", dir, "/imported.", what,
-                        "', 'w').close()\ndef show(doc, req):\n    return {'body': 'ran'}\n"
-                        "def _hidden(doc, req):\n    return {'body': 'ran'}\n");
+                        "', 'w').close()\ndef show(doc, req):\n    return {'body': 'ran'}\n");
   };
   std::filesystem::create_directories(dir + "/myviews/_vendor");
   WriteModule(dir + "/myviews/__init__.py", "def show(doc, req):\n    return {'body': 'own'}\n"
-                                             "def _hidden(doc, req):\n    return {'body': 'no'}\n");
+                                             "def _hidden(doc, req):\n    return {'body': 'no'}\n"
+                                             "def __secret(doc, req):\n    return {'body': 'no'}\n");
   WriteModule(dir + "/myviews/_vendor/__init__.py", marks("vendor"));
-  WriteModule(dir + "/myviews/manage.py", marks("manage"));
+  WriteModule(dir + "/myviews/manage.py", "def show(doc, req):\n    return {'body': 'sub'}\n");
+  WriteModule(dir + "/manage.py", marks("manage"));
   WriteModule(dir + "/setup.py", marks("setup"));
   WriteModule(dir + "/conftest.py", marks("conftest"));
   for (const bool allow_list : {false, true}) {
@@ -182,9 +184,10 @@ TEST(NamesBeforeImportTest, PrivatePartsAndScriptModulesAreRefusedUnimported) {
     auto worker = WorkerProcess::Start(flags);
     ASSERT_TRUE(worker.ok()) << worker.status();
     const std::vector<std::pair<std::string, std::string>> refused = {
-        {"myviews._vendor.show", "'_vendor' starts with '_'"},
+        {"myviews._vendor.show", "is below '_vendor', where vendored libraries live"},
         {"myviews._hidden", "'_hidden' starts with '_'"},
-        {"myviews.manage.show", "'manage' is a script that tools run"},
+        {"myviews.__secret", "'__secret' starts with '_'"},
+        {"manage.show", "'manage' is a script that tools run"},
         {"setup.anything", "'setup' is a script that tools run"},
         {"conftest.show", "'conftest' is a script that tools run"}};
     for (const auto& [name, why] : refused) {
@@ -193,12 +196,40 @@ TEST(NamesBeforeImportTest, PrivatePartsAndScriptModulesAreRefusedUnimported) {
       EXPECT_EQ(reply.failure().code(), Failure::PERMISSION_DENIED) << name;
       EXPECT_THAT(reply.failure().message(), HasSubstr(why)) << name;
     }
-    const Reply own = Show(**worker, "myviews.show");
-    ASSERT_TRUE(own.has_design()) << own.DebugString();
+    for (const char* runs : {"myviews.show", "myviews.manage.show"}) {
+      const Reply own = Show(**worker, runs);
+      ASSERT_TRUE(own.has_design()) << runs << ": " << own.DebugString();
+    }
   }
   for (const char* module : {"vendor", "manage", "setup", "conftest"}) {
     EXPECT_FALSE(Exists(absl::StrCat(dir, "/imported.", module))) << module << " was imported";
   }
+}
+
+// A function re-exported from a vendored library by a public module (a review ran
+// rex.danger, imported `from ._vendor.thing import danger`) is refused for where it is; one
+// from the package's own private module (`from ._impl import helper_show`, the usual layout)
+// runs.
+TEST(NamesBeforeImportTest, AFunctionOfAVendoredLibraryIsRefusedWhoeverReexportsIt) {
+  const std::string dir = FreshDir("rex");
+  std::filesystem::create_directories(dir + "/rex/_vendor");
+  WriteModule(dir + "/rex/__init__.py",
+              "from ._vendor.thing import danger\nfrom ._impl import helper_show\n");
+  WriteModule(dir + "/rex/_vendor/__init__.py", "");
+  WriteModule(dir + "/rex/_vendor/thing.py",
+              absl::StrCat("def danger(doc, req):\n    open('", dir,
+                           "/ran.danger', 'w').close()\n    return {'body': 'ran'}\n"));
+  WriteModule(dir + "/rex/_impl.py", "def helper_show(doc, req):\n    return {'body': 'own'}\n");
+  auto worker = WorkerProcess::Start({"--python-path=" + dir, "--allow-module=rex"});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const Reply danger = Show(**worker, "rex.danger");
+  ASSERT_TRUE(danger.has_failure()) << danger.DebugString();
+  EXPECT_EQ(danger.failure().code(), Failure::PERMISSION_DENIED);
+  EXPECT_THAT(danger.failure().message(),
+              HasSubstr("its own module 'rex._vendor.thing' is below '_vendor'"));
+  EXPECT_FALSE(Exists(dir + "/ran.danger"));
+  const Reply own = Show(**worker, "rex.helper_show");
+  ASSERT_TRUE(own.has_design()) << own.DebugString();
 }
 
 // A "did you mean" for a refused name looks nothing up: in a virtualenv, asking whether

@@ -1,4 +1,4 @@
-#include "service/http2_guard/guarded_reads.h"
+#include "service/http2_guard/guarded_connections.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,7 +46,8 @@ class Registry {
   }
 
   // The guard of `fd`, when it is the socket that was guarded; a stale entry (the socket was
-  // closed, its number reused) is dropped.
+  // closed, its number reused) is dropped. Entries of closed connections stay until their
+  // number is looked up again, at most one per descriptor number.
   std::shared_ptr<Guarded> Find(int fd) ABSL_LOCKS_EXCLUDED(mu_) {
     if (count_.load(std::memory_order_relaxed) == 0) return nullptr;
     std::shared_ptr<Guarded> found;
@@ -88,13 +89,25 @@ ssize_t KernelRecvmsg(int fd, msghdr* message, int flags) {
 
 }  // namespace
 
-void GuardReads(int fd, Closing closing) { TheRegistry().Add(fd, std::move(closing)); }
+void GuardConnection(int fd, Closing closing) { TheRegistry().Add(fd, std::move(closing)); }
 
 int64_t GuardedConnectionsClosed() { return closed_connections.load(); }
 
 }  // namespace cnp::http2_guard
 
-// The process's recvmsg (see guarded_reads.h): libgrpc's calls resolve here, ahead of libc's.
+// The process's sendmsg and recvmsg (see guarded_connections.h): libgrpc's calls resolve
+// here, ahead of libc's.
+extern "C" ssize_t sendmsg(int fd, const msghdr* message, int flags) {
+  // Before the bytes go: gRPC has marked its SETTINGS sent by the time it writes them, so an
+  // acknowledgement read from now on is of those settings.
+  if (std::shared_ptr<cnp::http2_guard::Guarded> guarded =
+          cnp::http2_guard::TheRegistry().Find(fd)) {
+    absl::MutexLock lock(&guarded->mu);
+    guarded->guard.ServerSpoke();
+  }
+  return ::syscall(SYS_sendmsg, fd, message, flags);
+}
+
 extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   using cnp::http2_guard::Guarded;
   const ssize_t got = cnp::http2_guard::KernelRecvmsg(fd, message, flags);
