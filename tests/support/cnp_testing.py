@@ -79,6 +79,33 @@ def listening_port(log_path):
     raise RuntimeError("the server named no port")
 
 
+class LoggedServer:
+    """cnp-server `argv` (with a --listen=127.0.0.1:0 among them) started and ready, its output
+    in `directory`/server.log: its port, its log, its memory, and a stop that kills it."""
+
+    def __init__(self, argv, directory):
+        self.log_path = os.path.join(directory, "server.log")
+        with open(self.log_path, "w") as log:
+            self.process, ready = start_server(argv, stdout=log, stderr=subprocess.STDOUT)
+        if not ready:
+            raise RuntimeError(self.log())
+        self.port = listening_port(self.log_path)
+
+    def log(self):
+        with open(self.log_path) as log:
+            return log.read()
+
+    def peak(self):
+        return process_memory(self.process.pid, "VmHWM")
+
+    def rss(self):
+        return process_memory(self.process.pid, "VmRSS")
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
 def process_memory(pid, field):
     """A memory field of /proc/PID/status ("VmHWM", "VmRSS"), in bytes."""
     with open(f"/proc/{pid}/status") as status:

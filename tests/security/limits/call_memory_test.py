@@ -186,38 +186,18 @@ class H2Calls:
         self.sock.close()
 
 
-class Server:
+class Server(cnp_testing.LoggedServer):
     def __init__(self, directory, extra=()):
-        self.log_path = os.path.join(directory, "server.log")
-        with open(self.log_path, "w") as log:
-            self.process, ready = cnp_testing.start_server(
-                [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}",
-                 "--workers=2", "--listen=127.0.0.1:0", f"--max-call-bytes={MAX_CALL_BYTES}",
-                 f"--max-grpc-memory={BUDGET}"] + list(extra),
-                stdout=log, stderr=subprocess.STDOUT)
-        if not ready:
-            raise RuntimeError(self.log())
-        self.port = cnp_testing.listening_port(self.log_path)
-
-    def log(self):
-        with open(self.log_path) as log:
-            return log.read()
-
-    def peak(self):
-        return cnp_testing.process_memory(self.process.pid, "VmHWM")
+        super().__init__(
+            [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}", "--workers=2",
+             "--listen=127.0.0.1:0", f"--max-call-bytes={MAX_CALL_BYTES}",
+             f"--max-grpc-memory={BUDGET}"] + list(extra), directory)
 
     def metrics(self):
         """A scrape of --metrics-listen=127.0.0.1:0, at the port the server logged."""
         port = int(self.log().split("/metrics (port ")[1].split(")")[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
             return answer.read().decode()
-
-    def rss(self):
-        return cnp_testing.process_memory(self.process.pid, "VmRSS")
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait()
 
 
 class CallMemoryTest(unittest.TestCase):

@@ -120,25 +120,11 @@ class Attack:
         self.sock.close()
 
 
-class Server:
+class Server(cnp_testing.LoggedServer):
     def __init__(self, directory, extra):
-        self.log_path = os.path.join(directory, "server.log")
-        with open(self.log_path, "w") as log:
-            self.process, ready = cnp_testing.start_server(
-                [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}", "--workers=1",
-                 "--listen=127.0.0.1:0", f"--auth-token-file={directory}/token"] + extra,
-                stdout=log, stderr=subprocess.STDOUT)
-        if not ready:
-            raise RuntimeError(self.log())
-        self.port = cnp_testing.listening_port(self.log_path)
-
-    def log(self):
-        with open(self.log_path) as log:
-            return log.read()
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait()
+        super().__init__(
+            [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}", "--workers=1",
+             "--listen=127.0.0.1:0", f"--auth-token-file={directory}/token"] + extra, directory)
 
 
 def compressed_streams(port, streams, size):

@@ -69,25 +69,12 @@ def pings(count):
         frame(6, 0, 0, i.to_bytes(8, "big")) for i in range(count))
 
 
-class Server:
+class Server(cnp_testing.LoggedServer):
     def __init__(self, directory):
-        self.log_path = os.path.join(directory, "server.log")
         self.socket = os.path.join(directory, "cnp.sock")
-        with open(self.log_path, "w") as log:
-            self.process, ready = cnp_testing.start_server(
-                [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}",
-                 "--workers=2", "--listen=127.0.0.1:0", f"--listen=unix:{self.socket}"],
-                stdout=log, stderr=subprocess.STDOUT)
-        if not ready:
-            raise RuntimeError(self.log())
-        self.port = cnp_testing.listening_port(self.log_path)
-
-    def log(self):
-        with open(self.log_path) as log:
-            return log.read()
-
-    def peak(self):
-        return cnp_testing.process_memory(self.process.pid, "VmHWM")
+        super().__init__(
+            [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}", "--workers=2",
+             "--listen=127.0.0.1:0", f"--listen=unix:{self.socket}"], directory)
 
     def connect(self, unix=False, source="127.0.0.1"):
         if unix:
@@ -98,10 +85,6 @@ class Server:
             sock.bind((source, 0))
             sock.connect(("127.0.0.1", self.port))
         return sock
-
-    def stop(self):
-        self.process.kill()
-        self.process.wait()
 
 
 def send_until_closed(socks, data, timeout):
