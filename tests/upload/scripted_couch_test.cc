@@ -94,6 +94,21 @@ class ScriptedCouchTest : public ::testing::Test {
     options_.staged_poll_interval = absl::ZeroDuration();
   }
 
+  // An upload to `database` at a CouchDB where every database is missing: the one error it
+  // reports. `url` is set to the CouchDB's.
+  std::string UploadToMissing(const std::string& database, std::string& url) {
+    ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
+      return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
+    }));
+    url = couch.url();
+    Uploader uploader(runner_, options_);
+    v1::UploadRequest request = Request(couch.url());
+    request.set_database(database);
+    UploadResult result = RunUpload(uploader, request);
+    EXPECT_THAT(result.errors(), SizeIs(1)) << result.Dump();
+    return result.errors().empty() ? "" : result.errors()[0].message();
+  }
+
   v1::UploadRequest Request(const std::string& url) {
     v1::UploadRequest request;
     request.set_couchdb_url(url);
@@ -689,33 +704,19 @@ TEST_F(ScriptedCouchTest, ServerErrorsCarryTheirStatusAndReason) {
 // A missing database's advice is the request that creates it, its name escaped as CouchDB
 // needs it in a path (account/a1 is /account%2Fa1; /account/a1 would be a document).
 TEST_F(ScriptedCouchTest, AMissingDatabaseIsCreatedByItsEscapedPath) {
-  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
-    return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
-  }));
-  Uploader uploader(runner_, options_);
-  v1::UploadRequest request = Request(couch.url());
-  request.set_database("account/a1");
-  UploadResult result = RunUpload(uploader, request);
-  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
-  EXPECT_THAT(result.errors()[0].message(), HasSubstr("create it first (PUT /account%2Fa1)"));
+  std::string url;
+  EXPECT_THAT(UploadToMissing("account/a1", url), HasSubstr("create it first (PUT /account%2Fa1)"));
 }
 
 // A missing database whose name CouchDB would not create (capitals) was advised "create it
 // first (PUT /Towns)", which CouchDB answers with illegal_database_name (found by a review).
 TEST_F(ScriptedCouchTest, AMissingDatabaseCouchDbWouldNotCreateGetsTheRuleNotAPut) {
-  ScriptedHttpServer couch(AsCouchDB([&](const HttpRequest&) -> ScriptedResponse {
-    return {404, R"({"error": "not_found", "reason": "Database does not exist."})"};
-  }));
-  Uploader uploader(runner_, options_);
-  v1::UploadRequest request = Request(couch.url());
-  request.set_database("Towns");
-  UploadResult result = RunUpload(uploader, request);
-  ASSERT_THAT(result.errors(), SizeIs(1)) << result.Dump();
-  EXPECT_THAT(result.errors()[0].message(),
-              HasSubstr("database \"Towns\" does not exist at " + couch.url() +
-                        ", and CouchDB would refuse to create it: a database name starts with a "
-                        "lowercase letter"));
-  EXPECT_THAT(result.errors()[0].message(), Not(HasSubstr("PUT")));
+  std::string url;
+  const std::string message = UploadToMissing("Towns", url);
+  EXPECT_THAT(message, HasSubstr("database \"Towns\" does not exist at " + url +
+                                 ", and CouchDB would refuse to create it: a database name "
+                                 "starts with a lowercase letter"));
+  EXPECT_THAT(message, Not(HasSubstr("PUT")));
 }
 
 }  // namespace

@@ -132,21 +132,29 @@ class Http2GuardTest(unittest.TestCase):
             reply = channel.unary_unary("/cnp.v1.Functions/Map")(SMALL, timeout=30)
         self.assertIn(b'[[["a",42]]]', reply)
 
+    def flood(self, connections, data, unix, what):
+        """`data` written on `connections` new connections (each from an address of its own,
+        over TCP) until the server closes them: (how many it closed, how far its peak grew)."""
+        before = self.server.peak()
+        socks = [self.server.connect(unix, f"127.0.{connections}.{i + 1}")
+                 for i in range(connections)]
+        try:
+            closed = send_until_closed(socks, data, 30)
+        finally:
+            for s in socks:
+                s.close()
+        grown = self.server.peak() - before
+        print(f"{connections} connections of {what}: {closed} closed, server peak grew "
+              f"{grown >> 20} MiB", file=sys.stderr)
+        return closed, grown
+
     def test_streams_opened_without_the_settings_ack_close_the_connection(self):
         for unix, early_ack in ((False, False), (True, False), (False, True), (True, True)):
             what = (f"{'unix' if unix else 'tcp'}, "
                     f"{'an acknowledgement sent first' if early_ack else 'no acknowledgement'}")
             with self.subTest(what):
-                before = self.server.peak()
-                socks = [self.server.connect(unix, f"127.0.6.{i + 1}") for i in range(4)]
-                try:
-                    closed = send_until_closed(socks, streams_without_ack(20_000, early_ack), 30)
-                finally:
-                    for s in socks:
-                        s.close()
-                grown = self.server.peak() - before
-                print(f"4 connections of 20,000 streams ({what}): {closed} closed, server peak "
-                      f"grew {grown >> 20} MiB", file=sys.stderr)
+                closed, grown = self.flood(4, streams_without_ack(20_000, early_ack), unix,
+                                           f"20,000 streams ({what})")
                 self.assertEqual(closed, 4, self.server.log()[-3000:])
                 if not early_ack:  # with one, gRPC may close them itself, if it had spoken
                     self.assertIn("its HTTP/2 opened more than 100 streams without "
@@ -157,16 +165,7 @@ class Http2GuardTest(unittest.TestCase):
                 self.assert_serves(unix)
 
     def test_a_ping_flood_closes_the_connection(self):
-        before = self.server.peak()
-        socks = [self.server.connect(False, f"127.0.5.{i + 1}") for i in range(20)]
-        try:
-            closed = send_until_closed(socks, pings(2 * MIB // 17), 30)
-        finally:
-            for s in socks:
-                s.close()
-        grown = self.server.peak() - before
-        print(f"20 connections of 2 MB of PINGs: {closed} closed, server peak grew "
-              f"{grown >> 20} MiB", file=sys.stderr)
+        closed, grown = self.flood(20, pings(2 * MIB // 17), False, "2 MB of PINGs")
         self.assertEqual(closed, 20, self.server.log()[-3000:])
         self.assertIn("its HTTP/2 sent PING frames faster than any client needs",
                       self.server.log())
