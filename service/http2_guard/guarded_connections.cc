@@ -81,8 +81,6 @@ Registry& TheRegistry() {
   return *registry;
 }
 
-std::atomic<int64_t> closed_connections{0};
-
 ssize_t KernelRecvmsg(int fd, msghdr* message, int flags) {
   return ::syscall(SYS_recvmsg, fd, message, flags);
 }
@@ -90,8 +88,6 @@ ssize_t KernelRecvmsg(int fd, msghdr* message, int flags) {
 }  // namespace
 
 void GuardConnection(int fd, Closing closing) { TheRegistry().Add(fd, std::move(closing)); }
-
-int64_t GuardedConnectionsClosed() { return closed_connections.load(); }
 
 }  // namespace cnp::http2_guard
 
@@ -130,7 +126,6 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   }
   if (broken.empty()) return got;
   if (closing) {
-    ++cnp::http2_guard::closed_connections;
     cnp::http2_guard::TheRegistry().Remove(fd, guarded);
     closing(broken);
   }

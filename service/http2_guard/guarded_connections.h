@@ -12,7 +12,6 @@
 // workers' sockets, fd passing) goes to the kernel after a lookup that finds nothing.
 #pragma once
 
-#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -27,8 +26,5 @@ using Closing = std::function<void(absl::string_view why)>;
 // gets the same descriptor number is not guarded unless it is guarded anew (the socket's inode
 // is checked; an entry found stale is dropped).
 void GuardConnection(int fd, Closing closing);
-
-// How many connections the guard has closed since the process started.
-int64_t GuardedConnectionsClosed();
 
 }  // namespace cnp::http2_guard
