@@ -176,8 +176,9 @@ absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) 
 }
 
 // The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file,
-// as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT.
-std::string BoundAddress(const std::string& listen) {
+// as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT. None for
+// port 0: each such listener gets a port of its own from the kernel.
+std::optional<std::string> BoundAddress(const std::string& listen) {
   if (IsUnixTarget(listen)) {
     absl::StatusOr<std::string> path = UnixSocketPath(listen);
     if (!path.ok()) return listen;
@@ -187,7 +188,9 @@ std::string BoundAddress(const std::string& listen) {
     return absl::StrCat("unix:", absolute.lexically_normal().string());
   }
   absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(listen);
-  return tcp.ok() ? tcp->host_port : listen;
+  if (!tcp.ok()) return listen;
+  if (tcp->port == 0) return std::nullopt;
+  return tcp->host_port;
 }
 
 // An address named twice was bound twice: the second bind failed as "another server already
@@ -196,12 +199,9 @@ std::string BoundAddress(const std::string& listen) {
 absl::Status CheckEachAddressOnce(const ServerConfig& c, const Sources& sources) {
   std::map<std::string, size_t> first_named;
   for (size_t i = 0; i < c.listen.size(); ++i) {
-    // Port 0 twice is two ports the kernel picks.
-    if (absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(c.listen[i]);
-        !IsUnixTarget(c.listen[i]) && tcp.ok() && tcp->port == 0) {
-      continue;
-    }
-    const auto [first, fresh] = first_named.emplace(BoundAddress(c.listen[i]), i);
+    const std::optional<std::string> bound = BoundAddress(c.listen[i]);
+    if (!bound.has_value()) continue;
+    const auto [first, fresh] = first_named.emplace(*bound, i);
     if (fresh) continue;
     const std::string& earlier = c.listen[first->second];
     const std::string as = earlier == c.listen[i] ? "" : absl::StrCat(" (as ", earlier, ")");

@@ -46,11 +46,11 @@ bool IsIdentifier(absl::string_view part) {
   return PyUnicode_IsIdentifier(text.get()) == 1;
 }
 
+}  // namespace
+
 bool IsDunder(absl::string_view part) {
   return part.size() > 4 && absl::StartsWith(part, "__") && absl::EndsWith(part, "__");
 }
-
-}  // namespace
 
 std::string NameForMessage(absl::string_view name, size_t max_bytes) {
   std::string shown;

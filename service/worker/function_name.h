@@ -37,8 +37,11 @@ absl::StatusOr<FunctionName> ParseFunctionName(absl::string_view name);
 // kMaxFunctionNameBytes, no control characters; else INVALID_ARGUMENT saying which.
 absl::StatusOr<FunctionName> ParseModuleName(absl::string_view module);
 
-// The dotted parts of `path` that are dunder names ("__setattr__", "__main__"); they reach the
-// machinery of modules rather than the operator's functions.
+// A dunder name ("__setattr__", "__main__"): it reaches the machinery of modules rather than
+// the operator's functions.
+bool IsDunder(absl::string_view part);
+
+// The dotted parts of `path` that are dunder names.
 std::vector<std::string> DunderParts(absl::string_view path);
 
 // `name` fit for a message, a reply field or a log line: control characters escaped, cut

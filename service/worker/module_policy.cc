@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/types/span.h"
 #include "common/code_ownership.h"
 #include "service/worker/code_file_guard.h"
 #include "service/worker/failed_imports.h"
@@ -46,33 +48,37 @@ constexpr const char* kInstallsOrRunsSoftware[] = {
 constexpr const char* kTopLevelScripts[] = {"setup", "manage", "noxfile", "fabfile"};
 constexpr const char* kScriptsAnywhere[] = {"conftest"};
 
+// The first dotted part of `path` for which `matches(part, is_first)` holds; empty if none.
+template <class Matches>
+std::string FirstPart(const std::string& path, Matches matches) {
+  bool first = true;
+  for (absl::string_view part : absl::StrSplit(path, '.')) {
+    if (matches(part, first)) return std::string(part);
+    first = false;
+  }
+  return "";
+}
+
+bool IsOneOf(absl::string_view part, absl::Span<const char* const> names) {
+  return std::find(names.begin(), names.end(), part) != names.end();
+}
+
 // The first part of `path` that starts with '_' and is no dunder (those are refused on their
 // own, `__x` is private too); empty when there is none. The mark Python gives what is private
 // to its module or package, and where vendored libraries live (pip._vendor, or
 // myviews._vendor.yaml, whose yaml.unsafe_load runs shell commands).
 std::string PrivatePart(const std::string& path) {
-  for (absl::string_view part : absl::StrSplit(path, '.')) {
-    const bool dunder = part.size() > 4 && absl::StartsWith(part, "__") &&
-                        absl::EndsWith(part, "__");
-    if (absl::StartsWith(part, "_") && !dunder) return std::string(part);
-  }
-  return "";
+  return FirstPart(path, [](absl::string_view part, bool) {
+    return absl::StartsWith(part, "_") && !IsDunder(part);
+  });
 }
 
 // The part of `module` that names a script (kTopLevelScripts first, kScriptsAnywhere at any
 // depth); empty if none.
 std::string ScriptPart(const std::string& module) {
-  bool top = true;
-  for (absl::string_view part : absl::StrSplit(module, '.')) {
-    for (const char* script : kScriptsAnywhere) {
-      if (part == script) return std::string(part);
-    }
-    for (const char* script : kTopLevelScripts) {
-      if (top && part == script) return std::string(part);
-    }
-    top = false;
-  }
-  return "";
+  return FirstPart(module, [](absl::string_view part, bool first) {
+    return IsOneOf(part, kScriptsAnywhere) || (first && IsOneOf(part, kTopLevelScripts));
+  });
 }
 
 // Where vendored libraries live: a module below one of these is a copy of someone else's
@@ -84,12 +90,9 @@ constexpr const char* kVendorDirectories[] = {"_vendor",      "_vendored", "vend
                                               "_externals",   "externals"};
 
 std::string VendoredPart(const std::string& module) {
-  for (absl::string_view part : absl::StrSplit(module, '.')) {
-    for (const char* vendor : kVendorDirectories) {
-      if (part == vendor) return std::string(part);
-    }
-  }
-  return "";
+  return FirstPart(module, [](absl::string_view part, bool) {
+    return IsOneOf(part, kVendorDirectories);
+  });
 }
 
 bool IsModuleOrSubmodule(const std::string& module, const std::string& prefix) {
