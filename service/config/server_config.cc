@@ -18,6 +18,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/code_directories.h"
@@ -155,11 +156,6 @@ absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
   return CheckNotOverlong(sources, name, value);
 }
 
-// A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
-// another file, or not connect to, is refused here rather than bound where no client arrives.
-// Each unix --listen path P also gets the direct-session socket P.direct, 7 bytes longer: a P
-// that fits a unix socket address while P.direct does not once made the server crash after it
-// had started listening. Both are refused before anything is bound.
 // A misspelt --preload-module is refused at start, rather than logged by every worker that
 // starts.
 absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) {
@@ -175,17 +171,14 @@ absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) 
   return absl::OkStatus();
 }
 
-// The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file,
-// as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT. None for
-// port 0: each such listener gets a port of its own from the kernel.
+// The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file
+// (relative ones are absolute by now: AnchorRelativeUnixListens); ipv4:HOST:PORT is
+// HOST:PORT. None for port 0: each such listener gets a port of its own from the kernel.
 std::optional<std::string> BoundAddress(const std::string& listen) {
   if (IsUnixTarget(listen)) {
     absl::StatusOr<std::string> path = UnixSocketPath(listen);
     if (!path.ok()) return listen;
-    std::error_code error;
-    std::filesystem::path absolute = std::filesystem::absolute(*path, error);
-    if (error) absolute = *path;
-    return absl::StrCat("unix:", absolute.lexically_normal().string());
+    return absl::StrCat("unix:", std::filesystem::path(*path).lexically_normal().string());
   }
   absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(listen);
   if (!tcp.ok()) return listen;
@@ -216,6 +209,25 @@ absl::Status CheckEachAddressOnce(const ServerConfig& c, const Sources& sources)
   return absl::OkStatus();
 }
 
+// A relative unix --listen is bound, and logged, as the absolute path it names from the working
+// directory at start: bound relative, it was logged relative ("listening on unix:cnp.sock"),
+// which says nothing of where an operator should point the clients.
+void AnchorRelativeUnixListens(ServerConfig& c) {
+  for (std::string& listen : c.listen) {
+    if (!IsUnixTarget(listen)) continue;
+    absl::StatusOr<std::string> path = UnixSocketPath(listen);
+    if (!path.ok() || absl::StartsWith(*path, "/")) continue;  // refused, or absolute already
+    std::error_code error;
+    const std::filesystem::path absolute = std::filesystem::absolute(*path, error);
+    if (!error) listen = absl::StrCat("unix:", absolute.lexically_normal().string());
+  }
+}
+
+// A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
+// another file, or not connect to, is refused here rather than bound where no client arrives.
+// Each unix --listen path P also gets the direct-session socket P.direct, 7 bytes longer: a P
+// that fits a unix socket address while P.direct does not once made the server crash after it
+// had started listening. Both are refused before anything is bound.
 absl::Status CheckUnixListenPaths(const ServerConfig& c, const Sources& sources) {
   constexpr size_t kLongestPath = sizeof(sockaddr_un::sun_path) - 1;
   for (size_t i = 0; i < c.listen.size(); ++i) {
@@ -608,6 +620,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       !allow.ok()) {
     return allow.status();
   }
+  AnchorRelativeUnixListens(c);
   if (absl::Status s = CheckUnixListenPaths(c, sources); !s.ok()) return s;
   if (absl::Status s = CheckEachAddressOnce(c, sources); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);

@@ -12,7 +12,8 @@ ABSL_FLAG(std::string, config, "", "YAML file with any of these flags but this o
           "start: a change takes a restart (systemctl restart cnp-server); SIGHUP does not "
           "read it again");
 ABSL_FLAG(std::vector<std::string>, listen, {},
-          "where to listen: unix:/path or host:port; repeatable (default: $CNP_TARGET, else "
+          "where to listen: unix:/path or host:port; repeatable; a relative unix path is "
+          "taken from the working directory at start (default: $CNP_TARGET, else "
           "unix:/tmp/cnp-<uid>/cnp.sock, or, when another user owns /tmp/cnp-<uid>, "
           "cnp/cnp.sock under $XDG_RUNTIME_DIR or .cnp/cnp.sock under $HOME, as the clients "
           "look for it)");

@@ -417,6 +417,22 @@ TEST(SocketPathTest, AUnixTargetGrpcReadsOtherwiseIsRefused) {
   EXPECT_EQ(::stat((dir + "/third.sock").c_str(), &st), 0) << triple->Log();
 }
 
+// A relative unix --listen is bound where the working directory at start says, and logged as
+// that absolute path (it was logged "listening on unix:rel.sock", naming no file elsewhere).
+TEST(SocketPathTest, ARelativeUnixPathIsBoundAndLoggedAbsolute) {
+  const std::string dir = ShortTempDir();
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--listen=unix:sub/../rel.sock",
+                "--python-path=" + Runfile("tests/functions/server")},
+       .fresh_socket = false,
+       .work_dir = dir});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  struct stat st {};
+  EXPECT_EQ(::stat((dir + "/rel.sock").c_str(), &st), 0) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat("listening on unix:", dir, "/rel.sock")));
+  EXPECT_THAT(server->Log(), Not(HasSubstr("unix:sub/")));
+}
+
 // An address named twice was bound twice, and the second bind failed after the workers had
 // started, saying "another server already listens" about the server's own first listener.
 TEST(SocketPathTest, AnAddressNamedTwiceIsRefusedBeforeListening) {

@@ -48,6 +48,7 @@ std::unique_ptr<ServerProcess> ServerProcess::Launch(ServerOptions options) {
   absl::StatusOr<pid_t> pid = Spawn({.argv = std::move(args),
                                      .env = {"RUNFILES_DIR=" + RunfilesDir()},
                                      .fds = {{STDERR_FILENO, log}, {kReadyFd, ready[1]}},
+                                     .work_dir = options.work_dir,
                                      .umask = options.umask,
                                      .open_files = options.open_files,
                                      .own_process_group = options.own_process_group});

@@ -24,6 +24,7 @@ struct ServerOptions {
   // Adds --listen on a fresh unix socket (target()). False when `args`, or a --config file
   // they name, say where the server listens.
   bool fresh_socket = true;
+  std::string work_dir;  // empty: the test's
   mode_t umask = 022;
   rlim_t open_files = 0;  // > 0: the server's RLIMIT_NOFILE, soft and hard
   bool own_process_group = false;  // see SpawnOptions
