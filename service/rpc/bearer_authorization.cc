@@ -19,11 +19,6 @@ std::string CertificateNames(const grpc::AuthContext* context) {
   return absl::StrJoin(names, ",");
 }
 
-absl::string_view AddressOf(absl::string_view peer) {
-  const size_t colon = peer.rfind(':');
-  return colon == absl::string_view::npos ? peer : peer.substr(0, colon);
-}
-
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   // Every byte of the longer string is looked at, whatever the inputs.
   const size_t n = std::max(a.size(), b.size());

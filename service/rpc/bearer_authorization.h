@@ -38,10 +38,6 @@ absl::Status TokenRefusal(TokenCheck check);
 // certificate's names under mutual TLS, comma-separated, else empty.
 std::string CertificateNames(const grpc::AuthContext* context);
 
-// "ipv4:1.2.3.4:5000" -> "ipv4:1.2.3.4", "ipv6:%5B::1%5D:5000" -> "ipv6:%5B::1%5D": a peer's
-// refusals are counted together whatever their connection's port.
-absl::string_view AddressOf(absl::string_view peer);
-
 // Compares without stopping at the first difference, so that the time taken does not tell an
 // attacker how much of a guessed token was right.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "grpcpp/security/auth_context.h"
 #include "service/rpc/bearer_authorization.h"
+#include "service/rpc/peer_connections.h"
 
 namespace cnp::rpc {
 namespace {
@@ -37,7 +38,7 @@ absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
   const TokenCheck check = CheckBearerAuthorization(header, token_);
   if (check == TokenCheck::kAccepted) return absl::OkStatus();
   const std::string cert = PeerCertificate(context);
-  refusals_->Refused("refused", absl::StrCat(AddressOf(peer), " cert=", cert, " call=", method),
+  refusals_->Refused("refused", absl::StrCat(PeerCountKeyOfUri(peer), " cert=", cert, " call=", method),
                      peer,
                      RefusalReason(check),
                      {{"cert", cert}, {"call", method}, {"code", "UNAUTHENTICATED"}}, "calls");

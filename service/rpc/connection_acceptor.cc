@@ -37,12 +37,11 @@ constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 constexpr int kAcceptBatch = 64;
 
 // A TCP peer: the address with its port in gRPC's form (what ServerContext::peer() says, which
-// connection_probation.h matches), and the address alone (whose connections are counted and
-// whose refusals are logged together).
+// connection_probation.h matches), and what its connections are counted, and its refusals
+// logged, under (PeerCountKey: an IPv6 peer is its /64).
 struct TcpPeer {
   std::string uri = "?";
-  std::string address = "?";
-  std::string count_key = "?";  // what its connections are counted under (PeerCountKey)
+  std::string count_key = "?";
 };
 
 TcpPeer TcpPeerOf(int fd) {
@@ -51,21 +50,21 @@ TcpPeer TcpPeerOf(int fd) {
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
   TcpPeer peer;
   peer.count_key = PeerCountKey(addr);
-  peer.address = Ipv4PeerName(addr);
-  if (peer.address.empty() && addr.ss_family == AF_INET6) {
+  std::string address = Ipv4PeerName(addr);
+  if (address.empty() && addr.ss_family == AF_INET6) {
     // As gRPC's context.peer() spells it (a URI: brackets and the scope's '%' escaped), or
     // probation would never match the calls an IPv6 connection makes.
     const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
     char text[INET6_ADDRSTRLEN] = "?";
     ::inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
     const std::string scope = in6.sin6_scope_id != 0 ? absl::StrCat("%25", in6.sin6_scope_id) : "";
-    peer.address = absl::StrCat("ipv6:%5B", text, scope, "%5D");
+    address = absl::StrCat("ipv6:%5B", text, scope, "%5D");
   }
-  if (peer.address.empty()) return {};
+  if (address.empty()) return {};
   const uint16_t port = addr.ss_family == AF_INET
                             ? reinterpret_cast<const sockaddr_in&>(addr).sin_port
                             : reinterpret_cast<const sockaddr_in6&>(addr).sin6_port;
-  peer.uri = absl::StrCat(peer.address, ":", ntohs(port));
+  peer.uri = absl::StrCat(address, ":", ntohs(port));
   return peer;
 }
 
@@ -187,7 +186,7 @@ class ConnectionAcceptor::Loop {
   void AdmitTcp(size_t index, int fd) {
     const TcpPeer peer = TcpPeerOf(fd);
     if (fd >= policy_.tcp_descriptor_cap) {
-      RefuseForCap(peer.address, peer.uri, fd, policy_.tcp_descriptor_cap,
+      RefuseForCap(peer.count_key, peer.uri, fd, policy_.tcp_descriptor_cap,
                    "; the rest are kept for unix-socket clients");
       return;
     }
@@ -205,7 +204,7 @@ class ConnectionAcceptor::Loop {
       if (held < 0 || held >= policy_.tcp_descriptor_cap) {
         // Holding it would take a descriptor past the cap: no room for this connection.
         if (held >= 0) policy_.probation->Release(peer.uri);
-        RefuseForCap(peer.address, peer.uri, fd, policy_.tcp_descriptor_cap,
+        RefuseForCap(peer.count_key, peer.uri, fd, policy_.tcp_descriptor_cap,
                      "; the rest are kept for unix-socket clients");
         return;
       }
@@ -213,7 +212,7 @@ class ConnectionAcceptor::Loop {
     // Lockstep exchanges (one CouchDB document at a time) must not wait for Nagle.
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!policy_.tcp_tls) GuardHttp2(fd, peer.address, peer.uri);
+    if (!policy_.tcp_tls) GuardHttp2(fd, peer.count_key, peer.uri);
     hand_over_(index, fd);
   }
 
@@ -247,7 +246,7 @@ class ConnectionAcceptor::Loop {
       if (error) co_return;
       if (policy_.probation != nullptr) {
         for (const std::string& peer : policy_.probation->CloseExpired()) {
-          refusals_.Refused("closed", AddressOf(peer), peer,
+          refusals_.Refused("closed", PeerCountKeyOfUri(peer), peer,
                             absl::StrCat("no call admitted within ",
                                          FormatTimeout(policy_.probation->timeout()),
                                          " of connecting (--first-call-timeout)"));

@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 
 namespace cnp::rpc {
 namespace {
@@ -44,6 +47,36 @@ std::string PeerCountKey(const sockaddr_storage& address) {
   ::inet_ntop(AF_INET6, &prefix, text, sizeof text);
   const std::string scope = in6.sin6_scope_id != 0 ? absl::StrCat("%", in6.sin6_scope_id) : "";
   return absl::StrCat("ipv6:", text, scope, "/64");
+}
+
+std::string PeerCountKeyOfUri(absl::string_view peer) {
+  absl::string_view address = peer;
+  if (const size_t colon = address.rfind(':'); colon != absl::string_view::npos) {
+    address = address.substr(0, colon);
+  }
+  sockaddr_storage storage{};
+  if (absl::string_view v4 = address; absl::ConsumePrefix(&v4, "ipv4:")) {
+    auto& in4 = reinterpret_cast<sockaddr_in&>(storage);
+    in4.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, std::string(v4).c_str(), &in4.sin_addr) == 1) {
+      return PeerCountKey(storage);
+    }
+  } else if (absl::string_view v6 = address; absl::ConsumePrefix(&v6, "ipv6:")) {
+    // gRPC escapes the brackets and the scope's '%' (a URI): "%5Bfe80::1%252%5D".
+    std::string text = absl::StrReplaceAll(v6, {{"%5B", ""}, {"%5D", ""}, {"[", ""}, {"]", ""},
+                                                {"%25", "%"}});
+    auto& in6 = reinterpret_cast<sockaddr_in6&>(storage);
+    in6.sin6_family = AF_INET6;
+    if (const size_t percent = text.find('%'); percent != std::string::npos) {
+      uint32_t scope = 0;
+      if (absl::SimpleAtoi(absl::string_view(text).substr(percent + 1), &scope)) {
+        in6.sin6_scope_id = scope;
+      }
+      text.resize(percent);
+    }
+    if (::inet_pton(AF_INET6, text.c_str(), &in6.sin6_addr) == 1) return PeerCountKey(storage);
+  }
+  return std::string(address);
 }
 
 bool PeerConnections::Admit(const std::string& key, int fd) {

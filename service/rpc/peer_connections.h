@@ -19,6 +19,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/strings/string_view.h"
+
 namespace cnp::rpc {
 
 // "ipv4:A" for an IPv4 address or an IPv4-mapped IPv6 one (a client of a [::] listener, which
@@ -29,6 +31,13 @@ std::string Ipv4PeerName(const sockaddr_storage& address);
 // or "ipv6:P::/64" for the /64 that holds the IPv6 address (with its scope, if any); an
 // IPv4-mapped IPv6 address is its IPv4 address. "?" for any other family.
 std::string PeerCountKey(const sockaddr_storage& address);
+
+// The same key for a peer as gRPC names it (context.peer(): "ipv4:A:PORT", "ipv6:%5BA%5D:PORT",
+// "ipv6:[A]:PORT"), so that a peer's refusals are logged under what its connections are counted
+// under: keyed on the whole IPv6 address, a host with a /64 could have each connection, from an
+// address of its own, logged on a line of its own. Any other peer (a unix socket's) is itself
+// without its port, if it has one.
+std::string PeerCountKeyOfUri(absl::string_view peer);
 
 class PeerConnections {
  public:

@@ -46,6 +46,21 @@ TEST(PeerCountKeyTest, AnIPv4PeerIsItsAddressHoweverItCame) {
   EXPECT_EQ(PeerCountKey(Ipv6("::ffff:192.0.2.7")), "ipv4:192.0.2.7");
 }
 
+// Found by a review: refusals (the descriptor cap, the HTTP/2 guard, --first-call-timeout, a
+// refused token) were logged under the whole IPv6 address, so a host with a /64 had a line
+// logged for each connection made from an address of its own.
+TEST(PeerCountKeyOfUriTest, GrpcsPeerNamesGiveTheKeyTheirConnectionsAreCountedUnder) {
+  EXPECT_EQ(PeerCountKeyOfUri("ipv4:192.0.2.7:5000"), "ipv4:192.0.2.7");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv6:%5B2001:db8:1:2::7%5D:5000"), "ipv6:2001:db8:1:2::/64");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv6:%5B2001:db8:1:2:aaaa::1%5D:6000"), "ipv6:2001:db8:1:2::/64");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv6:[2001:db8:1:3::7]:5000"), "ipv6:2001:db8:1:3::/64");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv6:%5Bfe80::1%252%5D:5000"), "ipv6:fe80::%2/64");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv6:%5B::ffff:192.0.2.7%5D:5000"), "ipv4:192.0.2.7");
+  // Not an IP peer: itself, without a port.
+  EXPECT_EQ(PeerCountKeyOfUri("unix:/run/cnp.sock"), "unix");
+  EXPECT_EQ(PeerCountKeyOfUri("ipv4:not-an-address:1"), "ipv4:not-an-address");
+}
+
 TEST(Ipv4PeerNameTest, NamesIPv4PeersHoweverTheyCameAndNothingElse) {
   EXPECT_EQ(Ipv4PeerName(Ipv4("192.0.2.7")), "ipv4:192.0.2.7");
   EXPECT_EQ(Ipv4PeerName(Ipv6("::ffff:192.0.2.7")), "ipv4:192.0.2.7");
