@@ -6,7 +6,12 @@
 // - each PING costs it about 17 times its bytes until answered: 100 MB of PINGs took a server
 //   to 1.7 GB;
 // - HEADERS then RST_STREAM over and over ("rapid reset", CVE-2023-44487), and a header block
-//   that never ends (CONTINUATION frames, CVE-2023-33953).
+//   that never ends (CONTINUATION frames, CVE-2023-33953);
+// - a call is handed to cnp (and so to the token check and the memory budget) only once its
+//   request has come whole: calls opened and never sent their request cost gRPC 12-18 KB each,
+//   100 a connection, held for as long as the client likes (2,048 connections: 2.5 GB). The
+//   guard counts such calls, "awaiting" ones, and the server's guarded connections together
+//   (guarded_connections.h) are held to a limit.
 // The guard reads the frames' 9-byte headers as gRPC reads the bytes (guarded_connections.h), never
 // their payloads, and says when a connection has passed a limit no gRPC client comes near, so
 // that it is closed there.
@@ -15,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -52,6 +58,19 @@ class FrameGuard {
   // included, and never enforces its own limit on that connection.
   void ServerSpoke() { server_spoke_ = true; }
 
+  // Reads the next `bytes` the server wrote: a call it answers (headers or a reset) no longer
+  // awaits its request.
+  void Wrote(absl::string_view bytes);
+
+  // Calls the client opened whose request has not come whole (the client has not ended its
+  // side) and that the server has neither answered nor reset, nor the client reset.
+  int awaiting() const { return static_cast<int>(awaiting_.size()); }
+
+  // From now on every Read says `why`: the connection is closed for the server's sake.
+  void Close(std::string why) {
+    if (broken_.empty()) broken_ = std::move(why);
+  }
+
  private:
   class Bucket {
    public:
@@ -65,21 +84,33 @@ class FrameGuard {
     absl::Time refilled_ = absl::InfinitePast();
   };
 
-  void Frame(absl::Time now);
+  // Frame headers are read 9 bytes at a time, across reads and writes as they split them;
+  // `payload_left` skips what follows each.
+  struct FrameReader {
+    // Calls `frame` for each whole frame header in `bytes`.
+    template <typename OnFrame>
+    void Read(absl::string_view bytes, OnFrame frame);
+
+    unsigned char header[9] = {};
+    size_t header_read = 0;
+    uint64_t payload_left = 0;
+  };
+
+  void ClientFrame(const unsigned char* header, absl::Time now);
+  void ServerFrame(const unsigned char* header);
 
   FrameLimits limits_;
   std::string broken_;            // why the connection passed a limit, once it has
   size_t preface_left_ = 24;      // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", not a frame
   bool not_http2_ = false;        // the preface was wrong: gRPC closes the connection
-  unsigned char header_[9] = {};  // the frame header being read
-  size_t header_read_ = 0;
-  uint64_t payload_left_ = 0;     // of the frame whose header was read
+  FrameReader client_, server_;
   bool server_spoke_ = false;
   bool settings_acked_ = false;
   int streams_before_ack_ = 0;
   uint32_t last_stream_ = 0;      // the highest stream a HEADERS frame opened
   bool in_header_block_ = false;  // a HEADERS frame without END_HEADERS was read
   int64_t header_block_bytes_ = 0;
+  absl::flat_hash_set<uint32_t> awaiting_;
   Bucket pings_{limits_.ping_burst, limits_.pings_per_second};
   Bucket settings_{limits_.settings_burst, limits_.settings_per_second};
   Bucket resets_{limits_.reset_burst, limits_.resets_per_second};

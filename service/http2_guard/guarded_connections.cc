@@ -7,11 +7,15 @@
 
 #include <atomic>
 #include <cerrno>
+#include <algorithm>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "service/http2_guard/frame_guard.h"
@@ -24,6 +28,10 @@ struct Guarded {
   absl::Mutex mu;
   FrameGuard guard ABSL_GUARDED_BY(mu);
   Closing closing ABSL_GUARDED_BY(mu);
+  // What this connection adds to the registry's count of awaiting calls, and whether it has
+  // left the registry (its calls counted no more).
+  int counted ABSL_GUARDED_BY(mu) = 0;
+  bool gone ABSL_GUARDED_BY(mu) = false;
 };
 
 ino_t SocketInode(int fd) {
@@ -58,22 +66,97 @@ class Registry {
       found = it->second;
     }
     if (SocketInode(fd) == found->socket) return found;
-    absl::MutexLock lock(&mu_);
-    if (auto it = by_fd_.find(fd); it != by_fd_.end() && it->second == found) by_fd_.erase(it);
-    count_.store(by_fd_.size(), std::memory_order_relaxed);
+    Remove(fd, found);
     return nullptr;
   }
 
   void Remove(int fd, const std::shared_ptr<Guarded>& guarded) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&guarded->mu);
+      Uncount(*guarded);
+    }
     absl::MutexLock lock(&mu_);
     if (auto it = by_fd_.find(fd); it != by_fd_.end() && it->second == guarded) by_fd_.erase(it);
     count_.store(by_fd_.size(), std::memory_order_relaxed);
   }
 
+  // The connection's awaiting calls counted as its guard has them now; whether the count of
+  // all connections has passed the limit with them.
+  bool Count(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
+    if (guarded.gone) return false;
+    const int now = guarded.guard.awaiting();
+    const int64_t total = awaiting_.fetch_add(now - guarded.counted) + (now - guarded.counted);
+    const bool grew = now > guarded.counted;
+    guarded.counted = now;
+    return grew && total > awaiting_limit_.load(std::memory_order_relaxed);
+  }
+
+  void set_awaiting_limit(int64_t limit) { awaiting_limit_.store(limit); }
+
+  // Past the limit: connections closed since are dropped, and if the count is still past it,
+  // the connection with the most awaiting calls is closed (`current`, the one that just opened
+  // one, if none has more). Whether that was `current`.
+  bool Rebalance(int current_fd, const std::shared_ptr<Guarded>& current)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    std::vector<std::pair<int, std::shared_ptr<Guarded>>> all;
+    {
+      absl::MutexLock lock(&mu_);
+      all.assign(by_fd_.begin(), by_fd_.end());
+    }
+    int victim_fd = current_fd;
+    std::shared_ptr<Guarded> victim = current;
+    int most = 0;
+    {
+      absl::MutexLock lock(&current->mu);
+      most = current->counted;
+    }
+    for (auto& [fd, guarded] : all) {
+      if (SocketInode(fd) != guarded->socket) {
+        Remove(fd, guarded);  // closed by gRPC, its end never read
+        continue;
+      }
+      absl::MutexLock lock(&guarded->mu);
+      if (guarded->counted > most) {
+        most = guarded->counted;
+        victim_fd = fd;
+        victim = guarded;
+      }
+    }
+    const int64_t total = awaiting_.load();
+    const int64_t limit = awaiting_limit_.load(std::memory_order_relaxed);
+    if (total <= limit) return false;
+    const std::string why = absl::StrCat(
+        "held ", most, " calls open without sending their requests, the most of any "
+        "connection, while the server's connections held ", total, " (at most ", limit,
+        ", from --max-grpc-memory)");
+    Closing closing;
+    {
+      absl::MutexLock lock(&victim->mu);
+      victim->guard.Close(why);
+      closing = std::exchange(victim->closing, nullptr);
+    }
+    Remove(victim_fd, victim);
+    if (victim != current && SocketInode(victim_fd) == victim->socket) {
+      ::shutdown(victim_fd, SHUT_RDWR);  // gRPC's next read of it fails, and it closes it
+    }
+    if (closing) closing(why);
+    return victim == current;
+  }
+
  private:
+  void Uncount(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
+    if (guarded.gone) return;
+    awaiting_.fetch_sub(guarded.counted);
+    guarded.counted = 0;
+    guarded.gone = true;
+  }
+
   absl::Mutex mu_;
   absl::flat_hash_map<int, std::shared_ptr<Guarded>> by_fd_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> count_{0};
+  // Calls awaiting their requests on every guarded connection, and how many may.
+  std::atomic<int64_t> awaiting_{0};
+  std::atomic<int64_t> awaiting_limit_{kDefaultAwaitingLimit};
 };
 
 Registry& TheRegistry() {
@@ -89,28 +172,54 @@ ssize_t KernelRecvmsg(int fd, msghdr* message, int flags) {
 
 void GuardConnection(int fd, Closing closing) { TheRegistry().Add(fd, std::move(closing)); }
 
+void SetAwaitingCallLimit(int64_t limit) { TheRegistry().set_awaiting_limit(limit); }
+
 }  // namespace cnp::http2_guard
 
 // The process's sendmsg and recvmsg (see guarded_connections.h): libgrpc's calls resolve
 // here, ahead of libc's.
 extern "C" ssize_t sendmsg(int fd, const msghdr* message, int flags) {
+  using cnp::http2_guard::Guarded;
+  std::shared_ptr<Guarded> guarded = cnp::http2_guard::TheRegistry().Find(fd);
+  if (guarded == nullptr) return ::syscall(SYS_sendmsg, fd, message, flags);
   // Before the bytes go: gRPC has marked its SETTINGS sent by the time it writes them, so an
   // acknowledgement read from now on is of those settings.
-  if (std::shared_ptr<cnp::http2_guard::Guarded> guarded =
-          cnp::http2_guard::TheRegistry().Find(fd)) {
+  {
     absl::MutexLock lock(&guarded->mu);
     guarded->guard.ServerSpoke();
   }
-  return ::syscall(SYS_sendmsg, fd, message, flags);
+  const ssize_t sent = ::syscall(SYS_sendmsg, fd, message, flags);
+  if (sent <= 0) return sent;
+  const int saved_errno = errno;
+  {
+    absl::MutexLock lock(&guarded->mu);
+    size_t left = static_cast<size_t>(sent);
+    for (size_t i = 0; i < message->msg_iovlen && left > 0; ++i) {
+      const size_t n = std::min(left, message->msg_iov[i].iov_len);
+      guarded->guard.Wrote(
+          absl::string_view(static_cast<const char*>(message->msg_iov[i].iov_base), n));
+      left -= n;
+    }
+    // The server's frames only end calls: never past the limit.
+    cnp::http2_guard::TheRegistry().Count(*guarded);
+  }
+  errno = saved_errno;
+  return sent;
 }
 
 extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   using cnp::http2_guard::Guarded;
+  cnp::http2_guard::Registry& registry = cnp::http2_guard::TheRegistry();
   const ssize_t got = cnp::http2_guard::KernelRecvmsg(fd, message, flags);
-  if (got <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) != 0) return got;
-  std::shared_ptr<Guarded> guarded = cnp::http2_guard::TheRegistry().Find(fd);
+  if (got < 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) != 0) return got;
+  std::shared_ptr<Guarded> guarded = registry.Find(fd);
   if (guarded == nullptr) return got;
+  if (got == 0) {  // the client has gone: its calls await nothing
+    registry.Remove(fd, guarded);
+    return got;
+  }
   std::string broken;
+  bool past_limit = false;
   cnp::http2_guard::Closing closing;
   {
     absl::MutexLock lock(&guarded->mu);
@@ -122,13 +231,20 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
           absl::string_view(static_cast<const char*>(message->msg_iov[i].iov_base), n), now);
       left -= n;
     }
-    if (!broken.empty()) closing = std::exchange(guarded->closing, nullptr);
+    if (!broken.empty()) {
+      closing = std::exchange(guarded->closing, nullptr);
+    } else {
+      past_limit = registry.Count(*guarded);
+    }
   }
-  if (broken.empty()) return got;
-  if (closing) {
-    cnp::http2_guard::TheRegistry().Remove(fd, guarded);
-    closing(broken);
+  if (past_limit) {
+    // This connection is closed, or the one that holds the most calls awaiting.
+    if (!registry.Rebalance(fd, guarded)) return got;
+  } else if (broken.empty()) {
+    return got;
   }
+  registry.Remove(fd, guarded);
+  if (closing) closing(broken);
   ::shutdown(fd, SHUT_RDWR);
   errno = ECONNRESET;
   return -1;

@@ -7,11 +7,16 @@
 // passes a limit, the read fails ECONNRESET and the connection is shut down: gRPC closes it,
 // the other connections go on.
 //
+// The connections together are held to a count of calls opened and never sent their requests
+// (SetAwaitingCallLimit): gRPC hands cnp a unary call only once its request has come whole,
+// so until then no token check or memory budget sees it.
+//
 // Only connections whose bytes are HTTP/2 in plaintext are guarded (unix sockets, TCP without
 // TLS): under TLS gRPC reads ciphertext. Every other recvmsg and sendmsg of the process (the
 // workers' sockets, fd passing) goes to the kernel after a lookup that finds nothing.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -26,5 +31,14 @@ using Closing = std::function<void(absl::string_view why)>;
 // gets the same descriptor number is not guarded unless it is guarded anew (the socket's inode
 // is checked; an entry found stale is dropped).
 void GuardConnection(int fd, Closing closing);
+
+// Calls awaiting their requests (FrameGuard::awaiting) on all guarded connections together.
+// A call that takes them past it has the connection holding the most closed (the one that
+// opened it, if none holds more): one connection's 100 calls cost gRPC up to 1.8 MB, and the
+// connections a host's clients may open are many (each address of 127.0.0.0/8 is a peer of
+// its own). Well-behaved clients hold a few each: a unary call awaits while its request is
+// being sent, a stream call until its first answer.
+inline constexpr int64_t kDefaultAwaitingLimit = 4096;
+void SetAwaitingCallLimit(int64_t limit);
 
 }  // namespace cnp::http2_guard

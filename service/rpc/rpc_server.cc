@@ -29,6 +29,7 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
+#include "service/http2_guard/guarded_connections.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/async_task_runner.h"
 #include "service/rpc/call_memory.h"
@@ -381,6 +382,11 @@ absl::Status RpcServer::Start() {
   // requests at once - or a peer that sends most of each and withholds the rest - cannot take
   // the host's memory (--max-grpc-memory). It does not count all that an idle connection
   // costs (some 20 KB): how many connections there may be bounds that (connection_acceptor.h).
+  // Nor does it count calls opened and never sent their requests, which cnp never sees: the
+  // guard holds them to one per 64 KiB of the budget (4,100 with the defaults; each costs
+  // gRPC 12-18 KB), at least 1,024.
+  http2_guard::SetAwaitingCallLimit(
+      std::max<int64_t>(1024, options_.max_grpc_memory_bytes / (int64_t{64} << 10)));
   grpc::ResourceQuota quota("cnp-server");
   quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));
   quota.SetMaxThreads(kMaxReflectionThreads);

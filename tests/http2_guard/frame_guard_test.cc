@@ -173,6 +173,54 @@ TEST(FrameGuardTest, PayloadsAreSkippedNotReadAsFrames) {
             "");
 }
 
+// Calls opened and never sent their requests cost gRPC 12-18 KB each and are never handed to
+// cnp (a probe held 2.5 GB with 204,800 of them): the guard counts those awaiting, read from
+// both sides of the connection, for guarded_connections.h to hold to a limit.
+TEST(FrameGuardTest, CountsTheCallsAwaitingTheirRequests) {
+  for (size_t piece : {1, 5, 4096}) {
+    SCOPED_TRACE(piece);
+    FrameGuard guard = Spoken();
+    std::string client = std::string(kPreface) + Frame(kSettings, 0x1, 0) +
+                         Frame(kHeaders, 0x4, 1, "h") + Frame(kHeaders, 0x4, 3, "h") +
+                         Frame(kHeaders, 0x4, 5, "h") + Frame(kHeaders, 0x4, 7, "h") +
+                         // A request without a message is whole with its headers.
+                         Frame(kHeaders, 0x4 | 0x1, 9, "h") +
+                         // Part of a message: still awaiting the rest.
+                         Frame(kData, 0, 1, std::string(5, '\0'));
+    EXPECT_EQ(ReadInPieces(guard, client, piece), "");
+    EXPECT_EQ(guard.awaiting(), 4);
+    // The rest of 1's request, and 3 reset by the client.
+    EXPECT_EQ(ReadInPieces(guard, Frame(kData, 0x1, 1, "rest") + Frame(kRstStream, 0, 3, "rst!"),
+                           piece),
+              "");
+    EXPECT_EQ(guard.awaiting(), 2);
+    // The server answers 5 (its headers, a frame whose payload looks like frames between) and
+    // resets 7; what it writes to 1 and 9, done already, changes nothing.
+    const std::string lookalike =
+        Frame(kSettings, 0, 0) + Frame(kData, 0, 1, Frame(kHeaders, 0x4, 7));
+    for (size_t at = 0; at < lookalike.size(); at += piece) {
+      guard.Wrote(absl::string_view(lookalike).substr(at, piece));
+    }
+    EXPECT_EQ(guard.awaiting(), 2);
+    const std::string server = Frame(kHeaders, 0x4, 5, "h") +
+                               Frame(kData, 0, 5, std::string(40, 'd')) +
+                               Frame(kRstStream, 0, 7, "rst!") + Frame(kHeaders, 0x5, 9, "t");
+    for (size_t at = 0; at < server.size(); at += piece) {
+      guard.Wrote(absl::string_view(server).substr(at, piece));
+    }
+    EXPECT_EQ(guard.awaiting(), 0);
+  }
+}
+
+TEST(FrameGuardTest, AClosedGuardSaysWhyToEveryRead) {
+  FrameGuard guard = Spoken();
+  EXPECT_EQ(guard.Read(std::string(kPreface) + Frame(kSettings, 0x1, 0), kStart), "");
+  guard.Close("held too many calls");
+  EXPECT_EQ(guard.Read(Frame(kPing, 0, 0, std::string(8, 'p')), kStart), "held too many calls");
+  guard.Close("another reason");  // the first one stands
+  EXPECT_EQ(guard.Read("", kStart), "held too many calls");
+}
+
 // Bytes that are not HTTP/2 (a TLS hello sent to a plaintext port, a stray HTTP/1 request) are
 // gRPC's to refuse: the guard says nothing of them.
 TEST(FrameGuardTest, BytesThatAreNotHttp2AreLeftToGrpc) {

@@ -173,6 +173,52 @@ class Http2GuardTest(unittest.TestCase):
         self.assertLess(grown, 256 * MIB)
         self.assert_serves()
 
+    def test_calls_that_never_send_their_requests_are_held_to_a_limit(self):
+        # A probe opened 100 calls on each of 2,048 connections (from two addresses), each call
+        # its headers alone, after acknowledging the server's SETTINGS as clients do: gRPC
+        # hands cnp a call only once its request has come whole, so neither the token check nor
+        # any budget saw them, and the server held 2.5 GB for as long as the client liked.
+        # Here 300 connections of 100 such calls each, from addresses of their own: 30,000
+        # against the limit of 4,100 (the default --max-grpc-memory / 64 KiB).
+        connections = 300
+        before = self.server.rss()
+        socks = []
+        try:
+            for i in range(connections):
+                sock = self.server.connect(source=f"127.1.{i // 250}.{i % 250 + 1}")
+                sock.sendall(PREFACE + frame(4, 0, 0))
+                sock.settimeout(10)
+                sock.recv(1 << 16)  # the server's SETTINGS: the acknowledgement is of them
+                sock.sendall(frame(4, 1, 0) + b"".join(
+                    frame(1, 4, 1 + 2 * call, MAP_HEADERS) for call in range(100)))
+                socks.append(sock)
+            # Calls that send their requests are served meanwhile.
+            self.assert_serves()
+            closed = send_until_closed(socks, b"", 5)
+            peak = self.server.peak() - before
+            # What the server holds once gRPC has let the closed connections go.
+            held = self.server.rss() - before
+            until = time.monotonic() + 10
+            while held >= 100 * MIB and time.monotonic() < until:
+                select.select([], [], [], 0.1)
+                held = self.server.rss() - before
+        finally:
+            for sock in socks:
+                sock.close()
+        print(f"{connections} connections of 100 calls awaiting their requests: {closed} "
+              f"closed; server grew {peak >> 20} MiB at its peak, held {held >> 20} MiB",
+              file=sys.stderr)
+        self.assertIn("its HTTP/2 held 100 calls open without sending their requests, the most "
+                      "of any connection", self.server.log())
+        # 41 connections hold the 4,100 (a few more may be closed, read in pieces).
+        self.assertGreaterEqual(closed, connections - 41, self.server.log()[-3000:])
+        self.assertLessEqual(closed, connections - 35, self.server.log()[-3000:])
+        # Before, about 12 KB a call: 360 MB for 30,000, held. Now the 4,100 held, and at the
+        # peak those gRPC has not yet let go of as fast as they come.
+        self.assertLess(held, 100 * MIB)
+        self.assertLess(peak, 256 * MIB)
+        self.assert_serves()
+
     def test_well_behaved_clients_are_not_touched(self):
         # 300 calls at once on one connection (gRPC queues those past the server's 100), and
         # 200 more cancelled as soon as they start.
