@@ -273,6 +273,14 @@ absl::Status Deriver::Start() {
         p.seq = "0";
         c.sweep = true;
         p.rerun = true;
+        // Saved before a row is written, as for a re-created source: saved only with the first
+        // batch's, a run stopped in between left rows of this version under a checkpoint of
+        // the other, which a run of that version (taking turns in a rolling deploy) resumed
+        // from, keeping them, or swept away once it had written its own.
+        if (!marker->empty()) c.source_id = *marker;
+        if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+        p.seq_before = p.seq;
+        continue;
       } else {
         p.seq = seq ? SeqText(*seq) : "0";
         c.sweep = sweep && sweep->IsBool() && sweep->GetBool();

@@ -566,6 +566,45 @@ TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) 
   for (auto& [id, doc] : Derived("ver_map")) EXPECT_EQ(doc["mr_version"].GetInt(), 2);
 }
 
+// A version change saves its checkpoint (the new version, from the start) before it writes a
+// row. It was saved only with the first batch's: a run of version 2 stopped between the two
+// left rows of version 2 under a checkpoint of version 1, which a run of version 1 (taking
+// turns in a rolling deploy) resumed from as caught up, keeping them for good; the other way
+// round, a sweep removed rows a run of the other version had just written (found by a probe).
+// Here the checkpoint's write fails, as a run stopped there would have it.
+TEST_F(DeriveTest, AVersionChangeIsCheckpointedBeforeAnyRowIsWritten) {
+  Fill("vcut_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
+  const std::string v1 = TownsDeclaration("vcut", "vcut_src", "vcut_map");
+  RunOnce(v1);
+  ASSERT_EQ(Derived("vcut_map").size(), 2u);
+  std::string proxy_url;
+  auto proxy = StartProxy({R"(fake:PUT /vcut_map/_local/cnp-derive%3Avcut%3Asource%3Avcut_src=500:)"
+                           R"({"error":"unknown_error","reason":"disk full"})"},
+                          proxy_url);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  std::vector<std::string> v2 = Command(
+      Declare(TownsDeclaration("vcut", "vcut_src", "vcut_map", "derive_fns.town_upper", 2)), {"--once"});
+  v2[v2.size() - 2] = proxy_url;
+  absl::StatusOr<Exited> cut = RunToExit(v2, "cnp derive");
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_EQ(cut->exit_code, 1) << cut->output;
+  EXPECT_THAT(cut->output, HasSubstr("disk full"));
+  // Version 1 again: what it finds is its own.
+  std::string out = RunOnce(v1);
+  for (auto& [id, doc] : Derived("vcut_map")) {
+    EXPECT_EQ(doc["mr_version"].GetInt(), 1) << id << " " << couchdb::ToJson(doc) << "\n" << out;
+  }
+  EXPECT_THAT(ByKey("vcut_map"), ::testing::UnorderedElementsAre(
+                                     ::testing::Pair("\"Oslo\"", HasSubstr(R"("mr_source_id":"a")")),
+                                     ::testing::Pair("\"Bergen\"", HasSubstr(R"("mr_source_id":"b")"))));
+  // And version 2 once its checkpoint can be written: all of it, none of version 1.
+  out = RunOnce(TownsDeclaration("vcut", "vcut_src", "vcut_map", "derive_fns.town_upper", 2));
+  EXPECT_THAT(ByKey("vcut_map"),
+              ::testing::UnorderedElementsAre(::testing::Pair("\"OSLO\"", HasSubstr(R"("size":3)")),
+                                              ::testing::Pair("\"BERGEN\"", HasSubstr(R"("size":5)"))));
+  for (auto& [id, doc] : Derived("vcut_map")) EXPECT_EQ(doc["mr_version"].GetInt(), 2) << out;
+}
+
 // The sweep after a version bump reads the derived documents in pages of 1000. Each page began
 // at the last id of the one before with skip=1; that row had just been deleted, so _all_docs no
 // longer listed it and skip=1 passed over the first row after it, which kept its old version

@@ -8,7 +8,7 @@ given up is dropped ("dropped METHOD PATH"), as a proxy that has not yet sent it
 Either way "ended METHOD PATH" follows, once the answer has been passed back.
 
 Lying, as no CouchDB answers: `fake:PART=STATUS:BODY` answers the requests whose path contains
-PART with STATUS and BODY without passing them on ("faked METHOD PATH"); `nodoc:PART` passes
+PART (or whose "METHOD PATH" does, for PART "PUT /db/...") with STATUS and BODY without passing them on ("faked METHOD PATH"); `nodoc:PART` passes
 them on and takes "doc" out of every result of the answer's "results" ("stripped METHOD PATH").
 `maxdoc:BYTES` refuses a _bulk_docs request holding a document longer than BYTES (as JSON) with
 HTTP 413, whole, as CouchDB 3 does past its max_document_size ("refused METHOD PATH").
@@ -91,7 +91,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(503, [("Content-Type", "application/json")],
                         b'{"error":"service_unavailable","reason":"restarting"}')
             return
-        fake = next(((status, data) for part, status, data in FAKES if part in self.path), None)
+        fake = next(((status, data) for part, status, data in FAKES if part in what), None)
         if fake is not None:
             say(f"faked {what}")
             self.answer(fake[0], [("Content-Type", "application/json")], fake[1])
