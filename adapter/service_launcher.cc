@@ -67,6 +67,8 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   }
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   static constexpr char kExecFailed[] = "cnp-adapter: exec of cnp-server failed\n";
+  static constexpr char kForkFailed[] =
+      "cnp-adapter: cannot start cnp-server: fork failed (too many processes?)\n";
 
   const pid_t child = ::fork();
   if (child < 0) {
@@ -76,7 +78,12 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   }
   if (child == 0) {
     ::setsid();
-    if (::fork() != 0) ::_exit(0);  // the daemon is the grandchild, adopted by init
+    const pid_t daemon = ::fork();  // the daemon is the grandchild, adopted by init
+    if (daemon < 0) {
+      [[maybe_unused]] ssize_t ignored = ::write(log_fd, kForkFailed, sizeof(kForkFailed) - 1);
+      ::_exit(1);
+    }
+    if (daemon > 0) ::_exit(0);
     if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
     ::dup2(log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
@@ -92,6 +99,10 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   if (null_fd >= 0) ::close(null_fd);
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("could not start cnp-server (a fork failed); see ", log_path));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 // (every worker exchange, supervision), direct sessions and signals; Uploads run on the RPC
 // server's own small thread pool; the main thread waits for SIGTERM and then shuts down in
 // order: stop accepting, let calls finish, stop the workers.
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <string>
@@ -87,7 +89,20 @@ void RaiseOpenFileLimit() {
   }
 }
 
+// A server started with stdin, stdout or stderr closed would give those numbers to the first
+// files it opens: its log lines would be written into a client's socket, and a worker's end of
+// its socket could be the descriptor a worker expects on 3, which dup2 would then leave
+// close-on-exec. Each that is closed is /dev/null instead.
+void OpenMissingStandardDescriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    const int null = ::open("/dev/null", O_RDWR);  // the lowest free number: this one
+    if (null >= 0 && null != fd) ::close(null);
+  }
+}
+
 int Run(int argc, char** argv) {
+  OpenMissingStandardDescriptors();
   // The server holds the bearer token, the TLS key and the CouchDB credentials of Uploads in
   // flight: no core dump may write them to disk, and no other process of this user may read
   // this one's memory (ptrace, /proc/PID/mem, /proc/PID/environ). Workers are exec'd, which

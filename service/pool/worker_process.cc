@@ -60,7 +60,8 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
     // not be terminated.
     ::setpgid(0, 0);
     for (int sig : {SIGHUP, SIGPIPE, SIGINT, SIGQUIT, SIGTERM}) ::signal(sig, SIG_DFL);
-    if (::dup2(fds[1], 3) < 0) ::_exit(127);
+    // dup2 onto itself keeps close-on-exec: cleared by hand then.
+    if (fds[1] == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(fds[1], 3) < 0) ::_exit(127);
     ::close_range(4, ~0U, 0);
     ::execv(argv[0], argv.data());
     const char msg[] = "cnp-server: cannot execute the worker binary\n";
