@@ -233,12 +233,12 @@ class Deriver {
   // kTimeoutsBeforeGivingUp tried so all do, with nothing answered (the batch then fails).
   absl::Status MapSplitting(const Stage& stage, const std::vector<std::string>& docs, size_t first, size_t end,
                             std::vector<v1::MapResult>& results, MapTally& tally) const;
-  // _all_docs?include_docs=true for ids[first, end) of `database`, its answer appended to
+  // _all_docs?include_docs=true&conflicts=true for ids[first, end) of `database`, its answer appended to
   // `answers`; while an answer is longer than max_response_bytes (large documents) the ids are
   // asked for in halves, down to one.
   absl::Status LookUp(const std::string& database, const std::vector<std::string>& ids, size_t first, size_t end,
                       const std::string& what, std::vector<rapidjson::Document>& answers);
-  // _all_docs?include_docs=true of every id in `database` that starts with `prefix`, its pages
+  // _all_docs?include_docs=true&conflicts=true of every id in `database` that starts with `prefix`, its pages
   // appended to `pages`: at most kLookupPage rows each, fewer while a page is longer than
   // max_response_bytes.
   absl::Status LookUpPrefix(const std::string& database, const std::string& prefix, const std::string& what,

@@ -284,7 +284,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
     for (const std::string& row_id : row_ids) {
       auto it = existing.find(row_id);
       if (keep.count(row_id) == 0 && it != existing.end()) {
-        writes.push_back(Tombstone(*it->second));
+        AppendTombstones(*it->second, writes);
         removed.insert(row_id);
       }
     }

@@ -128,10 +128,26 @@ std::string Tombstone(const Value& existing) {
   return couchdb::ToJson(doc);
 }
 
+void AppendTombstones(const Value& existing, std::vector<std::string>& writes) {
+  writes.push_back(Tombstone(existing));
+  const Value* conflicts = Member(existing, "_conflicts");
+  if (conflicts == nullptr || !conflicts->IsArray()) return;
+  for (const Value& rev : conflicts->GetArray()) {
+    if (!rev.IsString()) continue;
+    Document doc(rapidjson::kObjectType);
+    auto& a = doc.GetAllocator();
+    doc.AddMember("_id", couchdb::StringValue(Text(existing, "_id"), a), a);
+    doc.AddMember("_rev", Value(rev, a), a);
+    doc.AddMember("_deleted", true, a);
+    writes.push_back(couchdb::ToJson(doc));
+  }
+}
+
 std::string Desired(Value& desired, Document::AllocatorType& a, Value* existing) {
   if (existing != nullptr && existing->IsObject()) {
     std::string rev = Text(*existing, "_rev");
     existing->RemoveMember("_rev");
+    existing->RemoveMember("_conflicts");
     if (couchdb::JsonEqual(*existing, desired)) return "";
     desired.AddMember("_rev", couchdb::StringValue(rev, a), a);
   }

@@ -98,7 +98,13 @@ void FillDerived(rapidjson::Value& doc, rapidjson::Document::AllocatorType& a, c
                  std::set<std::string>& dropped);
 // {_id, _rev, _deleted, mr_key, ...}: the tombstone keeps the key for the reduce stage.
 std::string Tombstone(const rapidjson::Value& existing);
-// The derived document to write, or "" when `existing` already says the same.
+// The tombstone of `existing` (read with conflicts=true) and one for each of its conflicting
+// revisions, appended to `writes`: deleting the winner alone made a conflicting revision the
+// winner, and a row of a source document that is gone, or of another version, came back
+// (replication into the target, or writes with new_edits=false, make them).
+void AppendTombstones(const rapidjson::Value& existing, std::vector<std::string>& writes);
+// The derived document to write, or "" when `existing` already says the same (its conflicting
+// revisions aside).
 std::string Desired(rapidjson::Value& desired, rapidjson::Document::AllocatorType& a, rapidjson::Value* existing);
 
 // Checkpoints have a namespace of their own: a checkpoint kept at "cnp-derive:NAME:SOURCE"

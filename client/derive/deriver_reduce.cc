@@ -122,6 +122,8 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
       for (Value& row : docs->GetArray()) {
         auto it = found_docs.find({Text(row, "mr_source_type"), Text(row, "mr_source_id")});
         Value copy = it == found_docs.end() ? Value(rapidjson::kNullType) : Value(*it->second, page.GetAllocator());
+        // As _changes gives it: LookUp reads with conflicts=true, for the derived documents.
+        if (copy.IsObject()) copy.RemoveMember("_conflicts");
         row.AddMember("mr_source", copy, page.GetAllocator());
       }
     }
@@ -156,7 +158,7 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     auto it = existing.find(id);
     const std::vector<Value*>& rows = groups[key_json];
     if (rows.empty()) {
-      if (it != existing.end()) writes.push_back(Tombstone(*it->second));
+      if (it != existing.end()) AppendTombstones(*it->second, writes);
       emptied.insert(std::move(id));
       continue;
     }

@@ -70,7 +70,7 @@ absl::Status Deriver::LookUp(const std::string& database, const std::vector<std:
     list.PushBack(couchdb::StringValue(ids[n], a), a);
   }
   body.AddMember("keys", list, a);
-  absl::StatusOr<Document> found = couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true"),
+  absl::StatusOr<Document> found = couch_.Post(absl::StrCat(DbPath(database), "/_all_docs?include_docs=true&conflicts=true"),
                                                couchdb::ToJson(body), what);
   if (absl::IsResourceExhausted(found.status()) && end - first > 1) {
     const size_t middle = first + (end - first) / 2;
@@ -90,7 +90,7 @@ absl::Status Deriver::LookUpPrefix(const std::string& database, const std::strin
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
-        absl::StrCat(DbPath(database), "/_all_docs?include_docs=true&limit=", limit, "&startkey=", QueryString(start),
+        absl::StrCat(DbPath(database), "/_all_docs?include_docs=true&conflicts=true&limit=", limit, "&startkey=", QueryString(start),
                      "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
         what);
     if (absl::IsResourceExhausted(page.status()) && limit > 1) {
@@ -131,7 +131,7 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
-        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&limit=", limit,
+        absl::StrCat(DbPath(s.target), "/_all_docs?include_docs=true&conflicts=true&limit=", limit,
                      "&startkey=", QueryString(start),
                      "&endkey=", QueryString(absl::StrCat(prefix, "\xef\xbf\xb0"))),
         absl::StrCat("reading derived documents of ", s.target));
@@ -151,7 +151,7 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
       if (doc == nullptr || !doc->IsObject()) continue;
       const Value* version = Member(*doc, "mr_version");
       if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
-      writes.push_back(Tombstone(*doc));
+      AppendTombstones(*doc, writes);
     }
     absl::StatusOr<int64_t> written = WriteRedoingConflicts(s, writes, redo);
     if (!written.ok()) return written.status();

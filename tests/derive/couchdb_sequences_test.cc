@@ -101,7 +101,7 @@ class FakeTarget {
       }
       return ScriptedResponse{201, answer + "]"};
     }
-    if (t == "/tgt/_all_docs?include_docs=true" && r.method == "POST") {
+    if (t == "/tgt/_all_docs?include_docs=true&conflicts=true" && r.method == "POST") {
       absl::StatusOr<rapidjson::Document> body = couchdb::ParseJson(r.body);
       std::vector<std::string> ids;
       for (const auto& id : (*body)["keys"].GetArray()) ids.push_back(id.GetString());
@@ -372,8 +372,8 @@ TEST_F(CouchDbSequencesTest, AFreshSyncLooksUpOnlyTheRowsThatTurnOutToExist) {
   std::vector<std::string> requests = couch.requests();
   auto second_bulk = std::find(requests.begin(), requests.end(), "POST /tgt/_bulk_docs") + 1;
   second_bulk = std::find(second_bulk, requests.end(), "POST /tgt/_bulk_docs");
-  EXPECT_EQ(CountOf({requests.begin(), second_bulk}, "POST /tgt/_all_docs?include_docs=true"), 0u);
-  EXPECT_EQ(CountOf({second_bulk, requests.end()}, "POST /tgt/_all_docs?include_docs=true"), 1u);
+  EXPECT_EQ(CountOf({requests.begin(), second_bulk}, "POST /tgt/_all_docs?include_docs=true&conflicts=true"), 0u);
+  EXPECT_EQ(CountOf({second_bulk, requests.end()}, "POST /tgt/_all_docs?include_docs=true&conflicts=true"), 1u);
 }
 
 // In a first synchronization a document listed again with a conflicting first revision that now
@@ -432,7 +432,7 @@ ScriptedHttpServer::Handler ReduceCouch(absl::Mutex& mu, std::vector<std::string
                                : ScriptedResponse{404, R"({"error":"not_found"})"};
     }
     if (absl::StartsWith(t, "/red/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};
-    if (t == "/red/_all_docs?include_docs=true") {
+    if (t == "/red/_all_docs?include_docs=true&conflicts=true") {
       return {200, absl::StrCat(R"({"rows":[{"key":")", ReduceRowId("tgt", "1.0"), R"(","error":"not_found"}]})")};
     }
     if (t == "/red/_bulk_docs") {
@@ -724,7 +724,7 @@ TEST_F(CouchDbSequencesTest, ALookupOfLargeDerivedDocumentsIsSplit) {
   EXPECT_EQ(deriver.progress()[0].written, 2);
   EXPECT_EQ(deriver.progress()[0].errors, 0) << log_.str();
   absl::MutexLock lock(&mu_);
-  EXPECT_EQ(CountOf(couch.requests(), "POST /tgt/_all_docs?include_docs=true"), 3u) << "both, then each";
+  EXPECT_EQ(CountOf(couch.requests(), "POST /tgt/_all_docs?include_docs=true&conflicts=true"), 3u) << "both, then each";
   ASSERT_EQ(target_.bulks.size(), 1u);
   // Written over the revisions found: updates, not conflicts; the pad is gone.
   EXPECT_THAT(target_.bulks[0], HasSubstr(R"("_rev":"1-old")"));
@@ -786,8 +786,8 @@ TEST_F(CouchDbSequencesTest, AfterCatchingUpRowsAreLookedUpBeforeTheyAreWritten)
   auto bulk = std::find(following.begin(), following.end(), "POST /tgt/_bulk_docs");
   ASSERT_NE(bulk, following.end());
   // The first sync wrote without asking; this write was preceded by a lookup of d's row.
-  EXPECT_EQ(CountOf({requests.begin(), requests.begin() + before}, "POST /tgt/_all_docs?include_docs=true"), 0u);
-  EXPECT_EQ(CountOf({following.begin(), bulk}, "POST /tgt/_all_docs?include_docs=true"), 1u);
+  EXPECT_EQ(CountOf({requests.begin(), requests.begin() + before}, "POST /tgt/_all_docs?include_docs=true&conflicts=true"), 0u);
+  EXPECT_EQ(CountOf({following.begin(), bulk}, "POST /tgt/_all_docs?include_docs=true&conflicts=true"), 1u);
   absl::MutexLock lock(&mu_);
   EXPECT_THAT(target_.bulks.back(), HasSubstr(R"("mr_key":"Rome")"));
 }
@@ -968,7 +968,7 @@ TEST_F(CouchDbSequencesTest, AReduceDocumentChangedSinceItWasLookedUpIsWrittenAg
                                : ScriptedResponse{404, R"({"error":"not_found"})"};
     }
     if (absl::StartsWith(t, "/red/_all_docs?limit=1&")) return {200, R"({"rows":[]})"};
-    if (t == "/red/_all_docs?include_docs=true") {
+    if (t == "/red/_all_docs?include_docs=true&conflicts=true") {
       // Absent when first looked up; then written by someone else, with another value.
       if (++lookups == 1) return {200, absl::StrCat(R"({"rows":[{"key":")", id, R"(","error":"not_found"}]})")};
       return {200, absl::StrCat(R"({"rows":[{"id":")", id, R"(","key":")", id,

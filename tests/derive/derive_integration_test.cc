@@ -469,6 +469,32 @@ TEST_F(DeriveTest, ADeletedSourceDocumentRemovesWhatItProduced) {
   EXPECT_EQ(std::string(derived.begin()->second["mr_source_id"].GetString()), "b");
 }
 
+// A derived document with a conflicting revision (replication into the target writes them):
+// removing its row deleted the winner alone, the conflicting revision became the winner, and
+// the row of a deleted source document was back, with nothing said (found by a probe).
+TEST_F(DeriveTest, ARemovedRowTakesItsConflictingRevisionsWithIt) {
+  Fill("tconf_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  std::string declaration = TownsDeclaration("tconf", "tconf_src", "tconf_map");
+  RunOnce(declaration);
+  std::string b_row;
+  for (auto& [id, doc] : Derived("tconf_map")) {
+    if (std::string(doc["mr_source_id"].GetString()) == "b") b_row = id;
+  }
+  ASSERT_FALSE(b_row.empty());
+  rapidjson::Document loser = Get(absl::StrCat("/tconf_map/", b_row));
+  loser["_rev"].SetString("1-00000000000000000000000000000000", loser.GetAllocator());
+  auto replicated = Http().Post("/tconf_map/_bulk_docs",
+                                absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(loser), "]}"));
+  ASSERT_TRUE(replicated.ok() && replicated->status == 201)
+      << (replicated.ok() ? replicated->body : replicated.status().ToString());
+  ASSERT_TRUE(Get(absl::StrCat("/tconf_map/", b_row, "?conflicts=true")).HasMember("_conflicts"));
+  Write("tconf_src", absl::StrCat(R"([{"_id":"b","_rev":")", Rev("tconf_src", "b"), R"(","_deleted":true}])"));
+  RunOnce(declaration);
+  std::map<std::string, rapidjson::Document> derived = Derived("tconf_map");
+  ASSERT_EQ(derived.size(), 1u) << couchdb::ToJson(Get(absl::StrCat("/tconf_map/", b_row)));
+  EXPECT_EQ(std::string(derived.begin()->second["mr_source_id"].GetString()), "a");
+}
+
 // A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
 // took victim's ids (overwriting victim's row), its deletion deleted victim's rows, and its
 // error was recorded as victim's with the message cut at the NUL.
