@@ -516,7 +516,9 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
                                            const std::string& why_it_goes) {
   const std::string id = absl::StrCat("_design/", entry.name);
   const std::string path = ::cnp::couchdb::DesignDocPath(database, entry.name);
-  absl::StatusOr<HttpResponse> got = couch_.Get(path);
+  // With its conflicting revisions: deleting the one cnp sync wrote makes one of them the
+  // design document, which must not be reported as removed with nothing more said.
+  absl::StatusOr<HttpResponse> got = couch_.Get(absl::StrCat(path, "?conflicts=true"));
   if (!got.ok()) return got.status();
   if (got->status == 404) return absl::OkStatus();  // not there (any more)
   if (got->status != 200) {
@@ -586,6 +588,15 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
   if (answer.ok()) outcome.set_rev(std::string(StringField(*answer, "rev")));
   outcome.set_action(v1::DesignDocOutcome::REMOVED);
   emit_(event);
+  if (auto conflicts = doc->FindMember("_conflicts");
+      conflicts != doc->MemberEnd() && conflicts->value.IsArray() && !conflicts->value.Empty()) {
+    EmitProblem(v1::UploadProblem::WARNING,
+                absl::FailedPreconditionError(absl::StrCat(
+                    id, " in ", database, " also had ", conflicts->value.Size(),
+                    " conflicting revision(s) that cnp sync did not write (replication?); one of "
+                    "them is ", id, " now: ", left_in_place)),
+                database, id);
+  }
   // The record has done its work; a failure to delete it only leaves a stale record behind.
   DeleteOwnershipRecord(couch_, database, entry.name, **owner);
   return absl::OkStatus();

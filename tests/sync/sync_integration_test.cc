@@ -519,6 +519,45 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
   EXPECT_THAT(err2.str(), HasSubstr("the registry \"reg6\" has no entry for \"townz\""));
 }
 
+// A copy cnp sync wrote that also has a conflicting revision (replication into the database):
+// removing cnp sync's revision makes the other one the design document. The pass said
+// "removed" and nothing more; only the next pass warned of it (found by a probe).
+TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
+  for (const char* db : {"reg_c", "account-v1"}) CreateDatabase(db);
+  const std::string yaml =
+      "classifications: {account: \"account-v*\"}\n"
+      "towns:\n"
+      "  classification: account\n"
+      "  views: {by_town: myviews.townmap}\n";
+  ASSERT_TRUE(Register("reg_c", yaml).status.ok());
+  ASSERT_TRUE(SyncOnce("reg_c").status.ok());
+  rapidjson::Document other = Read("/account-v1/_design/towns");
+  other["_rev"].SetString("1-00000000000000000000000000000000", other.GetAllocator());
+  other["views"]["by_town"]["map"].SetString("myviews.townmap|7", other.GetAllocator());
+  absl::StatusOr<couchdb::HttpResponse> replicated = couch_->Post(
+      "/account-v1/_bulk_docs", absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(other), "]}"));
+  ASSERT_TRUE(replicated.ok() && replicated->status == 201);
+  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  std::ostringstream out, err;
+  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=reg_c", "--remove", server_->url(), "towns"},
+                                      {.out = out, .err = err, .env = no_env}),
+            0)
+      << out.str() << err.str();
+  UploadResult result = SyncOnce("reg_c");
+  ASSERT_TRUE(result.status.ok()) << result.Dump();
+  EXPECT_EQ(result.Outcome("_design/towns", "account-v1").action(), v1::DesignDocOutcome::REMOVED);
+  std::vector<std::string> warnings;
+  for (const v1::UploadEvent& e : result.events) {
+    if (e.has_problem()) warnings.push_back(e.problem().message());
+  }
+  EXPECT_THAT(warnings, UnorderedElementsAre(HasSubstr(
+                            "_design/towns in account-v1 also had 1 conflicting revision(s) that cnp "
+                            "sync did not write (replication?); one of them is _design/towns now: "
+                            "left in place")));
+  EXPECT_EQ(std::string(Read("/account-v1/_design/towns")["views"]["by_town"]["map"].GetString()),
+            "myviews.townmap|7");
+}
+
 // A design document cnp sync put there from another registry is not this registry's to
 // remove, and the warning says so (not that there is no record at all).
 TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWhose) {
