@@ -101,6 +101,24 @@ class SyncIntegrationTest : public ::testing::Test {
     return doc;
   }
 
+  // A registry holding towns, a view for each database of the classification `pattern`.
+  static std::string TownsFor(const std::string& pattern) {
+    return absl::StrCat("classifications: {account: \"", pattern, "\"}\n"
+                        "towns:\n"
+                        "  classification: account\n"
+                        "  views: {by_town: myviews.townmap}\n");
+  }
+  // `cnp upload --register=REGISTRY --remove URL NAME`, which must succeed.
+  void RemoveEntry(const std::string& registry, const std::string& name) {
+    auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+    std::ostringstream out, err;
+    EXPECT_EQ(client::upload::RunUpload(
+                  {"cnp upload", "--register=" + registry, "--remove", server_->url(), name},
+                  {.out = out, .err = err, .env = no_env}),
+              0)
+        << out.str() << err.str();
+  }
+
   // Runs one sync pass and returns what it reported.
   UploadResult SyncOnce(const std::string& registry,
                         client::sync::RegistrySync::Options options = {}) {
@@ -424,12 +442,7 @@ TEST_F(SyncIntegrationTest, SystemDatabasesAndDesignDocumentsNeedTheOperatorsFla
 
 TEST_F(SyncIntegrationTest, EntriesThatDisagreeOnOneDatabaseAreAConflictNotAFlipFlop) {
   for (const char* db : {"reg4", "account-c1"}) CreateDatabase(db);
-  ASSERT_TRUE(Register("reg4",
-                       "classifications: {account: \"account-*\"}\n"
-                       "towns:\n"
-                       "  classification: account\n"
-                       "  views: {by_town: myviews.townmap}\n")
-                  .status.ok());
+  ASSERT_TRUE(Register("reg4", TownsFor("account-*")).status.ok());
   runner_.Define("myviews.townmap", 200);
   ASSERT_TRUE(Register("reg4",
                        "towns:\n"
@@ -451,11 +464,7 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
   absl::StatusOr<couchdb::HttpResponse> hand_made = couch_->Put(
       "/account-m2/_design/towns", R"({"language": "python", "views": {"mine": {"map": "hand.made|1"}}})");
   ASSERT_TRUE(hand_made.ok() && hand_made->status == 201);
-  const std::string yaml =
-      "classifications: {account: \"account-m*\"}\n"
-      "towns:\n"
-      "  classification: account\n"
-      "  views: {by_town: myviews.townmap}\n";
+  const std::string yaml = TownsFor("account-m*");
   ASSERT_TRUE(Register("reg6", yaml).status.ok());
   UploadResult result = SyncOnce("reg6");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
@@ -524,12 +533,7 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
 // "removed" and nothing more; only the next pass warned of it (found by a probe).
 TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
   for (const char* db : {"reg_c", "account-v1"}) CreateDatabase(db);
-  const std::string yaml =
-      "classifications: {account: \"account-v*\"}\n"
-      "towns:\n"
-      "  classification: account\n"
-      "  views: {by_town: myviews.townmap}\n";
-  ASSERT_TRUE(Register("reg_c", yaml).status.ok());
+  ASSERT_TRUE(Register("reg_c", TownsFor("account-v*")).status.ok());
   ASSERT_TRUE(SyncOnce("reg_c").status.ok());
   rapidjson::Document other = Read("/account-v1/_design/towns");
   other["_rev"].SetString("1-00000000000000000000000000000000", other.GetAllocator());
@@ -537,12 +541,7 @@ TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
   absl::StatusOr<couchdb::HttpResponse> replicated = couch_->Post(
       "/account-v1/_bulk_docs", absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(other), "]}"));
   ASSERT_TRUE(replicated.ok() && replicated->status == 201);
-  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
-  std::ostringstream out, err;
-  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=reg_c", "--remove", server_->url(), "towns"},
-                                      {.out = out, .err = err, .env = no_env}),
-            0)
-      << out.str() << err.str();
+  RemoveEntry("reg_c", "towns");
   UploadResult result = SyncOnce("reg_c");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_EQ(result.Outcome("_design/towns", "account-v1").action(), v1::DesignDocOutcome::REMOVED);
@@ -562,12 +561,7 @@ TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
 // remove, and the warning says so (not that there is no record at all).
 TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWhose) {
   for (const char* db : {"reg7", "account-p1", "account-p2"}) CreateDatabase(db);
-  const std::string yaml =
-      "classifications: {account: \"account-p*\"}\n"
-      "towns:\n"
-      "  classification: account\n"
-      "  views: {by_town: myviews.townmap}\n";
-  ASSERT_TRUE(Register("reg7", yaml).status.ok());
+  ASSERT_TRUE(Register("reg7", TownsFor("account-p*")).status.ok());
   UploadResult result = SyncOnce("reg7");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   // account-p1's record now names another registry (its sync wrote the same document there).
@@ -583,12 +577,7 @@ TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWh
       absl::StrCat("/account-p2/_local/cnp-sync%3Atowns?rev=", p2["_rev"].GetString()));
   ASSERT_TRUE(gone.ok() && gone->status == 200) << gone.status();
 
-  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
-  std::ostringstream out, err;
-  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=reg7", "--remove", server_->url(), "towns"},
-                                      {.out = out, .err = err, .env = no_env}),
-            0)
-      << out.str() << err.str();
+  RemoveEntry("reg7", "towns");
   result = SyncOnce("reg7");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_TRUE(Read("/account-p1/_design/towns").HasMember("_id"));
@@ -611,11 +600,7 @@ TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWh
 // only those cnp sync wrote and nobody changed since.
 TEST_F(SyncIntegrationTest, NarrowingATargetTakesOutTheCopiesItNoLongerTargets) {
   for (const char* db : {"regnarrow", "account-n1", "account-n2", "account-n3"}) CreateDatabase(db);
-  const std::string wide =
-      "classifications: {account: \"account-n*\"}\n"
-      "towns:\n"
-      "  classification: account\n"
-      "  views: {by_town: myviews.townmap}\n";
+  const std::string wide = TownsFor("account-n*");
   ASSERT_TRUE(Register("regnarrow", wide).status.ok());
   UploadResult result = SyncOnce("regnarrow");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
@@ -648,12 +633,7 @@ TEST_F(SyncIntegrationTest, NarrowingATargetTakesOutTheCopiesItNoLongerTargets) 
                                     "changed after cnp sync wrote it")));
 
   // Removing the entry then takes out the copy it still targets.
-  auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
-  std::ostringstream out, err;
-  ASSERT_EQ(client::upload::RunUpload({"cnp upload", "--register=regnarrow", "--remove", server_->url(), "towns"},
-                                      {.out = out, .err = err, .env = no_env}),
-            0)
-      << out.str() << err.str();
+  RemoveEntry("regnarrow", "towns");
   result = SyncOnce("regnarrow");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_EQ(result.Outcome("_design/towns", "account-n1").action(), v1::DesignDocOutcome::REMOVED);
@@ -664,12 +644,7 @@ TEST_F(SyncIntegrationTest, NarrowingATargetTakesOutTheCopiesItNoLongerTargets) 
 // what it would mark and writes nothing; without --register there is no registry to mark in.
 TEST_F(SyncIntegrationTest, RemoveRefusesStagedNeedsRegisterAndDryRunWritesNothing) {
   for (const char* db : {"reg8"}) CreateDatabase(db);
-  const std::string yaml =
-      "classifications: {account: \"account-q*\"}\n"
-      "towns:\n"
-      "  classification: account\n"
-      "  views: {by_town: myviews.townmap}\n";
-  ASSERT_TRUE(Register("reg8", yaml).status.ok());
+  ASSERT_TRUE(Register("reg8", TownsFor("account-q*")).status.ok());
   const std::string entry_path = "/reg8/towns%40classification%3Aaccount";
   const std::string rev_before = Read(entry_path)["_rev"].GetString();
   auto no_env = [](const char*) -> std::optional<std::string> { return std::nullopt; };
