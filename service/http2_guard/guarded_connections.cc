@@ -48,14 +48,22 @@ class Registry {
       absl::MutexLock lock(&guarded->mu);
       guarded->closing = std::move(closing);
     }
-    absl::MutexLock lock(&mu_);
-    by_fd_[fd] = std::move(guarded);
-    count_.store(by_fd_.size(), std::memory_order_relaxed);
+    std::shared_ptr<Guarded> earlier;
+    {
+      absl::MutexLock lock(&mu_);
+      std::shared_ptr<Guarded>& slot = by_fd_[fd];
+      earlier = std::exchange(slot, std::move(guarded));
+      count_.store(by_fd_.size(), std::memory_order_relaxed);
+    }
+    // A number closed past close() below (close_range, dup2 over it): its calls count no more.
+    if (earlier != nullptr) {
+      absl::MutexLock lock(&earlier->mu);
+      Uncount(*earlier);
+    }
   }
 
-  // The guard of `fd`, when it is the socket that was guarded; a stale entry (the socket was
-  // closed, its number reused) is dropped. Entries of closed connections stay until their
-  // number is looked up again, at most one per descriptor number.
+  // The guard of `fd`, when it is the socket that was guarded. Entries leave at close(); one
+  // whose socket went another way (the number now holds another file) is dropped here.
   std::shared_ptr<Guarded> Find(int fd) ABSL_LOCKS_EXCLUDED(mu_) {
     if (count_.load(std::memory_order_relaxed) == 0) return nullptr;
     std::shared_ptr<Guarded> found;
@@ -70,6 +78,7 @@ class Registry {
     return nullptr;
   }
 
+  // The connection's calls count no more, and it leaves the registry.
   void Remove(int fd, const std::shared_ptr<Guarded>& guarded) ABSL_LOCKS_EXCLUDED(mu_) {
     {
       absl::MutexLock lock(&guarded->mu);
@@ -78,6 +87,25 @@ class Registry {
     absl::MutexLock lock(&mu_);
     if (auto it = by_fd_.find(fd); it != by_fd_.end() && it->second == guarded) by_fd_.erase(it);
     count_.store(by_fd_.size(), std::memory_order_relaxed);
+  }
+
+  // close(2) of `fd`: its entry leaves, and the descriptor is closed under the connection's
+  // lock, so that a Rebalance on another thread shuts the connection down before the number
+  // is closed, or sees it gone, never after another file has taken the number.
+  int Close(int fd) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::shared_ptr<Guarded> guarded;
+    if (count_.load(std::memory_order_relaxed) > 0) {
+      absl::MutexLock lock(&mu_);
+      if (auto it = by_fd_.find(fd); it != by_fd_.end()) {
+        guarded = std::move(it->second);
+        by_fd_.erase(it);
+        count_.store(by_fd_.size(), std::memory_order_relaxed);
+      }
+    }
+    if (guarded == nullptr) return static_cast<int>(::syscall(SYS_close, fd));
+    absl::MutexLock lock(&guarded->mu);
+    Uncount(*guarded);
+    return static_cast<int>(::syscall(SYS_close, fd));
   }
 
   // The connection's awaiting calls counted as its guard has them now; whether the count of
@@ -94,8 +122,12 @@ class Registry {
   void set_awaiting_limit(int64_t limit) { awaiting_limit_.store(limit); }
 
   // Past the limit: connections closed since are dropped, and if the count is still past it,
-  // the connection with the most awaiting calls is closed (`current`, the one that just opened
-  // one, if none has more). Whether that was `current`.
+  // the connection holding the most awaiting calls is closed (`current`, the one that just
+  // opened one, if none holds more), when it holds two or more. One such call is what any
+  // connection may hold (a stream call before its first answer, a large request being sent),
+  // and costs about what the connection does, which the number of connections bounds: never
+  // a reason to close it, or an attacker's thin connections would have every newcomer's
+  // closed. Whether the one closed was `current`.
   bool Rebalance(int current_fd, const std::shared_ptr<Guarded>& current)
       ABSL_LOCKS_EXCLUDED(mu_) {
     std::vector<std::pair<int, std::shared_ptr<Guarded>>> all;
@@ -112,7 +144,7 @@ class Registry {
     }
     for (auto& [fd, guarded] : all) {
       if (SocketInode(fd) != guarded->socket) {
-        Remove(fd, guarded);  // closed by gRPC, its end never read
+        Remove(fd, guarded);  // its number holds another file now
         continue;
       }
       absl::MutexLock lock(&guarded->mu);
@@ -124,7 +156,7 @@ class Registry {
     }
     const int64_t total = awaiting_.load();
     const int64_t limit = awaiting_limit_.load(std::memory_order_relaxed);
-    if (total <= limit) return false;
+    if (total <= limit || most < 2) return false;
     const std::string why = absl::StrCat(
         "held ", most, " calls open without sending their requests, the most of any "
         "connection, while the server's connections held ", total, " (at most ", limit,
@@ -132,18 +164,19 @@ class Registry {
     Closing closing;
     {
       absl::MutexLock lock(&victim->mu);
+      if (victim->gone) return false;  // closed, or closed for, meanwhile
+      // Every later read of it fails; its entry stays until gRPC closes it.
       victim->guard.Close(why);
       closing = std::exchange(victim->closing, nullptr);
-    }
-    Remove(victim_fd, victim);
-    if (victim != current && SocketInode(victim_fd) == victim->socket) {
-      ::shutdown(victim_fd, SHUT_RDWR);  // gRPC's next read of it fails, and it closes it
+      Uncount(*victim);
+      // Open still (close() takes this lock first): gRPC's next read of it fails, and it
+      // closes it. The one that just read is closed by recvmsg itself.
+      if (victim != current) ::shutdown(victim_fd, SHUT_RDWR);
     }
     if (closing) closing(why);
     return victim == current;
   }
 
- private:
   void Uncount(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
     if (guarded.gone) return;
     awaiting_.fetch_sub(guarded.counted);
@@ -151,6 +184,7 @@ class Registry {
     guarded.gone = true;
   }
 
+ private:
   absl::Mutex mu_;
   absl::flat_hash_map<int, std::shared_ptr<Guarded>> by_fd_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> count_{0};
@@ -214,15 +248,15 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   if (got < 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) != 0) return got;
   std::shared_ptr<Guarded> guarded = registry.Find(fd);
   if (guarded == nullptr) return got;
-  if (got == 0) {  // the client has gone: its calls await nothing
-    registry.Remove(fd, guarded);
-    return got;
-  }
   std::string broken;
   bool past_limit = false;
   cnp::http2_guard::Closing closing;
   {
     absl::MutexLock lock(&guarded->mu);
+    if (got == 0) {  // the client has gone: its calls await nothing
+      registry.Uncount(*guarded);
+      return got;
+    }
     const absl::Time now = absl::Now();
     size_t left = static_cast<size_t>(got);
     for (size_t i = 0; i < message->msg_iovlen && left > 0 && broken.empty(); ++i) {
@@ -233,6 +267,7 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
     }
     if (!broken.empty()) {
       closing = std::exchange(guarded->closing, nullptr);
+      registry.Uncount(*guarded);
     } else {
       past_limit = registry.Count(*guarded);
     }
@@ -243,9 +278,11 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   } else if (broken.empty()) {
     return got;
   }
-  registry.Remove(fd, guarded);
   if (closing) closing(broken);
   ::shutdown(fd, SHUT_RDWR);
   errno = ECONNRESET;
   return -1;
 }
+
+// And close: a guarded connection's entry leaves the registry with its number (Registry::Close).
+extern "C" int close(int fd) { return cnp::http2_guard::TheRegistry().Close(fd); }

@@ -1,6 +1,6 @@
 // Connections whose HTTP/2 a FrameGuard reads as gRPC reads it. gRPC 1.51 reads a connection
 // with recvmsg(2) and writes it with sendmsg(2); this library defines both for the server's
-// process, so that the bytes of a guarded connection pass its FrameGuard on the way to gRPC
+// process (and close(2), so that a connection's entry leaves with its descriptor number), so that the bytes of a guarded connection pass its FrameGuard on the way to gRPC
 // without a copy, a thread or a process between the client and gRPC (a proxy would add a hop
 // to every call, and would hide the client's address from gRPC), and the guard knows when the
 // server has sent its SETTINGS (only an acknowledgement after that is one). Once a connection
@@ -24,7 +24,8 @@
 
 namespace cnp::http2_guard {
 
-// Told once, on gRPC's thread, why a guarded connection is closed.
+// Told once why a guarded connection is closed: on the gRPC thread that read it, or on another
+// connection's, whose call took the connections past their limit of awaiting calls.
 using Closing = std::function<void(absl::string_view why)>;
 
 // From now until the socket `fd` is closed, its reads pass a FrameGuard. A later socket that
@@ -34,10 +35,10 @@ void GuardConnection(int fd, Closing closing);
 
 // Calls awaiting their requests (FrameGuard::awaiting) on all guarded connections together.
 // A call that takes them past it has the connection holding the most closed (the one that
-// opened it, if none holds more): one connection's 100 calls cost gRPC up to 1.8 MB, and the
-// connections a host's clients may open are many (each address of 127.0.0.0/8 is a peer of
-// its own). Well-behaved clients hold a few each: a unary call awaits while its request is
-// being sent, a stream call until its first answer.
+// opened it, if none holds more), if that is two or more: one connection's 100 calls cost
+// gRPC up to 1.8 MB, and the connections a host's clients may open are many (each address of
+// 127.0.0.0/8 is a peer of its own). Well-behaved clients hold one or none each: a unary call
+// awaits while its request is being sent, a stream call until its first answer.
 inline constexpr int64_t kDefaultAwaitingLimit = 4096;
 void SetAwaitingCallLimit(int64_t limit);
 

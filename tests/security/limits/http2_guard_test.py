@@ -15,8 +15,10 @@ The frames are written by hand on raw sockets; the server's memory is read from 
 
 import concurrent.futures
 import os
+import resource
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -70,11 +72,11 @@ def pings(count):
 
 
 class Server(cnp_testing.LoggedServer):
-    def __init__(self, directory):
+    def __init__(self, directory, extra=()):
         self.socket = os.path.join(directory, "cnp.sock")
         super().__init__(
             [SERVER, f"--worker-binary={WORKER}", f"--python-path={FUNCTIONS}", "--workers=2",
-             "--listen=127.0.0.1:0", f"--listen=unix:{self.socket}"], directory)
+             "--listen=127.0.0.1:0", f"--listen=unix:{self.socket}", *extra], directory)
 
     def connect(self, unix=False, source="127.0.0.1"):
         if unix:
@@ -105,8 +107,12 @@ def send_until_closed(socks, data, timeout):
                 pass
             except OSError:
                 closed.add(s)
-        readable, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.05)
-        for s in readable:
+        poller = select.poll()  # select() stops at descriptor 1024
+        by_fd = {s.fileno(): s for s in socks if s not in closed}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(50):
+            s = by_fd[fd]
             try:
                 if not s.recv(1 << 20):
                     closed.add(s)
@@ -184,14 +190,7 @@ class Http2GuardTest(unittest.TestCase):
         before = self.server.rss()
         socks = []
         try:
-            for i in range(connections):
-                sock = self.server.connect(source=f"127.1.{i // 250}.{i % 250 + 1}")
-                sock.sendall(PREFACE + frame(4, 0, 0))
-                sock.settimeout(10)
-                sock.recv(1 << 16)  # the server's SETTINGS: the acknowledgement is of them
-                sock.sendall(frame(4, 1, 0) + b"".join(
-                    frame(1, 4, 1 + 2 * call, MAP_HEADERS) for call in range(100)))
-                socks.append(sock)
+            socks = self.open_awaiting(connections, 100, 1)
             # Calls that send their requests are served meanwhile.
             self.assert_serves()
             closed = send_until_closed(socks, b"", 5)
@@ -218,6 +217,65 @@ class Http2GuardTest(unittest.TestCase):
         self.assertLess(held, 100 * MIB)
         self.assertLess(peak, 256 * MIB)
         self.assert_serves()
+
+    def open_awaiting(self, connections, calls, network):
+        """`connections` new connections (from addresses of 127.`network`.x.y), each with
+        `calls` calls opened and never sent their requests, after the SETTINGS are
+        acknowledged as clients do."""
+        socks = []
+        for i in range(connections):
+            sock = self.server.connect(source=f"127.{network}.{i // 250}.{i % 250 + 1}")
+            sock.sendall(PREFACE + frame(4, 0, 0))
+            sock.settimeout(10)
+            sock.recv(1 << 16)  # the server's SETTINGS: the acknowledgement is of them
+            sock.sendall(frame(4, 1, 0) + b"".join(
+                frame(1, 4, 1 + 2 * call, MAP_HEADERS) for call in range(calls)))
+            socks.append(sock)
+        return socks
+
+    def test_calls_of_reset_connections_are_no_longer_counted(self):
+        # Found by a review: a connection gRPC closed without reading its end (the client
+        # reset it) kept its calls counted for good once its number was reused, and past the
+        # limit every new call awaiting its request closed its connection.
+        descriptors = f"/proc/{self.server.process.pid}/fd"
+        before = len(os.listdir(descriptors))
+        for round in range(3):
+            socks = self.open_awaiting(45, 100, 2 + round)  # 4,500: past the 4,100
+            self.assertEqual(send_until_closed(socks, b"", 2), 4, self.server.log()[-3000:])
+            for sock in socks:  # reset, as a client that dies does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            # Once gRPC has closed them, the next round's connections take their numbers.
+            until = time.monotonic() + 10
+            while len(os.listdir(descriptors)) > before and time.monotonic() < until:
+                select.select([], [], [], 0.05)
+        self.assert_serves()
+        # 4,000 now, under the limit: none is closed.
+        socks = self.open_awaiting(40, 100, 9)
+        try:
+            self.assert_serves()
+            self.assertEqual(send_until_closed(socks, b"", 1), 0, self.server.log()[-3000:])
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def test_connections_holding_one_call_each_are_not_closed_for_it(self):
+        # One awaiting call is what any connection may hold (a Session stream before its first
+        # answer): an attacker's thin connections past the limit must not have every
+        # newcomer's closed. A connection holding many is still closed.
+        self.server.stop()
+        self.server = Server(self.dir, ["--max-call-bytes=1048576", "--max-grpc-memory=67108864"])
+        thin = self.open_awaiting(1100, 1, 2)  # past the limit of 1,024 (its least)
+        try:
+            self.assert_serves()
+            self.assertEqual(send_until_closed(thin, b"", 1), 0, self.server.log()[-3000:])
+            thick = self.open_awaiting(1, 100, 3)
+            self.assertEqual(send_until_closed(thick, b"", 5), 1, self.server.log()[-3000:])
+            self.assertIn("calls open without sending their requests, the most of any "
+                          "connection", self.server.log())
+        finally:
+            for sock in thin:
+                sock.close()
 
     def test_well_behaved_clients_are_not_touched(self):
         # 300 calls at once on one connection (gRPC queues those past the server's 100), and
@@ -255,6 +313,9 @@ class Http2GuardTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
+    # 1,100 connections at once, and the server's as many.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     SERVER, WORKER, FUNCTIONS = (os.path.abspath(p) for p in sys.argv[1:4])
     if os.path.isfile(FUNCTIONS):  # a module of the directory that holds the functions
         FUNCTIONS = os.path.dirname(FUNCTIONS)
