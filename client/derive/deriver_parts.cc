@@ -118,28 +118,37 @@ void FillDerived(Value& doc, Document::AllocatorType& a, const Value& key, const
   doc.AddMember("mr_version", version, a);
 }
 
-std::string Tombstone(const Value& existing) {
+namespace {
+
+// The tombstone of `existing` at revision `rev`.
+std::string TombstoneAt(const Value& existing, const Value& rev) {
   Document doc(rapidjson::kObjectType);
   auto& a = doc.GetAllocator();
-  for (const char* field : {"_id", "_rev", "mr_key", "mr_source_id", "mr_source_type", "mr_version"}) {
+  if (const Value* id = Member(existing, "_id")) doc.AddMember("_id", Value(*id, a), a);
+  if (!rev.IsNull()) doc.AddMember("_rev", Value(rev, a), a);
+  for (const char* field : {"mr_key", "mr_source_id", "mr_source_type", "mr_version"}) {
     if (const Value* v = Member(existing, field)) doc.AddMember(Value(field, a), Value(*v, a), a);
   }
   doc.AddMember("_deleted", true, a);
   return couchdb::ToJson(doc);
 }
 
+}  // namespace
+
+std::string Tombstone(const Value& existing) {
+  static const Value kNoRevision;
+  const Value* rev = Member(existing, "_rev");
+  return TombstoneAt(existing, rev != nullptr ? *rev : kNoRevision);
+}
+
 void AppendTombstones(const Value& existing, std::vector<std::string>& writes) {
   writes.push_back(Tombstone(existing));
   const Value* conflicts = Member(existing, "_conflicts");
   if (conflicts == nullptr || !conflicts->IsArray()) return;
+  // Each with the winner's mr_key: whichever of them CouchDB makes the deleted winner, the
+  // reduce stage reads from it the key that counted the row.
   for (const Value& rev : conflicts->GetArray()) {
-    if (!rev.IsString()) continue;
-    Document doc(rapidjson::kObjectType);
-    auto& a = doc.GetAllocator();
-    doc.AddMember("_id", couchdb::StringValue(Text(existing, "_id"), a), a);
-    doc.AddMember("_rev", Value(rev, a), a);
-    doc.AddMember("_deleted", true, a);
-    writes.push_back(couchdb::ToJson(doc));
+    if (rev.IsString()) writes.push_back(TombstoneAt(existing, rev));
   }
 }
 

@@ -29,6 +29,13 @@ absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vect
   if (absl::Status st = BulkWrite(s.target, docs, s, &conflicts); !st.ok()) return st;
   count -= errors - errors_before;
   if (conflicts.empty()) return count;
+  count -= static_cast<int64_t>(conflicts.size());
+  // An id once: a document deleted with its conflicting revisions may have had several of
+  // its writes refused.
+  std::set<std::string> seen;
+  conflicts.erase(std::remove_if(conflicts.begin(), conflicts.end(),
+                                 [&](const std::string& id) { return !seen.insert(id).second; }),
+                  conflicts.end());
   std::vector<Document> found;
   if (absl::Status st = LookUp(s.target, conflicts, 0, conflicts.size(),
                                absl::StrCat("reading derived documents of ", s.target), found);
@@ -54,7 +61,7 @@ absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vect
       RecordError(s, id, "conflict", "CouchDB refused the write as a conflict and it could not be redone");
     }
   }
-  count += static_cast<int64_t>(again.size()) - static_cast<int64_t>(conflicts.size());
+  count += static_cast<int64_t>(again.size());
   const int64_t errors_before_redo = errors;
   if (absl::Status st = BulkWrite(s.target, again, s); !st.ok()) return st;
   return count - (errors - errors_before_redo);

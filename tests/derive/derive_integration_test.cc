@@ -493,6 +493,16 @@ TEST_F(DeriveTest, ARemovedRowTakesItsConflictingRevisionsWithIt) {
   std::map<std::string, rapidjson::Document> derived = Derived("tconf_map");
   ASSERT_EQ(derived.size(), 1u) << couchdb::ToJson(Get(absl::StrCat("/tconf_map/", b_row)));
   EXPECT_EQ(std::string(derived.begin()->second["mr_source_id"].GetString()), "a");
+  // Both leaves deleted, each keeping the key that counted the row: whichever CouchDB makes the
+  // deleted winner tells a reduce stage which key lost it.
+  rapidjson::Document leaves = Get(absl::StrCat("/tconf_map/", b_row, "?open_revs=all"));
+  ASSERT_TRUE(leaves.IsArray() && leaves.Size() == 2) << couchdb::ToJson(leaves);
+  for (const rapidjson::Value& leaf : leaves.GetArray()) {
+    ASSERT_TRUE(leaf.HasMember("ok")) << couchdb::ToJson(leaves);
+    EXPECT_TRUE(leaf["ok"].HasMember("_deleted")) << couchdb::ToJson(leaves);
+    ASSERT_TRUE(leaf["ok"].HasMember("mr_key")) << couchdb::ToJson(leaves);
+    EXPECT_EQ(couchdb::ToJson(leaf["ok"]["mr_key"]), "\"Bergen\"");
+  }
 }
 
 // A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
