@@ -18,7 +18,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/code_directories.h"
@@ -171,14 +170,17 @@ absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) 
   return absl::OkStatus();
 }
 
-// The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file
-// (relative ones are absolute by now: AnchorRelativeUnixListens); ipv4:HOST:PORT is
-// HOST:PORT. None for port 0: each such listener gets a port of its own from the kernel.
+// The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file,
+// as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT. None for
+// port 0: each such listener gets a port of its own from the kernel.
 std::optional<std::string> BoundAddress(const std::string& listen) {
   if (IsUnixTarget(listen)) {
     absl::StatusOr<std::string> path = UnixSocketPath(listen);
     if (!path.ok()) return listen;
-    return absl::StrCat("unix:", std::filesystem::path(*path).lexically_normal().string());
+    std::error_code error;
+    std::filesystem::path absolute = std::filesystem::absolute(*path, error);
+    if (error) absolute = *path;
+    return absl::StrCat("unix:", absolute.lexically_normal().string());
   }
   absl::StatusOr<listen::TcpListenAddress> tcp = listen::ParseTcpListenAddress(listen);
   if (!tcp.ok()) return listen;
@@ -207,20 +209,6 @@ absl::Status CheckEachAddressOnce(const ServerConfig& c, const Sources& sources)
                                                    "; give each address once"));
   }
   return absl::OkStatus();
-}
-
-// A relative unix --listen is bound, and logged, as the absolute path it names from the working
-// directory at start: bound relative, it was logged relative ("listening on unix:cnp.sock"),
-// which says nothing of where an operator should point the clients.
-void AnchorRelativeUnixListens(ServerConfig& c) {
-  for (std::string& listen : c.listen) {
-    if (!IsUnixTarget(listen)) continue;
-    absl::StatusOr<std::string> path = UnixSocketPath(listen);
-    if (!path.ok() || absl::StartsWith(*path, "/")) continue;  // refused, or absolute already
-    std::error_code error;
-    const std::filesystem::path absolute = std::filesystem::absolute(*path, error);
-    if (!error) listen = absl::StrCat("unix:", absolute.lexically_normal().string());
-  }
 }
 
 // A unix --listen is read as gRPC's clients read it (common/unix_target.h): one it would read as
@@ -620,7 +608,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       !allow.ok()) {
     return allow.status();
   }
-  AnchorRelativeUnixListens(c);
   if (absl::Status s = CheckUnixListenPaths(c, sources); !s.ok()) return s;
   if (absl::Status s = CheckEachAddressOnce(c, sources); !s.ok()) return s;
   c.adapter_settings = absl::GetFlag(FLAGS_adapter_settings);

@@ -13,7 +13,7 @@ ABSL_FLAG(std::string, config, "", "YAML file with any of these flags but this o
           "read it again");
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "where to listen: unix:/path or host:port; repeatable; a relative unix path is "
-          "taken from the working directory at start (default: $CNP_TARGET, else "
+          "bound in the working directory (default: $CNP_TARGET, else "
           "unix:/tmp/cnp-<uid>/cnp.sock, or, when another user owns /tmp/cnp-<uid>, "
           "cnp/cnp.sock under $XDG_RUNTIME_DIR or .cnp/cnp.sock under $HOME, as the clients "
           "look for it)");

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <limits>
 #include <memory>
@@ -27,6 +28,7 @@
 #include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/support/server_interceptor.h"
+#include "common/unix_target.h"
 #include "service/common/log.h"
 #include "service/common/socket_users.h"
 #include "service/http2_guard/guarded_connections.h"
@@ -193,6 +195,17 @@ constexpr absl::Duration kGrpcDeadlineAfterOurs = absl::Seconds(5);
 // How long calls whose work was stopped past the grace get to answer in the server's own
 // words before gRPC cancels what is left.
 constexpr absl::Duration kStoppedCallsAnswer = absl::Seconds(1);
+
+// " (in DIR)" for a unix socket bound at a relative path, DIR the working directory it is in:
+// where to point the clients. (A relative path, kept as given, is how a socket goes in a
+// directory whose absolute path is too long for a socket address.)
+std::string InWorkingDirectory(const std::string& address) {
+  absl::StatusOr<std::string> path = UnixSocketPath(address);
+  if (!path.ok() || absl::StartsWith(*path, "/")) return "";
+  std::error_code error;
+  const std::filesystem::path directory = std::filesystem::current_path(error);
+  return error ? "" : absl::StrCat(" (in ", directory.string(), ")");
+}
 
 // A unix socket lets in only the users it is told to (SO_PEERCRED); a loopback TCP listener
 // lets in every process of the host, whoever runs it. Without a token or client certificates
@@ -438,7 +451,8 @@ absl::Status RpcServer::Start() {
   }
   for (const listen::ListeningSocket& socket : acceptor_->sockets()) {
     LogInfo("listening on ", socket.address,
-            socket.is_unix ? "" : absl::StrCat(" (port ", socket.port, ")"),
+            socket.is_unix ? InWorkingDirectory(socket.address)
+                           : absl::StrCat(" (port ", socket.port, ")"),
             // As the direct-session socket says it (session_listener.cc): which sockets are
             // the socket unit's, and so whose ListenStream= to change.
             socket.inherited ? " (passed by systemd)" : "",

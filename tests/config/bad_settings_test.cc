@@ -417,20 +417,20 @@ TEST(SocketPathTest, AUnixTargetGrpcReadsOtherwiseIsRefused) {
   EXPECT_EQ(::stat((dir + "/third.sock").c_str(), &st), 0) << triple->Log();
 }
 
-// A relative unix --listen is bound where the working directory at start says, and logged as
-// that absolute path (it was logged "listening on unix:rel.sock", naming no file elsewhere).
-TEST(SocketPathTest, ARelativeUnixPathIsBoundAndLoggedAbsolute) {
+// A relative unix --listen is bound in the working directory, as given (the way to put a socket
+// in a directory whose absolute path is too long for one), and the log says which directory:
+// it said "listening on unix:rel.sock" alone.
+TEST(SocketPathTest, ARelativeUnixPathIsBoundInTheWorkingDirectoryWhichTheLogNames) {
   const std::string dir = ShortTempDir();
   auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--listen=unix:sub/../rel.sock",
+      {.args = {"--workers=1", "--listen=unix:rel.sock",
                 "--python-path=" + Runfile("tests/functions/server")},
        .fresh_socket = false,
        .work_dir = dir});
   ASSERT_TRUE(server->ready()) << server->Log();
   struct stat st {};
   EXPECT_EQ(::stat((dir + "/rel.sock").c_str(), &st), 0) << server->Log();
-  EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat("listening on unix:", dir, "/rel.sock")));
-  EXPECT_THAT(server->Log(), Not(HasSubstr("unix:sub/")));
+  EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat("listening on unix:rel.sock (in ", dir, ")")));
 }
 
 // An address named twice was bound twice, and the second bind failed after the workers had
