@@ -593,8 +593,8 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::FailedPreconditionError(absl::StrCat(
                     id, " in ", database, " also had ", conflicts->value.Size(),
-                    " conflicting revision(s) that cnp sync did not write (replication?); one of "
-                    "them is ", id, " now: ", left_in_place)),
+                    " conflicting revision(s) (replication?), which this database's record does "
+                    "not vouch for; one of them is ", id, " now: ", left_in_place)),
                 database, id);
   }
   // The record has done its work; a failure to delete it only leaves a stale record behind.

@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/utf8_text.h"
 
 namespace cnp::couchdb {
 namespace {
@@ -128,9 +129,16 @@ std::string ErrorLine(std::string_view id, std::string_view reason) {
 }
 
 std::string ProtocolEndedReason(std::string_view last_line) {
-  std::string reason = "the protocol ended the session with ";
-  reason.append(last_line);
-  return reason;
+  return absl::StrCat("the protocol ended the session with ", Excerpt(last_line, 1024));
+}
+
+std::string Excerpt(std::string_view text, size_t limit) {
+  const absl::string_view whole(text.data(), text.size());
+  // Bytes that are not UTF-8 (from a line that was not) are named, not sent: jiffy would refuse
+  // the whole line.
+  std::string excerpt = EscapeInvalidUtf8(Utf8Prefix(whole, limit));
+  if (text.size() > limit) absl::StrAppend(&excerpt, "... (", text.size(), " bytes)");
+  return excerpt;
 }
 
 std::string FatalLine(std::string_view id, std::string_view reason) {

@@ -32,8 +32,13 @@ std::string FatalLine(std::string_view id, std::string_view reason);
 
 // The reason a query server gives on stderr (CouchDB's log) when the protocol ended its session
 // with `last_line` (a fatal line, an unknown command's error), on either session path: "the
-// protocol ended the session with ["fatal",...]".
+// protocol ended the session with ["fatal",...]", the line cut to its first 1,024 bytes.
 std::string ProtocolEndedReason(std::string_view last_line);
+
+// `text` quoted in a message, cut to its first `limit` bytes (at a character's start) with how
+// long it was: an unknown command's name, or a line CouchDB sent, may be many megabytes, and
+// was echoed whole to CouchDB and into its log.
+std::string Excerpt(std::string_view text, size_t limit);
 // Added to the reason for a line dropped as too long in the middle of a list: its row is lost.
 inline constexpr std::string_view kListRowLost = " (a list row: the list cannot go on)";
 

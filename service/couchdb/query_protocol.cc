@@ -336,7 +336,7 @@ QueryProtocol::Step QueryProtocol::Dispatch(Command& command) {
           return DesignDocCall(c);
         } else if constexpr (std::is_same_v<C, command::Unknown>) {
           return SayAndExit(
-              ErrorLine("unknown_command", absl::StrCat("unknown command '", c.name, "'")));
+              ErrorLine("unknown_command", absl::StrCat("unknown command '", Excerpt(c.name, 256), "'")));
         } else if constexpr (std::is_same_v<C, command::NotACommand>) {
           return SayAndExit(FatalLine("query_protocol_error", c.reason));
         } else if constexpr (std::is_same_v<C, command::BadArguments>) {
@@ -726,7 +726,7 @@ QueryProtocol::Step QueryProtocol::ContinueList(const Command& command, std::str
     } else {
       what = std::string(CommandName(KindOf(command)));
     }
-    SayAndExit(FatalLine("list_error", absl::StrCat("not a row '", what, "'")));
+    SayAndExit(FatalLine("list_error", absl::StrCat("not a row '", Excerpt(what, 256), "'")));
     return AbandonList(Answer{});
   }
   return Run(task_, On::kLease,

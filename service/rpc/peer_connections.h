@@ -35,8 +35,8 @@ std::string PeerCountKey(const sockaddr_storage& address);
 // The same key for a peer as gRPC names it (context.peer(): "ipv4:A:PORT", "ipv6:%5BA%5D:PORT",
 // "ipv6:[A]:PORT"), so that a peer's refusals are logged under what its connections are counted
 // under: keyed on the whole IPv6 address, a host with a /64 could have each connection, from an
-// address of its own, logged on a line of its own. Any other peer (a unix socket's) is itself
-// without its port, if it has one.
+// address of its own, logged on a line of its own. Any other peer is what comes before its
+// last colon ("unix" for a unix socket's).
 std::string PeerCountKeyOfUri(absl::string_view peer);
 
 class PeerConnections {

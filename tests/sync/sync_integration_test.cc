@@ -550,9 +550,9 @@ TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
     if (e.has_problem()) warnings.push_back(e.problem().message());
   }
   EXPECT_THAT(warnings, UnorderedElementsAre(HasSubstr(
-                            "_design/towns in account-v1 also had 1 conflicting revision(s) that cnp "
-                            "sync did not write (replication?); one of them is _design/towns now: "
-                            "left in place")));
+                            "_design/towns in account-v1 also had 1 conflicting revision(s) "
+                            "(replication?), which this database's record does not vouch for; one "
+                            "of them is _design/towns now: left in place")));
   EXPECT_EQ(std::string(Read("/account-v1/_design/towns")["views"]["by_town"]["map"].GetString()),
             "myviews.townmap|7");
 }
