@@ -116,8 +116,13 @@ void GiveBackMemory(std::string& frame) {
 
 }  // namespace
 
-constexpr char kOutOfMemory[] =
-    "MemoryError: the worker ran out of memory building the answer (its cap, cnp-server's "
+// Where: a probe's rereduce of 66 MB of nested arrays ran out while its request was read
+// into Python objects, and was told "building the answer".
+constexpr char kOutOfMemoryInTask[] =
+    "MemoryError: the worker ran out of memory reading the task or building its answer (its "
+    "cap, cnp-server's --worker-memory-mb, reached); the worker is being replaced";
+constexpr char kOutOfMemoryInReply[] =
+    "MemoryError: the worker ran out of memory writing the answer (its cap, cnp-server's "
     "--worker-memory-mb, reached); the worker is being replaced";
 
 absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
@@ -175,7 +180,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
         Context().attributed_logs.clear();
         Task().Swap(&task);
         large = true;  // and the frame's memory goes back below
-        reply = FailureReply(Failure::INTERNAL, kOutOfMemory);
+        reply = FailureReply(Failure::INTERNAL, kOutOfMemoryInTask);
       }
       CloseAll(descriptors);  // what a task did not take must not leak
       if (!reply.ok()) return reply.status();
@@ -202,7 +207,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
       try {
         frame_out = reply->SerializeAsString();
       } catch (const std::bad_alloc&) {
-        Reply failed = FailureReply(Failure::INTERNAL, kOutOfMemory);
+        Reply failed = FailureReply(Failure::INTERNAL, kOutOfMemoryInReply);
         failed.set_recycle(true);
         StampAnswer(failed);
         frame_out = failed.SerializeAsString();
