@@ -5,9 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -210,8 +210,8 @@ void SetAwaitingCallLimit(int64_t limit) { TheRegistry().set_awaiting_limit(limi
 
 }  // namespace cnp::http2_guard
 
-// The process's sendmsg and recvmsg (see guarded_connections.h): libgrpc's calls resolve
-// here, ahead of libc's.
+// The process's sendmsg, recvmsg and close (see guarded_connections.h): libgrpc's calls
+// resolve here, ahead of libc's.
 extern "C" ssize_t sendmsg(int fd, const msghdr* message, int flags) {
   using cnp::http2_guard::Guarded;
   std::shared_ptr<Guarded> guarded = cnp::http2_guard::TheRegistry().Find(fd);
