@@ -1,9 +1,10 @@
 // Connections whose HTTP/2 a FrameGuard reads as gRPC reads it. gRPC 1.51 reads a connection
 // with recvmsg(2) and writes it with sendmsg(2); this library defines both for the server's
-// process (and close(2), so that a connection's entry leaves with its descriptor number), so that the bytes of a guarded connection pass its FrameGuard on the way to gRPC
-// without a copy, a thread or a process between the client and gRPC (a proxy would add a hop
-// to every call, and would hide the client's address from gRPC), and the guard knows when the
-// server has sent its SETTINGS (only an acknowledgement after that is one). Once a connection
+// process (and close(2), so that a connection's entry leaves with its descriptor number), so
+// that the bytes of a guarded connection pass its FrameGuard on the way to gRPC without a
+// copy, a thread or a process between the client and gRPC (a proxy would add a hop to every
+// call, and would hide the client's address from gRPC), and the guard reads what the server
+// writes (its SETTINGS: only an acknowledgement after them is one; its answers). Once a connection
 // passes a limit, the read fails ECONNRESET and the connection is shut down: gRPC closes it,
 // the other connections go on.
 //
