@@ -167,6 +167,7 @@ absl::Duration ServiceConnection::AnswerWithin() const {
 void ServiceConnection::Send(std::string_view line) {
   if (stream_ == nullptr) return;
   input_.set_line(line.data(), line.size());
+  heard_in_exchange_ = false;
   stream_->Write(input_, kTag);
   if (Await(absl::Now() + AnswerWithin()) != Op::kDone) Drop().IgnoreError();
 }
@@ -362,6 +363,7 @@ void ServiceConnection::NoteDesignDocTaught(std::string_view line) {
 bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
                                  bool forward_early) {
   input_.set_line(line.data(), line.size());
+  heard_in_exchange_ = false;
   stream_->Write(input_, kTag);
   if (Await(answer_by) != Op::kDone) return false;
   absl::Duration transfer = absl::ZeroDuration();  // of an answer announced as large
@@ -374,6 +376,7 @@ bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
       silent_ = expired_ && silent_by < answer_by;
       return false;
     }
+    heard_in_exchange_ = true;
     if (!std::exchange(heard_on_stream_, true)) {
       heartbeat_ = absl::Milliseconds(output_.heartbeat_ms());
     }
@@ -422,6 +425,7 @@ absl::Status ServiceConnection::Drop() {
   taught_design_docs_.clear();
   const bool expired = std::exchange(expired_, false);
   const bool silent = std::exchange(silent_, false);
+  const bool was_working = std::exchange(heard_in_exchange_, false);
   heard_on_stream_ = false;
   stream_.reset();
   queue_.reset();
@@ -432,6 +436,14 @@ absl::Status ServiceConnection::Drop() {
     return absl::UnavailableError(
         "the service went silent while the command ran (no heartbeat): it stopped answering "
         "(frozen, or its host gone)");
+  }
+  if (expired && was_working) {
+    // Alive but not done: the service's own budget should have answered first, so it was too
+    // busy to, or its answer was still crossing. Another replica would start the command over.
+    return absl::DeadlineExceededError(
+        "no answer before CouchDB's timeout was near, though the service was still working on "
+        "the command (its heartbeats came): it is overloaded, or the answer too large to cross "
+        "in time");
   }
   if (expired) {
     return absl::UnavailableError(

@@ -107,6 +107,9 @@ class ServiceConnection {
   // answer; after it, none).
   absl::Duration heartbeat_;
   bool heard_on_stream_ = false;  // this stream has had its first output
+  // The command in flight has had an output (a heartbeat at least): a service whose answer did
+  // not come in time was alive, working on it, not stopped.
+  bool heard_in_exchange_ = false;
   // The design documents (SessionState's ids) this stream has been taught.
   absl::flat_hash_set<std::string> taught_design_docs_;
   v1::SessionInput input_;

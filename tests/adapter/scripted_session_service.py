@@ -10,6 +10,8 @@ document call gets [true, id] if this stream was taught that design document, an
 
 Misbehaviour: `fail_streams` aborts every stream at once, as a proxy whose upstream is down does;
 `hang_next_map_doc` leaves the next map_doc unanswered until the service stops;
+`busy_next_map_doc` leaves it unanswered too, but sends heartbeats (`heartbeat_ms`) meanwhile
+(a service alive and too busy to finish the command);
 `freeze_first_stream` leaves the first stream's first command other than reset unanswered until
 the service stops (a replica frozen before it answered anything, behind a proxy that answers
 the adapter's pings itself);
@@ -38,6 +40,7 @@ class ScriptedSessionService:
         self.sets_accepted = True
         self.fail_streams = False
         self.hang_next_map_doc = threading.Event()
+        self.busy_next_map_doc = threading.Event()
         self.freeze_first_stream = False
         self.fail_next_map_doc = threading.Event()
         self.abort_map_docs = []
@@ -107,6 +110,11 @@ class ScriptedSessionService:
                 if self.hang_next_map_doc.is_set():
                     self.hang_next_map_doc.clear()
                     self.stopping.wait()
+                    return
+                if self.busy_next_map_doc.is_set():
+                    self.busy_next_map_doc.clear()
+                    while not self.stopping.wait(self.heartbeat_ms / 2000):
+                        yield session_output([], partial=True, heartbeat_ms=self.heartbeat_ms)
                     return
                 with self.lock:
                     aborted = self.abort_map_docs.pop(0) if self.abort_map_docs else None

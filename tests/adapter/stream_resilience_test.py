@@ -125,6 +125,22 @@ class StreamResilienceTest(ScriptedAdapterTestCase):
         self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
         self.assertEqual(self.service.stream_count(), 2)
 
+    def test_a_service_alive_but_too_busy_to_answer_in_time_is_told_apart(self):
+        # Its heartbeats came, but not the answer: CouchDB's log said the service had "stopped
+        # answering (frozen, or its host gone)", sending the operator after the wrong cause.
+        self.service.heartbeat_ms = 200
+        self.start_session(timeout_ms=2000)
+        self.service.busy_next_map_doc.set()
+        started = time.monotonic()
+        reply = self.reply(["map_doc", {"_id": "d1"}], timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply[:2], ["error", "timeout"], reply)
+        self.assertIn("still working on the command", reply[2])
+        self.assertNotIn("stopped answering", reply[2])
+        self.assertGreaterEqual(elapsed, 1.5)
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(self.reply(["map_doc", {"_id": "d2"}]), [[["m.town", "d2"]]])
+
     def test_an_announced_large_answer_is_waited_for_past_the_silence_limit(self):
         # On a slow link a large answer takes longer to cross than 2.5 heartbeats of silence:
         # the adapter took the server for stopped and replayed the command on another stream,
