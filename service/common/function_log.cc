@@ -1,5 +1,6 @@
 #include "service/common/function_log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -10,46 +11,58 @@
 namespace cnp {
 namespace {
 
-// At most `limit` lines a second of one sort reach the log; the lines left out are counted and
-// the next second's first line says how many. (A worker's own cap on the tracebacks it formats
-// is announced by the worker: kTracebacksLeftOutKind.) A function that logs (or raises) on every
-// document of a large index would otherwise make the log (and the thread writing it) the
-// bottleneck.
+// At most `limit` lines and `byte_limit` bytes a second of one sort reach the log; the lines
+// left out are counted and the next second's first line says how many. (A worker's own cap on
+// the tracebacks it formats is announced by the worker: kTracebacksLeftOutKind.) A function
+// that logs (or raises) on every document of a large index would otherwise make the log (and
+// the thread writing it) the bottleneck, and fill the disk under it.
 class LineBudget {
  public:
-  LineBudget(int64_t limit, const char* what) : limit_(limit), what_(what) {}
+  LineBudget(int64_t limit, int64_t byte_limit, const char* what)
+      : limit_(limit), byte_limit_(byte_limit), what_(what) {}
 
-  bool Admit() {
+  // `bytes`: the line's text, counted as at most a log line holds (kMaxLogLineBytes).
+  bool Admit(size_t bytes) {
     const int64_t now = absl::ToUnixSeconds(absl::Now());
     if (int64_t was = second_.load(std::memory_order_relaxed);
         was != now && second_.compare_exchange_strong(was, now, std::memory_order_relaxed)) {
       lines_.store(0, std::memory_order_relaxed);
+      bytes_.store(0, std::memory_order_relaxed);
       if (const int64_t left_out = dropped_.exchange(0, std::memory_order_relaxed);
           left_out > 0) {
-        LogWarning(left_out, " ", what_, " were left out of this log in the last second(s) (at most ",
-                   limit_, " a second); their callers and CouchDB got them all");
+        LogWarning(left_out, " ", what_,
+                   " were left out of this log in the last second(s) (at most ", limit_, " and ",
+                   byte_limit_ >> 10, " KiB a second); their callers and CouchDB got them all");
       }
     }
-    if (lines_.fetch_add(1, std::memory_order_relaxed) < limit_) return true;
+    const int64_t counted = static_cast<int64_t>(std::min(bytes, kMaxLogLineBytes));
+    if (lines_.fetch_add(1, std::memory_order_relaxed) < limit_ &&
+        bytes_.fetch_add(counted, std::memory_order_relaxed) + counted <= byte_limit_) {
+      return true;
+    }
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
 
  private:
   const int64_t limit_;
+  const int64_t byte_limit_;
   const char* const what_;
   std::atomic<int64_t> second_{0};
   std::atomic<int64_t> lines_{0};
+  std::atomic<int64_t> bytes_{0};
   std::atomic<int64_t> dropped_{0};
 };
 
 LineBudget& LogLines() {
-  static LineBudget budget(kFunctionLogLinesPerSecond, "log() lines of functions");
+  static LineBudget budget(kFunctionLogLinesPerSecond, kFunctionLogBytesPerSecond,
+                           "log() lines of functions");
   return budget;
 }
 
 LineBudget& Exceptions() {
-  static LineBudget budget(kFunctionExceptionLinesPerSecond, "exceptions of functions");
+  static LineBudget budget(kFunctionExceptionLinesPerSecond, kFunctionExceptionBytesPerSecond,
+                           "exceptions of functions");
   return budget;
 }
 
@@ -65,7 +78,7 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
       continue;
     }
     if (!line.error().empty()) {
-      if (!Exceptions().Admit()) continue;
+      if (!Exceptions().Admit(line.message().size() + line.traceback().size())) continue;
       LogEvent(LogLevel::kWarning, line.message(),
                {{"function", line.function()},
                 {"kind", line.kind()},
@@ -76,7 +89,7 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
                 {"traceback", line.traceback()}});
       continue;
     }
-    if (!LogLines().Admit()) continue;
+    if (!LogLines().Admit(line.message().size())) continue;
     LogEvent(LogLevel::kInfo, line.message(),
              {{"function", line.function()},
               {"kind", line.kind()},

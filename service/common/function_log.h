@@ -11,18 +11,24 @@
 // as `traceback`.
 #pragma once
 
+#include <cstdint>
+
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_field.h"
 #include "worker.pb.h"
 
 namespace cnp {
 
-// At most this many function log lines a second per process; beyond it they are counted, and
-// the next second's first line says how many were left out (the caller still got them all).
+// At most this many function log lines, and bytes of them, a second per process; beyond it
+// they are counted, and the next second's first line says how many were left out (the caller
+// still got them all). The bytes too: a function that logs what a document holds would let a
+// caller write 200 lines of 16 KiB (kMaxLogLineBytes) a second, 11 GB an hour, to a journal.
 inline constexpr int kFunctionLogLinesPerSecond = 200;
+inline constexpr int64_t kFunctionLogBytesPerSecond = 256 << 10;
 // The same for functions' exceptions, counted apart: a broken view function over a large
 // database raises on every document (cnp_function_errors_total counts them all).
 inline constexpr int kFunctionExceptionLinesPerSecond = 20;
+inline constexpr int64_t kFunctionExceptionBytesPerSecond = 128 << 10;
 
 // The `kind` of a worker's notice that it left tracebacks out (a worker formats at most
 // kRaisedTracebacksPerSecond a second, service/worker/raised_log.h): its `message` says how

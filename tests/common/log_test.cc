@@ -21,7 +21,7 @@
 namespace cnp {
 namespace {
 
-// Runs `log` with stderr sent to a pipe; the lines it wrote.
+// Runs `log` with stderr sent to a file; the lines it wrote.
 template <typename Fn>
 std::vector<std::string> LinesOf(Fn log) {
   return cnp::testing::StderrLinesOf(log);

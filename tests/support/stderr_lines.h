@@ -7,8 +7,7 @@
 
 namespace cnp::testing {
 
-// Runs `write` with stderr sent to a pipe; the lines it wrote. What fits in the pipe's buffer
-// (64 KiB) only: `write` runs on this thread, with nothing reading the pipe meanwhile.
+// Runs `write` with stderr sent to a file in memory; the lines it wrote.
 std::vector<std::string> StderrLinesOf(const std::function<void()>& write);
 
 }  // namespace cnp::testing
