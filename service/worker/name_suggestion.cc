@@ -131,8 +131,14 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   if (!policy_.AllowsModuleName(guess.module) || policy_.RefusesByName(guess)) {
     return std::nullopt;
   }
-  // A function of the module's: named only if calling it would pass every check.
-  if (index + 1 == parts.size() && !PassesFunctionChecks(guess)) return std::nullopt;
+  // A function of the module's: named only if calling it would pass every check. So is a
+  // module's, when that module is imported already: `myviews.f` is no guess for `myviewsx.f`
+  // if myviews has no f. (One not imported is not imported for a guess: its import runs code.)
+  const bool module_imported =
+      PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str()) != nullptr;
+  if ((index + 1 == parts.size() || module_imported) && !PassesFunctionChecks(guess)) {
+    return std::nullopt;
+  }
   if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
   return std::move(guess.path);
 }

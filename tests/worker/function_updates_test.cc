@@ -108,6 +108,8 @@ TEST_F(FunctionUpdatesTest, AMisspeltNameGetsTheClosestExistingOne) {
                     HasSubstr("; did you mean \"revmod.townmap|1\"?")));
   EXPECT_THAT(Resolve("revmod.zzzzzzzz").error(), Not(HasSubstr("did you mean")));
   EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
+  // The module meant has no such function (a probe was told "did you mean myviews.f" of one).
+  EXPECT_THAT(Resolve("revmdo.nowhere").error(), Not(HasSubstr("did you mean")));
   // And the name meant still resolves as ever.
   EXPECT_EQ(Resolve("revmod.townmap").versioned_name(), "revmod.townmap|1");
 }
