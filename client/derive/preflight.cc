@@ -30,7 +30,15 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
   std::vector<std::string> handlers;
   for (const Stage& s : declaration.stages) handlers.push_back(s.handler);
   absl::StatusOr<v1::ResolveResponse> resolved = cnp.Resolve(handlers, timeout);
-  if (!resolved.ok()) return absl::OkStatus();  // the run waits for the service
+  if (!resolved.ok()) {
+    // A service not up yet is waited for by the run; any other refusal (a token missing or
+    // wrong, a target that is no cnp-server) would fail every call the same way, and a --once
+    // run with no change to map would otherwise report "caught up" and exit 0 for ever.
+    if (client::IsServerUnreachable(resolved.status())) return absl::OkStatus();
+    return absl::Status(resolved.status().code(),
+                        absl::StrCat("checking the handlers with cnp-server: ",
+                                     resolved.status().message(), "; nothing was written"));
+  }
   for (const v1::ResolvedFunction& f : resolved->functions()) {
     for (const Stage& s : declaration.stages) {
       if (s.handler != f.function()) continue;

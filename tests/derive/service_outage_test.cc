@@ -120,5 +120,40 @@ TEST(ServiceOutageTest, AServiceDownAtTheStartIsWaitedForNotTheEnd) {
   for (const std::string& request : couch.requests()) EXPECT_THAT(request, Not(HasSubstr("PUT"))) << request;
 }
 
+// Found by a probe: a cnp-server that refused the run (no token given, where it asks for one)
+// was taken for one not up yet; with no change to map, `--once` said "caught up" and exited 0
+// at every run of a cron job. It ends the run before anything is written.
+TEST(ServiceOutageTest, AServiceThatRefusesTheRunEndsItBeforeAnythingIsWritten) {
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    if (r.target == "/") return {200, R"({"couchdb":"Welcome","version":"3.4.3"})"};
+    if (r.target == "/src") return {200, R"({"db_name":"src","update_seq":"0"})"};
+    return {500, R"({"error":"unscripted"})"};
+  });
+  const std::string dir = testing::MakeTempDir("outage-refused");
+  testing::WriteFile(dir + "/token", "t0ken-the-run-lacks\n", 0600);
+  // On loopback: unix-socket peers need no token.
+  auto service = testing::ServerProcess::Launch(
+      {.args = {"--python-path=" + testing::Runfile("tests/derive/pyfns"), "--workers=1",
+                "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"},
+       .fresh_socket = false});
+  ASSERT_TRUE(service->ready()) << service->Log();
+  const std::string declaration = dir + "/derive.yml";
+  testing::WriteFile(declaration, "name: o\nhandlers:\n  tgt:\n    src: {type: map, version: 1, handler: derive_fns.town}\n");
+  auto run = ChildProcess::Start({testing::Runfile("client/cli/cnp"), "derive", "--once", "--service-wait=1s",
+                                  absl::StrCat("--target=127.0.0.1:", service->Port()), couch.url(), declaration},
+                                 dir, "", kWait);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kWait);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  const std::string out = (*run)->output();
+  EXPECT_EQ(*exit_code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("checking the handlers with cnp-server: "));
+  EXPECT_THAT(out, HasSubstr("; nothing was written"));
+  EXPECT_THAT(out, Not(HasSubstr("caught up")));
+  for (const std::string& request : couch.requests()) {
+    EXPECT_FALSE(absl::StartsWith(request, "PUT") || absl::StartsWith(request, "POST")) << request;
+  }
+}
+
 }  // namespace
 }  // namespace cnp::derive
