@@ -125,7 +125,8 @@ Options:
                           --lease-timeout when only that is given)
   --ca-file=PATH          CA certificates (PEM) for an https:// CouchDB
   --insecure              send the credentials over plain http:// to a CouchDB that is not on
-                          this host (refused without it: anyone on the way reads them)
+                          this host (refused without it: anyone on the way reads them); also
+                          lets --target be a plaintext TCP address beyond loopback
   --max-couchdb-response-bytes=N
                           the longest answer read from CouchDB, and the longest change on a
                           continuous feed (default: 64 MiB); an answer may also hold at most one

@@ -100,7 +100,8 @@ Options:
   --insecure                let CouchDB's credentials go over plain http:// to a CouchDB that
                             is not on this host (refused without it: anyone on the way
                             reads them); through cnp-server, its --couchdb-allow must also
-                            name that http:// URL
+                            name that http:// URL. Also lets --target be a plaintext TCP
+                            address beyond loopback (a network you trust)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3; at
                             least 1)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
@@ -155,6 +156,8 @@ Options:
                       unix:/tmp/cnp-<uid>/cnp.sock)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE
                       TLS and the bearer token of the cnp service, as for cnp upload
+  --insecure          a plaintext TCP --target beyond loopback (refused otherwise), for a
+                      network you trust
   --server-user=USER  the user a cnp service on a unix socket runs as, as for cnp upload
   -h, --help          this text
 

@@ -65,6 +65,20 @@ TEST(CnpHelpTest, NamesTheDefaultTargetTheSameWayForEveryone) {
   }
 }
 
+// Every command that reaches cnp-server says how to reach one in plaintext beyond loopback: a
+// probe was told by `cnp check` to add --insecure, which its --help did not name, and upload's
+// and derive's named it for CouchDB's credentials alone.
+TEST(CnpHelpTest, EveryCommandThatReachesTheServiceNamesInsecureForItsTarget) {
+  for (const char* command : {"map", "reduce", "validate", "resolve", "upload", "check", "derive"}) {
+    CliRun help = Cnp(absl::StrCat(command, " --help"));
+    EXPECT_EQ(help.exit_code, 0) << command;
+    const size_t at = help.out.find("  --insecure");
+    ASSERT_NE(at, std::string::npos) << "cnp " << command << " --help:\n" << help.out;
+    const std::string option = help.out.substr(at, help.out.find("\n  -", at + 1) - at);
+    EXPECT_THAT(option, ::testing::ContainsRegex("--target|TCP target")) << option;
+  }
+}
+
 TEST_F(CnpCliTest, MapsNdjsonAndKeepsNumbersExactlyAsWritten) {
   CliRun run = Cnp(absl::StrCat("map ", target_, " svc_fns.doubled,svc_fns.picky"),
                 "{\"_id\":\"a\",\"n\":1}\n{\"_id\":\"b\",\"n\":3}\n");
