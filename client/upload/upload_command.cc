@@ -446,6 +446,11 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
     }
     return RemoveFromRegistry(program, *flags, io);
   }
+  if (flags->given.count("staged-settle-timeout") > 0 && !flags->staged) {
+    io.err << program << ": --staged-settle-timeout has no effect without --staged: only a "
+                         "staged upload waits for CouchDB to commit an index (see --help)\n";
+    return 2;
+  }
   // With --register the registry stands where DATABASE would: there is no default database.
   const size_t first_file = registering ? 1 : 2;
   if (flags->positional.size() < first_file + 1) {

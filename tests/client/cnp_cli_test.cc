@@ -266,6 +266,11 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
     EXPECT_THAT(ok.out, ::testing::Not(HasSubstr("staged-settle-timeout"))) << ok.out;
     EXPECT_THAT(ok.out, HasSubstr("no-such-file.yml")) << ok.out;
   }
+  // Taken and ignored without --staged, it let a user believe the upload would wait so long
+  // (found by a probe).
+  CliRun unstaged = Cnp("upload --staged-settle-timeout=2m http://127.0.0.1:9 db x.yml");
+  EXPECT_EQ(unstaged.exit_code, 2);
+  EXPECT_THAT(unstaged.out, HasSubstr("--staged-settle-timeout has no effect without --staged"));
 }
 
 // Bytes that are not UTF-8 reached protobuf, which printed "[libprotobuf ERROR ...] String
