@@ -244,6 +244,14 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
             "fewer or smaller documents per call, or raise that flag)")),
         {CallLimit::Kind::kRequest, refusal->limit});
   }
+  // An HTTP/2 server that is not gRPC's (a web server, a proxy with no route for cnp) answers
+  // with an HTTP status, which gRPC quotes and nothing more.
+  if (absl::StrContains(status.error_message(), "Received http2 header with status")) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat(status.error_message(), " (what answers at ", target_,
+                                     " is an HTTP/2 server but not a cnp-server, or a proxy "
+                                     "that does not route cnp.v1 calls to one)"));
+  }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
