@@ -196,9 +196,11 @@ int RunMapCommand(int argc, char** argv) {
       "and still exit 0 once the functions imported. Exit status: 0 done, 1 the call failed,\n"
       "2 bad usage or input.\n\n"
       "Names: a function with @version(N) is named module.function|N, one without @version\n"
-      "module.function, as a design document must name them (CouchDB's add_fun refuses any\n"
-      "other); `cnp resolve module.function` prints the name to use. A function added to a\n"
-      "module, or a bumped @version, is picked up from disk without restarting the server.\n";
+      "module.function, as a design document in CouchDB must name them (CouchDB's add_fun\n"
+      "refuses any other); `cnp resolve module.function` prints the name to use. (The YAML of\n"
+      "cnp upload names them without |N: the upload writes the version it finds.) A function\n"
+      "added to a module, or a bumped @version, is picked up from disk without restarting the\n"
+      "server.\n";
   auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
                              WithConnectionFlags({"help"}));
   if (!args.ok()) return Fail(args.status());
