@@ -71,7 +71,8 @@ absl::string_view KindName(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Map: return "a mapping";
     case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return "a single value";
+    case YAML::NodeType::Scalar:
+      return node.Scalar().empty() ? "an empty string" : "a single value";
     case YAML::NodeType::Null: return "empty";
     default: return "undefined";
   }
@@ -422,6 +423,7 @@ class Parser {
     if (std::optional<std::string> why = TagProblem(node)) {
       if (reported.emplace(node.Mark().line, node.Mark().column).second) {
         problems_.Error(At(node.Mark()), *why);
+        refused_tags_.emplace(node.Mark().line, node.Mark().column);
       }
     }
     if (node.IsMap()) {
@@ -771,6 +773,9 @@ class Parser {
   // Adds `member: "<name>"` to `object` and records the name for version resolution.
   void AddFunction(const YAML::Node& node, std::vector<std::string> path, DesignDocSpec& spec,
                    rapidjson::Value& object, const std::string& member, Allocator& alloc) {
+    // Its tag was refused already: its text is not the name its author meant (an !include's
+    // file name), and looking it up would add an error about a module nobody named.
+    if (refused_tags_.contains({node.Mark().line, node.Mark().column})) return;
     std::string where = absl::StrJoin(path, ".");
     if (node.IsSequence()) {
       // Kazoo's multi-line JavaScript: a function's source as a list of lines.
@@ -910,6 +915,7 @@ class Parser {
   Classifications* classifications_;  // may be null: the caller does not want them
   bool exhausted_ = false;
   std::set<std::pair<int, int>> yaml11_warned_;  // the lines and columns warned of
+  std::set<std::pair<int, int>> refused_tags_;    // the nodes whose tag was refused
 };
 
 }  // namespace

@@ -349,6 +349,28 @@ TEST_F(DesignMappingTest, YamlTagsAreRefusedAtTheirLineUnlessTheyChangeNothing) 
   }
 }
 
+// A probe: a function given as `!include foo.yml` had its tag refused, then "foo.yml" looked
+// up as a module, a second error about a name nobody meant. And an empty string was "found a
+// single value".
+TEST_F(DesignMappingTest, ARefusedTagIsTheOneErrorOfItsValueAndAnEmptyStringIsCalledSo) {
+  runner_.Define("m.map", 1);
+  UploadResult result = Check({File("i.yml",
+                                    "d:\n"
+                                    "  shows: {s: !include foo.yml}\n"
+                                    "  views: {v: {map: m.map}}\n"
+                                    "  databases: \"\"\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
+  std::vector<std::string> refused;
+  for (const auto& e : result.errors()) {
+    refused.push_back(absl::StrCat(e.location().line(), ":", e.location().column(), " ",
+                                   e.message()));
+  }
+  EXPECT_THAT(refused, ::testing::UnorderedElementsAre(
+                           HasSubstr("2:14 the YAML tag !include is not supported"),
+                           HasSubstr("must be a non-empty string, found an empty string")))
+      << result.Dump();
+}
+
 // A name with a control character in it (a newline, an escape sequence) is refused at its
 // line, and shown escaped: before, it passed here and the worker refused it without saying
 // why, after it had been printed raw to the terminal.
