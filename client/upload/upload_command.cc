@@ -273,12 +273,14 @@ int ExitStatusOfUnreadFile(const absl::Status& read) { return absl::IsInvalidArg
 // `path` "-" is standard input (as for cnp map), named "stdin" in messages and in the request.
 absl::Status AddFile(const std::string& path, int64_t max_bytes, v1::UploadRequest& request) {
   const bool from_stdin = path == "-";
-  for (const v1::UploadFile& added : request.files()) {
-    if (from_stdin && added.name() == "stdin") {
-      return absl::InvalidArgumentError("- (standard input) is named more than once");
-    }
-  }
   const std::string name = from_stdin ? "stdin" : path;
+  for (const v1::UploadFile& added : request.files()) {
+    if (added.name() != name) continue;
+    // Read twice, its design documents would each be "also defined" at their own line.
+    return absl::InvalidArgumentError(
+        from_stdin ? "- (standard input) is named more than once"
+                   : absl::StrCat(Printable(path), " is named more than once"));
+  }
   absl::StatusOr<std::string> text = ReadBounded(from_stdin ? "/dev/stdin" : path, max_bytes);
   if (!text.ok()) return text.status();
   if (static_cast<int64_t>(text->size()) > max_bytes) {

@@ -318,6 +318,13 @@ TEST_F(CnpCliTest, CheckAndUploadReadYamlFromStdin) {
   CliRun twice = Cnp(absl::StrCat("upload --dry-run ", target_, " http://127.0.0.1:9 db - -"), "");
   EXPECT_EQ(twice.exit_code, 2) << twice.out;
   EXPECT_THAT(twice.out, HasSubstr("- (standard input) is named more than once")) << twice.out;
+  // A file named twice: each of its design documents was "also defined" at its own line.
+  const std::string dir = testing::MakeTempDir("twice");
+  testing::WriteFile(dir + "/d.yml", "location:\n  views:\n    towns: svc_fns.by_town\n");
+  CliRun same = Cnp(absl::StrCat("check ", target_, " ", dir, "/d.yml ", dir, "/d.yml"));
+  EXPECT_EQ(same.exit_code, 2) << same.out;
+  EXPECT_THAT(same.out, HasSubstr("/d.yml is named more than once")) << same.out;
+  EXPECT_THAT(same.out, Not(HasSubstr("also defined"))) << same.out;
 }
 
 // No documents printed nothing and exited 0: a pipeline step upstream that produced nothing
