@@ -14,6 +14,7 @@
 #include "client/lib/cnp_client.h"
 #include "common/couchdb/json.h"
 #include "common/default_target.h"
+#include "common/printable_text.h"
 #include "common/utf8_text.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
@@ -130,6 +131,21 @@ absl::Status CheckArguments(const Arguments& args, size_t count) {
           "the function name \"%s\" (argument %d) is not UTF-8 (byte 0x%02x at byte %d)",
           EscapeInvalidUtf8(arg), i + 1, static_cast<unsigned char>(arg[bad->offset]),
           bad->offset + 1));
+    }
+    // Dropped, an empty name ran one function fewer than asked for without a word.
+    for (absl::string_view name : absl::StrSplit(arg, ',')) {
+      if (name.empty()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "argument %d, \"%s\", holds an empty function name: name each function as "
+            "module.function, separated by single commas",
+            i + 1, Printable(arg)));
+      }
+      if (name == "_sum" || name == "_count" || name == "_stats" ||
+          name == "_approx_count_distinct") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, " is one of CouchDB's built-in reduces, which CouchDB runs itself; cnp runs "
+            "named Python functions (module.function)"));
+      }
     }
   }
   return absl::OkStatus();

@@ -301,6 +301,21 @@ TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
   }
 }
 
+// Found by a probe: `cnp map f,,g` ran two functions without a word, `cnp resolve ""` was a
+// function's error (exit 3), and `_count` was "Invalid function path".
+TEST_F(CnpCliTest, EmptyNamesAndCouchDbsBuiltinReducesAreUsageErrors) {
+  for (const char* names : {"map svc_fns.doubled,,svc_fns.picky -", "resolve svc_fns.doubled ,",
+                            "validate svc_fns.doubled, -"}) {
+    const std::vector<std::string> words = absl::StrSplit(names, absl::MaxSplits(' ', 1));
+    CliRun run = Cnp(absl::StrCat(words[0], " ", target_, " ", words[1]), R"({"_id":"a"})");
+    EXPECT_EQ(run.exit_code, 2) << names << run.out;
+    EXPECT_THAT(run.out, HasSubstr("holds an empty function name")) << names;
+  }
+  CliRun builtin = Cnp(absl::StrCat("reduce ", target_, " svc_fns.doubled,_count -"), "[]");
+  EXPECT_EQ(builtin.exit_code, 2) << builtin.out;
+  EXPECT_THAT(builtin.out, HasSubstr("_count is one of CouchDB's built-in reduces"));
+}
+
 // "-" reads the YAML from standard input, as cnp map's "-" reads documents: a generated
 // file need not be written to disk first. It is named "stdin" where a problem is.
 TEST_F(CnpCliTest, CheckAndUploadReadYamlFromStdin) {
