@@ -1,11 +1,14 @@
 #include "client/upload/upload_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <optional>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
@@ -506,7 +509,15 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
   for (size_t i = first_file; i < flags->positional.size(); ++i) {
     if (absl::Status read = AddFile(flags->positional[i], flags->max_yaml_bytes, request);
         !read.ok()) {
-      io.err << program << ": " << read.message() << "\n";
+      io.err << program << ": " << read.message();
+      // `--register REGISTRY URL DATABASE FILE.yml`: the usual form, one word too many.
+      if (registering && i == first_file && ::access(flags->positional[i].c_str(), F_OK) != 0 &&
+          !absl::StrContains(flags->positional[i], '.') &&
+          !absl::StrContains(flags->positional[i], '/')) {
+        io.err << " (with --register no DATABASE follows COUCHDB_URL: the registry database "
+                  "stands in its place, and cnp sync writes each database's design documents)";
+      }
+      io.err << "\n";
       return ExitStatusOfUnreadFile(read);
     }
   }

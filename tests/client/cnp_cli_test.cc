@@ -266,6 +266,11 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
     EXPECT_THAT(ok.out, ::testing::Not(HasSubstr("staged-settle-timeout"))) << ok.out;
     EXPECT_THAT(ok.out, HasSubstr("no-such-file.yml")) << ok.out;
   }
+  // The usual form with --register added: "cannot read mydb" said nothing of why (a probe).
+  CliRun database = Cnp("upload --register reg http://127.0.0.1:9 mydb x.yml");
+  EXPECT_EQ(database.exit_code, 2);
+  EXPECT_THAT(database.out, HasSubstr("cannot read mydb"));
+  EXPECT_THAT(database.out, HasSubstr("with --register no DATABASE follows COUCHDB_URL"));
   // Taken and ignored without --staged, it let a user believe the upload would wait so long
   // (found by a probe).
   CliRun unstaged = Cnp("upload --staged-settle-timeout=2m http://127.0.0.1:9 db x.yml");
