@@ -53,8 +53,8 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
       // default: for --target that would be another server than the one meant.
       if (value.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "--", name, " was given no value; give it one, or leave the option out for its "
-            "default (see --help)"));
+            "--", name, " was given no value; give it one, or leave the option out (see "
+            "--help)"));
       }
       args.options[name] = value;
     } else {
