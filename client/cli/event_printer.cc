@@ -188,6 +188,13 @@ void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out) {
   add(tally.errors, tally.errors == 1 ? "error" : "errors");
   add(tally.warnings, tally.warnings == 1 ? "warning" : "warnings");
   if (parts.empty() && failed) return;
+  // Only warnings (every target matched no database): exit status 0, and nothing was written,
+  // which the warnings' count alone did not say.
+  const int done = tally.created + tally.updated + tally.removed + tally.unchanged +
+                   tally.would_change + tally.checked;
+  if (done == 0 && !failed && tally.errors == 0 && tally.warnings > 0) {
+    parts.insert(parts.begin(), "nothing written");
+  }
   out << (parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ")) << "\n";
 }
 

@@ -423,6 +423,7 @@ TEST_F(UploadCommandTest, ATargetThatMatchesNoDatabaseIsAWarningInUploadAndSyncA
   EXPECT_EQ(upload.exit_code, 0) << upload.err;
   EXPECT_THAT(upload.err, HasSubstr(absl::StrCat(patterns, ":2:")));
   EXPECT_THAT(upload.err, HasSubstr("warning: \"cli-nosuch-*\" matches no database"));
+  EXPECT_THAT(upload.out, HasSubstr("nothing written, 1 warning\n"));  // not just the count
 
   CommandRun registered =
       Upload({"--target", target_, "--register", "cli-registry-nomatch", UrlWithPassword(), file});
