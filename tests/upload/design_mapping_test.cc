@@ -26,6 +26,16 @@ using ::testing::IsSupersetOf;
 using ::testing::SizeIs;
 using ::testing::StartsWith;
 
+// Each error as "LINE:COLUMN message".
+std::vector<std::string> ErrorsWithPlace(const UploadResult& result) {
+  std::vector<std::string> errors;
+  for (const auto& e : result.errors()) {
+    errors.push_back(absl::StrCat(e.location().line(), ":", e.location().column(), " ",
+                                  e.message()));
+  }
+  return errors;
+}
+
 class DesignMappingTest : public ::testing::Test {
  protected:
   UploadResult Check(std::vector<v1::UploadFile> files, std::string language = "") {
@@ -326,11 +336,7 @@ TEST_F(DesignMappingTest, YamlTagsAreRefusedAtTheirLineUnlessTheyChangeNothing) 
                                     "  big: !!int 123456789012345678901234567890\n"
                                     "  notext: !!str [a, b]\n")});
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
-  std::vector<std::string> refused;
-  for (const auto& e : result.errors()) {
-    refused.push_back(absl::StrCat(e.location().line(), ":", e.location().column(), " ",
-                                   e.message()));
-  }
+  const std::vector<std::string> refused = ErrorsWithPlace(result);
   EXPECT_THAT(refused, IsSupersetOf({HasSubstr("2:10 the YAML tag !include is not supported"),
                                      HasSubstr("3:12 the YAML tag !!python/object:m.Opts is not "
                                                "supported"),
@@ -360,12 +366,8 @@ TEST_F(DesignMappingTest, ARefusedTagIsTheOneErrorOfItsValueAndAnEmptyStringIsCa
                                     "  views: {v: {map: m.map}}\n"
                                     "  databases: \"\"\n")});
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status << "\n" << result.Dump();
-  std::vector<std::string> refused;
-  for (const auto& e : result.errors()) {
-    refused.push_back(absl::StrCat(e.location().line(), ":", e.location().column(), " ",
-                                   e.message()));
-  }
-  EXPECT_THAT(refused, ::testing::UnorderedElementsAre(
+  const std::vector<std::string> refused = ErrorsWithPlace(result);
+  EXPECT_THAT(refused, UnorderedElementsAre(
                            HasSubstr("2:14 the YAML tag !include is not supported"),
                            HasSubstr("must be a non-empty string, found an empty string")))
       << result.Dump();
