@@ -31,10 +31,16 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
   for (const Stage& s : declaration.stages) handlers.push_back(s.handler);
   absl::StatusOr<v1::ResolveResponse> resolved = cnp.Resolve(handlers, timeout);
   if (!resolved.ok()) {
-    // A service not up yet is waited for by the run; any other refusal (a token missing or
-    // wrong, a target that is no cnp-server) would fail every call the same way, and a --once
-    // run with no change to map would otherwise report "caught up" and exit 0 for ever.
-    if (client::IsServerUnreachable(resolved.status())) return absl::OkStatus();
+    // A refusal that every call would meet the same way (a token missing or wrong, a target
+    // that is no cnp-server) ends the run now: a --once run with no change to map reported
+    // "caught up" and exit 0 at every run. Anything that may pass (a service not up yet,
+    // overloaded, slow, a proxy's 502) is left to the run, as before.
+    const absl::StatusCode code = resolved.status().code();
+    if (code != absl::StatusCode::kUnauthenticated && code != absl::StatusCode::kPermissionDenied &&
+        code != absl::StatusCode::kUnimplemented && code != absl::StatusCode::kInvalidArgument &&
+        code != absl::StatusCode::kFailedPrecondition) {
+      return absl::OkStatus();
+    }
     return absl::Status(resolved.status().code(),
                         absl::StrCat("checking the handlers with cnp-server: ",
                                      resolved.status().message(), "; nothing was written"));

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <string_view>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
@@ -244,13 +245,25 @@ absl::Status Client::FromGrpc(const grpc::Status& status) const {
             "fewer or smaller documents per call, or raise that flag)")),
         {CallLimit::Kind::kRequest, refusal->limit});
   }
-  // An HTTP/2 server that is not gRPC's (a web server, a proxy with no route for cnp) answers
-  // with an HTTP status, which gRPC quotes and nothing more.
-  if (absl::StrContains(status.error_message(), "Received http2 header with status")) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        absl::StrCat(status.error_message(), " (what answers at ", target_,
-                                     " is an HTTP/2 server but not a cnp-server, or a proxy "
-                                     "that does not route cnp.v1 calls to one)"));
+  // An HTTP/2 server that answers with an HTTP status instead of gRPC's, which gRPC quotes and
+  // nothing more: a 404 from a web server, or a proxy with no route for cnp.v1; a 502, 503 or
+  // 504 from a proxy whose cnp-server is down or out of its reach.
+  constexpr std::string_view kHttpStatus = "Received http2 header with status: ";
+  if (const size_t at = status.error_message().find(kHttpStatus); at != std::string::npos) {
+    const std::string_view http =
+        std::string_view(status.error_message()).substr(at + kHttpStatus.size(), 3);
+    std::string hint;
+    if (http == "404") {
+      hint = absl::StrCat("what answers at ", target_, " is an HTTP/2 server but not a "
+                          "cnp-server, or a proxy that does not route cnp.v1 calls to one");
+    } else if (http == "502" || http == "503" || http == "504") {
+      hint = absl::StrCat("a proxy at ", target_, " answered ", std::string(http),
+                          ": the cnp-server behind it is down, or out of its reach");
+    }
+    if (!hint.empty()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          absl::StrCat(status.error_message(), " (", hint, ")"));
+    }
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }

@@ -1,7 +1,7 @@
-"""The cnp command line pointed at something that is not a cnp-server: an HTTP/2 server that
-answers every request with 404 (a web server, a proxy with no route for cnp.v1). gRPC says only
-"Received http2 header with status: 404"; the command says what answers there. Written with
-python3-h2 on a loopback socket."""
+"""The cnp command line pointed at an HTTP/2 server that answers with an HTTP status instead of
+gRPC's: 404 (a web server, a proxy with no route for cnp.v1) or 502 (a proxy whose cnp-server is
+down). gRPC says only "Received http2 header with status: N"; the command says what that means.
+Written with python3-h2 on a loopback socket."""
 
 import socket
 import subprocess
@@ -14,10 +14,12 @@ import h2.connection
 import h2.events
 
 
-class NotFoundEverywhere:
-    """An HTTP/2 server (prior knowledge, no TLS) on loopback that answers 404 to every stream."""
+class HttpStatusEverywhere:
+    """An HTTP/2 server (prior knowledge, no TLS) on loopback that answers every stream with
+    the HTTP status `status`."""
 
-    def __init__(self):
+    def __init__(self, status):
+        self.status = status
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
@@ -32,8 +34,7 @@ class NotFoundEverywhere:
                 return
             threading.Thread(target=self.serve, args=(client,), daemon=True).start()
 
-    @staticmethod
-    def serve(client):
+    def serve(self, client):
         connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         connection.initiate_connection()
         try:
@@ -44,7 +45,7 @@ class NotFoundEverywhere:
                     return
                 for event in connection.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
-                        connection.send_headers(event.stream_id, [(":status", "404")],
+                        connection.send_headers(event.stream_id, [(":status", self.status)],
                                                 end_stream=True)
                 client.sendall(connection.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
@@ -57,15 +58,25 @@ class NotFoundEverywhere:
 
 
 class NotACnpServerTest(unittest.TestCase):
-    def test_an_http2_server_that_is_not_cnp_is_named_as_such(self):
-        server = NotFoundEverywhere()
+    def map_against(self, status):
+        server = HttpStatusEverywhere(status)
         self.addCleanup(server.close)
         run = subprocess.run(
             [CNP, "map", "--target=127.0.0.1:%d" % server.port, "--timeout=20s", "m.f"],
             input='{"_id":"a"}\n', capture_output=True, text=True, timeout=60)
         self.assertNotEqual(run.returncode, 0, run.stdout + run.stderr)
-        self.assertIn("status: 404", run.stderr)
-        self.assertIn("is an HTTP/2 server but not a cnp-server", run.stderr)
+        self.assertIn("status: " + status, run.stderr)
+        return run.stderr
+
+    def test_an_http2_server_that_is_not_cnp_is_named_as_such(self):
+        self.assertIn("is an HTTP/2 server but not a cnp-server", self.map_against("404"))
+
+    def test_a_proxys_502_says_its_cnp_server_is_down_not_that_it_is_no_cnp_server(self):
+        # Found by a review: the 404's words were given to every status, nginx's 502 for a
+        # cnp-server restarting behind it included.
+        said = self.map_against("502")
+        self.assertIn("answered 502: the cnp-server behind it is down", said)
+        self.assertNotIn("not a cnp-server", said)
 
 
 if __name__ == "__main__":
