@@ -1,9 +1,12 @@
 #include "service/common/function_log.h"
 
-#include <algorithm>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
+#include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/common/log.h"
@@ -21,8 +24,10 @@ class LineBudget {
   LineBudget(int64_t limit, int64_t byte_limit, const char* what)
       : limit_(limit), byte_limit_(byte_limit), what_(what) {}
 
-  // `bytes`: the line's text, counted as at most a log line holds (kMaxLogLineBytes).
-  bool Admit(size_t bytes) {
+  // Whether the next line may be written; `format` makes it (its bytes, as written, are
+  // counted) and is called only while this second has room, so that a flood of lines left out
+  // costs no formatting.
+  bool Admit(absl::FunctionRef<size_t()> format) {
     const int64_t now = absl::ToUnixSeconds(absl::Now());
     if (int64_t was = second_.load(std::memory_order_relaxed);
         was != now && second_.compare_exchange_strong(was, now, std::memory_order_relaxed)) {
@@ -31,14 +36,15 @@ class LineBudget {
       if (const int64_t left_out = dropped_.exchange(0, std::memory_order_relaxed);
           left_out > 0) {
         LogWarning(left_out, " ", what_,
-                   " were left out of this log in the last second(s) (at most ", limit_, " and ",
-                   byte_limit_ >> 10, " KiB a second); their callers and CouchDB got them all");
+                   " were left out of this log in the last second(s) (at most ", limit_,
+                   " lines and ", byte_limit_ >> 10,
+                   " KiB a second); their callers and CouchDB got them all");
       }
     }
-    const int64_t counted = static_cast<int64_t>(std::min(bytes, kMaxLogLineBytes));
     if (lines_.fetch_add(1, std::memory_order_relaxed) < limit_ &&
-        bytes_.fetch_add(counted, std::memory_order_relaxed) + counted <= byte_limit_) {
-      return true;
+        bytes_.load(std::memory_order_relaxed) < byte_limit_) {
+      const int64_t bytes = static_cast<int64_t>(format());
+      if (bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes <= byte_limit_) return true;
     }
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -77,25 +83,32 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
       LogEvent(LogLevel::kWarning, line.message(), {{"session", session}, {"peer", peer}});
       continue;
     }
+    std::string written;
     if (!line.error().empty()) {
-      if (!Exceptions().Admit(line.message().size() + line.traceback().size())) continue;
-      LogEvent(LogLevel::kWarning, line.message(),
-               {{"function", line.function()},
-                {"kind", line.kind()},
-                {"doc_id", line.doc_id()},
-                {"error", line.error()},
-                {"session", session},
-                {"peer", peer},
-                {"traceback", line.traceback()}});
+      const bool admitted = Exceptions().Admit([&] {
+        written = FormatEvent(LogLevel::kWarning, line.message(),
+                              {{"function", line.function()},
+                               {"kind", line.kind()},
+                               {"doc_id", line.doc_id()},
+                               {"error", line.error()},
+                               {"session", session},
+                               {"peer", peer},
+                               {"traceback", line.traceback()}});
+        return written.size();
+      });
+      if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
       continue;
     }
-    if (!LogLines().Admit(line.message().size())) continue;
-    LogEvent(LogLevel::kInfo, line.message(),
-             {{"function", line.function()},
-              {"kind", line.kind()},
-              {"doc_id", line.doc_id()},
-              {"session", session},
-              {"peer", peer}});
+    const bool admitted = LogLines().Admit([&] {
+      written = FormatEvent(LogLevel::kInfo, line.message(),
+                            {{"function", line.function()},
+                             {"kind", line.kind()},
+                             {"doc_id", line.doc_id()},
+                             {"session", session},
+                             {"peer", peer}});
+      return written.size();
+    });
+    if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
   }
 }
 

@@ -245,7 +245,13 @@ bool ReplaceLogDescriptor(int fd, int replacement) {
 
 void LogEvent(LogLevel level, absl::string_view message,
               std::initializer_list<LogField> event_fields) {
-  if (level < g_level.load(std::memory_order_relaxed)) return;
+  const std::string line = FormatEvent(level, message, event_fields);
+  if (!line.empty()) WriteLogLine(STDERR_FILENO, line);
+}
+
+std::string FormatEvent(LogLevel level, absl::string_view message,
+                        std::initializer_list<LogField> event_fields) {
+  if (level < g_level.load(std::memory_order_relaxed)) return "";
   // Lines that carry fields are about a request: name its RPC and peer too. Plain lines get
   // no fields added.
   std::vector<LogField> fields(event_fields);
@@ -265,7 +271,7 @@ void LogEvent(LogLevel level, absl::string_view message,
       fields.push_back({"peer", peer});
     }
   }
-  WriteLogLine(STDERR_FILENO, FormatLine(Name(level), message, fields));
+  return FormatLine(Name(level), message, fields);
 }
 
 }  // namespace cnp

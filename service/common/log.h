@@ -46,6 +46,10 @@ struct LogField {
 // adds "rpc" and "peer" unless the event has a field of that name already: a JSON line never
 // has a key twice.
 void LogEvent(LogLevel level, absl::string_view message, std::initializer_list<LogField> fields);
+// LogEvent's line, not written ("" below the log level): for a caller that counts the bytes it
+// writes (WriteLogLine to stderr then writes it as LogEvent would).
+std::string FormatEvent(LogLevel level, absl::string_view message,
+                        std::initializer_list<LogField> fields);
 
 // The longest line written, newline included: journald splits lines past its LineMax (48K by
 // default) into pieces no collector reads as JSON, and a function's log() message or traceback
