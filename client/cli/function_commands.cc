@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -120,7 +121,8 @@ absl::StatusOr<Connection> Connect(const Arguments& args) {
 // for a whole stdin first (found by a review). protobuf refuses a request whose string field is
 // not UTF-8 with a log line of its own ("[libprotobuf ERROR ...] String field
 // 'cnp.v1.ResolveRequest.functions' contains invalid UTF-8") that does not say which argument.
-absl::Status CheckArguments(const Arguments& args, size_t count) {
+// `lists`: the names are comma-separated lists (map, reduce); else one name each.
+absl::Status CheckArguments(const Arguments& args, size_t count, bool lists) {
   if (absl::StatusOr<absl::Duration> timeout = CallTimeout(args); !timeout.ok()) {
     return timeout.status();
   }
@@ -131,6 +133,11 @@ absl::Status CheckArguments(const Arguments& args, size_t count) {
           "the function name \"%s\" (argument %d) is not UTF-8 (byte 0x%02x at byte %d)",
           EscapeInvalidUtf8(arg), i + 1, static_cast<unsigned char>(arg[bad->offset]),
           bad->offset + 1));
+    }
+    if (!lists && (arg.empty() || absl::StrContains(arg, ','))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "argument %d, \"%s\", is not a function name: give one module.function per argument",
+          i + 1, Printable(arg)));
     }
     // Dropped, an empty name ran one function fewer than asked for without a word.
     for (absl::string_view name : absl::StrSplit(arg, ',')) {
@@ -224,7 +231,7 @@ int RunMapCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
-  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1, /*lists=*/true); !s.ok()) return Fail(s);
   const std::string source = args->positional.size() == 2 ? args->positional[1] : "-";
   auto input = ReadInput(source);
   if (!input.ok()) return Fail(input.status());
@@ -283,7 +290,7 @@ int RunReduceCommand(int argc, char** argv) {
   if (args->positional.empty() || args->positional.size() > 2) {
     return WrongArguments(usage, *args, 1, 2);
   }
-  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1, /*lists=*/true); !s.ok()) return Fail(s);
   auto input = ReadInput(args->positional.size() == 2 ? args->positional[1] : "-");
   if (!input.ok()) return Fail(input.status());
   auto kvs = SingleJsonValue(*input);
@@ -322,7 +329,7 @@ int RunValidateCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.size() != 2) return WrongArguments(usage, *args, 2, 2);
-  if (absl::Status s = CheckArguments(*args, 1); !s.ok()) return Fail(s);
+  if (absl::Status s = CheckArguments(*args, 1, /*lists=*/false); !s.ok()) return Fail(s);
   v1::ValidateRequest request;
   request.set_function(args->positional[0]);
   auto new_doc = ReadInput(args->positional[1]);
@@ -422,7 +429,8 @@ int RunResolveCommand(int argc, char** argv) {
   if (!args.ok()) return Fail(args.status());
   if (args->Has("help")) return Usage(usage, true);
   if (args->positional.empty()) return WrongArguments(usage, *args, 1, SIZE_MAX);
-  if (absl::Status s = CheckArguments(*args, args->positional.size()); !s.ok()) {
+  if (absl::Status s = CheckArguments(*args, args->positional.size(), /*lists=*/false);
+      !s.ok()) {
     return Fail(s);
   }
   auto connection = Connect(*args);

@@ -69,7 +69,8 @@ TEST(CnpHelpTest, NamesTheDefaultTargetTheSameWayForEveryone) {
 // probe was told by `cnp check` to add --insecure, which its --help did not name, and upload's
 // and derive's named it for CouchDB's credentials alone.
 TEST(CnpHelpTest, EveryCommandThatReachesTheServiceNamesInsecureForItsTarget) {
-  for (const char* command : {"map", "reduce", "validate", "resolve", "upload", "check", "derive"}) {
+  for (const char* command :
+       {"map", "reduce", "validate", "resolve", "upload", "check", "derive"}) {
     CliRun help = Cnp(absl::StrCat(command, " --help"));
     EXPECT_EQ(help.exit_code, 0) << command;
     const size_t at = help.out.find("  --insecure");
@@ -309,12 +310,18 @@ TEST_F(CnpCliTest, TextThatIsNotUtf8IsNamedWhereItIs) {
 // Found by a probe: `cnp map f,,g` ran two functions without a word, `cnp resolve ""` was a
 // function's error (exit 3), and `_count` was "Invalid function path".
 TEST_F(CnpCliTest, EmptyNamesAndCouchDbsBuiltinReducesAreUsageErrors) {
-  for (const char* names : {"map svc_fns.doubled,,svc_fns.picky -", "resolve svc_fns.doubled ,",
-                            "validate svc_fns.doubled, -"}) {
+  CliRun map =
+      Cnp(absl::StrCat("map ", target_, " svc_fns.doubled,,svc_fns.picky -"), R"({"_id":"a"})");
+  EXPECT_EQ(map.exit_code, 2) << map.out;
+  EXPECT_THAT(map.out, HasSubstr("holds an empty function name")) << map.out;
+  // One name per argument: a comma is no list there.
+  for (const char* names :
+       {"resolve svc_fns.doubled ,", "validate svc_fns.doubled,svc_fns.picky -"}) {
     const std::vector<std::string> words = absl::StrSplit(names, absl::MaxSplits(' ', 1));
     CliRun run = Cnp(absl::StrCat(words[0], " ", target_, " ", words[1]), R"({"_id":"a"})");
     EXPECT_EQ(run.exit_code, 2) << names << run.out;
-    EXPECT_THAT(run.out, HasSubstr("holds an empty function name")) << names;
+    EXPECT_THAT(run.out, HasSubstr("is not a function name: give one module.function per argument"))
+        << names;
   }
   CliRun builtin = Cnp(absl::StrCat("reduce ", target_, " svc_fns.doubled,_count -"), "[]");
   EXPECT_EQ(builtin.exit_code, 2) << builtin.out;
