@@ -192,7 +192,7 @@ void PrintSummary(const UploadTally& tally, bool failed, std::ostream& out) {
   // which the warnings' count alone did not say.
   const int done = tally.created + tally.updated + tally.removed + tally.unchanged +
                    tally.would_change + tally.checked;
-  if (done == 0 && !failed && tally.errors == 0 && tally.warnings > 0) {
+  if (done == 0 && !failed && !tally.checks_only && tally.errors == 0 && tally.warnings > 0) {
     parts.insert(parts.begin(), "nothing written");
   }
   out << (parts.empty() ? "no design documents" : absl::StrJoin(parts, ", ")) << "\n";

@@ -19,6 +19,7 @@ struct PrintOptions {
 struct UploadTally {
   int created = 0, updated = 0, removed = 0, unchanged = 0, would_change = 0, checked = 0;
   int errors = 0, warnings = 0;
+  bool checks_only = false;  // cnp check: nothing is ever written, so the summary never says so
   // cnp sync: live registry entries that target no existing database (each also warned of).
   int unmatched_entries = 0;
   // --staged: the design documents ("<db>/_design/<name>") whose index was built under their

@@ -358,6 +358,7 @@ int Send(const std::string& program, const std::string& target, const ChannelSec
   std::unique_ptr<grpc::ClientReader<v1::UploadEvent>> reader =
       (*client)->stub().Upload(&context, request);
   UploadTally tally;
+  tally.checks_only = request.check_only();
   v1::UploadEvent event;
   std::string last_error;
   std::optional<v1::IndexBuildProgress> staging;  // the staged build in hand, if any
