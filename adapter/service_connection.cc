@@ -295,6 +295,7 @@ absl::Status ServiceConnection::Replay(absl::Time deadline, absl::Time answer_by
     const couchdb::CommandKind kind = couchdb::PeekCommand(line);
     if (kind == couchdb::CommandKind::kReset) {
       input_.set_line(line);
+      heard_in_exchange_ = false;
       stream_->Write(input_, kTag);
       if (Await(answer_by) != Op::kDone) return Drop();
       continue;
@@ -442,8 +443,8 @@ absl::Status ServiceConnection::Drop() {
     // busy to, or its answer was still crossing. Another replica would start the command over.
     return absl::DeadlineExceededError(
         "no answer before CouchDB's timeout was near, though the service was still working on "
-        "the command (its heartbeats came): it is overloaded, or the answer too large to cross "
-        "in time");
+        "the command (its heartbeats came): it is overloaded, its answer too large to cross in "
+        "time, or it stopped only just now");
   }
   if (expired) {
     return absl::UnavailableError(
