@@ -76,8 +76,11 @@ rm -rf "$python_dir/couch_named_python"
 # tell whether the operator changed a unit in /etc since.
 units="$(mktemp -d)"
 trap 'rm -rf "$units"' EXIT
+# The prefix as sed's replacement text: its "&", "|" and backslashes stand for themselves (a
+# prefix with "&" wrote the matched text in its place).
+replacement="$(printf '%s/' "$prefix" | sed 's/[&|\\]/\\&/g')"
 for unit in cnp-server.socket cnp-server.service; do
-  sed "s|/usr/local/|$prefix/|g" "$runfiles/packaging/systemd/$unit" > "$units/$unit"
+  sed "s|/usr/local/|$replacement|g" "$runfiles/packaging/systemd/$unit" > "$units/$unit"
 done
 install -m 0644 "$runfiles/packaging/cnp-server.yaml" "$root/share/cnp/cnp-server.yaml"
 install -m 0644 "$runfiles/packaging/grafana/cnp.json" "$root/share/cnp/grafana/cnp.json"

@@ -105,6 +105,15 @@ class InstallTest(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(destdir, "etc", "cnp", "cnp-server.yaml")))
         self.assertIn("the package must create the system user cnp", run.stderr)
 
+    def test_units_name_a_prefix_with_sed_characters_as_it_is(self):
+        # A probe: a prefix with "&" had sed write the matched text in its place.
+        destdir = os.path.join(self.root, "stage-amp")
+        run = subprocess.run([INSTALL, "--prefix=/opt/a&b|c", "--systemd"], capture_output=True,
+                             text=True, env=dict(os.environ, DESTDIR=destdir))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        with open(os.path.join(destdir, "etc", "systemd", "system", "cnp-server.service")) as f:
+            self.assertIn("ExecStart=/opt/a&b|c/bin/cnp-server --config=", f.read())
+
     def install_staged(self, destdir, prefix):
         run = subprocess.run([INSTALL, "--prefix=" + prefix, "--systemd"], capture_output=True,
                              text=True, env=dict(os.environ, DESTDIR=destdir))
