@@ -16,7 +16,9 @@
 namespace cnp {
 
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a named pipe would wait for a writer, and the server hang at start
+  // saying nothing; it is then refused as no regular file. (Reads of a regular file ignore it.)
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return absl::NotFoundError(
         absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(errno)));

@@ -25,7 +25,8 @@ absl::StatusOr<cnp::couchdb::CouchClient::Options> CouchClientOptionsFor(
   options.username = credentials->username;
   options.password = credentials->password;
   if (!ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadPemFile("ca-file", ca_file);
+    absl::StatusOr<std::string> pem =
+        ReadPemFile("ca-file", ca_file, PemFileWriters::kNotEveryUser);
     if (!pem.ok()) return pem.status();
     options.ca_pem = *std::move(pem);
   }

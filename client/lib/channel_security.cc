@@ -68,12 +68,14 @@ absl::StatusOr<LoadedChannelSecurity> LoadChannelSecurity(const ChannelSecurity&
   }
   grpc::SslCredentialsOptions options;
   if (!security.tls_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadPemFile("tls-ca", security.tls_ca_file);
+    absl::StatusOr<std::string> ca =
+        ReadPemFile("tls-ca", security.tls_ca_file, PemFileWriters::kNotEveryUser);
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *ca;
   }
   if (!security.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadPemFile("tls-cert", security.tls_cert_file);
+    absl::StatusOr<std::string> cert =
+        ReadPemFile("tls-cert", security.tls_cert_file, PemFileWriters::kNotEveryUser);
     if (!cert.ok()) return cert.status();
     absl::StatusOr<std::string> key = ReadSecretFile(security.tls_key_file, "the private key");
     if (!key.ok()) return key.status();

@@ -653,13 +653,15 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   // The TLS files likewise: a missing certificate or a key others may read is the setting's
   // mistake. (That gRPC takes what they hold is known only when it listens.)
   if (!c.tls_cert.empty()) {
-    absl::StatusOr<std::string> cert = ReadPemFile("tls-cert", c.tls_cert);
+    absl::StatusOr<std::string> cert =
+        ReadPemFile("tls-cert", c.tls_cert, PemFileWriters::kRootOrThisUser);
     if (!cert.ok()) return Reattribute(sources, "tls_cert", -1, cert.status());
     absl::StatusOr<std::string> key = ReadSecretFile(c.tls_key, "the private key (--tls-key)");
     if (!key.ok()) return Reattribute(sources, "tls_key", -1, key.status());
   }
   if (!c.tls_client_ca.empty()) {
-    absl::StatusOr<std::string> ca = ReadPemFile("tls-client-ca", c.tls_client_ca);
+    absl::StatusOr<std::string> ca =
+        ReadPemFile("tls-client-ca", c.tls_client_ca, PemFileWriters::kRootOrThisUser);
     if (!ca.ok()) return Reattribute(sources, "tls_client_ca", -1, ca.status());
   }
   if (std::string group = absl::GetFlag(FLAGS_socket_group); !group.empty()) {

@@ -2,8 +2,12 @@
 // cnp upload, sync and derive): bounded, checked, and refusing with the reason.
 #include "common/pem_file.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <string>
 
+#include "common/secret_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/files.h"
@@ -19,25 +23,27 @@ constexpr char kCertificate[] =
 TEST(PemFileTest, ReadsACertificateFile) {
   const std::string path = testing::MakeTempDir("pem") + "/ca.pem";
   testing::WriteFile(path, kCertificate);
-  absl::StatusOr<std::string> pem = ReadPemFile("tls-ca", path);
+  absl::StatusOr<std::string> pem = ReadPemFile("tls-ca", path, PemFileWriters::kNotEveryUser);
   ASSERT_TRUE(pem.ok()) << pem.status();
   EXPECT_EQ(*pem, kCertificate);
 }
 
 TEST(PemFileTest, SaysWhyAFileIsRefused) {
   const std::string dir = testing::MakeTempDir("pem");
-  absl::StatusOr<std::string> missing = ReadPemFile("tls-cert", dir + "/none.pem");
+  absl::StatusOr<std::string> missing =
+      ReadPemFile("tls-cert", dir + "/none.pem", PemFileWriters::kNotEveryUser);
   EXPECT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
   EXPECT_EQ(missing.status().message(),
             "--tls-cert: cannot read " + dir + "/none.pem: No such file or directory");
 
-  absl::StatusOr<std::string> folder = ReadPemFile("ca-file", dir);
+  absl::StatusOr<std::string> folder = ReadPemFile("ca-file", dir, PemFileWriters::kNotEveryUser);
   EXPECT_TRUE(absl::IsNotFound(folder.status())) << folder.status();
   EXPECT_THAT(folder.status().message(), HasSubstr("Is a directory"));
 
   for (const char* text : {"", "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"}) {
     testing::WriteFile(dir + "/other.pem", text);
-    absl::StatusOr<std::string> other = ReadPemFile("ca-file", dir + "/other.pem");
+    absl::StatusOr<std::string> other =
+        ReadPemFile("ca-file", dir + "/other.pem", PemFileWriters::kNotEveryUser);
     EXPECT_TRUE(absl::IsInvalidArgument(other.status())) << other.status();
     EXPECT_EQ(other.status().message(),
               "--ca-file: " + dir +
@@ -50,10 +56,53 @@ TEST(PemFileTest, SaysWhyAFileIsRefused) {
 TEST(PemFileTest, RefusesAFileLargerThanTheBound) {
   const std::string path = testing::MakeTempDir("pem") + "/huge.pem";
   testing::WriteFile(path, kCertificate + std::string(3 * kMaxPemFileBytes, '\n'));
-  absl::StatusOr<std::string> pem = ReadPemFile("tls-client-ca", path);
+  absl::StatusOr<std::string> pem =
+      ReadPemFile("tls-client-ca", path, PemFileWriters::kNotEveryUser);
   EXPECT_TRUE(absl::IsInvalidArgument(pem.status())) << pem.status();
   EXPECT_EQ(pem.status().message(),
             "--tls-client-ca: " + path + " is larger than 1 MiB; is it a PEM certificate file?");
+}
+
+// A probe: a named pipe given as a TLS file (or the token file) left cnp-server waiting at
+// start for a writer, saying nothing.
+TEST(PemFileTest, ANamedPipeIsRefusedWithoutWaitingForAWriter) {
+  const std::string path = testing::MakeTempDir("pem") + "/ca.pem";
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  absl::StatusOr<std::string> pem = ReadPemFile("tls-cert", path, PemFileWriters::kRootOrThisUser);
+  EXPECT_TRUE(absl::IsInvalidArgument(pem.status())) << pem.status();
+  EXPECT_THAT(pem.status().message(), HasSubstr("is a pipe or socket, not a PEM certificate"));
+  absl::StatusOr<std::string> token = ReadAuthToken(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(token.status())) << token.status();
+  EXPECT_THAT(token.status().message(), HasSubstr("is not a regular file"));
+}
+
+// A probe: another local user who could write cnp-server's --tls-client-ca added their own CA
+// to it and passed mutual TLS with a client certificate of their own.
+TEST(PemFileTest, AFileOthersCouldChangeIsRefusedAsTheReaderTrustsIt) {
+  const std::string path = testing::MakeTempDir("pem") + "/ca.pem";
+  testing::WriteFile(path, kCertificate, 0666);
+  ::chmod(path.c_str(), 0666);  // whatever the umask
+  for (PemFileWriters writers : {PemFileWriters::kRootOrThisUser, PemFileWriters::kNotEveryUser}) {
+    absl::StatusOr<std::string> pem = ReadPemFile("tls-client-ca", path, writers);
+    EXPECT_TRUE(absl::IsPermissionDenied(pem.status())) << pem.status();
+    EXPECT_THAT(pem.status().message(), HasSubstr("is writable by every user (mode 0666)"));
+  }
+  // Its group's write bit: refused for the server, a client's own (a private group's) passes.
+  ::chmod(path.c_str(), 0664);
+  absl::StatusOr<std::string> server = ReadPemFile("tls-client-ca", path,
+                                                   PemFileWriters::kRootOrThisUser);
+  EXPECT_TRUE(absl::IsPermissionDenied(server.status())) << server.status();
+  EXPECT_THAT(server.status().message(), HasSubstr("run chmod go-w " + path));
+  EXPECT_TRUE(ReadPemFile("tls-ca", path, PemFileWriters::kNotEveryUser).ok());
+  // Another user's file is theirs to change: refused for the server.
+  ::chmod(path.c_str(), 0644);
+  // Root outside Bazel's sandbox, whose user namespace refuses a chown to another uid.
+  if (::chown(path.c_str(), 65534, 65534) != 0) GTEST_SKIP() << "cannot give the file away";
+  absl::StatusOr<std::string> theirs = ReadPemFile("tls-cert", path,
+                                                   PemFileWriters::kRootOrThisUser);
+  EXPECT_TRUE(absl::IsPermissionDenied(theirs.status())) << theirs.status();
+  EXPECT_THAT(theirs.status().message(), HasSubstr("belongs to uid 65534"));
+  EXPECT_TRUE(ReadPemFile("tls-ca", path, PemFileWriters::kNotEveryUser).ok());
 }
 
 }  // namespace
