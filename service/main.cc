@@ -33,6 +33,7 @@
 #include "asio/io_context.hpp"
 #include "asio/signal_set.hpp"
 #include "asio/use_awaitable.hpp"
+#include "service/common/grpc_log.h"
 #include "service/common/log.h"
 #include "service/common/every.h"
 #include "service/common/log_file_cap.h"
@@ -142,6 +143,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   cnp::SetLogFormat(format);
+  cnp::RouteGrpcLogThroughServiceLog();
   // The workers write to this stderr too. On a pipe or a socket (journald's, a pipe to a
   // program) only a write of at most PIPE_BUF bytes is atomic: a longer line of the server's (a
   // function's traceback) could have a worker's line land in the middle of it, and neither

@@ -15,7 +15,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/lib/cnp_client.h"
 #include "gmock/gmock.h"
@@ -111,6 +113,38 @@ TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
   auto untrusted = ConnectTo(port, {.tls_ca_file = certs_.other_ca}, absl::Seconds(2));
   EXPECT_FALSE(untrusted.ok());
   EXPECT_THAT(untrusted.status().message(), HasSubstr("TLS handshake"));
+}
+
+// A probe: 2,000 plaintext connections to a TLS listener wrote 2,000 lines of gRPC's own text
+// ("Handshake failed ...") into a log set to JSON, before any authentication, at 3,000 a second.
+// gRPC's lines now go through the service's log: its format, at most 20 a second.
+TEST_F(TlsTest, FailedHandshakesAreLoggedInTheServiceFormatAndBounded) {
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--log-format=json",
+                                       "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(server->Port()));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  constexpr int kConnections = 300;
+  for (int i = 0; i < kConnections; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+      constexpr char kPlaintext[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+      (void)::write(fd, kPlaintext, sizeof kPlaintext - 1);
+    }
+    ::close(fd);
+  }
+  ASSERT_TRUE(server->WaitForLog("Handshake failed", absl::Seconds(30))) << server->Log();
+  int handshake_lines = 0;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "{") && absl::EndsWith(line, "}")) << line;
+    handshake_lines += absl::StrContains(line, "Handshake failed") ? 1 : 0;
+  }
+  // At most the budget of a few seconds, however many connections failed.
+  EXPECT_LE(handshake_lines, 100) << server->Log();
 }
 
 TEST_F(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
