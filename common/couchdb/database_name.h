@@ -9,6 +9,9 @@ namespace cnp::couchdb {
 
 bool IsDatabaseName(absl::string_view name);
 
+// One of the characters a database name may hold (its first must also be a lowercase letter).
+bool IsDatabaseNameCharacter(char c);
+
 // Why a name is refused, to follow "CouchDB would refuse to create it: ".
 inline constexpr absl::string_view kDatabaseNameRule =
     "a database name starts with a lowercase letter (a-z) and holds only lowercase letters, "

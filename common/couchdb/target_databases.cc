@@ -5,12 +5,41 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/couchdb/database_name.h"
 
 namespace cnp::couchdb {
 
 bool IsDatabasePattern(absl::string_view entry) {
   return entry.find_first_of("*?[") != absl::string_view::npos;
+}
+
+bool CanMatchADatabase(absl::string_view entry) {
+  if (ReachesSystemDatabases(entry)) return true;
+  if (!IsDatabasePattern(entry)) return IsDatabaseName(entry);
+  // fnmatch's syntax: * and ? match any characters, [...] a set of them (taken as able to
+  // match), a backslash makes the next character literal. A literal character must be one a
+  // name may hold, and a literal first one a lowercase letter.
+  for (size_t i = 0; i < entry.size(); ++i) {
+    if (entry[i] == '*' || entry[i] == '?') continue;
+    if (entry[i] == '[') {
+      // A ']' first in the set (after '[' or "[!") belongs to it.
+      size_t after = i + 1;
+      if (after < entry.size() && entry[after] == '!') ++after;
+      const size_t close = entry.find(']', after + 1);
+      if (close != absl::string_view::npos) {
+        i = close;
+        continue;
+      }
+      return false;  // an unclosed '[' is itself literal, and no name holds one
+    }
+    const bool first = i == 0;
+    if (entry[i] == '\\' && i + 1 < entry.size()) ++i;
+    const char c = entry[i];
+    if (!IsDatabaseNameCharacter(c) || (first && !absl::ascii_islower(c))) return false;
+  }
+  return true;
 }
 
 std::vector<std::string> MatchDatabases(absl::string_view pattern,

@@ -17,6 +17,11 @@ inline constexpr char kAllowSystemDatabasesFlag[] = "--allow-system-databases";
 
 bool IsDatabasePattern(absl::string_view entry);
 
+// False for a `databases:` entry that no database CouchDB creates can have or match: a name
+// against CouchDB's rule (database_name.h), a pattern whose literal characters break it
+// ("Accounts-*", "5*"). Entries starting with '_' are CouchDB's own names, of any form.
+bool CanMatchADatabase(absl::string_view entry);
+
 // The names in `all_dbs` that `pattern` matches, in their order. System databases (names
 // starting with '_') match only a pattern that itself starts with '_', so "*" never reaches
 // _users or _replicator.

@@ -23,7 +23,9 @@
 #include "common/closest_name.h"
 #include "common/couchdb/builtin_reduces.h"
 #include "common/couchdb/couchdb_languages.h"
+#include "common/couchdb/database_name.h"
 #include "common/couchdb/json.h"
+#include "common/couchdb/target_databases.h"
 #include "common/printable_text.h"
 #include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
@@ -625,18 +627,21 @@ class Parser {
   }
 
   void Databases(const YAML::Node& node, DesignDocSpec& spec) {
-    auto add = [&](const YAML::Node& item) {
-      if (!Spend(item)) return;
-      if (ScalarString(item, "a database name or pattern")) {
-        spec.databases.push_back({item.Scalar(), At(item.Mark())});
-      }
-    };
-    if (node.IsSequence()) {
-      if (node.size() == 0) problems_.Error(At(node.Mark()), "databases is an empty list");
-      for (const auto& item : node) add(item);
-    } else {
-      add(node);
+    for (auto& [entry, at] : Names(node, "a database name or pattern", "databases")) {
+      if (!CanReachADatabase(entry, at)) continue;
+      spec.databases.push_back({std::move(entry), std::move(at)});
     }
+  }
+
+  // A name CouchDB would refuse to create, or a pattern only such names match, is an error
+  // here, where its line is known: at upload it would only match nothing.
+  bool CanReachADatabase(const std::string& entry, const v1::SourceLocation& at) {
+    if (couchdb::CanMatchADatabase(entry)) return true;
+    problems_.Error(at, absl::StrCat(couchdb::IsDatabasePattern(entry) ? "the pattern " : "",
+                                     "\"", Printable(entry), "\" can never ",
+                                     couchdb::IsDatabasePattern(entry) ? "match" : "name",
+                                     " a CouchDB database: ", couchdb::kDatabaseNameRule));
+    return false;
   }
 
   // A scalar or a list of scalars, each a non-empty string.
@@ -676,7 +681,7 @@ class Parser {
       classification.location = At(entry.first.Mark());
       const std::string what = absl::StrCat("classification \"", *name, "\"");
       for (auto& [pattern, at] : Names(entry.second, "a database name or pattern", what)) {
-        classification.patterns.push_back(std::move(pattern));
+        if (CanReachADatabase(pattern, at)) classification.patterns.push_back(std::move(pattern));
       }
       if (classifications_ == nullptr) continue;
       auto [it, inserted] = classifications_->emplace(*name, classification);

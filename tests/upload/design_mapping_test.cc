@@ -431,7 +431,7 @@ TEST_F(DesignMappingTest, EverySectionIsVersionedAndDatabasesIsNotStored) {
   UploadResult result = Check(
       {File("all.yml",
             "app:\n"
-            "  databases: [accounts, \"account%*\"]\n"
+            "  databases: [accounts, \"account-*\"]\n"
             "  language: python3\n"
             "  views:\n"
             "    by_x:\n"
@@ -663,6 +663,30 @@ TEST_F(DesignMappingTest, SameDesignDocForDifferentDatabasesIsFine) {
                                File("b.yml", "d:\n  databases: two\n  views: {v: m.map}\n")});
   EXPECT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_THAT(result.outcomes(), SizeIs(2));
+}
+
+// A name CouchDB would refuse to create, or a pattern only such names match, could only ever
+// match nothing at upload: the check refuses it at its line, for `databases:` and
+// classifications alike. CouchDB's own names ('_' first) and patterns that can match pass.
+TEST_F(DesignMappingTest, DatabasesNoCouchDbNameCanMatchAreRefusedAtTheirLine) {
+  runner_.Define("m.map", 1);
+  UploadResult result =
+      Check({File("dbs.yml",
+                  "d:\n"
+                  "  databases: [\"5\", \"Accounts-*\", \"acct-*\", _users, \"[a-z]*\", ok]\n"
+                  "  views: {v: m.map}\n"
+                  "e:\n"
+                  "  classification: towns\n"
+                  "  views: {v: m.map}\n"
+                  "classifications:\n"
+                  "  towns: [\"Town-*\", \"town-*\"]\n")});
+  EXPECT_THAT(
+      ErrorsWithPlace(result),
+      ElementsAre(AllOf(StartsWith("2:15 \"5\" can never name a CouchDB database: "),
+                        HasSubstr("starts with a lowercase letter")),
+                  StartsWith("2:20 the pattern \"Accounts-*\" can never match a CouchDB database"),
+                  StartsWith("8:11 the pattern \"Town-*\" can never match a CouchDB database")))
+      << result.Dump();
 }
 
 TEST_F(DesignMappingTest, WorkersThatCannotBeReachedFailTheCheck) {

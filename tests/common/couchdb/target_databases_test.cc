@@ -1,0 +1,59 @@
+// Which `databases:` entries can ever reach a database: cnp check refuses the others at their
+// line, instead of an upload that warns "matches no database" or fails on a name CouchDB would
+// not create.
+#include "common/couchdb/target_databases.h"
+
+#include "common/couchdb/database_name.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace cnp::couchdb {
+namespace {
+
+TEST(CanMatchADatabase, NamesFollowCouchDbsRule) {
+  EXPECT_TRUE(CanMatchADatabase("accounts"));
+  EXPECT_TRUE(CanMatchADatabase("a1_$()+-/b"));
+  EXPECT_FALSE(CanMatchADatabase("5"));
+  EXPECT_FALSE(CanMatchADatabase("Accounts"));
+  EXPECT_FALSE(CanMatchADatabase("my db"));
+  EXPECT_FALSE(CanMatchADatabase(""));
+}
+
+TEST(CanMatchADatabase, SystemNamesAreCouchDbsOwnOfAnyForm) {
+  EXPECT_TRUE(CanMatchADatabase("_users"));
+  EXPECT_TRUE(CanMatchADatabase("_*"));
+}
+
+TEST(CanMatchADatabase, PatternsAreJudgedByTheirLiteralCharacters) {
+  EXPECT_TRUE(CanMatchADatabase("account-*"));
+  EXPECT_TRUE(CanMatchADatabase("*"));
+  EXPECT_TRUE(CanMatchADatabase("?x"));
+  EXPECT_TRUE(CanMatchADatabase("[A-Z]*"));  // the set is taken as able to match
+  EXPECT_TRUE(CanMatchADatabase("x[]A]"));   // ']' first in a set belongs to it
+  EXPECT_TRUE(CanMatchADatabase("x[!]A]y"));
+  EXPECT_TRUE(CanMatchADatabase("\\a*"));  // an escaped letter is that letter
+  EXPECT_FALSE(CanMatchADatabase("Account-*"));
+  EXPECT_FALSE(CanMatchADatabase("5*"));
+  EXPECT_FALSE(CanMatchADatabase("*.db"));
+  EXPECT_FALSE(CanMatchADatabase("x[y"));   // an unclosed '[' is a literal '['
+  EXPECT_FALSE(CanMatchADatabase("\\**"));  // a literal '*'
+}
+
+// What CanMatchADatabase refuses, MatchDatabases never matches: its verdict is the matcher's.
+TEST(CanMatchADatabase, AgreesWithTheMatcher) {
+  const std::vector<std::string> all_dbs = {"account-1", "accounts", "a.db", "x[y", "**", "5"};
+  for (const char* entry : {"Account-*", "5*", "*.db", "x[y", "\\**"}) {
+    EXPECT_FALSE(CanMatchADatabase(entry)) << entry;
+    // Each matches only a name CouchDB would not have created.
+    for (const std::string& matched : MatchDatabases(entry, all_dbs)) {
+      EXPECT_FALSE(IsDatabaseName(matched)) << entry << " matched " << matched;
+    }
+  }
+  EXPECT_EQ(MatchDatabases("account*", all_dbs), (std::vector<std::string>{"account-1", "accounts"}));
+}
+
+}  // namespace
+}  // namespace cnp::couchdb
