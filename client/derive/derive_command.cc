@@ -345,7 +345,10 @@ int RunDeriveCommand(int argc, char** argv) {
       cli::StderrLines() << "cnp derive: " << Printable(cnp.status().message())
                          << "; waiting for it\n";
     }
-    absl::SleepFor(retry);
+    // A --once run gives up at --service-wait, not at the end of a backoff that outlasts it.
+    absl::SleepFor(args->Has("once")
+                       ? std::min(retry, waiting_since + service_wait - absl::Now())
+                       : retry);
     retry = std::min(retry * 2, absl::Seconds(5));
     cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args));
   }
@@ -561,7 +564,9 @@ int RunDeriveCommand(int argc, char** argv) {
             absl::FormatDuration(absl::Trunc(absl::Now() - outage.since, absl::Milliseconds(100))),
             " (--service-wait); a later run goes on from the checkpoints")));
       }
-      const absl::Duration delay = note_away(failure, "trying again from the checkpoints in");
+      absl::Duration delay = note_away(failure, "trying again from the checkpoints in");
+      // A --once run gives up at --service-wait, not at the end of a backoff that outlasts it.
+      if (once) delay = std::min(delay, outage.since + service_wait - absl::Now());
       // The wait holds the lease (renewing it, while CouchDB lets it) and ends early on a stop
       // signal. A lease that expired meanwhile is renewed once CouchDB is back, unless another
       // instance took it; the writes wait for a renewal either way.
