@@ -1,6 +1,5 @@
 #include "adapter/direct_session.h"
 
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -11,6 +10,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/couchdb/line_io.h"
 #include "service/common/framing.h"
 #include "session.pb.h"
@@ -23,6 +23,22 @@ constexpr int kStdout = 1;
 
 using session::v1::Answer;
 
+enum class Connected { kYes, kNobodyListens, kBacklogFull };
+
+// A unix socket's non-blocking connect does not complete later: it fails with EAGAIN while the
+// listener's backlog is full, and is tried again until `deadline`.
+Connected ConnectBy(int fd, const sockaddr_un& address, absl::Time deadline) {
+  for (;;) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+      return Connected::kYes;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return Connected::kNobodyListens;
+    if (absl::Now() >= deadline) return Connected::kBacklogFull;
+    absl::SleepFor(std::min(absl::Milliseconds(10), deadline - absl::Now()));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
@@ -34,11 +50,23 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   if (socket_path.size() >= sizeof(address.sun_path)) return offer;  // kNoSocket
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking from the start: a connect to a listener whose backlog is full (many adapters
+  // at once, a server stopped with SIGSTOP) would block past CouchDB's timeout.
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    return offer;  // kNoSocket: no server with direct sessions there
+  switch (ConnectBy(fd, address, deadline)) {
+    case Connected::kYes:
+      break;
+    case Connected::kNobodyListens:
+      ::close(fd);
+      return offer;  // kNoSocket: no server with direct sessions there
+    case Connected::kBacklogFull:
+      ::close(fd);
+      // CouchDB's pipes are untouched: the stream path may still be served.
+      offer.outcome = DirectOffer::Outcome::kUseStream;
+      offer.reason = absl::StrCat("cnp-server did not accept a connection on ", socket_path,
+                                  " in time (its backlog stayed full: overloaded, or stopped)");
+      return offer;
   }
   // Who listens here, as the kernel says: CouchDB's pipes go only to a server we trust.
   ucred peer{};
@@ -55,7 +83,6 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
     return s;
   }
   offer.server_pid = peer.pid;
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 
   session::v1::Hello hello;
   hello.set_settings(settings);

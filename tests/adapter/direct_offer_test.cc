@@ -4,9 +4,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "adapter/direct_session.h"
@@ -71,6 +73,36 @@ TEST(DirectOfferTest, ARefusalIsReadEvenWhenTheHelloCouldNotBeWritten) {
   ASSERT_TRUE(offer.ok()) << offer.status();
   EXPECT_EQ(offer->outcome, DirectOffer::Outcome::kRefused);
   EXPECT_THAT(offer->reason, HasSubstr("--allow-uid"));
+}
+
+// A server that does not accept (its control loop stopped, or a crowd of adapters) leaves
+// its backlog full, where a blocking connect would wait past CouchDB's timeout. The offer
+// gives up at its deadline with CouchDB's pipes untouched, so the stream path may serve.
+TEST(DirectOfferTest, AFullBacklogIsGivenUpAtTheDeadlineForTheStream) {
+  FakeSessionSocket server;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, server.path().c_str(), server.path().size() + 1);
+  std::vector<int> queued;
+  for (;;) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      ::close(fd);
+      break;
+    }
+    queued.push_back(fd);
+    ASSERT_LT(queued.size(), 100u) << "the backlog never filled";
+  }
+  absl::StatusOr<DirectOffer> offer =
+      OfferDirectSession(server.path(), "", /*max_line_bytes=*/1 << 20,
+                         SocketTrust(std::nullopt, server.dir()),
+                         absl::Now() + absl::Milliseconds(200));
+  for (int fd : queued) ::close(fd);
+  ASSERT_TRUE(offer.ok()) << offer.status();
+  EXPECT_EQ(offer->outcome, DirectOffer::Outcome::kUseStream);
+  EXPECT_THAT(offer->reason, HasSubstr("backlog stayed full"));
 }
 
 // Without an answer, the failed write is what is reported.
