@@ -106,9 +106,7 @@ PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const LogOrigin& origin = call_thread != 0 && call_thread == PyThread_get_thread_ident()
                                   ? Context().origin
                                   : kNoOrigin;
-    const std::string doc_id = origin.doc != nullptr && PyDict_Check(origin.doc)
-                                   ? Utf8Text(PyDict_GetItemString(origin.doc, "_id"))
-                                   : std::string();
+    const std::string doc_id = AttributedDocId(origin.doc);
     const absl::string_view function(origin.function.data(), origin.function.size());
     const absl::string_view kind(origin.kind.data(), origin.kind.size());
     LogEvent(LogLevel::kWarning, line,

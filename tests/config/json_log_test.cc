@@ -154,6 +154,24 @@ TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
   EXPECT_THAT(printed[2], HasSubstr("UserWarning: careful with p1"));
 }
 
+// A printed line names its document by the first 256 bytes of a long _id, as log() lines do:
+// CouchDB bounds no id, and a full copy in every event would cost an id's size per print.
+TEST(JsonLogTest, APrintedLineNamesALongIdByItsStart) {
+  const std::string id = "p" + std::string(10000, 'x');
+  const std::string log =
+      LogOfOneMap("svc_fns.prints", absl::StrCat(R"({"_id":")", id, R"("})"), absl::StatusCode::kOk);
+  int events = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line.substr(0, 300);
+    if (!json.IsObject() || !json.HasMember("stream")) continue;
+    ++events;
+    EXPECT_EQ(json["doc_id"].GetString(), id.substr(0, 256) + "...");
+  }
+  EXPECT_GE(events, 3) << log.substr(0, 2000);
+}
+
 // What a server in `format` answered to one Map of `function` on `doc` (its rows) and logged.
 struct MapAndLog {
   std::string rows, log;
