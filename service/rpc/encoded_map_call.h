@@ -13,8 +13,9 @@ namespace cnp::rpc {
 
 // After a call that moved at least this many bytes, the heap is trimmed once gRPC has sent its
 // response, so that the memory of a big call goes back to the system rather than staying with
-// the process (and the log says so).
+// the process; at most once in kGiveBackAtMostEvery.
 constexpr size_t kGiveBackAfterBytes = 8 << 20;
+constexpr absl::Duration kGiveBackAtMostEvery = absl::Seconds(1);
 
 // Serves one Map call (or MapStream message), awaited by its handler; cancelling the await cancels the Map
 // (calls::FunctionCalls says how). `request` is consumed (cleared as soon as it has been read);
