@@ -220,7 +220,9 @@ bool PythonJsonWriter::WriteValue(PyObject* value, int depth) {
   }
   if (PyList_Check(value) || PyTuple_Check(value)) {
     writer_.StartArray();
-    // Writing runs no Python code, so the sequence cannot change under the loop.
+    // Writing runs no Python code, so the sequence cannot change under the loop: it calls no
+    // method of a subclass (int's and float's own str, repr), and what it allocates are strs,
+    // which CPython 3.11's collector does not count, so no collection (and no finalizer) runs.
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(value); ++i) {
       if (!WriteValue(PySequence_Fast_GET_ITEM(value, i), depth + 1)) return false;
     }
