@@ -58,8 +58,9 @@ struct CallOptions {
   int64_t max_call_bytes = 64 << 20;
 };
 
-// Each call consumes its request: documents move into worker tasks instead of being copied.
-// Every argument passed by reference must outlive the awaited call.
+// The typed calls consume their request, which moves into its worker's task; Map reads its
+// request in place (MapEncoded). Every argument passed by reference must outlive the awaited
+// call.
 class FunctionCalls {
  public:
   FunctionCalls(pool::AsyncTaskRunner& runner, CallOptions options)
@@ -78,12 +79,6 @@ class FunctionCalls {
                                            std::vector<std::string>& response,
                                            AnswerGrowth grown = nullptr,
                                            std::string_view rpc = "Map");
-  // Copies the documents into parts (a part whose answer is over its share of the call's bytes
-  // runs again alone, with all that is left: ShareOf in function_calls.cc). On an error `response`
-  // holds no result; a response over max_call_bytes is refused RESOURCE_EXHAUSTED, as
-  // MapEncoded's is.
-  asio::awaitable<absl::Status> Map(v1::MapRequest& request, absl::Time deadline,
-                                    v1::MapResponse& response);
   asio::awaitable<absl::Status> Reduce(v1::ReduceRequest& request, absl::Time deadline,
                                        v1::ReduceResponse& response);
   asio::awaitable<absl::Status> Validate(v1::ValidateRequest& request, absl::Time deadline,
@@ -108,8 +103,6 @@ class FunctionCalls {
                                        pool::Reply::KindCase kind, absl::Time deadline,
                                        Response& response);
   absl::Status CheckDocCount(int64_t docs) const;
-  // OK, or RESOURCE_EXHAUSTED with `response` cleared when it is over max_call_bytes.
-  absl::Status CheckMapResponseSize(v1::MapResponse& response) const;
   // How many parts a batch of `docs` documents holding `bytes` bytes is cut into.
   int64_t Parts(int64_t docs, int64_t bytes) const;
 

@@ -69,6 +69,17 @@ v1::MapResponse Parsed(const std::vector<std::string>& chunks) {
   return response;
 }
 
+// Map as the transport serves it (FunctionCalls::MapEncoded), from a MapRequest into the
+// MapResponse its chunks make, for tests that build and read typed messages.
+asio::awaitable<absl::Status> MapTyped(FunctionCalls& calls, const v1::MapRequest& request,
+                                       absl::Time deadline, v1::MapResponse& response) {
+  const std::string bytes = request.SerializeAsString();
+  std::vector<std::string> chunks;
+  const absl::Status status = co_await calls.MapEncoded(bytes, deadline, chunks);
+  response = Parsed(chunks);
+  co_return status;
+}
+
 void ExpectEchoedInOrder(const v1::MapResponse& response, int docs) {
   ASSERT_EQ(response.results_size(), docs);
   for (int i = 0; i < docs; ++i) EXPECT_EQ(response.results(i).rows(), Doc(i)) << "document " << i;
@@ -111,8 +122,6 @@ TEST_F(FunctionCallsTest, EveryCallRefusesARequestNamingNoFunction) {
   v1::MapRequest no_functions;
   no_functions.add_docs(Doc(0));
   std::vector<std::string> chunks;
-  v1::MapResponse map;
-  v1::MapRequest map_request = no_functions;
   v1::ReduceRequest reduce_request;
   v1::ReduceResponse reduce;
   v1::ValidateRequest validate_request;
@@ -125,7 +134,6 @@ TEST_F(FunctionCallsTest, EveryCallRefusesARequestNamingNoFunction) {
 
   for (const absl::Status& status : {
            Await(calls.MapEncoded(no_functions.SerializeAsString(), deadline, chunks)),
-           Await(calls.Map(map_request, deadline, map)),
            Await(calls.Reduce(reduce_request, deadline, reduce)),
            Await(calls.Validate(validate_request, deadline, validate)),
            Await(calls.CallDesignFunction(design_request, deadline, design)),
@@ -180,13 +188,10 @@ TEST_F(FunctionCallsTest, MapRefusesMoreDocumentsThanACallMayCarry) {
   FakeTaskRunner runner(2, EchoMap);
   FunctionCalls calls(runner, {.max_docs_per_call = 5});
   std::vector<std::string> chunks;
-  v1::MapRequest request = MapRequestOf(6);
-  v1::MapResponse response;
 
   for (const absl::Status& status : {
            Await(calls.MapEncoded(MapRequestOf(6).SerializeAsString(), absl::InfiniteFuture(),
                                   chunks)),
-           Await(calls.Map(request, absl::InfiniteFuture(), response)),
        }) {
     EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
     EXPECT_EQ(status.message(),
@@ -233,7 +238,6 @@ TEST_F(FunctionCallsTest, MapAndReduceRefuseMoreFunctionsThanACallMayName) {
   for (const absl::Status& status : {
            Await(calls.MapEncoded(map_naming(kMaxFunctionsPerCall + 1).SerializeAsString(),
                                   absl::InfiniteFuture(), chunks)),
-           Await(calls.Map(map, absl::InfiniteFuture(), map_response)),
            Await(calls.Reduce(reduce, absl::InfiniteFuture(), reduce_response)),
        }) {
     EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
@@ -249,7 +253,7 @@ TEST_F(FunctionCallsTest, MapAndReduceRefuseMoreFunctionsThanACallMayName) {
                                      absl::InfiniteFuture(), chunks))
                   .ok());
   map = map_naming(kMaxFunctionsPerCall);
-  ASSERT_TRUE(Await(calls.Map(map, absl::InfiniteFuture(), map_response)).ok());
+  ASSERT_TRUE(Await(MapTyped(calls, map, absl::InfiniteFuture(), map_response)).ok());
   reduce = reduce_naming(kMaxFunctionsPerCall);
   ASSERT_TRUE(Await(calls.Reduce(reduce, absl::InfiniteFuture(), reduce_response)).ok());
   ASSERT_GT(runner.started().size(), 2u);
@@ -321,7 +325,6 @@ TEST_F(FunctionCallsTest, MapAndReduceRefuseANameLongerThanAWorkerAccepts) {
   v1::MapRequest map = MapRequestOf(3);
   map.add_functions(long_name);
   const std::string map_bytes = map.SerializeAsString();
-  v1::MapResponse map_response;
   v1::ReduceRequest reduce;
   reduce.add_functions("views.total");
   reduce.add_functions(long_name);
@@ -330,7 +333,6 @@ TEST_F(FunctionCallsTest, MapAndReduceRefuseANameLongerThanAWorkerAccepts) {
   std::vector<std::string> chunks;
   for (const absl::Status& status : {
            Await(calls.MapEncoded(map_bytes, absl::InfiniteFuture(), chunks)),
-           Await(calls.Map(map, absl::InfiniteFuture(), map_response)),
            Await(calls.Reduce(reduce, absl::InfiniteFuture(), reduce_response)),
        }) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
@@ -358,11 +360,8 @@ TEST_F(FunctionCallsTest, DocumentsThatAreNoJsonObjectsAreRefused) {
                                  std::string("\"text\""), std::string("null"), std::string()}) {
     v1::MapRequest request = MapRequestOf(100);
     *request.mutable_docs(42) = bad;
-    v1::MapRequest parsed = request;
-    v1::MapResponse response;
     for (const absl::Status& status : {
              Await(calls.MapEncoded(request.SerializeAsString(), absl::InfiniteFuture(), chunks)),
-             Await(calls.Map(parsed, absl::InfiniteFuture(), response)),
          }) {
       EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
       EXPECT_THAT(std::string(status.message()), StartsWith("document 42 is not a JSON object: "));
@@ -371,7 +370,7 @@ TEST_F(FunctionCallsTest, DocumentsThatAreNoJsonObjectsAreRefused) {
   v1::MapRequest array = MapRequestOf(1);
   *array.mutable_docs(0) = "[1,2]";
   v1::MapResponse response;
-  EXPECT_EQ(Await(calls.Map(array, absl::InfiniteFuture(), response)).message(),
+  EXPECT_EQ(Await(MapTyped(calls, array, absl::InfiniteFuture(), response)).message(),
             "document 0 is not a JSON object: [1,2] (each document of a Map is one)");
 
   v1::ValidateRequest validate;
@@ -556,7 +555,7 @@ TEST_F(FunctionCallsTest, MapSplitsOverTheWorkersAndKeepsDocumentOrder) {
   constexpr int kDocs = 100;
   v1::MapRequest request = MapRequestOf(kDocs);
   v1::MapResponse response;
-  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  ASSERT_TRUE(Await(MapTyped(calls, request, absl::InfiniteFuture(), response)).ok());
   ExpectEchoedInOrder(response, kDocs);
   // One RunAll of four parts per worker.
   EXPECT_THAT(runner.batches(), ElementsAre(8u));
@@ -567,7 +566,7 @@ TEST_F(FunctionCallsTest, SmallMapIsOneTask) {
   FunctionCalls calls(runner, {});
   v1::MapRequest request = MapRequestOf(3);
   v1::MapResponse response;
-  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  ASSERT_TRUE(Await(MapTyped(calls, request, absl::InfiniteFuture(), response)).ok());
   ExpectEchoedInOrder(response, 3);
   EXPECT_THAT(runner.batches(), ElementsAre(1u));
 }
@@ -631,7 +630,7 @@ TEST_F(FunctionCallsTest, MapNeverAnswersWithPartOfAResult) {
   FunctionCalls calls(runner, {.min_docs_per_task = 4});
   v1::MapRequest request = MapRequestOf(100);
   v1::MapResponse response;
-  const absl::Status status = Await(calls.Map(request, absl::InfiniteFuture(), response));
+  const absl::Status status = Await(MapTyped(calls, request, absl::InfiniteFuture(), response));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(response.results_size(), 0);
   // Doc(90) is the 91st of 100, in the part that crashed.
@@ -667,7 +666,7 @@ TEST_F(FunctionCallsTest, AFailedBatchIsNamedByThePartThatFailedNotOneLeftUnrun)
     } else {
       v1::MapRequest request = MapRequestOf(100);
       v1::MapResponse response;
-      status = Await(calls.Map(request, absl::InfiniteFuture(), response));
+      status = Await(MapTyped(calls, request, absl::InfiniteFuture(), response));
     }
     EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
     EXPECT_FALSE(pool::WasNotRunInBatch(status));
@@ -757,7 +756,7 @@ FakeAnswer UnevenMap(const Task& task) {
 // and the replies are held until the wave ends, so one call held up to 4 x workers times
 // --max-call-bytes (714 MiB measured for a 64 MiB limit on 2 workers). The parts run at once
 // now share what is left; a part over its share, the call not over its limit, runs again alone
-// with all that is left, so an uneven call still succeeds. Both Map paths.
+// with all that is left, so an uneven call still succeeds.
 TEST_F(FunctionCallsTest, ThePartsRunAtOnceShareTheCallsBytes) {
   const CallOptions options{.min_docs_per_task = 4, .max_docs_per_task = 10,
                             .max_call_bytes = 100 << 10};
@@ -791,7 +790,7 @@ TEST_F(FunctionCallsTest, ThePartsRunAtOnceShareTheCallsBytes) {
     FunctionCalls calls(runner, options);
     v1::MapRequest request = MapRequestOf(40);
     v1::MapResponse response;
-    ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+    ASSERT_TRUE(Await(MapTyped(calls, request, absl::InfiniteFuture(), response)).ok());
     ASSERT_EQ(response.results_size(), 40);
     EXPECT_EQ(response.results(7).rows().size(), size_t{50 << 10});
     EXPECT_EQ(response.results(39).rows(), Doc(39));
@@ -800,7 +799,7 @@ TEST_F(FunctionCallsTest, ThePartsRunAtOnceShareTheCallsBytes) {
   }
 }
 
-// MapStream's Map: the same cap and message, whether the batch was one task or split.
+// The same cap and message, whether the batch was one task or split.
 TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
   FakeTaskRunner runner(2, [](const Task& task) {
     Reply reply;
@@ -815,7 +814,7 @@ TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
     // 3 documents are one task; 200 are split. Only 200 answer with more than 100 KiB.
     v1::MapRequest request = MapRequestOf(docs);
     v1::MapResponse response;
-    const absl::Status status = Await(calls.Map(request, absl::InfiniteFuture(), response));
+    const absl::Status status = Await(MapTyped(calls, request, absl::InfiniteFuture(), response));
     if (docs == 3) {
       EXPECT_TRUE(status.ok()) << status;
       EXPECT_EQ(response.results_size(), 3);
@@ -833,7 +832,7 @@ TEST_F(FunctionCallsTest, MapRefusesAResponseLargerThanACallMayCarry) {
   FunctionCalls single(runner, one_task);
   v1::MapRequest request = MapRequestOf(200);
   v1::MapResponse response;
-  EXPECT_EQ(Await(single.Map(request, absl::InfiniteFuture(), response)).code(),
+  EXPECT_EQ(Await(MapTyped(single, request, absl::InfiniteFuture(), response)).code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(response.results_size(), 0);
 }
@@ -873,7 +872,7 @@ TEST_F(FunctionCallsTest, AnAnswerRefusedForItsSizeIsMarkedWithTheCallsLimit) {
   FunctionCalls refused(unread, options);
   v1::MapRequest request = MapRequestOf(3);
   v1::MapResponse response;
-  const absl::Status status = Await(refused.Map(request, absl::InfiniteFuture(), response));
+  const absl::Status status = Await(MapTyped(refused, request, absl::InfiniteFuture(), response));
   EXPECT_EQ(status.message(), "the part's answer is too large");
   EXPECT_EQ(CallLimitOf(status), call_limit);
 
@@ -882,7 +881,7 @@ TEST_F(FunctionCallsTest, AnAnswerRefusedForItsSizeIsMarkedWithTheCallsLimit) {
   });
   FunctionCalls queued(busy, options);
   request = MapRequestOf(3);
-  const absl::Status full = Await(queued.Map(request, absl::InfiniteFuture(), response));
+  const absl::Status full = Await(MapTyped(queued, request, absl::InfiniteFuture(), response));
   EXPECT_TRUE(absl::IsResourceExhausted(full)) << full;
   EXPECT_EQ(CallLimitOf(full), std::nullopt);
 }
@@ -974,7 +973,7 @@ TEST_F(FunctionCallsTest, FunctionErrorsAreCounted) {
   FunctionCalls calls(runner, {.min_docs_per_task = 4});
   v1::MapRequest request = MapRequestOf(8);  // two parts of four: two errors each
   v1::MapResponse response;
-  ASSERT_TRUE(Await(calls.Map(request, absl::InfiniteFuture(), response)).ok());
+  ASSERT_TRUE(Await(MapTyped(calls, request, absl::InfiniteFuture(), response)).ok());
   EXPECT_EQ(FunctionErrorsLine("tests.raises_on_even"),
             "cnp_function_errors_total{function=\"tests.raises_on_even\"} 4");
   EXPECT_EQ(response.results(0).errors(0).type(), "KeyError");
@@ -1000,7 +999,7 @@ TEST_F(FunctionCallsTest, AnImportThatRaisedIsCountedAsTheFunctionsError) {
     v1::MapRequest request = MapRequestOf(1);
     request.set_functions(0, "tests.import_raises");
     v1::MapResponse response;
-    EXPECT_EQ(Await(calls.Map(request, absl::InfiniteFuture(), response)).code(),
+    EXPECT_EQ(Await(MapTyped(calls, request, absl::InfiniteFuture(), response)).code(),
               absl::StatusCode::kNotFound);
   }
   EXPECT_EQ(FunctionErrorsLine("tests.import_raises"),
@@ -1008,7 +1007,7 @@ TEST_F(FunctionCallsTest, AnImportThatRaisedIsCountedAsTheFunctionsError) {
   v1::MapRequest missing = MapRequestOf(1);
   missing.set_functions(0, "tests.no_such_module");
   v1::MapResponse response;
-  EXPECT_EQ(Await(calls.Map(missing, absl::InfiniteFuture(), response)).code(),
+  EXPECT_EQ(Await(MapTyped(calls, missing, absl::InfiniteFuture(), response)).code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(FunctionErrorsLine("tests.no_such_module"), "");
 }
@@ -1069,7 +1068,7 @@ TEST_F(FunctionCallsTest, CancellingAMapOrAValidateEndsItAtOnce) {
 
   v1::MapRequest map_request = MapRequestOf(100);
   v1::MapResponse map;
-  EXPECT_EQ(Await(calls.Map(map_request, absl::InfiniteFuture(), map)).code(),
+  EXPECT_EQ(Await(MapTyped(calls, map_request, absl::InfiniteFuture(), map)).code(),
             absl::StatusCode::kCancelled);
   EXPECT_EQ(map.results_size(), 0);
   EXPECT_EQ(runner.cancelled(), 8);
