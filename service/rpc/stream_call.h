@@ -12,7 +12,8 @@
 // that the transport has not yet sent.
 //
 // What a stream holds is bounded as a unary call's is (StreamLimits): each request, while it
-// is handled, and each answer, until the client has taken it, is counted against the server's
+// is handled, and each answer, until gRPC reports it written (flow control holds a write back
+// while the client reads nothing), is counted against the server's
 // CallMemory (a message past the budget ends the stream RESOURCE_EXHAUSTED; one under 16 KiB is
 // not counted), and an answer not taken within --call-timeout cancels the stream
 // (unread_answer_watch.h). Without that, a client that opened many streams and read nothing
