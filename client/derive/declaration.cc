@@ -3,12 +3,15 @@
 #include <cstdint>
 #include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/closest_name.h"
 #include "common/couchdb/database_name.h"
 #include "common/file_text.h"
 #include "yaml-cpp/depthguard.h"
@@ -16,6 +19,14 @@
 
 namespace cnp::derive {
 namespace {
+
+// " (did you mean 'handler'?)" for a key one or two edits from a known one, else the list.
+std::string DidYouMean(const std::string& key, const std::vector<std::string>& known) {
+  if (std::optional<std::string> meant = ClosestName(key, known)) {
+    return absl::StrCat(" (did you mean '", *meant, "'?)");
+  }
+  return absl::StrCat(" (known: ", absl::StrJoin(known, ", "), ")");
+}
 
 // The instance's name is a part of its _local documents' ids (cnp-derive:NAME:lease, ...:status,
 // ...:errors, ...:source:SOURCE), which go percent-encoded (up to three characters a byte) into
@@ -166,8 +177,8 @@ absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& targ
       stage.with_sources = text == "true";
     } else {
       return Problem(file, entry.first,
-                     absl::StrCat(at, ": unknown field '", key,
-                                  "' (known: type, version, handler, sources)"));
+                     absl::StrCat(at, ": unknown field '", key, "'",
+                                  DidYouMean(key, {"type", "version", "handler", "sources"})));
     }
   }
   for (const char* required : {"type", "version", "handler"}) {
@@ -224,7 +235,8 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
     for (const auto& entry : root) {
       std::string key = entry.first.as<std::string>();
       if (key != "name" && key != "handlers") {
-        return Problem(file, entry.first, absl::StrCat("unknown field '", key, "' (known: name, handlers)"));
+        return Problem(file, entry.first,
+                       absl::StrCat("unknown field '", key, "'", DidYouMean(key, {"name", "handlers"})));
       }
     }
     const YAML::Node handlers = root["handlers"];

@@ -64,7 +64,11 @@ TEST(DeclarationTest, ProblemsAreNamed) {
                 "version must be a whole number from 0 to 9007199254740991");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1}}}", "needs 'handler'");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f, color: red}}}",
-                "unknown field 'color'");
+                "unknown field 'color' (known: type, version, handler, sources)");
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 1, hander: m.f}}}",
+                "unknown field 'hander' (did you mean 'handler'?)");
+  ExpectProblem("name: n\nhandler: {t: {s: {type: map, version: 1, handler: m.f}}}",
+                "unknown field 'handler' (did you mean 'handlers'?)");
   ExpectProblem("name: n\nhandlers: {Bad: {s: {type: map, version: 1, handler: m.f}}}",
                 "not a CouchDB database name");
   ExpectProblem("name: n\nhandlers: {r: {s: {type: reduce, version: 1, handler: m.f}}}",
