@@ -119,6 +119,10 @@ Options:
   --heartbeat=DUR         the continuous feeds' heartbeat (default: 10s)
   --poll-interval=DUR     longest quiet wait before the lease and the stop signal are looked
                           at again, and per longpoll (default: 1s)
+  --source-check=DUR      how often a follower checks that each source is still the database
+                          it started on (default: 30s): one deleted ends the run (exit 1), one
+                          deleted and created again is derived again from scratch (a feed
+                          alone may not tell: pouchdb-server keeps a deleted database's open)
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s;
                           at least 1s)
   --lease-renew=DUR       how often the holder renews (default: 10s, or a third of
@@ -253,7 +257,7 @@ int RunDeriveCommand(int argc, char** argv) {
   auto args = cli::ParseArguments(
       argc, argv,
       cli::WithConnectionOptions(
-          {"batch-size", "poll-interval", "lease-timeout", "lease-renew", "ca-file", "timeout", "service-wait",
+          {"batch-size", "poll-interval", "source-check", "lease-timeout", "lease-renew", "ca-file", "timeout", "service-wait",
            "feed", "heartbeat", "max-couchdb-response-bytes"}),
       cli::WithConnectionFlags({"help", "once", "insecure"}));
   if (!args.ok()) return Fail(args.status());
@@ -286,7 +290,8 @@ int RunDeriveCommand(int argc, char** argv) {
                              {"lease-timeout", &lease_timeout},
                              {"lease-renew", &lease_renew},
                              {"timeout", &options.rpc_timeout},
-                             {"heartbeat", &options.heartbeat}}) {
+                             {"heartbeat", &options.heartbeat},
+                             {"source-check", &options.source_check_every}}) {
     if (absl::Status s = ParseDurationFlag(*args, name, *value); !s.ok()) return Fail(s);
   }
   const std::string feed = args->Get("feed", "continuous");
@@ -418,6 +423,7 @@ int RunDeriveCommand(int argc, char** argv) {
                        << ")\n";
     outage = Outage{};
   };
+  options.batch_done = note_back;
 
   while (!stop_requested) {
     // Wait for the lease.
@@ -539,7 +545,8 @@ int RunDeriveCommand(int argc, char** argv) {
             lost = true;
             break;
           }
-          failure = deriver.WaitForChanges(std::min(poll, lease_renew));
+          failure = deriver.CheckSourcesIfDue();
+          if (failure.ok()) failure = deriver.WaitForChanges(std::min(poll, lease_renew));
         }
         // Stopped mid-way: the status document says how far this run got.
         if (stop_requested) (void)deriver.WriteStatus(holder);
@@ -553,6 +560,11 @@ int RunDeriveCommand(int argc, char** argv) {
         break;
       }
       if (failure.ok()) break;  // stopped, or the lease was lost
+      if (IsSourceRecreated(failure)) {
+        // A new Deriver's Start removes what was derived from the earlier database.
+        cli::StderrLines() << "cnp derive: " << declaration->name << ": " << Printable(failure.message()) << "\n";
+        continue;
+      }
       if (AwayServer(failure, once).empty()) {
         lease.Release();
         return Fail(failure);

@@ -511,6 +511,7 @@ absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
   // it if the run stopped in between (recorded twice, if it stops after the errors, is better).
   if (absl::Status st = FlushErrors(); !st.ok()) return st;
   if (absl::Status st = SaveCheckpoint(i); !st.ok()) return st;
+  if (options_.batch_done) options_.batch_done();
   Report(i, false);
   if (!options_.status_holder.empty() && absl::Now() - status_written_ >= options_.status_every) {
     if (absl::Status st = WriteStatus(options_.status_holder); !st.ok()) return st;
@@ -728,6 +729,37 @@ void Deriver::PrintFeedNotes() {
     }
   }
   log_.flush();
+}
+
+absl::Status Deriver::CheckSourcesIfDue() {
+  if (absl::Now() - sources_checked_ < options_.source_check_every) return absl::OkStatus();
+  sources_checked_ = absl::Now();
+  std::set<std::string> sources;
+  for (const Stage& s : declaration_.stages) {
+    if (!s.reduce) sources.insert(s.source);
+  }
+  for (const std::string& source : sources) {
+    absl::StatusOr<std::optional<Document>> info =
+        couch_.GetIfExists(DbPath(source), absl::StrCat("reading database ", source));
+    if (!info.ok()) return info.status();  // CouchDB away: waited out as for any read
+    if (!info->has_value()) {
+      return absl::NotFoundError(absl::StrCat(
+          "source database ", source, " no longer exists (deleted while it was followed)"));
+    }
+    const auto known = source_markers_.find(source);
+    if (known == source_markers_.end() || known->second.first.empty()) continue;  // no marker
+    const std::string path = LocalDocPath(source, kSourceMarkerId);
+    absl::StatusOr<std::optional<Document>> marker =
+        couch_.GetIfExists(path, absl::StrCat("reading the marker _local/", kSourceMarkerId, " of ", source));
+    if (!marker.ok()) return marker.status();
+    const std::string now = marker->has_value() ? Text(**marker, "id") : std::string();
+    if (now != known->second.first) {
+      return SourceRecreatedError(absl::StrCat(
+          "source database ", source, " was deleted and created again while it was followed (its marker _local/",
+          kSourceMarkerId, " is ", now.empty() ? "gone" : "another's", "): starting over from the checkpoints"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Deriver::WaitForChanges(absl::Duration max_wait) {

@@ -61,6 +61,11 @@ struct DeriverOptions {
   // When set, asked between batches: true ends CatchUp with CANCELLED once the batch in hand is
   // written and checkpointed (a stop signal throws away no work already done).
   std::function<bool()> stopping;
+  // When set, called after each batch is written and checkpointed: a server that was away
+  // answers again (its outage is said to be over then, not once the catch-up ends).
+  std::function<void()> batch_done;
+  // How often CheckSourcesIfDue looks at the sources (--source-check).
+  absl::Duration source_check_every = absl::Seconds(30);
 };
 
 // CatchUp's status when a reduce stage read back the rows of a key without this batch's changes
@@ -68,6 +73,11 @@ struct DeriverOptions {
 // serve, what a follower waits out, starting again from the checkpoints.
 absl::Status IndexBehindError(absl::string_view message);
 bool IsIndexBehind(const absl::Status& status);
+
+// CheckSourcesIfDue's status when a source was deleted and created again while followed: the
+// caller starts a new Deriver, whose Start removes what was derived from the earlier database.
+absl::Status SourceRecreatedError(absl::string_view message);
+bool IsSourceRecreated(const absl::Status& status);
 
 struct StageProgress {
   std::string seq = "0";
@@ -107,6 +117,11 @@ class Deriver {
   // first call opens the feeds from where each stage has caught up to; a feed the server
   // refused for good (HTTP 401, 403, 404...) makes it (or the next batch read) fail.
   absl::Status WaitForChanges(absl::Duration max_wait);
+  // While following, at most every source_check_every: whether each map stage's source is
+  // still the database Start found. A feed alone does not tell (pouchdb-server keeps the feed
+  // of a deleted database open, heartbeats and all): a source deleted is NOT_FOUND, which ends
+  // the run as a feed's 404 does; one deleted and created again is SourceRecreatedError.
+  absl::Status CheckSourcesIfDue();
   // Writes the status document (the database is the first target's), with each followed
   // stage's feed reconnections.
   absl::Status WriteStatus(const std::string& holder);
@@ -306,6 +321,7 @@ class Deriver {
   std::vector<std::set<std::string>> warned_dropped_;  // per stage: the fields WarnDropped named
   // Per source database: its marker, and whether this run wrote it (it was absent).
   std::map<std::string, std::pair<std::string, bool>> source_markers_;
+  absl::Time sources_checked_ = absl::Now();  // Start checks them
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   int64_t flushed_errors_ = 0;
   ErrorLogLimit error_log_limit_;

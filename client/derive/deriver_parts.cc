@@ -84,6 +84,16 @@ absl::Status IndexBehindError(absl::string_view message) {
 
 bool IsIndexBehind(const absl::Status& status) { return HasMark(status, kIndexBehindPayload); }
 
+namespace {
+constexpr char kSourceRecreatedPayload[] = "type.cnp.dev/derive.SourceRecreated";
+}  // namespace
+
+absl::Status SourceRecreatedError(absl::string_view message) {
+  return Marked(absl::AbortedError(message), kSourceRecreatedPayload);
+}
+
+bool IsSourceRecreated(const absl::Status& status) { return HasMark(status, kSourceRecreatedPayload); }
+
 bool IsDesign(absl::string_view id) { return absl::StartsWith(id, "_design/"); }
 
 int64_t Generation(absl::string_view rev) {

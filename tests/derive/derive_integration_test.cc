@@ -1245,6 +1245,50 @@ TEST_F(DeriveTest, ASourceDeletedAndCreatedAgainIsDerivedAgainFromScratch) {
   EXPECT_EQ(counts(), (std::map<std::string, int>{{"Lima", 2}})) << next;
 }
 
+// pouchdb-server keeps the continuous feed of a deleted database open, heartbeats and all: a
+// follower whose source was deleted looked caught up for good, and one re-created under its
+// name was never derived (a probe). The follower checks its sources (--source-check): one
+// deleted ends the run, exit 1, as a feed's 404 does.
+TEST_F(DeriveTest, ASourceDeletedWhileFollowedEndsTheRun) {
+  Fill("gone_src", R"([{"_id":"a","town":"Oslo"}])");
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("gone", "gone_src", "gone_map")), {"--heartbeat=200ms", "--source-check=300ms"}),
+      dir_, "gone_src -> gone_map: following the changes", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  // Once its feed delivers (pouchdb-server gives a database deleted while a feed opens on it
+  // a new life).
+  Write("gone_src", R"([{"_id":"b","town":"Lima"}])");
+  ASSERT_TRUE((*run)->WaitForOutput("gone_src -> gone_map: seq 2, 2 change(s)", kRunTimeout)) << (*run)->output();
+  ASSERT_TRUE(Http().Delete("/gone_src").ok());
+  const std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
+  EXPECT_EQ(exit_code, 1) << (*run)->output();
+  EXPECT_THAT((*run)->output(), HasSubstr("source database gone_src no longer exists (deleted while it was followed)"));
+}
+
+// ...and one deleted and created again is derived again from scratch, as at the start of a run.
+TEST_F(DeriveTest, ASourceCreatedAgainWhileFollowedIsDerivedAgainFromScratch) {
+  Fill("reborn_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  auto run = ChildProcess::Start(
+      Command(Declare(TownsDeclaration("reborn", "reborn_src", "reborn_map")),
+              {"--heartbeat=200ms", "--source-check=300ms"}),
+      dir_, "reborn_src -> reborn_map: following the changes", kRunTimeout);
+  ASSERT_TRUE(run.ok()) << run.status();
+  Write("reborn_src", R"([{"_id":"c","town":"Rome"}])");
+  ASSERT_TRUE((*run)->WaitForOutput("reborn_src -> reborn_map: seq 3, 3 change(s)", kRunTimeout)) << (*run)->output();
+  ASSERT_EQ(Derived("reborn_map").size(), 3u);
+  couchdb::CouchClient http = Http();
+  ASSERT_TRUE(http.Delete("/reborn_src").ok());
+  ASSERT_TRUE(http.Put("/reborn_src", "").ok());
+  Write("reborn_src", R"([{"_id":"z","town":"Lima"}])");
+  ASSERT_TRUE((*run)->WaitForOutput("source database reborn_src was deleted and created again while it was followed",
+                                    kRunTimeout))
+      << (*run)->output();
+  ASSERT_TRUE((*run)->WaitForOutput("reborn_src -> reborn_map: seq 1, 1 change(s)", kRunTimeout)) << (*run)->output();
+  std::map<std::string, rapidjson::Document> rows = Derived("reborn_map");
+  ASSERT_EQ(rows.size(), 1u) << (*run)->output();
+  EXPECT_STREQ(rows.begin()->second["mr_source_id"].GetString(), "z");
+}
+
 // A checkpoint that names no source database (an earlier release's) is judged by the sequence:
 // one below the checkpoint's is a new database's.
 TEST_F(DeriveTest, ASourceCreatedAgainUnderACheckpointWithoutItsMarkerIsToldByItsSequence) {
