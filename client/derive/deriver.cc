@@ -160,6 +160,19 @@ absl::Status Deriver::WarnUndeclaredRows(const std::string& target, const std::s
     const Value* doc = Member(row, "doc");
     // Only documents cnp derive wrote: their mr_source_type is the prefix.
     if (doc == nullptr || Text(*doc, "mr_source_type") != prefix || sources.count(prefix) > 0) continue;
+    // Without this instance's checkpoint for it, the rows are another instance's (a target may
+    // be shared), or of a name no longer run: not for this one to advise deleting.
+    const std::string checkpoint = LocalDocPath(target, absl::StrCat("cnp-derive:", declaration_.name, ":source:", prefix));
+    absl::StatusOr<std::optional<Document>> ours =
+        couch_.GetIfExists(checkpoint, absl::StrCat("reading the checkpoints of ", target));
+    if (!ours.ok()) return ours.status();
+    if (!ours->has_value()) {
+      log_ << "cnp derive: " << target << ": note: it holds documents derived from " << prefix
+           << ", which this declaration (" << declaration_.name << ") does not name as a source of " << target
+           << ": another instance's, or an earlier one's; a reduce or join over " << target
+           << " counts them too\n";
+      continue;
+    }
     log_ << "cnp derive: " << target << ": warning: it holds documents derived from " << prefix
          << ", which the declaration no longer names as a source of " << target
          << ": they stay, and a reduce or join over " << target << " still counts them; to remove them, "

@@ -1250,19 +1250,19 @@ TEST_F(DeriveTest, ASourceDeletedAndCreatedAgainIsDerivedAgainFromScratch) {
 // name was never derived (a probe). The follower checks its sources (--source-check): one
 // deleted ends the run, exit 1, as a feed's 404 does.
 TEST_F(DeriveTest, ASourceDeletedWhileFollowedEndsTheRun) {
-  Fill("gone_src", R"([{"_id":"a","town":"Oslo"}])");
+  Fill("vanish_src", R"([{"_id":"a","town":"Oslo"}])");
   auto run = ChildProcess::Start(
-      Command(Declare(TownsDeclaration("gone", "gone_src", "gone_map")), {"--heartbeat=200ms", "--source-check=300ms"}),
-      dir_, "gone_src -> gone_map: following the changes", kRunTimeout);
+      Command(Declare(TownsDeclaration("vanish", "vanish_src", "vanish_map")), {"--heartbeat=200ms", "--source-check=300ms"}),
+      dir_, "vanish_src -> vanish_map: following the changes", kRunTimeout);
   ASSERT_TRUE(run.ok()) << run.status();
   // Once its feed delivers (pouchdb-server gives a database deleted while a feed opens on it
   // a new life).
-  Write("gone_src", R"([{"_id":"b","town":"Lima"}])");
-  ASSERT_TRUE((*run)->WaitForOutput("gone_src -> gone_map: seq 2, 2 change(s)", kRunTimeout)) << (*run)->output();
-  ASSERT_TRUE(Http().Delete("/gone_src").ok());
+  Write("vanish_src", R"([{"_id":"b","town":"Lima"}])");
+  ASSERT_TRUE((*run)->WaitForOutput("vanish_src -> vanish_map: seq 2, 2 change(s)", kRunTimeout)) << (*run)->output();
+  ASSERT_TRUE(Http().Delete("/vanish_src").ok());
   const std::optional<int> exit_code = (*run)->WaitForExitCode(kRunTimeout);
   EXPECT_EQ(exit_code, 1) << (*run)->output();
-  EXPECT_THAT((*run)->output(), HasSubstr("source database gone_src no longer exists (deleted while it was followed)"));
+  EXPECT_THAT((*run)->output(), HasSubstr("source database vanish_src no longer exists (deleted while it was followed)"));
 }
 
 // ...and one deleted and created again is derived again from scratch, as at the start of a run.
@@ -1349,6 +1349,20 @@ TEST_F(DeriveTest, RowsOfASourceNoLongerDeclaredAreWarnedOf) {
   EXPECT_THAT(out, HasSubstr("gone_map: warning: it holds documents derived from gone_b, which the declaration no "
                              "longer names as a source of gone_map"));
   EXPECT_THAT(out, Not(HasSubstr("derived from gone_a")));
+}
+
+// A target may be shared by instances of several names: another's rows are noted as such, never
+// given to delete (a probe: each instance told the user to delete the other's live rows).
+TEST_F(DeriveTest, AnotherInstancesRowsInASharedTargetAreNotedNotGivenToDelete) {
+  Fill("share_x", R"([{"_id":"a","town":"Oslo"}])");
+  Fill("share_y", R"([{"_id":"b","town":"Bergen"}])");
+  RunOnce(TownsDeclaration("share_one", "share_x", "share_map"));
+  const std::string out = RunOnce(TownsDeclaration("share_two", "share_y", "share_map"));
+  EXPECT_THAT(out, HasSubstr("share_map: note: it holds documents derived from share_x, which this declaration "
+                             "(share_two) does not name as a source of share_map: another instance's, or an "
+                             "earlier one's"));
+  EXPECT_THAT(out, Not(HasSubstr("warning"))) << out;
+  EXPECT_EQ(Derived("share_map").size(), 2u);
 }
 
 // --lease-timeout alone sets the renewal to a third of it; before, the default renewal (10s)
