@@ -653,12 +653,24 @@ absl::Status RegistrySync::WriteDesignDocOnce(const std::string& database,
        .database = database,
        .activity = "syncing",
        .max_conflict_retries = options_.max_conflict_retries,
+       .with_conflicts = true,
        .on_retry =
            [&](const std::string& message) {
              EmitProblem(v1::UploadProblem::WARNING, absl::AbortedError(message), database, id);
            }},
       [&](const ::cnp::couchdb::StoredDocument& stored,
           int attempt) -> absl::StatusOr<::cnp::couchdb::WriteDecision> {
+        if (attempt == 0 && !stored.conflicts.empty()) {
+          EmitProblem(v1::UploadProblem::WARNING,
+                      absl::FailedPreconditionError(absl::StrCat(
+                          id, " in ", database, " has ", stored.conflicts.size(),
+                          " conflicting revision(s) (replication?), left as they are: CouchDB "
+                          "serves one of them again if the winning revision is deleted; delete "
+                          "them (DELETE /", database, "/", id, "?rev=", stored.conflicts.front(),
+                          absl::StrCat(stored.conflicts.size() > 1 ? ", and the others" : ""),
+                          ")")),
+                      database, id);
+        }
         ::cnp::couchdb::DesignDocPlan plan = ::cnp::couchdb::PlanDesignDoc(
             entry.design_document, stored.doc ? &*stored.doc : nullptr,
             options_.drop_unknown_fields);

@@ -9,7 +9,8 @@ namespace cnp::couchdb {
 namespace {
 
 absl::StatusOr<StoredDocument> ReadStored(CouchClient& couch, const ConflictRetriedWrite& write) {
-  absl::StatusOr<HttpResponse> got = couch.Get(write.path);
+  absl::StatusOr<HttpResponse> got =
+      couch.Get(write.with_conflicts ? absl::StrCat(write.path, "?conflicts=true") : write.path);
   if (!got.ok()) return got.status();
   StoredDocument stored;
   if (got->status == 404 && !write.must_exist) return stored;
@@ -26,6 +27,13 @@ absl::StatusOr<StoredDocument> ReadStored(CouchClient& couch, const ConflictRetr
   }
   stored.rev = std::string(StringMember(*doc, "_rev"));
   doc->RemoveMember("_rev");
+  if (auto conflicts = doc->FindMember("_conflicts");
+      conflicts != doc->MemberEnd() && conflicts->value.IsArray()) {
+    for (const auto& rev : conflicts->value.GetArray()) {
+      if (rev.IsString()) stored.conflicts.emplace_back(rev.GetString(), rev.GetStringLength());
+    }
+  }
+  doc->RemoveMember("_conflicts");
   stored.doc = std::move(*doc);
   return stored;
 }

@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/couchdb/couch_client.h"
@@ -26,6 +27,8 @@ namespace cnp::couchdb {
 struct StoredDocument {
   std::optional<rapidjson::Document> doc;
   std::string rev;
+  // Its conflicting revisions (replication), if any, when read with_conflicts.
+  std::vector<std::string> conflicts;
 };
 
 struct ConflictRetriedWrite {
@@ -37,6 +40,10 @@ struct ConflictRetriedWrite {
   int max_conflict_retries = 3;  // conflicts retried before giving up (ABORTED)
   // A missing document is an error (NOT_FOUND, from reading it), not "none stored".
   bool must_exist = false;
+  // Read with its conflicting revisions (StoredDocument::conflicts), for a writer that says
+  // so: one that says nothing of them leaves them behind unseen, and CouchDB serves one of
+  // them again if the winner is deleted.
+  bool with_conflicts = false;
   // What a write CouchDB refused was doing, for its error; empty: "writing ID to DATABASE".
   std::string writing;
   // Told before each retry, with a message saying the document changed meanwhile (upload and
