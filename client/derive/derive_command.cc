@@ -120,9 +120,10 @@ Options:
   --poll-interval=DUR     longest quiet wait before the lease and the stop signal are looked
                           at again, and per longpoll (default: 1s)
   --source-check=DUR      how often a follower checks that each source is still the database
-                          it started on (default: 30s): one deleted ends the run (exit 1), one
-                          deleted and created again is derived again from scratch (a feed
-                          alone may not tell: pouchdb-server keeps a deleted database's open)
+                          it started on (default: 30s): one missing at two checks in a row
+                          ends the run (exit 1), one deleted and created again is derived
+                          again from scratch (a feed alone may not tell: pouchdb-server keeps
+                          a deleted database's feed open)
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s;
                           at least 1s)
   --lease-renew=DUR       how often the holder renews (default: 10s, or a third of
@@ -335,7 +336,9 @@ int RunDeriveCommand(int argc, char** argv) {
   // A cnp-server that does not answer yet (restarting, or starting after this) is waited for
   // as one that goes away later is (--help): a unit started with the server's must not die.
   const std::string target = args->Get("target", DefaultTarget());
-  auto cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args));
+  auto cnp = client::Client::Connect(
+      target, cli::ConnectionSecurity(*args),
+      args->Has("once") ? std::min(service_wait, absl::Seconds(5)) : absl::Seconds(5));
   const absl::Time waiting_since = absl::Now();
   absl::Duration retry = absl::Milliseconds(100);
   for (absl::Time said = absl::InfinitePast(); !cnp.ok() && absl::IsUnavailable(cnp.status());) {
@@ -355,7 +358,13 @@ int RunDeriveCommand(int argc, char** argv) {
                        ? std::min(retry, waiting_since + service_wait - absl::Now())
                        : retry);
     retry = std::min(retry * 2, absl::Seconds(5));
-    cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args));
+    // Each try waits for a connection at most what is left of --service-wait (5s following).
+    const absl::Duration connect_wait =
+        args->Has("once")
+            ? std::clamp(waiting_since + service_wait - absl::Now(), absl::Milliseconds(100),
+                         absl::Seconds(5))
+            : absl::Seconds(5);
+    cnp = client::Client::Connect(target, cli::ConnectionSecurity(*args), connect_wait);
   }
   if (!cnp.ok()) return Fail(cnp.status());
   if (absl::Status s = CheckBeforeWriting(*declaration, couch, **cnp, options.rpc_timeout);

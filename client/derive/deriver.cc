@@ -755,16 +755,32 @@ absl::Status Deriver::CheckSourcesIfDue() {
     absl::StatusOr<std::optional<Document>> info =
         couch_.GetIfExists(DbPath(source), absl::StrCat("reading database ", source));
     if (!info.ok()) return info.status();  // CouchDB away: waited out as for any read
+    // Missing at two checks in a row: a database reset by a DELETE and a PUT is missing for a
+    // moment, and then is one created again.
     if (!info->has_value()) {
+      if (sources_missing_.insert(source).second) continue;
       return absl::NotFoundError(absl::StrCat(
           "source database ", source, " no longer exists (deleted while it was followed)"));
     }
+    sources_missing_.erase(source);
     const auto known = source_markers_.find(source);
-    if (known == source_markers_.end() || known->second.first.empty()) continue;  // no marker
+    // No marker (the credentials could not write it): a re-creation is found by its sequence
+    // at the start of the next run, as Start does.
+    if (known == source_markers_.end() || known->second.first.empty()) continue;
     const std::string path = LocalDocPath(source, kSourceMarkerId);
     absl::StatusOr<std::optional<Document>> marker =
         couch_.GetIfExists(path, absl::StrCat("reading the marker _local/", kSourceMarkerId, " of ", source));
     if (!marker.ok()) return marker.status();
+    if (!marker->has_value()) {
+      // Gone with its database, deleted since the GET above? Told at the next check then.
+      absl::StatusOr<std::optional<Document>> again =
+          couch_.GetIfExists(DbPath(source), absl::StrCat("reading database ", source));
+      if (!again.ok()) return again.status();
+      if (!again->has_value()) {
+        sources_missing_.insert(source);
+        continue;
+      }
+    }
     const std::string now = marker->has_value() ? Text(**marker, "id") : std::string();
     if (now != known->second.first) {
       return SourceRecreatedError(absl::StrCat(

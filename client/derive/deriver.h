@@ -119,8 +119,9 @@ class Deriver {
   absl::Status WaitForChanges(absl::Duration max_wait);
   // While following, at most every source_check_every: whether each map stage's source is
   // still the database Start found. A feed alone does not tell (pouchdb-server keeps the feed
-  // of a deleted database open, heartbeats and all): a source deleted is NOT_FOUND, which ends
-  // the run as a feed's 404 does; one deleted and created again is SourceRecreatedError.
+  // of a deleted database open, heartbeats and all): a source missing at two checks in a row is
+  // NOT_FOUND, which ends the run as a feed's 404 does; one deleted and created again (its
+  // marker gone or another's) is SourceRecreatedError.
   absl::Status CheckSourcesIfDue();
   // Writes the status document (the database is the first target's), with each followed
   // stage's feed reconnections.
@@ -322,6 +323,7 @@ class Deriver {
   // Per source database: its marker, and whether this run wrote it (it was absent).
   std::map<std::string, std::pair<std::string, bool>> source_markers_;
   absl::Time sources_checked_ = absl::Now();  // Start checks them
+  std::set<std::string> sources_missing_;     // found missing at the last check
   std::vector<std::string> new_errors_;  // JSON objects not yet in the errors document
   int64_t flushed_errors_ = 0;
   ErrorLogLimit error_log_limit_;

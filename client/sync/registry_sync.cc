@@ -666,7 +666,7 @@ absl::Status RegistrySync::WriteDesignDocOnce(const std::string& database,
                           id, " in ", database, " has ", stored.conflicts.size(),
                           " conflicting revision(s) (replication?), left as they are: CouchDB "
                           "serves one of them again if the winning revision is deleted; delete "
-                          "them (DELETE /", database, "/", id, "?rev=", stored.conflicts.front(),
+                          "them (DELETE ", path, "?rev=", stored.conflicts.front(),
                           absl::StrCat(stored.conflicts.size() > 1 ? ", and the others" : ""),
                           ")")),
                       database, id);

@@ -18,22 +18,13 @@ bool IsDatabasePattern(absl::string_view entry) {
 bool CanMatchADatabase(absl::string_view entry) {
   if (ReachesSystemDatabases(entry)) return true;
   if (!IsDatabasePattern(entry)) return IsDatabaseName(entry);
-  // fnmatch's syntax: * and ? match any characters, [...] a set of them (taken as able to
-  // match), a backslash makes the next character literal. A literal character must be one a
-  // name may hold, and a literal first one a lowercase letter.
+  // fnmatch's syntax: * and ? match any characters, a backslash makes the next character
+  // literal, and a set ([a-z], [[:digit:]], [^x]...) is taken as able to match, as is all
+  // that follows it: only a pattern sure to match nothing is refused. A literal character
+  // must be one a name may hold, and a literal first one a lowercase letter.
   for (size_t i = 0; i < entry.size(); ++i) {
     if (entry[i] == '*' || entry[i] == '?') continue;
-    if (entry[i] == '[') {
-      // A ']' first in the set (after '[' or "[!") belongs to it.
-      size_t after = i + 1;
-      if (after < entry.size() && entry[after] == '!') ++after;
-      const size_t close = entry.find(']', after + 1);
-      if (close != absl::string_view::npos) {
-        i = close;
-        continue;
-      }
-      return false;  // an unclosed '[' is itself literal, and no name holds one
-    }
+    if (entry[i] == '[') return true;
     const bool first = i == 0;
     if (entry[i] == '\\' && i + 1 < entry.size()) ++i;
     const char c = entry[i];

@@ -18,8 +18,9 @@ inline constexpr char kAllowSystemDatabasesFlag[] = "--allow-system-databases";
 bool IsDatabasePattern(absl::string_view entry);
 
 // False for a `databases:` entry that no database CouchDB creates can have or match: a name
-// against CouchDB's rule (database_name.h), a pattern whose literal characters break it
-// ("Accounts-*", "5*"). Entries starting with '_' are CouchDB's own names, of any form.
+// against CouchDB's rule (database_name.h), a pattern whose literal characters before any
+// [set] break it ("Accounts-*", "5*"). Entries starting with '_' are CouchDB's own names, of
+// any form.
 bool CanMatchADatabase(absl::string_view entry);
 
 // The names in `all_dbs` that `pattern` matches, in their order. System databases (names

@@ -3,14 +3,15 @@
 #include <malloc.h>
 
 #include <atomic>
+#include <chrono>
 #include <limits>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cnp/v1/functions.pb.h"
-#include "absl/time/clock.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "service/common/log.h"
 #include "service/rpc/request_parsing.h"
 
 namespace cnp::rpc {
@@ -30,16 +31,19 @@ bool Flatten(grpc::ByteBuffer& buffer, std::string& bytes) {
 
 // At most once a second, from whichever thread releases a large call: a trim walks and locks
 // every arena, and a MapStream of large messages would otherwise stall every thread's
-// allocations for each of them. What a skipped trim leaves goes back at the next, or at the
-// server's own every 10 s (main.cc).
+// allocations (and log a line) for each of them. What a skipped trim leaves goes back at the
+// next, or at the server's own every 10 s (main.cc).
 void GiveMemoryBack(size_t moved) {
   if (moved < kGiveBackAfterBytes) return;
-  static std::atomic<int64_t> last_trim_ns{0};
-  const int64_t now = absl::GetCurrentTimeNanos();
+  static std::atomic<int64_t> last_trim_ns{std::numeric_limits<int64_t>::min() / 2};
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
   int64_t last = last_trim_ns.load(std::memory_order_relaxed);
   if (now - last < absl::ToInt64Nanoseconds(kGiveBackAtMostEvery)) return;
   if (!last_trim_ns.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
   ::malloc_trim(0);
+  LogInfo("gave the memory of a ", moved >> 20, " MiB Map call back to the system");
 }
 
 // A response's parts, owned by the slices gRPC sends: the last one released gives the call's

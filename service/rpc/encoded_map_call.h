@@ -13,7 +13,7 @@ namespace cnp::rpc {
 
 // After a call that moved at least this many bytes, the heap is trimmed once gRPC has sent its
 // response, so that the memory of a big call goes back to the system rather than staying with
-// the process; at most once in kGiveBackAtMostEvery.
+// the process (and the log says so); at most once in kGiveBackAtMostEvery.
 constexpr size_t kGiveBackAfterBytes = 8 << 20;
 constexpr absl::Duration kGiveBackAtMostEvery = absl::Seconds(1);
 

@@ -31,21 +31,31 @@ TEST(CanMatchADatabase, PatternsAreJudgedByTheirLiteralCharacters) {
   EXPECT_TRUE(CanMatchADatabase("account-*"));
   EXPECT_TRUE(CanMatchADatabase("*"));
   EXPECT_TRUE(CanMatchADatabase("?x"));
-  EXPECT_TRUE(CanMatchADatabase("[A-Z]*"));  // the set is taken as able to match
-  EXPECT_TRUE(CanMatchADatabase("x[]A]"));   // ']' first in a set belongs to it
-  EXPECT_TRUE(CanMatchADatabase("x[!]A]y"));
   EXPECT_TRUE(CanMatchADatabase("\\a*"));  // an escaped letter is that letter
   EXPECT_FALSE(CanMatchADatabase("Account-*"));
   EXPECT_FALSE(CanMatchADatabase("5*"));
   EXPECT_FALSE(CanMatchADatabase("*.db"));
-  EXPECT_FALSE(CanMatchADatabase("x[y"));   // an unclosed '[' is a literal '['
   EXPECT_FALSE(CanMatchADatabase("\\**"));  // a literal '*'
+}
+
+// A set, and all after it, is taken as able to match: fnmatch's sets ([[:digit:]], [^x],
+// escapes in them) are not re-implemented here, and a pattern that matches is never refused.
+TEST(CanMatchADatabase, SetsAreTakenAsAbleToMatch) {
+  const std::vector<std::string> all_dbs = {"account-1", "abc", "xb", "xa", "x]"};
+  for (const char* pattern : {"account-[[:digit:]]*", "[[:lower:]]*", "x[^]A]", "x[\\]a]",
+                              "x[]A]", "x[!]A]", "[A-Z]*", "x[y"}) {
+    EXPECT_TRUE(CanMatchADatabase(pattern)) << pattern;
+  }
+  // Each of these matches a database here: refusing it would break a working upload.
+  for (const char* pattern : {"account-[[:digit:]]*", "[[:lower:]]*", "x[^]A]", "x[\\]a]"}) {
+    EXPECT_FALSE(MatchDatabases(pattern, all_dbs).empty()) << pattern;
+  }
 }
 
 // What CanMatchADatabase refuses, MatchDatabases never matches: its verdict is the matcher's.
 TEST(CanMatchADatabase, AgreesWithTheMatcher) {
   const std::vector<std::string> all_dbs = {"account-1", "accounts", "a.db", "x[y", "**", "5"};
-  for (const char* entry : {"Account-*", "5*", "*.db", "x[y", "\\**"}) {
+  for (const char* entry : {"Account-*", "5*", "*.db", "\\**"}) {
     EXPECT_FALSE(CanMatchADatabase(entry)) << entry;
     // Each matches only a name CouchDB would not have created.
     for (const std::string& matched : MatchDatabases(entry, all_dbs)) {
