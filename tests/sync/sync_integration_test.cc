@@ -81,6 +81,23 @@ class SyncIntegrationTest : public ::testing::Test {
     ASSERT_TRUE(created.ok() && created->status == 201) << name;
   }
 
+  // Registers _design/towns for `pattern` in `registry`, syncs it into `database`, then adds a
+  // conflicting revision of it (map myviews.townmap|7), as a replication would.
+  void SyncThenReplicateAConflict(const std::string& registry, const std::string& pattern,
+                                  const std::string& database) {
+    for (const std::string& db : {registry, database}) CreateDatabase(db);
+    ASSERT_TRUE(Register(registry, TownsFor(pattern)).status.ok());
+    ASSERT_TRUE(SyncOnce(registry).status.ok());
+    const std::string path = absl::StrCat("/", database, "/_design/towns");
+    rapidjson::Document other = Read(path);
+    other["_rev"].SetString("1-00000000000000000000000000000000", other.GetAllocator());
+    other["views"]["by_town"]["map"].SetString("myviews.townmap|7", other.GetAllocator());
+    absl::StatusOr<couchdb::HttpResponse> replicated =
+        couch_->Post(absl::StrCat("/", database, "/_bulk_docs"),
+                     absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(other), "]}"));
+    ASSERT_TRUE(replicated.ok() && replicated->status == 201);
+  }
+
   UploadResult Register(const std::string& registry, const std::string& yaml) {
     v1::UploadRequest request;
     request.set_couchdb_url(server_->url());
@@ -532,15 +549,7 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
 // removing cnp sync's revision makes the other one the design document. The pass said
 // "removed" and nothing more; only the next pass warned of it (found by a probe).
 TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
-  for (const char* db : {"reg_c", "account-v1"}) CreateDatabase(db);
-  ASSERT_TRUE(Register("reg_c", TownsFor("account-v*")).status.ok());
-  ASSERT_TRUE(SyncOnce("reg_c").status.ok());
-  rapidjson::Document other = Read("/account-v1/_design/towns");
-  other["_rev"].SetString("1-00000000000000000000000000000000", other.GetAllocator());
-  other["views"]["by_town"]["map"].SetString("myviews.townmap|7", other.GetAllocator());
-  absl::StatusOr<couchdb::HttpResponse> replicated = couch_->Post(
-      "/account-v1/_bulk_docs", absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(other), "]}"));
-  ASSERT_TRUE(replicated.ok() && replicated->status == 201);
+  ASSERT_NO_FATAL_FAILURE(SyncThenReplicateAConflict("reg_c", "account-v*", "account-v1"));
   RemoveEntry("reg_c", "towns");
   UploadResult result = SyncOnce("reg_c");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
@@ -561,15 +570,7 @@ TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
 // left as it is, and said: CouchDB serves it again if the winner is deleted (a probe found it
 // left without a word).
 TEST_F(SyncIntegrationTest, AConflictingRevisionOfAKeptDesignDocumentIsSaid) {
-  for (const char* db : {"reg_cf", "account-cf1"}) CreateDatabase(db);
-  ASSERT_TRUE(Register("reg_cf", TownsFor("account-cf*")).status.ok());
-  ASSERT_TRUE(SyncOnce("reg_cf").status.ok());
-  rapidjson::Document other = Read("/account-cf1/_design/towns");
-  other["_rev"].SetString("1-00000000000000000000000000000000", other.GetAllocator());
-  other["views"]["by_town"]["map"].SetString("myviews.townmap|7", other.GetAllocator());
-  absl::StatusOr<couchdb::HttpResponse> replicated = couch_->Post(
-      "/account-cf1/_bulk_docs", absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(other), "]}"));
-  ASSERT_TRUE(replicated.ok() && replicated->status == 201);
+  ASSERT_NO_FATAL_FAILURE(SyncThenReplicateAConflict("reg_cf", "account-cf*", "account-cf1"));
   UploadResult result = SyncOnce("reg_cf");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   std::vector<std::string> warnings;
