@@ -667,7 +667,7 @@ absl::Status RegistrySync::WriteDesignDocOnce(const std::string& database,
                           " conflicting revision(s) (replication?), left as they are: CouchDB "
                           "serves one of them again if the winning revision is deleted; delete "
                           "them (DELETE ", path, "?rev=", stored.conflicts.front(),
-                          absl::StrCat(stored.conflicts.size() > 1 ? ", and the others" : ""),
+                          stored.conflicts.size() > 1 ? ", and the others" : "",
                           ")")),
                       database, id);
         }
