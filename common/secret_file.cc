@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/code_ownership.h"
 
 namespace cnp {
@@ -55,28 +56,60 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
   return content;
 }
 
+namespace {
+
+// A token travels as an HTTP/2 header value, where gRPC aborts the client on anything but
+// visible ASCII after logging the whole header (the token with it). The message names the
+// byte's place in the file, never the token.
+absl::Status CheckTokenBytes(const std::string& path, absl::string_view token, size_t offset) {
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char byte = static_cast<unsigned char>(token[i]);
+    if (byte >= 0x21 && byte <= 0x7e) continue;
+    if (byte == '\n') {
+      // Two lines of `openssl rand -base64 64` are the likely case.
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the token file %s holds more than one line (a line break at offset %d): a client "
+          "sends one token, one line of visible ASCII (cnp-server's own file may list several, "
+          "one per line); make one with openssl rand -hex 32",
+          path, offset + i));
+    }
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the token file %s holds byte 0x%02x at offset %d, where a token is one line of "
+        "visible ASCII (no spaces); make one with openssl rand -hex 32",
+        path, byte, offset + i));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
   absl::StatusOr<std::string> content = ReadSecretFile(path, "the token file");
   if (!content.ok()) return content.status();
   const absl::string_view stripped = absl::StripAsciiWhitespace(*content);
-  const size_t leading = static_cast<size_t>(stripped.data() - content->data());
-  std::string token(stripped);
-  if (token.empty()) {
+  if (stripped.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
   }
-  // It travels as an HTTP/2 header value, where gRPC aborts the client on anything else after
-  // logging the whole header (the token with it). Two lines of `openssl rand -base64 64` are
-  // the likely case. The message names the byte's place, never the token.
-  for (size_t i = 0; i < token.size(); ++i) {
-    const unsigned char byte = static_cast<unsigned char>(token[i]);
-    if (byte < 0x21 || byte > 0x7e) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "the token file %s holds byte 0x%02x at offset %d, where a token is one line of "
-          "visible ASCII (no spaces); make one with openssl rand -hex 32",
-          path, byte, leading + i));
-    }
+  const size_t offset = static_cast<size_t>(stripped.data() - content->data());
+  if (absl::Status s = CheckTokenBytes(path, stripped, offset); !s.ok()) return s;
+  return std::string(stripped);
+}
+
+absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadSecretFile(path, "the token file");
+  if (!content.ok()) return content.status();
+  std::vector<std::string> tokens;
+  for (absl::string_view line : absl::StrSplit(*content, '\n')) {
+    const absl::string_view token = absl::StripAsciiWhitespace(line);
+    if (token.empty()) continue;
+    const size_t offset = static_cast<size_t>(token.data() - content->data());
+    if (absl::Status s = CheckTokenBytes(path, token, offset); !s.ok()) return s;
+    tokens.emplace_back(token);
   }
-  return token;
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
+  }
+  return tokens;
 }
 
 }  // namespace cnp

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -15,7 +16,13 @@ namespace cnp {
 // the message says how to fix it and never shows the secret.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what);
 
-// A bearer token: such a file's content without surrounding whitespace, not empty.
+// A bearer token, as a client sends it: such a file's content without surrounding whitespace,
+// one line of visible ASCII.
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path);
+
+// The bearer tokens a server accepts: such a file's lines, each one token (surrounding
+// whitespace and blank lines ignored), at least one. Several are how a token is rotated without
+// refusing a call: the new one is added, the clients move over, the old one is removed.
+absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path);
 
 }  // namespace cnp

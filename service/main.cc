@@ -54,7 +54,8 @@ namespace {
 // SIGHUP reloads every worker. Each pool merges a storm of them itself (a reload asked for
 // while one runs becomes one more after it: service/pool/reload_requests.h), so that 200
 // SIGHUPs restart the workers twice, not 200 times, and code changed during the storm is still
-// loaded after it. It also reopens the access log, for logrotate's `create` + `kill -HUP`.
+// loaded after it. It also reopens the access log, for logrotate's `create` + `kill -HUP`, and
+// reads the bearer tokens again (a token rotated without a restart).
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
                                    cnp::rpc::RpcServer& server, std::promise<int>& stop,
@@ -63,6 +64,7 @@ asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWo
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
       server.ReopenAccessLog();
+      server.ReloadTokens();
       pool.ReloadAll();
       sessions.Reload();
       continue;

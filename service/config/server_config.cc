@@ -485,9 +485,9 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "runs named Python functions for CouchDB (Map, Reduce, Validate, design "
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
-      "SIGHUP reloads every worker (rolling: the functions' Python code) and reopens "
-      "--access-log; it does not read the --config file again: a changed setting takes a "
-      "restart. SIGTERM stops gracefully.");
+      "SIGHUP reloads every worker (rolling: the functions' Python code), reopens "
+      "--access-log and reads --auth-token-file again; it does not read the --config file "
+      "again: a changed setting takes a restart. SIGTERM stops gracefully.");
   if (HelpAsked(argc, argv)) {
     const std::string help =
         FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()), DefinedHere);
@@ -644,7 +644,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   // a bad setting (exit 2, its line in the config file), not a failure to listen (exit 1) after
   // the workers started. The RPC server reads it again when it starts listening.
   if (!c.auth_token_file.empty()) {
-    if (absl::StatusOr<std::string> token = ReadAuthToken(c.auth_token_file); !token.ok()) {
+    if (absl::StatusOr<std::vector<std::string>> token = ReadAuthTokens(c.auth_token_file);
+        !token.ok()) {
       const absl::Status named(token.status().code(),
                                absl::StrCat("--auth-token-file: ", token.status().message()));
       return Reattribute(sources, "auth_token_file", -1, named);

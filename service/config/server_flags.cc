@@ -150,14 +150,17 @@ ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
 
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks "
-          "TLS");
+          "TLS. Read again every 5 s: a renewed certificate and key serve new connections "
+          "without a restart");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600 or stricter)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM certificate authorities: TCP clients must present a certificate one of them "
-          "signed (mutual TLS); needs --tls-cert");
+          "signed (mutual TLS); needs --tls-cert. Read again every 5 s");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding a bearer token (mode 0600 or stricter): calls over TCP must send "
-          "'authorization: Bearer <token>'");
+          "'authorization: Bearer <token>'. It may list several, one per line, any of them "
+          "accepted; SIGHUP reads it again (to rotate a token: add the new one, SIGHUP, move "
+          "the clients over, remove the old one, SIGHUP)");
 ABSL_FLAG(bool, insecure, false,
           "allow, on an address other than loopback (each refused without it), a TCP listener "
           "in plaintext or with TLS but neither --auth-token-file nor --tls-client-ca (anyone "

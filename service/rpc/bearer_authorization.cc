@@ -32,7 +32,7 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 }
 
 TokenCheck CheckBearerAuthorization(std::optional<absl::string_view> header,
-                                    absl::string_view token) {
+                                    absl::Span<const std::string> tokens) {
   if (!header.has_value()) return TokenCheck::kMissing;
   constexpr absl::string_view kScheme = "bearer";
   absl::string_view credentials = *header;
@@ -44,7 +44,9 @@ TokenCheck CheckBearerAuthorization(std::optional<absl::string_view> header,
   credentials.remove_prefix(kScheme.size());
   while (absl::ConsumePrefix(&credentials, " ")) {
   }
-  return ConstantTimeEquals(credentials, token) ? TokenCheck::kAccepted : TokenCheck::kWrongToken;
+  bool accepted = false;
+  for (const std::string& token : tokens) accepted |= ConstantTimeEquals(credentials, token);
+  return accepted ? TokenCheck::kAccepted : TokenCheck::kWrongToken;
 }
 
 absl::string_view RefusalReason(TokenCheck check) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "grpcpp/security/auth_context.h"
 
 namespace cnp::rpc {
@@ -21,10 +22,11 @@ enum class TokenCheck {
   kWrongToken,  // Bearer, and another token
 };
 
-// `header` is the authorization header's value, nullopt when the call has none; `token` the
-// server's (not empty).
+// `header` is the authorization header's value, nullopt when the call has none; `tokens` the
+// server's (not empty), any of which is accepted. Each is compared in full, so that the time
+// taken does not tell which one came nearest either.
 TokenCheck CheckBearerAuthorization(std::optional<absl::string_view> header,
-                                    absl::string_view token);
+                                    absl::Span<const std::string> tokens);
 
 // The access log's reason= for a refusal: "no bearer token", "not a bearer token", "wrong
 // bearer token".

@@ -35,8 +35,9 @@ absl::string_view MethodName(absl::string_view path) {
 
 }  // namespace
 
-BearerTokenProcessor::BearerTokenProcessor(std::string token, RefusalLog& refusals)
-    : token_(std::move(token)), refusals_(refusals) {}
+BearerTokenProcessor::BearerTokenProcessor(std::shared_ptr<const AcceptedTokens> tokens,
+                                           RefusalLog& refusals)
+    : tokens_(std::move(tokens)), refusals_(refusals) {}
 
 bool BearerTokenProcessor::NeedsNoToken(absl::string_view path) {
   return absl::StartsWith(path, "/grpc.health.v1.Health/");
@@ -54,7 +55,7 @@ grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
   if (auto found = auth_metadata.find("authorization"); found != auth_metadata.end()) {
     header = View(found->second);
   }
-  const TokenCheck check = CheckBearerAuthorization(header, token_);
+  const TokenCheck check = tokens_->Check(header);
   // Left in the call's metadata when accepted: CallGate checks it again where the call starts.
   if (check == TokenCheck::kAccepted) return grpc::Status::OK;
   // As CallGate logs it, with what gRPC tells here: no address, and when the check ran.

@@ -11,18 +11,19 @@
 // 10 s at most, the next counting the calls between).
 #pragma once
 
-#include <string>
+#include <memory>
 
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/auth_metadata_processor.h"
+#include "service/rpc/accepted_tokens.h"
 #include "service/rpc/refusal_log.h"
 
 namespace cnp::rpc {
 
 class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
  public:
-  // `token` must not be empty (without a token there is nothing to check).
-  BearerTokenProcessor(std::string token, RefusalLog& refusals);
+  // `tokens` must require a token (without one there is nothing to check).
+  BearerTokenProcessor(std::shared_ptr<const AcceptedTokens> tokens, RefusalLog& refusals);
 
   // A comparison and at most one access-log line: cheap enough for gRPC's own thread, so the
   // call's headers are judged before gRPC goes on to read its message.
@@ -38,7 +39,7 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
   static bool NeedsNoToken(absl::string_view path);
 
  private:
-  const std::string token_;
+  const std::shared_ptr<const AcceptedTokens> tokens_;
   RefusalLog& refusals_;
 };
 

@@ -16,8 +16,9 @@ bool IsUnixPeer(const std::string& peer) { return absl::StartsWith(peer, "unix:"
 
 }  // namespace
 
-CallGate::CallGate(std::string token, RefusalLog& refusals, ConnectionProbation* probation)
-    : token_(std::move(token)), refusals_(&refusals), probation_(probation) {}
+CallGate::CallGate(std::shared_ptr<const AcceptedTokens> tokens, RefusalLog& refusals,
+                   ConnectionProbation* probation)
+    : tokens_(std::move(tokens)), refusals_(&refusals), probation_(probation) {}
 
 absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_view method) const {
   absl::Status status = CheckToken(context, method);
@@ -27,7 +28,7 @@ absl::Status CallGate::Admit(const grpc::ServerContext& context, absl::string_vi
 
 absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
                                   absl::string_view method) const {
-  if (token_.empty()) return absl::OkStatus();
+  if (!tokens_->Required()) return absl::OkStatus();
   const std::string peer = context.peer();
   if (IsUnixPeer(peer)) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
@@ -35,7 +36,7 @@ absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
   if (auto found = metadata.find("authorization"); found != metadata.end()) {
     header = absl::string_view(found->second.data(), found->second.size());
   }
-  const TokenCheck check = CheckBearerAuthorization(header, token_);
+  const TokenCheck check = tokens_->Check(header);
   if (check == TokenCheck::kAccepted) return absl::OkStatus();
   const std::string cert = PeerCertificate(context);
   refusals_->Refused("refused", absl::StrCat(PeerCountKeyOfUri(peer), " cert=", cert, " call=", method),

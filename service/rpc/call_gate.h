@@ -19,11 +19,13 @@
 // that makes no call admitted here soon after it connects is closed.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/server_context.h"
+#include "service/rpc/accepted_tokens.h"
 #include "service/rpc/refusal_log.h"
 #include "service/rpc/connection_probation.h"
 
@@ -31,9 +33,10 @@ namespace cnp::rpc {
 
 class CallGate {
  public:
-  // `token` empty: no token is required.
+  // `tokens` that require none: no token is required.
   // `probation` (may be null) is told of every call admitted.
-  CallGate(std::string token, RefusalLog& refusals, ConnectionProbation* probation = nullptr);
+  CallGate(std::shared_ptr<const AcceptedTokens> tokens, RefusalLog& refusals,
+           ConnectionProbation* probation = nullptr);
 
   // OK when the call may go on; UNAUTHENTICATED (and an access-log line) when not.
   absl::Status Admit(const grpc::ServerContext& context, absl::string_view method) const;
@@ -47,7 +50,7 @@ class CallGate {
  private:
   absl::Status CheckToken(const grpc::ServerContext& context, absl::string_view method) const;
 
-  const std::string token_;  // empty: none is required
+  const std::shared_ptr<const AcceptedTokens> tokens_;
   RefusalLog* const refusals_;
   ConnectionProbation* const probation_;
 };

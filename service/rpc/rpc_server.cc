@@ -349,24 +349,41 @@ void RpcServer::ReopenAccessLog() {
   LogInfo("reopened the access log ", options_.security.access_log);
 }
 
+void RpcServer::ReloadTokens() {
+  const std::string& file = options_.security.auth_token_file;
+  if (tokens_ == nullptr || !tokens_->Required()) return;
+  absl::StatusOr<std::vector<std::string>> read = ReadAuthTokens(file);
+  if (!read.ok()) {
+    LogError("--auth-token-file: ", read.status().message(),
+             "; calls still need one of the tokens read before");
+    return;
+  }
+  const size_t count = read->size();
+  tokens_->Replace(*std::move(read));
+  LogInfo("read the bearer tokens again from ", file, ": ", count,
+          count == 1 ? " token is" : " tokens are", " accepted from now on");
+}
+
 absl::Status RpcServer::Start() {
   absl::StatusOr<std::unique_ptr<AccessLog>> access_log =
       AccessLog::Open(options_.security.access_log);
   if (!access_log.ok()) return access_log.status();
   access_log_ = std::move(*access_log);
   refusals_ = std::make_unique<RefusalLog>(*access_log_, kRefusalLogInterval);
-  std::string token;
+  std::vector<std::string> tokens;
   if (!options_.security.auth_token_file.empty()) {
-    absl::StatusOr<std::string> read = ReadAuthToken(options_.security.auth_token_file);
+    absl::StatusOr<std::vector<std::string>> read =
+        ReadAuthTokens(options_.security.auth_token_file);
     if (!read.ok()) return read.status();
-    token = std::move(*read);
+    tokens = std::move(*read);
   }
-  if (!token.empty() && options_.security.UsesTls()) {
-    token_processor_ = std::make_shared<BearerTokenProcessor>(token, *refusals_);
+  tokens_ = std::make_shared<AcceptedTokens>(std::move(tokens));
+  if (tokens_->Required() && options_.security.UsesTls()) {
+    token_processor_ = std::make_shared<BearerTokenProcessor>(tokens_, *refusals_);
   }
   probation_ = std::make_unique<ConnectionProbation>(
       absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), options_.first_call_timeout)));
-  gate_ = std::make_unique<CallGate>(std::move(token), *refusals_, probation_.get());
+  gate_ = std::make_unique<CallGate>(tokens_, *refusals_, probation_.get());
 
   // The health service is ours (health_service.h): gRPC's would bring two threads of its own
   // that poll every connection.

@@ -20,6 +20,7 @@
 #include "grpcpp/server_builder.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/rpc/access_log.h"
+#include "service/rpc/accepted_tokens.h"
 #include "service/rpc/bearer_token_processor.h"
 #include "service/rpc/blocking_call_limit.h"
 #include "service/rpc/call_gate.h"
@@ -111,6 +112,10 @@ class RpcServer {
   // SIGHUP: the access log file is opened anew at its path (a rotation renamed it); an error
   // is logged and the log goes on where it was. Only after Start has returned.
   void ReopenAccessLog();
+  // SIGHUP: the bearer tokens are read again from --auth-token-file (accepted_tokens.h); a
+  // file that cannot be read or holds no token is logged and the tokens before stay. Nothing
+  // without a token file. Only after Start has returned.
+  void ReloadTokens();
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then stops the work of the rest (uploads are told to stop, and `stop_work` runs) so that
   // they answer that the server shut down, cancels what is left a second later and joins the
@@ -139,6 +144,7 @@ class RpcServer {
   // acceptor, the call gate and the TLS token check, flushed by the acceptor's sweep.
   std::unique_ptr<RefusalLog> refusals_;
   std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
+  std::shared_ptr<AcceptedTokens> tokens_;
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;

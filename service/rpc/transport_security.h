@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace cnp::rpc {
@@ -31,7 +32,11 @@ struct TransportSecurity {
   bool UsesTls() const { return !tls_cert_file.empty(); }
 };
 
-// TLS credentials for TCP listeners, or plaintext ones without a certificate.
+// How often the TLS files are read again, for a renewed certificate or client CA.
+inline constexpr absl::Duration kTlsFilesReadEvery = absl::Seconds(5);
+
+// TLS credentials for TCP listeners, or plaintext ones without a certificate. The files are
+// checked now (who may read and change them) and followed from then on (kTlsFilesReadEvery).
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpServerCredentials(
     const TransportSecurity& security);
 

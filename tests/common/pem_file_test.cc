@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "common/secret_file.h"
 #include "gmock/gmock.h"
@@ -103,6 +104,31 @@ TEST(PemFileTest, AFileOthersCouldChangeIsRefusedAsTheReaderTrustsIt) {
   EXPECT_TRUE(absl::IsPermissionDenied(theirs.status())) << theirs.status();
   EXPECT_THAT(theirs.status().message(), HasSubstr("belongs to uid 65534"));
   EXPECT_TRUE(ReadPemFile("tls-ca", path, PemFileWriters::kNotEveryUser).ok());
+}
+
+// A server's token file lists the tokens it accepts, one per line, so that a token is rotated
+// without a refused call; a client's holds the one it sends, and says so when given a list.
+TEST(AuthTokenFileTest, AServersFileListsTokensOnePerLine) {
+  const std::string path = testing::MakeTempDir("tokens") + "/tokens";
+  testing::WriteFile(path, "new-token\n\n  old-token \r\n", 0600);
+  absl::StatusOr<std::vector<std::string>> tokens = ReadAuthTokens(path);
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_THAT(*tokens, ::testing::ElementsAre("new-token", "old-token"));
+
+  absl::StatusOr<std::string> one = ReadAuthToken(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(one.status())) << one.status();
+  EXPECT_THAT(one.status().message(), HasSubstr("holds more than one line"));
+  EXPECT_THAT(one.status().message(), ::testing::Not(HasSubstr("token\n")));
+
+  testing::WriteFile(path, "\n \n", 0600);
+  EXPECT_THAT(ReadAuthTokens(path).status().message(), HasSubstr("is empty"));
+
+  // A line that is no token is refused by its place in the file, unquoted.
+  testing::WriteFile(path, "new-token\nold token\n", 0600);
+  absl::StatusOr<std::vector<std::string>> spaced = ReadAuthTokens(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(spaced.status())) << spaced.status();
+  EXPECT_THAT(spaced.status().message(), HasSubstr("byte 0x20 at offset 13"));
+  EXPECT_THAT(spaced.status().message(), ::testing::Not(HasSubstr("old token")));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // or wrong: UNAUTHENTICATED, with an access-log line that never shows the token), and the
 // refusal of a plaintext listener on a non-loopback address without --insecure.
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,9 +12,11 @@
 #include <cerrno>
 
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/transport_testing.h"
+#include "tests/support/spawn.h"
 
 namespace cnp::security_testing {
 namespace {
@@ -183,6 +187,92 @@ TEST_F(TlsTest, MutualTlsRefusesAClientWithoutACertificate) {
   EXPECT_THAT(server->Log(),
               AllOf(HasSubstr("ACCESS"), HasSubstr("upload peer=ipv4:127.0.0.1:"),
                     HasSubstr("cert=couchdb-node-1"), HasSubstr("call=Upload")));
+}
+
+// What a Map on a new TLS connection (never one an earlier channel opened) comes to, the
+// client trusting the CA in `ca_file` and showing the client certificate in `cert`/`key`, if
+// given.
+grpc::StatusCode MapOverNewTlsConnection(int port, const std::string& ca_file,
+                                         const std::string& cert = "",
+                                         const std::string& key = "") {
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = ::cnp::testing::ReadFile(ca_file);
+  if (!cert.empty()) {
+    tls.pem_cert_chain = ::cnp::testing::ReadFile(cert);
+    tls.pem_private_key = ::cnp::testing::ReadFile(key);
+  }
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = v1::Functions::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::SslCredentials(tls), args));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::MapRequest request;
+  request.add_functions("svc_fns.doubled");
+  request.add_docs(kDoc);
+  v1::MapResponse response;
+  return stub->Map(&context, request, &response).error_code();
+}
+
+// Waits (trying a new connection every 200 ms, for up to 30 s) until `attempt` comes to
+// `wanted`; the last code it came to.
+grpc::StatusCode WaitForCode(const std::function<grpc::StatusCode()>& attempt, bool ok_wanted) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  grpc::StatusCode code = attempt();
+  while ((code == grpc::StatusCode::OK) != ok_wanted && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(200));
+    code = attempt();
+  }
+  return code;
+}
+
+// A renewed certificate serves new connections without a restart (gRPC reads the TLS files
+// again every few seconds); before, the server had to be restarted, dropping every call, or
+// clients met the expired certificate. Here the certificate is replaced by one another CA
+// signed, key first, each file renamed into place as certbot's deploy hooks do.
+TEST_F(TlsTest, ARenewedCertificateServesNewConnectionsWithoutARestart) {
+  for (const std::vector<std::string>& step : std::vector<std::vector<std::string>>{
+           {"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "renewed.key", "-out",
+            "renewed.csr", "-subj", "/CN=localhost"},
+           {"openssl", "x509", "-req", "-in", "renewed.csr", "-CA", "other-ca.pem", "-CAkey",
+            "other-ca.key", "-CAcreateserial", "-out", "renewed.pem", "-days", "1", "-extfile",
+            "server.ext"}}) {
+    ASSERT_EQ(::cnp::testing::RunToCompletion(step, certs_.dir), 0) << step[0] << " " << step[1];
+  }
+  ::chmod((certs_.dir + "/renewed.key").c_str(), 0600);
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  const int port = server->Port();
+  ASSERT_EQ(MapOverNewTlsConnection(port, certs_.ca), grpc::StatusCode::OK) << server->Log();
+  ASSERT_NE(MapOverNewTlsConnection(port, certs_.other_ca), grpc::StatusCode::OK);
+
+  ASSERT_EQ(::rename((certs_.dir + "/renewed.key").c_str(), certs_.server_key.c_str()), 0);
+  ASSERT_EQ(::rename((certs_.dir + "/renewed.pem").c_str(), certs_.server_cert.c_str()), 0);
+  EXPECT_EQ(WaitForCode([&] { return MapOverNewTlsConnection(port, certs_.other_ca); }, true),
+            grpc::StatusCode::OK)
+      << server->Log();
+  EXPECT_NE(MapOverNewTlsConnection(port, certs_.ca), grpc::StatusCode::OK);
+}
+
+// Under mutual TLS the client CA is followed the same way: a CA taken out of --tls-client-ca
+// (one that signed a certificate since stolen) stops being trusted without a restart.
+TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedWithoutARestart) {
+  const std::string client_ca = certs_.dir + "/client-ca.pem";
+  WriteFile(client_ca, ::cnp::testing::ReadFile(certs_.ca));
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key,
+                                       "--tls-client-ca=" + client_ca}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  const int port = server->Port();
+  auto known_client = [&] {
+    return MapOverNewTlsConnection(port, certs_.ca, certs_.client_cert, certs_.client_key);
+  };
+  ASSERT_EQ(known_client(), grpc::StatusCode::OK) << server->Log();
+
+  WriteFile(client_ca + ".new", ::cnp::testing::ReadFile(certs_.other_ca));
+  ASSERT_EQ(::rename((client_ca + ".new").c_str(), client_ca.c_str()), 0);
+  EXPECT_NE(WaitForCode(known_client, false), grpc::StatusCode::OK) << server->Log();
 }
 
 TEST_F(TlsTest, AKeyOthersCanReadIsRefused) {
@@ -374,6 +464,76 @@ TEST_F(TlsTest, TokenlessCallsToInventedPathsAreOneLineNamingNoPath) {
     ++lines;
   }
   EXPECT_EQ(lines, 1u) << log;
+}
+
+// A token is rotated without a restart and without a refused call: the server's file lists the
+// new token beside the old, SIGHUP, the clients move over, the old line goes, SIGHUP. Before,
+// the file was read once and held one token: a rotation was a restart, and every client with
+// the other token refused until it had the new one. `connect` makes a client sending the token
+// in the file it is given; `server` requires the tokens in `dir`/token.
+void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
+                         const std::function<absl::StatusOr<std::unique_ptr<client::Client>>(
+                             const std::string& token_file)>& connect) {
+  WriteFile(dir + "/old", "old-token-5d2e\n");
+  WriteFile(dir + "/new", "new-token-9a47\n");
+  auto old_client = connect(dir + "/old");
+  auto new_client = connect(dir + "/new");
+  ASSERT_TRUE(old_client.ok()) << old_client.status();
+  ASSERT_TRUE(new_client.ok()) << new_client.status();
+  auto map_code = [](client::Client& client) {
+    return client.Map({"svc_fns.doubled"}, {kDoc}).status().code();
+  };
+  EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
+  EXPECT_EQ(map_code(**new_client), absl::StatusCode::kUnauthenticated);
+
+  WriteFile(dir + "/token", "new-token-9a47\n\n  old-token-5d2e  \n");
+  server.Signal(SIGHUP);
+  ASSERT_TRUE(server.WaitForLog("2 tokens are accepted from now on", absl::Seconds(30)))
+      << server.Log();
+  EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
+  EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
+
+  WriteFile(dir + "/token", "new-token-9a47\n");
+  server.Signal(SIGHUP);
+  ASSERT_TRUE(server.WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
+      << server.Log();
+  EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
+
+  // A file the server may not trust at a reload is said, and the tokens before stay.
+  ::chmod((dir + "/token").c_str(), 0644);
+  server.Signal(SIGHUP);
+  ASSERT_TRUE(server.WaitForLog("calls still need one of the tokens read before", absl::Seconds(30)))
+      << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("mode 0644"));
+  EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
+  EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
+
+  EXPECT_THAT(server.Log(), AllOf(Not(HasSubstr("old-token")), Not(HasSubstr("new-token"))));
+}
+
+TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "old-token-5d2e\n");
+  auto server =
+      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  ExpectTokenRotation(*server, dir, [&](const std::string& token_file) {
+    return ConnectTo(server->Port(), {.auth_token_file = token_file});
+  });
+}
+
+TEST_F(TlsTest, SighupRotatesTheTokenOnATlsListener) {
+  WriteFile(certs_.dir + "/token", "old-token-5d2e\n");
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key,
+                                       "--auth-token-file=" + certs_.dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  ExpectTokenRotation(*server, certs_.dir, [&](const std::string& token_file) {
+    return ConnectTo(server->Port(), {.tls_ca_file = certs_.ca, .auth_token_file = token_file});
+  });
+  // Over TLS the refusals were gRPC's, before the request was read.
+  EXPECT_THAT(server->Log(), HasSubstr("checked=\"before the request was read\""));
 }
 
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {

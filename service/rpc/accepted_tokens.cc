@@ -1,0 +1,28 @@
+#include "service/rpc/accepted_tokens.h"
+
+#include <utility>
+
+namespace cnp::rpc {
+
+AcceptedTokens::AcceptedTokens(std::vector<std::string> tokens)
+    : required_(!tokens.empty()),
+      tokens_(std::make_shared<const std::vector<std::string>>(std::move(tokens))) {}
+
+TokenCheck AcceptedTokens::Check(std::optional<absl::string_view> header) const {
+  if (!required_) return TokenCheck::kAccepted;
+  std::shared_ptr<const std::vector<std::string>> tokens;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    tokens = tokens_;
+  }
+  return CheckBearerAuthorization(header, *tokens);
+}
+
+void AcceptedTokens::Replace(std::vector<std::string> tokens) {
+  if (!required_ || tokens.empty()) return;
+  auto replacement = std::make_shared<const std::vector<std::string>>(std::move(tokens));
+  absl::MutexLock lock(&mu_);
+  tokens_ = std::move(replacement);
+}
+
+}  // namespace cnp::rpc

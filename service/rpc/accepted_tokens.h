@@ -1,0 +1,43 @@
+// The bearer tokens a call over TCP may carry (--auth-token-file, one per line), shared by both
+// checks (bearer_token_processor.h on TLS listeners, call_gate.h on plaintext ones). SIGHUP
+// reads the file again (RpcServer::ReloadTokens), so that a token is rotated without a restart
+// and without a refused call: add the new token as a second line, SIGHUP, move the clients
+// over, remove the old line, SIGHUP. A check runs on one of gRPC's threads while a reload may
+// swap the list: it keeps the list it started with.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "service/rpc/bearer_authorization.h"
+
+namespace cnp::rpc {
+
+class AcceptedTokens {
+ public:
+  // `tokens` empty: none is required, for good (whether calls need a token is decided at
+  // start, with the listeners it allows: server_config.cc).
+  explicit AcceptedTokens(std::vector<std::string> tokens);
+
+  bool Required() const { return required_; }
+
+  // How a call's authorization header (nullopt: none) compares with the tokens; kAccepted
+  // when none is required.
+  TokenCheck Check(std::optional<absl::string_view> header) const;
+
+  // The tokens from now on; `tokens` must not be empty when tokens are required, and is
+  // ignored when not.
+  void Replace(std::vector<std::string> tokens);
+
+ private:
+  const bool required_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const std::vector<std::string>> tokens_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cnp::rpc
