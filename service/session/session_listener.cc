@@ -710,6 +710,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     }
     if (first.index() == 1) {
       if (adapter_gone) break;  // the grace passed
+      // Only when the socket says so now: an asio wait can complete without its event (see
+      // SessionWorkerPool::WatchSpare), and a live session would lose its worker.
+      pollfd readable{socket.native_handle(), POLLIN, 0};
+      if (::poll(&readable, 1, 0) <= 0) continue;
       adapter_gone = true;
       grace.expires_after(absl::ToChronoNanoseconds(kAdapterGoneGrace));
       continue;

@@ -1,7 +1,7 @@
 #include "service/session/session_worker_pool.h"
 
+#include <poll.h>
 #include <signal.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -132,10 +132,19 @@ void SessionWorkerPool::AddSpare(SessionWorker worker) {
 
 asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
   asio::posix::stream_descriptor exited(control_, pidfd);
-  asio::error_code ec;
-  co_await exited.async_wait(asio::posix::stream_descriptor::wait_read,
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec || stopped_) co_return;
+  // A wake counts only when the pidfd says, now, that the process has exited. An asio wait can
+  // complete without its event: a descriptor closed while an event of its was still queued
+  // leaves that event to whichever descriptor is registered next in its place. A live spare
+  // taken for dead was owned by no one: never ended, kept out of reloads and of the memory
+  // metric until the server exited (seen once in ~500 churned sessions).
+  for (;;) {
+    asio::error_code ec;
+    co_await exited.async_wait(asio::posix::stream_descriptor::wait_read,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || stopped_) co_return;
+    pollfd readable{pidfd, POLLIN, 0};
+    if (::poll(&readable, 1, 0) > 0) break;
+  }
   auto spare = std::find_if(spares_.begin(), spares_.end(),
                             [id](const SessionWorker& worker) { return worker.id == id; });
   if (spare == spares_.end()) co_return;  // it ended in a session, or a reload ended it
@@ -154,6 +163,9 @@ asio::awaitable<void> SessionWorkerPool::WatchSpare(int id, int pidfd) {
     next_start_ = std::max(next_start_, now + wait);
   }
   Kick();
+  // It has exited (a no-op then); should it ever not have, it ends here rather than living on
+  // unowned while Ended() waits for it.
+  dead.process->Kill();
   // Awaited apart from the log line: GCC mishandles a co_await among temporaries.
   const std::optional<std::string> how = co_await dead.process->Ended();
   const std::string when =
