@@ -1,11 +1,14 @@
 #include "service/worker/builtin_module.h"
 
 #include <Python.h>
+#include <unistd.h>
 
 #include <new>
 #include <optional>
 #include <string>
 
+#include "service/common/function_log.h"
+#include "service/common/line_budget.h"
 #include "service/common/log.h"
 #include "service/worker/accepted_arguments.h"
 #include "service/worker/call_context.h"
@@ -86,31 +89,47 @@ PyObject* LogLine(PyObject* message) {
   Py_RETURN_NONE;
 }
 
+// What functions print reaches the log at most as fast as their log() lines do
+// (function_log.h): a function that prints what its documents hold let whoever writes documents
+// fill the log as fast as the worker ran (50 MB in a second, a probe), in text as raw lines that
+// could pass for the server's own.
+LineBudget& PrintedLines() {
+  static LineBudget budget(kFunctionLogLinesPerSecond, kFunctionLogBytesPerSecond,
+                           "printed lines of functions");
+  return budget;
+}
+
 // output_line(stream, line): a line a function printed (sys.stdout or sys.stderr, which
-// couch_named_python/_output.py sends here under --log-format=json): one event of the worker's
-// log, attributed to the function running, so that a collector reading JSON lines gets JSON
-// lines. A WARN: printing is not how a function in a service reports (log() is), and the line
-// stays as visible as the raw text it replaces.
+// couch_named_python/_output.py sends here): one event of the worker's log, attributed to the
+// function running, its control characters escaped in text and JSON alike. A WARN: printing is
+// not how a function in a service reports (log() is), and the line stays as visible as the raw
+// text it replaces.
 PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
     PyErr_SetString(PyExc_TypeError, "output_line(stream, line) takes two str");
     return nullptr;
   }
   try {
-    const std::string stream = Utf8Text(args[0]);
-    const std::string line = Utf8Text(args[1]);
-    // Printed by a thread the function started: the line is logged, but is not the call's
-    // (the call running now may be another's), so it names no function.
-    static const LogOrigin kNoOrigin{};
-    const unsigned long call_thread = Context().call_thread;
-    const LogOrigin& origin = call_thread != 0 && call_thread == PyThread_get_thread_ident()
-                                  ? Context().origin
-                                  : kNoOrigin;
-    const std::string doc_id = AttributedDocId(origin.doc);
-    const absl::string_view function(origin.function.data(), origin.function.size());
-    const absl::string_view kind(origin.kind.data(), origin.kind.size());
-    LogEvent(LogLevel::kWarning, line,
-             {{"stream", stream}, {"function", function}, {"kind", kind}, {"doc_id", doc_id}});
+    std::string written;
+    const bool admitted = PrintedLines().Admit([&] {
+      const std::string stream = Utf8Text(args[0]);
+      const std::string line = Utf8Text(args[1]);
+      // Printed by a thread the function started: the line is logged, but is not the call's
+      // (the call running now may be another's), so it names no function.
+      static const LogOrigin kNoOrigin{};
+      const unsigned long call_thread = Context().call_thread;
+      const LogOrigin& origin = call_thread != 0 && call_thread == PyThread_get_thread_ident()
+                                    ? Context().origin
+                                    : kNoOrigin;
+      const std::string doc_id = AttributedDocId(origin.doc);
+      const absl::string_view function(origin.function.data(), origin.function.size());
+      const absl::string_view kind(origin.kind.data(), origin.kind.size());
+      written = FormatEvent(
+          LogLevel::kWarning, line,
+          {{"stream", stream}, {"function", function}, {"kind", kind}, {"doc_id", doc_id}});
+      return written.size();
+    });
+    if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
   }

@@ -242,13 +242,13 @@ absl::StatusOr<CodeRoots> StartInterpreter(const InterpreterOptions& options) {
   if (!package) {
     return PythonError(absl::StrCat("importing couch_named_python from ", options.package_dir));
   }
-  if (CurrentLogFormat() == LogFormat::kJson) {
-    // What functions print becomes JSON events too, not raw text among the JSON lines.
-    PyRef output = PyRef::Steal(PyImport_ImportModule("couch_named_python._output"));
-    PyRef installed =
-        output ? PyRef::Steal(PyObject_CallMethod(output.get(), "install", nullptr)) : PyRef();
-    if (!installed) return PythonError("sending printed lines to the JSON log");
-  }
+  // What functions print becomes events of the log, in either format: attributed, escaped
+  // (a printed newline could forge a line of the server's own) and bounded per second, as
+  // log() lines are.
+  PyRef output = PyRef::Steal(PyImport_ImportModule("couch_named_python._output"));
+  PyRef installed =
+      output ? PyRef::Steal(PyObject_CallMethod(output.get(), "install", nullptr)) : PyRef();
+  if (!installed) return PythonError("sending printed lines to the log");
   if (absl::Status s = TuneGarbageCollector(); !s.ok()) return s;
   SetOperatorDirectories(roots.operator_dirs);
   return roots;

@@ -121,6 +121,11 @@ def prints(doc):
     yield "printed", True
 
 
+def prints_its_id(doc):
+    print(doc["_id"])
+    return []
+
+
 def size(doc):
     yield doc["_id"], len(doc["blob"])
 

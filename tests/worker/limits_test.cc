@@ -4,10 +4,15 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/common/function_log.h"
 #include "tests/support/worker_process.h"
 
 namespace cnp::worker::testing {
@@ -90,6 +95,35 @@ TEST(LimitsTest, PrintGoesToStderrNotTheSocket) {
   EXPECT_EQ(reply.map().results(0).rows(), R"([[["printed",true]]])");
   EXPECT_EQ(worker->CloseAndWait(), 0);  // flushes Python's buffered stderr
   EXPECT_THAT(worker->ReadStderr(), HasSubstr("hello from a map function"));
+}
+
+// A probe: a function printing what its documents hold let whoever writes documents fill the
+// log as fast as the worker ran (50 MB in a second), in raw lines: an id holding a newline
+// wrote a line that passed for the server's own. A printed line is an event now, escaped and
+// held to the budget of log() lines (kFunctionLogLinesPerSecond).
+TEST(LimitsTest, PrintedLinesAreEscapedEventsHeldToTheLogBudget) {
+  constexpr char kForged[] = "2026-12-06T00:00:00.000Z ACCESS cnp-server[1] FORGED";
+  std::vector<std::string> docs = {absl::StrCat(R"({"_id":"x\n)", kForged, R"("})")};
+  for (int i = 0; i < 2000; ++i) docs.push_back(absl::StrCat(R"({"_id":"flood-)", i, R"("})"));
+  auto worker = WorkerProcess::StartWithFunctions();
+  const absl::Time start = absl::Now();
+  Reply reply = worker->Call(MapTask({"worker_views.prints_its_id"}, docs));
+  const int64_t seconds = absl::ToInt64Seconds(absl::Now() - start) + 1;
+  ASSERT_TRUE(reply.has_map());
+  EXPECT_EQ(worker->CloseAndWait(), 0);
+  const std::string log = worker->ReadStderr();
+  EXPECT_THAT(log, HasSubstr("FORGED"));
+  int flood_lines = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    EXPECT_FALSE(absl::StartsWith(line, kForged)) << line;
+    if (absl::StrContains(line, "flood-")) {
+      ++flood_lines;
+      EXPECT_THAT(std::string(line), HasSubstr("function=worker_views.prints_its_id"));
+    }
+  }
+  EXPECT_GE(flood_lines, 1);
+  // A second's budget for each second the call could have spanned.
+  EXPECT_LE(flood_lines, kFunctionLogLinesPerSecond * (seconds + 1)) << seconds << " s";
 }
 
 }  // namespace

@@ -1,16 +1,17 @@
-"""What functions print, as events of the worker's log under --log-format=json.
+"""What functions print, as events of the worker's log.
 
-cnp-worker sends sys.stdout to stderr, the log both it and cnp-server write (CouchDB's pipe
-must carry nothing but the protocol). In text format printed lines pass through as they are;
-in JSON format a raw line among the JSON lines is one a collector cannot read, so cnp-worker
-installs these writers instead (interpreter.cc): each line printed, by print(), a write to
+Printed text goes to stderr, the log both cnp-worker and cnp-server write (CouchDB's pipe must
+carry nothing but the protocol), never raw: in JSON format a raw line among the JSON lines is
+one a collector cannot read, and in either a printed newline could forge a line of the server's
+own, and a function printing what its documents hold could fill the log as fast as it runs. So
+cnp-worker installs these writers (interpreter.cc): each line printed, by print(), a write to
 sys.stderr or sys.stderr.buffer or warnings.warn, becomes one event attributed to the function
-running.
+running, escaped and held to a number of lines and bytes a second (builtin_module.cc).
 
-In text format sys.stdout and sys.stderr are the interpreter's own stderr; code written for it
-(sys.stderr.buffer.write, fileno() for faulthandler or a child's stderr, encoding) must work
-the same way in JSON format, so these writers answer as it does. Bytes written to the
-descriptor itself bypass the events, as they bypass Python's buffers in text format.
+Code written for the interpreter's own stderr (sys.stderr.buffer.write, fileno() for
+faulthandler or a child's stderr, encoding) must work the same way, so these writers answer as
+it does. Bytes written to the descriptor itself bypass the events, as they bypass Python's
+buffers.
 """
 
 import codecs
@@ -64,7 +65,7 @@ class LogBytes(io.BufferedIOBase):
 
 class LogLines(io.TextIOBase):
     """A text stream whose lines go to the worker's log, each as one event. `like` is the
-    stream text format would have used (the interpreter's stderr): its descriptor, encoding
+    stream printed text would otherwise go to (the interpreter's stderr): its descriptor, encoding
     and errors are this one's."""
 
     def __init__(self, stream, like=None):
@@ -140,7 +141,7 @@ class LogLines(io.TextIOBase):
 
 
 def install():
-    # Text format's stdout is this same stderr (interpreter.cc).
+    # The interpreter's stdout is this same stderr (interpreter.cc).
     like = sys.stderr
     sys.stdout = LogLines("stdout", like)
     sys.stderr = LogLines("stderr", like)
