@@ -48,9 +48,21 @@ void SessionState::OnAccepted(CommandKind kind, std::string_view line) {
     case CommandKind::kAddLib:
       lib_ = std::string(line);
       break;
-    case CommandKind::kAddFun:
-      functions_.emplace_back(line);
+    case CommandKind::kAddFun: {
+      // Kept as the function's name alone: the line may carry spaces or further arguments the
+      // service ignores, and 4,096 lines of up to --max-line-bytes each were kept whole.
+      const couchdb::Command command = couchdb::ParseCommand(line);
+      const auto* add = std::get_if<couchdb::command::AddFun>(&command);
+      if (add == nullptr) {
+        functions_.emplace_back(line);  // the service accepted it, and read it so
+        break;
+      }
+      std::string kept = R"(["add_fun",)";
+      couchdb::AppendJsonString(kept, add->function);
+      kept += ']';
+      functions_.push_back(std::move(kept));
       break;
+    }
     case CommandKind::kDesignDocNew: {
       const couchdb::Command command = couchdb::ParseCommand(line);
       const auto* ddoc = std::get_if<couchdb::command::DesignDocNew>(&command);
