@@ -126,8 +126,8 @@ std::string ServerDownAdvice(const std::string& target) {
 }
 
 Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel,
-               std::string authorization, const ClientOptions& options)
-    : target_(std::move(target)), authorization_(std::move(authorization)),
+               std::unique_ptr<TokenFile> token, const ClientOptions& options)
+    : target_(std::move(target)), token_(std::move(token)),
       call_timeout_(options.call_timeout), max_message_bytes_(options.max_message_bytes),
       channel_(std::move(channel)), stub_(v1::Functions::NewStub(channel_)) {}
 
@@ -173,6 +173,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
   if (!uri.ok()) return uri.status();
   absl::StatusOr<LoadedChannelSecurity> loaded = LoadChannelSecurity(security, target);
   if (!loaded.ok()) return loaded.status();
+  // The token is followed in its file from here on (token_file.h), for a client that outlives
+  // a rotation.
+  std::unique_ptr<TokenFile> token;
+  if (!security.auth_token_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenFile>> opened = TokenFile::Open(security.auth_token_file);
+    if (!opened.ok()) return opened.status();
+    token = *std::move(opened);
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
@@ -201,7 +209,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& targe
             : ServerDownAdvice(target));
   }
   return std::unique_ptr<Client>(
-      new Client(target, std::move(channel), std::move(loaded->authorization), options));
+      new Client(target, std::move(channel), std::move(token), options));
 }
 
 void Client::PrepareContext(grpc::ClientContext& context,
@@ -210,7 +218,7 @@ void Client::PrepareContext(grpc::ClientContext& context,
   if (deadline_in != absl::InfiniteDuration()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_in));
   }
-  if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
+  if (token_ != nullptr) context.AddMetadata("authorization", token_->Authorization());
 }
 
 absl::Status Client::FromGrpc(const grpc::Status& status) const {

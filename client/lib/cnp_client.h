@@ -38,6 +38,7 @@
 #include "absl/time/time.h"
 #include "client/lib/channel_security.h"
 #include "client/lib/service_config.h"
+#include "client/lib/token_file.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "common/call_limit.h"
 #include "common/retry_advice.h"
@@ -122,8 +123,8 @@ class Client {
   void ResetConnectionBackoff() const;
 
  private:
-  Client(std::string target, std::shared_ptr<grpc::Channel> channel, std::string authorization,
-         const ClientOptions& options);
+  Client(std::string target, std::shared_ptr<grpc::Channel> channel,
+         std::unique_ptr<TokenFile> token, const ClientOptions& options);
 
   template <typename Request, typename Response>
   absl::StatusOr<Response> Call(
@@ -131,7 +132,7 @@ class Client {
       const Request& request, std::optional<absl::Duration> timeout) const;
 
   const std::string target_;
-  const std::string authorization_;
+  const std::unique_ptr<TokenFile> token_;  // null without a token
   const absl::Duration call_timeout_;
   const int64_t max_message_bytes_;
   const std::shared_ptr<grpc::Channel> channel_;

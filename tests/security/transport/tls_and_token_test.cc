@@ -523,6 +523,43 @@ TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
   });
 }
 
+// A long-running client (a `cnp derive` follower, a service on the client library) follows
+// its token file: given the new token there during the rotation, it goes on calling once the
+// old one has left the server. Before, it sent the token read when it connected until it was
+// restarted, every call failing UNAUTHENTICATED from the moment the server dropped it.
+TEST(TokenTest, AClientFollowsItsTokenFileThroughARotation) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "old-token-5d2e\n");
+  WriteFile(dir + "/client-token", "old-token-5d2e\n");
+  auto server =
+      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = ConnectTo(server->Port(), {.auth_token_file = dir + "/client-token"});
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+
+  WriteFile(dir + "/token", "old-token-5d2e\nnew-token-9a47\n");
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("2 tokens are accepted from now on", absl::Seconds(30)))
+      << server->Log();
+  // The client's file replaced by renaming a new one into place, as a secrets manager does.
+  WriteFile(dir + "/client-token.new", "new-token-9a47\n");
+  ASSERT_EQ(::rename((dir + "/client-token.new").c_str(), (dir + "/client-token").c_str()), 0);
+  EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
+
+  WriteFile(dir + "/token", "new-token-9a47\n");
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
+      << server->Log();
+  auto after = (*client)->Map({"svc_fns.doubled"}, {kDoc});
+  EXPECT_TRUE(after.ok()) << after.status();
+
+  // A file that cannot be read at a later look (made unsafe here) leaves the token before.
+  ::chmod((dir + "/client-token").c_str(), 0644);
+  auto unsafe = (*client)->Map({"svc_fns.doubled"}, {kDoc});
+  EXPECT_TRUE(unsafe.ok()) << unsafe.status();
+}
+
 TEST_F(TlsTest, SighupRotatesTheTokenOnATlsListener) {
   WriteFile(certs_.dir + "/token", "old-token-5d2e\n");
   auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
