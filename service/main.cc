@@ -55,7 +55,7 @@ namespace {
 // while one runs becomes one more after it: service/pool/reload_requests.h), so that 200
 // SIGHUPs restart the workers twice, not 200 times, and code changed during the storm is still
 // loaded after it. It also reopens the access log, for logrotate's `create` + `kill -HUP`, and
-// reads the bearer tokens again (a token rotated without a restart).
+// reads the TLS files and bearer tokens again (credentials rotated without a restart).
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
                                    cnp::rpc::RpcServer& server, std::promise<int>& stop,
@@ -64,7 +64,7 @@ asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWo
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
       server.ReopenAccessLog();
-      server.ReloadTokens();
+      server.ReloadCredentials();
       pool.ReloadAll();
       sessions.Reload();
       continue;

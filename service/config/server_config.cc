@@ -486,8 +486,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       "functions, Upload) over gRPC, in a supervised pool of embedded-Python workers.\n\n"
       "  cnp-server --python-path=/srv/views --allow-module=myviews\n\n"
       "SIGHUP reloads every worker (rolling: the functions' Python code), reopens "
-      "--access-log and reads --auth-token-file again; it does not read the --config file "
-      "again: a changed setting takes a restart. SIGTERM stops gracefully.");
+      "--access-log and reads the TLS files and --auth-token-file again; it does not read the "
+      "--config file again: a changed setting takes a restart. SIGTERM stops gracefully.");
   if (HelpAsked(argc, argv)) {
     const std::string help =
         FlagHelp(absl::StrCat("cnp-server: ", absl::ProgramUsageMessage()), DefinedHere);

@@ -1,6 +1,10 @@
 #include "service/rpc/accepted_tokens.h"
 
+#include <openssl/sha.h>
+
 #include <utility>
+
+#include "absl/strings/str_format.h"
 
 namespace cnp::rpc {
 
@@ -23,6 +27,14 @@ void AcceptedTokens::Replace(std::vector<std::string> tokens) {
   auto replacement = std::make_shared<const std::vector<std::string>>(std::move(tokens));
   absl::MutexLock lock(&mu_);
   tokens_ = std::move(replacement);
+}
+
+std::string TokenFingerprint(absl::string_view token) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), digest);
+  std::string hex;
+  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
+  return hex;
 }
 
 }  // namespace cnp::rpc

@@ -40,4 +40,8 @@ class AcceptedTokens {
   std::shared_ptr<const std::vector<std::string>> tokens_ ABSL_GUARDED_BY(mu_);
 };
 
+// The first 8 hex digits of `token`'s SHA-256, for the log (`printf %s TOKEN | sha256sum`): tells
+// tokens apart without showing one.
+std::string TokenFingerprint(absl::string_view token);
+
 }  // namespace cnp::rpc

@@ -266,12 +266,16 @@ RpcServer::~RpcServer() {
 
 absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   const TransportSecurity& security = options_.security;
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials =
-      TcpServerCredentials(security);
-  if (!tcp_credentials.ok()) return tcp_credentials.status();
+  if (security.UsesTls()) {
+    absl::StatusOr<std::unique_ptr<TlsFiles>> files = TlsFiles::Open(security);
+    if (!files.ok()) return files.status();
+    tls_files_ = *std::move(files);
+  }
+  std::shared_ptr<grpc::ServerCredentials> tcp_credentials =
+      TcpServerCredentials(security, tls_files_.get());
   // Over TLS the token is checked before a call's request is read (bearer_token_processor.h);
   // gRPC offers that hook for secure credentials only.
-  if (token_processor_ != nullptr) (*tcp_credentials)->SetAuthMetadataProcessor(token_processor_);
+  if (token_processor_ != nullptr) tcp_credentials->SetAuthMetadataProcessor(token_processor_);
   std::vector<listen::ListeningSocket> sockets;
   absl::Cleanup close_on_error = [&sockets] {
     for (listen::ListeningSocket& socket : sockets) {
@@ -316,7 +320,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
   for (const listen::ListeningSocket& socket : sockets) {
     grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
-        socket.is_unix ? grpc::InsecureServerCredentials() : *tcp_credentials));
+        socket.is_unix ? grpc::InsecureServerCredentials() : tcp_credentials));
   }
   const int descriptor_cap = DescriptorCapForLimit();
   std::vector<uid_t> allowed_uids(security.allowed_uids.begin(), security.allowed_uids.end());
@@ -349,7 +353,16 @@ void RpcServer::ReopenAccessLog() {
   LogInfo("reopened the access log ", options_.security.access_log);
 }
 
-void RpcServer::ReloadTokens() {
+void RpcServer::ReloadCredentials() {
+  if (tls_files_ != nullptr) {
+    if (absl::Status reloaded = tls_files_->Reload(); !reloaded.ok()) {
+      LogError(reloaded.message(), "; new connections still get the certificate read before (",
+               tls_files_->certificate(), ")");
+    } else {
+      LogInfo("read the TLS files again: new connections get the certificate ",
+              tls_files_->certificate(), " within a second");
+    }
+  }
   const std::string& file = options_.security.auth_token_file;
   if (tokens_ == nullptr || !tokens_->Required()) return;
   absl::StatusOr<std::vector<std::string>> read = ReadAuthTokens(file);
@@ -359,9 +372,14 @@ void RpcServer::ReloadTokens() {
     return;
   }
   const size_t count = read->size();
+  // Named by a fingerprint, never shown: enough for an operator to tell which lines were taken
+  // (a file caught half-written by a reload would show a token nobody knows).
+  std::vector<std::string> fingerprints;
+  for (const std::string& token : *read) fingerprints.push_back(TokenFingerprint(token));
   tokens_->Replace(*std::move(read));
   LogInfo("read the bearer tokens again from ", file, ": ", count,
-          count == 1 ? " token is" : " tokens are", " accepted from now on");
+          count == 1 ? " token is" : " tokens are", " accepted from now on (SHA-256 beginning ",
+          absl::StrJoin(fingerprints, ", "), ")");
 }
 
 absl::Status RpcServer::Start() {
@@ -473,9 +491,10 @@ absl::Status RpcServer::Start() {
             // As the direct-session socket says it (session_listener.cc): which sockets are
             // the socket unit's, and so whose ListenStream= to change.
             socket.inherited ? " (passed by systemd)" : "",
-            socket.is_unix || !options_.security.UsesTls() ? ""
-            : options_.security.tls_client_ca_file.empty() ? " with TLS"
-                                                            : " with mutual TLS",
+            socket.is_unix || tls_files_ == nullptr ? ""
+            : absl::StrCat(options_.security.tls_client_ca_file.empty() ? " with TLS"
+                                                                        : " with mutual TLS",
+                           " (certificate ", tls_files_->certificate(), ")"),
             socket.is_unix || options_.security.auth_token_file.empty() ? ""
                                                                        : ", bearer token required");
   }

@@ -31,6 +31,7 @@
 #include "service/calls/function_calls.h"
 #include "service/rpc/wire_shape.h"
 #include "service/rpc/stream_call.h"
+#include "service/rpc/tls_files.h"
 #include "service/rpc/transport_security.h"
 
 namespace cnp::rpc {
@@ -112,10 +113,11 @@ class RpcServer {
   // SIGHUP: the access log file is opened anew at its path (a rotation renamed it); an error
   // is logged and the log goes on where it was. Only after Start has returned.
   void ReopenAccessLog();
-  // SIGHUP: the bearer tokens are read again from --auth-token-file (accepted_tokens.h); a
-  // file that cannot be read or holds no token is logged and the tokens before stay. Nothing
-  // without a token file. Only after Start has returned.
-  void ReloadTokens();
+  // SIGHUP: the TLS files (tls_files.h) and the bearer tokens (--auth-token-file,
+  // accepted_tokens.h) are read again; files that cannot be read or do not pass the checks
+  // made at start (a key that is not the certificate's, a token file with no token) are
+  // logged and what was read before stays. Only after Start has returned.
+  void ReloadCredentials();
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then stops the work of the rest (uploads are told to stop, and `stop_work` runs) so that
   // they answer that the server shut down, cancels what is left a second later and joins the
@@ -145,6 +147,7 @@ class RpcServer {
   std::unique_ptr<RefusalLog> refusals_;
   std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
   std::shared_ptr<AcceptedTokens> tokens_;
+  std::unique_ptr<TlsFiles> tls_files_;  // TLS only; before the server that reads them
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;

@@ -7,8 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/status/statusor.h"
-#include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace cnp::rpc {
@@ -32,12 +30,11 @@ struct TransportSecurity {
   bool UsesTls() const { return !tls_cert_file.empty(); }
 };
 
-// How often the TLS files are read again, for a renewed certificate or client CA.
-inline constexpr absl::Duration kTlsFilesReadEvery = absl::Seconds(5);
+class TlsFiles;
 
-// TLS credentials for TCP listeners, or plaintext ones without a certificate. The files are
-// checked now (who may read and change them) and followed from then on (kTlsFilesReadEvery).
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpServerCredentials(
-    const TransportSecurity& security);
+// The credentials of TCP listeners: TLS as `files` (tls_files.h) hold it, followed through
+// reloads, when `security` uses TLS; plaintext otherwise.
+std::shared_ptr<grpc::ServerCredentials> TcpServerCredentials(const TransportSecurity& security,
+                                                              const TlsFiles* files);
 
 }  // namespace cnp::rpc

@@ -103,7 +103,7 @@ TEST_F(TlsTest, TlsServesAndPlaintextOrAnUntrustedCaGetsNowhere) {
                                                 "--tls-cert=" + certs_.server_cert,
                                                 "--tls-key=" + certs_.server_key}});
   ASSERT_TRUE(server->ready()) << server->Log();
-  EXPECT_THAT(server->Log(), HasSubstr("with TLS"));
+  EXPECT_THAT(server->Log(), HasSubstr("with TLS (certificate CN=localhost, expires "));
   const int port = server->Port();
 
   auto trusted = ConnectTo(port, {.tls_ca_file = certs_.ca});
@@ -214,8 +214,9 @@ grpc::StatusCode MapOverNewTlsConnection(int port, const std::string& ca_file,
   return stub->Map(&context, request, &response).error_code();
 }
 
-// Waits (trying a new connection every 200 ms, for up to 30 s) until `attempt` comes to
-// `wanted`; the last code it came to.
+// Waits (trying a new connection every 200 ms, for up to 30 s: gRPC reads what a reload made of
+// the TLS files within a second) until `attempt` comes to OK, or to anything else when
+// `ok_wanted` is false; the last code it came to.
 grpc::StatusCode WaitForCode(const std::function<grpc::StatusCode()>& attempt, bool ok_wanted) {
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   grpc::StatusCode code = attempt();
@@ -226,11 +227,12 @@ grpc::StatusCode WaitForCode(const std::function<grpc::StatusCode()>& attempt, b
   return code;
 }
 
-// A renewed certificate serves new connections without a restart (gRPC reads the TLS files
-// again every few seconds); before, the server had to be restarted, dropping every call, or
-// clients met the expired certificate. Here the certificate is replaced by one another CA
-// signed, key first, each file renamed into place as certbot's deploy hooks do.
-TEST_F(TlsTest, ARenewedCertificateServesNewConnectionsWithoutARestart) {
+// A renewed certificate serves new connections after a SIGHUP, without a restart; before, the
+// server had to be restarted, dropping every call, or clients met the expired certificate.
+// Here the certificate is replaced by one another CA signed, each file renamed into place. A
+// reload between the two renames finds a key that is not the certificate's and keeps the pair
+// before (read as they lay, such a pair broke every new handshake until the key followed).
+TEST_F(TlsTest, ARenewedCertificateServesNewConnectionsAfterAReload) {
   for (const std::vector<std::string>& step : std::vector<std::vector<std::string>>{
            {"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "renewed.key", "-out",
             "renewed.csr", "-subj", "/CN=localhost"},
@@ -247,17 +249,33 @@ TEST_F(TlsTest, ARenewedCertificateServesNewConnectionsWithoutARestart) {
   ASSERT_EQ(MapOverNewTlsConnection(port, certs_.ca), grpc::StatusCode::OK) << server->Log();
   ASSERT_NE(MapOverNewTlsConnection(port, certs_.other_ca), grpc::StatusCode::OK);
 
-  ASSERT_EQ(::rename((certs_.dir + "/renewed.key").c_str(), certs_.server_key.c_str()), 0);
+  // A key others may read, renamed into place, is refused at the reload as it is at a start.
+  const std::string loose_key = certs_.dir + "/loose.key";
+  WriteFile(loose_key, ::cnp::testing::ReadFile(certs_.server_key), 0644);
+  ASSERT_EQ(::rename(loose_key.c_str(), certs_.server_key.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("has mode 0644", absl::Seconds(30))) << server->Log();
+  ::chmod(certs_.server_key.c_str(), 0600);
+
   ASSERT_EQ(::rename((certs_.dir + "/renewed.pem").c_str(), certs_.server_cert.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("is not the key of the certificate", absl::Seconds(30)))
+      << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("new connections still get the certificate read before"));
+  EXPECT_EQ(MapOverNewTlsConnection(port, certs_.ca), grpc::StatusCode::OK) << server->Log();
+
+  ASSERT_EQ(::rename((certs_.dir + "/renewed.key").c_str(), certs_.server_key.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("read the TLS files again", absl::Seconds(30))) << server->Log();
   EXPECT_EQ(WaitForCode([&] { return MapOverNewTlsConnection(port, certs_.other_ca); }, true),
             grpc::StatusCode::OK)
       << server->Log();
   EXPECT_NE(MapOverNewTlsConnection(port, certs_.ca), grpc::StatusCode::OK);
 }
 
-// Under mutual TLS the client CA is followed the same way: a CA taken out of --tls-client-ca
+// Under mutual TLS the client CA is reloaded the same way: a CA taken out of --tls-client-ca
 // (one that signed a certificate since stolen) stops being trusted without a restart.
-TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedWithoutARestart) {
+TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedAfterAReload) {
   const std::string client_ca = certs_.dir + "/client-ca.pem";
   WriteFile(client_ca, ::cnp::testing::ReadFile(certs_.ca));
   auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
@@ -272,6 +290,8 @@ TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedWithoutARestart) {
 
   WriteFile(client_ca + ".new", ::cnp::testing::ReadFile(certs_.other_ca));
   ASSERT_EQ(::rename((client_ca + ".new").c_str(), client_ca.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("read the TLS files again", absl::Seconds(30))) << server->Log();
   EXPECT_NE(WaitForCode(known_client, false), grpc::StatusCode::OK) << server->Log();
 }
 
@@ -490,6 +510,9 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
   server.Signal(SIGHUP);
   ASSERT_TRUE(server.WaitForLog("2 tokens are accepted from now on", absl::Seconds(30)))
       << server.Log();
+  // Each named by its SHA-256's beginning, in file order (`printf %s new-token-9a47 |
+  // sha256sum` begins c78d0c26, old-token-5d2e's b0be765d).
+  EXPECT_THAT(server.Log(), HasSubstr("(SHA-256 beginning c78d0c26, b0be765d)"));
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
 
