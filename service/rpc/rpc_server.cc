@@ -359,8 +359,8 @@ void RpcServer::ReloadCredentials() {
       LogError(reloaded.message(), "; new connections still get the certificate read before (",
                tls_files_->certificate(), ")");
     } else {
-      LogInfo("read the TLS files again: new connections get the certificate ",
-              tls_files_->certificate(), " within a second");
+      LogInfo("read the TLS files again: within a second, new connections get the certificate ",
+              tls_files_->certificate());
     }
   }
   const std::string& file = options_.security.auth_token_file;
