@@ -44,6 +44,13 @@ absl::StatusOr<std::unique_ptr<client::Client>> ConnectTo(
   return client::Client::Connect(absl::StrCat("127.0.0.1:", port), security, timeout);
 }
 
+// A plaintext listener on loopback that requires `token`, written to `dir`/token.
+std::unique_ptr<ServerProcess> LaunchLoopbackServerWithToken(const std::string& dir,
+                                                             const std::string& token) {
+  WriteFile(dir + "/token", token + "\n");
+  return LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+}
+
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -360,9 +367,7 @@ TEST(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndLogged) {
 // and could not reach this host's loopback anyway.
 TEST(TokenTest, AProxyInTheEnvironmentNeverSeesACallToThisHost) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "s3cret-token-7c1f\n");
-  auto server =
-      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  auto server = LaunchLoopbackServerWithToken(dir, "s3cret-token-7c1f");
   ASSERT_TRUE(server->ready()) << server->Log();
   // The "proxy": a loopback listener nobody answers; a connection to it waits in its backlog.
   const int proxy = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -506,9 +511,13 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kUnauthenticated);
 
-  WriteFile(dir + "/token", "new-token-9a47\n\n  old-token-5d2e  \n");
-  server.Signal(SIGHUP);
-  ASSERT_TRUE(server.WaitForLog("2 tokens are accepted from now on", absl::Seconds(30)))
+  // Rewrites the server's token file (unless `tokens` is null), reloads, and waits for `logged`.
+  auto reload = [&](const char* tokens, const char* logged) {
+    if (tokens != nullptr) WriteFile(dir + "/token", tokens);
+    server.Signal(SIGHUP);
+    return server.WaitForLog(logged, absl::Seconds(30));
+  };
+  ASSERT_TRUE(reload("new-token-9a47\n\n  old-token-5d2e  \n", "2 tokens are accepted from now on"))
       << server.Log();
   // Each named by its SHA-256's beginning, in file order (`printf %s new-token-9a47 |
   // sha256sum` begins c78d0c26, old-token-5d2e's b0be765d).
@@ -516,18 +525,13 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
 
-  WriteFile(dir + "/token", "new-token-9a47\n");
-  server.Signal(SIGHUP);
-  ASSERT_TRUE(server.WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
-      << server.Log();
+  ASSERT_TRUE(reload("new-token-9a47\n", "1 token is accepted from now on")) << server.Log();
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
 
   // A file the server may not trust at a reload is said, and the tokens before stay.
   ::chmod((dir + "/token").c_str(), 0644);
-  server.Signal(SIGHUP);
-  ASSERT_TRUE(server.WaitForLog("calls still need one of the tokens read before", absl::Seconds(30)))
-      << server.Log();
+  ASSERT_TRUE(reload(nullptr, "calls still need one of the tokens read before")) << server.Log();
   EXPECT_THAT(server.Log(), HasSubstr("mode 0644"));
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
@@ -537,9 +541,7 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
 
 TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "old-token-5d2e\n");
-  auto server =
-      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e");
   ASSERT_TRUE(server->ready()) << server->Log();
   ExpectTokenRotation(*server, dir, [&](const std::string& token_file) {
     return ConnectTo(server->Port(), {.auth_token_file = token_file});
@@ -552,10 +554,8 @@ TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
 // restarted, every call failing UNAUTHENTICATED from the moment the server dropped it.
 TEST(TokenTest, AClientFollowsItsTokenFileThroughARotation) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "old-token-5d2e\n");
   WriteFile(dir + "/client-token", "old-token-5d2e\n");
-  auto server =
-      LaunchServer({.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e");
   ASSERT_TRUE(server->ready()) << server->Log();
   auto client = ConnectTo(server->Port(), {.auth_token_file = dir + "/client-token"});
   ASSERT_TRUE(client.ok()) << client.status();
