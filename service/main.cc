@@ -294,6 +294,12 @@ int Run(int argc, char** argv) {
   } else {
     asio::co_spawn(control, WatchSignals(signals, pool, sessions, server, stop, cut_drain),
                    asio::detached);
+    // On the control loop, as SIGHUP's reloads: the two never run at once.
+    asio::co_spawn(control, cnp::Every(std::chrono::minutes(1), [&server] {
+                     server.FollowTlsFiles();
+                     return true;
+                   }),
+                   asio::detached);
     cnp::LogInfo("ready");
     if (config->ready_fd >= 0) {
       (void)!::write(config->ready_fd, "ready\n", 6);

@@ -150,12 +150,12 @@ ABSL_FLAG(int64_t, max_couchdb_response_bytes, int64_t{64} << 20,
 
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks "
-          "TLS. SIGHUP reads it and the key again: a renewed pair serves new connections "
-          "without a restart");
+          "TLS. SIGHUP, and a check every minute, read it and the key again: a renewed pair "
+          "serves new connections without a restart");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600 or stricter)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM certificate authorities: TCP clients must present a certificate one of them "
-          "signed (mutual TLS); needs --tls-cert. SIGHUP reads it again");
+          "signed (mutual TLS); needs --tls-cert. Read again as --tls-cert is");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding a bearer token (mode 0600 or stricter): calls over TCP must send "
           "'authorization: Bearer <token>'. It may list several, one per line, any of them "

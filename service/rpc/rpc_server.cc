@@ -353,16 +353,29 @@ void RpcServer::ReopenAccessLog() {
   LogInfo("reopened the access log ", options_.security.access_log);
 }
 
-void RpcServer::ReloadCredentials() {
-  if (tls_files_ != nullptr) {
-    if (absl::Status reloaded = tls_files_->Reload(); !reloaded.ok()) {
-      LogError(reloaded.message(), "; new connections still get the certificate read before (",
+void RpcServer::ReloadTlsFiles(bool asked) {
+  if (tls_files_ == nullptr) return;
+  absl::StatusOr<bool> changed = tls_files_->Reload();
+  if (!changed.ok()) {
+    // Checked every minute: the same refusal is said once, not every minute.
+    const std::string refusal(changed.status().message());
+    if (asked || refusal != last_tls_refusal_) {
+      LogError(refusal, "; new connections still get the certificate read before (",
                tls_files_->certificate(), ")");
-    } else {
-      LogInfo("read the TLS files again: within a second, new connections get the certificate ",
-              tls_files_->certificate());
     }
+    last_tls_refusal_ = refusal;
+    return;
   }
+  last_tls_refusal_.clear();
+  if (*changed || asked) {
+    LogInfo(asked ? "read the TLS files again" : "the TLS files changed",
+            ": within a second, new connections get the certificate ",
+            tls_files_->certificate());
+  }
+}
+
+void RpcServer::ReloadCredentials() {
+  ReloadTlsFiles(/*asked=*/true);
   const std::string& file = options_.security.auth_token_file;
   if (tokens_ == nullptr || !tokens_->Required()) return;
   absl::StatusOr<std::vector<std::string>> read = ReadAuthTokens(file);

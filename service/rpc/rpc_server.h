@@ -118,6 +118,11 @@ class RpcServer {
   // made at start (a key that is not the certificate's, a token file with no token) are
   // logged and what was read before stays. Only after Start has returned.
   void ReloadCredentials();
+  // Every minute, so that a certificate renewed without a SIGHUP (a secret mounted in a
+  // container, a renewal without a deploy hook) is served too: the TLS files read again as
+  // SIGHUP does, said in the log when they changed or a change is refused. On the thread
+  // that sends SIGHUP's reloads.
+  void FollowTlsFiles() { ReloadTlsFiles(/*asked=*/false); }
   // Stops accepting calls, ends idle streams, lets calls in flight finish for up to `grace`,
   // then stops the work of the rest (uploads are told to stop, and `stop_work` runs) so that
   // they answer that the server shut down, cancels what is left a second later and joins the
@@ -137,6 +142,9 @@ class RpcServer {
   void ListenAll(grpc_asio::GrpcContext& context);
   // Before gRPC shuts down: every method asks for the calls waiting for it (see there).
   void AskForWaitingCalls();
+  // Reads the TLS files again; `asked` (a SIGHUP): always said in the log, else only a change
+  // or a new refusal.
+  void ReloadTlsFiles(bool asked);
   // Opens the listening sockets and registers one gRPC acceptor for each.
   absl::Status OpenListeners(grpc::ServerBuilder& builder);
 
@@ -148,6 +156,7 @@ class RpcServer {
   std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
   std::shared_ptr<AcceptedTokens> tokens_;
   std::unique_ptr<TlsFiles> tls_files_;  // TLS only; before the server that reads them
+  std::string last_tls_refusal_;         // what the last check of the TLS files refused
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only
   std::vector<std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor>> grpc_acceptors_;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -44,8 +45,8 @@ std::string DescribeCertificate(X509* certificate) {
 }
 
 // Whether `key` is the private key of the first certificate in `chain`, and what that
-// certificate is; an error naming the files when not. OpenSSL's error queue is left empty for
-// gRPC, which reads it on the same thread.
+// certificate is; an error naming the files when not. OpenSSL's error queue is left empty: it
+// is per thread, and whatever reads it next on this one must not find these errors.
 absl::StatusOr<std::string> CheckPair(const TransportSecurity& security, const std::string& chain,
                                       const std::string& key) {
   absl::Cleanup clear_errors = [] { ERR_clear_error(); };
@@ -58,8 +59,12 @@ absl::StatusOr<std::string> CheckPair(const TransportSecurity& security, const s
                                                    " holds no PEM certificate"));
   }
   BIO* key_bio = BIO_new_mem_buf(key.data(), static_cast<int>(key.size()));
+  // No passphrase: OpenSSL's default would ask for one on the terminal or stdin, and the
+  // server (its control loop, at a reload) would wait there.
   EVP_PKEY* private_key =
-      key_bio ? PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr) : nullptr;
+      key_bio ? PEM_read_bio_PrivateKey(
+                    key_bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr)
+              : nullptr;
   BIO_free(key_bio);
   absl::Cleanup free_key = [private_key] { EVP_PKEY_free(private_key); };
   if (private_key == nullptr) {
@@ -107,9 +112,9 @@ absl::StatusOr<Snapshot> ReadSnapshot(const TransportSecurity& security) {
   return snapshot;
 }
 
-// A memory file holding `content`, readable by this process only (close-on-exec: no worker
-// inherits the key). No copy of the key is left on a disk.
-absl::StatusOr<int> MemoryFile(const std::string& content) {
+// A memory file holding `content`, modified at `mtime`, readable by this process only
+// (close-on-exec: no worker inherits the key). No copy of the key is left in a file.
+absl::StatusOr<int> MemoryFile(const std::string& content, std::time_t mtime) {
   const int fd = ::memfd_create("cnp-tls", MFD_CLOEXEC);
   if (fd < 0) {
     return absl::InternalError(absl::StrCat("cannot hold the TLS files in memory (memfd_create): ",
@@ -126,23 +131,22 @@ absl::StatusOr<int> MemoryFile(const std::string& content) {
     }
     written += static_cast<size_t>(n);
   }
+  const timespec times[2] = {{.tv_sec = mtime, .tv_nsec = 0}, {.tv_sec = mtime, .tv_nsec = 0}};
+  ::futimens(fd, times);
   return fd;
 }
 
-// Makes `fd` (kept, -1 the first time) the memory file holding `content`: a new file put at the
-// same descriptor number at once (dup3), so that a read of its /proc path gets the old content
-// or the new, whole.
-absl::Status Replace(int& fd, const std::string& content) {
-  absl::StatusOr<int> fresh = MemoryFile(content);
-  if (!fresh.ok()) return fresh.status();
+// Puts `fresh` at descriptor `fd` (kept, -1 the first time) at once (dup3), so that a read of
+// its /proc path gets the old file or the new, whole.
+absl::Status Swap(int& fd, int fresh) {
   if (fd < 0) {
-    fd = *fresh;
+    fd = fresh;
     return absl::OkStatus();
   }
-  const bool replaced = ::dup3(*fresh, fd, O_CLOEXEC) >= 0;
+  const bool swapped = ::dup3(fresh, fd, O_CLOEXEC) >= 0;
   const int error = errno;
-  ::close(*fresh);
-  if (!replaced) {
+  ::close(fresh);
+  if (!swapped) {
     return absl::InternalError(
         absl::StrCat("cannot replace the TLS files in memory: ", std::strerror(error)));
   }
@@ -153,25 +157,50 @@ absl::Status Replace(int& fd, const std::string& content) {
 
 absl::StatusOr<std::unique_ptr<TlsFiles>> TlsFiles::Open(const TransportSecurity& security) {
   std::unique_ptr<TlsFiles> files(new TlsFiles(security));
-  if (absl::Status s = files->Reload(); !s.ok()) return s;
+  if (absl::StatusOr<bool> read = files->Reload(); !read.ok()) return read.status();
   return files;
 }
 
-TlsFiles::~TlsFiles() {
-  if (identity_fd_ >= 0) ::close(identity_fd_);
-  if (client_ca_fd_ >= 0) ::close(client_ca_fd_);
-}
+// The descriptors stay open until the process ends: gRPC's file watcher may read their paths
+// until its last reference goes, and a number closed and reused would have it read another
+// file.
+TlsFiles::~TlsFiles() = default;
 
-absl::Status TlsFiles::Reload() {
+absl::StatusOr<bool> TlsFiles::Reload() {
   absl::StatusOr<Snapshot> snapshot = ReadSnapshot(security_);
   if (!snapshot.ok()) return snapshot.status();
-  // The client CA first: a new certificate never serves before the CAs read with it.
-  if (!security_.tls_client_ca_file.empty()) {
-    if (absl::Status s = Replace(client_ca_fd_, snapshot->client_ca); !s.ok()) return s;
+  if (identity_fd_ >= 0 && snapshot->identity == identity_ && snapshot->client_ca == client_ca_) {
+    return false;
   }
-  if (absl::Status s = Replace(identity_fd_, snapshot->identity); !s.ok()) return s;
+  // gRPC reads the key and the chain by opening the path twice, and takes them as a pair when
+  // the file's modification time (whole seconds) did not change between: every new file is
+  // stamped a second after the one before, so that a swap between its two reads is seen.
+  const std::time_t mtime = std::max(std::time(nullptr), last_mtime_ + 1);
+  // Both made before either is swapped: a failure leaves what gRPC reads as it was.
+  int fresh_ca = -1;
+  if (!security_.tls_client_ca_file.empty()) {
+    absl::StatusOr<int> made = MemoryFile(snapshot->client_ca, mtime);
+    if (!made.ok()) return made.status();
+    fresh_ca = *made;
+  }
+  absl::StatusOr<int> fresh_identity = MemoryFile(snapshot->identity, mtime);
+  if (!fresh_identity.ok()) {
+    if (fresh_ca >= 0) ::close(fresh_ca);
+    return fresh_identity.status();
+  }
+  // The client CA first: a new certificate never serves before the CAs read with it.
+  if (fresh_ca >= 0) {
+    if (absl::Status s = Swap(client_ca_fd_, fresh_ca); !s.ok()) {
+      ::close(*fresh_identity);
+      return s;
+    }
+  }
+  if (absl::Status s = Swap(identity_fd_, *fresh_identity); !s.ok()) return s;
+  last_mtime_ = mtime;
+  identity_ = std::move(snapshot->identity);
+  client_ca_ = std::move(snapshot->client_ca);
   certificate_ = std::move(snapshot->certificate);
-  return absl::OkStatus();
+  return true;
 }
 
 std::string TlsFiles::identity_path() const { return absl::StrCat("/proc/self/fd/", identity_fd_); }

@@ -302,6 +302,24 @@ TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedAfterAReload) {
   EXPECT_NE(WaitForCode(known_client, false), grpc::StatusCode::OK) << server->Log();
 }
 
+// A key that needs a passphrase is refused, saying so: OpenSSL's default would have asked for
+// the passphrase on the terminal or stdin, and the server waited there (at a reload, its
+// control loop with it).
+TEST_F(TlsTest, AKeyWithAPassphraseIsRefusedWithoutAskingForIt) {
+  const std::string locked = certs_.dir + "/locked.key";
+  ASSERT_EQ(::cnp::testing::RunToCompletion({"openssl", "pkey", "-in", certs_.server_key,
+                                             "-aes256", "-passout", "pass:s3cret", "-out",
+                                             locked}),
+            0);
+  ::chmod(locked.c_str(), 0600);
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + locked}});
+  ASSERT_FALSE(server->ready());
+  EXPECT_NE(server->ExitCode(), 0);
+  EXPECT_THAT(server->Log(), HasSubstr("holds no PEM private key that can be read without a "
+                                       "passphrase"));
+}
+
 TEST_F(TlsTest, AKeyOthersCanReadIsRefused) {
   ::chmod(certs_.server_key.c_str(), 0644);
   auto server = LaunchServer({.args = {"--listen=127.0.0.1:0",
