@@ -255,6 +255,27 @@ RpcServer::RpcServer(ServerOptions options, calls::FunctionCalls& calls, Session
       sessions_(std::move(sessions)),
       upload_(std::move(upload)) {}
 
+namespace {
+
+// Clients refuse an expired certificate, and renewals are best made well before: said at start
+// and whenever the certificate served changes.
+constexpr absl::Duration kExpirySoon = absl::Hours(14 * 24);
+
+void WarnOfExpiry(const TlsFiles& files) {
+  const absl::Duration left = files.expires() - absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    LogError("the TLS certificate served (", files.certificate(),
+             ") has expired: clients refuse it; renew it (SIGHUP, or the check every minute, "
+             "takes the new one)");
+  } else if (left < kExpirySoon) {
+    LogWarning("the TLS certificate served (", files.certificate(), ") expires in ",
+               absl::FormatDuration(absl::Trunc(left, absl::Minutes(1))),
+               ": renew it (SIGHUP, or the check every minute, takes the new one)");
+  }
+}
+
+}  // namespace
+
 RpcServer::~RpcServer() {
   if (server_ != nullptr && !Shutdown(absl::ZeroDuration())) {
     // Destroying the contexts under a call still running would be a use after free.
@@ -270,6 +291,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
     absl::StatusOr<std::unique_ptr<TlsFiles>> files = TlsFiles::Open(security);
     if (!files.ok()) return files.status();
     tls_files_ = *std::move(files);
+    WarnOfExpiry(*tls_files_);
   }
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials =
       TcpServerCredentials(security, tls_files_.get());
@@ -371,6 +393,7 @@ void RpcServer::ReloadTlsFiles(bool asked) {
     LogInfo(asked ? "read the TLS files again" : "the TLS files changed",
             ": within a second, new connections get the certificate ",
             tls_files_->certificate());
+    WarnOfExpiry(*tls_files_);
   }
 }
 

@@ -28,7 +28,17 @@ struct Snapshot {
   std::string identity;  // the key, then the certificate chain
   std::string client_ca;
   std::string certificate;  // subject and expiry
+  absl::Time expires = absl::InfiniteFuture();
 };
+
+// When `certificate` stops being valid.
+absl::Time NotAfter(X509* certificate) {
+  std::tm expiry{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(certificate), &expiry) != 1) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromUnixSeconds(::timegm(&expiry));
+}
 
 // "CN=localhost, expires 2027-03-01 12:00 UTC", for the log.
 std::string DescribeCertificate(X509* certificate) {
@@ -45,10 +55,10 @@ std::string DescribeCertificate(X509* certificate) {
 }
 
 // Whether `key` is the private key of the first certificate in `chain`, and what that
-// certificate is; an error naming the files when not. OpenSSL's error queue is left empty: it
+// certificate is (and when it expires, in `expires`); an error naming the files when not. OpenSSL's error queue is left empty: it
 // is per thread, and whatever reads it next on this one must not find these errors.
 absl::StatusOr<std::string> CheckPair(const TransportSecurity& security, const std::string& chain,
-                                      const std::string& key) {
+                                      const std::string& key, absl::Time& expires) {
   absl::Cleanup clear_errors = [] { ERR_clear_error(); };
   BIO* chain_bio = BIO_new_mem_buf(chain.data(), static_cast<int>(chain.size()));
   X509* certificate = chain_bio ? PEM_read_bio_X509(chain_bio, nullptr, nullptr, nullptr) : nullptr;
@@ -78,6 +88,7 @@ absl::StatusOr<std::string> CheckPair(const TransportSecurity& security, const s
         security.tls_cert_file, " (", DescribeCertificate(certificate),
         "): replace both, each by renaming a new file into place, then reload"));
   }
+  expires = NotAfter(certificate);
   return DescribeCertificate(certificate);
 }
 
@@ -88,10 +99,12 @@ absl::StatusOr<Snapshot> ReadSnapshot(const TransportSecurity& security) {
   absl::StatusOr<std::string> key =
       ReadSecretFile(security.tls_key_file, "the private key (--tls-key)");
   if (!key.ok()) return key.status();
-  absl::StatusOr<std::string> certificate = CheckPair(security, *chain, *key);
+  absl::Time expires;
+  absl::StatusOr<std::string> certificate = CheckPair(security, *chain, *key, expires);
   if (!certificate.ok()) return certificate.status();
   Snapshot snapshot{.identity = absl::StrCat(*key, "\n", *chain),
-                    .certificate = *std::move(certificate)};
+                    .certificate = *std::move(certificate),
+                    .expires = expires};
   if (!security.tls_client_ca_file.empty()) {
     absl::StatusOr<std::string> ca = ReadPemFile("tls-client-ca", security.tls_client_ca_file,
                                                  PemFileWriters::kRootOrThisUser);
@@ -200,6 +213,7 @@ absl::StatusOr<bool> TlsFiles::Reload() {
   identity_ = std::move(snapshot->identity);
   client_ca_ = std::move(snapshot->client_ca);
   certificate_ = std::move(snapshot->certificate);
+  expires_ = snapshot->expires;
   return true;
 }
 

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "service/rpc/transport_security.h"
 
 namespace cnp::rpc {
@@ -38,6 +39,7 @@ class TlsFiles {
   std::string client_ca_path() const;
   // The certificate served, for the log: its subject and when it expires.
   const std::string& certificate() const { return certificate_; }
+  absl::Time expires() const { return expires_; }
 
  private:
   explicit TlsFiles(TransportSecurity security) : security_(std::move(security)) {}
@@ -50,6 +52,7 @@ class TlsFiles {
   std::string identity_;
   std::string client_ca_;
   std::string certificate_;
+  absl::Time expires_ = absl::InfiniteFuture();
 };
 
 }  // namespace cnp::rpc
