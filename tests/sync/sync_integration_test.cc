@@ -523,10 +523,7 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
   // The hand-made one and the hand-edited one stay, and the warnings name them.
   EXPECT_TRUE(Read("/account-m2/_design/towns")["views"].HasMember("mine"));
   EXPECT_EQ(std::string(Read("/account-m3/_design/towns")["note"].GetString()), "edited by hand");
-  std::vector<std::string> warnings;
-  for (const v1::UploadEvent& e : result.events) {
-    if (e.has_problem()) warnings.push_back(e.problem().message());
-  }
+  const std::vector<std::string> warnings = result.problem_messages();
   EXPECT_THAT(warnings, UnorderedElementsAre(
                             HasSubstr("_design/towns in account-m2 was not put there by cnp sync from reg6"),
                             HasSubstr("_design/towns in account-m3 was changed after cnp sync wrote it")));
@@ -554,10 +551,7 @@ TEST_F(SyncIntegrationTest, ARemovalSaysWhenAConflictingRevisionStaysInPlace) {
   UploadResult result = SyncOnce("reg_c");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_EQ(result.Outcome("_design/towns", "account-v1").action(), v1::DesignDocOutcome::REMOVED);
-  std::vector<std::string> warnings;
-  for (const v1::UploadEvent& e : result.events) {
-    if (e.has_problem()) warnings.push_back(e.problem().message());
-  }
+  const std::vector<std::string> warnings = result.problem_messages();
   EXPECT_THAT(warnings, UnorderedElementsAre(HasSubstr(
                             "_design/towns in account-v1 also had 1 conflicting revision(s) "
                             "(replication?), which this database's record does not vouch for; one "
@@ -573,10 +567,7 @@ TEST_F(SyncIntegrationTest, AConflictingRevisionOfAKeptDesignDocumentIsSaid) {
   ASSERT_NO_FATAL_FAILURE(SyncThenReplicateAConflict("reg_cf", "account-cf*", "account-cf1"));
   UploadResult result = SyncOnce("reg_cf");
   ASSERT_TRUE(result.status.ok()) << result.Dump();
-  std::vector<std::string> warnings;
-  for (const v1::UploadEvent& e : result.events) {
-    if (e.has_problem()) warnings.push_back(e.problem().message());
-  }
+  const std::vector<std::string> warnings = result.problem_messages();
   EXPECT_THAT(warnings, UnorderedElementsAre(HasSubstr(
                             "_design/towns in account-cf1 has 1 conflicting revision(s) (replication?), "
                             "left as they are: CouchDB serves one of them again if the winning revision "
@@ -609,10 +600,7 @@ TEST_F(SyncIntegrationTest, ARemovalLeavesWhatAnotherRegistrysSyncWroteAndSaysWh
   ASSERT_TRUE(result.status.ok()) << result.Dump();
   EXPECT_TRUE(Read("/account-p1/_design/towns").HasMember("_id"));
   EXPECT_TRUE(Read("/account-p2/_design/towns").HasMember("_id"));
-  std::vector<std::string> warnings;
-  for (const v1::UploadEvent& e : result.events) {
-    if (e.has_problem()) warnings.push_back(e.problem().message());
-  }
+  const std::vector<std::string> warnings = result.problem_messages();
   EXPECT_THAT(warnings,
               UnorderedElementsAre(
                   AllOf(HasSubstr("_design/towns in account-p1 was not put there by cnp sync from reg7"),

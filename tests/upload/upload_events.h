@@ -26,6 +26,14 @@ struct UploadResult {
     }
     return out;
   }
+  // What every problem reported says, whatever its severity, in order.
+  std::vector<std::string> problem_messages() const {
+    std::vector<std::string> out;
+    for (const auto& e : events) {
+      if (e.has_problem()) out.push_back(e.problem().message());
+    }
+    return out;
+  }
   std::vector<v1::DesignDocOutcome> outcomes() const {
     std::vector<v1::DesignDocOutcome> out;
     for (const auto& e : events) {
