@@ -297,6 +297,13 @@ TEST_F(TlsTest, AClientCaTakenOutIsNoLongerTrustedAfterAReload) {
   };
   ASSERT_EQ(known_client(), grpc::StatusCode::OK) << server->Log();
 
+  // An emptied CA file is refused at the reload, said, and the CAs before stay.
+  WriteFile(client_ca + ".new", "");
+  ASSERT_EQ(::rename((client_ca + ".new").c_str(), client_ca.c_str()), 0);
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("holds no PEM certificate", absl::Seconds(30))) << server->Log();
+  EXPECT_EQ(known_client(), grpc::StatusCode::OK) << server->Log();
+
   WriteFile(client_ca + ".new", ::cnp::testing::ReadFile(certs_.other_ca));
   ASSERT_EQ(::rename((client_ca + ".new").c_str(), client_ca.c_str()), 0);
   server->Signal(SIGHUP);
