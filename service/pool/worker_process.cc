@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "service/worker/protocol/server_gone_signal.h"
 
 namespace cnp::pool {
 
@@ -46,9 +47,6 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
     return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
   }
   if (pid == 0) {
-    // A worker must not outlive the server that feeds it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -59,7 +57,14 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
     // function starts (Python's subprocess restores only SIGPIPE and SIGXFSZ), which could then
     // not be terminated.
     ::setpgid(0, 0);
-    for (int sig : {SIGHUP, SIGPIPE, SIGINT, SIGQUIT, SIGTERM}) ::signal(sig, SIG_DFL);
+    for (int sig : {SIGHUP, SIGPIPE, SIGINT, SIGQUIT, SIGTERM, worker::kServerGoneSignal}) {
+      ::signal(sig, SIG_DFL);
+    }
+    // A worker must not outlive the server that feeds it, nor must what its functions started
+    // (server_gone_signal.h). After the signal's default action is restored: one the server
+    // ignored would be ignored here too.
+    ::prctl(PR_SET_PDEATHSIG, worker::kServerGoneSignal);
+    if (::getppid() != parent) ::_exit(127);
     // dup2 onto itself keeps close-on-exec: cleared by hand then.
     if (fds[1] == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(fds[1], 3) < 0) ::_exit(127);
     ::close_range(4, ~0U, 0);

@@ -2,6 +2,7 @@
 // outlives the grace, an idle CouchDB session at shutdown, a terminal's Ctrl-C, and a storm of
 // SIGHUPs.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -146,6 +147,42 @@ TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceStopsItThenAndExitsZero) 
   absl::Status call = stuck.Wait();
   EXPECT_FALSE(call.ok());
   EXPECT_THAT(server->Log(), HasSubstr("stopped"));
+}
+
+// A server killed outright (SIGKILL, the OOM killer) stops nothing itself. Its workers died with
+// it, but a process a function had started ran on (600 s here), beyond every limit and with no
+// server to stop it: each worker now takes its process group with it.
+TEST(LifecycleTest, AKilledServerTakesTheProcessesItsFunctionsStartedWithIt) {
+  auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1);
+  ASSERT_NE(server, nullptr);
+  auto client = server->Connect();
+  const std::string dir = testing::MakeTempDir("fifo");
+  const std::string held = dir + "/held", ready = dir + "/ready", release = dir + "/release";
+  for (const std::string& fifo : {held, ready, release}) {
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  }
+  // Opened first, so that the function's open for writing does not wait for a reader.
+  const int child_alive = ::open(held.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(child_alive, 0);
+  auto call = std::async(std::launch::async, [&] {
+    return client->Map({"svc_fns.starts_a_child"},
+                       {Doc("held", absl::StrCat(R"("held":")", held, R"(","ready":")", ready,
+                                                 R"(","release":")", release, "\""))},
+                       absl::Seconds(120));
+  });
+  // Opening the read end returns once the function opened the write end: it has started its
+  // child and is waiting.
+  ::close(::open(ready.c_str(), O_RDONLY));
+
+  server->Signal(SIGKILL);
+  const int status = server->WaitForExit();
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << DescribeStatus(status);
+  // The write end closes when the last process holding it ends: the function's child.
+  pollfd hang_up{.fd = child_alive, .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&hang_up, 1, 30000), 1) << "the function's child outlived the server";
+  EXPECT_TRUE(hang_up.revents & POLLHUP);
+  ::close(child_alive);
+  EXPECT_FALSE(call.get().ok());
 }
 
 // Ctrl-C at a terminal signals the whole foreground job: the server and its workers; so do
