@@ -336,10 +336,11 @@ int RunDeriveCommand(int argc, char** argv) {
   // A cnp-server that does not answer yet (restarting, or starting after this) is waited for
   // as one that goes away later is (--help): a unit started with the server's must not die.
   const std::string target = args->Get("target", DefaultTarget());
+  // From before the first try, whose wait counts too (--service-wait=10s took 15 s).
+  const absl::Time waiting_since = absl::Now();
   auto cnp = client::Client::Connect(
       target, cli::ConnectionSecurity(*args),
       args->Has("once") ? std::min(service_wait, absl::Seconds(5)) : absl::Seconds(5));
-  const absl::Time waiting_since = absl::Now();
   absl::Duration retry = absl::Milliseconds(100);
   for (absl::Time said = absl::InfinitePast(); !cnp.ok() && absl::IsUnavailable(cnp.status());) {
     if (args->Has("once") && absl::Now() - waiting_since >= service_wait) {
