@@ -116,7 +116,8 @@ absl::StatusOr<bool> Lease::Write(CouchDb& couch, const std::string& rev) {
   doc.AddMember("settle_at_ms", absl::ToUnixMillis(now + timeout_ + max_write_), a);
   // Bounded as the writes are: a renewal that hangs must not hold mu_ for long.
   absl::StatusOr<rapidjson::Document> answer =
-      couch.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc), "writing the lease", max_write_);
+      couch.Put(LocalDocPath(database_, doc_id_), couchdb::ToJson(doc),
+                absl::StrCat("writing the lease in ", database_), max_write_);
   if (absl::IsAborted(answer.status())) {  // 409: another instance wrote it first
     held_ = false;
     deadline_ns_.store(0);
@@ -175,7 +176,7 @@ absl::StatusOr<bool> Lease::TryAcquire() {
 
 absl::StatusOr<bool> Lease::ReadAndWrite() {
   absl::StatusOr<std::optional<rapidjson::Document>> current =
-      couch_.GetIfExists(LocalDocPath(database_, doc_id_), "reading the lease");
+      couch_.GetIfExists(LocalDocPath(database_, doc_id_), absl::StrCat("reading the lease in ", database_));
   if (!current.ok()) return current.status();
   if (!current->has_value()) return Write(couch_, "");
   const rapidjson::Document& doc = **current;
