@@ -10,19 +10,18 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <sstream>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "client/cli/arguments.h"
 #include "client/cli/line_stream.h"
 #include "client/derive/couch_db.h"
 #include "client/derive/declaration.h"
 #include "client/derive/deriver.h"
+#include "client/derive/holder_id.h"
 #include "client/derive/preflight.h"
 #include "client/derive/lease.h"
 #include "client/lib/cnp_client.h"
@@ -164,7 +163,8 @@ answers {"couchdb":"Welcome",...} (pouchdb-server's {"express-pouchdb":"Welcome!
 taken too); a database's URL is refused before anything is written.
 
 Exit status: 0 caught up (--once) with no document's error recorded in this run, or with
---once another instance holds the lease (it says which; that instance does the work), or a
+--once another instance holds the lease (it says which; that instance does the work; a holder
+of this host that has ended is waited out instead, and the run does the work), or a
 follower stopped by SIGINT/SIGTERM (once the work in hand is written; a second signal ends it at
 once, by that signal, and the next run resumes from the checkpoints); 1 an error; 2 a usage
 error (a COUCHDB_URL that is not CouchDB's root among them); 3 --once caught up, but this run
@@ -242,13 +242,6 @@ absl::Status ParseDurationFlag(const cli::Arguments& args, const char* name, abs
                                                    " is not a positive duration like 500ms or 2m"));
   }
   return absl::OkStatus();
-}
-
-std::string HolderId() {
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  std::random_device random;
-  return absl::StrFormat("%s:%d:%08x", host, getpid(), random());
 }
 
 }  // namespace
@@ -376,7 +369,7 @@ int RunDeriveCommand(int argc, char** argv) {
   std::signal(SIGINT, OnStopSignal);
   std::signal(SIGTERM, OnStopSignal);
   const bool once = args->Has("once");
-  const std::string holder = HolderId();
+  const std::string holder = NewHolderId();
   // The lease is held in every target this instance writes, so that an instance of another
   // declaration (one target more or fewer, during a rolling deploy) that writes any of them
   // waits for it, wherever its own targets begin.
@@ -438,6 +431,10 @@ int RunDeriveCommand(int argc, char** argv) {
   while (!stop_requested) {
     // Wait for the lease.
     bool said_waiting = false;
+    // --once: a holder of this host that has ended, whose lease is waited out, and when it
+    // expires (unless it renews it after all: then it is alive, in a pid namespace of its own).
+    std::string ended_holder;
+    absl::Time ended_holder_expiry = absl::InfiniteFuture();
     while (!stop_requested) {
       absl::StatusOr<bool> acquired = lease.TryAcquire();
       if (!acquired.ok()) {
@@ -455,7 +452,23 @@ int RunDeriveCommand(int argc, char** argv) {
         absl::SleepFor(lease.wait_hint());
         continue;
       }
-      if (once) {
+      if (once && lease.other_holder() != ended_holder &&
+          HolderEndedOnThisHost(lease.other_holder())) {
+        // Killed, or its host restarted: nothing does the work until the lease expires, and a
+        // cron job's run that left it would say everything is well for as long.
+        ended_holder = lease.other_holder();
+        ended_holder_expiry = absl::Now() + lease.wait_hint();
+        cli::StderrLines() << absl::StrCat(
+            "cnp derive: ", declaration->name, ": the lease is held by ", Printable(ended_holder),
+            " (in ", lease.blocked_in(), "), a process of this host that has ended; taking the "
+            "lease over once it expires, in ",
+            absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100))), "\n");
+        said_waiting = true;
+      }
+      const bool ended_holder_waited =
+          once && lease.other_holder() == ended_holder &&
+          absl::Now() < ended_holder_expiry + poll + absl::Seconds(1);
+      if (once && !ended_holder_waited) {
         // The holder is doing the work (a follower keeps it caught up): nothing to wait for,
         // and nothing for a cron job to alarm about.
         cli::StderrLines() << absl::StrCat(

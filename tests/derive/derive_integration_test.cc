@@ -1686,6 +1686,36 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   EXPECT_THAT(once->output, Not(HasSubstr("holding the lease")));
 }
 
+// Found by a probe: a follower killed (SIGKILL) left its lease to expire, and until it did, a
+// cron job's `--once` said the dead holder did the work and exited 0, every run, while nothing
+// did. A holder of this host that has ended is waited out, and the run does the work.
+TEST_F(DeriveTest, OnceTakesOverTheLeaseOfAHolderOfThisHostThatHasEnded) {
+  Fill("dead_src", R"([{"_id":"a","town":"Oslo"}])");
+  std::string declaration = Declare(TownsDeclaration("dead", "dead_src", "dead_map"));
+  auto follower = ChildProcess::Start(Command(declaration, {"--lease-timeout=3s", "--lease-renew=500ms"}), dir_,
+                                      "holding the lease as ", kRunTimeout);
+  ASSERT_TRUE(follower.ok()) << follower.status();
+  ASSERT_TRUE((*follower)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*follower)->output();
+  const std::string out = (*follower)->output();
+  const size_t as = out.find("holding the lease as ") + 21;
+  const std::string holder = out.substr(as, out.find('\n', as) - as);
+  ASSERT_EQ(kill((*follower)->pid(), SIGKILL), 0);
+  (*follower)->WaitForExitCode(kRunTimeout);
+  Fill("dead_src", R"([{"_id":"b","town":"Lima"}])");
+
+  absl::StatusOr<Exited> once = RunToExit(Command(declaration, {"--once", "--lease-timeout=3s"}), "cnp derive");
+  ASSERT_TRUE(once.ok()) << once.status();
+  EXPECT_EQ(once->exit_code, 0) << once->output;
+  EXPECT_THAT(once->output, HasSubstr(absl::StrCat("dead: the lease is held by ", holder,
+                                                   " (in dead_map), a process of this host that has ended; "
+                                                   "taking the lease over once it expires, in ")));
+  EXPECT_THAT(once->output, HasSubstr("holding the lease as "));
+  EXPECT_THAT(once->output, Not(HasSubstr("which does the work")));
+  std::multimap<std::string, std::string> sources;
+  for (auto& [id, doc] : Derived("dead_map")) sources.emplace(doc["mr_key"].GetString(), doc["mr_source_id"].GetString());
+  EXPECT_THAT(sources, ::testing::UnorderedElementsAre(::testing::Pair("Oslo", "a"), ::testing::Pair("Lima", "b")));
+}
+
 // `systemctl restart cnp-server` under a follower: the Map call finds no server, the follower
 // says so and tries again (from the checkpoint) until one answers on the same socket, and the
 // changes made meanwhile are all derived, none recorded as failed.
