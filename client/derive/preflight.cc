@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/function_parameters.h"
 
 namespace cnp::derive {
 
@@ -67,6 +68,9 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
         problem = absl::StrCat("it returns ", returns,
                                " without running its body, so every document would fail with "
                                "a TypeError (take out its yield or async)");
+      }
+      if (problem.empty() && f.has_parameters()) {
+        problem = ParameterProblem(s.reduce ? FunctionRole::kReduce : FunctionRole::kMap, f.parameters());
       }
       if (problem.empty()) continue;
       return absl::InvalidArgumentError(absl::StrCat(

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/call_limit.h"
+#include "common/function_parameters.h"
 #include "common/utf8_text.h"
 #include "rapidjson/pointer.h"
 
@@ -64,6 +66,30 @@ std::string UnrunBodyProblem(const std::vector<std::string>& path,
                         "(take out its yield or async)");
   }
   return "";
+}
+
+// The kind of function a design document's `path` holds, when its arguments are fixed (a list
+// is given (head, req) or, as a generator, its rows too; a rewrite's rule is its own).
+std::optional<FunctionRole> RoleAt(const std::vector<std::string>& path) {
+  if (path.empty()) return std::nullopt;
+  const std::string& section = path.front();
+  if (section == "views" && path.size() == 3) {
+    if (path[2] == "map") return FunctionRole::kMap;
+    if (path[2] == "reduce") return FunctionRole::kReduce;
+  }
+  if (section == "validate_doc_update") return FunctionRole::kValidate;
+  if (section == "filters") return FunctionRole::kFilter;
+  if (section == "shows") return FunctionRole::kShow;
+  if (section == "updates") return FunctionRole::kUpdate;
+  return std::nullopt;
+}
+
+// Why the function `resolved` describes cannot take the arguments passed at `path`, or "".
+std::string ParametersProblem(const std::vector<std::string>& path,
+                              const v1::ResolvedFunction& resolved) {
+  const std::optional<FunctionRole> role = RoleAt(path);
+  if (!role || !resolved.has_parameters()) return "";
+  return ParameterProblem(*role, resolved.parameters());
 }
 
 rapidjson::Pointer PointerTo(const std::vector<std::string>& path) {
@@ -125,6 +151,8 @@ absl::Status ResolveVersions(pool::TaskRunner& runner, absl::Time deadline,
       } else if (std::string unrun = UnrunBodyProblem(ref.path, resolved->body());
                  !unrun.empty()) {
         problems.Error(ref.location, absl::StrCat("\"", ref.name, "\" ", unrun));
+      } else if (std::string unfit = ParametersProblem(ref.path, *resolved); !unfit.empty()) {
+        problems.Error(ref.location, absl::StrCat("\"", ref.name, "\": ", unfit));
       } else {
         const std::string& versioned =
             resolved->versioned_name().empty() ? ref.name : resolved->versioned_name();

@@ -6,6 +6,8 @@
 #include "service/worker/call_context.h"
 #include "service/worker/failed_imports.h"
 #include "service/worker/name_suggestion.h"
+#include "service/worker/py_ref.h"
+#include "service/worker/py_text.h"
 #include "service/worker/task_support.h"
 #include "service/worker/tasks.h"
 #include "service/worker/unrun_body.h"
@@ -21,6 +23,31 @@ cnp::v1::ResolvedFunction::Body ToProto(Body body) {
     case Body::kAsyncGenerator: return cnp::v1::ResolvedFunction::ASYNC_GENERATOR;
   }
   return cnp::v1::ResolvedFunction::PLAIN;
+}
+
+// The parameters a Python function's own code declares (as accepted_arguments.h reads them: not
+// a decorator's __wrapped__, since the wrapper is what is called). Nothing for other callables.
+void DescribeParameters(PyObject* function, cnp::v1::ResolvedFunction::Parameters& parameters) {
+  auto* code = reinterpret_cast<PyCodeObject*>(PyFunction_GetCode(function));
+  PyObject* defaults = PyFunction_GetDefaults(function);  // a tuple, or nullptr
+  const int with_default = defaults != nullptr ? static_cast<int>(PyTuple_GET_SIZE(defaults)) : 0;
+  parameters.set_positional(code->co_argcount);
+  parameters.set_required(code->co_argcount - with_default);
+  parameters.set_varargs((code->co_flags & CO_VARARGS) != 0);
+  if (code->co_kwonlyargcount == 0) return;
+  PyRef names = PyRef::Steal(PyCode_GetVarnames(code));
+  if (!names) {
+    PyErr_Clear();
+    return;
+  }
+  PyObject* keyword_defaults = PyFunction_GetKwDefaults(function);  // a dict, or nullptr
+  for (int i = code->co_argcount; i < code->co_argcount + code->co_kwonlyargcount; ++i) {
+    PyObject* name = PyTuple_GET_ITEM(names.get(), i);
+    const int has_default =
+        keyword_defaults != nullptr ? PyDict_Contains(keyword_defaults, name) : 0;
+    if (has_default < 0) PyErr_Clear();
+    if (has_default == 0) parameters.add_keyword_only_required(Utf8Text(name));
+  }
 }
 
 // The bytes `resolved` adds to the answer: itself, and its tag and length in the list.
@@ -66,6 +93,9 @@ void ResolveOne(FunctionRegistry& registry, const std::string& text, bool versio
   }
   resolved.set_module((*function)->module);
   resolved.set_body(ToProto(BodyOf((*function)->callable.get())));
+  if (PyFunction_Check((*function)->callable.get())) {
+    DescribeParameters((*function)->callable.get(), *resolved.mutable_parameters());
+  }
   resolved.set_has_version((*function)->version.has_value());
   resolved.set_version((*function)->version.value_or(0));
   resolved.set_versioned_name(

@@ -1581,6 +1581,20 @@ TEST_F(DeriveTest, AnAsyncHandlerStopsTheRunAndWritesNothing) {
   ASSERT_TRUE(IsMissing("/async_map"));
 }
 
+// A reduce named as a map handler: every document would fail with a TypeError (three
+// parameters without a default, one document passed).
+TEST_F(DeriveTest, AHandlerThatCannotTakeItsArgumentsStopsTheRunAndWritesNothing) {
+  Fill("unfit_src", R"([{"_id":"a","town":"Oslo"}])");
+  absl::StatusOr<Exited> run = RunToExit(
+      Command(Declare(TownsDeclaration("unfit", "unfit_src", "unfit_map", "derive_fns.total")), {"--once"}),
+      "map handler derive_fns.total (unfit_src -> unfit_map)");
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 2) << run->output;
+  EXPECT_THAT(run->output, HasSubstr("as a map function it is given 1 argument (the document), but it requires 2"));
+  EXPECT_THAT(run->output, HasSubstr("; nothing was written"));
+  ASSERT_TRUE(IsMissing("/unfit_map"));
+}
+
 TEST_F(DeriveTest, AMissingSourceDatabaseStopsTheRunBeforeAnythingIsWritten) {
   absl::StatusOr<Exited> run = RunToExit(
       Command(Declare(TownsDeclaration("nosrc", "no_such_src", "nosrc_map")), {"--once"}),

@@ -1,5 +1,6 @@
 // The Uploader with the real worker pool (cnp-worker processes importing tests/upload/pyfns):
 // versions come from the functions' own @version, and import problems are the worker's.
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -164,6 +165,46 @@ TEST_F(RealPoolUploadTest, FunctionsThatWouldRunNoneOfTheirBodyAreRefusedWhereTh
     }
   }
   EXPECT_THAT(lines, UnorderedElementsAre(4, 5, 7, 10, 12)) << result.Dump();
+}
+
+// Found by a review: a reduce or a validate_doc_update named as a map passed the check, and the
+// view stayed empty (each document's call failed with a TypeError). What each kind is passed is
+// fixed; a function whose parameters cannot take it is refused where it is named.
+TEST_F(RealPoolUploadTest, FunctionsWhoseParametersCannotTakeWhatTheirKindIsPassedAreRefused) {
+  UploadResult result = Check(
+      "d:\n"                                                                       // 1
+      "  views:\n"                                                                 // 2
+      "    reduce_as_map: uploadfns.count_towns\n"                                 // 3
+      "    validate_as_map: uploadfns.validate\n"                                  // 4
+      "    none: uploadfns.no_parameters\n"                                        // 5
+      "    keyword: uploadfns.needs_keyword\n"                                     // 6
+      "    defaulted: uploadfns.map_with_default\n"                                // 7 fine
+      "    anything: uploadfns.takes_anything\n"                                   // 8 fine
+      "    two: {map: uploadfns.plain_map, reduce: uploadfns.two_value_reduce}\n"  // 9 fine
+      "    one: {map: uploadfns.plain_map, reduce: uploadfns.one_parameter}\n"     // 10
+      "  validate_doc_update: uploadfns.one_parameter\n"                           // 11 fine: (new)
+      "  filters:\n"                                                               // 12
+      "    oslo: uploadfns.validate\n"                                             // 13
+      "  shows:\n"                                                                 // 14
+      "    town: uploadfns.map_with_default\n");                                   // 15 fine
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  std::map<int, std::string> problems;
+  for (const v1::UploadProblem& p : result.errors()) problems[p.location().line()] = p.message();
+  EXPECT_THAT(problems, ::testing::ElementsAre(::testing::Key(3), ::testing::Key(4), ::testing::Key(5),
+                                               ::testing::Key(6), ::testing::Key(10), ::testing::Key(13)))
+      << result.Dump();
+  EXPECT_THAT(problems[3], HasSubstr("\"uploadfns.count_towns\": as a map function it is given 1 "
+                                     "argument (the document), but it requires 3 (its positional "
+                                     "parameters without a default): every call would fail with a "
+                                     "TypeError"));
+  EXPECT_THAT(problems[5], HasSubstr("as a map function it is given 1 argument (the document), but "
+                                     "it takes none"));
+  EXPECT_THAT(problems[6], HasSubstr("its keyword-only parameters without a default (town) are "
+                                     "never given"));
+  EXPECT_THAT(problems[10], HasSubstr("as a reduce function it is given 3 arguments (keys, values, "
+                                      "rereduce), but it takes 1"));
+  EXPECT_THAT(problems[13], HasSubstr("as a filter it is given 2 arguments (the document, the "
+                                      "request), but it requires 4"));
 }
 
 TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {

@@ -50,3 +50,28 @@ def generator_list(head, req, rows):
 
 def generator_reduce(keys, values, rereduce):
     yield len(values)
+
+
+# Parameters that take, or cannot take, what each kind of function is passed.
+def no_parameters():
+    return []
+
+
+def needs_keyword(doc, *, town):
+    return [(town, None)]
+
+
+def map_with_default(doc, extra=None):
+    return [(doc["_id"], extra)]
+
+
+def takes_anything(*args, **kwargs):
+    return [(args[0]["_id"], None)]
+
+
+def two_value_reduce(keys, values):
+    return len(values)
+
+
+def one_parameter(doc):
+    return []
