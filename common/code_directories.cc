@@ -37,7 +37,7 @@ std::vector<CodeDirectory> CodeDirectories(const std::vector<std::string>& pytho
 absl::Status CheckCodeDirectories(const std::vector<CodeDirectory>& dirs) {
   for (const CodeDirectory& dir : dirs) {
     std::error_code error;
-    if (dir.source == CodeSource::kPythonPathFlag &&
+    if (dir.source != CodeSource::kPythonPathVariable &&
         !std::filesystem::is_directory(dir.path, error)) {
       return absl::NotFoundError(
           absl::StrCat(dir.Setting(), " ", dir.path, " is not a directory"));

@@ -36,8 +36,8 @@ std::vector<CodeDirectory> CodeDirectories(const std::vector<std::string>& pytho
                                            const char* pythonpath_variable,
                                            const std::string& virtualenv);
 
-// The first refusal among `dirs`: NOT_FOUND for a --python-path that is not a directory (a
-// PYTHONPATH entry may be missing, as Python allows), FAILED_PRECONDITION for one another user
+// The first refusal among `dirs`: NOT_FOUND for a --python-path or --virtualenv that is not a
+// directory (a PYTHONPATH entry may be missing, as Python allows), FAILED_PRECONDITION for one another user
 // could change (common/code_directory.h).
 absl::Status CheckCodeDirectories(const std::vector<CodeDirectory>& dirs);
 

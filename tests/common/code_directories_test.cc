@@ -51,6 +51,15 @@ TEST(CodeDirectoriesTest, AMissingPythonPathIsRefusedAMissingVariableEntryIsNot)
   EXPECT_TRUE(CheckCodeDirectories(CodeDirectories({}, missing.c_str(), "")).ok());
 }
 
+// Found by a review: a --virtualenv that does not exist passed, and the server exited 1 once no
+// worker could start (which systemd restarts every second), not 2 before anything started.
+TEST(CodeDirectoriesTest, AMissingVirtualenvIsRefused) {
+  const std::string missing = testing::MakeTempDir("code") + "/venv";
+  absl::Status venv = CheckCodeDirectories(CodeDirectories({}, nullptr, missing));
+  EXPECT_EQ(venv.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(venv.message(), "--virtualenv " + missing + " is not a directory");
+}
+
 TEST(CodeDirectoriesTest, OneOthersMayWriteToIsRefusedNamingItsSetting) {
   const std::string open = testing::MakeTempDir("open");
   ASSERT_EQ(::chmod(open.c_str(), 0775), 0);

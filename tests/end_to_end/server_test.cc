@@ -661,5 +661,15 @@ TEST(ServerTest, RejectsBadFlagsWithAMessage) {
   EXPECT_THAT(server.status().message(), HasSubstr("/no/such/dir is not a directory"));
 }
 
+TEST(ServerTest, AMissingVirtualenvIsAUsageErrorBeforeAnyWorkerStarts) {
+  testing::ServerOptions options;
+  options.args = {"--workers=1", "--virtualenv=/no/such/venv"};
+  auto server = ServerProcess::Launch(options);
+  ASSERT_FALSE(server->ready());
+  EXPECT_EQ(server->ExitCode(), 2) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("--virtualenv /no/such/venv is not a directory"));
+  EXPECT_THAT(server->Log(), Not(HasSubstr("started (pid")));
+}
+
 }  // namespace
 }  // namespace cnp
