@@ -167,6 +167,14 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
     ::close(fd);
     return cannot("it is a directory; give the YAML file");
   }
+  // A device holds no settings, and the trust check's advice for one every user may write
+  // (/dev/null: `chmod go-w /dev/null`) would break the host. A pipe is read as cat reads it
+  // (--config=<(...) is one).
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    ::close(fd);
+    return cannot(absl::StrCat("it is a ", S_ISSOCK(st.st_mode) ? "socket" : "device",
+                               ", not a file; give the YAML file"));
+  }
   // Its settings decide whom the server lets in (--allow-uid) and what it runs as workers
   // (--worker-binary): a file another user may change would hand them this server's user.
   if (absl::Status trusted = CheckTrustedFile(path, st, "config file",

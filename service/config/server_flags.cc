@@ -119,7 +119,7 @@ ABSL_FLAG(int, max_sessions, 64,
           "most 256");
 ABSL_FLAG(int, spare_session_workers, 1,
           "started workers kept ready so a new direct session does not wait for Python (none "
-          "without a unix --listen: direct sessions come only through one)");
+          "without a unix --listen: direct sessions come only through one); at most --max-sessions");
 ABSL_FLAG(std::vector<std::string>, allow_uid, {},
           "user (uid or name) whose processes may use this server's unix sockets besides its own "
           "user and root, checked with SO_PEERCRED on every connection; repeatable");

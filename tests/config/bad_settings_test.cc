@@ -160,11 +160,16 @@ TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
   auto directory = Launch(dir, {"--workers=1", "--config=" + dir});
   ExpectRefused(*directory, "cannot read config file " + dir + ": it is a directory");
 
-  // /dev/zero, which every user may write, is refused for that before it is read (the rule of
-  // tests/security/files/trusted_files_test); the size bound still stops a file too large to
-  // be settings.
-  auto endless = Launch(dir, {"--workers=1", "--config=/dev/zero"});
-  ExpectRefused(*endless, "config file /dev/zero is writable by every user");
+  // A device is no file of settings: it is not read, and not met with the advice of the
+  // trust check (tests/security/files/trusted_files_test) for a file every user may write,
+  // which was `chmod go-w /dev/null` (found by a review). The size bound still stops a file too
+  // large to be settings.
+  for (const char* device : {"/dev/zero", "/dev/null"}) {
+    auto endless = Launch(dir, {"--workers=1", absl::StrCat("--config=", device)});
+    ExpectRefused(*endless, absl::StrCat("cannot read config file ", device,
+                                         ": it is a device, not a file; give the YAML file"));
+    EXPECT_THAT(endless->Log(), Not(HasSubstr("chmod"))) << device;
+  }
   WriteFile(dir + "/huge.yaml", std::string((1 << 20) + 1, '#'), 0644);
   auto huge = Launch(dir, {"--workers=1", "--config=" + dir + "/huge.yaml"});
   ExpectRefused(*huge, "cannot read config file " + dir + "/huge.yaml: larger than 1048576 bytes");
@@ -220,6 +225,8 @@ INSTANTIATE_TEST_SUITE_P(
         OutOfRange{"max-sessions", "-1", "between 0 (no direct sessions) and 256"},
         OutOfRange{"max-sessions", "257", "between 0 (no direct sessions) and 256"},
         OutOfRange{"spare-session-workers", "-2", "0 (none) or more"},
+        // Found by a review: 1000 was taken without a word, and 64 spares started (1.5 GiB).
+        OutOfRange{"spare-session-workers", "65", "between 0 (none) and max_sessions (64)"},
         OutOfRange{"max-calls-per-worker", "-1", "0 (never) or more"},
         OutOfRange{"worker-memory-mb", "-1", "0 (no cap), or between 64 and 8796093022207"},
         // Found by a review: a cap below what a worker holds as it starts was taken, and the
