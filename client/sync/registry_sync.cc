@@ -258,7 +258,8 @@ absl::Status RegistrySync::LoadRegistry() {
     }
     return absl::NotFoundError(absl::StrCat(
         "the registry database \"", registry_, "\" does not exist at ", couch_.base_url(),
-        "; register design documents first: cnp upload --register ", registry_,
+        "; create it (PUT ", ::cnp::couchdb::DatabasePath(registry_),
+        "), then register design documents in it: cnp upload --register ", registry_,
         " COUCHDB_URL FILE.yml"));
   }
   if (!read.ok()) return read;

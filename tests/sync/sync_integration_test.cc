@@ -707,14 +707,24 @@ TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere
   EXPECT_THAT(err2.str(), HasSubstr("offers no _db_updates"));
   EXPECT_THAT(err2.str(), HasSubstr("cnp sync --once"));
 
+  // A registry that does not exist: the message says to create it, as `cnp upload --register`
+  // would say next (it said to register first, and that said to create it first).
+  std::ostringstream out_missing, err_missing;
+  status = client::sync::RunSync({"cnp sync", "--once", server_->url(), "noreg"},
+                                 {.out = out_missing, .err = err_missing, .env = no_env});
+  EXPECT_EQ(status, 1);
+  EXPECT_THAT(err_missing.str(), HasSubstr("the registry database \"noreg\" does not exist at "));
+  EXPECT_THAT(err_missing.str(), HasSubstr("; create it (PUT /noreg), then register design documents in "
+                                           "it: cnp upload --register noreg COUCHDB_URL FILE.yml"));
+
   // A database's URL given as CouchDB's: every database looked missing under it, the registry
-  // first ("does not exist; register design documents first").
+  // first ("does not exist; ... register design documents in it").
   std::ostringstream out3, err3;
   status = client::sync::RunSync({"cnp sync", "--once", server_->url() + "/reg5", "reg5"},
                                  {.out = out3, .err = err3, .env = no_env});
   EXPECT_EQ(status, 1);
   EXPECT_THAT(err3.str(), HasSubstr("/reg5 is the URL of the database reg5, not CouchDB's root"));
-  EXPECT_THAT(err3.str(), Not(HasSubstr("register design documents first")));
+  EXPECT_THAT(err3.str(), Not(HasSubstr("register design documents in it")));
 
   // Found by a review: a URL that is not CouchDB at all was answered "the registry database
   // does not exist; register design documents first", as if CouchDB had said so.
@@ -723,7 +733,7 @@ TEST_F(SyncIntegrationTest, TheCommandRunsOnePassAndFollowingSaysWhyItCannotHere
                                  {.out = out4, .err = err4, .env = no_env});
   EXPECT_EQ(status, 1);
   EXPECT_THAT(err4.str(), HasSubstr("not CouchDB's root"));
-  EXPECT_THAT(err4.str(), Not(HasSubstr("register design documents first")));
+  EXPECT_THAT(err4.str(), Not(HasSubstr("register design documents in it")));
 
   std::ostringstream help, none;
   EXPECT_EQ(client::sync::RunSync({"cnp sync", "--help"}, {.out = help, .err = none}), 0);
