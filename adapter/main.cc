@@ -8,12 +8,14 @@
 //
 // CouchDB splits the command on spaces without shell quoting, so every flag works as a single
 // --flag=value token.
-#include <cstdlib>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -203,6 +205,24 @@ absl::Status CheckAbsolutePaths(const std::vector<CodeDirectory>& dirs,
         absl::StrCat("--server-binary=", server_binary,
                      " is relative: CouchDB starts the adapter in a directory of its own; give "
                      "an absolute path, e.g. /usr/local/bin/cnp-server"));
+  }
+  // Checked now, not where the server is started: a path that cannot run was met at every
+  // command's start, each answered `unavailable`, with "exec of cnp-server failed" in its log.
+  if (!server_binary.empty()) {
+    struct stat st {};
+    std::string problem;
+    if (::stat(server_binary.c_str(), &st) != 0) {
+      problem = std::strerror(errno);
+    } else if (!S_ISREG(st.st_mode)) {
+      problem = S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a file";
+    } else if (::access(server_binary.c_str(), X_OK) != 0) {
+      problem = absl::StrCat("it cannot be executed (", std::strerror(errno), ")");
+    }
+    if (!problem.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--server-binary=", server_binary, ": ", problem,
+          "; give the path of cnp-server, e.g. /usr/local/bin/cnp-server"));
+    }
   }
   return absl::OkStatus();
 }

@@ -674,6 +674,30 @@ class SettingsTest(unittest.TestCase):
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_a_server_binary_that_cannot_run_is_refused_before_a_command(self):
+        """Found by a review: --server-binary=/nonexistent (or a directory) was tried at every
+        command, each answered `unavailable`, the log saying only "exec of cnp-server failed".
+        Refused at start, exit 2, saying why."""
+        functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+        with harness.socket_dir("cnp-binary-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            not_executable = os.path.join(tmp, "cnp-server")
+            with open(not_executable, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(not_executable, 0o644)
+            cases = [(os.path.join(tmp, "missing"), "No such file or directory"),
+                     (tmp, "it is a directory"),
+                     (not_executable, "it cannot be executed")]
+            for binary, why in cases:
+                with self.subTest(why):
+                    qs = harness.Adapter(harness.ServerTestCase.binaries,
+                                         [f"--python-path={functions}", "--workers=1",
+                                          f"--server-binary={binary}"], env=env)
+                    self.assertEqual(qs.close(), 2, qs.diagnostics())
+                    self.assertIn(f"--server-binary={binary}: {why}", qs.diagnostics())
+                    self.assertEqual(harness.daemon_pids(socket_path), [])
+
     def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
         functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
         with harness.socket_dir("cnp-repeat-") as tmp, tempfile.TemporaryDirectory() as other:
