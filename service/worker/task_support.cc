@@ -4,6 +4,7 @@
 #include "service/worker/call_context.h"
 #include "service/worker/failed_imports.h"
 #include "service/worker/json_buffer.h"
+#include "service/worker/name_suggestion.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/py_text.h"
 #include "service/worker/json_to_python.h"
@@ -52,6 +53,28 @@ Reply LoadFailureReply(const absl::Status& status, absl::string_view function) {
   return reply;
 }
 
+namespace {
+
+// A typo in a Map or Reduce call's function name (`cnp map myveiws.townmap`, another service's
+// call): the guess `cnp check` and an add_fun give (resolve_task.cc), on this error path only.
+absl::Status WithGuess(FunctionRegistry& registry, const absl::Status& status,
+                       const std::string& text) {
+  if (!absl::IsNotFound(status) && !absl::IsPermissionDenied(status)) return status;
+  absl::StatusOr<FunctionName> name = ParseFunctionName(text);
+  if (!name.ok()) return status;
+  NameSuggester suggester = registry.Suggester();
+  std::optional<std::string> meant = suggester.Suggest(*name);
+  if (!meant) return status;
+  absl::Status guessed(status.code(),
+                       absl::StrCat(status.message(), "; did you mean \"", *meant, "\"?"));
+  status.ForEachPayload([&guessed](absl::string_view url, const absl::Cord& payload) {
+    guessed.SetPayload(url, payload);
+  });
+  return guessed;
+}
+
+}  // namespace
+
 bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrField<std::string>& names,
              std::vector<const LoadedFunction*>& loaded, Reply& failure) {
   // Loading one function may import its package anew (its code changed on disk), which
@@ -62,7 +85,7 @@ bool LoadAll(FunctionRegistry& registry, const google::protobuf::RepeatedPtrFiel
     for (const std::string& name : names) {
       absl::StatusOr<const LoadedFunction*> function = registry.Load(name);
       if (!function.ok()) {
-        failure = LoadFailureReply(function.status(), name);
+        failure = LoadFailureReply(WithGuess(registry, function.status(), name), name);
         return false;
       }
       loaded.push_back(*function);

@@ -126,6 +126,29 @@ TEST_F(FunctionUpdatesTest, AMisspeltModuleRefusedByTheAllowListGetsTheClosestAl
                                       HasSubstr("; did you mean \"revmod.townmap|1\"?")));
   EXPECT_THAT(Resolve("os.system").error(), Not(HasSubstr("did you mean")));
   EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
+  // Found by a review: it was told to start the server with --allow-module=revmdo, which only
+  // leads to "No module named 'revmdo'". A module that exists is still told how to allow it.
+  EXPECT_THAT(misspelt.error(), HasSubstr("and no module 'revmdo' is on the Python path; check "
+                                          "the name"));
+  EXPECT_THAT(misspelt.error(), Not(HasSubstr("--allow-module=revmdo")));
+  std::ofstream(dir_ + "/othermod.py") << "def f(doc):\n    return []\n";
+  EXPECT_THAT(Resolve("othermod.f").error(),
+              HasSubstr("start cnp-server with --allow-module=othermod to allow it"));
+}
+
+// Found by a review: a batch call's misspelt name got no guess where `cnp check` gave one.
+TEST_F(FunctionUpdatesTest, AMisspeltNameInAMapCallGetsTheClosestExistingOneToo) {
+  Reply function = worker_->Call(MapTask({"revmod.townmpa"}, {"{}"}));
+  ASSERT_TRUE(function.has_failure()) << function.DebugString();
+  EXPECT_EQ(function.failure().message(),
+            "AttributeError: module 'revmod' has no attribute 'townmpa'; did you mean "
+            "\"revmod.townmap\"?");
+  Reply module = worker_->Call(MapTask({"revmdo.townmap|1"}, {"{}"}));
+  ASSERT_TRUE(module.has_failure()) << module.DebugString();
+  EXPECT_THAT(module.failure().message(), HasSubstr("; did you mean \"revmod.townmap|1\"?"));
+  Reply nowhere = worker_->Call(MapTask({"revmod.zzzzzzzz"}, {"{}"}));
+  ASSERT_TRUE(nowhere.has_failure()) << nowhere.DebugString();
+  EXPECT_THAT(nowhere.failure().message(), Not(HasSubstr("did you mean")));
 }
 
 TEST_F(FunctionUpdatesTest, AddFunsResolveRefusesAnUnversionedNameForAVersionedFunction) {
