@@ -7,13 +7,17 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_line_flags.h"
+#include "common/tab_indent.h"
 #include "common/trusted_file.h"
 #include "service/config/server_settings.h"
 #include "yaml-cpp/eventhandler.h"
@@ -260,7 +264,12 @@ absl::Status ApplyConfigFile(const std::string& path, Sources& sources) {
     }
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything the checks above did not foresee.
-    return ConfigError(path, e.mark, "", e.msg);
+    const std::optional<int> tab = TabIndentedLine(
+        *text, e.mark.is_null() ? std::numeric_limits<int>::max() : e.mark.line + 1);
+    return ConfigError(path, e.mark, "",
+                       tab ? absl::StrCat(e.msg, " (line ", *tab,
+                                          " indents with a tab: YAML indents with spaces only)")
+                           : e.msg);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "common/couchdb/json.h"
 #include "common/couchdb/target_databases.h"
 #include "common/printable_text.h"
+#include "common/tab_indent.h"
 #include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
 #include "yaml-cpp/depthguard.h"
@@ -35,6 +37,14 @@
 
 namespace cnp::upload {
 namespace {
+
+// What a YAML syntax error at `mark` says of a tab that indents a line up to it (tab_indent.h).
+std::string TabNote(absl::string_view text, const YAML::Mark& mark) {
+  const std::optional<int> tab =
+      TabIndentedLine(text, mark.is_null() ? std::numeric_limits<int>::max() : mark.line + 1);
+  if (!tab) return "";
+  return absl::StrCat(" (line ", *tab, " indents with a tab: YAML indents with spaces only)");
+}
 
 // Whether cnp-upload named the member of the plain key `text` otherwise: json.dumps wrote the
 // boolean or integer YAML 1.1 read (`on` -> "true", `010` -> "8"). A float key is left out:
@@ -316,7 +326,7 @@ class Parser {
                                                limits_.max_depth, " levels)"));
       return {};
     } catch (const YAML::Exception& e) {
-      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg));
+      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg, TabNote(file_.text(), e.mark)));
       return {};
     }
     std::vector<DesignDocSpec> specs;

@@ -58,6 +58,12 @@ void ExpectFileRefused(const std::string& dir, const std::string& yaml,
   EXPECT_THAT(server->Log(), HasSubstr(problem));
 }
 
+// Found by a review: a tab in the indentation was "illegal map value", never naming the tab.
+TEST(ConfigFileTest, ATabInTheIndentationIsNamed) {
+  ExpectFileRefused(ShortTempDir(), "workers: 1\nallow-module:\n  - myviews\n\t- other\n",
+                    "(line 4 indents with a tab: YAML indents with spaces only)");
+}
+
 // 1. --config FILE (a space, not '=') was ignored: the server started with the defaults and no
 // --allow-module limit.
 TEST(ConfigFileTest, ConfigWithASpaceIsRead) {

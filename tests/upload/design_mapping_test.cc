@@ -549,6 +549,19 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
       << result.Dump();
 }
 
+// Found by a review: a tab in the indentation was "not valid YAML: illegal map value", never
+// naming the tab.
+TEST_F(DesignMappingTest, ATabInTheIndentationIsNamed) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("tab.yml", "d:\n  views:\n\tv: good.map\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_EQ(result.errors().size(), 1u) << result.Dump();
+  EXPECT_THAT(result.errors()[0].message(),
+              AllOf(HasSubstr("not valid YAML: "),
+                    HasSubstr("(line 3 indents with a tab: YAML indents with spaces only)")))
+      << result.Dump();
+}
+
 // A misspelt key is an error that names the key it most likely meant: kept as a field, the
 // section it was meant to be would be missing without a word.
 TEST_F(DesignMappingTest, AMisspeltKeyIsToldTheKeyItMeant) {

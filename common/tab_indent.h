@@ -1,0 +1,17 @@
+// A tab in a YAML file's indentation, the format's most common mistake: yaml-cpp reports it
+// in words that never name the tab ("illegal map value", "end of map not found"), at the line
+// it gave up on. Both YAML readers (cnp-server's config file, the design documents) add which
+// line indents with one.
+#pragma once
+
+#include <optional>
+
+#include "absl/strings/string_view.h"
+
+namespace cnp {
+
+// The first line (1-based) among the first `through_line` lines (1-based; past the end: all)
+// of `text` whose indentation holds a tab, if any.
+std::optional<int> TabIndentedLine(absl::string_view text, int through_line);
+
+}  // namespace cnp
