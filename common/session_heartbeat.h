@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "absl/strings/numbers.h"
@@ -21,13 +22,16 @@ inline constexpr char kHeartbeatHeader[] = "cnp-heartbeat-ms";
 inline constexpr absl::Duration kShortestHeartbeat = absl::Milliseconds(200);
 inline constexpr absl::Duration kLongestHeartbeat = absl::Seconds(60);
 
-// The interval granted for the header's value: zero (no heartbeats) when it is not a number
-// of milliseconds; else clamped to the bounds above.
-inline absl::Duration GrantedHeartbeat(std::string_view asked_ms) {
+// The interval granted for the header's value: zero (no heartbeats) for 0 or less; else
+// clamped to the bounds above. Nothing when the value is not a whole number of milliseconds:
+// a client that took its stream for one with heartbeats would take a long command for a
+// server that has stopped, so the stream is refused instead.
+inline std::optional<absl::Duration> GrantedHeartbeat(std::string_view asked_ms) {
   int64_t ms = 0;
-  if (!absl::SimpleAtoi(absl::string_view(asked_ms.data(), asked_ms.size()), &ms) || ms <= 0) {
-    return absl::ZeroDuration();
+  if (!absl::SimpleAtoi(absl::string_view(asked_ms.data(), asked_ms.size()), &ms)) {
+    return std::nullopt;
   }
+  if (ms <= 0) return absl::ZeroDuration();
   return absl::Milliseconds(ms) < kShortestHeartbeat  ? kShortestHeartbeat
          : absl::Milliseconds(ms) > kLongestHeartbeat ? kLongestHeartbeat
                                                       : absl::Milliseconds(ms);

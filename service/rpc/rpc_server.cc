@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/couchdb/couch_url.h"
+#include "common/printable_text.h"
 #include "common/secret_file.h"
 #include "common/session_heartbeat.h"
 #include "grpc/grpc.h"
@@ -697,10 +698,17 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
         if (session == nullptr) session = std::make_unique<UnavailableSession>();
         const auto& metadata = server_context.client_metadata();
         if (auto asked = metadata.find(kHeartbeatHeader); asked != metadata.end()) {
-          const absl::Duration interval =
-              GrantedHeartbeat(std::string_view(asked->second.data(), asked->second.size()));
-          if (interval > absl::ZeroDuration()) {
-            session = std::make_unique<HeartbeatingSession>(std::move(session), interval);
+          const std::string_view value(asked->second.data(), asked->second.size());
+          const std::optional<absl::Duration> interval = GrantedHeartbeat(value);
+          if (!interval) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                kHeartbeatHeader, ": \"", Printable(absl::string_view(value.data(), std::min<size_t>(value.size(), 40))),
+                "\" is not a whole number of milliseconds (",
+                absl::ToInt64Milliseconds(kShortestHeartbeat), " to ",
+                absl::ToInt64Milliseconds(kLongestHeartbeat), " are granted; 0: none)"));
+          }
+          if (*interval > absl::ZeroDuration()) {
+            session = std::make_unique<HeartbeatingSession>(std::move(session), *interval);
           }
         }
         return std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(

@@ -136,11 +136,23 @@ class StreamHeartbeatTest(unittest.TestCase):
         self.assertEqual(outputs[0]["answer_bytes"], 0)
 
     def test_what_is_granted(self):
-        for asked, granted in (("1", 200), ("1500", 1500), ("999999999", 60000), ("soon", 0),
+        for asked, granted in (("1", 200), ("1500", 1500), ("999999999", 60000), ("0", 0),
                                ("-5", 0)):
             session = self.session(heartbeat_ms=asked)
             taught = session.send(["add_fun", "fixture_fns.town_n"])
             self.assertEqual(taught[0]["heartbeat_ms"], granted, asked)
+
+    def test_a_value_that_is_no_number_is_refused(self):
+        # Found by a probe: "soon" got a stream without heartbeats, without a word, and its
+        # client would have taken a long command for a server that had stopped.
+        session = Session(self.server.target, "soon")
+        self.addCleanup(session.close)
+        session.requests.put(session_input(json.dumps(["add_fun", "fixture_fns.town_n"]).encode()))
+        with self.assertRaises(grpc.RpcError) as refused:
+            next(iter(session.responses))
+        self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn('cnp-heartbeat-ms: "soon" is not a whole number of milliseconds (200 to '
+                      '60000 are granted; 0: none)', refused.exception.details())
 
 
 if __name__ == "__main__":
