@@ -26,14 +26,14 @@ _LONGEST_LINE = 16 << 10
 
 
 class LogBytes(io.BufferedIOBase):
-    """The binary side of a LogLines (its .buffer): bytes are decoded as the text stream's
+    """The binary side of a LogLines (its .buffer): bytes are decoded as UTF-8, the log's
     encoding, what does not decode becoming U+FFFD, into the same lines. A character split
     across two writes is decoded whole."""
 
     def __init__(self, lines):
         super().__init__()
         self._lines = lines
-        self._decoder = codecs.getincrementaldecoder(lines.encoding)(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     @property
     def name(self):
@@ -65,8 +65,10 @@ class LogBytes(io.BufferedIOBase):
 
 class LogLines(io.TextIOBase):
     """A text stream whose lines go to the worker's log, each as one event. `like` is the
-    stream printed text would otherwise go to (the interpreter's stderr): its descriptor, encoding
-    and errors are this one's."""
+    stream printed text would otherwise go to (the interpreter's stderr): its descriptor and
+    errors are this one's. Its encoding is the log's, UTF-8, whatever the locale would have made
+    the interpreter's (under the C locale, ASCII: every byte above 0x7f written to .buffer was
+    replaced, UTF-8 or not)."""
 
     def __init__(self, stream, like=None):
         super().__init__()
@@ -82,7 +84,7 @@ class LogLines(io.TextIOBase):
 
     @property
     def encoding(self):
-        return getattr(self._like, "encoding", None) or "utf-8"
+        return "utf-8"
 
     @property
     def errors(self):
