@@ -27,11 +27,14 @@ namespace {
 // every local user can connect, so the slots go back to scrapers soon after a flood.
 constexpr unsigned kMaxConnections = 64;
 constexpr unsigned kIdleTimeoutSeconds = 3;
-// Nor is one open this long, silent or not: clients that send a byte a second are never idle
-// for kIdleTimeoutSeconds, and 64 of them held every slot (connection_deadline.h). A scraper
-// waiting behind them (its connection queued by the kernel) is served once they are closed,
-// within Prometheus's default scrape timeout of 10 s.
-constexpr absl::Duration kConnectionDeadline = absl::Seconds(5);
+// Nor is one without its request after a second, or unanswered five seconds after it, silent
+// or not: clients that send a byte a second are never idle for kIdleTimeoutSeconds, and 64 of
+// them held every slot (connection_deadline.h). A scraper waiting behind them (its connection
+// queued by the kernel) is served once they are closed, within Prometheus's default scrape
+// timeout of 10 s: 200 of them now keep it waiting about 4 s (15 s before the request's own
+// deadline).
+constexpr absl::Duration kRequestDeadline = absl::Seconds(1);
+constexpr absl::Duration kAnswerDeadline = absl::Seconds(5);
 constexpr absl::Duration kDeadlineSweep = absl::Milliseconds(250);
 
 MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
@@ -41,15 +44,21 @@ MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
   if (response == nullptr) return MHD_NO;
   MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
   // One request per connection: a connection kept alive between scrapes would meet its
-  // deadline (kConnectionDeadline) in the middle of one. A scraper connects anew each time.
+  // deadline (kAnswerDeadline) in the middle of one. A scraper connects anew each time.
   MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
   const MHD_Result queued = MHD_queue_response(connection, status, response);
   MHD_destroy_response(response);
   return queued;
 }
 
-MHD_Result Answer(void*, MHD_Connection* connection, const char* url, const char* method,
-                  const char*, const char*, size_t* upload_size, void**) {
+MHD_Result Answer(void* deadline, MHD_Connection* connection, const char* url,
+                  const char* method, const char*, const char*, size_t* upload_size, void**) {
+  // The request has come (its headers; called again for each piece of a body): the longer
+  // deadline from now.
+  if (const MHD_ConnectionInfo* info =
+          MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD)) {
+    static_cast<ConnectionDeadline*>(deadline)->Requested(info->connect_fd);
+  }
   if (*upload_size != 0) {
     *upload_size = 0;  // a body is ignored: only GET and HEAD are served
     return MHD_YES;
@@ -150,7 +159,8 @@ absl::Status MetricsServer::Start(const std::string& address, bool public_allowe
   }
   port_ = sockets->front().port;
   DeclareAll();
-  deadline_ = std::make_unique<ConnectionDeadline>(kConnectionDeadline, kDeadlineSweep);
+  deadline_ =
+      std::make_unique<ConnectionDeadline>(kRequestDeadline, kAnswerDeadline, kDeadlineSweep);
   for (size_t i = 0; i < sockets->size(); ++i) {
     const listen::ListeningSocket& socket = (*sockets)[i];
     // poll, not epoll: level-triggered, it sees at once a client that hung up before its
@@ -161,7 +171,7 @@ absl::Status MetricsServer::Start(const std::string& address, bool public_allowe
     // and the socket was never closed).
     MHD_Daemon* daemon = MHD_start_daemon(
         MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, nullptr, nullptr,
-        &Answer, nullptr, MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, &Throttle(),
+        &Answer, deadline_.get(), MHD_OPTION_EXTERNAL_LOGGER, &LogMicrohttpdMessage, &Throttle(),
         MHD_OPTION_LISTEN_SOCKET, socket.fd, MHD_OPTION_CONNECTION_LIMIT, kMaxConnections,
         MHD_OPTION_CONNECTION_TIMEOUT, kIdleTimeoutSeconds, MHD_OPTION_NOTIFY_CONNECTION,
         &NotifyConnection, deadline_.get(), MHD_OPTION_END);
