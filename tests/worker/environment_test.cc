@@ -78,7 +78,16 @@ TEST(EnvironmentTest, MissingVirtualenvStopsTheWorkerWithAReason) {
       WorkerProcess::Start({"--virtualenv=/nonexistent/venv"});
   ASSERT_TRUE(worker.ok());
   EXPECT_EQ((*worker)->CloseAndWait(), 1);
-  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("/nonexistent/venv/lib/python3.11/site-packages is not a directory"));
+  EXPECT_THAT((*worker)->ReadStderr(), HasSubstr("--virtualenv /nonexistent/venv is not a directory"));
+  // A directory that is no virtualenv of this Python (one of another version, or none).
+  const std::string not_a_venv = (fs::path(std::getenv("TEST_TMPDIR")) / "not-a-venv").string();
+  fs::create_directories(not_a_venv);
+  fs::permissions(not_a_venv, fs::perms(0755));
+  worker = WorkerProcess::Start({"--virtualenv=" + not_a_venv});
+  ASSERT_TRUE(worker.ok());
+  EXPECT_EQ((*worker)->CloseAndWait(), 1);
+  EXPECT_THAT((*worker)->ReadStderr(),
+              HasSubstr(not_a_venv + "/lib/python3.11/site-packages is not a directory"));
 }
 
 // The worker checks the directories it puts on sys.path itself: cnp-server checked the flags
