@@ -75,6 +75,8 @@ void AppendJsonText(std::string& line, absl::string_view text) {
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(level); }
+
+bool LogLevelEnabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
 void SetLogFormat(LogFormat format) { g_format.store(format); }
 LogFormat CurrentLogFormat() { return g_format.load(std::memory_order_relaxed); }
 void SetLogProgram(const char* name) { g_program.store(name); }

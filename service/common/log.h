@@ -19,6 +19,8 @@ enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
 // Lines below this level are dropped. Set once at start-up.
 void SetLogLevel(LogLevel level);
+// Whether a line of `level` is written: for a caller that would count or format lines first.
+bool LogLevelEnabled(LogLevel level);
 bool ParseLogLevel(absl::string_view name, LogLevel& level);
 
 enum class LogFormat { kText, kJson };

@@ -21,6 +21,7 @@
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
 #include "service/rpc/call_executor.h"
+#include "service/rpc/failed_call_log.h"
 #include "service/rpc/shutdown_gate.h"
 #include "service/rpc/unread_answer_watch.h"
 
@@ -95,6 +96,7 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     } catch (const std::exception& e) {
       status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
+    if (!status.ok()) LogFailedCall(status);
     UnreadAnswerWatch watch(context, call, call->server_context, call->done, self->rpc_,
                             self->peer_of_, self->answer_timeout_);
     if (status.ok()) watch.Ready(static_cast<int64_t>(call->response.Length()));

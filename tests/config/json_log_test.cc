@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "client/lib/cnp_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -239,6 +240,61 @@ TEST(JsonLogTest, AccessLinesInTextStayText) {
   EXPECT_THAT(server->Log(), HasSubstr(absl::StrCat(" ACCESS cnp-server[", server->pid(),
                                                     "] refused peer=ipv4:127.0.0.1:")));
   EXPECT_THAT(server->Log(), HasSubstr(" call=Map code=UNAUTHENTICATED"));
+}
+
+}  // namespace
+}  // namespace cnp
+
+namespace cnp {
+namespace {
+
+// Found by a probe: a failed call left no line, only a count in the metrics, so a caller that
+// probed for functions the allow-list refuses left no trace of who it was. Each failed call is
+// a line naming its RPC, code, message and peer (a refusal by the allow-list a warning), at most
+// 20 a second.
+TEST(JsonLogTest, AFailedCallIsALineNamingItsCodeAndPeerHeldToABudget) {
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE(absl::IsPermissionDenied((*client)->Map({"os.system"}, {R"({"_id":"a"})"}).status()));
+  EXPECT_TRUE(absl::IsNotFound((*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"}).status()));
+  ASSERT_TRUE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  // A loop of failing calls: at most 20 lines in its second (the two above may share it).
+  for (int i = 0; i < 100; ++i) (void)(*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
+  // The next second's first line says how many were left out: failing calls go on until it
+  // does (a few seconds at most).
+  for (const absl::Time until = absl::Now() + absl::Seconds(10);
+       absl::Now() < until && !server->WaitForLog("lines of failed calls were left out",
+                                                  absl::Milliseconds(100));) {
+    (void)(*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
+  }
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+
+  std::vector<rapidjson::Document> failed;
+  for (absl::string_view line : absl::StrSplit(server->Log(), '\n', absl::SkipEmpty())) {
+    rapidjson::Document event;
+    event.Parse(line.data(), line.size());
+    ASSERT_FALSE(event.HasParseError()) << "not JSON: " << line;
+    if (event.IsObject() && absl::StartsWith(event["msg"].GetString(), "call failed: ")) {
+      failed.push_back(std::move(event));
+    }
+  }
+  ASSERT_GE(failed.size(), 2u) << server->Log();
+  EXPECT_STREQ(failed[0]["level"].GetString(), "WARN");
+  EXPECT_STREQ(failed[0]["code"].GetString(), "PERMISSION_DENIED");
+  EXPECT_STREQ(failed[0]["rpc"].GetString(), "Map");
+  EXPECT_THAT(failed[0]["peer"].GetString(), HasSubstr("127.0.0.1:"));
+  EXPECT_THAT(failed[0]["msg"].GetString(), HasSubstr("os.system is not allowed"));
+  EXPECT_STREQ(failed[1]["level"].GetString(), "INFO");
+  EXPECT_STREQ(failed[1]["code"].GetString(), "NOT_FOUND");
+  EXPECT_THAT(failed[1]["msg"].GetString(), HasSubstr("has no attribute 'nowhere'"));
+  // Over 100 failed calls in the first second: the budget held them to 20 lines.
+  EXPECT_LT(failed.size(), 80u) << server->Log();
+  EXPECT_THAT(server->Log(), HasSubstr("lines of failed calls were left out of this log"));
 }
 
 }  // namespace

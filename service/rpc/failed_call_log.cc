@@ -1,0 +1,54 @@
+#include "service/rpc/failed_call_log.h"
+
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "service/common/line_budget.h"
+#include "service/common/log.h"
+
+namespace cnp::rpc {
+namespace {
+
+constexpr int64_t kLinesPerSecond = 20;
+constexpr int64_t kBytesPerSecond = 64 << 10;
+
+}  // namespace
+
+void LogFailedCall(const grpc::Status& status) {
+  static LineBudget budget(kLinesPerSecond, kBytesPerSecond, "lines of failed calls");
+  LogLevel level = LogLevel::kInfo;
+  switch (status.error_code()) {
+    case grpc::StatusCode::OK:
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    // A worker's crash, a deadline that passed: the call's own line names its function already
+    // (service/calls: LogPoolFailure).
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return;
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::DATA_LOSS:
+      level = LogLevel::kWarning;
+      break;
+    default:
+      break;
+  }
+  if (!LogLevelEnabled(level)) return;
+  const std::string code(
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
+  std::string line;
+  if (budget.Admit([&] {
+        line = FormatEvent(level, absl::StrCat("call failed: ", status.error_message()),
+                           {{"code", code}});
+        return line.size();
+      }) &&
+      !line.empty()) {
+    WriteLogLine(STDERR_FILENO, line);
+  }
+}
+
+}  // namespace cnp::rpc
