@@ -237,6 +237,13 @@ absl::StatusOr<PyRef> ReadInto(Builder& builder, std::string& buffer, size_t& en
       }
       if (builder.too_many_digits()) {
         if (seen != nullptr) seen->too_many_digits = true;
+        // Python's own advice (sys.set_int_max_str_digits()) is the worker's to take, not the
+        // caller's, and it is not taken on purpose.
+        if (const size_t advice = why.find("; use sys.set_int_max_str_digits()");
+            advice != std::string::npos) {
+          why.erase(advice);
+          why += " (int()'s limit, which keeps its quadratic conversion off the worker)";
+        }
         return absl::InvalidArgumentError(
             absl::StrCat("number at byte ", builder.refused_number_at().value_or(result.Offset()),
                          " not converted: ", why));
