@@ -713,7 +713,7 @@ class Parser {
     std::set<std::string> seen;
     for (const auto& entry : node) {
       std::optional<std::string> view = Key(entry.first, seen);
-      if (!view) continue;
+      if (!view || Unreachable(entry.first, *view, "views")) continue;
       if (*view == "lib") {
         problems_.Error(At(entry.first.Mark()),
                         "views.lib holds CommonJS modules for JavaScript view servers; named "
@@ -765,6 +765,15 @@ class Parser {
     spec.body.AddMember("views", views, alloc);
   }
 
+  // An empty name (`"": myviews.townmap`) is stored, and no URL reaches it
+  // (_design/d/_view/ names none): said at its line.
+  bool Unreachable(const YAML::Node& key, const std::string& name, absl::string_view section) {
+    if (!name.empty()) return false;
+    problems_.Error(At(key.Mark()), absl::StrCat("an empty name in ", section,
+                                                 ": no URL reaches it; name it"));
+    return true;
+  }
+
   void FunctionSection(const std::string& section, const YAML::Node& node,
                        DesignDocSpec& spec) {
     if (!ExpectMap(node, section)) return;
@@ -773,7 +782,7 @@ class Parser {
     std::set<std::string> seen;
     for (const auto& entry : node) {
       std::optional<std::string> name = Key(entry.first, seen);
-      if (!name) continue;
+      if (!name || Unreachable(entry.first, *name, section)) continue;
       AddFunction(entry.second, {section, *name}, spec, functions, *name, alloc);
     }
     spec.body.AddMember(String(section, alloc), functions, alloc);

@@ -549,6 +549,25 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
       << result.Dump();
 }
 
+// Found by a review: a view named "" was stored, and no URL reaches it.
+TEST_F(DesignMappingTest, AnEmptyNameIsRefusedAtItsLine) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("empty.yml",
+                                    "d:\n"                      // 1
+                                    "  views:\n"                // 2
+                                    "    \"\": good.map\n"      // 3
+                                    "  shows:\n"                // 4
+                                    "    '': good.map\n")});    // 5
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  std::vector<std::string> errors;
+  for (const v1::UploadProblem& p : result.errors()) {
+    errors.push_back(absl::StrCat(p.location().line(), ": ", p.message()));
+  }
+  EXPECT_THAT(errors, ElementsAre("3: an empty name in views: no URL reaches it; name it",
+                                  "5: an empty name in shows: no URL reaches it; name it"))
+      << result.Dump();
+}
+
 // Found by a review: a tab in the indentation was "not valid YAML: illegal map value", never
 // naming the tab.
 TEST_F(DesignMappingTest, ATabInTheIndentationIsNamed) {
