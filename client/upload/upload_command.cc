@@ -467,6 +467,13 @@ int RunUpload(const std::vector<std::string>& args, CommandIo io) {
                              "--help)\n");
     return 2;
   }
+  // An empty argument (an unset shell variable) is no database: before, it was sent, and each
+  // design document was refused for having none (exit 1) rather than the command line (exit 2).
+  if (!registering && flags->positional[1].empty()) {
+    io.err << program << ": DATABASE is empty; give the name of the database to upload to (see "
+                         "--help)\n";
+    return 2;
+  }
   if (registering && flags->staged) {
     io.err << program << ": --staged and --register do not go together: cnp sync writes the "
                          "registered design documents (see --help)\n";

@@ -183,6 +183,11 @@ TEST_F(UploadCommandTest, UsageErrorsExitWithTwo) {
   EXPECT_THAT(unknown.err, HasSubstr("unknown option --force"));
   EXPECT_EQ(Check({"--staged", "a.yml"}).exit_code, 2);  // upload-only
   EXPECT_EQ(Check({}).exit_code, 2);
+  // An unset shell variable: a usage error, before any file is read (it was exit 1, a design
+  // document without a database, a review found).
+  CommandRun empty = Upload({"http://localhost:5984", "", "a.yml"});
+  EXPECT_EQ(empty.exit_code, 2);
+  EXPECT_THAT(empty.err, HasSubstr("DATABASE is empty"));
 }
 
 // cnp upload and cnp sync read their options the same way: numbers checked, -h for --help, the
