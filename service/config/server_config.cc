@@ -26,6 +26,7 @@
 #include "common/list_flags.h"
 #include "common/module_name.h"
 #include "common/pem_file.h"
+#include "common/printable_text.h"
 #include "common/process_limits.h"
 #include "common/secret_file.h"
 #include "common/system_user.h"
@@ -554,14 +555,14 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.log_level = absl::GetFlag(FLAGS_log_level);
   if (LogLevel level; !ParseLogLevel(c.log_level, level)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Subject(sources, "log_level"), " must be debug, info, warning or error",
-        sources.FromFile("log_level") ? absl::StrCat("; got '", c.log_level, "'") : ""));
+        Subject(sources, "log_level"), " must be debug, info, warning or error; got '",
+        Printable(c.log_level), "'"));
   }
   c.log_format = absl::GetFlag(FLAGS_log_format);
   if (LogFormat format; !ParseLogFormat(c.log_format, format)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Subject(sources, "log_format"), " must be text or json",
-        sources.FromFile("log_format") ? absl::StrCat("; got '", c.log_format, "'") : ""));
+        Subject(sources, "log_format"), " must be text or json; got '", Printable(c.log_format),
+        "'"));
   }
   c.requested_workers = c.workers;
   if (c.workers == 0) {

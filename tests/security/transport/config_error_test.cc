@@ -172,7 +172,7 @@ TEST(ConfigFileTest, HelpListsEverySettingWithDashes) {
     ProcessResult run =
         RunWithInput({::cnp::testing::Runfile("service/cnp-server"), spelling}, "");
     EXPECT_NE(run.exit_code, 0);
-    EXPECT_THAT(run.err, HasSubstr("--log-format must be text or json")) << spelling;
+    EXPECT_THAT(run.err, HasSubstr("--log-format must be text or json; got 'bogus'")) << spelling;
   }
 }
 
