@@ -65,7 +65,14 @@ absl::StatusOr<std::optional<std::string>> RotateLogFileIfOver(int fd, int64_t m
   const ssize_t length = ::readlink(link.c_str(), target, sizeof target - 1);
   if (length <= 0) return Failed("find the path of", link);
   const std::string path(target, static_cast<size_t>(length));
-  if (absl::EndsWith(path, " (deleted)") || path.front() != '/') return std::nullopt;
+  if (absl::EndsWith(path, " (deleted)") || info.st_nlink == 0) {
+    // Deleted under the server (an operator's rm): nothing can read it by its name, and it grew
+    // on, holding disk no one could see, past any cap. Emptied, as a rotation would have.
+    if (::ftruncate(fd, 0) != 0) return Failed("empty the deleted", path);
+    if ((::fcntl(fd, F_GETFL) & O_APPEND) == 0) ::lseek(fd, 0, SEEK_SET);
+    return std::string();
+  }
+  if (path.front() != '/') return std::nullopt;
   // Opened afresh through /proc, for reading: the log's own descriptor may be write-only.
   ClosedAtEnd from{::open(link.c_str(), O_RDONLY | O_CLOEXEC)};
   if (from.fd < 0) return Failed("read", path);
@@ -110,7 +117,11 @@ void LogFileCap::Check(absl::Time now) {
   }
   retry_wait_ = absl::ZeroDuration();
   next_try_ = absl::InfinitePast();
-  if (rotated->has_value()) {
+  if (rotated->has_value() && (*rotated)->empty()) {
+    LogWarning("the log file was deleted while the server wrote to it, and grew past "
+               "--log-max-bytes (", max_bytes_, ") where no one could read it: emptied; restart "
+               "the server to log to a file of that name again");
+  } else if (rotated->has_value()) {
     LogInfo("the log was over --log-max-bytes (", max_bytes_, "): its lines so far are in ",
             **rotated);
   }

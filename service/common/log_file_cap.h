@@ -20,8 +20,9 @@
 namespace cnp {
 
 // When `fd` is a regular file larger than `max_bytes`: copies it to its path + ".1" and empties
-// it, and returns that path. Nothing (and nothing done) when it is not over, not a regular
-// file, or deleted. The copy is made beside it (".1.tmp") and renamed over ".1" once whole, so
+// it, and returns that path; a file that was deleted is emptied alone, and "" returned. Nothing
+// (and nothing done) when it is not over or not a regular file. The copy is made beside it
+// (".1.tmp") and renamed over ".1" once whole, so
 // a copy that fails (a full disk) leaves the ".1" before it as it was. An error says why the
 // file could not be copied or emptied.
 absl::StatusOr<std::optional<std::string>> RotateLogFileIfOver(int fd, int64_t max_bytes);

@@ -76,6 +76,21 @@ TEST_F(LogFileCapTest, AFileOverTheCapIsCopiedAndEmptied) {
   EXPECT_EQ(Read(path_), "after\n");  // at the new start: no hole
 }
 
+// Found by a probe: a log file deleted under the server (rm) grew on past the cap, holding disk
+// no one could see. It is emptied, and the line says so.
+TEST_F(LogFileCapTest, ADeletedFileOverTheCapIsEmptied) {
+  Append(std::string(200, 'a') + "\n");
+  ASSERT_EQ(::unlink(path_.c_str()), 0);
+  LogFileCap cap(fd_, 100);
+  const std::vector<std::string> lines = CheckAt(cap, absl::UnixEpoch());
+  ASSERT_THAT(lines, SizeIs(1));
+  EXPECT_THAT(lines[0], HasSubstr("the log file was deleted while the server wrote to it"));
+  struct stat after {};
+  ASSERT_EQ(::fstat(fd_, &after), 0);
+  EXPECT_EQ(after.st_size, 0);
+  EXPECT_FALSE(std::filesystem::exists(path_ + ".1"));
+}
+
 TEST_F(LogFileCapTest, AFileUnderTheCapIsLeftAlone) {
   Append("short\n");
   LogFileCap cap(fd_, 100);
