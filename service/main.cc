@@ -58,11 +58,14 @@ namespace {
 // reads the TLS files and bearer tokens again (credentials rotated without a restart).
 asio::awaitable<void> WatchSignals(asio::signal_set& signals, cnp::pool::AsyncWorkerPool& pool,
                                    cnp::session::SessionWorkerPool& sessions,
+                                   cnp::session::SessionListener& session_listener,
                                    cnp::rpc::RpcServer& server, std::promise<int>& stop,
                                    std::promise<void>& cut_drain) {
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
     if (sig == SIGHUP) {
+      // The listener's first: the server's says "reopened the access log" for both.
+      session_listener.ReopenAccessLog();
       server.ReopenAccessLog();
       server.ReloadCredentials();
       pool.ReloadAll();
@@ -292,7 +295,9 @@ int Run(int argc, char** argv) {
     cnp::LogError(started.message());
     exit_code = 1;
   } else {
-    asio::co_spawn(control, WatchSignals(signals, pool, sessions, server, stop, cut_drain),
+    asio::co_spawn(control,
+                   WatchSignals(signals, pool, sessions, session_listener, server, stop,
+                                cut_drain),
                    asio::detached);
     // On the control loop, as SIGHUP's reloads: the two never run at once.
     asio::co_spawn(control, cnp::Every(std::chrono::minutes(1), [&server] {

@@ -347,6 +347,14 @@ SessionListener::SessionListener(ListenerOptions options, SessionWorkerPool& poo
 
 SessionListener::~SessionListener() = default;
 
+void SessionListener::ReopenAccessLog() {
+  if (access_log_ == nullptr || options_.access_log.empty()) return;
+  // RpcServer's reopen says it in the log; only a failure is this one's to say.
+  if (absl::Status reopened = access_log_->Reopen(); !reopened.ok()) {
+    LogError(reopened.message(), "; direct-session refusals go on in the file opened before");
+  }
+}
+
 absl::Status SessionListener::Start() {
   descriptor_cap_ = listen::DescriptorCapForLimit();
   if (!options_.paths.empty()) {

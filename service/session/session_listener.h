@@ -96,6 +96,11 @@ class SessionListener {
   // sessions in progress go on.
   void Stop();
 
+  // SIGHUP: the access log (its refused connections) at its path again, as RpcServer's. Without
+  // it, once logrotate had renamed the file, this listener's lines went on into the renamed
+  // one, and were lost with it. On the control loop.
+  void ReopenAccessLog();
+
   // The server is stopping: from now on no session starts (its adapter is told UNAVAILABLE),
   // and every session is asked to end once the command it serves, if any, is answered. From
   // any thread; returns at once.

@@ -7,11 +7,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/lib/cnp_client.h"
@@ -86,6 +89,18 @@ TEST_F(AccessLogReopenTest, SighupMovesTheAccessLogToANewFileAtItsPath) {
   server_->Signal(SIGHUP);
   ASSERT_TRUE(server_->WaitForLog("reopened the access log " + log_, absl::Seconds(10)))
       << server_->Log();
+  // Found by a probe: the direct-session listener kept a descriptor of its own on the renamed
+  // file, and its refusals went on there (and were lost with it).
+  std::vector<std::string> on_rotated;
+  const std::string fds = absl::StrCat("/proc/", server_->pid(), "/fd");
+  for (const auto& entry : std::filesystem::directory_iterator(fds)) {
+    std::error_code error;
+    if (std::filesystem::read_symlink(entry.path(), error).string() == rotated) {
+      on_rotated.push_back(entry.path().filename().string());
+    }
+  }
+  EXPECT_TRUE(on_rotated.empty()) << "descriptors still on the renamed file: "
+                                  << absl::StrJoin(on_rotated, ", ");
 
   EXPECT_FALSE(client_->Reduce({"svc_fns.total"}, "[]", /*rereduce=*/false).ok());
   ASSERT_TRUE(WaitForFileToHold(dir_, log_, "call=Reduce", absl::Seconds(10)))
