@@ -52,12 +52,18 @@ MHD_Result Reply(MHD_Connection* connection, unsigned status, std::string body,
 }
 
 MHD_Result Answer(void* deadline, MHD_Connection* connection, const char* url,
-                  const char* method, const char*, const char*, size_t* upload_size, void**) {
-  // The request has come (its headers; called again for each piece of a body): the longer
-  // deadline from now.
-  if (const MHD_ConnectionInfo* info =
-          MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD)) {
-    static_cast<ConnectionDeadline*>(deadline)->Requested(info->connect_fd);
+                  const char* method, const char*, const char*, size_t* upload_size,
+                  void** request_seen) {
+  // The request's headers have come: the longer deadline, from now. Once per request, not at
+  // each piece of a body it may be called again for, which would push the deadline on for as
+  // long as a body trickled in (every request is answered at its first call today, so none
+  // does; this keeps it so if that changes).
+  if (*request_seen == nullptr) {
+    *request_seen = deadline;
+    if (const MHD_ConnectionInfo* info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD)) {
+      static_cast<ConnectionDeadline*>(deadline)->Requested(info->connect_fd);
+    }
   }
   if (*upload_size != 0) {
     *upload_size = 0;  // a body is ignored: only GET and HEAD are served
