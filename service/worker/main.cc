@@ -20,7 +20,7 @@
 #include "service/worker/function_registry.h"
 #include "service/worker/interpreter.h"
 #include "service/worker/module_policy.h"
-#include "service/worker/protocol/server_gone_signal.h"
+#include "service/worker/server_watch.h"
 #include "service/worker/task_loop.h"
 
 namespace {
@@ -69,15 +69,6 @@ bool TakeValue(const char* arg, const char* name, std::string& value) {
   return true;
 }
 
-// The server died (server_gone_signal.h): this process and what its functions started go with it.
-// A worker the server started leads its process group; one started otherwise (by hand, by a
-// test) kills only itself, not the group of whoever started it. A process a function put in a
-// group or session of its own has left on purpose.
-void KillOwnProcessGroup(int) {
-  const pid_t self = ::getpid();
-  ::kill(::getpgrp() == self ? 0 : self, SIGKILL);
-}
-
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "cnp-worker: %s\n(see cnp-worker --help)\n", message.c_str());
   return 2;
@@ -86,9 +77,7 @@ int UsageError(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  struct sigaction server_gone = {};
-  server_gone.sa_handler = KillOwnProcessGroup;
-  ::sigaction(cnp::worker::kServerGoneSignal, &server_gone, nullptr);
+  cnp::worker::DieWithTheServer();
   cnp::SetLogProgram("cnp-worker");
   // The server and every worker write to one stderr pipe: a log line (a direct session's
   // function log() or traceback) must be one atomic write, or lines of other processes land in

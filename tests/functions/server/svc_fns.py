@@ -80,6 +80,14 @@ def starts_a_child(doc):
     yield from waits(doc)
 
 
+def ignores_server_gone_and_starts_a_child(doc):
+    """starts_a_child, having first set the signal the kernel sends a worker whose server died
+    (SIGUSR2) to be ignored, as a library might take it over."""
+    import signal
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    yield from starts_a_child(doc)
+
+
 def starts_a_child_and_dies(doc):
     """Starts a process that holds the FIFO doc["held"] open while it lives, then kills its
     own worker, as a crash would."""

@@ -151,8 +151,19 @@ TEST(LifecycleTest, SigtermWithACallRunningPastTheGraceStopsItThenAndExitsZero) 
 
 // A server killed outright (SIGKILL, the OOM killer) stops nothing itself. Its workers died with
 // it, but a process a function had started ran on (600 s here), beyond every limit and with no
-// server to stop it: each worker now takes its process group with it.
-TEST(LifecycleTest, AKilledServerTakesTheProcessesItsFunctionsStartedWithIt) {
+// server to stop it: each worker now takes its process group with it. Also when the function
+// has taken the kernel's signal for that over (a review found it could): a thread of the
+// worker's own watches the server.
+class KilledServerTest : public ::testing::TestWithParam<const char*> {};
+
+INSTANTIATE_TEST_SUITE_P(Functions, KilledServerTest,
+                         ::testing::Values("svc_fns.starts_a_child",
+                                           "svc_fns.ignores_server_gone_and_starts_a_child"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.index == 0 ? "Plain" : "SignalIgnored");
+                         });
+
+TEST_P(KilledServerTest, AKilledServerTakesTheProcessesItsFunctionsStartedWithIt) {
   auto server = ServerProcess::StartWithFunctions({"tests/functions/server"}, 1);
   ASSERT_NE(server, nullptr);
   auto client = server->Connect();
@@ -165,7 +176,7 @@ TEST(LifecycleTest, AKilledServerTakesTheProcessesItsFunctionsStartedWithIt) {
   const int child_alive = ::open(held.c_str(), O_RDONLY | O_NONBLOCK);
   ASSERT_GE(child_alive, 0);
   auto call = std::async(std::launch::async, [&] {
-    return client->Map({"svc_fns.starts_a_child"},
+    return client->Map({GetParam()},
                        {Doc("held", absl::StrCat(R"("held":")", held, R"(","ready":")", ready,
                                                  R"(","release":")", release, "\""))},
                        absl::Seconds(120));
