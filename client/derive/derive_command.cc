@@ -465,6 +465,9 @@ int RunDeriveCommand(int argc, char** argv) {
             absl::FormatDuration(absl::Trunc(lease.wait_hint(), absl::Milliseconds(100))), "\n");
         said_waiting = true;
       }
+      // Waited out until its expiry, and the round after it (the loop sleeps up to `poll`
+      // between reads), with a second of slack: still held by it then, it renewed the lease,
+      // and is alive after all.
       const bool ended_holder_waited =
           once && lease.other_holder() == ended_holder &&
           absl::Now() < ended_holder_expiry + poll + absl::Seconds(1);

@@ -12,8 +12,9 @@ namespace cnp::derive {
 // This process's holder id, a new random part each call.
 std::string NewHolderId();
 
-// Whether `holder` names a process of this host that has ended, so that nothing renews its
-// lease: a `--once` run then waits for the lease to expire instead of leaving the work to it.
+// Whether `holder`, not this process's own id, names a process of this host that has ended, so
+// that nothing renews its lease: a `--once` run then waits for the lease to expire instead of
+// leaving the work to it.
 // False when that cannot be told: another host, an id of another shape, a process that is alive
 // (of this user or another), or a process of another pid namespace on a host of the same name
 // (its pid may be unused here: the caller still waits only for the lease to expire).
