@@ -206,8 +206,14 @@ absl::Status CheckAbsolutePaths(const std::vector<CodeDirectory>& dirs,
                      " is relative: CouchDB starts the adapter in a directory of its own; give "
                      "an absolute path, e.g. /usr/local/bin/cnp-server"));
   }
-  // Checked now, not where the server is started: a path that cannot run was met at every
-  // command's start, each answered `unavailable`, with "exec of cnp-server failed" in its log.
+  return absl::OkStatus();
+}
+
+// An adapter that may start a server (the default target) checks the --server-binary it was
+// given now, not where the server is started: a path that cannot run was met at every command's
+// start, each answered `unavailable`, with "exec of cnp-server failed" in its log. One that never
+// starts a server (a --target) does not look at the flag.
+absl::Status CheckServerBinaryRuns(const std::string& server_binary) {
   if (!server_binary.empty()) {
     struct stat st {};
     std::string problem;
@@ -358,8 +364,11 @@ int Run() {
   // directory other users may write to, as its workers do.
   const std::vector<CodeDirectory> code_directories = CodeDirectories(
       options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/"");
-  for (const absl::Status& s : {CheckAbsolutePaths(code_directories, options.launch.server_binary),
-                                CheckCodeDirectories(code_directories)}) {
+  for (const absl::Status& s :
+       {CheckAbsolutePaths(code_directories, options.launch.server_binary),
+        options.may_launch ? CheckServerBinaryRuns(options.launch.server_binary)
+                           : absl::OkStatus(),
+        CheckCodeDirectories(code_directories)}) {
     if (!s.ok()) {
       std::cerr << "cnp-adapter: " << s.message() << std::endl;
       return 2;

@@ -697,6 +697,13 @@ class SettingsTest(unittest.TestCase):
                     self.assertEqual(qs.close(), 2, qs.diagnostics())
                     self.assertIn(f"--server-binary={binary}: {why}", qs.diagnostics())
                     self.assertEqual(harness.daemon_pids(socket_path), [])
+            # An adapter given a --target never starts a server: a stale --server-binary beside
+            # it is not looked at (a review found it would have stopped every start).
+            qs = harness.Adapter(harness.ServerTestCase.binaries,
+                                 [f"--target=unix:{socket_path}",
+                                  f"--server-binary={os.path.join(tmp, 'missing')}"], env=env)
+            self.assertEqual(qs.close(), 0, qs.diagnostics())
+            self.assertNotIn("--server-binary", qs.diagnostics())
 
     def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
         functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
