@@ -438,38 +438,8 @@ absl::Status ModulePolicy::NeverCallable(const FunctionName& name, const std::st
   return Denied(name, never.why, never.advice);
 }
 
-bool ModulePolicy::OnThePath(const std::string& top) const {
-  if (!path_find_spec_) {
-    PyRef machinery = PyRef::Steal(PyImport_ImportModule("importlib.machinery"));
-    PyRef finder = machinery ? PyRef::Steal(PyObject_GetAttrString(machinery.get(), "PathFinder"))
-                             : PyRef();
-    if (finder) path_find_spec_ = PyRef::Steal(PyObject_GetAttrString(finder.get(), "find_spec"));
-    if (!path_find_spec_) {
-      PyErr_Clear();
-      return true;
-    }
-  }
-  PyRef text = PyRef::Steal(PyUnicode_FromString(top.c_str()));
-  PyRef spec = text ? PyRef::Steal(PyObject_CallOneArg(path_find_spec_.get(), text.get())) : PyRef();
-  if (!spec) {
-    PyErr_Clear();
-    return true;
-  }
-  return spec.get() != Py_None;
-}
-
 absl::Status ModulePolicy::NotAllowedByPrefix(const FunctionName& name, const std::string& module,
                                               const std::string& whose) const {
-  // Advice to allow a module that does not exist only led to ModuleNotFoundError: a typo.
-  const std::string top = module.substr(0, module.find('.'));
-  if (whose == "module" && PyImport_GetModuleDict() != nullptr &&
-      PyDict_GetItemString(PyImport_GetModuleDict(), top.c_str()) == nullptr && !OnThePath(top)) {
-    return Denied(name,
-                  absl::StrCat(whose, " '", module, "' is not covered by --allow-module (",
-                               absl::StrJoin(allowed_prefixes_, ", "), "), and no module '", top,
-                               "' is on the Python path"),
-                  "check the name");
-  }
   return Denied(name,
                 absl::StrCat(whose, " '", module, "' is not covered by --allow-module (",
                              absl::StrJoin(allowed_prefixes_, ", "), ")"),

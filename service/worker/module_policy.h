@@ -105,10 +105,6 @@ class ModulePolicy {
                              const std::string& whose) const;
   absl::Status NotAllowedByPrefix(const FunctionName& name, const std::string& module,
                                   const std::string& whose) const;
-  // Whether a top-level module of this name is on sys.path, found as `import` would find it
-  // there (PathFinder: no module runs, not even a meta-path finder's shim); true when that
-  // cannot be told.
-  bool OnThePath(const std::string& top) const;
   // Whether `function` is what one of couch_named_python's handler factories made (its code
   // object is registered in couch_named_python._factory) and now belongs to the module it was
   // found in: then its code may live in the package rather than in the operator's files.
@@ -118,7 +114,6 @@ class ModulePolicy {
   std::vector<std::string> allowed_prefixes_;
   CodeRoots roots_;
   mutable PyRef find_spec_;  // importlib.util.find_spec, imported on first use
-  mutable PyRef path_find_spec_;  // importlib.machinery.PathFinder.find_spec, likewise
   mutable PyRef product_codes_;  // couch_named_python._factory.PRODUCT_CODES, on first use
   mutable std::string package_dir_;  // the directory of couch_named_python's files, likewise
 };
