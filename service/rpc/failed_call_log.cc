@@ -5,6 +5,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "service/common/line_budget.h"
 #include "service/common/log.h"
 
@@ -16,8 +18,10 @@ constexpr int64_t kBytesPerSecond = 64 << 10;
 
 }  // namespace
 
-void LogFailedCall(const grpc::Status& status) {
-  static LineBudget budget(kLinesPerSecond, kBytesPerSecond, "lines of failed calls");
+void LogFailedCall(absl::string_view rpc, const grpc::Status& status) {
+  static LineBudget warnings(kLinesPerSecond, kBytesPerSecond, "warnings of failed calls");
+  static LineBudget infos(kLinesPerSecond, kBytesPerSecond, "lines of failed calls");
+  if (absl::StartsWith(rpc, "Health/")) return;
   LogLevel level = LogLevel::kInfo;
   switch (status.error_code()) {
     case grpc::StatusCode::OK:
@@ -41,6 +45,7 @@ void LogFailedCall(const grpc::Status& status) {
   const std::string code(
       absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
   std::string line;
+  LineBudget& budget = level == LogLevel::kInfo ? infos : warnings;
   if (budget.Admit([&] {
         line = FormatEvent(level, absl::StrCat("call failed: ", status.error_message()),
                            {{"code", code}});

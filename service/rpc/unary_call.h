@@ -96,7 +96,7 @@ class UnaryMethod : public std::enable_shared_from_this<UnaryMethod<Service, Req
     } catch (const std::exception& e) {
       status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
-    if (!status.ok()) LogFailedCall(status);
+    if (!status.ok()) LogFailedCall(self->rpc_, status);
     UnreadAnswerWatch watch(context, call, call->server_context, call->done, self->rpc_,
                             self->peer_of_, self->answer_timeout_);
     if (status.ok()) watch.Ready(static_cast<int64_t>(call->response.Length()));
