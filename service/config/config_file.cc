@@ -164,20 +164,29 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   auto cannot = [&path](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", why));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return cannot(std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    return cannot("it is a directory; give the YAML file");
-  }
   // A device holds no settings, and the trust check's advice for one every user may write
-  // (/dev/null: `chmod go-w /dev/null`) would break the host. A pipe is read as cat reads it
-  // (--config=<(...) is one).
-  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode)) {
+  // (/dev/null: `chmod go-w /dev/null`) would break the host: refused by what stat says, before
+  // an open that could have effects of its own (a socket cannot be opened at all). A pipe is
+  // read as cat reads it (--config=<(...) is one).
+  auto not_a_file = [&cannot](const struct stat& st) -> std::optional<absl::Status> {
+    if (S_ISDIR(st.st_mode)) return cannot("it is a directory; give the YAML file");
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode)) {
+      return cannot(absl::StrCat("it is a ", S_ISSOCK(st.st_mode) ? "socket" : "device",
+                                 ", not a file; give the YAML file"));
+    }
+    return std::nullopt;
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (std::optional<absl::Status> refused = not_a_file(st)) return *refused;
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return cannot(std::strerror(errno));
+  // What was opened, which may have been replaced since the stat.
+  if (::fstat(fd, &st) != 0) st = {};
+  if (std::optional<absl::Status> refused = not_a_file(st)) {
     ::close(fd);
-    return cannot(absl::StrCat("it is a ", S_ISSOCK(st.st_mode) ? "socket" : "device",
-                               ", not a file; give the YAML file"));
+    return *refused;
   }
   // Its settings decide whom the server lets in (--allow-uid) and what it runs as workers
   // (--worker-binary): a file another user may change would hand them this server's user.

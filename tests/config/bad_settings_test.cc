@@ -4,7 +4,10 @@
 // P.direct is too long), negative counts and durations taken as defaults, config keys that
 // reached absl's own flags (flagfile), duplicate keys, and --version without a version.
 // Every case starts the real binary and asserts its exit code and message.
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <ostream>
 #include <string>
@@ -176,6 +179,16 @@ TEST(ConfigFileTest, ADirectoryOrAnEndlessFileIsAClearError) {
                                          ": it is a device, not a file; give the YAML file"));
     EXPECT_THAT(endless->Log(), Not(HasSubstr("chmod"))) << device;
   }
+  // A socket cannot be opened at all: said as what it is, not "No such device or address".
+  const std::string socket_path = dir + "/cnp.sock";
+  const int listening = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{.sun_family = AF_UNIX, .sun_path = {}};
+  socket_path.copy(address.sun_path, sizeof address.sun_path - 1);
+  ASSERT_EQ(::bind(listening, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  auto socket = Launch(dir, {"--workers=1", "--config=" + socket_path});
+  ExpectRefused(*socket, "cannot read config file " + socket_path +
+                             ": it is a socket, not a file; give the YAML file");
+  ::close(listening);
   WriteFile(dir + "/huge.yaml", std::string((1 << 20) + 1, '#'), 0644);
   auto huge = Launch(dir, {"--workers=1", "--config=" + dir + "/huge.yaml"});
   ExpectRefused(*huge, "cannot read config file " + dir + "/huge.yaml: larger than 1048576 bytes");
