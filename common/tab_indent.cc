@@ -3,20 +3,21 @@
 namespace cnp {
 
 std::optional<int> TabIndentedLine(absl::string_view text, int through_line) {
+  std::optional<int> nearest;
   int line = 1;
-  bool indenting = true;  // only spaces and tabs so far on this line
-  for (const char c : text) {
-    if (line > through_line) break;
-    if (c == '\n') {
-      ++line;
-      indenting = true;
-    } else if (indenting && c == '\t') {
-      return line;
-    } else if (c != ' ') {
-      indenting = false;
+  for (size_t start = 0; start <= text.size() && line <= through_line; ++line) {
+    size_t end = text.find('\n', start);
+    if (end == absl::string_view::npos) end = text.size();
+    const absl::string_view row = text.substr(start, end - start);
+    const size_t content = row.find_first_not_of(" \t");
+    // Blank and comment lines may hold tabs: YAML lets them.
+    if (content != absl::string_view::npos && row[content] != '#' &&
+        row.substr(0, content).find('\t') != absl::string_view::npos) {
+      nearest = line;
     }
+    start = end + 1;
   }
-  return std::nullopt;
+  return nearest;
 }
 
 }  // namespace cnp

@@ -10,8 +10,9 @@
 
 namespace cnp {
 
-// The first line (1-based) among the first `through_line` lines (1-based; past the end: all)
-// of `text` whose indentation holds a tab, if any.
+// The last line (1-based) among the first `through_line` (1-based; past the end: all) of `text`
+// whose indentation holds a tab, if any: the nearest to where the reader gave up. Blank and
+// comment-only lines, which YAML lets hold tabs, do not count.
 std::optional<int> TabIndentedLine(absl::string_view text, int through_line);
 
 }  // namespace cnp
