@@ -437,8 +437,11 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
   // Spares wait for direct sessions, at most max_sessions of which run: more were started
   // without a word (1,000 asked, 64 started, 1.5 GiB held).
   if (c.max_sessions > 0 && c.spare_session_workers > c.max_sessions) {
+    const bool in_file = sources.FromFile("spare_session_workers") != nullptr;
     return OutOfRange(sources, "spare_session_workers",
-                      absl::StrCat("between 0 (none) and max_sessions (", c.max_sessions, ")"),
+                      absl::StrCat("between 0 (none) and ",
+                                   Mention(sources, "max_sessions", in_file), " (",
+                                   c.max_sessions, ")"),
                       absl::StrCat(c.spare_session_workers));
   }
   if (c.call_timeout <= absl::ZeroDuration()) {
