@@ -28,7 +28,12 @@ inline constexpr absl::Duration kLongestHeartbeat = absl::Seconds(60);
 // server that has stopped, so the stream is refused instead.
 inline std::optional<absl::Duration> GrantedHeartbeat(std::string_view asked_ms) {
   int64_t ms = 0;
-  if (!absl::SimpleAtoi(absl::string_view(asked_ms.data(), asked_ms.size()), &ms)) {
+  const absl::string_view text(asked_ms.data(), asked_ms.size());
+  if (!absl::SimpleAtoi(text, &ms)) {
+    // Digits past int64's range ask for more than the longest: granted that.
+    if (!text.empty() && text.find_first_not_of("0123456789") == absl::string_view::npos) {
+      return kLongestHeartbeat;
+    }
     return std::nullopt;
   }
   if (ms <= 0) return absl::ZeroDuration();

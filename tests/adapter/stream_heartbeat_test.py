@@ -137,7 +137,7 @@ class StreamHeartbeatTest(unittest.TestCase):
 
     def test_what_is_granted(self):
         for asked, granted in (("1", 200), ("1500", 1500), ("999999999", 60000), ("0", 0),
-                               ("-5", 0)):
+                               ("-5", 0), ("99999999999999999999", 60000)):
             session = self.session(heartbeat_ms=asked)
             taught = session.send(["add_fun", "fixture_fns.town_n"])
             self.assertEqual(taught[0]["heartbeat_ms"], granted, asked)

@@ -9,9 +9,9 @@ sys.stderr or sys.stderr.buffer or warnings.warn, becomes one event attributed t
 running, escaped and held to a number of lines and bytes a second (builtin_module.cc).
 
 Code written for the interpreter's own stderr (sys.stderr.buffer.write, fileno() for
-faulthandler or a child's stderr, encoding) must work the same way, so these writers answer as
-it does. Bytes written to the descriptor itself bypass the events, as they bypass Python's
-buffers.
+faulthandler or a child's stderr) must work the same way, so these writers answer as it does,
+but for their encoding: the log's, UTF-8, whatever the locale. Bytes written to the descriptor
+itself bypass the events, as they bypass Python's buffers.
 """
 
 import codecs
