@@ -184,6 +184,25 @@ class DeriveTest : public ::testing::Test {
     return Exited{*exit_code, (*run)->output()};
   }
 
+  // A follower of `declaration` that holds the lease (renewing it every 500 ms) and has derived
+  // the first change: the process, and the holder id it said.
+  struct Holder {
+    std::unique_ptr<ChildProcess> process;
+    std::string id;
+  };
+  absl::StatusOr<Holder> StartHolder(const std::string& declaration, const std::string& lease_timeout) {
+    auto follower = ChildProcess::Start(
+        Command(declaration, {"--lease-timeout=" + lease_timeout, "--lease-renew=500ms"}), dir_,
+        "holding the lease as ", kRunTimeout);
+    if (!follower.ok()) return follower.status();
+    if (!(*follower)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) {
+      return absl::DeadlineExceededError(absl::StrCat("no first change; it printed:\n", (*follower)->output()));
+    }
+    const std::string out = (*follower)->output();
+    const size_t as = out.find("holding the lease as ") + 21;
+    return Holder{*std::move(follower), out.substr(as, out.find('\n', as) - as)};
+  }
+
   // tests/derive/hold_proxy.py in front of pouchdb-server with `rules`; `url` is its address.
   absl::StatusOr<std::unique_ptr<ChildProcess>> StartProxy(const std::vector<std::string>& rules,
                                                            std::string& url) {
@@ -1682,13 +1701,9 @@ TEST_F(DeriveTest, ADatabasesUrlIsRefusedBeforeAnythingIsWritten) {
 TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
   Fill("held_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("held", "held_src", "held_map"));
-  auto follower = ChildProcess::Start(Command(declaration, {"--lease-timeout=30s", "--lease-renew=500ms"}), dir_,
-                                      "holding the lease as ", kRunTimeout);
+  absl::StatusOr<Holder> follower = StartHolder(declaration, "30s");
   ASSERT_TRUE(follower.ok()) << follower.status();
-  ASSERT_TRUE((*follower)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*follower)->output();
-  const std::string out = (*follower)->output();
-  const size_t as = out.find("holding the lease as ") + 21;
-  const std::string holder = out.substr(as, out.find('\n', as) - as);
+  const std::string& holder = follower->id;
 
   absl::StatusOr<Exited> once = RunToExit(Command(declaration, {"--once"}), "cnp derive");
   ASSERT_TRUE(once.ok()) << once.status();
@@ -1706,15 +1721,11 @@ TEST_F(DeriveTest, OnceExitsAtOnceSayingWhoHoldsTheLease) {
 TEST_F(DeriveTest, OnceTakesOverTheLeaseOfAHolderOfThisHostThatHasEnded) {
   Fill("dead_src", R"([{"_id":"a","town":"Oslo"}])");
   std::string declaration = Declare(TownsDeclaration("dead", "dead_src", "dead_map"));
-  auto follower = ChildProcess::Start(Command(declaration, {"--lease-timeout=3s", "--lease-renew=500ms"}), dir_,
-                                      "holding the lease as ", kRunTimeout);
+  absl::StatusOr<Holder> follower = StartHolder(declaration, "3s");
   ASSERT_TRUE(follower.ok()) << follower.status();
-  ASSERT_TRUE((*follower)->WaitForOutput("seq 1, 1 change(s)", kRunTimeout)) << (*follower)->output();
-  const std::string out = (*follower)->output();
-  const size_t as = out.find("holding the lease as ") + 21;
-  const std::string holder = out.substr(as, out.find('\n', as) - as);
-  ASSERT_EQ(kill((*follower)->pid(), SIGKILL), 0);
-  (*follower)->WaitForExitCode(kRunTimeout);
+  const std::string& holder = follower->id;
+  ASSERT_EQ(kill(follower->process->pid(), SIGKILL), 0);
+  follower->process->WaitForExitCode(kRunTimeout);
   Fill("dead_src", R"([{"_id":"b","town":"Lima"}])");
 
   absl::StatusOr<Exited> once = RunToExit(Command(declaration, {"--once", "--lease-timeout=3s"}), "cnp derive");
