@@ -29,7 +29,9 @@ void* WatchServer(void* pidfd) {
                 .revents = 0};
   while (::poll(&server, 1, -1) < 0 && errno == EINTR) {
   }
-  KillOwnProcessGroup();
+  // Only the server's end: a descriptor closed under the thread (code that closes every
+  // descriptor it does not know) is no death, and leaves the signal to watch.
+  if ((server.revents & POLLIN) != 0) KillOwnProcessGroup();
   return nullptr;
 }
 
