@@ -1,5 +1,9 @@
 #include "common/tab_indent.h"
 
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
 namespace cnp {
 
 std::optional<int> TabIndentedLine(absl::string_view text, int through_line) {
@@ -18,6 +22,13 @@ std::optional<int> TabIndentedLine(absl::string_view text, int through_line) {
     start = end + 1;
   }
   return nearest;
+}
+
+std::string TabIndentNote(absl::string_view text, int error_line) {
+  const std::optional<int> tab =
+      TabIndentedLine(text, error_line < 0 ? std::numeric_limits<int>::max() : error_line + 1);
+  if (!tab) return "";
+  return absl::StrCat(" (line ", *tab, " indents with a tab: YAML indents with spaces only)");
 }
 
 }  // namespace cnp

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -14,5 +15,10 @@ namespace cnp {
 // whose indentation holds a tab, if any: the nearest to where the reader gave up. Blank and
 // comment-only lines, which YAML lets hold tabs, do not count.
 std::optional<int> TabIndentedLine(absl::string_view text, int through_line);
+
+// What a YAML syntax error at `error_line` (0-based, as yaml-cpp's marks count; negative when
+// the mark has no place: the whole text) says of such a line: " (line N indents with a tab:
+// YAML indents with spaces only)", or "".
+std::string TabIndentNote(absl::string_view text, int error_line);
 
 }  // namespace cnp

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -273,12 +272,7 @@ absl::Status ApplyConfigFile(const std::string& path, Sources& sources) {
     }
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything the checks above did not foresee.
-    const std::optional<int> tab = TabIndentedLine(
-        *text, e.mark.is_null() ? std::numeric_limits<int>::max() : e.mark.line + 1);
-    return ConfigError(path, e.mark, "",
-                       tab ? absl::StrCat(e.msg, " (line ", *tab,
-                                          " indents with a tab: YAML indents with spaces only)")
-                           : e.msg);
+    return ConfigError(path, e.mark, "", absl::StrCat(e.msg, TabIndentNote(*text, e.mark.line)));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }

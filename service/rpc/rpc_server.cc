@@ -701,8 +701,9 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
           const std::string_view value(asked->second.data(), asked->second.size());
           const std::optional<absl::Duration> interval = GrantedHeartbeat(value);
           if (!interval) {
+            const absl::string_view shown(value.data(), std::min<size_t>(value.size(), 40));
             return absl::InvalidArgumentError(absl::StrCat(
-                kHeartbeatHeader, ": \"", Printable(absl::string_view(value.data(), std::min<size_t>(value.size(), 40))),
+                kHeartbeatHeader, ": \"", Printable(shown),
                 "\" is not a whole number of milliseconds (",
                 absl::ToInt64Milliseconds(kShortestHeartbeat), " to ",
                 absl::ToInt64Milliseconds(kLongestHeartbeat), " are granted; 0: none)"));

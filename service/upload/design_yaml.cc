@@ -9,7 +9,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,14 +36,6 @@
 
 namespace cnp::upload {
 namespace {
-
-// What a YAML syntax error at `mark` says of a tab that indents a line up to it (tab_indent.h).
-std::string TabNote(absl::string_view text, const YAML::Mark& mark) {
-  const std::optional<int> tab =
-      TabIndentedLine(text, mark.is_null() ? std::numeric_limits<int>::max() : mark.line + 1);
-  if (!tab) return "";
-  return absl::StrCat(" (line ", *tab, " indents with a tab: YAML indents with spaces only)");
-}
 
 // Whether cnp-upload named the member of the plain key `text` otherwise: json.dumps wrote the
 // boolean or integer YAML 1.1 read (`on` -> "true", `010` -> "8"). A float key is left out:
@@ -326,7 +317,8 @@ class Parser {
                                                limits_.max_depth, " levels)"));
       return {};
     } catch (const YAML::Exception& e) {
-      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg, TabNote(file_.text(), e.mark)));
+      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg,
+                                               TabIndentNote(file_.text(), e.mark.line)));
       return {};
     }
     std::vector<DesignDocSpec> specs;

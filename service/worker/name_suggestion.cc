@@ -113,6 +113,12 @@ bool NameSuggester::PassesFunctionChecks(const FunctionName& guess) const {
   return passes;
 }
 
+std::string NameSuggester::DidYouMean(const absl::Status& status, const FunctionName& name) {
+  if (!absl::IsNotFound(status) && !absl::IsPermissionDenied(status)) return "";
+  std::optional<std::string> meant = Suggest(name);
+  return meant ? absl::StrCat("; did you mean \"", *meant, "\"?") : "";
+}
+
 std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   // Before any lookup: finding out whether `distutils` exists runs a virtualenv's shim.
   if (policy_.RefusesByName(name)) return std::nullopt;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "service/worker/function_name.h"
 #include "service/worker/module_policy.h"
 #include "service/worker/py_ref.h"
@@ -35,6 +36,12 @@ class NameSuggester {
   // nothing but the standard library's pkgutil and importlib.util, and never leaves a Python
   // error set. For error paths only.
   std::optional<std::string> Suggest(const FunctionName& name);
+
+  // What a message about `name` failing with `status` gains: "; did you mean \"GUESS\"?" for a
+  // name not found or refused (a misspelt module is refused by --allow-module before it is
+  // looked for, so refusals are asked too: the guess is only ever an allowed module, and a
+  // module that exists, os, gets none) when Suggest has a guess; else "".
+  std::string DidYouMean(const absl::Status& status, const FunctionName& name);
 
  private:
   // (index of the misspelt part of the dotted path, the names it could have meant), or nullopt.

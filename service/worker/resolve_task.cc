@@ -72,15 +72,8 @@ void ResolveOne(FunctionRegistry& registry, const std::string& text, bool versio
   if (!function.ok()) {
     std::string error(function.status().message());
     // A typo in a module or function name (cnp check, cnp upload, an add_fun): the closest
-    // name that exists, looked for only on this error path. A misspelt module is refused by
-    // --allow-module before it is looked for, so refusals are asked too: the guess is only
-    // ever an allowed module, and a module that exists (os) gets none.
-    if ((absl::IsNotFound(function.status()) || absl::IsPermissionDenied(function.status())) &&
-        name.ok()) {
-      if (std::optional<std::string> meant = suggester.Suggest(*name)) {
-        absl::StrAppend(&error, "; did you mean \"", *meant, "\"?");
-      }
-    }
+    // name that exists, looked for only on this error path.
+    if (name.ok()) error += suggester.DidYouMean(function.status(), *name);
     resolved.set_error(std::move(error));
     // The code a call naming it would fail with (a version mismatch is FAILED_PRECONDITION).
     resolved.set_error_code(static_cast<int>(function.status().code()));

@@ -59,14 +59,12 @@ namespace {
 // call): the guess `cnp check` and an add_fun give (resolve_task.cc), on this error path only.
 absl::Status WithGuess(FunctionRegistry& registry, const absl::Status& status,
                        const std::string& text) {
-  if (!absl::IsNotFound(status) && !absl::IsPermissionDenied(status)) return status;
+  if (status.ok()) return status;
   absl::StatusOr<FunctionName> name = ParseFunctionName(text);
   if (!name.ok()) return status;
-  NameSuggester suggester = registry.Suggester();
-  std::optional<std::string> meant = suggester.Suggest(*name);
-  if (!meant) return status;
-  absl::Status guessed(status.code(),
-                       absl::StrCat(status.message(), "; did you mean \"", *meant, "\"?"));
+  const std::string guess = registry.Suggester().DidYouMean(status, *name);
+  if (guess.empty()) return status;
+  absl::Status guessed(status.code(), absl::StrCat(status.message(), guess));
   status.ForEachPayload([&guessed](absl::string_view url, const absl::Cord& payload) {
     guessed.SetPayload(url, payload);
   });
