@@ -427,7 +427,7 @@ absl::Status ServiceConnection::Drop() {
   const bool expired = std::exchange(expired_, false);
   const bool silent = std::exchange(silent_, false);
   const bool was_working = std::exchange(heard_in_exchange_, false);
-  heard_on_stream_ = false;
+  const bool had_answered = std::exchange(heard_on_stream_, false);
   stream_.reset();
   queue_.reset();
   context_.reset();
@@ -465,7 +465,15 @@ absl::Status ServiceConnection::Drop() {
     return absl::UnavailableError("the session stream broke");
   }
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
-    // A wrong or missing token stays wrong: retrying until CouchDB's timeout helps no one.
+    // A stream the service had answered ends so when the operator removed its token (a
+    // rotation, or a token revoked): the next connection reads the token file again, and its
+    // session is replayed there. Refused from the first, a token stays wrong: retrying until
+    // CouchDB's timeout helps no one.
+    if (had_answered) {
+      return absl::UnavailableError(absl::StrCat(
+          "the service no longer accepts the token this session's stream was opened with (",
+          status.error_message(), "); reconnecting with the token file as it is now"));
+    }
     return absl::FailedPreconditionError(status.error_message());
   }
   return absl::UnavailableError(absl::StrCat("the session stream broke: ", status.error_message()));

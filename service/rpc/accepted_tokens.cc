@@ -27,6 +27,8 @@ void AcceptedTokens::Replace(std::vector<std::string> tokens) {
   auto replacement = std::make_shared<const std::vector<std::string>>(std::move(tokens));
   absl::MutexLock lock(&mu_);
   tokens_ = std::move(replacement);
+  // Under the lock, after the swap: whoever sees the new generation checks the new tokens.
+  generation_.fetch_add(1, std::memory_order_release);
 }
 
 std::string TokenFingerprint(absl::string_view token) {

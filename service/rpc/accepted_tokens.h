@@ -6,6 +6,8 @@
 // swap the list: it keeps the list it started with.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,8 +36,13 @@ class AcceptedTokens {
   // ignored when not.
   void Replace(std::vector<std::string> tokens);
 
+  // Counts the Replace calls: a stream admitted earlier checks its token again only when this
+  // has moved since (call_gate.h, Readmit), an atomic load per message rather than a compare.
+  uint64_t Generation() const { return generation_.load(std::memory_order_acquire); }
+
  private:
   const bool required_;
+  std::atomic<uint64_t> generation_{0};
   mutable absl::Mutex mu_;
   std::shared_ptr<const std::vector<std::string>> tokens_ ABSL_GUARDED_BY(mu_);
 };

@@ -31,19 +31,45 @@ absl::Status CallGate::CheckToken(const grpc::ServerContext& context,
   if (!tokens_->Required()) return absl::OkStatus();
   const std::string peer = context.peer();
   if (IsUnixPeer(peer)) return absl::OkStatus();
-  const auto& metadata = context.client_metadata();
-  std::optional<absl::string_view> header;
-  if (auto found = metadata.find("authorization"); found != metadata.end()) {
-    header = absl::string_view(found->second.data(), found->second.size());
-  }
-  const TokenCheck check = tokens_->Check(header);
+  const TokenCheck check = tokens_->Check(AuthorizationHeader(context));
   if (check == TokenCheck::kAccepted) return absl::OkStatus();
-  const std::string cert = PeerCertificate(context);
-  refusals_->Refused("refused", absl::StrCat(PeerCountKeyOfUri(peer), " cert=", cert, " call=", method),
-                     peer,
-                     RefusalReason(check),
-                     {{"cert", cert}, {"call", method}, {"code", "UNAUTHENTICATED"}}, "calls");
+  LogRefusal(context, peer, method, RefusalReason(check));
   return TokenRefusal(check);
+}
+
+absl::Status CallGate::Readmit(const grpc::ServerContext& context, absl::string_view method,
+                               uint64_t& checked) const {
+  const uint64_t generation = tokens_->Generation();
+  if (generation == checked) return absl::OkStatus();
+  checked = generation;
+  if (!tokens_->Required()) return absl::OkStatus();
+  const std::string peer = context.peer();
+  if (IsUnixPeer(peer)) return absl::OkStatus();
+  if (tokens_->Check(AuthorizationHeader(context)) == TokenCheck::kAccepted) {
+    return absl::OkStatus();
+  }
+  LogRefusal(context, peer, method, "bearer token removed");
+  return absl::UnauthenticatedError(absl::StrCat(
+      "the bearer token this ", method,
+      " stream was opened with is no longer accepted: the server read its --auth-token-file "
+      "again without it. Open a new stream with a token the server accepts now"));
+}
+
+std::optional<absl::string_view> CallGate::AuthorizationHeader(
+    const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto found = metadata.find("authorization");
+  if (found == metadata.end()) return std::nullopt;
+  return absl::string_view(found->second.data(), found->second.size());
+}
+
+void CallGate::LogRefusal(const grpc::ServerContext& context, const std::string& peer,
+                          absl::string_view method, absl::string_view reason) const {
+  const std::string cert = PeerCertificate(context);
+  refusals_->Refused("refused",
+                     absl::StrCat(PeerCountKeyOfUri(peer), " cert=", cert, " call=", method), peer,
+                     reason, {{"cert", cert}, {"call", method}, {"code", "UNAUTHENTICATED"}},
+                     "calls");
 }
 
 std::string CallGate::PeerIdentity(const grpc::ServerContext& context) {

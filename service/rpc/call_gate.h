@@ -17,9 +17,15 @@
 //
 // A call admitted ends its connection's probation (connection_probation.h): a TCP connection
 // that makes no call admitted here soon after it connects is closed.
+//
+// A stream is admitted once, at its start, and may then run for hours: each of its messages is
+// let in by Readmit, which ends it UNAUTHENTICATED once its token has been removed (SIGHUP read
+// a token file without it: a token leaked is revoked, not only refused to new calls).
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,6 +47,17 @@ class CallGate {
   // OK when the call may go on; UNAUTHENTICATED (and an access-log line) when not.
   absl::Status Admit(const grpc::ServerContext& context, absl::string_view method) const;
 
+  // Whether a stream needs Readmit at all: only when the server has tokens.
+  bool RequiresTokens() const { return tokens_->Required(); }
+  // Where the tokens stand; a stream notes it before its Admit, for its first Readmit.
+  uint64_t TokenGeneration() const { return tokens_->Generation(); }
+  // Before each message of a stream admitted earlier: OK while the token it was admitted with
+  // is accepted. `checked` is the TokenGeneration its token was last checked against; the token
+  // is compared again only when the tokens have been read again since (then `checked` moves),
+  // so a message costs an atomic load. Refused: UNAUTHENTICATED and an access-log line.
+  absl::Status Readmit(const grpc::ServerContext& context, absl::string_view method,
+                       uint64_t& checked) const;
+
   // Who is calling, for log lines: the address, and the verified client certificate's names
   // over mutual TLS.
   static std::string PeerIdentity(const grpc::ServerContext& context);
@@ -49,6 +66,9 @@ class CallGate {
 
  private:
   absl::Status CheckToken(const grpc::ServerContext& context, absl::string_view method) const;
+  static std::optional<absl::string_view> AuthorizationHeader(const grpc::ServerContext& context);
+  void LogRefusal(const grpc::ServerContext& context, const std::string& peer,
+                  absl::string_view method, absl::string_view reason) const;
 
   const std::shared_ptr<const AcceptedTokens> tokens_;
   RefusalLog* const refusals_;

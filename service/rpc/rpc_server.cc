@@ -40,6 +40,7 @@
 #include "service/rpc/heartbeating_session.h"
 #include "service/rpc/request_parsing.h"
 #include "service/rpc/server_stream_call.h"
+#include "service/rpc/token_bound_stream.h"
 #include "service/rpc/unary_call.h"
 
 namespace cnp::rpc {
@@ -181,6 +182,17 @@ class UnavailableSession final : public SessionHandler {
     co_return absl::UnimplementedError("this server does not serve CouchDB sessions");
   }
 };
+
+// `handler`, ended at its next message once the token its stream was admitted with is removed
+// (token_bound_stream.h); as it is when the server takes no tokens.
+std::unique_ptr<StreamHandler<grpc::ByteBuffer, grpc::ByteBuffer>> BoundToItsToken(
+    std::unique_ptr<StreamHandler<grpc::ByteBuffer, grpc::ByteBuffer>> handler,
+    const CallGate& gate, const grpc::ServerContext& context, const char* method,
+    uint64_t generation) {
+  if (!gate.RequiresTokens()) return handler;
+  return std::make_unique<TokenBoundStream<grpc::ByteBuffer, grpc::ByteBuffer>>(
+      std::move(handler), gate, context, method, generation);
+}
 
 // How long cancelled calls get to end before the server's threads stop anyway: their handlers
 // were cancelled and their uploads told to stop, so this is only reached by a call stuck in
@@ -679,10 +691,12 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       context, service_, shutdown_, &Service::RequestMapStream, "MapStream", &PeerOf,
       stream_limits,
       [&calls, &gate](grpc::ServerContext& server_context) -> MapStream::FactoryResult {
+        const uint64_t generation = gate.TokenGeneration();
         if (absl::Status admitted = gate.Admit(server_context, "MapStream"); !admitted.ok()) {
           return admitted;
         }
-        return std::make_unique<MapStreamHandler>(calls);
+        return BoundToItsToken(std::make_unique<MapStreamHandler>(calls), gate, server_context,
+                               "MapStream", generation);
       });
 
   using Session = StreamMethod<Service, grpc::ByteBuffer, grpc::ByteBuffer>;
@@ -690,6 +704,7 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
       context, service_, shutdown_, &Service::RequestSession, "Session", &PeerOf, stream_limits,
       [sessions = sessions_, &gate,
        caps](grpc::ServerContext& server_context) -> Session::FactoryResult {
+        const uint64_t generation = gate.TokenGeneration();
         if (absl::Status admitted = gate.Admit(server_context, "Session"); !admitted.ok()) {
           return admitted;
         }
@@ -712,8 +727,10 @@ void RpcServer::ListenAll(grpc_asio::GrpcContext& context) {
             session = std::make_unique<HeartbeatingSession>(std::move(session), *interval);
           }
         }
-        return std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(
-            std::move(session), "Session", caps);
+        return BoundToItsToken(
+            std::make_unique<ParsingStreamHandler<v1::SessionInput, v1::SessionOutput>>(
+                std::move(session), "Session", caps),
+            gate, server_context, "Session", generation);
       });
 
   using Upload = ServerStreamMethod<Service, v1::UploadRequest, v1::UploadEvent>;

@@ -177,6 +177,70 @@ class StoppedReplicaTest(unittest.TestCase):
                     second.stop()
 
 
+class TokenRotationTest(unittest.TestCase):
+    """A token rotated on the server under a live CouchDB session: once the old token leaves the
+    server's file, the stream opened with it ends at its next line (before, it was served on
+    for as long as CouchDB ran), and the adapter reconnects with its token file as it is then
+    and replays the session: a rotation done in order costs CouchDB nothing. A token the
+    server no longer takes at all is an error line, never an empty result."""
+
+    binaries = None
+
+    def test_a_session_follows_a_rotation_and_a_revoked_token_is_an_error(self):
+        with harness.socket_dir("cnp-rotation-") as tmp:
+            port = free_loopback_port()
+            server_tokens = os.path.join(tmp, "server-tokens")
+            client_token = os.path.join(tmp, "client-token")
+
+            def write_private(path, text):
+                # Renamed into place, as a secrets manager does: never read half-written.
+                with open(path + ".new", "w", encoding="utf-8", opener=lambda p, f: os.open(
+                        p, f, 0o600)) as out:
+                    out.write(text)
+                os.rename(path + ".new", path)
+
+            reloads = 0
+
+            def reload_server(text):
+                nonlocal reloads
+                write_private(server_tokens, text)
+                os.kill(server.process.pid, signal.SIGHUP)
+                reloads += 1
+                cnp_testing.wait_for_text(
+                    server.log_path, lambda log: log.count("accepted from now on") >= reloads)
+
+            write_private(server_tokens, "old-token-5d2e\n")
+            write_private(client_token, "old-token-5d2e\n")
+            server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), extra=[
+                f"--listen=127.0.0.1:{port}", f"--auth-token-file={server_tokens}"])
+            qs = harness.Adapter(self.binaries, [f"--target=127.0.0.1:{port}", "--session=stream",
+                                                 f"--auth-token-file={client_token}"])
+            try:
+                self.assertIs(qs.reply(["reset", {"timeout": 5000}]), True)
+                self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
+                self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
+
+                reload_server("old-token-5d2e\nnew-token-9a47\n")
+                write_private(client_token, "new-token-9a47\n")
+                reload_server("new-token-9a47\n")
+                # The session's stream, opened with the old token, ends at this line; the line
+                # is answered on a new stream, with the function taught again.
+                self.assertEqual(qs.reply(["map_doc", DOC_PARIS]), [[["Paris", 2]]],
+                                 qs.diagnostics())
+                self.assertIn("bearer token removed", cnp_testing.read_log(server))
+
+                reload_server("other-token-31c8\n")
+                reply = qs.reply(["map_doc", DOC_OSLO])
+                self.assertEqual(reply[:2], ["error", "unavailable"], reply)
+                self.assertIn("wrong bearer token", reply[2])
+                self.assertEqual(qs.close(), 0, qs.diagnostics())
+            finally:
+                if qs.process.poll() is None:
+                    qs.process.kill()
+                    qs.exited()
+                server.stop()
+
+
 class QuietSessionTest(unittest.TestCase):
     """A CouchDB session that sends nothing for a while keeps its stream to the real cnp-server
     although the adapter pings it every 1.25 s: gRPC's default ping policy had the server answer
@@ -280,5 +344,5 @@ if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])
     FailoverTest.binaries = SharedServerTest.binaries = AbandonedListTest.binaries = binaries
     FrozenReplicaTest.binaries = QuietSessionTest.binaries = binaries
-    StoppedReplicaTest.binaries = binaries
+    StoppedReplicaTest.binaries = TokenRotationTest.binaries = binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -3,8 +3,11 @@
 namespace cnp::testing {
 
 SessionStream::SessionStream(const ServerProcess& server, absl::Duration patience)
-    : client_(server.Connect()) {
-  context_.set_deadline(absl::ToChronoTime(absl::Now() + patience));
+    : SessionStream(server.Connect(), patience) {}
+
+SessionStream::SessionStream(std::unique_ptr<client::Client> client, absl::Duration patience)
+    : client_(std::move(client)) {
+  client_->PrepareContext(context_, patience);
   stream_ = client_->stub().Session(&context_);
 }
 

@@ -20,6 +20,9 @@ class SessionStream {
   // hanging it.
   explicit SessionStream(const ServerProcess& server,
                          absl::Duration patience = absl::Minutes(2));
+  // On `client`'s connection, with its token if it has one.
+  explicit SessionStream(std::unique_ptr<client::Client> client,
+                         absl::Duration patience = absl::Minutes(2));
 
   // Writes one line (a "reset" is answered by nothing: the adapter answers it).
   bool Send(const std::string& line);

@@ -28,12 +28,14 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/transport_testing.h"
+#include "tests/support/session_stream.h"
 #include "tests/support/spawn.h"
 
 namespace cnp::security_testing {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -621,6 +623,46 @@ TEST_F(TlsTest, SighupRotatesTheTokenOnATlsListener) {
   });
   // Over TLS the refusals were gRPC's, before the request was read.
   EXPECT_THAT(server->Log(), HasSubstr("checked=\"before the request was read\""));
+}
+
+// A token removed from the server's file ends the streams opened with it at their next
+// message, not only new calls: before, a Session (a remote cnp-adapter's, open for as long as
+// CouchDB runs) or a MapStream opened with a leaked token went on being served after the
+// operator had revoked it. A stream whose token is still in the file goes on.
+TEST(TokenTest, ARemovedTokenEndsTheStreamsOpenedWithIt) {
+  const std::string dir = ShortTempDir();
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e\nnew-token-9a47");
+  ASSERT_TRUE(server->ready()) << server->Log();
+  WriteFile(dir + "/old", "old-token-5d2e\n");
+  WriteFile(dir + "/new", "new-token-9a47\n");
+  auto old_client = ConnectTo(server->Port(), {.auth_token_file = dir + "/old"});
+  auto new_client = ConnectTo(server->Port(), {.auth_token_file = dir + "/new"});
+  ASSERT_TRUE(old_client.ok()) << old_client.status();
+  ASSERT_TRUE(new_client.ok()) << new_client.status();
+  testing::SessionStream revoked(*std::move(old_client));
+  testing::SessionStream kept(*std::move(new_client));
+  constexpr char kAddFun[] = R"(["add_fun","svc_fns.doubled"])";
+  constexpr char kMapDoc[] = R"(["map_doc",{"_id":"b","n":2}])";
+  ASSERT_THAT(revoked.Ask(kAddFun).value_or(std::vector<std::string>{}), ElementsAre("true"));
+  ASSERT_THAT(kept.Ask(kAddFun).value_or(std::vector<std::string>{}), ElementsAre("true"));
+
+  WriteFile(dir + "/token", "new-token-9a47\n");
+  server->Signal(SIGHUP);
+  ASSERT_TRUE(server->WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
+      << server->Log();
+
+  EXPECT_EQ(revoked.Ask(kMapDoc), std::nullopt);
+  const grpc::Status ended = revoked.Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAUTHENTICATED) << ended.error_message();
+  EXPECT_THAT(ended.error_message(),
+              HasSubstr("the bearer token this Session stream was opened with is no longer "
+                        "accepted"));
+  EXPECT_THAT(kept.Ask(kMapDoc).value_or(std::vector<std::string>{}),
+              ElementsAre(R"(["log","doubling b"])", R"([[["b",4]]])"));
+  EXPECT_TRUE(kept.Finish().ok());
+  EXPECT_TRUE(server->WaitForLog("reason=\"bearer token removed\"", absl::Seconds(10)))
+      << server->Log();
+  EXPECT_THAT(server->Log(), AllOf(Not(HasSubstr("old-token")), Not(HasSubstr("new-token"))));
 }
 
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
