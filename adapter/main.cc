@@ -19,6 +19,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -40,6 +41,7 @@
 #include "common/flag_help.h"
 #include "common/list_flags.h"
 #include "common/module_name.h"
+#include "common/printable_text.h"
 #include "common/process_limits.h"
 #include "common/socket_directory.h"
 #include "common/socket_trust.h"
@@ -374,9 +376,13 @@ int Run() {
       return 2;
     }
   }
-  for (const std::string& module : options.launch.preload_modules) {
-    if (!LooksLikeModuleName(module)) {
-      std::cerr << "cnp-adapter: --preload-module=" << module << ": " << kNotAModuleName
+  for (const auto& [flag, modules] :
+       {std::pair{"allow-module", &options.launch.allowed_modules},
+        std::pair{"preload-module", &options.launch.preload_modules}}) {
+    for (const std::string& module : *modules) {
+      if (LooksLikeModuleName(module)) continue;
+      std::cerr << "cnp-adapter: --" << flag << "=" << Printable(module) << ": "
+                << kNotAModuleName << (absl::StrContains(module, '*') ? kNoModuleWildcards : "")
                 << std::endl;
       return 2;
     }

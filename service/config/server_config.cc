@@ -18,8 +18,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/code_directories.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
@@ -157,16 +159,21 @@ absl::Status CheckNotNegative(const Sources& sources, absl::string_view name,
 }
 
 // A misspelt --preload-module is refused at start, rather than logged by every worker that
-// starts.
-absl::Status CheckPreloadModules(const ServerConfig& c, const Sources& sources) {
-  for (size_t i = 0; i < c.preload_module.size(); ++i) {
-    const std::string& module = c.preload_module[i];
+// starts; so is an --allow-module entry no module can have ("*", " myviews", "myviews."),
+// which let the server start and then refused every call.
+absl::Status CheckModuleNames(const Sources& sources, absl::string_view setting,
+                              const std::vector<std::string>& modules) {
+  for (size_t i = 0; i < modules.size(); ++i) {
+    const std::string& module = modules[i];
     if (LooksLikeModuleName(module)) continue;
+    const std::string flag = absl::StrReplaceAll(setting, {{"_", "-"}});
     return absl::InvalidArgumentError(absl::StrCat(
-        sources.FromFile("preload_module")
-            ? absl::StrCat(Subject(sources, "preload_module", static_cast<int>(i)), " ", module)
-            : absl::StrCat("--preload-module=", module),
-        ": ", kNotAModuleName));
+        sources.FromFile(setting)
+            ? absl::StrCat(Subject(sources, setting, static_cast<int>(i)), " ",
+                           Printable(module))
+            : absl::StrCat("--", flag, "=", Printable(module)),
+        ": ", kNotAModuleName,
+        absl::StrContains(module, '*') ? kNoModuleWildcards : ""));
   }
   return absl::OkStatus();
 }
@@ -541,7 +548,12 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.python_path = repeated.count("python_path") ? repeated["python_path"] : absl::GetFlag(FLAGS_python_path);
   c.allow_module = repeated.count("allow_module") ? repeated["allow_module"] : absl::GetFlag(FLAGS_allow_module);
   c.preload_module = repeated.count("preload_module") ? repeated["preload_module"] : absl::GetFlag(FLAGS_preload_module);
-  if (absl::Status s = CheckPreloadModules(c, sources); !s.ok()) return s;
+  if (absl::Status s = CheckModuleNames(sources, "allow_module", c.allow_module); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckModuleNames(sources, "preload_module", c.preload_module); !s.ok()) {
+    return s;
+  }
   ReadCounts(c);
   if (absl::Status s = CheckRanges(sources, c); !s.ok()) return s;
   // Room for a few of the largest calls at once, each received while another is answered.

@@ -367,6 +367,27 @@ TEST(PreloadModuleTest, ANameThatIsNoModuleIsRefusedAtStart) {
   EXPECT_TRUE(accented->ready()) << accented->Log();
 }
 
+// So is an --allow-module entry that no module can have: the server started with
+// `allow-module: " "` or "*" and then refused every call as "not covered by --allow-module"
+// (found by a security probe).
+TEST(PreloadModuleTest, AnAllowedModuleThatCannotBeOneIsRefusedAtStart) {
+  const std::string dir = ShortTempDir();
+  for (const char* name : {" ", "*", ".", "myviews..", " myviews", "my-views"}) {
+    auto server = Launch(dir, {"--workers=1", absl::StrCat("--allow-module=", name)});
+    ExpectRefused(*server, absl::StrCat("--allow-module=", name, ": not a module name"));
+    ProcessResult adapter = RunWithInput(
+        {Runfile("adapter/cnp-adapter"), absl::StrCat("--allow-module=", name)}, "");
+    EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
+    EXPECT_THAT(adapter.err, HasSubstr(absl::StrCat("--allow-module=", name,
+                                                    ": not a module name")));
+  }
+  auto star = Launch(dir, {"--workers=1", "--allow-module=myviews.*"});
+  ExpectRefused(*star, "there are no wildcards: a module allowed covers the modules below it");
+  WriteFile(dir + "/cnp.yaml", "allow-module: [myviews, \"*\"]\n", 0644);
+  auto from_file = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
+  ExpectRefused(*from_file, "allow-module: *: not a module name");
+}
+
 TEST(PreloadModuleTest, AWorkerStartTimeoutOfZeroIsRefused) {
   auto server = Launch(ShortTempDir(), {"--worker-start-timeout=0s"});
   ExpectRefused(*server, "--worker-start-timeout must be longer than 0s; got 0");
