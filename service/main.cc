@@ -191,7 +191,7 @@ int Run(int argc, char** argv) {
   pool_options.max_queue = config->max_queue;
   pool_options.startup_timeout = config->worker_start_timeout;
   pool_options.max_calls_per_worker = config->max_calls_per_worker;
-  pool_options.max_resident_bytes = config->worker_memory_mb << 20;
+  pool_options.memory_cap_bytes = config->worker_memory_mb << 20;
   // No task's reply is read past what a call may carry (a worker stops building it there).
   pool_options.max_answer_bytes = config->max_call_bytes;
   // The pool lives on the control context; the RPC handlers (the CouchDB stream session

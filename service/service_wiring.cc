@@ -80,7 +80,7 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
   // A start is mostly a CPU's work (Python starting and importing): more at once than cores
   // only slows each of them.
   options.max_parallel_starts = std::clamp<int>(std::thread::hardware_concurrency(), 2, 8);
-  options.max_resident_bytes = config.worker_memory_mb << 20;
+  options.memory_cap_bytes = config.worker_memory_mb << 20;
   return options;
 }
 

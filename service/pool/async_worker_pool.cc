@@ -21,6 +21,7 @@
 #include "common/retry_advice.h"
 #include "service/metrics/service_metrics.h"
 #include "service/pool/await_on.h"
+#include "service/pool/memory_cap.h"
 #include "service/pool/recycling_policy.h"
 #include "service/pool/task_description.h"
 
@@ -780,7 +781,7 @@ asio::awaitable<void> AsyncWorkerPool::Maintain() {
     // Every slot taken down for a restart is started in the same round (a round that left one
     // out would leave it "starting" for good).
     bool changed = StartDueWorkers(now, next_due);
-    if (options_.max_resident_bytes > 0) {
+    if (options_.memory_cap_bytes > 0) {
       if (now >= next_memory_check) {
         next_memory_check = now + options_.memory_check_interval;
         // A slot retired here is due at once: the next round starts it.
@@ -851,12 +852,13 @@ bool AsyncWorkerPool::ReplaceWorkersOverMemoryCap() {
     const bool idle = slot->state == State::kIdle;
     const bool kept = slot->wanted != nullptr && !slot->over_memory_cap;
     if ((!idle && !kept) || slot->worker == nullptr) continue;
-    const int64_t rss = slot->worker->ResidentBytes();
-    metrics::WorkerResident(slot->index, rss);
-    if (rss <= options_.max_resident_bytes) continue;
-    LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") holds ", rss >> 20,
-               " MiB, over the ", options_.max_resident_bytes >> 20, " MiB cap: replacing it",
-               idle ? "" : " once its session gives it back");
+    metrics::WorkerResident(slot->index, slot->worker->ResidentBytes());
+    const int64_t mapped = slot->worker->AddressSpaceBytes();
+    if (!IsNearMemoryCap(mapped, options_.memory_cap_bytes)) continue;
+    LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") maps ", mapped >> 20,
+               " MiB of its ", options_.memory_cap_bytes >> 20,
+               " MiB cap, leaving less than the ", MemoryHeadroom(options_.memory_cap_bytes) >> 20,
+               " MiB a call may need: replacing it", idle ? "" : " once its session gives it back");
     if (idle) {
       over.push_back(slot.get());
     } else {

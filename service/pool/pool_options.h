@@ -13,8 +13,9 @@ struct PoolOptions {
   int max_queue = 256;
   // A worker is replaced after this many calls (0: never).
   int64_t max_calls_per_worker = 0;
-  // A worker whose resident memory is above this (checked while idle) is replaced (0: never).
-  int64_t max_resident_bytes = 0;
+  // The workers' memory cap (--worker-memory-mb, their address space): an idle worker that
+  // has filled it but for less than a call's headroom is replaced (memory_cap.h; 0: never).
+  int64_t memory_cap_bytes = 0;
   // How long a new worker may take to start Python and answer its first frame.
   absl::Duration startup_timeout = absl::Seconds(30);
   // Restart delays after failed starts, and deaths of started workers that no task explains
@@ -37,7 +38,7 @@ struct PoolOptions {
   int failures_before_fail_fast = 3;
   // How long reload requests must stop coming before the merged follow-up reload starts.
   absl::Duration reload_quiet = absl::Milliseconds(500);
-  // How often idle workers' resident memory is read (with max_resident_bytes).
+  // How often idle workers' memory is read (with memory_cap_bytes).
   absl::Duration memory_check_interval = absl::Seconds(2);
   // The answer limit of a task that does not set its own max_answer_bytes (0: none but the
   // frame's): --max-call-bytes, so that no task's reply is read past what a call may carry.

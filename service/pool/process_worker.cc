@@ -368,11 +368,18 @@ asio::awaitable<std::optional<std::string>> ProcessWorker::Ended() {
   co_return how_ended_;
 }
 
-int64_t ProcessWorker::ResidentBytes() const {
-  std::ifstream statm(absl::StrCat("/proc/", pid_, "/statm"));
+int64_t ProcessWorker::ResidentBytes() const { return ProcessMemoryOf(pid_).resident_bytes; }
+
+int64_t ProcessWorker::AddressSpaceBytes() const {
+  return ProcessMemoryOf(pid_).address_space_bytes;
+}
+
+ProcessMemory ProcessMemoryOf(pid_t pid) {
+  std::ifstream statm(absl::StrCat("/proc/", pid, "/statm"));
   int64_t size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return resident * ::sysconf(_SC_PAGESIZE);
+  if (!(statm >> size >> resident)) return ProcessMemory{};
+  const int64_t page = ::sysconf(_SC_PAGESIZE);
+  return ProcessMemory{.address_space_bytes = size * page, .resident_bytes = resident * page};
 }
 
 asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> ProcessWorkerFactory::Start(

@@ -28,6 +28,13 @@
 
 namespace cnp::pool {
 
+// A process's memory, read from /proc/PID/statm; zeros when it cannot be read (it is gone).
+struct ProcessMemory {
+  int64_t address_space_bytes = 0;
+  int64_t resident_bytes = 0;
+};
+ProcessMemory ProcessMemoryOf(pid_t pid);
+
 class ProcessWorker final : public Worker {
  public:
   // Takes over `child` and `pidfd` (a pidfd_open of the child).
@@ -45,6 +52,7 @@ class ProcessWorker final : public Worker {
   asio::awaitable<std::optional<std::string>> Ended() override;
   pid_t pid() const override { return pid_; }
   int64_t ResidentBytes() const override;
+  int64_t AddressSpaceBytes() const override;
 
   // What a direct session (service/session) needs besides an exchange: the task that hands the
   // worker CouchDB's pipes, sent with the descriptors attached (the worker gets its own copies;

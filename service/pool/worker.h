@@ -90,6 +90,9 @@ class Worker {
   virtual pid_t pid() const = 0;
   // Resident memory in bytes, or 0 when unknown.
   virtual int64_t ResidentBytes() const = 0;
+  // The address space it maps in bytes, which its memory cap limits (memory_cap.h); 0 when
+  // unknown.
+  virtual int64_t AddressSpaceBytes() const = 0;
 };
 
 // Whether an error from Worker::Exchange came before anything was written (see there): the

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +20,7 @@
 #include "service/common/log.h"
 #include "service/common/run_on_loop.h"
 #include "service/metrics/service_metrics.h"
+#include "service/pool/memory_cap.h"
 #include "service/pool/restart_policy.h"
 #include "service/pool/worker.h"
 
@@ -63,14 +63,6 @@ EndCauseText TextOf(SessionWorkerPool::EndCause cause) {
     case Cause::kDied: return {"it died during its session", "crash"};
   }
   return {"of an unknown cause", nullptr};
-}
-
-// A process's resident memory, 0 when it cannot be read (it is gone).
-int64_t ResidentBytesOf(pid_t pid) {
-  std::ifstream statm(absl::StrCat("/proc/", pid, "/statm"));
-  int64_t size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return resident * ::sysconf(_SC_PAGESIZE);
 }
 
 }  // namespace
@@ -348,8 +340,7 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
     end = EndCause::kDied;
   } else if (worker.generation < generation_) {
     end = EndCause::kReload;
-  } else if (options_.max_resident_bytes > 0 &&
-             process.ResidentBytes() > options_.max_resident_bytes) {
+  } else if (pool::IsNearMemoryCap(process.AddressSpaceBytes(), options_.memory_cap_bytes)) {
     end = EndCause::kMemory;
   }
   if (end.has_value()) {
@@ -405,7 +396,7 @@ asio::awaitable<void> SessionWorkerPool::WatchMemory() {
       max = std::max(max, bytes);
     }
     for (const auto& [id, pid] : in_session_) {
-      const int64_t bytes = ResidentBytesOf(pid);
+      const int64_t bytes = pool::ProcessMemoryOf(pid).resident_bytes;
       sum += bytes;
       max = std::max(max, bytes);
     }

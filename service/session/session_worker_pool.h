@@ -45,8 +45,9 @@ struct SessionPoolOptions {
   // sessions that wait instead take workers as they come, or the Session stream at their
   // deadline.
   int max_parallel_starts = 2;
-  // A worker above this resident size after its session is replaced (0: never).
-  int64_t max_resident_bytes = 0;
+  // The workers' memory cap: one that has filled it but for less than a call's headroom when
+  // its session ends is replaced (pool/memory_cap.h; 0: never).
+  int64_t memory_cap_bytes = 0;
   absl::Duration startup_timeout = absl::Seconds(30);
   // The wait before the next spare after failed starts (or young deaths) in a row: min_backoff
   // doubling up to max_backoff (pool::RestartBackoff). A spare that lived max_backoff was no

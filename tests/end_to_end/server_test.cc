@@ -238,6 +238,27 @@ TEST(ServerTest, AMemoryBlowUpIsAnErrorForThatDocumentOnly) {
   EXPECT_THAT(server->Log(), HasSubstr("ran out of memory"));
 }
 
+// Memory a function takes outside Python and keeps (a C library's leak, ctypes) fills the
+// worker's cap without a MemoryError: the worker is replaced, before the next call, whoever's,
+// finds nothing left to allocate. Before, the watch compared the worker's resident size with
+// the cap, which it can never pass (the cap is on the address space), and the next call sent
+// there failed with MemoryError (found by a robustness probe).
+TEST(ServerTest, AWorkerFilledOutsidePythonIsReplacedBeforeTheNextCall) {
+  auto server =
+      ServerProcess::StartWithFunctions({"tests/functions/server"}, 1, {"--worker-memory-mb=256"});
+  auto client = server->Connect();
+  auto filled = client->Map({"svc_fns.fills_outside_python"}, {Doc("a", "")});
+  ASSERT_TRUE(filled.ok()) << filled.status();
+  EXPECT_EQ(filled->results(0).errors_size(), 0);
+  EXPECT_THAT(filled->results(0).rows(), HasSubstr(R"("taken_mib")"));
+  ASSERT_TRUE(server->WaitForLog("MiB a call may need: replacing it", absl::Seconds(30)))
+      << server->Log();
+  auto next = client->Map({"svc_fns.takes_32_mib"}, {Doc("b", "")});
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->results(0).errors_size(), 0) << next->results(0).errors(0).message();
+  EXPECT_EQ(next->results(0).rows(), R"([[["b",33554432]]])");
+}
+
 // On the Session stream (CouchDB's remote path) the same MemoryError cannot be a row: "[[]]"
 // would tell CouchDB the document emits nothing, and the view would miss it for good. The line
 // is an error, as a direct session's is, and the session goes on on a fresh worker.

@@ -712,7 +712,7 @@ TEST_F(AsyncWorkerPoolTest, AReplyAskingForReplacementIsLoggedAndCountedByItsCau
 TEST_F(AsyncWorkerPoolTest, AnIdleWorkerOverTheMemoryCapIsReplaced) {
   world_.script = StepFor;
   PoolOptions options = Options(1);
-  options.max_resident_bytes = 100 << 20;
+  options.memory_cap_bytes = 100 << 20;
   options.memory_check_interval = absl::Milliseconds(5);
   ASSERT_TRUE(StartPool(options).ok());
   const pid_t first = *LivePids().begin();
@@ -730,7 +730,7 @@ TEST_F(AsyncWorkerPoolTest, AnIdleWorkerOverTheMemoryCapIsReplaced) {
 TEST_F(AsyncWorkerPoolTest, AMemoryReplacementDuringARollingReloadStillStartsTheReloadedWorker) {
   world_.script = StepFor;
   PoolOptions options = Options(2);
-  options.max_resident_bytes = 100 << 20;
+  options.memory_cap_bytes = 100 << 20;
   options.memory_check_interval = absl::ZeroDuration();  // every round of the maintenance
   ASSERT_TRUE(StartPool(options).ok());
   RunUntil([&] { return world_.Alive() == 2; });
@@ -1122,7 +1122,7 @@ TEST_F(KeptWorkerTest, AKeptWorkerThatDiedIdleIsReplacedWhenGivenBack) {
 TEST_F(KeptWorkerTest, AKeptWorkerOverTheMemoryCapIsAskedBackAndReplaced) {
   world_.script = StepFor;
   PoolOptions options = Options(1);
-  options.max_resident_bytes = 100 << 20;
+  options.memory_cap_bytes = 100 << 20;
   options.memory_check_interval = absl::Milliseconds(5);
   ASSERT_TRUE(StartPool(options).ok());
   const pid_t first = *LivePids().begin();

@@ -108,6 +108,8 @@ class FakeWorker final : public Worker {
     auto listed = world_.resident_bytes_of.find(pid());
     return listed == world_.resident_bytes_of.end() ? world_.resident_bytes : listed->second;
   }
+  // A fake maps no more than it holds.
+  int64_t AddressSpaceBytes() const override { return ResidentBytes(); }
 
   bool ended() const { return !how_ended_.empty(); }
   // The process dies on its own, between tasks.

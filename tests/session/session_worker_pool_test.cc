@@ -587,7 +587,7 @@ TEST_F(SessionWorkerPoolTest, AWorkerOverItsMemoryCapIsCountedAsAMemoryExit) {
   };
   const int64_t before = memory();
   SessionPoolOptions options = Options(/*max_sessions=*/2, /*spares=*/0);
-  options.max_resident_bytes = 1;  // every worker is over it
+  options.memory_cap_bytes = 1;  // every worker is over it
   SessionWorkerPool pool(options, io_);
   pool.Start();
   absl::StatusOr<SessionWorker> taken = Take(pool);

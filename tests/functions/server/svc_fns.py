@@ -63,6 +63,30 @@ def hoards(doc):
     yield len(hoard), None
 
 
+# What a C library that leaks does: memory taken outside Python and kept, up to what the
+# worker's cap leaves (malloc returns NULL then, and no MemoryError is raised).
+_kept_outside_python = []
+
+
+def fills_outside_python(doc):
+    malloc = ctypes.CDLL(None).malloc
+    malloc.restype = ctypes.c_void_p
+    malloc.argtypes = [ctypes.c_size_t]
+    taken = 0
+    while taken < (4 << 30):
+        block = malloc(4 << 20)
+        if not block:
+            break
+        ctypes.memset(block, 1, 4 << 20)  # resident, as a library's data is
+        _kept_outside_python.append(block)
+        taken += 4 << 20
+    yield "taken_mib", taken >> 20
+
+
+def takes_32_mib(doc):
+    yield doc["_id"], len(bytearray(32 << 20))
+
+
 def size_of(doc):
     yield doc["_id"], len(doc["blob"])
 
