@@ -310,6 +310,12 @@ int RunReduceCommand(int argc, char** argv) {
   WriteErrorsAndLogs(w, response->errors(), response->logs());
   w.EndObject();
   PrintLine(buffer);
+  std::fflush(stdout);
+  // A function that raised has null for its result, as CouchDB's view shows it; said on stderr
+  // as cnp map says it, so that a pipeline does not take the null for the answer.
+  if (response->errors_size() > 0) {
+    std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", response->errors_size());
+  }
   return 0;
 }
 

@@ -113,6 +113,13 @@ TEST_F(CnpCliTest, ReducesValidatesAndResolves) {
   EXPECT_THAT(reduce.out, HasSubstr(R"({"results":[9]})"));
   CliRun rereduce = Cnp(absl::StrCat("reduce --rereduce ", target_, " svc_fns.total"), "[1,2,3]");
   EXPECT_THAT(rereduce.out, HasSubstr(R"({"results":[6]})"));
+  // A reduce that raised is null in "results", as CouchDB shows it, and said on stderr as cnp
+  // map says it: before, nothing but the JSON told a pipeline that the null was no answer.
+  CliRun raised =
+      Cnp(absl::StrCat("reduce ", target_, " svc_fns.total"), R"([[["k","d1"],"x"]])");
+  EXPECT_EQ(raised.exit_code, 0) << raised.out;
+  EXPECT_THAT(raised.out, HasSubstr(R"({"results":[null],"errors":[{"function":"svc_fns.total")"));
+  EXPECT_THAT(raised.out, HasSubstr("cnp: 1 function error(s); see \"errors\""));
 
   CliRun ok = Cnp(absl::StrCat("validate ", target_, " svc_fns.guard|3 -"), R"({"_id":"x"})");
   EXPECT_EQ(ok.exit_code, 0) << ok.out;
