@@ -1,5 +1,6 @@
 #include "service/config/server_config.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -174,6 +175,24 @@ absl::Status CheckModuleNames(const Sources& sources, absl::string_view setting,
             : absl::StrCat("--", flag, "=", Printable(module)),
         ": ", kNotAModuleName,
         absl::StrContains(module, '*') ? kNoModuleWildcards : ""));
+  }
+  return absl::OkStatus();
+}
+
+// A --ready-fd that is not open for writing was accepted, and "ready" went nowhere: a
+// supervisor waiting on its end of the pipe waited for good.
+absl::Status CheckReadyFd(int fd) {
+  if (fd == -1) return absl::OkStatus();
+  const int flags = fd < 0 ? -1 : ::fcntl(fd, F_GETFL);
+  if (flags == -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--ready-fd=", fd, " is not an open file descriptor of this process: give the "
+        "descriptor of the pipe the supervisor waits on, as it passed it (or leave the flag out)"));
+  }
+  if ((flags & O_ACCMODE) == O_RDONLY) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--ready-fd=", fd, " is open for reading only; the server writes \"ready\" to it: give "
+        "the pipe's write end"));
   }
   return absl::OkStatus();
 }
@@ -615,6 +634,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.virtualenv = absl::GetFlag(FLAGS_virtualenv);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
+  if (absl::Status s = CheckReadyFd(c.ready_fd); !s.ok()) return s;
   c.launch_lock_fd = absl::GetFlag(FLAGS_launch_lock_fd);
   c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
                                                     : absl::GetFlag(FLAGS_couchdb_allow);

@@ -388,6 +388,16 @@ TEST(PreloadModuleTest, AnAllowedModuleThatCannotBeOneIsRefusedAtStart) {
   ExpectRefused(*from_file, "allow-module: *: not a module name");
 }
 
+// A --ready-fd that is not open was accepted, and "ready" written nowhere: the supervisor
+// waiting on its pipe waited for good (found by a robustness probe).
+TEST(ReadyFdTest, ADescriptorThatIsNotOpenIsRefused) {
+  const std::string dir = ShortTempDir();
+  auto closed = Launch(dir, {"--workers=1", "--ready-fd=99"});
+  ExpectRefused(*closed, "--ready-fd=99 is not an open file descriptor of this process");
+  auto negative = Launch(dir, {"--workers=1", "--ready-fd=-5"});
+  ExpectRefused(*negative, "--ready-fd=-5 is not an open file descriptor");
+}
+
 TEST(PreloadModuleTest, AWorkerStartTimeoutOfZeroIsRefused) {
   auto server = Launch(ShortTempDir(), {"--worker-start-timeout=0s"});
   ExpectRefused(*server, "--worker-start-timeout must be longer than 0s; got 0");
