@@ -346,9 +346,11 @@ absl::Status CheckPlaintextListeners(const ServerConfig& c, const Sources& sourc
   const std::string named =
       in_file ? absl::StrCat(Subject(sources, "metrics_listen"), " ", c.metrics_listen)
               : absl::StrCat("--metrics-listen=", c.metrics_listen);
-  if (IsUnixTarget(c.metrics_listen)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(named, ": give host:port; Prometheus scrapes over TCP"));
+  // Not host:port: said so here, as the address parser's advice (unix:/path or host:port)
+  // is for --listen.
+  if (IsUnixTarget(c.metrics_listen) || !absl::StrContains(c.metrics_listen, ':')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        named, ": give host:port (e.g. 127.0.0.1:9464); Prometheus scrapes over TCP"));
   }
   absl::StatusOr<bool> loopback = listen::ListensOnLoopbackOnly(c.metrics_listen);
   if (!loopback.ok()) {

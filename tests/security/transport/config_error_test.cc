@@ -128,6 +128,17 @@ TEST(ConfigFileTest, MetricsPublicAllowsTheMetricsOffLoopbackAndNothingElse) {
   EXPECT_EQ(without->ExitCode(), 2) << without->Log();
   EXPECT_THAT(without->Log(), HasSubstr("or pass --metrics-public if every host"));
 
+  // What it takes is host:port, whatever was given (a word was told "use unix:/path or
+  // host:port", and the unix path then refused).
+  for (const char* given : {"nonsense", "unix:/tmp/m.sock"}) {
+    auto wrong = LaunchServer({.args = {"--listen=unix:" + dir + "/a.sock",
+                                        absl::StrCat("--metrics-listen=", given)}});
+    ASSERT_FALSE(wrong->ready());
+    EXPECT_EQ(wrong->ExitCode(), 2) << wrong->Log();
+    EXPECT_THAT(wrong->Log(), HasSubstr(absl::StrCat("--metrics-listen=", given,
+                                                     ": give host:port (e.g. 127.0.0.1:9464)")));
+  }
+
   // Allowed, in a network namespace of its own, so that nothing off the host could reach it.
   WriteFile(dir + "/public.yml",
             "listen: unix:" + dir + "/b.sock\nmetrics-listen: 0.0.0.0:0\nmetrics-public: true\n",
