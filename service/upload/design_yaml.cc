@@ -502,8 +502,15 @@ class Parser {
   // A mapping key as a string, or nothing (and an error) when it is not a scalar or repeats.
   std::optional<std::string> Key(const YAML::Node& key, std::set<std::string>& seen) {
     if (!Spend(key)) return std::nullopt;
+    if (key.IsNull()) {
+      // Written as a plain word (`null:`, `~:`), it reads as YAML's null, no name at all.
+      problems_.Error(At(key.Mark()),
+                      "this key reads as YAML's null (null, ~ or nothing), not a name: quote it "
+                      "(\"null\":) if that is the name meant");
+      return std::nullopt;
+    }
     if (!key.IsScalar()) {
-      problems_.Error(At(key.Mark()), "a key must be a plain name");
+      problems_.Error(At(key.Mark()), "a key must be a plain name, not a list or a mapping");
       return std::nullopt;
     }
     if (key.Scalar() == "<<" && key.Tag() != "!") {

@@ -812,6 +812,29 @@ TEST_F(DesignMappingTest, ANumberPastADoublesRangeIsRefusedAtItsLine) {
 }
 
 // yaml-cpp takes "<<" for a plain key, so a merge would have been written as a "<<" member.
+// `null:` as a view's name reads as YAML's null: it was "a key must be a plain name", of a
+// key written as a plain word (found by a robustness probe).
+TEST_F(DesignMappingTest, ANullKeyIsSaidToBeYamlsNull) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("null.yml",
+                                    "d:\n"
+                                    "  views:\n"
+                                    "    null: good.map\n"
+                                    "    ~: good.map\n"
+                                    "    \"null\": good.map\n"
+                                    "    [a, b]: good.map\n")});
+  std::vector<std::string> messages;
+  for (const auto& p : result.errors()) {
+    messages.push_back(absl::StrCat(p.location().line(), ":", p.location().column(), ": ",
+                                    p.message()));
+  }
+  EXPECT_THAT(messages,
+              ElementsAre(HasSubstr("3:5: this key reads as YAML's null (null, ~ or nothing)"),
+                          HasSubstr("4:5: this key reads as YAML's null"),
+                          "6:5: a key must be a plain name, not a list or a mapping"))
+      << result.Dump();
+}
+
 TEST_F(DesignMappingTest, AMergeKeyIsRefusedAtItsLine) {
   runner_.Define("good.map", 1);
   UploadResult result = Check({File("merge.yml",
