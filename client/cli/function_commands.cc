@@ -13,6 +13,7 @@
 #include "client/cli/arguments.h"
 #include "client/cli/json_input.h"
 #include "client/lib/cnp_client.h"
+#include "common/call_limit.h"
 #include "common/couchdb/json.h"
 #include "common/default_target.h"
 #include "common/printable_text.h"
@@ -193,6 +194,9 @@ void WriteErrorsAndLogs(JsonWriter& w, const Errors& errors, const Logs& logs) {
   }
 }
 
+// How many bytes of documents cnp map sends in one call; a document larger than this goes alone.
+constexpr size_t kDocumentBytesPerCall = 8 << 20;
+
 void PrintLine(const rapidjson::StringBuffer& buffer) {
   std::fwrite(buffer.GetString(), 1, buffer.GetSize(), stdout);
   std::fputc('\n', stdout);
@@ -216,8 +220,11 @@ int RunMapCommand(int argc, char** argv) {
       "Prints one JSON line per document: {\"id\", \"rows\": [[[key,value],...] per function],\n"
       "\"errors\", \"logs\"}. A function that raises on a document contributes [] and an entry\n"
       "in \"errors\". No documents (empty input, or []) print nothing but a warning on stderr,\n"
-      "and still exit 0 once the functions imported. Exit status: 0 done, 1 the call failed,\n"
-      "2 bad usage or input.\n\n"
+      "and still exit 0 once the functions imported. The documents go to the server in calls\n"
+      "of up to 8 MiB each (smaller if the server says its limit is lower), each call's lines\n"
+      "printed before the next is sent, so any input fits the server's --max-call-bytes; the\n"
+      "--timeout bounds them all. Exit status: 0 done, 1 a call failed (the lines printed\n"
+      "before it stand), 2 bad usage or input.\n\n"
       "Names: a function with @version(N) is named module.function|N, one without @version\n"
       "module.function, as a design document in CouchDB must name them (CouchDB's add_fun\n"
       "refuses any other); `cnp resolve module.function` prints the name to use. (The YAML of\n"
@@ -253,24 +260,59 @@ int RunMapCommand(int argc, char** argv) {
   }
   auto connection = Connect(*args);
   if (!connection.ok()) return Fail(connection.status());
-  auto response = connection->client->Map(Functions(args->positional[0]), *docs, connection->Remaining());
-  if (!response.ok()) return connection->Fail(response.status());
+  const std::vector<std::string> functions = Functions(args->positional[0]);
   int errors = 0;
-  for (int i = 0; i < response->results_size(); ++i) {
-    const v1::MapResult& result = response->results(i);
-    rapidjson::StringBuffer buffer;
-    JsonWriter w(buffer);
-    w.StartObject();
-    w.Key("id");
-    std::string id = DocId((*docs)[i]);
-    WriteString(w, id);
-    w.Key("rows");
-    w.RawValue(result.rows().data(), result.rows().size(), rapidjson::kArrayType);
-    WriteErrorsAndLogs(w, result.errors(), result.logs());
-    w.EndObject();
-    PrintLine(buffer);
-    errors += result.errors_size();
-  }
+  size_t next = 0;  // the first document not sent yet
+  // The documents go in calls of kDocumentBytesPerCall at most, each printed before the next is
+  // sent: a file past the server's --max-call-bytes (64 MiB) was refused whole. A server that
+  // refuses a call for its size (a lower --max-call-bytes or --max-docs-per-call) is sent
+  // smaller ones.
+  size_t bytes_per_call = kDocumentBytesPerCall;
+  size_t docs_per_call = docs->size();
+  do {
+    const size_t first = next;
+    std::vector<std::string> batch;
+    size_t bytes = 0;
+    while (next < docs->size() && batch.size() < docs_per_call &&
+           (batch.empty() || bytes + (*docs)[next].size() <= bytes_per_call)) {
+      bytes += (*docs)[next].size();
+      batch.push_back((*docs)[next++]);
+    }
+    auto response = connection->client->Map(functions, batch, connection->Remaining());
+    const std::optional<CallLimit> limit =
+        response.ok() ? std::nullopt : CallLimitOf(response.status());
+    if (limit.has_value() && limit->kind != CallLimit::Kind::kFunctions && batch.size() > 1) {
+      docs_per_call = limit->kind == CallLimit::Kind::kDocuments && limit->limit > 0
+                          ? std::min<size_t>(limit->limit, batch.size() - 1)
+                          : batch.size() / 2;
+      bytes_per_call = std::max<size_t>(bytes / 2, 1);
+      next = first;
+      continue;
+    }
+    if (!response.ok()) {
+      std::fflush(stdout);
+      if (first == 0) return connection->Fail(response.status());
+      return connection->Fail(absl::Status(
+          response.status().code(),
+          absl::StrCat(response.status().message(), " (documents ", first + 1, " to ",
+                       docs->size(), " of ", docs->size(),
+                       " were not mapped; those before were, above)")));
+    }
+    for (int i = 0; i < response->results_size(); ++i) {
+      const v1::MapResult& result = response->results(i);
+      rapidjson::StringBuffer buffer;
+      JsonWriter w(buffer);
+      w.StartObject();
+      w.Key("id");
+      WriteString(w, DocId(batch[i]));
+      w.Key("rows");
+      w.RawValue(result.rows().data(), result.rows().size(), rapidjson::kArrayType);
+      WriteErrorsAndLogs(w, result.errors(), result.logs());
+      w.EndObject();
+      PrintLine(buffer);
+      errors += result.errors_size();
+    }
+  } while (next < docs->size());
   std::fflush(stdout);
   if (errors > 0) std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", errors);
   return 0;
