@@ -51,7 +51,7 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
                                {"traceback", line.traceback()}});
         return written.size();
       });
-      if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
+      if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
       continue;
     }
     const bool admitted = LogLines().Admit([&] {
@@ -63,7 +63,7 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
                              {"peer", peer}});
       return written.size();
     });
-    if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
+    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
   }
 }
 

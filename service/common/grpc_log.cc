@@ -45,7 +45,7 @@ void LogGrpcLine(gpr_log_func_args* args) {
   };
   // An assertion's line comes before gRPC aborts the process: never left out.
   if (absl::StartsWith(absl::string_view(message.data(), message.size()), "assertion failed")) {
-    WriteLogLine(STDERR_FILENO, format());
+    WriteLogLine(LogDescriptor(), format());
     return;
   }
   std::string line;
@@ -54,7 +54,7 @@ void LogGrpcLine(gpr_log_func_args* args) {
         return line.size();
       }) &&
       !line.empty()) {
-    WriteLogLine(STDERR_FILENO, line);
+    WriteLogLine(LogDescriptor(), line);
   }
 }
 

@@ -236,6 +236,13 @@ void WriteLogLine(int fd, absl::string_view line) {
   WriteAllLocked(fd, line);
 }
 
+namespace {
+std::atomic<int> g_log_fd{STDERR_FILENO};
+}  // namespace
+
+void SetLogDescriptor(int fd) { g_log_fd.store(fd, std::memory_order_relaxed); }
+int LogDescriptor() { return g_log_fd.load(std::memory_order_relaxed); }
+
 bool ReplaceLogDescriptor(int fd, int replacement) {
   absl::MutexLock lock(&g_write_mutex);
   // dup3, not dup2: dup2 would clear close-on-exec, and workers would inherit the log.
@@ -248,7 +255,7 @@ bool ReplaceLogDescriptor(int fd, int replacement) {
 void LogEvent(LogLevel level, absl::string_view message,
               std::initializer_list<LogField> event_fields) {
   const std::string line = FormatEvent(level, message, event_fields);
-  if (!line.empty()) WriteLogLine(STDERR_FILENO, line);
+  if (!line.empty()) WriteLogLine(LogDescriptor(), line);
 }
 
 std::string FormatEvent(LogLevel level, absl::string_view message,

@@ -71,6 +71,13 @@ void SetMaxLogLineBytes(size_t bytes);
 std::string FormatLogLine(absl::string_view tag, absl::string_view message,
                           absl::Span<const LogField> fields);
 
+// The descriptor LogEvent writes to: stderr unless set, once, at start-up. cnp-worker's
+// --log-fd sets it: its stdout and stderr then go to the server, which relays what a function
+// or a library writes there raw as events (pool/worker_output_relay.h), and its own lines to
+// the log the server gave it.
+void SetLogDescriptor(int fd);
+int LogDescriptor();
+
 // Writes `line` to `fd` whole: under a lock that every line of the process's log takes (lines
 // from several threads never mix, however a full pipe cuts writes short), retrying what a
 // short or interrupted write left. For a log of its own (the access log's file).

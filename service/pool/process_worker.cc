@@ -25,6 +25,7 @@
 #include "asio/write.hpp"
 #include "service/common/framing.h"
 #include "service/common/function_log.h"
+#include "service/pool/worker_output_relay.h"
 
 namespace cnp::pool {
 namespace {
@@ -394,6 +395,8 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFac
   using asio::experimental::awaitable_operators::operator||;
   absl::StatusOr<SpawnedWorker> child = SpawnWorkerChild(command_);
   if (!child.ok()) co_return child.status();
+  // From the start: what a worker that fails to start writes is what says why.
+  RelayWorkerOutput(child->output, child->pid);
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child->pid, 0));
   if (pidfd < 0) {
     const int err = errno;

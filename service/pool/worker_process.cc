@@ -29,12 +29,20 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     return absl::UnavailableError(absl::StrCat("socketpair: ", std::strerror(errno)));
   }
+  int output[2];
+  if (::pipe2(output, O_CLOEXEC) != 0) {
+    const int err = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return absl::UnavailableError(absl::StrCat("pipe: ", std::strerror(err)));
+  }
   // Everything the child needs is prepared before fork: between fork and exec a multi-threaded
   // parent's child may only make async-signal-safe calls.
   std::vector<std::string> storage;
-  storage.reserve(command.args.size() + 1);
+  storage.reserve(command.args.size() + 2);
   storage.push_back(command.binary);
   for (const std::string& a : command.args) storage.push_back(a);
+  storage.push_back("--log-fd=4");
   std::vector<char*> argv;
   for (std::string& s : storage) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -42,9 +50,9 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
 
   pid_t pid = ::fork();
   if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(errno)));
+    const int err = errno;
+    for (int fd : {fds[0], fds[1], output[0], output[1]}) ::close(fd);
+    return absl::UnavailableError(absl::StrCat("fork: ", std::strerror(err)));
   }
   if (pid == 0) {
     sigset_t none;
@@ -65,17 +73,28 @@ absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command) {
     // ignored would be ignored here too.
     ::prctl(PR_SET_PDEATHSIG, worker::kServerGoneSignal);
     if (::getppid() != parent) ::_exit(127);
-    // dup2 onto itself keeps close-on-exec: cleared by hand then.
-    if (fds[1] == 3 ? ::fcntl(3, F_SETFD, 0) < 0 : ::dup2(fds[1], 3) < 0) ::_exit(127);
-    ::close_range(4, ~0U, 0);
+    // The socket on 3, the log (the server's stderr) on 4, the output pipe on 1 and 2. Each is
+    // first copied above them, so that none is overwritten before it is moved (dup2 clears
+    // close-on-exec on the copies it makes). A server without a stderr logs the worker's lines
+    // through the relay too.
+    const int socket = ::fcntl(fds[1], F_DUPFD, 10);
+    const int pipe_end = ::fcntl(output[1], F_DUPFD, 10);
+    int log = ::fcntl(STDERR_FILENO, F_DUPFD, 10);
+    if (log < 0) log = pipe_end;
+    if (socket < 0 || pipe_end < 0 || ::dup2(socket, 3) < 0 || ::dup2(log, 4) < 0 ||
+        ::dup2(pipe_end, STDOUT_FILENO) < 0 || ::dup2(pipe_end, STDERR_FILENO) < 0) {
+      ::_exit(127);
+    }
+    ::close_range(5, ~0U, 0);
     ::execv(argv[0], argv.data());
     const char msg[] = "cnp-server: cannot execute the worker binary\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)!::write(4, msg, sizeof msg - 1);
     ::_exit(127);
   }
   ::close(fds[1]);
+  ::close(output[1]);
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
-  return SpawnedWorker{pid, fds[0]};
+  return SpawnedWorker{.pid = pid, .fd = fds[0], .output = output[0]};
 }
 
 }  // namespace cnp::pool

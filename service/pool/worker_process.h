@@ -16,11 +16,15 @@ struct WorkerCommand {
   std::vector<std::string> args;  // after argv[0]; the socket is always fd 3
 };
 
-// A started cnp-worker child: its pid and the parent's end of its socketpair (non-blocking,
-// close-on-exec). The caller owns both: it must close the socket and reap the child.
+// A started cnp-worker child: its pid, the parent's end of its socketpair (non-blocking,
+// close-on-exec), and the read end of the pipe its stdout and stderr write to (close-on-exec;
+// worker_output_relay.h). The worker writes its own log lines to the server's stderr, which it
+// gets as descriptor 4 (--log-fd=4). The caller owns all three: it must close the descriptors
+// and reap the child.
 struct SpawnedWorker {
   pid_t pid = -1;
   int fd = -1;
+  int output = -1;
 };
 absl::StatusOr<SpawnedWorker> SpawnWorkerChild(const WorkerCommand& command);
 

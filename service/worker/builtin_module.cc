@@ -129,7 +129,7 @@ PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
           {{"stream", stream}, {"function", function}, {"kind", kind}, {"doc_id", doc_id}});
       return written.size();
     });
-    if (admitted && !written.empty()) WriteLogLine(STDERR_FILENO, written);
+    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
   }

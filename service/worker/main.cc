@@ -48,6 +48,10 @@ Started by cnp-server, not by hand.
   --log-format=text|json the format of the lines this worker writes to the server's log
                          itself (a direct session's functions' log() lines), as cnp-server's
   --log-level=LEVEL      debug, info (default), warning or error, as cnp-server's
+  --log-fd=N             write this worker's log lines to descriptor N (cnp-server passes
+                         4, its own log; the worker's stdout and stderr are then a pipe the
+                         server reads, relaying what is written there raw as log events);
+                         without it, to stderr
   --help                 this text
 
 The couch_named_python package is found in the binary's runfiles, or in
@@ -56,6 +60,7 @@ The couch_named_python package is found in the binary's runfiles, or in
 
 struct Flags {
   int fd = -1;
+  int log_fd = -1;
   cnp::worker::InterpreterOptions interpreter;
   std::vector<std::string> allowed_modules;
   std::vector<std::string> preload_modules;
@@ -96,6 +101,10 @@ int main(int argc, char** argv) {
       return 0;
     } else if (TakeValue(arg, "--fd", value)) {
       if (!absl::SimpleAtoi(value, &flags.fd) || flags.fd < 0) return UsageError("bad --fd");
+    } else if (TakeValue(arg, "--log-fd", value)) {
+      if (!absl::SimpleAtoi(value, &flags.log_fd) || flags.log_fd < 0) {
+        return UsageError("bad --log-fd");
+      }
     } else if (TakeValue(arg, "--python-path", value)) {
       flags.interpreter.python_paths.push_back(value);
     } else if (TakeValue(arg, "--virtualenv", value)) {
@@ -132,8 +141,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cnp-worker: --fd=%d: %s\n", flags.fd, std::strerror(errno));
     return 1;
   }
-  // Nothing but the socket carries protocol; C-level writes to stdout go to stderr too.
-  ::dup2(STDERR_FILENO, STDOUT_FILENO);
+  if (flags.log_fd >= 0) {
+    // The log is the worker's own: a process a function starts must not inherit it (what it
+    // writes goes to its stdout and stderr, the server's relay).
+    if (const int fd_flags = ::fcntl(flags.log_fd, F_GETFD);
+        fd_flags < 0 || ::fcntl(flags.log_fd, F_SETFD, fd_flags | FD_CLOEXEC) < 0) {
+      std::fprintf(stderr, "cnp-worker: --log-fd=%d: %s\n", flags.log_fd, std::strerror(errno));
+      return 1;
+    }
+    cnp::SetLogDescriptor(flags.log_fd);
+  } else {
+    // Nothing but the socket carries protocol; C-level writes to stdout go to stderr too.
+    ::dup2(STDERR_FILENO, STDOUT_FILENO);
+  }
   // A server that hangs up mid-reply is a write error to report, not a signal to die of.
   ::signal(SIGPIPE, SIG_IGN);
 

@@ -156,6 +156,40 @@ TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
   EXPECT_THAT(printed[2], HasSubstr("UserWarning: careful with p1"));
 }
 
+// What a worker's process writes past Python's print (os.write to its descriptors, a
+// subprocess) is a JSON event per line too, its worker named: written raw, a subprocess that
+// echoed a document could put a line in the log that passed for the server's own (found by a
+// robustness probe), and broke the JSON.
+TEST(JsonLogTest, WhatAWorkerWritesPastPrintIsJsonToo) {
+  auto server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto mapped = (*client)->Map({"svc_fns.writes_raw"}, {R"({"_id":"r1\nr2"})"});
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  ASSERT_TRUE(server->WaitForLog("forged r1", absl::Seconds(30))) << server->Log();
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->ExitCode(), 0) << server->Log();
+  const std::string log = server->Log();
+  std::vector<std::string> relayed;
+  for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    rapidjson::Document json;
+    json.Parse(line.data(), line.size());
+    ASSERT_FALSE(json.HasParseError()) << "not JSON: " << line;
+    ASSERT_TRUE(json.IsObject() && json.HasMember("msg") && json.HasMember("level")) << line;
+    EXPECT_STRNE(json["msg"].GetString(), "forged r1") << line;
+    if (!json.HasMember("stream") || json["stream"] != "raw") continue;
+    EXPECT_STREQ(json["level"].GetString(), "WARN") << line;
+    ASSERT_TRUE(json.HasMember("worker_pid") && json["worker_pid"].IsInt64()) << line;
+    relayed.push_back(json["msg"].GetString());
+  }
+  EXPECT_THAT(relayed, ::testing::ElementsAre("raw out r1", "r2", "raw err \x1b[31mred",
+                                              R"({"level":"ERROR","msg":"forged r1)", R"(r2"})"))
+      << log;
+}
+
 // A printed line names its document by the first 256 bytes of a long _id, as log() lines do:
 // CouchDB bounds no id, and a full copy in every event would cost an id's size per print.
 TEST(JsonLogTest, APrintedLineNamesALongIdByItsStart) {

@@ -83,6 +83,14 @@ def fills_outside_python(doc):
     yield "taken_mib", taken >> 20
 
 
+def writes_raw(doc):
+    """Writes past Python's print: to the worker's descriptors, and from a subprocess."""
+    os.write(1, ("raw out %s\n" % doc["_id"]).encode())
+    os.write(2, b"raw err \x1b[31mred\n")
+    subprocess.run(["echo", '{"level":"ERROR","msg":"forged %s"}' % doc["_id"]], check=True)
+    yield doc["_id"], 1
+
+
 def takes_32_mib(doc):
     yield doc["_id"], len(bytearray(32 << 20))
 
