@@ -694,7 +694,8 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   // Now wait for whichever ends first: the worker's session (its last reply, or its socket
   // closing) or the adapter. The worker's session_progress frames on the way are counted and
   // are not the end: the wait goes on. When the adapter goes first, the worker is given
-  // kAdapterGoneGrace to end too: CouchDB ends a query server by closing its input and killing
+  // kAdapterGoneGrace to end too (unless it owes CouchDB an answer: then CouchDB killed the
+  // adapter mid-command): CouchDB ends a query server by closing its input and killing
   // it at once, so the adapter usually goes first even at a normal end, and the worker, which
   // read the end of its input, says so a moment later; such a session ends as any other, its
   // worker kept. Readiness is raced, never a read: a read that loses a race is cancelled, and a
@@ -702,6 +703,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   using Readiness = std::tuple<asio::error_code>;
   int progress_frames = 0;
   bool adapter_gone = false;
+  bool mid_command = false;  // it went while CouchDB was owed an answer
   asio::steady_timer grace(co_await asio::this_coro::executor);
   // The worker's last frame (or why there is none); empty when the adapter went away and the
   // worker said nothing within the grace.
@@ -723,6 +725,14 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
       pollfd readable{socket.native_handle(), POLLIN, 0};
       if (::poll(&readable, 1, 0) <= 0) continue;
       adapter_gone = true;
+      // Gone in the middle of a command (CouchDB's os_process_timeout killed it): nobody will
+      // read the answer, and the worker is not waited for. Given the grace, it went on
+      // computing for 2 s, holding one of --max-sessions.
+      if (couchdb_turn.has_value() &&
+          couchdb_turn->Get() != static_cast<uint32_t>(worker::v1::COUCHDB_OWED_NOTHING)) {
+        mid_command = true;
+        break;
+      }
       grace.expires_after(absl::ToChronoNanoseconds(kAdapterGoneGrace));
       continue;
     }
@@ -746,8 +756,9 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   if (!last.has_value()) {
     // The adapter went away and the worker is still serving: CouchDB killed the adapter in
     // the middle of a command (its timeout), which nobody will read now. The worker is killed.
-    LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(),
-               ") went away; killing its worker (pid ", process.pid(), ")");
+    LogWarning("direct session ", id, ": the adapter (pid ", hello.adapter_pid(), ") went away",
+               mid_command ? " in the middle of a command" : "", "; killing its worker (pid ",
+               process.pid(), ")");
     process.Kill();
     const std::optional<std::string> how = co_await process.Ended();
     LogInfo("direct session ", id, ": its worker ", how.value_or("was left to end"));
