@@ -348,16 +348,21 @@ TEST(NegativeSettingTest, TheAdapterRefusesNegativeWorkersAndEmptyLists) {
 // A misspelt --preload-module is refused where it is written, by the server and by the adapter
 // (which would otherwise replace a working server with one that cannot start), rather than
 // logged by every worker that starts.
+// `--FLAG=NAME` refused as no module name by cnp-server and by cnp-adapter, exit 2.
+void ExpectNoModuleNameRefused(const std::string& dir, const std::string& flag,
+                               const std::string& name) {
+  const std::string given = absl::StrCat("--", flag, "=", name);
+  auto server = Launch(dir, {"--workers=1", given});
+  ExpectRefused(*server, given + ": not a module name");
+  ProcessResult adapter = RunWithInput({Runfile("adapter/cnp-adapter"), given}, "");
+  EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
+  EXPECT_THAT(adapter.err, HasSubstr(given + ": not a module name"));
+}
+
 TEST(PreloadModuleTest, ANameThatIsNoModuleIsRefusedAtStart) {
   const std::string dir = ShortTempDir();
   for (const char* name : {"my-views", "myviews.", "a..b", "1views", "views|2"}) {
-    auto server = Launch(dir, {"--workers=1", absl::StrCat("--preload-module=", name)});
-    ExpectRefused(*server, absl::StrCat("--preload-module=", name, ": not a module name"));
-    ProcessResult adapter = RunWithInput(
-        {Runfile("adapter/cnp-adapter"), absl::StrCat("--preload-module=", name)}, "");
-    EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
-    EXPECT_THAT(adapter.err, HasSubstr(absl::StrCat("--preload-module=", name,
-                                                    ": not a module name")));
+    ExpectNoModuleNameRefused(dir, "preload-module", name);
   }
   WriteFile(dir + "/cnp.yaml", "preload-module:\n  - myviews\n  - my views\n", 0644);
   auto from_file = Launch(dir, {"--workers=1", "--config=" + dir + "/cnp.yaml"});
@@ -373,13 +378,7 @@ TEST(PreloadModuleTest, ANameThatIsNoModuleIsRefusedAtStart) {
 TEST(PreloadModuleTest, AnAllowedModuleThatCannotBeOneIsRefusedAtStart) {
   const std::string dir = ShortTempDir();
   for (const char* name : {" ", "*", ".", "myviews..", " myviews", "my-views"}) {
-    auto server = Launch(dir, {"--workers=1", absl::StrCat("--allow-module=", name)});
-    ExpectRefused(*server, absl::StrCat("--allow-module=", name, ": not a module name"));
-    ProcessResult adapter = RunWithInput(
-        {Runfile("adapter/cnp-adapter"), absl::StrCat("--allow-module=", name)}, "");
-    EXPECT_EQ(adapter.exit_code, 2) << adapter.err;
-    EXPECT_THAT(adapter.err, HasSubstr(absl::StrCat("--allow-module=", name,
-                                                    ": not a module name")));
+    ExpectNoModuleNameRefused(dir, "allow-module", name);
   }
   auto star = Launch(dir, {"--workers=1", "--allow-module=myviews.*"});
   ExpectRefused(*star, "there are no wildcards: a module allowed covers the modules below it");

@@ -75,20 +75,33 @@ TEST(JsonLogTest, AccessLinesAndMetricsShutdownAreJson) {
   EXPECT_EQ(access_lines, 1) << log;
 }
 
+// A server with the test functions and --log-format=json on a loopback port, and a client
+// of it (null when it could not connect, the test failed).
+struct JsonLogServer {
+  std::unique_ptr<ServerProcess> server;
+  std::unique_ptr<client::Client> client;
+};
+JsonLogServer StartJsonLogServer() {
+  JsonLogServer started;
+  started.server = ServerProcess::Launch(
+      {.args = {"--workers=1", "--log-format=json",
+                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
+  EXPECT_TRUE(started.server->ready()) << started.server->Log();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", started.server->Port()));
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (client.ok()) started.client = *std::move(client);
+  return started;
+}
+
 // A worker that crashes while running a call is an ERROR line a collector can filter by the
 // function that was running (before: only the message named it).
 // The log of a server with --log-format=json that ran one Map of `function` on `doc`, answered
 // with `code`, and stopped.
 std::string LogOfOneMap(const std::string& function, const std::string& doc,
                         absl::StatusCode code) {
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--log-format=json",
-                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
-  EXPECT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  EXPECT_TRUE(client.ok()) << client.status();
-  if (client.ok()) {
-    auto mapped = (*client)->Map({function}, {doc});
+  auto [server, client] = StartJsonLogServer();
+  if (client != nullptr) {
+    auto mapped = client->Map({function}, {doc});
     EXPECT_EQ(mapped.status().code(), code) << mapped.status();
   }
   server->Signal(SIGTERM);
@@ -161,13 +174,9 @@ TEST(JsonLogTest, WhatAFunctionPrintsIsJsonToo) {
 // echoed a document could put a line in the log that passed for the server's own (found by a
 // robustness probe), and broke the JSON.
 TEST(JsonLogTest, WhatAWorkerWritesPastPrintIsJsonToo) {
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--log-format=json",
-                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
-  ASSERT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
-  auto mapped = (*client)->Map({"svc_fns.writes_raw"}, {R"({"_id":"r1\nr2"})"});
+  auto [server, client] = StartJsonLogServer();
+  ASSERT_NE(client, nullptr);
+  auto mapped = client->Map({"svc_fns.writes_raw"}, {R"({"_id":"r1\nr2"})"});
   ASSERT_TRUE(mapped.ok()) << mapped.status();
   ASSERT_TRUE(server->WaitForLog("forged r1", absl::Seconds(30))) << server->Log();
   server->Signal(SIGTERM);
@@ -288,23 +297,19 @@ namespace {
 // a line naming its RPC, code, message and peer (a refusal by the allow-list a warning), at most
 // 20 a second.
 TEST(JsonLogTest, AFailedCallIsALineNamingItsCodeAndPeerHeldToABudget) {
-  auto server = ServerProcess::Launch(
-      {.args = {"--workers=1", "--log-format=json",
-                "--python-path=" + Runfile("tests/functions/server"), "--listen=127.0.0.1:0"}});
-  ASSERT_TRUE(server->ready()) << server->Log();
-  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", server->Port()));
-  ASSERT_TRUE(client.ok()) << client.status();
-  EXPECT_TRUE(absl::IsPermissionDenied((*client)->Map({"os.system"}, {R"({"_id":"a"})"}).status()));
-  EXPECT_TRUE(absl::IsNotFound((*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"}).status()));
-  ASSERT_TRUE((*client)->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
+  auto [server, client] = StartJsonLogServer();
+  ASSERT_NE(client, nullptr);
+  EXPECT_TRUE(absl::IsPermissionDenied(client->Map({"os.system"}, {R"({"_id":"a"})"}).status()));
+  EXPECT_TRUE(absl::IsNotFound(client->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"}).status()));
+  ASSERT_TRUE(client->Map({"svc_fns.doubled"}, {R"({"_id":"a","n":1})"}).ok());
   // A loop of failing calls: at most 20 lines in its second (the two above may share it).
-  for (int i = 0; i < 100; ++i) (void)(*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
+  for (int i = 0; i < 100; ++i) (void)client->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
   // The next second's first line says how many were left out: failing calls go on until it
   // does (a few seconds at most).
   for (const absl::Time until = absl::Now() + absl::Seconds(10);
        absl::Now() < until && !server->WaitForLog("lines of failed calls were left out",
                                                   absl::Milliseconds(100));) {
-    (void)(*client)->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
+    (void)client->Map({"svc_fns.nowhere"}, {R"({"_id":"a"})"});
   }
   server->Signal(SIGTERM);
   EXPECT_EQ(server->ExitCode(), 0) << server->Log();

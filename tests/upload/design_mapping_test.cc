@@ -823,15 +823,10 @@ TEST_F(DesignMappingTest, ANullKeyIsSaidToBeYamlsNull) {
                                     "    ~: good.map\n"
                                     "    \"null\": good.map\n"
                                     "    [a, b]: good.map\n")});
-  std::vector<std::string> messages;
-  for (const auto& p : result.errors()) {
-    messages.push_back(absl::StrCat(p.location().line(), ":", p.location().column(), ": ",
-                                    p.message()));
-  }
-  EXPECT_THAT(messages,
-              ElementsAre(HasSubstr("3:5: this key reads as YAML's null (null, ~ or nothing)"),
-                          HasSubstr("4:5: this key reads as YAML's null"),
-                          "6:5: a key must be a plain name, not a list or a mapping"))
+  EXPECT_THAT(ErrorsWithPlace(result),
+              ElementsAre(HasSubstr("3:5 this key reads as YAML's null (null, ~ or nothing)"),
+                          HasSubstr("4:5 this key reads as YAML's null"),
+                          "6:5 a key must be a plain name, not a list or a mapping"))
       << result.Dump();
 }
 
