@@ -854,7 +854,10 @@ bool AsyncWorkerPool::ReplaceWorkersOverMemoryCap() {
     if ((!idle && !kept) || slot->worker == nullptr) continue;
     metrics::WorkerResident(slot->index, slot->worker->ResidentBytes());
     const int64_t mapped = slot->worker->AddressSpaceBytes();
-    if (!IsNearMemoryCap(mapped, options_.memory_cap_bytes)) continue;
+    if (!IsNearMemoryCap(mapped, slot->worker->StartedAddressSpaceBytes(),
+                         options_.memory_cap_bytes)) {
+      continue;
+    }
     LogWarning("worker ", slot->index, " (pid ", slot->worker->pid(), ") maps ", mapped >> 20,
                " MiB of its ", options_.memory_cap_bytes >> 20,
                " MiB cap, leaving less than the ", MemoryHeadroom(options_.memory_cap_bytes) >> 20,

@@ -430,6 +430,7 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFac
   if (status.ok()) {
     // The tracebacks of --preload-module imports that raised come with the answer.
     LogFunctionLines(std::get<0>(answer)->function_logs());
+    worker->NoteStartedSize();
     co_return std::move(worker);
   }
   worker->Kill();

@@ -53,6 +53,10 @@ class ProcessWorker final : public Worker {
   pid_t pid() const override { return pid_; }
   int64_t ResidentBytes() const override;
   int64_t AddressSpaceBytes() const override;
+  int64_t StartedAddressSpaceBytes() const override { return started_address_space_; }
+  // Once it answered its handshake: what it maps before any call, which the memory watch does
+  // not hold against it (memory_cap.h).
+  void NoteStartedSize() { started_address_space_ = AddressSpaceBytes(); }
 
   // What a direct session (service/session) needs besides an exchange: the task that hands the
   // worker CouchDB's pipes, sent with the descriptors attached (the worker gets its own copies;
@@ -114,6 +118,7 @@ class ProcessWorker final : public Worker {
   };
 
   const pid_t pid_;
+  int64_t started_address_space_ = 0;  // read once it answered its handshake
   asio::local::stream_protocol::socket socket_;
   const int fd_;  // socket_'s, for TryQuickExchange's plain system calls on another thread
   asio::posix::stream_descriptor pidfd_;

@@ -93,6 +93,8 @@ class Worker {
   // The address space it maps in bytes, which its memory cap limits (memory_cap.h); 0 when
   // unknown.
   virtual int64_t AddressSpaceBytes() const = 0;
+  // AddressSpaceBytes once it had started (its preloads imported); 0 when unknown.
+  virtual int64_t StartedAddressSpaceBytes() const { return 0; }
 };
 
 // Whether an error from Worker::Exchange came before anything was written (see there): the

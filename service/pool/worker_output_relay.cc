@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -36,18 +37,27 @@ LineBudget& RelayedLines() {
   return *budget;
 }
 
+// The longest piece of a line one event carries: a longer line is relayed in pieces, each
+// counted against the budget, rather than cut to what one log line holds (PIPE_BUF when the
+// log is a pipe) and the rest lost uncounted. Room is left for escapes and the event's fields.
+constexpr size_t kPieceBytes = 1 << 10;
+
 void Relay(absl::string_view line, const std::string& pid) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  std::string written;
-  const bool admitted = RelayedLines().Admit([&] {
-    written = FormatEvent(LogLevel::kWarning, line, {{"stream", "raw"}, {"worker_pid", pid, true}});
-    return written.size();
-  });
-  if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
+  do {
+    const absl::string_view piece = line.substr(0, kPieceBytes);
+    line.remove_prefix(piece.size());
+    std::string written;
+    const bool admitted = RelayedLines().Admit([&] {
+      written =
+          FormatEvent(LogLevel::kWarning, piece, {{"stream", "raw"}, {"worker_pid", pid, true}});
+      return written.size();
+    });
+    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
+  } while (!line.empty());
 }
 
-// Relays the lines `chunk` completes; the rest waits in `pipe.pending`. A line that never ends
-// is relayed in pieces of a log line's length.
+// Relays the lines `chunk` completes; the rest waits in `pipe.pending`.
 void RelayChunk(RelayedPipe& pipe, absl::string_view chunk) {
   for (size_t newline; (newline = chunk.find('\n')) != absl::string_view::npos;) {
     if (pipe.pending.empty()) {
@@ -60,9 +70,10 @@ void RelayChunk(RelayedPipe& pipe, absl::string_view chunk) {
     chunk.remove_prefix(newline + 1);
   }
   pipe.pending.append(chunk.data(), chunk.size());
-  if (pipe.pending.size() >= kMaxLogLineBytes) {
-    Relay(pipe.pending, pipe.pid);
-    pipe.pending.clear();
+  if (pipe.pending.size() >= kPieceBytes) {  // a line that has not ended, in pieces meanwhile
+    const size_t whole = pipe.pending.size() / kPieceBytes * kPieceBytes;
+    Relay(absl::string_view(pipe.pending).substr(0, whole), pipe.pid);
+    pipe.pending.erase(0, whole);
   }
 }
 
@@ -70,6 +81,10 @@ void RelayChunk(RelayedPipe& pipe, absl::string_view chunk) {
 class RelayThread {
  public:
   RelayThread() : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (wake_ < 0) {
+      LogWarning("eventfd: ", std::strerror(errno),
+                 "; the relay of workers' output looks for new workers every 100 ms");
+    }
     std::thread([this] { Run(); }).detach();
   }
 
@@ -95,7 +110,8 @@ class RelayThread {
       }
       polled.assign(1, pollfd{wake_, POLLIN, 0});
       for (const RelayedPipe& pipe : pipes) polled.push_back(pollfd{pipe.fd, POLLIN, 0});
-      if (::poll(polled.data(), polled.size(), -1) < 0) continue;  // EINTR
+      // Without its eventfd (none could be made), new pipes are found by looking again.
+      if (::poll(polled.data(), polled.size(), wake_ < 0 ? 100 : -1) < 0) continue;  // EINTR
       if (polled[0].revents != 0) {
         uint64_t count;
         (void)!::read(wake_, &count, sizeof count);

@@ -340,7 +340,9 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
     end = EndCause::kDied;
   } else if (worker.generation < generation_) {
     end = EndCause::kReload;
-  } else if (pool::IsNearMemoryCap(process.AddressSpaceBytes(), options_.memory_cap_bytes)) {
+  } else if (pool::IsNearMemoryCap(process.AddressSpaceBytes(),
+                                   process.StartedAddressSpaceBytes(),
+                                   options_.memory_cap_bytes)) {
     end = EndCause::kMemory;
   }
   if (end.has_value()) {

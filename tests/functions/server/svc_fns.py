@@ -91,6 +91,13 @@ def writes_raw(doc):
     yield doc["_id"], 1
 
 
+def writes_long_raw(doc):
+    """One line of doc["bytes"] bytes to the worker's stdout, then a short one."""
+    os.write(1, b"y" * doc["bytes"] + b"\n")
+    os.write(1, b"end of the long line\n")
+    yield doc["_id"], 1
+
+
 def takes_32_mib(doc):
     yield doc["_id"], len(bytearray(32 << 20))
 

@@ -643,14 +643,26 @@ TEST(TokenTest, ARemovedTokenEndsTheStreamsOpenedWithIt) {
   testing::SessionStream kept(*std::move(new_client));
   constexpr char kAddFun[] = R"(["add_fun","svc_fns.doubled"])";
   constexpr char kMapDoc[] = R"(["map_doc",{"_id":"b","n":2}])";
-  ASSERT_THAT(revoked.Ask(kAddFun).value_or(std::vector<std::string>{}), ElementsAre("true"));
-  ASSERT_THAT(kept.Ask(kAddFun).value_or(std::vector<std::string>{}), ElementsAre("true"));
+  auto ask = [](testing::SessionStream& stream, const std::string& line) {
+    return stream.Ask(line).value_or(std::vector<std::string>{});
+  };
+  ASSERT_THAT(ask(revoked, kAddFun), ElementsAre("true"));
+  ASSERT_THAT(ask(kept, kAddFun), ElementsAre("true"));
+  // A list is open on the revoked stream when the token goes.
+  ASSERT_THAT(ask(revoked, R"(["ddoc","new","_design/l",{"lists":{"l":"svc_fns.listed"}}])"),
+              ElementsAre("true"));
+  ASSERT_THAT(ask(revoked, R"(["ddoc","_design/l",["lists","l"],[{"total_rows":1},{}]])"),
+              ElementsAre(::testing::StartsWith(R"(["start",["head"])")));
 
   WriteFile(dir + "/token", "new-token-9a47\n");
   server->Signal(SIGHUP);
   ASSERT_TRUE(server->WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
       << server->Log();
 
+  // The list is served to its end (cut there, it could not be replayed, and CouchDB would get
+  // an error for it); the stream ends at the next command.
+  EXPECT_THAT(ask(revoked, R"(["list_row",{"id":"a"}])"), ElementsAre(R"(["chunks",["a"]])"));
+  EXPECT_THAT(ask(revoked, R"(["list_end"])"), ElementsAre(R"(["end",["tail"]])"));
   EXPECT_EQ(revoked.Ask(kMapDoc), std::nullopt);
   const grpc::Status ended = revoked.Finish();
   EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAUTHENTICATED) << ended.error_message();
