@@ -25,7 +25,7 @@
 //               backoff when it failed to start or died idle); callers fail fast when no
 //               worker can start
 //   recycling   after a call, when RecycleAfterCalls says (recycling_policy.h: a reply asked
-//               for it, max_calls_per_worker, a reload); idle workers above memory_cap_bytes
+//               for it, max_calls_per_worker, a reload); idle workers near memory_cap_bytes
 //               at once, one a session keeps asked back and replaced when it returns; on a
 //               reload (SIGHUP), stale idle workers one at a time (rolling_reload.h)
 // The workers come from a WorkerFactory: cnp-worker processes in the server, fakes in tests.
@@ -189,7 +189,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // Starts the slots whose restart is due, or a reload's next stale idle worker; `next_due` is
   // brought forward to the next restart. Whether any start began.
   bool StartDueWorkers(absl::Time now, absl::Time& next_due);
-  // Replaces idle workers over memory_cap_bytes and asks kept ones back. Whether any was.
+  // Replaces idle workers near memory_cap_bytes (memory_cap.h) and asks kept ones back.
+  // Whether any was.
   bool ReplaceWorkersOverMemoryCap();
   asio::awaitable<void> StartWorker(Slot* slot);
   // Awaits the end of `worker`: one that dies while idle (killed by the OOM killer, say) is

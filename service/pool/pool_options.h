@@ -13,8 +13,8 @@ struct PoolOptions {
   int max_queue = 256;
   // A worker is replaced after this many calls (0: never).
   int64_t max_calls_per_worker = 0;
-  // The workers' memory cap (--worker-memory-mb, their address space): an idle worker that
-  // has filled it but for less than a call's headroom is replaced (memory_cap.h; 0: never).
+  // The workers' memory cap (--worker-memory-mb, their address space): an idle worker grown,
+  // since it started, into the last of it is replaced (memory_cap.h; 0: never).
   int64_t memory_cap_bytes = 0;
   // How long a new worker may take to start Python and answer its first frame.
   absl::Duration startup_timeout = absl::Seconds(30);

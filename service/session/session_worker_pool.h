@@ -45,8 +45,8 @@ struct SessionPoolOptions {
   // sessions that wait instead take workers as they come, or the Session stream at their
   // deadline.
   int max_parallel_starts = 2;
-  // The workers' memory cap: one that has filled it but for less than a call's headroom when
-  // its session ends is replaced (pool/memory_cap.h; 0: never).
+  // The workers' memory cap: one grown, since it started, into the last of it when its
+  // session ends is replaced (pool/memory_cap.h; 0: never).
   int64_t memory_cap_bytes = 0;
   absl::Duration startup_timeout = absl::Seconds(30);
   // The wait before the next spare after failed starts (or young deaths) in a row: min_backoff
