@@ -10,9 +10,12 @@ Every reply echoes its task's sequence number (worker.proto: Task.sequence, Repl
 cnp-worker's do; with --stale-replies each reply but the handshake's echoes the task before's
 instead, as a late reply (a forked child's, say) would. With --refuse-sessions it answers a
 DirectSession task with a Failure BAD_INPUT, as a worker that cannot serve one does before it
-touches the pipes."""
+touches the pipes. With --grow-on-sigusr1-mib=N it maps N MiB more each time it gets SIGUSR1
+(memory a library took and kept, for the pool's memory watch)."""
 
+import mmap
 import os
+import signal
 import struct
 import sys
 
@@ -61,6 +64,10 @@ def main():
             stale = True
         elif arg == "--refuse-sessions":
             refuse_sessions = True
+        elif arg.startswith("--grow-on-sigusr1-mib="):
+            mib = int(arg.split("=", 1)[1])
+            kept = []
+            signal.signal(signal.SIGUSR1, lambda *_: kept.append(mmap.mmap(-1, mib << 20)))
     while True:
         (length,) = struct.unpack("<I", read_exactly(3, 4))
         task = top_level_fields(read_exactly(3, length))
