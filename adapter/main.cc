@@ -380,9 +380,9 @@ int Run() {
        {std::pair{"allow-module", &options.launch.allowed_modules},
         std::pair{"preload-module", &options.launch.preload_modules}}) {
     for (const std::string& module : *modules) {
-      if (LooksLikeModuleName(module)) continue;
-      std::cerr << "cnp-adapter: --" << flag << "=" << Printable(module) << ": "
-                << kNotAModuleName << (absl::StrContains(module, '*') ? kNoModuleWildcards : "")
+      const std::string why = WhyNotAModuleName(module);
+      if (why.empty()) continue;
+      std::cerr << "cnp-adapter: --" << flag << "=" << Printable(module) << ": " << why
                 << std::endl;
       return 2;
     }

@@ -1,6 +1,8 @@
 #include "common/module_name.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace cnp {
@@ -15,6 +17,16 @@ bool LooksLikeModuleName(absl::string_view text) {
     }
   }
   return true;
+}
+
+std::string WhyNotAModuleName(absl::string_view text) {
+  if (LooksLikeModuleName(text)) return "";
+  return absl::StrCat(
+      "not a module name; write the module's dotted name, as `import` takes it (e.g. "
+      "myviews.towns)",
+      absl::StrContains(text, '*')
+          ? "; there are no wildcards: a module allowed covers the modules below it"
+          : "");
 }
 
 }  // namespace cnp

@@ -4,6 +4,8 @@
 // found when every call is refused).
 #pragma once
 
+#include <string>
+
 #include "absl/strings/string_view.h"
 
 namespace cnp {
@@ -13,12 +15,8 @@ namespace cnp {
 // worker asks it (service/worker/function_name.h's ParseModuleName).
 bool LooksLikeModuleName(absl::string_view text);
 
-// What follows "--preload-module=TEXT: " when it is not.
-inline constexpr char kNotAModuleName[] =
-    "not a module name; write the module's dotted name, as `import` takes it (e.g. "
-    "myviews.towns)";
-// And after that, for an --allow-module entry with a '*' in it.
-inline constexpr char kNoModuleWildcards[] =
-    "; there are no wildcards: a module allowed covers the modules below it";
+// What follows "--preload-module=TEXT: " when TEXT is no module name (with a note that there
+// are no wildcards for a '*'); empty when it looks like one.
+std::string WhyNotAModuleName(absl::string_view text);
 
 }  // namespace cnp

@@ -38,32 +38,27 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
       LogEvent(LogLevel::kWarning, line.message(), {{"session", session}, {"peer", peer}});
       continue;
     }
-    std::string written;
     if (!line.error().empty()) {
-      const bool admitted = Exceptions().Admit([&] {
-        written = FormatEvent(LogLevel::kWarning, line.message(),
-                              {{"function", line.function()},
-                               {"kind", line.kind()},
-                               {"doc_id", line.doc_id()},
-                               {"error", line.error()},
-                               {"session", session},
-                               {"peer", peer},
-                               {"traceback", line.traceback()}});
-        return written.size();
+      Exceptions().Write([&] {
+        return FormatEvent(LogLevel::kWarning, line.message(),
+                           {{"function", line.function()},
+                            {"kind", line.kind()},
+                            {"doc_id", line.doc_id()},
+                            {"error", line.error()},
+                            {"session", session},
+                            {"peer", peer},
+                            {"traceback", line.traceback()}});
       });
-      if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
       continue;
     }
-    const bool admitted = LogLines().Admit([&] {
-      written = FormatEvent(LogLevel::kInfo, line.message(),
-                            {{"function", line.function()},
-                             {"kind", line.kind()},
-                             {"doc_id", line.doc_id()},
-                             {"session", session},
-                             {"peer", peer}});
-      return written.size();
+    LogLines().Write([&] {
+      return FormatEvent(LogLevel::kInfo, line.message(),
+                         {{"function", line.function()},
+                          {"kind", line.kind()},
+                          {"doc_id", line.doc_id()},
+                          {"session", session},
+                          {"peer", peer}});
     });
-    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
   }
 }
 

@@ -48,14 +48,7 @@ void LogGrpcLine(gpr_log_func_args* args) {
     WriteLogLine(LogDescriptor(), format());
     return;
   }
-  std::string line;
-  if (budget.Admit([&] {
-        line = format();
-        return line.size();
-      }) &&
-      !line.empty()) {
-    WriteLogLine(LogDescriptor(), line);
-  }
+  budget.Write(format);
 }
 
 }  // namespace

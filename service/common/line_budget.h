@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "absl/functional/function_ref.h"
 #include "absl/time/clock.h"
@@ -47,6 +48,19 @@ class LineBudget {
     }
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
+  }
+
+  // Admit, then write the line `format` makes to the log (LogDescriptor()); `format` returns ""
+  // for a line below the log level, which is not written.
+  void Write(absl::FunctionRef<std::string()> format) {
+    std::string line;
+    if (Admit([&] {
+          line = format();
+          return line.size();
+        }) &&
+        !line.empty()) {
+      WriteLogLine(LogDescriptor(), line);
+    }
   }
 
  private:

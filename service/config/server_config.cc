@@ -166,15 +166,15 @@ absl::Status CheckModuleNames(const Sources& sources, absl::string_view setting,
                               const std::vector<std::string>& modules) {
   for (size_t i = 0; i < modules.size(); ++i) {
     const std::string& module = modules[i];
-    if (LooksLikeModuleName(module)) continue;
+    const std::string why = WhyNotAModuleName(module);
+    if (why.empty()) continue;
     const std::string flag = absl::StrReplaceAll(setting, {{"_", "-"}});
     return absl::InvalidArgumentError(absl::StrCat(
         sources.FromFile(setting)
             ? absl::StrCat(Subject(sources, setting, static_cast<int>(i)), " ",
                            Printable(module))
             : absl::StrCat("--", flag, "=", Printable(module)),
-        ": ", kNotAModuleName,
-        absl::StrContains(module, '*') ? kNoModuleWildcards : ""));
+        ": ", why));
   }
   return absl::OkStatus();
 }

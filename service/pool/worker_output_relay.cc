@@ -47,13 +47,10 @@ void Relay(absl::string_view line, const std::string& pid) {
   do {
     const absl::string_view piece = line.substr(0, kPieceBytes);
     line.remove_prefix(piece.size());
-    std::string written;
-    const bool admitted = RelayedLines().Admit([&] {
-      written =
-          FormatEvent(LogLevel::kWarning, piece, {{"stream", "raw"}, {"worker_pid", pid, true}});
-      return written.size();
+    RelayedLines().Write([&] {
+      return FormatEvent(LogLevel::kWarning, piece,
+                         {{"stream", "raw"}, {"worker_pid", pid, true}});
     });
-    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
   } while (!line.empty());
 }
 

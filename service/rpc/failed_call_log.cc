@@ -1,6 +1,5 @@
 #include "service/rpc/failed_call_log.h"
 
-#include <unistd.h>
 
 #include <string>
 
@@ -44,16 +43,11 @@ void LogFailedCall(absl::string_view rpc, const grpc::Status& status) {
   if (!LogLevelEnabled(level)) return;
   const std::string code(
       absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
-  std::string line;
   LineBudget& budget = level == LogLevel::kInfo ? infos : warnings;
-  if (budget.Admit([&] {
-        line = FormatEvent(level, absl::StrCat("call failed: ", status.error_message()),
-                           {{"code", code}});
-        return line.size();
-      }) &&
-      !line.empty()) {
-    WriteLogLine(STDERR_FILENO, line);
-  }
+  budget.Write([&] {
+    return FormatEvent(level, absl::StrCat("call failed: ", status.error_message()),
+                       {{"code", code}});
+  });
 }
 
 }  // namespace cnp::rpc

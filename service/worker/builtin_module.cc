@@ -110,8 +110,7 @@ PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   try {
-    std::string written;
-    const bool admitted = PrintedLines().Admit([&] {
+    PrintedLines().Write([&] {
       const std::string stream = Utf8Text(args[0]);
       const std::string line = Utf8Text(args[1]);
       // Printed by a thread the function started: the line is logged, but is not the call's
@@ -124,12 +123,10 @@ PyObject* OutputLine(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
       const std::string doc_id = AttributedDocId(origin.doc);
       const absl::string_view function(origin.function.data(), origin.function.size());
       const absl::string_view kind(origin.kind.data(), origin.kind.size());
-      written = FormatEvent(
+      return FormatEvent(
           LogLevel::kWarning, line,
           {{"stream", stream}, {"function", function}, {"kind", kind}, {"doc_id", doc_id}});
-      return written.size();
     });
-    if (admitted && !written.empty()) WriteLogLine(LogDescriptor(), written);
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
   }
