@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <optional>
 
@@ -81,6 +83,12 @@ absl::Status CheckTokenBytes(const std::string& path, absl::string_view token, s
   return absl::OkStatus();
 }
 
+// 1 for the file's first line.
+size_t LineNumberAt(absl::string_view content, size_t offset) {
+  const absl::string_view before = content.substr(0, offset);
+  return 1 + static_cast<size_t>(std::count(before.begin(), before.end(), '\n'));
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path) {
@@ -104,6 +112,13 @@ absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path)
     if (token.empty()) continue;
     const size_t offset = static_cast<size_t>(token.data() - content->data());
     if (absl::Status s = CheckTokenBytes(path, token, offset); !s.ok()) return s;
+    if (token.size() < kMinAuthTokenBytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the token file %s holds a token of %d characters on line %d; cnp-server accepts "
+          "tokens of %d characters or more (a short one can be guessed by a caller who tries "
+          "many): make one with openssl rand -hex 32",
+          path, token.size(), LineNumberAt(*content, offset), kMinAuthTokenBytes));
+    }
     tokens.emplace_back(token);
   }
   if (tokens.empty()) {

@@ -1,6 +1,7 @@
 // Reading a bearer token (or any secret) from a file: shared by cnp-server, cnp-adapter and cnp.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,14 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path);
 
 // The bearer tokens a server accepts: such a file's lines, each one token (surrounding
-// whitespace and blank lines ignored), at least one. Several are how a token is rotated without
-// refusing a call: the new one is added, the clients move over, the old one is removed.
+// whitespace and blank lines ignored), at least one, each at least kMinAuthTokenBytes long.
+// Several are how a token is rotated without refusing a call: the new one is added, the clients
+// move over, the old one is removed.
 absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path);
+
+// The shortest token a server accepts. A token is all that stands between a caller and running
+// the allowed functions, and a call is cheap to try: `changeme` or a word falls to a caller who
+// tries many, where 16 characters of `openssl rand -hex 32` do not.
+inline constexpr size_t kMinAuthTokenBytes = 16;
 
 }  // namespace cnp

@@ -209,8 +209,8 @@ class TokenRotationTest(unittest.TestCase):
                 cnp_testing.wait_for_text(
                     server.log_path, lambda log: log.count("accepted from now on") >= reloads)
 
-            write_private(server_tokens, "old-token-5d2e\n")
-            write_private(client_token, "old-token-5d2e\n")
+            write_private(server_tokens, "old-token-5d2e-b81f\n")
+            write_private(client_token, "old-token-5d2e-b81f\n")
             server = harness.Server(self.binaries, os.path.join(tmp, "cnp.sock"), extra=[
                 f"--listen=127.0.0.1:{port}", f"--auth-token-file={server_tokens}"])
             qs = harness.Adapter(self.binaries, [f"--target=127.0.0.1:{port}", "--session=stream",
@@ -220,9 +220,9 @@ class TokenRotationTest(unittest.TestCase):
                 self.assertIs(qs.reply(["add_fun", "fixture_fns.town_n|1"]), True)
                 self.assertEqual(qs.reply(["map_doc", DOC_OSLO]), [[["Oslo", 1]]])
 
-                reload_server("old-token-5d2e\nnew-token-9a47\n")
-                write_private(client_token, "new-token-9a47\n")
-                reload_server("new-token-9a47\n")
+                reload_server("old-token-5d2e-b81f\nnew-token-9a47-3c60\n")
+                write_private(client_token, "new-token-9a47-3c60\n")
+                reload_server("new-token-9a47-3c60\n")
                 # The session's stream, opened with the old token, ends at this line; the line
                 # is answered on a new stream, with the function taught again.
                 self.assertEqual(qs.reply(["map_doc", DOC_PARIS]), [[["Paris", 2]]],

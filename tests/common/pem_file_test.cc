@@ -110,10 +110,10 @@ TEST(PemFileTest, AFileOthersCouldChangeIsRefusedAsTheReaderTrustsIt) {
 // without a refused call; a client's holds the one it sends, and says so when given a list.
 TEST(AuthTokenFileTest, AServersFileListsTokensOnePerLine) {
   const std::string path = testing::MakeTempDir("tokens") + "/tokens";
-  testing::WriteFile(path, "new-token\n\n  old-token \r\n", 0600);
+  testing::WriteFile(path, "new-token-2b9e41d07a\n\n  old-token-f3c8a65e19 \r\n", 0600);
   absl::StatusOr<std::vector<std::string>> tokens = ReadAuthTokens(path);
   ASSERT_TRUE(tokens.ok()) << tokens.status();
-  EXPECT_THAT(*tokens, ::testing::ElementsAre("new-token", "old-token"));
+  EXPECT_THAT(*tokens, ::testing::ElementsAre("new-token-2b9e41d07a", "old-token-f3c8a65e19"));
 
   absl::StatusOr<std::string> one = ReadAuthToken(path);
   EXPECT_TRUE(absl::IsInvalidArgument(one.status())) << one.status();
@@ -124,11 +124,29 @@ TEST(AuthTokenFileTest, AServersFileListsTokensOnePerLine) {
   EXPECT_THAT(ReadAuthTokens(path).status().message(), HasSubstr("is empty"));
 
   // A line that is no token is refused by its place in the file, unquoted.
-  testing::WriteFile(path, "new-token\nold token\n", 0600);
+  testing::WriteFile(path, "new-token-2b9e41d07a\nold token\n", 0600);
   absl::StatusOr<std::vector<std::string>> spaced = ReadAuthTokens(path);
   EXPECT_TRUE(absl::IsInvalidArgument(spaced.status())) << spaced.status();
-  EXPECT_THAT(spaced.status().message(), HasSubstr("byte 0x20 at offset 13"));
+  EXPECT_THAT(spaced.status().message(), HasSubstr("byte 0x20 at offset 24"));
   EXPECT_THAT(spaced.status().message(), ::testing::Not(HasSubstr("old token")));
+}
+
+// A server accepts no token short enough to guess by trying many, and says which line holds
+// one without showing it; a client sends what it is given (the server judges).
+TEST(AuthTokenFileTest, AServerRefusesATokenShorterThan16Characters) {
+  const std::string path = testing::MakeTempDir("tokens") + "/tokens";
+  testing::WriteFile(path, "new-token-2b9e41d07a\n\nchangeme\n", 0600);
+  absl::StatusOr<std::vector<std::string>> tokens = ReadAuthTokens(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(tokens.status())) << tokens.status();
+  EXPECT_THAT(tokens.status().message(),
+              ::testing::AllOf(HasSubstr("a token of 8 characters on line 3"),
+                               HasSubstr("16 characters"), HasSubstr("openssl rand -hex 32"),
+                               ::testing::Not(HasSubstr("changeme"))));
+
+  testing::WriteFile(path, "exactly-16-chars\n", 0600);
+  EXPECT_TRUE(ReadAuthTokens(path).ok());
+  testing::WriteFile(path, "changeme\n", 0600);
+  EXPECT_TRUE(ReadAuthToken(path).ok());
 }
 
 }  // namespace

@@ -346,7 +346,7 @@ TEST_F(ConfigFileLinesTest, APlaintextListenerBeyondLoopbackIsRefusedBeforeAnyWo
   EXPECT_THAT(refused->Log(), Not(HasSubstr("starting 1 workers")));
 
   // A token would cross the network in plaintext: refused as early, at the token's line.
-  WriteFile(dir_ + "/token", "abc\n", 0600);
+  WriteFile(dir_ + "/token", "t0ken-for-plaintext-refusal\n", 0600);
   WriteFile(file_,
             absl::StrCat(listeners, "insecure: true\nauth-token-file: ", dir_, "/token\n"), 0644);
   auto token = ServerProcess::Launch(

@@ -48,7 +48,7 @@ constexpr int kCalls = 5;
 TEST(RefusalsAtStopTest, EveryRefusedCallIsInTheAccessLogOnceTheServerHasStopped) {
   const std::string dir = ShortTempDir();
   const std::string log = dir + "/access.log";
-  WriteFile(dir + "/token", "t0ken-for-stop\n", 0600);
+  WriteFile(dir + "/token", "t0ken-for-the-stop-test\n", 0600);
   auto server = ServerProcess::Launch(
       {.args = {"--workers=1", "--python-path=" + Runfile("tests/functions/server"),
                 "--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token",

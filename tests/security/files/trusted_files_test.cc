@@ -137,7 +137,7 @@ TEST_F(TrustedFilesTest, AWorkerBinaryAnotherUserMayChangeIsRefused) {
 
 TEST_F(TrustedFilesTest, ATokenFileAnotherUserOwnsIsRefusedHoweverPrivate) {
   const std::string token = dir_ + "/token";
-  WriteFile(token, "s3cret-token\n", 0600);
+  WriteFile(token, "s3cret-token-of-nobody\n", 0600);
   GiveToNobody(token);
   auto server = Launch({"--listen=127.0.0.1:0", "--auth-token-file=" + token});
   ASSERT_FALSE(server->ready()) << server->Log();

@@ -140,7 +140,7 @@ TEST(PlaintextSecretsTest, PlaintextOffThisHostTakesInsecure) {
 // clients refuse before they connect, as they read their options.
 TEST(PlaintextSecretsTest, NoTokenOrCouchDbPasswordGoesInPlaintextOffThisHost) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "t0ken-off-host\n");
+  WriteFile(dir + "/token", "t0ken-for-off-host-calls\n");
   WriteFile(dir + "/design.yml", "towns:\n  views:\n    by_town: svc_fns.doubled\n");
   const std::string off_host = "--target=192.0.2.1:7070";
   const absl::Time started = absl::Now();

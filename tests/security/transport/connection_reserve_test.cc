@@ -321,7 +321,7 @@ TEST(ConnectionReserveTest, ALoopbackListenerWithoutATokenWarns) {
   EXPECT_THAT(open->Log(), HasSubstr(kWarning));
 
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "s3cret-token\n");
+  WriteFile(dir + "/token", "s3cret-token-f0r-reserve\n");
   auto with_token = LaunchServer(
       {.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
   ASSERT_TRUE(with_token->ready()) << with_token->Log();

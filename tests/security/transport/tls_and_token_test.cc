@@ -528,8 +528,8 @@ TEST_F(TlsTest, TokenlessCallsToInventedPathsAreOneLineNamingNoPath) {
 void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
                          const std::function<absl::StatusOr<std::unique_ptr<client::Client>>(
                              const std::string& token_file)>& connect) {
-  WriteFile(dir + "/old", "old-token-5d2e\n");
-  WriteFile(dir + "/new", "new-token-9a47\n");
+  WriteFile(dir + "/old", "old-token-5d2e-b81f\n");
+  WriteFile(dir + "/new", "new-token-9a47-3c60\n");
   auto old_client = connect(dir + "/old");
   auto new_client = connect(dir + "/new");
   ASSERT_TRUE(old_client.ok()) << old_client.status();
@@ -546,19 +546,29 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
     server.Signal(SIGHUP);
     return server.WaitForLog(logged, absl::Seconds(30));
   };
-  ASSERT_TRUE(reload("new-token-9a47\n\n  old-token-5d2e  \n", "2 tokens are accepted from now on"))
+  ASSERT_TRUE(reload("new-token-9a47-3c60\n\n  old-token-5d2e-b81f  \n",
+                     "2 tokens are accepted from now on"))
       << server.Log();
-  // Each named by its SHA-256's beginning, in file order (`printf %s new-token-9a47 |
-  // sha256sum` begins c78d0c26, old-token-5d2e's b0be765d).
-  EXPECT_THAT(server.Log(), HasSubstr("(SHA-256 beginning c78d0c26, b0be765d)"));
+  // Each named by its SHA-256's beginning, in file order (`printf %s new-token-9a47-3c60 |
+  // sha256sum` begins f4c0402a, old-token-5d2e-b81f's 601feb23).
+  EXPECT_THAT(server.Log(), HasSubstr("(SHA-256 beginning f4c0402a, 601feb23)"));
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
 
-  ASSERT_TRUE(reload("new-token-9a47\n", "1 token is accepted from now on")) << server.Log();
+  ASSERT_TRUE(reload("new-token-9a47-3c60\n", "1 token is accepted from now on")) << server.Log();
+  EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
+
+  // A token short enough to guess is refused at a reload as at start, and the tokens before stay.
+  ASSERT_TRUE(reload("new-token-9a47-3c60\nchangeme\n",
+                     "calls still need one of the tokens read before"))
+      << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("holds a token of 8 characters on line 2"));
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
 
   // A file the server may not trust at a reload is said, and the tokens before stay.
+  WriteFile(dir + "/token", "new-token-9a47-3c60\n");
   ::chmod((dir + "/token").c_str(), 0644);
   ASSERT_TRUE(reload(nullptr, "calls still need one of the tokens read before")) << server.Log();
   EXPECT_THAT(server.Log(), HasSubstr("mode 0644"));
@@ -570,7 +580,7 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
 
 TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
   const std::string dir = ShortTempDir();
-  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e");
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e-b81f");
   ASSERT_TRUE(server->ready()) << server->Log();
   ExpectTokenRotation(*server, dir, [&](const std::string& token_file) {
     return ConnectTo(server->Port(), {.auth_token_file = token_file});
@@ -583,23 +593,23 @@ TEST(TokenTest, SighupRotatesTheTokenOnAPlaintextListener) {
 // restarted, every call failing UNAUTHENTICATED from the moment the server dropped it.
 TEST(TokenTest, AClientFollowsItsTokenFileThroughARotation) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/client-token", "old-token-5d2e\n");
-  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e");
+  WriteFile(dir + "/client-token", "old-token-5d2e-b81f\n");
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e-b81f");
   ASSERT_TRUE(server->ready()) << server->Log();
   auto client = ConnectTo(server->Port(), {.auth_token_file = dir + "/client-token"});
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
 
-  WriteFile(dir + "/token", "old-token-5d2e\nnew-token-9a47\n");
+  WriteFile(dir + "/token", "old-token-5d2e-b81f\nnew-token-9a47-3c60\n");
   server->Signal(SIGHUP);
   ASSERT_TRUE(server->WaitForLog("2 tokens are accepted from now on", absl::Seconds(30)))
       << server->Log();
   // The client's file replaced by renaming a new one into place, as a secrets manager does.
-  WriteFile(dir + "/client-token.new", "new-token-9a47\n");
+  WriteFile(dir + "/client-token.new", "new-token-9a47-3c60\n");
   ASSERT_EQ(::rename((dir + "/client-token.new").c_str(), (dir + "/client-token").c_str()), 0);
   EXPECT_TRUE((*client)->Map({"svc_fns.doubled"}, {kDoc}).ok());
 
-  WriteFile(dir + "/token", "new-token-9a47\n");
+  WriteFile(dir + "/token", "new-token-9a47-3c60\n");
   server->Signal(SIGHUP);
   ASSERT_TRUE(server->WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
       << server->Log();
@@ -613,7 +623,7 @@ TEST(TokenTest, AClientFollowsItsTokenFileThroughARotation) {
 }
 
 TEST_F(TlsTest, SighupRotatesTheTokenOnATlsListener) {
-  WriteFile(certs_.dir + "/token", "old-token-5d2e\n");
+  WriteFile(certs_.dir + "/token", "old-token-5d2e-b81f\n");
   auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
                                        "--tls-key=" + certs_.server_key,
                                        "--auth-token-file=" + certs_.dir + "/token"}});
@@ -631,10 +641,10 @@ TEST_F(TlsTest, SighupRotatesTheTokenOnATlsListener) {
 // operator had revoked it. A stream whose token is still in the file goes on.
 TEST(TokenTest, ARemovedTokenEndsTheStreamsOpenedWithIt) {
   const std::string dir = ShortTempDir();
-  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e\nnew-token-9a47");
+  auto server = LaunchLoopbackServerWithToken(dir, "old-token-5d2e-b81f\nnew-token-9a47-3c60");
   ASSERT_TRUE(server->ready()) << server->Log();
-  WriteFile(dir + "/old", "old-token-5d2e\n");
-  WriteFile(dir + "/new", "new-token-9a47\n");
+  WriteFile(dir + "/old", "old-token-5d2e-b81f\n");
+  WriteFile(dir + "/new", "new-token-9a47-3c60\n");
   auto old_client = ConnectTo(server->Port(), {.auth_token_file = dir + "/old"});
   auto new_client = ConnectTo(server->Port(), {.auth_token_file = dir + "/new"});
   ASSERT_TRUE(old_client.ok()) << old_client.status();
@@ -654,7 +664,7 @@ TEST(TokenTest, ARemovedTokenEndsTheStreamsOpenedWithIt) {
   ASSERT_THAT(ask(revoked, R"(["ddoc","_design/l",["lists","l"],[{"total_rows":1},{}]])"),
               ElementsAre(::testing::StartsWith(R"(["start",["head"])")));
 
-  WriteFile(dir + "/token", "new-token-9a47\n");
+  WriteFile(dir + "/token", "new-token-9a47-3c60\n");
   server->Signal(SIGHUP);
   ASSERT_TRUE(server->WaitForLog("1 token is accepted from now on", absl::Seconds(30)))
       << server->Log();
@@ -679,7 +689,7 @@ TEST(TokenTest, ARemovedTokenEndsTheStreamsOpenedWithIt) {
 
 TEST(TokenTest, ATokenFileOthersCanReadIsRefused) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "abc\n", 0644);
+  WriteFile(dir + "/token", "s3cret-token-0thers-read\n", 0644);
   auto server = LaunchServer(
       {.args = {"--listen=127.0.0.1:0", "--auth-token-file=" + dir + "/token"}});
   ASSERT_FALSE(server->ready());
@@ -747,7 +757,7 @@ TEST(ListenerTest, PlaintextOnANonLoopbackAddressNeedsInsecure) {
 
 TEST(ListenerTest, ATokenIsNeverAcceptedInPlaintextOffLoopback) {
   const std::string dir = ShortTempDir();
-  WriteFile(dir + "/token", "abc\n");
+  WriteFile(dir + "/token", "s3cret-token-0ff-loopback\n");
   auto refused = LaunchServer(
       {.args = {"--listen=0.0.0.0:0", "--insecure", "--auth-token-file=" + dir + "/token"}});
   ASSERT_FALSE(refused->ready());
