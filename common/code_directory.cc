@@ -1,15 +1,18 @@
 #include "common/code_directory.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <optional>
 #include <system_error>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/code_ownership.h"
 
 namespace cnp {
@@ -27,14 +30,20 @@ class DirectoryWalk {
       : what_(what), consequence_(consequence), what_is_there_(what_is_there) {}
 
   // Follows `path` from `from` one component at a time, checking each directory it enters as
-  // one above the code; returns the directory reached (or the deepest existing one).
-  absl::StatusOr<fs::path> Walk(const fs::path& path, fs::path from) {
+  // one above the code and each symbolic link it follows; returns the directory reached (or the
+  // deepest existing one), or, with `may_end_in_file`, the file the path names.
+  absl::StatusOr<fs::path> Walk(const fs::path& path, fs::path from, bool may_end_in_file) {
     fs::path current = path.is_absolute() ? fs::path("/") : std::move(from);
     if (path.is_absolute()) {
       if (absl::Status s = CheckAbove(current); !s.ok()) return s;
     }
+    std::vector<fs::path> parts;
     for (const fs::path& part : path.relative_path()) {
-      if (part.empty() || part == ".") continue;
+      if (!part.empty() && part != ".") parts.push_back(part);
+    }
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const fs::path& part = parts[i];
+      const bool last = i + 1 == parts.size();
       if (part == "..") {
         current = current.parent_path();  // `current` has no symlinks: this is the real parent
         continue;
@@ -53,12 +62,26 @@ class DirectoryWalk {
         std::error_code error;
         fs::path target = fs::read_symlink(next, error);
         if (error) return Failed(next, error.message());
-        absl::StatusOr<fs::path> reached = Walk(target, current);
+        // Its owner may point it elsewhere at any time, in a directory it may not otherwise
+        // write to (a sticky one such as /tmp): only root's and this user's are followed.
+        if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+          return Refused(next,
+                         absl::StrFormat("is a symbolic link (to %s) that belongs to uid %d, "
+                                         "neither root nor this user (uid %d)",
+                                         target.string(), st.st_uid, ::geteuid()),
+                         absl::StrCat("give its target directly, or replace it with a link of "
+                                      "your own (ln -sfn ",
+                                      target.string(), " ", next.string(), ")"));
+        }
+        absl::StatusOr<fs::path> reached = Walk(target, current, may_end_in_file && last);
         if (!reached.ok() || missing_) return reached;
         current = *std::move(reached);
         continue;
       }
-      if (!S_ISDIR(st.st_mode)) return Failed(next, "not a directory");
+      if (!S_ISDIR(st.st_mode)) {
+        if (!(may_end_in_file && last)) return Failed(next, "not a directory");
+        return next;
+      }
       if (absl::Status s = CheckAbove(next); !s.ok()) return s;
       current = std::move(next);
     }
@@ -111,7 +134,7 @@ absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) 
   DirectoryWalk walk(absl::StrCat(what, " ", dir), "change the Python code this service runs",
                      "the code");
   // From / even for a relative `dir`, so the directories above the current one count too.
-  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/");
+  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/", /*may_end_in_file=*/false);
   if (!reached.ok()) return reached.status();
   absl::Status status = walk.CheckCodeDir(*reached);
   if (!status.ok() && walk.missing()) {
@@ -128,11 +151,26 @@ absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view w
   fs::path cwd = fs::current_path(error);
   if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
   DirectoryWalk walk(what, consequence, "the file");
-  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/");
+  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/", /*may_end_in_file=*/false);
   if (!reached.ok()) return reached.status();
   if (walk.missing()) {
     return absl::FailedPreconditionError(
         absl::StrCat(what, ": cannot check ", dir, ": it does not exist"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
+                             absl::string_view consequence) {
+  std::error_code error;
+  fs::path cwd = fs::current_path(error);
+  if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
+  DirectoryWalk walk(what, consequence, "the file");
+  absl::StatusOr<fs::path> reached = walk.Walk(cwd / file, "/", /*may_end_in_file=*/true);
+  if (!reached.ok()) return reached.status();
+  if (walk.missing()) {
+    return absl::NotFoundError(
+        absl::StrCat(what, ": cannot check ", file, ": it does not exist"));
   }
   return absl::OkStatus();
 }

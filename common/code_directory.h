@@ -12,7 +12,8 @@
 namespace cnp {
 
 // OK when `dir` and every directory passed on the way to it from / (through symlinks as the
-// kernel follows them, relative to the current directory) are owned by root or this process's
+// kernel follows them, relative to the current directory, each link owned by root or this
+// process's effective user) are owned by root or this process's
 // effective user, `dir` itself is writable by neither group nor others, and each directory
 // above it is writable by neither or has the sticky bit (/tmp). A `dir` that does not exist
 // yet (a PYTHONPATH entry, say) is judged by the deepest directory that does, since whoever
@@ -28,5 +29,14 @@ absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what);
 // another user could do ("change the settings this server obeys").
 absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view what,
                                      absl::string_view consequence);
+
+// The way to the existing file `file`, as the kernel follows it: every directory entered, the
+// file's own included, by the rule of CheckDirectoriesHolding, and every symbolic link followed
+// (the file's own name, a link to a link, ...) owned by root or this process's effective user.
+// Whoever owns a link may point it elsewhere at any time, even in a directory where the sticky
+// bit keeps them from replacing others' entries. The file itself is its caller's to judge;
+// NOT_FOUND when it is not there.
+absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
+                             absl::string_view consequence);
 
 }  // namespace cnp

@@ -1,11 +1,9 @@
 #include "common/trusted_file.h"
 
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -14,8 +12,6 @@
 
 namespace cnp {
 namespace {
-
-namespace fs = std::filesystem;
 
 absl::Status CannotCheck(const std::string& path, absl::string_view what,
                          absl::string_view why) {
@@ -36,22 +32,9 @@ absl::Status CheckTrustedFile(const std::string& path, const struct stat& st,
     return absl::FailedPreconditionError(absl::StrCat(
         named, " ", problem->what, ": another user could ", consequence, "; ", fix));
   }
-  // Whoever may write to a directory on the way could replace the file (or the symlink to it).
-  std::error_code error;
-  const fs::path given = fs::absolute(path, error);
-  if (error) return CannotCheck(path, what, error.message());
-  char* real = ::realpath(path.c_str(), nullptr);
-  if (real == nullptr) return CannotCheck(path, what, std::strerror(errno));
-  const fs::path resolved(real);
-  ::free(real);
-  for (const fs::path& file : {given, resolved}) {
-    if (absl::Status s = CheckDirectoriesHolding(file.parent_path().string(), named, consequence);
-        !s.ok()) {
-      return s;
-    }
-    if (given == resolved) break;
-  }
-  return absl::OkStatus();
+  // Whoever may write to a directory on the way could replace the file (or the symlink to it),
+  // and whoever owns a symlink on the way could point it elsewhere.
+  return CheckPathToFile(path, named, consequence);
 }
 
 absl::Status CheckTrustedFile(const std::string& path, absl::string_view what,

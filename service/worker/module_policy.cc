@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "common/code_directory.h"
 #include "common/code_ownership.h"
 #include "service/worker/code_file_guard.h"
 #include "service/worker/failed_imports.h"
@@ -382,6 +383,13 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
     return {absl::StrCat("is in ", file, ", whose directory ", writable->what,
                          ": another user could put code there that cnp-server runs"),
             writable->fix};
+  }
+  // The rest of the way to it: a directory above it, or a symbolic link on the way (the file's
+  // own name included) that another user owns, who may point it at any file at any time, from
+  // a sticky directory such as /tmp as well.
+  if (absl::Status way = CheckPathToFile(file, file, "change the code cnp-server runs");
+      !way.ok() && !absl::IsNotFound(way)) {
+    return {absl::StrCat("is in ", way.message()), ""};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
     std::string top = location.module.substr(0, location.module.find('.'));

@@ -570,8 +570,8 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
   // A file the server may not trust at a reload is said, and the tokens before stay.
   WriteFile(dir + "/token", "new-token-9a47-3c60\n");
   ::chmod((dir + "/token").c_str(), 0644);
-  ASSERT_TRUE(reload(nullptr, "calls still need one of the tokens read before")) << server.Log();
-  EXPECT_THAT(server.Log(), HasSubstr("mode 0644"));
+  ASSERT_TRUE(reload(nullptr, "mode 0644")) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("calls still need one of the tokens read before"));
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
 

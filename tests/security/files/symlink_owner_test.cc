@@ -1,0 +1,122 @@
+// A symbolic link on the way to code or to a file cnp trusts is followed only when root or the
+// service's user owns it. Found by a security probe: a --python-path entry, or a module file,
+// reached through a link another user owned in a sticky directory (/tmp) passed every check,
+// and that user, who may replace their own link there at any time, pointed it at another
+// directory of root's: the server imported what they chose under the allowed module's name.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/code_directories.h"
+#include "common/trusted_file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/files.h"
+#include "tests/support/worker_process.h"
+
+namespace cnp {
+namespace {
+
+using ::cnp::worker::testing::DesignTask;
+using ::cnp::worker::testing::Reply;
+using ::cnp::worker::testing::WorkerProcess;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr uid_t kNobody = 65534;
+
+class SymlinkOwnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "gives a link to another user: needs root";
+    dir_ = testing::MakeTempDir("links");
+    ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+    // A directory all users share, as /tmp: each may add entries, and replace only their own.
+    shared_ = dir_ + "/shared";
+    ASSERT_EQ(::mkdir(shared_.c_str(), 01777), 0);
+    ASSERT_EQ(::chmod(shared_.c_str(), 01777), 0);
+  }
+
+  // `link` -> `target`, owned by `uid`.
+  static void Link(const std::string& target, const std::string& link, uid_t uid) {
+    ::unlink(link.c_str());
+    ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0) << link;
+    ASSERT_EQ(::lchown(link.c_str(), uid, uid), 0) << link;
+  }
+
+  std::string dir_;
+  std::string shared_;
+};
+
+TEST_F(SymlinkOwnerTest, ACodeDirectoryThroughAnotherUsersLinkIsRefused) {
+  const std::string code = dir_ + "/code";
+  ASSERT_EQ(::mkdir(code.c_str(), 0755), 0);
+  const std::string link = shared_ + "/code";
+  Link(code, link, kNobody);
+  absl::Status refused = CheckCodeDirectories(CodeDirectories({link}, nullptr, ""));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(refused.message(),
+              AllOf(HasSubstr(absl::StrCat(link, " is a symbolic link (to ", code,
+                                           ") that belongs to uid 65534")),
+                    HasSubstr("another user could change the Python code this service runs"),
+                    HasSubstr("give its target directly")));
+  // The same link, the service's own, passes: its owner is the one who may repoint it.
+  Link(code, link, ::geteuid());
+  EXPECT_TRUE(CheckCodeDirectories(CodeDirectories({link}, nullptr, "")).ok());
+}
+
+TEST_F(SymlinkOwnerTest, ATrustedFileThroughAnotherUsersLinkIsRefused) {
+  const std::string config = dir_ + "/cnp.yml";
+  testing::WriteFile(config, "workers: 1\n", 0600);
+  // cnp.yml <- shared/hop (nobody's) <- etc.yml: a link to a link, the middle one not ours.
+  const std::string hop = shared_ + "/hop";
+  Link(config, hop, kNobody);
+  const std::string given = dir_ + "/etc.yml";
+  Link(hop, given, ::geteuid());
+  absl::Status refused = CheckTrustedFile(given, "config file", "change the settings");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(refused.message(), HasSubstr(hop + " is a symbolic link (to " + config +
+                                           ") that belongs to uid 65534"));
+  Link(config, hop, ::geteuid());
+  EXPECT_TRUE(CheckTrustedFile(given, "config file", "change the settings").ok());
+}
+
+// The module file's own link, below a private code directory, into a shared directory where
+// another user's link picks the file: nothing of it runs, its top-level code included.
+TEST_F(SymlinkOwnerTest, AModuleThroughAnotherUsersLinkIsRefusedAtImport) {
+  const std::string code = dir_ + "/code";
+  const std::string real = dir_ + "/real";
+  ASSERT_EQ(::mkdir(code.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(real.c_str(), 0755), 0);
+  const std::string marker = dir_ + "/imported";
+  testing::WriteFile(real + "/chosen.py",
+                     absl::StrCat("open('", marker, "', 'w').close()\n"
+                                  "def show(doc, req):\n    return {'body': 'chosen ran'}\n"),
+                     0644);
+  const std::string hop = shared_ + "/linked.py";
+  Link(real + "/chosen.py", hop, kNobody);
+  Link(hop, code + "/linked.py", ::geteuid());
+
+  auto worker = WorkerProcess::Start({"--python-path=" + code});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  Reply refused = (*worker)->Call(DesignTask(cnp::v1::SHOW, "linked.show", "[null, {}]"));
+  ASSERT_TRUE(refused.has_failure()) << refused.DebugString();
+  EXPECT_EQ(refused.failure().code(), worker::v1::Failure::PERMISSION_DENIED);
+  EXPECT_THAT(refused.failure().message(),
+              AllOf(HasSubstr("is not allowed"),
+                    HasSubstr(hop + " is a symbolic link (to " + real +
+                              "/chosen.py) that belongs to uid 65534")));
+  struct stat st {};
+  EXPECT_NE(::stat(marker.c_str(), &st), 0) << "the module's top-level code ran";
+
+  // Once the link is the service's own, the module runs.
+  Link(real + "/chosen.py", hop, ::geteuid());
+  Reply ran = (*worker)->Call(DesignTask(cnp::v1::SHOW, "linked.show", "[null, {}]"));
+  EXPECT_EQ(ran.design().reply(), R"(["resp",{"body":"chosen ran"}])") << ran.DebugString();
+}
+
+}  // namespace
+}  // namespace cnp
