@@ -21,6 +21,10 @@ Passed PassedTo(FunctionRole role) {
     case FunctionRole::kFilter: return {"a filter", 2, "the document, the request"};
     case FunctionRole::kShow: return {"a show function", 2, "the document, the request"};
     case FunctionRole::kUpdate: return {"an update function", 2, "the document, the request"};
+    case FunctionRole::kList: return {"a list function", 2, "the head, the request"};
+    case FunctionRole::kGeneratorList:
+      return {"a generator list function", 3, "the head, the request, the rows"};
+    case FunctionRole::kRewrite: return {"a rewrite function", 1, "the request"};
   }
   return {"a function", 1, "its argument"};
 }
@@ -28,7 +32,9 @@ Passed PassedTo(FunctionRole role) {
 // How many arguments the worker gives a function of `role` declared with `parameters`.
 int Given(FunctionRole role, const v1::ResolvedFunction::Parameters& parameters, int count) {
   switch (role) {
-    case FunctionRole::kMap: return 1;  // called with the document alone, always
+    case FunctionRole::kMap:  // called with the document alone, always
+    case FunctionRole::kRewrite:  // and with the request alone
+      return 1;
     case FunctionRole::kReduce:  // (keys, values) when it declares exactly two
       return !parameters.varargs() && parameters.positional() == 2 ? 2 : 3;
     default:  // the first N when it declares fewer, else all of them

@@ -11,7 +11,17 @@
 
 namespace cnp {
 
-enum class FunctionRole { kMap, kReduce, kValidate, kFilter, kShow, kUpdate };
+enum class FunctionRole {
+  kMap,
+  kReduce,
+  kValidate,
+  kFilter,
+  kShow,
+  kUpdate,
+  kList,           // f(head, req), calling get_row() and send()
+  kGeneratorList,  // a generator f(head, req, rows)
+  kRewrite,        // f(req), called with the request alone
+};
 
 // Why every call of a function with `parameters` in `role` would fail, or "" when it would not.
 std::string ParameterProblem(FunctionRole role,

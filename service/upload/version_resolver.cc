@@ -68,9 +68,10 @@ std::string UnrunBodyProblem(const std::vector<std::string>& path,
   return "";
 }
 
-// The kind of function a design document's `path` holds, when its arguments are fixed (a list
-// is given (head, req) or, as a generator, its rows too; a rewrite's rule is its own).
-std::optional<FunctionRole> RoleAt(const std::vector<std::string>& path) {
+// The kind of function a design document's `path` holds (a list is given (head, req) or, as a
+// generator, its rows too).
+std::optional<FunctionRole> RoleAt(const std::vector<std::string>& path,
+                                   const v1::ResolvedFunction& resolved) {
   if (path.empty()) return std::nullopt;
   const std::string& section = path.front();
   if (section == "views" && path.size() == 3) {
@@ -81,13 +82,18 @@ std::optional<FunctionRole> RoleAt(const std::vector<std::string>& path) {
   if (section == "filters") return FunctionRole::kFilter;
   if (section == "shows") return FunctionRole::kShow;
   if (section == "updates") return FunctionRole::kUpdate;
+  if (section == "lists") {
+    return resolved.body() == v1::ResolvedFunction::GENERATOR ? FunctionRole::kGeneratorList
+                                                              : FunctionRole::kList;
+  }
+  if (section == "rewrites") return FunctionRole::kRewrite;
   return std::nullopt;
 }
 
 // Why the function `resolved` describes cannot take the arguments passed at `path`, or "".
 std::string ParametersProblem(const std::vector<std::string>& path,
                               const v1::ResolvedFunction& resolved) {
-  const std::optional<FunctionRole> role = RoleAt(path);
+  const std::optional<FunctionRole> role = RoleAt(path, resolved);
   if (!role || !resolved.has_parameters()) return "";
   return ParameterProblem(*role, resolved.parameters());
 }

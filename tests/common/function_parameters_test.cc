@@ -54,6 +54,20 @@ TEST(FunctionParametersTest, WhatNoCallCanGiveIsAProblem) {
               HasSubstr("given 4 arguments"));
   EXPECT_THAT(ParameterProblem(FunctionRole::kFilter, Declared(3, 3)),
               HasSubstr("given 2 arguments (the document, the request), but it requires 3"));
+  // Found by a README walkthrough: lists and rewrites were not checked, and one that could
+  // never run was uploaded, its every request a render_error.
+  EXPECT_THAT(ParameterProblem(FunctionRole::kList, Declared(5, 5)),
+              HasSubstr("as a list function it is given 2 arguments (the head, the request), "
+                        "but it requires 5"));
+  EXPECT_THAT(ParameterProblem(FunctionRole::kList, Declared(1, 1)), IsEmpty());
+  EXPECT_THAT(ParameterProblem(FunctionRole::kGeneratorList, Declared(3, 3)), IsEmpty());
+  EXPECT_THAT(ParameterProblem(FunctionRole::kGeneratorList, Declared(4, 4)),
+              HasSubstr("given 3 arguments (the head, the request, the rows), but it requires 4"));
+  EXPECT_THAT(ParameterProblem(FunctionRole::kRewrite, Declared(1, 1)), IsEmpty());
+  EXPECT_THAT(ParameterProblem(FunctionRole::kRewrite, Declared(2, 1)), IsEmpty());
+  EXPECT_THAT(ParameterProblem(FunctionRole::kRewrite, Declared(2, 2)),
+              HasSubstr("as a rewrite function it is given 1 argument (the request), but it "
+                        "requires 2"));
   v1::ResolvedFunction::Parameters keyword = Declared(1, 1);
   keyword.add_keyword_only_required("town");
   keyword.add_keyword_only_required("year");

@@ -186,12 +186,19 @@ TEST_F(RealPoolUploadTest, FunctionsWhoseParametersCannotTakeWhatTheirKindIsPass
       "  filters:\n"                                                               // 12
       "    oslo: uploadfns.validate\n"                                             // 13
       "  shows:\n"                                                                 // 14
-      "    town: uploadfns.map_with_default\n");                                   // 15 fine
+      "    town: uploadfns.map_with_default\n"                                     // 15 fine
+      "  lists:\n"                                                                 // 16
+      "    four: uploadfns.validate\n"                                             // 17
+      "    rows: uploadfns.generator_list\n"                                       // 18 fine
+      "    head: uploadfns.one_parameter\n"                                        // 19 fine
+      "  rewrites: uploadfns.count_towns\n");                                      // 20
   EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
   std::map<int, std::string> problems;
   for (const v1::UploadProblem& p : result.errors()) problems[p.location().line()] = p.message();
-  EXPECT_THAT(problems, ::testing::ElementsAre(::testing::Key(3), ::testing::Key(4), ::testing::Key(5),
-                                               ::testing::Key(6), ::testing::Key(10), ::testing::Key(13)))
+  EXPECT_THAT(problems, ::testing::ElementsAre(::testing::Key(3), ::testing::Key(4),
+                                               ::testing::Key(5), ::testing::Key(6),
+                                               ::testing::Key(10), ::testing::Key(13),
+                                               ::testing::Key(17), ::testing::Key(20)))
       << result.Dump();
   EXPECT_THAT(problems[3], HasSubstr("\"uploadfns.count_towns\": as a map function it is given 1 "
                                      "argument (the document), but it requires 3 (its positional "
@@ -205,6 +212,12 @@ TEST_F(RealPoolUploadTest, FunctionsWhoseParametersCannotTakeWhatTheirKindIsPass
                                       "rereduce), but it takes 1"));
   EXPECT_THAT(problems[13], HasSubstr("as a filter it is given 2 arguments (the document, the "
                                       "request), but it requires 4"));
+  // Found by a README walkthrough: lists and rewrites were not checked, and were uploaded to
+  // fail every request with a render_error.
+  EXPECT_THAT(problems[17], HasSubstr("as a list function it is given 2 arguments (the head, the "
+                                      "request), but it requires 4"));
+  EXPECT_THAT(problems[20], HasSubstr("as a rewrite function it is given 1 argument (the "
+                                      "request), but it requires 3"));
 }
 
 TEST_F(RealPoolUploadTest, UploadsToPouchDbWithRealVersions) {
