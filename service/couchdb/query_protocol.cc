@@ -232,14 +232,13 @@ QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply>&& reply) {
   // Taken out first: the continuation may ask for another task, and so set then_ again.
   Continuation then = std::move(then_);
   Step step = Answer{};
-  std::string cap_note;
-  if (absl::IsDeadlineExceeded(reply.status())) cap_note = ServerCapNote();
-  if (cap_note.empty()) {
-    step = then(reply);
+  if (absl::IsDeadlineExceeded(reply.status()) && !list_exchange_ends_with_list_) {
+    // The pool's message speaks of a call's deadline (the client's or --call-timeout); here it
+    // was the command's budget, which names the setting to raise.
+    absl::StatusOr<Reply> told = BudgetExceeded(reply.status());
+    step = then(told);
   } else {
-    absl::StatusOr<Reply> noted =
-        absl::Status(reply.status().code(), absl::StrCat(reply.status().message(), cap_note));
-    step = then(noted);
+    step = then(reply);
   }
   if (ran_out_of_memory_ && std::holds_alternative<Answer>(step)) {
     ran_out_of_memory_ = false;
@@ -372,6 +371,21 @@ absl::Duration QueryProtocol::CallBudget() const {
   const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
   const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
   return std::min(timeout - margin, options_.max_call_timeout);
+}
+
+absl::Status QueryProtocol::BudgetExceeded(const absl::Status& status) const {
+  if (std::string cap_note = ServerCapNote(); !cap_note.empty()) {
+    return absl::Status(status.code(), absl::StrCat(status.message(), cap_note));
+  }
+  const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
+  const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
+  return absl::DeadlineExceededError(absl::StrCat(
+      "the command ran longer than CouchDB's timeout allows (", absl::ToInt64Milliseconds(timeout),
+      " ms from its reset, less ", absl::ToInt64Milliseconds(margin),
+      " ms for the answer to reach CouchDB, a wait for a free worker included; over this stream "
+      "a function's log() lines come with its answer and do not extend it); a worker running "
+      "it was stopped and is being replaced. For slower functions raise CouchDB's "
+      "os_process_timeout ([couchdb] section)"));
 }
 
 std::string QueryProtocol::ServerCapNote() const {

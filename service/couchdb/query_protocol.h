@@ -156,6 +156,9 @@ class QueryProtocol {
   absl::Duration CallBudget() const;
   // When the server's max_call_timeout, not CouchDB's timeout, bounds CallBudget(): what to add
   // to a timeout's message so that the operator raises the right setting. Else empty.
+  // `status`, a DEADLINE_EXCEEDED of the command's budget (CallBudget), as the session tells it:
+  // which limit ended the command and what raises it.
+  absl::Status BudgetExceeded(const absl::Status& status) const;
   std::string ServerCapNote() const;
 
   // The driver has ended the list in progress itself, between two lines: CouchDB sent no row
