@@ -39,6 +39,7 @@
 #include "common/couchdb/line_io.h"
 #include "common/default_target.h"
 #include "common/flag_help.h"
+#include "common/grpc_client_log.h"
 #include "common/list_flags.h"
 #include "common/module_name.h"
 #include "common/printable_text.h"
@@ -522,6 +523,8 @@ int main(int argc, char** argv) {
   // at its default 5 s the answers to the stream's keepalive pings (service_connection.cc) were
   // read too late, and every quiet session lost its stream. Two wake-ups a second instead.
   ::setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "500", /*overwrite=*/0);
+  // Its stderr is CouchDB's log: gRPC's lines there are each said once a minute at most.
+  cnp::RouteGrpcLogToStderr("cnp-adapter");
   absl::SetProgramUsageMessage(
       "CouchDB query server for named Python functions: "
       "COUCHDB_QUERY_SERVER_PYTHON=\"/usr/local/bin/cnp-adapter --target=unix:/run/cnp/cnp.sock "

@@ -9,6 +9,7 @@
 #include "client/derive/derive_command.h"
 #include "client/sync/sync_command.h"
 #include "client/upload/upload_command.h"
+#include "common/grpc_client_log.h"
 #include "common/version.h"
 
 namespace {
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   for (std::string& argument : arguments) copies.push_back(argument.data());
   copies.push_back(nullptr);
   argv = copies.data();
+  cnp::RouteGrpcLogToStderr("cnp");
   if (argc < 2) return Help(stderr);
   std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") return Help(stdout);

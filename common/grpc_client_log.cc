@@ -1,0 +1,88 @@
+#include "common/grpc_client_log.h"
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/printable_text.h"
+#include "grpc/support/log.h"
+
+namespace cnp {
+namespace {
+
+constexpr absl::Duration kQuietFor = absl::Minutes(1);
+
+struct Spoken {
+  absl::Time last = absl::InfinitePast();
+  int64_t left_out = 0;  // since `last`
+};
+
+// gRPC logs from its own threads as well as the caller's.
+struct GrpcLog {
+  absl::Mutex mu;
+  std::string program ABSL_GUARDED_BY(mu);
+  // One entry per source line of gRPC's that logged: a bounded set.
+  absl::flat_hash_map<std::string, Spoken> spoken ABSL_GUARDED_BY(mu);
+};
+
+GrpcLog& TheLog() {
+  static GrpcLog* log = new GrpcLog;
+  return *log;
+}
+
+void WriteStderr(const std::string& line) {
+  for (size_t written = 0; written < line.size();) {
+    const ssize_t n = ::write(STDERR_FILENO, line.data() + written, line.size() - written);
+    if (n <= 0) return;  // stderr gone: nothing else to tell
+    written += static_cast<size_t>(n);
+  }
+}
+
+void LogLine(gpr_log_func_args* args) {
+  const absl::string_view message = args->message != nullptr ? args->message : "";
+  absl::string_view file = args->file != nullptr ? args->file : "";
+  if (const size_t slash = file.rfind('/'); slash != absl::string_view::npos) {
+    file.remove_prefix(slash + 1);
+  }
+  const std::string source = absl::StrCat(file, ":", args->line);
+  const bool assertion = absl::StartsWith(message, "assertion failed");
+  GrpcLog& log = TheLog();
+  std::string line;
+  {
+    absl::MutexLock lock(&log.mu);
+    Spoken& spoken = log.spoken[source];
+    const absl::Time now = absl::Now();
+    if (!assertion && now < spoken.last + kQuietFor) {
+      ++spoken.left_out;
+      return;
+    }
+    line = absl::StrCat(log.program, ": grpc ", source, ": ", Printable(message));
+    if (spoken.left_out > 0) {
+      absl::StrAppend(&line, " (", spoken.left_out, " more from here in the last minute left out)");
+    }
+    spoken = Spoken{.last = now, .left_out = 0};
+  }
+  line.push_back('\n');
+  WriteStderr(line);
+}
+
+}  // namespace
+
+void RouteGrpcLogToStderr(absl::string_view program) {
+  {
+    GrpcLog& log = TheLog();
+    absl::MutexLock lock(&log.mu);
+    log.program = std::string(program);
+  }
+  gpr_set_log_function(LogLine);
+}
+
+}  // namespace cnp
