@@ -323,8 +323,9 @@ int RunReduceCommand(int argc, char** argv) {
       "usage: cnp reduce FUNCTION[,FUNCTION...] [--rereduce] [FILE|-]\n\n"
       "Runs reduce functions on input read from FILE or stdin: for reduce, a JSON array of\n"
       "[[key, doc_id], value] pairs (what CouchDB passes); with --rereduce, a JSON array of\n"
-      "values. Prints {\"results\": [one per function], \"errors\", \"logs\"}.\n"
-      "Exit status: 0 done, 1 the call failed, 2 bad usage or input.\n";
+      "values. Prints {\"results\": [one per function], \"errors\", \"logs\"}; a function\n"
+      "that raised has null for its result (as CouchDB shows it) and an entry in \"errors\".\n"
+      "Exit status: 0 done, 3 a function raised, 1 the call failed, 2 bad usage or input.\n";
   auto args = ParseArguments(argc, argv, WithConnectionOptions({"timeout"}),
                              WithConnectionFlags({"help", "rereduce"}));
   if (!args.ok()) return Fail(args.status());
@@ -353,10 +354,12 @@ int RunReduceCommand(int argc, char** argv) {
   w.EndObject();
   PrintLine(buffer);
   std::fflush(stdout);
-  // A function that raised has null for its result, as CouchDB's view shows it; said on stderr
-  // as cnp map says it, so that a pipeline does not take the null for the answer.
+  // A function that raised has null for its result, as CouchDB's view shows it: said on stderr
+  // and in the exit status (as cnp validate's), so that a script does not take the null for
+  // the answer.
   if (response->errors_size() > 0) {
     std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", response->errors_size());
+    return 3;
   }
   return 0;
 }

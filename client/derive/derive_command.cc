@@ -305,6 +305,14 @@ int RunDeriveCommand(int argc, char** argv) {
   if (lease_renew >= lease_timeout) {
     return Fail(absl::InvalidArgumentError("--lease-renew must be shorter than --lease-timeout"));
   }
+  // The arguments the other way round (cnp upload's order is FILE... URL): said so, rather
+  // than "cannot read http://...".
+  if (!couchdb::ParseCouchUrl(args->positional[0]).ok() &&
+      couchdb::ParseCouchUrl(args->positional[1]).ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "the CouchDB URL comes first: cnp derive COUCHDB_URL DECLARATION.yml (given \"",
+        args->positional[0], "\" first)")));
+  }
   absl::StatusOr<Declaration> declaration = ReadDeclaration(args->positional[1]);
   if (!declaration.ok()) return Fail(declaration.status());
 

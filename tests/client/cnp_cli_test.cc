@@ -144,10 +144,11 @@ TEST_F(CnpCliTest, ReducesValidatesAndResolves) {
   CliRun rereduce = Cnp(absl::StrCat("reduce --rereduce ", target_, " svc_fns.total"), "[1,2,3]");
   EXPECT_THAT(rereduce.out, HasSubstr(R"({"results":[6]})"));
   // A reduce that raised is null in "results", as CouchDB shows it, and said on stderr as cnp
-  // map says it: before, nothing but the JSON told a pipeline that the null was no answer.
+  // map says it and in the exit status as cnp validate does (a README walkthrough found a
+  // script checking the status took the null for the answer).
   CliRun raised =
       Cnp(absl::StrCat("reduce ", target_, " svc_fns.total"), R"([[["k","d1"],"x"]])");
-  EXPECT_EQ(raised.exit_code, 0) << raised.out;
+  EXPECT_EQ(raised.exit_code, 3) << raised.out;
   EXPECT_THAT(raised.out, HasSubstr(R"({"results":[null],"errors":[{"function":"svc_fns.total")"));
   EXPECT_THAT(raised.out, HasSubstr("cnp: 1 function error(s); see \"errors\""));
 
@@ -288,6 +289,12 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
   CliRun brief_lease = Cnp("derive --lease-timeout=1ms http://127.0.0.1:9 /nonexistent/d.yml");
   EXPECT_EQ(brief_lease.exit_code, 2);
   EXPECT_THAT(brief_lease.out, HasSubstr("--lease-timeout=1ms is too short"));
+  // The arguments in cnp upload's order (file, then URL): said so, where it said it could not
+  // read a file named http://... (found by a README walkthrough).
+  CliRun swapped = Cnp("derive --once /nonexistent/d.yml http://127.0.0.1:9");
+  EXPECT_EQ(swapped.exit_code, 2) << swapped.out;
+  EXPECT_THAT(swapped.out, HasSubstr("the CouchDB URL comes first: cnp derive COUCHDB_URL "
+                                     "DECLARATION.yml (given \"/nonexistent/d.yml\" first)"));
   // A duration with its unit like every other timeout: a bare number was taken as seconds here
   // alone, where --timeout=90 is refused (found by a review).
   for (const char* settle : {"soon", "90"}) {
