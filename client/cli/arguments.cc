@@ -1,9 +1,14 @@
 #include "client/cli/arguments.h"
 
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_target.h"
+#include "common/closest_name.h"
 #include "common/default_target.h"
 #include "common/system_user.h"
 
@@ -58,6 +63,12 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
       }
       args.options[name] = value;
     } else {
+      std::vector<std::string> known(flags.begin(), flags.end());
+      known.insert(known.end(), valued.begin(), valued.end());
+      if (std::optional<std::string> meant = ClosestName(name, known)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown option --", name, "; did you mean --", *meant, "? (see --help)"));
+      }
       return absl::InvalidArgumentError(absl::StrCat("unknown option --", name, " (see --help)"));
     }
   }

@@ -279,6 +279,16 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
       EXPECT_THAT(run.out, HasSubstr("unknown option")) << command << " " << absl_own;
     }
   }
+  // A misspelt option is told with the one it most likely meant, as cnp-server's and
+  // cnp-adapter's are (found by a README walkthrough).
+  CliRun misspelt = Cnp("map --taget=unix:/x svc_fns.doubled -");
+  EXPECT_EQ(misspelt.exit_code, 2);
+  EXPECT_THAT(misspelt.out,
+              HasSubstr("unknown option --taget; did you mean --target? (see --help)"));
+  CliRun once = Cnp("derive --onse http://127.0.0.1:9 d.yml");
+  EXPECT_THAT(once.out, HasSubstr("unknown option --onse; did you mean --once?"));
+  CliRun far = Cnp("map --colour svc_fns.doubled -");
+  EXPECT_THAT(far.out, HasSubstr("unknown option --colour (see --help)"));
   // What is missing, not the whole usage.
   CliRun derive = Cnp("derive http://127.0.0.1:9");
   EXPECT_EQ(derive.exit_code, 2);
