@@ -385,6 +385,25 @@ TEST_F(FunctionCallsTest, DocumentsThatAreNoJsonObjectsAreRefused) {
   status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("no new_doc: it is required"));
+  // The others are objects, or null where there may be none (found by an API probe: a user_ctx
+  // of 5 and a sec_obj of "s" were run).
+  validate.set_new_doc("{}");
+  validate.set_user_ctx("5");
+  status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "the user_ctx is not a JSON object: 5 (it is the user writing, or null)");
+  validate.set_user_ctx(" null ");
+  validate.set_sec_obj("\"s\"");
+  status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
+  EXPECT_THAT(std::string(status.message()),
+              StartsWith("the sec_obj is not a JSON object: \"s\""));
+  validate.set_sec_obj("");
+  validate.set_old_doc("[1]");
+  status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
+  EXPECT_THAT(std::string(status.message()), StartsWith("the old_doc is not a JSON object: [1]"));
+  validate.clear_old_doc();
+  validate.clear_user_ctx();
   EXPECT_THAT(runner.started(), IsEmpty());
 
   // JSON's whitespace before the object is JSON.
