@@ -23,11 +23,15 @@ namespace fs = std::filesystem;
 // Symlinks followed on one walk before giving up, as the kernel's ELOOP does.
 constexpr int kMaxSymlinks = 40;
 
+// Whether a walk holds the directories it enters to the rule, or only the links it follows.
+enum class Directories { kChecked, kNotChecked };
+
 class DirectoryWalk {
  public:
   DirectoryWalk(absl::string_view what, absl::string_view consequence,
-                absl::string_view what_is_there)
-      : what_(what), consequence_(consequence), what_is_there_(what_is_there) {}
+                absl::string_view what_is_there, Directories directories = Directories::kChecked)
+      : what_(what), consequence_(consequence), what_is_there_(what_is_there),
+        directories_(directories) {}
 
   // Follows `path` from `from` one component at a time, checking each directory it enters as
   // one above the code and each symbolic link it follows; returns the directory reached (or the
@@ -69,9 +73,9 @@ class DirectoryWalk {
                          absl::StrFormat("is a symbolic link (to %s) that belongs to uid %d, "
                                          "neither root nor this user (uid %d)",
                                          target.string(), st.st_uid, ::geteuid()),
-                         absl::StrCat("give its target directly, or replace it with a link of "
-                                      "your own (ln -sfn ",
-                                      target.string(), " ", next.string(), ")"));
+                         absl::StrCat("name ", target.string(),
+                                      " directly, or through a link of root's or this user's "
+                                      "in a directory no other user may write to"));
         }
         absl::StatusOr<fs::path> reached = Walk(target, current, may_end_in_file && last);
         if (!reached.ok() || missing_) return reached;
@@ -95,7 +99,10 @@ class DirectoryWalk {
   bool missing() const { return missing_; }
 
  private:
-  absl::Status CheckAbove(const fs::path& dir) { return Check(dir, StickyBit::kSuffices); }
+  absl::Status CheckAbove(const fs::path& dir) {
+    if (directories_ == Directories::kNotChecked) return absl::OkStatus();
+    return Check(dir, StickyBit::kSuffices);
+  }
 
   absl::Status Check(const fs::path& dir, StickyBit sticky) {
     struct stat st {};
@@ -121,6 +128,7 @@ class DirectoryWalk {
   std::string what_;
   std::string consequence_;
   std::string what_is_there_;
+  Directories directories_;
   int symlinks_ = 0;
   bool missing_ = false;
 };
@@ -160,12 +168,14 @@ absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view w
   return absl::OkStatus();
 }
 
-absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
-                             absl::string_view consequence) {
+namespace {
+
+absl::Status WalkToFile(const std::string& file, absl::string_view what,
+                        absl::string_view consequence, Directories directories) {
   std::error_code error;
   fs::path cwd = fs::current_path(error);
   if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
-  DirectoryWalk walk(what, consequence, "the file");
+  DirectoryWalk walk(what, consequence, "the file", directories);
   absl::StatusOr<fs::path> reached = walk.Walk(cwd / file, "/", /*may_end_in_file=*/true);
   if (!reached.ok()) return reached.status();
   if (walk.missing()) {
@@ -173,6 +183,18 @@ absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
         absl::StrCat(what, ": cannot check ", file, ": it does not exist"));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
+                             absl::string_view consequence) {
+  return WalkToFile(file, what, consequence, Directories::kChecked);
+}
+
+absl::Status CheckLinksToFile(const std::string& file, absl::string_view what,
+                              absl::string_view consequence) {
+  return WalkToFile(file, what, consequence, Directories::kNotChecked);
 }
 
 }  // namespace cnp

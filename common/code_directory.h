@@ -13,9 +13,9 @@ namespace cnp {
 
 // OK when `dir` and every directory passed on the way to it from / (through symlinks as the
 // kernel follows them, relative to the current directory, each link owned by root or this
-// process's effective user) are owned by root or this process's
-// effective user, `dir` itself is writable by neither group nor others, and each directory
-// above it is writable by neither or has the sticky bit (/tmp). A `dir` that does not exist
+// process's effective user) are owned by root or this process's effective user, `dir` itself
+// is writable by neither group nor others, and each directory above it is writable by neither
+// or has the sticky bit (/tmp). A `dir` that does not exist
 // yet (a PYTHONPATH entry, say) is judged by the deepest directory that does, since whoever
 // may write there may create it. `what` names where the directory came from
 // ("--python-path", "PYTHONPATH"); the error names the directory at fault and the fix.
@@ -38,5 +38,12 @@ absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view w
 // NOT_FOUND when it is not there.
 absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
                              absl::string_view consequence);
+
+// The symbolic links alone of CheckPathToFile, for a file already opened and checked by its
+// descriptor (cnp-worker's code file guard): whoever may write to a directory on the way could
+// only swap the file for one the descriptor's check refuses, but a link another user owns lets
+// them pick any file that check accepts (any of root's).
+absl::Status CheckLinksToFile(const std::string& file, absl::string_view what,
+                              absl::string_view consequence);
 
 }  // namespace cnp

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/code_directory.h"
 #include "common/code_ownership.h"
 #include "service/worker/py_ref.h"
 #include "service/worker/user_exception.h"
@@ -102,7 +103,18 @@ PyObject* OpenCode(PyObject* path, void*) {
     ::close(fd);
     return nullptr;
   }
-  if (std::string why = WhyNot(file, st); !why.empty()) {
+  std::string why = WhyNot(file, st);
+  // The way to it: a symbolic link another user owns (a module's own name linked into /tmp,
+  // or a package's helper an allowed module imports) lets them pick the file at any time. A
+  // link they removed since the open is refused too: the file was not where it was checked.
+  if (why.empty()) {
+    if (absl::Status way = CheckLinksToFile(file, absl::StrCat("cnp-worker does not load ", file),
+                                            "change the code cnp-server runs");
+        !way.ok()) {
+      why = std::string(way.message());
+    }
+  }
+  if (!why.empty()) {
     ::close(fd);
     if (PyObject* type = RefusalType(); type != nullptr) PyErr_SetString(type, why.c_str());
     return nullptr;

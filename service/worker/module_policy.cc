@@ -387,8 +387,10 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
   // The rest of the way to it: a directory above it, or a symbolic link on the way (the file's
   // own name included) that another user owns, who may point it at any file at any time, from
   // a sticky directory such as /tmp as well.
+  // A file Python found a moment ago and the walk does not: a link on the way was removed
+  // meanwhile, which is refused too (it could be put back pointing elsewhere).
   if (absl::Status way = CheckPathToFile(file, file, "change the code cnp-server runs");
-      !way.ok() && !absl::IsNotFound(way)) {
+      !way.ok()) {
     return {absl::StrCat("is in ", way.message()), ""};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {

@@ -34,10 +34,13 @@ class SymlinkOwnerTest : public ::testing::Test {
     if (::geteuid() != 0) GTEST_SKIP() << "gives a link to another user: needs root";
     dir_ = testing::MakeTempDir("links");
     ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
-    // A directory all users share, as /tmp: each may add entries, and replace only their own.
+    // A directory a group shares, sticky: each member may add entries, and replace only their
+    // own. (Not world-writable as /tmp: there the kernel's fs.protected_symlinks, where it is
+    // on, already refuses to follow another user's link, and this test would not reach cnp's
+    // own check.)
     shared_ = dir_ + "/shared";
-    ASSERT_EQ(::mkdir(shared_.c_str(), 01777), 0);
-    ASSERT_EQ(::chmod(shared_.c_str(), 01777), 0);
+    ASSERT_EQ(::mkdir(shared_.c_str(), 01775), 0);
+    ASSERT_EQ(::chmod(shared_.c_str(), 01775), 0);
   }
 
   // `link` -> `target`, owned by `uid`.
@@ -62,7 +65,7 @@ TEST_F(SymlinkOwnerTest, ACodeDirectoryThroughAnotherUsersLinkIsRefused) {
               AllOf(HasSubstr(absl::StrCat(link, " is a symbolic link (to ", code,
                                            ") that belongs to uid 65534")),
                     HasSubstr("another user could change the Python code this service runs"),
-                    HasSubstr("give its target directly")));
+                    HasSubstr("name " + code + " directly")));
   // The same link, the service's own, passes: its owner is the one who may repoint it.
   Link(code, link, ::geteuid());
   EXPECT_TRUE(CheckCodeDirectories(CodeDirectories({link}, nullptr, "")).ok());
@@ -116,6 +119,36 @@ TEST_F(SymlinkOwnerTest, AModuleThroughAnotherUsersLinkIsRefusedAtImport) {
   Link(real + "/chosen.py", hop, ::geteuid());
   Reply ran = (*worker)->Call(DesignTask(cnp::v1::SHOW, "linked.show", "[null, {}]"));
   EXPECT_EQ(ran.design().reply(), R"(["resp",{"body":"chosen ran"}])") << ran.DebugString();
+}
+
+// The same link on the way to a module that an allowed module imports (found by a review of
+// the fix: only the module a name asked for, and its function's file, were walked; what they
+// import is checked as it is opened).
+TEST_F(SymlinkOwnerTest, AModuleAnAllowedOneImportsThroughAnotherUsersLinkIsRefused) {
+  const std::string code = dir_ + "/code";
+  const std::string real = dir_ + "/real";
+  ASSERT_EQ(::mkdir(code.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(real.c_str(), 0755), 0);
+  const std::string marker = dir_ + "/imported";
+  testing::WriteFile(real + "/chosen.py",
+                     absl::StrCat("open('", marker, "', 'w').close()\nNAME = 'chosen'\n"), 0644);
+  testing::WriteFile(code + "/top.py",
+                     "import helper\n"
+                     "def show(doc, req):\n    return {'body': helper.NAME}\n",
+                     0644);
+  const std::string hop = shared_ + "/helper.py";
+  Link(real + "/chosen.py", hop, kNobody);
+  Link(hop, code + "/helper.py", ::geteuid());
+
+  auto worker = WorkerProcess::Start({"--python-path=" + code});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  Reply refused = (*worker)->Call(DesignTask(cnp::v1::SHOW, "top.show", "[null, {}]"));
+  ASSERT_TRUE(refused.has_failure()) << refused.DebugString();
+  EXPECT_THAT(refused.failure().message(),
+              HasSubstr(hop + " is a symbolic link (to " + real +
+                        "/chosen.py) that belongs to uid 65534"));
+  struct stat st {};
+  EXPECT_NE(::stat(marker.c_str(), &st), 0) << "the imported module's top-level code ran";
 }
 
 }  // namespace
