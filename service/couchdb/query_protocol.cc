@@ -233,8 +233,8 @@ QueryProtocol::Step QueryProtocol::Resume(absl::StatusOr<Reply>&& reply) {
   Continuation then = std::move(then_);
   Step step = Answer{};
   if (absl::IsDeadlineExceeded(reply.status()) && !list_exchange_ends_with_list_) {
-    // The pool's message speaks of a call's deadline (the client's or --call-timeout); here it
-    // was the command's budget, which names the setting to raise.
+    // The pool says what ran out (a wait for a worker, a function that ran on); the session
+    // adds whose deadline it was and the setting that raises it.
     absl::StatusOr<Reply> told = BudgetExceeded(reply.status());
     step = then(told);
   } else {
@@ -374,18 +374,19 @@ absl::Duration QueryProtocol::CallBudget() const {
 }
 
 absl::Status QueryProtocol::BudgetExceeded(const absl::Status& status) const {
-  if (std::string cap_note = ServerCapNote(); !cap_note.empty()) {
-    return absl::Status(status.code(), absl::StrCat(status.message(), cap_note));
+  std::string note = ServerCapNote();
+  if (note.empty()) {
+    const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
+    const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
+    note = absl::StrCat(
+        " (the deadline was CouchDB's timeout, ", absl::ToInt64Milliseconds(timeout), " ms",
+        config_.timeout.has_value() ? " from its reset" : ", its default (no reset said one)",
+        ", less ", absl::ToInt64Milliseconds(margin),
+        " ms for the answer to reach CouchDB; over this stream a function's log() lines come "
+        "with its answer and do not extend it: for slower functions raise CouchDB's "
+        "os_process_timeout)");
   }
-  const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
-  const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
-  return absl::DeadlineExceededError(absl::StrCat(
-      "the command ran longer than CouchDB's timeout allows (", absl::ToInt64Milliseconds(timeout),
-      " ms from its reset, less ", absl::ToInt64Milliseconds(margin),
-      " ms for the answer to reach CouchDB, a wait for a free worker included; over this stream "
-      "a function's log() lines come with its answer and do not extend it); a worker running "
-      "it was stopped and is being replaced. For slower functions raise CouchDB's "
-      "os_process_timeout ([couchdb] section)"));
+  return absl::Status(status.code(), absl::StrCat(status.message(), note));
 }
 
 std::string QueryProtocol::ServerCapNote() const {

@@ -156,10 +156,10 @@ class QueryProtocol {
   absl::Duration CallBudget() const;
   // When the server's max_call_timeout, not CouchDB's timeout, bounds CallBudget(): what to add
   // to a timeout's message so that the operator raises the right setting. Else empty.
-  // `status`, a DEADLINE_EXCEEDED of the command's budget (CallBudget), as the session tells it:
-  // which limit ended the command and what raises it.
-  absl::Status BudgetExceeded(const absl::Status& status) const;
   std::string ServerCapNote() const;
+  // `status`, a DEADLINE_EXCEEDED of the command's budget (CallBudget), with what the session
+  // adds: which limit that budget was, and the setting that raises it.
+  absl::Status BudgetExceeded(const absl::Status& status) const;
 
   // The driver has ended the list in progress itself, between two lines: CouchDB sent no row
   // for `idle` (max_call_timeout) while the list held a worker of the pool, and the driver gave

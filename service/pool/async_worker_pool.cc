@@ -67,8 +67,8 @@ std::optional<absl::Status> NotStarted(const Task& task, bool cancelled, absl::T
 // task that waited for a worker had less than the whole deadline to run.
 std::string DeadlineRunText(absl::Duration ran) {
   return absl::StrFormat(
-      "it ran %.2f s; the deadline, the client's or --call-timeout, counts from the call's "
-      "arrival, its wait for a worker included",
+      "it ran %.2f s; the deadline counts from the call's arrival, its wait for a worker "
+      "included",
       absl::ToDoubleSeconds(ran));
 }
 

@@ -255,10 +255,11 @@ TEST_P(DriversTest, InfrastructureFailureIsAnErrorNeverAnEmptyResult) {
   script_.on_run = [](const Task&) -> absl::StatusOr<Reply> {
     return absl::DeadlineExceededError("the worker did not answer in time");
   };
-  // The command's budget (CouchDB's timeout) ended it, which the error names.
+  // What the pool said, and the command's budget (CouchDB's timeout) that ended it.
   EXPECT_THAT(Send(R"(["map_doc",{}])"),
-              ElementsAre(StartsWith(R"(["error","timeout","cnp-server: the command ran longer )"
-                                     R"(than CouchDB's timeout allows (5000 ms from its reset)")));
+              ElementsAre(StartsWith(R"(["error","timeout","cnp-server: the worker did not )"
+                                     R"(answer in time (the deadline was CouchDB's timeout, )"
+                                     R"(5000 ms, its default (no reset said one))")));
 }
 
 // CouchDB never teaches a live process a design document again: a process serving many
