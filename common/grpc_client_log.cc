@@ -53,20 +53,27 @@ void LogLine(gpr_log_func_args* args) {
     file.remove_prefix(slash + 1);
   }
   const std::string source = absl::StrCat(file, ":", args->line);
-  const bool assertion = absl::StartsWith(message, "assertion failed");
+  // Only errors are limited: INFO and DEBUG lines come only when asked for (GRPC_VERBOSITY,
+  // GRPC_TRACE), to debug with, and an assertion's line comes before gRPC aborts.
+  const bool limited = args->severity == GPR_LOG_SEVERITY_ERROR &&
+                       !absl::StartsWith(message, "assertion failed");
+  const char* severity = args->severity == GPR_LOG_SEVERITY_ERROR  ? "error"
+                         : args->severity == GPR_LOG_SEVERITY_INFO ? "info"
+                                                                   : "debug";
   GrpcLog& log = TheLog();
   std::string line;
   {
     absl::MutexLock lock(&log.mu);
     Spoken& spoken = log.spoken[source];
     const absl::Time now = absl::Now();
-    if (!assertion && now < spoken.last + kQuietFor) {
+    if (limited && now < spoken.last + kQuietFor) {
       ++spoken.left_out;
       return;
     }
-    line = absl::StrCat(log.program, ": grpc ", source, ": ", Printable(message));
+    line = absl::StrCat(log.program, ": grpc ", severity, " ", source, ": ", Printable(message));
     if (spoken.left_out > 0) {
-      absl::StrAppend(&line, " (", spoken.left_out, " more from here in the last minute left out)");
+      absl::StrAppend(&line, " (and ", spoken.left_out,
+                      " more from here since the last one written, left out)");
     }
     spoken = Spoken{.last = now, .left_out = 0};
   }

@@ -31,10 +31,11 @@ class NoReplica:
 
 def grpc_lines_by_source(stderr, program):
     """How many of gRPC's lines `program` wrote, by gRPC's source file and line, in its own
-    format ("E1206 10:00:00.1 123 hpack_parser.cc:1218] ...") or cnp's ("cnp: grpc FILE:LINE:")."""
+    format ("E1206 10:00:00.1 123 hpack_parser.cc:1218] ...") or cnp's ("cnp: grpc error
+    FILE:LINE: ...")."""
     counts = collections.Counter()
     for line in stderr.splitlines():
-        found = re.match(r"^%s: grpc (\S+:\d+): " % re.escape(program), line) or \
+        found = re.match(r"^%s: grpc \w+ (\S+:\d+): " % re.escape(program), line) or \
             re.match(r"^[EIWD]\d{4} \S+ +\d+ (\S+:\d+)\] ", line)
         if found:
             counts[found.group(1)] += 1
