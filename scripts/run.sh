@@ -64,7 +64,7 @@ echo; echo "== the functions, resolved where they run (note the |version suffixe
 show "$cnp" resolve myviews.townmap myviews.validate myviews.count_towns os.system || true
 
 echo; echo "== map: the README's townmap on examples/docs.json (doc-4 has no town: a per-document error)"
-show "$cnp" map 'myviews.townmap|123' examples/docs.json
+show "$cnp" map 'myviews.townmap|123' examples/docs.json || [ $? -eq 3 ]  # 3: a function raised
 
 echo; echo "== reduce and rereduce"
 echo '[[["Oslo","doc-1"],null],[["Kyoto","doc-2"],null],[["Oslo","doc-3"],null]]' > "$work/kvs.json"

@@ -223,8 +223,9 @@ int RunMapCommand(int argc, char** argv) {
       "and still exit 0 once the functions imported. The documents go to the server in calls\n"
       "of up to 8 MiB each (smaller if the server says its limit is lower), each call's lines\n"
       "printed before the next is sent, so any input fits the server's --max-call-bytes; the\n"
-      "--timeout bounds them all. Exit status: 0 done, 1 a call failed (the lines printed\n"
-      "before it stand), 2 bad usage or input.\n\n"
+      "--timeout bounds them all. Exit status: 0 done, 3 a function raised on a document\n"
+      "(every line printed), 1 a call failed (the lines printed before it stand), 2 bad usage\n"
+      "or input.\n\n"
       "Names: a function with @version(N) is named module.function|N, one without @version\n"
       "module.function, as a design document in CouchDB must name them (CouchDB's add_fun\n"
       "refuses any other); `cnp resolve module.function` prints the name to use. (The YAML of\n"
@@ -314,7 +315,10 @@ int RunMapCommand(int argc, char** argv) {
     }
   } while (next < docs->size());
   std::fflush(stdout);
-  if (errors > 0) std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", errors);
+  if (errors > 0) {
+    std::fprintf(stderr, "cnp: %d function error(s); see \"errors\"\n", errors);
+    return 3;
+  }
   return 0;
 }
 
