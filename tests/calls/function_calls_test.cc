@@ -394,6 +394,10 @@ TEST_F(FunctionCallsTest, DocumentsThatAreNoJsonObjectsAreRefused) {
   EXPECT_EQ(status.message(),
             "the user_ctx is not a JSON object: 5 (it is the user writing, or null)");
   validate.set_user_ctx(" null ");
+  validate.set_sec_obj("null");
+  status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
+  EXPECT_EQ(status.message(), "the sec_obj is not a JSON object: null (it is the database's "
+                              "_security object)");
   validate.set_sec_obj("\"s\"");
   status = Await(calls.Validate(validate, absl::InfiniteFuture(), validated));
   EXPECT_THAT(std::string(status.message()),
