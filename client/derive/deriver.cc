@@ -654,6 +654,7 @@ void Deriver::Report(size_t i, bool force) {
     if (info.ok()) {
       if (const Value* update_seq = Member(*info, "update_seq")) {
         int64_t end = SeqNumber(SeqText(*update_seq)), at = SeqNumber(p.seq);
+        p.source_end = end;
         if (end >= 0 && at >= 0) p.backlog = std::max<int64_t>(0, end - at);
       }
     }
@@ -682,7 +683,13 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   Value stages(rapidjson::kArrayType);
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
-    const StageProgress& p = progress_[i];
+    StageProgress& p = progress_[i];
+    // The backlog as of the sequence reached, not as of the last report (up to a second and
+    // many batches ago: written at a stop, it added up to more changes than the source had).
+    // The source's end is the one last read; no request is made here, a stop's included.
+    if (const int64_t at = SeqNumber(p.seq); p.backlog > 0 && p.source_end >= 0 && at >= 0) {
+      p.backlog = std::max<int64_t>(0, p.source_end - at);
+    }
     double seconds = absl::ToDoubleSeconds(p.BusyAt(absl::Now()));
     Value st(rapidjson::kObjectType);
     st.AddMember("target", couchdb::StringValue(s.target, a), a);

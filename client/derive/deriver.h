@@ -86,6 +86,7 @@ struct StageProgress {
   int64_t written = 0;      // documents written (created, updated or deleted) in this run
   int64_t errors = 0;       // handler errors in this run
   int64_t backlog = -1;     // changes still to read; -1 unknown
+  int64_t source_end = -1;  // the source's update_seq (its number) when last read; -1 unread
   bool rerun = false;       // re-running from scratch after a version change
   absl::Duration busy;      // time spent on this stage's batches in this run, ended ones
   // When the batches being handled now started (infinite past: none is): their time counts

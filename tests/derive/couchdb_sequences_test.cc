@@ -8,6 +8,8 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "client/derive/derived_ids.h"
@@ -1040,6 +1042,51 @@ TEST_F(CouchDbSequencesTest, ARefusedFeedEndsTheWaitAndReconnectionsAreInTheStat
       couchdb::ParseJson(target_.local["/tgt/_local/cnp-derive%3As%3Astatus"]);
   ASSERT_TRUE(status.ok());
   EXPECT_EQ((*status)["stages"][0]["feed_reconnections"].GetInt64(), 2);
+}
+
+// Found by a probe: a run stopped between batches wrote a backlog from its last report (once a
+// second, many batches back), which with the sequence reached added up to more changes than the
+// source had. The status says the backlog at the sequence reached.
+TEST_F(CouchDbSequencesTest, AStopWritesTheBacklogAtTheSequenceReached) {
+  constexpr int kChanges = 10;
+  ScriptedHttpServer couch([&](const HttpRequest& r) -> ScriptedResponse {
+    absl::MutexLock lock(&mu_);
+    const std::string& t = r.target;
+    if (absl::StartsWith(t, "/src/_changes?since=")) {
+      // Two changes a batch, from the sequence asked for; no "pending", as pouchdb-server.
+      int since = 0;
+      const std::string from = t.substr(std::string("/src/_changes?since=").size());
+      EXPECT_TRUE(absl::SimpleAtoi(from.substr(0, from.find('&')), &since)) << t;
+      std::vector<std::string> results;
+      for (int seq = since + 1; seq <= std::min(since + 2, kChanges); ++seq) {
+        results.push_back(absl::StrCat(R"({"seq":)", seq, R"(,"id":"d)", seq,
+                                       R"(","changes":[{"rev":"1-x"}],"doc":{"_id":"d)", seq,
+                                       R"(","_rev":"1-x","town":"Oslo"}})"));
+      }
+      return {200, absl::StrCat(R"({"results":[)", absl::StrJoin(results, ","),
+                                R"(],"last_seq":)", std::min(since + 2, kChanges), "}")};
+    }
+    if (t == "/src") return {200, absl::StrCat(R"({"db_name":"src","update_seq":)", kChanges, "}")};
+    return AnswerFromTarget(r);
+  });
+  Connection connection({.base_url = couch.url()});
+  DeriverOptions options;
+  options.batch_size = 2;
+  int batches = 0;
+  options.batch_done = [&] { ++batches; };
+  options.stopping = [&] { return batches >= 3; };
+  Deriver deriver = NewDeriver(connection.db, options);
+  ASSERT_TRUE(deriver.Start().ok());
+  absl::StatusOr<int64_t> stopped = deriver.CatchUp();
+  ASSERT_TRUE(absl::IsCancelled(stopped.status())) << stopped.status() << "\n" << log_.str();
+  ASSERT_TRUE(deriver.WriteStatus("me").ok());
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<rapidjson::Document> status =
+      couchdb::ParseJson(target_.local["/tgt/_local/cnp-derive%3As%3Astatus"]);
+  ASSERT_TRUE(status.ok());
+  const rapidjson::Value& stage = (*status)["stages"][0];
+  EXPECT_EQ(std::string(stage["seq"].GetString()), "6");
+  EXPECT_EQ(stage["backlog"].GetInt64(), kChanges - 6);
 }
 
 }  // namespace
