@@ -165,6 +165,11 @@ absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& targ
       // server written in JavaScript keeps as a double; a larger one would read back changed,
       // and the stage would be re-run from scratch at every start.
       constexpr int64_t kMaxExactVersion = (int64_t{1} << 53) - 1;
+      // Quoted ("1") it is text, which the rest of a declaration would not take for a number.
+      if (value.Tag() == "!") {
+        return Problem(file, value, absl::StrCat(at, ".version is the text \"", text,
+                                                 "\"; write the number without quotes"));
+      }
       if (!absl::SimpleAtoi(text, &stage.version) || stage.version < 0 || stage.version > kMaxExactVersion) {
         return Problem(file, value, absl::StrCat(at, ".version must be a whole number from 0 to ", kMaxExactVersion));
       }

@@ -58,6 +58,11 @@ TEST(DeclarationTest, ProblemsAreNamed) {
                 "must be map or reduce");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: x, handler: m.f}}}",
                 "version must be a whole number");
+  // Found by a probe: a quoted version was taken as the number, where 1.5 and -1 are refused.
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: \"1\", handler: m.f}}}",
+                ".version is the text \"1\"; write the number without quotes");
+  ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: '2', handler: m.f}}}",
+                "write the number without quotes");
   // A JavaScript server (pouchdb-server) keeps numbers as doubles: a version past 2^53 would
   // read back as another number, and every start would re-run the stage from scratch.
   ExpectProblem("name: n\nhandlers: {t: {s: {type: map, version: 9007199254740993, handler: m.f}}}",
