@@ -381,7 +381,7 @@ void RegistrySync::ReportUnmatched(const std::vector<std::string>& databases) {
                       "): _design/", entry.name, " was written nowhere for it (a database "
                       "created later that it targets gets it while cnp sync follows, or on "
                       "the next pass)")),
-                  "", "");
+                  registry_, "");  // about the registry's entry: marked [REGISTRY]
     }
     still_warned.emplace(entry.entry_id, std::move(identity));
   }
