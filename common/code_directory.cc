@@ -133,16 +133,40 @@ class DirectoryWalk {
   bool missing_ = false;
 };
 
-}  // namespace
-
-absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) {
+// `path` from /: a relative one below the current directory, which only it needs (a worker
+// whose current directory was deleted still imports by absolute paths).
+absl::StatusOr<fs::path> FromRoot(const std::string& path, absl::string_view what) {
+  if (fs::path(path).is_absolute()) return fs::path(path);
   std::error_code error;
   fs::path cwd = fs::current_path(error);
   if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
+  return cwd / path;
+}
+
+// The file `file` names, as the walk reached it (links followed).
+absl::StatusOr<fs::path> WalkToFile(const std::string& file, absl::string_view what,
+                                    absl::string_view consequence, Directories directories) {
+  absl::StatusOr<fs::path> path = FromRoot(file, what);
+  if (!path.ok()) return path.status();
+  DirectoryWalk walk(what, consequence, "the file", directories);
+  absl::StatusOr<fs::path> reached = walk.Walk(*path, "/", /*may_end_in_file=*/true);
+  if (!reached.ok()) return reached.status();
+  if (walk.missing()) {
+    return absl::NotFoundError(
+        absl::StrCat(what, ": cannot check ", file, ": it does not exist"));
+  }
+  return reached;
+}
+
+}  // namespace
+
+absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) {
+  absl::StatusOr<fs::path> path = FromRoot(dir, what);
+  if (!path.ok()) return path.status();
   DirectoryWalk walk(absl::StrCat(what, " ", dir), "change the Python code this service runs",
                      "the code");
   // From / even for a relative `dir`, so the directories above the current one count too.
-  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/", /*may_end_in_file=*/false);
+  absl::StatusOr<fs::path> reached = walk.Walk(*path, "/", /*may_end_in_file=*/false);
   if (!reached.ok()) return reached.status();
   absl::Status status = walk.CheckCodeDir(*reached);
   if (!status.ok() && walk.missing()) {
@@ -155,11 +179,10 @@ absl::Status CheckCodeDirectory(const std::string& dir, absl::string_view what) 
 
 absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view what,
                                      absl::string_view consequence) {
-  std::error_code error;
-  fs::path cwd = fs::current_path(error);
-  if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
+  absl::StatusOr<fs::path> path = FromRoot(dir, what);
+  if (!path.ok()) return path.status();
   DirectoryWalk walk(what, consequence, "the file");
-  absl::StatusOr<fs::path> reached = walk.Walk(cwd / dir, "/", /*may_end_in_file=*/false);
+  absl::StatusOr<fs::path> reached = walk.Walk(*path, "/", /*may_end_in_file=*/false);
   if (!reached.ok()) return reached.status();
   if (walk.missing()) {
     return absl::FailedPreconditionError(
@@ -168,33 +191,24 @@ absl::Status CheckDirectoriesHolding(const std::string& dir, absl::string_view w
   return absl::OkStatus();
 }
 
-namespace {
-
-absl::Status WalkToFile(const std::string& file, absl::string_view what,
-                        absl::string_view consequence, Directories directories) {
-  std::error_code error;
-  fs::path cwd = fs::current_path(error);
-  if (error) return absl::FailedPreconditionError(absl::StrCat(what, ": ", error.message()));
-  DirectoryWalk walk(what, consequence, "the file", directories);
-  absl::StatusOr<fs::path> reached = walk.Walk(cwd / file, "/", /*may_end_in_file=*/true);
-  if (!reached.ok()) return reached.status();
-  if (walk.missing()) {
-    return absl::NotFoundError(
-        absl::StrCat(what, ": cannot check ", file, ": it does not exist"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
                              absl::string_view consequence) {
-  return WalkToFile(file, what, consequence, Directories::kChecked);
+  return WalkToFile(file, what, consequence, Directories::kChecked).status();
 }
 
-absl::Status CheckLinksToFile(const std::string& file, absl::string_view what,
-                              absl::string_view consequence) {
-  return WalkToFile(file, what, consequence, Directories::kNotChecked);
+absl::Status CheckLinksToOpenedFile(const std::string& file, const struct stat& opened,
+                                    absl::string_view what, absl::string_view consequence) {
+  absl::StatusOr<fs::path> reached = WalkToFile(file, what, consequence, Directories::kNotChecked);
+  if (!reached.ok()) return reached.status();
+  // The walk goes by path after the open: a link swapped meanwhile (a file put in its place)
+  // would pass it, so the file it reached must be the one opened.
+  struct stat st {};
+  if (::lstat(reached->c_str(), &st) != 0 || st.st_dev != opened.st_dev ||
+      st.st_ino != opened.st_ino) {
+    return absl::AbortedError(absl::StrCat(what, ": ", file,
+                                           " changed while it was being checked"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cnp

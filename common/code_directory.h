@@ -4,6 +4,8 @@
 // on such a directory, and cnp-adapter refuses it before it replaces a running server.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <string>
 
 #include "absl/status/status.h"
@@ -40,10 +42,12 @@ absl::Status CheckPathToFile(const std::string& file, absl::string_view what,
                              absl::string_view consequence);
 
 // The symbolic links alone of CheckPathToFile, for a file already opened and checked by its
-// descriptor (cnp-worker's code file guard): whoever may write to a directory on the way could
-// only swap the file for one the descriptor's check refuses, but a link another user owns lets
-// them pick any file that check accepts (any of root's).
-absl::Status CheckLinksToFile(const std::string& file, absl::string_view what,
-                              absl::string_view consequence);
+// descriptor (`opened`, what fstat said; cnp-worker's code file guard): a link another user owns
+// lets them pick any file that check accepts (any of root's). The directories are not held to
+// the rule here: the operator's code is in directories checked at start, and the standard
+// library's are root's. ABORTED when the file the walk reaches is not the one opened (the path
+// changed meanwhile: a link swapped for a file), which a caller may open again once.
+absl::Status CheckLinksToOpenedFile(const std::string& file, const struct stat& opened,
+                                    absl::string_view what, absl::string_view consequence);
 
 }  // namespace cnp

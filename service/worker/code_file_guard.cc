@@ -95,32 +95,37 @@ PyObject* OpenCode(PyObject* path, void*) {
   PyRef encoded = PyRef::Steal(PyUnicode_EncodeFSDefault(path));
   if (!encoded) return nullptr;
   const std::string file(PyBytes_AS_STRING(encoded.get()), PyBytes_GET_SIZE(encoded.get()));
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    ::close(fd);
-    return nullptr;
-  }
-  std::string why = WhyNot(file, st);
-  // The way to it: a symbolic link another user owns (a module's own name linked into /tmp,
-  // or a package's helper an allowed module imports) lets them pick the file at any time. A
-  // link they removed since the open is refused too: the file was not where it was checked.
-  if (why.empty()) {
-    if (absl::Status way = CheckLinksToFile(file, absl::StrCat("cnp-worker does not load ", file),
-                                            "change the code cnp-server runs");
-        !way.ok()) {
-      why = std::string(way.message());
+  std::string why;
+  // Twice at most: an editor's save (a new file renamed into place) may land between the open
+  // and the walk, which then reaches another file than the one opened.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+      ::close(fd);
+      return nullptr;
     }
-  }
-  if (!why.empty()) {
+    why = WhyNot(file, st);
+    // The way to it: a symbolic link another user owns (a module's own name linked into
+    // /tmp, or a package's helper an allowed module imports) lets them pick the file.
+    absl::Status way = absl::OkStatus();
+    if (why.empty()) {
+      way = CheckLinksToOpenedFile(file, st, absl::StrCat("cnp-worker does not load ", file),
+                                   "change the code cnp-server runs");
+      if (!way.ok()) why = std::string(way.message());
+    }
+    if (why.empty()) {
+      // The file object owns the descriptor from here (closefd).
+      return PyFile_FromFd(fd, file.c_str(), "rb", -1, nullptr, nullptr, nullptr,
+                           /*closefd=*/1);
+    }
     ::close(fd);
-    if (PyObject* type = RefusalType(); type != nullptr) PyErr_SetString(type, why.c_str());
-    return nullptr;
+    if (!absl::IsAborted(way)) break;
   }
-  // The file object owns the descriptor from here (closefd).
-  return PyFile_FromFd(fd, file.c_str(), "rb", -1, nullptr, nullptr, nullptr, /*closefd=*/1);
+  if (PyObject* type = RefusalType(); type != nullptr) PyErr_SetString(type, why.c_str());
+  return nullptr;
 }
 
 }  // namespace

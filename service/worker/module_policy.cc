@@ -349,7 +349,8 @@ bool ModulePolicy::IsUnderCodeRoots(const std::string& file) const {
   return root == Root::kOperator || root == Root::kLibrary;
 }
 
-ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on_the_way) const {
+ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on_the_way,
+                                                MissingFile missing) const {
   if (file.empty() || file[0] == '<') return {"has no source file", std::string(kPutItOnThePath)};
   Location location = Locate(file);
   switch (location.root) {
@@ -387,10 +388,13 @@ ModulePolicy::Problem ModulePolicy::FileProblem(const std::string& file, bool on
   // The rest of the way to it: a directory above it, or a symbolic link on the way (the file's
   // own name included) that another user owns, who may point it at any file at any time, from
   // a sticky directory such as /tmp as well.
-  // A file Python found a moment ago and the walk does not: a link on the way was removed
-  // meanwhile, which is refused too (it could be put back pointing elsewhere).
+  // A file the import system found a moment ago and the walk does not: a link on the way was
+  // removed meanwhile, which is refused too (it could be put back pointing elsewhere). A
+  // function's own file may be gone for good, though: a module shipped as bytecode alone
+  // (compileall -b, the source removed) names its source in co_filename; its code was read
+  // through the code file guard.
   if (absl::Status way = CheckPathToFile(file, file, "change the code cnp-server runs");
-      !way.ok()) {
+      !way.ok() && !(absl::IsNotFound(way) && missing == MissingFile::kAllowed)) {
     return {absl::StrCat("is in ", way.message()), ""};
   }
   if (location.root == Root::kLibrary && !AllowedExplicitly(location.module, on_the_way)) {
@@ -561,7 +565,8 @@ absl::Status ModulePolicy::CheckFunction(const FunctionName& name, PyObject* att
       return s;
     }
   }
-  if (Problem problem = FileProblem(file, /*on_the_way=*/false); !problem.why.empty()) {
+  if (Problem problem = FileProblem(file, /*on_the_way=*/false, MissingFile::kAllowed);
+      !problem.why.empty()) {
     return Denied(name, absl::StrCat("its code ", problem.why), problem.advice);
   }
   return absl::OkStatus();

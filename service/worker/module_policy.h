@@ -99,7 +99,11 @@ class ModulePolicy {
   // Why a module loaded from `spec` may not run.
   Problem SpecProblem(PyObject* spec, bool on_the_way) const;
   // Why code in `file` may not run.
-  Problem FileProblem(const std::string& file, bool on_the_way) const;
+  // Whether a file the walk to it cannot find passes (a function's co_filename) or not (what
+  // an import found).
+  enum class MissingFile { kRefused, kAllowed };
+  Problem FileProblem(const std::string& file, bool on_the_way,
+                      MissingFile missing = MissingFile::kRefused) const;
   absl::Status CheckLocation(const FunctionName& name, const std::string& module) const;
   absl::Status NeverCallable(const FunctionName& name, const std::string& module,
                              const std::string& whose) const;

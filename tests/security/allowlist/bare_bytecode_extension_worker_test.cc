@@ -56,15 +56,18 @@ Fixture Start() {
 // Writes `path` as a bare bytecode file holding `code` compiled, the way an attacker plants
 // one: Python 3.11's own importlib builds it (a sourceless file's header is not compared with
 // any source).
-void PlantBytecode(const std::string& path, const std::string& code) {
+// `compiled_as` is the file name its code objects carry (co_filename): `path` itself, or the
+// source's, as `python -m compileall -b` leaves it once the source is removed.
+void PlantBytecode(const std::string& path, const std::string& code,
+                   const std::string& compiled_as = "") {
   constexpr const char* kPlant = R"PY(
 import importlib._bootstrap_external as bootstrap, sys
-path, code = sys.argv[1], sys.argv[2]
+path, code, compiled_as = sys.argv[1], sys.argv[2], sys.argv[3] or sys.argv[1]
 with open(path, "wb") as out:
-    out.write(bootstrap._code_to_timestamp_pyc(compile(code, path, "exec"), 0, 0))
+    out.write(bootstrap._code_to_timestamp_pyc(compile(code, compiled_as, "exec"), 0, 0))
 )PY";
-  absl::StatusOr<pid_t> pid =
-      cnp::testing::Spawn({.argv = {"python3.11", "-I", "-c", kPlant, path, code}});
+  absl::StatusOr<pid_t> pid = cnp::testing::Spawn(
+      {.argv = {"python3.11", "-I", "-c", kPlant, path, code, compiled_as}});
   ASSERT_TRUE(pid.ok()) << pid.status();
   ASSERT_EQ(cnp::testing::ExitCode(cnp::testing::WaitForExit(*pid)), 0) << "planting " << path;
 }
@@ -145,6 +148,17 @@ TEST(BareBytecodeTest, ANamedBarePycOthersMayWriteToIsRefused) {
 
   ASSERT_EQ(::chmod(pyc.c_str(), 0644), 0);
   ExpectRan(t.Map("planted.by_town"), "planted bytecode", marker);
+}
+
+// A module shipped as bytecode alone, compiled in place (compileall -b) and its source
+// removed: its functions name the missing source as their file, which is no reason to refuse
+// them (found by a review: the check of the way to a function's file refused a file it could
+// not find).
+TEST(BareBytecodeTest, AModuleShippedAsBytecodeAloneRuns) {
+  Fixture t = Start();
+  const std::string marker = t.dir + "/marker";
+  PlantBytecode(t.dir + "/shipped.pyc", PlantedModule(marker), t.dir + "/shipped.py");
+  ExpectRan(t.Map("shipped.by_town"), "planted bytecode", marker);
 }
 
 TEST(ExtensionModuleTest, AnExtensionAModuleImportsIsHeldToTheRule) {
