@@ -683,12 +683,14 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
   Value stages(rapidjson::kArrayType);
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
-    StageProgress& p = progress_[i];
+    const StageProgress& p = progress_[i];
     // The backlog as of the sequence reached, not as of the last report (up to a second and
     // many batches ago: written at a stop, it added up to more changes than the source had).
-    // The source's end is the one last read; no request is made here, a stop's included.
-    if (const int64_t at = SeqNumber(p.seq); p.backlog > 0 && p.source_end >= 0 && at >= 0) {
-      p.backlog = std::max<int64_t>(0, p.source_end - at);
+    // The source's end is the one last read; no request is made here, a stop's included. The
+    // progress keeps its own (a report reads the end again while it is not 0).
+    int64_t backlog = p.backlog;
+    if (const int64_t at = SeqNumber(p.seq); backlog > 0 && p.source_end >= 0 && at >= 0) {
+      backlog = std::max<int64_t>(0, p.source_end - at);
     }
     double seconds = absl::ToDoubleSeconds(p.BusyAt(absl::Now()));
     Value st(rapidjson::kObjectType);
@@ -697,7 +699,7 @@ absl::Status Deriver::WriteStatus(const std::string& holder) {
     st.AddMember("type", rapidjson::StringRef(s.reduce ? "reduce" : "map"), a);
     st.AddMember("version", s.version, a);
     st.AddMember("seq", couchdb::StringValue(p.seq, a), a);
-    st.AddMember("backlog", p.backlog, a);
+    st.AddMember("backlog", backlog, a);
     st.AddMember("processed", p.processed, a);
     st.AddMember("written", p.written, a);
     st.AddMember("errors", p.errors, a);
