@@ -380,11 +380,11 @@ absl::Status QueryProtocol::BudgetExceeded(const absl::Status& status) const {
     const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
     note = absl::StrCat(
         " (the deadline was CouchDB's timeout, ", absl::ToInt64Milliseconds(timeout), " ms",
-        config_.timeout.has_value() ? " from its reset" : ", its default (no reset said one)",
+        config_.timeout.has_value() ? " from its reset" : " by default as no reset gave one",
         ", less ", absl::ToInt64Milliseconds(margin),
         " ms for the answer to reach CouchDB; over this stream a function's log() lines come "
-        "with its answer and do not extend it: for slower functions raise CouchDB's "
-        "os_process_timeout)");
+        "with its answer and do not extend it. CouchDB's os_process_timeout sets it, for "
+        "commands that need longer)");
   }
   return absl::Status(status.code(), absl::StrCat(status.message(), note));
 }

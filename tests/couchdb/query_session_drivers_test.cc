@@ -259,7 +259,7 @@ TEST_P(DriversTest, InfrastructureFailureIsAnErrorNeverAnEmptyResult) {
   EXPECT_THAT(Send(R"(["map_doc",{}])"),
               ElementsAre(StartsWith(R"(["error","timeout","cnp-server: the worker did not )"
                                      R"(answer in time (the deadline was CouchDB's timeout, )"
-                                     R"(5000 ms, its default (no reset said one))")));
+                                     R"(5000 ms by default as no reset gave one)")));
 }
 
 // CouchDB never teaches a live process a design document again: a process serving many

@@ -322,8 +322,8 @@ TEST(QuerySessionCapTest, ATimeoutUnderTheServersCapNamesTheFlag) {
               ElementsAre(R"(["error","timeout","cnp-server: the map did not finish (the )"
                           R"(deadline was CouchDB's timeout, 1000 ms from its reset, less 500 ms )"
                           R"(for the answer to reach CouchDB; over this stream a function's )"
-                          R"(log() lines come with its answer and do not extend it: for slower )"
-                          R"x(functions raise CouchDB's os_process_timeout)"])x"));
+                          R"(log() lines come with its answer and do not extend it. CouchDB's )"
+                          R"x(os_process_timeout sets it, for commands that need longer)"])x"));
   // What the pool said stays: a wait for a busy worker names its own remedy.
   runner.on_run = [](const Task&) {
     return absl::DeadlineExceededError(

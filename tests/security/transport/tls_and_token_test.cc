@@ -573,7 +573,9 @@ void ExpectTokenRotation(const ServerProcess& server, const std::string& dir,
   ASSERT_TRUE(reload(nullptr, "mode 0644")) << server.Log();
   const std::string log = server.Log();
   const std::string kept = "calls still need one of the tokens read before";
-  EXPECT_EQ(log.find(kept, log.find(kept) + 1) != std::string::npos, true)
+  const size_t first = log.find(kept);
+  ASSERT_NE(first, std::string::npos) << log;
+  EXPECT_NE(log.find(kept, first + 1), std::string::npos)
       << "the second refused reload did not say the tokens before stay: " << log;
   EXPECT_EQ(map_code(**new_client), absl::StatusCode::kOk);
   EXPECT_EQ(map_code(**old_client), absl::StatusCode::kUnauthenticated);
