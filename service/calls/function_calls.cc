@@ -356,11 +356,21 @@ asio::awaitable<absl::Status> FunctionCalls::RunOne(Request& request, Request* (
   const std::string function = pool::TaskFunctions(task);
   const std::string doc_id = DocIdOfTask(task);
   absl::StatusOr<Reply> ran = co_await runner_.Run(std::move(task), EffectiveDeadline(deadline));
-  if (!ran.ok()) LogPoolFailure(ran.status(), function, doc_id);
+  if (!ran.ok()) {
+    LogPoolFailure(ran.status(), function, doc_id);
+    ran = WithDeadlineNote(ran.status());
+  }
   absl::StatusOr<Reply> reply = Checked(std::move(ran), kind, options_.max_call_bytes);
   if (!reply.ok()) co_return reply.status();
   response.Swap(((*reply).*answer)());
   co_return absl::OkStatus();
+}
+
+absl::Status FunctionCalls::WithDeadlineNote(absl::Status status) const {
+  if (!absl::IsDeadlineExceeded(status)) return status;
+  return absl::DeadlineExceededError(absl::StrCat(
+      status.message(), " (the call's deadline: the client's, or cnp-server's --call-timeout, ",
+      absl::FormatDuration(options_.call_timeout), ", whichever came first)"));
 }
 
 absl::Status FunctionCalls::CheckDocCount(int64_t docs) const {
@@ -488,7 +498,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
                                         first + static_cast<int64_t>(*failed), parts, docs,
                                         options_.max_call_bytes);
       LogPoolFailure(status, MapFunctions(functions), "");
-      co_return fail(std::move(status));
+      co_return fail(WithDeadlineNote(std::move(status)));
     }
     for (size_t i = 0; i < replies.size(); ++i) {
       const int64_t left = options_.max_call_bytes - response_bytes;
@@ -508,7 +518,7 @@ asio::awaitable<absl::Status> FunctionCalls::MapEncoded(std::string_view request
         absl::Status failed =
             InPart(reply.status(), docs * p / parts, docs * (p + 1) / parts, docs);
         LogPoolFailure(failed, MapFunctions(functions), "");
-        co_return fail(std::move(failed));
+        co_return fail(WithDeadlineNote(std::move(failed)));
       }
       if (response.empty() || response.back().size() >= kResponseChunkBytes) {
         response.emplace_back();

@@ -93,6 +93,9 @@ class FunctionCalls {
   absl::Time EffectiveDeadline(absl::Time client_deadline) const {
     return std::min(client_deadline, absl::Now() + options_.call_timeout);
   }
+  // A pool's DEADLINE_EXCEEDED, with whose deadline a call's is (the pool says what ran out,
+  // not which limit set it); any other status as it is.
+  absl::Status WithDeadlineNote(absl::Status status) const;
 
  private:
   // A request that is one task on one worker: it moves into the task's `slot`, and the

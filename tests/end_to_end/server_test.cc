@@ -219,6 +219,11 @@ TEST(ServerTest, AnEndlessLoopHitsTheDeadlineAndTheWorkerIsReplaced) {
   auto spun = client->Map({"svc_fns.spins"}, {Doc("a", "")});
   EXPECT_EQ(spun.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(spun.status().message(), HasSubstr("did not finish before the deadline"));
+  // Whose deadline, told by the RPC (the pool, which a CouchDB session shares, says what ran
+  // out; the session names CouchDB's timeout instead).
+  EXPECT_THAT(spun.status().message(),
+              HasSubstr("(the call's deadline: the client's, or cnp-server's --call-timeout, "
+                        "1s, whichever came first)"));
   auto fine = client->Map({"svc_fns.doubled"}, {Doc("a", R"("n":5)")});
   ASSERT_TRUE(fine.ok()) << fine.status();
   EXPECT_EQ(fine->results(0).rows(), R"([[["a",10]]])");
