@@ -50,8 +50,23 @@ class SymlinkOwnerTest : public ::testing::Test {
     ASSERT_EQ(::lchown(link.c_str(), uid, uid), 0) << link;
   }
 
+  // code/ (the worker's --python-path) and real/ (where the file a link picks is), both
+  // private; the module's top-level code leaves marker_ behind.
+  void MakeCodeDirectories() {
+    code_ = dir_ + "/code";
+    real_ = dir_ + "/real";
+    marker_ = dir_ + "/imported";
+    ASSERT_EQ(::mkdir(code_.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(real_.c_str(), 0755), 0);
+  }
+  bool Imported() const {
+    struct stat st {};
+    return ::stat(marker_.c_str(), &st) == 0;
+  }
+
   std::string dir_;
   std::string shared_;
+  std::string code_, real_, marker_;
 };
 
 TEST_F(SymlinkOwnerTest, ACodeDirectoryThroughAnotherUsersLinkIsRefused) {
@@ -90,33 +105,28 @@ TEST_F(SymlinkOwnerTest, ATrustedFileThroughAnotherUsersLinkIsRefused) {
 // The module file's own link, below a private code directory, into a shared directory where
 // another user's link picks the file: nothing of it runs, its top-level code included.
 TEST_F(SymlinkOwnerTest, AModuleThroughAnotherUsersLinkIsRefusedAtImport) {
-  const std::string code = dir_ + "/code";
-  const std::string real = dir_ + "/real";
-  ASSERT_EQ(::mkdir(code.c_str(), 0755), 0);
-  ASSERT_EQ(::mkdir(real.c_str(), 0755), 0);
-  const std::string marker = dir_ + "/imported";
-  testing::WriteFile(real + "/chosen.py",
-                     absl::StrCat("open('", marker, "', 'w').close()\n"
+  ASSERT_NO_FATAL_FAILURE(MakeCodeDirectories());
+  testing::WriteFile(real_ + "/chosen.py",
+                     absl::StrCat("open('", marker_, "', 'w').close()\n"
                                   "def show(doc, req):\n    return {'body': 'chosen ran'}\n"),
                      0644);
   const std::string hop = shared_ + "/linked.py";
-  Link(real + "/chosen.py", hop, kNobody);
-  Link(hop, code + "/linked.py", ::geteuid());
+  Link(real_ + "/chosen.py", hop, kNobody);
+  Link(hop, code_ + "/linked.py", ::geteuid());
 
-  auto worker = WorkerProcess::Start({"--python-path=" + code});
+  auto worker = WorkerProcess::Start({"--python-path=" + code_});
   ASSERT_TRUE(worker.ok()) << worker.status();
   Reply refused = (*worker)->Call(DesignTask(cnp::v1::SHOW, "linked.show", "[null, {}]"));
   ASSERT_TRUE(refused.has_failure()) << refused.DebugString();
   EXPECT_EQ(refused.failure().code(), worker::v1::Failure::PERMISSION_DENIED);
   EXPECT_THAT(refused.failure().message(),
               AllOf(HasSubstr("is not allowed"),
-                    HasSubstr(hop + " is a symbolic link (to " + real +
+                    HasSubstr(hop + " is a symbolic link (to " + real_ +
                               "/chosen.py) that belongs to uid 65534")));
-  struct stat st {};
-  EXPECT_NE(::stat(marker.c_str(), &st), 0) << "the module's top-level code ran";
+  EXPECT_FALSE(Imported()) << "the module's top-level code ran";
 
   // Once the link is the service's own, the module runs.
-  Link(real + "/chosen.py", hop, ::geteuid());
+  Link(real_ + "/chosen.py", hop, ::geteuid());
   Reply ran = (*worker)->Call(DesignTask(cnp::v1::SHOW, "linked.show", "[null, {}]"));
   EXPECT_EQ(ran.design().reply(), R"(["resp",{"body":"chosen ran"}])") << ran.DebugString();
 }
@@ -125,30 +135,25 @@ TEST_F(SymlinkOwnerTest, AModuleThroughAnotherUsersLinkIsRefusedAtImport) {
 // the fix: only the module a name asked for, and its function's file, were walked; what they
 // import is checked as it is opened).
 TEST_F(SymlinkOwnerTest, AModuleAnAllowedOneImportsThroughAnotherUsersLinkIsRefused) {
-  const std::string code = dir_ + "/code";
-  const std::string real = dir_ + "/real";
-  ASSERT_EQ(::mkdir(code.c_str(), 0755), 0);
-  ASSERT_EQ(::mkdir(real.c_str(), 0755), 0);
-  const std::string marker = dir_ + "/imported";
-  testing::WriteFile(real + "/chosen.py",
-                     absl::StrCat("open('", marker, "', 'w').close()\nNAME = 'chosen'\n"), 0644);
-  testing::WriteFile(code + "/top.py",
+  ASSERT_NO_FATAL_FAILURE(MakeCodeDirectories());
+  testing::WriteFile(real_ + "/chosen.py",
+                     absl::StrCat("open('", marker_, "', 'w').close()\nNAME = 'chosen'\n"), 0644);
+  testing::WriteFile(code_ + "/top.py",
                      "import helper\n"
                      "def show(doc, req):\n    return {'body': helper.NAME}\n",
                      0644);
   const std::string hop = shared_ + "/helper.py";
-  Link(real + "/chosen.py", hop, kNobody);
-  Link(hop, code + "/helper.py", ::geteuid());
+  Link(real_ + "/chosen.py", hop, kNobody);
+  Link(hop, code_ + "/helper.py", ::geteuid());
 
-  auto worker = WorkerProcess::Start({"--python-path=" + code});
+  auto worker = WorkerProcess::Start({"--python-path=" + code_});
   ASSERT_TRUE(worker.ok()) << worker.status();
   Reply refused = (*worker)->Call(DesignTask(cnp::v1::SHOW, "top.show", "[null, {}]"));
   ASSERT_TRUE(refused.has_failure()) << refused.DebugString();
   EXPECT_THAT(refused.failure().message(),
-              HasSubstr(hop + " is a symbolic link (to " + real +
+              HasSubstr(hop + " is a symbolic link (to " + real_ +
                         "/chosen.py) that belongs to uid 65534"));
-  struct stat st {};
-  EXPECT_NE(::stat(marker.c_str(), &st), 0) << "the imported module's top-level code ran";
+  EXPECT_FALSE(Imported()) << "the imported module's top-level code ran";
 }
 
 }  // namespace
