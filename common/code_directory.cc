@@ -73,7 +73,7 @@ class DirectoryWalk {
                          absl::StrFormat("is a symbolic link (to %s) that belongs to uid %d, "
                                          "neither root nor this user (uid %d)",
                                          target.string(), st.st_uid, ::geteuid()),
-                         absl::StrCat("name ", target.string(),
+                         absl::StrCat("name ", (current / target).lexically_normal().string(),
                                       " directly, or through a link of root's or this user's "
                                       "in a directory no other user may write to"));
         }
