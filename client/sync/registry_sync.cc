@@ -238,7 +238,21 @@ absl::Status RegistrySync::LoadRegistry() {
   absl::Status read = ForEachRegistryDocument(
       couch_, registry_, absl::StrCat("reading the registry \"", registry_, "\""),
       [&](const rapidjson::Value& doc) {
-        if (StringField(doc, "type") != ::cnp::couchdb::kRegistryEntryType) return;
+        if (StringField(doc, "type") != ::cnp::couchdb::kRegistryEntryType) {
+          // A document put in by hand, that reads as an entry to its author: said once, rather
+          // than ignored without a word (found by a probe). The registry's own design
+          // documents are CouchDB's business.
+          const std::string id(StringField(doc, "_id"));
+          if (!absl::StartsWith(id, "_design/") && warned_untyped_.insert(id).second) {
+            EmitProblem(v1::UploadProblem::WARNING,
+                        absl::InvalidArgumentError(absl::StrCat(
+                            "document \"", id, "\" is no registered design document (it has no "
+                            "\"type\": \"", ::cnp::couchdb::kRegistryEntryType,
+                            "\"); ignored (cnp upload --register writes entries)")),
+                        registry_, "");
+          }
+          return;
+        }
         absl::StatusOr<RegisteredDesignDoc> entry = ReadEntry(doc);
         if (!entry.ok()) {
           EmitProblem(v1::UploadProblem::WARNING, entry.status(), registry_, "");

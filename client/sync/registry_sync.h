@@ -180,6 +180,8 @@ class RegistrySync {
   // Entry id -> the entry's targets and design document when it was warned of as matching no
   // database.
   std::map<std::string, std::string> warned_unmatched_;
+  // Ids of the registry's documents warned of as no entry (no "type" of one), once each.
+  std::set<std::string> warned_untyped_;
   int unmatched_entries_ = 0;
   // While following, per target database: when it was last checked, when it is to be checked
   // again for an `updated` event that came too soon after, and when a failed one is tried
