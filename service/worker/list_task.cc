@@ -100,6 +100,9 @@ class SocketListExchange : public ListExchange {
     // Not a Task at all: answered like any task that is not a list_row.
     if (!task.ParseFromString(frame)) task.Clear();
     StartAnswering(task);
+    // A row's task says whether the lines from here go at once (Task.logs_early): the end of
+    // rows of a list the session left comes from one that takes them with the answer.
+    if (!task.logs_early()) Context().eager_log = nullptr;
     return task;
   }
 

@@ -6,6 +6,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -100,6 +101,27 @@ std::string WhatRan(const Task& task) {
   }
 }
 
+// A task's log() lines sent to the server as the function makes them (Task.logs_early), each
+// in a task_log frame with its attributed copy: the server forwards them to CouchDB at once.
+class ServerLog final : public EagerLog {
+ public:
+  explicit ServerLog(int fd) : fd_(fd) {}
+  void Write(std::string_view message) override {
+    // A child a function forked has the socket pointed at /dev/null; it says nothing anyway.
+    // After a failed write the server is gone: the answer's write finds that out.
+    if (!written_.ok() || InForkedChild()) return;
+    Reply interim;
+    interim.mutable_task_log()->set_message(message.data(), message.size());
+    TakeAttributedLogs(*interim.mutable_function_logs());
+    StampAnswer(interim);
+    written_ = WriteFrame(fd_, interim.SerializeAsString());
+  }
+
+ private:
+  const int fd_;
+  absl::Status written_;
+};
+
 // A task or reply larger than this gives its memory back once answered (GiveBackMemory).
 constexpr size_t kLargeTaskBytes = size_t{8} << 20;
 
@@ -128,6 +150,7 @@ constexpr char kOutOfMemoryInReply[] =
 absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
   const ChildMustNotHold server_socket(fd);  // the server watches it for this worker's end
   FrameReader reader(fd);
+  ServerLog server_log(fd);
   std::string frame;
   std::vector<int> descriptors;
   for (;;) {
@@ -159,11 +182,14 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
         // A list's steps restart it for each list_row task, so the limit checked at the end is
         // the budget's own: that of the task the reply answers.
         Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
+        Context().eager_log_held = false;
+        Context().eager_log = parsed && task.logs_early() ? &server_log : nullptr;
         {
           ScopedCallThread call;
           reply = parsed ? Run(registry, task, reader, fd, descriptors)
                          : FailureReply(Failure::BAD_INPUT, "the frame is not a Task");
         }
+        Context().eager_log = nullptr;
         if (reply.ok()) {
           // Logs no per-item result took (made before a Failure, say) still reach the server.
           TakeLogs(*reply->mutable_logs());
@@ -175,6 +201,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
         // is a MemoryError of its own, in its result. Before, one out of the parse or the log
         // lines ended the worker with abort().
         PyErr_Clear();
+        Context().eager_log = nullptr;
         Context().memory_error = true;
         Context().logs.clear();
         Context().attributed_logs.clear();

@@ -330,6 +330,50 @@ TEST_F(MapTest, LogOfAValueThatIsNotAStrSendsItsJson) {
   EXPECT_EQ(result.errors_size(), 0);
 }
 
+// A task with logs_early (a CouchDB Session stream's) has each line sent as it is made, in a
+// task_log frame with its attributed copy, before the answer, which no longer holds them.
+TEST_F(MapTest, WithLogsEarlyEachLineIsAnInterimFrameBeforeTheAnswer) {
+  Task task = MapTask({"worker_views.logs_values"}, {kOslo});
+  task.set_logs_early(true);
+  task.set_sequence(7);
+  ASSERT_TRUE(worker_->Send(task).ok());
+  std::vector<std::string> lines;
+  absl::StatusOr<Reply> reply;
+  for (;;) {
+    reply = worker_->Receive();
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->sequence(), 7u);
+    if (!reply->has_task_log()) break;
+    lines.push_back(reply->task_log().message());
+    ASSERT_EQ(reply->function_logs_size(), 1);
+    EXPECT_EQ(reply->function_logs(0).message(), lines.back());
+    EXPECT_EQ(reply->function_logs(0).doc_id(), "doc-1");
+  }
+  EXPECT_THAT(lines, ::testing::ElementsAre(R"({"n":1,"town":"Oslo"})", "[1,2.5,null,true]",
+                                            "{'doc-1'}", "not a str"));
+  ASSERT_TRUE(reply->has_map()) << reply->DebugString();
+  EXPECT_EQ(reply->map().results(0).logs_size(), 0);
+  EXPECT_EQ(reply->function_logs_size(), 0);
+  EXPECT_EQ(reply->map().results(0).rows(), R"([[["doc-1",null]]])");
+  // The next task without it has its lines in its answer again.
+  reply = worker_->Call(MapTask({"worker_views.logs_values"}, {kOslo}));
+  ASSERT_TRUE(reply->has_map()) << reply->DebugString();
+  EXPECT_EQ(reply->map().results(0).logs_size(), 4);
+}
+
+// After a function raised, the lines wait for the answer, which tells the exception first (as
+// couchjs writes them, and as a direct session does).
+TEST_F(MapTest, WithLogsEarlyTheLinesAfterAnExceptionWaitForTheAnswer) {
+  Task task = MapTask({"worker_views.needs_missing", "worker_views.logs_values"}, {kOslo});
+  task.set_logs_early(true);
+  ASSERT_TRUE(worker_->Send(task).ok());
+  absl::StatusOr<Reply> reply = worker_->Receive();
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_TRUE(reply->has_map()) << reply->DebugString();
+  EXPECT_EQ(reply->map().results(0).errors_size(), 1);
+  EXPECT_EQ(reply->map().results(0).logs_size(), 4);
+}
+
 // An exception raised without a message is described by where it was raised alone, so that
 // CouchDB's line reads "KeyboardInterrupt: (worker_views.py:N in ...)" with one space.
 TEST_F(MapTest, AnErrorWithoutAMessageSaysWhereItWasRaised) {
