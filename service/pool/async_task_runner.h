@@ -25,6 +25,7 @@
 #include "absl/strings/cord.h"
 #include "absl/time/time.h"
 #include "asio/awaitable.hpp"
+#include "service/pool/worker.h"
 #include "worker.pb.h"
 
 namespace cnp::pool {
@@ -60,6 +61,15 @@ class AsyncWorkerLease {
  public:
   virtual ~AsyncWorkerLease() = default;
   virtual asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) = 0;
+  // Exchange, with the task's log() lines handed to `logs` as its function makes them
+  // (Task.logs_early is set for it), and its deadline moved to what `logs` answers for each.
+  // The default hands over nothing: the lines come with the answer, the deadline stays.
+  virtual asio::awaitable<absl::StatusOr<Reply>> ExchangeForwardingLogs(Task task,
+                                                                        absl::Time deadline,
+                                                                        TaskLogListener& logs) {
+    (void)logs;
+    co_return co_await Exchange(std::move(task), deadline);
+  }
 
   // After a failed Exchange: the task was never sent because the worker had ended while the
   // lease held it idle (it was replaced). The task itself is not at fault; run it elsewhere.
@@ -105,13 +115,15 @@ class AsyncTaskRunner {
   // (Worker::TryQuickExchange). It is kept only while nobody else needs it: `wanted` is called,
   // once, on a thread of the pool's, when another caller waits for a worker, a batch could use
   // it, a reload or the memory cap wants it replaced; the holder then gives the lease back as
-  // soon as its exchange in progress, if any, ends. The default keeps nothing.
+  // soon as its exchange in progress, if any, ends. `logs`, if not null, is handed the task's
+  // log() lines as ExchangeForwardingLogs's. The default keeps nothing and hands over nothing.
   struct KeptRun {
     absl::StatusOr<Reply> reply;
     std::unique_ptr<AsyncWorkerLease> kept;  // null: not kept
   };
   virtual asio::awaitable<KeptRun> RunAndKeep(Task task, absl::Time deadline,
-                                              std::function<void()> /*wanted*/) {
+                                              std::function<void()> /*wanted*/,
+                                              TaskLogListener* /*logs*/ = nullptr) {
     absl::StatusOr<Reply> reply = co_await Run(std::move(task), deadline);
     co_return KeptRun{std::move(reply), nullptr};
   }

@@ -72,6 +72,36 @@ std::string DeadlineRunText(absl::Duration ran) {
       absl::ToDoubleSeconds(ran));
 }
 
+// Kills an exchange's worker when its deadline passes, unless the exchange ended first; a
+// deadline the task's log() lines moved (RestartedDeadline) is waited for anew.
+struct DeadlineWatch : std::enable_shared_from_this<DeadlineWatch> {
+  DeadlineWatch(asio::io_context& context, std::weak_ptr<Worker> target,
+                const RestartedDeadline* restarts, absl::Time deadline)
+      : timer(context), target(std::move(target)), restarts(restarts), deadline(deadline) {}
+
+  void Arm() {
+    timer.expires_after(
+        absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration())));
+    timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+      if (ec || self->done) return;  // (`restarts` may be gone once `done`)
+      if (self->restarts != nullptr && self->restarts->deadline() > self->deadline) {
+        self->deadline = self->restarts->deadline();
+        self->Arm();
+        return;
+      }
+      self->fired = true;
+      if (std::shared_ptr<Worker> worker = self->target.lock()) worker->Kill();
+    });
+  }
+
+  asio::steady_timer timer;
+  const std::weak_ptr<Worker> target;
+  const RestartedDeadline* const restarts;  // null: the deadline does not move
+  absl::Time deadline;
+  bool done = false;
+  bool fired = false;
+};
+
 // Kills a worker taken out of the pool and waits for its end, so it is reaped, not left a
 // zombie; nobody waits for this.
 asio::awaitable<void> KillAndReap(std::shared_ptr<Worker> worker) {
@@ -108,12 +138,38 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
   }
 
   asio::awaitable<absl::StatusOr<Reply>> Exchange(Task task, absl::Time deadline) override {
+    co_return co_await ExchangeWith(std::move(task), deadline, nullptr);
+  }
+  asio::awaitable<absl::StatusOr<Reply>> ExchangeForwardingLogs(Task task, absl::Time deadline,
+                                                                TaskLogListener& logs) override {
+    co_return co_await ExchangeWith(std::move(task), deadline, &logs);
+  }
+
+  bool EndedBeforeTask() const override { return ended_before_task_; }
+  // (CountCall's --max-calls-per-worker test, from the holder's side: it may not read the Slot.)
+  bool ShouldGiveBack() const override {
+    return replacement_asked_ != ReplacementAsked::kNo ||
+           (calls_left_ >= 0 && calls_ >= calls_left_);
+  }
+
+ private:
+  asio::awaitable<absl::StatusOr<Reply>> ExchangeWith(Task task, absl::Time deadline,
+                                                      TaskLogListener* logs) {
     // A cancelled caller gets CANCELLED as a status, whatever its coroutine's setting.
     co_await asio::this_coro::throw_if_cancelled(false);
     if (!failure_.ok()) co_return failure_;
     BoundAnswer(task, pool_.options_.max_answer_bytes);
     const absl::Time start = absl::Now();
-    absl::StatusOr<Reply> reply = co_await ExchangeHere(std::move(task), deadline, start);
+    std::optional<RestartedDeadline> restarts;
+    if (logs != nullptr) {
+      task.set_logs_early(true);
+      restarts.emplace(*logs, deadline);
+      worker_->ForwardLogsTo(&*restarts);
+    }
+    const RestartedDeadline* restarted = restarts.has_value() ? &*restarts : nullptr;
+    absl::StatusOr<Reply> reply =
+        co_await ExchangeHere(std::move(task), deadline, start, restarted);
+    if (restarted != nullptr) worker_->ForwardLogsTo(nullptr);
     if (!reply.ok()) {
       failure_ = reply.status();
       co_return reply;
@@ -126,18 +182,11 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     co_return reply;
   }
 
-  bool EndedBeforeTask() const override { return ended_before_task_; }
-  // (CountCall's --max-calls-per-worker test, from the holder's side: it may not read the Slot.)
-  bool ShouldGiveBack() const override {
-    return replacement_asked_ != ReplacementAsked::kNo ||
-           (calls_left_ >= 0 && calls_ >= calls_left_);
-  }
-
- private:
   // (Every co_await here is a statement of its own, with no temporary beside it but the
   // awaitables - no Status, no std::function: GCC 12 miscompiles both.)
   asio::awaitable<absl::StatusOr<Reply>> ExchangeHere(Task task, absl::Time deadline,
-                                                      absl::Time start) {
+                                                      absl::Time start,
+                                                      const RestartedDeadline* restarts) {
     using Outcome = QuickExchange::Outcome;
     const asio::cancellation_state cancellation = co_await asio::this_coro::cancellation_state;
     if (std::optional<absl::Status> not_started =
@@ -166,12 +215,14 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
       // context. The next exchange waits only if this one, all told, took less than the wait.
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/true, start, &worker_lost_));
+                                                       /*sent=*/true, start, &worker_lost_,
+                                                       restarts));
       wait_for_reply_ = absl::Now() - start < kQuickWait;
     } else {
       reply = co_await AwaitOn(pool_.executor(),
                                pool_.LeaseExchangeHere(slot_, std::move(task), deadline,
-                                                       /*sent=*/false, start, &worker_lost_));
+                                                       /*sent=*/false, start, &worker_lost_,
+                                                       restarts));
     }
     co_return reply;
   }
@@ -248,9 +299,9 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
 }
 
 asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeep(
-    Task task, absl::Time deadline, std::function<void()> wanted) {
+    Task task, absl::Time deadline, std::function<void()> wanted, TaskLogListener* logs) {
   co_return co_await AwaitOn(executor(),
-                             RunAndKeepHere(std::move(task), deadline, std::move(wanted)));
+                             RunAndKeepHere(std::move(task), deadline, std::move(wanted), logs));
 }
 
 // ---- On the pool's context. ----
@@ -425,9 +476,10 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* 
                                                                           absl::Time deadline,
                                                                           bool sent,
                                                                           absl::Time began,
-                                                                          bool* lost) {
+                                                                          bool* lost,
+                                                                          const RestartedDeadline* restarts) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent, began);
+  absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent, began, restarts);
   *lost = !Held(slot);
   co_return reply;
 }
@@ -448,12 +500,24 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseFailedHere(Slot* sl
 }
 
 asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
-    Task task, absl::Time deadline, std::function<void()> wanted) {
+    Task task, absl::Time deadline, std::function<void()> wanted, TaskLogListener* logs) {
   co_await asio::this_coro::throw_if_cancelled(false);
   BoundAnswer(task, options_.max_answer_bytes);
   absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
   if (!slot.ok()) co_return KeptRun{slot.status(), nullptr};
-  absl::StatusOr<Reply> reply = co_await ExchangeOn(*slot, task, deadline);
+  std::optional<RestartedDeadline> restarts;
+  if (logs != nullptr) {
+    task.set_logs_early(true);
+    restarts.emplace(*logs, deadline);
+  }
+  const RestartedDeadline* restarted = restarts.has_value() ? &*restarts : nullptr;
+  // (Held by the worker only for this exchange: ExchangeOn's failure replaces the worker,
+  // whose slot then holds another.)
+  std::shared_ptr<Worker> worker = (*slot)->worker;
+  if (restarted != nullptr) worker->ForwardLogsTo(&*restarts);
+  absl::StatusOr<Reply> reply =
+      co_await ExchangeOn(*slot, task, deadline, false, absl::InfinitePast(), restarted);
+  if (restarted != nullptr) worker->ForwardLogsTo(nullptr);
   if (!reply.ok()) {
     if (Held(*slot)) MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};
@@ -535,9 +599,9 @@ asio::awaitable<absl::StatusOr<AsyncWorkerPool::Slot*>> AsyncWorkerPool::Acquire
   co_return too_late;
 }
 
-asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, const Task& task,
-                                                                   absl::Time deadline,
-                                                                   bool sent, absl::Time began) {
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(
+    Slot* slot, const Task& task, absl::Time deadline, bool sent, absl::Time began,
+    const RestartedDeadline* restarts) {
   Worker& worker = *slot->worker;
   const absl::Time now = absl::Now();
   // When the task went to the worker (a quick exchange sent it before this), for the run time
@@ -568,27 +632,17 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
     }
   } else {
     // The deadline kills the worker, which ends the exchange: one timer with a plain handler,
-    // no second coroutine racing the exchange. `watch` outlives this frame if the handler has
+    // no second coroutine racing the exchange. The watch outlives this frame if its handler has
     // not run yet; `done` keeps a late expiry from killing a worker that answered in time.
-    struct Watch {
-      bool done = false;
-      bool fired = false;
-    };
-    auto watch = std::make_shared<Watch>();
-    asio::steady_timer timer(context_, absl::ToChronoNanoseconds(deadline - now));
-    timer.async_wait([watch, target = std::weak_ptr<Worker>(slot->worker)](
-                         const asio::error_code& ec) {
-      if (ec || watch->done) return;
-      watch->fired = true;
-      if (std::shared_ptr<Worker> worker = target.lock()) worker->Kill();
-    });
+    auto watch = std::make_shared<DeadlineWatch>(context_, slot->worker, restarts, deadline);
+    watch->Arm();
     if (sent) {
       reply = co_await worker.FinishExchange();
     } else {
       reply = co_await worker.Exchange(task);
     }
     watch->done = true;
-    timer.cancel();
+    watch->timer.cancel();
     timed_out = watch->fired;
   }
   if (reply.ok() && !timed_out) co_return reply;
@@ -598,6 +652,7 @@ asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::ExchangeOn(Slot* slot, c
   absl::Status failure = reply.status();
   const absl::Time ended = absl::Now();
   // The client's cancel at its deadline is the deadline, as the server's own timer is.
+  if (restarts != nullptr) deadline = restarts->deadline();
   if (absl::IsCancelled(failure) && NearDeadline(deadline, ended)) timed_out = true;
   co_return co_await ReplaceAfterFailure(slot, task, std::move(failure), timed_out,
                                          ended - began);

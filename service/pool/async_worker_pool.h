@@ -50,6 +50,7 @@
 #include "service/pool/pool_options.h"
 #include "service/pool/rolling_reload.h"
 #include "service/pool/replacement_asked.h"
+#include "service/pool/restarted_deadline.h"
 #include "service/pool/worker.h"
 #include "service/pool/worker_slot.h"
 
@@ -74,7 +75,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(
       absl::Time deadline) override;
   asio::awaitable<KeptRun> RunAndKeep(Task task, absl::Time deadline,
-                                      std::function<void()> wanted) override;
+                                      std::function<void()> wanted,
+                                      TaskLogListener* logs = nullptr) override;
   int size() const override { return options_.workers; }
 
   // How long a leaseholder blocks its own thread for a reply before it leaves the rest of the
@@ -113,7 +115,8 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
       absl::Time deadline);
   asio::awaitable<absl::StatusOr<Reply>> LeaseExchangeHere(Slot* slot, Task task,
                                                            absl::Time deadline, bool sent,
-                                                           absl::Time began, bool* lost);
+                                                           absl::Time began, bool* lost,
+                                                           const RestartedDeadline* restarts);
   // A lease's quick exchange failed on the holder's thread: the worker is replaced as
   // ExchangeOn would (a crash, a malformed reply), or, `ended_before` the task was sent, as a
   // worker that died idle.
@@ -121,7 +124,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
                                                          absl::Status failure, bool ended_before,
                                                          bool* lost);
   asio::awaitable<KeptRun> RunAndKeepHere(Task task, absl::Time deadline,
-                                          std::function<void()> wanted);
+                                          std::function<void()> wanted, TaskLogListener* logs);
   // Asks the callers that keep workers (RunAndKeep) for them back: every one, or those
   // `which` picks.
   void AskKeptWorkersBack(const std::function<bool(const Slot&)>& which = nullptr);
@@ -142,9 +145,10 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   // sent (the deadline had passed or the caller had cancelled): Held() tells. `sent`: the task
   // went out in a quick exchange, and only the rest is done here (Worker::FinishExchange).
   // `began`: when the exchange began (the quick exchange's start), InfinitePast for now.
-  asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(Slot* slot, const Task& task,
-                                                    absl::Time deadline, bool sent = false,
-                                                    absl::Time began = absl::InfinitePast());
+  // `restarts`: where the task's log() lines move its deadline to, if they do.
+  asio::awaitable<absl::StatusOr<Reply>> ExchangeOn(
+      Slot* slot, const Task& task, absl::Time deadline, bool sent = false,
+      absl::Time began = absl::InfinitePast(), const RestartedDeadline* restarts = nullptr);
   // After an exchange failed with `failure` (its task sent, the worker's state unknown): kills
   // and replaces the worker, logs why, and returns the caller's error. `ran`: how long the
   // task had run, which a missed deadline's message says.

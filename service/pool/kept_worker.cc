@@ -7,7 +7,8 @@
 
 namespace cnp::pool {
 
-asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::Time deadline) {
+asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::Time deadline,
+                                                       TaskLogListener* logs) {
   if (kept_ == nullptr) {
     if (keeping_) co_return co_await runner_.Run(task, deadline);
     auto link = std::make_shared<Link>(Link{this});
@@ -21,7 +22,7 @@ asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::T
     };
     keeping_ = true;
     AsyncTaskRunner::KeptRun ran =
-        co_await runner_.RunAndKeep(task, deadline, std::move(wanted));
+        co_await runner_.RunAndKeep(task, deadline, std::move(wanted), logs);
     keeping_ = false;
     // Asked for it back before this call resumed (the pool sets `asked_back` once and does not
     // ask again): it goes back now rather than stay kept while someone waits.
@@ -35,7 +36,12 @@ asio::awaitable<absl::StatusOr<Reply>> KeptWorker::Run(const Task& task, absl::T
   }
   if (exchanging_) co_return co_await runner_.Run(task, deadline);
   exchanging_ = true;
-  absl::StatusOr<Reply> reply = co_await kept_->Exchange(task, deadline);
+  absl::StatusOr<Reply> reply = absl::UnknownError("no exchange");
+  if (logs != nullptr) {
+    reply = co_await kept_->ExchangeForwardingLogs(task, deadline, *logs);
+  } else {
+    reply = co_await kept_->Exchange(task, deadline);
+  }
   exchanging_ = false;
   if (reply.ok()) {
     if (give_back_ || kept_->ShouldGiveBack()) LetGo();

@@ -36,8 +36,13 @@ class KeptWorker {
   // Runs `task` on the kept worker when there is one and it is free; otherwise through the
   // pool, keeping the worker that answers when none is kept (and the pool can spare it). What
   // it returns is AsyncTaskRunner::Run's. `task` is copied once, for whichever worker runs it:
-  // it must stay alive until the call completes.
-  asio::awaitable<absl::StatusOr<Reply>> Run(const Task& task, absl::Time deadline);
+  // it must stay alive until the call completes. `logs`, if not null, is handed the task's
+  // log() lines as its function makes them, and moves its deadline
+  // (AsyncWorkerLease::ExchangeForwardingLogs), on the kept worker or one the pool gives; a
+  // call that goes through the pool without keeping (one comes while another runs) has its
+  // lines come with its answer.
+  asio::awaitable<absl::StatusOr<Reply>> Run(const Task& task, absl::Time deadline,
+                                             TaskLogListener* logs = nullptr);
 
   // Gives the kept worker back to the pool: now, or after the exchange or keeping call in
   // progress.

@@ -166,14 +166,12 @@ absl::Status ProcessWorker::Took(size_t got) {
 }
 
 absl::StatusOr<Reply> ProcessWorker::ParseReply() {
-  if (exchange_.have > exchange_.need) {
-    return absl::DataLossError(
-        absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
-  }
   Reply reply;
   const bool parsed = reply.ParseFromArray(frame_.data() + kFrameHeaderBytes,
                                            static_cast<int>(exchange_.need - kFrameHeaderBytes));
-  ReleaseLargeBuffers();
+  // An interim log line may be followed by more in the same read; an answer may not.
+  const bool interim = parsed && reply.has_task_log();
+  if (!interim) ReleaseLargeBuffers();
   if (!parsed) {
     return absl::DataLossError(absl::StrCat("worker (pid ", pid_, ") sent a malformed reply"));
   }
@@ -184,7 +182,26 @@ absl::StatusOr<Reply> ProcessWorker::ParseReply() {
                                             reply.sequence(), " when task #", sequence_,
                                             " was due"));
   }
+  if (interim && log_listener_ == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("worker (pid ", pid_, ") sent a log line its task did not ask for"));
+  }
+  if (!interim && exchange_.have > exchange_.need) {
+    return absl::DataLossError(
+        absl::StrCat("worker (pid ", pid_, ") sent more than one reply to one task"));
+  }
   return reply;
+}
+
+absl::Status ProcessWorker::ForwardLog(Reply interim) {
+  log_listener_->OnLog(std::move(interim));
+  // What the read brought past the line is the start of the next frame.
+  const size_t left = exchange_.have - exchange_.need;
+  std::memmove(frame_.data(), frame_.data() + exchange_.need, left);
+  exchange_.have = 0;
+  exchange_.need = kFrameHeaderBytes;
+  exchange_.prefixed = false;
+  return Took(left);
 }
 
 asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Transact(const Task* task) {
@@ -219,15 +236,21 @@ asio::awaitable<absl::StatusOr<Reply>> ProcessWorker::Continue() {
   // The reply is read as it arrives: the first read is tried at once (it finds nothing unless
   // the worker was quick) and then waits in the reactor, which reads as soon as the socket is
   // readable.
-  while (!ReplyComplete()) {
-    const size_t room = ReadRoom();
-    const size_t got = co_await socket_.async_read_some(
-        asio::buffer(ReadPlace(), room), asio::redirect_error(asio::use_awaitable, ec));
-    if (killed_) co_return absl::UnavailableError("the worker was killed");
-    if (ec) co_return IoFailure(ec, "reading the reply");
-    if (absl::Status took = Took(got); !took.ok()) co_return took;
+  for (;;) {
+    while (!ReplyComplete()) {
+      const size_t room = ReadRoom();
+      const size_t got = co_await socket_.async_read_some(
+          asio::buffer(ReadPlace(), room), asio::redirect_error(asio::use_awaitable, ec));
+      if (killed_) co_return absl::UnavailableError("the worker was killed");
+      if (ec) co_return IoFailure(ec, "reading the reply");
+      if (absl::Status took = Took(got); !took.ok()) co_return took;
+    }
+    absl::StatusOr<Reply> reply = ParseReply();
+    if (!reply.ok() || !reply->has_task_log()) co_return reply;
+    if (absl::Status forwarded = ForwardLog(*std::move(reply)); !forwarded.ok()) {
+      co_return forwarded;
+    }
   }
-  co_return ParseReply();
 }
 
 QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration wait) {
@@ -261,7 +284,15 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
   // The worker has only just been given the task: nothing is read before the socket says
   // there is something (a read tried first would cost a system call per exchange for nothing).
   bool readable = false;
-  while (!ReplyComplete()) {
+  for (;;) {
+    if (ReplyComplete()) {
+      absl::StatusOr<Reply> reply = ParseReply();
+      if (!reply.ok() || !reply->has_task_log()) return done(std::move(reply));
+      if (absl::Status forwarded = ForwardLog(*std::move(reply)); !forwarded.ok()) {
+        return done(forwarded);
+      }
+      continue;
+    }
     if (!readable) {
       const absl::Duration left = until - absl::Now();
       if (left <= absl::ZeroDuration() || killed_) return QuickExchange(Outcome::kPending);
@@ -284,7 +315,6 @@ QuickExchange ProcessWorker::TryQuickExchange(const Task& task, absl::Duration w
     if (errno != EAGAIN && errno != EWOULDBLOCK) return done(failed("reading the reply"));
     readable = false;  // all of it read so far: wait for the rest
   }
-  return done(ParseReply());
 }
 
 // One large call must not leave every worker's buffers holding its size for good.

@@ -48,6 +48,7 @@ class ProcessWorker final : public Worker {
   }
   QuickExchange TryQuickExchange(const Task& task, absl::Duration wait) override;
   asio::awaitable<absl::StatusOr<Reply>> FinishExchange() override { return Continue(); }
+  void ForwardLogsTo(TaskLogListener* listener) override { log_listener_ = listener; }
   void Kill() override;
   asio::awaitable<std::optional<std::string>> Ended() override;
   pid_t pid() const override { return pid_; }
@@ -98,7 +99,11 @@ class ProcessWorker final : public Worker {
   size_t ReadRoom();
   absl::Status Took(size_t got);
   bool ReplyComplete() const { return exchange_.prefixed && exchange_.have >= exchange_.need; }
+  // The frame read, as a Reply: the answer, or an interim log line for ForwardLog.
   absl::StatusOr<Reply> ParseReply();
+  // Hands an interim log line to the listener and starts reading the next frame with what the
+  // read brought past it.
+  absl::Status ForwardLog(Reply interim);
   bool TryReap();
   // Frees the send and receive buffers when a large task or reply has grown them.
   void ReleaseLargeBuffers();
@@ -129,6 +134,7 @@ class ProcessWorker final : public Worker {
   // The number of the last task sent (worker.proto's Task.sequence), which every reply to it
   // echoes.
   uint64_t sequence_ = 0;
+  TaskLogListener* log_listener_ = nullptr;  // ForwardLogsTo's
   std::string how_ended_;
   std::optional<int> wait_status_;
   std::string out_;    // reused send buffer: length prefix and payload

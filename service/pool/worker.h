@@ -44,9 +44,26 @@ struct QuickExchange {
   absl::StatusOr<Reply> reply;  // the result when kDone; otherwise UNKNOWN, unused
 };
 
+// Where the log() lines of a task with Task.logs_early go as its function makes them, before
+// its answer: each interim Reply (task_log) is handed over as it is read, on whichever thread
+// reads the worker's socket (the pool's, or a quick exchange's caller's), in the order the
+// lines came. Returns when the task's deadline is from then on (a CouchDB session's command
+// has its deadline restarted by each line, as CouchDB restarts its read timeout), or an earlier
+// time for no change (a line CouchDB will not get).
+class TaskLogListener {
+ public:
+  virtual ~TaskLogListener() = default;
+  virtual absl::Time OnLog(Reply interim) = 0;
+};
+
 class Worker {
  public:
   virtual ~Worker() = default;
+
+  // Where the interim task_log frames of the exchanges from now on go (null: nowhere; a worker
+  // that sends one unasked breaks the protocol, DATA_LOSS). The caller keeps `listener` alive
+  // until the exchanges are over, and sets it only between exchanges.
+  virtual void ForwardLogsTo(TaskLogListener* listener) { (void)listener; }
 
   // Sends `task` and awaits its reply. Not a reply, the task never written (the worker is as
   // it was and is kept; TaskWasNotSent):

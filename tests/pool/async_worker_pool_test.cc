@@ -144,6 +144,10 @@ FakeStep StepFor(const Task& task) {
     step.delay = absl::Milliseconds(300);
     step.dies_after_reply = true;
   }
+  if (name == "logs-5x100ms") {
+    step.logs_after.assign(5, absl::Milliseconds(100));
+    step.delay = absl::Milliseconds(100);
+  }
   if (name == "recycle") step.reply.set_recycle(true);  // as after a MemoryError
   if (name == "leaves-threads") {
     step.reply.set_recycle(true);
@@ -967,6 +971,93 @@ TEST_F(AsyncWorkerPoolTest, ALeaseKeepsOneWorkerAndGivesItBack) {
   EXPECT_TRUE((*other)->ok());
   EXPECT_THAT(world_.tasks_seen, ::testing::ElementsAre("one", "two", "other"));
   EXPECT_EQ(world_.start_attempts, 1);
+}
+
+// Moves a task's deadline `restart` past each log line it is handed, as a CouchDB session's
+// listener does (CouchDB restarts its timeout on each line it reads).
+class DeadlineRestarter final : public TaskLogListener {
+ public:
+  explicit DeadlineRestarter(absl::Duration restart) : restart_(restart) {}
+  absl::Time OnLog(Reply interim) override {
+    lines.push_back(interim.task_log().message());
+    return absl::Now() + restart_;
+  }
+  std::vector<std::string> lines;
+
+ private:
+  const absl::Duration restart_;
+};
+
+// 600 ms of work with a line every 100 ms, under a 400 ms deadline that each line restarts.
+TEST_F(AsyncWorkerPoolTest, ALeasesLogLinesReachItsListenerAndRestartItsDeadline) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  DeadlineRestarter logs(absl::Milliseconds(400));
+  absl::StatusOr<Reply> reply = Await((*lease)->ExchangeForwardingLogs(
+      TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400), logs));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_THAT(logs.lines,
+              ::testing::ElementsAre("line 0", "line 1", "line 2", "line 3", "line 4"));
+  EXPECT_THAT(world_.logs_early_asked, ::testing::ElementsAre(true));
+  EXPECT_TRUE(world_.killed.empty());
+}
+
+// The same through a quick exchange, which leaves the rest to the pool's context.
+TEST_F(AsyncWorkerPoolTest, AQuickExchangesLogLinesRestartItsDeadlineToo) {
+  world_.script = StepFor;
+  world_.quick = true;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  DeadlineRestarter logs(absl::Milliseconds(400));
+  absl::StatusOr<Reply> reply = Await((*lease)->ExchangeForwardingLogs(
+      TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400), logs));
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(logs.lines.size(), 5u);
+  EXPECT_TRUE(world_.killed.empty());
+}
+
+TEST_F(AsyncWorkerPoolTest, WithoutAListenerTheSameTaskMissesItsDeadline) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  absl::StatusOr<Reply> reply = Await(
+      (*lease)->Exchange(TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400)));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(reply.status())) << reply.status();
+  EXPECT_THAT(world_.logs_early_asked, ::testing::ElementsAre(false));
+  EXPECT_EQ(world_.logs_forwarded, 0);
+}
+
+// A line the listener does not restart the deadline for (one CouchDB will not get) leaves it.
+TEST_F(AsyncWorkerPoolTest, ALogLineTheListenerDoesNotMoveTheDeadlineForLeavesIt) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
+      Await(pool_->Lease(absl::InfiniteFuture()));
+  ASSERT_TRUE(lease.ok());
+  DeadlineRestarter logs(absl::Seconds(-10));
+  absl::StatusOr<Reply> reply = Await((*lease)->ExchangeForwardingLogs(
+      TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400), logs));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(reply.status())) << reply.status();
+  EXPECT_FALSE(logs.lines.empty());
+}
+
+TEST_F(AsyncWorkerPoolTest, RunAndKeepHandsOverLogLinesAndRestartsTheDeadline) {
+  world_.script = StepFor;
+  ASSERT_TRUE(StartPool(Options(1)).ok());
+  DeadlineRestarter logs(absl::Milliseconds(400));
+  AsyncTaskRunner::KeptRun ran = Await(pool_->RunAndKeep(
+      TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400), [] {}, &logs));
+  ASSERT_TRUE(ran.reply.ok()) << ran.reply.status();
+  EXPECT_EQ(logs.lines.size(), 5u);
+  EXPECT_THAT(world_.logs_early_asked, ::testing::ElementsAre(true));
+  EXPECT_TRUE(world_.killed.empty());
 }
 
 // A list's step that raised MemoryError asks for its worker to be replaced, as a Run's reply

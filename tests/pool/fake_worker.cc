@@ -47,6 +47,7 @@ std::optional<absl::StatusOr<Reply>> FakeWorker::Begin(const Task& task, FakeSte
     return absl::ResourceExhaustedError("a task of 2000000000 bytes is over the limit");
   }
   world_.tasks_seen.push_back(NameOf(task));
+  world_.logs_early_asked.push_back(task.logs_early());
   world_.task_pids.push_back(pid_);
   if (step.kind == FakeStep::kCrash) {
     End(step.how);
@@ -58,6 +59,18 @@ std::optional<absl::StatusOr<Reply>> FakeWorker::Begin(const Task& task, FakeSte
 
 asio::awaitable<absl::StatusOr<Reply>> FakeWorker::AwaitStep(FakeStep step) {
   world_.running.insert(pid_);
+  for (const absl::Duration after : step.logs_after) {
+    if (step.kind != FakeStep::kReply) break;
+    answer_.expires_after(absl::ToChronoNanoseconds(after));
+    asio::error_code ec;
+    co_await answer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || ended()) break;  // the answer's wait below tells what happened
+    if (logs_ == nullptr) continue;  // the function works on; its lines come with its answer
+    Reply interim;
+    interim.mutable_task_log()->set_message(absl::StrCat("line ", world_.logs_forwarded));
+    ++world_.logs_forwarded;
+    logs_->OnLog(std::move(interim));
+  }
   if (step.kind == FakeStep::kHang) {
     answer_.expires_at(asio::steady_timer::time_point::max());
   } else {
@@ -93,7 +106,8 @@ QuickExchange FakeWorker::TryQuickExchange(const Task& task, absl::Duration wait
   if (std::optional<absl::StatusOr<Reply>> now = Begin(task, step)) {
     return QuickExchange(Outcome::kDone, *std::move(now));
   }
-  if (step.kind == FakeStep::kReply && step.delay == absl::ZeroDuration()) {
+  if (step.kind == FakeStep::kReply && step.delay == absl::ZeroDuration() &&
+      step.logs_after.empty()) {
     ++world_.quick_exchanges;
     return QuickExchange(Outcome::kDone, std::move(step.reply));
   }

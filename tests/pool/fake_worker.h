@@ -39,6 +39,9 @@ struct FakeStep {
   // kReply: the worker dies right after it has answered, before the pool notices (its socket
   // closed, its end not yet reported).
   bool dies_after_reply = false;
+  // kReply: before waiting out `delay`, a log() line (an interim task_log frame) after each of
+  // these, one after another, for the listener ForwardLogsTo set (none: the waits only).
+  std::vector<absl::Duration> logs_after;
 };
 
 // What a start attempt does.
@@ -78,6 +81,8 @@ class FakeWorld {
   std::vector<std::string> tasks_seen;  // names of the tasks that reached a worker
   std::vector<pid_t> task_pids;         // and the worker each reached
   int quick_exchanges = 0;              // answered by TryQuickExchange
+  int logs_forwarded = 0;               // interim log lines handed to a listener
+  std::vector<bool> logs_early_asked;   // each task's Task.logs_early
   absl::Duration last_quick_wait = absl::InfiniteDuration();  // the wait it was last given
   std::set<pid_t> killed;               // Kill() called on it
   std::set<pid_t> reaped;               // Ended() reported its end
@@ -101,6 +106,7 @@ class FakeWorker final : public Worker {
   asio::awaitable<absl::StatusOr<Reply>> Exchange(const Task& task) override;
   QuickExchange TryQuickExchange(const Task& task, absl::Duration wait) override;
   asio::awaitable<absl::StatusOr<Reply>> FinishExchange() override;
+  void ForwardLogsTo(TaskLogListener* listener) override { logs_ = listener; }
   void Kill() override;
   asio::awaitable<std::optional<std::string>> Ended() override;
   pid_t pid() const override { return pid_; }
@@ -126,6 +132,7 @@ class FakeWorker final : public Worker {
   std::optional<absl::StatusOr<Reply>> Begin(const Task& task, FakeStep& step);
   asio::awaitable<absl::StatusOr<Reply>> AwaitStep(FakeStep step);
   FakeStep pending_;  // a quick exchange's step left for FinishExchange
+  TaskLogListener* logs_ = nullptr;  // ForwardLogsTo's
   bool dead_unnoticed_ = false;
 
   FakeWorld& world_;

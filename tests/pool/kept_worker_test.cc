@@ -70,7 +70,8 @@ class ScriptedRunner final : public AsyncTaskRunner {
   asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> Lease(absl::Time) override {
     co_return absl::UnimplementedError("not here");
   }
-  asio::awaitable<KeptRun> RunAndKeep(Task, absl::Time, std::function<void()> asked) override {
+  asio::awaitable<KeptRun> RunAndKeep(Task, absl::Time, std::function<void()> asked,
+                                      TaskLogListener* = nullptr) override {
     ++keeps;
     wanted.push_back(std::move(asked));
     if (ask_back_before_answer) {
