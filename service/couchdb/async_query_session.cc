@@ -50,11 +50,16 @@ asio::awaitable<std::optional<v1::SessionOutput>> AsyncQuerySession::Handle(
   StopIdleListWatch();
   cut_by_shutdown_ = absl::OkStatus();
   executor_ = co_await asio::this_coro::executor;
+  if (early_writer_ != nullptr && early_logs_ == nullptr) {
+    early_logs_ = std::make_shared<EarlyLogLines>(*executor_, early_writer_);
+  }
   const bool answered = co_await Drive(protocol_.Handle(line, owner));
   protocol_.ReleaseLargeBuffers();
   StartIdleListWatch();
   if (!answered) co_return std::nullopt;
   v1::SessionOutput& output = protocol_.output();
+  // The log lines the stream has not written yet come first.
+  if (early_logs_ != nullptr) early_logs_->TakeUnwritten(output);
   if (max_answer_bytes_ > 0 && static_cast<int64_t>(output.ByteSizeLong()) > max_answer_bytes_) {
     // Sending it would fail the stream's write (the client would see a cancelled stream):
     // CouchDB gets an error line instead, as for an answer the worker refused to build.
@@ -140,6 +145,11 @@ asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
     if (!reply.ok() && IsServerStopping(reply.status()) && cut_by_shutdown_.ok()) {
       cut_by_shutdown_ = reply.status();
     }
+    if (early_logs_ != nullptr) {
+      // The copies of the lines sent ahead, which came before the reply's own.
+      early_logs_->TakeAttributed(early_attributed_);
+      if (!early_attributed_.empty()) LogFunctionLines(early_attributed_);
+    }
     if (reply.ok()) {
       // On the stream's coroutine: the log scope names the Session RPC and its peer. Every
       // reply of the session arrives here, so each function error is counted once.
@@ -164,7 +174,9 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::Run(
     if (!lease.ok()) co_return lease.status();
     lease_ = *std::move(lease);
   }
-  co_return co_await lease_->Exchange(*run.task, run.deadline);
+  if (early_logs_ == nullptr) co_return co_await lease_->Exchange(*run.task, run.deadline);
+  early_logs_->Arm(run.log_restart, run.latest);
+  co_return co_await lease_->ExchangeForwardingLogs(*run.task, run.deadline, *early_logs_);
 }
 
 asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptWorker(
@@ -173,7 +185,8 @@ asio::awaitable<absl::StatusOr<worker::v1::Reply>> AsyncQuerySession::RunOnKeptW
   // should that change, the task runs without keeping a worker rather than crash.
   if (!executor_.has_value()) co_return co_await runner_.Run(*run.task, run.deadline);
   if (!kept_.has_value()) kept_.emplace(runner_, *executor_);
-  co_return co_await kept_->Run(*run.task, run.deadline);
+  if (early_logs_ != nullptr) early_logs_->Arm(run.log_restart, run.latest);
+  co_return co_await kept_->Run(*run.task, run.deadline, early_logs_.get());
 }
 
 void AsyncQuerySession::LetKeptWorkerGo() {

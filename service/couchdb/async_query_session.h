@@ -31,6 +31,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -38,6 +39,7 @@
 #include "asio/awaitable.hpp"
 #include "asio/steady_timer.hpp"
 #include "cnp/v1/functions.pb.h"
+#include "service/couchdb/early_log_lines.h"
 #include "service/couchdb/query_protocol.h"
 #include "service/pool/async_task_runner.h"
 #include "service/pool/kept_worker.h"
@@ -72,6 +74,13 @@ class AsyncQuerySession {
   ~AsyncQuerySession();
 
   absl::Duration CallBudget() const { return protocol_.CallBudget(); }
+  // From now on a function's log() lines are written through `writer` as they are made (a
+  // client that takes partial outputs), and each restarts its command's deadline, as CouchDB
+  // restarts its timeout on each (early_log_lines.h). Call it before the first Handle.
+  void WriteLogsEarly(EarlyLogLines::Writer writer) {
+    early_writer_ = std::move(writer);
+    protocol_.set_logs_restart_deadline(true);
+  }
   bool list_in_progress() const { return protocol_.list_in_progress(); }
 
   // Set when the server's shutdown cut a task of the last Handle (IsServerStopping, an
@@ -127,6 +136,9 @@ class AsyncQuerySession {
   std::optional<asio::any_io_executor> executor_;  // of the last Handle, for the destructor
   std::shared_ptr<IdleListWatch> idle_list_watch_;  // while a list waits for CouchDB
   absl::Status cut_by_shutdown_;
+  EarlyLogLines::Writer early_writer_;  // WriteLogsEarly's
+  std::shared_ptr<EarlyLogLines> early_logs_;  // made with executor_ at the first Handle
+  google::protobuf::RepeatedPtrField<worker::v1::FunctionLog> early_attributed_;  // scratch
 };
 
 }  // namespace cnp::couchdb

@@ -265,7 +265,9 @@ QueryProtocol::Step QueryProtocol::Close() {
 
 QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation then) {
   then_ = std::move(then);
-  absl::Time deadline = CallDeadline();
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + CallBudget();
+  absl::Time latest = now + options_.max_call_timeout;
   list_exchange_ends_with_list_ = false;
   if (on != On::kAnyWorker) {
     // No exchange of a list runs past the list's own end.
@@ -273,9 +275,14 @@ QueryProtocol::Step QueryProtocol::Run(const Task& task, On on, Continuation the
       deadline = list_ends_by_;
       list_exchange_ends_with_list_ = true;
     }
+    latest = std::min(latest, list_ends_by_);
     list_deadline_ = deadline;
   }
-  return RunTask{&task, on, deadline};
+  const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
+  const absl::Duration couchdb_budget = timeout - std::min(options_.deadline_margin, timeout / 2);
+  command_latest_ = latest;
+  return RunTask{.task = &task, .on = on, .deadline = deadline, .log_restart = couchdb_budget,
+                 .latest = latest};
 }
 
 void QueryProtocol::ReleaseLargeBuffers() {
@@ -375,16 +382,25 @@ absl::Duration QueryProtocol::CallBudget() const {
 
 absl::Status QueryProtocol::BudgetExceeded(const absl::Status& status) const {
   std::string note = ServerCapNote();
-  if (note.empty()) {
+  if (note.empty() && logs_restart_deadline_ && absl::Now() >= command_latest_ - kCapSlack) {
+    // The function's log() lines kept CouchDB waiting, until the server's cap on a command.
+    note = absl::StrCat(" (its log() lines restarted CouchDB's timeout, but ",
+                        options_.call_timeout_setting, ", ",
+                        absl::FormatDuration(options_.max_call_timeout),
+                        ", caps every command: raise it for commands that need longer)");
+  } else if (note.empty()) {
     const absl::Duration timeout = config_.timeout.value_or(options_.default_timeout);
     const absl::Duration margin = std::min(options_.deadline_margin, timeout / 2);
     note = absl::StrCat(
         " (the deadline was CouchDB's timeout, ", absl::ToInt64Milliseconds(timeout), " ms",
         config_.timeout.has_value() ? " from its reset" : " by default as no reset gave one",
-        ", less ", absl::ToInt64Milliseconds(margin),
-        " ms for the answer to reach CouchDB; over this stream a function's log() lines come "
-        "with its answer and do not extend it. CouchDB's os_process_timeout sets it, for "
-        "commands that need longer)");
+        ", less ", absl::ToInt64Milliseconds(margin), " ms for the answer to reach CouchDB",
+        logs_restart_deadline_
+            ? ", from the command's start or its functions' last log() line, which restarts "
+              "it as it restarts CouchDB's"
+            : "; over this stream a function's log() lines come with its answer and do not "
+              "extend it",
+        ". CouchDB's os_process_timeout sets it, for commands that need longer)");
   }
   return absl::Status(status.code(), absl::StrCat(status.message(), note));
 }

@@ -117,6 +117,12 @@ class QueryProtocol {
     // the lease over to end the list in the background and Resume at once (with any reply),
     // so that CouchDB's next command does not wait for a list function that takes its time.
     bool reply_unread = false;
+    // Where each log() line the task's functions make moves `deadline` (a driver that sends the
+    // lines to CouchDB as they are made: CouchDB restarts its timeout on each): to the line's
+    // time plus `log_restart`, never past `latest` (the server's cap on a command, and a list's
+    // end in all).
+    absl::Duration log_restart = absl::ZeroDuration();
+    absl::Time latest = absl::InfiniteFuture();
   };
 
   using Step = std::variant<Answer, RunTask>;
@@ -178,6 +184,10 @@ class QueryProtocol {
   // and gave its worker the end of its rows. The list_row or list_end that comes next is
   // answered ["error","timeout",..], which fails CouchDB's request; the session goes on.
   void ListRanOutOfTime();
+
+  // The driver sends each log() line to CouchDB as a function makes it, and restarts the
+  // task's deadline on it (RunTask::log_restart): a timeout's message says so.
+  void set_logs_restart_deadline(bool on) { logs_restart_deadline_ = on; }
 
   // A list function is waiting for CouchDB's next list_row or list_end, on the leased worker.
   // When it is false after an Answer, the driver lets its lease go.
@@ -249,6 +259,12 @@ class QueryProtocol {
   absl::Time list_ends_by_ = absl::InfiniteFuture();  // see list_ends_by()
   // The exchange in flight is a list's that list_ends_by_, not the command's budget, bounds.
   bool list_exchange_ends_with_list_ = false;
+  // Set by a driver that sends log() lines as they are made and restarts the deadline on each
+  // (set_logs_restart_deadline); the latest the last task's deadline could move to.
+  bool logs_restart_deadline_ = false;
+  absl::Time command_latest_ = absl::InfiniteFuture();
+  // How near the latest a deadline that passed is taken for it (timers fire a little late).
+  static constexpr absl::Duration kCapSlack = absl::Milliseconds(100);
   absl::Time list_deadline_;  // of the list's last exchange: its end of rows gets at least this
   // A reply to the line being answered asked for its worker to be replaced (see Resume).
   bool ran_out_of_memory_ = false;

@@ -35,6 +35,9 @@ class HeartbeatingSession final : public SessionHandler {
     return session_->EndsStream(output);
   }
   bool HoldsCommandOpen() const override { return session_->HoldsCommandOpen(); }
+  void WriteEarlyWith(EarlyWriter writer) override {
+    session_->WriteEarlyWith(std::move(writer));
+  }
   asio::awaitable<void> Close() override { co_await session_->Close(); }
 
   absl::Duration HeartbeatInterval() const override { return interval_; }

@@ -45,6 +45,9 @@ class QuerySessionHandler final : public SessionHandler {
   // A list between its rows: CouchDB sends the rest at once, and a stream ended here would
   // fail the list (its steps cannot be replayed elsewhere), so a server stopping lets it end.
   bool HoldsCommandOpen() const override { return session_.list_in_progress(); }
+  // A function's log() lines go to CouchDB as they are made, and restart the command's
+  // deadline as each restarts CouchDB's timeout.
+  void WriteEarlyWith(EarlyWriter writer) override { session_.WriteLogsEarly(std::move(writer)); }
   // An open list is given the end of its rows, so its worker goes back to the pool ready.
   asio::awaitable<void> Close() override { co_await session_.Close(); }
 

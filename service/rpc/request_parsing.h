@@ -18,6 +18,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <optional>
 #include <vector>
 
@@ -111,6 +112,12 @@ class ParsingStreamHandler final : public StreamHandler<grpc::ByteBuffer, grpc::
     grpc::ByteBuffer out;
     (void)SerializeResponse(*notice, out);  // a small message of our own: it always encodes
     return out;
+  }
+  void WriteEarlyWith(EarlyWriter writer) override {
+    typed_->WriteEarlyWith([writer = std::move(writer)](Response early) {
+      grpc::ByteBuffer out;
+      return SerializeResponse(early, out).ok() && writer(std::move(out));
+    });
   }
   asio::awaitable<void> Close() override { co_await typed_->Close(); }
 

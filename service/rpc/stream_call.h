@@ -75,6 +75,13 @@ class StreamHandler {
   // Written before an answer of `answer_bytes`, if set: while the answer crosses a slow link, a
   // client that holds the stream's silence against it (heartbeats) learns that it is coming.
   virtual std::optional<Response> Forewarning(int64_t answer_bytes) const { return std::nullopt; }
+  // With heartbeats: how the handler writes responses ahead of its answer while Handle works
+  // (a CouchDB function's log lines, which CouchDB must get as they are made). Given once,
+  // before the first Handle; call it on the stream's thread. It returns false, writing nothing,
+  // when the stream holds too much its client has not taken: the handler keeps what it could
+  // not write for its answer.
+  using EarlyWriter = std::function<bool(Response)>;
+  virtual void WriteEarlyWith(EarlyWriter writer) { (void)writer; }
   // A command spans several requests and is between two of them (a list between its rows):
   // a stream asked to end (the server stopping) waits for the client's next request rather
   // than end here, and ends at the first wait without one, or when --shutdown-grace does.
@@ -242,6 +249,10 @@ class StreamMethod
     if (const absl::Duration every = handler->HeartbeatInterval(); every > absl::ZeroDuration()) {
       heartbeat =
           std::make_shared<Heartbeat>(context_, call->stream, call, handler->Heartbeat(), every);
+      handler->WriteEarlyWith([weak = std::weak_ptr<Heartbeat>(heartbeat)](Response early) {
+        const std::shared_ptr<Heartbeat> writer = weak.lock();
+        return writer != nullptr && writer->WriteEarly(std::move(early));
+      });
     }
     // A handler that throws still has its heartbeat stopped (its alarm would keep the call, and
     // a shutdown, waiting up to an interval) and is closed; the exception then ends the call.

@@ -7,13 +7,19 @@
 // comes and none is set, fires at most once per interval while the stream is busy and is not
 // set again once the stream is idle: an idle stream costs nothing, a busy one an alarm a second.
 //
+// The same stream writes what the handler sends ahead of its answer (WriteEarly: a CouchDB
+// function's log lines, which CouchDB must get as they are made); each such write counts as
+// the stream not being silent.
+//
 // Everything runs on the stream's GrpcContext thread. gRPC allows one write in flight on a
 // stream: after Idle(), a stream that finds writing() awaits WriteDone() before it writes its
-// own answer or ends.
+// own answer or ends; the early responses queued then are written first.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -23,6 +29,7 @@
 #include "asio/async_result.hpp"
 #include "asio/use_awaitable.hpp"
 #include "grpcpp/alarm.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "service/grpc_asio/grpc_context.h"
 #include "service/grpc_asio/grpc_operations.h"
 
@@ -51,8 +58,23 @@ class StreamHeartbeat final
   }
   // The handler has answered (or failed): no heartbeat starts from now on.
   void Idle() { busy_ = false; }
-  // A heartbeat is being written: await WriteDone() before writing on the stream.
+  // A heartbeat or an early response is being written: await WriteDone() before writing on
+  // the stream.
   bool writing() const { return writing_; }
+
+  // Writes `early` as soon as what is in flight is written, before the handler's answer. False,
+  // with nothing queued, once the stream has stopped or the early responses its client has not
+  // taken yet pass kMaxQueuedEarlyBytes: the handler then sends them with its answer.
+  bool WriteEarly(Response early) {
+    if (stopped_) return false;
+    const int64_t bytes = BytesOf(early);
+    if (queued_bytes_ + bytes > kMaxQueuedEarlyBytes) return false;
+    queued_bytes_ += bytes;
+    early_.push_back(std::move(early));
+    if (!writing_) WriteNextEarly();
+    return true;
+  }
+  static constexpr int64_t kMaxQueuedEarlyBytes = int64_t{1} << 20;
 
   // Completes once the heartbeat being written is written (or failed).
   template <class CompletionToken = asio::use_awaitable_t<>>
@@ -73,11 +95,21 @@ class StreamHeartbeat final
   void Stop() {
     stopped_ = true;
     busy_ = false;
+    early_.clear();
+    queued_bytes_ = 0;
     if (armed_) alarm_.Cancel();
   }
 
  private:
   using Clock = std::chrono::steady_clock;
+
+  static int64_t BytesOf(const grpc::ByteBuffer& message) {
+    return static_cast<int64_t>(message.Length());
+  }
+  template <class Message>
+  static int64_t BytesOf(const Message& message) {
+    return static_cast<int64_t>(message.ByteSizeLong());
+  }
 
   // How long until the stream will have been silent for the interval.
   absl::Duration UntilDue() const {
@@ -100,22 +132,40 @@ class StreamHeartbeat final
       Arm();
       return;
     }
+    if (writing_) return;  // an early response: its end arms the alarm again
     writing_ = true;
     grpc_asio::Write(context_, stream_, beat_,
+                     [self = this->shared_from_this()](bool ok) { self->OnWritten(ok); });
+  }
+
+  void WriteNextEarly() {
+    writing_ = true;
+    in_flight_ = std::move(early_.front());
+    early_.pop_front();
+    queued_bytes_ -= BytesOf(in_flight_);
+    grpc_asio::Write(context_, stream_, in_flight_,
                      [self = this->shared_from_this()](bool ok) { self->OnWritten(ok); });
   }
 
   void OnWritten(bool ok) {
     writing_ = false;
     silent_since_ = Clock::now();
-    if (!ok) stopped_ = true;  // the call is over: the stream finds out on its own
+    if (!ok) {
+      stopped_ = true;  // the call is over: the stream finds out on its own
+      early_.clear();
+      queued_bytes_ = 0;
+    }
+    if (!early_.empty()) {
+      WriteNextEarly();
+      return;
+    }
     if (write_waiter_.has_value()) {
       auto waiter = std::move(*write_waiter_);
       write_waiter_.reset();
       std::move(waiter)();
       return;
     }
-    if (busy_ && !stopped_) Arm();
+    if (busy_ && !stopped_ && !armed_) Arm();
   }
 
   grpc_asio::GrpcContext& context_;
@@ -130,6 +180,9 @@ class StreamHeartbeat final
   bool writing_ = false;
   bool stopped_ = false;
   std::optional<absl::AnyInvocable<void() &&>> write_waiter_;
+  std::deque<Response> early_;  // WriteEarly's, not yet written
+  int64_t queued_bytes_ = 0;    // of early_, as serialized
+  Response in_flight_;          // the early response being written
 };
 
 }  // namespace cnp::rpc

@@ -49,6 +49,9 @@ class TokenBoundStream final : public StreamHandler<Request, Response> {
     return inner_->Forewarning(answer_bytes);
   }
   bool HoldsCommandOpen() const override { return inner_->HoldsCommandOpen(); }
+  void WriteEarlyWith(typename StreamHandler<Request, Response>::EarlyWriter writer) override {
+    inner_->WriteEarlyWith(std::move(writer));
+  }
   asio::awaitable<void> Close() override { co_await inner_->Close(); }
 
  private:
