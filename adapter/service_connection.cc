@@ -385,6 +385,9 @@ bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
     transfer = kTransferPerMiB * (static_cast<double>(std::max<int64_t>(output_.answer_bytes(), 0)) / (1 << 20));
     if (forward_early && output_.lines_size() > 0 && options_.write_early) {
       options_.write_early(output_);
+      // CouchDB restarts its timeout on each line it reads, and so does the service's deadline
+      // for the command: the answer may come that much later.
+      answer_by = std::max(answer_by, absl::Now() + AnswerWithin());
     }
   }
 }

@@ -79,8 +79,9 @@ class ServiceConnection {
   // After the service answered `line`: a design document it accepted is known to this stream.
   void NoteDesignDocTaught(std::string_view line);
   // Writes `line` and reads its answer, reading past heartbeats (and, with `forward_early`,
-  // handing their lines to Options::write_early). False when the stream broke, the answer did
-  // not come by `answer_by`, or a service that sends heartbeats went silent for longer than
+  // handing their lines to Options::write_early; each such hand-over restarts CouchDB's
+  // timeout, and moves `answer_by` as far). False when the stream broke, the answer did not
+  // come by `answer_by`, or a service that sends heartbeats went silent for longer than
   // kSilenceLimit heartbeats.
   bool Exchange(std::string_view line, absl::Time answer_by, bool forward_early = false);
   // Waits for the operation just started on the stream.

@@ -1,0 +1,132 @@
+"""A function's log() lines reach CouchDB as they are made, and each restarts the command's
+deadline, as CouchDB restarts its read timeout on each line it reads: through both session
+paths.
+
+couchjs writes each log line at once, and CouchDB's readjson loops on log lines with a fresh
+timeout for each (docs/couchdb-query-server.md, "Per-read timeout"), so a function that logs
+while it works may run longer than os_process_timeout. A direct session did this; over the
+Session stream the lines came with the answer, and a command that ran past CouchDB's timeout
+(less the margin) was answered ["error","timeout",..] however often it had logged. The worker
+now sends each line to the server as it is made (Task.logs_early), the server writes it to the
+stream at once and moves the command's deadline, and the adapter moves its own."""
+
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import harness
+
+LOGGING_FNS = '''
+import os
+import time
+
+from couch_named_python import log
+
+
+def logs_then_waits(doc):
+    """Logs, then waits for the test to see that line: it must reach CouchDB first."""
+    log("started " + doc["_id"])
+    for _ in range(2000):
+        if os.path.exists(doc["release"]):
+            break
+        time.sleep(0.01)
+    yield doc["_id"], os.path.exists(doc["release"])
+
+
+def logs_while_working(doc):
+    """Works for longer than CouchDB's timeout in all, logging more often than it."""
+    for i in range(doc["ticks"]):
+        log("tick %d" % i)
+        time.sleep(doc["every"])
+    yield doc["_id"], doc["ticks"]
+
+
+def logs_then_falls_silent(doc):
+    log("before the silence")
+    time.sleep(30)
+    yield doc["_id"], 1
+'''
+
+MODULE = "adapterfix_logging"
+RESET = ["reset", {"timeout": 1000}]  # 500 ms for a command, less the margin
+
+
+def functions_directory():
+    directory = tempfile.TemporaryDirectory(prefix="adapterfix-logfns-")
+    with open(os.path.join(directory.name, MODULE + ".py"), "w") as module:
+        module.write(LOGGING_FNS)
+    return directory
+
+
+class LogRestartsTimeoutTest(harness.ServerTestCase):
+    socket_prefix = "adapterfix-logs-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.functions = functions_directory()
+        cls.server_extra = (f"--python-path={cls.functions.name}", f"--allow-module={MODULE}",
+                            "--call-timeout=4s")
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.functions.cleanup()
+
+    def session_with(self, function):
+        qs = self.adapter()
+        self.addCleanup(qs.close)
+        self.assertIs(qs.reply(RESET), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", f"{MODULE}.{function}"]), True, qs.diagnostics())
+        return qs
+
+    def test_a_log_line_reaches_couchdb_before_the_function_returns(self):
+        qs = self.session_with("logs_then_waits")
+        release = os.path.join(self.functions.name, f"release-{self.session}")
+        qs.send_line(json.dumps(["map_doc", {"_id": "d1", "release": release}]))
+        # The function waits for this line to be read before it returns.
+        self.assertEqual(json.loads(qs.read_line(timeout=10)), ["log", "started d1"],
+                         qs.diagnostics())
+        with open(release, "w"):
+            pass
+        self.assertEqual(json.loads(qs.read_line(timeout=10)), [[["d1", True]]])
+
+    def test_log_lines_keep_a_command_alive_past_couchdbs_timeout(self):
+        qs = self.session_with("logs_while_working")
+        # 1.6 s in all, a line every 0.2 s: past the 500 ms a silent command gets.
+        lines = qs.call(["map_doc", {"_id": "d2", "ticks": 8, "every": 0.2}], timeout=20)
+        self.assertEqual([json.loads(line) for line in lines],
+                         [["log", f"tick {i}"] for i in range(8)] + [[[["d2", 8]]]],
+                         qs.diagnostics())
+        # The session goes on.
+        lines = qs.call(["map_doc", {"_id": "d3", "ticks": 1, "every": 0}])
+        self.assertEqual(json.loads(lines[-1]), [[["d3", 1]]])
+
+    def test_silence_after_a_log_line_still_times_out(self):
+        qs = self.session_with("logs_then_falls_silent")
+        lines = qs.call(["map_doc", {"_id": "d4"}], timeout=20)
+        self.assertEqual(json.loads(lines[0]), ["log", "before the silence"], lines)
+        reply = json.loads(lines[-1])
+        self.assertEqual(reply[:2], ["error", "timeout"], lines)
+        if self.session == "stream":
+            self.assertIn("from the command's start or its functions' last log() line", reply[2])
+
+    def test_the_servers_call_timeout_caps_a_command_that_keeps_logging(self):
+        qs = self.session_with("logs_while_working")
+        # 30 s of lines every 0.2 s: --call-timeout (4 s) ends it.
+        lines = qs.call(["map_doc", {"_id": "d5", "ticks": 150, "every": 0.2}], timeout=20)
+        reply = json.loads(lines[-1])
+        self.assertEqual(reply[:2], ["error", "timeout"], lines)
+        self.assertGreater(len(lines), 5)  # its lines came before
+        if self.session == "stream":
+            self.assertIn("its log() lines restarted CouchDB's timeout, but cnp-server's "
+                          "--call-timeout, 4s, caps every command", reply[2])
+
+
+harness.through_each_path(LogRestartsTimeoutTest, globals())
+
+if __name__ == "__main__":
+    harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
