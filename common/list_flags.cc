@@ -18,6 +18,13 @@ absl::Status MissingValue(const ListFlag& flag) {
   return absl::InvalidArgumentError(message);
 }
 
+absl::Status EmptyElement(const ListFlag& flag, absl::string_view value) {
+  const std::string dashed = absl::StrReplaceAll(flag.name, {{"_", "-"}});
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--", dashed, "=", value, " has an empty element (two commas together, or one at an "
+      "end); write the values separated by single commas"));
+}
+
 }  // namespace
 
 std::vector<char*> SplitCommandLine::ArgvForAbsl() {
@@ -63,14 +70,21 @@ absl::StatusOr<SplitCommandLine> TakeListFlags(int argc, const char* const* argv
     }
     std::vector<std::string>& values = split.lists[name];
     const size_t before = values.size();
+    bool empty_element = false;
     if (flag->comma_separated) {
-      for (absl::string_view v : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        values.emplace_back(v);
+      for (absl::string_view v : absl::StrSplit(value, ',')) {
+        if (v.empty()) {
+          empty_element = true;
+        } else {
+          values.emplace_back(v);
+        }
       }
     } else if (!value.empty()) {
       values.emplace_back(value);
     }
     if (values.size() == before) return MissingValue(*flag);
+    // "--allow-module=$A,$B" with $B unset: a list that quietly lost a value.
+    if (empty_element) return EmptyElement(*flag, value);
   }
   return split;
 }

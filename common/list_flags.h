@@ -21,8 +21,8 @@ struct ListFlag {
   // shell variable) must never quietly mean the default, which for --allow-module is "every
   // module may run".
   std::string without_it;
-  // Each value is a comma-separated list ("a,,b" is a and b); false takes a value whole (a
-  // file name may hold a comma).
+  // Each value is a comma-separated list (an empty element, "a,,b", is refused); false takes a
+  // value whole (a file name may hold a comma).
   bool comma_separated = true;
   // Shown in the error for a missing value: "write --NAME=<example>".
   std::string example = "VALUE";
@@ -44,7 +44,8 @@ struct SplitCommandLine {
 // Takes `flags` out of argv. A value is written --name=VALUE or --name VALUE (with one dash or
 // two); the next argument is no value when it starts with '-'. INVALID_ARGUMENT naming the flag
 // when one is given no value: "--allow-module=", "--allow-module=,", a trailing
-// "--allow-module", or "--allow-module --workers=2". Arguments after "--" are not flags.
+// "--allow-module", or "--allow-module --workers=2"; and when a value has an empty element
+// ("--allow-module=a,,b", "a,"). Arguments after "--" are not flags.
 absl::StatusOr<SplitCommandLine> TakeListFlags(int argc, const char* const* argv,
                                                absl::Span<const ListFlag> flags);
 

@@ -97,14 +97,27 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
     // Commas separate values here as on the command line (--allow-module=a,b): taken whole,
     // `allow-module: "a,b"` was one prefix that matched no module. Each value is named at the
     // string it came from.
+    // False when the text has an empty element between values ("a,,b", "a,"): a list that
+    // may have lost a value to an unset variable.
     auto add = [&values, &place](const std::string& text, const YAML::Mark& mark) {
-      for (absl::string_view v : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+      bool whole = true;
+      for (absl::string_view v : absl::StrSplit(text, ',')) {
+        if (v.empty()) {
+          whole = false;
+          continue;
+        }
         values.emplace_back(v);
         place.item_marks.push_back(mark);
       }
+      return whole || text.find_first_not_of(',') == std::string::npos;
     };
+    constexpr absl::string_view kEmptyElement =
+        "an empty element (two commas together, or one at an end); write the values "
+        "separated by single commas";
     if (value.IsScalar()) {
-      add(value.Scalar(), value_mark);
+      if (!add(value.Scalar(), value_mark)) {
+        return ConfigError(path, value_mark, key, kEmptyElement);
+      }
     } else if (value.IsSequence()) {
       for (const YAML::Node& item : value) {
         if (!item.IsScalar()) {
@@ -117,7 +130,10 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
           return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
                              "an empty element; remove it, or give a value");
         }
-        add(item.Scalar(), item.Mark());
+        if (!add(item.Scalar(), item.Mark())) {
+          return ConfigError(path, item.Mark().is_null() ? value_mark : item.Mark(), key,
+                             kEmptyElement);
+        }
       }
     } else {
       return ConfigError(path, value_mark, key,

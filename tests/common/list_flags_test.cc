@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -49,8 +50,19 @@ TEST(ListFlagsTest, OneDashOrTwoAndEqualsOrNextArgumentAreAlike) {
   }
 }
 
-TEST(ListFlagsTest, EmptyCommaEntriesAreSkipped) {
-  absl::StatusOr<SplitCommandLine> split = Take({"--allow-module=,a,,b,"});
+// Found by a probe: "--allow-module=a,,b" and "a," ran as a and b, a list that may have lost a
+// value to an unset variable ("--allow-module=$A,$B") without a word.
+TEST(ListFlagsTest, AnEmptyCommaElementIsRefusedNamingTheFlagAndValue) {
+  for (const char* arg : {"--allow-module=,a,,b,", "--allow-module=a,,b", "--allow-module=a,",
+                          "--allow-module=,a"}) {
+    absl::StatusOr<SplitCommandLine> split = Take({arg});
+    ASSERT_FALSE(split.ok()) << arg;
+    EXPECT_EQ(split.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(split.status().message(),
+              absl::StrCat(arg, " has an empty element (two commas together, or one at an "
+                                "end); write the values separated by single commas"));
+  }
+  absl::StatusOr<SplitCommandLine> split = Take({"--allow-module=a,b"});
   ASSERT_TRUE(split.ok()) << split.status();
   EXPECT_THAT(split->lists["allow_module"], ElementsAre("a", "b"));
 }

@@ -214,10 +214,19 @@ TEST_F(ConfigFileLinesTest, AListStringWithCommasIsSplitAsOnTheCommandLine) {
   ExpectRefused(*scalar, absl::StrCat(file_, ":3:12: allow-uid: no user named "
                                              "'no-such-user-here' (give a user name or a "
                                              "number)"));
-  auto element = Launch({"--config=" + Config("allow-uid:\n  - root,,no-such-user-here\n")});
+  auto element = Launch({"--config=" + Config("allow-uid:\n  - root,no-such-user-here\n")});
   ExpectRefused(*element, absl::StrCat(file_, ":4:5: allow-uid: no user named "
                                               "'no-such-user-here' (give a user name or a "
                                               "number)"));
+  // An empty element between values is refused, as on the command line.
+  auto doubled = Launch({"--config=" + Config("allow-module: \"a,,b\"\n")});
+  ExpectRefused(*doubled, absl::StrCat(file_, ":3:15: allow-module: an empty element (two commas "
+                                              "together, or one at an end); write the values "
+                                              "separated by single commas"));
+  auto trailing = Launch({"--config=" + Config("allow-module:\n  - a,\n")});
+  ExpectRefused(*trailing, absl::StrCat(file_, ":4:5: allow-module: an empty element (two "
+                                               "commas together, or one at an end); write the "
+                                               "values separated by single commas"));
   // Nothing but commas is no value, as --allow-uid=, is.
   auto commas = Launch({"--config=" + Config("allow-module: \",\"\n")});
   ExpectRefused(*commas, absl::StrCat(file_, ":3:15: allow-module: an empty value; give at least "
