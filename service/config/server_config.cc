@@ -464,7 +464,11 @@ absl::Status CheckRanges(const Sources& sources, const ServerConfig& c) {
   }
   // Spares wait for direct sessions, at most max_sessions of which run: more were started
   // without a word (1,000 asked, 64 started, 1.5 GiB held).
-  if (c.max_sessions > 0 && c.spare_session_workers > c.max_sessions) {
+  // With no direct sessions (max_sessions 0) the default spare is not started; one asked for
+  // would be ignored without a word.
+  const bool spares_asked = sources.on_command_line.count("spare_session_workers") > 0 ||
+                            sources.in_file.count("spare_session_workers") > 0;
+  if ((c.max_sessions > 0 || spares_asked) && c.spare_session_workers > c.max_sessions) {
     const bool in_file = sources.FromFile("spare_session_workers") != nullptr;
     return OutOfRange(sources, "spare_session_workers",
                       absl::StrCat("between 0 (none) and ",

@@ -269,6 +269,16 @@ TEST(NegativeSettingTest, MoreSpareSessionWorkersThanSessionsAreRefused) {
                        "(8); got 9");
 }
 
+// Found by a flags probe: with no direct sessions (--max-sessions=0) spares asked for were
+// ignored without a word; the default one is still taken (it is not started).
+TEST(NegativeSettingTest, SparesAskedForWithNoDirectSessionsAreRefused) {
+  auto asked = Launch(ShortTempDir(), {"--max-sessions=0", "--spare-session-workers=5"});
+  ExpectRefused(*asked, "--spare-session-workers must be between 0 (none) and --max-sessions "
+                        "(0); got 5");
+  auto by_default = Launch(ShortTempDir(), {"--workers=1", "--max-sessions=0"});
+  EXPECT_TRUE(by_default->ready()) << by_default->Log();
+}
+
 // The ceiling itself is allowed (256 sessions start no more than the spare workers).
 TEST(NegativeSettingTest, TheCeilingItselfIsTaken) {
   auto server = Launch(ShortTempDir(), {"--workers=1", "--max-sessions=256"});
