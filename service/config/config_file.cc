@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -158,10 +159,16 @@ absl::Status ApplyYamlEntry(const std::string& path, const YAML::Node& key_node,
   if (value.Scalar().empty() && RefusesEmptyValue(*flag)) {
     return ConfigError(path, value_mark, key, "an empty value; give one, or leave the key out");
   }
+  // YAML 1.2, the file's language, has true and false only; absl also reads yes, y, t and 1,
+  // which other YAML readers take for strings or numbers (and YAML 1.1's for on and off).
+  static const absl::flat_hash_set<std::string> kYamlBooleans = {"true",  "True",  "TRUE",
+                                                                 "false", "False", "FALSE"};
+  const bool not_yaml_boolean =
+      flag->IsOfType<bool>() && !kYamlBooleans.contains(value.Scalar());
   // absl's own words ("Illegal value 'x' specified for flag 'max_queue'") name the flag, which
   // the operator of a file never wrote; ours say the same.
   std::string ignored;
-  if (!flag->ParseFrom(value.Scalar(), &ignored)) {
+  if (not_yaml_boolean || !flag->ParseFrom(value.Scalar(), &ignored)) {
     if (std::string bound = OutOfWholeNumberRange(*flag, value.Scalar()); !bound.empty()) {
       return ConfigError(path, value_mark, key, absl::StrCat(bound, "; found ", value.Scalar()));
     }

@@ -233,6 +233,17 @@ TEST_F(ConfigFileLinesTest, AListStringWithCommasIsSplitAsOnTheCommandLine) {
                                              "one, or leave the key out"));
 }
 
+// Found by a flags probe: `insecure: yes` (and y, t, 1) was taken for true, as absl reads a
+// flag; the file is YAML 1.2, whose booleans are true and false, and another reader (or the
+// operator) takes `yes` for a string. Each is refused at its value, as `on` was.
+TEST_F(ConfigFileLinesTest, OnlyYamlBooleansAreTakenForASwitch) {
+  for (const char* word : {"yes", "y", "1", "t", "on"}) {
+    auto server = Launch({"--config=" + Config(absl::StrCat("insecure: ", word, "\n"))});
+    ExpectRefused(*server, absl::StrCat(file_, ":3:11: insecure: expected true or false, found '",
+                                        word, "'; write e.g. 'insecure: false' (the default)"));
+  }
+}
+
 // A flag absl cannot read was absl's error ("Illegal value 'lots' specified for flag
 // 'workers'", "Unknown command line flag 'wrkers'"), exit 1; every other bad setting exits 2.
 TEST_F(ConfigFileLinesTest, AFlagAbslCannotReadIsNamedAsWrittenAndExitsTwo) {
