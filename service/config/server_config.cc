@@ -740,6 +740,17 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
         !s.ok()) {
       return Reattribute(sources, "virtualenv", -1, s, c.virtualenv);
     }
+    // Every virtualenv has one: a directory without it (a project's, the venv's parent) was
+    // found only by the first worker, which exited, and the server told to check --python-path.
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(c.virtualenv + "/pyvenv.cfg", error)) {
+      return Reattribute(
+          sources, "virtualenv", -1,
+          absl::InvalidArgumentError(absl::StrCat(
+              "--virtualenv ", c.virtualenv, " is not a virtualenv: it has no pyvenv.cfg (make "
+              "one with python3 -m venv DIR, and give DIR)")),
+          c.virtualenv);
+    }
   }
   if (absl::Status s = CheckCodeDirectories(
           CodeDirectories(c.python_path, std::getenv("PYTHONPATH"), c.virtualenv));

@@ -269,6 +269,16 @@ TEST(NegativeSettingTest, MoreSpareSessionWorkersThanSessionsAreRefused) {
                        "(8); got 9");
 }
 
+// Found by a flags probe: a directory that is no virtualenv was found only by the first worker,
+// which exited, and the server exited 1 telling the operator to check --python-path.
+TEST(NegativeSettingTest, AVirtualenvWithoutPyvenvCfgIsRefusedAtStart) {
+  const std::string dir = ShortTempDir();
+  auto server = Launch(dir, {"--virtualenv=" + dir});
+  ExpectRefused(*server, absl::StrCat("--virtualenv ", dir, " is not a virtualenv: it has no "
+                                      "pyvenv.cfg (make one with python3 -m venv DIR, and give "
+                                      "DIR)"));
+}
+
 // Found by a flags probe: with no direct sessions (--max-sessions=0) spares asked for were
 // ignored without a word; the default one is still taken (it is not started).
 TEST(NegativeSettingTest, SparesAskedForWithNoDirectSessionsAreRefused) {
