@@ -251,6 +251,7 @@ class ElementFinder
 struct LineScan {
   rapidjson::ParseResult result;  // rapidjson's verdict on the line's first JSON value
   bool one_array = false;         // that value is an array and nothing follows it
+  size_t value_end = 0;           // where that value ends if it is an array, else 0
   Elements elements;
   std::optional<size_t> values_at;  // stop_at_third: where the walk stopped
   bool too_deep = false;            // the walk stopped at kMaxLineDepth
@@ -262,6 +263,17 @@ std::string ScanProblem(const LineScan& scan, size_t at) {
     return absl::StrCat("JSON nested deeper than ", kMaxLineDepth, " levels at byte ", at);
   }
   return InvalidJson(at, scan.result.Code());
+}
+
+std::string TextAfterCommand(size_t at) {
+  return absl::StrCat("text after the command at byte ", at,
+                      ": a line holds one JSON array and nothing else");
+}
+
+// Why a line that is JSON is no command: text after its array, or no array of a name.
+std::string NotACommandReason(const LineScan& scan, std::string_view line) {
+  if (scan.value_end > 0 && scan.value_end < line.size()) return TextAfterCommand(scan.value_end);
+  return std::string(kNotACommandReason);
 }
 
 // Walks `json`, whose bytes are `line`'s but for numbers quoted at the same places (or `line`
@@ -277,7 +289,8 @@ LineScan ScanText(std::string_view line, std::string_view json, bool stop_at_thi
   scan.values_at = finder.stopped_at();
   scan.too_deep = finder.too_deep();
   if (!scan.result.IsError()) {
-    scan.one_array = finder.root_is_array() && stream.Tell() == line.size();
+    if (finder.root_is_array()) scan.value_end = stream.Tell();
+    scan.one_array = finder.root_is_array() && scan.value_end == line.size();
   }
   scan.elements = std::move(finder.elements());
   return scan;
@@ -450,6 +463,8 @@ Command ParseCommand(std::string_view line, ReduceValues values) {
     // such line does. (Short, so checking it costs nothing.)
     if (LineScan scan = ScanLine(line, /*stop_at_third=*/false); scan.result.IsError()) {
       return command::NotACommand{ScanProblem(scan, scan.result.Offset()), line};
+    } else if (!scan.one_array) {
+      return command::NotACommand{NotACommandReason(scan, line), line};
     }
     return ParseReset(line);
   }
@@ -466,7 +481,7 @@ Command ParseCommand(std::string_view line, ReduceValues values) {
   }
   std::optional<std::string> name;
   if (scan.one_array && !scan.elements.empty()) name = DecodeString(scan.elements.front());
-  if (!name.has_value()) return command::NotACommand{std::string(kNotACommandReason), line};
+  if (!name.has_value()) return command::NotACommand{NotACommandReason(scan, line), line};
   const Elements& args = scan.elements;
   switch (KindOfName(*name)) {
     case CommandKind::kMapDoc:
@@ -518,7 +533,10 @@ std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
     const size_t at = std::max(scan.result.Offset(), head.size()) - head.size() + offset;
     return ScanProblem(scan, at);
   }
-  if (!scan.one_array) return std::string(kNotACommandReason);
+  if (!scan.one_array) {
+    if (scan.value_end > head.size()) return TextAfterCommand(scan.value_end - head.size() + offset);
+    return std::string(kNotACommandReason);
+  }
   return std::nullopt;
 }
 

@@ -107,6 +107,11 @@ TEST(ParseCommandTest, ResetIsAResetWhenItIsJson) {
   // A line that is not JSON is no reset, as in couchjs, which parses every line first and exits
   // (the adapter answers only a reset that is JSON itself, so this is the only answer).
   As<command::NotACommand>(R"(["reset",{"timeout":)");
+  // Nor is one with text after it (a probe: `["reset"] x` was answered true, where couchjs's
+  // JSON.parse refuses the line and every other command's was refused).
+  EXPECT_EQ(As<command::NotACommand>(R"(["reset"] x)").reason,
+            "text after the command at byte 9: a line holds one JSON array and nothing else");
+  As<command::NotACommand>(R"(["reset"]["reset"])");
 }
 
 // The peak resident memory of this process, in bytes.
@@ -263,6 +268,9 @@ TEST(ParseCommandTest, WhatIsNotACommand) {
   EXPECT_THAT(As<command::NotACommand>("hello").reason, HasSubstr("invalid JSON at byte 0"));
   EXPECT_EQ(As<command::NotACommand>(R"(["add_lib",{}] trailing)").line,
             R"(["add_lib",{}] trailing)");
+  // Said as what it is, not as a line that is no array (a probe found that misleading).
+  EXPECT_EQ(As<command::NotACommand>(R"(["map_doc",{"_id":"a"}] junk)").reason,
+            "text after the command at byte 23: a line holds one JSON array and nothing else");
   EXPECT_THAT(As<command::NotACommand>(R"({"not":"an array"})").reason,
               HasSubstr("expected a command"));
   EXPECT_THAT(As<command::NotACommand>("[]").reason, HasSubstr("expected a command"));
@@ -316,15 +324,21 @@ std::variant<std::string, std::vector<std::string_view>> CheckThenSplit(std::str
   rapidjson::BaseReaderHandler<> ignore;
   rapidjson::Reader reader;
   rapidjson::ParseResult result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(stream, ignore);
+  size_t end = stream.Tell();
   if (result.Code() == rapidjson::kParseErrorNumberTooBig) {
     // Numbers past a double's range are JSON too (large_numbers.h): checked with them quoted.
     const QuotedNumbers quoted = QuoteLargeNumbers(line);
     rapidjson::MemoryStream again(quoted.text.data(), quoted.text.size());
     result = reader.Parse<rapidjson::kParseStopWhenDoneFlag>(again, ignore);
+    end = again.Tell();
   }
   if (result.IsError()) {
     return absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
                         rapidjson::GetParseError_En(result.Code()));
+  }
+  if (line.starts_with('[') && end < line.size()) {
+    return absl::StrCat("text after the command at byte ", end,
+                        ": a line holds one JSON array and nothing else");
   }
   absl::StatusOr<std::vector<std::string_view>> elements = SplitJsonArray(line);
   if (!elements.ok() || elements->empty() || !elements->front().starts_with('"')) {

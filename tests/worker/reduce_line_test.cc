@@ -161,9 +161,11 @@ TEST(ReduceLineTest, BrokenLinesEndTheSessionWithTheReasonAndByte) {
                                  bad_escape.find('\\'),
                                  R"(: Invalid escape character in string."])"),
                     true}));
-  EXPECT_EQ(Direct(*worker, head + R"([[["a","d1"],1]]] x)"),
-            (Answer{R"(["fatal","query_protocol_error",)"
-                    R"("expected a command: a JSON array starting with a string"])",
+  const std::string trailing = head + R"([[["a","d1"],1]]] x)";
+  EXPECT_EQ(Direct(*worker, trailing),
+            (Answer{absl::StrCat(R"(["fatal","query_protocol_error",)",
+                                 R"("text after the command at byte )", trailing.size() - 2,
+                                 R"(: a line holds one JSON array and nothing else"])"),
                     true}));
   // Not UTF-8: the values' error, and the session goes on.
   Answer not_utf8 = Direct(*worker, head + "[[[\"a\xff\",\"d1\"],1]]]");
