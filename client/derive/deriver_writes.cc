@@ -134,7 +134,8 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   // deleted, so _all_docs no longer lists it and skip=1 passed over the first row after it,
   // which then kept its old version for good.
   std::string start = prefix;
-  int64_t removed = 0;
+  int64_t removed = 0;       // revisions deleted (a document with conflicts has several)
+  int64_t removed_docs = 0;  // documents deleted, which the operator is told
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
@@ -158,15 +159,17 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
       if (doc == nullptr || !doc->IsObject()) continue;
       const Value* version = Member(*doc, "mr_version");
       if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
+      const size_t before = writes.size();
       AppendTombstones(*doc, writes);
+      if (writes.size() > before) ++removed_docs;
     }
     absl::StatusOr<int64_t> written = WriteRedoingConflicts(s, writes, redo);
     if (!written.ok()) return written.status();
     removed += *written;
     if (n < static_cast<size_t>(limit)) break;
   }
-  if (removed > 0) {
-    log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed
+  if (removed_docs > 0) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed_docs
          << (every_version ? " derived document(s) of the earlier database\n"
                            : " derived document(s) of other versions\n");
   }

@@ -524,6 +524,25 @@ TEST_F(DeriveTest, ARemovedRowTakesItsConflictingRevisionsWithIt) {
   }
 }
 
+// The sweep after a version bump says how many documents it removed, not revisions: a row with a
+// conflicting revision counted twice (the closing notes carried it as left).
+TEST_F(DeriveTest, TheSweepCountsDocumentsNotRevisions) {
+  Fill("tconfv_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  RunOnce(TownsDeclaration("tconfv", "tconfv_src", "tconfv_map"));
+  std::map<std::string, rapidjson::Document> derived = Derived("tconfv_map");
+  ASSERT_EQ(derived.size(), 2u);
+  rapidjson::Document loser = Get(absl::StrCat("/tconfv_map/", derived.begin()->first));
+  loser["_rev"].SetString("1-00000000000000000000000000000000", loser.GetAllocator());
+  auto replicated = Http().Post("/tconfv_map/_bulk_docs",
+                                absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(loser), "]}"));
+  ASSERT_TRUE(replicated.ok() && replicated->status == 201)
+      << (replicated.ok() ? replicated->body : replicated.status().ToString());
+  std::string out = RunOnce(
+      TownsDeclaration("tconfv", "tconfv_src", "tconfv_map", "derive_fns.given_rows", 2));
+  EXPECT_THAT(out, HasSubstr("removed 2 derived document(s) of other versions"));
+  EXPECT_TRUE(Derived("tconfv_map").empty());
+}
+
 // A document id may hold U+0000. Read as a C string, "victim\u0000evil" was "victim": its rows
 // took victim's ids (overwriting victim's row), its deletion deleted victim's rows, and its
 // error was recorded as victim's with the message cut at the NUL.
