@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "asio/bind_cancellation_slot.hpp"
@@ -315,6 +316,71 @@ TEST(ProcessWorkerTest, AReplyToAnotherTaskIsRefused) {
   io.run();
   EXPECT_TRUE(absl::IsDataLoss(reply.status())) << reply.status();
   EXPECT_THAT(reply.status().message(), HasSubstr("answered task #1 when task #2 was due"));
+}
+
+// Takes a task's log lines as a CouchDB session's listener would.
+class LineCollector final : public TaskLogListener {
+ public:
+  absl::Time OnLog(Reply interim) override {
+    lines.push_back(interim.task_log().message());
+    return absl::InfinitePast();
+  }
+  std::vector<std::string> lines;
+};
+
+// Runs one exchange of `task` with a fake_worker.py started with `argument`, with `listener`
+// (may be null) taking its log lines; `quick`: through TryQuickExchange.
+absl::StatusOr<Reply> ExchangeWithFake(const std::string& argument, const Task& task,
+                                       TaskLogListener* listener, bool quick) {
+  asio::io_context io;
+  ProcessWorkerFactory factory(
+      WorkerCommand{"/usr/bin/python3.11", {"tests/support/fake_worker.py", argument}});
+  absl::StatusOr<Reply> reply = absl::UnknownError("not run");
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        absl::StatusOr<std::unique_ptr<ProcessWorker>> worker =
+            co_await factory.StartProcess(absl::Seconds(30));
+        EXPECT_TRUE(worker.ok()) << worker.status();
+        if (!worker.ok()) co_return;
+        (*worker)->ForwardLogsTo(listener);
+        if (quick) {
+          QuickExchange exchange = (*worker)->TryQuickExchange(task, absl::Seconds(10));
+          EXPECT_EQ(exchange.outcome, QuickExchange::Outcome::kDone);
+          reply = std::move(exchange.reply);
+        } else {
+          reply = co_await (*worker)->Exchange(task);
+        }
+        (*worker)->ForwardLogsTo(nullptr);
+        (*worker)->Kill();
+        co_await (*worker)->Ended();
+      },
+      asio::detached);
+  io.run();
+  return reply;
+}
+
+// A task's log lines come as interim frames before its reply, here all in one write with it:
+// each goes to the listener, and the reply after them is the exchange's answer.
+TEST(ProcessWorkerTest, LogLinesBeforeTheReplyGoToTheListener) {
+  Task task = MapTask("svc_fns.echo", {R"({"_id":"a"})"});
+  task.set_logs_early(true);
+  for (const bool quick : {false, true}) {
+    LineCollector listener;
+    absl::StatusOr<Reply> reply = ExchangeWithFake("--log-lines=3", task, &listener, quick);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_TRUE(reply->has_resolve());
+    EXPECT_THAT(listener.lines, ::testing::ElementsAre("line 0", "line 1", "line 2"))
+        << (quick ? "quick" : "on the context");
+  }
+}
+
+// A log line sent to an exchange that takes none is a fault: the worker's state is unknown.
+TEST(ProcessWorkerTest, ALogLineNoOneAskedForIsRefused) {
+  absl::StatusOr<Reply> reply = ExchangeWithFake(
+      "--log-lines=1", MapTask("svc_fns.echo", {R"({"_id":"a"})"}), nullptr, false);
+  EXPECT_TRUE(absl::IsDataLoss(reply.status())) << reply.status();
+  EXPECT_THAT(reply.status().message(), HasSubstr("sent a log line its task did not ask for"));
 }
 
 // A pool of tests/support/fake_worker.py processes started with `fake_argument`, whose context

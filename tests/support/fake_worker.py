@@ -11,7 +11,9 @@ cnp-worker's do; with --stale-replies each reply but the handshake's echoes the 
 instead, as a late reply (a forked child's, say) would. With --refuse-sessions it answers a
 DirectSession task with a Failure BAD_INPUT, as a worker that cannot serve one does before it
 touches the pipes. With --grow-on-sigusr1-mib=N it maps N MiB more each time it gets SIGUSR1
-(memory a library took and kept, for the pool's memory watch)."""
+(memory a library took and kept, for the pool's memory watch). With --log-lines=N it sends N
+interim log lines (Reply.task_log, "line 0", ...) before each reply but the handshake's, all in
+one write with the reply, as a worker whose function logged quickly would."""
 
 import mmap
 import os
@@ -25,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from session_wire import read_varint, varint  # noqa: E402
 
 TASK_RESOLVE, TASK_DIRECT_SESSION, TASK_SEQUENCE = 5, 8, 12
-REPLY_FAILURE, REPLY_SEQUENCE = 7, 16
+REPLY_FAILURE, REPLY_SEQUENCE, REPLY_TASK_LOG = 7, 16, 17
 FAILURE_BAD_INPUT = 5
 
 
@@ -57,6 +59,7 @@ def main():
     announce = None
     stale = False
     refuse_sessions = False
+    log_lines = 0
     for arg in sys.argv[1:]:
         if arg.startswith("--announce-bytes="):
             announce = int(arg.split("=", 1)[1])
@@ -64,6 +67,8 @@ def main():
             stale = True
         elif arg == "--refuse-sessions":
             refuse_sessions = True
+        elif arg.startswith("--log-lines="):
+            log_lines = int(arg.split("=", 1)[1])
         elif arg.startswith("--grow-on-sigusr1-mib="):
             mib = int(arg.split("=", 1)[1])
             kept = []
@@ -90,8 +95,16 @@ def main():
         else:
             # Reply{resolve: {}}: field 5, length-delimited, empty.
             kind = b"\x2a\x00"
+        frames = b""
+        for i in range(0 if handshake else log_lines):
+            # Reply{task_log: {message: "line i"}, sequence}.
+            message = b"line %d" % i
+            task_log = varint(1 << 3 | 2) + varint(len(message)) + message
+            interim = (varint(REPLY_TASK_LOG << 3 | 2) + varint(len(task_log)) + task_log +
+                       varint(REPLY_SEQUENCE << 3) + varint(sequence))
+            frames += struct.pack("<I", len(interim)) + interim
         reply = kind + varint(REPLY_SEQUENCE << 3) + varint(sequence)
-        os.write(3, struct.pack("<I", len(reply)) + reply)
+        os.write(3, frames + struct.pack("<I", len(reply)) + reply)
 
 
 if __name__ == "__main__":
