@@ -534,7 +534,9 @@ std::optional<std::string> LineRestProblem(std::string_view rest, size_t offset,
     return ScanProblem(scan, at);
   }
   if (!scan.one_array) {
-    if (scan.value_end > head.size()) return TextAfterCommand(scan.value_end - head.size() + offset);
+    if (scan.value_end > head.size()) {
+      return TextAfterCommand(scan.value_end - head.size() + offset);
+    }
     return std::string(kNotACommandReason);
   }
   return std::nullopt;

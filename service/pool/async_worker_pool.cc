@@ -472,12 +472,9 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<AsyncWorkerLease>>> AsyncWorkerPo
   co_return std::make_unique<LeaseImpl>(*this, *slot);
 }
 
-asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(Slot* slot, Task task,
-                                                                          absl::Time deadline,
-                                                                          bool sent,
-                                                                          absl::Time began,
-                                                                          bool* lost,
-                                                                          const RestartedDeadline* restarts) {
+asio::awaitable<absl::StatusOr<Reply>> AsyncWorkerPool::LeaseExchangeHere(
+    Slot* slot, Task task, absl::Time deadline, bool sent, absl::Time began, bool* lost,
+    const RestartedDeadline* restarts) {
   co_await asio::this_coro::throw_if_cancelled(false);
   absl::StatusOr<Reply> reply = co_await ExchangeOn(slot, task, deadline, sent, began, restarts);
   *lost = !Held(slot);

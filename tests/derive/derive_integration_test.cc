@@ -533,8 +533,9 @@ TEST_F(DeriveTest, TheSweepCountsDocumentsNotRevisions) {
   ASSERT_EQ(derived.size(), 2u);
   rapidjson::Document loser = Get(absl::StrCat("/tconfv_map/", derived.begin()->first));
   loser["_rev"].SetString("1-00000000000000000000000000000000", loser.GetAllocator());
-  auto replicated = Http().Post("/tconfv_map/_bulk_docs",
-                                absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(loser), "]}"));
+  auto replicated = Http().Post(
+      "/tconfv_map/_bulk_docs",
+      absl::StrCat(R"({"new_edits":false,"docs":[)", couchdb::ToJson(loser), "]}"));
   ASSERT_TRUE(replicated.ok() && replicated->status == 201)
       << (replicated.ok() ? replicated->body : replicated.status().ToString());
   std::string out = RunOnce(
