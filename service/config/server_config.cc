@@ -197,6 +197,21 @@ absl::Status CheckReadyFd(int fd) {
   return absl::OkStatus();
 }
 
+// A --launch-lock-fd that is not open, or is one of the standard three, was accepted, and
+// the server closed whatever it was once listening (cnp-adapter passes its lock's descriptor).
+absl::Status CheckLaunchLockFd(int fd) {
+  if (fd == -1) return absl::OkStatus();
+  const bool standard = fd >= 0 && fd <= STDERR_FILENO;
+  if (standard || fd < 0 || ::fcntl(fd, F_GETFD) == -1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--launch-lock-fd=", fd,
+        standard ? " is the server's standard input, output or error"
+                 : " is not an open file descriptor of this process",
+        ": cnp-adapter sets it to the descriptor of its launch lock; leave the flag out"));
+  }
+  return absl::OkStatus();
+}
+
 // The address a --listen binds, spelled one way: unix:/PATH and unix:///PATH are one file,
 // as are a relative path and the absolute one it names; ipv4:HOST:PORT is HOST:PORT. None for
 // port 0: each such listener gets a port of its own from the kernel.
@@ -642,6 +657,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
   c.ready_fd = absl::GetFlag(FLAGS_ready_fd);
   if (absl::Status s = CheckReadyFd(c.ready_fd); !s.ok()) return s;
   c.launch_lock_fd = absl::GetFlag(FLAGS_launch_lock_fd);
+  if (absl::Status s = CheckLaunchLockFd(c.launch_lock_fd); !s.ok()) return s;
   c.couchdb_allow = repeated.count("couchdb_allow") ? repeated["couchdb_allow"]
                                                     : absl::GetFlag(FLAGS_couchdb_allow);
   // Each URL alone first, so that a refusal names the element the operator wrote.

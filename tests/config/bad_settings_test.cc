@@ -417,6 +417,18 @@ TEST(ReadyFdTest, ADescriptorThatIsNotOpenIsRefused) {
   ExpectRefused(*negative, "--ready-fd=-5 is not an open file descriptor");
 }
 
+// The same for --launch-lock-fd, which the server closes once it listens: one not open, or the
+// server's stdin, was accepted without a word (found by a flags probe).
+TEST(ReadyFdTest, ALaunchLockThatIsNotOpenOrIsStandardIsRefused) {
+  const std::string dir = ShortTempDir();
+  auto closed = Launch(dir, {"--workers=1", "--launch-lock-fd=99"});
+  ExpectRefused(*closed, "--launch-lock-fd=99 is not an open file descriptor of this process: "
+                         "cnp-adapter sets it to the descriptor of its launch lock; leave the "
+                         "flag out");
+  auto stdin_fd = Launch(dir, {"--workers=1", "--launch-lock-fd=0"});
+  ExpectRefused(*stdin_fd, "--launch-lock-fd=0 is the server's standard input, output or error");
+}
+
 TEST(PreloadModuleTest, AWorkerStartTimeoutOfZeroIsRefused) {
   auto server = Launch(ShortTempDir(), {"--worker-start-timeout=0s"});
   ExpectRefused(*server, "--worker-start-timeout must be longer than 0s; got 0");
