@@ -12,7 +12,6 @@ adapter's stderr says which limit fired: CouchDB's timeout or the --call-timeout
 import os
 import signal
 import sys
-import tempfile
 import time
 import unittest
 
@@ -34,13 +33,6 @@ ADAPTERS_SETTING = "the --call-timeout of the cnp-adapter that started this cnp-
 SERVERS_SETTING = "cnp-server's --call-timeout"
 
 
-def functions_directory():
-    directory = tempfile.TemporaryDirectory(prefix="adapterfix-fns-")
-    with open(os.path.join(directory.name, MODULE + ".py"), "w") as module:
-        module.write(SLEEPY_FNS)
-    return directory
-
-
 def server_args(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
         return cmdline.read().split(b"\0")
@@ -52,7 +44,7 @@ class AdapterStartedServer(unittest.TestCase):
     session = "auto"
 
     def setUp(self):
-        self.functions = functions_directory()
+        self.functions = harness.module_directory(MODULE, SLEEPY_FNS)
         self.tmp = harness.socket_dir("adapterfix-cap-")
         self.socket_path = os.path.join(self.tmp.name, "run", "cnp.sock")
 
@@ -131,24 +123,15 @@ class AdapterSettingTest(AdapterStartedServer):
                 self.assertEqual(harness.daemon_pids(self.socket_path), [])
 
 
-class OperatorsServerTest(harness.ServerTestCase):
+class OperatorsServerTest(harness.ModuleServerTestCase):
     """An operator's server: its own --call-timeout is named, and the adapter's stderr tells
     that limit from CouchDB's timeout (it said "CouchDB's timeout" whichever fired)."""
 
     socket_prefix = "adapterfix-op-"
     session = "direct"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.functions = functions_directory()
-        cls.server_extra = (f"--python-path={cls.functions.name}", f"--allow-module={MODULE}",
-                            "--call-timeout=1s")
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        cls.functions.cleanup()
+    module = MODULE
+    module_source = SLEEPY_FNS
+    module_server_extra = ("--call-timeout=1s",)
 
     def timed_out(self, couchdb_timeout_ms):
         qs = self.adapter()

@@ -246,3 +246,32 @@ class ServerTestCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.server.stop()
         cls.tmp.cleanup()
+
+
+def module_directory(module, source):
+    """A fresh directory holding `module`.py with `source`, for --python-path."""
+    directory = tempfile.TemporaryDirectory(prefix=f"{module}-")
+    with open(os.path.join(directory.name, module + ".py"), "w") as out:
+        out.write(source)
+    return directory
+
+
+class ModuleServerTestCase(ServerTestCase):
+    """A ServerTestCase whose server runs one module written for the test: `module` (its name)
+    from `module_source`, allowed, with `module_server_extra` as more server flags."""
+
+    module = None
+    module_source = ""
+    module_server_extra = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.functions = module_directory(cls.module, cls.module_source)
+        cls.server_extra = (f"--python-path={cls.functions.name}", f"--allow-module={cls.module}",
+                            *cls.module_server_extra)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.functions.cleanup()

@@ -13,7 +13,6 @@ stream at once and moves the command's deadline, and the adapter moves its own."
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import harness
@@ -53,27 +52,11 @@ MODULE = "adapterfix_logging"
 RESET = ["reset", {"timeout": 1000}]  # 500 ms for a command, less the margin
 
 
-def functions_directory():
-    directory = tempfile.TemporaryDirectory(prefix="adapterfix-logfns-")
-    with open(os.path.join(directory.name, MODULE + ".py"), "w") as module:
-        module.write(LOGGING_FNS)
-    return directory
-
-
-class LogRestartsTimeoutTest(harness.ServerTestCase):
+class LogRestartsTimeoutTest(harness.ModuleServerTestCase):
     socket_prefix = "adapterfix-logs-"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.functions = functions_directory()
-        cls.server_extra = (f"--python-path={cls.functions.name}", f"--allow-module={MODULE}",
-                            "--call-timeout=4s")
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        cls.functions.cleanup()
+    module = MODULE
+    module_source = LOGGING_FNS
+    module_server_extra = ("--call-timeout=4s",)
 
     def session_with(self, function):
         qs = self.adapter()

@@ -988,9 +988,13 @@ class DeadlineRestarter final : public TaskLogListener {
   const absl::Duration restart_;
 };
 
-// 600 ms of work with a line every 100 ms, under a 400 ms deadline that each line restarts.
-TEST_F(AsyncWorkerPoolTest, ALeasesLogLinesReachItsListenerAndRestartItsDeadline) {
+// 600 ms of work with a line every 100 ms, under a 400 ms deadline that each line restarts;
+// with quick exchanges too (the parameter), which leave the rest to the pool's context.
+class LeaseLogLinesTest : public AsyncWorkerPoolTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LeaseLogLinesTest, ReachTheListenerAndRestartTheDeadline) {
   world_.script = StepFor;
+  world_.quick = GetParam();
   ASSERT_TRUE(StartPool(Options(1)).ok());
   absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
       Await(pool_->Lease(absl::InfiniteFuture()));
@@ -1005,21 +1009,7 @@ TEST_F(AsyncWorkerPoolTest, ALeasesLogLinesReachItsListenerAndRestartItsDeadline
   EXPECT_TRUE(world_.killed.empty());
 }
 
-// The same through a quick exchange, which leaves the rest to the pool's context.
-TEST_F(AsyncWorkerPoolTest, AQuickExchangesLogLinesRestartItsDeadlineToo) {
-  world_.script = StepFor;
-  world_.quick = true;
-  ASSERT_TRUE(StartPool(Options(1)).ok());
-  absl::StatusOr<std::unique_ptr<AsyncWorkerLease>> lease =
-      Await(pool_->Lease(absl::InfiniteFuture()));
-  ASSERT_TRUE(lease.ok());
-  DeadlineRestarter logs(absl::Milliseconds(400));
-  absl::StatusOr<Reply> reply = Await((*lease)->ExchangeForwardingLogs(
-      TaskNamed("logs-5x100ms"), absl::Now() + absl::Milliseconds(400), logs));
-  ASSERT_TRUE(reply.ok()) << reply.status();
-  EXPECT_EQ(logs.lines.size(), 5u);
-  EXPECT_TRUE(world_.killed.empty());
-}
+INSTANTIATE_TEST_SUITE_P(QuickExchangesOrNot, LeaseLogLinesTest, ::testing::Bool());
 
 TEST_F(AsyncWorkerPoolTest, WithoutAListenerTheSameTaskMissesItsDeadline) {
   world_.script = StepFor;
