@@ -47,15 +47,17 @@ class EarlyLogLines final : public pool::TaskLogListener,
   // service's log (function_log.h).
   void TakeAttributed(google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& into);
 
-  // What the lines not yet written may hold; past it, lines are dropped and counted (a function
-  // that logs faster than CouchDB reads).
+  // What the lines not yet written may hold, each counted with its string's own bytes; past it,
+  // lines are dropped, and a line in their place says how many (a function that logs faster
+  // than CouchDB reads).
   static constexpr int64_t kMaxHeldBytes = int64_t{16} << 20;
   // Attributed copies held for the service's log; past it they are dropped (the log's own rate
   // limit would drop them anyway).
   static constexpr int kMaxHeldAttributed = 1000;
 
  private:
-  // On the stream's thread: writes the lines held, while the stream takes them.
+  // On the stream's thread: writes the lines held, in pieces, while the stream takes them; what
+  // it does not take is tried again 20 ms later.
   void Flush();
 
   const asio::any_io_executor executor_;

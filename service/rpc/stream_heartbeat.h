@@ -64,11 +64,13 @@ class StreamHeartbeat final
 
   // Writes `early` as soon as what is in flight is written, before the handler's answer. False,
   // with nothing queued, once the stream has stopped or the early responses its client has not
-  // taken yet pass kMaxQueuedEarlyBytes: the handler then sends them with its answer.
+  // taken yet would pass kMaxQueuedEarlyBytes: the handler tries again later, or sends them
+  // with its answer.
   bool WriteEarly(Response early) {
     if (stopped_) return false;
     const int64_t bytes = BytesOf(early);
-    if (queued_bytes_ + bytes > kMaxQueuedEarlyBytes) return false;
+    // One larger than the bound goes when nothing waits (a single long log line).
+    if (!early_.empty() && queued_bytes_ + bytes > kMaxQueuedEarlyBytes) return false;
     queued_bytes_ += bytes;
     early_.push_back(std::move(early));
     if (!writing_) WriteNextEarly();

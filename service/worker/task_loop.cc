@@ -113,6 +113,12 @@ class ServerLog final : public EagerLog {
     Reply interim;
     interim.mutable_task_log()->set_message(message.data(), message.size());
     TakeAttributedLogs(*interim.mutable_function_logs());
+    // The server reads no frame over the task's answer limit (it would kill this worker): a line
+    // that fits alone goes without its attributed copy, which holds it again.
+    if (const int64_t limit = Context().answer.limit();
+        limit > 0 && static_cast<int64_t>(interim.ByteSizeLong()) > limit) {
+      interim.clear_function_logs();
+    }
     StampAnswer(interim);
     written_ = WriteFrame(fd_, interim.SerializeAsString());
   }

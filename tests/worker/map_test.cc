@@ -361,6 +361,30 @@ TEST_F(MapTest, WithLogsEarlyEachLineIsAnInterimFrameBeforeTheAnswer) {
   EXPECT_EQ(reply->map().results(0).logs_size(), 4);
 }
 
+// A line that fits the task's answer limit alone, but not beside its attributed copy (which
+// holds it again), goes without the copy: the server reads no frame over the limit and would
+// kill the worker for it (found by a review: a line of 85,000 bytes under a 100,000 limit).
+TEST_F(MapTest, WithLogsEarlyALongLineGoesWithoutItsCopyRatherThanOverTheLimit) {
+  const std::string id(85000, 'i');
+  Task task = MapTask({"worker_views.chatty"}, {absl::StrCat(R"({"_id":")", id, R"(","n":1})")});
+  task.set_logs_early(true);
+  task.set_max_answer_bytes(150000);
+  ASSERT_TRUE(worker_->Send(task).ok());
+  absl::StatusOr<Reply> first = worker_->Receive();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_task_log()) << first->DebugString().substr(0, 200);
+  EXPECT_EQ(first->task_log().message(), "mapping " + id);
+  EXPECT_LE(static_cast<int64_t>(first->ByteSizeLong()), 150000);
+  EXPECT_EQ(first->function_logs_size(), 0);
+  absl::StatusOr<Reply> second = worker_->Receive();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->task_log().message(), R"({"n":1})");
+  EXPECT_EQ(second->function_logs_size(), 1);  // a short line keeps its copy
+  absl::StatusOr<Reply> answer = worker_->Receive();
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_TRUE(answer->has_map()) << answer->DebugString().substr(0, 200);
+}
+
 // After a function raised, the lines wait for the answer, which tells the exception first (as
 // couchjs writes them, and as a direct session does).
 TEST_F(MapTest, WithLogsEarlyTheLinesAfterAnExceptionWaitForTheAnswer) {
