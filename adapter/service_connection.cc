@@ -174,13 +174,20 @@ void ServiceConnection::Send(std::string_view line) {
 
 absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_view line,
                                                                  bool retry) {
+  // CouchDB's timeout runs from the command's start, or from the last log line it read: lines
+  // forwarded by a stream that then broke keep a retry's time as they kept the first try's.
   const absl::Time start = absl::Now();
-  const absl::Time deadline = start + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
-  // No exchange of this call waits past this, the first one's answer or a retry's: a service
-  // that stops answering (frozen, its host gone quietly) is given up for another, or answered
-  // for, while CouchDB still reads our error.
-  const absl::Time answer_by = start + AnswerWithin();
-  const absl::Time retry_until = std::min(deadline, start + kMaxReconnectWindow);
+  last_line_forwarded_ = start;
+  absl::Time deadline, answer_by, retry_until;
+  auto window_from = [&](absl::Time since) {
+    deadline = since + state_.couchdb_timeout() * kShareOfCouchDBTimeout;
+    // No exchange of this call waits past this, the first one's answer or a retry's: a service
+    // that stops answering (frozen, its host gone quietly) is given up for another, or
+    // answered for, while CouchDB still reads our error.
+    answer_by = since + AnswerWithin();
+    retry_until = std::min(deadline, since + kMaxReconnectWindow);
+  };
+  window_from(start);
   absl::Duration backoff = kFirstBackoff;
   absl::Status last;
   // What went wrong once a stream was open (a proxy's 502, a refused replay): a later "cannot
@@ -197,6 +204,7 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
         return &output_;
       }
       last = taught.ok() ? Drop() : taught;
+      window_from(last_line_forwarded_);
       if (cause.ok()) cause = last;
       // The service refused the message as too large, or the token: sending it again cannot
       // help. (An overloaded service, RESOURCE_EXHAUSTED without that mark, may take it.)
@@ -387,7 +395,8 @@ bool ServiceConnection::Exchange(std::string_view line, absl::Time answer_by,
       options_.write_early(output_);
       // CouchDB restarts its timeout on each line it reads, and so does the service's deadline
       // for the command: the answer may come that much later.
-      answer_by = std::max(answer_by, absl::Now() + AnswerWithin());
+      last_line_forwarded_ = absl::Now();
+      answer_by = std::max(answer_by, last_line_forwarded_ + AnswerWithin());
     }
   }
 }

@@ -111,6 +111,9 @@ class ServiceConnection {
   // The command in flight has had an output (a heartbeat at least): a service whose answer did
   // not come in time was alive, working on it, not stopped.
   bool heard_in_exchange_ = false;
+  // When the command in flight last had lines forwarded to CouchDB (or began): CouchDB's
+  // timeout, and so a retry's time, runs from there.
+  absl::Time last_line_forwarded_;
   // The design documents (SessionState's ids) this stream has been taught.
   absl::flat_hash_set<std::string> taught_design_docs_;
   v1::SessionInput input_;

@@ -110,6 +110,50 @@ class LogRestartsTimeoutTest(harness.ModuleServerTestCase):
 
 harness.through_each_path(LogRestartsTimeoutTest, globals())
 
+
+class LogLinesThenFailoverTest(unittest.TestCase):
+    """The Session stream breaks after lines were forwarded, past CouchDB's timeout counted from
+    the command's start: CouchDB restarted its timeout on each line, so the command is retried
+    on the restarted service with time counted from the last line, not refused as too late."""
+
+    binaries = None
+
+    def setUp(self):
+        self.functions = harness.module_directory(MODULE, LOGGING_FNS)
+        self.addCleanup(self.functions.cleanup)
+        self.tmp = harness.socket_dir("adapterfix-logfail-")
+        self.addCleanup(self.tmp.cleanup)
+        self.socket_path = os.path.join(self.tmp.name, "cnp.sock")
+        self.server = self.start_server()
+
+    def start_server(self):
+        server = harness.Server(self.binaries, self.socket_path,
+                                extra=(f"--python-path={self.functions.name}",
+                                       f"--allow-module={MODULE}"))
+        self.addCleanup(server.stop)
+        return server
+
+    def test_a_command_whose_lines_outlived_couchdbs_timeout_is_retried(self):
+        qs = harness.Adapter(self.binaries, [f"--target={self.server.target}", "--session=stream"])
+        self.addCleanup(qs.close)
+        # CouchDB's timeout 2 s, of which the adapter gives a try 1.6 s.
+        self.assertIs(qs.reply(["reset", {"timeout": 2000}]), True, qs.diagnostics())
+        self.assertIs(qs.reply(["add_fun", f"{MODULE}.logs_while_working"]), True)
+        qs.send_line(json.dumps(["map_doc", {"_id": "d1", "ticks": 15, "every": 0.2}]))
+        for i in range(10):  # 2 s in: past 1.6 s from the start, not from the last line
+            self.assertEqual(json.loads(qs.read_line(timeout=10)), ["log", f"tick {i}"],
+                             qs.diagnostics())
+        self.server.kill()
+        self.server = self.start_server()
+        lines = []
+        while not lines or lines[-1][0] == "log":
+            lines.append(json.loads(qs.read_line(timeout=20)))
+        # The function ran again from the start on the new service, and CouchDB reads its lines
+        # as that run made them (its log then holds both runs' lines, as both ran).
+        self.assertEqual(lines, [["log", f"tick {i}"] for i in range(15)] + [[[["d1", 15]]]],
+                         qs.diagnostics())
+
 if __name__ == "__main__":
     harness.ServerTestCase.binaries, rest = harness.parse_binaries(sys.argv[1:])
+    LogLinesThenFailoverTest.binaries = harness.ServerTestCase.binaries
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
