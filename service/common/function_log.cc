@@ -62,4 +62,6 @@ void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::Funct
   }
 }
 
+void CountFunctionLogLinesLeftOut(int64_t lines) { LogLines().CountLeftOut(lines); }
+
 }  // namespace cnp

@@ -38,4 +38,8 @@ inline constexpr absl::string_view kTracebacksLeftOutKind = "tracebacks_left_out
 void LogFunctionLines(const google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& lines,
                       absl::string_view session = "", absl::string_view peer = "");
 
+// Counts `lines` log() lines left out before they reached LogFunctionLines, with those it leaves
+// out itself.
+void CountFunctionLogLinesLeftOut(int64_t lines);
+
 }  // namespace cnp

@@ -50,6 +50,10 @@ class LineBudget {
     return false;
   }
 
+  // Counts `lines` left out before they reached Admit (a holder that had no room for them): the
+  // next second's first line says so with the others.
+  void CountLeftOut(int64_t lines) { dropped_.fetch_add(lines, std::memory_order_relaxed); }
+
   // Admit, then write the line `format` makes to the log (LogDescriptor()); `format` returns ""
   // for a line below the log level, which is not written.
   void Write(absl::FunctionRef<std::string()> format) {

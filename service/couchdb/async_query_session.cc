@@ -145,11 +145,8 @@ asio::awaitable<bool> AsyncQuerySession::Drive(QueryProtocol::Step step) {
     if (!reply.ok() && IsServerStopping(reply.status()) && cut_by_shutdown_.ok()) {
       cut_by_shutdown_ = reply.status();
     }
-    if (early_logs_ != nullptr) {
-      // The copies of the lines sent ahead, which came before the reply's own.
-      early_logs_->TakeAttributed(early_attributed_);
-      if (!early_attributed_.empty()) LogFunctionLines(early_attributed_);
-    }
+    // The copies of the lines sent ahead not logged yet, which came before the reply's own.
+    if (early_logs_ != nullptr) early_logs_->LogAttributed();
     if (reply.ok()) {
       // On the stream's coroutine: the log scope names the Session RPC and its peer. Every
       // reply of the session arrives here, so each function error is counted once.

@@ -138,7 +138,6 @@ class AsyncQuerySession {
   absl::Status cut_by_shutdown_;
   EarlyLogLines::Writer early_writer_;  // WriteLogsEarly's
   std::shared_ptr<EarlyLogLines> early_logs_;  // made with executor_ at the first Handle
-  google::protobuf::RepeatedPtrField<worker::v1::FunctionLog> early_attributed_;  // scratch
 };
 
 }  // namespace cnp::couchdb

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "asio/post.hpp"
 #include "asio/steady_timer.hpp"
+#include "service/common/function_log.h"
 #include "service/couchdb/json_text.h"
 
 namespace cnp::couchdb {
@@ -52,8 +53,11 @@ absl::Time EarlyLogLines::OnLog(worker::v1::Reply interim) {
     held_.push_back(std::move(line));
   }
   for (worker::v1::FunctionLog& copy : *interim.mutable_function_logs()) {
-    if (attributed_.size() >= kMaxHeldAttributed) break;
-    *attributed_.Add() = std::move(copy);
+    if (attributed_.size() >= kMaxHeldAttributed) {
+      ++attributed_dropped_;
+    } else {
+      *attributed_.Add() = std::move(copy);
+    }
   }
   if (!flush_posted_) {
     flush_posted_ = true;
@@ -65,6 +69,7 @@ absl::Time EarlyLogLines::OnLog(worker::v1::Reply interim) {
 }
 
 void EarlyLogLines::Flush() {
+  LogAttributed();
   std::vector<std::string> lines;
   {
     absl::MutexLock lock(&mutex_);
@@ -129,11 +134,16 @@ void EarlyLogLines::TakeUnwritten(v1::SessionOutput& answer) {
   for (std::string& line : answer_lines) answer.add_lines(std::move(line));
 }
 
-void EarlyLogLines::TakeAttributed(
-    google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& into) {
-  absl::MutexLock lock(&mutex_);
-  into.Swap(&attributed_);
-  attributed_.Clear();
+void EarlyLogLines::LogAttributed() {
+  google::protobuf::RepeatedPtrField<worker::v1::FunctionLog> copies;
+  int64_t dropped = 0;
+  {
+    absl::MutexLock lock(&mutex_);
+    copies.Swap(&attributed_);
+    dropped = std::exchange(attributed_dropped_, 0);
+  }
+  LogFunctionLines(copies);
+  if (dropped > 0) CountFunctionLogLinesLeftOut(dropped);
 }
 
 }  // namespace cnp::couchdb

@@ -5,7 +5,9 @@
 // The worker's lines come on whichever thread reads its socket (pool/worker.h); they are queued
 // here and written from the stream's own thread, as partial SessionOutputs, through the writer
 // the stream gives. Those not written when the command is answered go at the head of its answer
-// (TakeUnwritten): CouchDB reads the lines in the order they were made, then the answer.
+// (TakeUnwritten): CouchDB reads the lines in the order they were made, then the answer. Their
+// attributed copies go to the service's log from the same thread, as they come: that thread runs
+// in the call's log scope (rpc/call_executor.h), which names the Session RPC and its peer.
 #pragma once
 
 #include <cstdint>
@@ -43,16 +45,17 @@ class EarlyLogLines final : public pool::TaskLogListener,
   // On the stream's thread, once the command is answered: the lines not written yet go at the
   // head of `answer`, with a line saying how many were dropped, if any were.
   void TakeUnwritten(v1::SessionOutput& answer);
-  // On the stream's thread: the lines' attributed copies since the last call, for the
-  // service's log (function_log.h).
-  void TakeAttributed(google::protobuf::RepeatedPtrField<worker::v1::FunctionLog>& into);
+  // On the stream's thread, in the call's log scope: writes the lines' attributed copies not
+  // written yet to the service's log (function_log.h), before the answer's own.
+  void LogAttributed();
 
   // What the lines not yet written may hold, each counted with its string's own bytes; past it,
   // lines are dropped, and a line in their place says how many (a function that logs faster
   // than CouchDB reads).
   static constexpr int64_t kMaxHeldBytes = int64_t{16} << 20;
-  // Attributed copies held for the service's log; past it they are dropped (the log's own rate
-  // limit would drop them anyway).
+  // Attributed copies held for the service's log until the stream's thread writes them; past it
+  // they are counted with the lines the log's own rate limit leaves out (which would leave
+  // these out too), and said with them.
   static constexpr int kMaxHeldAttributed = 1000;
 
  private:
@@ -71,6 +74,7 @@ class EarlyLogLines final : public pool::TaskLogListener,
   bool flush_posted_ ABSL_GUARDED_BY(mutex_) = false;
   google::protobuf::RepeatedPtrField<worker::v1::FunctionLog> attributed_
       ABSL_GUARDED_BY(mutex_);
+  int64_t attributed_dropped_ ABSL_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace cnp::couchdb

@@ -13,6 +13,7 @@ stream at once and moves the command's deadline, and the adapter moves its own."
 import json
 import os
 import sys
+import time
 import unittest
 
 import harness
@@ -56,7 +57,7 @@ class LogRestartsTimeoutTest(harness.ModuleServerTestCase):
     socket_prefix = "adapterfix-logs-"
     module = MODULE
     module_source = LOGGING_FNS
-    module_server_extra = ("--call-timeout=4s",)
+    module_server_extra = ("--call-timeout=4s", "--log-format=json")
 
     def session_with(self, function):
         qs = self.adapter()
@@ -72,9 +73,29 @@ class LogRestartsTimeoutTest(harness.ModuleServerTestCase):
         # The function waits for this line to be read before it returns.
         self.assertEqual(json.loads(qs.read_line(timeout=10)), ["log", "started d1"],
                          qs.diagnostics())
+        # And its attributed copy reaches the service's log as made too, not with the answer
+        # (on the stream, the server writes it: the line CouchDB read was written before it).
+        # Were it held to the answer, it would be found only once the command timed out (500 ms
+        # after the line), and the answer below would be that timeout.
+        self.assertTrue(self.service_log_shows("started d1", within=3.0), qs.diagnostics())
         with open(release, "w"):
             pass
         self.assertEqual(json.loads(qs.read_line(timeout=10)), [[["d1", True]]])
+
+    def service_log_shows(self, message, within):
+        """Whether the server's log has `message` as a function's attributed line (JSON), read
+        again as it grows until `within` seconds have passed."""
+        give_up = time.monotonic() + within
+        while True:
+            with open(self.server.log_path, encoding="utf-8") as log:
+                for line in log:
+                    if line.startswith("{"):
+                        event = json.loads(line)
+                        if event["msg"] == message and event.get("function"):
+                            return True
+            if time.monotonic() > give_up:
+                return False
+            time.sleep(0.05)
 
     def test_log_lines_keep_a_command_alive_past_couchdbs_timeout(self):
         qs = self.session_with("logs_while_working")
