@@ -48,17 +48,24 @@ std::string Describe(const v1::FunctionError& error) {
   return absl::StrCat(error.type(), ": ", error.message());
 }
 
+// Which command's exceptions: a map's name the document.
+enum class RaisedIn { kMap, kReduce };
+
 // Function by function, as couchjs writes them: each one's log lines, then its exception
-// ("function raised exception (...)", with the document's id for a map).
+// ("function raised exception (...)", with the document's id for a map: "undefined", as
+// JavaScript prints it, for a document without one).
 void AddLogAndExceptionLines(const google::protobuf::RepeatedPtrField<std::string>& logs,
                              const google::protobuf::RepeatedPtrField<v1::FunctionError>& errors,
-                             v1::SessionOutput& out) {
+                             RaisedIn raised_in, v1::SessionOutput& out) {
   int logged = 0;
   for (const v1::FunctionError& error : errors) {
     const int before = std::clamp(error.logs_before(), logged, logs.size());
     for (; logged < before; ++logged) out.add_lines(LogLine(logs.Get(logged)));
     std::string message = absl::StrCat("function raised exception (", Describe(error), ")");
-    if (!error.doc_id().empty()) absl::StrAppend(&message, " with doc._id ", error.doc_id());
+    if (raised_in == RaisedIn::kMap) {
+      absl::StrAppend(&message, " with doc._id ",
+                      error.doc_id().empty() ? "undefined" : error.doc_id());
+    }
     out.add_lines(LogLine(message));
   }
   for (; logged < logs.size(); ++logged) out.add_lines(LogLine(logs.Get(logged)));
@@ -534,7 +541,7 @@ QueryProtocol::Step QueryProtocol::Mapped(absl::StatusOr<Reply>& reply) {
     return Say(UnexpectedReplyLine("map result"));
   }
   const v1::MapResult& result = usable->map().results(0);
-  AddLogAndExceptionLines(result.logs(), result.errors(), output_);
+  AddLogAndExceptionLines(result.logs(), result.errors(), RaisedIn::kMap, output_);
   // Into a line's buffer kept from earlier answers: no allocation per document. Large rows
   // are moved instead: a copy would hold them twice while the answer is built.
   std::string& line = *output_.add_lines();
@@ -576,7 +583,7 @@ QueryProtocol::Step QueryProtocol::Reduce(command::Reduce& reduce) {
       return Say(UnexpectedReplyLine("reduce result per function"));
     }
     const v1::ReduceResponse& response = usable->reduce();
-    AddLogAndExceptionLines(response.logs(), response.errors(), output_);
+    AddLogAndExceptionLines(response.logs(), response.errors(), RaisedIn::kReduce, output_);
 
     std::string reductions = "[";
     for (int i = 0; i < response.results_size(); ++i) {

@@ -208,6 +208,24 @@ TEST_F(QuerySessionTest, MapExceptionIsALogLineAndTheRowsGoOn) {
                   "[[]]"));
 }
 
+// couchjs prints a missing _id as JavaScript prints it (CouchDB always sends one; a test of the
+// query server may not).
+TEST_F(QuerySessionTest, MapExceptionOnADocumentWithoutIdSaysUndefined) {
+  AddFun("fns.a");
+  runner_.on_run = [](const Task&) {
+    return ReplyFromText(
+        R"pb(map {
+               results {
+                 rows: "[[]]"
+                 errors { function: "fns.a" type: "KeyError" message: "'x'" }
+               }
+             })pb");
+  };
+  EXPECT_THAT(Send(R"(["map_doc",{"n":1}])"),
+              ElementsAre(R"(["log","function raised exception (KeyError: 'x') with doc._id undefined"])",
+                          "[[]]"));
+}
+
 // couchjs runs the functions one after the other, each writing its log lines and then, if it
 // raised, its exception line: the lines come in that order, not all logs first.
 TEST_F(QuerySessionTest, MapLogAndExceptionLinesComeFunctionByFunction) {
