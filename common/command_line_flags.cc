@@ -33,6 +33,11 @@ absl::Status JudgeCommandLineFlags(const std::vector<std::string>& argv,
     WrittenFlag written;
     written.name = std::string(arg.substr(0, equals));
     if (written.name.empty()) continue;  // "-" or "--=x": absl's to judge
+    // --version is answered before flags are read (version.h), and not an absl flag of ours:
+    // with a value it reached here as an unknown flag, which it is not.
+    if (written.name == "version" && equals != absl::string_view::npos) {
+      return absl::InvalidArgumentError("--version takes no value; write --version");
+    }
     written.flag = find_ours(written.name);
     if (written.flag == nullptr) {
       const absl::CommandLineFlag* negated =

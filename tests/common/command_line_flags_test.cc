@@ -74,6 +74,16 @@ TEST(CommandLineFlagsTest, ANegatedBooleanWithAValueIsRefused) {
             "--notest-insecure takes no value; write --test-insecure=false or --notest-insecure");
 }
 
+// --version=1 was "unknown flag --version" (flags probe): it is known, and takes no value.
+TEST(CommandLineFlagsTest, VersionWithAValueIsRefusedAsSuch) {
+  for (const char* written : {"--version=1", "-version=", "--version=true"}) {
+    const absl::Status status = JudgeCommandLineFlags(
+        {"prog", written}, Ours, [](const WrittenFlag&) { return absl::OkStatus(); });
+    EXPECT_TRUE(absl::IsInvalidArgument(status)) << written;
+    EXPECT_EQ(status.message(), "--version takes no value; write --version") << written;
+  }
+}
+
 TEST(CommandLineFlagsTest, StopsAtTheEndOfFlagsAndAtTheFirstError) {
   EXPECT_THAT(Walk({"prog", "--test_insecure", "--", "--test_workers=3"}),
               ElementsAre("test_insecure"));
