@@ -160,16 +160,13 @@ class AsyncWorkerPool::LeaseImpl final : public AsyncWorkerLease {
     if (!failure_.ok()) co_return failure_;
     BoundAnswer(task, pool_.options_.max_answer_bytes);
     const absl::Time start = absl::Now();
-    std::optional<RestartedDeadline> restarts;
-    if (logs != nullptr) {
-      task.set_logs_early(true);
-      restarts.emplace(*logs, deadline);
-      worker_->ForwardLogsTo(&*restarts);
+    absl::StatusOr<Reply> reply;
+    {
+      const LogForwarding forwarding(*worker_, task, logs, deadline);
+      absl::StatusOr<Reply> exchanged =
+          co_await ExchangeHere(std::move(task), deadline, start, forwarding.restarts());
+      reply = std::move(exchanged);
     }
-    const RestartedDeadline* restarted = restarts.has_value() ? &*restarts : nullptr;
-    absl::StatusOr<Reply> reply =
-        co_await ExchangeHere(std::move(task), deadline, start, restarted);
-    if (restarted != nullptr) worker_->ForwardLogsTo(nullptr);
     if (!reply.ok()) {
       failure_ = reply.status();
       co_return reply;
@@ -502,19 +499,16 @@ asio::awaitable<AsyncTaskRunner::KeptRun> AsyncWorkerPool::RunAndKeepHere(
   BoundAnswer(task, options_.max_answer_bytes);
   absl::StatusOr<Slot*> slot = co_await Acquire(deadline);
   if (!slot.ok()) co_return KeptRun{slot.status(), nullptr};
-  std::optional<RestartedDeadline> restarts;
-  if (logs != nullptr) {
-    task.set_logs_early(true);
-    restarts.emplace(*logs, deadline);
+  absl::StatusOr<Reply> reply;
+  {
+    // (Held here for this exchange: ExchangeOn's failure replaces the worker, whose slot then
+    // holds another.)
+    const std::shared_ptr<Worker> worker = (*slot)->worker;
+    const LogForwarding forwarding(*worker, task, logs, deadline);
+    absl::StatusOr<Reply> exchanged = co_await ExchangeOn(
+        *slot, task, deadline, false, absl::InfinitePast(), forwarding.restarts());
+    reply = std::move(exchanged);
   }
-  const RestartedDeadline* restarted = restarts.has_value() ? &*restarts : nullptr;
-  // (Held by the worker only for this exchange: ExchangeOn's failure replaces the worker,
-  // whose slot then holds another.)
-  std::shared_ptr<Worker> worker = (*slot)->worker;
-  if (restarted != nullptr) worker->ForwardLogsTo(&*restarts);
-  absl::StatusOr<Reply> reply =
-      co_await ExchangeOn(*slot, task, deadline, false, absl::InfinitePast(), restarted);
-  if (restarted != nullptr) worker->ForwardLogsTo(nullptr);
   if (!reply.ok()) {
     if (Held(*slot)) MakeIdle(*slot);
     co_return KeptRun{std::move(reply), nullptr};

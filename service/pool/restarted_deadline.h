@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/time/time.h"
@@ -31,6 +32,35 @@ class RestartedDeadline final : public TaskLogListener {
  private:
   TaskLogListener& caller_;
   absl::Time deadline_;
+};
+
+// For one exchange on `worker`: when a caller listens (`caller` not null), the task asks for its
+// lines as they are made, and the worker hands them to it through a RestartedDeadline, until
+// this ends. It must end before the worker goes back to the pool, where another exchange may
+// set its own listener.
+class LogForwarding {
+ public:
+  LogForwarding(Worker& worker, Task& task, TaskLogListener* caller, absl::Time deadline)
+      : worker_(worker) {
+    if (caller == nullptr) return;
+    task.set_logs_early(true);
+    restarts_.emplace(*caller, deadline);
+    worker_.ForwardLogsTo(&*restarts_);
+  }
+  ~LogForwarding() {
+    if (restarts_.has_value()) worker_.ForwardLogsTo(nullptr);
+  }
+  LogForwarding(const LogForwarding&) = delete;
+  LogForwarding& operator=(const LogForwarding&) = delete;
+
+  // Null when nobody listens: the deadline does not move.
+  const RestartedDeadline* restarts() const {
+    return restarts_.has_value() ? &*restarts_ : nullptr;
+  }
+
+ private:
+  Worker& worker_;
+  std::optional<RestartedDeadline> restarts_;
 };
 
 }  // namespace cnp::pool
