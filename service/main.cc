@@ -277,6 +277,10 @@ int Run(int argc, char** argv) {
   absl::Status started = session_listener.Start();
   if (started.ok()) started = server.Start();
   cnp::metrics::MetricsServer metrics_server;
+  if (config->metrics_public && config->metrics_listen.empty()) {
+    cnp::LogWarning("--metrics-public is set, but there is no --metrics-listen: no metrics are "
+                    "served");
+  }
   if (started.ok() && !config->metrics_listen.empty()) {
     started = metrics_server.Start(config->metrics_listen,
                                    config->metrics_public || config->insecure);

@@ -236,6 +236,25 @@ void WarnIfOpenToLocalUsers(const listen::ListeningSocket& socket,
              "trusted (README \"Security\")");
 }
 
+// Settings that act on TCP connections only, given to a server with none: an operator who set
+// a token believes callers must show it, and on a unix socket they are never asked.
+void WarnOfTcpSettingsWithoutTcp(const std::vector<listen::ListeningSocket>& sockets,
+                                 const TransportSecurity& security,
+                                 absl::Duration first_call_timeout) {
+  for (const listen::ListeningSocket& socket : sockets) {
+    if (!socket.is_unix) return;
+  }
+  if (!security.auth_token_file.empty()) {
+    LogWarning("--auth-token-file is set, but every listener is a unix socket, whose callers "
+               "are never asked for a token: the socket's permissions (--socket-group) and "
+               "--allow-uid say who may call. The token is for TCP listeners");
+  }
+  if (first_call_timeout > absl::ZeroDuration()) {
+    LogWarning("--first-call-timeout is set, but every listener is a unix socket: it closes "
+               "TCP connections only");
+  }
+}
+
 // Runs an upload that stops when its call ends or when the server stops its work (past the
 // shutdown grace, with the workers): then it is told why in the server's own words, UNAVAILABLE
 // to be retried elsewhere as other calls cut by the shutdown are, rather than be cancelled a
@@ -352,6 +371,7 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
           "--insecure if every host that can reach it may call"));
     }
   }
+  WarnOfTcpSettingsWithoutTcp(sockets, security, options_.first_call_timeout);
   for (const listen::ListeningSocket& socket : sockets) {
     grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,

@@ -328,5 +328,27 @@ TEST(ConnectionReserveTest, ALoopbackListenerWithoutATokenWarns) {
   EXPECT_THAT(with_token->Log(), Not(HasSubstr(kWarning)));
 }
 
+// An operator who set a token on a server with unix listeners only would believe its callers
+// show it; they are never asked (flags probe: it was accepted without a word).
+TEST(ConnectionReserveTest, TcpOnlySettingsOnAServerWithoutTcpWarn) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/token", "s3cret-token-f0r-reserve\n");
+  const std::vector<std::string> tcp_only = {"--auth-token-file=" + dir + "/token",
+                                             "--first-call-timeout=5s", "--metrics-public"};
+  std::vector<std::string> on_unix = tcp_only;
+  on_unix.push_back("--listen=unix:" + dir + "/cnp.sock");
+  auto unix_only = LaunchServer({.args = on_unix});
+  ASSERT_TRUE(unix_only->ready()) << unix_only->Log();
+  EXPECT_THAT(unix_only->Log(), HasSubstr("--auth-token-file is set, but every listener is a "
+                                          "unix socket"));
+  EXPECT_THAT(unix_only->Log(), HasSubstr("--first-call-timeout is set, but every listener"));
+  EXPECT_THAT(unix_only->Log(), HasSubstr("--metrics-public is set, but there is no "
+                                          "--metrics-listen"));
+
+  auto on_tcp = LaunchServer({.args = {"--listen=127.0.0.1:0", tcp_only[0], tcp_only[1]}});
+  ASSERT_TRUE(on_tcp->ready()) << on_tcp->Log();
+  EXPECT_THAT(on_tcp->Log(), Not(HasSubstr("every listener is a unix socket")));
+}
+
 }  // namespace
 }  // namespace cnp::security_testing
