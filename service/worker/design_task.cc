@@ -1,3 +1,8 @@
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "service/worker/call_context.h"
 #include "service/worker/forked_child.h"
@@ -11,21 +16,25 @@ namespace {
 
 using cnp::v1::DesignFunctionKind;
 
-// How many arguments CouchDB sends for each kind, and which of them must be arrays.
-struct KindShape {
-  int arguments;
-  bool first_is_list;
-  bool last_is_list;
+// What CouchDB passes in each argument: documents and requests are JSON objects, always. A
+// value of another type is refused before any function sees it: a named function is any
+// callable on the path, and one that takes text (a library's loader, yaml.unsafe_load, bundled
+// in the operator's package) must never be handed the caller's text for a document.
+enum class Arg {
+  kObject,         // a request, a list's head
+  kObjectOrNull,   // a show's or an update's document
+  kObjects,        // an array of documents or of a list's rows
 };
 
-std::optional<KindShape> ShapeOf(DesignFunctionKind kind) {
+// The arguments CouchDB sends for each kind, in order.
+std::optional<std::vector<Arg>> ShapeOf(DesignFunctionKind kind) {
   switch (kind) {
-    case cnp::v1::FILTER: return KindShape{2, true, false};
-    case cnp::v1::VIEW_FILTER: return KindShape{1, true, true};
-    case cnp::v1::SHOW: return KindShape{2, false, false};
-    case cnp::v1::UPDATE: return KindShape{2, false, false};
-    case cnp::v1::REWRITE: return KindShape{1, false, false};
-    case cnp::v1::LIST: return KindShape{3, false, true};
+    case cnp::v1::FILTER: return std::vector{Arg::kObjects, Arg::kObject};
+    case cnp::v1::VIEW_FILTER: return std::vector{Arg::kObjects};
+    case cnp::v1::SHOW: return std::vector{Arg::kObjectOrNull, Arg::kObject};
+    case cnp::v1::UPDATE: return std::vector{Arg::kObjectOrNull, Arg::kObject};
+    case cnp::v1::REWRITE: return std::vector{Arg::kObject};
+    case cnp::v1::LIST: return std::vector{Arg::kObject, Arg::kObject, Arg::kObjects};
     default: return std::nullopt;
   }
 }
@@ -43,17 +52,45 @@ std::string_view KindName(DesignFunctionKind kind) {
   }
 }
 
-std::string CheckArguments(PyObject* args, const KindShape& shape) {
+// JSON's name for the type of a value ParseJson built.
+const char* JsonTypeOf(PyObject* value) {
+  if (value == Py_None) return "null";
+  if (PyBool_Check(value)) return "a boolean";
+  if (PyUnicode_Check(value)) return "a string";
+  if (PyList_Check(value)) return "an array";
+  if (PyDict_Check(value)) return "an object";
+  return "a number";
+}
+
+std::string CheckArguments(PyObject* args, const std::vector<Arg>& shape) {
   if (!PyList_Check(args)) return "args is not a JSON array";
-  Py_ssize_t n = PyList_GET_SIZE(args);
-  if (n < shape.arguments) {
-    return absl::StrCat("args has ", n, " elements; this kind takes ", shape.arguments);
+  const Py_ssize_t n = PyList_GET_SIZE(args);
+  if (n < static_cast<Py_ssize_t>(shape.size())) {
+    return absl::StrCat("args has ", n, " elements; this kind takes ", shape.size());
   }
-  if (shape.first_is_list && !PyList_Check(PyList_GET_ITEM(args, 0))) {
-    return "args[0] must be an array of documents";
-  }
-  if (shape.last_is_list && !PyList_Check(PyList_GET_ITEM(args, shape.arguments - 1))) {
-    return absl::StrCat("args[", shape.arguments - 1, "] must be an array");
+  for (size_t i = 0; i < shape.size(); ++i) {
+    PyObject* value = PyList_GET_ITEM(args, i);
+    switch (shape[i]) {
+      case Arg::kObjectOrNull:
+        if (value == Py_None) break;
+        [[fallthrough]];
+      case Arg::kObject:
+        if (!PyDict_Check(value)) {
+          return absl::StrCat("args[", i, "] must be a JSON object",
+                              shape[i] == Arg::kObjectOrNull ? " or null" : "", ", not ",
+                              JsonTypeOf(value));
+        }
+        break;
+      case Arg::kObjects:
+        if (!PyList_Check(value)) return absl::StrCat("args[", i, "] must be an array");
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(value); ++j) {
+          if (PyObject* item = PyList_GET_ITEM(value, j); !PyDict_Check(item)) {
+            return absl::StrCat("args[", i, "][", j, "] must be a JSON object, not ",
+                                JsonTypeOf(item));
+          }
+        }
+        break;
+    }
   }
   return "";
 }
@@ -62,7 +99,7 @@ std::string CheckArguments(PyObject* args, const KindShape& shape) {
 
 v1::Reply RunDesignFunction(FunctionRegistry& registry,
                             const cnp::v1::DesignFunctionRequest& request) {
-  std::optional<KindShape> shape = ShapeOf(request.kind());
+  std::optional<std::vector<Arg>> shape = ShapeOf(request.kind());
   if (!shape) {
     return FailureReply(Failure::BAD_INPUT,
                         absl::StrCat("unknown design function kind ", request.kind()),

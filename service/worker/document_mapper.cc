@@ -20,6 +20,14 @@ absl::Status DocumentMapper::Map(std::string_view doc_json, std::string& buffer)
     if (!seen.refused_alone()) return doc.status();
     return FailEveryFunction(doc.status(), std::move(seen.id));
   }
+  // A document is a JSON object, as CouchDB's always are (a Map call's are checked before they
+  // come). Anything else reaches no function: a map function is any callable on the path, and
+  // one that takes text (yaml.unsafe_load, bundled in an operator's package) must never be
+  // handed a caller's text for a document.
+  if (!PyDict_Check(doc->get())) {
+    return FailEveryFunction(
+        absl::InvalidArgumentError("a document is a JSON object, and this is not one"), "");
+  }
 
   rows_.Put('[');
   for (size_t i = 0; i < functions_.size(); ++i) {

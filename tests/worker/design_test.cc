@@ -401,5 +401,43 @@ TEST_F(DesignTest, BadArgumentsAreBadInput) {
   EXPECT_EQ(reply.failure().message(), "args has 1 elements; this kind takes 3");
 }
 
+// Documents, requests, heads and rows are JSON objects, as CouchDB passes them (a show's or an
+// update's document may be null): a design function is any callable on the path, and a
+// security probe ran a shell command by handing a text loader bundled in an allowed package
+// text as a show's document. Anything else reaches no function.
+TEST_F(DesignTest, ArgumentsThatAreNotObjectsReachNoFunction) {
+  const std::string req = kReq;
+  const struct {
+    cnp::v1::DesignFunctionKind kind;
+    const char* function;
+    std::string args;
+    const char* refusal;
+  } cases[] = {
+      {cnp::v1::SHOW, "worker_design.hello", R"(["!!python/object", )" + req + "]",
+       "args[0] must be a JSON object or null, not a string"},
+      {cnp::v1::UPDATE, "worker_design.bump", "[[1], " + req + "]",
+       "args[0] must be a JSON object or null, not an array"},
+      {cnp::v1::SHOW, "worker_design.hello", std::string("[") + kOslo + ", \"req\"]",
+       "args[1] must be a JSON object, not a string"},
+      {cnp::v1::REWRITE, "worker_design.rewrite", "[7]",
+       "args[0] must be a JSON object, not a number"},
+      {cnp::v1::FILTER, "worker_design.by_town", std::string("[[") + kOslo + ", \"x\"], " + req + "]",
+       "args[0][1] must be a JSON object, not a string"},
+      {cnp::v1::VIEW_FILTER, "worker_views.town", "[[true]]",
+       "args[0][0] must be a JSON object, not a boolean"},
+      {cnp::v1::LIST, "worker_design.rows", "[null, " + req + ", []]",
+       "args[0] must be a JSON object, not null"},
+  };
+  for (const auto& c : cases) {
+    Reply reply = worker_->Call(DesignTask(c.kind, c.function, c.args));
+    ASSERT_TRUE(reply.has_failure()) << c.args << ": " << reply.DebugString();
+    EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT) << c.args;
+    EXPECT_EQ(reply.failure().message(), c.refusal) << c.args;
+  }
+  // What CouchDB sends still runs: a show of no document.
+  EXPECT_THAT(Run(cnp::v1::SHOW, "worker_design.hello", "[null, " + req + "]").reply(),
+              ::testing::StartsWith(R"(["resp")"));
+}
+
 }  // namespace
 }  // namespace cnp::worker::testing

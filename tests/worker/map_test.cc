@@ -461,6 +461,29 @@ TEST_F(MapTest, ADocumentNestedTooDeepFailsOnlyItself) {
   EXPECT_EQ(refused.errors(1).function(), "worker_views.bare_town");
 }
 
+// A document is a JSON object, as CouchDB's always are: a map function is any callable on the
+// path, and a security probe ran a shell command through a text loader bundled in an allowed
+// package (myviews.extern.yaml.unsafe_load) by sending ["map_doc","!!python/object/apply:..."].
+// Such a document reaches no function; each fails on it, as on a document nested too deep.
+TEST_F(MapTest, ADocumentThatIsNotAnObjectReachesNoFunction) {
+  for (const char* doc : {R"("text")", "[1,2]", "3", "null", "true"}) {
+    Reply reply = worker_->Call(MapTask({"worker_views.town", "worker_views.bare_town"},
+                                        {kOslo, doc}));
+    ASSERT_TRUE(reply.has_map()) << doc << ": " << reply.DebugString();
+    ASSERT_EQ(reply.map().results_size(), 2) << doc;
+    EXPECT_EQ(reply.map().results(0).rows(), R"([[["Oslo",1]],[["Oslo",null]]])") << doc;
+    const cnp::v1::MapResult& refused = reply.map().results(1);
+    EXPECT_EQ(refused.rows(), "[[],[]]") << doc;
+    ASSERT_EQ(refused.errors_size(), 2) << doc;
+    for (const cnp::v1::FunctionError& error : refused.errors()) {
+      EXPECT_EQ(error.type(), "ValueError") << doc;
+      EXPECT_THAT(error.message(), HasSubstr("a document is a JSON object, and this is not one"))
+          << doc;
+      EXPECT_EQ(error.doc_id(), "") << doc;
+    }
+  }
+}
+
 TEST_F(MapTest, NoDocumentsIsAnEmptyResult) {
   Reply reply = worker_->Call(MapTask({"worker_views.town"}, {}));
   ASSERT_TRUE(reply.has_map());

@@ -175,6 +175,34 @@ TEST(ValidateTest, AGeneratorIsAnErrorNotAnAcceptance) {
                                    "its body, so it validated nothing"));
 }
 
+// Each argument is a JSON object, as CouchDB passes them (old_doc and user_ctx may be null): a
+// validator is any callable on the path, and one that takes text must never be handed a
+// caller's. Anything else reaches no function.
+TEST(ValidateTest, ArgumentsThatAreNotObjectsReachNoFunction) {
+  auto worker = WorkerProcess::StartWithFunctions();
+  const struct {
+    const char* new_doc;
+    const char* old_doc;
+    const char* user_ctx;
+    const char* sec_obj;
+    const char* refusal;
+  } cases[] = {
+      {R"("!!python/object")", "", "", "", "new_doc: must be a JSON object"},
+      {"null", "", "", "", "new_doc: must be a JSON object"},
+      {R"({"_id":"a"})", "[1]", "", "", "old_doc: must be a JSON object or null"},
+      {R"({"_id":"a"})", "", "\"bob\"", "", "user_ctx: must be a JSON object or null"},
+      {R"({"_id":"a"})", "", "", "5", "sec_obj: must be a JSON object or null"},
+  };
+  for (const auto& c : cases) {
+    Reply reply =
+        worker->Call(ValidateTask("worker_validate.legacy", c.new_doc, c.old_doc, c.user_ctx,
+                                  c.sec_obj));
+    ASSERT_TRUE(reply.has_failure()) << c.refusal << ": " << reply.DebugString();
+    EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_INPUT) << c.refusal;
+    EXPECT_EQ(reply.failure().message(), c.refusal);
+  }
+}
+
 TEST(ValidateTest, OldErrorNamesAndEmptyFieldsMeaningNull) {
   auto worker = WorkerProcess::StartWithFunctions();
   // Empty user_ctx is None; empty sec_obj is {} (the function raises otherwise).
