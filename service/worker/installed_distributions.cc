@@ -1,6 +1,7 @@
 #include "service/worker/installed_distributions.h"
 
 #include <filesystem>
+#include <iterator>
 #include <set>
 #include <system_error>
 
@@ -77,6 +78,24 @@ std::vector<std::string> InstalledTopLevels(const std::string& dir) {
   std::vector<std::string> paths;
   for (const std::string& top : names) paths.push_back((fs::path(dir) / top).string());
   return paths;
+}
+
+std::optional<std::string> InstalledBelow(const std::string& root, const std::string& file) {
+  const fs::path relative = fs::path(file).lexically_relative(root);
+  if (relative.empty() || *relative.begin() == "..") return std::nullopt;
+  fs::path dir = root;
+  std::error_code error;
+  // Each directory below root that holds the file, from the top down.
+  for (auto part = relative.begin(); std::next(part) != relative.end(); ++part) {
+    const fs::path above = dir;
+    dir /= *part;
+    if (*part == "site-packages" || *part == "dist-packages") return dir.string();
+    if (fs::exists(dir / "pyvenv.cfg", error)) return above.string();
+    for (const std::string& installed : InstalledTopLevels(dir.string())) {
+      if (file == installed || absl::StartsWith(file, installed + "/")) return dir.string();
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace cnp::worker

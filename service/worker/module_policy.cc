@@ -17,6 +17,7 @@
 #include "common/code_ownership.h"
 #include "service/worker/code_file_guard.h"
 #include "service/worker/failed_imports.h"
+#include "service/worker/installed_distributions.h"
 #include "service/worker/py_text.h"
 #include "service/worker/raised_log.h"
 #include "service/worker/user_exception.h"
@@ -47,7 +48,9 @@ constexpr const char* kInstallsOrRunsSoftware[] = {
 // import, as its top-level code would run even though no such function is there. A submodule
 // named so inside a package (accounts.manage) is an ordinary module.
 constexpr const char* kTopLevelScripts[] = {"setup", "manage", "noxfile", "fabfile"};
-constexpr const char* kScriptsAnywhere[] = {"conftest"};
+// activate_this: a virtualenv's script, which adds the virtualenv's packages to sys.path when
+// imported (a review made yaml callable through `pyenv.bin.activate_this.x`).
+constexpr const char* kScriptsAnywhere[] = {"conftest", "activate_this"};
 
 // The first dotted part of `path` for which `matches(part, is_first)` holds; empty if none.
 template <class Matches>
@@ -86,9 +89,13 @@ std::string ScriptPart(const std::string& module) {
 // library, whatever public module re-exports its functions (`from ._vendor.yaml import
 // unsafe_load`). A private module of the operator's own (`myviews._impl`, re-exported by
 // `myviews`) is the usual layout of a package, and stays callable through its public name.
-constexpr const char* kVendorDirectories[] = {"_vendor",      "_vendored", "vendor",
-                                              "vendored",     "_third_party", "third_party",
-                                              "_externals",   "externals"};
+// (A review ran yaml.unsafe_load copied to myviews/extern; `extern` is the name setuptools and
+// pkg_resources bundle their dependencies under. Names an operator's own modules may well have,
+// lib or deps, are not here: a library installed there is found by its installer's record.)
+constexpr const char* kVendorDirectories[] = {
+    "_vendor",     "_vendored",  "vendor",     "vendored",      "_third_party", "third_party",
+    "_thirdparty", "thirdparty", "_externals", "externals",     "_external",    "external",
+    "_extern",     "extern",     "_bundled",   "bundled",       "site_packages"};
 
 std::string VendoredPart(const std::string& module) {
   return FirstPart(module, [](absl::string_view part, bool) {
@@ -304,10 +311,15 @@ ModulePolicy::Location ModulePolicy::LocateSpelling(const std::string& spelling)
   std::string stdlib = LongestRoot(spelling, roots_.stdlib_dirs);
   if (!op.empty() && op.size() >= library.size() && op.size() > stdlib.size()) {
     // What an installer put in the operator's directory is library code, under its name there
-    // (an operator directory inside it is the operator's: --python-path named it).
+    // (an operator directory inside it is the operator's: --python-path named it); what one
+    // put deeper down, under its name where it was installed, so that an --allow-module that
+    // covers the operator's package does not cover a library installed inside it.
     const std::string installed = LongestRoot(spelling, roots_.installed_in_operator_dirs);
-    const Root root = installed.size() > op.size() ? Root::kLibrary : Root::kOperator;
-    return {root, ModuleNameBelow(spelling, op), op};
+    if (installed.size() > op.size()) return {Root::kLibrary, ModuleNameBelow(spelling, op), op};
+    if (std::optional<std::string> dir = InstalledBelow(op, spelling)) {
+      return {Root::kLibrary, ModuleNameBelow(spelling, *dir), *dir};
+    }
+    return {Root::kOperator, ModuleNameBelow(spelling, op), op};
   }
   if (library.size() > op.size() && library.size() > stdlib.size()) {
     return {Root::kLibrary, ModuleNameBelow(spelling, library), library};

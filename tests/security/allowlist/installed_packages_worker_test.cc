@@ -157,6 +157,68 @@ TEST(InstalledBesideTest, WhatAnInstallerRecordsBesideTheOperatorsModulesIsALibr
   EXPECT_TRUE(Exists(dir + "/ran.fakeyaml"));
 }
 
+// What an installer put deeper in the operator's directory is a library under its own name
+// there, which an --allow-module covering the operator's package does not cover: a security
+// probe ran yaml.unsafe_load as myviews.deps.yaml.unsafe_load (pip install --target into the
+// package) under --allow-module=myviews. So is a site-packages directory kept inside it (a
+// virtualenv's, whose activate_this.py adds it to sys.path when imported: yaml then ran as
+// `yaml`), and anything inside a directory holding pyvenv.cfg; activate_this itself is a
+// script, refused by its name. Copied libraries under a vendoring name (extern, where
+// setuptools bundles its own) are refused by name. None of them is imported.
+TEST(InstalledBesideTest, LibrariesInstalledInsideTheOperatorsPackageAreLibraries) {
+  const std::string dir = FreshDir("inside");
+  auto ran = [&](const std::string& what) {
+    return absl::StrCat("open('", dir, "/ran.", what,
+                        "', 'w').close()\ndef show(doc, req):\n    return {'body': 'ran'}\n");
+  };
+  const std::string site = dir + "/myviews/env/lib/python3.11/site-packages";
+  for (const std::string& package :
+       {dir + "/myviews/deps/fakeyaml", dir + "/myviews/extern/fakeyaml", site + "/sitelib",
+        dir + "/myviews/venv2/bin", dir + "/myviews/deps/fakeyaml-6.0.dist-info"}) {
+    std::filesystem::create_directories(package);
+  }
+  WriteModule(dir + "/myviews/__init__.py",
+              absl::StrCat("import sys\nsys.path.append('", site, "')\n",
+                           "def show(doc, req):\n    return {'body': 'own'}\n"));
+  for (const char* package : {"deps", "extern", "venv2", "venv2/bin"}) {
+    WriteModule(absl::StrCat(dir, "/myviews/", package, "/__init__.py"), "");
+  }
+  WriteModule(dir + "/myviews/deps/fakeyaml/__init__.py", ran("deps"));
+  WriteModule(dir + "/myviews/deps/fakeyaml-6.0.dist-info/RECORD",
+              "fakeyaml/__init__.py,sha256=abc,120\n");
+  WriteModule(dir + "/myviews/extern/fakeyaml/__init__.py", ran("extern"));
+  WriteModule(site + "/sitelib/__init__.py", ran("sitelib"));
+  WriteModule(dir + "/myviews/venv2/pyvenv.cfg", "home = /usr/bin\n");
+  WriteModule(dir + "/myviews/venv2/bin/activate_this.py", ran("activate_this"));
+  WriteModule(dir + "/myviews/venv2/bin/tool.py", ran("tool"));
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"myviews.deps.fakeyaml.show", "--allow-module=fakeyaml"},
+      {"myviews.extern.fakeyaml.show", "is below 'extern', where vendored libraries live"},
+      {"sitelib.show", "--allow-module=sitelib"},
+      {"myviews.venv2.bin.activate_this.show", "'activate_this' is a script that tools run"},
+      {"myviews.venv2.bin.tool.show", "is installed library code"}};
+  for (const bool allow_list : {false, true}) {
+    SCOPED_TRACE(allow_list ? "--allow-module=myviews" : "no --allow-module");
+    std::vector<std::string> flags = {"--python-path=" + dir};
+    if (allow_list) {
+      flags.push_back("--allow-module=myviews");
+      flags.push_back("--allow-module=sitelib.other");
+    }
+    auto worker = WorkerProcess::Start(flags);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    ASSERT_TRUE(Show(**worker, "myviews.show").has_design());  // which puts site on sys.path
+    for (const auto& [name, why] : refused) {
+      const Reply reply = Show(**worker, name);
+      ASSERT_TRUE(reply.has_failure()) << name << ": " << reply.DebugString();
+      EXPECT_EQ(reply.failure().code(), Failure::PERMISSION_DENIED) << name;
+      EXPECT_THAT(reply.failure().message(), HasSubstr(why)) << name;
+    }
+  }
+  for (const char* what : {"deps", "extern", "sitelib", "activate_this", "tool"}) {
+    EXPECT_FALSE(Exists(absl::StrCat(dir, "/ran.", what))) << what << " was imported";
+  }
+}
+
 // Refused by their names before anything is imported: a private part (where vendored
 // libraries live: a review ran myviews._vendor.yaml.unsafe_load), a dunder-like `__x`, and a
 // script module that tools run (a review had setup.anything run setup.py's top-level code,
