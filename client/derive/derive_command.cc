@@ -122,7 +122,9 @@ Options:
                           it started on (default: 30s): one missing at two checks in a row
                           ends the run (exit 1), one deleted and created again is derived
                           again from scratch (a feed alone may not tell: pouchdb-server keeps
-                          a deleted database's feed open)
+                          a deleted database's feed open); and that each handler's @version
+                          on disk is still the one its name gives (another ends the run, exit
+                          1, as it does at the start of every run)
   --lease-timeout=DUR     a holder that has not renewed for this long loses it (default: 60s;
                           at least 1s)
   --lease-renew=DUR       how often the holder renews (default: 10s, or a third of

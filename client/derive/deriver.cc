@@ -11,6 +11,7 @@
 #include "client/derive/change_header.h"
 #include "client/derive/deriver_parts.h"
 #include "client/derive/lease.h"
+#include "client/derive/preflight.h"
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/json.h"
@@ -756,6 +757,12 @@ void Deriver::PrintFeedNotes() {
 absl::Status Deriver::CheckSourcesIfDue() {
   if (absl::Now() - sources_checked_ < options_.source_check_every) return absl::OkStatus();
   sources_checked_ = absl::Now();
+  // A handler's code deployed with another @version ends the run now, not when some worker
+  // happens to import it anew.
+  if (absl::Status versions = CheckHandlerVersionsOnDisk(declaration_, cnp_, options_.rpc_timeout);
+      !versions.ok()) {
+    return versions;
+  }
   std::set<std::string> sources;
   for (const Stage& s : declaration_.stages) {
     if (!s.reduce) sources.insert(s.source);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/function_parameters.h"
 
@@ -76,6 +77,39 @@ absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
       return absl::InvalidArgumentError(absl::StrCat(
           s.reduce ? "reduce" : "map", " handler ", s.handler, " (", s.source, " -> ", s.target,
           "): ", problem, "; nothing was written"));
+    }
+  }
+  return CheckHandlerVersionsOnDisk(declaration, cnp, timeout);
+}
+
+absl::Status CheckHandlerVersionsOnDisk(const Declaration& declaration, const client::Client& cnp,
+                                        std::optional<absl::Duration> timeout) {
+  std::vector<std::string> unversioned;
+  for (const Stage& s : declaration.stages) {
+    if (const size_t bar = s.handler.find('|'); bar != std::string::npos) {
+      unversioned.push_back(s.handler.substr(0, bar));
+    }
+  }
+  if (unversioned.empty()) return absl::OkStatus();
+  absl::StatusOr<v1::ResolveResponse> resolved = cnp.Resolve(unversioned, timeout);
+  if (!resolved.ok()) return absl::OkStatus();
+  for (const v1::ResolvedFunction& f : resolved->functions()) {
+    if (!f.error().empty()) continue;
+    for (const Stage& s : declaration.stages) {
+      const size_t bar = s.handler.find('|');
+      int64_t named = 0;
+      if (bar == std::string::npos || s.handler.compare(0, bar, f.function()) != 0 ||
+          !absl::SimpleAtoi(absl::string_view(s.handler).substr(bar + 1), &named)) {
+        continue;
+      }
+      if (f.has_version() && f.version() == named) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          s.reduce ? "reduce" : "map", " handler ", s.handler, " (", s.source, " -> ", s.target,
+          "): the code on disk is now ",
+          f.has_version() ? absl::StrCat("@version(", f.version(), ")") : "without @version",
+          "; to derive with it, name the handler ", f.versioned_name(),
+          " and raise the stage's version (its targets are then derived again); or put the "
+          "code of version ", named, " back"));
     }
   }
   return absl::OkStatus();

@@ -21,4 +21,14 @@ namespace cnp::derive {
 absl::Status CheckBeforeWriting(const Declaration& declaration, CouchDb& couch,
                                 const client::Client& cnp, std::optional<absl::Duration> timeout);
 
+// Whether each handler named with its |version still has that @version in the code on disk:
+// cnp-server's workers keep running the version a call names as long as they have it loaded,
+// so a deployed @version(2) ran on as 1 until some worker imported the module anew (and then
+// failed the run at a moment no one chose). A Resolve of the names without their version reads
+// the disk. FAILED_PRECONDITION naming the handler, both versions and what to change, when one
+// moved; OK when the service does not answer (the run waits for it as for any call) or the
+// code no longer imports (the calls say why).
+absl::Status CheckHandlerVersionsOnDisk(const Declaration& declaration, const client::Client& cnp,
+                                        std::optional<absl::Duration> timeout);
+
 }  // namespace cnp::derive

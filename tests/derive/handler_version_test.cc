@@ -133,5 +133,36 @@ TEST_F(HandlerVersionTest, AVersionChangedDuringTheRunEndsItWithTheServicesMessa
   EXPECT_THAT(writes_, ::testing::IsEmpty());
 }
 
+// A worker that has version 1 loaded runs it for every call naming |1, whatever is on disk
+// since (found by a probe: a deployed @version(2) ran on as 1, and the run failed later, when
+// some worker imported the module anew). Each run asks for the handler's version on disk first.
+TEST_F(HandlerVersionTest, AVersionChangedOnDiskIsFoundThoughAWorkerHasTheOldOneLoaded) {
+  auto keeping = testing::ServerProcess::Start({"--python-path=" + dir_, "--workers=1"});
+  ASSERT_TRUE(keeping.ok()) << keeping.status();
+  const std::string cnp = testing::Runfile("client/cli/cnp");
+  auto resolve = ChildProcess::Start({cnp, "resolve", "--target=" + (*keeping)->target(),
+                                      "verfns.town|1"}, dir_, "", kWait);
+  ASSERT_TRUE(resolve.ok()) << resolve.status();
+  ASSERT_EQ((*resolve)->WaitForExitCode(kWait), 0) << (*resolve)->output();  // version 1 loaded
+  testing::WriteFile(dir_ + "/verfns.py", Handler(2));
+  std::filesystem::last_write_time(dir_ + "/verfns.py", std::filesystem::file_time_type::clock::now() +
+                                                           std::chrono::seconds(5));
+  ScriptedHttpServer couch(Couch([] {}));
+  auto run = ChildProcess::Start({cnp, "derive", "--once", "--target=" + (*keeping)->target(),
+                                  couch.url(), Declare("verfns.town|1")},
+                                 dir_, "", kWait);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::optional<int> exit_code = (*run)->WaitForExitCode(kWait);
+  ASSERT_TRUE(exit_code.has_value()) << "still running; it printed:\n" << (*run)->output();
+  const std::string out = (*run)->output();
+  EXPECT_EQ(*exit_code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("map handler verfns.town|1 (src -> tgt): the code on disk is now "
+                             "@version(2); to derive with it, name the handler verfns.town|2 and "
+                             "raise the stage's version"));
+  for (const std::string& request : couch.requests()) {
+    EXPECT_FALSE(absl::StartsWith(request, "PUT") || absl::StartsWith(request, "POST")) << request;
+  }
+}
+
 }  // namespace
 }  // namespace cnp::derive
