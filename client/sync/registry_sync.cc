@@ -570,8 +570,10 @@ absl::Status RegistrySync::RemoveDesignDoc(const std::string& database,
     EmitProblem(v1::UploadProblem::WARNING,
                 absl::FailedPreconditionError(absl::StrCat(
                     "the registry entry \"", entry.entry_id, "\" ", why_it_goes, ", but ", id,
-                    " in ", database, " was changed after cnp sync wrote it (rev ",
-                    vouched->empty() ? "none" : *vouched, ", now ", rev, "): ", left_in_place)),
+                    " in ", database, " was changed by someone else after cnp sync wrote it (rev ",
+                    vouched->empty() ? "none" : *vouched, ", now ", rev,
+                    "; a copy someone else changed stays theirs to remove, even if cnp sync has "
+                    "written the registry's content over it since): ", left_in_place)),
                 database, id);
     return absl::OkStatus();
   }

@@ -17,6 +17,7 @@
 #include "client/cli/event_printer.h"
 #include "client/couch/couch_connection.h"
 #include "common/couchdb/couch_client.h"
+#include "common/couchdb/target_databases.h"
 
 namespace cnp::client {
 namespace sync {
@@ -186,6 +187,11 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
   }
   if (flags->positional.size() != 2) {
     io.err << program << ": expected COUCHDB_URL REGISTRY_DB (see --help)\n";
+    return 2;
+  }
+  if (absl::Status system = cnp::couchdb::RefuseSystemRegistry(flags->positional[1]);
+      !system.ok()) {
+    io.err << program << ": " << system.message() << "\n";
     return 2;
   }
   absl::StatusOr<cnp::couchdb::CouchClient::Options> options =

@@ -30,6 +30,7 @@
 #include "common/couchdb/couch_client.h"
 #include "common/couchdb/couch_url.h"
 #include "common/couchdb/couchdb_languages.h"
+#include "common/couchdb/target_databases.h"
 
 namespace cnp::client {
 namespace upload {
@@ -239,6 +240,10 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& argv, bool uplo
   flags.register_database = args->Get("register");
   if (args->Has("register") && flags.register_database.empty()) {
     return absl::InvalidArgumentError("--register needs a database name");
+  }
+  if (absl::Status system = cnp::couchdb::RefuseSystemRegistry(flags.register_database);
+      !system.ok()) {
+    return system;
   }
   flags.target = args->Get("target");
   flags.security = cli::ConnectionSecurity(*args);

@@ -47,6 +47,14 @@ std::vector<std::string> MatchDatabases(absl::string_view pattern,
 
 bool IsSystemDatabase(absl::string_view name) { return absl::StartsWith(name, "_"); }
 
+absl::Status RefuseSystemRegistry(absl::string_view registry) {
+  if (!IsSystemDatabase(registry)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the registry database ", registry, " is one of CouchDB's system databases (a name "
+      "starting with '_'), which hold what CouchDB itself reads and refuse other documents: "
+      "name a database of its own, such as cnp_registry"));
+}
+
 bool ReachesSystemDatabases(absl::string_view entry) { return absl::StartsWith(entry, "_"); }
 
 bool IsSystemDesignName(absl::string_view name) { return absl::StartsWith(name, "_"); }

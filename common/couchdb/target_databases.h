@@ -34,6 +34,12 @@ std::vector<std::string> MatchDatabases(absl::string_view pattern,
 // users from giving themselves roles).
 bool IsSystemDatabase(absl::string_view name);
 
+// INVALID_ARGUMENT for a registry database (cnp upload --register, cnp sync) that is one of
+// CouchDB's system databases: they hold users, replications, what CouchDB itself reads, and
+// validate what is written there in their own terms (whatever --allow-system-databases says,
+// which is about the databases the entries reach).
+absl::Status RefuseSystemRegistry(absl::string_view registry);
+
 // A `databases:` entry that can reach a system database: a name or a pattern starting with
 // '_' (the only patterns MatchDatabases lets match one).
 bool ReachesSystemDatabases(absl::string_view entry);

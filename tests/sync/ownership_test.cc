@@ -272,7 +272,7 @@ TEST(OwnershipTest, AnAnnouncedWriteSomeoneChangedAfterwardsIsNotClaimed) {
   ASSERT_TRUE(removal.status.ok()) << removal.status;
   EXPECT_THAT(removal.outcomes, IsEmpty());
   EXPECT_THAT(removal.problems,
-              ElementsAre(HasSubstr("_design/towns in account/a1 was changed after cnp sync wrote it")));
+              ElementsAre(HasSubstr("_design/towns in account/a1 was changed by someone else after cnp sync wrote it")));
   EXPECT_TRUE(couch.Stored(kDesign).has_value());
 }
 

@@ -526,7 +526,7 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
   const std::vector<std::string> warnings = result.problem_messages();
   EXPECT_THAT(warnings, UnorderedElementsAre(
                             HasSubstr("_design/towns in account-m2 was not put there by cnp sync from reg6"),
-                            HasSubstr("_design/towns in account-m3 was changed after cnp sync wrote it")));
+                            HasSubstr("_design/towns in account-m3 was changed by someone else after cnp sync wrote it")));
 
   // Registering it again brings it back everywhere.
   ASSERT_TRUE(Register("reg6", yaml).status.ok());
@@ -645,7 +645,7 @@ TEST_F(SyncIntegrationTest, NarrowingATargetTakesOutTheCopiesItNoLongerTargets) 
   EXPECT_THAT(warnings,
               ElementsAre(HasSubstr("the registry entry \"towns@classification:account\" no longer "
                                     "targets account-n3, but _design/towns in account-n3 was "
-                                    "changed after cnp sync wrote it")));
+                                    "changed by someone else after cnp sync wrote it")));
 
   // Removing the entry then takes out the copy it still targets.
   RemoveEntry("regnarrow", "towns");

@@ -13,6 +13,20 @@
 namespace cnp::couchdb {
 namespace {
 
+// A registry in _replicator or _users (a CLI probe: CouchDB's validation refused the writes,
+// which read as a permissions problem) is refused before anything is asked of CouchDB.
+TEST(RefuseSystemRegistry, ASystemDatabaseIsNoRegistry) {
+  for (const char* system : {"_replicator", "_users", "_global_changes", "_anything"}) {
+    const absl::Status refused = RefuseSystemRegistry(system);
+    EXPECT_TRUE(absl::IsInvalidArgument(refused)) << system;
+    EXPECT_NE(refused.message().find("one of CouchDB's system databases"),
+              absl::string_view::npos)
+        << refused.message();
+  }
+  EXPECT_TRUE(RefuseSystemRegistry("cnp_registry").ok());
+  EXPECT_TRUE(RefuseSystemRegistry("a_registry").ok());
+}
+
 TEST(CanMatchADatabase, NamesFollowCouchDbsRule) {
   EXPECT_TRUE(CanMatchADatabase("accounts"));
   EXPECT_TRUE(CanMatchADatabase("a1_$()+-/b"));
