@@ -665,7 +665,7 @@ void Deriver::Report(size_t i, bool force) {
                           s.source, s.target, Printable(p.seq.substr(0, 24)), p.processed,
                           seconds > 0 ? p.processed / seconds : 0.0, p.written,
                           p.backlog < 0 ? "unknown" : absl::StrCat(p.backlog),
-                          p.errors > 0 ? absl::StrCat(", ", p.errors, " handler error(s)") : "");
+                          p.errors > 0 ? absl::StrCat(", ", p.errors, " document error(s)") : "");
   log_.flush();
 }
 

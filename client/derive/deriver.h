@@ -295,8 +295,16 @@ class Deriver {
   // DATA_LOSS unless `answer` is what CouchDB answers a _bulk_docs of `sent` documents.
   static absl::Status CheckBulkAnswer(const rapidjson::Document& answer, size_t sent,
                                       const std::string& database);
+  // `by_target`: the target refused what the handler derived (the message says so), which the
+  // log must not word as the handler failing.
   void RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
-                   const std::string& message);
+                   const std::string& message, bool by_target = false);
+  // The target refused to store `derived` (a derived document's JSON, its id `derived_id`):
+  // recorded as RecordError does, under the source document it came from (its mr_source_id),
+  // saying that the target refused it, not that the handler failed (a validate_doc_update in
+  // the target, a document past max_document_size).
+  void RecordWriteRefusal(const Stage& stage, absl::string_view derived, const std::string& derived_id,
+                          const std::string& type, const std::string& reason);
   absl::Status FlushErrors();
   // Logs the fields of stage i's values FillDerived left out, each once per run.
   void WarnDropped(size_t stage, const std::set<std::string>& dropped);

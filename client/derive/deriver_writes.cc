@@ -58,7 +58,10 @@ absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vect
   }
   for (const std::string& id : conflicts) {
     if (redone.count(id) == 0) {
-      RecordError(s, id, "conflict", "CouchDB refused the write as a conflict and it could not be redone");
+      RecordError(s, id, "conflict",
+                  absl::StrCat(s.target, " refused the derived document ", id,
+                               " as a conflict, and it could not be redone"),
+                  /*by_target=*/true);
     }
   }
   count += static_cast<int64_t>(again.size());
@@ -230,8 +233,8 @@ absl::Status Deriver::BulkWriteSplitting(const std::string& database, const std:
       return BulkWriteSplitting(database, docs, middle, end, stage, conflicts);
     }
     absl::StatusOr<Document> doc = couchdb::ParseJson(docs[first]);
-    RecordError(stage, doc.ok() ? Text(*doc, "_id") : "", "document_too_large",
-                std::string(answer.status().message()));
+    RecordWriteRefusal(stage, docs[first], doc.ok() ? Text(*doc, "_id") : "", "document_too_large",
+                       std::string(answer.status().message()));
     return absl::OkStatus();
   }
   if (!answer.ok()) return answer.status();
@@ -239,15 +242,33 @@ absl::Status Deriver::BulkWriteSplitting(const std::string& database, const std:
   // answer that is not that (a proxy's {"ok":true}, an empty list) says nothing of what was
   // written: taken as success, the rows it lost would have been checkpointed past for good.
   if (absl::Status checked = CheckBulkAnswer(*answer, end - first, database); !checked.ok()) return checked;
+  size_t n = first;
   for (const Value& result : answer->GetArray()) {
     std::string error = Text(result, "error");
     if (error == "conflict" && conflicts != nullptr) {
       conflicts->push_back(Text(result, "id"));
     } else if (!error.empty()) {
-      RecordError(stage, Text(result, "id"), error, Text(result, "reason"));
+      RecordWriteRefusal(stage, docs[n], Text(result, "id"), error, Text(result, "reason"));
     }
+    ++n;
   }
   return absl::OkStatus();
+}
+
+void Deriver::RecordWriteRefusal(const Stage& stage, absl::string_view derived,
+                                 const std::string& derived_id, const std::string& type,
+                                 const std::string& reason) {
+  // Under the source document, as the handler's own errors are: the one to look at, and the
+  // one a later run meets again. A reduce target's rows come from no one document.
+  std::string source_id;
+  if (absl::StatusOr<Document> doc = couchdb::ParseJson(derived); doc.ok()) {
+    source_id = Text(*doc, "mr_source_id");
+  }
+  RecordError(stage, source_id.empty() ? derived_id : source_id, type,
+              absl::StrCat(stage.target, " refused the derived document ", derived_id,
+                           " (not the handler: the target's validate_doc_update, or its size "
+                           "limits): ", reason),
+              /*by_target=*/true);
 }
 
 absl::Status Deriver::SaveCheckpoint(size_t i) {
@@ -308,7 +329,7 @@ absl::StatusOr<Document> Deriver::FencedWrite(absl::string_view method, const st
 }
 
 void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const std::string& type,
-                          const std::string& message) {
+                          const std::string& message, bool by_target) {
   // The id, type and message come from documents and handlers: escaped, they cannot forge a
   // line of this log or drive the terminal.
   if (!error_log_limit_.Allow(absl::Now())) {
@@ -317,6 +338,10 @@ void Deriver::RecordError(const Stage& stage, const std::string& doc_id, const s
     log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": skipped "
          << Printable(doc_id) << " (not passed to " << stage.handler << "): " << type << ": "
          << Printable(message) << "\n";
+  } else if (by_target) {
+    log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": what "
+         << stage.handler << " derived from " << Printable(doc_id) << " was not stored: "
+         << Printable(type) << ": " << Printable(message) << "\n";
   } else {
     log_ << "cnp derive: " << stage.source << " -> " << stage.target << ": " << stage.handler
          << " failed on " << Printable(doc_id) << ": " << Printable(type) << ": "
@@ -355,7 +380,7 @@ void Deriver::WarnDropped(size_t i, const std::set<std::string>& dropped) {
 void Deriver::LogErrorsLeftOut(bool final) {
   const int64_t left_out = error_log_limit_.TakeLeftOut(absl::Now(), final);
   if (left_out == 0) return;
-  log_ << "cnp derive: " << left_out << " more handler error(s) not logged (at most "
+  log_ << "cnp derive: " << left_out << " more document error(s) not logged (at most "
        << ErrorLogLimit::kBurst << " a minute are); each is counted in the progress line, and the last "
        << options_.max_recorded_errors << " are in _local/cnp-derive:" << declaration_.name << ":errors\n";
 }

@@ -746,8 +746,17 @@ TEST_F(CouchDbSequencesTest, ARefusedDerivedDocumentIsAnErrorNotCountedAsWritten
   EXPECT_EQ(*run.handled, 2);
   EXPECT_EQ(run.progress.errors, 1) << log_.str();
   EXPECT_EQ(run.progress.written, 1) << log_.str();
+  // Said to be the target's refusal, under the source document (a CLI probe read "HANDLER failed
+  // on <derived id>", and looked in the handler).
+  EXPECT_THAT(log_.str(), HasSubstr(" derived from b was not stored: forbidden: tgt refused the "
+                                    "derived document "));
+  EXPECT_THAT(log_.str(), Not(HasSubstr("failed on")));
   absl::MutexLock lock(&mu_);
-  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr("forbidden"));
+  const std::string& errors = target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"];
+  EXPECT_THAT(errors, HasSubstr("forbidden"));
+  EXPECT_THAT(errors, HasSubstr(R"("doc_id":"b")"));
+  EXPECT_THAT(errors, HasSubstr("(not the handler: the target's validate_doc_update, or its size "
+                                "limits): derived rows are kept here"));
 }
 
 // Once caught up, the initial synchronization is over: a new document's rows are looked up

@@ -746,7 +746,7 @@ TEST_F(DeriveTest, AHandlerErrorOnOneDocumentIsRecordedAndTheOthersGoOn) {
   Fill("err_src", R"([{"_id":"a","town":"Oslo"},{"_id":"bad1","town":"X","bad":true},{"_id":"c","town":"Bergen"}])");
   std::string out = RunOnce(TownsDeclaration("err", "err_src", "err_map", "derive_fns.fragile"));
   EXPECT_THAT(out, HasSubstr("derive_fns.fragile failed on bad1: ValueError: bad document bad1"));
-  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("1 document error(s)"));
   std::multimap<std::string, std::string> rows = ByKey("err_map");
   EXPECT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows.count("\"X\""), 0u);
@@ -772,8 +772,8 @@ TEST_F(DeriveTest, HandlerErrorsPastTwentyAMinuteAreCountedNotLogged) {
   int logged = 0;
   for (size_t at = out.find("failed on bad"); at != std::string::npos; at = out.find("failed on bad", at + 1)) ++logged;
   EXPECT_EQ(logged, 20) << out;
-  EXPECT_THAT(out, HasSubstr("5 more handler error(s) not logged (at most 20 a minute are)"));
-  EXPECT_THAT(out, HasSubstr("25 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("5 more document error(s) not logged (at most 20 a minute are)"));
+  EXPECT_THAT(out, HasSubstr("25 document error(s)"));
 }
 
 // A document the handler is too slow for (past --timeout) is found by mapping the batch again
@@ -783,7 +783,7 @@ TEST_F(DeriveTest, ADocumentTheHandlerIsTooSlowForIsRecordedAsATimeoutAndTheOthe
   Fill("slow_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"X","sleep":30},{"_id":"c","town":"Bergen"}])");
   std::string out = RunOnce(TownsDeclaration("slow", "slow_src", "slow_map", "derive_fns.slow_town"), {"--timeout=1s"});
   EXPECT_THAT(out, HasSubstr("a Map call of 3 documents ran past --timeout (1s); made again one document at a time"));
-  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("1 document error(s)"));
   std::multimap<std::string, std::string> rows = ByKey("slow_map");
   EXPECT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows.count("\"X\""), 0u);
@@ -848,7 +848,7 @@ TEST_F(DeriveTest, ARowThatCannotBeStoredIsItsDocumentsErrorAndTheOthersGoOn) {
   std::string out =
       RunOnce(TownsDeclaration("lone", "lone_src", "lone_map", "derive_fns.lone_surrogate"));
   EXPECT_THAT(out, HasSubstr("derive_fns.lone_surrogate failed on lone1: UnwritableRow"));
-  EXPECT_THAT(out, HasSubstr("1 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("1 document error(s)"));
   std::multimap<std::string, std::string> rows = ByKey("lone_map");
   EXPECT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows.count("\"Oslo\""), 1u);
@@ -922,7 +922,7 @@ TEST_F(DeriveTest, RowsPastTheServersAnswerLimitAreMappedInSmallerCallsAndOneDoc
   std::string declaration = TownsDeclaration("limit", "limit_src", "limit_map", "derive_fns.heavy");
   std::string out = RunOnce(declaration, {}, small_server_);
   EXPECT_THAT(out, HasSubstr("seq 17, 17 change(s)"));
-  EXPECT_THAT(out, HasSubstr("2 handler error(s)"));
+  EXPECT_THAT(out, HasSubstr("2 document error(s)"));
   EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on huge: AnswerTooLarge: the rows this document yields "
                              "are larger than cnp-server's answer limit (its --max-call-bytes, 100000 bytes)"));
   EXPECT_THAT(out, HasSubstr("derive_fns.heavy failed on fat: RequestTooLarge: this document is larger than "
@@ -1570,7 +1570,8 @@ TEST_F(DeriveTest, ADerivedDocumentCouchDbRefusesAsTooLargeIsItsSourcesErrorAndT
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->exit_code, 3) << run->output;  // caught up, with document errors recorded
   EXPECT_THAT((*proxy)->output(), HasSubstr("refused POST /toolarge_map/_bulk_docs"));
-  EXPECT_THAT(run->output, HasSubstr(": document_too_large: writing derived documents to toolarge_map at "));
+  EXPECT_THAT(run->output, HasSubstr(" derived from b was not stored: document_too_large: toolarge_map refused the derived document "));
+  EXPECT_THAT(run->output, HasSubstr(": writing derived documents to toolarge_map at "));
   EXPECT_THAT(run->output, HasSubstr("refused as too large, HTTP 413"));
   std::multimap<std::string, std::string> rows = ByKey("toolarge_map");
   EXPECT_EQ(rows.size(), 3u);
