@@ -10,10 +10,17 @@
 namespace cnp::client {
 
 absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target) {
-  if (!security.UsesTls() || IsUnixTarget(target) ||
-      !absl::StrContains(target, ',')) {
-    return absl::OkStatus();
+  if (!security.UsesTls()) return absl::OkStatus();
+  if (IsUnixTarget(target)) {
+    // Taken and ignored, they would let a user believe the connection was TLS, or that a
+    // certificate they named was checked (a CLI probe: --tls-cert=/nonexistent passed).
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TLS (--tls, --tls-ca, --tls-cert, --tls-key; ChannelSecurity's tls fields in the "
+        "client library) is for TCP targets, and ", target, " is a unix socket, which never "
+        "uses it (the socket's permissions and the server's check of its peer protect it): "
+        "leave the TLS options out, or name the server's TCP address"));
   }
+  if (!absl::StrContains(target, ',')) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "TLS (--tls, --tls-ca, --tls-cert; ChannelSecurity's tls fields in the client library) "
       "cannot be used with a list of addresses (--target=", target, "): each replica's "

@@ -41,7 +41,8 @@ struct LoadedChannelSecurity {
   std::string authorization;
 };
 
-// INVALID_ARGUMENT when `security` asks for TLS to a comma-separated list of addresses: gRPC
+// INVALID_ARGUMENT when `security` asks for TLS to a unix socket (which never uses it), or to a
+// comma-separated list of addresses: gRPC
 // then checks every replica's certificate against the whole list as one name ("a:1,b:2"), which
 // no certificate carries, so every connection would fail as if no server answered. The message
 // says to name the replicas with dns:///NAME:PORT instead. Clients check this as they read their

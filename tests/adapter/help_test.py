@@ -40,6 +40,17 @@ class HelpTest(unittest.TestCase):
                 self.assertIn("list of addresses", out.stderr)
                 self.assertIn("--target=dns:///NAME:PORT", out.stderr)
 
+    def test_tls_with_a_unix_target_is_refused_at_once(self):
+        # A unix socket never uses TLS: taken and ignored, the options let an operator believe
+        # the adapter's connection was TLS.
+        out = subprocess.run(
+            [ADAPTER, "--tls", "--target=unix:/nonexistent/cnp.sock", "--session=stream"],
+            input=json.dumps(["map_doc", {"_id": "a"}]) + "\n",
+            capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertEqual(out.stdout, "")
+        self.assertIn("is a unix socket, which never uses it", out.stderr)
+
     def test_unusable_tls_and_token_files_are_refused_at_once(self):
         # Found only at the first connection, they made the adapter answer reset `true` and
         # every command `unavailable`, and exit 0 at the end.

@@ -525,5 +525,19 @@ TEST(CnpCliLimitsTest, TlsWithAnAddressListIsRefusedAsUsage) {
   EXPECT_THAT(one_name.out, ::testing::Not(HasSubstr("list of addresses"))) << one_name.out;
 }
 
+// A unix socket never uses TLS: TLS options for one were taken and ignored (a CLI probe:
+// --tls-cert=/nonexistent passed, and `map --tls` ran in plaintext), letting a user believe
+// the connection was TLS. Refused as a usage error, before anything is read or sent.
+TEST(CnpCliLimitsTest, TlsWithAUnixTargetIsRefusedAsUsage) {
+  for (const char* tls : {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=/nonexistent/c.pem"}) {
+    for (const char* command : {"map", "check", "derive --once"}) {
+      CliRun run = Cnp(absl::StrCat(command, " ", tls, " --target=unix:/nonexistent/cnp.sock m.f"),
+                       R"({"_id":"a"})");
+      EXPECT_EQ(run.exit_code, 2) << command << " " << tls << ": " << run.out;
+      EXPECT_THAT(run.out, HasSubstr("is a unix socket, which never uses it")) << command;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cnp
