@@ -97,11 +97,12 @@ void PrintOutcome(const v1::DesignDocOutcome& o, const PrintOptions& options, bo
     }
   }
   for (const std::string& field : o.kept_fields()) {
-    out << "    kept " << P(field)
-        << " (in CouchDB but not in the YAML; --drop-unknown-fields removes it)\n";
+    out << "    kept " << P(field) << " (in CouchDB but not in " << options.compared_with
+        << "; --drop-unknown-fields removes it)\n";
   }
   for (const std::string& field : o.dropped_fields()) {
-    out << "    dropped " << P(field) << " (in CouchDB but not in the YAML)\n";
+    out << "    dropped " << P(field) << " (in CouchDB but not in " << options.compared_with
+        << ")\n";
   }
   if (options.show_documents || o.action() == v1::DesignDocOutcome::WOULD_CREATE ||
       o.action() == v1::DesignDocOutcome::CHECKED) {

@@ -13,6 +13,9 @@ namespace cnp::cli {
 struct PrintOptions {
   bool show_documents = false;  // print each design document's JSON
   bool staged = false;          // --staged: a dry run's index would be built before the write
+  // What a design document is compared with: fields stored in CouchDB but not there are kept
+  // or dropped (cnp sync compares with the registry's copy).
+  const char* compared_with = "the YAML";
 };
 
 // Tallies what was printed, for the closing summary (and what later lines depend on).

@@ -61,7 +61,8 @@ Options:
                             on this host (refused without it: anyone on the way reads them)
   --max-conflict-retries=N  how often a write that lost a race is retried (default: 3; at
                             least 1)
-  --show-documents          print every design document as written
+  --show-documents          print every design document: as written, or as stored when it
+                            is unchanged
   -h, --help                this text
 
 Credentials for CouchDB, first found wins: the URL's user:password@; CNP_COUCHDB_USER and
@@ -206,7 +207,8 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
   const bool one_pass = flags->once || flags->dry_run;
   StopSignalHandlers handlers;
   cli::UploadTally tally;
-  const cli::PrintOptions print{.show_documents = flags->show_documents};
+  const cli::PrintOptions print{.show_documents = flags->show_documents,
+                                .compared_with = "the registry's copy"};
   RegistrySync sync(couch, flags->positional[1],
                     {.dry_run = flags->dry_run,
                      .drop_unknown_fields = flags->drop_unknown_fields,

@@ -110,7 +110,8 @@ Options:
                             least 1)
   --max-yaml-bytes=N        refuse a YAML file larger than N bytes before sending it
                             (default: 4194304, cnp-server's own default limit)
-  --show-documents          print every design document as written
+  --show-documents          print every design document: as written, or as stored when it
+                            is unchanged
   --target=ADDRESS          the cnp service (default: $CNP_TARGET, else
                             unix:/tmp/cnp-<uid>/cnp.sock)
   --tls, --tls-ca=PEM, --tls-cert=PEM, --tls-key=PEM, --auth-token-file=FILE

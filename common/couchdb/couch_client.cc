@@ -424,12 +424,12 @@ absl::Status HttpErrorOf(const HttpResponse& response, absl::string_view what,
         return absl::UnauthenticatedError(absl::StrCat(
             context, ": CouchDB wants credentials and none were given (", reason,
             "); give a user name and password in the URL, in CNP_COUCHDB_USER and "
-            "CNP_COUCHDB_PASSWORD, or in ~/.netrc"));
+            "CNP_COUCHDB_PASSWORD, or in $NETRC or ~/.netrc"));
       }
       return absl::UnauthenticatedError(absl::StrCat(
           context, ": CouchDB refused the credentials (", reason,
           "); check the user name and password (in the URL, CNP_COUCHDB_USER and "
-          "CNP_COUCHDB_PASSWORD, or ~/.netrc)"));
+          "CNP_COUCHDB_PASSWORD, or $NETRC or ~/.netrc)"));
     case 403:
       return absl::PermissionDeniedError(absl::StrCat(
           context, ": not allowed (", reason, "); ", ForbiddenAdvice(response)));

@@ -55,5 +55,30 @@ TEST(EventPrinterTest, AnOutcomeWithCouchDbsTextIsEscaped) {
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2) << text;
 }
 
+// cnp sync compares a stored design document with the registry's copy, not with a YAML file
+// (a CLI probe read "kept extra (in CouchDB but not in the YAML ...)" from cnp sync).
+TEST(EventPrinterTest, KeptAndDroppedFieldsNameWhatTheyAreComparedWith) {
+  v1::UploadEvent event;
+  v1::DesignDocOutcome& outcome = *event.mutable_outcome();
+  outcome.set_action(v1::DesignDocOutcome::UPDATED);
+  outcome.set_database("db");
+  outcome.set_id("_design/towns");
+  outcome.add_kept_fields("extra");
+  outcome.add_dropped_fields("old");
+  std::ostringstream out;
+  UploadTally tally;
+  PrintEvent(event, {}, out, out, tally);
+  EXPECT_NE(out.str().find("kept extra (in CouchDB but not in the YAML; "), std::string::npos)
+      << out.str();
+  std::ostringstream synced;
+  PrintEvent(event, {.compared_with = "the registry's copy"}, synced, synced, tally);
+  EXPECT_NE(synced.str().find("kept extra (in CouchDB but not in the registry's copy; "),
+            std::string::npos)
+      << synced.str();
+  EXPECT_NE(synced.str().find("dropped old (in CouchDB but not in the registry's copy)"),
+            std::string::npos)
+      << synced.str();
+}
+
 }  // namespace
 }  // namespace cnp::cli

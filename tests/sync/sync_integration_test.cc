@@ -679,7 +679,10 @@ TEST_F(SyncIntegrationTest, RemoveRefusesStagedNeedsRegisterAndDryRunWritesNothi
   for (const char* unused : {"--target=unix:/tmp/x.sock", "--view-server=python3", "--drop-unknown-fields", "--tls"}) {
     EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", unused, server_->url(), "towns"}, &out, &err), 2)
         << unused;
-    EXPECT_THAT(err, HasSubstr("has no effect with --remove")) << unused;
+    // (TLS to the default target, a unix socket, is refused as such before that.)
+    EXPECT_THAT(err, ::testing::AnyOf(HasSubstr("has no effect with --remove"),
+                                      HasSubstr("is a unix socket, which never uses it")))
+        << unused;
   }
   EXPECT_EQ(run({"cnp upload", "--register=reg8", "--remove", "--dry-run", server_->url(), "towns"}, &out, &err), 0)
       << out << err;
