@@ -891,8 +891,11 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
     return since.status();
   }
   if (absl::Status first = PassWhileFollowing(); !first.ok()) return first;
+  Note("the first pass is done; following _db_updates, so that databases created from now on "
+       "get their design documents too");
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.poll_timeout);
   absl::Duration retry_delay = options_.first_retry_delay;
+  absl::Time failing_since = absl::InfiniteFuture();  // the first poll of a run that failed
   bool warned_no_last_seq = false;
   // Sleeps until `until` unless following is to stop; false then.
   const auto wait_until = [&](absl::Time until) {
@@ -942,6 +945,7 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
       return failed;
     }
     if (!failed.ok()) {
+      failing_since = std::min(failing_since, asked);
       // From the same position: nothing created meanwhile is missed.
       EmitProblem(v1::UploadProblem::WARNING,
                   absl::Status(failed.code(), absl::StrCat(failed.message(), "; following _db_updates again in ",
@@ -952,6 +956,13 @@ absl::Status RegistrySync::Follow(const std::function<bool()>& keep_going) {
       continue;
     }
     retry_delay = options_.first_retry_delay;
+    if (failing_since != absl::InfiniteFuture()) {
+      Note(absl::StrCat("CouchDB answers _db_updates again (after ",
+                        absl::FormatDuration(absl::Trunc(absl::Now() - failing_since,
+                                                         absl::Milliseconds(100))),
+                        "); nothing created meanwhile is missed"));
+      failing_since = absl::InfiniteFuture();
+    }
     bool registry_changed = false;
     for (const auto& update : (*updates)["results"].GetArray()) {
       // Stopping: the database in hand is done; the rest is seen again by the next run.

@@ -77,6 +77,9 @@ class RegistrySync {
     // early, the database in hand done, SyncAll with CANCELLED and Follow with OK. For a
     // SIGINT or SIGTERM: no design document is left without its record settled.
     std::function<bool()> stop_requested;
+    // While following: where it stands, for the log of a long-running follower (the first
+    // pass done and the following begun; _db_updates answering again after failures).
+    std::function<void(const std::string&)> note;
   };
   // Gets every outcome and problem, in the shapes `cnp upload` reports them.
   using Emit = std::function<void(const v1::UploadEvent&)>;
@@ -169,6 +172,9 @@ class RegistrySync {
   absl::StatusOr<std::string> CurrentUpdateSeq();
   // Warns of each live entry that targets none of `databases` (see unmatched_entries()).
   void ReportUnmatched(const std::vector<std::string>& databases);
+  void Note(const std::string& text) const {
+    if (options_.note) options_.note(text);
+  }
   void EmitProblem(v1::UploadProblem::Severity severity, const absl::Status& status,
                    const std::string& database, const std::string& design_doc);
 

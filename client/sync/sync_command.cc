@@ -214,7 +214,8 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
                      .drop_unknown_fields = flags->drop_unknown_fields,
                      .max_conflict_retries = flags->max_conflict_retries,
                      .allow_system_databases = flags->allow_system_databases,
-                     .stop_requested = [] { return stop_signal.load() != 0; }},
+                     .stop_requested = [] { return stop_signal.load() != 0; },
+                     .note = [&](const std::string& text) { io.err << program << ": " << text << "\n"; }},
                     [&](const v1::UploadEvent& event) {
                       cli::PrintEvent(event, print, io.out, io.err, tally);
                       io.out.flush();  // a long-running follower's log should not lag

@@ -336,6 +336,10 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
   std::vector<std::string> warnings;
   client::sync::RegistrySync::Options options;
   options.first_retry_delay = absl::Milliseconds(1);
+  // Where the follower stands: the first pass over, and _db_updates back after the failures
+  // (a CLI probe found a follower's log silent on both).
+  std::vector<std::string> notes;
+  options.note = [&](const std::string& text) { notes.push_back(text); };
   client::sync::RegistrySync sync(client, "cnp_registry", options, [&](const v1::UploadEvent& e) {
     if (!e.has_problem()) return;
     EXPECT_EQ(e.problem().severity(), v1::UploadProblem::WARNING) << e.ShortDebugString();
@@ -347,6 +351,8 @@ TEST(FollowTest, AFailedPollIsTriedAgainFromTheSamePosition) {
                                                      ::testing::HasSubstr("; following _db_updates again in 1ms")),
                                     ::testing::AllOf(::testing::HasSubstr("malformed _db_updates"),
                                                      ::testing::HasSubstr("; following _db_updates again in 2ms"))));
+  EXPECT_THAT(notes, ElementsAre(::testing::StartsWith("the first pass is done; following _db_updates"),
+                                 ::testing::StartsWith("CouchDB answers _db_updates again (after ")));
   absl::MutexLock lock(&mu);
   EXPECT_EQ(polls, 3);
   EXPECT_THAT(puts, ::testing::Contains("/account%2Fnew/_design/towns"));
