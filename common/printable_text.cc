@@ -11,12 +11,24 @@ bool IsC1ControlAt(absl::string_view text, size_t i) {
   return next >= 0x80 && next <= 0x9f;
 }
 
+bool IsLineSeparatorAt(absl::string_view text, size_t i) {
+  return i + 2 < text.size() && static_cast<unsigned char>(text[i]) == 0xe2 &&
+         static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+         (static_cast<unsigned char>(text[i + 2]) == 0xa8 ||
+          static_cast<unsigned char>(text[i + 2]) == 0xa9);
+}
+
 void AppendPrintable(absl::string_view text, std::string& out) {
   for (size_t i = 0; i < text.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (IsC1ControlAt(text, i)) {
       absl::StrAppend(&out, absl::StrFormat("\\xc2\\x%02x", static_cast<unsigned char>(text[i + 1])));
       ++i;
+      continue;
+    }
+    if (IsLineSeparatorAt(text, i)) {
+      absl::StrAppend(&out, absl::StrFormat("\\xe2\\x80\\x%02x", static_cast<unsigned char>(text[i + 2])));
+      i += 2;
       continue;
     }
     switch (c) {

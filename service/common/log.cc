@@ -44,14 +44,15 @@ constexpr absl::string_view Name(LogLevel level) {
 bool HasControlCharacter(absl::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7f || IsC1ControlAt(text, i)) return true;
+    if (c < 0x20 || c == 0x7f || IsC1ControlAt(text, i) || IsLineSeparatorAt(text, i)) return true;
   }
   return false;
 }
 
 // `text` as a JSON string that stays UTF-8 (JSON text must be, and a collector drops a line that
 // is not): bytes that are not part of a UTF-8 character, as a document id no one checked may
-// hold, are written \xNN; the C1 controls, which JSON lets through raw, \u0080 to \u009f.
+// hold, are written \xNN; the C1 controls, which JSON lets through raw, \u0080 to \u009f, and
+// U+2028 and U+2029, which end a line for editors, viewers and JavaScript, \u2028 and \u2029.
 void AppendJsonText(std::string& line, absl::string_view text) {
   const size_t start = line.size();
   if (FindInvalidUtf8(text).has_value()) {
@@ -59,13 +60,19 @@ void AppendJsonText(std::string& line, absl::string_view text) {
   } else {
     couchdb::AppendJsonString(line, StdView(text));
   }
-  if (line.find('\xc2', start) == std::string::npos) return;
+  if (line.find('\xc2', start) == std::string::npos &&
+      line.find('\xe2', start) == std::string::npos) {
+    return;
+  }
   const std::string quoted = line.substr(start);
   line.resize(start);
   for (size_t i = 0; i < quoted.size(); ++i) {
     if (IsC1ControlAt(quoted, i)) {
       absl::StrAppendFormat(&line, "\\u%04x", static_cast<unsigned char>(quoted[i + 1]));
       ++i;
+    } else if (IsLineSeparatorAt(quoted, i)) {
+      absl::StrAppendFormat(&line, "\\u%04x", 0x2000 + static_cast<unsigned char>(quoted[i + 2]) - 0x80);
+      i += 2;
     } else {
       line += quoted[i];
     }

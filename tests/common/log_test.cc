@@ -178,6 +178,31 @@ TEST_F(LogTest, NoLineCarriesARawC1Control) {
   }
 }
 
+// U+2028 and U+2029 end a line in editors, journal viewers and JavaScript (a security probe
+// found U+2028 raw in the text log): in both formats they are escaped, and JSON reads back the
+// same text.
+TEST_F(LogTest, NoLineCarriesARawUnicodeLineSeparator) {
+  const std::string separators = "a\xe2\x80\xa8" "b\xe2\x80\xa9" "c";
+  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
+    SetLogFormat(format);
+    std::vector<std::string> lines = LinesOf([&separators] {
+      LogEvent(LogLevel::kWarning, "raised " + separators, {{"doc_id", separators}});
+      LogEvent(LogLevel::kWarning, "quoted=" + separators, {{"doc_id", "spaced " + separators}});
+    });
+    ASSERT_EQ(lines.size(), 2u);
+    for (const std::string& line : lines) {
+      EXPECT_FALSE(absl::StrContains(line, "\xe2\x80\xa8")) << line;
+      EXPECT_FALSE(absl::StrContains(line, "\xe2\x80\xa9")) << line;
+      if (format == LogFormat::kJson) {
+        rapidjson::Document json;
+        ASSERT_TRUE(IsJsonObject(line, json)) << line;
+        EXPECT_TRUE(absl::EndsWith(json["doc_id"].GetString(), separators)) << line;
+        EXPECT_TRUE(absl::EndsWith(json["msg"].GetString(), separators)) << line;
+      }
+    }
+  }
+}
+
 // Integers a collector sums or compares (uids, pids, counts) are JSON numbers; a value marked
 // a number that is not a JSON integer stays a string, so the line stays valid (before: every
 // value was a string, "worker_pid":"17560").
