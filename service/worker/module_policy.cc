@@ -469,7 +469,10 @@ absl::Status ModulePolicy::NotAllowedByPrefix(const FunctionName& name, const st
   return Denied(name,
                 absl::StrCat(whose, " '", module, "' is not covered by --allow-module (",
                              absl::StrJoin(allowed_prefixes_, ", "), ")"),
-                absl::StrCat("start cnp-server with --allow-module=", module, " to allow it"));
+                // Conditional: a misspelt module, told "did you mean" after this, must not read
+                // as advice to allow the misspelling.
+                absl::StrCat("if '", module, "' is the module meant, start cnp-server with "
+                             "--allow-module=", module, " to allow it"));
 }
 
 absl::Status ModulePolicy::CheckLocation(const FunctionName& name, const std::string& module) const {
