@@ -155,49 +155,31 @@ TEST_F(LogTest, JsonLinesStayUtf8WhateverTheTextHolds) {
 }
 
 // U+009B is CSI (ESC [ in one character) to a terminal that takes C1 controls, and JSON lets it
-// through raw: a log shown with tail or journalctl could clear the screen or recolour it. In
-// both formats no C1 control reaches the line raw; JSON still reads back the same text.
-TEST_F(LogTest, NoLineCarriesARawC1Control) {
+// through raw: a log shown with tail or journalctl could clear the screen or recolour it. U+2028
+// and U+2029 end a line in editors, journal viewers and JavaScript (a security probe found U+2028
+// raw in the text log). In both formats none of them reaches the line raw; JSON still reads back
+// the same text.
+TEST_F(LogTest, NoLineCarriesARawC1ControlOrLineSeparator) {
   const std::string csi = "\xc2\x9b" "2J";
-  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
-    SetLogFormat(format);
-    std::vector<std::string> lines = LinesOf([&csi] {
-      LogEvent(LogLevel::kWarning, "raised " + csi, {{"doc_id", csi}});
-      LogEvent(LogLevel::kWarning, "quoted=" + csi, {{"doc_id", "spaced " + csi}});
-    });
-    ASSERT_EQ(lines.size(), 2u);
-    for (const std::string& line : lines) {
-      EXPECT_FALSE(absl::StrContains(line, "\xc2\x9b")) << line;
-      if (format == LogFormat::kJson) {
-        rapidjson::Document json;
-        ASSERT_TRUE(IsJsonObject(line, json)) << line;
-        EXPECT_TRUE(absl::EndsWith(json["doc_id"].GetString(), csi)) << line;
-        EXPECT_TRUE(absl::EndsWith(json["msg"].GetString(), csi)) << line;
-      }
-    }
-  }
-}
-
-// U+2028 and U+2029 end a line in editors, journal viewers and JavaScript (a security probe
-// found U+2028 raw in the text log): in both formats they are escaped, and JSON reads back the
-// same text.
-TEST_F(LogTest, NoLineCarriesARawUnicodeLineSeparator) {
   const std::string separators = "a\xe2\x80\xa8" "b\xe2\x80\xa9" "c";
-  for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
-    SetLogFormat(format);
-    std::vector<std::string> lines = LinesOf([&separators] {
-      LogEvent(LogLevel::kWarning, "raised " + separators, {{"doc_id", separators}});
-      LogEvent(LogLevel::kWarning, "quoted=" + separators, {{"doc_id", "spaced " + separators}});
-    });
-    ASSERT_EQ(lines.size(), 2u);
-    for (const std::string& line : lines) {
-      EXPECT_FALSE(absl::StrContains(line, "\xe2\x80\xa8")) << line;
-      EXPECT_FALSE(absl::StrContains(line, "\xe2\x80\xa9")) << line;
-      if (format == LogFormat::kJson) {
-        rapidjson::Document json;
-        ASSERT_TRUE(IsJsonObject(line, json)) << line;
-        EXPECT_TRUE(absl::EndsWith(json["doc_id"].GetString(), separators)) << line;
-        EXPECT_TRUE(absl::EndsWith(json["msg"].GetString(), separators)) << line;
+  for (const std::string& text : {csi, separators}) {
+    for (LogFormat format : {LogFormat::kText, LogFormat::kJson}) {
+      SetLogFormat(format);
+      std::vector<std::string> lines = LinesOf([&text] {
+        LogEvent(LogLevel::kWarning, "raised " + text, {{"doc_id", text}});
+        LogEvent(LogLevel::kWarning, "quoted=" + text, {{"doc_id", "spaced " + text}});
+      });
+      ASSERT_EQ(lines.size(), 2u);
+      for (const std::string& line : lines) {
+        for (const char* raw : {"\xc2\x9b", "\xe2\x80\xa8", "\xe2\x80\xa9"}) {
+          EXPECT_FALSE(absl::StrContains(line, raw)) << line;
+        }
+        if (format == LogFormat::kJson) {
+          rapidjson::Document json;
+          ASSERT_TRUE(IsJsonObject(line, json)) << line;
+          EXPECT_TRUE(absl::EndsWith(json["doc_id"].GetString(), text)) << line;
+          EXPECT_TRUE(absl::EndsWith(json["msg"].GetString(), text)) << line;
+        }
       }
     }
   }
