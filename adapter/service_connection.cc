@@ -185,7 +185,10 @@ absl::StatusOr<const v1::SessionOutput*> ServiceConnection::Call(std::string_vie
     // that stops answering (frozen, its host gone quietly) is given up for another, or
     // answered for, while CouchDB still reads our error.
     answer_by = since + AnswerWithin();
-    retry_until = std::min(deadline, since + kMaxReconnectWindow);
+    // From the command's start, whatever lines came: each replay runs the function again and
+    // forwards new lines, so a window counted from the last line would let a link that keeps
+    // breaking replay the command for ever (a review: 19 runs in 60 s, never answered).
+    retry_until = std::min(deadline, start + kMaxReconnectWindow);
   };
   window_from(start);
   absl::Duration backoff = kFirstBackoff;

@@ -316,7 +316,7 @@ ModulePolicy::Location ModulePolicy::LocateSpelling(const std::string& spelling)
     // covers the operator's package does not cover a library installed inside it.
     const std::string installed = LongestRoot(spelling, roots_.installed_in_operator_dirs);
     if (installed.size() > op.size()) return {Root::kLibrary, ModuleNameBelow(spelling, op), op};
-    if (std::optional<std::string> dir = InstalledBelow(op, spelling)) {
+    if (std::optional<std::string> dir = install_records_.InstalledBelow(op, spelling)) {
       return {Root::kLibrary, ModuleNameBelow(spelling, *dir), *dir};
     }
     return {Root::kOperator, ModuleNameBelow(spelling, op), op};
@@ -325,6 +325,13 @@ ModulePolicy::Location ModulePolicy::LocateSpelling(const std::string& spelling)
     return {Root::kLibrary, ModuleNameBelow(spelling, library), library};
   }
   if (!stdlib.empty()) return {Root::kStdlib, "", stdlib};
+  // Under no root at all: reached through a symbolic link from an operator's directory (as
+  // Bazel's runfiles are). What an installer put there is library code under its name there,
+  // which makes the link library code too (a review linked myviews/pyyaml to a site-packages'
+  // yaml); anything else is left to the other spelling.
+  if (std::optional<std::string> dir = install_records_.InstalledBelow("/", spelling)) {
+    return {Root::kLibrary, ModuleNameBelow(spelling, *dir), *dir};
+  }
   return {};
 }
 

@@ -41,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "service/worker/function_name.h"
+#include "service/worker/installed_distributions.h"
 #include "service/worker/interpreter.h"
 #include "service/worker/py_ref.h"
 
@@ -117,6 +118,8 @@ class ModulePolicy {
 
   std::vector<std::string> allowed_prefixes_;
   CodeRoots roots_;
+  // What installers put in the directories on the way to a file (read once per directory).
+  mutable InstallRecords install_records_;
   mutable PyRef find_spec_;  // importlib.util.find_spec, imported on first use
   mutable PyRef product_codes_;  // couch_named_python._factory.PRODUCT_CODES, on first use
   mutable std::string package_dir_;  // the directory of couch_named_python's files, likewise

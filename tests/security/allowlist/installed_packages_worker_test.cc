@@ -171,32 +171,55 @@ TEST(InstalledBesideTest, LibrariesInstalledInsideTheOperatorsPackageAreLibrarie
     return absl::StrCat("open('", dir, "/ran.", what,
                         "', 'w').close()\ndef show(doc, req):\n    return {'body': 'ran'}\n");
   };
+  // A virtualenv kept in the package, whose site-packages myviews puts on sys.path.
   const std::string site = dir + "/myviews/env/lib/python3.11/site-packages";
+  // Under no code directory: reached only through a symbolic link in the package.
+  const std::string outside = FreshDir("outside") + "/lib/python3.11/site-packages";
   for (const std::string& package :
        {dir + "/myviews/deps/fakeyaml", dir + "/myviews/extern/fakeyaml", site + "/sitelib",
-        dir + "/myviews/venv2/bin", dir + "/myviews/deps/fakeyaml-6.0.dist-info"}) {
+        dir + "/myviews/venv2/bin", dir + "/myviews/deps/fakeyaml-6.0.dist-info",
+        dir + "/myviews/tgt/bin", dir + "/myviews/tgt/fakelib2-1.0.dist-info",
+        dir + "/myviews/pfx/bin", dir + "/myviews/pfx/lib/python3.11/site-packages",
+        dir + "/myviews/eggf/egglib", outside + "/extlib"}) {
     std::filesystem::create_directories(package);
   }
   WriteModule(dir + "/myviews/__init__.py",
               absl::StrCat("import sys\nsys.path.append('", site, "')\n",
                            "def show(doc, req):\n    return {'body': 'own'}\n"));
-  for (const char* package : {"deps", "extern", "venv2", "venv2/bin"}) {
+  for (const char* package : {"deps", "extern", "venv2", "venv2/bin", "tgt", "tgt/bin", "pfx",
+                              "pfx/bin", "eggf"}) {
     WriteModule(absl::StrCat(dir, "/myviews/", package, "/__init__.py"), "");
   }
   WriteModule(dir + "/myviews/deps/fakeyaml/__init__.py", ran("deps"));
   WriteModule(dir + "/myviews/deps/fakeyaml-6.0.dist-info/RECORD",
               "fakeyaml/__init__.py,sha256=abc,120\n");
   WriteModule(dir + "/myviews/extern/fakeyaml/__init__.py", ran("extern"));
+  WriteModule(dir + "/myviews/env/pyvenv.cfg", "home = /usr/bin\n");
   WriteModule(site + "/sitelib/__init__.py", ran("sitelib"));
   WriteModule(dir + "/myviews/venv2/pyvenv.cfg", "home = /usr/bin\n");
   WriteModule(dir + "/myviews/venv2/bin/activate_this.py", ran("activate_this"));
   WriteModule(dir + "/myviews/venv2/bin/tool.py", ran("tool"));
+  // pip install --target and --prefix put a package's scripts in bin/, and record them as
+  // ../../bin/...: a review ran such a script as myviews.tgt.bin.fl2tool.
+  WriteModule(dir + "/myviews/tgt/fakelib2-1.0.dist-info/RECORD",
+              "fakelib2/__init__.py,,\n../../bin/fl2tool.py,,\n");
+  WriteModule(dir + "/myviews/tgt/bin/fl2tool.py", ran("target_script"));
+  WriteModule(dir + "/myviews/pfx/bin/fl2tool.py", ran("prefix_script"));
+  // distutils' install_egg_info: the metadata alone, as a file.
+  WriteModule(dir + "/myviews/eggf/egglib-1.0-py3.11.egg-info", "Metadata-Version: 1.1\nName: egglib\n");
+  WriteModule(dir + "/myviews/eggf/egglib/__init__.py", ran("egglib"));
+  WriteModule(outside + "/extlib/__init__.py", ran("extlib"));
+  std::filesystem::create_directory_symlink(outside + "/extlib", dir + "/myviews/extlink");
   const std::vector<std::pair<std::string, std::string>> refused = {
       {"myviews.deps.fakeyaml.show", "--allow-module=fakeyaml"},
       {"myviews.extern.fakeyaml.show", "is below 'extern', where vendored libraries live"},
       {"sitelib.show", "--allow-module=sitelib"},
       {"myviews.venv2.bin.activate_this.show", "'activate_this' is a script that tools run"},
-      {"myviews.venv2.bin.tool.show", "is installed library code"}};
+      {"myviews.venv2.bin.tool.show", "is installed library code"},
+      {"myviews.tgt.bin.fl2tool.show", "is installed library code"},
+      {"myviews.pfx.bin.fl2tool.show", "is installed library code"},
+      {"myviews.eggf.egglib.show", "--allow-module=egglib"},
+      {"myviews.extlink.show", "--allow-module=extlib"}};
   for (const bool allow_list : {false, true}) {
     SCOPED_TRACE(allow_list ? "--allow-module=myviews" : "no --allow-module");
     std::vector<std::string> flags = {"--python-path=" + dir};
@@ -214,9 +237,38 @@ TEST(InstalledBesideTest, LibrariesInstalledInsideTheOperatorsPackageAreLibrarie
       EXPECT_THAT(reply.failure().message(), HasSubstr(why)) << name;
     }
   }
-  for (const char* what : {"deps", "extern", "sitelib", "activate_this", "tool"}) {
+  for (const char* what : {"deps", "extern", "sitelib", "activate_this", "tool", "target_script",
+                           "prefix_script", "egglib", "extlib"}) {
     EXPECT_FALSE(Exists(absl::StrCat(dir, "/ran.", what))) << what << " was imported";
   }
+  // Named by --allow-module, the virtualenv's library runs under its own name (a review found
+  // it named env.lib.python3.11.site-packages.sitelib, and --allow-module=sitelib ignored).
+  auto allowed = WorkerProcess::Start(
+      {"--python-path=" + dir, "--allow-module=myviews", "--allow-module=sitelib"});
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  ASSERT_TRUE(Show(**allowed, "myviews.show").has_design());
+  const Reply library = Show(**allowed, "sitelib.show");
+  ASSERT_TRUE(library.has_design()) << library.DebugString();
+  EXPECT_TRUE(Exists(dir + "/ran.sitelib"));
+}
+
+// An operator's code directory that is itself a virtualenv (pyvenv.cfg at its top): its bin
+// and lib are the virtualenv's, not the operator's modules (a review ran bin.rst2html.run).
+TEST(InstalledBesideTest, AVirtualenvAsTheCodeDirectoryKeepsItsScriptsOut) {
+  const std::string dir = FreshDir("rootvenv");
+  std::filesystem::create_directories(dir + "/bin");
+  WriteModule(dir + "/pyvenv.cfg", "home = /usr/bin\n");
+  WriteModule(dir + "/bin/rst2html.py",
+              absl::StrCat("open('", dir, "/ran', 'w').close()\ndef show(doc, req):\n"
+                           "    return {'body': 'ran'}\n"));
+  WriteModule(dir + "/views.py", "def show(doc, req):\n    return {'body': 'own'}\n");
+  auto worker = WorkerProcess::Start({"--python-path=" + dir});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  const Reply script = Show(**worker, "bin.rst2html.show");
+  ASSERT_TRUE(script.has_failure()) << script.DebugString();
+  EXPECT_EQ(script.failure().code(), Failure::PERMISSION_DENIED);
+  EXPECT_FALSE(Exists(dir + "/ran"));
+  ASSERT_TRUE(Show(**worker, "views.show").has_design());
 }
 
 // Refused by their names before anything is imported: a private part (where vendored
