@@ -253,6 +253,11 @@ void WarnOfTcpSettingsWithoutTcp(const std::vector<listen::ListeningSocket>& soc
     LogWarning("--first-call-timeout is set, but every listener is a unix socket: it closes "
                "TCP connections only");
   }
+  if (security.UsesTls() || !security.tls_client_ca_file.empty()) {
+    LogWarning("--tls-cert, --tls-key and --tls-client-ca are set, but every listener is a unix "
+               "socket, which never uses TLS: its callers are let in by the socket's "
+               "permissions (--socket-group) and --allow-uid. TLS is for TCP listeners");
+  }
 }
 
 // Runs an upload that stops when its call ends or when the server stops its work (past the
@@ -323,7 +328,6 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
     absl::StatusOr<std::unique_ptr<TlsFiles>> files = TlsFiles::Open(security);
     if (!files.ok()) return files.status();
     tls_files_ = *std::move(files);
-    WarnOfExpiry(*tls_files_);
   }
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials =
       TcpServerCredentials(security, tls_files_.get());
@@ -372,6 +376,11 @@ absl::Status RpcServer::OpenListeners(grpc::ServerBuilder& builder) {
     }
   }
   WarnOfTcpSettingsWithoutTcp(sockets, security, options_.first_call_timeout);
+  // Of the certificate a listener serves: none serves it on unix sockets alone.
+  serves_tls_ = tls_files_ != nullptr &&
+                std::any_of(sockets.begin(), sockets.end(),
+                            [](const listen::ListeningSocket& socket) { return !socket.is_unix; });
+  if (serves_tls_) WarnOfExpiry(*tls_files_);
   for (const listen::ListeningSocket& socket : sockets) {
     grpc_acceptors_.push_back(builder.experimental().AddExternalConnectionAcceptor(
         grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
@@ -426,7 +435,7 @@ void RpcServer::ReloadTlsFiles(bool asked) {
     LogInfo(asked ? "read the TLS files again" : "the TLS files changed",
             ": within a second, new connections get the certificate ",
             tls_files_->certificate());
-    WarnOfExpiry(*tls_files_);
+    if (serves_tls_) WarnOfExpiry(*tls_files_);
   }
 }
 

@@ -156,6 +156,7 @@ class RpcServer {
   std::unique_ptr<ConnectionProbation> probation_;  // before what refers to it
   std::shared_ptr<AcceptedTokens> tokens_;
   std::unique_ptr<TlsFiles> tls_files_;  // TLS only; before the server that reads them
+  bool serves_tls_ = false;               // a TCP listener serves tls_files_' certificate
   std::string last_tls_refusal_;         // what the last check of the TLS files refused
   std::unique_ptr<CallGate> gate_;
   std::shared_ptr<BearerTokenProcessor> token_processor_;  // TLS with a token only

@@ -335,10 +335,18 @@ TEST(ConnectionReserveTest, TcpOnlySettingsOnAServerWithoutTcpWarn) {
   WriteFile(dir + "/token", "s3cret-token-f0r-reserve\n");
   const std::vector<std::string> tcp_only = {"--auth-token-file=" + dir + "/token",
                                              "--first-call-timeout=5s", "--metrics-public"};
+  absl::StatusOr<Certificates> certificates = MakeCertificates();
+  ASSERT_TRUE(certificates.ok()) << certificates.status();
   std::vector<std::string> on_unix = tcp_only;
   on_unix.push_back("--listen=unix:" + dir + "/cnp.sock");
+  on_unix.push_back("--tls-cert=" + certificates->server_cert);
+  on_unix.push_back("--tls-key=" + certificates->server_key);
   auto unix_only = LaunchServer({.args = on_unix});
   ASSERT_TRUE(unix_only->ready()) << unix_only->Log();
+  EXPECT_THAT(unix_only->Log(), HasSubstr("--tls-cert, --tls-key and --tls-client-ca are set, but "
+                                          "every listener is a unix socket"));
+  // And nothing about a certificate no listener serves (a review: "expires in 23h59m").
+  EXPECT_THAT(unix_only->Log(), Not(HasSubstr("the TLS certificate served")));
   EXPECT_THAT(unix_only->Log(), HasSubstr("--auth-token-file is set, but every listener is a "
                                           "unix socket"));
   EXPECT_THAT(unix_only->Log(), HasSubstr("--first-call-timeout is set, but every listener"));
