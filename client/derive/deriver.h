@@ -302,7 +302,8 @@ class Deriver {
   // The target refused to store `derived` (a derived document's JSON, its id `derived_id`):
   // recorded as RecordError does, under the source document it came from (its mr_source_id),
   // saying that the target refused it, not that the handler failed (a validate_doc_update in
-  // the target, a document past max_document_size).
+  // the target, a document past max_document_size, a conflict not redone). `derived` may be
+  // empty (not known): the derived id is then recorded.
   void RecordWriteRefusal(const Stage& stage, absl::string_view derived, const std::string& derived_id,
                           const std::string& type, const std::string& reason);
   absl::Status FlushErrors();

@@ -57,12 +57,16 @@ absl::StatusOr<int64_t> Deriver::WriteRedoingConflicts(const Stage& s, std::vect
     }
   }
   for (const std::string& id : conflicts) {
-    if (redone.count(id) == 0) {
-      RecordError(s, id, "conflict",
-                  absl::StrCat(s.target, " refused the derived document ", id,
-                               " as a conflict, and it could not be redone"),
-                  /*by_target=*/true);
+    if (redone.count(id) > 0) continue;
+    // The document sent, for its source's id (rare: found by parsing what was sent).
+    absl::string_view sent;
+    for (const std::string& doc : docs) {
+      if (absl::StatusOr<Document> parsed = couchdb::ParseJson(doc); parsed.ok() && Text(*parsed, "_id") == id) {
+        sent = doc;
+        break;
+      }
     }
+    RecordWriteRefusal(s, sent, id, "conflict", "a conflict, and it could not be redone");
   }
   count += static_cast<int64_t>(again.size());
   const int64_t errors_before_redo = errors;
@@ -266,8 +270,7 @@ void Deriver::RecordWriteRefusal(const Stage& stage, absl::string_view derived,
   }
   RecordError(stage, source_id.empty() ? derived_id : source_id, type,
               absl::StrCat(stage.target, " refused the derived document ", derived_id,
-                           " (not the handler: the target's validate_doc_update, or its size "
-                           "limits): ", reason),
+                           " (not the handler's doing): ", reason),
               /*by_target=*/true);
 }
 

@@ -755,8 +755,7 @@ TEST_F(CouchDbSequencesTest, ARefusedDerivedDocumentIsAnErrorNotCountedAsWritten
   const std::string& errors = target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"];
   EXPECT_THAT(errors, HasSubstr("forbidden"));
   EXPECT_THAT(errors, HasSubstr(R"("doc_id":"b")"));
-  EXPECT_THAT(errors, HasSubstr("(not the handler: the target's validate_doc_update, or its size "
-                                "limits): derived rows are kept here"));
+  EXPECT_THAT(errors, HasSubstr("(not the handler's doing): derived rows are kept here"));
 }
 
 // Once caught up, the initial synchronization is over: a new document's rows are looked up
@@ -906,6 +905,10 @@ TEST_F(CouchDbSequencesTest, ARowChangedSinceItWasLookedUpIsWrittenAgain) {
   // b's row conflicts every time: recorded once, from the redo.
   EXPECT_EQ(deriver.progress()[0].errors, 1) << log_.str();
   EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(b_row));
+  // Under its source document, as the target's refusal (a review: recorded under the row's id).
+  EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], HasSubstr(R"("doc_id":"b")"));
+  EXPECT_THAT(log_.str(), HasSubstr(" derived from b was not stored: conflict: tgt refused the "
+                                    "derived document "));
   EXPECT_THAT(target_.local["/tgt/_local/cnp-derive%3As%3Aerrors"], Not(HasSubstr(a_row)));
 }
 
