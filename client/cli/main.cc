@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
     std::printf("cnp %s\n", std::string(cnp::kCnpVersion).c_str());
     return 0;
   }
+  if (name.rfind("--version=", 0) == 0 || name.rfind("-version=", 0) == 0) {
+    std::fprintf(stderr, "cnp: --version takes no value; write --version\n");
+    return 2;
+  }
   for (const Command& c : kCommands) {
     if (name == c.name) {
       std::string program = std::string("cnp ") + c.name;

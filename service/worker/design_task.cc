@@ -52,16 +52,6 @@ std::string_view KindName(DesignFunctionKind kind) {
   }
 }
 
-// JSON's name for the type of a value ParseJson built.
-const char* JsonTypeOf(PyObject* value) {
-  if (value == Py_None) return "null";
-  if (PyBool_Check(value)) return "a boolean";
-  if (PyUnicode_Check(value)) return "a string";
-  if (PyList_Check(value)) return "an array";
-  if (PyDict_Check(value)) return "an object";
-  return "a number";
-}
-
 std::string CheckArguments(PyObject* args, const std::vector<Arg>& shape) {
   if (!PyList_Check(args)) return "args is not a JSON array";
   const Py_ssize_t n = PyList_GET_SIZE(args);
@@ -78,7 +68,7 @@ std::string CheckArguments(PyObject* args, const std::vector<Arg>& shape) {
         if (!PyDict_Check(value)) {
           return absl::StrCat("args[", i, "] must be a JSON object",
                               shape[i] == Arg::kObjectOrNull ? " or null" : "", ", not ",
-                              JsonTypeOf(value));
+                              JsonTypeName(value));
         }
         break;
       case Arg::kObjects:
@@ -86,7 +76,7 @@ std::string CheckArguments(PyObject* args, const std::vector<Arg>& shape) {
         for (Py_ssize_t j = 0; j < PyList_GET_SIZE(value); ++j) {
           if (PyObject* item = PyList_GET_ITEM(value, j); !PyDict_Check(item)) {
             return absl::StrCat("args[", i, "][", j, "] must be a JSON object, not ",
-                                JsonTypeOf(item));
+                                JsonTypeName(item));
           }
         }
         break;

@@ -110,6 +110,15 @@ void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs) {
   collected.clear();
 }
 
+const char* JsonTypeName(PyObject* value) {
+  if (value == Py_None) return "null";
+  if (PyBool_Check(value)) return "a boolean";
+  if (PyUnicode_Check(value)) return "a string";
+  if (PyList_Check(value)) return "an array";
+  if (PyDict_Check(value)) return "an object";
+  return "a number";
+}
+
 void TakeAttributedLogs(google::protobuf::RepeatedPtrField<v1::FunctionLog>& logs) {
   std::vector<AttributedLog>& collected = Context().attributed_logs;
   for (AttributedLog& line : collected) {

@@ -42,6 +42,9 @@ void TakeLogs(google::protobuf::RepeatedPtrField<std::string>& logs);
 
 // Moves the attributed copies of the log() lines collected so far into `logs`, for the server's
 // log (every reply that goes back over the server's socket carries them).
+// JSON's name for the type of a value ParseJson built ("a string", "null"), for a refusal.
+const char* JsonTypeName(PyObject* value);
+
 void TakeAttributedLogs(google::protobuf::RepeatedPtrField<v1::FunctionLog>& logs);
 
 // A JSON payload that may be empty: empty means `absent` (Py_None or a new {}).

@@ -78,14 +78,16 @@ v1::Reply RunValidate(FunctionRegistry& registry, const cnp::v1::ValidateRequest
       return FailureReply(Failure::BAD_INPUT,
                           absl::StrCat(field, ": ", parsed->status().message()), request.function());
     }
-    // Objects, as CouchDB passes them (old_doc and user_ctx may be null): a validator is any
-    // callable on the path, and one that takes text must never be handed the caller's.
+    // Objects, as CouchDB passes them (all but new_doc may be null: old_doc and user_ctx are,
+    // for a new document or no user): a validator is any callable on the path, and one that
+    // takes text must never be handed the caller's.
     PyObject* value = (*parsed)->get();
     const bool may_be_null = field != std::string_view("new_doc");
     if (!PyDict_Check(value) && !(may_be_null && value == Py_None)) {
       return FailureReply(Failure::BAD_INPUT,
                           absl::StrCat(field, ": must be a JSON object",
-                                       may_be_null ? " or null" : ""),
+                                       may_be_null ? " or null" : "", ", not ",
+                                       JsonTypeName(value)),
                           request.function());
     }
   }

@@ -525,6 +525,16 @@ TEST(CnpCliLimitsTest, TlsWithAnAddressListIsRefusedAsUsage) {
   EXPECT_THAT(one_name.out, ::testing::Not(HasSubstr("list of addresses"))) << one_name.out;
 }
 
+// --version prints it; with a value it is told it takes none (it read "unknown command").
+TEST(CnpCliLimitsTest, VersionTakesNoValue) {
+  CliRun version = Cnp("--version");
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_THAT(version.out, ::testing::StartsWith("cnp "));
+  CliRun valued = Cnp("--version=1");
+  EXPECT_EQ(valued.exit_code, 2);
+  EXPECT_THAT(valued.out, HasSubstr("--version takes no value"));
+}
+
 // A unix socket never uses TLS: TLS options for one were taken and ignored (a CLI probe:
 // --tls-cert=/nonexistent passed, and `map --tls` ran in plaintext), letting a user believe
 // the connection was TLS. Refused as a usage error, before anything is read or sent.

@@ -187,11 +187,11 @@ TEST(ValidateTest, ArgumentsThatAreNotObjectsReachNoFunction) {
     const char* sec_obj;
     const char* refusal;
   } cases[] = {
-      {R"("!!python/object")", "", "", "", "new_doc: must be a JSON object"},
-      {"null", "", "", "", "new_doc: must be a JSON object"},
-      {R"({"_id":"a"})", "[1]", "", "", "old_doc: must be a JSON object or null"},
-      {R"({"_id":"a"})", "", "\"bob\"", "", "user_ctx: must be a JSON object or null"},
-      {R"({"_id":"a"})", "", "", "5", "sec_obj: must be a JSON object or null"},
+      {R"("!!python/object")", "", "", "", "new_doc: must be a JSON object, not a string"},
+      {"null", "", "", "", "new_doc: must be a JSON object, not null"},
+      {R"({"_id":"a"})", "[1]", "", "", "old_doc: must be a JSON object or null, not an array"},
+      {R"({"_id":"a"})", "", "\"bob\"", "", "user_ctx: must be a JSON object or null, not a string"},
+      {R"({"_id":"a"})", "", "", "5", "sec_obj: must be a JSON object or null, not a number"},
   };
   for (const auto& c : cases) {
     Reply reply =
