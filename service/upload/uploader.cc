@@ -198,6 +198,7 @@ class UploadRun {
   // except when CouchDB as a whole failed.
   absl::Status UploadAll(const std::vector<Target>& targets) {
     absl::Status first_error;
+    int unusable = 0;
     std::set<std::string> checked;
     for (const Target& target : targets) {
       if (stop_.stop_requested()) return Cancelled();
@@ -206,14 +207,20 @@ class UploadRun {
       if (status.ok()) continue;
       if (absl::IsCancelled(status)) return status;
       SendError(status, target);  // once per database
+      ++unusable;
       if (first_error.ok()) first_error = status;
       if (AffectsEverything(status)) {
         return StoppedEarly(status, targets.size(), targets.size());
       }
     }
     if (!first_error.ok()) {
-      return absl::Status(first_error.code(),
-                          absl::StrCat(first_error.message(), "; nothing was written"));
+      // Each database's error went out as an event already (cnp printed the same line twice);
+      // the status counts them, as YamlErrors does, and keeps the first one's code.
+      return absl::Status(
+          first_error.code(),
+          absl::StrCat(unusable, unusable == 1 ? " target database" : " target databases",
+                       " cannot be written (", unusable == 1 ? "its error" : "their errors",
+                       " above); nothing was written"));
     }
     for (size_t i = 0; i < targets.size(); ++i) {
       const Target& target = targets[i];
