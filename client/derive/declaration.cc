@@ -306,12 +306,16 @@ absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::strin
 }
 
 absl::StatusOr<Declaration> ReadDeclaration(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFileText(path, int64_t{1} << 20);
+  // "-" is standard input, as for cnp upload: the declaration is read once, at the start.
+  const bool from_stdin = path == "-";
+  const std::string name = from_stdin ? "stdin" : path;
+  absl::StatusOr<std::string> text =
+      ReadFileText(from_stdin ? "/dev/stdin" : path, int64_t{1} << 20);
   if (!text.ok()) return text.status();
   if (text->size() > (size_t{1} << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": larger than 1 MiB; a declaration is a few lines"));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": larger than 1 MiB; a declaration is a few lines"));
   }
-  return ParseDeclaration(*text, path);
+  return ParseDeclaration(*text, name);
 }
 
 }  // namespace cnp::derive

@@ -39,7 +39,8 @@ constexpr char kUsage[] = R"(Usage: cnp derive [options] COUCHDB_URL DECLARATION
 Keeps derived databases: map/reduce results stored as ordinary documents that clients read,
 replicate and filter like any other data (qvarn-mr's idea, on CouchDB's _changes).
 
-DECLARATION.yml (YAML or JSON) mirrors qvarn-mr's `handlers` dict, naming the handlers:
+DECLARATION.yml (YAML or JSON; "-" reads it from standard input) mirrors qvarn-mr's
+`handlers` dict, naming the handlers:
 
   name: company_reports                  # this instance: lease, checkpoints, status, errors
   handlers:

@@ -1,6 +1,10 @@
 // The declaration file of cnp derive: qvarn-mr's handlers dict, naming functions.
 #include "client/derive/declaration.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <string>
 #include <vector>
 
@@ -194,6 +198,26 @@ TEST(DeclarationTest, AHandlerNameThatNoCallCanCarryIsRefusedWhereItIsGiven) {
   absl::StatusOr<Declaration> d = ParseDeclaration(
       "name: n\nhandlers: {t: {s: {type: map, version: 1, handler: m." + std::string(508, 'f') + "|2}}}", "d.yml");
   EXPECT_TRUE(d.ok()) << d.status();
+}
+
+// "-" reads the declaration from standard input, as cnp upload reads "-" (it was refused as a
+// missing file named "-"); messages name it stdin.
+TEST(DeclarationTest, DashIsStandardInput) {
+  char path[] = "/tmp/declaration_test.XXXXXX";
+  const int file = ::mkstemp(path);
+  ASSERT_GE(file, 0);
+  const std::string yaml = "name: from_stdin\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n";
+  ASSERT_EQ(::write(file, yaml.data(), yaml.size()), static_cast<ssize_t>(yaml.size()));
+  ::lseek(file, 0, SEEK_SET);
+  const int saved_stdin = ::dup(0);
+  ASSERT_EQ(::dup2(file, 0), 0);
+  absl::StatusOr<Declaration> d = ReadDeclaration("-");
+  ::dup2(saved_stdin, 0);
+  ::close(saved_stdin);
+  ::close(file);
+  ::unlink(path);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->name, "from_stdin");
 }
 
 }  // namespace
