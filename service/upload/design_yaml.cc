@@ -317,8 +317,11 @@ class Parser {
                                                limits_.max_depth, " levels)"));
       return {};
     } catch (const YAML::Exception& e) {
-      problems_.Error(At(e.mark), absl::StrCat("not valid YAML: ", e.msg,
-                                               TabIndentNote(file_.text(), e.mark.line)));
+      const bool at_end = !e.mark.is_null() && e.mark.pos >= 0 &&
+                          static_cast<size_t>(e.mark.pos) >= file_.text().size();
+      problems_.Error(at_end ? AtEnd() : At(e.mark),
+                      absl::StrCat("not valid YAML: ", e.msg, at_end ? " by the end of the file" : "",
+                                   TabIndentNote(file_.text(), e.mark.line)));
       return {};
     }
     std::vector<DesignDocSpec> specs;
@@ -496,6 +499,21 @@ class Parser {
       at.set_line(mark.line + 1);
       at.set_column(mark.column + 1);
     }
+    return at;
+  }
+
+  // The end of the file as an editor shows it: after the last character of its last line, not
+  // on the line after a final newline, where yaml-cpp puts a mark at the end.
+  v1::SourceLocation AtEnd() const {
+    const std::string& text = file_.text();
+    size_t end = text.size();
+    if (end > 0 && text[end - 1] == '\n') --end;
+    const size_t line_start = text.rfind('\n', end == 0 ? 0 : end - 1);
+    const size_t first = line_start == std::string::npos || end == 0 ? 0 : line_start + 1;
+    v1::SourceLocation at;
+    at.set_file(file_.name());
+    at.set_line(static_cast<int>(std::count(text.begin(), text.begin() + end, '\n')) + 1);
+    at.set_column(static_cast<int>(end - first) + 1);
     return at;
   }
 

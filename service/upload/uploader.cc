@@ -219,7 +219,7 @@ class UploadRun {
       return absl::Status(
           first_error.code(),
           absl::StrCat(unusable, unusable == 1 ? " target database" : " target databases",
-                       " cannot be written (", unusable == 1 ? "its error" : "their errors",
+                       " could not be used (", unusable == 1 ? "its error" : "their errors",
                        " above); nothing was written"));
     }
     for (size_t i = 0; i < targets.size(); ++i) {

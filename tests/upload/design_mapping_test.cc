@@ -545,7 +545,7 @@ TEST_F(DesignMappingTest, AllErrorsAreReportedAtOnceWithFileAndLine) {
                                     "fields that start with '_' are CouchDB's"),
                           HasSubstr("two.yml:1: design document \"d1\" is also defined at "
                                     "one.yml:1"),
-                          HasSubstr("three.yml:3: not valid YAML")))
+                          HasSubstr("three.yml:2: not valid YAML")))
       << result.Dump();
 }
 
@@ -579,6 +579,21 @@ TEST_F(DesignMappingTest, ATabInTheIndentationIsNamed) {
               AllOf(HasSubstr("not valid YAML: "),
                     HasSubstr("(line 3 indents with a tab: YAML indents with spaces only)")))
       << result.Dump();
+}
+
+// YAML that ends too soon (a flow mapping never closed) is placed at the end of its last line,
+// where an editor shows the end of the file; it was placed on the line after the final newline,
+// which no editor shows.
+TEST_F(DesignMappingTest, YamlThatEndsTooSoonIsPlacedAtTheEndOfItsLastLine) {
+  runner_.Define("good.map", 1);
+  UploadResult result = Check({File("open.yml", "d:\n  views: {v: {map: good.map}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_EQ(result.errors().size(), 1u) << result.Dump();
+  const v1::UploadProblem problem = result.errors()[0];
+  EXPECT_EQ(problem.location().line(), 2) << result.Dump();
+  EXPECT_EQ(problem.location().column(), 29) << result.Dump();  // after its 28 characters
+  EXPECT_THAT(problem.message(), HasSubstr("not valid YAML: "));
+  EXPECT_THAT(problem.message(), HasSubstr(" by the end of the file"));
 }
 
 // A misspelt key is an error that names the key it most likely meant: kept as a field, the

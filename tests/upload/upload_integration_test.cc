@@ -435,7 +435,7 @@ TEST_F(UploadIntegrationTest, AMissingDatabaseAmongOthersMeansNothingIsWritten) 
   // The error event names the database; the status counts, so that cnp does not print the
   // same line twice.
   EXPECT_EQ(result.status.message(),
-            "1 target database cannot be written (its error above); nothing was written");
+            "1 target database could not be used (its error above); nothing was written");
   EXPECT_TRUE(Stored("other", "p1").IsNull());
   EXPECT_TRUE(Stored("acct-1", "p2").IsNull());
 }

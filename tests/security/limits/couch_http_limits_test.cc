@@ -159,7 +159,8 @@ TEST_F(CouchHttpLimitsTest, CouchDBsReasonIsTrimmedAndStrippedOfControlCharacter
   }));
   Uploader uploader(runner_);
   UploadResult result = RunUpload(uploader, Request(couch.url()));
-  const std::string message(result.status.message());
+  ASSERT_EQ(result.errors().size(), 1u) << result.Dump();
+  const std::string message(result.errors()[0].message());
   EXPECT_THAT(message, HasSubstr("internal_server_error: "));
   EXPECT_THAT(message, HasSubstr("start-rrr"));
   EXPECT_THAT(message, Not(HasSubstr("-END")));
