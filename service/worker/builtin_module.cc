@@ -144,9 +144,10 @@ PyObject* Log(PyObject*, PyObject* message) {
 }
 
 PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 2) {
-    PyErr_Format(PyExc_TypeError, "emit() takes exactly 2 arguments (key, value), %zd given",
-                 nargs);
+  // emit(key) is JavaScript's emit(doc.town): the value is null, as couchjs makes it.
+  if (nargs != 1 && nargs != 2) {
+    PyErr_Format(PyExc_TypeError,
+                 "emit() takes a key and a value (the value may be left out), %zd given", nargs);
     return nullptr;
   }
   if (!OnCallThread("emit")) return nullptr;
@@ -156,7 +157,7 @@ PyObject* Emit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return nullptr;
   }
   rows->NoteEmit();
-  if (!rows->Add(args[0], args[1])) return nullptr;
+  if (!rows->Add(args[0], nargs == 2 ? args[1] : Py_None)) return nullptr;
   Py_RETURN_NONE;
 }
 

@@ -21,6 +21,15 @@ def town_emit(doc):
     emit([doc["town"], doc["n"]], {"id": doc["_id"]})
 
 
+def emit_key_only(doc):
+    """JavaScript's emit(doc.town): a key with no value is a row with a null value."""
+    emit(doc["town"])
+
+
+def emit_three(doc):
+    emit(doc["town"], doc["n"], "extra")
+
+
 def oslo_only(doc):
     if doc.get("town") == "Oslo":
         emit(doc["_id"], None)

@@ -68,6 +68,20 @@ TEST_F(MapTest, EmitCollectsRowsWhenTheFunctionReturnsNone) {
             R"([[["Oslo",1],[["Oslo",1],{"id":"doc-1"}]]])");
 }
 
+// As in couchjs, where emit(doc.town) emits [town, null]: a view ported from JavaScript keeps
+// its rows (emit took exactly two arguments, and such a document got none, with a log line).
+TEST_F(MapTest, EmitWithAKeyOnlyEmitsANullValue) {
+  EXPECT_EQ(RowsOf("worker_views.emit_key_only", kOslo), R"([[["Oslo",null]]])");
+  Reply reply = worker_->Call(MapTask({"worker_views.emit_three"}, {kOslo}));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  const cnp::v1::MapResult& result = reply.map().results(0);
+  EXPECT_EQ(result.rows(), "[[]]");
+  ASSERT_EQ(result.errors_size(), 1) << reply.DebugString();
+  EXPECT_EQ(result.errors(0).type(), "TypeError");
+  EXPECT_THAT(result.errors(0).message(),
+              HasSubstr("emit() takes a key and a value (the value may be left out), 3 given"));
+}
+
 TEST_F(MapTest, EmitAndYieldKeepTheOrderRowsWereProduced) {
   EXPECT_EQ(RowsOf("worker_views.emit_and_yield", kOslo),
             R"([[["first",1],["second",2],["third",3]]])");
