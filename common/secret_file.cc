@@ -1,6 +1,8 @@
 #include "common/secret_file.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -18,23 +21,59 @@
 
 namespace cnp {
 
+namespace {
+
+// Who besides the owner may read or change a secret file of mode `st`, or nothing. A file root
+// owns may be read by its group (PostgreSQL's rule for its key, and what a service user needs
+// for a key that stays root's: chgrp cnp, chmod 640); a file the service's user owns is that
+// user's alone.
+std::optional<std::string> WhoElseMayReadOrChange(const struct stat& st) {
+  if ((st.st_mode & 007) != 0) return "every user";
+  const mode_t group_bits_refused = st.st_uid == 0 ? 030 : 070;
+  if ((st.st_mode & group_bits_refused) != 0) {
+    const struct group* group = ::getgrgid(st.st_gid);
+    return absl::StrCat("the members of its group ",
+                        group != nullptr ? group->gr_name : std::to_string(st.st_gid));
+  }
+  return std::nullopt;
+}
+
+// What lets this process read a file it was refused: the two layouts ReadSecretFile accepts.
+std::string HowToLetThisUserRead(const std::string& path) {
+  const uid_t uid = ::geteuid();
+  const struct passwd* user = ::getpwuid(uid);
+  const struct group* group = ::getgrgid(::getegid());
+  const std::string user_name = user != nullptr ? user->pw_name : std::to_string(uid);
+  const std::string group_name = group != nullptr ? group->gr_name : std::to_string(::getegid());
+  return absl::StrCat("; this process runs as ", user_name, " (uid ", uid,
+                      "): give it the file (chown ", user_name, " ", path, "; chmod 600 ", path,
+                      "), or keep it root's and let its group read it (chown root:", group_name,
+                      " ", path, "; chmod 640 ", path, "), and make every directory above it "
+                      "searchable by ", user_name);
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what) {
   // O_NONBLOCK: opening a named pipe would wait for a writer, and the server hang at start
   // saying nothing; it is then refused as no regular file. (Reads of a regular file ignore it.)
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(errno)));
+    const int error = errno;
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path, ": ",
+                                            std::strerror(error),
+                                            error == EACCES ? HowToLetThisUserRead(path) : ""));
   }
   struct stat st {};
   std::string content;
   absl::Status status;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     status = absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is not a regular file"));
-  } else if ((st.st_mode & 077) != 0) {
+  } else if (std::optional<std::string> who = WhoElseMayReadOrChange(st); who.has_value()) {
     status = absl::PermissionDeniedError(absl::StrFormat(
-        "%s %s has mode %04o: others on this host could read or change it; run chmod 600 %s",
-        what, path, st.st_mode & 07777, path));
+        "%s %s has mode %04o: %s on this host could read or change it; run chmod 600 %s (or, "
+        "for a file root owns, chmod 640 %s with a group of the server's user)",
+        what, path, st.st_mode & 07777, *who, path, path));
   } else if (std::optional<OwnershipProblem> problem = OthersCanChange(path, st);
              problem.has_value()) {
     // A secret another user owns is theirs to read, change or hand out: a token file owned by

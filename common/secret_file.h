@@ -10,11 +10,13 @@
 
 namespace cnp {
 
-// The content of a file only its owner may read, e.g. a TLS private key; `what` names it in
-// messages ("the private key"). Refused when the file is not a regular file, can be read or
-// written by its group or others (a secret anyone on the host can read protects nothing), or
-// belongs to neither root nor this process's user (that user holds it; common/code_ownership.h):
-// the message says how to fix it and never shows the secret.
+// The content of a secret file, e.g. a TLS private key; `what` names it in messages ("the
+// private key"). Refused when the file is not a regular file, can be read or written by others
+// (a secret anyone on the host can read protects nothing), belongs to neither root nor this
+// process's user (that user holds it; common/code_ownership.h), or can be read or written by
+// its group, where a file root owns may be read by its group (mode 0640: the key stays root's,
+// and a server running as a user of that group reads it). The message says how to fix it,
+// also when the file cannot be opened for want of permission, and never shows the secret.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what);
 
 // A bearer token, as a client sends it: such a file's content without surrounding whitespace,

@@ -3,6 +3,7 @@
 #include "common/pem_file.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -104,6 +105,65 @@ TEST(PemFileTest, AFileOthersCouldChangeIsRefusedAsTheReaderTrustsIt) {
   EXPECT_TRUE(absl::IsPermissionDenied(theirs.status())) << theirs.status();
   EXPECT_THAT(theirs.status().message(), HasSubstr("belongs to uid 65534"));
   EXPECT_TRUE(ReadPemFile("tls-ca", path, PemFileWriters::kNotEveryUser).ok());
+}
+
+// A key that stays root's may be read by its group (chgrp cnp; chmod 640: what an operator of
+// a server running as its own user does with certbot's root-owned keys); it was refused, and
+// root's 0600 could not be read by that user, so no layout kept the key root's.
+TEST(SecretFileTest, AFileRootOwnsMayBeReadByItsGroupAndNoOneElse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to own the file as root and to drop to 65534";
+  const std::string dir = testing::MakeTempDir("secret");
+  const std::string path = dir + "/key";
+  testing::WriteFile(path, "s3cret", 0640);
+  ::chmod(path.c_str(), 0640);
+  absl::StatusOr<std::string> group_read = ReadSecretFile(path, "the key");
+  ASSERT_TRUE(group_read.ok()) << group_read.status();
+  EXPECT_EQ(*group_read, "s3cret");
+  ::chmod(path.c_str(), 0660);
+  absl::StatusOr<std::string> group_write = ReadSecretFile(path, "the key");
+  EXPECT_TRUE(absl::IsPermissionDenied(group_write.status())) << group_write.status();
+  EXPECT_THAT(group_write.status().message(),
+              HasSubstr("has mode 0660: the members of its group"));
+  ::chmod(path.c_str(), 0604);
+  absl::StatusOr<std::string> others = ReadSecretFile(path, "the key");
+  EXPECT_THAT(others.status().message(), HasSubstr("has mode 0604: every user on this host"));
+
+  // As another user: root's 0600 cannot be opened, and the message says what would let this
+  // user read it; this user's own file is its alone (0640 refused).
+  ::chmod(dir.c_str(), 0755);
+  ::chmod(path.c_str(), 0600);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    absl::StatusOr<std::string> refused = ReadSecretFile(path, "the key");
+    if (refused.ok()) ::_exit(11);
+    const std::string message(refused.status().message());
+    if (message.find("Permission denied; this process runs as ") == std::string::npos ||
+        message.find("(uid 65534): give it the file (chown ") == std::string::npos ||
+        message.find("chmod 640 " + path) == std::string::npos) {
+      ::_exit(12);
+    }
+    char own[] = "/tmp/secret_file_test.XXXXXX";
+    const int fd = ::mkstemp(own);
+    if (fd < 0) ::_exit(13);
+    ::close(fd);
+    ::chmod(own, 0640);
+    absl::StatusOr<std::string> own_group = ReadSecretFile(own, "the key");
+    ::unlink(own);
+    if (own_group.ok() ||
+        std::string(own_group.status().message()).find("the members of its group") ==
+            std::string::npos) {
+      ::_exit(14);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "10 could not become 65534, 11 root's 0600 was read, 12 the message lacked the fix, "
+         "13 no file of its own, 14 its own 0640 was accepted";
 }
 
 // A server's token file lists the tokens it accepts, one per line, so that a token is rotated
