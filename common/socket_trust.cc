@@ -1,5 +1,7 @@
 #include "common/socket_trust.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/default_target.h"
 #include "common/socket_directory.h"
 #include "common/system_user.h"
@@ -16,6 +19,35 @@ namespace {
 
 // What to write after --server-user= to trust `uid`.
 std::string FlagValue(uid_t uid) { return UserName(uid).value_or(absl::StrCat(uid)); }
+
+std::string GroupName(gid_t gid) {
+  const struct group* group = ::getgrgid(gid);
+  return group != nullptr ? std::string(group->gr_name) : absl::StrCat(gid);
+}
+
+// Why this user may not connect to the socket `st` (connecting needs write permission on it),
+// and what lets it: a client refused there heard only that no server answers, and was told to
+// start one (found by an operator's trial: CouchDB's user not yet in the socket's group).
+absl::Status NotAllowedToConnect(const std::string& socket_path, const struct stat& st) {
+  const uid_t me = ::geteuid();
+  const std::string user = FlagValue(me);
+  const std::string group = GroupName(st.st_gid);
+  std::string fix;
+  if ((st.st_mode & S_IWGRP) != 0) {
+    fix = absl::StrCat("this user is not in its group ", group, ": add it (usermod -aG ", group,
+                       " ", user, "), then start this program in a new login (for CouchDB, "
+                       "restart CouchDB), where the new group applies");
+  } else {
+    fix = absl::StrCat("the server made it for its own user only: start cnp-server with "
+                       "--socket-group=GROUP (socket-group: in its config file) for a group "
+                       "this user is in, or run this program as ",
+                       FlagValue(st.st_uid));
+  }
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "cnp-server's socket %s (mode %04o, owner %s, group %s) does not let this user (%s) "
+      "connect; %s",
+      socket_path, st.st_mode & 07777, FlagValue(st.st_uid), group, DescribeUser(me), fix));
+}
 
 }  // namespace
 
@@ -92,6 +124,10 @@ absl::Status SocketTrust::CheckSocket(const std::string& socket_path) const {
     return absl::FailedPreconditionError(absl::StrCat(
         "the socket ", socket_path, " belongs to ", DescribeUser(st.st_uid), ", not to ",
         TrustedUsers(), ": ", Advice(st.st_uid)));
+  }
+  if (S_ISSOCK(st.st_mode) && ::faccessat(AT_FDCWD, socket_path.c_str(), W_OK, AT_EACCESS) != 0 &&
+      errno == EACCES) {
+    return NotAllowedToConnect(socket_path, st);
   }
   return absl::OkStatus();
 }

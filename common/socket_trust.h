@@ -39,7 +39,8 @@ class SocketTrust {
   // OK when `socket_path` may be connected to: its directory is a real directory owned by a
   // trusted user (this user only, for the default directory) and writable by neither group nor
   // others, and the socket, if it exists, belongs to a trusted user. FAILED_PRECONDITION
-  // naming the path, the owner found and --server-user otherwise. UNAVAILABLE when the
+  // naming the path, the owner found and --server-user otherwise, and naming the group to join
+  // or the flag to give when the socket's mode does not let this user connect. UNAVAILABLE when the
   // directory does not exist: nothing listens there, and connecting anyway would keep trying
   // while anyone might create it.
   absl::Status CheckSocket(const std::string& socket_path) const;

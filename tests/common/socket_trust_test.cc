@@ -5,9 +5,11 @@
 // without it).
 #include "common/socket_trust.h"
 
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -87,6 +89,44 @@ TEST_F(SocketTrustTest, ASocketOfAnotherUserIsRefusedInATrustedDirectory) {
   MakeSocket(ours + "/root.sock", 0);
   EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/root.sock").ok());
   EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/none.sock").ok());
+}
+
+// A socket whose mode keeps this user out said "no cnp-server answers" and advised starting one
+// (found by an operator's trial); it says what lets this user in. Checked as nobody, in a child.
+TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
+  const std::string ours = MakeDir(dir_, "ours", 0755, 0);
+  MakeSocket(ours + "/group.sock", 0);
+  ASSERT_EQ(::chmod((ours + "/group.sock").c_str(), 0660), 0);
+  MakeSocket(ours + "/private.sock", 0);
+  ASSERT_EQ(::chmod((ours + "/private.sock").c_str(), 0600), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) {
+      ::_exit(10);
+    }
+    const SocketTrust trust(std::nullopt, dir_ + "/own");
+    const absl::Status group = trust.CheckSocket(ours + "/group.sock");
+    if (!absl::IsFailedPrecondition(group) ||
+        !absl::StrContains(group.message(), "(mode 0660, owner root, group root) does not let "
+                                            "this user (uid 65534") ||
+        !absl::StrContains(group.message(), "usermod -aG root ")) {
+      ::_exit(11);
+    }
+    const absl::Status private_socket = trust.CheckSocket(ours + "/private.sock");
+    if (!absl::IsFailedPrecondition(private_socket) ||
+        !absl::StrContains(private_socket.message(), "--socket-group=GROUP")) {
+      ::_exit(12);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "10 could not become nobody, 11 the group socket's message, 12 the 0600 socket's";
+  // Root may open both: no refusal.
+  EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/group.sock").ok());
 }
 
 TEST_F(SocketTrustTest, TheDefaultDirectoryMustBeMineWhateverTheServerUser) {
