@@ -29,6 +29,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "adapter/direct_session.h"
 #include "adapter/service_connection.h"
@@ -402,6 +403,31 @@ int Run() {
                  "core) and " << kMaxWorkerProcesses << "; got " << options.launch.workers
               << std::endl;
     return 2;
+  }
+
+  // Settings for a server this adapter starts, given where it starts none: said, since the
+  // adapter checks them (a missing --python-path exits 2) and they read as if they applied;
+  // --allow-module given here and silently not applied is a security setting lost.
+  if (!options.may_launch) {
+    std::vector<std::string> unused;
+    if (!options.launch.server_binary.empty()) unused.push_back("--server-binary");
+    if (!options.launch.python_paths.empty()) unused.push_back("--python-path");
+    if (!options.launch.allowed_modules.empty()) unused.push_back("--allow-module");
+    if (!options.launch.preload_modules.empty()) unused.push_back("--preload-module");
+    if (options.launch.workers != 0) unused.push_back("--workers");
+    if (options.launch.call_timeout != session::kAdapterCallTimeout) {
+      unused.push_back("--call-timeout");
+    }
+    if (!unused.empty()) {
+      const bool from_flag = !absl::GetFlag(FLAGS_target).empty();
+      std::cerr << "cnp-adapter: WARNING: " << absl::StrJoin(unused, ", ")
+                << " configure the cnp-server this adapter starts, and it starts none for "
+                << (from_flag ? "--target=" : "CNP_TARGET=") << options.target
+                << (from_flag ? "" : " (its socket directory is another user's)")
+                << ": they are ignored; give them to that server (cnp-server's flags or config "
+                   "file)"
+                << std::endl;
+    }
   }
 
   const std::string mode = absl::GetFlag(FLAGS_session);

@@ -80,6 +80,29 @@ class ServerUserTargetTest(unittest.TestCase):
         code, replies, err = self.session([f"--server-user={SERVER_UID}"], env)
         self.assertEqual((code, replies), (0, expected), err)
 
+    def test_settings_for_a_server_it_does_not_start_are_said_to_be_ignored(self):
+        """The adapter starts no server for --target (nor for a CNP_TARGET of another user's
+        directory), so --allow-module and the other settings of one it would start are not
+        applied; it said nothing, and --allow-module read as a restriction in force."""
+        env = {k: v for k, v in os.environ.items() if k != "CNP_TARGET"}
+        code, replies, err = self.session(
+            [f"--target={self.target}", f"--server-user={SERVER_UID}", "--allow-module=other",
+             "--workers=3"], env)
+        self.assertEqual((code, replies[1]), (0, True), err)
+        self.assertIn("cnp-adapter: WARNING: --allow-module, --workers configure the cnp-server "
+                      f"this adapter starts, and it starts none for --target={self.target}: "
+                      "they are ignored", err)
+        env["CNP_TARGET"] = self.target
+        code, replies, err = self.session(
+            [f"--server-user={SERVER_UID}", "--call-timeout=30s"], env)
+        self.assertEqual((code, replies[1]), (0, True), err)
+        self.assertIn(f"--call-timeout configure the cnp-server this adapter starts, and it starts "
+                      f"none for CNP_TARGET={self.target} (its socket directory is another "
+                      "user's)", err)
+        # Without such settings, no warning.
+        code, replies, err = self.session([f"--server-user={SERVER_UID}"], env)
+        self.assertNotIn("WARNING", err)
+
     def test_cnp_target_of_another_user_is_still_refused_without_server_user(self):
         env = dict(os.environ, CNP_TARGET=self.target)
         code, replies, err = self.session([], env)
