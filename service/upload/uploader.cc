@@ -30,6 +30,7 @@
 namespace cnp::upload {
 namespace {
 
+constexpr size_t kMaxFileNameBytes = 4096;
 constexpr int kDefaultConflictRetries = 3;
 
 // How long the clean-up of a cancelled staged build may take: the upload's thread, and a
@@ -66,6 +67,15 @@ class UploadRun {
     if (stop_.stop_requested()) return Cancelled();
     if (request_.files_size() == 0) {
       return Fail(absl::InvalidArgumentError("no YAML files to upload"));
+    }
+    // A file's name is in every event about it: unbounded, a few problems carried it gigabytes
+    // over (a security review). A path is at most PATH_MAX.
+    for (const v1::UploadFile& file : request_.files()) {
+      if (file.name().size() > kMaxFileNameBytes) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "a file name of ", file.name().size(), " bytes; at most ", kMaxFileNameBytes,
+            " (a path)")));
+      }
     }
     if (registering() && request_.staged()) {
       return Fail(absl::InvalidArgumentError(

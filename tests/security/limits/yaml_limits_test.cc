@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -224,6 +225,39 @@ TEST_F(YamlLimitsTest, AFileOverTheSizeLimitIsNotParsed) {
   EXPECT_EQ(result.errors()[0].location().file(), "large.yml");
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("more than the 1000 bytes"));
   EXPECT_THAT(result.errors()[0].message(), HasSubstr("--max-yaml-bytes"));
+}
+
+// Every problem is an event carrying its file's name, and the events were all built before the
+// first went out: 10,000 unknown keys in a file named with 300 KB made a 264 KB request hold
+// about 1 GB (a security review). The name is bounded, and so are the problems reported.
+TEST_F(YamlLimitsTest, ALongFileNameIsRefusedBeforeAnyParsing) {
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(
+      uploader, Check("ok:\n  views:\n    v: myviews.townmap\n", std::string(4097, 'n')));
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  ASSERT_THAT(result.errors(), SizeIs(1));
+  EXPECT_EQ(result.errors()[0].message(), "a file name of 4097 bytes; at most 4096 (a path)");
+  UploadResult at_limit = RunUpload(
+      uploader, Check("ok:\n  views:\n    v: myviews.townmap\n", std::string(4096, 'n')));
+  EXPECT_TRUE(at_limit.status.ok()) << at_limit.status;
+}
+
+TEST_F(YamlLimitsTest, ThousandsOfProblemsAreCountedNotAllReported) {
+  std::string yaml = "many:\n  views:\n";
+  for (int i = 0; i < 1000; ++i) absl::StrAppend(&yaml, "    v", i, ": nowhere.f", i, "\n");
+  for (int i = 0; i < 1000; ++i) absl::StrAppend(&yaml, "  unknown_key_", i, ": 1\n");
+  Uploader uploader(runner_);
+  UploadResult result = RunUpload(uploader, Check(yaml, "many.yml"));
+  EXPECT_TRUE(absl::IsInvalidArgument(result.status)) << result.status;
+  // Every error counts in the status; the first 200 of each kind are reported, and one last
+  // warning says how many more there are.
+  EXPECT_EQ(result.status.message(), "1000 errors in the design documents");
+  EXPECT_THAT(result.errors(), SizeIs(200)) << result.Dump();
+  const std::vector<v1::UploadProblem> warnings = result.warnings();
+  ASSERT_THAT(warnings, SizeIs(201));
+  EXPECT_EQ(warnings.back().message(),
+            "800 more errors and 800 more warnings not shown: only the first 200 errors and "
+            "the first 200 warnings are; fix these and check again");
 }
 
 TEST_F(YamlLimitsTest, OrdinaryDesignDocumentsStillPass) {
