@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,16 @@
 
 namespace cnp::couchdb {
 namespace {
+
+// rapidjson reads a NUL byte as the end of the text, so "{...}\0anything" parsed as the value
+// before it, and the rest went unread (a security review); JSON text holds none.
+absl::Status NoNulByte(absl::string_view text) {
+  const void* nul = std::memchr(text.data(), '\0', text.size());
+  if (nul == nullptr) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "not valid JSON (a NUL byte at offset ", static_cast<const char*>(nul) - text.data(),
+      ", which JSON text never holds; a string writes it \\u0000)"));
+}
 
 // The first byte of a kept number's string: never part of valid UTF-8.
 constexpr char kKeptNumberMark = '\xff';
@@ -126,6 +137,7 @@ bool NestsDeeperThan(absl::string_view text, int max) {
 }  // namespace
 
 absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view text) {
+  if (absl::Status nul = NoNulByte(text); !nul.ok()) return nul;
   if (NestsDeeperThan(text, kMaxJsonDepth)) {
     return absl::InvalidArgumentError(
         absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
@@ -249,6 +261,7 @@ class ExactBuilder {
 
 absl::StatusOr<rapidjson::Document> ParseJsonExact(absl::string_view text, const char* rows_member,
                                                    std::vector<TextSpan>* docs, int max_depth) {
+  if (absl::Status nul = NoNulByte(text); !nul.ok()) return nul;
   if (NestsDeeperThan(text, max_depth)) {
     return absl::InvalidArgumentError(
         absl::StrCat("JSON nested deeper than ", max_depth, " levels"));

@@ -257,6 +257,22 @@ absl::StatusOr<PyRef> ReadInto(Builder& builder, std::string& buffer, size_t& en
   return builder.TakeRoot();
 }
 
+// `value` when the reader, which stops at a NUL byte as at the end of the text, read all of
+// `text`: one value, then "\0" and anything at all, parsed as that value alone (a Map of
+// `{"_id":"a"}\0garbage` answered for "a"; a security review). A value read on purpose from
+// the start of a longer text (kParseStopWhenDoneFlag) leaves the rest to its caller.
+template <unsigned extra_flags>
+absl::StatusOr<PyRef> WholeText(absl::StatusOr<PyRef> value, std::string_view text, size_t end) {
+  if constexpr ((extra_flags & rapidjson::kParseStopWhenDoneFlag) == 0) {
+    if (value.ok() && end < text.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid JSON at byte ", end,
+          ": a NUL byte, which JSON text never holds (a string writes it \\u0000)"));
+    }
+  }
+  return value;
+}
+
 // Parses `json` in `buffer` with `kParseFlags | extra_flags`; `end` is where the reader stopped.
 template <unsigned extra_flags>
 absl::StatusOr<PyRef> Parse(std::string_view json, std::string& buffer, size_t& end,
@@ -267,7 +283,9 @@ absl::StatusOr<PyRef> Parse(std::string_view json, std::string& buffer, size_t& 
   {
     PythonBuilder builder(id);
     absl::StatusOr<PyRef> value = ReadInto<extra_flags>(builder, buffer, end, code, seen);
-    if (code != rapidjson::kParseErrorNumberTooBig) [[likely]] return value;
+    if (code != rapidjson::kParseErrorNumberTooBig) [[likely]] {
+      return WholeText<extra_flags>(std::move(value), json, end);
+    }
   }
   // A number past a double's range (large_numbers.h): read again, from a copy of `json` with
   // those numbers quoted (the first reading has overwritten strings in `buffer`).
@@ -275,7 +293,8 @@ absl::StatusOr<PyRef> Parse(std::string_view json, std::string& buffer, size_t& 
   buffer = std::move(quoted.text);
   if (id != nullptr) id->clear();
   QuotedNumbersBuilder builder(id, buffer.data(), json, quoted.spans);
-  return ReadInto<extra_flags>(builder, buffer, end, code, seen);
+  absl::StatusOr<PyRef> value = ReadInto<extra_flags>(builder, buffer, end, code, seen);
+  return WholeText<extra_flags>(std::move(value), buffer, end);
 }
 
 }  // namespace

@@ -142,6 +142,29 @@ TEST(JsonToPythonTest, ErrorsNameTheOffsetAndTheReason) {
   EXPECT_FALSE(PyErr_Occurred());
 }
 
+// rapidjson stops at a NUL byte as at the end of its text: `{"_id":"a"}\0...` was the document
+// "a", the rest unread, for a Map, a Validate, a Reduce's rows and a design call's arguments
+// alike (a security review). Also with a number past a double, read again from quoted text.
+TEST(JsonToPythonTest, ANulByteIsNotTheEndOfTheText) {
+  using std::string_literals::operator""s;
+  absl::StatusOr<PyRef> doc = ParseJson("{\"_id\":\"a\"}\0{\"_id\":\"b\"} not json"s);
+  ASSERT_FALSE(doc.ok());
+  EXPECT_EQ(doc.status().message(),
+            "invalid JSON at byte 11: a NUL byte, which JSON text never holds (a string writes "
+            "it \\u0000)");
+  const std::string huge = "1" + std::string(400, '0');
+  DocumentSeen seen;
+  std::string buffer;
+  absl::StatusOr<PyRef> quoted =
+      ParseDocument("{\"_id\":\"a\",\"v\":"s + huge + "}\0,3]"s, buffer, seen);
+  ASSERT_FALSE(quoted.ok());
+  EXPECT_THAT(quoted.status().message(), HasSubstr("a NUL byte"));
+  // Inside a string, as ever: refused by the reader itself.
+  EXPECT_FALSE(ParseJson("[\"a\0b\"]"s).ok());
+  EXPECT_TRUE(ParseJson("[\"a\\u0000b\"] \n"s).ok());
+  EXPECT_FALSE(PyErr_Occurred());
+}
+
 TEST(PythonToJsonTest, ScalarsAsJsonDumpsAndJavaScriptWouldWriteThem) {
   EXPECT_EQ(Written("[None, True, False, 0, -5, 2**64, -2**100]"),
             "[null,true,false,0,-5,18446744073709551616,-1267650600228229401496703205376]");

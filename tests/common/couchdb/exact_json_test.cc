@@ -99,6 +99,14 @@ TEST(ParseJsonExactTest, TheRefusalsOfParseJsonStay) {
   EXPECT_FALSE(ParseJsonExact(absl::StrCat(R"({"a":)", Digits(400), "x}")).ok());
 }
 
+// rapidjson stops at a NUL byte as at the end: "{...}\0..." was read as the value before it.
+TEST(ParseJsonExactTest, ANulByteIsRefusedNotTakenForTheEnd) {
+  using std::string_literals::operator""s;
+  const std::string text = "{\"ok\":true}\0{\"ok\":false}"s;
+  EXPECT_THAT(ParseJson(text).status().message(), HasSubstr("a NUL byte at offset 11"));
+  EXPECT_THAT(ParseJsonExact(text).status().message(), HasSubstr("a NUL byte at offset 11"));
+}
+
 TEST(ParseJsonExactTest, FindsTheDocumentsOfAChangesAnswerAsTheyWereWritten) {
   const std::string big = Digits(401);
   const std::string doc_a = absl::StrCat(R"({ "_id" : "a", "n" : )", big, R"(, "s":"}\"{", "x":{"doc":{}} })");
