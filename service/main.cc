@@ -184,6 +184,12 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "cnp-server: %s\n", std::string(named.message()).c_str());
     return 2;
   }
+  // A socket directory missing its parent, others may write to or another user owns was found
+  // once the workers had started (exit 1, restarted every second by the unit).
+  if (absl::Status dirs = cnp::PrepareSocketDirectories(*config); !dirs.ok()) {
+    std::fprintf(stderr, "cnp-server: %s\n", std::string(dirs.message()).c_str());
+    return 2;
+  }
 
   asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;

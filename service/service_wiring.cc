@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/unix_target.h"
 #include "service/listen/inherited_sockets.h"
 #include "service/listen/listen_address.h"
+#include "service/listen/listening_socket.h"
 #include "service/rpc/query_session_handler.h"
 #include "service/session/direct_socket_path.h"
 #include "service/session/launch_settings.h"
@@ -67,6 +69,19 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
     }
   }
   return listen::CheckInheritedSocketsNamed(unix_paths, tcp);
+}
+
+absl::Status PrepareSocketDirectories(const config::ServerConfig& config) {
+  std::vector<std::string> paths = UnixListenPaths(config);
+  for (const std::string& path : DirectSessionPaths(config)) paths.push_back(path);
+  for (const std::string& path : paths) {
+    if (listen::IsInheritedUnixSocket(path)) continue;  // its directory is the unit's
+    if (absl::Status s = listen::PrepareSocketDirectory(path, {.gid = config.socket_gid});
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("unix:", path, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config) {

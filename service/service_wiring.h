@@ -31,6 +31,11 @@ std::vector<std::string> DirectSessionPaths(const config::ServerConfig& config);
 // names is a setting to fix, FAILED_PRECONDITION naming it.
 absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config);
 
+// The directory of every unix socket the server will bind (gRPC listeners not passed by
+// systemd, and the direct-session sockets beside them), created or checked before any worker
+// starts (listen::PrepareSocketDirectory).
+absl::Status PrepareSocketDirectories(const config::ServerConfig& config);
+
 // Direct CouchDB sessions: the session workers run the same command as the batch workers, and
 // every unix --listen path P gets its session socket P.direct.
 session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& config);

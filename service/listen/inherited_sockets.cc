@@ -111,6 +111,14 @@ void AdoptInheritedSockets() {
   for (int i = 0; i < count; ++i) Unclaimed().push_back(SD_LISTEN_FDS_START + i);
 }
 
+bool IsInheritedUnixSocket(const std::string& path) {
+  absl::MutexLock lock(&mutex);
+  for (int fd : Unclaimed()) {
+    if (::sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, path.c_str(), 0) > 0) return true;
+  }
+  return false;
+}
+
 int TakeInheritedUnixSocket(const std::string& path) {
   absl::MutexLock lock(&mutex);
   for (auto it = Unclaimed().begin(); it != Unclaimed().end(); ++it) {

@@ -25,6 +25,8 @@ void AdoptInheritedSockets();
 // The passed socket listening on the unix socket `path`, made non-blocking, or -1. Each is
 // handed out once.
 int TakeInheritedUnixSocket(const std::string& path);
+// Whether systemd passed a listening unix socket bound to `path`, taking nothing.
+bool IsInheritedUnixSocket(const std::string& path);
 // The passed TCP sockets a --listen of `host` and `port` names, made non-blocking: for an IP
 // address (127.0.0.1, ::1), the one bound to that address and port; for a name or a wildcard
 // (localhost, 0.0.0.0, ::, none), every one on that port.

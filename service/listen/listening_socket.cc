@@ -48,7 +48,7 @@ class ScopedFd {
 
 // The directory is created private (0700, or 0750 for a --socket-group); one that exists must
 // be ours and writable by no one else.
-absl::Status PrepareSocketDirectory(const std::string& dir, int gid) {
+absl::Status PrepareDirectory(const std::string& dir, int gid) {
   const mode_t mode = gid >= 0 ? 0750 : 0700;
   if (::mkdir(dir.c_str(), mode) == 0) {
     // mkdir applies the umask; the mode must be exactly this.
@@ -59,8 +59,12 @@ absl::Status PrepareSocketDirectory(const std::string& dir, int gid) {
     return absl::OkStatus();
   }
   if (errno != EEXIST) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the socket directory ", dir, ": ", ErrnoText(errno)));
+    const int error = errno;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create the socket directory ", dir, ": ", ErrnoText(error),
+        error == ENOENT ? absl::StrCat("; create its parent first (mkdir -p ",
+                                       SocketDirectory(dir), "), or listen elsewhere")
+                        : ""));
   }
   return CheckSocketDirectory(dir, DirectoryOwner::kMe);
 }
@@ -87,8 +91,7 @@ absl::StatusOr<ListeningSocket> ListenUnix(const std::string& address, const std
         "the socket path '", path, "' must be 1 to ", sizeof addr.sun_path - 1,
         " bytes long (a unix socket address holds no more); choose a shorter one"));
   }
-  if (absl::Status s = PrepareSocketDirectory(SocketDirectory(path), options.gid);
-      !s.ok()) {
+  if (absl::Status s = PrepareDirectory(SocketDirectory(path), options.gid); !s.ok()) {
     return s;
   }
   WarnIfGroupCannotReach(SocketDirectory(path), path, options.gid);
@@ -332,6 +335,10 @@ void RemoveOwnSocketFile(const ListeningSocket& socket) {
       st.st_ino == socket.unix_ino) {
     ::unlink(socket.unix_path.c_str());
   }
+}
+
+absl::Status PrepareSocketDirectory(const std::string& path, const UnixSocketOptions& unix) {
+  return PrepareDirectory(SocketDirectory(path), unix.gid);
 }
 
 }  // namespace cnp::listen

@@ -58,6 +58,12 @@ absl::StatusOr<ListeningSocket> OpenUnixListeningSocket(const std::string& addre
                                                         const std::string& path,
                                                         const UnixSocketOptions& unix);
 
+// Creates the directory of the unix socket `path` as OpenUnixListeningSocket would (0700, or
+// 0750 with a group), or checks the one there is ours and writable by no one else; what it
+// says is what listening there would fail with. Called before the workers start, so that a
+// directory to fix is a setting to fix (exit 2), not a start systemd retries every second.
+absl::Status PrepareSocketDirectory(const std::string& path, const UnixSocketOptions& unix);
+
 // Removes the socket file of a unix listener if it is still the one we created: not one
 // systemd passed, nor one another server has put at the path since.
 void RemoveOwnSocketFile(const ListeningSocket& socket);

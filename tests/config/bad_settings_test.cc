@@ -493,6 +493,24 @@ TEST(SocketPathTest, APathTooLongItselfIsRefusedBeforeAnyWorkerStarts) {
   }
 }
 
+// A socket directory the server cannot use (no parent to create it in, or one others may write
+// to) was found once the workers had started, exit 1, which the unit restarts every second
+// (found by an operator's trial); it is a setting to fix, exit 2, before any worker.
+TEST(SocketPathTest, ASocketDirectoryToFixIsRefusedBeforeAnyWorkerStarts) {
+  const std::string dir = ShortTempDir();
+  auto orphan = Launch(dir, {"--workers=1", "--listen=unix:" + dir + "/no/such/cnp.sock"});
+  ExpectRefused(*orphan, absl::StrCat("cannot create the socket directory ", dir,
+                                      "/no/such: No such file or directory; create its parent "
+                                      "first (mkdir -p ", dir, "/no)"));
+  EXPECT_THAT(orphan->Log(), Not(HasSubstr("worker")));
+  const std::string open = dir + "/open";
+  ASSERT_EQ(::mkdir(open.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(open.c_str(), 0777), 0);
+  auto shared = Launch(dir, {"--workers=1", "--listen=unix:" + open + "/cnp.sock"});
+  ExpectRefused(*shared, "the socket directory " + open + " has mode 0777");
+  EXPECT_THAT(shared->Log(), Not(HasSubstr("worker")));
+}
+
 // A unix --listen gRPC's clients read otherwise than as the file the server bound: a host in it
 // (unix://localhost/PATH was bound as the relative path "localhost/PATH", a target gRPC refuses
 // to connect to), or a percent sign (unix:/a%20b.sock was bound as "a%20b.sock", and gRPC
