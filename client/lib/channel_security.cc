@@ -10,6 +10,7 @@
 namespace cnp::client {
 
 absl::Status CheckTlsTarget(const ChannelSecurity& security, const std::string& target) {
+  if (absl::Status path = CheckNotABarePath(target); !path.ok()) return path;
   if (!security.UsesTls()) return absl::OkStatus();
   if (IsUnixTarget(target)) {
     // Taken and ignored, they would let a user believe the connection was TLS, or that a

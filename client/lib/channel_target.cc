@@ -91,7 +91,18 @@ bool NamesReplicas(absl::string_view target) {
   return absl::StrContains(target, ',') || absl::StartsWith(target, "dns:");
 }
 
+absl::Status CheckNotABarePath(absl::string_view target) {
+  for (absl::string_view start : {"/", "./", "../", "~/"}) {
+    if (!absl::StartsWith(target, start)) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--target=", target, " is a file path; a unix socket is named unix:PATH (here --target=unix:",
+        target, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate) {
+  if (absl::Status path = CheckNotABarePath(target); !path.ok()) return path;
   // The socket checks before connecting look at a unix target as given: spaces around it would
   // let it slip past them.
   if (target != absl::StripAsciiWhitespace(target) &&

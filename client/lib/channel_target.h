@@ -23,6 +23,12 @@ namespace cnp::client {
 // over the replicas.
 absl::StatusOr<std::string> ChannelTargetUri(absl::string_view target, size_t rotate = 0);
 
+// INVALID_ARGUMENT when `target` is a file path without unix: ("/run/cnp/cnp.sock"), which gRPC
+// would read as a host name: the plaintext refusal that followed advised --insecure, and then
+// "no cnp-server answers" advised a --listen the server refuses. Checked first by
+// ChannelTargetUri, CheckTlsTarget and LoadChannelSecurity.
+absl::Status CheckNotABarePath(absl::string_view target);
+
 // Whether `target` may name several replicas: a list of addresses, or a dns:/// name (however
 // many addresses it resolves to today). Their channels watch each replica's health
 // (service_config.h); a target of one server does not, as there is nowhere else to go.

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/channel_security.h"
 #include "client/lib/service_config.h"
 #include "gtest/gtest.h"
 
@@ -27,6 +28,22 @@ TEST(ChannelTargetUri, AbstractSocketsAndSpacedUnixTargetsAreRefused) {
   EXPECT_TRUE(absl::IsInvalidArgument(ChannelTargetUri(" unix:/tmp/x/cnp.sock").status()));
   EXPECT_FALSE(TargetStaysOnThisHost("unix-abstract:cnp"));
   EXPECT_TRUE(ChannelTargetUri("unix:/tmp/x/cnp.sock").ok());
+}
+
+// A socket's path without unix: was read as a host name: refused in plaintext with advice to
+// add --insecure, after which "no cnp-server answers" advised a --listen the server refuses
+// (found by an operator's trial). It says how to write it, before any security check.
+TEST(ChannelTargetUri, AFilePathIsToldToBeWrittenWithUnix) {
+  for (const char* path : {"/run/cnp/cnp.sock", "./cnp.sock", "../run/cnp.sock"}) {
+    absl::StatusOr<std::string> uri = ChannelTargetUri(path);
+    EXPECT_TRUE(absl::IsInvalidArgument(uri.status())) << path;
+    EXPECT_EQ(uri.status().message(), absl::StrCat("--target=", path, " is a file path; a unix "
+                                                   "socket is named unix:PATH (here "
+                                                   "--target=unix:", path, ")"));
+    absl::StatusOr<LoadedChannelSecurity> security =
+        LoadChannelSecurity(ChannelSecurity{.insecure = true}, path);
+    EXPECT_EQ(security.status().message(), uri.status().message());
+  }
 }
 
 // CouchDB's URL where cnp-server's address belongs: said so, not left to gRPC (which took
