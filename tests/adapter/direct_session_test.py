@@ -706,7 +706,10 @@ class SettingsTest(unittest.TestCase):
                                  [f"--target=unix:{socket_path}",
                                   f"--server-binary={os.path.join(tmp, 'missing')}"], env=env)
             self.assertEqual(qs.close(), 0, qs.diagnostics())
-            self.assertNotIn("--server-binary", qs.diagnostics())
+            self.assertNotIn("No such file", qs.diagnostics())
+            # It is said to be ignored, as every setting of a server the adapter does not start.
+            self.assertIn("WARNING: --server-binary configure the cnp-server this adapter starts",
+                          qs.diagnostics())
 
     def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
         functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
