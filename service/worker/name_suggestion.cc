@@ -113,6 +113,24 @@ bool NameSuggester::PassesFunctionChecks(const FunctionName& guess) const {
   return passes;
 }
 
+std::optional<int64_t> NameSuggester::DeclaredVersionOf(const FunctionName& guess) const {
+  PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str());
+  PyObject* function = module != nullptr && PyModule_Check(module)
+                           ? PyDict_GetItemString(PyModule_GetDict(module), guess.attribute.c_str())
+                           : nullptr;
+  // A plain function (PassesFunctionChecks): reading its attribute runs no code of the module's.
+  PyRef version = function != nullptr && PyFunction_Check(function)
+                      ? PyRef::Steal(PyObject_GetAttrString(function, "_cnp_version"))
+                      : PyRef();
+  std::optional<int64_t> declared;
+  if (version && PyLong_Check(version.get())) {
+    const long long value = PyLong_AsLongLong(version.get());
+    if (!(value == -1 && PyErr_Occurred())) declared = value;
+  }
+  PyErr_Clear();
+  return declared;
+}
+
 std::string NameSuggester::DidYouMean(const absl::Status& status, const FunctionName& name) {
   if (!absl::IsNotFound(status) && !absl::IsPermissionDenied(status)) return "";
   std::optional<std::string> meant = Suggest(name);
@@ -142,10 +160,16 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
   // if myviews has no f. (One not imported is not imported for a guess: its import runs code.)
   const bool module_imported =
       PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str()) != nullptr;
-  if ((index + 1 == parts.size() || module_imported) && !PassesFunctionChecks(guess)) {
-    return std::nullopt;
+  const bool function_seen = index + 1 == parts.size() || module_imported;
+  if (function_seen && !PassesFunctionChecks(guess)) return std::nullopt;
+  // The name to use, with the guessed function's own @version: `myviews.townmp` was told
+  // "myviews.townmap", which then failed for its missing |123 (an operator's trial).
+  if (std::optional<int64_t> declared = function_seen ? DeclaredVersionOf(guess) : std::nullopt;
+      declared.has_value()) {
+    absl::StrAppend(&guess.path, "|", *declared);
+  } else if (!function_seen && name.version.has_value()) {
+    absl::StrAppend(&guess.path, "|", *name.version);
   }
-  if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
   return std::move(guess.path);
 }
 

@@ -2,6 +2,7 @@
 // upload` or an add_fun): the closest existing name, by common/closest_name.h's rule.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -31,7 +32,8 @@ class NameSuggester {
   // which is no typo): the closest module beside it (in its package, or on the path for a
   // top-level one). Only a guess the policy would let through by its name (--allow-module
   // covers it; not the standard library, an installer, a dunder): the name as it would be
-  // written, `|version` kept; nullopt when nothing is close, and at once for a name refused by
+  // written, with the guessed function's own `|version` when it is seen (the asked-for one
+  // otherwise); nullopt when nothing is close, and at once for a name refused by
   // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports
   // nothing but the standard library's pkgutil and importlib.util, and never leaves a Python
   // error set. For error paths only.
@@ -50,6 +52,8 @@ class NameSuggester {
 
   // Whether the function `guess` names (in a module already imported) passes CheckFunction.
   bool PassesFunctionChecks(const FunctionName& guess) const;
+  // The @version of the function `guess` names in a module already imported, if it has one.
+  std::optional<int64_t> DeclaredVersionOf(const FunctionName& guess) const;
 
   const ModulePolicy& policy_;
   PyRef find_candidates_;  // the Python half, compiled for the first name asked about
