@@ -273,7 +273,13 @@ absl::StatusOr<std::vector<ListeningSocket>> ListenOnEach(const std::string& add
       if (error == EADDRNOTAVAIL || (port == 0 && error == EADDRINUSE)) continue;
       return fail(absl::UnavailableError(absl::StrCat(
           "cannot listen on ", address, " (", HostText(ai_addr, a.length), "): ", last_error,
-          "; a client given this address could reach whatever holds it")));
+          error == EADDRINUSE
+              ? "; another program (another cnp-server?) holds it, and a client given this "
+                "address could reach it: stop that program (ss -ltnp shows which), or listen "
+                "on another port"
+          : error == EACCES
+              ? "; a port below 1024 needs root or CAP_NET_BIND_SERVICE: listen on a higher one"
+              : "")));
     }
     ListeningSocket socket;
     socket.port = GetPort(fd.get());
