@@ -33,6 +33,14 @@ done
 # `bazel run` starts us in the runfiles tree: a relative prefix means the caller's directory.
 if [[ "$prefix" != /* ]]; then prefix="${BUILD_WORKING_DIRECTORY:-$PWD}/$prefix"; fi
 while [[ "$prefix" == */ && "$prefix" != / ]]; do prefix=${prefix%/}; done
+# The units name the prefix in ExecStart= and Documentation=, where systemd splits words at
+# spaces and reads quotes, backslashes, "%" and "$" itself: such a prefix installed units that
+# run something else, or nothing (an operator's trial; systemd-analyze: "not executable").
+if [[ "$prefix" =~ [[:space:]\"\'\\%\$\;] ]]; then
+  echo "install: --prefix=$prefix holds a space or one of \" ' \\ % \$ ;, which systemd's unit" \
+       "lines would read as syntax; choose a prefix without them" >&2
+  exit 2
+fi
 
 # The files come from our runfiles: beside us under `bazel run`, or the test's tree when a test
 # runs us.

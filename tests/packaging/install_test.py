@@ -114,6 +114,18 @@ class InstallTest(unittest.TestCase):
         with open(os.path.join(destdir, "etc", "systemd", "system", "cnp-server.service")) as f:
             self.assertIn("ExecStart=/opt/a&b|c/bin/cnp-server --config=", f.read())
 
+    def test_a_prefix_systemd_would_read_as_syntax_is_refused(self):
+        # An operator's trial: "/tmp/inst sp&x" installed units whose ExecStart= ran
+        # "/tmp/inst" (systemd splits at spaces); quotes, "\\", "%" and "$" are its syntax too.
+        for prefix in ["/opt/c n p", "/opt/cnp%i", "/opt/cnp$HOME", '/opt/"cnp"']:
+            destdir = os.path.join(self.root, "stage-syntax")
+            run = subprocess.run([INSTALL, "--prefix=" + prefix, "--systemd"],
+                                 capture_output=True, text=True,
+                                 env=dict(os.environ, DESTDIR=destdir))
+            self.assertEqual(run.returncode, 2, prefix)
+            self.assertIn("which systemd's unit lines would read as syntax", run.stderr)
+            self.assertFalse(os.path.exists(destdir), prefix)
+
     def install_staged(self, destdir, prefix):
         run = subprocess.run([INSTALL, "--prefix=" + prefix, "--systemd"], capture_output=True,
                              text=True, env=dict(os.environ, DESTDIR=destdir))
