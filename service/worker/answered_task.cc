@@ -16,6 +16,8 @@ void StartAnswering(const v1::Task& task) {
   g_sequence.store(task.sequence(), std::memory_order_relaxed);
 }
 
+void StartAnsweringUnreadTask() { g_sequence.fetch_add(1, std::memory_order_relaxed); }
+
 void StampAnswer(v1::Reply& reply) {
   reply.set_sequence(g_sequence.load(std::memory_order_relaxed));
 }

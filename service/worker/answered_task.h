@@ -14,6 +14,12 @@ namespace cnp::worker {
 // Called for each task read from the server, before anything is done with it.
 void StartAnswering(const v1::Task& task);
 
+// For a task whose frame could not be read as a Task (not one, or memory ran out parsing it):
+// the next number, as the server numbers its tasks to a worker 1, 2, ... A reply stamped with
+// the last task's number was taken for a fault ("task #2 when task #3 was due"; a security
+// review), where it is the failure of this one.
+void StartAnsweringUnreadTask();
+
 // Marks `reply` as the answer to the task being answered.
 void StampAnswer(v1::Reply& reply);
 

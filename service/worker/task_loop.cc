@@ -182,9 +182,15 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
     {
       Task task;
       absl::StatusOr<Reply> reply;
+      bool answering = false;  // StartAnswering has the task's number
       try {
         const bool parsed = task.ParseFromString(frame);
-        StartAnswering(task);
+        if (parsed) {
+          StartAnswering(task);
+        } else {
+          StartAnsweringUnreadTask();
+        }
+        answering = true;
         // A list's steps restart it for each list_row task, so the limit checked at the end is
         // the budget's own: that of the task the reply answers.
         Context().answer.Start(parsed ? task.max_answer_bytes() : 0);
@@ -207,6 +213,7 @@ absl::Status ServeTasks(int fd, FunctionRegistry& registry) {
         // is a MemoryError of its own, in its result. Before, one out of the parse or the log
         // lines ended the worker with abort().
         PyErr_Clear();
+        if (!answering) StartAnsweringUnreadTask();  // out of memory parsing it
         Context().eager_log = nullptr;
         Context().memory_error = true;
         Context().logs.clear();
