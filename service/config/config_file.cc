@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_line_flags.h"
-#include "common/tab_indent.h"
+#include "common/yaml_syntax_note.h"
 #include "common/trusted_file.h"
 #include "service/config/server_settings.h"
 #include "yaml-cpp/eventhandler.h"
@@ -295,7 +295,7 @@ absl::Status ApplyConfigFile(const std::string& path, Sources& sources) {
     }
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything the checks above did not foresee.
-    return ConfigError(path, e.mark, "", absl::StrCat(e.msg, TabIndentNote(*text, e.mark.line)));
+    return ConfigError(path, e.mark, "", absl::StrCat(e.msg, YamlSyntaxNote(*text, e.mark.line, e.msg)));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }

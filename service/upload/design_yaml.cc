@@ -27,7 +27,7 @@
 #include "common/couchdb/json.h"
 #include "common/couchdb/target_databases.h"
 #include "common/printable_text.h"
-#include "common/tab_indent.h"
+#include "common/yaml_syntax_note.h"
 #include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
 #include "yaml-cpp/depthguard.h"
@@ -321,7 +321,7 @@ class Parser {
                           static_cast<size_t>(e.mark.pos) >= file_.text().size();
       problems_.Error(at_end ? AtEnd() : At(e.mark),
                       absl::StrCat("not valid YAML: ", e.msg, at_end ? " by the end of the file" : "",
-                                   TabIndentNote(file_.text(), e.mark.line)));
+                                   YamlSyntaxNote(file_.text(), e.mark.line, e.msg)));
       return {};
     }
     std::vector<DesignDocSpec> specs;

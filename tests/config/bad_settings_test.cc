@@ -67,6 +67,13 @@ TEST(ConfigFileTest, ATabInTheIndentationIsNamed) {
                     "(line 4 indents with a tab: YAML indents with spaces only)");
 }
 
+// A key indented under a value was yaml-cpp's "illegal map value" alone (an operator's trial).
+TEST(ConfigFileTest, AKeyIndentedUnderAValueIsExplained) {
+  ExpectFileRefused(ShortTempDir(), "workers: 1\n  max-queue: 8\n",
+                    "illegal map value (a `key: value` where none may start: indent this line as "
+                    "its siblings are, or quote a value that holds \": \")");
+}
+
 // 1. --config FILE (a space, not '=') was ignored: the server started with the defaults and no
 // --allow-module limit.
 TEST(ConfigFileTest, ConfigWithASpaceIsRead) {
