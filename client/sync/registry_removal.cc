@@ -1,6 +1,8 @@
 #include "client/sync/registry_removal.h"
 
+#include <optional>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -8,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/sync/registry_pages.h"
+#include "common/closest_name.h"
 #include "common/couchdb/conflict_retry.h"
 #include "common/couchdb/couch_root.h"
 #include "common/couchdb/couch_url.h"
@@ -132,9 +135,16 @@ absl::Status RemoveRegistered(CouchClient& couch, const std::string& registry,
       if (entry.id == name || entry.name == name) ids.insert(entry.id);
     }
     if (ids.empty()) {
+      std::vector<std::string> known;  // names and ids alike, as either is taken
+      for (const Entry& entry : entries) {
+        known.push_back(entry.name);
+        known.push_back(entry.id);
+      }
+      const std::optional<std::string> meant = ClosestName(name, known);
       absl::Status missing = absl::NotFoundError(absl::StrCat(
           "the registry \"", registry, "\" has no entry for \"", name,
-          "\" (a design document's name, or an entry's id such as towns@classification:account)"));
+          "\" (a design document's name, or an entry's id such as towns@classification:account)",
+          meant.has_value() ? absl::StrCat("; did you mean \"", *meant, "\"?") : ""));
       EmitError(emit, missing, registry, name);
       if (first_error.ok()) first_error = missing;
       continue;

@@ -540,6 +540,8 @@ TEST_F(SyncIntegrationTest, ARemovedEntryTakesOutOnlyTheDesignDocumentsSyncPutTh
                                      {.out = out2, .err = err2, .env = no_env});
   EXPECT_EQ(status, 1);
   EXPECT_THAT(err2.str(), HasSubstr("the registry \"reg6\" has no entry for \"townz\""));
+  // With the entry it most likely meant, as for every other misspelt name.
+  EXPECT_THAT(err2.str(), HasSubstr("; did you mean \"towns\"?"));
 }
 
 // A copy cnp sync wrote that also has a conflicting revision (replication into the database):
