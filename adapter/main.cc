@@ -100,7 +100,7 @@ ABSL_FLAG(std::string, tls_ca, "",
           "PEM file of the CAs that signed the service's TLS certificate (TCP targets).");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate, for a service that requires one (mutual TLS); with --tls-key.");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, or 0640 owned by root with a group of this user).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, or 0640 owned by root with a group this user, not root, is in).");
 ABSL_FLAG(std::string, auth_token_file, "",
           "File holding the bearer token the service requires (mode as for --tls-key); re-read on every "
           "reconnect.");
@@ -420,13 +420,17 @@ int Run() {
     }
     if (!unused.empty()) {
       const bool from_flag = !absl::GetFlag(FLAGS_target).empty();
+      // Without --target, CNP_TARGET named it: a TCP address, or a socket in another user's
+      // directory (MayLaunchAt).
+      const char* why = from_flag || !IsUnixTarget(options.target)
+                            ? ""
+                            : " (its socket directory is another user's)";
       std::cerr << "cnp-adapter: WARNING: " << absl::StrJoin(unused, ", ")
-                << " configure the cnp-server this adapter starts, and it starts none for "
-                << (from_flag ? "--target=" : "CNP_TARGET=") << options.target
-                << (from_flag ? "" : " (its socket directory is another user's)")
-                << ": they are ignored; give them to that server (cnp-server's flags or config "
-                   "file)"
-                << std::endl;
+                << (unused.size() == 1 ? " configures" : " configure")
+                << " the cnp-server this adapter starts, and it starts none for "
+                << (from_flag ? "--target=" : "CNP_TARGET=") << options.target << why
+                << (unused.size() == 1 ? ": it is ignored; give it" : ": they are ignored; give them")
+                << " to that server (cnp-server's flags or config file)" << std::endl;
     }
   }
 

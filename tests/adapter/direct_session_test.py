@@ -708,7 +708,7 @@ class SettingsTest(unittest.TestCase):
             self.assertEqual(qs.close(), 0, qs.diagnostics())
             self.assertNotIn("No such file", qs.diagnostics())
             # It is said to be ignored, as every setting of a server the adapter does not start.
-            self.assertIn("WARNING: --server-binary configure the cnp-server this adapter starts",
+            self.assertIn("WARNING: --server-binary configures the cnp-server this adapter starts",
                           qs.diagnostics())
 
     def test_a_repeated_list_flag_adds_up_as_in_cnp_server(self):
