@@ -134,7 +134,7 @@ std::optional<int64_t> NameSuggester::DeclaredVersionOf(const FunctionName& gues
 std::string NameSuggester::DidYouMean(const absl::Status& status, const FunctionName& name) {
   if (!absl::IsNotFound(status) && !absl::IsPermissionDenied(status)) return "";
   std::optional<std::string> meant = Suggest(name);
-  return meant ? absl::StrCat("; did you mean \"", *meant, "\"?") : "";
+  return meant ? absl::StrCat("; did you mean ", *meant, "?") : "";
 }
 
 std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
@@ -162,15 +162,17 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
       PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str()) != nullptr;
   const bool function_seen = index + 1 == parts.size() || module_imported;
   if (function_seen && !PassesFunctionChecks(guess)) return std::nullopt;
-  // The name to use, with the guessed function's own @version: `myviews.townmp` was told
-  // "myviews.townmap", which then failed for its missing |123 (an operator's trial).
-  if (std::optional<int64_t> declared = function_seen ? DeclaredVersionOf(guess) : std::nullopt;
-      declared.has_value()) {
-    absl::StrAppend(&guess.path, "|", *declared);
-  } else if (!function_seen && name.version.has_value()) {
-    absl::StrAppend(&guess.path, "|", *name.version);
+  // A function seen is named as a design document's YAML names it, with its @version beside:
+  // a call needs the |123 (`myviews.townmp` was told "myviews.townmap", which then failed for
+  // its missing |123; an operator's trial), a YAML file must not have it. One not seen (its
+  // module not imported, which a guess does not do) keeps the |version asked for.
+  if (function_seen) {
+    const std::optional<int64_t> declared = DeclaredVersionOf(guess);
+    return declared.has_value() ? absl::StrCat("\"", guess.path, "\" (@version(", *declared, "))")
+                                : absl::StrCat("\"", guess.path, "\"");
   }
-  return std::move(guess.path);
+  if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
+  return absl::StrCat("\"", guess.path, "\"");
 }
 
 }  // namespace cnp::worker

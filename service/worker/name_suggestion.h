@@ -32,8 +32,9 @@ class NameSuggester {
   // which is no typo): the closest module beside it (in its package, or on the path for a
   // top-level one). Only a guess the policy would let through by its name (--allow-module
   // covers it; not the standard library, an installer, a dunder): the name as it would be
-  // written, with the guessed function's own `|version` when it is seen (the asked-for one
-  // otherwise); nullopt when nothing is close, and at once for a name refused by
+  // written, quoted: a function seen as a design document names it, its @version beside
+  // ("\"myviews.townmap\" (@version(123))"), one not seen with the `|version` asked for;
+  // nullopt when nothing is close, and at once for a name refused by
   // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports
   // nothing but the standard library's pkgutil and importlib.util, and never leaves a Python
   // error set. For error paths only.
