@@ -73,7 +73,10 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
 
 absl::Status PrepareSocketDirectories(const config::ServerConfig& config) {
   std::vector<std::string> paths = UnixListenPaths(config);
-  for (const std::string& path : DirectSessionPaths(config)) paths.push_back(path);
+  // Without direct sessions nothing binds P.direct (a passed one is only taken, and closed).
+  if (config.max_sessions > 0) {
+    for (const std::string& path : DirectSessionPaths(config)) paths.push_back(path);
+  }
   for (const std::string& path : paths) {
     if (listen::IsInheritedUnixSocket(path)) continue;  // its directory is the unit's
     if (absl::Status s = listen::PrepareSocketDirectory(path, {.gid = config.socket_gid});

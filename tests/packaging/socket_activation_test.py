@@ -215,6 +215,27 @@ class SocketActivationTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0, server.log())
 
+    def test_without_direct_sessions_the_direct_sockets_directory_is_not_checked(self):
+        """With max-sessions: 0 and only P passed, nothing binds P.direct, so its directory (the
+        unit's, which a server not run as root does not own) is none of the server's business;
+        a review found the start-up check of socket directories refusing it (exit 2). Played
+        by a passed socket in a directory of another user's, which the server may not bind in."""
+        theirs = os.path.join(self.dir, "theirs")
+        os.mkdir(theirs, 0o755)
+        try:
+            os.chown(theirs, 65534, 65534)
+        except PermissionError:
+            self.skipTest("needs root to give a directory to another user")
+        path = os.path.join(theirs, "cnp.sock")
+        grpc_socket = unix_listener(self, path)
+        server = ActivatedServer([grpc_socket], ["--listen=unix:" + path, "--max-sessions=0"],
+                                 self.dir)
+        try:
+            self.assertTrue(server.ready, server.log())
+            self.assertNotIn("socket directory", server.log())
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+
 
 if __name__ == "__main__":
     unittest.main()
