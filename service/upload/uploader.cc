@@ -138,7 +138,7 @@ class UploadRun {
 
  private:
   absl::Status ReadAndResolve() {
-    ProblemList problems;
+    ProblemList problems(FileOrder());
     std::string language = request_.language().empty() ? "python" : request_.language();
     YamlBudget budget;  // shared by all the files: many small bombs are one big one
     Classifications classifications;  // likewise: one file may name another's
@@ -162,7 +162,6 @@ class UploadRun {
       return Fail(resolved);
     }
     CheckTargetsStatically(problems);
-    problems.SortByLocation(FileOrder());
     if (!SendProblems(problems)) return Cancelled();
     if (problems.error_count() > 0) return YamlErrors(problems.error_count());
     return absl::OkStatus();
@@ -468,7 +467,7 @@ class UploadRun {
     std::optional<std::vector<std::string>> all_dbs;
     std::vector<Target> targets;
     std::map<std::pair<std::string, std::string>, const DesignDocSpec*> seen;
-    ProblemList problems;
+    ProblemList problems(FileOrder());
     auto add = [&](const std::string& db, const DesignDocSpec& spec) {
       auto [it, inserted] = seen.emplace(std::make_pair(db, spec.name), &spec);
       if (inserted) {
