@@ -25,28 +25,34 @@ std::string GroupName(gid_t gid) {
   return group != nullptr ? std::string(group->gr_name) : absl::StrCat(gid);
 }
 
-// Why this user may not connect to the socket `st` (connecting needs write permission on it),
-// and what lets it: a client refused there heard only that no server answers, and was told to
-// start one (found by an operator's trial: CouchDB's user not yet in the socket's group).
-absl::Status NotAllowedToConnect(const std::string& socket_path, const struct stat& st) {
+// Why this user may not connect to `socket_path` (connecting needs write permission on the
+// socket and search permission on its directory), `blocking` (the socket or its directory,
+// of stat `st`) keeping it out, and what lets it: a client refused there heard only that no
+// server answers, and was told to start one (an operator's trial: CouchDB's user not yet in
+// the socket's group).
+absl::Status NotAllowedToConnect(const std::string& socket_path, const std::string& blocking,
+                                 const struct stat& st) {
   const uid_t me = ::geteuid();
   const std::string user = FlagValue(me);
   const std::string group = GroupName(st.st_gid);
+  const mode_t group_bit = S_ISDIR(st.st_mode) ? S_IXGRP : S_IWGRP;
   std::string fix;
-  if ((st.st_mode & S_IWGRP) != 0) {
+  if ((st.st_mode & group_bit) != 0) {
     fix = absl::StrCat("this user is not in its group ", group, ": add it (usermod -aG ", group,
                        " ", user, "), then start this program in a new login (for CouchDB, "
                        "restart CouchDB), where the new group applies");
   } else {
-    fix = absl::StrCat("the server made it for its own user only: start cnp-server with "
-                       "--socket-group=GROUP (socket-group: in its config file) for a group "
-                       "this user is in, or run this program as ",
+    fix = absl::StrCat("it is its owner's only: start cnp-server with --socket-group=GROUP "
+                       "(socket-group: in its config file; under systemd, SocketGroup= and "
+                       "SocketMode=0660 in cnp-server.socket) for a group this user is in, or "
+                       "run this program as ",
                        FlagValue(st.st_uid));
   }
   return absl::FailedPreconditionError(absl::StrFormat(
-      "cnp-server's socket %s (mode %04o, owner %s, group %s) does not let this user (%s) "
-      "connect; %s",
-      socket_path, st.st_mode & 07777, FlagValue(st.st_uid), group, DescribeUser(me), fix));
+      "cnp-server's socket %s does not let this user (%s) connect: %s has mode %04o, owner %s, "
+      "group %s; %s",
+      socket_path, DescribeUser(me), blocking, st.st_mode & 07777, FlagValue(st.st_uid), group,
+      fix));
 }
 
 }  // namespace
@@ -114,9 +120,13 @@ absl::Status SocketTrust::CheckSocket(const std::string& socket_path) const {
   }
   // Not a symlink, and writable by no one but its owner.
   if (absl::Status s = CheckSocketDirectory(dir, DirectoryOwner::kAnyone); !s.ok()) return s;
+  const struct stat dir_st = st;
   if (::lstat(socket_path.c_str(), &st) != 0) {
     // No socket yet: only a trusted user can make one in this directory.
     if (errno == ENOENT) return absl::OkStatus();
+    // The directory keeps this user out (0750 with the --socket-group, whose members reach the
+    // socket through it): the same advice as for the socket's own mode.
+    if (errno == EACCES) return NotAllowedToConnect(socket_path, dir, dir_st);
     return absl::FailedPreconditionError(
         absl::StrCat("cannot check the socket ", socket_path, ": ", std::strerror(errno)));
   }
@@ -127,7 +137,7 @@ absl::Status SocketTrust::CheckSocket(const std::string& socket_path) const {
   }
   if (S_ISSOCK(st.st_mode) && ::faccessat(AT_FDCWD, socket_path.c_str(), W_OK, AT_EACCESS) != 0 &&
       errno == EACCES) {
-    return NotAllowedToConnect(socket_path, st);
+    return NotAllowedToConnect(socket_path, socket_path, st);
   }
   return absl::OkStatus();
 }

@@ -99,6 +99,8 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
   ASSERT_EQ(::chmod((ours + "/group.sock").c_str(), 0660), 0);
   MakeSocket(ours + "/private.sock", 0);
   ASSERT_EQ(::chmod((ours + "/private.sock").c_str(), 0600), 0);
+  const std::string grouped = MakeDir(dir_, "grouped", 0750, 0);
+  MakeSocket(grouped + "/cnp.sock", 0);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -108,8 +110,9 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
     const SocketTrust trust(std::nullopt, dir_ + "/own");
     const absl::Status group = trust.CheckSocket(ours + "/group.sock");
     if (!absl::IsFailedPrecondition(group) ||
-        !absl::StrContains(group.message(), "(mode 0660, owner root, group root) does not let "
-                                            "this user (uid 65534") ||
+        !absl::StrContains(group.message(), "does not let this user (uid 65534") ||
+        !absl::StrContains(group.message(), ours + "/group.sock has mode 0660, owner root, "
+                                            "group root; this user is not in its group root") ||
         !absl::StrContains(group.message(), "usermod -aG root ")) {
       ::_exit(11);
     }
@@ -118,13 +121,22 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
         !absl::StrContains(private_socket.message(), "--socket-group=GROUP")) {
       ::_exit(12);
     }
+    // A directory of the group's (0750, as cnp-server makes it with --socket-group): the
+    // socket cannot even be looked at, and the directory is named.
+    const absl::Status closed = trust.CheckSocket(grouped + "/cnp.sock");
+    if (!absl::IsFailedPrecondition(closed) ||
+        !absl::StrContains(closed.message(), grouped + " has mode 0750, owner root, group root; "
+                                             "this user is not in its group root")) {
+      ::_exit(13);
+    }
     ::_exit(0);
   }
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0)
-      << "10 could not become nobody, 11 the group socket's message, 12 the 0600 socket's";
+      << "10 could not become nobody, 11 the group socket's message, 12 the 0600 socket's, "
+         "13 the group directory's";
   // Root may open both: no refusal.
   EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/group.sock").ok());
 }
