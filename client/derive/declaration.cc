@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/closest_name.h"
 #include "common/couchdb/database_name.h"
 #include "common/file_text.h"
@@ -311,6 +312,12 @@ absl::StatusOr<Declaration> ReadDeclaration(const std::string& path) {
   const std::string name = from_stdin ? "stdin" : path;
   absl::StatusOr<std::string> text =
       ReadFileText(from_stdin ? "/dev/stdin" : path, int64_t{1} << 20);
+  if (!text.ok() && from_stdin) {
+    // Said as the user gave it: "-", not the file it is read through.
+    return absl::Status(text.status().code(),
+                        absl::StrReplaceAll(text.status().message(),
+                                            {{"/dev/stdin", "standard input (-)"}}));
+  }
   if (!text.ok()) return text.status();
   if (text->size() > (size_t{1} << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": larger than 1 MiB; a declaration is a few lines"));

@@ -92,11 +92,12 @@ bool NamesReplicas(absl::string_view target) {
 }
 
 absl::Status CheckNotABarePath(absl::string_view target) {
-  for (absl::string_view start : {"/", "./", "../", "~/"}) {
+  for (absl::string_view start : {"/", "./", "../"}) {
     if (!absl::StartsWith(target, start)) continue;
+    // Named as either place gives it: --target, or CNP_TARGET where no --target is given.
     return absl::InvalidArgumentError(absl::StrCat(
-        "--target=", target, " is a file path; a unix socket is named unix:PATH (here --target=unix:",
-        target, ")"));
+        "the target ", target, " (--target or CNP_TARGET) is a file path; a unix socket is "
+        "named unix:PATH (here unix:", target, ")"));
   }
   return absl::OkStatus();
 }

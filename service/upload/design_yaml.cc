@@ -317,8 +317,10 @@ class Parser {
                                                limits_.max_depth, " levels)"));
       return {};
     } catch (const YAML::Exception& e) {
+      // yaml-cpp counts no byte-order mark in its positions.
+      const size_t bom = absl::StartsWith(file_.text(), "\xEF\xBB\xBF") ? 3 : 0;
       const bool at_end = !e.mark.is_null() && e.mark.pos >= 0 &&
-                          static_cast<size_t>(e.mark.pos) >= file_.text().size();
+                          static_cast<size_t>(e.mark.pos) + bom >= file_.text().size();
       problems_.Error(at_end ? AtEnd() : At(e.mark),
                       absl::StrCat("not valid YAML: ", e.msg, at_end ? " by the end of the file" : "",
                                    YamlSyntaxNote(file_.text(), e.mark.line, e.msg)));
@@ -502,14 +504,16 @@ class Parser {
     return at;
   }
 
-  // The end of the file as an editor shows it: after the last character of its last line, not
-  // on the line after a final newline, where yaml-cpp puts a mark at the end.
+  // The end of the file as an editor shows it: after the last character of its last line that
+  // holds one, not on the line after a final newline (where yaml-cpp puts a mark at the end),
+  // nor on blank lines after it; a CR before a newline and a byte-order mark are no columns.
   v1::SourceLocation AtEnd() const {
     const std::string& text = file_.text();
     size_t end = text.size();
-    if (end > 0 && text[end - 1] == '\n') --end;
-    const size_t line_start = text.rfind('\n', end == 0 ? 0 : end - 1);
-    const size_t first = line_start == std::string::npos || end == 0 ? 0 : line_start + 1;
+    while (end > 0 && absl::ascii_isspace(static_cast<unsigned char>(text[end - 1]))) --end;
+    const size_t newline = end == 0 ? std::string::npos : text.rfind('\n', end - 1);
+    size_t first = newline == std::string::npos ? 0 : newline + 1;
+    if (first == 0 && absl::StartsWith(text, "\xEF\xBB\xBF")) first = std::min<size_t>(3, end);
     v1::SourceLocation at;
     at.set_file(file_.name());
     at.set_line(static_cast<int>(std::count(text.begin(), text.begin() + end, '\n')) + 1);

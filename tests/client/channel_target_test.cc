@@ -37,9 +37,9 @@ TEST(ChannelTargetUri, AFilePathIsToldToBeWrittenWithUnix) {
   for (const char* path : {"/run/cnp/cnp.sock", "./cnp.sock", "../run/cnp.sock"}) {
     absl::StatusOr<std::string> uri = ChannelTargetUri(path);
     EXPECT_TRUE(absl::IsInvalidArgument(uri.status())) << path;
-    EXPECT_EQ(uri.status().message(), absl::StrCat("--target=", path, " is a file path; a unix "
-                                                   "socket is named unix:PATH (here "
-                                                   "--target=unix:", path, ")"));
+    EXPECT_EQ(uri.status().message(),
+              absl::StrCat("the target ", path, " (--target or CNP_TARGET) is a file path; a "
+                           "unix socket is named unix:PATH (here unix:", path, ")"));
     absl::StatusOr<LoadedChannelSecurity> security =
         LoadChannelSecurity(ChannelSecurity{.insecure = true}, path);
     EXPECT_EQ(security.status().message(), uri.status().message());

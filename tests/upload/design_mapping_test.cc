@@ -594,6 +594,14 @@ TEST_F(DesignMappingTest, YamlThatEndsTooSoonIsPlacedAtTheEndOfItsLastLine) {
   EXPECT_EQ(problem.location().column(), 29) << result.Dump();  // after its 28 characters
   EXPECT_THAT(problem.message(), HasSubstr("not valid YAML: "));
   EXPECT_THAT(problem.message(), HasSubstr(" by the end of the file"));
+  // Windows line ends, blank lines after, and a byte-order mark change none of it.
+  UploadResult crlf = Check(
+      {File("open.yml", "\xEF\xBB\xBF" "d:\r\n  views: {v: {map: good.map}\r\n\r\n  \n")});
+  ASSERT_EQ(crlf.errors().size(), 1u) << crlf.Dump();
+  const v1::UploadProblem crlf_problem = crlf.errors()[0];
+  EXPECT_EQ(crlf_problem.location().line(), 2) << crlf.Dump();
+  EXPECT_EQ(crlf_problem.location().column(), 29) << crlf.Dump();
+  EXPECT_THAT(crlf_problem.message(), HasSubstr(" by the end of the file"));
 }
 
 // A misspelt key is an error that names the key it most likely meant: kept as a field, the
