@@ -2,9 +2,7 @@
 // cnp upload, sync and derive): bounded, checked, and refusing with the reason.
 #include "common/pem_file.h"
 
-#include <grp.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -16,6 +14,7 @@
 #include "common/secret_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/as_user.h"
 #include "tests/support/files.h"
 
 namespace cnp {
@@ -141,32 +140,27 @@ TEST(SecretFileTest, AFileRootOwnsMayBeReadByItsGroupWhenThatIsTheReadersGroup) 
 
   const std::string locked = dir + "/locked";  // root's 0600
   testing::WriteFile(locked, "s3cret", 0600);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
-      ::_exit(10);
-    }
+  const int status = testing::ExitStatusAsUser(65534, 65534, [&] {
     absl::StatusOr<std::string> group_read = ReadSecretFile(ours, "the key");
-    if (!group_read.ok() || *group_read != "s3cret") ::_exit(11);
+    if (!group_read.ok() || *group_read != "s3cret") return 11;
     // Another group's: the kernel refuses it first, and the message says what would do.
     absl::StatusOr<std::string> other_group = ReadSecretFile(roots, "the key");
     if (other_group.ok() ||
         std::string(other_group.status().message()).find("Permission denied; ") ==
             std::string::npos) {
-      ::_exit(12);
+      return 12;
     }
     absl::StatusOr<std::string> refused = ReadSecretFile(locked, "the key");
-    if (refused.ok()) ::_exit(13);
+    if (refused.ok()) return 13;
     const std::string message(refused.status().message());
     if (message.find("Permission denied; this process runs as ") == std::string::npos ||
         message.find("(uid 65534): give it the file (chown ") == std::string::npos ||
         message.find("chmod 640 " + locked) == std::string::npos) {
-      ::_exit(14);
+      return 14;
     }
     char own[] = "/tmp/secret_file_test.XXXXXX";
     const int fd = ::mkstemp(own);
-    if (fd < 0) ::_exit(15);
+    if (fd < 0) return 15;
     ::close(fd);
     ::chmod(own, 0640);
     absl::StatusOr<std::string> own_group = ReadSecretFile(own, "the key");
@@ -174,15 +168,12 @@ TEST(SecretFileTest, AFileRootOwnsMayBeReadByItsGroupWhenThatIsTheReadersGroup) 
     if (own_group.ok() ||
         std::string(own_group.status().message()).find("the members of its group") ==
             std::string::npos) {
-      ::_exit(16);
+      return 16;
     }
-    ::_exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0)
-      << "10 could not become 65534, 11 its group's 0640 was refused, 12 another group's was "
+    return 0;
+  });
+  EXPECT_EQ(status, 0)
+      << "125 could not become 65534, 11 its group's 0640 was refused, 12 another group's was "
          "not, 13 root's 0600 was read, 14 the message lacked the fix, 15 no file of its own, "
          "16 its own 0640 was accepted";
   std::filesystem::remove_all(dir);
@@ -210,22 +201,14 @@ TEST(SecretFileTest, AGroupReadableFileWithAnAclIsRefused) {
   if (::setxattr(path.c_str(), "system.posix_acl_access", acl, sizeof acl, 0) != 0) {
     GTEST_SKIP() << "this file system takes no ACL: " << std::strerror(errno);
   }
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
-      ::_exit(10);
-    }
+  const int status = testing::ExitStatusAsUser(65534, 65534, [&] {
     absl::StatusOr<std::string> read = ReadSecretFile(path, "the key");
-    ::_exit(!read.ok() && std::string(read.status().message()).find("its ACL names") !=
-                              std::string::npos
-                ? 0
-                : 11);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "10 could not become 65534, 11 the ACL'd file was read";
+    return !read.ok() && std::string(read.status().message()).find("its ACL names") !=
+                             std::string::npos
+               ? 0
+               : 11;
+  });
+  EXPECT_EQ(status, 0) << "125 could not become 65534, 11 the ACL'd file was read";
   std::filesystem::remove_all(dir);
 }
 

@@ -5,11 +5,9 @@
 // without it).
 #include "common/socket_trust.h"
 
-#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -19,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/system_user.h"
+#include "tests/support/as_user.h"
 #include "tests/support/files.h"
 
 namespace cnp {
@@ -101,12 +100,7 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
   ASSERT_EQ(::chmod((ours + "/private.sock").c_str(), 0600), 0);
   const std::string grouped = MakeDir(dir_, "grouped", 0750, 0);
   MakeSocket(grouped + "/cnp.sock", 0);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) {
-      ::_exit(10);
-    }
+  const int status = ::cnp::testing::ExitStatusAsUser(kNobody, kNobody, [&] {
     const SocketTrust trust(std::nullopt, dir_ + "/own");
     const absl::Status group = trust.CheckSocket(ours + "/group.sock");
     if (!absl::IsFailedPrecondition(group) ||
@@ -114,12 +108,12 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
         !absl::StrContains(group.message(), ours + "/group.sock has mode 0660, owner root, "
                                             "group root; this user is not in its group root") ||
         !absl::StrContains(group.message(), "usermod -aG root ")) {
-      ::_exit(11);
+      return 11;
     }
     const absl::Status private_socket = trust.CheckSocket(ours + "/private.sock");
     if (!absl::IsFailedPrecondition(private_socket) ||
         !absl::StrContains(private_socket.message(), "--socket-group=GROUP")) {
-      ::_exit(12);
+      return 12;
     }
     // A directory of the group's (0750, as cnp-server makes it with --socket-group): the
     // socket cannot even be looked at, and the directory is named.
@@ -127,16 +121,12 @@ TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
     if (!absl::IsFailedPrecondition(closed) ||
         !absl::StrContains(closed.message(), grouped + " has mode 0750, owner root, group root; "
                                              "this user is not in its group root")) {
-      ::_exit(13);
+      return 13;
     }
-    ::_exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0)
-      << "10 could not become nobody, 11 the group socket's message, 12 the 0600 socket's, "
-         "13 the group directory's";
+    return 0;
+  });
+  EXPECT_EQ(status, 0) << "125 could not become nobody, 11 the group socket's message, 12 the "
+                          "0600 socket's, 13 the group directory's";
   // Root may open both: no refusal.
   EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/group.sock").ok());
 }
