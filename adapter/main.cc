@@ -100,7 +100,7 @@ ABSL_FLAG(std::string, tls_ca, "",
           "PEM file of the CAs that signed the service's TLS certificate (TCP targets).");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate, for a service that requires one (mutual TLS); with --tls-key.");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, or 0640 owned by root with a group this user, not root, is in).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, owned by this user).");
 ABSL_FLAG(std::string, auth_token_file, "",
           "File holding the bearer token the service requires (mode as for --tls-key); re-read on every "
           "reconnect.");

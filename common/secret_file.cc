@@ -4,7 +4,6 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +12,6 @@
 #include <cstring>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -25,52 +23,31 @@ namespace cnp {
 
 namespace {
 
-// Whether this process is in group `gid`, as its effective or a supplementary group.
-bool ThisProcessIsInGroup(gid_t gid) {
-  if (::getegid() == gid) return true;
-  const int count = ::getgroups(0, nullptr);
-  if (count <= 0) return false;
-  std::vector<gid_t> groups(static_cast<size_t>(count));
-  const int got = ::getgroups(count, groups.data());
-  return got > 0 && std::find(groups.begin(), groups.begin() + got, gid) != groups.begin() + got;
-}
-
 std::string GroupName(gid_t gid) {
   const struct group* group = ::getgrgid(gid);
   return group != nullptr ? std::string(group->gr_name) : std::to_string(gid);
 }
 
-// Who besides the owner may read or change the secret file `fd` (what fstat said: `st`), or
-// nothing. A file root owns may be read by its group when this process, not root, is in that
-// group (PostgreSQL's rule for its key, and what a service's user needs for a key that stays
-// root's: chown root:cnp, chmod 640); never by a group this process is not in (`users` would
-// be everyone), nor with an ACL, whose entries the group bits then only mask. A file this
-// process's user owns is that user's alone, and so is one a root process reads.
-std::optional<std::string> WhoElseMayReadOrChange(int fd, const struct stat& st) {
+// Who besides the owner may read or change a secret file of mode `st`, or nothing. Its group
+// never may: a group-readable key (root:cnp 0640) was tried and taken out again, since the
+// group a service's user is in is also the group of the users it serves (the socket's), and
+// nothing a program can check says no one else is in it (a review).
+std::optional<std::string> WhoElseMayReadOrChange(const struct stat& st) {
   if ((st.st_mode & 007) != 0) return "every user";
-  if ((st.st_mode & 070) == 0) return std::nullopt;
-  const std::string members = absl::StrCat("the members of its group ", GroupName(st.st_gid));
-  if ((st.st_mode & 030) != 0 || st.st_uid != 0 || ::geteuid() == 0) return members;
-  if (!ThisProcessIsInGroup(st.st_gid)) {
-    return absl::StrCat(members, ", a group this program's user is not in,");
-  }
-  if (::fgetxattr(fd, "system.posix_acl_access", nullptr, 0) >= 0) {
-    return "the users and groups its ACL names (getfacl shows them)";
-  }
+  if ((st.st_mode & 070) != 0) return absl::StrCat("the members of its group ", GroupName(st.st_gid));
   return std::nullopt;
 }
 
-// What lets this process read a file it was refused: the two layouts ReadSecretFile accepts.
+// What lets this process read a file it was refused: a file of its own user's.
 std::string HowToLetThisUserRead(const std::string& path) {
   const uid_t uid = ::geteuid();
   const struct passwd* user = ::getpwuid(uid);
   const std::string user_name = user != nullptr ? user->pw_name : std::to_string(uid);
   return absl::StrCat("; this process runs as ", user_name, " (uid ", uid,
                       "): give it the file (chown ", user_name, " ", path, "; chmod 600 ", path,
-                      "), or keep it root's and let a group of ", user_name,
-                      "'s that no one else needs read it (chown root:GROUP ", path,
-                      "; chmod 640 ", path, "), and make every directory above it searchable "
-                      "by ", user_name);
+                      "; for a key that is renewed as root's, such as certbot's, a deploy hook "
+                      "that installs a copy: install -o ", user_name, " -m 600 KEY ", path,
+                      "), and make every directory above it searchable by ", user_name);
 }
 
 }  // namespace
@@ -90,12 +67,10 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
   absl::Status status;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     status = absl::InvalidArgumentError(absl::StrCat(what, " ", path, " is not a regular file"));
-  } else if (std::optional<std::string> who = WhoElseMayReadOrChange(fd, st); who.has_value()) {
+  } else if (std::optional<std::string> who = WhoElseMayReadOrChange(st); who.has_value()) {
     status = absl::PermissionDeniedError(absl::StrFormat(
-        "%s %s has mode %04o: %s on this host could read or change it; run chmod 600 %s (or, "
-        "for a file root owns and a program not run as root, chmod 640 %s with a group of "
-        "that program's user)",
-        what, path, st.st_mode & 07777, *who, path, path));
+        "%s %s has mode %04o: %s on this host could read or change it; run chmod 600 %s",
+        what, path, st.st_mode & 07777, *who, path));
   } else if (std::optional<OwnershipProblem> problem = OthersCanChange(path, st);
              problem.has_value()) {
     // A secret another user owns is theirs to read, change or hand out: a token file owned by

@@ -11,13 +11,12 @@
 namespace cnp {
 
 // The content of a secret file, e.g. a TLS private key; `what` names it in messages ("the
-// private key"). Refused when the file is not a regular file, can be read or written by others
-// (a secret anyone on the host can read protects nothing), belongs to neither root nor this
-// process's user (that user holds it; common/code_ownership.h), or can be read or written by
-// its group, where a file root owns may be read by its group when this process, not root, is in
-// that group and the file has no ACL (mode 0640: the key stays root's, and a server running as
-// a user of that group reads it). The message says how to fix it, also when the file cannot be
-// opened for want of permission, and never shows the secret.
+// private key"). Refused when the file is not a regular file, can be read or written by its
+// group or others (a secret others on the host can read protects nothing), or belongs to
+// neither root nor this process's user (that user holds it; common/code_ownership.h). The
+// message says how to fix it, also when the file cannot be opened for want of permission (a
+// root-owned 0600 key, which a server running as its own user cannot read), and never shows
+// the secret.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view what);
 
 // A bearer token, as a client sends it: such a file's content without surrounding whitespace,

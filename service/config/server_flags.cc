@@ -152,7 +152,7 @@ ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate (chain) for TCP listeners: with --tls-key, every TCP address speaks "
           "TLS. SIGHUP, and a check every minute, read it and the key again: a renewed pair "
           "serves new connections without a restart");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, or 0640 owned by root with a group this user, not root, is in)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert (mode 0600, owned by this user)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM certificate authorities: TCP clients must present a certificate one of them "
           "signed (mutual TLS); needs --tls-cert. Read again as --tls-cert is");
