@@ -35,17 +35,24 @@ absl::Status NotAllowedToConnect(const std::string& socket_path, const std::stri
   const uid_t me = ::geteuid();
   const std::string user = FlagValue(me);
   const std::string group = GroupName(st.st_gid);
-  const mode_t group_bit = S_ISDIR(st.st_mode) ? S_IXGRP : S_IWGRP;
+  const bool directory = S_ISDIR(st.st_mode);
+  const mode_t group_bit = directory ? S_IXGRP : S_IWGRP;
   std::string fix;
-  if ((st.st_mode & group_bit) != 0) {
+  if ((st.st_mode & group_bit) != 0 && st.st_gid != 0) {
     fix = absl::StrCat("this user is not in its group ", group, ": add it (usermod -aG ", group,
                        " ", user, "), then start this program in a new login (for CouchDB, "
                        "restart CouchDB), where the new group applies");
+  } else if (directory) {
+    // A directory that exists keeps its mode whatever the server's flags.
+    fix = absl::StrCat("let a group this user is in search it (chgrp GROUP ", blocking,
+                       " && chmod 0750 ", blocking, "), or remove it so that cnp-server started "
+                       "with --socket-group=GROUP makes it 0750 (under systemd, "
+                       "RuntimeDirectoryMode=0750 or the .socket unit's DirectoryMode=0750, "
+                       "with SocketGroup=GROUP)");
   } else {
-    fix = absl::StrCat("it is its owner's only: start cnp-server with --socket-group=GROUP "
-                       "(socket-group: in its config file; under systemd, SocketGroup= and "
-                       "SocketMode=0660 in cnp-server.socket) for a group this user is in, or "
-                       "run this program as ",
+    fix = absl::StrCat("start cnp-server with --socket-group=GROUP (socket-group: in its config "
+                       "file; under systemd, SocketGroup= and SocketMode=0660 in "
+                       "cnp-server.socket) for a group this user is in, or run this program as ",
                        FlagValue(st.st_uid));
   }
   return absl::FailedPreconditionError(absl::StrFormat(

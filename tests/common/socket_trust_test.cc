@@ -93,41 +93,58 @@ TEST_F(SocketTrustTest, ASocketOfAnotherUserIsRefusedInATrustedDirectory) {
 // A socket whose mode keeps this user out said "no cnp-server answers" and advised starting one
 // (found by an operator's trial); it says what lets this user in. Checked as nobody, in a child.
 TEST_F(SocketTrustTest, ASocketThisUserMayNotOpenSaysWhatLetsItIn) {
+  constexpr gid_t kDaemon = 1;  // a group nobody is not in, and not root's
   const std::string ours = MakeDir(dir_, "ours", 0755, 0);
   MakeSocket(ours + "/group.sock", 0);
+  ASSERT_EQ(::chown((ours + "/group.sock").c_str(), 0, kDaemon), 0);
   ASSERT_EQ(::chmod((ours + "/group.sock").c_str(), 0660), 0);
   MakeSocket(ours + "/private.sock", 0);
   ASSERT_EQ(::chmod((ours + "/private.sock").c_str(), 0600), 0);
+  MakeSocket(ours + "/roots.sock", 0);  // group root's: nobody is told to join root
+  ASSERT_EQ(::chmod((ours + "/roots.sock").c_str(), 0660), 0);
   const std::string grouped = MakeDir(dir_, "grouped", 0750, 0);
+  ASSERT_EQ(::chown(grouped.c_str(), 0, kDaemon), 0);
   MakeSocket(grouped + "/cnp.sock", 0);
+  const std::string closed = MakeDir(dir_, "closed", 0700, 0);
+  MakeSocket(closed + "/cnp.sock", 0);
   const int status = ::cnp::testing::ExitStatusAsUser(kNobody, kNobody, [&] {
     const SocketTrust trust(std::nullopt, dir_ + "/own");
     const absl::Status group = trust.CheckSocket(ours + "/group.sock");
     if (!absl::IsFailedPrecondition(group) ||
         !absl::StrContains(group.message(), "does not let this user (uid 65534") ||
         !absl::StrContains(group.message(), ours + "/group.sock has mode 0660, owner root, "
-                                            "group root; this user is not in its group root") ||
-        !absl::StrContains(group.message(), "usermod -aG root ")) {
+                                            "group daemon; this user is not in its group daemon") ||
+        !absl::StrContains(group.message(), "usermod -aG daemon ")) {
       return 11;
     }
-    const absl::Status private_socket = trust.CheckSocket(ours + "/private.sock");
-    if (!absl::IsFailedPrecondition(private_socket) ||
-        !absl::StrContains(private_socket.message(), "--socket-group=GROUP")) {
-      return 12;
+    for (const char* name : {"/private.sock", "/roots.sock"}) {
+      const absl::Status refused = trust.CheckSocket(ours + name);
+      if (!absl::IsFailedPrecondition(refused) ||
+          !absl::StrContains(refused.message(), "--socket-group=GROUP") ||
+          absl::StrContains(refused.message(), "usermod")) {
+        return 12;
+      }
     }
     // A directory of the group's (0750, as cnp-server makes it with --socket-group): the
     // socket cannot even be looked at, and the directory is named.
-    const absl::Status closed = trust.CheckSocket(grouped + "/cnp.sock");
-    if (!absl::IsFailedPrecondition(closed) ||
-        !absl::StrContains(closed.message(), grouped + " has mode 0750, owner root, group root; "
-                                             "this user is not in its group root")) {
+    const absl::Status grouped_dir = trust.CheckSocket(grouped + "/cnp.sock");
+    if (!absl::IsFailedPrecondition(grouped_dir) ||
+        !absl::StrContains(grouped_dir.message(), grouped + " has mode 0750, owner root, group "
+                                                  "daemon; this user is not in its group daemon")) {
       return 13;
+    }
+    // A directory for its owner only keeps its mode whatever the server's flags: its own fix.
+    const absl::Status closed_dir = trust.CheckSocket(closed + "/cnp.sock");
+    if (!absl::IsFailedPrecondition(closed_dir) ||
+        !absl::StrContains(closed_dir.message(), "chgrp GROUP " + closed + " && chmod 0750 ")) {
+      return 14;
     }
     return 0;
   });
   EXPECT_EQ(status, 0) << "125 could not become nobody, 11 the group socket's message, 12 the "
-                          "0600 socket's, 13 the group directory's";
-  // Root may open both: no refusal.
+                          "0600 or root-group socket's, 13 the group directory's, 14 the 0700 "
+                          "directory's";
+  // Root may open them: no refusal.
   EXPECT_TRUE(Trust(std::nullopt).CheckSocket(ours + "/group.sock").ok());
 }
 
