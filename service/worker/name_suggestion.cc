@@ -162,17 +162,15 @@ std::optional<std::string> NameSuggester::Suggest(const FunctionName& name) {
       PyDict_GetItemString(PyImport_GetModuleDict(), guess.module.c_str()) != nullptr;
   const bool function_seen = index + 1 == parts.size() || module_imported;
   if (function_seen && !PassesFunctionChecks(guess)) return std::nullopt;
-  // A function seen is named as a design document's YAML names it, with its @version beside:
-  // a call needs the |123 (`myviews.townmp` was told "myviews.townmap", which then failed for
-  // its missing |123; an operator's trial), a YAML file must not have it. One not seen (its
-  // module not imported, which a guess does not do) keeps the |version asked for.
-  if (function_seen) {
-    const std::optional<int64_t> declared = DeclaredVersionOf(guess);
-    return declared.has_value() ? absl::StrCat("\"", guess.path, "\" (@version(", *declared, "))")
-                                : absl::StrCat("\"", guess.path, "\"");
-  }
-  if (name.version.has_value()) absl::StrAppend(&guess.path, "|", *name.version);
-  return absl::StrCat("\"", guess.path, "\"");
+  // A function seen is named as a design document's YAML names it, with what a call must add:
+  // `myviews.townmp` was told "myviews.townmap", which then failed for its missing |123 (an
+  // operator's trial), and "myviews.townmap|123" was wrong for YAML (a review). One not seen
+  // (its module not imported, which a guess does not do) has no version known to add.
+  const std::optional<int64_t> declared =
+      function_seen ? DeclaredVersionOf(guess) : std::nullopt;
+  if (!declared.has_value()) return absl::StrCat("\"", guess.path, "\"");
+  return absl::StrCat("\"", guess.path, "\" (@version(", *declared, "): ", guess.path, "|",
+                      *declared, " in a call)");
 }
 
 }  // namespace cnp::worker

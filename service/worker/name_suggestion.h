@@ -32,8 +32,8 @@ class NameSuggester {
   // which is no typo): the closest module beside it (in its package, or on the path for a
   // top-level one). Only a guess the policy would let through by its name (--allow-module
   // covers it; not the standard library, an installer, a dunder): the name as it would be
-  // written, quoted: a function seen as a design document names it, its @version beside
-  // ("\"myviews.townmap\" (@version(123))"), one not seen with the `|version` asked for;
+  // written, quoted, as a design document names it, and for a function seen with a @version
+  // what a call adds ("\"myviews.townmap\" (@version(123): myviews.townmap|123 in a call)");
   // nullopt when nothing is close, and at once for a name refused by
   // its spelling (ModulePolicy::RefusesByName), which is not looked up at all. Imports
   // nothing but the standard library's pkgutil and importlib.util, and never leaves a Python

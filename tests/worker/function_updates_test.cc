@@ -100,17 +100,17 @@ TEST_F(FunctionUpdatesTest, ANameThatIsReallyMissingStillFails) {
 // A typo in the function or the module (cnp check, cnp upload, add_fun) is answered with the
 // closest existing name, when one is close; a name close to nothing gets no guess.
 TEST_F(FunctionUpdatesTest, AMisspeltNameGetsTheClosestExistingOne) {
-  // With the function's @version beside the name, whatever was asked for: a call needs it (an
-  // operator's trial was told "revmod.townmap", which then failed for its missing |1), and a
-  // design document's YAML must not have it in the name.
+  // As a design document's YAML names it, and what a call adds, whatever was asked for (an
+  // operator's trial was told "revmod.townmap", which then failed in a call for its missing
+  // |1; "revmod.townmap|1" is wrong in YAML).
   EXPECT_EQ(Resolve("revmod.townmpa").error(),
             "AttributeError: module 'revmod' has no attribute 'townmpa'; did you mean "
-            "\"revmod.townmap\" (@version(1))?");
+            "\"revmod.townmap\" (@version(1): revmod.townmap|1 in a call)?");
   EXPECT_THAT(Resolve("revmod.townmpa|7").error(),
-              HasSubstr("; did you mean \"revmod.townmap\" (@version(1))?"));
+              HasSubstr("; did you mean \"revmod.townmap\" (@version(1): revmod.townmap|1 in a call)?"));
   EXPECT_THAT(Resolve("revmdo.townmap|1").error(),
               AllOf(HasSubstr("No module named 'revmdo'"),
-                    HasSubstr("; did you mean \"revmod.townmap\" (@version(1))?")));
+                    HasSubstr("; did you mean \"revmod.townmap\" (@version(1): revmod.townmap|1 in a call)?")));
   EXPECT_THAT(Resolve("revmod.zzzzzzzz").error(), Not(HasSubstr("did you mean")));
   EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
   // The module meant has no such function (a probe was told "did you mean myviews.f" of one).
@@ -128,7 +128,7 @@ TEST_F(FunctionUpdatesTest, AMisspeltModuleRefusedByTheAllowListGetsTheClosestAl
   cnp::v1::ResolvedFunction misspelt = Resolve("revmdo.townmap|1");
   EXPECT_EQ(misspelt.error_code(), 7) << misspelt.error();  // PERMISSION_DENIED, as before
   EXPECT_THAT(misspelt.error(), AllOf(HasSubstr("PermissionError: revmdo.townmap is not allowed"),
-                                      HasSubstr("; did you mean \"revmod.townmap|1\"?")));
+                                      HasSubstr("; did you mean \"revmod.townmap\"?")));
   EXPECT_THAT(Resolve("os.system").error(), Not(HasSubstr("did you mean")));
   EXPECT_THAT(Resolve("qqqqqqqq.townmap").error(), Not(HasSubstr("did you mean")));
 }
@@ -139,11 +139,11 @@ TEST_F(FunctionUpdatesTest, AMisspeltNameInAMapCallGetsTheClosestExistingOneToo)
   ASSERT_TRUE(function.has_failure()) << function.DebugString();
   EXPECT_EQ(function.failure().message(),
             "AttributeError: module 'revmod' has no attribute 'townmpa'; did you mean "
-            "\"revmod.townmap\" (@version(1))?");
+            "\"revmod.townmap\" (@version(1): revmod.townmap|1 in a call)?");
   Reply module = worker_->Call(MapTask({"revmdo.townmap|1"}, {"{}"}));
   ASSERT_TRUE(module.has_failure()) << module.DebugString();
   EXPECT_THAT(module.failure().message(),
-              HasSubstr("; did you mean \"revmod.townmap\" (@version(1))?"));
+              HasSubstr("; did you mean \"revmod.townmap\" (@version(1): revmod.townmap|1 in a call)?"));
   Reply nowhere = worker_->Call(MapTask({"revmod.zzzzzzzz"}, {"{}"}));
   ASSERT_TRUE(nowhere.has_failure()) << nowhere.DebugString();
   EXPECT_THAT(nowhere.failure().message(), Not(HasSubstr("did you mean")));
