@@ -32,8 +32,8 @@ std::vector<std::string> DirectSessionPaths(const config::ServerConfig& config);
 absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config);
 
 // The directory of every unix socket the server will bind (gRPC listeners not passed by
-// systemd, and the direct-session sockets beside them), created or checked before any worker
-// starts (listen::PrepareSocketDirectory).
+// systemd, and, with direct sessions on, the direct-session sockets beside them), created or
+// checked before any worker starts (listen::PrepareSocketDirectory).
 absl::Status PrepareSocketDirectories(const config::ServerConfig& config);
 
 // Direct CouchDB sessions: the session workers run the same command as the batch workers, and

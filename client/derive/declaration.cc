@@ -316,7 +316,7 @@ absl::StatusOr<Declaration> ReadDeclaration(const std::string& path) {
     // Said as the user gave it: "-", not the file it is read through.
     return absl::Status(text.status().code(),
                         absl::StrReplaceAll(text.status().message(),
-                                            {{"/dev/stdin", "standard input (-)"}}));
+                                            {{"/dev/stdin", "stdin"}}));
   }
   if (!text.ok()) return text.status();
   if (text->size() > (size_t{1} << 20)) {

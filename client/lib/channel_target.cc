@@ -92,9 +92,15 @@ bool NamesReplicas(absl::string_view target) {
 }
 
 absl::Status CheckNotABarePath(absl::string_view target) {
+  // Named as either place gives it: --target, or CNP_TARGET where no --target is given.
+  if (absl::StartsWith(target, "~/")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the target ", target, " (--target or CNP_TARGET) is a file path, with a ~ nothing "
+        "expands; a unix socket is named unix:PATH with the full path (unix:/home/USER/",
+        target.substr(2), ")"));
+  }
   for (absl::string_view start : {"/", "./", "../"}) {
     if (!absl::StartsWith(target, start)) continue;
-    // Named as either place gives it: --target, or CNP_TARGET where no --target is given.
     return absl::InvalidArgumentError(absl::StrCat(
         "the target ", target, " (--target or CNP_TARGET) is a file path; a unix socket is "
         "named unix:PATH (here unix:", target, ")"));

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/lib/channel_security.h"
 #include "client/lib/service_config.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace cnp::client {
@@ -44,6 +45,9 @@ TEST(ChannelTargetUri, AFilePathIsToldToBeWrittenWithUnix) {
         LoadChannelSecurity(ChannelSecurity{.insecure = true}, path);
     EXPECT_EQ(security.status().message(), uri.status().message());
   }
+  EXPECT_THAT(std::string(ChannelTargetUri("~/cnp.sock").status().message()),
+              ::testing::HasSubstr("with a ~ nothing expands; a unix socket is named unix:PATH "
+                                   "with the full path (unix:/home/USER/cnp.sock)"));
 }
 
 // CouchDB's URL where cnp-server's address belongs: said so, not left to gRPC (which took

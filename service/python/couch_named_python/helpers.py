@@ -22,7 +22,7 @@ if _cnp is not None:
     log = _cnp.log
 else:
 
-    def emit(key, value=None):
+    def emit(key, value=None, /):
         """Adds the row [key, value] to the view (map functions only); emit(key) is [key, null]."""
         raise RuntimeError(_OUTSIDE.format("emit", "map"))
 
