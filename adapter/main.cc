@@ -429,7 +429,8 @@ int Run() {
                 << (unused.size() == 1 ? " configures" : " configure")
                 << " the cnp-server this adapter starts, and it starts none for "
                 << (from_flag ? "--target=" : "CNP_TARGET=") << options.target << why
-                << (unused.size() == 1 ? ": it is ignored; give it" : ": they are ignored; give them")
+                << (unused.size() == 1 ? ": it is ignored; give it"
+                                       : ": they are ignored; give them")
                 << " to that server (cnp-server's flags or config file)" << std::endl;
     }
   }

@@ -34,7 +34,9 @@ std::string GroupName(gid_t gid) {
 // nothing a program can check says no one else is in it (a review).
 std::optional<std::string> WhoElseMayReadOrChange(const struct stat& st) {
   if ((st.st_mode & 007) != 0) return "every user";
-  if ((st.st_mode & 070) != 0) return absl::StrCat("the members of its group ", GroupName(st.st_gid));
+  if ((st.st_mode & 070) != 0) {
+    return absl::StrCat("the members of its group ", GroupName(st.st_gid));
+  }
   return std::nullopt;
 }
 

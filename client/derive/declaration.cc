@@ -320,7 +320,8 @@ absl::StatusOr<Declaration> ReadDeclaration(const std::string& path) {
   }
   if (!text.ok()) return text.status();
   if (text->size() > (size_t{1} << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": larger than 1 MiB; a declaration is a few lines"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": larger than 1 MiB; a declaration is a few lines"));
   }
   return ParseDeclaration(*text, name);
 }

@@ -295,7 +295,8 @@ absl::Status ApplyConfigFile(const std::string& path, Sources& sources) {
     }
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything the checks above did not foresee.
-    return ConfigError(path, e.mark, "", absl::StrCat(e.msg, YamlSyntaxNote(*text, e.mark.line, e.msg)));
+    return ConfigError(path, e.mark, "",
+                       absl::StrCat(e.msg, YamlSyntaxNote(*text, e.mark.line, e.msg)));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }

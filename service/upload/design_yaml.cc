@@ -322,7 +322,8 @@ class Parser {
       const bool at_end = !e.mark.is_null() && e.mark.pos >= 0 &&
                           static_cast<size_t>(e.mark.pos) + bom >= file_.text().size();
       problems_.Error(at_end ? AtEnd() : At(e.mark),
-                      absl::StrCat("not valid YAML: ", e.msg, at_end ? " by the end of the file" : "",
+                      absl::StrCat("not valid YAML: ", e.msg,
+                                   at_end ? " by the end of the file" : "",
                                    YamlSyntaxNote(file_.text(), e.mark.line, e.msg)));
       return {};
     }

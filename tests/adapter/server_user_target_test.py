@@ -96,9 +96,9 @@ class ServerUserTargetTest(unittest.TestCase):
         code, replies, err = self.session(
             [f"--server-user={SERVER_UID}", "--call-timeout=30s"], env)
         self.assertEqual((code, replies[1]), (0, True), err)
-        self.assertIn(f"--call-timeout configures the cnp-server this adapter starts, and it starts "
-                      f"none for CNP_TARGET={self.target} (its socket directory is another "
-                      "user's)", err)
+        self.assertIn("--call-timeout configures the cnp-server this adapter starts, and it "
+                      f"starts none for CNP_TARGET={self.target} (its socket directory is "
+                      "another user's)", err)
         # A TCP CNP_TARGET: no socket directory to speak of.
         tcp_env = dict(env, CNP_TARGET="127.0.0.1:9")
         adapter = subprocess.run([ADAPTER, "--session=stream", "--workers=2"], env=tcp_env,

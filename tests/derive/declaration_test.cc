@@ -206,7 +206,8 @@ TEST(DeclarationTest, DashIsStandardInput) {
   char path[] = "/tmp/declaration_test.XXXXXX";
   const int file = ::mkstemp(path);
   ASSERT_GE(file, 0);
-  const std::string yaml = "name: from_stdin\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n";
+  const std::string yaml =
+      "name: from_stdin\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n";
   ASSERT_EQ(::write(file, yaml.data(), yaml.size()), static_cast<ssize_t>(yaml.size()));
   ::lseek(file, 0, SEEK_SET);
   const int saved_stdin = ::dup(0);
