@@ -11,7 +11,18 @@ CallContext& Context() {
 
 std::string AttributedDocId(PyObject* doc) {
   if (doc == nullptr || !PyDict_Check(doc)) return "";
-  return Utf8TextPrefix(PyDict_GetItemString(doc, "_id"), kAttributedIdBytes);  // borrowed
+  PyObject* id = PyDict_GetItemString(doc, "_id");  // borrowed
+  if (id == nullptr || PyUnicode_Check(id)) return Utf8TextPrefix(id, kAttributedIdBytes);
+  if (id == Py_None) return "null";
+  if (PyBool_Check(id)) return id == Py_True ? "true" : "false";
+  if (!PyLong_Check(id) && !PyFloat_Check(id)) return "";
+  // A number a function put there may be of any size: its text is cut like a string's.
+  PyRef text = PyRef::Steal(PyObject_Str(id));
+  if (!text) {
+    PyErr_Clear();
+    return "";
+  }
+  return Utf8TextPrefix(text.get(), kAttributedIdBytes);
 }
 
 bool RaiseAnswerTooLarge() {

@@ -49,7 +49,8 @@ struct LogOrigin {
 inline constexpr size_t kAttributedIdBytes = 256;
 
 // The _id of `doc` (borrowed; a dict, else "" ) for an attributed line: at most
-// kAttributedIdBytes of it.
+// kAttributedIdBytes of a string; a number, true, false or null as its text, as the map's
+// error line prints it; "" for none or a list or dict.
 std::string AttributedDocId(PyObject* doc);
 
 // A log() line with its origin, for the service's log (worker.proto's FunctionLog).

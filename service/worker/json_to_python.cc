@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -49,15 +50,23 @@ class KeyCache {
 // final size, so no list is ever resized and no dict is ever looked up twice.
 class PythonBuilder {
  public:
-  // With `id`, the top-level "_id" string is copied there as it is read (a document that fails
-  // further on is then still named).
+  // With `id`, the top-level "_id" is copied there as it is read (a document that fails further
+  // on is then still named): a string as it is, a number, true, false or null as its JSON text,
+  // which is what couchjs's "with doc._id " + doc._id prints for them (5, true, null) where an
+  // empty id would print "undefined". An array or object _id stays unnamed.
   explicit PythonBuilder(std::string* id = nullptr) : id_(id) { stack_.reserve(64); }
   ~PythonBuilder() {
     for (PyObject* object : stack_) Py_XDECREF(object);
   }
 
-  bool Null() { return Push(Py_NewRef(Py_None)); }
-  bool Bool(bool b) { return Push(Py_NewRef(b ? Py_True : Py_False)); }
+  bool Null() {
+    NoteScalarId("null");
+    return Push(Py_NewRef(Py_None));
+  }
+  bool Bool(bool b) {
+    NoteScalarId(b ? "true" : "false");
+    return Push(Py_NewRef(b ? Py_True : Py_False));
+  }
   // With kParseNumbersAsStringsFlag only RawNumber is called; these keep the interface whole.
   bool Int(int i) { return Push(PyLong_FromLong(i)); }
   bool Uint(unsigned u) { return Push(PyLong_FromUnsignedLong(u)); }
@@ -66,6 +75,7 @@ class PythonBuilder {
   bool Double(double d) { return Push(PyFloat_FromDouble(d)); }
 
   bool RawNumber(const char* text, rapidjson::SizeType length, bool) {
+    NoteScalarId(std::string_view(text, length));
     return PushNumber(text, length);
   }
 
@@ -131,6 +141,9 @@ class PythonBuilder {
     PyObject* number = NumberFromText(text, length);
     if (number == nullptr && PyErr_ExceptionMatches(PyExc_ValueError)) too_many_digits_ = true;
     return Push(number);
+  }
+  void NoteScalarId(std::string_view text) {
+    if (id_ != nullptr && id_next_ && depth_ == 1) id_->assign(text);
   }
   bool Enter() {
     if (++depth_ > kMaxJsonDepth) {

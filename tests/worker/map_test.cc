@@ -107,6 +107,31 @@ TEST_F(MapTest, RaisingFunctionGivesEmptyRowsAndAnErrorNamingTheDocument) {
                 RaisedAt("worker_views.py", "\"broken after emitting\"", "emits_then_raises"));
 }
 
+// A Map call's document may carry any JSON as its _id (CouchDB's are strings). couchjs's line
+// is "... with doc._id " + doc._id, which prints a number, true, false or null as such; cnp
+// named such a document "undefined", as if it had none.
+TEST_F(MapTest, AnErrorNamesANumberTrueFalseOrNullIdAsCouchjsPrintsIt) {
+  const std::vector<std::pair<std::string, std::string>> ids = {
+      {"5", "5"}, {"-1.5e3", "-1.5e3"}, {"true", "true"}, {"false", "false"}, {"null", "null"},
+      {R"(["x"])", ""}, {R"({"a":1})", ""}};
+  std::vector<std::string> docs;
+  for (const auto& [json, _] : ids) docs.push_back(absl::StrCat(R"({"_id":)", json, "}"));
+  Reply reply = worker_->Call(MapTask({"worker_views.needs_missing"}, docs));
+  ASSERT_TRUE(reply.has_map()) << reply.DebugString();
+  ASSERT_EQ(reply.map().results_size(), static_cast<int>(ids.size()));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const cnp::v1::MapResult& result = reply.map().results(static_cast<int>(i));
+    ASSERT_EQ(result.errors_size(), 1) << ids[i].first;
+    EXPECT_EQ(result.errors(0).doc_id(), ids[i].second) << ids[i].first;
+  }
+  // The service's log names it the same way, from the dict the function was given.
+  std::vector<std::string> logged;
+  for (const v1::FunctionLog& line : reply.function_logs()) {
+    if (line.kind() == "map") logged.push_back(line.doc_id());
+  }
+  EXPECT_THAT(logged, ::testing::ElementsAre("5", "-1500.0", "true", "false", "null", "", ""));
+}
+
 TEST_F(MapTest, UnserialisableValueIsATypeErrorForThatDocument) {
   Reply reply = worker_->Call(MapTask({"worker_views.emits_a_set"}, {kOslo}));
   ASSERT_TRUE(reply.has_map());
