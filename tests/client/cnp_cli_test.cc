@@ -507,20 +507,29 @@ TEST(CnpCliLimitsTest, ARequestOverTheServersByteLimitNamesTheFlag) {
   EXPECT_THAT(run.out, HasSubstr("--max-call-bytes"));
 }
 
+// Each command with each TLS option and `target` exits 2 (a usage error), its message holding
+// every one of `words`.
+void ExpectRefusedAsUsage(const std::vector<std::string>& commands,
+                          const std::vector<std::string>& tls_options, const std::string& target,
+                          const std::vector<std::string>& words) {
+  for (const std::string& tls : tls_options) {
+    for (const std::string& command : commands) {
+      CliRun run = Cnp(absl::StrCat(command, " ", tls, " ", target, " m.f"), R"({"_id":"a"})");
+      EXPECT_EQ(run.exit_code, 2) << command << " " << tls << ": " << run.out;
+      for (const std::string& word : words) EXPECT_THAT(run.out, HasSubstr(word)) << command;
+    }
+  }
+}
+
 // TLS checks a certificate against the target's name, and a comma-separated list is not one:
 // every connection would fail, reported as "no cnp-server answers". Refused as a usage error
 // with the way out, before the input is read or a connection tried; with dns:/// the same
 // options go on to connect (and fail there, with nothing listening).
 TEST(CnpCliLimitsTest, TlsWithAnAddressListIsRefusedAsUsage) {
-  for (const char* tls : {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=c.pem"}) {
-    for (const char* command : {"map", "reduce", "upload"}) {
-      CliRun run = Cnp(absl::StrCat(command, " ", tls, " --target=127.0.0.1:1,127.0.0.2:1 m.f"),
-                       R"({"_id":"a"})");
-      EXPECT_EQ(run.exit_code, 2) << command << " " << tls << ": " << run.out;
-      EXPECT_THAT(run.out, HasSubstr("list of addresses")) << command;
-      EXPECT_THAT(run.out, HasSubstr("--target=dns:///NAME:PORT")) << command;
-    }
-  }
+  ExpectRefusedAsUsage({"map", "reduce", "upload"},
+                       {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=c.pem"},
+                       "--target=127.0.0.1:1,127.0.0.2:1",
+                       {"list of addresses", "--target=dns:///NAME:PORT"});
   CliRun one_name = Cnp("map --tls --target=dns:///localhost:1 --timeout=1s m.f", R"({"_id":"a"})");
   EXPECT_THAT(one_name.out, ::testing::Not(HasSubstr("list of addresses"))) << one_name.out;
 }
@@ -539,14 +548,10 @@ TEST(CnpCliLimitsTest, VersionTakesNoValue) {
 // --tls-cert=/nonexistent passed, and `map --tls` ran in plaintext), letting a user believe
 // the connection was TLS. Refused as a usage error, before anything is read or sent.
 TEST(CnpCliLimitsTest, TlsWithAUnixTargetIsRefusedAsUsage) {
-  for (const char* tls : {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=/nonexistent/c.pem"}) {
-    for (const char* command : {"map", "check", "derive --once"}) {
-      CliRun run = Cnp(absl::StrCat(command, " ", tls, " --target=unix:/nonexistent/cnp.sock m.f"),
-                       R"({"_id":"a"})");
-      EXPECT_EQ(run.exit_code, 2) << command << " " << tls << ": " << run.out;
-      EXPECT_THAT(run.out, HasSubstr("is a unix socket, which never uses it")) << command;
-    }
-  }
+  ExpectRefusedAsUsage({"map", "check", "derive --once"},
+                       {"--tls", "--tls-ca=/nonexistent/ca.pem", "--tls-cert=/nonexistent/c.pem"},
+                       "--target=unix:/nonexistent/cnp.sock",
+                       {"is a unix socket, which never uses it"});
 }
 
 }  // namespace
