@@ -15,6 +15,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <string_view>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -51,16 +54,41 @@ absl::Status PrepareRuntimeDir(const std::string& dir) {
   return CheckSocketDirectory(dir, DirectoryOwner::kMe);
 }
 
-// Starts `argv` as a daemon: its own session, reparented to init, stdin from /dev/null, output
-// appended to `log_path`, and `ready_fd` (the write end of a pipe) and `lock_fd` (the launch
-// lock) kept open across exec for --ready-fd and --launch-lock-fd. Everything is prepared
-// before fork(): the adapter may already run gRPC threads, so the children only make
-// async-signal-safe calls before exec.
+// This environment without what a service manager gave CouchDB's own process: its notify
+// socket and watchdog (the daemon would tell systemd that CouchDB is ready or stopping, which
+// systemd refuses, a line in CouchDB's journal each time, or with NotifyAccess=all takes) and
+// its passed sockets (CouchDB's, not ours).
+std::vector<std::string> DaemonEnvironment() {
+  static constexpr std::string_view kServiceManagers[] = {
+      "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=",
+      "LISTEN_FDNAMES="};
+  std::vector<std::string> kept;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable(*entry);
+    if (std::none_of(std::begin(kServiceManagers), std::end(kServiceManagers),
+                     [&](std::string_view name) { return variable.starts_with(name); })) {
+      kept.emplace_back(variable);
+    }
+  }
+  return kept;
+}
+
+// Starts `argv` as a daemon: its own session, reparented to init, in DaemonEnvironment(),
+// stdin from /dev/null, output appended to `log_path`, and `ready_fd` (the write end of a
+// pipe) and `lock_fd` (the launch lock) kept open across exec for --ready-fd and
+// --launch-lock-fd. Everything is prepared before fork(): the adapter may already run gRPC
+// threads, so the children only make async-signal-safe calls before exec.
 absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string& log_path,
                          int ready_fd, int lock_fd) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  const std::vector<std::string> environment = DaemonEnvironment();
+  std::vector<char*> env;
+  for (const std::string& variable : environment) {
+    env.push_back(const_cast<char*>(variable.c_str()));
+  }
+  env.push_back(nullptr);
   const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0) {
     return absl::PermissionDeniedError(absl::StrCat("cannot open ", log_path, ": ", ErrnoText()));
@@ -91,7 +119,7 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
     ::fcntl(lock_fd, F_SETFD, 0);
     ::signal(SIGPIPE, SIG_DFL);
     if (::chdir("/") != 0) ::_exit(126);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), env.data());
     [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1);
     ::_exit(127);
   }

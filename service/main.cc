@@ -38,6 +38,7 @@
 #include "service/common/every.h"
 #include "service/common/log_file_cap.h"
 #include "service/common/protobuf_log.h"
+#include "service/common/systemd_notify.h"
 #include "service/config/server_config.h"
 #include "service/metrics/metrics_server.h"
 #include "service/pool/async_worker_pool.h"
@@ -115,8 +116,18 @@ int Run(int argc, char** argv) {
   // makes them dumpable again: they hold none of these.
   ::prctl(PR_SET_DUMPABLE, 0);
   ::signal(SIGPIPE, SIG_IGN);
-  // Sockets systemd bound for us (cnp-server.socket), taken before any thread or worker starts.
+  // SIGHUP is taken first of all: its default ends the process, and a reload that came while
+  // the server read its settings and started its workers (logrotate's postrotate, a certbot
+  // hook, `systemctl restart && systemctl reload`) killed it, exit 129, which the unit's
+  // Restart=on-failure takes for a clean stop (an operator probe). It waits in the set and
+  // reloads once the server is up. SIGTERM and SIGINT keep their default until then: a server
+  // still starting may simply die.
+  asio::io_context control(1);
+  asio::signal_set signals(control, SIGHUP);
+  // Sockets systemd bound for us (cnp-server.socket), and where to tell it we are ready, taken
+  // before any thread or worker starts.
   cnp::listen::AdoptInheritedSockets();
+  const cnp::SystemdNotifier systemd = cnp::SystemdNotifier::TakeFromEnvironment();
   RaiseOpenFileLimit();
   // Blocks of 1 MiB and more (a big call's request and response) are mapped apart from the heap
   // and go back to the system when freed. Left to itself, glibc raises this threshold to the
@@ -191,7 +202,6 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
-  asio::io_context control(1);
   cnp::pool::PoolOptions pool_options;
   pool_options.workers = config->workers;
   pool_options.max_queue = config->max_queue;
@@ -215,7 +225,8 @@ int Run(int argc, char** argv) {
 
   // Taken from here on; signals that come before the server has started wait in the set for
   // WatchSignals, which starts once the access log it reopens exists.
-  asio::signal_set signals(control, SIGHUP, SIGTERM, SIGINT);
+  signals.add(SIGTERM);
+  signals.add(SIGINT);
   std::promise<int> stop;
   std::promise<void> cut_drain;
   // Memory freed when connections and sessions end stays with the process until the heap is
@@ -316,6 +327,7 @@ int Run(int argc, char** argv) {
                    }),
                    asio::detached);
     cnp::LogInfo("ready");
+    systemd.Notify("READY=1");
     if (config->ready_fd >= 0) {
       (void)!::write(config->ready_fd, "ready\n", 6);
       ::close(config->ready_fd);
@@ -323,6 +335,7 @@ int Run(int argc, char** argv) {
     // Adapters waiting to start a server find this one listening once they get the lock.
     if (config->launch_lock_fd >= 0) ::close(config->launch_lock_fd);
     int sig = stop.get_future().get();
+    systemd.Notify("STOPPING=1");
     if (config->drain_delay > absl::ZeroDuration()) {
       // Health first: balancers stop sending new calls while the ones they sent are served.
       server.SetServing(false);

@@ -587,6 +587,33 @@ class SettingsTest(unittest.TestCase):
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_the_started_server_does_not_speak_to_couchdbs_service_manager(self):
+        """Under systemd, CouchDB's environment holds its unit's NOTIFY_SOCKET. The server an
+        adapter starts tells a NOTIFY_SOCKET it finds that it is ready and, later, stopping:
+        about CouchDB's unit, which systemd refuses (a line in CouchDB's journal each time) or,
+        with NotifyAccess=all, believes. The adapter starts it without."""
+        with harness.socket_dir("cnp-notify-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            notify_path = os.path.join(tmp, "notify")
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.addCleanup(notify.close)
+            notify.bind(notify_path)
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}", NOTIFY_SOCKET=notify_path)
+            try:
+                adapter = self.adapter(1, env)
+                # Answered once the server it started is ready: past its READY=1.
+                self.assertIs(adapter.reply(RESET, timeout=60), True, adapter.diagnostics())
+                [server] = harness.daemon_pids(socket_path)
+                with open(f"/proc/{server}/environ", "rb") as environ:
+                    variables = environ.read().split(b"\0")
+                self.assertFalse([v for v in variables if v.startswith(b"NOTIFY_SOCKET=")])
+                self.assertEqual(adapter.close(), 0)
+                with self.assertRaises(BlockingIOError):
+                    notify.recv(4096, socket.MSG_DONTWAIT)
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
     def test_adapters_wait_for_a_slow_starting_server_instead_of_starting_more(self):
         """cnp-server starts its workers before it listens. When that took longer than an
         adapter waits (4.5 s), the adapter let go of the launch lock and each adapter waiting

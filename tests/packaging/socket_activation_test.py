@@ -29,7 +29,7 @@ def unix_listener(test, path):
 class ActivatedServer:
     """cnp-server started the way systemd starts a socket-activated service."""
 
-    def __init__(self, sockets, args, directory):
+    def __init__(self, sockets, args, directory, env=None):
         self.log_path = os.path.join(directory, "server.log")
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         read, write = os.pipe()
@@ -48,8 +48,9 @@ class ActivatedServer:
                     os.dup2(fd, 3 + i)  # inheritable
                 for fd in high:
                     os.close(fd)
-                env = dict(os.environ, LISTEN_FDS=str(len(sockets)), LISTEN_PID=str(os.getpid()))
-                os.execve(SERVER, argv, env)
+                os.execve(SERVER, argv, dict(os.environ, **(env or {}),
+                                             LISTEN_FDS=str(len(sockets)),
+                                             LISTEN_PID=str(os.getpid())))
             finally:
                 os._exit(127)
         os.close(write)
@@ -163,6 +164,29 @@ class SocketActivationTest(unittest.TestCase):
                 self.assertIn(b"cnp_worker_starts_total", answer.read())
         finally:
             self.assertEqual(server.stop(), 0, server.log())
+
+    def test_tells_systemd_ready_and_stopping_and_no_worker_sees_where(self):
+        """The unit is Type=notify: systemd counts the service started at READY=1, so that a
+        `systemctl reload` (SIGHUP) waits for it; a SIGHUP before cnp-server set up its
+        handler killed it (exit 129), which Restart=on-failure takes for a clean stop. The
+        workers do not inherit NOTIFY_SOCKET: a function could tell systemd anything."""
+        grpc_socket = unix_listener(self, self.path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(notify.close)
+        notify_path = os.path.join(self.dir, "notify")
+        notify.bind(notify_path)
+        server = ActivatedServer([grpc_socket], ["--listen=" + self.target, "--max-sessions=0"],
+                                 self.dir, env={"NOTIFY_SOCKET": notify_path})
+        try:
+            self.assertTrue(server.ready, server.log())
+            # Sent before "ready" on --ready-fd, so already queued.
+            self.assertEqual(notify.recv(4096, socket.MSG_DONTWAIT), b"READY=1")
+            mapped = harness.cnp_map(CNP, self.target, "pkgfns.notify_socket",
+                                     [{"_id": "a"}])
+            self.assertEqual(harness.rows(mapped), [[[["unset", "a"]]]])
+        finally:
+            self.assertEqual(server.stop(), 0, server.log())
+        self.assertEqual(notify.recv(4096, socket.MSG_DONTWAIT), b"STOPPING=1")
 
     def test_refuses_a_passed_socket_no_address_names(self):
         grpc_socket = unix_listener(self, self.path)
