@@ -362,53 +362,55 @@ int Run() {
   options.launch.preload_modules = absl::GetFlag(FLAGS_preload_module);
   options.launch.workers = absl::GetFlag(FLAGS_workers);
   options.launch.call_timeout = absl::GetFlag(FLAGS_call_timeout);
-  // Checked here, before a running server with other settings is replaced by one that could
-  // not start: a typo must not leave the host without a query server.
-  // The server it starts inherits this environment, PYTHONPATH included, and would refuse a
-  // directory other users may write to, as its workers do.
-  const std::vector<CodeDirectory> code_directories = CodeDirectories(
-      options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/"");
-  for (const absl::Status& s :
-       {CheckAbsolutePaths(code_directories, options.launch.server_binary),
-        options.may_launch ? CheckServerBinaryRuns(options.launch.server_binary)
-                           : absl::OkStatus(),
-        CheckCodeDirectories(code_directories)}) {
-    if (!s.ok()) {
-      std::cerr << "cnp-adapter: " << s.message() << std::endl;
+  // Checked only where the adapter may start a server: settings it ignores (an operator moved to
+  // a --target and left the old --python-path behind) must not keep CouchDB from its query
+  // server, exit 2 on every start, on a host without that directory (an operator probe).
+  if (options.may_launch) {
+    // Checked here, before a running server with other settings is replaced by one that could
+    // not start: a typo must not leave the host without a query server.
+    // The server it starts inherits this environment, PYTHONPATH included, and would refuse a
+    // directory other users may write to, as its workers do.
+    const std::vector<CodeDirectory> code_directories = CodeDirectories(
+        options.launch.python_paths, std::getenv("PYTHONPATH"), /*virtualenv=*/"");
+    for (const absl::Status& s :
+         {CheckAbsolutePaths(code_directories, options.launch.server_binary),
+          CheckServerBinaryRuns(options.launch.server_binary),
+          CheckCodeDirectories(code_directories)}) {
+      if (!s.ok()) {
+        std::cerr << "cnp-adapter: " << s.message() << std::endl;
+        return 2;
+      }
+    }
+    for (const auto& [flag, modules] :
+         {std::pair{"allow-module", &options.launch.allowed_modules},
+          std::pair{"preload-module", &options.launch.preload_modules}}) {
+      for (const std::string& module : *modules) {
+        const std::string why = WhyNotAModuleName(module);
+        if (why.empty()) continue;
+        std::cerr << "cnp-adapter: --" << flag << "=" << Printable(module) << ": " << why
+                  << std::endl;
+        return 2;
+      }
+    }
+    // cnp-server's own bounds, checked here so that the server it would start cannot fail.
+    if (options.launch.call_timeout <= absl::ZeroDuration() ||
+        options.launch.call_timeout > session::kLongestCallTimeout) {
+      std::cerr << "cnp-adapter: --call-timeout must be longer than 0s and at most "
+                << absl::FormatDuration(session::kLongestCallTimeout) << " (a year); got "
+                << absl::FormatDuration(options.launch.call_timeout) << std::endl;
       return 2;
     }
-  }
-  for (const auto& [flag, modules] :
-       {std::pair{"allow-module", &options.launch.allowed_modules},
-        std::pair{"preload-module", &options.launch.preload_modules}}) {
-    for (const std::string& module : *modules) {
-      const std::string why = WhyNotAModuleName(module);
-      if (why.empty()) continue;
-      std::cerr << "cnp-adapter: --" << flag << "=" << Printable(module) << ": " << why
+    // cnp-server's own ceiling, checked here so that the server it would start cannot fail.
+    if (options.launch.workers < 0 || options.launch.workers > kMaxWorkerProcesses) {
+      std::cerr << "cnp-adapter: --workers must be between 0 (the server's default, one per CPU "
+                   "core) and " << kMaxWorkerProcesses << "; got " << options.launch.workers
                 << std::endl;
       return 2;
     }
-  }
-  // cnp-server's own bounds, checked here so that the server it would start cannot fail.
-  if (options.launch.call_timeout <= absl::ZeroDuration() ||
-      options.launch.call_timeout > session::kLongestCallTimeout) {
-    std::cerr << "cnp-adapter: --call-timeout must be longer than 0s and at most "
-              << absl::FormatDuration(session::kLongestCallTimeout) << " (a year); got "
-              << absl::FormatDuration(options.launch.call_timeout) << std::endl;
-    return 2;
-  }
-  // cnp-server's own ceiling, checked here so that the server it would start cannot fail.
-  if (options.launch.workers < 0 || options.launch.workers > kMaxWorkerProcesses) {
-    std::cerr << "cnp-adapter: --workers must be between 0 (the server's default, one per CPU "
-                 "core) and " << kMaxWorkerProcesses << "; got " << options.launch.workers
-              << std::endl;
-    return 2;
-  }
-
-  // Settings for a server this adapter starts, given where it starts none: said, since the
-  // adapter checks them (a missing --python-path exits 2) and they read as if they applied;
-  // --allow-module given here and silently not applied is a security setting lost.
-  if (!options.may_launch) {
+  } else {
+    // Settings for a server this adapter starts, given where it starts none: said, since they
+    // read as if they applied; --allow-module given here and silently not applied is a
+    // security setting lost.
     std::vector<std::string> unused;
     if (!options.launch.server_binary.empty()) unused.push_back("--server-binary");
     if (!options.launch.python_paths.empty()) unused.push_back("--python-path");

@@ -109,6 +109,15 @@ class ServerUserTargetTest(unittest.TestCase):
         # Without such settings, no warning.
         code, replies, err = self.session([f"--server-user={SERVER_UID}"], env)
         self.assertNotIn("WARNING", err)
+        # Ignored, so not checked: an operator who moved to a --target and left the old
+        # settings behind got exit 2 on every start, on a host without that directory.
+        code, replies, err = self.session(
+            [f"--target={self.target}", f"--server-user={SERVER_UID}",
+             "--python-path=/nonexistent/views", "--workers=-1", "--allow-module=not a name"],
+            env)
+        self.assertEqual((code, replies[1]), (0, True), err)
+        self.assertIn("--python-path, --allow-module, --workers configure the cnp-server this "
+                      "adapter starts, and it starts none", err)
 
     def test_cnp_target_of_another_user_is_still_refused_without_server_user(self):
         env = dict(os.environ, CNP_TARGET=self.target)
