@@ -283,7 +283,7 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
     for (const Value& doc : desired[id]) keep.insert(Text(doc, "_id"));
     for (const std::string& row_id : row_ids) {
       auto it = existing.find(row_id);
-      if (keep.count(row_id) == 0 && it != existing.end()) {
+      if (keep.count(row_id) == 0 && it != existing.end() && IsDerivedFrom(*it->second, s.source)) {
         AppendTombstones(*it->second, writes);
         removed.insert(row_id);
       }
@@ -297,7 +297,9 @@ absl::StatusOr<int64_t> Deriver::WriteMapRows(size_t i, Batch& batch) {
   // document to say so.
   std::map<std::string, Value*> by_id;  // made only if a write conflicts
   return WriteRedoingConflicts(s, writes, [&](const std::string& id, Value* current) -> std::optional<std::string> {
-    if (removed.count(id) > 0) return current != nullptr ? Tombstone(*current) : "";
+    if (removed.count(id) > 0) {
+      return current != nullptr && IsDerivedFrom(*current, s.source) ? Tombstone(*current) : "";
+    }
     if (by_id.empty()) {
       for (auto& [source_id, docs] : desired) {
         for (Value& doc : docs) by_id[Text(doc, "_id")] = &doc;

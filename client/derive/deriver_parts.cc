@@ -151,6 +151,14 @@ std::string Tombstone(const Value& existing) {
   return TombstoneAt(existing, rev != nullptr ? *rev : kNoRevision);
 }
 
+bool IsDerivedFrom(const Value& doc, absl::string_view source) {
+  const Value* source_type = Member(doc, "mr_source_type");
+  const Value* version = Member(doc, "mr_version");
+  return source_type != nullptr && source_type->IsString() &&
+         absl::string_view(source_type->GetString(), source_type->GetStringLength()) == source &&
+         version != nullptr && version->IsInt64();
+}
+
 void AppendTombstones(const Value& existing, std::vector<std::string>& writes) {
   writes.push_back(Tombstone(existing));
   const Value* conflicts = Member(existing, "_conflicts");

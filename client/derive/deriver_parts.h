@@ -96,6 +96,11 @@ std::string RangeQuery(const std::string& prefix);
 void FillDerived(rapidjson::Value& doc, rapidjson::Document::AllocatorType& a, const rapidjson::Value& key,
                  const rapidjson::Value& value, int64_t version, const std::string& source_type,
                  std::set<std::string>& dropped);
+// Whether `doc` is one cnp derive wrote for a stage reading `source`: its mr_source_type is
+// `source` and its mr_version a whole number. Nothing else is ever deleted, whatever its id: a
+// user's own "people:note" in a target shares the id prefix of the rows derived from people,
+// and a sweep once deleted it.
+bool IsDerivedFrom(const rapidjson::Value& doc, absl::string_view source);
 // {_id, _rev, _deleted, mr_key, ...}: the tombstone keeps the key for the reduce stage.
 std::string Tombstone(const rapidjson::Value& existing);
 // The tombstone of `existing` (read with conflicts=true) and one for each of its conflicting

@@ -130,7 +130,7 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   // A row changed since its page was read conflicts: removed at the revision it has now,
   // unless it was written at this version meanwhile.
   const Redo redo = [&](const std::string&, Value* current) -> std::optional<std::string> {
-    if (current == nullptr) return "";
+    if (current == nullptr || !IsDerivedFrom(*current, s.source)) return "";
     const Value* version = Member(*current, "mr_version");
     if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) return "";
     return Tombstone(*current);
@@ -143,6 +143,7 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
   std::string start = prefix;
   int64_t removed = 0;       // revisions deleted (a document with conflicts has several)
   int64_t removed_docs = 0;  // documents deleted, which the operator is told
+  int64_t foreign_docs = 0;  // documents under the prefix that cnp derive did not write: kept
   int limit = kLookupPage;  // halved while a page is too long to read (large rows)
   while (true) {
     absl::StatusOr<Document> page = couch_.Get(
@@ -164,8 +165,12 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
       start.push_back('\0');
       const Value* doc = Member(row, "doc");
       if (doc == nullptr || !doc->IsObject()) continue;
+      if (!IsDerivedFrom(*doc, s.source)) {
+        ++foreign_docs;
+        continue;
+      }
       const Value* version = Member(*doc, "mr_version");
-      if (!every_version && version && version->IsInt64() && version->GetInt64() == s.version) continue;
+      if (!every_version && version->GetInt64() == s.version) continue;
       const size_t before = writes.size();
       AppendTombstones(*doc, writes);
       if (writes.size() > before) ++removed_docs;
@@ -179,6 +184,12 @@ absl::StatusOr<int64_t> Deriver::Sweep(size_t i, bool every_version) {
     log_ << "cnp derive: " << s.source << " -> " << s.target << ": removed " << removed_docs
          << (every_version ? " derived document(s) of the earlier database\n"
                            : " derived document(s) of other versions\n");
+  }
+  if (foreign_docs > 0) {
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: kept " << foreign_docs
+         << " document(s) whose ids start with '" << prefix << "' but which cnp derive did not "
+         << "write (no mr_source_type \"" << s.source << "\" with a mr_version): ids of that "
+         << "form are where the rows derived from " << s.source << " go; give yours other ids\n";
   }
   progress_[i].written += removed;
   return progress_[i].errors - errors_before;

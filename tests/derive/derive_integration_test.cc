@@ -627,6 +627,32 @@ TEST_F(DeriveTest, IdsAndMessagesOnStderrAreEscaped) {
   EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
 }
 
+// A target may hold its users' own documents. Those whose ids start with a source's name and
+// ':' ("people:note", where the rows derived from people go) were deleted by the first run's
+// sweep as "derived documents of other versions", and by a version bump's (a CLI probe). Only
+// what carries a stage's mr_source_type and a mr_version is cnp derive's to delete.
+TEST_F(DeriveTest, TheSweepKeepsDocumentsItDidNotWriteWhateverTheirIds) {
+  Fill("own_src", R"([{"_id":"a","town":"Oslo"}])");
+  Fill("own_map", R"([{"_id":"own_src:note","text":"keep me"},)"
+                  R"( {"_id":"own_src:other","mr_source_type":"elsewhere","mr_version":1}])");
+  std::string first = RunOnce(TownsDeclaration("own", "own_src", "own_map"));
+  EXPECT_THAT(first, HasSubstr("warning: kept 2 document(s) whose ids start with 'own_src:' but "
+                               "which cnp derive did not write"));
+  EXPECT_THAT(first, Not(HasSubstr("removed")));
+  std::string bumped =
+      RunOnce(TownsDeclaration("own", "own_src", "own_map", "derive_fns.town_upper", 2));
+  EXPECT_THAT(bumped, HasSubstr("removed 1 derived document(s) of other versions"));
+  EXPECT_EQ(couchdb::StringView(Get("/own_map/own_src:note")["text"]), "keep me");
+  EXPECT_EQ(Get("/own_map/own_src:other")["mr_version"].GetInt(), 1);
+  int rows_of_version_2 = 0;
+  for (auto& [id, doc] : Derived("own_map")) {
+    if (doc.HasMember("mr_key") && couchdb::ToJson(doc["mr_key"]) == "\"OSLO\"") {
+      rows_of_version_2 += doc["mr_version"].GetInt() == 2;
+    }
+  }
+  EXPECT_EQ(rows_of_version_2, 1);
+}
+
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
   Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
   RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));
