@@ -37,8 +37,9 @@ std::vector<CodeDirectory> CodeDirectories(const std::vector<std::string>& pytho
                                            const std::string& virtualenv);
 
 // The first refusal among `dirs`: NOT_FOUND for a --python-path or --virtualenv that is not a
-// directory (a PYTHONPATH entry may be missing, as Python allows), FAILED_PRECONDITION for one another user
-// could change (common/code_directory.h).
+// directory (a PYTHONPATH entry may be missing, as Python allows), FAILED_PRECONDITION for one
+// another user could change (common/code_directory.h), PERMISSION_DENIED for one this process
+// may not read and enter (Python would skip it silently).
 absl::Status CheckCodeDirectories(const std::vector<CodeDirectory>& dirs);
 
 }  // namespace cnp

@@ -3,12 +3,16 @@
 #include "common/code_directories.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/as_user.h"
 #include "tests/support/files.h"
 
 namespace cnp {
@@ -73,6 +77,42 @@ TEST(CodeDirectoriesTest, OneOthersMayWriteToIsRefusedNamingItsSetting) {
   absl::Status venv = CheckCodeDirectories(CodeDirectories({}, nullptr, open));
   EXPECT_EQ(venv.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(venv.message(), HasSubstr("--virtualenv " + open));
+}
+
+// A directory the server's user may not read or enter: Python skips such a path entry
+// silently, and every call answered "No module named ..." (an operator probe: a root-only
+// --python-path under a server running as cnp). Refused at start instead, as one it may not
+// enter because of a directory above it.
+TEST(CodeDirectoriesTest, OneThisUserCannotReadOrEnterIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to own the directories and drop to 65534";
+  // In /tmp: the test's own directory is below root's 0700 home, which 65534 cannot search.
+  char made[] = "/tmp/code_directories_test.XXXXXX";
+  ASSERT_NE(::mkdtemp(made), nullptr);
+  const std::string dir = made;
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  const std::string open = dir + "/open", closed = dir + "/closed", below = closed + "/below";
+  for (const std::string& d : {open, closed, below}) ASSERT_EQ(::mkdir(d.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(closed.c_str(), 0700), 0);
+  const int status = testing::ExitStatusAsUser(65534, 65534, [&] {
+    if (!CheckCodeDirectories(CodeDirectories({open}, nullptr, "")).ok()) return 11;
+    for (const std::string& refused : {closed, below}) {
+      absl::Status s = CheckCodeDirectories(CodeDirectories({refused}, nullptr, ""));
+      if (!absl::IsPermissionDenied(s)) return 12;
+      const std::string message(s.message());
+      if (message.find("--python-path " + refused + " cannot be read by uid 65534") ==
+              std::string::npos ||
+          message.find("chmod o+rx") == std::string::npos) {
+        return 13;
+      }
+    }
+    // A PYTHONPATH entry too, which may be missing but not unreadable.
+    absl::Status variable = CheckCodeDirectories(CodeDirectories({}, below.c_str(), ""));
+    return absl::IsPermissionDenied(variable) ? 0 : 14;
+  });
+  EXPECT_EQ(status, 0) << "125 could not become 65534, 11 a readable one was refused, 12 an "
+                          "unreadable one passed, 13 the message lacked the fix, 14 the "
+                          "variable's entry passed";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
