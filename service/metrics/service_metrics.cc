@@ -115,6 +115,7 @@ RpcMetrics::RpcMetrics(absl::string_view rpc) {
   for (int code = 0; code < kCodes; ++code) calls_[code] = nullptr;
   // Series for codes a call never ended with stay absent from the scrape until they occur.
   duration_ = &CallDuration().Get({name});
+  DeclareRpc(rpc);
   rpc_ = name;
 }
 
@@ -127,6 +128,11 @@ void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
   }
   counter->Add();
   duration_->Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+void DeclareRpc(absl::string_view rpc) {
+  CallMemoryRefusals().Get({std::string(rpc)});
+  UnreadAnswerCancels().Get({std::string(rpc)});
 }
 
 void CallMemoryRefused(absl::string_view rpc) {

@@ -31,6 +31,9 @@ class RpcMetrics {
   Histogram* duration_;
 };
 
+// Makes the series of `rpc` below at 0, when the server starts listening for it: a panel of
+// them had no data, and rate() missed the first, until something was refused or cancelled.
+void DeclareRpc(absl::string_view rpc);
 // A call (or one message of a stream) of `rpc` refused because the memory calls hold would
 // pass --max-grpc-memory (service/rpc/call_memory.h).
 void CallMemoryRefused(absl::string_view rpc);

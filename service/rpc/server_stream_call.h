@@ -80,6 +80,7 @@ class ServerStreamMethod
                      BlockingCallLimit& limit, CallMemory& memory, Accepted accepted,
                      asio::any_io_executor blocking, absl::Duration write_timeout,
                      Handler handler) {
+    metrics::DeclareRpc(rpc);
     auto method = std::make_shared<ServerStreamMethod>(
         context, service, gate, requester, rpc, caps, std::move(admit), limit, memory,
         std::move(accepted), std::move(blocking), write_timeout, std::move(handler));

@@ -114,6 +114,7 @@ class StreamMethod
   static void Listen(grpc_asio::GrpcContext& context, Service& service, ShutdownGate& gate,
                      Requester requester, const char* rpc, CallLogScope::PeerOf peer_of,
                      StreamLimits limits, Factory factory) {
+    metrics::DeclareRpc(rpc);
     auto method = std::make_shared<StreamMethod>(context, service, gate, requester, rpc,
                                                  peer_of, limits, std::move(factory));
     gate.AddListener(context, [method] { method->AwaitNextStream(); });

@@ -95,6 +95,14 @@ TEST(MetricsEndpointTest, CountersMoveWithCallsErrorsAndCrashes) {
   EXPECT_EQ(Value(before, "cnp_queue_depth"), 0);
   EXPECT_EQ(Value(before, R"(cnp_sessions_active{kind="stream"})"), 0);
   EXPECT_EQ(Value(before, R"(cnp_calls_total{rpc="Map",code="0"})"), -1);
+  // At 0 from the start, so that a dashboard's panel has data and rate() sees the first one
+  // (an operator probe found "No data" until something was refused).
+  for (const char* rpc : {"Map", "Validate", "Session", "Upload"}) {
+    EXPECT_EQ(Value(before, absl::StrCat("cnp_call_memory_refusals_total{rpc=\"", rpc, "\"}")), 0)
+        << rpc;
+    EXPECT_EQ(Value(before, absl::StrCat("cnp_unread_answer_cancels_total{rpc=\"", rpc, "\"}")), 0)
+        << rpc;
+  }
 
   auto client = server->Connect();
   // picky raises on multiples of three: one document of two.
