@@ -58,6 +58,14 @@ int main(int argc, char** argv) {
   cnp::RouteGrpcLogToStderr("cnp");
   if (argc < 2) return Help(stderr);
   std::string name = argv[1];
+  // `cnp help map` is `cnp map --help` (it printed the list of commands, as `cnp help` does).
+  std::string help_flag = "--help";
+  if (name == "help" && argc >= 3) {
+    name = argv[2];
+    argv[1] = argv[2];
+    argv[2] = help_flag.data();
+    argc = 3;
+  }
   if (name == "--help" || name == "-h" || name == "help") return Help(stdout);
   if (name == "--version" || name == "version") {
     std::printf("cnp %s\n", std::string(cnp::kCnpVersion).c_str());

@@ -65,6 +65,19 @@ TEST(CnpHelpTest, NamesTheDefaultTargetTheSameWayForEveryone) {
   }
 }
 
+// `cnp help map` is `cnp map --help`: it printed the list of commands (a CLI probe).
+TEST(CnpHelpTest, HelpWithACommandIsThatCommandsHelp) {
+  for (const char* command : {"map", "derive", "sync"}) {
+    CliRun asked = Cnp(absl::StrCat("help ", command));
+    CliRun flag = Cnp(absl::StrCat(command, " --help"));
+    EXPECT_EQ(asked.exit_code, 0) << command;
+    EXPECT_EQ(asked.out, flag.out) << command;
+  }
+  CliRun unknown = Cnp("help mapp");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.out, HasSubstr("unknown command 'mapp'"));
+}
+
 // Every command that reaches cnp-server says how to reach one in plaintext beyond loopback: a
 // probe was told by `cnp check` to add --insecure, which its --help did not name, and upload's
 // and derive's named it for CouchDB's credentials alone.
