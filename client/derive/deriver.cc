@@ -495,6 +495,20 @@ absl::StatusOr<bool> Deriver::CaughtUp(size_t i, const Batch& batch) {
   }
   if (batch.size > 0) return false;
   p.backlog = 0;
+  // A run over the whole source that derived nothing is most likely a handler that reads a
+  // field the documents do not have (item("twn")): it printed "0 written" and exited 0, an
+  // empty target looking like success (a CLI probe).
+  const Stage& s = declaration_.stages[i];
+  if (!s.reduce && !p.said_no_rows && p.seq_before == "0" && p.processed > 0 && p.rows == 0 &&
+      p.errors == 0) {
+    p.said_no_rows = true;
+    log_ << "cnp derive: " << s.source << " -> " << s.target << ": warning: "
+         << Printable(s.handler) << " yielded no row for any of the " << p.processed
+         << " change(s) read from the start of " << s.source
+         << ", so nothing was derived; if it should have, see what it yields for one document: "
+            "cnp map '"
+         << Printable(s.handler) << "' DOC.json\n";
+  }
   // The initial synchronization is over: from now on a document at its first revision may
   // come after rows of it were written (a document listed twice), so rows are looked up.
   checkpoints_[i].fresh = false;
@@ -520,6 +534,7 @@ absl::Status Deriver::Complete(size_t i, const Batch& batch, int64_t written) {
   StageProgress& p = progress_[i];
   p.written += written;
   p.processed += static_cast<int64_t>(batch.size);
+  for (const auto& [id, rows] : batch.desired) p.rows += static_cast<int64_t>(rows.size());
   p.seq = batch.last_seq;
   // The errors first: a checkpoint past a document whose error is not yet recorded would lose
   // it if the run stopped in between (recorded twice, if it stops after the errors, is better).

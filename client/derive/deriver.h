@@ -85,6 +85,8 @@ struct StageProgress {
   int64_t processed = 0;    // changes handled in this run
   int64_t written = 0;      // documents written (created, updated or deleted) in this run
   int64_t errors = 0;       // handler errors in this run
+  int64_t rows = 0;         // rows a map stage's handler yielded in this run
+  bool said_no_rows = false;  // the warning that a whole run from the start yielded none
   int64_t backlog = -1;     // changes still to read; -1 unknown
   int64_t source_end = -1;  // the source's update_seq (its number) when last read; -1 unread
   bool rerun = false;       // re-running from scratch after a version change

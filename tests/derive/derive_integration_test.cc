@@ -653,6 +653,24 @@ TEST_F(DeriveTest, TheSweepKeepsDocumentsItDidNotWriteWhateverTheirIds) {
   EXPECT_EQ(rows_of_version_2, 1);
 }
 
+// A handler that yields nothing for a whole source (item("town") over documents spelling it
+// "twn") printed "0 written" and exited 0, an empty target looking like success (a CLI
+// probe). A run from the start says so; a later run whose new documents yield nothing does not.
+TEST_F(DeriveTest, ARunFromTheStartThatYieldsNoRowIsWarnedOf) {
+  Fill("norow_src", R"([{"_id":"a","twn":"Oslo"},{"_id":"b","twn":"Bergen"}])");
+  const std::string declaration = TownsDeclaration("norow", "norow_src", "norow_map");
+  std::string first = RunOnce(declaration);
+  EXPECT_THAT(first, HasSubstr("norow_src -> norow_map: warning: derive_fns.town yielded no row "
+                               "for any of the 2 change(s) read from the start of norow_src"));
+  EXPECT_THAT(first, HasSubstr("cnp map 'derive_fns.town' DOC.json"));
+  Write("norow_src", R"([{"_id":"c","town":"Molde"},{"_id":"d","twn":"Alta"}])");
+  EXPECT_THAT(RunOnce(declaration), Not(HasSubstr("yielded no row")));
+  // Rows from the start: no warning.
+  Fill("somerow_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","twn":"Bergen"}])");
+  EXPECT_THAT(RunOnce(TownsDeclaration("somerow", "somerow_src", "somerow_map")),
+              Not(HasSubstr("yielded no row")));
+}
+
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
   Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
   RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));
