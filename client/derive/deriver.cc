@@ -96,6 +96,40 @@ absl::StatusOr<std::string> Deriver::SourceMarker(const std::string& source) {
   }
 }
 
+absl::Status Deriver::ClaimStage(size_t i) {
+  const Stage& s = declaration_.stages[i];
+  const std::string id = absl::StrCat("cnp-derive-claim:", s.source);
+  const std::string path = LocalDocPath(s.target, id);
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<std::optional<Document>> doc =
+        couch_.GetIfExists(path, absl::StrCat("reading the claim _local/", id, " of ", s.target));
+    if (!doc.ok()) return doc.status();
+    if (doc->has_value()) {
+      const std::string holder = Text(**doc, "name");
+      if (holder == declaration_.name) return absl::OkStatus();
+      return absl::FailedPreconditionError(absl::StrCat(
+          s.source, " -> ", s.target, ": the instance named ", Printable(holder),
+          " derives ", s.source, " into ", s.target, " (its claim: _local/", id, " in ", s.target,
+          "); two instances of different names would write the same derived documents and "
+          "sweep each other's rows of another version. Derive it into another target, or give "
+          "this declaration the name ",
+          Printable(holder), "; if that instance is gone for good (renamed), delete the claim "
+          "and run again"));
+    }
+    Document claim(rapidjson::kObjectType);
+    auto& a = claim.GetAllocator();
+    claim.AddMember("name", couchdb::StringValue(declaration_.name, a), a);
+    claim.AddMember("created_at_ms", absl::ToUnixMillis(absl::Now()), a);
+    absl::StatusOr<Document> written =
+        FencedWrite("PUT", path, couchdb::ToJson(claim),
+                    absl::StrCat("writing the claim _local/", id, " of ", s.target));
+    if (written.ok()) return absl::OkStatus();
+    // Another instance claimed it first: its name decides, read again.
+    if (absl::IsAborted(written.status()) && attempt == 0) continue;
+    return written.status();
+  }
+}
+
 absl::StatusOr<std::string> Deriver::NoMarker(const std::string& source, const absl::Status& why) {
   // Only a refusal (HTTP 4xx: 401 or 403 of read-only credentials, a proxy that refuses
   // _local) costs the marker, for the whole run; anything else is the run's own error: the
@@ -218,6 +252,7 @@ absl::Status Deriver::Start() {
           absl::StrCat("creating the mr_key index of ", s.source));
       if (!index.ok()) return index.status();
     }
+    if (absl::Status claimed = ClaimStage(i); !claimed.ok()) return claimed;
     absl::StatusOr<std::optional<Document>> doc = couch_.GetIfExists(
         LocalDocPath(s.target, CheckpointId(declaration_.name, s)), "reading a checkpoint");
     if (!doc.ok()) return doc.status();

@@ -154,6 +154,12 @@ class Deriver {
     // The source database's marker (SourceMarker) the checkpoint was taken from; empty: unknown.
     std::string source_id;
   };
+  // Makes sure no instance of another name derives this stage's source into its target: the
+  // first to run records its name in the target's _local/cnp-derive-claim:SOURCE; another is
+  // refused (FAILED_PRECONDITION, saying how to hand the claim over). Two such instances wrote
+  // rows under the same ids, and each swept the other's rows of another version, reporting
+  // success (a CLI probe).
+  absl::Status ClaimStage(size_t stage);
   // What identifies a source database (an incarnation of its name): the id in its
   // _local/cnp-derive-source document, written with a new random id when absent; empty when
   // the source cannot be written (read-only credentials: a warning says so).

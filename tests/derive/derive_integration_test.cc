@@ -671,6 +671,33 @@ TEST_F(DeriveTest, ARunFromTheStartThatYieldsNoRowIsWarnedOf) {
               Not(HasSubstr("yielded no row")));
 }
 
+// Two instances of different names deriving one source into one target wrote the same ids, and
+// each swept the other's rows of another version, both reporting success (a CLI probe). The
+// first to run claims the pair; another name is refused, told how to hand the claim over, and
+// the rows stay as the first made them. Another source into the same target is no conflict.
+TEST_F(DeriveTest, AnInstanceOfAnotherNameIsRefusedASourceAndTargetAlreadyClaimed) {
+  Fill("claim_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
+  RunOnce(TownsDeclaration("claima", "claim_src", "claim_map"));
+  absl::StatusOr<Exited> other = RunToExit(
+      Command(Declare(TownsDeclaration("claimb", "claim_src", "claim_map", "derive_fns.town_upper", 2)),
+              {"--once"}),
+      "cnp derive");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->exit_code, 1) << other->output;
+  EXPECT_THAT(other->output,
+              HasSubstr("claim_src -> claim_map: the instance named claima derives claim_src into "
+                        "claim_map (its claim: _local/cnp-derive-claim:claim_src in claim_map)"));
+  EXPECT_THAT(other->output, HasSubstr("delete the claim and run again"));
+  EXPECT_THAT(ByKey("claim_map"), ::testing::UnorderedElementsAre(
+                                      ::testing::Key("\"Oslo\""), ::testing::Key("\"Bergen\"")));
+  // The same name again, as a later run of it: its own claim.
+  EXPECT_THAT(RunOnce(TownsDeclaration("claima", "claim_src", "claim_map")),
+              Not(HasSubstr("the instance named")));
+  Fill("claim_src2", R"([{"_id":"c","town":"Molde"}])");
+  RunOnce(TownsDeclaration("claimc", "claim_src2", "claim_map"));
+  EXPECT_EQ(ByKey("claim_map").size(), 3u);
+}
+
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
   Fill("ver_src", R"([{"_id":"a","town":"Oslo","n":3},{"_id":"b","town":"Bergen","n":5}])");
   RunOnce(TownsDeclaration("ver", "ver_src", "ver_map"));

@@ -60,6 +60,10 @@ class HandlerVersionTest : public ::testing::Test {
                                  : ScriptedResponse{201, R"({"ok":true,"id":"_local/cnp-derive:v:lease","rev":"0-1"})"};
       }
       if (r.method == "GET" && absl::StartsWith(t, "/tgt/_local/")) return {404, R"({"error":"not_found"})"};
+      // The claim on src -> tgt (Deriver::ClaimStage), written once.
+      if (r.method == "PUT" && t == "/tgt/_local/cnp-derive-claim%3Asrc") {
+        return {201, R"({"ok":true,"id":"_local/cnp-derive-claim:src","rev":"0-1"})"};
+      }
       // The source's marker (which database it is), written once.
       if (t == "/src/_local/cnp-derive-source") {
         return r.method == "GET" ? ScriptedResponse{404, R"({"error":"not_found"})"}

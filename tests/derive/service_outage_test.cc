@@ -46,6 +46,10 @@ TEST(ServiceOutageTest, OnceTriesAgainForTheServiceWaitThenExitsOneRecordingNoth
                                : ScriptedResponse{404, R"({"error":"not_found"})"};
     }
     if (r.method == "GET" && absl::StartsWith(t, "/tgt/_local/")) return {404, R"({"error":"not_found"})"};
+    // The claim on src -> tgt (Deriver::ClaimStage), written once.
+    if (r.method == "PUT" && t == "/tgt/_local/cnp-derive-claim%3Asrc") {
+      return {201, R"({"ok":true,"id":"_local/cnp-derive-claim:src","rev":"0-1"})"};
+    }
     // The source's marker (which database it is), written once.
     if (t == "/src/_local/cnp-derive-source") {
       return r.method == "PUT" ? ScriptedResponse{201, R"({"ok":true,"id":"_local/cnp-derive-source","rev":"0-1"})"}
