@@ -24,7 +24,8 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string
 absl::StatusOr<std::string> ReadAuthToken(const std::string& path);
 
 // The bearer tokens a server accepts: such a file's lines, each one token (surrounding
-// whitespace and blank lines ignored), at least one, each at least kMinAuthTokenBytes long.
+// whitespace and blank lines ignored), at least one, each at least kMinAuthTokenBytes long; a
+// line starting with '#' is refused (it would be a token, not a comment).
 // Several are how a token is rotated without refusing a call: the new one is added, the clients
 // move over, the old one is removed.
 absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path);

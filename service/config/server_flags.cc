@@ -167,8 +167,9 @@ ABSL_FLAG(bool, insecure, false,
           "who can reach it may call), and --metrics-listen (which --metrics-public allows "
           "alone)");
 ABSL_FLAG(std::string, socket_group, "",
-          "group allowed to use the unix sockets: sockets are created 0660 and their directory "
-          "0750 with this group (default: 0600 and 0700, the server's user only)");
+          "group given the unix sockets, so that its members may open them: sockets are created "
+          "0660 and their directory 0750 with this group (default: 0600 and 0700, the server's "
+          "user only). Opening is not enough: each user must also be named with --allow-uid");
 ABSL_FLAG(bool, reflection, false,
           "serve gRPC reflection (grpcurl without .proto files). Off by default: it runs on "
           "gRPC's own threads, at most 4 streams at once, and needs the token where there is one");

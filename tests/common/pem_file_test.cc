@@ -182,6 +182,15 @@ TEST(AuthTokenFileTest, AServersFileListsTokensOnePerLine) {
   EXPECT_TRUE(absl::IsInvalidArgument(spaced.status())) << spaced.status();
   EXPECT_THAT(spaced.status().message(), HasSubstr("byte 0x20 at offset 24"));
   EXPECT_THAT(spaced.status().message(), ::testing::Not(HasSubstr("old token")));
+
+  // A '#' line meant as a comment was accepted as a token (a security probe).
+  testing::WriteFile(path, "new-token-2b9e41d07a\n#oldtoken-rotated-2026-01-01-below\n", 0600);
+  absl::StatusOr<std::vector<std::string>> commented = ReadAuthTokens(path);
+  EXPECT_TRUE(absl::IsInvalidArgument(commented.status())) << commented.status();
+  EXPECT_THAT(commented.status().message(),
+              ::testing::AllOf(HasSubstr("a line starting with '#' (line 2)"),
+                               HasSubstr("the file has no comments"),
+                               ::testing::Not(HasSubstr("oldtoken"))));
 }
 
 // A server accepts no token short enough to guess by trying many, and says which line holds
