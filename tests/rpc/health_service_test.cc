@@ -139,6 +139,22 @@ TEST_F(HealthServiceTest, AnUnknownNameIsNotFoundToCheckAndServiceUnknownToWatch
   EXPECT_EQ(watch->Next(), HealthCheckResponse::SERVICE_UNKNOWN);
 }
 
+// The health service needs no token: a request of up to --max-call-bytes was parsed into a
+// second copy (a security probe). One longer than a service name is refused unparsed.
+TEST_F(HealthServiceTest, ARequestLongerThanAServiceNameIsRefusedUnread) {
+  health_.SetServing(true);
+  HealthCheckResponse response;
+  const grpc::Status check = Check(std::string(100000, 'x'), &response);
+  EXPECT_EQ(check.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(check.error_message().find("at most 1024 bytes"), std::string::npos)
+      << check.error_message();
+  auto watch = StartWatch(std::string(2000, 'x'));
+  EXPECT_EQ(watch->Next(), HealthCheckResponse::UNKNOWN);
+  EXPECT_EQ(watch->reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A name of up to about 1 KiB is read, and answered for.
+  EXPECT_EQ(Check(std::string(1000, 'x'), &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(HealthServiceTest, AWatcherIsToldEveryChange) {
   health_.SetServing(true);
   auto overall = StartWatch("");
