@@ -1,5 +1,6 @@
 #include "service/worker/function_registry.h"
 
+#include <algorithm>
 #include <set>
 #include <vector>
 
@@ -163,7 +164,14 @@ std::optional<absl::StatusOr<const LoadedFunction*>> FunctionRegistry::ImportIfC
     }
   }
   std::set<std::string> tops{TopLevelPackage(name.module), TopLevelPackage(own_module)};
-  if (!stamps_.AnyChanged(tops)) return std::nullopt;
+  if (in_task_ && std::includes(unchanged_in_task_.begin(), unchanged_in_task_.end(),
+                                tops.begin(), tops.end())) {
+    return std::nullopt;
+  }
+  if (!stamps_.AnyChanged(tops)) {
+    if (in_task_) unchanged_in_task_.insert(tops.begin(), tops.end());
+    return std::nullopt;
+  }
 
   SourceStamps::Forgotten forgotten = stamps_.Forget(tops);
   std::vector<std::pair<std::string, std::unique_ptr<LoadedFunction>>> dropped;
