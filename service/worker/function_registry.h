@@ -75,10 +75,12 @@ class FunctionRegistry {
   NameSuggester Suggester() const { return NameSuggester(policy_); }
 
   // While one is alive, a top-level package found unchanged on disk is not looked at again:
-  // one task's names are checked against the disk once per package, not once per name (a
-  // Resolve of 4,096 missing names in a package of 2,000 imported files stat()ed 8 million
-  // files and outran its call timeout: a security probe). A task's names are all asked at once,
-  // so files edited during it are seen by the next task.
+  // one Resolve task's names are checked against the disk once per package, not once per name
+  // (4,096 missing names in a package of 2,000 imported files stat()ed 8 million files and
+  // outran the call timeout: a security probe). Its names are all asked at once, so files
+  // edited meanwhile are seen by the next task. Only around such a task, never around a direct
+  // session (one task for all of CouchDB's lines, whose later lines must see the disk anew), and
+  // never nested (the inner one's end would end the outer's).
   class TaskScope {
    public:
     explicit TaskScope(FunctionRegistry& registry) : registry_(registry) {

@@ -108,6 +108,9 @@ void ResolveOne(FunctionRegistry& registry, const std::string& text, bool versio
 // whole.
 v1::Reply RunResolve(FunctionRegistry& registry, const cnp::v1::ResolveRequest& request,
                      bool versions_as_run) {
+  // All its names are asked at once: each imported package is looked at on disk once, not once
+  // per name (FunctionRegistry::TaskScope).
+  const FunctionRegistry::TaskScope scope(registry);
   Reply reply;
   cnp::v1::ResolveResponse* response = reply.mutable_resolve();
   NameSuggester suggester = registry.Suggester();

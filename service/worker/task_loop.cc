@@ -61,7 +61,6 @@ Reply RunDirectSession(FunctionRegistry& registry, const v1::DirectSession& sess
 
 absl::StatusOr<Reply> Run(FunctionRegistry& registry, Task& task, FrameReader& reader, int fd,
                           std::vector<int>& descriptors) {
-  const FunctionRegistry::TaskScope scope(registry);
   switch (task.kind_case()) {
     case Task::kMap: {
       // Reused from task to task, as the in-process runner's: a copy allocates nothing once the

@@ -739,6 +739,19 @@ class ModuleEditsTest(unittest.TestCase):
                          ['[[["Oslo",1]],[["newer",1]]]'])
         self.end()
 
+    def test_a_module_found_unchanged_is_looked_at_again_after_an_edit(self):
+        """A session is one task for the worker: a memo of packages found unchanged, meant for
+        one Resolve task, kept a package unchanged for the whole session once a missing name
+        had been looked for (a review: the code deployed after the design document was never
+        seen until CouchDB replaced its query server)."""
+        self.assertEqual(self.session.call(["add_fun", "revmod.townmap|1"])[-1], "true")
+        self.assertIn("compilation_error", self.session.call(["add_fun", "revmod.absent|1"])[-1])
+        with open(self.module, "a") as source:
+            source.write("\n\n@version(1)\ndef newer_fn(doc):\n    yield 'newer', 1\n")
+        self.assertEqual(self.session.call(["add_fun", "revmod.newer_fn|1"])[-1], "true",
+                         self.worker.diagnostics())
+        self.end()
+
     def test_add_fun_refuses_an_unversioned_name_for_a_versioned_function(self):
         lines = self.session.call(["add_fun", "revmod.townmap"])
         error = json.loads(lines[-1])

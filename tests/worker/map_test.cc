@@ -124,7 +124,8 @@ TEST_F(MapTest, AnErrorNamesANumberTrueFalseOrNullIdAsCouchjsPrintsIt) {
     ASSERT_EQ(result.errors_size(), 1) << ids[i].first;
     EXPECT_EQ(result.errors(0).doc_id(), ids[i].second) << ids[i].first;
   }
-  // The service's log names it the same way, from the dict the function was given.
+  // The service's log names it too, from the dict the function was given: a float as Python
+  // writes it (-1500.0), which is the log's, not CouchDB's, line.
   std::vector<std::string> logged;
   for (const v1::FunctionLog& line : reply.function_logs()) {
     if (line.kind() == "map") logged.push_back(line.doc_id());
