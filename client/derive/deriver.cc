@@ -96,38 +96,63 @@ absl::StatusOr<std::string> Deriver::SourceMarker(const std::string& source) {
   }
 }
 
-absl::Status Deriver::ClaimStage(size_t i) {
-  const Stage& s = declaration_.stages[i];
-  const std::string id = absl::StrCat("cnp-derive-claim:", s.source);
-  const std::string path = LocalDocPath(s.target, id);
-  for (int attempt = 0;; ++attempt) {
-    absl::StatusOr<std::optional<Document>> doc =
-        couch_.GetIfExists(path, absl::StrCat("reading the claim _local/", id, " of ", s.target));
-    if (!doc.ok()) return doc.status();
-    if (doc->has_value()) {
-      const std::string holder = Text(**doc, "name");
-      if (holder == declaration_.name) return absl::OkStatus();
-      return absl::FailedPreconditionError(absl::StrCat(
-          s.source, " -> ", s.target, ": the instance named ", Printable(holder),
-          " derives ", s.source, " into ", s.target, " (its claim: _local/", id, " in ", s.target,
-          "); two instances of different names would write the same derived documents and "
-          "sweep each other's rows of another version. Derive it into another target, or give "
-          "this declaration the name ",
-          Printable(holder), "; if that instance is gone for good (renamed), delete the claim "
-          "and run again"));
+namespace {
+
+std::string ClaimId(const Stage& s) { return absl::StrCat("cnp-derive-claim:", s.source); }
+
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> Deriver::ClaimHolder(const Stage& s) {
+  const std::string id = ClaimId(s);
+  absl::StatusOr<std::optional<Document>> doc = couch_.GetIfExists(
+      LocalDocPath(s.target, id), absl::StrCat("reading the claim _local/", id, " of ", s.target));
+  if (!doc.ok()) return doc.status();
+  if (!doc->has_value()) return std::nullopt;
+  return Text(**doc, "name");
+}
+
+absl::Status Deriver::RefuseClaimOf(const Stage& s, const std::string& holder) const {
+  const std::string id = ClaimId(s);
+  return absl::FailedPreconditionError(absl::StrCat(
+      s.source, " -> ", s.target, ": the instance named ", Printable(holder), " derives ",
+      s.source, " into ", s.target, " (its claim: _local/", id, " in ", s.target,
+      "); two instances of different names would write the same derived documents and sweep "
+      "each other's rows of another version. Derive it into another target, or give this "
+      "declaration the name ",
+      Printable(holder), "; if that instance is gone for good (renamed), delete the claim and "
+      "run again"));
+}
+
+absl::Status Deriver::ClaimStages() {
+  // Every claim is read before any is written: a run refused at its second stage left a claim
+  // in its name on the first, which then refused the instance it had been told to become.
+  std::vector<const Stage*> unclaimed;
+  for (const Stage& s : declaration_.stages) {
+    absl::StatusOr<std::optional<std::string>> holder = ClaimHolder(s);
+    if (!holder.ok()) return holder.status();
+    if (!holder->has_value()) {
+      unclaimed.push_back(&s);
+    } else if (**holder != declaration_.name) {
+      return RefuseClaimOf(s, **holder);
     }
+  }
+  for (const Stage* s : unclaimed) {
+    const std::string id = ClaimId(*s);
     Document claim(rapidjson::kObjectType);
     auto& a = claim.GetAllocator();
     claim.AddMember("name", couchdb::StringValue(declaration_.name, a), a);
     claim.AddMember("created_at_ms", absl::ToUnixMillis(absl::Now()), a);
     absl::StatusOr<Document> written =
-        FencedWrite("PUT", path, couchdb::ToJson(claim),
-                    absl::StrCat("writing the claim _local/", id, " of ", s.target));
-    if (written.ok()) return absl::OkStatus();
-    // Another instance claimed it first: its name decides, read again.
-    if (absl::IsAborted(written.status()) && attempt == 0) continue;
-    return written.status();
+        FencedWrite("PUT", LocalDocPath(s->target, id), couchdb::ToJson(claim),
+                    absl::StrCat("writing the claim _local/", id, " of ", s->target));
+    if (written.ok()) continue;
+    if (!absl::IsAborted(written.status())) return written.status();
+    // Another instance claimed it meanwhile: its name decides.
+    absl::StatusOr<std::optional<std::string>> holder = ClaimHolder(*s);
+    if (!holder.ok()) return holder.status();
+    if (holder->has_value() && **holder != declaration_.name) return RefuseClaimOf(*s, **holder);
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Deriver::NoMarker(const std::string& source, const absl::Status& why) {
@@ -213,7 +238,7 @@ absl::Status Deriver::WarnUndeclaredRows(const std::string& target, const std::s
          << ": they stay, and a reduce or join over " << target << " still counts them; to remove them, "
          << "delete the documents of " << target << " whose ids start with \"" << prefix
          << ":\" (and _local/cnp-derive:" << declaration_.name << ":source:" << prefix
-         << "), or declare the source again\n";
+         << " and the claim _local/cnp-derive-claim:" << prefix << "), or declare the source again\n";
   }
   return absl::OkStatus();
 }
@@ -241,6 +266,7 @@ absl::Status Deriver::Start() {
     }
     if (absl::Status s = WarnUndeclaredRows(target, declared); !s.ok()) return s;
   }
+  if (absl::Status claimed = ClaimStages(); !claimed.ok()) return claimed;
   for (size_t i = 0; i < declaration_.stages.size(); ++i) {
     const Stage& s = declaration_.stages[i];
     if (s.reduce) {
@@ -252,7 +278,6 @@ absl::Status Deriver::Start() {
           absl::StrCat("creating the mr_key index of ", s.source));
       if (!index.ok()) return index.status();
     }
-    if (absl::Status claimed = ClaimStage(i); !claimed.ok()) return claimed;
     absl::StatusOr<std::optional<Document>> doc = couch_.GetIfExists(
         LocalDocPath(s.target, CheckpointId(declaration_.name, s)), "reading a checkpoint");
     if (!doc.ok()) return doc.status();

@@ -154,12 +154,15 @@ class Deriver {
     // The source database's marker (SourceMarker) the checkpoint was taken from; empty: unknown.
     std::string source_id;
   };
-  // Makes sure no instance of another name derives this stage's source into its target: the
+  // Makes sure no instance of another name derives a stage's source into its target: the
   // first to run records its name in the target's _local/cnp-derive-claim:SOURCE; another is
   // refused (FAILED_PRECONDITION, saying how to hand the claim over). Two such instances wrote
   // rows under the same ids, and each swept the other's rows of another version, reporting
-  // success (a CLI probe).
-  absl::Status ClaimStage(size_t stage);
+  // success (a CLI probe). Every stage's claim is read before any is written.
+  absl::Status ClaimStages();
+  // The name in `stage`'s claim; nullopt when there is none.
+  absl::StatusOr<std::optional<std::string>> ClaimHolder(const Stage& stage);
+  absl::Status RefuseClaimOf(const Stage& stage, const std::string& holder) const;
   // What identifies a source database (an incarnation of its name): the id in its
   // _local/cnp-derive-source document, written with a new random id when absent; empty when
   // the source cannot be written (read-only credentials: a warning says so).

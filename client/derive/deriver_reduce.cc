@@ -158,7 +158,9 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
     auto it = existing.find(id);
     const std::vector<Value*>& rows = groups[key_json];
     if (rows.empty()) {
-      if (it != existing.end()) AppendTombstones(*it->second, writes);
+      if (it != existing.end() && IsDerivedFrom(*it->second, s.source)) {
+        AppendTombstones(*it->second, writes);
+      }
       emptied.insert(std::move(id));
       continue;
     }
@@ -222,7 +224,9 @@ absl::StatusOr<int64_t> Deriver::ReduceBatch(size_t i, Batch& batch) {
   // A reduce document written meanwhile (another writer, or someone by hand) is compared with
   // what it holds now and written again if it differs; one deleted meanwhile is written anew.
   return WriteRedoingConflicts(s, writes, [&](const std::string& id, Value* current) -> std::optional<std::string> {
-    if (emptied.count(id) > 0) return current != nullptr ? Tombstone(*current) : "";
+    if (emptied.count(id) > 0) {
+      return current != nullptr && IsDerivedFrom(*current, s.source) ? Tombstone(*current) : "";
+    }
     auto it = wanted.find(id);
     if (it == wanted.end()) return std::nullopt;
     it->second.RemoveMember("_rev");  // the revision the first pass looked up

@@ -696,6 +696,22 @@ TEST_F(DeriveTest, AnInstanceOfAnotherNameIsRefusedASourceAndTargetAlreadyClaime
   Fill("claim_src2", R"([{"_id":"c","town":"Molde"}])");
   RunOnce(TownsDeclaration("claimc", "claim_src2", "claim_map"));
   EXPECT_EQ(ByKey("claim_map").size(), 3u);
+
+  // Refused at its second stage, a run claims nothing: every claim is read before any is
+  // written (a review: the first stage's claim, written in its name, then refused the
+  // instance it had been told to become).
+  Fill("claim_src3", R"([{"_id":"d","town":"Alta"}])");
+  const std::string two_stages = absl::StrCat(
+      "name: claimd\nhandlers:\n  claim_map3:\n    claim_src3: {type: map, version: 1, handler: "
+      "derive_fns.town}\n  claim_map:\n    claim_src: {type: map, version: 1, handler: "
+      "derive_fns.town}\n");
+  absl::StatusOr<Exited> refused = RunToExit(Command(Declare(two_stages), {"--once"}), "cnp derive");
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->exit_code, 1) << refused->output;
+  EXPECT_THAT(refused->output, HasSubstr("the instance named claima derives claim_src"));
+  auto claim3 = Http().Get("/claim_map3/_local/cnp-derive-claim%3Aclaim_src3");
+  ASSERT_TRUE(claim3.ok()) << claim3.status();
+  EXPECT_EQ(claim3->status, 404) << claim3->body;
 }
 
 TEST_F(DeriveTest, AVersionBumpRerunsTheStageAndRemovesTheOldVersionsDocuments) {
