@@ -249,6 +249,12 @@ int Run(int argc, char** argv) {
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
                absl::StrJoin(config->WorkerArgs(), " "), ")");
+  // Under Type=notify systemd gives the start TimeoutStartSec (90 s unless set), where the
+  // workers, started together, may each take --worker-start-timeout (a slow --preload-module
+  // import): a start allowed 120 s was ended at 90 s and started again, for ever (a review).
+  systemd.Notify(absl::StrCat(
+      "EXTEND_TIMEOUT_USEC=",
+      absl::ToInt64Microseconds(config->worker_start_timeout + absl::Seconds(60))));
   if (absl::Status s = pool.Start(); !s.ok()) {
     cnp::LogError(s.message());
     return 1;

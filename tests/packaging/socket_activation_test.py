@@ -169,17 +169,22 @@ class SocketActivationTest(unittest.TestCase):
         """The unit is Type=notify: systemd counts the service started at READY=1, so that a
         `systemctl reload` (SIGHUP) waits for it; a SIGHUP before cnp-server set up its
         handler killed it (exit 129), which Restart=on-failure takes for a clean stop. The
-        workers do not inherit NOTIFY_SOCKET: a function could tell systemd anything."""
+        workers do not inherit NOTIFY_SOCKET (systemd would ignore them; it is none of theirs).
+        While the workers start, the start's timeout is extended to --worker-start-timeout and
+        a minute: a slow preload allowed more than systemd's 90 s was cut short."""
         grpc_socket = unix_listener(self, self.path)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(notify.close)
         notify_path = os.path.join(self.dir, "notify")
         notify.bind(notify_path)
-        server = ActivatedServer([grpc_socket], ["--listen=" + self.target, "--max-sessions=0"],
+        server = ActivatedServer([grpc_socket], ["--listen=" + self.target, "--max-sessions=0",
+                                                 "--worker-start-timeout=100s"],
                                  self.dir, env={"NOTIFY_SOCKET": notify_path})
         try:
             self.assertTrue(server.ready, server.log())
             # Sent before "ready" on --ready-fd, so already queued.
+            self.assertEqual(notify.recv(4096, socket.MSG_DONTWAIT),
+                             b"EXTEND_TIMEOUT_USEC=160000000")
             self.assertEqual(notify.recv(4096, socket.MSG_DONTWAIT), b"READY=1")
             mapped = harness.cnp_map(CNP, self.target, "pkgfns.notify_socket",
                                      [{"_id": "a"}])
