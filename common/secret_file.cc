@@ -150,15 +150,16 @@ absl::StatusOr<std::vector<std::string>> ReadAuthTokens(const std::string& path)
     const absl::string_view token = absl::StripAsciiWhitespace(line);
     if (token.empty()) continue;
     const size_t offset = static_cast<size_t>(token.data() - content->data());
-    if (absl::Status s = CheckTokenBytes(path, token, offset); !s.ok()) return s;
     // Meant as a comment, it was a token anyone who read the file's convention could send (a
-    // security probe: "#oldtoken-rotated-2026-01-01-below" was accepted).
+    // security probe: "#oldtoken-rotated-2026-01-01-below" was accepted). Before the bytes'
+    // check, which would call "# rotated" a token with a space.
     if (absl::StartsWith(token, "#")) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the token file %s has a line starting with '#' (line %d): the file has no comments, "
           "and every line is a token the server accepts; remove it, or keep notes elsewhere",
           path, LineNumberAt(*content, offset)));
     }
+    if (absl::Status s = CheckTokenBytes(path, token, offset); !s.ok()) return s;
     if (token.size() < kMinAuthTokenBytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "the token file %s holds a token of %d characters on line %d; cnp-server accepts "

@@ -85,11 +85,8 @@ TEST(CodeDirectoriesTest, OneOthersMayWriteToIsRefusedNamingItsSetting) {
 // enter because of a directory above it.
 TEST(CodeDirectoriesTest, OneThisUserCannotReadOrEnterIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root, to own the directories and drop to 65534";
-  // In /tmp: the test's own directory is below root's 0700 home, which 65534 cannot search.
-  char made[] = "/tmp/code_directories_test.XXXXXX";
-  ASSERT_NE(::mkdtemp(made), nullptr);
-  const std::string dir = made;
-  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  const std::string dir = testing::MakeReachableTempDir("code_directories_test");
+  ASSERT_FALSE(dir.empty());
   const std::string open = dir + "/open", closed = dir + "/closed", below = closed + "/below";
   for (const std::string& d : {open, closed, below}) ASSERT_EQ(::mkdir(d.c_str(), 0755), 0);
   ASSERT_EQ(::chmod(closed.c_str(), 0700), 0);

@@ -246,7 +246,11 @@ TEST_F(RequestParsingTest, UnknownFieldsAreRefusedBeforeParsing) {
 // from 23 to 594 MB (and kept 539). Its requests are walked as every other request is.
 TEST_F(RequestParsingTest, HealthRequestsAreCheckedBeforeParsingAndStillAnswered) {
   std::string unknown;
-  for (int i = 0; i < 100000; ++i) unknown += Field(15, "");
+  for (int i = 0; i < 100; ++i) unknown += Field(15, "");
+  // Longer than a service name: refused by its size alone, unparsed (the health service needs
+  // no token, and a 60 MB Check was parsed into a second copy: a security probe).
+  std::string large;
+  for (int i = 0; i < 100000; ++i) large += Field(15, "");
   for (const char* rpc : {"Check", "Watch"}) {
     const std::string method = absl::StrCat("/grpc.health.v1.Health/", rpc);
     Answer refused = RawCall(tcp_, method, unknown, /*with_token=*/false);
@@ -256,6 +260,9 @@ TEST_F(RequestParsingTest, HealthRequestsAreCheckedBeforeParsingAndStillAnswered
                                              "grpc.health.v1.HealthCheckRequest")),
                       HasSubstr("has no field 15")))
         << rpc;
+    Answer too_large = RawCall(tcp_, method, large, /*with_token=*/false);
+    EXPECT_EQ(too_large.code, grpc::StatusCode::INVALID_ARGUMENT) << rpc;
+    EXPECT_THAT(too_large.message, HasSubstr("a health request of 200000 bytes")) << rpc;
   }
   // A well-formed Check, without the token, is answered: SERVING (status 1).
   Answer serving = RawCall(tcp_, "/grpc.health.v1.Health/Check", "", /*with_token=*/false);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <string>
 
 namespace cnp::testing {
 
@@ -13,5 +14,10 @@ namespace cnp::testing {
 // Only async-signal-safe work belongs in `body` in a threaded test; the gtest bodies here are
 // single-threaded.
 int ExitStatusAsUser(uid_t uid, gid_t gid, const std::function<int()>& body);
+
+// A new directory /tmp/PREFIX.XXXXXX, mode 0755, that such a user can reach: the test's own
+// directory is below root's 0700 home, which another user cannot search. Empty if it could
+// not be made.
+std::string MakeReachableTempDir(const std::string& prefix);
 
 }  // namespace cnp::testing
