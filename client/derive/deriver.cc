@@ -238,7 +238,8 @@ absl::Status Deriver::WarnUndeclaredRows(const std::string& target, const std::s
          << ": they stay, and a reduce or join over " << target << " still counts them; to remove them, "
          << "delete the documents of " << target << " whose ids start with \"" << prefix
          << ":\" (and _local/cnp-derive:" << declaration_.name << ":source:" << prefix
-         << " and the claim _local/cnp-derive-claim:" << prefix << "), or declare the source again\n";
+         << " and the claim _local/cnp-derive-claim:" << prefix
+         << "), or declare the source again\n";
   }
   return absl::OkStatus();
 }

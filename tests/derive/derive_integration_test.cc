@@ -679,7 +679,8 @@ TEST_F(DeriveTest, AnInstanceOfAnotherNameIsRefusedASourceAndTargetAlreadyClaime
   Fill("claim_src", R"([{"_id":"a","town":"Oslo"},{"_id":"b","town":"Bergen"}])");
   RunOnce(TownsDeclaration("claima", "claim_src", "claim_map"));
   absl::StatusOr<Exited> other = RunToExit(
-      Command(Declare(TownsDeclaration("claimb", "claim_src", "claim_map", "derive_fns.town_upper", 2)),
+      Command(Declare(TownsDeclaration("claimb", "claim_src", "claim_map",
+                                       "derive_fns.town_upper", 2)),
               {"--once"}),
       "cnp derive");
   ASSERT_TRUE(other.ok()) << other.status();
@@ -705,7 +706,8 @@ TEST_F(DeriveTest, AnInstanceOfAnotherNameIsRefusedASourceAndTargetAlreadyClaime
       "name: claimd\nhandlers:\n  claim_map3:\n    claim_src3: {type: map, version: 1, handler: "
       "derive_fns.town}\n  claim_map:\n    claim_src: {type: map, version: 1, handler: "
       "derive_fns.town}\n");
-  absl::StatusOr<Exited> refused = RunToExit(Command(Declare(two_stages), {"--once"}), "cnp derive");
+  absl::StatusOr<Exited> refused =
+      RunToExit(Command(Declare(two_stages), {"--once"}), "cnp derive");
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->exit_code, 1) << refused->output;
   EXPECT_THAT(refused->output, HasSubstr("the instance named claima derives claim_src"));
