@@ -117,11 +117,12 @@ int Run(int argc, char** argv) {
   ::prctl(PR_SET_DUMPABLE, 0);
   ::signal(SIGPIPE, SIG_IGN);
   // SIGHUP is taken first of all: its default ends the process, and a reload that came while
-  // the server read its settings and started its workers (logrotate's postrotate, a certbot
-  // hook, `systemctl restart && systemctl reload`) killed it, exit 129, which the unit's
-  // Restart=on-failure takes for a clean stop (an operator probe). It waits in the set and
-  // reloads once the server is up. SIGTERM and SIGINT keep their default until then: a server
-  // still starting may simply die.
+  // the server started (logrotate's postrotate, a certbot hook, `systemctl restart && systemctl
+  // reload`) killed it, which the unit's Restart=on-failure takes for a clean stop (an operator
+  // probe). It waits in the set and reloads once the server is up. Before main, while the
+  // libraries load, no handler can be set: the unit's Type=notify holds reloads until READY=1
+  // (systemd_notify.h). SIGTERM and SIGINT keep their default until the pool exists: a server
+  // still reading its settings may simply die.
   asio::io_context control(1);
   asio::signal_set signals(control, SIGHUP);
   // Sockets systemd bound for us (cnp-server.socket), and where to tell it we are ready, taken
