@@ -21,7 +21,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/socket_directory.h"
 #include "service/session/launch_settings.h"
 
@@ -135,6 +137,28 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   return absl::OkStatus();
 }
 
+// Why a server that exited while starting did, from the end of `log_path`: its last ERROR line
+// ("no worker could start: ..."), else its last line. CouchDB's log then has it without a trip
+// to the file. Empty if there is nothing to read.
+std::string WhyItExited(const std::string& log_path) {
+  constexpr off_t kTail = 4096;
+  ScopedFd log(::open(log_path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat file;
+  if (log.get() < 0 || ::fstat(log.get(), &file) != 0) return "";
+  std::string tail(static_cast<size_t>(std::min(file.st_size, kTail)), '\0');
+  const ssize_t n = ::pread(log.get(), tail.data(), tail.size(), file.st_size - tail.size());
+  tail.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  // The first line may be cut at its start, and is not quoted unless it is the only one.
+  std::vector<absl::string_view> lines = absl::StrSplit(tail, '\n', absl::SkipEmpty());
+  for (auto line = lines.rbegin(); line != lines.rend(); ++line) {
+    if (absl::StrContains(*line, " ERROR cnp-server[") ||
+        absl::StrContains(*line, "\"level\":\"ERROR\"")) {
+      return std::string(*line);
+    }
+  }
+  return lines.empty() ? "" : std::string(lines.back());
+}
+
 // Waits for the service's "ready" line on the --ready-fd pipe (written once it listens). End
 // of file first means it exited during start-up.
 absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string& log_path) {
@@ -152,8 +176,10 @@ absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string
     if (n < 0 && errno == EINTR) continue;
     if (n > 0) return absl::OkStatus();
     // Not worth retrying at once: the same start-up would fail the same way.
-    return absl::FailedPreconditionError(
-        absl::StrCat("cnp-server exited while starting; see ", log_path));
+    const std::string why = WhyItExited(log_path);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cnp-server exited while starting", why.empty() ? "" : absl::StrCat(" (", why, ")"),
+        "; see ", log_path));
   }
 }
 

@@ -258,7 +258,9 @@ int Run(int argc, char** argv) {
       absl::ToInt64Microseconds(config->worker_start_timeout + absl::Seconds(60))));
   if (absl::Status s = pool.Start(); !s.ok()) {
     cnp::LogError(s.message());
-    return 1;
+    // A setting no worker takes is a bad setting like any other: exit 2, which the unit's
+    // RestartPreventExitStatus leaves down until it is fixed.
+    return absl::IsInvalidArgument(s) ? 2 : 1;
   }
   if (sessions.max_sessions() == 0 && config->max_sessions > 0) {
     cnp::LogInfo("no direct sessions: they come through a unix --listen, and there is none; "

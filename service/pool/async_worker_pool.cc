@@ -271,8 +271,13 @@ absl::Status AsyncWorkerPool::Start() {
     });
     if (settled) {
       if (!idle_.empty()) return absl::OkStatus();
+      const Slot& first = *slots_.front();
+      if (first.last_start_failure == absl::StatusCode::kInvalidArgument) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("no worker could start: ", first.last_failure));
+      }
       return absl::UnavailableError(absl::StrCat(
-          "no worker could start: ", slots_.front()->last_failure,
+          "no worker could start: ", first.last_failure,
           ". Check --worker-binary and --python-path; the worker's own message is above."));
     }
     context_.run_one();
@@ -943,7 +948,7 @@ asio::awaitable<void> AsyncWorkerPool::StartWorker(Slot* slot) {
       MakeIdle(slot);
     }
   } else if (!started.ok()) {
-    StartFailed(slot, std::string(started.status().message()));
+    StartFailed(slot, started.status());
   } else {
     asio::co_spawn(context_, KillAndReap(std::move(*started)), asio::detached);
     slot->state = State::kStopped;
@@ -955,7 +960,7 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   const std::optional<std::string> how = co_await worker->Ended();
   if (!how.has_value() || slot->worker != worker) co_return;  // retired on purpose
   if (slot->state == State::kStarting) {  // dead before StartWorker could hand it out
-    StartFailed(slot, absl::StrCat("it ", *how, " as it started"));
+    StartFailed(slot, absl::UnavailableError(absl::StrCat("it ", *how, " as it started")));
     co_return;
   }
   if (slot->state == State::kBusy) {
@@ -969,11 +974,12 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
   ReplaceEnded(slot, *how, "while idle");
 }
 
-void AsyncWorkerPool::StartFailed(Slot* slot, std::string why) {
+void AsyncWorkerPool::StartFailed(Slot* slot, const absl::Status& why) {
   const absl::Duration delay = slot->restarts.StartFailed();
-  LogError("worker ", slot->index, " failed to start: ", why, "; retrying in ",
+  LogError("worker ", slot->index, " failed to start: ", why.message(), "; retrying in ",
            absl::FormatDuration(delay));
-  Retire(slot, delay, std::move(why));
+  Retire(slot, delay, std::string(why.message()));
+  slot->last_start_failure = why.code();
   // Callers waiting may now fail fast.
   if (!AnyCanServe()) admission_.FailAll(NoWorkerRunning());
 }

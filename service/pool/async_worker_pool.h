@@ -171,7 +171,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   void ReplaceEnded(Slot* slot, std::string how, absl::string_view when);
   // The slot's start failed (`why`): logged, and retried after the restart backoff; callers
   // waiting fail fast once no slot can come up.
-  void StartFailed(Slot* slot, std::string why);
+  void StartFailed(Slot* slot, const absl::Status& why);
   // Kills the slot's worker (reaped in the background) and schedules its restart.
   void Retire(Slot* slot, absl::Duration restart_delay, std::string why);
   // Some slot serves, or may still come up: waiting for a worker makes sense.

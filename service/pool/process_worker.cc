@@ -453,6 +453,9 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<ProcessWorker>>> ProcessWorkerFac
     const std::string how = co_await HowItEnded(*worker, absl::Milliseconds(200));
     status = absl::UnavailableError(
         absl::StrCat(std::get<0>(answer).status().message(), "; the worker ", how));
+  } else if (std::get<0>(answer)->failure().code() == worker::v1::Failure::BAD_SETTING) {
+    // Its settings are the server's (--allow-module=os): every start would fail the same way.
+    status = absl::InvalidArgumentError(std::get<0>(answer)->failure().message());
   } else if (!std::get<0>(answer)->has_resolve()) {
     status = absl::InternalError(absl::StrCat("its first answer was unexpected: ",
                                               std::get<0>(answer)->ShortDebugString()));

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "service/pool/pool_options.h"
 #include "service/pool/restart_policy.h"
@@ -30,6 +31,9 @@ struct WorkerSlot {
   RestartPolicy restarts;
   absl::Time restart_at = absl::InfinitePast();
   std::string last_failure;
+  // INVALID_ARGUMENT when the last start failed because the worker refused the settings it was
+  // started with (so would every start), UNAVAILABLE for any other failure.
+  absl::StatusCode last_start_failure = absl::StatusCode::kOk;
   // While a caller keeps the worker (RunAndKeep): how to ask for it back, and whether that was
   // done; both cleared when the worker comes back.
   std::function<void()> wanted;

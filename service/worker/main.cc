@@ -15,11 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "service/common/framing.h"
 #include "service/common/log.h"
 #include "service/common/protobuf_log.h"
 #include "service/worker/function_registry.h"
 #include "service/worker/interpreter.h"
 #include "service/worker/module_policy.h"
+#include "service/worker/protocol/worker.pb.h"
 #include "service/worker/server_watch.h"
 #include "service/worker/task_loop.h"
 
@@ -72,6 +74,22 @@ bool TakeValue(const char* arg, const char* name, std::string& value) {
   if (std::strncmp(arg, name, n) != 0 || arg[n] != '=') return false;
   value = arg + n + 1;
   return true;
+}
+
+// Says why to whoever started the worker: on stderr, and as the answer to its first task,
+// which is how cnp-server learns it (it stops rather than start workers that all refuse).
+int RefuseSetting(int fd, const std::string& why) {
+  std::fprintf(stderr, "cnp-worker: %s\n", why.c_str());
+  std::string task;
+  if (cnp::ReadFrame(fd, task, absl::Now() + absl::Seconds(10)).ok()) {
+    cnp::worker::v1::Reply refusal;
+    refusal.mutable_failure()->set_code(cnp::worker::v1::Failure::BAD_SETTING);
+    refusal.mutable_failure()->set_message(why);
+    cnp::worker::v1::Task first;
+    if (first.ParseFromString(task)) refusal.set_sequence(first.sequence());
+    (void)cnp::WriteFrame(fd, refusal.SerializeAsString(), absl::Now() + absl::Seconds(10));
+  }
+  return 2;
 }
 
 int UsageError(const std::string& message) {
@@ -167,6 +185,17 @@ int main(int argc, char** argv) {
   if (!roots.ok()) {
     std::fprintf(stderr, "cnp-worker: %s\n", std::string(roots.status().message()).c_str());
     return 1;
+  }
+  // An --allow-module under which nothing can ever run (os, pip) is the operator's mistake, not
+  // a call's: the server is told at its first task and does not start, where before it started
+  // and then refused every call to it.
+  for (const std::string& module : flags.allowed_modules) {
+    const cnp::worker::ModuleRefusal never = cnp::worker::NeverCallableReason(module);
+    if (never.why.empty()) continue;
+    return RefuseSetting(flags.fd, absl::StrCat("--allow-module=", module, ": ", never.why,
+                                                never.advice.empty() ? "" : ", and ", never.advice,
+                                                ": no function under it can run; remove it "
+                                                "from --allow-module"));
   }
   // After the interpreter is up, so the limit is about user code, not about starting Python.
   if (flags.memory_limit_mb > 0) {

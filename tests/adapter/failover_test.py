@@ -339,6 +339,23 @@ class SharedServerTest(unittest.TestCase):
             self.assertIn("cnp-server exited while starting", reply[2])
             self.assertEqual(adapter.close(), 0)
 
+    def test_a_service_refusing_its_settings_says_why_in_couchdbs_log(self):
+        # --allow-module=os cannot be refused by the adapter (it runs no Python): the server
+        # it starts refuses it, and CouchDB's error quotes why rather than only the log's path.
+        with harness.socket_dir("cnp-refused-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            args = [f"--python-path={os.path.dirname(self.binaries.functions)}",
+                    "--allow-module=fixture_fns,os", "--workers=1"]
+            adapter = harness.Adapter(self.binaries, args, env=env)
+            self.assertIs(adapter.reply(["reset", {"timeout": 30000}]), True)
+            reply = adapter.reply(["add_fun", "fixture_fns.town_n|1"], timeout=20)
+            self.assertEqual(reply[:2], ["error", "unavailable"])
+            self.assertIn("cnp-server exited while starting (", reply[2])
+            self.assertIn("no worker could start: --allow-module=os: module 'os' is part of "
+                          "Python's standard library", reply[2])
+            self.assertEqual(adapter.close(), 0)
+
 
 if __name__ == "__main__":
     binaries, rest = harness.parse_binaries(sys.argv[1:])

@@ -414,6 +414,19 @@ TEST(PreloadModuleTest, AnAllowedModuleThatCannotBeOneIsRefusedAtStart) {
   ExpectRefused(*from_file, "allow-module: *: not a module name");
 }
 
+// An --allow-module under which no function may ever run (the standard library, an installer)
+// was accepted, and then every call to it refused: it is a bad setting, exit 2.
+TEST(PreloadModuleTest, AnAllowedModuleThatNeverRunsIsRefusedAtStart) {
+  const std::string dir = ShortTempDir();
+  auto os = Launch(dir, {"--workers=1", "--allow-module=svc_fns,os.path"});
+  ExpectRefused(*os, "--allow-module=os.path: module 'os.path' is part of Python's standard "
+                     "library, and cnp-server never runs functions of the standard library: no "
+                     "function under it can run; remove it from --allow-module");
+  auto pip = Launch(dir, {"--workers=2", "--allow-module=pip"});
+  ExpectRefused(*pip, "--allow-module=pip: module 'pip' belongs to 'pip'");
+  EXPECT_THAT(pip->Log(), HasSubstr("no worker could start: --allow-module=pip: "));
+}
+
 // A --ready-fd that is not open was accepted, and "ready" written nowhere: the supervisor
 // waiting on its pipe waited for good (found by a robustness probe).
 TEST(ReadyFdTest, ADescriptorThatIsNotOpenIsRefused) {

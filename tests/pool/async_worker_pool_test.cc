@@ -309,6 +309,17 @@ TEST_F(AsyncWorkerPoolTest, StartFailsWithTheReasonWhenNoWorkerCanStart) {
   EXPECT_THAT(status.message(), HasSubstr("no worker could start: cannot import site"));
 }
 
+// A worker refusing the settings it was started with (--allow-module=os) is a bad setting of the
+// server's: the start fails with INVALID_ARGUMENT, which cnp-server exits 2 for.
+TEST_F(AsyncWorkerPoolTest, StartFailsAsABadSettingWhenTheWorkersRefuseTheirs) {
+  world_.starts = [](int, int) {
+    return FakeStart{FakeStart::kRefuseSetting, "--allow-module=os: never runs"};
+  };
+  absl::Status status = StartPool(Options(2));
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_EQ(status.message(), "no worker could start: --allow-module=os: never runs");
+}
+
 TEST_F(AsyncWorkerPoolTest, CallersFailFastOnceNoWorkerCanStart) {
   world_.starts = [](int, int) { return FakeStart{FakeStart::kRefuse, "cannot import site"}; };
   ASSERT_FALSE(StartPool(Options(1)).ok());

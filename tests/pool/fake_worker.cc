@@ -144,6 +144,7 @@ asio::awaitable<absl::StatusOr<std::unique_ptr<Worker>>> FakeWorkerFactory::Star
   const FakeStart plan = world_.starts(index, attempt);
   auto executor = co_await asio::this_coro::executor;
   if (plan.kind == FakeStart::kRefuse) co_return absl::UnavailableError(plan.why);
+  if (plan.kind == FakeStart::kRefuseSetting) co_return absl::InvalidArgumentError(plan.why);
   if (plan.kind == FakeStart::kHang) {
     asio::steady_timer timer(executor, absl::ToChronoNanoseconds(timeout));
     asio::error_code ec;

@@ -47,10 +47,11 @@ struct FakeStep {
 // What a start attempt does.
 struct FakeStart {
   // kDiesAtOnce: it comes up, and is dead by the time the pool sees it (killed right after
-  // its handshake).
-  enum Kind { kUp, kRefuse, kHang, kDiesAtOnce };
+  // its handshake). kRefuseSetting: it answers its handshake refusing a setting it was started
+  // with (Failure BAD_SETTING).
+  enum Kind { kUp, kRefuse, kHang, kDiesAtOnce, kRefuseSetting };
   Kind kind = kUp;
-  std::string why = "the worker exited with status 1";  // for kRefuse
+  std::string why = "the worker exited with status 1";  // for kRefuse and kRefuseSetting
 };
 
 class FakeWorker;
