@@ -98,7 +98,11 @@ absl::StatusOr<std::string> Deriver::SourceMarker(const std::string& source) {
 
 namespace {
 
-std::string ClaimId(const Stage& s) { return absl::StrCat("cnp-derive-claim:", s.source); }
+// The id of a target's _local document in which the first instance to derive a source into it
+// records its name: this and the source's name.
+constexpr absl::string_view kClaimPrefix = "cnp-derive-claim:";
+
+std::string ClaimId(const Stage& s) { return absl::StrCat(kClaimPrefix, s.source); }
 
 }  // namespace
 
@@ -238,7 +242,7 @@ absl::Status Deriver::WarnUndeclaredRows(const std::string& target, const std::s
          << ": they stay, and a reduce or join over " << target << " still counts them; to remove them, "
          << "delete the documents of " << target << " whose ids start with \"" << prefix
          << ":\" (and _local/cnp-derive:" << declaration_.name << ":source:" << prefix
-         << " and the claim _local/cnp-derive-claim:" << prefix
+         << " and the claim _local/" << kClaimPrefix << prefix
          << "), or declare the source again\n";
   }
   return absl::OkStatus();
