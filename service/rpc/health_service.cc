@@ -110,13 +110,16 @@ std::optional<std::string> HealthService::AdmitWatch(const std::string& peer) {
   if (open_watches_ >= limits_.total) {
     return absl::StrCat("the server has ", limits_.total,
                         " health Watch streams open, as many as it keeps; use Check, or watch "
-                        "again once one has ended");
+                        "again once one has ended (UNIMPLEMENTED: a client that checks health "
+                        "takes this replica for serving)");
   }
   if (!absl::StartsWith(peer, "unix:")) {
     int& of_peer = watches_per_peer_[peer];
     if (of_peer >= limits_.per_connection) {
       return absl::StrCat("this connection has ", limits_.per_connection,
-                          " health Watch streams open, as many as the server keeps for one");
+                          " health Watch streams open, as many as the server keeps for one "
+                          "(UNIMPLEMENTED: a client that checks health takes this replica for "
+                          "serving)");
     }
     ++of_peer;
   }
@@ -223,7 +226,11 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
   // gRPC's peer is the connection's address and port: one connection, over TCP.
   const std::string peer = call->server_context.peer();
   if (std::optional<std::string> refusal = self->AdmitWatch(peer); refusal.has_value()) {
-    const grpc::Status refused(grpc::StatusCode::RESOURCE_EXHAUSTED, *refusal);
+    // UNIMPLEMENTED, not RESOURCE_EXHAUSTED: a gRPC client checking health (cnp's own, given
+    // several replicas) takes any other refusal for "not serving" and sends nothing more to
+    // the replica, so tokenless peers holding every Watch took all replicas out of cnp's
+    // clients (a security probe); UNIMPLEMENTED is "serving, stop watching" (gRFC A17).
+    const grpc::Status refused(grpc::StatusCode::UNIMPLEMENTED, *refusal);
     co_await grpc_asio::Finish(context, call->writer, refused);
     co_await call->done.Wait();
     co_return;

@@ -216,7 +216,7 @@ TEST_F(HealthServiceTest, WatchesAreBoundedPerConnectionAndInAll) {
   auto third_on_first = StartWatch("", first.get());
   EXPECT_EQ(third_on_first->Next(), HealthCheckResponse::UNKNOWN);  // no message: refused
   grpc::Status refused = third_on_first->reader->Finish();
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_NE(refused.error_message().find("this connection has 2"), std::string::npos)
       << refused.error_message();
 
@@ -225,7 +225,7 @@ TEST_F(HealthServiceTest, WatchesAreBoundedPerConnectionAndInAll) {
   auto past_all = StartWatch("", second.get());
   EXPECT_EQ(past_all->Next(), HealthCheckResponse::UNKNOWN);
   refused = past_all->reader->Finish();
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_NE(refused.error_message().find("the server has 3"), std::string::npos)
       << refused.error_message();
   EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::SERVING);
@@ -240,6 +240,36 @@ TEST_F(HealthServiceTest, WatchesAreBoundedPerConnectionAndInAll) {
     open.push_back(StartWatch("", first.get()));
     EXPECT_EQ(open.back()->Next(), HealthCheckResponse::SERVING);
   }
+}
+
+// A client that checks health (service config healthCheckConfig, as cnp's clients given several
+// replicas) and finds every Watch taken, by peers that need no token, still sends its calls:
+// refused RESOURCE_EXHAUSTED, it took the replica for not serving and failed every call
+// (found by a security probe, against two replicas: `cnp map` and the adapter failed all).
+TEST_F(HealthServiceTest, AClientCheckingHealthStillCallsWhenEveryWatchIsTaken) {
+  health_.SetServing(true);
+  auto first = TcpConnection();
+  auto second = TcpConnection();
+  std::vector<std::unique_ptr<Watch>> held;
+  for (Health::Stub* stub : {first.get(), first.get(), second.get()}) {
+    held.push_back(StartWatch("", stub));
+    ASSERT_EQ(held.back()->Next(), HealthCheckResponse::SERVING);
+  }
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  arguments.SetServiceConfigJSON(
+      R"({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})");
+  auto checking = Health::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(tcp_port_), grpc::InsecureChannelCredentials(), arguments));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kBound);
+  // Waits for the replica to be taken for ready (its Watch answered), then calls it.
+  context.set_wait_for_ready(true);
+  HealthCheckRequest request;
+  HealthCheckResponse response;
+  const grpc::Status status = checking->Check(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
 }
 
 }  // namespace
