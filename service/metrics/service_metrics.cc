@@ -130,6 +130,10 @@ void RpcMetrics::CallEnded(int code, absl::Duration elapsed) {
   duration_->Observe(absl::ToDoubleSeconds(elapsed));
 }
 
+void CallRefusedUnread(absl::string_view rpc, int code) {
+  Calls().Get({std::string(rpc), absl::StrCat(code)}).Add();
+}
+
 void DeclareRpc(absl::string_view rpc) {
   CallMemoryRefusals().Get({std::string(rpc)});
   UnreadAnswerCancels().Get({std::string(rpc)});

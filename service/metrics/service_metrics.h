@@ -31,6 +31,11 @@ class RpcMetrics {
   Histogram* duration_;
 };
 
+// A unary call of `rpc` ended with gRPC status `code` before any handler ran, so no RpcMetrics
+// counted it: its token refused at its headers, on a TLS listener. Counted in cnp_calls_total,
+// with no duration.
+void CallRefusedUnread(absl::string_view rpc, int code);
+
 // Makes the series of `rpc` below at 0, when the server starts listening for it: a panel of
 // them had no data, and rate() missed the first, until something was refused or cancelled.
 void DeclareRpc(absl::string_view rpc);

@@ -9,6 +9,7 @@
 #include "absl/strings/strip.h"
 #include "cnp/v1/functions.grpc.pb.h"
 #include "google/protobuf/descriptor.h"
+#include "service/metrics/service_metrics.h"
 #include "service/rpc/bearer_authorization.h"
 
 namespace cnp::rpc {
@@ -16,21 +17,21 @@ namespace {
 
 absl::string_view View(const grpc::string_ref& s) { return absl::string_view(s.data(), s.size()); }
 
-// "/cnp.v1.Functions/Map" -> "Map", for the access log as CallGate names calls. The path is the
-// client's to choose and is checked before gRPC looks the method up: any other path is
-// "unknown", so a tokenless peer inventing a new path per call neither gets a line of its
-// own each time (refusals are counted per method) nor writes its text into the log.
-absl::string_view MethodName(absl::string_view path) {
+// "/cnp.v1.Functions/Map" -> Map's descriptor, for the access log as CallGate names calls and
+// for the metrics. The path is the client's to choose and is checked before gRPC looks the
+// method up: any other path is "unknown" (null), so a tokenless peer inventing a new path per
+// call neither gets a line of its own each time (refusals are counted per method) nor writes
+// its text into the log.
+const google::protobuf::MethodDescriptor* FunctionsMethod(absl::string_view path) {
   static const google::protobuf::ServiceDescriptor* const functions =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
           v1::Functions::service_full_name());
   absl::string_view name = path;
   if (!absl::ConsumePrefix(&name, "/") || !absl::ConsumePrefix(&name, functions->full_name()) ||
       !absl::ConsumePrefix(&name, "/")) {
-    return "unknown";
+    return nullptr;
   }
-  const google::protobuf::MethodDescriptor* method = functions->FindMethodByName(std::string(name));
-  return method == nullptr ? absl::string_view("unknown") : absl::string_view(method->name());
+  return functions->FindMethodByName(std::string(name));
 }
 
 }  // namespace
@@ -60,7 +61,10 @@ grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
   if (check == TokenCheck::kAccepted) return grpc::Status::OK;
   // As CallGate logs it, with what gRPC tells here: no address, and when the check ran.
   const std::string cert = CertificateNames(context);
-  const absl::string_view call = path.empty() ? "-" : MethodName(path);
+  const google::protobuf::MethodDescriptor* method = FunctionsMethod(path);
+  const absl::string_view call = path.empty()      ? absl::string_view("-")
+                                 : method == nullptr ? absl::string_view("unknown")
+                                                     : absl::string_view(method->name());
   refusals_.Refused("refused", absl::StrCat("tls cert=", cert, " call=", call), "tls",
                     RefusalReason(check),
                     {{"cert", cert},
@@ -68,6 +72,11 @@ grpc::Status BearerTokenProcessor::Process(const InputMetadata& auth_metadata,
                      {"code", "UNAUTHENTICATED"},
                      {"checked", "before the request was read"}},
                     "calls");
+  // No handler runs, which is where a unary call is counted (on a plaintext listener, whose
+  // token check is the handler's, it is): a token refused over TLS was in the access log only.
+  if (method != nullptr && !method->client_streaming() && !method->server_streaming()) {
+    metrics::CallRefusedUnread(method->name(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  }
   const absl::Status refusal = TokenRefusal(check);
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(refusal.message()));
 }

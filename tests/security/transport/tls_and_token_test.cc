@@ -28,12 +28,16 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/security/transport/transport_testing.h"
+#include "tests/support/metrics_scrape.h"
 #include "tests/support/session_stream.h"
 #include "tests/support/spawn.h"
 
 namespace cnp::security_testing {
 namespace {
 
+using ::cnp::testing::MetricsPort;
+using ::cnp::testing::Scrape;
+using ::cnp::testing::Value;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -484,6 +488,41 @@ TEST_F(TlsTest, TheBearerSchemeIsReadInAnyCaseOnATlsListener) {
   ExpectBearerSchemeInAnyCase(TlsChannelTo(*server), kToken);
   EXPECT_THAT(server->Log(), AllOf(HasSubstr("reason=\"not a bearer token\""),
                                    HasSubstr("checked=\"before the request was read\"")));
+}
+
+// Over TLS a call whose token is refused is refused at its headers, where no handler runs to
+// count it: it was in the access log but not in cnp_calls_total, whose "Failed calls" panel
+// stayed empty while someone tried tokens (an operator's probe). Streams are not counted there.
+TEST_F(TlsTest, CallsRefusedForTheirTokenAreCountedAsUnauthenticated) {
+  WriteFile(certs_.dir + "/token", absl::StrCat(kToken, "\n"));
+  WriteFile(certs_.dir + "/wrong", "not-the-token\n");
+  auto server = LaunchServer({.args = {"--listen=127.0.0.1:0", "--tls-cert=" + certs_.server_cert,
+                                       "--tls-key=" + certs_.server_key,
+                                       "--auth-token-file=" + certs_.dir + "/token",
+                                       "--metrics-listen=127.0.0.1:0"}});
+  ASSERT_TRUE(server->ready()) << server->Log();
+  const client::ChannelSecurity tls{.tls_ca_file = certs_.ca};
+  client::ChannelSecurity wrong = tls;
+  wrong.auth_token_file = certs_.dir + "/wrong";
+  client::ChannelSecurity right = tls;
+  right.auth_token_file = certs_.dir + "/token";
+  for (const client::ChannelSecurity* security : std::vector<const client::ChannelSecurity*>{
+           &tls, &wrong, &right}) {
+    auto client = client::Client::Connect(absl::StrCat("localhost:", server->Port()), *security);
+    ASSERT_TRUE(client.ok()) << client.status();
+    (void)(*client)->Map({"svc_fns.doubled"}, {kDoc});
+    grpc::ClientContext context;
+    auto session = (*client)->stub().Session(&context);
+    session->WritesDone();
+    v1::SessionOutput output;
+    while (session->Read(&output)) {
+    }
+    (void)session->Finish();
+  }
+  const std::string scrape = Scrape(MetricsPort(*server));
+  EXPECT_EQ(Value(scrape, R"(cnp_calls_total{rpc="Map",code="16"})"), 2) << scrape;
+  EXPECT_EQ(Value(scrape, R"(cnp_calls_total{rpc="Map",code="0"})"), 1) << scrape;
+  EXPECT_EQ(Value(scrape, R"(cnp_calls_total{rpc="Session",code="16"})"), -1) << scrape;
 }
 
 // On TLS the token is checked before gRPC looks the method up, so the path is the client's to
