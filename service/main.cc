@@ -184,7 +184,8 @@ int Run(int argc, char** argv) {
                                   : path.substr(0, std::max<size_t>(path.rfind('/'), 1));
       const bool no_dir = ::access(dir.c_str(), F_OK) != 0;
       // Worded and written as the configuration's own refusals are.
-      std::fprintf(stderr, "cnp-server: %s%s\n", std::string(log.status().message()).c_str(),
+      const absl::Status refused = config->Attributed("access_log", -1, log.status());
+      std::fprintf(stderr, "cnp-server: %s%s\n", std::string(refused.message()).c_str(),
                    no_dir ? absl::StrCat(" (create ", dir, ", writable by the server's user; "
                                          "the packaged unit's LogsDirectory=cnp makes "
                                          "/var/log/cnp)").c_str()

@@ -72,16 +72,20 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
 }
 
 absl::Status PrepareSocketDirectories(const config::ServerConfig& config) {
-  std::vector<std::string> paths = UnixListenPaths(config);
-  // Without direct sessions nothing binds P.direct (a passed one is only taken, and closed).
-  if (config.max_sessions > 0) {
-    for (const std::string& path : DirectSessionPaths(config)) paths.push_back(path);
-  }
-  for (const std::string& path : paths) {
-    if (listen::IsInheritedUnixSocket(path)) continue;  // its directory is the unit's
-    if (absl::Status s = listen::PrepareSocketDirectory(path, {.gid = config.socket_gid});
-        !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("unix:", path, ": ", s.message()));
+  for (size_t i = 0; i < config.listen.size(); ++i) {
+    absl::StatusOr<std::string> path = UnixSocketPath(config.listen[i]);
+    if (!path.ok()) continue;  // TCP (a unix one that does not read was refused already)
+    std::vector<std::string> paths = {*path};
+    // Without direct sessions nothing binds P.direct (a passed one is only taken, and closed).
+    if (config.max_sessions > 0) paths.push_back(session::DirectSocketPath(*path));
+    for (const std::string& socket : paths) {
+      if (listen::IsInheritedUnixSocket(socket)) continue;  // its directory is the unit's
+      if (absl::Status s = listen::PrepareSocketDirectory(socket, {.gid = config.socket_gid});
+          !s.ok()) {
+        return config.Attributed(
+            "listen", static_cast<int>(i),
+            absl::Status(s.code(), absl::StrCat("unix:", socket, ": ", s.message())));
+      }
     }
   }
   return absl::OkStatus();

@@ -773,7 +773,13 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, char** argv) {
       !s.ok()) {
     return s;
   }
+  c.sources = std::make_shared<const Sources>(std::move(sources));
   return c;
+}
+
+absl::Status ServerConfig::Attributed(absl::string_view setting, int item,
+                                      const absl::Status& status) const {
+  return sources == nullptr ? status : Reattribute(*sources, setting, item, status);
 }
 
 }  // namespace cnp::config

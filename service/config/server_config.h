@@ -11,13 +11,17 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace cnp::config {
+
+struct Sources;
 
 struct ServerConfig {
   std::vector<std::string> listen;
@@ -76,6 +80,15 @@ struct ServerConfig {
 
   // The worker's command-line arguments that carry this configuration.
   std::vector<std::string> WorkerArgs() const;
+
+  // `status`, which a check made once the configuration was read (of what only the system can
+  // tell: a log file to open, a socket directory) worded about a setting ("--access-log: cannot
+  // open ..."), reworded about the config file's line when the value came from there
+  // ("FILE:LINE:COLUMN: access-log: cannot open ..."). `item`: which of a list's values.
+  absl::Status Attributed(absl::string_view setting, int item, const absl::Status& status) const;
+
+  // Where each value came from (setting_sources.h), for Attributed; null: the command line.
+  std::shared_ptr<const Sources> sources;
 };
 
 // Parses argv (and the --config file). Returns an error a user can act on for bad values;

@@ -531,6 +531,23 @@ TEST(SocketPathTest, ASocketDirectoryToFixIsRefusedBeforeAnyWorkerStarts) {
   EXPECT_THAT(shared->Log(), Not(HasSubstr("worker")));
 }
 
+// The same refusals of values the config file gave name the file's line, as every other refusal
+// of a value from the file does (an operator's probe: they named the flag).
+TEST(SocketPathTest, AValueFromTheFileTheSystemRefusesIsNamedAtItsLine) {
+  const std::string dir = ShortTempDir();
+  WriteFile(dir + "/cnp.yaml",
+            absl::StrCat("workers: 1\nlisten:\n  - 127.0.0.1:0\n  - unix:", dir,
+                         "/no/such/cnp.sock\n"),
+            0644);
+  auto socket = ServerProcess::Launch({.args = {"--config=" + dir + "/cnp.yaml"},
+                                       .fresh_socket = false});
+  ExpectRefused(*socket, absl::StrCat(dir, "/cnp.yaml:4:5: listen: unix:", dir,
+                                      "/no/such/cnp.sock: cannot create the socket directory "));
+  ExpectFileRefused(dir, absl::StrCat("access-log: ", dir, "/no/such/access.log\n"),
+                    absl::StrCat(dir, "/cnp.yaml:1:13: access-log: cannot open ", dir,
+                                 "/no/such/access.log: No such file or directory"));
+}
+
 // A unix --listen gRPC's clients read otherwise than as the file the server bound: a host in it
 // (unix://localhost/PATH was bound as the relative path "localhost/PATH", a target gRPC refuses
 // to connect to), or a percent sign (unix:/a%20b.sock was bound as "a%20b.sock", and gRPC
