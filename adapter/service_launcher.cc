@@ -137,19 +137,25 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
   return absl::OkStatus();
 }
 
-// Why a server that exited while starting did, from the end of `log_path`: its last ERROR line
-// ("no worker could start: ..."), else its last line. CouchDB's log then has it without a trip
-// to the file. Empty if there is nothing to read.
-std::string WhyItExited(const std::string& log_path) {
+// Why a server that exited while starting did, from what it wrote to `log_path` past
+// `written_before` (the log's size when it was started: the file keeps every earlier server's
+// lines, whose errors are not this one's): its last ERROR line ("no worker could start: ..."),
+// else its last line (a refused setting is written without a level). CouchDB's log then has it
+// without a trip to the file. Empty if there is nothing to read.
+std::string WhyItExited(const std::string& log_path, off_t written_before) {
   constexpr off_t kTail = 4096;
   ScopedFd log(::open(log_path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat file;
   if (log.get() < 0 || ::fstat(log.get(), &file) != 0) return "";
-  std::string tail(static_cast<size_t>(std::min(file.st_size, kTail)), '\0');
-  const ssize_t n = ::pread(log.get(), tail.data(), tail.size(), file.st_size - tail.size());
+  // Smaller than before: emptied meanwhile (rotated), and all of it is this server's.
+  const off_t ours = file.st_size >= written_before ? written_before : 0;
+  const off_t from = std::max(ours, file.st_size - kTail);
+  std::string tail(static_cast<size_t>(file.st_size - from), '\0');
+  const ssize_t n = ::pread(log.get(), tail.data(), tail.size(), from);
   tail.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  // The first line may be cut at its start, and is not quoted unless it is the only one.
   std::vector<absl::string_view> lines = absl::StrSplit(tail, '\n', absl::SkipEmpty());
+  // A first line cut at its start is quoted only when it is the only one.
+  if (from > ours && lines.size() > 1) lines.erase(lines.begin());
   for (auto line = lines.rbegin(); line != lines.rend(); ++line) {
     if (absl::StrContains(*line, " ERROR cnp-server[") ||
         absl::StrContains(*line, "\"level\":\"ERROR\"")) {
@@ -161,7 +167,8 @@ std::string WhyItExited(const std::string& log_path) {
 
 // Waits for the service's "ready" line on the --ready-fd pipe (written once it listens). End
 // of file first means it exited during start-up.
-absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string& log_path) {
+absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string& log_path,
+                            off_t log_written_before) {
   char buffer[16];
   while (true) {
     const absl::Duration left = deadline - absl::Now();
@@ -176,7 +183,7 @@ absl::Status WaitUntilReady(int ready_fd, absl::Time deadline, const std::string
     if (n < 0 && errno == EINTR) continue;
     if (n > 0) return absl::OkStatus();
     // Not worth retrying at once: the same start-up would fail the same way.
-    const std::string why = WhyItExited(log_path);
+    const std::string why = WhyItExited(log_path, log_written_before);
     return absl::FailedPreconditionError(absl::StrCat(
         "cnp-server exited while starting", why.empty() ? "" : absl::StrCat(" (", why, ")"),
         "; see ", log_path));
@@ -278,9 +285,11 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
 
   const std::string started =
       absl::StrCat("cnp-adapter (pid ", ::getpid(), ") starting ", absl::StrJoin(argv, " "), "\n");
+  off_t log_written_before = 0;  // what the log held before this server's lines
   if (ScopedFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
       log.get() >= 0) {
     [[maybe_unused]] ssize_t ignored = ::write(log.get(), started.data(), started.size());
+    log_written_before = std::max<off_t>(0, ::lseek(log.get(), 0, SEEK_END));
   }
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) {
@@ -292,7 +301,7 @@ absl::Status StartLocked(const std::string& socket_path, const LaunchOptions& op
   absl::Status spawned = SpawnDaemon(argv, log_path, ready[1], lock);
   ::close(ready[1]);  // only the daemon holds the write end now: its exit reads as end of file
   if (!spawned.ok()) return spawned;
-  return WaitUntilReady(ready_read.get(), deadline, log_path);
+  return WaitUntilReady(ready_read.get(), deadline, log_path, log_written_before);
 }
 
 // Waits until process `pid` (not our child) has exited, or `deadline`.

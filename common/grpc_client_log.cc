@@ -46,8 +46,20 @@ void WriteStderr(const std::string& line) {
   }
 }
 
+// gRPC's own words for a health Watch refused UNIMPLEMENTED, which cnp-server answers once its
+// Watch streams are all taken (by anyone: they need no token): not an error of this program's.
+constexpr absl::string_view kWatchUnimplemented =
+    "health checking Watch method returned UNIMPLEMENTED";
+
 void LogLine(gpr_log_func_args* args) {
-  const absl::string_view message = args->message != nullptr ? args->message : "";
+  absl::string_view message = args->message != nullptr ? args->message : "";
+  gpr_log_severity severity_level = args->severity;
+  if (absl::StartsWith(message, kWatchUnimplemented)) {
+    message = "a server refused to let this client watch its health (UNIMPLEMENTED: "
+              "cnp-server does so when all its health Watch streams are taken): its connection "
+              "is taken for serving, without health checks, until it reconnects";
+    severity_level = GPR_LOG_SEVERITY_INFO;
+  }
   absl::string_view file = args->file != nullptr ? args->file : "";
   if (const size_t slash = file.rfind('/'); slash != absl::string_view::npos) {
     file.remove_prefix(slash + 1);
@@ -57,8 +69,8 @@ void LogLine(gpr_log_func_args* args) {
   // GRPC_TRACE), to debug with, and an assertion's line comes before gRPC aborts.
   const bool limited = args->severity == GPR_LOG_SEVERITY_ERROR &&
                        !absl::StartsWith(message, "assertion failed");
-  const char* severity = args->severity == GPR_LOG_SEVERITY_ERROR  ? "error"
-                         : args->severity == GPR_LOG_SEVERITY_INFO ? "info"
+  const char* severity = severity_level == GPR_LOG_SEVERITY_ERROR  ? "error"
+                         : severity_level == GPR_LOG_SEVERITY_INFO ? "info"
                                                                    : "debug";
   GrpcLog& log = TheLog();
   std::string line;

@@ -270,14 +270,20 @@ absl::Status AsyncWorkerPool::Start() {
              s->restarts.LastStartFailed();
     });
     if (settled) {
-      if (!idle_.empty()) return absl::OkStatus();
-      const Slot& first = *slots_.front();
-      if (first.last_start_failure == absl::StatusCode::kInvalidArgument) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("no worker could start: ", first.last_failure));
+      if (!idle_.empty()) {
+        up_ = true;
+        return absl::OkStatus();
+      }
+      // Every worker is given the same settings: one that refused them says what to fix,
+      // whatever became of the others (a crash of the first, say).
+      for (const auto& slot : slots_) {
+        if (slot->last_start_failure == absl::StatusCode::kInvalidArgument) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("no worker could start: ", slot->last_failure));
+        }
       }
       return absl::UnavailableError(absl::StrCat(
-          "no worker could start: ", first.last_failure,
+          "no worker could start: ", slots_.front()->last_failure,
           ". Check --worker-binary and --python-path; the worker's own message is above."));
     }
     context_.run_one();
@@ -868,10 +874,8 @@ void AsyncWorkerPool::AdvanceReload(absl::Time now, absl::Time& next_due) {
 }
 
 bool AsyncWorkerPool::StartDueWorkers(absl::Time now, absl::Time& next_due) {
-  bool starting = false;
   std::vector<Slot*> due;
   for (auto& slot : slots_) {
-    if (slot->state == State::kStarting) starting = true;
     if (slot->state != State::kDown) continue;
     if (slot->restart_at <= now) {
       due.push_back(slot.get());
@@ -879,8 +883,10 @@ bool AsyncWorkerPool::StartDueWorkers(absl::Time now, absl::Time& next_due) {
       next_due = std::min(next_due, slot->restart_at);
     }
   }
-  // A reload replaces one stale idle worker at a time, so that the others keep serving.
-  if (!starting && due.empty()) {
+  // A reload replaces one stale idle worker at a time, so that the others keep serving: not
+  // while a worker starts or a slot is down, waiting to retry a start that failed (a reload
+  // whose workers cannot start, a broken Python, took every stale worker down, one per retry).
+  if (!Replacing()) {
     if (Slot* slot = reload_.NextToReplace(idle_)) {
       idle_.erase(std::find(idle_.begin(), idle_.end(), slot));
       metrics::WorkerExited("reload");
@@ -976,8 +982,14 @@ asio::awaitable<void> AsyncWorkerPool::WatchForEnd(Slot* slot, std::shared_ptr<W
 
 void AsyncWorkerPool::StartFailed(Slot* slot, const absl::Status& why) {
   const absl::Duration delay = slot->restarts.StartFailed();
-  LogError("worker ", slot->index, " failed to start: ", why.message(), "; retrying in ",
-           absl::FormatDuration(delay));
+  if (absl::IsInvalidArgument(why)) {
+    // Not retried while the server starts: it stops, saying why (Start).
+    LogError("worker ", slot->index, " refused the settings it was started with: ", why.message(),
+             up_ ? absl::StrCat("; retrying in ", absl::FormatDuration(delay)) : "");
+  } else {
+    LogError("worker ", slot->index, " failed to start: ", why.message(), "; retrying in ",
+             absl::FormatDuration(delay));
+  }
   Retire(slot, delay, std::string(why.message()));
   slot->last_start_failure = why.code();
   // Callers waiting may now fail fast.

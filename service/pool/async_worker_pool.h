@@ -213,6 +213,7 @@ class AsyncWorkerPool final : public AsyncTaskRunner {
   std::vector<Slot*> idle_;
   AdmissionQueue admission_{context_, options_.max_queue};
   bool started_ = false;
+  bool up_ = false;  // Start returned OK: a start that fails now is retried, not the end
   bool shutting_down_ = false;
   RollingReload reload_{options_.reload_quiet};
 };

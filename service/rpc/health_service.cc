@@ -105,21 +105,26 @@ class HealthService::WatchCall final : public DrainableStream,
 HealthService::HealthService(std::vector<std::string> services, WatchLimits limits)
     : services_(std::move(services)), limits_(limits) {}
 
-std::optional<std::string> HealthService::AdmitWatch(const std::string& peer) {
+std::optional<grpc::Status> HealthService::AdmitWatch(const std::string& peer) {
   absl::MutexLock lock(&mu_);
+  // UNIMPLEMENTED, not RESOURCE_EXHAUSTED: a gRPC client checking health (cnp's own, given
+  // several replicas) takes any other refusal for "not serving" and sends nothing more to the
+  // replica, so tokenless peers holding every Watch took all replicas out of cnp's clients (a
+  // security probe); UNIMPLEMENTED is "serving, stop watching" (gRFC A17). A replica that
+  // drains is not serving, and says so to those it refuses too.
+  const grpc::StatusCode refused =
+      serving_ ? grpc::StatusCode::UNIMPLEMENTED : grpc::StatusCode::UNAVAILABLE;
   if (open_watches_ >= limits_.total) {
-    return absl::StrCat("the server has ", limits_.total,
+    return grpc::Status(refused, absl::StrCat("the server has ", limits_.total,
                         " health Watch streams open, as many as it keeps; use Check, or watch "
-                        "again once one has ended (UNIMPLEMENTED: a client that checks health "
-                        "takes this replica for serving)");
+                        "again once one has ended"));
   }
   if (!absl::StartsWith(peer, "unix:")) {
     int& of_peer = watches_per_peer_[peer];
     if (of_peer >= limits_.per_connection) {
-      return absl::StrCat("this connection has ", limits_.per_connection,
-                          " health Watch streams open, as many as the server keeps for one "
-                          "(UNIMPLEMENTED: a client that checks health takes this replica for "
-                          "serving)");
+      return grpc::Status(refused, absl::StrCat("this connection has ", limits_.per_connection,
+                                                " health Watch streams open, as many as the "
+                                                "server keeps for one"));
     }
     ++of_peer;
   }
@@ -225,13 +230,8 @@ asio::awaitable<void> HealthService::ServeWatch(HealthService* self, ShutdownGat
   }
   // gRPC's peer is the connection's address and port: one connection, over TCP.
   const std::string peer = call->server_context.peer();
-  if (std::optional<std::string> refusal = self->AdmitWatch(peer); refusal.has_value()) {
-    // UNIMPLEMENTED, not RESOURCE_EXHAUSTED: a gRPC client checking health (cnp's own, given
-    // several replicas) takes any other refusal for "not serving" and sends nothing more to
-    // the replica, so tokenless peers holding every Watch took all replicas out of cnp's
-    // clients (a security probe); UNIMPLEMENTED is "serving, stop watching" (gRFC A17).
-    const grpc::Status refused(grpc::StatusCode::UNIMPLEMENTED, *refusal);
-    co_await grpc_asio::Finish(context, call->writer, refused);
+  if (std::optional<grpc::Status> refused = self->AdmitWatch(peer); refused.has_value()) {
+    co_await grpc_asio::Finish(context, call->writer, *refused);
     co_await call->done.Wait();
     co_return;
   }

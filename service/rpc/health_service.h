@@ -18,8 +18,8 @@
 // Watch answers without the token (load balancers use it) and an open one keeps its connection
 // from being closed as idle, so how many there may be is bounded: a few per connection (a
 // balancer needs one or two) and a few hundred in all; past either a new Watch is refused
-// UNIMPLEMENTED, which a client checking health takes for "serving, stop watching", and Check
-// still answers. Before, each connection could hold 100 (its stream limit) for good, some
+// UNIMPLEMENTED, which a client checking health takes for "serving, stop watching" (UNAVAILABLE,
+// "not serving", once the server drains), and Check still answers. Before, each connection could hold 100 (its stream limit) for good, some
 // 16 KB each: 100 connections took a server from 24 to 189 MB.
 // A unix socket's peers are counted in all only: gRPC names them all alike ("unix:"), and
 // only allowed users reach them.
@@ -80,8 +80,8 @@ class HealthService {
   void AwaitNextWatch(grpc_asio::GrpcContext& context, ShutdownGate& gate,
                       CallLogScope::PeerOf peer_of);
   void ChangeLocked(bool serving) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Counts a Watch of `peer` in, or says why it may not start. Ended with EndWatch(peer).
-  std::optional<std::string> AdmitWatch(const std::string& peer) ABSL_LOCKS_EXCLUDED(mu_);
+  // Counts a Watch of `peer` in, or refuses it. Ended with EndWatch(peer).
+  std::optional<grpc::Status> AdmitWatch(const std::string& peer) ABSL_LOCKS_EXCLUDED(mu_);
   void EndWatch(const std::string& peer) ABSL_LOCKS_EXCLUDED(mu_);
   static asio::awaitable<void> ServeWatch(HealthService* self, ShutdownGate* gate,
                                           CallLogScope::PeerOf peer_of,

@@ -332,11 +332,16 @@ class SharedServerTest(unittest.TestCase):
         with harness.socket_dir("cnp-nostart-") as tmp:
             socket_path = os.path.join(tmp, "run", "cnp.sock")
             env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            # An earlier server's error in the log is not this one's (a review: it was quoted).
+            os.makedirs(os.path.dirname(socket_path), mode=0o700)
+            with open(os.path.join(tmp, "run", "cnp-server.log"), "w", encoding="utf-8") as log:
+                log.write("2026-01-01T00:00:00.000Z ERROR cnp-server[1] an earlier failure\n")
             adapter = harness.Adapter(self.binaries, ["--server-binary=/bin/false"], env=env)
             self.assertIs(adapter.reply(["reset", {"timeout": 30000}]), True)
             reply = adapter.reply(["add_fun", "fixture_fns.town_n|1"], timeout=20)
             self.assertEqual(reply[:2], ["error", "unavailable"])
-            self.assertIn("cnp-server exited while starting", reply[2])
+            self.assertIn("cnp-server exited while starting; see ", reply[2])
+            self.assertNotIn("an earlier failure", reply[2])
             self.assertEqual(adapter.close(), 0)
 
     def test_a_service_refusing_its_settings_says_why_in_couchdbs_log(self):

@@ -783,6 +783,23 @@ TEST_F(AsyncWorkerPoolTest, AReloadReplacesOneWorkerAtATimeAndMergesAStorm) {
   EXPECT_TRUE(Run("a").ok());
 }
 
+// A reload whose new workers cannot start (a broken Python, a setting the new code refuses)
+// stops at the first: the stale workers serve on. It went on to the next stale idle worker
+// while the failed one waited for its retry, and in a few seconds none was left (a review).
+TEST_F(AsyncWorkerPoolTest, AReloadWhoseWorkersCannotStartKeepsTheOldOnesServing) {
+  world_.script = StepFor;
+  world_.starts = [](int, int attempt) {
+    return attempt < 3 ? FakeStart{} : FakeStart{FakeStart::kRefuse, "no python"};
+  };
+  ASSERT_TRUE(StartPool(Options(3)).ok());
+  pool_->ReloadAll();
+  // Several failed starts of the first replacement, each after its backoff.
+  ASSERT_TRUE(RunUntil([&] { return world_.start_attempts >= 8; }));
+  EXPECT_EQ(world_.Alive(), 2);
+  EXPECT_EQ(world_.killed.size(), 1u);
+  EXPECT_TRUE(Run("a").ok());
+}
+
 TEST_F(AsyncWorkerPoolTest, ABusyWorkerIsReplacedAfterItsCallWhenAReloadCame) {
   world_.script = StepFor;
   ASSERT_TRUE(StartPool(Options(1)).ok());

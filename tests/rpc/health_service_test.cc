@@ -229,6 +229,13 @@ TEST_F(HealthServiceTest, WatchesAreBoundedPerConnectionAndInAll) {
   EXPECT_NE(refused.error_message().find("the server has 3"), std::string::npos)
       << refused.error_message();
   EXPECT_EQ(CheckedStatus(""), HealthCheckResponse::SERVING);
+  // Draining, it is not serving, and says so to a Watch it refuses: UNIMPLEMENTED would have a
+  // client checking health take it for serving.
+  health_.SetServing(false);
+  auto while_draining = StartWatch("", second.get());
+  EXPECT_EQ(while_draining->Next(), HealthCheckResponse::UNKNOWN);
+  EXPECT_EQ(while_draining->reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  health_.SetServing(true);
 
   // Watches that end make room again.
   for (auto& watch : open) {

@@ -182,9 +182,19 @@ TEST(PolicyTest, AllowListPrefixMatchesWholeModuleNames) {
   EXPECT_EQ(MapFailure(*worker, "worker_views.town").code(), v1::Failure::PERMISSION_DENIED);
 }
 
+// Allowing the standard library is a bad setting: the worker answers its first task saying so
+// (which is how cnp-server learns it, and exits 2), and serves nothing.
 TEST(PolicyTest, AllowListNeverAllowsTheStandardLibrary) {
-  auto worker = WorkerProcess::StartWithFunctions({"--allow-module=json"});
+  auto worker =
+      WorkerProcess::StartWithFunctions({"--allow-module=worker_views", "--allow-module=json"});
   Reply reply = worker->Call(ResolveTask({"json.dumps"}));
+  ASSERT_TRUE(reply.has_failure()) << reply.DebugString();
+  EXPECT_EQ(reply.failure().code(), v1::Failure::BAD_SETTING);
+  EXPECT_THAT(reply.failure().message(),
+              HasSubstr("--allow-module=json: module 'json' is part of Python's standard library"));
+  // Without an allow list, it is refused per name.
+  auto open = WorkerProcess::StartWithFunctions();
+  reply = open->Call(ResolveTask({"json.dumps"}));
   ASSERT_EQ(reply.resolve().functions_size(), 1);
   EXPECT_EQ(reply.resolve().functions(0).error_code(), 7);  // PERMISSION_DENIED
   EXPECT_THAT(reply.resolve().functions(0).error(), HasSubstr("standard library"));

@@ -36,8 +36,9 @@ void ExpectRefusedByRule(const Reply& reply, const std::string& function) {
 }
 
 // The operator's own directory holds packages with the installers' names (as a vendored copy
-// might): --allow-module names each, and still none runs. The standard library's such modules
-// are refused by the same rule.
+// might): none runs, though every module found there may run when no --allow-module is given.
+// The standard library's such modules are refused by the same rule. An --allow-module naming
+// one is a bad setting: the worker says so to its first task, and serves nothing.
 TEST(NeverCallableTest, InstallersAndRunnersAreRefusedEvenInTheOperatorsDirectoryAndAllowed) {
   std::string dir = FreshDir("never");
   const std::vector<std::string> vendored = {"pip", "setuptools", "pkg_resources",
@@ -53,9 +54,6 @@ TEST(NeverCallableTest, InstallersAndRunnersAreRefusedEvenInTheOperatorsDirector
   const std::vector<std::string> stdlib = {"distutils", "ensurepip", "venv", "subprocess",
                                            "os", "shutil", "pty", "multiprocessing", "ctypes",
                                            "importlib", "runpy", "code", "builtins"};
-  for (const auto* names : {&vendored, &stdlib}) {
-    for (const std::string& name : *names) flags.push_back("--allow-module=" + name);
-  }
   auto worker = WorkerProcess::Start(flags);
   ASSERT_TRUE(worker.ok()) << worker.status();
   for (const std::string& package : vendored) {
@@ -67,6 +65,21 @@ TEST(NeverCallableTest, InstallersAndRunnersAreRefusedEvenInTheOperatorsDirector
   }
   EXPECT_THAT(Show(**worker, "pip.run").failure().message(),
               HasSubstr("even when --allow-module names them"));
+
+  for (const auto* names : {&vendored, &stdlib}) {
+    for (const std::string& name : *names) {
+      auto allowing = WorkerProcess::Start({"--python-path=" + dir, "--allow-module=" + name});
+      ASSERT_TRUE(allowing.ok()) << allowing.status();
+      const Reply reply = Show(**allowing, name + ".run");
+      ASSERT_TRUE(reply.has_failure()) << name << ": " << reply.DebugString();
+      EXPECT_EQ(reply.failure().code(), Failure::BAD_SETTING) << name;
+      EXPECT_THAT(reply.failure().message(),
+                  HasSubstr(absl::StrCat("--allow-module=", name, ": module '", name, "'")));
+    }
+  }
+  for (const std::string& package : vendored) {
+    EXPECT_FALSE(Exists(dir + "/ran." + package)) << package << " ran";
+  }
 }
 
 // An allowed operator module that binds a virtualenv's spawn and rewrites its __module__ to
