@@ -103,6 +103,7 @@ session::SessionPoolOptions SessionPoolOptionsFor(const config::ServerConfig& co
   // only slows each of them.
   options.max_parallel_starts = std::clamp<int>(std::thread::hardware_concurrency(), 2, 8);
   options.memory_cap_bytes = config.worker_memory_mb << 20;
+  options.max_calls_per_worker = config.max_calls_per_worker;
   return options;
 }
 

@@ -775,6 +775,7 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     end.set_server_stopping(stopping);
     end.set_message(session_end.message());
     reusable = !reply->recycle();
+    worker.commands += session_end.commands();
     LogInfo("direct session ", id, " ended after ", session_end.commands(), " commands (",
             progress_frames, " progress frames): ",
             worker::v1::SessionEnd::Reason_Name(session_end.reason()),
@@ -821,7 +822,10 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     const int signal = status.has_value() && WIFSIGNALED(*status) ? WTERMSIG(*status) : 0;
     end.set_exit_code(1);
     const int exited = status.has_value() && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
-    if (exited == kSessionTimeoutExit || exited == kSessionCallTimeoutExit) {
+    // The watchdog writes CouchDB's timeout line (the turn word then no longer owes an answer)
+    // before it exits so: a function's os._exit(124) in the middle of a command wrote none,
+    // and CouchDB was left without an answer (a review).
+    if ((exited == kSessionTimeoutExit || exited == kSessionCallTimeoutExit) && !answer_owed) {
       // The worker answered CouchDB's timeout error itself before it exited; the adapter says
       // which limit fired, as the setting to change differs.
       end.set_message(

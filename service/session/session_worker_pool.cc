@@ -59,6 +59,7 @@ EndCauseText TextOf(SessionWorkerPool::EndCause cause) {
     case Cause::kStopping: return {"the server is stopping", nullptr};
     case Cause::kReload: return {"of a reload", "reload"};
     case Cause::kMemory: return {"it is over its memory cap", "memory"};
+    case Cause::kCalls: return {"it has served --max-calls-per-worker lines", "recycle"};
     case Cause::kSurplus: return {"enough spares are waiting", "surplus"};
     case Cause::kDied: return {"it died during its session", "crash"};
   }
@@ -344,6 +345,9 @@ void SessionWorkerPool::Return(SessionWorker worker, bool reusable) {
                                    process.StartedAddressSpaceBytes(),
                                    options_.memory_cap_bytes)) {
     end = EndCause::kMemory;
+  } else if (options_.max_calls_per_worker > 0 &&
+             worker.commands >= options_.max_calls_per_worker) {
+    end = EndCause::kCalls;
   }
   if (end.has_value()) {
     End(std::move(worker), *end);

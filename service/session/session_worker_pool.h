@@ -48,6 +48,9 @@ struct SessionPoolOptions {
   // The workers' memory cap: one grown, since it started, into the last of it when its
   // session ends is replaced (pool/memory_cap.h; 0: never).
   int64_t memory_cap_bytes = 0;
+  // --max-calls-per-worker: a worker that has answered this many of CouchDB's lines, in all its
+  // sessions, is replaced when its session ends (CouchDB keeps a session's process; 0: never).
+  int64_t max_calls_per_worker = 0;
   absl::Duration startup_timeout = absl::Seconds(30);
   // The wait before the next spare after failed starts (or young deaths) in a row: min_backoff
   // doubling up to max_backoff (pool::RestartBackoff). A spare that lived max_backoff was no
@@ -69,6 +72,7 @@ struct SessionWorker {
   int id = 0;               // for logs: "session worker 3"
   uint64_t generation = 0;  // the reload generation it was started in
   absl::Time started_at;
+  int64_t commands = 0;     // CouchDB's lines it has answered, in all its sessions
   bool watched = false;     // a WatchSpare awaits its end (from when it first became a spare)
 };
 
@@ -77,7 +81,9 @@ class SessionWorkerPool {
   // Why a worker is ended here: the words of its log line and the cause it is counted under
   // in cnp_worker_exits_total (none for the server stopping, as in the batch pool, nor for a
   // session that ended badly, which session_listener.cc counts where it saw how).
-  enum class EndCause { kSessionEndedBadly, kStopping, kReload, kMemory, kSurplus, kDied };
+  enum class EndCause {
+    kSessionEndedBadly, kStopping, kReload, kMemory, kCalls, kSurplus, kDied
+  };
 
   SessionWorkerPool(SessionPoolOptions options, asio::io_context& control);
   ~SessionWorkerPool();

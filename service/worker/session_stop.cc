@@ -1,12 +1,16 @@
 #include "service/worker/session_stop.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
+
+#include "absl/time/clock.h"
 
 #include "service/worker/forked_child.h"
 
@@ -101,7 +105,26 @@ void SessionStop::BeforeWaiting(bool idle) {
   }
   // Marked before the flag is looked at: a stop that comes after the look cuts the read itself.
   g_idle_input.store(input_);
-  if (g_stop.load() && !g_cut.load() && PointAt(input_, g_unreadable)) g_cut.store(true);
+  if (!g_stop.load() || g_cut.load()) return;
+  if (stop_seen_ == absl::InfiniteFuture()) stop_seen_ = absl::Now();
+  // CouchDB sends the lines of one request (reset, ddoc new, the call; map_doc after map_doc)
+  // each as soon as the answer before it came: a session cut at the first boundary after a
+  // stop failed the request it was serving (a validate_doc_update's write, an index build:
+  // 500s for CouchDB's clients; a review). So the next line is waited for a moment, and read
+  // if it comes, for a while after the stop; a query server idle in CouchDB's pool sends none.
+  if (absl::Now() - stop_seen_ < kServeRequestFor && InputWithin(kQuietFor)) return;
+  if (PointAt(input_, g_unreadable)) g_cut.store(true);
+}
+
+bool SessionStop::InputWithin(absl::Duration wait) const {
+  const absl::Time deadline = absl::Now() + wait;
+  for (;;) {
+    pollfd entry{.fd = input_, .events = POLLIN, .revents = 0};
+    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    const int ready = ::poll(&entry, 1, static_cast<int>(std::max<int64_t>(left, 0)));
+    if (ready > 0) return true;  // a line, or CouchDB's end of file: read either
+    if (ready == 0 || errno != EINTR) return false;
+  }
 }
 
 void SessionStop::Busy() {

@@ -5,9 +5,12 @@
 // While a session runs, SIGTERM to the worker sets a flag; it never interrupts a command (the
 // handler is installed with SA_RESTART, so a system call a function makes is resumed, not
 // failed with EINTR). The session looks at the flag each time it is about to wait for CouchDB's
-// next line (BeforeWaiting): when it is idle there - no part of a line read, no list open - it
-// ends the session without reading or writing anything more; a command in flight (a line
-// partly read, a list between its rows, a command running) goes on to its answer first.
+// next line (BeforeWaiting): when it is idle there - no part of a line read, no list open - and
+// no line comes within kQuietFor (the next line of the request it is serving: CouchDB sends
+// them back to back), it ends the session without reading or writing anything more; a command
+// in flight (a line partly read, a list between its rows, a command running) goes on to its
+// answer first. Lines that keep coming are served for kServeRequestFor after the stop, then
+// the session ends at the next boundary (an index build's map_docs never pause).
 //
 // The signal may also come while the session already waits, blocked in read() on CouchDB's
 // pipe. The handler then makes that read fail: it puts a descriptor that cannot be read (a
@@ -23,6 +26,8 @@
 #pragma once
 
 #include <optional>
+
+#include "absl/time/time.h"
 
 #include "service/worker/forked_child.h"
 
@@ -52,8 +57,15 @@ class SessionStop {
   // The server asked for the end.
   static bool Requested();
 
+  static constexpr absl::Duration kQuietFor = absl::Milliseconds(100);
+  static constexpr absl::Duration kServeRequestFor = absl::Seconds(1);
+
  private:
+  // Whether CouchDB's input becomes readable within `wait`.
+  bool InputWithin(absl::Duration wait) const;
+
   const int input_;
+  absl::Time stop_seen_ = absl::InfiniteFuture();  // when a boundary first saw the stop
   int saved_input_ = -1;  // CouchDB's pipe, kept to put back after an untimely cut
   std::optional<ChildMustNotHold> child_must_not_hold_;  // saved_input_
 };

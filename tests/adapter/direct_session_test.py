@@ -60,6 +60,12 @@ def logs_then_hangs(doc):
     yield doc["_id"], 1
 
 
+def exits(doc):
+    """Ends its own worker with the status the document gives."""
+    os._exit(doc["status"])
+    yield doc["_id"], 1
+
+
 def crash_once(doc):
     """Kills its own worker the first time it sees a document, as a segfault would."""
     if not os.path.exists(doc["marker"]):
@@ -167,6 +173,16 @@ class BothPathsTest(SessionTestCase):
             again = self.started("session_fns.crash_once")
             self.assertEqual(again.reply(["map_doc", doc]), [[["d1", 1]]])
             self.assertEqual(again.close(), 0, again.diagnostics())
+
+    def test_a_worker_exiting_with_the_timeouts_status_is_an_error_too(self):
+        # A direct session's worker that exits 123 or 124 was taken for one whose watchdog had
+        # answered CouchDB's timeout, and CouchDB got no line at all (a review).
+        for status in (123, 124):
+            qs = self.started("session_fns.exits")
+            reply = qs.reply(["map_doc", dict(DOC, status=status)])
+            self.assertEqual(reply[0], "error", reply)
+            self.assertIn(f"exited with status {status}", reply[2])
+            qs.close()
 
     def test_command_past_the_reset_timeout_fails_with_couchdbs_error(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -421,6 +437,30 @@ class KilledServerTest(SessionTestCase):
         self.assertEqual(qs.exited(), 1)
         self.assertIn("connection to cnp-server broke", qs.diagnostics())
         self.assertTrue(wait_for_exit(worker), "the session worker outlived its server")
+
+
+class RecycleTest(SessionTestCase):
+    """--max-calls-per-worker reaches direct sessions' workers too: one that has answered that
+    many of CouchDB's lines, in all its sessions, is ended when its session ends instead of
+    going back to the spares (before, it went back whatever it had served; a review)."""
+
+    socket_prefix = "cnp-recycle-"
+    server_extra = ("--max-calls-per-worker=4", "--spare-session-workers=1")
+
+    def test_a_session_worker_past_the_calls_is_replaced_when_its_session_ends(self):
+        short = self.started()  # reset: one line
+        self.assertEqual(short.close(), 0)
+        wait_for_log_line(self.server, lambda line: f"direct session {short.process.pid}/"
+                          in line and " ended after 1 commands" in line)
+        self.assertNotIn("because it has served", read_log(self.server))
+        long = self.started("fixture_fns.town_n|1")  # reset, add_fun and three map_docs
+        for _ in range(3):
+            self.assertEqual(long.reply(["map_doc", DOC]), [[["Oslo", 1]]])
+        self.assertEqual(long.close(), 0)
+        long_worker = session_worker_pid(self.server, long.process.pid)
+        ended = wait_for_log_line(self.server, lambda line: f"(pid {long_worker}) because"
+                                  in line)
+        self.assertIn("because it has served --max-calls-per-worker lines", ended)
 
 
 class CapacityTest(SessionTestCase):

@@ -118,12 +118,12 @@ TEST_F(ConfigFileLinesTest, AWholeNumberTooLargeSaysTheBound) {
 }
 
 // An access log the server cannot open is a setting to fix: exit 2 (which the unit does not
-// restart) before any worker starts. Before, it was found once the workers had started, exit 1,
-// and systemd restarted the server every second.
+// restart) before any worker starts, named at its line. Before, it was found once the workers
+// had started, exit 1, and systemd restarted the server every second.
 TEST_F(ConfigFileLinesTest, AnAccessLogInAMissingDirectoryIsABadSetting) {
   const std::string log = dir_ + "/missing/access.log";
   auto server = Launch({"--config=" + Config(absl::StrCat("access-log: ", log, "\n"))});
-  ExpectRefused(*server, absl::StrCat("--access-log: cannot open ", log,
+  ExpectRefused(*server, absl::StrCat(file_, ":3:13: access-log: cannot open ", log,
                                       ": No such file or directory (create ", dir_,
                                       "/missing, writable by the server's user; the packaged "
                                       "unit's LogsDirectory=cnp makes /var/log/cnp)"));
