@@ -824,8 +824,11 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
     const int exited = status.has_value() && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
     // The watchdog writes CouchDB's timeout line (the turn word then no longer owes an answer)
     // before it exits so: a function's os._exit(124) in the middle of a command wrote none,
-    // and CouchDB was left without an answer (a review).
-    if ((exited == kSessionTimeoutExit || exited == kSessionCallTimeoutExit) && !answer_owed) {
+    // and CouchDB was left without an answer (a review). Without the word, the status is all
+    // there is to go by.
+    const bool watchdog_answered = !couchdb_turn.has_value() || !answer_owed;
+    if ((exited == kSessionTimeoutExit || exited == kSessionCallTimeoutExit) &&
+        watchdog_answered) {
       // The worker answered CouchDB's timeout error itself before it exited; the adapter says
       // which limit fired, as the setting to change differs.
       end.set_message(

@@ -6,14 +6,15 @@
 // handler is installed with SA_RESTART, so a system call a function makes is resumed, not
 // failed with EINTR). The session looks at the flag each time it is about to wait for CouchDB's
 // next line (BeforeWaiting): when it is idle there - no part of a line read, no list open - and
-// no line comes within kQuietFor (the next line of the request it is serving: CouchDB sends
-// them back to back), it ends the session without reading or writing anything more; a command
-// in flight (a line partly read, a list between its rows, a command running) goes on to its
-// answer first. Lines that keep coming are served for kServeRequestFor after the stop, then
-// the session ends at the next boundary (an index build's map_docs never pause).
+// no line comes within kQuietFor of its last answer (the next line of the request it is
+// serving: CouchDB sends them back to back), it ends the session without reading or writing
+// anything more; a command in flight (a line partly read, a list between its rows, a command
+// running) goes on to its answer first. Lines are taken until kServeRequestFor after the stop,
+// then the session ends at the next boundary (an index build's map_docs never pause).
 //
 // The signal may also come while the session already waits, blocked in read() on CouchDB's
-// pipe. The handler then makes that read fail: it puts a descriptor that cannot be read (a
+// pipe. The handler then makes that read fail, at once or, within kQuietFor of the last answer,
+// when a timer's SIGTERM to the session's thread comes back to it at the end of that wait: it puts a descriptor that cannot be read (a
 // write-only /dev/null) in place of CouchDB's input with dup3(), and the read, restarted by the
 // kernel after the handler, fails at once with EBADF. So there is no gap between looking at the
 // flag and blocking in read() in which a stop could be missed. If the read had already returned
@@ -25,6 +26,7 @@
 // exec) SIGTERM keeps its default meaning: the process ends.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 
 #include "absl/time/time.h"
@@ -57,15 +59,17 @@ class SessionStop {
   // The server asked for the end.
   static bool Requested();
 
+  // After a stop, how long a session waiting for CouchDB waits for the next line of the
+  // request it is serving (from its last answer), and how long after the stop it may still
+  // take one: well inside the 2 s --shutdown-grace of a server cnp-adapter starts.
   static constexpr absl::Duration kQuietFor = absl::Milliseconds(100);
-  static constexpr absl::Duration kServeRequestFor = absl::Seconds(1);
+  static constexpr absl::Duration kServeRequestFor = absl::Milliseconds(500);
 
  private:
-  // Whether CouchDB's input becomes readable within `wait`.
-  bool InputWithin(absl::Duration wait) const;
+  // Whether CouchDB's input becomes readable within `nanoseconds`.
+  bool InputWithin(int64_t nanoseconds) const;
 
   const int input_;
-  absl::Time stop_seen_ = absl::InfiniteFuture();  // when a boundary first saw the stop
   int saved_input_ = -1;  // CouchDB's pipe, kept to put back after an untimely cut
   std::optional<ChildMustNotHold> child_must_not_hold_;  // saved_input_
 };

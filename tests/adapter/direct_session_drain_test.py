@@ -49,6 +49,23 @@ def unread_bytes(pipe):
     return int.from_bytes(fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0"), "little")
 
 
+def blocked_in_read(pid):
+    """Whether process `pid` is in the read(2) system call (number 0 on x86-64)."""
+    with open(f"/proc/{pid}/syscall", encoding="ascii") as syscall:
+        return syscall.read().split()[0] == "0"
+
+
+def sigterm_pending(pid):
+    """Whether SIGTERM is pending for process `pid` or any of its threads."""
+    bit = 1 << (signal.SIGTERM - 1)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+                    return True
+    return False
+
+
 class DrainTestCase(unittest.TestCase):
     binaries = None
     grace = "20s"
@@ -84,6 +101,12 @@ class DrainTestCase(unittest.TestCase):
         wait_for_fifo(self.fifo)
         self.stop_server()
         return qs
+
+    def session_worker(self, qs):
+        """The pid of the worker serving `qs`'s direct session, as the server logged it."""
+        marker = f"started: adapter pid {qs.process.pid}, worker pid "
+        line = wait_for_log(self.server, lambda line: marker in line)
+        return int(line.split(marker, 1)[1].split()[0].rstrip(","))
 
     def stop_server(self):
         """SIGTERM to the server alone (as systemd's KillMode=mixed sends it)."""
@@ -137,6 +160,32 @@ class DirectSessionDrainTest(DrainTestCase):
         status, _ = self.server_exit()
         self.assertEqual(status, 0)
         self.assert_no_crash_reported()
+
+    def test_a_stop_while_waiting_for_the_requests_next_line_still_reads_it(self):
+        # The stop comes while the session waits for CouchDB right after an answer (between
+        # `ddoc new` and its call, say): the next line, sent at once, is read and answered.
+        # The signal goes to the worker itself here, as the server sends it, so that it comes
+        # within the 100 ms the session waits for that line.
+        qs = self.adapter()
+        self.assertIs(qs.reply(["add_fun", "drain_fns.plain"]), True, qs.diagnostics())
+        worker = self.session_worker(qs)
+        self.assertEqual(qs.reply(["map_doc", {"_id": "a"}]), [[["a", 0]]])
+        # Blocked in read(2) of CouchDB's pipe (syscall 0), where the signal's handler, not the
+        # session's next boundary, decides.
+        deadline = time.monotonic() + 30
+        while not blocked_in_read(worker):
+            self.assertLess(time.monotonic(), deadline, "the worker did not wait for CouchDB")
+            time.sleep(0.001)
+        os.kill(worker, signal.SIGTERM)
+        # Handled before the line comes (it woke the read first, and was read, before).
+        while sigterm_pending(worker):
+            self.assertLess(time.monotonic(), deadline, "the worker did not take the signal")
+            time.sleep(0.001)
+        qs.send_line(json.dumps(["map_doc", {"_id": "b"}]))
+        self.assertEqual(json.loads(qs.read_line()), [[["b", 0]]], qs.diagnostics())
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        self.assertIn("SERVER_STOPPING", read_log(self.server))
 
     def test_an_idle_session_ends_at_once_without_a_line_to_couchdb(self):
         qs = self.adapter()

@@ -441,11 +441,13 @@ class KilledServerTest(SessionTestCase):
 
 class RecycleTest(SessionTestCase):
     """--max-calls-per-worker reaches direct sessions' workers too: one that has answered that
-    many of CouchDB's lines, in all its sessions, is ended when its session ends instead of
-    going back to the spares (before, it went back whatever it had served; a review)."""
+    many of CouchDB's lines is ended when its session ends instead of going back to the spares
+    (before, it went back whatever it had served; a review). That the count adds up over a
+    worker's sessions is session_worker_pool_test's."""
 
     socket_prefix = "cnp-recycle-"
     server_extra = ("--max-calls-per-worker=4", "--spare-session-workers=1")
+    session = "direct"
 
     def test_a_session_worker_past_the_calls_is_replaced_when_its_session_ends(self):
         short = self.started()  # reset: one line

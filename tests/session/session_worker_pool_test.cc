@@ -124,6 +124,32 @@ TEST_F(SessionWorkerPoolTest, KeepsASpareAndReusesAWorkerAfterACleanSession) {
   Shutdown(pool);
 }
 
+// --max-calls-per-worker counts a session worker's lines in all its sessions: one that has
+// answered that many is replaced when its session ends, not kept as the spare (before, it was
+// kept whatever it had served; a review).
+TEST_F(SessionWorkerPoolTest, AWorkerPastMaxCallsInAllItsSessionsIsReplaced) {
+  SessionPoolOptions options = Options(/*max_sessions=*/1, /*spares=*/1);
+  options.max_calls_per_worker = 4;
+  SessionWorkerPool pool(options, io_);
+  pool.Start();
+  WaitForSpares(pool, 1);
+  absl::StatusOr<SessionWorker> first = Take(pool);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const pid_t pid = first->process->pid();
+  first->commands += 2;  // as the listener counts a session's SessionEnd.commands
+  pool.Return(std::move(*first), /*reusable=*/true);
+  ASSERT_EQ(pool.spare_pids(), std::vector<pid_t>{pid});  // 2 of 4: kept
+  absl::StatusOr<SessionWorker> second = Take(pool);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->process->pid(), pid);
+  second->commands += 2;
+  pool.Return(std::move(*second), /*reusable=*/true);
+  WaitUntilEnded(pid);  // 4 of 4: replaced
+  WaitForSpares(pool, 1);
+  EXPECT_NE(pool.spare_pids()[0], pid);
+  Shutdown(pool);
+}
+
 TEST_F(SessionWorkerPoolTest, AWorkerWhoseSessionEndedBadlyIsReplaced) {
   SessionWorkerPool pool(Options(/*max_sessions=*/2, /*spares=*/1), io_);
   pool.Start();
