@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <cerrno>
+#include <cstdint>
 #include <mutex>
 
 #include "absl/time/time.h"
@@ -76,7 +76,10 @@ void OnSigterm(int signal) {
     return;
   }
   const int64_t now = MonotonicNow();
-  if (!g_stop.exchange(true)) g_stop_at.store(now);
+  // The time first: whoever sees the stop sees when it came.
+  int64_t none = 0;
+  g_stop_at.compare_exchange_strong(none, now);
+  g_stop.store(true);
   if (::gettid() != session) {
     // Another thread took it (one a function started): the session's own thread must, to cut
     // a read it may be blocked in. It sees the session's state as it is, being interrupted.
