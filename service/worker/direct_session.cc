@@ -378,7 +378,7 @@ v1::Reply ServeLines(FunctionRegistry& registry, const v1::DirectSession& sessio
     absl::StatusOr<std::optional<std::string_view>> line = lines.Next();
     answer_owed = line.ok() && line->has_value();
     if (answer_owed) turn.Set(v1::COUCHDB_OWED_AN_ANSWER);
-    stop.Busy();
+    stop.Busy(/*took_line=*/answer_owed);
     if (absl::IsUnavailable(line.status()) && stop.InputCut()) {
       // Between two commands: everything CouchDB sent has been answered.
       end.set_reason(SessionEnd::SERVER_STOPPING);

@@ -35,6 +35,10 @@ static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_al
               std::atomic<bool>::is_always_lock_free &&
               std::atomic<int64_t>::is_always_lock_free);
 
+// Plain numbers for the handler, which calls no library code it need not.
+const int64_t kQuietForNs = absl::ToInt64Nanoseconds(SessionStop::kQuietFor);
+const int64_t kServeRequestForNs = absl::ToInt64Nanoseconds(SessionStop::kServeRequestFor);
+
 // clock_gettime is async-signal-safe, so the handler reads the clock as the session does.
 int64_t MonotonicNow() {
   timespec now{};
@@ -49,9 +53,8 @@ int64_t MonotonicNow() {
 // index build: 500s for CouchDB's clients; a review). kQuietFor after its last answer, and no
 // later than kServeRequestFor after the stop; 0 or less: now.
 int64_t CutDelay(int64_t now) {
-  const int64_t quiet_ends = g_idle_since.load() + absl::ToInt64Nanoseconds(SessionStop::kQuietFor);
-  const int64_t serving_ends =
-      g_stop_at.load() + absl::ToInt64Nanoseconds(SessionStop::kServeRequestFor);
+  const int64_t quiet_ends = g_idle_since.load() + kQuietForNs;
+  const int64_t serving_ends = g_stop_at.load() + kServeRequestForNs;
   return std::min(quiet_ends, serving_ends) - now;
 }
 
@@ -88,13 +91,18 @@ void OnSigterm(int signal) {
     // Waiting for CouchDB: cut now, or, while the request's next line may still come, when it
     // no longer may (the timer's SIGTERM comes back here; a line read meanwhile makes the
     // session busy, and its next boundary looks again).
-    const int64_t delay = CutDelay(now);
-    const itimerspec in_a_moment{.it_interval = {},
-                                 .it_value = {.tv_sec = delay / 1'000'000'000,
-                                              .tv_nsec = delay % 1'000'000'000}};
-    const bool later = delay > 0 && g_have_cut_timer.load() &&
-                       ::timer_settime(g_cut_timer, 0, &in_a_moment, nullptr) == 0;
-    if (!later && PointAt(input, g_unreadable)) g_cut.store(true);
+    // A line there already (or CouchDB's end) is read, and the session's next boundary looks
+    // again.
+    pollfd waiting{.fd = input, .events = POLLIN, .revents = 0};
+    if (::poll(&waiting, 1, 0) <= 0) {
+      const int64_t delay = CutDelay(now);
+      const itimerspec in_a_moment{.it_interval = {},
+                                   .it_value = {.tv_sec = delay / 1'000'000'000,
+                                                .tv_nsec = delay % 1'000'000'000}};
+      const bool later = delay > 0 && g_have_cut_timer.load() &&
+                         ::timer_settime(g_cut_timer, 0, &in_a_moment, nullptr) == 0;
+      if (!later && PointAt(input, g_unreadable)) g_cut.store(true);
+    }
   }
   errno = saved_errno;
 }
@@ -166,7 +174,14 @@ void SessionStop::BeforeWaiting(bool idle) {
   if (!g_stop.load() || g_cut.load()) return;
   // The request's next line, if it comes in time (CutDelay), is read; a query server idle in
   // CouchDB's pool is sent none.
-  if (const int64_t delay = CutDelay(now); delay > 0 && InputWithin(delay)) return;
+  if (const int64_t delay = CutDelay(now); delay > 0 && InputWithin(delay)) {
+    // Read now; a timer still armed to end this wait would interrupt the command the line is.
+    if (g_have_cut_timer.load()) {
+      const itimerspec off{};
+      ::timer_settime(g_cut_timer, 0, &off, nullptr);
+    }
+    return;
+  }
   if (PointAt(input_, g_unreadable)) g_cut.store(true);
 }
 
@@ -182,8 +197,18 @@ bool SessionStop::InputWithin(int64_t nanoseconds) const {
   }
 }
 
-void SessionStop::Busy() {
-  if (saved_input_ >= 0) g_idle_input.store(-1);
+void SessionStop::Busy(bool took_line) {
+  if (saved_input_ < 0) return;
+  g_idle_input.store(-1);
+  if (!took_line || !g_stop.load()) return;
+  // A line came after all: the timer that would have ended the wait for it is not wanted (its
+  // SIGTERM would interrupt the command), and a cut that came as the read returned the line
+  // is undone: the session's next boundary decides (a review found both ending requests).
+  if (g_have_cut_timer.load()) {
+    const itimerspec off{};
+    ::timer_settime(g_cut_timer, 0, &off, nullptr);
+  }
+  if (g_cut.exchange(false)) PointAt(input_, saved_input_);
 }
 
 bool SessionStop::InputCut() const { return saved_input_ >= 0 && g_cut.load(); }

@@ -2,9 +2,10 @@
 // the session's worker SIGTERM, and the session ends at its next line boundary, as a gRPC call
 // in flight ends after its answer.
 //
-// While a session runs, SIGTERM to the worker sets a flag; it never interrupts a command (the
-// handler is installed with SA_RESTART, so a system call a function makes is resumed, not
-// failed with EINTR). The session looks at the flag each time it is about to wait for CouchDB's
+// While a session runs, SIGTERM to the worker sets a flag; it never ends a command (the handler
+// is installed with SA_RESTART, so most system calls a function makes are resumed; those the
+// kernel never restarts - poll, sleeps - return EINTR, which Python retries, as C code that
+// handles signals does). The session looks at the flag each time it is about to wait for CouchDB's
 // next line (BeforeWaiting): when it is idle there - no part of a line read, no list open - and
 // no line comes within kQuietFor of its last answer (the next line of the request it is
 // serving: CouchDB sends them back to back), it ends the session without reading or writing
@@ -51,8 +52,10 @@ class SessionStop {
   // progress (nothing of a line read, no list open). When idle and a stop was asked for, the
   // read fails at once (EBADF), and requested_here() tells why.
   void BeforeWaiting(bool idle);
-  // After a line was read: the session is busy until its next BeforeWaiting.
-  void Busy();
+  // After a read of CouchDB's input returned: the session is busy until its next
+  // BeforeWaiting. `took_line`: it returned a whole line, which is served whatever a stop that
+  // came meanwhile did to the input.
+  void Busy(bool took_line);
   // The server asked for the end, and the last read of CouchDB's input failed for that reason
   // (nothing of a command was lost).
   bool InputCut() const;
