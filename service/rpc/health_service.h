@@ -19,8 +19,9 @@
 // from being closed as idle, so how many there may be is bounded: a few per connection (a
 // balancer needs one or two) and a few hundred in all; past either a new Watch is refused
 // UNIMPLEMENTED, which a client checking health takes for "serving, stop watching" (UNAVAILABLE,
-// "not serving", once the server drains), and Check still answers. Before, each connection could hold 100 (its stream limit) for good, some
-// 16 KB each: 100 connections took a server from 24 to 189 MB.
+// "not serving", once the server drains), and Check still answers. Before, each connection
+// could hold 100 (its stream limit) for good, some 16 KB each: 100 connections took a server
+// from 24 to 189 MB.
 // A unix socket's peers are counted in all only: gRPC names them all alike ("unix:"), and
 // only allowed users reach them.
 #pragma once

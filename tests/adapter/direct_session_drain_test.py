@@ -117,6 +117,14 @@ class DrainTestCase(unittest.TestCase):
         status = self.server.process.wait(timeout=timeout)
         return status, time.monotonic() - self.stopped_at
 
+    def assert_ended_cleanly(self, qs):
+        """Nothing more to CouchDB, the adapter and the server exit 0, and no crash logged."""
+        self.assertIsNone(qs.read_line())
+        self.assertEqual(qs.exited(), 0, qs.diagnostics())
+        status, _ = self.server_exit()
+        self.assertEqual(status, 0)
+        self.assert_no_crash_reported()
+
     def assert_no_crash_reported(self):
         log = read_log(self.server)
         for line in log.splitlines():
@@ -155,11 +163,7 @@ class DirectSessionDrainTest(DrainTestCase):
         open(self.release, "w").close()
         self.assertEqual(json.loads(qs.read_line()), [[["a", "released"]]], qs.diagnostics())
         self.assertEqual(json.loads(qs.read_line()), [[["b", "released"]]], qs.diagnostics())
-        self.assertIsNone(qs.read_line())
-        self.assertEqual(qs.exited(), 0, qs.diagnostics())
-        status, _ = self.server_exit()
-        self.assertEqual(status, 0)
-        self.assert_no_crash_reported()
+        self.assert_ended_cleanly(qs)
 
     def test_a_stop_while_waiting_for_the_requests_next_line_still_reads_it(self):
         # The stop comes while the session waits for CouchDB right after an answer (between
@@ -218,11 +222,7 @@ class DirectSessionDrainTest(DrainTestCase):
         qs.process.stdin.write(line[500:])
         qs.process.stdin.flush()
         self.assertEqual(json.loads(qs.read_line()), [[["half", 1000]]], qs.diagnostics())
-        self.assertIsNone(qs.read_line())
-        self.assertEqual(qs.exited(), 0, qs.diagnostics())
-        status, _ = self.server_exit()
-        self.assertEqual(status, 0)
-        self.assert_no_crash_reported()
+        self.assert_ended_cleanly(qs)
 
     def test_a_list_open_at_the_stop_runs_to_its_end(self):
         qs = self.adapter()
@@ -240,11 +240,7 @@ class DirectSessionDrainTest(DrainTestCase):
         self.assertEqual(qs.reply(["list_row", {"key": "b"}]), ["chunks", ["b"]],
                          qs.diagnostics())
         self.assertEqual(qs.reply(["list_end"]), ["end", ["early"]])
-        self.assertIsNone(qs.read_line())
-        self.assertEqual(qs.exited(), 0, qs.diagnostics())
-        status, _ = self.server_exit()
-        self.assertEqual(status, 0)
-        self.assert_no_crash_reported()
+        self.assert_ended_cleanly(qs)
 
 
 class GraceEndsTest(DrainTestCase):

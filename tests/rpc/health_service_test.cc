@@ -264,8 +264,8 @@ TEST_F(HealthServiceTest, AClientCheckingHealthStillCallsWhenEveryWatchIsTaken) 
   }
   grpc::ChannelArguments arguments;
   arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  arguments.SetServiceConfigJSON(
-      R"({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})");
+  arguments.SetServiceConfigJSON(R"({"loadBalancingConfig": [{"round_robin": {}}],
+                                     "healthCheckConfig": {"serviceName": ""}})");
   auto checking = Health::NewStub(grpc::CreateCustomChannel(
       "127.0.0.1:" + std::to_string(tcp_port_), grpc::InsecureChannelCredentials(), arguments));
   grpc::ClientContext context;
