@@ -17,6 +17,7 @@
 #include "client/cli/event_printer.h"
 #include "client/couch/couch_connection.h"
 #include "common/couchdb/couch_client.h"
+#include "common/couchdb/couch_root.h"
 #include "common/couchdb/target_databases.h"
 
 namespace cnp::client {
@@ -93,7 +94,8 @@ changed it since, as a removal does (cnp upload --register REGISTRY_DB --remove)
 Exit status: 0 when every design document that targets an existing database is in place
 (warnings do not change it: an entry that matches no database, a database deleted during
 the pass, a record another cnp sync changed meanwhile and that was read again), or when following
-was stopped by SIGINT or SIGTERM; 1 on any error; 2 on a usage error; 130 (SIGINT) or 143
+was stopped by SIGINT or SIGTERM; 1 on any error; 2 on a usage error (a database's URL given
+as COUCHDB_URL among them); 130 (SIGINT) or 143
 (SIGTERM) when such a signal stopped --once or --dry-run before its pass was over.
 )";
 
@@ -203,6 +205,14 @@ int RunSync(const std::vector<std::string>& args, cli::CommandIo io) {
     return 2;
   }
   cnp::couchdb::CouchClient couch(*std::move(options));
+  // A database's URL given as CouchDB's is a usage error, as cnp derive has it (exit 2): asked
+  // before anything else. (One that does not answer is the pass's to report.)
+  if (absl::Status root = cnp::couchdb::CheckNotADatabaseUrl(
+          couch, "the registry database is named on the command line, after the URL");
+      !root.ok()) {
+    io.err << program << ": " << root.message() << "\n";
+    return 2;
+  }
 
   const bool one_pass = flags->once || flags->dry_run;
   StopSignalHandlers handlers;
