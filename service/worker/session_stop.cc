@@ -63,6 +63,14 @@ int g_unreadable = -1;    // /dev/null opened write-only: a read() of it fails a
 bool g_installed = false;
 std::once_flag g_install_once;
 
+// A line came while the timer was armed to end the wait for it: its SIGTERM would interrupt
+// the command that line is.
+void DisarmCutTimer() {
+  if (!g_have_cut_timer.load()) return;
+  const itimerspec off{};
+  ::timer_settime(g_cut_timer, 0, &off, nullptr);
+}
+
 // Points `input` at `source`'s file. Close-on-exec, as CouchDB's pipe was received: a subprocess
 // a function starts must not inherit it (dup2 would clear the flag).
 bool PointAt(int input, int source) { return ::dup3(source, input, O_CLOEXEC) >= 0; }
@@ -90,9 +98,8 @@ void OnSigterm(int signal) {
   } else if (const int input = g_idle_input.load(); input >= 0) {
     // Waiting for CouchDB: cut now, or, while the request's next line may still come, when it
     // no longer may (the timer's SIGTERM comes back here; a line read meanwhile makes the
-    // session busy, and its next boundary looks again).
-    // A line there already (or CouchDB's end) is read, and the session's next boundary looks
-    // again.
+    // session busy, and its next boundary looks again). A line there already (or CouchDB's
+    // end) is read, and the session's next boundary looks again.
     pollfd waiting{.fd = input, .events = POLLIN, .revents = 0};
     if (::poll(&waiting, 1, 0) <= 0) {
       const int64_t delay = CutDelay(now);
@@ -176,10 +183,7 @@ void SessionStop::BeforeWaiting(bool idle) {
   // CouchDB's pool is sent none.
   if (const int64_t delay = CutDelay(now); delay > 0 && InputWithin(delay)) {
     // Read now; a timer still armed to end this wait would interrupt the command the line is.
-    if (g_have_cut_timer.load()) {
-      const itimerspec off{};
-      ::timer_settime(g_cut_timer, 0, &off, nullptr);
-    }
+    DisarmCutTimer();
     return;
   }
   if (PointAt(input_, g_unreadable)) g_cut.store(true);
@@ -204,10 +208,7 @@ void SessionStop::Busy(bool took_line) {
   // A line came after all: the timer that would have ended the wait for it is not wanted (its
   // SIGTERM would interrupt the command), and a cut that came as the read returned the line
   // is undone: the session's next boundary decides (a review found both ending requests).
-  if (g_have_cut_timer.load()) {
-    const itimerspec off{};
-    ::timer_settime(g_cut_timer, 0, &off, nullptr);
-  }
+  DisarmCutTimer();
   if (g_cut.exchange(false)) PointAt(input_, saved_input_);
 }
 

@@ -18,8 +18,8 @@
 // when a timer's SIGTERM to the session's thread comes back to it at the end of that wait: it
 // puts a descriptor that cannot be read (a write-only /dev/null) in place of CouchDB's input
 // with dup3(), and the read, restarted by the kernel after the handler, fails at once with
-// EBADF. So there is no gap between looking at the
-// flag and blocking in read() in which a stop could be missed. If the read had already returned
+// EBADF. So there is no gap between looking at the flag and blocking in read() in which a stop
+// could be missed. If the read had already returned
 // part of a line just before the handler ran (the boundary is marked before a read, and the
 // handler cannot know the read has returned), the next BeforeWaiting sees a line in progress
 // and puts CouchDB's pipe back (a duplicate kept for that), so the line is read on and answered.
