@@ -34,13 +34,21 @@ rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::Ser
                     std::stop_token stop) { return uploader->Run(request, emit, stop); };
 }
 
+std::vector<UnixListen> UnixListens(const config::ServerConfig& config) {
+  std::vector<UnixListen> listens;
+  for (size_t i = 0; i < config.listen.size(); ++i) {
+    // A unix --listen that does not read as one path was refused with the configuration.
+    if (absl::StatusOr<std::string> path = UnixSocketPath(config.listen[i]); path.ok()) {
+      listens.push_back({.index = static_cast<int>(i), .path = *std::move(path)});
+    }
+  }
+  return listens;
+}
+
 std::vector<std::string> UnixListenPaths(const config::ServerConfig& config) {
   std::vector<std::string> paths;
-  for (const std::string& listen : config.listen) {
-    // A unix --listen that does not read as one path was refused with the configuration.
-    if (absl::StatusOr<std::string> path = UnixSocketPath(listen); path.ok()) {
-      paths.push_back(*path);
-    }
+  for (UnixListen& unix_listen : UnixListens(config)) {
+    paths.push_back(std::move(unix_listen.path));
   }
   return paths;
 }
@@ -72,18 +80,16 @@ absl::Status CheckInheritedSocketsNamed(const config::ServerConfig& config) {
 }
 
 absl::Status PrepareSocketDirectories(const config::ServerConfig& config) {
-  for (size_t i = 0; i < config.listen.size(); ++i) {
-    absl::StatusOr<std::string> path = UnixSocketPath(config.listen[i]);
-    if (!path.ok()) continue;  // TCP (a unix one that does not read was refused already)
-    std::vector<std::string> paths = {*path};
+  for (const UnixListen& unix_listen : UnixListens(config)) {
+    std::vector<std::string> paths = {unix_listen.path};
     // Without direct sessions nothing binds P.direct (a passed one is only taken, and closed).
-    if (config.max_sessions > 0) paths.push_back(session::DirectSocketPath(*path));
+    if (config.max_sessions > 0) paths.push_back(session::DirectSocketPath(unix_listen.path));
     for (const std::string& socket : paths) {
       if (listen::IsInheritedUnixSocket(socket)) continue;  // its directory is the unit's
       if (absl::Status s = listen::PrepareSocketDirectory(socket, {.gid = config.socket_gid});
           !s.ok()) {
         return config.Attributed(
-            "listen", static_cast<int>(i),
+            "listen", unix_listen.index,
             absl::Status(s.code(), absl::StrCat("unix:", socket, ": ", s.message())));
       }
     }

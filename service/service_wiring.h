@@ -23,7 +23,13 @@ rpc::SessionFactory MakeSessionFactory(pool::AsyncTaskRunner& runner,
 // With the upload limits and the --couchdb-allow list of `config` (already validated).
 rpc::UploadHandler MakeUploadHandler(pool::TaskRunner& runner, const config::ServerConfig& config);
 
-// The paths of the unix --listen addresses, and of their direct-session sockets (P.direct).
+// The unix --listen addresses, each with its place in the list (for a setting's position in
+// messages); their paths; and their direct-session sockets' paths (P.direct).
+struct UnixListen {
+  int index = 0;
+  std::string path;
+};
+std::vector<UnixListen> UnixListens(const config::ServerConfig& config);
 std::vector<std::string> UnixListenPaths(const config::ServerConfig& config);
 std::vector<std::string> DirectSessionPaths(const config::ServerConfig& config);
 
