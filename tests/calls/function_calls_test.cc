@@ -505,7 +505,7 @@ TEST_F(FunctionCallsTest, MapEncodedTellsItsAnswerAsItGrowsAndStopsWhenRefused) 
 
   // Within a wave, what was asked for before it ran stays asked for until the wave is in (its
   // replies are all held until then).
-  for (size_t i = runner.size(); i < runner.size() + 4 * runner.size(); ++i) {
+  for (int i = runner.size(); i < 5 * runner.size(); ++i) {
     EXPECT_GE(told[i + 1], told[runner.size()]) << i;
   }
 
