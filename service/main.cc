@@ -108,6 +108,24 @@ void OpenMissingStandardDescriptors() {
   }
 }
 
+// Waits for the stop's signal number, and meanwhile does the housekeeping that may take a few
+// milliseconds or tens of them: the heap trimmed every 10 s, the log file looked at every 5 s
+// (a copy of --log-max-bytes of it when it is past that).
+int WaitForStop(std::future<int>& stopped, cnp::LogFileCap* log_cap) {
+  constexpr absl::Duration kTrimEvery = absl::Seconds(10);
+  constexpr auto kLookEvery = std::chrono::seconds(5);
+  absl::Time next_trim = absl::Now() + kTrimEvery;
+  while (stopped.wait_for(kLookEvery) != std::future_status::ready) {
+    const absl::Time now = absl::Now();
+    if (log_cap != nullptr) log_cap->Check(now);
+    if (now >= next_trim) {
+      ::malloc_trim(0);
+      next_trim = now + kTrimEvery;
+    }
+  }
+  return stopped.get();
+}
+
 int Run(int argc, char** argv) {
   OpenMissingStandardDescriptors();
   // The server holds the bearer token, the TLS key and the CouchDB credentials of Uploads in
@@ -232,22 +250,11 @@ int Run(int argc, char** argv) {
   std::promise<int> stop;
   std::promise<void> cut_drain;
   // Memory freed when connections and sessions end stays with the process until the heap is
-  // trimmed (a big Map call trims when it is sent): trimmed every 10 s, off the hot path.
-  asio::co_spawn(control, cnp::Every(std::chrono::seconds(10), [] {
-                   ::malloc_trim(0);
-                   return true;
-                 }),
-                 asio::detached);
-  if (const int64_t max_bytes = config->log_max_bytes; max_bytes > 0) {
-    // The copy runs on the control loop: at most a few tens of milliseconds, once per
-    // --log-max-bytes of log.
-    auto cap = std::make_shared<cnp::LogFileCap>(STDERR_FILENO, max_bytes);
-    asio::co_spawn(control, cnp::Every(std::chrono::seconds(5), [cap] {
-                     cap->Check(absl::Now());
-                     return true;
-                   }),
-                   asio::detached);
-  }
+  // trimmed (a big Map call trims when it is sent), and the log file is kept to its cap: both
+  // are done by the main thread while it waits for the stop (WaitForStop), off the control
+  // loop, whose every worker exchange would wait behind a trim or a copy of the log.
+  std::optional<cnp::LogFileCap> log_cap;
+  if (config->log_max_bytes > 0) log_cap.emplace(STDERR_FILENO, config->log_max_bytes);
 
   cnp::LogInfo("starting ", config->workers, " workers (", config->worker_binary, " ",
                absl::StrJoin(config->WorkerArgs(), " "), ")");
@@ -344,7 +351,8 @@ int Run(int argc, char** argv) {
     }
     // Adapters waiting to start a server find this one listening once they get the lock.
     if (config->launch_lock_fd >= 0) ::close(config->launch_lock_fd);
-    int sig = stop.get_future().get();
+    std::future<int> stopped = stop.get_future();
+    const int sig = WaitForStop(stopped, log_cap ? &*log_cap : nullptr);
     systemd.Notify("STOPPING=1");
     if (config->drain_delay > absl::ZeroDuration()) {
       // Health first: balancers stop sending new calls while the ones they sent are served.
