@@ -31,13 +31,16 @@ constexpr char kClientLimit[] = "cnp.client/own-limit";
 
 // Whether a process on the unix socket at `path` accepts a connection and closes it at once
 // (within 200 ms, before any byte), as cnp-server does with a peer it does not allow; a slow
-// server, or one that speaks, is not that.
+// server, or one that speaks, is not that. Never blocks longer: the connect does not wait for
+// room in a full backlog (a stopped or swamped server's), which took the caller's
+// connect_timeout and then for ever (a review).
 bool ClosesConnectionsAtOnce(const std::string& path) {
   sockaddr_un address{};
   if (path.size() >= sizeof(address.sun_path)) return false;
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.data(), path.size());
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // (A unix socket's non-blocking connect is queued at once or fails EAGAIN: never pending.)
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return false;
   bool closed = false;
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
@@ -349,7 +352,15 @@ absl::StatusOr<v1::ReduceResponse> Client::Reduce(const std::vector<std::string>
   for (const std::string& f : functions) request.add_functions(f);
   request.set_kvs(kvs);
   request.set_rereduce(rereduce);
-  return Call(&v1::Functions::Stub::Reduce, request, timeout);
+  absl::StatusOr<v1::ReduceResponse> response =
+      Call(&v1::Functions::Stub::Reduce, request, timeout);
+  // As for Map: callers pair results(i) with functions[i].
+  if (response.ok() && static_cast<size_t>(response->results_size()) != functions.size()) {
+    return absl::InternalError(absl::StrCat("cnp-server answered a Reduce of ", functions.size(),
+                                            " functions with ", response->results_size(),
+                                            " results"));
+  }
+  return response;
 }
 
 absl::StatusOr<v1::ValidateResponse> Client::Validate(

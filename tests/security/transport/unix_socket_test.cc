@@ -12,11 +12,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/lib/cnp_client.h"
@@ -308,6 +311,37 @@ TEST(UnixSocketTest, AStoppedServerRemovesOnlyItsOwnSocket) {
   ::kill(server->pid(), SIGTERM);
   EXPECT_EQ(server->ExitCode(), 0) << server->Log();
   EXPECT_NE(::access(socket.c_str(), F_OK), 0);
+}
+
+
+TEST(UnixSocketTest, ConnectGivesUpOnAServerWhoseBacklogIsFull) {
+  // A stopped or swamped server accepts nothing: once its backlog is full, a blocking
+  // connect() waits until it accepts. The client library's look at why the connection failed
+  // made one, and Connect hung for ever past its connect_timeout (a review).
+  const std::string dir = ShortTempDir();
+  const std::string path = dir + "/cnp.sock";
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  std::vector<int> queued;
+  for (bool full = false; !full && queued.size() < 64;) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    full = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0;
+    ASSERT_TRUE(!full || errno == EAGAIN) << std::strerror(errno);
+    queued.push_back(fd);
+  }
+  ASSERT_LT(queued.size(), 64u) << "the backlog never filled";
+
+  absl::StatusOr<std::unique_ptr<client::Client>> client =
+      client::Client::Connect("unix:" + path, absl::Milliseconds(300));
+  EXPECT_TRUE(absl::IsUnavailable(client.status())) << client.status();
+  for (const int fd : queued) ::close(fd);
+  ::close(listener);
 }
 
 }  // namespace
