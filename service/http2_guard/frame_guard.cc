@@ -112,8 +112,12 @@ void FrameGuard::ClientFrame(const unsigned char* header, absl::Time now) {
     } else if (!settings_.Take(now)) {
       broken_ = "sent SETTINGS frames faster than any client needs";
     }
-  } else if (type == kPing && (flags & kAck) == 0 && !pings_.Take(now)) {
-    broken_ = "sent PING frames faster than any client needs";
+  } else if (type == kPing && (flags & kAck) == 0) {
+    if (pings_.Take(now)) {
+      ++unanswered_pings_;
+    } else {
+      broken_ = "sent PING frames faster than any client needs";
+    }
   } else if (type == kRstStream) {
     awaiting_.erase(stream);
     if (!resets_.Take(now)) broken_ = "reset streams faster than any client needs (rapid reset)";
@@ -122,10 +126,13 @@ void FrameGuard::ClientFrame(const unsigned char* header, absl::Time now) {
 
 // The server's headers on a call (its answer begins, or a status ends it) or its reset: cnp has
 // the call, or gRPC is done with it. (A stream call, which cnp has from its headers on, awaits
-// until its first answer; cnp's clients open one or two at a time on a connection.)
+// until its first answer; cnp's clients open one or two at a time on a connection.) Its PING
+// acknowledgement answers one of the client's PINGs (its own PINGs' acknowledgements come from
+// the client, and are not counted).
 void FrameGuard::ServerFrame(const unsigned char* header) {
   const unsigned char type = header[3];
   if (type == kHeaders || type == kRstStream) awaiting_.erase(StreamOf(header));
+  if (type == kPing && (header[4] & kAck) != 0 && unanswered_pings_ > 0) --unanswered_pings_;
 }
 
 }  // namespace cnp::http2_guard

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,14 +24,23 @@
 namespace cnp::http2_guard {
 namespace {
 
+// What a connection holds of gRPC's memory before cnp sees a call, counted over all
+// connections: calls awaiting their requests, and PINGs not answered yet.
+enum Held { kAwaitingCalls, kUnansweredPings, kHeldKinds };
+
+// How much of `kind` the guard has its connection hold now.
+int HeldBy(const FrameGuard& guard, Held kind) {
+  return kind == kAwaitingCalls ? guard.awaiting() : guard.unanswered_pings();
+}
+
 struct Guarded {
   ino_t socket = 0;  // the socket's inode: a descriptor number is reused once closed
   absl::Mutex mu;
   FrameGuard guard ABSL_GUARDED_BY(mu);
   Closing closing ABSL_GUARDED_BY(mu);
-  // What this connection adds to the registry's count of awaiting calls, and whether it has
-  // left the registry (its calls counted no more).
-  int counted ABSL_GUARDED_BY(mu) = 0;
+  // What this connection adds to the registry's counts, and whether it has left the registry
+  // (counted no more).
+  int counted[kHeldKinds] ABSL_GUARDED_BY(mu) = {};
   bool gone ABSL_GUARDED_BY(mu) = false;
 };
 
@@ -108,27 +118,33 @@ class Registry {
     return static_cast<int>(::syscall(SYS_close, fd));
   }
 
-  // The connection's awaiting calls counted as its guard has them now; whether the count of
-  // all connections has passed the limit with them.
-  bool Count(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
-    if (guarded.gone) return false;
-    const int now = guarded.guard.awaiting();
-    const int64_t total = awaiting_.fetch_add(now - guarded.counted) + (now - guarded.counted);
-    const bool grew = now > guarded.counted;
-    guarded.counted = now;
-    return grew && total > awaiting_limit_.load(std::memory_order_relaxed);
+  // The connection's holdings counted as its guard has them now; which count of all
+  // connections has passed its limit with them, if one has.
+  std::optional<Held> Count(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
+    if (guarded.gone) return std::nullopt;
+    std::optional<Held> passed;
+    for (const Held kind : {kAwaitingCalls, kUnansweredPings}) {
+      const int now = HeldBy(guarded.guard, kind);
+      const int change = now - guarded.counted[kind];
+      const int64_t total = totals_[kind].fetch_add(change) + change;
+      guarded.counted[kind] = now;
+      if (change > 0 && total > limits_[kind].load(std::memory_order_relaxed) && !passed) {
+        passed = kind;
+      }
+    }
+    return passed;
   }
 
-  void set_awaiting_limit(int64_t limit) { awaiting_limit_.store(limit); }
+  void set_limit(Held kind, int64_t limit) { limits_[kind].store(limit); }
 
-  // Past the limit: connections closed since are dropped, and if the count is still past it,
-  // the connection holding the most awaiting calls is closed (`current`, the one that just
-  // opened one, if none holds more), when it holds two or more. One such call is what any
-  // connection may hold (a stream call before its first answer, a large request being sent),
-  // and costs about what the connection does, which the number of connections bounds: never
-  // a reason to close it, or an attacker's thin connections would have every newcomer's
-  // closed. Whether the one closed was `current`.
-  bool Rebalance(int current_fd, const std::shared_ptr<Guarded>& current)
+  // Past a limit: connections closed since are dropped, and if the count is still past it,
+  // the connection holding the most of `kind` is closed (`current`, the one whose read added
+  // to it, if none holds more), when it holds two or more. One awaiting call or unanswered
+  // PING is what any connection may hold (a stream call before its first answer, a large
+  // request being sent, a keepalive PING), and costs about what the connection does, which
+  // the number of connections bounds: never a reason to close it, or an attacker's thin
+  // connections would have every newcomer's closed. Whether the one closed was `current`.
+  bool Rebalance(int current_fd, const std::shared_ptr<Guarded>& current, Held kind)
       ABSL_LOCKS_EXCLUDED(mu_) {
     std::vector<std::pair<int, std::shared_ptr<Guarded>>> all;
     {
@@ -140,7 +156,7 @@ class Registry {
     int most = 0;
     {
       absl::MutexLock lock(&current->mu);
-      most = current->counted;
+      most = current->counted[kind];
     }
     for (auto& [fd, guarded] : all) {
       if (SocketInode(fd) != guarded->socket) {
@@ -148,19 +164,23 @@ class Registry {
         continue;
       }
       absl::MutexLock lock(&guarded->mu);
-      if (guarded->counted > most) {
-        most = guarded->counted;
+      if (guarded->counted[kind] > most) {
+        most = guarded->counted[kind];
         victim_fd = fd;
         victim = guarded;
       }
     }
-    const int64_t total = awaiting_.load();
-    const int64_t limit = awaiting_limit_.load(std::memory_order_relaxed);
+    const int64_t total = totals_[kind].load();
+    const int64_t limit = limits_[kind].load(std::memory_order_relaxed);
     if (total <= limit || most < 2) return false;
-    const std::string why = absl::StrCat(
-        "held ", most, " calls open without sending their requests, the most of any "
-        "connection, while the server's connections held ", total, " (at most ", limit,
-        ", from --max-grpc-memory)");
+    const std::string why =
+        kind == kAwaitingCalls
+            ? absl::StrCat("held ", most, " calls open without sending their requests, the "
+                           "most of any connection, while the server's connections held ",
+                           total, " (at most ", limit, ", from --max-grpc-memory)")
+            : absl::StrCat("had ", most, " PINGs not yet answered, the most of any "
+                           "connection, while the server's connections had ", total,
+                           " (at most ", limit, ", from --max-grpc-memory)");
     Closing closing;
     {
       absl::MutexLock lock(&victim->mu);
@@ -179,8 +199,10 @@ class Registry {
 
   void Uncount(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
     if (guarded.gone) return;
-    awaiting_.fetch_sub(guarded.counted);
-    guarded.counted = 0;
+    for (const Held kind : {kAwaitingCalls, kUnansweredPings}) {
+      totals_[kind].fetch_sub(guarded.counted[kind]);
+      guarded.counted[kind] = 0;
+    }
     guarded.gone = true;
   }
 
@@ -188,9 +210,9 @@ class Registry {
   absl::Mutex mu_;
   absl::flat_hash_map<int, std::shared_ptr<Guarded>> by_fd_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> count_{0};
-  // Calls awaiting their requests on every guarded connection, and how many may.
-  std::atomic<int64_t> awaiting_{0};
-  std::atomic<int64_t> awaiting_limit_{kDefaultAwaitingLimit};
+  // What every guarded connection holds together, of each kind, and how much may be held.
+  std::atomic<int64_t> totals_[kHeldKinds] = {};
+  std::atomic<int64_t> limits_[kHeldKinds] = {kDefaultAwaitingLimit, kDefaultUnansweredPingLimit};
 };
 
 Registry& TheRegistry() {
@@ -206,7 +228,11 @@ ssize_t KernelRecvmsg(int fd, msghdr* message, int flags) {
 
 void GuardConnection(int fd, Closing closing) { TheRegistry().Add(fd, std::move(closing)); }
 
-void SetAwaitingCallLimit(int64_t limit) { TheRegistry().set_awaiting_limit(limit); }
+void SetAwaitingCallLimit(int64_t limit) { TheRegistry().set_limit(kAwaitingCalls, limit); }
+
+void SetUnansweredPingLimit(int64_t limit) {
+  TheRegistry().set_limit(kUnansweredPings, limit);
+}
 
 }  // namespace cnp::http2_guard
 
@@ -234,7 +260,7 @@ extern "C" ssize_t sendmsg(int fd, const msghdr* message, int flags) {
           absl::string_view(static_cast<const char*>(message->msg_iov[i].iov_base), n));
       left -= n;
     }
-    // The server's frames only end calls: never past the limit.
+    // The server's frames only end calls and answer PINGs: never past a limit.
     cnp::http2_guard::TheRegistry().Count(*guarded);
   }
   errno = saved_errno;
@@ -249,7 +275,7 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
   std::shared_ptr<Guarded> guarded = registry.Find(fd);
   if (guarded == nullptr) return got;
   std::string broken;
-  bool past_limit = false;
+  std::optional<cnp::http2_guard::Held> past_limit;
   cnp::http2_guard::Closing closing;
   {
     absl::MutexLock lock(&guarded->mu);
@@ -273,8 +299,8 @@ extern "C" ssize_t recvmsg(int fd, msghdr* message, int flags) {
     }
   }
   if (past_limit) {
-    // This connection is closed, or the one that holds the most calls awaiting.
-    if (!registry.Rebalance(fd, guarded)) return got;
+    // This connection is closed, or the one that holds the most of what passed its limit.
+    if (!registry.Rebalance(fd, guarded, *past_limit)) return got;
   } else if (broken.empty()) {
     return got;
   }

@@ -511,8 +511,12 @@ absl::Status RpcServer::Start() {
   // Nor does it count calls opened and never sent their requests, which cnp never sees: the
   // guard holds them to one per 64 KiB of the budget (4,100 with the defaults; each costs
   // gRPC 12-18 KB), at least 1,024.
+  // PINGs not yet answered are held to one per 16 KiB (16,400 with the defaults; 2 to 4 KB
+  // each), at least 4,096.
   http2_guard::SetAwaitingCallLimit(
       std::max<int64_t>(1024, options_.max_grpc_memory_bytes / (int64_t{64} << 10)));
+  http2_guard::SetUnansweredPingLimit(
+      std::max<int64_t>(4096, options_.max_grpc_memory_bytes / (int64_t{16} << 10)));
   grpc::ResourceQuota quota("cnp-server");
   quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));
   quota.SetMaxThreads(kMaxReflectionThreads);

@@ -179,6 +179,36 @@ class Http2GuardTest(unittest.TestCase):
         self.assertLess(grown, 256 * MIB)
         self.assert_serves()
 
+    def test_unanswered_pings_on_many_connections_are_held_to_a_limit(self):
+        # A red-team probe: 1,000 connections, each sending 990 PINGs at once (under each
+        # connection's burst of 1,000), took the server to 2.4 GB and an authorized call meanwhile
+        # timed out; nothing bounded the PINGs of all connections together. Here 300 such
+        # connections, 297,000 PINGs, against the limit of 16,384 (the default
+        # --max-grpc-memory / 16 KiB) of PINGs not yet answered.
+        connections = 300
+        before = self.server.peak()
+        socks = self.open_awaiting(connections, 0, 4)
+        try:
+            burst = b"".join(frame(6, 0, 0, i.to_bytes(8, "big")) for i in range(990))
+            for sock in socks:
+                sock.setblocking(False)
+                try:
+                    sock.send(burst)
+                except OSError:
+                    pass  # closed already, for the PINGs of those before it
+            # Calls are served meanwhile.
+            self.assert_serves()
+            cnp_testing.wait_for_log(self.server, "PINGs not yet answered, the most of any "
+                                                  "connection")
+        finally:
+            for sock in socks:
+                sock.close()
+        grown = self.server.peak() - before
+        print(f"{connections} connections of 990 PINGs: server peak grew {grown >> 20} MiB",
+              file=sys.stderr)
+        self.assertLess(grown, 512 * MIB)
+        self.assert_serves()
+
     def test_calls_that_never_send_their_requests_are_held_to_a_limit(self):
         # A probe opened 100 calls on each of 2,048 connections (from two addresses), each call
         # its headers alone, after acknowledging the server's SETTINGS as clients do: gRPC
@@ -220,8 +250,8 @@ class Http2GuardTest(unittest.TestCase):
 
     def open_awaiting(self, connections, calls, network):
         """`connections` new connections (from addresses of 127.`network`.x.y), each with
-        `calls` calls opened and never sent their requests, after the SETTINGS are
-        acknowledged as clients do."""
+        `calls` calls opened and never sent their requests (none: connections ready for
+        calls), after the SETTINGS are acknowledged as clients do."""
         socks = []
         for i in range(connections):
             sock = self.server.connect(source=f"127.{network}.{i // 250}.{i % 250 + 1}")
