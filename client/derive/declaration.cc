@@ -15,6 +15,7 @@
 #include "common/closest_name.h"
 #include "common/couchdb/database_name.h"
 #include "common/file_text.h"
+#include "common/yaml_strict_syntax.h"
 #include "yaml-cpp/depthguard.h"
 #include "yaml-cpp/yaml.h"
 
@@ -206,6 +207,8 @@ absl::StatusOr<Stage> ParseStage(absl::string_view file, const std::string& targ
 absl::StatusOr<Declaration> ParseDeclaration(absl::string_view yaml, absl::string_view file) {
   YAML::Node root;
   try {
+    // An unclosed quote took the handlers after it into its text, silently.
+    CheckStrictYamlSyntax(std::string(yaml));
     // Every document of the stream: one after a `---` was dropped without a word, and its
     // handlers never ran. Empty ones (a lone `---`) hold nothing to drop.
     std::vector<YAML::Node> documents;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_line_flags.h"
+#include "common/yaml_strict_syntax.h"
 #include "common/yaml_syntax_note.h"
 #include "common/trusted_file.h"
 #include "service/config/server_settings.h"
@@ -273,6 +274,8 @@ absl::Status ApplyConfigFile(const std::string& path, Sources& sources) {
   absl::StatusOr<std::string> text = ReadConfigFile(path);
   if (!text.ok()) return text.status();
   try {
+    // An unclosed quote took the settings after it into its text, silently.
+    CheckStrictYamlSyntax(*text);
     // YAML::Load reads the first document alone: the settings after a `---` were silently
     // left at their defaults.
     const std::vector<YAML::Node> documents = YAML::LoadAll(*text);

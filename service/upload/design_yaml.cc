@@ -27,6 +27,7 @@
 #include "common/couchdb/json.h"
 #include "common/couchdb/target_databases.h"
 #include "common/printable_text.h"
+#include "common/yaml_strict_syntax.h"
 #include "common/yaml_syntax_note.h"
 #include "common/utf8_text.h"
 #include "service/upload/yaml11_reading.h"
@@ -294,6 +295,9 @@ class Parser {
         }
         return {};
       }
+      // An unclosed quote took the design documents after it into its text, silently. (After
+      // the count, which bounds the events this reads.)
+      CheckStrictYamlSyntax(file_.text());
       // Every document of the stream, not the first only: one after a `---` was dropped
       // without a word (cnp-upload's PyYAML refused such a file). Empty ones (a lone `---`)
       // hold nothing to drop.
@@ -618,6 +622,11 @@ class Parser {
         if (ScalarString(node, "language")) {
           if (couchdb::IsCouchDbOwnLanguage(node.Scalar())) {
             problems_.Error(At(node.Mark()), NotOurLanguage(node.Scalar()));
+          } else if (!couchdb::CanNameAQueryServer(node.Scalar())) {
+            problems_.Error(At(node.Mark()),
+                            absl::StrCat("language \"", Printable(node.Scalar()),
+                                         "\" names no query server: it is the one word CouchDB "
+                                         "knows cnp's query server by, e.g. python"));
           }
           body.AddMember("language", String(node.Scalar(), alloc), alloc);
           has_language = true;

@@ -74,6 +74,14 @@ TEST(ConfigFileTest, AKeyIndentedUnderAValueIsExplained) {
                     "its siblings are, or quote a value that holds \": \")");
 }
 
+// yaml-cpp read an unclosed quote to the end of the file: the settings after it were left at
+// their defaults, the --allow-module list among them, without a word.
+TEST(ConfigFileTest, AQuoteNeverClosedIsRefused) {
+  ExpectFileRefused(ShortTempDir(),
+                    "python-path: \"/srv/views\nallow-module:\n  - myviews\n",
+                    "this quoted string is never closed");
+}
+
 // 1. --config FILE (a space, not '=') was ignored: the server started with the defaults and no
 // --allow-module limit.
 TEST(ConfigFileTest, ConfigWithASpaceIsRead) {

@@ -56,6 +56,12 @@ void ExpectProblem(const std::string& yaml, const std::string& text) {
   EXPECT_THAT(d.status().message(), HasSubstr("d.yml")) << yaml;
 }
 
+// An unclosed quote took the handlers after it into its text (yaml-cpp reads it so).
+TEST(DeclarationTest, AQuoteNeverClosedIsAProblem) {
+  ExpectProblem("name: \"n\nhandlers: {t: {s: {type: map, version: 1, handler: m.f}}}\n",
+                "d.yml:1: this quoted string is never closed");
+}
+
 TEST(DeclarationTest, ProblemsAreNamed) {
   ExpectProblem("handlers: {t: {s: {type: map, version: 1, handler: m.f}}}", "needs 'name'");
   ExpectProblem("name: n\nhandlers: {t: {s: {type: mop, version: 1, handler: m.f}}}",
