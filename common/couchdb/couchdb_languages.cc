@@ -12,6 +12,15 @@ bool IsCouchDbOwnLanguage(absl::string_view language) {
          absl::EqualsIgnoreCase(language, "erlang") || absl::EqualsIgnoreCase(language, "query");
 }
 
+bool CanNameAQueryServer(absl::string_view language) {
+  if (language.empty()) return false;
+  for (const char c : language) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte == 0x7f) return false;
+  }
+  return true;
+}
+
 std::string CouchDbOwnLanguageReason(absl::string_view language) {
   if (language.empty() || absl::EqualsIgnoreCase(language, "javascript")) {
     return "CouchDB's own JavaScript (couchjs, also what no language means): it would compile "

@@ -17,6 +17,12 @@ namespace cnp::couchdb {
 // (COUCHDB_QUERY_SERVER_<NAME>), so it is not ours to refuse.
 bool IsCouchDbOwnLanguage(absl::string_view language);
 
+// Whether `language` can name a query server at all: CouchDB finds one by the name given in
+// COUCHDB_QUERY_SERVER_<NAME> or in its [query_servers] section, one word. A language with a
+// space, a line break or another control character names none (an unclosed quote in the YAML
+// made one of four lines), and its design document's functions would never run.
+bool CanNameAQueryServer(absl::string_view language);
+
 // What CouchDB does with `language` (one for which IsCouchDbOwnLanguage holds), to follow
 // "language \"X\" is ": e.g. "CouchDB's own JavaScript: it would run the functions' names as
 // JavaScript code".

@@ -19,12 +19,13 @@
 #include "common/couchdb/couchdb_languages.h"
 #include "common/couchdb/database_name.h"
 #include "common/couchdb/design_diff.h"
-#include "service/upload/design_yaml.h"
 #include "common/couchdb/json.h"
-#include "service/upload/problem_list.h"
 #include "common/couchdb/registry_entry.h"
-#include "service/upload/staged_index.h"
 #include "common/couchdb/target_databases.h"
+#include "common/printable_text.h"
+#include "service/upload/design_yaml.h"
+#include "service/upload/problem_list.h"
+#include "service/upload/staged_index.h"
 #include "service/upload/version_resolver.h"
 
 namespace cnp::upload {
@@ -100,6 +101,12 @@ class UploadRun {
           couchdb::CouchDbOwnLanguageReason(request_.language()),
           "; give the name CouchDB knows cnp's query server by: \"python\" "
           "(COUCHDB_QUERY_SERVER_PYTHON, the default) or the operator's own")));
+    }
+    if (!request_.language().empty() && !couchdb::CanNameAQueryServer(request_.language())) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "language \"", Printable(request_.language()),
+          "\" (cnp's --view-server) names no query server: it is the one word CouchDB knows "
+          "cnp's query server by, e.g. python")));
     }
     std::optional<couchdb::CouchUrl> url;
     if (!request_.check_only()) {

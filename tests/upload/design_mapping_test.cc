@@ -493,6 +493,26 @@ TEST_F(DesignMappingTest, CouchDbsOwnLanguagesAreRefused) {
   EXPECT_THAT(yaml.outcomes(), IsEmpty()) << yaml.Dump();
 }
 
+// A language that no query server can be named (a space, a line break: what an unclosed
+// quote made of it) is refused, as the request's language and at its YAML line.
+TEST_F(DesignMappingTest, ALanguageThatNamesNoQueryServerIsRefused) {
+  runner_.Define("m.map", 1);
+  UploadResult request = Check({File("a.yml", "d:\n  views:\n    v: m.map\n")}, "py thon");
+  EXPECT_TRUE(absl::IsInvalidArgument(request.status)) << request.Dump();
+  EXPECT_THAT(request.status.message(),
+              HasSubstr("language \"py thon\" (cnp's --view-server) names no query server"));
+  UploadResult yaml = Check({File("b.yml",
+                                  "d:\n"
+                                  "  views:\n"
+                                  "    v: m.map\n"
+                                  "  language: \"python\\nviews\"\n")});
+  EXPECT_FALSE(yaml.status.ok()) << yaml.Dump();
+  ASSERT_THAT(yaml.errors(), SizeIs(1)) << yaml.Dump();
+  EXPECT_EQ(yaml.errors()[0].location().line(), 4);
+  EXPECT_THAT(yaml.errors()[0].message(), HasSubstr("names no query server"));
+  EXPECT_THAT(yaml.outcomes(), IsEmpty()) << yaml.Dump();
+}
+
 TEST_F(DesignMappingTest, RewriteRulesAreKeptAsJson) {
   UploadResult result = Check({File("a.yml",
                                     "d:\n"
@@ -579,6 +599,32 @@ TEST_F(DesignMappingTest, ATabInTheIndentationIsNamed) {
               AllOf(HasSubstr("not valid YAML: "),
                     HasSubstr("(line 3 indents with a tab: YAML indents with spaces only)")))
       << result.Dump();
+}
+
+// Found by a data-safety probe: yaml-cpp read a string whose closing quote was missing to the
+// end of the file, and the upload wrote the first design document with that text as its
+// language and never the second, exit status 0. A mapping's last line without its ':' was a
+// field of null.
+TEST_F(DesignMappingTest, AQuoteNeverClosedOrALineWithoutItsColonIsRefusedAtItsPlace) {
+  runner_.Define("good.map", 1);
+  UploadResult quote = Check({File("quote.yml",
+                                   "first:\n"
+                                   "  language: \"python\n"
+                                   "  views: {v: good.map}\n"
+                                   "second:\n"
+                                   "  views: {w: good.map}\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(quote.status)) << quote.status;
+  ASSERT_EQ(quote.errors().size(), 1u) << quote.Dump();
+  EXPECT_EQ(quote.errors()[0].location().line(), 2) << quote.Dump();
+  EXPECT_EQ(quote.errors()[0].location().column(), 13) << quote.Dump();
+  EXPECT_THAT(quote.errors()[0].message(),
+              HasSubstr("not valid YAML: this quoted string is never closed"));
+
+  UploadResult colon = Check({File("colon.yml", "d:\n  views: {v: good.map}\n  stray line\n")});
+  EXPECT_TRUE(absl::IsInvalidArgument(colon.status)) << colon.status;
+  ASSERT_EQ(colon.errors().size(), 1u) << colon.Dump();
+  EXPECT_EQ(colon.errors()[0].location().line(), 3) << colon.Dump();
+  EXPECT_THAT(colon.errors()[0].message(), HasSubstr("could not find the ':' after \"stray line\""));
 }
 
 // YAML that ends too soon (a flow mapping never closed) is placed at the end of its last line,
