@@ -428,7 +428,10 @@ TEST_F(ScriptedCouchTest, AStagedDeployKeepsReportingWhileTheViewQueryWaitsForTh
   const absl::Status status = uploader.Run(request, [&](const v1::UploadEvent& event) {
     if (!event.has_progress()) return true;
     phases.push_back(event.progress().phase());
-    if (phases.back() == "building") heartbeat_seen.Notify();
+    // Every heartbeat sends one (1 ms apart here): the first is told, once.
+    if (phases.back() == "building" && !heartbeat_seen.HasBeenNotified()) {
+      heartbeat_seen.Notify();
+    }
     return true;
   });
   ASSERT_TRUE(status.ok()) << status;
