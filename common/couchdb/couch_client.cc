@@ -253,6 +253,15 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
                  CURL_BLOB_COPY};
     curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca);
   }
+  if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
+    // libcurl sends a request again, on a new connection, when a connection it reused breaks
+    // before any answer (an idle one CouchDB closed). For a write that may have been applied
+    // all the same (the server applied it, then went away): the second write conflicted with
+    // the first, and cnp upload reported its own update as someone else's edit (a data-safety
+    // probe). A write goes on a new connection, which libcurl never sends again: its lost
+    // answer is an error saying it may have been applied (kWriteWithoutAnswer).
+    curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L);
+  }
   if (body != nullptr) {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));

@@ -15,6 +15,7 @@ namespace {
 using ::cnp::testing::HttpRequest;
 using ::cnp::testing::ScriptedHttpServer;
 using ::cnp::testing::ScriptedResponse;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -106,6 +107,26 @@ TEST(HttpErrorTest, ARedirectSaysItIsNotFollowedAndABrokenAnswerNamesItsRequest)
   EXPECT_THAT(broken.status().message(),
               HasSubstr(absl::StrCat("cannot reach CouchDB at ", couch.url(),
                                      " (PUT /db/_design/towns): ")));
+}
+
+// Found by a data-safety probe: a write whose connection was reused and broke before any
+// answer was sent again by libcurl on a new connection; the write had been applied, so the
+// second one conflicted, and cnp upload reported its own update as someone else's edit. A
+// write is sent once; its lost answer is an error that says it may have been applied.
+TEST(HttpErrorTest, AWriteWhoseAnswerIsLostIsNotSentAgain) {
+  ScriptedHttpServer couch([](const HttpRequest& r) -> ScriptedResponse {
+    if (r.method == "GET") return {200, "{}"};
+    ScriptedResponse gone;
+    gone.hang_up = true;
+    return gone;
+  });
+  CouchClient http({.base_url = couch.url()});
+  ASSERT_TRUE(http.Get("/db").ok());  // a connection kept for the next request
+  absl::StatusOr<HttpResponse> put = http.Put("/db/_design/towns", "{}");
+  EXPECT_FALSE(put.ok());
+  EXPECT_THAT(couch.requests(), ElementsAre("GET /db", "PUT /db/_design/towns"));
+  // Reads are still retried as libcurl does on a connection found closed: nothing is lost.
+  ASSERT_TRUE(http.Get("/db").ok());
 }
 
 }  // namespace
