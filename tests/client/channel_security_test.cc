@@ -4,10 +4,14 @@
 // refusal comes before any connection.
 #include "client/lib/channel_security.h"
 
+#include <stdio.h>
+#include <sys/stat.h>
+
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/lib/token_file.h"
 #include "gtest/gtest.h"
 #include "tests/support/files.h"
 
@@ -33,6 +37,22 @@ TEST(ChannelSecurity, ATokenIsRefusedInPlaintextOffThisHost) {
     EXPECT_TRUE(absl::StrContains(loaded.status().message(), target)) << loaded.status();
     EXPECT_FALSE(absl::StrContains(loaded.status().message(), "s3cret")) << loaded.status();
   }
+}
+
+// A token rotated as `mv token.new token` (a 0644 file) and then `chmod 600 token`: the move
+// is read and refused (the file is unsafe), and the chmod changes nothing the file was told
+// apart by but its ctime, so the new token was never read and the client kept the old one for
+// good (a review).
+TEST(ChannelSecurity, ATokenFileMadeSafeAfterItsRotationIsReadThen) {
+  const std::string path = TokenFile();
+  absl::StatusOr<std::unique_ptr<client::TokenFile>> token = client::TokenFile::Open(path);
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ((*token)->Authorization(), "Bearer s3cret-token");
+  WriteFile(path + ".new", "rotated-token-0123456789\n", 0644);
+  ASSERT_EQ(::rename((path + ".new").c_str(), path.c_str()), 0);
+  EXPECT_EQ((*token)->Authorization(), "Bearer s3cret-token");  // not read from an unsafe file
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ((*token)->Authorization(), "Bearer rotated-token-0123456789");
 }
 
 // Plaintext beyond loopback was the default (adapter review finding): every document, and a
