@@ -402,13 +402,16 @@ class UploadRun {
     std::map<std::pair<std::string, std::string>, const DesignDocSpec*> first;
     for (const DesignDocSpec& spec : specs_) {
       if (!request_.allow_system_databases()) CheckNotSystemTargets(spec, problems);
-      if (request_.staged() && absl::EndsWith(spec.name, StagingName(""))) {
-        // Its own staged build would write its staging document over another's, and the
-        // other's build would delete it at the end.
+      if (absl::EndsWith(spec.name, StagingName(""))) {
+        // A staged upload of NAME takes NAME__staging for its own: it writes its staging
+        // document over it and deletes it at the end (a data-safety probe lost a design
+        // document a plain upload had written so), and such a document's own staged build
+        // would do the same to another's.
         problems.Error(spec.location,
-                       absl::StrCat("design document \"", spec.name,
-                                    "\": with --staged, names ending in \"", StagingName(""),
-                                    "\" are the staging documents' own; rename it"));
+                       absl::StrCat("design document \"", spec.name, "\": names ending in \"",
+                                    StagingName(""), "\" are cnp upload --staged's own (it "
+                                    "builds NAME's index under NAME", StagingName(""),
+                                    " and deletes that document after); rename it"));
       }
       std::vector<std::string> keys;
       // Its classifications are all undefined, which is reported already.

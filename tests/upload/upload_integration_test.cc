@@ -619,9 +619,20 @@ TEST_F(UploadIntegrationTest, ADesignDocumentOfItsOwnUnderAStagingNameIsLeftAlon
   EXPECT_TRUE(absl::IsInvalidArgument(refused.status)) << refused.Dump();
   ASSERT_THAT(refused.errors(), SizeIs(1)) << refused.Dump();
   EXPECT_EQ(refused.errors()[0].location().line(), 6);
-  EXPECT_EQ(refused.errors()[0].message(),
-            "design document \"location__staging\": with --staged, names ending in "
-            "\"__staging\" are the staging documents' own; rename it");
+  const std::string kReserved =
+      "design document \"location__staging\": names ending in \"__staging\" are cnp upload "
+      "--staged's own (it builds NAME's index under NAME__staging and deletes that document "
+      "after); rename it";
+  EXPECT_EQ(refused.errors()[0].message(), kReserved);
+  // Nor does a plain upload write one: a staged upload of location would take it for its own
+  // staging document, write over it and delete it (a data-safety probe).
+  both.set_staged(false);
+  UploadResult plain = Upload(both);
+  EXPECT_TRUE(absl::IsInvalidArgument(plain.status)) << plain.Dump();
+  ASSERT_THAT(plain.errors(), SizeIs(1)) << plain.Dump();
+  EXPECT_EQ(plain.errors()[0].message(), kReserved);
+  EXPECT_EQ(String(Stored("staged-own", "location__staging"), "/validate_doc_update"),
+            "myviews.validate|21");
 }
 
 TEST_F(UploadIntegrationTest, StopsWhenTheClientGoesAway) {
