@@ -39,12 +39,12 @@ Connected ConnectBy(int fd, const sockaddr_un& address, absl::Time deadline) {
   }
 }
 
-}  // namespace
+// What the hello offers: CouchDB's pipes, or nothing (a question about the settings).
+enum class Offering { kPipes, kSettingsOnly };
 
-absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
-                                               const std::string& settings,
-                                               int64_t max_line_bytes, const SocketTrust& trust,
-                                               absl::Time deadline) {
+absl::StatusOr<DirectOffer> Offer(const std::string& socket_path, const std::string& settings,
+                                  int64_t max_line_bytes, const SocketTrust& trust,
+                                  absl::Time deadline, Offering offering) {
   DirectOffer offer;
   sockaddr_un address{};
   if (socket_path.size() >= sizeof(address.sun_path)) return offer;  // kNoSocket
@@ -90,7 +90,9 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   hello.set_max_line_bytes(max_line_bytes);
   hello.set_answer_within_ms(
       std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now())));
-  const std::vector<int> pipes = {kStdin, kStdout};
+  hello.set_settings_only(offering == Offering::kSettingsOnly);
+  const std::vector<int> pipes =
+      offering == Offering::kPipes ? std::vector<int>{kStdin, kStdout} : std::vector<int>{};
   std::string frame;
   const absl::Status sent =
       WriteFrameWithDescriptors(fd, hello.SerializeAsString(), pipes, deadline);
@@ -114,6 +116,10 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
   offer.server_settings = answer.settings();
   switch (answer.outcome()) {
     case Answer::ACCEPTED:
+      if (offering == Offering::kSettingsOnly) {  // (no pipes went: nothing to serve)
+        offer.outcome = DirectOffer::Outcome::kSettingsAgree;
+        break;
+      }
       offer.outcome = DirectOffer::Outcome::kAccepted;
       offer.socket = fd;
       return offer;
@@ -124,12 +130,39 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
     case Answer::SETTINGS_DIFFER:
       offer.outcome = DirectOffer::Outcome::kSettingsDiffer;
       break;
-    default:
+    case Answer::SETTINGS_AGREE:
+      offer.outcome = DirectOffer::Outcome::kSettingsAgree;
+      break;
+    case Answer::REFUSED:
       offer.outcome = DirectOffer::Outcome::kRefused;
+      if (offer.reason.empty()) offer.reason = "(no reason given)";
+      break;
+    default:
+      // An answer this adapter does not know (a newer server's): unless it says ACCEPTED the
+      // server has closed its copies of the pipes (session.proto), so the stream may serve.
+      offer.outcome = DirectOffer::Outcome::kUseStream;
+      offer.reason = absl::StrCat("cnp-server answered the direct session with an outcome "
+                                  "this adapter does not know (", answer.outcome(), ")");
       break;
   }
   ::close(fd);
   return offer;
+}
+
+}  // namespace
+
+absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
+                                               const std::string& settings,
+                                               int64_t max_line_bytes, const SocketTrust& trust,
+                                               absl::Time deadline) {
+  return Offer(socket_path, settings, max_line_bytes, trust, deadline, Offering::kPipes);
+}
+
+absl::StatusOr<DirectOffer> AskServerSettings(const std::string& socket_path,
+                                              const std::string& settings,
+                                              const SocketTrust& trust, absl::Time deadline) {
+  return Offer(socket_path, settings, /*max_line_bytes=*/0, trust, deadline,
+               Offering::kSettingsOnly);
 }
 
 SessionEnd WaitForSessionEnd(int socket) {

@@ -21,6 +21,7 @@ struct DirectOffer {
     kUseStream,       // at capacity, or no session worker could start
     kSettingsDiffer,  // an adapter started the server with other settings: replace it
     kRefused,         // the server refuses this adapter (its uid): fail
+    kSettingsAgree,   // (AskServerSettings) the server may serve this adapter's stream
   };
   Outcome outcome = Outcome::kNoSocket;
   std::string reason;
@@ -41,6 +42,15 @@ absl::StatusOr<DirectOffer> OfferDirectSession(const std::string& socket_path,
                                                const std::string& settings,
                                                int64_t max_line_bytes, const SocketTrust& trust,
                                                absl::Time deadline);
+
+// For the stream path (--session=stream): asks the server on `socket_path` whether its
+// settings are this adapter's `settings`, offering no pipes. kSettingsDiffer (an adapter
+// started it with others: replace it), kSettingsAgree, kRefused, or kNoSocket (no server with
+// direct sessions there: the stream decides). Errors as OfferDirectSession's; CouchDB's pipes
+// stay this process's whatever the outcome.
+absl::StatusOr<DirectOffer> AskServerSettings(const std::string& socket_path,
+                                              const std::string& settings,
+                                              const SocketTrust& trust, absl::Time deadline);
 
 // How a session ended, as the server said.
 struct SessionEnd {

@@ -303,6 +303,40 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
   return fail("the cnp-server kept other settings after it was replaced");
 }
 
+// The stream path (--session=stream) with a server this adapter may start: one an adapter
+// started with other settings is replaced, as the direct path does, so that this adapter's
+// --allow-module and --python-path hold (the stream used whatever server it found, without a
+// word; a review). An exit code when the adapter cannot go on; else the stream goes on, and
+// says itself what is wrong, if anything is.
+std::optional<int> ReplaceServerOfOtherSettings(const ServiceConnection::Options& options) {
+  if (!options.may_launch) return std::nullopt;
+  absl::StatusOr<std::string> grpc_path = UnixSocketPath(options.target);
+  // Nothing there yet: the stream starts a server, with this adapter's settings.
+  if (!grpc_path.ok() || !UnixSocketAccepts(*grpc_path)) return std::nullopt;
+  if (!CheckTargetSocket(options).ok()) return std::nullopt;  // the stream refuses it too
+  const std::string settings = LaunchSettings(options.launch);
+  const absl::Time deadline = absl::Now() + kDirectStartWait;
+  absl::StatusOr<DirectOffer> asked =
+      AskServerSettings(session::DirectSocketPath(*grpc_path), settings,
+                        SocketTrust::WithServerUid(options.server_uid), deadline);
+  if (!asked.ok()) return std::nullopt;
+  if (asked->report_settings_mismatch) {
+    std::cerr << "cnp-adapter: the cnp-server at " << options.target
+              << " was started by the operator; it keeps its own settings, not this "
+                 "adapter's (" << settings << ")" << std::endl;
+  }
+  if (asked->outcome != DirectOffer::Outcome::kSettingsDiffer) return std::nullopt;
+  std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << asked->server_pid
+            << ") runs with other settings (" << asked->server_settings
+            << "); replacing it with " << settings << std::endl;
+  if (absl::Status s = ReplaceService(*grpc_path, options.launch, asked->server_pid, deadline);
+      !s.ok()) {
+    std::cerr << "cnp-adapter: " << s.message() << std::endl;
+    return 1;
+  }
+  return std::nullopt;
+}
+
 int Run() {
   const int64_t max_line_bytes = absl::GetFlag(FLAGS_max_line_bytes);
   if (max_line_bytes < 1 || static_cast<uint64_t>(max_line_bytes) > kMaxLineBytesLimit) {
@@ -442,7 +476,9 @@ int Run() {
     std::cerr << "cnp-adapter: --session must be auto, direct or stream" << std::endl;
     return 2;
   }
-  if (mode != "stream") {
+  if (mode == "stream") {
+    if (std::optional<int> code = ReplaceServerOfOtherSettings(options)) return *code;
+  } else {
     if (UnixSocketPath(options.target).ok()) {
       if (int code = RunDirect(options, mode == "direct"); code != kUseStream) return code;
     } else if (mode == "direct") {

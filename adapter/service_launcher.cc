@@ -102,9 +102,10 @@ absl::Status SpawnDaemon(const std::vector<std::string>& argv, const std::string
 
   const pid_t child = ::fork();
   if (child < 0) {
+    const std::string why = ErrnoText();  // before the closes change errno
     ::close(log_fd);
     if (null_fd >= 0) ::close(null_fd);
-    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", ErrnoText()));
+    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", why));
   }
   if (child == 0) {
     ::setsid();
@@ -240,8 +241,9 @@ absl::StatusOr<int> TakeLaunchLock(const std::string& socket_path, absl::Time de
   while (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK) {
+      const std::string why = ErrnoText();  // before the close changes errno
       ::close(lock);
-      return absl::UnavailableError(absl::StrCat("cannot lock ", lock_path, ": ", ErrnoText()));
+      return absl::UnavailableError(absl::StrCat("cannot lock ", lock_path, ": ", why));
     }
     if (absl::Now() >= deadline) {
       ::close(lock);

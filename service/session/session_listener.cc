@@ -548,13 +548,16 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
   const absl::Time hello_read_at = absl::Now();
   ReceivedDescriptors pipes(std::move(fds));
   v1::Hello hello;
-  if (!read.ok() || !hello.ParseFromString(payload) || pipes.get().size() != 2) {
+  if (!read.ok() || !hello.ParseFromString(payload) ||
+      pipes.get().size() != (hello.settings_only() ? 0u : 2u)) {
     // Through the refusal log, one line per user and reason per interval: any user allowed
     // on the socket could otherwise write a line per connection it opens.
     const std::string uid = absl::StrCat(peer.uid);
     refusals_->Refused(
         "closed", absl::StrCat(where, " uid ", uid), where,
-        read.ok() ? "a malformed hello (it must carry two descriptors)" : read.message(),
+        read.ok() ? "a malformed hello (it must carry two descriptors, or none if it asks "
+                    "for the settings only)"
+                  : read.message(),
         {{"peer_uid", uid, true},
          {"peer_pid", absl::StrCat(peer.pid), true},
          {"hello_bytes", absl::StrCat(announced), true}});
@@ -587,6 +590,12 @@ asio::awaitable<void> SessionListener::Serve(stream_protocol::socket socket,
                  SettingsReportsUnlogged());
       answer.set_report_settings_mismatch(true);
     }
+  }
+
+  if (hello.settings_only()) {
+    answer.set_outcome(Answer::SETTINGS_AGREE);
+    co_await Send(socket, answer);
+    co_return;
   }
 
   // Answered within the adapter's wait, less a margin for the answer to reach it: past that

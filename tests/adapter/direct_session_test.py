@@ -629,6 +629,47 @@ class SettingsTest(unittest.TestCase):
                 for pid in harness.daemon_pids(socket_path):
                     os.kill(pid, signal.SIGKILL)
 
+    def test_a_stream_adapter_replaces_a_server_started_with_other_settings(self):
+        """Found by a review: on the stream path (--session=stream) an adapter used the server
+        another adapter had started, whatever that server's settings: a narrower
+        --allow-module was lost without a word. It asks the server on its direct-session
+        socket, offering no pipes, and replaces it as the direct path does."""
+        with harness.socket_dir("cnp-stream-settings-") as tmp:
+            socket_path = os.path.join(tmp, "run", "cnp.sock")
+            env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
+            functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+            try:
+                first = self.adapter(1, env)
+                self.assertIs(first.reply(RESET, timeout=60), True, first.diagnostics())
+                [old] = harness.daemon_pids(socket_path)
+                self.assertEqual(first.close(), 0)
+
+                narrower = harness.Adapter(
+                    harness.ServerTestCase.binaries,
+                    [f"--python-path={functions}", "--allow-module=worker_views", "--workers=1",
+                     "--session=stream"], env=env)
+                self.assertIs(narrower.reply(RESET, timeout=60), True, narrower.diagnostics())
+                self.assertIn("replacing it", narrower.diagnostics())
+                self.assertTrue(wait_for_exit(old), "the old server is still running")
+                refused = narrower.reply(["add_fun", "fixture_fns.town_n|1"])
+                self.assertEqual(refused[:2], ["error", "compilation_error"], refused)
+                self.assertIn("--allow-module", refused[2])
+                self.assertEqual(narrower.close(), 0)
+
+                # The same settings on the stream: the server stays.
+                [new] = harness.daemon_pids(socket_path)
+                again = harness.Adapter(
+                    harness.ServerTestCase.binaries,
+                    [f"--python-path={functions}", "--allow-module=worker_views", "--workers=1",
+                     "--session=stream"], env=env)
+                self.assertIs(again.reply(RESET, timeout=60), True, again.diagnostics())
+                self.assertNotIn("replacing", again.diagnostics())
+                self.assertEqual(harness.daemon_pids(socket_path), [new])
+                self.assertEqual(again.close(), 0)
+            finally:
+                for pid in harness.daemon_pids(socket_path):
+                    os.kill(pid, signal.SIGKILL)
+
     def test_the_started_server_does_not_speak_to_couchdbs_service_manager(self):
         """Under systemd, CouchDB's environment holds its unit's NOTIFY_SOCKET. The server an
         adapter starts tells a NOTIFY_SOCKET it finds that it is ready and, later, stopping:
