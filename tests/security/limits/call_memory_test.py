@@ -48,6 +48,7 @@ MAX_CALL_BYTES = 16 * MIB
 BUDGET = 48 * MIB
 CANCELLED = 1
 RESOURCE_EXHAUSTED = 8
+DEADLINE_EXCEEDED = 4
 
 
 def map_request(function, *docs):
@@ -288,8 +289,11 @@ class CallMemoryTest(unittest.TestCase):
                         refused = statuses.count(RESOURCE_EXHAUSTED)
                         cancelled = [s for s in statuses if s != RESOURCE_EXHAUSTED]
                         # Each refused for the budget or cancelled for its unread answer,
-                        # none answered: a refused one's message names the flag.
-                        self.assertTrue(all(s == CANCELLED or str(s).startswith("reset")
+                        # none answered: a refused one's message names the flag. (Or, on a
+                        # loaded machine, its command's --call-timeout passed while it waited
+                        # for a worker: a fresh-clone CI saw one DEADLINE_EXCEEDED.)
+                        self.assertTrue(all(s in (CANCELLED, DEADLINE_EXCEEDED)
+                                            or str(s).startswith("reset")
                                             for s in cancelled), statuses)
                         self.assertGreater(len(cancelled), 0, statuses)
                         for stream in ids:
