@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,13 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
     if (arg == "-h" && flags.count("help")) {
       args.options["help"] = "";
       continue;
+    }
+    // A dash and a letter is an option written as other tools write theirs (-x, -t): cnp's
+    // are all --name. It was taken for a positional, and `cnp upload -x URL DB FILE` said
+    // "-x" is not a CouchDB URL (a probe). A value that may start with a dash (-1) stays one.
+    if (arg.size() > 1 && arg[0] == '-' && arg[1] != '-' && absl::ascii_isalpha(arg[1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown option ", arg, ": cnp's options are written --name (see --help)"));
     }
     if (arg == "-" || !absl::StartsWith(arg, "--")) {
       args.positional.push_back(arg);

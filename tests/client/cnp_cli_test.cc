@@ -284,6 +284,14 @@ TEST_F(CnpCliTest, SaysWhatIsWrong) {
     EXPECT_EQ(bogus.exit_code, 2) << command;
     EXPECT_THAT(bogus.out, HasSubstr("unknown option --bogus (see --help)\n")) << bogus.out;
   }
+  // A single dash and a letter is no positional but an option cnp does not have (a probe:
+  // `cnp upload -x URL DB FILE` said "-x" is not a CouchDB URL).
+  for (const char* command : {"upload", "map", "sync"}) {
+    CliRun dash = Cnp(absl::StrCat(command, " -x http://127.0.0.1:5984 db f.yml"));
+    EXPECT_EQ(dash.exit_code, 2) << command;
+    EXPECT_THAT(dash.out, HasSubstr("unknown option -x: cnp's options are written --name"))
+        << dash.out;
+  }
   // absl's own flags are no options of cnp's, on any command (cnp-server and cnp-adapter
   // accepted them past their own checks).
   for (const char* command :
