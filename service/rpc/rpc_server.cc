@@ -163,14 +163,18 @@ void LogUpload(const AccessLog& access_log, const grpc::ServerContext& context,
                const v1::UploadRequest& request) {
   // The user info runs to the URL's last '@': a password may hold '/' or '@'.
   const std::string couchdb = couchdb::RedactUrl(request.couchdb_url());
+  const bool registering = !request.register_database().empty();
   const char* mode = request.check_only() ? "check" : request.dry_run() ? "dry-run"
-                     : request.staged() ? "staged" : "write";
+                     : registering ? "register" : request.staged() ? "staged" : "write";
+  // A registration writes to its registry database, not `database` (a probe read "write
+  // database=-" for one).
+  const std::string& database = registering ? request.register_database() : request.database();
   const std::string files = absl::StrCat(request.files_size());
   access_log.Write("upload", context.peer(),
                    {{"cert", CallGate::PeerCertificate(context)},
                     {"call", "Upload"},
                     {"couchdb", couchdb.empty() ? "-" : couchdb},
-                    {"database", request.database().empty() ? "-" : request.database()},
+                    {"database", database.empty() ? "-" : database},
                     {"files", files, true},
                     {"mode", mode}});
 }

@@ -121,6 +121,25 @@ TEST(CancellationTest, CancelledUploadStopsTalkingToCouchDb) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// A registration's access-log line names its registry database and says it registers (a
+// probe read "mode=write database=-" for one).
+TEST(UploadAccessLogTest, ARegistrationNamesItsRegistry) {
+  auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1);
+  ASSERT_NE(server, nullptr);
+  auto stub = Stub(*server);
+  SilentCouchDb couchdb;
+  grpc::ClientContext context;
+  v1::UploadRequest request = UploadTo(couchdb, "");
+  request.set_register_database("registry");
+  auto reader = stub->Upload(&context, request);
+  EXPECT_TRUE(server->WaitForLog("database=registry", absl::Seconds(30))) << server->Log();
+  EXPECT_THAT(server->Log(), ::testing::HasSubstr("mode=register")) << server->Log();
+  context.TryCancel();
+  v1::UploadEvent event;
+  while (reader->Read(&event)) {
+  }
+}
+
 TEST(CancellationTest, ShutdownWithAnUploadInFlightEndsPromptly) {
   auto server = ServerProcess::StartWithFunctions({"tests/rpc/pyfns"}, 1, {"--shutdown-grace=1s"});
   ASSERT_NE(server, nullptr);
