@@ -145,6 +145,9 @@ bool AnswerLineTooLong(const absl::Status& dropped, std::string_view start) {
 // worker), and to replace a server with other settings: within CouchDB's default 5 s timeout
 // for the first command.
 constexpr absl::Duration kDirectStartWait = absl::Milliseconds(4500);
+// The least of that wait an offer is made with: a server answers one in milliseconds, unless
+// it has to start a session worker (up to the wait the hello gives it).
+constexpr absl::Duration kLeastOfferWait = absl::Milliseconds(500);
 
 constexpr int kUseStream = -1;
 
@@ -262,6 +265,10 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         return kUseStream;  // the stream path reports it to CouchDB as an error line
       }
     }
+    // A start that took nearly all of the wait (the launch lock, slow imports) leaves the
+    // server too little time to answer an offer: a late answer is an error (the server may
+    // own the pipes by then), where the stream still serves with the pipes untouched (a review).
+    if (!required && deadline - absl::Now() < kLeastOfferWait) return kUseStream;
     absl::StatusOr<DirectOffer> offer = OfferDirectSession(
         socket_path, settings, absl::GetFlag(FLAGS_max_line_bytes), trust, deadline);
     // The server's state is unknown (it may own the pipes): never read stdin after this.
@@ -284,6 +291,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         }
         return kUseStream;
       case DirectOffer::Outcome::kUseStream:
+      case DirectOffer::Outcome::kSettingsAgree:  // (an answer to a settings_only hello only)
         if (required) return fail(absl::StrCat("no direct session: ", offer->reason));
         return kUseStream;
       case DirectOffer::Outcome::kRefused:
