@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -79,10 +80,31 @@ class StrictSyntax final : public YAML::EventHandler {
     return at < text_.size() ? at : absl::string_view::npos;
   }
 
+  // Where the content of the node at `mark` starts: a node's mark is its first property (a
+  // tag, !!str or !t; an anchor, &x), which may be followed by spaces, comments and line
+  // breaks before the content (a review: `note: !!str "abc` passed unseen). npos: past the
+  // text.
+  size_t ContentAt(const YAML::Mark& mark) const {
+    size_t at = At(mark);
+    while (at < text_.size() && (text_[at] == '!' || text_[at] == '&')) {
+      while (at < text_.size() && !absl::ascii_isspace(static_cast<unsigned char>(text_[at]))) {
+        ++at;
+      }
+      for (;;) {
+        while (at < text_.size() && absl::ascii_isspace(static_cast<unsigned char>(text_[at]))) {
+          ++at;
+        }
+        if (at >= text_.size() || text_[at] != '#') break;
+        while (at < text_.size() && text_[at] != '\n') ++at;  // a comment, to its line's end
+      }
+    }
+    return at < text_.size() ? at : absl::string_view::npos;
+  }
+
   // A scalar whose mark is a quote: its closing quote is in the text (by YAML's escapes: \" in
   // double quotes, '' in single ones).
   void QuoteClosed(const YAML::Mark& mark) {
-    const size_t open = At(mark);
+    const size_t open = ContentAt(mark);
     if (open == absl::string_view::npos) return;
     const char quote = text_[open];
     if (quote != '"' && quote != '\'') return;
@@ -114,7 +136,7 @@ class StrictSyntax final : public YAML::EventHandler {
   // A plain key of a block mapping: its text is followed by `:` on its line (an explicit key,
   // `? key`, has its `:` on the next line; a key that is not found as written is let be).
   void ColonAfter(const YAML::Mark& mark, const std::string& key) {
-    const size_t start = At(mark);
+    const size_t start = ContentAt(mark);
     if (start == absl::string_view::npos || text_.substr(start, key.size()) != key) return;
     size_t before = start;
     while (before > 0 && (text_[before - 1] == ' ' || text_[before - 1] == '\t')) --before;

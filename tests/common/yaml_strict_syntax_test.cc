@@ -41,6 +41,11 @@ TEST(YamlStrictSyntaxTest, AQuoteNeverClosedIsRefusedAtItsOpening) {
   EXPECT_THAT(Refusal("a: 'it''s\nb: c\n"), HasSubstr("no ' ends it"));
   EXPECT_THAT(Refusal("a: \"ends with an escaped quote\\\"\n"), HasSubstr("never closed"));
   EXPECT_THAT(Refusal("\"key never closed: 1\n"), HasSubstr("at 1:1"));
+  // After a node's properties, a tag or an anchor, on its line or the one before (a review).
+  EXPECT_THAT(Refusal("a: 1\nb: &x \"python\nc: 2\n"), HasSubstr("never closed"));
+  EXPECT_THAT(Refusal("note: !!str \"abc\nsecond: 1\n"), HasSubstr("never closed"));
+  EXPECT_THAT(Refusal("b: !t 'python\n"), HasSubstr("no ' ends it"));
+  EXPECT_THAT(Refusal("b: !!str  # a comment\n  \"x\nc: 1\n"), HasSubstr("never closed"));
 }
 
 TEST(YamlStrictSyntaxTest, AMappingsLastLineWithoutItsColonIsRefused) {
@@ -52,6 +57,7 @@ TEST(YamlStrictSyntaxTest, AMappingsLastLineWithoutItsColonIsRefused) {
   EXPECT_THAT(Refusal(text), HasSubstr("could not find the ':' after \"stray line\""));
   EXPECT_THAT(Refusal(text), HasSubstr("at 4:3"));
   EXPECT_THAT(Refusal("d:\n  a: 1\n  b\n"), HasSubstr("after \"b\": each line"));
+  EXPECT_THAT(Refusal("a: 1\n&x stray\n"), HasSubstr("after \"stray\""));
 }
 
 TEST(YamlStrictSyntaxTest, WhatYamlAllowsStillReads) {
@@ -71,6 +77,8 @@ TEST(YamlStrictSyntaxTest, WhatYamlAllowsStillReads) {
            "# a comment \"with a quote\nkey: value # and 'another\n",
            "\xEF\xBB\xBF" "bom: \"ok\"\r\nnext: 'x'\r\n",
            "",
+           "a: &x \"anchored\"\nb: *x\nc: !!str 'tagged'\nd: !!str\n  \"on the next line\"\n",
+           "&k key: 1\n!!str tagged key: 2\n",
        }) {
     EXPECT_EQ(Refusal(text), "") << text;
   }
