@@ -126,7 +126,12 @@ TEST(HttpErrorTest, AWriteWhoseAnswerIsLostIsNotSentAgain) {
   EXPECT_FALSE(put.ok());
   EXPECT_THAT(couch.requests(), ElementsAre("GET /db", "PUT /db/_design/towns"));
   // Reads are still retried as libcurl does on a connection found closed: nothing is lost.
+  // A POST that only reads is one: sent again, on a new connection, once this one breaks.
   ASSERT_TRUE(http.Get("/db").ok());
+  absl::StatusOr<HttpResponse> find = http.Post("/db/_find", R"({"selector":{}})");
+  EXPECT_FALSE(find.ok());
+  EXPECT_EQ(couch.requests().size(), 5u);  // GET, PUT, GET, POST twice
+  EXPECT_EQ(couch.requests().back(), "POST /db/_find");
 }
 
 }  // namespace
