@@ -108,23 +108,37 @@ void OpenMissingStandardDescriptors() {
   }
 }
 
-// Waits for the stop's signal number, and meanwhile does the housekeeping that may take a few
-// milliseconds or tens of them: the heap trimmed every 10 s, the log file looked at every 5 s
+// The housekeeping that may take a few milliseconds or tens of them, done by the main thread
+// while it waits (for the stop, then for the drain), off the control loop, whose every worker
+// exchange would wait behind it: the heap trimmed every 10 s, the log file looked at every 5 s
 // (a copy of --log-max-bytes of it when it is past that).
-int WaitForStop(std::future<int>& stopped, cnp::LogFileCap* log_cap) {
-  constexpr absl::Duration kTrimEvery = absl::Seconds(10);
-  constexpr auto kLookEvery = std::chrono::seconds(5);
-  absl::Time next_trim = absl::Now() + kTrimEvery;
-  while (stopped.wait_for(kLookEvery) != std::future_status::ready) {
-    const absl::Time now = absl::Now();
-    if (log_cap != nullptr) log_cap->Check(now);
-    if (now >= next_trim) {
-      ::malloc_trim(0);
-      next_trim = now + kTrimEvery;
+class Housekeeping {
+ public:
+  explicit Housekeeping(cnp::LogFileCap* log_cap) : log_cap_(log_cap) {}
+
+  // Waits until `until` is ready or `deadline` has passed; whether it is ready.
+  template <typename T>
+  bool Wait(std::future<T>& until, absl::Time deadline = absl::InfiniteFuture()) {
+    for (;;) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      const auto wait = absl::ToChronoNanoseconds(std::min(left, kLookEvery));
+      if (until.wait_for(wait) == std::future_status::ready) return true;
+      const absl::Time now = absl::Now();
+      if (log_cap_ != nullptr) log_cap_->Check(now);
+      if (now >= next_trim_) {
+        ::malloc_trim(0);
+        next_trim_ = now + kTrimEvery;
+      }
     }
   }
-  return stopped.get();
-}
+
+ private:
+  static constexpr absl::Duration kTrimEvery = absl::Seconds(10);
+  static constexpr absl::Duration kLookEvery = absl::Seconds(5);
+  cnp::LogFileCap* const log_cap_;
+  absl::Time next_trim_ = absl::Now() + kTrimEvery;
+};
 
 int Run(int argc, char** argv) {
   OpenMissingStandardDescriptors();
@@ -251,8 +265,7 @@ int Run(int argc, char** argv) {
   std::promise<void> cut_drain;
   // Memory freed when connections and sessions end stays with the process until the heap is
   // trimmed (a big Map call trims when it is sent), and the log file is kept to its cap: both
-  // are done by the main thread while it waits for the stop (WaitForStop), off the control
-  // loop, whose every worker exchange would wait behind a trim or a copy of the log.
+  // are done by the main thread while it waits for the stop and the drain (Housekeeping).
   std::optional<cnp::LogFileCap> log_cap;
   if (config->log_max_bytes > 0) log_cap.emplace(STDERR_FILENO, config->log_max_bytes);
 
@@ -351,8 +364,10 @@ int Run(int argc, char** argv) {
     }
     // Adapters waiting to start a server find this one listening once they get the lock.
     if (config->launch_lock_fd >= 0) ::close(config->launch_lock_fd);
+    Housekeeping housekeeping(log_cap ? &*log_cap : nullptr);
     std::future<int> stopped = stop.get_future();
-    const int sig = WaitForStop(stopped, log_cap ? &*log_cap : nullptr);
+    housekeeping.Wait(stopped);
+    const int sig = stopped.get();
     systemd.Notify("STOPPING=1");
     if (config->drain_delay > absl::ZeroDuration()) {
       // Health first: balancers stop sending new calls while the ones they sent are served.
@@ -360,7 +375,8 @@ int Run(int argc, char** argv) {
       cnp::LogInfo(strsignal(sig), ": draining - health reports NOT_SERVING, calls are still "
                    "served for ", absl::FormatDuration(config->drain_delay),
                    " (another SIGTERM ends the drain)");
-      cut_drain.get_future().wait_for(absl::ToChronoNanoseconds(config->drain_delay));
+      std::future<void> cut = cut_drain.get_future();
+      housekeeping.Wait(cut, absl::Now() + config->drain_delay);
     }
     const absl::Time grace_end = absl::Now() + config->shutdown_grace;
     cnp::LogInfo(strsignal(sig), ": no new calls; waiting up to ",
