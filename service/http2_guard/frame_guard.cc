@@ -109,12 +109,14 @@ void FrameGuard::ClientFrame(const unsigned char* header, absl::Time now) {
   if (type == kSettings) {
     if ((flags & kAck) != 0) {
       settings_acked_ = settings_acked_ || server_spoke_;
-    } else if (!settings_.Take(now)) {
+    } else if (settings_.Take(now)) {
+      ++unacknowledged_;
+    } else {
       broken_ = "sent SETTINGS frames faster than any client needs";
     }
   } else if (type == kPing && (flags & kAck) == 0) {
     if (pings_.Take(now)) {
-      ++unanswered_pings_;
+      ++unacknowledged_;
     } else {
       broken_ = "sent PING frames faster than any client needs";
     }
@@ -127,12 +129,14 @@ void FrameGuard::ClientFrame(const unsigned char* header, absl::Time now) {
 // The server's headers on a call (its answer begins, or a status ends it) or its reset: cnp has
 // the call, or gRPC is done with it. (A stream call, which cnp has from its headers on, awaits
 // until its first answer; cnp's clients open one or two at a time on a connection.) Its PING
-// acknowledgement answers one of the client's PINGs (its own PINGs' acknowledgements come from
-// the client, and are not counted).
+// or SETTINGS acknowledgement answers one of the client's frames (the acknowledgements of its
+// own come from the client, and are not counted).
 void FrameGuard::ServerFrame(const unsigned char* header) {
   const unsigned char type = header[3];
   if (type == kHeaders || type == kRstStream) awaiting_.erase(StreamOf(header));
-  if (type == kPing && (header[4] & kAck) != 0 && unanswered_pings_ > 0) --unanswered_pings_;
+  if ((type == kPing || type == kSettings) && (header[4] & kAck) != 0 && unacknowledged_ > 0) {
+    --unacknowledged_;
+  }
 }
 
 }  // namespace cnp::http2_guard

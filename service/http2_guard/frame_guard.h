@@ -66,9 +66,11 @@ class FrameGuard {
   // side) and that the server has neither answered nor reset, nor the client reset.
   int awaiting() const { return static_cast<int>(awaiting_.size()); }
 
-  // PINGs the client sent that the server has not acknowledged yet: gRPC holds 2 to 4 KB for
-  // each until it has. A gRPC client waits for one before it sends the next.
-  int unanswered_pings() const { return unanswered_pings_; }
+  // PING and SETTINGS frames the client sent that the server has not acknowledged yet: gRPC
+  // holds 2 to 4 KB for each PING until it has (and queues each acknowledgement as it does a
+  // PING's). A gRPC client waits for a PING's answer before it sends the next, and sends one
+  // SETTINGS frame at the start.
+  int unacknowledged() const { return unacknowledged_; }
 
   // From now on every Read says `why`: the connection is closed for the server's sake.
   void Close(std::string why) {
@@ -115,7 +117,7 @@ class FrameGuard {
   bool in_header_block_ = false;  // a HEADERS frame without END_HEADERS was read
   int64_t header_block_bytes_ = 0;
   absl::flat_hash_set<uint32_t> awaiting_;
-  int unanswered_pings_ = 0;
+  int unacknowledged_ = 0;
   Bucket pings_{limits_.ping_burst, limits_.pings_per_second};
   Bucket settings_{limits_.settings_burst, limits_.settings_per_second};
   Bucket resets_{limits_.reset_burst, limits_.resets_per_second};

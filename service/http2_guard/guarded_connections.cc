@@ -25,12 +25,13 @@ namespace cnp::http2_guard {
 namespace {
 
 // What a connection holds of gRPC's memory before cnp sees a call, counted over all
-// connections: calls awaiting their requests, and PINGs not answered yet.
-enum Held { kAwaitingCalls, kUnansweredPings, kHeldKinds };
+// connections: calls awaiting their requests, and PING and SETTINGS frames not yet
+// acknowledged.
+enum Held { kAwaitingCalls, kUnacknowledged, kHeldKinds };
 
 // How much of `kind` the guard has its connection hold now.
 int HeldBy(const FrameGuard& guard, Held kind) {
-  return kind == kAwaitingCalls ? guard.awaiting() : guard.unanswered_pings();
+  return kind == kAwaitingCalls ? guard.awaiting() : guard.unacknowledged();
 }
 
 struct Guarded {
@@ -123,7 +124,7 @@ class Registry {
   std::optional<Held> Count(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
     if (guarded.gone) return std::nullopt;
     std::optional<Held> passed;
-    for (const Held kind : {kAwaitingCalls, kUnansweredPings}) {
+    for (const Held kind : {kAwaitingCalls, kUnacknowledged}) {
       const int now = HeldBy(guarded.guard, kind);
       const int change = now - guarded.counted[kind];
       const int64_t total = totals_[kind].fetch_add(change) + change;
@@ -178,8 +179,9 @@ class Registry {
             ? absl::StrCat("held ", most, " calls open without sending their requests, the "
                            "most of any connection, while the server's connections held ",
                            total, " (at most ", limit, ", from --max-grpc-memory)")
-            : absl::StrCat("had ", most, " PINGs not yet answered, the most of any "
-                           "connection, while the server's connections had ", total,
+            : absl::StrCat("had ", most, " PING and SETTINGS frames not yet acknowledged, "
+                           "the most of any connection, while the server's connections had ",
+                           total,
                            " (at most ", limit, ", from --max-grpc-memory)");
     Closing closing;
     {
@@ -199,7 +201,7 @@ class Registry {
 
   void Uncount(Guarded& guarded) ABSL_EXCLUSIVE_LOCKS_REQUIRED(guarded.mu) {
     if (guarded.gone) return;
-    for (const Held kind : {kAwaitingCalls, kUnansweredPings}) {
+    for (const Held kind : {kAwaitingCalls, kUnacknowledged}) {
       totals_[kind].fetch_sub(guarded.counted[kind]);
       guarded.counted[kind] = 0;
     }
@@ -212,7 +214,7 @@ class Registry {
   std::atomic<size_t> count_{0};
   // What every guarded connection holds together, of each kind, and how much may be held.
   std::atomic<int64_t> totals_[kHeldKinds] = {};
-  std::atomic<int64_t> limits_[kHeldKinds] = {kDefaultAwaitingLimit, kDefaultUnansweredPingLimit};
+  std::atomic<int64_t> limits_[kHeldKinds] = {kDefaultAwaitingLimit, kDefaultUnacknowledgedLimit};
 };
 
 Registry& TheRegistry() {
@@ -230,8 +232,8 @@ void GuardConnection(int fd, Closing closing) { TheRegistry().Add(fd, std::move(
 
 void SetAwaitingCallLimit(int64_t limit) { TheRegistry().set_limit(kAwaitingCalls, limit); }
 
-void SetUnansweredPingLimit(int64_t limit) {
-  TheRegistry().set_limit(kUnansweredPings, limit);
+void SetUnacknowledgedLimit(int64_t limit) {
+  TheRegistry().set_limit(kUnacknowledged, limit);
 }
 
 }  // namespace cnp::http2_guard

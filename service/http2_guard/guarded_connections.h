@@ -10,8 +10,8 @@
 //
 // The connections together are held to a count of calls opened and never sent their requests
 // (SetAwaitingCallLimit): gRPC hands cnp a unary call only once its request has come whole,
-// so until then no token check or memory budget sees it; and to a count of PINGs not answered
-// yet (SetUnansweredPingLimit).
+// so until then no token check or memory budget sees it; and to a count of PING and SETTINGS
+// frames not yet acknowledged (SetUnacknowledgedLimit).
 //
 // Only connections whose bytes are HTTP/2 in plaintext are guarded (unix sockets, TCP without
 // TLS): under TLS gRPC reads ciphertext. Every other recvmsg and sendmsg of the process (the
@@ -44,11 +44,12 @@ void GuardConnection(int fd, Closing closing);
 inline constexpr int64_t kDefaultAwaitingLimit = 4096;
 void SetAwaitingCallLimit(int64_t limit);
 
-// PINGs not answered yet (FrameGuard::unanswered_pings) on all guarded connections together,
-// held as awaiting calls are: each connection may send a burst of them (FrameLimits), and
-// gRPC holds 2 to 4 KB for each until answered, so a thousand connections' bursts took a
-// server to 2.4 GB and stalled its calls (a red-team probe). A gRPC client has one at a time.
-inline constexpr int64_t kDefaultUnansweredPingLimit = 16384;
-void SetUnansweredPingLimit(int64_t limit);
+// PING and SETTINGS frames not yet acknowledged (FrameGuard::unacknowledged) on all guarded
+// connections together, held as awaiting calls are: each connection may send a burst of them
+// (FrameLimits), and gRPC holds 2 to 4 KB for each PING until answered, so a thousand
+// connections' bursts took a server to 2.4 GB and stalled its calls (a red-team probe). A
+// gRPC client has one PING at a time, and one SETTINGS at its start.
+inline constexpr int64_t kDefaultUnacknowledgedLimit = 16384;
+void SetUnacknowledgedLimit(int64_t limit);
 
 }  // namespace cnp::http2_guard

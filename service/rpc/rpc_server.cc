@@ -514,12 +514,11 @@ absl::Status RpcServer::Start() {
   // costs (some 20 KB): how many connections there may be bounds that (connection_acceptor.h).
   // Nor does it count calls opened and never sent their requests, which cnp never sees: the
   // guard holds them to one per 64 KiB of the budget (4,100 with the defaults; each costs
-  // gRPC 12-18 KB), at least 1,024.
-  // PINGs not yet answered are held to one per 16 KiB (16,400 with the defaults; 2 to 4 KB
-  // each), at least 4,096.
+  // gRPC 12-18 KB), at least 1,024. PING and SETTINGS frames not yet acknowledged are held to
+  // one per 16 KiB (16,384 with the defaults; 2 to 4 KB each), at least 4,096.
   http2_guard::SetAwaitingCallLimit(
       std::max<int64_t>(1024, options_.max_grpc_memory_bytes / (int64_t{64} << 10)));
-  http2_guard::SetUnansweredPingLimit(
+  http2_guard::SetUnacknowledgedLimit(
       std::max<int64_t>(4096, options_.max_grpc_memory_bytes / (int64_t{16} << 10)));
   grpc::ResourceQuota quota("cnp-server");
   quota.Resize(static_cast<size_t>(options_.max_grpc_memory_bytes));

@@ -108,14 +108,14 @@ TEST(FrameGuardTest, PingsPastTheBurstAndRateCloseTheConnection) {
               HasSubstr("sent PING frames faster than any client needs"));
 }
 
-TEST(FrameGuardTest, CountsThePingsTheServerHasNotAnswered) {
+TEST(FrameGuardTest, CountsThePingsAndSettingsTheServerHasNotAcknowledged) {
   FrameGuard guard = Spoken();
   std::string pings = kPreface;
   for (int i = 0; i < 5; ++i) pings += Frame(kPing, 0, 0, std::string(8, 'p'));
   // The client's acknowledgement of a server PING answers none of its own.
   pings += Frame(kPing, 0x1, 0, std::string(8, 'a'));
   EXPECT_EQ(ReadInPieces(guard, pings, 7), "");
-  EXPECT_EQ(guard.unanswered_pings(), 5);
+  EXPECT_EQ(guard.unacknowledged(), 5);
   // The server's acknowledgements, written in pieces; its own PING is no answer.
   std::string answers = Frame(kPing, 0x1, 0, std::string(8, 'p')) +
                         Frame(kPing, 0x1, 0, std::string(8, 'p')) +
@@ -123,10 +123,19 @@ TEST(FrameGuardTest, CountsThePingsTheServerHasNotAnswered) {
   for (size_t at = 0; at < answers.size(); at += 5) {
     guard.Wrote(absl::string_view(answers).substr(at, 5));
   }
-  EXPECT_EQ(guard.unanswered_pings(), 3);
+  EXPECT_EQ(guard.unacknowledged(), 3);
   // More acknowledgements than PINGs (the count began mid-connection) leave none, not fewer.
   for (int i = 0; i < 5; ++i) guard.Wrote(Frame(kPing, 0x1, 0, std::string(8, 'p')));
-  EXPECT_EQ(guard.unanswered_pings(), 0);
+  EXPECT_EQ(guard.unacknowledged(), 0);
+  // SETTINGS frames are acknowledged the same way; the client's acknowledgement of the
+  // server's SETTINGS, and the server's own SETTINGS, are not counted.
+  EXPECT_EQ(guard.Read(Frame(kSettings, 0, 0, "") + Frame(kSettings, 0, 0, "") +
+                           Frame(kSettings, 0x1, 0, ""),
+                       kStart),
+            "");
+  EXPECT_EQ(guard.unacknowledged(), 2);
+  guard.Wrote(Frame(kSettings, 0, 0, "") + Frame(kSettings, 0x1, 0, ""));
+  EXPECT_EQ(guard.unacknowledged(), 1);
 }
 
 // The server's own buckets are larger: a deadline storm (100 calls of 20 ms deadlines: 5,000

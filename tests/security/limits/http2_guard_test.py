@@ -179,7 +179,7 @@ class Http2GuardTest(unittest.TestCase):
         self.assertLess(grown, 256 * MIB)
         self.assert_serves()
 
-    def test_unanswered_pings_on_many_connections_are_held_to_a_limit(self):
+    def test_unacknowledged_on_many_connections_are_held_to_a_limit(self):
         # A red-team probe: 1,000 connections, each sending 990 PINGs at once (under each
         # connection's burst of 1,000), took the server to 2.4 GB and an authorized call meanwhile
         # timed out; nothing bounded the PINGs of all connections together. Here 300 such
@@ -198,8 +198,8 @@ class Http2GuardTest(unittest.TestCase):
                     pass  # closed already, for the PINGs of those before it
             # Calls are served meanwhile.
             self.assert_serves()
-            cnp_testing.wait_for_log(self.server, "PINGs not yet answered, the most of any "
-                                                  "connection")
+            cnp_testing.wait_for_log(self.server, "PING and SETTINGS frames not yet "
+                                                  "acknowledged, the most of any connection")
         finally:
             for sock in socks:
                 sock.close()
