@@ -624,7 +624,8 @@ TEST_F(DesignMappingTest, AQuoteNeverClosedOrALineWithoutItsColonIsRefusedAtItsP
   EXPECT_TRUE(absl::IsInvalidArgument(colon.status)) << colon.status;
   ASSERT_EQ(colon.errors().size(), 1u) << colon.Dump();
   EXPECT_EQ(colon.errors()[0].location().line(), 3) << colon.Dump();
-  EXPECT_THAT(colon.errors()[0].message(), HasSubstr("could not find the ':' after \"stray line\""));
+  EXPECT_THAT(colon.errors()[0].message(),
+              HasSubstr("could not find the ':' after \"stray line\""));
 }
 
 // YAML that ends too soon (a flow mapping never closed) is placed at the end of its last line,
