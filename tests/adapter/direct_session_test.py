@@ -638,16 +638,20 @@ class SettingsTest(unittest.TestCase):
             socket_path = os.path.join(tmp, "run", "cnp.sock")
             env = dict(os.environ, CNP_TARGET=f"unix:{socket_path}")
             functions = os.path.dirname(harness.ServerTestCase.binaries.functions)
+
+            def stream_adapter():
+                return harness.Adapter(
+                    harness.ServerTestCase.binaries,
+                    [f"--python-path={functions}", "--allow-module=worker_views", "--workers=1",
+                     "--session=stream"], env=env)
+
             try:
                 first = self.adapter(1, env)
                 self.assertIs(first.reply(RESET, timeout=60), True, first.diagnostics())
                 [old] = harness.daemon_pids(socket_path)
                 self.assertEqual(first.close(), 0)
 
-                narrower = harness.Adapter(
-                    harness.ServerTestCase.binaries,
-                    [f"--python-path={functions}", "--allow-module=worker_views", "--workers=1",
-                     "--session=stream"], env=env)
+                narrower = stream_adapter()
                 self.assertIs(narrower.reply(RESET, timeout=60), True, narrower.diagnostics())
                 self.assertIn("replacing it", narrower.diagnostics())
                 self.assertTrue(wait_for_exit(old), "the old server is still running")
@@ -658,10 +662,7 @@ class SettingsTest(unittest.TestCase):
 
                 # The same settings on the stream: the server stays.
                 [new] = harness.daemon_pids(socket_path)
-                again = harness.Adapter(
-                    harness.ServerTestCase.binaries,
-                    [f"--python-path={functions}", "--allow-module=worker_views", "--workers=1",
-                     "--session=stream"], env=env)
+                again = stream_adapter()
                 self.assertIs(again.reply(RESET, timeout=60), True, again.diagnostics())
                 self.assertNotIn("replacing", again.diagnostics())
                 self.assertEqual(harness.daemon_pids(socket_path), [new])
