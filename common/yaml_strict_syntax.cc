@@ -35,11 +35,8 @@ class StrictSyntax final : public YAML::EventHandler {
                 const std::string& value) override {
     NotInsideLastQuoted(mark);
     const bool block_key = Node();
-    if (tag != "?") {
-      QuoteClosed(mark);  // quoted (or a block scalar, or tagged: then nothing to do)
-    } else if (block_key) {
-      ColonAfter(mark, value);
-    }
+    if (tag != "?") QuoteClosed(mark, value);  // quoted, or a block scalar, or tagged
+    if (block_key) ColonAfter(mark, value);      // a quoted one is not found as written
   }
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
                        YAML::EmitterStyle::value) override {
@@ -101,11 +98,12 @@ class StrictSyntax final : public YAML::EventHandler {
     return at < text_.size() ? at : absl::string_view::npos;
   }
 
-  // A scalar whose mark is a quote: its closing quote is in the text (by YAML's escapes: \" in
-  // double quotes, '' in single ones).
-  void QuoteClosed(const YAML::Mark& mark) {
+  // A scalar whose content begins with a quote: its closing quote is in the text (by YAML's
+  // escapes: \" in double quotes, '' in single ones). A node of properties alone (`a: !!str`,
+  // an empty value) has no content: the quote after it is the next node's, checked with it.
+  void QuoteClosed(const YAML::Mark& mark, const std::string& value) {
     const size_t open = ContentAt(mark);
-    if (open == absl::string_view::npos) return;
+    if (open == absl::string_view::npos || (value.empty() && open != At(mark))) return;
     const char quote = text_[open];
     if (quote != '"' && quote != '\'') return;
     for (size_t i = open + 1; i < text_.size(); ++i) {
@@ -134,11 +132,15 @@ class StrictSyntax final : public YAML::EventHandler {
   }
 
   // A plain key of a block mapping: its text is followed by `:` on its line (an explicit key,
-  // `? key`, has its `:` on the next line; a key that is not found as written is let be).
+  // `? key`, has its `:` on the next line, its `?` before the key's properties; a key that is
+  // not found as written, a quoted one, is let be).
   void ColonAfter(const YAML::Mark& mark, const std::string& key) {
     const size_t start = ContentAt(mark);
-    if (start == absl::string_view::npos || text_.substr(start, key.size()) != key) return;
-    size_t before = start;
+    if (start == absl::string_view::npos || text_[start] == '"' || text_[start] == '\'' ||
+        text_.substr(start, key.size()) != key) {
+      return;
+    }
+    size_t before = At(mark);
     while (before > 0 && (text_[before - 1] == ' ' || text_[before - 1] == '\t')) --before;
     if (before > 0 && text_[before - 1] == '?') return;
     size_t after = start + key.size();

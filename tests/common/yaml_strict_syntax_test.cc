@@ -58,6 +58,7 @@ TEST(YamlStrictSyntaxTest, AMappingsLastLineWithoutItsColonIsRefused) {
   EXPECT_THAT(Refusal(text), HasSubstr("at 4:3"));
   EXPECT_THAT(Refusal("d:\n  a: 1\n  b\n"), HasSubstr("after \"b\": each line"));
   EXPECT_THAT(Refusal("a: 1\n&x stray\n"), HasSubstr("after \"stray\""));
+  EXPECT_THAT(Refusal("a: 1\n!t stray\n"), HasSubstr("after \"stray\""));
 }
 
 TEST(YamlStrictSyntaxTest, WhatYamlAllowsStillReads) {
@@ -79,6 +80,14 @@ TEST(YamlStrictSyntaxTest, WhatYamlAllowsStillReads) {
            "",
            "a: &x \"anchored\"\nb: *x\nc: !!str 'tagged'\nd: !!str\n  \"on the next line\"\n",
            "&k key: 1\n!!str tagged key: 2\n",
+           // A value of properties alone, then a quoted node (a review of the check).
+           "a: !!str\n\"b\": 1\n",
+           "views:\n  v:\n    map: m.f\n    reduce: !!null\n\"other\": 1\n",
+           "a: !!str # note\n'b': 1\n",
+           "{a: !!str, \"b\": \"x\"}\n",
+           "? &a key\n: v\n",
+           "? &a\n  key\n: v\n",
+           "d:\n  \"\": empty quoted key\n  '': another\n",
        }) {
     EXPECT_EQ(Refusal(text), "") << text;
   }
