@@ -36,7 +36,8 @@ absl::StatusOr<Arguments> ParseArguments(const std::vector<std::string>& argv,
     // "-x" is not a CouchDB URL (a probe). A value that may start with a dash (-1) stays one.
     if (arg.size() > 1 && arg[0] == '-' && arg[1] != '-' && absl::ascii_isalpha(arg[1])) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown option ", arg, ": cnp's options are written --name (see --help)"));
+          "unknown option ", arg, ": cnp's options are written --name (see --help); an "
+          "argument that begins with '-' goes after --"));
     }
     if (arg == "-" || !absl::StartsWith(arg, "--")) {
       args.positional.push_back(arg);

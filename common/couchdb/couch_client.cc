@@ -304,7 +304,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
   if (code == CURLE_ABORTED_BY_CALLBACK) {
     // Cut off once sent, a write may have been applied: only CouchDB can say.
     absl::Status stopped = Stopped();
-    if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
+    if (!ReadsOnly(method, path)) {
       stopped.SetPayload(kWriteWithoutAnswer, absl::Cord(method));
     }
     return stopped;
@@ -341,7 +341,7 @@ absl::StatusOr<HttpResponse> CouchClient::Perform(const char* method, absl::stri
                                                    " (is CouchDB running, and is the URL right?)"));
     }
     failed.SetPayload(kNoAnswer, absl::Cord(method));
-    if (absl::string_view(method) != "GET" && absl::string_view(method) != "HEAD") {
+    if (!ReadsOnly(method, path)) {
       failed.SetPayload(kWriteWithoutAnswer, absl::Cord(method));
     }
     return failed;

@@ -262,7 +262,7 @@ extern "C" ssize_t sendmsg(int fd, const msghdr* message, int flags) {
           absl::string_view(static_cast<const char*>(message->msg_iov[i].iov_base), n));
       left -= n;
     }
-    // The server's frames only end calls and answer PINGs: never past a limit.
+    // The server's frames only end calls and acknowledge PINGs and SETTINGS: never past a limit.
     cnp::http2_guard::TheRegistry().Count(*guarded);
   }
   errno = saved_errno;
