@@ -240,6 +240,28 @@ absl::Status CheckServerBinaryRuns(const std::string& server_binary) {
   return absl::OkStatus();
 }
 
+// An operator's server keeps its own settings: said to CouchDB's log once per difference
+// (the server says when).
+void ReportOperatorsSettings(const DirectOffer& offer, const ServiceConnection::Options& options,
+                             const std::string& settings) {
+  if (!offer.report_settings_mismatch) return;
+  std::cerr << "cnp-adapter: the cnp-server at " << options.target
+            << " was started by the operator; it keeps its own settings, not this adapter's ("
+            << settings << ")" << std::endl;
+}
+
+// An adapter-started server whose settings differ from this adapter's `settings` is replaced
+// by one started with them, said to CouchDB's log.
+absl::Status ReplaceForSettings(const std::string& grpc_path,
+                                const ServiceConnection::Options& options,
+                                const DirectOffer& offer, const std::string& settings,
+                                absl::Time deadline) {
+  std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << offer.server_pid
+            << ") runs with other settings (" << offer.server_settings << "); replacing it with "
+            << settings << std::endl;
+  return ReplaceService(grpc_path, options.launch, offer.server_pid, deadline);
+}
+
 // The direct session, if the server takes it: returns the adapter's exit code, or kUseStream
 // when CouchDB's pipes are still this process's to serve over the stream.
 int RunDirect(const ServiceConnection::Options& options, bool required) {
@@ -273,11 +295,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
         socket_path, settings, absl::GetFlag(FLAGS_max_line_bytes), trust, deadline);
     // The server's state is unknown (it may own the pipes): never read stdin after this.
     if (!offer.ok()) return fail(offer.status().message());
-    if (offer->report_settings_mismatch) {
-      std::cerr << "cnp-adapter: the cnp-server at " << options.target
-                << " was started by the operator; it keeps its own settings, not this "
-                   "adapter's (" << settings << ")" << std::endl;
-    }
+    ReportOperatorsSettings(*offer, options, settings);
     switch (offer->outcome) {
       case DirectOffer::Outcome::kAccepted: {
         SessionEnd end = WaitForSessionEnd(offer->socket);
@@ -297,11 +315,7 @@ int RunDirect(const ServiceConnection::Options& options, bool required) {
       case DirectOffer::Outcome::kRefused:
         return fail(absl::StrCat("cnp-server refused this adapter: ", offer->reason));
       case DirectOffer::Outcome::kSettingsDiffer:
-        std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << offer->server_pid
-                  << ") runs with other settings (" << offer->server_settings
-                  << "); replacing it with " << settings << std::endl;
-        if (absl::Status s = ReplaceService(grpc_path, options.launch, offer->server_pid,
-                                            deadline);
+        if (absl::Status s = ReplaceForSettings(grpc_path, options, *offer, settings, deadline);
             !s.ok()) {
           return fail(s.message());
         }
@@ -328,16 +342,9 @@ std::optional<int> ReplaceServerOfOtherSettings(const ServiceConnection::Options
       AskServerSettings(session::DirectSocketPath(*grpc_path), settings,
                         SocketTrust::WithServerUid(options.server_uid), deadline);
   if (!asked.ok()) return std::nullopt;
-  if (asked->report_settings_mismatch) {
-    std::cerr << "cnp-adapter: the cnp-server at " << options.target
-              << " was started by the operator; it keeps its own settings, not this "
-                 "adapter's (" << settings << ")" << std::endl;
-  }
+  ReportOperatorsSettings(*asked, options, settings);
   if (asked->outcome != DirectOffer::Outcome::kSettingsDiffer) return std::nullopt;
-  std::cerr << "cnp-adapter: the cnp-server an adapter started (pid " << asked->server_pid
-            << ") runs with other settings (" << asked->server_settings
-            << "); replacing it with " << settings << std::endl;
-  if (absl::Status s = ReplaceService(*grpc_path, options.launch, asked->server_pid, deadline);
+  if (absl::Status s = ReplaceForSettings(*grpc_path, options, *asked, settings, deadline);
       !s.ok()) {
     std::cerr << "cnp-adapter: " << s.message() << std::endl;
     return 1;

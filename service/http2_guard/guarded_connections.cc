@@ -181,8 +181,7 @@ class Registry {
                            total, " (at most ", limit, ", from --max-grpc-memory)")
             : absl::StrCat("had ", most, " PING and SETTINGS frames not yet acknowledged, "
                            "the most of any connection, while the server's connections had ",
-                           total,
-                           " (at most ", limit, ", from --max-grpc-memory)");
+                           total, " (at most ", limit, ", from --max-grpc-memory)");
     Closing closing;
     {
       absl::MutexLock lock(&victim->mu);
